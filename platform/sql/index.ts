@@ -1,0 +1,1 @@
+export { openDatabase, type Database, type DatabaseOptions, type Migration } from "./database.js";
