@@ -1,0 +1,28 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, databaseUrl, duration, hostPort, integer, readConfig } from "./env.js";
+
+const settings = {
+  LISTEN: { description: "address", default: "127.0.0.1:50051", parse: hostPort },
+  TIMEOUT: { description: "timeout", default: "2s", parse: duration },
+  WORKERS: { description: "workers", parse: integer(1, 8) },
+};
+
+describe("readConfig", () => {
+  it("applies defaults and parses values", () => {
+    expect(readConfig(settings, { WORKERS: "4", TIMEOUT: "250ms" })).toEqual({ LISTEN: "127.0.0.1:50051", TIMEOUT: 250, WORKERS: 4 });
+  });
+
+  it("reports every bad variable by name at once", () => {
+    const read = () => readConfig(settings, { LISTEN: "localhost", TIMEOUT: "soon" });
+    expect(read).toThrow(ConfigError);
+    expect(read).toThrow(/LISTEN="localhost" is invalid[\s\S]*TIMEOUT="soon" is invalid[\s\S]*WORKERS is required/);
+  });
+});
+
+describe("databaseUrl", () => {
+  it("accepts SQLite paths and URLs and refuses other schemes", () => {
+    expect(databaseUrl(".data/x.db")).toEqual({ kind: "sqlite", path: ".data/x.db" });
+    expect(databaseUrl("sqlite:///tmp/x.db")).toEqual({ kind: "sqlite", path: "/tmp/x.db" });
+    expect(() => databaseUrl("postgres://db/shop")).toThrow(/unsupported database scheme "postgres:"/);
+  });
+});

@@ -1,0 +1,100 @@
+/**
+ * Configuration from environment variables, validated at start-up. Every bad
+ * value is reported at once, each by the variable's name, so a service never
+ * starts half-configured.
+ */
+
+/** How to read one variable. */
+export interface Setting<T> {
+  /** What the variable means, for error messages and --help. */
+  readonly description: string;
+  /** Used when the variable is unset or empty; without one the variable is required. */
+  readonly default?: string;
+  /** Turns the raw text into a value; throws an Error saying what is wrong. */
+  readonly parse: (raw: string) => T;
+}
+
+export type Settings = Record<string, Setting<unknown>>;
+export type ConfigOf<S extends Settings> = { readonly [K in keyof S]: S[K] extends Setting<infer T> ? T : never };
+
+/** Thrown by `readConfig`; its message lists every bad variable. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+export function readConfig<S extends Settings>(settings: S, env: NodeJS.ProcessEnv = process.env): ConfigOf<S> {
+  const problems: string[] = [];
+  const out: Record<string, unknown> = {};
+  for (const [name, setting] of Object.entries(settings)) {
+    const raw = env[name];
+    const text = raw === undefined || raw === "" ? setting.default : raw;
+    if (text === undefined) {
+      problems.push(`${name} is required (${setting.description})`);
+      continue;
+    }
+    try {
+      out[name] = setting.parse(text);
+    } catch (err) {
+      problems.push(`${name}=${JSON.stringify(text)} is invalid: ${(err as Error).message} (${setting.description})`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(`bad configuration:\n  ${problems.join("\n  ")}`);
+  return out as ConfigOf<S>;
+}
+
+/** One line per variable, for a --help text. */
+export function describeConfig(settings: Settings): string {
+  return Object.entries(settings)
+    .map(([name, s]) => `  ${name.padEnd(28)} ${s.description}${s.default !== undefined ? ` (default: ${s.default || '""'})` : " (required)"}`)
+    .join("\n");
+}
+
+/** `host:port` to listen on or dial; port 0 picks a free one when listening. */
+export function hostPort(raw: string): string {
+  const match = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(raw);
+  if (!match || Number(match[2]) > 65535) throw new Error("expected host:port, for example 127.0.0.1:50051");
+  return raw;
+}
+
+/** A whole number within bounds. */
+export function integer(min: number, max: number): (raw: string) => number {
+  return (raw) => {
+    if (!/^-?\d+$/.test(raw)) throw new Error("expected a whole number");
+    const n = Number(raw);
+    if (n < min || n > max) throw new Error(`expected a number from ${min} to ${max}`);
+    return n;
+  };
+}
+
+/** A duration such as "250ms", "5s" or "2m", returned in milliseconds. */
+export function duration(raw: string): number {
+  const match = /^(\d+)(ms|s|m|h)$/.exec(raw);
+  if (!match) throw new Error('expected a duration such as "250ms", "5s", "2m" or "1h"');
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] as "ms" | "s" | "m" | "h"];
+  return Number(match[1]) * unit;
+}
+
+/** One of a fixed set of words. */
+export function oneOf<T extends string>(...choices: T[]): (raw: string) => T {
+  return (raw) => {
+    if (!choices.includes(raw as T)) throw new Error(`expected one of ${choices.join(", ")}`);
+    return raw as T;
+  };
+}
+
+/** Any non-empty text. */
+export function text(raw: string): string {
+  return raw;
+}
+
+/**
+ * Where a service keeps its data. SQLite is the embedded default: a file
+ * path, or a `file:` / `sqlite:` URL. Other stores come with their own URL
+ * schemes; an unknown scheme is refused here rather than at first use.
+ */
+export function databaseUrl(raw: string): { readonly kind: "sqlite"; readonly path: string } {
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(raw)?.[1]?.toLowerCase();
+  if (scheme === undefined) return { kind: "sqlite", path: raw };
+  if (scheme === "file" || scheme === "sqlite") return { kind: "sqlite", path: raw.replace(/^[a-z]+:(\/\/)?/i, "") };
+  throw new Error(`unsupported database scheme "${scheme}:"; this build supports SQLite (a path, file: or sqlite:)`);
+}

@@ -1,0 +1,31 @@
+import { credentials, makeGenericClientConstructor, type ServiceError } from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
+
+const HealthClient = makeGenericClientConstructor(healthService, "grpc.health.v1.Health");
+
+/** Asks a server's grpc.health.v1 for the status of `service` ("" is the whole server). */
+export function checkHealth(address: string, service = "", timeoutMs = 1_000): Promise<string> {
+  const client = new HealthClient(address, credentials.createInsecure());
+  return new Promise<string>((resolve, reject) => {
+    client.check({ service }, { deadline: Date.now() + timeoutMs }, (err: ServiceError | null, res: { status: string }) => {
+      client.close();
+      if (err) reject(err);
+      else resolve(res.status);
+    });
+  });
+}
+
+/** Polls until the server reports SERVING; rejects with the last error after `timeoutMs`. */
+export async function waitForServing(address: string, timeoutMs = 15_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < until) {
+    try {
+      if ((await checkHealth(address)) === "SERVING") return;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${address} did not report SERVING within ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ""}`);
+}

@@ -1,0 +1,9 @@
+export { bindService, toGrpcError, type BoundService, type ServiceDefinition, type ServiceImpl, type UnaryMethodDefinition } from "./bind-service.js";
+export type { CallContext } from "./call-context.js";
+export { createClient, type ClientOptions, type OutgoingCallOptions, type PromiseClient } from "./client.js";
+export { createRequestValidator, type RequestValidator } from "./request-validator.js";
+export { createGrpcServer, type GrpcServer, type GrpcServerOptions } from "./server.js";
+export { decodeStatusDetails, encodeBadRequestStatus, type DecodedStatus } from "./status-details.js";
+export { StatusError, statusName, type FieldViolation } from "./status-error.js";
+export { decodePageToken, encodePageToken, pageSizeOf } from "./page-token.js";
+export { checkHealth, waitForServing } from "./health-client.js";

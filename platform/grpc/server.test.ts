@@ -1,0 +1,88 @@
+import { status } from "@grpc/grpc-js";
+import { afterEach, describe, expect, it } from "vitest";
+import { descriptorSet } from "../../gen/ts/descriptor_set.js";
+import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { createLogger } from "../log/index.js";
+import type { ServiceImpl } from "./bind-service.js";
+import { createClient } from "./client.js";
+import { checkHealth } from "./health-client.js";
+import { createGrpcServer, type GrpcServer } from "./server.js";
+import { StatusError } from "./status-error.js";
+
+const logger = createLogger({ service: "test", level: "silent" });
+const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, createTime: undefined, updateTime: undefined };
+
+function impl(getProduct: ServiceImpl<typeof ProductServiceService>["getProduct"]): ServiceImpl<typeof ProductServiceService> {
+  const unused = async (): Promise<never> => {
+    throw new StatusError(status.UNIMPLEMENTED, "not in this test");
+  };
+  return { getProduct, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused };
+}
+
+describe("createGrpcServer", () => {
+  let server: GrpcServer | undefined;
+  afterEach(async () => {
+    await server?.shutdown();
+    server = undefined;
+  });
+
+  it("reports NOT_SERVING during shutdown while in-flight calls complete", async () => {
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let started!: () => void;
+    const callStarted = new Promise<void>((r) => (started = r));
+    server = createGrpcServer({ descriptorSet, logger, drainDelayMs: 300 });
+    server.addService(ProductServiceService, impl(async () => {
+      started();
+      await released;
+      return { product };
+    }));
+    const { port } = await server.start("127.0.0.1:0");
+    const address = `127.0.0.1:${port}`;
+    expect(await checkHealth(address)).toBe("SERVING");
+    expect(await checkHealth(address, "shop.products.v1.ProductService")).toBe("SERVING");
+    const client = createClient(ProductServiceService, { address });
+    const inFlight = client.getProduct({ id: product.id });
+    await callStarted;
+    const stopped = server.shutdown();
+    expect(await checkHealth(address)).toBe("NOT_SERVING");
+    expect(server.servingStatus()).toBe("NOT_SERVING");
+    release();
+    expect((await inFlight).product?.id).toBe(product.id);
+    await stopped;
+    client.close();
+  });
+
+  it("reports NOT_SERVING while the readiness check fails, and SERVING again after", async () => {
+    let databaseUp = true;
+    server = createGrpcServer({ descriptorSet, logger, readinessIntervalMs: 20, readinessCheck: () => {
+      if (!databaseUp) throw new Error("database is closed");
+    } });
+    server.addService(ProductServiceService, impl(async () => ({ product })));
+    const { port } = await server.start("127.0.0.1:0");
+    const address = `127.0.0.1:${port}`;
+    expect(await checkHealth(address)).toBe("SERVING");
+    databaseUp = false;
+    await expect.poll(() => checkHealth(address), { timeout: 2_000 }).toBe("NOT_SERVING");
+    databaseUp = true;
+    await expect.poll(() => checkHealth(address), { timeout: 2_000 }).toBe("SERVING");
+  });
+
+  it("turns unexpected errors into INTERNAL without leaking their message", async () => {
+    server = createGrpcServer({ descriptorSet, logger });
+    server.addService(ProductServiceService, impl(async () => {
+      throw new Error("SQLITE_CORRUPT: secret path /var/lib/x");
+    }));
+    const { port } = await server.start("127.0.0.1:0");
+    const client = createClient(ProductServiceService, { address: `127.0.0.1:${port}` });
+    const err = await client.getProduct({ id: product.id }).catch((e) => e);
+    expect(err.code).toBe(status.INTERNAL);
+    expect(err.details).toBe("internal error");
+    client.close();
+  });
+
+  it("refuses unknown and invalid options", () => {
+    expect(() => createGrpcServer({ descriptorSet, logger, shutdownTimeout: 5 } as never)).toThrow(/unknown option shutdownTimeout/);
+    expect(() => createGrpcServer({ descriptorSet, logger, maxReceiveMessageBytes: 0 })).toThrow(/maxReceiveMessageBytes/);
+  });
+});

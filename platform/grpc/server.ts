@@ -1,0 +1,139 @@
+import { Server, ServerCredentials, type ChannelOptions } from "@grpc/grpc-js";
+import { loadFileDescriptorSetFromBuffer } from "@grpc/proto-loader";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation, type ServingStatus } from "grpc-health-check";
+import type { Logger } from "../log/index.js";
+import { bindService, type ServiceDefinition, type ServiceImpl } from "./bind-service.js";
+import { createRequestValidator } from "./request-validator.js";
+
+export interface GrpcServerOptions {
+  /** The generated descriptor set: validation rules and server reflection. */
+  readonly descriptorSet: Uint8Array;
+  readonly logger: Logger;
+  /** Largest request accepted; larger ones get RESOURCE_EXHAUSTED. Default 4 MiB. */
+  readonly maxReceiveMessageBytes?: number;
+  /** How long shutdown waits for in-flight calls before cancelling them. Default 10 s. */
+  readonly shutdownTimeoutMs?: number;
+  /** How long health reports NOT_SERVING before the server stops accepting calls. Default 0. */
+  readonly drainDelayMs?: number;
+  /** Throws when a dependency (the database) is unavailable; health then reports NOT_SERVING. */
+  readonly readinessCheck?: () => void;
+  /** How often readinessCheck runs. Default 2 s. */
+  readonly readinessIntervalMs?: number;
+  /** TLS or mTLS credentials; plaintext by default (local development). */
+  readonly credentials?: ServerCredentials;
+}
+
+/**
+ * A grpc-js server with what every Concord service needs: grpc.health.v1,
+ * server reflection, contract validation and error mapping on every call,
+ * a receive limit, and graceful shutdown.
+ */
+export interface GrpcServer {
+  /** Registers an implementation of a generated service; before `start`. */
+  addService<D extends ServiceDefinition>(definition: D, impl: ServiceImpl<D>): void;
+  /** Binds and starts serving; resolves with the bound port (useful with port 0). */
+  start(address: string): Promise<{ readonly port: number }>;
+  /**
+   * Health goes NOT_SERVING, new calls are refused after the drain delay,
+   * in-flight calls get up to shutdownTimeoutMs to finish, then the rest are
+   * cancelled. Safe to call twice.
+   */
+  shutdown(): Promise<void>;
+  /** The overall serving status reported by grpc.health.v1. */
+  servingStatus(): ServingStatus;
+}
+
+const option = <T>(value: T | undefined, fallback: T, name: string, valid: (v: T) => boolean): T => {
+  const v = value ?? fallback;
+  if (!valid(v)) throw new Error(`createGrpcServer: invalid ${name}: ${String(v)}`);
+  return v;
+};
+
+export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
+  const known = new Set(["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials"]);
+  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`createGrpcServer: unknown option ${key}`);
+  const positive = (v: number) => Number.isInteger(v) && v >= 0;
+  const maxReceive = option(options.maxReceiveMessageBytes, 4 * 1024 * 1024, "maxReceiveMessageBytes", (v) => positive(v) && v > 0);
+  const shutdownTimeoutMs = option(options.shutdownTimeoutMs, 10_000, "shutdownTimeoutMs", positive);
+  const drainDelayMs = option(options.drainDelayMs, 0, "drainDelayMs", positive);
+  const readinessIntervalMs = option(options.readinessIntervalMs, 2_000, "readinessIntervalMs", (v) => positive(v) && v > 0);
+  const { logger, readinessCheck } = options;
+
+  const channelOptions: ChannelOptions = { "grpc.max_receive_message_length": maxReceive };
+  const server = new Server(channelOptions);
+  const validator = createRequestValidator(options.descriptorSet);
+  const serviceNames: string[] = [];
+  const health = new HealthImplementation({ "": "NOT_SERVING" });
+  health.addToServer(server);
+  new ReflectionService(loadFileDescriptorSetFromBuffer(Buffer.from(options.descriptorSet))).addToServer(server);
+
+  let state: "created" | "serving" | "stopping" | "stopped" = "created";
+  let ready = true;
+  let readinessTimer: NodeJS.Timeout | undefined;
+  let stopped: Promise<void> | undefined;
+
+  const setAll = (status: ServingStatus): void => {
+    for (const name of ["", ...serviceNames]) health.setStatus(name, status);
+  };
+  const checkReadiness = (): void => {
+    if (state !== "serving" || !readinessCheck) return;
+    let now = true;
+    try {
+      readinessCheck();
+    } catch (err) {
+      now = false;
+      if (ready) logger.error({ err }, "readiness check failed; reporting NOT_SERVING");
+    }
+    if (now && !ready) logger.info("readiness restored; reporting SERVING");
+    ready = now;
+    setAll(ready ? "SERVING" : "NOT_SERVING");
+  };
+
+  return {
+    addService(definition, impl) {
+      if (state !== "created") throw new Error("addService must be called before start");
+      const bound = bindService(definition, impl, { validator, logger });
+      server.addService(bound.definition, bound.handlers as never);
+      const first = Object.values(definition)[0];
+      if (first) serviceNames.push(first.path.split("/")[1]);
+      setAll("NOT_SERVING");
+    },
+    async start(address) {
+      if (state !== "created") throw new Error(`cannot start a server that is ${state}`);
+      const port = await new Promise<number>((resolve, reject) =>
+        server.bindAsync(address, options.credentials ?? ServerCredentials.createInsecure(), (err, p) => (err ? reject(new Error(`listening on ${address} failed: ${err.message}`, { cause: err })) : resolve(p))),
+      );
+      state = "serving";
+      setAll("SERVING");
+      checkReadiness();
+      if (readinessCheck) readinessTimer = setInterval(checkReadiness, readinessIntervalMs).unref();
+      return { port };
+    },
+    shutdown() {
+      stopped ??= (async () => {
+        if (readinessTimer) clearInterval(readinessTimer);
+        state = "stopping";
+        setAll("NOT_SERVING");
+        if (drainDelayMs > 0) await new Promise((r) => setTimeout(r, drainDelayMs));
+        await new Promise<void>((resolve) => {
+          const force = setTimeout(() => {
+            logger.warn({ shutdownTimeoutMs }, "in-flight calls did not finish in time; cancelling them");
+            server.forceShutdown();
+            resolve();
+          }, shutdownTimeoutMs);
+          server.tryShutdown(() => {
+            clearTimeout(force);
+            resolve();
+          });
+        });
+        state = "stopped";
+      })();
+      return stopped;
+    },
+    servingStatus() {
+      if (state !== "serving") return "NOT_SERVING";
+      return ready ? "SERVING" : "NOT_SERVING";
+    },
+  };
+}

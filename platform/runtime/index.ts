@@ -1,0 +1,1 @@
+export { runService, type RunningService, type RunServiceOptions } from "./run-service.js";

@@ -1,0 +1,69 @@
+import { ConfigError, describeConfig, readConfig, type ConfigOf, type Settings } from "../config/index.js";
+import { createLogger, type Logger } from "../log/index.js";
+
+/** A started service: where it listens and how to stop it. */
+export interface RunningService {
+  /** Address it serves gRPC on, with the bound port. */
+  readonly address: string;
+  /** Graceful stop: health NOT_SERVING, finish in-flight work, close resources. */
+  stop(): Promise<void>;
+}
+
+export interface RunServiceOptions<S extends Settings> {
+  /** Service name, for logs and --help. */
+  readonly name: string;
+  /** One line on what the service does, for --help. */
+  readonly summary: string;
+  readonly settings: S;
+  readonly start: (config: ConfigOf<S>, logger: Logger) => Promise<RunningService>;
+}
+
+/**
+ * The process entry point of a service: reads and validates its environment
+ * (a bad value stops it with exit code 2 and a message naming the
+ * variable), starts it, and stops it cleanly on SIGTERM or SIGINT.
+ */
+export async function runService<S extends Settings>(options: RunServiceOptions<S>): Promise<void> {
+  if (process.argv.includes("--help") || process.argv.includes("-h")) {
+    console.log(`${options.name}: ${options.summary}\n\nConfigured by environment variables:\n${describeConfig(options.settings)}`);
+    return;
+  }
+  let config: ConfigOf<S>;
+  try {
+    config = readConfig(options.settings);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`${options.name}: ${err.message}`);
+    process.exitCode = 2;
+    return;
+  }
+  const level = (config as Record<string, unknown>).LOG_LEVEL;
+  const logger = createLogger({ service: options.name, level: typeof level === "string" ? level : "info" });
+  let running: RunningService;
+  try {
+    running = await options.start(config, logger);
+  } catch (err) {
+    logger.fatal({ err }, "start-up failed");
+    logger.flush();
+    process.exitCode = 1;
+    return;
+  }
+  logger.info({ address: running.address }, `${options.name} listening on ${running.address}`);
+
+  let stopping = false;
+  const stop = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "stopping");
+    try {
+      await running.stop();
+      logger.info("stopped");
+    } catch (err) {
+      logger.error({ err }, "stop failed");
+      process.exitCode = 1;
+    }
+    logger.flush();
+  };
+  process.once("SIGTERM", () => void stop("SIGTERM"));
+  process.once("SIGINT", () => void stop("SIGINT"));
+}

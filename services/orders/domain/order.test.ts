@@ -1,0 +1,81 @@
+import { status } from "@grpc/grpc-js";
+import { describe, expect, it } from "vitest";
+import { assertEditable, assertVersion, cancel, type OrderRecord, priceLines, settleReservation } from "./order.js";
+
+const order = (overrides: Partial<OrderRecord> = {}): OrderRecord => ({
+  id: "o-1",
+  customerId: "c-1",
+  state: "PENDING",
+  lines: [{ productId: "p-1", productName: "Teapot", quantity: 2, unitPriceMinor: 1999 }],
+  currency: "EUR",
+  totalMinor: 3998,
+  shippingAddress: { recipient: "A", line1: "B", line2: "", city: "C", postalCode: "D", countryCode: "DE" },
+  rejectionReason: "",
+  linesVersion: 1,
+  version: 1,
+  createdAt: 0,
+  updatedAt: 0,
+  ...overrides,
+});
+const codeOf = (fn: () => unknown) => {
+  try {
+    fn();
+  } catch (err) {
+    return (err as { code: number }).code;
+  }
+  return undefined;
+};
+
+describe("priceLines", () => {
+  it("prices each line at the quoted price and sums the total", () => {
+    const quotes = new Map([
+      ["p-1", { id: "p-1", name: "Teapot", priceMinor: 1999, currency: "EUR" }],
+      ["p-2", { id: "p-2", name: "Cup", priceMinor: 450, currency: "EUR" }],
+    ]);
+    const priced = priceLines([{ productId: "p-1", quantity: 2 }, { productId: "p-2", quantity: 3 }], quotes);
+    expect(priced).toEqual({
+      currency: "EUR",
+      totalMinor: 2 * 1999 + 3 * 450,
+      lines: [
+        { productId: "p-1", productName: "Teapot", quantity: 2, unitPriceMinor: 1999 },
+        { productId: "p-2", productName: "Cup", quantity: 3, unitPriceMinor: 450 },
+      ],
+    });
+  });
+
+  it("refuses products in different currencies", () => {
+    const quotes = new Map([
+      ["p-1", { id: "p-1", name: "A", priceMinor: 1, currency: "EUR" }],
+      ["p-2", { id: "p-2", name: "B", priceMinor: 1, currency: "USD" }],
+    ]);
+    expect(codeOf(() => priceLines([{ productId: "p-1", quantity: 1 }, { productId: "p-2", quantity: 1 }], quotes))).toBe(status.FAILED_PRECONDITION);
+  });
+
+  it("refuses a total that integers cannot hold exactly", () => {
+    const quotes = new Map([["p-1", { id: "p-1", name: "A", priceMinor: 2 ** 52, currency: "EUR" }]]);
+    expect(codeOf(() => priceLines([{ productId: "p-1", quantity: 1000 }], quotes))).toBe(status.FAILED_PRECONDITION);
+  });
+});
+
+describe("order state transitions", () => {
+  it("lets only PENDING orders change, at the version the caller saw", () => {
+    expect(codeOf(() => assertEditable(order()))).toBeUndefined();
+    for (const state of ["CONFIRMED", "REJECTED", "CANCELLED"] as const) expect(codeOf(() => assertEditable(order({ state })))).toBe(status.FAILED_PRECONDITION);
+    expect(codeOf(() => assertVersion(order({ version: 3 }), 2))).toBe(status.ABORTED);
+  });
+
+  it("cancels PENDING and CONFIRMED orders, leaves CANCELLED ones, refuses REJECTED ones", () => {
+    expect(cancel(order(), 5)).toMatchObject({ state: "CANCELLED", version: 2, updatedAt: 5 });
+    expect(cancel(order({ state: "CONFIRMED" }), 5)).toMatchObject({ state: "CANCELLED" });
+    expect(cancel(order({ state: "CANCELLED" }), 5)).toBeNull();
+    expect(codeOf(() => cancel(order({ state: "REJECTED" }), 5))).toBe(status.FAILED_PRECONDITION);
+  });
+
+  it("confirms or rejects a PENDING order only for its current lines version", () => {
+    expect(settleReservation(order(), 1, { reserved: true }, 9)).toMatchObject({ state: "CONFIRMED", version: 2 });
+    expect(settleReservation(order(), 1, { reserved: false, reason: "not enough stock" }, 9)).toMatchObject({ state: "REJECTED", rejectionReason: "not enough stock" });
+    expect(settleReservation(order({ linesVersion: 2 }), 1, { reserved: true }, 9)).toBeNull();
+    expect(settleReservation(order({ state: "CANCELLED" }), 1, { reserved: true }, 9)).toBeNull();
+    expect(settleReservation(order({ state: "CONFIRMED" }), 1, { reserved: false, reason: "x" }, 9)).toBeNull();
+  });
+});

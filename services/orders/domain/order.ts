@@ -1,0 +1,115 @@
+import { StatusError } from "../../../platform/grpc/index.js";
+
+export type OrderState = "PENDING" | "CONFIRMED" | "REJECTED" | "CANCELLED";
+
+export interface ShippingAddress {
+  readonly recipient: string;
+  readonly line1: string;
+  readonly line2: string;
+  readonly city: string;
+  readonly postalCode: string;
+  readonly countryCode: string;
+}
+
+/** A priced line: the product's name and price when the order was priced. */
+export interface PricedLine {
+  readonly productId: string;
+  readonly productName: string;
+  readonly quantity: number;
+  readonly unitPriceMinor: number;
+}
+
+/** An order as the order service keeps it. Money is in minor units of `currency`. */
+export interface OrderRecord {
+  readonly id: string;
+  readonly customerId: string;
+  readonly state: OrderState;
+  readonly lines: readonly PricedLine[];
+  readonly currency: string;
+  readonly totalMinor: number;
+  readonly shippingAddress: ShippingAddress;
+  readonly rejectionReason: string;
+  /** Raised whenever the lines change, so stock replies about older lines are ignored. */
+  readonly linesVersion: number;
+  readonly version: number;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+}
+
+/** What the product service says about a product when an order is priced. */
+export interface ProductQuote {
+  readonly id: string;
+  readonly name: string;
+  readonly priceMinor: number;
+  readonly currency: string;
+}
+
+/**
+ * Prices each requested line at its product's current price. All products
+ * must be priced in one currency (FAILED_PRECONDITION otherwise).
+ */
+export function priceLines(
+  requested: readonly { readonly productId: string; readonly quantity: number }[],
+  quotes: ReadonlyMap<string, ProductQuote>,
+): { lines: PricedLine[]; currency: string; totalMinor: number } {
+  const lines = requested.map((line) => {
+    const quote = quotes.get(line.productId);
+    if (!quote) throw new Error(`no quote for product ${line.productId}`);
+    return { productId: line.productId, productName: quote.name, quantity: line.quantity, unitPriceMinor: quote.priceMinor };
+  });
+  const currencies = new Set(requested.map((l) => quotes.get(l.productId)!.currency));
+  if (currencies.size > 1) {
+    throw StatusError.failedPrecondition(`the products are priced in different currencies (${[...currencies].sort().join(", ")}); order them separately`);
+  }
+  const totalMinor = lines.reduce((sum, l) => sum + lineTotalMinor(l), 0);
+  if (!Number.isSafeInteger(totalMinor)) throw StatusError.failedPrecondition("the order total is too large");
+  return { lines, currency: [...currencies][0], totalMinor };
+}
+
+export function lineTotalMinor(line: PricedLine): number {
+  return line.unitPriceMinor * line.quantity;
+}
+
+/** A PENDING order may still change; FAILED_PRECONDITION otherwise. */
+export function assertEditable(order: OrderRecord): void {
+  if (order.state !== "PENDING") throw StatusError.failedPrecondition(`order ${order.id} is ${order.state}; only PENDING orders can be changed`);
+}
+
+/** ABORTED when the caller's view of the order is stale. */
+export function assertVersion(order: OrderRecord, expectedVersion: number): void {
+  if (order.version !== expectedVersion) {
+    throw StatusError.aborted(`order ${order.id} is at version ${order.version}, not ${expectedVersion}; read it again and retry`);
+  }
+}
+
+/**
+ * Cancelling: PENDING and CONFIRMED orders become CANCELLED; a CANCELLED
+ * order stays as it is (null: nothing to do); a REJECTED one cannot be.
+ */
+export function cancel(order: OrderRecord, now: number): OrderRecord | null {
+  switch (order.state) {
+    case "CANCELLED":
+      return null;
+    case "REJECTED":
+      throw StatusError.failedPrecondition(`order ${order.id} was rejected and cannot be cancelled`);
+    default:
+      return { ...order, state: "CANCELLED", version: order.version + 1, updatedAt: now };
+  }
+}
+
+/**
+ * The product service's answer about stock for one lines version. Only a
+ * PENDING order whose lines are still that version moves; any other answer
+ * is stale or a duplicate and changes nothing (null).
+ */
+export function settleReservation(
+  order: OrderRecord,
+  linesVersion: number,
+  outcome: { readonly reserved: true } | { readonly reserved: false; readonly reason: string },
+  now: number,
+): OrderRecord | null {
+  if (order.state !== "PENDING" || order.linesVersion !== linesVersion) return null;
+  return outcome.reserved
+    ? { ...order, state: "CONFIRMED", version: order.version + 1, updatedAt: now }
+    : { ...order, state: "REJECTED", rejectionReason: outcome.reason, version: order.version + 1, updatedAt: now };
+}

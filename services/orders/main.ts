@@ -1,0 +1,18 @@
+import { runService } from "../../platform/runtime/index.js";
+import { startOrders } from "./app.js";
+import { orderSettings } from "./config.js";
+
+await runService({
+  name: "orders",
+  summary: "the order service: places and tracks orders (gRPC shop.orders.v1.OrderService)",
+  settings: orderSettings,
+  start: (config, logger) =>
+    startOrders({
+      listen: config.ORDERS_LISTEN,
+      databasePath: config.ORDERS_DATABASE_URL.path,
+      productsAddress: config.PRODUCTS_ADDRESS,
+      productsTimeoutMs: config.PRODUCTS_TIMEOUT,
+      shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
+      logger,
+    }),
+});

@@ -1,0 +1,16 @@
+import { runService } from "../../platform/runtime/index.js";
+import { startProducts } from "./app.js";
+import { productSettings } from "./config.js";
+
+await runService({
+  name: "products",
+  summary: "the product service: catalogue and stock (gRPC shop.products.v1.ProductService)",
+  settings: productSettings,
+  start: (config, logger) =>
+    startProducts({
+      listen: config.PRODUCTS_LISTEN,
+      databasePath: config.PRODUCTS_DATABASE_URL.path,
+      shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
+      logger,
+    }),
+});

@@ -1,0 +1,28 @@
+import type { Migration } from "../../../platform/sql/index.js";
+
+export const productMigrations: Migration[] = [
+  {
+    id: "products_0001_products",
+    sql: `
+      CREATE TABLE products (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        description   TEXT NOT NULL,
+        price_minor   INTEGER NOT NULL,
+        currency      TEXT NOT NULL,
+        stock         INTEGER NOT NULL CHECK (stock >= 0),
+        version       INTEGER NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+      ) STRICT;
+      CREATE TABLE stock_adjustments (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        product_id    TEXT NOT NULL REFERENCES products (id),
+        delta         INTEGER NOT NULL,
+        reason        TEXT NOT NULL,
+        stock_after   INTEGER NOT NULL,
+        created_at    INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
+];

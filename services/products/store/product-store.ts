@@ -1,0 +1,71 @@
+import type { Database } from "../../../platform/sql/index.js";
+import type { ProductRecord } from "../domain/product.js";
+
+/**
+ * Product queries. Methods are synchronous and join the caller's
+ * transaction, so a change and the events it emits commit together.
+ */
+export interface ProductStore {
+  insert(product: ProductRecord): void;
+  get(id: string): ProductRecord | undefined;
+  /** Writes `next` if the stored version is still `expectedVersion`; false otherwise. */
+  replace(next: ProductRecord, expectedVersion: number): boolean;
+  /** Up to `limit` products with ids after `afterId`, in id order. */
+  list(afterId: string, limit: number): ProductRecord[];
+  /** Sets stock and bumps the version, recording why. */
+  setStock(id: string, stock: number, version: number, updatedAt: number, delta: number, reason: string): void;
+}
+
+interface Row {
+  id: string;
+  name: string;
+  description: string;
+  price_minor: number;
+  currency: string;
+  stock: number;
+  version: number;
+  created_at: number;
+  updated_at: number;
+}
+
+const fromRow = (r: Row): ProductRecord => ({
+  id: r.id,
+  name: r.name,
+  description: r.description,
+  priceMinor: r.price_minor,
+  currency: r.currency,
+  stock: r.stock,
+  version: r.version,
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+});
+
+export function createProductStore(db: Database): ProductStore {
+  const s = db.sqlite;
+  const insert = s.prepare(
+    `INSERT INTO products (id, name, description, price_minor, currency, stock, version, created_at, updated_at)
+     VALUES (@id, @name, @description, @priceMinor, @currency, @stock, @version, @createdAt, @updatedAt)`,
+  );
+  const get = s.prepare<[string], Row>("SELECT * FROM products WHERE id = ?");
+  const replace = s.prepare(
+    `UPDATE products SET name = @name, description = @description, price_minor = @priceMinor, currency = @currency,
+       stock = @stock, version = @version, updated_at = @updatedAt
+     WHERE id = @id AND version = @expectedVersion`,
+  );
+  const list = s.prepare<[string, number], Row>("SELECT * FROM products WHERE id > ? ORDER BY id LIMIT ?");
+  const setStock = s.prepare("UPDATE products SET stock = ?, version = ?, updated_at = ? WHERE id = ?");
+  const logAdjustment = s.prepare("INSERT INTO stock_adjustments (product_id, delta, reason, stock_after, created_at) VALUES (?, ?, ?, ?, ?)");
+  return {
+    insert: (p) => void insert.run(p),
+    get: (id) => {
+      const row = get.get(id);
+      return row && fromRow(row);
+    },
+    replace: (next, expectedVersion) => replace.run({ ...next, expectedVersion }).changes === 1,
+    list: (afterId, limit) => list.all(afterId, limit).map(fromRow),
+    setStock: (id, stock, version, updatedAt, delta, reason) => {
+      setStock.run(stock, version, updatedAt, id);
+      logAdjustment.run(id, delta, reason, stock, updatedAt);
+    },
+  };
+}

@@ -1,0 +1,112 @@
+import { status } from "@grpc/grpc-js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { checkHealth } from "../platform/grpc/index.js";
+import { grpcError, type RunningProducts, startTestProducts, tempDir } from "./support/shop.js";
+
+const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
+
+describe("ProductService", () => {
+  const dir = tempDir();
+  let products: RunningProducts;
+  beforeAll(async () => {
+    products = await startTestProducts(dir.path);
+  });
+  afterAll(async () => {
+    await products.stop();
+    dir.cleanup();
+  });
+  const create = (name = "Teapot", stock = 10, price = 1999) =>
+    products.client.createProduct({ name, description: "Porcelain", price: eur(price), initialStock: stock }).then((r) => r.product!);
+
+  it("creates and reads back a product", async () => {
+    const created = await create("Kettle", 5, 4500);
+    expect(created.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(created).toMatchObject({ name: "Kettle", stock: 5, version: 1, price: eur(4500) });
+    const { product } = await products.client.getProduct({ id: created.id });
+    expect(product).toEqual(created);
+  });
+
+  it("answers NOT_FOUND for an unknown id and INVALID_ARGUMENT for a malformed one", async () => {
+    const missing = await grpcError(products.client.getProduct({ id: "01890a5d-ac96-774b-bcce-b302099a8057" }));
+    expect(missing.code).toBe(status.NOT_FOUND);
+    const malformed = await grpcError(products.client.getProduct({ id: "not-a-uuid" }));
+    expect(malformed.code).toBe(status.INVALID_ARGUMENT);
+    expect(malformed.violations.map((v) => v.field)).toEqual(["id"]);
+  });
+
+  it("names every bad field of an invalid CreateProduct and stores nothing", async () => {
+    const before = await products.client.listProducts({ pageSize: 500, pageToken: "" });
+    const err = await grpcError(
+      products.client.createProduct({ name: "", description: "x".repeat(2001), price: { currencyCode: "euro", amountMinor: -1 }, initialStock: -3 }),
+    );
+    expect(err.code).toBe(status.INVALID_ARGUMENT);
+    expect(err.violations.map((v) => v.field).sort()).toEqual(["description", "initial_stock", "name", "price.amount_minor", "price.currency_code"]);
+    expect(err.violations.every((v) => v.description.length > 0)).toBe(true);
+    const missingPrice = await grpcError(products.client.createProduct({ name: "x", description: "", price: undefined, initialStock: 0 }));
+    expect(missingPrice.violations.map((v) => v.field)).toEqual(["price"]);
+    const after = await products.client.listProducts({ pageSize: 500, pageToken: "" });
+    expect(after.products.length).toBe(before.products.length);
+  });
+
+  it("updates masked fields only, and refuses a stale version with ABORTED", async () => {
+    const p = await create("Cup", 3, 500);
+    const { product: updated } = await products.client.updateProduct({ id: p.id, expectedVersion: 1, updateMask: ["name", "price"], name: "Mug", description: "ignored", price: eur(650) });
+    expect(updated).toMatchObject({ name: "Mug", description: "Porcelain", price: eur(650), version: 2 });
+    const stale = await grpcError(products.client.updateProduct({ id: p.id, expectedVersion: 1, updateMask: ["name"], name: "Stale", description: "", price: undefined }));
+    expect(stale.code).toBe(status.ABORTED);
+    expect((await products.client.getProduct({ id: p.id })).product!.name).toBe("Mug");
+  });
+
+  it("refuses an update mask with unknown or missing fields", async () => {
+    const p = await create();
+    const unknown = await grpcError(products.client.updateProduct({ id: p.id, expectedVersion: 1, updateMask: ["stock"], name: "", description: "", price: undefined }));
+    expect(unknown.code).toBe(status.INVALID_ARGUMENT);
+    expect(unknown.violations.map((v) => v.field)).toEqual(["update_mask"]);
+    const emptyName = await grpcError(products.client.updateProduct({ id: p.id, expectedVersion: 1, updateMask: ["name"], name: "", description: "", price: undefined }));
+    expect(emptyName.violations.map((v) => v.field)).toEqual(["name"]);
+    const unknownProduct = await grpcError(products.client.updateProduct({ id: "01890a5d-ac96-774b-bcce-b302099a8057", expectedVersion: 1, updateMask: ["name"], name: "x", description: "", price: undefined }));
+    expect(unknownProduct.code).toBe(status.NOT_FOUND);
+  });
+
+  it("adjusts stock and never lets it go below zero", async () => {
+    const p = await create("Saucer", 2);
+    const { product: up } = await products.client.adjustStock({ id: p.id, delta: 5, reason: "delivery" });
+    expect(up).toMatchObject({ stock: 7, version: 2 });
+    const err = await grpcError(products.client.adjustStock({ id: p.id, delta: -8, reason: "count" }));
+    expect(err.code).toBe(status.FAILED_PRECONDITION);
+    expect((await products.client.getProduct({ id: p.id })).product!.stock).toBe(7);
+    const zero = await grpcError(products.client.adjustStock({ id: p.id, delta: 0, reason: "" }));
+    expect(zero.violations.map((v) => v.field).sort()).toEqual(["delta", "reason"]);
+    const missing = await grpcError(products.client.adjustStock({ id: "01890a5d-ac96-774b-bcce-b302099a8057", delta: 1, reason: "x" }));
+    expect(missing.code).toBe(status.NOT_FOUND);
+  });
+
+  it("lists every product once across pages, in a stable order", async () => {
+    for (let i = 0; i < 7; i++) await create(`Item ${i}`);
+    const seen: string[] = [];
+    let pageToken = "";
+    do {
+      const page = await products.client.listProducts({ pageSize: 3, pageToken });
+      expect(page.products.length).toBeLessThanOrEqual(3);
+      seen.push(...page.products.map((p) => p.id));
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    expect(new Set(seen).size).toBe(seen.length);
+    expect([...seen].sort()).toEqual(seen);
+    const all = await products.client.listProducts({ pageSize: 500, pageToken: "" });
+    expect(seen).toEqual(all.products.map((p) => p.id));
+    const bad = await grpcError(products.client.listProducts({ pageSize: 3, pageToken: "garbage!" }));
+    expect(bad.violations.map((v) => v.field)).toEqual(["page_token"]);
+    const tooBig = await grpcError(products.client.listProducts({ pageSize: 501, pageToken: "" }));
+    expect(tooBig.violations.map((v) => v.field)).toEqual(["page_size"]);
+  });
+
+  it("refuses oversized strings and a 5 MiB request, and stays healthy", async () => {
+    const long = await grpcError(create("n".repeat(201)));
+    expect(long.violations.map((v) => v.field)).toEqual(["name"]);
+    const huge = await grpcError(products.client.createProduct({ name: "x", description: "d".repeat(5 * 1024 * 1024), price: eur(1), initialStock: 0 }));
+    expect(huge.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(await checkHealth(products.service.address)).toBe("SERVING");
+    expect((await create("Still works")).name).toBe("Still works");
+  });
+});

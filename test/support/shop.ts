@@ -1,0 +1,81 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ServiceError } from "@grpc/grpc-js";
+import { OrderServiceService } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
+import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { createClient, decodeStatusDetails, type FieldViolation, type PromiseClient } from "../../platform/grpc/index.js";
+import { createLogger } from "../../platform/log/index.js";
+import type { RunningService } from "../../platform/runtime/index.js";
+import { startOrders } from "../../services/orders/app.js";
+import { startProducts } from "../../services/products/app.js";
+
+export const quietLogger = (service: string) => createLogger({ service, level: process.env.TEST_LOG_LEVEL ?? "silent" });
+
+/** A temporary directory removed by `cleanup`. */
+export function tempDir(prefix = "concord-test-"): { path: string; cleanup(): void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+export interface RunningProducts {
+  readonly service: RunningService;
+  readonly client: PromiseClient<typeof ProductServiceService>;
+  readonly databasePath: string;
+  stop(): Promise<void>;
+}
+
+/** The real product service on a free port with its SQLite file in `dir`. */
+export async function startTestProducts(dir: string, extra: Partial<Parameters<typeof startProducts>[0]> = {}): Promise<RunningProducts> {
+  const databasePath = join(dir, "products.db");
+  const service = await startProducts({ listen: "127.0.0.1:0", databasePath, logger: quietLogger("products"), ...extra });
+  const client = createClient(ProductServiceService, { address: service.address });
+  return {
+    service,
+    client,
+    databasePath,
+    async stop() {
+      client.close();
+      await service.stop();
+    },
+  };
+}
+
+export interface RunningOrders {
+  readonly service: RunningService;
+  readonly client: PromiseClient<typeof OrderServiceService>;
+  readonly databasePath: string;
+  stop(): Promise<void>;
+}
+
+/** The real order service on a free port, talking to the product service at `productsAddress`. */
+export async function startTestOrders(dir: string, productsAddress: string, extra: Partial<Parameters<typeof startOrders>[0]> = {}): Promise<RunningOrders> {
+  const databasePath = join(dir, "orders.db");
+  const service = await startOrders({ listen: "127.0.0.1:0", databasePath, productsAddress, logger: quietLogger("orders"), ...extra });
+  const client = createClient(OrderServiceService, { address: service.address });
+  return {
+    service,
+    client,
+    databasePath,
+    async stop() {
+      client.close();
+      await service.stop();
+    },
+  };
+}
+
+/** The gRPC error a promise rejected with, for asserting on its code and details. */
+export async function grpcError(promise: Promise<unknown>): Promise<ServiceError & { violations: FieldViolation[] }> {
+  try {
+    await promise;
+  } catch (err) {
+    const e = err as ServiceError;
+    const raw = e.metadata?.get("grpc-status-details-bin")[0];
+    const violations = raw instanceof Buffer ? decodeStatusDetails(raw).violations : [];
+    return Object.assign(e, { violations });
+  }
+  throw new Error("expected the call to fail, but it succeeded");
+}
+
+/** A valid shipping address for orders in tests. */
+export const address = { recipient: "Ada Lovelace", line1: "12 St James's Square", line2: "", city: "London", postalCode: "SW1Y 4JH", countryCode: "GB" };

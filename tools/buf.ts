@@ -1,0 +1,57 @@
+/**
+ * Contract checks on the image built from proto/ (see tools/contracts/image.ts):
+ *   tsx tools/buf.ts lint                  buf lint with the rules in buf.yaml
+ *   tsx tools/buf.ts breaking [REVISION]   buf breaking against proto/ at REVISION
+ *                                          (default: HEAD~1, the previous commit on main;
+ *                                          or BREAKING_AGAINST from the environment)
+ */
+import { spawnSync } from "node:child_process";
+import { breakingAgainstRevision, lintContracts } from "./contracts/checks.js";
+import { repoRoot } from "./contracts/image.js";
+
+const usage = `Usage: tsx tools/buf.ts lint
+       tsx tools/buf.ts breaking [REVISION]
+
+lint       buf lint (STANDARD rules, see buf.yaml) on proto/
+breaking   fail on wire- or JSON-incompatible changes of proto/ against
+           proto/ at REVISION (default: $BREAKING_AGAINST or HEAD~1)`;
+
+function main(args: string[]): number {
+  const [command, ...rest] = args;
+  if (command === "lint" && rest.length === 0) {
+    const result = lintContracts();
+    if (!result.ok) {
+      console.error(`buf lint found problems:\n${result.output}`);
+      return 1;
+    }
+    console.log("buf lint: the contracts pass");
+    return 0;
+  }
+  if (command === "breaking" && rest.length <= 1) {
+    const revision = rest[0] ?? process.env.BREAKING_AGAINST ?? "HEAD~1";
+    if (spawnSync("git", ["rev-parse", "--verify", "--quiet", `${revision}^{commit}`], { cwd: repoRoot }).status !== 0) {
+      console.log(`buf breaking: ${revision} does not exist (first commit?); nothing to compare against`);
+      return 0;
+    }
+    const result = breakingAgainstRevision(revision);
+    if (!result) {
+      console.log(`buf breaking: ${revision} has no contracts; nothing to compare against`);
+      return 0;
+    }
+    if (!result.ok) {
+      console.error(`buf breaking: incompatible changes against ${revision}:\n${result.output}`);
+      return 1;
+    }
+    console.log(`buf breaking: no incompatible changes against ${revision}`);
+    return 0;
+  }
+  console.error(usage);
+  return command === "--help" || command === "-h" ? 0 : 2;
+}
+
+try {
+  process.exitCode = main(process.argv.slice(2));
+} catch (err) {
+  console.error(err instanceof Error ? err.message : err);
+  process.exitCode = 1;
+}

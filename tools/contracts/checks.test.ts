@@ -1,0 +1,40 @@
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { tempDir } from "../../test/support/shop.js";
+import { breakingChanges, lintContracts } from "./checks.js";
+import { repoRoot } from "./image.js";
+
+const productService = "shop/products/v1/product_service.proto";
+
+/** A copy of proto/ with one file edited. */
+function editedContracts(dir: string, file: string, edit: (text: string) => string): string {
+  const copy = join(dir, `proto-${Math.random().toString(36).slice(2)}`);
+  cpSync(join(repoRoot, "proto"), copy, { recursive: true });
+  writeFileSync(join(copy, file), edit(readFileSync(join(copy, file), "utf8")));
+  return copy;
+}
+
+describe("contract checks", () => {
+  const dir = tempDir();
+  afterAll(() => dir.cleanup());
+
+  it("passes buf lint, and fails it on a badly named field", () => {
+    expect(lintContracts()).toMatchObject({ ok: true });
+    const bad = editedContracts(dir.path, productService, (t) => t.replace("int32 stock = 5;", "int32 stockOnHand = 5;"));
+    const result = lintContracts(bad);
+    expect(result.ok).toBe(false);
+    expect(result.output).toMatch(/stockOnHand/);
+  });
+
+  it("lets compatible changes through and fails buf breaking on wire-incompatible ones", () => {
+    const added = editedContracts(dir.path, productService, (t) => t.replace("  google.protobuf.Timestamp update_time = 8;\n}", "  google.protobuf.Timestamp update_time = 8;\n  // Added.\n  string sku = 9;\n}"));
+    expect(breakingChanges(added, join(repoRoot, "proto"))).toMatchObject({ ok: true });
+    const retyped = editedContracts(dir.path, productService, (t) => t.replace("int32 stock = 5;", "string stock = 5;"));
+    const result = breakingChanges(retyped, join(repoRoot, "proto"));
+    expect(result.ok).toBe(false);
+    expect(result.output).toMatch(/stock/);
+    const renumbered = editedContracts(dir.path, productService, (t) => t.replace("string name = 2;", "string name = 12;"));
+    expect(breakingChanges(renumbered, join(repoRoot, "proto")).ok).toBe(false);
+  });
+});

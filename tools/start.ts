@@ -1,0 +1,140 @@
+/**
+ * `npm start`: the whole system on one machine. Starts nats-server with
+ * JetStream (store under .data/nats) unless NATS_URL points at one, then the
+ * product and order services, each as its own process with its own database
+ * under .data/. Prints where everything listens; Ctrl-C stops everything
+ * cleanly; if any process dies, says which and stops the rest.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { connect } from "node:net";
+import { join } from "node:path";
+import { waitForServing } from "../platform/grpc/index.js";
+import { repoRoot } from "./contracts/image.js";
+import { findBinary } from "./find-binary.mjs";
+
+const usage = `Usage: npm start
+
+Starts nats-server (unless NATS_URL is set), the product service and the order
+service. Environment (all optional):
+  DATA_DIR          where databases and the JetStream store live (default .data)
+  NATS_URL          use this NATS server instead of starting one
+  NATS_PORT         port of the local nats-server (default 4222)
+  PRODUCTS_LISTEN   product service address (default 127.0.0.1:50051)
+  ORDERS_LISTEN     order service address (default 127.0.0.1:50052)
+  LOG_LEVEL         services' log level (default info)`;
+
+interface Child {
+  readonly name: string;
+  readonly process: ChildProcess;
+  readonly exited: Promise<number | null>;
+}
+
+const children: Child[] = [];
+let stopping = false;
+
+function launch(name: string, command: string, args: string[], env: NodeJS.ProcessEnv): Child {
+  // Own process group: Ctrl-C reaches only this script, which stops the
+  // services before the broker they drain into.
+  const proc = spawn(command, args, { cwd: repoRoot, env, stdio: ["ignore", "inherit", "inherit"], detached: true });
+  const exited = new Promise<number | null>((resolve) => {
+    proc.once("exit", (code, signal) => resolve(code ?? (signal ? 128 : null)));
+    proc.once("error", (err) => {
+      console.error(`start: ${name} could not be started: ${err.message}`);
+      resolve(127);
+    });
+  });
+  const child = { name, process: proc, exited };
+  children.push(child);
+  void exited.then((code) => {
+    if (stopping) return;
+    console.error(`start: ${name} exited unexpectedly (code ${code}); stopping everything`);
+    void stopAll(1);
+  });
+  return child;
+}
+
+async function stopAll(exitCode: number): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  // Services first, then the broker they drain into.
+  for (const child of [...children].reverse()) {
+    if (child.process.exitCode === null && child.process.signalCode === null) child.process.kill("SIGTERM");
+    const timer = setTimeout(() => child.process.kill("SIGKILL"), 15_000);
+    await child.exited;
+    clearTimeout(timer);
+  }
+  console.error("start: everything stopped");
+  process.exit(exitCode);
+}
+
+function waitForPort(port: number, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const attempt = (): void => {
+      const socket = connect(port, "127.0.0.1");
+      socket.once("connect", () => {
+        socket.destroy();
+        resolve();
+      });
+      socket.once("error", () => {
+        socket.destroy();
+        if (Date.now() > until) reject(new Error(`nothing listens on port ${port} after ${timeoutMs} ms`));
+        else setTimeout(attempt, 100);
+      });
+    };
+    attempt();
+  });
+}
+
+async function main(): Promise<void> {
+  if (process.argv.includes("--help")) {
+    console.log(usage);
+    return;
+  }
+  process.once("exit", () => {
+    for (const child of children) if (child.process.exitCode === null) child.process.kill("SIGKILL");
+  });
+  process.once("SIGINT", () => void stopAll(0));
+  process.once("SIGTERM", () => void stopAll(0));
+  const dataDir = process.env.DATA_DIR || join(repoRoot, ".data");
+  mkdirSync(dataDir, { recursive: true });
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PRODUCTS_DATABASE_URL: process.env.PRODUCTS_DATABASE_URL || join(dataDir, "products.db"),
+    ORDERS_DATABASE_URL: process.env.ORDERS_DATABASE_URL || join(dataDir, "orders.db"),
+  };
+  const productsListen = process.env.PRODUCTS_LISTEN || "127.0.0.1:50051";
+  const ordersListen = process.env.ORDERS_LISTEN || "127.0.0.1:50052";
+  env.PRODUCTS_LISTEN = productsListen;
+  env.ORDERS_LISTEN = ordersListen;
+  env.PRODUCTS_ADDRESS = process.env.PRODUCTS_ADDRESS || productsListen;
+
+  let natsUrl = process.env.NATS_URL;
+  if (!natsUrl) {
+    const port = Number(process.env.NATS_PORT || 4222);
+    const storeDir = join(dataDir, "nats");
+    mkdirSync(storeDir, { recursive: true });
+    const binary = findBinary("nats-server");
+    if (!binary) throw new Error("nats-server is not installed; `npm start` installs it, or run: apt-get install -y nats-server");
+    launch("nats-server", binary, ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir, "-l", join(dataDir, "nats-server.log")], env);
+    await waitForPort(port, 10_000);
+    natsUrl = `nats://127.0.0.1:${port}`;
+    console.log(`nats-server (JetStream) on ${natsUrl}, store in ${storeDir}, log in ${join(dataDir, "nats-server.log")}`);
+  }
+  env.NATS_URL = natsUrl;
+
+  const node = process.execPath;
+  launch("products", node, ["--import", "tsx", "services/products/main.ts"], env);
+  await waitForServing(productsListen, 20_000);
+  launch("orders", node, ["--import", "tsx", "services/orders/main.ts"], env);
+  await waitForServing(ordersListen, 20_000);
+  console.log(`products: gRPC on ${productsListen} (database ${env.PRODUCTS_DATABASE_URL})`);
+  console.log(`orders:   gRPC on ${ordersListen} (database ${env.ORDERS_DATABASE_URL})`);
+  console.log("Concord is up. Try: grpcurl -plaintext " + ordersListen + " list    (Ctrl-C stops everything)");
+}
+
+main().catch((err) => {
+  console.error(`start: ${err instanceof Error ? err.message : err}`);
+  void stopAll(1);
+});
