@@ -25,4 +25,17 @@ export const productMigrations: Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    // Per-order stock reservations: the saga's memory on the product side.
+    id: "products_0002_reservations",
+    sql: `
+    CREATE TABLE reservations (
+      order_id       TEXT PRIMARY KEY,
+      lines_version  INTEGER NOT NULL,
+      status         TEXT NOT NULL CHECK (status IN ('reserved', 'failed', 'released')),
+      lines_json     TEXT NOT NULL,
+      updated_at     INTEGER NOT NULL
+    ) STRICT;
+  `,
+  },
 ];
