@@ -125,12 +125,12 @@ async function main(): Promise<void> {
   env.NATS_URL = natsUrl;
 
   const node = process.execPath;
-  launch("products", node, ["--import", "tsx", "services/products/main.ts"], env);
+  const products = launch("products", node, ["--import", "tsx", "services/products/main.ts"], env);
   await waitForServing(productsListen, 20_000);
-  launch("orders", node, ["--import", "tsx", "services/orders/main.ts"], env);
+  const orders = launch("orders", node, ["--import", "tsx", "services/orders/main.ts"], env);
   await waitForServing(ordersListen, 20_000);
-  console.log(`products: gRPC on ${productsListen} (database ${env.PRODUCTS_DATABASE_URL})`);
-  console.log(`orders:   gRPC on ${ordersListen} (database ${env.ORDERS_DATABASE_URL})`);
+  console.log(`products: gRPC on ${productsListen} (database ${env.PRODUCTS_DATABASE_URL}, pid ${products.process.pid})`);
+  console.log(`orders:   gRPC on ${ordersListen} (database ${env.ORDERS_DATABASE_URL}, pid ${orders.process.pid})`);
   console.log("Concord is up. Try: grpcurl -plaintext " + ordersListen + " list    (Ctrl-C stops everything)");
 }
 

@@ -1,0 +1,21 @@
+import { spawnSync } from "node:child_process";
+import { describe, expect, it } from "vitest";
+
+const run = (script: string, env: Record<string, string>, args: string[] = []) =>
+  spawnSync(process.execPath, ["--import", "tsx", script, ...args], { env: { ...process.env, ...env }, encoding: "utf8", timeout: 20_000 });
+
+describe("service entry points", () => {
+  it("refuse a bad environment with exit code 2 and a message naming each variable", () => {
+    const result = run("services/orders/main.ts", { ORDERS_LISTEN: "nowhere", PRODUCTS_TIMEOUT: "soon", ORDERS_DATABASE_URL: "postgres://x/y" });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/ORDERS_LISTEN="nowhere" is invalid/);
+    expect(result.stderr).toMatch(/PRODUCTS_TIMEOUT="soon" is invalid/);
+    expect(result.stderr).toMatch(/ORDERS_DATABASE_URL="postgres:\/\/x\/y" is invalid: unsupported database scheme/);
+  });
+
+  it("print their variables with --help", () => {
+    const result = run("services/products/main.ts", {}, ["--help"]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toMatch(/PRODUCTS_LISTEN\s+host:port to serve gRPC on \(default: 127\.0\.0\.1:50051\)/);
+  });
+});
