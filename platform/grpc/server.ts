@@ -1,7 +1,7 @@
 import { Server, ServerCredentials, type ChannelOptions } from "@grpc/grpc-js";
-import { loadFileDescriptorSetFromBuffer } from "@grpc/proto-loader";
+import { loadFileDescriptorSetFromBuffer, loadSync } from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
-import { HealthImplementation, type ServingStatus } from "grpc-health-check";
+import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from "grpc-health-check";
 import type { Logger } from "../log/index.js";
 import { bindService, type ServiceDefinition, type ServiceImpl } from "./bind-service.js";
 import { createRequestValidator } from "./request-validator.js";
@@ -66,7 +66,6 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const serviceNames: string[] = [];
   const health = new HealthImplementation({ "": "NOT_SERVING" });
   health.addToServer(server);
-  new ReflectionService(loadFileDescriptorSetFromBuffer(Buffer.from(options.descriptorSet))).addToServer(server);
 
   let state: "created" | "serving" | "stopping" | "stopped" = "created";
   let ready = true;
@@ -101,6 +100,9 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     },
     async start(address) {
       if (state !== "created") throw new Error(`cannot start a server that is ${state}`);
+      // Reflection shows what this server serves: its own services and health.
+      const reflected = { ...loadFileDescriptorSetFromBuffer(Buffer.from(options.descriptorSet)), ...loadSync(healthProtoPath) };
+      new ReflectionService(reflected, { services: [...serviceNames, "grpc.health.v1.Health"] }).addToServer(server);
       const port = await new Promise<number>((resolve, reject) =>
         server.bindAsync(address, options.credentials ?? ServerCredentials.createInsecure(), (err, p) => (err ? reject(new Error(`listening on ${address} failed: ${err.message}`, { cause: err })) : resolve(p))),
       );
