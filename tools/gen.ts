@@ -8,6 +8,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { bufBin, buildImage, protoFiles, repoRoot } from "./contracts/image.js";
+import { generatedHeader as eventsPluginHeader } from "./protoc-gen-events/plugin.js";
 
 const usage = `Usage: tsx tools/gen.ts [--check]
 
@@ -43,11 +44,15 @@ function generate(outDir: string): void {
 
 /**
  * ts-proto also emits every file the contracts import (descriptor.proto,
- * validate.proto); keep only what our own files reach through imports.
+ * validate.proto); keep only what our own files reach through imports. Our
+ * own files are those of our own contracts and whatever protoc-gen-events
+ * writes (its concord_streams.ts index sits outside the contract folders).
  */
 function pruneUnreachable(tsDir: string): void {
   const all = listFiles(tsDir);
-  const roots = all.filter((f) => ownRoots.some((r) => f.startsWith(`${r}/`)));
+  const roots = all.filter(
+    (f) => ownRoots.some((r) => f.startsWith(`${r}/`)) || readFileSync(join(tsDir, f), "utf8").startsWith(eventsPluginHeader),
+  );
   const keep = new Set<string>();
   const visit = (file: string): void => {
     if (keep.has(file)) return;

@@ -1,0 +1,46 @@
+/**
+ * Contract problems found while reading the options. They are collected, so
+ * one run of `buf generate` reports every broken contract, and then thrown
+ * together as one ContractError naming each file and message or service.
+ */
+import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
+
+/** The contracts break a rule of the Concord options; `problems` lists each one. */
+export class ContractError extends Error {
+  override name = "ContractError";
+  constructor(readonly problems: readonly string[]) {
+    super(`${problems.length} contract problem${problems.length === 1 ? "" : "s"}:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+/** Collects problems, each prefixed with where it is in the contracts. */
+export class ContractProblems {
+  private readonly list: string[] = [];
+
+  /** Records a problem with `desc`, for example a message with a bad subject. */
+  add(desc: DescFile | DescMessage | DescService, problem: string): void {
+    this.list.push(`${where(desc)}: ${problem}`);
+  }
+
+  /** How many problems have been recorded so far. */
+  get count(): number {
+    return this.list.length;
+  }
+
+  /** Throws a ContractError listing every problem recorded, if any. */
+  throwIfAny(): void {
+    if (this.list.length > 0) throw new ContractError(this.list);
+  }
+}
+
+/** `shop/orders/v1/order_events.proto: message shop.orders.v1.OrderPlaced`. */
+function where(desc: DescFile | DescMessage | DescService): string {
+  switch (desc.kind) {
+    case "file":
+      return `${desc.name}.proto`;
+    case "message":
+      return `${desc.file.name}.proto: message ${desc.typeName}`;
+    case "service":
+      return `${desc.file.name}.proto: service ${desc.typeName}`;
+  }
+}
