@@ -1,0 +1,81 @@
+import { headers as natsHeaders, type MsgHdrs } from "nats";
+import { uuidv7 } from "../ids/index.js";
+import { subjectFor } from "./subject.js";
+import { traceparentFrom } from "./trace-context.js";
+import type { EventDescriptor } from "./types.js";
+
+/** Header names of the CloudEvents NATS binding (binary mode) plus W3C trace context. */
+export const eventHeaders = {
+  specversion: "ce-specversion",
+  id: "ce-id",
+  type: "ce-type",
+  source: "ce-source",
+  time: "ce-time",
+  contentType: "content-type",
+  traceparent: "traceparent",
+} as const;
+
+/** The payload of every event is the binary protobuf message. */
+export const protobufContentType = "application/protobuf";
+
+/** An event ready for the wire: what the outbox stores and the relay publishes. */
+export interface EncodedEvent {
+  /** UUIDv7; `ce-id` and `Nats-Msg-Id`. */
+  readonly id: string;
+  readonly subject: string;
+  readonly type: string;
+  readonly payload: Uint8Array;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+export interface EncodeEventOptions {
+  /** The publishing service (`ce-source`). */
+  readonly source: string;
+  /** Continues the caller's trace; a new one is started when absent or malformed. */
+  readonly traceparent?: string;
+}
+
+/**
+ * Builds subject, headers and payload of one event. Throws before anything is
+ * stored or sent when the subject cannot be built (see `subjectFor`).
+ */
+export function encodeEvent<T>(descriptor: EventDescriptor<T>, message: T, options: EncodeEventOptions): EncodedEvent {
+  const subject = subjectFor(descriptor, message);
+  const id = uuidv7();
+  let payload: Uint8Array;
+  try {
+    payload = descriptor.codec.encode(message).finish();
+  } catch (err) {
+    throw new Error(`encoding ${descriptor.typeName} failed: ${(err as Error).message}`, { cause: err });
+  }
+  return {
+    id,
+    subject,
+    type: descriptor.typeName,
+    payload,
+    headers: {
+      [eventHeaders.specversion]: "1.0",
+      [eventHeaders.id]: id,
+      [eventHeaders.type]: descriptor.typeName,
+      [eventHeaders.source]: options.source,
+      [eventHeaders.time]: new Date().toISOString(),
+      [eventHeaders.contentType]: protobufContentType,
+      [eventHeaders.traceparent]: traceparentFrom(options.traceparent),
+    },
+  };
+}
+
+/** nats.js headers from a plain record. */
+export function toNatsHeaders(record: Readonly<Record<string, string>>): MsgHdrs {
+  const h = natsHeaders();
+  for (const [name, value] of Object.entries(record)) h.set(name, value);
+  return h;
+}
+
+/** A plain record of a message's headers (first value of each), for handlers and the dead letter stream. */
+export function headersRecord(h: MsgHdrs | undefined): Record<string, string> {
+  const record: Record<string, string> = {};
+  if (!h) return record;
+  for (const name of h.keys()) record[name] = h.get(name);
+  return record;
+}

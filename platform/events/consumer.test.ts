@@ -1,0 +1,258 @@
+import { join } from "node:path";
+import { headers as natsHeaders } from "nats";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { sampleStream, ThingHappened, thingHappenedType, type ThingHappened as Thing } from "../../test/support/sample-events.js";
+import { eventually } from "../../test/support/streams.js";
+import { tempDirForSuite } from "../../test/support/temp-dir.js";
+import { createLogger } from "../log/index.js";
+import { openDatabase, type Database } from "../sql/index.js";
+import {
+  bindConsumer,
+  connectEventBus,
+  createEventPublisher,
+  createOutbox,
+  deadLetterStreamSpec,
+  deadLetterSubject,
+  ensureStreams,
+  eventMigrations,
+  startConsumers,
+  type ConsumerSpec,
+  type EventBus,
+  type EventContext,
+  type RunningConsumers,
+} from "./index.js";
+
+const logger = createLogger({ service: "consumer-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
+const dir = tempDirForSuite("concord-consumer-");
+const effectsTable = { id: "test_0001_effects", sql: "CREATE TABLE effects (event_id TEXT NOT NULL, note TEXT NOT NULL)" };
+
+describe("startConsumers", () => {
+  let server: NatsServerHandle;
+  let bus: EventBus;
+  const cleanups: Array<() => Promise<void> | void> = [];
+
+  beforeAll(async () => {
+    server = await startNatsServer();
+    bus = await connectEventBus({ url: server.url, name: "consumer-test", logger });
+  });
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+  afterAll(async () => {
+    await bus?.close();
+    await server?.stop();
+  });
+
+  /** A stream, a database and a consumer whose handler records an effect row, or does what `behave` says first. */
+  const setup = async (key: string, behave: (event: Thing, context: EventContext) => void = () => {}, spec: Partial<ConsumerSpec> = {}) => {
+    const sample = sampleStream(key);
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const db: Database = openDatabase({ path: join(dir, `${key}.db`), migrations: [...eventMigrations, effectsTable] });
+    cleanups.push(() => db.close());
+    const record = db.sqlite.prepare("INSERT INTO effects (event_id, note) VALUES (?, ?)");
+    const attempts = new Map<string, number>();
+    const contexts: EventContext[] = [];
+    const consumerSpec = sample.consumerSpec(`${key}-worker`, spec);
+    const start = () =>
+      startConsumers({
+        nc: bus.nc,
+        db,
+        service: "worker",
+        logger,
+        consumers: [
+          bindConsumer({
+            spec: consumerSpec,
+            descriptor: sample.event,
+            handle(event, context) {
+              attempts.set(event.note, (attempts.get(event.note) ?? 0) + 1);
+              contexts.push(context);
+              record.run(context.eventId, event.note);
+              behave(event, context);
+            },
+          }),
+        ],
+      });
+    let consumers: RunningConsumers = await start();
+    cleanups.unshift(() => consumers.stop());
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    const effects = (note?: string) =>
+      (note === undefined
+        ? db.sqlite.prepare("SELECT count(*) FROM effects").pluck().get()
+        : db.sqlite.prepare("SELECT count(*) FROM effects WHERE note = ?").pluck().get(note)) as number;
+    const publish = (note: string, traceparent?: string) => publisher.publish(sample.event, { thingId: `t-${note}`, note }, { traceparent });
+    const deadLetter = async () => {
+      const subject = deadLetterSubject(deadLetterStreamSpec, sample.stream.name, consumerSpec.durable);
+      try {
+        return await bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: subject });
+      } catch {
+        return undefined;
+      }
+    };
+    const settled = async () =>
+      eventually("the consumer has nothing pending", async () => {
+        const info = await bus.jsm.consumers.info(sample.stream.name, consumerSpec.durable);
+        return info.num_pending === 0 && info.num_ack_pending === 0;
+      });
+    const restart = async () => {
+      await consumers.stop();
+      consumers = await start();
+    };
+    return { sample, db, consumerSpec, attempts, contexts, effects, publish, deadLetter, settled, restart, stop: () => consumers.stop() };
+  };
+
+  it("hands the decoded event and its context to the handler, acks, and provisions the consumer", async () => {
+    const t = await setup("roundtrip");
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const published = await t.publish("hello", traceparent);
+    await eventually("the event is handled", () => t.effects("hello") === 1);
+    const [context] = t.contexts;
+    expect(context).toMatchObject({ eventId: published.eventId, subject: "test.roundtrip.thing.t-hello.happened", traceparent, deliveryCount: 1, streamSequence: published.streamSequence });
+    expect(Math.abs(context.time.getTime() - Date.now())).toBeLessThan(10_000);
+    expect(context.headers["ce-type"]).toBe(thingHappenedType);
+    await t.settled();
+    const info = await bus.jsm.consumers.info(t.sample.stream.name, t.consumerSpec.durable);
+    expect(info.config).toMatchObject({ filter_subject: t.consumerSpec.filterSubject, max_deliver: t.consumerSpec.maxDeliver + 1, ack_policy: "explicit" });
+    expect(info.config.ack_wait).toBe(t.consumerSpec.ackWaitMs * 1_000_000);
+  });
+
+  it("retries a handler that throws twice, then has its effect once; later events keep flowing", async () => {
+    const times: number[] = [];
+    const t = await setup(
+      "flaky",
+      (event, context) => {
+        if (event.note !== "flaky") return;
+        times.push(Date.now());
+        if (context.deliveryCount < 3) throw new Error("not yet");
+      },
+      { backoffMs: [100, 300], maxDeliver: 5 },
+    );
+    await t.publish("flaky");
+    await t.publish("after");
+    await eventually("both events are handled", () => t.effects("flaky") === 1 && t.effects("after") === 1);
+    expect(t.attempts.get("flaky")).toBe(3);
+    // The delay follows the delivery count: backoffMs[0] after attempt 1, backoffMs[1] after attempt 2.
+    expect(times[1] - times[0]).toBeGreaterThanOrEqual(90);
+    expect(times[2] - times[1]).toBeGreaterThanOrEqual(280);
+    await t.settled();
+    expect(await t.deadLetter()).toBeUndefined();
+  });
+
+  it("dead-letters an event whose handler always throws after maxDeliver attempts, with reason and origin", async () => {
+    const t = await setup("poison", (event) => {
+      if (event.note === "poison") throw new Error("cannot handle\nthis one");
+    });
+    const published = await t.publish("poison");
+    await t.publish("after");
+    await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined);
+    await eventually("the later event is handled", () => t.effects("after") === 1);
+    expect(t.attempts.get("poison")).toBe(3);
+    expect(t.effects("poison")).toBe(0);
+    const dead = (await t.deadLetter())!;
+    expect(ThingHappened.decode(dead.data)).toEqual({ thingId: "t-poison", note: "poison" });
+    const h = dead.header;
+    expect(h.get("concord-dlq-reason")).toBe("cannot handle this one");
+    expect(h.get("concord-dlq-subject")).toBe("test.poison.thing.t-poison.happened");
+    expect(h.get("concord-dlq-stream")).toBe(t.sample.stream.name);
+    expect(h.get("concord-dlq-stream-sequence")).toBe(String(published.streamSequence));
+    expect(h.get("concord-dlq-consumer")).toBe(t.consumerSpec.durable);
+    expect(h.get("concord-dlq-delivery-count")).toBe("3");
+    expect(h.get("ce-id")).toBe(published.eventId);
+    expect(h.get("ce-type")).toBe(thingHappenedType);
+    await t.settled();
+  });
+
+  it("dead-letters an undecodable payload or a wrong ce-type at once; later events keep flowing", async () => {
+    const t = await setup("garbage");
+    const raw = (type: string, data: Uint8Array) => {
+      const h = natsHeaders();
+      h.set("ce-specversion", "1.0");
+      h.set("ce-id", `raw-${type}`);
+      h.set("ce-type", type);
+      h.set("ce-source", "test");
+      return bus.js.publish("test.garbage.thing.t-x.happened", data, { headers: h });
+    };
+    await raw(thingHappenedType, Uint8Array.of(0x0a, 0x05, 0x61)); // a string field that claims 5 bytes but has 1
+    await eventually("the undecodable event is dead-lettered", async () => (await t.deadLetter()) !== undefined);
+    const undecodable = (await t.deadLetter())!;
+    expect(undecodable.header.get("concord-dlq-reason")).toMatch(/cannot be decoded/);
+    expect(undecodable.header.get("concord-dlq-delivery-count")).toBe("1");
+    expect([...undecodable.data]).toEqual([0x0a, 0x05, 0x61]);
+
+    await raw("concord.test.v1.SomethingElse", ThingHappened.encode({ thingId: "x", note: "x" }).finish());
+    await eventually("the wrong type is dead-lettered", async () => (await t.deadLetter())?.header.get("concord-dlq-reason")?.includes("SomethingElse") ?? false);
+    await t.publish("after");
+    await eventually("the later event is handled", () => t.effects("after") === 1);
+    expect(t.effects()).toBe(1);
+    await t.settled();
+  });
+
+  it("has no second effect when an event is delivered again, beyond JetStream's dedup", async () => {
+    const t = await setup("again");
+    const published = await t.publish("once");
+    await eventually("the event is handled", () => t.effects("once") === 1);
+    // The same event re-published under another Nats-Msg-Id, as after the duplicate window.
+    const original = await bus.jsm.streams.getMessage(t.sample.stream.name, { seq: published.streamSequence });
+    const h = natsHeaders();
+    for (const name of original.header.keys()) if (name !== "Nats-Msg-Id") h.set(name, original.header.get(name));
+    const copy = await bus.js.publish(original.subject, original.data, { headers: h, msgID: "another-id" });
+    expect(copy.duplicate).toBe(false);
+    await t.publish("next");
+    await eventually("the next event is handled", () => t.effects("next") === 1);
+    await t.settled();
+    expect(t.effects("once")).toBe(1);
+    expect(t.attempts.get("once")).toBe(1);
+  });
+
+  it("commits emitted events with the handler's effects, and drops them when it throws", async () => {
+    const sampleOut = sampleStream("emitted");
+    await ensureStreams(bus.jsm, [sampleOut.stream]);
+    const t = await setup("emitter", (event, context) => {
+      context.emit(sampleOut.event, { thingId: event.thingId, note: `from ${event.note}` });
+      if (context.deliveryCount === 1) throw new Error("fail after emitting");
+    });
+    const outbox = createOutbox({ db: t.db, source: "worker" });
+    await t.publish("cause");
+    await eventually("the event is handled", () => t.effects("cause") === 1);
+    expect(outbox.pending()).toBe(1);
+    const row = t.db.sqlite.prepare("SELECT subject, headers FROM event_outbox").get() as { subject: string; headers: string };
+    expect(row.subject).toBe("test.emitted.thing.t-cause.happened");
+    const headers = JSON.parse(row.headers) as Record<string, string>;
+    expect(headers["ce-source"]).toBe("worker");
+    expect(headers.traceparent).toBe(t.contexts[1].traceparent);
+  });
+
+  it("stops cleanly and resumes from the durable consumer", async () => {
+    const t = await setup("resume");
+    await t.publish("before");
+    await eventually("the first event is handled", () => t.effects("before") === 1);
+    await t.stop();
+    await t.publish("while-stopped");
+    await new Promise((r) => setTimeout(r, 200));
+    expect(t.effects("while-stopped")).toBe(0);
+    await t.restart();
+    await eventually("the event published while stopped is handled", () => t.effects("while-stopped") === 1);
+    await t.settled();
+  });
+
+  it("keeps consuming across a NATS restart", async () => {
+    const t = await setup("restart");
+    await t.publish("before");
+    await eventually("the first event is handled", () => t.effects("before") === 1);
+    await server.restart();
+    await eventually("the bus reconnected", () => bus.nc.flush().then(() => true, () => false));
+    await t.publish("after");
+    await eventually("the event published after the restart is handled", () => t.effects("after") === 1);
+    await t.settled();
+  });
+
+  it("refuses a binding whose descriptor does not match its spec", async () => {
+    const sample = sampleStream("mismatch");
+    const db = openDatabase({ path: join(dir, "mismatch.db"), migrations: eventMigrations });
+    cleanups.push(() => db.close());
+    const spec = { ...sample.consumerSpec("mismatch-worker"), eventType: "concord.test.v1.Other" };
+    await expect(startConsumers({ nc: bus.nc, db, service: "worker", logger, consumers: [{ spec, descriptor: sample.event, handle() {} }] })).rejects.toThrow(
+      /takes concord\.test\.v1\.Other but was bound to the descriptor of concord\.test\.v1\.ThingHappened/,
+    );
+  });
+});

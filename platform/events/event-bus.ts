@@ -1,0 +1,84 @@
+import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import type { Logger } from "../log/index.js";
+
+export interface EventBusOptions {
+  /** NATS server URL(s), e.g. "nats://127.0.0.1:4222"; several comma-separated for a cluster. */
+  readonly url: string;
+  /** Connection name shown by the server (`nats server report connections`): the service name. */
+  readonly name: string;
+  readonly logger: Logger;
+  /** Pause between reconnect attempts. Default 250 ms (with jitter). */
+  readonly reconnectTimeWaitMs?: number;
+}
+
+/** A service's connection to NATS and JetStream. */
+export interface EventBus {
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  /** Drains (pending publishes and acks go out) and closes. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+/**
+ * Connects with reconnects that never give up, so that a NATS restart is a
+ * pause rather than an outage: the outbox keeps events and consumers resume.
+ * Fails at once when the first connection or JetStream cannot be reached.
+ */
+export async function connectEventBus(options: EventBusOptions): Promise<EventBus> {
+  const known = new Set(["url", "name", "logger", "reconnectTimeWaitMs"]);
+  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`connectEventBus: unknown option ${key}`);
+  const { url, name } = options;
+  if (typeof url !== "string" || url.trim() === "") throw new Error("connectEventBus: url is required");
+  if (typeof name !== "string" || name.trim() === "") throw new Error("connectEventBus: name is required");
+  const reconnectTimeWait = options.reconnectTimeWaitMs ?? 250;
+  if (!Number.isInteger(reconnectTimeWait) || reconnectTimeWait <= 0) throw new Error(`connectEventBus: invalid reconnectTimeWaitMs: ${reconnectTimeWait}`);
+  const logger = options.logger.child({ component: "event-bus" });
+
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers: url.split(",").map((s) => s.trim()),
+      name,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait,
+      reconnectJitter: Math.min(reconnectTimeWait, 100),
+      pingInterval: 10_000,
+    });
+  } catch (err) {
+    throw new Error(`connecting to NATS at ${url} failed: ${(err as Error).message}`, { cause: err });
+  }
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type === "disconnect") logger.warn({ server: status.data }, "disconnected from NATS; reconnecting");
+      else if (status.type === "reconnect") logger.info({ server: status.data }, "reconnected to NATS");
+      else if (status.type === "error") logger.error({ err: status.data }, "NATS connection error");
+    }
+  })().catch(() => undefined);
+
+  let jsm: JetStreamManager;
+  try {
+    jsm = await nc.jetstreamManager();
+  } catch (err) {
+    await nc.close();
+    throw new Error(`JetStream is not available at ${url} (is nats-server running with -js?): ${(err as Error).message}`, { cause: err });
+  }
+  let closed: Promise<void> | undefined;
+  return {
+    nc,
+    js: nc.jetstream(),
+    jsm,
+    close() {
+      closed ??= (async () => {
+        if (nc.isClosed()) return;
+        try {
+          await nc.drain();
+        } catch (err) {
+          logger.warn({ err }, "draining the NATS connection failed; closing it");
+          await nc.close();
+        }
+      })();
+      return closed;
+    },
+  };
+}

@@ -1,0 +1,33 @@
+/**
+ * Concord's event runtime: typed events over NATS JetStream with CloudEvents
+ * headers, a transactional outbox, durable consumers with inbox, retry and dead
+ * letter, and idempotent provisioning. Generic: it knows events only through
+ * the descriptors and specs generated from the contracts.
+ *
+ * Wiring: openDatabase with `eventMigrations`, connectEventBus, ensureStreams,
+ * createOutbox + createOutboxRelay, startConsumers. Shut down in reverse:
+ * consumers, relay, bus, database.
+ */
+export type { ConsumerSpec, EventDescriptor, StreamSpec } from "./types.js";
+export { subjectFor } from "./subject.js";
+export { eventHeaders, protobufContentType } from "./cloud-events.js";
+export { isTraceparent, newTraceparent } from "./trace-context.js";
+export { createEventPublisher, type EventPublisher, type EventPublisherOptions, type PublishedEvent } from "./publisher.js";
+export { createOutbox, outboxMigrations, type Outbox, type OutboxOptions } from "./outbox.js";
+export { createOutboxRelay, type OutboxRelay, type OutboxRelayOptions, type OutboxRelayStats } from "./outbox-relay.js";
+export { createInbox, inboxMigrations, type Inbox, type InboxOptions } from "./inbox.js";
+export { UnprocessableEventError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
+export { bindConsumer, type ConsumerBinding, type EventContext, type EventHandler } from "./event-handler.js";
+export { bindConsumers, type ConsumerMap, type EventOf, type HandlersFor } from "./bind-consumers.js";
+export { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject } from "./dead-letter.js";
+export { startConsumers, type RunningConsumers, type StartConsumersOptions } from "./consumer.js";
+export { ensureConsumers, ensureStreams } from "./provision.js";
+export { connectEventBus, type EventBus, type EventBusOptions } from "./event-bus.js";
+
+import { inboxMigrations } from "./inbox.js";
+import { outboxMigrations } from "./outbox.js";
+import type { Migration } from "../sql/index.js";
+
+/** Outbox and inbox tables together, for a service that both publishes and consumes. */
+export const eventMigrations: readonly Migration[] = [...outboxMigrations, ...inboxMigrations];
+export { createEventRuntime, type EventRuntime, type EventRuntimeOptions } from "./event-runtime.js";

@@ -1,0 +1,143 @@
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { sampleStream, ThingHappened } from "../../test/support/sample-events.js";
+import { readStream } from "../../test/support/streams.js";
+import { tempDirForSuite } from "../../test/support/temp-dir.js";
+import { createLogger } from "../log/index.js";
+import { openDatabase, type Database } from "../sql/index.js";
+import { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, outboxMigrations, type EventBus, type OutboxRelay } from "./index.js";
+
+const logger = createLogger({ service: "outbox-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
+const dir = tempDirForSuite("concord-outbox-");
+// Short timings keep the outage tests quick.
+const fast = { sweepIntervalMs: 200, publishTimeoutMs: 1_000, retryMinMs: 50, retryMaxMs: 300 };
+
+describe("outbox and relay", () => {
+  let server: NatsServerHandle;
+  let bus: EventBus;
+  const cleanups: Array<() => Promise<void> | void> = [];
+  let n = 0;
+
+  const setup = async (key: string) => {
+    const sample = sampleStream(key);
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const db: Database = openDatabase({ path: join(dir, `${key}-${++n}.db`), migrations: outboxMigrations });
+    cleanups.push(() => db.close());
+    return { sample, db, outbox: createOutbox({ db, source: "things" }) };
+  };
+  const startRelay = (db: Database, extra: Partial<Parameters<typeof createOutboxRelay>[0]> = {}): OutboxRelay => {
+    const relay = createOutboxRelay({ db, nc: bus.nc, logger, ...fast, ...extra });
+    cleanups.unshift(() => relay.stop());
+    return relay;
+  };
+
+  beforeAll(async () => {
+    server = await startNatsServer();
+    bus = await connectEventBus({ url: server.url, name: "outbox-test", logger });
+  });
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+  afterAll(async () => {
+    await bus?.close();
+    await server?.stop();
+  });
+
+  it("refuses add outside a transaction and stores nothing from a rolled-back one", async () => {
+    const { sample, db, outbox } = await setup("rollback");
+    expect(() => outbox.add(sample.event, { thingId: "t-1", note: "" })).toThrow(/inside db\.transaction/);
+    expect(() =>
+      db.transaction(() => {
+        outbox.add(sample.event, { thingId: "t-1", note: "" });
+        throw new Error("the change failed");
+      }),
+    ).toThrow("the change failed");
+    expect(() => db.transaction(() => outbox.add(sample.event, { thingId: "a.b", note: "" }))).toThrow(/thing_id/);
+    expect(outbox.pending()).toBe(0);
+    const relay = startRelay(db);
+    await relay.flush();
+    expect((await bus.jsm.streams.info(sample.stream.name)).state.messages).toBe(0);
+  });
+
+  it("publishes right after commit and flush waits for it", async () => {
+    const { sample, db, outbox } = await setup("commit");
+    const relay = startRelay(db, { sweepIntervalMs: 60_000 });
+    const id = db.transaction(() => outbox.add(sample.event, { thingId: "t-1", note: "first" }, { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" }));
+    await relay.flush();
+    const [stored] = await readStream(bus.jsm, sample.stream.name);
+    expect(stored.subject).toBe("test.commit.thing.t-1.happened");
+    expect(stored.headers.get("ce-id")).toBe(id);
+    expect(stored.headers.get("Nats-Msg-Id")).toBe(id);
+    expect(stored.headers.get("ce-source")).toBe("things");
+    expect(stored.headers.get("traceparent")).toBe("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    expect(ThingHappened.decode(stored.data).note).toBe("first");
+    expect(outbox.pending()).toBe(0);
+  });
+
+  it("keeps events while NATS is down and publishes each once, in order, when it is back", async () => {
+    const { sample, db, outbox } = await setup("outage");
+    const relay = startRelay(db);
+    await server.stopForRestart();
+    const ids: string[] = [];
+    for (let i = 0; i < 20; i++) ids.push(db.transaction(() => outbox.add(sample.event, { thingId: `t-${i}`, note: String(i) })));
+    expect(outbox.pending()).toBe(20);
+    await new Promise((r) => setTimeout(r, 500)); // the relay tries and fails meanwhile
+    await server.restart();
+    await relay.flush();
+
+    const stored = await readStream(bus.jsm, sample.stream.name);
+    expect(stored.map((m) => m.headers.get("ce-id"))).toEqual(ids);
+    expect(stored.map((m) => ThingHappened.decode(m.data).note)).toEqual(ids.map((_, i) => String(i)));
+    expect(outbox.pending()).toBe(0);
+  });
+
+  it("publishes again after a crash between PubAck and mark, and JetStream drops the copies", async () => {
+    const { sample, db, outbox } = await setup("crash");
+    let crashes = 0;
+    const relay = startRelay(db, {
+      beforeMarkSent: () => {
+        if (crashes++ === 0) throw new Error("killed before marking the events sent");
+      },
+    });
+    const ids = db.transaction(() => Array.from({ length: 10 }, (_, i) => outbox.add(sample.event, { thingId: `t-${i}`, note: "" })));
+    await relay.flush();
+
+    expect(crashes).toBe(2);
+    expect(relay.stats()).toEqual({ published: 10, duplicates: 10 });
+    const stored = await readStream(bus.jsm, sample.stream.name);
+    expect(stored.map((m) => m.headers.get("ce-id"))).toEqual(ids);
+  });
+
+  it("publishes many events pipelined, in commit order", async () => {
+    const { sample, db, outbox } = await setup("bulk");
+    const relay = startRelay(db, { maxInFlight: 64 });
+    const ids: string[] = [];
+    for (let t = 0; t < 10; t++) db.transaction(() => { for (let i = 0; i < 50; i++) ids.push(outbox.add(sample.event, { thingId: `t-${t}-${i}`, note: "" })); });
+    await relay.flush();
+    const stored = await readStream(bus.jsm, sample.stream.name);
+    expect(stored.map((m) => m.headers.get("ce-id"))).toEqual(ids);
+    expect(relay.stats().duplicates).toBe(0);
+  });
+
+  it("leaves events for the next start once stopped", async () => {
+    const { sample, db, outbox } = await setup("stop");
+    const relay = startRelay(db);
+    await relay.stop();
+    db.transaction(() => outbox.add(sample.event, { thingId: "t-1", note: "" }));
+    await expect(relay.flush()).rejects.toThrow(/stopped/);
+    expect(outbox.pending()).toBe(1);
+    await startRelay(db).flush();
+    expect(outbox.pending()).toBe(0);
+    expect((await bus.jsm.streams.info(sample.stream.name)).state.messages).toBe(1);
+  });
+
+  it("validates its options", async () => {
+    const { db } = await setup("options");
+    expect(() => createOutboxRelay({ db, nc: bus.nc, logger, maxInFlight: 0 })).toThrow(/maxInFlight/);
+    expect(() => createOutboxRelay({ db, nc: bus.nc, logger, bogus: true } as never)).toThrow(/unknown option bogus/);
+    const bare = openDatabase({ path: join(dir, "bare.db"), migrations: [] });
+    cleanups.push(() => bare.close());
+    expect(() => createOutbox({ db: bare, source: "things" })).toThrow(/outboxMigrations/);
+  });
+});

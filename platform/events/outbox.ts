@@ -1,0 +1,93 @@
+import type { Database, Migration } from "../sql/index.js";
+import { encodeEvent } from "./cloud-events.js";
+import { validateSource } from "./publisher.js";
+import type { EventDescriptor } from "./types.js";
+
+/**
+ * The outbox table: events wait here, committed with the state change they
+ * describe, until the relay has them acknowledged by JetStream. `seq` gives the
+ * publishing order; SQLite serialises writers, so it is also commit order.
+ */
+export const outboxMigrations: Migration[] = [
+  {
+    id: "events_0001_outbox",
+    sql: `
+      CREATE TABLE event_outbox (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id   TEXT    NOT NULL UNIQUE,
+        subject    TEXT    NOT NULL,
+        type       TEXT    NOT NULL,
+        payload    BLOB    NOT NULL,
+        headers    TEXT    NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+    `,
+  },
+];
+
+export interface OutboxOptions {
+  /** The service's database, opened with `outboxMigrations`. */
+  readonly db: Database;
+  /** The publishing service, sent as `ce-source`. */
+  readonly source: string;
+}
+
+/** Events to publish, stored in the same transaction as the state change that caused them. */
+export interface Outbox {
+  /**
+   * Stores one event and returns its id (UUIDv7, also its `ce-id`). Must run
+   * inside `db.transaction`; throws otherwise, and when the subject cannot be
+   * built. The relay is woken when the transaction commits.
+   */
+  add<T>(descriptor: EventDescriptor<T>, message: T, options?: { readonly traceparent?: string }): string;
+  /** Number of events not yet acknowledged by JetStream. */
+  pending(): number;
+}
+
+// Every outbox on a database wakes every relay on it, however many were created.
+const commitListeners = new WeakMap<Database, Set<() => void>>();
+
+/** Creates the outbox of `db`; throws when its table is missing (migrations not applied). */
+export function createOutbox(options: OutboxOptions): Outbox {
+  const known = new Set(["db", "source"]);
+  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`createOutbox: unknown option ${key}`);
+  const { db, source } = options;
+  validateSource("createOutbox", source);
+  assertOutboxTable(db, "createOutbox");
+  const insert = db.sqlite.prepare(
+    "INSERT INTO event_outbox (event_id, subject, type, payload, headers, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+  );
+  const count = db.sqlite.prepare("SELECT count(*) FROM event_outbox").pluck();
+  const wake = () => {
+    for (const listener of commitListeners.get(db) ?? []) listener();
+  };
+  return {
+    add(descriptor, message, addOptions = {}) {
+      if (!db.sqlite.inTransaction) {
+        throw new Error(`outbox.add(${descriptor.typeName}) must run inside db.transaction(...), so the event commits with the change it describes`);
+      }
+      const event = encodeEvent(descriptor, message, { source, traceparent: addOptions.traceparent });
+      const payload = Buffer.from(event.payload.buffer, event.payload.byteOffset, event.payload.byteLength);
+      insert.run(event.id, event.subject, event.type, payload, JSON.stringify(event.headers), Date.now());
+      db.afterCommit(wake);
+      return event.id;
+    },
+    pending() {
+      return count.get() as number;
+    },
+  };
+}
+
+/** Calls `listener` after every commit that added events to `db`'s outbox; returns the unsubscribe. */
+export function onOutboxCommit(db: Database, listener: () => void): () => void {
+  let listeners = commitListeners.get(db);
+  if (!listeners) commitListeners.set(db, (listeners = new Set()));
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+/** Throws a message naming the fix when `db` was opened without the outbox migrations. */
+export function assertOutboxTable(db: Database, factory: string): void {
+  const exists = db.sqlite.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event_outbox'").get();
+  if (!exists) throw new Error(`${factory}: the database has no event_outbox table; pass outboxMigrations to openDatabase`);
+}

@@ -1,0 +1,188 @@
+import { AckPolicy, DeliverPolicy, millis, nanos, StorageType, type JetStreamManager, type NatsError, type StreamInfo, type ConsumerInfo } from "nats";
+import type { ConsumerSpec, StreamSpec } from "./types.js";
+
+// JetStream API error codes (nats-server errors.json).
+const streamNotFound = 10059;
+const consumerNotFound = 10014;
+const serverDefaultDuplicateWindowMs = 120_000;
+
+/**
+ * Creates each stream that is missing and checks each one that exists.
+ * Idempotent. Throws, naming the stream, the setting and the existing and
+ * wanted values, when an existing stream differs in subjects, storage,
+ * replicas, max age or duplicate window: those are not changed behind an
+ * operator's back, so start-up stops instead.
+ */
+export async function ensureStreams(jsm: JetStreamManager, specs: readonly StreamSpec[]): Promise<void> {
+  for (const spec of specs) validateStreamSpec(spec);
+  for (const spec of specs) await ensureStream(jsm, spec);
+}
+
+/**
+ * Creates each durable pull consumer that is missing (explicit ack, max_deliver
+ * one above the spec's so the server keeps a message whose last attempt died
+ * with the process), and updates max_deliver and ack_wait of existing ones.
+ * Throws a clear error when the stream is missing or an existing consumer
+ * cannot be changed into the spec (filter subject, push consumer, ack policy).
+ */
+export async function ensureConsumers(jsm: JetStreamManager, specs: readonly ConsumerSpec[]): Promise<void> {
+  for (const spec of specs) validateConsumerSpec(spec);
+  for (const spec of specs) await ensureConsumer(jsm, spec);
+}
+
+async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Promise<void> {
+  let info = await streamInfo(jsm, spec.name);
+  if (!info) {
+    try {
+      await jsm.streams.add({
+        name: spec.name,
+        subjects: [...spec.subjects],
+        storage: spec.storage === "file" ? StorageType.File : StorageType.Memory,
+        num_replicas: spec.replicas,
+        max_age: nanos(spec.maxAgeMs),
+        duplicate_window: nanos(wantedDuplicateWindowMs(spec)),
+        ...(spec.description ? { description: spec.description } : {}),
+      });
+      return;
+    } catch (err) {
+      // Another instance may have created it in the meantime; then compare with that one.
+      info = await streamInfo(jsm, spec.name);
+      if (!info) throw new Error(`creating stream ${spec.name} (subjects ${spec.subjects.join(", ")}) failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  const { config } = info;
+  const conflicts: string[] = [];
+  const differs = (setting: string, existing: unknown, wanted: unknown) => {
+    if (JSON.stringify(existing) !== JSON.stringify(wanted)) conflicts.push(`${setting}: existing ${JSON.stringify(existing)}, wanted ${JSON.stringify(wanted)}`);
+  };
+  differs("subjects", [...(config.subjects ?? [])].sort(), [...spec.subjects].sort());
+  differs("storage", config.storage, spec.storage);
+  differs("replicas", config.num_replicas, spec.replicas);
+  differs("max_age (ms)", millis(config.max_age), spec.maxAgeMs);
+  differs("duplicate_window (ms)", millis(config.duplicate_window), wantedDuplicateWindowMs(spec));
+  if (conflicts.length > 0) {
+    throw new Error(
+      `stream ${spec.name} exists with settings that conflict with its spec (${conflicts.join("; ")}); ` +
+        `change the spec back, or migrate the stream deliberately (for example with the nats CLI) before starting`,
+    );
+  }
+  if ((config.description ?? "") !== (spec.description ?? "")) {
+    await jsm.streams.update(spec.name, { description: spec.description ?? "" });
+  }
+}
+
+async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promise<void> {
+  const where = `consumer ${spec.durable} on stream ${spec.stream}`;
+  const maxDeliver = spec.maxDeliver + 1;
+  let info = await consumerInfo(jsm, spec);
+  if (!info) {
+    try {
+      await jsm.consumers.add(spec.stream, {
+        durable_name: spec.durable,
+        description: `consumes ${spec.eventType}`,
+        filter_subject: spec.filterSubject,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        max_deliver: maxDeliver,
+        ack_wait: nanos(spec.ackWaitMs),
+      });
+      return;
+    } catch (err) {
+      info = await consumerInfo(jsm, spec);
+      if (!info) throw new Error(`creating ${where} (filter ${spec.filterSubject}) failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  const { config } = info;
+  if (config.deliver_subject) throw new Error(`${where} exists as a push consumer; Concord needs a pull consumer: delete it or pick another durable name`);
+  if (config.ack_policy !== AckPolicy.Explicit) {
+    throw new Error(`${where} exists with ack policy ${config.ack_policy}, wanted explicit; delete it or pick another durable name`);
+  }
+  if ((config.filter_subject ?? "") !== spec.filterSubject) {
+    throw new Error(
+      `${where} exists with filter subject ${JSON.stringify(config.filter_subject ?? "")}, wanted ${JSON.stringify(spec.filterSubject)}; ` +
+        `a durable consumer's filter cannot be changed in place: give the consumer a new durable name, or delete the old one`,
+    );
+  }
+  if (config.max_deliver !== maxDeliver || millis(config.ack_wait ?? 0) !== spec.ackWaitMs) {
+    try {
+      await jsm.consumers.update(spec.stream, spec.durable, { max_deliver: maxDeliver, ack_wait: nanos(spec.ackWaitMs) });
+    } catch (err) {
+      throw new Error(`updating ${where} to max_deliver ${maxDeliver} and ack_wait ${spec.ackWaitMs} ms failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
+
+async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
+  try {
+    return await jsm.streams.info(name);
+  } catch (err) {
+    if ((err as NatsError).api_error?.err_code === streamNotFound) return undefined;
+    throw new Error(`reading stream ${name} failed: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+async function consumerInfo(jsm: JetStreamManager, spec: ConsumerSpec): Promise<ConsumerInfo | undefined> {
+  try {
+    return await jsm.consumers.info(spec.stream, spec.durable);
+  } catch (err) {
+    const code = (err as NatsError).api_error?.err_code;
+    if (code === consumerNotFound) return undefined;
+    if (code === streamNotFound) {
+      throw new Error(`consumer ${spec.durable} reads stream ${spec.stream}, which does not exist; provision the stream first (ensureStreams)`, { cause: err });
+    }
+    throw new Error(`reading consumer ${spec.durable} on stream ${spec.stream} failed: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** The duplicate window the server will hold: 0 means its 2-minute default, never longer than max age. */
+function wantedDuplicateWindowMs(spec: StreamSpec): number {
+  const window = spec.duplicateWindowMs || serverDefaultDuplicateWindowMs;
+  return spec.maxAgeMs > 0 ? Math.min(window, spec.maxAgeMs) : window;
+}
+
+const nameProblem = (name: unknown): string | undefined =>
+  typeof name !== "string" || name === "" || /[.*>\s/\\]/.test(name) ? `${JSON.stringify(name)} is not a valid name (non-empty, no ".", "*", ">", "/", "\\" or white space)` : undefined;
+
+/** Why `subject` is not a valid subject or filter (tokens non-empty, no white space, wildcards alone, ">" last). */
+export function subjectProblem(subject: unknown): string | undefined {
+  if (typeof subject !== "string" || subject === "") return `${JSON.stringify(subject)} is not a subject`;
+  const tokens = subject.split(".");
+  for (const [i, token] of tokens.entries()) {
+    if (token === "" || /\s/.test(token) || (token !== "*" && token !== ">" && /[*>]/.test(token)) || (token === ">" && i < tokens.length - 1)) {
+      return `${JSON.stringify(subject)} is not a valid subject (token ${i + 1})`;
+    }
+  }
+  return undefined;
+}
+
+const nonNegativeInteger = (v: unknown): boolean => Number.isInteger(v) && (v as number) >= 0;
+
+/** Throws, naming the stream, when a stream spec cannot be provisioned as given. */
+export function validateStreamSpec(spec: StreamSpec): void {
+  const problems: string[] = [];
+  const nameIssue = nameProblem(spec.name);
+  if (nameIssue) problems.push(`name ${nameIssue}`);
+  if (!Array.isArray(spec.subjects) || spec.subjects.length === 0) problems.push("subjects is empty");
+  else problems.push(...spec.subjects.map(subjectProblem).filter((p): p is string => p !== undefined));
+  if (spec.storage !== "file" && spec.storage !== "memory") problems.push(`storage ${JSON.stringify(spec.storage)} is neither "file" nor "memory"`);
+  if (!Number.isInteger(spec.replicas) || spec.replicas < 1 || spec.replicas > 5) problems.push(`replicas ${spec.replicas} is not 1..5`);
+  if (!nonNegativeInteger(spec.maxAgeMs)) problems.push(`maxAgeMs ${spec.maxAgeMs} is not a whole number of ms >= 0`);
+  if (!nonNegativeInteger(spec.duplicateWindowMs)) problems.push(`duplicateWindowMs ${spec.duplicateWindowMs} is not a whole number of ms >= 0`);
+  if (problems.length > 0) throw new Error(`invalid stream spec ${String(spec.name)}: ${problems.join("; ")}`);
+}
+
+/** Throws, naming the consumer, when a consumer spec cannot be provisioned as given. */
+export function validateConsumerSpec(spec: ConsumerSpec): void {
+  const problems: string[] = [];
+  const durableIssue = nameProblem(spec.durable);
+  if (durableIssue) problems.push(`durable ${durableIssue}`);
+  const streamIssue = nameProblem(spec.stream);
+  if (streamIssue) problems.push(`stream ${streamIssue}`);
+  const filterIssue = subjectProblem(spec.filterSubject);
+  if (filterIssue) problems.push(`filterSubject ${filterIssue}`);
+  if (typeof spec.eventType !== "string" || spec.eventType === "") problems.push("eventType is empty");
+  if (!Number.isInteger(spec.maxDeliver) || spec.maxDeliver < 1) problems.push(`maxDeliver ${spec.maxDeliver} is not a whole number >= 1`);
+  if (!Array.isArray(spec.backoffMs) || !spec.backoffMs.every(nonNegativeInteger)) problems.push(`backoffMs ${JSON.stringify(spec.backoffMs)} is not a list of whole numbers of ms >= 0`);
+  if (!Number.isInteger(spec.ackWaitMs) || spec.ackWaitMs <= 0) problems.push(`ackWaitMs ${spec.ackWaitMs} is not a whole number of ms > 0`);
+  if (problems.length > 0) throw new Error(`invalid consumer spec ${String(spec.durable)}: ${problems.join("; ")}`);
+}

@@ -1,0 +1,27 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll } from "vitest";
+
+/** A directory under the system temp dir; `remove` deletes it with everything inside. */
+export interface TempDir {
+  readonly path: string;
+  remove(): void;
+}
+
+/** Creates a fresh temporary directory; the caller removes it. */
+export function createTempDir(prefix = "concord-test-"): TempDir {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/**
+ * Creates a temporary directory that is removed after the current test file,
+ * so a test cannot forget to clean up. Call it while tests are collected (in a
+ * describe body or at the top of the file), where vitest accepts hooks.
+ */
+export function tempDirForSuite(prefix = "concord-test-"): string {
+  const dir = createTempDir(prefix);
+  afterAll(() => dir.remove());
+  return dir.path;
+}
