@@ -2,6 +2,7 @@ import { Server, ServerCredentials, status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
+import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
 import { address, grpcError, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 
 const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
@@ -9,20 +10,23 @@ const unknownId = "01890a5d-ac96-774b-bcce-b302099a8057";
 
 describe("OrderService", () => {
   const dir = tempDir();
+  let nats: NatsServerHandle;
   let products: RunningProducts;
   let orders: RunningOrders;
   let teapot: string;
   let cup: string;
   beforeAll(async () => {
-    products = await startTestProducts(dir.path);
-    orders = await startTestOrders(dir.path, products.service.address);
+    nats = await startNatsServer();
+    products = await startTestProducts(dir.path, nats.url);
+    orders = await startTestOrders(dir.path, products.service.address, nats.url);
     teapot = (await products.client.createProduct({ name: "Teapot", description: "", price: eur(1999), initialStock: 100 })).product!.id;
     cup = (await products.client.createProduct({ name: "Cup", description: "", price: eur(450), initialStock: 100 })).product!.id;
   });
   afterAll(async () => {
     await orders.stop();
     await products.stop();
-    dir.cleanup();
+    await nats.stop();
+    dir.remove();
   });
 
   it("prices every line from the product service and stores the order as PENDING", async () => {
@@ -37,7 +41,9 @@ describe("OrderService", () => {
         { productId: cup, productName: "Cup", quantity: 3, unitPrice: eur(450), lineTotal: eur(1350) },
       ],
     });
-    expect((await orders.client.getOrder({ id: order!.id })).order).toEqual(order);
+    // The saga settles it right after: stock is reserved and the order confirmed.
+    await expect.poll(async () => (await orders.client.getOrder({ id: order!.id })).order!.state).toBe(OrderState.ORDER_STATE_CONFIRMED);
+    expect((await orders.client.getOrder({ id: order!.id })).order).toMatchObject({ lines: order!.lines, total: order!.total, version: 2 });
   });
 
   it("names every bad field: empty customer, no lines, zero and negative quantities, duplicate products, malformed ids", async () => {
@@ -79,6 +85,8 @@ describe("OrderService", () => {
   });
 
   it("updates the address and lines of a PENDING order, refusing stale versions", async () => {
+    // With NATS down the order stays PENDING (its OrderPlaced waits in the outbox).
+    await nats.stopForRestart();
     const { order } = await orders.client.createOrder({ customerId: "c-2", lines: [{ productId: cup, quantity: 1 }], shippingAddress: address });
     const { order: moved } = await orders.client.updateOrder({ id: order!.id, expectedVersion: 1, updateMask: ["shipping_address", "lines"], shippingAddress: { ...address, city: "Paris", countryCode: "FR" }, lines: [{ productId: teapot, quantity: 1 }] });
     expect(moved).toMatchObject({ version: 2, shippingAddress: { city: "Paris" }, total: eur(1999), lines: [{ productId: teapot, quantity: 1 }] });
@@ -86,14 +94,22 @@ describe("OrderService", () => {
     expect(stale.code).toBe(status.ABORTED);
     const noAddress = await grpcError(orders.client.updateOrder({ id: order!.id, expectedVersion: 2, updateMask: ["shipping_address"], shippingAddress: undefined, lines: [] }));
     expect(noAddress.violations.map((v) => v.field)).toEqual(["shipping_address"]);
+    // Back up: the product service reserves for the new lines, and only that answer settles the order.
+    await nats.restart();
+    await expect.poll(async () => (await orders.client.getOrder({ id: order!.id })).order!.state, { timeout: 15_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
+    expect((await orders.client.getOrder({ id: order!.id })).order!.lines).toMatchObject([{ productId: teapot, quantity: 1 }]);
+    const confirmed = (await orders.client.getOrder({ id: order!.id })).order!;
+    const late = await grpcError(orders.client.updateOrder({ id: order!.id, expectedVersion: confirmed.version, updateMask: ["shipping_address"], shippingAddress: address, lines: [] }));
+    expect(late.code).toBe(status.FAILED_PRECONDITION);
   });
 
   it("cancels an order once; a cancelled order cannot change", async () => {
     const { order } = await orders.client.createOrder({ customerId: "c-3", lines: [{ productId: cup, quantity: 1 }], shippingAddress: address });
     const { order: cancelled } = await orders.client.cancelOrder({ id: order!.id, reason: "changed my mind" });
-    expect(cancelled).toMatchObject({ state: OrderState.ORDER_STATE_CANCELLED, version: 2 });
+    expect(cancelled!.state).toBe(OrderState.ORDER_STATE_CANCELLED);
+    expect(cancelled!.version).toBeGreaterThan(order!.version);
     expect((await orders.client.cancelOrder({ id: order!.id, reason: "" })).order).toEqual(cancelled);
-    const err = await grpcError(orders.client.updateOrder({ id: order!.id, expectedVersion: 2, updateMask: ["shipping_address"], shippingAddress: address, lines: [] }));
+    const err = await grpcError(orders.client.updateOrder({ id: order!.id, expectedVersion: cancelled!.version, updateMask: ["shipping_address"], shippingAddress: address, lines: [] }));
     expect(err.code).toBe(status.FAILED_PRECONDITION);
     expect((await grpcError(orders.client.cancelOrder({ id: unknownId, reason: "" }))).code).toBe(status.NOT_FOUND);
   });
@@ -115,14 +131,21 @@ describe("OrderService", () => {
 
 describe("OrderService when the product service misbehaves", () => {
   const dir = tempDir();
-  afterAll(() => dir.cleanup());
+  let nats: NatsServerHandle;
+  beforeAll(async () => {
+    nats = await startNatsServer();
+  });
+  afterAll(async () => {
+    await nats.stop();
+    dir.remove();
+  });
 
   it("answers UNAVAILABLE when the product service is down, and stores no order", async () => {
     const closedPort = await new Promise<number>((resolve) => {
       const s = new Server();
       s.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (_e, port) => s.tryShutdown(() => resolve(port)));
     });
-    const orders = await startTestOrders(dir.path, `127.0.0.1:${closedPort}`);
+    const orders = await startTestOrders(dir.path, `127.0.0.1:${closedPort}`, nats.url);
     try {
       const err = await grpcError(orders.client.createOrder({ customerId: "c-down", lines: [{ productId: unknownId, quantity: 1 }], shippingAddress: address }));
       expect(err.code).toBe(status.UNAVAILABLE);
@@ -143,7 +166,7 @@ describe("OrderService when the product service misbehaves", () => {
       },
     } as never);
     const port = await new Promise<number>((resolve) => slow.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (_e, p) => resolve(p)));
-    const orders = await startTestOrders(dir.path, `127.0.0.1:${port}`, { productsTimeoutMs: 200, databasePath: `${dir.path}/slow-orders.db` });
+    const orders = await startTestOrders(dir.path, `127.0.0.1:${port}`, nats.url, { productsTimeoutMs: 200, databasePath: `${dir.path}/slow-orders.db` });
     try {
       const err = await grpcError(orders.client.createOrder({ customerId: "c-slow", lines: [{ productId: unknownId, quantity: 1 }], shippingAddress: address }));
       expect(err.code).toBe(status.DEADLINE_EXCEEDED);

@@ -1,19 +1,23 @@
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkHealth } from "../platform/grpc/index.js";
+import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
 import { grpcError, type RunningProducts, startTestProducts, tempDir } from "./support/shop.js";
 
 const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
 
 describe("ProductService", () => {
   const dir = tempDir();
+  let nats: NatsServerHandle;
   let products: RunningProducts;
   beforeAll(async () => {
-    products = await startTestProducts(dir.path);
+    nats = await startNatsServer();
+    products = await startTestProducts(dir.path, nats.url);
   });
   afterAll(async () => {
     await products.stop();
-    dir.cleanup();
+    await nats.stop();
+    dir.remove();
   });
   const create = (name = "Teapot", stock = 10, price = 1999) =>
     products.client.createProduct({ name, description: "Porcelain", price: eur(price), initialStock: stock }).then((r) => r.product!);

@@ -3,6 +3,7 @@ import { dirname, join } from "node:path";
 import { credentials, loadPackageDefinition } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
 import { type RunningProducts, startTestProducts, tempDir } from "./support/shop.js";
 
 // The reflection protocol as grpcurl speaks it, from the proto file that ships with @grpc/reflection.
@@ -10,13 +11,16 @@ const reflectionProto = join(dirname(createRequire(import.meta.url).resolve("@gr
 
 describe("server reflection", () => {
   const dir = tempDir();
+  let nats: NatsServerHandle;
   let products: RunningProducts;
   beforeAll(async () => {
-    products = await startTestProducts(dir.path);
+    nats = await startNatsServer();
+    products = await startTestProducts(dir.path, nats.url);
   });
   afterAll(async () => {
     await products.stop();
-    dir.cleanup();
+    await nats.stop();
+    dir.remove();
   });
 
   it("lists the services and serves their descriptors, as `grpcurl list` and `describe` need", async () => {

@@ -31,7 +31,7 @@ describe("npm start", () => {
   let child: ChildProcess | undefined;
   afterEach(() => {
     child?.kill("SIGKILL");
-    dir.cleanup();
+    dir.remove();
   });
 
   it("brings the system up, serves calls, and stops everything cleanly on Ctrl-C", async () => {

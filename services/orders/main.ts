@@ -12,6 +12,7 @@ await runService({
       databasePath: config.ORDERS_DATABASE_URL.path,
       productsAddress: config.PRODUCTS_ADDRESS,
       productsTimeoutMs: config.PRODUCTS_TIMEOUT,
+      natsUrl: config.NATS_URL,
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
       logger,
     }),

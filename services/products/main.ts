@@ -10,6 +10,7 @@ await runService({
     startProducts({
       listen: config.PRODUCTS_LISTEN,
       databasePath: config.PRODUCTS_DATABASE_URL.path,
+      natsUrl: config.NATS_URL,
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
       logger,
     }),

@@ -1,34 +1,30 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ServiceError } from "@grpc/grpc-js";
 import { OrderServiceService } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { createClient, decodeStatusDetails, type FieldViolation, type PromiseClient } from "../../platform/grpc/index.js";
 import { createLogger } from "../../platform/log/index.js";
-import type { RunningService } from "../../platform/runtime/index.js";
-import { startOrders } from "../../services/orders/app.js";
-import { startProducts } from "../../services/products/app.js";
+import { type RunningOrders as OrdersProcess, startOrders } from "../../services/orders/app.js";
+import { type RunningProducts as ProductsProcess, startProducts } from "../../services/products/app.js";
+import { type NatsServerHandle, startNatsServer } from "./nats-server.js";
 
 export const quietLogger = (service: string) => createLogger({ service, level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
-/** A temporary directory removed by `cleanup`. */
-export function tempDir(prefix = "concord-test-"): { path: string; cleanup(): void } {
-  const path = mkdtempSync(join(tmpdir(), prefix));
-  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
-}
+import { createTempDir } from "./temp-dir.js";
+
+export { createTempDir as tempDir };
 
 export interface RunningProducts {
-  readonly service: RunningService;
+  readonly service: ProductsProcess;
   readonly client: PromiseClient<typeof ProductServiceService>;
   readonly databasePath: string;
   stop(): Promise<void>;
 }
 
 /** The real product service on a free port with its SQLite file in `dir`. */
-export async function startTestProducts(dir: string, extra: Partial<Parameters<typeof startProducts>[0]> = {}): Promise<RunningProducts> {
-  const databasePath = join(dir, "products.db");
-  const service = await startProducts({ listen: "127.0.0.1:0", databasePath, logger: quietLogger("products"), ...extra });
+export async function startTestProducts(dir: string, natsUrl: string, extra: Partial<Parameters<typeof startProducts>[0]> = {}): Promise<RunningProducts> {
+  const databasePath = extra.databasePath ?? join(dir, "products.db");
+  const service = await startProducts({ listen: "127.0.0.1:0", databasePath, natsUrl, logger: quietLogger("products"), ...extra });
   const client = createClient(ProductServiceService, { address: service.address });
   return {
     service,
@@ -42,16 +38,16 @@ export async function startTestProducts(dir: string, extra: Partial<Parameters<t
 }
 
 export interface RunningOrders {
-  readonly service: RunningService;
+  readonly service: OrdersProcess;
   readonly client: PromiseClient<typeof OrderServiceService>;
   readonly databasePath: string;
   stop(): Promise<void>;
 }
 
 /** The real order service on a free port, talking to the product service at `productsAddress`. */
-export async function startTestOrders(dir: string, productsAddress: string, extra: Partial<Parameters<typeof startOrders>[0]> = {}): Promise<RunningOrders> {
-  const databasePath = join(dir, "orders.db");
-  const service = await startOrders({ listen: "127.0.0.1:0", databasePath, productsAddress, logger: quietLogger("orders"), ...extra });
+export async function startTestOrders(dir: string, productsAddress: string, natsUrl: string, extra: Partial<Parameters<typeof startOrders>[0]> = {}): Promise<RunningOrders> {
+  const databasePath = extra.databasePath ?? join(dir, "orders.db");
+  const service = await startOrders({ listen: "127.0.0.1:0", databasePath, productsAddress, natsUrl, logger: quietLogger("orders"), ...extra });
   const client = createClient(OrderServiceService, { address: service.address });
   return {
     service,
@@ -79,3 +75,31 @@ export async function grpcError(promise: Promise<unknown>): Promise<ServiceError
 
 /** A valid shipping address for orders in tests. */
 export const address = { recipient: "Ada Lovelace", line1: "12 St James's Square", line2: "", city: "London", postalCode: "SW1Y 4JH", countryCode: "GB" };
+
+/** A whole shop for one test file: nats-server, product service, order service, in a temp dir. */
+export interface Shop {
+  readonly dir: string;
+  readonly nats: NatsServerHandle;
+  readonly products: RunningProducts;
+  readonly orders: RunningOrders;
+  stop(): Promise<void>;
+}
+
+export async function startShop(): Promise<Shop> {
+  const dir = createTempDir();
+  const nats = await startNatsServer({ storeDir: join(dir.path, "nats") });
+  const products = await startTestProducts(dir.path, nats.url);
+  const orders = await startTestOrders(dir.path, products.service.address, nats.url);
+  return {
+    dir: dir.path,
+    nats,
+    products,
+    orders,
+    async stop() {
+      await orders.stop();
+      await products.stop();
+      await nats.stop();
+      dir.remove();
+    },
+  };
+}

@@ -17,7 +17,7 @@ function editedContracts(dir: string, file: string, edit: (text: string) => stri
 
 describe("contract checks", () => {
   const dir = tempDir();
-  afterAll(() => dir.cleanup());
+  afterAll(() => dir.remove());
 
   it("passes buf lint, and fails it on a badly named field", () => {
     expect(lintContracts()).toMatchObject({ ok: true });

@@ -1,0 +1,34 @@
+import { OrderConfirmedEvent, OrderRejectedEvent } from "../../../gen/ts/shop/orders/v1/order_events_jetstream.js";
+import type { OrderServiceEventHandlers } from "../../../gen/ts/shop/orders/v1/order_service_jetstream.js";
+import type { StockReservationFailed, StockReserved } from "../../../gen/ts/shop/products/v1/product_events_pb.js";
+import type { EventContext } from "../../../platform/events/index.js";
+import { settleReservation } from "../domain/order.js";
+import type { OrderStore } from "../store/order-store.js";
+
+/**
+ * The order side of the saga: the product service's answer settles a
+ * PENDING order as CONFIRMED or REJECTED. Runs in one transaction with its
+ * inbox row and the event it emits; a stale or repeated answer changes
+ * nothing.
+ */
+export function createOrderSaga(store: OrderStore, now: () => number = Date.now): OrderServiceEventHandlers<EventContext> {
+  const settle = (orderId: string, linesVersion: number, outcome: Parameters<typeof settleReservation>[2], context: EventContext): void => {
+    const order = store.get(orderId);
+    if (!order) throw new Error(`order ${orderId} is unknown to this service`);
+    const next = settleReservation(order, linesVersion, outcome, now());
+    if (!next) return;
+    if (!store.replace(next, order.version)) throw new Error(`order ${orderId} changed while it was being settled`);
+    const total = { currencyCode: next.currency, amountMinor: next.totalMinor };
+    if (next.state === "CONFIRMED") context.emit(OrderConfirmedEvent, { orderId, customerId: next.customerId, total });
+    else context.emit(OrderRejectedEvent, { orderId, customerId: next.customerId, reason: next.rejectionReason });
+  };
+
+  return {
+    stockReserved(event: StockReserved, context) {
+      settle(event.orderId, event.linesVersion, { reserved: true }, context);
+    },
+    stockReservationFailed(event: StockReservationFailed, context) {
+      settle(event.orderId, event.linesVersion, { reserved: false, reason: event.reason }, context);
+    },
+  };
+}
