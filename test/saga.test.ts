@@ -1,0 +1,159 @@
+import { connect, headers as natsHeaders, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OrderCancelled, OrderPlaced } from "../gen/ts/shop/orders/v1/order_events_pb.js";
+import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { uuidv7 } from "../platform/ids/index.js";
+import { readStream } from "./support/streams.js";
+import { address, type Shop, startShop } from "./support/shop.js";
+
+const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
+const { PENDING, CONFIRMED, REJECTED, CANCELLED } = {
+  PENDING: OrderState.ORDER_STATE_PENDING,
+  CONFIRMED: OrderState.ORDER_STATE_CONFIRMED,
+  REJECTED: OrderState.ORDER_STATE_REJECTED,
+  CANCELLED: OrderState.ORDER_STATE_CANCELLED,
+};
+
+/** Publishes an event by hand, as another service (or language) would: CloudEvents headers, protobuf payload. */
+async function publishRaw(nc: NatsConnection, subject: string, type: string, payload: Uint8Array, ceId: string, msgId = ceId): Promise<void> {
+  const h = natsHeaders();
+  h.set("ce-specversion", "1.0");
+  h.set("ce-id", ceId);
+  h.set("ce-type", type);
+  h.set("ce-source", "test");
+  h.set("ce-time", new Date().toISOString());
+  h.set("content-type", "application/protobuf");
+  await nc.jetstream().publish(subject, payload, { msgID: msgId, headers: h });
+}
+
+describe("the order saga", () => {
+  let shop: Shop;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    shop = await startShop();
+    nc = await connect({ servers: shop.nats.url });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await shop.stop();
+  });
+
+  const newProduct = async (stock: number, name = "Teapot") =>
+    (await shop.products.client.createProduct({ name, description: "", price: eur(1000), initialStock: stock })).product!.id;
+  const stockOf = async (id: string) => (await shop.products.client.getProduct({ id })).product!.stock;
+  const stateOf = async (id: string) => (await shop.orders.client.getOrder({ id })).order!.state;
+  const placeOrder = (productId: string, quantity = 1, customerId = "c-saga") =>
+    shop.orders.client.createOrder({ customerId, lines: [{ productId, quantity }], shippingAddress: address }).then((r) => r.order!);
+
+  it("confirms an order whose stock is reserved, and rejects one with too little, saying why", async () => {
+    const productId = await newProduct(3);
+    const ok = await placeOrder(productId, 2);
+    expect(ok.state).toBe(PENDING);
+    await expect.poll(() => stateOf(ok.id)).toBe(CONFIRMED);
+    expect(await stockOf(productId)).toBe(1);
+    const tooMany = await placeOrder(productId, 2);
+    await expect.poll(() => stateOf(tooMany.id)).toBe(REJECTED);
+    const rejected = (await shop.orders.client.getOrder({ id: tooMany.id })).order!;
+    expect(rejected.rejectionReason).toContain("not enough stock");
+    expect(rejected.rejectionReason).toContain(productId);
+    expect(await stockOf(productId)).toBe(1);
+  });
+
+  it("never oversells: 200 concurrent orders for 50 units end with 50 CONFIRMED, 150 REJECTED and stock 0", async () => {
+    const productId = await newProduct(50, "Limited edition");
+    let lowest = Number.POSITIVE_INFINITY;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        lowest = Math.min(lowest, await stockOf(productId));
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
+    const placed = await Promise.all(Array.from({ length: 200 }, (_, i) => placeOrder(productId, 1, `c-rush-${i}`)));
+    expect(placed.every((o) => o.state === PENDING)).toBe(true);
+    const settled = async () => {
+      const states = await Promise.all(placed.map((o) => stateOf(o.id)));
+      return { confirmed: states.filter((s) => s === CONFIRMED).length, rejected: states.filter((s) => s === REJECTED).length };
+    };
+    await expect.poll(settled, { timeout: 30_000, interval: 200 }).toEqual({ confirmed: 50, rejected: 150 });
+    sampling = false;
+    await sampler;
+    expect(await stockOf(productId)).toBe(0);
+    expect(lowest).toBeGreaterThanOrEqual(0);
+  });
+
+  it("releases the stock of a cancelled order, once", async () => {
+    const productId = await newProduct(5);
+    const order = await placeOrder(productId, 4);
+    await expect.poll(() => stateOf(order.id)).toBe(CONFIRMED);
+    expect(await stockOf(productId)).toBe(1);
+    await shop.orders.client.cancelOrder({ id: order.id, reason: "changed my mind" });
+    await shop.orders.client.cancelOrder({ id: order.id, reason: "twice" });
+    await expect.poll(() => stockOf(productId)).toBe(5);
+    const released = (await readStream(shop.products.service.events.bus.jsm, "SHOP_PRODUCTS")).filter((e) => e.subject === `shop.products.v1.reservation.${order.id}.released`);
+    expect(released).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await stockOf(productId)).toBe(5);
+    expect(await stateOf(order.id)).toBe(CANCELLED);
+  });
+
+  it("gives a redelivered or duplicated event no second effect", async () => {
+    const productId = await newProduct(10);
+    const orderId = uuidv7();
+    const placed = OrderPlaced.encode({ orderId, customerId: "c-dup", lines: [{ productId, productName: "Teapot", quantity: 3, unitPrice: eur(1000), lineTotal: eur(3000) }], total: eur(3000), linesVersion: 1 }).finish();
+    const subject = `shop.orders.v1.order.${orderId}.placed`;
+    const ceId = uuidv7();
+    // The same event three times: once, again past JetStream's dedup (new Nats-Msg-Id, same ce-id), and as a new event about the same lines.
+    await publishRaw(nc, subject, "shop.orders.v1.OrderPlaced", placed, ceId);
+    await publishRaw(nc, subject, "shop.orders.v1.OrderPlaced", placed, ceId, uuidv7());
+    await publishRaw(nc, subject, "shop.orders.v1.OrderPlaced", placed, uuidv7());
+    await expect.poll(() => stockOf(productId)).toBe(7);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await stockOf(productId)).toBe(7);
+    const reserved = (await readStream(shop.products.service.events.bus.jsm, "SHOP_PRODUCTS")).filter((e) => e.subject === `shop.products.v1.reservation.${orderId}.reserved`);
+    expect(reserved).toHaveLength(1);
+  });
+
+  it("keeps every state right when a cancellation overtakes the order it cancels", async () => {
+    const productId = await newProduct(10);
+    const orderId = uuidv7();
+    await publishRaw(nc, `shop.orders.v1.order.${orderId}.cancelled`, "shop.orders.v1.OrderCancelled", OrderCancelled.encode({ orderId, customerId: "c-late", reason: "" }).finish(), uuidv7());
+    await new Promise((r) => setTimeout(r, 200));
+    const placed = OrderPlaced.encode({ orderId, customerId: "c-late", lines: [{ productId, productName: "Teapot", quantity: 2, unitPrice: eur(1000), lineTotal: eur(2000) }], total: eur(2000), linesVersion: 1 }).finish();
+    await publishRaw(nc, `shop.orders.v1.order.${orderId}.placed`, "shop.orders.v1.OrderPlaced", placed, uuidv7());
+    // A later order on the same product still goes through, so the late OrderPlaced has been handled by then.
+    const after = await placeOrder(productId, 1);
+    await expect.poll(() => stateOf(after.id)).toBe(CONFIRMED);
+    expect(await stockOf(productId)).toBe(9);
+  });
+
+  it("dead-letters an undecodable event at once, with the reason, and keeps the saga flowing", async () => {
+    const orderId = uuidv7();
+    await publishRaw(nc, `shop.orders.v1.order.${orderId}.placed`, "shop.orders.v1.OrderPlaced", new Uint8Array([0xff, 0xff, 0xff]), uuidv7());
+    const jsm = shop.products.service.events.bus.jsm;
+    const deadLetters = async () => (await readStream(jsm, "CONCORD_DLQ")).filter((e) => e.headers.get("concord-dlq-subject") === `shop.orders.v1.order.${orderId}.placed`);
+    await expect.poll(async () => (await deadLetters()).length).toBe(1);
+    const [letter] = await deadLetters();
+    expect(letter.subject).toBe("concord.dlq.SHOP_ORDERS.products-order-placed");
+    expect(letter.headers.get("concord-dlq-reason")).not.toBe("");
+    expect(letter.headers.get("ce-type")).toBe("shop.orders.v1.OrderPlaced");
+    const next = await placeOrder(await newProduct(1), 1);
+    await expect.poll(() => stateOf(next.id)).toBe(CONFIRMED);
+  });
+
+  it("keeps taking orders while NATS is down and publishes every event exactly once when it returns", async () => {
+    const productId = await newProduct(20);
+    await shop.nats.stopForRestart();
+    const placed = [];
+    for (let i = 0; i < 10; i++) placed.push(await placeOrder(productId, 1, "c-outage"));
+    expect(placed.every((o) => o.state === PENDING)).toBe(true);
+    await shop.nats.restart();
+    for (const o of placed) await expect.poll(() => stateOf(o.id), { timeout: 20_000 }).toBe(CONFIRMED);
+    expect(await stockOf(productId)).toBe(10);
+    const orderEvents = await readStream(shop.orders.service.events.bus.jsm, "SHOP_ORDERS");
+    for (const o of placed) {
+      expect(orderEvents.filter((e) => e.subject === `shop.orders.v1.order.${o.id}.placed`)).toHaveLength(1);
+      expect(orderEvents.filter((e) => e.subject === `shop.orders.v1.order.${o.id}.confirmed`)).toHaveLength(1);
+    }
+  });
+});
