@@ -57,15 +57,35 @@ function launch(name: string, command: string, args: string[], env: NodeJS.Proce
 async function stopAll(exitCode: number): Promise<void> {
   if (stopping) return;
   stopping = true;
-  // Services first, then the broker they drain into.
-  for (const child of [...children].reverse()) {
-    if (child.process.exitCode === null && child.process.signalCode === null) child.process.kill("SIGTERM");
-    const timer = setTimeout(() => child.process.kill("SIGKILL"), 15_000);
-    await child.exited;
-    clearTimeout(timer);
-  }
+  // Services first, all at once, then the broker they drain into.
+  const stop = async (group: Child[]): Promise<void> => {
+    await Promise.all(
+      group.map(async (child) => {
+        if (child.process.exitCode === null && child.process.signalCode === null) child.process.kill("SIGTERM");
+        const timer = setTimeout(() => child.process.kill("SIGKILL"), 15_000);
+        await child.exited;
+        clearTimeout(timer);
+      }),
+    );
+  };
+  await stop(children.filter((c) => c.name !== "nats-server"));
+  await stop(children.filter((c) => c.name === "nats-server"));
   console.error("start: everything stopped");
   process.exit(exitCode);
+}
+
+function isListening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => {
+      socket.destroy();
+      resolve(false);
+    });
+  });
 }
 
 function waitForPort(port: number, timeoutMs: number): Promise<void> {
@@ -117,6 +137,7 @@ async function main(): Promise<void> {
     mkdirSync(storeDir, { recursive: true });
     const binary = findBinary("nats-server");
     if (!binary) throw new Error("nats-server is not installed; `npm start` installs it, or run: apt-get install -y nats-server");
+    if (await isListening(port)) throw new Error(`port ${port} is already in use; set NATS_PORT to another port, or NATS_URL to use the NATS server there`);
     launch("nats-server", binary, ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir, "-l", join(dataDir, "nats-server.log")], env);
     await waitForPort(port, 10_000);
     natsUrl = `nats://127.0.0.1:${port}`;

@@ -32,6 +32,7 @@ export async function connectEventBus(options: EventBusOptions): Promise<EventBu
   if (typeof url !== "string" || url.trim() === "") throw new Error("connectEventBus: url is required");
   if (typeof name !== "string" || name.trim() === "") throw new Error("connectEventBus: name is required");
   const reconnectTimeWait = options.reconnectTimeWaitMs ?? 250;
+  const drainTimeoutMs = 5_000;
   if (!Number.isInteger(reconnectTimeWait) || reconnectTimeWait <= 0) throw new Error(`connectEventBus: invalid reconnectTimeWaitMs: ${reconnectTimeWait}`);
   const logger = options.logger.child({ component: "event-bus" });
 
@@ -71,11 +72,18 @@ export async function connectEventBus(options: EventBusOptions): Promise<EventBu
     close() {
       closed ??= (async () => {
         if (nc.isClosed()) return;
+        // Draining needs the server; with NATS down it would wait for ever.
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`not drained within ${drainTimeoutMs} ms`)), drainTimeoutMs);
+        });
         try {
-          await nc.drain();
+          await Promise.race([nc.drain(), timeout]);
         } catch (err) {
           logger.warn({ err }, "draining the NATS connection failed; closing it");
           await nc.close();
+        } finally {
+          clearTimeout(timer);
         }
       })();
       return closed;
