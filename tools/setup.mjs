@@ -2,19 +2,24 @@
 // Installs what the README's commands need on a fresh machine, and nothing
 // when it is already there: the npm packages, and from the OS packages the
 // nats-server binary (the system and its tests run a real one) and protoc
-// (the contract checks compile proto/ with it). Plain Node, no dependencies:
-// it runs before node_modules exists.
+// (the contract checks compile proto/ with it). For the contract checks and
+// tests it also installs the pinned Go and Python SDK generators (Go plugins
+// into .tools/bin, Python packages into .venv) and fetches and compiles the
+// Go modules of the interop tests. Plain Node, no dependencies: it runs
+// before node_modules exists.
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { findBinary } from "./find-binary.mjs";
 
 const usage = `Usage: node tools/setup.mjs [--for-tests] [--for-gen]
 
 Installs what is missing: npm packages (npm ci), nats-server and, with
---for-tests or --for-gen, protoc. OS packages come from apt-get when running
-as root; otherwise it prints the command to run.`;
+--for-tests or --for-gen, protoc, Go and Python 3, the pinned Go and Python
+SDK generators (.tools/bin, .venv) and the interop tests' Go modules. OS
+packages come from apt-get when running as root; otherwise it prints the
+command to run.`;
 
 const args = process.argv.slice(2);
 if (args.includes("--help")) {
@@ -47,8 +52,8 @@ function installNpmPackages() {
 }
 
 let aptUpdated = false;
-function ensureOsPackage(binary, pkg) {
-  if (findBinary(binary)) return;
+function ensureOsPackage(binary, pkg, { force = false } = {}) {
+  if (!force && findBinary(binary)) return;
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
   if (!isRoot || !findBinary("apt-get")) {
     log(`${binary} is missing. Install it with: sudo apt-get update && sudo apt-get install -y ${pkg}`);
@@ -66,6 +71,107 @@ function ensureOsPackage(binary, pkg) {
   }
 }
 
+// The Go and Python SDKs (buf.gen.sdk.yaml) and their interop tests
+// (test/interop). Pinned, because other versions print other code and
+// `npm run gen:check` compares bytes: keep the generators in step with
+// tools/contracts/sdk-tools.ts (tools/contracts/sdk.test.ts checks it).
+const goPlugins = [
+  { binary: "protoc-gen-go", module: "google.golang.org/protobuf/cmd/protoc-gen-go", version: "v1.36.12", versionOutput: "protoc-gen-go v1.36.12" },
+  { binary: "protoc-gen-go-grpc", module: "google.golang.org/grpc/cmd/protoc-gen-go-grpc", version: "v1.6.2", versionOutput: "protoc-gen-go-grpc 1.6.2" },
+];
+// Everything .venv holds: grpcio-tools generates gen/python, the rest runs
+// test/interop/python; the transitive dependencies are pinned too.
+const pythonPackages = [
+  "grpcio-tools==1.85.1",
+  "grpcio==1.85.3",
+  "protobuf==7.36.2",
+  "grpcio-status==1.85.3",
+  "googleapis-common-protos==1.76.0",
+  "nats-py==2.16.0",
+  "setuptools==84.2.1",
+  "typing_extensions==4.16.0",
+];
+
+function capture(command, commandArgs, options = {}) {
+  const result = spawnSync(command, commandArgs, { ...options, stdio: ["ignore", "pipe", "pipe"] });
+  return result.status === 0 ? result.stdout.toString().trim() : undefined;
+}
+
+function runOrExit(what, command, commandArgs, options = {}) {
+  const result = spawnSync(command, commandArgs, { ...options, stdio: ["ignore", "inherit", "inherit"] });
+  if (result.status !== 0) {
+    log(`${what} failed (${[command, ...commandArgs].join(" ")}); see the output above`);
+    process.exit(result.status ?? 1);
+  }
+}
+
+const goEnv = { ...process.env, GOWORK: "off" };
+
+function installGoPlugins() {
+  const binDir = join(root, ".tools", "bin");
+  for (const plugin of goPlugins) {
+    const binary = join(binDir, plugin.binary);
+    if (existsSync(binary) && capture(binary, ["--version"]) === plugin.versionOutput) continue;
+    log(`installing ${plugin.module}@${plugin.version} into .tools/bin`);
+    mkdirSync(binDir, { recursive: true });
+    runOrExit(`installing ${plugin.binary}`, "go", ["install", `${plugin.module}@${plugin.version}`], { cwd: root, env: { ...goEnv, GOBIN: binDir } });
+  }
+}
+
+function installPythonPackages() {
+  const venv = join(root, ".venv");
+  const python = join(venv, "bin", "python");
+  const stampFile = join(venv, ".concord-install-stamp");
+  const want = createHash("sha256").update(pythonPackages.join("\n")).digest("hex");
+  const works = existsSync(python) && capture(python, ["-c", "import sys"]) !== undefined;
+  if (works && existsSync(stampFile) && readFileSync(stampFile, "utf8") === want) return;
+  if (!works) {
+    if (capture("python3", ["-c", "import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)"]) === undefined) {
+      log("Python 3.10 or newer is needed as python3 (for gen/python and the interop tests); install it, for example: apt-get install -y python3 python3-venv");
+      process.exit(1);
+    }
+    rmSync(venv, { recursive: true, force: true });
+    if (spawnSync("python3", ["-m", "venv", venv], { stdio: "ignore" }).status !== 0) {
+      // Debian's python3 keeps venv (ensurepip) in a package of its own.
+      ensureOsPackage("python3 -m venv", "python3-venv", { force: true });
+      rmSync(venv, { recursive: true, force: true });
+      runOrExit("creating .venv", "python3", ["-m", "venv", venv]);
+    }
+  }
+  log("installing the pinned Python packages into .venv (grpcio-tools for gen/python, grpcio and nats-py for the interop tests)");
+  runOrExit("installing the Python packages", python, ["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", ...pythonPackages]);
+  writeFileSync(stampFile, want);
+}
+
+/**
+ * Fetches the Go modules that generating gen/go (its `go mod tidy`) and
+ * building test/interop/go need, so both work offline afterwards; with
+ * `compile`, also compiles the interop program's dependencies (about 90 s on
+ * two cores the first time).
+ */
+function prepareGoModules(compile) {
+  const genGo = join(root, "gen/go");
+  // `tidy -diff` changes no file; it only fetches what tidy needs (its exit status says whether gen/go is tidy, which gen:check judges).
+  if (existsSync(join(genGo, "go.mod"))) spawnSync("go", ["mod", "tidy", "-diff"], { cwd: genGo, env: goEnv, stdio: "ignore" });
+  const interop = join(root, "test/interop/go");
+  if (existsSync(join(interop, "go.mod"))) runOrExit("downloading the Go modules of test/interop/go", "go", ["mod", "download"], { cwd: interop, env: goEnv });
+  if (!compile || !existsSync(join(interop, "go.mod"))) return;
+  const stampFile = join(root, ".tools", "interop-go-build-stamp");
+  const want = createHash("sha256").update(readFileSync(join(interop, "go.sum"))).update(capture("go", ["version"]) ?? "").digest("hex");
+  const warm = existsSync(stampFile) && readFileSync(stampFile, "utf8") === want;
+  if (!warm) log("compiling the Go modules of test/interop/go (about 90 s on two cores the first time)");
+  runOrExit("compiling test/interop/go", "go", ["build", "./..."], { cwd: interop, env: goEnv });
+  mkdirSync(join(root, ".tools"), { recursive: true });
+  writeFileSync(stampFile, want);
+}
+
 installNpmPackages();
 ensureOsPackage("nats-server", "nats-server");
-if (args.includes("--for-tests") || args.includes("--for-gen")) ensureOsPackage("protoc", "protobuf-compiler");
+if (args.includes("--for-tests") || args.includes("--for-gen")) {
+  ensureOsPackage("protoc", "protobuf-compiler");
+  ensureOsPackage("go", "golang-go");
+  ensureOsPackage("python3", "python3");
+  installGoPlugins();
+  installPythonPackages();
+  prepareGoModules(args.includes("--for-tests"));
+}

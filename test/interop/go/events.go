@@ -111,24 +111,22 @@ func consumeOrderEvents(ctx context.Context, args []string) (any, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("timed out with %d of 2 events of order %s (have %v)", len(found), orderID, keys(found))
 		}
-		batch, err := consumer.Fetch(20, jetstream.FetchMaxWait(time.Second))
+		msg, err := consumer.Next(jetstream.FetchMaxWait(time.Second))
+		if errors.Is(err, nats.ErrTimeout) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
-		for msg := range batch.Messages() {
-			event, err := decodeOrderEvent(msg, order)
-			if err != nil {
-				return nil, err
-			}
-			if event != nil {
-				found[event.Type] = *event
-			}
-			if err := msg.DoubleAck(ctx); err != nil {
-				return nil, fmt.Errorf("acking %s: %w", msg.Subject(), err)
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		event, err := decodeOrderEvent(msg, order)
+		if err != nil {
 			return nil, err
+		}
+		if event != nil {
+			found[event.Type] = *event
+		}
+		if err := msg.DoubleAck(ctx); err != nil {
+			return nil, fmt.Errorf("acking %s: %w", msg.Subject(), err)
 		}
 	}
 	info, err := consumer.Info(ctx)
