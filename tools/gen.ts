@@ -8,11 +8,14 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { bufBin, buildImage, protoFiles, repoRoot } from "./contracts/image.js";
+import { generateSdks } from "./contracts/sdk.js";
 import { generatedHeader as eventsPluginHeader } from "./protoc-gen-events/plugin.js";
 
 const usage = `Usage: tsx tools/gen.ts [--check]
 
-Regenerates gen/ from the contracts in proto/.
+Regenerates gen/ from the contracts in proto/: gen/ts (ts-proto messages and
+grpc-js services, protoc-gen-events bindings, the descriptor set), gen/go and
+gen/python (buf-generated SDKs) and gen/events.json (the event manifest).
   --check   regenerate into a temporary directory and fail, naming the files,
             when gen/ differs from it (nothing is written)`;
 
@@ -37,6 +40,7 @@ function generate(outDir: string): void {
     stampHeaders(ts);
     mkdirSync(outDir, { recursive: true });
     cpSync(join(work, "gen"), outDir, { recursive: true });
+    generateSdks(image, outDir);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
@@ -89,8 +93,10 @@ function listFiles(dir: string): string[] {
   const walk = (d: string): void => {
     for (const name of readdirSync(d).sort()) {
       const p = join(d, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else out.push(relative(dir, p));
+      if (statSync(p).isDirectory()) {
+        // Bytecode a Python run leaves behind is not generated output.
+        if (name !== "__pycache__") walk(p);
+      } else out.push(relative(dir, p));
     }
   };
   walk(dir);
@@ -139,7 +145,8 @@ function main(args: string[]): number {
   const fresh = mkdtempSync(join(tmpdir(), "concord-gen-"));
   try {
     generate(fresh);
-    rmSync(join(genDir, "ts"), { recursive: true, force: true });
+    // Replace everything generated, so output of a removed contract goes too.
+    for (const part of ["ts", "go", "python", "events.json"]) rmSync(join(genDir, part), { recursive: true, force: true });
     cpSync(fresh, genDir, { recursive: true });
   } finally {
     rmSync(fresh, { recursive: true, force: true });
