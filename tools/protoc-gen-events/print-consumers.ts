@@ -14,7 +14,7 @@ export function printConsumers(f: GeneratedFile, service: DescService, subscript
   f.print(
     f.jsDoc(
       `Handlers of the events ${service.name} consumes, one method per (concord.v1.subscribe) option.\n` +
-        "A handler returns (or resolves) to acknowledge the event and throws to have it retried.",
+        "A handler returns to acknowledge the event and throws to have it retried; R is what the runtime expects back (void: a synchronous handler run inside the service's database transaction).",
     ),
   );
   f.print(f.export("interface", `${service.name}EventHandlers`), "<Ctx, R = void> {");

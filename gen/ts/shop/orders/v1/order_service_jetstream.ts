@@ -6,7 +6,7 @@ import { StockReservationFailedEvent, StockReservedEvent } from "../../products/
 
 /**
  * Handlers of the events OrderService consumes, one method per (concord.v1.subscribe) option.
- * A handler returns (or resolves) to acknowledge the event and throws to have it retried.
+ * A handler returns to acknowledge the event and throws to have it retried; R is what the runtime expects back (void: a synchronous handler run inside the service's database transaction).
  */
 export interface OrderServiceEventHandlers<Ctx, R = void> {
   /**
