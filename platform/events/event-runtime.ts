@@ -17,8 +17,6 @@ export interface EventRuntimeOptions {
   readonly service: string;
   /** Streams the service publishes to or consumes from, provisioned at start. */
   readonly streams: readonly StreamSpec[];
-  /** The service's subscriptions with their handlers (see bindConsumers). */
-  readonly consumers: readonly ConsumerBinding<any>[];
   readonly logger: Logger;
   /** How long a stop waits for committed events to reach JetStream. Default 5 s. */
   readonly flushTimeoutMs?: number;
@@ -30,8 +28,8 @@ export interface EventRuntime {
   readonly outbox: Outbox;
   readonly relay: OutboxRelay;
   readonly bus: EventBus;
-  /** Starts consuming; call once the service is otherwise ready. */
-  startConsuming(): Promise<void>;
+  /** Starts the service's subscriptions (see bindConsumers); call once, when the service is otherwise ready. */
+  startConsuming(consumers: readonly ConsumerBinding<any>[]): Promise<void>;
   /** Stops pulling and finishes in-flight handlers, publishes what is committed, drains the connection. */
   stop(): Promise<void>;
 }
@@ -57,9 +55,9 @@ export async function createEventRuntime(options: EventRuntimeOptions): Promise<
       outbox,
       relay: started,
       bus,
-      async startConsuming() {
+      async startConsuming(bindings) {
         if (consumers) throw new Error("startConsuming was already called");
-        consumers = await startConsumers({ nc: bus.nc, db, service, consumers: options.consumers, logger, outbox });
+        consumers = await startConsumers({ nc: bus.nc, db, service, consumers: bindings, logger, outbox });
       },
       stop() {
         stopped ??= (async () => {

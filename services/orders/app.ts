@@ -3,11 +3,10 @@ import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { OrderServiceService } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { OrderServiceConsumers } from "../../gen/ts/shop/orders/v1/order_service_jetstream.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
-import { bindConsumers, createEventRuntime, eventMigrations, type EventRuntime } from "../../platform/events/index.js";
-import { createClient, createGrpcServer } from "../../platform/grpc/index.js";
+import { bindConsumers, type EventRuntime } from "../../platform/events/index.js";
+import { createClient } from "../../platform/grpc/index.js";
 import type { Logger } from "../../platform/log/index.js";
-import type { RunningService } from "../../platform/runtime/index.js";
-import { openDatabase } from "../../platform/sql/index.js";
+import { createServiceHost, type RunningService } from "../../platform/runtime/index.js";
 import { orderChangeEvents } from "./events/order-changes.js";
 import { createOrderSaga } from "./events/order-saga.js";
 import { createOrderService } from "./grpc/order-service.js";
@@ -29,50 +28,18 @@ export interface OrdersOptions {
   readonly shutdownTimeoutMs?: number;
 }
 
-/** A running order service, with its parts exposed for tests and benchmarks. */
+/** A running order service, with its event runtime exposed for tests and benchmarks. */
 export interface RunningOrders extends RunningService {
   readonly events: EventRuntime;
 }
 
-/**
- * Starts the order service: database (with migrations), JetStream (streams
- * provisioned, outbox relay), product client, gRPC, then its consumers.
- * Stops in reverse.
- */
+/** Starts the order service: orders over gRPC (priced by the product service), and the order side of the saga. */
 export async function startOrders(options: OrdersOptions): Promise<RunningOrders> {
-  const { logger } = options;
-  const db = openDatabase({ path: options.databasePath, migrations: [...orderMigrations, ...eventMigrations] });
+  const { productsAddress, productsTimeoutMs = 2_000, ...hostOptions } = options;
+  const host = await createServiceHost({ name: "orders", migrations: orderMigrations, streams: allStreams, descriptorSet, ...hostOptions });
+  const { db, events, server } = host;
   const store = createOrderStore(db);
-  const products = createClient(ProductServiceService, { address: options.productsAddress, defaultTimeoutMs: options.productsTimeoutMs ?? 2_000 });
-  let events: EventRuntime | undefined;
-  try {
-    events = await createEventRuntime({
-      db,
-      natsUrl: options.natsUrl,
-      service: "orders",
-      streams: allStreams,
-      consumers: bindConsumers(OrderServiceConsumers, createOrderSaga(store)),
-      logger,
-    });
-    const server = createGrpcServer({ descriptorSet, logger, shutdownTimeoutMs: options.shutdownTimeoutMs, readinessCheck: () => db.ping() });
-    server.addService(OrderServiceService, createOrderService({ db, store, products, onChange: orderChangeEvents(events.outbox) }));
-    const { port } = await server.start(options.listen);
-    await events.startConsuming();
-    const running = events;
-    return {
-      address: options.listen.replace(/:\d+$/, `:${port}`),
-      events: running,
-      async stop() {
-        await server.shutdown();
-        await running.stop();
-        products.close();
-        db.close();
-      },
-    };
-  } catch (err) {
-    await events?.stop();
-    products.close();
-    db.close();
-    throw err;
-  }
+  const products = createClient(ProductServiceService, { address: productsAddress, defaultTimeoutMs: productsTimeoutMs });
+  server.addService(OrderServiceService, createOrderService({ db, store, products, onChange: orderChangeEvents(events.outbox) }));
+  return host.start({ consumers: bindConsumers(OrderServiceConsumers, createOrderSaga(store)), onStop: () => products.close() });
 }

@@ -2,11 +2,9 @@ import { allStreams } from "../../gen/ts/concord_streams.js";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_service_jetstream.js";
-import { bindConsumers, createEventRuntime, eventMigrations, type EventRuntime } from "../../platform/events/index.js";
-import { createGrpcServer } from "../../platform/grpc/index.js";
+import { bindConsumers, type EventRuntime } from "../../platform/events/index.js";
 import type { Logger } from "../../platform/log/index.js";
-import type { RunningService } from "../../platform/runtime/index.js";
-import { openDatabase } from "../../platform/sql/index.js";
+import { createServiceHost, type RunningService } from "../../platform/runtime/index.js";
 import { productChangeEvents } from "./events/product-changes.js";
 import { createStockReservations } from "./events/stock-reservations.js";
 import { createProductService } from "./grpc/product-service.js";
@@ -25,45 +23,15 @@ export interface ProductsOptions {
   readonly shutdownTimeoutMs?: number;
 }
 
-/** A running product service, with its parts exposed for tests and benchmarks. */
+/** A running product service, with its event runtime exposed for tests and benchmarks. */
 export interface RunningProducts extends RunningService {
   readonly events: EventRuntime;
 }
 
-/**
- * Starts the product service: database (with migrations), JetStream (streams
- * provisioned, outbox relay), gRPC, then its consumers. Stops in reverse.
- */
+/** Starts the product service: the catalogue over gRPC, and the stock side of the order saga. */
 export async function startProducts(options: ProductsOptions): Promise<RunningProducts> {
-  const { logger } = options;
-  const db = openDatabase({ path: options.databasePath, migrations: [...productMigrations, ...eventMigrations] });
-  let events: EventRuntime | undefined;
-  try {
-    events = await createEventRuntime({
-      db,
-      natsUrl: options.natsUrl,
-      service: "products",
-      streams: allStreams,
-      consumers: bindConsumers(ProductServiceConsumers, createStockReservations(createReservationStore(db))),
-      logger,
-    });
-    const server = createGrpcServer({ descriptorSet, logger, shutdownTimeoutMs: options.shutdownTimeoutMs, readinessCheck: () => db.ping() });
-    server.addService(ProductServiceService, createProductService({ db, store: createProductStore(db), onChange: productChangeEvents(events.outbox) }));
-    const { port } = await server.start(options.listen);
-    await events.startConsuming();
-    const running = events;
-    return {
-      address: options.listen.replace(/:\d+$/, `:${port}`),
-      events: running,
-      async stop() {
-        await server.shutdown();
-        await running.stop();
-        db.close();
-      },
-    };
-  } catch (err) {
-    await events?.stop();
-    db.close();
-    throw err;
-  }
+  const host = await createServiceHost({ name: "products", migrations: productMigrations, streams: allStreams, descriptorSet, ...options });
+  const { db, events, server } = host;
+  server.addService(ProductServiceService, createProductService({ db, store: createProductStore(db), onChange: productChangeEvents(events.outbox) }));
+  return host.start({ consumers: bindConsumers(ProductServiceConsumers, createStockReservations(createReservationStore(db))) });
 }
