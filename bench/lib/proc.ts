@@ -1,0 +1,215 @@
+import { type ChildProcess, fork, spawn } from "node:child_process";
+import { closeSync, openSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The repository root (bench/ sits directly under it). */
+export const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+/** Every process the bench started, killed on exit whatever happens. */
+const started = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+});
+
+/** A free TCP port on 127.0.0.1 (bound and released; good enough on a quiet loopback). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface MemoryReading {
+  /** Resident set size now, MiB. */
+  readonly rssMiB: number;
+  /** Peak resident set size since the process started (VmHWM), MiB. */
+  readonly hwmMiB: number;
+  /** Of VmRSS: private memory (heaps, stacks), and file-backed pages (the node binary, shared libraries). */
+  readonly anonMiB: number;
+  readonly fileMiB: number;
+  readonly threads: number;
+}
+
+/** VmRSS and VmHWM of a process from /proc; undefined once it is gone. */
+export function readMemory(pid: number): MemoryReading | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    return undefined;
+  }
+  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? Number.NaN);
+  return {
+    rssMiB: kb("VmRSS") / 1024,
+    hwmMiB: kb("VmHWM") / 1024,
+    anonMiB: kb("RssAnon") / 1024,
+    fileMiB: kb("RssFile") / 1024,
+    threads: Number(/^Threads:\s+(\d+)/m.exec(text)?.[1] ?? Number.NaN),
+  };
+}
+
+/** CPU time (user + system) a process has used so far, ms; NaN once it is gone. Resolution 10 ms. */
+export function cpuTimeMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // USER_HZ is 100 on Linux
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** Starts counting the CPU time of some processes; the returned function gives each one's ms since. */
+export function cpuMeter(pids: readonly number[]): () => number[] {
+  const start = pids.map(cpuTimeMs);
+  return () => pids.map((pid, i) => cpuTimeMs(pid) - start[i]);
+}
+
+/** A long-running process under test (a service, a bare server, nats-server). */
+export interface ManagedProcess {
+  readonly name: string;
+  readonly pid: number;
+  readonly child: ChildProcess;
+  /** Where its stdout and stderr go. */
+  readonly logFile: string;
+  /** Resolves with the exit code (or 128 + signal) when it ends. */
+  readonly exited: Promise<number>;
+  /** SIGTERM, then SIGKILL after `graceMs`. */
+  stop(graceMs?: number): Promise<number>;
+}
+
+export interface StartOptions {
+  readonly name: string;
+  readonly command: string;
+  readonly args: readonly string[];
+  readonly env?: NodeJS.ProcessEnv;
+  /** Directory for the log file `<name>.log`. */
+  readonly logDir: string;
+}
+
+/**
+ * Starts a process with its output going straight to a log file: the kernel
+ * writes it, so the bench process spends no CPU reading a pipe while it
+ * measures. A service logging at info therefore pays what it pays in
+ * production when its stdout is a file.
+ */
+export function startProcess(options: StartOptions): ManagedProcess {
+  const logFile = join(options.logDir, `${options.name}.log`);
+  const fd = openSync(logFile, "a");
+  const child = spawn(options.command, [...options.args], { cwd: repoRoot, env: options.env ?? process.env, stdio: ["ignore", fd, fd] });
+  closeSync(fd);
+  started.add(child);
+  const exited = new Promise<number>((resolve) => {
+    child.once("exit", (code, signal) => {
+      started.delete(child);
+      resolve(code ?? (signal ? 128 : 1));
+    });
+    child.once("error", () => resolve(127));
+  });
+  if (child.pid === undefined) throw new Error(`${options.name}: could not start ${options.command}`);
+  return {
+    name: options.name,
+    pid: child.pid,
+    child,
+    logFile,
+    exited,
+    async stop(graceMs = 15_000) {
+      if (child.exitCode !== null || child.signalCode !== null) return exited;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+/** Node with tsx, as the services run in production (`node --import tsx <script>`). */
+export function nodeArgs(script: string, extra: readonly string[] = []): string[] {
+  return [...extra, "--import", "tsx", script];
+}
+
+/** Message a worker sends back: its result, or the error that stopped it. */
+type WorkerReply<R> = { type: "result"; result: R } | { type: "error"; message: string } | { type: "event"; name: string; data?: unknown };
+
+/**
+ * Runs a load generator (or other worker) in its own Node process: sends it
+ * `config` and resolves with the result it reports. `onEvent` hears the
+ * worker's progress messages (such as "measuring" when its window opens).
+ */
+export function runWorker<R>(
+  script: string,
+  config: unknown,
+  options: { onEvent?: (name: string, data?: unknown) => void; timeoutMs?: number; profileDir?: string } = {},
+): Promise<R> {
+  const { onEvent, timeoutMs = 180_000, profileDir } = options;
+  const execArgv = [...(profileDir ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : []), "--import", "tsx"];
+  const child = fork(join(repoRoot, script), [], { cwd: repoRoot, execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  started.add(child);
+  const exited = new Promise<void>((resolve) => {
+    child.once("exit", () => resolve());
+    child.once("error", () => resolve());
+  });
+  return new Promise<R>((resolve, reject) => {
+    let done = false;
+    const finish = (err: Error | undefined, result?: R) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      // Wait for the worker to exit (it does so right after reporting), so a
+      // CPU profile is on disk before anyone reads it; kill it if it hangs.
+      const kill = setTimeout(() => child.kill("SIGKILL"), 5_000);
+      void exited.then(() => {
+        clearTimeout(kill);
+        started.delete(child);
+        if (err) reject(err);
+        else resolve(result as R);
+      });
+    };
+    const timer = setTimeout(() => finish(new Error(`${script} did not finish within ${timeoutMs} ms`)), timeoutMs);
+    child.on("message", (msg: WorkerReply<R>) => {
+      if (msg.type === "result") finish(undefined, msg.result);
+      else if (msg.type === "error") finish(new Error(`${script}: ${msg.message}`));
+      else onEvent?.(msg.name, msg.data);
+    });
+    child.once("exit", (code) => finish(new Error(`${script} exited with code ${code} before reporting a result`)));
+    child.once("error", (err) => finish(err));
+    child.send(config as object);
+  });
+}
+
+/**
+ * Samples VmRSS of some processes every `intervalMs` and keeps the peak of
+ * each: VmHWM alone would also count start-up (module loading), which is not
+ * what "under load" means.
+ */
+export class MemorySampler {
+  private readonly peaks = new Map<number, number>();
+  private timer: NodeJS.Timeout | undefined;
+  constructor(private readonly pids: readonly number[], private readonly intervalMs = 100) {}
+  start(): this {
+    this.sample();
+    this.timer = setInterval(() => this.sample(), this.intervalMs);
+    return this;
+  }
+  private sample(): void {
+    for (const pid of this.pids) {
+      const m = readMemory(pid);
+      if (m) this.peaks.set(pid, Math.max(this.peaks.get(pid) ?? 0, m.rssMiB));
+    }
+  }
+  /** Stops sampling; the peak VmRSS (MiB) seen for each pid. */
+  stop(): Map<number, number> {
+    if (this.timer) clearInterval(this.timer);
+    this.sample();
+    return this.peaks;
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -1,0 +1,68 @@
+import { join } from "node:path";
+import { waitForServing } from "../../platform/grpc/index.js";
+import { freePort, type ManagedProcess, nodeArgs, startProcess } from "./proc.js";
+
+export interface ServiceLaunch {
+  /** Process name, also the log file's and the profile's name. */
+  readonly name: string;
+  readonly logDir: string;
+  readonly dataDir: string;
+  /** LOG_LEVEL of the service; production default is info. */
+  readonly logLevel: string;
+  readonly natsUrl?: string;
+  /** Write a V8 CPU profile here when the process exits (`node --cpu-prof`). */
+  readonly profileDir?: string;
+  readonly env?: NodeJS.ProcessEnv;
+  /** host:port to listen on; a free loopback port by default. */
+  readonly address?: string;
+}
+
+export interface ServiceProcess {
+  readonly address: string;
+  readonly process: ManagedProcess;
+  readonly logLevel: string;
+}
+
+/**
+ * One directory per process: V8 writes a profile per thread (tsx's loader
+ * hooks run on a worker thread), and `profileOf` picks the main thread's.
+ */
+export const profileArgs = (launch: { name: string; profileDir?: string }) =>
+  launch.profileDir ? ["--cpu-prof", "--cpu-prof-dir", join(launch.profileDir, launch.name)] : [];
+
+async function startService(launch: ServiceLaunch, script: string, env: NodeJS.ProcessEnv, address: string): Promise<ServiceProcess> {
+  const proc = startProcess({
+    name: launch.name,
+    command: process.execPath,
+    args: nodeArgs(script, profileArgs(launch)),
+    env: { ...process.env, ...launch.env, ...env, LOG_LEVEL: launch.logLevel, ...(launch.natsUrl && { NATS_URL: launch.natsUrl }) },
+    logDir: launch.logDir,
+  });
+  try {
+    await Promise.race([
+      waitForServing(address, 30_000),
+      proc.exited.then((code) => Promise.reject(new Error(`${launch.name} exited with code ${code} during start-up; see ${proc.logFile}`))),
+    ]);
+  } catch (err) {
+    await proc.stop(2_000);
+    throw err;
+  }
+  return { address, process: proc, logLevel: launch.logLevel };
+}
+
+/** The real product service, as production runs it: `node --import tsx services/products/main.ts`. */
+export async function startProductsProcess(launch: ServiceLaunch): Promise<ServiceProcess> {
+  const address = launch.address ?? `127.0.0.1:${await freePort()}`;
+  return startService(launch, "services/products/main.ts", { PRODUCTS_LISTEN: address, PRODUCTS_DATABASE_URL: join(launch.dataDir, `${launch.name}.db`) }, address);
+}
+
+/** The real order service, talking to the product service at `productsAddress`. */
+export async function startOrdersProcess(launch: ServiceLaunch & { readonly productsAddress: string }): Promise<ServiceProcess> {
+  const address = launch.address ?? `127.0.0.1:${await freePort()}`;
+  return startService(
+    launch,
+    "services/orders/main.ts",
+    { ORDERS_LISTEN: address, ORDERS_DATABASE_URL: join(launch.dataDir, `${launch.name}.db`), PRODUCTS_ADDRESS: launch.productsAddress },
+    address,
+  );
+}

@@ -1,0 +1,82 @@
+/**
+ * Scenario 3: events/s through Concord's typed consumer (decode, checks,
+ * inbox transaction, handler, ack) against a raw nats.js pull consumer that
+ * acks each message. The stream is prefilled once with OrderPlaced events;
+ * every run reads it from the start through a durable consumer of its own
+ * with the same settings, in a process of its own; sides alternate by round.
+ */
+import { profileDirOf, reportProfile } from "../lib/cpuprofile.js";
+import { runWorker } from "../lib/proc.js";
+import { resetStreams } from "../lib/shop-processes.js";
+import { row, type BenchContext, type Scenario, type ScenarioResult } from "../lib/report.js";
+import type { ConsumeConfig, ConsumeResult } from "../workers/events-consume.js";
+import type { PublishConfig, PublishResult } from "../workers/events-publish.js";
+import { purgeStream } from "./event-publish.js";
+
+export const CONSUME_TARGET_RATIO = 0.5;
+/** Messages pulled ahead: startConsumers' default, used for both sides. */
+const PULL_BATCH = 64;
+/** Prefill sized for a raw consumer this fast over one warm-up plus window. */
+const RAW_RATE_CEILING = 60_000;
+
+function combine(runs: ConsumeResult[]): ConsumeResult & { rounds: number[] } {
+  const acked = runs.reduce((n, r) => n + r.acked, 0);
+  const elapsedMs = runs.reduce((n, r) => n + r.elapsedMs, 0);
+  return { ...runs[0], acked, elapsedMs, perSecond: (acked * 1000) / elapsedMs, cpuMs: runs.reduce((n, r) => n + r.cpuMs, 0), pendingAtEnd: Math.min(...runs.map((r) => r.pendingAtEnd)), rounds: runs.map((r) => Math.round(r.perSecond)) };
+}
+
+export const eventConsume: Scenario = {
+  name: "consume",
+  summary: "events/s through startConsumers (inbox transaction per event) vs a raw nats.js pull consumer acking each",
+  async run(ctx: BenchContext): Promise<ScenarioResult> {
+    const nats = await ctx.nats();
+    const { warmupMs, measureMs, rounds } = ctx.options;
+    const count = Math.ceil(((warmupMs + measureMs) / 1000) * RAW_RATE_CEILING);
+    await purgeStream(nats.url);
+    const prefill: PublishConfig = { mode: "prefill", natsUrl: nats.url, window: 1, warmupMs: 0, measureMs: 0, count };
+    const filled = await runWorker<PublishResult>("bench/workers/events-publish.ts", prefill);
+    ctx.log(`  prefilled ${filled.acked} OrderPlaced events in ${(filled.elapsedMs / 1000).toFixed(1)} s`);
+    if (filled.failed > 0) throw new Error(`prefill stored ${filled.acked} of ${count} events`);
+
+    const runs: Record<"raw" | "concord", ConsumeResult[]> = { raw: [], concord: [] };
+    const profiles: Record<string, unknown> = {};
+    for (let round = 0; round < rounds; round++) {
+      for (const mode of round % 2 === 0 ? (["raw", "concord"] as const) : (["concord", "raw"] as const)) {
+        const name = `consume-${mode}-${round + 1}`;
+        const config: ConsumeConfig = { mode, natsUrl: nats.url, durable: `bench-${name}`, pullBatch: PULL_BATCH, warmupMs, measureMs };
+        const r = await runWorker<ConsumeResult>("bench/workers/events-consume.ts", config, { profileDir: profileDirOf(ctx.profileDir, name) });
+        const profile = reportProfile(ctx.profileDir, name, ctx.log);
+        if (profile) profiles[name] = profile;
+        runs[mode].push(r);
+        ctx.log(
+          `  ${mode.padEnd(7)} ${r.perSecond.toFixed(0).padStart(7)} events/s acked, ${((r.cpuMs * 1000) / r.acked).toFixed(0)} µs CPU each (${r.acked} in ${(r.elapsedMs / 1000).toFixed(1)} s, ${r.pendingAtEnd} left)${r.pendingAtEnd === 0 ? "  PREFILL RAN OUT: rate is a lower bound" : ""}`,
+        );
+      }
+    }
+    // Leave no backlog or durables behind for the scenarios that start services.
+    await resetStreams(nats.url);
+    const raw = combine(runs.raw);
+    const concord = combine(runs.concord);
+    const ratio = concord.perSecond / raw.perSecond;
+    const ranOut = [raw, concord].filter((r) => r.pendingAtEnd === 0).map((r) => r.mode);
+    return {
+      rows: [
+        row({
+          scenario: "3 Event consuming",
+          case: "startConsumers + inbox tx vs raw pull + ack",
+          view: "nats.js",
+          inFlight: PULL_BATCH,
+          unit: "events/s",
+          concord: concord.perSecond,
+          baseline: raw.perSecond,
+          concordCpuUsPerOp: (concord.cpuMs * 1000) / concord.acked,
+          baselineCpuUsPerOp: (raw.cpuMs * 1000) / raw.acked,
+          target: `ratio >= ${CONSUME_TARGET_RATIO}`,
+          pass: ratio >= CONSUME_TARGET_RATIO,
+          note: ranOut.length ? `prefill ran out for ${ranOut.join(", ")}` : rounds > 1 ? `rounds ${concord.rounds.join("/")} vs ${raw.rounds.join("/")}` : undefined,
+        }),
+      ],
+      details: { prefilled: filled, pullBatch: PULL_BATCH, handler: "counts the event; no other effect", raw, concord, profiles },
+    };
+  },
+};

@@ -1,0 +1,124 @@
+/**
+ * Scenario 2: events/s from commit to JetStream ack through the outbox and
+ * its relay, against raw nats.js publishing with the same window, the same
+ * stream (SHOP_ORDERS as provisioned from the contracts), the same subjects,
+ * payload size and headers. Each run is a process of its own; the stream is
+ * purged before each; raw and outbox alternate over the rounds.
+ */
+import { connect } from "nats";
+import { ensureStreams } from "../../platform/events/index.js";
+import { profileDirOf, reportProfile } from "../lib/cpuprofile.js";
+import { streamSpec } from "../lib/events.js";
+import { runWorker } from "../lib/proc.js";
+import { resetStreams } from "../lib/shop-processes.js";
+import { row, type BenchContext, type Row, type Scenario, type ScenarioResult } from "../lib/report.js";
+import type { PublishConfig, PublishResult } from "../workers/events-publish.js";
+
+export const PUBLISH_TARGET_RATIO = 0.5;
+
+/** Empties the stream (creating it from its spec when missing). */
+export async function purgeStream(natsUrl: string): Promise<void> {
+  const nc = await connect({ servers: natsUrl, name: "bench-runner" });
+  try {
+    const jsm = await nc.jetstreamManager();
+    await ensureStreams(jsm, [streamSpec]);
+    await jsm.streams.purge(streamSpec.name);
+  } finally {
+    await nc.close();
+  }
+}
+
+/** Several runs of one side as one: acked events over the summed windows. */
+function combine(runs: PublishResult[]): PublishResult & { rounds: number[] } {
+  const acked = runs.reduce((n, r) => n + r.acked, 0);
+  const elapsedMs = runs.reduce((n, r) => n + r.elapsedMs, 0);
+  return {
+    ...runs[0],
+    acked,
+    elapsedMs,
+    duplicates: runs.reduce((n, r) => n + r.duplicates, 0),
+    failed: runs.reduce((n, r) => n + r.failed, 0),
+    perSecond: (acked * 1000) / elapsedMs,
+    cpuMs: runs.reduce((n, r) => n + r.cpuMs, 0),
+    rounds: runs.map((r) => Math.round(r.perSecond)),
+  };
+}
+
+type Side = "raw" | "outbox" | "raw-noAsyncTraces";
+
+export const eventPublish: Scenario = {
+  name: "publish",
+  summary: "events/s commit -> outbox -> relay -> JetStream ack vs raw nats.js js.publish, same window and stream",
+  async run(ctx: BenchContext): Promise<ScenarioResult> {
+    const nats = await ctx.nats();
+    const { warmupMs, measureMs, window, rounds, quick } = ctx.options;
+    const runs: Record<Side, PublishResult[]> = { raw: [], outbox: [], "raw-noAsyncTraces": [] };
+    const profiles: Record<string, unknown> = {};
+    const plan: Side[] = [];
+    for (let round = 0; round < rounds; round++) plan.push(...(round % 2 === 0 ? (["raw", "outbox"] as const) : (["outbox", "raw"] as const)));
+    if (!quick) plan.push("raw-noAsyncTraces");
+    for (const [i, side] of plan.entries()) {
+      await purgeStream(nats.url);
+      const mode = side === "outbox" ? "outbox" : "raw";
+      const config: PublishConfig = { mode, natsUrl: nats.url, window, warmupMs, measureMs, noAsyncTraces: side === "raw-noAsyncTraces" };
+      const name = `publish-${side}-${i + 1}`;
+      const r = await runWorker<PublishResult>("bench/workers/events-publish.ts", config, { profileDir: profileDirOf(ctx.profileDir, name) });
+      const profile = reportProfile(ctx.profileDir, name, ctx.log);
+      if (profile) profiles[name] = profile;
+      runs[side].push(r);
+      ctx.log(
+        `  ${side.padEnd(18)} ${r.perSecond.toFixed(0).padStart(7)} events/s acked, ${((r.cpuMs * 1000) / r.acked).toFixed(0)} µs CPU each (${r.acked} in ${(r.elapsedMs / 1000).toFixed(1)} s${r.duplicates ? `, ${r.duplicates} duplicates not counted` : ""}${r.failed ? `, ${r.failed} failed` : ""}${r.committed !== undefined ? `; backlog min ${r.backlogMin}, mean ${r.backlogMean}` : ""})`,
+      );
+    }
+    // Leave no backlog or durables behind for the scenarios that start services.
+    await resetStreams(nats.url);
+    const raw = combine(runs.raw);
+    const outbox = combine(runs.outbox);
+    const ratio = outbox.perSecond / raw.perSecond;
+    const rows: Row[] = [
+      row({
+        scenario: "2 Event publishing",
+        case: "commit -> outbox -> relay -> ack vs raw js.publish",
+        view: "nats.js",
+        inFlight: window,
+        unit: "events/s",
+        concord: outbox.perSecond,
+        baseline: raw.perSecond,
+        concordCpuUsPerOp: (outbox.cpuMs * 1000) / outbox.acked,
+        baselineCpuUsPerOp: (raw.cpuMs * 1000) / raw.acked,
+        target: `ratio >= ${PUBLISH_TARGET_RATIO}`,
+        pass: ratio >= PUBLISH_TARGET_RATIO,
+        note: raw.failed || outbox.failed ? `failed publishes: raw ${raw.failed}, outbox ${outbox.failed}` : rounds > 1 ? `rounds ${outbox.rounds.join("/")} vs ${raw.rounds.join("/")}` : undefined,
+      }),
+    ];
+    const fast = runs["raw-noAsyncTraces"].length ? combine(runs["raw-noAsyncTraces"]) : undefined;
+    if (fast) {
+      rows.push(
+        row({
+          scenario: "2 Event publishing",
+          case: "same, baseline with noAsyncTraces: true (info)",
+          view: "nats.js",
+          inFlight: window,
+          unit: "events/s",
+          concord: outbox.perSecond,
+          baseline: fast.perSecond,
+          concordCpuUsPerOp: (outbox.cpuMs * 1000) / outbox.acked,
+          baselineCpuUsPerOp: (fast.cpuMs * 1000) / fast.acked,
+        }),
+      );
+    }
+    return {
+      rows,
+      details: {
+        stream: streamSpec,
+        window,
+        relayWindow: "the relay publishes batches of up to `window` outbox rows and starts the next batch when the whole batch is acked",
+        rawWindow: "sliding: `window` publishes always in flight",
+        raw,
+        outbox,
+        rawNoAsyncTraces: fast,
+        profiles,
+      },
+    };
+  },
+};

@@ -1,0 +1,96 @@
+/**
+ * Scenario 5: resident memory of each service process, from /proc: idle
+ * (started, catalogue seeded, settled) and under load (peak VmRSS sampled
+ * every 100 ms while the saga runs flat out: a closed loop of 64 orders in
+ * flight), plus VmHWM, the kernel's lifetime peak (start-up included).
+ */
+import { freePort, type MemoryReading, MemorySampler, nodeArgs, readMemory, runWorker, sleep, startProcess } from "../lib/proc.js";
+import { row, type BenchContext, type Row, type Scenario, type ScenarioResult } from "../lib/report.js";
+import { startShop } from "../lib/shop-processes.js";
+import type { OrderLoadConfig, OrderLoadResult } from "../workers/order-load.js";
+
+export const RSS_TARGET_MIB = 150;
+
+export const memory: Scenario = {
+  name: "memory",
+  summary: `RSS of each service process idle and under saga load (VmRSS/VmHWM), target < ${RSS_TARGET_MIB} MiB`,
+  async run(ctx: BenchContext): Promise<ScenarioResult> {
+    const { options } = ctx;
+    const nats = await ctx.nats();
+    const shop = await startShop(ctx, "memory");
+    const services = [
+      { name: "products", pid: shop.products.process.pid },
+      { name: "orders", pid: shop.orders.process.pid },
+    ];
+    // Reference points: what Node with tsx and a bare grpc-js server take before any Concord code.
+    const bare = startProcess({
+      name: "memory-bare-grpc",
+      command: process.execPath,
+      args: nodeArgs("bench/workers/bare-grpc-server.ts"),
+      env: { ...process.env, BARE_LISTEN: `127.0.0.1:${await freePort()}`, BARE_METHOD: "/bench.Bare/Call", BARE_RESPONSE_HEX: "00" },
+      logDir: ctx.tmp,
+    });
+    let load: OrderLoadResult;
+    let peaks = new Map<number, number>();
+    let hwm: Record<string, number> = {};
+    const idle: Record<string, number> = {};
+    const idleDetail: Record<string, MemoryReading | undefined> = {};
+    let bareIdle: MemoryReading | undefined;
+    const sampler = new MemorySampler(services.map((s) => s.pid));
+    try {
+      await sleep(options.quick ? 1_000 : 2_000);
+      for (const s of services) {
+        const m = readMemory(s.pid);
+        idle[s.name] = m?.rssMiB ?? Number.NaN;
+        idleDetail[s.name] = m;
+      }
+      bareIdle = readMemory(bare.pid);
+      await bare.stop();
+      sampler.start();
+      const config: OrderLoadConfig = {
+        mode: "saga",
+        ordersAddress: shop.orders.address,
+        natsUrl: nats.url,
+        productIds: shop.productIds,
+        linesPerOrder: 2,
+        concurrency: 64,
+        rate: 0,
+        warmupMs: options.warmupMs,
+        measureMs: Math.max(options.measureMs, options.quick ? 1_500 : 6_000),
+        drainMs: options.quick ? 1_000 : 3_000,
+      };
+      load = await runWorker<OrderLoadResult>("bench/workers/order-load.ts", config);
+    } finally {
+      peaks = sampler.stop();
+      hwm = Object.fromEntries(services.map((s) => [s.name, readMemory(s.pid)?.hwmMiB ?? Number.NaN]));
+      await shop.stop();
+      await bare.stop();
+    }
+    const work = `${load.confirmed} orders confirmed, ${load.created} created in the window`;
+    ctx.log(`  under load: ${work}`);
+    const rows: Row[] = [];
+    ctx.log(`  reference: bare grpc-js server under node --import tsx, idle ${bareIdle?.rssMiB.toFixed(1)} MiB (anon ${bareIdle?.anonMiB.toFixed(1)}, file ${bareIdle?.fileMiB.toFixed(1)})`);
+    const details: Record<string, unknown> = { bareGrpcIdle: bareIdle, load: { confirmedPerSecond: load.perSecond, confirmed: load.confirmed, created: load.created, createFailed: load.createFailed } };
+    for (const s of services) {
+      const peak = peaks.get(s.pid) ?? Number.NaN;
+      const d = idleDetail[s.name];
+      ctx.log(`  ${s.name.padEnd(9)} idle ${idle[s.name].toFixed(1)} MiB (anon ${d?.anonMiB.toFixed(1)}, file ${d?.fileMiB.toFixed(1)}, ${d?.threads} threads), under load peak ${peak.toFixed(1)} MiB, VmHWM ${hwm[s.name].toFixed(1)} MiB`);
+      details[s.name] = { idle: d, idleRssMiB: idle[s.name], loadPeakRssMiB: peak, vmHwmMiB: hwm[s.name] };
+      rows.push(row({ scenario: "5 Memory", case: `${s.name} idle (VmRSS; baseline: bare grpc-js)`, view: "/proc", unit: "MiB", concord: idle[s.name], baseline: bareIdle?.rssMiB ?? null }));
+      rows.push(
+        row({
+          scenario: "5 Memory",
+          case: `${s.name} under saga load (peak VmRSS; VmHWM ${hwm[s.name].toFixed(1)})`,
+          view: "/proc",
+          inFlight: 64,
+          unit: "MiB",
+          concord: peak,
+          target: `< ${RSS_TARGET_MIB} MiB`,
+          pass: peak < RSS_TARGET_MIB && hwm[s.name] < RSS_TARGET_MIB,
+          note: load.confirmed === 0 ? "no order was confirmed: the load was CreateOrder only" : undefined,
+        }),
+      );
+    }
+    return { rows, details };
+  },
+};

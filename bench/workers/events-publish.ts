@@ -1,0 +1,183 @@
+/**
+ * Publishing throughput, two ways, in a process of its own:
+ * - "outbox": Concord's path. Each event is committed in its own SQLite
+ *   transaction through the outbox (`createOutbox`), and the outbox relay
+ *   (`createOutboxRelay`, window `window`) publishes it to JetStream and
+ *   deletes it once acked. A producer keeps the outbox ahead of the relay.
+ *   Counted: events the relay reports acknowledged (stats().published).
+ * - "raw": nats.js `js.publish` with the same subject, payload, headers and
+ *   Nats-Msg-Id, `window` publishes kept in flight (sliding). Counted: PubAcks
+ *   that are not duplicates.
+ * - "prefill": `count` events as fast as possible, core NATS publishes with a
+ *   flush every 1000 (for the consuming scenario; not timed, checked by count).
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect } from "nats";
+import { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, outboxMigrations } from "../../platform/events/index.js";
+import { createLogger } from "../../platform/log/index.js";
+import { openDatabase } from "../../platform/sql/index.js";
+import { idGenerator, OrderPlacedEvent, rawEventFactory, sampleOrderPlaced, streamSpec } from "../lib/events.js";
+import { workerMain } from "../lib/worker.js";
+
+export interface PublishConfig {
+  readonly mode: "outbox" | "raw" | "prefill";
+  readonly natsUrl: string;
+  readonly window: number;
+  readonly warmupMs: number;
+  readonly measureMs: number;
+  readonly count?: number;
+  /** Raw mode: nats.js `noAsyncTraces` (no stack captured per request). */
+  readonly noAsyncTraces?: boolean;
+}
+
+export interface PublishResult {
+  readonly mode: PublishConfig["mode"];
+  /** Events acknowledged by JetStream in the measured window. */
+  readonly acked: number;
+  readonly duplicates: number;
+  readonly failed: number;
+  readonly elapsedMs: number;
+  readonly perSecond: number;
+  /** CPU time of this process (user + system) in the window, ms. */
+  readonly cpuMs: number;
+  /** Outbox only: events committed in the window, and left unpublished at its end. */
+  readonly committed?: number;
+  readonly backlogAtEnd?: number;
+  /** Outbox only: least and mean number of committed, unpublished events, sampled every 10 ms in the window (0 would mean the relay starved). */
+  readonly backlogMin?: number;
+  readonly backlogMean?: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const cpuSince = (start: NodeJS.CpuUsage) => {
+  const d = process.cpuUsage(start);
+  return (d.user + d.system) / 1000;
+};
+
+workerMain<PublishConfig, PublishResult>(async (config) => {
+  const logger = createLogger({ service: "bench-publisher", level: "warn" });
+  if (config.mode === "outbox") return outbox(config, logger);
+  const nc = await connect({ servers: config.natsUrl, name: "bench-raw-publisher", noAsyncTraces: config.noAsyncTraces ?? false });
+  try {
+    await ensureStreams(await nc.jetstreamManager(), [streamSpec]);
+    const js = nc.jetstream();
+    const nextEvent = rawEventFactory("orders");
+    if (config.mode === "prefill") {
+      const t0 = performance.now();
+      const jsm = await nc.jetstreamManager();
+      const before = (await jsm.streams.info(streamSpec.name)).state.messages;
+      for (let i = 0; i < (config.count ?? 0); i++) {
+        const e = nextEvent();
+        nc.publish(e.subject, e.payload, { headers: e.headers });
+        if (i % 1000 === 999) await nc.flush();
+      }
+      await nc.flush();
+      let stored = 0;
+      for (let tries = 0; tries < 100; tries++) {
+        stored = (await jsm.streams.info(streamSpec.name)).state.messages - before;
+        if (stored >= (config.count ?? 0)) break;
+        await sleep(50);
+      }
+      const elapsedMs = performance.now() - t0;
+      return { mode: config.mode, acked: stored, duplicates: 0, failed: (config.count ?? 0) - stored, elapsedMs, perSecond: (stored * 1000) / elapsedMs, cpuMs: 0 };
+    }
+    let acked = 0;
+    let duplicates = 0;
+    let failed = 0;
+    let measuring = false;
+    let stop = false;
+    const lane = async () => {
+      while (!stop) {
+        const e = nextEvent();
+        try {
+          const ack = await js.publish(e.subject, e.payload, { msgID: e.id, headers: e.headers });
+          if (measuring) {
+            if (ack.duplicate) duplicates++;
+            else acked++;
+          }
+        } catch {
+          if (measuring) failed++;
+        }
+      }
+    };
+    const lanes = Array.from({ length: config.window }, lane);
+    await sleep(config.warmupMs);
+    measuring = true;
+    const start = performance.now();
+    const cpu0 = process.cpuUsage();
+    await sleep(config.measureMs);
+    measuring = false;
+    const cpuMs = cpuSince(cpu0);
+    const elapsedMs = performance.now() - start;
+    stop = true;
+    await Promise.all(lanes);
+    return { mode: config.mode, acked, duplicates, failed, elapsedMs, perSecond: (acked * 1000) / elapsedMs, cpuMs };
+  } finally {
+    await nc.close();
+  }
+});
+
+async function outbox(config: PublishConfig, logger: ReturnType<typeof createLogger>): Promise<PublishResult> {
+  const dir = mkdtempSync(join(tmpdir(), "concord-bench-outbox-"));
+  const db = openDatabase({ path: join(dir, "outbox.db"), migrations: outboxMigrations });
+  const bus = await connectEventBus({ url: config.natsUrl, name: "bench-outbox", logger });
+  try {
+    await ensureStreams(bus.jsm, [streamSpec]);
+    const box = createOutbox({ db, source: "orders" });
+    const relay = createOutboxRelay({ db, nc: bus.nc, logger, maxInFlight: config.window });
+    const nextId = idGenerator();
+    let committed = 0;
+    let stop = false;
+    // Producer: one transaction per event, as a service commits one state change
+    // at a time; it stays up to two windows ahead of the relay and yields to it.
+    const produce = async () => {
+      while (!stop) {
+        const backlog = committed - relay.stats().published;
+        const room = Math.min(2 * config.window - backlog, 64);
+        for (let i = 0; i < room; i++) {
+          db.transaction(() => box.add(OrderPlacedEvent, sampleOrderPlaced(nextId())));
+          committed++;
+        }
+        await new Promise((r) => setImmediate(r));
+      }
+    };
+    const producing = produce();
+    await sleep(config.warmupMs);
+    const before = relay.stats();
+    const committedBefore = committed;
+    const start = performance.now();
+    const cpu0 = process.cpuUsage();
+    const backlog: number[] = [];
+    const sampler = setInterval(() => backlog.push(committed - relay.stats().published), 10);
+    await sleep(config.measureMs);
+    clearInterval(sampler);
+    const cpuMs = cpuSince(cpu0);
+    const after = relay.stats();
+    const elapsedMs = performance.now() - start;
+    const committedInWindow = committed - committedBefore;
+    stop = true;
+    await producing;
+    const backlogAtEnd = box.pending();
+    await relay.stop();
+    const acked = after.published - before.published - (after.duplicates - before.duplicates);
+    return {
+      mode: "outbox",
+      acked,
+      duplicates: after.duplicates - before.duplicates,
+      failed: 0,
+      elapsedMs,
+      perSecond: (acked * 1000) / elapsedMs,
+      cpuMs,
+      committed: committedInWindow,
+      backlogAtEnd,
+      backlogMin: Math.min(...backlog),
+      backlogMean: Math.round(backlog.reduce((a, b) => a + b, 0) / Math.max(1, backlog.length)),
+    };
+  } finally {
+    await bus.close();
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
