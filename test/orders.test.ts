@@ -160,9 +160,9 @@ describe("OrderService when the product service misbehaves", () => {
     const slow = new Server();
     let cancelledUpstream = 0;
     slow.addService(ProductServiceService, {
-      getProduct: (call: { on(e: string, f: () => void): void }, cb: (e: null, r: unknown) => void) => {
+      batchGetProducts: (call: { on(e: string, f: () => void): void }, cb: (e: null, r: unknown) => void) => {
         call.on("cancelled", () => cancelledUpstream++);
-        setTimeout(() => cb(null, { product: { id: unknownId, name: "Slow", price: eur(1) } }), 1_500);
+        setTimeout(() => cb(null, { products: [{ id: unknownId, name: "Slow", price: eur(1) }] }), 1_500);
       },
     } as never);
     const port = await new Promise<number>((resolve) => slow.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (_e, p) => resolve(p)));

@@ -30,6 +30,19 @@ describe("ProductService", () => {
     expect(product).toEqual(created);
   });
 
+  it("gets several products in one call, leaving out ids that do not exist", async () => {
+    const a = await create("A");
+    const b = await create("B");
+    const { products: found } = await products.client.batchGetProducts({ ids: [b.id, "01890a5d-ac96-774b-bcce-b302099a8057", a.id] });
+    expect(found.map((p) => p.name)).toEqual(["B", "A"]);
+    const repeated = await grpcError(products.client.batchGetProducts({ ids: [a.id, a.id] }));
+    expect(repeated.violations.map((v) => v.field)).toEqual(["ids"]);
+    const malformed = await grpcError(products.client.batchGetProducts({ ids: ["nope"] }));
+    expect(malformed.violations.map((v) => v.field)).toEqual(["ids[0]"]);
+    const none = await grpcError(products.client.batchGetProducts({ ids: [] }));
+    expect(none.violations.map((v) => v.field)).toEqual(["ids"]);
+  });
+
   it("answers NOT_FOUND for an unknown id and INVALID_ARGUMENT for a malformed one", async () => {
     const missing = await grpcError(products.client.getProduct({ id: "01890a5d-ac96-774b-bcce-b302099a8057" }));
     expect(missing.code).toBe(status.NOT_FOUND);

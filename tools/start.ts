@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { waitForServing } from "../platform/grpc/index.js";
 import { repoRoot } from "./contracts/image.js";
 import { findBinary } from "./find-binary.mjs";
+import { serviceCommand } from "./service-launch.js";
 
 const usage = `Usage: npm start
 
@@ -145,10 +146,11 @@ async function main(): Promise<void> {
   }
   env.NATS_URL = natsUrl;
 
-  const node = process.execPath;
-  const products = launch("products", node, ["--import", "tsx", "services/products/main.ts"], env);
+  const productsCommand = serviceCommand("products");
+  const products = launch("products", productsCommand.command, productsCommand.args, env);
   await waitForServing(productsListen, 20_000);
-  const orders = launch("orders", node, ["--import", "tsx", "services/orders/main.ts"], env);
+  const ordersCommand = serviceCommand("orders");
+  const orders = launch("orders", ordersCommand.command, ordersCommand.args, env);
   await waitForServing(ordersListen, 20_000);
   console.log(`products: gRPC on ${productsListen} (database ${env.PRODUCTS_DATABASE_URL}, pid ${products.process.pid})`);
   console.log(`orders:   gRPC on ${ordersListen} (database ${env.ORDERS_DATABASE_URL}, pid ${orders.process.pid})`);

@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { waitForServing } from "../../platform/grpc/index.js";
-import { freePort, type ManagedProcess, nodeArgs, startProcess } from "./proc.js";
+import { serviceCommand, type ServiceName } from "../../tools/service-launch.js";
+import { freePort, type ManagedProcess, startProcess } from "./proc.js";
 
 export interface ServiceLaunch {
   /** Process name, also the log file's and the profile's name. */
@@ -30,11 +31,12 @@ export interface ServiceProcess {
 export const profileArgs = (launch: { name: string; profileDir?: string }) =>
   launch.profileDir ? ["--cpu-prof", "--cpu-prof-dir", join(launch.profileDir, launch.name)] : [];
 
-async function startService(launch: ServiceLaunch, script: string, env: NodeJS.ProcessEnv, address: string): Promise<ServiceProcess> {
+async function startService(launch: ServiceLaunch, service: ServiceName, env: NodeJS.ProcessEnv, address: string): Promise<ServiceProcess> {
+  const { command, args } = serviceCommand(service, profileArgs(launch));
   const proc = startProcess({
     name: launch.name,
-    command: process.execPath,
-    args: nodeArgs(script, profileArgs(launch)),
+    command,
+    args,
     env: { ...process.env, ...launch.env, ...env, LOG_LEVEL: launch.logLevel, ...(launch.natsUrl && { NATS_URL: launch.natsUrl }) },
     logDir: launch.logDir,
   });
@@ -50,10 +52,10 @@ async function startService(launch: ServiceLaunch, script: string, env: NodeJS.P
   return { address, process: proc, logLevel: launch.logLevel };
 }
 
-/** The real product service, as production runs it: `node --import tsx services/products/main.ts`. */
+/** The real product service, as production (`npm start`) runs it: compiled, from dist/. */
 export async function startProductsProcess(launch: ServiceLaunch): Promise<ServiceProcess> {
   const address = launch.address ?? `127.0.0.1:${await freePort()}`;
-  return startService(launch, "services/products/main.ts", { PRODUCTS_LISTEN: address, PRODUCTS_DATABASE_URL: join(launch.dataDir, `${launch.name}.db`) }, address);
+  return startService(launch, "products", { PRODUCTS_LISTEN: address, PRODUCTS_DATABASE_URL: join(launch.dataDir, `${launch.name}.db`) }, address);
 }
 
 /** The real order service, talking to the product service at `productsAddress`. */
@@ -61,7 +63,7 @@ export async function startOrdersProcess(launch: ServiceLaunch & { readonly prod
   const address = launch.address ?? `127.0.0.1:${await freePort()}`;
   return startService(
     launch,
-    "services/orders/main.ts",
+    "orders",
     { ORDERS_LISTEN: address, ORDERS_DATABASE_URL: join(launch.dataDir, `${launch.name}.db`), PRODUCTS_ADDRESS: launch.productsAddress },
     address,
   );

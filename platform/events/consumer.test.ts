@@ -138,6 +138,23 @@ describe("startConsumers", () => {
     expect(await t.deadLetter()).toBeUndefined();
   });
 
+  it("commits events that arrive together in one transaction, rolling back only the one whose handler throws", async () => {
+    const t = await setup(
+      "batch",
+      (event, context) => {
+        if (event.note === "n3" && context.deliveryCount === 1) throw new Error("first try fails");
+      },
+      { backoffMs: [50], maxDeliver: 3 },
+    );
+    await t.stop();
+    for (let i = 1; i <= 6; i++) await t.publish(`n${i}`);
+    await t.restart();
+    await eventually("every event has its effect", () => t.effects() === 6);
+    for (let i = 1; i <= 6; i++) expect(t.effects(`n${i}`)).toBe(1);
+    expect(t.attempts.get("n3")).toBe(2);
+    await t.settled();
+  });
+
   it("dead-letters an event whose handler always throws after maxDeliver attempts, with reason and origin", async () => {
     const t = await setup("poison", (event) => {
       if (event.note === "poison") throw new Error("cannot handle\nthis one");

@@ -102,10 +102,10 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
         messages = await consumer.consume({ max_messages: pullBatch });
         open.add(messages);
         if (stopping) messages.stop();
-        for await (const msg of messages) {
+        for await (const batch of availableBatches(messages, pullBatch)) {
           // Pulled ahead but not started: hand it back so another instance need not wait out ack_wait.
-          if (stopping) msg.nak();
-          else await handle(msg, pipeline, spec.durable, log);
+          if (stopping) for (const msg of batch) msg.nak();
+          else await handleBatch(batch, pipeline, spec.durable, db, log);
         }
       } catch (err) {
         if (!stopping && !nc.isClosed()) log.warn({ err, retryInMs: reopenDelayMs }, "consuming failed; reopening the consumer");
@@ -136,8 +136,8 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
   };
 }
 
-async function handle(msg: JsMsg, pipeline: DeliveryHandler, consumer: string, logger: Logger): Promise<void> {
-  const delivery: Delivery = {
+function deliveryOf(msg: JsMsg, consumer: string): Delivery {
+  return {
     consumer,
     stream: msg.info.stream,
     subject: msg.subject,
@@ -147,14 +147,66 @@ async function handle(msg: JsMsg, pipeline: DeliveryHandler, consumer: string, l
     data: msg.data,
     storedAt: new Date(Math.floor(msg.info.timestampNanos / 1e6)),
   };
-  let settlement: Settlement;
+}
+
+/**
+ * Handles the messages that arrived together in one database transaction
+ * (group commit), each event in its own savepoint so a failing handler rolls
+ * back only itself, in stream order; then settles them all. The pipeline's
+ * database work runs synchronously when it is called, so it all lands inside
+ * the transaction; dead-lettering and other async steps finish after commit.
+ */
+async function handleBatch(batch: readonly JsMsg[], pipeline: DeliveryHandler, consumer: string, db: Database, logger: Logger): Promise<void> {
+  let pending: Promise<Settlement>[] = [];
   try {
-    settlement = await pipeline(delivery);
+    db.transaction(() => {
+      pending = batch.map((msg) => pipeline(deliveryOf(msg, consumer)));
+    });
   } catch (err) {
-    // Only a bug in the pipeline gets here; redeliver rather than lose the event.
-    logger.error({ err, streamSequence: delivery.streamSequence }, "the consumer pipeline failed; the event will be redelivered");
-    settlement = { kind: "retry", delayMs: 1_000 };
+    // The commit itself failed: nothing of the batch is recorded, so all of it comes again.
+    for (const p of pending) p.catch(() => undefined);
+    logger.error({ err, events: batch.length }, "committing a batch of events failed; they will be redelivered");
+    for (const msg of batch) msg.nak(1_000);
+    return;
   }
-  if (settlement.kind === "ack") msg.ack();
-  else msg.nak(settlement.delayMs);
+  const settlements = await Promise.all(
+    pending.map((p, i) =>
+      p.catch((err: unknown): Settlement => {
+        // Only a bug in the pipeline gets here; redeliver rather than lose the event.
+        logger.error({ err, streamSequence: batch[i].info.streamSequence }, "the consumer pipeline failed; the event will be redelivered");
+        return { kind: "retry", delayMs: 1_000 };
+      }),
+    ),
+  );
+  settlements.forEach((settlement, i) => (settlement.kind === "ack" ? batch[i].ack() : batch[i].nak(settlement.delayMs)));
+}
+
+/**
+ * Yields the messages of `messages` in groups: each group is one message
+ * plus whatever else has already arrived (up to `max`), never waiting for
+ * more, so a lone event is handled at once and a burst shares one commit.
+ */
+async function* availableBatches(messages: AsyncIterable<JsMsg>, max: number): AsyncGenerator<JsMsg[]> {
+  const it = messages[Symbol.asyncIterator]();
+  let next: Promise<IteratorResult<JsMsg>> | undefined;
+  const nothingYet = Symbol("nothing yet");
+  while (true) {
+    const first = await (next ?? it.next());
+    next = undefined;
+    if (first.done) return;
+    const batch = [first.value];
+    while (batch.length < max) {
+      next = it.next();
+      // A message already buffered resolves within microtasks, before the macrotask below.
+      const ready = await Promise.race([next, new Promise<typeof nothingYet>((resolve) => setImmediate(resolve, nothingYet))]);
+      if (ready === nothingYet) break;
+      next = undefined;
+      if (ready.done) {
+        yield batch;
+        return;
+      }
+      batch.push(ready.value);
+    }
+    yield batch;
+  }
 }

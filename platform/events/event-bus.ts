@@ -45,6 +45,8 @@ export async function connectEventBus(options: EventBusOptions): Promise<EventBu
       reconnectTimeWait,
       reconnectJitter: Math.min(reconnectTimeWait, 100),
       pingInterval: 10_000,
+      // Async stack traces cost an Error object per request (10% of publishing CPU) for nicer stacks only.
+      noAsyncTraces: true,
     });
   } catch (err) {
     throw new Error(`connecting to NATS at ${url} failed: ${(err as Error).message}`, { cause: err });

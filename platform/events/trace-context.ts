@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { randomBytesFromPool as randomBytes } from "../ids/random-pool.js";
 
 // W3C Trace Context: version-traceid-parentid-flags, lower-case hex.
 const traceparentPattern = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;

@@ -104,8 +104,13 @@ function unaryHandler(
     } catch (err) {
       return finish(err);
     }
+    // grpc-js also reports "cancelled" after a call completes; only a cancel before then aborts the signal.
+    let done = false;
     const controller = new AbortController();
-    call.once("cancelled", () => controller.abort(new StatusError(status.CANCELLED, "the call was cancelled")));
+    const onCancelled = (): void => {
+      if (!done) controller.abort(new StatusError(status.CANCELLED, "the call was cancelled"));
+    };
+    call.once("cancelled", onCancelled);
     const deadline = call.getDeadline();
     const context: CallContext = {
       method: method.path,
@@ -116,9 +121,14 @@ function unaryHandler(
       log,
       parentCall: call,
     };
+    const settle = (err: unknown, response?: unknown): void => {
+      done = true;
+      call.removeListener("cancelled", onCancelled);
+      finish(err, response);
+    };
     fn(request, context).then(
-      (response) => finish(undefined, response),
-      (err) => finish(err),
+      (response) => settle(undefined, response),
+      (err) => settle(err),
     );
   };
 }

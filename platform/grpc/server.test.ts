@@ -16,7 +16,7 @@ function impl(getProduct: ServiceImpl<typeof ProductServiceService>["getProduct"
   const unused = async (): Promise<never> => {
     throw new StatusError(status.UNIMPLEMENTED, "not in this test");
   };
-  return { getProduct, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused };
+  return { getProduct, batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused };
 }
 
 describe("createGrpcServer", () => {

@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { randomBytesFromPool as randomBytes } from "./random-pool.js";
 
 let lastMillis = 0;
 let sequence = 0;

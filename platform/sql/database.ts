@@ -27,7 +27,8 @@ export interface Database {
   readonly sqlite: BetterSqlite3.Database;
   /**
    * Runs `work` in one transaction (BEGIN IMMEDIATE) and commits, or rolls
-   * back and rethrows when it throws. Nested calls join the outer transaction.
+   * back and rethrows when it throws. A nested call runs in a savepoint of
+   * the outer transaction: when it throws, only its own writes roll back.
    */
   transaction<T>(work: () => T): T;
   /**
@@ -59,13 +60,16 @@ export function openDatabase(options: DatabaseOptions): Database {
 
   let pending: Array<() => void> = [];
   const run = <T>(work: () => T): T => work();
-  const immediate = sqlite.transaction(run).immediate as <T>(work: () => T) => T;
+  const outer = sqlite.transaction(run);
+  const immediate = outer.immediate as <T>(work: () => T) => T;
+  // better-sqlite3 runs a transaction function called inside another as a savepoint.
+  const nested = outer as <T>(work: () => T) => T;
   const ping = sqlite.prepare("SELECT 1");
 
   return {
     sqlite,
     transaction<T>(work: () => T): T {
-      if (sqlite.inTransaction) return work();
+      if (sqlite.inTransaction) return nested(work);
       let result: T;
       try {
         result = immediate(work);

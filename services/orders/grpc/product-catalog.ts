@@ -5,7 +5,7 @@ import type { ProductServiceService } from "../../../gen/ts/shop/products/v1/pro
 import type { ProductQuote } from "../domain/order.js";
 
 /**
- * Looks up the products of an order in the product service, all at once,
+ * Looks up the products of an order in the product service in one call,
  * within the incoming call's deadline. A missing product is NOT_FOUND naming
  * its line; an unreachable or slow product service is UNAVAILABLE or
  * DEADLINE_EXCEEDED, so the caller knows it may retry.
@@ -15,21 +15,21 @@ export async function quoteProducts(
   productIds: readonly string[],
   context: CallContext,
 ): Promise<Map<string, ProductQuote>> {
-  const results = await Promise.allSettled(productIds.map((id) => products.getProduct({ id }, { context })));
-  const quotes = new Map<string, ProductQuote>();
-  for (const [i, result] of results.entries()) {
-    if (result.status === "rejected") throw upstreamError(result.reason, productIds[i], i);
-    const p = result.value.product!;
-    quotes.set(p.id, { id: p.id, name: p.name, priceMinor: p.price!.amountMinor, currency: p.price!.currencyCode });
+  let found;
+  try {
+    found = (await products.batchGetProducts({ ids: [...productIds] }, { context })).products;
+  } catch (err) {
+    throw upstreamError(err);
   }
+  const quotes = new Map<string, ProductQuote>(found.map((p) => [p.id, { id: p.id, name: p.name, priceMinor: p.price!.amountMinor, currency: p.price!.currencyCode }]));
+  const missing = productIds.findIndex((id) => !quotes.has(id));
+  if (missing >= 0) throw StatusError.notFound(`product ${productIds[missing]} (lines[${missing}].product_id) does not exist`);
   return quotes;
 }
 
-function upstreamError(err: unknown, productId: string, index: number): StatusError {
+function upstreamError(err: unknown): StatusError {
   const code = (err as Partial<ServiceError>).code;
   switch (code) {
-    case status.NOT_FOUND:
-      return StatusError.notFound(`product ${productId} (lines[${index}].product_id) does not exist`);
     case status.UNAVAILABLE:
       return StatusError.unavailable("the product service is unavailable; no order was placed, try again", err);
     case status.DEADLINE_EXCEEDED:
@@ -37,6 +37,6 @@ function upstreamError(err: unknown, productId: string, index: number): StatusEr
     case status.CANCELLED:
       return new StatusError(status.CANCELLED, "the call was cancelled", { cause: err });
     default:
-      return new StatusError(status.INTERNAL, `looking up product ${productId} failed`, { cause: err });
+      return new StatusError(status.INTERNAL, "looking up the products failed", { cause: err });
   }
 }

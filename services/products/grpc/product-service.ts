@@ -70,6 +70,10 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
       return { product: toProductMessage(mustGet(req.id)) };
     },
 
+    async batchGetProducts(req) {
+      return { products: store.getMany(req.ids).map(toProductMessage) };
+    },
+
     async updateProduct(req) {
       const mask = (req.updateMask ?? []) as EditableField[];
       const next = db.transaction(() => {

@@ -8,6 +8,8 @@ import type { ProductRecord } from "../domain/product.js";
 export interface ProductStore {
   insert(product: ProductRecord): void;
   get(id: string): ProductRecord | undefined;
+  /** The products among `ids` that exist, in the order of `ids`. */
+  getMany(ids: readonly string[]): ProductRecord[];
   /** Writes `next` if the stored version is still `expectedVersion`; false otherwise. */
   replace(next: ProductRecord, expectedVersion: number): boolean;
   /** Up to `limit` products with ids after `afterId`, in id order. */
@@ -47,6 +49,8 @@ export function createProductStore(db: Database): ProductStore {
      VALUES (@id, @name, @description, @priceMinor, @currency, @stock, @version, @createdAt, @updatedAt)`,
   );
   const get = s.prepare<[string], Row>("SELECT * FROM products WHERE id = ?");
+  // One statement for any number of ids: they travel as a JSON array.
+  const getMany = s.prepare<[string], Row>("SELECT p.* FROM json_each(?) AS wanted JOIN products AS p ON p.id = wanted.value ORDER BY wanted.key");
   const replace = s.prepare(
     `UPDATE products SET name = @name, description = @description, price_minor = @priceMinor, currency = @currency,
        stock = @stock, version = @version, updated_at = @updatedAt
@@ -61,6 +65,7 @@ export function createProductStore(db: Database): ProductStore {
       const row = get.get(id);
       return row && fromRow(row);
     },
+    getMany: (ids) => getMany.all(JSON.stringify(ids)).map(fromRow),
     replace: (next, expectedVersion) => replace.run({ ...next, expectedVersion }).changes === 1,
     list: (afterId, limit) => list.all(afterId, limit).map(fromRow),
     setStock: (id, stock, version, updatedAt, delta, reason) => {

@@ -348,6 +348,98 @@ func (x *GetProductResponse) GetProduct() *Product {
 	return nil
 }
 
+// Input of BatchGetProducts.
+type BatchGetProductsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 100 distinct product ids.
+	Ids           []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchGetProductsRequest) Reset() {
+	*x = BatchGetProductsRequest{}
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchGetProductsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchGetProductsRequest) ProtoMessage() {}
+
+func (x *BatchGetProductsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchGetProductsRequest.ProtoReflect.Descriptor instead.
+func (*BatchGetProductsRequest) Descriptor() ([]byte, []int) {
+	return file_shop_products_v1_product_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BatchGetProductsRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+// Output of BatchGetProducts.
+type BatchGetProductsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The products that exist, in the order their ids were asked for.
+	Products      []*Product `protobuf:"bytes,1,rep,name=products,proto3" json:"products,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchGetProductsResponse) Reset() {
+	*x = BatchGetProductsResponse{}
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchGetProductsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchGetProductsResponse) ProtoMessage() {}
+
+func (x *BatchGetProductsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchGetProductsResponse.ProtoReflect.Descriptor instead.
+func (*BatchGetProductsResponse) Descriptor() ([]byte, []int) {
+	return file_shop_products_v1_product_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BatchGetProductsResponse) GetProducts() []*Product {
+	if x != nil {
+		return x.Products
+	}
+	return nil
+}
+
 // Input of UpdateProduct. Only the fields named in update_mask are read; a
 // field in the mask must hold a valid value.
 type UpdateProductRequest struct {
@@ -370,7 +462,7 @@ type UpdateProductRequest struct {
 
 func (x *UpdateProductRequest) Reset() {
 	*x = UpdateProductRequest{}
-	mi := &file_shop_products_v1_product_service_proto_msgTypes[5]
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +474,7 @@ func (x *UpdateProductRequest) String() string {
 func (*UpdateProductRequest) ProtoMessage() {}
 
 func (x *UpdateProductRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_products_v1_product_service_proto_msgTypes[5]
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +487,7 @@ func (x *UpdateProductRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProductRequest.ProtoReflect.Descriptor instead.
 func (*UpdateProductRequest) Descriptor() ([]byte, []int) {
-	return file_shop_products_v1_product_service_proto_rawDescGZIP(), []int{5}
+	return file_shop_products_v1_product_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UpdateProductRequest) GetId() string {
@@ -451,7 +543,7 @@ type UpdateProductResponse struct {
 
 func (x *UpdateProductResponse) Reset() {
 	*x = UpdateProductResponse{}
-	mi := &file_shop_products_v1_product_service_proto_msgTypes[6]
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +555,7 @@ func (x *UpdateProductResponse) String() string {
 func (*UpdateProductResponse) ProtoMessage() {}
 
 func (x *UpdateProductResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_products_v1_product_service_proto_msgTypes[6]
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +568,7 @@ func (x *UpdateProductResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProductResponse.ProtoReflect.Descriptor instead.
 func (*UpdateProductResponse) Descriptor() ([]byte, []int) {
-	return file_shop_products_v1_product_service_proto_rawDescGZIP(), []int{6}
+	return file_shop_products_v1_product_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpdateProductResponse) GetProduct() *Product {
@@ -499,7 +591,7 @@ type ListProductsRequest struct {
 
 func (x *ListProductsRequest) Reset() {
 	*x = ListProductsRequest{}
-	mi := &file_shop_products_v1_product_service_proto_msgTypes[7]
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +603,7 @@ func (x *ListProductsRequest) String() string {
 func (*ListProductsRequest) ProtoMessage() {}
 
 func (x *ListProductsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_products_v1_product_service_proto_msgTypes[7]
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +616,7 @@ func (x *ListProductsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProductsRequest.ProtoReflect.Descriptor instead.
 func (*ListProductsRequest) Descriptor() ([]byte, []int) {
-	return file_shop_products_v1_product_service_proto_rawDescGZIP(), []int{7}
+	return file_shop_products_v1_product_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListProductsRequest) GetPageSize() int32 {
@@ -554,7 +646,7 @@ type ListProductsResponse struct {
 
 func (x *ListProductsResponse) Reset() {
 	*x = ListProductsResponse{}
-	mi := &file_shop_products_v1_product_service_proto_msgTypes[8]
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +658,7 @@ func (x *ListProductsResponse) String() string {
 func (*ListProductsResponse) ProtoMessage() {}
 
 func (x *ListProductsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_products_v1_product_service_proto_msgTypes[8]
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +671,7 @@ func (x *ListProductsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProductsResponse.ProtoReflect.Descriptor instead.
 func (*ListProductsResponse) Descriptor() ([]byte, []int) {
-	return file_shop_products_v1_product_service_proto_rawDescGZIP(), []int{8}
+	return file_shop_products_v1_product_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListProductsResponse) GetProducts() []*Product {
@@ -611,7 +703,7 @@ type AdjustStockRequest struct {
 
 func (x *AdjustStockRequest) Reset() {
 	*x = AdjustStockRequest{}
-	mi := &file_shop_products_v1_product_service_proto_msgTypes[9]
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +715,7 @@ func (x *AdjustStockRequest) String() string {
 func (*AdjustStockRequest) ProtoMessage() {}
 
 func (x *AdjustStockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_products_v1_product_service_proto_msgTypes[9]
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +728,7 @@ func (x *AdjustStockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdjustStockRequest.ProtoReflect.Descriptor instead.
 func (*AdjustStockRequest) Descriptor() ([]byte, []int) {
-	return file_shop_products_v1_product_service_proto_rawDescGZIP(), []int{9}
+	return file_shop_products_v1_product_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AdjustStockRequest) GetId() string {
@@ -671,7 +763,7 @@ type AdjustStockResponse struct {
 
 func (x *AdjustStockResponse) Reset() {
 	*x = AdjustStockResponse{}
-	mi := &file_shop_products_v1_product_service_proto_msgTypes[10]
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +775,7 @@ func (x *AdjustStockResponse) String() string {
 func (*AdjustStockResponse) ProtoMessage() {}
 
 func (x *AdjustStockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_products_v1_product_service_proto_msgTypes[10]
+	mi := &file_shop_products_v1_product_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +788,7 @@ func (x *AdjustStockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdjustStockResponse.ProtoReflect.Descriptor instead.
 func (*AdjustStockResponse) Descriptor() ([]byte, []int) {
-	return file_shop_products_v1_product_service_proto_rawDescGZIP(), []int{10}
+	return file_shop_products_v1_product_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AdjustStockResponse) GetProduct() *Product {
@@ -734,7 +826,11 @@ const file_shop_products_v1_product_service_proto_rawDesc = "" +
 	"\x11GetProductRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"I\n" +
 	"\x12GetProductResponse\x123\n" +
-	"\aproduct\x18\x01 \x01(\v2\x19.shop.products.v1.ProductR\aproduct\"\xdb\x05\n" +
+	"\aproduct\x18\x01 \x01(\v2\x19.shop.products.v1.ProductR\aproduct\"@\n" +
+	"\x17BatchGetProductsRequest\x12%\n" +
+	"\x03ids\x18\x01 \x03(\tB\x13\xbaH\x10\x92\x01\r\b\x01\x10d\x18\x01\"\x05r\x03\xb0\x01\x01R\x03ids\"Q\n" +
+	"\x18BatchGetProductsResponse\x125\n" +
+	"\bproducts\x18\x01 \x03(\v2\x19.shop.products.v1.ProductR\bproducts\"\xdb\x05\n" +
 	"\x14UpdateProductRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x122\n" +
 	"\x10expected_version\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02 \x00R\x0fexpectedVersion\x12\x87\x02\n" +
@@ -762,11 +858,12 @@ const file_shop_products_v1_product_service_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x06reason\"J\n" +
 	"\x13AdjustStockResponse\x123\n" +
-	"\aproduct\x18\x01 \x01(\v2\x19.shop.products.v1.ProductR\aproduct2\x98\x05\n" +
+	"\aproduct\x18\x01 \x01(\v2\x19.shop.products.v1.ProductR\aproduct2\x83\x06\n" +
 	"\x0eProductService\x12`\n" +
 	"\rCreateProduct\x12&.shop.products.v1.CreateProductRequest\x1a'.shop.products.v1.CreateProductResponse\x12W\n" +
 	"\n" +
-	"GetProduct\x12#.shop.products.v1.GetProductRequest\x1a$.shop.products.v1.GetProductResponse\x12`\n" +
+	"GetProduct\x12#.shop.products.v1.GetProductRequest\x1a$.shop.products.v1.GetProductResponse\x12i\n" +
+	"\x10BatchGetProducts\x12).shop.products.v1.BatchGetProductsRequest\x1a*.shop.products.v1.BatchGetProductsResponse\x12`\n" +
 	"\rUpdateProduct\x12&.shop.products.v1.UpdateProductRequest\x1a'.shop.products.v1.UpdateProductResponse\x12]\n" +
 	"\fListProducts\x12%.shop.products.v1.ListProductsRequest\x1a&.shop.products.v1.ListProductsResponse\x12Z\n" +
 	"\vAdjustStock\x12$.shop.products.v1.AdjustStockRequest\x1a%.shop.products.v1.AdjustStockResponse\x1a\xad\x01\xda\xf3\x183\n" +
@@ -787,50 +884,55 @@ func file_shop_products_v1_product_service_proto_rawDescGZIP() []byte {
 	return file_shop_products_v1_product_service_proto_rawDescData
 }
 
-var file_shop_products_v1_product_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_shop_products_v1_product_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_shop_products_v1_product_service_proto_goTypes = []any{
-	(*Product)(nil),               // 0: shop.products.v1.Product
-	(*CreateProductRequest)(nil),  // 1: shop.products.v1.CreateProductRequest
-	(*CreateProductResponse)(nil), // 2: shop.products.v1.CreateProductResponse
-	(*GetProductRequest)(nil),     // 3: shop.products.v1.GetProductRequest
-	(*GetProductResponse)(nil),    // 4: shop.products.v1.GetProductResponse
-	(*UpdateProductRequest)(nil),  // 5: shop.products.v1.UpdateProductRequest
-	(*UpdateProductResponse)(nil), // 6: shop.products.v1.UpdateProductResponse
-	(*ListProductsRequest)(nil),   // 7: shop.products.v1.ListProductsRequest
-	(*ListProductsResponse)(nil),  // 8: shop.products.v1.ListProductsResponse
-	(*AdjustStockRequest)(nil),    // 9: shop.products.v1.AdjustStockRequest
-	(*AdjustStockResponse)(nil),   // 10: shop.products.v1.AdjustStockResponse
-	(*v1.Money)(nil),              // 11: shop.common.v1.Money
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 13: google.protobuf.FieldMask
+	(*Product)(nil),                  // 0: shop.products.v1.Product
+	(*CreateProductRequest)(nil),     // 1: shop.products.v1.CreateProductRequest
+	(*CreateProductResponse)(nil),    // 2: shop.products.v1.CreateProductResponse
+	(*GetProductRequest)(nil),        // 3: shop.products.v1.GetProductRequest
+	(*GetProductResponse)(nil),       // 4: shop.products.v1.GetProductResponse
+	(*BatchGetProductsRequest)(nil),  // 5: shop.products.v1.BatchGetProductsRequest
+	(*BatchGetProductsResponse)(nil), // 6: shop.products.v1.BatchGetProductsResponse
+	(*UpdateProductRequest)(nil),     // 7: shop.products.v1.UpdateProductRequest
+	(*UpdateProductResponse)(nil),    // 8: shop.products.v1.UpdateProductResponse
+	(*ListProductsRequest)(nil),      // 9: shop.products.v1.ListProductsRequest
+	(*ListProductsResponse)(nil),     // 10: shop.products.v1.ListProductsResponse
+	(*AdjustStockRequest)(nil),       // 11: shop.products.v1.AdjustStockRequest
+	(*AdjustStockResponse)(nil),      // 12: shop.products.v1.AdjustStockResponse
+	(*v1.Money)(nil),                 // 13: shop.common.v1.Money
+	(*timestamppb.Timestamp)(nil),    // 14: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),    // 15: google.protobuf.FieldMask
 }
 var file_shop_products_v1_product_service_proto_depIdxs = []int32{
-	11, // 0: shop.products.v1.Product.price:type_name -> shop.common.v1.Money
-	12, // 1: shop.products.v1.Product.create_time:type_name -> google.protobuf.Timestamp
-	12, // 2: shop.products.v1.Product.update_time:type_name -> google.protobuf.Timestamp
-	11, // 3: shop.products.v1.CreateProductRequest.price:type_name -> shop.common.v1.Money
+	13, // 0: shop.products.v1.Product.price:type_name -> shop.common.v1.Money
+	14, // 1: shop.products.v1.Product.create_time:type_name -> google.protobuf.Timestamp
+	14, // 2: shop.products.v1.Product.update_time:type_name -> google.protobuf.Timestamp
+	13, // 3: shop.products.v1.CreateProductRequest.price:type_name -> shop.common.v1.Money
 	0,  // 4: shop.products.v1.CreateProductResponse.product:type_name -> shop.products.v1.Product
 	0,  // 5: shop.products.v1.GetProductResponse.product:type_name -> shop.products.v1.Product
-	13, // 6: shop.products.v1.UpdateProductRequest.update_mask:type_name -> google.protobuf.FieldMask
-	11, // 7: shop.products.v1.UpdateProductRequest.price:type_name -> shop.common.v1.Money
-	0,  // 8: shop.products.v1.UpdateProductResponse.product:type_name -> shop.products.v1.Product
-	0,  // 9: shop.products.v1.ListProductsResponse.products:type_name -> shop.products.v1.Product
-	0,  // 10: shop.products.v1.AdjustStockResponse.product:type_name -> shop.products.v1.Product
-	1,  // 11: shop.products.v1.ProductService.CreateProduct:input_type -> shop.products.v1.CreateProductRequest
-	3,  // 12: shop.products.v1.ProductService.GetProduct:input_type -> shop.products.v1.GetProductRequest
-	5,  // 13: shop.products.v1.ProductService.UpdateProduct:input_type -> shop.products.v1.UpdateProductRequest
-	7,  // 14: shop.products.v1.ProductService.ListProducts:input_type -> shop.products.v1.ListProductsRequest
-	9,  // 15: shop.products.v1.ProductService.AdjustStock:input_type -> shop.products.v1.AdjustStockRequest
-	2,  // 16: shop.products.v1.ProductService.CreateProduct:output_type -> shop.products.v1.CreateProductResponse
-	4,  // 17: shop.products.v1.ProductService.GetProduct:output_type -> shop.products.v1.GetProductResponse
-	6,  // 18: shop.products.v1.ProductService.UpdateProduct:output_type -> shop.products.v1.UpdateProductResponse
-	8,  // 19: shop.products.v1.ProductService.ListProducts:output_type -> shop.products.v1.ListProductsResponse
-	10, // 20: shop.products.v1.ProductService.AdjustStock:output_type -> shop.products.v1.AdjustStockResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	0,  // 6: shop.products.v1.BatchGetProductsResponse.products:type_name -> shop.products.v1.Product
+	15, // 7: shop.products.v1.UpdateProductRequest.update_mask:type_name -> google.protobuf.FieldMask
+	13, // 8: shop.products.v1.UpdateProductRequest.price:type_name -> shop.common.v1.Money
+	0,  // 9: shop.products.v1.UpdateProductResponse.product:type_name -> shop.products.v1.Product
+	0,  // 10: shop.products.v1.ListProductsResponse.products:type_name -> shop.products.v1.Product
+	0,  // 11: shop.products.v1.AdjustStockResponse.product:type_name -> shop.products.v1.Product
+	1,  // 12: shop.products.v1.ProductService.CreateProduct:input_type -> shop.products.v1.CreateProductRequest
+	3,  // 13: shop.products.v1.ProductService.GetProduct:input_type -> shop.products.v1.GetProductRequest
+	5,  // 14: shop.products.v1.ProductService.BatchGetProducts:input_type -> shop.products.v1.BatchGetProductsRequest
+	7,  // 15: shop.products.v1.ProductService.UpdateProduct:input_type -> shop.products.v1.UpdateProductRequest
+	9,  // 16: shop.products.v1.ProductService.ListProducts:input_type -> shop.products.v1.ListProductsRequest
+	11, // 17: shop.products.v1.ProductService.AdjustStock:input_type -> shop.products.v1.AdjustStockRequest
+	2,  // 18: shop.products.v1.ProductService.CreateProduct:output_type -> shop.products.v1.CreateProductResponse
+	4,  // 19: shop.products.v1.ProductService.GetProduct:output_type -> shop.products.v1.GetProductResponse
+	6,  // 20: shop.products.v1.ProductService.BatchGetProducts:output_type -> shop.products.v1.BatchGetProductsResponse
+	8,  // 21: shop.products.v1.ProductService.UpdateProduct:output_type -> shop.products.v1.UpdateProductResponse
+	10, // 22: shop.products.v1.ProductService.ListProducts:output_type -> shop.products.v1.ListProductsResponse
+	12, // 23: shop.products.v1.ProductService.AdjustStock:output_type -> shop.products.v1.AdjustStockResponse
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_shop_products_v1_product_service_proto_init() }
@@ -844,7 +946,7 @@ func file_shop_products_v1_product_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shop_products_v1_product_service_proto_rawDesc), len(file_shop_products_v1_product_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,11 +20,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ProductService_CreateProduct_FullMethodName = "/shop.products.v1.ProductService/CreateProduct"
-	ProductService_GetProduct_FullMethodName    = "/shop.products.v1.ProductService/GetProduct"
-	ProductService_UpdateProduct_FullMethodName = "/shop.products.v1.ProductService/UpdateProduct"
-	ProductService_ListProducts_FullMethodName  = "/shop.products.v1.ProductService/ListProducts"
-	ProductService_AdjustStock_FullMethodName   = "/shop.products.v1.ProductService/AdjustStock"
+	ProductService_CreateProduct_FullMethodName    = "/shop.products.v1.ProductService/CreateProduct"
+	ProductService_GetProduct_FullMethodName       = "/shop.products.v1.ProductService/GetProduct"
+	ProductService_BatchGetProducts_FullMethodName = "/shop.products.v1.ProductService/BatchGetProducts"
+	ProductService_UpdateProduct_FullMethodName    = "/shop.products.v1.ProductService/UpdateProduct"
+	ProductService_ListProducts_FullMethodName     = "/shop.products.v1.ProductService/ListProducts"
+	ProductService_AdjustStock_FullMethodName      = "/shop.products.v1.ProductService/AdjustStock"
 )
 
 // ProductServiceClient is the client API for ProductService service.
@@ -39,6 +40,10 @@ type ProductServiceClient interface {
 	CreateProduct(ctx context.Context, in *CreateProductRequest, opts ...grpc.CallOption) (*CreateProductResponse, error)
 	// Returns one product. NOT_FOUND when no product has that id.
 	GetProduct(ctx context.Context, in *GetProductRequest, opts ...grpc.CallOption) (*GetProductResponse, error)
+	// Returns several products in one call, for callers that need many at once
+	// (an order's lines). Ids that do not exist are left out of the response;
+	// the caller compares.
+	BatchGetProducts(ctx context.Context, in *BatchGetProductsRequest, opts ...grpc.CallOption) (*BatchGetProductsResponse, error)
 	// Changes the fields named in update_mask. The caller passes the version it
 	// last saw; if the product changed since, the call fails with ABORTED and
 	// nothing is changed, so concurrent editors never overwrite each other.
@@ -73,6 +78,16 @@ func (c *productServiceClient) GetProduct(ctx context.Context, in *GetProductReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetProductResponse)
 	err := c.cc.Invoke(ctx, ProductService_GetProduct_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *productServiceClient) BatchGetProducts(ctx context.Context, in *BatchGetProductsRequest, opts ...grpc.CallOption) (*BatchGetProductsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchGetProductsResponse)
+	err := c.cc.Invoke(ctx, ProductService_BatchGetProducts_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -121,6 +136,10 @@ type ProductServiceServer interface {
 	CreateProduct(context.Context, *CreateProductRequest) (*CreateProductResponse, error)
 	// Returns one product. NOT_FOUND when no product has that id.
 	GetProduct(context.Context, *GetProductRequest) (*GetProductResponse, error)
+	// Returns several products in one call, for callers that need many at once
+	// (an order's lines). Ids that do not exist are left out of the response;
+	// the caller compares.
+	BatchGetProducts(context.Context, *BatchGetProductsRequest) (*BatchGetProductsResponse, error)
 	// Changes the fields named in update_mask. The caller passes the version it
 	// last saw; if the product changed since, the call fails with ABORTED and
 	// nothing is changed, so concurrent editors never overwrite each other.
@@ -146,6 +165,9 @@ func (UnimplementedProductServiceServer) CreateProduct(context.Context, *CreateP
 }
 func (UnimplementedProductServiceServer) GetProduct(context.Context, *GetProductRequest) (*GetProductResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetProduct not implemented")
+}
+func (UnimplementedProductServiceServer) BatchGetProducts(context.Context, *BatchGetProductsRequest) (*BatchGetProductsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchGetProducts not implemented")
 }
 func (UnimplementedProductServiceServer) UpdateProduct(context.Context, *UpdateProductRequest) (*UpdateProductResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateProduct not implemented")
@@ -209,6 +231,24 @@ func _ProductService_GetProduct_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ProductServiceServer).GetProduct(ctx, req.(*GetProductRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ProductService_BatchGetProducts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchGetProductsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProductServiceServer).BatchGetProducts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ProductService_BatchGetProducts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProductServiceServer).BatchGetProducts(ctx, req.(*BatchGetProductsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -281,6 +321,10 @@ var ProductService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetProduct",
 			Handler:    _ProductService_GetProduct_Handler,
+		},
+		{
+			MethodName: "BatchGetProducts",
+			Handler:    _ProductService_BatchGetProducts_Handler,
 		},
 		{
 			MethodName: "UpdateProduct",

@@ -64,6 +64,18 @@ class GetProductResponse(_message.Message):
     product: Product
     def __init__(self, product: _Optional[_Union[Product, _Mapping]] = ...) -> None: ...
 
+class BatchGetProductsRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchGetProductsResponse(_message.Message):
+    __slots__ = ("products",)
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    products: _containers.RepeatedCompositeFieldContainer[Product]
+    def __init__(self, products: _Optional[_Iterable[_Union[Product, _Mapping]]] = ...) -> None: ...
+
 class UpdateProductRequest(_message.Message):
     __slots__ = ("id", "expected_version", "update_mask", "name", "description", "price")
     ID_FIELD_NUMBER: _ClassVar[int]

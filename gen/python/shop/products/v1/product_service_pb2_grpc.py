@@ -48,6 +48,11 @@ class ProductServiceStub:
                 request_serializer=shop_dot_products_dot_v1_dot_product__service__pb2.GetProductRequest.SerializeToString,
                 response_deserializer=shop_dot_products_dot_v1_dot_product__service__pb2.GetProductResponse.FromString,
                 _registered_method=True)
+        self.BatchGetProducts = channel.unary_unary(
+                '/shop.products.v1.ProductService/BatchGetProducts',
+                request_serializer=shop_dot_products_dot_v1_dot_product__service__pb2.BatchGetProductsRequest.SerializeToString,
+                response_deserializer=shop_dot_products_dot_v1_dot_product__service__pb2.BatchGetProductsResponse.FromString,
+                _registered_method=True)
         self.UpdateProduct = channel.unary_unary(
                 '/shop.products.v1.ProductService/UpdateProduct',
                 request_serializer=shop_dot_products_dot_v1_dot_product__service__pb2.UpdateProductRequest.SerializeToString,
@@ -80,6 +85,15 @@ class ProductServiceServicer:
 
     def GetProduct(self, request, context):
         """Returns one product. NOT_FOUND when no product has that id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetProducts(self, request, context):
+        """Returns several products in one call, for callers that need many at once
+        (an order's lines). Ids that do not exist are left out of the response;
+        the caller compares.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,6 +136,11 @@ def add_ProductServiceServicer_to_server(servicer, server):
                     servicer.GetProduct,
                     request_deserializer=shop_dot_products_dot_v1_dot_product__service__pb2.GetProductRequest.FromString,
                     response_serializer=shop_dot_products_dot_v1_dot_product__service__pb2.GetProductResponse.SerializeToString,
+            ),
+            'BatchGetProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetProducts,
+                    request_deserializer=shop_dot_products_dot_v1_dot_product__service__pb2.BatchGetProductsRequest.FromString,
+                    response_serializer=shop_dot_products_dot_v1_dot_product__service__pb2.BatchGetProductsResponse.SerializeToString,
             ),
             'UpdateProduct': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateProduct,
@@ -196,6 +215,33 @@ class ProductService:
             '/shop.products.v1.ProductService/GetProduct',
             shop_dot_products_dot_v1_dot_product__service__pb2.GetProductRequest.SerializeToString,
             shop_dot_products_dot_v1_dot_product__service__pb2.GetProductResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.products.v1.ProductService/BatchGetProducts',
+            shop_dot_products_dot_v1_dot_product__service__pb2.BatchGetProductsRequest.SerializeToString,
+            shop_dot_products_dot_v1_dot_product__service__pb2.BatchGetProductsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -86,6 +86,18 @@ export interface GetProductResponse {
   product: Product | undefined;
 }
 
+/** Input of BatchGetProducts. */
+export interface BatchGetProductsRequest {
+  /** 1 to 100 distinct product ids. */
+  ids: string[];
+}
+
+/** Output of BatchGetProducts. */
+export interface BatchGetProductsResponse {
+  /** The products that exist, in the order their ids were asked for. */
+  products: Product[];
+}
+
 /**
  * Input of UpdateProduct. Only the fields named in update_mask are read; a
  * field in the mask must hold a valid value.
@@ -665,6 +677,142 @@ export const GetProductResponse: MessageFns<GetProductResponse> = {
     message.product = (object.product !== undefined && object.product !== null)
       ? Product.fromPartial(object.product)
       : undefined;
+    return message;
+  },
+};
+
+function createBaseBatchGetProductsRequest(): BatchGetProductsRequest {
+  return { ids: [] };
+}
+
+export const BatchGetProductsRequest: MessageFns<BatchGetProductsRequest> = {
+  encode(message: BatchGetProductsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.ids) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchGetProductsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchGetProductsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ids.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BatchGetProductsRequest {
+    return { ids: globalThis.Array.isArray(object?.ids) ? object.ids.map((e: any) => globalThis.String(e)) : [] };
+  },
+
+  toJSON(message: BatchGetProductsRequest): unknown {
+    const obj: any = {};
+    if (message.ids?.length) {
+      obj.ids = message.ids;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BatchGetProductsRequest>, I>>(base?: I): BatchGetProductsRequest {
+    return BatchGetProductsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BatchGetProductsRequest>, I>>(object: I): BatchGetProductsRequest {
+    const message = createBaseBatchGetProductsRequest();
+    message.ids = object.ids?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseBatchGetProductsResponse(): BatchGetProductsResponse {
+  return { products: [] };
+}
+
+export const BatchGetProductsResponse: MessageFns<BatchGetProductsResponse> = {
+  encode(message: BatchGetProductsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.products) {
+      Product.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchGetProductsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchGetProductsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.products.push(Product.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BatchGetProductsResponse {
+    return {
+      products: globalThis.Array.isArray(object?.products) ? object.products.map((e: any) => Product.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: BatchGetProductsResponse): unknown {
+    const obj: any = {};
+    if (message.products?.length) {
+      obj.products = message.products.map((e) => Product.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BatchGetProductsResponse>, I>>(base?: I): BatchGetProductsResponse {
+    return BatchGetProductsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BatchGetProductsResponse>, I>>(object: I): BatchGetProductsResponse {
+    const message = createBaseBatchGetProductsResponse();
+    message.products = object.products?.map((e) => Product.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1276,6 +1424,22 @@ export const ProductServiceService = {
     responseDeserialize: (value: Buffer): GetProductResponse => GetProductResponse.decode(value),
   },
   /**
+   * Returns several products in one call, for callers that need many at once
+   * (an order's lines). Ids that do not exist are left out of the response;
+   * the caller compares.
+   */
+  batchGetProducts: {
+    path: "/shop.products.v1.ProductService/BatchGetProducts" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: BatchGetProductsRequest): Buffer =>
+      Buffer.from(BatchGetProductsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): BatchGetProductsRequest => BatchGetProductsRequest.decode(value),
+    responseSerialize: (value: BatchGetProductsResponse): Buffer =>
+      Buffer.from(BatchGetProductsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BatchGetProductsResponse => BatchGetProductsResponse.decode(value),
+  },
+  /**
    * Changes the fields named in update_mask. The caller passes the version it
    * last saw; if the product changed since, the call fails with ABORTED and
    * nothing is changed, so concurrent editors never overwrite each other.
@@ -1322,6 +1486,12 @@ export interface ProductServiceServer extends UntypedServiceImplementation {
   createProduct: handleUnaryCall<CreateProductRequest, CreateProductResponse>;
   /** Returns one product. NOT_FOUND when no product has that id. */
   getProduct: handleUnaryCall<GetProductRequest, GetProductResponse>;
+  /**
+   * Returns several products in one call, for callers that need many at once
+   * (an order's lines). Ids that do not exist are left out of the response;
+   * the caller compares.
+   */
+  batchGetProducts: handleUnaryCall<BatchGetProductsRequest, BatchGetProductsResponse>;
   /**
    * Changes the fields named in update_mask. The caller passes the version it
    * last saw; if the product changed since, the call fails with ABORTED and
@@ -1370,6 +1540,26 @@ export interface ProductServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetProductResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Returns several products in one call, for callers that need many at once
+   * (an order's lines). Ids that do not exist are left out of the response;
+   * the caller compares.
+   */
+  batchGetProducts(
+    request: BatchGetProductsRequest,
+    callback: (error: ServiceError | null, response: BatchGetProductsResponse) => void,
+  ): ClientUnaryCall;
+  batchGetProducts(
+    request: BatchGetProductsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BatchGetProductsResponse) => void,
+  ): ClientUnaryCall;
+  batchGetProducts(
+    request: BatchGetProductsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BatchGetProductsResponse) => void,
   ): ClientUnaryCall;
   /**
    * Changes the fields named in update_mask. The caller passes the version it

@@ -1,0 +1,25 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { repoRoot } from "./contracts/image.js";
+
+/** The services `npm start` runs, in start order. */
+export const serviceNames = ["products", "orders"] as const;
+export type ServiceName = (typeof serviceNames)[number];
+
+/**
+ * V8 flags for service processes: a smaller young generation keeps a busy
+ * service's resident memory down (each semi-space defaults to 16 MiB) for a
+ * little more frequent scavenging.
+ */
+export const serviceNodeFlags = ["--max-semi-space-size=4", "--max-old-space-size=128"];
+
+/**
+ * How production runs a service: plain Node on the JavaScript that
+ * `npm run build` compiled into dist/ (no TypeScript loader in the process).
+ * Throws when the build is missing.
+ */
+export function serviceCommand(name: ServiceName, extraNodeFlags: readonly string[] = []): { command: string; args: string[] } {
+  const script = join(repoRoot, "dist", "services", name, "main.js");
+  if (!existsSync(script)) throw new Error(`${script} is missing; run \`npm run build\` first (npm start does)`);
+  return { command: process.execPath, args: [...serviceNodeFlags, ...extraNodeFlags, "--enable-source-maps", script] };
+}
