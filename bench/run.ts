@@ -27,7 +27,7 @@ const help = `Usage: npm run bench -- [flags]
 Runs Concord's benchmarks, each against a bare baseline measured in the same
 run, prints one table and writes it as JSON to bench/results/<time>.json and
 bench/results/latest.json. Every load generator runs in its own process;
-services run as production runs them (node --import tsx services/*/main.ts)
+services run as production runs them (compiled, from dist/; see tools/service-launch.ts)
 against a nats-server -js of the bench's own (free port, temporary store).
 
 Scenarios (default: all, in this order):

@@ -27,7 +27,7 @@ function combine(runs: ConsumeResult[]): ConsumeResult & { rounds: number[] } {
 
 export const eventConsume: Scenario = {
   name: "consume",
-  summary: "events/s through startConsumers (inbox transaction per event) vs a raw nats.js pull consumer acking each",
+  summary: "events/s through startConsumers (inbox; events that arrive together share one transaction) vs a raw nats.js pull consumer acking each",
   async run(ctx: BenchContext): Promise<ScenarioResult> {
     const nats = await ctx.nats();
     const { warmupMs, measureMs, rounds } = ctx.options;
