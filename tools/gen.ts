@@ -7,6 +7,7 @@ import { execFileSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
+import { listFiles } from "./contracts/files.js";
 import { bufBin, buildImage, protoFiles, repoRoot } from "./contracts/image.js";
 import { generateSdks } from "./contracts/sdk.js";
 import { generatedHeader as eventsPluginHeader } from "./protoc-gen-events/plugin.js";
@@ -85,22 +86,6 @@ function stampHeaders(dir: string): void {
     const path = join(dir, file);
     writeFileSync(path, header + readFileSync(path, "utf8"));
   }
-}
-
-function listFiles(dir: string): string[] {
-  if (!existsSync(dir)) return [];
-  const out: string[] = [];
-  const walk = (d: string): void => {
-    for (const name of readdirSync(d).sort()) {
-      const p = join(d, name);
-      if (statSync(p).isDirectory()) {
-        // Bytecode a Python run leaves behind is not generated output.
-        if (name !== "__pycache__") walk(p);
-      } else out.push(relative(dir, p));
-    }
-  };
-  walk(dir);
-  return out;
 }
 
 /** Files that differ between two trees: changed, missing or extra. */

@@ -10,6 +10,7 @@ import type { DescFile } from "@bufbuild/protobuf";
 import { streamConstPrefix } from "../protoc-gen-events/ts-proto-names.js";
 import { findMessage, type EventManifest, type EventsManifest } from "./sdk-manifest.js";
 import { commentLines, sdkHeader } from "./sdk-tools.js";
+import { listFiles } from "./files.js";
 
 /** Module of the event constants, at the top of gen/python. */
 export const pythonEventsModule = "concord_events";
@@ -320,15 +321,3 @@ function pyString(s: string): string {
   return JSON.stringify(s);
 }
 
-function listFiles(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string): void => {
-    for (const name of readdirSync(d).sort()) {
-      const p = join(d, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else out.push(relative(dir, p));
-    }
-  };
-  walk(dir);
-  return out;
-}

@@ -9,6 +9,7 @@ import { printGoEvents } from "./sdk-go.js";
 import { loadImageFiles, readEventsManifest, type EventsManifest } from "./sdk-manifest.js";
 import { printPythonEvents } from "./sdk-python.js";
 import { goPlugins, pythonGenerator, venvPython } from "./sdk-tools.js";
+import { listFiles } from "./files.js";
 
 /** Files that differ between two trees, missing ones included. */
 function differingFiles(a: string, b: string): string[] {
@@ -18,18 +19,6 @@ function differingFiles(a: string, b: string): string[] {
   return all.filter((f) => !left.includes(f) || !right.includes(f) || !readFileSync(join(a, f)).equals(readFileSync(join(b, f))));
 }
 
-function listFiles(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string): void => {
-    for (const name of readdirSync(d).sort()) {
-      const p = join(d, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else out.push(relative(dir, p));
-    }
-  };
-  walk(dir);
-  return out;
-}
 
 describe("generateSdks", () => {
   const tmp = createTempDir("concord-sdk-test-");

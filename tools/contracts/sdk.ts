@@ -14,6 +14,7 @@ import { writeGoModule } from "./sdk-go.js";
 import { formatEventsManifest, loadImageFiles, readEventsManifest } from "./sdk-manifest.js";
 import { completePythonPackage } from "./sdk-python.js";
 import { checkSdkTools, sdkHeader } from "./sdk-tools.js";
+import { listFiles } from "./files.js";
 
 /** The buf template of the SDKs, at the repository root. */
 export const sdkTemplate = join(repoRoot, "buf.gen.sdk.yaml");
@@ -83,15 +84,3 @@ function stampHeaders(dir: string, extension: string, marker: "//" | "#"): void 
   }
 }
 
-function listFiles(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string): void => {
-    for (const name of readdirSync(d).sort()) {
-      const p = join(d, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else out.push(relative(dir, p));
-    }
-  };
-  walk(dir);
-  return out;
-}
