@@ -7,9 +7,11 @@ export const serviceNames = ["products", "orders"] as const;
 export type ServiceName = (typeof serviceNames)[number];
 
 /**
- * V8 flags for service processes: a smaller young generation keeps a busy
- * service's resident memory down (each semi-space defaults to 16 MiB) for a
- * little more frequent scavenging.
+ * V8 flags for service processes. A smaller young generation (each
+ * semi-space defaults to 16 MiB) and a 128 MiB old generation make V8 collect
+ * rather than grow: a service's live heap under saga load measured about
+ * 30 MiB, while without a cap its resident memory kept growing past 200 MiB.
+ * Raise the cap for services that hold more in memory.
  */
 export const serviceNodeFlags = ["--max-semi-space-size=4", "--max-old-space-size=128"];
 

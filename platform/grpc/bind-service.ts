@@ -105,17 +105,28 @@ function unaryHandler(
       return finish(err);
     }
     // grpc-js also reports "cancelled" after a call completes; only a cancel before then aborts the signal.
+    // The AbortController is made only for handlers that read `signal`: most never do.
     let done = false;
-    const controller = new AbortController();
+    let cancelled = false;
+    let controller: AbortController | undefined;
+    const cancelReason = () => new StatusError(status.CANCELLED, "the call was cancelled");
     const onCancelled = (): void => {
-      if (!done) controller.abort(new StatusError(status.CANCELLED, "the call was cancelled"));
+      if (done) return;
+      cancelled = true;
+      controller?.abort(cancelReason());
     };
     call.once("cancelled", onCancelled);
     const deadline = call.getDeadline();
     const context: CallContext = {
       method: method.path,
       deadline: deadline instanceof Date ? deadline : Number.isFinite(deadline) ? new Date(deadline) : undefined,
-      signal: controller.signal,
+      get signal() {
+        if (!controller) {
+          controller = new AbortController();
+          if (cancelled) controller.abort(cancelReason());
+        }
+        return controller.signal;
+      },
       metadata: call.metadata,
       traceparent: headerOf(call.metadata, "traceparent"),
       log,
