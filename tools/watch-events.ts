@@ -32,7 +32,12 @@ async function main(args: string[]): Promise<void> {
   const byType = new Map<string, EventDescriptor<unknown>>(allEvents.map((e) => [e.typeName, e as EventDescriptor<unknown>]));
   const js = nc.jetstream();
   const jsm = await nc.jetstreamManager();
-  process.once("SIGINT", () => void nc.close());
+  const quit = () => {
+    setTimeout(() => process.exit(0), 2_000).unref();
+    void nc.close().then(() => process.exit(0));
+  };
+  process.once("SIGINT", quit);
+  process.once("SIGTERM", quit);
   const streams = [...allStreams.map((s) => s.name), deadLetterStreamSpec.name];
   await Promise.all(
     streams.map(async (stream) => {
