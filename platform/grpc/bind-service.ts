@@ -17,8 +17,10 @@ export interface UnaryMethodDefinition<Req, Res> {
 }
 
 export type ServiceDefinition = Record<string, UnaryMethodDefinition<any, any>>;
-type RequestOf<M> = M extends UnaryMethodDefinition<infer Req, any> ? Req : never;
-type ResponseOf<M> = M extends UnaryMethodDefinition<any, infer Res> ? Res : never;
+/** The request type of a generated method. */
+export type RequestOf<M> = M extends UnaryMethodDefinition<infer Req, any> ? Req : never;
+/** The response type of a generated method. */
+export type ResponseOf<M> = M extends UnaryMethodDefinition<any, infer Res> ? Res : never;
 
 /**
  * The business side of a generated service: one async function per RPC,

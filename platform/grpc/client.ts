@@ -1,9 +1,7 @@
 import { Client, credentials as grpcCredentials, Metadata, type CallOptions, type ChannelCredentials, type ServiceError } from "@grpc/grpc-js";
-import type { ServiceDefinition, UnaryMethodDefinition } from "./bind-service.js";
+import type { RequestOf, ResponseOf, ServiceDefinition } from "./bind-service.js";
 import type { CallContext } from "./call-context.js";
 
-type RequestOf<M> = M extends UnaryMethodDefinition<infer Req, any> ? Req : never;
-type ResponseOf<M> = M extends UnaryMethodDefinition<any, infer Res> ? Res : never;
 
 /**
  * Per-call settings. Passing the CallContext of the call being served
