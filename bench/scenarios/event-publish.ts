@@ -113,7 +113,7 @@ export const eventPublish: Scenario = {
       details: {
         stream: streamSpec,
         window,
-        relayWindow: "the relay publishes batches of up to `window` outbox rows and starts the next batch when the whole batch is acked",
+        relayWindow: "sliding: the relay keeps up to `window` outbox events awaiting their PubAck",
         rawWindow: "sliding: `window` publishes always in flight",
         raw,
         outbox,

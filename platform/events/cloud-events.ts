@@ -65,6 +65,21 @@ export function encodeEvent<T>(descriptor: EventDescriptor<T>, message: T, optio
   };
 }
 
+/**
+ * The NATS wire form of a header set ("NATS/1.0", then one "name: value"
+ * line each, then an empty line): what the outbox stores, so the relay sends
+ * it as it is. Throws on a name or value that cannot be sent.
+ */
+export function encodeHeaderBlock(record: Readonly<Record<string, string>>): Buffer {
+  let block = "NATS/1.0\r\n";
+  for (const [name, value] of Object.entries(record)) {
+    if (!/^[!-9;-~]+$/.test(name)) throw new Error(`invalid header name ${JSON.stringify(name)}`);
+    if (/[\r\n]/.test(value)) throw new Error(`header ${name} has a line break in its value`);
+    block += `${name}: ${value.trim()}\r\n`;
+  }
+  return Buffer.from(`${block}\r\n`);
+}
+
 /** nats.js headers from a plain record. */
 export function toNatsHeaders(record: Readonly<Record<string, string>>): MsgHdrs {
   const h = natsHeaders();

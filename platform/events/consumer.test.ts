@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { headers as natsHeaders } from "nats";
+import { MsgHdrsImpl, headers as natsHeaders } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
 import { sampleStream, ThingHappened, thingHappenedType, type ThingHappened as Thing } from "../../test/support/sample-events.js";
@@ -232,11 +232,11 @@ describe("startConsumers", () => {
     await t.publish("cause");
     await eventually("the event is handled", () => t.effects("cause") === 1);
     expect(outbox.pending()).toBe(1);
-    const row = t.db.sqlite.prepare("SELECT subject, headers FROM event_outbox").get() as { subject: string; headers: string };
+    const row = t.db.sqlite.prepare("SELECT subject, headers FROM event_outbox").get() as { subject: string; headers: Buffer };
     expect(row.subject).toBe("test.emitted.thing.t-cause.happened");
-    const headers = JSON.parse(row.headers) as Record<string, string>;
-    expect(headers["ce-source"]).toBe("worker");
-    expect(headers.traceparent).toBe(t.contexts[1].traceparent);
+    const headers = MsgHdrsImpl.decode(row.headers);
+    expect(headers.get("ce-source")).toBe("worker");
+    expect(headers.get("traceparent")).toBe(t.contexts[1].traceparent);
   });
 
   it("stops cleanly and resumes from the durable consumer", async () => {

@@ -1,7 +1,7 @@
-import type { NatsConnection, PubAck } from "nats";
+import { createInbox, type Msg, MsgHdrsImpl, type NatsConnection, type Subscription } from "nats";
 import type { Logger } from "../log/index.js";
 import type { Database } from "../sql/index.js";
-import { toNatsHeaders } from "./cloud-events.js";
+import { encodeHeaderBlock } from "./cloud-events.js";
 import { assertOutboxTable, onOutboxCommit } from "./outbox.js";
 
 export interface OutboxRelayOptions {
@@ -9,11 +9,11 @@ export interface OutboxRelayOptions {
   readonly db: Database;
   readonly nc: NatsConnection;
   readonly logger: Logger;
-  /** PubAcks awaited at once; the window keeps publishing pipelined. Default 256. */
+  /** Events awaiting their PubAck at once (a sliding window). Default 256. */
   readonly maxInFlight?: number;
   /** How often leftovers are looked for when no commit wakes the relay. Default 1 s. */
   readonly sweepIntervalMs?: number;
-  /** How long to wait for one PubAck. Default 5 s. */
+  /** How long to wait for one PubAck (checked about every quarter of it). Default 5 s. */
   readonly publishTimeoutMs?: number;
   /** First and largest pause after a failed attempt; doubles in between. Defaults 100 ms and 5 s. */
   readonly retryMinMs?: number;
@@ -38,7 +38,7 @@ export interface OutboxRelayStats {
 export interface OutboxRelay {
   /** Resolves once every event committed before the call is published; rejects if the relay stops first. */
   flush(): Promise<void>;
-  /** Stops after the batch in flight; events left in the outbox wait for the next start. Safe to call twice. */
+  /** Stops sending, waits for the PubAcks in flight (at most publishTimeoutMs), marks what was acknowledged; the rest waits for the next start. Safe to call twice. */
   stop(): Promise<void>;
   stats(): OutboxRelayStats;
 }
@@ -47,9 +47,15 @@ interface OutboxRow {
   readonly seq: number;
   readonly event_id: string;
   readonly subject: string;
-  readonly type: string;
   readonly payload: Buffer;
-  readonly headers: string;
+  /** The NATS header block; a JSON object in rows stored by earlier versions. */
+  readonly headers: Buffer | string;
+}
+
+interface Sent {
+  readonly seq: number;
+  readonly eventId: string;
+  readonly sentAt: number;
 }
 
 interface Flusher {
@@ -59,15 +65,60 @@ interface Flusher {
 }
 
 /**
+ * Headers already in wire form: nats.js sends what `encode` returns. The
+ * relay only publishes them; reading them back is not supported.
+ */
+class WireHeaders extends MsgHdrsImpl {
+  constructor(private readonly wire: Uint8Array) {
+    super();
+  }
+  override encode(): Uint8Array {
+    return this.wire;
+  }
+}
+
+const wireHeadersOf = (row: OutboxRow): WireHeaders =>
+  new WireHeaders(typeof row.headers === "string" ? encodeHeaderBlock({ ...JSON.parse(row.headers), "Nats-Msg-Id": row.event_id }) : row.headers);
+
+/** What one PubAck (or the server's answer in its place) says. */
+type AckOutcome = { readonly ok: true; readonly duplicate: boolean } | { readonly ok: false; readonly error: string };
+
+function readAck(msg: Msg): AckOutcome {
+  // A 503 status instead of a PubAck: no stream captures the subject.
+  if (msg.headers?.code === 503) return { ok: false, error: "no stream captures the subject (503 no responders)" };
+  if (msg.headers && msg.headers.code >= 400) return { ok: false, error: `status ${msg.headers.code} ${msg.headers.description}` };
+  try {
+    const ack = JSON.parse(Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength).toString()) as {
+      stream?: string;
+      duplicate?: boolean;
+      error?: { code?: number; description?: string };
+    };
+    if (ack.error) return { ok: false, error: `JetStream refused the event: ${ack.error.description ?? "error"} (${ack.error.code ?? "?"})` };
+    if (typeof ack.stream !== "string") return { ok: false, error: "the PubAck names no stream" };
+    return { ok: true, duplicate: ack.duplicate === true };
+  } catch {
+    return { ok: false, error: "the PubAck is not JSON" };
+  }
+}
+
+/**
  * Starts the relay of `db`'s outbox. It is woken by every commit that adds
- * events and sweeps every `sweepIntervalMs` for leftovers. Events are published
- * with their id as `Nats-Msg-Id` and deleted once acknowledged, so a crash in
- * between only causes a duplicate that JetStream drops within its window. While
- * NATS is unreachable events wait and the relay retries with capped backoff.
- * Order: a window goes out in commit order on one connection, so a lost
- * connection loses a tail of it, which is published again in order. Only an
- * event the server refuses on its own (say, a subject no stream captures) while
- * later ones are stored ends up after them.
+ * events and sweeps every `sweepIntervalMs` for leftovers. Each event is
+ * published with its id as `Nats-Msg-Id` and its stored header block, with a
+ * reply subject on the relay's own inbox, which collects the PubAcks; up to
+ * `maxInFlight` events await theirs at once, and a new commit is sent while
+ * earlier ones are still in flight. Acknowledged events are deleted in one
+ * statement per contiguous run, so a crash in between only causes a duplicate
+ * that JetStream drops within its window.
+ *
+ * On a failure (a refusal, a 503, no PubAck within publishTimeoutMs) the
+ * relay stops sending, lets the events in flight settle, waits with capped
+ * backoff, asks JetStream whether it answers, and starts again from the
+ * oldest event left. While NATS is unreachable events wait for the reconnect.
+ * Order: events go out in commit order on one connection, so a lost connection
+ * loses a tail, which is published again in order. Only an event the server
+ * refuses on its own (say, a subject no stream captures) while later ones are
+ * stored ends up after them.
  */
 export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const known = new Set(["db", "nc", "logger", "maxInFlight", "sweepIntervalMs", "publishTimeoutMs", "retryMinMs", "retryMaxMs", "beforeMarkSent"]);
@@ -87,36 +138,85 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const logger = options.logger.child({ component: "outbox-relay" });
   assertOutboxTable(db, "createOutboxRelay");
 
-  const js = nc.jetstream({ timeout: publishTimeoutMs });
-  const selectBatch = db.sqlite.prepare("SELECT seq, event_id, subject, type, payload, headers FROM event_outbox ORDER BY seq LIMIT ?");
-  const deleteRow = db.sqlite.prepare("DELETE FROM event_outbox WHERE seq = ?");
+  const selectAfter = db.sqlite.prepare("SELECT seq, event_id, subject, payload, headers FROM event_outbox WHERE seq > ? ORDER BY seq LIMIT ?");
+  const deleteRange = db.sqlite.prepare("DELETE FROM event_outbox WHERE seq BETWEEN ? AND ?");
   const lastSeq = db.sqlite.prepare("SELECT max(seq) FROM event_outbox").pluck();
   const anyUpTo = db.sqlite.prepare("SELECT EXISTS (SELECT 1 FROM event_outbox WHERE seq <= ?)").pluck();
 
   let stopping = false;
   let woken = false;
-  let pause: { readonly wakeable: boolean; end(): void } | undefined;
+  /** Ends the current wait of the run loop early; set while it waits. */
+  let interrupt: ((why: "wake" | "ack") => void) | undefined;
   let flushers: Flusher[] = [];
   let published = 0;
   let duplicates = 0;
 
+  /** Events sent and not yet answered, in sending order. */
+  const inFlight = new Map<number, Sent>();
+  /** Answered since the loop last looked: acknowledged ones, and the first failure. */
+  let acked: Sent[] = [];
+  let ackedDuplicates = 0;
+  let failures = 0;
+  let firstFailure: string | undefined;
+  /** The highest seq sent in this pass; the next select starts after it. */
+  let cursor = 0;
+
+  // The connection's inbox prefix, so the account permissions that let requests through let PubAcks through too.
+  const replyPrefix = createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
+  const settle = (seq: number, outcome: AckOutcome): void => {
+    const sent = inFlight.get(seq);
+    // Late answers to a send that already timed out: the event is sent again and deduplicated.
+    if (!sent) return;
+    inFlight.delete(seq);
+    if (outcome.ok) {
+      acked.push(sent);
+      if (outcome.duplicate) ackedDuplicates++;
+    } else {
+      failures++;
+      firstFailure ??= outcome.error;
+    }
+    interrupt?.("ack");
+  };
+  const acks: Subscription = nc.subscribe(`${replyPrefix}.*`, {
+    callback: (err, msg) => {
+      if (err) return;
+      settle(Number(msg.subject.slice(replyPrefix.length + 1)), readAck(msg));
+    },
+  });
+  const timeoutCheck = setInterval(
+    () => {
+      const expired = Date.now() - publishTimeoutMs;
+      for (const sent of inFlight.values()) {
+        if (sent.sentAt > expired) break;
+        settle(sent.seq, { ok: false, error: `no PubAck within ${publishTimeoutMs} ms` });
+      }
+    },
+    Math.max(10, Math.floor(publishTimeoutMs / 4)),
+  );
+  timeoutCheck.unref();
+
   const wake = (): void => {
     woken = true;
-    if (pause?.wakeable) pause.end();
+    interrupt?.("wake");
   };
-  // A wake-up cuts the idle sweep short, never a backoff: commits must not turn retries into a busy loop.
-  const sleep = (ms: number, wakeable: boolean): Promise<void> => {
-    if (stopping || (wakeable && woken)) return Promise.resolve();
+  /** Waits for `ms`, or less when ended by what `by` allows; `stop` (default true) means stopping ends it. */
+  const wait = (ms: number, by: { wake: boolean; ack: boolean; stop?: boolean }): Promise<void> => {
+    if ((stopping && by.stop !== false) || (by.wake && woken)) return Promise.resolve();
     return new Promise((resolve) => {
       const end = () => {
         clearTimeout(timer);
-        pause = undefined;
+        interrupt = undefined;
         resolve();
       };
-      const timer = setTimeout(end, ms);
-      pause = { wakeable, end };
+      const timer = ms === Number.POSITIVE_INFINITY ? undefined : setTimeout(end, ms);
+      interrupt = (why) => {
+        if (why === "wake" ? by.wake : by.ack) end();
+      };
+      stopWaiting = by.stop === false ? undefined : end;
     });
   };
+  let stopWaiting: (() => void) | undefined;
+
   const settleFlushers = (): void => {
     if (flushers.length === 0) return;
     flushers = flushers.filter((f) => {
@@ -126,40 +226,52 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     });
   };
 
-  /** Publishes one window; says whether any event got through and whether any failed. */
-  const publishWindow = async (rows: OutboxRow[]): Promise<{ progressed: boolean; failed: boolean }> => {
-    const results = await Promise.allSettled(
-      rows.map(async (row): Promise<PubAck> => js.publish(row.subject, row.payload, { msgID: row.event_id, headers: toNatsHeaders(JSON.parse(row.headers)) })),
-    );
-    const acked: OutboxRow[] = [];
-    let dup = 0;
-    let firstError: unknown;
-    results.forEach((result, i) => {
-      if (result.status === "fulfilled") {
-        acked.push(rows[i]);
-        if (result.value.duplicate) dup += 1;
-      } else firstError ??= result.reason;
-    });
-    const failed = acked.length < rows.length;
-    if (failed) {
-      logger.warn(
-        { err: firstError, failed: rows.length - acked.length, acknowledged: acked.length },
-        "publishing outbox events failed; they stay in the outbox and are retried",
-      );
+  /** Sends events after the cursor until the window is full or the outbox has no more. */
+  const sendMore = (): void => {
+    while (inFlight.size < maxInFlight) {
+      const rows = selectAfter.all(cursor, maxInFlight - inFlight.size) as OutboxRow[];
+      if (rows.length === 0) return;
+      for (const row of rows) {
+        cursor = row.seq;
+        const sent: Sent = { seq: row.seq, eventId: row.event_id, sentAt: Date.now() };
+        inFlight.set(row.seq, sent);
+        try {
+          nc.publish(row.subject, row.payload, { reply: `${replyPrefix}.${row.seq}`, headers: wireHeadersOf(row) });
+        } catch (err) {
+          settle(row.seq, { ok: false, error: (err as Error).message });
+          return;
+        }
+      }
     }
-    if (acked.length === 0) return { progressed: false, failed };
+  };
+
+  /** Deletes what was acknowledged since the last call; says whether any was. */
+  const markAcked = (): boolean => {
+    if (acked.length === 0) return false;
+    const done = acked;
+    const dup = ackedDuplicates;
+    acked = [];
+    ackedDuplicates = 0;
     try {
-      beforeMarkSent?.(acked.map((row) => row.event_id));
+      beforeMarkSent?.(done.map((s) => s.eventId));
+      const seqs = done.map((s) => s.seq).sort((a, b) => a - b);
       db.transaction(() => {
-        for (const row of acked) deleteRow.run(row.seq);
+        // Every seq of a run of consecutive numbers was acknowledged, so one range covers exactly those rows.
+        let from = seqs[0];
+        for (let i = 1; i <= seqs.length; i++) {
+          if (i < seqs.length && seqs[i] === seqs[i - 1] + 1) continue;
+          deleteRange.run(from, seqs[i - 1]);
+          from = seqs[i];
+        }
       });
     } catch (err) {
-      logger.error({ err, events: acked.length }, "marking published outbox events failed; they will be published again (JetStream drops the copies)");
-      return { progressed: false, failed: true };
+      logger.error({ err, events: done.length }, "marking published outbox events failed; they will be published again (JetStream drops the copies)");
+      failures++;
+      return false;
     }
-    published += acked.length;
+    published += done.length;
     duplicates += dup;
-    return { progressed: true, failed };
+    return true;
   };
 
   // nats.js drops what is published while disconnected, so the relay waits for the reconnect instead
@@ -178,45 +290,65 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
 
   const run = async (): Promise<void> => {
     let retryMs = retryMinMs;
-    // After a pass where nothing got through, ask JetStream whether it answers before sending a whole window.
+    // After a pass where something failed, ask JetStream whether it answers before sending again.
     let probe = false;
     while (!stopping) {
-      // Commits wake the relay here too; only the reconnect (or the deadline) ends the wait.
       const until = Date.now() + retryMaxMs;
       while (!connected && !stopping && Date.now() < until) {
         woken = false;
-        await sleep(until - Date.now(), true);
+        await wait(until - Date.now(), { wake: true, ack: false });
       }
       if (stopping) break;
       if (nc.isClosed()) {
         logger.warn("the NATS connection is closed; the outbox relay stops and events stay in the outbox");
         break;
       }
-      woken = false;
-      let outcome: { progressed: boolean; failed: boolean };
-      try {
-        if (probe) await nc.jetstreamManager({ timeout: publishTimeoutMs });
-        const rows = selectBatch.all(maxInFlight) as OutboxRow[];
-        if (rows.length === 0) {
-          settleFlushers();
-          await sleep(sweepIntervalMs, true);
+      if (probe) {
+        try {
+          await nc.jetstreamManager({ timeout: publishTimeoutMs });
+          probe = false;
+        } catch (err) {
+          logger.warn({ err, retryInMs: retryMs }, "the outbox relay cannot reach JetStream; retrying");
+          await wait(retryMs, { wake: false, ack: false });
+          retryMs = Math.min(retryMs * 2, retryMaxMs);
           continue;
         }
-        outcome = await publishWindow(rows);
+      }
+      woken = false;
+      // With nothing in flight every row left is unsent; starting over also finds a seq used again (see outboxMigrations).
+      if (inFlight.size === 0) cursor = 0;
+      try {
+        if (failures === 0) sendMore();
       } catch (err) {
-        logger.warn({ err, retryInMs: retryMs }, "the outbox relay cannot reach JetStream or the database; retrying");
-        outcome = { progressed: false, failed: true };
+        logger.warn({ err, retryInMs: retryMs }, "the outbox relay cannot read the database; retrying");
+        failures++;
       }
+      if (inFlight.size === 0 && failures === 0) {
+        settleFlushers();
+        await wait(sweepIntervalMs, { wake: true, ack: false });
+        continue;
+      }
+      // Answers (or, while nothing failed, new commits) end the wait; the timeout check bounds it.
+      if (inFlight.size > 0) await wait(Number.POSITIVE_INFINITY, { wake: failures === 0, ack: true });
+      // Answers still coming: let those of the next read join this mark.
+      if (inFlight.size > 0) await new Promise((r) => setImmediate(r));
+      const progressed = markAcked();
       settleFlushers();
-      if (outcome.progressed) {
-        probe = false;
-        retryMs = retryMinMs;
-      } else if (outcome.failed) {
+      if (failures > 0 && inFlight.size === 0) {
+        logger.warn(
+          { failed: failures, reason: firstFailure, retryInMs: retryMs },
+          "publishing outbox events failed; they stay in the outbox and are retried",
+        );
+        failures = 0;
+        firstFailure = undefined;
         probe = true;
-        await sleep(retryMs, false);
+        await wait(retryMs, { wake: false, ack: false });
         retryMs = Math.min(retryMs * 2, retryMaxMs);
-      }
+      } else if (progressed && failures === 0) retryMs = retryMinMs;
     }
+    // Stopping: the events in flight get their answers or time out; what was acknowledged is marked.
+    while (inFlight.size > 0 && !nc.isClosed()) await wait(Number.POSITIVE_INFINITY, { wake: false, ack: true, stop: false });
+    markAcked();
   };
 
   const rejectFlushers = (): void => {
@@ -229,6 +361,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     .catch((err) => logger.error({ err }, "the outbox relay stopped unexpectedly"))
     .finally(() => {
       stopping = true;
+      clearInterval(timeoutCheck);
+      if (!nc.isClosed()) acks.unsubscribe();
       rejectFlushers();
     });
   let stopped: Promise<void> | undefined;
@@ -248,7 +382,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         stopping = true;
         unsubscribe();
         (statuses as { stop?: () => void }).stop?.();
-        pause?.end();
+        stopWaiting?.();
         await done;
       })();
       return stopped;

@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
 import { sampleStream, ThingHappened } from "../../test/support/sample-events.js";
-import { readStream } from "../../test/support/streams.js";
+import { eventually, readStream } from "../../test/support/streams.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { createLogger } from "../log/index.js";
 import { openDatabase, type Database } from "../sql/index.js";
@@ -103,10 +103,28 @@ describe("outbox and relay", () => {
     const ids = db.transaction(() => Array.from({ length: 10 }, (_, i) => outbox.add(sample.event, { thingId: `t-${i}`, note: "" })));
     await relay.flush();
 
-    expect(crashes).toBe(2);
-    expect(relay.stats()).toEqual({ published: 10, duplicates: 10 });
+    // The first mark fails, so the events it covered (those whose PubAcks came in the first read) go out again.
+    expect(crashes).toBeGreaterThanOrEqual(2);
+    const { published, duplicates } = relay.stats();
+    expect(published).toBe(10);
+    expect(duplicates).toBeGreaterThanOrEqual(1);
+    expect(outbox.pending()).toBe(0);
     const stored = await readStream(bus.jsm, sample.stream.name);
     expect(stored.map((m) => m.headers.get("ce-id"))).toEqual(ids);
+  });
+
+  it("keeps an event no stream captures, publishes the ones after it, and sends it once a stream does", async () => {
+    const { sample, db, outbox } = await setup("captured");
+    const orphan = sampleStream("uncaptured");
+    const relay = startRelay(db, { sweepIntervalMs: 100 });
+    const lost = db.transaction(() => outbox.add(orphan.event, { thingId: "t-0", note: "" }));
+    const later = db.transaction(() => outbox.add(sample.event, { thingId: "t-1", note: "" }));
+    await eventually("the captured event is published", async () => (await bus.jsm.streams.info(sample.stream.name)).state.messages === 1);
+    expect(outbox.pending()).toBe(1);
+    await ensureStreams(bus.jsm, [orphan.stream]);
+    await relay.flush();
+    expect((await readStream(bus.jsm, orphan.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([lost]);
+    expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([later]);
   });
 
   it("publishes many events pipelined, in commit order", async () => {
@@ -118,6 +136,30 @@ describe("outbox and relay", () => {
     const stored = await readStream(bus.jsm, sample.stream.name);
     expect(stored.map((m) => m.headers.get("ce-id"))).toEqual(ids);
     expect(relay.stats().duplicates).toBe(0);
+  });
+
+  it("publishes rows stored before the lean table (JSON headers) with the same headers", async () => {
+    const sample = sampleStream("legacy");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const path = join(dir, "legacy.db");
+    const old = openDatabase({ path, migrations: outboxMigrations.slice(0, 1) });
+    const id = "0190a5b4-7c4e-7d3e-9f1a-123456789abc";
+    const headers = { "ce-specversion": "1.0", "ce-id": id, "ce-type": sample.event.typeName, "ce-source": "things", "content-type": "application/protobuf" };
+    old.sqlite
+      .prepare("INSERT INTO event_outbox (event_id, subject, type, payload, headers, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+      .run(id, "test.legacy.thing.t-1.happened", sample.event.typeName, Buffer.from(ThingHappened.encode({ thingId: "t-1", note: "old" }).finish()), JSON.stringify(headers), Date.now());
+    old.close();
+
+    const db = openDatabase({ path, migrations: outboxMigrations });
+    cleanups.push(() => db.close());
+    const outbox = createOutbox({ db, source: "things" });
+    const newer = db.transaction(() => outbox.add(sample.event, { thingId: "t-2", note: "new" }));
+    await startRelay(db).flush();
+    const stored = await readStream(bus.jsm, sample.stream.name);
+    expect(stored.map((m) => m.headers.get("ce-id"))).toEqual([id, newer]);
+    expect(stored.map((m) => m.headers.get("Nats-Msg-Id"))).toEqual([id, newer]);
+    expect(stored[0].headers.get("ce-source")).toBe("things");
+    expect(ThingHappened.decode(stored[0].data).note).toBe("old");
   });
 
   it("leaves events for the next start once stopped", async () => {

@@ -1,5 +1,5 @@
 import type { Database, Migration } from "../sql/index.js";
-import { encodeEvent } from "./cloud-events.js";
+import { encodeEvent, encodeHeaderBlock } from "./cloud-events.js";
 import { validateSource } from "./publisher.js";
 import type { EventDescriptor } from "./types.js";
 
@@ -7,6 +7,14 @@ import type { EventDescriptor } from "./types.js";
  * The outbox table: events wait here, committed with the state change they
  * describe, until the relay has them acknowledged by JetStream. `seq` gives the
  * publishing order; SQLite serialises writers, so it is also commit order.
+ * `headers` holds the NATS header block as sent (CloudEvents headers plus
+ * Nats-Msg-Id); rows written before 0003 hold a JSON object.
+ *
+ * 0003 keeps the table lean, as every commit that emits an event writes it:
+ * no AUTOINCREMENT (its sqlite_sequence row is one more page per commit) and
+ * no index on event_id (ids are UUIDv7, unique by construction, and nothing
+ * looks rows up by id). Without AUTOINCREMENT a seq can be used again once
+ * every row above it is gone; the relay allows for that.
  */
 export const outboxMigrations: Migration[] = [
   {
@@ -21,6 +29,23 @@ export const outboxMigrations: Migration[] = [
         headers    TEXT    NOT NULL,
         created_at INTEGER NOT NULL
       );
+    `,
+  },
+  {
+    id: "events_0003_outbox_lean",
+    sql: `
+      CREATE TABLE event_outbox_lean (
+        seq        INTEGER PRIMARY KEY,
+        event_id   TEXT    NOT NULL,
+        subject    TEXT    NOT NULL,
+        type       TEXT    NOT NULL,
+        payload    BLOB    NOT NULL,
+        headers    BLOB    NOT NULL,
+        created_at INTEGER NOT NULL
+      );
+      INSERT INTO event_outbox_lean SELECT seq, event_id, subject, type, payload, headers, created_at FROM event_outbox;
+      DROP TABLE event_outbox;
+      ALTER TABLE event_outbox_lean RENAME TO event_outbox;
     `,
   },
 ];
@@ -68,7 +93,8 @@ export function createOutbox(options: OutboxOptions): Outbox {
       }
       const event = encodeEvent(descriptor, message, { source, traceparent: addOptions.traceparent });
       const payload = Buffer.from(event.payload.buffer, event.payload.byteOffset, event.payload.byteLength);
-      insert.run(event.id, event.subject, event.type, payload, JSON.stringify(event.headers), Date.now());
+      const headers = encodeHeaderBlock({ ...event.headers, "Nats-Msg-Id": event.id });
+      insert.run(event.id, event.subject, event.type, payload, headers, Date.now());
       db.afterCommit(wake);
       return event.id;
     },
