@@ -195,8 +195,11 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   );
   timeoutCheck.unref();
 
+  /** Whether rows after the cursor may exist: a select that came back short says no, until the next commit or sweep. */
+  let maybeMore = true;
   const wake = (): void => {
     woken = true;
+    maybeMore = true;
     interrupt?.("wake");
   };
   /** Waits for `ms`, or less when ended by what `by` allows; `stop` (default true) means stopping ends it. */
@@ -228,9 +231,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
 
   /** Sends events after the cursor until the window is full or the outbox has no more. */
   const sendMore = (): void => {
-    while (inFlight.size < maxInFlight) {
-      const rows = selectAfter.all(cursor, maxInFlight - inFlight.size) as OutboxRow[];
-      if (rows.length === 0) return;
+    while (maybeMore && inFlight.size < maxInFlight) {
+      const limit = maxInFlight - inFlight.size;
+      const rows = selectAfter.all(cursor, limit) as OutboxRow[];
+      if (rows.length < limit) maybeMore = false;
       for (const row of rows) {
         cursor = row.seq;
         const sent: Sent = { seq: row.seq, eventId: row.event_id, sentAt: Date.now() };
@@ -326,6 +330,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       if (inFlight.size === 0 && failures === 0) {
         settleFlushers();
         await wait(sweepIntervalMs, { wake: true, ack: false });
+        maybeMore = true;
         continue;
       }
       // Answers (or, while nothing failed, new commits) end the wait; the timeout check bounds it.
@@ -341,6 +346,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         );
         failures = 0;
         firstFailure = undefined;
+        maybeMore = true;
         probe = true;
         await wait(retryMs, { wake: false, ack: false });
         retryMs = Math.min(retryMs * 2, retryMaxMs);
