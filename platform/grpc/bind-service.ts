@@ -106,44 +106,76 @@ function unaryHandler(
     } catch (err) {
       return finish(err);
     }
-    // grpc-js also reports "cancelled" after a call completes; only a cancel before then aborts the signal.
-    // The AbortController is made only for handlers that read `signal`: most never do.
-    let done = false;
-    let cancelled = false;
-    let controller: AbortController | undefined;
-    const cancelReason = () => new StatusError(status.CANCELLED, "the call was cancelled");
-    const onCancelled = (): void => {
-      if (done) return;
-      cancelled = true;
-      controller?.abort(cancelReason());
-    };
-    call.once("cancelled", onCancelled);
-    const deadline = call.getDeadline();
-    const context: CallContext = {
-      method: method.path,
-      deadline: deadline instanceof Date ? deadline : Number.isFinite(deadline) ? new Date(deadline) : undefined,
-      get signal() {
-        if (!controller) {
-          controller = new AbortController();
-          if (cancelled) controller.abort(cancelReason());
-        }
-        return controller.signal;
-      },
-      metadata: call.metadata,
-      traceparent: headerOf(call.metadata, "traceparent"),
-      log,
-      parentCall: call,
-    };
-    const settle = (err: unknown, response?: unknown): void => {
-      done = true;
-      call.removeListener("cancelled", onCancelled);
-      finish(err, response);
-    };
+    const context = new UnaryCallContext(method.path, call, log);
     fn(request, context).then(
-      (response) => settle(undefined, response),
-      (err) => settle(err),
+      (response) => {
+        context.end();
+        finish(undefined, response);
+      },
+      (err) => {
+        context.end();
+        finish(err);
+      },
     );
   };
+}
+
+const cancelReason = () => new StatusError(status.CANCELLED, "the call was cancelled");
+
+/**
+ * The CallContext of one unary call. Most handlers read none of deadline,
+ * traceparent or signal, so each is worked out on first use, and only a
+ * handler that reads `signal` pays for an AbortController and a listener.
+ */
+class UnaryCallContext implements CallContext {
+  private controller: AbortController | undefined;
+  private onCancelled: (() => void) | undefined;
+  private done = false;
+  private deadlineValue: Date | undefined | null = null;
+  private traceparentValue: string | undefined | null = null;
+
+  constructor(
+    readonly method: string,
+    private readonly call: ServerUnaryCall<Buffer, unknown>,
+    readonly log: Logger,
+  ) {}
+
+  get metadata(): Metadata {
+    return this.call.metadata;
+  }
+  get parentCall(): ServerUnaryCall<unknown, unknown> {
+    return this.call as ServerUnaryCall<unknown, unknown>;
+  }
+  get deadline(): Date | undefined {
+    if (this.deadlineValue === null) {
+      const deadline = this.call.getDeadline();
+      this.deadlineValue = deadline instanceof Date ? deadline : Number.isFinite(deadline) ? new Date(deadline) : undefined;
+    }
+    return this.deadlineValue;
+  }
+  get traceparent(): string | undefined {
+    if (this.traceparentValue === null) this.traceparentValue = headerOf(this.call.metadata, "traceparent");
+    return this.traceparentValue;
+  }
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      const controller = (this.controller = new AbortController());
+      // grpc-js also reports "cancelled" after a call completes; only a cancel before then aborts the signal.
+      if (this.call.cancelled && !this.done) controller.abort(cancelReason());
+      else if (!this.done) {
+        this.onCancelled = () => {
+          if (!this.done) controller.abort(cancelReason());
+        };
+        this.call.once("cancelled", this.onCancelled);
+      }
+    }
+    return this.controller.signal;
+  }
+  /** The handler has settled: later cancellations are not the handler's concern. */
+  end(): void {
+    this.done = true;
+    if (this.onCancelled) this.call.removeListener("cancelled", this.onCancelled);
+  }
 }
 
 function headerOf(metadata: Metadata, key: string): string | undefined {

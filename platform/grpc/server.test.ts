@@ -1,7 +1,7 @@
-import { status } from "@grpc/grpc-js";
+import { Client, credentials, Metadata, status } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
-import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { GetProductRequest, ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { createLogger } from "../log/index.js";
 import type { ServiceImpl } from "./bind-service.js";
 import { createClient } from "./client.js";
@@ -78,6 +78,42 @@ describe("createGrpcServer", () => {
     const err = await client.getProduct({ id: product.id }).catch((e) => e);
     expect(err.code).toBe(status.INTERNAL);
     expect(err.details).toBe("internal error");
+    client.close();
+  });
+
+  it("gives the handler the caller's deadline and trace context, and aborts its signal when the caller cancels", async () => {
+    let started!: () => void;
+    const callStarted = new Promise<void>((r) => (started = r));
+    const seen: { deadline?: Date; traceparent?: string; aborted?: unknown } = {};
+    const aborted = new Promise<void>((resolve) => {
+      server = createGrpcServer({ descriptorSet, logger });
+      server.addService(ProductServiceService, impl(async (_req, context) => {
+        seen.deadline = context.deadline;
+        seen.traceparent = context.traceparent;
+        context.signal.addEventListener("abort", () => {
+          seen.aborted = context.signal.reason;
+          resolve();
+        });
+        started();
+        return new Promise<never>(() => undefined);
+      }));
+    });
+    const { port } = await server!.start("127.0.0.1:0");
+    const client = new Client(`127.0.0.1:${port}`, credentials.createInsecure());
+    const metadata = new Metadata();
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    metadata.set("traceparent", traceparent);
+    const deadline = Date.now() + 10_000;
+    const request = Buffer.from(GetProductRequest.encode({ id: product.id }).finish());
+    const identity = (b: Buffer) => b;
+    const call = client.makeUnaryRequest(ProductServiceService.getProduct.path, identity, identity, request, metadata, { deadline }, () => undefined);
+    await callStarted;
+    call.cancel();
+    await aborted;
+    expect(seen.traceparent).toBe(traceparent);
+    expect(Math.abs(seen.deadline!.getTime() - deadline)).toBeLessThan(1_000);
+    expect(seen.aborted).toBeInstanceOf(StatusError);
+    expect((seen.aborted as StatusError).code).toBe(status.CANCELLED);
     client.close();
   });
 

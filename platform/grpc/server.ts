@@ -60,7 +60,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const readinessIntervalMs = option(options.readinessIntervalMs, 2_000, "readinessIntervalMs", (v) => positive(v) && v > 0);
   const { logger, readinessCheck } = options;
 
-  const channelOptions: ChannelOptions = { "grpc.max_receive_message_length": maxReceive };
+  // No channelz service is exposed, so its per-call counters and timestamps are switched off.
+  const channelOptions: ChannelOptions = { "grpc.max_receive_message_length": maxReceive, "grpc.enable_channelz": 0 };
   const server = new Server(channelOptions);
   const validator = createRequestValidator(options.descriptorSet);
   const serviceNames: string[] = [];
