@@ -3,7 +3,7 @@ import type { Logger } from "../log/index.js";
 import type { Database } from "../sql/index.js";
 import { headersRecord } from "./cloud-events.js";
 import { deadLetter, deadLetterPrefix, deadLetterStreamSpec } from "./dead-letter.js";
-import type { Delivery, DeliveryHandler, Settlement } from "./delivery.js";
+import { isPending, type Delivery, type DeliveryHandler, type Settlement } from "./delivery.js";
 import { typedHandler, type ConsumerBinding } from "./event-handler.js";
 import { createInbox } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
@@ -154,31 +154,46 @@ function deliveryOf(msg: JsMsg, consumer: string): Delivery {
  * (group commit), each event in its own savepoint so a failing handler rolls
  * back only itself, in stream order; then settles them all. The pipeline's
  * database work runs synchronously when it is called, so it all lands inside
- * the transaction; dead-lettering and other async steps finish after commit.
+ * the transaction. Settlements known at once are sent right after the commit,
+ * in the same tick, so nats.js writes them together with the events the
+ * handlers emitted (the relay publishes those a microtask later); only
+ * dead-lettering finishes after that.
  */
 async function handleBatch(batch: readonly JsMsg[], pipeline: DeliveryHandler, consumer: string, db: Database, logger: Logger): Promise<void> {
-  let pending: Promise<Settlement>[] = [];
+  let results: Array<Settlement | Promise<Settlement>> = [];
   try {
     db.transaction(() => {
-      pending = batch.map((msg) => pipeline(deliveryOf(msg, consumer)));
+      results = batch.map((msg) => {
+        try {
+          return pipeline(deliveryOf(msg, consumer));
+        } catch (err) {
+          return Promise.reject(err);
+        }
+      });
     });
   } catch (err) {
     // The commit itself failed: nothing of the batch is recorded, so all of it comes again.
-    for (const p of pending) p.catch(() => undefined);
+    for (const r of results) if (isPending(r)) r.catch(() => undefined);
     logger.error({ err, events: batch.length }, "committing a batch of events failed; they will be redelivered");
     for (const msg of batch) msg.nak(1_000);
     return;
   }
-  const settlements = await Promise.all(
-    pending.map((p, i) =>
-      p.catch((err: unknown): Settlement => {
-        // Only a bug in the pipeline gets here; redeliver rather than lose the event.
-        logger.error({ err, streamSequence: batch[i].info.streamSequence }, "the consumer pipeline failed; the event will be redelivered");
-        return { kind: "retry", delayMs: 1_000 };
-      }),
-    ),
-  );
-  settlements.forEach((settlement, i) => (settlement.kind === "ack" ? batch[i].ack() : batch[i].nak(settlement.delayMs)));
+  const settle = (msg: JsMsg, settlement: Settlement): void => (settlement.kind === "ack" ? msg.ack() : msg.nak(settlement.delayMs));
+  const waiting: Promise<void>[] = [];
+  results.forEach((result, i) => {
+    if (!isPending(result)) return settle(batch[i], result);
+    waiting.push(
+      result.then(
+        (settlement) => settle(batch[i], settlement),
+        (err: unknown) => {
+          // Only a bug in the pipeline gets here; redeliver rather than lose the event.
+          logger.error({ err, streamSequence: batch[i].info.streamSequence }, "the consumer pipeline failed; the event will be redelivered");
+          batch[i].nak(1_000);
+        },
+      ),
+    );
+  });
+  if (waiting.length > 0) await Promise.all(waiting);
 }
 
 /**

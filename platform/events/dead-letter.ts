@@ -1,7 +1,7 @@
 import type { JetStreamClient } from "nats";
 import type { Logger } from "../log/index.js";
 import { toNatsHeaders } from "./cloud-events.js";
-import type { Delivery, DeliveryMiddleware } from "./delivery.js";
+import { isPending, type Delivery, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 import type { StreamSpec } from "./types.js";
 
 /**
@@ -61,31 +61,37 @@ export function deadLetter(options: DeadLetterOptions): DeliveryMiddleware {
   const { js, dlqStream, logger } = options;
   const retryDelayMs = options.retryDelayMs ?? 1_000;
   deadLetterPrefix(dlqStream);
-  return (next) => async (delivery) => {
+  const file = async (err: unknown, delivery: Delivery): Promise<Settlement> => {
+    const reason = reasonOf(err);
+    const subject = deadLetterSubject(dlqStream, delivery.stream, delivery.consumer);
     try {
-      return await next(delivery);
-    } catch (err) {
-      const reason = reasonOf(err);
-      const subject = deadLetterSubject(dlqStream, delivery.stream, delivery.consumer);
-      try {
-        // One id per source message and consumer: a crash between this publish and the ack cannot file it twice.
-        await js.publish(subject, delivery.data, {
-          headers: toNatsHeaders(deadLetterHeadersFor(delivery, reason)),
-          msgID: `${delivery.stream}.${delivery.streamSequence}.${delivery.consumer}`,
-        });
-      } catch (publishErr) {
-        logger.error(
-          { err: publishErr, reason, consumer: delivery.consumer, streamSequence: delivery.streamSequence, retryInMs: retryDelayMs },
-          "publishing to the dead letter stream failed; the event will be redelivered",
-        );
-        return { kind: "retry", delayMs: retryDelayMs };
-      }
+      // One id per source message and consumer: a crash between this publish and the ack cannot file it twice.
+      await js.publish(subject, delivery.data, {
+        headers: toNatsHeaders(deadLetterHeadersFor(delivery, reason)),
+        msgID: `${delivery.stream}.${delivery.streamSequence}.${delivery.consumer}`,
+      });
+    } catch (publishErr) {
       logger.error(
-        { err, consumer: delivery.consumer, stream: delivery.stream, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject },
-        "event sent to the dead letter stream",
+        { err: publishErr, reason, consumer: delivery.consumer, streamSequence: delivery.streamSequence, retryInMs: retryDelayMs },
+        "publishing to the dead letter stream failed; the event will be redelivered",
       );
-      return { kind: "ack" };
+      return { kind: "retry", delayMs: retryDelayMs };
     }
+    logger.error(
+      { err, consumer: delivery.consumer, stream: delivery.stream, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject },
+      "event sent to the dead letter stream",
+    );
+    return { kind: "ack" };
+  };
+  return (next) => (delivery) => {
+    let result;
+    try {
+      result = next(delivery);
+    } catch (err) {
+      // After the batch's commit (a microtask later), like every other effect that leaves the process.
+      return Promise.resolve().then(() => file(err, delivery));
+    }
+    return isPending(result) ? result.catch((err: unknown) => file(err, delivery)) : result;
   };
 }
 

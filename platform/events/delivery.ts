@@ -21,8 +21,19 @@ export interface Delivery {
 /** Ack removes the message from the consumer's pending set; retry asks for redelivery after a delay. */
 export type Settlement = { readonly kind: "ack" } | { readonly kind: "retry"; readonly delayMs: number };
 
-/** Handles one delivery: resolves with its settlement, or throws to let an outer middleware decide. */
-export type DeliveryHandler = (delivery: Delivery) => Promise<Settlement>;
+/**
+ * Handles one delivery: returns its settlement, or throws to let an outer
+ * middleware decide. A step that can decide at once returns the settlement
+ * itself; only a step that must wait (publishing a dead letter) returns a
+ * promise. The consumer settles what is known as soon as the batch commits,
+ * so acks leave in the same write as the events the handlers emitted.
+ */
+export type DeliveryHandler = (delivery: Delivery) => Settlement | Promise<Settlement>;
+
+/** Whether a handler's result still has to be awaited. */
+export function isPending(result: Settlement | Promise<Settlement>): result is Promise<Settlement> {
+  return typeof (result as Promise<Settlement>).then === "function";
+}
 
 /** Wraps a handler with one concern (retry, dead letter, ...). */
 export type DeliveryMiddleware = (next: DeliveryHandler) => DeliveryHandler;

@@ -60,7 +60,7 @@ export interface TypedHandlerOptions<T> {
 export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandler {
   const { binding, inbox, outbox, logger } = options;
   const { spec, descriptor } = binding;
-  return async (delivery) => {
+  return (delivery) => {
     const type = headerValue(delivery.headers, eventHeaders.type);
     if (type !== spec.eventType) {
       throw new UnprocessableEventError(`consumer ${spec.durable} takes ${spec.eventType}, but the message's ce-type is ${type === undefined ? "missing" : JSON.stringify(type)}`);

@@ -1,5 +1,5 @@
 import type { Logger } from "../log/index.js";
-import { UnprocessableEventError, type DeliveryMiddleware } from "./delivery.js";
+import { isPending, UnprocessableEventError, type Delivery, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 
 export interface RetryOptions {
   /** Attempts in all; the error of the last one propagates (to the dead letter middleware). */
@@ -16,18 +16,23 @@ export interface RetryOptions {
  */
 export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
   const { maxDeliver, backoffMs, logger } = options;
-  return (next) => async (delivery) => {
+  const onFailure = (err: unknown, delivery: Delivery): Settlement => {
+    if (err instanceof UnprocessableEventError || delivery.deliveryCount >= maxDeliver) throw err;
+    const delayMs = backoffDelay(backoffMs, delivery.deliveryCount);
+    logger.warn(
+      { err, consumer: delivery.consumer, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, maxDeliver, retryInMs: delayMs },
+      "event handler failed; retrying",
+    );
+    return { kind: "retry", delayMs };
+  };
+  return (next) => (delivery) => {
+    let result;
     try {
-      return await next(delivery);
+      result = next(delivery);
     } catch (err) {
-      if (err instanceof UnprocessableEventError || delivery.deliveryCount >= maxDeliver) throw err;
-      const delayMs = backoffDelay(backoffMs, delivery.deliveryCount);
-      logger.warn(
-        { err, consumer: delivery.consumer, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, maxDeliver, retryInMs: delayMs },
-        "event handler failed; retrying",
-      );
-      return { kind: "retry", delayMs };
+      return onFailure(err, delivery);
     }
+    return isPending(result) ? result.catch((err: unknown) => onFailure(err, delivery)) : result;
   };
 }
 
