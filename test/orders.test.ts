@@ -1,9 +1,12 @@
+import { join } from "node:path";
 import { Server, ServerCredentials, status } from "@grpc/grpc-js";
+import BetterSqlite3 from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
-import { address, grpcError, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
+import { address, grpcError, quietLogger, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
+import { eventually, readStream } from "./support/streams.js";
 
 const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
 const unknownId = "01890a5d-ac96-774b-bcce-b302099a8057";
@@ -29,7 +32,7 @@ describe("OrderService", () => {
     dir.remove();
   });
 
-  it("prices every line from the product service and stores the order as PENDING", async () => {
+  it("prices every line at its product's current price and stores the order as PENDING", async () => {
     const { order } = await orders.client.createOrder({ customerId: "c-1", lines: [{ productId: teapot, quantity: 2 }, { productId: cup, quantity: 3 }], shippingAddress: address });
     expect(order).toMatchObject({
       customerId: "c-1",
@@ -179,6 +182,107 @@ describe("OrderService when the product service misbehaves", () => {
     } finally {
       await orders.stop();
       slow.forceShutdown();
+    }
+  });
+});
+
+/** The version of a product in the order service's copy of the catalogue, read from its SQLite file; undefined while it is not there. */
+function catalogVersionOf(ordersDatabasePath: string, productId: string): number | undefined {
+  const db = new BetterSqlite3(ordersDatabasePath, { readonly: true, fileMustExist: true });
+  try {
+    return db.prepare<[string], number>("SELECT version FROM product_catalog WHERE product_id = ?").pluck().get(productId);
+  } finally {
+    db.close();
+  }
+}
+
+describe("OrderService's copy of the product catalogue", () => {
+  // One logger for every service started here: each logger adds a process exit hook.
+  const logger = quietLogger("catalogue-tests");
+
+  /** nats-server and the product service in a temp dir; `startOrders` adds the order service when the test is ready for it. */
+  async function startCatalogueShop() {
+    const dir = tempDir();
+    const nats = await startNatsServer({ storeDir: join(dir.path, "nats") });
+    const products = await startTestProducts(dir.path, nats.url, { logger });
+    let orders: RunningOrders | undefined;
+    return {
+      products,
+      async startOrders() {
+        orders = await startTestOrders(dir.path, products.service.address, nats.url, { logger });
+        return orders;
+      },
+      async stop() {
+        await orders?.stop();
+        await products.stop();
+        await nats.stop();
+        dir.remove();
+      },
+    };
+  }
+
+  const placeOrder = (orders: RunningOrders, productId: string) =>
+    orders.client.createOrder({ customerId: "c-catalogue", lines: [{ productId, quantity: 2 }], shippingAddress: address }).then((r) => r.order!);
+
+  it("prices a product it learnt from ProductCreated while the product service is down", async () => {
+    const shop = await startCatalogueShop();
+    try {
+      const orders = await shop.startOrders();
+      const kettle = (await shop.products.client.createProduct({ name: "Kettle", description: "", price: eur(3499), initialStock: 10 })).product!.id;
+      await eventually("the order service has consumed the kettle's ProductCreated", () => catalogVersionOf(orders.databasePath, kettle) === 1);
+      await shop.products.stop();
+      const order = await placeOrder(orders, kettle);
+      expect(order).toMatchObject({ state: OrderState.ORDER_STATE_PENDING, total: eur(2 * 3499), lines: [{ productId: kettle, productName: "Kettle", quantity: 2, unitPrice: eur(3499) }] });
+      // The product service really is gone: a product the catalogue does not know cannot be priced.
+      expect((await grpcError(placeOrder(orders, unknownId))).code).toBe(status.UNAVAILABLE);
+    } finally {
+      await shop.stop();
+    }
+  });
+
+  it("prices later orders at the new price once ProductUpdated has been consumed", async () => {
+    const shop = await startCatalogueShop();
+    try {
+      const orders = await shop.startOrders();
+      const kettle = (await shop.products.client.createProduct({ name: "Kettle", description: "", price: eur(3499), initialStock: 1000 })).product!.id;
+      await eventually("the order service has consumed the kettle's ProductCreated", () => catalogVersionOf(orders.databasePath, kettle) === 1);
+      const first = await placeOrder(orders, kettle);
+      expect(first.lines[0].unitPrice).toEqual(eur(3499));
+      // Let the reservation settle first: it moves the product's version too.
+      await expect.poll(async () => (await orders.client.getOrder({ id: first.id })).order!.state).toBe(OrderState.ORDER_STATE_CONFIRMED);
+      const { version } = (await shop.products.client.getProduct({ id: kettle })).product!;
+      await shop.products.client.updateProduct({ id: kettle, expectedVersion: version, updateMask: ["price", "name"], name: "Kettle XL", description: "", price: eur(3999) });
+      // The kettle is in the catalogue, so the new price can only arrive through ProductUpdated.
+      let later = first;
+      await eventually("an order is priced at the new price", async () => {
+        later = await placeOrder(orders, kettle);
+        return later.lines[0].unitPrice?.amountMinor === 3999;
+      });
+      expect(later).toMatchObject({ total: eur(2 * 3999), lines: [{ productName: "Kettle XL", unitPrice: eur(3999) }] });
+    } finally {
+      await shop.stop();
+    }
+  });
+
+  it("looks up a product it does not know yet in the product service, and keeps it", async () => {
+    const shop = await startCatalogueShop();
+    try {
+      // A product older than the stream's history: its ProductCreated is gone from SHOP_PRODUCTS when the order service starts.
+      const teapot = (await shop.products.client.createProduct({ name: "Old teapot", description: "", price: eur(1250), initialStock: 10 })).product!.id;
+      const jsm = shop.products.service.events.bus.jsm;
+      await eventually("the teapot's ProductCreated is in SHOP_PRODUCTS", async () => (await readStream(jsm, "SHOP_PRODUCTS")).some((e) => e.subject === `shop.products.v1.product.${teapot}.created`));
+      await jsm.streams.purge("SHOP_PRODUCTS");
+      const orders = await shop.startOrders();
+      expect(catalogVersionOf(orders.databasePath, teapot)).toBeUndefined();
+
+      const first = await placeOrder(orders, teapot);
+      expect(first).toMatchObject({ total: eur(2 * 1250), lines: [{ productId: teapot, productName: "Old teapot", unitPrice: eur(1250) }] });
+      expect(catalogVersionOf(orders.databasePath, teapot)).toBe(1);
+      // Now it is local: the next order needs no product service.
+      await shop.products.stop();
+      expect((await placeOrder(orders, teapot)).lines[0].unitPrice).toEqual(eur(1250));
+    } finally {
+      await shop.stop();
     }
   });
 });

@@ -446,6 +446,26 @@ EVENTS_BY_TYPE: Mapping[str, EventSpec] = {e.type_name: e for e in EVENTS}
 SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
     SubscriptionSpec(
         service="shop.orders.v1.OrderService",
+        event="shop.products.v1.ProductCreated",
+        durable="orders-product-created",
+        stream="SHOP_PRODUCTS",
+        filter_subject="shop.products.v1.product.*.created",
+        max_deliver=5,
+        backoff_ms=(1000, 5000, 30000),
+        ack_wait_ms=30000,
+    ),
+    SubscriptionSpec(
+        service="shop.orders.v1.OrderService",
+        event="shop.products.v1.ProductUpdated",
+        durable="orders-product-updated",
+        stream="SHOP_PRODUCTS",
+        filter_subject="shop.products.v1.product.*.updated",
+        max_deliver=5,
+        backoff_ms=(1000, 5000, 30000),
+        ack_wait_ms=30000,
+    ),
+    SubscriptionSpec(
+        service="shop.orders.v1.OrderService",
         event="shop.products.v1.StockReservationFailed",
         durable="orders-stock-reservation-failed",
         stream="SHOP_PRODUCTS",

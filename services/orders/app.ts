@@ -7,9 +7,11 @@ import { bindConsumers, type EventRuntime } from "../../platform/events/index.js
 import { createClient } from "../../platform/grpc/index.js";
 import type { Logger } from "../../platform/log/index.js";
 import { createServiceHost, type RunningService } from "../../platform/runtime/index.js";
+import { createCatalogFeed } from "./events/catalog-feed.js";
 import { orderChangeEvents } from "./events/order-changes.js";
 import { createOrderSaga } from "./events/order-saga.js";
 import { createOrderService } from "./grpc/order-service.js";
+import { createCatalogStore } from "./store/catalog-store.js";
 import { orderMigrations } from "./store/migrations.js";
 import { createOrderStore } from "./store/order-store.js";
 
@@ -22,7 +24,7 @@ export interface OrdersOptions {
   readonly productsAddress: string;
   /** NATS server with JetStream. */
   readonly natsUrl: string;
-  /** Deadline of each product lookup. Default 2 s. */
+  /** Deadline of each lookup of a product the local catalogue does not know yet. Default 2 s. */
   readonly productsTimeoutMs?: number;
   readonly logger: Logger;
   readonly shutdownTimeoutMs?: number;
@@ -33,13 +35,19 @@ export interface RunningOrders extends RunningService {
   readonly events: EventRuntime;
 }
 
-/** Starts the order service: orders over gRPC (priced by the product service), and the order side of the saga. */
+/**
+ * Starts the order service: orders over gRPC, priced from its own copy of the
+ * catalogue (fed by the product events, with the product service asked only
+ * for products it does not know yet), and the order side of the saga.
+ */
 export async function startOrders(options: OrdersOptions): Promise<RunningOrders> {
   const { productsAddress, productsTimeoutMs = 2_000, ...hostOptions } = options;
   const host = await createServiceHost({ name: "orders", migrations: orderMigrations, streams: allStreams, descriptorSet, ...hostOptions });
   const { db, events, server } = host;
   const store = createOrderStore(db);
+  const catalog = createCatalogStore(db);
   const products = createClient(ProductServiceService, { address: productsAddress, defaultTimeoutMs: productsTimeoutMs });
-  server.addService(OrderServiceService, createOrderService({ db, store, products, onChange: orderChangeEvents(events.outbox) }));
-  return host.start({ consumers: bindConsumers(OrderServiceConsumers, createOrderSaga(store)), onStop: () => products.close() });
+  server.addService(OrderServiceService, createOrderService({ db, store, catalog, products, onChange: orderChangeEvents(events.outbox) }));
+  const handlers = { ...createOrderSaga(store), ...createCatalogFeed(catalog) };
+  return host.start({ consumers: bindConsumers(OrderServiceConsumers, handlers), onStop: () => products.close() });
 }

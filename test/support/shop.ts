@@ -24,7 +24,7 @@ export interface RunningProducts {
 /** The real product service on a free port with its SQLite file in `dir`. */
 export async function startTestProducts(dir: string, natsUrl: string, extra: Partial<Parameters<typeof startProducts>[0]> = {}): Promise<RunningProducts> {
   const databasePath = extra.databasePath ?? join(dir, "products.db");
-  const service = await startProducts({ listen: "127.0.0.1:0", databasePath, natsUrl, logger: quietLogger("products"), ...extra });
+  const service = await startProducts({ listen: "127.0.0.1:0", databasePath, natsUrl, ...extra, logger: extra.logger ?? quietLogger("products") });
   const client = createClient(ProductServiceService, { address: service.address });
   return {
     service,
@@ -47,7 +47,7 @@ export interface RunningOrders {
 /** The real order service on a free port, talking to the product service at `productsAddress`. */
 export async function startTestOrders(dir: string, productsAddress: string, natsUrl: string, extra: Partial<Parameters<typeof startOrders>[0]> = {}): Promise<RunningOrders> {
   const databasePath = extra.databasePath ?? join(dir, "orders.db");
-  const service = await startOrders({ listen: "127.0.0.1:0", databasePath, productsAddress, natsUrl, logger: quietLogger("orders"), ...extra });
+  const service = await startOrders({ listen: "127.0.0.1:0", databasePath, productsAddress, natsUrl, ...extra, logger: extra.logger ?? quietLogger("orders") });
   const client = createClient(OrderServiceService, { address: service.address });
   return {
     service,

@@ -486,6 +486,26 @@ var Events = []EventSpec{
 var Subscriptions = []SubscriptionSpec{
 	{
 		Service:       "shop.orders.v1.OrderService",
+		Event:         ProductCreatedTypeName,
+		Durable:       "orders-product-created",
+		Stream:        "SHOP_PRODUCTS",
+		FilterSubject: "shop.products.v1.product.*.created",
+		MaxDeliver:    5,
+		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
+		AckWait:       30 * time.Second,
+	},
+	{
+		Service:       "shop.orders.v1.OrderService",
+		Event:         ProductUpdatedTypeName,
+		Durable:       "orders-product-updated",
+		Stream:        "SHOP_PRODUCTS",
+		FilterSubject: "shop.products.v1.product.*.updated",
+		MaxDeliver:    5,
+		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
+		AckWait:       30 * time.Second,
+	},
+	{
+		Service:       "shop.orders.v1.OrderService",
 		Event:         StockReservationFailedTypeName,
 		Durable:       "orders-stock-reservation-failed",
 		Stream:        "SHOP_PRODUCTS",

@@ -36,7 +36,7 @@ export interface OrderRecord {
   readonly updatedAt: number;
 }
 
-/** What the product service says about a product when an order is priced. */
+/** A product's name and price as the order service knows them when it prices an order. */
 export interface ProductQuote {
   readonly id: string;
   readonly name: string;

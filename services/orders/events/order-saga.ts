@@ -5,13 +5,16 @@ import type { EventContext } from "../../../platform/events/index.js";
 import { settleReservation } from "../domain/order.js";
 import type { OrderStore } from "../store/order-store.js";
 
+/** The handlers of the product service's answers about stock. */
+export type OrderSaga = Pick<OrderServiceEventHandlers<EventContext>, "stockReserved" | "stockReservationFailed">;
+
 /**
  * The order side of the saga: the product service's answer settles a
  * PENDING order as CONFIRMED or REJECTED. Runs in one transaction with its
  * inbox row and the event it emits; a stale or repeated answer changes
  * nothing.
  */
-export function createOrderSaga(store: OrderStore, now: () => number = Date.now): OrderServiceEventHandlers<EventContext> {
+export function createOrderSaga(store: OrderStore, now: () => number = Date.now): OrderSaga {
   const settle = (orderId: string, linesVersion: number, outcome: Parameters<typeof settleReservation>[2], context: EventContext): void => {
     const order = store.get(orderId);
     if (!order) throw new Error(`order ${orderId} is unknown to this service`);

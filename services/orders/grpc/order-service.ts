@@ -5,6 +5,7 @@ import type { Database } from "../../../platform/sql/index.js";
 import { type Address, type Order, OrderServiceService, OrderState as OrderStateEnum } from "../../../gen/ts/shop/orders/v1/order_service_pb.js";
 import type { ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import { assertEditable, assertVersion, cancel, lineTotalMinor, type OrderRecord, priceLines, type ShippingAddress } from "../domain/order.js";
+import type { CatalogStore } from "../store/catalog-store.js";
 import type { OrderStore } from "../store/order-store.js";
 import { quoteProducts } from "./product-catalog.js";
 
@@ -18,6 +19,9 @@ export interface OrderChangeListener {
 export interface OrderServiceDeps {
   readonly db: Database;
   readonly store: OrderStore;
+  /** The local copy of the catalogue that prices orders. */
+  readonly catalog: CatalogStore;
+  /** The product service, for products the catalogue does not know yet. */
   readonly products: PromiseClient<typeof ProductServiceService>;
   readonly onChange?: OrderChangeListener;
   readonly now?: () => number;
@@ -49,9 +53,10 @@ export function toOrderMessage(o: OrderRecord): Order {
 
 const toAddress = (a: Address): ShippingAddress => ({ recipient: a.recipient, line1: a.line1, line2: a.line2, city: a.city, postalCode: a.postalCode, countryCode: a.countryCode });
 
-/** OrderService: the contract's methods over the order store and the product service. */
+/** OrderService: the contract's methods over the order store, priced from the local catalogue (and the product service when it must). */
 export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof OrderServiceService> {
-  const { db, store, products, onChange } = deps;
+  const { db, store, catalog, products, onChange } = deps;
+  const sources = { db, catalog, products };
   const now = deps.now ?? Date.now;
   const mustGet = (id: string): OrderRecord => {
     const order = store.get(id);
@@ -61,7 +66,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
 
   return {
     async createOrder(req, context) {
-      const quotes = await quoteProducts(products, req.lines.map((l) => l.productId), context);
+      const quotes = await quoteProducts(sources, req.lines.map((l) => l.productId), context);
       const priced = priceLines(req.lines, quotes);
       const at = now();
       const order: OrderRecord = {
@@ -93,7 +98,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
       assertVersion(before, req.expectedVersion);
       assertEditable(before);
       // Price new lines before the transaction: a remote call never holds the database.
-      const priced = mask.includes("lines") ? priceLines(req.lines, await quoteProducts(products, req.lines.map((l) => l.productId), context)) : undefined;
+      const priced = mask.includes("lines") ? priceLines(req.lines, await quoteProducts(sources, req.lines.map((l) => l.productId), context)) : undefined;
       const next = db.transaction(() => {
         const current = mustGet(req.id);
         assertVersion(current, req.expectedVersion);

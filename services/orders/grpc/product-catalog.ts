@@ -1,27 +1,48 @@
 import { status, type ServiceError } from "@grpc/grpc-js";
 import type { CallContext, PromiseClient } from "../../../platform/grpc/index.js";
 import { StatusError } from "../../../platform/grpc/index.js";
+import type { Database } from "../../../platform/sql/index.js";
 import type { ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import type { ProductQuote } from "../domain/order.js";
+import { catalogEntryOf } from "../events/catalog-feed.js";
+import type { CatalogStore } from "../store/catalog-store.js";
+
+/** Where the prices of an order's products come from. */
+export interface ProductSources {
+  readonly db: Database;
+  /** The local copy of the catalogue, asked first. */
+  readonly catalog: CatalogStore;
+  /** The product service, asked only for products the catalogue does not know yet. */
+  readonly products: PromiseClient<typeof ProductServiceService>;
+}
 
 /**
- * Looks up the products of an order in the product service in one call,
- * within the incoming call's deadline. A missing product is NOT_FOUND naming
- * its line; an unreachable or slow product service is UNAVAILABLE or
- * DEADLINE_EXCEEDED, so the caller knows it may retry.
+ * Quotes the products of an order. The local catalogue answers for every
+ * product it knows, so usually no remote call is made; the rest are looked
+ * up in the product service in one call, within the incoming call's
+ * deadline, and added to the catalogue so the next order finds them. A
+ * missing product is NOT_FOUND naming its line; an unreachable or slow
+ * product service is UNAVAILABLE or DEADLINE_EXCEEDED, so the caller knows
+ * it may retry.
  */
-export async function quoteProducts(
-  products: PromiseClient<typeof ProductServiceService>,
-  productIds: readonly string[],
-  context: CallContext,
-): Promise<Map<string, ProductQuote>> {
-  let found;
-  try {
-    found = (await products.batchGetProducts({ ids: [...productIds] }, { context })).products;
-  } catch (err) {
-    throw upstreamError(err);
+export async function quoteProducts(sources: ProductSources, productIds: readonly string[], context: CallContext): Promise<Map<string, ProductQuote>> {
+  const { db, catalog, products } = sources;
+  const quotes = catalog.getMany(productIds);
+  const unknown = productIds.filter((id) => !quotes.has(id));
+  if (unknown.length > 0) {
+    let found;
+    try {
+      found = (await products.batchGetProducts({ ids: unknown }, { context })).products;
+    } catch (err) {
+      throw upstreamError(err);
+    }
+    const entries = found.map((p) => {
+      if (!p.price) throw new StatusError(status.INTERNAL, `the product service returned product ${p.id} without a price`);
+      return catalogEntryOf({ ...p, price: p.price });
+    });
+    db.transaction(() => entries.forEach((entry) => catalog.upsert(entry)));
+    for (const entry of entries) quotes.set(entry.id, entry);
   }
-  const quotes = new Map<string, ProductQuote>(found.map((p) => [p.id, { id: p.id, name: p.name, priceMinor: p.price!.amountMinor, currency: p.price!.currencyCode }]));
   const missing = productIds.findIndex((id) => !quotes.has(id));
   if (missing >= 0) throw StatusError.notFound(`product ${productIds[missing]} (lines[${missing}].product_id) does not exist`);
   return quotes;

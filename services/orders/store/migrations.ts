@@ -21,4 +21,17 @@ export const orderMigrations: Migration[] = [
       CREATE INDEX orders_by_customer ON orders (customer_id, id);
     `,
   },
+  {
+    // The order service's copy of the product catalogue: what pricing an order needs, fed by the product events.
+    id: "orders_0002_product_catalog",
+    sql: `
+      CREATE TABLE product_catalog (
+        product_id   TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        currency     TEXT NOT NULL,
+        price_minor  INTEGER NOT NULL,
+        version      INTEGER NOT NULL
+      ) STRICT, WITHOUT ROWID;
+    `,
+  },
 ];

@@ -1085,16 +1085,18 @@ const file_shop_orders_v1_order_service_proto_rawDesc = "" +
 	"\x13ORDER_STATE_PENDING\x10\x01\x12\x19\n" +
 	"\x15ORDER_STATE_CONFIRMED\x10\x02\x12\x18\n" +
 	"\x14ORDER_STATE_REJECTED\x10\x03\x12\x19\n" +
-	"\x15ORDER_STATE_CANCELLED\x10\x042\xc6\x04\n" +
+	"\x15ORDER_STATE_CANCELLED\x10\x042\xc0\x05\n" +
 	"\fOrderService\x12V\n" +
 	"\vCreateOrder\x12\".shop.orders.v1.CreateOrderRequest\x1a#.shop.orders.v1.CreateOrderResponse\x12M\n" +
 	"\bGetOrder\x12\x1f.shop.orders.v1.GetOrderRequest\x1a .shop.orders.v1.GetOrderResponse\x12V\n" +
 	"\vUpdateOrder\x12\".shop.orders.v1.UpdateOrderRequest\x1a#.shop.orders.v1.UpdateOrderResponse\x12V\n" +
 	"\vCancelOrder\x12\".shop.orders.v1.CancelOrderRequest\x1a#.shop.orders.v1.CancelOrderResponse\x12S\n" +
 	"\n" +
-	"ListOrders\x12!.shop.orders.v1.ListOrdersRequest\x1a\".shop.orders.v1.ListOrdersResponse\x1a\x89\x01\xda\xf3\x187\n" +
+	"ListOrders\x12!.shop.orders.v1.ListOrdersRequest\x1a\".shop.orders.v1.ListOrdersResponse\x1a\x83\x02\xda\xf3\x187\n" +
 	"\x1eshop.products.v1.StockReserved\x12\x15orders-stock-reserved\xda\xf3\x18J\n" +
-	"'shop.products.v1.StockReservationFailed\x12\x1forders-stock-reservation-failedB\xa9\x01\n" +
+	"'shop.products.v1.StockReservationFailed\x12\x1forders-stock-reservation-failed\xda\xf3\x189\n" +
+	"\x1fshop.products.v1.ProductCreated\x12\x16orders-product-created\xda\xf3\x189\n" +
+	"\x1fshop.products.v1.ProductUpdated\x12\x16orders-product-updatedB\xa9\x01\n" +
 	"\x12com.shop.orders.v1B\x11OrderServiceProtoP\x01Z&concord/gen/go/shop/orders/v1;ordersv1\xa2\x02\x03SOX\xaa\x02\x0eShop.Orders.V1\xca\x02\x0eShop\\Orders\\V1\xe2\x02\x1aShop\\Orders\\V1\\GPBMetadata\xea\x02\x10Shop::Orders::V1b\x06proto3"
 
 var (

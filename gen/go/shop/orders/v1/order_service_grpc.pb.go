@@ -31,17 +31,20 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// OrderService takes and tracks customers' orders. It prices every line from
-// the product service at the moment the order is placed, and it owns the
+// OrderService takes and tracks customers' orders. It prices every line at
+// the product's price when the order is placed, from its own copy of the
+// catalogue that the product service's events keep current, and it owns the
 // order's state: PENDING until stock is reserved, then CONFIRMED or REJECTED,
 // and CANCELLED when the customer withdraws it.
 type OrderServiceClient interface {
-	// Places an order. Every product is looked up in the product service and
-	// each line is priced at the product's current price; the order is stored as
-	// PENDING. NOT_FOUND when a product does not exist, FAILED_PRECONDITION when
-	// the products are priced in different currencies, UNAVAILABLE or
-	// DEADLINE_EXCEEDED when the product service cannot answer (no order is
-	// stored then).
+	// Places an order. Each line is priced at the product's current price as
+	// the order service's copy of the catalogue knows it (kept current from
+	// ProductCreated and ProductUpdated); products it does not know yet are
+	// looked up in the product service. The order is stored as PENDING.
+	// NOT_FOUND when a product does not exist, FAILED_PRECONDITION when the
+	// products are priced in different currencies, UNAVAILABLE or
+	// DEADLINE_EXCEEDED only when a product has to be looked up and the product
+	// service cannot answer (no order is stored then).
 	CreateOrder(ctx context.Context, in *CreateOrderRequest, opts ...grpc.CallOption) (*CreateOrderResponse, error)
 	// Returns one order with its current state. NOT_FOUND when there is none.
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error)
@@ -119,17 +122,20 @@ func (c *orderServiceClient) ListOrders(ctx context.Context, in *ListOrdersReque
 // All implementations must embed UnimplementedOrderServiceServer
 // for forward compatibility.
 //
-// OrderService takes and tracks customers' orders. It prices every line from
-// the product service at the moment the order is placed, and it owns the
+// OrderService takes and tracks customers' orders. It prices every line at
+// the product's price when the order is placed, from its own copy of the
+// catalogue that the product service's events keep current, and it owns the
 // order's state: PENDING until stock is reserved, then CONFIRMED or REJECTED,
 // and CANCELLED when the customer withdraws it.
 type OrderServiceServer interface {
-	// Places an order. Every product is looked up in the product service and
-	// each line is priced at the product's current price; the order is stored as
-	// PENDING. NOT_FOUND when a product does not exist, FAILED_PRECONDITION when
-	// the products are priced in different currencies, UNAVAILABLE or
-	// DEADLINE_EXCEEDED when the product service cannot answer (no order is
-	// stored then).
+	// Places an order. Each line is priced at the product's current price as
+	// the order service's copy of the catalogue knows it (kept current from
+	// ProductCreated and ProductUpdated); products it does not know yet are
+	// looked up in the product service. The order is stored as PENDING.
+	// NOT_FOUND when a product does not exist, FAILED_PRECONDITION when the
+	// products are priced in different currencies, UNAVAILABLE or
+	// DEADLINE_EXCEEDED only when a product has to be looked up and the product
+	// service cannot answer (no order is stored then).
 	CreateOrder(context.Context, *CreateOrderRequest) (*CreateOrderResponse, error)
 	// Returns one order with its current state. NOT_FOUND when there is none.
 	GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error)

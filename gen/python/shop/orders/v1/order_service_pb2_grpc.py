@@ -27,8 +27,9 @@ if _version_not_supported:
 
 
 class OrderServiceStub:
-    """OrderService takes and tracks customers' orders. It prices every line from
-    the product service at the moment the order is placed, and it owns the
+    """OrderService takes and tracks customers' orders. It prices every line at
+    the product's price when the order is placed, from its own copy of the
+    catalogue that the product service's events keep current, and it owns the
     order's state: PENDING until stock is reserved, then CONFIRMED or REJECTED,
     and CANCELLED when the customer withdraws it.
     """
@@ -67,19 +68,22 @@ class OrderServiceStub:
 
 
 class OrderServiceServicer:
-    """OrderService takes and tracks customers' orders. It prices every line from
-    the product service at the moment the order is placed, and it owns the
+    """OrderService takes and tracks customers' orders. It prices every line at
+    the product's price when the order is placed, from its own copy of the
+    catalogue that the product service's events keep current, and it owns the
     order's state: PENDING until stock is reserved, then CONFIRMED or REJECTED,
     and CANCELLED when the customer withdraws it.
     """
 
     def CreateOrder(self, request, context):
-        """Places an order. Every product is looked up in the product service and
-        each line is priced at the product's current price; the order is stored as
-        PENDING. NOT_FOUND when a product does not exist, FAILED_PRECONDITION when
-        the products are priced in different currencies, UNAVAILABLE or
-        DEADLINE_EXCEEDED when the product service cannot answer (no order is
-        stored then).
+        """Places an order. Each line is priced at the product's current price as
+        the order service's copy of the catalogue knows it (kept current from
+        ProductCreated and ProductUpdated); products it does not know yet are
+        looked up in the product service. The order is stored as PENDING.
+        NOT_FOUND when a product does not exist, FAILED_PRECONDITION when the
+        products are priced in different currencies, UNAVAILABLE or
+        DEADLINE_EXCEEDED only when a product has to be looked up and the product
+        service cannot answer (no order is stored then).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,8 +158,9 @@ def add_OrderServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class OrderService:
-    """OrderService takes and tracks customers' orders. It prices every line from
-    the product service at the moment the order is placed, and it owns the
+    """OrderService takes and tracks customers' orders. It prices every line at
+    the product's price when the order is placed, from its own copy of the
+    catalogue that the product service's events keep current, and it owns the
     order's state: PENDING until stock is reserved, then CONFIRMED or REJECTED,
     and CANCELLED when the customer withdraws it.
     """

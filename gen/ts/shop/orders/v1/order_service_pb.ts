@@ -1769,20 +1769,23 @@ export const ListOrdersResponse: MessageFns<ListOrdersResponse> = {
 };
 
 /**
- * OrderService takes and tracks customers' orders. It prices every line from
- * the product service at the moment the order is placed, and it owns the
+ * OrderService takes and tracks customers' orders. It prices every line at
+ * the product's price when the order is placed, from its own copy of the
+ * catalogue that the product service's events keep current, and it owns the
  * order's state: PENDING until stock is reserved, then CONFIRMED or REJECTED,
  * and CANCELLED when the customer withdraws it.
  */
 export type OrderServiceService = typeof OrderServiceService;
 export const OrderServiceService = {
   /**
-   * Places an order. Every product is looked up in the product service and
-   * each line is priced at the product's current price; the order is stored as
-   * PENDING. NOT_FOUND when a product does not exist, FAILED_PRECONDITION when
-   * the products are priced in different currencies, UNAVAILABLE or
-   * DEADLINE_EXCEEDED when the product service cannot answer (no order is
-   * stored then).
+   * Places an order. Each line is priced at the product's current price as
+   * the order service's copy of the catalogue knows it (kept current from
+   * ProductCreated and ProductUpdated); products it does not know yet are
+   * looked up in the product service. The order is stored as PENDING.
+   * NOT_FOUND when a product does not exist, FAILED_PRECONDITION when the
+   * products are priced in different currencies, UNAVAILABLE or
+   * DEADLINE_EXCEEDED only when a product has to be looked up and the product
+   * service cannot answer (no order is stored then).
    */
   createOrder: {
     path: "/shop.orders.v1.OrderService/CreateOrder" as const,
@@ -1845,12 +1848,14 @@ export const OrderServiceService = {
 
 export interface OrderServiceServer extends UntypedServiceImplementation {
   /**
-   * Places an order. Every product is looked up in the product service and
-   * each line is priced at the product's current price; the order is stored as
-   * PENDING. NOT_FOUND when a product does not exist, FAILED_PRECONDITION when
-   * the products are priced in different currencies, UNAVAILABLE or
-   * DEADLINE_EXCEEDED when the product service cannot answer (no order is
-   * stored then).
+   * Places an order. Each line is priced at the product's current price as
+   * the order service's copy of the catalogue knows it (kept current from
+   * ProductCreated and ProductUpdated); products it does not know yet are
+   * looked up in the product service. The order is stored as PENDING.
+   * NOT_FOUND when a product does not exist, FAILED_PRECONDITION when the
+   * products are priced in different currencies, UNAVAILABLE or
+   * DEADLINE_EXCEEDED only when a product has to be looked up and the product
+   * service cannot answer (no order is stored then).
    */
   createOrder: handleUnaryCall<CreateOrderRequest, CreateOrderResponse>;
   /** Returns one order with its current state. NOT_FOUND when there is none. */
@@ -1873,12 +1878,14 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
 
 export interface OrderServiceClient extends Client {
   /**
-   * Places an order. Every product is looked up in the product service and
-   * each line is priced at the product's current price; the order is stored as
-   * PENDING. NOT_FOUND when a product does not exist, FAILED_PRECONDITION when
-   * the products are priced in different currencies, UNAVAILABLE or
-   * DEADLINE_EXCEEDED when the product service cannot answer (no order is
-   * stored then).
+   * Places an order. Each line is priced at the product's current price as
+   * the order service's copy of the catalogue knows it (kept current from
+   * ProductCreated and ProductUpdated); products it does not know yet are
+   * looked up in the product service. The order is stored as PENDING.
+   * NOT_FOUND when a product does not exist, FAILED_PRECONDITION when the
+   * products are priced in different currencies, UNAVAILABLE or
+   * DEADLINE_EXCEEDED only when a product has to be looked up and the product
+   * service cannot answer (no order is stored then).
    */
   createOrder(
     request: CreateOrderRequest,
