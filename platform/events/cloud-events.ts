@@ -65,6 +65,29 @@ export function encodeEvent<T>(descriptor: EventDescriptor<T>, message: T, optio
   };
 }
 
+/** Event type names already checked for what a header line cannot carry. */
+const typesFitForHeaders = new Set<string>();
+
+/**
+ * The header block the outbox stores for an event from `encodeEvent`: its
+ * CloudEvents headers plus Nats-Msg-Id, in NATS wire form. Written straight
+ * from the event's fields (this runs in every transaction that emits an
+ * event): the id, time and trace context are generated or validated, the
+ * source is validated by the outbox, and each type name is checked once.
+ */
+export function eventHeaderBlock(event: EncodedEvent): Buffer {
+  if (!typesFitForHeaders.has(event.type)) {
+    if (/[\r\n]/.test(event.type)) throw new Error(`event type ${JSON.stringify(event.type)} has a line break`);
+    typesFitForHeaders.add(event.type);
+  }
+  const h = event.headers;
+  return Buffer.from(
+    `NATS/1.0\r\n${eventHeaders.specversion}: 1.0\r\n${eventHeaders.id}: ${event.id}\r\n${eventHeaders.type}: ${event.type}\r\n` +
+      `${eventHeaders.source}: ${h[eventHeaders.source]}\r\n${eventHeaders.time}: ${h[eventHeaders.time]}\r\n` +
+      `${eventHeaders.contentType}: ${protobufContentType}\r\n${eventHeaders.traceparent}: ${h[eventHeaders.traceparent]}\r\nNats-Msg-Id: ${event.id}\r\n\r\n`,
+  );
+}
+
 /**
  * The NATS wire form of a header set ("NATS/1.0", then one "name: value"
  * line each, then an empty line): what the outbox stores, so the relay sends

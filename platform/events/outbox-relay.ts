@@ -133,6 +133,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const publishTimeoutMs = positive("publishTimeoutMs", options.publishTimeoutMs, 5_000);
   const retryMinMs = positive("retryMinMs", options.retryMinMs, 100);
   const retryMaxMs = positive("retryMaxMs", options.retryMaxMs, 5_000);
+  // Acknowledged events are deleted in batches at most this long after their PubAck: a crash in
+  // between publishes them again (JetStream drops the copies), and commits are saved meanwhile.
+  const markDelayMs = 20;
   if (retryMaxMs < retryMinMs) throw new Error(`createOutboxRelay: retryMaxMs (${retryMaxMs}) is below retryMinMs (${retryMinMs})`);
   const { db, nc, beforeMarkSent } = options;
   const logger = options.logger.child({ component: "outbox-relay" });
@@ -278,6 +281,17 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     return true;
   };
 
+  let markTimer: NodeJS.Timeout | undefined;
+  const scheduleMark = (): void => {
+    markTimer ??= setTimeout(() => {
+      markTimer = undefined;
+      markAcked();
+      settleFlushers();
+      // A failed mark is handled by the loop (backoff, then the events go out again).
+      if (failures > 0) interrupt?.("ack");
+    }, markDelayMs);
+  };
+
   // nats.js drops what is published while disconnected, so the relay waits for the reconnect instead
   // (but tries anyway after retryMaxMs, so a missed status event cannot stall it).
   let connected = !nc.isClosed();
@@ -319,8 +333,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         }
       }
       woken = false;
-      // With nothing in flight every row left is unsent; starting over also finds a seq used again (see outboxMigrations).
-      if (inFlight.size === 0) cursor = 0;
+      // With nothing in flight every row left is unsent, save those acknowledged and not yet deleted (PubAcks come in
+      // order, so they are the lowest); starting over after them also finds a seq used again (see outboxMigrations).
+      if (inFlight.size === 0) cursor = acked.reduce((max, sent) => Math.max(max, sent.seq), 0);
       try {
         if (failures === 0) sendMore();
       } catch (err) {
@@ -328,6 +343,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         failures++;
       }
       if (inFlight.size === 0 && failures === 0) {
+        if (flushers.length > 0) markAcked();
         settleFlushers();
         await wait(sweepIntervalMs, { wake: true, ack: false });
         maybeMore = true;
@@ -337,7 +353,11 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       if (inFlight.size > 0) await wait(Number.POSITIVE_INFINITY, { wake: failures === 0, ack: true });
       // Answers still coming: let those of the next read join this mark.
       if (inFlight.size > 0) await new Promise((r) => setImmediate(r));
-      const progressed = markAcked();
+      // Deleting what was acknowledged waits a little (markDelayMs) so one statement covers many events,
+      // unless a full window is waiting, something failed, or a flush is asked for.
+      const progressed = acked.length > 0;
+      if (failures > 0 || flushers.length > 0 || acked.length >= maxInFlight) markAcked();
+      else if (acked.length > 0) scheduleMark();
       settleFlushers();
       if (failures > 0 && inFlight.size === 0) {
         logger.warn(
@@ -354,6 +374,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     }
     // Stopping: the events in flight get their answers or time out; what was acknowledged is marked.
     while (inFlight.size > 0 && !nc.isClosed()) await wait(Number.POSITIVE_INFINITY, { wake: false, ack: true, stop: false });
+    clearTimeout(markTimer);
     markAcked();
   };
 

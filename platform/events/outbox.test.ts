@@ -71,6 +71,11 @@ describe("outbox and relay", () => {
     expect(stored.headers.get("Nats-Msg-Id")).toBe(id);
     expect(stored.headers.get("ce-source")).toBe("things");
     expect(stored.headers.get("traceparent")).toBe("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    expect(stored.headers.get("ce-specversion")).toBe("1.0");
+    expect(stored.headers.get("ce-type")).toBe(sample.event.typeName);
+    expect(stored.headers.get("content-type")).toBe("application/protobuf");
+    expect(Math.abs(Date.parse(stored.headers.get("ce-time")) - Date.now())).toBeLessThan(60_000);
+    expect([...stored.headers.keys()].sort()).toEqual(["Nats-Msg-Id", "ce-id", "ce-source", "ce-specversion", "ce-time", "ce-type", "content-type", "traceparent"]);
     expect(ThingHappened.decode(stored.data).note).toBe("first");
     expect(outbox.pending()).toBe(0);
   });

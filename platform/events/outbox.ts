@@ -1,5 +1,5 @@
 import type { Database, Migration } from "../sql/index.js";
-import { encodeEvent, encodeHeaderBlock } from "./cloud-events.js";
+import { encodeEvent, eventHeaderBlock } from "./cloud-events.js";
 import { validateSource } from "./publisher.js";
 import type { EventDescriptor } from "./types.js";
 
@@ -93,8 +93,7 @@ export function createOutbox(options: OutboxOptions): Outbox {
       }
       const event = encodeEvent(descriptor, message, { source, traceparent: addOptions.traceparent });
       const payload = Buffer.from(event.payload.buffer, event.payload.byteOffset, event.payload.byteLength);
-      const headers = encodeHeaderBlock({ ...event.headers, "Nats-Msg-Id": event.id });
-      insert.run(event.id, event.subject, event.type, payload, headers, Date.now());
+      insert.run(event.id, event.subject, event.type, payload, eventHeaderBlock(event), Date.now());
       db.afterCommit(wake);
       return event.id;
     },
