@@ -1,1 +1,1 @@
-export { createLogger, type Logger, type LoggerOptions } from "./logger.js";
+export { createLogger, infoLineWriter, type Logger, type LoggerOptions } from "./logger.js";

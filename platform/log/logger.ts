@@ -18,16 +18,51 @@ export interface LoggerOptions {
  * wildcard paths would cost on every line).
  */
 export function createLogger(options: LoggerOptions): Logger {
-  return pino(
+  const logger = pino(
     {
       level: options.level ?? "info",
       base: { service: options.service },
-      timestamp: pino.stdTimeFunctions.isoTime,
+      timestamp: isoTime,
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: ["password", "token", "authorization"], censor: "[redacted]" },
     },
     options.destination ?? bufferedStdout(),
   );
+  // Children see it through their prototype: their lines have this shape too.
+  Object.defineProperty(logger, linesOfConcordShape, { value: true });
+  return logger;
+}
+
+const linesOfConcordShape = Symbol("concord.log.shape");
+
+let lastMs = -1;
+let lastTime = "";
+/** `,"time":"<ISO 8601>"` as pino writes it, worked out once per millisecond: a busy service logs several lines in each. */
+function isoTime(): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    lastTime = `,"time":"${new Date(now).toISOString()}"`;
+  }
+  return lastTime;
+}
+
+/**
+ * A writer of one kind of info line for a hot path (the line every gRPC call
+ * logs): the same JSON as `logger.info({ ...fields }, msg)` from a logger of
+ * createLogger, with its bindings and message fixed once instead of
+ * serialised per line. `rawFields` are JSON members written as given
+ * (`"code":"OK","ms":1.5`), so pass only numbers and constant strings.
+ * Other loggers get `logger.info`.
+ */
+export function infoLineWriter(logger: Logger, msg: string): (rawFields: string) => void {
+  if (!(logger as unknown as Record<symbol, unknown>)[linesOfConcordShape]) return (raw) => logger.info(JSON.parse(`{${raw}}`), msg);
+  const stream = (logger as unknown as Record<symbol, { write(line: string): void }>)[pino.symbols.streamSym];
+  const bindings = (logger as unknown as Record<symbol, string>)[pino.symbols.chindingsSym];
+  const end = `,"msg":${JSON.stringify(msg)}}\n`;
+  return (raw) => {
+    if (logger.isLevelEnabled("info")) stream.write(`{"level":"info"${isoTime()}${bindings},${raw}${end}`);
+  };
 }
 
 /**

@@ -1,0 +1,60 @@
+import { Writable } from "node:stream";
+import pino from "pino";
+import { describe, expect, it } from "vitest";
+import { createLogger, infoLineWriter } from "./logger.js";
+
+/** A destination that keeps every line it is given. */
+function memory(): { lines: string[]; stream: pino.DestinationStream } {
+  const lines: string[] = [];
+  return { lines, stream: { write: (line: string) => void lines.push(line) } };
+}
+
+describe("createLogger", () => {
+  it("writes one JSON object per line with level, ISO time, service and bindings; secrets redacted", () => {
+    const { lines, stream } = memory();
+    const logger = createLogger({ service: "things", destination: stream }).child({ method: "/a.B/C" });
+    logger.info({ code: "OK", token: "s3cret" }, "call");
+    const line = JSON.parse(lines[0]);
+    expect(line).toMatchObject({ level: "info", service: "things", method: "/a.B/C", code: "OK", token: "[redacted]", msg: "call" });
+    expect(Math.abs(Date.parse(line.time) - Date.now())).toBeLessThan(5_000);
+    expect(lines[0].endsWith("\n")).toBe(true);
+  });
+});
+
+describe("infoLineWriter", () => {
+  it("writes the same line as logger.info would", () => {
+    const { lines, stream } = memory();
+    const logger = createLogger({ service: "things", destination: stream }).child({ method: "/a.B/C" });
+    const write = infoLineWriter(logger, "call");
+    logger.info({ code: "OK", ms: 1.25 }, "call");
+    write(`"code":"OK","ms":1.25`);
+    const [viaPino, fast] = lines.map((l) => JSON.parse(l));
+    expect(fast).toEqual({ ...viaPino, time: fast.time });
+    expect(Object.keys(fast)).toEqual(Object.keys(viaPino));
+    expect(lines[1].endsWith("}\n")).toBe(true);
+  });
+
+  it("writes nothing when info is off, and follows level changes", () => {
+    const { lines, stream } = memory();
+    const logger = createLogger({ service: "things", level: "warn", destination: stream });
+    const write = infoLineWriter(logger, "call");
+    write(`"code":"OK"`);
+    expect(lines).toEqual([]);
+    logger.level = "info";
+    write(`"code":"OK"`);
+    expect(JSON.parse(lines[0])).toMatchObject({ level: "info", service: "things", code: "OK", msg: "call" });
+  });
+
+  it("falls back to logger.info for a logger made elsewhere", () => {
+    const chunks: string[] = [];
+    const sink = new Writable({ write: (chunk, _enc, done) => (chunks.push(String(chunk)), done()) });
+    const logger = pino({ base: undefined, timestamp: false }, sink);
+    infoLineWriter(logger, "call")(`"code":"OK"`);
+    return new Promise<void>((resolve) =>
+      setImmediate(() => {
+        expect(JSON.parse(chunks.join(""))).toEqual({ level: 30, code: "OK", msg: "call" });
+        resolve();
+      }),
+    );
+  });
+});
