@@ -114,6 +114,7 @@ export function toNatsHeaders(record: Readonly<Record<string, string>>): MsgHdrs
 export function headersRecord(h: MsgHdrs | undefined): Record<string, string> {
   const record: Record<string, string> = {};
   if (!h) return record;
-  for (const name of h.keys()) record[name] = h.get(name);
+  // Iterating the entries once: h.get(name) looks every name up by walking all of them.
+  for (const [name, values] of h) if (values.length > 0) record[name] = values[0];
   return record;
 }

@@ -210,10 +210,11 @@ async function* availableBatches(messages: AsyncIterable<JsMsg>, max: number): A
     next = undefined;
     if (first.done) return;
     const batch = [first.value];
+    // One macrotask for the whole batch: messages already buffered resolve within microtasks, before it.
+    const drained = new Promise<typeof nothingYet>((resolve) => setImmediate(resolve, nothingYet));
     while (batch.length < max) {
       next = it.next();
-      // A message already buffered resolves within microtasks, before the macrotask below.
-      const ready = await Promise.race([next, new Promise<typeof nothingYet>((resolve) => setImmediate(resolve, nothingYet))]);
+      const ready = await Promise.race([next, drained]);
       if (ready === nothingYet) break;
       next = undefined;
       if (ready.done) {

@@ -1,6 +1,6 @@
 import type { Logger } from "../log/index.js";
 import { eventHeaders } from "./cloud-events.js";
-import { headerValue, UnprocessableEventError, type DeliveryHandler } from "./delivery.js";
+import { headerValue, UnprocessableEventError, type Delivery, type DeliveryHandler } from "./delivery.js";
 import type { Inbox } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
 import { traceparentFrom } from "./trace-context.js";
@@ -75,16 +75,7 @@ export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandle
     }
     const time = new Date(headerValue(delivery.headers, eventHeaders.time) ?? Number.NaN);
     const traceparent = traceparentFrom(headerValue(delivery.headers, eventHeaders.traceparent));
-    const context: EventContext = {
-      eventId,
-      subject: delivery.subject,
-      time: Number.isNaN(time.getTime()) ? delivery.storedAt : time,
-      traceparent,
-      deliveryCount: delivery.deliveryCount,
-      streamSequence: delivery.streamSequence,
-      headers: delivery.headers,
-      emit: (emitted, message, emitOptions) => outbox.add(emitted, message, { traceparent: emitOptions?.traceparent ?? traceparent }),
-    };
+    const context = new DeliveryContext(delivery, eventId, Number.isNaN(time.getTime()) ? delivery.storedAt : time, traceparent, outbox);
     const ran = inbox.runOnce(spec.durable, eventId, () => {
       const result: unknown = binding.handle(event, context);
       if (result && typeof (result as PromiseLike<unknown>).then === "function") {
@@ -95,4 +86,29 @@ export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandle
     if (!ran) logger.debug({ consumer: spec.durable, eventId, streamSequence: delivery.streamSequence }, "event already processed; acked without running the handler");
     return { kind: "ack" };
   };
+}
+
+/** The EventContext of one delivery; a class, so no closures are made per event. */
+class DeliveryContext implements EventContext {
+  readonly subject: string;
+  readonly deliveryCount: number;
+  readonly streamSequence: number;
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(
+    delivery: Delivery,
+    readonly eventId: string,
+    readonly time: Date,
+    readonly traceparent: string,
+    private readonly outbox: Outbox,
+  ) {
+    this.subject = delivery.subject;
+    this.deliveryCount = delivery.deliveryCount;
+    this.streamSequence = delivery.streamSequence;
+    this.headers = delivery.headers;
+  }
+
+  emit<U>(descriptor: EventDescriptor<U>, message: U, options?: { readonly traceparent?: string }): string {
+    return this.outbox.add(descriptor, message, { traceparent: options?.traceparent ?? this.traceparent });
+  }
 }
