@@ -12,11 +12,15 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type JetStreamManager } from "nats";
-import { bindConsumer, ensureConsumers, eventMigrations, startConsumers } from "../../platform/events/index.js";
-import { createLogger } from "../../platform/log/index.js";
-import { openDatabase } from "../../platform/sql/index.js";
 import { benchConsumerSpec, OrderPlacedEvent } from "../lib/events.js";
+import { compiledPlatform } from "../lib/compiled.js";
 import { workerMain } from "../lib/worker.js";
+
+// The code under test as production runs it (compiled), the same for every mode.
+const { events, log, sql } = await compiledPlatform();
+const { createLogger } = log;
+const { openDatabase } = sql;
+const { bindConsumer, ensureConsumers, eventMigrations, startConsumers } = events;
 
 export interface ConsumeConfig {
   readonly mode: "concord" | "raw";

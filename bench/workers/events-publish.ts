@@ -15,11 +15,15 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "nats";
-import { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, outboxMigrations } from "../../platform/events/index.js";
-import { createLogger } from "../../platform/log/index.js";
-import { openDatabase } from "../../platform/sql/index.js";
 import { idGenerator, OrderPlacedEvent, rawEventFactory, sampleOrderPlaced, streamSpec } from "../lib/events.js";
+import { compiledPlatform } from "../lib/compiled.js";
 import { workerMain } from "../lib/worker.js";
+
+// The code under test as production runs it (compiled), the same for every mode.
+const { events, log, sql } = await compiledPlatform();
+const { createLogger } = log;
+const { openDatabase } = sql;
+const { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, outboxMigrations } = events;
 
 export interface PublishConfig {
   readonly mode: "outbox" | "raw" | "prefill";
