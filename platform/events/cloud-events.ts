@@ -1,4 +1,4 @@
-import { headers as natsHeaders, type MsgHdrs } from "nats";
+import { headers as natsHeaders, type Msg, type MsgHdrs } from "nats";
 import { uuidv7 } from "../ids/index.js";
 import { subjectFor } from "./subject.js";
 import { traceparentFrom } from "./trace-context.js";
@@ -116,5 +116,36 @@ export function headersRecord(h: MsgHdrs | undefined): Record<string, string> {
   if (!h) return record;
   // Iterating the entries once: h.get(name) looks every name up by walking all of them.
   for (const [name, values] of h) if (values.length > 0) record[name] = values[0];
+  return record;
+}
+
+/**
+ * The headers of a received message as a plain record (first value of each),
+ * read straight from the header block as it came off the wire when nats.js
+ * keeps it where its message class does (`msg._rdata` up to `msg._msg.hdr`):
+ * one pass over a string instead of nats.js's general decoder, which costs a
+ * consumer more than the rest of reading a message. Any other message object
+ * goes through the public `headers` getter.
+ */
+export function receivedHeaders(msg: Msg): Record<string, string> {
+  const inner = msg as unknown as { _rdata?: unknown; _msg?: { hdr?: unknown } };
+  const hdr = inner._msg?.hdr;
+  const data = inner._rdata;
+  if (typeof hdr !== "number" || !(data instanceof Uint8Array)) return headersRecord(msg.headers);
+  const record: Record<string, string> = {};
+  if (hdr <= 0) return record;
+  const block = Buffer.from(data.buffer, data.byteOffset, hdr).toString("utf8");
+  // The first line is "NATS/1.0", with a status code after it on status messages.
+  let start = block.indexOf("\r\n") + 2;
+  while (start > 1 && start < block.length) {
+    let end = block.indexOf("\r\n", start);
+    if (end < 0) end = block.length;
+    const colon = block.indexOf(":", start);
+    if (colon > start && colon < end) {
+      const name = block.slice(start, colon);
+      if (!(name in record)) record[name] = block.slice(colon + 1, end).trim();
+    }
+    start = end + 2;
+  }
   return record;
 }

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { MsgHdrsImpl, headers as natsHeaders } from "nats";
+import { type Msg, MsgHdrsImpl, headers as natsHeaders } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
 import { sampleStream, ThingHappened, thingHappenedType, type ThingHappened as Thing } from "../../test/support/sample-events.js";
@@ -22,6 +22,7 @@ import {
   type EventContext,
   type RunningConsumers,
 } from "./index.js";
+import { headersRecord, receivedHeaders } from "./cloud-events.js";
 
 const logger = createLogger({ service: "consumer-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const dir = tempDirForSuite("concord-consumer-");
@@ -271,5 +272,31 @@ describe("startConsumers", () => {
     await expect(startConsumers({ nc: bus.nc, db, service: "worker", logger, consumers: [{ spec, descriptor: sample.event, handle() {} }] })).rejects.toThrow(
       /takes concord\.test\.v1\.Other but was bound to the descriptor of concord\.test\.v1\.ThingHappened/,
     );
+  });
+
+  it("reads a received message's headers as nats.js decodes them", async () => {
+    const sample = sampleStream("headers");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const h = natsHeaders();
+    h.set("ce-id", "an-id");
+    h.set("ce-type", thingHappenedType);
+    h.append("x-multi", "first");
+    h.append("x-multi", "second");
+    h.set("x-colon", "a:b: c");
+    h.set("x-unicode", "café ✓");
+    h.set("X-Case", " padded ");
+    await bus.js.publish("test.headers.thing.t-1.happened", new Uint8Array([1, 2, 3]), { headers: h });
+    const consumer = await bus.js.consumers.get(sample.stream.name);
+    const msg = await consumer.next();
+    expect(msg).not.toBeNull();
+    const inner = (msg as unknown as { msg: Msg & { _headers?: unknown } }).msg;
+    const fast = receivedHeaders(inner);
+    // The fast path read the wire form: nats.js has not decoded the headers yet.
+    expect(inner._headers).toBeUndefined();
+    const expected = headersRecord(msg!.headers);
+    expect(fast).toEqual(expected);
+    expect(expected).toMatchObject({ "ce-id": "an-id", "x-multi": "first", "x-colon": "a:b: c", "x-unicode": "café ✓", "X-Case": "padded" });
+    // Any other object with headers goes through the public getter.
+    expect(receivedHeaders({ headers: msg!.headers } as unknown as Msg)).toEqual(expected);
   });
 });

@@ -1,7 +1,7 @@
-import type { ConsumerMessages, JsMsg, NatsConnection } from "nats";
+import type { ConsumerMessages, JsMsg, Msg, NatsConnection } from "nats";
 import type { Logger } from "../log/index.js";
 import type { Database } from "../sql/index.js";
-import { headersRecord } from "./cloud-events.js";
+import { receivedHeaders } from "./cloud-events.js";
 import { deadLetter, deadLetterPrefix, deadLetterStreamSpec } from "./dead-letter.js";
 import { isPending, type Delivery, type DeliveryHandler, type Settlement } from "./delivery.js";
 import { typedHandler, type ConsumerBinding } from "./event-handler.js";
@@ -143,7 +143,7 @@ function deliveryOf(msg: JsMsg, consumer: string): Delivery {
     subject: msg.subject,
     streamSequence: msg.info.streamSequence,
     deliveryCount: msg.info.redeliveryCount,
-    headers: headersRecord(msg.headers),
+    headers: receivedHeaders((msg as unknown as { msg: Msg }).msg ?? msg),
     data: msg.data,
     storedAt: new Date(Math.floor(msg.info.timestampNanos / 1e6)),
   };
