@@ -130,7 +130,7 @@ export function startProcess(options: StartOptions): ManagedProcess {
   };
 }
 
-/** Node with tsx, as the services run in production (`node --import tsx <script>`). */
+/** Node with the TypeScript loader (`node --import tsx <script>`): load generators, workers and the bare server. */
 export function nodeArgs(script: string, extra: readonly string[] = []): string[] {
   return [...extra, "--import", "tsx", script];
 }
