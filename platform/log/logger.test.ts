@@ -1,7 +1,7 @@
 import { Writable } from "node:stream";
 import pino from "pino";
 import { describe, expect, it } from "vitest";
-import { createLogger, infoLineWriter } from "./logger.js";
+import { createLogger, infoLineWriter, LineBlocks } from "./logger.js";
 
 /** A destination that keeps every line it is given. */
 function memory(): { lines: string[]; stream: pino.DestinationStream } {
@@ -56,5 +56,25 @@ describe("infoLineWriter", () => {
         resolve();
       }),
     );
+  });
+});
+
+describe("LineBlocks", () => {
+  it("passes lines on in blocks of at least minLength characters, in order, and everything on flush", () => {
+    const blocks: string[] = [];
+    let synced = 0;
+    const stream = new LineBlocks({ write: (b: string) => blocks.push(b), flushSync: () => void synced++ }, 10);
+    stream.write("aaaa\n");
+    expect(blocks).toEqual([]);
+    stream.write("bbbbbb\n");
+    expect(blocks).toEqual(["aaaa\nbbbbbb\n"]);
+    stream.write("c\n");
+    stream.flush();
+    stream.flush();
+    expect(blocks).toEqual(["aaaa\nbbbbbb\n", "c\n"]);
+    stream.write("d\n");
+    stream.flushSync();
+    expect(blocks).toEqual(["aaaa\nbbbbbb\n", "c\n", "d\n"]);
+    expect(synced).toBe(1);
   });
 });
