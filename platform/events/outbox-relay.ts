@@ -53,6 +53,8 @@ interface OutboxRow {
 }
 
 interface Sent {
+  /** Unique per publish, the last token of its reply subject; a late answer to an earlier send of the same row cannot be taken for this one. */
+  readonly sendId: number;
   readonly seq: number;
   readonly eventId: string;
   readonly sentAt: number;
@@ -154,8 +156,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   let published = 0;
   let duplicates = 0;
 
-  /** Events sent and not yet answered, in sending order. */
+  /** Events sent and not yet answered, by send id, in sending order. */
   const inFlight = new Map<number, Sent>();
+  let lastSendId = 0;
   /** Answered since the loop last looked: acknowledged ones, and the first failure. */
   let acked: Sent[] = [];
   let ackedDuplicates = 0;
@@ -166,11 +169,11 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
 
   // The connection's inbox prefix, so the account permissions that let requests through let PubAcks through too.
   const replyPrefix = createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
-  const settle = (seq: number, outcome: AckOutcome): void => {
-    const sent = inFlight.get(seq);
-    // Late answers to a send that already timed out: the event is sent again and deduplicated.
+  const settle = (sendId: number, outcome: AckOutcome): void => {
+    const sent = inFlight.get(sendId);
+    // A late answer to a send that already timed out: the event is sent again and deduplicated.
     if (!sent) return;
-    inFlight.delete(seq);
+    inFlight.delete(sendId);
     if (outcome.ok) {
       acked.push(sent);
       if (outcome.duplicate) ackedDuplicates++;
@@ -191,7 +194,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       const expired = Date.now() - publishTimeoutMs;
       for (const sent of inFlight.values()) {
         if (sent.sentAt > expired) break;
-        settle(sent.seq, { ok: false, error: `no PubAck within ${publishTimeoutMs} ms` });
+        settle(sent.sendId, { ok: false, error: `no PubAck within ${publishTimeoutMs} ms` });
       }
     },
     Math.max(10, Math.floor(publishTimeoutMs / 4)),
@@ -240,12 +243,12 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       if (rows.length < limit) maybeMore = false;
       for (const row of rows) {
         cursor = row.seq;
-        const sent: Sent = { seq: row.seq, eventId: row.event_id, sentAt: Date.now() };
-        inFlight.set(row.seq, sent);
+        const sent: Sent = { sendId: ++lastSendId, seq: row.seq, eventId: row.event_id, sentAt: Date.now() };
+        inFlight.set(sent.sendId, sent);
         try {
-          nc.publish(row.subject, row.payload, { reply: `${replyPrefix}.${row.seq}`, headers: wireHeadersOf(row) });
+          nc.publish(row.subject, row.payload, { reply: `${replyPrefix}.${sent.sendId}`, headers: wireHeadersOf(row) });
         } catch (err) {
-          settle(row.seq, { ok: false, error: (err as Error).message });
+          settle(sent.sendId, { ok: false, error: (err as Error).message });
           return;
         }
       }
