@@ -392,6 +392,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     .finally(() => {
       stopping = true;
       clearInterval(timeoutCheck);
+      clearTimeout(markTimer);
       if (!nc.isClosed()) acks.unsubscribe();
       rejectFlushers();
     });
