@@ -78,3 +78,14 @@ describe("LineBlocks", () => {
     expect(synced).toBe(1);
   });
 });
+
+describe("standard output", () => {
+  it("is one buffered stream per process, however many loggers write to it", () => {
+    const a = createLogger({ service: "a", level: "silent" });
+    const before = process.listenerCount("exit");
+    const b = createLogger({ service: "b", level: "silent" });
+    createLogger({ service: "c", level: "silent" });
+    expect(process.listenerCount("exit")).toBe(before);
+    expect((a as unknown as Record<symbol, unknown>)[pino.symbols.streamSym]).toBe((b as unknown as Record<symbol, unknown>)[pino.symbols.streamSym]);
+  });
+});

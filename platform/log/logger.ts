@@ -71,11 +71,14 @@ export function infoLineWriter(logger: Logger, msg: string): (rawFields: string)
  * than the call's own work. Lines are gathered here and handed to pino's
  * asynchronous writer a block at a time, which keeps its per-write
  * bookkeeping (it measures what it holds on every write) off the per-line
- * path. Flushed synchronously when the process exits.
+ * path. Flushed synchronously when the process exits. Shared by all the
+ * loggers of a process, so lines from several stay whole and in order.
  */
 function bufferedStdout(): pino.DestinationStream {
+  // One per process: every logger writing to standard output shares it (and its timer and exit hook).
+  if (stdout) return stdout;
   const out = pino.destination({ dest: 1, sync: false });
-  const stream = new LineBlocks(out, 4096);
+  const stream = (stdout = new LineBlocks(out, 4096));
   const timer = setInterval(() => stream.flush(), 200).unref();
   process.once("exit", () => {
     clearInterval(timer);
@@ -87,6 +90,7 @@ function bufferedStdout(): pino.DestinationStream {
   });
   return stream;
 }
+let stdout: LineBlocks | undefined;
 
 /** Gathers lines and passes them on joined, once at least `minLength` characters wait. */
 export class LineBlocks implements pino.DestinationStream {
