@@ -1,7 +1,7 @@
 import type { JetStreamClient } from "nats";
 import type { Logger } from "../log/index.js";
 import { toNatsHeaders } from "./cloud-events.js";
-import { isPending, type Delivery, type DeliveryMiddleware, type Settlement } from "./delivery.js";
+import { onFailure, type Delivery, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 import type { StreamSpec } from "./types.js";
 
 /**
@@ -83,16 +83,8 @@ export function deadLetter(options: DeadLetterOptions): DeliveryMiddleware {
     );
     return { kind: "ack" };
   };
-  return (next) => (delivery) => {
-    let result;
-    try {
-      result = next(delivery);
-    } catch (err) {
-      // After the batch's commit (a microtask later), like every other effect that leaves the process.
-      return Promise.resolve().then(() => file(err, delivery));
-    }
-    return isPending(result) ? result.catch((err: unknown) => file(err, delivery)) : result;
-  };
+  // Filed after the batch's commit (a microtask later), like every other effect that leaves the process.
+  return (next) => (delivery) => onFailure(next, delivery, (err) => Promise.resolve().then(() => file(err, delivery)));
 }
 
 function deadLetterHeadersFor(delivery: Delivery, reason: string): Record<string, string> {

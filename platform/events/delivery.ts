@@ -35,6 +35,25 @@ export function isPending(result: Settlement | Promise<Settlement>): result is P
   return typeof (result as Promise<Settlement>).then === "function";
 }
 
+/**
+ * Runs `next` and hands its failure to `onFailure`, whether it throws at once
+ * or its promise rejects later; a settlement known at once stays synchronous.
+ * What middleware that acts on failures (retry, dead letter) shares.
+ */
+export function onFailure(
+  next: DeliveryHandler,
+  delivery: Delivery,
+  recover: (err: unknown) => Settlement | Promise<Settlement>,
+): Settlement | Promise<Settlement> {
+  let result;
+  try {
+    result = next(delivery);
+  } catch (err) {
+    return recover(err);
+  }
+  return isPending(result) ? result.catch(recover) : result;
+}
+
 /** Wraps a handler with one concern (retry, dead letter, ...). */
 export type DeliveryMiddleware = (next: DeliveryHandler) => DeliveryHandler;
 

@@ -1,5 +1,5 @@
 import type { Logger } from "../log/index.js";
-import { isPending, UnprocessableEventError, type Delivery, type DeliveryMiddleware, type Settlement } from "./delivery.js";
+import { onFailure, UnprocessableEventError, type Delivery, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 
 export interface RetryOptions {
   /** Attempts in all; the error of the last one propagates (to the dead letter middleware). */
@@ -16,7 +16,7 @@ export interface RetryOptions {
  */
 export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
   const { maxDeliver, backoffMs, logger } = options;
-  const onFailure = (err: unknown, delivery: Delivery): Settlement => {
+  const retryLater = (err: unknown, delivery: Delivery): Settlement => {
     if (err instanceof UnprocessableEventError || delivery.deliveryCount >= maxDeliver) throw err;
     const delayMs = backoffDelay(backoffMs, delivery.deliveryCount);
     logger.warn(
@@ -25,15 +25,7 @@ export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
     );
     return { kind: "retry", delayMs };
   };
-  return (next) => (delivery) => {
-    let result;
-    try {
-      result = next(delivery);
-    } catch (err) {
-      return onFailure(err, delivery);
-    }
-    return isPending(result) ? result.catch((err: unknown) => onFailure(err, delivery)) : result;
-  };
+  return (next) => (delivery) => onFailure(next, delivery, (err) => retryLater(err, delivery));
 }
 
 /** The delay after attempt `deliveryCount` (1-based): its entry, or the last one repeated. */
