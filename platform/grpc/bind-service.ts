@@ -1,7 +1,8 @@
+import { createHash } from "node:crypto";
 import { type Metadata, type ServerUnaryCall, type sendUnaryData, type ServiceError, status, Metadata as GrpcMetadata } from "@grpc/grpc-js";
 import { infoLineWriter, type Logger } from "../log/index.js";
+import { encodedSizeBound, type FieldViolation, type MessageChecker } from "../contracts/index.js";
 import type { CallContext } from "./call-context.js";
-import type { RequestValidator } from "./request-validator.js";
 import { encodeBadRequestStatus } from "./status-details.js";
 import { StatusError, statusName } from "./status-error.js";
 
@@ -37,15 +38,36 @@ export type BoundService<D extends ServiceDefinition> = {
 };
 
 export interface BindOptions {
-  readonly validator: RequestValidator;
+  /** The contracts' rules, which every request is checked against. */
+  readonly checker: MessageChecker;
   readonly logger: Logger;
+  /**
+   * The receive limit of a method whose contract does not bound its
+   * requests' size, and the cap of every method's limit.
+   */
+  readonly maxRequestBytes: number;
+}
+
+/** The smallest receive limit a method gets, however small its contract bounds its requests. */
+const minimumRequestLimit = 4 * 1024;
+
+/**
+ * A method's receive limit: twice the largest valid request its contract
+ * allows plus 1 KiB (room for fields a newer client adds), at least 4 KiB,
+ * and never above `cap`, which is also the limit of a method whose contract
+ * leaves its size open.
+ */
+export function requestLimit(bound: number, cap: number): number {
+  return Number.isFinite(bound) ? Math.min(cap, Math.max(minimumRequestLimit, 2 * bound + 1024)) : cap;
 }
 
 /**
- * Binds an implementation to grpc-js. Each call: the request bytes are
- * checked against the contract's rules (INVALID_ARGUMENT with a BadRequest
- * detail, before any handler code runs), decoded, handed to the
- * implementation, and logged once with its status and duration. Errors are
+ * Binds an implementation to grpc-js. Each call: the request's size is
+ * checked against its method's receive limit (RESOURCE_EXHAUSTED), its bytes
+ * against the contract's rules, cheap limits first (INVALID_ARGUMENT with a
+ * BadRequest detail, before any handler code runs); then it is decoded,
+ * handed to the implementation, and logged once with its status and
+ * duration. Errors are
  * mapped here and nowhere else: a StatusError keeps its code; anything else
  * is INTERNAL, logged with its cause and never sent to the caller.
  *
@@ -63,25 +85,28 @@ export function bindService<D extends ServiceDefinition>(
     const fn = impl[name as keyof D];
     if (typeof fn !== "function") throw new Error(`no implementation for ${method.path}`);
     rawDefinition[name] = { ...method, requestDeserialize: (value: Buffer) => value };
-    handlers[name] = unaryHandler(method, fn.bind(impl), inputTypeOf(options.validator, method.path), options);
+    const input = inputOf(options.checker, method.path);
+    handlers[name] = unaryHandler(method, fn.bind(impl), input.typeName, requestLimit(encodedSizeBound(input), options.maxRequestBytes), options);
   }
   return { definition: rawDefinition as D, handlers: handlers as BoundService<D> };
 }
 
-function inputTypeOf(validator: RequestValidator, path: string): string {
+function inputOf(checker: MessageChecker, path: string) {
   const [, serviceName, methodName] = /^\/([^/]+)\/([^/]+)$/.exec(path) ?? [];
-  const service = serviceName ? validator.registry.getService(serviceName) : undefined;
+  const service = serviceName ? checker.registry.getService(serviceName) : undefined;
   const method = service?.methods.find((m) => m.name === methodName);
   if (!method) throw new Error(`method ${path} is not in the descriptor set; run \`npm run gen\``);
-  return method.input.typeName;
+  return method.input;
 }
 
 function unaryHandler(
   method: UnaryMethodDefinition<unknown, unknown>,
   fn: (request: any, context: CallContext) => Promise<unknown>,
   inputType: string,
-  { validator, logger }: BindOptions,
+  limit: number,
+  { checker, logger }: BindOptions,
 ) {
+  const methodName = method.path.slice(method.path.lastIndexOf("/") + 1);
   const log = logger.child({ method: method.path });
   // The line of every successful call, the hot path, is written without pino's generic serialisation.
   const logOk = infoLineWriter(log, "call");
@@ -100,13 +125,29 @@ function unaryHandler(
       callback(grpcError);
     };
     const bytes = call.request;
+    if (bytes.length > limit) {
+      // Too large to run the contract's rules on; a list over its limit is still named, as that is cheap to tell.
+      let overfull: FieldViolation[] = [];
+      try {
+        overfull = checker.checkItemCounts(inputType, bytes);
+      } catch (err) {
+        return finish(err);
+      }
+      if (overfull.length > 0) return finish(StatusError.invalidArgument(overfull));
+      return finish(new StatusError(status.RESOURCE_EXHAUSTED, `a ${methodName} request may have at most ${limit} bytes; this one has ${bytes.length}`));
+    }
     let request: unknown;
     try {
-      const violations = validator.validate(inputType, bytes);
+      const violations = checker.check(inputType, bytes);
       if (violations.length > 0) return finish(StatusError.invalidArgument(violations));
-      request = method.requestDeserialize(bytes);
     } catch (err) {
       return finish(err);
+    }
+    try {
+      request = method.requestDeserialize(bytes);
+    } catch (err) {
+      // The checker decoded these bytes, so this is a value the generated types cannot carry.
+      return finish(StatusError.invalidArgument([{ field: "", description: `cannot be decoded: ${(err as Error).message}` }]));
     }
     const context = new UnaryCallContext(method.path, call, log);
     fn(request, context).then(
@@ -135,6 +176,7 @@ class UnaryCallContext implements CallContext {
   private done = false;
   private deadlineValue: Date | undefined | null = null;
   private traceparentValue: string | undefined | null = null;
+  private digestValue: Uint8Array | undefined;
 
   constructor(
     readonly method: string,
@@ -154,6 +196,10 @@ class UnaryCallContext implements CallContext {
       this.deadlineValue = deadline instanceof Date ? deadline : Number.isFinite(deadline) ? new Date(deadline) : undefined;
     }
     return this.deadlineValue;
+  }
+  get requestDigest(): Uint8Array {
+    this.digestValue ??= createHash("sha256").update(this.call.request).digest();
+    return this.digestValue;
   }
   get traceparent(): string | undefined {
     if (this.traceparentValue === null) this.traceparentValue = headerOf(this.call.metadata, "traceparent");

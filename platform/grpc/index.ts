@@ -1,7 +1,6 @@
-export { bindService, toGrpcError, type BoundService, type ServiceDefinition, type ServiceImpl, type UnaryMethodDefinition } from "./bind-service.js";
+export { bindService, requestLimit, toGrpcError, type BoundService, type ServiceDefinition, type ServiceImpl, type UnaryMethodDefinition } from "./bind-service.js";
 export type { CallContext } from "./call-context.js";
-export { createClient, type ClientOptions, type OutgoingCallOptions, type PromiseClient } from "./client.js";
-export { createRequestValidator, type RequestValidator } from "./request-validator.js";
+export { createClient, type ClientOptions, type MethodTraits, type OutgoingCallOptions, type PromiseClient } from "./client.js";
 export { createGrpcServer, type GrpcServer, type GrpcServerOptions } from "./server.js";
 export { decodeStatusDetails, encodeBadRequestStatus, type DecodedStatus } from "./status-details.js";
 export { StatusError, statusName, type FieldViolation } from "./status-error.js";

@@ -4,13 +4,18 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from "grpc-health-check";
 import type { Logger } from "../log/index.js";
 import { bindService, type ServiceDefinition, type ServiceImpl } from "./bind-service.js";
-import { createRequestValidator } from "./request-validator.js";
+import { createMessageChecker } from "../contracts/index.js";
 
 export interface GrpcServerOptions {
   /** The generated descriptor set: validation rules and server reflection. */
   readonly descriptorSet: Uint8Array;
   readonly logger: Logger;
-  /** Largest request accepted; larger ones get RESOURCE_EXHAUSTED. Default 4 MiB. */
+  /**
+   * Receive limit of a method whose contract leaves its requests' size open,
+   * and the cap of every method's limit; a method whose contract bounds its
+   * requests gets twice that bound plus 1 KiB (at least 4 KiB). Larger
+   * requests get RESOURCE_EXHAUSTED before they are decoded. Default 256 KiB.
+   */
   readonly maxReceiveMessageBytes?: number;
   /** How long shutdown waits for in-flight calls before cancelling them. Default 10 s. */
   readonly shutdownTimeoutMs?: number;
@@ -54,7 +59,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const known = new Set(["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials"]);
   for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`createGrpcServer: unknown option ${key}`);
   const positive = (v: number) => Number.isInteger(v) && v >= 0;
-  const maxReceive = option(options.maxReceiveMessageBytes, 4 * 1024 * 1024, "maxReceiveMessageBytes", (v) => positive(v) && v > 0);
+  const maxReceive = option(options.maxReceiveMessageBytes, 256 * 1024, "maxReceiveMessageBytes", (v) => positive(v) && v > 0);
   const shutdownTimeoutMs = option(options.shutdownTimeoutMs, 10_000, "shutdownTimeoutMs", positive);
   const drainDelayMs = option(options.drainDelayMs, 0, "drainDelayMs", positive);
   const readinessIntervalMs = option(options.readinessIntervalMs, 2_000, "readinessIntervalMs", (v) => positive(v) && v > 0);
@@ -63,7 +68,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   // No channelz service is exposed, so its per-call counters and timestamps are switched off.
   const channelOptions: ChannelOptions = { "grpc.max_receive_message_length": maxReceive, "grpc.enable_channelz": 0 };
   const server = new Server(channelOptions);
-  const validator = createRequestValidator(options.descriptorSet);
+  const checker = createMessageChecker(options.descriptorSet);
   const serviceNames: string[] = [];
   const health = new HealthImplementation({ "": "NOT_SERVING" });
   health.addToServer(server);
@@ -93,7 +98,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   return {
     addService(definition, impl) {
       if (state !== "created") throw new Error("addService must be called before start");
-      const bound = bindService(definition, impl, { validator, logger });
+      const bound = bindService(definition, impl, { checker, logger, maxRequestBytes: maxReceive });
       server.addService(bound.definition, bound.handlers as never);
       const first = Object.values(definition)[0];
       if (first) serviceNames.push(first.path.split("/")[1]);

@@ -1,10 +1,7 @@
 import { status } from "@grpc/grpc-js";
+import type { FieldViolation } from "../contracts/index.js";
 
-/** One bad field of a request: its path (`lines[1].quantity`) and what is wrong with it. */
-export interface FieldViolation {
-  readonly field: string;
-  readonly description: string;
-}
+export type { FieldViolation };
 
 /**
  * The one error type for service failures. It carries the gRPC status code,

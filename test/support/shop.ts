@@ -1,7 +1,9 @@
 import { join } from "node:path";
-import type { ServiceError } from "@grpc/grpc-js";
+import { Client, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { OrderServiceService } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
+import { OrderServiceMethods } from "../../gen/ts/shop/orders/v1/order_service_rpc.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { ProductServiceMethods } from "../../gen/ts/shop/products/v1/product_service_rpc.js";
 import { createClient, decodeStatusDetails, type FieldViolation, type PromiseClient } from "../../platform/grpc/index.js";
 import { createLogger } from "../../platform/log/index.js";
 import { type RunningOrders as OrdersProcess, startOrders } from "../../services/orders/app.js";
@@ -25,7 +27,7 @@ export interface RunningProducts {
 export async function startTestProducts(dir: string, natsUrl: string, extra: Partial<Parameters<typeof startProducts>[0]> = {}): Promise<RunningProducts> {
   const databasePath = extra.databasePath ?? join(dir, "products.db");
   const service = await startProducts({ listen: "127.0.0.1:0", databasePath, natsUrl, ...extra, logger: extra.logger ?? quietLogger("products") });
-  const client = createClient(ProductServiceService, { address: service.address });
+  const client = createClient(ProductServiceService, { address: service.address, methods: ProductServiceMethods });
   return {
     service,
     client,
@@ -48,7 +50,7 @@ export interface RunningOrders {
 export async function startTestOrders(dir: string, productsAddress: string, natsUrl: string, extra: Partial<Parameters<typeof startOrders>[0]> = {}): Promise<RunningOrders> {
   const databasePath = extra.databasePath ?? join(dir, "orders.db");
   const service = await startOrders({ listen: "127.0.0.1:0", databasePath, productsAddress, natsUrl, ...extra, logger: extra.logger ?? quietLogger("orders") });
-  const client = createClient(OrderServiceService, { address: service.address });
+  const client = createClient(OrderServiceService, { address: service.address, methods: OrderServiceMethods });
   return {
     service,
     client,
@@ -71,6 +73,22 @@ export async function grpcError(promise: Promise<unknown>): Promise<ServiceError
     return Object.assign(e, { violations });
   }
   throw new Error("expected the call to fail, but it succeeded");
+}
+
+/**
+ * One unary call with the request as raw bytes, as a client in another
+ * language (or an attacker) could send them; resolves with the response bytes.
+ */
+export function rawCall(address: string, path: string, request: Buffer, timeoutMs = 5_000): Promise<Buffer> {
+  const client = new Client(address, credentials.createInsecure());
+  const identity = (b: Buffer) => b;
+  return new Promise<Buffer>((resolve, reject) => {
+    client.makeUnaryRequest(path, identity, identity, request, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+      client.close();
+      if (err) reject(err);
+      else resolve(res!);
+    });
+  });
 }
 
 /** A valid shipping address for orders in tests. */

@@ -1,0 +1,72 @@
+import { describe, expect, it } from "vitest";
+import { descriptorSet } from "../../gen/ts/descriptor_set.js";
+import { CreateOrderRequest } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
+import { requestLimit } from "../grpc/bind-service.js";
+import { createMessageChecker } from "./message-checker.js";
+import { encodedSizeBound, patternMaxLength } from "./size-bound.js";
+
+const checker = createMessageChecker(descriptorSet);
+const address = { recipient: "A", line1: "B", line2: "", city: "C", postalCode: "D", countryCode: "GB" };
+const uuid = (n: number) => `01890a5d-ac96-774b-bcce-${String(n).padStart(12, "0")}`;
+
+describe("createMessageChecker", () => {
+  it("reports a list over its max_items alone, without running the costly rules over every item", () => {
+    // 6,000 lines used to overflow the stack in the uniqueness rule (a CEL macro over every line).
+    const bytes = CreateOrderRequest.encode({ customerId: "", lines: Array.from({ length: 6_000 }, () => ({ productId: "", quantity: 0 })), shippingAddress: undefined }).finish();
+    expect(checker.check("shop.orders.v1.CreateOrderRequest", bytes)).toEqual([{ field: "lines", description: "must contain no more than 50 item(s)" }]);
+  });
+
+  it("names every bad field of a message within its item limits", () => {
+    const bytes = CreateOrderRequest.encode({ customerId: "", lines: [{ productId: "x", quantity: 0 }], shippingAddress: { ...address, countryCode: "gbr" } }).finish();
+    expect(checker.check("shop.orders.v1.CreateOrderRequest", bytes).map((v) => v.field).sort()).toEqual(["customer_id", "lines[0].product_id", "lines[0].quantity", "shipping_address.country_code"]);
+  });
+
+  it("refuses 64-bit values a JavaScript number cannot hold, even where the contract sets no bound", () => {
+    // google.protobuf.Timestamp.seconds has no rule; 2^62 is still refused, naming the field.
+    const timestamp = Uint8Array.from([0x08, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40]);
+    expect(checker.check("google.protobuf.Timestamp", timestamp)).toEqual([{ field: "seconds", description: "must be between -9007199254740991 and 9007199254740991" }]);
+  });
+
+  it("turns undecodable bytes into one violation and refuses unknown types", () => {
+    expect(checker.check("shop.orders.v1.CreateOrderRequest", Uint8Array.from([0x0a, 0x05, 0x01]))).toEqual([{ field: "", description: expect.stringContaining("not a valid shop.orders.v1.CreateOrderRequest") }]);
+    expect(() => checker.check("shop.nothing.v1.Nope", new Uint8Array())).toThrow(/not in the descriptor set/);
+  });
+});
+
+describe("encodedSizeBound", () => {
+  const bound = (typeName: string) => encodedSizeBound(checker.registry.getMessage(typeName)!);
+
+  it("bounds a message from its rules and leaves unbounded ones open", () => {
+    expect(bound("shop.products.v1.GetProductRequest")).toBe(38);
+    // 50 lines, an address and the rest: a few KiB.
+    expect(bound("shop.orders.v1.CreateOrderRequest")).toBeGreaterThan(2_000);
+    expect(bound("shop.orders.v1.CreateOrderRequest")).toBeLessThan(8_000);
+    // FieldMask's paths have no limit.
+    expect(bound("shop.products.v1.UpdateProductRequest")).toBe(Number.POSITIVE_INFINITY);
+  });
+
+  it("is never below the size of a valid message", () => {
+    const largest = CreateOrderRequest.encode({
+      customerId: "c".repeat(64),
+      lines: Array.from({ length: 50 }, (_, i) => ({ productId: uuid(i), quantity: 1000 })),
+      shippingAddress: { recipient: "é".repeat(200), line1: "l".repeat(200), line2: "l".repeat(200), city: "c".repeat(100), postalCode: "p".repeat(20), countryCode: "GB" },
+      requestId: uuid(99),
+    }).finish();
+    expect(checker.check("shop.orders.v1.CreateOrderRequest", largest)).toEqual([]);
+    expect(largest.byteLength).toBeLessThanOrEqual(bound("shop.orders.v1.CreateOrderRequest"));
+  });
+
+  it("reads the length of simple whole-string patterns", () => {
+    expect(patternMaxLength("^[A-Z]{2}$")).toBe(2);
+    expect(patternMaxLength("^v[0-9]{1,3}$")).toBe(4);
+    expect(patternMaxLength("^a+$")).toBe(Number.POSITIVE_INFINITY);
+    expect(patternMaxLength("[A-Z]")).toBe(Number.POSITIVE_INFINITY);
+  });
+
+  it("gives each method a receive limit: twice its bound plus 1 KiB, at least 4 KiB, capped", () => {
+    expect(requestLimit(38, 262_144)).toBe(4_096);
+    expect(requestLimit(5_000, 262_144)).toBe(11_024);
+    expect(requestLimit(Number.POSITIVE_INFINITY, 262_144)).toBe(262_144);
+    expect(requestLimit(500_000, 262_144)).toBe(262_144);
+  });
+});

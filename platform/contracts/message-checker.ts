@@ -1,0 +1,159 @@
+import { type DescField, type DescMessage, type Registry, ScalarType, createFileRegistry, fromBinary, getOption, hasOption, isFieldSet } from "@bufbuild/protobuf";
+import { pathToString } from "@bufbuild/protobuf/reflect";
+import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { createValidator } from "@bufbuild/protovalidate";
+import { RepeatedRulesSchema, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+
+/** One bad field of a message: its path (`lines[1].quantity`) and what is wrong with it. */
+export interface FieldViolation {
+  readonly field: string;
+  readonly description: string;
+}
+
+/** Checks messages, given as their binary encoding, against the rules their contracts declare. */
+export interface MessageChecker {
+  /**
+   * Every rule the message of `typeName` encoded in `bytes` breaks; empty
+   * when it is valid. Item counts come first: a list over its max_items is
+   * reported alone, without running the contract's other rules, so an
+   * oversized list never reaches a costly one (a CEL rule over every item).
+   * 64-bit integers beyond what a JavaScript number holds exactly are
+   * violations too. Undecodable bytes are one violation on field "".
+   * Throws when `typeName` is not in the descriptor set.
+   */
+  check(typeName: string, bytes: Uint8Array): FieldViolation[];
+  /**
+   * Only the cheap part of `check`: the lists over their max_items, without
+   * the contract's other rules; empty when every list is within its limit.
+   */
+  checkItemCounts(typeName: string, bytes: Uint8Array): FieldViolation[];
+  /** The registry built from the descriptor set (services, messages, options). */
+  readonly registry: Registry;
+}
+
+/** The largest integer a JavaScript number holds exactly; 64-bit fields are carried as numbers. */
+const safeLimit = BigInt(Number.MAX_SAFE_INTEGER);
+
+type Check =
+  | { readonly kind: "items"; readonly field: DescField; readonly max: number }
+  | { readonly kind: "wide"; readonly field: DescField }
+  | { readonly kind: "nested"; readonly field: DescField; readonly message: DescMessage };
+
+const wideScalars = new Set([ScalarType.INT64, ScalarType.UINT64, ScalarType.SINT64, ScalarType.FIXED64, ScalarType.SFIXED64]);
+
+/**
+ * Builds a checker from a serialized FileDescriptorSet (the generated
+ * `descriptorSet`). protovalidate reads only @bufbuild/protobuf messages, so
+ * the bytes are decoded here with the descriptor set's schemas.
+ */
+export function createMessageChecker(descriptorSet: Uint8Array): MessageChecker {
+  const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, descriptorSet));
+  const validator = createValidator({ registry });
+  const schemas = new Map<string, DescMessage>();
+  const plans = new Map<DescMessage, Check[]>();
+
+  const schemaOf = (typeName: string): DescMessage => {
+    let schema = schemas.get(typeName);
+    if (!schema) {
+      schema = registry.getMessage(typeName);
+      if (!schema) throw new Error(`message ${typeName} is not in the descriptor set; run \`npm run gen\``);
+      schemas.set(typeName, schema);
+    }
+    return schema;
+  };
+
+  /** The cheap checks of one message type: only fields that have a limit, are 64-bit, or hold messages. */
+  const planOf = (message: DescMessage): Check[] => {
+    let plan = plans.get(message);
+    if (plan) return plan;
+    plan = [];
+    plans.set(message, plan);
+    for (const field of message.fields) {
+      const rules = hasOption(field, fieldRulesExt) ? getOption(field, fieldRulesExt) : undefined;
+      if (field.fieldKind === "list" && rules?.type.case === "repeated" && isFieldSet(rules.type.value, RepeatedRulesSchema.field.maxItems)) {
+        plan.push({ kind: "items", field, max: Number(rules.type.value.maxItems) });
+      }
+      const scalar = field.fieldKind === "scalar" || field.fieldKind === "list" ? field.scalar : undefined;
+      if (scalar !== undefined && wideScalars.has(scalar)) plan.push({ kind: "wide", field });
+      if (field.fieldKind === "message" || (field.fieldKind === "list" && field.listKind === "message")) {
+        plan.push({ kind: "nested", field, message: field.message });
+      }
+    }
+    return plan;
+  };
+
+  /** Appends the cheap violations of `message`: lists over their limit to `items`, numbers out of range to `wide`. */
+  const walk = (schema: DescMessage, message: Record<string, unknown>, path: string, items: FieldViolation[], wide: FieldViolation[]): void => {
+    for (const check of planOf(schema)) {
+      const { field } = check;
+      const value = valueOf(message, field);
+      if (value === undefined) continue;
+      const name = path + field.name;
+      const values: unknown[] = Array.isArray(value) ? value : [value];
+      const at = (i: number) => (Array.isArray(value) ? `${name}[${i}]` : name);
+      switch (check.kind) {
+        case "items":
+          if (values.length > check.max) items.push({ field: name, description: `must contain no more than ${check.max} item(s)` });
+          break;
+        case "wide":
+          values.forEach((v, i) => {
+            if (typeof v === "bigint" && (v > safeLimit || v < -safeLimit)) {
+              wide.push({ field: at(i), description: `must be between -${safeLimit} and ${safeLimit}` });
+            }
+          });
+          break;
+        case "nested":
+          // An item count already over its limit is not looked into: that is the costly case.
+          if (Array.isArray(value) && items.some((v) => v.field === name)) break;
+          values.forEach((v, i) => {
+            if (v && typeof v === "object") walk(check.message, v as Record<string, unknown>, `${at(i)}.`, items, wide);
+          });
+          break;
+      }
+    }
+  };
+
+  const decode = (typeName: string, bytes: Uint8Array) => {
+    const schema = schemaOf(typeName);
+    try {
+      return { schema, message: fromBinary(schema, bytes) };
+    } catch (err) {
+      return { schema, error: [{ field: "", description: `not a valid ${typeName}: ${(err as Error).message}` }] };
+    }
+  };
+
+  return {
+    registry,
+    checkItemCounts(typeName, bytes) {
+      const { schema, message, error } = decode(typeName, bytes);
+      if (error) return error;
+      const items: FieldViolation[] = [];
+      walk(schema, message as unknown as Record<string, unknown>, "", items, []);
+      return items;
+    },
+    check(typeName, bytes) {
+      const { schema, message, error } = decode(typeName, bytes);
+      if (error) return error;
+      const items: FieldViolation[] = [];
+      const wide: FieldViolation[] = [];
+      walk(schema, message as unknown as Record<string, unknown>, "", items, wide);
+      if (items.length > 0) return [...items, ...wide];
+      const result = validator.validate(schema, message);
+      if (result.kind === "error") throw result.error;
+      if (result.kind === "valid") return wide;
+      // A message-level rule has no field path; by convention its id names the field.
+      const found = result.violations.map((v) => ({ field: v.field.length > 0 ? pathToString(v.field) : v.ruleId, description: v.message }));
+      // A bound in the contract may already say what the number check says.
+      return [...found, ...wide.filter((c) => !found.some((f) => f.field === c.field))];
+    },
+  };
+}
+
+/** A field's value in a @bufbuild/protobuf message, oneof members included; undefined when unset. */
+function valueOf(message: Record<string, unknown>, field: DescField): unknown {
+  if (field.oneof) {
+    const oneof = message[field.oneof.localName] as { case?: string; value?: unknown } | undefined;
+    return oneof?.case === field.localName ? oneof.value : undefined;
+  }
+  return message[field.localName];
+}

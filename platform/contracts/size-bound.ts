@@ -1,0 +1,114 @@
+import { type DescField, type DescMessage, ScalarType, getOption, hasOption, isFieldSet } from "@bufbuild/protobuf";
+import { RepeatedRulesSchema, StringRulesSchema, BytesRulesSchema, type FieldRules, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+
+/**
+ * The most bytes a valid message of this type can take on the wire, worked
+ * out from its contract's rules: a string's max_len (4 bytes a character at
+ * most), uuid, or a pattern of fixed length ("^[A-Z]{2}$"), a list's
+ * max_items, nested messages in turn. Infinity when
+ * any field is unbounded (a string or list without a limit, a recursive
+ * type). Unknown fields are not counted.
+ */
+export function encodedSizeBound(message: DescMessage): number {
+  return boundOf(message, new Set());
+}
+
+function boundOf(message: DescMessage, visiting: Set<DescMessage>): number {
+  if (visiting.has(message)) return Number.POSITIVE_INFINITY;
+  visiting.add(message);
+  try {
+    let total = 0;
+    for (const field of message.fields) {
+      total += fieldBound(field, visiting);
+      if (total === Number.POSITIVE_INFINITY) return total;
+    }
+    return total;
+  } finally {
+    visiting.delete(message);
+  }
+}
+
+/** Bytes of a varint holding `n`. */
+const varintSize = (n: number): number => (n < 0 ? 10 : Math.max(1, Math.ceil(Math.log2(n + 1) / 7)));
+
+function fieldBound(field: DescField, visiting: Set<DescMessage>): number {
+  const rules = hasOption(field, fieldRulesExt) ? getOption(field, fieldRulesExt) : undefined;
+  const tag = varintSize(field.number << 3);
+  switch (field.fieldKind) {
+    case "scalar":
+    case "enum":
+      return tag + valueBound(field.fieldKind === "enum" ? ScalarType.INT32 : field.scalar, rules);
+    case "message": {
+      const inner = boundOf(field.message, visiting);
+      return tag + varintSize(inner) + inner;
+    }
+    case "list": {
+      const repeated = rules?.type.case === "repeated" ? rules.type.value : undefined;
+      if (!repeated || !isFieldSet(repeated, RepeatedRulesSchema.field.maxItems)) return Number.POSITIVE_INFINITY;
+      const items = Number(repeated.maxItems);
+      let element: number;
+      if (field.listKind === "message") {
+        const inner = boundOf(field.message, visiting);
+        element = varintSize(inner) + inner;
+      } else element = valueBound(field.listKind === "enum" ? ScalarType.INT32 : field.scalar, repeated.items);
+      // Packed or not, no list takes more than a tag and a length per item.
+      return items * (tag + 5 + element);
+    }
+    case "map":
+      return Number.POSITIVE_INFINITY;
+  }
+}
+
+function valueBound(scalar: ScalarType, rules: FieldRules | undefined): number {
+  switch (scalar) {
+    case ScalarType.FIXED32:
+    case ScalarType.SFIXED32:
+    case ScalarType.FLOAT:
+      return 4;
+    case ScalarType.FIXED64:
+    case ScalarType.SFIXED64:
+    case ScalarType.DOUBLE:
+      return 8;
+    case ScalarType.STRING: {
+      const s = rules?.type.case === "string" ? rules.type.value : undefined;
+      if (!s) return Number.POSITIVE_INFINITY;
+      const bytes = s.wellKnown.case === "uuid" && s.wellKnown.value ? 36
+        : isFieldSet(s, StringRulesSchema.field.maxBytes) ? Number(s.maxBytes)
+        : isFieldSet(s, StringRulesSchema.field.maxLen) ? 4 * Number(s.maxLen)
+        : isFieldSet(s, StringRulesSchema.field.len) ? 4 * Number(s.len)
+        : isFieldSet(s, StringRulesSchema.field.pattern) ? 4 * patternMaxLength(s.pattern)
+        : Number.POSITIVE_INFINITY;
+      return varintSize(bytes) + bytes;
+    }
+    case ScalarType.BYTES: {
+      const b = rules?.type.case === "bytes" ? rules.type.value : undefined;
+      if (!b || !isFieldSet(b, BytesRulesSchema.field.maxLen)) return Number.POSITIVE_INFINITY;
+      const bytes = Number(b.maxLen);
+      return varintSize(bytes) + bytes;
+    }
+    default:
+      // Varints: at most 10 bytes (a negative int32 is sign-extended to 64 bits).
+      return 10;
+  }
+}
+
+/**
+ * The most characters a whole-string pattern can match when it is a
+ * sequence of literal characters and character classes, each with an
+ * optional fixed or bounded count ("^[A-Z]{2}$", "^v[0-9]{1,3}$"); Infinity
+ * for any other pattern.
+ */
+export function patternMaxLength(pattern: string): number {
+  const body = /^\^(.*)\$$/s.exec(pattern)?.[1];
+  if (body === undefined) return Number.POSITIVE_INFINITY;
+  const atom = /(\[(?:\\.|[^\]\\])+\]|\\[^dDsSwWbB]|[^\\[\](){}*+?|^$.])(?:\{(\d+)(?:,(\d+))?\})?/y;
+  let length = 0;
+  for (let at = 0; at < body.length; ) {
+    atom.lastIndex = at;
+    const match = atom.exec(body);
+    if (!match) return Number.POSITIVE_INFINITY;
+    length += match[2] === undefined ? 1 : Number(match[3] ?? match[2]);
+    at = atom.lastIndex;
+  }
+  return length;
+}
