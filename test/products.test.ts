@@ -2,7 +2,8 @@ import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkHealth } from "../platform/grpc/index.js";
 import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
-import { grpcError, type RunningProducts, startTestProducts, tempDir } from "./support/shop.js";
+import { ProductServiceService, UpdateProductRequest } from "../gen/ts/shop/products/v1/product_service_pb.js";
+import { grpcError, rawCall, type RunningProducts, startTestProducts, tempDir } from "./support/shop.js";
 
 const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
 
@@ -88,7 +89,8 @@ describe("ProductService", () => {
   it("adjusts stock and never lets it go below zero", async () => {
     const p = await create("Saucer", 2);
     const { product: up } = await products.client.adjustStock({ id: p.id, delta: 5, reason: "delivery" });
-    expect(up).toMatchObject({ stock: 7, version: 2 });
+    // Stock has a version of its own: the catalogue version an editor holds stays valid.
+    expect(up).toMatchObject({ stock: 7, version: 1, stockVersion: 2 });
     const err = await grpcError(products.client.adjustStock({ id: p.id, delta: -8, reason: "count" }));
     expect(err.code).toBe(status.FAILED_PRECONDITION);
     expect((await products.client.getProduct({ id: p.id })).product!.stock).toBe(7);
@@ -96,6 +98,49 @@ describe("ProductService", () => {
     expect(zero.violations.map((v) => v.field).sort()).toEqual(["delta", "reason"]);
     const missing = await grpcError(products.client.adjustStock({ id: "01890a5d-ac96-774b-bcce-b302099a8057", delta: 1, reason: "x" }));
     expect(missing.code).toBe(status.NOT_FOUND);
+  });
+
+  it("refuses stock beyond what int32 carries, and 64-bit values beyond what a number holds, naming the field and writing nothing", async () => {
+    const p = await create("Crate", 1_000_000_000);
+    const over = await grpcError(products.client.adjustStock({ id: p.id, delta: 1, reason: "delivery" }));
+    expect(over.code).toBe(status.OUT_OF_RANGE);
+    expect(over.violations.map((v) => v.field)).toEqual(["delta"]);
+    // 2e9 + 1e9 used to overflow the response's int32 and answer INTERNAL.
+    const crate = await create("Crate", 999_999_999);
+    const twice = await grpcError(products.client.adjustStock({ id: crate.id, delta: 1_000_000_000, reason: "delivery" }));
+    expect(twice.code).toBe(status.OUT_OF_RANGE);
+    expect((await products.client.getProduct({ id: crate.id })).product).toMatchObject({ stock: 999_999_999, stockVersion: 1 });
+    // expected_version 2^62: above Number.MAX_SAFE_INTEGER, which used to answer INTERNAL on decoding.
+    const raw = Buffer.concat([
+      Buffer.from(UpdateProductRequest.encode({ id: p.id, expectedVersion: 1, updateMask: ["name"], name: "x", description: "", price: undefined }).finish()),
+      Buffer.from([0x10, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40]),
+    ]);
+    const huge = await grpcError(rawCall(products.service.address, ProductServiceService.updateProduct.path, raw));
+    expect(huge.code).toBe(status.INVALID_ARGUMENT);
+    expect(huge.violations.map((v) => v.field)).toEqual(["expected_version"]);
+    expect((await products.client.getProduct({ id: p.id })).product).toMatchObject({ name: "Crate", version: 1 });
+  });
+
+  it("creates and adjusts once per request_id: a repeat returns the first result, a different request with the same id is refused", async () => {
+    const requestId = "01890a5d-ac96-774b-bcce-b302099a9001";
+    const request = { name: "Once", description: "", price: eur(100), initialStock: 3, requestId };
+    const first = (await products.client.createProduct(request)).product!;
+    const again = (await products.client.createProduct(request)).product!;
+    expect(again).toEqual(first);
+    const listed = (await products.client.listProducts({ pageSize: 500, pageToken: "" })).products.filter((p) => p.name === "Once");
+    expect(listed).toHaveLength(1);
+    const reused = await grpcError(products.client.createProduct({ ...request, initialStock: 4 }));
+    expect(reused.code).toBe(status.ALREADY_EXISTS);
+    expect(reused.violations.map((v) => v.field)).toEqual(["request_id"]);
+    const bad = await grpcError(products.client.createProduct({ ...request, requestId: "not-a-uuid" }));
+    expect(bad.violations.map((v) => v.field)).toEqual(["request_id"]);
+
+    const adjust = { id: first.id, delta: 2, reason: "delivery 1", requestId: "01890a5d-ac96-774b-bcce-b302099a9002" };
+    expect((await products.client.adjustStock(adjust)).product!.stock).toBe(5);
+    expect((await products.client.adjustStock(adjust)).product!.stock).toBe(5);
+    expect((await products.client.getProduct({ id: first.id })).product!.stock).toBe(5);
+    // Ids are per method: the same id on another method is a new request.
+    expect((await products.client.adjustStock({ ...adjust, requestId })).product!.stock).toBe(7);
   });
 
   it("lists every product once across pages, in a stable order", async () => {
@@ -118,11 +163,15 @@ describe("ProductService", () => {
     expect(tooBig.violations.map((v) => v.field)).toEqual(["page_size"]);
   });
 
-  it("refuses oversized strings and a 5 MiB request, and stays healthy", async () => {
+  it("refuses oversized strings and requests over the method's limit, and stays healthy", async () => {
     const long = await grpcError(create("n".repeat(201)));
     expect(long.violations.map((v) => v.field)).toEqual(["name"]);
     const huge = await grpcError(products.client.createProduct({ name: "x", description: "d".repeat(5 * 1024 * 1024), price: eur(1), initialStock: 0 }));
     expect(huge.code).toBe(status.RESOURCE_EXHAUSTED);
+    // CreateProduct's contract bounds a request to a few KiB: 40 KiB is refused before it is decoded.
+    const overLimit = await grpcError(products.client.createProduct({ name: "x", description: "d".repeat(40 * 1024), price: eur(1), initialStock: 0 }));
+    expect(overLimit.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(overLimit.details).toMatch(/CreateProduct request may have at most \d+ bytes/);
     expect(await checkHealth(products.service.address)).toBe("SERVING");
     expect((await create("Still works")).name).toBe("Still works");
   });

@@ -87,7 +87,9 @@ class SubjectTokenError(ValueError):
 # Stream SHOP_ORDERS, which holds the events of
 # shop/orders/v1/order_events.proto. Events of the order service. They go to the
 # SHOP_ORDERS stream and are published through the order service's outbox, so
-# each one is committed together with the change it reports.
+# each one is committed together with the change it reports. Their validation
+# rules are checked when they are written to the outbox and again when they are
+# consumed.
 SHOP_ORDERS_STREAM = StreamSpec(
     name="SHOP_ORDERS",
     subjects=("shop.orders.v1.>",),
@@ -101,7 +103,9 @@ SHOP_ORDERS_STREAM = StreamSpec(
 # Stream SHOP_PRODUCTS, which holds the events of
 # shop/products/v1/product_events.proto. Events of the product service. They go
 # to the SHOP_PRODUCTS stream and are published through the product service's
-# outbox, so each one is committed together with the change it reports.
+# outbox, so each one is committed together with the change it reports. Their
+# validation rules are checked when they are written to the outbox and again
+# when they are consumed.
 SHOP_PRODUCTS_STREAM = StreamSpec(
     name="SHOP_PRODUCTS",
     subjects=("shop.products.v1.>",),

@@ -10,7 +10,7 @@ import { createGrpcServer, type GrpcServer } from "./server.js";
 import { StatusError } from "./status-error.js";
 
 const logger = createLogger({ service: "test", level: "silent" });
-const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, createTime: undefined, updateTime: undefined };
+const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
 
 function impl(getProduct: ServiceImpl<typeof ProductServiceService>["getProduct"]): ServiceImpl<typeof ProductServiceService> {
   const unused = async (): Promise<never> => {

@@ -31,7 +31,7 @@ export interface RunningProducts extends RunningService {
 /** Starts the product service: the catalogue over gRPC, and the stock side of the order saga. */
 export async function startProducts(options: ProductsOptions): Promise<RunningProducts> {
   const host = await createServiceHost({ name: "products", migrations: productMigrations, streams: allStreams, descriptorSet, ...options });
-  const { db, events, server } = host;
-  server.addService(ProductServiceService, createProductService({ db, store: createProductStore(db), onChange: productChangeEvents(events.outbox) }));
+  const { db, events, server, requestIds } = host;
+  server.addService(ProductServiceService, createProductService({ db, store: createProductStore(db), requestIds, onChange: productChangeEvents(events.outbox) }));
   return host.start({ consumers: bindConsumers(ProductServiceConsumers, createStockReservations(createReservationStore(db))) });
 }

@@ -21,20 +21,20 @@ describe("contract checks", () => {
 
   it("passes buf lint, and fails it on a badly named field", () => {
     expect(lintContracts()).toMatchObject({ ok: true });
-    const bad = editedContracts(dir.path, productService, (t) => t.replace("int32 stock = 5;", "int32 stockOnHand = 5;"));
+    const bad = editedContracts(dir.path, productService, (t) => t.replace("string next_page_token = 2;", "string nextPageToken = 2;"));
     const result = lintContracts(bad);
     expect(result.ok).toBe(false);
-    expect(result.output).toMatch(/stockOnHand/);
+    expect(result.output).toMatch(/nextPageToken/);
   });
 
   it("lets compatible changes through and fails buf breaking on wire-incompatible ones", () => {
-    const added = editedContracts(dir.path, productService, (t) => t.replace("  google.protobuf.Timestamp update_time = 8;\n}", "  google.protobuf.Timestamp update_time = 8;\n  // Added.\n  string sku = 9;\n}"));
+    const added = editedContracts(dir.path, productService, (t) => t.replace("  string next_page_token = 2;\n}", "  string next_page_token = 2;\n  // Added.\n  string sku = 3;\n}"));
     expect(breakingChanges(added, join(repoRoot, "proto"))).toMatchObject({ ok: true });
-    const retyped = editedContracts(dir.path, productService, (t) => t.replace("int32 stock = 5;", "string stock = 5;"));
+    const retyped = editedContracts(dir.path, productService, (t) => t.replace("string next_page_token = 2;", "int32 next_page_token = 2;"));
     const result = breakingChanges(retyped, join(repoRoot, "proto"));
     expect(result.ok).toBe(false);
-    expect(result.output).toMatch(/stock/);
-    const renumbered = editedContracts(dir.path, productService, (t) => t.replace("string name = 2;", "string name = 12;"));
+    expect(result.output).toMatch(/next_page_token/);
+    const renumbered = editedContracts(dir.path, productService, (t) => t.replace("repeated Product products = 1;", "repeated Product products = 11;"));
     expect(breakingChanges(renumbered, join(repoRoot, "proto")).ok).toBe(false);
   });
 });

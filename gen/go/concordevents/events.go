@@ -89,7 +89,9 @@ type SubscriptionSpec struct {
 // ShopOrdersStream is stream SHOP_ORDERS, which holds the events of
 // shop/orders/v1/order_events.proto. Events of the order service. They go to
 // the SHOP_ORDERS stream and are published through the order service's outbox,
-// so each one is committed together with the change it reports.
+// so each one is committed together with the change it reports. Their
+// validation rules are checked when they are written to the outbox and again
+// when they are consumed.
 var ShopOrdersStream = StreamSpec{
 	Name:            "SHOP_ORDERS",
 	Subjects:        []string{"shop.orders.v1.>"},
@@ -102,7 +104,9 @@ var ShopOrdersStream = StreamSpec{
 // ShopProductsStream is stream SHOP_PRODUCTS, which holds the events of
 // shop/products/v1/product_events.proto. Events of the product service. They go
 // to the SHOP_PRODUCTS stream and are published through the product service's
-// outbox, so each one is committed together with the change it reports.
+// outbox, so each one is committed together with the change it reports. Their
+// validation rules are checked when they are written to the outbox and again
+// when they are consumed.
 var ShopProductsStream = StreamSpec{
 	Name:            "SHOP_PRODUCTS",
 	Subjects:        []string{"shop.products.v1.>"},

@@ -44,9 +44,13 @@ export interface ProductQuote {
   readonly currency: string;
 }
 
+/** The largest amount of money the contracts carry (shop.common.v1.Money.amount_minor). */
+export const maxAmountMinor = 100_000_000_000_000;
+
 /**
  * Prices each requested line at its product's current price. All products
- * must be priced in one currency (FAILED_PRECONDITION otherwise).
+ * must be priced in one currency, and the total must fit a Money amount
+ * (FAILED_PRECONDITION otherwise).
  */
 export function priceLines(
   requested: readonly { readonly productId: string; readonly quantity: number }[],
@@ -62,7 +66,7 @@ export function priceLines(
     throw StatusError.failedPrecondition(`the products are priced in different currencies (${[...currencies].sort().join(", ")}); order them separately`);
   }
   const totalMinor = lines.reduce((sum, l) => sum + lineTotalMinor(l), 0);
-  if (!Number.isSafeInteger(totalMinor)) throw StatusError.failedPrecondition("the order total is too large");
+  if (!(totalMinor <= maxAmountMinor)) throw StatusError.failedPrecondition(`the order total would be above ${maxAmountMinor} minor units; order fewer units`);
   return { lines, currency: [...currencies][0], totalMinor };
 }
 

@@ -2,7 +2,7 @@ import { status } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 import { adjustedStock, editProduct, type ProductRecord } from "./product.js";
 
-const product: ProductRecord = { id: "p-1", name: "Teapot", description: "Blue", priceMinor: 1999, currency: "EUR", stock: 3, version: 4, createdAt: 0, updatedAt: 0 };
+const product: ProductRecord = { id: "p-1", name: "Teapot", description: "Blue", priceMinor: 1999, currency: "EUR", stock: 3, reserved: 0, version: 4, stockVersion: 7, createdAt: 0, updatedAt: 0 };
 
 describe("editProduct", () => {
   it("changes only the masked fields and bumps the version", () => {
@@ -23,5 +23,11 @@ describe("adjustedStock", () => {
 
   it("never goes below zero", () => {
     expect(() => adjustedStock(product, -4)).toThrow(expect.objectContaining({ code: status.FAILED_PRECONDITION }));
+  });
+
+  it("never takes stock plus held units above the limit, naming delta", () => {
+    const held = { ...product, stock: 999_999_000, reserved: 900 };
+    expect(adjustedStock(held, 100)).toBe(999_999_100);
+    expect(() => adjustedStock(held, 101)).toThrow(expect.objectContaining({ code: status.OUT_OF_RANGE, violations: [expect.objectContaining({ field: "delta" })] }));
   });
 });

@@ -1,3 +1,4 @@
+import { status } from "@grpc/grpc-js";
 import { StatusError } from "../../../platform/grpc/index.js";
 
 /** A product as the product service keeps it. Money is in minor units. */
@@ -9,7 +10,12 @@ export interface ProductRecord {
   readonly currency: string;
   /** Units on hand and not reserved. Never negative. */
   readonly stock: number;
+  /** Units held for orders; with `stock`, never above `maxUnits`. */
+  readonly reserved: number;
+  /** Raised by every change of the catalogue fields (name, description, price); what UpdateProduct's expected_version guards. */
   readonly version: number;
+  /** Raised by every change of stock (AdjustStock, reservations), which leaves `version` alone. */
+  readonly stockVersion: number;
   readonly createdAt: number;
   readonly updatedAt: number;
 }
@@ -40,11 +46,26 @@ export function editProduct(product: ProductRecord, expectedVersion: number, mas
   return next;
 }
 
-/** Stock after adding `delta`; FAILED_PRECONDITION when it would go below zero. */
+/**
+ * The most units of one product the shop keeps track of, on hand and held
+ * for orders together: what a contract's int32 stock carries with room to
+ * spare, so that releasing held units can never overflow it.
+ */
+export const maxUnits = 1_000_000_000;
+
+/**
+ * Stock after adding `delta`: FAILED_PRECONDITION when it would go below
+ * zero, OUT_OF_RANGE (naming `delta`) when stock on hand plus the units held
+ * for orders would go above `maxUnits`.
+ */
 export function adjustedStock(product: ProductRecord, delta: number): number {
   const stock = product.stock + delta;
   if (stock < 0) {
     throw StatusError.failedPrecondition(`product ${product.id} has ${product.stock} in stock; removing ${-delta} would make it negative`);
+  }
+  if (stock + product.reserved > maxUnits) {
+    const description = `would take product ${product.id} to ${stock} on hand plus ${product.reserved} held for orders, above the limit of ${maxUnits} units`;
+    throw new StatusError(status.OUT_OF_RANGE, `delta ${description}`, { violations: [{ field: "delta", description }] });
   }
   return stock;
 }

@@ -14,6 +14,13 @@ describe("planReservation", () => {
     });
     expect(shortfallReason([{ productId: "a", requested: 6, available: 5 }])).toBe("not enough stock: a (asked 6, 5 available)");
   });
+
+  it("keeps the reason within its contract's 1000 characters however many lines fall short", () => {
+    const many = Array.from({ length: 50 }, (_, i) => ({ productId: `01890a5d-ac96-774b-bcce-b302099a${String(8000 + i)}`, requested: 1000, available: 999_999_999 }));
+    const reason = shortfallReason(many);
+    expect(reason.length).toBeLessThanOrEqual(1000);
+    expect(reason).toMatch(/^not enough stock: 01890a5d-.* and \d+ more$/);
+  });
 });
 
 describe("isNewReservationRequest", () => {

@@ -54,7 +54,20 @@ export function planReservation(
   return shortfalls.length === 0 ? { ok: true } : { ok: false, shortfalls };
 }
 
-/** A sentence for the customer about why stock could not be reserved. */
+/** The longest reason StockReservationFailed carries (its contract's max_len). */
+export const maxReasonLength = 1000;
+
+/**
+ * A sentence for the customer about why stock could not be reserved, at
+ * most `maxReasonLength` characters: products that do not fit are counted
+ * instead of named (every one is in the event's shortages).
+ */
 export function shortfallReason(shortfalls: readonly Shortfall[]): string {
-  return `not enough stock: ${shortfalls.map((s) => `${s.productId} (asked ${s.requested}, ${s.available} available)`).join(", ")}`;
+  const parts = shortfalls.map((s) => `${s.productId} (asked ${s.requested}, ${s.available} available)`);
+  for (let shown = parts.length; shown > 0; shown--) {
+    const rest = parts.length - shown;
+    const text = `not enough stock: ${parts.slice(0, shown).join(", ")}${rest > 0 ? ` and ${rest} more` : ""}`;
+    if (text.length <= maxReasonLength) return text;
+  }
+  return `not enough stock for ${parts.length} products`;
 }

@@ -13,7 +13,7 @@ export function productChangeEvents(outbox: Outbox): ProductChangeListener {
       outbox.add(ProductUpdatedEvent, { productId: product.id, product: toProductMessage(product), changedFields: [...changedFields] });
     },
     stockAdjusted(product, delta, reason) {
-      outbox.add(StockAdjustedEvent, { productId: product.id, delta, reason, stock: product.stock, version: product.version });
+      outbox.add(StockAdjustedEvent, { productId: product.id, delta, reason, stock: product.stock, version: product.version, stockVersion: product.stockVersion });
     },
   };
 }

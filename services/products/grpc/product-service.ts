@@ -1,7 +1,8 @@
 import { decodePageToken, encodePageToken, pageSizeOf, type ServiceImpl, StatusError } from "../../../platform/grpc/index.js";
 import { uuidv7 } from "../../../platform/ids/index.js";
+import type { RequestIds } from "../../../platform/idempotency/index.js";
 import type { Database } from "../../../platform/sql/index.js";
-import { type Product, ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
+import { AdjustStockResponse, CreateProductResponse, type Product, ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import { adjustedStock, type EditableField, editProduct, type ProductRecord } from "../domain/product.js";
 import type { ProductStore } from "../store/product-store.js";
 
@@ -9,6 +10,8 @@ import type { ProductStore } from "../store/product-store.js";
 export interface ProductServiceDeps {
   readonly db: Database;
   readonly store: ProductStore;
+  /** Request ids of CreateProduct and AdjustStock calls, so a repeated call has no second effect. */
+  readonly requestIds: RequestIds;
   /** Hook for the changes' events, run inside their transaction. */
   readonly onChange?: ProductChangeListener;
   readonly now?: () => number;
@@ -30,6 +33,7 @@ export function toProductMessage(p: ProductRecord): Product {
     price: { currencyCode: p.currency, amountMinor: p.priceMinor },
     stock: p.stock,
     version: p.version,
+    stockVersion: p.stockVersion,
     createTime: new Date(p.createdAt),
     updateTime: new Date(p.updatedAt),
   };
@@ -37,7 +41,7 @@ export function toProductMessage(p: ProductRecord): Product {
 
 /** ProductService: the contract's methods over the product store. */
 export function createProductService(deps: ProductServiceDeps): ServiceImpl<typeof ProductServiceService> {
-  const { db, store, onChange } = deps;
+  const { db, store, requestIds, onChange } = deps;
   const now = deps.now ?? Date.now;
   const mustGet = (id: string): ProductRecord => {
     const product = store.get(id);
@@ -46,7 +50,7 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
   };
 
   return {
-    async createProduct(req) {
+    async createProduct(req, context) {
       const at = now();
       const product: ProductRecord = {
         id: uuidv7(at),
@@ -55,15 +59,19 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
         priceMinor: req.price!.amountMinor,
         currency: req.price!.currencyCode,
         stock: req.initialStock,
+        reserved: 0,
         version: 1,
+        stockVersion: 1,
         createdAt: at,
         updatedAt: at,
       };
-      db.transaction(() => {
-        store.insert(product);
-        onChange?.created(product);
-      });
-      return { product: toProductMessage(product) };
+      return db.transaction(() =>
+        requestIds.once(context, req.requestId, CreateProductResponse, () => {
+          store.insert(product);
+          onChange?.created(product);
+          return { product: toProductMessage(product) };
+        }),
+      );
     },
 
     async getProduct(req) {
@@ -98,15 +106,16 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
       return { products: products.map(toProductMessage), nextPageToken: more ? encodePageToken(products[products.length - 1].id) : "" };
     },
 
-    async adjustStock(req) {
-      const next = db.transaction(() => {
-        const current = mustGet(req.id);
-        const adjusted: ProductRecord = { ...current, stock: adjustedStock(current, req.delta), version: current.version + 1, updatedAt: now() };
-        store.setStock(adjusted.id, adjusted.stock, adjusted.version, adjusted.updatedAt, req.delta, req.reason);
-        onChange?.stockAdjusted(adjusted, req.delta, req.reason);
-        return adjusted;
-      });
-      return { product: toProductMessage(next) };
+    async adjustStock(req, context) {
+      return db.transaction(() =>
+        requestIds.once(context, req.requestId, AdjustStockResponse, () => {
+          const current = mustGet(req.id);
+          const adjusted: ProductRecord = { ...current, stock: adjustedStock(current, req.delta), stockVersion: current.stockVersion + 1, updatedAt: now() };
+          store.setStock(adjusted.id, adjusted.stock, adjusted.stockVersion, adjusted.updatedAt, req.delta, req.reason);
+          onChange?.stockAdjusted(adjusted, req.delta, req.reason);
+          return { product: toProductMessage(adjusted) };
+        }),
+      );
     },
   };
 }

@@ -38,4 +38,18 @@ export const productMigrations: Migration[] = [
     ) STRICT;
   `,
   },
+  {
+    // Stock moves get a version of their own, so that orders reserving stock never make a catalogue
+    // edit stale; units held for orders are counted per product, so stock plus held units has a ceiling.
+    id: "products_0003_stock_version",
+    sql: `
+      ALTER TABLE products ADD COLUMN stock_version INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE products ADD COLUMN reserved INTEGER NOT NULL DEFAULT 0 CHECK (reserved >= 0);
+      UPDATE products SET reserved = coalesce((
+        SELECT sum(json_extract(line.value, '$.quantity'))
+        FROM reservations AS r, json_each(r.lines_json) AS line
+        WHERE r.status = 'reserved' AND json_extract(line.value, '$.productId') = products.id
+      ), 0);
+    `,
+  },
 ];

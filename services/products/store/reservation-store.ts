@@ -11,7 +11,11 @@ export interface ReservationStore {
   put(record: ReservationRecord, now: number): void;
   /** Stock on hand of a product; undefined when it does not exist. */
   stockOf(productId: string): number | undefined;
-  /** Adds `delta` to a product's stock and bumps its version. The table's CHECK refuses a negative result. */
+  /**
+   * Moves `delta` units between a product's stock and the units it holds for
+   * orders (negative: reserve, positive: release) and raises its stock
+   * version. The table's CHECKs refuse a negative result.
+   */
   moveStock(productId: string, delta: number, now: number): void;
 }
 
@@ -24,7 +28,7 @@ export function createReservationStore(db: Database): ReservationStore {
        lines_json = excluded.lines_json, updated_at = excluded.updated_at`,
   );
   const stockOf = s.prepare<[string], number>("SELECT stock FROM products WHERE id = ?").pluck();
-  const moveStock = s.prepare("UPDATE products SET stock = stock + ?, version = version + 1, updated_at = ? WHERE id = ?");
+  const moveStock = s.prepare("UPDATE products SET stock = stock + @delta, reserved = reserved - @delta, stock_version = stock_version + 1, updated_at = @now WHERE id = @productId");
   return {
     get(orderId) {
       const row = get.get(orderId);
@@ -33,7 +37,7 @@ export function createReservationStore(db: Database): ReservationStore {
     put: (r, now) => void put.run(r.orderId, r.linesVersion, r.status, JSON.stringify(r.lines), now),
     stockOf: (productId) => stockOf.get(productId),
     moveStock(productId, delta, now) {
-      if (moveStock.run(delta, now, productId).changes !== 1) throw new Error(`product ${productId} vanished while moving its stock`);
+      if (moveStock.run({ delta, now, productId }).changes !== 1) throw new Error(`product ${productId} vanished while moving its stock`);
     },
   };
 }

@@ -8,6 +8,7 @@
 package ordersv1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	_ "concord/gen/go/concord/v1"
 	v1 "concord/gen/go/shop/common/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -381,38 +382,40 @@ var File_shop_orders_v1_order_events_proto protoreflect.FileDescriptor
 
 const file_shop_orders_v1_order_events_proto_rawDesc = "" +
 	"\n" +
-	"!shop/orders/v1/order_events.proto\x12\x0eshop.orders.v1\x1a\x18concord/v1/options.proto\x1a\x1ashop/common/v1/money.proto\x1a\"shop/orders/v1/order_service.proto\"\xfa\x01\n" +
-	"\vOrderPlaced\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
-	"\vcustomer_id\x18\x02 \x01(\tR\n" +
-	"customerId\x12/\n" +
-	"\x05lines\x18\x03 \x03(\v2\x19.shop.orders.v1.OrderLineR\x05lines\x12+\n" +
-	"\x05total\x18\x04 \x01(\v2\x15.shop.common.v1.MoneyR\x05total\x12#\n" +
-	"\rlines_version\x18\x05 \x01(\x03R\flinesVersion:,\xd2\xf3\x18(\n" +
-	"&shop.orders.v1.order.{order_id}.placed\"\xd1\x01\n" +
-	"\fOrderUpdated\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\x12+\n" +
-	"\x05order\x18\x02 \x01(\v2\x15.shop.orders.v1.OrderR\x05order\x12%\n" +
-	"\x0echanged_fields\x18\x03 \x03(\tR\rchangedFields\x12#\n" +
-	"\rlines_version\x18\x04 \x01(\x03R\flinesVersion:-\xd2\xf3\x18)\n" +
-	"'shop.orders.v1.order.{order_id}.updated\"\xaa\x01\n" +
-	"\x0eOrderConfirmed\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
-	"\vcustomer_id\x18\x02 \x01(\tR\n" +
-	"customerId\x12+\n" +
-	"\x05total\x18\x03 \x01(\v2\x15.shop.common.v1.MoneyR\x05total:/\xd2\xf3\x18+\n" +
-	")shop.orders.v1.order.{order_id}.confirmed\"\x93\x01\n" +
-	"\rOrderRejected\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
-	"\vcustomer_id\x18\x02 \x01(\tR\n" +
-	"customerId\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason:.\xd2\xf3\x18*\n" +
-	"(shop.orders.v1.order.{order_id}.rejected\"\x95\x01\n" +
-	"\x0eOrderCancelled\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
-	"\vcustomer_id\x18\x02 \x01(\tR\n" +
-	"customerId\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason:/\xd2\xf3\x18+\n" +
+	"!shop/orders/v1/order_events.proto\x12\x0eshop.orders.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18concord/v1/options.proto\x1a\x1ashop/common/v1/money.proto\x1a\"shop/orders/v1/order_service.proto\"\x9e\x03\n" +
+	"\vOrderPlaced\x12#\n" +
+	"\border_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\aorderId\x12*\n" +
+	"\vcustomer_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
+	"customerId\x12\xa3\x01\n" +
+	"\x05lines\x18\x03 \x03(\v2\x19.shop.orders.v1.OrderLineBr\xbaHo\xba\x01e\n" +
+	"\x15lines.unique_products\x12(each product may appear in one line only\x1a\"this.map(l, l.product_id).unique()\x92\x01\x04\b\x01\x102R\x05lines\x123\n" +
+	"\x05total\x18\x04 \x01(\v2\x15.shop.common.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x05total\x125\n" +
+	"\rlines_version\x18\x05 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\flinesVersion:,\xd2\xf3\x18(\n" +
+	"&shop.orders.v1.order.{order_id}.placed\"\xa0\x02\n" +
+	"\fOrderUpdated\x12#\n" +
+	"\border_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\aorderId\x123\n" +
+	"\x05order\x18\x02 \x01(\v2\x15.shop.orders.v1.OrderB\x06\xbaH\x03\xc8\x01\x01R\x05order\x12P\n" +
+	"\x0echanged_fields\x18\x03 \x03(\tB)\xbaH&\x92\x01#\b\x01\x10\x02\x18\x01\"\x1br\x19R\x10shipping_addressR\x05linesR\rchangedFields\x125\n" +
+	"\rlines_version\x18\x04 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\flinesVersion:-\xd2\xf3\x18)\n" +
+	"'shop.orders.v1.order.{order_id}.updated\"\xc7\x01\n" +
+	"\x0eOrderConfirmed\x12#\n" +
+	"\border_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\aorderId\x12*\n" +
+	"\vcustomer_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
+	"customerId\x123\n" +
+	"\x05total\x18\x03 \x01(\v2\x15.shop.common.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x05total:/\xd2\xf3\x18+\n" +
+	")shop.orders.v1.order.{order_id}.confirmed\"\xb4\x01\n" +
+	"\rOrderRejected\x12#\n" +
+	"\border_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\aorderId\x12*\n" +
+	"\vcustomer_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
+	"customerId\x12\"\n" +
+	"\x06reason\x18\x03 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xe8\aR\x06reason:.\xd2\xf3\x18*\n" +
+	"(shop.orders.v1.order.{order_id}.rejected\"\xb4\x01\n" +
+	"\x0eOrderCancelled\x12#\n" +
+	"\border_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\aorderId\x12*\n" +
+	"\vcustomer_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
+	"customerId\x12 \n" +
+	"\x06reason\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\x06reason:/\xd2\xf3\x18+\n" +
 	")shop.orders.v1.order.{order_id}.cancelledB\xd6\x01\xca\xf3\x18*\n" +
 	"\vSHOP_ORDERS\x12\x10shop.orders.v1.>*\x05\b\x80\x9a\x9e\x012\x02\bx\n" +
 	"\x12com.shop.orders.v1B\x10OrderEventsProtoP\x01Z&concord/gen/go/shop/orders/v1;ordersv1\xa2\x02\x03SOX\xaa\x02\x0eShop.Orders.V1\xca\x02\x0eShop\\Orders\\V1\xe2\x02\x1aShop\\Orders\\V1\\GPBMetadata\xea\x02\x10Shop::Orders::V1b\x06proto3"

@@ -453,8 +453,14 @@ type CreateOrderRequest struct {
 	Lines []*LineItem `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
 	// Where to ship the order; required.
 	ShippingAddress *Address `protobuf:"bytes,3,opt,name=shipping_address,json=shippingAddress,proto3" json:"shipping_address,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// A UUID the caller picks for this order, so that it can retry safely
+	// (after a timeout, say): a call with the id of an earlier one returns
+	// that call's order and places nothing; the same id with a different
+	// request fails with ALREADY_EXISTS. Remembered for at least 24 hours.
+	// Optional, and recommended.
+	RequestId     *string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3,oneof" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateOrderRequest) Reset() {
@@ -506,6 +512,13 @@ func (x *CreateOrderRequest) GetShippingAddress() *Address {
 		return x.ShippingAddress
 	}
 	return nil
+}
+
+func (x *CreateOrderRequest) GetRequestId() string {
+	if x != nil && x.RequestId != nil {
+		return *x.RequestId
+	}
+	return ""
 }
 
 // Output of CreateOrder.
@@ -1003,16 +1016,18 @@ const file_shop_orders_v1_order_service_proto_rawDesc = "" +
 	"\n" +
 	"product_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tproductId\x12&\n" +
 	"\bquantity\x18\x02 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a \x00R\bquantity\"\xd5\x01\n" +
-	"\tOrderLine\x12\x1d\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a \x00R\bquantity\"\x87\x02\n" +
+	"\tOrderLine\x12'\n" +
 	"\n" +
-	"product_id\x18\x01 \x01(\tR\tproductId\x12!\n" +
-	"\fproduct_name\x18\x02 \x01(\tR\vproductName\x12\x1a\n" +
-	"\bquantity\x18\x03 \x01(\x05R\bquantity\x124\n" +
+	"product_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tproductId\x12-\n" +
+	"\fproduct_name\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\vproductName\x12&\n" +
+	"\bquantity\x18\x03 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a \x00R\bquantity\x12<\n" +
 	"\n" +
-	"unit_price\x18\x04 \x01(\v2\x15.shop.common.v1.MoneyR\tunitPrice\x124\n" +
+	"unit_price\x18\x04 \x01(\v2\x15.shop.common.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\tunitPrice\x12<\n" +
 	"\n" +
-	"line_total\x18\x05 \x01(\v2\x15.shop.common.v1.MoneyR\tlineTotal\"\xf6\x01\n" +
+	"line_total\x18\x05 \x01(\v2\x15.shop.common.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\tlineTotal\"\xf6\x01\n" +
 	"\aAddress\x12(\n" +
 	"\trecipient\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\trecipient\x12 \n" +
@@ -1023,37 +1038,41 @@ const file_shop_orders_v1_order_service_proto_rawDesc = "" +
 	"\vpostal_code\x18\x05 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18\x14R\n" +
 	"postalCode\x124\n" +
 	"\fcountry_code\x18\x06 \x01(\tB\x11\xbaH\x0er\f2\n" +
-	"^[A-Z]{2}$R\vcountryCode\"\xcb\x03\n" +
-	"\x05Order\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
-	"\vcustomer_id\x18\x02 \x01(\tR\n" +
-	"customerId\x120\n" +
-	"\x05state\x18\x03 \x01(\x0e2\x1a.shop.orders.v1.OrderStateR\x05state\x12/\n" +
-	"\x05lines\x18\x04 \x03(\v2\x19.shop.orders.v1.OrderLineR\x05lines\x12+\n" +
-	"\x05total\x18\x05 \x01(\v2\x15.shop.common.v1.MoneyR\x05total\x12B\n" +
-	"\x10shipping_address\x18\x06 \x01(\v2\x17.shop.orders.v1.AddressR\x0fshippingAddress\x12)\n" +
-	"\x10rejection_reason\x18\a \x01(\tR\x0frejectionReason\x12\x18\n" +
-	"\aversion\x18\b \x01(\x03R\aversion\x12;\n" +
+	"^[A-Z]{2}$R\vcountryCode\"\xa2\x04\n" +
+	"\x05Order\x12\x18\n" +
+	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12*\n" +
+	"\vcustomer_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
+	"customerId\x12:\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1a.shop.orders.v1.OrderStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\x12;\n" +
+	"\x05lines\x18\x04 \x03(\v2\x19.shop.orders.v1.OrderLineB\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x102R\x05lines\x123\n" +
+	"\x05total\x18\x05 \x01(\v2\x15.shop.common.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x05total\x12J\n" +
+	"\x10shipping_address\x18\x06 \x01(\v2\x17.shop.orders.v1.AddressB\x06\xbaH\x03\xc8\x01\x01R\x0fshippingAddress\x123\n" +
+	"\x10rejection_reason\x18\a \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\x0frejectionReason\x12*\n" +
+	"\aversion\x18\b \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\aversion\x12;\n" +
 	"\vcreate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xb1\x02\n" +
+	"updateTime\"\xee\x02\n" +
 	"\x12CreateOrderRequest\x12*\n" +
 	"\vcustomer_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
 	"customerId\x12\xa2\x01\n" +
 	"\x05lines\x18\x02 \x03(\v2\x18.shop.orders.v1.LineItemBr\xbaHo\xba\x01e\n" +
 	"\x15lines.unique_products\x12(each product may appear in one line only\x1a\"this.map(l, l.product_id).unique()\x92\x01\x04\b\x01\x102R\x05lines\x12J\n" +
-	"\x10shipping_address\x18\x03 \x01(\v2\x17.shop.orders.v1.AddressB\x06\xbaH\x03\xc8\x01\x01R\x0fshippingAddress\"B\n" +
+	"\x10shipping_address\x18\x03 \x01(\v2\x17.shop.orders.v1.AddressB\x06\xbaH\x03\xc8\x01\x01R\x0fshippingAddress\x12,\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\trequestId\x88\x01\x01B\r\n" +
+	"\v_request_id\"B\n" +
 	"\x13CreateOrderResponse\x12+\n" +
 	"\x05order\x18\x01 \x01(\v2\x15.shop.orders.v1.OrderR\x05order\"+\n" +
 	"\x0fGetOrderRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"?\n" +
 	"\x10GetOrderResponse\x12+\n" +
-	"\x05order\x18\x01 \x01(\v2\x15.shop.orders.v1.OrderR\x05order\"\xf2\x06\n" +
+	"\x05order\x18\x01 \x01(\v2\x15.shop.orders.v1.OrderR\x05order\"\xfb\x06\n" +
 	"\x12UpdateOrderRequest\x12\x18\n" +
-	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x122\n" +
-	"\x10expected_version\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02 \x00R\x0fexpectedVersion\x12\x83\x02\n" +
+	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12;\n" +
+	"\x10expected_version\x18\x02 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x0fexpectedVersion\x12\x83\x02\n" +
 	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskB\xc5\x01\xbaH\xc1\x01\xba\x01\xba\x01\n" +
 	"\x11update_mask.paths\x12?paths must be one or more of shipping_address, lines, each once\x1adsize(this.paths) > 0 && this.paths.all(p, p in ['shipping_address', 'lines']) && this.paths.unique()\xc8\x01\x01R\n" +
 	"updateMask\x12B\n" +
@@ -1085,14 +1104,14 @@ const file_shop_orders_v1_order_service_proto_rawDesc = "" +
 	"\x13ORDER_STATE_PENDING\x10\x01\x12\x19\n" +
 	"\x15ORDER_STATE_CONFIRMED\x10\x02\x12\x18\n" +
 	"\x14ORDER_STATE_REJECTED\x10\x03\x12\x19\n" +
-	"\x15ORDER_STATE_CANCELLED\x10\x042\xc0\x05\n" +
+	"\x15ORDER_STATE_CANCELLED\x10\x042\xcf\x05\n" +
 	"\fOrderService\x12V\n" +
-	"\vCreateOrder\x12\".shop.orders.v1.CreateOrderRequest\x1a#.shop.orders.v1.CreateOrderResponse\x12M\n" +
-	"\bGetOrder\x12\x1f.shop.orders.v1.GetOrderRequest\x1a .shop.orders.v1.GetOrderResponse\x12V\n" +
-	"\vUpdateOrder\x12\".shop.orders.v1.UpdateOrderRequest\x1a#.shop.orders.v1.UpdateOrderResponse\x12V\n" +
-	"\vCancelOrder\x12\".shop.orders.v1.CancelOrderRequest\x1a#.shop.orders.v1.CancelOrderResponse\x12S\n" +
+	"\vCreateOrder\x12\".shop.orders.v1.CreateOrderRequest\x1a#.shop.orders.v1.CreateOrderResponse\x12R\n" +
+	"\bGetOrder\x12\x1f.shop.orders.v1.GetOrderRequest\x1a .shop.orders.v1.GetOrderResponse\"\x03\x90\x02\x01\x12V\n" +
+	"\vUpdateOrder\x12\".shop.orders.v1.UpdateOrderRequest\x1a#.shop.orders.v1.UpdateOrderResponse\x12[\n" +
+	"\vCancelOrder\x12\".shop.orders.v1.CancelOrderRequest\x1a#.shop.orders.v1.CancelOrderResponse\"\x03\x90\x02\x02\x12X\n" +
 	"\n" +
-	"ListOrders\x12!.shop.orders.v1.ListOrdersRequest\x1a\".shop.orders.v1.ListOrdersResponse\x1a\x83\x02\xda\xf3\x187\n" +
+	"ListOrders\x12!.shop.orders.v1.ListOrdersRequest\x1a\".shop.orders.v1.ListOrdersResponse\"\x03\x90\x02\x01\x1a\x83\x02\xda\xf3\x187\n" +
 	"\x1eshop.products.v1.StockReserved\x12\x15orders-stock-reserved\xda\xf3\x18J\n" +
 	"'shop.products.v1.StockReservationFailed\x12\x1forders-stock-reservation-failed\xda\xf3\x189\n" +
 	"\x1fshop.products.v1.ProductCreated\x12\x16orders-product-created\xda\xf3\x189\n" +
@@ -1174,6 +1193,7 @@ func file_shop_orders_v1_order_service_proto_init() {
 	if File_shop_orders_v1_order_service_proto != nil {
 		return
 	}
+	file_shop_orders_v1_order_service_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

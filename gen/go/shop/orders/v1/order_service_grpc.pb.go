@@ -44,7 +44,8 @@ type OrderServiceClient interface {
 	// NOT_FOUND when a product does not exist, FAILED_PRECONDITION when the
 	// products are priced in different currencies, UNAVAILABLE or
 	// DEADLINE_EXCEEDED only when a product has to be looked up and the product
-	// service cannot answer (no order is stored then).
+	// service cannot answer (no order is stored then). With a request_id, a
+	// repeated call returns the first call's order instead of placing another.
 	CreateOrder(ctx context.Context, in *CreateOrderRequest, opts ...grpc.CallOption) (*CreateOrderResponse, error)
 	// Returns one order with its current state. NOT_FOUND when there is none.
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error)
@@ -135,7 +136,8 @@ type OrderServiceServer interface {
 	// NOT_FOUND when a product does not exist, FAILED_PRECONDITION when the
 	// products are priced in different currencies, UNAVAILABLE or
 	// DEADLINE_EXCEEDED only when a product has to be looked up and the product
-	// service cannot answer (no order is stored then).
+	// service cannot answer (no order is stored then). With a request_id, a
+	// repeated call returns the first call's order instead of placing another.
 	CreateOrder(context.Context, *CreateOrderRequest) (*CreateOrderResponse, error)
 	// Returns one order with its current state. NOT_FOUND when there is none.
 	GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error)

@@ -8,6 +8,7 @@
 package productsv1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	_ "concord/gen/go/concord/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -154,8 +155,12 @@ type StockAdjusted struct {
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Stock on hand after the change.
 	Stock int32 `protobuf:"varint,4,opt,name=stock,proto3" json:"stock,omitempty"`
-	// Product version after the change.
-	Version       int64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	// The product's catalogue version (Product.version), which stock moves do
+	// not change.
+	Version int64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	// The product's stock version after the change (Product.stock_version):
+	// orders a product's stock events.
+	StockVersion  int64 `protobuf:"varint,6,opt,name=stock_version,json=stockVersion,proto3" json:"stock_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -221,6 +226,13 @@ func (x *StockAdjusted) GetStock() int32 {
 func (x *StockAdjusted) GetVersion() int64 {
 	if x != nil {
 		return x.Version
+	}
+	return 0
+}
+
+func (x *StockAdjusted) GetStockVersion() int64 {
+	if x != nil {
+		return x.StockVersion
 	}
 	return 0
 }
@@ -544,49 +556,58 @@ var File_shop_products_v1_product_events_proto protoreflect.FileDescriptor
 
 const file_shop_products_v1_product_events_proto_rawDesc = "" +
 	"\n" +
-	"%shop/products/v1/product_events.proto\x12\x10shop.products.v1\x1a\x18concord/v1/options.proto\x1a&shop/products/v1/product_service.proto\"\x99\x01\n" +
-	"\x0eProductCreated\x12\x1d\n" +
+	"%shop/products/v1/product_events.proto\x12\x10shop.products.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18concord/v1/options.proto\x1a&shop/products/v1/product_service.proto\"\xab\x01\n" +
+	"\x0eProductCreated\x12'\n" +
 	"\n" +
-	"product_id\x18\x01 \x01(\tR\tproductId\x123\n" +
-	"\aproduct\x18\x02 \x01(\v2\x19.shop.products.v1.ProductR\aproduct:3\xd2\xf3\x18/\n" +
-	"-shop.products.v1.product.{product_id}.created\"\xc0\x01\n" +
-	"\x0eProductUpdated\x12\x1d\n" +
+	"product_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tproductId\x12;\n" +
+	"\aproduct\x18\x02 \x01(\v2\x19.shop.products.v1.ProductB\x06\xbaH\x03\xc8\x01\x01R\aproduct:3\xd2\xf3\x18/\n" +
+	"-shop.products.v1.product.{product_id}.created\"\xfe\x01\n" +
+	"\x0eProductUpdated\x12'\n" +
 	"\n" +
-	"product_id\x18\x01 \x01(\tR\tproductId\x123\n" +
-	"\aproduct\x18\x02 \x01(\v2\x19.shop.products.v1.ProductR\aproduct\x12%\n" +
-	"\x0echanged_fields\x18\x03 \x03(\tR\rchangedFields:3\xd2\xf3\x18/\n" +
-	"-shop.products.v1.product.{product_id}.updated\"\xc8\x01\n" +
-	"\rStockAdjusted\x12\x1d\n" +
+	"product_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tproductId\x12;\n" +
+	"\aproduct\x18\x02 \x01(\v2\x19.shop.products.v1.ProductB\x06\xbaH\x03\xc8\x01\x01R\aproduct\x12Q\n" +
+	"\x0echanged_fields\x18\x03 \x03(\tB*\xbaH'\x92\x01$\b\x01\x10\x03\x18\x01\"\x1cr\x1aR\x04nameR\vdescriptionR\x05priceR\rchangedFields:3\xd2\xf3\x18/\n" +
+	"-shop.products.v1.product.{product_id}.updated\"\xd0\x02\n" +
+	"\rStockAdjusted\x12'\n" +
 	"\n" +
-	"product_id\x18\x01 \x01(\tR\tproductId\x12\x14\n" +
-	"\x05delta\x18\x02 \x01(\x05R\x05delta\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05stock\x18\x04 \x01(\x05R\x05stock\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\x03R\aversion::\xd2\xf3\x186\n" +
-	"4shop.products.v1.product.{product_id}.stock_adjusted\"I\n" +
-	"\fReservedLine\x12\x1d\n" +
+	"product_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tproductId\x12.\n" +
+	"\x05delta\x18\x02 \x01(\x05B\x18\xbaH\x15\x1a\x138\x00\x18\x80\x94\xeb\xdc\x03(\x80씣\xfc\xff\xff\xff\xff\x01R\x05delta\x12\"\n" +
+	"\x06reason\x18\x03 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x06reason\x12#\n" +
+	"\x05stock\x18\x04 \x01(\x05B\r\xbaH\n" +
+	"\x1a\b\x18\x80\x94\xeb\xdc\x03(\x00R\x05stock\x12*\n" +
+	"\aversion\x18\x05 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\aversion\x125\n" +
+	"\rstock_version\x18\x06 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\fstockVersion::\xd2\xf3\x186\n" +
+	"4shop.products.v1.product.{product_id}.stock_adjusted\"_\n" +
+	"\fReservedLine\x12'\n" +
 	"\n" +
-	"product_id\x18\x01 \x01(\tR\tproductId\x12\x1a\n" +
-	"\bquantity\x18\x02 \x01(\x05R\bquantity\"\xbd\x01\n" +
-	"\rStockReserved\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\x124\n" +
-	"\x05lines\x18\x02 \x03(\v2\x1e.shop.products.v1.ReservedLineR\x05lines\x12#\n" +
-	"\rlines_version\x18\x03 \x01(\x03R\flinesVersion:6\xd2\xf3\x182\n" +
-	"0shop.products.v1.reservation.{order_id}.reserved\"e\n" +
-	"\bShortage\x12\x1d\n" +
+	"product_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tproductId\x12&\n" +
+	"\bquantity\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a \x00R\bquantity\"\xe5\x01\n" +
+	"\rStockReserved\x12#\n" +
+	"\border_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\aorderId\x12@\n" +
+	"\x05lines\x18\x02 \x03(\v2\x1e.shop.products.v1.ReservedLineB\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x102R\x05lines\x125\n" +
+	"\rlines_version\x18\x03 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\flinesVersion:6\xd2\xf3\x182\n" +
+	"0shop.products.v1.reservation.{order_id}.reserved\"\x8a\x01\n" +
+	"\bShortage\x12'\n" +
 	"\n" +
-	"product_id\x18\x01 \x01(\tR\tproductId\x12\x1c\n" +
-	"\trequested\x18\x02 \x01(\x05R\trequested\x12\x1c\n" +
-	"\tavailable\x18\x03 \x01(\x05R\tavailable\"\xe0\x01\n" +
-	"\x16StockReservationFailed\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\x128\n" +
-	"\tshortages\x18\x03 \x03(\v2\x1a.shop.products.v1.ShortageR\tshortages\x12#\n" +
-	"\rlines_version\x18\x04 \x01(\x03R\flinesVersion:4\xd2\xf3\x180\n" +
-	".shop.products.v1.reservation.{order_id}.failed\"\x98\x01\n" +
-	"\rStockReleased\x12\x19\n" +
-	"\border_id\x18\x01 \x01(\tR\aorderId\x124\n" +
-	"\x05lines\x18\x02 \x03(\v2\x1e.shop.products.v1.ReservedLineR\x05lines:6\xd2\xf3\x182\n" +
+	"product_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tproductId\x12(\n" +
+	"\trequested\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a \x00R\trequested\x12+\n" +
+	"\tavailable\x18\x03 \x01(\x05B\r\xbaH\n" +
+	"\x1a\b\x18\x80\x94\xeb\xdc\x03(\x00R\tavailable\"\x92\x02\n" +
+	"\x16StockReservationFailed\x12#\n" +
+	"\border_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\aorderId\x12\"\n" +
+	"\x06reason\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xe8\aR\x06reason\x12B\n" +
+	"\tshortages\x18\x03 \x03(\v2\x1a.shop.products.v1.ShortageB\b\xbaH\x05\x92\x01\x02\x102R\tshortages\x125\n" +
+	"\rlines_version\x18\x04 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\flinesVersion:4\xd2\xf3\x180\n" +
+	".shop.products.v1.reservation.{order_id}.failed\"\xae\x01\n" +
+	"\rStockReleased\x12#\n" +
+	"\border_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\aorderId\x12@\n" +
+	"\x05lines\x18\x02 \x03(\v2\x1e.shop.products.v1.ReservedLineB\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x102R\x05lines:6\xd2\xf3\x182\n" +
 	"0shop.products.v1.reservation.{order_id}.releasedB\xea\x01\xca\xf3\x18.\n" +
 	"\rSHOP_PRODUCTS\x12\x12shop.products.v1.>*\x05\b\x80\x9a\x9e\x012\x02\bx\n" +
 	"\x14com.shop.products.v1B\x12ProductEventsProtoP\x01Z*concord/gen/go/shop/products/v1;productsv1\xa2\x02\x03SPX\xaa\x02\x10Shop.Products.V1\xca\x02\x10Shop\\Products\\V1\xe2\x02\x1cShop\\Products\\V1\\GPBMetadata\xea\x02\x12Shop::Products::V1b\x06proto3"

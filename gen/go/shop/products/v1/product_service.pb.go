@@ -40,13 +40,18 @@ type Product struct {
 	Price *v1.Money `protobuf:"bytes,4,opt,name=price,proto3" json:"price,omitempty"`
 	// Units on hand and not reserved by any order. Never negative.
 	Stock int32 `protobuf:"varint,5,opt,name=stock,proto3" json:"stock,omitempty"`
-	// Increases by one on every change; pass it back as expected_version to
-	// UpdateProduct.
+	// Version of the catalogue fields (name, description, price): increases by
+	// one each time UpdateProduct changes them; pass it back as
+	// expected_version to UpdateProduct. Stock moves do not change it, so an
+	// edit is never made stale by orders reserving stock.
 	Version int64 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
 	// When the product was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the product last changed, stock included.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Increases by one on every change of stock: AdjustStock, and orders
+	// reserving and releasing it.
+	StockVersion  int64 `protobuf:"varint,9,opt,name=stock_version,json=stockVersion,proto3" json:"stock_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -137,6 +142,13 @@ func (x *Product) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Product) GetStockVersion() int64 {
+	if x != nil {
+		return x.StockVersion
+	}
+	return 0
+}
+
 // Input of CreateProduct.
 type CreateProductRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -147,7 +159,12 @@ type CreateProductRequest struct {
 	// Unit price; required.
 	Price *v1.Money `protobuf:"bytes,3,opt,name=price,proto3" json:"price,omitempty"`
 	// Units on hand at creation; zero or more.
-	InitialStock  int32 `protobuf:"varint,4,opt,name=initial_stock,json=initialStock,proto3" json:"initial_stock,omitempty"`
+	InitialStock int32 `protobuf:"varint,4,opt,name=initial_stock,json=initialStock,proto3" json:"initial_stock,omitempty"`
+	// A UUID the caller picks for this creation, so that it can retry safely:
+	// a call with the id of an earlier one returns that call's product and
+	// creates nothing; the same id with a different request fails with
+	// ALREADY_EXISTS. Remembered for at least 24 hours. Optional.
+	RequestId     *string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3,oneof" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -208,6 +225,13 @@ func (x *CreateProductRequest) GetInitialStock() int32 {
 		return x.InitialStock
 	}
 	return 0
+}
+
+func (x *CreateProductRequest) GetRequestId() string {
+	if x != nil && x.RequestId != nil {
+		return *x.RequestId
+	}
+	return ""
 }
 
 // Output of CreateProduct.
@@ -696,7 +720,12 @@ type AdjustStockRequest struct {
 	// Units to add (positive) or remove (negative); never zero.
 	Delta int32 `protobuf:"varint,2,opt,name=delta,proto3" json:"delta,omitempty"`
 	// Why the stock changed ("delivery 4711", "stock count"), 1 to 200 characters.
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// A UUID the caller picks for this adjustment, so that it can retry
+	// safely: a call with the id of an earlier one returns that call's result
+	// and adjusts nothing; the same id with a different request fails with
+	// ALREADY_EXISTS. Remembered for at least 24 hours. Optional.
+	RequestId     *string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3,oneof" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -752,6 +781,13 @@ func (x *AdjustStockRequest) GetReason() string {
 	return ""
 }
 
+func (x *AdjustStockRequest) GetRequestId() string {
+	if x != nil && x.RequestId != nil {
+		return *x.RequestId
+	}
+	return ""
+}
+
 // Output of AdjustStock.
 type AdjustStockResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -802,25 +838,31 @@ var File_shop_products_v1_product_service_proto protoreflect.FileDescriptor
 
 const file_shop_products_v1_product_service_proto_rawDesc = "" +
 	"\n" +
-	"&shop/products/v1/product_service.proto\x12\x10shop.products.v1\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18concord/v1/options.proto\x1a\x1ashop/common/v1/money.proto\"\xa6\x02\n" +
-	"\aProduct\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
-	"\vdescription\x18\x03 \x01(\tR\vdescription\x12+\n" +
-	"\x05price\x18\x04 \x01(\v2\x15.shop.common.v1.MoneyR\x05price\x12\x14\n" +
-	"\x05stock\x18\x05 \x01(\x05R\x05stock\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\x03R\aversion\x12;\n" +
+	"&shop/products/v1/product_service.proto\x12\x10shop.products.v1\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18concord/v1/options.proto\x1a\x1ashop/common/v1/money.proto\"\xa6\x03\n" +
+	"\aProduct\x12\x18\n" +
+	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12\x1e\n" +
+	"\x04name\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x04name\x12*\n" +
+	"\vdescription\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\vdescription\x123\n" +
+	"\x05price\x18\x04 \x01(\v2\x15.shop.common.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x05price\x12#\n" +
+	"\x05stock\x18\x05 \x01(\x05B\r\xbaH\n" +
+	"\x1a\b\x18\x80\x94\xeb\xdc\x03(\x00R\x05stock\x12*\n" +
+	"\aversion\x18\x06 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\aversion\x12;\n" +
 	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xcb\x01\n" +
+	"updateTime\x125\n" +
+	"\rstock_version\x18\t \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f(\x00R\fstockVersion\"\x88\x02\n" +
 	"\x14CreateProductRequest\x12\x1e\n" +
 	"\x04name\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x04name\x12*\n" +
 	"\vdescription\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\vdescription\x123\n" +
 	"\x05price\x18\x03 \x01(\v2\x15.shop.common.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x05price\x122\n" +
 	"\rinitial_stock\x18\x04 \x01(\x05B\r\xbaH\n" +
-	"\x1a\b\x18\x80\x94\xeb\xdc\x03(\x00R\finitialStock\"L\n" +
+	"\x1a\b\x18\x80\x94\xeb\xdc\x03(\x00R\finitialStock\x12,\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\trequestId\x88\x01\x01B\r\n" +
+	"\v_request_id\"L\n" +
 	"\x15CreateProductResponse\x123\n" +
 	"\aproduct\x18\x01 \x01(\v2\x19.shop.products.v1.ProductR\aproduct\"-\n" +
 	"\x11GetProductRequest\x12\x18\n" +
@@ -830,10 +872,10 @@ const file_shop_products_v1_product_service_proto_rawDesc = "" +
 	"\x17BatchGetProductsRequest\x12%\n" +
 	"\x03ids\x18\x01 \x03(\tB\x13\xbaH\x10\x92\x01\r\b\x01\x10d\x18\x01\"\x05r\x03\xb0\x01\x01R\x03ids\"Q\n" +
 	"\x18BatchGetProductsResponse\x125\n" +
-	"\bproducts\x18\x01 \x03(\v2\x19.shop.products.v1.ProductR\bproducts\"\xdb\x05\n" +
+	"\bproducts\x18\x01 \x03(\v2\x19.shop.products.v1.ProductR\bproducts\"\xe4\x05\n" +
 	"\x14UpdateProductRequest\x12\x18\n" +
-	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x122\n" +
-	"\x10expected_version\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02 \x00R\x0fexpectedVersion\x12\x87\x02\n" +
+	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12;\n" +
+	"\x10expected_version\x18\x02 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x0fexpectedVersion\x12\x87\x02\n" +
 	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskB\xc9\x01\xbaH\xc5\x01\xba\x01\xbe\x01\n" +
 	"\x11update_mask.paths\x12@paths must be one or more of name, description, price, each once\x1agsize(this.paths) > 0 && this.paths.all(p, p in ['name', 'description', 'price']) && this.paths.unique()\xc8\x01\x01R\n" +
 	"updateMask\x12\x1c\n" +
@@ -851,21 +893,24 @@ const file_shop_products_v1_product_service_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\tpageToken\"u\n" +
 	"\x14ListProductsResponse\x125\n" +
 	"\bproducts\x18\x01 \x03(\v2\x19.shop.products.v1.ProductR\bproducts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x82\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xbf\x01\n" +
 	"\x12AdjustStockRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12.\n" +
 	"\x05delta\x18\x02 \x01(\x05B\x18\xbaH\x15\x1a\x138\x00\x18\x80\x94\xeb\xdc\x03(\x80씣\xfc\xff\xff\xff\xff\x01R\x05delta\x12\"\n" +
 	"\x06reason\x18\x03 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x06reason\"J\n" +
-	"\x13AdjustStockResponse\x123\n" +
-	"\aproduct\x18\x01 \x01(\v2\x19.shop.products.v1.ProductR\aproduct2\x83\x06\n" +
-	"\x0eProductService\x12`\n" +
-	"\rCreateProduct\x12&.shop.products.v1.CreateProductRequest\x1a'.shop.products.v1.CreateProductResponse\x12W\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x06reason\x12,\n" +
 	"\n" +
-	"GetProduct\x12#.shop.products.v1.GetProductRequest\x1a$.shop.products.v1.GetProductResponse\x12i\n" +
-	"\x10BatchGetProducts\x12).shop.products.v1.BatchGetProductsRequest\x1a*.shop.products.v1.BatchGetProductsResponse\x12`\n" +
-	"\rUpdateProduct\x12&.shop.products.v1.UpdateProductRequest\x1a'.shop.products.v1.UpdateProductResponse\x12]\n" +
-	"\fListProducts\x12%.shop.products.v1.ListProductsRequest\x1a&.shop.products.v1.ListProductsResponse\x12Z\n" +
+	"request_id\x18\x04 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\trequestId\x88\x01\x01B\r\n" +
+	"\v_request_id\"J\n" +
+	"\x13AdjustStockResponse\x123\n" +
+	"\aproduct\x18\x01 \x01(\v2\x19.shop.products.v1.ProductR\aproduct2\x92\x06\n" +
+	"\x0eProductService\x12`\n" +
+	"\rCreateProduct\x12&.shop.products.v1.CreateProductRequest\x1a'.shop.products.v1.CreateProductResponse\x12\\\n" +
+	"\n" +
+	"GetProduct\x12#.shop.products.v1.GetProductRequest\x1a$.shop.products.v1.GetProductResponse\"\x03\x90\x02\x01\x12n\n" +
+	"\x10BatchGetProducts\x12).shop.products.v1.BatchGetProductsRequest\x1a*.shop.products.v1.BatchGetProductsResponse\"\x03\x90\x02\x01\x12`\n" +
+	"\rUpdateProduct\x12&.shop.products.v1.UpdateProductRequest\x1a'.shop.products.v1.UpdateProductResponse\x12b\n" +
+	"\fListProducts\x12%.shop.products.v1.ListProductsRequest\x1a&.shop.products.v1.ListProductsResponse\"\x03\x90\x02\x01\x12Z\n" +
 	"\vAdjustStock\x12$.shop.products.v1.AdjustStockRequest\x1a%.shop.products.v1.AdjustStockResponse\x1a\xad\x01\xda\xf3\x183\n" +
 	"\x1ashop.orders.v1.OrderPlaced\x12\x15products-order-placed\xda\xf3\x185\n" +
 	"\x1bshop.orders.v1.OrderUpdated\x12\x16products-order-updated\xda\xf3\x189\n" +
@@ -940,6 +985,8 @@ func file_shop_products_v1_product_service_proto_init() {
 	if File_shop_products_v1_product_service_proto != nil {
 		return
 	}
+	file_shop_products_v1_product_service_proto_msgTypes[1].OneofWrappers = []any{}
+	file_shop_products_v1_product_service_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

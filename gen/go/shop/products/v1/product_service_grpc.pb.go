@@ -36,7 +36,9 @@ const (
 // only writer of stock: orders reserve and release stock through events, and
 // operators correct it with AdjustStock.
 type ProductServiceClient interface {
-	// Creates a product with its initial stock. The id is assigned by the service.
+	// Creates a product with its initial stock. The id is assigned by the
+	// service. With a request_id, a repeated call returns the first call's
+	// product instead of creating another.
 	CreateProduct(ctx context.Context, in *CreateProductRequest, opts ...grpc.CallOption) (*CreateProductResponse, error)
 	// Returns one product. NOT_FOUND when no product has that id.
 	GetProduct(ctx context.Context, in *GetProductRequest, opts ...grpc.CallOption) (*GetProductResponse, error)
@@ -52,7 +54,10 @@ type ProductServiceClient interface {
 	ListProducts(ctx context.Context, in *ListProductsRequest, opts ...grpc.CallOption) (*ListProductsResponse, error)
 	// Adds a signed delta to the stock on hand, for deliveries, stock counts and
 	// write-offs. Stock never goes below zero: a delta that would take it there
-	// fails with FAILED_PRECONDITION and nothing changes.
+	// fails with FAILED_PRECONDITION and nothing changes. Stock on hand plus
+	// what orders hold never goes above 1,000,000,000 units: a delta that
+	// would take it there fails with OUT_OF_RANGE. With a request_id, a
+	// repeated call returns the first call's result instead of adjusting again.
 	AdjustStock(ctx context.Context, in *AdjustStockRequest, opts ...grpc.CallOption) (*AdjustStockResponse, error)
 }
 
@@ -132,7 +137,9 @@ func (c *productServiceClient) AdjustStock(ctx context.Context, in *AdjustStockR
 // only writer of stock: orders reserve and release stock through events, and
 // operators correct it with AdjustStock.
 type ProductServiceServer interface {
-	// Creates a product with its initial stock. The id is assigned by the service.
+	// Creates a product with its initial stock. The id is assigned by the
+	// service. With a request_id, a repeated call returns the first call's
+	// product instead of creating another.
 	CreateProduct(context.Context, *CreateProductRequest) (*CreateProductResponse, error)
 	// Returns one product. NOT_FOUND when no product has that id.
 	GetProduct(context.Context, *GetProductRequest) (*GetProductResponse, error)
@@ -148,7 +155,10 @@ type ProductServiceServer interface {
 	ListProducts(context.Context, *ListProductsRequest) (*ListProductsResponse, error)
 	// Adds a signed delta to the stock on hand, for deliveries, stock counts and
 	// write-offs. Stock never goes below zero: a delta that would take it there
-	// fails with FAILED_PRECONDITION and nothing changes.
+	// fails with FAILED_PRECONDITION and nothing changes. Stock on hand plus
+	// what orders hold never goes above 1,000,000,000 units: a delta that
+	// would take it there fails with OUT_OF_RANGE. With a request_id, a
+	// repeated call returns the first call's result instead of adjusting again.
 	AdjustStock(context.Context, *AdjustStockRequest) (*AdjustStockResponse, error)
 	mustEmbedUnimplementedProductServiceServer()
 }

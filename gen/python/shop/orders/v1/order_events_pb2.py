@@ -23,12 +23,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from concord.v1 import options_pb2 as concord_dot_v1_dot_options__pb2
 from shop.common.v1 import money_pb2 as shop_dot_common_dot_v1_dot_money__pb2
 from shop.orders.v1 import order_service_pb2 as shop_dot_orders_dot_v1_dot_order__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/orders/v1/order_events.proto\x12\x0eshop.orders.v1\x1a\x18\x63oncord/v1/options.proto\x1a\x1ashop/common/v1/money.proto\x1a\"shop/orders/v1/order_service.proto\"\xfa\x01\n\x0bOrderPlaced\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x1f\n\x0b\x63ustomer_id\x18\x02 \x01(\tR\ncustomerId\x12/\n\x05lines\x18\x03 \x03(\x0b\x32\x19.shop.orders.v1.OrderLineR\x05lines\x12+\n\x05total\x18\x04 \x01(\x0b\x32\x15.shop.common.v1.MoneyR\x05total\x12#\n\rlines_version\x18\x05 \x01(\x03R\x0clinesVersion:,\xd2\xf3\x18(\n&shop.orders.v1.order.{order_id}.placed\"\xd1\x01\n\x0cOrderUpdated\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12+\n\x05order\x18\x02 \x01(\x0b\x32\x15.shop.orders.v1.OrderR\x05order\x12%\n\x0e\x63hanged_fields\x18\x03 \x03(\tR\rchangedFields\x12#\n\rlines_version\x18\x04 \x01(\x03R\x0clinesVersion:-\xd2\xf3\x18)\n\'shop.orders.v1.order.{order_id}.updated\"\xaa\x01\n\x0eOrderConfirmed\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x1f\n\x0b\x63ustomer_id\x18\x02 \x01(\tR\ncustomerId\x12+\n\x05total\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.MoneyR\x05total:/\xd2\xf3\x18+\n)shop.orders.v1.order.{order_id}.confirmed\"\x93\x01\n\rOrderRejected\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x1f\n\x0b\x63ustomer_id\x18\x02 \x01(\tR\ncustomerId\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason:.\xd2\xf3\x18*\n(shop.orders.v1.order.{order_id}.rejected\"\x95\x01\n\x0eOrderCancelled\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x1f\n\x0b\x63ustomer_id\x18\x02 \x01(\tR\ncustomerId\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason:/\xd2\xf3\x18+\n)shop.orders.v1.order.{order_id}.cancelledB\xd6\x01\n\x12\x63om.shop.orders.v1B\x10OrderEventsProtoP\x01Z&concord/gen/go/shop/orders/v1;ordersv1\xa2\x02\x03SOX\xaa\x02\x0eShop.Orders.V1\xca\x02\x0eShop\\Orders\\V1\xe2\x02\x1aShop\\Orders\\V1\\GPBMetadata\xea\x02\x10Shop::Orders::V1\xca\xf3\x18*\n\x0bSHOP_ORDERS\x12\x10shop.orders.v1.>*\x05\x08\x80\x9a\x9e\x01\x32\x02\x08xb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/orders/v1/order_events.proto\x12\x0eshop.orders.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x18\x63oncord/v1/options.proto\x1a\x1ashop/common/v1/money.proto\x1a\"shop/orders/v1/order_service.proto\"\x9e\x03\n\x0bOrderPlaced\x12#\n\x08order_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x07orderId\x12*\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\ncustomerId\x12\xa3\x01\n\x05lines\x18\x03 \x03(\x0b\x32\x19.shop.orders.v1.OrderLineBr\xbaHo\x92\x01\x04\x08\x01\x10\x32\xba\x01\x65\n\x15lines.unique_products\x12(each product may appear in one line only\x1a\"this.map(l, l.product_id).unique()R\x05lines\x12\x33\n\x05total\x18\x04 \x01(\x0b\x32\x15.shop.common.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x05total\x12\x35\n\rlines_version\x18\x05 \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x0clinesVersion:,\xd2\xf3\x18(\n&shop.orders.v1.order.{order_id}.placed\"\xa0\x02\n\x0cOrderUpdated\x12#\n\x08order_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x07orderId\x12\x33\n\x05order\x18\x02 \x01(\x0b\x32\x15.shop.orders.v1.OrderB\x06\xbaH\x03\xc8\x01\x01R\x05order\x12P\n\x0e\x63hanged_fields\x18\x03 \x03(\tB)\xbaH&\x92\x01#\x08\x01\x10\x02\x18\x01\"\x1br\x19R\x10shipping_addressR\x05linesR\rchangedFields\x12\x35\n\rlines_version\x18\x04 \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x0clinesVersion:-\xd2\xf3\x18)\n\'shop.orders.v1.order.{order_id}.updated\"\xc7\x01\n\x0eOrderConfirmed\x12#\n\x08order_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x07orderId\x12*\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\ncustomerId\x12\x33\n\x05total\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x05total:/\xd2\xf3\x18+\n)shop.orders.v1.order.{order_id}.confirmed\"\xb4\x01\n\rOrderRejected\x12#\n\x08order_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x07orderId\x12*\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\ncustomerId\x12\"\n\x06reason\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xe8\x07R\x06reason:.\xd2\xf3\x18*\n(shop.orders.v1.order.{order_id}.rejected\"\xb4\x01\n\x0eOrderCancelled\x12#\n\x08order_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x07orderId\x12*\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\ncustomerId\x12 \n\x06reason\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01R\x06reason:/\xd2\xf3\x18+\n)shop.orders.v1.order.{order_id}.cancelledB\xd6\x01\n\x12\x63om.shop.orders.v1B\x10OrderEventsProtoP\x01Z&concord/gen/go/shop/orders/v1;ordersv1\xa2\x02\x03SOX\xaa\x02\x0eShop.Orders.V1\xca\x02\x0eShop\\Orders\\V1\xe2\x02\x1aShop\\Orders\\V1\\GPBMetadata\xea\x02\x10Shop::Orders::V1\xca\xf3\x18*\n\x0bSHOP_ORDERS\x12\x10shop.orders.v1.>*\x05\x08\x80\x9a\x9e\x01\x32\x02\x08xb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,24 +37,60 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.orders.v1.order_events
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022com.shop.orders.v1B\020OrderEventsProtoP\001Z&concord/gen/go/shop/orders/v1;ordersv1\242\002\003SOX\252\002\016Shop.Orders.V1\312\002\016Shop\\Orders\\V1\342\002\032Shop\\Orders\\V1\\GPBMetadata\352\002\020Shop::Orders::V1\312\363\030*\n\013SHOP_ORDERS\022\020shop.orders.v1.>*\005\010\200\232\236\0012\002\010x'
+  _globals['_ORDERPLACED'].fields_by_name['order_id']._loaded_options = None
+  _globals['_ORDERPLACED'].fields_by_name['order_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_ORDERPLACED'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_ORDERPLACED'].fields_by_name['customer_id']._serialized_options = b'\272H\006r\004\020\001\030@'
+  _globals['_ORDERPLACED'].fields_by_name['lines']._loaded_options = None
+  _globals['_ORDERPLACED'].fields_by_name['lines']._serialized_options = b'\272Ho\222\001\004\010\001\0202\272\001e\n\025lines.unique_products\022(each product may appear in one line only\032\"this.map(l, l.product_id).unique()'
+  _globals['_ORDERPLACED'].fields_by_name['total']._loaded_options = None
+  _globals['_ORDERPLACED'].fields_by_name['total']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_ORDERPLACED'].fields_by_name['lines_version']._loaded_options = None
+  _globals['_ORDERPLACED'].fields_by_name['lines_version']._serialized_options = b'\272H\r\"\013\030\377\377\377\377\377\377\377\017 \000'
   _globals['_ORDERPLACED']._loaded_options = None
   _globals['_ORDERPLACED']._serialized_options = b'\322\363\030(\n&shop.orders.v1.order.{order_id}.placed'
+  _globals['_ORDERUPDATED'].fields_by_name['order_id']._loaded_options = None
+  _globals['_ORDERUPDATED'].fields_by_name['order_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_ORDERUPDATED'].fields_by_name['order']._loaded_options = None
+  _globals['_ORDERUPDATED'].fields_by_name['order']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_ORDERUPDATED'].fields_by_name['changed_fields']._loaded_options = None
+  _globals['_ORDERUPDATED'].fields_by_name['changed_fields']._serialized_options = b'\272H&\222\001#\010\001\020\002\030\001\"\033r\031R\020shipping_addressR\005lines'
+  _globals['_ORDERUPDATED'].fields_by_name['lines_version']._loaded_options = None
+  _globals['_ORDERUPDATED'].fields_by_name['lines_version']._serialized_options = b'\272H\r\"\013\030\377\377\377\377\377\377\377\017 \000'
   _globals['_ORDERUPDATED']._loaded_options = None
   _globals['_ORDERUPDATED']._serialized_options = b'\322\363\030)\n\'shop.orders.v1.order.{order_id}.updated'
+  _globals['_ORDERCONFIRMED'].fields_by_name['order_id']._loaded_options = None
+  _globals['_ORDERCONFIRMED'].fields_by_name['order_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_ORDERCONFIRMED'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_ORDERCONFIRMED'].fields_by_name['customer_id']._serialized_options = b'\272H\006r\004\020\001\030@'
+  _globals['_ORDERCONFIRMED'].fields_by_name['total']._loaded_options = None
+  _globals['_ORDERCONFIRMED'].fields_by_name['total']._serialized_options = b'\272H\003\310\001\001'
   _globals['_ORDERCONFIRMED']._loaded_options = None
   _globals['_ORDERCONFIRMED']._serialized_options = b'\322\363\030+\n)shop.orders.v1.order.{order_id}.confirmed'
+  _globals['_ORDERREJECTED'].fields_by_name['order_id']._loaded_options = None
+  _globals['_ORDERREJECTED'].fields_by_name['order_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_ORDERREJECTED'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_ORDERREJECTED'].fields_by_name['customer_id']._serialized_options = b'\272H\006r\004\020\001\030@'
+  _globals['_ORDERREJECTED'].fields_by_name['reason']._loaded_options = None
+  _globals['_ORDERREJECTED'].fields_by_name['reason']._serialized_options = b'\272H\007r\005\020\001\030\350\007'
   _globals['_ORDERREJECTED']._loaded_options = None
   _globals['_ORDERREJECTED']._serialized_options = b'\322\363\030*\n(shop.orders.v1.order.{order_id}.rejected'
+  _globals['_ORDERCANCELLED'].fields_by_name['order_id']._loaded_options = None
+  _globals['_ORDERCANCELLED'].fields_by_name['order_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_ORDERCANCELLED'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_ORDERCANCELLED'].fields_by_name['customer_id']._serialized_options = b'\272H\006r\004\020\001\030@'
+  _globals['_ORDERCANCELLED'].fields_by_name['reason']._loaded_options = None
+  _globals['_ORDERCANCELLED'].fields_by_name['reason']._serialized_options = b'\272H\005r\003\030\310\001'
   _globals['_ORDERCANCELLED']._loaded_options = None
   _globals['_ORDERCANCELLED']._serialized_options = b'\322\363\030+\n)shop.orders.v1.order.{order_id}.cancelled'
-  _globals['_ORDERPLACED']._serialized_start=144
-  _globals['_ORDERPLACED']._serialized_end=394
-  _globals['_ORDERUPDATED']._serialized_start=397
-  _globals['_ORDERUPDATED']._serialized_end=606
-  _globals['_ORDERCONFIRMED']._serialized_start=609
-  _globals['_ORDERCONFIRMED']._serialized_end=779
-  _globals['_ORDERREJECTED']._serialized_start=782
-  _globals['_ORDERREJECTED']._serialized_end=929
-  _globals['_ORDERCANCELLED']._serialized_start=932
-  _globals['_ORDERCANCELLED']._serialized_end=1081
+  _globals['_ORDERPLACED']._serialized_start=173
+  _globals['_ORDERPLACED']._serialized_end=587
+  _globals['_ORDERUPDATED']._serialized_start=590
+  _globals['_ORDERUPDATED']._serialized_end=878
+  _globals['_ORDERCONFIRMED']._serialized_start=881
+  _globals['_ORDERCONFIRMED']._serialized_end=1080
+  _globals['_ORDERREJECTED']._serialized_start=1083
+  _globals['_ORDERREJECTED']._serialized_end=1263
+  _globals['_ORDERCANCELLED']._serialized_start=1266
+  _globals['_ORDERCANCELLED']._serialized_end=1446
 # @@protoc_insertion_point(module_scope)

@@ -91,14 +91,16 @@ class Order(_message.Message):
     def __init__(self, id: _Optional[str] = ..., customer_id: _Optional[str] = ..., state: _Optional[_Union[OrderState, str]] = ..., lines: _Optional[_Iterable[_Union[OrderLine, _Mapping]]] = ..., total: _Optional[_Union[_money_pb2.Money, _Mapping]] = ..., shipping_address: _Optional[_Union[Address, _Mapping]] = ..., rejection_reason: _Optional[str] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateOrderRequest(_message.Message):
-    __slots__ = ("customer_id", "lines", "shipping_address")
+    __slots__ = ("customer_id", "lines", "shipping_address", "request_id")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
     SHIPPING_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     customer_id: str
     lines: _containers.RepeatedCompositeFieldContainer[LineItem]
     shipping_address: Address
-    def __init__(self, customer_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[LineItem, _Mapping]]] = ..., shipping_address: _Optional[_Union[Address, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, customer_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[LineItem, _Mapping]]] = ..., shipping_address: _Optional[_Union[Address, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateOrderResponse(_message.Message):
     __slots__ = ("order",)

@@ -83,7 +83,8 @@ class OrderServiceServicer:
         NOT_FOUND when a product does not exist, FAILED_PRECONDITION when the
         products are priced in different currencies, UNAVAILABLE or
         DEADLINE_EXCEEDED only when a product has to be looked up and the product
-        service cannot answer (no order is stored then).
+        service cannot answer (no order is stored then). With a request_id, a
+        repeated call returns the first call's order instead of placing another.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -23,11 +23,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from concord.v1 import options_pb2 as concord_dot_v1_dot_options__pb2
 from shop.products.v1 import product_service_pb2 as shop_dot_products_dot_v1_dot_product__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%shop/products/v1/product_events.proto\x12\x10shop.products.v1\x1a\x18\x63oncord/v1/options.proto\x1a&shop/products/v1/product_service.proto\"\x99\x01\n\x0eProductCreated\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x33\n\x07product\x18\x02 \x01(\x0b\x32\x19.shop.products.v1.ProductR\x07product:3\xd2\xf3\x18/\n-shop.products.v1.product.{product_id}.created\"\xc0\x01\n\x0eProductUpdated\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x33\n\x07product\x18\x02 \x01(\x0b\x32\x19.shop.products.v1.ProductR\x07product\x12%\n\x0e\x63hanged_fields\x18\x03 \x03(\tR\rchangedFields:3\xd2\xf3\x18/\n-shop.products.v1.product.{product_id}.updated\"\xc8\x01\n\rStockAdjusted\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x14\n\x05\x64\x65lta\x18\x02 \x01(\x05R\x05\x64\x65lta\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\x12\x14\n\x05stock\x18\x04 \x01(\x05R\x05stock\x12\x18\n\x07version\x18\x05 \x01(\x03R\x07version::\xd2\xf3\x18\x36\n4shop.products.v1.product.{product_id}.stock_adjusted\"I\n\x0cReservedLine\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x1a\n\x08quantity\x18\x02 \x01(\x05R\x08quantity\"\xbd\x01\n\rStockReserved\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x34\n\x05lines\x18\x02 \x03(\x0b\x32\x1e.shop.products.v1.ReservedLineR\x05lines\x12#\n\rlines_version\x18\x03 \x01(\x03R\x0clinesVersion:6\xd2\xf3\x18\x32\n0shop.products.v1.reservation.{order_id}.reserved\"e\n\x08Shortage\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x1c\n\trequested\x18\x02 \x01(\x05R\trequested\x12\x1c\n\tavailable\x18\x03 \x01(\x05R\tavailable\"\xe0\x01\n\x16StockReservationFailed\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\x12\x38\n\tshortages\x18\x03 \x03(\x0b\x32\x1a.shop.products.v1.ShortageR\tshortages\x12#\n\rlines_version\x18\x04 \x01(\x03R\x0clinesVersion:4\xd2\xf3\x18\x30\n.shop.products.v1.reservation.{order_id}.failed\"\x98\x01\n\rStockReleased\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x34\n\x05lines\x18\x02 \x03(\x0b\x32\x1e.shop.products.v1.ReservedLineR\x05lines:6\xd2\xf3\x18\x32\n0shop.products.v1.reservation.{order_id}.releasedB\xea\x01\n\x14\x63om.shop.products.v1B\x12ProductEventsProtoP\x01Z*concord/gen/go/shop/products/v1;productsv1\xa2\x02\x03SPX\xaa\x02\x10Shop.Products.V1\xca\x02\x10Shop\\Products\\V1\xe2\x02\x1cShop\\Products\\V1\\GPBMetadata\xea\x02\x12Shop::Products::V1\xca\xf3\x18.\n\rSHOP_PRODUCTS\x12\x12shop.products.v1.>*\x05\x08\x80\x9a\x9e\x01\x32\x02\x08xb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%shop/products/v1/product_events.proto\x12\x10shop.products.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x18\x63oncord/v1/options.proto\x1a&shop/products/v1/product_service.proto\"\xab\x01\n\x0eProductCreated\x12\'\n\nproduct_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\tproductId\x12;\n\x07product\x18\x02 \x01(\x0b\x32\x19.shop.products.v1.ProductB\x06\xbaH\x03\xc8\x01\x01R\x07product:3\xd2\xf3\x18/\n-shop.products.v1.product.{product_id}.created\"\xfe\x01\n\x0eProductUpdated\x12\'\n\nproduct_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\tproductId\x12;\n\x07product\x18\x02 \x01(\x0b\x32\x19.shop.products.v1.ProductB\x06\xbaH\x03\xc8\x01\x01R\x07product\x12Q\n\x0e\x63hanged_fields\x18\x03 \x03(\tB*\xbaH\'\x92\x01$\x08\x01\x10\x03\x18\x01\"\x1cr\x1aR\x04nameR\x0b\x64\x65scriptionR\x05priceR\rchangedFields:3\xd2\xf3\x18/\n-shop.products.v1.product.{product_id}.updated\"\xd0\x02\n\rStockAdjusted\x12\'\n\nproduct_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\tproductId\x12.\n\x05\x64\x65lta\x18\x02 \x01(\x05\x42\x18\xbaH\x15\x1a\x13\x18\x80\x94\xeb\xdc\x03(\x80\xec\x94\xa3\xfc\xff\xff\xff\xff\x01\x38\x00R\x05\x64\x65lta\x12\"\n\x06reason\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xc8\x01R\x06reason\x12#\n\x05stock\x18\x04 \x01(\x05\x42\r\xbaH\n\x1a\x08\x18\x80\x94\xeb\xdc\x03(\x00R\x05stock\x12*\n\x07version\x18\x05 \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x07version\x12\x35\n\rstock_version\x18\x06 \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x0cstockVersion::\xd2\xf3\x18\x36\n4shop.products.v1.product.{product_id}.stock_adjusted\"_\n\x0cReservedLine\x12\'\n\nproduct_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\tproductId\x12&\n\x08quantity\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07 \x00R\x08quantity\"\xe5\x01\n\rStockReserved\x12#\n\x08order_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x07orderId\x12@\n\x05lines\x18\x02 \x03(\x0b\x32\x1e.shop.products.v1.ReservedLineB\n\xbaH\x07\x92\x01\x04\x08\x01\x10\x32R\x05lines\x12\x35\n\rlines_version\x18\x03 \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x0clinesVersion:6\xd2\xf3\x18\x32\n0shop.products.v1.reservation.{order_id}.reserved\"\x8a\x01\n\x08Shortage\x12\'\n\nproduct_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\tproductId\x12(\n\trequested\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07 \x00R\trequested\x12+\n\tavailable\x18\x03 \x01(\x05\x42\r\xbaH\n\x1a\x08\x18\x80\x94\xeb\xdc\x03(\x00R\tavailable\"\x92\x02\n\x16StockReservationFailed\x12#\n\x08order_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x07orderId\x12\"\n\x06reason\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xe8\x07R\x06reason\x12\x42\n\tshortages\x18\x03 \x03(\x0b\x32\x1a.shop.products.v1.ShortageB\x08\xbaH\x05\x92\x01\x02\x10\x32R\tshortages\x12\x35\n\rlines_version\x18\x04 \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x0clinesVersion:4\xd2\xf3\x18\x30\n.shop.products.v1.reservation.{order_id}.failed\"\xae\x01\n\rStockReleased\x12#\n\x08order_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x07orderId\x12@\n\x05lines\x18\x02 \x03(\x0b\x32\x1e.shop.products.v1.ReservedLineB\n\xbaH\x07\x92\x01\x04\x08\x01\x10\x32R\x05lines:6\xd2\xf3\x18\x32\n0shop.products.v1.reservation.{order_id}.releasedB\xea\x01\n\x14\x63om.shop.products.v1B\x12ProductEventsProtoP\x01Z*concord/gen/go/shop/products/v1;productsv1\xa2\x02\x03SPX\xaa\x02\x10Shop.Products.V1\xca\x02\x10Shop\\Products\\V1\xe2\x02\x1cShop\\Products\\V1\\GPBMetadata\xea\x02\x12Shop::Products::V1\xca\xf3\x18.\n\rSHOP_PRODUCTS\x12\x12shop.products.v1.>*\x05\x08\x80\x9a\x9e\x01\x32\x02\x08xb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,32 +36,82 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.products.v1.product_ev
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\024com.shop.products.v1B\022ProductEventsProtoP\001Z*concord/gen/go/shop/products/v1;productsv1\242\002\003SPX\252\002\020Shop.Products.V1\312\002\020Shop\\Products\\V1\342\002\034Shop\\Products\\V1\\GPBMetadata\352\002\022Shop::Products::V1\312\363\030.\n\rSHOP_PRODUCTS\022\022shop.products.v1.>*\005\010\200\232\236\0012\002\010x'
+  _globals['_PRODUCTCREATED'].fields_by_name['product_id']._loaded_options = None
+  _globals['_PRODUCTCREATED'].fields_by_name['product_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_PRODUCTCREATED'].fields_by_name['product']._loaded_options = None
+  _globals['_PRODUCTCREATED'].fields_by_name['product']._serialized_options = b'\272H\003\310\001\001'
   _globals['_PRODUCTCREATED']._loaded_options = None
   _globals['_PRODUCTCREATED']._serialized_options = b'\322\363\030/\n-shop.products.v1.product.{product_id}.created'
+  _globals['_PRODUCTUPDATED'].fields_by_name['product_id']._loaded_options = None
+  _globals['_PRODUCTUPDATED'].fields_by_name['product_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_PRODUCTUPDATED'].fields_by_name['product']._loaded_options = None
+  _globals['_PRODUCTUPDATED'].fields_by_name['product']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_PRODUCTUPDATED'].fields_by_name['changed_fields']._loaded_options = None
+  _globals['_PRODUCTUPDATED'].fields_by_name['changed_fields']._serialized_options = b'\272H\'\222\001$\010\001\020\003\030\001\"\034r\032R\004nameR\013descriptionR\005price'
   _globals['_PRODUCTUPDATED']._loaded_options = None
   _globals['_PRODUCTUPDATED']._serialized_options = b'\322\363\030/\n-shop.products.v1.product.{product_id}.updated'
+  _globals['_STOCKADJUSTED'].fields_by_name['product_id']._loaded_options = None
+  _globals['_STOCKADJUSTED'].fields_by_name['product_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_STOCKADJUSTED'].fields_by_name['delta']._loaded_options = None
+  _globals['_STOCKADJUSTED'].fields_by_name['delta']._serialized_options = b'\272H\025\032\023\030\200\224\353\334\003(\200\354\224\243\374\377\377\377\377\0018\000'
+  _globals['_STOCKADJUSTED'].fields_by_name['reason']._loaded_options = None
+  _globals['_STOCKADJUSTED'].fields_by_name['reason']._serialized_options = b'\272H\007r\005\020\001\030\310\001'
+  _globals['_STOCKADJUSTED'].fields_by_name['stock']._loaded_options = None
+  _globals['_STOCKADJUSTED'].fields_by_name['stock']._serialized_options = b'\272H\n\032\010\030\200\224\353\334\003(\000'
+  _globals['_STOCKADJUSTED'].fields_by_name['version']._loaded_options = None
+  _globals['_STOCKADJUSTED'].fields_by_name['version']._serialized_options = b'\272H\r\"\013\030\377\377\377\377\377\377\377\017 \000'
+  _globals['_STOCKADJUSTED'].fields_by_name['stock_version']._loaded_options = None
+  _globals['_STOCKADJUSTED'].fields_by_name['stock_version']._serialized_options = b'\272H\r\"\013\030\377\377\377\377\377\377\377\017 \000'
   _globals['_STOCKADJUSTED']._loaded_options = None
   _globals['_STOCKADJUSTED']._serialized_options = b'\322\363\0306\n4shop.products.v1.product.{product_id}.stock_adjusted'
+  _globals['_RESERVEDLINE'].fields_by_name['product_id']._loaded_options = None
+  _globals['_RESERVEDLINE'].fields_by_name['product_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_RESERVEDLINE'].fields_by_name['quantity']._loaded_options = None
+  _globals['_RESERVEDLINE'].fields_by_name['quantity']._serialized_options = b'\272H\007\032\005\030\350\007 \000'
+  _globals['_STOCKRESERVED'].fields_by_name['order_id']._loaded_options = None
+  _globals['_STOCKRESERVED'].fields_by_name['order_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_STOCKRESERVED'].fields_by_name['lines']._loaded_options = None
+  _globals['_STOCKRESERVED'].fields_by_name['lines']._serialized_options = b'\272H\007\222\001\004\010\001\0202'
+  _globals['_STOCKRESERVED'].fields_by_name['lines_version']._loaded_options = None
+  _globals['_STOCKRESERVED'].fields_by_name['lines_version']._serialized_options = b'\272H\r\"\013\030\377\377\377\377\377\377\377\017 \000'
   _globals['_STOCKRESERVED']._loaded_options = None
   _globals['_STOCKRESERVED']._serialized_options = b'\322\363\0302\n0shop.products.v1.reservation.{order_id}.reserved'
+  _globals['_SHORTAGE'].fields_by_name['product_id']._loaded_options = None
+  _globals['_SHORTAGE'].fields_by_name['product_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_SHORTAGE'].fields_by_name['requested']._loaded_options = None
+  _globals['_SHORTAGE'].fields_by_name['requested']._serialized_options = b'\272H\007\032\005\030\350\007 \000'
+  _globals['_SHORTAGE'].fields_by_name['available']._loaded_options = None
+  _globals['_SHORTAGE'].fields_by_name['available']._serialized_options = b'\272H\n\032\010\030\200\224\353\334\003(\000'
+  _globals['_STOCKRESERVATIONFAILED'].fields_by_name['order_id']._loaded_options = None
+  _globals['_STOCKRESERVATIONFAILED'].fields_by_name['order_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_STOCKRESERVATIONFAILED'].fields_by_name['reason']._loaded_options = None
+  _globals['_STOCKRESERVATIONFAILED'].fields_by_name['reason']._serialized_options = b'\272H\007r\005\020\001\030\350\007'
+  _globals['_STOCKRESERVATIONFAILED'].fields_by_name['shortages']._loaded_options = None
+  _globals['_STOCKRESERVATIONFAILED'].fields_by_name['shortages']._serialized_options = b'\272H\005\222\001\002\0202'
+  _globals['_STOCKRESERVATIONFAILED'].fields_by_name['lines_version']._loaded_options = None
+  _globals['_STOCKRESERVATIONFAILED'].fields_by_name['lines_version']._serialized_options = b'\272H\r\"\013\030\377\377\377\377\377\377\377\017 \000'
   _globals['_STOCKRESERVATIONFAILED']._loaded_options = None
   _globals['_STOCKRESERVATIONFAILED']._serialized_options = b'\322\363\0300\n.shop.products.v1.reservation.{order_id}.failed'
+  _globals['_STOCKRELEASED'].fields_by_name['order_id']._loaded_options = None
+  _globals['_STOCKRELEASED'].fields_by_name['order_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_STOCKRELEASED'].fields_by_name['lines']._loaded_options = None
+  _globals['_STOCKRELEASED'].fields_by_name['lines']._serialized_options = b'\272H\007\222\001\004\010\001\0202'
   _globals['_STOCKRELEASED']._loaded_options = None
   _globals['_STOCKRELEASED']._serialized_options = b'\322\363\0302\n0shop.products.v1.reservation.{order_id}.released'
-  _globals['_PRODUCTCREATED']._serialized_start=126
-  _globals['_PRODUCTCREATED']._serialized_end=279
-  _globals['_PRODUCTUPDATED']._serialized_start=282
-  _globals['_PRODUCTUPDATED']._serialized_end=474
-  _globals['_STOCKADJUSTED']._serialized_start=477
-  _globals['_STOCKADJUSTED']._serialized_end=677
-  _globals['_RESERVEDLINE']._serialized_start=679
-  _globals['_RESERVEDLINE']._serialized_end=752
-  _globals['_STOCKRESERVED']._serialized_start=755
-  _globals['_STOCKRESERVED']._serialized_end=944
-  _globals['_SHORTAGE']._serialized_start=946
-  _globals['_SHORTAGE']._serialized_end=1047
-  _globals['_STOCKRESERVATIONFAILED']._serialized_start=1050
-  _globals['_STOCKRESERVATIONFAILED']._serialized_end=1274
-  _globals['_STOCKRELEASED']._serialized_start=1277
-  _globals['_STOCKRELEASED']._serialized_end=1429
+  _globals['_PRODUCTCREATED']._serialized_start=155
+  _globals['_PRODUCTCREATED']._serialized_end=326
+  _globals['_PRODUCTUPDATED']._serialized_start=329
+  _globals['_PRODUCTUPDATED']._serialized_end=583
+  _globals['_STOCKADJUSTED']._serialized_start=586
+  _globals['_STOCKADJUSTED']._serialized_end=922
+  _globals['_RESERVEDLINE']._serialized_start=924
+  _globals['_RESERVEDLINE']._serialized_end=1019
+  _globals['_STOCKRESERVED']._serialized_start=1022
+  _globals['_STOCKRESERVED']._serialized_end=1251
+  _globals['_SHORTAGE']._serialized_start=1254
+  _globals['_SHORTAGE']._serialized_end=1392
+  _globals['_STOCKRESERVATIONFAILED']._serialized_start=1395
+  _globals['_STOCKRESERVATIONFAILED']._serialized_end=1669
+  _globals['_STOCKRELEASED']._serialized_start=1672
+  _globals['_STOCKRELEASED']._serialized_end=1846
 # @@protoc_insertion_point(module_scope)

@@ -30,7 +30,7 @@ from concord.v1 import options_pb2 as concord_dot_v1_dot_options__pb2
 from shop.common.v1 import money_pb2 as shop_dot_common_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&shop/products/v1/product_service.proto\x12\x10shop.products.v1\x1a\x1b\x62uf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18\x63oncord/v1/options.proto\x1a\x1ashop/common/v1/money.proto\"\xa6\x02\n\x07Product\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12+\n\x05price\x18\x04 \x01(\x0b\x32\x15.shop.common.v1.MoneyR\x05price\x12\x14\n\x05stock\x18\x05 \x01(\x05R\x05stock\x12\x18\n\x07version\x18\x06 \x01(\x03R\x07version\x12;\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\"\xcb\x01\n\x14\x43reateProductRequest\x12\x1e\n\x04name\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xc8\x01R\x04name\x12*\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0fR\x0b\x64\x65scription\x12\x33\n\x05price\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x05price\x12\x32\n\rinitial_stock\x18\x04 \x01(\x05\x42\r\xbaH\n\x1a\x08\x18\x80\x94\xeb\xdc\x03(\x00R\x0cinitialStock\"L\n\x15\x43reateProductResponse\x12\x33\n\x07product\x18\x01 \x01(\x0b\x32\x19.shop.products.v1.ProductR\x07product\"-\n\x11GetProductRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x02id\"I\n\x12GetProductResponse\x12\x33\n\x07product\x18\x01 \x01(\x0b\x32\x19.shop.products.v1.ProductR\x07product\"@\n\x17\x42\x61tchGetProductsRequest\x12%\n\x03ids\x18\x01 \x03(\tB\x13\xbaH\x10\x92\x01\r\x08\x01\x10\x64\x18\x01\"\x05r\x03\xb0\x01\x01R\x03ids\"Q\n\x18\x42\x61tchGetProductsResponse\x12\x35\n\x08products\x18\x01 \x03(\x0b\x32\x19.shop.products.v1.ProductR\x08products\"\xdb\x05\n\x14UpdateProductRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12\x32\n\x10\x65xpected_version\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00R\x0f\x65xpectedVersion\x12\x87\x02\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\xc9\x01\xbaH\xc5\x01\xba\x01\xbe\x01\n\x11update_mask.paths\x12@paths must be one or more of name, description, price, each once\x1agsize(this.paths) > 0 && this.paths.all(p, p in [\'name\', \'description\', \'price\']) && this.paths.unique()\xc8\x01\x01R\nupdateMask\x12\x1c\n\x04name\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01R\x04name\x12*\n\x0b\x64\x65scription\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0fR\x0b\x64\x65scription\x12+\n\x05price\x18\x06 \x01(\x0b\x32\x15.shop.common.v1.MoneyR\x05price:\xf3\x01\xbaH\xef\x01\x1a~\n\x04name\x12:name must be 1 to 200 characters when update_mask names it\x1a:!(\'name\' in this.update_mask.paths) || size(this.name) > 0\x1am\n\x05price\x12+price is required when update_mask names it\x1a\x37!(\'price\' in this.update_mask.paths) || has(this.price)\"L\n\x15UpdateProductResponse\x12\x33\n\x07product\x18\x01 \x01(\x0b\x32\x19.shop.products.v1.ProductR\x07product\"g\n\x13ListProductsRequest\x12\'\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xf4\x03(\x00R\x08pageSize\x12\'\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01R\tpageToken\"u\n\x14ListProductsResponse\x12\x35\n\x08products\x18\x01 \x03(\x0b\x32\x19.shop.products.v1.ProductR\x08products\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x82\x01\n\x12\x41\x64justStockRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12.\n\x05\x64\x65lta\x18\x02 \x01(\x05\x42\x18\xbaH\x15\x1a\x13\x18\x80\x94\xeb\xdc\x03(\x80\xec\x94\xa3\xfc\xff\xff\xff\xff\x01\x38\x00R\x05\x64\x65lta\x12\"\n\x06reason\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xc8\x01R\x06reason\"J\n\x13\x41\x64justStockResponse\x12\x33\n\x07product\x18\x01 \x01(\x0b\x32\x19.shop.products.v1.ProductR\x07product2\x83\x06\n\x0eProductService\x12`\n\rCreateProduct\x12&.shop.products.v1.CreateProductRequest\x1a\'.shop.products.v1.CreateProductResponse\x12W\n\nGetProduct\x12#.shop.products.v1.GetProductRequest\x1a$.shop.products.v1.GetProductResponse\x12i\n\x10\x42\x61tchGetProducts\x12).shop.products.v1.BatchGetProductsRequest\x1a*.shop.products.v1.BatchGetProductsResponse\x12`\n\rUpdateProduct\x12&.shop.products.v1.UpdateProductRequest\x1a\'.shop.products.v1.UpdateProductResponse\x12]\n\x0cListProducts\x12%.shop.products.v1.ListProductsRequest\x1a&.shop.products.v1.ListProductsResponse\x12Z\n\x0b\x41\x64justStock\x12$.shop.products.v1.AdjustStockRequest\x1a%.shop.products.v1.AdjustStockResponse\x1a\xad\x01\xda\xf3\x18\x33\n\x1ashop.orders.v1.OrderPlaced\x12\x15products-order-placed\xda\xf3\x18\x35\n\x1bshop.orders.v1.OrderUpdated\x12\x16products-order-updated\xda\xf3\x18\x39\n\x1dshop.orders.v1.OrderCancelled\x12\x18products-order-cancelledB\xb9\x01\n\x14\x63om.shop.products.v1B\x13ProductServiceProtoP\x01Z*concord/gen/go/shop/products/v1;productsv1\xa2\x02\x03SPX\xaa\x02\x10Shop.Products.V1\xca\x02\x10Shop\\Products\\V1\xe2\x02\x1cShop\\Products\\V1\\GPBMetadata\xea\x02\x12Shop::Products::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&shop/products/v1/product_service.proto\x12\x10shop.products.v1\x1a\x1b\x62uf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18\x63oncord/v1/options.proto\x1a\x1ashop/common/v1/money.proto\"\xa6\x03\n\x07Product\x12\x18\n\x02id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12\x1e\n\x04name\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xc8\x01R\x04name\x12*\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0fR\x0b\x64\x65scription\x12\x33\n\x05price\x18\x04 \x01(\x0b\x32\x15.shop.common.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x05price\x12#\n\x05stock\x18\x05 \x01(\x05\x42\r\xbaH\n\x1a\x08\x18\x80\x94\xeb\xdc\x03(\x00R\x05stock\x12*\n\x07version\x18\x06 \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x07version\x12;\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x35\n\rstock_version\x18\t \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\xff\xff\xff\xff\xff\xff\xff\x0f(\x00R\x0cstockVersion\"\x88\x02\n\x14\x43reateProductRequest\x12\x1e\n\x04name\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xc8\x01R\x04name\x12*\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0fR\x0b\x64\x65scription\x12\x33\n\x05price\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x05price\x12\x32\n\rinitial_stock\x18\x04 \x01(\x05\x42\r\xbaH\n\x1a\x08\x18\x80\x94\xeb\xdc\x03(\x00R\x0cinitialStock\x12,\n\nrequest_id\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01H\x00R\trequestId\x88\x01\x01\x42\r\n\x0b_request_id\"L\n\x15\x43reateProductResponse\x12\x33\n\x07product\x18\x01 \x01(\x0b\x32\x19.shop.products.v1.ProductR\x07product\"-\n\x11GetProductRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x02id\"I\n\x12GetProductResponse\x12\x33\n\x07product\x18\x01 \x01(\x0b\x32\x19.shop.products.v1.ProductR\x07product\"@\n\x17\x42\x61tchGetProductsRequest\x12%\n\x03ids\x18\x01 \x03(\tB\x13\xbaH\x10\x92\x01\r\x08\x01\x10\x64\x18\x01\"\x05r\x03\xb0\x01\x01R\x03ids\"Q\n\x18\x42\x61tchGetProductsResponse\x12\x35\n\x08products\x18\x01 \x03(\x0b\x32\x19.shop.products.v1.ProductR\x08products\"\xe4\x05\n\x14UpdateProductRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12;\n\x10\x65xpected_version\x18\x02 \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x0f\x65xpectedVersion\x12\x87\x02\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\xc9\x01\xbaH\xc5\x01\xba\x01\xbe\x01\n\x11update_mask.paths\x12@paths must be one or more of name, description, price, each once\x1agsize(this.paths) > 0 && this.paths.all(p, p in [\'name\', \'description\', \'price\']) && this.paths.unique()\xc8\x01\x01R\nupdateMask\x12\x1c\n\x04name\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01R\x04name\x12*\n\x0b\x64\x65scription\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0fR\x0b\x64\x65scription\x12+\n\x05price\x18\x06 \x01(\x0b\x32\x15.shop.common.v1.MoneyR\x05price:\xf3\x01\xbaH\xef\x01\x1a~\n\x04name\x12:name must be 1 to 200 characters when update_mask names it\x1a:!(\'name\' in this.update_mask.paths) || size(this.name) > 0\x1am\n\x05price\x12+price is required when update_mask names it\x1a\x37!(\'price\' in this.update_mask.paths) || has(this.price)\"L\n\x15UpdateProductResponse\x12\x33\n\x07product\x18\x01 \x01(\x0b\x32\x19.shop.products.v1.ProductR\x07product\"g\n\x13ListProductsRequest\x12\'\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xf4\x03(\x00R\x08pageSize\x12\'\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01R\tpageToken\"u\n\x14ListProductsResponse\x12\x35\n\x08products\x18\x01 \x03(\x0b\x32\x19.shop.products.v1.ProductR\x08products\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xbf\x01\n\x12\x41\x64justStockRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12.\n\x05\x64\x65lta\x18\x02 \x01(\x05\x42\x18\xbaH\x15\x1a\x13\x18\x80\x94\xeb\xdc\x03(\x80\xec\x94\xa3\xfc\xff\xff\xff\xff\x01\x38\x00R\x05\x64\x65lta\x12\"\n\x06reason\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xc8\x01R\x06reason\x12,\n\nrequest_id\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01H\x00R\trequestId\x88\x01\x01\x42\r\n\x0b_request_id\"J\n\x13\x41\x64justStockResponse\x12\x33\n\x07product\x18\x01 \x01(\x0b\x32\x19.shop.products.v1.ProductR\x07product2\x92\x06\n\x0eProductService\x12`\n\rCreateProduct\x12&.shop.products.v1.CreateProductRequest\x1a\'.shop.products.v1.CreateProductResponse\x12\\\n\nGetProduct\x12#.shop.products.v1.GetProductRequest\x1a$.shop.products.v1.GetProductResponse\"\x03\x90\x02\x01\x12n\n\x10\x42\x61tchGetProducts\x12).shop.products.v1.BatchGetProductsRequest\x1a*.shop.products.v1.BatchGetProductsResponse\"\x03\x90\x02\x01\x12`\n\rUpdateProduct\x12&.shop.products.v1.UpdateProductRequest\x1a\'.shop.products.v1.UpdateProductResponse\x12\x62\n\x0cListProducts\x12%.shop.products.v1.ListProductsRequest\x1a&.shop.products.v1.ListProductsResponse\"\x03\x90\x02\x01\x12Z\n\x0b\x41\x64justStock\x12$.shop.products.v1.AdjustStockRequest\x1a%.shop.products.v1.AdjustStockResponse\x1a\xad\x01\xda\xf3\x18\x33\n\x1ashop.orders.v1.OrderPlaced\x12\x15products-order-placed\xda\xf3\x18\x35\n\x1bshop.orders.v1.OrderUpdated\x12\x16products-order-updated\xda\xf3\x18\x39\n\x1dshop.orders.v1.OrderCancelled\x12\x18products-order-cancelledB\xb9\x01\n\x14\x63om.shop.products.v1B\x13ProductServiceProtoP\x01Z*concord/gen/go/shop/products/v1;productsv1\xa2\x02\x03SPX\xaa\x02\x10Shop.Products.V1\xca\x02\x10Shop\\Products\\V1\xe2\x02\x1cShop\\Products\\V1\\GPBMetadata\xea\x02\x12Shop::Products::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,20 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.products.v1.product_se
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\024com.shop.products.v1B\023ProductServiceProtoP\001Z*concord/gen/go/shop/products/v1;productsv1\242\002\003SPX\252\002\020Shop.Products.V1\312\002\020Shop\\Products\\V1\342\002\034Shop\\Products\\V1\\GPBMetadata\352\002\022Shop::Products::V1'
+  _globals['_PRODUCT'].fields_by_name['id']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_PRODUCT'].fields_by_name['name']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['name']._serialized_options = b'\272H\007r\005\020\001\030\310\001'
+  _globals['_PRODUCT'].fields_by_name['description']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['description']._serialized_options = b'\272H\005r\003\030\320\017'
+  _globals['_PRODUCT'].fields_by_name['price']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['price']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_PRODUCT'].fields_by_name['stock']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['stock']._serialized_options = b'\272H\n\032\010\030\200\224\353\334\003(\000'
+  _globals['_PRODUCT'].fields_by_name['version']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['version']._serialized_options = b'\272H\r\"\013\030\377\377\377\377\377\377\377\017 \000'
+  _globals['_PRODUCT'].fields_by_name['stock_version']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['stock_version']._serialized_options = b'\272H\r\"\013\030\377\377\377\377\377\377\377\017(\000'
   _globals['_CREATEPRODUCTREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_CREATEPRODUCTREQUEST'].fields_by_name['name']._serialized_options = b'\272H\007r\005\020\001\030\310\001'
   _globals['_CREATEPRODUCTREQUEST'].fields_by_name['description']._loaded_options = None
@@ -46,6 +60,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEPRODUCTREQUEST'].fields_by_name['price']._serialized_options = b'\272H\003\310\001\001'
   _globals['_CREATEPRODUCTREQUEST'].fields_by_name['initial_stock']._loaded_options = None
   _globals['_CREATEPRODUCTREQUEST'].fields_by_name['initial_stock']._serialized_options = b'\272H\n\032\010\030\200\224\353\334\003(\000'
+  _globals['_CREATEPRODUCTREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_CREATEPRODUCTREQUEST'].fields_by_name['request_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_GETPRODUCTREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETPRODUCTREQUEST'].fields_by_name['id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_BATCHGETPRODUCTSREQUEST'].fields_by_name['ids']._loaded_options = None
@@ -53,7 +69,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['expected_version']._loaded_options = None
-  _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['expected_version']._serialized_options = b'\272H\004\"\002 \000'
+  _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['expected_version']._serialized_options = b'\272H\r\"\013\030\377\377\377\377\377\377\377\017 \000'
   _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['update_mask']._loaded_options = None
   _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['update_mask']._serialized_options = b'\272H\305\001\272\001\276\001\n\021update_mask.paths\022@paths must be one or more of name, description, price, each once\032gsize(this.paths) > 0 && this.paths.all(p, p in [\'name\', \'description\', \'price\']) && this.paths.unique()\310\001\001'
   _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['name']._loaded_options = None
@@ -72,34 +88,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADJUSTSTOCKREQUEST'].fields_by_name['delta']._serialized_options = b'\272H\025\032\023\030\200\224\353\334\003(\200\354\224\243\374\377\377\377\377\0018\000'
   _globals['_ADJUSTSTOCKREQUEST'].fields_by_name['reason']._loaded_options = None
   _globals['_ADJUSTSTOCKREQUEST'].fields_by_name['reason']._serialized_options = b'\272H\007r\005\020\001\030\310\001'
+  _globals['_ADJUSTSTOCKREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_ADJUSTSTOCKREQUEST'].fields_by_name['request_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_PRODUCTSERVICE']._loaded_options = None
   _globals['_PRODUCTSERVICE']._serialized_options = b'\332\363\0303\n\032shop.orders.v1.OrderPlaced\022\025products-order-placed\332\363\0305\n\033shop.orders.v1.OrderUpdated\022\026products-order-updated\332\363\0309\n\035shop.orders.v1.OrderCancelled\022\030products-order-cancelled'
+  _globals['_PRODUCTSERVICE'].methods_by_name['GetProduct']._loaded_options = None
+  _globals['_PRODUCTSERVICE'].methods_by_name['GetProduct']._serialized_options = b'\220\002\001'
+  _globals['_PRODUCTSERVICE'].methods_by_name['BatchGetProducts']._loaded_options = None
+  _globals['_PRODUCTSERVICE'].methods_by_name['BatchGetProducts']._serialized_options = b'\220\002\001'
+  _globals['_PRODUCTSERVICE'].methods_by_name['ListProducts']._loaded_options = None
+  _globals['_PRODUCTSERVICE'].methods_by_name['ListProducts']._serialized_options = b'\220\002\001'
   _globals['_PRODUCT']._serialized_start=211
-  _globals['_PRODUCT']._serialized_end=505
-  _globals['_CREATEPRODUCTREQUEST']._serialized_start=508
-  _globals['_CREATEPRODUCTREQUEST']._serialized_end=711
-  _globals['_CREATEPRODUCTRESPONSE']._serialized_start=713
-  _globals['_CREATEPRODUCTRESPONSE']._serialized_end=789
-  _globals['_GETPRODUCTREQUEST']._serialized_start=791
-  _globals['_GETPRODUCTREQUEST']._serialized_end=836
-  _globals['_GETPRODUCTRESPONSE']._serialized_start=838
-  _globals['_GETPRODUCTRESPONSE']._serialized_end=911
-  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_start=913
-  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_end=977
-  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_start=979
-  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_end=1060
-  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=1063
-  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=1794
-  _globals['_UPDATEPRODUCTRESPONSE']._serialized_start=1796
-  _globals['_UPDATEPRODUCTRESPONSE']._serialized_end=1872
-  _globals['_LISTPRODUCTSREQUEST']._serialized_start=1874
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=1977
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=1979
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=2096
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_start=2099
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=2229
-  _globals['_ADJUSTSTOCKRESPONSE']._serialized_start=2231
-  _globals['_ADJUSTSTOCKRESPONSE']._serialized_end=2305
-  _globals['_PRODUCTSERVICE']._serialized_start=2308
-  _globals['_PRODUCTSERVICE']._serialized_end=3079
+  _globals['_PRODUCT']._serialized_end=633
+  _globals['_CREATEPRODUCTREQUEST']._serialized_start=636
+  _globals['_CREATEPRODUCTREQUEST']._serialized_end=900
+  _globals['_CREATEPRODUCTRESPONSE']._serialized_start=902
+  _globals['_CREATEPRODUCTRESPONSE']._serialized_end=978
+  _globals['_GETPRODUCTREQUEST']._serialized_start=980
+  _globals['_GETPRODUCTREQUEST']._serialized_end=1025
+  _globals['_GETPRODUCTRESPONSE']._serialized_start=1027
+  _globals['_GETPRODUCTRESPONSE']._serialized_end=1100
+  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_start=1102
+  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_end=1166
+  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_start=1168
+  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_end=1249
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=1252
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=1992
+  _globals['_UPDATEPRODUCTRESPONSE']._serialized_start=1994
+  _globals['_UPDATEPRODUCTRESPONSE']._serialized_end=2070
+  _globals['_LISTPRODUCTSREQUEST']._serialized_start=2072
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=2175
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=2177
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=2294
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_start=2297
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=2488
+  _globals['_ADJUSTSTOCKRESPONSE']._serialized_start=2490
+  _globals['_ADJUSTSTOCKRESPONSE']._serialized_end=2564
+  _globals['_PRODUCTSERVICE']._serialized_start=2567
+  _globals['_PRODUCTSERVICE']._serialized_end=3353
 # @@protoc_insertion_point(module_scope)

@@ -77,7 +77,9 @@ class ProductServiceServicer:
     """
 
     def CreateProduct(self, request, context):
-        """Creates a product with its initial stock. The id is assigned by the service.
+        """Creates a product with its initial stock. The id is assigned by the
+        service. With a request_id, a repeated call returns the first call's
+        product instead of creating another.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,7 +120,10 @@ class ProductServiceServicer:
     def AdjustStock(self, request, context):
         """Adds a signed delta to the stock on hand, for deliveries, stock counts and
         write-offs. Stock never goes below zero: a delta that would take it there
-        fails with FAILED_PRECONDITION and nothing changes.
+        fails with FAILED_PRECONDITION and nothing changes. Stock on hand plus
+        what orders hold never goes above 1,000,000,000 units: a delta that
+        would take it there fails with OUT_OF_RANGE. With a request_id, a
+        repeated call returns the first call's result instead of adjusting again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

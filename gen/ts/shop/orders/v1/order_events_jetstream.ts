@@ -6,7 +6,8 @@ import { OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejected, OrderUpdate
 /**
  * Events of the order service. They go to the SHOP_ORDERS stream and are
  * published through the order service's outbox, so each one is committed
- * together with the change it reports.
+ * together with the change it reports. Their validation rules are checked
+ * when they are written to the outbox and again when they are consumed.
  *
  * JetStream stream SHOP_ORDERS, provisioned from this spec; it captures shop.orders.v1.>.
  */
@@ -17,7 +18,7 @@ export const ShopOrdersStream = {
   replicas: 1,
   maxAgeMs: 2592000000,
   duplicateWindowMs: 120000,
-  description: "Events of the order service. They go to the SHOP_ORDERS stream and are published through the order service's outbox, so each one is committed together with the change it reports.",
+  description: "Events of the order service. They go to the SHOP_ORDERS stream and are published through the order service's outbox, so each one is committed together with the change it reports. Their validation rules are checked when they are written to the outbox and again when they are consumed.",
 } as const;
 
 /**

@@ -164,7 +164,17 @@ export interface CreateOrderRequest {
   /** 1 to 50 lines, each for a different product. */
   lines: LineItem[];
   /** Where to ship the order; required. */
-  shippingAddress: Address | undefined;
+  shippingAddress:
+    | Address
+    | undefined;
+  /**
+   * A UUID the caller picks for this order, so that it can retry safely
+   * (after a timeout, say): a call with the id of an earlier one returns
+   * that call's order and places nothing; the same id with a different
+   * request fails with ALREADY_EXISTS. Remembered for at least 24 hours.
+   * Optional, and recommended.
+   */
+  requestId?: string | undefined;
 }
 
 /** Output of CreateOrder. */
@@ -887,7 +897,7 @@ export const Order: MessageFns<Order> = {
 };
 
 function createBaseCreateOrderRequest(): CreateOrderRequest {
-  return { customerId: "", lines: [], shippingAddress: undefined };
+  return { customerId: "", lines: [], shippingAddress: undefined, requestId: undefined };
 }
 
 export const CreateOrderRequest: MessageFns<CreateOrderRequest> = {
@@ -900,6 +910,9 @@ export const CreateOrderRequest: MessageFns<CreateOrderRequest> = {
     }
     if (message.shippingAddress !== undefined) {
       Address.encode(message.shippingAddress, writer.uint32(26).fork()).join();
+    }
+    if (message.requestId !== undefined) {
+      writer.uint32(34).string(message.requestId);
     }
     return writer;
   },
@@ -941,6 +954,14 @@ export const CreateOrderRequest: MessageFns<CreateOrderRequest> = {
             message.shippingAddress = Address.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -966,6 +987,11 @@ export const CreateOrderRequest: MessageFns<CreateOrderRequest> = {
         : isSet(object.shipping_address)
         ? Address.fromJSON(object.shipping_address)
         : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : undefined,
     };
   },
 
@@ -980,6 +1006,9 @@ export const CreateOrderRequest: MessageFns<CreateOrderRequest> = {
     if (message.shippingAddress !== undefined) {
       obj.shippingAddress = Address.toJSON(message.shippingAddress);
     }
+    if (message.requestId !== undefined) {
+      obj.requestId = message.requestId;
+    }
     return obj;
   },
 
@@ -993,6 +1022,7 @@ export const CreateOrderRequest: MessageFns<CreateOrderRequest> = {
     message.shippingAddress = (object.shippingAddress !== undefined && object.shippingAddress !== null)
       ? Address.fromPartial(object.shippingAddress)
       : undefined;
+    message.requestId = object.requestId ?? undefined;
     return message;
   },
 };
@@ -1785,7 +1815,8 @@ export const OrderServiceService = {
    * NOT_FOUND when a product does not exist, FAILED_PRECONDITION when the
    * products are priced in different currencies, UNAVAILABLE or
    * DEADLINE_EXCEEDED only when a product has to be looked up and the product
-   * service cannot answer (no order is stored then).
+   * service cannot answer (no order is stored then). With a request_id, a
+   * repeated call returns the first call's order instead of placing another.
    */
   createOrder: {
     path: "/shop.orders.v1.OrderService/CreateOrder" as const,
@@ -1855,7 +1886,8 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * NOT_FOUND when a product does not exist, FAILED_PRECONDITION when the
    * products are priced in different currencies, UNAVAILABLE or
    * DEADLINE_EXCEEDED only when a product has to be looked up and the product
-   * service cannot answer (no order is stored then).
+   * service cannot answer (no order is stored then). With a request_id, a
+   * repeated call returns the first call's order instead of placing another.
    */
   createOrder: handleUnaryCall<CreateOrderRequest, CreateOrderResponse>;
   /** Returns one order with its current state. NOT_FOUND when there is none. */
@@ -1885,7 +1917,8 @@ export interface OrderServiceClient extends Client {
    * NOT_FOUND when a product does not exist, FAILED_PRECONDITION when the
    * products are priced in different currencies, UNAVAILABLE or
    * DEADLINE_EXCEEDED only when a product has to be looked up and the product
-   * service cannot answer (no order is stored then).
+   * service cannot answer (no order is stored then). With a request_id, a
+   * repeated call returns the first call's order instead of placing another.
    */
   createOrder(
     request: CreateOrderRequest,

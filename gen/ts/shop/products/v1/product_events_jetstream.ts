@@ -6,7 +6,8 @@ import { ProductCreated, ProductUpdated, StockAdjusted, StockReleased, StockRese
 /**
  * Events of the product service. They go to the SHOP_PRODUCTS stream and are
  * published through the product service's outbox, so each one is committed
- * together with the change it reports.
+ * together with the change it reports. Their validation rules are checked
+ * when they are written to the outbox and again when they are consumed.
  *
  * JetStream stream SHOP_PRODUCTS, provisioned from this spec; it captures shop.products.v1.>.
  */
@@ -17,7 +18,7 @@ export const ShopProductsStream = {
   replicas: 1,
   maxAgeMs: 2592000000,
   duplicateWindowMs: 120000,
-  description: "Events of the product service. They go to the SHOP_PRODUCTS stream and are published through the product service's outbox, so each one is committed together with the change it reports.",
+  description: "Events of the product service. They go to the SHOP_PRODUCTS stream and are published through the product service's outbox, so each one is committed together with the change it reports. Their validation rules are checked when they are written to the outbox and again when they are consumed.",
 } as const;
 
 /**

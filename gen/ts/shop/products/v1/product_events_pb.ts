@@ -46,8 +46,16 @@ export interface StockAdjusted {
   reason: string;
   /** Stock on hand after the change. */
   stock: number;
-  /** Product version after the change. */
+  /**
+   * The product's catalogue version (Product.version), which stock moves do
+   * not change.
+   */
   version: number;
+  /**
+   * The product's stock version after the change (Product.stock_version):
+   * orders a product's stock events.
+   */
+  stockVersion: number;
 }
 
 /** Units of one product held for an order. */
@@ -311,7 +319,7 @@ export const ProductUpdated: MessageFns<ProductUpdated> = {
 };
 
 function createBaseStockAdjusted(): StockAdjusted {
-  return { productId: "", delta: 0, reason: "", stock: 0, version: 0 };
+  return { productId: "", delta: 0, reason: "", stock: 0, version: 0, stockVersion: 0 };
 }
 
 export const StockAdjusted: MessageFns<StockAdjusted> = {
@@ -330,6 +338,9 @@ export const StockAdjusted: MessageFns<StockAdjusted> = {
     }
     if (message.version !== 0) {
       writer.uint32(40).int64(message.version);
+    }
+    if (message.stockVersion !== 0) {
+      writer.uint32(48).int64(message.stockVersion);
     }
     return writer;
   },
@@ -387,6 +398,14 @@ export const StockAdjusted: MessageFns<StockAdjusted> = {
             message.version = longToNumber(reader.int64());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.stockVersion = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -410,6 +429,11 @@ export const StockAdjusted: MessageFns<StockAdjusted> = {
       reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
       stock: isSet(object.stock) ? globalThis.Number(object.stock) : 0,
       version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      stockVersion: isSet(object.stockVersion)
+        ? globalThis.Number(object.stockVersion)
+        : isSet(object.stock_version)
+        ? globalThis.Number(object.stock_version)
+        : 0,
     };
   },
 
@@ -430,6 +454,9 @@ export const StockAdjusted: MessageFns<StockAdjusted> = {
     if (message.version !== 0) {
       obj.version = Math.round(message.version);
     }
+    if (message.stockVersion !== 0) {
+      obj.stockVersion = Math.round(message.stockVersion);
+    }
     return obj;
   },
 
@@ -443,6 +470,7 @@ export const StockAdjusted: MessageFns<StockAdjusted> = {
     message.reason = object.reason ?? "";
     message.stock = object.stock ?? 0;
     message.version = object.version ?? 0;
+    message.stockVersion = object.stockVersion ?? 0;
     return message;
   },
 };

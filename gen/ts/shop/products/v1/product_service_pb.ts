@@ -42,8 +42,10 @@ export interface Product {
   /** Units on hand and not reserved by any order. Never negative. */
   stock: number;
   /**
-   * Increases by one on every change; pass it back as expected_version to
-   * UpdateProduct.
+   * Version of the catalogue fields (name, description, price): increases by
+   * one each time UpdateProduct changes them; pass it back as
+   * expected_version to UpdateProduct. Stock moves do not change it, so an
+   * edit is never made stale by orders reserving stock.
    */
   version: number;
   /** When the product was created. */
@@ -51,7 +53,14 @@ export interface Product {
     | Date
     | undefined;
   /** When the product last changed, stock included. */
-  updateTime: Date | undefined;
+  updateTime:
+    | Date
+    | undefined;
+  /**
+   * Increases by one on every change of stock: AdjustStock, and orders
+   * reserving and releasing it.
+   */
+  stockVersion: number;
 }
 
 /** Input of CreateProduct. */
@@ -66,6 +75,13 @@ export interface CreateProductRequest {
     | undefined;
   /** Units on hand at creation; zero or more. */
   initialStock: number;
+  /**
+   * A UUID the caller picks for this creation, so that it can retry safely:
+   * a call with the id of an earlier one returns that call's product and
+   * creates nothing; the same id with a different request fails with
+   * ALREADY_EXISTS. Remembered for at least 24 hours. Optional.
+   */
+  requestId?: string | undefined;
 }
 
 /** Output of CreateProduct. */
@@ -149,6 +165,13 @@ export interface AdjustStockRequest {
   delta: number;
   /** Why the stock changed ("delivery 4711", "stock count"), 1 to 200 characters. */
   reason: string;
+  /**
+   * A UUID the caller picks for this adjustment, so that it can retry
+   * safely: a call with the id of an earlier one returns that call's result
+   * and adjusts nothing; the same id with a different request fails with
+   * ALREADY_EXISTS. Remembered for at least 24 hours. Optional.
+   */
+  requestId?: string | undefined;
 }
 
 /** Output of AdjustStock. */
@@ -167,6 +190,7 @@ function createBaseProduct(): Product {
     version: 0,
     createTime: undefined,
     updateTime: undefined,
+    stockVersion: 0,
   };
 }
 
@@ -195,6 +219,9 @@ export const Product: MessageFns<Product> = {
     }
     if (message.updateTime !== undefined) {
       Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(66).fork()).join();
+    }
+    if (message.stockVersion !== 0) {
+      writer.uint32(72).int64(message.stockVersion);
     }
     return writer;
   },
@@ -276,6 +303,14 @@ export const Product: MessageFns<Product> = {
             message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.stockVersion = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -306,6 +341,11 @@ export const Product: MessageFns<Product> = {
         : isSet(object.update_time)
         ? fromJsonTimestamp(object.update_time)
         : undefined,
+      stockVersion: isSet(object.stockVersion)
+        ? globalThis.Number(object.stockVersion)
+        : isSet(object.stock_version)
+        ? globalThis.Number(object.stock_version)
+        : 0,
     };
   },
 
@@ -335,6 +375,9 @@ export const Product: MessageFns<Product> = {
     if (message.updateTime !== undefined) {
       obj.updateTime = message.updateTime.toISOString();
     }
+    if (message.stockVersion !== 0) {
+      obj.stockVersion = Math.round(message.stockVersion);
+    }
     return obj;
   },
 
@@ -351,12 +394,13 @@ export const Product: MessageFns<Product> = {
     message.version = object.version ?? 0;
     message.createTime = object.createTime ?? undefined;
     message.updateTime = object.updateTime ?? undefined;
+    message.stockVersion = object.stockVersion ?? 0;
     return message;
   },
 };
 
 function createBaseCreateProductRequest(): CreateProductRequest {
-  return { name: "", description: "", price: undefined, initialStock: 0 };
+  return { name: "", description: "", price: undefined, initialStock: 0, requestId: undefined };
 }
 
 export const CreateProductRequest: MessageFns<CreateProductRequest> = {
@@ -372,6 +416,9 @@ export const CreateProductRequest: MessageFns<CreateProductRequest> = {
     }
     if (message.initialStock !== 0) {
       writer.uint32(32).int32(message.initialStock);
+    }
+    if (message.requestId !== undefined) {
+      writer.uint32(42).string(message.requestId);
     }
     return writer;
   },
@@ -421,6 +468,14 @@ export const CreateProductRequest: MessageFns<CreateProductRequest> = {
             message.initialStock = reader.int32();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -443,6 +498,11 @@ export const CreateProductRequest: MessageFns<CreateProductRequest> = {
         : isSet(object.initial_stock)
         ? globalThis.Number(object.initial_stock)
         : 0,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : undefined,
     };
   },
 
@@ -460,6 +520,9 @@ export const CreateProductRequest: MessageFns<CreateProductRequest> = {
     if (message.initialStock !== 0) {
       obj.initialStock = Math.round(message.initialStock);
     }
+    if (message.requestId !== undefined) {
+      obj.requestId = message.requestId;
+    }
     return obj;
   },
 
@@ -472,6 +535,7 @@ export const CreateProductRequest: MessageFns<CreateProductRequest> = {
     message.description = object.description ?? "";
     message.price = (object.price !== undefined && object.price !== null) ? Money.fromPartial(object.price) : undefined;
     message.initialStock = object.initialStock ?? 0;
+    message.requestId = object.requestId ?? undefined;
     return message;
   },
 };
@@ -1226,7 +1290,7 @@ export const ListProductsResponse: MessageFns<ListProductsResponse> = {
 };
 
 function createBaseAdjustStockRequest(): AdjustStockRequest {
-  return { id: "", delta: 0, reason: "" };
+  return { id: "", delta: 0, reason: "", requestId: undefined };
 }
 
 export const AdjustStockRequest: MessageFns<AdjustStockRequest> = {
@@ -1239,6 +1303,9 @@ export const AdjustStockRequest: MessageFns<AdjustStockRequest> = {
     }
     if (message.reason !== "") {
       writer.uint32(26).string(message.reason);
+    }
+    if (message.requestId !== undefined) {
+      writer.uint32(34).string(message.requestId);
     }
     return writer;
   },
@@ -1280,6 +1347,14 @@ export const AdjustStockRequest: MessageFns<AdjustStockRequest> = {
             message.reason = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1297,6 +1372,11 @@ export const AdjustStockRequest: MessageFns<AdjustStockRequest> = {
       id: isSet(object.id) ? globalThis.String(object.id) : "",
       delta: isSet(object.delta) ? globalThis.Number(object.delta) : 0,
       reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : undefined,
     };
   },
 
@@ -1311,6 +1391,9 @@ export const AdjustStockRequest: MessageFns<AdjustStockRequest> = {
     if (message.reason !== "") {
       obj.reason = message.reason;
     }
+    if (message.requestId !== undefined) {
+      obj.requestId = message.requestId;
+    }
     return obj;
   },
 
@@ -1322,6 +1405,7 @@ export const AdjustStockRequest: MessageFns<AdjustStockRequest> = {
     message.id = object.id ?? "";
     message.delta = object.delta ?? 0;
     message.reason = object.reason ?? "";
+    message.requestId = object.requestId ?? undefined;
     return message;
   },
 };
@@ -1402,7 +1486,11 @@ export const AdjustStockResponse: MessageFns<AdjustStockResponse> = {
  */
 export type ProductServiceService = typeof ProductServiceService;
 export const ProductServiceService = {
-  /** Creates a product with its initial stock. The id is assigned by the service. */
+  /**
+   * Creates a product with its initial stock. The id is assigned by the
+   * service. With a request_id, a repeated call returns the first call's
+   * product instead of creating another.
+   */
   createProduct: {
     path: "/shop.products.v1.ProductService/CreateProduct" as const,
     requestStream: false as const,
@@ -1468,7 +1556,10 @@ export const ProductServiceService = {
   /**
    * Adds a signed delta to the stock on hand, for deliveries, stock counts and
    * write-offs. Stock never goes below zero: a delta that would take it there
-   * fails with FAILED_PRECONDITION and nothing changes.
+   * fails with FAILED_PRECONDITION and nothing changes. Stock on hand plus
+   * what orders hold never goes above 1,000,000,000 units: a delta that
+   * would take it there fails with OUT_OF_RANGE. With a request_id, a
+   * repeated call returns the first call's result instead of adjusting again.
    */
   adjustStock: {
     path: "/shop.products.v1.ProductService/AdjustStock" as const,
@@ -1482,7 +1573,11 @@ export const ProductServiceService = {
 } as const;
 
 export interface ProductServiceServer extends UntypedServiceImplementation {
-  /** Creates a product with its initial stock. The id is assigned by the service. */
+  /**
+   * Creates a product with its initial stock. The id is assigned by the
+   * service. With a request_id, a repeated call returns the first call's
+   * product instead of creating another.
+   */
   createProduct: handleUnaryCall<CreateProductRequest, CreateProductResponse>;
   /** Returns one product. NOT_FOUND when no product has that id. */
   getProduct: handleUnaryCall<GetProductRequest, GetProductResponse>;
@@ -1503,13 +1598,20 @@ export interface ProductServiceServer extends UntypedServiceImplementation {
   /**
    * Adds a signed delta to the stock on hand, for deliveries, stock counts and
    * write-offs. Stock never goes below zero: a delta that would take it there
-   * fails with FAILED_PRECONDITION and nothing changes.
+   * fails with FAILED_PRECONDITION and nothing changes. Stock on hand plus
+   * what orders hold never goes above 1,000,000,000 units: a delta that
+   * would take it there fails with OUT_OF_RANGE. With a request_id, a
+   * repeated call returns the first call's result instead of adjusting again.
    */
   adjustStock: handleUnaryCall<AdjustStockRequest, AdjustStockResponse>;
 }
 
 export interface ProductServiceClient extends Client {
-  /** Creates a product with its initial stock. The id is assigned by the service. */
+  /**
+   * Creates a product with its initial stock. The id is assigned by the
+   * service. With a request_id, a repeated call returns the first call's
+   * product instead of creating another.
+   */
   createProduct(
     request: CreateProductRequest,
     callback: (error: ServiceError | null, response: CreateProductResponse) => void,
@@ -1600,7 +1702,10 @@ export interface ProductServiceClient extends Client {
   /**
    * Adds a signed delta to the stock on hand, for deliveries, stock counts and
    * write-offs. Stock never goes below zero: a delta that would take it there
-   * fails with FAILED_PRECONDITION and nothing changes.
+   * fails with FAILED_PRECONDITION and nothing changes. Stock on hand plus
+   * what orders hold never goes above 1,000,000,000 units: a delta that
+   * would take it there fails with OUT_OF_RANGE. With a request_id, a
+   * repeated call returns the first call's result instead of adjusting again.
    */
   adjustStock(
     request: AdjustStockRequest,
