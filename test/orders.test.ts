@@ -2,10 +2,11 @@ import { join } from "node:path";
 import { Server, ServerCredentials, status } from "@grpc/grpc-js";
 import BetterSqlite3 from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { CreateOrderRequest, OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { uuidv7 } from "../platform/ids/index.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
-import { address, grpcError, quietLogger, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
+import { address, grpcError, quietLogger, rawCall, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 import { eventually, readStream } from "./support/streams.js";
 
 const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
@@ -71,6 +72,46 @@ describe("OrderService", () => {
     const duplicate = await grpcError(orders.client.createOrder({ customerId: "c-1", lines: [{ productId: cup, quantity: 1 }, { productId: cup, quantity: 2 }], shippingAddress: address }));
     expect(duplicate.violations.map((v) => v.field)).toEqual(["lines"]);
     expect((await orders.client.listOrders({ customerId: "c".repeat(64), pageSize: 0, pageToken: "" })).orders).toEqual([]);
+  });
+
+  it("places one order per request_id: a repeat after a timeout returns the first order, a different request with the same id is refused", async () => {
+    const customerId = `c-once-${uuidv7()}`;
+    const request = (requestId: string) => ({ customerId, lines: [{ productId: teapot, quantity: 1 }], shippingAddress: address, requestId });
+    // 20 calls that give up after 1 ms: some orders were placed, some not; the caller cannot tell which.
+    const ids = Array.from({ length: 20 }, () => uuidv7());
+    const outcomes = await Promise.allSettled(ids.map((id) => orders.client.createOrder(request(id), { timeoutMs: 1 })));
+    expect(outcomes.some((o) => o.status === "rejected" && (o.reason as { code: number }).code === status.DEADLINE_EXCEEDED)).toBe(true);
+    // Retrying each with its request id places exactly one order per id.
+    const placed = await Promise.all(ids.map((id) => orders.client.createOrder(request(id)).then((r) => r.order!)));
+    const again = await Promise.all(ids.map((id) => orders.client.createOrder(request(id)).then((r) => r.order!)));
+    expect(again.map((o) => o.id)).toEqual(placed.map((o) => o.id));
+    expect(again[0]).toEqual(placed[0]);
+    const listed = (await orders.client.listOrders({ customerId, pageSize: 500, pageToken: "" })).orders;
+    expect(listed.map((o) => o.id).sort()).toEqual(placed.map((o) => o.id).sort());
+    const reused = await grpcError(orders.client.createOrder({ ...request(ids[0]), lines: [{ productId: cup, quantity: 1 }] }));
+    expect(reused.code).toBe(status.ALREADY_EXISTS);
+    expect(reused.violations.map((v) => v.field)).toEqual(["request_id"]);
+    expect((await orders.client.listOrders({ customerId, pageSize: 500, pageToken: "" })).orders).toHaveLength(20);
+  });
+
+  it("refuses thousands of lines as INVALID_ARGUMENT naming lines, and megabytes before decoding them, and keeps serving", async () => {
+    const lines = (n: number, productId = "") => Array.from({ length: n }, () => ({ productId, quantity: 1 }));
+    // 6,000 lines used to overflow the stack of the uniqueness rule and answer INTERNAL.
+    const many = await grpcError(orders.client.createOrder({ customerId: "c-many", lines: lines(6_000), shippingAddress: address }));
+    expect(many.code).toBe(status.INVALID_ARGUMENT);
+    expect(many.violations).toEqual([{ field: "lines", description: "must contain no more than 50 item(s)" }]);
+    // 4 MB: over what grpc-js takes for this server, refused before it is decoded.
+    const huge = Buffer.from(CreateOrderRequest.encode({ customerId: "c-huge", lines: lines(100_000, teapot), shippingAddress: address }).finish());
+    expect(huge.byteLength).toBeGreaterThan(4_000_000);
+    const floods = Array.from({ length: 24 }, () => grpcError(rawCall(orders.service.address, OrderServiceService.createOrder.path, huge)));
+    const normal = await orders.client.createOrder({ customerId: "c-normal", lines: [{ productId: teapot, quantity: 1 }], shippingAddress: address });
+    expect(normal.order?.customerId).toBe("c-normal");
+    for (const flood of await Promise.all(floods)) expect(flood.code).toBe(status.RESOURCE_EXHAUSTED);
+    // Over CreateOrder's own limit (a few KiB, from its contract's bounds) though under the server's.
+    const overLimit = Buffer.from(CreateOrderRequest.encode({ customerId: "c".repeat(20_000), lines: lines(1, teapot), shippingAddress: address }).finish());
+    const over = await grpcError(rawCall(orders.service.address, OrderServiceService.createOrder.path, overLimit));
+    expect(over.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(over.details).toMatch(/CreateOrder request may have at most \d+ bytes; this one has \d+/);
   });
 
   it("answers NOT_FOUND for an unknown product and stores nothing", async () => {

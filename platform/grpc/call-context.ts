@@ -17,6 +17,8 @@ export interface CallContext {
   readonly metadata: Metadata;
   /** W3C trace context of the call, when the caller sent one. */
   readonly traceparent: string | undefined;
+  /** SHA-256 of the request as it was sent: tells a repeated request from a different one (see platform/idempotency). */
+  readonly requestDigest: Uint8Array;
   /** The service's logger, bound to this call's method. */
   readonly log: Logger;
   /** The underlying call, for deadline propagation by the client factory only. */

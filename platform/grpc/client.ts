@@ -1,4 +1,4 @@
-import { Client, credentials as grpcCredentials, Metadata, type CallOptions, type ChannelCredentials, type ServiceError } from "@grpc/grpc-js";
+import { Client, credentials as grpcCredentials, Metadata, status, type CallOptions, type ChannelCredentials, type ServiceError } from "@grpc/grpc-js";
 import type { RequestOf, ResponseOf, ServiceDefinition } from "./bind-service.js";
 import type { CallContext } from "./call-context.js";
 
@@ -19,24 +19,48 @@ export type PromiseClient<D extends ServiceDefinition> = {
   [K in keyof D]: (request: RequestOf<D[K]>, options?: OutgoingCallOptions) => Promise<ResponseOf<D[K]>>;
 } & { close(): void };
 
+/** What the runtime knows of a method: the generated `<Service>Methods` (in `<file>_rpc.ts` under gen/ts) holds one per method. */
+export interface MethodTraits {
+  /** Declared NO_SIDE_EFFECTS or IDEMPOTENT in the contract (`idempotency_level`): repeating it is harmless. */
+  readonly idempotent: boolean;
+  /** The request property that carries a request id (AIP-155); a call that sets it may be repeated. */
+  readonly requestIdField?: string;
+}
+
 export interface ClientOptions {
   /** `host:port` of the service. */
   readonly address: string;
   /** Deadline of every call that sets none of its own. Default 5 s. */
   readonly defaultTimeoutMs?: number;
-  /** Attempts for a call that fails with UNAVAILABLE (service config retryPolicy). Default 3; 1 turns retries off. */
+  /**
+   * Attempts for a call that fails with UNAVAILABLE, when repeating it is
+   * safe (see `methods`). Default 3; 1 turns retries off.
+   */
   readonly maxAttempts?: number;
+  /**
+   * The service's method traits, the generated `<Service>Methods`. A call
+   * that fails with UNAVAILABLE is tried again only when its method is
+   * idempotent or the request carries a request id: anything else may have
+   * taken effect before the connection failed. Without traits, only calls
+   * whose request has a non-empty `requestId` are tried again.
+   */
+  readonly methods?: Readonly<Record<string, MethodTraits>>;
   /** TLS or mTLS credentials; plaintext by default. */
   readonly credentials?: ChannelCredentials;
 }
 
+/** Pause before retry n (1-based): 50 ms doubling up to 1 s, with jitter. */
+const retryDelayMs = (retry: number): number => Math.min(1_000, 50 * 2 ** (retry - 1)) * (0.5 + Math.random() / 2);
+
 /**
- * A client for a generated service. Every call has a deadline; UNAVAILABLE
- * is retried with backoff by grpc-js itself, through the service config, and
- * never once response headers have arrived.
+ * A client for a generated service. Every call has a deadline. A call that
+ * fails with UNAVAILABLE is tried again with backoff, within its deadline,
+ * when that is safe: its method is idempotent by its contract, or its
+ * request carries a request id the server deduplicates (see
+ * `ClientOptions.methods`).
  */
 export function createClient<D extends ServiceDefinition>(definition: D, options: ClientOptions): PromiseClient<D> {
-  const known = new Set(["address", "defaultTimeoutMs", "maxAttempts", "credentials"]);
+  const known = new Set(["address", "defaultTimeoutMs", "maxAttempts", "credentials", "methods"]);
   for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`createClient: unknown option ${key}`);
   const defaultTimeoutMs = options.defaultTimeoutMs ?? 5_000;
   const maxAttempts = options.maxAttempts ?? 3;
@@ -46,20 +70,11 @@ export function createClient<D extends ServiceDefinition>(definition: D, options
   const methods = Object.values(definition);
   const serviceName = methods[0]?.path.split("/")[1];
   if (!serviceName) throw new Error("createClient: the service definition has no methods");
-  const serviceConfig = {
-    loadBalancingConfig: [{ round_robin: {} }],
-    methodConfig: [
-      {
-        name: [{ service: serviceName }],
-        ...(maxAttempts > 1 && {
-          retryPolicy: { maxAttempts, initialBackoff: "0.05s", maxBackoff: "1s", backoffMultiplier: 2, retryableStatusCodes: ["UNAVAILABLE"] },
-        }),
-      },
-    ],
-  };
+  const serviceConfig = { loadBalancingConfig: [{ round_robin: {} }] };
   const client = new Client(options.address, options.credentials ?? grpcCredentials.createInsecure(), {
     "grpc.service_config": JSON.stringify(serviceConfig),
-    "grpc.enable_retries": maxAttempts > 1 ? 1 : 0,
+    // Retries are decided per call below, where the request is known.
+    "grpc.enable_retries": 0,
     "grpc.keepalive_time_ms": 30_000,
     // Nothing serves channelz here; its per-call bookkeeping would be pure cost.
     "grpc.enable_channelz": 0,
@@ -67,16 +82,36 @@ export function createClient<D extends ServiceDefinition>(definition: D, options
 
   const out: Record<string, unknown> = { close: () => client.close() };
   for (const [name, method] of Object.entries(definition)) {
-    out[name] = (request: unknown, call: OutgoingCallOptions = {}) =>
+    const traits = options.methods?.[name];
+    const requestIdField = traits?.requestIdField ?? "requestId";
+    const repeatable = (request: unknown): boolean => {
+      if (traits?.idempotent) return true;
+      const id = (request as Record<string, unknown> | null)?.[requestIdField];
+      return typeof id === "string" && id !== "";
+    };
+    const attempt = (request: unknown, metadata: Metadata, callOptions: CallOptions) =>
       new Promise((resolve, reject) => {
-        const callOptions: CallOptions = { deadline: Date.now() + (call.timeoutMs ?? defaultTimeoutMs) };
-        if (call.context?.parentCall) callOptions.parent = call.context.parentCall;
-        const metadata = call.metadata ?? new Metadata();
-        if (call.context?.traceparent && metadata.get("traceparent").length === 0) metadata.set("traceparent", call.context.traceparent);
         client.makeUnaryRequest(method.path, method.requestSerialize, method.responseDeserialize, request, metadata, callOptions, (err: ServiceError | null, res?: unknown) =>
           err ? reject(err) : resolve(res),
         );
       });
+    out[name] = async (request: unknown, call: OutgoingCallOptions = {}) => {
+      const deadline = Date.now() + (call.timeoutMs ?? defaultTimeoutMs);
+      const callOptions: CallOptions = { deadline };
+      if (call.context?.parentCall) callOptions.parent = call.context.parentCall;
+      const metadata = call.metadata ?? new Metadata();
+      if (call.context?.traceparent && metadata.get("traceparent").length === 0) metadata.set("traceparent", call.context.traceparent);
+      const attempts = repeatable(request) ? maxAttempts : 1;
+      for (let n = 1; ; n++) {
+        try {
+          return await attempt(request, metadata, callOptions);
+        } catch (err) {
+          const pause = retryDelayMs(n);
+          if (n >= attempts || (err as ServiceError).code !== status.UNAVAILABLE || Date.now() + pause >= deadline) throw err;
+          await new Promise((r) => setTimeout(r, pause));
+        }
+      }
+    };
   }
   return out as PromiseClient<D>;
 }

@@ -1,6 +1,7 @@
 import type { ConsumerBinding, EventRuntime } from "../events/index.js";
 import { createEventRuntime, eventMigrations, type StreamSpec } from "../events/index.js";
 import { createGrpcServer, type GrpcServer } from "../grpc/index.js";
+import { createRequestIds, requestIdMigrations, type RequestIds } from "../idempotency/index.js";
 import type { Logger } from "../log/index.js";
 import { type Database, type Migration, openDatabase } from "../sql/index.js";
 import type { RunningService } from "./run-service.js";
@@ -12,7 +13,7 @@ export interface ServiceHostOptions {
   readonly listen: string;
   /** The service's own SQLite file. */
   readonly databasePath: string;
-  /** The service's migrations; the outbox and inbox tables are added. */
+  /** The service's migrations; the outbox, inbox and request id tables are added. */
   readonly migrations: readonly Migration[];
   readonly natsUrl: string;
   /** Streams the service publishes to or consumes from, provisioned at start. */
@@ -26,6 +27,8 @@ export interface ServiceHostOptions {
 /** What a service wires its own parts onto before it starts serving. */
 export interface ServiceHost {
   readonly db: Database;
+  /** Request ids of calls a client may repeat safely (create methods with a request_id). */
+  readonly requestIds: RequestIds;
   readonly events: EventRuntime;
   readonly server: GrpcServer;
   /**
@@ -43,10 +46,10 @@ export interface ServiceHost {
  */
 export async function createServiceHost(options: ServiceHostOptions): Promise<ServiceHost> {
   const { logger } = options;
-  const db = openDatabase({ path: options.databasePath, migrations: [...options.migrations, ...eventMigrations] });
+  const db = openDatabase({ path: options.databasePath, migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations] });
   let events: EventRuntime;
   try {
-    events = await createEventRuntime({ db, natsUrl: options.natsUrl, service: options.name, streams: options.streams, logger });
+    events = await createEventRuntime({ db, natsUrl: options.natsUrl, service: options.name, streams: options.streams, descriptorSet: options.descriptorSet, logger });
   } catch (err) {
     db.close();
     throw err;
@@ -59,6 +62,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
   };
   return {
     db,
+    requestIds: createRequestIds(db),
     events,
     server,
     async start({ consumers, onStop }) {

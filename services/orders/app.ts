@@ -3,6 +3,7 @@ import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { OrderServiceService } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { OrderServiceConsumers } from "../../gen/ts/shop/orders/v1/order_service_jetstream.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { ProductServiceMethods } from "../../gen/ts/shop/products/v1/product_service_rpc.js";
 import { bindConsumers, type EventRuntime } from "../../platform/events/index.js";
 import { createClient } from "../../platform/grpc/index.js";
 import type { Logger } from "../../platform/log/index.js";
@@ -43,11 +44,11 @@ export interface RunningOrders extends RunningService {
 export async function startOrders(options: OrdersOptions): Promise<RunningOrders> {
   const { productsAddress, productsTimeoutMs = 2_000, ...hostOptions } = options;
   const host = await createServiceHost({ name: "orders", migrations: orderMigrations, streams: allStreams, descriptorSet, ...hostOptions });
-  const { db, events, server } = host;
+  const { db, events, server, requestIds } = host;
   const store = createOrderStore(db);
   const catalog = createCatalogStore(db);
-  const products = createClient(ProductServiceService, { address: productsAddress, defaultTimeoutMs: productsTimeoutMs });
-  server.addService(OrderServiceService, createOrderService({ db, store, catalog, products, onChange: orderChangeEvents(events.outbox) }));
+  const products = createClient(ProductServiceService, { address: productsAddress, defaultTimeoutMs: productsTimeoutMs, methods: ProductServiceMethods });
+  server.addService(OrderServiceService, createOrderService({ db, store, catalog, products, requestIds, onChange: orderChangeEvents(events.outbox) }));
   const handlers = { ...createOrderSaga(store), ...createCatalogFeed(catalog) };
   return host.start({ consumers: bindConsumers(OrderServiceConsumers, handlers), onStop: () => products.close() });
 }

@@ -15,6 +15,11 @@ export function bindingsFile(file: DescFile): string {
   return `${file.name}_jetstream.ts`;
 }
 
+/** Project-relative path of the method traits this plugin writes for a proto file with services. */
+export function methodsFile(file: DescFile): string {
+  return `${file.name}_rpc.ts`;
+}
+
 /** Import path of the bindings module for a proto file. */
 export function bindingsModule(file: DescFile): string {
   return `./${file.name}_jetstream.js`;

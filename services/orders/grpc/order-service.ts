@@ -1,8 +1,9 @@
 import type { PromiseClient, ServiceImpl } from "../../../platform/grpc/index.js";
 import { decodePageToken, encodePageToken, pageSizeOf, StatusError } from "../../../platform/grpc/index.js";
 import { uuidv7 } from "../../../platform/ids/index.js";
+import type { RequestIds } from "../../../platform/idempotency/index.js";
 import type { Database } from "../../../platform/sql/index.js";
-import { type Address, type Order, OrderServiceService, OrderState as OrderStateEnum } from "../../../gen/ts/shop/orders/v1/order_service_pb.js";
+import { type Address, CreateOrderResponse, type Order, OrderServiceService, OrderState as OrderStateEnum } from "../../../gen/ts/shop/orders/v1/order_service_pb.js";
 import type { ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import { assertEditable, assertVersion, cancel, lineTotalMinor, type OrderRecord, priceLines, type ShippingAddress } from "../domain/order.js";
 import type { CatalogStore } from "../store/catalog-store.js";
@@ -23,6 +24,8 @@ export interface OrderServiceDeps {
   readonly catalog: CatalogStore;
   /** The product service, for products the catalogue does not know yet. */
   readonly products: PromiseClient<typeof ProductServiceService>;
+  /** Request ids of CreateOrder calls, so a repeated call places no second order. */
+  readonly requestIds: RequestIds;
   readonly onChange?: OrderChangeListener;
   readonly now?: () => number;
 }
@@ -55,7 +58,7 @@ const toAddress = (a: Address): ShippingAddress => ({ recipient: a.recipient, li
 
 /** OrderService: the contract's methods over the order store, priced from the local catalogue (and the product service when it must). */
 export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof OrderServiceService> {
-  const { db, store, catalog, products, onChange } = deps;
+  const { db, store, catalog, products, requestIds, onChange } = deps;
   const sources = { db, catalog, products };
   const now = deps.now ?? Date.now;
   const mustGet = (id: string): OrderRecord => {
@@ -81,11 +84,13 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
         createdAt: at,
         updatedAt: at,
       };
-      db.transaction(() => {
-        store.insert(order);
-        onChange?.placed(order);
-      });
-      return { order: toOrderMessage(order) };
+      return db.transaction(() =>
+        requestIds.once(context, req.requestId, CreateOrderResponse, () => {
+          store.insert(order);
+          onChange?.placed(order);
+          return { order: toOrderMessage(order) };
+        }),
+      );
     },
 
     async getOrder(req) {

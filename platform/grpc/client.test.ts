@@ -1,0 +1,79 @@
+import { status } from "@grpc/grpc-js";
+import { afterEach, describe, expect, it } from "vitest";
+import { descriptorSet } from "../../gen/ts/descriptor_set.js";
+import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { ProductServiceMethods } from "../../gen/ts/shop/products/v1/product_service_rpc.js";
+import { createLogger } from "../log/index.js";
+import type { ServiceImpl } from "./bind-service.js";
+import { createClient } from "./client.js";
+import { createGrpcServer, type GrpcServer } from "./server.js";
+import { StatusError } from "./status-error.js";
+
+const logger = createLogger({ service: "client-test", level: "silent" });
+const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
+const request = { name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 0 };
+
+/** A product service whose every method fails with UNAVAILABLE the first `failures` times it is called. */
+function flaky(failures: number) {
+  const calls = { createProduct: 0, getProduct: 0 };
+  const fail = (method: keyof typeof calls) => {
+    if (++calls[method] <= failures) throw StatusError.unavailable("not yet");
+  };
+  const unused = async (): Promise<never> => {
+    throw new StatusError(status.UNIMPLEMENTED, "not in this test");
+  };
+  const impl: ServiceImpl<typeof ProductServiceService> = {
+    async createProduct() {
+      fail("createProduct");
+      return { product };
+    },
+    async getProduct() {
+      fail("getProduct");
+      return { product };
+    },
+    batchGetProducts: unused,
+    updateProduct: unused,
+    listProducts: unused,
+    adjustStock: unused,
+  };
+  return { calls, impl };
+}
+
+describe("createClient", () => {
+  let server: GrpcServer | undefined;
+  afterEach(async () => {
+    await server?.shutdown();
+    server = undefined;
+  });
+  const serve = async (impl: ServiceImpl<typeof ProductServiceService>) => {
+    server = createGrpcServer({ descriptorSet, logger });
+    server.addService(ProductServiceService, impl);
+    return `127.0.0.1:${(await server.start("127.0.0.1:0")).port}`;
+  };
+
+  it("repeats a failed call only when that is safe: an idempotent method, or a request with a request id", async () => {
+    const { calls, impl } = flaky(1);
+    const client = createClient(ProductServiceService, { address: await serve(impl), methods: ProductServiceMethods });
+    // A create without a request id may have taken effect: it is not repeated, the caller sees UNAVAILABLE.
+    await expect(client.createProduct(request)).rejects.toMatchObject({ code: status.UNAVAILABLE });
+    expect(calls.createProduct).toBe(1);
+    calls.createProduct = 0;
+    expect((await client.createProduct({ ...request, requestId: "01890a5d-ac96-774b-bcce-b302099a9001" })).product?.id).toBe(product.id);
+    expect(calls.createProduct).toBe(2);
+    // GetProduct is NO_SIDE_EFFECTS in its contract.
+    expect((await client.getProduct({ id: product.id })).product?.id).toBe(product.id);
+    expect(calls.getProduct).toBe(2);
+    client.close();
+  });
+
+  it("repeats nothing without the method traits, save requests with a request id, and stops at maxAttempts", async () => {
+    const { calls, impl } = flaky(5);
+    const address = await serve(impl);
+    const bare = createClient(ProductServiceService, { address });
+    await expect(bare.getProduct({ id: product.id })).rejects.toMatchObject({ code: status.UNAVAILABLE });
+    expect(calls.getProduct).toBe(1);
+    await expect(bare.createProduct({ ...request, requestId: "01890a5d-ac96-774b-bcce-b302099a9002" })).rejects.toMatchObject({ code: status.UNAVAILABLE });
+    expect(calls.createProduct).toBe(3);
+    bare.close();
+  });
+});
