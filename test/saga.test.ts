@@ -141,6 +141,36 @@ describe("the order saga", () => {
     await expect.poll(() => stateOf(next.id)).toBe(CONFIRMED);
   });
 
+  it("dead-letters at once, with the reason, an event that breaks its contract, and changes no stock", async () => {
+    const productId = await newProduct(100);
+    const jsm = shop.products.service.events.bus.jsm;
+    const lettersFor = async (orderId: string) => (await readStream(jsm, "CONCORD_DLQ")).filter((e) => e.headers.get("concord-dlq-subject") === `shop.orders.v1.order.${orderId}.placed`);
+    // A quantity of -500 would have put 500 units on the shelf; a 600,000-character product id made a 1.2 MB reply.
+    const negative = uuidv7();
+    const huge = uuidv7();
+    const line = (id: string, quantity: number) => ({ productId: id, productName: "Teapot", quantity, unitPrice: eur(1000), lineTotal: eur(1000) });
+    await publishRaw(nc, `shop.orders.v1.order.${negative}.placed`, "shop.orders.v1.OrderPlaced", OrderPlaced.encode({ orderId: negative, customerId: "c-evil", lines: [line(productId, -500)], total: eur(0), linesVersion: 1 }).finish(), uuidv7());
+    await publishRaw(nc, `shop.orders.v1.order.${huge}.placed`, "shop.orders.v1.OrderPlaced", OrderPlaced.encode({ orderId: huge, customerId: "c-evil", lines: [line("p".repeat(600_000), 1)], total: eur(1000), linesVersion: 1 }).finish(), uuidv7());
+    await expect.poll(async () => (await lettersFor(negative)).length + (await lettersFor(huge)).length).toBe(2);
+    const [letter] = await lettersFor(negative);
+    expect(letter.headers.get("concord-dlq-reason")).toMatch(/breaks its contract's rules: lines\[0\]\.quantity/);
+    expect(letter.headers.get("concord-dlq-delivery-count")).toBe("1");
+    expect((await lettersFor(huge))[0].headers.get("concord-dlq-reason")).toMatch(/lines\[0\]\.product_id/);
+    expect(await stockOf(productId)).toBe(100);
+    const next = await placeOrder(productId, 1);
+    await expect.poll(() => stateOf(next.id)).toBe(CONFIRMED);
+  });
+
+  it("does not make a catalogue edit stale when orders reserve stock in between", async () => {
+    const productId = await newProduct(10);
+    const seen = (await shop.products.client.getProduct({ id: productId })).product!;
+    const order = await placeOrder(productId, 2);
+    await expect.poll(() => stateOf(order.id)).toBe(CONFIRMED);
+    const updated = await shop.products.client.updateProduct({ id: productId, expectedVersion: seen.version, updateMask: ["price"], name: "", description: "", price: eur(1200) });
+    expect(updated.product).toMatchObject({ version: seen.version + 1, stock: 8, price: eur(1200) });
+    expect(updated.product!.stockVersion).toBeGreaterThan(seen.stockVersion);
+  });
+
   it("keeps taking orders while NATS is down and publishes every event exactly once when it returns", async () => {
     const productId = await newProduct(20);
     await shop.nats.stopForRestart();

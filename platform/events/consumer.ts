@@ -1,4 +1,5 @@
 import type { ConsumerMessages, JsMsg, Msg, NatsConnection } from "nats";
+import type { MessageChecker } from "../contracts/index.js";
 import type { Logger } from "../log/index.js";
 import type { Database } from "../sql/index.js";
 import { receivedHeaders } from "./cloud-events.js";
@@ -29,6 +30,8 @@ export interface StartConsumersOptions {
   readonly pullBatch?: number;
   /** How long to wait before re-opening a consumer whose message stream failed. Default 1 s. */
   readonly reopenDelayMs?: number;
+  /** The contracts' rules: an event that breaks them goes to the dead letter stream at once. */
+  readonly checker?: MessageChecker;
 }
 
 /** The running consumers of a service. */
@@ -45,7 +48,7 @@ export interface RunningConsumers {
  * at a time, in stream order. The source streams must exist (ensureStreams).
  */
 export async function startConsumers(options: StartConsumersOptions): Promise<RunningConsumers> {
-  const known = new Set(["nc", "db", "service", "consumers", "logger", "dlqStream", "outbox", "pullBatch", "reopenDelayMs"]);
+  const known = new Set(["nc", "db", "service", "consumers", "logger", "dlqStream", "outbox", "pullBatch", "reopenDelayMs", "checker"]);
   for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startConsumers: unknown option ${key}`);
   const { nc, db, service, consumers } = options;
   const dlqStream = options.dlqStream ?? deadLetterStreamSpec;
@@ -93,7 +96,7 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
     const log = logger.child({ consumer: spec.durable, stream: spec.stream });
     // Outermost first: dead letter catches what retry gives up on.
     const pipeline: DeliveryHandler = deadLetter({ js, dlqStream, logger: log })(
-      retryWithBackoff({ maxDeliver: spec.maxDeliver, backoffMs: spec.backoffMs, logger: log })(typedHandler({ binding, inbox, outbox, logger: log })),
+      retryWithBackoff({ maxDeliver: spec.maxDeliver, backoffMs: spec.backoffMs, logger: log })(typedHandler({ binding, inbox, outbox, logger: log, checker: options.checker })),
     );
     while (!stopping) {
       let messages: ConsumerMessages | undefined;

@@ -63,7 +63,7 @@ export type DeliveryMiddleware = (next: DeliveryHandler) => DeliveryHandler;
  * letter stream at once. Handlers may throw it too.
  */
 export class UnprocessableEventError extends Error {
-  override readonly name = "UnprocessableEventError";
+  override readonly name: string = "UnprocessableEventError";
 }
 
 /** A header by name, ignoring case: other publishers may capitalise CloudEvents headers. */

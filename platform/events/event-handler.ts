@@ -1,6 +1,8 @@
+import type { MessageChecker } from "../contracts/index.js";
 import type { Logger } from "../log/index.js";
 import { eventHeaders } from "./cloud-events.js";
 import { headerValue, UnprocessableEventError, type Delivery, type DeliveryHandler } from "./delivery.js";
+import { describeViolations } from "./event-rules.js";
 import type { Inbox } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
 import { traceparentFrom } from "./trace-context.js";
@@ -50,15 +52,18 @@ export interface TypedHandlerOptions<T> {
   readonly inbox: Inbox;
   readonly outbox: Outbox;
   readonly logger: Logger;
+  /** The contracts' rules, which every consumed event must pass; one that breaks them is unprocessable. */
+  readonly checker?: MessageChecker;
 }
 
 /**
- * The innermost step of the pipeline: checks `ce-type` and `ce-id`, decodes,
- * and runs the handler once per event id through the inbox. Problems with the
- * message itself throw `UnprocessableEventError`.
+ * The innermost step of the pipeline: checks `ce-type` and `ce-id`, checks
+ * the payload against its contract's rules, decodes, and runs the handler
+ * once per event id through the inbox. Problems with the message itself
+ * throw `UnprocessableEventError`.
  */
 export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandler {
-  const { binding, inbox, outbox, logger } = options;
+  const { binding, inbox, outbox, logger, checker } = options;
   const { spec, descriptor } = binding;
   return (delivery) => {
     const type = headerValue(delivery.headers, eventHeaders.type);
@@ -67,6 +72,8 @@ export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandle
     }
     const eventId = headerValue(delivery.headers, eventHeaders.id);
     if (!eventId) throw new UnprocessableEventError(`the ${type} message has no ce-id header, so it cannot be deduplicated`);
+    const violations = checker?.check(type, delivery.data);
+    if (violations && violations.length > 0) throw new UnprocessableEventError(`the ${type} event breaks its contract's rules: ${describeViolations(violations)}`);
     let event: T;
     try {
       event = descriptor.codec.decode(delivery.data);

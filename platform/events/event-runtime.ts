@@ -1,3 +1,4 @@
+import { createMessageChecker } from "../contracts/index.js";
 import type { Logger } from "../log/index.js";
 import type { Database } from "../sql/index.js";
 import type { ConsumerBinding } from "./event-handler.js";
@@ -5,6 +6,7 @@ import { connectEventBus, type EventBus } from "./event-bus.js";
 import { createOutbox, type Outbox } from "./outbox.js";
 import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
 import { startConsumers, type RunningConsumers } from "./consumer.js";
+import { defaultMaxPayloadBytes } from "./event-rules.js";
 import { ensureStreams } from "./provision.js";
 import type { StreamSpec } from "./types.js";
 
@@ -17,6 +19,8 @@ export interface EventRuntimeOptions {
   readonly service: string;
   /** Streams the service publishes to or consumes from, provisioned at start. */
   readonly streams: readonly StreamSpec[];
+  /** The generated descriptor set: the events' contract rules, checked when they are emitted and consumed. */
+  readonly descriptorSet: Uint8Array;
   readonly logger: Logger;
   /** How long a stop waits for committed events to reach JetStream. Default 5 s. */
   readonly flushTimeoutMs?: number;
@@ -38,6 +42,9 @@ export interface EventRuntime {
  * Connects a service to JetStream the way every Concord service does:
  * streams provisioned from the generated specs (a conflicting existing
  * stream stops start-up), an outbox with its relay, then durable consumers.
+ * Events are checked against their contracts both ways: an event that
+ * breaks them, or is larger than the server's max_payload, is never stored
+ * in the outbox, and a consumed one that breaks them is dead-lettered.
  */
 export async function createEventRuntime(options: EventRuntimeOptions): Promise<EventRuntime> {
   const { db, service, logger } = options;
@@ -46,7 +53,8 @@ export async function createEventRuntime(options: EventRuntimeOptions): Promise<
   let relay: OutboxRelay | undefined;
   try {
     await ensureStreams(bus.jsm, options.streams);
-    const outbox = createOutbox({ db, source: service });
+    const checker = createMessageChecker(options.descriptorSet);
+    const outbox = createOutbox({ db, source: service, checker, maxPayloadBytes: () => bus.nc.info?.max_payload ?? defaultMaxPayloadBytes });
     relay = createOutboxRelay({ db, nc: bus.nc, logger });
     const started = relay;
     let consumers: RunningConsumers | undefined;
@@ -57,7 +65,7 @@ export async function createEventRuntime(options: EventRuntimeOptions): Promise<
       bus,
       async startConsuming(bindings) {
         if (consumers) throw new Error("startConsuming was already called");
-        consumers = await startConsumers({ nc: bus.nc, db, service, consumers: bindings, logger, outbox });
+        consumers = await startConsumers({ nc: bus.nc, db, service, consumers: bindings, logger, outbox, checker });
       },
       stop() {
         stopped ??= (async () => {

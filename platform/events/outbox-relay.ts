@@ -32,6 +32,8 @@ export interface OutboxRelayStats {
   readonly published: number;
   /** Of those, how many JetStream already held (a re-publish inside its duplicate window). */
   readonly duplicates: number;
+  /** Events JetStream refused for good, moved to the parked table so that later events flow. */
+  readonly parked: number;
 }
 
 /** Publishes the outbox to JetStream in commit order, at least once. */
@@ -82,8 +84,21 @@ class WireHeaders extends MsgHdrsImpl {
 const wireHeadersOf = (row: OutboxRow): WireHeaders =>
   new WireHeaders(typeof row.headers === "string" ? encodeHeaderBlock({ ...JSON.parse(row.headers), "Nats-Msg-Id": row.event_id }) : row.headers);
 
-/** What one PubAck (or the server's answer in its place) says. */
-type AckOutcome = { readonly ok: true; readonly duplicate: boolean } | { readonly ok: false; readonly error: string };
+/**
+ * What one PubAck (or the server's answer in its place) says. A permanent
+ * failure is one that sending the same bytes again can never cure.
+ */
+type AckOutcome = { readonly ok: true; readonly duplicate: boolean } | { readonly ok: false; readonly error: string; readonly permanent?: boolean };
+
+/**
+ * JetStream errors that refuse an event for what it is, not for the state
+ * of the server (nats-server errors.json): message over the stream's
+ * max_msg_size (10054), headers over 64 KiB (10097).
+ */
+const permanentApiErrors = new Set([10054, 10097]);
+
+/** nats.js errors thrown on publish for what the message is: over max_payload, a subject or header it cannot send. */
+const permanentClientErrors = new Set(["MAX_PAYLOAD_EXCEEDED", "BAD_SUBJECT", "BAD_HEADER"]);
 
 function readAck(msg: Msg): AckOutcome {
   // A 503 status instead of a PubAck: no stream captures the subject.
@@ -95,7 +110,10 @@ function readAck(msg: Msg): AckOutcome {
       duplicate?: boolean;
       error?: { code?: number; description?: string };
     };
-    if (ack.error) return { ok: false, error: `JetStream refused the event: ${ack.error.description ?? "error"} (${ack.error.code ?? "?"})` };
+    if (ack.error) {
+      const code = (ack.error as { err_code?: number }).err_code;
+      return { ok: false, error: `JetStream refused the event: ${ack.error.description ?? "error"} (${code ?? ack.error.code ?? "?"})`, permanent: code !== undefined && permanentApiErrors.has(code) };
+    }
     if (typeof ack.stream !== "string") return { ok: false, error: "the PubAck names no stream" };
     return { ok: true, duplicate: ack.duplicate === true };
   } catch {
@@ -113,7 +131,12 @@ function readAck(msg: Msg): AckOutcome {
  * statement per contiguous run, so a crash in between only causes a duplicate
  * that JetStream drops within its window.
  *
- * On a failure (a refusal, a 503, no PubAck within publishTimeoutMs) the
+ * An event JetStream refuses for what it is (larger than the server or the
+ * stream takes) can never be published: it is moved to the parked table
+ * with the reason, and logged, and later events flow; `tools/outbox.ts`
+ * lists parked events and sends them again.
+ *
+ * On any other failure (a refusal, a 503, no PubAck within publishTimeoutMs) the
  * relay stops sending, lets the events in flight settle, waits with capped
  * backoff, asks JetStream whether it answers, and starts again from the
  * oldest event left. While NATS is unreachable events wait for the reconnect.
@@ -147,6 +170,11 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const deleteRange = db.sqlite.prepare("DELETE FROM event_outbox WHERE seq BETWEEN ? AND ?");
   const lastSeq = db.sqlite.prepare("SELECT max(seq) FROM event_outbox").pluck();
   const anyUpTo = db.sqlite.prepare("SELECT EXISTS (SELECT 1 FROM event_outbox WHERE seq <= ?)").pluck();
+  const parkRow = db.sqlite.prepare(
+    `INSERT OR REPLACE INTO event_outbox_parked (event_id, subject, type, payload, headers, created_at, parked_at, reason)
+     SELECT event_id, subject, type, payload, headers, created_at, @now, @reason FROM event_outbox WHERE seq = @seq AND event_id = @eventId`,
+  );
+  const deleteRow = db.sqlite.prepare("DELETE FROM event_outbox WHERE seq = @seq AND event_id = @eventId");
 
   let stopping = false;
   let woken = false;
@@ -155,6 +183,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   let flushers: Flusher[] = [];
   let published = 0;
   let duplicates = 0;
+  let parked = 0;
 
   /** Events sent and not yet answered, by send id, in sending order. */
   const inFlight = new Map<number, Sent>();
@@ -169,6 +198,25 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
 
   // The connection's inbox prefix, so the account permissions that let requests through let PubAcks through too.
   const replyPrefix = createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
+  /** Moves an event that can never be published out of the outbox, with the reason; false when that failed. */
+  const park = (sent: Sent, reason: string): boolean => {
+    try {
+      db.transaction(() => {
+        parkRow.run({ seq: sent.seq, eventId: sent.eventId, now: Date.now(), reason });
+        deleteRow.run({ seq: sent.seq, eventId: sent.eventId });
+      });
+    } catch (err) {
+      logger.error({ err, eventId: sent.eventId, reason }, "parking an outbox event that cannot be published failed; it is retried");
+      return false;
+    }
+    parked++;
+    logger.error(
+      { eventId: sent.eventId, reason },
+      "an outbox event can never be published; it is parked so that later events flow (`tools/outbox.ts list` shows it, `retry` sends it again)",
+    );
+    return true;
+  };
+
   const settle = (sendId: number, outcome: AckOutcome): void => {
     const sent = inFlight.get(sendId);
     // A late answer to a send that already timed out: the event is sent again and deduplicated.
@@ -177,6 +225,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     if (outcome.ok) {
       acked.push(sent);
       if (outcome.duplicate) ackedDuplicates++;
+    } else if (outcome.permanent && park(sent, outcome.error)) {
+      // Parked: nothing to retry.
     } else {
       failures++;
       firstFailure ??= outcome.error;
@@ -248,8 +298,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         try {
           nc.publish(row.subject, row.payload, { reply: `${replyPrefix}.${sent.sendId}`, headers: wireHeadersOf(row) });
         } catch (err) {
-          settle(sent.sendId, { ok: false, error: (err as Error).message });
-          return;
+          const permanent = permanentClientErrors.has((err as { code?: string }).code ?? "");
+          settle(sent.sendId, { ok: false, error: (err as Error).message, permanent });
+          if (!permanent || failures > 0) return;
         }
       }
     }
@@ -419,7 +470,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       return stopped;
     },
     stats() {
-      return { published, duplicates };
+      return { published, duplicates, parked };
     },
   };
 }

@@ -6,7 +6,10 @@ import { eventually, readStream } from "../../test/support/streams.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { createLogger } from "../log/index.js";
 import { openDatabase, type Database } from "../sql/index.js";
-import { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, outboxMigrations, type EventBus, type OutboxRelay } from "./index.js";
+import { descriptorSet } from "../../gen/ts/descriptor_set.js";
+import { OrderPlacedEvent } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
+import { createMessageChecker } from "../contracts/index.js";
+import { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, InvalidEventError, outboxMigrations, parkedEvents, retryParked, type EventBus, type OutboxRelay } from "./index.js";
 
 const logger = createLogger({ service: "outbox-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const dir = tempDirForSuite("concord-outbox-");
@@ -177,6 +180,63 @@ describe("outbox and relay", () => {
     await startRelay(db).flush();
     expect(outbox.pending()).toBe(0);
     expect((await bus.jsm.streams.info(sample.stream.name)).state.messages).toBe(1);
+  });
+
+  it("refuses an event that breaks its contract or is over the server's max_payload, and stores nothing", async () => {
+    const { sample, db } = await setup("rules");
+    const outbox = createOutbox({ db, source: "orders", checker: createMessageChecker(descriptorSet), maxPayloadBytes: () => 4_096 });
+    const placed = {
+      orderId: "0190a5b4-7c4e-7d3e-9f1a-123456789abc",
+      customerId: "c-1",
+      lines: [{ productId: "x".repeat(600), productName: "Teapot", quantity: 1, unitPrice: { currencyCode: "EUR", amountMinor: 1 }, lineTotal: { currencyCode: "EUR", amountMinor: 1 } }],
+      total: { currencyCode: "EUR", amountMinor: 1 },
+      linesVersion: 1,
+    };
+    let refused: unknown;
+    try {
+      db.transaction(() => outbox.add(OrderPlacedEvent, placed));
+    } catch (err) {
+      refused = err;
+    }
+    expect(refused).toBeInstanceOf(InvalidEventError);
+    expect((refused as InvalidEventError).violations.map((v) => v.field)).toEqual(["lines[0].product_id"]);
+    expect((refused as Error).message).toMatch(/OrderPlaced event breaks its contract: lines\[0\]\.product_id/);
+    const big = createOutbox({ db, source: "things", maxPayloadBytes: () => 4_096 });
+    expect(() => db.transaction(() => big.add(sample.event, { thingId: "t-1", note: "n".repeat(5_000) }))).toThrow(/over the server's limit of 4096 \(max_payload\)/);
+    expect(outbox.pending()).toBe(0);
+  });
+
+  it("parks an event JetStream refuses for good, with its reason, so later events flow; it can be sent again", async () => {
+    const { sample, db, outbox } = await setup("parked");
+    // The stream takes messages of at most 512 bytes: the big event can never be stored.
+    await bus.jsm.streams.update(sample.stream.name, { max_msg_size: 512 });
+    const relay = startRelay(db, { sweepIntervalMs: 100 });
+    const first = db.transaction(() => outbox.add(sample.event, { thingId: "t-0", note: "" }));
+    const big = db.transaction(() => outbox.add(sample.event, { thingId: "t-1", note: "n".repeat(1_000) }));
+    const later = db.transaction(() => outbox.add(sample.event, { thingId: "t-2", note: "" }));
+    await relay.flush();
+    expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([first, later]);
+    expect(relay.stats().parked).toBe(1);
+    const [parked, ...others] = parkedEvents(db);
+    expect(others).toEqual([]);
+    expect(parked).toMatchObject({ eventId: big, subject: "test.parked.thing.t-1.happened", type: sample.event.typeName });
+    expect(parked.reason).toMatch(/message size exceeds maximum allowed \(10054\)/);
+    // A row stored before the outbox checked sizes, over the server's max_payload: parked too.
+    const huge = "0190a5b4-7c4e-7d3e-9f1a-123456789abd";
+    db.sqlite
+      .prepare("INSERT INTO event_outbox (event_id, subject, type, payload, headers, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+      .run(huge, "test.parked.thing.t-3.happened", sample.event.typeName, Buffer.alloc(1_200_000), Buffer.from(`NATS/1.0\r\nce-id: ${huge}\r\nNats-Msg-Id: ${huge}\r\n\r\n`), Date.now());
+    const after = db.transaction(() => outbox.add(sample.event, { thingId: "t-4", note: "" }));
+    await relay.flush();
+    expect(parkedEvents(db).map((p) => p.eventId)).toEqual([big, huge]);
+    expect(parkedEvents(db)[1].reason).toMatch(/MAX_PAYLOAD_EXCEEDED|max_payload|maximum payload/i);
+    expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([first, later, after]);
+    // The operator raises the stream's limit and sends the parked event again.
+    await bus.jsm.streams.update(sample.stream.name, { max_msg_size: -1 });
+    expect(retryParked(db, [big])).toBe(1);
+    await relay.flush();
+    expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([first, later, after, big]);
+    expect(parkedEvents(db).map((p) => p.eventId)).toEqual([huge]);
   });
 
   it("validates its options", async () => {

@@ -1,0 +1,34 @@
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { outboxMigrations } from "../platform/events/index.js";
+import { openDatabase } from "../platform/sql/index.js";
+import { tempDirForSuite } from "../test/support/temp-dir.js";
+
+const dir = tempDirForSuite("concord-outbox-tool-");
+const run = (...args: string[]) => spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", ...args], { encoding: "utf8", timeout: 20_000 });
+
+describe("tools/outbox.ts", () => {
+  it("lists parked events with their reason and puts them back in the outbox", () => {
+    const path = join(dir, "service.db");
+    const db = openDatabase({ path, migrations: outboxMigrations });
+    const park = db.sqlite.prepare("INSERT INTO event_outbox_parked (event_id, subject, type, payload, headers, created_at, parked_at, reason) VALUES (?, 'a.b', 't.T', x'00', x'00', 1, 2, ?)");
+    park.run("0190a5b4-7c4e-7d3e-9f1a-000000000001", "message size exceeds maximum allowed (10054)");
+    park.run("0190a5b4-7c4e-7d3e-9f1a-000000000002", "MAX_PAYLOAD_EXCEEDED");
+    db.close();
+
+    const listed = run("--database", path, "list");
+    expect(listed.status).toBe(0);
+    expect(listed.stdout).toContain("0 event(s) waiting to be published, 2 parked");
+    expect(listed.stdout).toContain('"reason":"message size exceeds maximum allowed (10054)"');
+
+    const retried = run("--database", path, "retry", "0190a5b4-7c4e-7d3e-9f1a-000000000001");
+    expect(retried.stdout).toContain("put 1 parked event(s) back");
+    expect(run("--database", path).stdout).toContain("1 event(s) waiting to be published, 1 parked");
+    expect(run("--database", path, "retry", "--all").stdout).toContain("put 1 parked event(s) back");
+
+    expect(run("--database", join(dir, "missing.db")).status).toBe(2);
+    expect(run("--database", path, "retry").status).toBe(2);
+    expect(run("--help").stdout).toContain("Usage: npx tsx tools/outbox.ts");
+  });
+});

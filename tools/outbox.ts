@@ -1,0 +1,66 @@
+/**
+ * Looks at a service's outbox: how many events wait, which were parked
+ * (JetStream refuses them for good) and why, and sends parked events again.
+ */
+import { existsSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { outboxMigrations, parkedEvents, retryParked } from "../platform/events/index.js";
+import { openDatabase } from "../platform/sql/index.js";
+import { repoRoot } from "./contracts/image.js";
+
+const usage = `Usage: npx tsx tools/outbox.ts <products|orders|--database PATH> [list | retry [EVENT_ID ...|--all]]
+
+  list                    events waiting in the outbox, and the parked ones with
+                          why JetStream refused them (the default)
+  retry EVENT_ID ...      put these parked events back at the end of the outbox;
+                          the service's relay publishes them within a second
+  retry --all             put every parked event back
+  --database PATH         the service's SQLite file (default .data/<service>.db,
+                          or $DATA_DIR/<service>.db)
+
+Parked events are those the relay can never publish as they are (larger than
+the server's max_payload or the stream's max_msg_size): retry them once what
+refused them has changed.`;
+
+function main(argv: string[]): number {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { database: { type: "string" }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } } });
+  if (values.help) {
+    console.log(usage);
+    return 0;
+  }
+  const [first, ...rest] = positionals;
+  const service = first === "products" || first === "orders" ? first : undefined;
+  const [command = "list", ...ids] = service ? rest : positionals;
+  const path = values.database ?? (service ? join(process.env.DATA_DIR || join(repoRoot, ".data"), `${service}.db`) : undefined);
+  if (!path || !["list", "retry"].includes(command) || (command === "list" && ids.length > 0) || (command === "retry" && (ids.length > 0) === Boolean(values.all))) {
+    console.error(`outbox: bad arguments\n\n${usage}`);
+    return 2;
+  }
+  if (!existsSync(path)) {
+    console.error(`outbox: ${path} does not exist; name the service's database with --database`);
+    return 2;
+  }
+  const db = openDatabase({ path, migrations: outboxMigrations });
+  try {
+    if (command === "retry") {
+      const moved = retryParked(db, values.all ? undefined : ids);
+      console.log(`put ${moved} parked event(s) back in the outbox of ${path}`);
+      return moved === 0 && !values.all ? 1 : 0;
+    }
+    const waiting = db.sqlite.prepare("SELECT count(*) FROM event_outbox").pluck().get() as number;
+    const parked = parkedEvents(db);
+    console.log(`${path}: ${waiting} event(s) waiting to be published, ${parked.length} parked`);
+    for (const p of parked) console.log(JSON.stringify({ eventId: p.eventId, type: p.type, subject: p.subject, bytes: p.size, createdAt: p.createdAt, parkedAt: p.parkedAt, reason: p.reason }));
+    return 0;
+  } finally {
+    db.close();
+  }
+}
+
+try {
+  process.exitCode = main(process.argv.slice(2));
+} catch (err) {
+  console.error(`outbox: ${err instanceof Error ? err.message : err}`);
+  process.exitCode = 1;
+}
