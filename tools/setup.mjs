@@ -85,8 +85,8 @@ const goPlugins = [
 // (test/real-tools.test.ts). Neither prints its own version when built with
 // `go install`, so the module version recorded in the binary is checked.
 const testTools = [
-  { binary: "grpcurl", module: "github.com/fullstorydev/grpcurl", path: "github.com/fullstorydev/grpcurl/cmd/grpcurl", version: "v1.9.4", takes: "about a minute" },
-  { binary: "nats", module: "github.com/nats-io/natscli", path: "github.com/nats-io/natscli/nats", version: "v0.5.0", takes: "about three minutes" },
+  { binary: "grpcurl", module: "github.com/fullstorydev/grpcurl", path: "github.com/fullstorydev/grpcurl/cmd/grpcurl", version: "v1.9.4", takes: "about 2 minutes" },
+  { binary: "nats", module: "github.com/nats-io/natscli", path: "github.com/nats-io/natscli/nats", version: "v0.5.0", takes: "about 2 minutes" },
 ];
 // Everything .venv holds: grpcio-tools generates gen/python, the rest runs
 // test/interop/python; the transitive dependencies are pinned too.
@@ -138,7 +138,7 @@ function installTestTools() {
   const binDir = join(root, ".tools", "bin");
   for (const tool of testTools) {
     if (goModuleOf(join(binDir, tool.binary)) === `${tool.module} ${tool.version}`) continue;
-    log(`installing ${tool.path}@${tool.version} into .tools/bin (go install; ${tool.takes} on two cores the first time)`);
+    log(`installing ${tool.path}@${tool.version} into .tools/bin (go install; ${tool.takes} on two idle cores the first time, longer when they are busy)`);
     mkdirSync(binDir, { recursive: true });
     const started = Date.now();
     runOrExit(`installing ${tool.binary}`, "go", ["install", `${tool.path}@${tool.version}`], { cwd: root, env: { ...goEnv, GOBIN: binDir } });
