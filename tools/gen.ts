@@ -8,6 +8,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { listFiles } from "./contracts/files.js";
+import { buildGrpcDescriptorSet } from "./contracts/grpc-descriptors.js";
 import { bufBin, buildImage, protoFiles, repoRoot } from "./contracts/image.js";
 import { generateSdks } from "./contracts/sdk.js";
 import { generatedHeader as eventsPluginHeader } from "./protoc-gen-events/plugin.js";
@@ -15,7 +16,7 @@ import { generatedHeader as eventsPluginHeader } from "./protoc-gen-events/plugi
 const usage = `Usage: tsx tools/gen.ts [--check]
 
 Regenerates gen/ from the contracts in proto/: gen/ts (ts-proto messages and
-grpc-js services, protoc-gen-events bindings, the descriptor set), gen/go and
+grpc-js services, protoc-gen-events bindings, the descriptor sets), gen/go and
 gen/python (buf-generated SDKs) and gen/events.json (the event manifest).
   --check   regenerate into a temporary directory and fail, naming the files,
             when gen/ differs from it (nothing is written)`;
@@ -37,7 +38,10 @@ function generate(outDir: string): void {
     });
     const ts = join(work, "gen", "ts");
     pruneUnreachable(ts);
-    writeDescriptorModule(ts, readFileSync(image));
+    writeDescriptorModule(join(ts, "descriptor_set.ts"), "descriptorSet", "The contracts and their imports", readFileSync(image));
+    const grpcImage = join(work, "grpc.binpb");
+    buildGrpcDescriptorSet(grpcImage);
+    writeDescriptorModule(join(ts, "grpc_descriptor_set.ts"), "grpcDescriptorSet", "grpc.health.v1 and google.rpc's error details (served by every server's reflection)", readFileSync(grpcImage));
     stampHeaders(ts);
     mkdirSync(outDir, { recursive: true });
     cpSync(join(work, "gen"), outDir, { recursive: true });
@@ -71,14 +75,14 @@ function pruneUnreachable(tsDir: string): void {
   for (const file of all) if (!keep.has(file)) rmSync(join(tsDir, file));
 }
 
-/** The compiled contracts, for validation and server reflection at run time. */
-function writeDescriptorModule(tsDir: string, image: Buffer): void {
+/** Compiled descriptors as a module, for validation and server reflection at run time. */
+function writeDescriptorModule(path: string, exported: string, what: string, image: Buffer): void {
   const body = [
-    "/** The contracts and their imports as a serialized google.protobuf.FileDescriptorSet. */",
-    `export const descriptorSet: Uint8Array = Buffer.from(\n  "${image.toString("base64")}",\n  "base64",\n);`,
+    `/** ${what} as a serialized google.protobuf.FileDescriptorSet. */`,
+    `export const ${exported}: Uint8Array = Buffer.from(\n  "${image.toString("base64")}",\n  "base64",\n);`,
     "",
   ].join("\n");
-  writeFileSync(join(tsDir, "descriptor_set.ts"), body);
+  writeFileSync(path, body);
 }
 
 function stampHeaders(dir: string): void {

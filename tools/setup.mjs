@@ -5,8 +5,9 @@
 // (the contract checks compile proto/ with it). For the contract checks and
 // tests it also installs the pinned Go and Python SDK generators (Go plugins
 // into .tools/bin, Python packages into .venv) and fetches and compiles the
-// Go modules of the interop tests. Plain Node, no dependencies: it runs
-// before node_modules exists.
+// Go modules of the interop tests; for the tests alone, the pinned grpcurl and
+// nats CLI (.tools/bin), which the tests run against the services. Plain
+// Node, no dependencies: it runs before node_modules exists.
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -17,9 +18,10 @@ const usage = `Usage: node tools/setup.mjs [--for-tests] [--for-gen]
 
 Installs what is missing: npm packages (npm ci), nats-server and, with
 --for-tests or --for-gen, protoc, Go and Python 3, the pinned Go and Python
-SDK generators (.tools/bin, .venv) and the interop tests' Go modules. OS
-packages come from apt-get when running as root; otherwise it prints the
-command to run.`;
+SDK generators (.tools/bin, .venv) and the interop tests' Go modules; with
+--for-tests also the pinned grpcurl and nats CLI (.tools/bin). OS packages
+come from apt-get when running as root; otherwise it prints the command to
+run.`;
 
 const args = process.argv.slice(2);
 if (args.includes("--help")) {
@@ -79,6 +81,13 @@ const goPlugins = [
   { binary: "protoc-gen-go", module: "google.golang.org/protobuf/cmd/protoc-gen-go", version: "v1.36.12", versionOutput: "protoc-gen-go v1.36.12" },
   { binary: "protoc-gen-go-grpc", module: "google.golang.org/grpc/cmd/protoc-gen-go-grpc", version: "v1.6.2", versionOutput: "protoc-gen-go-grpc 1.6.2" },
 ];
+// The stock tools the tests drive the running services with
+// (test/real-tools.test.ts). Neither prints its own version when built with
+// `go install`, so the module version recorded in the binary is checked.
+const testTools = [
+  { binary: "grpcurl", module: "github.com/fullstorydev/grpcurl", path: "github.com/fullstorydev/grpcurl/cmd/grpcurl", version: "v1.9.4", takes: "about 2 minutes" },
+  { binary: "nats", module: "github.com/nats-io/natscli", path: "github.com/nats-io/natscli/nats", version: "v0.5.0", takes: "about 2 minutes" },
+];
 // Everything .venv holds: grpcio-tools generates gen/python, the rest runs
 // test/interop/python; the transitive dependencies are pinned too.
 const pythonPackages = [
@@ -115,6 +124,25 @@ function installGoPlugins() {
     log(`installing ${plugin.module}@${plugin.version} into .tools/bin`);
     mkdirSync(binDir, { recursive: true });
     runOrExit(`installing ${plugin.binary}`, "go", ["install", `${plugin.module}@${plugin.version}`], { cwd: root, env: { ...goEnv, GOBIN: binDir } });
+  }
+}
+
+/** The module and version `go version -m` reads from a Go binary, e.g. "github.com/fullstorydev/grpcurl v1.9.4". */
+function goModuleOf(binary) {
+  const info = existsSync(binary) ? capture("go", ["version", "-m", binary]) : undefined;
+  const line = info?.split("\n").find((l) => l.trim().startsWith("mod\t"));
+  return line?.trim().split("\t").slice(1, 3).join(" ");
+}
+
+function installTestTools() {
+  const binDir = join(root, ".tools", "bin");
+  for (const tool of testTools) {
+    if (goModuleOf(join(binDir, tool.binary)) === `${tool.module} ${tool.version}`) continue;
+    log(`installing ${tool.path}@${tool.version} into .tools/bin (go install; ${tool.takes} on two idle cores the first time, longer when they are busy)`);
+    mkdirSync(binDir, { recursive: true });
+    const started = Date.now();
+    runOrExit(`installing ${tool.binary}`, "go", ["install", `${tool.path}@${tool.version}`], { cwd: root, env: { ...goEnv, GOBIN: binDir } });
+    log(`installed ${tool.binary} ${tool.version} in ${Math.round((Date.now() - started) / 1000)} s`);
   }
 }
 
@@ -175,4 +203,5 @@ if (args.includes("--for-tests") || args.includes("--for-gen")) {
   installGoPlugins();
   installPythonPackages();
   prepareGoModules(args.includes("--for-tests"));
+  if (args.includes("--for-tests")) installTestTools();
 }

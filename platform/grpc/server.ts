@@ -1,13 +1,18 @@
 import { Server, ServerCredentials, type ChannelOptions } from "@grpc/grpc-js";
-import { loadFileDescriptorSetFromBuffer, loadSync } from "@grpc/proto-loader";
-import { ReflectionService } from "@grpc/reflection";
-import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from "grpc-health-check";
+import { HealthImplementation, type ServingStatus } from "grpc-health-check";
+import { grpcDescriptorSet } from "../../gen/ts/grpc_descriptor_set.js";
 import type { Logger } from "../log/index.js";
 import { bindService, type ServiceDefinition, type ServiceImpl } from "./bind-service.js";
 import { createMessageChecker } from "../contracts/index.js";
+import { createDescriptorIndex } from "./descriptor-index.js";
+import { addServerReflection } from "./server-reflection.js";
 
 export interface GrpcServerOptions {
-  /** The generated descriptor set: validation rules and server reflection. */
+  /**
+   * The generated descriptor set (contracts with their imports): validation
+   * rules and server reflection, which also serves grpc.health.v1 and
+   * google.rpc's error details.
+   */
   readonly descriptorSet: Uint8Array;
   readonly logger: Logger;
   /**
@@ -69,6 +74,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const channelOptions: ChannelOptions = { "grpc.max_receive_message_length": maxReceive, "grpc.enable_channelz": 0 };
   const server = new Server(channelOptions);
   const checker = createMessageChecker(options.descriptorSet);
+  const descriptors = createDescriptorIndex([options.descriptorSet, grpcDescriptorSet]);
   const serviceNames: string[] = [];
   const health = new HealthImplementation({ "": "NOT_SERVING" });
   health.addToServer(server);
@@ -106,9 +112,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     },
     async start(address) {
       if (state !== "created") throw new Error(`cannot start a server that is ${state}`);
-      // Reflection shows what this server serves: its own services and health.
-      const reflected = { ...loadFileDescriptorSetFromBuffer(Buffer.from(options.descriptorSet)), ...loadSync(healthProtoPath) };
-      new ReflectionService(reflected, { services: [...serviceNames, "grpc.health.v1.Health"] }).addToServer(server);
+      // Reflection lists what this server serves: its own services and health.
+      addServerReflection(server, { index: descriptors, services: [...serviceNames, "grpc.health.v1.Health"] });
       const port = await new Promise<number>((resolve, reject) =>
         server.bindAsync(address, options.credentials ?? ServerCredentials.createInsecure(), (err, p) => (err ? reject(new Error(`listening on ${address} failed: ${err.message}`, { cause: err })) : resolve(p))),
       );

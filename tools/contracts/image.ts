@@ -52,7 +52,7 @@ export function buildImage(protoDir: string, outFile: string): void {
 }
 
 /** protoc from PATH (Debian's protobuf-compiler); `npm run gen` installs it when missing. */
-function protocBin(): string {
+export function protocBin(): string {
   try {
     execFileSync("protoc", ["--version"], { stdio: "ignore" });
     return "protoc";

@@ -1,0 +1,194 @@
+import { execFile } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { createFileRegistry, type DescEnum, type DescMessage, fromBinary } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { descriptorSet } from "../gen/ts/descriptor_set.js";
+import { grpcDescriptorSet } from "../gen/ts/grpc_descriptor_set.js";
+import { type Shop, startShop } from "./support/shop.js";
+import { outputMismatch, type ReadmeCommand, readmeBlock } from "./support/readme.js";
+
+// The stock tools users reach for, pinned and installed into .tools/bin by
+// `node tools/setup.mjs --for-tests` (npm test's pretest).
+const repoRoot = new URL("..", import.meta.url).pathname;
+const toolPath = (name: "grpcurl" | "nats"): string => {
+  const path = join(repoRoot, ".tools", "bin", name);
+  if (!existsSync(path)) throw new Error(`${name} is missing at .tools/bin/${name}; run \`node tools/setup.mjs --for-tests\``);
+  return path;
+};
+
+interface ToolRun {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs a tool with no shell; a run that outlives `timeoutMs` is killed and fails the test. */
+function runTool(name: "grpcurl" | "nats", args: readonly string[], timeoutMs = 20_000): Promise<ToolRun> {
+  return new Promise((resolve, reject) => {
+    execFile(toolPath(name), args, { timeout: timeoutMs, killSignal: "SIGKILL", maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err && (err as { killed?: boolean }).killed) reject(new Error(`${name} ${args.join(" ")} did not finish within ${timeoutMs} ms`));
+      else resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** grpcurl with a deadline of its own, so a hung server fails the call rather than the test run. */
+const grpcurl = (...args: string[]): Promise<ToolRun> => runTool("grpcurl", ["-max-time", "10", ...args]);
+
+async function succeeds(run: Promise<ToolRun>, what: string): Promise<string> {
+  const result = await run;
+  if (result.code !== 0) throw new Error(`${what} failed (exit ${result.code}):\n${result.stderr}${result.stdout}`);
+  return result.stdout;
+}
+
+/** Runs `items` through `work`, at most `limit` at a time (two shared cores). */
+async function eachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  const queue = [...items];
+  await Promise.all(Array.from({ length: limit }, async () => {
+    for (let item = queue.shift(); item !== undefined; item = queue.shift()) await work(item);
+  }));
+}
+
+/** Every message and enum that `roots` reach through their fields, transitively. */
+function reachableTypes(roots: readonly DescMessage[]): (DescMessage | DescEnum)[] {
+  const seen = new Map<string, DescMessage | DescEnum>();
+  const visit = (type: DescMessage | DescEnum): void => {
+    if (seen.has(type.typeName)) return;
+    seen.set(type.typeName, type);
+    if (type.kind !== "message") return;
+    for (const field of type.fields) {
+      if (field.message) visit(field.message);
+      if (field.enum) visit(field.enum);
+    }
+  };
+  roots.forEach(visit);
+  return [...seen.values()];
+}
+
+describe("grpcurl and the nats CLI against the running services", () => {
+  let shop: Shop;
+  const registry = createFileRegistry(
+    createFileRegistry(fromBinary(FileDescriptorSetSchema, descriptorSet)),
+    createFileRegistry(fromBinary(FileDescriptorSetSchema, grpcDescriptorSet)),
+  );
+  beforeAll(async () => {
+    shop = await startShop();
+  });
+  afterAll(async () => {
+    await shop?.stop();
+  });
+
+  /** A README command with the README's addresses replaced by the test's, and nothing else changed. */
+  const asRun = (command: ReadmeCommand, productId: string | undefined): { tool: "grpcurl" | "nats"; args: string[] } => {
+    const [tool, ...args] = command.argv;
+    if (tool !== "grpcurl" && tool !== "nats") throw new Error(`the README runs ${tool}, which this test does not know: ${command.text}`);
+    return {
+      tool,
+      args: args.map((word) => {
+        if (word.includes("<id from above>") && productId === undefined) throw new Error(`no product was created before: ${command.text}`);
+        return word
+          .replaceAll("127.0.0.1:50051", shop.products.service.address)
+          .replaceAll("127.0.0.1:50052", shop.orders.service.address)
+          .replaceAll("nats://127.0.0.1:4222", shop.nats.url)
+          .replaceAll("<id from above>", productId ?? "");
+      }),
+    };
+  };
+
+  /** Runs a README command; one whose shown output starts with ERROR: must fail, any other must succeed; the output must be what the README shows. */
+  const runAsWritten = async (command: ReadmeCommand, productId?: string): Promise<ToolRun> => {
+    const { tool, args } = asRun(command, productId);
+    const result = await runTool(tool, args);
+    const printed = result.stdout + result.stderr;
+    const failureShown = command.output[0]?.trim() === "ERROR:";
+    expect(result.code !== 0, `${command.text}\nexit ${result.code}:\n${printed}`).toBe(failureShown);
+    if (command.output.length > 0) expect(outputMismatch(command.output, printed), command.text).toBeUndefined();
+    return result;
+  };
+
+  it("lists each server's own services and grpc.health.v1, through reflection", async () => {
+    const listed = async (address: string) => (await succeeds(grpcurl("-plaintext", address, "list"), `grpcurl list ${address}`)).trim().split("\n");
+    expect(await listed(shop.products.service.address)).toEqual(["grpc.health.v1.Health", "shop.products.v1.ProductService"]);
+    expect(await listed(shop.orders.service.address)).toEqual(["grpc.health.v1.Health", "shop.orders.v1.OrderService"]);
+  });
+
+  it("describes every service, every method and every type each method's input and output reach", { timeout: 180_000 }, async () => {
+    for (const address of [shop.products.service.address, shop.orders.service.address]) {
+      const services = (await succeeds(grpcurl("-plaintext", address, "list"), "grpcurl list")).trim().split("\n");
+      const symbols: { name: string; kind: string }[] = [];
+      const roots: DescMessage[] = [];
+      for (const name of services) {
+        const service = registry.getService(name);
+        if (!service) throw new Error(`${name} is listed but is in no descriptor set`);
+        symbols.push({ name, kind: "service" });
+        for (const method of service.methods) {
+          symbols.push({ name: `${name}.${method.name}`, kind: "method" });
+          roots.push(method.input, method.output);
+        }
+      }
+      const types = reachableTypes(roots);
+      symbols.push(...types.map((t) => ({ name: t.typeName, kind: t.kind })));
+      // The closure crosses files: imported well-known types, and health's map values.
+      expect(types.map((t) => t.typeName)).toEqual(expect.arrayContaining(["google.protobuf.Timestamp", "grpc.health.v1.HealthListResponse"]));
+      await eachLimited(symbols, 3, async ({ name, kind }) => {
+        const described = await succeeds(grpcurl("-plaintext", address, "describe", name), `grpcurl describe ${name} at ${address}`);
+        expect(described.split("\n")[0]).toBe(`${name} is a${kind === "enum" ? "n" : ""} ${kind}:`);
+      });
+    }
+  });
+
+  it("runs each call of the README's \"Calling the services\" block as written, with the output the README shows", { timeout: 60_000 }, async () => {
+    const commands = readmeBlock("## Calling the services");
+    expect(commands.length).toBeGreaterThanOrEqual(4);
+    let productId: string | undefined;
+    for (const command of commands) {
+      const { stdout } = await runAsWritten(command, productId);
+      const created = /"product":\s*\{\s*"id":\s*"([^"]+)"/.exec(stdout);
+      if (command.text.includes("/CreateProduct") && created) productId = created[1];
+    }
+    expect(productId).toBeDefined();
+  });
+
+  it("shows the field violations of an invalid request, as the README says", async () => {
+    const { product } = await shop.products.client.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 2500 }, initialStock: 3 });
+    const [command, ...more] = readmeBlock("An invalid request fails with");
+    expect(more).toEqual([]);
+    const { stdout, stderr } = await runAsWritten(command, product?.id);
+    expect(stderr).toContain("Code: InvalidArgument");
+    for (const field of ["customer_id", "lines[0].quantity", "shipping_address.country_code"]) expect(stdout + stderr).toContain(`"field": "${field}"`);
+    expect(stdout + stderr).not.toContain("@value");
+  });
+
+  it("checks health per service and lists the statuses (grpc.health.v1's map resolves)", async () => {
+    const orders = shop.orders.service.address;
+    const check = await succeeds(grpcurl("-plaintext", "-d", '{"service":"shop.orders.v1.OrderService"}', orders, "grpc.health.v1.Health/Check"), "Health/Check");
+    expect(JSON.parse(check)).toEqual({ status: "SERVING" });
+    const list = await succeeds(grpcurl("-plaintext", orders, "grpc.health.v1.Health/List"), "Health/List");
+    expect(JSON.parse(list)).toEqual({ statuses: { "": { status: "SERVING" }, "shop.orders.v1.OrderService": { status: "SERVING" } } });
+  });
+
+  it("lists the streams and the services' durable consumers with the nats CLI", async () => {
+    const nats = (...args: string[]) => succeeds(runTool("nats", ["--server", shop.nats.url, "--timeout", "5s", ...args]), `nats ${args.join(" ")}`);
+    const names = (text: string) => text.trim().split("\n").map((l) => l.trim()).filter((l) => l !== "").sort();
+    const manifest = JSON.parse(readFileSync(join(repoRoot, "gen", "events.json"), "utf8")) as { subscriptions: { durable: string; stream: string }[] };
+    const table = await nats("stream", "ls");
+    for (const stream of ["SHOP_PRODUCTS", "SHOP_ORDERS", "CONCORD_DLQ"]) expect(table).toContain(stream);
+    expect(names(await nats("stream", "ls", "--names"))).toEqual(["CONCORD_DLQ", "SHOP_ORDERS", "SHOP_PRODUCTS"]);
+    for (const stream of ["SHOP_PRODUCTS", "SHOP_ORDERS"]) {
+      const durables = manifest.subscriptions.filter((s) => s.stream === stream).map((s) => s.durable).sort();
+      expect(durables.length).toBeGreaterThan(0);
+      const listed = await nats("consumer", "ls", stream);
+      for (const durable of durables) expect(listed).toContain(durable);
+      expect(names(await nats("consumer", "ls", stream, "--names"))).toEqual(durables);
+    }
+  });
+
+  it("runs the README's nats CLI block as written", async () => {
+    const commands = readmeBlock("The nats CLI shows the streams");
+    expect(commands.map((c) => c.argv[0])).toEqual(["nats", "nats"]);
+    const [streams] = await Promise.all(commands.map((c) => runAsWritten(c)));
+    for (const stream of ["SHOP_PRODUCTS", "SHOP_ORDERS", "CONCORD_DLQ"]) expect(streams.stdout).toContain(stream);
+  });
+});
