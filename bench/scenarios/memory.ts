@@ -2,12 +2,16 @@
  * Scenario 5: resident memory of each service process, from /proc: idle
  * (started, catalogue seeded, settled) and under load (peak VmRSS sampled
  * every 100 ms while the saga runs flat out: a closed loop of 64 orders in
- * flight), plus VmHWM, the kernel's lifetime peak (start-up included).
+ * flight), plus VmHWM, the kernel's lifetime peak (start-up included);
+ * then the order service's peak while 24 clients send 4 MB CreateOrders
+ * (over every limit) as fast as it answers them.
  */
 import { freePort, type MemoryReading, MemorySampler, nodeArgs, readMemory, runWorker, sleep, startProcess } from "../lib/proc.js";
 import { row, type BenchContext, type Row, type Scenario, type ScenarioResult } from "../lib/report.js";
 import { startShop } from "../lib/shop-processes.js";
 import type { OrderLoadConfig, OrderLoadResult } from "../workers/order-load.js";
+import type { RequestFloodConfig, RequestFloodResult } from "../workers/request-flood.js";
+import { CreateOrderRequest, OrderServiceService } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 
 export const RSS_TARGET_MIB = 150;
 
@@ -31,6 +35,9 @@ export const memory: Scenario = {
       logDir: ctx.tmp,
     });
     let load: OrderLoadResult;
+    let flood: RequestFloodResult;
+    let floodPeak = Number.NaN;
+    let floodBytes = 0;
     let peaks = new Map<number, number>();
     let hwm: Record<string, number> = {};
     const idle: Record<string, number> = {};
@@ -60,8 +67,29 @@ export const memory: Scenario = {
         drainMs: options.quick ? 1_000 : 3_000,
       };
       load = await runWorker<OrderLoadResult>("bench/workers/order-load.ts", config);
-    } finally {
       peaks = sampler.stop();
+      const floodSampler = new MemorySampler([shop.orders.process.pid]);
+      floodSampler.start();
+      const huge = CreateOrderRequest.encode({
+        customerId: "flood",
+        lines: Array.from({ length: 100_000 }, () => ({ productId: shop.productIds[0], quantity: 1 })),
+        shippingAddress: { recipient: "A", line1: "B", line2: "", city: "C", postalCode: "D", countryCode: "GB" },
+      }).finish();
+      floodBytes = huge.byteLength;
+      const floodConfig: RequestFloodConfig = {
+        address: shop.orders.address,
+        method: OrderServiceService.createOrder.path,
+        requestHex: Buffer.from(huge).toString("hex"),
+        concurrency: 24,
+        durationMs: options.quick ? 1_500 : 5_000,
+      };
+      try {
+        flood = await runWorker<RequestFloodResult>("bench/workers/request-flood.ts", floodConfig);
+      } finally {
+        floodPeak = floodSampler.stop().get(shop.orders.process.pid) ?? Number.NaN;
+      }
+    } finally {
+      if (peaks.size === 0) peaks = sampler.stop();
       hwm = Object.fromEntries(services.map((s) => [s.name, readMemory(s.pid)?.hwmMiB ?? Number.NaN]));
       await shop.stop();
       await bare.stop();
@@ -91,6 +119,10 @@ export const memory: Scenario = {
         }),
       );
     }
+    const floodCase = `orders under a flood: 24 clients sending ${(floodBytes / 1e6).toFixed(1)} MB CreateOrders (peak VmRSS)`;
+    ctx.log(`  flood: ${flood!.sent} oversized CreateOrders, answered ${JSON.stringify(flood!.codes)} (8 = RESOURCE_EXHAUSTED); orders peak ${floodPeak.toFixed(1)} MiB`);
+    details.flood = { ...flood!, peakRssMiB: floodPeak };
+    rows.push(row({ scenario: "5 Memory", case: floodCase, view: "/proc", inFlight: 24, unit: "MiB", concord: floodPeak, target: `< ${RSS_TARGET_MIB} MiB`, pass: floodPeak < RSS_TARGET_MIB }));
     return { rows, details };
   },
 };
