@@ -452,7 +452,7 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         filter_subject="shop.products.v1.product.*.created",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
-        ack_wait_ms=30000,
+        ack_wait_ms=5000,
     ),
     SubscriptionSpec(
         service="shop.orders.v1.OrderService",
@@ -462,7 +462,7 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         filter_subject="shop.products.v1.product.*.updated",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
-        ack_wait_ms=30000,
+        ack_wait_ms=5000,
     ),
     SubscriptionSpec(
         service="shop.orders.v1.OrderService",
@@ -472,7 +472,7 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         filter_subject="shop.products.v1.reservation.*.failed",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
-        ack_wait_ms=30000,
+        ack_wait_ms=5000,
     ),
     SubscriptionSpec(
         service="shop.orders.v1.OrderService",
@@ -482,7 +482,7 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         filter_subject="shop.products.v1.reservation.*.reserved",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
-        ack_wait_ms=30000,
+        ack_wait_ms=5000,
     ),
     SubscriptionSpec(
         service="shop.products.v1.ProductService",
@@ -492,7 +492,7 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         filter_subject="shop.orders.v1.order.*.cancelled",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
-        ack_wait_ms=30000,
+        ack_wait_ms=5000,
     ),
     SubscriptionSpec(
         service="shop.products.v1.ProductService",
@@ -502,7 +502,7 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         filter_subject="shop.orders.v1.order.*.placed",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
-        ack_wait_ms=30000,
+        ack_wait_ms=5000,
     ),
     SubscriptionSpec(
         service="shop.products.v1.ProductService",
@@ -512,7 +512,7 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         filter_subject="shop.orders.v1.order.*.updated",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
-        ack_wait_ms=30000,
+        ack_wait_ms=5000,
     ),
 )
 """The durable consumers the services declare (concord.v1.subscribe)."""

@@ -492,7 +492,7 @@ var Subscriptions = []SubscriptionSpec{
 		FilterSubject: "shop.products.v1.product.*.created",
 		MaxDeliver:    5,
 		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 	},
 	{
 		Service:       "shop.orders.v1.OrderService",
@@ -502,7 +502,7 @@ var Subscriptions = []SubscriptionSpec{
 		FilterSubject: "shop.products.v1.product.*.updated",
 		MaxDeliver:    5,
 		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 	},
 	{
 		Service:       "shop.orders.v1.OrderService",
@@ -512,7 +512,7 @@ var Subscriptions = []SubscriptionSpec{
 		FilterSubject: "shop.products.v1.reservation.*.failed",
 		MaxDeliver:    5,
 		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 	},
 	{
 		Service:       "shop.orders.v1.OrderService",
@@ -522,7 +522,7 @@ var Subscriptions = []SubscriptionSpec{
 		FilterSubject: "shop.products.v1.reservation.*.reserved",
 		MaxDeliver:    5,
 		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 	},
 	{
 		Service:       "shop.products.v1.ProductService",
@@ -532,7 +532,7 @@ var Subscriptions = []SubscriptionSpec{
 		FilterSubject: "shop.orders.v1.order.*.cancelled",
 		MaxDeliver:    5,
 		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 	},
 	{
 		Service:       "shop.products.v1.ProductService",
@@ -542,7 +542,7 @@ var Subscriptions = []SubscriptionSpec{
 		FilterSubject: "shop.orders.v1.order.*.placed",
 		MaxDeliver:    5,
 		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 	},
 	{
 		Service:       "shop.products.v1.ProductService",
@@ -552,7 +552,7 @@ var Subscriptions = []SubscriptionSpec{
 		FilterSubject: "shop.orders.v1.order.*.updated",
 		MaxDeliver:    5,
 		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 	},
 }
 
