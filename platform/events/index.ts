@@ -22,7 +22,7 @@ export { bindConsumers, type ConsumerMap, type EventOf, type HandlersFor } from 
 export { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject } from "./dead-letter.js";
 export { startConsumers, type RunningConsumers, type StartConsumersOptions } from "./consumer.js";
 export { ensureConsumers, ensureStreams } from "./provision.js";
-export { connectEventBus, type EventBus, type EventBusOptions } from "./event-bus.js";
+export { connectEventBus, isNatsUnreachable, type EventBus, type EventBusOptions } from "./event-bus.js";
 
 import { inboxMigrations } from "./inbox.js";
 import { outboxMigrations } from "./outbox.js";
