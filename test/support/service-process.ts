@@ -13,7 +13,7 @@ export interface ServiceProcess {
   readonly exited: Promise<number | NodeJS.Signals | null>;
   /** SIGKILL, as a crash would; resolves once it is gone. */
   kill(): Promise<void>;
-  /** SIGTERM; resolves with how it ended. */
+  /** SIGTERM (SIGKILL if it is still there after 20 s); resolves with how it ended. */
   stop(): Promise<number | NodeJS.Signals | null>;
 }
 
@@ -62,7 +62,10 @@ export function startServiceProcess(name: ServiceName, env: Record<string, strin
     },
     async stop() {
       if (!gone()) child.kill("SIGTERM");
-      return exited;
+      const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      const how = await exited;
+      clearTimeout(timer);
+      return how;
     },
   };
 }
