@@ -1,7 +1,8 @@
 import type { Logger } from "../log/index.js";
-import type { Database } from "../sql/index.js";
+import type { Database, Retention } from "../sql/index.js";
 import type { ConsumerBinding } from "./event-handler.js";
 import { connectEventBus, isNatsUnreachable, type EventBus } from "./event-bus.js";
+import { defaultInboxRetentionMs, inboxRetention } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
 import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
 import { startConsumers, type RunningConsumers } from "./consumer.js";
@@ -25,6 +26,8 @@ export interface EventRuntimeOptions {
   readonly retryMaxMs?: number;
   /** How often the reason is logged again while NATS stays out of reach at start. Default 30 s. */
   readonly waitLogIntervalMs?: number;
+  /** How long the inbox remembers a processed event (see inboxRetention). Default 7 days. */
+  readonly inboxRetentionMs?: number;
 }
 
 /** A service's event machinery: the outbox at once, the rest once NATS has been reached. */
@@ -52,17 +55,19 @@ export interface EventRuntime {
  * The event machinery every Concord service runs: streams provisioned from
  * the generated specs (a conflicting existing stream stops start-up), an
  * outbox with its relay, then durable consumers. Nothing touches NATS until
- * `start`.
+ * `start`, which also starts deleting inbox rows older than
+ * `inboxRetentionMs`.
  */
 export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
-  const known = new Set(["db", "natsUrl", "service", "streams", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs"]);
+  const known = new Set(["db", "natsUrl", "service", "streams", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs", "inboxRetentionMs"]);
   for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`createEventRuntime: unknown option ${key}`);
   const { db, natsUrl, service, streams } = options;
   const flushTimeoutMs = options.flushTimeoutMs ?? 5_000;
   const retryMinMs = options.retryMinMs ?? 200;
   const retryMaxMs = options.retryMaxMs ?? 1_000;
   const waitLogIntervalMs = options.waitLogIntervalMs ?? 30_000;
-  for (const [name, v] of Object.entries({ flushTimeoutMs, retryMinMs, retryMaxMs, waitLogIntervalMs })) {
+  const inboxRetentionMs = options.inboxRetentionMs ?? defaultInboxRetentionMs;
+  for (const [name, v] of Object.entries({ flushTimeoutMs, retryMinMs, retryMaxMs, waitLogIntervalMs, inboxRetentionMs })) {
     if (!Number.isInteger(v) || v <= 0) throw new Error(`createEventRuntime: invalid ${name}: ${v}`);
   }
   for (const spec of streams) validateStreamSpec(spec);
@@ -72,6 +77,7 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
   let bus: EventBus | undefined;
   let relay: OutboxRelay | undefined;
   let consumers: RunningConsumers | undefined;
+  let retention: Retention | undefined;
   let startingUp: Promise<void> | undefined;
   let stopping = false;
   let signalStop!: () => void;
@@ -144,6 +150,7 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
     },
     start(bindings, hooks) {
       if (startingUp) return Promise.reject(new Error("start was already called"));
+      retention = inboxRetention({ db, retentionMs: inboxRetentionMs, logger: options.logger });
       startingUp = startUp(bindings, hooks?.onWaiting);
       return startingUp;
     },
@@ -153,6 +160,7 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
         signalStop();
         // Whatever start-up is doing ends at its next step; then everything it started is stopped.
         await startingUp?.catch(() => undefined);
+        await retention?.stop();
         await consumers?.stop();
         const running = relay;
         if (running) {

@@ -15,7 +15,7 @@ export { isTraceparent, newTraceparent } from "./trace-context.js";
 export { createEventPublisher, type EventPublisher, type EventPublisherOptions, type PublishedEvent } from "./publisher.js";
 export { createOutbox, outboxMigrations, type Outbox, type OutboxOptions } from "./outbox.js";
 export { createOutboxRelay, type OutboxRelay, type OutboxRelayOptions, type OutboxRelayStats } from "./outbox-relay.js";
-export { createInbox, inboxMigrations, type Inbox, type InboxOptions } from "./inbox.js";
+export { createInbox, defaultInboxRetentionMs, inboxMigrations, inboxRetention, type Inbox, type InboxOptions, type InboxRetentionOptions } from "./inbox.js";
 export { UnprocessableEventError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 export { bindConsumer, type ConsumerBinding, type EventContext, type EventHandler } from "./event-handler.js";
 export { bindConsumers, type ConsumerMap, type EventOf, type HandlersFor } from "./bind-consumers.js";

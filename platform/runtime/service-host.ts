@@ -21,6 +21,8 @@ export interface ServiceHostOptions {
   readonly descriptorSet: Uint8Array;
   readonly logger: Logger;
   readonly shutdownTimeoutMs?: number;
+  /** How long the inbox remembers processed events (see inboxRetention). Default 7 days. */
+  readonly inboxRetentionMs?: number;
 }
 
 /** What a service wires its own parts onto before it starts serving. */
@@ -52,7 +54,14 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
   let events: EventRuntime;
   let server: GrpcServer;
   try {
-    events = createEventRuntime({ db, natsUrl: options.natsUrl, service: name, streams: options.streams, logger });
+    events = createEventRuntime({
+      db,
+      natsUrl: options.natsUrl,
+      service: name,
+      streams: options.streams,
+      logger,
+      ...(options.inboxRetentionMs !== undefined && { inboxRetentionMs: options.inboxRetentionMs }),
+    });
     server = createGrpcServer({ descriptorSet: options.descriptorSet, logger, shutdownTimeoutMs: options.shutdownTimeoutMs, readinessCheck: () => db.ping() });
   } catch (err) {
     db.close();
