@@ -26,7 +26,7 @@ export interface StartConsumersOptions {
   readonly dlqStream?: StreamSpec;
   /** Outbox for events handlers emit. Default: one on `db` with `service` as source. */
   readonly outbox?: Outbox;
-  /** Messages pulled ahead per consumer, and most handled in one batch; each gets progress acks while it waits. Default 64. */
+  /** Most events of one consumer handled in one batch (one transaction); twice as many are pulled ahead, each kept alive with progress acks. Default 64. */
   readonly pullBatch?: number;
   /** How long to wait before pulling again when pulling failed. Default 1 s. */
   readonly reopenDelayMs?: number;
@@ -97,7 +97,7 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
   };
 
   const intakes = consumers.map(({ spec }) =>
-    createPullIntake({ nc, js, stream: spec.stream, durable: spec.durable, limit: pullBatch, ackWaitMs: spec.ackWaitMs, reopenDelayMs, logger: logger.child({ consumer: spec.durable, stream: spec.stream }) }),
+    createPullIntake({ nc, js, stream: spec.stream, durable: spec.durable, limit: 2 * pullBatch, ackWaitMs: spec.ackWaitMs, reopenDelayMs, logger: logger.child({ consumer: spec.durable, stream: spec.stream }) }),
   );
   const running = consumers.map((binding, i) => consume(binding, intakes[i]));
   logger.info({ consumers: consumers.map((c) => c.spec.durable) }, "consuming events");

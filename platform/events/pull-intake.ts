@@ -40,9 +40,10 @@ export interface PullIntake {
 const pullExpiresMs = 30_000;
 
 /**
- * Starts pulling for one consumer: one pull request at a time (so messages
- * arrive in stream order), sized to the room left under `limit`, renewed once
- * it is filled or expires and at least a quarter of the limit is free.
+ * Starts pulling for one consumer: a new pull request whenever a quarter of
+ * `limit` is free, for as many messages as are free, so the next messages
+ * are on their way while the last ones are handled. Messages are handed out
+ * in the order the server delivered them, whichever request brought them.
  */
 export function createPullIntake(options: PullIntakeOptions): PullIntake {
   const { nc, js, stream, durable, limit, reopenDelayMs, logger } = options;
@@ -52,15 +53,18 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
   const waiting: JsMsg[] = [];
   /** Every message received and not yet settled, with when the server last had a sign of life for it. */
   const held = new Map<JsMsg, number>();
+  /** Messages asked for by the pull requests under way and not received yet. */
+  let outstanding = 0;
+  const requests = new Set<ConsumerMessages>();
+  let failure: unknown;
   let closed = false;
-  let current: ConsumerMessages | undefined;
   let arrived: (() => void) | undefined;
   let nudged: (() => void) | undefined;
   const notifyArrival = () => {
     arrived?.();
     arrived = undefined;
   };
-  /** Wakes the pulling loop: there is room again, or it is closing. */
+  /** Wakes the pulling loop: there is room again, a request ended, or it is closing. */
   const nudge = () => {
     nudged?.();
     nudged = undefined;
@@ -86,10 +90,45 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
   const timer = setInterval(keepAlive, keepAliveMs);
   timer.unref();
 
+  /** Places a message by its delivery sequence: two requests' messages can reach here interleaved. */
+  const receive = (msg: JsMsg): void => {
+    held.set(msg, performance.now());
+    const seq = msg.info.deliverySequence;
+    let i = waiting.length;
+    while (i > 0 && waiting[i - 1].info.deliverySequence > seq) i--;
+    if (i === waiting.length) waiting.push(msg);
+    else waiting.splice(i, 0, msg);
+    notifyArrival();
+  };
+
+  /** Takes in what one pull request brings until it is filled, expires or fails. */
+  const drain = async (messages: ConsumerMessages, asked: number): Promise<void> => {
+    let received = 0;
+    try {
+      for await (const msg of messages) {
+        if (received++ < asked) outstanding--;
+        receive(msg);
+      }
+    } catch (err) {
+      failure ??= err;
+    } finally {
+      outstanding -= Math.max(0, asked - received);
+      requests.delete(messages);
+      nudge();
+    }
+  };
+
   const pulling = (async () => {
     let consumer: Consumer | undefined;
     while (!closed && !nc.isClosed()) {
-      const room = limit - waiting.length;
+      if (failure !== undefined) {
+        logger.warn({ err: failure, retryInMs: reopenDelayMs }, "pulling messages failed; pulling again");
+        failure = undefined;
+        consumer = undefined;
+        await untilNudged(reopenDelayMs);
+        continue;
+      }
+      const room = limit - waiting.length - outstanding;
       if (room < refillAt) {
         await untilNudged();
         continue;
@@ -97,25 +136,18 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
       try {
         consumer ??= await js.consumers.get(stream, durable);
         if (closed) break;
-        current = await consumer.fetch({ max_messages: room, expires: pullExpiresMs });
-        if (closed) current.stop();
-        for await (const msg of current) {
-          held.set(msg, performance.now());
-          waiting.push(msg);
-          notifyArrival();
-        }
+        const messages = await consumer.fetch({ max_messages: room, expires: pullExpiresMs });
+        outstanding += room;
+        requests.add(messages);
+        if (closed) messages.stop();
+        void drain(messages, room);
       } catch (err) {
-        consumer = undefined;
-        if (!closed && !nc.isClosed()) {
-          logger.warn({ err, retryInMs: reopenDelayMs }, "pulling messages failed; pulling again");
-          await untilNudged(reopenDelayMs);
-        }
-      } finally {
-        current = undefined;
+        failure ??= err;
       }
     }
     if (!closed) logger.warn("the NATS connection is closed; the consumer stops");
     closed = true;
+    for (const messages of requests) messages.stop();
     notifyArrival();
   })();
 
@@ -129,7 +161,7 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
       }
       if (closed) return undefined;
       const batch = waiting.splice(0, max);
-      if (limit - waiting.length >= refillAt) nudge();
+      if (limit - waiting.length - outstanding >= refillAt) nudge();
       return batch;
     },
     settle(msg, settlement) {
@@ -144,10 +176,11 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
     close() {
       closing ??= (async () => {
         closed = true;
-        current?.stop();
+        for (const messages of requests) messages.stop();
         notifyArrival();
         nudge();
         await pulling;
+        while (requests.size > 0) await untilNudged(100);
         // Pulled but not started: hand it back so another instance need not wait out ack_wait.
         for (const msg of waiting.splice(0)) {
           held.delete(msg);
