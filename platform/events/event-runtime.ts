@@ -80,24 +80,33 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
   let retention: Retention | undefined;
   let startingUp: Promise<void> | undefined;
   let stopping = false;
-  let signalStop!: () => void;
-  const stopRequested = new Promise<"stop">((resolve) => (signalStop = () => resolve("stop")));
+  let interrupt: (() => void) | undefined;
   const stoppedError = () => new Error(`stopped before NATS at ${natsUrl} was reached`);
   const checkNotStopping = () => {
     if (stopping) throw stoppedError();
   };
+  /** `work`'s result, or undefined as soon as a stop is asked for. */
+  const unlessStopped = <T>(work: Promise<T>): Promise<T | undefined> =>
+    new Promise<T | undefined>((resolve, reject) => {
+      if (stopping) return resolve(undefined);
+      const mine = () => resolve(undefined);
+      interrupt = mine;
+      work.then(resolve, reject).finally(() => {
+        if (interrupt === mine) interrupt = undefined;
+      });
+    });
 
   /** One attempt to connect; abandoned when a stop comes first, and then closed once it lands. */
   const connect = async (): Promise<EventBus> => {
     const attempt = connectEventBus({ url: natsUrl, name: service, logger: options.logger });
-    const first = await Promise.race([attempt, stopRequested]);
-    if (first !== "stop") return first;
+    const connected = await unlessStopped(attempt);
+    if (connected) return connected;
     void attempt.then((late) => late.close(), () => undefined);
     throw stoppedError();
   };
   const pause = async (ms: number): Promise<void> => {
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([new Promise((resolve) => (timer = setTimeout(resolve, ms))), stopRequested]);
+    await unlessStopped(new Promise((resolve) => (timer = setTimeout(resolve, ms))));
     clearTimeout(timer);
   };
 
@@ -157,7 +166,7 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
     stop() {
       stopped ??= (async () => {
         stopping = true;
-        signalStop();
+        interrupt?.();
         // Whatever start-up is doing ends at its next step; then everything it started is stopped.
         await startingUp?.catch(() => undefined);
         await retention?.stop();
