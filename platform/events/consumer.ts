@@ -97,7 +97,16 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
   };
 
   const intakes = consumers.map(({ spec }) =>
-    createPullIntake({ nc, js, stream: spec.stream, durable: spec.durable, limit: 2 * pullBatch, ackWaitMs: spec.ackWaitMs, reopenDelayMs, logger: logger.child({ consumer: spec.durable, stream: spec.stream }) }),
+    createPullIntake({
+      nc,
+      js,
+      stream: spec.stream,
+      durable: spec.durable,
+      limit: 2 * pullBatch,
+      ackWaitMs: spec.ackWaitMs,
+      reopenDelayMs,
+      logger: logger.child({ consumer: spec.durable, stream: spec.stream }),
+    }),
   );
   const running = consumers.map((binding, i) => consume(binding, intakes[i]));
   logger.info({ consumers: consumers.map((c) => c.spec.durable) }, "consuming events");

@@ -20,8 +20,8 @@ export interface PullIntakeOptions {
  * Pulls ahead a bounded number, and knows every message it has received
  * until it is settled, so that each one, waiting or being handled, gets a
  * progress ack before its ack_wait runs out: a slow handler is not taken for
- * a dead process. Only a process that is gone (or blocked for longer than
- * about half the ack wait) has its messages redelivered.
+ * a dead process. Only a process that is gone, or blocked for more than
+ * about a third of the ack wait, can have its messages redelivered.
  */
 export interface PullIntake {
   /** Waits for at least one message, then takes every one that has arrived with it, up to `max`; undefined once closed. */
