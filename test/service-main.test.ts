@@ -6,16 +6,18 @@ const run = (script: string, env: Record<string, string>, args: string[] = []) =
 
 describe("service entry points", () => {
   it("refuse a bad environment with exit code 2 and a message naming each variable", () => {
-    const result = run("services/orders/main.ts", { ORDERS_LISTEN: "nowhere", PRODUCTS_TIMEOUT: "soon", ORDERS_DATABASE_URL: "postgres://x/y" });
+    const result = run("services/orders/main.ts", { ORDERS_LISTEN: "nowhere", PRODUCTS_TIMEOUT: "soon", ORDERS_DATABASE_URL: "postgres://x/y", INBOX_RETENTION: "10m" });
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/ORDERS_LISTEN="nowhere" is invalid/);
     expect(result.stderr).toMatch(/PRODUCTS_TIMEOUT="soon" is invalid/);
     expect(result.stderr).toMatch(/ORDERS_DATABASE_URL="postgres:\/\/x\/y" is invalid: unsupported database scheme/);
+    expect(result.stderr).toMatch(/INBOX_RETENTION="10m" is invalid: expected at least 1h/);
   });
 
   it("print their variables with --help", () => {
     const result = run("services/products/main.ts", {}, ["--help"]);
     expect(result.status).toBe(0);
     expect(result.stdout).toMatch(/PRODUCTS_LISTEN\s+host:port to serve gRPC on \(default: 127\.0\.0\.1:50051\)/);
+    expect(result.stdout).toMatch(/INBOX_RETENTION\s+.*\(default: 7d\)/);
   });
 });

@@ -456,7 +456,7 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         filter_subject="shop.products.v1.product.*.created",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
-        ack_wait_ms=30000,
+        ack_wait_ms=5000,
     ),
     SubscriptionSpec(
         service="shop.orders.v1.OrderService",
@@ -466,7 +466,7 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         filter_subject="shop.products.v1.product.*.updated",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
-        ack_wait_ms=30000,
+        ack_wait_ms=5000,
     ),
     SubscriptionSpec(
         service="shop.orders.v1.OrderService",
@@ -476,7 +476,7 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         filter_subject="shop.products.v1.reservation.*.failed",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
-        ack_wait_ms=30000,
+        ack_wait_ms=5000,
     ),
     SubscriptionSpec(
         service="shop.orders.v1.OrderService",
@@ -486,7 +486,7 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         filter_subject="shop.products.v1.reservation.*.reserved",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
-        ack_wait_ms=30000,
+        ack_wait_ms=5000,
     ),
     SubscriptionSpec(
         service="shop.products.v1.ProductService",
@@ -496,7 +496,7 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         filter_subject="shop.orders.v1.order.*.cancelled",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
-        ack_wait_ms=30000,
+        ack_wait_ms=5000,
     ),
     SubscriptionSpec(
         service="shop.products.v1.ProductService",
@@ -506,7 +506,7 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         filter_subject="shop.orders.v1.order.*.placed",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
-        ack_wait_ms=30000,
+        ack_wait_ms=5000,
     ),
     SubscriptionSpec(
         service="shop.products.v1.ProductService",
@@ -516,7 +516,7 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         filter_subject="shop.orders.v1.order.*.updated",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
-        ack_wait_ms=30000,
+        ack_wait_ms=5000,
     ),
 )
 """The durable consumers the services declare (concord.v1.subscribe)."""

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, databaseUrl, duration, hostPort, integer, readConfig } from "./env.js";
+import { ConfigError, databaseUrl, duration, durationAtLeast, hostPort, integer, readConfig } from "./env.js";
 
 const settings = {
   LISTEN: { description: "address", default: "127.0.0.1:50051", parse: hostPort },
@@ -16,6 +16,16 @@ describe("readConfig", () => {
     const read = () => readConfig(settings, { LISTEN: "localhost", TIMEOUT: "soon" });
     expect(read).toThrow(ConfigError);
     expect(read).toThrow(/LISTEN="localhost" is invalid[\s\S]*TIMEOUT="soon" is invalid[\s\S]*WORKERS is required/);
+  });
+});
+
+describe("duration", () => {
+  it("reads milliseconds to days, and a lower bound when asked", () => {
+    expect(["250ms", "5s", "2m", "1h", "7d"].map(duration)).toEqual([250, 5_000, 120_000, 3_600_000, 604_800_000]);
+    expect(() => duration("1w")).toThrow(/expected a duration/);
+    const retention = durationAtLeast("1h", "rows must outlive redeliveries");
+    expect(retention("2h")).toBe(7_200_000);
+    expect(() => retention("30m")).toThrow("expected at least 1h: rows must outlive redeliveries");
   });
 });
 

@@ -66,12 +66,22 @@ export function integer(min: number, max: number): (raw: string) => number {
   };
 }
 
-/** A duration such as "250ms", "5s" or "2m", returned in milliseconds. */
+/** A duration such as "250ms", "5s", "2m", "1h" or "7d", returned in milliseconds. */
 export function duration(raw: string): number {
-  const match = /^(\d+)(ms|s|m|h)$/.exec(raw);
-  if (!match) throw new Error('expected a duration such as "250ms", "5s", "2m" or "1h"');
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] as "ms" | "s" | "m" | "h"];
+  const match = /^(\d+)(ms|s|m|h|d)$/.exec(raw);
+  if (!match) throw new Error('expected a duration such as "250ms", "5s", "2m", "1h" or "7d"');
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as "ms" | "s" | "m" | "h" | "d"];
   return Number(match[1]) * unit;
+}
+
+/** A duration (see `duration`) of at least `min`, itself a duration; `why` ends the message of a shorter one. */
+export function durationAtLeast(min: string, why: string): (raw: string) => number {
+  const minMs = duration(min);
+  return (raw) => {
+    const ms = duration(raw);
+    if (ms < minMs) throw new Error(`expected at least ${min}: ${why}`);
+    return ms;
+  };
 }
 
 /** One of a fixed set of words. */

@@ -46,7 +46,7 @@ describe("startConsumers", () => {
   });
 
   /** A stream, a database and a consumer whose handler records an effect row, or does what `behave` says first. */
-  const setup = async (key: string, behave: (event: Thing, context: EventContext) => void = () => {}, spec: Partial<ConsumerSpec> = {}) => {
+  const setup = async (key: string, behave: (event: Thing, context: EventContext) => void = () => {}, spec: Partial<ConsumerSpec> = {}, pullBatch?: number) => {
     const sample = sampleStream(key);
     await ensureStreams(bus.jsm, [sample.stream]);
     const db: Database = openDatabase({ path: join(dir, `${key}.db`), migrations: [...eventMigrations, effectsTable] });
@@ -61,6 +61,7 @@ describe("startConsumers", () => {
         db,
         service: "worker",
         logger,
+        ...(pullBatch !== undefined && { pullBatch }),
         consumers: [
           bindConsumer({
             spec: consumerSpec,
@@ -155,6 +156,23 @@ describe("startConsumers", () => {
     expect(t.attempts.get("n3")).toBe(2);
     await t.settled();
   });
+
+  it("keeps events of slow handlers, being handled or waiting, from being redelivered while the process lives", async () => {
+    const busy = (ms: number) => {
+      const until = performance.now() + ms;
+      while (performance.now() < until);
+    };
+    // 12 events of 400 ms each, 6 pulled at a time: the last is handled 4.8 s after it arrived, with ack_wait 3 s.
+    const t = await setup("slow", () => busy(400), { ackWaitMs: 3_000 }, 6);
+    await t.stop();
+    for (let i = 1; i <= 12; i++) await t.publish(`s${i}`);
+    await t.restart();
+    await eventually("every event is handled", () => t.effects() === 12, 20_000);
+    await t.settled();
+    const info = await bus.jsm.consumers.info(t.sample.stream.name, t.consumerSpec.durable);
+    expect(info.delivered.consumer_seq).toBe(12);
+    expect([...t.attempts.values()].every((n) => n === 1)).toBe(true);
+  }, 30_000);
 
   it("dead-letters an event whose handler always throws after maxDeliver attempts, with reason and origin", async () => {
     const t = await setup("poison", (event) => {

@@ -1,4 +1,4 @@
-import type { ConsumerMessages, JsMsg, Msg, NatsConnection } from "nats";
+import type { JsMsg, Msg, NatsConnection } from "nats";
 import type { MessageChecker } from "../contracts/index.js";
 import type { Logger } from "../log/index.js";
 import type { Database } from "../sql/index.js";
@@ -8,6 +8,7 @@ import { isPending, type Delivery, type DeliveryHandler, type Settlement } from 
 import { typedHandler, type ConsumerBinding } from "./event-handler.js";
 import { createInbox } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
+import { createPullIntake, type PullIntake } from "./pull-intake.js";
 import { ensureConsumers, ensureStreams, validateConsumerSpec, validateStreamSpec } from "./provision.js";
 import { validateSource } from "./publisher.js";
 import { retryWithBackoff } from "./retry.js";
@@ -26,9 +27,9 @@ export interface StartConsumersOptions {
   readonly dlqStream?: StreamSpec;
   /** Outbox for events handlers emit. Default: one on `db` with `service` as source. */
   readonly outbox?: Outbox;
-  /** Messages pulled ahead per consumer; keep their handling well inside ack_wait. Default 64. */
+  /** Most events of one consumer handled in one batch (one transaction); twice as many are pulled ahead, each kept alive with progress acks. Default 64. */
   readonly pullBatch?: number;
-  /** How long to wait before re-opening a consumer whose message stream failed. Default 1 s. */
+  /** How long to wait before pulling again when pulling failed. Default 1 s. */
   readonly reopenDelayMs?: number;
   /** The contracts' rules: an event that breaks them goes to the dead letter stream at once. */
   readonly checker?: MessageChecker;
@@ -45,7 +46,9 @@ export interface RunningConsumers {
  * each one: decode, inbox, handler in a transaction, ack; a failing handler is
  * retried with the spec's backoff and dead-lettered after maxDeliver attempts,
  * an unprocessable message at once. Messages of one consumer are handled one
- * at a time, in stream order. The source streams must exist (ensureStreams).
+ * at a time, in stream order; every message pulled gets progress acks while
+ * it waits or is handled, so only a process that is gone has its messages
+ * redelivered after ack_wait. The source streams must exist (ensureStreams).
  */
 export async function startConsumers(options: StartConsumersOptions): Promise<RunningConsumers> {
   const known = new Set(["nc", "db", "service", "consumers", "logger", "dlqStream", "outbox", "pullBatch", "reopenDelayMs", "checker"]);
@@ -77,61 +80,44 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
   await ensureConsumers(jsm, consumers.map((c) => c.spec));
   const js = nc.jetstream();
 
-  let stopping = false;
-  const open = new Set<ConsumerMessages>();
-  const pauses = new Set<() => void>();
-  const pause = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const end = () => {
-        clearTimeout(timer);
-        pauses.delete(end);
-        resolve();
-      };
-      const timer = setTimeout(end, ms);
-      pauses.add(end);
-    });
-
-  const consume = async (binding: ConsumerBinding<unknown>): Promise<void> => {
+  const consume = async (binding: ConsumerBinding<unknown>, intake: PullIntake): Promise<void> => {
     const { spec } = binding;
     const log = logger.child({ consumer: spec.durable, stream: spec.stream });
     // Outermost first: dead letter catches what retry gives up on.
     const pipeline: DeliveryHandler = deadLetter({ js, dlqStream, logger: log })(
       retryWithBackoff({ maxDeliver: spec.maxDeliver, backoffMs: spec.backoffMs, logger: log })(typedHandler({ binding, inbox, outbox, logger: log, checker: options.checker })),
     );
-    while (!stopping) {
-      let messages: ConsumerMessages | undefined;
+    const step = { pipeline, consumer: spec.durable, db, intake, budgetMs: spec.ackWaitMs / 8, logger: log };
+    for (let batch = await intake.take(pullBatch); batch; batch = await intake.take(pullBatch)) {
       try {
-        const consumer = await js.consumers.get(spec.stream, spec.durable);
-        messages = await consumer.consume({ max_messages: pullBatch });
-        open.add(messages);
-        if (stopping) messages.stop();
-        for await (const batch of availableBatches(messages, pullBatch)) {
-          // Pulled ahead but not started: hand it back so another instance need not wait out ack_wait.
-          if (stopping) for (const msg of batch) msg.nak();
-          else await handleBatch(batch, pipeline, spec.durable, db, log);
-        }
+        await handleBatch(batch, step);
       } catch (err) {
-        if (!stopping && !nc.isClosed()) log.warn({ err, retryInMs: reopenDelayMs }, "consuming failed; reopening the consumer");
-      } finally {
-        if (messages) open.delete(messages);
+        // Settling failed (the connection closed under it): what is left unsettled comes again after ack_wait.
+        if (!nc.isClosed()) log.error({ err, events: batch.length }, "handling a batch of events failed; they will be redelivered");
+        for (const msg of batch) intake.forget(msg);
       }
-      if (nc.isClosed()) {
-        if (!stopping) log.warn("the NATS connection is closed; the consumer stops");
-        return;
-      }
-      if (!stopping) await pause(reopenDelayMs);
     }
   };
 
-  const running = consumers.map((binding) => consume(binding));
+  const intakes = consumers.map(({ spec }) =>
+    createPullIntake({
+      nc,
+      js,
+      stream: spec.stream,
+      durable: spec.durable,
+      limit: 2 * pullBatch,
+      ackWaitMs: spec.ackWaitMs,
+      reopenDelayMs,
+      logger: logger.child({ consumer: spec.durable, stream: spec.stream }),
+    }),
+  );
+  const running = consumers.map((binding, i) => consume(binding, intakes[i]));
   logger.info({ consumers: consumers.map((c) => c.spec.durable) }, "consuming events");
   let stopped: Promise<void> | undefined;
   return {
     stop() {
       stopped ??= (async () => {
-        stopping = true;
-        for (const messages of open) messages.stop();
-        for (const end of pauses) end();
+        await Promise.all(intakes.map((intake) => intake.close()));
         await Promise.all(running);
       })();
       return stopped;
@@ -152,80 +138,79 @@ function deliveryOf(msg: JsMsg, consumer: string): Delivery {
   };
 }
 
+interface BatchStep {
+  readonly pipeline: DeliveryHandler;
+  readonly consumer: string;
+  readonly db: Database;
+  readonly intake: PullIntake;
+  /** How long one transaction's handlers may run before it commits and lets the event loop go. */
+  readonly budgetMs: number;
+  readonly logger: Logger;
+}
+
 /**
- * Handles the messages that arrived together in one database transaction
- * (group commit), each event in its own savepoint so a failing handler rolls
- * back only itself, in stream order; then settles them all. The pipeline's
- * database work runs synchronously when it is called, so it all lands inside
- * the transaction. Settlements known at once are sent right after the commit,
- * in the same tick, so nats.js writes them together with the events the
- * handlers emitted (the relay publishes those a microtask later); only
+ * Handles the messages that arrived together in as few database transactions
+ * as their handlers' time allows (group commit), each event in its own
+ * savepoint so a failing handler rolls back only itself, in stream order.
+ * Handlers are synchronous, so nothing else runs while a transaction is open:
+ * once handlers have taken `budgetMs`, the transaction commits, its messages
+ * are settled, the rest get progress acks, and the event loop is let go
+ * before the next transaction, so no message outlives its ack_wait while its
+ * neighbours are handled. Settlements known at once are sent right after each
+ * commit, in the same tick, so nats.js writes them together with the events
+ * the handlers emitted (the relay publishes those a microtask later); only
  * dead-lettering finishes after that.
  */
-async function handleBatch(batch: readonly JsMsg[], pipeline: DeliveryHandler, consumer: string, db: Database, logger: Logger): Promise<void> {
-  let results: Array<Settlement | Promise<Settlement>> = [];
+async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<void> {
+  const waiting: Promise<void>[] = [];
+  for (let from = 0; from < batch.length; ) {
+    if (from > 0) {
+      step.intake.keepAlive();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    from = handleChunk(batch, from, step, waiting);
+  }
+  if (waiting.length > 0) await Promise.all(waiting);
+}
+
+/** Handles batch[from..] in one transaction until the budget is spent; settles them; returns where it stopped. */
+function handleChunk(batch: readonly JsMsg[], from: number, step: BatchStep, waiting: Promise<void>[]): number {
+  const { pipeline, consumer, db, intake, budgetMs, logger } = step;
+  const started = performance.now();
+  const results: Array<Settlement | Promise<Settlement>> = [];
+  let end = from;
   try {
     db.transaction(() => {
-      results = batch.map((msg) => {
+      while (end < batch.length) {
+        const msg = batch[end++];
         try {
-          return pipeline(deliveryOf(msg, consumer));
+          results.push(pipeline(deliveryOf(msg, consumer)));
         } catch (err) {
-          return Promise.reject(err);
+          results.push(Promise.reject(err));
         }
-      });
+        if (performance.now() - started >= budgetMs) break;
+      }
     });
   } catch (err) {
-    // The commit itself failed: nothing of the batch is recorded, so all of it comes again.
+    // The commit itself failed: nothing of these events is recorded, so they all come again.
     for (const r of results) if (isPending(r)) r.catch(() => undefined);
-    logger.error({ err, events: batch.length }, "committing a batch of events failed; they will be redelivered");
-    for (const msg of batch) msg.nak(1_000);
-    return;
+    logger.error({ err, events: end - from }, "committing a batch of events failed; they will be redelivered");
+    for (let i = from; i < end; i++) intake.settle(batch[i], { kind: "retry", delayMs: 1_000 });
+    return end;
   }
-  const settle = (msg: JsMsg, settlement: Settlement): void => (settlement.kind === "ack" ? msg.ack() : msg.nak(settlement.delayMs));
-  const waiting: Promise<void>[] = [];
-  results.forEach((result, i) => {
-    if (!isPending(result)) return settle(batch[i], result);
+  results.forEach((result, k) => {
+    const msg = batch[from + k];
+    if (!isPending(result)) return intake.settle(msg, result);
     waiting.push(
       result.then(
-        (settlement) => settle(batch[i], settlement),
+        (settlement) => intake.settle(msg, settlement),
         (err: unknown) => {
           // Only a bug in the pipeline gets here; redeliver rather than lose the event.
-          logger.error({ err, streamSequence: batch[i].info.streamSequence }, "the consumer pipeline failed; the event will be redelivered");
-          batch[i].nak(1_000);
+          logger.error({ err, streamSequence: msg.info.streamSequence }, "the consumer pipeline failed; the event will be redelivered");
+          intake.settle(msg, { kind: "retry", delayMs: 1_000 });
         },
       ),
     );
   });
-  if (waiting.length > 0) await Promise.all(waiting);
-}
-
-/**
- * Yields the messages of `messages` in groups: each group is one message
- * plus whatever else has already arrived (up to `max`), never waiting for
- * more, so a lone event is handled at once and a burst shares one commit.
- */
-async function* availableBatches(messages: AsyncIterable<JsMsg>, max: number): AsyncGenerator<JsMsg[]> {
-  const it = messages[Symbol.asyncIterator]();
-  let next: Promise<IteratorResult<JsMsg>> | undefined;
-  const nothingYet = Symbol("nothing yet");
-  while (true) {
-    const first = await (next ?? it.next());
-    next = undefined;
-    if (first.done) return;
-    const batch = [first.value];
-    // One macrotask for the whole batch: messages already buffered resolve within microtasks, before it.
-    const drained = new Promise<typeof nothingYet>((resolve) => setImmediate(resolve, nothingYet));
-    while (batch.length < max) {
-      next = it.next();
-      const ready = await Promise.race([next, drained]);
-      if (ready === nothingYet) break;
-      next = undefined;
-      if (ready.done) {
-        yield batch;
-        return;
-      }
-      batch.push(ready.value);
-    }
-    yield batch;
-  }
+  return end;
 }

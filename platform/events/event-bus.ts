@@ -92,3 +92,36 @@ export async function connectEventBus(options: EventBusOptions): Promise<EventBu
     },
   };
 }
+
+// nats.js codes (and the Node system errors behind them) of a server that is not there, not reachable,
+// or not answering in time, JetStream off included ("503", no responders).
+const unreachableCodes = new Set([
+  "CONNECTION_REFUSED",
+  "CONNECTION_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_DRAINING",
+  "DISCONNECT",
+  "TIMEOUT",
+  "503",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+]);
+
+/**
+ * Whether `err`, or an error it was caused by, says that NATS or JetStream
+ * could not be reached or did not answer in time: worth trying again later,
+ * unlike a refusal such as a stream that conflicts with its spec.
+ */
+export function isNatsUnreachable(err: unknown): boolean {
+  let e: unknown = err;
+  for (let depth = 0; depth < 8 && e instanceof Error; depth++) {
+    if (unreachableCodes.has(String((e as { code?: unknown }).code))) return true;
+    e = e.cause ?? (e as { chainedError?: unknown }).chainedError;
+  }
+  return false;
+}

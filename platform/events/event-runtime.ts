@@ -1,13 +1,14 @@
 import { createMessageChecker } from "../contracts/index.js";
 import type { Logger } from "../log/index.js";
-import type { Database } from "../sql/index.js";
+import type { Database, Retention } from "../sql/index.js";
 import type { ConsumerBinding } from "./event-handler.js";
-import { connectEventBus, type EventBus } from "./event-bus.js";
+import { connectEventBus, isNatsUnreachable, type EventBus } from "./event-bus.js";
+import { defaultMaxPayloadBytes } from "./event-rules.js";
+import { defaultInboxRetentionMs, inboxRetention } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
 import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
 import { startConsumers, type RunningConsumers } from "./consumer.js";
-import { defaultMaxPayloadBytes } from "./event-rules.js";
-import { ensureStreams } from "./provision.js";
+import { ensureStreams, validateStreamSpec } from "./provision.js";
 import type { StreamSpec } from "./types.js";
 
 export interface EventRuntimeOptions {
@@ -24,64 +25,175 @@ export interface EventRuntimeOptions {
   readonly logger: Logger;
   /** How long a stop waits for committed events to reach JetStream. Default 5 s. */
   readonly flushTimeoutMs?: number;
+  /** First and longest pause between attempts to reach NATS at start; doubling in between. Defaults 200 ms and 1 s. */
+  readonly retryMinMs?: number;
+  readonly retryMaxMs?: number;
+  /** How often the reason is logged again while NATS stays out of reach at start. Default 30 s. */
+  readonly waitLogIntervalMs?: number;
+  /** How long the inbox remembers a processed event (see inboxRetention). Default 7 days. */
+  readonly inboxRetentionMs?: number;
 }
 
-/** A service's running event machinery. */
+/** A service's event machinery: the outbox at once, the rest once NATS has been reached. */
 export interface EventRuntime {
   /** Where the service's changes put their events, inside their transaction. */
   readonly outbox: Outbox;
-  readonly relay: OutboxRelay;
+  /** The NATS connection; throws until `start` has reached NATS. */
   readonly bus: EventBus;
-  /** Starts the service's subscriptions (see bindConsumers); call once, when the service is otherwise ready. */
-  startConsuming(consumers: readonly ConsumerBinding<any>[]): Promise<void>;
-  /** Stops pulling and finishes in-flight handlers, publishes what is committed, drains the connection. */
+  /** The outbox relay; throws until `start` has reached NATS. */
+  readonly relay: OutboxRelay;
+  /**
+   * Connects to NATS, trying again while it cannot be reached or JetStream
+   * does not answer (`onWaiting` hears why, logged once and then every
+   * `waitLogIntervalMs`), provisions the streams, starts the relay and the
+   * service's consumers (see bindConsumers). Resolves once all of that runs.
+   * Rejects on what trying again cannot fix (a stream that conflicts with
+   * its spec), or when stopped first. Call once.
+   */
+  start(consumers: readonly ConsumerBinding<any>[], hooks?: { readonly onWaiting?: (reason: string) => void }): Promise<void>;
+  /** Stops whatever runs, in any phase: waiting for NATS ends, consumers finish in-flight handlers, committed events are published, the connection drains. */
   stop(): Promise<void>;
 }
 
 /**
- * Connects a service to JetStream the way every Concord service does:
- * streams provisioned from the generated specs (a conflicting existing
- * stream stops start-up), an outbox with its relay, then durable consumers.
- * Events are checked against their contracts both ways: an event that
- * breaks them, or is larger than the server's max_payload, is never stored
- * in the outbox, and a consumed one that breaks them is dead-lettered.
+ * The event machinery every Concord service runs: streams provisioned from
+ * the generated specs (a conflicting existing stream stops start-up), an
+ * outbox with its relay, then durable consumers. Nothing touches NATS until
+ * `start`, which also starts deleting inbox rows older than
+ * `inboxRetentionMs`. Events are checked against their contracts both ways:
+ * an event that breaks them, or is larger than the server's max_payload, is
+ * never stored in the outbox, and a consumed one that breaks them is
+ * dead-lettered.
  */
-export async function createEventRuntime(options: EventRuntimeOptions): Promise<EventRuntime> {
-  const { db, service, logger } = options;
+export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
+  const known = new Set(["db", "natsUrl", "service", "streams", "descriptorSet", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs", "inboxRetentionMs"]);
+  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`createEventRuntime: unknown option ${key}`);
+  const { db, natsUrl, service, streams } = options;
   const flushTimeoutMs = options.flushTimeoutMs ?? 5_000;
-  const bus = await connectEventBus({ url: options.natsUrl, name: service, logger });
-  let relay: OutboxRelay | undefined;
-  try {
-    await ensureStreams(bus.jsm, options.streams);
-    const checker = createMessageChecker(options.descriptorSet);
-    const outbox = createOutbox({ db, source: service, checker, maxPayloadBytes: () => bus.nc.info?.max_payload ?? defaultMaxPayloadBytes });
-    relay = createOutboxRelay({ db, nc: bus.nc, logger });
-    const started = relay;
-    let consumers: RunningConsumers | undefined;
-    let stopped: Promise<void> | undefined;
-    return {
-      outbox,
-      relay: started,
-      bus,
-      async startConsuming(bindings) {
-        if (consumers) throw new Error("startConsuming was already called");
-        consumers = await startConsumers({ nc: bus.nc, db, service, consumers: bindings, logger, outbox, checker });
-      },
-      stop() {
-        stopped ??= (async () => {
-          await consumers?.stop();
-          // Bounded: with NATS down, committed events stay in the outbox for the next start.
-          const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`not flushed within ${flushTimeoutMs} ms`)), flushTimeoutMs).unref());
-          await Promise.race([started.flush(), timeout]).catch((err) => logger.warn({ err }, "events left in the outbox at shutdown; they go out at the next start"));
-          await started.stop();
-          await bus.close();
-        })();
-        return stopped;
-      },
-    };
-  } catch (err) {
-    await relay?.stop();
-    await bus.close();
-    throw err;
+  const retryMinMs = options.retryMinMs ?? 200;
+  const retryMaxMs = options.retryMaxMs ?? 1_000;
+  const waitLogIntervalMs = options.waitLogIntervalMs ?? 30_000;
+  const inboxRetentionMs = options.inboxRetentionMs ?? defaultInboxRetentionMs;
+  for (const [name, v] of Object.entries({ flushTimeoutMs, retryMinMs, retryMaxMs, waitLogIntervalMs, inboxRetentionMs })) {
+    if (!Number.isInteger(v) || v <= 0) throw new Error(`createEventRuntime: invalid ${name}: ${v}`);
   }
+  for (const spec of streams) validateStreamSpec(spec);
+  const logger = options.logger.child({ component: "event-runtime" });
+  const checker = createMessageChecker(options.descriptorSet);
+  let bus: EventBus | undefined;
+  const outbox = createOutbox({ db, source: service, checker, maxPayloadBytes: () => bus?.nc.info?.max_payload ?? defaultMaxPayloadBytes });
+
+  let relay: OutboxRelay | undefined;
+  let consumers: RunningConsumers | undefined;
+  let retention: Retention | undefined;
+  let startingUp: Promise<void> | undefined;
+  let stopping = false;
+  let interrupt: (() => void) | undefined;
+  const stoppedError = () => new Error(`stopped before NATS at ${natsUrl} was reached`);
+  const checkNotStopping = () => {
+    if (stopping) throw stoppedError();
+  };
+  /** `work`'s result, or undefined as soon as a stop is asked for. */
+  const unlessStopped = <T>(work: Promise<T>): Promise<T | undefined> =>
+    new Promise<T | undefined>((resolve, reject) => {
+      if (stopping) return resolve(undefined);
+      const mine = () => resolve(undefined);
+      interrupt = mine;
+      work.then(resolve, reject).finally(() => {
+        if (interrupt === mine) interrupt = undefined;
+      });
+    });
+
+  /** One attempt to connect; abandoned when a stop comes first, and then closed once it lands. */
+  const connect = async (): Promise<EventBus> => {
+    const attempt = connectEventBus({ url: natsUrl, name: service, logger: options.logger });
+    const connected = await unlessStopped(attempt);
+    if (connected) return connected;
+    void attempt.then((late) => late.close(), () => undefined);
+    throw stoppedError();
+  };
+  const pause = async (ms: number): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined;
+    await unlessStopped(new Promise((resolve) => (timer = setTimeout(resolve, ms))));
+    clearTimeout(timer);
+  };
+
+  const startUp = async (bindings: readonly ConsumerBinding<any>[], onWaiting?: (reason: string) => void): Promise<void> => {
+    let delay = retryMinMs;
+    let waitingSince: number | undefined;
+    let lastLogged = 0;
+    let lastReason = "";
+    for (;;) {
+      checkNotStopping();
+      try {
+        bus ??= await connect();
+        checkNotStopping();
+        await ensureStreams(bus.jsm, streams);
+        checkNotStopping();
+        relay ??= createOutboxRelay({ db, nc: bus.nc, logger: options.logger });
+        consumers = await startConsumers({ nc: bus.nc, db, service, consumers: bindings, logger: options.logger, outbox, checker });
+        if (waitingSince !== undefined) logger.info({ natsUrl, waitedMs: Math.round(performance.now() - waitingSince) }, "reached NATS; events flow");
+        return;
+      } catch (err) {
+        checkNotStopping();
+        if (!isNatsUnreachable(err)) throw err;
+        const reason = (err as Error).message;
+        const now = performance.now();
+        waitingSince ??= now;
+        if (reason !== lastReason || now - lastLogged >= waitLogIntervalMs) {
+          const waitedMs = Math.round(now - waitingSince);
+          const message = waitedMs === 0 ? "NATS cannot be reached; not serving until it can, trying again" : "still waiting for NATS";
+          logger.warn({ natsUrl, reason, waitedMs, retryEveryMs: retryMaxMs }, message);
+          lastLogged = now;
+          lastReason = reason;
+        }
+        onWaiting?.(reason);
+        await pause(delay);
+        delay = Math.min(delay * 2, retryMaxMs);
+      }
+    }
+  };
+
+  let stopped: Promise<void> | undefined;
+  return {
+    outbox,
+    get bus() {
+      if (!bus) throw new Error(`${service} has not reached NATS yet`);
+      return bus;
+    },
+    get relay() {
+      if (!relay) throw new Error(`${service} has not reached NATS yet`);
+      return relay;
+    },
+    start(bindings, hooks) {
+      if (startingUp) return Promise.reject(new Error("start was already called"));
+      retention = inboxRetention({ db, retentionMs: inboxRetentionMs, logger: options.logger });
+      startingUp = startUp(bindings, hooks?.onWaiting);
+      return startingUp;
+    },
+    stop() {
+      stopped ??= (async () => {
+        stopping = true;
+        interrupt?.();
+        // Whatever start-up is doing ends at its next step; then everything it started is stopped.
+        await startingUp?.catch(() => undefined);
+        await retention?.stop();
+        await consumers?.stop();
+        const running = relay;
+        if (running) {
+          // Bounded: with NATS down, committed events stay in the outbox for the next start.
+          let timer: NodeJS.Timeout | undefined;
+          const timeout = new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`not flushed within ${flushTimeoutMs} ms`)), flushTimeoutMs);
+          });
+          await Promise.race([running.flush(), timeout])
+            .catch((err) => logger.warn({ err }, "events left in the outbox at shutdown; they go out at the next start"))
+            .finally(() => clearTimeout(timer));
+          await running.stop();
+        }
+        await bus?.close();
+      })();
+      return stopped;
+    },
+  };
 }

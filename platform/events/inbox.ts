@@ -1,4 +1,5 @@
-import type { Database, Migration } from "../sql/index.js";
+import type { Logger } from "../log/index.js";
+import { startRetention, type Database, type Migration, type Retention } from "../sql/index.js";
 
 /** The inbox table: one row per event a consumer has processed, committed with the handler's effects. */
 export const inboxMigrations: Migration[] = [
@@ -13,7 +14,48 @@ export const inboxMigrations: Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    // Old rows are found by age (inboxRetention).
+    id: "events_0003_inbox_processed_at",
+    sql: "CREATE INDEX event_inbox_processed_at ON event_inbox (processed_at);",
+  },
 ];
+
+/** Seven days: see inboxRetention. */
+export const defaultInboxRetentionMs = 7 * 24 * 3_600_000;
+
+export interface InboxRetentionOptions {
+  /** The service's database, opened with `inboxMigrations`. */
+  readonly db: Database;
+  /** How long a processed event is remembered. Default 7 days. */
+  readonly retentionMs?: number;
+  readonly logger: Logger;
+  /** How often old rows are deleted. Default 1 h. */
+  readonly intervalMs?: number;
+}
+
+/**
+ * Forgets processed events once they are older than `retentionMs`, so the
+ * inbox does not grow for ever. An event delivered again after its row is
+ * gone is processed again, so the retention must outlast every way an event
+ * comes twice: redeliveries and retries take minutes at most, but an event
+ * that an outbox relay published just before its process died is published
+ * again when that process restarts, which may be days later.
+ */
+export function inboxRetention(options: InboxRetentionOptions): Retention {
+  const known = new Set(["db", "retentionMs", "logger", "intervalMs"]);
+  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`inboxRetention: unknown option ${key}`);
+  const { db, logger, intervalMs } = options;
+  return startRetention({
+    db,
+    name: "inbox",
+    table: "event_inbox",
+    timeColumn: "processed_at",
+    retentionMs: options.retentionMs ?? defaultInboxRetentionMs,
+    logger,
+    ...(intervalMs !== undefined && { intervalMs }),
+  });
+}
 
 export interface InboxOptions {
   /** The service's database, opened with `inboxMigrations`. */

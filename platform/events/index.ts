@@ -16,14 +16,14 @@ export { createEventPublisher, type EventPublisher, type EventPublisherOptions, 
 export { createOutbox, outboxMigrations, parkedEvents, retryParked, type Outbox, type OutboxOptions, type ParkedEvent } from "./outbox.js";
 export { InvalidEventError, defaultMaxPayloadBytes } from "./event-rules.js";
 export { createOutboxRelay, type OutboxRelay, type OutboxRelayOptions, type OutboxRelayStats } from "./outbox-relay.js";
-export { createInbox, inboxMigrations, type Inbox, type InboxOptions } from "./inbox.js";
+export { createInbox, defaultInboxRetentionMs, inboxMigrations, inboxRetention, type Inbox, type InboxOptions, type InboxRetentionOptions } from "./inbox.js";
 export { UnprocessableEventError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 export { bindConsumer, type ConsumerBinding, type EventContext, type EventHandler } from "./event-handler.js";
 export { bindConsumers, type ConsumerMap, type EventOf, type HandlersFor } from "./bind-consumers.js";
 export { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject } from "./dead-letter.js";
 export { startConsumers, type RunningConsumers, type StartConsumersOptions } from "./consumer.js";
 export { ensureConsumers, ensureStreams } from "./provision.js";
-export { connectEventBus, type EventBus, type EventBusOptions } from "./event-bus.js";
+export { connectEventBus, isNatsUnreachable, type EventBus, type EventBusOptions } from "./event-bus.js";
 
 import { inboxMigrations } from "./inbox.js";
 import { outboxMigrations } from "./outbox.js";

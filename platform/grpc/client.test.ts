@@ -11,6 +11,7 @@ import { StatusError } from "./status-error.js";
 
 const logger = createLogger({ service: "client-test", level: "silent" });
 const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const request = { name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 0 };
 
 /** A product service whose every method fails with UNAVAILABLE the first `failures` times it is called. */
@@ -75,5 +76,70 @@ describe("createClient", () => {
     await expect(bare.createProduct({ ...request, requestId: "01890a5d-ac96-774b-bcce-b302099a9002" })).rejects.toMatchObject({ code: status.UNAVAILABLE });
     expect(calls.createProduct).toBe(3);
     bare.close();
+  });
+});
+
+function productServer(): GrpcServer {
+  const unused = async (): Promise<never> => {
+    throw new StatusError(status.UNIMPLEMENTED, "not in this test");
+  };
+  const server = createGrpcServer({ descriptorSet, logger, shutdownTimeoutMs: 100 });
+  const impl: ServiceImpl<typeof ProductServiceService> = {
+    getProduct: async () => ({ product }),
+    batchGetProducts: unused,
+    createProduct: unused,
+    updateProduct: unused,
+    listProducts: unused,
+    adjustStock: unused,
+  };
+  server.addService(ProductServiceService, impl);
+  return server;
+}
+
+describe("createClient reconnecting", () => {
+  const servers: GrpcServer[] = [];
+  afterEach(async () => {
+    for (const server of servers.splice(0)) await server.shutdown();
+  });
+
+  it("calls a server again within a fraction of a second of its return after an outage of seconds", async () => {
+    const first = productServer();
+    servers.push(first);
+    const { port } = await first.start("127.0.0.1:0");
+    const address = `127.0.0.1:${port}`;
+    const client = createClient(ProductServiceService, { address, maxAttempts: 1, defaultTimeoutMs: 1_000 });
+    try {
+      await client.getProduct({ id: product.id });
+      await first.shutdown();
+      // A caller that keeps calling throughout, as a service calls another.
+      let lastOk = 0;
+      let failures = 0;
+      let calling = true;
+      const caller = (async () => {
+        while (calling) {
+          await client.getProduct({ id: product.id }).then(
+            () => void (lastOk = performance.now()),
+            () => void failures++,
+          );
+          await sleep(10);
+        }
+      })();
+      // grpc-js's own backoff would have tried at about 0, 1 and 2.3-2.9 s by now, and next at 3.9 s or later.
+      await sleep(3_000);
+      const second = productServer();
+      servers.push(second);
+      await second.start(address);
+      const back = performance.now();
+      while (lastOk < back && performance.now() - back < 10_000) await sleep(5);
+      calling = false;
+      await caller;
+      const gapMs = lastOk - back;
+      console.log(`createClient: calls succeeded again ${gapMs.toFixed(0)} ms after the server returned (${failures} calls failed during the 3 s outage)`);
+      expect(lastOk).toBeGreaterThan(back);
+      expect(failures).toBeGreaterThan(0);
+      expect(gapMs).toBeLessThan(750);
+    } finally {
+      client.close();
+    }
   });
 });

@@ -6,6 +6,7 @@ import { bindService, type ServiceDefinition, type ServiceImpl } from "./bind-se
 import { createMessageChecker } from "../contracts/index.js";
 import { createDescriptorIndex } from "./descriptor-index.js";
 import { addServerReflection } from "./server-reflection.js";
+import { StatusError } from "./status-error.js";
 
 export interface GrpcServerOptions {
   /**
@@ -52,6 +53,13 @@ export interface GrpcServer {
   shutdown(): Promise<void>;
   /** The overall serving status reported by grpc.health.v1. */
   servingStatus(): ServingStatus;
+  /**
+   * With a reason, the server is up but not ready (a dependency is still
+   * missing): health reports NOT_SERVING and every call of an added service
+   * fails with UNAVAILABLE and the reason, before its handler runs; health
+   * and reflection still answer. Without one, it serves again. Any time.
+   */
+  setUnavailable(reason: string | undefined): void;
 }
 
 const option = <T>(value: T | undefined, fallback: T, name: string, valid: (v: T) => boolean): T => {
@@ -81,6 +89,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
 
   let state: "created" | "serving" | "stopping" | "stopped" = "created";
   let ready = true;
+  let unavailable: string | undefined;
   let readinessTimer: NodeJS.Timeout | undefined;
   let stopped: Promise<void> | undefined;
 
@@ -98,13 +107,13 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     }
     if (now && !ready) logger.info("readiness restored; reporting SERVING");
     ready = now;
-    setAll(ready ? "SERVING" : "NOT_SERVING");
+    setAll(ready && unavailable === undefined ? "SERVING" : "NOT_SERVING");
   };
 
   return {
     addService(definition, impl) {
       if (state !== "created") throw new Error("addService must be called before start");
-      const bound = bindService(definition, impl, { checker, logger, maxRequestBytes: maxReceive });
+      const bound = bindService(definition, gated(definition, impl, () => unavailable), { checker, logger, maxRequestBytes: maxReceive });
       server.addService(bound.definition, bound.handlers as never);
       const first = Object.values(definition)[0];
       if (first) serviceNames.push(first.path.split("/")[1]);
@@ -118,7 +127,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         server.bindAsync(address, options.credentials ?? ServerCredentials.createInsecure(), (err, p) => (err ? reject(new Error(`listening on ${address} failed: ${err.message}`, { cause: err })) : resolve(p))),
       );
       state = "serving";
-      setAll("SERVING");
+      setAll(unavailable === undefined ? "SERVING" : "NOT_SERVING");
       checkReadiness();
       if (readinessCheck) readinessTimer = setInterval(checkReadiness, readinessIntervalMs).unref();
       return { port };
@@ -146,7 +155,30 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     },
     servingStatus() {
       if (state !== "serving") return "NOT_SERVING";
-      return ready ? "SERVING" : "NOT_SERVING";
+      return ready && unavailable === undefined ? "SERVING" : "NOT_SERVING";
+    },
+    setUnavailable(reason) {
+      if (reason !== undefined && (typeof reason !== "string" || reason === "")) throw new Error("setUnavailable: the reason must be a non-empty string");
+      unavailable = reason;
+      if (state !== "serving") return;
+      if (reason === undefined) checkReadiness();
+      setAll(ready && unavailable === undefined ? "SERVING" : "NOT_SERVING");
     },
   };
+}
+
+/** The implementation with every method refusing calls with UNAVAILABLE while `unavailable` gives a reason. */
+function gated<D extends ServiceDefinition>(definition: D, impl: ServiceImpl<D>, unavailable: () => string | undefined): ServiceImpl<D> {
+  const out: Record<string, unknown> = {};
+  for (const name of Object.keys(definition)) {
+    const fn = impl[name as keyof D];
+    out[name] =
+      typeof fn !== "function"
+        ? fn
+        : (request: unknown, context: unknown) => {
+            const reason = unavailable();
+            return reason === undefined ? fn.call(impl, request as never, context as never) : Promise.reject(StatusError.unavailable(reason));
+          };
+  }
+  return out as ServiceImpl<D>;
 }

@@ -5,6 +5,12 @@ import { createLogger, type Logger } from "../log/index.js";
 export interface RunningService {
   /** Address it serves gRPC on, with the bound port. */
   readonly address: string;
+  /**
+   * Resolves once the service reports SERVING (its dependencies reached);
+   * until then it listens but answers UNAVAILABLE. Rejects when start-up
+   * fails for good, or is stopped first.
+   */
+  readonly ready: Promise<void>;
   /** Graceful stop: health NOT_SERVING, finish in-flight work, close resources. */
   stop(): Promise<void>;
 }
@@ -21,7 +27,9 @@ export interface RunServiceOptions<S extends Settings> {
 /**
  * The process entry point of a service: reads and validates its environment
  * (a bad value stops it with exit code 2 and a message naming the
- * variable), starts it, and stops it cleanly on SIGTERM or SIGINT.
+ * variable), starts it, and stops it cleanly on SIGTERM or SIGINT, in every
+ * phase, waiting for a dependency included (exit code 0). A start-up that
+ * fails for good (a conflicting stream) stops it with exit code 1.
  */
 export async function runService<S extends Settings>(options: RunServiceOptions<S>): Promise<void> {
   if (process.argv.includes("--help") || process.argv.includes("-h")) {
@@ -39,22 +47,14 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
   }
   const level = (config as Record<string, unknown>).LOG_LEVEL;
   const logger = createLogger({ service: options.name, level: typeof level === "string" ? level : "info" });
-  let running: RunningService;
-  try {
-    running = await options.start(config, logger);
-  } catch (err) {
-    logger.fatal({ err }, "start-up failed");
-    logger.flush();
-    process.exitCode = 1;
-    return;
-  }
-  logger.info({ address: running.address }, `${options.name} listening on ${running.address}`);
 
-  let stopping = false;
-  const stop = async (signal: string): Promise<void> => {
+  let running: RunningService | undefined;
+  let stopping: string | undefined;
+  const stop = async (why: string): Promise<void> => {
     if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, "stopping");
+    stopping = why;
+    if (!running) return; // Still starting: stopped as soon as it listens.
+    logger.info({ signal: why }, "stopping");
     try {
       await running.stop();
       logger.info("stopped");
@@ -63,7 +63,33 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
       process.exitCode = 1;
     }
     logger.flush();
+    // Everything is closed; a connection attempt to an absent NATS may still hold the event loop.
+    setTimeout(() => process.exit(), 2_000).unref();
   };
-  process.once("SIGTERM", () => void stop("SIGTERM"));
-  process.once("SIGINT", () => void stop("SIGINT"));
+  const onSignal = (signal: NodeJS.Signals) => void stop(signal);
+  process.once("SIGTERM", onSignal);
+  process.once("SIGINT", onSignal);
+  try {
+    running = await options.start(config, logger);
+  } catch (err) {
+    logger.fatal({ err }, "start-up failed");
+    logger.flush();
+    process.exitCode = 1;
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+    return;
+  }
+  logger.info({ address: running.address }, `${options.name} listening on ${running.address}`);
+  if (stopping) {
+    const why = stopping;
+    stopping = undefined;
+    await stop(why);
+    return;
+  }
+  running.ready.catch((err: unknown) => {
+    if (stopping) return;
+    logger.fatal({ err }, "start-up failed");
+    process.exitCode = 1;
+    void stop("start-up failed");
+  });
 }

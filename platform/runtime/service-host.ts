@@ -22,6 +22,8 @@ export interface ServiceHostOptions {
   readonly descriptorSet: Uint8Array;
   readonly logger: Logger;
   readonly shutdownTimeoutMs?: number;
+  /** How long the inbox remembers processed events (see inboxRetention). Default 7 days. */
+  readonly inboxRetentionMs?: number;
 }
 
 /** What a service wires its own parts onto before it starts serving. */
@@ -29,35 +31,50 @@ export interface ServiceHost {
   readonly db: Database;
   /** Request ids of calls a client may repeat safely (create methods with a request_id). */
   readonly requestIds: RequestIds;
+  /** The outbox is there at once; the connection and relay once `start` has reached NATS. */
   readonly events: EventRuntime;
   readonly server: GrpcServer;
   /**
-   * Serves gRPC, then starts the subscriptions. The returned stop reverses
-   * it: gRPC drains, consumers finish, the outbox flushes, NATS drains,
-   * `onStop` runs (clients of other services), the database closes.
+   * Serves gRPC at once, reporting NOT_SERVING (calls answer UNAVAILABLE)
+   * until NATS has been reached, the streams provisioned and the relay and
+   * subscriptions started; then SERVING. Resolves once it listens; `ready`
+   * says when it serves. The returned stop works in every phase and
+   * reverses it: gRPC drains, consumers finish, the outbox flushes, NATS
+   * drains, `onStop` runs (clients of other services), the database closes.
    */
   start(options: { readonly consumers: readonly ConsumerBinding<any>[]; readonly onStop?: () => void }): Promise<RunningService & { readonly events: EventRuntime }>;
 }
 
 /**
  * The life cycle every Concord service shares: its database (with
- * migrations), JetStream (streams provisioned, outbox relay), a gRPC server
- * with health and reflection, then its consumers; stopped in reverse.
+ * migrations), a gRPC server with health and reflection, then JetStream
+ * (streams provisioned, outbox relay) and its consumers, waited for while
+ * NATS cannot be reached; stopped in reverse.
  */
 export async function createServiceHost(options: ServiceHostOptions): Promise<ServiceHost> {
-  const { logger } = options;
+  const { logger, name } = options;
   const db = openDatabase({ path: options.databasePath, migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations] });
   let events: EventRuntime;
+  let server: GrpcServer;
   try {
-    events = await createEventRuntime({ db, natsUrl: options.natsUrl, service: options.name, streams: options.streams, descriptorSet: options.descriptorSet, logger });
+    events = createEventRuntime({
+      db,
+      natsUrl: options.natsUrl,
+      service: name,
+      streams: options.streams,
+      descriptorSet: options.descriptorSet,
+      logger,
+      ...(options.inboxRetentionMs !== undefined && { inboxRetentionMs: options.inboxRetentionMs }),
+    });
+    server = createGrpcServer({ descriptorSet: options.descriptorSet, logger, shutdownTimeoutMs: options.shutdownTimeoutMs, readinessCheck: () => db.ping() });
   } catch (err) {
     db.close();
     throw err;
   }
-  const server = createGrpcServer({ descriptorSet: options.descriptorSet, logger, shutdownTimeoutMs: options.shutdownTimeoutMs, readinessCheck: () => db.ping() });
-  const abort = async () => {
+  const stopAll = async (onStop?: () => void) => {
     await server.shutdown();
     await events.stop();
+    onStop?.();
     db.close();
   };
   return {
@@ -66,24 +83,36 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     events,
     server,
     async start({ consumers, onStop }) {
+      server.setUnavailable(`${name} is starting and waits for NATS, which carries its events; try again shortly`);
+      let port: number;
       try {
-        const { port } = await server.start(options.listen);
-        await events.startConsuming(consumers);
-        return {
-          address: options.listen.replace(/:\d+$/, `:${port}`),
-          events,
-          async stop() {
-            await server.shutdown();
-            await events.stop();
-            onStop?.();
-            db.close();
-          },
-        };
+        ({ port } = await server.start(options.listen));
       } catch (err) {
-        await abort();
-        onStop?.();
+        await stopAll(onStop);
         throw err;
       }
+      const ready = events.start(consumers).then(
+        () => {
+          server.setUnavailable(undefined);
+          logger.info("events flow; reporting SERVING");
+        },
+        (err: unknown) => {
+          server.setUnavailable(`${name} could not start; see its log`);
+          throw err;
+        },
+      );
+      // Marked as handled here: whoever started the service awaits `ready` and sees the failure there.
+      ready.catch(() => undefined);
+      let stopped: Promise<void> | undefined;
+      return {
+        address: options.listen.replace(/:\d+$/, `:${port}`),
+        events,
+        ready,
+        stop() {
+          stopped ??= stopAll(onStop);
+          return stopped;
+        },
+      };
     },
   };
 }

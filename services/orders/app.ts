@@ -29,6 +29,8 @@ export interface OrdersOptions {
   readonly productsTimeoutMs?: number;
   readonly logger: Logger;
   readonly shutdownTimeoutMs?: number;
+  /** How long the inbox remembers processed events. Default 7 days. */
+  readonly inboxRetentionMs?: number;
 }
 
 /** A running order service, with its event runtime exposed for tests and benchmarks. */

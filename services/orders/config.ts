@@ -1,4 +1,4 @@
-import { databaseUrl, duration, hostPort, oneOf, text } from "../../platform/config/index.js";
+import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, text } from "../../platform/config/index.js";
 
 /** The order service's environment. */
 export const orderSettings = {
@@ -7,6 +7,11 @@ export const orderSettings = {
   PRODUCTS_ADDRESS: { description: "host:port of the product service", default: "127.0.0.1:50051", parse: hostPort },
   PRODUCTS_TIMEOUT: { description: "deadline of each call to the product service", default: "2s", parse: duration },
   NATS_URL: { description: "NATS server with JetStream (several comma-separated for a cluster)", default: "nats://127.0.0.1:4222", parse: text },
+  INBOX_RETENTION: {
+    description: "how long the inbox remembers a processed event, to ignore it if it comes again (at least 1h)",
+    default: "7d",
+    parse: durationAtLeast("1h", "an event can come again long after it was processed"),
+  },
   SHUTDOWN_TIMEOUT: { description: "how long a stop waits for in-flight calls", default: "10s", parse: duration },
   LOG_LEVEL: { description: "log level", default: "info", parse: oneOf("fatal", "error", "warn", "info", "debug", "trace", "silent") },
 };

@@ -14,6 +14,7 @@ await runService({
       productsTimeoutMs: config.PRODUCTS_TIMEOUT,
       natsUrl: config.NATS_URL,
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
+      inboxRetentionMs: config.INBOX_RETENTION,
       logger,
     }),
 });

@@ -21,6 +21,8 @@ export interface ProductsOptions {
   readonly natsUrl: string;
   readonly logger: Logger;
   readonly shutdownTimeoutMs?: number;
+  /** How long the inbox remembers processed events. Default 7 days. */
+  readonly inboxRetentionMs?: number;
 }
 
 /** A running product service, with its event runtime exposed for tests and benchmarks. */

@@ -1,10 +1,15 @@
-import { databaseUrl, duration, hostPort, oneOf, text } from "../../platform/config/index.js";
+import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, text } from "../../platform/config/index.js";
 
 /** The product service's environment. */
 export const productSettings = {
   PRODUCTS_LISTEN: { description: "host:port to serve gRPC on", default: "127.0.0.1:50051", parse: hostPort },
   PRODUCTS_DATABASE_URL: { description: "SQLite database file (path, file: or sqlite: URL)", default: ".data/products.db", parse: databaseUrl },
   NATS_URL: { description: "NATS server with JetStream (several comma-separated for a cluster)", default: "nats://127.0.0.1:4222", parse: text },
+  INBOX_RETENTION: {
+    description: "how long the inbox remembers a processed event, to ignore it if it comes again (at least 1h)",
+    default: "7d",
+    parse: durationAtLeast("1h", "an event can come again long after it was processed"),
+  },
   SHUTDOWN_TIMEOUT: { description: "how long a stop waits for in-flight calls", default: "10s", parse: duration },
   LOG_LEVEL: { description: "log level", default: "info", parse: oneOf("fatal", "error", "warn", "info", "debug", "trace", "silent") },
 };

@@ -12,6 +12,7 @@ await runService({
       databasePath: config.PRODUCTS_DATABASE_URL.path,
       natsUrl: config.NATS_URL,
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
+      inboxRetentionMs: config.INBOX_RETENTION,
       logger,
     }),
 });

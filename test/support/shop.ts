@@ -23,10 +23,14 @@ export interface RunningProducts {
   stop(): Promise<void>;
 }
 
-/** The real product service on a free port with its SQLite file in `dir`. */
+/** The real product service on a free port with its SQLite file in `dir`, once it reports SERVING. */
 export async function startTestProducts(dir: string, natsUrl: string, extra: Partial<Parameters<typeof startProducts>[0]> = {}): Promise<RunningProducts> {
   const databasePath = extra.databasePath ?? join(dir, "products.db");
   const service = await startProducts({ listen: "127.0.0.1:0", databasePath, natsUrl, ...extra, logger: extra.logger ?? quietLogger("products") });
+  await service.ready.catch(async (err) => {
+    await service.stop();
+    throw err;
+  });
   const client = createClient(ProductServiceService, { address: service.address, methods: ProductServiceMethods });
   return {
     service,
@@ -46,10 +50,14 @@ export interface RunningOrders {
   stop(): Promise<void>;
 }
 
-/** The real order service on a free port, talking to the product service at `productsAddress`. */
+/** The real order service on a free port, talking to the product service at `productsAddress`, once it reports SERVING. */
 export async function startTestOrders(dir: string, productsAddress: string, natsUrl: string, extra: Partial<Parameters<typeof startOrders>[0]> = {}): Promise<RunningOrders> {
   const databasePath = extra.databasePath ?? join(dir, "orders.db");
   const service = await startOrders({ listen: "127.0.0.1:0", databasePath, productsAddress, natsUrl, ...extra, logger: extra.logger ?? quietLogger("orders") });
+  await service.ready.catch(async (err) => {
+    await service.stop();
+    throw err;
+  });
   const client = createClient(OrderServiceService, { address: service.address, methods: OrderServiceMethods });
   return {
     service,

@@ -257,7 +257,7 @@ type SubscriptionSpec struct {
 	MaxDeliver int
 	// Backoff is the delay before each retry; the last one repeats.
 	Backoff []time.Duration
-	// AckWait is how long an attempt may take before the event is delivered again.
+	// AckWait is how long the server waits for an ack or a progress ack (+WPI) before it delivers the event again.
 	AckWait time.Duration
 }`;
 

@@ -68,7 +68,7 @@ describe("generateSdks", () => {
       filterSubject: "shop.orders.v1.order.*.placed",
       maxDeliver: 5,
       backoffMs: [1_000, 5_000, 30_000],
-      ackWaitMs: 30_000,
+      ackWaitMs: 5_000,
     });
     expect(manifest.events.map((e) => e.type)).toEqual([...manifest.events.map((e) => e.type)].sort());
   });

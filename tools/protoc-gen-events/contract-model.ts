@@ -77,5 +77,5 @@ export const defaults = {
   duplicateWindowMs: 120_000,
   maxDeliver: 5,
   backoffMs: [1_000, 5_000, 30_000],
-  ackWaitMs: 30_000,
+  ackWaitMs: 5_000,
 } as const;

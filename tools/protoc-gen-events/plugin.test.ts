@@ -151,7 +151,7 @@ export const OrderPlacedEvent = {
       eventType: "shop.orders.v1.OrderPlaced",
       maxDeliver: 5,
       backoffMs: [1000, 5000, 30000],
-      ackWaitMs: 30000,
+      ackWaitMs: 5000,
     },
     event: OrderPlacedEvent,
   },`);

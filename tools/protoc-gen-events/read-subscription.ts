@@ -61,7 +61,7 @@ export function readSubscription(
   if (value.ackWait) {
     const ms = toMillis(value.ackWait);
     if (!ms.ok) bad(`ack_wait ${ms.reason}`);
-    else if (ms.ms === 0) bad("ack_wait must be longer than zero (leave it unset for 30 seconds)");
+    else if (ms.ms === 0) bad("ack_wait must be longer than zero (leave it unset for 5 seconds)");
     else ackWaitMs = ms.ms;
   }
 

@@ -82,7 +82,7 @@ type SubscriptionSpec struct {
 	MaxDeliver int
 	// Backoff is the delay before each retry; the last one repeats.
 	Backoff []time.Duration
-	// AckWait is how long an attempt may take before the event is delivered again.
+	// AckWait is how long the server waits for an ack or a progress ack (+WPI) before it delivers the event again.
 	AckWait time.Duration
 }
 
@@ -496,7 +496,7 @@ var Subscriptions = []SubscriptionSpec{
 		FilterSubject: "shop.products.v1.product.*.created",
 		MaxDeliver:    5,
 		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 	},
 	{
 		Service:       "shop.orders.v1.OrderService",
@@ -506,7 +506,7 @@ var Subscriptions = []SubscriptionSpec{
 		FilterSubject: "shop.products.v1.product.*.updated",
 		MaxDeliver:    5,
 		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 	},
 	{
 		Service:       "shop.orders.v1.OrderService",
@@ -516,7 +516,7 @@ var Subscriptions = []SubscriptionSpec{
 		FilterSubject: "shop.products.v1.reservation.*.failed",
 		MaxDeliver:    5,
 		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 	},
 	{
 		Service:       "shop.orders.v1.OrderService",
@@ -526,7 +526,7 @@ var Subscriptions = []SubscriptionSpec{
 		FilterSubject: "shop.products.v1.reservation.*.reserved",
 		MaxDeliver:    5,
 		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 	},
 	{
 		Service:       "shop.products.v1.ProductService",
@@ -536,7 +536,7 @@ var Subscriptions = []SubscriptionSpec{
 		FilterSubject: "shop.orders.v1.order.*.cancelled",
 		MaxDeliver:    5,
 		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 	},
 	{
 		Service:       "shop.products.v1.ProductService",
@@ -546,7 +546,7 @@ var Subscriptions = []SubscriptionSpec{
 		FilterSubject: "shop.orders.v1.order.*.placed",
 		MaxDeliver:    5,
 		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 	},
 	{
 		Service:       "shop.products.v1.ProductService",
@@ -556,7 +556,7 @@ var Subscriptions = []SubscriptionSpec{
 		FilterSubject: "shop.orders.v1.order.*.updated",
 		MaxDeliver:    5,
 		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 	},
 }
 

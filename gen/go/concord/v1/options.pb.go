@@ -228,8 +228,13 @@ type SubscriptionOptions struct {
 	// Delay before each retry after a failed attempt; the last one repeats.
 	// 1s, 5s, 30s when not set.
 	Backoff []*durationpb.Duration `protobuf:"bytes,4,rep,name=backoff,proto3" json:"backoff,omitempty"`
-	// How long an attempt may take before the event is delivered again; 30s
-	// when not set.
+	// How long the server waits for an ack or a progress ack before it
+	// delivers an event again (to another instance, or to the process after a
+	// restart); 5s when not set. It is how long the events a crashed process
+	// had pulled wait. A running consumer sends progress acks for every event
+	// it has pulled, waiting or being handled, so a slow batch is not
+	// redelivered; only a single handler call that blocks the process for
+	// more than about a third of it can be. Raise it for such a handler.
 	AckWait       *durationpb.Duration `protobuf:"bytes,5,opt,name=ack_wait,json=ackWait,proto3" json:"ack_wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

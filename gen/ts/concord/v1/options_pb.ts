@@ -100,8 +100,13 @@ export interface SubscriptionOptions {
    */
   backoff: Duration[];
   /**
-   * How long an attempt may take before the event is delivered again; 30s
-   * when not set.
+   * How long the server waits for an ack or a progress ack before it
+   * delivers an event again (to another instance, or to the process after a
+   * restart); 5s when not set. It is how long the events a crashed process
+   * had pulled wait. A running consumer sends progress acks for every event
+   * it has pulled, waiting or being handled, so a slow batch is not
+   * redelivered; only a single handler call that blocks the process for
+   * more than about a third of it can be. Raise it for such a handler.
    */
   ackWait: Duration | undefined;
 }

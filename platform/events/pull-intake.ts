@@ -1,0 +1,194 @@
+import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg, NatsConnection } from "nats";
+import type { Logger } from "../log/index.js";
+
+export interface PullIntakeOptions {
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly stream: string;
+  readonly durable: string;
+  /** Most messages waiting to be taken plus requested from the server; the batch being handled comes on top. */
+  readonly limit: number;
+  /** The consumer's ack_wait: a message held this long without an ack or a progress ack is redelivered. */
+  readonly ackWaitMs: number;
+  /** Pause before pulling again after pulling failed. */
+  readonly reopenDelayMs: number;
+  readonly logger: Logger;
+}
+
+/**
+ * The messages of one durable pull consumer on their way to the handler.
+ * Pulls ahead a bounded number, and knows every message it has received
+ * until it is settled, so that each one, waiting or being handled, gets a
+ * progress ack before its ack_wait runs out: a slow handler is not taken for
+ * a dead process. Only a process that is gone, or blocked for more than
+ * about a third of the ack wait, can have its messages redelivered.
+ */
+export interface PullIntake {
+  /** Waits for at least one message, then takes every one that has arrived with it, up to `max`; undefined once closed. */
+  take(max: number): Promise<JsMsg[] | undefined>;
+  /** Acks or naks a taken message and forgets it. */
+  settle(msg: JsMsg, settlement: { readonly kind: "ack" } | { readonly kind: "retry"; readonly delayMs: number }): void;
+  /** Stops keeping a taken message alive without settling it: the server redelivers it after ack_wait. */
+  forget(msg: JsMsg): void;
+  /** Sends a progress ack for each message held that has had no sign of life for a while; call between stretches of synchronous work. */
+  keepAlive(): void;
+  /** Stops pulling, naks what was pulled but not taken, and resolves when pulling has ended. Taken messages can still be settled. */
+  close(): Promise<void>;
+}
+
+/** A pull request stays open this long when nothing arrives; nats.js sends idle heartbeats at half of it. */
+const pullExpiresMs = 30_000;
+
+/**
+ * Starts pulling for one consumer: a new pull request whenever a quarter of
+ * `limit` is free, for as many messages as are free, so the next messages
+ * are on their way while the last ones are handled. Messages are handed out
+ * in the order the server delivered them, whichever request brought them.
+ */
+export function createPullIntake(options: PullIntakeOptions): PullIntake {
+  const { nc, js, stream, durable, limit, reopenDelayMs, logger } = options;
+  // A message gets a progress ack once it has gone a sixth of ack_wait without one; checked as often.
+  const keepAliveMs = Math.max(1, Math.floor(options.ackWaitMs / 6));
+  const refillAt = Math.max(1, Math.floor(limit / 4));
+  const waiting: JsMsg[] = [];
+  /** Every message received and not yet settled, with when the server last had a sign of life for it. */
+  const held = new Map<JsMsg, number>();
+  /** Messages asked for by the pull requests under way and not received yet. */
+  let outstanding = 0;
+  const requests = new Set<ConsumerMessages>();
+  let failure: unknown;
+  let closed = false;
+  let arrived: (() => void) | undefined;
+  let nudged: (() => void) | undefined;
+  const notifyArrival = () => {
+    arrived?.();
+    arrived = undefined;
+  };
+  /** Wakes the pulling loop: there is room again, a request ended, or it is closing. */
+  const nudge = () => {
+    nudged?.();
+    nudged = undefined;
+  };
+  const untilNudged = (ms?: number) =>
+    new Promise<void>((resolve) => {
+      const timer = ms === undefined ? undefined : setTimeout(resolve, ms);
+      nudged = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+
+  const keepAlive = (): void => {
+    const now = performance.now();
+    for (const [msg, lastSign] of held) {
+      if (now - lastSign < keepAliveMs) continue;
+      msg.working();
+      held.set(msg, now);
+    }
+    if (closed && held.size === 0) clearInterval(timer);
+  };
+  const timer = setInterval(keepAlive, keepAliveMs);
+  timer.unref();
+
+  /** Places a message by its delivery sequence: two requests' messages can reach here interleaved. */
+  const receive = (msg: JsMsg): void => {
+    held.set(msg, performance.now());
+    const seq = msg.info.deliverySequence;
+    let i = waiting.length;
+    while (i > 0 && waiting[i - 1].info.deliverySequence > seq) i--;
+    if (i === waiting.length) waiting.push(msg);
+    else waiting.splice(i, 0, msg);
+    notifyArrival();
+  };
+
+  /** Takes in what one pull request brings until it is filled, expires or fails. */
+  const drain = async (messages: ConsumerMessages, asked: number): Promise<void> => {
+    let received = 0;
+    try {
+      for await (const msg of messages) {
+        if (received++ < asked) outstanding--;
+        receive(msg);
+      }
+    } catch (err) {
+      failure ??= err;
+    } finally {
+      outstanding -= Math.max(0, asked - received);
+      requests.delete(messages);
+      nudge();
+    }
+  };
+
+  const pulling = (async () => {
+    let consumer: Consumer | undefined;
+    while (!closed && !nc.isClosed()) {
+      if (failure !== undefined) {
+        logger.warn({ err: failure, retryInMs: reopenDelayMs }, "pulling messages failed; pulling again");
+        failure = undefined;
+        consumer = undefined;
+        await untilNudged(reopenDelayMs);
+        continue;
+      }
+      const room = limit - waiting.length - outstanding;
+      if (room < refillAt) {
+        await untilNudged();
+        continue;
+      }
+      try {
+        consumer ??= await js.consumers.get(stream, durable);
+        if (closed) break;
+        const messages = await consumer.fetch({ max_messages: room, expires: pullExpiresMs });
+        outstanding += room;
+        requests.add(messages);
+        if (closed) messages.stop();
+        void drain(messages, room);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    if (!closed) logger.warn("the NATS connection is closed; the consumer stops");
+    closed = true;
+    for (const messages of requests) messages.stop();
+    notifyArrival();
+  })();
+
+  let closing: Promise<void> | undefined;
+  return {
+    async take(max) {
+      if (waiting.length === 0) {
+        while (waiting.length === 0 && !closed) await new Promise<void>((resolve) => (arrived = resolve));
+        // What arrived together is handed over within microtasks: one macrotask later it is all here.
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      if (closed) return undefined;
+      const batch = waiting.splice(0, max);
+      if (limit - waiting.length - outstanding >= refillAt) nudge();
+      return batch;
+    },
+    settle(msg, settlement) {
+      held.delete(msg);
+      if (settlement.kind === "ack") msg.ack();
+      else msg.nak(settlement.delayMs);
+    },
+    forget(msg) {
+      held.delete(msg);
+    },
+    keepAlive,
+    close() {
+      closing ??= (async () => {
+        closed = true;
+        for (const messages of requests) messages.stop();
+        notifyArrival();
+        nudge();
+        await pulling;
+        while (requests.size > 0) await untilNudged(100);
+        // Pulled but not started: hand it back so another instance need not wait out ack_wait.
+        for (const msg of waiting.splice(0)) {
+          held.delete(msg);
+          msg.nak();
+        }
+        if (held.size === 0) clearInterval(timer);
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,81 @@
+import { join } from "node:path";
+import { status } from "@grpc/grpc-js";
+import { connect } from "nats";
+import { afterEach, describe, expect, it } from "vitest";
+import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
+import { checkHealth, createClient, waitForServing } from "../platform/grpc/index.js";
+import { freePort, startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
+import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
+import { grpcError } from "./support/shop.js";
+import { readStream } from "./support/streams.js";
+import { tempDirForSuite } from "./support/temp-dir.js";
+
+const dir = tempDirForSuite("concord-nats-late-");
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const teapot = { name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1999 }, initialStock: 3 };
+const waitingLines = (svc: ServiceProcess) => svc.logs().filter((l) => l.component === "event-runtime" && l.level === "warn");
+
+describe("a service started while NATS is not there", () => {
+  const cleanups: Array<() => Promise<unknown>> = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  /** The product service as its own process, pointed at a NATS port nothing listens on yet. */
+  const startProductsBeforeNats = async (key: string) => {
+    const natsPort = await freePort();
+    const address = `127.0.0.1:${await freePort()}`;
+    const svc = startServiceProcess("products", {
+      NATS_URL: `nats://127.0.0.1:${natsPort}`,
+      PRODUCTS_LISTEN: address,
+      PRODUCTS_DATABASE_URL: join(dir, `${key}.db`),
+      LOG_LEVEL: "info",
+    });
+    cleanups.push(() => svc.kill());
+    await expect.poll(() => checkHealth(address).catch(() => "no answer"), { timeout: 20_000, interval: 100 }).toBe("NOT_SERVING");
+    return { svc, address, natsPort };
+  };
+
+  it("reports NOT_SERVING, answers calls with UNAVAILABLE, logs why once while retrying, and serves once NATS is there", async () => {
+    const { svc, address, natsPort } = await startProductsBeforeNats("late");
+    const client = createClient(ProductServiceService, { address, maxAttempts: 1 });
+    cleanups.push(async () => client.close());
+    const refused = await grpcError(client.createProduct(teapot));
+    expect(refused.code).toBe(status.UNAVAILABLE);
+    expect(refused.details).toMatch(/products is starting and waits for NATS/);
+
+    // Several attempts to connect go by (every 0.2 to 1 s); the reason is logged once, with the address.
+    await sleep(2_500);
+    expect(svc.process.exitCode).toBeNull();
+    const waiting = waitingLines(svc);
+    expect(waiting).toHaveLength(1);
+    expect(waiting[0]).toMatchObject({ natsUrl: `nats://127.0.0.1:${natsPort}`, msg: expect.stringMatching(/NATS cannot be reached/) });
+    expect(String(waiting[0].reason)).toMatch(/CONNECTION_REFUSED/);
+    expect(await checkHealth(address)).toBe("NOT_SERVING");
+
+    const nats: NatsServerHandle = await startNatsServer({ port: natsPort, storeDir: join(dir, "late-nats") });
+    cleanups.push(() => nats.stop());
+    await waitForServing(address, 20_000);
+    const { product } = await client.createProduct(teapot);
+    expect(product?.stock).toBe(3);
+    // The streams were provisioned and the relay runs: the product's event reaches its stream.
+    const nc = await connect({ servers: nats.url });
+    cleanups.push(() => nc.close());
+    const jsm = await nc.jetstreamManager();
+    await expect
+      .poll(async () => (await readStream(jsm, "SHOP_PRODUCTS")).map((e) => e.subject), { timeout: 10_000 })
+      .toContain(`shop.products.v1.product.${product!.id}.created`);
+    await expect.poll(() => svc.logs().some((l) => l.msg === "reached NATS; events flow")).toBe(true);
+
+    expect(await svc.stop()).toBe(0);
+  }, 60_000);
+
+  it("stops with exit code 0 on SIGTERM while it still waits for NATS", async () => {
+    const { svc } = await startProductsBeforeNats("stop-while-waiting");
+    const asked = performance.now();
+    expect(await svc.stop()).toBe(0);
+    // Promptly: not after a connection timeout (20 s) or a drain of a connection that never was.
+    expect(performance.now() - asked).toBeLessThan(10_000);
+    expect(svc.logs().map((l) => l.msg)).toContain("stopped");
+  }, 60_000);
+});
