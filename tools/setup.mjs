@@ -7,7 +7,7 @@
 // into .tools/bin, Python packages into .venv) and fetches and compiles the
 // Go modules of the interop tests. Plain Node, no dependencies: it runs
 // before node_modules exists.
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -37,17 +37,42 @@ function log(message) {
   console.error(`setup: ${message}`);
 }
 
-function installNpmPackages() {
+/** How often a long step says it is still running. */
+const progressEveryMs = 20_000;
+
+/**
+ * Runs one long install step. Says first what it does and how long it
+ * usually takes the first time on a machine of two cores (`usualSeconds`,
+ * measured from a fresh clone with empty caches), then every 20 s that it is
+ * still running (npm ci and go install print nothing for minutes), then how
+ * long it took. A failed step ends the setup with its exit status.
+ */
+async function runLongStep(what, usualSeconds, command, commandArgs, options = {}) {
+  log(`${what}: usually about ${usualSeconds} s the first time on two cores`);
+  const started = Date.now();
+  const seconds = () => Math.round((Date.now() - started) / 1000);
+  const timer = setInterval(() => log(`${what}: still running, ${seconds()} s so far (usually about ${usualSeconds} s)`), progressEveryMs);
+  const status = await new Promise((resolve) => {
+    const child = spawn(command, commandArgs, { ...options, stdio: ["ignore", "inherit", "inherit"] });
+    child.once("error", (err) => {
+      log(`${command} could not be started: ${err.message}`);
+      resolve(127);
+    });
+    child.once("exit", (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+  }).finally(() => clearInterval(timer));
+  if (status !== 0) {
+    log(`${what} failed (${[command, ...commandArgs].join(" ")}); see the output above`);
+    process.exit(status);
+  }
+  log(`${what}: done in ${seconds()} s`);
+}
+
+async function installNpmPackages() {
   const lock = join(root, "package-lock.json");
   const stampFile = join(root, "node_modules", ".concord-install-stamp");
   const want = createHash("sha256").update(readFileSync(lock)).digest("hex");
   if (existsSync(stampFile) && readFileSync(stampFile, "utf8") === want) return;
-  log("installing npm packages (npm ci; better-sqlite3 may compile from source, about 90 s)");
-  const result = spawnSync("npm", ["ci", "--no-audit", "--no-fund"], { cwd: root, stdio: "inherit" });
-  if (result.status !== 0) {
-    log("npm ci failed; see the output above");
-    process.exit(result.status ?? 1);
-  }
+  await runLongStep("installing the npm packages (npm ci; better-sqlite3 compiles from source)", 180, "npm", ["ci", "--no-audit", "--no-fund"], { cwd: root });
   writeFileSync(stampFile, want);
 }
 
@@ -75,9 +100,10 @@ function ensureOsPackage(binary, pkg, { force = false } = {}) {
 // (test/interop). Pinned, because other versions print other code and
 // `npm run gen:check` compares bytes: keep the generators in step with
 // tools/contracts/sdk-tools.ts (tools/contracts/sdk.test.ts checks it).
+// usualSeconds: a first `go install` (download and compile) on two cores.
 const goPlugins = [
-  { binary: "protoc-gen-go", module: "google.golang.org/protobuf/cmd/protoc-gen-go", version: "v1.36.12", versionOutput: "protoc-gen-go v1.36.12" },
-  { binary: "protoc-gen-go-grpc", module: "google.golang.org/grpc/cmd/protoc-gen-go-grpc", version: "v1.6.2", versionOutput: "protoc-gen-go-grpc 1.6.2" },
+  { binary: "protoc-gen-go", module: "google.golang.org/protobuf/cmd/protoc-gen-go", version: "v1.36.12", versionOutput: "protoc-gen-go v1.36.12", usualSeconds: 92 },
+  { binary: "protoc-gen-go-grpc", module: "google.golang.org/grpc/cmd/protoc-gen-go-grpc", version: "v1.6.2", versionOutput: "protoc-gen-go-grpc 1.6.2", usualSeconds: 36 },
 ];
 // Everything .venv holds: grpcio-tools generates gen/python, the rest runs
 // test/interop/python; the transitive dependencies are pinned too.
@@ -107,18 +133,20 @@ function runOrExit(what, command, commandArgs, options = {}) {
 
 const goEnv = { ...process.env, GOWORK: "off" };
 
-function installGoPlugins() {
+async function installGoPlugins() {
   const binDir = join(root, ".tools", "bin");
   for (const plugin of goPlugins) {
     const binary = join(binDir, plugin.binary);
     if (existsSync(binary) && capture(binary, ["--version"]) === plugin.versionOutput) continue;
-    log(`installing ${plugin.module}@${plugin.version} into .tools/bin`);
     mkdirSync(binDir, { recursive: true });
-    runOrExit(`installing ${plugin.binary}`, "go", ["install", `${plugin.module}@${plugin.version}`], { cwd: root, env: { ...goEnv, GOBIN: binDir } });
+    await runLongStep(`building ${plugin.binary} ${plugin.version} into .tools/bin (go install)`, plugin.usualSeconds, "go", ["install", `${plugin.module}@${plugin.version}`], {
+      cwd: root,
+      env: { ...goEnv, GOBIN: binDir },
+    });
   }
 }
 
-function installPythonPackages() {
+async function installPythonPackages() {
   const venv = join(root, ".venv");
   const python = join(venv, "bin", "python");
   const stampFile = join(venv, ".concord-install-stamp");
@@ -138,41 +166,50 @@ function installPythonPackages() {
       runOrExit("creating .venv", "python3", ["-m", "venv", venv]);
     }
   }
-  log("installing the pinned Python packages into .venv (grpcio-tools for gen/python, grpcio and nats-py for the interop tests)");
-  runOrExit("installing the Python packages", python, ["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", ...pythonPackages]);
+  await runLongStep(
+    "installing the pinned Python packages into .venv (pip: grpcio-tools for gen/python, grpcio and nats-py for the interop tests)",
+    30,
+    python,
+    ["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", ...pythonPackages],
+  );
   writeFileSync(stampFile, want);
 }
 
 /**
  * Fetches the Go modules that generating gen/go (its `go mod tidy`) and
  * building test/interop/go need, so both work offline afterwards; with
- * `compile`, also compiles the interop program's dependencies (about 90 s on
- * two cores the first time).
+ * `compile`, also compiles the interop program's dependencies.
  */
-function prepareGoModules(compile) {
+async function prepareGoModules(compile) {
+  const stampFile = join(root, ".tools", "interop-go-build-stamp");
+  const interop = join(root, "test/interop/go");
+  const hasInterop = existsSync(join(interop, "go.mod"));
+  const want = hasInterop ? createHash("sha256").update(readFileSync(join(interop, "go.sum"))).update(capture("go", ["version"]) ?? "").digest("hex") : "";
+  const warm = existsSync(stampFile) && readFileSync(stampFile, "utf8") === want;
   const genGo = join(root, "gen/go");
   // `tidy -diff` changes no file; it only fetches what tidy needs (its exit status says whether gen/go is tidy, which gen:check judges).
-  if (existsSync(join(genGo, "go.mod"))) spawnSync("go", ["mod", "tidy", "-diff"], { cwd: genGo, env: goEnv, stdio: "ignore" });
-  const interop = join(root, "test/interop/go");
-  if (existsSync(join(interop, "go.mod"))) runOrExit("downloading the Go modules of test/interop/go", "go", ["mod", "download"], { cwd: interop, env: goEnv });
-  if (!compile || !existsSync(join(interop, "go.mod"))) return;
-  const stampFile = join(root, ".tools", "interop-go-build-stamp");
-  const want = createHash("sha256").update(readFileSync(join(interop, "go.sum"))).update(capture("go", ["version"]) ?? "").digest("hex");
-  const warm = existsSync(stampFile) && readFileSync(stampFile, "utf8") === want;
-  if (!warm) log("compiling the Go modules of test/interop/go (about 90 s on two cores the first time)");
+  if (existsSync(join(genGo, "go.mod"))) {
+    if (!warm) log("fetching the Go modules gen/go needs (go mod tidy -diff)");
+    spawnSync("go", ["mod", "tidy", "-diff"], { cwd: genGo, env: goEnv, stdio: "ignore" });
+  }
+  if (!hasInterop) return;
+  if (warm) runOrExit("downloading the Go modules of test/interop/go", "go", ["mod", "download"], { cwd: interop, env: goEnv });
+  else await runLongStep("downloading the Go modules of test/interop/go (go mod download)", 10, "go", ["mod", "download"], { cwd: interop, env: goEnv });
+  if (!compile) return;
   // -o /dev/null: compile and link only to fill the build cache; the tests build their own binary.
-  runOrExit("compiling test/interop/go", "go", ["build", "-o", "/dev/null", "./..."], { cwd: interop, env: goEnv });
+  if (warm) runOrExit("compiling test/interop/go", "go", ["build", "-o", "/dev/null", "./..."], { cwd: interop, env: goEnv });
+  else await runLongStep("compiling the Go modules of test/interop/go (go build, to fill the build cache)", 123, "go", ["build", "-o", "/dev/null", "./..."], { cwd: interop, env: goEnv });
   mkdirSync(join(root, ".tools"), { recursive: true });
   writeFileSync(stampFile, want);
 }
 
-installNpmPackages();
+await installNpmPackages();
 ensureOsPackage("nats-server", "nats-server");
 if (args.includes("--for-tests") || args.includes("--for-gen")) {
   ensureOsPackage("protoc", "protobuf-compiler");
   ensureOsPackage("go", "golang-go");
   ensureOsPackage("python3", "python3");
-  installGoPlugins();
-  installPythonPackages();
-  prepareGoModules(args.includes("--for-tests"));
+  await installGoPlugins();
+  await installPythonPackages();
+  await prepareGoModules(args.includes("--for-tests"));
 }
