@@ -19,13 +19,27 @@ export interface RunServiceOptions<S extends Settings> {
 }
 
 /**
+ * Set to 1 by a parent that holds a pipe on the service's standard input
+ * (`npm start`): when the pipe closes, because the parent died however it
+ * died, the service stops as on SIGTERM, and exits within `orphanStopMs`.
+ */
+export const stopOnStdinCloseVariable = "STOP_ON_STDIN_CLOSE";
+
+/** How long a service whose parent died may take to stop before it exits anyway. */
+const orphanStopMs = 15_000;
+
+/**
  * The process entry point of a service: reads and validates its environment
  * (a bad value stops it with exit code 2 and a message naming the
- * variable), starts it, and stops it cleanly on SIGTERM or SIGINT.
+ * variable), starts it, and stops it cleanly on SIGTERM or SIGINT, or, with
+ * STOP_ON_STDIN_CLOSE=1, when its standard input closes.
  */
 export async function runService<S extends Settings>(options: RunServiceOptions<S>): Promise<void> {
   if (process.argv.includes("--help") || process.argv.includes("-h")) {
-    console.log(`${options.name}: ${options.summary}\n\nConfigured by environment variables:\n${describeConfig(options.settings)}`);
+    console.log(
+      `${options.name}: ${options.summary}\n\nConfigured by environment variables:\n${describeConfig(options.settings)}\n` +
+        `  ${stopOnStdinCloseVariable.padEnd(28)} 1: stop when standard input closes, as when the parent that holds it dies (default: unset)`,
+    );
     return;
   }
   let config: ConfigOf<S>;
@@ -39,20 +53,11 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
   }
   const level = (config as Record<string, unknown>).LOG_LEVEL;
   const logger = createLogger({ service: options.name, level: typeof level === "string" ? level : "info" });
-  let running: RunningService;
-  try {
-    running = await options.start(config, logger);
-  } catch (err) {
-    logger.fatal({ err }, "start-up failed");
-    logger.flush();
-    process.exitCode = 1;
-    return;
-  }
-  logger.info({ address: running.address }, `${options.name} listening on ${running.address}`);
-
+  let running: RunningService | undefined;
   let stopping = false;
+  let orphaned = false;
   const stop = async (signal: string): Promise<void> => {
-    if (stopping) return;
+    if (stopping || !running) return;
     stopping = true;
     logger.info({ signal }, "stopping");
     try {
@@ -63,7 +68,37 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
       process.exitCode = 1;
     }
     logger.flush();
+    // Reading standard input would keep the process alive.
+    if (watchStdin) process.stdin.destroy();
   };
+  // Watched from before start-up, so that a parent dying meanwhile is not missed.
+  const watchStdin = process.env[stopOnStdinCloseVariable] === "1";
+  if (watchStdin) {
+    const onClose = () => {
+      if (orphaned) return;
+      orphaned = true;
+      setTimeout(() => {
+        logger.error({ afterMs: orphanStopMs }, "not stopped in time after standard input closed; exiting");
+        logger.flush();
+        process.exit(1);
+      }, orphanStopMs).unref();
+      void stop("stdin closed");
+    };
+    process.stdin.on("data", () => {}); // nothing is sent; only the end counts
+    process.stdin.once("end", onClose);
+    process.stdin.once("error", onClose);
+  }
+  try {
+    running = await options.start(config, logger);
+  } catch (err) {
+    logger.fatal({ err }, "start-up failed");
+    logger.flush();
+    process.exitCode = 1;
+    if (watchStdin) process.stdin.destroy();
+    return;
+  }
+  logger.info({ address: running.address }, `${options.name} listening on ${running.address}`);
   process.once("SIGTERM", () => void stop("SIGTERM"));
   process.once("SIGINT", () => void stop("SIGINT"));
+  if (orphaned) void stop("stdin closed");
 }
