@@ -43,15 +43,16 @@ const progressEveryMs = 20_000;
 /**
  * Runs one long install step. Says first what it does and how long it
  * usually takes the first time on a machine of two cores (`usualSeconds`,
- * measured from a fresh clone with empty caches), then every 20 s that it is
- * still running (npm ci and go install print nothing for minutes), then how
- * long it took. A failed step ends the setup with its exit status.
+ * measured from a fresh clone with empty caches), then every 20 s that it
+ * (`name`) is still running, since npm ci and go install print nothing for
+ * minutes, then how long it took. A failed step ends the setup with its exit
+ * status.
  */
-async function runLongStep(what, usualSeconds, command, commandArgs, options = {}) {
-  log(`${what}: usually about ${usualSeconds} s the first time on two cores`);
+async function runLongStep(what, name, usualSeconds, command, commandArgs, options = {}) {
+  log(`${what}; the first time this takes about ${usualSeconds} s on two cores`);
   const started = Date.now();
   const seconds = () => Math.round((Date.now() - started) / 1000);
-  const timer = setInterval(() => log(`${what}: still running, ${seconds()} s so far (usually about ${usualSeconds} s)`), progressEveryMs);
+  const timer = setInterval(() => log(`${name} still running: ${seconds()} s so far (usually about ${usualSeconds} s)`), progressEveryMs);
   const status = await new Promise((resolve) => {
     const child = spawn(command, commandArgs, { ...options, stdio: ["ignore", "inherit", "inherit"] });
     child.once("error", (err) => {
@@ -64,7 +65,7 @@ async function runLongStep(what, usualSeconds, command, commandArgs, options = {
     log(`${what} failed (${[command, ...commandArgs].join(" ")}); see the output above`);
     process.exit(status);
   }
-  log(`${what}: done in ${seconds()} s`);
+  log(`${name} done in ${seconds()} s`);
 }
 
 async function installNpmPackages() {
@@ -72,7 +73,7 @@ async function installNpmPackages() {
   const stampFile = join(root, "node_modules", ".concord-install-stamp");
   const want = createHash("sha256").update(readFileSync(lock)).digest("hex");
   if (existsSync(stampFile) && readFileSync(stampFile, "utf8") === want) return;
-  await runLongStep("installing the npm packages (npm ci; better-sqlite3 compiles from source)", 180, "npm", ["ci", "--no-audit", "--no-fund"], { cwd: root });
+  await runLongStep("installing the npm packages (npm ci; better-sqlite3 compiles from source)", "npm ci", 180, "npm", ["ci", "--no-audit", "--no-fund"], { cwd: root });
   writeFileSync(stampFile, want);
 }
 
@@ -139,7 +140,7 @@ async function installGoPlugins() {
     const binary = join(binDir, plugin.binary);
     if (existsSync(binary) && capture(binary, ["--version"]) === plugin.versionOutput) continue;
     mkdirSync(binDir, { recursive: true });
-    await runLongStep(`building ${plugin.binary} ${plugin.version} into .tools/bin (go install)`, plugin.usualSeconds, "go", ["install", `${plugin.module}@${plugin.version}`], {
+    await runLongStep(`downloading and building ${plugin.binary} ${plugin.version} into .tools/bin`, `go install ${plugin.binary}`, plugin.usualSeconds, "go", ["install", `${plugin.module}@${plugin.version}`], {
       cwd: root,
       env: { ...goEnv, GOBIN: binDir },
     });
@@ -159,6 +160,7 @@ async function installPythonPackages() {
       process.exit(1);
     }
     rmSync(venv, { recursive: true, force: true });
+    log("creating .venv (python3 -m venv; about 20 s the first time on two cores)");
     if (spawnSync("python3", ["-m", "venv", venv], { stdio: "ignore" }).status !== 0) {
       // Debian's python3 keeps venv (ensurepip) in a package of its own.
       ensureOsPackage("python3 -m venv", "python3-venv", { force: true });
@@ -167,7 +169,8 @@ async function installPythonPackages() {
     }
   }
   await runLongStep(
-    "installing the pinned Python packages into .venv (pip: grpcio-tools for gen/python, grpcio and nats-py for the interop tests)",
+    "installing the pinned Python packages into .venv (grpcio-tools for gen/python, grpcio and nats-py for the interop tests)",
+    "pip install",
     30,
     python,
     ["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", ...pythonPackages],
@@ -194,11 +197,11 @@ async function prepareGoModules(compile) {
   }
   if (!hasInterop) return;
   if (warm) runOrExit("downloading the Go modules of test/interop/go", "go", ["mod", "download"], { cwd: interop, env: goEnv });
-  else await runLongStep("downloading the Go modules of test/interop/go (go mod download)", 10, "go", ["mod", "download"], { cwd: interop, env: goEnv });
+  else await runLongStep("downloading the Go modules of test/interop/go", "go mod download", 10, "go", ["mod", "download"], { cwd: interop, env: goEnv });
   if (!compile) return;
   // -o /dev/null: compile and link only to fill the build cache; the tests build their own binary.
   if (warm) runOrExit("compiling test/interop/go", "go", ["build", "-o", "/dev/null", "./..."], { cwd: interop, env: goEnv });
-  else await runLongStep("compiling the Go modules of test/interop/go (go build, to fill the build cache)", 123, "go", ["build", "-o", "/dev/null", "./..."], { cwd: interop, env: goEnv });
+  else await runLongStep("compiling the Go modules of test/interop/go (to fill Go's build cache)", "go build", 123, "go", ["build", "-o", "/dev/null", "./..."], { cwd: interop, env: goEnv });
   mkdirSync(join(root, ".tools"), { recursive: true });
   writeFileSync(stampFile, want);
 }

@@ -46,7 +46,8 @@ describe("SDK plugins of buf.gen.sdk.yaml", () => {
   it("fails, naming the plugin and writing nothing, when a plugin writes no file", () => {
     const out = join(tmp.path, "silent");
     // `true` answers with an empty CodeGeneratorResponse: a plugin that generates nothing.
-    const template = templateWith(tmp.path, "silent", "  - local: [\"true\"]\n    out: gen/nothing");
+    const template = join(tmp.path, "silent.yaml");
+    writeFileSync(template, 'version: v2\nplugins:\n  - local: ["true"]\n    out: gen/nothing\n');
     expect(() => generateSdks(image, out, template)).toThrow(/local true \(out gen\/nothing\) wrote no file/);
     expect(existsSync(out)).toBe(false);
   }, 120_000);
@@ -88,7 +89,6 @@ describe("npm run gen:image", () => {
     const directory = genImage(".");
     expect(directory.status).toBe(2);
     expect(directory.stderr).toContain("is a directory");
-    expect(genImage().status).toBe(2);
     expect(listFiles(tmp.path).filter((f) => f.endsWith(".binpb") && f !== "concord.binpb")).toEqual([]);
   });
 });
