@@ -23,6 +23,7 @@ import { mkdirSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { waitForServing } from "../platform/grpc/index.js";
+import { stopOnStdinCloseVariable } from "../platform/runtime/index.js";
 import { repoRoot } from "./contracts/image.js";
 import { findBinary } from "./find-binary.mjs";
 import { serviceCommand } from "./service-launch.js";
@@ -158,7 +159,7 @@ async function main(): Promise<void> {
   env.PRODUCTS_LISTEN = productsListen;
   env.ORDERS_LISTEN = ordersListen;
   env.PRODUCTS_ADDRESS = process.env.PRODUCTS_ADDRESS || productsListen;
-  env.STOP_ON_STDIN_CLOSE = "1";
+  env[stopOnStdinCloseVariable] = "1";
   let natsTether: StdioOptions = [];
 
   let natsUrl = process.env.NATS_URL;
