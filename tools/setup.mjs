@@ -41,18 +41,19 @@ function log(message) {
 const progressEveryMs = 20_000;
 
 /**
- * Runs one long install step. Says first what it does and how long it
- * usually takes the first time on a machine of two cores (`usualSeconds`,
- * measured from a fresh clone with empty caches), then every 20 s that it
- * (`name`) is still running, since npm ci and go install print nothing for
- * minutes, then how long it took. A failed step ends the setup with its exit
- * status.
+ * Runs one long install step. Says first what it does and how long it took
+ * the first time on a machine of two cores (`usualSeconds`, [fastest,
+ * slowest] measured from fresh clones with empty caches, the slowest with the
+ * cores busy with other work), then every 20 s that it (`name`) is still
+ * running, since npm ci and go install print nothing for minutes, then how
+ * long it took. A failed step ends the setup with its exit status.
  */
 async function runLongStep(what, name, usualSeconds, command, commandArgs, options = {}) {
-  log(`${what}; the first time this takes about ${usualSeconds} s on two cores`);
+  const usual = `${usualSeconds[0]} to ${usualSeconds[1]} s`;
+  log(`${what}; the first time this takes ${usual} on two cores`);
   const started = Date.now();
   const seconds = () => Math.round((Date.now() - started) / 1000);
-  const timer = setInterval(() => log(`${name} still running: ${seconds()} s so far (usually about ${usualSeconds} s)`), progressEveryMs);
+  const timer = setInterval(() => log(`${name} still running: ${seconds()} s so far (usually ${usual})`), progressEveryMs);
   const status = await new Promise((resolve) => {
     const child = spawn(command, commandArgs, { ...options, stdio: ["ignore", "inherit", "inherit"] });
     child.once("error", (err) => {
@@ -73,7 +74,7 @@ async function installNpmPackages() {
   const stampFile = join(root, "node_modules", ".concord-install-stamp");
   const want = createHash("sha256").update(readFileSync(lock)).digest("hex");
   if (existsSync(stampFile) && readFileSync(stampFile, "utf8") === want) return;
-  await runLongStep("installing the npm packages (npm ci; better-sqlite3 compiles from source)", "npm ci", 180, "npm", ["ci", "--no-audit", "--no-fund"], { cwd: root });
+  await runLongStep("installing the npm packages (npm ci; better-sqlite3 compiles from source)", "npm ci", [140, 275], "npm", ["ci", "--no-audit", "--no-fund"], { cwd: root });
   writeFileSync(stampFile, want);
 }
 
@@ -101,10 +102,10 @@ function ensureOsPackage(binary, pkg, { force = false } = {}) {
 // (test/interop). Pinned, because other versions print other code and
 // `npm run gen:check` compares bytes: keep the generators in step with
 // tools/contracts/sdk-tools.ts (tools/contracts/sdk.test.ts checks it).
-// usualSeconds: a first `go install` (download and compile) on two cores.
+// usualSeconds: a first `go install` (download and compile) on two cores, see runLongStep.
 const goPlugins = [
-  { binary: "protoc-gen-go", module: "google.golang.org/protobuf/cmd/protoc-gen-go", version: "v1.36.12", versionOutput: "protoc-gen-go v1.36.12", usualSeconds: 92 },
-  { binary: "protoc-gen-go-grpc", module: "google.golang.org/grpc/cmd/protoc-gen-go-grpc", version: "v1.6.2", versionOutput: "protoc-gen-go-grpc 1.6.2", usualSeconds: 36 },
+  { binary: "protoc-gen-go", module: "google.golang.org/protobuf/cmd/protoc-gen-go", version: "v1.36.12", versionOutput: "protoc-gen-go v1.36.12", usualSeconds: [35, 90] },
+  { binary: "protoc-gen-go-grpc", module: "google.golang.org/grpc/cmd/protoc-gen-go-grpc", version: "v1.6.2", versionOutput: "protoc-gen-go-grpc 1.6.2", usualSeconds: [10, 35] },
 ];
 // Everything .venv holds: grpcio-tools generates gen/python, the rest runs
 // test/interop/python; the transitive dependencies are pinned too.
@@ -160,7 +161,7 @@ async function installPythonPackages() {
       process.exit(1);
     }
     rmSync(venv, { recursive: true, force: true });
-    log("creating .venv (python3 -m venv; about 20 s the first time on two cores)");
+    log("creating .venv (python3 -m venv; 8 to 20 s on two cores)");
     if (spawnSync("python3", ["-m", "venv", venv], { stdio: "ignore" }).status !== 0) {
       // Debian's python3 keeps venv (ensurepip) in a package of its own.
       ensureOsPackage("python3 -m venv", "python3-venv", { force: true });
@@ -171,7 +172,7 @@ async function installPythonPackages() {
   await runLongStep(
     "installing the pinned Python packages into .venv (grpcio-tools for gen/python, grpcio and nats-py for the interop tests)",
     "pip install",
-    30,
+    [12, 16],
     python,
     ["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", ...pythonPackages],
   );
@@ -197,11 +198,11 @@ async function prepareGoModules(compile) {
   }
   if (!hasInterop) return;
   if (warm) runOrExit("downloading the Go modules of test/interop/go", "go", ["mod", "download"], { cwd: interop, env: goEnv });
-  else await runLongStep("downloading the Go modules of test/interop/go", "go mod download", 10, "go", ["mod", "download"], { cwd: interop, env: goEnv });
+  else await runLongStep("downloading the Go modules of test/interop/go", "go mod download", [2, 5], "go", ["mod", "download"], { cwd: interop, env: goEnv });
   if (!compile) return;
   // -o /dev/null: compile and link only to fill the build cache; the tests build their own binary.
   if (warm) runOrExit("compiling test/interop/go", "go", ["build", "-o", "/dev/null", "./..."], { cwd: interop, env: goEnv });
-  else await runLongStep("compiling the Go modules of test/interop/go (to fill Go's build cache)", "go build", 123, "go", ["build", "-o", "/dev/null", "./..."], { cwd: interop, env: goEnv });
+  else await runLongStep("compiling the Go modules of test/interop/go (to fill Go's build cache)", "go build", [55, 125], "go", ["build", "-o", "/dev/null", "./..."], { cwd: interop, env: goEnv });
   mkdirSync(join(root, ".tools"), { recursive: true });
   writeFileSync(stampFile, want);
 }
