@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { createServer } from "node:net";
+import { readdirSync, readFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { createClient } from "../platform/grpc/index.js";
@@ -13,24 +14,77 @@ const freePort = () =>
     });
   });
 
+const isListening = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const socket = connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+
+/**
+ * Every process that belongs to a system started with DATA_DIR `dataDir`:
+ * whose arguments or environment name it (start.ts, nats-server and the
+ * script that runs it, the services). Reads /proc, so Linux only.
+ */
+function processesOf(dataDir: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const text = readFileSync(`/proc/${entry}/cmdline`, "utf8") + "\0" + readFileSync(`/proc/${entry}/environ`, "utf8");
+      if (text.split("\0").some((field) => field === `DATA_DIR=${dataDir}` || field.startsWith(dataDir))) found.push(Number(entry));
+    } catch {
+      // gone meanwhile, or not ours to read
+    }
+  }
+  return found;
+}
+
+interface SystemOptions {
+  readonly ports?: { nats: number; products: number; orders: number };
+  /** In a process group of its own, as `npm start` in a terminal is. */
+  readonly detached?: boolean;
+  readonly logLevel?: string;
+}
+
 /** Runs `npm start`'s script and collects what it prints. */
-async function startSystem(dataDir: string) {
-  const [nats, products, orders] = [await freePort(), await freePort(), await freePort()];
-  const env = { ...process.env, DATA_DIR: dataDir, NATS_PORT: String(nats), PRODUCTS_LISTEN: `127.0.0.1:${products}`, ORDERS_LISTEN: `127.0.0.1:${orders}`, LOG_LEVEL: "warn", NATS_URL: "" };
-  const child = spawn(process.execPath, ["--import", "tsx", "tools/start.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
+async function startSystem(dataDir: string, options: SystemOptions = {}) {
+  const ports = options.ports ?? { nats: await freePort(), products: await freePort(), orders: await freePort() };
+  const env = {
+    ...process.env,
+    DATA_DIR: dataDir,
+    NATS_PORT: String(ports.nats),
+    PRODUCTS_LISTEN: `127.0.0.1:${ports.products}`,
+    ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
+    LOG_LEVEL: options.logLevel ?? "warn",
+    NATS_URL: "",
+  };
+  const child = spawn(process.execPath, ["--import", "tsx", "tools/start.ts"], { env, stdio: ["ignore", "pipe", "pipe"], detached: options.detached ?? false });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   await expect.poll(() => output, { timeout: 40_000, interval: 100 }).toContain("Concord is up");
-  return { child, exited, output: () => output, productsAddress: `127.0.0.1:${products}` };
+  return { child, exited, output: () => output, ports, productsAddress: `127.0.0.1:${ports.products}` };
 }
 
 describe("npm start", () => {
   const dir = tempDir();
   let child: ChildProcess | undefined;
   afterEach(() => {
+    // Whatever a failed test left running, so the next one starts clean.
     child?.kill("SIGKILL");
+    for (const pid of processesOf(dir.path)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    child = undefined;
     dir.remove();
   });
 
@@ -56,5 +110,35 @@ describe("npm start", () => {
     expect(await system.exited).toBe(1);
     expect(system.output()).toMatch(/products exited unexpectedly/);
     expect(system.output()).toContain("everything stopped");
+  });
+
+  it("stops everything on SIGHUP to its process group, as when its terminal closes, leaving the ports free", { timeout: 90_000 }, async () => {
+    const system = await startSystem(dir.path, { detached: true });
+    child = system.child;
+    expect(processesOf(dir.path).length).toBeGreaterThanOrEqual(4);
+    process.kill(-system.child.pid!, "SIGHUP");
+    expect(await system.exited).toBe(0);
+    expect(system.output()).toContain("everything stopped");
+    expect(processesOf(dir.path)).toEqual([]);
+    for (const port of Object.values(system.ports)) expect(await isListening(port)).toBe(false);
+
+    const again = await startSystem(dir.path, { ports: system.ports });
+    child = again.child;
+    again.child.kill("SIGINT");
+    expect(await again.exited).toBe(0);
+  });
+
+  it("stops the services gracefully, then nats-server, when it is killed outright", { timeout: 90_000 }, async () => {
+    const system = await startSystem(dir.path, { detached: true, logLevel: "info" });
+    child = system.child;
+    const started = processesOf(dir.path);
+    expect(started.length).toBeGreaterThanOrEqual(4);
+    process.kill(system.child.pid!, "SIGKILL");
+    await expect.poll(() => processesOf(dir.path), { timeout: 20_000, interval: 100 }).toEqual([]);
+    for (const port of Object.values(system.ports)) expect(await isListening(port)).toBe(false);
+    // Each service logged a clean stop, which needs NATS up while it drains.
+    const stops = system.output().split("\n").filter((line) => line.includes('"msg":"stopped"'));
+    expect(stops.map((line) => (JSON.parse(line) as { service: string }).service).sort()).toEqual(["orders", "products"]);
+    expect(system.output()).not.toMatch(/"msg":"stop failed"/);
   });
 });

@@ -8,7 +8,7 @@
 // Go modules of the interop tests; for the tests alone, the pinned grpcurl and
 // nats CLI (.tools/bin), which the tests run against the services. Plain
 // Node, no dependencies: it runs before node_modules exists.
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -39,17 +39,44 @@ function log(message) {
   console.error(`setup: ${message}`);
 }
 
-function installNpmPackages() {
+/** How often a long step says it is still running. */
+const progressEveryMs = 20_000;
+
+/**
+ * Runs one long install step. Says first what it does and how long it took
+ * the first time on a machine of two cores (`usualSeconds`, [fastest,
+ * slowest] measured from fresh clones with empty caches, the slowest with the
+ * cores busy with other work), then every 20 s that it (`name`) is still
+ * running, since npm ci and go install print nothing for minutes, then how
+ * long it took. A failed step ends the setup with its exit status.
+ */
+async function runLongStep(what, name, usualSeconds, command, commandArgs, options = {}) {
+  const usual = `${usualSeconds[0]} to ${usualSeconds[1]} s`;
+  log(`${what}; the first time this takes ${usual} on two cores`);
+  const started = Date.now();
+  const seconds = () => Math.round((Date.now() - started) / 1000);
+  const timer = setInterval(() => log(`${name} still running: ${seconds()} s so far (usually ${usual})`), progressEveryMs);
+  const status = await new Promise((resolve) => {
+    const child = spawn(command, commandArgs, { ...options, stdio: ["ignore", "inherit", "inherit"] });
+    child.once("error", (err) => {
+      log(`${command} could not be started: ${err.message}`);
+      resolve(127);
+    });
+    child.once("exit", (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+  }).finally(() => clearInterval(timer));
+  if (status !== 0) {
+    log(`${what} failed (${[command, ...commandArgs].join(" ")}); see the output above`);
+    process.exit(status);
+  }
+  log(`${name} done in ${seconds()} s`);
+}
+
+async function installNpmPackages() {
   const lock = join(root, "package-lock.json");
   const stampFile = join(root, "node_modules", ".concord-install-stamp");
   const want = createHash("sha256").update(readFileSync(lock)).digest("hex");
   if (existsSync(stampFile) && readFileSync(stampFile, "utf8") === want) return;
-  log("installing npm packages (npm ci; better-sqlite3 may compile from source, about 90 s)");
-  const result = spawnSync("npm", ["ci", "--no-audit", "--no-fund"], { cwd: root, stdio: "inherit" });
-  if (result.status !== 0) {
-    log("npm ci failed; see the output above");
-    process.exit(result.status ?? 1);
-  }
+  await runLongStep("installing the npm packages (npm ci; better-sqlite3 compiles from source)", "npm ci", [140, 275], "npm", ["ci", "--no-audit", "--no-fund"], { cwd: root });
   writeFileSync(stampFile, want);
 }
 
@@ -77,16 +104,17 @@ function ensureOsPackage(binary, pkg, { force = false } = {}) {
 // (test/interop). Pinned, because other versions print other code and
 // `npm run gen:check` compares bytes: keep the generators in step with
 // tools/contracts/sdk-tools.ts (tools/contracts/sdk.test.ts checks it).
+// usualSeconds: a first `go install` (download and compile) on two cores, see runLongStep.
 const goPlugins = [
-  { binary: "protoc-gen-go", module: "google.golang.org/protobuf/cmd/protoc-gen-go", version: "v1.36.12", versionOutput: "protoc-gen-go v1.36.12" },
-  { binary: "protoc-gen-go-grpc", module: "google.golang.org/grpc/cmd/protoc-gen-go-grpc", version: "v1.6.2", versionOutput: "protoc-gen-go-grpc 1.6.2" },
+  { binary: "protoc-gen-go", module: "google.golang.org/protobuf/cmd/protoc-gen-go", version: "v1.36.12", versionOutput: "protoc-gen-go v1.36.12", usualSeconds: [35, 90] },
+  { binary: "protoc-gen-go-grpc", module: "google.golang.org/grpc/cmd/protoc-gen-go-grpc", version: "v1.6.2", versionOutput: "protoc-gen-go-grpc 1.6.2", usualSeconds: [10, 35] },
 ];
 // The stock tools the tests drive the running services with
 // (test/real-tools.test.ts). Neither prints its own version when built with
 // `go install`, so the module version recorded in the binary is checked.
 const testTools = [
-  { binary: "grpcurl", module: "github.com/fullstorydev/grpcurl", path: "github.com/fullstorydev/grpcurl/cmd/grpcurl", version: "v1.9.4", takes: "about 2 minutes" },
-  { binary: "nats", module: "github.com/nats-io/natscli", path: "github.com/nats-io/natscli/nats", version: "v0.5.0", takes: "about 2 minutes" },
+  { binary: "grpcurl", module: "github.com/fullstorydev/grpcurl", path: "github.com/fullstorydev/grpcurl/cmd/grpcurl", version: "v1.9.4", usualSeconds: 120 },
+  { binary: "nats", module: "github.com/nats-io/natscli", path: "github.com/nats-io/natscli/nats", version: "v0.5.0", usualSeconds: 120 },
 ];
 // Everything .venv holds: grpcio-tools generates gen/python, the rest runs
 // test/interop/python; the transitive dependencies are pinned too.
@@ -116,14 +144,16 @@ function runOrExit(what, command, commandArgs, options = {}) {
 
 const goEnv = { ...process.env, GOWORK: "off" };
 
-function installGoPlugins() {
+async function installGoPlugins() {
   const binDir = join(root, ".tools", "bin");
   for (const plugin of goPlugins) {
     const binary = join(binDir, plugin.binary);
     if (existsSync(binary) && capture(binary, ["--version"]) === plugin.versionOutput) continue;
-    log(`installing ${plugin.module}@${plugin.version} into .tools/bin`);
     mkdirSync(binDir, { recursive: true });
-    runOrExit(`installing ${plugin.binary}`, "go", ["install", `${plugin.module}@${plugin.version}`], { cwd: root, env: { ...goEnv, GOBIN: binDir } });
+    await runLongStep(`downloading and building ${plugin.binary} ${plugin.version} into .tools/bin`, `go install ${plugin.binary}`, plugin.usualSeconds, "go", ["install", `${plugin.module}@${plugin.version}`], {
+      cwd: root,
+      env: { ...goEnv, GOBIN: binDir },
+    });
   }
 }
 
@@ -134,19 +164,19 @@ function goModuleOf(binary) {
   return line?.trim().split("\t").slice(1, 3).join(" ");
 }
 
-function installTestTools() {
+async function installTestTools() {
   const binDir = join(root, ".tools", "bin");
   for (const tool of testTools) {
     if (goModuleOf(join(binDir, tool.binary)) === `${tool.module} ${tool.version}`) continue;
-    log(`installing ${tool.path}@${tool.version} into .tools/bin (go install; ${tool.takes} on two idle cores the first time, longer when they are busy)`);
     mkdirSync(binDir, { recursive: true });
-    const started = Date.now();
-    runOrExit(`installing ${tool.binary}`, "go", ["install", `${tool.path}@${tool.version}`], { cwd: root, env: { ...goEnv, GOBIN: binDir } });
-    log(`installed ${tool.binary} ${tool.version} in ${Math.round((Date.now() - started) / 1000)} s`);
+    await runLongStep(`downloading and building ${tool.binary} ${tool.version} into .tools/bin (the tests run it)`, `go install ${tool.binary}`, tool.usualSeconds, "go", ["install", `${tool.path}@${tool.version}`], {
+      cwd: root,
+      env: { ...goEnv, GOBIN: binDir },
+    });
   }
 }
 
-function installPythonPackages() {
+async function installPythonPackages() {
   const venv = join(root, ".venv");
   const python = join(venv, "bin", "python");
   const stampFile = join(venv, ".concord-install-stamp");
@@ -159,6 +189,7 @@ function installPythonPackages() {
       process.exit(1);
     }
     rmSync(venv, { recursive: true, force: true });
+    log("creating .venv (python3 -m venv; 8 to 20 s on two cores)");
     if (spawnSync("python3", ["-m", "venv", venv], { stdio: "ignore" }).status !== 0) {
       // Debian's python3 keeps venv (ensurepip) in a package of its own.
       ensureOsPackage("python3 -m venv", "python3-venv", { force: true });
@@ -166,42 +197,52 @@ function installPythonPackages() {
       runOrExit("creating .venv", "python3", ["-m", "venv", venv]);
     }
   }
-  log("installing the pinned Python packages into .venv (grpcio-tools for gen/python, grpcio and nats-py for the interop tests)");
-  runOrExit("installing the Python packages", python, ["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", ...pythonPackages]);
+  await runLongStep(
+    "installing the pinned Python packages into .venv (grpcio-tools for gen/python, grpcio and nats-py for the interop tests)",
+    "pip install",
+    [12, 16],
+    python,
+    ["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", ...pythonPackages],
+  );
   writeFileSync(stampFile, want);
 }
 
 /**
  * Fetches the Go modules that generating gen/go (its `go mod tidy`) and
  * building test/interop/go need, so both work offline afterwards; with
- * `compile`, also compiles the interop program's dependencies (about 90 s on
- * two cores the first time).
+ * `compile`, also compiles the interop program's dependencies.
  */
-function prepareGoModules(compile) {
+async function prepareGoModules(compile) {
+  const stampFile = join(root, ".tools", "interop-go-build-stamp");
+  const interop = join(root, "test/interop/go");
+  const hasInterop = existsSync(join(interop, "go.mod"));
+  const want = hasInterop ? createHash("sha256").update(readFileSync(join(interop, "go.sum"))).update(capture("go", ["version"]) ?? "").digest("hex") : "";
+  const warm = existsSync(stampFile) && readFileSync(stampFile, "utf8") === want;
   const genGo = join(root, "gen/go");
   // `tidy -diff` changes no file; it only fetches what tidy needs (its exit status says whether gen/go is tidy, which gen:check judges).
-  if (existsSync(join(genGo, "go.mod"))) spawnSync("go", ["mod", "tidy", "-diff"], { cwd: genGo, env: goEnv, stdio: "ignore" });
-  const interop = join(root, "test/interop/go");
-  if (existsSync(join(interop, "go.mod"))) runOrExit("downloading the Go modules of test/interop/go", "go", ["mod", "download"], { cwd: interop, env: goEnv });
-  if (!compile || !existsSync(join(interop, "go.mod"))) return;
-  const stampFile = join(root, ".tools", "interop-go-build-stamp");
-  const want = createHash("sha256").update(readFileSync(join(interop, "go.sum"))).update(capture("go", ["version"]) ?? "").digest("hex");
-  const warm = existsSync(stampFile) && readFileSync(stampFile, "utf8") === want;
-  if (!warm) log("compiling the Go modules of test/interop/go (about 90 s on two cores the first time)");
+  if (existsSync(join(genGo, "go.mod"))) {
+    if (!warm) log("fetching the Go modules gen/go needs (go mod tidy -diff)");
+    spawnSync("go", ["mod", "tidy", "-diff"], { cwd: genGo, env: goEnv, stdio: "ignore" });
+  }
+  if (!hasInterop) return;
+  if (warm) runOrExit("downloading the Go modules of test/interop/go", "go", ["mod", "download"], { cwd: interop, env: goEnv });
+  else await runLongStep("downloading the Go modules of test/interop/go", "go mod download", [2, 5], "go", ["mod", "download"], { cwd: interop, env: goEnv });
+  if (!compile) return;
   // -o /dev/null: compile and link only to fill the build cache; the tests build their own binary.
-  runOrExit("compiling test/interop/go", "go", ["build", "-o", "/dev/null", "./..."], { cwd: interop, env: goEnv });
+  if (warm) runOrExit("compiling test/interop/go", "go", ["build", "-o", "/dev/null", "./..."], { cwd: interop, env: goEnv });
+  else await runLongStep("compiling the Go modules of test/interop/go (to fill Go's build cache)", "go build", [55, 125], "go", ["build", "-o", "/dev/null", "./..."], { cwd: interop, env: goEnv });
   mkdirSync(join(root, ".tools"), { recursive: true });
   writeFileSync(stampFile, want);
 }
 
-installNpmPackages();
+await installNpmPackages();
 ensureOsPackage("nats-server", "nats-server");
 if (args.includes("--for-tests") || args.includes("--for-gen")) {
   ensureOsPackage("protoc", "protobuf-compiler");
   ensureOsPackage("go", "golang-go");
   ensureOsPackage("python3", "python3");
-  installGoPlugins();
-  installPythonPackages();
-  prepareGoModules(args.includes("--for-tests"));
-  if (args.includes("--for-tests")) installTestTools();
+  await installGoPlugins();
+  await installPythonPackages();
+  await prepareGoModules(args.includes("--for-tests"));
+  if (args.includes("--for-tests")) await installTestTools();
 }

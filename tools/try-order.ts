@@ -1,24 +1,44 @@
 /**
  * A worked example against a running system (`npm start`): creates a
  * product, places an order for it, and follows the order until the saga
- * settles it. `npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT]`
+ * settles it. Finds the services where `npm start` puts them, from the same
+ * environment variables; `--products` and `--orders` override them.
  */
 import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { createClient } from "../platform/grpc/index.js";
 
-const arg = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(name);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
-};
+const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT]
 
-async function main(): Promise<void> {
-  if (process.argv.includes("--help")) {
-    console.log("Usage: npx tsx tools/try-order.ts [--products 127.0.0.1:50051] [--orders 127.0.0.1:50052]");
+Creates a product, places an order for it and follows the order until the
+saga settles it. The services are found where \`npm start\` puts them:
+  --products HOST:PORT   product service (default: $PRODUCTS_LISTEN or 127.0.0.1:50051)
+  --orders HOST:PORT     order service (default: $ORDERS_LISTEN or 127.0.0.1:50052)`;
+
+/** The value after `flag`, or `fallback` when the flag is absent; undefined when the flag has no value. */
+function flag(args: string[], name: string, fallback: string): string | undefined {
+  const i = args.indexOf(name);
+  if (i < 0) return fallback;
+  const value = args[i + 1];
+  return value && !value.startsWith("--") ? value : undefined;
+}
+
+async function main(args: string[]): Promise<void> {
+  if (args.includes("--help")) {
+    console.log(usage);
     return;
   }
-  const products = createClient(ProductServiceService, { address: arg("--products", "127.0.0.1:50051") });
-  const orders = createClient(OrderServiceService, { address: arg("--orders", "127.0.0.1:50052") });
+  const productsAddress = flag(args, "--products", process.env.PRODUCTS_LISTEN || "127.0.0.1:50051");
+  const ordersAddress = flag(args, "--orders", process.env.ORDERS_LISTEN || "127.0.0.1:50052");
+  const known = new Set(["--products", "--orders", productsAddress, ordersAddress]);
+  const unknown = args.filter((a) => !known.has(a));
+  if (productsAddress === undefined || ordersAddress === undefined || unknown.length > 0) {
+    console.error(`try-order: bad arguments: ${unknown.join(" ") || "--products and --orders need HOST:PORT"}\n\n${usage}`);
+    process.exitCode = 2;
+    return;
+  }
+  const products = createClient(ProductServiceService, { address: productsAddress });
+  const orders = createClient(OrderServiceService, { address: ordersAddress });
   try {
     const { product } = await products.createProduct({ name: "Teapot", description: "Blue porcelain", price: { currencyCode: "EUR", amountMinor: 1999 }, initialStock: 3 });
     console.log(`created product ${product!.id}: ${product!.name}, stock ${product!.stock}`);
@@ -44,7 +64,7 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
+main(process.argv.slice(2)).catch((err) => {
   console.error(`try-order: ${err instanceof Error ? err.message : err}`);
   process.exitCode = 1;
 });

@@ -4,16 +4,54 @@
  * declare, plus the dead letter stream, through ordered consumers (nothing is
  * acknowledged or changed).
  */
-import { DeliverPolicy, connect } from "nats";
+import { AckPolicy, ConsumerEvents, DeliverPolicy, type JetStreamManager, type NatsError, connect, nanos, type OrderedConsumerOptions } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, type EventDescriptor } from "../platform/events/index.js";
 
 const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--nats URL]
 
 Prints each event as a JSON line: stream, sequence, subject, type, id, source,
-time and the decoded payload. Ctrl-C stops.
+time and the decoded payload. Ctrl-C stops. A stream that is missing, or on
+which the server refuses a consumer, is named on standard error; when no
+stream can be read, it exits with status 1.
   --all        start from the first stored event instead of new ones only
   --nats URL   NATS server (default: $NATS_URL or nats://127.0.0.1:4222)`;
+
+/**
+ * Where the ordered consumer starts. For a replay, a start sequence of 1
+ * (the first message still stored): nats.js sends `opt_start_seq` with
+ * whatever deliver policy it is given, and the server refuses "all" together
+ * with a start sequence (err_code 10094).
+ */
+function startAt(all: boolean): Partial<OrderedConsumerOptions> {
+  return all ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 1 } : { deliver_policy: DeliverPolicy.New };
+}
+
+/**
+ * Creates, then deletes, an ephemeral consumer like the ordered consumer the
+ * watcher reads with. nats.js retries a refused ordered consumer in silence
+ * (for minutes); this way a refusal (permissions, limits, options) is
+ * thrown with the server's own words at once.
+ */
+async function checkConsumerAllowed(jsm: JetStreamManager, stream: string, all: boolean): Promise<void> {
+  const { deliver_policy, opt_start_seq } = startAt(all);
+  const info = await jsm.consumers.add(stream, {
+    ack_policy: AckPolicy.None,
+    deliver_policy,
+    ...(opt_start_seq === undefined ? {} : { opt_start_seq }),
+    mem_storage: true,
+    num_replicas: 1,
+    inactive_threshold: nanos(10_000),
+  });
+  await jsm.consumers.delete(stream, info.name).catch(() => undefined);
+}
+
+/** The server's reason for an error, with its JetStream error code when it gave one. */
+function reason(err: unknown): string {
+  const apiError = (err as NatsError).api_error;
+  const message = apiError?.description ?? (err instanceof Error ? err.message : String(err));
+  return apiError?.err_code ? `${message} (err_code ${apiError.err_code})` : message;
+}
 
 async function main(args: string[]): Promise<void> {
   if (args.includes("--help")) return console.log(usage);
@@ -39,16 +77,40 @@ async function main(args: string[]): Promise<void> {
   process.once("SIGINT", quit);
   process.once("SIGTERM", quit);
   const streams = [...allStreams.map((s) => s.name), deadLetterStreamSpec.name];
+  const all = args.includes("--all");
+  /** The stream's messages, or undefined (said on standard error) when it cannot be read. */
+  const open = async (stream: string) => {
+    try {
+      await jsm.streams.info(stream);
+    } catch (err) {
+      const missing = (err as NatsError).api_error?.err_code === 10059;
+      console.error(`watch-events: stream ${stream} ${missing ? "does not exist yet (start the services first)" : `cannot be read: ${reason(err)}`}; skipping it`);
+      return undefined;
+    }
+    try {
+      await checkConsumerAllowed(jsm, stream, all);
+      return await (await js.consumers.get(stream, startAt(all))).consume();
+    } catch (err) {
+      console.error(`watch-events: the server refused a consumer on stream ${stream}: ${reason(err)}`);
+      return undefined;
+    }
+  };
+  const opened = await Promise.all(streams.map(async (stream) => ({ stream, messages: await open(stream) })));
+  if (opened.every((o) => o.messages === undefined)) {
+    await nc.close();
+    throw new Error(`no stream can be read (${streams.join(", ")})`);
+  }
   await Promise.all(
-    streams.map(async (stream) => {
-      try {
-        await jsm.streams.info(stream);
-      } catch {
-        console.error(`watch-events: stream ${stream} does not exist yet (start the services first); skipping it`);
-        return;
-      }
-      const consumer = await js.consumers.get(stream, { deliver_policy: args.includes("--all") ? DeliverPolicy.All : DeliverPolicy.New });
-      for await (const msg of await consumer.consume()) {
+    opened.map(async ({ stream, messages }) => {
+      if (!messages) return;
+      void (async () => {
+        for await (const status of await messages.status()) {
+          if (status.type === ConsumerEvents.StreamNotFound || status.type === ConsumerEvents.NoResponders || status.type === ConsumerEvents.HeartbeatsMissed) {
+            console.error(`watch-events: stream ${stream}: ${status.type} (${status.data})`);
+          }
+        }
+      })();
+      for await (const msg of messages) {
         const type = msg.headers?.get("ce-type") ?? "";
         const descriptor = byType.get(type);
         let payload: unknown;

@@ -1,2 +1,2 @@
-export { runService, type RunningService, type RunServiceOptions } from "./run-service.js";
+export { runService, stopOnStdinCloseVariable, type RunningService, type RunServiceOptions } from "./run-service.js";
 export { createServiceHost, type ServiceHost, type ServiceHostOptions } from "./service-host.js";

@@ -25,11 +25,22 @@ export interface RunServiceOptions<S extends Settings> {
 }
 
 /**
+ * Set to 1 by a parent that holds a pipe on the service's standard input
+ * (`npm start`): when the pipe closes, because the parent died however it
+ * died, the service stops as on SIGTERM, and exits within `orphanStopMs`.
+ */
+export const stopOnStdinCloseVariable = "STOP_ON_STDIN_CLOSE";
+
+/** How long a service whose parent died may take to stop before it exits anyway. */
+const orphanStopMs = 15_000;
+
+/**
  * The process entry point of a service: reads and validates its environment
  * (a bad value stops it with exit code 2 and a message naming the
- * variable), starts it, and stops it cleanly on SIGTERM or SIGINT, in every
- * phase, waiting for a dependency included (exit code 0). A start-up that
- * fails for good (a conflicting stream) stops it with exit code 1.
+ * variable), starts it, and stops it cleanly on SIGTERM or SIGINT, or, with
+ * STOP_ON_STDIN_CLOSE=1, when its standard input closes, in every phase,
+ * waiting for a dependency included (exit code 0). A start-up that fails for
+ * good (a conflicting stream) stops it with exit code 1.
  */
 export async function runService<S extends Settings>(options: RunServiceOptions<S>): Promise<void> {
   if (process.argv.includes("--help") || process.argv.includes("-h")) {
@@ -63,12 +74,32 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
       process.exitCode = 1;
     }
     logger.flush();
+    // Reading standard input would keep the process alive.
+    if (watchStdin) process.stdin.destroy();
     // Everything is closed; a connection attempt to an absent NATS may still hold the event loop.
     setTimeout(() => process.exit(), 2_000).unref();
   };
   const onSignal = (signal: NodeJS.Signals) => void stop(signal);
   process.once("SIGTERM", onSignal);
   process.once("SIGINT", onSignal);
+  // Watched from before start-up, so that a parent dying meanwhile is not missed.
+  const watchStdin = process.env[stopOnStdinCloseVariable] === "1";
+  if (watchStdin) {
+    let orphaned = false;
+    const onClose = () => {
+      if (orphaned) return;
+      orphaned = true;
+      setTimeout(() => {
+        logger.error({ afterMs: orphanStopMs }, "not stopped in time after standard input closed; exiting");
+        logger.flush();
+        process.exit(1);
+      }, orphanStopMs).unref();
+      void stop("stdin closed");
+    };
+    process.stdin.on("data", () => {}); // nothing is sent; only the end counts
+    process.stdin.once("end", onClose);
+    process.stdin.once("error", onClose);
+  }
   try {
     running = await options.start(config, logger);
   } catch (err) {
@@ -77,6 +108,7 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
     process.exitCode = 1;
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
+    if (watchStdin) process.stdin.destroy();
     return;
   }
   logger.info({ address: running.address }, `${options.name} listening on ${running.address}`);

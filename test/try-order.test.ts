@@ -1,0 +1,45 @@
+import { spawn } from "node:child_process";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Shop, startShop } from "./support/shop.js";
+
+/** Runs tools/try-order.ts as a user would; resolves with its exit code and output. */
+function tryOrder(args: string[], env: NodeJS.ProcessEnv) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", "tools/try-order.ts", ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.once("exit", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe("tools/try-order.ts", () => {
+  let shop: Shop;
+  beforeAll(async () => {
+    shop = await startShop();
+  }, 60_000);
+  afterAll(() => shop?.stop());
+
+  it("finds the services where PRODUCTS_LISTEN and ORDERS_LISTEN put them, as npm start does, unless flags say otherwise", async () => {
+    const result = await tryOrder([], { PRODUCTS_LISTEN: shop.products.service.address, ORDERS_LISTEN: shop.orders.service.address });
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/order \S+ is ORDER_STATE_CONFIRMED/);
+    expect(result.stdout).toMatch(/now has stock 1$/m);
+
+    // --products and --orders still win over the environment.
+    const flags = await tryOrder(["--products", shop.products.service.address, "--orders", shop.orders.service.address], { PRODUCTS_LISTEN: "127.0.0.1:1", ORDERS_LISTEN: "127.0.0.1:1" });
+    expect(flags.stderr).toBe("");
+    expect(flags.stdout).toMatch(/order \S+ is ORDER_STATE_CONFIRMED/);
+  });
+
+  it("says so in --help, and refuses a flag without an address", async () => {
+    const help = await tryOrder(["--help"], {});
+    expect(help.stdout).toContain("$PRODUCTS_LISTEN");
+    expect(help.stdout).toContain("$ORDERS_LISTEN");
+    const bad = await tryOrder(["--orders"], {});
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--products and --orders need HOST:PORT");
+  });
+});

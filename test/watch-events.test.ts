@@ -1,0 +1,89 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { AckPolicy, connect } from "nats";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { allStreams } from "../gen/ts/concord_streams.js";
+import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { deadLetterStreamSpec } from "../platform/events/index.js";
+import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { address, type Shop, startShop } from "./support/shop.js";
+
+/** Runs tools/watch-events.ts as a user would, collecting what it prints. */
+function watchEvents(args: string[]) {
+  const child = spawn(process.execPath, ["--import", "tsx", "tools/watch-events.ts", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { child, exited, stdout: () => stdout, stderr: () => stderr };
+}
+
+describe("tools/watch-events.ts", () => {
+  const started: ChildProcess[] = [];
+  const run = (args: string[]) => {
+    const tool = watchEvents(args);
+    started.push(tool.child);
+    return tool;
+  };
+  afterEach(() => {
+    for (const child of started.splice(0)) child.kill("SIGKILL");
+  });
+
+  describe("against a running shop", () => {
+    let shop: Shop;
+    beforeAll(async () => {
+      shop = await startShop();
+    }, 60_000);
+    afterAll(() => shop?.stop());
+
+    it("replays the events stored before it started with --all, decoded", async () => {
+      const { product } = await shop.products.client.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1999 }, initialStock: 5 });
+      const { order } = await shop.orders.client.createOrder({ customerId: "c-1", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address });
+      await expect.poll(async () => (await shop.orders.client.getOrder({ id: order!.id })).order!.state, { timeout: 10_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
+
+      const tool = run(["--all", "--nats", shop.nats.url]);
+      await expect.poll(() => tool.stdout(), { timeout: 20_000, interval: 100 }).toContain("shop.orders.v1.OrderConfirmed");
+      const lines = tool.stdout().trim().split("\n").map((line) => JSON.parse(line) as { stream: string; seq: number; type: string; source: string; payload: Record<string, unknown> });
+      const created = lines.find((l) => l.type === "shop.products.v1.ProductCreated");
+      expect(created).toMatchObject({ stream: "SHOP_PRODUCTS", seq: 1, source: "products" });
+      expect(JSON.stringify(created!.payload)).toContain(product!.id);
+      expect(lines.map((l) => l.type)).toEqual(expect.arrayContaining(["shop.orders.v1.OrderPlaced", "shop.products.v1.StockReserved", "shop.orders.v1.OrderConfirmed"]));
+      expect(tool.stderr()).toBe("");
+      tool.child.kill("SIGINT");
+      expect(await tool.exited).toBe(0);
+    });
+  });
+
+  describe("against a server that refuses it", () => {
+    let nats: NatsServerHandle;
+    beforeAll(async () => {
+      nats = await startNatsServer();
+    }, 60_000);
+    afterAll(() => nats?.stop());
+
+    it("says that no stream exists and exits with status 1", async () => {
+      const tool = run(["--all", "--nats", nats.url]);
+      expect(await tool.exited).toBe(1);
+      for (const stream of ["SHOP_ORDERS", "SHOP_PRODUCTS", "CONCORD_DLQ"]) expect(tool.stderr()).toContain(`stream ${stream} does not exist yet`);
+      expect(tool.stderr()).toContain("no stream can be read");
+    });
+
+    it("prints the server's refusal of its consumer and exits with status 1 when nothing can be read", async () => {
+      // Streams that take one consumer, and have it already.
+      const nc = await connect({ servers: nats.url });
+      const jsm = await nc.jetstreamManager();
+      for (const spec of [...allStreams, deadLetterStreamSpec]) {
+        await jsm.streams.add({ name: spec.name, subjects: [...spec.subjects], max_consumers: 1 });
+        await jsm.consumers.add(spec.name, { durable_name: "the-only-one", ack_policy: AckPolicy.Explicit });
+      }
+      await nc.close();
+
+      const tool = run(["--all", "--nats", nats.url]);
+      expect(await tool.exited).toBe(1);
+      for (const stream of ["SHOP_ORDERS", "SHOP_PRODUCTS", "CONCORD_DLQ"]) {
+        expect(tool.stderr()).toMatch(new RegExp(`the server refused a consumer on stream ${stream}: maximum consumers limit reached \\(err_code 10026\\)`));
+      }
+      expect(tool.stdout()).toBe("");
+    });
+  });
+});
