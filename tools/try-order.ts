@@ -4,8 +4,11 @@
  * settles it. Finds the services where `npm start` puts them, from the same
  * environment variables; `--products` and `--orders` override them.
  */
+import { randomUUID } from "node:crypto";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { OrderServiceMethods } from "../gen/ts/shop/orders/v1/order_service_rpc.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
+import { ProductServiceMethods } from "../gen/ts/shop/products/v1/product_service_rpc.js";
 import { createClient } from "../platform/grpc/index.js";
 
 const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT]
@@ -37,15 +40,17 @@ async function main(args: string[]): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  const products = createClient(ProductServiceService, { address: productsAddress });
-  const orders = createClient(OrderServiceService, { address: ordersAddress });
+  const products = createClient(ProductServiceService, { address: productsAddress, methods: ProductServiceMethods });
+  const orders = createClient(OrderServiceService, { address: ordersAddress, methods: OrderServiceMethods });
   try {
-    const { product } = await products.createProduct({ name: "Teapot", description: "Blue porcelain", price: { currencyCode: "EUR", amountMinor: 1999 }, initialStock: 3 });
+    const { product } = await products.createProduct({ name: "Teapot", description: "Blue porcelain", price: { currencyCode: "EUR", amountMinor: 1999 }, initialStock: 3, requestId: randomUUID() });
     console.log(`created product ${product!.id}: ${product!.name}, stock ${product!.stock}`);
     const { order } = await orders.createOrder({
       customerId: "customer-1",
       lines: [{ productId: product!.id, quantity: 2 }],
       shippingAddress: { recipient: "Ada Lovelace", line1: "12 St James's Square", line2: "", city: "London", postalCode: "SW1Y 4JH", countryCode: "GB" },
+      // Safe to retry: a repeat with this id returns this order instead of placing another.
+      requestId: randomUUID(),
     });
     console.log(`placed order ${order!.id}: ${OrderState[order!.state]}, total ${order!.total!.amountMinor} ${order!.total!.currencyCode}`);
     for (let i = 0; i < 50; i++) {

@@ -1,1 +1,1 @@
-export { createRequestIds, requestIdMigrations, type IdentifiedCall, type RequestIds, type ResponseCodec } from "./request-ids.js";
+export { createRequestIds, defaultRequestIdRetentionMs, requestIdMigrations, requestIdRetention, type IdentifiedCall, type RequestIds, type ResponseCodec } from "./request-ids.js";

@@ -1,6 +1,7 @@
 import { status } from "@grpc/grpc-js";
 import { StatusError } from "../grpc/status-error.js";
-import type { Database, Migration } from "../sql/index.js";
+import type { Logger } from "../log/index.js";
+import { type Database, type Migration, type Retention, startRetention } from "../sql/index.js";
 
 /** The table of request ids: one row per call that carried one, with its request's digest and its response. */
 export const requestIdMigrations: Migration[] = [
@@ -49,8 +50,21 @@ export interface RequestIds {
    * and stores its response with the id, committed or rolled back with it.
    */
   once<R>(call: IdentifiedCall, requestId: string | undefined, codec: ResponseCodec<R>, work: () => R): R;
-  /** Deletes up to `limit` ids older than `before` (ms since the epoch); returns how many. */
-  prune(before: number, limit: number): number;
+}
+
+/** 24 hours: the promise the contracts make (request ids are "remembered for at least 24 hours"). */
+export const defaultRequestIdRetentionMs = 24 * 3_600_000;
+
+/** Forgets request ids older than `retentionMs` (default 24 hours), checked every hour at most. */
+export function requestIdRetention(options: { readonly db: Database; readonly logger: Logger; readonly retentionMs?: number }): Retention {
+  return startRetention({
+    db: options.db,
+    name: "request ids",
+    table: "request_ids",
+    timeColumn: "created_at",
+    retentionMs: options.retentionMs ?? defaultRequestIdRetentionMs,
+    logger: options.logger,
+  });
 }
 
 /** The request ids of `db`; throws when its table is missing (requestIdMigrations not applied). */
@@ -59,7 +73,6 @@ export function createRequestIds(db: Database): RequestIds {
   if (!exists) throw new Error("createRequestIds: the database has no request_ids table; pass requestIdMigrations to openDatabase");
   const find = db.sqlite.prepare<[string, string], { digest: Buffer; response: Buffer }>("SELECT digest, response FROM request_ids WHERE method = ? AND request_id = ?");
   const insert = db.sqlite.prepare("INSERT INTO request_ids (method, request_id, digest, response, created_at) VALUES (?, ?, ?, ?, ?)");
-  const prune = db.sqlite.prepare("DELETE FROM request_ids WHERE (method, request_id) IN (SELECT method, request_id FROM request_ids WHERE created_at < ? LIMIT ?)");
   return {
     once(call, requestId, codec, work) {
       if (requestId === undefined || requestId === "") return work();
@@ -75,9 +88,6 @@ export function createRequestIds(db: Database): RequestIds {
       const response = work();
       insert.run(call.method, requestId, Buffer.from(call.requestDigest), Buffer.from(codec.encode(response).finish()), Date.now());
       return response;
-    },
-    prune(before, limit) {
-      return prune.run(before, limit).changes;
     },
   };
 }

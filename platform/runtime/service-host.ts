@@ -1,9 +1,9 @@
 import type { ConsumerBinding, EventRuntime } from "../events/index.js";
 import { createEventRuntime, eventMigrations, type StreamSpec } from "../events/index.js";
 import { createGrpcServer, type GrpcServer } from "../grpc/index.js";
-import { createRequestIds, requestIdMigrations, type RequestIds } from "../idempotency/index.js";
+import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
 import type { Logger } from "../log/index.js";
-import { type Database, type Migration, openDatabase } from "../sql/index.js";
+import { type Database, type Migration, openDatabase, type Retention } from "../sql/index.js";
 import type { RunningService } from "./run-service.js";
 
 export interface ServiceHostOptions {
@@ -24,6 +24,8 @@ export interface ServiceHostOptions {
   readonly shutdownTimeoutMs?: number;
   /** How long the inbox remembers processed events (see inboxRetention). Default 7 days. */
   readonly inboxRetentionMs?: number;
+  /** How long request ids are remembered (see platform/idempotency). Default 24 hours. */
+  readonly requestIdRetentionMs?: number;
 }
 
 /** What a service wires its own parts onto before it starts serving. */
@@ -71,8 +73,10 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     db.close();
     throw err;
   }
+  let requestIdsKept: Retention | undefined;
   const stopAll = async (onStop?: () => void) => {
     await server.shutdown();
+    await requestIdsKept?.stop();
     await events.stop();
     onStop?.();
     db.close();
@@ -84,6 +88,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     server,
     async start({ consumers, onStop }) {
       server.setUnavailable(`${name} is starting and waits for NATS, which carries its events; try again shortly`);
+      requestIdsKept = requestIdRetention({ db, logger, ...(options.requestIdRetentionMs !== undefined && { retentionMs: options.requestIdRetentionMs }) });
       let port: number;
       try {
         ({ port } = await server.start(options.listen));

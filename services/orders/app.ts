@@ -31,6 +31,8 @@ export interface OrdersOptions {
   readonly shutdownTimeoutMs?: number;
   /** How long the inbox remembers processed events. Default 7 days. */
   readonly inboxRetentionMs?: number;
+  /** How long a request_id is remembered. Default 24 hours. */
+  readonly requestIdRetentionMs?: number;
 }
 
 /** A running order service, with its event runtime exposed for tests and benchmarks. */

@@ -12,6 +12,11 @@ export const orderSettings = {
     default: "7d",
     parse: durationAtLeast("1h", "an event can come again long after it was processed"),
   },
+  REQUEST_ID_RETENTION: {
+    description: "how long a request_id is remembered, so that a repeated create returns its first result (at least 1h)",
+    default: "24h",
+    parse: durationAtLeast("1h", "clients retry for a while after a failure"),
+  },
   SHUTDOWN_TIMEOUT: { description: "how long a stop waits for in-flight calls", default: "10s", parse: duration },
   LOG_LEVEL: { description: "log level", default: "info", parse: oneOf("fatal", "error", "warn", "info", "debug", "trace", "silent") },
 };

@@ -15,6 +15,7 @@ await runService({
       natsUrl: config.NATS_URL,
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
       inboxRetentionMs: config.INBOX_RETENTION,
+      requestIdRetentionMs: config.REQUEST_ID_RETENTION,
       logger,
     }),
 });

@@ -23,6 +23,8 @@ export interface ProductsOptions {
   readonly shutdownTimeoutMs?: number;
   /** How long the inbox remembers processed events. Default 7 days. */
   readonly inboxRetentionMs?: number;
+  /** How long a request_id is remembered. Default 24 hours. */
+  readonly requestIdRetentionMs?: number;
 }
 
 /** A running product service, with its event runtime exposed for tests and benchmarks. */
