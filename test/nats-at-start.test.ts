@@ -42,7 +42,7 @@ describe("a service started while NATS is not there", () => {
     cleanups.push(async () => client.close());
     const refused = await grpcError(client.createProduct(teapot));
     expect(refused.code).toBe(status.UNAVAILABLE);
-    expect(refused.details).toMatch(/products is starting and waits for NATS/);
+    expect(refused.message).toMatch(/products is starting and waits for NATS/);
 
     // Several attempts to connect go by (every 0.2 to 1 s); the reason is logged once, with the address.
     await sleep(2_500);

@@ -111,13 +111,13 @@ describe("OrderService", () => {
     const overLimit = Buffer.from(CreateOrderRequest.encode({ customerId: "c".repeat(20_000), lines: lines(1, teapot), shippingAddress: address }).finish());
     const over = await grpcError(rawCall(orders.service.address, OrderServiceService.createOrder.path, overLimit));
     expect(over.code).toBe(status.RESOURCE_EXHAUSTED);
-    expect(over.details).toMatch(/CreateOrder request may have at most \d+ bytes; this one has \d+/);
+    expect(over.message).toMatch(/CreateOrder request may have at most \d+ bytes; this one has \d+/);
   });
 
   it("answers NOT_FOUND for an unknown product and stores nothing", async () => {
     const err = await grpcError(orders.client.createOrder({ customerId: "c-unknown", lines: [{ productId: cup, quantity: 1 }, { productId: unknownId, quantity: 1 }], shippingAddress: address }));
     expect(err.code).toBe(status.NOT_FOUND);
-    expect(err.details).toContain("lines[1].product_id");
+    expect(err.message).toContain("lines[1].product_id");
     expect((await orders.client.listOrders({ customerId: "c-unknown", pageSize: 0, pageToken: "" })).orders).toEqual([]);
     expect((await grpcError(orders.client.getOrder({ id: unknownId }))).code).toBe(status.NOT_FOUND);
   });

@@ -171,7 +171,7 @@ describe("ProductService", () => {
     // CreateProduct's contract bounds a request to a few KiB: 40 KiB is refused before it is decoded.
     const overLimit = await grpcError(products.client.createProduct({ name: "x", description: "d".repeat(40 * 1024), price: eur(1), initialStock: 0 }));
     expect(overLimit.code).toBe(status.RESOURCE_EXHAUSTED);
-    expect(overLimit.details).toMatch(/CreateProduct request may have at most \d+ bytes/);
+    expect(overLimit.message).toMatch(/CreateProduct request may have at most \d+ bytes/);
     expect(await checkHealth(products.service.address)).toBe("SERVING");
     expect((await create("Still works")).name).toBe("Still works");
   });

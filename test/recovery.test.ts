@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { status, type ServiceError } from "@grpc/grpc-js";
+import { Code, type StatusError } from "../platform/errors/index.js";
 import { connect } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderServiceService, OrderState, type Order } from "../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -93,7 +93,7 @@ describe("recovery after the order service is killed", () => {
         // Any answer of the service itself counts, NOT_FOUND included.
         const answered = await client.getOrder({ id: uuidv7() }, { timeoutMs: 500 }).then(
           () => true,
-          (err: ServiceError) => err.code === status.NOT_FOUND,
+          (err: StatusError) => err.code === Code.NOT_FOUND,
         );
         if (answered) firstOkAt = performance.now();
         else await sleep(20);
@@ -116,7 +116,7 @@ describe("recovery after the order service is killed", () => {
       const all: Order[] = [];
       let pageToken = "";
       do {
-        const page = await client.listOrders({ customerId, pageSize: 500, pageToken });
+        const page = await client.listOrders({ customerId, pageSize: 500, pageToken }, { timeoutMs: 10_000 });
         all.push(...page.orders);
         pageToken = page.nextPageToken;
       } while (pageToken !== "");

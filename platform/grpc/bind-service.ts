@@ -1,10 +1,9 @@
-import { createHash } from "node:crypto";
-import { type Metadata, type ServerUnaryCall, type sendUnaryData, type ServiceError, status, Metadata as GrpcMetadata } from "@grpc/grpc-js";
+import { type ServerUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js";
 import { infoLineWriter, type Logger } from "../log/index.js";
-import { encodedSizeBound, type FieldViolation, type MessageChecker } from "../contracts/index.js";
-import type { CallContext } from "./call-context.js";
-import { encodeBadRequestStatus } from "./status-details.js";
-import { StatusError, statusName } from "./status-error.js";
+import { encodedSizeBound, type MessageChecker } from "../contracts/index.js";
+import { Code, codeName, StatusError, type FieldViolation } from "../errors/index.js";
+import { type CallContext, UnaryCallContext } from "./call-context.js";
+import { toGrpcError } from "./grpc-status.js";
 
 /** A unary method as ts-proto describes it for grpc-js. */
 export interface UnaryMethodDefinition<Req, Res> {
@@ -121,7 +120,7 @@ function unaryHandler(
       }
       const grpcError = toGrpcError(err);
       if (grpcError.code === status.INTERNAL) log.error({ code: "INTERNAL", ms, err }, "call failed");
-      else log.info({ code: statusName(grpcError.code ?? status.UNKNOWN), ms, reason: grpcError.details }, "call");
+      else log.info({ code: codeName((grpcError.code ?? Code.UNKNOWN) as number as Code), ms, reason: grpcError.details }, "call");
       callback(grpcError);
     };
     const bytes = call.request;
@@ -134,7 +133,7 @@ function unaryHandler(
         return finish(err);
       }
       if (overfull.length > 0) return finish(StatusError.invalidArgument(overfull));
-      return finish(new StatusError(status.RESOURCE_EXHAUSTED, `a ${methodName} request may have at most ${limit} bytes; this one has ${bytes.length}`));
+      return finish(new StatusError(Code.RESOURCE_EXHAUSTED, `a ${methodName} request may have at most ${limit} bytes; this one has ${bytes.length}`));
     }
     let request: unknown;
     try {
@@ -161,84 +160,4 @@ function unaryHandler(
       },
     );
   };
-}
-
-const cancelReason = () => new StatusError(status.CANCELLED, "the call was cancelled");
-
-/**
- * The CallContext of one unary call. Most handlers read none of deadline,
- * traceparent or signal, so each is worked out on first use, and only a
- * handler that reads `signal` pays for an AbortController and a listener.
- */
-class UnaryCallContext implements CallContext {
-  private controller: AbortController | undefined;
-  private onCancelled: (() => void) | undefined;
-  private done = false;
-  private deadlineValue: Date | undefined | null = null;
-  private traceparentValue: string | undefined | null = null;
-  private digestValue: Uint8Array | undefined;
-
-  constructor(
-    readonly method: string,
-    private readonly call: ServerUnaryCall<Buffer, unknown>,
-    readonly log: Logger,
-  ) {}
-
-  get metadata(): Metadata {
-    return this.call.metadata;
-  }
-  get parentCall(): ServerUnaryCall<unknown, unknown> {
-    return this.call as ServerUnaryCall<unknown, unknown>;
-  }
-  get deadline(): Date | undefined {
-    if (this.deadlineValue === null) {
-      const deadline = this.call.getDeadline();
-      this.deadlineValue = deadline instanceof Date ? deadline : Number.isFinite(deadline) ? new Date(deadline) : undefined;
-    }
-    return this.deadlineValue;
-  }
-  get requestDigest(): Uint8Array {
-    this.digestValue ??= createHash("sha256").update(this.call.request).digest();
-    return this.digestValue;
-  }
-  get traceparent(): string | undefined {
-    if (this.traceparentValue === null) this.traceparentValue = headerOf(this.call.metadata, "traceparent");
-    return this.traceparentValue;
-  }
-  get signal(): AbortSignal {
-    if (!this.controller) {
-      const controller = (this.controller = new AbortController());
-      // grpc-js also reports "cancelled" after a call completes; only a cancel before then aborts the signal.
-      if (this.call.cancelled && !this.done) controller.abort(cancelReason());
-      else if (!this.done) {
-        this.onCancelled = () => {
-          if (!this.done) controller.abort(cancelReason());
-        };
-        this.call.once("cancelled", this.onCancelled);
-      }
-    }
-    return this.controller.signal;
-  }
-  /** The handler has settled: later cancellations are not the handler's concern. */
-  end(): void {
-    this.done = true;
-    if (this.onCancelled) this.call.removeListener("cancelled", this.onCancelled);
-  }
-}
-
-function headerOf(metadata: Metadata, key: string): string | undefined {
-  const value = metadata.get(key)[0];
-  return typeof value === "string" ? value : undefined;
-}
-
-/** The status a caller sees for `err`. Only StatusError details cross the edge. */
-export function toGrpcError(err: unknown): Partial<ServiceError> {
-  if (err instanceof StatusError) {
-    const metadata = new GrpcMetadata();
-    if (err.violations.length > 0) {
-      metadata.set("grpc-status-details-bin", Buffer.from(encodeBadRequestStatus(err.code, err.message, err.violations)));
-    }
-    return { code: err.code, details: err.message, metadata };
-  }
-  return { code: status.INTERNAL, details: "internal error" };
 }

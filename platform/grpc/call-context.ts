@@ -1,26 +1,102 @@
+import { createHash } from "node:crypto";
 import type { Metadata, ServerUnaryCall } from "@grpc/grpc-js";
+import { Code, StatusError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
+
+/** Request headers (gRPC metadata) as text: `get` gives the first value of a header, by its lower-case name. */
+export interface CallHeaders {
+  get(name: string): string | undefined;
+}
 
 /**
  * What a handler knows about the call it serves, without seeing grpc-js.
- * Pass it on to outgoing calls (`client.getProduct(req, context)`) so the
- * deadline and cancellation follow the request through the system.
+ * Pass it on to outgoing calls (`client.getProduct(req, { context })`) so
+ * the deadline and cancellation follow the request through the system.
  */
 export interface CallContext {
   /** Full method name, "/shop.products.v1.ProductService/GetProduct". */
   readonly method: string;
   /** When the caller gives up; undefined when it set no deadline. */
   readonly deadline: Date | undefined;
-  /** Aborted when the caller cancels or the deadline passes. */
+  /** Aborted, with a CANCELLED StatusError, when the caller cancels or the deadline passes. */
   readonly signal: AbortSignal;
-  /** Request metadata (headers). */
-  readonly metadata: Metadata;
+  /** Request headers; binary (`-bin`) headers are left out. */
+  readonly headers: CallHeaders;
   /** W3C trace context of the call, when the caller sent one. */
   readonly traceparent: string | undefined;
   /** SHA-256 of the request as it was sent: tells a repeated request from a different one (see platform/idempotency). */
   readonly requestDigest: Uint8Array;
   /** The service's logger, bound to this call's method. */
   readonly log: Logger;
-  /** The underlying call, for deadline propagation by the client factory only. */
-  readonly parentCall: ServerUnaryCall<unknown, unknown> | undefined;
+}
+
+const cancelReason = () => new StatusError(Code.CANCELLED, "the call was cancelled");
+
+/**
+ * The CallContext of one grpc-js unary call. Most handlers read none of
+ * deadline, traceparent, digest or signal, so each is worked out on first
+ * use, and only a handler that reads `signal` pays for an AbortController
+ * and a listener.
+ */
+export class UnaryCallContext implements CallContext {
+  private controller: AbortController | undefined;
+  private onCancelled: (() => void) | undefined;
+  private done = false;
+  private deadlineValue: Date | undefined | null = null;
+  private traceparentValue: string | undefined | null = null;
+  private digestValue: Uint8Array | undefined;
+  private headersValue: CallHeaders | undefined;
+
+  constructor(
+    readonly method: string,
+    private readonly call: ServerUnaryCall<Buffer, unknown>,
+    readonly log: Logger,
+  ) {}
+
+  get headers(): CallHeaders {
+    this.headersValue ??= new MetadataHeaders(this.call.metadata);
+    return this.headersValue;
+  }
+  get deadline(): Date | undefined {
+    if (this.deadlineValue === null) {
+      const deadline = this.call.getDeadline();
+      this.deadlineValue = deadline instanceof Date ? deadline : Number.isFinite(deadline) ? new Date(deadline) : undefined;
+    }
+    return this.deadlineValue;
+  }
+  get requestDigest(): Uint8Array {
+    this.digestValue ??= createHash("sha256").update(this.call.request).digest();
+    return this.digestValue;
+  }
+  get traceparent(): string | undefined {
+    if (this.traceparentValue === null) this.traceparentValue = this.headers.get("traceparent");
+    return this.traceparentValue;
+  }
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      const controller = (this.controller = new AbortController());
+      // grpc-js also reports "cancelled" after a call completes; only a cancel before then aborts the signal.
+      if (this.call.cancelled && !this.done) controller.abort(cancelReason());
+      else if (!this.done) {
+        this.onCancelled = () => {
+          if (!this.done) controller.abort(cancelReason());
+        };
+        this.call.once("cancelled", this.onCancelled);
+      }
+    }
+    return this.controller.signal;
+  }
+  /** The handler has settled: later cancellations are not the handler's concern. */
+  end(): void {
+    this.done = true;
+    if (this.onCancelled) this.call.removeListener("cancelled", this.onCancelled);
+  }
+}
+
+class MetadataHeaders implements CallHeaders {
+  constructor(private readonly metadata: Metadata) {}
+  get(name: string): string | undefined {
+    const value = this.metadata.get(name.toLowerCase())[0];
+    return typeof value === "string" ? value : undefined;
+  }
 }

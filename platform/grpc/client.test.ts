@@ -7,7 +7,7 @@ import { createLogger } from "../log/index.js";
 import type { ServiceImpl } from "./bind-service.js";
 import { createClient } from "./client.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
-import { StatusError } from "./status-error.js";
+import { Code, StatusError } from "../errors/index.js";
 
 const logger = createLogger({ service: "client-test", level: "silent" });
 const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
@@ -21,7 +21,7 @@ function flaky(failures: number) {
     if (++calls[method] <= failures) throw StatusError.unavailable("not yet");
   };
   const unused = async (): Promise<never> => {
-    throw new StatusError(status.UNIMPLEMENTED, "not in this test");
+    throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
   };
   const impl: ServiceImpl<typeof ProductServiceService> = {
     async createProduct() {
@@ -81,7 +81,7 @@ describe("createClient", () => {
 
 function productServer(): GrpcServer {
   const unused = async (): Promise<never> => {
-    throw new StatusError(status.UNIMPLEMENTED, "not in this test");
+    throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
   };
   const server = createGrpcServer({ descriptorSet, logger, shutdownTimeoutMs: 100 });
   const impl: ServiceImpl<typeof ProductServiceService> = {

@@ -1,20 +1,27 @@
-import { Client, credentials as grpcCredentials, Metadata, status, type CallOptions, type ChannelCredentials, type ServiceError } from "@grpc/grpc-js";
+import { Client, credentials as grpcCredentials, Metadata, type CallOptions, type ChannelCredentials, type ServiceError } from "@grpc/grpc-js";
+import { Code, StatusError } from "../errors/index.js";
 import type { RequestOf, ResponseOf, ServiceDefinition } from "./bind-service.js";
 import type { CallContext } from "./call-context.js";
+import { fromGrpcError } from "./grpc-status.js";
 
 
 /**
  * Per-call settings. Passing the CallContext of the call being served
- * propagates its deadline and cancellation; `timeoutMs` bounds this call on
- * its own (the earlier of the two wins).
+ * propagates its deadline, cancellation and trace context; `timeoutMs`
+ * bounds this call on its own (the earlier deadline wins).
  */
 export interface OutgoingCallOptions {
-  readonly context?: CallContext;
+  readonly context?: Pick<CallContext, "deadline" | "signal" | "traceparent">;
   readonly timeoutMs?: number;
-  readonly metadata?: Metadata;
+  /** Request headers (gRPC metadata), text values only. */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
-/** A generated service's client with one promise-returning method per RPC. Rejects with grpc-js ServiceError. */
+/**
+ * A generated service's client with one promise-returning method per RPC.
+ * A failed call rejects with a StatusError: the server's code and message,
+ * and its field violations decoded (`err.violations`).
+ */
 export type PromiseClient<D extends ServiceDefinition> = {
   [K in keyof D]: (request: RequestOf<D[K]>, options?: OutgoingCallOptions) => Promise<ResponseOf<D[K]>>;
 } & { close(): void };
@@ -99,25 +106,32 @@ export function createClient<D extends ServiceDefinition>(definition: D, options
       const id = (request as Record<string, unknown> | null)?.[requestIdField];
       return typeof id === "string" && id !== "";
     };
-    const attempt = (request: unknown, metadata: Metadata, callOptions: CallOptions) =>
+    const attempt = (request: unknown, metadata: Metadata, callOptions: CallOptions, signal: AbortSignal | undefined) =>
       new Promise((resolve, reject) => {
-        client.makeUnaryRequest(method.path, method.requestSerialize, method.responseDeserialize, request, metadata, callOptions, (err: ServiceError | null, res?: unknown) =>
-          err ? reject(err) : resolve(res),
-        );
+        if (signal?.aborted) return reject(new StatusError(Code.CANCELLED, "the call was cancelled before it was made", { cause: signal.reason }));
+        const onAbort = () => call.cancel();
+        const call = client.makeUnaryRequest(method.path, method.requestSerialize, method.responseDeserialize, request, metadata, callOptions, (err: ServiceError | null, res?: unknown) => {
+          signal?.removeEventListener("abort", onAbort);
+          if (err) reject(fromGrpcError(err));
+          else resolve(res);
+        });
+        signal?.addEventListener("abort", onAbort, { once: true });
       });
     out[name] = async (request: unknown, call: OutgoingCallOptions = {}) => {
-      const deadline = Date.now() + (call.timeoutMs ?? defaultTimeoutMs);
-      const callOptions: CallOptions = { deadline };
-      if (call.context?.parentCall) callOptions.parent = call.context.parentCall;
-      const metadata = call.metadata ?? new Metadata();
+      const own = Date.now() + (call.timeoutMs ?? defaultTimeoutMs);
+      const inherited = call.context?.deadline?.getTime();
+      const deadline = inherited !== undefined && inherited < own ? inherited : own;
+      const metadata = new Metadata();
+      for (const [key, value] of Object.entries(call.headers ?? {})) metadata.set(key, value);
       if (call.context?.traceparent && metadata.get("traceparent").length === 0) metadata.set("traceparent", call.context.traceparent);
+      const signal = call.context?.signal;
       const attempts = repeatable(request) ? maxAttempts : 1;
       for (let n = 1; ; n++) {
         try {
-          return await attempt(request, metadata, callOptions);
+          return await attempt(request, metadata, { deadline }, signal);
         } catch (err) {
           const pause = retryDelayMs(n);
-          if (n >= attempts || (err as ServiceError).code !== status.UNAVAILABLE || Date.now() + pause >= deadline) throw err;
+          if (n >= attempts || (err as StatusError).code !== Code.UNAVAILABLE || Date.now() + pause >= deadline || signal?.aborted) throw err;
           await new Promise((r) => setTimeout(r, pause));
         }
       }

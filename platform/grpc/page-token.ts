@@ -1,4 +1,4 @@
-import { StatusError } from "./status-error.js";
+import { StatusError } from "../errors/index.js";
 
 const prefix = "after:";
 

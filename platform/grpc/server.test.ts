@@ -7,14 +7,14 @@ import type { ServiceImpl } from "./bind-service.js";
 import { createClient } from "./client.js";
 import { checkHealth } from "./health-client.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
-import { StatusError } from "./status-error.js";
+import { Code, StatusError } from "../errors/index.js";
 
 const logger = createLogger({ service: "test", level: "silent" });
 const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
 
 function impl(getProduct: ServiceImpl<typeof ProductServiceService>["getProduct"]): ServiceImpl<typeof ProductServiceService> {
   const unused = async (): Promise<never> => {
-    throw new StatusError(status.UNIMPLEMENTED, "not in this test");
+    throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
   };
   return { getProduct, batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused };
 }
@@ -77,7 +77,7 @@ describe("createGrpcServer", () => {
     const client = createClient(ProductServiceService, { address: `127.0.0.1:${port}` });
     const err = await client.getProduct({ id: product.id }).catch((e) => e);
     expect(err.code).toBe(status.INTERNAL);
-    expect(err.details).toBe("internal error");
+    expect(err.message).toBe("internal error");
     client.close();
   });
 

@@ -6,7 +6,7 @@ import { bindService, type ServiceDefinition, type ServiceImpl } from "./bind-se
 import { createMessageChecker } from "../contracts/index.js";
 import { createDescriptorIndex } from "./descriptor-index.js";
 import { addServerReflection } from "./server-reflection.js";
-import { StatusError } from "./status-error.js";
+import { StatusError } from "../errors/index.js";
 
 export interface GrpcServerOptions {
   /**

@@ -1,5 +1,5 @@
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import type { FieldViolation } from "./status-error.js";
+import type { FieldViolation } from "../errors/index.js";
 
 /**
  * google.rpc.Status with a google.rpc.BadRequest detail, the payload of the

@@ -1,5 +1,4 @@
-import { status } from "@grpc/grpc-js";
-import { StatusError } from "../grpc/status-error.js";
+import { Code, StatusError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { type Database, type Migration, type Retention, startRetention } from "../sql/index.js";
 
@@ -81,7 +80,7 @@ export function createRequestIds(db: Database): RequestIds {
       if (seen) {
         if (!Buffer.from(call.requestDigest).equals(seen.digest)) {
           const description = `was already used for a different request to ${call.method.slice(call.method.lastIndexOf("/") + 1)}; pick a new request_id for a new request`;
-          throw new StatusError(status.ALREADY_EXISTS, `request_id ${requestId} ${description}`, { violations: [{ field: "request_id", description }] });
+          throw new StatusError(Code.ALREADY_EXISTS, `request_id ${requestId} ${description}`, { violations: [{ field: "request_id", description }] });
         }
         return codec.decode(seen.response);
       }

@@ -4,7 +4,8 @@ import { OrderServiceService } from "../../gen/ts/shop/orders/v1/order_service_p
 import { OrderServiceMethods } from "../../gen/ts/shop/orders/v1/order_service_rpc.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { ProductServiceMethods } from "../../gen/ts/shop/products/v1/product_service_rpc.js";
-import { createClient, decodeStatusDetails, type FieldViolation, type PromiseClient } from "../../platform/grpc/index.js";
+import { StatusError } from "../../platform/errors/index.js";
+import { createClient, fromGrpcError, type PromiseClient } from "../../platform/grpc/index.js";
 import { createLogger } from "../../platform/log/index.js";
 import { type RunningOrders as OrdersProcess, startOrders } from "../../services/orders/app.js";
 import { type RunningProducts as ProductsProcess, startProducts } from "../../services/products/app.js";
@@ -70,15 +71,13 @@ export async function startTestOrders(dir: string, productsAddress: string, nats
   };
 }
 
-/** The gRPC error a promise rejected with, for asserting on its code and details. */
-export async function grpcError(promise: Promise<unknown>): Promise<ServiceError & { violations: FieldViolation[] }> {
+/** The StatusError a call rejected with, for asserting on its code, message and field violations. */
+export async function grpcError(promise: Promise<unknown>): Promise<StatusError> {
   try {
     await promise;
   } catch (err) {
-    const e = err as ServiceError;
-    const raw = e.metadata?.get("grpc-status-details-bin")[0];
-    const violations = raw instanceof Buffer ? decodeStatusDetails(raw).violations : [];
-    return Object.assign(e, { violations });
+    if (err instanceof StatusError) return err;
+    throw new Error(`expected the call to fail with a StatusError, but it failed with ${String(err)}`, { cause: err });
   }
   throw new Error("expected the call to fail, but it succeeded");
 }
@@ -93,7 +92,7 @@ export function rawCall(address: string, path: string, request: Buffer, timeoutM
   return new Promise<Buffer>((resolve, reject) => {
     client.makeUnaryRequest(path, identity, identity, request, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
       client.close();
-      if (err) reject(err);
+      if (err) reject(fromGrpcError(err));
       else resolve(res!);
     });
   });

@@ -1,4 +1,4 @@
-import { status } from "@grpc/grpc-js";
+import { Code as status } from "../../../platform/errors/index.js";
 import { describe, expect, it } from "vitest";
 import { assertEditable, assertVersion, cancel, type OrderRecord, priceLines, settleReservation } from "./order.js";
 

@@ -1,4 +1,4 @@
-import { StatusError } from "../../../platform/grpc/index.js";
+import { StatusError } from "../../../platform/errors/index.js";
 
 export type OrderState = "PENDING" | "CONFIRMED" | "REJECTED" | "CANCELLED";
 

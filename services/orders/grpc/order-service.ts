@@ -1,5 +1,6 @@
 import type { PromiseClient, ServiceImpl } from "../../../platform/grpc/index.js";
-import { decodePageToken, encodePageToken, pageSizeOf, StatusError } from "../../../platform/grpc/index.js";
+import { StatusError } from "../../../platform/errors/index.js";
+import { decodePageToken, encodePageToken, pageSizeOf } from "../../../platform/grpc/index.js";
 import { uuidv7 } from "../../../platform/ids/index.js";
 import type { RequestIds } from "../../../platform/idempotency/index.js";
 import type { Database } from "../../../platform/sql/index.js";

@@ -1,6 +1,5 @@
-import { status, type ServiceError } from "@grpc/grpc-js";
 import type { CallContext, PromiseClient } from "../../../platform/grpc/index.js";
-import { StatusError } from "../../../platform/grpc/index.js";
+import { Code, StatusError } from "../../../platform/errors/index.js";
 import type { Database } from "../../../platform/sql/index.js";
 import type { ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import type { ProductQuote } from "../domain/order.js";
@@ -37,7 +36,7 @@ export async function quoteProducts(sources: ProductSources, productIds: readonl
       throw upstreamError(err);
     }
     const entries = found.map((p) => {
-      if (!p.price) throw new StatusError(status.INTERNAL, `the product service returned product ${p.id} without a price`);
+      if (!p.price) throw new StatusError(Code.INTERNAL, `the product service returned product ${p.id} without a price`);
       return catalogEntryOf({ ...p, price: p.price });
     });
     db.transaction(() => entries.forEach((entry) => catalog.upsert(entry)));
@@ -49,15 +48,15 @@ export async function quoteProducts(sources: ProductSources, productIds: readonl
 }
 
 function upstreamError(err: unknown): StatusError {
-  const code = (err as Partial<ServiceError>).code;
+  const code = err instanceof StatusError ? err.code : undefined;
   switch (code) {
-    case status.UNAVAILABLE:
+    case Code.UNAVAILABLE:
       return StatusError.unavailable("the product service is unavailable; no order was placed, try again", err);
-    case status.DEADLINE_EXCEEDED:
-      return new StatusError(status.DEADLINE_EXCEEDED, "the product service did not answer in time; no order was placed", { cause: err });
-    case status.CANCELLED:
-      return new StatusError(status.CANCELLED, "the call was cancelled", { cause: err });
+    case Code.DEADLINE_EXCEEDED:
+      return new StatusError(Code.DEADLINE_EXCEEDED, "the product service did not answer in time; no order was placed", { cause: err });
+    case Code.CANCELLED:
+      return new StatusError(Code.CANCELLED, "the call was cancelled", { cause: err });
     default:
-      return new StatusError(status.INTERNAL, "looking up the products failed", { cause: err });
+      return new StatusError(Code.INTERNAL, "looking up the products failed", { cause: err });
   }
 }

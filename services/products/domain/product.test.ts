@@ -1,4 +1,4 @@
-import { status } from "@grpc/grpc-js";
+import { Code as status } from "../../../platform/errors/index.js";
 import { describe, expect, it } from "vitest";
 import { adjustedStock, editProduct, type ProductRecord } from "./product.js";
 

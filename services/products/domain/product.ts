@@ -1,5 +1,4 @@
-import { status } from "@grpc/grpc-js";
-import { StatusError } from "../../../platform/grpc/index.js";
+import { StatusError } from "../../../platform/errors/index.js";
 
 /** A product as the product service keeps it. Money is in minor units. */
 export interface ProductRecord {
@@ -65,7 +64,7 @@ export function adjustedStock(product: ProductRecord, delta: number): number {
   }
   if (stock + product.reserved > maxUnits) {
     const description = `would take product ${product.id} to ${stock} on hand plus ${product.reserved} held for orders, above the limit of ${maxUnits} units`;
-    throw new StatusError(status.OUT_OF_RANGE, `delta ${description}`, { violations: [{ field: "delta", description }] });
+    throw StatusError.outOfRange("delta", description);
   }
   return stock;
 }

@@ -1,4 +1,5 @@
-import { decodePageToken, encodePageToken, pageSizeOf, type ServiceImpl, StatusError } from "../../../platform/grpc/index.js";
+import { StatusError } from "../../../platform/errors/index.js";
+import { decodePageToken, encodePageToken, pageSizeOf, type ServiceImpl } from "../../../platform/grpc/index.js";
 import { uuidv7 } from "../../../platform/ids/index.js";
 import type { RequestIds } from "../../../platform/idempotency/index.js";
 import type { Database } from "../../../platform/sql/index.js";

@@ -1,0 +1,28 @@
+import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
+import { Code, StatusError } from "../errors/index.js";
+import { decodeStatusDetails, encodeBadRequestStatus } from "./status-details.js";
+
+/**
+ * The status a caller sees for `err`, the one place a StatusError becomes a
+ * gRPC status: its code (the same numbers), its message, and its field
+ * violations as a google.rpc.BadRequest in `grpc-status-details-bin`. Any
+ * other error is INTERNAL "internal error": its message is never sent.
+ */
+export function toGrpcError(err: unknown): Partial<ServiceError> {
+  if (err instanceof StatusError) {
+    const metadata = new Metadata();
+    if (err.violations.length > 0) {
+      metadata.set("grpc-status-details-bin", Buffer.from(encodeBadRequestStatus(err.code, err.message, err.violations)));
+    }
+    return { code: err.code as number as status, details: err.message, metadata };
+  }
+  return { code: status.INTERNAL, details: "internal error" };
+}
+
+/** The StatusError a client rejects with for a failed call: the server's code and message, its field violations decoded. */
+export function fromGrpcError(err: ServiceError): StatusError {
+  const raw = err.metadata?.get("grpc-status-details-bin")[0];
+  const violations = raw instanceof Buffer ? decodeStatusDetails(raw).violations : [];
+  const code = err.code in Code ? (err.code as number as Code) : Code.UNKNOWN;
+  return new StatusError(code, err.details || err.message, { violations, cause: err });
+}
