@@ -14,7 +14,7 @@ describe("shutdown", () => {
     const productId = (await products.client.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 100 }, initialStock: 5 })).product!.id;
     await nats.stopForRestart();
     const { order } = await orders.client.createOrder({ customerId: "c-1", lines: [{ productId, quantity: 1 }], shippingAddress: address });
-    expect(orders.service.events.outbox.pending()).toBeGreaterThan(0);
+    expect(await orders.service.events.outbox.pending()).toBeGreaterThan(0);
     await orders.stop();
     await products.stop();
     // Everything comes back: the outbox drains and the saga finishes.

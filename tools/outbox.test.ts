@@ -9,13 +9,14 @@ const dir = tempDirForSuite("concord-outbox-tool-");
 const run = (...args: string[]) => spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", ...args], { encoding: "utf8", timeout: 20_000 });
 
 describe("tools/outbox.ts", () => {
-  it("lists parked events with their reason and puts them back in the outbox", () => {
+  it("lists parked events with their reason and puts them back in the outbox", async () => {
     const path = join(dir, "service.db");
-    const db = openDatabase({ path, migrations: outboxMigrations });
-    const park = db.sqlite.prepare("INSERT INTO event_outbox_parked (event_id, subject, type, payload, headers, created_at, parked_at, reason) VALUES (?, 'a.b', 't.T', x'00', x'00', 1, 2, ?)");
-    park.run("0190a5b4-7c4e-7d3e-9f1a-000000000001", "message size exceeds maximum allowed (10054)");
-    park.run("0190a5b4-7c4e-7d3e-9f1a-000000000002", "MAX_PAYLOAD_EXCEEDED");
-    db.close();
+    const db = await openDatabase({ path, migrations: outboxMigrations });
+    const park = (id: string, reason: string) =>
+      db.run("INSERT INTO event_outbox_parked (event_id, subject, type, payload, headers, created_at, parked_at, reason) VALUES ($1, 'a.b', 't.T', x'00', x'00', 1, 2, $2)", [id, reason]);
+    await park("0190a5b4-7c4e-7d3e-9f1a-000000000001", "message size exceeds maximum allowed (10054)");
+    await park("0190a5b4-7c4e-7d3e-9f1a-000000000002", "MAX_PAYLOAD_EXCEEDED");
+    await db.close();
 
     const listed = run("--database", path, "list");
     expect(listed.status).toBe(0);

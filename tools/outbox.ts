@@ -23,7 +23,7 @@ Parked events are those the relay can never publish as they are (larger than
 the server's max_payload or the stream's max_msg_size): retry them once what
 refused them has changed.`;
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { database: { type: "string" }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } } });
   if (values.help) {
     console.log(usage);
@@ -41,26 +41,27 @@ function main(argv: string[]): number {
     console.error(`outbox: ${path} does not exist; name the service's database with --database`);
     return 2;
   }
-  const db = openDatabase({ path, migrations: outboxMigrations });
+  const db = await openDatabase({ path, migrations: outboxMigrations });
   try {
     if (command === "retry") {
-      const moved = retryParked(db, values.all ? undefined : ids);
+      const moved = await retryParked(db, values.all ? undefined : ids);
       console.log(`put ${moved} parked event(s) back in the outbox of ${path}`);
       return moved === 0 && !values.all ? 1 : 0;
     }
-    const waiting = db.sqlite.prepare("SELECT count(*) FROM event_outbox").pluck().get() as number;
-    const parked = parkedEvents(db);
+    const [{ waiting }] = await db.query<{ waiting: number }>("SELECT count(*) AS waiting FROM event_outbox");
+    const parked = await parkedEvents(db);
     console.log(`${path}: ${waiting} event(s) waiting to be published, ${parked.length} parked`);
     for (const p of parked) console.log(JSON.stringify({ eventId: p.eventId, type: p.type, subject: p.subject, bytes: p.size, createdAt: p.createdAt, parkedAt: p.parkedAt, reason: p.reason }));
     return 0;
   } finally {
-    db.close();
+    await db.close();
   }
 }
 
-try {
-  process.exitCode = main(process.argv.slice(2));
-} catch (err) {
-  console.error(`outbox: ${err instanceof Error ? err.message : err}`);
-  process.exitCode = 1;
-}
+main(process.argv.slice(2)).then(
+  (code) => (process.exitCode = code),
+  (err: unknown) => {
+    console.error(`outbox: ${err instanceof Error ? err.message : err}`);
+    process.exitCode = 1;
+  },
+);

@@ -62,7 +62,7 @@ workerMain<ConsumeConfig, ConsumeResult>(async (config) => {
 
   if (config.mode === "concord") {
     const dir = mkdtempSync(join(tmpdir(), "concord-bench-inbox-"));
-    const db = openDatabase({ path: join(dir, "consumer.db"), migrations: eventMigrations });
+    const db = await openDatabase({ path: join(dir, "consumer.db"), migrations: eventMigrations });
     const running = await startConsumers({
       nc,
       db,
@@ -73,7 +73,7 @@ workerMain<ConsumeConfig, ConsumeResult>(async (config) => {
     });
     stop = () => running.stop();
     cleanup = () => {
-      db.close();
+      void db.close();
       rmSync(dir, { recursive: true, force: true });
     };
   } else {

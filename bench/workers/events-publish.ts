@@ -125,7 +125,7 @@ workerMain<PublishConfig, PublishResult>(async (config) => {
 
 async function outbox(config: PublishConfig, logger: ReturnType<typeof createLogger>): Promise<PublishResult> {
   const dir = mkdtempSync(join(tmpdir(), "concord-bench-outbox-"));
-  const db = openDatabase({ path: join(dir, "outbox.db"), migrations: outboxMigrations });
+  const db = await openDatabase({ path: join(dir, "outbox.db"), migrations: outboxMigrations });
   const bus = await connectEventBus({ url: config.natsUrl, name: "bench-outbox", logger });
   try {
     await ensureStreams(bus.jsm, [streamSpec]);
@@ -141,7 +141,7 @@ async function outbox(config: PublishConfig, logger: ReturnType<typeof createLog
         const backlog = committed - relay.stats().published;
         const room = Math.min(2 * config.window - backlog, 64);
         for (let i = 0; i < room; i++) {
-          db.transaction(() => box.add(OrderPlacedEvent, sampleOrderPlaced(nextId())));
+          await db.transaction(async (tx) => void box.add(tx, OrderPlacedEvent, sampleOrderPlaced(nextId())));
           committed++;
         }
         await new Promise((r) => setImmediate(r));
@@ -163,7 +163,7 @@ async function outbox(config: PublishConfig, logger: ReturnType<typeof createLog
     const committedInWindow = committed - committedBefore;
     stop = true;
     await producing;
-    const backlogAtEnd = box.pending();
+    const backlogAtEnd = await box.pending();
     await relay.stop();
     const acked = after.published - before.published - (after.duplicates - before.duplicates);
     return {
@@ -181,7 +181,7 @@ async function outbox(config: PublishConfig, logger: ReturnType<typeof createLog
     };
   } finally {
     await bus.close();
-    db.close();
+    await db.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }

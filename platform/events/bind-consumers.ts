@@ -10,8 +10,8 @@ export type ConsumerMap = Readonly<Record<string, { readonly spec: ConsumerSpec;
 /** The event type a descriptor carries. */
 export type EventOf<D> = D extends EventDescriptor<infer T> ? T : never;
 
-/** One synchronous handler per entry of a consumers map, with the event type of that entry. */
-export type HandlersFor<C extends ConsumerMap> = { readonly [K in keyof C]: (event: EventOf<C[K]["event"]>, context: EventContext) => void };
+/** One handler per entry of a consumers map, with the event type of that entry. */
+export type HandlersFor<C extends ConsumerMap> = { readonly [K in keyof C]: (event: EventOf<C[K]["event"]>, context: EventContext) => Promise<void> | void };
 
 /**
  * Pairs a generated consumers map with an object implementing the generated

@@ -1,17 +1,17 @@
-import type { JsMsg, Msg, NatsConnection } from "nats";
+import type { JetStreamClient, JsMsg, NatsConnection } from "nats";
 import type { MessageChecker } from "../contracts/index.js";
 import type { Logger } from "../log/index.js";
+import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 import type { Database } from "../sql/index.js";
-import { receivedHeaders } from "./cloud-events.js";
-import { deadLetter, deadLetterPrefix, deadLetterStreamSpec } from "./dead-letter.js";
-import { isPending, type Delivery, type DeliveryHandler, type Settlement } from "./delivery.js";
-import { typedHandler, type ConsumerBinding } from "./event-handler.js";
-import { createInbox } from "./inbox.js";
+import { deadLetterPrefix, deadLetterStreamSpec, fileDeadLetter } from "./dead-letter.js";
+import type { Delivery, DeliveryHandler, DeliveryMiddleware, Settlement } from "./delivery.js";
+import type { ConsumerBinding } from "./event-handler.js";
+import { receivedHeaders } from "./nats-internals.js";
 import { createOutbox, type Outbox } from "./outbox.js";
+import { consumerPipeline } from "./pipeline.js";
 import { createPullIntake, type PullIntake } from "./pull-intake.js";
 import { ensureConsumers, ensureStreams, validateConsumerSpec, validateStreamSpec } from "./provision.js";
 import { validateSource } from "./publisher.js";
-import { retryWithBackoff } from "./retry.js";
 import type { StreamSpec } from "./types.js";
 
 export interface StartConsumersOptions {
@@ -33,47 +33,47 @@ export interface StartConsumersOptions {
   readonly reopenDelayMs?: number;
   /** The contracts' rules: an event that breaks them goes to the dead letter stream at once. */
   readonly checker?: MessageChecker;
+  /** The service's own pipeline steps (metrics, tracing), outermost first, around the default chain (see pipeline.ts). */
+  readonly middleware?: readonly DeliveryMiddleware[];
 }
 
 /** The running consumers of a service. */
 export interface RunningConsumers {
-  /** Stops pulling, lets the handler in flight finish and settle, nak's what was pulled ahead, then resolves. Safe to call twice. */
+  /** Stops pulling, lets the batch in flight finish and settle, nak's what was pulled ahead, then resolves. Safe to call twice. */
   stop(): Promise<void>;
 }
 
 /**
  * Provisions the dead letter stream and the durable consumers, then consumes
- * each one: decode, inbox, handler in a transaction, ack; a failing handler is
- * retried with the spec's backoff and dead-lettered after maxDeliver attempts,
- * an unprocessable message at once. Messages of one consumer are handled one
- * at a time, in stream order; every message pulled gets progress acks while
- * it waits or is handled, so only a process that is gone has its messages
- * redelivered after ack_wait. The source streams must exist (ensureStreams).
+ * each one: it pulls (pull-intake.ts), hands what arrived together to the
+ * pipeline (pipeline.ts) in one transaction, and settles each event once it
+ * has committed: ack, a nak with the retry's delay, or the dead letter filed
+ * and then the ack. Messages of one consumer are handled one at a time, in
+ * stream order; every message pulled gets progress acks while it waits or is
+ * handled, so only a process that is gone has its messages redelivered after
+ * ack_wait. The source streams must exist (ensureStreams).
  */
 export async function startConsumers(options: StartConsumersOptions): Promise<RunningConsumers> {
-  const known = new Set(["nc", "db", "service", "consumers", "logger", "dlqStream", "outbox", "pullBatch", "reopenDelayMs", "checker"]);
-  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startConsumers: unknown option ${key}`);
+  const factory = "startConsumers";
+  checkOptions(factory, options, ["nc", "db", "service", "consumers", "logger", "dlqStream", "outbox", "pullBatch", "reopenDelayMs", "checker", "middleware"]);
   const { nc, db, service, consumers } = options;
   const dlqStream = options.dlqStream ?? deadLetterStreamSpec;
-  const pullBatch = options.pullBatch ?? 64;
-  const reopenDelayMs = options.reopenDelayMs ?? 1_000;
-  if (!Number.isInteger(pullBatch) || pullBatch < 1) throw new Error(`startConsumers: invalid pullBatch: ${pullBatch}`);
-  if (!Number.isInteger(reopenDelayMs) || reopenDelayMs < 0) throw new Error(`startConsumers: invalid reopenDelayMs: ${reopenDelayMs}`);
-  validateSource("startConsumers", service);
+  const pullBatch = positiveInteger(factory, "pullBatch", options.pullBatch, 64);
+  const reopenDelayMs = nonNegativeInteger(factory, "reopenDelayMs", options.reopenDelayMs, 1_000);
+  validateSource(factory, service);
   validateStreamSpec(dlqStream);
   deadLetterPrefix(dlqStream);
   const durables = new Set<string>();
   for (const { spec, descriptor } of consumers) {
     validateConsumerSpec(spec);
     const key = `${spec.stream}/${spec.durable}`;
-    if (durables.has(key)) throw new Error(`startConsumers: consumer ${spec.durable} on stream ${spec.stream} is bound twice`);
+    if (durables.has(key)) throw new Error(`${factory}: consumer ${spec.durable} on stream ${spec.stream} is bound twice`);
     durables.add(key);
-    if (descriptor.typeName !== spec.eventType) throw new Error(`startConsumers: consumer ${spec.durable} takes ${spec.eventType} but was bound to the descriptor of ${descriptor.typeName}`);
-    if (descriptor.stream !== spec.stream) throw new Error(`startConsumers: consumer ${spec.durable} reads stream ${spec.stream} but ${descriptor.typeName} is published to ${descriptor.stream}`);
+    if (descriptor.typeName !== spec.eventType) throw new Error(`${factory}: consumer ${spec.durable} takes ${spec.eventType} but was bound to the descriptor of ${descriptor.typeName}`);
+    if (descriptor.stream !== spec.stream) throw new Error(`${factory}: consumer ${spec.durable} reads stream ${spec.stream} but ${descriptor.typeName} is published to ${descriptor.stream}`);
   }
   const logger = options.logger.child({ component: "event-consumer" });
-  const inbox = createInbox({ db });
-  const outbox = options.outbox ?? createOutbox({ db, source: service });
+  const outbox = options.outbox ?? createOutbox({ db, source: service, ...(options.checker && { checker: options.checker }) });
 
   const jsm = await nc.jetstreamManager();
   await ensureStreams(jsm, [dlqStream]);
@@ -83,11 +83,8 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
   const consume = async (binding: ConsumerBinding<unknown>, intake: PullIntake): Promise<void> => {
     const { spec } = binding;
     const log = logger.child({ consumer: spec.durable, stream: spec.stream });
-    // Outermost first: dead letter catches what retry gives up on.
-    const pipeline: DeliveryHandler = deadLetter({ js, dlqStream, logger: log })(
-      retryWithBackoff({ maxDeliver: spec.maxDeliver, backoffMs: spec.backoffMs, logger: log })(typedHandler({ binding, inbox, outbox, logger: log, checker: options.checker })),
-    );
-    const step = { pipeline, consumer: spec.durable, db, intake, budgetMs: spec.ackWaitMs / 8, logger: log };
+    const pipeline = consumerPipeline({ binding, outbox, checker: options.checker, logger: log, middleware: options.middleware });
+    const step: BatchStep = { pipeline, consumer: spec.durable, db, intake, js, dlqStream, budgetMs: spec.ackWaitMs / 8, logger: log };
     for (let batch = await intake.take(pullBatch); batch; batch = await intake.take(pullBatch)) {
       try {
         await handleBatch(batch, step);
@@ -132,7 +129,7 @@ function deliveryOf(msg: JsMsg, consumer: string): Delivery {
     subject: msg.subject,
     streamSequence: msg.info.streamSequence,
     deliveryCount: msg.info.redeliveryCount,
-    headers: receivedHeaders((msg as unknown as { msg: Msg }).msg ?? msg),
+    headers: receivedHeaders(msg),
     data: msg.data,
     storedAt: new Date(Math.floor(msg.info.timestampNanos / 1e6)),
   };
@@ -143,6 +140,8 @@ interface BatchStep {
   readonly consumer: string;
   readonly db: Database;
   readonly intake: PullIntake;
+  readonly js: JetStreamClient;
+  readonly dlqStream: StreamSpec;
   /** How long one transaction's handlers may run before it commits and lets the event loop go. */
   readonly budgetMs: number;
   readonly logger: Logger;
@@ -152,65 +151,73 @@ interface BatchStep {
  * Handles the messages that arrived together in as few database transactions
  * as their handlers' time allows (group commit), each event in its own
  * savepoint so a failing handler rolls back only itself, in stream order.
- * Handlers are synchronous, so nothing else runs while a transaction is open:
- * once handlers have taken `budgetMs`, the transaction commits, its messages
+ * Once handlers have taken `budgetMs`, the transaction commits, its messages
  * are settled, the rest get progress acks, and the event loop is let go
  * before the next transaction, so no message outlives its ack_wait while its
- * neighbours are handled. Settlements known at once are sent right after each
- * commit, in the same tick, so nats.js writes them together with the events
- * the handlers emitted (the relay publishes those a microtask later); only
- * dead-lettering finishes after that.
+ * neighbours are handled. Acks and naks are sent right after each commit,
+ * in the same tick, so nats.js writes them together with the events the
+ * handlers emitted; dead letters are filed after that.
  */
 async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<void> {
-  const waiting: Promise<void>[] = [];
+  const filing: Promise<void>[] = [];
   for (let from = 0; from < batch.length; ) {
     if (from > 0) {
       step.intake.keepAlive();
       await new Promise((resolve) => setImmediate(resolve));
     }
-    from = handleChunk(batch, from, step, waiting);
+    from = await handleChunk(batch, from, step, filing);
   }
-  if (waiting.length > 0) await Promise.all(waiting);
+  if (filing.length > 0) await Promise.all(filing);
 }
 
 /** Handles batch[from..] in one transaction until the budget is spent; settles them; returns where it stopped. */
-function handleChunk(batch: readonly JsMsg[], from: number, step: BatchStep, waiting: Promise<void>[]): number {
-  const { pipeline, consumer, db, intake, budgetMs, logger } = step;
+async function handleChunk(batch: readonly JsMsg[], from: number, step: BatchStep, filing: Promise<void>[]): Promise<number> {
+  const { pipeline, consumer, db, intake, logger } = step;
   const started = performance.now();
-  const results: Array<Settlement | Promise<Settlement>> = [];
+  const settlements: Array<{ readonly delivery: Delivery; readonly settlement: Settlement }> = [];
   let end = from;
   try {
-    db.transaction(() => {
+    await db.transaction(async (tx) => {
       while (end < batch.length) {
         const msg = batch[end++];
+        const delivery = deliveryOf(msg, consumer);
+        let settlement: Settlement;
         try {
-          results.push(pipeline(deliveryOf(msg, consumer)));
+          settlement = await pipeline(delivery, tx);
         } catch (err) {
-          results.push(Promise.reject(err));
+          // Only a bug in the pipeline gets here; redeliver rather than lose the event.
+          logger.error({ err, streamSequence: delivery.streamSequence }, "the consumer pipeline failed; the event will be redelivered");
+          settlement = { kind: "retry", delayMs: 1_000 };
         }
-        if (performance.now() - started >= budgetMs) break;
+        settlements.push({ delivery, settlement });
+        if (performance.now() - started >= step.budgetMs) break;
       }
     });
   } catch (err) {
     // The commit itself failed: nothing of these events is recorded, so they all come again.
-    for (const r of results) if (isPending(r)) r.catch(() => undefined);
     logger.error({ err, events: end - from }, "committing a batch of events failed; they will be redelivered");
     for (let i = from; i < end; i++) intake.settle(batch[i], { kind: "retry", delayMs: 1_000 });
     return end;
   }
-  results.forEach((result, k) => {
+  settlements.forEach(({ delivery, settlement }, k) => {
     const msg = batch[from + k];
-    if (!isPending(result)) return intake.settle(msg, result);
-    waiting.push(
-      result.then(
-        (settlement) => intake.settle(msg, settlement),
-        (err: unknown) => {
-          // Only a bug in the pipeline gets here; redeliver rather than lose the event.
-          logger.error({ err, streamSequence: msg.info.streamSequence }, "the consumer pipeline failed; the event will be redelivered");
-          intake.settle(msg, { kind: "retry", delayMs: 1_000 });
-        },
-      ),
-    );
+    if (settlement.kind !== "deadLetter") return intake.settle(msg, settlement);
+    filing.push(fileThenAck(msg, delivery, settlement.reason, step));
   });
   return end;
+}
+
+/** Files a dead letter, then acks the event at its source; naks it (to be filed again) when filing fails. */
+async function fileThenAck(msg: JsMsg, delivery: Delivery, reason: string, step: BatchStep): Promise<void> {
+  const { intake, logger } = step;
+  let subject: string;
+  try {
+    subject = await fileDeadLetter(step.js, step.dlqStream, delivery, reason);
+  } catch (err) {
+    logger.error({ err, reason, streamSequence: delivery.streamSequence, retryInMs: 1_000 }, "publishing to the dead letter stream failed; the event will be redelivered");
+    intake.settle(msg, { kind: "retry", delayMs: 1_000 });
+    return;
+  }
+  logger.error({ reason, stream: delivery.stream, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject }, "event sent to the dead letter stream");
+  intake.settle(msg, { kind: "ack" });
 }

@@ -1,7 +1,6 @@
 import type { JetStreamClient } from "nats";
-import type { Logger } from "../log/index.js";
-import { toNatsHeaders } from "./cloud-events.js";
-import { onFailure, type Delivery, type DeliveryMiddleware, type Settlement } from "./delivery.js";
+import type { Delivery, DeliveryMiddleware } from "./delivery.js";
+import { toNatsHeaders } from "./nats-internals.js";
 import type { StreamSpec } from "./types.js";
 
 /**
@@ -44,47 +43,34 @@ export function deadLetterPrefix(dlqStream: StreamSpec): string {
   return subject.slice(0, -2);
 }
 
-export interface DeadLetterOptions {
-  readonly js: JetStreamClient;
-  readonly dlqStream: StreamSpec;
-  readonly logger: Logger;
-  /** Redelivery delay when the dead letter itself cannot be published. Default 1 s. */
-  readonly retryDelayMs?: number;
+/**
+ * Catches what is left after retries and settles it as a dead letter with
+ * the reason: the consumer files it in the dead letter stream once the
+ * batch has committed, then acks it at the source so later events flow.
+ */
+export function deadLetter(): DeliveryMiddleware {
+  return (next) => async (delivery, tx) => {
+    try {
+      return await next(delivery, tx);
+    } catch (err) {
+      return { kind: "deadLetter", reason: reasonOf(err) };
+    }
+  };
 }
 
 /**
- * Catches what is left after retries: publishes the event with the reason to
- * the dead letter stream, then acks it at the source so later events flow.
- * If that publish fails the event is redelivered instead of being lost.
+ * Publishes a delivery to the dead letter stream with `reason` and its
+ * origin in `concord-dlq-*` headers, under an id that is one per source
+ * message and consumer (a crash between this publish and the ack cannot
+ * file it twice). Rejects when JetStream does not take it.
  */
-export function deadLetter(options: DeadLetterOptions): DeliveryMiddleware {
-  const { js, dlqStream, logger } = options;
-  const retryDelayMs = options.retryDelayMs ?? 1_000;
-  deadLetterPrefix(dlqStream);
-  const file = async (err: unknown, delivery: Delivery): Promise<Settlement> => {
-    const reason = reasonOf(err);
-    const subject = deadLetterSubject(dlqStream, delivery.stream, delivery.consumer);
-    try {
-      // One id per source message and consumer: a crash between this publish and the ack cannot file it twice.
-      await js.publish(subject, delivery.data, {
-        headers: toNatsHeaders(deadLetterHeadersFor(delivery, reason)),
-        msgID: `${delivery.stream}.${delivery.streamSequence}.${delivery.consumer}`,
-      });
-    } catch (publishErr) {
-      logger.error(
-        { err: publishErr, reason, consumer: delivery.consumer, streamSequence: delivery.streamSequence, retryInMs: retryDelayMs },
-        "publishing to the dead letter stream failed; the event will be redelivered",
-      );
-      return { kind: "retry", delayMs: retryDelayMs };
-    }
-    logger.error(
-      { err, consumer: delivery.consumer, stream: delivery.stream, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject },
-      "event sent to the dead letter stream",
-    );
-    return { kind: "ack" };
-  };
-  // Filed after the batch's commit (a microtask later), like every other effect that leaves the process.
-  return (next) => (delivery) => onFailure(next, delivery, (err) => Promise.resolve().then(() => file(err, delivery)));
+export async function fileDeadLetter(js: JetStreamClient, dlqStream: StreamSpec, delivery: Delivery, reason: string): Promise<string> {
+  const subject = deadLetterSubject(dlqStream, delivery.stream, delivery.consumer);
+  await js.publish(subject, delivery.data, {
+    headers: toNatsHeaders(deadLetterHeadersFor(delivery, reason)),
+    msgID: `${delivery.stream}.${delivery.streamSequence}.${delivery.consumer}`,
+  });
+  return subject;
 }
 
 function deadLetterHeadersFor(delivery: Delivery, reason: string): Record<string, string> {

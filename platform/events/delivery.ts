@@ -2,6 +2,7 @@
  * The consumer pipeline's vocabulary: a delivered message, what becomes of
  * it, and middleware as `(next) => handler` wrappers, one concern each.
  */
+import type { Transaction } from "../sql/index.js";
 
 /** One message as a durable consumer received it, before decoding. */
 export interface Delivery {
@@ -18,43 +19,25 @@ export interface Delivery {
   readonly storedAt: Date;
 }
 
-/** Ack removes the message from the consumer's pending set; retry asks for redelivery after a delay. */
-export type Settlement = { readonly kind: "ack" } | { readonly kind: "retry"; readonly delayMs: number };
+/**
+ * What becomes of a delivery once its transaction has committed: ack
+ * removes it from the consumer's pending set; retry asks for redelivery
+ * after a delay; deadLetter files it in the dead letter stream with the
+ * reason, then acks it (or retries, when filing fails).
+ */
+export type Settlement =
+  | { readonly kind: "ack" }
+  | { readonly kind: "retry"; readonly delayMs: number }
+  | { readonly kind: "deadLetter"; readonly reason: string };
 
 /**
- * Handles one delivery: returns its settlement, or throws to let an outer
- * middleware decide. A step that can decide at once returns the settlement
- * itself; only a step that must wait (publishing a dead letter) returns a
- * promise. The consumer settles what is known as soon as the batch commits,
- * so acks leave in the same write as the events the handlers emitted.
+ * Handles one delivery inside the transaction of its batch: resolves with
+ * its settlement, or rejects to let an outer middleware decide. The
+ * consumer settles each delivery after the commit.
  */
-export type DeliveryHandler = (delivery: Delivery) => Settlement | Promise<Settlement>;
+export type DeliveryHandler = (delivery: Delivery, tx: Transaction) => Promise<Settlement>;
 
-/** Whether a handler's result still has to be awaited. */
-export function isPending(result: Settlement | Promise<Settlement>): result is Promise<Settlement> {
-  return typeof (result as Promise<Settlement>).then === "function";
-}
-
-/**
- * Runs `next` and hands its failure to `onFailure`, whether it throws at once
- * or its promise rejects later; a settlement known at once stays synchronous.
- * What middleware that acts on failures (retry, dead letter) shares.
- */
-export function onFailure(
-  next: DeliveryHandler,
-  delivery: Delivery,
-  recover: (err: unknown) => Settlement | Promise<Settlement>,
-): Settlement | Promise<Settlement> {
-  let result;
-  try {
-    result = next(delivery);
-  } catch (err) {
-    return recover(err);
-  }
-  return isPending(result) ? result.catch(recover) : result;
-}
-
-/** Wraps a handler with one concern (retry, dead letter, ...). */
+/** Wraps a handler with one concern (retry, dead letter, inbox, metrics, ...). */
 export type DeliveryMiddleware = (next: DeliveryHandler) => DeliveryHandler;
 
 /**

@@ -1,14 +1,13 @@
 import type { MessageChecker } from "../contracts/index.js";
-import type { Logger } from "../log/index.js";
+import type { Transaction } from "../sql/index.js";
 import { eventHeaders } from "./cloud-events.js";
 import { headerValue, UnprocessableEventError, type Delivery, type DeliveryHandler } from "./delivery.js";
 import { describeViolations } from "./event-rules.js";
-import type { Inbox } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
 import { traceparentFrom } from "./trace-context.js";
 import type { ConsumerSpec, EventDescriptor } from "./types.js";
 
-/** What a handler knows about the event besides its payload, and how it emits events of its own. */
+/** What a handler knows about the event besides its payload, the transaction it runs in, and how it emits events of its own. */
 export interface EventContext {
   /** `ce-id`: the same on every redelivery and re-publish of this event. */
   readonly eventId: string;
@@ -21,6 +20,8 @@ export interface EventContext {
   readonly deliveryCount: number;
   readonly streamSequence: number;
   readonly headers: Readonly<Record<string, string>>;
+  /** The handler's transaction: its store calls go through it, and commit with its inbox row and the events it emits. */
+  readonly tx: Transaction;
   /**
    * Adds an event to the outbox in the handler's own transaction, so it is
    * published only if the handler's effects and inbox row commit. Returns its id.
@@ -29,17 +30,18 @@ export interface EventContext {
 }
 
 /**
- * Business logic for one event type. Synchronous, because it runs inside a
- * better-sqlite3 transaction: return to have the event acked, throw to have it
- * retried (or `UnprocessableEventError` to dead-letter it at once).
+ * Business logic for one event type, run inside the service's database
+ * transaction (`context.tx`): resolve to have the event acked, throw to have
+ * it retried (or `UnprocessableEventError` to dead-letter it at once). It
+ * must not wait on anything outside the database.
  */
-export type EventHandler<T> = (event: T, context: EventContext) => void;
+export type EventHandler<T> = (event: T, context: EventContext) => Promise<void> | void;
 
 /** One durable consumer: its spec, the descriptor of the event it takes, and the handler. */
 export interface ConsumerBinding<T> {
   readonly spec: ConsumerSpec;
   readonly descriptor: EventDescriptor<T>;
-  handle(event: T, context: EventContext): void;
+  handle(event: T, context: EventContext): Promise<void> | void;
 }
 
 /** Helps inference: the handler's event type comes from the descriptor. */
@@ -49,29 +51,24 @@ export function bindConsumer<T>(binding: ConsumerBinding<T>): ConsumerBinding<T>
 
 export interface TypedHandlerOptions<T> {
   readonly binding: ConsumerBinding<T>;
-  readonly inbox: Inbox;
   readonly outbox: Outbox;
-  readonly logger: Logger;
   /** The contracts' rules, which every consumed event must pass; one that breaks them is unprocessable. */
   readonly checker?: MessageChecker;
 }
 
 /**
- * The innermost step of the pipeline: checks `ce-type` and `ce-id`, checks
- * the payload against its contract's rules, decodes, and runs the handler
- * once per event id through the inbox. Problems with the message itself
- * throw `UnprocessableEventError`.
+ * The innermost step of the pipeline: checks `ce-type`, the payload against
+ * its contract's rules, decodes, and runs the handler. Problems with the
+ * message itself throw `UnprocessableEventError`.
  */
 export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandler {
-  const { binding, inbox, outbox, logger, checker } = options;
+  const { binding, outbox, checker } = options;
   const { spec, descriptor } = binding;
-  return (delivery) => {
+  return async (delivery, tx) => {
     const type = headerValue(delivery.headers, eventHeaders.type);
     if (type !== spec.eventType) {
       throw new UnprocessableEventError(`consumer ${spec.durable} takes ${spec.eventType}, but the message's ce-type is ${type === undefined ? "missing" : JSON.stringify(type)}`);
     }
-    const eventId = headerValue(delivery.headers, eventHeaders.id);
-    if (!eventId) throw new UnprocessableEventError(`the ${type} message has no ce-id header, so it cannot be deduplicated`);
     const violations = checker?.check(type, delivery.data);
     if (violations && violations.length > 0) throw new UnprocessableEventError(`the ${type} event breaks its contract's rules: ${describeViolations(violations)}`);
     let event: T;
@@ -80,17 +77,10 @@ export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandle
     } catch (err) {
       throw new UnprocessableEventError(`the ${type} payload cannot be decoded: ${(err as Error).message}`, { cause: err });
     }
+    const eventId = headerValue(delivery.headers, eventHeaders.id) ?? "";
     const time = new Date(headerValue(delivery.headers, eventHeaders.time) ?? Number.NaN);
     const traceparent = traceparentFrom(headerValue(delivery.headers, eventHeaders.traceparent));
-    const context = new DeliveryContext(delivery, eventId, Number.isNaN(time.getTime()) ? delivery.storedAt : time, traceparent, outbox);
-    const ran = inbox.runOnce(spec.durable, eventId, () => {
-      const result: unknown = binding.handle(event, context);
-      if (result && typeof (result as PromiseLike<unknown>).then === "function") {
-        (result as Promise<unknown>).catch?.(() => undefined);
-        throw new Error(`the handler of ${spec.durable} returned a promise; handlers must be synchronous so that they run inside the inbox transaction`);
-      }
-    });
-    if (!ran) logger.debug({ consumer: spec.durable, eventId, streamSequence: delivery.streamSequence }, "event already processed; acked without running the handler");
+    await binding.handle(event, new DeliveryContext(delivery, eventId, Number.isNaN(time.getTime()) ? delivery.storedAt : time, traceparent, tx, outbox));
     return { kind: "ack" };
   };
 }
@@ -107,6 +97,7 @@ class DeliveryContext implements EventContext {
     readonly eventId: string,
     readonly time: Date,
     readonly traceparent: string,
+    readonly tx: Transaction,
     private readonly outbox: Outbox,
   ) {
     this.subject = delivery.subject;
@@ -116,6 +107,6 @@ class DeliveryContext implements EventContext {
   }
 
   emit<U>(descriptor: EventDescriptor<U>, message: U, options?: { readonly traceparent?: string }): string {
-    return this.outbox.add(descriptor, message, { traceparent: options?.traceparent ?? this.traceparent });
+    return this.outbox.add(this.tx, descriptor, message, { traceparent: options?.traceparent ?? this.traceparent });
   }
 }

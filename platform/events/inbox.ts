@@ -1,5 +1,8 @@
 import type { Logger } from "../log/index.js";
-import { startRetention, type Database, type Migration, type Retention } from "../sql/index.js";
+import { checkOptions } from "../options/index.js";
+import { startRetention, type Database, type Migration, type Retention, type Transaction } from "../sql/index.js";
+import { eventHeaders } from "./cloud-events.js";
+import { headerValue, UnprocessableEventError, type DeliveryMiddleware } from "./delivery.js";
 
 /** The inbox table: one row per event a consumer has processed, committed with the handler's effects. */
 export const inboxMigrations: Migration[] = [
@@ -43,8 +46,7 @@ export interface InboxRetentionOptions {
  * again when that process restarts, which may be days later.
  */
 export function inboxRetention(options: InboxRetentionOptions): Retention {
-  const known = new Set(["db", "retentionMs", "logger", "intervalMs"]);
-  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`inboxRetention: unknown option ${key}`);
+  checkOptions("inboxRetention", options, ["db", "retentionMs", "logger", "intervalMs"]);
   const { db, logger, intervalMs } = options;
   return startRetention({
     db,
@@ -57,11 +59,6 @@ export function inboxRetention(options: InboxRetentionOptions): Retention {
   });
 }
 
-export interface InboxOptions {
-  /** The service's database, opened with `inboxMigrations`. */
-  readonly db: Database;
-}
-
 /**
  * Exactly-once effects on top of at-least-once delivery: JetStream may deliver
  * an event again (lost ack, crash, re-publish beyond the duplicate window), and
@@ -69,27 +66,36 @@ export interface InboxOptions {
  */
 export interface Inbox {
   /**
-   * Runs `work` in one transaction with the inbox row of (consumer, eventId);
-   * returns false without running it when that row already exists. When
-   * `work` throws, nothing is recorded and the error propagates.
+   * Records that `consumer` processes `eventId`, in `tx`; false when that was
+   * recorded before (the event was processed already). Another transaction
+   * recording the same event at the same time waits for this one, then sees
+   * it (Postgres) or runs after it (SQLite).
    */
-  runOnce(consumer: string, eventId: string, work: () => void): boolean;
+  claim(tx: Transaction, consumer: string, eventId: string): Promise<boolean>;
 }
 
-/** Creates the inbox of `db`; throws when its table is missing (migrations not applied). */
-export function createInbox(options: InboxOptions): Inbox {
-  for (const key of Object.keys(options)) if (key !== "db") throw new Error(`createInbox: unknown option ${key}`);
-  const { db } = options;
-  const exists = db.sqlite.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event_inbox'").get();
-  if (!exists) throw new Error("createInbox: the database has no event_inbox table; pass inboxMigrations to openDatabase");
-  const record = db.sqlite.prepare("INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
+/** The inbox, in the database of the transactions it is given (tables from `inboxMigrations`). */
+export function createInbox(): Inbox {
   return {
-    runOnce(consumer, eventId, work) {
-      return db.transaction(() => {
-        if (record.run(consumer, eventId, Date.now()).changes === 0) return false;
-        work();
-        return true;
-      });
+    async claim(tx, consumer, eventId) {
+      const added = await tx.run("INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", [consumer, eventId, Date.now()]);
+      return added === 1;
     },
+  };
+}
+
+/**
+ * The pipeline step that runs the rest of it once per event id and
+ * consumer: a delivery whose event was processed already is acked without
+ * running the handler; one with no `ce-id` cannot be deduplicated and is
+ * unprocessable. Its inbox row commits with the handler's effects.
+ */
+export function inboxStep(inbox: Inbox, logger: Logger): DeliveryMiddleware {
+  return (next) => async (delivery, tx) => {
+    const eventId = headerValue(delivery.headers, eventHeaders.id);
+    if (!eventId) throw new UnprocessableEventError(`the ${headerValue(delivery.headers, eventHeaders.type) ?? "event"} message has no ce-id header, so it cannot be deduplicated`);
+    if (await inbox.claim(tx, delivery.consumer, eventId)) return next(delivery, tx);
+    logger.debug({ consumer: delivery.consumer, eventId, streamSequence: delivery.streamSequence }, "event already processed; acked without running the handler");
+    return { kind: "ack" };
   };
 }

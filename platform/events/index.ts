@@ -4,9 +4,11 @@
  * letter, and idempotent provisioning. Generic: it knows events only through
  * the descriptors and specs generated from the contracts.
  *
- * Wiring: openDatabase with `eventMigrations`, connectEventBus, ensureStreams,
- * createOutbox + createOutboxRelay, startConsumers. Shut down in reverse:
- * consumers, relay, bus, database.
+ * Wiring: openDatabase with `eventMigrations`, then createEventRuntime (which
+ * connects, provisions the streams, runs the outbox relay and the consumers),
+ * or the parts by hand: connectEventBus, ensureStreams, createOutbox +
+ * createOutboxRelay, startConsumers. Shut down in reverse: consumers, relay,
+ * bus, database.
  */
 export type { ConsumerSpec, EventDescriptor, StreamSpec } from "./types.js";
 export { subjectFor } from "./subject.js";
@@ -16,8 +18,9 @@ export { createEventPublisher, type EventPublisher, type EventPublisherOptions, 
 export { createOutbox, outboxMigrations, parkedEvents, retryParked, type Outbox, type OutboxOptions, type ParkedEvent } from "./outbox.js";
 export { InvalidEventError, defaultMaxPayloadBytes } from "./event-rules.js";
 export { createOutboxRelay, type OutboxRelay, type OutboxRelayOptions, type OutboxRelayStats } from "./outbox-relay.js";
-export { createInbox, defaultInboxRetentionMs, inboxMigrations, inboxRetention, type Inbox, type InboxOptions, type InboxRetentionOptions } from "./inbox.js";
+export { createInbox, defaultInboxRetentionMs, inboxMigrations, inboxRetention, type Inbox, type InboxRetentionOptions } from "./inbox.js";
 export { UnprocessableEventError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
+export { consumerPipeline, savepointStep, type PipelineOptions } from "./pipeline.js";
 export { bindConsumer, type ConsumerBinding, type EventContext, type EventHandler } from "./event-handler.js";
 export { bindConsumers, type ConsumerMap, type EventOf, type HandlersFor } from "./bind-consumers.js";
 export { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject } from "./dead-letter.js";

@@ -5,7 +5,7 @@ import { sampleStream, ThingHappened } from "../../test/support/sample-events.js
 import { eventually, readStream } from "../../test/support/streams.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { createLogger } from "../log/index.js";
-import { openDatabase, type Database } from "../sql/index.js";
+import { openDatabase, type Database, type Transaction } from "../sql/index.js";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { OrderPlacedEvent } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
 import { createMessageChecker } from "../contracts/index.js";
@@ -25,9 +25,12 @@ describe("outbox and relay", () => {
   const setup = async (key: string) => {
     const sample = sampleStream(key);
     await ensureStreams(bus.jsm, [sample.stream]);
-    const db: Database = openDatabase({ path: join(dir, `${key}-${++n}.db`), migrations: outboxMigrations });
+    const db: Database = await openDatabase({ path: join(dir, `${key}-${++n}.db`), migrations: outboxMigrations });
     cleanups.push(() => db.close());
-    return { sample, db, outbox: createOutbox({ db, source: "things" }) };
+    const outbox = createOutbox({ db, source: "things" });
+    /** Commits one transaction adding the events `add` makes, and resolves with what it returns. */
+    const commit = <T>(add: (tx: Transaction) => T): Promise<T> => db.transaction(async (tx) => add(tx));
+    return { sample, db, outbox, commit };
   };
   const startRelay = (db: Database, extra: Partial<Parameters<typeof createOutboxRelay>[0]> = {}): OutboxRelay => {
     const relay = createOutboxRelay({ db, nc: bus.nc, logger, ...fast, ...extra });
@@ -47,26 +50,33 @@ describe("outbox and relay", () => {
     await server?.stop();
   });
 
-  it("refuses add outside a transaction and stores nothing from a rolled-back one", async () => {
-    const { sample, db, outbox } = await setup("rollback");
-    expect(() => outbox.add(sample.event, { thingId: "t-1", note: "" })).toThrow(/inside db\.transaction/);
-    expect(() =>
-      db.transaction(() => {
-        outbox.add(sample.event, { thingId: "t-1", note: "" });
+  it("stores nothing from a rolled-back transaction or savepoint, or for a subject it cannot build", async () => {
+    const { sample, db, outbox, commit } = await setup("rollback");
+    await expect(
+      db.transaction(async (tx) => {
+        outbox.add(tx, sample.event, { thingId: "t-1", note: "" });
         throw new Error("the change failed");
       }),
-    ).toThrow("the change failed");
-    expect(() => db.transaction(() => outbox.add(sample.event, { thingId: "a.b", note: "" }))).toThrow(/thing_id/);
-    expect(outbox.pending()).toBe(0);
+    ).rejects.toThrow("the change failed");
+    await expect(
+      db.transaction(async (tx) => {
+        await tx.savepoint(async (inner) => {
+          outbox.add(inner, sample.event, { thingId: "t-2", note: "" });
+          throw new Error("this part failed");
+        }).catch(() => undefined);
+      }),
+    ).resolves.toBeUndefined();
+    await expect(commit((tx) => outbox.add(tx, sample.event, { thingId: "a.b", note: "" }))).rejects.toThrow(/thing_id/);
+    expect(await outbox.pending()).toBe(0);
     const relay = startRelay(db);
     await relay.flush();
     expect((await bus.jsm.streams.info(sample.stream.name)).state.messages).toBe(0);
   });
 
   it("publishes right after commit and flush waits for it", async () => {
-    const { sample, db, outbox } = await setup("commit");
+    const { sample, db, outbox, commit } = await setup("commit");
     const relay = startRelay(db, { sweepIntervalMs: 60_000 });
-    const id = db.transaction(() => outbox.add(sample.event, { thingId: "t-1", note: "first" }, { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" }));
+    const id = await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-1", note: "first" }, { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" }));
     await relay.flush();
     const [stored] = await readStream(bus.jsm, sample.stream.name);
     expect(stored.subject).toBe("test.commit.thing.t-1.happened");
@@ -80,16 +90,16 @@ describe("outbox and relay", () => {
     expect(Math.abs(Date.parse(stored.headers.get("ce-time")) - Date.now())).toBeLessThan(60_000);
     expect([...stored.headers.keys()].sort()).toEqual(["Nats-Msg-Id", "ce-id", "ce-source", "ce-specversion", "ce-time", "ce-type", "content-type", "traceparent"]);
     expect(ThingHappened.decode(stored.data).note).toBe("first");
-    expect(outbox.pending()).toBe(0);
+    expect(await outbox.pending()).toBe(0);
   });
 
   it("keeps events while NATS is down and publishes each once, in order, when it is back", async () => {
-    const { sample, db, outbox } = await setup("outage");
+    const { sample, db, outbox, commit } = await setup("outage");
     const relay = startRelay(db);
     await server.stopForRestart();
     const ids: string[] = [];
-    for (let i = 0; i < 20; i++) ids.push(db.transaction(() => outbox.add(sample.event, { thingId: `t-${i}`, note: String(i) })));
-    expect(outbox.pending()).toBe(20);
+    for (let i = 0; i < 20; i++) ids.push(await commit((tx) => outbox.add(tx, sample.event, { thingId: `t-${i}`, note: String(i) })));
+    expect(await outbox.pending()).toBe(20);
     await new Promise((r) => setTimeout(r, 500)); // the relay tries and fails meanwhile
     await server.restart();
     await relay.flush();
@@ -97,18 +107,18 @@ describe("outbox and relay", () => {
     const stored = await readStream(bus.jsm, sample.stream.name);
     expect(stored.map((m) => m.headers.get("ce-id"))).toEqual(ids);
     expect(stored.map((m) => ThingHappened.decode(m.data).note)).toEqual(ids.map((_, i) => String(i)));
-    expect(outbox.pending()).toBe(0);
+    expect(await outbox.pending()).toBe(0);
   });
 
   it("publishes again after a crash between PubAck and mark, and JetStream drops the copies", async () => {
-    const { sample, db, outbox } = await setup("crash");
+    const { sample, db, outbox, commit } = await setup("crash");
     let crashes = 0;
     const relay = startRelay(db, {
       beforeMarkSent: () => {
         if (crashes++ === 0) throw new Error("killed before marking the events sent");
       },
     });
-    const ids = db.transaction(() => Array.from({ length: 10 }, (_, i) => outbox.add(sample.event, { thingId: `t-${i}`, note: "" })));
+    const ids = await commit((tx) => Array.from({ length: 10 }, (_, i) => outbox.add(tx, sample.event, { thingId: `t-${i}`, note: "" })));
     await relay.flush();
 
     // The first mark fails, so the events it covered (those whose PubAcks came in the first read) go out again.
@@ -116,19 +126,19 @@ describe("outbox and relay", () => {
     const { published, duplicates } = relay.stats();
     expect(published).toBe(10);
     expect(duplicates).toBeGreaterThanOrEqual(1);
-    expect(outbox.pending()).toBe(0);
+    expect(await outbox.pending()).toBe(0);
     const stored = await readStream(bus.jsm, sample.stream.name);
     expect(stored.map((m) => m.headers.get("ce-id"))).toEqual(ids);
   });
 
   it("keeps an event no stream captures, publishes the ones after it, and sends it once a stream does", async () => {
-    const { sample, db, outbox } = await setup("captured");
+    const { sample, db, outbox, commit } = await setup("captured");
     const orphan = sampleStream("uncaptured");
     const relay = startRelay(db, { sweepIntervalMs: 100 });
-    const lost = db.transaction(() => outbox.add(orphan.event, { thingId: "t-0", note: "" }));
-    const later = db.transaction(() => outbox.add(sample.event, { thingId: "t-1", note: "" }));
+    const lost = await commit((tx) => outbox.add(tx, orphan.event, { thingId: "t-0", note: "" }));
+    const later = await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-1", note: "" }));
     await eventually("the captured event is published", async () => (await bus.jsm.streams.info(sample.stream.name)).state.messages === 1);
-    expect(outbox.pending()).toBe(1);
+    expect(await outbox.pending()).toBe(1);
     await ensureStreams(bus.jsm, [orphan.stream]);
     await relay.flush();
     expect((await readStream(bus.jsm, orphan.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([lost]);
@@ -136,54 +146,30 @@ describe("outbox and relay", () => {
   });
 
   it("publishes many events pipelined, in commit order", async () => {
-    const { sample, db, outbox } = await setup("bulk");
+    const { sample, db, outbox, commit } = await setup("bulk");
     const relay = startRelay(db, { maxInFlight: 64 });
     const ids: string[] = [];
-    for (let t = 0; t < 10; t++) db.transaction(() => { for (let i = 0; i < 50; i++) ids.push(outbox.add(sample.event, { thingId: `t-${t}-${i}`, note: "" })); });
+    for (let t = 0; t < 10; t++) await commit((tx) => { for (let i = 0; i < 50; i++) ids.push(outbox.add(tx, sample.event, { thingId: `t-${t}-${i}`, note: "" })); });
     await relay.flush();
     const stored = await readStream(bus.jsm, sample.stream.name);
     expect(stored.map((m) => m.headers.get("ce-id"))).toEqual(ids);
     expect(relay.stats().duplicates).toBe(0);
   });
 
-  it("publishes rows stored before the lean table (JSON headers) with the same headers", async () => {
-    const sample = sampleStream("legacy");
-    await ensureStreams(bus.jsm, [sample.stream]);
-    const path = join(dir, "legacy.db");
-    const old = openDatabase({ path, migrations: outboxMigrations.slice(0, 1) });
-    const id = "0190a5b4-7c4e-7d3e-9f1a-123456789abc";
-    const headers = { "ce-specversion": "1.0", "ce-id": id, "ce-type": sample.event.typeName, "ce-source": "things", "content-type": "application/protobuf" };
-    old.sqlite
-      .prepare("INSERT INTO event_outbox (event_id, subject, type, payload, headers, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-      .run(id, "test.legacy.thing.t-1.happened", sample.event.typeName, Buffer.from(ThingHappened.encode({ thingId: "t-1", note: "old" }).finish()), JSON.stringify(headers), Date.now());
-    old.close();
-
-    const db = openDatabase({ path, migrations: outboxMigrations });
-    cleanups.push(() => db.close());
-    const outbox = createOutbox({ db, source: "things" });
-    const newer = db.transaction(() => outbox.add(sample.event, { thingId: "t-2", note: "new" }));
-    await startRelay(db).flush();
-    const stored = await readStream(bus.jsm, sample.stream.name);
-    expect(stored.map((m) => m.headers.get("ce-id"))).toEqual([id, newer]);
-    expect(stored.map((m) => m.headers.get("Nats-Msg-Id"))).toEqual([id, newer]);
-    expect(stored[0].headers.get("ce-source")).toBe("things");
-    expect(ThingHappened.decode(stored[0].data).note).toBe("old");
-  });
-
   it("leaves events for the next start once stopped", async () => {
-    const { sample, db, outbox } = await setup("stop");
+    const { sample, db, outbox, commit } = await setup("stop");
     const relay = startRelay(db);
     await relay.stop();
-    db.transaction(() => outbox.add(sample.event, { thingId: "t-1", note: "" }));
+    await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-1", note: "" }));
     await expect(relay.flush()).rejects.toThrow(/stopped/);
-    expect(outbox.pending()).toBe(1);
+    expect(await outbox.pending()).toBe(1);
     await startRelay(db).flush();
-    expect(outbox.pending()).toBe(0);
+    expect(await outbox.pending()).toBe(0);
     expect((await bus.jsm.streams.info(sample.stream.name)).state.messages).toBe(1);
   });
 
   it("refuses an event that breaks its contract or is over the server's max_payload, and stores nothing", async () => {
-    const { sample, db } = await setup("rules");
+    const { sample, db, commit } = await setup("rules");
     const outbox = createOutbox({ db, source: "orders", checker: createMessageChecker(descriptorSet), maxPayloadBytes: () => 4_096 });
     const placed = {
       orderId: "0190a5b4-7c4e-7d3e-9f1a-123456789abc",
@@ -192,59 +178,57 @@ describe("outbox and relay", () => {
       total: { currencyCode: "EUR", amountMinor: 1 },
       linesVersion: 1,
     };
-    let refused: unknown;
-    try {
-      db.transaction(() => outbox.add(OrderPlacedEvent, placed));
-    } catch (err) {
-      refused = err;
-    }
+    const refused = await commit((tx) => outbox.add(tx, OrderPlacedEvent, placed)).catch((err: unknown) => err);
     expect(refused).toBeInstanceOf(InvalidEventError);
     expect((refused as InvalidEventError).violations.map((v) => v.field)).toEqual(["lines[0].product_id"]);
     expect((refused as Error).message).toMatch(/OrderPlaced event breaks its contract: lines\[0\]\.product_id/);
     const big = createOutbox({ db, source: "things", maxPayloadBytes: () => 4_096 });
-    expect(() => db.transaction(() => big.add(sample.event, { thingId: "t-1", note: "n".repeat(5_000) }))).toThrow(/over the server's limit of 4096 \(max_payload\)/);
-    expect(outbox.pending()).toBe(0);
+    await expect(commit((tx) => big.add(tx, sample.event, { thingId: "t-1", note: "n".repeat(5_000) }))).rejects.toThrow(/over the server's limit of 4096 \(max_payload\)/);
+    expect(await outbox.pending()).toBe(0);
   });
 
   it("parks an event JetStream refuses for good, with its reason, so later events flow; it can be sent again", async () => {
-    const { sample, db, outbox } = await setup("parked");
+    const { sample, db, outbox, commit } = await setup("parked");
     // The stream takes messages of at most 512 bytes: the big event can never be stored.
     await bus.jsm.streams.update(sample.stream.name, { max_msg_size: 512 });
     const relay = startRelay(db, { sweepIntervalMs: 100 });
-    const first = db.transaction(() => outbox.add(sample.event, { thingId: "t-0", note: "" }));
-    const big = db.transaction(() => outbox.add(sample.event, { thingId: "t-1", note: "n".repeat(1_000) }));
-    const later = db.transaction(() => outbox.add(sample.event, { thingId: "t-2", note: "" }));
+    const first = await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-0", note: "" }));
+    const big = await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-1", note: "n".repeat(1_000) }));
+    const later = await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-2", note: "" }));
     await relay.flush();
     expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([first, later]);
     expect(relay.stats().parked).toBe(1);
-    const [parked, ...others] = parkedEvents(db);
+    const [parked, ...others] = (await parkedEvents(db));
     expect(others).toEqual([]);
     expect(parked).toMatchObject({ eventId: big, subject: "test.parked.thing.t-1.happened", type: sample.event.typeName });
     expect(parked.reason).toMatch(/message size exceeds maximum allowed \(10054\)/);
     // A row stored before the outbox checked sizes, over the server's max_payload: parked too.
     const huge = "0190a5b4-7c4e-7d3e-9f1a-123456789abd";
-    db.sqlite
-      .prepare("INSERT INTO event_outbox (event_id, subject, type, payload, headers, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-      .run(huge, "test.parked.thing.t-3.happened", sample.event.typeName, Buffer.alloc(1_200_000), Buffer.from(`NATS/1.0\r\nce-id: ${huge}\r\nNats-Msg-Id: ${huge}\r\n\r\n`), Date.now());
-    const after = db.transaction(() => outbox.add(sample.event, { thingId: "t-4", note: "" }));
+    await db.run("INSERT INTO event_outbox (event_id, subject, type, payload, headers, created_at) VALUES ($1, $2, $3, $4, $5, $6)", [
+      huge,
+      "test.parked.thing.t-3.happened",
+      sample.event.typeName,
+      Buffer.alloc(1_200_000),
+      Buffer.from(`NATS/1.0\r\nce-id: ${huge}\r\nNats-Msg-Id: ${huge}\r\n\r\n`),
+      Date.now(),
+    ]);
+    const after = await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-4", note: "" }));
     await relay.flush();
-    expect(parkedEvents(db).map((p) => p.eventId)).toEqual([big, huge]);
-    expect(parkedEvents(db)[1].reason).toMatch(/MAX_PAYLOAD_EXCEEDED|max_payload|maximum payload/i);
+    expect((await parkedEvents(db)).map((p) => p.eventId)).toEqual([big, huge]);
+    expect((await parkedEvents(db))[1].reason).toMatch(/MAX_PAYLOAD_EXCEEDED|max_payload|maximum payload/i);
     expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([first, later, after]);
     // The operator raises the stream's limit and sends the parked event again.
     await bus.jsm.streams.update(sample.stream.name, { max_msg_size: -1 });
-    expect(retryParked(db, [big])).toBe(1);
+    expect(await retryParked(db, [big])).toBe(1);
     await relay.flush();
     expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([first, later, after, big]);
-    expect(parkedEvents(db).map((p) => p.eventId)).toEqual([huge]);
+    expect((await parkedEvents(db)).map((p) => p.eventId)).toEqual([huge]);
   });
 
   it("validates its options", async () => {
     const { db } = await setup("options");
     expect(() => createOutboxRelay({ db, nc: bus.nc, logger, maxInFlight: 0 })).toThrow(/maxInFlight/);
     expect(() => createOutboxRelay({ db, nc: bus.nc, logger, bogus: true } as never)).toThrow(/unknown option bogus/);
-    const bare = openDatabase({ path: join(dir, "bare.db"), migrations: [] });
-    cleanups.push(() => bare.close());
-    expect(() => createOutbox({ db: bare, source: "things" })).toThrow(/outboxMigrations/);
+    expect(() => createOutbox({ db, source: "things", bogus: 1 } as never)).toThrow(/unknown option bogus/);
   });
 });

@@ -1,7 +1,8 @@
 import type { MessageChecker } from "../contracts/index.js";
-import type { Database, Migration } from "../sql/index.js";
+import type { Database, Migration, StagedWrites, Transaction } from "../sql/index.js";
 import { encodeEvent, eventHeaderBlock } from "./cloud-events.js";
 import { assertEventFits, defaultMaxPayloadBytes } from "./event-rules.js";
+import { checkOptions } from "../options/index.js";
 import { validateSource } from "./publisher.js";
 import type { EventDescriptor } from "./types.js";
 
@@ -10,7 +11,7 @@ import type { EventDescriptor } from "./types.js";
  * describe, until the relay has them acknowledged by JetStream. `seq` gives the
  * publishing order; SQLite serialises writers, so it is also commit order.
  * `headers` holds the NATS header block as sent (CloudEvents headers plus
- * Nats-Msg-Id); rows written before 0003 hold a JSON object.
+ * Nats-Msg-Id).
  *
  * 0003 keeps the table lean, as every commit that emits an event writes it:
  * no AUTOINCREMENT (its sqlite_sequence row is one more page per commit) and
@@ -83,50 +84,70 @@ export interface OutboxOptions {
 /** Events to publish, stored in the same transaction as the state change that caused them. */
 export interface Outbox {
   /**
-   * Stores one event and returns its id (UUIDv7, also its `ce-id`). Must run
-   * inside `db.transaction`; throws otherwise, when the subject cannot be
-   * built, and (InvalidEventError) when the event breaks its contract's rules
-   * or is larger than the server takes, so the transaction stores nothing.
-   * The relay is woken when the transaction commits.
+   * Adds one event to `tx` and returns its id (UUIDv7, also its `ce-id`).
+   * Checked at once: throws when the subject cannot be built, and
+   * (InvalidEventError) when the event breaks its contract's rules or is
+   * larger than the server takes, so the change fails with nothing stored.
+   * Written with the transaction's other events just before it commits
+   * (dropped with a savepoint that rolls back); the relay is woken once it
+   * has committed.
    */
-  add<T>(descriptor: EventDescriptor<T>, message: T, options?: { readonly traceparent?: string }): string;
+  add<T>(tx: Transaction, descriptor: EventDescriptor<T>, message: T, options?: { readonly traceparent?: string }): string;
   /** Number of events not yet acknowledged by JetStream. */
-  pending(): number;
+  pending(): Promise<number>;
 }
+
+/** One event ready to be written to the outbox table. */
+interface OutboxRow {
+  readonly id: string;
+  readonly subject: string;
+  readonly type: string;
+  readonly payload: Buffer;
+  readonly headers: Buffer;
+  readonly createdAt: number;
+}
+
+/** Rows of one multi-row INSERT: SQLite binds up to 32,766 parameters, six a row. */
+const rowsPerInsert = 500;
 
 // Every outbox on a database wakes every relay on it, however many were created.
 const commitListeners = new WeakMap<Database, Set<() => void>>();
 
-/** Creates the outbox of `db`; throws when its table is missing (migrations not applied). */
+/** Creates the outbox of `db` (its table comes with `outboxMigrations`). */
 export function createOutbox(options: OutboxOptions): Outbox {
-  const known = new Set(["db", "source", "checker", "maxPayloadBytes"]);
-  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`createOutbox: unknown option ${key}`);
+  checkOptions("createOutbox", options, ["db", "source", "checker", "maxPayloadBytes"]);
   const { db, source, checker } = options;
-  const maxPayloadBytes = options.maxPayloadBytes ?? (() => defaultMaxPayloadBytes);
   validateSource("createOutbox", source);
-  assertOutboxTable(db, "createOutbox");
-  const insert = db.sqlite.prepare(
-    "INSERT INTO event_outbox (event_id, subject, type, payload, headers, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-  );
-  const count = db.sqlite.prepare("SELECT count(*) FROM event_outbox").pluck();
+  const maxPayloadBytes = options.maxPayloadBytes ?? (() => defaultMaxPayloadBytes);
   const wake = () => {
     for (const listener of commitListeners.get(db) ?? []) listener();
   };
-  return {
-    add(descriptor, message, addOptions = {}) {
-      if (!db.sqlite.inTransaction) {
-        throw new Error(`outbox.add(${descriptor.typeName}) must run inside db.transaction(...), so the event commits with the change it describes`);
+  const writes: StagedWrites<OutboxRow> = {
+    name: "outbox",
+    async flush(tx, rows) {
+      for (let from = 0; from < rows.length; from += rowsPerInsert) {
+        const chunk = rows.slice(from, from + rowsPerInsert);
+        const values = chunk.map((_, i) => `($${6 * i + 1}, $${6 * i + 2}, $${6 * i + 3}, $${6 * i + 4}, $${6 * i + 5}, $${6 * i + 6})`).join(", ");
+        await tx.run(
+          `INSERT INTO event_outbox (event_id, subject, type, payload, headers, created_at) VALUES ${values}`,
+          chunk.flatMap((r) => [r.id, r.subject, r.type, r.payload, r.headers, r.createdAt]),
+        );
       }
+      tx.afterCommit(wake);
+    },
+  };
+  return {
+    add(tx, descriptor, message, addOptions = {}) {
       const event = encodeEvent(descriptor, message, { source, traceparent: addOptions.traceparent });
       const payload = Buffer.from(event.payload.buffer, event.payload.byteOffset, event.payload.byteLength);
       const headers = eventHeaderBlock(event);
       assertEventFits(event.type, payload, headers.byteLength, checker, maxPayloadBytes());
-      insert.run(event.id, event.subject, event.type, payload, headers, Date.now());
-      db.afterCommit(wake);
+      tx.stage(writes, { id: event.id, subject: event.subject, type: event.type, payload, headers, createdAt: Date.now() });
       return event.id;
     },
-    pending() {
-      return count.get() as number;
+    async pending() {
+      const [row] = await db.query<{ n: number }>("SELECT count(*) AS n FROM event_outbox");
+      return Number(row.n);
     },
   };
 }
@@ -137,12 +158,6 @@ export function onOutboxCommit(db: Database, listener: () => void): () => void {
   if (!listeners) commitListeners.set(db, (listeners = new Set()));
   listeners.add(listener);
   return () => listeners.delete(listener);
-}
-
-/** Throws a message naming the fix when `db` was opened without the outbox migrations. */
-export function assertOutboxTable(db: Database, factory: string): void {
-  const exists = db.sqlite.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event_outbox'").get();
-  if (!exists) throw new Error(`${factory}: the database has no event_outbox table; pass outboxMigrations to openDatabase`);
 }
 
 /** An event the relay parked because JetStream refuses it for good. */
@@ -158,13 +173,11 @@ export interface ParkedEvent {
 }
 
 /** The parked events of `db`'s outbox, oldest first. */
-export function parkedEvents(db: Database): ParkedEvent[] {
-  const rows = db.sqlite
-    .prepare<[], { event_id: string; subject: string; type: string; size: number; created_at: number; parked_at: number; reason: string }>(
-      "SELECT event_id, subject, type, length(payload) + length(headers) AS size, created_at, parked_at, reason FROM event_outbox_parked ORDER BY parked_at, event_id",
-    )
-    .all();
-  return rows.map((r) => ({ eventId: r.event_id, subject: r.subject, type: r.type, size: r.size, createdAt: new Date(r.created_at), parkedAt: new Date(r.parked_at), reason: r.reason }));
+export async function parkedEvents(db: Database): Promise<ParkedEvent[]> {
+  const rows = await db.query<{ event_id: string; subject: string; type: string; size: number; created_at: number; parked_at: number; reason: string }>(
+    "SELECT event_id, subject, type, length(payload) + length(headers) AS size, created_at, parked_at, reason FROM event_outbox_parked ORDER BY parked_at, event_id",
+  );
+  return rows.map((r) => ({ eventId: r.event_id, subject: r.subject, type: r.type, size: Number(r.size), createdAt: new Date(Number(r.created_at)), parkedAt: new Date(Number(r.parked_at)), reason: r.reason }));
 }
 
 /**
@@ -173,14 +186,15 @@ export function parkedEvents(db: Database): ParkedEvent[] {
  * limit raised, say); the relay publishes them at its next sweep. Returns
  * how many were put back.
  */
-export function retryParked(db: Database, eventIds?: readonly string[]): number {
-  const where = eventIds ? "WHERE event_id IN (SELECT value FROM json_each(?))" : "";
-  const args = eventIds ? [JSON.stringify(eventIds)] : [];
-  return db.transaction(() => {
-    const moved = db.sqlite
-      .prepare(`INSERT INTO event_outbox (event_id, subject, type, payload, headers, created_at) SELECT event_id, subject, type, payload, headers, created_at FROM event_outbox_parked ${where} ORDER BY parked_at`)
-      .run(...args).changes;
-    db.sqlite.prepare(`DELETE FROM event_outbox_parked ${where}`).run(...args);
+export async function retryParked(db: Database, eventIds?: readonly string[]): Promise<number> {
+  const where = eventIds ? `WHERE event_id ${db.dialect.anyOf("$1")}` : "";
+  const params = eventIds ? [eventIds] : [];
+  return db.transaction(async (tx) => {
+    const moved = await tx.run(
+      `INSERT INTO event_outbox (event_id, subject, type, payload, headers, created_at) SELECT event_id, subject, type, payload, headers, created_at FROM event_outbox_parked ${where} ORDER BY parked_at`,
+      params,
+    );
+    await tx.run(`DELETE FROM event_outbox_parked ${where}`, params);
     return moved;
   });
 }

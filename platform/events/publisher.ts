@@ -1,5 +1,6 @@
 import type { NatsConnection } from "nats";
-import { encodeEvent, toNatsHeaders } from "./cloud-events.js";
+import { encodeEvent } from "./cloud-events.js";
+import { toNatsHeaders } from "./nats-internals.js";
 import type { EventDescriptor } from "./types.js";
 
 export interface EventPublisherOptions {

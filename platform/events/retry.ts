@@ -1,5 +1,5 @@
 import type { Logger } from "../log/index.js";
-import { onFailure, UnprocessableEventError, type Delivery, type DeliveryMiddleware, type Settlement } from "./delivery.js";
+import { UnprocessableEventError, type DeliveryMiddleware } from "./delivery.js";
 
 export interface RetryOptions {
   /** Attempts in all; the error of the last one propagates (to the dead letter middleware). */
@@ -16,16 +16,19 @@ export interface RetryOptions {
  */
 export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
   const { maxDeliver, backoffMs, logger } = options;
-  const retryLater = (err: unknown, delivery: Delivery): Settlement => {
-    if (err instanceof UnprocessableEventError || delivery.deliveryCount >= maxDeliver) throw err;
-    const delayMs = backoffDelay(backoffMs, delivery.deliveryCount);
-    logger.warn(
-      { err, consumer: delivery.consumer, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, maxDeliver, retryInMs: delayMs },
-      "event handler failed; retrying",
-    );
-    return { kind: "retry", delayMs };
+  return (next) => async (delivery, tx) => {
+    try {
+      return await next(delivery, tx);
+    } catch (err) {
+      if (err instanceof UnprocessableEventError || delivery.deliveryCount >= maxDeliver) throw err;
+      const delayMs = backoffDelay(backoffMs, delivery.deliveryCount);
+      logger.warn(
+        { err, consumer: delivery.consumer, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, maxDeliver, retryInMs: delayMs },
+        "event handler failed; retrying",
+      );
+      return { kind: "retry", delayMs };
+    }
   };
-  return (next) => (delivery) => onFailure(next, delivery, (err) => retryLater(err, delivery));
 }
 
 /** The delay after attempt `deliveryCount` (1-based): its entry, or the last one repeated. */

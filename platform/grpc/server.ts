@@ -7,6 +7,7 @@ import { createMessageChecker } from "../contracts/index.js";
 import { createDescriptorIndex } from "./descriptor-index.js";
 import { addServerReflection } from "./server-reflection.js";
 import { StatusError } from "../errors/index.js";
+import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 
 export interface GrpcServerOptions {
   /**
@@ -28,7 +29,7 @@ export interface GrpcServerOptions {
   /** How long health reports NOT_SERVING before the server stops accepting calls. Default 0. */
   readonly drainDelayMs?: number;
   /** Throws when a dependency (the database) is unavailable; health then reports NOT_SERVING. */
-  readonly readinessCheck?: () => void;
+  readonly readinessCheck?: () => void | Promise<void>;
   /** How often readinessCheck runs. Default 2 s. */
   readonly readinessIntervalMs?: number;
   /** TLS or mTLS credentials; plaintext by default (local development). */
@@ -62,20 +63,13 @@ export interface GrpcServer {
   setUnavailable(reason: string | undefined): void;
 }
 
-const option = <T>(value: T | undefined, fallback: T, name: string, valid: (v: T) => boolean): T => {
-  const v = value ?? fallback;
-  if (!valid(v)) throw new Error(`createGrpcServer: invalid ${name}: ${String(v)}`);
-  return v;
-};
-
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
-  const known = new Set(["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials"]);
-  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`createGrpcServer: unknown option ${key}`);
-  const positive = (v: number) => Number.isInteger(v) && v >= 0;
-  const maxReceive = option(options.maxReceiveMessageBytes, 256 * 1024, "maxReceiveMessageBytes", (v) => positive(v) && v > 0);
-  const shutdownTimeoutMs = option(options.shutdownTimeoutMs, 10_000, "shutdownTimeoutMs", positive);
-  const drainDelayMs = option(options.drainDelayMs, 0, "drainDelayMs", positive);
-  const readinessIntervalMs = option(options.readinessIntervalMs, 2_000, "readinessIntervalMs", (v) => positive(v) && v > 0);
+  const factory = "createGrpcServer";
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials"]);
+  const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
+  const shutdownTimeoutMs = nonNegativeInteger(factory, "shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000);
+  const drainDelayMs = nonNegativeInteger(factory, "drainDelayMs", options.drainDelayMs, 0);
+  const readinessIntervalMs = positiveInteger(factory, "readinessIntervalMs", options.readinessIntervalMs, 2_000);
   const { logger, readinessCheck } = options;
 
   // No channelz service is exposed, so its per-call counters and timestamps are switched off.
@@ -96,15 +90,16 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const setAll = (status: ServingStatus): void => {
     for (const name of ["", ...serviceNames]) health.setStatus(name, status);
   };
-  const checkReadiness = (): void => {
+  const checkReadiness = async (): Promise<void> => {
     if (state !== "serving" || !readinessCheck) return;
     let now = true;
     try {
-      readinessCheck();
+      await readinessCheck();
     } catch (err) {
       now = false;
       if (ready) logger.error({ err }, "readiness check failed; reporting NOT_SERVING");
     }
+    if (state !== "serving") return;
     if (now && !ready) logger.info("readiness restored; reporting SERVING");
     ready = now;
     setAll(ready && unavailable === undefined ? "SERVING" : "NOT_SERVING");
@@ -128,8 +123,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       );
       state = "serving";
       setAll(unavailable === undefined ? "SERVING" : "NOT_SERVING");
-      checkReadiness();
-      if (readinessCheck) readinessTimer = setInterval(checkReadiness, readinessIntervalMs).unref();
+      await checkReadiness();
+      if (readinessCheck) readinessTimer = setInterval(() => void checkReadiness(), readinessIntervalMs).unref();
       return { port };
     },
     shutdown() {
@@ -161,7 +156,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       if (reason !== undefined && (typeof reason !== "string" || reason === "")) throw new Error("setUnavailable: the reason must be a non-empty string");
       unavailable = reason;
       if (state !== "serving") return;
-      if (reason === undefined) checkReadiness();
+      if (reason === undefined) void checkReadiness();
       setAll(ready && unavailable === undefined ? "SERVING" : "NOT_SERVING");
     },
   };

@@ -17,36 +17,35 @@ describe("request ids", () => {
   let db: Database;
   afterEach(() => db?.close());
 
-  it("runs the work once per id, returns the first response to a repeat, and refuses the id for another request", () => {
-    db = openDatabase({ path: join(dir, "once.db"), migrations: requestIdMigrations });
-    const ids = createRequestIds(db);
+  it("runs the work once per id, returns the first response to a repeat, and refuses the id for another request", async () => {
+    db = await openDatabase({ path: join(dir, "once.db"), migrations: requestIdMigrations });
+    const ids = createRequestIds();
     let runs = 0;
-    const make = (digest: number, id: string | undefined, result: number) => db.transaction(() => ids.once(call(digest), id, codec, () => (runs++, result)));
-    expect(make(1, "a", 7)).toBe(7);
-    expect(make(1, "a", 8)).toBe(7);
+    const make = (digest: number, id: string | undefined, result: number) => db.transaction((tx) => ids.once(tx, call(digest), id, codec, async () => (runs++, result)));
+    expect(await make(1, "a", 7)).toBe(7);
+    expect(await make(1, "a", 8)).toBe(7);
     expect(runs).toBe(1);
-    expect(() => make(2, "a", 9)).toThrow(expect.objectContaining({ code: 6, violations: [expect.objectContaining({ field: "request_id" })] }));
+    await expect(make(2, "a", 9)).rejects.toMatchObject({ code: 6, violations: [expect.objectContaining({ field: "request_id" })] });
     // No id: no memory.
-    expect(make(1, undefined, 3)).toBe(3);
-    expect(make(1, "", 4)).toBe(4);
+    expect(await make(1, undefined, 3)).toBe(3);
+    expect(await make(1, "", 4)).toBe(4);
     // A rolled-back transaction keeps no id.
-    expect(() => db.transaction(() => ids.once(call(1), "b", codec, () => { throw new Error("the change failed"); }))).toThrow("the change failed");
-    expect(make(1, "b", 5)).toBe(5);
-    expect(() => ids.once(call(1), "c", codec, () => 1)).toThrow(/inside db\.transaction/);
+    await expect(db.transaction((tx) => ids.once(tx, call(1), "b", codec, async () => { throw new Error("the change failed"); }))).rejects.toThrow("the change failed");
+    expect(await make(1, "b", 5)).toBe(5);
   });
 
   it("forgets ids older than their retention", async () => {
-    db = openDatabase({ path: join(dir, "retention.db"), migrations: requestIdMigrations });
-    const insert = db.sqlite.prepare("INSERT INTO request_ids (method, request_id, digest, response, created_at) VALUES ('m', ?, x'00', x'00', ?)");
+    db = await openDatabase({ path: join(dir, "retention.db"), migrations: requestIdMigrations });
+    const insert = (id: string, at: number) => db.run("INSERT INTO request_ids (method, request_id, digest, response, created_at) VALUES ('m', $1, x'00', x'00', $2)", [id, at]);
     const now = Date.now();
-    for (let i = 0; i < 5; i++) insert.run(`old-${i}`, now - 25 * 3_600_000);
-    insert.run("fresh", now - 3_600_000);
+    for (let i = 0; i < 5; i++) await insert(`old-${i}`, now - 25 * 3_600_000);
+    await insert("fresh", now - 3_600_000);
     const retention = requestIdRetention({ db, logger });
     try {
       expect(await retention.prune()).toBe(5);
     } finally {
       await retention.stop();
     }
-    expect(db.sqlite.prepare("SELECT request_id FROM request_ids").pluck().all()).toEqual(["fresh"]);
+    expect(await db.query("SELECT request_id FROM request_ids")).toEqual([{ request_id: "fresh" }]);
   });
 });

@@ -1,6 +1,6 @@
 import { Code, StatusError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
-import { type Database, type Migration, type Retention, startRetention } from "../sql/index.js";
+import { type Database, type Migration, type Retention, startRetention, type Transaction } from "../sql/index.js";
 
 /** The table of request ids: one row per call that carried one, with its request's digest and its response. */
 export const requestIdMigrations: Migration[] = [
@@ -42,13 +42,13 @@ export interface ResponseCodec<R> {
  */
 export interface RequestIds {
   /**
-   * Must run inside `db.transaction`. With no request id, runs `work`. With
-   * one seen before for this method and the same request, returns the stored
-   * response without running `work`; with the same id and a different
-   * request, throws ALREADY_EXISTS naming request_id. Otherwise runs `work`
-   * and stores its response with the id, committed or rolled back with it.
+   * In `tx`: with no request id, runs `work`. With one seen before for this
+   * method and the same request, resolves with the stored response without
+   * running `work`; with the same id and a different request, throws
+   * ALREADY_EXISTS naming request_id. Otherwise runs `work` and stores its
+   * response with the id, committed or rolled back with the transaction.
    */
-  once<R>(call: IdentifiedCall, requestId: string | undefined, codec: ResponseCodec<R>, work: () => R): R;
+  once<R>(tx: Transaction, call: IdentifiedCall, requestId: string | undefined, codec: ResponseCodec<R>, work: () => Promise<R>): Promise<R>;
 }
 
 /** 24 hours: the promise the contracts make (request ids are "remembered for at least 24 hours"). */
@@ -66,26 +66,28 @@ export function requestIdRetention(options: { readonly db: Database; readonly lo
   });
 }
 
-/** The request ids of `db`; throws when its table is missing (requestIdMigrations not applied). */
-export function createRequestIds(db: Database): RequestIds {
-  const exists = db.sqlite.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'request_ids'").get();
-  if (!exists) throw new Error("createRequestIds: the database has no request_ids table; pass requestIdMigrations to openDatabase");
-  const find = db.sqlite.prepare<[string, string], { digest: Buffer; response: Buffer }>("SELECT digest, response FROM request_ids WHERE method = ? AND request_id = ?");
-  const insert = db.sqlite.prepare("INSERT INTO request_ids (method, request_id, digest, response, created_at) VALUES (?, ?, ?, ?, ?)");
+/** The request ids, in the database of the transactions they are given (table from `requestIdMigrations`). */
+export function createRequestIds(): RequestIds {
   return {
-    once(call, requestId, codec, work) {
+    async once(tx, call, requestId, codec, work) {
       if (requestId === undefined || requestId === "") return work();
-      if (!db.sqlite.inTransaction) throw new Error(`requestIds.once(${call.method}) must run inside db.transaction(...), so the response commits with the change`);
-      const seen = find.get(call.method, requestId);
+      const [seen] = await tx.query<{ digest: Uint8Array; response: Uint8Array }>("SELECT digest, response FROM request_ids WHERE method = $1 AND request_id = $2", [call.method, requestId]);
       if (seen) {
-        if (!Buffer.from(call.requestDigest).equals(seen.digest)) {
+        if (!Buffer.from(call.requestDigest).equals(Buffer.from(seen.digest))) {
           const description = `was already used for a different request to ${call.method.slice(call.method.lastIndexOf("/") + 1)}; pick a new request_id for a new request`;
           throw new StatusError(Code.ALREADY_EXISTS, `request_id ${requestId} ${description}`, { violations: [{ field: "request_id", description }] });
         }
         return codec.decode(seen.response);
       }
-      const response = work();
-      insert.run(call.method, requestId, Buffer.from(call.requestDigest), Buffer.from(codec.encode(response).finish()), Date.now());
+      const response = await work();
+      // A concurrent call with the same id (another instance, on Postgres) makes this insert fail, and the transaction with it.
+      await tx.run("INSERT INTO request_ids (method, request_id, digest, response, created_at) VALUES ($1, $2, $3, $4, $5)", [
+        call.method,
+        requestId,
+        call.requestDigest,
+        codec.encode(response).finish(),
+        Date.now(),
+      ]);
       return response;
     },
   };

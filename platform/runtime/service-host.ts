@@ -55,7 +55,7 @@ export interface ServiceHost {
  */
 export async function createServiceHost(options: ServiceHostOptions): Promise<ServiceHost> {
   const { logger, name } = options;
-  const db = openDatabase({ path: options.databasePath, migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations] });
+  const db = await openDatabase({ path: options.databasePath, migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations] });
   let events: EventRuntime;
   let server: GrpcServer;
   try {
@@ -70,7 +70,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     });
     server = createGrpcServer({ descriptorSet: options.descriptorSet, logger, shutdownTimeoutMs: options.shutdownTimeoutMs, readinessCheck: () => db.ping() });
   } catch (err) {
-    db.close();
+    await db.close();
     throw err;
   }
   let requestIdsKept: Retention | undefined;
@@ -79,11 +79,11 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     await requestIdsKept?.stop();
     await events.stop();
     onStop?.();
-    db.close();
+    await db.close();
   };
   return {
     db,
-    requestIds: createRequestIds(db),
+    requestIds: createRequestIds(),
     events,
     server,
     async start({ consumers, onStop }) {

@@ -2,44 +2,113 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { openDatabase } from "./database.js";
+import type { StagedWrites } from "./types.js";
 
 const dir = tempDirForSuite("concord-db-");
 const migrations = [{ id: "0001_notes", sql: "CREATE TABLE notes (text TEXT NOT NULL)" }];
 
-describe("openDatabase", () => {
-  it("runs migrations once, across restarts", () => {
+describe("openDatabase (SQLite)", () => {
+  it("runs migrations once, across restarts", async () => {
     const path = join(dir, "migrate.db");
-    openDatabase({ path, migrations }).close();
-    const db = openDatabase({ path, migrations });
-    expect(db.sqlite.prepare("SELECT count(*) FROM schema_migrations").pluck().get()).toBe(1);
-    db.close();
+    await (await openDatabase({ path, migrations })).close();
+    const db = await openDatabase({ path, migrations });
+    expect(await db.query("SELECT count(*) AS n FROM schema_migrations")).toEqual([{ n: 1 }]);
+    await db.close();
   });
 
-  it("rolls back a nested transaction that throws without touching the outer one, and runs after-commit hooks once committed", () => {
-    const db = openDatabase({ path: join(dir, "nested.db"), migrations });
-    const insert = db.sqlite.prepare("INSERT INTO notes (text) VALUES (?)");
+  it("rolls back a savepoint that throws without touching the transaction, and runs after-commit callbacks once committed", async () => {
+    const db = await openDatabase({ path: join(dir, "nested.db"), migrations });
     const committed: string[] = [];
-    db.transaction(() => {
-      insert.run("outer");
-      db.afterCommit(() => committed.push("outer"));
-      expect(() =>
-        db.transaction(() => {
-          insert.run("inner");
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO notes (text) VALUES ($1)", ["outer"]);
+      tx.afterCommit(() => committed.push("outer"));
+      await expect(
+        tx.savepoint(async (inner) => {
+          await inner.run("INSERT INTO notes (text) VALUES ($1)", ["inner"]);
+          inner.afterCommit(() => committed.push("inner"));
           throw new Error("inner fails");
         }),
-      ).toThrow("inner fails");
-      db.transaction(() => insert.run("second inner"));
+      ).rejects.toThrow("inner fails");
+      await tx.savepoint((inner) => inner.run("INSERT INTO notes (text) VALUES ($1)", ["second inner"]));
       expect(committed).toEqual([]);
     });
     expect(committed).toEqual(["outer"]);
-    expect(db.sqlite.prepare("SELECT text FROM notes ORDER BY rowid").pluck().all()).toEqual(["outer", "second inner"]);
-    expect(() => db.transaction(() => {
-      insert.run("lost");
-      db.afterCommit(() => committed.push("lost"));
-      throw new Error("outer fails");
-    })).toThrow("outer fails");
+    expect((await db.query<{ text: string }>("SELECT text FROM notes ORDER BY rowid")).map((r) => r.text)).toEqual(["outer", "second inner"]);
+    await expect(
+      db.transaction(async (tx) => {
+        await tx.run("INSERT INTO notes (text) VALUES ($1)", ["lost"]);
+        tx.afterCommit(() => committed.push("lost"));
+        throw new Error("outer fails");
+      }),
+    ).rejects.toThrow("outer fails");
     expect(committed).toEqual(["outer"]);
-    expect(db.sqlite.prepare("SELECT count(*) FROM notes").pluck().get()).toBe(2);
-    db.close();
+    expect(await db.query("SELECT count(*) AS n FROM notes")).toEqual([{ n: 2 }]);
+    await db.close();
+  });
+
+  it("writes staged items just before the commit, without those of a savepoint that rolled back", async () => {
+    const db = await openDatabase({ path: join(dir, "staged.db"), migrations });
+    const flushed: string[][] = [];
+    const notes: StagedWrites<string> = {
+      name: "notes",
+      async flush(tx, items) {
+        flushed.push([...items]);
+        for (const text of items) await tx.run("INSERT INTO notes (text) VALUES ($1)", [text]);
+      },
+    };
+    await db.transaction(async (tx) => {
+      tx.stage(notes, "a");
+      await tx.savepoint(async (inner) => inner.stage(notes, "b"));
+      await tx
+        .savepoint(async (inner) => {
+          inner.stage(notes, "dropped");
+          throw new Error("no");
+        })
+        .catch(() => undefined);
+      tx.stage(notes, "c");
+      expect(flushed).toEqual([]);
+    });
+    expect(flushed).toEqual([["a", "b", "c"]]);
+    expect((await db.query<{ text: string }>("SELECT text FROM notes ORDER BY rowid")).map((r) => r.text)).toEqual(["a", "b", "c"]);
+    await db.close();
+  });
+
+  it("runs transactions one at a time, and reads outside them see only what is committed", async () => {
+    const db = await openDatabase({ path: join(dir, "queue.db"), migrations });
+    let inside = 0;
+    let most = 0;
+    let readMeanwhile: unknown;
+    await Promise.all(
+      Array.from({ length: 5 }, (_, i) =>
+        db.transaction(async (tx) => {
+          most = Math.max(most, ++inside);
+          await tx.run("INSERT INTO notes (text) VALUES ($1)", [`t${i}`]);
+          await new Promise((r) => setTimeout(r, 5));
+          if (i === 0) readMeanwhile = await db.query("SELECT count(*) AS n FROM notes");
+          inside--;
+        }),
+      ),
+    );
+    expect(most).toBe(1);
+    expect(readMeanwhile).toEqual([{ n: 0 }]);
+    expect(await db.query("SELECT count(*) AS n FROM notes")).toEqual([{ n: 5 }]);
+    await db.close();
+  });
+
+  it("binds $n parameters in any order and list parameters through anyOf", async () => {
+    const db = await openDatabase({ path: join(dir, "params.db"), migrations });
+    await db.run("INSERT INTO notes (text) VALUES ($1), ($2), ($3)", ["x", "y", "z"]);
+    expect(await db.query("SELECT $2 AS two, $1 AS one, $2 AS again", ["A", "B"])).toEqual([{ two: "B", one: "A", again: "B" }]);
+    const picked = await db.query<{ text: string }>(`SELECT text FROM notes WHERE text ${db.dialect.anyOf("$1")} ORDER BY text`, [["z", "x", "nope"]]);
+    expect(picked.map((r) => r.text)).toEqual(["x", "z"]);
+    await db.close();
+  });
+
+  it("names a migration that fails, and keeps nothing of it", async () => {
+    const path = join(dir, "bad-migration.db");
+    await expect(openDatabase({ path, migrations: [...migrations, { id: "0002_bad", sql: "CREATE TABLE ok (a TEXT);\nCREATE TABLE broken (" }] })).rejects.toThrow(/migration 0002_bad failed/);
+    const db = await openDatabase({ path, migrations });
+    expect(await db.query("SELECT name FROM sqlite_master WHERE name = 'ok'")).toEqual([]);
+    await db.close();
   });
 });

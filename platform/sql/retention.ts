@@ -1,5 +1,5 @@
 import type { Logger } from "../log/index.js";
-import type { Database } from "./database.js";
+import type { Database } from "./types.js";
 
 export interface RetentionOptions {
   readonly db: Database;
@@ -46,10 +46,9 @@ export function startRetention(options: RetentionOptions): Retention {
   }
   const logger = options.logger.child({ component: "retention", rows: name });
   // Up to the batch's last (oldest-first) time, so each statement walks the time index only as far as one batch.
-  const deleteBatch = db.sqlite.prepare(
-    `DELETE FROM ${table} WHERE ${timeColumn} < @cutoff AND ${timeColumn} <= coalesce(` +
-      `(SELECT ${timeColumn} FROM ${table} WHERE ${timeColumn} < @cutoff ORDER BY ${timeColumn} LIMIT 1 OFFSET @last), @cutoff)`,
-  );
+  const deleteBatch =
+    `DELETE FROM ${table} WHERE ${timeColumn} < $1 AND ${timeColumn} <= coalesce(` +
+    `(SELECT ${timeColumn} FROM ${table} WHERE ${timeColumn} < $1 ORDER BY ${timeColumn} LIMIT 1 OFFSET $2), $1)`;
 
   let stopped = false;
   let running: Promise<number> | undefined;
@@ -57,7 +56,7 @@ export function startRetention(options: RetentionOptions): Retention {
     const cutoff = Date.now() - retentionMs;
     let total = 0;
     while (!stopped) {
-      const { changes } = db.transaction(() => deleteBatch.run({ cutoff, last: batchSize - 1 }));
+      const changes = await db.transaction((tx) => tx.run(deleteBatch, [cutoff, batchSize - 1]));
       total += changes;
       // Fewer than a batch: nothing older is left.
       if (changes < batchSize) break;

@@ -9,7 +9,6 @@ import { createClient } from "../../platform/grpc/index.js";
 import type { Logger } from "../../platform/log/index.js";
 import { createServiceHost, type RunningService } from "../../platform/runtime/index.js";
 import { createCatalogFeed } from "./events/catalog-feed.js";
-import { orderChangeEvents } from "./events/order-changes.js";
 import { createOrderSaga } from "./events/order-saga.js";
 import { createOrderService } from "./grpc/order-service.js";
 import { createCatalogStore } from "./store/catalog-store.js";
@@ -49,10 +48,10 @@ export async function startOrders(options: OrdersOptions): Promise<RunningOrders
   const { productsAddress, productsTimeoutMs = 2_000, ...hostOptions } = options;
   const host = await createServiceHost({ name: "orders", migrations: orderMigrations, streams: allStreams, descriptorSet, ...hostOptions });
   const { db, events, server, requestIds } = host;
-  const store = createOrderStore(db);
-  const catalog = createCatalogStore(db);
+  const store = createOrderStore();
+  const catalog = createCatalogStore();
   const products = createClient(ProductServiceService, { address: productsAddress, defaultTimeoutMs: productsTimeoutMs, methods: ProductServiceMethods });
-  server.addService(OrderServiceService, createOrderService({ db, store, catalog, products, requestIds, onChange: orderChangeEvents(events.outbox) }));
+  server.addService(OrderServiceService, createOrderService({ db, store, catalog, products, outbox: events.outbox, requestIds }));
   const handlers = { ...createOrderSaga(store), ...createCatalogFeed(catalog) };
   return host.start({ consumers: bindConsumers(OrderServiceConsumers, handlers), onStop: () => products.close() });
 }

@@ -5,7 +5,6 @@ import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_s
 import { bindConsumers, type EventRuntime } from "../../platform/events/index.js";
 import type { Logger } from "../../platform/log/index.js";
 import { createServiceHost, type RunningService } from "../../platform/runtime/index.js";
-import { productChangeEvents } from "./events/product-changes.js";
 import { createStockReservations } from "./events/stock-reservations.js";
 import { createProductService } from "./grpc/product-service.js";
 import { productMigrations } from "./store/migrations.js";
@@ -36,6 +35,6 @@ export interface RunningProducts extends RunningService {
 export async function startProducts(options: ProductsOptions): Promise<RunningProducts> {
   const host = await createServiceHost({ name: "products", migrations: productMigrations, streams: allStreams, descriptorSet, ...options });
   const { db, events, server, requestIds } = host;
-  server.addService(ProductServiceService, createProductService({ db, store: createProductStore(db), requestIds, onChange: productChangeEvents(events.outbox) }));
-  return host.start({ consumers: bindConsumers(ProductServiceConsumers, createStockReservations(createReservationStore(db))) });
+  server.addService(ProductServiceService, createProductService({ db, store: createProductStore(), outbox: events.outbox, requestIds }));
+  return host.start({ consumers: bindConsumers(ProductServiceConsumers, createStockReservations(createReservationStore())) });
 }

@@ -1,15 +1,11 @@
 import type { OrderServiceEventHandlers } from "../../../gen/ts/shop/orders/v1/order_service_jetstream.js";
 import type { Product } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import { type EventContext, UnprocessableEventError } from "../../../platform/events/index.js";
-import type { CatalogEntry, CatalogStore } from "../store/catalog-store.js";
+import { catalogEntryOf } from "../contract.js";
+import type { CatalogStore } from "../store/catalog-store.js";
 
 /** The handlers of the product events that feed the catalogue. */
-export type CatalogFeed = Pick<OrderServiceEventHandlers<EventContext>, "productCreated" | "productUpdated">;
-
-/** The catalogue's view of a product with a price, as the product service sent it (in an event or a lookup). */
-export function catalogEntryOf(product: Product & { readonly price: NonNullable<Product["price"]> }): CatalogEntry {
-  return { id: product.id, name: product.name, currency: product.price.currencyCode, priceMinor: product.price.amountMinor, version: product.version };
-}
+export type CatalogFeed = Pick<OrderServiceEventHandlers<EventContext, Promise<void>>, "productCreated" | "productUpdated">;
 
 /**
  * Keeps the order service's copy of the catalogue current from the product
@@ -19,16 +15,16 @@ export function catalogEntryOf(product: Product & { readonly price: NonNullable<
  * priced product can never be applied and is dead-lettered at once.
  */
 export function createCatalogFeed(catalog: CatalogStore): CatalogFeed {
-  const take = (productId: string, product: Product | undefined): void => {
+  const take = async (context: EventContext, productId: string, product: Product | undefined): Promise<void> => {
     if (!product?.price) throw new UnprocessableEventError(`the event about product ${productId} carries no product with a price`);
-    catalog.upsert(catalogEntryOf({ ...product, price: product.price }));
+    await catalog.upsert(context.tx, catalogEntryOf({ ...product, price: product.price }));
   };
   return {
-    productCreated(event) {
-      take(event.productId, event.product);
+    async productCreated(event, context) {
+      await take(context, event.productId, event.product);
     },
-    productUpdated(event) {
-      take(event.productId, event.product);
+    async productUpdated(event, context) {
+      await take(context, event.productId, event.product);
     },
   };
 }

@@ -6,7 +6,7 @@ import { settleReservation } from "../domain/order.js";
 import type { OrderStore } from "../store/order-store.js";
 
 /** The handlers of the product service's answers about stock. */
-export type OrderSaga = Pick<OrderServiceEventHandlers<EventContext>, "stockReserved" | "stockReservationFailed">;
+export type OrderSaga = Pick<OrderServiceEventHandlers<EventContext, Promise<void>>, "stockReserved" | "stockReservationFailed">;
 
 /**
  * The order side of the saga: the product service's answer settles a
@@ -15,23 +15,23 @@ export type OrderSaga = Pick<OrderServiceEventHandlers<EventContext>, "stockRese
  * nothing.
  */
 export function createOrderSaga(store: OrderStore, now: () => number = Date.now): OrderSaga {
-  const settle = (orderId: string, linesVersion: number, outcome: Parameters<typeof settleReservation>[2], context: EventContext): void => {
-    const order = store.get(orderId);
+  const settle = async (orderId: string, linesVersion: number, outcome: Parameters<typeof settleReservation>[2], context: EventContext): Promise<void> => {
+    const order = await store.getForUpdate(context.tx, orderId);
     if (!order) throw new Error(`order ${orderId} is unknown to this service`);
     const next = settleReservation(order, linesVersion, outcome, now());
     if (!next) return;
-    if (!store.replace(next, order.version)) throw new Error(`order ${orderId} changed while it was being settled`);
+    if (!(await store.replace(context.tx, next, order.version))) throw new Error(`order ${orderId} changed while it was being settled`);
     const total = { currencyCode: next.currency, amountMinor: next.totalMinor };
     if (next.state === "CONFIRMED") context.emit(OrderConfirmedEvent, { orderId, customerId: next.customerId, total });
     else context.emit(OrderRejectedEvent, { orderId, customerId: next.customerId, reason: next.rejectionReason });
   };
 
   return {
-    stockReserved(event: StockReserved, context) {
-      settle(event.orderId, event.linesVersion, { reserved: true }, context);
+    async stockReserved(event: StockReserved, context) {
+      await settle(event.orderId, event.linesVersion, { reserved: true }, context);
     },
-    stockReservationFailed(event: StockReservationFailed, context) {
-      settle(event.orderId, event.linesVersion, { reserved: false, reason: event.reason }, context);
+    async stockReservationFailed(event: StockReservationFailed, context) {
+      await settle(event.orderId, event.linesVersion, { reserved: false, reason: event.reason }, context);
     },
   };
 }

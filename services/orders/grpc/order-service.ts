@@ -1,22 +1,17 @@
-import type { PromiseClient, ServiceImpl } from "../../../platform/grpc/index.js";
-import { StatusError } from "../../../platform/errors/index.js";
-import { decodePageToken, encodePageToken, pageSizeOf } from "../../../platform/grpc/index.js";
-import { uuidv7 } from "../../../platform/ids/index.js";
-import type { RequestIds } from "../../../platform/idempotency/index.js";
-import type { Database } from "../../../platform/sql/index.js";
-import { type Address, CreateOrderResponse, type Order, OrderServiceService, OrderState as OrderStateEnum } from "../../../gen/ts/shop/orders/v1/order_service_pb.js";
+import { OrderCancelledEvent, OrderPlacedEvent, OrderUpdatedEvent } from "../../../gen/ts/shop/orders/v1/order_events_jetstream.js";
+import { CreateOrderResponse, OrderServiceService } from "../../../gen/ts/shop/orders/v1/order_service_pb.js";
 import type { ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
-import { assertEditable, assertVersion, cancel, lineTotalMinor, type OrderRecord, priceLines, type ShippingAddress } from "../domain/order.js";
+import { StatusError } from "../../../platform/errors/index.js";
+import type { Outbox } from "../../../platform/events/index.js";
+import { decodePageToken, encodePageToken, pageSizeOf, type PromiseClient, type ServiceImpl } from "../../../platform/grpc/index.js";
+import type { RequestIds } from "../../../platform/idempotency/index.js";
+import { uuidv7 } from "../../../platform/ids/index.js";
+import type { Database } from "../../../platform/sql/index.js";
+import { toOrderMessage, toShippingAddress } from "../contract.js";
+import { assertEditable, assertVersion, cancel, type OrderRecord, priceLines } from "../domain/order.js";
 import type { CatalogStore } from "../store/catalog-store.js";
 import type { OrderStore } from "../store/order-store.js";
 import { quoteProducts } from "./product-catalog.js";
-
-/** Told about every change inside the transaction that makes it, so its events commit with it. */
-export interface OrderChangeListener {
-  placed(order: OrderRecord): void;
-  updated(order: OrderRecord, changedFields: readonly string[]): void;
-  cancelled(order: OrderRecord, reason: string): void;
-}
 
 export interface OrderServiceDeps {
   readonly db: Database;
@@ -25,51 +20,31 @@ export interface OrderServiceDeps {
   readonly catalog: CatalogStore;
   /** The product service, for products the catalogue does not know yet. */
   readonly products: PromiseClient<typeof ProductServiceService>;
+  /** Where every change's events go, in the change's own transaction. */
+  readonly outbox: Outbox;
   /** Request ids of CreateOrder calls, so a repeated call places no second order. */
   readonly requestIds: RequestIds;
-  readonly onChange?: OrderChangeListener;
   readonly now?: () => number;
 }
 
-const stateToProto: Record<OrderRecord["state"], OrderStateEnum> = {
-  PENDING: OrderStateEnum.ORDER_STATE_PENDING,
-  CONFIRMED: OrderStateEnum.ORDER_STATE_CONFIRMED,
-  REJECTED: OrderStateEnum.ORDER_STATE_REJECTED,
-  CANCELLED: OrderStateEnum.ORDER_STATE_CANCELLED,
-};
-
-/** Maps a stored order to its contract form. */
-export function toOrderMessage(o: OrderRecord): Order {
-  const money = (amountMinor: number) => ({ currencyCode: o.currency, amountMinor });
-  return {
-    id: o.id,
-    customerId: o.customerId,
-    state: stateToProto[o.state],
-    lines: o.lines.map((l) => ({ productId: l.productId, productName: l.productName, quantity: l.quantity, unitPrice: money(l.unitPriceMinor), lineTotal: money(lineTotalMinor(l)) })),
-    total: money(o.totalMinor),
-    shippingAddress: o.shippingAddress,
-    rejectionReason: o.rejectionReason,
-    version: o.version,
-    createTime: new Date(o.createdAt),
-    updateTime: new Date(o.updatedAt),
-  };
-}
-
-const toAddress = (a: Address): ShippingAddress => ({ recipient: a.recipient, line1: a.line1, line2: a.line2, city: a.city, postalCode: a.postalCode, countryCode: a.countryCode });
-
-/** OrderService: the contract's methods over the order store, priced from the local catalogue (and the product service when it must). */
+/**
+ * OrderService: the contract's methods over the order store, priced from the
+ * local catalogue (and the product service when it must). Each change and
+ * the event that reports it (OrderPlaced, OrderUpdated, OrderCancelled)
+ * commit in one transaction.
+ */
 export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof OrderServiceService> {
-  const { db, store, catalog, products, requestIds, onChange } = deps;
+  const { db, store, catalog, products, outbox, requestIds } = deps;
   const sources = { db, catalog, products };
   const now = deps.now ?? Date.now;
-  const mustGet = (id: string): OrderRecord => {
-    const order = store.get(id);
+  const found = (order: OrderRecord | undefined, id: string): OrderRecord => {
     if (!order) throw StatusError.notFound(`order ${id} does not exist`);
     return order;
   };
 
   return {
     async createOrder(req, context) {
+      // Priced before the transaction: a remote call never holds the database.
       const quotes = await quoteProducts(sources, req.lines.map((l) => l.productId), context);
       const priced = priceLines(req.lines, quotes);
       const at = now();
@@ -78,66 +53,66 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
         customerId: req.customerId,
         state: "PENDING",
         ...priced,
-        shippingAddress: toAddress(req.shippingAddress!),
+        shippingAddress: toShippingAddress(req.shippingAddress!),
         rejectionReason: "",
         linesVersion: 1,
         version: 1,
         createdAt: at,
         updatedAt: at,
       };
-      return db.transaction(() =>
-        requestIds.once(context, req.requestId, CreateOrderResponse, () => {
-          store.insert(order);
-          onChange?.placed(order);
-          return { order: toOrderMessage(order) };
+      return db.transaction((tx) =>
+        requestIds.once(tx, context, req.requestId, CreateOrderResponse, async () => {
+          await store.insert(tx, order);
+          const message = toOrderMessage(order);
+          outbox.add(tx, OrderPlacedEvent, { orderId: order.id, customerId: order.customerId, lines: message.lines, total: message.total, linesVersion: order.linesVersion });
+          return { order: message };
         }),
       );
     },
 
     async getOrder(req) {
-      return { order: toOrderMessage(mustGet(req.id)) };
+      return { order: toOrderMessage(found(await store.get(db, req.id), req.id)) };
     },
 
     async updateOrder(req, context) {
       const mask = req.updateMask ?? [];
-      const before = mustGet(req.id);
+      const before = found(await store.get(db, req.id), req.id);
       assertVersion(before, req.expectedVersion);
       assertEditable(before);
       // Price new lines before the transaction: a remote call never holds the database.
       const priced = mask.includes("lines") ? priceLines(req.lines, await quoteProducts(sources, req.lines.map((l) => l.productId), context)) : undefined;
-      const next = db.transaction(() => {
-        const current = mustGet(req.id);
+      return db.transaction(async (tx) => {
+        const current = found(await store.getForUpdate(tx, req.id), req.id);
         assertVersion(current, req.expectedVersion);
         assertEditable(current);
         const edited: OrderRecord = {
           ...current,
           ...(priced && { ...priced, linesVersion: current.linesVersion + 1 }),
-          ...(mask.includes("shipping_address") && { shippingAddress: toAddress(req.shippingAddress!) }),
+          ...(mask.includes("shipping_address") && { shippingAddress: toShippingAddress(req.shippingAddress!) }),
           version: current.version + 1,
           updatedAt: now(),
         };
-        if (!store.replace(edited, current.version)) throw StatusError.aborted(`order ${req.id} changed concurrently; read it again and retry`);
-        onChange?.updated(edited, mask);
-        return edited;
+        if (!(await store.replace(tx, edited, current.version))) throw StatusError.aborted(`order ${req.id} changed concurrently; read it again and retry`);
+        const message = toOrderMessage(edited);
+        outbox.add(tx, OrderUpdatedEvent, { orderId: edited.id, order: message, changedFields: [...mask], linesVersion: edited.linesVersion });
+        return { order: message };
       });
-      return { order: toOrderMessage(next) };
     },
 
     async cancelOrder(req) {
-      const next = db.transaction(() => {
-        const current = mustGet(req.id);
+      return db.transaction(async (tx) => {
+        const current = found(await store.getForUpdate(tx, req.id), req.id);
         const cancelled = cancel(current, now());
-        if (!cancelled) return current;
-        if (!store.replace(cancelled, current.version)) throw StatusError.aborted(`order ${req.id} changed concurrently; try again`);
-        onChange?.cancelled(cancelled, req.reason);
-        return cancelled;
+        if (!cancelled) return { order: toOrderMessage(current) };
+        if (!(await store.replace(tx, cancelled, current.version))) throw StatusError.aborted(`order ${req.id} changed concurrently; try again`);
+        outbox.add(tx, OrderCancelledEvent, { orderId: cancelled.id, customerId: cancelled.customerId, reason: req.reason });
+        return { order: toOrderMessage(cancelled) };
       });
-      return { order: toOrderMessage(next) };
     },
 
     async listOrders(req) {
       const limit = pageSizeOf(req.pageSize);
-      const page = store.listByCustomer(req.customerId, decodePageToken(req.pageToken), limit + 1);
+      const page = await store.listByCustomer(db, req.customerId, decodePageToken(req.pageToken), limit + 1);
       const more = page.length > limit;
       const orders = page.slice(0, limit);
       return { orders: orders.map(toOrderMessage), nextPageToken: more ? encodePageToken(orders[orders.length - 1].id) : "" };

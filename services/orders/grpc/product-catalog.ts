@@ -3,7 +3,7 @@ import { Code, StatusError } from "../../../platform/errors/index.js";
 import type { Database } from "../../../platform/sql/index.js";
 import type { ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import type { ProductQuote } from "../domain/order.js";
-import { catalogEntryOf } from "../events/catalog-feed.js";
+import { catalogEntryOf } from "../contract.js";
 import type { CatalogStore } from "../store/catalog-store.js";
 
 /** Where the prices of an order's products come from. */
@@ -26,7 +26,7 @@ export interface ProductSources {
  */
 export async function quoteProducts(sources: ProductSources, productIds: readonly string[], context: CallContext): Promise<Map<string, ProductQuote>> {
   const { db, catalog, products } = sources;
-  const quotes = catalog.getMany(productIds);
+  const quotes = await catalog.getMany(db, productIds);
   const unknown = productIds.filter((id) => !quotes.has(id));
   if (unknown.length > 0) {
     let found;
@@ -39,7 +39,9 @@ export async function quoteProducts(sources: ProductSources, productIds: readonl
       if (!p.price) throw new StatusError(Code.INTERNAL, `the product service returned product ${p.id} without a price`);
       return catalogEntryOf({ ...p, price: p.price });
     });
-    db.transaction(() => entries.forEach((entry) => catalog.upsert(entry)));
+    await db.transaction(async (tx) => {
+      for (const entry of entries) await catalog.upsert(tx, entry);
+    });
     for (const entry of entries) quotes.set(entry.id, entry);
   }
   const missing = productIds.findIndex((id) => !quotes.has(id));

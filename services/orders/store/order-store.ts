@@ -1,17 +1,20 @@
-import type { Database } from "../../../platform/sql/index.js";
+import type { Queryable, Transaction } from "../../../platform/sql/index.js";
 import type { OrderRecord, OrderState } from "../domain/order.js";
 
 /**
- * Order queries. Methods are synchronous and join the caller's transaction,
- * so a change and the events it emits commit together.
+ * Order queries. Writes take the transaction of the change they belong to,
+ * so a change and the events it emits commit together; reads take the
+ * database, or a transaction to see its own writes.
  */
 export interface OrderStore {
-  insert(order: OrderRecord): void;
-  get(id: string): OrderRecord | undefined;
+  insert(tx: Transaction, order: OrderRecord): Promise<void>;
+  get(q: Queryable, id: string): Promise<OrderRecord | undefined>;
+  /** The order, its row locked until `tx` ends (Postgres): for a change that reads it first. */
+  getForUpdate(tx: Transaction, id: string): Promise<OrderRecord | undefined>;
   /** Writes `next` if the stored version is still `expectedVersion`; false otherwise. */
-  replace(next: OrderRecord, expectedVersion: number): boolean;
+  replace(tx: Transaction, next: OrderRecord, expectedVersion: number): Promise<boolean>;
   /** Up to `limit` of one customer's orders with ids after `afterId`, in id order. */
-  listByCustomer(customerId: string, afterId: string, limit: number): OrderRecord[];
+  listByCustomer(q: Queryable, customerId: string, afterId: string, limit: number): Promise<OrderRecord[]>;
 }
 
 interface Row {
@@ -29,57 +32,63 @@ interface Row {
   updated_at: number;
 }
 
+const columns = "id, customer_id, state, lines_json, currency, total_minor, shipping_json, rejection_reason, lines_version, version, created_at, updated_at";
+
 const fromRow = (r: Row): OrderRecord => ({
   id: r.id,
   customerId: r.customer_id,
   state: r.state as OrderState,
   lines: JSON.parse(r.lines_json),
   currency: r.currency,
-  totalMinor: r.total_minor,
+  totalMinor: Number(r.total_minor),
   shippingAddress: JSON.parse(r.shipping_json),
   rejectionReason: r.rejection_reason,
-  linesVersion: r.lines_version,
-  version: r.version,
-  createdAt: r.created_at,
-  updatedAt: r.updated_at,
+  linesVersion: Number(r.lines_version),
+  version: Number(r.version),
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
 });
 
-const toParams = (o: OrderRecord) => ({
-  id: o.id,
-  customerId: o.customerId,
-  state: o.state,
-  linesJson: JSON.stringify(o.lines),
-  currency: o.currency,
-  totalMinor: o.totalMinor,
-  shippingJson: JSON.stringify(o.shippingAddress),
-  rejectionReason: o.rejectionReason,
-  linesVersion: o.linesVersion,
-  version: o.version,
-  createdAt: o.createdAt,
-  updatedAt: o.updatedAt,
-});
+/** The values of `columns`, in order. */
+const valuesOf = (o: OrderRecord) => [
+  o.id,
+  o.customerId,
+  o.state,
+  JSON.stringify(o.lines),
+  o.currency,
+  o.totalMinor,
+  JSON.stringify(o.shippingAddress),
+  o.rejectionReason,
+  o.linesVersion,
+  o.version,
+  o.createdAt,
+  o.updatedAt,
+];
 
-export function createOrderStore(db: Database): OrderStore {
-  const s = db.sqlite;
-  const insert = s.prepare(
-    `INSERT INTO orders (id, customer_id, state, lines_json, currency, total_minor, shipping_json, rejection_reason, lines_version, version, created_at, updated_at)
-     VALUES (@id, @customerId, @state, @linesJson, @currency, @totalMinor, @shippingJson, @rejectionReason, @linesVersion, @version, @createdAt, @updatedAt)`,
-  );
-  const get = s.prepare<[string], Row>("SELECT * FROM orders WHERE id = ?");
-  const replace = s.prepare(
-    `UPDATE orders SET state = @state, lines_json = @linesJson, currency = @currency, total_minor = @totalMinor,
-       shipping_json = @shippingJson, rejection_reason = @rejectionReason, lines_version = @linesVersion,
-       version = @version, updated_at = @updatedAt
-     WHERE id = @id AND version = @expectedVersion`,
-  );
-  const list = s.prepare<[string, string, number], Row>("SELECT * FROM orders WHERE customer_id = ? AND id > ? ORDER BY id LIMIT ?");
+export function createOrderStore(): OrderStore {
   return {
-    insert: (o) => void insert.run(toParams(o)),
-    get: (id) => {
-      const row = get.get(id);
+    async insert(tx, o) {
+      await tx.run(`INSERT INTO orders (${columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`, valuesOf(o));
+    },
+    async get(q, id) {
+      const [row] = await q.query<Row>(`SELECT ${columns} FROM orders WHERE id = $1`, [id]);
       return row && fromRow(row);
     },
-    replace: (next, expectedVersion) => replace.run({ ...toParams(next), expectedVersion }).changes === 1,
-    listByCustomer: (customerId, afterId, limit) => list.all(customerId, afterId, limit).map(fromRow),
+    async getForUpdate(tx, id) {
+      const [row] = await tx.query<Row>(`SELECT ${columns} FROM orders WHERE id = $1${tx.dialect.forUpdate}`, [id]);
+      return row && fromRow(row);
+    },
+    async replace(tx, next, expectedVersion) {
+      const changed = await tx.run(
+        `UPDATE orders SET customer_id = $2, state = $3, lines_json = $4, currency = $5, total_minor = $6, shipping_json = $7,
+           rejection_reason = $8, lines_version = $9, version = $10, created_at = $11, updated_at = $12
+         WHERE id = $1 AND version = $13`,
+        [...valuesOf(next), expectedVersion],
+      );
+      return changed === 1;
+    },
+    async listByCustomer(q, customerId, afterId, limit) {
+      return (await q.query<Row>(`SELECT ${columns} FROM orders WHERE customer_id = $1 AND id > $2 ORDER BY id LIMIT $3`, [customerId, afterId, limit])).map(fromRow);
+    },
   };
 }

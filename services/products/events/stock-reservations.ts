@@ -7,30 +7,38 @@ import type { ReservationStore } from "../store/reservation-store.js";
 
 /**
  * The product side of the order saga. Each handler runs in one transaction
- * with its inbox row and the events it emits, so stock, reservation record
- * and reply commit together or not at all. Duplicates, stale lines versions
- * and events arriving out of order change nothing.
+ * (`context.tx`) with its inbox row and the events it emits, so stock,
+ * reservation record and reply commit together or not at all. Duplicates,
+ * stale lines versions and events arriving out of order change nothing.
  */
-export function createStockReservations(store: ReservationStore, now: () => number = Date.now): ProductServiceEventHandlers<EventContext> {
+export function createStockReservations(store: ReservationStore, now: () => number = Date.now): ProductServiceEventHandlers<EventContext, Promise<void>> {
   /** Gives back what the order holds now, if anything. */
-  const releaseHeld = (orderId: string, at: number): readonly ReservedUnits[] => {
-    const existing = store.get(orderId);
+  const releaseHeld = async (context: EventContext, orderId: string, at: number): Promise<readonly ReservedUnits[]> => {
+    const existing = await store.get(context.tx, orderId);
     if (existing?.status !== "reserved") return [];
-    for (const line of existing.lines) store.moveStock(line.productId, line.quantity, at);
+    for (const line of existing.lines) await store.moveStock(context.tx, line.productId, line.quantity, at);
     return existing.lines;
   };
 
-  const reserve = (orderId: string, linesVersion: number, lines: readonly ReservedUnits[], context: EventContext): void => {
-    if (!isNewReservationRequest(store.get(orderId), linesVersion)) return;
+  const reserve = async (orderId: string, linesVersion: number, lines: readonly ReservedUnits[], context: EventContext): Promise<void> => {
+    const { tx } = context;
+    const existing = await store.get(tx, orderId);
+    if (!isNewReservationRequest(existing, linesVersion)) return;
     const at = now();
-    releaseHeld(orderId, at);
-    const plan = planReservation(lines, (productId) => store.stockOf(productId));
+    // Every product involved is locked at once, in id order; what the order held goes back on the shelf first.
+    const held = existing?.status === "reserved" ? existing.lines : [];
+    const onHand = await store.stockOf(tx, [...lines, ...held].map((l) => l.productId));
+    for (const line of held) {
+      await store.moveStock(tx, line.productId, line.quantity, at);
+      onHand.set(line.productId, (onHand.get(line.productId) ?? 0) + line.quantity);
+    }
+    const plan = planReservation(lines, (productId) => onHand.get(productId));
     if (plan.ok) {
-      for (const line of lines) store.moveStock(line.productId, -line.quantity, at);
-      store.put({ orderId, linesVersion, status: "reserved", lines }, at);
+      for (const line of lines) await store.moveStock(tx, line.productId, -line.quantity, at);
+      await store.put(tx, { orderId, linesVersion, status: "reserved", lines }, at);
       context.emit(StockReservedEvent, { orderId, linesVersion, lines: [...lines] });
     } else {
-      store.put({ orderId, linesVersion, status: "failed", lines: [] }, at);
+      await store.put(tx, { orderId, linesVersion, status: "failed", lines: [] }, at);
       context.emit(StockReservationFailedEvent, {
         orderId,
         linesVersion,
@@ -43,20 +51,20 @@ export function createStockReservations(store: ReservationStore, now: () => numb
   const unitsOf = (lines: readonly { productId: string; quantity: number }[]): ReservedUnits[] => lines.map((l) => ({ productId: l.productId, quantity: l.quantity }));
 
   return {
-    orderPlaced(event: OrderPlaced, context) {
-      reserve(event.orderId, event.linesVersion, unitsOf(event.lines), context);
+    async orderPlaced(event: OrderPlaced, context) {
+      await reserve(event.orderId, event.linesVersion, unitsOf(event.lines), context);
     },
-    orderUpdated(event: OrderUpdated, context) {
+    async orderUpdated(event: OrderUpdated, context) {
       if (!event.changedFields.includes("lines") || !event.order) return;
-      reserve(event.orderId, event.linesVersion, unitsOf(event.order.lines), context);
+      await reserve(event.orderId, event.linesVersion, unitsOf(event.order.lines), context);
     },
-    orderCancelled(event: OrderCancelled, context) {
-      const existing = store.get(event.orderId);
+    async orderCancelled(event: OrderCancelled, context) {
+      const existing = await store.get(context.tx, event.orderId);
       if (existing?.status === "released") return;
       const at = now();
-      const released = releaseHeld(event.orderId, at);
+      const released = await releaseHeld(context, event.orderId, at);
       // Remembered even when nothing was held, so an OrderPlaced that arrives late reserves nothing.
-      store.put({ orderId: event.orderId, linesVersion: cancelledLinesVersion, status: "released", lines: released }, at);
+      await store.put(context.tx, { orderId: event.orderId, linesVersion: cancelledLinesVersion, status: "released", lines: released }, at);
       if (released.length > 0) context.emit(StockReleasedEvent, { orderId: event.orderId, lines: [...released] });
     },
   };

@@ -1,0 +1,77 @@
+import { connect, headers as natsHeaders, type Msg, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { sampleStream, thingHappenedType } from "../../test/support/sample-events.js";
+import { ensureStreams } from "./provision.js";
+import { headersRecord, receivedHeaders, replyInbox, stopStatusIterator, wireHeaders } from "./nats-internals.js";
+
+/**
+ * Canaries: each test fails when a fast path of nats-internals.ts stops
+ * being taken (or stops being right) with the nats.js in node_modules.
+ */
+describe("nats.js internals", () => {
+  let server: NatsServerHandle;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    nc = await connect({ servers: server.url, inboxPrefix: "_INBOX_concord_test" });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await server?.stop();
+  });
+
+  it("reads a received message's headers from the wire block (JsMsgImpl.msg, _rdata, _msg.hdr), as nats.js decodes them", async () => {
+    const sample = sampleStream("internals");
+    await ensureStreams(await nc.jetstreamManager(), [sample.stream]);
+    const h = natsHeaders();
+    h.set("ce-id", "an-id");
+    h.set("ce-type", thingHappenedType);
+    h.append("x-multi", "first");
+    h.append("x-multi", "second");
+    h.set("x-colon", "a:b: c");
+    h.set("x-unicode", "café ✓");
+    h.set("X-Case", " padded ");
+    await nc.jetstream().publish("test.internals.thing.t-1.happened", new Uint8Array([1, 2, 3]), { headers: h });
+    const msg = await (await nc.jetstream().consumers.get(sample.stream.name)).next();
+    expect(msg).not.toBeNull();
+    const core = (msg as unknown as { msg: Msg & { _headers?: unknown; _rdata?: unknown; _msg?: { hdr?: unknown } } }).msg;
+    expect(core._rdata).toBeInstanceOf(Uint8Array);
+    expect(typeof core._msg?.hdr).toBe("number");
+    const fast = receivedHeaders(msg!);
+    // The fast path read the wire form: nats.js has not decoded the headers yet.
+    expect(core._headers).toBeUndefined();
+    const expected = headersRecord(msg!.headers);
+    expect(fast).toEqual(expected);
+    expect(expected).toMatchObject({ "ce-id": "an-id", "x-multi": "first", "x-colon": "a:b: c", "x-unicode": "café ✓", "X-Case": "padded" });
+    // Any other object with headers goes through the public getter.
+    expect(receivedHeaders({ headers: msg!.headers } as unknown as Msg)).toEqual(expected);
+  });
+
+  it("publishes a stored header block as it is (a MsgHdrsImpl subclass whose encode returns it)", async () => {
+    const block = Buffer.from("NATS/1.0\r\nce-id: wire-1\r\nx-note: kept as sent\r\n\r\n");
+    const headers = wireHeaders(block);
+    expect(headers.constructor.name).toBe("WireHeaders");
+    const sub = nc.subscribe("internals.wire", { max: 1 });
+    nc.publish("internals.wire", new Uint8Array([9]), { headers });
+    for await (const m of sub) {
+      expect(m.headers?.get("ce-id")).toBe("wire-1");
+      expect(m.headers?.get("x-note")).toBe("kept as sent");
+    }
+  });
+
+  it("makes reply inboxes on the connection's own inbox prefix (nc.options.inboxPrefix)", () => {
+    expect(replyInbox(nc)).toMatch(/^_INBOX_concord_test\./);
+  });
+
+  it("ends a status iterator (its stop)", async () => {
+    const statuses = nc.status();
+    expect(typeof (statuses as { stop?: unknown }).stop).toBe("function");
+    const ended = (async () => {
+      for await (const _ of statuses) void _;
+      return true;
+    })();
+    stopStatusIterator(statuses);
+    expect(await ended).toBe(true);
+  });
+});

@@ -1,0 +1,88 @@
+/**
+ * Every read of nats.js internals, in one file: each saves work on a hot
+ * path, falls back to the public API when the internal is not there, and
+ * has a canary test beside it (nats-internals.test.ts) that fails when the
+ * fast path stops being taken, so a client upgrade is this file's work.
+ * Written against the `nats` package 2.29.
+ */
+import { createInbox, headers as natsHeaders, MsgHdrsImpl, type JsMsg, type Msg, type MsgHdrs, type NatsConnection } from "nats";
+
+/**
+ * The headers of a received JetStream message as a plain record (first
+ * value of each). Fast path: the header block as it came off the wire
+ * (`JsMsgImpl.msg`, then `MsgImpl._rdata` up to `_msg.hdr`), read in one
+ * pass, which costs a consumer far less than nats.js's general decoder.
+ * Otherwise the public `headers` getter.
+ */
+export function receivedHeaders(msg: JsMsg | Msg): Record<string, string> {
+  const core = ((msg as unknown as { msg?: Msg }).msg ?? msg) as unknown as { _rdata?: unknown; _msg?: { hdr?: unknown } };
+  const hdr = core._msg?.hdr;
+  const data = core._rdata;
+  if (typeof hdr !== "number" || !(data instanceof Uint8Array)) return headersRecord(msg.headers);
+  const record: Record<string, string> = {};
+  if (hdr <= 0) return record;
+  const block = Buffer.from(data.buffer, data.byteOffset, hdr).toString("utf8");
+  // The first line is "NATS/1.0", with a status code after it on status messages.
+  let start = block.indexOf("\r\n") + 2;
+  while (start > 1 && start < block.length) {
+    let end = block.indexOf("\r\n", start);
+    if (end < 0) end = block.length;
+    const colon = block.indexOf(":", start);
+    if (colon > start && colon < end) {
+      const name = block.slice(start, colon);
+      if (!(name in record)) record[name] = block.slice(colon + 1, end).trim();
+    }
+    start = end + 2;
+  }
+  return record;
+}
+
+/** A plain record of headers (first value of each), through the public API. */
+export function headersRecord(h: MsgHdrs | undefined): Record<string, string> {
+  const record: Record<string, string> = {};
+  if (!h) return record;
+  // Iterating the entries once: h.get(name) looks every name up by walking all of them.
+  for (const [name, values] of h) if (values.length > 0) record[name] = values[0];
+  return record;
+}
+
+/**
+ * Headers already in wire form, handed to `nc.publish` as they are: nats.js
+ * sends what `encode` returns (a `MsgHdrsImpl` subclass). Without the
+ * class, the block is decoded into public headers and encoded again.
+ */
+class WireHeaders extends MsgHdrsImpl {
+  constructor(private readonly wire: Uint8Array) {
+    super();
+  }
+  override encode(): Uint8Array {
+    return this.wire;
+  }
+}
+
+/** Publish headers for a header block stored in NATS wire form ("NATS/1.0\r\n...\r\n\r\n"). */
+export function wireHeaders(block: Uint8Array): MsgHdrs {
+  if (typeof (MsgHdrsImpl as { prototype?: { encode?: unknown } }).prototype?.encode === "function") return new WireHeaders(block);
+  return MsgHdrsImpl.decode(block);
+}
+
+/**
+ * A reply inbox on the connection's own inbox prefix (`nc.options.inboxPrefix`,
+ * the one its account permissions let replies through on), for PubAcks sent
+ * to a subscription of our own; the default `_INBOX` when it is not there.
+ */
+export function replyInbox(nc: NatsConnection): string {
+  return createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
+}
+
+/** Ends an iterator of `nc.status()` (its `stop`), so a stopped relay leaves nothing listening. */
+export function stopStatusIterator(statuses: AsyncIterable<unknown>): void {
+  (statuses as { stop?: () => void }).stop?.();
+}
+
+/** Plain headers from a record, for publishing through the public API. */
+export function toNatsHeaders(record: Readonly<Record<string, string>>): MsgHdrs {
+  const h = natsHeaders();
+  for (const [name, value] of Object.entries(record)) h.set(name, value);
+  return h;
+}

@@ -1,0 +1,68 @@
+import type { Database } from "../sql/index.js";
+
+/** One outbox row as the relay reads it. */
+export interface OutboxRow {
+  readonly seq: number;
+  readonly eventId: string;
+  readonly subject: string;
+  readonly payload: Uint8Array;
+  /** The NATS header block, as sent. */
+  readonly headers: Uint8Array;
+}
+
+/** The relay's statements on the outbox table: reads outside transactions, each change in one of its own. */
+export interface OutboxStore {
+  /** Up to `limit` rows after `seq`, in seq order. */
+  after(seq: number, limit: number): Promise<OutboxRow[]>;
+  /** Deletes the rows with these seqs (published), in one transaction, one statement per run of consecutive seqs. */
+  remove(seqs: readonly number[]): Promise<void>;
+  /** Moves one row to the parked table with `reason`, if it is still there. */
+  park(row: { readonly seq: number; readonly eventId: string }, reason: string): Promise<void>;
+  /** The highest seq now in the outbox; undefined when it is empty. */
+  lastSeq(): Promise<number | undefined>;
+  /** Whether any row with a seq up to `seq` is left. */
+  anyUpTo(seq: number): Promise<boolean>;
+}
+
+export function createOutboxStore(db: Database): OutboxStore {
+  return {
+    async after(seq, limit) {
+      const rows = await db.query<{ seq: number; event_id: string; subject: string; payload: Uint8Array; headers: Uint8Array }>(
+        "SELECT seq, event_id, subject, payload, headers FROM event_outbox WHERE seq > $1 ORDER BY seq LIMIT $2",
+        [seq, limit],
+      );
+      return rows.map((r) => ({ seq: Number(r.seq), eventId: r.event_id, subject: r.subject, payload: r.payload, headers: r.headers }));
+    },
+    async remove(seqs) {
+      const sorted = [...seqs].sort((a, b) => a - b);
+      await db.transaction(async (tx) => {
+        // Every seq of a run of consecutive numbers is given, so one range covers exactly those rows.
+        let from = sorted[0];
+        for (let i = 1; i <= sorted.length; i++) {
+          if (i < sorted.length && sorted[i] === sorted[i - 1] + 1) continue;
+          await tx.run("DELETE FROM event_outbox WHERE seq BETWEEN $1 AND $2", [from, sorted[i - 1]]);
+          from = sorted[i];
+        }
+      });
+    },
+    async park(row, reason) {
+      await db.transaction(async (tx) => {
+        await tx.run(
+          `INSERT INTO event_outbox_parked (event_id, subject, type, payload, headers, created_at, parked_at, reason)
+           SELECT event_id, subject, type, payload, headers, created_at, $3, $4 FROM event_outbox WHERE seq = $1 AND event_id = $2
+           ON CONFLICT (event_id) DO UPDATE SET parked_at = excluded.parked_at, reason = excluded.reason`,
+          [row.seq, row.eventId, Date.now(), reason],
+        );
+        await tx.run("DELETE FROM event_outbox WHERE seq = $1 AND event_id = $2", [row.seq, row.eventId]);
+      });
+    },
+    async lastSeq() {
+      const [row] = await db.query<{ seq: number | null }>("SELECT max(seq) AS seq FROM event_outbox");
+      return row?.seq === null || row?.seq === undefined ? undefined : Number(row.seq);
+    },
+    async anyUpTo(seq) {
+      const rows = await db.query("SELECT 1 AS one FROM event_outbox WHERE seq <= $1 LIMIT 1", [seq]);
+      return rows.length > 0;
+    },
+  };
+}

@@ -1,0 +1,45 @@
+import type { MessageChecker } from "../contracts/index.js";
+import type { Logger } from "../log/index.js";
+import { deadLetter } from "./dead-letter.js";
+import type { DeliveryHandler, DeliveryMiddleware } from "./delivery.js";
+import { typedHandler, type ConsumerBinding } from "./event-handler.js";
+import { createInbox, inboxStep } from "./inbox.js";
+import type { Outbox } from "./outbox.js";
+import { retryWithBackoff } from "./retry.js";
+
+/** A failing event undoes only its own writes: everything inside runs in a savepoint of the batch's transaction. */
+export const savepointStep: DeliveryMiddleware = (next) => (delivery, tx) => tx.savepoint((inner) => next(delivery, inner));
+
+export interface PipelineOptions {
+  readonly binding: ConsumerBinding<any>;
+  readonly outbox: Outbox;
+  readonly checker?: MessageChecker;
+  readonly logger: Logger;
+  /** A service's own steps (metrics, tracing), outermost first, around the default chain. */
+  readonly middleware?: readonly DeliveryMiddleware[];
+}
+
+/**
+ * The pipeline of one consumer, outermost first: the service's own
+ * middleware, then the default chain:
+ *
+ *   dead letter   what is left after retries is settled as a dead letter
+ *   retry         a failed attempt is retried with the spec's backoff, up to max_deliver
+ *   savepoint     the event's writes are undone when anything inside fails
+ *   inbox         an event processed already is acked without running the handler
+ *   handler       ce-type and contract rules checked, payload decoded, the handler run
+ *
+ * Every step runs inside the batch's transaction; the consumer settles each
+ * event once it has committed.
+ */
+export function consumerPipeline(options: PipelineOptions): DeliveryHandler {
+  const { binding, outbox, checker, logger } = options;
+  const chain: DeliveryMiddleware[] = [
+    ...(options.middleware ?? []),
+    deadLetter(),
+    retryWithBackoff({ maxDeliver: binding.spec.maxDeliver, backoffMs: binding.spec.backoffMs, logger }),
+    savepointStep,
+    inboxStep(createInbox(), logger),
+  ];
+  return chain.reduceRight<DeliveryHandler>((next, step) => step(next), typedHandler({ binding, outbox, checker }));
+}

@@ -1,0 +1,129 @@
+import type { Msg, NatsConnection, Subscription } from "nats";
+import { replyInbox, wireHeaders } from "./nats-internals.js";
+
+/** One event to publish: its subject, payload and NATS header block in wire form. */
+export interface WireEvent {
+  readonly subject: string;
+  readonly payload: Uint8Array;
+  readonly headers: Uint8Array;
+}
+
+/**
+ * What JetStream answered for one event: stored (perhaps a duplicate of one
+ * it held), or not. A permanent failure is one that sending the same bytes
+ * again can never cure.
+ */
+export type PublishOutcome = { readonly ok: true; readonly duplicate: boolean } | { readonly ok: false; readonly error: string; readonly permanent: boolean };
+
+/**
+ * A sliding window of JetStream publishes: events go out with plain
+ * `nc.publish` and a reply subject, unique per send, on an inbox of the
+ * window's own, where one subscription collects the PubAcks; one timer
+ * fails those unanswered after `publishTimeoutMs`. Cheaper than nats.js's
+ * `js.publish`, which makes a timer and an error object per request.
+ */
+export interface PublishWindow<T> {
+  /** Publishes `event`; `onOutcome` hears of it with `tag` (at once for a failure nats.js throws on). */
+  send(event: WireEvent, tag: T): void;
+  /** Events sent and not answered yet. */
+  readonly inFlight: number;
+  /** Fails every event in flight at once (with `reason`), as when no answer can come any more. */
+  abandon(reason: string): void;
+  /** Stops listening for PubAcks and stops the timer. */
+  close(): void;
+}
+
+export interface PublishWindowOptions<T> {
+  readonly nc: NatsConnection;
+  /** How long to wait for one PubAck (checked about every quarter of it). */
+  readonly publishTimeoutMs: number;
+  /** Hears the outcome of each send, once, in the order the answers come. */
+  readonly onOutcome: (tag: T, outcome: PublishOutcome) => void;
+}
+
+/**
+ * JetStream errors that refuse an event for what it is, not for the state
+ * of the server (nats-server errors.json): message over the stream's
+ * max_msg_size (10054), headers over 64 KiB (10097).
+ */
+const permanentApiErrors = new Set([10054, 10097]);
+
+/** nats.js errors thrown on publish for what the message is: over max_payload, a subject or header it cannot send. */
+const permanentClientErrors = new Set(["MAX_PAYLOAD_EXCEEDED", "BAD_SUBJECT", "BAD_HEADER"]);
+
+/** Opens a publish window on `nc`. */
+export function createPublishWindow<T>(options: PublishWindowOptions<T>): PublishWindow<T> {
+  const { nc, publishTimeoutMs, onOutcome } = options;
+  /** Sent and not answered, by send id, in sending order. */
+  const inFlight = new Map<number, { readonly tag: T; readonly sentAt: number }>();
+  let lastSendId = 0;
+  const prefix = replyInbox(nc);
+
+  const settle = (sendId: number, outcome: PublishOutcome): void => {
+    const sent = inFlight.get(sendId);
+    // A late answer to a send that already timed out: the event is sent again and deduplicated.
+    if (!sent) return;
+    inFlight.delete(sendId);
+    onOutcome(sent.tag, outcome);
+  };
+  const acks: Subscription = nc.subscribe(`${prefix}.*`, {
+    callback: (err, msg) => {
+      if (!err) settle(Number(msg.subject.slice(prefix.length + 1)), readAck(msg));
+    },
+  });
+  const timeouts = setInterval(
+    () => {
+      const expired = Date.now() - publishTimeoutMs;
+      for (const [sendId, sent] of inFlight) {
+        if (sent.sentAt > expired) break;
+        settle(sendId, { ok: false, error: `no PubAck within ${publishTimeoutMs} ms`, permanent: false });
+      }
+    },
+    Math.max(10, Math.floor(publishTimeoutMs / 4)),
+  );
+  timeouts.unref();
+
+  return {
+    send(event, tag) {
+      const sendId = ++lastSendId;
+      inFlight.set(sendId, { tag, sentAt: Date.now() });
+      try {
+        nc.publish(event.subject, event.payload, { reply: `${prefix}.${sendId}`, headers: wireHeaders(event.headers) });
+      } catch (err) {
+        settle(sendId, { ok: false, error: (err as Error).message, permanent: permanentClientErrors.has((err as { code?: string }).code ?? "") });
+      }
+    },
+    get inFlight() {
+      return inFlight.size;
+    },
+    abandon(reason) {
+      for (const sendId of [...inFlight.keys()]) settle(sendId, { ok: false, error: reason, permanent: false });
+    },
+    close() {
+      clearInterval(timeouts);
+      if (!nc.isClosed()) acks.unsubscribe();
+    },
+  };
+}
+
+/** What one PubAck (or the server's answer in its place) says. */
+function readAck(msg: Msg): PublishOutcome {
+  // A 503 status instead of a PubAck: no stream captures the subject.
+  if (msg.headers?.code === 503) return { ok: false, error: "no stream captures the subject (503 no responders)", permanent: false };
+  if (msg.headers && msg.headers.code >= 400) return { ok: false, error: `status ${msg.headers.code} ${msg.headers.description}`, permanent: false };
+  try {
+    const ack = JSON.parse(Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength).toString()) as {
+      stream?: string;
+      duplicate?: boolean;
+      error?: { code?: number; err_code?: number; description?: string };
+    };
+    if (ack.error) {
+      const code = ack.error.err_code;
+      return { ok: false, error: `JetStream refused the event: ${ack.error.description ?? "error"} (${code ?? ack.error.code ?? "?"})`, permanent: code !== undefined && permanentApiErrors.has(code) };
+    }
+    if (typeof ack.stream !== "string") return { ok: false, error: "the PubAck names no stream", permanent: false };
+    return { ok: true, duplicate: ack.duplicate === true };
+  } catch {
+    return { ok: false, error: "the PubAck is not JSON", permanent: false };
+  }
+}

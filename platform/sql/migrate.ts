@@ -1,0 +1,39 @@
+import type { Database, Migration } from "./types.js";
+
+/** The text of a migration for `db`'s store. */
+export function migrationSql(migration: Migration, dialect: Database["dialect"]): string {
+  if ("sql" in migration) return migration.sql;
+  return dialect.name === "postgres" ? migration.postgres : migration.sqlite;
+}
+
+/**
+ * Applies the migrations `db` has not seen yet, in order of id, each in one
+ * transaction with its row in schema_migrations. Throws, naming the
+ * migration, when one fails (nothing of it is kept).
+ */
+export async function migrate(db: Database, migrations: readonly Migration[], lock?: (tx: Parameters<Parameters<Database["transaction"]>[0]>[0]) => Promise<void>): Promise<void> {
+  const ids = migrations.map((m) => m.id);
+  if (new Set(ids).size !== ids.length) throw new Error(`duplicate migration ids: ${ids.join(", ")}`);
+  await db.run(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at ${db.dialect.name === "postgres" ? "BIGINT" : "INTEGER"} NOT NULL)`);
+  for (const migration of [...migrations].sort((a, b) => a.id.localeCompare(b.id))) {
+    try {
+      await db.transaction(async (tx) => {
+        await lock?.(tx);
+        const [applied] = await tx.query("SELECT 1 AS applied FROM schema_migrations WHERE id = $1", [migration.id]);
+        if (applied) return;
+        for (const statement of splitStatements(migrationSql(migration, tx.dialect))) await tx.run(statement);
+        await tx.run("INSERT INTO schema_migrations (id, applied_at) VALUES ($1, $2)", [migration.id, Date.now()]);
+      });
+    } catch (err) {
+      throw new Error(`migration ${migration.id} failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
+
+/** A migration's statements, split at their semicolons (migrations hold none inside a statement). */
+function splitStatements(sql: string): string[] {
+  return sql
+    .split(";")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+}

@@ -1,0 +1,87 @@
+import type { Dialect, Queryable, SqlValue, StagedWrites, Transaction } from "./types.js";
+
+/** What a store's connection gives the shared transaction logic: statements and its dialect. */
+export interface StatementRunner {
+  readonly dialect: Dialect;
+  query<R>(sql: string, params?: readonly SqlValue[]): Promise<R[]>;
+  run(sql: string, params?: readonly SqlValue[]): Promise<number>;
+}
+
+interface Scope {
+  staged: Map<StagedWrites<unknown>, unknown[]>;
+  afterCommit: Array<() => void>;
+}
+
+/**
+ * Runs `work` as one transaction over `runner`, which has begun it: staged
+ * writes are flushed, then `commit` runs, then the after-commit callbacks;
+ * on a throw, `rollback` runs and the error propagates. Savepoints nest
+ * inside, each with its own staged writes and callbacks, merged into its
+ * parent when it is released and dropped when it rolls back.
+ */
+export async function runTransaction<T>(runner: StatementRunner, work: (tx: Transaction) => Promise<T>, commit: () => Promise<void>, rollback: () => Promise<void>): Promise<T> {
+  const root: Scope = { staged: new Map(), afterCommit: [] };
+  let result: T;
+  try {
+    result = await work(new ScopedTransaction(runner, root, 0));
+    for (const [writes, items] of root.staged) await writes.flush(new ScopedTransaction(runner, root, 0), items);
+  } catch (err) {
+    await rollback().catch(() => undefined);
+    throw err;
+  }
+  await commit();
+  for (const callback of root.afterCommit) callback();
+  return result;
+}
+
+class ScopedTransaction implements Transaction {
+  constructor(
+    private readonly runner: StatementRunner,
+    private readonly scope: Scope,
+    private readonly depth: number,
+  ) {}
+
+  get dialect(): Dialect {
+    return this.runner.dialect;
+  }
+  query<R = Record<string, unknown>>(sql: string, params?: readonly SqlValue[]): Promise<R[]> {
+    return this.runner.query<R>(sql, params);
+  }
+  run(sql: string, params?: readonly SqlValue[]): Promise<number> {
+    return this.runner.run(sql, params);
+  }
+  afterCommit(callback: () => void): void {
+    this.scope.afterCommit.push(callback);
+  }
+  stage<T>(writes: StagedWrites<T>, item: T): void {
+    let items = this.scope.staged.get(writes as StagedWrites<unknown>);
+    if (!items) this.scope.staged.set(writes as StagedWrites<unknown>, (items = []));
+    items.push(item);
+  }
+  async savepoint<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
+    const name = `sp_${this.depth + 1}`;
+    const inner: Scope = { staged: new Map(), afterCommit: [] };
+    await this.runner.run(`SAVEPOINT ${name}`);
+    let result: T;
+    try {
+      result = await work(new ScopedTransaction(this.runner, inner, this.depth + 1));
+    } catch (err) {
+      await this.runner.run(`ROLLBACK TO SAVEPOINT ${name}`);
+      await this.runner.run(`RELEASE SAVEPOINT ${name}`);
+      throw err;
+    }
+    await this.runner.run(`RELEASE SAVEPOINT ${name}`);
+    for (const [writes, items] of inner.staged) {
+      const outer = this.scope.staged.get(writes);
+      if (outer) outer.push(...items);
+      else this.scope.staged.set(writes, items);
+    }
+    this.scope.afterCommit.push(...inner.afterCommit);
+    return result;
+  }
+}
+
+/** A queryable that is only a runner: reads and single statements outside any transaction. */
+export function asQueryable(runner: StatementRunner): Queryable {
+  return { dialect: runner.dialect, query: (sql, params) => runner.query(sql, params), run: (sql, params) => runner.run(sql, params) };
+}

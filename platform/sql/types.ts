@@ -1,0 +1,83 @@
+/*
+ * The SQL layer every store and the event runtime work through, the same
+ * for SQLite (the embedded default) and Postgres: asynchronous, with SQL
+ * written once. Parameters are `$1`, `$2`, ... in the SQL text, as Postgres
+ * writes them; the SQLite side binds them the same way.
+ */
+
+/** A parameter value: text, a number, bytes, null, or a list (for `dialect.anyOf`). */
+export type SqlValue = string | number | Uint8Array | null | readonly (string | number)[];
+
+/** Where SQL differs between the stores, the small pieces that do. */
+export interface Dialect {
+  readonly name: "sqlite" | "postgres";
+  /**
+   * `x ${anyOf("$1")}` matches x against every value of a list parameter:
+   * `= ANY($1)` on Postgres, `IN (SELECT value FROM json_each($1))` on SQLite.
+   */
+  anyOf(param: string): string;
+  /**
+   * Appended to a SELECT inside a transaction that will write the rows it
+   * reads: " FOR UPDATE" on Postgres, so a concurrent writer waits; nothing
+   * on SQLite, whose one writer already excludes the others.
+   */
+  readonly forUpdate: string;
+}
+
+/** Runs statements; rows come back as plain objects keyed by column name. */
+export interface Queryable {
+  readonly dialect: Dialect;
+  /** The rows a statement returns (none for a statement that returns none). */
+  query<R = Record<string, unknown>>(sql: string, params?: readonly SqlValue[]): Promise<R[]>;
+  /** Runs a statement; resolves with how many rows it changed. */
+  run(sql: string, params?: readonly SqlValue[]): Promise<number>;
+}
+
+/**
+ * Writes gathered during a transaction and made just before it commits, in
+ * one go (the outbox's events): what a savepoint staged goes with it when
+ * it rolls back.
+ */
+export interface StagedWrites<T> {
+  /** For error messages: "outbox". */
+  readonly name: string;
+  /** Writes the items staged in one transaction, in the order they were staged; runs inside it, before COMMIT. */
+  flush(tx: Transaction, items: readonly T[]): Promise<void>;
+}
+
+/** One transaction, or a savepoint inside one. Statements run in order; it sees its own writes. */
+export interface Transaction extends Queryable {
+  /**
+   * Runs `work` in a savepoint: when it throws, only its own writes (and
+   * what it staged and registered) are undone, and the error propagates.
+   */
+  savepoint<T>(work: (tx: Transaction) => Promise<T>): Promise<T>;
+  /** Runs `callback` once the whole transaction has committed; dropped when it (or this savepoint) rolls back. */
+  afterCommit(callback: () => void): void;
+  /** Stages `item` to be written by `writes.flush` just before the commit. */
+  stage<T>(writes: StagedWrites<T>, item: T): void;
+}
+
+/** A service's database: its tables, its transactions, its reads. */
+export interface Database extends Queryable {
+  /**
+   * Runs `work` in one transaction and commits (staged writes first, then
+   * COMMIT, then the after-commit callbacks), or rolls back and rethrows
+   * when it throws. `work` must not wait on anything outside the database
+   * (a remote call): SQLite has one writer, so others wait meanwhile.
+   */
+  transaction<T>(work: (tx: Transaction) => Promise<T>): Promise<T>;
+  /** Throws when the database cannot be reached; used by health checks. */
+  ping(): Promise<void>;
+  /** Closes every connection; later calls fail. Safe to call twice. */
+  close(): Promise<void>;
+  /** Where it is, for logs and messages, without credentials. */
+  readonly location: string;
+}
+
+/**
+ * One schema change, applied once, in order of `id`, in one transaction
+ * with its bookkeeping row. `sql` when both stores take the same text, or
+ * `sqlite` and `postgres` each.
+ */
+export type Migration = { readonly id: string } & ({ readonly sql: string } | { readonly sqlite: string; readonly postgres: string });
