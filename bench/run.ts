@@ -7,11 +7,11 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
+import { repoRoot } from "../tools/repo-root.js";
 import { findGhz, ghzVersion, installGhz } from "./lib/ghz.js";
 import { machineFacts } from "./lib/machine.js";
 import { findNatsServer, natsServerVersion, type RunningNats, startNatsServer } from "./lib/nats-server.js";
 import { type CpuShare, startCpuMeter } from "./lib/noise.js";
-import { repoRoot } from "./lib/proc.js";
 import type { BenchContext, Options, Row, Scenario } from "./lib/report.js";
 import { formatTable } from "./lib/table.js";
 import { eventConsume } from "./scenarios/event-consume.js";

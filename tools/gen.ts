@@ -11,7 +11,8 @@ import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { listFiles } from "./contracts/files.js";
 import { buildGrpcDescriptorSet } from "./contracts/grpc-descriptors.js";
-import { bufBin, buildImage, protoFiles, repoRoot } from "./contracts/image.js";
+import { bufBin, buildImage, protoFiles } from "./contracts/image.js";
+import { repoRoot } from "./repo-root.js";
 import { generateSdks, sdkTemplate } from "./contracts/sdk.js";
 import { generatedHeader as eventsPluginHeader } from "./protoc-gen-events/plugin.js";
 
