@@ -7,11 +7,12 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
+import { repoRoot } from "../tools/repo-root.js";
+import { BenchFlagError, benchUsage, parseBenchFlags } from "./lib/flags.js";
 import { findGhz, ghzVersion, installGhz } from "./lib/ghz.js";
 import { machineFacts } from "./lib/machine.js";
 import { findNatsServer, natsServerVersion, type RunningNats, startNatsServer } from "./lib/nats-server.js";
 import { type CpuShare, startCpuMeter } from "./lib/noise.js";
-import { repoRoot } from "./lib/proc.js";
 import type { BenchContext, Options, Row, Scenario } from "./lib/report.js";
 import { formatTable } from "./lib/table.js";
 import { eventConsume } from "./scenarios/event-consume.js";
@@ -22,96 +23,17 @@ import { saga } from "./scenarios/saga.js";
 
 const scenarios: Scenario[] = [grpcUnary, eventPublish, eventConsume, saga, memory];
 
-const help = `Usage: npm run bench -- [flags]
-
-Runs Concord's benchmarks, each against a bare baseline measured in the same
-run, prints one table and writes it as JSON to bench/results/<time>.json and
-bench/results/latest.json. Every load generator runs in its own process;
-services run as production runs them (compiled, from dist/; see tools/service-launch.ts)
-against a nats-server -js of the bench's own (free port, temporary store).
-
-Scenarios (default: all, in this order):
-${scenarios.map((s) => `  ${s.name.padEnd(9)} ${s.summary}`).join("\n")}
-
-Flags:
-  --quick               rough run, under a minute: short windows, ghz view only,
-                        LOG_LEVEL=info only
-  --only <a,b>          run only these scenarios (names above)
-  --warmup <seconds>    warm-up before each measured window (default 1.5; quick 0.5;
-                        later rounds on a warm process: at most 0.3)
-  --duration <seconds>  length of each measured window (default 2.5; quick 1.5)
-  --rounds <n>          alternating rounds (bare, concord, concord, bare, ...) of each
-                        judged gRPC measurement (default 2; quick 1)
-  --concurrency <list>  gRPC calls in flight (default 1,16,64)
-  --log-levels <list>   LOG_LEVELs of the product service in the gRPC scenario
-                        (default info,warn; quick info). info is production's default.
-  --window <n>          publishes in flight, relay and raw alike (default 256)
-  --saga-rate <n>       offered load of the saga latency run, orders/s (default 200)
-  --profile             run services with node --cpu-prof and print their hot spots
-                        (profiles kept under bench/results/profiles/<time>/)
-  --no-ghz              use only the Node load generator (ghz is otherwise
-                        installed with \`go install\` into .tools/bin when missing)
-  --out <dir>           results directory (default bench/results)
-  --help                this text
-
-Environment: NATS_SERVER (nats-server binary), GHZ (ghz binary).`;
-
-function parseArgs(argv: string[]): Options | undefined {
-  const flags = new Map<string, string | true>();
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith("--")) throw new Error(`unexpected argument ${a}; see --help`);
-    const [name, inline] = a.slice(2).split("=", 2);
-    const takesValue = ["only", "warmup", "duration", "concurrency", "log-levels", "window", "saga-rate", "out", "rounds"].includes(name);
-    if (!takesValue && !["quick", "profile", "no-ghz", "help"].includes(name)) throw new Error(`unknown flag --${name}; see --help`);
-    if (takesValue) {
-      const value = inline ?? argv[++i];
-      if (value === undefined) throw new Error(`--${name} needs a value`);
-      flags.set(name, value);
-    } else flags.set(name, true);
-  }
-  if (flags.has("help")) return undefined;
-  const quick = flags.has("quick");
-  const num = (name: string, fallback: number) => {
-    const v = flags.get(name);
-    if (v === undefined) return fallback;
-    const n = Number(v);
-    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got ${String(v)}`);
-    return n;
-  };
-  const list = (name: string, fallback: string) => String(flags.get(name) ?? fallback).split(",").map((s) => s.trim()).filter(Boolean);
-  const only = list("only", "");
-  for (const o of only) if (!scenarios.some((s) => s.name === o)) throw new Error(`--only: no scenario "${o}" (${scenarios.map((s) => s.name).join(", ")})`);
-  const concurrencies = list("concurrency", "1,16,64").map(Number);
-  if (concurrencies.some((c) => !Number.isInteger(c) || c < 1)) throw new Error("--concurrency takes positive integers, e.g. 1,16,64");
-  const levels = list("log-levels", quick ? "info" : "info,warn");
-  for (const l of levels) if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(l)) throw new Error(`--log-levels: unknown level ${l}`);
-  return {
-    quick,
-    only,
-    warmupMs: num("warmup", quick ? 0.5 : 1.5) * 1000,
-    measureMs: num("duration", quick ? 1.5 : 2.5) * 1000,
-    rounds: Math.round(num("rounds", quick ? 1 : 2)),
-    concurrencies,
-    logLevels: levels,
-    profile: flags.has("profile"),
-    ghz: !flags.has("no-ghz"),
-    window: Math.round(num("window", 256)),
-    sagaRate: num("saga-rate", 200),
-    outDir: String(flags.get("out") ?? join(repoRoot, "bench", "results")),
-  };
-}
-
 async function main(): Promise<number> {
   let options: Options | undefined;
   try {
-    options = parseArgs(process.argv.slice(2));
+    options = parseBenchFlags(process.argv.slice(2), scenarios.map((s) => s.name), join(repoRoot, "bench", "results"));
   } catch (err) {
-    console.error(`bench: ${(err as Error).message}`);
+    if (!(err instanceof BenchFlagError)) throw err;
+    console.error(`bench: ${err.message}`);
     return 2;
   }
   if (!options) {
-    console.log(help);
+    console.log(benchUsage(scenarios));
     return 0;
   }
   const log = (line: string) => console.log(line);

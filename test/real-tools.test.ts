@@ -6,12 +6,12 @@ import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { descriptorSet } from "../gen/ts/descriptor_set.js";
 import { grpcDescriptorSet } from "../gen/ts/grpc_descriptor_set.js";
+import { repoRoot } from "../tools/repo-root.js";
 import { type Shop, startShop } from "./support/shop.js";
 import { outputMismatch, type ReadmeCommand, readmeBlock } from "./support/readme.js";
 
 // The stock tools users reach for, pinned and installed into .tools/bin by
 // `node tools/setup.mjs --for-tests` (npm test's pretest).
-const repoRoot = new URL("..", import.meta.url).pathname;
 const toolPath = (name: "grpcurl" | "nats"): string => {
   const path = join(repoRoot, ".tools", "bin", name);
   if (!existsSync(path)) throw new Error(`${name} is missing at .tools/bin/${name}; run \`node tools/setup.mjs --for-tests\``);

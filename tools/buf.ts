@@ -7,7 +7,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { breakingAgainstRevision, lintContracts } from "./contracts/checks.js";
-import { repoRoot } from "./contracts/image.js";
+import { repoRoot } from "./repo-root.js";
 
 const usage = `Usage: tsx tools/buf.ts lint
        tsx tools/buf.ts breaking [REVISION]

@@ -1,9 +1,9 @@
 /**
- * Regenerates gen/ from proto/: `tsx tools/gen.ts` writes it, `--check`
- * regenerates into a temporary directory and fails, naming the files, when
- * gen/ differs from what the contracts produce, and `--image PATH` writes the
- * compiled contracts as a buf image for `buf generate` with a template of
- * one's own.
+ * Regenerates gen/ and README.md's event table from proto/: `tsx
+ * tools/gen.ts` writes them, `--check` regenerates into a temporary directory
+ * and fails, naming the files, when gen/ or the table differs from what the
+ * contracts produce, and `--image PATH` writes the compiled contracts as a
+ * buf image for `buf generate` with a template of one's own.
  */
 import { execFileSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -11,7 +11,9 @@ import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { listFiles } from "./contracts/files.js";
 import { buildGrpcDescriptorSet } from "./contracts/grpc-descriptors.js";
-import { bufBin, buildImage, protoFiles, repoRoot } from "./contracts/image.js";
+import { bufBin, buildImage, protoFiles } from "./contracts/image.js";
+import { checkReadmeEventTable, eventTableOfContracts, withEventTable } from "./contracts/readme-events.js";
+import { repoRoot } from "./repo-root.js";
 import { generateSdks, sdkTemplate } from "./contracts/sdk.js";
 import { generatedHeader as eventsPluginHeader } from "./protoc-gen-events/plugin.js";
 
@@ -20,9 +22,11 @@ const usage = `Usage: tsx tools/gen.ts [--check | --image PATH]
 Regenerates gen/ from the contracts in proto/: gen/ts (ts-proto messages and
 grpc-js services, protoc-gen-events bindings, the descriptor sets), the output
 of every plugin in buf.gen.sdk.yaml (gen/go and gen/python, the Go and Python
-SDKs, and any language added there) and gen/events.json (the event manifest).
+SDKs, and any language added there) and gen/events.json (the event manifest);
+and the event table of README.md, between its marker comments.
   --check        regenerate into a temporary directory and fail, naming the
-                 files, when gen/ differs from it (nothing is written)
+                 files, when gen/ or README.md's event table differs from it
+                 (nothing is written)
   --image PATH   write the compiled contracts, with their imports and source
                  info, as a buf image (binary FileDescriptorSet) to PATH, for
                  \`buf generate PATH --template YOURS --path concord --path shop\``;
@@ -179,17 +183,23 @@ function main(args: string[]): number {
     return 2;
   }
   const genDir = join(repoRoot, "gen");
+  const readmePath = join(repoRoot, "README.md");
+  const eventTable = eventTableOfContracts();
   if (args.includes("--check")) {
-    const differing = checkGenerated(genDir);
+    const differing = [...checkGenerated(genDir).map((f) => `gen/${f}`), ...checkReadmeEventTable(readmePath, eventTable)];
     if (differing.length > 0) {
-      console.error(`gen/ does not match proto/; run \`npm run gen\` and commit the result. Differing files:\n${differing.map((f) => `  gen/${f}`).join("\n")}`);
+      console.error(`gen/ or README.md does not match proto/; run \`npm run gen\` and commit the result. Differing files:\n${differing.map((f) => `  ${f}`).join("\n")}`);
       return 1;
     }
-    console.log(`gen/ matches proto/ (${contracts} contract files)`);
+    console.log(`gen/ and README.md's event table match proto/ (${contracts} contract files)`);
     return 0;
   }
+  // Read first: a README without the table's markers fails before anything is written.
+  const readme = readFileSync(readmePath, "utf8");
+  const updatedReadme = withEventTable(readme, eventTable);
   writeGenerated(genDir);
-  console.log(`generated gen/ from ${contracts} contract files`);
+  if (updatedReadme !== readme) writeFileSync(readmePath, updatedReadme);
+  console.log(`generated gen/ from ${contracts} contract files${updatedReadme !== readme ? "; rewrote the event table of README.md" : ""}`);
   return 0;
 }
 

@@ -7,7 +7,7 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { outboxMigrations, parkedEvents, retryParked } from "../platform/events/index.js";
 import { openDatabase } from "../platform/sql/index.js";
-import { repoRoot } from "./contracts/image.js";
+import { repoRoot } from "./repo-root.js";
 
 const usage = `Usage: npx tsx tools/outbox.ts <products|orders|--database PATH> [list | retry [EVENT_ID ...|--all]]
 

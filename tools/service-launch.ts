@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { repoRoot } from "./contracts/image.js";
+import { repoRoot } from "./repo-root.js";
 
 /** The services `npm start` runs, in start order. */
 export const serviceNames = ["products", "orders"] as const;

@@ -24,7 +24,7 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { waitForServing } from "../platform/grpc/index.js";
 import { stopOnStdinCloseVariable } from "../platform/runtime/index.js";
-import { repoRoot } from "./contracts/image.js";
+import { repoRoot } from "./repo-root.js";
 import { findBinary } from "./find-binary.mjs";
 import { serviceCommand } from "./service-launch.js";
 

@@ -1,8 +1,10 @@
 import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import type * as Events from "../../platform/events/index.js";
 import type * as Log from "../../platform/log/index.js";
 import type * as Sql from "../../platform/sql/index.js";
+import { repoRoot } from "../../tools/repo-root.js";
 
 /**
  * The platform as production runs it: the JavaScript `npm run build` wrote to
@@ -12,11 +14,11 @@ import type * as Sql from "../../platform/sql/index.js";
  * is missing (`npm run bench` builds first).
  */
 export async function compiledPlatform(): Promise<{ events: typeof Events; log: typeof Log; sql: typeof Sql }> {
-  const dist = new URL("../../dist/platform/", import.meta.url);
-  const entry = (name: string) => new URL(`${name}/index.js`, dist);
+  const entry = (name: string) => join(repoRoot, "dist", "platform", name, "index.js");
   for (const name of ["events", "log", "sql"]) {
-    if (!existsSync(fileURLToPath(entry(name)))) throw new Error(`${fileURLToPath(entry(name))} is missing; run \`npm run build\` first`);
+    if (!existsSync(entry(name))) throw new Error(`${entry(name)} is missing; run \`npm run build\` first`);
   }
-  const [events, log, sql] = await Promise.all([import(entry("events").href), import(entry("log").href), import(entry("sql").href)]);
+  const load = (name: string) => import(pathToFileURL(entry(name)).href);
+  const [events, log, sql] = await Promise.all([load("events"), load("log"), load("sql")]);
   return { events, log, sql };
 }

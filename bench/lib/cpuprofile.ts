@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { repoRoot } from "./proc.js";
+import { repoRoot } from "../../tools/repo-root.js";
 
 interface ProfileNode {
   id: number;
@@ -41,14 +41,14 @@ function moduleOf(url: string, fn: string): string {
   const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (nm) return nm[1];
   if (url.startsWith("node:")) return "node:" + (url.slice(5).split("/")[0] === "internal" ? "internal" : url.slice(5));
-  const path = url.replace(/^file:\/\//, "").replace(repoRoot, "");
+  const path = url.replace(/^file:\/\//, "").replace(`${repoRoot}/`, "");
   return path.split("/").slice(0, 2).join("/");
 }
 
 /** "name file:line:column" of a profile node; lines and columns are of the code V8 ran (tsx's output for .ts files). */
 function nameOf(node: ProfileNode): string {
   const { functionName, url, lineNumber, columnNumber } = node.callFrame;
-  const where = url ? url.replace(/^file:\/\//, "").replace(repoRoot, "").replace(/.*node_modules\//, "") + `:${lineNumber + 1}:${columnNumber + 1}` : "";
+  const where = url ? url.replace(/^file:\/\//, "").replace(`${repoRoot}/`, "").replace(/.*node_modules\//, "") + `:${lineNumber + 1}:${columnNumber + 1}` : "";
   return `${functionName || "(anonymous)"}${where ? ` ${where}` : ""}`;
 }
 

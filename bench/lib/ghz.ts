@@ -1,7 +1,7 @@
 import { execFile, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { repoRoot } from "./proc.js";
+import { repoRoot } from "../../tools/repo-root.js";
 
 /** ghz release the bench installs and was measured with. */
 export const GHZ_VERSION = "v0.120.0";

@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import os from "node:os";
-import { repoRoot } from "./proc.js";
+import { repoRoot } from "../../tools/repo-root.js";
 
 export interface MachineFacts {
   readonly nproc: number;

@@ -2,10 +2,7 @@ import { type ChildProcess, fork, spawn } from "node:child_process";
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-
-/** The repository root (bench/ sits directly under it). */
-export const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+import { repoRoot } from "../../tools/repo-root.js";
 
 /** Every process the bench started, killed on exit whatever happens. */
 const started = new Set<ChildProcess>();

@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { EventsManifest } from "../../tools/contracts/sdk-manifest.js";
-import { repoRoot } from "./programs.js";
+import { repoRoot } from "../../tools/repo-root.js";
 
 /** gen/events.json. */
 export function eventsManifest(): EventsManifest {

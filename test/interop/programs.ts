@@ -7,11 +7,10 @@ import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { repoRoot } from "../../tools/repo-root.js";
 
 const run = promisify(execFile);
 
-/** Repository root (test/interop/../..). */
-export const repoRoot = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
 /** One interop program; `run` resolves with its JSON result and rejects with its stderr when it exits non-zero. */
 export interface InteropProgram {

@@ -17,8 +17,9 @@ import { startNatsServer, type NatsServerHandle } from "../support/nats-server.j
 import { grpcError, startTestOrders, startTestProducts, type RunningOrders, type RunningProducts } from "../support/shop.js";
 import { eventually, readStream } from "../support/streams.js";
 import { createTempDir, type TempDir } from "../support/temp-dir.js";
+import { repoRoot } from "../../tools/repo-root.js";
 import { eventsManifest, subjectOf } from "./events.js";
-import { repoRoot, type InteropProgram } from "./programs.js";
+import type { InteropProgram } from "./programs.js";
 
 interface Money {
   currencyCode: string;

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { repoRoot } from "../../tools/repo-root.js";
 
 /**
  * The README's shell examples, read at test time so that the README and the
@@ -17,7 +18,7 @@ export interface ReadmeCommand {
   readonly output: readonly string[];
 }
 
-const readmePath = join(new URL("../..", import.meta.url).pathname, "README.md");
+const readmePath = join(repoRoot, "README.md");
 
 /**
  * The commands of the first ```sh block after `marker` in README.md, within

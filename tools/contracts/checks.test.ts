@@ -2,8 +2,8 @@ import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/support/shop.js";
+import { repoRoot } from "../repo-root.js";
 import { breakingChanges, lintContracts } from "./checks.js";
-import { repoRoot } from "./image.js";
 
 const productService = "shop/products/v1/product_service.proto";
 

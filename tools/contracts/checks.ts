@@ -2,7 +2,8 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { bufBin, buildImage, repoRoot } from "./image.js";
+import { repoRoot } from "../repo-root.js";
+import { bufBin, buildImage } from "./image.js";
 
 /** Result of a buf check: ok, or the findings buf printed. */
 export interface CheckResult {

@@ -5,8 +5,8 @@ import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { afterAll, describe, expect, it } from "vitest";
 import { grpcDescriptorSet } from "../../gen/ts/grpc_descriptor_set.js";
 import { createTempDir } from "../../test/support/temp-dir.js";
+import { repoRoot } from "../repo-root.js";
 import { buildGrpcDescriptorSet, googleapisCommonProtos } from "./grpc-descriptors.js";
-import { repoRoot } from "./image.js";
 
 describe("buildGrpcDescriptorSet", () => {
   const tmp = createTempDir("concord-grpc-descriptors-test-");

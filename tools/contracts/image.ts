@@ -2,10 +2,9 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
+import { repoRoot } from "../repo-root.js";
 import { dependencyDescriptorSet } from "./descriptors.js";
 
-/** Repository root (tools/contracts/../..). */
-export const repoRoot = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
 /** The buf CLI from the @bufbuild/buf npm package. */
 export const bufBin = join(repoRoot, "node_modules", ".bin", "buf");

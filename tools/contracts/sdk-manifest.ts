@@ -7,6 +7,7 @@
  */
 import { createFileRegistry, fromBinary, type DescField, type DescFile, type DescMessage } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import type { ConsumerSpec, StreamSpec } from "../../platform/events/index.js";
 import { leadingComment, oneLine } from "../protoc-gen-events/comments.js";
 import { findConcordOptions } from "../protoc-gen-events/concord-options.js";
 import { readContracts } from "../protoc-gen-events/read-contracts.js";
@@ -14,17 +15,10 @@ import { readContracts } from "../protoc-gen-events/read-contracts.js";
 /** Bumped when a field of the manifest changes meaning or goes away. */
 export const manifestVersion = 1;
 
-export interface StreamManifest {
-  readonly name: string;
-  readonly subjects: readonly string[];
-  readonly storage: "file" | "memory";
-  readonly replicas: number;
-  /** 0: events are kept forever. */
-  readonly maxAgeMs: number;
-  readonly duplicateWindowMs: number;
+/** A stream: every field of the runtime's StreamSpec (an empty description when the contract has none) and its file. */
+export interface StreamManifest extends Required<StreamSpec> {
   /** The proto file whose events the stream holds. */
   readonly file: string;
-  readonly description: string;
 }
 
 /** One `{field}` placeholder of a subject template and the field that fills it. */
@@ -48,18 +42,12 @@ export interface EventManifest {
   readonly description: string;
 }
 
-export interface SubscriptionManifest {
+/** A durable consumer: every field of the runtime's ConsumerSpec, its event type named `event`, and its service. */
+export interface SubscriptionManifest extends Omit<ConsumerSpec, "eventType"> {
   /** Full name of the consuming service. */
   readonly service: string;
   /** Full Protobuf name of the event consumed. */
   readonly event: string;
-  readonly durable: string;
-  readonly stream: string;
-  readonly filterSubject: string;
-  readonly maxDeliver: number;
-  /** Delay before each retry; the last one repeats. */
-  readonly backoffMs: readonly number[];
-  readonly ackWaitMs: number;
 }
 
 export interface EventsManifest {

@@ -4,8 +4,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTempDir } from "../../test/support/temp-dir.js";
 import { checkGenerated, writeGenerated } from "../gen.js";
+import { repoRoot } from "../repo-root.js";
 import { listFiles } from "./files.js";
-import { bufBin, buildImage, repoRoot } from "./image.js";
+import { bufBin, buildImage } from "./image.js";
 import { generateSdks, sdkTemplate } from "./sdk.js";
 
 /** buf.gen.sdk.yaml with `plugin` (YAML lines of one list item) added, as a user adds a language. */

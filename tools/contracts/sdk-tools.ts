@@ -8,7 +8,7 @@
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { repoRoot } from "./image.js";
+import { repoRoot } from "../repo-root.js";
 
 /** Go plugins, `go install`ed into .tools/bin. */
 export const goPlugins = [

@@ -3,7 +3,8 @@ import { copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFile
 import { join, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTempDir } from "../../test/support/temp-dir.js";
-import { buildImage, repoRoot } from "./image.js";
+import { repoRoot } from "../repo-root.js";
+import { buildImage } from "./image.js";
 import { generateSdks } from "./sdk.js";
 import { printGoEvents } from "./sdk-go.js";
 import { loadImageFiles, readEventsManifest, type EventsManifest } from "./sdk-manifest.js";

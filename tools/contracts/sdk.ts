@@ -11,7 +11,8 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, write
 import { tmpdir } from "node:os";
 import { join, posix } from "node:path";
 import { parseDocument } from "yaml";
-import { bufBin, repoRoot } from "./image.js";
+import { repoRoot } from "../repo-root.js";
+import { bufBin } from "./image.js";
 import { writeGoModule } from "./sdk-go.js";
 import { formatEventsManifest, loadImageFiles, readEventsManifest } from "./sdk-manifest.js";
 import { completePythonPackage } from "./sdk-python.js";

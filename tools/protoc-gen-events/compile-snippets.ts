@@ -10,7 +10,8 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { CodeGeneratorRequestSchema, FileDescriptorSetSchema, type CodeGeneratorRequest } from "@bufbuild/protobuf/wkt";
-import { buildImage, repoRoot } from "../contracts/image.js";
+import { buildImage } from "../contracts/image.js";
+import { repoRoot } from "../repo-root.js";
 import { protocGenEvents } from "./plugin.js";
 
 /** Proto sources by path, for example `{ "t/v1/a.proto": "syntax = ..." }`. */

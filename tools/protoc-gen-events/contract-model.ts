@@ -1,25 +1,16 @@
 /**
  * What the Concord options of a request say once read, checked and given
- * their defaults: the input of the printers.
+ * their defaults: the input of the printers. The specs are the runtime's own
+ * types (only the types: generated code never imports platform/), so the
+ * plugin cannot leave out a field the runtime reads.
  */
 import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
-
-/** Values of a StreamSpec, as the runtime provisions it. */
-export interface StreamSpecValues {
-  readonly name: string;
-  readonly subjects: readonly string[];
-  readonly storage: "file" | "memory";
-  readonly replicas: number;
-  /** 0 keeps events forever. */
-  readonly maxAgeMs: number;
-  readonly duplicateWindowMs: number;
-  readonly description?: string;
-}
+import type { ConsumerSpec, StreamSpec } from "../../platform/events/index.js";
 
 /** A stream owned by one proto file. */
 export interface StreamContract {
   readonly file: DescFile;
-  readonly spec: StreamSpecValues;
+  readonly spec: StreamSpec;
   /** Leading comment of the `(concord.v1.stream)` option. */
   readonly comment: string;
 }
@@ -41,24 +32,13 @@ export interface EventContract {
   readonly tokens: readonly SubjectToken[];
 }
 
-/** Values of a ConsumerSpec, as the runtime creates the durable consumer. */
-export interface ConsumerSpecValues {
-  readonly durable: string;
-  readonly stream: string;
-  readonly filterSubject: string;
-  readonly eventType: string;
-  readonly maxDeliver: number;
-  readonly backoffMs: readonly number[];
-  readonly ackWaitMs: number;
-}
-
 /** One `(concord.v1.subscribe)` entry of a service. */
 export interface SubscriptionContract {
   readonly service: DescService;
   readonly event: EventContract;
   /** Handler method name: the event's message name in lowerCamel. */
   readonly method: string;
-  readonly spec: ConsumerSpecValues;
+  readonly spec: ConsumerSpec;
   /** Leading comment of the option entry. */
   readonly comment: string;
 }

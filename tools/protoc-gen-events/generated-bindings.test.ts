@@ -1,7 +1,8 @@
 /**
- * The bindings generated from proto/ (gen/ts), checked against the shapes
- * the runtime expects: at compile time by tsc (assignments below and a
- * @ts-expect-error for a missing handler) and at run time by vitest.
+ * The bindings generated from proto/ (gen/ts), checked against the runtime's
+ * own types (gen/ satisfies them without importing them): at compile time by
+ * tsc (assignments below and a @ts-expect-error for a missing handler) and at
+ * run time by vitest.
  */
 import { describe, expect, it } from "vitest";
 import { allEvents, allStreams } from "../../gen/ts/concord_streams.js";
@@ -9,36 +10,9 @@ import { OrderPlacedEvent, ShopOrdersStream } from "../../gen/ts/shop/orders/v1/
 import type { OrderPlaced } from "../../gen/ts/shop/orders/v1/order_events_pb.js";
 import { OrderServiceConsumers } from "../../gen/ts/shop/orders/v1/order_service_jetstream.js";
 import { ProductServiceConsumers, type ProductServiceEventHandlers } from "../../gen/ts/shop/products/v1/product_service_jetstream.js";
+import type { ConsumerSpec, EventDescriptor, StreamSpec } from "../../platform/events/index.js";
 import { subjectIsWithin } from "./subjects.js";
 
-// The runtime's types (platform/events), restated so that this check does
-// not depend on platform/: gen/ must satisfy them without importing them.
-interface EventDescriptor<T> {
-  readonly typeName: string;
-  readonly stream: string;
-  readonly subjectTemplate: string;
-  readonly filterSubject: string;
-  readonly subjectTokens: (event: T) => Record<string, string | number | bigint | boolean>;
-  readonly codec: { encode(message: T): { finish(): Uint8Array }; decode(input: Uint8Array): T; fromPartial?(object: any): T };
-}
-interface StreamSpec {
-  readonly name: string;
-  readonly subjects: readonly string[];
-  readonly storage: "file" | "memory";
-  readonly replicas: number;
-  readonly maxAgeMs: number;
-  readonly duplicateWindowMs: number;
-  readonly description?: string;
-}
-interface ConsumerSpec {
-  readonly durable: string;
-  readonly stream: string;
-  readonly filterSubject: string;
-  readonly eventType: string;
-  readonly maxDeliver: number;
-  readonly backoffMs: readonly number[];
-  readonly ackWaitMs: number;
-}
 type Consumers = Record<string, { readonly spec: ConsumerSpec; readonly event: EventDescriptor<any> }>;
 
 const orderPlaced: EventDescriptor<OrderPlaced> = OrderPlacedEvent;

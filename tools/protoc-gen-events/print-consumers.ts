@@ -7,6 +7,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { GeneratedFile } from "@bufbuild/protoplugin";
 import type { SubscriptionContract } from "./contract-model.js";
 import { eventConstName } from "./print-events.js";
+import { printConsumerSpecFields } from "./print-specs.js";
 import { bindingsModule, tsProtoMessageName, tsProtoModule } from "./ts-proto-names.js";
 
 /** Prints `<Service>EventHandlers` and `<Service>Consumers` for one service. */
@@ -33,13 +34,7 @@ export function printConsumers(f: GeneratedFile, service: DescService, subscript
     const event = f.import(eventConstName(s.event), bindingsModule(s.event.message.file));
     f.print("  ", s.method, ": {");
     f.print("    spec: {");
-    f.print("      durable: ", f.string(s.spec.durable), ",");
-    f.print("      stream: ", f.string(s.spec.stream), ",");
-    f.print("      filterSubject: ", f.string(s.spec.filterSubject), ",");
-    f.print("      eventType: ", f.string(s.spec.eventType), ",");
-    f.print("      maxDeliver: ", s.spec.maxDeliver, ",");
-    f.print("      backoffMs: ", f.array([...s.spec.backoffMs]), ",");
-    f.print("      ackWaitMs: ", s.spec.ackWaitMs, ",");
+    printConsumerSpecFields(f, s.spec, "      ");
     f.print("    },");
     f.print("    event: ", event, ",");
     f.print("  },");

@@ -6,6 +6,7 @@
 import type { GeneratedFile } from "@bufbuild/protoplugin";
 import { leadingComment } from "./comments.js";
 import type { EventContract, StreamContract } from "./contract-model.js";
+import { printStreamSpecFields } from "./print-specs.js";
 import { streamConstPrefix, tsProtoMessageName, tsProtoModule } from "./ts-proto-names.js";
 
 /** Export name of a stream's spec, for example `ShopOrdersStream`. */
@@ -29,13 +30,7 @@ export function printStream(f: GeneratedFile, stream: StreamContract): void {
   const doc = [stream.comment, `JetStream stream ${spec.name}, provisioned from this spec; it captures ${spec.subjects.join(", ")}.`];
   f.print(f.jsDoc(doc.filter((p) => p !== "").join("\n\n")));
   f.print(f.export("const", streamConstName(stream)), " = {");
-  f.print("  name: ", f.string(spec.name), ",");
-  f.print("  subjects: ", f.array(spec.subjects.map((s) => f.string(s))), ",");
-  f.print("  storage: ", f.string(spec.storage), ",");
-  f.print("  replicas: ", spec.replicas, ",");
-  f.print("  maxAgeMs: ", spec.maxAgeMs, ",");
-  f.print("  duplicateWindowMs: ", spec.duplicateWindowMs, ",");
-  if (spec.description !== undefined) f.print("  description: ", f.string(spec.description), ",");
+  printStreamSpecFields(f, spec, "  ");
   f.print("} as const;");
   f.print();
 }

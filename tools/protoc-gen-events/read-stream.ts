@@ -3,12 +3,13 @@ import type { DescFile } from "@bufbuild/protobuf";
 import { commentAt, oneLine } from "./comments.js";
 import type { StreamOptionsValue } from "./concord-options.js";
 import type { ContractProblems } from "./contract-error.js";
-import { defaults, type StreamContract, type StreamSpecValues } from "./contract-model.js";
+import type { StreamSpec } from "../../platform/events/index.js";
+import { defaults, type StreamContract } from "./contract-model.js";
 import { toMillis } from "./durations.js";
 import { subjectProblem } from "./subjects.js";
 
 const streamName = /^[A-Z][A-Z0-9_]*$/;
-const storages: Record<number, StreamSpecValues["storage"]> = { 0: "file", 1: "file", 2: "memory" };
+const storages: Record<number, StreamSpec["storage"]> = { 0: "file", 1: "file", 2: "memory" };
 
 /**
  * The stream a file declares, with defaults applied, or undefined (and

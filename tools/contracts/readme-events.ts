@@ -1,0 +1,77 @@
+/**
+ * The event table of README.md (section "Events"), generated from the
+ * contracts: a row per stream the concord.v1 options declare, with its
+ * subjects and its events in declaration order, then the runtime's dead
+ * letter stream. `npm run gen` writes it between two marker comments;
+ * `npm run gen:check` fails, naming README.md, when the README holds another.
+ */
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
+import type { DescFile } from "@bufbuild/protobuf";
+import { deadLetterStreamSpec, deadLetterSubject, type StreamSpec } from "../../platform/events/index.js";
+import { findConcordOptions } from "../protoc-gen-events/concord-options.js";
+import type { Contracts } from "../protoc-gen-events/contract-model.js";
+import { readContracts } from "../protoc-gen-events/read-contracts.js";
+import { repoRoot } from "../repo-root.js";
+import { buildImage } from "./image.js";
+import { loadImageFiles } from "./sdk-manifest.js";
+
+/** The line before the table. */
+export const eventTableStart = "<!-- The event table is generated from proto/ by `npm run gen`: edit the contracts, not the table. -->";
+/** The line after the table. */
+export const eventTableEnd = "<!-- End of the generated event table. -->";
+
+/** The table for `contracts`, with `deadLetters` as its last row; no trailing newline. */
+export function formatEventTable(contracts: Contracts, deadLetters: StreamSpec): string {
+  const rows = contracts.streams.map((stream) => {
+    const events = contracts.events.filter((e) => e.stream === stream).map((e) => e.message.name);
+    return [code(stream.spec.name), stream.spec.subjects.map(code).join(", "), events.length > 0 ? events.join(", ") : "none yet"];
+  });
+  rows.push([code(deadLetters.name), code(deadLetterSubject(deadLetters, "<stream>", "<consumer>")), "events that could not be handled"]);
+  return ["| stream | subjects | events |", "|---|---|---|", ...rows.map((cells) => `| ${cells.join(" | ")} |`)].join("\n");
+}
+
+/** The table for the contracts among `files` (every file of an image), with the runtime's dead letter stream. Throws a ContractError when the options break a contract rule. */
+export function eventTableOf(files: readonly DescFile[]): string {
+  const options = findConcordOptions(files);
+  const contracts: Contracts = options ? readContracts(files, options) : { streams: [], events: [], subscriptions: [] };
+  return formatEventTable(contracts, deadLetterStreamSpec);
+}
+
+/**
+ * `readme` with `table` between the markers, the rest unchanged. Throws,
+ * naming them, when either marker is missing, repeated or out of order.
+ */
+export function withEventTable(readme: string, table: string, name = "README.md"): string {
+  const start = readme.indexOf(eventTableStart);
+  const end = readme.indexOf(eventTableEnd);
+  const once = (marker: string, at: number) => at >= 0 && readme.indexOf(marker, at + 1) < 0;
+  if (!once(eventTableStart, start) || !once(eventTableEnd, end) || end < start) {
+    throw new Error(`${name} needs the event table between the lines\n  ${eventTableStart}\nand\n  ${eventTableEnd}\neach once, in that order (section "Events")`);
+  }
+  return `${readme.slice(0, start + eventTableStart.length)}\n\n${table}\n\n${readme.slice(end)}`;
+}
+
+/** The event table of the contracts under `protoDir`. */
+export function eventTableOfContracts(protoDir = join(repoRoot, "proto")): string {
+  const work = mkdtempSync(join(tmpdir(), "concord-readme-"));
+  try {
+    const image = join(work, "image.binpb");
+    buildImage(protoDir, image);
+    return eventTableOf(loadImageFiles(readFileSync(image)));
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** `["README.md (event table)"]` (the file's own name) when the table in `readmePath` is not `table`, else `[]`. Throws when the markers are missing. */
+export function checkReadmeEventTable(readmePath: string, table: string): string[] {
+  const readme = readFileSync(readmePath, "utf8");
+  return withEventTable(readme, table, basename(readmePath)) === readme ? [] : [`${basename(readmePath)} (event table)`];
+}
+
+/** A Markdown code span; a `|` is escaped so that it cannot end the cell. */
+function code(text: string): string {
+  return `\`${text.replaceAll("|", "\\|")}\``;
+}
