@@ -3,12 +3,11 @@ import { pathToString } from "@bufbuild/protobuf/reflect";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { createValidator } from "@bufbuild/protovalidate";
 import { RepeatedRulesSchema, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { type CompiledCheck, createRuleCompiler } from "./compiled-rules.js";
 
-/** One bad field of a message: its path (`lines[1].quantity`) and what is wrong with it. */
-export interface FieldViolation {
-  readonly field: string;
-  readonly description: string;
-}
+import type { FieldViolation } from "../errors/index.js";
+
+export type { FieldViolation };
 
 /** Checks messages, given as their binary encoding, against the rules their contracts declare. */
 export interface MessageChecker {
@@ -27,9 +26,19 @@ export interface MessageChecker {
    * the contract's other rules; empty when every list is within its limit.
    */
   checkItemCounts(typeName: string, bytes: Uint8Array): FieldViolation[];
+  /**
+   * The same as `check`, on the object ts-proto decoded (or a handler built):
+   * the contract's rules compiled into plain checks, with no second decode.
+   * Undefined for a type whose rules are not compiled (message-level CEL,
+   * say): call `check` with its bytes then.
+   */
+  checkDecoded(typeName: string, message: unknown): FieldViolation[] | undefined;
   /** The registry built from the descriptor set (services, messages, options). */
   readonly registry: Registry;
 }
+
+/** How protovalidate (and the compiled rules) begin the message of a max_items violation. */
+const tooManyItems = "must contain no more than";
 
 /** The largest integer a JavaScript number holds exactly; 64-bit fields are carried as numbers. */
 const safeLimit = BigInt(Number.MAX_SAFE_INTEGER);
@@ -93,7 +102,7 @@ export function createMessageChecker(descriptorSet: Uint8Array): MessageChecker 
       const at = (i: number) => (Array.isArray(value) ? `${name}[${i}]` : name);
       switch (check.kind) {
         case "items":
-          if (values.length > check.max) items.push({ field: name, description: `must contain no more than ${check.max} item(s)` });
+          if (values.length > check.max) items.push({ field: name, description: `${tooManyItems} ${check.max} item(s)` });
           break;
         case "wide":
           values.forEach((v, i) => {
@@ -113,6 +122,9 @@ export function createMessageChecker(descriptorSet: Uint8Array): MessageChecker 
     }
   };
 
+  const compile = createRuleCompiler();
+  const compiledChecks = new Map<string, CompiledCheck | null>();
+
   const decode = (typeName: string, bytes: Uint8Array) => {
     const schema = schemaOf(typeName);
     try {
@@ -124,6 +136,17 @@ export function createMessageChecker(descriptorSet: Uint8Array): MessageChecker 
 
   return {
     registry,
+    checkDecoded(typeName, message) {
+      let check = compiledChecks.get(typeName);
+      if (check === undefined) compiledChecks.set(typeName, (check = compile(schemaOf(typeName)) ?? null));
+      if (check === null) return undefined;
+      const out: FieldViolation[] = [];
+      check(message, "", out);
+      // As `check` does: a list over its max_items is reported alone, without what is inside it.
+      const overfull = out.filter((v) => v.description.startsWith(tooManyItems));
+      if (overfull.length === 0) return out;
+      return overfull.filter((v) => !overfull.some((o) => o !== v && v.field.startsWith(`${o.field}[`)));
+    },
     checkItemCounts(typeName, bytes) {
       const { schema, message, error } = decode(typeName, bytes);
       if (error) return error;

@@ -69,14 +69,17 @@ export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandle
     if (type !== spec.eventType) {
       throw new UnprocessableEventError(`consumer ${spec.durable} takes ${spec.eventType}, but the message's ce-type is ${type === undefined ? "missing" : JSON.stringify(type)}`);
     }
-    const violations = checker?.check(type, delivery.data);
-    if (violations && violations.length > 0) throw new UnprocessableEventError(`the ${type} event breaks its contract's rules: ${describeViolations(violations)}`);
     let event: T;
     try {
       event = descriptor.codec.decode(delivery.data);
     } catch (err) {
-      throw new UnprocessableEventError(`the ${type} payload cannot be decoded: ${(err as Error).message}`, { cause: err });
+      // A value the generated types cannot carry (an int64 beyond 2^53) is named by the full check.
+      const named = checker?.check(type, delivery.data) ?? [];
+      const why = named.length > 0 ? `breaks its contract's rules: ${describeViolations(named)}` : `cannot be decoded: ${(err as Error).message}`;
+      throw new UnprocessableEventError(`the ${type} payload ${why}`, { cause: err });
     }
+    const violations = checker && (checker.checkDecoded(type, event) ?? checker.check(type, delivery.data));
+    if (violations && violations.length > 0) throw new UnprocessableEventError(`the ${type} event breaks its contract's rules: ${describeViolations(violations)}`);
     const eventId = headerValue(delivery.headers, eventHeaders.id) ?? "";
     const time = new Date(headerValue(delivery.headers, eventHeaders.time) ?? Number.NaN);
     const traceparent = traceparentFrom(headerValue(delivery.headers, eventHeaders.traceparent));

@@ -28,15 +28,15 @@ export function describeViolations(violations: readonly FieldViolation[]): strin
 }
 
 /**
- * Throws InvalidEventError when the encoded event breaks its contract's
- * rules (checked when a checker is given) or, headers included, is larger
- * than the server accepts.
+ * Throws InvalidEventError when the event (`message`, encoded as `payload`)
+ * breaks its contract's rules (checked when a checker is given) or, headers
+ * included, is larger than the server accepts.
  */
-export function assertEventFits(typeName: string, payload: Uint8Array, headerBytes: number, checker: MessageChecker | undefined, maxPayloadBytes: number): void {
+export function assertEventFits(typeName: string, message: unknown, payload: Uint8Array, headerBytes: number, checker: MessageChecker | undefined, maxPayloadBytes: number): void {
   const size = payload.byteLength + headerBytes;
   if (size > maxPayloadBytes) {
     throw new InvalidEventError(typeName, [], `the ${typeName} event takes ${size} bytes with its headers, over the server's limit of ${maxPayloadBytes} (max_payload)`);
   }
-  const violations = checker?.check(typeName, payload);
+  const violations = checker && (checker.checkDecoded(typeName, message) ?? checker.check(typeName, payload));
   if (violations && violations.length > 0) throw new InvalidEventError(typeName, violations);
 }

@@ -141,7 +141,7 @@ export function createOutbox(options: OutboxOptions): Outbox {
       const event = encodeEvent(descriptor, message, { source, traceparent: addOptions.traceparent });
       const payload = Buffer.from(event.payload.buffer, event.payload.byteOffset, event.payload.byteLength);
       const headers = eventHeaderBlock(event);
-      assertEventFits(event.type, payload, headers.byteLength, checker, maxPayloadBytes());
+      assertEventFits(event.type, message, payload, headers.byteLength, checker, maxPayloadBytes());
       tx.stage(writes, { id: event.id, subject: event.subject, type: event.type, payload, headers, createdAt: Date.now() });
       return event.id;
     },

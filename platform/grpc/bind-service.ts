@@ -62,11 +62,10 @@ export function requestLimit(bound: number, cap: number): number {
 
 /**
  * Binds an implementation to grpc-js. Each call: the request's size is
- * checked against its method's receive limit (RESOURCE_EXHAUSTED), its bytes
- * against the contract's rules, cheap limits first (INVALID_ARGUMENT with a
- * BadRequest detail, before any handler code runs); then it is decoded,
- * handed to the implementation, and logged once with its status and
- * duration. Errors are
+ * checked against its method's receive limit (RESOURCE_EXHAUSTED), then it
+ * is decoded and checked against the contract's rules (INVALID_ARGUMENT
+ * with a BadRequest detail, before any handler code runs), handed to the
+ * implementation, and logged once with its status and duration. Errors are
  * mapped here and nowhere else: a StatusError keeps its code; anything else
  * is INTERNAL, logged with its cause and never sent to the caller.
  *
@@ -137,16 +136,23 @@ function unaryHandler(
     }
     let request: unknown;
     try {
-      const violations = checker.check(inputType, bytes);
+      request = method.requestDeserialize(bytes);
+    } catch (err) {
+      // Undecodable, or a value the generated types cannot carry (an int64 beyond 2^53): the full check names it.
+      let violations: FieldViolation[] = [];
+      try {
+        violations = checker.check(inputType, bytes);
+      } catch (checkErr) {
+        return finish(checkErr);
+      }
+      return finish(StatusError.invalidArgument(violations.length > 0 ? violations : [{ field: "", description: `cannot be decoded: ${(err as Error).message}` }]));
+    }
+    try {
+      // The contract's rules, compiled, on the decoded request; the full check on its bytes for rules that are not compiled.
+      const violations = checker.checkDecoded(inputType, request) ?? checker.check(inputType, bytes);
       if (violations.length > 0) return finish(StatusError.invalidArgument(violations));
     } catch (err) {
       return finish(err);
-    }
-    try {
-      request = method.requestDeserialize(bytes);
-    } catch (err) {
-      // The checker decoded these bytes, so this is a value the generated types cannot carry.
-      return finish(StatusError.invalidArgument([{ field: "", description: `cannot be decoded: ${(err as Error).message}` }]));
     }
     const context = new UnaryCallContext(method.path, call, log);
     fn(request, context).then(
