@@ -6,45 +6,63 @@ import type { Database, Dialect, SqlValue, Transaction } from "./types.js";
 
 export const sqliteDialect: Dialect = {
   name: "sqlite",
-  anyOf: (param) => `IN (SELECT value FROM json_each(${param}))`,
+  // A list parameter is spread into one `?` per item (see SqliteRunner): the fastest IN there is.
+  anyOf: (param) => `IN (${param})`,
   forUpdate: "",
 };
 
-/** How a statement's `$n` parameters are bound: in order as `?`, or by number when they repeat or skip. */
+/**
+ * A statement prepared for one shape of its parameters: the SQL's `$n`
+ * turned into `?` in order of appearance (a parameter used twice is bound
+ * twice), a list parameter spread into one `?` per item.
+ */
 interface Prepared {
   readonly statement: BetterSqlite3.Statement;
-  readonly byNumber: boolean;
+  /** The parameter (0-based) behind each `$n` occurrence, in order. */
+  readonly occurrences: readonly number[];
+  readonly spreads: boolean;
 }
 
-/** better-sqlite3's statements over one connection, prepared once per SQL text. */
+/** better-sqlite3's statements over one connection, prepared once per SQL text and list lengths. */
 class SqliteRunner implements StatementRunner {
   readonly dialect = sqliteDialect;
   private readonly prepared = new Map<string, Prepared>();
 
   constructor(readonly connection: BetterSqlite3.Database) {}
 
-  private prepare(sql: string): Prepared {
-    let p = this.prepared.get(sql);
+  private prepare(sql: string, params: readonly SqlValue[] | undefined): Prepared {
+    let key = sql;
+    if (params) for (let i = 0; i < params.length; i++) if (Array.isArray(params[i])) key += `|${i}:${(params[i] as unknown[]).length}`;
+    let p = this.prepared.get(key);
     if (!p) {
-      const numbers = [...sql.matchAll(/\$(\d+)/g)].map((m) => Number(m[1]));
-      const inOrder = numbers.every((n, i) => n === i + 1);
-      const text = inOrder ? sql.replace(/\$\d+/g, "?") : sql;
-      p = { statement: this.connection.prepare(text), byNumber: !inOrder };
-      this.prepared.set(sql, p);
+      const occurrences: number[] = [];
+      let spreads = false;
+      const text = sql.replace(/\$(\d+)/g, (_, n: string) => {
+        const index = Number(n) - 1;
+        occurrences.push(index);
+        const value = params?.[index];
+        if (!Array.isArray(value)) return "?";
+        spreads = true;
+        return value.length === 0 ? "" : Array.from({ length: value.length }, () => "?").join(", ");
+      });
+      p = { statement: this.connection.prepare(text), occurrences, spreads };
+      this.prepared.set(key, p);
     }
     return p;
   }
 
   private bind(p: Prepared, params: readonly SqlValue[] | undefined): unknown[] {
-    const values = (params ?? []).map(toSqlite);
-    if (!p.byNumber) return values;
-    const named: Record<string, unknown> = {};
-    values.forEach((v, i) => (named[String(i + 1)] = v));
-    return [named];
+    const args: unknown[] = [];
+    for (const index of p.occurrences) {
+      const value = params?.[index];
+      if (p.spreads && Array.isArray(value)) args.push(...value);
+      else args.push(toSqlite(value === undefined ? null : value));
+    }
+    return args;
   }
 
   querySync<R>(sql: string, params?: readonly SqlValue[]): R[] {
-    const p = this.prepare(sql);
+    const p = this.prepare(sql, params);
     const args = this.bind(p, params);
     if (p.statement.reader) return p.statement.all(...args) as R[];
     p.statement.run(...args);
@@ -52,7 +70,7 @@ class SqliteRunner implements StatementRunner {
   }
 
   runSync(sql: string, params?: readonly SqlValue[]): number {
-    const p = this.prepare(sql);
+    const p = this.prepare(sql, params);
     return p.statement.run(...this.bind(p, params)).changes;
   }
 
@@ -73,9 +91,8 @@ class SqliteRunner implements StatementRunner {
   }
 }
 
-/** Lists go in as JSON arrays (read back with json_each); bytes as Buffers. */
+/** Bytes go in as Buffers. */
 function toSqlite(value: SqlValue): unknown {
-  if (Array.isArray(value)) return JSON.stringify(value);
   if (value instanceof Uint8Array && !Buffer.isBuffer(value)) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   return value;
 }
@@ -94,9 +111,12 @@ function open(path: string, readonly: boolean): BetterSqlite3.Database {
 /**
  * A SQLite database in WAL mode (better-sqlite3 at major version 12): one
  * writing connection, whose transactions run one at a time (a queue, as
- * SQLite has one writer), and one reading connection for statements outside
- * transactions, which see what is committed. Statements run synchronously
- * underneath; the interface is asynchronous so stores work on Postgres too.
+ * SQLite has one writer), and one reading connection. A statement outside
+ * a transaction runs on the writing connection when no transaction is open
+ * there (its page cache is the warm one), and on the reading connection
+ * while one is, so it never sees uncommitted writes nor waits for them.
+ * Statements run synchronously underneath; the interface is asynchronous so
+ * stores work on Postgres too.
  */
 export function openSqlite(path: string): Database & { readonly writer: BetterSqlite3.Database } {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
@@ -138,7 +158,7 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
     location: path,
     writer: writerConnection,
     transaction,
-    query: (sql, params) => (reader ? reader.query(sql, params) : exclusive(() => writer.query(sql, params))),
+    query: (sql, params) => (!writerConnection.inTransaction ? writer.query(sql, params) : reader ? reader.query(sql, params) : exclusive(() => writer.query(sql, params))),
     run: (sql, params) => exclusive(() => writer.run(sql, params)),
     async ping() {
       (reader ?? writer).querySync("SELECT 1");

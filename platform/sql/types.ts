@@ -13,7 +13,7 @@ export interface Dialect {
   readonly name: "sqlite" | "postgres";
   /**
    * `x ${anyOf("$1")}` matches x against every value of a list parameter:
-   * `= ANY($1)` on Postgres, `IN (SELECT value FROM json_each($1))` on SQLite.
+   * `= ANY($1)` on Postgres, `IN ($1)` on SQLite with the list spread into one parameter an item.
    */
   anyOf(param: string): string;
   /**
