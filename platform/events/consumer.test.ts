@@ -18,6 +18,8 @@ import {
   eventMigrations,
   startConsumers,
   type ConsumerSpec,
+  type DeliveryMiddleware,
+  type Settlement,
   type EventBus,
   type EventContext,
   type RunningConsumers,
@@ -45,7 +47,7 @@ describe("startConsumers", () => {
   });
 
   /** A stream, a database and a consumer whose handler records an effect row, or does what `behave` says first. */
-  const setup = async (key: string, behave: (event: Thing, context: EventContext) => void = () => {}, spec: Partial<ConsumerSpec> = {}, pullBatch?: number) => {
+  const setup = async (key: string, behave: (event: Thing, context: EventContext) => void = () => {}, spec: Partial<ConsumerSpec> = {}, pullBatch?: number, middleware?: DeliveryMiddleware[]) => {
     const sample = sampleStream(key);
     await ensureStreams(bus.jsm, [sample.stream]);
     const db: Database = await openDatabase({ path: join(dir, `${key}.db`), migrations: [...eventMigrations, effectsTable] });
@@ -60,6 +62,7 @@ describe("startConsumers", () => {
         service: "worker",
         logger,
         ...(pullBatch !== undefined && { pullBatch }),
+        ...(middleware && { middleware }),
         consumers: [
           bindConsumer({
             spec: consumerSpec,
@@ -254,6 +257,36 @@ describe("startConsumers", () => {
     const headers = MsgHdrsImpl.decode(row.headers);
     expect(headers.get("ce-source")).toBe("worker");
     expect(headers.get("traceparent")).toBe(t.contexts[1].traceparent);
+  });
+
+  it("runs a service's own middleware around the default chain, seeing every delivery and what becomes of it", async () => {
+    const seen: Array<{ note: string; attempt: number; settlement: Settlement["kind"] }> = [];
+    const observe: DeliveryMiddleware = (next) => async (delivery, tx) => {
+      const settlement = await next(delivery, tx);
+      seen.push({ note: ThingHappened.decode(delivery.data).note, attempt: delivery.deliveryCount, settlement: settlement.kind });
+      return settlement;
+    };
+    const t = await setup(
+      "observed",
+      (event, context) => {
+        if (event.note === "twice" && context.deliveryCount === 1) throw new Error("first try fails");
+        if (event.note === "never") throw new Error("always fails");
+      },
+      { backoffMs: [20], maxDeliver: 2 },
+      undefined,
+      [observe],
+    );
+    for (const note of ["once", "twice", "never"]) await t.publish(note);
+    await eventually("every delivery is seen", () => seen.length === 5);
+    expect(seen).toEqual(
+      expect.arrayContaining([
+        { note: "once", attempt: 1, settlement: "ack" },
+        { note: "twice", attempt: 1, settlement: "retry" },
+        { note: "twice", attempt: 2, settlement: "ack" },
+        { note: "never", attempt: 1, settlement: "retry" },
+        { note: "never", attempt: 2, settlement: "deadLetter" },
+      ]),
+    );
   });
 
   it("stops cleanly and resumes from the durable consumer", async () => {

@@ -1,5 +1,6 @@
 import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
 import type { Logger } from "../log/index.js";
+import { checkOptions, positiveInteger } from "../options/index.js";
 
 export interface EventBusOptions {
   /** NATS server URL(s), e.g. "nats://127.0.0.1:4222"; several comma-separated for a cluster. */
@@ -26,14 +27,12 @@ export interface EventBus {
  * Fails at once when the first connection or JetStream cannot be reached.
  */
 export async function connectEventBus(options: EventBusOptions): Promise<EventBus> {
-  const known = new Set(["url", "name", "logger", "reconnectTimeWaitMs"]);
-  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`connectEventBus: unknown option ${key}`);
+  checkOptions("connectEventBus", options, ["url", "name", "logger", "reconnectTimeWaitMs"]);
   const { url, name } = options;
   if (typeof url !== "string" || url.trim() === "") throw new Error("connectEventBus: url is required");
   if (typeof name !== "string" || name.trim() === "") throw new Error("connectEventBus: name is required");
-  const reconnectTimeWait = options.reconnectTimeWaitMs ?? 250;
+  const reconnectTimeWait = positiveInteger("connectEventBus", "reconnectTimeWaitMs", options.reconnectTimeWaitMs, 250);
   const drainTimeoutMs = 5_000;
-  if (!Number.isInteger(reconnectTimeWait) || reconnectTimeWait <= 0) throw new Error(`connectEventBus: invalid reconnectTimeWaitMs: ${reconnectTimeWait}`);
   const logger = options.logger.child({ component: "event-bus" });
 
   let nc: NatsConnection;

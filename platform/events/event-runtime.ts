@@ -1,6 +1,7 @@
 import { createMessageChecker } from "../contracts/index.js";
 import type { Logger } from "../log/index.js";
 import type { Database, Retention } from "../sql/index.js";
+import type { DeliveryMiddleware } from "./delivery.js";
 import type { ConsumerBinding } from "./event-handler.js";
 import { connectEventBus, isNatsUnreachable, type EventBus } from "./event-bus.js";
 import { defaultMaxPayloadBytes } from "./event-rules.js";
@@ -10,6 +11,7 @@ import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
 import { startConsumers, type RunningConsumers } from "./consumer.js";
 import { ensureStreams, validateStreamSpec } from "./provision.js";
 import type { StreamSpec } from "./types.js";
+import { checkOptions, positiveInteger } from "../options/index.js";
 
 export interface EventRuntimeOptions {
   /** The service's database; it must carry `eventMigrations`. */
@@ -32,6 +34,8 @@ export interface EventRuntimeOptions {
   readonly waitLogIntervalMs?: number;
   /** How long the inbox remembers a processed event (see inboxRetention). Default 7 days. */
   readonly inboxRetentionMs?: number;
+  /** The service's own consumer pipeline steps (metrics, tracing), outermost first, around the default chain (pipeline.ts). */
+  readonly middleware?: readonly DeliveryMiddleware[];
 }
 
 /** A service's event machinery: the outbox at once, the rest once NATS has been reached. */
@@ -66,17 +70,14 @@ export interface EventRuntime {
  * dead-lettered.
  */
 export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
-  const known = new Set(["db", "natsUrl", "service", "streams", "descriptorSet", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs", "inboxRetentionMs"]);
-  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`createEventRuntime: unknown option ${key}`);
+  checkOptions("createEventRuntime", options, ["db", "natsUrl", "service", "streams", "descriptorSet", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs", "inboxRetentionMs", "middleware"]);
   const { db, natsUrl, service, streams } = options;
   const flushTimeoutMs = options.flushTimeoutMs ?? 5_000;
   const retryMinMs = options.retryMinMs ?? 200;
   const retryMaxMs = options.retryMaxMs ?? 1_000;
   const waitLogIntervalMs = options.waitLogIntervalMs ?? 30_000;
   const inboxRetentionMs = options.inboxRetentionMs ?? defaultInboxRetentionMs;
-  for (const [name, v] of Object.entries({ flushTimeoutMs, retryMinMs, retryMaxMs, waitLogIntervalMs, inboxRetentionMs })) {
-    if (!Number.isInteger(v) || v <= 0) throw new Error(`createEventRuntime: invalid ${name}: ${v}`);
-  }
+  for (const [name, v] of Object.entries({ flushTimeoutMs, retryMinMs, retryMaxMs, waitLogIntervalMs, inboxRetentionMs })) positiveInteger("createEventRuntime", name, v, v);
   for (const spec of streams) validateStreamSpec(spec);
   const logger = options.logger.child({ component: "event-runtime" });
   const checker = createMessageChecker(options.descriptorSet);
@@ -131,7 +132,7 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
         await ensureStreams(bus.jsm, streams);
         checkNotStopping();
         relay ??= createOutboxRelay({ db, nc: bus.nc, logger: options.logger });
-        consumers = await startConsumers({ nc: bus.nc, db, service, consumers: bindings, logger: options.logger, outbox, checker });
+        consumers = await startConsumers({ nc: bus.nc, db, service, consumers: bindings, logger: options.logger, outbox, checker, ...(options.middleware && { middleware: options.middleware }) });
         if (waitingSince !== undefined) logger.info({ natsUrl, waitedMs: Math.round(performance.now() - waitingSince) }, "reached NATS; events flow");
         return;
       } catch (err) {

@@ -2,6 +2,7 @@ import type { NatsConnection } from "nats";
 import { encodeEvent } from "./cloud-events.js";
 import { toNatsHeaders } from "./nats-internals.js";
 import type { EventDescriptor } from "./types.js";
+import { checkOptions, positiveInteger } from "../options/index.js";
 
 export interface EventPublisherOptions {
   readonly nc: NatsConnection;
@@ -33,12 +34,10 @@ export interface EventPublisher {
 
 /** Creates a publisher that sends CloudEvents-headed protobuf events with their id as `Nats-Msg-Id`. */
 export function createEventPublisher(options: EventPublisherOptions): EventPublisher {
-  const known = new Set(["nc", "source", "timeoutMs"]);
-  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`createEventPublisher: unknown option ${key}`);
+  checkOptions("createEventPublisher", options, ["nc", "source", "timeoutMs"]);
   const { nc, source } = options;
   validateSource("createEventPublisher", source);
-  const timeoutMs = options.timeoutMs ?? 5_000;
-  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new Error(`createEventPublisher: invalid timeoutMs: ${timeoutMs}`);
+  const timeoutMs = positiveInteger("createEventPublisher", "timeoutMs", options.timeoutMs, 5_000);
   const js = nc.jetstream({ timeout: timeoutMs });
   return {
     async publish(descriptor, message, publishOptions = {}) {

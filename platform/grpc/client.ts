@@ -3,6 +3,7 @@ import { Code, StatusError } from "../errors/index.js";
 import type { RequestOf, ResponseOf, ServiceDefinition } from "./bind-service.js";
 import type { CallContext } from "./call-context.js";
 import { fromGrpcError } from "./grpc-status.js";
+import { checkOptions, positiveInteger } from "../options/index.js";
 
 
 /**
@@ -69,8 +70,7 @@ const retryDelayMs = (retry: number): number => Math.min(1_000, 50 * 2 ** (retry
  * its return.
  */
 export function createClient<D extends ServiceDefinition>(definition: D, options: ClientOptions): PromiseClient<D> {
-  const known = new Set(["address", "defaultTimeoutMs", "maxAttempts", "credentials", "methods"]);
-  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`createClient: unknown option ${key}`);
+  checkOptions("createClient", options, ["address", "defaultTimeoutMs", "maxAttempts", "credentials", "methods"]);
   const defaultTimeoutMs = options.defaultTimeoutMs ?? 5_000;
   const maxAttempts = options.maxAttempts ?? 3;
   if (!(defaultTimeoutMs > 0)) throw new Error(`createClient: defaultTimeoutMs must be positive, got ${defaultTimeoutMs}`);

@@ -1,4 +1,4 @@
-import type { ConsumerBinding, EventRuntime } from "../events/index.js";
+import type { ConsumerBinding, DeliveryMiddleware, EventRuntime } from "../events/index.js";
 import { createEventRuntime, eventMigrations, type StreamSpec } from "../events/index.js";
 import { createGrpcServer, type GrpcServer } from "../grpc/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
@@ -26,6 +26,8 @@ export interface ServiceHostOptions {
   readonly inboxRetentionMs?: number;
   /** How long request ids are remembered (see platform/idempotency). Default 24 hours. */
   readonly requestIdRetentionMs?: number;
+  /** Steps of the service's own around every consumer's pipeline (metrics, tracing), outermost first. */
+  readonly consumerMiddleware?: readonly DeliveryMiddleware[];
 }
 
 /** What a service wires its own parts onto before it starts serving. */
@@ -67,6 +69,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       descriptorSet: options.descriptorSet,
       logger,
       ...(options.inboxRetentionMs !== undefined && { inboxRetentionMs: options.inboxRetentionMs }),
+      ...(options.consumerMiddleware && { middleware: options.consumerMiddleware }),
     });
     server = createGrpcServer({ descriptorSet: options.descriptorSet, logger, shutdownTimeoutMs: options.shutdownTimeoutMs, readinessCheck: () => db.ping() });
   } catch (err) {

@@ -1,5 +1,6 @@
 import type { Logger } from "../log/index.js";
 import type { Database } from "./types.js";
+import { checkOptions, positiveInteger } from "../options/index.js";
 
 export interface RetentionOptions {
   readonly db: Database;
@@ -35,15 +36,12 @@ const identifier = /^[A-Za-z_][A-Za-z0-9_]*$/;
  * kept longer says so through a longer retention.
  */
 export function startRetention(options: RetentionOptions): Retention {
-  const known = new Set(["db", "name", "table", "timeColumn", "retentionMs", "batchSize", "intervalMs", "logger"]);
-  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startRetention: unknown option ${key}`);
+  checkOptions("startRetention", options, ["db", "name", "table", "timeColumn", "retentionMs", "batchSize", "intervalMs", "logger"]);
   const { db, name, table, timeColumn, retentionMs } = options;
   const batchSize = options.batchSize ?? 1_000;
   const intervalMs = options.intervalMs ?? Math.min(3_600_000, Math.floor(retentionMs / 10));
   if (!identifier.test(table) || !identifier.test(timeColumn)) throw new Error(`startRetention: ${JSON.stringify(table)}.${JSON.stringify(timeColumn)} is not a plain table and column name`);
-  for (const [option, v] of Object.entries({ retentionMs, batchSize, intervalMs })) {
-    if (!Number.isInteger(v) || v <= 0) throw new Error(`startRetention: invalid ${option}: ${v}`);
-  }
+  for (const [option, v] of Object.entries({ retentionMs, batchSize, intervalMs })) positiveInteger("startRetention", option, v, v);
   const logger = options.logger.child({ component: "retention", rows: name });
   // Up to the batch's last (oldest-first) time, so each statement walks the time index only as far as one batch.
   const deleteBatch =
