@@ -130,7 +130,7 @@ export const OrderPlacedEvent = {
   it("prints a handler interface with one method per subscription, importing the events from their package", () => {
     expect(consumers).toContain(`import type { Audit_Entry, OrderCounted, OrderPlaced } from "../../orders/v1/order_events_pb.js";`);
     expect(consumers).toContain(`import { Audit_EntryEvent, OrderCountedEvent, OrderPlacedEvent } from "../../orders/v1/order_events_jetstream.js";`);
-    expect(consumers).toContain(`export interface ProductServiceEventHandlers<Ctx, R = void> {
+    expect(consumers).toContain(`export interface ProductServiceEventHandlers<Ctx, R = Promise<void>> {
   /**
    * Reserves stock for each placed order.
    *

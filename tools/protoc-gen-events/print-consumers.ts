@@ -15,10 +15,10 @@ export function printConsumers(f: GeneratedFile, service: DescService, subscript
   f.print(
     f.jsDoc(
       `Handlers of the events ${service.name} consumes, one method per (concord.v1.subscribe) option.\n` +
-        "A handler returns to acknowledge the event and throws to have it retried; R is what the runtime expects back (void: a synchronous handler run inside the service's database transaction).",
+        "A handler resolves to acknowledge the event and throws to have it retried; R is what it returns (a promise: the runtime runs it inside the service's database transaction, the context's `tx`).",
     ),
   );
-  f.print(f.export("interface", `${service.name}EventHandlers`), "<Ctx, R = void> {");
+  f.print(f.export("interface", `${service.name}EventHandlers`), "<Ctx, R = Promise<void>> {");
   for (const s of subscriptions) {
     const type = f.import(tsProtoMessageName(s.event.message), tsProtoModule(s.event.message.file), true);
     const receives = `Receives ${s.spec.eventType} through the durable consumer \`${s.spec.durable}\` on stream ${s.spec.stream}.`;

@@ -5,7 +5,7 @@ import { catalogEntryOf } from "../contract.js";
 import type { CatalogStore } from "../store/catalog-store.js";
 
 /** The handlers of the product events that feed the catalogue. */
-export type CatalogFeed = Pick<OrderServiceEventHandlers<EventContext, Promise<void>>, "productCreated" | "productUpdated">;
+export type CatalogFeed = Pick<OrderServiceEventHandlers<EventContext>, "productCreated" | "productUpdated">;
 
 /**
  * Keeps the order service's copy of the catalogue current from the product

@@ -6,7 +6,7 @@ import { settleReservation } from "../domain/order.js";
 import type { OrderStore } from "../store/order-store.js";
 
 /** The handlers of the product service's answers about stock. */
-export type OrderSaga = Pick<OrderServiceEventHandlers<EventContext, Promise<void>>, "stockReserved" | "stockReservationFailed">;
+export type OrderSaga = Pick<OrderServiceEventHandlers<EventContext>, "stockReserved" | "stockReservationFailed">;
 
 /**
  * The order side of the saga: the product service's answer settles a

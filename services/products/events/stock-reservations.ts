@@ -11,7 +11,7 @@ import type { ReservationStore } from "../store/reservation-store.js";
  * reservation record and reply commit together or not at all. Duplicates,
  * stale lines versions and events arriving out of order change nothing.
  */
-export function createStockReservations(store: ReservationStore, now: () => number = Date.now): ProductServiceEventHandlers<EventContext, Promise<void>> {
+export function createStockReservations(store: ReservationStore, now: () => number = Date.now): ProductServiceEventHandlers<EventContext> {
   /** Gives back what the order holds now, if anything. */
   const releaseHeld = async (context: EventContext, orderId: string, at: number): Promise<readonly ReservedUnits[]> => {
     const existing = await store.get(context.tx, orderId);

@@ -6,9 +6,9 @@ import { ProductCreatedEvent, ProductUpdatedEvent, StockReservationFailedEvent, 
 
 /**
  * Handlers of the events OrderService consumes, one method per (concord.v1.subscribe) option.
- * A handler returns to acknowledge the event and throws to have it retried; R is what the runtime expects back (void: a synchronous handler run inside the service's database transaction).
+ * A handler resolves to acknowledge the event and throws to have it retried; R is what it returns (a promise: the runtime runs it inside the service's database transaction, the context's `tx`).
  */
-export interface OrderServiceEventHandlers<Ctx, R = void> {
+export interface OrderServiceEventHandlers<Ctx, R = Promise<void>> {
   /**
    * Confirms the order whose stock was reserved.
    *

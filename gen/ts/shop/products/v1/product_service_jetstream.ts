@@ -6,9 +6,9 @@ import { OrderCancelledEvent, OrderPlacedEvent, OrderUpdatedEvent } from "../../
 
 /**
  * Handlers of the events ProductService consumes, one method per (concord.v1.subscribe) option.
- * A handler returns to acknowledge the event and throws to have it retried; R is what the runtime expects back (void: a synchronous handler run inside the service's database transaction).
+ * A handler resolves to acknowledge the event and throws to have it retried; R is what it returns (a promise: the runtime runs it inside the service's database transaction, the context's `tx`).
  */
-export interface ProductServiceEventHandlers<Ctx, R = void> {
+export interface ProductServiceEventHandlers<Ctx, R = Promise<void>> {
   /**
    * Reserves stock for each placed order.
    *
