@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "pg";
@@ -64,7 +64,7 @@ describe("startPostgresServer", () => {
         server.url,
         "SELECT current_setting('data_directory') AS data, current_setting('listen_addresses') AS listen, current_setting('unix_socket_directories') AS sockets, current_database() AS db",
       );
-      expect(settings).toEqual([{ data: server.dataDir, listen: "127.0.0.1", sockets: server.dataDir, db: "harness_db" }]);
+      expect(settings).toEqual([{ data: server.dataDir, listen: "127.0.0.1", sockets: `"${server.dataDir}"`, db: "harness_db" }]);
       // The Unix socket answers too (pg takes a directory as host).
       expect(await query({ host: server.dataDir, port: server.port, user: "postgres", database: "harness_db" }, "SELECT 1 AS one")).toEqual([{ one: 1 }]);
       const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${postmasterPid(server.dataDir)}/status`, "utf8"))?.[1]);
@@ -118,23 +118,34 @@ describe("startPostgresServer", () => {
     }
   });
 
-  it("kills the server and removes its temp dir when the process that started it exits without stopping it", async () => {
-    const script = [
-      'import { readFileSync } from "node:fs";',
-      'import { startPostgresServer } from "./test/support/postgres.ts";',
-      "const server = await startPostgresServer();",
-      "const pid = Number(readFileSync(server.dataDir + '/postmaster.pid', 'utf8').split('\\n')[0]);",
-      "console.log(JSON.stringify({ url: server.url, dataDir: server.dataDir, pid }));",
-      "throw new Error('the test run crashed');",
-    ].join("\n");
-    const run = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { encoding: "utf8", timeout: 60_000 });
-    expect(run.stderr).toContain("the test run crashed");
-    const { url, dataDir, pid } = JSON.parse(run.stdout.trim()) as { url: string; dataDir: string; pid: number };
-    expect(existsSync(dataDir)).toBe(false);
-    await expect(query(url, "SELECT 1")).rejects.toThrow(/ECONNREFUSED/);
-    // SIGKILL was sent as the process exited; the kernel may take a moment to end the server.
-    const running = () => existsSync(`/proc/${pid}`) && !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
-    for (let i = 0; i < 100 && running(); i++) await new Promise((r) => setTimeout(r, 50));
-    expect(running()).toBe(false);
-  });
+  for (const ending of ["an uncaught error", "SIGTERM", "SIGKILL"] as const) {
+    it(`stops the server and removes its temp dir when the process that started it ends by ${ending} without stopping it`, async () => {
+      const script = [
+        'import { readFileSync } from "node:fs";',
+        'import { startPostgresServer } from "./test/support/postgres.ts";',
+        "const server = await startPostgresServer();",
+        "const pid = Number(readFileSync(server.dataDir + '/postmaster.pid', 'utf8').split('\\n')[0]);",
+        "console.log(JSON.stringify({ url: server.url, dataDir: server.dataDir, pid }));",
+        ending === "an uncaught error" ? "throw new Error('the test run crashed');" : "setInterval(() => {}, 1000);",
+      ].join("\n");
+      const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      while (!stdout.includes("\n") && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+      const { url, dataDir, pid } = JSON.parse(stdout.trim()) as { url: string; dataDir: string; pid: number };
+      if (ending !== "an uncaught error") child.kill(ending);
+      await exited;
+      if (ending === "an uncaught error") expect(stderr).toContain("the test run crashed");
+
+      const running = () => existsSync(`/proc/${pid}`) && !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
+      // The exit handler acts at once; the watchdog within moments of the process's end (a fast shutdown).
+      for (let i = 0; i < 200 && (running() || existsSync(dataDir)); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(running()).toBe(false);
+      expect(existsSync(dataDir)).toBe(false);
+      await expect(query(url, "SELECT 1")).rejects.toThrow(/ECONNREFUSED/);
+    });
+  }
 });

@@ -17,6 +17,7 @@ import { Client } from "pg";
 import { checkDatabaseName, hasCluster, initCluster, prepareDataDir, runAs, serverAccount, superuser } from "./cluster.js";
 import { findPostgresBinDir } from "./find-postgres.mjs";
 import { type ServerProcess, spawnServer } from "./server-process.js";
+import { startWatchdog } from "./watchdog.js";
 
 export interface LocalPostgresOptions {
   /** Data directory: initdb runs there when it holds no cluster yet; kept by `stop`. Default: a fresh temp dir, removed by `stop`. */
@@ -48,7 +49,11 @@ export interface LocalPostgres {
   readonly socketDir: string | undefined;
   /** Creates another database on this server when it is missing; resolves to its URL. */
   createDatabase(name: string): Promise<string>;
-  /** Fast shutdown (clients disconnected, a checkpoint written); removes a temp data dir. Final: no restart after it. */
+  /**
+   * Fast shutdown (clients disconnected, a checkpoint written); removes a temp
+   * data dir. Final: no restart after it. Should the starting process end
+   * without it, even by SIGKILL, the server is stopped all the same.
+   */
   stop(): Promise<void>;
   /** Stops (fast shutdown, when running) and starts again on the same port and data; resolves when connections are accepted. */
   restart(): Promise<void>;
@@ -112,12 +117,14 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
 
   let server: ServerProcess | undefined;
   let stopped = false;
-  // A crashed test run must not leave servers behind.
+  // A crashed test run must not leave servers behind: the exit handler acts
+  // when Node exits on its own, the watchdog when it is killed by a signal.
   const killOnExit = () => {
     server?.kill();
     removeOwnDataDir();
   };
   process.on("exit", killOnExit);
+  const watchdog = startWatchdog(dataDir, ownsDataDir);
 
   const launch = async (): Promise<void> => {
     const deadline = Date.now() + readyTimeoutMs;
@@ -160,6 +167,7 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
     await server?.exited;
     process.off("exit", killOnExit);
     removeOwnDataDir();
+    watchdog.release();
     throw err;
   }
   return {
@@ -174,6 +182,7 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
       await shutDown();
       process.off("exit", killOnExit);
       removeOwnDataDir();
+      watchdog.release();
     },
     async restart() {
       if (stopped) throw new Error(`postgres on port ${port} was stopped for good; start a new one`);
