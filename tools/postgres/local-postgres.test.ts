@@ -27,6 +27,20 @@ describe("startLocalPostgres", () => {
     expect(readFileSync(logFile, "utf8")).toContain("database system is shut down");
   });
 
+  it("listens on TCP alone when the data dir's path is too long for a Unix socket", async () => {
+    const dataDir = join(dir, "d".repeat(110));
+    const server = await startLocalPostgres({ fsync: false, dataDir });
+    try {
+      expect(server.socketDir).toBeUndefined();
+      const client = new Client({ connectionString: server.url });
+      await client.connect();
+      expect((await client.query("SHOW unix_socket_directories")).rows).toEqual([{ unix_socket_directories: "" }]);
+      await client.end();
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("fails with the server's own words when its port is taken, rather than taking the server there for its own", async () => {
     const blocker = await startLocalPostgres({ fsync: false });
     const dataDir = join(dir, "second");
