@@ -49,12 +49,12 @@ const progressEveryMs = 20_000;
  * Runs one long install step. Says first what it does and how long it took
  * the first time on a machine of two cores (`usualSeconds`, [fastest,
  * slowest] measured from fresh clones with empty caches, the slowest with the
- * cores busy with other work), then every 20 s that it (`name`) is still
+ * cores busy with other work, or one figure where only one was measured), then every 20 s that it (`name`) is still
  * running, since npm ci and go install print nothing for minutes, then how
  * long it took. A failed step ends the setup with its exit status.
  */
 async function runLongStep(what, name, usualSeconds, command, commandArgs, options = {}) {
-  const usual = `${usualSeconds[0]} to ${usualSeconds[1]} s`;
+  const usual = Array.isArray(usualSeconds) ? `${usualSeconds[0]} to ${usualSeconds[1]} s` : `about ${usualSeconds} s`;
   log(`${what}; the first time this takes ${usual} on two cores`);
   const started = Date.now();
   const seconds = () => Math.round((Date.now() - started) / 1000);
