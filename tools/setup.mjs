@@ -6,29 +6,32 @@
 // tests it also installs the pinned Go and Python SDK generators (Go plugins
 // into .tools/bin, Python packages into .venv) and fetches and compiles the
 // Go modules of the interop tests; for the tests alone, the pinned grpcurl and
-// nats CLI (.tools/bin), which the tests run against the services. Plain
-// Node, no dependencies: it runs before node_modules exists.
+// nats CLI (.tools/bin), which the tests run against the services, and the
+// PostgreSQL server (the tests start instances of their own). Plain Node, no
+// dependencies: it runs before node_modules exists.
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { findBinary } from "./find-binary.mjs";
+import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
 
-const usage = `Usage: node tools/setup.mjs [--for-tests] [--for-gen]
+const usage = `Usage: node tools/setup.mjs [--for-tests] [--for-gen] [--postgres]
 
 Installs what is missing: npm packages (npm ci), nats-server and, with
 --for-tests or --for-gen, protoc, Go and Python 3, the pinned Go and Python
 SDK generators (.tools/bin, .venv) and the interop tests' Go modules; with
---for-tests also the pinned grpcurl and nats CLI (.tools/bin). OS packages
-come from apt-get when running as root; otherwise it prints the command to
-run.`;
+--for-tests also the pinned grpcurl and nats CLI (.tools/bin) and the
+PostgreSQL server (initdb and postgres, Debian's postgresql package), which
+--postgres adds on its own. OS packages come from apt-get when running as
+root; otherwise it prints the command to run.`;
 
 const args = process.argv.slice(2);
 if (args.includes("--help")) {
   console.log(usage);
   process.exit(0);
 }
-const unknown = args.filter((a) => !["--for-tests", "--for-gen"].includes(a));
+const unknown = args.filter((a) => !["--for-tests", "--for-gen", "--postgres"].includes(a));
 if (unknown.length > 0) {
   console.error(`setup: unknown argument ${unknown.join(" ")}\n\n${usage}`);
   process.exit(2);
@@ -46,12 +49,12 @@ const progressEveryMs = 20_000;
  * Runs one long install step. Says first what it does and how long it took
  * the first time on a machine of two cores (`usualSeconds`, [fastest,
  * slowest] measured from fresh clones with empty caches, the slowest with the
- * cores busy with other work), then every 20 s that it (`name`) is still
+ * cores busy with other work, or one figure where only one was measured), then every 20 s that it (`name`) is still
  * running, since npm ci and go install print nothing for minutes, then how
  * long it took. A failed step ends the setup with its exit status.
  */
 async function runLongStep(what, name, usualSeconds, command, commandArgs, options = {}) {
-  const usual = `${usualSeconds[0]} to ${usualSeconds[1]} s`;
+  const usual = Array.isArray(usualSeconds) ? `${usualSeconds[0]} to ${usualSeconds[1]} s` : `about ${usualSeconds} s`;
   log(`${what}; the first time this takes ${usual} on two cores`);
   const started = Date.now();
   const seconds = () => Math.round((Date.now() - started) / 1000);
@@ -81,6 +84,7 @@ async function installNpmPackages() {
 }
 
 let aptUpdated = false;
+const aptEnv = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
 function ensureOsPackage(binary, pkg, { force = false } = {}) {
   if (!force && findBinary(binary)) return;
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
@@ -90,12 +94,44 @@ function ensureOsPackage(binary, pkg, { force = false } = {}) {
   }
   log(`installing ${pkg} from the OS packages`);
   try {
-    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-    if (!aptUpdated) execFileSync("apt-get", ["update", "-qq"], { stdio: "inherit", env });
-    aptUpdated = true;
-    execFileSync("apt-get", ["install", "-y", "-qq", pkg], { stdio: "inherit", env });
+    updateAptLists();
+    execFileSync("apt-get", ["install", "-y", "-qq", pkg], { stdio: "inherit", env: aptEnv });
   } catch {
     log(`installing ${pkg} failed; install it by hand: apt-get install -y ${pkg}`);
+    process.exit(1);
+  }
+}
+
+function updateAptLists() {
+  if (!aptUpdated) execFileSync("apt-get", ["update", "-qq"], { stdio: "inherit", env: aptEnv });
+  aptUpdated = true;
+}
+
+/**
+ * The PostgreSQL server: initdb and postgres from Debian's postgresql package,
+ * whatever its major version (tools/postgres/find-postgres.mjs). Its
+ * post-install may create the system cluster (/var/lib/postgresql, port
+ * 5432); nothing here uses it: the tests and `npm start` run servers of their
+ * own (tools/postgres/local-postgres.ts).
+ */
+async function ensurePostgres() {
+  if (findPostgresBinDir()) return;
+  const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
+  if (!isRoot || !findBinary("apt-get")) {
+    log("the PostgreSQL server (initdb, postgres) is missing. Install it with: sudo apt-get update && sudo apt-get install -y postgresql");
+    process.exit(1);
+  }
+  try {
+    updateAptLists();
+  } catch {
+    log("apt-get update failed; install the PostgreSQL server by hand: apt-get install -y postgresql");
+    process.exit(1);
+  }
+  // usualSeconds estimated from its parts, measured on two cores: the download (19 MB) 2 s, unpacking 3 s, then
+  // dpkg's configuration, which runs initdb for the system cluster; the machine image's own install took 13 s.
+  await runLongStep("installing the PostgreSQL server from the OS packages (apt-get install postgresql; Concord starts servers of its own, never the system one)", "apt-get install postgresql", [10, 30], "apt-get", ["install", "-y", "-qq", "--no-install-recommends", "postgresql"], { env: aptEnv });
+  if (!findPostgresBinDir()) {
+    log("postgresql is installed, but initdb and postgres are not in /usr/lib/postgresql/<version>/bin nor on PATH; see what it installed: ls /usr/lib/postgresql");
     process.exit(1);
   }
 }
@@ -237,6 +273,7 @@ async function prepareGoModules(compile) {
 
 await installNpmPackages();
 ensureOsPackage("nats-server", "nats-server");
+if (args.includes("--for-tests") || args.includes("--postgres")) await ensurePostgres();
 if (args.includes("--for-tests") || args.includes("--for-gen")) {
   ensureOsPackage("protoc", "protobuf-compiler");
   ensureOsPackage("go", "golang-go");

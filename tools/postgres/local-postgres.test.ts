@@ -1,0 +1,60 @@
+import { chmodSync, existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Client } from "pg";
+import { describe, expect, it } from "vitest";
+import { tempDirForSuite } from "../../test/support/temp-dir.js";
+import { startLocalPostgres } from "./local-postgres.js";
+
+describe("startLocalPostgres", () => {
+  const dir = tempDirForSuite();
+  chmodSync(dir, 0o755); // as root the server runs as the postgres user, who must get through it
+
+  it("keeps PostgreSQL's durable settings by default, logs to the given file and keeps its data dir", async () => {
+    const dataDir = join(dir, "postgres");
+    const logFile = join(dir, "postgres.log");
+    const server = await startLocalPostgres({ dataDir, logFile, database: "shop" });
+    try {
+      const client = new Client({ connectionString: server.url });
+      await client.connect();
+      const settings = await client.query("SELECT current_setting('fsync') AS fsync, current_setting('full_page_writes') AS fpw, current_setting('synchronous_commit') AS sync, current_database() AS db");
+      await client.end();
+      expect(settings.rows).toEqual([{ fsync: "on", fpw: "on", sync: "on", db: "shop" }]);
+      expect(readFileSync(logFile, "utf8")).toContain("database system is ready to accept connections");
+    } finally {
+      await server.stop();
+    }
+    expect(existsSync(join(dataDir, "PG_VERSION"))).toBe(true);
+    expect(readFileSync(logFile, "utf8")).toContain("database system is shut down");
+  });
+
+  it("listens on TCP alone when the data dir's path is too long for a Unix socket", async () => {
+    const dataDir = join(dir, "d".repeat(110));
+    const server = await startLocalPostgres({ fsync: false, dataDir });
+    try {
+      expect(server.socketDir).toBeUndefined();
+      const client = new Client({ connectionString: server.url });
+      await client.connect();
+      expect((await client.query("SHOW unix_socket_directories")).rows).toEqual([{ unix_socket_directories: "" }]);
+      await client.end();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("fails with the server's own words when its port is taken, rather than taking the server there for its own", async () => {
+    const blocker = await startLocalPostgres({ fsync: false });
+    const dataDir = join(dir, "second");
+    try {
+      await expect(startLocalPostgres({ fsync: false, dataDir, port: blocker.port })).rejects.toThrow(
+        /did not start \(exited with status 1\)[\s\S]*could not bind IPv4 address "127\.0\.0\.1"/,
+      );
+      expect(existsSync(join(dataDir, "postmaster.pid"))).toBe(false); // it is not running
+      const client = new Client({ connectionString: blocker.url });
+      await client.connect();
+      expect((await client.query("SHOW data_directory")).rows).toEqual([{ data_directory: blocker.dataDir }]);
+      await client.end();
+    } finally {
+      await blocker.stop();
+    }
+  });
+});
