@@ -210,7 +210,7 @@ describe("OrderService when the product service misbehaves", () => {
       },
     } as never);
     const port = await new Promise<number>((resolve) => slow.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (_e, p) => resolve(p)));
-    const orders = await startTestOrders(dir.path, `127.0.0.1:${port}`, nats.url, { productsTimeoutMs: 200, databasePath: `${dir.path}/slow-orders.db` });
+    const orders = await startTestOrders(dir.path, `127.0.0.1:${port}`, nats.url, { productsTimeoutMs: 200, database: `${dir.path}/slow-orders.db` });
     try {
       const err = await grpcError(orders.client.createOrder({ customerId: "c-slow", lines: [{ productId: unknownId, quantity: 1 }], shippingAddress: address }));
       expect(err.code).toBe(status.DEADLINE_EXCEEDED);

@@ -6,11 +6,11 @@ const run = (script: string, env: Record<string, string>, args: string[] = []) =
 
 describe("service entry points", () => {
   it("refuse a bad environment with exit code 2 and a message naming each variable", () => {
-    const result = run("services/orders/main.ts", { ORDERS_LISTEN: "nowhere", PRODUCTS_TIMEOUT: "soon", ORDERS_DATABASE_URL: "postgres://x/y", INBOX_RETENTION: "10m" });
+    const result = run("services/orders/main.ts", { ORDERS_LISTEN: "nowhere", PRODUCTS_TIMEOUT: "soon", ORDERS_DATABASE_URL: "mysql://x/y", INBOX_RETENTION: "10m" });
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/ORDERS_LISTEN="nowhere" is invalid/);
     expect(result.stderr).toMatch(/PRODUCTS_TIMEOUT="soon" is invalid/);
-    expect(result.stderr).toMatch(/ORDERS_DATABASE_URL="postgres:\/\/x\/y" is invalid: unsupported database scheme/);
+    expect(result.stderr).toMatch(/ORDERS_DATABASE_URL="mysql:\/\/x\/y" is invalid: unsupported database scheme/);
     expect(result.stderr).toMatch(/INBOX_RETENTION="10m" is invalid: expected at least 1h/);
   });
 

@@ -31,8 +31,10 @@ describe("duration", () => {
 
 describe("databaseUrl", () => {
   it("accepts SQLite paths and URLs and refuses other schemes", () => {
-    expect(databaseUrl(".data/x.db")).toEqual({ kind: "sqlite", path: ".data/x.db" });
-    expect(databaseUrl("sqlite:///tmp/x.db")).toEqual({ kind: "sqlite", path: "/tmp/x.db" });
-    expect(() => databaseUrl("postgres://db/shop")).toThrow(/unsupported database scheme "postgres:"/);
+    expect(databaseUrl(".data/x.db")).toEqual({ kind: "sqlite", location: ".data/x.db" });
+    expect(databaseUrl("sqlite:///tmp/x.db")).toEqual({ kind: "sqlite", location: "/tmp/x.db" });
+    expect(databaseUrl("postgres://app@db:5432/shop")).toEqual({ kind: "postgres", location: "postgres://app@db:5432/shop" });
+    expect(() => databaseUrl("postgres://db")).toThrow(/needs a host and a database/);
+    expect(() => databaseUrl("mysql://db/shop")).toThrow(/unsupported database scheme "mysql:"/);
   });
 });

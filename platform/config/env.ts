@@ -10,6 +10,8 @@ export interface Setting<T> {
   readonly description: string;
   /** Used when the variable is unset or empty; without one the variable is required. */
   readonly default?: string;
+  /** Another variable read when this one is unset or empty (before the default): `DATABASE_URL` for a service's own database setting. */
+  readonly fallback?: string;
   /** Turns the raw text into a value; throws an Error saying what is wrong. */
   readonly parse: (raw: string) => T;
 }
@@ -26,7 +28,9 @@ export function readConfig<S extends Settings>(settings: S, env: NodeJS.ProcessE
   const problems: string[] = [];
   const out: Record<string, unknown> = {};
   for (const [name, setting] of Object.entries(settings)) {
-    const raw = env[name];
+    const own = env[name];
+    const fallback = setting.fallback === undefined ? undefined : env[setting.fallback];
+    const raw = own !== undefined && own !== "" ? own : fallback;
     const text = raw === undefined || raw === "" ? setting.default : raw;
     if (text === undefined) {
       problems.push(`${name} is required (${setting.description})`);
@@ -45,7 +49,7 @@ export function readConfig<S extends Settings>(settings: S, env: NodeJS.ProcessE
 /** One line per variable, for a --help text. */
 export function describeConfig(settings: Settings): string {
   return Object.entries(settings)
-    .map(([name, s]) => `  ${name.padEnd(28)} ${s.description}${s.default !== undefined ? ` (default: ${s.default || '""'})` : " (required)"}`)
+    .map(([name, s]) => `  ${name.padEnd(28)} ${s.description}${s.fallback ? ` (else $${s.fallback})` : ""}${s.default !== undefined ? ` (default: ${s.default || '""'})` : " (required)"}`)
     .join("\n");
 }
 
@@ -54,6 +58,26 @@ export function hostPort(raw: string): string {
   const match = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(raw);
   if (!match || Number(match[2]) > 65535) throw new Error("expected host:port, for example 127.0.0.1:50051");
   return raw;
+}
+
+/**
+ * Where the instances of a service are: one `host:port`, several separated
+ * by commas, or `dns:///host:port` for a name that resolves to all of them.
+ */
+export function serviceAddress(raw: string): string {
+  if (/^dns:\/\/\/[^/]+$/.test(raw)) {
+    hostPort(raw.slice("dns:///".length));
+    return raw;
+  }
+  const parts = raw.split(",").map((p) => p.trim());
+  for (const part of parts) {
+    try {
+      hostPort(part);
+    } catch {
+      throw new Error("expected host:port, several separated by commas, or dns:///host:port");
+    }
+  }
+  return parts.join(",");
 }
 
 /** A whole number within bounds. */
@@ -102,9 +126,19 @@ export function text(raw: string): string {
  * path, or a `file:` / `sqlite:` URL. Other stores come with their own URL
  * schemes; an unknown scheme is refused here rather than at first use.
  */
-export function databaseUrl(raw: string): { readonly kind: "sqlite"; readonly path: string } {
+export function databaseUrl(raw: string): { readonly kind: "sqlite" | "postgres"; readonly location: string } {
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(raw)?.[1]?.toLowerCase();
-  if (scheme === undefined) return { kind: "sqlite", path: raw };
-  if (scheme === "file" || scheme === "sqlite") return { kind: "sqlite", path: raw.replace(/^[a-z]+:(\/\/)?/i, "") };
-  throw new Error(`unsupported database scheme "${scheme}:"; this build supports SQLite (a path, file: or sqlite:)`);
+  if (scheme === undefined) return { kind: "sqlite", location: raw };
+  if (scheme === "file" || scheme === "sqlite") return { kind: "sqlite", location: raw.replace(/^[a-z]+:(\/\/)?/i, "") };
+  if (scheme === "postgres" || scheme === "postgresql") {
+    let url: URL;
+    try {
+      url = new URL(raw);
+    } catch {
+      throw new Error("not a valid postgres:// URL");
+    }
+    if (url.hostname === "" || url.pathname.length <= 1) throw new Error("a postgres URL needs a host and a database, for example postgres://user@127.0.0.1:5432/products");
+    return { kind: "postgres", location: raw };
+  }
+  throw new Error(`unsupported database scheme "${scheme}:"; use a SQLite file (a path, file: or sqlite:) or a postgres:// URL`);
 }

@@ -8,7 +8,7 @@ import { headerValue, UnprocessableEventError, type DeliveryMiddleware } from ".
 export const inboxMigrations: Migration[] = [
   {
     id: "events_0002_inbox",
-    sql: `
+    sqlite: `
       CREATE TABLE event_inbox (
         consumer     TEXT    NOT NULL,
         event_id     TEXT    NOT NULL,
@@ -16,11 +16,20 @@ export const inboxMigrations: Migration[] = [
         PRIMARY KEY (consumer, event_id)
       ) WITHOUT ROWID;
     `,
+    postgres: `
+      CREATE TABLE event_inbox (
+        consumer     TEXT   NOT NULL,
+        event_id     TEXT   NOT NULL,
+        processed_at BIGINT NOT NULL,
+        PRIMARY KEY (consumer, event_id)
+      );
+    `,
   },
   {
     // Old rows are found by age (inboxRetention).
     id: "events_0003_inbox_processed_at",
-    sql: "CREATE INDEX event_inbox_processed_at ON event_inbox (processed_at);",
+    sqlite: "CREATE INDEX event_inbox_processed_at ON event_inbox (processed_at);",
+    postgres: "CREATE INDEX event_inbox_processed_at ON event_inbox (processed_at);",
   },
 ];
 

@@ -1,9 +1,9 @@
 import type { NatsConnection } from "nats";
 import type { Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
-import type { Database } from "../sql/index.js";
+import type { Database, SessionLock } from "../sql/index.js";
 import { stopStatusIterator } from "./nats-internals.js";
-import { onOutboxCommit } from "./outbox.js";
+import { onOutboxCommit, outboxChannel } from "./outbox.js";
 import { createOutboxStore, type OutboxRow } from "./outbox-store.js";
 import { createPublishWindow, type PublishOutcome } from "./publish-window.js";
 
@@ -21,6 +21,8 @@ export interface OutboxRelayOptions {
   /** First and largest pause after a failed attempt; doubles in between. Defaults 100 ms and 5 s. */
   readonly retryMinMs?: number;
   readonly retryMaxMs?: number;
+  /** How often a relay that another process's relay keeps out asks again to take over (Postgres). Default 1 s. */
+  readonly leaderPollMs?: number;
   /**
    * Test hook, called with the acknowledged event ids before they are marked
    * sent. Throwing simulates a crash between PubAck and mark: the events are
@@ -54,6 +56,9 @@ interface Flusher {
   reject(err: Error): void;
 }
 
+/** The database lock of the one process that relays a service's outbox. */
+const relayLockKey = 0x436f6e65;
+
 /** Acknowledged events are deleted in batches at most this long after their PubAck (a crash in between only repeats them). */
 const markDelayMs = 20;
 
@@ -83,7 +88,8 @@ const markDelayMs = 20;
  */
 export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const factory = "createOutboxRelay";
-  checkOptions(factory, options, ["db", "nc", "logger", "maxInFlight", "sweepIntervalMs", "publishTimeoutMs", "retryMinMs", "retryMaxMs", "beforeMarkSent"]);
+  checkOptions(factory, options, ["db", "nc", "logger", "maxInFlight", "sweepIntervalMs", "publishTimeoutMs", "retryMinMs", "retryMaxMs", "leaderPollMs", "beforeMarkSent"]);
+  const leaderPollMs = positiveInteger(factory, "leaderPollMs", options.leaderPollMs, 1_000);
   const maxInFlight = positiveInteger(factory, "maxInFlight", options.maxInFlight, 256);
   const sweepIntervalMs = positiveInteger(factory, "sweepIntervalMs", options.sweepIntervalMs, 1_000);
   const publishTimeoutMs = positiveInteger(factory, "publishTimeoutMs", options.publishTimeoutMs, 5_000);
@@ -99,6 +105,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   /** Ends the current wait of the run loop early; set while it waits. */
   let interrupt: ((why: "wake" | "ack") => void) | undefined;
   let stopWaiting: (() => void) | undefined;
+  /** Ends whatever wait the loop is in, for any reason. */
+  let currentWait: (() => void) | undefined;
   let flushers: Flusher[] = [];
   let published = 0;
   let duplicates = 0;
@@ -144,8 +152,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         clearTimeout(timer);
         interrupt = undefined;
         stopWaiting = undefined;
+        currentWait = undefined;
         resolve();
       };
+      currentWait = end;
       const timer = ms === Number.POSITIVE_INFINITY ? undefined : setTimeout(end, ms);
       interrupt = (why) => {
         if (why === "wake" ? by.wake : by.ack) end();
@@ -256,11 +266,66 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     }
   })().catch(() => undefined);
 
+  /** Set when this process's lease on the relay is gone: its active loop ends and the relay goes back to waiting for the lease. */
+  let leaseLost = false;
+
+  /**
+   * The relay of one service runs in one process at a time: the one holding
+   * the database's relay lock (Postgres; with SQLite, the one process). The
+   * others wait, ask again every leaderPollMs, and take over within about
+   * that long once the holder's connection is gone (its process died).
+   * Events are published in seq order, which the outbox makes commit order,
+   * by whichever process holds the lock; one that dies between publish and
+   * delete leaves its last events to its successor, which publishes them
+   * again within JetStream's duplicate window.
+   */
   const run = async (): Promise<void> => {
+    let waitingLogged = false;
+    while (!stopping) {
+      let lease: SessionLock | undefined;
+      try {
+        lease = await db.tryLock(relayLockKey);
+      } catch (err) {
+        logger.warn({ err, retryInMs: leaderPollMs }, "asking for the outbox relay's lock failed; asking again");
+      }
+      if (!lease) {
+        if (!waitingLogged) logger.info({ pollMs: leaderPollMs }, "another process relays this outbox; this one takes over if it goes");
+        waitingLogged = true;
+        await settleFlushers();
+        await wait(leaderPollMs, { wake: false, ack: false });
+        continue;
+      }
+      if (waitingLogged) logger.info("took over relaying this outbox");
+      waitingLogged = false;
+      leaseLost = false;
+      void lease.lost.then(() => {
+        leaseLost = true;
+        currentWait?.();
+      });
+      const unlisten = await db.listen(outboxChannel, wake).catch((err: unknown) => {
+        logger.warn({ err }, "listening for other processes' commits failed; the sweep finds their events");
+        return async () => {};
+      });
+      try {
+        await relay();
+      } finally {
+        await unlisten();
+        await lease.release();
+      }
+      if (leaseLost && !stopping) logger.warn("the outbox relay's lock is gone (its database connection broke); waiting to take it again");
+    }
+  };
+
+  /** Publishes the outbox while this process holds the relay's lock. */
+  const relay = async (): Promise<void> => {
+    cursor = 0;
+    maybeMore = true;
+    failures = 0;
+    firstFailure = undefined;
     let retryMs = retryMinMs;
     // After a pass where something failed, ask JetStream whether it answers before sending again.
     let probe = false;
-    while (!stopping) {
+    while (!stopping && !leaseLost) {
       const until = Date.now() + retryMaxMs;
       while (!connected && !stopping && Date.now() < until) {
         woken = false;
@@ -283,6 +348,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         }
       }
       woken = false;
+      if (leaseLost) break;
       if (toPark.length > 0) await parkRefused();
       // With nothing in flight every row left is unsent, save those acknowledged and not yet deleted (PubAcks come in
       // order, so they are the lowest); starting over after them also finds a seq used again (see outboxMigrations).

@@ -22,7 +22,7 @@ import type { EventDescriptor } from "./types.js";
 export const outboxMigrations: Migration[] = [
   {
     id: "events_0001_outbox",
-    sql: `
+    sqlite: `
       CREATE TABLE event_outbox (
         seq        INTEGER PRIMARY KEY AUTOINCREMENT,
         event_id   TEXT    NOT NULL UNIQUE,
@@ -33,10 +33,21 @@ export const outboxMigrations: Migration[] = [
         created_at INTEGER NOT NULL
       );
     `,
+    postgres: `
+      CREATE TABLE event_outbox (
+        seq        BIGSERIAL PRIMARY KEY,
+        event_id   TEXT   NOT NULL,
+        subject    TEXT   NOT NULL,
+        type       TEXT   NOT NULL,
+        payload    BYTEA  NOT NULL,
+        headers    BYTEA  NOT NULL,
+        created_at BIGINT NOT NULL
+      );
+    `,
   },
   {
     id: "events_0003_outbox_lean",
-    sql: `
+    sqlite: `
       CREATE TABLE event_outbox_lean (
         seq        INTEGER PRIMARY KEY,
         event_id   TEXT    NOT NULL,
@@ -50,12 +61,13 @@ export const outboxMigrations: Migration[] = [
       DROP TABLE event_outbox;
       ALTER TABLE event_outbox_lean RENAME TO event_outbox;
     `,
+    postgres: "" /* Postgres starts with the lean table */,
   },
   {
     // Events the relay can never publish (JetStream refuses them for good) wait here with the reason,
     // out of the way of later events, until an operator sends them again (tools/outbox.ts).
     id: "events_0004_outbox_parked",
-    sql: `
+    sqlite: `
       CREATE TABLE event_outbox_parked (
         event_id   TEXT    PRIMARY KEY,
         subject    TEXT    NOT NULL,
@@ -66,6 +78,18 @@ export const outboxMigrations: Migration[] = [
         parked_at  INTEGER NOT NULL,
         reason     TEXT    NOT NULL
       ) WITHOUT ROWID;
+    `,
+    postgres: `
+      CREATE TABLE event_outbox_parked (
+        event_id   TEXT   PRIMARY KEY,
+        subject    TEXT   NOT NULL,
+        type       TEXT   NOT NULL,
+        payload    BYTEA  NOT NULL,
+        headers    BYTEA  NOT NULL,
+        created_at BIGINT NOT NULL,
+        parked_at  BIGINT NOT NULL,
+        reason     TEXT   NOT NULL
+      );
     `,
   },
 ];
@@ -110,6 +134,20 @@ interface OutboxRow {
 /** Rows of one multi-row INSERT: SQLite binds up to 32,766 parameters, six a row. */
 const rowsPerInsert = 500;
 
+/**
+ * Postgres: the advisory lock a transaction takes just before it writes
+ * its events, held until it ends. The events of two transactions get their
+ * seqs (from the table's sequence) one transaction after the other, the
+ * first one's commit done before the second can take the lock, so seq order
+ * is commit order and a relay reading `seq > cursor` never skips an event
+ * whose transaction committed late. Only the events' insert and the commit
+ * wait for it. (SQLite has one writer: its seqs are in commit order anyway.)
+ */
+export const outboxOrderLockKey = 0x436f6e64;
+
+/** Postgres: the channel a commit that wrote events notifies, so the relays of other processes wake at once. */
+export const outboxChannel = "concord_outbox";
+
 // Every outbox on a database wakes every relay on it, however many were created.
 const commitListeners = new WeakMap<Database, Set<() => void>>();
 
@@ -125,6 +163,8 @@ export function createOutbox(options: OutboxOptions): Outbox {
   const writes: StagedWrites<OutboxRow> = {
     name: "outbox",
     async flush(tx, rows) {
+      const postgres = tx.dialect.name === "postgres";
+      if (postgres) await tx.run("SELECT pg_advisory_xact_lock($1)", [outboxOrderLockKey]);
       for (let from = 0; from < rows.length; from += rowsPerInsert) {
         const chunk = rows.slice(from, from + rowsPerInsert);
         const values = chunk.map((_, i) => `($${6 * i + 1}, $${6 * i + 2}, $${6 * i + 3}, $${6 * i + 4}, $${6 * i + 5}, $${6 * i + 6})`).join(", ");
@@ -133,6 +173,7 @@ export function createOutbox(options: OutboxOptions): Outbox {
           chunk.flatMap((r) => [r.id, r.subject, r.type, r.payload, r.headers, r.createdAt]),
         );
       }
+      if (postgres) await tx.run(`SELECT pg_notify($1, '')`, [outboxChannel]);
       tx.afterCommit(wake);
     },
   };

@@ -57,6 +57,21 @@ export interface ClientOptions {
   readonly credentials?: ChannelCredentials;
 }
 
+/**
+ * The grpc-js target for an address: one `host:port` as it is, several
+ * comma-separated IP `host:port`s as an `ipv4:`/`ipv6:` list (round robin
+ * over them), `dns:///name:port` as it is (round robin over what it
+ * resolves to). Throws for several addresses that are not all IPs of one
+ * family: a DNS name that resolves to all of them does that job.
+ */
+export function channelTarget(address: string): string {
+  const parts = address.split(",").map((p) => p.trim()).filter((p) => p !== "");
+  if (parts.length <= 1) return address;
+  if (parts.every((p) => /^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(p))) return `ipv4:${parts.join(",")}`;
+  if (parts.every((p) => /^\[[0-9a-fA-F:]+\]:\d+$/.test(p))) return `ipv6:${parts.join(",")}`;
+  throw new Error(`createClient: several addresses must all be IPv4 or all IPv6 host:port (got ${address}); for host names use one DNS name that resolves to every instance, dns:///name:port`);
+}
+
 /** Pause before retry n (1-based): 50 ms doubling up to 1 s, with jitter. */
 const retryDelayMs = (retry: number): number => Math.min(1_000, 50 * 2 ** (retry - 1)) * (0.5 + Math.random() / 2);
 
@@ -80,7 +95,7 @@ export function createClient<D extends ServiceDefinition>(definition: D, options
   const serviceName = methods[0]?.path.split("/")[1];
   if (!serviceName) throw new Error("createClient: the service definition has no methods");
   const serviceConfig = { loadBalancingConfig: [{ round_robin: {} }] };
-  const client = new Client(options.address, options.credentials ?? grpcCredentials.createInsecure(), {
+  const client = new Client(channelTarget(options.address), options.credentials ?? grpcCredentials.createInsecure(), {
     "grpc.service_config": JSON.stringify(serviceConfig),
     // Retries are decided per call below, where the request is known.
     "grpc.enable_retries": 0,

@@ -6,7 +6,7 @@ import { type Database, type Migration, type Retention, startRetention, type Tra
 export const requestIdMigrations: Migration[] = [
   {
     id: "platform_0001_request_ids",
-    sql: `
+    sqlite: `
       CREATE TABLE request_ids (
         method      TEXT    NOT NULL,
         request_id  TEXT    NOT NULL,
@@ -15,6 +15,17 @@ export const requestIdMigrations: Migration[] = [
         created_at  INTEGER NOT NULL,
         PRIMARY KEY (method, request_id)
       ) WITHOUT ROWID;
+      CREATE INDEX request_ids_by_age ON request_ids (created_at);
+    `,
+    postgres: `
+      CREATE TABLE request_ids (
+        method      TEXT   NOT NULL,
+        request_id  TEXT   NOT NULL,
+        digest      BYTEA  NOT NULL,
+        response    BYTEA  NOT NULL,
+        created_at  BIGINT NOT NULL,
+        PRIMARY KEY (method, request_id)
+      );
       CREATE INDEX request_ids_by_age ON request_ids (created_at);
     `,
   },
@@ -51,6 +62,9 @@ export interface RequestIds {
   once<R>(tx: Transaction, call: IdentifiedCall, requestId: string | undefined, codec: ResponseCodec<R>, work: () => Promise<R>): Promise<R>;
 }
 
+/** The first half of the advisory lock on one request id (the second is a hash of method and id). */
+const requestIdLockClass = 0x436f6e66;
+
 /** 24 hours: the promise the contracts make (request ids are "remembered for at least 24 hours"). */
 export const defaultRequestIdRetentionMs = 24 * 3_600_000;
 
@@ -71,6 +85,8 @@ export function createRequestIds(): RequestIds {
   return {
     async once(tx, call, requestId, codec, work) {
       if (requestId === undefined || requestId === "") return work();
+      // Postgres: two calls with one id (on two instances, say) take turns; the second then finds the first's row.
+      if (tx.dialect.name === "postgres") await tx.run("SELECT pg_advisory_xact_lock($1, hashtext($2))", [requestIdLockClass, `${call.method} ${requestId}`]);
       const [seen] = await tx.query<{ digest: Uint8Array; response: Uint8Array }>("SELECT digest, response FROM request_ids WHERE method = $1 AND request_id = $2", [call.method, requestId]);
       if (seen) {
         if (!Buffer.from(call.requestDigest).equals(Buffer.from(seen.digest))) {

@@ -11,8 +11,8 @@ export interface ServiceHostOptions {
   readonly name: string;
   /** host:port to serve gRPC on; port 0 picks a free port. */
   readonly listen: string;
-  /** The service's own SQLite file. */
-  readonly databasePath: string;
+  /** The service's own database: a SQLite file, or a postgres:// URL. */
+  readonly database: string;
   /** The service's migrations; the outbox, inbox and request id tables are added. */
   readonly migrations: readonly Migration[];
   readonly natsUrl: string;
@@ -57,7 +57,7 @@ export interface ServiceHost {
  */
 export async function createServiceHost(options: ServiceHostOptions): Promise<ServiceHost> {
   const { logger, name } = options;
-  const db = await openDatabase({ path: options.databasePath, migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations] });
+  const db = await openDatabase({ path: options.database, migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations] });
   let events: EventRuntime;
   let server: GrpcServer;
   try {

@@ -1,4 +1,4 @@
-import type { Database, Migration } from "./types.js";
+import type { Database, Migration, Transaction } from "./types.js";
 
 /** The text of a migration for `db`'s store. */
 export function migrationSql(migration: Migration, dialect: Database["dialect"]): string {
@@ -11,10 +11,13 @@ export function migrationSql(migration: Migration, dialect: Database["dialect"])
  * transaction with its row in schema_migrations. Throws, naming the
  * migration, when one fails (nothing of it is kept).
  */
-export async function migrate(db: Database, migrations: readonly Migration[], lock?: (tx: Parameters<Parameters<Database["transaction"]>[0]>[0]) => Promise<void>): Promise<void> {
+export async function migrate(db: Database, migrations: readonly Migration[], lock?: (tx: Transaction) => Promise<void>): Promise<void> {
   const ids = migrations.map((m) => m.id);
   if (new Set(ids).size !== ids.length) throw new Error(`duplicate migration ids: ${ids.join(", ")}`);
-  await db.run(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at ${db.dialect.name === "postgres" ? "BIGINT" : "INTEGER"} NOT NULL)`);
+  await db.transaction(async (tx) => {
+    await lock?.(tx);
+    await tx.run(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at ${db.dialect.name === "postgres" ? "BIGINT" : "INTEGER"} NOT NULL)`);
+  });
   for (const migration of [...migrations].sort((a, b) => a.id.localeCompare(b.id))) {
     try {
       await db.transaction(async (tx) => {

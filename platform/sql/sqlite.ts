@@ -163,6 +163,12 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
     async ping() {
       (reader ?? writer).querySync("SELECT 1");
     },
+    async tryLock() {
+      return { lost: new Promise<void>(() => {}), release: async () => {} };
+    },
+    async listen() {
+      return async () => {};
+    },
     async close() {
       if (closed) return;
       closed = true;

@@ -58,6 +58,14 @@ export interface Transaction extends Queryable {
   stage<T>(writes: StagedWrites<T>, item: T): void;
 }
 
+/** A lock one process holds on a database for as long as it lives, or until released. */
+export interface SessionLock {
+  /** Resolves when the lock is gone without `release` (its connection broke): another may hold it now. */
+  readonly lost: Promise<void>;
+  /** Gives the lock up. Safe to call twice. */
+  release(): Promise<void>;
+}
+
 /** A service's database: its tables, its transactions, its reads. */
 export interface Database extends Queryable {
   /**
@@ -69,6 +77,20 @@ export interface Database extends Queryable {
   transaction<T>(work: (tx: Transaction) => Promise<T>): Promise<T>;
   /** Throws when the database cannot be reached; used by health checks. */
   ping(): Promise<void>;
+  /**
+   * Takes the lock `key` for this process unless another holds it (then
+   * undefined): who does work that one process at a time must do (the
+   * outbox relay). Postgres: a session advisory lock on a connection of its
+   * own, so the lock goes when the process dies. SQLite: always granted, as
+   * one process at a time uses a database file.
+   */
+  tryLock(key: number): Promise<SessionLock | undefined>;
+  /**
+   * Calls `listener` on every notification on `channel` (Postgres's LISTEN,
+   * sent with pg_notify in a transaction, delivered at its commit); resolves
+   * with the unsubscribe. SQLite: nothing is ever sent across processes.
+   */
+  listen(channel: string, listener: () => void): Promise<() => Promise<void>>;
   /** Closes every connection; later calls fail. Safe to call twice. */
   close(): Promise<void>;
   /** Where it is, for logs and messages, without credentials. */

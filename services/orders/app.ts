@@ -18,8 +18,8 @@ import { createOrderStore } from "./store/order-store.js";
 export interface OrdersOptions {
   /** host:port to serve on; port 0 picks a free port. */
   readonly listen: string;
-  /** SQLite file of the order service. */
-  readonly databasePath: string;
+  /** The service's database: a SQLite file, or a postgres:// URL. */
+  readonly database: string;
   /** host:port of the product service. */
   readonly productsAddress: string;
   /** NATS server with JetStream. */

@@ -1,10 +1,19 @@
-import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, text } from "../../platform/config/index.js";
+import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, serviceAddress, text } from "../../platform/config/index.js";
 
 /** The order service's environment. */
 export const orderSettings = {
   ORDERS_LISTEN: { description: "host:port to serve gRPC on", default: "127.0.0.1:50052", parse: hostPort },
-  ORDERS_DATABASE_URL: { description: "SQLite database file (path, file: or sqlite: URL)", default: ".data/orders.db", parse: databaseUrl },
-  PRODUCTS_ADDRESS: { description: "host:port of the product service", default: "127.0.0.1:50051", parse: hostPort },
+  ORDERS_DATABASE_URL: {
+    description: "the service's database: a SQLite file (path, file: or sqlite: URL) or a postgres:// URL",
+    fallback: "DATABASE_URL",
+    default: ".data/orders.db",
+    parse: databaseUrl,
+  },
+  PRODUCTS_ADDRESS: {
+    description: "the product service: host:port, the instances' host:port separated by commas, or dns:///host:port (calls are spread over them)",
+    default: "127.0.0.1:50051",
+    parse: serviceAddress,
+  },
   PRODUCTS_TIMEOUT: { description: "deadline of each call to the product service", default: "2s", parse: duration },
   NATS_URL: { description: "NATS server with JetStream (several comma-separated for a cluster)", default: "nats://127.0.0.1:4222", parse: text },
   INBOX_RETENTION: {

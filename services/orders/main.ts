@@ -9,7 +9,7 @@ await runService({
   start: (config, logger) =>
     startOrders({
       listen: config.ORDERS_LISTEN,
-      databasePath: config.ORDERS_DATABASE_URL.path,
+      database: config.ORDERS_DATABASE_URL.location,
       productsAddress: config.PRODUCTS_ADDRESS,
       productsTimeoutMs: config.PRODUCTS_TIMEOUT,
       natsUrl: config.NATS_URL,

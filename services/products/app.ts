@@ -14,8 +14,8 @@ import { createReservationStore } from "./store/reservation-store.js";
 export interface ProductsOptions {
   /** host:port to serve on; port 0 picks a free port. */
   readonly listen: string;
-  /** SQLite file of the product service. */
-  readonly databasePath: string;
+  /** The service's database: a SQLite file, or a postgres:// URL. */
+  readonly database: string;
   /** NATS server with JetStream. */
   readonly natsUrl: string;
   readonly logger: Logger;

@@ -3,7 +3,12 @@ import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, text } from ".
 /** The product service's environment. */
 export const productSettings = {
   PRODUCTS_LISTEN: { description: "host:port to serve gRPC on", default: "127.0.0.1:50051", parse: hostPort },
-  PRODUCTS_DATABASE_URL: { description: "SQLite database file (path, file: or sqlite: URL)", default: ".data/products.db", parse: databaseUrl },
+  PRODUCTS_DATABASE_URL: {
+    description: "the service's database: a SQLite file (path, file: or sqlite: URL) or a postgres:// URL",
+    fallback: "DATABASE_URL",
+    default: ".data/products.db",
+    parse: databaseUrl,
+  },
   NATS_URL: { description: "NATS server with JetStream (several comma-separated for a cluster)", default: "nats://127.0.0.1:4222", parse: text },
   INBOX_RETENTION: {
     description: "how long the inbox remembers a processed event, to ignore it if it comes again (at least 1h)",

@@ -9,7 +9,7 @@ await runService({
   start: (config, logger) =>
     startProducts({
       listen: config.PRODUCTS_LISTEN,
-      databasePath: config.PRODUCTS_DATABASE_URL.path,
+      database: config.PRODUCTS_DATABASE_URL.location,
       natsUrl: config.NATS_URL,
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
       inboxRetentionMs: config.INBOX_RETENTION,

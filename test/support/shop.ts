@@ -26,8 +26,8 @@ export interface RunningProducts {
 
 /** The real product service on a free port with its SQLite file in `dir`, once it reports SERVING. */
 export async function startTestProducts(dir: string, natsUrl: string, extra: Partial<Parameters<typeof startProducts>[0]> = {}): Promise<RunningProducts> {
-  const databasePath = extra.databasePath ?? join(dir, "products.db");
-  const service = await startProducts({ listen: "127.0.0.1:0", databasePath, natsUrl, ...extra, logger: extra.logger ?? quietLogger("products") });
+  const databasePath = extra.database ?? join(dir, "products.db");
+  const service = await startProducts({ listen: "127.0.0.1:0", database: databasePath, natsUrl, ...extra, logger: extra.logger ?? quietLogger("products") });
   await service.ready.catch(async (err) => {
     await service.stop();
     throw err;
@@ -53,8 +53,8 @@ export interface RunningOrders {
 
 /** The real order service on a free port, talking to the product service at `productsAddress`, once it reports SERVING. */
 export async function startTestOrders(dir: string, productsAddress: string, natsUrl: string, extra: Partial<Parameters<typeof startOrders>[0]> = {}): Promise<RunningOrders> {
-  const databasePath = extra.databasePath ?? join(dir, "orders.db");
-  const service = await startOrders({ listen: "127.0.0.1:0", databasePath, productsAddress, natsUrl, ...extra, logger: extra.logger ?? quietLogger("orders") });
+  const databasePath = extra.database ?? join(dir, "orders.db");
+  const service = await startOrders({ listen: "127.0.0.1:0", database: databasePath, productsAddress, natsUrl, ...extra, logger: extra.logger ?? quietLogger("orders") });
   await service.ready.catch(async (err) => {
     await service.stop();
     throw err;

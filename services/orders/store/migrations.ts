@@ -3,7 +3,7 @@ import type { Migration } from "../../../platform/sql/index.js";
 export const orderMigrations: Migration[] = [
   {
     id: "orders_0001_orders",
-    sql: `
+    sqlite: `
       CREATE TABLE orders (
         id                TEXT PRIMARY KEY,
         customer_id       TEXT NOT NULL,
@@ -20,11 +20,28 @@ export const orderMigrations: Migration[] = [
       ) STRICT;
       CREATE INDEX orders_by_customer ON orders (customer_id, id);
     `,
+    postgres: `
+      CREATE TABLE orders (
+        id                TEXT COLLATE "C" PRIMARY KEY,
+        customer_id       TEXT NOT NULL,
+        state             TEXT NOT NULL CHECK (state IN ('PENDING', 'CONFIRMED', 'REJECTED', 'CANCELLED')),
+        lines_json        TEXT NOT NULL,
+        currency          TEXT NOT NULL,
+        total_minor       BIGINT NOT NULL,
+        shipping_json     TEXT NOT NULL,
+        rejection_reason  TEXT NOT NULL,
+        lines_version     BIGINT NOT NULL,
+        version           BIGINT NOT NULL,
+        created_at        BIGINT NOT NULL,
+        updated_at        BIGINT NOT NULL
+      );
+      CREATE INDEX orders_by_customer ON orders (customer_id, id);
+    `,
   },
   {
     // The order service's copy of the product catalogue: what pricing an order needs, fed by the product events.
     id: "orders_0002_product_catalog",
-    sql: `
+    sqlite: `
       CREATE TABLE product_catalog (
         product_id   TEXT PRIMARY KEY,
         name         TEXT NOT NULL,
@@ -32,6 +49,15 @@ export const orderMigrations: Migration[] = [
         price_minor  INTEGER NOT NULL,
         version      INTEGER NOT NULL
       ) STRICT, WITHOUT ROWID;
+    `,
+    postgres: `
+      CREATE TABLE product_catalog (
+        product_id   TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        currency     TEXT NOT NULL,
+        price_minor  BIGINT NOT NULL,
+        version      BIGINT NOT NULL
+      );
     `,
   },
 ];

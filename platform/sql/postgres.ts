@@ -1,0 +1,161 @@
+import pg from "pg";
+import { runTransaction, type StatementRunner } from "./transaction-scope.js";
+import type { Database, Dialect, SqlValue, Transaction } from "./types.js";
+
+export const postgresDialect: Dialect = {
+  name: "postgres",
+  anyOf: (param) => `= ANY(${param})`,
+  forUpdate: " FOR UPDATE",
+};
+
+/** int8 (bigint) comes back as a number: every value the stores keep fits in 2^53 (their contracts bound them). */
+const types = {
+  getTypeParser(oid: number, format?: string) {
+    if (oid === pg.types.builtins.INT8) return (value: string) => Number(value);
+    return pg.types.getTypeParser(oid, format as never);
+  },
+};
+
+/** Postgres's SQLSTATEs for a transaction that lost to a concurrent one: tried again from the start. */
+const conflictCodes = new Set(["40001", "40P01"]);
+/** Attempts of a transaction that keeps losing to concurrent ones. */
+const maxAttempts = 4;
+
+function toPostgres(value: SqlValue): unknown {
+  if (value instanceof Uint8Array && !Buffer.isBuffer(value)) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  return value;
+}
+
+class ClientRunner implements StatementRunner {
+  readonly dialect = postgresDialect;
+  constructor(private readonly client: pg.PoolClient | pg.Pool) {}
+  async query<R>(sql: string, params?: readonly SqlValue[]): Promise<R[]> {
+    const result = await this.client.query({ text: sql, values: params?.map(toPostgres) as unknown[] | undefined });
+    return result.rows as R[];
+  }
+  async run(sql: string, params?: readonly SqlValue[]): Promise<number> {
+    const result = await this.client.query({ text: sql, values: params?.map(toPostgres) as unknown[] | undefined });
+    return result.rowCount ?? 0;
+  }
+}
+
+export interface PostgresOptions {
+  /** Connections in the pool. Default 10. */
+  readonly poolSize?: number;
+}
+
+/**
+ * A Postgres database through node-postgres's pool: each transaction on a
+ * connection of its own (READ COMMITTED; rows a change reads first are
+ * locked with `dialect.forUpdate`), a transaction that loses a deadlock or
+ * a serialization conflict tried again from the start (up to 4 times),
+ * statements outside transactions on any pooled connection.
+ */
+export function openPostgres(url: string, options: PostgresOptions = {}): Database & { readonly pool: pg.Pool } {
+  const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10, types });
+  // An idle connection that breaks (the server restarted) is dropped; its next user gets a new one.
+  pool.on("error", () => undefined);
+  const runner = new ClientRunner(pool);
+
+  const attempt = async <T>(work: (tx: Transaction) => Promise<T>): Promise<T> => {
+    const client = await pool.connect();
+    let broken: unknown;
+    try {
+      await client.query("BEGIN");
+      const tx = new ClientRunner(client);
+      return await runTransaction(
+        tx,
+        work,
+        async () => void (await client.query("COMMIT")),
+        async () => void (await client.query("ROLLBACK").catch((err: unknown) => (broken = err))),
+      );
+    } finally {
+      client.release(broken instanceof Error ? broken : undefined);
+    }
+  };
+
+  let closed: Promise<void> | undefined;
+  return {
+    dialect: postgresDialect,
+    location: redact(url),
+    pool,
+    async transaction(work) {
+      for (let n = 1; ; n++) {
+        try {
+          return await attempt(work);
+        } catch (err) {
+          if (n >= maxAttempts || !conflictCodes.has((err as { code?: string }).code ?? "")) throw err;
+        }
+      }
+    },
+    query: (sql, params) => runner.query(sql, params),
+    run: (sql, params) => runner.run(sql, params),
+    async ping() {
+      await pool.query("SELECT 1");
+    },
+    async tryLock(key) {
+      const client = new pg.Client({ connectionString: url, types });
+      let lost!: () => void;
+      const gone = new Promise<void>((resolve) => (lost = resolve));
+      client.on("error", () => lost());
+      client.on("end", () => lost());
+      await client.connect();
+      let granted = false;
+      try {
+        granted = (await client.query<{ granted: boolean }>("SELECT pg_try_advisory_lock($1) AS granted", [key])).rows[0]?.granted === true;
+      } finally {
+        if (!granted) await client.end().catch(() => undefined);
+      }
+      if (!granted) return undefined;
+      let released: Promise<void> | undefined;
+      return {
+        lost: gone,
+        release() {
+          // Ending the session gives its advisory locks up.
+          released ??= client.end().catch(() => undefined);
+          return released;
+        },
+      };
+    },
+    async listen(channel, listener) {
+      if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new Error(`listen: ${JSON.stringify(channel)} is not a plain channel name`);
+      let client: pg.Client | undefined;
+      let stopped = false;
+      let timer: NodeJS.Timeout | undefined;
+      const connect = async (): Promise<void> => {
+        const c = new pg.Client({ connectionString: url, types });
+        c.on("notification", (n) => n.channel === channel && listener());
+        // A broken connection is made again; notifications sent meanwhile are lost, which the callers' sweeps cover.
+        c.on("error", () => undefined);
+        c.on("end", () => {
+          if (!stopped) timer = setTimeout(() => void connect().catch(() => undefined), 1_000);
+        });
+        await c.connect();
+        await c.query(`LISTEN ${channel}`);
+        client = c;
+        if (stopped) await c.end();
+      };
+      await connect();
+      return async () => {
+        stopped = true;
+        clearTimeout(timer);
+        await client?.end().catch(() => undefined);
+      };
+    },
+    close() {
+      closed ??= pool.end();
+      return closed;
+    },
+  };
+}
+
+/** A connection URL without its password, for logs. */
+export function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = "***";
+    return u.toString();
+  } catch {
+    return "postgres://(unparsable URL)";
+  }
+}

@@ -1,0 +1,214 @@
+/**
+ * One suite for every store, run against each database the services can
+ * use (sqlite.test.ts, postgres.test.ts), as the interop suite runs against
+ * each SDK: products, orders, the order service's catalogue copy,
+ * reservations, the outbox, the inbox, request ids and migrations behave
+ * the same on both.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { eventMigrations, createInbox, createOutbox, parkedEvents, retryParked } from "../../platform/events/index.js";
+import { createOutboxStore } from "../../platform/events/outbox-store.js";
+import { createRequestIds, requestIdMigrations } from "../../platform/idempotency/index.js";
+import { openDatabase, type Database, type Migration } from "../../platform/sql/index.js";
+import { createCatalogStore } from "../../services/orders/store/catalog-store.js";
+import { orderMigrations } from "../../services/orders/store/migrations.js";
+import { createOrderStore } from "../../services/orders/store/order-store.js";
+import type { OrderRecord } from "../../services/orders/domain/order.js";
+import type { ProductRecord } from "../../services/products/domain/product.js";
+import { productMigrations } from "../../services/products/store/migrations.js";
+import { createProductStore } from "../../services/products/store/product-store.js";
+import { createReservationStore } from "../../services/products/store/reservation-store.js";
+import { sampleStream } from "../support/sample-events.js";
+
+/** Gives each test group a database of its own: a fresh SQLite file, or a fresh Postgres database. */
+export type OpenLocation = (name: string) => Promise<string>;
+
+const id = (n: number) => `0190a5b4-7c4e-7d3e-9f1a-${String(n).padStart(12, "0")}`;
+const product = (n: number, overrides: Partial<ProductRecord> = {}): ProductRecord => ({
+  id: id(n),
+  name: `Product ${n}`,
+  description: "",
+  priceMinor: 1999,
+  currency: "EUR",
+  stock: 10,
+  reserved: 0,
+  version: 1,
+  stockVersion: 1,
+  createdAt: 1_700_000_000_000,
+  updatedAt: 1_700_000_000_000,
+  ...overrides,
+});
+const order = (n: number, overrides: Partial<OrderRecord> = {}): OrderRecord => ({
+  id: id(1000 + n),
+  customerId: "c-1",
+  state: "PENDING",
+  lines: [{ productId: id(1), productName: "Teapot", quantity: 2, unitPriceMinor: 1999 }],
+  currency: "EUR",
+  totalMinor: 3998,
+  shippingAddress: { recipient: "A", line1: "B", line2: "", city: "C", postalCode: "D", countryCode: "GB" },
+  rejectionReason: "",
+  linesVersion: 1,
+  version: 1,
+  createdAt: 1_700_000_000_000,
+  updatedAt: 1_700_000_000_000,
+  ...overrides,
+});
+
+export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise<{ location: OpenLocation; teardown(): Promise<void> }>): void {
+  describe(`the stores on ${kind}`, () => {
+    let location: OpenLocation;
+    let teardown: () => Promise<void>;
+    const opened: Database[] = [];
+    const open = async (name: string, migrations: readonly Migration[]) => {
+      const db = await openDatabase({ path: await location(name), migrations });
+      opened.push(db);
+      return db;
+    };
+    beforeAll(async () => {
+      ({ location, teardown } = await setup());
+    });
+    afterAll(async () => {
+      for (const db of opened) await db.close();
+      await teardown?.();
+    });
+
+    it("runs each migration once, across reopening, and names one that fails", async () => {
+      const where = await location("migrations");
+      const first = await openDatabase({ path: where, migrations: productMigrations });
+      await first.close();
+      const db = await openDatabase({ path: where, migrations: productMigrations });
+      opened.push(db);
+      const [row] = await db.query<{ n: number }>("SELECT count(*) AS n FROM schema_migrations");
+      expect(Number(row.n)).toBe(productMigrations.length);
+      await expect(openDatabase({ path: where, migrations: [...productMigrations, { id: "zz_broken", sql: "CREATE TABLE broken (" }] })).rejects.toThrow(/migration zz_broken failed/);
+    });
+
+    it("keeps products: insert, read, a catalogue edit only at the expected version, stock with its own version, pages in id order", async () => {
+      const db = await open("products", productMigrations);
+      const store = createProductStore();
+      await db.transaction(async (tx) => {
+        for (const n of [3, 1, 2]) await store.insert(tx, product(n));
+      });
+      expect(await store.get(db, id(1))).toEqual(product(1));
+      expect(await store.get(db, id(99))).toBeUndefined();
+      expect((await store.getMany(db, [id(2), id(99), id(1)])).map((p) => p.id)).toEqual([id(2), id(1)]);
+      expect(await store.getMany(db, [])).toEqual([]);
+      const edited = { ...product(1), name: "Kettle", version: 2 };
+      expect(await db.transaction((tx) => store.replace(tx, edited, 1))).toBe(true);
+      expect(await db.transaction((tx) => store.replace(tx, { ...edited, name: "Stale", version: 2 }, 1))).toBe(false);
+      await db.transaction((tx) => store.setStock(tx, { ...edited, stock: 7, stockVersion: 2 }, -3, "count"));
+      expect(await store.get(db, id(1))).toMatchObject({ name: "Kettle", version: 2, stock: 7, stockVersion: 2 });
+      expect((await store.list(db, "", 2)).map((p) => p.id)).toEqual([id(1), id(2)]);
+      expect((await store.list(db, id(2), 5)).map((p) => p.id)).toEqual([id(3)]);
+      await expect(db.transaction((tx) => store.setStock(tx, { ...edited, stock: -1 }, -8, "too many"))).rejects.toThrow();
+      expect((await store.get(db, id(1)))!.stock).toBe(7);
+    });
+
+    it("keeps reservations and moves stock between the shelf and orders, never below zero", async () => {
+      const db = await open("reservations", productMigrations);
+      const products = createProductStore();
+      const store = createReservationStore();
+      await db.transaction(async (tx) => {
+        await products.insert(tx, product(1, { stock: 5 }));
+        await products.insert(tx, product(2, { stock: 1 }));
+      });
+      const onHand = await db.transaction((tx) => store.stockOf(tx, [id(2), id(1), id(99), id(1)]));
+      expect([...onHand.entries()]).toEqual([[id(1), 5], [id(2), 1]]);
+      await db.transaction(async (tx) => {
+        await store.moveStock(tx, id(1), -4, 1);
+        await store.put(tx, { orderId: id(500), linesVersion: 1, status: "reserved", lines: [{ productId: id(1), quantity: 4 }] }, 1);
+      });
+      expect(await products.get(db, id(1))).toMatchObject({ stock: 1, reserved: 4, stockVersion: 2 });
+      expect(await db.transaction((tx) => store.get(tx, id(500)))).toEqual({ orderId: id(500), linesVersion: 1, status: "reserved", lines: [{ productId: id(1), quantity: 4 }] });
+      await expect(db.transaction((tx) => store.moveStock(tx, id(1), -2, 2))).rejects.toThrow();
+      await expect(db.transaction((tx) => store.moveStock(tx, id(99), 1, 2))).rejects.toThrow(/vanished/);
+      await db.transaction((tx) => store.put(tx, { orderId: id(500), linesVersion: 2, status: "released", lines: [] }, 3));
+      expect((await db.transaction((tx) => store.get(tx, id(500))))!.status).toBe("released");
+    });
+
+    it("keeps orders: insert, read, replace only at the expected version, one customer's pages", async () => {
+      const db = await open("orders", orderMigrations);
+      const store = createOrderStore();
+      await db.transaction(async (tx) => {
+        for (const n of [1, 2, 3]) await store.insert(tx, order(n, { customerId: n === 3 ? "c-2" : "c-1" }));
+      });
+      expect(await store.get(db, id(1001))).toEqual(order(1));
+      const confirmed = { ...order(1), state: "CONFIRMED" as const, version: 2 };
+      expect(await db.transaction((tx) => store.replace(tx, confirmed, 1))).toBe(true);
+      expect(await db.transaction((tx) => store.replace(tx, confirmed, 1))).toBe(false);
+      expect(await db.transaction((tx) => store.getForUpdate(tx, id(1001)))).toEqual(confirmed);
+      expect((await store.listByCustomer(db, "c-1", "", 10)).map((o) => o.id)).toEqual([id(1001), id(1002)]);
+      expect((await store.listByCustomer(db, "c-1", id(1001), 10)).map((o) => o.id)).toEqual([id(1002)]);
+      expect(await store.listByCustomer(db, "c-9", "", 10)).toEqual([]);
+    });
+
+    it("keeps the catalogue copy at the newest version it has seen", async () => {
+      const db = await open("catalog", orderMigrations);
+      const catalog = createCatalogStore();
+      const entry = (version: number, priceMinor: number) => ({ id: id(1), name: "Teapot", currency: "EUR", priceMinor, version });
+      for (const e of [entry(1, 100), entry(3, 300), entry(2, 200), entry(3, 1)]) await db.transaction((tx) => catalog.upsert(tx, e));
+      expect([...(await catalog.getMany(db, [id(1), id(2)])).values()]).toEqual([{ id: id(1), name: "Teapot", currency: "EUR", priceMinor: 300 }]);
+    });
+
+    it("keeps the outbox: events staged with their transaction, read in seq order, removed, parked and put back", async () => {
+      const db = await open("outbox", eventMigrations);
+      const sample = sampleStream("stores");
+      const outbox = createOutbox({ db, source: "things" });
+      const store = createOutboxStore(db);
+      const added = await db.transaction(async (tx) => [1, 2, 3].map((n) => outbox.add(tx, sample.event, { thingId: `t-${n}`, note: "" })));
+      await expect(db.transaction(async (tx) => {
+        outbox.add(tx, sample.event, { thingId: "t-lost", note: "" });
+        throw new Error("rolled back");
+      })).rejects.toThrow("rolled back");
+      expect(await outbox.pending()).toBe(3);
+      const rows = await store.after(0, 10);
+      expect(rows.map((r) => r.eventId)).toEqual(added);
+      expect(rows.map((r) => r.seq)).toEqual([...rows.map((r) => r.seq)].sort((a, b) => a - b));
+      expect(Buffer.from(rows[0].headers).toString()).toContain(`ce-id: ${added[0]}`);
+      expect(await store.lastSeq()).toBe(rows[2].seq);
+      await store.remove([rows[0].seq]);
+      expect(await store.anyUpTo(rows[0].seq)).toBe(false);
+      expect(await store.anyUpTo(rows[1].seq)).toBe(true);
+      await store.park(rows[1], "too large");
+      expect((await parkedEvents(db)).map((p) => [p.eventId, p.reason])).toEqual([[added[1], "too large"]]);
+      expect(await retryParked(db, [added[1]])).toBe(1);
+      expect((await store.after(0, 10)).map((r) => r.eventId)).toEqual([added[2], added[1]]);
+      expect(await parkedEvents(db)).toEqual([]);
+    });
+
+    it("claims an event once per consumer in the inbox, and only when its transaction commits", async () => {
+      const db = await open("inbox", eventMigrations);
+      const inbox = createInbox();
+      expect(await db.transaction((tx) => inbox.claim(tx, "c", "e-1"))).toBe(true);
+      expect(await db.transaction((tx) => inbox.claim(tx, "c", "e-1"))).toBe(false);
+      await expect(db.transaction(async (tx) => {
+        await inbox.claim(tx, "c", "e-2");
+        throw new Error("handler failed");
+      })).rejects.toThrow("handler failed");
+      expect(await db.transaction((tx) => inbox.claim(tx, "c", "e-2"))).toBe(true);
+      // Two transactions claiming one event at once: one wins, the other sees it processed.
+      const both = await Promise.all([1, 2].map(() => db.transaction((tx) => inbox.claim(tx, "c", "e-3"))));
+      expect(both.sort()).toEqual([false, true]);
+    });
+
+    it("returns the first response for a repeated request id, even when the two calls come at once", async () => {
+      const db = await open("request-ids", requestIdMigrations);
+      const ids = createRequestIds();
+      const codec = { encode: (n: number) => ({ finish: () => Uint8Array.of(n) }), decode: (b: Uint8Array) => b[0] };
+      const call = { method: "/shop.test.v1.Things/Make", requestDigest: Uint8Array.of(1) };
+      let runs = 0;
+      const results = await Promise.all(
+        [7, 8, 9].map((n) =>
+          db.transaction((tx) =>
+            ids.once(tx, call, "r-1", codec, async () => {
+              runs++;
+              return n;
+            }),
+          ),
+        ),
+      );
+      expect(runs).toBe(1);
+      expect(new Set(results).size).toBe(1);
+    });
+  });
+}
