@@ -42,9 +42,11 @@ function flaky(failures: number) {
 
 describe("createClient", () => {
   let server: GrpcServer | undefined;
+  const extra: GrpcServer[] = [];
   afterEach(async () => {
     await server?.shutdown();
     server = undefined;
+    for (const s of extra.splice(0)) await s.shutdown();
   });
   const serve = async (impl: ServiceImpl<typeof ProductServiceService>) => {
     server = createGrpcServer({ descriptorSet, logger });
@@ -65,6 +67,24 @@ describe("createClient", () => {
     expect((await client.getProduct({ id: product.id })).product?.id).toBe(product.id);
     expect(calls.getProduct).toBe(2);
     client.close();
+  });
+
+  it("spreads calls over every instance given, comma-separated, and refuses host names in a list", async () => {
+    const served = [0, 0];
+    const addresses: string[] = [];
+    for (const i of [0, 1]) {
+      const { impl } = flaky(0);
+      const server = createGrpcServer({ descriptorSet, logger });
+      server.addService(ProductServiceService, { ...impl, getProduct: async () => (served[i]++, { product }) });
+      extra.push(server);
+      addresses.push(`127.0.0.1:${(await server.start("127.0.0.1:0")).port}`);
+    }
+    const client = createClient(ProductServiceService, { address: addresses.join(","), methods: ProductServiceMethods });
+    for (let i = 0; i < 20; i++) await client.getProduct({ id: product.id });
+    expect(served[0] + served[1]).toBe(20);
+    expect(Math.min(...served)).toBeGreaterThanOrEqual(5);
+    client.close();
+    expect(() => createClient(ProductServiceService, { address: "products-1:50051,products-2:50051" })).toThrow(/dns:\/\/\/name:port/);
   });
 
   it("repeats nothing without the method traits, save requests with a request id, and stops at maxAttempts", async () => {

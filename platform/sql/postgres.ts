@@ -52,7 +52,9 @@ export interface PostgresOptions {
  * statements outside transactions on any pooled connection.
  */
 export function openPostgres(url: string, options: PostgresOptions = {}): Database & { readonly pool: pg.Pool } {
-  const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10, types });
+  // The process shows in pg_stat_activity by its pid: which instance holds what lock.
+  const applicationName = `concord pid ${process.pid}`;
+  const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10, types, application_name: applicationName });
   // An idle connection that breaks (the server restarted) is dropped; its next user gets a new one.
   pool.on("error", () => undefined);
   const runner = new ClientRunner(pool);
@@ -94,7 +96,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
       await pool.query("SELECT 1");
     },
     async tryLock(key) {
-      const client = new pg.Client({ connectionString: url, types });
+      const client = new pg.Client({ connectionString: url, types, application_name: applicationName });
       let lost!: () => void;
       const gone = new Promise<void>((resolve) => (lost = resolve));
       client.on("error", () => lost());
@@ -123,7 +125,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
       let stopped = false;
       let timer: NodeJS.Timeout | undefined;
       const connect = async (): Promise<void> => {
-        const c = new pg.Client({ connectionString: url, types });
+        const c = new pg.Client({ connectionString: url, types, application_name: applicationName });
         c.on("notification", (n) => n.channel === channel && listener());
         // A broken connection is made again; notifications sent meanwhile are lost, which the callers' sweeps cover.
         c.on("error", () => undefined);

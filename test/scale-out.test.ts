@@ -1,0 +1,200 @@
+/**
+ * Several instances of each service on one Postgres (a database per
+ * service) and one JetStream: the durable consumers shared, each event
+ * handled once in effect, stock never oversold, versions enforced, the
+ * product service's instances both asked, and the outbox relayed by one
+ * instance at a time, taken over when it dies.
+ */
+import { connect, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { Code } from "../platform/errors/index.js";
+import { createClient } from "../platform/grpc/index.js";
+import { OrderServiceService } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { OrderServiceMethods } from "../gen/ts/shop/orders/v1/order_service_rpc.js";
+import pg from "pg";
+import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { type PostgresServerHandle, startPostgresServer } from "./support/postgres.js";
+import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
+import { address, grpcError, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
+import { readStream } from "./support/streams.js";
+import { freePort } from "./support/nats-server.js";
+import { waitForServing } from "../platform/grpc/index.js";
+
+const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
+const { PENDING, CONFIRMED, REJECTED } = { PENDING: OrderState.ORDER_STATE_PENDING, CONFIRMED: OrderState.ORDER_STATE_CONFIRMED, REJECTED: OrderState.ORDER_STATE_REJECTED };
+
+describe("two instances of each service on one Postgres", () => {
+  const dir = tempDir();
+  let postgres: PostgresServerHandle;
+  let nats: NatsServerHandle;
+  let nc: NatsConnection;
+  let productsDb: string;
+  let ordersDb: string;
+  const products: RunningProducts[] = [];
+  const orders: RunningOrders[] = [];
+
+  beforeAll(async () => {
+    [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
+    productsDb = await postgres.createDatabase("products");
+    ordersDb = await postgres.createDatabase("orders");
+    // Instances of one service start together, as a deployment does: migrations take turns.
+    products.push(...(await Promise.all([0, 1].map(() => startTestProducts(dir.path, nats.url, { database: productsDb })))));
+    const productsAddress = products.map((p) => p.service.address).join(",");
+    orders.push(...(await Promise.all([0, 1].map(() => startTestOrders(dir.path, productsAddress, nats.url, { database: ordersDb })))));
+    nc = await connect({ servers: nats.url });
+  }, 120_000);
+  afterAll(async () => {
+    await nc?.close();
+    for (const o of orders) await o.stop();
+    for (const p of products) await p.stop();
+    await nats?.stop();
+    await postgres?.stop();
+    dir.remove();
+  });
+
+  const newProduct = async (stock: number) => (await products[0].client.createProduct({ name: "Teapot", description: "", price: eur(1000), initialStock: stock })).product!.id;
+  const stateOf = async (id: string) => (await orders[1].client.getOrder({ id })).order!.state;
+
+  it("never oversells: 200 concurrent orders through both order instances for 50 units end 50 CONFIRMED, 150 REJECTED, stock 0", async () => {
+    const productId = await newProduct(50);
+    // Both order instances learn the product (from ProductCreated) before the rush.
+    await expect.poll(async () => (await orders[1].client.createOrder({ customerId: "warm", lines: [{ productId, quantity: 1 }], shippingAddress: address }).then(() => true, () => false))).toBe(true);
+    await products[0].client.adjustStock({ id: productId, delta: 1, reason: "the warm-up order's unit back" });
+    const placed = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => orders[i % 2].client.createOrder({ customerId: `rush-${i}`, lines: [{ productId, quantity: 1 }], shippingAddress: address }).then((r) => r.order!)),
+    );
+    expect(placed.every((o) => o.state === PENDING)).toBe(true);
+    const tally = async () => {
+      const states = await Promise.all(placed.map((o) => stateOf(o.id)));
+      return { confirmed: states.filter((s) => s === CONFIRMED).length, rejected: states.filter((s) => s === REJECTED).length };
+    };
+    await expect.poll(tally, { timeout: 60_000, interval: 250 }).toEqual({ confirmed: 50, rejected: 150 });
+    const { product } = await products[1].client.getProduct({ id: productId });
+    expect(product!.stock).toBe(0);
+    // Each answer was handled once: one OrderConfirmed or OrderRejected per order in the stream.
+    const settledEvents = (await readStream(await nc.jetstreamManager(), "SHOP_ORDERS")).filter((e) => /\.(confirmed|rejected)$/.test(e.subject));
+    const perOrder = new Map<string, number>();
+    for (const e of settledEvents) perOrder.set(e.subject, (perOrder.get(e.subject) ?? 0) + 1);
+    for (const o of placed) {
+      const n = (perOrder.get(`shop.orders.v1.order.${o.id}.confirmed`) ?? 0) + (perOrder.get(`shop.orders.v1.order.${o.id}.rejected`) ?? 0);
+      expect(n, o.id).toBe(1);
+    }
+  }, 120_000);
+
+  it("enforces expected_version across instances and loses no stock adjustment", async () => {
+    const productId = await newProduct(0);
+    const { product } = await products[0].client.getProduct({ id: productId });
+    const edits = await Promise.allSettled(
+      products.map((p, i) => p.client.updateProduct({ id: productId, expectedVersion: product!.version, updateMask: ["name"], name: `Edit ${i}`, description: "", price: undefined })),
+    );
+    expect(edits.filter((e) => e.status === "fulfilled")).toHaveLength(1);
+    const refused = edits.find((e) => e.status === "rejected") as PromiseRejectedResult;
+    expect(refused.reason.code).toBe(Code.ABORTED);
+    await Promise.all(Array.from({ length: 40 }, (_, i) => products[i % 2].client.adjustStock({ id: productId, delta: 1, reason: `delivery ${i}` })));
+    expect((await products[1].client.getProduct({ id: productId })).product!.stock).toBe(40);
+  });
+
+  it("places one order per request id, whichever instances the repeats reach", async () => {
+    const productId = await newProduct(10);
+    await expect.poll(async () => (await orders[0].client.createOrder({ customerId: "warm-2", lines: [{ productId, quantity: 1 }], shippingAddress: address }).then(() => true, () => false))).toBe(true);
+    const requestId = "0190a5b4-7c4e-7d3e-9f1a-00000000abcd";
+    const request = { customerId: "c-once", lines: [{ productId, quantity: 1 }], shippingAddress: address, requestId };
+    const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => orders[i % 2].client.createOrder(request).then((r) => r.order!.id)));
+    expect(new Set(answers).size).toBe(1);
+    expect((await orders[0].client.listOrders({ customerId: "c-once", pageSize: 10, pageToken: "" })).orders).toHaveLength(1);
+    const reused = await grpcError(orders[1].client.createOrder({ ...request, customerId: "c-other" }));
+    expect(reused.code).toBe(Code.ALREADY_EXISTS);
+  });
+});
+
+describe("the outbox relay of two order service processes on one Postgres", () => {
+  const dir = tempDir();
+  let postgres: PostgresServerHandle;
+  let nats: NatsServerHandle;
+  let products: RunningProducts;
+  const processes: ServiceProcess[] = [];
+
+  beforeAll(async () => {
+    [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
+    products = await startTestProducts(dir.path, nats.url, { database: await postgres.createDatabase("products") });
+  }, 120_000);
+  afterAll(async () => {
+    for (const p of processes) await p.kill();
+    await products?.stop();
+    await nats?.stop();
+    await postgres?.stop();
+    dir.remove();
+  });
+
+  it("publishes each event once, each order's in commit order, while the relaying instance dies and the other takes over", async () => {
+    const ordersDb = await postgres.createDatabase("orders");
+    const addresses = [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`];
+    const env = (listen: string) => ({ ORDERS_LISTEN: listen, ORDERS_DATABASE_URL: ordersDb, PRODUCTS_ADDRESS: products.service.address, NATS_URL: nats.url, LOG_LEVEL: "warn" });
+    for (const a of addresses) processes.push(startServiceProcess("orders", env(a)));
+    await Promise.all(addresses.map((a) => waitForServing(a, 60_000)));
+    const productId = (await products.client.createProduct({ name: "Kettle", description: "", price: eur(2500), initialStock: 100_000 })).product!.id;
+    const clients = addresses.map((a) => createClient(OrderServiceService, { address: a, methods: OrderServiceMethods, defaultTimeoutMs: 5_000 }));
+
+    /** The pid of the order service process whose database session holds the relay's lock. */
+    const leader = async (): Promise<number | undefined> => {
+      const client = new pg.Client({ connectionString: ordersDb });
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ application_name: string }>(
+          "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.objid = $1 AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+          [0x436f6e65],
+        );
+        const pid = /pid (\d+)/.exec(rows[0]?.application_name ?? "")?.[1];
+        return pid === undefined ? undefined : Number(pid);
+      } finally {
+        await client.end();
+      }
+    };
+    await expect.poll(leader, { timeout: 20_000 }).not.toBeUndefined();
+    const leaderPid = await leader();
+    const relaying = processes.find((p) => p.process.pid === leaderPid)!;
+    if (!relaying) throw new Error(`the relay lock is held by pid ${leaderPid}, not one of ${processes.map((p) => p.process.pid).join(", ")}`);
+    const survivor = processes.find((p) => p !== relaying)!;
+    const survivorClient = clients[processes.indexOf(survivor)];
+
+    const placed: string[] = [];
+    let placing = true;
+    const callers = clients.map(async (client) => {
+      while (placing) {
+        await client.createOrder({ customerId: "c-relay", lines: [{ productId, quantity: 1 }], shippingAddress: address }).then(
+          (r) => void placed.push(r.order!.id),
+          () => new Promise((r) => setTimeout(r, 20)),
+        );
+      }
+    });
+    await expect.poll(() => placed.length, { timeout: 30_000 }).toBeGreaterThan(100);
+    await relaying.kill();
+    const killedAt = performance.now();
+    const atKill = placed.length;
+    await expect.poll(() => placed.length, { timeout: 30_000 }).toBeGreaterThan(atKill + 100);
+    placing = false;
+    await Promise.all(callers);
+    await expect.poll(leader, { timeout: 20_000 }).toBe(survivor.process.pid);
+
+    // Every order settles through the survivor, which relays the dead one's events too.
+    for (const id of placed) await expect.poll(async () => (await survivorClient.getOrder({ id })).order!.state, { timeout: 60_000 }).toBe(CONFIRMED);
+    const takeoverMs = performance.now() - killedAt;
+    const stream = await readStream(await nc(nats.url), "SHOP_ORDERS");
+    const ids = stream.map((e) => e.headers.get("ce-id"));
+    expect(new Set(ids).size, "no event stored twice").toBe(ids.length);
+    for (const id of placed) {
+      const own = stream.filter((e) => e.subject.startsWith(`shop.orders.v1.order.${id}.`)).map((e) => e.subject.split(".").pop());
+      expect(own, id).toEqual(["placed", "confirmed"]);
+    }
+    console.log(`relay takeover: ${placed.length} orders, every one CONFIRMED with its events once and in order, ${(takeoverMs / 1000).toFixed(1)} s after the relaying instance was killed`);
+    for (const c of clients) c.close();
+  }, 180_000);
+});
+
+async function nc(url: string) {
+  const conn = await connect({ servers: url });
+  const jsm = await conn.jetstreamManager();
+  setTimeout(() => void conn.close(), 30_000).unref();
+  return jsm;
+}
