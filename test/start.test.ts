@@ -1,10 +1,11 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { chmodSync, readdirSync, readFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
+import { OrderServiceService } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { createClient } from "../platform/grpc/index.js";
-import { tempDir } from "./support/shop.js";
+import { address, tempDir } from "./support/shop.js";
 
 const freePort = () =>
   new Promise<number>((resolve) => {
@@ -48,6 +49,10 @@ interface SystemOptions {
   /** In a process group of its own, as `npm start` in a terminal is. */
   readonly detached?: boolean;
   readonly logLevel?: string;
+  /** Arguments after `npm start --`. */
+  readonly args?: readonly string[];
+  readonly env?: Readonly<Record<string, string>>;
+  readonly upTimeoutMs?: number;
 }
 
 /** Runs `npm start`'s script and collects what it prints. */
@@ -61,13 +66,14 @@ async function startSystem(dataDir: string, options: SystemOptions = {}) {
     ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
     LOG_LEVEL: options.logLevel ?? "warn",
     NATS_URL: "",
+    ...options.env,
   };
-  const child = spawn(process.execPath, ["--import", "tsx", "tools/start.ts"], { env, stdio: ["ignore", "pipe", "pipe"], detached: options.detached ?? false });
+  const child = spawn(process.execPath, ["--import", "tsx", "tools/start.ts", ...(options.args ?? [])], { env, stdio: ["ignore", "pipe", "pipe"], detached: options.detached ?? false });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  await expect.poll(() => output, { timeout: 40_000, interval: 100 }).toContain("Concord is up");
+  await expect.poll(() => output, { timeout: options.upTimeoutMs ?? 40_000, interval: 100 }).toContain("Concord is up");
   return { child, exited, output: () => output, ports, productsAddress: `127.0.0.1:${ports.products}` };
 }
 
@@ -100,6 +106,48 @@ describe("npm start", () => {
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);
     expect(system.output()).toContain("everything stopped");
+  });
+
+  it("runs two instances of each service on a PostgreSQL server of its own with --postgres --instances 2, and stops it all", { timeout: 120_000 }, async () => {
+    // The postgres user runs the server (as root), and needs to reach its data dir.
+    chmodSync(dir.path, 0o755);
+    /** A port p with p + 2 free too, for the second instance. */
+    const pairOfPorts = async (): Promise<number> => {
+      for (;;) {
+        const p = await freePort();
+        if (p < 65_000 && !(await isListening(p + 2))) return p;
+      }
+    };
+    const ports = { nats: await freePort(), products: await pairOfPorts(), orders: await pairOfPorts() };
+    const postgresPort = await freePort();
+    const system = await startSystem(dir.path, { ports, args: ["--postgres", "--instances", "2"], env: { POSTGRES_PORT: String(postgresPort) }, upTimeoutMs: 90_000 });
+    child = system.child;
+    const out = system.output();
+    expect(out).toContain(`PostgreSQL on 127.0.0.1:${postgresPort}`);
+    for (const [name, port] of [["products#1", ports.products], ["products#2", ports.products + 2], ["orders#1", ports.orders], ["orders#2", ports.orders + 2]] as const) {
+      expect(out).toMatch(new RegExp(`${name}: +gRPC on 127\\.0\\.0\\.1:${port} \\(database postgres://`));
+    }
+    const products = createClient(ProductServiceService, { address: `127.0.0.1:${ports.products + 2}` });
+    const { product } = await products.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 5 });
+    // Both order instances know it and place orders that the saga confirms.
+    const placed: string[] = [];
+    for (const port of [ports.orders, ports.orders + 2]) {
+      const orders = createClient(OrderServiceService, { address: `127.0.0.1:${port}` });
+      await expect.poll(async () => orders.createOrder({ customerId: "c", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address }).then((r) => (placed.push(r.order!.id), true), () => false), { timeout: 20_000 }).toBe(true);
+      orders.close();
+    }
+    await expect.poll(async () => (await products.getProduct({ id: product!.id })).product!.stock, { timeout: 20_000 }).toBe(3);
+    products.close();
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+    expect(system.output()).toContain("everything stopped");
+    expect(await isListening(postgresPort)).toBe(false);
+  });
+
+  it("refuses several instances on SQLite", async () => {
+    const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--instances", "2"], { env: { ...process.env, DATA_DIR: dir.path, NATS_URL: "" }, encoding: "utf8", timeout: 20_000 });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/several instances of a service share its database, which takes PostgreSQL: add --postgres/);
   });
 
   it("says which process died and stops the rest", async () => {

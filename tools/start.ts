@@ -18,7 +18,8 @@
  * (Linux's PR_SET_PDEATHSIG), which would also stop the broker and the
  * services at the same moment.
  */
-import { type ChildProcess, spawn, type StdioOptions } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync, type StdioOptions } from "node:child_process";
+import { parseArgs } from "node:util";
 import { mkdirSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
@@ -26,19 +27,36 @@ import { waitForServing } from "../platform/grpc/index.js";
 import { stopOnStdinCloseVariable } from "../platform/runtime/index.js";
 import { repoRoot } from "./repo-root.js";
 import { findBinary } from "./find-binary.mjs";
+import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
+import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgres.js";
 import { serviceCommand } from "./service-launch.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
 
-const usage = `Usage: npm start
+const usage = `Usage: npm start [-- --postgres] [-- --instances N]
 
 Starts nats-server (unless NATS_URL is set), the product service and the order
-service. Environment (all optional):
+service. Options:
+  --postgres        keep the services' data in a local PostgreSQL server of its
+                    own (data in DATA_DIR/postgres, port POSTGRES_PORT), a database
+                    per service, instead of a SQLite file per service; installs
+                    Debian's postgresql package first when it is missing
+  --instances N     run N instances of each service (default 1), which share their
+                    database and their durable consumers; more than one needs
+                    --postgres (or postgres:// URLs in the *_DATABASE_URL variables).
+                    Instance i listens on the port after instance i-1's plus 2
+                    (products 50051, 50053, ...; orders 50052, 50054, ...), and the
+                    order service's instances spread their calls over all the
+                    product service's
+Environment (all optional):
   DATA_DIR          where databases and the JetStream store live (default .data)
   NATS_URL          use this NATS server instead of starting one
   NATS_PORT         port of the local nats-server (default 4222)
+  POSTGRES_PORT     port of the local PostgreSQL server with --postgres (default 54320)
   PRODUCTS_LISTEN   product service address (default 127.0.0.1:50051)
   ORDERS_LISTEN     order service address (default 127.0.0.1:50052)
+  PRODUCTS_DATABASE_URL, ORDERS_DATABASE_URL
+                    the services' databases (default: SQLite files in DATA_DIR)
   LOG_LEVEL         services' log level (default info)
 
 Ctrl-C, SIGTERM or SIGHUP stops the services, then nats-server. If this
@@ -53,6 +71,7 @@ interface Child {
 
 const children: Child[] = [];
 let stopping = false;
+let postgres: LocalPostgres | undefined;
 
 /**
  * Starts a child in its own process group (Ctrl-C reaches only this script,
@@ -110,6 +129,7 @@ async function stopAll(exitCode: number): Promise<void> {
   };
   await stop(children.filter((c) => c.name !== "nats-server"));
   await stop(children.filter((c) => c.name === "nats-server"));
+  await postgres?.stop().catch((err: unknown) => console.error(`start: stopping PostgreSQL failed: ${(err as Error).message}`));
   console.error("start: everything stopped");
   process.exit(exitCode);
 }
@@ -136,9 +156,36 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   }
 }
 
+/** `host:port` with the port moved up by `by`. */
+function shiftPort(hostPort: string, by: number): string {
+  const match = /^(.*):(\d+)$/.exec(hostPort);
+  if (!match) throw new Error(`${hostPort} is not host:port`);
+  return `${match[1]}:${Number(match[2]) + by}`;
+}
+
 async function main(): Promise<void> {
-  if (process.argv.includes("--help")) {
+  let flags;
+  try {
+    flags = parseArgs({ args: process.argv.slice(2), options: { postgres: { type: "boolean" }, instances: { type: "string" }, help: { type: "boolean" } } }).values;
+  } catch (err) {
+    console.error(`start: ${(err as Error).message}\n\n${usage}`);
+    process.exitCode = 2;
+    return;
+  }
+  if (flags.help) {
     console.log(usage);
+    return;
+  }
+  const instances = Number(flags.instances ?? "1");
+  if (!Number.isInteger(instances) || instances < 1 || instances > 8) {
+    console.error(`start: --instances takes a whole number from 1 to 8, got ${flags.instances}\n\n${usage}`);
+    process.exitCode = 2;
+    return;
+  }
+  const sharedDatabases = flags.postgres || [process.env.PRODUCTS_DATABASE_URL, process.env.ORDERS_DATABASE_URL].every((u) => u && /^postgres(ql)?:/.test(u));
+  if (instances > 1 && !sharedDatabases) {
+    console.error("start: several instances of a service share its database, which takes PostgreSQL: add --postgres (or set PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL to postgres:// URLs)");
+    process.exitCode = 2;
     return;
   }
   process.once("exit", () => children.forEach(killGroup));
@@ -156,9 +203,22 @@ async function main(): Promise<void> {
   };
   const productsListen = process.env.PRODUCTS_LISTEN || "127.0.0.1:50051";
   const ordersListen = process.env.ORDERS_LISTEN || "127.0.0.1:50052";
-  env.PRODUCTS_LISTEN = productsListen;
-  env.ORDERS_LISTEN = ordersListen;
-  env.PRODUCTS_ADDRESS = process.env.PRODUCTS_ADDRESS || productsListen;
+  const productsAddresses = Array.from({ length: instances }, (_, i) => shiftPort(productsListen, 2 * i));
+  const ordersAddresses = Array.from({ length: instances }, (_, i) => shiftPort(ordersListen, 2 * i));
+  env.PRODUCTS_ADDRESS = process.env.PRODUCTS_ADDRESS || productsAddresses.join(",");
+
+  if (flags.postgres) {
+    if (!findPostgresBinDir()) {
+      // `npm start`'s own setup installs what every start needs; PostgreSQL only this one.
+      const setup = spawnSync(process.execPath, [join(repoRoot, "tools", "setup.mjs"), "--postgres"], { stdio: "inherit" });
+      if (setup.status !== 0) throw new Error("installing the PostgreSQL server failed; see above");
+    }
+    const pgDir = join(dataDir, "postgres");
+    postgres = await startLocalPostgres({ dataDir: pgDir, port: Number(process.env.POSTGRES_PORT || 54320), logFile: join(dataDir, "postgres.log") });
+    env.PRODUCTS_DATABASE_URL = await postgres.createDatabase("products");
+    env.ORDERS_DATABASE_URL = await postgres.createDatabase("orders");
+    console.log(`PostgreSQL on 127.0.0.1:${postgres.port}, data in ${pgDir}, log in ${join(dataDir, "postgres.log")} (databases products and orders)`);
+  }
   env[stopOnStdinCloseVariable] = "1";
   let natsTether: StdioOptions = [];
 
@@ -178,14 +238,18 @@ async function main(): Promise<void> {
   }
   env.NATS_URL = natsUrl;
 
-  const productsCommand = serviceCommand("products");
-  const products = launch("products", productsCommand.command, productsCommand.args, env, natsTether);
-  await waitForServing(productsListen, 20_000);
-  const ordersCommand = serviceCommand("orders");
-  const orders = launch("orders", ordersCommand.command, ordersCommand.args, env, natsTether);
-  await waitForServing(ordersListen, 20_000);
-  console.log(`products: gRPC on ${productsListen} (database ${env.PRODUCTS_DATABASE_URL}, pid ${products.process.pid})`);
-  console.log(`orders:   gRPC on ${ordersListen} (database ${env.ORDERS_DATABASE_URL}, pid ${orders.process.pid})`);
+  const start = async (service: "products" | "orders", addresses: string[], listenVariable: string): Promise<string[]> => {
+    const command = serviceCommand(service);
+    // The instances of one service start together, as a deployment's do.
+    const started = addresses.map((listen, i) => launch(instances > 1 ? `${service}#${i + 1}` : service, command.command, command.args, { ...env, [listenVariable]: listen }, natsTether));
+    await Promise.all(addresses.map((a) => waitForServing(a, 30_000)));
+    return started.map((child, i) => {
+      const name = instances > 1 ? `${service}#${i + 1}:` : `${service}:`;
+      return `${name.padEnd(instances > 1 ? 11 : 9)} gRPC on ${addresses[i]} (database ${env[service === "products" ? "PRODUCTS_DATABASE_URL" : "ORDERS_DATABASE_URL"]}, pid ${child.process.pid})`;
+    });
+  };
+  const lines = [...(await start("products", productsAddresses, "PRODUCTS_LISTEN")), ...(await start("orders", ordersAddresses, "ORDERS_LISTEN"))];
+  for (const line of lines) console.log(line);
   console.log("Concord is up. Try: grpcurl -plaintext " + ordersListen + " list    (Ctrl-C stops everything)");
 }
 
