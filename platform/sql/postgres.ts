@@ -1,4 +1,5 @@
 import pg from "pg";
+import { StatusError } from "../errors/index.js";
 import { runTransaction, type StatementRunner } from "./transaction-scope.js";
 import type { Database, Dialect, SqlValue, Transaction } from "./types.js";
 
@@ -21,6 +22,26 @@ const conflictCodes = new Set(["40001", "40P01"]);
 /** Attempts of a transaction that keeps losing to concurrent ones. */
 const maxAttempts = 4;
 
+/**
+ * Whether `err` says the database could not be reached or went away
+ * (connection refused or broken, the server shutting down or starting):
+ * nothing the caller did, and worth trying again shortly.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  const code = (err as { code?: string } | undefined)?.code ?? "";
+  const message = err instanceof Error ? err.message : "";
+  return (
+    ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "57P01", "57P02", "57P03", "53300"].includes(code) ||
+    code.startsWith("08") ||
+    /Connection terminated|connection is closed|Client has encountered a connection error/i.test(message)
+  );
+}
+
+/** A database that cannot be reached is UNAVAILABLE to callers (a StatusError), with the driver's error as its cause. */
+function unavailable(err: unknown): unknown {
+  return isDatabaseUnavailable(err) ? StatusError.unavailable("the database is unavailable; try again shortly", err) : err;
+}
+
 function toPostgres(value: SqlValue): unknown {
   if (value instanceof Uint8Array && !Buffer.isBuffer(value)) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   return value;
@@ -30,12 +51,20 @@ class ClientRunner implements StatementRunner {
   readonly dialect = postgresDialect;
   constructor(private readonly client: pg.PoolClient | pg.Pool) {}
   async query<R>(sql: string, params?: readonly SqlValue[]): Promise<R[]> {
-    const result = await this.client.query({ text: sql, values: params?.map(toPostgres) as unknown[] | undefined });
-    return result.rows as R[];
+    try {
+      const result = await this.client.query({ text: sql, values: params?.map(toPostgres) as unknown[] | undefined });
+      return result.rows as R[];
+    } catch (err) {
+      throw unavailable(err);
+    }
   }
   async run(sql: string, params?: readonly SqlValue[]): Promise<number> {
-    const result = await this.client.query({ text: sql, values: params?.map(toPostgres) as unknown[] | undefined });
-    return result.rowCount ?? 0;
+    try {
+      const result = await this.client.query({ text: sql, values: params?.map(toPostgres) as unknown[] | undefined });
+      return result.rowCount ?? 0;
+    } catch (err) {
+      throw unavailable(err);
+    }
   }
 }
 
@@ -60,7 +89,12 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   const runner = new ClientRunner(pool);
 
   const attempt = async <T>(work: (tx: Transaction) => Promise<T>): Promise<T> => {
-    const client = await pool.connect();
+    let client: pg.PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (err) {
+      throw unavailable(err);
+    }
     let broken: unknown;
     try {
       await client.query("BEGIN");
@@ -68,7 +102,14 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
       return await runTransaction(
         tx,
         work,
-        async () => void (await client.query("COMMIT")),
+        async () => {
+          try {
+            await client.query("COMMIT");
+          } catch (err) {
+            broken = err;
+            throw unavailable(err);
+          }
+        },
         async () => void (await client.query("ROLLBACK").catch((err: unknown) => (broken = err))),
       );
     } finally {
@@ -86,14 +127,15 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
         try {
           return await attempt(work);
         } catch (err) {
-          if (n >= maxAttempts || !conflictCodes.has((err as { code?: string }).code ?? "")) throw err;
+          const code = (err as { code?: string }).code ?? ((err as { cause?: { code?: string } }).cause?.code ?? "");
+          if (n >= maxAttempts || !conflictCodes.has(code)) throw err;
         }
       }
     },
     query: (sql, params) => runner.query(sql, params),
     run: (sql, params) => runner.run(sql, params),
     async ping() {
-      await pool.query("SELECT 1");
+      await runner.query("SELECT 1");
     },
     async tryLock(key) {
       const client = new pg.Client({ connectionString: url, types, application_name: applicationName });
