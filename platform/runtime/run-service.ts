@@ -21,7 +21,8 @@ export interface RunServiceOptions<S extends Settings> {
   /** One line on what the service does, for --help. */
   readonly summary: string;
   readonly settings: S;
-  readonly start: (config: ConfigOf<S>, logger: Logger) => Promise<RunningService>;
+  /** Starts the service; `signal` aborts when it is to stop before start-up is over (while it waits for its database). */
+  readonly start: (config: ConfigOf<S>, logger: Logger, signal: AbortSignal) => Promise<RunningService>;
 }
 
 /**
@@ -61,10 +62,15 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
 
   let running: RunningService | undefined;
   let stopping: string | undefined;
+  const starting = new AbortController();
   const stop = async (why: string): Promise<void> => {
     if (stopping) return;
     stopping = why;
-    if (!running) return; // Still starting: stopped as soon as it listens.
+    if (!running) {
+      // Still starting: a wait for the database ends now; anything else is stopped as soon as it listens.
+      starting.abort(new Error(`stopped (${why}) while starting`));
+      return;
+    }
     logger.info({ signal: why }, "stopping");
     try {
       await running.stop();
@@ -101,11 +107,15 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
     process.stdin.once("error", onClose);
   }
   try {
-    running = await options.start(config, logger);
+    running = await options.start(config, logger, starting.signal);
   } catch (err) {
-    logger.fatal({ err }, "start-up failed");
+    if (starting.signal.aborted) {
+      logger.info({ signal: stopping }, "stopped before start-up was over");
+    } else {
+      logger.fatal({ err }, "start-up failed");
+      process.exitCode = 1;
+    }
     logger.flush();
-    process.exitCode = 1;
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
     if (watchStdin) process.stdin.destroy();

@@ -28,7 +28,12 @@ export interface ServiceHostOptions {
   readonly requestIdRetentionMs?: number;
   /** Steps of the service's own around every consumer's pipeline (metrics, tracing), outermost first. */
   readonly consumerMiddleware?: readonly DeliveryMiddleware[];
+  /** Ends start-up while it waits for a Postgres server that cannot be reached yet. */
+  readonly signal?: AbortSignal;
 }
+
+/** How often the wait for a database that cannot be reached is logged. */
+const waitLogEveryMs = 10_000;
 
 /** What a service wires its own parts onto before it starts serving. */
 export interface ServiceHost {
@@ -51,13 +56,23 @@ export interface ServiceHost {
 
 /**
  * The life cycle every Concord service shares: its database (with
- * migrations), a gRPC server with health and reflection, then JetStream
+ * migrations; a Postgres server that cannot be reached yet is waited for), a gRPC server with health and reflection, then JetStream
  * (streams provisioned, outbox relay) and its consumers, waited for while
  * NATS cannot be reached; stopped in reverse.
  */
 export async function createServiceHost(options: ServiceHostOptions): Promise<ServiceHost> {
   const { logger, name } = options;
-  const db = await openDatabase({ path: options.database, migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations] });
+  let loggedAt = -Infinity;
+  const db = await openDatabase({
+    path: options.database,
+    migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations],
+    ...(options.signal && { signal: options.signal }),
+    onWaiting(err) {
+      if (performance.now() - loggedAt < waitLogEveryMs) return;
+      loggedAt = performance.now();
+      logger.warn({ err }, "the database cannot be reached; waiting for it");
+    },
+  });
   let events: EventRuntime;
   let server: GrpcServer;
   try {

@@ -1,5 +1,6 @@
 import { migrate } from "./migrate.js";
-import { openPostgres } from "./postgres.js";
+import { setTimeout as sleep } from "node:timers/promises";
+import { isDatabaseUnavailable, openPostgres } from "./postgres.js";
 import { openSqlite } from "./sqlite.js";
 import type { Database, Migration, Transaction } from "./types.js";
 
@@ -11,7 +12,18 @@ export interface DatabaseOptions {
   readonly path: string;
   /** Migrations of every module that keeps tables here (service, outbox, inbox). */
   readonly migrations: readonly Migration[];
+  /**
+   * Called each time a Postgres server that cannot be reached (not up yet,
+   * restarting) is waited for; it is asked again every second. Without it,
+   * opening fails at once with the UNAVAILABLE error.
+   */
+  readonly onWaiting?: (err: unknown) => void;
+  /** Ends the waiting: opening rejects with the signal's reason. */
+  readonly signal?: AbortSignal;
 }
+
+/** Pause between attempts to reach a Postgres server that is not there yet. */
+const waitIntervalMs = 1_000;
 
 /** Serialises migrations of instances that start together on one Postgres database. */
 const migrationLockKey = 0x436f6e63; // "Conc"
@@ -24,11 +36,24 @@ const migrationLockKey = 0x436f6e63; // "Conc"
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const postgres = /^postgres(ql)?:\/\//i.test(options.path);
   const db = postgres ? openPostgres(options.path) : openSqlite(options.path);
+  const lock = postgres ? (tx: Transaction) => tx.run("SELECT pg_advisory_xact_lock($1)", [migrationLockKey]).then(() => undefined) : undefined;
+  const { onWaiting, signal } = options;
   try {
-    await migrate(db, options.migrations, postgres ? (tx: Transaction) => tx.run("SELECT pg_advisory_xact_lock($1)", [migrationLockKey]).then(() => undefined) : undefined);
+    for (;;) {
+      signal?.throwIfAborted();
+      try {
+        await migrate(db, options.migrations, lock);
+        return db;
+      } catch (err) {
+        // Migrations already applied are skipped when they run again.
+        const cause = err instanceof Error ? err.cause : undefined;
+        if (!onWaiting || !(isDatabaseUnavailable(err) || isDatabaseUnavailable(cause))) throw err;
+        onWaiting(err);
+        await sleep(waitIntervalMs, undefined, signal ? { signal } : undefined);
+      }
+    }
   } catch (err) {
     await db.close();
     throw err;
   }
-  return db;
 }

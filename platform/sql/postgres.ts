@@ -1,5 +1,5 @@
 import pg from "pg";
-import { StatusError } from "../errors/index.js";
+import { Code, StatusError } from "../errors/index.js";
 import { runTransaction, type StatementRunner } from "./transaction-scope.js";
 import type { Database, Dialect, SqlValue, Transaction } from "./types.js";
 
@@ -19,6 +19,33 @@ const types = {
 
 /** Postgres's SQLSTATEs for a transaction that lost to a concurrent one: tried again from the start. */
 const conflictCodes = new Set(["40001", "40P01"]);
+/**
+ * Whether `err` is a deadlock or a serialization failure: the transaction (or
+ * savepoint) lost to a concurrent one and succeeds when simply run again.
+ */
+export function isWriteConflict(err: unknown): boolean {
+  const codeOf = (e: unknown) => (e as { code?: unknown } | undefined)?.code;
+  const code = codeOf(err) ?? codeOf((err as { cause?: unknown } | undefined)?.cause);
+  return typeof code === "string" && conflictCodes.has(code);
+}
+
+/** Whether `err` says a lock was not granted within the transaction's limit (`limitLockWaits`). */
+export function isLockTimeout(err: unknown): boolean {
+  const codeOf = (e: unknown) => (e as { code?: unknown } | undefined)?.code;
+  return (codeOf(err) ?? codeOf((err as { cause?: unknown } | undefined)?.cause)) === "55P03";
+}
+
+/**
+ * From now until `tx` ends, a statement that waits longer than `ms` for a
+ * lock fails (isLockTimeout); `undefined` lets waits last again. Postgres
+ * only: SQLite's one writer has no lock waits inside a transaction.
+ */
+export async function limitLockWaits(tx: Transaction, ms: number | undefined): Promise<void> {
+  if (tx.dialect.name !== "postgres") return;
+  if (ms !== undefined && !(Number.isInteger(ms) && ms > 0)) throw new Error(`limitLockWaits: ms must be a positive integer, got ${ms}`);
+  await tx.run(`SET LOCAL lock_timeout = ${ms ?? 0}`);
+}
+
 /** Attempts of a transaction that keeps losing to concurrent ones. */
 const maxAttempts = 4;
 
@@ -28,7 +55,9 @@ const maxAttempts = 4;
  * nothing the caller did, and worth trying again shortly.
  */
 export function isDatabaseUnavailable(err: unknown): boolean {
-  const code = (err as { code?: string } | undefined)?.code ?? "";
+  if (err instanceof StatusError) return err.code === Code.UNAVAILABLE;
+  const raw = (err as { code?: unknown } | undefined)?.code;
+  const code = typeof raw === "string" ? raw : "";
   const message = err instanceof Error ? err.message : "";
   return (
     ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "57P01", "57P02", "57P03", "53300"].includes(code) ||
@@ -39,7 +68,8 @@ export function isDatabaseUnavailable(err: unknown): boolean {
 
 /** A database that cannot be reached is UNAVAILABLE to callers (a StatusError), with the driver's error as its cause. */
 function unavailable(err: unknown): unknown {
-  return isDatabaseUnavailable(err) ? StatusError.unavailable("the database is unavailable; try again shortly", err) : err;
+  if (err instanceof StatusError || !isDatabaseUnavailable(err)) return err;
+  return StatusError.unavailable("the database is unavailable; try again shortly", err);
 }
 
 function toPostgres(value: SqlValue): unknown {
@@ -88,14 +118,38 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   pool.on("error", () => undefined);
   const runner = new ClientRunner(pool);
 
-  const attempt = async <T>(work: (tx: Transaction) => Promise<T>): Promise<T> => {
+  /** A pooled connection, or the signal's reason when it aborts first (the connection, once there, goes back). */
+  const connection = async (signal: AbortSignal | undefined): Promise<pg.PoolClient> => {
+    signal?.throwIfAborted();
+    const connecting = pool.connect();
+    if (!signal) return connecting;
+    let onAbort!: () => void;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        reject(signal.reason);
+        connecting.then((c) => c.release(), () => undefined);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([connecting, aborted]);
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+  };
+
+  const attempt = async <T>(work: (tx: Transaction) => Promise<T>, signal: AbortSignal | undefined): Promise<T> => {
     let client: pg.PoolClient;
     try {
-      client = await pool.connect();
+      client = await connection(signal);
     } catch (err) {
+      if (signal?.aborted && err === signal.reason) throw err;
       throw unavailable(err);
     }
     let broken: unknown;
+    // A connection that breaks between statements says so by an 'error' event, which would end the process unheard.
+    const onError = (err: Error) => void (broken = err);
+    client.on("error", onError);
     try {
       await client.query("BEGIN");
       const tx = new ClientRunner(client);
@@ -113,6 +167,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
         async () => void (await client.query("ROLLBACK").catch((err: unknown) => (broken = err))),
       );
     } finally {
+      client.off("error", onError);
       client.release(broken instanceof Error ? broken : undefined);
     }
   };
@@ -122,13 +177,12 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     dialect: postgresDialect,
     location: redact(url),
     pool,
-    async transaction(work) {
+    async transaction(work, options) {
       for (let n = 1; ; n++) {
         try {
-          return await attempt(work);
+          return await attempt(work, options?.signal);
         } catch (err) {
-          const code = (err as { code?: string }).code ?? ((err as { cause?: { code?: string } }).cause?.code ?? "");
-          if (n >= maxAttempts || !conflictCodes.has(code)) throw err;
+          if (n >= maxAttempts || !isWriteConflict(err)) throw unavailable(err);
         }
       }
     },
@@ -166,14 +220,20 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
       let client: pg.Client | undefined;
       let stopped = false;
       let timer: NodeJS.Timeout | undefined;
+      // A connection that cannot be made again yet (the server still down) is tried once a second until it can.
+      const retryLater = (): void => {
+        if (timer !== undefined || stopped) return;
+        timer = setTimeout(() => {
+          timer = undefined;
+          connect().catch(() => retryLater());
+        }, 1_000);
+      };
       const connect = async (): Promise<void> => {
         const c = new pg.Client({ connectionString: url, types, application_name: applicationName });
         c.on("notification", (n) => n.channel === channel && listener());
         // A broken connection is made again; notifications sent meanwhile are lost, which the callers' sweeps cover.
         c.on("error", () => undefined);
-        c.on("end", () => {
-          if (!stopped) timer = setTimeout(() => void connect().catch(() => undefined), 1_000);
-        });
+        c.on("end", () => retryLater());
         await c.connect();
         await c.query(`LISTEN ${channel}`);
         client = c;

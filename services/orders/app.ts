@@ -32,6 +32,8 @@ export interface OrdersOptions {
   readonly inboxRetentionMs?: number;
   /** How long a request_id is remembered. Default 24 hours. */
   readonly requestIdRetentionMs?: number;
+  /** Ends start-up while it waits for its database (a Postgres server not up yet). */
+  readonly signal?: AbortSignal;
 }
 
 /** A running order service, with its event runtime exposed for tests and benchmarks. */

@@ -6,7 +6,7 @@ await runService({
   name: "orders",
   summary: "the order service: places and tracks orders (gRPC shop.orders.v1.OrderService)",
   settings: orderSettings,
-  start: (config, logger) =>
+  start: (config, logger, signal) =>
     startOrders({
       listen: config.ORDERS_LISTEN,
       database: config.ORDERS_DATABASE_URL.location,
@@ -17,5 +17,6 @@ await runService({
       inboxRetentionMs: config.INBOX_RETENTION,
       requestIdRetentionMs: config.REQUEST_ID_RETENTION,
       logger,
+      signal,
     }),
 });

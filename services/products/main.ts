@@ -6,7 +6,7 @@ await runService({
   name: "products",
   summary: "the product service: catalogue and stock (gRPC shop.products.v1.ProductService)",
   settings: productSettings,
-  start: (config, logger) =>
+  start: (config, logger, signal) =>
     startProducts({
       listen: config.PRODUCTS_LISTEN,
       database: config.PRODUCTS_DATABASE_URL.location,
@@ -15,5 +15,6 @@ await runService({
       inboxRetentionMs: config.INBOX_RETENTION,
       requestIdRetentionMs: config.REQUEST_ID_RETENTION,
       logger,
+      signal,
     }),
 });
