@@ -36,7 +36,11 @@ export interface MethodTraits {
 }
 
 export interface ClientOptions {
-  /** `host:port` of the service. */
+  /**
+   * Where the service listens: `host:port`; several instances as a comma-separated
+   * list of IPv4 (or IPv6) `host:port`s, or one `dns:///name:port` resolving to
+   * them all. Calls go round robin over the instances that are up.
+   */
   readonly address: string;
   /** Deadline of every call that sets none of its own. Default 5 s. */
   readonly defaultTimeoutMs?: number;

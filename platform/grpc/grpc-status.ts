@@ -24,5 +24,16 @@ export function fromGrpcError(err: ServiceError): StatusError {
   const raw = err.metadata?.get("grpc-status-details-bin")[0];
   const violations = raw instanceof Buffer ? decodeStatusDetails(raw).violations : [];
   const code = err.code in Code ? (err.code as number as Code) : Code.UNKNOWN;
-  return new StatusError(code, err.details || err.message, { violations, cause: err });
+  return new StatusError(lostConnection(err) ? Code.UNAVAILABLE : code, err.details || err.message, { violations, cause: err });
+}
+
+/**
+ * Whether grpc-js reports INTERNAL for a call whose connection failed on the
+ * client's side (the HTTP/2 session closed under it, as when the server's
+ * process dies): no answer from the server, which is UNAVAILABLE by gRPC's
+ * status code definitions, and what grpc-js itself reports when the same loss
+ * shows as ECONNRESET.
+ */
+function lostConnection(err: ServiceError): boolean {
+  return (err.code as number) === Code.INTERNAL && /^Received RST_STREAM with code \d+ triggered by internal client error/.test(err.details ?? "");
 }

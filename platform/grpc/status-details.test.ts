@@ -1,4 +1,7 @@
+import { Metadata, type ServiceError } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
+import { Code } from "../errors/index.js";
+import { fromGrpcError } from "./grpc-status.js";
 import { decodePageToken, encodePageToken } from "./page-token.js";
 import { decodeStatusDetails, encodeBadRequestStatus } from "./status-details.js";
 
@@ -14,5 +17,16 @@ describe("page tokens", () => {
     expect(decodePageToken(encodePageToken("abc"))).toBe("abc");
     expect(decodePageToken("")).toBe("");
     for (const bad of ["abc", "!!", Buffer.from("before:x").toString("base64url")]) expect(() => decodePageToken(bad)).toThrow(/page_token/);
+  });
+});
+
+describe("fromGrpcError", () => {
+  const grpcError = (code: number, details: string) => Object.assign(new Error(`${code} ${details}`), { code, details, metadata: new Metadata() }) as ServiceError;
+
+  it("reports a connection the client lost mid-call as UNAVAILABLE, and a server's INTERNAL as INTERNAL", () => {
+    const lost = fromGrpcError(grpcError(13, "Received RST_STREAM with code 2 triggered by internal client error: Session closed with error code 2"));
+    expect(lost.code).toBe(Code.UNAVAILABLE);
+    expect(fromGrpcError(grpcError(13, "Received RST_STREAM with code 2 (Internal server error)")).code).toBe(Code.INTERNAL);
+    expect(fromGrpcError(grpcError(13, "boom")).code).toBe(Code.INTERNAL);
   });
 });
