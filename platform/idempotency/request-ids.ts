@@ -62,9 +62,6 @@ export interface RequestIds {
   once<R>(tx: Transaction, call: IdentifiedCall, requestId: string | undefined, codec: ResponseCodec<R>, work: () => Promise<R>): Promise<R>;
 }
 
-/** The first half of the advisory lock on one request id (the second is a hash of method and id). */
-const requestIdLockClass = 0x436f6e66;
-
 /** 24 hours: the promise the contracts make (request ids are "remembered for at least 24 hours"). */
 export const defaultRequestIdRetentionMs = 24 * 3_600_000;
 
@@ -86,7 +83,7 @@ export function createRequestIds(): RequestIds {
     async once(tx, call, requestId, codec, work) {
       if (requestId === undefined || requestId === "") return work();
       // Postgres: two calls with one id (on two instances, say) take turns; the second then finds the first's row.
-      if (tx.dialect.name === "postgres") await tx.run("SELECT pg_advisory_xact_lock($1, hashtext($2))", [requestIdLockClass, `${call.method} ${requestId}`]);
+      await tx.lock(`request ${call.method} ${requestId}`);
       const [seen] = await tx.query<{ digest: Uint8Array; response: Uint8Array }>("SELECT digest, response FROM request_ids WHERE method = $1 AND request_id = $2", [call.method, requestId]);
       if (seen) {
         if (!Buffer.from(call.requestDigest).equals(Buffer.from(seen.digest))) {

@@ -34,6 +34,9 @@ export async function runTransaction<T>(runner: StatementRunner, work: (tx: Tran
   return result;
 }
 
+/** The first half of every keyed advisory lock (`Transaction.lock`); the second is a hash of the key. */
+const keyedLockClass = 0x436f6e66; // "Conf"
+
 class ScopedTransaction implements Transaction {
   constructor(
     private readonly runner: StatementRunner,
@@ -57,6 +60,9 @@ class ScopedTransaction implements Transaction {
     let items = this.scope.staged.get(writes as StagedWrites<unknown>);
     if (!items) this.scope.staged.set(writes as StagedWrites<unknown>, (items = []));
     items.push(item);
+  }
+  async lock(key: string): Promise<void> {
+    if (this.dialect.name === "postgres") await this.runner.run("SELECT pg_advisory_xact_lock($1, hashtext($2))", [keyedLockClass, key]);
   }
   async savepoint<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
     const name = `sp_${this.depth + 1}`;

@@ -56,6 +56,15 @@ export interface Transaction extends Queryable {
   afterCommit(callback: () => void): void;
   /** Stages `item` to be written by `writes.flush` just before the commit. */
   stage<T>(writes: StagedWrites<T>, item: T): void;
+  /**
+   * Waits until no other transaction holds `key` ("reservation <order id>"),
+   * then holds it until this transaction ends: the way to serialise work on
+   * something that may have no row yet to lock. A transaction-scoped advisory
+   * lock on Postgres (on a hash of the key: two keys may share one, which only
+   * makes them wait for each other); nothing on SQLite, whose one writer
+   * already excludes the others.
+   */
+  lock(key: string): Promise<void>;
 }
 
 /** A lock one process holds on a database for as long as it lives, or until released. */
@@ -66,6 +75,17 @@ export interface SessionLock {
   release(): Promise<void>;
 }
 
+export interface TransactionOptions {
+  /**
+   * The transaction is given up, with nothing run, when this aborts before
+   * its turn comes (a pooled connection on Postgres, the one writer on
+   * SQLite): a gRPC call's `context.signal`, so work whose caller has gone
+   * does not queue up in front of live calls when the database is slow.
+   * Rejects with the signal's reason.
+   */
+  readonly signal?: AbortSignal;
+}
+
 /** A service's database: its tables, its transactions, its reads. */
 export interface Database extends Queryable {
   /**
@@ -74,7 +94,7 @@ export interface Database extends Queryable {
    * when it throws. `work` must not wait on anything outside the database
    * (a remote call): SQLite has one writer, so others wait meanwhile.
    */
-  transaction<T>(work: (tx: Transaction) => Promise<T>): Promise<T>;
+  transaction<T>(work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Throws when the database cannot be reached; used by health checks. */
   ping(): Promise<void>;
   /**

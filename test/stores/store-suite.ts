@@ -126,6 +126,28 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       expect((await db.transaction((tx) => store.get(tx, id(500))))!.status).toBe("released");
     });
 
+    it("makes an order's reservation handlers take turns, even before the order has a reservation row", async () => {
+      const db = await open("reservation-turns", productMigrations);
+      const products = createProductStore();
+      const store = createReservationStore();
+      await db.transaction((tx) => products.insert(tx, product(1, { stock: 5 })));
+      // A reservation and a cancellation of one order, started together: whichever reads second sees the other's decision.
+      const cancelled = db.transaction(async (tx) => {
+        const seen = await store.get(tx, id(600));
+        await new Promise((r) => setTimeout(r, 100));
+        if (!seen) await store.put(tx, { orderId: id(600), linesVersion: 0, status: "released", lines: [] }, 1);
+      });
+      await new Promise((r) => setTimeout(r, 20));
+      const reserved = db.transaction(async (tx) => {
+        if ((await store.get(tx, id(600)))?.status === "released") return;
+        await store.moveStock(tx, id(1), -2, 2);
+        await store.put(tx, { orderId: id(600), linesVersion: 1, status: "reserved", lines: [{ productId: id(1), quantity: 2 }] }, 2);
+      });
+      await Promise.all([cancelled, reserved]);
+      expect((await db.transaction((tx) => store.get(tx, id(600))))!.status).toBe("released");
+      expect(await products.get(db, id(1))).toMatchObject({ stock: 5, reserved: 0 });
+    });
+
     it("keeps orders: insert, read, replace only at the expected version, one customer's pages", async () => {
       const db = await open("orders", orderMigrations);
       const store = createOrderStore();

@@ -16,6 +16,8 @@ export function createStockReservations(store: ReservationStore, now: () => numb
   const releaseHeld = async (context: EventContext, orderId: string, at: number): Promise<readonly ReservedUnits[]> => {
     const existing = await store.get(context.tx, orderId);
     if (existing?.status !== "reserved") return [];
+    // Locked in id order first, as reservations lock them, so the two never wait on each other in a circle.
+    await store.stockOf(context.tx, existing.lines.map((l) => l.productId));
     for (const line of existing.lines) await store.moveStock(context.tx, line.productId, line.quantity, at);
     return existing.lines;
   };

@@ -7,6 +7,12 @@ import type { ReservationRecord, ReservedUnits } from "../domain/reservation.js"
  * together.
  */
 export interface ReservationStore {
+  /**
+   * The order's reservation, if any, with the order locked until the
+   * transaction ends (even when it has no reservation yet), so handlers of
+   * the same order on several instances take turns rather than overwrite
+   * each other's decision.
+   */
   get(tx: Transaction, orderId: string): Promise<ReservationRecord | undefined>;
   put(tx: Transaction, record: ReservationRecord, now: number): Promise<void>;
   /**
@@ -33,7 +39,9 @@ interface Row {
 export function createReservationStore(): ReservationStore {
   return {
     async get(tx, orderId) {
-      const [row] = await tx.query<Row>(`SELECT order_id, lines_version, status, lines_json FROM reservations WHERE order_id = $1${tx.dialect.forUpdate}`, [orderId]);
+      // Held until the transaction ends: the order's events, taken by different instances at once, take turns.
+      await tx.lock(`reservation ${orderId}`);
+      const [row] = await tx.query<Row>("SELECT order_id, lines_version, status, lines_json FROM reservations WHERE order_id = $1", [orderId]);
       return row && { orderId: row.order_id, linesVersion: Number(row.lines_version), status: row.status as ReservationRecord["status"], lines: JSON.parse(row.lines_json) as ReservedUnits[] };
     },
     async put(tx, r, now) {
