@@ -2,9 +2,9 @@ import type { JetStreamClient, JsMsg, NatsConnection } from "nats";
 import type { MessageChecker } from "../contracts/index.js";
 import type { Logger } from "../log/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
-import type { Database } from "../sql/index.js";
+import { type Database, isLockTimeout, limitLockWaits } from "../sql/index.js";
 import { deadLetterPrefix, deadLetterStreamSpec, fileDeadLetter } from "./dead-letter.js";
-import type { Delivery, DeliveryHandler, DeliveryMiddleware, Settlement } from "./delivery.js";
+import { BatchConflictError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 import type { ConsumerBinding } from "./event-handler.js";
 import { receivedHeaders } from "./nats-internals.js";
 import { createOutbox, type Outbox } from "./outbox.js";
@@ -170,6 +170,9 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
   if (filing.length > 0) await Promise.all(filing);
 }
 
+/** How long an event after a transaction's first may wait for a lock before it is left to the next transaction. */
+const batchLockWaitMs = 50;
+
 /** Handles batch[from..] in one transaction until the budget is spent; settles them; returns where it stopped. */
 async function handleChunk(batch: readonly JsMsg[], from: number, step: BatchStep, filing: Promise<void>[]): Promise<number> {
   const { pipeline, consumer, db, intake, logger } = step;
@@ -177,21 +180,38 @@ async function handleChunk(batch: readonly JsMsg[], from: number, step: BatchSte
   const settlements: Array<{ readonly delivery: Delivery; readonly settlement: Settlement }> = [];
   let end = from;
   try {
+    // Run again from the start when the transaction lost a write conflict (the database retries it).
     await db.transaction(async (tx) => {
+      end = from;
+      settlements.length = 0;
+      let limited = false;
       while (end < batch.length) {
-        const msg = batch[end++];
-        const delivery = deliveryOf(msg, consumer);
+        // The first event may wait for locks as long as it takes; later ones, holding the earlier ones'
+        // locks meanwhile, only briefly: one that would wait longer is left to the next transaction, so
+        // two instances' batches never wait for each other in a circle.
+        if (end > from && !limited) {
+          await limitLockWaits(tx, batchLockWaitMs);
+          limited = true;
+        }
+        const delivery = deliveryOf(batch[end], consumer);
         let settlement: Settlement;
         try {
           settlement = await pipeline(delivery, tx);
         } catch (err) {
+          if (err instanceof BatchConflictError) {
+            if (end > from && isLockTimeout(err.cause)) break;
+            throw err.cause;
+          }
           // Only a bug in the pipeline gets here; redeliver rather than lose the event.
           logger.error({ err, streamSequence: delivery.streamSequence }, "the consumer pipeline failed; the event will be redelivered");
           settlement = { kind: "retry", delayMs: 1_000 };
         }
+        end++;
         settlements.push({ delivery, settlement });
         if (performance.now() - started >= step.budgetMs) break;
       }
+      // What the commit writes (the outbox's events) waits for its locks as long as it needs.
+      if (limited) await limitLockWaits(tx, undefined);
     });
   } catch (err) {
     // The commit itself failed: nothing of these events is recorded, so they all come again.

@@ -1,5 +1,5 @@
 import type { JetStreamClient } from "nats";
-import type { Delivery, DeliveryMiddleware } from "./delivery.js";
+import { BatchConflictError, type Delivery, type DeliveryMiddleware } from "./delivery.js";
 import { toNatsHeaders } from "./nats-internals.js";
 import type { StreamSpec } from "./types.js";
 
@@ -53,6 +53,7 @@ export function deadLetter(): DeliveryMiddleware {
     try {
       return await next(delivery, tx);
     } catch (err) {
+      if (err instanceof BatchConflictError) throw err;
       return { kind: "deadLetter", reason: reasonOf(err) };
     }
   };

@@ -56,3 +56,18 @@ export function headerValue(headers: Readonly<Record<string, string>>, name: str
   for (const [key, value] of Object.entries(headers)) if (key.toLowerCase() === lower) return value;
   return undefined;
 }
+
+/**
+ * The event's writes met another transaction's locks: they lost a deadlock
+ * or serialization conflict, or waited longer than a batch may (another
+ * instance's batch holding the same rows). Its savepoint is undone; the
+ * consumer then commits the events before it and starts the next
+ * transaction with this one, or, when the conflict makes the whole
+ * transaction void, runs the batch again. Middleware passes it on untouched.
+ */
+export class BatchConflictError extends Error {
+  override readonly name: string = "BatchConflictError";
+  constructor(cause: unknown) {
+    super("the event's writes met a concurrent transaction's locks", { cause });
+  }
+}

@@ -19,7 +19,7 @@ export { createOutbox, outboxMigrations, parkedEvents, retryParked, type Outbox,
 export { InvalidEventError, defaultMaxPayloadBytes } from "./event-rules.js";
 export { createOutboxRelay, type OutboxRelay, type OutboxRelayOptions, type OutboxRelayStats } from "./outbox-relay.js";
 export { createInbox, defaultInboxRetentionMs, inboxMigrations, inboxRetention, type Inbox, type InboxRetentionOptions } from "./inbox.js";
-export { UnprocessableEventError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
+export { BatchConflictError, UnprocessableEventError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 export { consumerPipeline, savepointStep, type PipelineOptions } from "./pipeline.js";
 export { bindConsumer, type ConsumerBinding, type EventContext, type EventHandler } from "./event-handler.js";
 export { bindConsumers, type ConsumerMap, type EventOf, type HandlersFor } from "./bind-consumers.js";

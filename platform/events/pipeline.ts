@@ -1,14 +1,26 @@
 import type { MessageChecker } from "../contracts/index.js";
 import type { Logger } from "../log/index.js";
 import { deadLetter } from "./dead-letter.js";
-import type { DeliveryHandler, DeliveryMiddleware } from "./delivery.js";
+import { BatchConflictError, type DeliveryHandler, type DeliveryMiddleware } from "./delivery.js";
 import { typedHandler, type ConsumerBinding } from "./event-handler.js";
 import { createInbox, inboxStep } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
 import { retryWithBackoff } from "./retry.js";
+import { isLockTimeout, isWriteConflict } from "../sql/index.js";
 
-/** A failing event undoes only its own writes: everything inside runs in a savepoint of the batch's transaction. */
-export const savepointStep: DeliveryMiddleware = (next) => (delivery, tx) => tx.savepoint((inner) => next(delivery, inner));
+/**
+ * A failing event undoes only its own writes: everything inside runs in a
+ * savepoint of the batch's transaction. Writes that lost a deadlock or a
+ * serialization conflict, or waited too long for a lock, are undone too, and
+ * the batch's transaction decides what follows (BatchConflictError).
+ */
+export const savepointStep: DeliveryMiddleware = (next) => async (delivery, tx) => {
+  try {
+    return await tx.savepoint((inner) => next(delivery, inner));
+  } catch (err) {
+    throw isWriteConflict(err) || isLockTimeout(err) ? new BatchConflictError(err) : err;
+  }
+};
 
 export interface PipelineOptions {
   readonly binding: ConsumerBinding<any>;

@@ -1,5 +1,5 @@
 import type { Logger } from "../log/index.js";
-import { UnprocessableEventError, type DeliveryMiddleware } from "./delivery.js";
+import { BatchConflictError, UnprocessableEventError, type DeliveryMiddleware } from "./delivery.js";
 
 export interface RetryOptions {
   /** Attempts in all; the error of the last one propagates (to the dead letter middleware). */
@@ -11,8 +11,8 @@ export interface RetryOptions {
 
 /**
  * Turns a failed attempt into a delayed redelivery (a nak with delay) while
- * attempts remain. Unprocessable events and the last attempt's failure are
- * passed on unchanged.
+ * attempts remain. Unprocessable events, batch conflicts and the last
+ * attempt's failure are passed on unchanged.
  */
 export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
   const { maxDeliver, backoffMs, logger } = options;
@@ -20,7 +20,7 @@ export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
     try {
       return await next(delivery, tx);
     } catch (err) {
-      if (err instanceof UnprocessableEventError || delivery.deliveryCount >= maxDeliver) throw err;
+      if (err instanceof UnprocessableEventError || err instanceof BatchConflictError || delivery.deliveryCount >= maxDeliver) throw err;
       const delayMs = backoffDelay(backoffMs, delivery.deliveryCount);
       logger.warn(
         { err, consumer: delivery.consumer, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, maxDeliver, retryInMs: delayMs },
