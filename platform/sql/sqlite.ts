@@ -2,7 +2,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { runTransaction, type StatementRunner } from "./transaction-scope.js";
-import type { Database, Dialect, SqlValue, Transaction } from "./types.js";
+import type { Database, Dialect, SqlValue, Transaction, TransactionOptions } from "./types.js";
 
 export const sqliteDialect: Dialect = {
   name: "sqlite",
@@ -139,8 +139,9 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
     queue = run.catch(() => undefined);
     return run;
   };
-  const transaction = <T>(work: (tx: Transaction) => Promise<T>): Promise<T> =>
+  const transaction = <T>(work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> =>
     exclusive(() => {
+      options?.signal?.throwIfAborted();
       writer.runSync("BEGIN IMMEDIATE");
       return runTransaction(
         writer,

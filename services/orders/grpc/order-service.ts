@@ -67,6 +67,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
           outbox.add(tx, OrderPlacedEvent, { orderId: order.id, customerId: order.customerId, lines: message.lines, total: message.total, linesVersion: order.linesVersion });
           return { order: message };
         }),
+        { signal: context.signal },
       );
     },
 
@@ -96,10 +97,10 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
         const message = toOrderMessage(edited);
         outbox.add(tx, OrderUpdatedEvent, { orderId: edited.id, order: message, changedFields: [...mask], linesVersion: edited.linesVersion });
         return { order: message };
-      });
+      }, { signal: context.signal });
     },
 
-    async cancelOrder(req) {
+    async cancelOrder(req, context) {
       return db.transaction(async (tx) => {
         const current = found(await store.getForUpdate(tx, req.id), req.id);
         const cancelled = cancel(current, now());
@@ -107,7 +108,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
         if (!(await store.replace(tx, cancelled, current.version))) throw StatusError.aborted(`order ${req.id} changed concurrently; try again`);
         outbox.add(tx, OrderCancelledEvent, { orderId: cancelled.id, customerId: cancelled.customerId, reason: req.reason });
         return { order: toOrderMessage(cancelled) };
-      });
+      }, { signal: context.signal });
     },
 
     async listOrders(req) {

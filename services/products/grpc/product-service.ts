@@ -57,6 +57,7 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
           outbox.add(tx, ProductCreatedEvent, { productId: product.id, product: message });
           return { product: message };
         }),
+        { signal: context.signal },
       );
     },
 
@@ -68,7 +69,7 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
       return { products: (await store.getMany(db, req.ids)).map(toProductMessage) };
     },
 
-    async updateProduct(req) {
+    async updateProduct(req, context) {
       const mask = (req.updateMask ?? []) as EditableField[];
       return db.transaction(async (tx) => {
         const current = found(await store.getForUpdate(tx, req.id), req.id);
@@ -81,7 +82,7 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
         const message = toProductMessage(edited);
         outbox.add(tx, ProductUpdatedEvent, { productId: edited.id, product: message, changedFields: [...mask] });
         return { product: message };
-      });
+      }, { signal: context.signal });
     },
 
     async listProducts(req) {
@@ -101,6 +102,7 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
           outbox.add(tx, StockAdjustedEvent, { productId: adjusted.id, delta: req.delta, reason: req.reason, stock: adjusted.stock, version: adjusted.version, stockVersion: adjusted.stockVersion });
           return { product: toProductMessage(adjusted) };
         }),
+        { signal: context.signal },
       );
     },
   };
