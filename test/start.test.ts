@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { chmodSync, readdirSync, readFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { OrderServiceService } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { createClient } from "../platform/grpc/index.js";
@@ -80,6 +80,10 @@ async function startSystem(dataDir: string, options: SystemOptions = {}) {
 describe("npm start", () => {
   const dir = tempDir();
   let child: ChildProcess | undefined;
+  // Each test gets the directory empty and present (the one before removed it).
+  beforeEach(() => {
+    mkdirSync(dir.path, { recursive: true });
+  });
   afterEach(() => {
     // Whatever a failed test left running, so the next one starts clean.
     child?.kill("SIGKILL");
