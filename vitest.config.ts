@@ -1,12 +1,32 @@
 import { defineConfig } from "vitest/config";
 
+const shared = { testTimeout: 30_000, hookTimeout: 60_000 };
+
 export default defineConfig({
   test: {
-    include: ["platform/**/*.test.ts", "services/**/*.test.ts", "tools/**/*.test.ts", "test/**/*.test.ts", "bench/**/*.test.ts"],
-    testTimeout: 30_000,
-    hookTimeout: 60_000,
-    // Suites start real servers; two cores are shared between them.
-    maxWorkers: 2,
-    globalSetup: [],
+    projects: [
+      {
+        test: {
+          ...shared,
+          name: "tests",
+          include: ["platform/**/*.test.ts", "services/**/*.test.ts", "tools/**/*.test.ts", "test/**/*.test.ts", "bench/**/*.test.ts"],
+          exclude: ["**/*.load.test.ts", "**/node_modules/**"],
+          // Suites start real servers; two cores are shared between them.
+          maxWorkers: 2,
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        test: {
+          ...shared,
+          // Systems under a steady load while parts of them crash: one file at a time, after all the others,
+          // so that the load they offer is what the machine carries.
+          name: "load",
+          include: ["test/**/*.load.test.ts"],
+          maxWorkers: 1,
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 });

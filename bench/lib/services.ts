@@ -16,6 +16,8 @@ export interface ServiceLaunch {
   readonly env?: NodeJS.ProcessEnv;
   /** host:port to listen on; a free loopback port by default. */
   readonly address?: string;
+  /** The service's database: a postgres:// URL; a SQLite file `<name>.db` in dataDir by default. */
+  readonly database?: string;
 }
 
 export interface ServiceProcess {
@@ -55,7 +57,7 @@ async function startService(launch: ServiceLaunch, service: ServiceName, env: No
 /** The real product service, as production (`npm start`) runs it: compiled, from dist/. */
 export async function startProductsProcess(launch: ServiceLaunch): Promise<ServiceProcess> {
   const address = launch.address ?? `127.0.0.1:${await freePort()}`;
-  return startService(launch, "products", { PRODUCTS_LISTEN: address, PRODUCTS_DATABASE_URL: join(launch.dataDir, `${launch.name}.db`) }, address);
+  return startService(launch, "products", { PRODUCTS_LISTEN: address, PRODUCTS_DATABASE_URL: launch.database ?? join(launch.dataDir, `${launch.name}.db`) }, address);
 }
 
 /** The real order service, talking to the product service at `productsAddress`. */
@@ -64,7 +66,7 @@ export async function startOrdersProcess(launch: ServiceLaunch & { readonly prod
   return startService(
     launch,
     "orders",
-    { ORDERS_LISTEN: address, ORDERS_DATABASE_URL: join(launch.dataDir, `${launch.name}.db`), PRODUCTS_ADDRESS: launch.productsAddress },
+    { ORDERS_LISTEN: address, ORDERS_DATABASE_URL: launch.database ?? join(launch.dataDir, `${launch.name}.db`), PRODUCTS_ADDRESS: launch.productsAddress },
     address,
   );
 }
