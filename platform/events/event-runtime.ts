@@ -129,7 +129,7 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
       try {
         bus ??= await connect();
         checkNotStopping();
-        await ensureStreams(bus.jsm, streams);
+        await ensureStreams(bus.jsm, streams, { logger });
         checkNotStopping();
         relay ??= createOutboxRelay({ db, nc: bus.nc, logger: options.logger });
         consumers = await startConsumers({ nc: bus.nc, db, service, consumers: bindings, logger: options.logger, outbox, checker, ...(options.middleware && { middleware: options.middleware }) });

@@ -1,21 +1,39 @@
 import { AckPolicy, DeliverPolicy, millis, nanos, StorageType, type JetStreamManager, type NatsError, type StreamInfo, type ConsumerInfo } from "nats";
+import type { Logger } from "../log/index.js";
+import { checkOptions } from "../options/index.js";
 import type { ConsumerSpec, StreamSpec } from "./types.js";
 
 // JetStream API error codes (nats-server errors.json).
 const streamNotFound = 10059;
 const consumerNotFound = 10014;
+const replicasNotSupported = 10074; // "replicas > 1 not supported in non-clustered mode"
 const serverDefaultDuplicateWindowMs = 120_000;
+
+export interface EnsureStreamsOptions {
+  /** Hears of replicas changed or left at 1 (see ensureStreams). */
+  readonly logger?: Logger;
+}
 
 /**
  * Creates each stream that is missing and checks each one that exists.
  * Idempotent. Throws, naming the stream, the setting and the existing and
- * wanted values, when an existing stream differs in subjects, storage,
- * replicas, max age or duplicate window: those are not changed behind an
- * operator's back, so start-up stops instead.
+ * wanted values, when an existing stream differs in subjects, storage, max
+ * age or duplicate window: those are not changed behind an operator's back,
+ * so start-up stops instead.
+ *
+ * Replicas follow the spec: a stream is created with the replicas its
+ * contract declares, and an existing one with other replicas is moved to
+ * them (JetStream copies the data to the new peers while it serves). A
+ * standalone server, which refuses more than one replica, keeps the stream
+ * at 1, logged as a warning: a contract declares what a cluster must give,
+ * and one development server still runs the same contracts. A cluster with
+ * fewer servers than declared refuses the stream, and start-up stops with
+ * the server's reason.
  */
-export async function ensureStreams(jsm: JetStreamManager, specs: readonly StreamSpec[]): Promise<void> {
+export async function ensureStreams(jsm: JetStreamManager, specs: readonly StreamSpec[], options: EnsureStreamsOptions = {}): Promise<void> {
+  checkOptions("ensureStreams", options, ["logger"]);
   for (const spec of specs) validateStreamSpec(spec);
-  for (const spec of specs) await ensureStream(jsm, spec);
+  for (const spec of specs) await ensureStream(jsm, spec, options.logger);
 }
 
 /**
@@ -30,24 +48,38 @@ export async function ensureConsumers(jsm: JetStreamManager, specs: readonly Con
   for (const spec of specs) await ensureConsumer(jsm, spec);
 }
 
-async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Promise<void> {
+const apiErrorCode = (err: unknown): number | undefined => (err as NatsError).api_error?.err_code;
+
+const standaloneWarning = (spec: StreamSpec) =>
+  `nats-server is not clustered: stream ${spec.name} keeps 1 replica, not the ${spec.replicas} its contract declares; ` +
+  `a crash of this server's machine can lose what it acknowledged last (run a cluster, see README "Durability")`;
+
+async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, logger: Logger | undefined): Promise<void> {
   let info = await streamInfo(jsm, spec.name);
   if (!info) {
-    try {
-      await jsm.streams.add({
+    const add = (replicas: number) =>
+      jsm.streams.add({
         name: spec.name,
         subjects: [...spec.subjects],
         storage: spec.storage === "file" ? StorageType.File : StorageType.Memory,
-        num_replicas: spec.replicas,
+        num_replicas: replicas,
         max_age: nanos(spec.maxAgeMs),
         duplicate_window: nanos(wantedDuplicateWindowMs(spec)),
         ...(spec.description ? { description: spec.description } : {}),
       });
+    try {
+      try {
+        await add(spec.replicas);
+      } catch (err) {
+        if (spec.replicas === 1 || apiErrorCode(err) !== replicasNotSupported) throw err;
+        logger?.warn({ stream: spec.name, declaredReplicas: spec.replicas, replicas: 1 }, standaloneWarning(spec));
+        await add(1);
+      }
       return;
     } catch (err) {
       // Another instance may have created it in the meantime; then compare with that one.
       info = await streamInfo(jsm, spec.name);
-      if (!info) throw new Error(`creating stream ${spec.name} (subjects ${spec.subjects.join(", ")}) failed: ${(err as Error).message}`, { cause: err });
+      if (!info) throw new Error(`creating stream ${spec.name} (subjects ${spec.subjects.join(", ")}, ${spec.replicas} replicas) failed: ${(err as Error).message}`, { cause: err });
     }
   }
   const { config } = info;
@@ -57,7 +89,6 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Promise<vo
   };
   differs("subjects", [...(config.subjects ?? [])].sort(), [...spec.subjects].sort());
   differs("storage", config.storage, spec.storage);
-  differs("replicas", config.num_replicas, spec.replicas);
   differs("max_age (ms)", millis(config.max_age), spec.maxAgeMs);
   differs("duplicate_window (ms)", millis(config.duplicate_window), wantedDuplicateWindowMs(spec));
   if (conflicts.length > 0) {
@@ -69,6 +100,22 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Promise<vo
   if ((config.description ?? "") !== (spec.description ?? "")) {
     await jsm.streams.update(spec.name, { description: spec.description ?? "" });
   }
+  if (config.num_replicas !== spec.replicas) await moveReplicas(jsm, spec, config.num_replicas, logger);
+}
+
+/** Moves an existing stream from `existing` replicas to its spec's; a standalone server keeps it at 1. */
+async function moveReplicas(jsm: JetStreamManager, spec: StreamSpec, existing: number, logger: Logger | undefined): Promise<void> {
+  try {
+    await jsm.streams.update(spec.name, { num_replicas: spec.replicas });
+  } catch (err) {
+    if (existing === 1 && apiErrorCode(err) === replicasNotSupported) {
+      logger?.warn({ stream: spec.name, declaredReplicas: spec.replicas, replicas: 1 }, standaloneWarning(spec));
+      return;
+    }
+    throw new Error(`moving stream ${spec.name} from ${existing} to ${spec.replicas} replicas (as its spec declares) failed: ${(err as Error).message}`, { cause: err });
+  }
+  const log = spec.replicas < existing ? logger?.warn.bind(logger) : logger?.info.bind(logger);
+  log?.({ stream: spec.name, from: existing, to: spec.replicas }, `stream ${spec.name} moved from ${existing} to ${spec.replicas} replicas, as its spec declares`);
 }
 
 async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promise<void> {
