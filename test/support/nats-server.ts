@@ -38,6 +38,8 @@ export interface NatsClusterNode extends NatsServerHandle {
   readonly name: string;
   /** Its process id while it runs. */
   readonly pid: number | undefined;
+  /** Its monitoring port on 127.0.0.1 (`/healthz`, `/connz`, `/jsz`). */
+  readonly monitorPort: number;
   /** SIGSTOP: the node hangs, connections open, as a stalled machine would. */
   pause(): void;
   /** SIGCONT after `pause`. */
@@ -264,6 +266,7 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
       name,
       url: `nats://127.0.0.1:${port}`,
       port,
+      monitorPort,
       storeDir,
       get pid() {
         return node.pid;
