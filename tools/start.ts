@@ -195,7 +195,7 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boole
       serverName: name,
       port: clientPort,
       storeDir,
-      syncAlways: true,
+      syncAlways: found.syncInterval,
       logFile,
       ...(cluster && { monitorPort: monitorPorts[i], cluster: { name: "concord", port: routePorts[i], routePorts } }),
     });
@@ -205,11 +205,12 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boole
   await Promise.all(clientPorts.map((p) => waitForPort(p, 10_000)));
   if (cluster) await Promise.all(servers.map((s, i) => waitForHealthy(`nats-server ${s.name}`, monitorPorts[i], 30_000)));
   const version = `nats-server ${found.version}`;
+  const sync = found.syncInterval ? "sync_interval always" : "fsync every 2 minutes";
   if (cluster) {
-    console.log(`${version} cluster of 3 (JetStream, streams with 3 replicas, sync_interval always) on ${servers.map((s) => s.url).join(",")}`);
+    console.log(`${version} cluster of 3 (JetStream, streams with 3 replicas, ${sync}) on ${servers.map((s) => s.url).join(",")}`);
     console.log(`  stores in ${base}/n1..n3, logs in ${base}/n1.log..n3.log`);
   } else {
-    console.log(`${version} (JetStream, sync_interval always) on ${servers[0].url}, store in ${servers[0].storeDir}, log in ${servers[0].logFile}`);
+    console.log(`${version} (JetStream, ${sync}) on ${servers[0].url}, store in ${servers[0].storeDir}, log in ${servers[0].logFile}`);
   }
   return { url: servers.map((s) => s.url).join(","), tethers: servers.map((s) => s.child.process.stdin!) };
 }

@@ -1,7 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { findNatsServer as findServer, natsServerVersionOf } from "../../tools/nats/find-nats-server.mjs";
+import { findNatsServer as findServer, natsServerVersionOf, takesSyncInterval } from "../../tools/nats/find-nats-server.mjs";
 import { writeNatsServerConfig } from "../../tools/nats/server-config.js";
 import { freePort, type ManagedProcess, sleep, startProcess } from "./proc.js";
 
@@ -56,13 +56,19 @@ function binary(): string {
   return found;
 }
 
+/** `sync_interval: always` only where the server takes it (2.10 and later): the fallback 2.9 refuses the whole config. */
+function syncAlwaysIf(wanted: boolean): boolean {
+  const version = natsServerVersionOf(binary());
+  return wanted && version !== undefined && takesSyncInterval(version);
+}
+
 /** A nats-server of our own with JetStream, on a free loopback port, its store and config in `dir`. */
 export async function startNatsServer(dir: string, options: BenchNatsOptions = {}): Promise<RunningNats> {
   const name = options.name ?? "nats";
   const port = await freePort();
   const storeDir = join(dir, name === "nats" ? "jetstream" : `${name}-jetstream`);
   mkdirSync(storeDir, { recursive: true });
-  const args = writeNatsServerConfig(join(dir, `${name}.conf`), { serverName: name, port, storeDir, syncAlways: options.syncAlways ?? false });
+  const args = writeNatsServerConfig(join(dir, `${name}.conf`), { serverName: name, port, storeDir, syncAlways: syncAlwaysIf(options.syncAlways ?? false) });
   const proc = startProcess({ name: name === "nats" ? "nats-server" : name, command: binary(), args, logDir: dir });
   await waitListening(port, proc);
   return { url: `nats://127.0.0.1:${port}`, process: proc, processes: [proc], storeDir, stop: async () => void (await proc.stop()) };
@@ -86,7 +92,7 @@ export async function startNatsCluster(dir: string, options: BenchNatsOptions = 
       serverName: node,
       port,
       storeDir,
-      syncAlways: options.syncAlways ?? true,
+      syncAlways: syncAlwaysIf(options.syncAlways ?? true),
       monitorPort: monitorPorts[i],
       cluster: { name, port: routePorts[i], routePorts },
     });

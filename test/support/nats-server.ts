@@ -4,7 +4,7 @@ import { createConnection, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "nats";
-import { findNatsServer } from "../../tools/nats/find-nats-server.mjs";
+import { findNatsServer, type FoundNatsServer } from "../../tools/nats/find-nats-server.mjs";
 import { type ClusterRoutes, writeNatsServerConfig } from "../../tools/nats/server-config.js";
 
 export interface NatsServerOptions {
@@ -93,11 +93,11 @@ interface Node {
   forget(): void;
 }
 
-function serverBinary(): string {
+function serverBinary(): FoundNatsServer {
   const found = findNatsServer();
   if (!found) throw new Error("nats-server is not installed: run `node tools/setup.mjs`, which builds the pinned one into .tools/bin");
   if (found.warning) warnOnce(found.warning);
-  return found.path;
+  return found;
 }
 
 let warned = false;
@@ -195,13 +195,14 @@ function createNode(spec: NodeSpec): Node {
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServerHandle> {
   const known = new Set(["storeDir", "port", "syncAlways"]);
   for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startNatsServer: unknown option ${key}`);
-  const binary = serverBinary();
+  const server = serverBinary();
   const ownsStore = options.storeDir === undefined;
   const storeDir = options.storeDir ?? mkdtempSync(join(tmpdir(), "concord-nats-"));
   mkdirSync(storeDir, { recursive: true });
   const port = options.port ?? (await freePort());
   const configDir = mkdtempSync(join(tmpdir(), "concord-nats-conf-"));
-  const node = createNode({ binary, serverName: `concord-${port}`, port, storeDir, configPath: join(configDir, "nats-server.conf"), syncAlways: options.syncAlways ?? false });
+  const syncAlways = (options.syncAlways ?? false) && server.syncInterval;
+  const node = createNode({ binary: server.path, serverName: `concord-${port}`, port, storeDir, configPath: join(configDir, "nats-server.conf"), syncAlways });
   let stopped = false;
   await node.launch(true);
   return {
@@ -237,7 +238,7 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
   for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startNatsCluster: unknown option ${key}`);
   const count = options.nodes ?? 3;
   if (!Number.isInteger(count) || count < 1) throw new Error(`startNatsCluster: nodes ${count} is not a whole number >= 1`);
-  const binary = serverBinary();
+  const server = serverBinary();
   const ownsStore = options.storeDir === undefined;
   const parent = options.storeDir ?? mkdtempSync(join(tmpdir(), "concord-nats-cluster-"));
   const ports = await distinctFreePorts(count * 3);
@@ -251,12 +252,12 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
     const storeDir = join(parent, name);
     mkdirSync(storeDir, { recursive: true });
     const node = createNode({
-      binary,
+      binary: server.path,
       serverName: name,
       port,
       storeDir,
       configPath: join(parent, `${name}.conf`),
-      syncAlways: options.syncAlways ?? true,
+      syncAlways: (options.syncAlways ?? true) && server.syncInterval,
       monitorPort,
       cluster: { name: "concord", port: routePorts[i], routePorts },
     });

@@ -23,6 +23,7 @@ export const pinnedNatsServer = {
  * where the list starts.
  */
 const brought = [
+  ["2.10.0", "`sync_interval` (it fsyncs every 2 minutes, whatever the config says, so `sync_interval: always` is left out)"],
   ["2.11.0", "per-message TTL and consumer priority groups"],
   ["2.12.0", "atomic batch publish"],
   ["2.14.0", "fast batch publish"],
@@ -45,6 +46,11 @@ export function natsServerLacks(version) {
   return brought.filter(([since]) => compareVersions(version, since) < 0).map(([, what]) => what);
 }
 
+/** Whether a server of `version` takes `sync_interval` in its jetstream block (2.10 and later). */
+export function takesSyncInterval(version) {
+  return version !== "unknown" && compareVersions(version, "2.10.0") >= 0;
+}
+
 /** The version a nats-server binary reports ("2.15.2"), or undefined when it does not run. */
 export function natsServerVersionOf(binary) {
   const result = spawnSync(binary, ["--version"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
@@ -52,15 +58,16 @@ export function natsServerVersionOf(binary) {
 }
 
 /**
- * The nats-server to run: the pinned one in .tools/bin when it is there and
+ * The nats-server to run: the pinned one in .tools/bin (or `pinnedPath`) when it is there and
  * reports the pinned version; otherwise, as a fallback, one on PATH or in
  * the sbin directories (Debian's 2.9, say), with `warning` saying what it
- * lacks. Undefined when there is none.
+ * lacks, and `syncInterval` false when its config takes no `sync_interval`.
+ * Undefined when there is none.
  */
-export function findNatsServer() {
+export function findNatsServer(pinnedPath = pinnedNatsServer.path) {
   const pinnedVersion = pinnedNatsServer.version.slice(1);
-  if (existsSync(pinnedNatsServer.path) && natsServerVersionOf(pinnedNatsServer.path) === pinnedVersion) {
-    return { path: pinnedNatsServer.path, version: pinnedVersion, pinned: true, warning: undefined };
+  if (existsSync(pinnedPath) && natsServerVersionOf(pinnedPath) === pinnedVersion) {
+    return { path: pinnedPath, version: pinnedVersion, pinned: true, warning: undefined, syncInterval: true };
   }
   const path = findBinary("nats-server");
   if (!path) return undefined;
@@ -71,5 +78,5 @@ export function findNatsServer() {
       ? undefined
       : `using nats-server ${version} at ${path}, not the pinned ${pinnedVersion} (node tools/setup.mjs builds it into .tools/bin)` +
         (lacks.length > 0 ? `; it lacks ${lacks.join("; ")}` : "");
-  return { path, version, pinned: false, warning };
+  return { path, version, pinned: false, warning, syncInterval: takesSyncInterval(version) };
 }
