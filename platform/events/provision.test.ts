@@ -48,14 +48,21 @@ describe("provisioning", () => {
     await expect(ensureStreams(bus.jsm, [{ ...stream, duplicateWindowMs: 1_000 }])).rejects.toThrow(/duplicate_window \(ms\): existing 120000, wanted 1000/);
   });
 
-  it("keeps a stream whose contract declares 3 replicas at 1 on a standalone server, saying so", async () => {
+  it("keeps a stream whose contract declares 3 replicas at 1 on a standalone server, saying so, and never asks it to move", async () => {
     const { stream } = sampleStream("standalone");
     const kept = keptLogger();
+    // nats-server 2.9 refuses such an update but writes it to the stream's metadata, and loses the stream at its next start.
+    const updates = bus.nc.subscribe(`$JS.API.STREAM.UPDATE.${stream.name}`);
     await ensureStreams(bus.jsm, [{ ...stream, replicas: 3 }], { logger: kept.logger });
     expect((await bus.jsm.streams.info(stream.name)).config.num_replicas).toBe(1);
     await ensureStreams(bus.jsm, [{ ...stream, replicas: 3 }], { logger: kept.logger });
+    await bus.nc.flush();
+    expect(updates.getReceived()).toBe(0);
+    updates.unsubscribe();
     expect(kept.messages).toHaveLength(2);
     expect(kept.messages[0]).toMatch(/not clustered: stream TEST_STANDALONE keeps 1 replica, not the 3 its contract declares/);
+    await server.restart();
+    await expect.poll(() => bus.jsm.streams.info(stream.name).then((i) => i.config.num_replicas, () => 0), { timeout: 10_000 }).toBe(1);
   });
 
   it("refuses an invalid stream spec before touching the server", async () => {

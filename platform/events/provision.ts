@@ -100,18 +100,21 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, logger: Log
   if ((config.description ?? "") !== (spec.description ?? "")) {
     await jsm.streams.update(spec.name, { description: spec.description ?? "" });
   }
-  if (config.num_replicas !== spec.replicas) await moveReplicas(jsm, spec, config.num_replicas, logger);
+  if (config.num_replicas === spec.replicas) return;
+  // A standalone server's stream info names no cluster. Never ask one to move replicas: nats-server 2.9 refuses
+  // the update but writes the new replicas to the stream's metadata, and cannot load the stream after a restart.
+  if (!info.cluster?.name) {
+    if (config.num_replicas === 1) logger?.warn({ stream: spec.name, declaredReplicas: spec.replicas, replicas: 1 }, standaloneWarning(spec));
+    return;
+  }
+  await moveReplicas(jsm, spec, config.num_replicas, logger);
 }
 
-/** Moves an existing stream from `existing` replicas to its spec's; a standalone server keeps it at 1. */
+/** Moves an existing stream of a cluster from `existing` replicas to its spec's. */
 async function moveReplicas(jsm: JetStreamManager, spec: StreamSpec, existing: number, logger: Logger | undefined): Promise<void> {
   try {
     await jsm.streams.update(spec.name, { num_replicas: spec.replicas });
   } catch (err) {
-    if (existing === 1 && apiErrorCode(err) === replicasNotSupported) {
-      logger?.warn({ stream: spec.name, declaredReplicas: spec.replicas, replicas: 1 }, standaloneWarning(spec));
-      return;
-    }
     throw new Error(`moving stream ${spec.name} from ${existing} to ${spec.replicas} replicas (as its spec declares) failed: ${(err as Error).message}`, { cause: err });
   }
   const log = spec.replicas < existing ? logger?.warn.bind(logger) : logger?.info.bind(logger);
