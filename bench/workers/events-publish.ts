@@ -2,8 +2,10 @@
  * Publishing throughput, two ways, in a process of its own:
  * - "outbox": Concord's path. Each event is committed in its own SQLite
  *   transaction through the outbox (`createOutbox`), and the outbox relay
- *   (`createOutboxRelay`, window `window`) publishes it to JetStream and
- *   deletes it once acked. A producer keeps the outbox ahead of the relay.
+ *   (`createOutboxRelay`, window `window`; atomic batches of up to `window`
+ *   events where the stream allows them, as in a service) publishes it to
+ *   JetStream and deletes it once acked. A producer keeps the outbox ahead
+ *   of the relay.
  *   Counted: events the relay reports acknowledged (stats().published).
  * - "raw": nats.js `js.publish` with the same subject, payload, headers and
  *   Nats-Msg-Id, `window` publishes kept in flight (sliding). Counted: PubAcks
@@ -133,9 +135,10 @@ async function outbox(config: PublishConfig, logger: ReturnType<typeof createLog
   const db = await openDatabase({ path: join(dir, "outbox.db"), migrations: outboxMigrations });
   const bus = await connectEventBus({ url: config.natsUrl, name: "bench-outbox", logger });
   try {
-    await ensureStreams(bus.jsm, [streamSpec]);
+    // As a service runs it: atomic batches on a stream that allows them (nats-server 2.12 and later).
+    const { atomicBatch } = await ensureStreams(bus.jsm, [streamSpec]);
     const box = createOutbox({ db, source: "orders" });
-    const relay = createOutboxRelay({ db, nc: bus.nc, logger, maxInFlight: config.window });
+    const relay = createOutboxRelay({ db, nc: bus.nc, logger, maxInFlight: config.window, batchStreams: atomicBatch });
     const nextId = idGenerator();
     let committed = 0;
     let stop = false;

@@ -1,4 +1,4 @@
-import { AckPolicy, DeliverPolicy, millis, nanos, StorageType, type JetStreamManager, type NatsError, type StreamInfo, type ConsumerInfo } from "nats";
+import { AckPolicy, DeliverPolicy, millis, nanos, StorageType, type JetStreamManager, type NatsError, type StreamInfo, type StreamConfig, type ConsumerInfo } from "nats";
 import type { Logger } from "../log/index.js";
 import { checkOptions } from "../options/index.js";
 import type { ConsumerSpec, StreamSpec } from "./types.js";
@@ -29,12 +29,33 @@ export interface EnsureStreamsOptions {
  * and one development server still runs the same contracts. A cluster with
  * fewer servers than declared refuses the stream, and start-up stops with
  * the server's reason.
+ *
+ * On a server that has atomic batch publish (nats-server 2.12 and later,
+ * JetStream API level 2), every stream allows it (`allow_atomic`, set on
+ * existing streams too): the outbox relay then publishes many events in one
+ * batch (see createOutboxRelay's `batchStreams`). Resolves with the streams
+ * that allow it.
  */
-export async function ensureStreams(jsm: JetStreamManager, specs: readonly StreamSpec[], options: EnsureStreamsOptions = {}): Promise<void> {
+export async function ensureStreams(jsm: JetStreamManager, specs: readonly StreamSpec[], options: EnsureStreamsOptions = {}): Promise<ProvisionedStreams> {
   checkOptions("ensureStreams", options, ["logger"]);
   for (const spec of specs) validateStreamSpec(spec);
-  for (const spec of specs) await ensureStream(jsm, spec, options.logger);
+  const { api } = await jsm.getAccountInfo();
+  const atomic = ((api as { level?: number }).level ?? 0) >= atomicBatchApiLevel;
+  const atomicBatch: StreamSpec[] = [];
+  for (const spec of specs) if (await ensureStream(jsm, spec, atomic, options.logger)) atomicBatch.push(spec);
+  return { atomicBatch };
 }
+
+/** What provisioning found the streams to allow. */
+export interface ProvisionedStreams {
+  /** The streams that take atomic batch publishes. */
+  readonly atomicBatch: readonly StreamSpec[];
+}
+
+/** The JetStream API level of nats-server 2.12, the first with atomic batch publish. */
+const atomicBatchApiLevel = 2;
+/** Stream settings nats.js 2.29 does not type yet. */
+type NewerStreamConfig = { allow_atomic?: boolean };
 
 /**
  * Creates each durable pull consumer that is missing (explicit ack, max_deliver
@@ -54,7 +75,9 @@ const standaloneWarning = (spec: StreamSpec) =>
   `nats-server is not clustered: stream ${spec.name} keeps 1 replica, not the ${spec.replicas} its contract declares; ` +
   `a crash of this server's machine can lose what it acknowledged last (run a cluster, see README "Durability")`;
 
-async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, logger: Logger | undefined): Promise<void> {
+/** Creates or checks one stream; resolves with whether it takes atomic batch publishes. */
+async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boolean, logger: Logger | undefined): Promise<boolean> {
+  const allowsAtomic = (i: StreamInfo) => (i.config as NewerStreamConfig).allow_atomic === true;
   let info = await streamInfo(jsm, spec.name);
   if (!info) {
     const add = (replicas: number) =>
@@ -66,16 +89,17 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, logger: Log
         max_age: nanos(spec.maxAgeMs),
         duplicate_window: nanos(wantedDuplicateWindowMs(spec)),
         ...(spec.description ? { description: spec.description } : {}),
+        // Only where the server knows it: older servers may refuse a setting they do not know.
+        ...(atomic ? ({ allow_atomic: true } as NewerStreamConfig) : {}),
       });
     try {
       try {
-        await add(spec.replicas);
+        return allowsAtomic(await add(spec.replicas));
       } catch (err) {
         if (spec.replicas === 1 || apiErrorCode(err) !== replicasNotSupported) throw err;
         logger?.warn({ stream: spec.name, declaredReplicas: spec.replicas, replicas: 1 }, standaloneWarning(spec));
-        await add(1);
+        return allowsAtomic(await add(1));
       }
-      return;
     } catch (err) {
       // Another instance may have created it in the meantime; then compare with that one.
       info = await streamInfo(jsm, spec.name);
@@ -100,14 +124,23 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, logger: Log
   if ((config.description ?? "") !== (spec.description ?? "")) {
     await jsm.streams.update(spec.name, { description: spec.description ?? "" });
   }
-  if (config.num_replicas === spec.replicas) return;
+  let atomicAllowed = allowsAtomic(info);
+  if (atomic && !atomicAllowed) {
+    try {
+      atomicAllowed = allowsAtomic(await jsm.streams.update(spec.name, { allow_atomic: true } as NewerStreamConfig as Partial<StreamConfig>));
+    } catch (err) {
+      throw new Error(`allowing atomic batch publish on stream ${spec.name} failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  if (config.num_replicas === spec.replicas) return atomicAllowed;
   // A standalone server's stream info names no cluster. Never ask one to move replicas: nats-server 2.9 refuses
   // the update but writes the new replicas to the stream's metadata, and cannot load the stream after a restart.
   if (!info.cluster?.name) {
     if (config.num_replicas === 1) logger?.warn({ stream: spec.name, declaredReplicas: spec.replicas, replicas: 1 }, standaloneWarning(spec));
-    return;
+    return atomicAllowed;
   }
   await moveReplicas(jsm, spec, config.num_replicas, logger);
+  return atomicAllowed;
 }
 
 /** Moves an existing stream of a cluster from `existing` replicas to its spec's. */
