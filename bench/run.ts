@@ -19,9 +19,10 @@ import { eventConsume } from "./scenarios/event-consume.js";
 import { eventPublish } from "./scenarios/event-publish.js";
 import { grpcUnary } from "./scenarios/grpc-unary.js";
 import { memory } from "./scenarios/memory.js";
+import { durability } from "./scenarios/durability.js";
 import { saga } from "./scenarios/saga.js";
 
-const scenarios: Scenario[] = [grpcUnary, eventPublish, eventConsume, saga, memory];
+const scenarios: Scenario[] = [grpcUnary, eventPublish, eventConsume, saga, memory, durability];
 
 async function main(): Promise<number> {
   let options: Options | undefined;
@@ -95,7 +96,7 @@ async function main(): Promise<number> {
       log(`   (${((Date.now() - t0) / 1000).toFixed(0)} s; CPU: bench ${share.benchPct}%, other processes ${share.otherPct}%, steal ${share.stealPct}% of the machine)`);
     }
   } finally {
-    await nats?.process.stop();
+    await nats?.stop();
     if (Object.keys(failures).length === 0) rmSync(tmp, { recursive: true, force: true });
     else log(`bench: logs of the failed run kept in ${tmp}`);
   }

@@ -1,6 +1,8 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
+import { join } from "node:path";
+import { connect as natsConnect } from "nats";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { OrderServiceService } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
@@ -53,6 +55,15 @@ interface SystemOptions {
   readonly args?: readonly string[];
   readonly env?: Readonly<Record<string, string>>;
   readonly upTimeoutMs?: number;
+}
+
+/** A first client port for `--cluster` whose neighbours and route and monitoring ports (+2000, +4000) are free too. */
+async function freeClusterPort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    const ports = [0, 1, 2].flatMap((i) => [port + i, port + 2000 + i, port + 4000 + i]);
+    if ((await Promise.all(ports.map(isListening))).every((busy) => !busy)) return port;
+  }
 }
 
 /** Runs `npm start`'s script and collects what it prints. */
@@ -110,6 +121,30 @@ describe("npm start", () => {
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);
     expect(system.output()).toContain("everything stopped");
+  });
+
+  it("starts a cluster of three nats-servers with --cluster: streams of 3 replicas, every service given all three", { timeout: 90_000 }, async () => {
+    const natsPort = await freeClusterPort();
+    const system = await startSystem(dir.path, { args: ["--cluster"], ports: { nats: natsPort, products: await freePort(), orders: await freePort() } });
+    child = system.child;
+    const urls = [0, 1, 2].map((i) => `nats://127.0.0.1:${natsPort + i}`).join(",");
+    expect(system.output()).toContain(`cluster of 3 (JetStream, streams with 3 replicas, sync_interval always) on ${urls}`);
+    const nc = await natsConnect({ servers: urls.split(",") });
+    const jsm = await nc.jetstreamManager();
+    for (const stream of ["SHOP_ORDERS", "SHOP_PRODUCTS", "CONCORD_DLQ"]) {
+      const info = await jsm.streams.info(stream);
+      expect(info.config.num_replicas).toBe(3);
+      expect(info.cluster?.replicas).toHaveLength(2);
+    }
+    await nc.close();
+    for (const service of ["products", "orders"]) {
+      const pid = new RegExp(`${service}: .*pid (\\d+)`).exec(system.output())![1];
+      expect(readFileSync(`/proc/${pid}/environ`, "utf8").split("\0")).toContain(`NATS_URL=${urls}`);
+    }
+    expect(readFileSync(join(dir.path, "nats-cluster", "n2.conf"), "utf8")).toMatch(/sync_interval: always[\s\S]*cluster \{/);
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+    expect(processesOf(dir.path)).toEqual([]);
   });
 
   it("runs two instances of each service on a PostgreSQL server of its own with --postgres --instances 2, and stops it all", { timeout: 120_000 }, async () => {

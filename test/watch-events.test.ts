@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { deadLetterStreamSpec } from "../platform/events/index.js";
-import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { freePort, type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
 import { address, type Shop, startShop } from "./support/shop.js";
 
 /** Runs tools/watch-events.ts as a user would, collecting what it prints. */
@@ -49,6 +49,14 @@ describe("tools/watch-events.ts", () => {
       expect(JSON.stringify(created!.payload)).toContain(product!.id);
       expect(lines.map((l) => l.type)).toEqual(expect.arrayContaining(["shop.orders.v1.OrderPlaced", "shop.products.v1.StockReserved", "shop.orders.v1.OrderConfirmed"]));
       expect(tool.stderr()).toBe("");
+      tool.child.kill("SIGINT");
+      expect(await tool.exited).toBe(0);
+    });
+
+    it("takes several comma-separated URLs, as of a cluster, and reads through one that answers", async () => {
+      const down = `nats://127.0.0.1:${await freePort()}`;
+      const tool = run(["--all", "--nats", `${down},${shop.nats.url}`]);
+      await expect.poll(() => tool.stdout(), { timeout: 20_000, interval: 100 }).toContain("shop.products.v1.ProductCreated");
       tool.child.kill("SIGINT");
       expect(await tool.exited).toBe(0);
     });

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Installs what the README's commands need on a fresh machine, and nothing
-// when it is already there: the npm packages, and from the OS packages the
-// nats-server binary (the system and its tests run a real one) and protoc
-// (the contract checks compile proto/ with it). For the contract checks and
+// when it is already there: the npm packages, the pinned nats-server (built
+// with `go install` into .tools/bin; the system and its tests run a real
+// one), and from the OS packages protoc (the contract checks compile proto/
+// with it). For the contract checks and
 // tests it also installs the pinned Go and Python SDK generators (Go plugins
 // into .tools/bin, Python packages into .venv) and fetches and compiles the
 // Go modules of the interop tests; for the tests alone, the pinned grpcurl and
@@ -15,11 +16,13 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { join } from "node:path";
 import { findBinary } from "./find-binary.mjs";
 import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
+import { natsServerVersionOf, pinnedNatsServer } from "./nats/find-nats-server.mjs";
 
 const usage = `Usage: node tools/setup.mjs [--for-tests] [--for-gen] [--postgres]
 
-Installs what is missing: npm packages (npm ci), nats-server and, with
---for-tests or --for-gen, protoc, Go and Python 3, the pinned Go and Python
+Installs what is missing: npm packages (npm ci), the pinned nats-server
+(go install into .tools/bin; Go from the OS packages when missing) and, with
+--for-tests or --for-gen, protoc, Python 3, the pinned Go and Python
 SDK generators (.tools/bin, .venv) and the interop tests' Go modules; with
 --for-tests also the pinned grpcurl and nats CLI (.tools/bin) and the
 PostgreSQL server (initdb and postgres, Debian's postgresql package), which
@@ -180,6 +183,28 @@ function runOrExit(what, command, commandArgs, options = {}) {
 
 const goEnv = { ...process.env, GOWORK: "off" };
 
+/**
+ * The pinned nats-server (tools/nats/find-nats-server.mjs), built from the Go
+ * module proxy into .tools/bin: Debian's package is 2.9 (2022), without what
+ * Concord uses of later servers. The Go module proxy serves the source,
+ * checked against Go's checksum database, and the build needs nothing but Go.
+ * usualSeconds: measured with empty Go module and build caches on two cores.
+ */
+async function installNatsServer() {
+  if (natsServerVersionOf(pinnedNatsServer.path) === pinnedNatsServer.version.slice(1)) return;
+  ensureOsPackage("go", "golang-go");
+  const binDir = join(root, ".tools", "bin");
+  mkdirSync(binDir, { recursive: true });
+  await runLongStep(
+    `downloading and building nats-server ${pinnedNatsServer.version} into .tools/bin (go install; tests and npm start run it)`,
+    "go install nats-server",
+    125,
+    "go",
+    ["install", `${pinnedNatsServer.module}@${pinnedNatsServer.version}`],
+    { cwd: root, env: { ...goEnv, GOBIN: binDir } },
+  );
+}
+
 async function installGoPlugins() {
   const binDir = join(root, ".tools", "bin");
   for (const plugin of goPlugins) {
@@ -272,7 +297,7 @@ async function prepareGoModules(compile) {
 }
 
 await installNpmPackages();
-ensureOsPackage("nats-server", "nats-server");
+await installNatsServer();
 if (args.includes("--for-tests") || args.includes("--postgres")) await ensurePostgres();
 if (args.includes("--for-tests") || args.includes("--for-gen")) {
   ensureOsPackage("protoc", "protobuf-compiler");

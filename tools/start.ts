@@ -1,6 +1,7 @@
 /**
  * `npm start`: the whole system on one machine. Starts nats-server with
- * JetStream (store under .data/nats) unless NATS_URL points at one, then the
+ * JetStream (store under .data/nats; with --cluster, three nodes under
+ * .data/nats-cluster) unless NATS_URL points at one, then the
  * product and order services, each as its own process with its own database
  * under .data/. Prints where everything listens; Ctrl-C, SIGTERM or SIGHUP (a
  * closed terminal) stops everything cleanly; if any process dies, says which
@@ -12,8 +13,9 @@
  * when it closes (STOP_ON_STDIN_CLOSE=1, platform/runtime/run-service.ts).
  * nats-server runs under tools/run-tethered.mjs, which stops it when its
  * standard input closes; the write end of that pipe is held by this script
- * and, as file descriptor 3, by every service, so the broker stops only
- * after the services that drain into it have exited. Pipes close however a
+ * and, as file descriptor 3 (3 to 5 for the three servers of a cluster), by
+ * every service, so the broker stops only after the services that drain
+ * into it have exited. Pipes close however a
  * process ends and work wherever Node does, unlike a parent-death signal
  * (Linux's PR_SET_PDEATHSIG), which would also stop the broker and the
  * services at the same moment.
@@ -26,17 +28,19 @@ import { join } from "node:path";
 import { waitForServing } from "../platform/grpc/index.js";
 import { stopOnStdinCloseVariable } from "../platform/runtime/index.js";
 import { repoRoot } from "./repo-root.js";
-import { findBinary } from "./find-binary.mjs";
+import { findNatsServer } from "./nats/find-nats-server.mjs";
+import { writeNatsServerConfig } from "./nats/server-config.js";
 import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
 import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgres.js";
 import { serviceCommand } from "./service-launch.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
 
-const usage = `Usage: npm start [-- --postgres] [-- --instances N]
+const usage = `Usage: npm start [-- --postgres] [-- --instances N] [-- --cluster]
 
 Starts nats-server (unless NATS_URL is set), the product service and the order
-service. Options:
+service. nats-server runs with sync_interval: always (every write on disk
+before it is acknowledged). Options:
   --postgres        keep the services' data in a local PostgreSQL server of its
                     own (data in DATA_DIR/postgres, port POSTGRES_PORT), a database
                     per service, instead of a SQLite file per service; installs
@@ -48,10 +52,18 @@ service. Options:
                     (products 50051, 50053, ...; orders 50052, 50054, ...), and the
                     order service's instances spread their calls over all the
                     product service's
+  --cluster         three nats-servers in a cluster on 127.0.0.1 instead of
+                    one (client ports NATS_PORT to NATS_PORT+2, routes on
+                    NATS_PORT+2000.., monitoring on NATS_PORT+4000..; stores
+                    in DATA_DIR/nats-cluster): streams get the 3 replicas
+                    their contracts declare, and each service is given all
+                    three URLs
+
 Environment (all optional):
   DATA_DIR          where databases and the JetStream store live (default .data)
-  NATS_URL          use this NATS server instead of starting one
-  NATS_PORT         port of the local nats-server (default 4222)
+  NATS_URL          use this NATS server instead of starting one (several
+                    comma-separated URLs for a cluster)
+  NATS_PORT         (first) client port of the local nats-server (default 4222)
   POSTGRES_PORT     port of the local PostgreSQL server with --postgres (default 54320)
   PRODUCTS_LISTEN   product service address (default 127.0.0.1:50051)
   ORDERS_LISTEN     order service address (default 127.0.0.1:50052)
@@ -127,8 +139,8 @@ async function stopAll(exitCode: number): Promise<void> {
       }),
     );
   };
-  await stop(children.filter((c) => c.name !== "nats-server"));
-  await stop(children.filter((c) => c.name === "nats-server"));
+  await stop(children.filter((c) => !c.name.startsWith("nats-server")));
+  await stop(children.filter((c) => c.name.startsWith("nats-server")));
   await postgres?.stop().catch((err: unknown) => console.error(`start: stopping PostgreSQL failed: ${(err as Error).message}`));
   console.error("start: everything stopped");
   process.exit(exitCode);
@@ -163,10 +175,75 @@ function shiftPort(hostPort: string, by: number): string {
   return `${match[1]}:${Number(match[2]) + by}`;
 }
 
+/** Waits until a nats-server's `/healthz` says its JetStream is current: a cluster can then place replicated streams. */
+async function waitForHealthy(name: string, monitorPort: number, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  let last = "";
+  for (;;) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${monitorPort}/healthz`, { signal: AbortSignal.timeout(2_000) });
+      if (res.ok) return;
+      last = `${res.status} ${await res.text()}`;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (Date.now() > until) throw new Error(`${name} did not report healthy within ${timeoutMs} ms (${last})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Starts the local nats-server, or with `cluster` three of them routed to
+ * each other, each under tools/run-tethered.mjs from a configuration file
+ * written into `dataDir`; resolves with the URL(s) for the services and the
+ * pipes that tether the servers to them.
+ */
+async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boolean): Promise<{ url: string; tethers: StdioOptions }> {
+  const found = findNatsServer();
+  if (!found) throw new Error("nats-server is not installed; `npm start` builds the pinned one (node tools/setup.mjs)");
+  if (found.warning) console.error(`start: ${found.warning}`);
+  const port = Number(process.env.NATS_PORT || 4222);
+  const nodes = cluster ? 3 : 1;
+  const clientPorts = Array.from({ length: nodes }, (_, i) => port + i);
+  const routePorts = clientPorts.map((p) => p + 2000);
+  const monitorPorts = clientPorts.map((p) => p + 4000);
+  for (const p of [...clientPorts, ...(cluster ? [...routePorts, ...monitorPorts] : [])]) {
+    if (await isListening(p)) throw new Error(`port ${p} is already in use; set NATS_PORT to another port, or NATS_URL to use the NATS server there`);
+  }
+  const base = cluster ? join(dataDir, "nats-cluster") : dataDir;
+  const servers = clientPorts.map((clientPort, i) => {
+    const name = cluster ? `n${i + 1}` : "concord";
+    const storeDir = cluster ? join(base, name) : join(dataDir, "nats");
+    const logFile = cluster ? join(base, `${name}.log`) : join(dataDir, "nats-server.log");
+    mkdirSync(storeDir, { recursive: true });
+    const args = writeNatsServerConfig(join(base, cluster ? `${name}.conf` : "nats-server.conf"), {
+      serverName: name,
+      port: clientPort,
+      storeDir,
+      syncAlways: found.syncInterval,
+      logFile,
+      ...(cluster && { monitorPort: monitorPorts[i], cluster: { name: "concord", port: routePorts[i], routePorts } }),
+    });
+    const child = launch(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [tetherScript, found.path, ...args], env);
+    return { name, url: `nats://127.0.0.1:${clientPort}`, storeDir, logFile, child };
+  });
+  await Promise.all(clientPorts.map((p) => waitForPort(p, 10_000)));
+  if (cluster) await Promise.all(servers.map((s, i) => waitForHealthy(`nats-server ${s.name}`, monitorPorts[i], 30_000)));
+  const version = `nats-server ${found.version}`;
+  const sync = found.syncInterval ? "sync_interval always" : "fsync every 2 minutes";
+  if (cluster) {
+    console.log(`${version} cluster of 3 (JetStream, streams with 3 replicas, ${sync}) on ${servers.map((s) => s.url).join(",")}`);
+    console.log(`  stores in ${base}/n1..n3, logs in ${base}/n1.log..n3.log`);
+  } else {
+    console.log(`${version} (JetStream, ${sync}) on ${servers[0].url}, store in ${servers[0].storeDir}, log in ${servers[0].logFile}`);
+  }
+  return { url: servers.map((s) => s.url).join(","), tethers: servers.map((s) => s.child.process.stdin!) };
+}
+
 async function main(): Promise<void> {
   let flags;
   try {
-    flags = parseArgs({ args: process.argv.slice(2), options: { postgres: { type: "boolean" }, instances: { type: "string" }, help: { type: "boolean" } } }).values;
+    flags = parseArgs({ args: process.argv.slice(2), options: { postgres: { type: "boolean" }, instances: { type: "string" }, cluster: { type: "boolean" }, help: { type: "boolean" } } }).values;
   } catch (err) {
     console.error(`start: ${(err as Error).message}\n\n${usage}`);
     process.exitCode = 2;
@@ -223,18 +300,11 @@ async function main(): Promise<void> {
   let natsTether: StdioOptions = [];
 
   let natsUrl = process.env.NATS_URL;
+  if (natsUrl && flags.cluster) throw new Error("--cluster starts a local cluster, NATS_URL names one of your own: use one or the other");
   if (!natsUrl) {
-    const port = Number(process.env.NATS_PORT || 4222);
-    const storeDir = join(dataDir, "nats");
-    mkdirSync(storeDir, { recursive: true });
-    const binary = findBinary("nats-server");
-    if (!binary) throw new Error("nats-server is not installed; `npm start` installs it, or run: apt-get install -y nats-server");
-    if (await isListening(port)) throw new Error(`port ${port} is already in use; set NATS_PORT to another port, or NATS_URL to use the NATS server there`);
-    const nats = launch("nats-server", process.execPath, [tetherScript, binary, "-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir, "-l", join(dataDir, "nats-server.log")], env);
-    natsTether = [nats.process.stdin!];
-    await waitForPort(port, 10_000);
-    natsUrl = `nats://127.0.0.1:${port}`;
-    console.log(`nats-server (JetStream) on ${natsUrl}, store in ${storeDir}, log in ${join(dataDir, "nats-server.log")}`);
+    const nats = await startNats(dataDir, env, flags.cluster === true);
+    natsUrl = nats.url;
+    natsTether = nats.tethers;
   }
   env.NATS_URL = natsUrl;
 

@@ -15,7 +15,7 @@ time and the decoded payload. Ctrl-C stops. A stream that is missing, or on
 which the server refuses a consumer, is named on standard error; when no
 stream can be read, it exits with status 1.
   --all        start from the first stored event instead of new ones only
-  --nats URL   NATS server (default: $NATS_URL or nats://127.0.0.1:4222)`;
+  --nats URL   NATS server, several comma-separated for a cluster (default: $NATS_URL or nats://127.0.0.1:4222)`;
 
 /**
  * Where the ordered consumer starts. For a replay, a start sequence of 1
@@ -64,7 +64,7 @@ async function main(args: string[]): Promise<void> {
     return;
   }
   const url = natsIndex >= 0 ? args[natsIndex + 1] : process.env.NATS_URL || "nats://127.0.0.1:4222";
-  const nc = await connect({ servers: url, name: "watch-events" }).catch((err: Error) => {
+  const nc = await connect({ servers: url.split(",").map((u) => u.trim()), name: "watch-events" }).catch((err: Error) => {
     throw new Error(`cannot reach NATS at ${url}: ${err.message}`);
   });
   const byType = new Map<string, EventDescriptor<unknown>>(allEvents.map((e) => [e.typeName, e as EventDescriptor<unknown>]));

@@ -1,6 +1,7 @@
 import { connect } from "nats";
 import { allStreams } from "../../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec } from "../../platform/events/index.js";
+import type { RunningNats } from "./nats-server.js";
 import type { BenchContext } from "./report.js";
 import { freePort } from "./proc.js";
 import { type ServiceProcess, startOrdersProcess, startProductsProcess } from "./services.js";
@@ -16,11 +17,11 @@ export interface RunningShop {
 
 /**
  * The product and order services as production runs them, each its own
- * process with its own SQLite file, on this run's nats-server; `prefix`
- * names their logs, databases and profiles.
+ * process with its own SQLite file, on this run's nats-server (or `on`);
+ * `prefix` names their logs, databases and profiles.
  */
-export async function startShop(ctx: BenchContext, prefix: string, productCount = 16): Promise<RunningShop> {
-  const nats = await ctx.nats();
+export async function startShop(ctx: BenchContext, prefix: string, productCount = 16, on?: RunningNats): Promise<RunningShop> {
+  const nats = on ?? (await ctx.nats());
   await resetStreams(nats.url);
   const common = { logDir: ctx.tmp, dataDir: ctx.tmp, logLevel: "info", natsUrl: nats.url, profileDir: ctx.profileDir };
   // Both start at once (the order service dials the product service lazily), to keep runs short.
@@ -60,7 +61,7 @@ export async function startShop(ctx: BenchContext, prefix: string, productCount 
  * otherwise be a backlog that the new consumers work through first.
  */
 export async function resetStreams(natsUrl: string): Promise<void> {
-  const nc = await connect({ servers: natsUrl, name: "bench-runner" });
+  const nc = await connect({ servers: natsUrl.split(","), name: "bench-runner" });
   try {
     const jsm = await nc.jetstreamManager();
     for (const name of [...allStreams.map((s) => s.name), deadLetterStreamSpec.name]) {

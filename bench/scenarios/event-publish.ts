@@ -18,7 +18,7 @@ export const PUBLISH_TARGET_RATIO = 0.5;
 
 /** Empties the stream (creating it from its spec when missing). */
 export async function purgeStream(natsUrl: string): Promise<void> {
-  const nc = await connect({ servers: natsUrl, name: "bench-runner" });
+  const nc = await connect({ servers: natsUrl.split(","), name: "bench-runner" });
   try {
     const jsm = await nc.jetstreamManager();
     await ensureStreams(jsm, [streamSpec]);

@@ -53,7 +53,7 @@ async function ackFloor(jsm: JetStreamManager, stream: string, durable: string):
 workerMain<ConsumeConfig, ConsumeResult>(async (config) => {
   const spec = benchConsumerSpec(config.durable);
   // Both sides connect as Concord's event bus does.
-  const nc = await connect({ servers: config.natsUrl, name: `bench-${config.mode}-consumer`, noAsyncTraces: true });
+  const nc = await connect({ servers: config.natsUrl.split(","), name: `bench-${config.mode}-consumer`, noAsyncTraces: true });
   const jsm = await nc.jetstreamManager();
   await ensureConsumers(jsm, [spec]);
   let handled = 0;

@@ -63,7 +63,7 @@ const stateName = (s: OrderState) => OrderState[s]?.replace("ORDER_STATE_", "") 
 
 workerMain<OrderLoadConfig, OrderLoadResult>(async (config, emit) => {
   const client = createClient(OrderServiceService, { address: config.ordersAddress, defaultTimeoutMs: 10_000, maxAttempts: 1 });
-  const nc = await connect({ servers: config.natsUrl, name: "bench-order-load" });
+  const nc = await connect({ servers: config.natsUrl.split(","), name: "bench-order-load" });
   const address = { recipient: "Ada Lovelace", line1: "12 St James's Square", line2: "", city: "London", postalCode: "SW1Y 4JH", countryCode: "GB" };
 
   interface Tracked {

@@ -94,7 +94,7 @@ SHOP_ORDERS_STREAM = StreamSpec(
     name="SHOP_ORDERS",
     subjects=("shop.orders.v1.>",),
     storage="file",
-    replicas=1,
+    replicas=3,
     max_age_ms=2592000000,
     duplicate_window_ms=120000,
 )
@@ -110,7 +110,7 @@ SHOP_PRODUCTS_STREAM = StreamSpec(
     name="SHOP_PRODUCTS",
     subjects=("shop.products.v1.>",),
     storage="file",
-    replicas=1,
+    replicas=3,
     max_age_ms=2592000000,
     duplicate_window_ms=120000,
 )

@@ -76,7 +76,7 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
   const outbox = options.outbox ?? createOutbox({ db, source: service, ...(options.checker && { checker: options.checker }) });
 
   const jsm = await nc.jetstreamManager();
-  await ensureStreams(jsm, [dlqStream]);
+  await ensureStreams(jsm, [dlqStream], { logger });
   await ensureConsumers(jsm, consumers.map((c) => c.spec));
   const js = nc.jetstream();
 

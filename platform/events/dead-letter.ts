@@ -12,7 +12,8 @@ export const deadLetterStreamSpec: StreamSpec = {
   name: "CONCORD_DLQ",
   subjects: ["concord.dlq.>"],
   storage: "file",
-  replicas: 1,
+  // As the contracts' streams: a dead letter is an event nobody else holds (a standalone server keeps 1, see ensureStreams).
+  replicas: 3,
   maxAgeMs: 0,
   duplicateWindowMs: 120_000,
   description: "Events consumers gave up on; the concord-dlq-* headers say why and where from",

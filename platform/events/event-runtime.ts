@@ -129,9 +129,9 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
       try {
         bus ??= await connect();
         checkNotStopping();
-        await ensureStreams(bus.jsm, streams);
+        const { atomicBatch } = await ensureStreams(bus.jsm, streams, { logger });
         checkNotStopping();
-        relay ??= createOutboxRelay({ db, nc: bus.nc, logger: options.logger });
+        relay ??= createOutboxRelay({ db, nc: bus.nc, logger: options.logger, batchStreams: atomicBatch });
         consumers = await startConsumers({ nc: bus.nc, db, service, consumers: bindings, logger: options.logger, outbox, checker, ...(options.middleware && { middleware: options.middleware }) });
         if (waitingSince !== undefined) logger.info({ natsUrl, waitedMs: Math.round(performance.now() - waitingSince) }, "reached NATS; events flow");
         return;

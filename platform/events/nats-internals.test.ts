@@ -1,9 +1,9 @@
-import { connect, headers as natsHeaders, type Msg, type NatsConnection } from "nats";
+import { AckPolicy, connect, headers as natsHeaders, type Msg, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { startNatsCluster, startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
 import { sampleStream, thingHappenedType } from "../../test/support/sample-events.js";
 import { ensureStreams } from "./provision.js";
-import { headersRecord, receivedHeaders, replyInbox, stopStatusIterator, wireHeaders } from "./nats-internals.js";
+import { headersRecord, onLeadershipChange, receivedHeaders, replyInbox, stopStatusIterator, wireHeaders } from "./nats-internals.js";
 
 /**
  * Canaries: each test fails when a fast path of nats-internals.ts stops
@@ -73,5 +73,37 @@ describe("nats.js internals", () => {
     })();
     stopStatusIterator(statuses);
     expect(await ended).toBe(true);
+  });
+});
+
+describe("nats.js internals on a cluster", () => {
+  it("hears a pull request told that its consumer's leader moved (409 Leadership Change, a debug status of the fetch)", async () => {
+    const cluster = await startNatsCluster({ syncAlways: false });
+    const nc = await connect({ servers: cluster.url.split(",") });
+    try {
+      const sample = sampleStream("leader");
+      const jsm = await nc.jetstreamManager();
+      await ensureStreams(jsm, [{ ...sample.stream, replicas: 3 }]);
+      await jsm.consumers.add(sample.stream.name, { durable_name: "leader-worker", ack_policy: AckPolicy.Explicit });
+      const consumer = await nc.jetstream().consumers.get(sample.stream.name, "leader-worker");
+      const messages = await consumer.fetch({ max_messages: 10, expires: 30_000 });
+      let heard = 0;
+      await onLeadershipChange(messages, () => {
+        heard++;
+        messages.stop();
+      });
+      const ended = (async () => {
+        for await (const m of messages) m.ack();
+      })();
+      // The request must be waiting at the leader before it steps down.
+      await new Promise((r) => setTimeout(r, 200));
+      const res = await nc.request(`$JS.API.CONSUMER.LEADER.STEPDOWN.${sample.stream.name}.leader-worker`, new Uint8Array(), { timeout: 5_000 });
+      expect(JSON.parse(new TextDecoder().decode(res.data))).toMatchObject({ success: true });
+      await expect.poll(() => heard, { timeout: 10_000 }).toBe(1);
+      await ended;
+    } finally {
+      await nc.close();
+      await cluster.stop();
+    }
   });
 });

@@ -5,7 +5,7 @@
  * fast path stops being taken, so a client upgrade is this file's work.
  * Written against the `nats` package 2.29.
  */
-import { createInbox, headers as natsHeaders, MsgHdrsImpl, type JsMsg, type Msg, type MsgHdrs, type NatsConnection } from "nats";
+import { createInbox, headers as natsHeaders, MsgHdrsImpl, type ConsumerMessages, type JsMsg, type Msg, type MsgHdrs, type NatsConnection } from "nats";
 
 /**
  * The headers of a received JetStream message as a plain record (first
@@ -85,4 +85,21 @@ export function toNatsHeaders(record: Readonly<Record<string, string>>): MsgHdrs
   const h = natsHeaders();
   for (const [name, value] of Object.entries(record)) h.set(name, value);
   return h;
+}
+
+/**
+ * Calls `onChange` when the server tells a pull request that its consumer's
+ * leader moved (status `409 Leadership Change`, which a current nats-server
+ * sends to the requests waiting at the old leader, unknown to the new one;
+ * 2.9.10 does not). nats.js 2.29 passes it on from a fetch only as a debug
+ * status whose text is the status line; without this the request would
+ * wait out its expiry. Resolves once listening.
+ */
+export async function onLeadershipChange(messages: ConsumerMessages, onChange: () => void): Promise<void> {
+  const statuses = await messages.status();
+  void (async () => {
+    for await (const status of statuses) {
+      if (status.type === "debug" && /^409 leadership change/i.test(String(status.data))) onChange();
+    }
+  })().catch(() => undefined);
 }

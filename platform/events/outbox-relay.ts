@@ -24,6 +24,13 @@ export interface OutboxRelayOptions {
   /** How often a relay that another process's relay keeps out asks again to take over (Postgres). Default 1 s. */
   readonly leaderPollMs?: number;
   /**
+   * Streams that take atomic batch publishes (ensureStreams resolves with
+   * them). Events in a row bound for one of them go out as one batch, which
+   * the stream stores all or none with one fsync and one answer, instead of
+   * one publish each. Default none: one publish per event.
+   */
+  readonly batchStreams?: ReadonlyArray<{ readonly name: string; readonly subjects: readonly string[] }>;
+  /**
    * Test hook, called with the acknowledged event ids before they are marked
    * sent. Throwing simulates a crash between PubAck and mark: the events are
    * published again later and JetStream drops the copies.
@@ -48,6 +55,17 @@ export interface OutboxRelay {
   /** Stops sending, waits for the PubAcks in flight (at most publishTimeoutMs), marks what was acknowledged; the rest waits for the next start. Safe to call twice. */
   stop(): Promise<void>;
   stats(): OutboxRelayStats;
+}
+
+/** Whether `subject` falls under the stream subject `filter` (`*` one token, `>` the rest). */
+function subjectMatches(filter: string, subject: string): boolean {
+  const f = filter.split(".");
+  const t = subject.split(".");
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === ">") return t.length > i;
+    if (i >= t.length || (f[i] !== "*" && f[i] !== t[i])) return false;
+  }
+  return f.length === t.length;
 }
 
 interface Flusher {
@@ -88,7 +106,7 @@ const markDelayMs = 20;
  */
 export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const factory = "createOutboxRelay";
-  checkOptions(factory, options, ["db", "nc", "logger", "maxInFlight", "sweepIntervalMs", "publishTimeoutMs", "retryMinMs", "retryMaxMs", "leaderPollMs", "beforeMarkSent"]);
+  checkOptions(factory, options, ["db", "nc", "logger", "maxInFlight", "sweepIntervalMs", "publishTimeoutMs", "retryMinMs", "retryMaxMs", "leaderPollMs", "batchStreams", "beforeMarkSent"]);
   const leaderPollMs = positiveInteger(factory, "leaderPollMs", options.leaderPollMs, 1_000);
   const maxInFlight = positiveInteger(factory, "maxInFlight", options.maxInFlight, 256);
   const sweepIntervalMs = positiveInteger(factory, "sweepIntervalMs", options.sweepIntervalMs, 1_000);
@@ -97,6 +115,14 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const retryMaxMs = positiveInteger(factory, "retryMaxMs", options.retryMaxMs, 5_000);
   if (retryMaxMs < retryMinMs) throw new Error(`${factory}: retryMaxMs (${retryMaxMs}) is below retryMinMs (${retryMinMs})`);
   const { db, nc, beforeMarkSent } = options;
+  const batchStreams = options.batchStreams ?? [];
+  /** The batch stream an event's subject goes to, if any. */
+  const batchStreamOf = (subject: string): string | undefined => batchStreams.find((s) => s.subjects.some((f) => subjectMatches(f, subject)))?.name;
+  /**
+   * After a failure, how many events still go out one by one before batches
+   * again: sent alone, each duplicate or refusal is settled on its own.
+   */
+  let oneByOne = 0;
   const logger = options.logger.child({ component: "outbox-relay" });
   const store = createOutboxStore(db);
 
@@ -199,15 +225,45 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     }
   };
 
+  /**
+   * Sends what comes next when nothing is in flight: the events in a row
+   * bound for one batch stream as one atomic batch (at most maxInFlight; one
+   * batch at a time keeps commit order whatever fails), or else the next
+   * event alone.
+   */
+  const sendNextBatch = async (): Promise<void> => {
+    const rows = await store.after(cursor, maxInFlight);
+    if (rows.length === 0) {
+      maybeMore = false;
+      return;
+    }
+    const stream = batchStreamOf(rows[0].subject);
+    let end = 1;
+    while (stream && end < rows.length && batchStreamOf(rows[end].subject) === stream) end++;
+    const next = rows.slice(0, end);
+    // A short read found the end of the outbox, unless what is sent stops before it.
+    maybeMore = rows.length === maxInFlight || end < rows.length;
+    cursor = next[next.length - 1].seq;
+    if (next.length > 1) window.sendBatch(next.map((row) => ({ event: row, tag: row })));
+    else window.send(next[0], next[0]);
+  };
+
   /** Sends events after the cursor until the window is full or the outbox has no more; stops at a failure. */
   const sendMore = async (): Promise<void> => {
-    while (maybeMore && window.inFlight < maxInFlight && failures === 0 && !stopping) {
-      const limit = maxInFlight - window.inFlight;
+    const batching = batchStreams.length > 0;
+    while (maybeMore && failures === 0 && !stopping) {
+      if (batching && oneByOne === 0) {
+        if (window.inFlight === 0) await sendNextBatch();
+        return;
+      }
+      const limit = Math.min(maxInFlight - window.inFlight, batching ? oneByOne : maxInFlight);
+      if (limit <= 0) return;
       const rows = await store.after(cursor, limit);
       if (rows.length < limit) maybeMore = false;
       for (const row of rows) {
         cursor = row.seq;
         window.send(row, row);
+        if (batching) oneByOne--;
         if (failures > 0) return;
       }
     }
@@ -379,6 +435,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       await settleFlushers();
       if (failures > 0 && window.inFlight === 0) {
         logger.warn({ failed: failures, reason: firstFailure, retryInMs: retryMs }, "publishing outbox events failed; they stay in the outbox and are retried");
+        oneByOne = batchStreams.length > 0 ? maxInFlight : 0;
         failures = 0;
         firstFailure = undefined;
         maybeMore = true;

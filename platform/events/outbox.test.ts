@@ -24,13 +24,13 @@ describe("outbox and relay", () => {
 
   const setup = async (key: string) => {
     const sample = sampleStream(key);
-    await ensureStreams(bus.jsm, [sample.stream]);
+    const { atomicBatch: batchStreams } = await ensureStreams(bus.jsm, [sample.stream]);
     const db: Database = await openDatabase({ path: join(dir, `${key}-${++n}.db`), migrations: outboxMigrations });
     cleanups.push(() => db.close());
     const outbox = createOutbox({ db, source: "things" });
     /** Commits one transaction adding the events `add` makes, and resolves with what it returns. */
     const commit = <T>(add: (tx: Transaction) => T): Promise<T> => db.transaction(async (tx) => add(tx));
-    return { sample, db, outbox, commit };
+    return { sample, db, outbox, commit, batchStreams };
   };
   const startRelay = (db: Database, extra: Partial<Parameters<typeof createOutboxRelay>[0]> = {}): OutboxRelay => {
     const relay = createOutboxRelay({ db, nc: bus.nc, logger, ...fast, ...extra });
@@ -154,6 +154,52 @@ describe("outbox and relay", () => {
     const stored = await readStream(bus.jsm, sample.stream.name);
     expect(stored.map((m) => m.headers.get("ce-id"))).toEqual(ids);
     expect(relay.stats().duplicates).toBe(0);
+  });
+
+  it("publishes the events of a stream that allows atomic batches in batches, in commit order", async () => {
+    const { sample, db, outbox, commit, batchStreams } = await setup("batched");
+    expect(batchStreams.map((b) => b.name)).toEqual([sample.stream.name]);
+    const seen = { batched: 0, alone: 0 };
+    const sub = bus.nc.subscribe("test.batched.>", { callback: (_, m) => void (m.headers?.get("Nats-Batch-Id") ? seen.batched++ : seen.alone++) });
+    const relay = startRelay(db, { maxInFlight: 64, batchStreams });
+    const ids: string[] = [];
+    for (let t = 0; t < 10; t++) await commit((tx) => { for (let i = 0; i < 50; i++) ids.push(outbox.add(tx, sample.event, { thingId: `t-${t}-${i}`, note: "" })); });
+    await relay.flush();
+    await bus.nc.flush();
+    sub.unsubscribe();
+    const stored = await readStream(bus.jsm, sample.stream.name);
+    expect(stored.map((m) => m.headers.get("ce-id"))).toEqual(ids);
+    expect(seen.batched + seen.alone).toBe(500);
+    expect(seen.batched).toBeGreaterThan(400);
+    expect(relay.stats()).toEqual({ published: 500, duplicates: 0, parked: 0 });
+  });
+
+  it("sends a batch holding events the stream already has (a relay that died between PubAck and mark) one by one, each stored once, in order", async () => {
+    const { sample, db, outbox, commit, batchStreams } = await setup("batchcrash");
+    const ids = await commit((tx) => Array.from({ length: 10 }, (_, i) => outbox.add(tx, sample.event, { thingId: `t-${i}`, note: "" })));
+    const dying = createOutboxRelay({ db, nc: bus.nc, logger, ...fast, batchStreams, beforeMarkSent: () => { throw new Error("killed before marking the events sent"); } });
+    await eventually("the stream holds the events", async () => (await bus.jsm.streams.info(sample.stream.name)).state.messages === 10);
+    await dying.stop();
+    expect(await outbox.pending()).toBe(10);
+    // The next relay's first batch holds ten events the stream has: the stream refuses it whole, and they go one by one.
+    const relay = startRelay(db, { batchStreams });
+    await relay.flush();
+    expect(relay.stats()).toMatchObject({ published: 10, duplicates: 10 });
+    expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual(ids);
+  });
+
+  it("sends a batch holding an event the stream refuses for good one by one: that event is parked, the others stored in order", async () => {
+    const { sample, db, outbox, commit, batchStreams } = await setup("batchparked");
+    await bus.jsm.streams.update(sample.stream.name, { max_msg_size: 512 });
+    const [first, big, later] = await commit((tx) => [
+      outbox.add(tx, sample.event, { thingId: "t-0", note: "" }),
+      outbox.add(tx, sample.event, { thingId: "t-1", note: "n".repeat(1_000) }),
+      outbox.add(tx, sample.event, { thingId: "t-2", note: "" }),
+    ]);
+    const relay = startRelay(db, { sweepIntervalMs: 100, batchStreams });
+    await relay.flush();
+    expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([first, later]);
+    expect((await parkedEvents(db)).map((p) => p.eventId)).toEqual([big]);
   });
 
   it("leaves events for the next start once stopped", async () => {

@@ -1,10 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { startNatsCluster, startNatsServer, type NatsClusterHandle, type NatsServerHandle } from "../../test/support/nats-server.js";
 import { sampleStream } from "../../test/support/sample-events.js";
-import { createLogger } from "../log/index.js";
+import { createLogger, type Logger } from "../log/index.js";
 import { connectEventBus, ensureConsumers, ensureStreams, type EventBus } from "./index.js";
 
 const logger = createLogger({ service: "provision-test", level: "silent" });
+
+/** A logger that keeps the messages it is given. */
+function keptLogger(): { logger: Logger; messages: string[] } {
+  const messages: string[] = [];
+  const destination = { write: (line: string) => void messages.push(String(JSON.parse(line).msg)) };
+  return { logger: createLogger({ service: "provision-test", level: "info", destination }), messages };
+}
 
 describe("provisioning", () => {
   let server: NatsServerHandle;
@@ -41,6 +48,23 @@ describe("provisioning", () => {
     await expect(ensureStreams(bus.jsm, [{ ...stream, duplicateWindowMs: 1_000 }])).rejects.toThrow(/duplicate_window \(ms\): existing 120000, wanted 1000/);
   });
 
+  it("keeps a stream whose contract declares 3 replicas at 1 on a standalone server, saying so, and never asks it to move", async () => {
+    const { stream } = sampleStream("standalone");
+    const kept = keptLogger();
+    // nats-server 2.9 refuses such an update but writes it to the stream's metadata, and loses the stream at its next start.
+    const updates = bus.nc.subscribe(`$JS.API.STREAM.UPDATE.${stream.name}`);
+    await ensureStreams(bus.jsm, [{ ...stream, replicas: 3 }], { logger: kept.logger });
+    expect((await bus.jsm.streams.info(stream.name)).config.num_replicas).toBe(1);
+    await ensureStreams(bus.jsm, [{ ...stream, replicas: 3 }], { logger: kept.logger });
+    await bus.nc.flush();
+    expect(updates.getReceived()).toBe(0);
+    updates.unsubscribe();
+    expect(kept.messages).toHaveLength(2);
+    expect(kept.messages[0]).toMatch(/not clustered: stream TEST_STANDALONE keeps 1 replica, not the 3 its contract declares/);
+    await server.restart();
+    await expect.poll(() => bus.jsm.streams.info(stream.name).then((i) => i.config.num_replicas, () => 0), { timeout: 10_000 }).toBe(1);
+  });
+
   it("refuses an invalid stream spec before touching the server", async () => {
     const { stream } = sampleStream("invalid");
     await expect(ensureStreams(bus.jsm, [{ ...stream, subjects: ["a b"], replicas: 0 }])).rejects.toThrow(/invalid stream spec TEST_INVALID: .*"a b".*replicas 0/);
@@ -68,5 +92,42 @@ describe("provisioning", () => {
   it("says which stream is missing when a consumer's stream does not exist", async () => {
     const sample = sampleStream("nostream");
     await expect(ensureConsumers(bus.jsm, [sample.consumerSpec("nostream-worker")])).rejects.toThrow(/consumer nostream-worker reads stream TEST_NOSTREAM, which does not exist/);
+  });
+});
+
+describe("provisioning on a cluster", () => {
+  let cluster: NatsClusterHandle;
+  let bus: EventBus;
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster({ syncAlways: false });
+    bus = await connectEventBus({ url: cluster.url, name: "provision-test", logger });
+  });
+  afterAll(async () => {
+    await bus?.close();
+    await cluster?.stop();
+  });
+
+  it("creates a stream with the replicas its spec declares, and moves an existing stream to them with its messages", async () => {
+    const { stream } = sampleStream("replicated");
+    await ensureStreams(bus.jsm, [{ ...stream, replicas: 3 }]);
+    const created = await bus.jsm.streams.info(stream.name);
+    expect(created.config.num_replicas).toBe(3);
+    expect(created.cluster?.replicas).toHaveLength(2);
+
+    const moving = sampleStream("moving").stream;
+    await ensureStreams(bus.jsm, [moving]);
+    await bus.js.publish("test.moving.thing.1.happened", new Uint8Array([1]));
+    const kept = keptLogger();
+    await ensureStreams(bus.jsm, [{ ...moving, replicas: 3 }], { logger: kept.logger });
+    const moved = await bus.jsm.streams.info(moving.name);
+    expect(moved.config.num_replicas).toBe(3);
+    expect(moved.state.messages).toBe(1);
+    expect(kept.messages).toEqual(["stream TEST_MOVING moved from 1 to 3 replicas, as its spec declares"]);
+  });
+
+  it("refuses, with the server's reason, more replicas than the cluster has servers", async () => {
+    const { stream } = sampleStream("toomany");
+    await expect(ensureStreams(bus.jsm, [{ ...stream, replicas: 5 }])).rejects.toThrow(/creating stream TEST_TOOMANY \(subjects test\.toomany\.>, 5 replicas\) failed: no suitable peers for placement/);
   });
 });

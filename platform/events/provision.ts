@@ -1,22 +1,61 @@
-import { AckPolicy, DeliverPolicy, millis, nanos, StorageType, type JetStreamManager, type NatsError, type StreamInfo, type ConsumerInfo } from "nats";
+import { AckPolicy, DeliverPolicy, millis, nanos, StorageType, type JetStreamManager, type NatsError, type StreamInfo, type StreamConfig, type ConsumerInfo } from "nats";
+import type { Logger } from "../log/index.js";
+import { checkOptions } from "../options/index.js";
 import type { ConsumerSpec, StreamSpec } from "./types.js";
 
 // JetStream API error codes (nats-server errors.json).
 const streamNotFound = 10059;
 const consumerNotFound = 10014;
+const replicasNotSupported = 10074; // "replicas > 1 not supported in non-clustered mode"
 const serverDefaultDuplicateWindowMs = 120_000;
+
+export interface EnsureStreamsOptions {
+  /** Hears of replicas changed or left at 1 (see ensureStreams). */
+  readonly logger?: Logger;
+}
 
 /**
  * Creates each stream that is missing and checks each one that exists.
  * Idempotent. Throws, naming the stream, the setting and the existing and
- * wanted values, when an existing stream differs in subjects, storage,
- * replicas, max age or duplicate window: those are not changed behind an
- * operator's back, so start-up stops instead.
+ * wanted values, when an existing stream differs in subjects, storage, max
+ * age or duplicate window: those are not changed behind an operator's back,
+ * so start-up stops instead.
+ *
+ * Replicas follow the spec: a stream is created with the replicas its
+ * contract declares, and an existing one with other replicas is moved to
+ * them (JetStream copies the data to the new peers while it serves). A
+ * standalone server, which refuses more than one replica, keeps the stream
+ * at 1, logged as a warning: a contract declares what a cluster must give,
+ * and one development server still runs the same contracts. A cluster with
+ * fewer servers than declared refuses the stream, and start-up stops with
+ * the server's reason.
+ *
+ * On a server that has atomic batch publish (nats-server 2.12 and later,
+ * JetStream API level 2), every stream allows it (`allow_atomic`, set on
+ * existing streams too): the outbox relay then publishes many events in one
+ * batch (see createOutboxRelay's `batchStreams`). Resolves with the streams
+ * that allow it.
  */
-export async function ensureStreams(jsm: JetStreamManager, specs: readonly StreamSpec[]): Promise<void> {
+export async function ensureStreams(jsm: JetStreamManager, specs: readonly StreamSpec[], options: EnsureStreamsOptions = {}): Promise<ProvisionedStreams> {
+  checkOptions("ensureStreams", options, ["logger"]);
   for (const spec of specs) validateStreamSpec(spec);
-  for (const spec of specs) await ensureStream(jsm, spec);
+  const { api } = await jsm.getAccountInfo();
+  const atomic = ((api as { level?: number }).level ?? 0) >= atomicBatchApiLevel;
+  const atomicBatch: StreamSpec[] = [];
+  for (const spec of specs) if (await ensureStream(jsm, spec, atomic, options.logger)) atomicBatch.push(spec);
+  return { atomicBatch };
 }
+
+/** What provisioning found the streams to allow. */
+export interface ProvisionedStreams {
+  /** The streams that take atomic batch publishes. */
+  readonly atomicBatch: readonly StreamSpec[];
+}
+
+/** The JetStream API level of nats-server 2.12, the first with atomic batch publish. */
+const atomicBatchApiLevel = 2;
+/** Stream settings nats.js 2.29 does not type yet. */
+type NewerStreamConfig = { allow_atomic?: boolean };
 
 /**
  * Creates each durable pull consumer that is missing (explicit ack, max_deliver
@@ -30,24 +69,41 @@ export async function ensureConsumers(jsm: JetStreamManager, specs: readonly Con
   for (const spec of specs) await ensureConsumer(jsm, spec);
 }
 
-async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Promise<void> {
+const apiErrorCode = (err: unknown): number | undefined => (err as NatsError).api_error?.err_code;
+
+const standaloneWarning = (spec: StreamSpec) =>
+  `nats-server is not clustered: stream ${spec.name} keeps 1 replica, not the ${spec.replicas} its contract declares; ` +
+  `a crash of this server's machine can lose what it acknowledged last (run a cluster, see README "Durability")`;
+
+/** Creates or checks one stream; resolves with whether it takes atomic batch publishes. */
+async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boolean, logger: Logger | undefined): Promise<boolean> {
+  const allowsAtomic = (i: StreamInfo) => (i.config as NewerStreamConfig).allow_atomic === true;
   let info = await streamInfo(jsm, spec.name);
   if (!info) {
-    try {
-      await jsm.streams.add({
+    const add = (replicas: number) =>
+      jsm.streams.add({
         name: spec.name,
         subjects: [...spec.subjects],
         storage: spec.storage === "file" ? StorageType.File : StorageType.Memory,
-        num_replicas: spec.replicas,
+        num_replicas: replicas,
         max_age: nanos(spec.maxAgeMs),
         duplicate_window: nanos(wantedDuplicateWindowMs(spec)),
         ...(spec.description ? { description: spec.description } : {}),
+        // Only where the server knows it: older servers may refuse a setting they do not know.
+        ...(atomic ? ({ allow_atomic: true } as NewerStreamConfig) : {}),
       });
-      return;
+    try {
+      try {
+        return allowsAtomic(await add(spec.replicas));
+      } catch (err) {
+        if (spec.replicas === 1 || apiErrorCode(err) !== replicasNotSupported) throw err;
+        logger?.warn({ stream: spec.name, declaredReplicas: spec.replicas, replicas: 1 }, standaloneWarning(spec));
+        return allowsAtomic(await add(1));
+      }
     } catch (err) {
       // Another instance may have created it in the meantime; then compare with that one.
       info = await streamInfo(jsm, spec.name);
-      if (!info) throw new Error(`creating stream ${spec.name} (subjects ${spec.subjects.join(", ")}) failed: ${(err as Error).message}`, { cause: err });
+      if (!info) throw new Error(`creating stream ${spec.name} (subjects ${spec.subjects.join(", ")}, ${spec.replicas} replicas) failed: ${(err as Error).message}`, { cause: err });
     }
   }
   const { config } = info;
@@ -57,7 +113,6 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Promise<vo
   };
   differs("subjects", [...(config.subjects ?? [])].sort(), [...spec.subjects].sort());
   differs("storage", config.storage, spec.storage);
-  differs("replicas", config.num_replicas, spec.replicas);
   differs("max_age (ms)", millis(config.max_age), spec.maxAgeMs);
   differs("duplicate_window (ms)", millis(config.duplicate_window), wantedDuplicateWindowMs(spec));
   if (conflicts.length > 0) {
@@ -69,6 +124,34 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Promise<vo
   if ((config.description ?? "") !== (spec.description ?? "")) {
     await jsm.streams.update(spec.name, { description: spec.description ?? "" });
   }
+  let atomicAllowed = allowsAtomic(info);
+  if (atomic && !atomicAllowed) {
+    try {
+      atomicAllowed = allowsAtomic(await jsm.streams.update(spec.name, { allow_atomic: true } as NewerStreamConfig as Partial<StreamConfig>));
+    } catch (err) {
+      throw new Error(`allowing atomic batch publish on stream ${spec.name} failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  if (config.num_replicas === spec.replicas) return atomicAllowed;
+  // A standalone server's stream info names no cluster. Never ask one to move replicas: nats-server 2.9 refuses
+  // the update but writes the new replicas to the stream's metadata, and cannot load the stream after a restart.
+  if (!info.cluster?.name) {
+    if (config.num_replicas === 1) logger?.warn({ stream: spec.name, declaredReplicas: spec.replicas, replicas: 1 }, standaloneWarning(spec));
+    return atomicAllowed;
+  }
+  await moveReplicas(jsm, spec, config.num_replicas, logger);
+  return atomicAllowed;
+}
+
+/** Moves an existing stream of a cluster from `existing` replicas to its spec's. */
+async function moveReplicas(jsm: JetStreamManager, spec: StreamSpec, existing: number, logger: Logger | undefined): Promise<void> {
+  try {
+    await jsm.streams.update(spec.name, { num_replicas: spec.replicas });
+  } catch (err) {
+    throw new Error(`moving stream ${spec.name} from ${existing} to ${spec.replicas} replicas (as its spec declares) failed: ${(err as Error).message}`, { cause: err });
+  }
+  const log = spec.replicas < existing ? logger?.warn.bind(logger) : logger?.info.bind(logger);
+  log?.({ stream: spec.name, from: existing, to: spec.replicas }, `stream ${spec.name} moved from ${existing} to ${spec.replicas} replicas, as its spec declares`);
 }
 
 async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promise<void> {

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { Msg, NatsConnection, Subscription } from "nats";
 import { replyInbox, wireHeaders } from "./nats-internals.js";
 
@@ -25,6 +26,16 @@ export type PublishOutcome = { readonly ok: true; readonly duplicate: boolean } 
 export interface PublishWindow<T> {
   /** Publishes `event`; `onOutcome` hears of it with `tag` (at once for a failure nats.js throws on). */
   send(event: WireEvent, tag: T): void;
+  /**
+   * Publishes `events`, all to one stream that allows it, as one atomic batch
+   * (nats-server 2.12 and later): the stream stores all of them or none, and
+   * answers once, for the last. `onOutcome` hears of each, in order, when
+   * that answer comes: all stored, or all failed (never permanently: sent
+   * alone, an event can still be stored, or refused for what it is). A batch
+   * holding an event the stream already has (a `Nats-Msg-Id` inside its
+   * duplicate window) fails whole.
+   */
+  sendBatch(events: ReadonlyArray<{ readonly event: WireEvent; readonly tag: T }>): void;
   /** Events sent and not answered yet. */
   readonly inFlight: number;
   /** Fails every event in flight at once (with `reason`), as when no answer can come any more. */
@@ -54,8 +65,9 @@ const permanentClientErrors = new Set(["MAX_PAYLOAD_EXCEEDED", "BAD_SUBJECT", "B
 /** Opens a publish window on `nc`. */
 export function createPublishWindow<T>(options: PublishWindowOptions<T>): PublishWindow<T> {
   const { nc, publishTimeoutMs, onOutcome } = options;
-  /** Sent and not answered, by send id, in sending order. */
-  const inFlight = new Map<number, { readonly tag: T; readonly sentAt: number }>();
+  /** Sent and not answered, by send id, in sending order: one event, or the events of one batch. */
+  const inFlight = new Map<number, { readonly tags: readonly T[]; readonly sentAt: number }>();
+  let events = 0;
   let lastSendId = 0;
   const prefix = replyInbox(nc);
 
@@ -64,7 +76,9 @@ export function createPublishWindow<T>(options: PublishWindowOptions<T>): Publis
     // A late answer to a send that already timed out: the event is sent again and deduplicated.
     if (!sent) return;
     inFlight.delete(sendId);
-    onOutcome(sent.tag, outcome);
+    events -= sent.tags.length;
+    const each: PublishOutcome = sent.tags.length > 1 && !outcome.ok ? { ok: false, error: `the atomic batch failed: ${outcome.error}`, permanent: false } : outcome;
+    for (const tag of sent.tags) onOutcome(tag, each);
   };
   const acks: Subscription = nc.subscribe(`${prefix}.*`, {
     callback: (err, msg) => {
@@ -86,15 +100,33 @@ export function createPublishWindow<T>(options: PublishWindowOptions<T>): Publis
   return {
     send(event, tag) {
       const sendId = ++lastSendId;
-      inFlight.set(sendId, { tag, sentAt: Date.now() });
+      inFlight.set(sendId, { tags: [tag], sentAt: Date.now() });
+      events++;
       try {
         nc.publish(event.subject, event.payload, { reply: `${prefix}.${sendId}`, headers: wireHeaders(event.headers) });
       } catch (err) {
         settle(sendId, { ok: false, error: (err as Error).message, permanent: permanentClientErrors.has((err as { code?: string }).code ?? "") });
       }
     },
+    sendBatch(batch) {
+      if (batch.length === 0) return;
+      const sendId = ++lastSendId;
+      inFlight.set(sendId, { tags: batch.map((b) => b.tag), sentAt: Date.now() });
+      events += batch.length;
+      const batchId = randomUUID();
+      try {
+        batch.forEach(({ event }, i) => {
+          const commit = i === batch.length - 1;
+          const headers = wireHeaders(withBatchHeaders(event.headers, batchId, i + 1, commit));
+          // Only the commit is answered; the server drops a batch whose messages do not all arrive.
+          nc.publish(event.subject, event.payload, commit ? { reply: `${prefix}.${sendId}`, headers } : { headers });
+        });
+      } catch (err) {
+        settle(sendId, { ok: false, error: (err as Error).message, permanent: false });
+      }
+    },
     get inFlight() {
-      return inFlight.size;
+      return events;
     },
     abandon(reason) {
       for (const sendId of [...inFlight.keys()]) settle(sendId, { ok: false, error: reason, permanent: false });
@@ -104,6 +136,17 @@ export function createPublishWindow<T>(options: PublishWindowOptions<T>): Publis
       if (!nc.isClosed()) acks.unsubscribe();
     },
   };
+}
+
+/** A NATS header block ("NATS/1.0\r\n...\r\n\r\n") with the headers of message `seq` of atomic batch `batchId` added. */
+function withBatchHeaders(block: Uint8Array, batchId: string, seq: number, commit: boolean): Uint8Array {
+  const added = Buffer.from(`Nats-Batch-Id: ${batchId}\r\nNats-Batch-Sequence: ${seq}\r\n${commit ? "Nats-Batch-Commit: 1\r\n" : ""}\r\n`);
+  // The block ends with the empty line that closes it: the new lines go before it.
+  const head = block.subarray(0, block.byteLength - 2);
+  const out = new Uint8Array(head.byteLength + added.byteLength);
+  out.set(head, 0);
+  out.set(added, head.byteLength);
+  return out;
 }
 
 /** What one PubAck (or the server's answer in its place) says. */

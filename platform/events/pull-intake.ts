@@ -1,5 +1,6 @@
 import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg, NatsConnection } from "nats";
 import type { Logger } from "../log/index.js";
+import { onLeadershipChange } from "./nats-internals.js";
 
 export interface PullIntakeOptions {
   readonly nc: NatsConnection;
@@ -36,8 +37,14 @@ export interface PullIntake {
   close(): Promise<void>;
 }
 
-/** A pull request stays open this long when nothing arrives; nats.js sends idle heartbeats at half of it. */
-const pullExpiresMs = 30_000;
+/**
+ * A pull request stays open this long when nothing arrives; the server sends
+ * idle heartbeats at half of it, and nats.js ends the request after two
+ * missed ones. It bounds how long a request left at a consumer leader that
+ * died (or hangs) waits before a new one goes to the new leader; a leader
+ * that steps down tells its requests at once (409 Leadership Change).
+ */
+const pullExpiresMs = 5_000;
 
 /**
  * Starts pulling for one consumer: a new pull request whenever a quarter of
@@ -139,6 +146,8 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
         const messages = await consumer.fetch({ max_messages: room, expires: pullExpiresMs });
         outstanding += room;
         requests.add(messages);
+        // The request is gone with the old leader: end it, and the loop asks the new one.
+        await onLeadershipChange(messages, () => messages.stop());
         if (closed) messages.stop();
         void drain(messages, room);
       } catch (err) {

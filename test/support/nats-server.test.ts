@@ -1,7 +1,8 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { connect } from "nats";
 import { describe, expect, it } from "vitest";
-import { startNatsServer } from "./nats-server.js";
+import { startNatsCluster, startNatsServer } from "./nats-server.js";
 import { createTempDir } from "./temp-dir.js";
 
 describe("startNatsServer", () => {
@@ -37,5 +38,33 @@ describe("startNatsServer", () => {
     } finally {
       dir.remove();
     }
+  });
+});
+
+describe("startNatsCluster", () => {
+  it("starts three routed nodes with sync always, keeps a replicated stream through a kill, a restart and a pause, and cleans up on stop", async () => {
+    const cluster = await startNatsCluster();
+    expect(cluster.url.split(",")).toEqual(cluster.nodes.map((n) => n.url));
+    expect(cluster.nodes.map((n) => n.name)).toEqual(["n1", "n2", "n3"]);
+    expect(readFileSync(join(cluster.nodes[0].storeDir, "..", "n1.conf"), "utf8")).toContain("sync_interval: always");
+    const nc = await connect({ servers: cluster.url.split(","), maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+    try {
+      const jsm = await nc.jetstreamManager();
+      await jsm.streams.add({ name: "HARNESS", subjects: ["harness.>"], num_replicas: 3 });
+      await nc.jetstream().publish("harness.one", new Uint8Array([1]));
+      const leader = cluster.node((await jsm.streams.info("HARNESS")).cluster!.leader!);
+      await leader.kill();
+      expect(leader.pid).toBeUndefined();
+      await leader.restart();
+      const other = cluster.nodes.find((n) => n !== leader)!;
+      other.pause();
+      other.resume();
+      await other.healthy();
+      await expect.poll(async () => (await jsm.streams.info("HARNESS")).state.messages, { timeout: 20_000 }).toBe(1);
+    } finally {
+      await nc.close();
+      await cluster.stop();
+    }
+    expect(existsSync(cluster.nodes[0].storeDir)).toBe(false);
   });
 });

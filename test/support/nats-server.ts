@@ -1,16 +1,19 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "nats";
-import { findBinary } from "../../tools/find-binary.mjs";
+import { findNatsServer, type FoundNatsServer } from "../../tools/nats/find-nats-server.mjs";
+import { type ClusterRoutes, writeNatsServerConfig } from "../../tools/nats/server-config.js";
 
 export interface NatsServerOptions {
   /** JetStream store directory, kept after `stop`. Default: a fresh temp dir, removed by `stop`. */
   readonly storeDir?: string;
   /** Port to listen on. Default: a free port. */
   readonly port?: number;
+  /** `sync_interval: always` (every write fsynced before its ack). Default false: the server's 2-minute default, as nothing here outlives the machine. */
+  readonly syncAlways?: boolean;
 }
 
 /** A real nats-server with JetStream, owned by one test suite. */
@@ -29,96 +32,285 @@ export interface NatsServerHandle {
   kill(): Promise<void>;
 }
 
+/** One node of a cluster started by `startNatsCluster`. */
+export interface NatsClusterNode extends NatsServerHandle {
+  /** Its server_name ("n1", "n2", ...): what stream and consumer infos name as leader. */
+  readonly name: string;
+  /** Its process id while it runs. */
+  readonly pid: number | undefined;
+  /** Its monitoring port on 127.0.0.1 (`/healthz`, `/connz`, `/jsz`). */
+  readonly monitorPort: number;
+  /** SIGSTOP: the node hangs, connections open, as a stalled machine would. */
+  pause(): void;
+  /** SIGCONT after `pause`. */
+  resume(): void;
+  /** Resolves once its `/healthz` says JetStream on it is current (streams and consumers caught up). */
+  healthy(timeoutMs?: number): Promise<void>;
+}
+
+/** A cluster of nats-servers on loopback, JetStream clustered, owned by one test suite. */
+export interface NatsClusterHandle {
+  /** Every node's URL, comma-separated: what services take as NATS_URL. */
+  readonly url: string;
+  readonly nodes: readonly NatsClusterNode[];
+  /** The node with this server name. */
+  node(name: string): NatsClusterNode;
+  /** Stops every node and removes the store dirs unless given. */
+  stop(): Promise<void>;
+}
+
+export interface NatsClusterOptions {
+  /** Number of nodes. Default 3. */
+  readonly nodes?: number;
+  /** Parent of the nodes' store dirs (one sub-directory each), kept after `stop`. Default: a fresh temp dir, removed by `stop`. */
+  readonly storeDir?: string;
+  /** `sync_interval: always` on every node. Default true: the setting the cluster's promise rests on. */
+  readonly syncAlways?: boolean;
+}
+
 const readyTimeoutMs = 10_000;
+/** A cluster node restarted after a crash catches up with the others before it is healthy. */
+const healthyTimeoutMs = 60_000;
 
-/**
- * Starts `nats-server -js` on 127.0.0.1 and resolves once clients can connect
- * and JetStream answers, so tests never race the server's start-up.
- */
-export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServerHandle> {
-  const known = new Set(["storeDir", "port"]);
-  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startNatsServer: unknown option ${key}`);
-  const binary = findBinary("nats-server");
-  if (!binary) throw new Error("nats-server is not installed (looked on PATH and in /usr/sbin); install it with: apt-get install -y nats-server");
-  const ownsStore = options.storeDir === undefined;
-  const storeDir = options.storeDir ?? mkdtempSync(join(tmpdir(), "concord-nats-"));
-  const port = options.port ?? (await freePort());
-  const url = `nats://127.0.0.1:${port}`;
+interface NodeSpec {
+  readonly binary: string;
+  readonly serverName: string;
+  readonly port: number;
+  readonly storeDir: string;
+  readonly configPath: string;
+  readonly syncAlways: boolean;
+  readonly monitorPort?: number;
+  readonly cluster?: ClusterRoutes;
+}
 
+interface Node {
+  launch(waitReady: boolean): Promise<void>;
+  halt(signal: NodeJS.Signals): Promise<void>;
+  signal(signal: NodeJS.Signals): void;
+  readonly pid: number | undefined;
+  /** Resolves when `ready` answers; fails with the server's last output lines. */
+  waitUntil(what: string, ready: () => Promise<void>, timeoutMs: number): Promise<void>;
+  forget(): void;
+}
+
+function serverBinary(): FoundNatsServer {
+  const found = findNatsServer();
+  if (!found) throw new Error("nats-server is not installed: run `node tools/setup.mjs`, which builds the pinned one into .tools/bin");
+  if (found.warning) warnOnce(found.warning);
+  return found;
+}
+
+let warned = false;
+function warnOnce(message: string): void {
+  if (!warned) console.warn(`test harness: ${message}`);
+  warned = true;
+}
+
+/** A nats-server process that can be started again on the same port, store and configuration. */
+function createNode(spec: NodeSpec): Node {
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
-  let stopped = false;
+  let exitCode: number | string | null | undefined;
+  const output: string[] = [];
   // A crashed test run must not leave servers behind.
   const killOnExit = () => child?.kill("SIGKILL");
   process.on("exit", killOnExit);
+  const args = writeNatsServerConfig(spec.configPath, {
+    serverName: spec.serverName,
+    port: spec.port,
+    storeDir: spec.storeDir,
+    syncAlways: spec.syncAlways,
+    ...(spec.monitorPort !== undefined && { monitorPort: spec.monitorPort }),
+    ...(spec.cluster && { cluster: spec.cluster }),
+  });
 
-  const launch = async (): Promise<void> => {
-    const output: string[] = [];
-    const proc = spawn(binary, ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir], { stdio: ["ignore", "pipe", "pipe"] });
-    const keep = (chunk: Buffer) => {
-      output.push(...chunk.toString().split("\n").filter(Boolean));
-      if (output.length > 40) output.splice(0, output.length - 40);
-    };
-    proc.stdout?.on("data", keep);
-    proc.stderr?.on("data", keep);
-    let exitCode: number | string | null | undefined;
-    exited = new Promise((resolve) =>
-      proc.once("exit", (code, signal) => {
-        exitCode = code ?? signal;
-        resolve();
-      }),
-    );
-    proc.once("error", (err) => output.push(`spawn failed: ${err.message}`));
-    child = proc;
-    const deadline = Date.now() + readyTimeoutMs;
-    let lastError = "";
-    while (Date.now() < deadline) {
-      if (exitCode !== undefined) break;
-      try {
-        await tcpConnect(port);
-        await jetStreamAnswers(url);
-        return;
-      } catch (err) {
-        lastError = (err as Error).message;
-        await new Promise((r) => setTimeout(r, 50));
+  const node: Node = {
+    get pid() {
+      return child && child.exitCode === null && child.signalCode === null ? child.pid : undefined;
+    },
+    async launch(waitReady) {
+      output.length = 0;
+      exitCode = undefined;
+      const proc = spawn(spec.binary, args, { stdio: ["ignore", "pipe", "pipe"] });
+      const keep = (chunk: Buffer) => {
+        output.push(...chunk.toString().split("\n").filter(Boolean));
+        if (output.length > 40) output.splice(0, output.length - 40);
+      };
+      proc.stdout?.on("data", keep);
+      proc.stderr?.on("data", keep);
+      exited = new Promise((resolve) =>
+        proc.once("exit", (code, signal) => {
+          exitCode = code ?? signal;
+          resolve();
+        }),
+      );
+      proc.once("error", (err) => output.push(`spawn failed: ${err.message}`));
+      child = proc;
+      await node.waitUntil("listen", () => tcpConnect(spec.port), readyTimeoutMs);
+      if (waitReady) await node.waitUntil("answer JetStream requests", () => jetStreamAnswers(`nats://127.0.0.1:${spec.port}`), readyTimeoutMs);
+    },
+    async waitUntil(what, ready, timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      let lastError = "";
+      while (Date.now() < deadline) {
+        if (exitCode !== undefined) break;
+        try {
+          await ready();
+          return;
+        } catch (err) {
+          lastError = (err as Error).message;
+          await new Promise((r) => setTimeout(r, 50));
+        }
       }
-    }
-    proc.kill("SIGKILL");
-    await exited;
-    throw new Error(
-      `nats-server on port ${port} did not become ready (${exitCode !== undefined ? `exited with ${exitCode}` : `timed out after ${readyTimeoutMs} ms: ${lastError}`}); its output:\n${output.join("\n")}`,
-    );
+      const how = exitCode !== undefined ? `exited with ${exitCode}` : `timed out after ${timeoutMs} ms: ${lastError}`;
+      if (exitCode === undefined && what === "listen") {
+        child?.kill("SIGKILL");
+        await exited;
+      }
+      throw new Error(`nats-server ${spec.serverName} on port ${spec.port} did not ${what} (${how}); its output:\n${output.join("\n")}`);
+    },
+    async halt(signal) {
+      const proc = child;
+      if (!proc || proc.exitCode !== null || proc.signalCode !== null) return exited;
+      // A paused process takes no signal but SIGKILL until it runs again.
+      proc.kill("SIGCONT");
+      proc.kill(signal);
+      await exited;
+    },
+    signal(signal) {
+      if (node.pid !== undefined) child!.kill(signal);
+    },
+    forget() {
+      process.off("exit", killOnExit);
+    },
   };
+  return node;
+}
 
-  const halt = async (signal: NodeJS.Signals): Promise<void> => {
-    const proc = child;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return exited;
-    proc.kill(signal);
-    await exited;
-  };
-
-  await launch();
+/**
+ * Starts a standalone nats-server with JetStream on 127.0.0.1 (the pinned
+ * one, tools/nats/find-nats-server.mjs) and resolves once clients can
+ * connect and JetStream answers, so tests never race the server's start-up.
+ */
+export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServerHandle> {
+  const known = new Set(["storeDir", "port", "syncAlways"]);
+  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startNatsServer: unknown option ${key}`);
+  const server = serverBinary();
+  const ownsStore = options.storeDir === undefined;
+  const storeDir = options.storeDir ?? mkdtempSync(join(tmpdir(), "concord-nats-"));
+  mkdirSync(storeDir, { recursive: true });
+  const port = options.port ?? (await freePort());
+  const configDir = mkdtempSync(join(tmpdir(), "concord-nats-conf-"));
+  const syncAlways = (options.syncAlways ?? false) && server.syncInterval;
+  const node = createNode({ binary: server.path, serverName: `concord-${port}`, port, storeDir, configPath: join(configDir, "nats-server.conf"), syncAlways });
+  let stopped = false;
+  await node.launch(true);
   return {
-    url,
+    url: `nats://127.0.0.1:${port}`,
     port,
     storeDir,
     async stop() {
       stopped = true;
-      await halt("SIGTERM");
-      process.off("exit", killOnExit);
+      await node.halt("SIGTERM");
+      node.forget();
+      rmSync(configDir, { recursive: true, force: true });
       if (ownsStore) rmSync(storeDir, { recursive: true, force: true });
     },
     async restart() {
       if (stopped) throw new Error(`nats-server on port ${port} was stopped for good; start a new one`);
-      await halt("SIGTERM");
-      await launch();
+      await node.halt("SIGTERM");
+      await node.launch(true);
     },
-    async stopForRestart() {
-      await halt("SIGTERM");
+    stopForRestart: () => node.halt("SIGTERM"),
+    kill: () => node.halt("SIGKILL"),
+  };
+}
+
+/**
+ * Starts a cluster of `nodes` nats-servers (default 3) on loopback, each with
+ * its client, route and monitoring ports and its own store, routes to all the
+ * others, JetStream clustered and (by default) `sync_interval: always`.
+ * Resolves once every node reports healthy, so a stream of 3 replicas can be
+ * created at once.
+ */
+export async function startNatsCluster(options: NatsClusterOptions = {}): Promise<NatsClusterHandle> {
+  const known = new Set(["nodes", "storeDir", "syncAlways"]);
+  for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startNatsCluster: unknown option ${key}`);
+  const count = options.nodes ?? 3;
+  if (!Number.isInteger(count) || count < 1) throw new Error(`startNatsCluster: nodes ${count} is not a whole number >= 1`);
+  const server = serverBinary();
+  const ownsStore = options.storeDir === undefined;
+  const parent = options.storeDir ?? mkdtempSync(join(tmpdir(), "concord-nats-cluster-"));
+  const ports = await distinctFreePorts(count * 3);
+  const routePorts = ports.slice(count, 2 * count);
+  let stopped = false;
+  const processes: Node[] = [];
+  const nodes: NatsClusterNode[] = Array.from({ length: count }, (_, i) => {
+    const name = `n${i + 1}`;
+    const port = ports[i];
+    const monitorPort = ports[2 * count + i];
+    const storeDir = join(parent, name);
+    mkdirSync(storeDir, { recursive: true });
+    const node = createNode({
+      binary: server.path,
+      serverName: name,
+      port,
+      storeDir,
+      configPath: join(parent, `${name}.conf`),
+      syncAlways: (options.syncAlways ?? true) && server.syncInterval,
+      monitorPort,
+      cluster: { name: "concord", port: routePorts[i], routePorts },
+    });
+    processes.push(node);
+    const healthy = (timeoutMs = healthyTimeoutMs) => node.waitUntil("report healthy", () => healthz(monitorPort), timeoutMs);
+    return {
+      name,
+      url: `nats://127.0.0.1:${port}`,
+      port,
+      monitorPort,
+      storeDir,
+      get pid() {
+        return node.pid;
+      },
+      async stop() {
+        await node.halt("SIGTERM");
+        node.forget();
+      },
+      async restart() {
+        if (stopped) throw new Error(`the cluster was stopped for good; start a new one`);
+        await node.halt("SIGTERM");
+        await node.launch(false);
+        await healthy();
+      },
+      stopForRestart: () => node.halt("SIGTERM"),
+      kill: () => node.halt("SIGKILL"),
+      pause: () => node.signal("SIGSTOP"),
+      resume: () => node.signal("SIGCONT"),
+      healthy,
+    };
+  });
+  const stopAll = async () => {
+    stopped = true;
+    await Promise.all(nodes.map((n) => n.stop()));
+    if (ownsStore) rmSync(parent, { recursive: true, force: true });
+  };
+  try {
+    await Promise.all(processes.map((p) => p.launch(false)));
+    await Promise.all(nodes.map((n) => n.healthy()));
+    await jetStreamAnswers(nodes.map((n) => n.url).join(","));
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+  return {
+    url: nodes.map((n) => n.url).join(","),
+    nodes,
+    node(name) {
+      const found = nodes.find((n) => n.name === name);
+      if (!found) throw new Error(`no node ${name} in the cluster (${nodes.map((n) => n.name).join(", ")})`);
+      return found;
     },
-    async kill() {
-      await halt("SIGKILL");
-    },
+    stop: stopAll,
   };
 }
 
@@ -135,6 +327,12 @@ export function freePort(): Promise<number> {
   });
 }
 
+async function distinctFreePorts(n: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < n) ports.add(await freePort());
+  return [...ports];
+}
+
 function tcpConnect(port: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const socket = createConnection({ host: "127.0.0.1", port });
@@ -149,8 +347,13 @@ function tcpConnect(port: number): Promise<void> {
   });
 }
 
-async function jetStreamAnswers(url: string): Promise<void> {
-  const nc = await connect({ servers: url, reconnect: false, timeout: 2_000 });
+async function healthz(monitorPort: number): Promise<void> {
+  const res = await fetch(`http://127.0.0.1:${monitorPort}/healthz`, { signal: AbortSignal.timeout(2_000) });
+  if (!res.ok) throw new Error(`/healthz: ${res.status} ${await res.text()}`);
+}
+
+async function jetStreamAnswers(servers: string): Promise<void> {
+  const nc = await connect({ servers: servers.split(","), reconnect: false, timeout: 2_000 });
   try {
     await (await nc.jetstreamManager()).getAccountInfo();
   } finally {

@@ -54,7 +54,7 @@ describe("generateSdks", () => {
 
   it("reads every event, stream and subscription of the contracts into events.json, defaults applied", () => {
     expect(manifest.streams.map((s) => s.name)).toEqual(["SHOP_ORDERS", "SHOP_PRODUCTS"]);
-    expect(manifest.streams[0]).toMatchObject({ subjects: ["shop.orders.v1.>"], storage: "file", replicas: 1, maxAgeMs: 30 * 24 * 3_600_000, duplicateWindowMs: 120_000, file: "shop/orders/v1/order_events.proto" });
+    expect(manifest.streams[0]).toMatchObject({ subjects: ["shop.orders.v1.>"], storage: "file", replicas: 3, maxAgeMs: 30 * 24 * 3_600_000, duplicateWindowMs: 120_000, file: "shop/orders/v1/order_events.proto" });
     expect(manifest.events.find((e) => e.type === "shop.orders.v1.OrderPlaced")).toMatchObject({
       stream: "SHOP_ORDERS",
       subjectTemplate: "shop.orders.v1.order.{order_id}.placed",

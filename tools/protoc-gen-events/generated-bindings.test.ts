@@ -30,7 +30,7 @@ describe("generated JetStream bindings", () => {
 
   it("index every stream, and every event falls under its stream", () => {
     expect(streams.map((s) => s.name)).toEqual(["SHOP_ORDERS", "SHOP_PRODUCTS"]);
-    expect(ShopOrdersStream).toMatchObject({ storage: "file", replicas: 1, maxAgeMs: 30 * 24 * 3600 * 1000, duplicateWindowMs: 120_000 });
+    expect(ShopOrdersStream).toMatchObject({ storage: "file", replicas: 3, maxAgeMs: 30 * 24 * 3600 * 1000, duplicateWindowMs: 120_000 });
     for (const event of events) {
       const stream = streams.find((s) => s.name === event.stream);
       expect(stream?.subjects.some((s) => subjectIsWithin(event.filterSubject, s)), event.typeName).toBe(true);

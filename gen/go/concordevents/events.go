@@ -96,7 +96,7 @@ var ShopOrdersStream = StreamSpec{
 	Name:            "SHOP_ORDERS",
 	Subjects:        []string{"shop.orders.v1.>"},
 	Storage:         "file",
-	Replicas:        1,
+	Replicas:        3,
 	MaxAge:          720 * time.Hour,
 	DuplicateWindow: 2 * time.Minute,
 }
@@ -111,7 +111,7 @@ var ShopProductsStream = StreamSpec{
 	Name:            "SHOP_PRODUCTS",
 	Subjects:        []string{"shop.products.v1.>"},
 	Storage:         "file",
-	Replicas:        1,
+	Replicas:        3,
 	MaxAge:          720 * time.Hour,
 	DuplicateWindow: 2 * time.Minute,
 }

@@ -416,8 +416,8 @@ const file_shop_orders_v1_order_events_proto_rawDesc = "" +
 	"\vcustomer_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
 	"customerId\x12 \n" +
 	"\x06reason\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\x06reason:/\xd2\xf3\x18+\n" +
-	")shop.orders.v1.order.{order_id}.cancelledB\xd6\x01\xca\xf3\x18*\n" +
-	"\vSHOP_ORDERS\x12\x10shop.orders.v1.>*\x05\b\x80\x9a\x9e\x012\x02\bx\n" +
+	")shop.orders.v1.order.{order_id}.cancelledB\xd8\x01\xca\xf3\x18,\n" +
+	"\vSHOP_ORDERS\x12\x10shop.orders.v1.> \x03*\x05\b\x80\x9a\x9e\x012\x02\bx\n" +
 	"\x12com.shop.orders.v1B\x10OrderEventsProtoP\x01Z&concord/gen/go/shop/orders/v1;ordersv1\xa2\x02\x03SOX\xaa\x02\x0eShop.Orders.V1\xca\x02\x0eShop\\Orders\\V1\xe2\x02\x1aShop\\Orders\\V1\\GPBMetadata\xea\x02\x10Shop::Orders::V1b\x06proto3"
 
 var (

@@ -608,8 +608,8 @@ const file_shop_products_v1_product_events_proto_rawDesc = "" +
 	"\border_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\aorderId\x12@\n" +
 	"\x05lines\x18\x02 \x03(\v2\x1e.shop.products.v1.ReservedLineB\n" +
 	"\xbaH\a\x92\x01\x04\b\x01\x102R\x05lines:6\xd2\xf3\x182\n" +
-	"0shop.products.v1.reservation.{order_id}.releasedB\xea\x01\xca\xf3\x18.\n" +
-	"\rSHOP_PRODUCTS\x12\x12shop.products.v1.>*\x05\b\x80\x9a\x9e\x012\x02\bx\n" +
+	"0shop.products.v1.reservation.{order_id}.releasedB\xec\x01\xca\xf3\x180\n" +
+	"\rSHOP_PRODUCTS\x12\x12shop.products.v1.> \x03*\x05\b\x80\x9a\x9e\x012\x02\bx\n" +
 	"\x14com.shop.products.v1B\x12ProductEventsProtoP\x01Z*concord/gen/go/shop/products/v1;productsv1\xa2\x02\x03SPX\xaa\x02\x10Shop.Products.V1\xca\x02\x10Shop\\Products\\V1\xe2\x02\x1cShop\\Products\\V1\\GPBMetadata\xea\x02\x12Shop::Products::V1b\x06proto3"
 
 var (

@@ -1,0 +1,65 @@
+/**
+ * The configuration file of a nats-server Concord manages: the test
+ * harness's, `npm start`'s and the bench's. Flags cannot say everything
+ * needed: `sync_interval` lives in the jetstream block, and a cluster needs
+ * its cluster block with routes.
+ */
+import { writeFileSync } from "node:fs";
+
+/** One node of a cluster on loopback: its cluster name, its own route port, and every node's route port (its own included). */
+export interface ClusterRoutes {
+  readonly name: string;
+  readonly port: number;
+  readonly routePorts: readonly number[];
+}
+
+export interface NatsServerConfig {
+  /** Unique within a cluster; names the stream and consumer leaders in `nats stream info`. */
+  readonly serverName: string;
+  /** Client port on 127.0.0.1. */
+  readonly port: number;
+  readonly storeDir: string;
+  /**
+   * true: `sync_interval: always`, every write fsynced before it is
+   * acknowledged, so an acknowledged event survives the machine crashing.
+   * false: the server's default, fsync every 2 minutes.
+   */
+  readonly syncAlways: boolean;
+  /** Monitoring port on 127.0.0.1 (`/healthz`, `/jsz`); none when not set. */
+  readonly monitorPort?: number;
+  readonly cluster?: ClusterRoutes;
+  /** Log file; standard error when not set. */
+  readonly logFile?: string;
+}
+
+/** The text of a nats-server configuration file for `config`, everything on 127.0.0.1. */
+export function natsServerConfigText(config: NatsServerConfig): string {
+  const q = (s: string) => JSON.stringify(s);
+  const lines = [
+    "# Written by Concord for a server it manages; rewritten at every start.",
+    `server_name: ${q(config.serverName)}`,
+    `listen: ${q(`127.0.0.1:${config.port}`)}`,
+  ];
+  if (config.monitorPort !== undefined) lines.push(`http: ${q(`127.0.0.1:${config.monitorPort}`)}`);
+  if (config.logFile !== undefined) lines.push(`log_file: ${q(config.logFile)}`);
+  lines.push("jetstream {", `  store_dir: ${q(config.storeDir)}`);
+  if (config.syncAlways) lines.push("  sync_interval: always");
+  lines.push("}");
+  if (config.cluster) {
+    const { name, port, routePorts } = config.cluster;
+    lines.push(
+      "cluster {",
+      `  name: ${q(name)}`,
+      `  listen: ${q(`127.0.0.1:${port}`)}`,
+      `  routes: [${routePorts.filter((p) => p !== port).map((p) => q(`nats-route://127.0.0.1:${p}`)).join(", ")}]`,
+      "}",
+    );
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+/** Writes the configuration file for `config` to `path`; returns the arguments that start nats-server with it. */
+export function writeNatsServerConfig(path: string, config: NatsServerConfig): string[] {
+  writeFileSync(path, natsServerConfigText(config));
+  return ["-c", path];
+}
