@@ -20,9 +20,10 @@ import { eventPublish } from "./scenarios/event-publish.js";
 import { grpcUnary } from "./scenarios/grpc-unary.js";
 import { memory } from "./scenarios/memory.js";
 import { durability } from "./scenarios/durability.js";
+import { postgres } from "./scenarios/postgres.js";
 import { saga } from "./scenarios/saga.js";
 
-const scenarios: Scenario[] = [grpcUnary, eventPublish, eventConsume, saga, memory, durability];
+const scenarios: Scenario[] = [grpcUnary, eventPublish, eventConsume, saga, memory, durability, postgres];
 
 async function main(): Promise<number> {
   let options: Options | undefined;
