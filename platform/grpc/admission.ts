@@ -4,7 +4,7 @@ import { Code, StatusError } from "../errors/index.js";
 export interface AdmissionOptions {
   /** Calls whose handlers run at once. Default 128. */
   readonly maxInFlight?: number;
-  /** Longest a call waits for one of those places before it is refused. Default 250 ms. */
+  /** Longest a call waits for one of those places before it is refused. Default 1 s. */
   readonly maxQueueMs?: number;
   /** Calls waiting at most; one more is refused at once. Default 4 × maxInFlight. */
   readonly maxQueued?: number;
@@ -43,7 +43,7 @@ interface Waiter {
  */
 export function createAdmission(options: AdmissionOptions = {}): Admission {
   const maxInFlight = options.maxInFlight ?? 128;
-  const maxQueueMs = options.maxQueueMs ?? 250;
+  const maxQueueMs = options.maxQueueMs ?? 1_000;
   const maxQueued = options.maxQueued ?? 4 * maxInFlight;
   for (const [name, value] of Object.entries({ maxInFlight, maxQueueMs, maxQueued })) {
     if (!Number.isInteger(value) || value < (name === "maxInFlight" ? 1 : 0)) throw new Error(`createAdmission: ${name} must be a whole number${name === "maxInFlight" ? " from 1" : ""}, got ${value}`);

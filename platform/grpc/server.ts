@@ -37,7 +37,7 @@ export interface GrpcServerOptions {
   readonly credentials?: ServerCredentials;
   /**
    * How much work the server takes on at once (see createAdmission): by
-   * default 128 handlers running, a call waiting at most 250 ms for a place,
+   * default 128 handlers running, a call waiting at most 1 s for a place,
    * then RESOURCE_EXHAUSTED with nothing done. Health and reflection are not
    * counted.
    */
