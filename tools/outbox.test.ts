@@ -31,5 +31,5 @@ describe("tools/outbox.ts", () => {
     expect(run("--database", join(dir, "missing.db")).status).toBe(2);
     expect(run("--database", path, "retry").status).toBe(2);
     expect(run("--help").stdout).toContain("Usage: npx tsx tools/outbox.ts");
-  });
+  }, 120_000); // runs the tool three times, each a Node start-up with the TypeScript loader
 });

@@ -91,5 +91,5 @@ describe("npm run gen:image", () => {
     expect(directory.status).toBe(2);
     expect(directory.stderr).toContain("is a directory");
     expect(listFiles(tmp.path).filter((f) => f.endsWith(".binpb") && f !== "concord.binpb")).toEqual([]);
-  });
+  }, 120_000);
 });
