@@ -39,7 +39,7 @@ async function startService(launch: ServiceLaunch, service: ServiceName, env: No
     name: launch.name,
     command,
     args,
-    env: { ...process.env, ...launch.env, ...env, LOG_LEVEL: launch.logLevel, ...(launch.natsUrl && { NATS_URL: launch.natsUrl }) },
+    env: { ...process.env, GRPC_INSECURE: "1", GRPC_AUTH: "none", ...launch.env, ...env, LOG_LEVEL: launch.logLevel, ...(launch.natsUrl && { NATS_URL: launch.natsUrl }) },
     logDir: launch.logDir,
   });
   try {

@@ -2,6 +2,7 @@ import { Server, ServerCredentials, type ChannelOptions } from "@grpc/grpc-js";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
 import { grpcDescriptorSet } from "../../gen/ts/grpc_descriptor_set.js";
 import type { Logger } from "../log/index.js";
+import type { AccessControl } from "./access.js";
 import { bindService, type ServiceDefinition, type ServiceImpl } from "./bind-service.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { createDescriptorIndex } from "./descriptor-index.js";
@@ -32,8 +33,14 @@ export interface GrpcServerOptions {
   readonly readinessCheck?: () => void | Promise<void>;
   /** How often readinessCheck runs. Default 2 s. */
   readonly readinessIntervalMs?: number;
-  /** TLS or mTLS credentials; plaintext by default (local development). */
+  /** TLS or mTLS credentials (`serverTlsCredentials`); plaintext when not given. */
   readonly credentials?: ServerCredentials;
+  /**
+   * Bearer tokens checked on every call of an added service against its
+   * method's concord.v1.access rule; health and reflection stay open.
+   * Without it every call is let in.
+   */
+  readonly access?: AccessControl;
 }
 
 /**
@@ -65,7 +72,7 @@ export interface GrpcServer {
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const factory = "createGrpcServer";
-  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials"]);
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "access"]);
   const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
   const shutdownTimeoutMs = nonNegativeInteger(factory, "shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000);
   const drainDelayMs = nonNegativeInteger(factory, "drainDelayMs", options.drainDelayMs, 0);
@@ -108,7 +115,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   return {
     addService(definition, impl) {
       if (state !== "created") throw new Error("addService must be called before start");
-      const bound = bindService(definition, gated(definition, impl, () => unavailable), { checker, logger, maxRequestBytes: maxReceive });
+      const bound = bindService(definition, gated(definition, impl, () => unavailable), { checker, logger, maxRequestBytes: maxReceive, ...(options.access && { access: options.access }) });
       server.addService(bound.definition, bound.handlers as never);
       const first = Object.values(definition)[0];
       if (first) serviceNames.push(first.path.split("/")[1]);
