@@ -201,7 +201,7 @@ describe("npm start", () => {
     expect(result.stderr).toMatch(/several instances of a service share its database, which takes PostgreSQL: add --postgres/);
   });
 
-  it("says which process died and stops the rest", async () => {
+  it("says which process died and stops the rest", { timeout: 60_000 }, async () => {
     const system = await startSystem(dir.path);
     child = system.child;
     const pid = Number(/products: .*pid (\d+)/.exec(system.output())![1]);
