@@ -5,8 +5,8 @@
  * does the same (small) work whichever server it talks to. Counts only OK
  * responses; latencies of OK calls in the measured window.
  */
-import { readFileSync } from "node:fs";
 import { Client, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { clientTlsCredentials } from "../../platform/grpc/index.js";
 import { Samples, type LatencySummary } from "../lib/stats.js";
 import { workerMain } from "../lib/worker.js";
 
@@ -34,7 +34,7 @@ export interface GrpcLoadResult {
 }
 
 workerMain<GrpcLoadConfig, GrpcLoadResult>(async (config, emit) => {
-  const channel = config.caFile ? credentials.createSsl(readFileSync(config.caFile)) : credentials.createInsecure();
+  const channel = config.caFile ? clientTlsCredentials({ caFile: config.caFile }) : credentials.createInsecure();
   const client = new Client(config.address, channel, {});
   await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())));
   const request = Buffer.from(config.requestHex, "hex");
