@@ -21,7 +21,7 @@ describe("tools/try-order.ts", () => {
   }, 60_000);
   afterAll(() => shop?.stop());
 
-  it("finds the services where PRODUCTS_LISTEN and ORDERS_LISTEN put them, as npm start does, unless flags say otherwise; calls over TLS with tokens from DATA_DIR", async () => {
+  it("finds the services where PRODUCTS_LISTEN and ORDERS_LISTEN put them, as npm start does, unless flags say otherwise; calls over TLS with tokens from DATA_DIR", { timeout: 90_000 }, async () => {
     const result = await tryOrder([], { DATA_DIR: shop.dir, PRODUCTS_LISTEN: shop.products.service.address, ORDERS_LISTEN: shop.orders.service.address });
     expect(result.stderr).toBe("");
     expect(result.code).toBe(0);
