@@ -24,18 +24,34 @@ interface ToolRun {
   readonly stderr: string;
 }
 
+/** The environment the tools run in: the tokens the README has the reader make (set in beforeAll). */
+const toolEnv: NodeJS.ProcessEnv = { ...process.env };
+
 /** Runs a tool with no shell; a run that outlives `timeoutMs` is killed and fails the test. */
 function runTool(name: "grpcurl" | "nats", args: readonly string[], timeoutMs = 20_000): Promise<ToolRun> {
   return new Promise((resolve, reject) => {
-    execFile(toolPath(name), args, { timeout: timeoutMs, killSignal: "SIGKILL", maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile(toolPath(name), args, { env: toolEnv, timeout: timeoutMs, killSignal: "SIGKILL", maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       if (err && (err as { killed?: boolean }).killed) reject(new Error(`${name} ${args.join(" ")} did not finish within ${timeoutMs} ms`));
       else resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
 }
 
-/** grpcurl with a deadline of its own, so a hung server fails the call rather than the test run. */
-const grpcurl = (...args: string[]): Promise<ToolRun> => runTool("grpcurl", ["-max-time", "10", ...args]);
+/** The shop's development CA, which grpcurl is told to trust (set in beforeAll). */
+let caFile = "";
+
+/** grpcurl over TLS trusting the shop's CA, with a deadline of its own, so a hung server fails the call rather than the test run. */
+const grpcurl = (...args: string[]): Promise<ToolRun> => runTool("grpcurl", ["-max-time", "10", "-cacert", caFile, ...args]);
+
+/** Runs tools/token.ts as the README does, with the shop's data dir; resolves with the token it prints. */
+function makeToken(dataDir: string, ...args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, ["--import", "tsx", "tools/token.ts", ...args], { cwd: repoRoot, env: { ...process.env, DATA_DIR: dataDir }, timeout: 30_000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`tools/token.ts ${args.join(" ")} failed: ${stderr}`, { cause: err }));
+      else resolve(stdout.trim());
+    });
+  });
+}
 
 async function succeeds(run: Promise<ToolRun>, what: string): Promise<string> {
   const result = await run;
@@ -74,8 +90,11 @@ describe("grpcurl and the nats CLI against the running services", () => {
     createFileRegistry(fromBinary(FileDescriptorSetSchema, grpcDescriptorSet)),
   );
   beforeAll(async () => {
-    shop = await startShop();
-  });
+    shop = await startShop({ secure: true });
+    caFile = join(shop.dir, "tls", "ca.pem");
+    // As the README has the reader do before its grpcurl calls.
+    [toolEnv.ADMIN_TOKEN, toolEnv.CUSTOMER_TOKEN] = await Promise.all([makeToken(shop.dir, "--role", "admin"), makeToken(shop.dir, "--role", "customer", "--subject", "c-1")]);
+  }, 60_000);
   afterAll(async () => {
     await shop?.stop();
   });
@@ -92,6 +111,7 @@ describe("grpcurl and the nats CLI against the running services", () => {
           .replaceAll("127.0.0.1:50051", shop.products.service.address)
           .replaceAll("127.0.0.1:50052", shop.orders.service.address)
           .replaceAll("nats://127.0.0.1:4222", shop.nats.url)
+          .replaceAll(".data/tls/ca.pem", caFile)
           .replaceAll("<id from above>", productId ?? "");
       }),
     };
@@ -109,14 +129,14 @@ describe("grpcurl and the nats CLI against the running services", () => {
   };
 
   it("lists each server's own services and grpc.health.v1, through reflection", async () => {
-    const listed = async (address: string) => (await succeeds(grpcurl("-plaintext", address, "list"), `grpcurl list ${address}`)).trim().split("\n");
+    const listed = async (address: string) => (await succeeds(grpcurl(address, "list"), `grpcurl list ${address}`)).trim().split("\n");
     expect(await listed(shop.products.service.address)).toEqual(["grpc.health.v1.Health", "shop.products.v1.ProductService"]);
     expect(await listed(shop.orders.service.address)).toEqual(["grpc.health.v1.Health", "shop.orders.v1.OrderService"]);
   });
 
   it("describes every service, every method and every type each method's input and output reach", { timeout: 180_000 }, async () => {
     for (const address of [shop.products.service.address, shop.orders.service.address]) {
-      const services = (await succeeds(grpcurl("-plaintext", address, "list"), "grpcurl list")).trim().split("\n");
+      const services = (await succeeds(grpcurl(address, "list"), "grpcurl list")).trim().split("\n");
       const symbols: { name: string; kind: string }[] = [];
       const roots: DescMessage[] = [];
       for (const name of services) {
@@ -133,7 +153,7 @@ describe("grpcurl and the nats CLI against the running services", () => {
       // The closure crosses files: imported well-known types, and health's map values.
       expect(types.map((t) => t.typeName)).toEqual(expect.arrayContaining(["google.protobuf.Timestamp", "grpc.health.v1.HealthListResponse"]));
       await eachLimited(symbols, 3, async ({ name, kind }) => {
-        const described = await succeeds(grpcurl("-plaintext", address, "describe", name), `grpcurl describe ${name} at ${address}`);
+        const described = await succeeds(grpcurl(address, "describe", name), `grpcurl describe ${name} at ${address}`);
         expect(described.split("\n")[0]).toBe(`${name} is a${kind === "enum" ? "n" : ""} ${kind}:`);
       });
     }
@@ -163,9 +183,9 @@ describe("grpcurl and the nats CLI against the running services", () => {
 
   it("checks health per service and lists the statuses (grpc.health.v1's map resolves)", async () => {
     const orders = shop.orders.service.address;
-    const check = await succeeds(grpcurl("-plaintext", "-d", '{"service":"shop.orders.v1.OrderService"}', orders, "grpc.health.v1.Health/Check"), "Health/Check");
+    const check = await succeeds(grpcurl("-d", '{"service":"shop.orders.v1.OrderService"}', orders, "grpc.health.v1.Health/Check"), "Health/Check");
     expect(JSON.parse(check)).toEqual({ status: "SERVING" });
-    const list = await succeeds(grpcurl("-plaintext", orders, "grpc.health.v1.Health/List"), "Health/List");
+    const list = await succeeds(grpcurl(orders, "grpc.health.v1.Health/List"), "Health/List");
     expect(JSON.parse(list)).toEqual({ statuses: { "": { status: "SERVING" }, "shop.orders.v1.OrderService": { status: "SERVING" } } });
   });
 

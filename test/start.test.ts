@@ -1,13 +1,16 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { connect, createServer } from "node:net";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { connect as natsConnect } from "nats";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { OrderServiceService } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
-import { createClient } from "../platform/grpc/index.js";
-import { address, tempDir } from "./support/shop.js";
+import { Code } from "../platform/errors/index.js";
+import { clientTlsCredentials, createClient } from "../platform/grpc/index.js";
+import { repoRoot } from "../tools/repo-root.js";
+import { toolClientSecurity } from "../tools/client-security.js";
+import { address, grpcError, tempDir } from "./support/shop.js";
 
 const freePort = () =>
   new Promise<number>((resolve) => {
@@ -110,15 +113,24 @@ describe("npm start", () => {
     dir.remove();
   });
 
-  it("brings the system up, serves calls, and stops everything cleanly on Ctrl-C", async () => {
+  it("brings the system up over TLS with tokens, serves calls, and stops everything cleanly on Ctrl-C", { timeout: 90_000 }, async () => {
     const system = await startSystem(dir.path);
     child = system.child;
     expect(system.output()).toMatch(/products: gRPC on 127\.0\.0\.1:\d+/);
     expect(system.output()).toMatch(/orders: {3}gRPC on 127\.0\.0\.1:\d+/);
-    const client = createClient(ProductServiceService, { address: system.productsAddress });
+    // TLS with the CA and token key made under DATA_DIR on this first run; plaintext and token-less calls are refused.
+    expect(system.output()).toContain(`Concord is up. Try: grpcurl -cacert ${relative(repoRoot, join(dir.path, "tls", "ca.pem"))} `);
+    expect(statSync(join(dir.path, "auth", "token-hs256.key")).mode & 0o777).toBe(0o600);
+    const client = createClient(ProductServiceService, { address: system.productsAddress, ...toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dir.path }) });
     const { product } = await client.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 1 });
     expect(product?.name).toBe("Teapot");
     client.close();
+    const plaintext = createClient(ProductServiceService, { address: system.productsAddress, maxAttempts: 1 });
+    expect((await grpcError(plaintext.getProduct({ id: product!.id }))).code).toBe(Code.UNAVAILABLE);
+    plaintext.close();
+    const noToken = createClient(ProductServiceService, { address: system.productsAddress, maxAttempts: 1, credentials: clientTlsCredentials({ caFile: join(dir.path, "tls", "ca.pem") }) });
+    expect((await grpcError(noToken.getProduct({ id: product!.id }))).code).toBe(Code.UNAUTHENTICATED);
+    noToken.close();
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);
     expect(system.output()).toContain("everything stopped");
@@ -167,12 +179,12 @@ describe("npm start", () => {
     for (const [name, port] of [["products#1", ports.products], ["products#2", ports.products + 2], ["orders#1", ports.orders], ["orders#2", ports.orders + 2]] as const) {
       expect(out).toMatch(new RegExp(`${name}: +gRPC on 127\\.0\\.0\\.1:${port} \\(database postgres://`));
     }
-    const products = createClient(ProductServiceService, { address: `127.0.0.1:${ports.products + 2}` });
+    const products = createClient(ProductServiceService, { address: `127.0.0.1:${ports.products + 2}`, ...toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dir.path }) });
     const { product } = await products.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 5 });
     // Both order instances know it and place orders that the saga confirms.
     const placed: string[] = [];
     for (const port of [ports.orders, ports.orders + 2]) {
-      const orders = createClient(OrderServiceService, { address: `127.0.0.1:${port}` });
+      const orders = createClient(OrderServiceService, { address: `127.0.0.1:${port}`, ...toolClientSecurity({ subject: "c", roles: ["customer"] }, { DATA_DIR: dir.path }) });
       await expect.poll(async () => orders.createOrder({ customerId: "c", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address }).then((r) => (placed.push(r.order!.id), true), () => false), { timeout: 20_000 }).toBe(true);
       orders.close();
     }
@@ -190,7 +202,7 @@ describe("npm start", () => {
     expect(result.stderr).toMatch(/several instances of a service share its database, which takes PostgreSQL: add --postgres/);
   });
 
-  it("says which process died and stops the rest", async () => {
+  it("says which process died and stops the rest", { timeout: 60_000 }, async () => {
     const system = await startSystem(dir.path);
     child = system.child;
     const pid = Number(/products: .*pid (\d+)/.exec(system.output())![1]);

@@ -17,19 +17,19 @@ function tryOrder(args: string[], env: NodeJS.ProcessEnv) {
 describe("tools/try-order.ts", () => {
   let shop: Shop;
   beforeAll(async () => {
-    shop = await startShop();
+    shop = await startShop({ secure: true });
   }, 60_000);
   afterAll(() => shop?.stop());
 
-  it("finds the services where PRODUCTS_LISTEN and ORDERS_LISTEN put them, as npm start does, unless flags say otherwise", async () => {
-    const result = await tryOrder([], { PRODUCTS_LISTEN: shop.products.service.address, ORDERS_LISTEN: shop.orders.service.address });
+  it("finds the services where PRODUCTS_LISTEN and ORDERS_LISTEN put them, as npm start does, unless flags say otherwise; calls over TLS with tokens from DATA_DIR", { timeout: 90_000 }, async () => {
+    const result = await tryOrder([], { DATA_DIR: shop.dir, PRODUCTS_LISTEN: shop.products.service.address, ORDERS_LISTEN: shop.orders.service.address });
     expect(result.stderr).toBe("");
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/order \S+ is ORDER_STATE_CONFIRMED/);
     expect(result.stdout).toMatch(/now has stock 1$/m);
 
     // --products and --orders still win over the environment.
-    const flags = await tryOrder(["--products", shop.products.service.address, "--orders", shop.orders.service.address], { PRODUCTS_LISTEN: "127.0.0.1:1", ORDERS_LISTEN: "127.0.0.1:1" });
+    const flags = await tryOrder(["--products", shop.products.service.address, "--orders", shop.orders.service.address], { DATA_DIR: shop.dir, PRODUCTS_LISTEN: "127.0.0.1:1", ORDERS_LISTEN: "127.0.0.1:1" });
     expect(flags.stderr).toBe("");
     expect(flags.stdout).toMatch(/order \S+ is ORDER_STATE_CONFIRMED/);
   });

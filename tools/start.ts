@@ -24,8 +24,9 @@ import { type ChildProcess, spawn, spawnSync, type StdioOptions } from "node:chi
 import { parseArgs } from "node:util";
 import { mkdirSync } from "node:fs";
 import { connect } from "node:net";
-import { join } from "node:path";
-import { waitForServing } from "../platform/grpc/index.js";
+import { basename, join, relative } from "node:path";
+import type { ChannelCredentials } from "@grpc/grpc-js";
+import { clientTlsCredentials, waitForServing } from "../platform/grpc/index.js";
 import { stopOnStdinCloseVariable } from "../platform/runtime/index.js";
 import { repoRoot } from "./repo-root.js";
 import { findNatsServer } from "./nats/find-nats-server.mjs";
@@ -33,6 +34,7 @@ import { writeNatsServerConfig } from "./nats/server-config.js";
 import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
 import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgres.js";
 import { serviceCommand } from "./service-launch.js";
+import { ensureDevCredentials } from "./dev-credentials.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
 
@@ -70,6 +72,15 @@ Environment (all optional):
   PRODUCTS_DATABASE_URL, ORDERS_DATABASE_URL
                     the services' databases (default: SQLite files in DATA_DIR)
   LOG_LEVEL         services' log level (default info)
+  GRPC_INSECURE     1: the services serve and call each other in plaintext;
+                    otherwise TLS with the development CA, certificates and
+                    token key made on the first run under DATA_DIR/tls and
+                    DATA_DIR/auth (kept; delete them and start again to make
+                    new ones, see the README's Security section)
+  GRPC_TLS_CLIENT_AUTH
+                    require: the services refuse clients without a
+                    certificate from the CA (DATA_DIR/tls/client.pem is one)
+  GRPC_AUTH         none: the services check no bearer tokens (default jwt)
 
 Ctrl-C, SIGTERM or SIGHUP stops the services, then nats-server. If this
 script is killed outright, the services stop on their own when their
@@ -240,6 +251,34 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boole
   return { url: servers.map((s) => s.url).join(","), tethers: servers.map((s) => s.child.process.stdin!) };
 }
 
+/**
+ * TLS and token material for the services, unless GRPC_INSECURE=1: the
+ * development CA, a certificate per service and one for clients, and the
+ * token key, made under DATA_DIR on the first run (tools/dev-credentials.ts),
+ * handed to the services through their GRPC_* variables (any set already
+ * win). Returns what this script needs to check their health.
+ */
+function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: readonly string[]): { caFile?: string; credentials?: ChannelCredentials } {
+  if (process.env.GRPC_INSECURE === "1") return {};
+  const hosts = [...new Set(addresses.map((a) => a.replace(/:\d+$/, "").replace(/^\[|\]$/g, "")))];
+  const made = ensureDevCredentials(dataDir, ["products", "orders", "client"], hosts);
+  if (made.made.length > 0) console.log(`made the development CA, certificates and token key under ${relative(process.cwd(), dataDir) || dataDir}: ${made.made.map((f) => basename(f)).join(", ")}`);
+  const caFile = process.env.GRPC_TLS_CA || made.caFile;
+  env.GRPC_TLS_CA = caFile;
+  env.GRPC_AUTH_KEY_FILE = process.env.GRPC_AUTH_KEY_FILE || made.tokenKeyFile;
+  const client = made.certs.client;
+  return { caFile, credentials: clientTlsCredentials({ caFile, certFile: client.certFile, keyFile: client.keyFile }) };
+}
+
+/** The variables that give one service its own certificate, unless set already. */
+function serviceTlsEnv(dataDir: string, service: "products" | "orders"): NodeJS.ProcessEnv {
+  if (process.env.GRPC_INSECURE === "1") return {};
+  return {
+    GRPC_TLS_CERT: process.env.GRPC_TLS_CERT || join(dataDir, "tls", `${service}.pem`),
+    GRPC_TLS_KEY: process.env.GRPC_TLS_KEY || join(dataDir, "tls", `${service}-key.pem`),
+  };
+}
+
 async function main(): Promise<void> {
   let flags;
   try {
@@ -297,6 +336,7 @@ async function main(): Promise<void> {
     console.log(`PostgreSQL on 127.0.0.1:${postgres.port}, data in ${pgDir}, log in ${join(dataDir, "postgres.log")} (databases products and orders)`);
   }
   env[stopOnStdinCloseVariable] = "1";
+  const grpc = grpcSecurityEnv(dataDir, env, [...productsAddresses, ...ordersAddresses]);
   let natsTether: StdioOptions = [];
 
   let natsUrl = process.env.NATS_URL;
@@ -311,8 +351,8 @@ async function main(): Promise<void> {
   const start = async (service: "products" | "orders", addresses: string[], listenVariable: string): Promise<string[]> => {
     const command = serviceCommand(service);
     // The instances of one service start together, as a deployment's do.
-    const started = addresses.map((listen, i) => launch(instances > 1 ? `${service}#${i + 1}` : service, command.command, command.args, { ...env, [listenVariable]: listen }, natsTether));
-    await Promise.all(addresses.map((a) => waitForServing(a, 30_000)));
+    const started = addresses.map((listen, i) => launch(instances > 1 ? `${service}#${i + 1}` : service, command.command, command.args, { ...env, ...serviceTlsEnv(dataDir, service), [listenVariable]: listen }, natsTether));
+    await Promise.all(addresses.map((a) => waitForServing(a, 30_000, grpc.credentials)));
     return started.map((child, i) => {
       const name = instances > 1 ? `${service}#${i + 1}:` : `${service}:`;
       return `${name.padEnd(instances > 1 ? 11 : 9)} gRPC on ${addresses[i]} (database ${env[service === "products" ? "PRODUCTS_DATABASE_URL" : "ORDERS_DATABASE_URL"]}, pid ${child.process.pid})`;
@@ -320,7 +360,8 @@ async function main(): Promise<void> {
   };
   const lines = [...(await start("products", productsAddresses, "PRODUCTS_LISTEN")), ...(await start("orders", ordersAddresses, "ORDERS_LISTEN"))];
   for (const line of lines) console.log(line);
-  console.log("Concord is up. Try: grpcurl -plaintext " + ordersListen + " list    (Ctrl-C stops everything)");
+  const grpcurl = grpc.caFile ? `grpcurl -cacert ${relative(process.cwd(), grpc.caFile) || grpc.caFile}` : "grpcurl -plaintext";
+  console.log(`Concord is up. Try: ${grpcurl} ${ordersListen} list    (Ctrl-C stops everything)`);
 }
 
 main().catch((err) => {

@@ -2,7 +2,9 @@
  * A worked example against a running system (`npm start`): creates a
  * product, places an order for it, and follows the order until the saga
  * settles it. Finds the services where `npm start` puts them, from the same
- * environment variables; `--products` and `--orders` override them.
+ * environment variables; `--products` and `--orders` override them. Calls
+ * go over TLS with tokens made with the local key (tools/client-security.ts):
+ * an admin's to create the product, customer-1's to place and read the order.
  */
 import { randomUUID } from "node:crypto";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -10,11 +12,15 @@ import { OrderServiceMethods } from "../gen/ts/shop/orders/v1/order_service_rpc.
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { ProductServiceMethods } from "../gen/ts/shop/products/v1/product_service_rpc.js";
 import { createClient } from "../platform/grpc/index.js";
+import { toolClientSecurity } from "./client-security.js";
 
 const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT]
 
 Creates a product, places an order for it and follows the order until the
-saga settles it. The services are found where \`npm start\` puts them:
+saga settles it, over TLS trusting DATA_DIR/tls/ca.pem, with tokens signed by
+DATA_DIR/auth/token-hs256.key (an admin creates the product, customer-1 places
+the order; GRPC_INSECURE=1 and GRPC_AUTH=none as for the services). The
+services are found where \`npm start\` puts them:
   --products HOST:PORT   product service (default: $PRODUCTS_LISTEN or 127.0.0.1:50051)
   --orders HOST:PORT     order service (default: $ORDERS_LISTEN or 127.0.0.1:50052)`;
 
@@ -40,13 +46,14 @@ async function main(args: string[]): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  const products = createClient(ProductServiceService, { address: productsAddress, methods: ProductServiceMethods });
-  const orders = createClient(OrderServiceService, { address: ordersAddress, methods: OrderServiceMethods });
+  const customerId = "customer-1";
+  const products = createClient(ProductServiceService, { address: productsAddress, methods: ProductServiceMethods, ...toolClientSecurity({ subject: "admin", roles: ["admin"] }) });
+  const orders = createClient(OrderServiceService, { address: ordersAddress, methods: OrderServiceMethods, ...toolClientSecurity({ subject: customerId, roles: ["customer"] }) });
   try {
     const { product } = await products.createProduct({ name: "Teapot", description: "Blue porcelain", price: { currencyCode: "EUR", amountMinor: 1999 }, initialStock: 3, requestId: randomUUID() });
     console.log(`created product ${product!.id}: ${product!.name}, stock ${product!.stock}`);
     const { order } = await orders.createOrder({
-      customerId: "customer-1",
+      customerId,
       lines: [{ productId: product!.id, quantity: 2 }],
       shippingAddress: { recipient: "Ada Lovelace", line1: "12 St James's Square", line2: "", city: "London", postalCode: "SW1Y 4JH", countryCode: "GB" },
       // Safe to retry: a repeat with this id returns this order instead of placing another.

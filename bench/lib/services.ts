@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import type { ChannelCredentials } from "@grpc/grpc-js";
 import { waitForServing } from "../../platform/grpc/index.js";
 import { serviceCommand, type ServiceName } from "../../tools/service-launch.js";
 import { freePort, type ManagedProcess, startProcess } from "./proc.js";
@@ -18,6 +19,8 @@ export interface ServiceLaunch {
   readonly address?: string;
   /** The service's database: a postgres:// URL; a SQLite file `<name>.db` in dataDir by default. */
   readonly database?: string;
+  /** How to reach its health service when `env` turns TLS on (plaintext and no tokens unless `env` says otherwise). */
+  readonly healthCredentials?: ChannelCredentials;
 }
 
 export interface ServiceProcess {
@@ -39,12 +42,12 @@ async function startService(launch: ServiceLaunch, service: ServiceName, env: No
     name: launch.name,
     command,
     args,
-    env: { ...process.env, ...launch.env, ...env, LOG_LEVEL: launch.logLevel, ...(launch.natsUrl && { NATS_URL: launch.natsUrl }) },
+    env: { ...process.env, GRPC_INSECURE: "1", GRPC_AUTH: "none", ...launch.env, ...env, LOG_LEVEL: launch.logLevel, ...(launch.natsUrl && { NATS_URL: launch.natsUrl }) },
     logDir: launch.logDir,
   });
   try {
     await Promise.race([
-      waitForServing(address, 30_000),
+      waitForServing(address, 30_000, launch.healthCredentials),
       proc.exited.then((code) => Promise.reject(new Error(`${launch.name} exited with code ${code} during start-up; see ${proc.logFile}`))),
     ]);
   } catch (err) {

@@ -1,6 +1,6 @@
 import { Client, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { GetProductRequest, ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
-import { createClient } from "../../platform/grpc/index.js";
+import { type ClientOptions, createClient } from "../../platform/grpc/index.js";
 
 /** A product as the shop would list it; its GetProductResponse is the payload of the gRPC scenario. */
 export const benchProduct = {
@@ -17,9 +17,9 @@ export interface SeededProduct {
   readonly response: Buffer;
 }
 
-/** Creates products through the service's own API. */
-export async function createProducts(address: string, count: number, stock: number): Promise<string[]> {
-  const client = createClient(ProductServiceService, { address, defaultTimeoutMs: 10_000 });
+/** Creates products through the service's own API (over TLS with a token when `security` gives them). */
+export async function createProducts(address: string, count: number, stock: number, security: Pick<ClientOptions, "credentials" | "token"> = {}): Promise<string[]> {
+  const client = createClient(ProductServiceService, { address, defaultTimeoutMs: 10_000, ...security });
   try {
     const ids: string[] = [];
     for (let i = 0; i < count; i++) {

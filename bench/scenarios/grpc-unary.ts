@@ -15,6 +15,7 @@ import { row, type BenchContext, type Row, type Scenario, type ScenarioResult } 
 import { profileArgs, type ServiceProcess, startProductsProcess } from "../lib/services.js";
 import { rawUnary, seedProduct, type SeededProduct } from "../lib/shop.js";
 import type { GrpcLoadConfig, GrpcLoadResult } from "../workers/grpc-load.js";
+import { measureSecurityCost } from "./grpc-security-cost.js";
 
 const method = ProductServiceService.getProduct.path;
 const ghzCall = method.slice(1).replace("/", ".");
@@ -109,7 +110,7 @@ async function measure(ctx: BenchContext, target: Target, view: "ghz" | "node", 
 
 export const grpcUnary: Scenario = {
   name: "grpc",
-  summary: "unary GetProduct: real product service vs a bare grpc-js server, 1/16/64 in flight, ghz and a Node client",
+  summary: "unary GetProduct: real product service vs a bare grpc-js server, 1/16/64 in flight, ghz and a Node client; then plaintext vs TLS vs TLS + JWT",
   async run(ctx): Promise<ScenarioResult> {
     const { options } = ctx;
     writeFileSync(join(ctx.tmp, "descriptor_set.pb"), descriptorSet);
@@ -159,6 +160,8 @@ export const grpcUnary: Scenario = {
     } finally {
       await Promise.all([...services.map((s) => s.process.stop()), bare?.process.stop()]);
     }
+    ctx.log("  the cost of TLS and of bearer tokens, same service, one Node client each:");
+    const security = await measureSecurityCost(ctx, nats.url);
 
     const profiles: Record<string, unknown> = {};
     for (const key of [...targets.map((t) => t.key), "bare-grpc"]) {
@@ -199,9 +202,11 @@ export const grpcUnary: Scenario = {
         }
       }
     }
+    rows.push(...security.rows);
     return {
       rows,
       details: {
+        security: security.details,
         method,
         requestBytes: targets[0]?.seeded.request.length,
         responseBytes: targets[0]?.seeded.response.length,

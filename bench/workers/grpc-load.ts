@@ -6,6 +6,7 @@
  * responses; latencies of OK calls in the measured window.
  */
 import { Client, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { clientTlsCredentials } from "../../platform/grpc/index.js";
 import { Samples, type LatencySummary } from "../lib/stats.js";
 import { workerMain } from "../lib/worker.js";
 
@@ -17,6 +18,10 @@ export interface GrpcLoadConfig {
   readonly warmupMs: number;
   readonly measureMs: number;
   readonly timeoutMs?: number;
+  /** TLS trusting this CA file; plaintext when not given. */
+  readonly caFile?: string;
+  /** Sent as the authorization header of every call ("Bearer ..."). */
+  readonly authorization?: string;
 }
 
 export interface GrpcLoadResult {
@@ -29,9 +34,12 @@ export interface GrpcLoadResult {
 }
 
 workerMain<GrpcLoadConfig, GrpcLoadResult>(async (config, emit) => {
-  const client = new Client(config.address, credentials.createInsecure(), {});
+  const channel = config.caFile ? clientTlsCredentials({ caFile: config.caFile }) : credentials.createInsecure();
+  const client = new Client(config.address, channel, {});
   await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())));
   const request = Buffer.from(config.requestHex, "hex");
+  const metadata = new Metadata();
+  if (config.authorization) metadata.set("authorization", config.authorization);
   const identity = (b: Buffer) => b;
   const samples = new Samples();
   const errorCodes: Record<string, number> = {};
@@ -45,7 +53,7 @@ workerMain<GrpcLoadConfig, GrpcLoadResult>(async (config, emit) => {
   const fire = (): void => {
     inFlight++;
     const t0 = performance.now();
-    client.makeUnaryRequest(config.method, identity, identity, request, new Metadata(), { deadline: Date.now() + (config.timeoutMs ?? 10_000) }, (err: ServiceError | null) => {
+    client.makeUnaryRequest(config.method, identity, identity, request, metadata.clone(), { deadline: Date.now() + (config.timeoutMs ?? 10_000) }, (err: ServiceError | null) => {
       inFlight--;
       if (measuring) {
         if (err) {

@@ -3,6 +3,7 @@ import { type ServerUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js"
 import { infoLineWriter, type Logger } from "../log/index.js";
 import { encodedSizeBound, type MessageChecker } from "../contracts/index.js";
 import { Code, codeName, StatusError, type FieldViolation } from "../errors/index.js";
+import { type AccessControl, methodAccess, methodGuard, type MethodGuard, type Principal, unrestricted } from "./access.js";
 import { type CallContext, UnaryCallContext } from "./call-context.js";
 import { toGrpcError } from "./grpc-status.js";
 
@@ -46,6 +47,12 @@ export interface BindOptions {
    * requests' size, and the cap of every method's limit.
    */
   readonly maxRequestBytes: number;
+  /**
+   * Checks each call's bearer token against its method's concord.v1.access
+   * rule before the request is decoded. Without it every call is let in
+   * (plaintext local runs and tests that ask for that).
+   */
+  readonly access?: AccessControl;
   /** Bounds the handlers running at once (see createAdmission); none when absent. */
   readonly admission?: Admission;
 }
@@ -88,18 +95,19 @@ export function bindService<D extends ServiceDefinition>(
     const fn = impl[name as keyof D];
     if (typeof fn !== "function") throw new Error(`no implementation for ${method.path}`);
     rawDefinition[name] = { ...method, requestDeserialize: (value: Buffer) => value };
-    const input = inputOf(options.checker, method.path);
-    handlers[name] = unaryHandler(method, fn.bind(impl), input.typeName, requestLimit(encodedSizeBound(input), options.maxRequestBytes), options);
+    const desc = methodOf(options.checker, method.path);
+    const guard = options.access ? methodGuard(options.access, desc.name, methodAccess(options.checker.registry, desc)) : undefined;
+    handlers[name] = unaryHandler(method, fn.bind(impl), desc.input.typeName, requestLimit(encodedSizeBound(desc.input), options.maxRequestBytes), guard, options);
   }
   return { definition: rawDefinition as D, handlers: handlers as BoundService<D> };
 }
 
-function inputOf(checker: MessageChecker, path: string) {
+function methodOf(checker: MessageChecker, path: string) {
   const [, serviceName, methodName] = /^\/([^/]+)\/([^/]+)$/.exec(path) ?? [];
   const service = serviceName ? checker.registry.getService(serviceName) : undefined;
   const method = service?.methods.find((m) => m.name === methodName);
   if (!method) throw new Error(`method ${path} is not in the descriptor set; run \`npm run gen\``);
-  return method.input;
+  return method;
 }
 
 function unaryHandler(
@@ -107,6 +115,7 @@ function unaryHandler(
   fn: (request: any, context: CallContext) => Promise<unknown>,
   inputType: string,
   limit: number,
+  guard: MethodGuard | undefined,
   { checker, logger, admission }: BindOptions,
 ) {
   const methodName = method.path.slice(method.path.lastIndexOf("/") + 1);
@@ -139,53 +148,63 @@ function unaryHandler(
       if (overfull.length > 0) return finish(StatusError.invalidArgument(overfull));
       return finish(new StatusError(Code.RESOURCE_EXHAUSTED, `a ${methodName} request may have at most ${limit} bytes; this one has ${bytes.length}`));
     }
-    let request: unknown;
-    try {
-      request = method.requestDeserialize(bytes);
-    } catch (err) {
-      // Undecodable, or a value the generated types cannot carry (an int64 beyond 2^53): the full check names it.
-      let violations: FieldViolation[] = [];
+    // Who calls, before anything of the request is decoded (see access.ts); then the request itself.
+    if (guard) guard.authenticate(call.metadata).then((principal) => serve(principal), finish);
+    else serve(unrestricted);
+    function serve(principal: Principal): void {
+      let request: unknown;
       try {
-        violations = checker.check(inputType, bytes);
-      } catch (checkErr) {
-        return finish(checkErr);
+        request = method.requestDeserialize(bytes);
+      } catch (err) {
+        // Undecodable, or a value the generated types cannot carry (an int64 beyond 2^53): the full check names it.
+        let violations: FieldViolation[] = [];
+        try {
+          violations = checker.check(inputType, bytes);
+        } catch (checkErr) {
+          return finish(checkErr);
+        }
+        return finish(StatusError.invalidArgument(violations.length > 0 ? violations : [{ field: "", description: `cannot be decoded: ${(err as Error).message}` }]));
       }
-      return finish(StatusError.invalidArgument(violations.length > 0 ? violations : [{ field: "", description: `cannot be decoded: ${(err as Error).message}` }]));
+      try {
+        // The contract's rules, compiled, on the decoded request; the full check on its bytes for rules that are not compiled.
+        const violations = checker.checkDecoded(inputType, request) ?? checker.check(inputType, bytes);
+        if (violations.length > 0) return finish(StatusError.invalidArgument(violations));
+      } catch (err) {
+        return finish(err);
+      }
+      try {
+        guard?.checkOwner(principal, request);
+      } catch (err) {
+        return finish(err);
+      }
+      const context = new UnaryCallContext(method.path, call, log, principal);
+      const run = (release?: Release): void => {
+        fn(request, context).then(
+          (response) => {
+            release?.();
+            context.end();
+            finish(undefined, response);
+          },
+          (err) => {
+            release?.();
+            context.end();
+            finish(err);
+          },
+        );
+      };
+      const refuse = (err: unknown): void => {
+        context.end();
+        finish(err);
+      };
+      if (!admission) return run();
+      let entered: Release | Promise<Release>;
+      try {
+        entered = admission.enter(context.deadline, () => context.signal);
+      } catch (err) {
+        return refuse(err);
+      }
+      if (typeof entered === "function") run(entered);
+      else entered.then(run, refuse);
     }
-    try {
-      // The contract's rules, compiled, on the decoded request; the full check on its bytes for rules that are not compiled.
-      const violations = checker.checkDecoded(inputType, request) ?? checker.check(inputType, bytes);
-      if (violations.length > 0) return finish(StatusError.invalidArgument(violations));
-    } catch (err) {
-      return finish(err);
-    }
-    const context = new UnaryCallContext(method.path, call, log);
-    const run = (release?: Release): void => {
-      fn(request, context).then(
-        (response) => {
-          release?.();
-          context.end();
-          finish(undefined, response);
-        },
-        (err) => {
-          release?.();
-          context.end();
-          finish(err);
-        },
-      );
-    };
-    const refuse = (err: unknown): void => {
-      context.end();
-      finish(err);
-    };
-    if (!admission) return run();
-    let entered: Release | Promise<Release>;
-    try {
-      entered = admission.enter(context.deadline, () => context.signal);
-    } catch (err) {
-      return refuse(err);
-    }
-    if (typeof entered === "function") run(entered);
-    else entered.then(run, refuse);
   };
 }

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import type { Metadata, ServerUnaryCall } from "@grpc/grpc-js";
 import { Code, StatusError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
+import type { Principal } from "./access.js";
 
 /** Request headers (gRPC metadata) as text: `get` gives the first value of a header, by its lower-case name. */
 export interface CallHeaders {
@@ -28,6 +29,12 @@ export interface CallContext {
   readonly requestDigest: Uint8Array;
   /** The service's logger, bound to this call's method. */
   readonly log: Logger;
+  /**
+   * Who made the call, from its verified bearer token. When `ownerOnly`, the
+   * handler must keep to what `subject` owns (`mayAccessOwnedBy`) where the
+   * contract could not name the owner in the request.
+   */
+  readonly principal: Principal;
 }
 
 const cancelReason = () => new StatusError(Code.CANCELLED, "the call was cancelled");
@@ -51,6 +58,7 @@ export class UnaryCallContext implements CallContext {
     readonly method: string,
     private readonly call: ServerUnaryCall<Buffer, unknown>,
     readonly log: Logger,
+    readonly principal: Principal,
   ) {}
 
   get headers(): CallHeaders {

@@ -57,8 +57,14 @@ export interface ClientOptions {
    * whose request has a non-empty `requestId` are tried again.
    */
   readonly methods?: Readonly<Record<string, MethodTraits>>;
-  /** TLS or mTLS credentials; plaintext by default. */
+  /** TLS or mTLS credentials (`clientTlsCredentials`); plaintext when not given. */
   readonly credentials?: ChannelCredentials;
+  /**
+   * The bearer token sent with every call (`authorization: Bearer ...`),
+   * asked for before each call so that it can be renewed before it expires.
+   * A call whose headers carry an authorization of their own keeps that one.
+   */
+  readonly token?: () => string | Promise<string>;
 }
 
 /**
@@ -89,7 +95,7 @@ const retryDelayMs = (retry: number): number => Math.min(1_000, 50 * 2 ** (retry
  * its return.
  */
 export function createClient<D extends ServiceDefinition>(definition: D, options: ClientOptions): PromiseClient<D> {
-  checkOptions("createClient", options, ["address", "defaultTimeoutMs", "maxAttempts", "credentials", "methods"]);
+  checkOptions("createClient", options, ["address", "defaultTimeoutMs", "maxAttempts", "credentials", "methods", "token"]);
   const defaultTimeoutMs = options.defaultTimeoutMs ?? 5_000;
   const maxAttempts = options.maxAttempts ?? 3;
   if (!(defaultTimeoutMs > 0)) throw new Error(`createClient: defaultTimeoutMs must be positive, got ${defaultTimeoutMs}`);
@@ -143,6 +149,7 @@ export function createClient<D extends ServiceDefinition>(definition: D, options
       const metadata = new Metadata();
       for (const [key, value] of Object.entries(call.headers ?? {})) metadata.set(key, value);
       if (call.context?.traceparent && metadata.get("traceparent").length === 0) metadata.set("traceparent", call.context.traceparent);
+      if (options.token && metadata.get("authorization").length === 0) metadata.set("authorization", `Bearer ${await options.token()}`);
       const signal = call.context?.signal;
       const attempts = repeatable(request) ? maxAttempts : 1;
       for (let n = 1; ; n++) {

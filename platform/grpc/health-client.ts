@@ -1,11 +1,11 @@
-import { credentials, makeGenericClientConstructor, type ServiceError } from "@grpc/grpc-js";
+import { type ChannelCredentials, credentials as grpcCredentials, makeGenericClientConstructor, type ServiceError } from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 
 const HealthClient = makeGenericClientConstructor(healthService, "grpc.health.v1.Health");
 
-/** Asks a server's grpc.health.v1 for the status of `service` ("" is the whole server). */
-export function checkHealth(address: string, service = "", timeoutMs = 1_000): Promise<string> {
-  const client = new HealthClient(address, credentials.createInsecure());
+/** Asks a server's grpc.health.v1 for the status of `service` ("" is the whole server); over TLS with `credentials`. */
+export function checkHealth(address: string, service = "", timeoutMs = 1_000, credentials?: ChannelCredentials): Promise<string> {
+  const client = new HealthClient(address, credentials ?? grpcCredentials.createInsecure());
   return new Promise<string>((resolve, reject) => {
     client.check({ service }, { deadline: Date.now() + timeoutMs }, (err: ServiceError | null, res: { status: string }) => {
       client.close();
@@ -15,13 +15,13 @@ export function checkHealth(address: string, service = "", timeoutMs = 1_000): P
   });
 }
 
-/** Polls until the server reports SERVING; rejects with the last error after `timeoutMs`. */
-export async function waitForServing(address: string, timeoutMs = 15_000): Promise<void> {
+/** Polls until the server reports SERVING; rejects with the last error after `timeoutMs`. Over TLS with `credentials`. */
+export async function waitForServing(address: string, timeoutMs = 15_000, credentials?: ChannelCredentials): Promise<void> {
   const until = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < until) {
     try {
-      if ((await checkHealth(address)) === "SERVING") return;
+      if ((await checkHealth(address, "", 1_000, credentials)) === "SERVING") return;
     } catch (err) {
       last = err;
     }

@@ -3,6 +3,7 @@ import { HealthImplementation, type ServingStatus } from "grpc-health-check";
 import { grpcDescriptorSet } from "../../gen/ts/grpc_descriptor_set.js";
 import type { Logger } from "../log/index.js";
 import { type AdmissionOptions, createAdmission } from "./admission.js";
+import type { AccessControl } from "./access.js";
 import { bindService, type ServiceDefinition, type ServiceImpl } from "./bind-service.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { createDescriptorIndex } from "./descriptor-index.js";
@@ -33,7 +34,7 @@ export interface GrpcServerOptions {
   readonly readinessCheck?: () => void | Promise<void>;
   /** How often readinessCheck runs. Default 2 s. */
   readonly readinessIntervalMs?: number;
-  /** TLS or mTLS credentials; plaintext by default (local development). */
+  /** TLS or mTLS credentials (`serverTlsCredentials`); plaintext when not given. */
   readonly credentials?: ServerCredentials;
   /**
    * How much work the server takes on at once (see createAdmission): by
@@ -42,6 +43,12 @@ export interface GrpcServerOptions {
    * counted.
    */
   readonly admission?: AdmissionOptions;
+  /**
+   * Bearer tokens checked on every call of an added service against its
+   * method's concord.v1.access rule; health and reflection stay open.
+   * Without it every call is let in.
+   */
+  readonly access?: AccessControl;
 }
 
 /**
@@ -73,7 +80,7 @@ export interface GrpcServer {
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const factory = "createGrpcServer";
-  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission"]);
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access"]);
   const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
   const shutdownTimeoutMs = nonNegativeInteger(factory, "shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000);
   const drainDelayMs = nonNegativeInteger(factory, "drainDelayMs", options.drainDelayMs, 0);
@@ -117,7 +124,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   return {
     addService(definition, impl) {
       if (state !== "created") throw new Error("addService must be called before start");
-      const bound = bindService(definition, gated(definition, impl, () => unavailable), { checker, logger, maxRequestBytes: maxReceive, admission });
+      const bound = bindService(definition, gated(definition, impl, () => unavailable), { checker, logger, maxRequestBytes: maxReceive, admission, ...(options.access && { access: options.access }) });
       server.addService(bound.definition, bound.handlers as never);
       const first = Object.values(definition)[0];
       if (first) serviceNames.push(first.path.split("/")[1]);

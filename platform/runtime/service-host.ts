@@ -4,6 +4,7 @@ import { createGrpcServer, type GrpcServer } from "../grpc/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
 import type { Logger } from "../log/index.js";
 import { type Database, type Migration, openDatabase, type Retention } from "../sql/index.js";
+import { type GrpcSecurity, serverSecurity } from "./grpc-security.js";
 import type { RunningService } from "./run-service.js";
 
 export interface ServiceHostOptions {
@@ -18,8 +19,10 @@ export interface ServiceHostOptions {
   readonly natsUrl: string;
   /** Streams the service publishes to or consumes from, provisioned at start. */
   readonly streams: readonly StreamSpec[];
-  /** The generated descriptor set (validation, reflection). */
+  /** The generated descriptor set (validation, reflection, access rules). */
   readonly descriptorSet: Uint8Array;
+  /** TLS and bearer tokens for what it serves; `insecureGrpc` turns both off, explicitly. */
+  readonly security: GrpcSecurity;
   readonly logger: Logger;
   readonly shutdownTimeoutMs?: number;
   /** How long the inbox remembers processed events (see inboxRetention). Default 7 days. */
@@ -86,7 +89,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       ...(options.inboxRetentionMs !== undefined && { inboxRetentionMs: options.inboxRetentionMs }),
       ...(options.consumerMiddleware && { middleware: options.consumerMiddleware }),
     });
-    server = createGrpcServer({ descriptorSet: options.descriptorSet, logger, shutdownTimeoutMs: options.shutdownTimeoutMs, readinessCheck: () => db.ping() });
+    server = createGrpcServer({ descriptorSet: options.descriptorSet, logger, shutdownTimeoutMs: options.shutdownTimeoutMs, readinessCheck: () => db.ping(), ...serverSecurity(options.security) });
   } catch (err) {
     await db.close();
     throw err;

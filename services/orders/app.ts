@@ -7,7 +7,7 @@ import { ProductServiceMethods } from "../../gen/ts/shop/products/v1/product_ser
 import { bindConsumers, type EventRuntime } from "../../platform/events/index.js";
 import { createClient } from "../../platform/grpc/index.js";
 import type { Logger } from "../../platform/log/index.js";
-import { createServiceHost, type RunningService } from "../../platform/runtime/index.js";
+import { createServiceHost, type GrpcSecurity, type RunningService, serviceCallSecurity } from "../../platform/runtime/index.js";
 import { createCatalogFeed } from "./events/catalog-feed.js";
 import { createOrderSaga } from "./events/order-saga.js";
 import { createOrderService } from "./grpc/order-service.js";
@@ -24,6 +24,8 @@ export interface OrdersOptions {
   readonly productsAddress: string;
   /** NATS server with JetStream. */
   readonly natsUrl: string;
+  /** TLS and bearer tokens, for what it serves and for its calls to the product service; `insecureGrpc` for neither, explicitly. */
+  readonly security: GrpcSecurity;
   /** Deadline of each lookup of a product the local catalogue does not know yet. Default 2 s. */
   readonly productsTimeoutMs?: number;
   readonly logger: Logger;
@@ -52,7 +54,12 @@ export async function startOrders(options: OrdersOptions): Promise<RunningOrders
   const { db, events, server, requestIds } = host;
   const store = createOrderStore();
   const catalog = createCatalogStore();
-  const products = createClient(ProductServiceService, { address: productsAddress, defaultTimeoutMs: productsTimeoutMs, methods: ProductServiceMethods });
+  const products = createClient(ProductServiceService, {
+    address: productsAddress,
+    defaultTimeoutMs: productsTimeoutMs,
+    methods: ProductServiceMethods,
+    ...serviceCallSecurity(options.security, "orders"),
+  });
   server.addService(OrderServiceService, createOrderService({ db, store, catalog, products, outbox: events.outbox, requestIds }));
   const handlers = { ...createOrderSaga(store), ...createCatalogFeed(catalog) };
   return host.start({ consumers: bindConsumers(OrderServiceConsumers, handlers), onStop: () => products.close() });

@@ -1,4 +1,4 @@
-import { runService } from "../../platform/runtime/index.js";
+import { grpcSecurityOf, runService } from "../../platform/runtime/index.js";
 import { startOrders } from "./app.js";
 import { orderSettings } from "./config.js";
 
@@ -13,6 +13,7 @@ await runService({
       productsAddress: config.PRODUCTS_ADDRESS,
       productsTimeoutMs: config.PRODUCTS_TIMEOUT,
       natsUrl: config.NATS_URL,
+      security: grpcSecurityOf(config),
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
       inboxRetentionMs: config.INBOX_RETENTION,
       requestIdRetentionMs: config.REQUEST_ID_RETENTION,

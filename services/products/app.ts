@@ -4,7 +4,7 @@ import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_ser
 import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_service_jetstream.js";
 import { bindConsumers, type EventRuntime } from "../../platform/events/index.js";
 import type { Logger } from "../../platform/log/index.js";
-import { createServiceHost, type RunningService } from "../../platform/runtime/index.js";
+import { createServiceHost, type GrpcSecurity, type RunningService } from "../../platform/runtime/index.js";
 import { createStockReservations } from "./events/stock-reservations.js";
 import { createProductService } from "./grpc/product-service.js";
 import { productMigrations } from "./store/migrations.js";
@@ -18,6 +18,8 @@ export interface ProductsOptions {
   readonly database: string;
   /** NATS server with JetStream. */
   readonly natsUrl: string;
+  /** TLS and bearer tokens; `insecureGrpc` for neither, explicitly. */
+  readonly security: GrpcSecurity;
   readonly logger: Logger;
   readonly shutdownTimeoutMs?: number;
   /** How long the inbox remembers processed events. Default 7 days. */

@@ -1,4 +1,5 @@
 import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, text } from "../../platform/config/index.js";
+import { grpcSecuritySettings } from "../../platform/runtime/index.js";
 
 /** The product service's environment. */
 export const productSettings = {
@@ -20,6 +21,7 @@ export const productSettings = {
     default: "24h",
     parse: durationAtLeast("1h", "clients retry for a while after a failure"),
   },
+  ...grpcSecuritySettings("products"),
   SHUTDOWN_TIMEOUT: { description: "how long a stop waits for in-flight calls", default: "10s", parse: duration },
   LOG_LEVEL: { description: "log level", default: "info", parse: oneOf("fatal", "error", "warn", "info", "debug", "trace", "silent") },
 };

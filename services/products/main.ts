@@ -1,4 +1,4 @@
-import { runService } from "../../platform/runtime/index.js";
+import { grpcSecurityOf, runService } from "../../platform/runtime/index.js";
 import { startProducts } from "./app.js";
 import { productSettings } from "./config.js";
 
@@ -11,6 +11,7 @@ await runService({
       listen: config.PRODUCTS_LISTEN,
       database: config.PRODUCTS_DATABASE_URL.location,
       natsUrl: config.NATS_URL,
+      security: grpcSecurityOf(config),
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
       inboxRetentionMs: config.INBOX_RETENTION,
       requestIdRetentionMs: config.REQUEST_ID_RETENTION,

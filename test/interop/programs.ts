@@ -12,19 +12,24 @@ import { repoRoot } from "../../tools/repo-root.js";
 const run = promisify(execFile);
 
 
-/** One interop program; `run` resolves with its JSON result and rejects with its stderr when it exits non-zero. */
+/**
+ * One interop program; `run` resolves with its JSON result and rejects with
+ * its stderr when it exits non-zero. `env` adds to its environment: the
+ * programs call over TLS trusting INTEROP_TLS_CA, with INTEROP_ADMIN_TOKEN to
+ * the product service and INTEROP_CUSTOMER_TOKEN to the order service.
+ */
 export interface InteropProgram {
   readonly language: "go" | "python";
-  run<T = any>(command: string, flags?: Readonly<Record<string, string>>): Promise<T>;
+  run<T = any>(command: string, flags?: Readonly<Record<string, string>>, env?: Readonly<Record<string, string>>): Promise<T>;
 }
 
 function program(language: InteropProgram["language"], file: string, prefix: string[], env: NodeJS.ProcessEnv): InteropProgram {
   return {
     language,
-    async run(command, flags = {}) {
+    async run(command, flags = {}, extraEnv = {}) {
       const args = [...prefix, command, ...Object.entries(flags).flatMap(([name, value]) => [`--${name}`, value])];
       try {
-        const { stdout } = await run(file, args, { cwd: repoRoot, env, timeout: 30_000, maxBuffer: 4 << 20 });
+        const { stdout } = await run(file, args, { cwd: repoRoot, env: { ...env, ...extraEnv }, timeout: 30_000, maxBuffer: 4 << 20 });
         return JSON.parse(stdout);
       } catch (err) {
         const e = err as { stderr?: string; stdout?: string; message: string };

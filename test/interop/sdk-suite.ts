@@ -14,7 +14,9 @@ import { OrderCancelled } from "../../gen/ts/shop/orders/v1/order_events_pb.js";
 import { CreateOrderRequest, OrderState } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { StockReleased } from "../../gen/ts/shop/products/v1/product_events_pb.js";
 import { startNatsServer, type NatsServerHandle } from "../support/nats-server.js";
-import { grpcError, startTestOrders, startTestProducts, type RunningOrders, type RunningProducts } from "../support/shop.js";
+import { signToken, readTokenSecret } from "../../platform/auth/index.js";
+import { clientTlsCredentials } from "../../platform/grpc/index.js";
+import { devSecurity, grpcError, startTestOrders, startTestProducts, type RunningOrders, type RunningProducts } from "../support/shop.js";
 import { eventually, readStream } from "../support/streams.js";
 import { createTempDir, type TempDir } from "../support/temp-dir.js";
 import { repoRoot } from "../../tools/repo-root.js";
@@ -72,12 +74,20 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
     let products: RunningProducts;
     let orders: RunningOrders;
     let placed: PlacedOrder;
+    let programEnv: Record<string, string> = {};
 
     beforeAll(async () => {
       dir = createTempDir(`concord-interop-${language}-`);
       [program, nats] = await Promise.all([prepare(dir.path), startNatsServer()]);
-      products = await startTestProducts(dir.path, nats.url);
-      orders = await startTestOrders(dir.path, products.service.address, nats.url);
+      // As npm start runs them: TLS with the development CA, and bearer tokens.
+      const security = { products: devSecurity(dir.path, "products"), orders: devSecurity(dir.path, "orders") };
+      const key = readTokenSecret(join(dir.path, "auth", "token-hs256.key"));
+      const caFile = join(dir.path, "tls", "ca.pem");
+      const ownClient = { credentials: clientTlsCredentials({ caFile }), token: () => signToken(key, { subject: "ops", roles: ["admin"] }, 600) };
+      products = await startTestProducts(dir.path, nats.url, { security: security.products }, ownClient);
+      orders = await startTestOrders(dir.path, products.service.address, nats.url, { security: security.orders }, ownClient);
+      const [admin, owner] = await Promise.all([signToken(key, { subject: "ops", roles: ["admin"] }, 600), signToken(key, { subject: customer, roles: ["customer"] }, 600)]);
+      programEnv = { INTEROP_TLS_CA: caFile, INTEROP_ADMIN_TOKEN: admin, INTEROP_CUSTOMER_TOKEN: owner };
       nc = await connect({ servers: nats.url });
     }, 300_000);
 
@@ -104,7 +114,7 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
     });
 
     it("creates a product, places an order and reads it back with the generated gRPC clients", async () => {
-      placed = await program.run<PlacedOrder>("place-order", { products: products.service.address, orders: orders.service.address, customer });
+      placed = await program.run<PlacedOrder>("place-order", { products: products.service.address, orders: orders.service.address, customer }, programEnv);
       const [line] = placed.lines;
       expect(placed).toMatchObject({ customerId: customer, state: "ORDER_STATE_PENDING", readBackEquals: true, productStock: 10 });
       expect(placed.lines).toHaveLength(1);
@@ -126,7 +136,7 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
       const fromProgram = await program.run<{ code: number; violations: { field: string; description: string }[] }>("invalid-order", {
         orders: orders.service.address,
         request: invalidRequestFile,
-      });
+      }, programEnv);
       const request = CreateOrderRequest.fromJSON(JSON.parse(readFileSync(invalidRequestFile, "utf8")));
       const fromTypeScript = await grpcError(orders.client.createOrder(request));
 
@@ -159,6 +169,7 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
       const result = await program.run<{ placed: ReceivedEvent; confirmed: ReceivedEvent; consumer: { durable: string; stream: string; ackPending: number } }>(
         "consume-order-events",
         { nats: nats.url, orders: orders.service.address, order: placed.orderId, durable },
+        programEnv,
       );
 
       expect(result.placed).toMatchObject({

@@ -19,12 +19,13 @@ export interface ServiceProcess {
 
 /**
  * Starts `dist/services/<name>/main.js` with `env` on top of this process's
- * environment (`npm run build` first; `npm test` does it). A test run that
- * ends early does not leave it behind.
+ * environment (`npm run build` first; `npm test` does it). It serves in
+ * plaintext and checks no tokens unless `env` says otherwise (GRPC_INSECURE,
+ * GRPC_AUTH). A test run that ends early does not leave it behind.
  */
 export function startServiceProcess(name: ServiceName, env: Record<string, string>): ServiceProcess {
   const { command, args } = serviceCommand(name);
-  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(command, args, { env: { ...process.env, GRPC_INSECURE: "1", GRPC_AUTH: "none", ...env }, stdio: ["ignore", "pipe", "pipe"] });
   const lines: string[] = [];
   let partial = "";
   const collect = (chunk: Buffer) => {

@@ -5,8 +5,11 @@ import { OrderServiceMethods } from "../../gen/ts/shop/orders/v1/order_service_r
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { ProductServiceMethods } from "../../gen/ts/shop/products/v1/product_service_rpc.js";
 import { StatusError } from "../../platform/errors/index.js";
-import { createClient, fromGrpcError, type PromiseClient } from "../../platform/grpc/index.js";
+import { type ClientOptions, createClient, fromGrpcError, type PromiseClient } from "../../platform/grpc/index.js";
 import { createLogger } from "../../platform/log/index.js";
+import { type GrpcSecurity, insecureGrpc } from "../../platform/runtime/index.js";
+import { toolClientSecurity } from "../../tools/client-security.js";
+import { ensureDevCredentials } from "../../tools/dev-credentials.js";
 import { type RunningOrders as OrdersProcess, startOrders } from "../../services/orders/app.js";
 import { type RunningProducts as ProductsProcess, startProducts } from "../../services/products/app.js";
 import { type NatsServerHandle, startNatsServer } from "./nats-server.js";
@@ -25,14 +28,17 @@ export interface RunningProducts {
 }
 
 /** The real product service on a free port with its SQLite file in `dir`, once it reports SERVING. */
-export async function startTestProducts(dir: string, natsUrl: string, extra: Partial<Parameters<typeof startProducts>[0]> = {}): Promise<RunningProducts> {
+/** How the test's own client reaches a service: TLS credentials and a token source, as createClient takes them. */
+export type TestClientSecurity = Pick<ClientOptions, "credentials" | "token">;
+
+export async function startTestProducts(dir: string, natsUrl: string, extra: Partial<Parameters<typeof startProducts>[0]> = {}, clientSecurity: TestClientSecurity = {}): Promise<RunningProducts> {
   const databasePath = extra.database ?? join(dir, "products.db");
-  const service = await startProducts({ listen: "127.0.0.1:0", database: databasePath, natsUrl, ...extra, logger: extra.logger ?? quietLogger("products") });
+  const service = await startProducts({ listen: "127.0.0.1:0", database: databasePath, natsUrl, ...extra, security: extra.security ?? insecureGrpc, logger: extra.logger ?? quietLogger("products") });
   await service.ready.catch(async (err) => {
     await service.stop();
     throw err;
   });
-  const client = createClient(ProductServiceService, { address: service.address, methods: ProductServiceMethods });
+  const client = createClient(ProductServiceService, { address: service.address, methods: ProductServiceMethods, ...clientSecurity });
   return {
     service,
     client,
@@ -52,14 +58,14 @@ export interface RunningOrders {
 }
 
 /** The real order service on a free port, talking to the product service at `productsAddress`, once it reports SERVING. */
-export async function startTestOrders(dir: string, productsAddress: string, natsUrl: string, extra: Partial<Parameters<typeof startOrders>[0]> = {}): Promise<RunningOrders> {
+export async function startTestOrders(dir: string, productsAddress: string, natsUrl: string, extra: Partial<Parameters<typeof startOrders>[0]> = {}, clientSecurity: TestClientSecurity = {}): Promise<RunningOrders> {
   const databasePath = extra.database ?? join(dir, "orders.db");
-  const service = await startOrders({ listen: "127.0.0.1:0", database: databasePath, productsAddress, natsUrl, ...extra, logger: extra.logger ?? quietLogger("orders") });
+  const service = await startOrders({ listen: "127.0.0.1:0", database: databasePath, productsAddress, natsUrl, ...extra, security: extra.security ?? insecureGrpc, logger: extra.logger ?? quietLogger("orders") });
   await service.ready.catch(async (err) => {
     await service.stop();
     throw err;
   });
-  const client = createClient(OrderServiceService, { address: service.address, methods: OrderServiceMethods });
+  const client = createClient(OrderServiceService, { address: service.address, methods: OrderServiceMethods, ...clientSecurity });
   return {
     service,
     client,
@@ -101,8 +107,19 @@ export function rawCall(address: string, path: string, request: Buffer, timeoutM
 /** A valid shipping address for orders in tests. */
 export const address = { recipient: "Ada Lovelace", line1: "12 St James's Square", line2: "", city: "London", postalCode: "SW1Y 4JH", countryCode: "GB" };
 
+/**
+ * The security `npm start` gives the services, with its material made in
+ * `dataDir` as `npm start` makes it: TLS with the development CA (client
+ * certificates required when `mutualTls`) and bearer tokens.
+ */
+export function devSecurity(dataDir: string, service: "products" | "orders", mutualTls = false): GrpcSecurity {
+  const made = ensureDevCredentials(dataDir, ["products", "orders", "client"]);
+  return { tls: { ...made.certs[service], caFile: made.caFile, requireClientCert: mutualTls }, auth: { keyFile: made.tokenKeyFile } };
+}
+
 /** A whole shop for one test file: nats-server, product service, order service, in a temp dir. */
 export interface Shop {
+  /** Also its DATA_DIR: with `secure`, the TLS and token material is under tls/ and auth/, as `npm start` makes it. */
   readonly dir: string;
   readonly nats: NatsServerHandle;
   readonly products: RunningProducts;
@@ -110,11 +127,18 @@ export interface Shop {
   stop(): Promise<void>;
 }
 
-export async function startShop(): Promise<Shop> {
+/**
+ * Plaintext without tokens, unless `secure`: then TLS and tokens as `npm
+ * start` runs them, and the shop's own clients call as an admin.
+ */
+export async function startShop(options: { readonly secure?: boolean } = {}): Promise<Shop> {
   const dir = createTempDir();
   const nats = await startNatsServer({ storeDir: join(dir.path, "nats") });
-  const products = await startTestProducts(dir.path, nats.url);
-  const orders = await startTestOrders(dir.path, products.service.address, nats.url);
+  const secure = options.secure === true;
+  const security = secure ? { products: devSecurity(dir.path, "products"), orders: devSecurity(dir.path, "orders") } : undefined;
+  const client = secure ? toolClientSecurity({ subject: "admin", roles: ["admin"] }, { DATA_DIR: dir.path }) : {};
+  const products = await startTestProducts(dir.path, nats.url, security ? { security: security.products } : {}, client);
+  const orders = await startTestOrders(dir.path, products.service.address, nats.url, security ? { security: security.orders } : {}, client);
   return {
     dir: dir.path,
     nats,

@@ -3,7 +3,7 @@ import { CreateOrderResponse, OrderServiceService } from "../../../gen/ts/shop/o
 import type { ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import { StatusError } from "../../../platform/errors/index.js";
 import type { Outbox } from "../../../platform/events/index.js";
-import { decodePageToken, encodePageToken, pageSizeOf, type PromiseClient, type ServiceImpl } from "../../../platform/grpc/index.js";
+import { type CallContext, decodePageToken, encodePageToken, mayAccessOwnedBy, notTheOwner, pageSizeOf, type PromiseClient, type ServiceImpl } from "../../../platform/grpc/index.js";
 import type { RequestIds } from "../../../platform/idempotency/index.js";
 import { uuidv7 } from "../../../platform/ids/index.js";
 import type { Database } from "../../../platform/sql/index.js";
@@ -37,8 +37,10 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
   const { db, store, catalog, products, outbox, requestIds } = deps;
   const sources = { db, catalog, products };
   const now = deps.now ?? Date.now;
-  const found = (order: OrderRecord | undefined, id: string): OrderRecord => {
+  // The contract lets customers reach only their own orders; the owner is in the stored order, so it is checked here.
+  const found = (order: OrderRecord | undefined, id: string, context: CallContext): OrderRecord => {
     if (!order) throw StatusError.notFound(`order ${id} does not exist`);
+    if (!mayAccessOwnedBy(context.principal, order.customerId)) throw notTheOwner(context.principal, `order ${id}`);
     return order;
   };
 
@@ -71,19 +73,19 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
       );
     },
 
-    async getOrder(req) {
-      return { order: toOrderMessage(found(await store.get(db, req.id), req.id)) };
+    async getOrder(req, context) {
+      return { order: toOrderMessage(found(await store.get(db, req.id), req.id, context)) };
     },
 
     async updateOrder(req, context) {
       const mask = req.updateMask ?? [];
-      const before = found(await store.get(db, req.id), req.id);
+      const before = found(await store.get(db, req.id), req.id, context);
       assertVersion(before, req.expectedVersion);
       assertEditable(before);
       // Price new lines before the transaction: a remote call never holds the database.
       const priced = mask.includes("lines") ? priceLines(req.lines, await quoteProducts(sources, req.lines.map((l) => l.productId), context)) : undefined;
       return db.transaction(async (tx) => {
-        const current = found(await store.getForUpdate(tx, req.id), req.id);
+        const current = found(await store.getForUpdate(tx, req.id), req.id, context);
         assertVersion(current, req.expectedVersion);
         assertEditable(current);
         const edited: OrderRecord = {
@@ -102,7 +104,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
 
     async cancelOrder(req, context) {
       return db.transaction(async (tx) => {
-        const current = found(await store.getForUpdate(tx, req.id), req.id);
+        const current = found(await store.getForUpdate(tx, req.id), req.id, context);
         const cancelled = cancel(current, now());
         if (!cancelled) return { order: toOrderMessage(current) };
         if (!(await store.replace(tx, cancelled, current.version))) throw StatusError.aborted(`order ${req.id} changed concurrently; try again`);

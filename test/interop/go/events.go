@@ -75,7 +75,7 @@ func consumeOrderEvents(ctx context.Context, args []string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := dial(ordersAddr)
+	conn, err := dial(ordersAddr, "INTEROP_CUSTOMER_TOKEN")
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -60,8 +61,32 @@ func linesOf(lines []*ordersv1.OrderLine) []orderedLine {
 	return out
 }
 
-func dial(address string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// bearer sends a token with every call, over TLS only.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return true }
+
+// dial connects over TLS trusting the CA in $INTEROP_TLS_CA, sending the token
+// in the environment variable tokenVariable with every call; in plaintext
+// without a token when INTEROP_TLS_CA is not set.
+func dial(address, tokenVariable string) (*grpc.ClientConn, error) {
+	ca := os.Getenv("INTEROP_TLS_CA")
+	if ca == "" {
+		return grpc.NewClient(address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	tls, err := credentials.NewClientTLSFromFile(ca, "")
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA %s: %w", ca, err)
+	}
+	options := []grpc.DialOption{grpc.WithTransportCredentials(tls)}
+	if token := os.Getenv(tokenVariable); token != "" {
+		options = append(options, grpc.WithPerRPCCredentials(bearer(token)))
+	}
+	return grpc.NewClient(address, options...)
 }
 
 // placeOrder creates a product, orders three of it and reads the order back.
@@ -75,12 +100,12 @@ func placeOrder(ctx context.Context, args []string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	productsConn, err := dial(productsAddr)
+	productsConn, err := dial(productsAddr, "INTEROP_ADMIN_TOKEN")
 	if err != nil {
 		return nil, err
 	}
 	defer productsConn.Close()
-	ordersConn, err := dial(ordersAddr)
+	ordersConn, err := dial(ordersAddr, "INTEROP_CUSTOMER_TOKEN")
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +222,7 @@ func invalidOrder(ctx context.Context, args []string) (any, error) {
 	if err := protojson.Unmarshal(raw, request); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", requestFile, err)
 	}
-	conn, err := dial(ordersAddr)
+	conn, err := dial(ordersAddr, "INTEROP_CUSTOMER_TOKEN")
 	if err != nil {
 		return nil, err
 	}

@@ -80,9 +80,23 @@ def saga_free(order: order_service_pb2.Order) -> order_service_pb2.Order:
     return copy
 
 
+def channel(address: str, token_variable: str) -> grpc.Channel:
+    """TLS trusting the CA in $INTEROP_TLS_CA, with the token in the environment variable
+    token_variable on every call; plaintext without a token when INTEROP_TLS_CA is not set."""
+    ca = os.environ.get("INTEROP_TLS_CA", "")
+    if ca == "":
+        return grpc.insecure_channel(address)
+    with open(ca, "rb") as f:
+        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    token = os.environ.get(token_variable, "")
+    if token != "":
+        credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(token))
+    return grpc.secure_channel(address, credentials)
+
+
 def place_order(args: argparse.Namespace) -> Dict[str, Any]:
     """Creates a product, orders two of it and reads the order back."""
-    with grpc.insecure_channel(args.products) as products_channel, grpc.insecure_channel(args.orders) as orders_channel:
+    with channel(args.products, "INTEROP_ADMIN_TOKEN") as products_channel, channel(args.orders, "INTEROP_CUSTOMER_TOKEN") as orders_channel:
         products = product_service_pb2_grpc.ProductServiceStub(products_channel)
         orders = order_service_pb2_grpc.OrderServiceStub(orders_channel)
         product = products.CreateProduct(
@@ -141,9 +155,9 @@ def invalid_order(args: argparse.Namespace) -> Dict[str, Any]:
     """Sends the CreateOrderRequest in FILE (proto JSON); expects INVALID_ARGUMENT with a google.rpc.BadRequest."""
     with open(args.request, encoding="utf-8") as f:
         request = json_format.Parse(f.read(), order_service_pb2.CreateOrderRequest())
-    with grpc.insecure_channel(args.orders) as channel:
+    with channel(args.orders, "INTEROP_CUSTOMER_TOKEN") as orders_channel:
         try:
-            order_service_pb2_grpc.OrderServiceStub(channel).CreateOrder(request, timeout=TIMEOUT_S)
+            order_service_pb2_grpc.OrderServiceStub(orders_channel).CreateOrder(request, timeout=TIMEOUT_S)
         except grpc.RpcError as err:
             check("status code", err.code(), grpc.StatusCode.INVALID_ARGUMENT)
             status = rpc_status.from_call(err)
@@ -181,8 +195,8 @@ def subjects(_: argparse.Namespace) -> Dict[str, Any]:
 async def consume_order_events(args: argparse.Namespace) -> Dict[str, Any]:
     """Reads SHOP_ORDERS through a durable pull consumer until OrderPlaced and OrderConfirmed of the order are in,
     decoding by ce-type, and checks them against the order as GetOrder returns it."""
-    with grpc.insecure_channel(args.orders) as channel:
-        order = order_service_pb2_grpc.OrderServiceStub(channel).GetOrder(
+    with channel(args.orders, "INTEROP_CUSTOMER_TOKEN") as orders_channel:
+        order = order_service_pb2_grpc.OrderServiceStub(orders_channel).GetOrder(
             order_service_pb2.GetOrderRequest(id=args.order), timeout=TIMEOUT_S
         ).order
     nc = await nats.connect(args.nats, name="concord-interop-python")

@@ -305,6 +305,77 @@ func (x *SubscriptionOptions) GetAckWait() *durationpb.Duration {
 	return nil
 }
 
+// Who may call a method. A caller proves who it is with a bearer token (a
+// JWT) whose subject names it and whose roles say what it is; see the
+// README's Security section. A method without this option cannot be called
+// while the server checks tokens.
+type AccessOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Roles that may call the method, whatever it touches.
+	Roles []string `protobuf:"bytes,1,rep,name=roles,proto3" json:"roles,omitempty"`
+	// Roles that may call the method only on what they own: the token's
+	// subject must be the owner's id.
+	OwnerRoles []string `protobuf:"bytes,2,rep,name=owner_roles,json=ownerRoles,proto3" json:"owner_roles,omitempty"`
+	// The top-level string field of the request that names the owner. When
+	// set, the server compares it with the token's subject for owner_roles
+	// before the handler runs; when empty, the owner is known only from stored
+	// data, and the handler checks it.
+	OwnerField    string `protobuf:"bytes,3,opt,name=owner_field,json=ownerField,proto3" json:"owner_field,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessOptions) Reset() {
+	*x = AccessOptions{}
+	mi := &file_concord_v1_options_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessOptions) ProtoMessage() {}
+
+func (x *AccessOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_concord_v1_options_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessOptions.ProtoReflect.Descriptor instead.
+func (*AccessOptions) Descriptor() ([]byte, []int) {
+	return file_concord_v1_options_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AccessOptions) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *AccessOptions) GetOwnerRoles() []string {
+	if x != nil {
+		return x.OwnerRoles
+	}
+	return nil
+}
+
+func (x *AccessOptions) GetOwnerField() string {
+	if x != nil {
+		return x.OwnerField
+	}
+	return ""
+}
+
 var file_concord_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 	{
 		ExtendedType:  (*descriptorpb.FileOptions)(nil),
@@ -328,6 +399,14 @@ var file_concord_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 		Field:         51003,
 		Name:          "concord.v1.subscribe",
 		Tag:           "bytes,51003,rep,name=subscribe",
+		Filename:      "concord/v1/options.proto",
+	},
+	{
+		ExtendedType:  (*descriptorpb.MethodOptions)(nil),
+		ExtensionType: (*AccessOptions)(nil),
+		Field:         51004,
+		Name:          "concord.v1.access",
+		Tag:           "bytes,51004,opt,name=access",
 		Filename:      "concord/v1/options.proto",
 	},
 }
@@ -356,6 +435,14 @@ var (
 	E_Subscribe = &file_concord_v1_options_proto_extTypes[2]
 )
 
+// Extension fields to descriptorpb.MethodOptions.
+var (
+	// Who may call the method.
+	//
+	// optional concord.v1.AccessOptions access = 51004;
+	E_Access = &file_concord_v1_options_proto_extTypes[3]
+)
+
 var File_concord_v1_options_proto protoreflect.FileDescriptor
 
 const file_concord_v1_options_proto_rawDesc = "" +
@@ -377,14 +464,21 @@ const file_concord_v1_options_proto_rawDesc = "" +
 	"\vmax_deliver\x18\x03 \x01(\x05R\n" +
 	"maxDeliver\x123\n" +
 	"\abackoff\x18\x04 \x03(\v2\x19.google.protobuf.DurationR\abackoff\x124\n" +
-	"\back_wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\aackWait*H\n" +
+	"\back_wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\aackWait\"g\n" +
+	"\rAccessOptions\x12\x14\n" +
+	"\x05roles\x18\x01 \x03(\tR\x05roles\x12\x1f\n" +
+	"\vowner_roles\x18\x02 \x03(\tR\n" +
+	"ownerRoles\x12\x1f\n" +
+	"\vowner_field\x18\x03 \x01(\tR\n" +
+	"ownerField*H\n" +
 	"\aStorage\x12\x17\n" +
 	"\x13STORAGE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fSTORAGE_FILE\x10\x01\x12\x12\n" +
 	"\x0eSTORAGE_MEMORY\x10\x02:Q\n" +
 	"\x06stream\x12\x1c.google.protobuf.FileOptions\x18\xb9\x8e\x03 \x01(\v2\x19.concord.v1.StreamOptionsR\x06stream:Q\n" +
 	"\x05event\x12\x1f.google.protobuf.MessageOptions\x18\xba\x8e\x03 \x01(\v2\x18.concord.v1.EventOptionsR\x05event:`\n" +
-	"\tsubscribe\x12\x1f.google.protobuf.ServiceOptions\x18\xbb\x8e\x03 \x03(\v2\x1f.concord.v1.SubscriptionOptionsR\tsubscribeB\x8c\x01\n" +
+	"\tsubscribe\x12\x1f.google.protobuf.ServiceOptions\x18\xbb\x8e\x03 \x03(\v2\x1f.concord.v1.SubscriptionOptionsR\tsubscribe:S\n" +
+	"\x06access\x12\x1e.google.protobuf.MethodOptions\x18\xbc\x8e\x03 \x01(\v2\x19.concord.v1.AccessOptionsR\x06accessB\x8c\x01\n" +
 	"\x0ecom.concord.v1B\fOptionsProtoP\x01Z#concord/gen/go/concord/v1;concordv1\xa2\x02\x03CXX\xaa\x02\n" +
 	"Concord.V1\xca\x02\n" +
 	"Concord\\V1\xe2\x02\x16Concord\\V1\\GPBMetadata\xea\x02\vConcord::V1b\x06proto3"
@@ -402,33 +496,37 @@ func file_concord_v1_options_proto_rawDescGZIP() []byte {
 }
 
 var file_concord_v1_options_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_concord_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_concord_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_concord_v1_options_proto_goTypes = []any{
 	(Storage)(0),                        // 0: concord.v1.Storage
 	(*StreamOptions)(nil),               // 1: concord.v1.StreamOptions
 	(*EventOptions)(nil),                // 2: concord.v1.EventOptions
 	(*SubscriptionOptions)(nil),         // 3: concord.v1.SubscriptionOptions
-	(*durationpb.Duration)(nil),         // 4: google.protobuf.Duration
-	(*descriptorpb.FileOptions)(nil),    // 5: google.protobuf.FileOptions
-	(*descriptorpb.MessageOptions)(nil), // 6: google.protobuf.MessageOptions
-	(*descriptorpb.ServiceOptions)(nil), // 7: google.protobuf.ServiceOptions
+	(*AccessOptions)(nil),               // 4: concord.v1.AccessOptions
+	(*durationpb.Duration)(nil),         // 5: google.protobuf.Duration
+	(*descriptorpb.FileOptions)(nil),    // 6: google.protobuf.FileOptions
+	(*descriptorpb.MessageOptions)(nil), // 7: google.protobuf.MessageOptions
+	(*descriptorpb.ServiceOptions)(nil), // 8: google.protobuf.ServiceOptions
+	(*descriptorpb.MethodOptions)(nil),  // 9: google.protobuf.MethodOptions
 }
 var file_concord_v1_options_proto_depIdxs = []int32{
 	0,  // 0: concord.v1.StreamOptions.storage:type_name -> concord.v1.Storage
-	4,  // 1: concord.v1.StreamOptions.max_age:type_name -> google.protobuf.Duration
-	4,  // 2: concord.v1.StreamOptions.duplicate_window:type_name -> google.protobuf.Duration
-	4,  // 3: concord.v1.SubscriptionOptions.backoff:type_name -> google.protobuf.Duration
-	4,  // 4: concord.v1.SubscriptionOptions.ack_wait:type_name -> google.protobuf.Duration
-	5,  // 5: concord.v1.stream:extendee -> google.protobuf.FileOptions
-	6,  // 6: concord.v1.event:extendee -> google.protobuf.MessageOptions
-	7,  // 7: concord.v1.subscribe:extendee -> google.protobuf.ServiceOptions
-	1,  // 8: concord.v1.stream:type_name -> concord.v1.StreamOptions
-	2,  // 9: concord.v1.event:type_name -> concord.v1.EventOptions
-	3,  // 10: concord.v1.subscribe:type_name -> concord.v1.SubscriptionOptions
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	8,  // [8:11] is the sub-list for extension type_name
-	5,  // [5:8] is the sub-list for extension extendee
+	5,  // 1: concord.v1.StreamOptions.max_age:type_name -> google.protobuf.Duration
+	5,  // 2: concord.v1.StreamOptions.duplicate_window:type_name -> google.protobuf.Duration
+	5,  // 3: concord.v1.SubscriptionOptions.backoff:type_name -> google.protobuf.Duration
+	5,  // 4: concord.v1.SubscriptionOptions.ack_wait:type_name -> google.protobuf.Duration
+	6,  // 5: concord.v1.stream:extendee -> google.protobuf.FileOptions
+	7,  // 6: concord.v1.event:extendee -> google.protobuf.MessageOptions
+	8,  // 7: concord.v1.subscribe:extendee -> google.protobuf.ServiceOptions
+	9,  // 8: concord.v1.access:extendee -> google.protobuf.MethodOptions
+	1,  // 9: concord.v1.stream:type_name -> concord.v1.StreamOptions
+	2,  // 10: concord.v1.event:type_name -> concord.v1.EventOptions
+	3,  // 11: concord.v1.subscribe:type_name -> concord.v1.SubscriptionOptions
+	4,  // 12: concord.v1.access:type_name -> concord.v1.AccessOptions
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	9,  // [9:13] is the sub-list for extension type_name
+	5,  // [5:9] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
 }
 
@@ -443,8 +541,8 @@ func file_concord_v1_options_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_concord_v1_options_proto_rawDesc), len(file_concord_v1_options_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
-			NumExtensions: 3,
+			NumMessages:   4,
+			NumExtensions: 4,
 			NumServices:   0,
 		},
 		GoTypes:           file_concord_v1_options_proto_goTypes,

@@ -26,6 +26,8 @@ EVENT_FIELD_NUMBER: _ClassVar[int]
 event: _descriptor.FieldDescriptor
 SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
 subscribe: _descriptor.FieldDescriptor
+ACCESS_FIELD_NUMBER: _ClassVar[int]
+access: _descriptor.FieldDescriptor
 
 class StreamOptions(_message.Message):
     __slots__ = ("name", "subjects", "storage", "replicas", "max_age", "duplicate_window")
@@ -62,3 +64,13 @@ class SubscriptionOptions(_message.Message):
     backoff: _containers.RepeatedCompositeFieldContainer[_duration_pb2.Duration]
     ack_wait: _duration_pb2.Duration
     def __init__(self, event: _Optional[str] = ..., durable: _Optional[str] = ..., max_deliver: _Optional[int] = ..., backoff: _Optional[_Iterable[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]]] = ..., ack_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class AccessOptions(_message.Message):
+    __slots__ = ("roles", "owner_roles", "owner_field")
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ROLES_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_FIELD_NUMBER: _ClassVar[int]
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    owner_roles: _containers.RepeatedScalarFieldContainer[str]
+    owner_field: str
+    def __init__(self, roles: _Optional[_Iterable[str]] = ..., owner_roles: _Optional[_Iterable[str]] = ..., owner_field: _Optional[str] = ...) -> None: ...

@@ -111,6 +111,29 @@ export interface SubscriptionOptions {
   ackWait: Duration | undefined;
 }
 
+/**
+ * Who may call a method. A caller proves who it is with a bearer token (a
+ * JWT) whose subject names it and whose roles say what it is; see the
+ * README's Security section. A method without this option cannot be called
+ * while the server checks tokens.
+ */
+export interface AccessOptions {
+  /** Roles that may call the method, whatever it touches. */
+  roles: string[];
+  /**
+   * Roles that may call the method only on what they own: the token's
+   * subject must be the owner's id.
+   */
+  ownerRoles: string[];
+  /**
+   * The top-level string field of the request that names the owner. When
+   * set, the server compares it with the token's subject for owner_roles
+   * before the handler runs; when empty, the owner is known only from stored
+   * data, and the handler checks it.
+   */
+  ownerField: string;
+}
+
 function createBaseStreamOptions(): StreamOptions {
   return { name: "", subjects: [], storage: 0, replicas: 0, maxAge: undefined, duplicateWindow: undefined };
 }
@@ -478,6 +501,115 @@ export const SubscriptionOptions: MessageFns<SubscriptionOptions> = {
     message.ackWait = (object.ackWait !== undefined && object.ackWait !== null)
       ? Duration.fromPartial(object.ackWait)
       : undefined;
+    return message;
+  },
+};
+
+function createBaseAccessOptions(): AccessOptions {
+  return { roles: [], ownerRoles: [], ownerField: "" };
+}
+
+export const AccessOptions: MessageFns<AccessOptions> = {
+  encode(message: AccessOptions, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.roles) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.ownerRoles) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.ownerField !== "") {
+      writer.uint32(26).string(message.ownerField);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AccessOptions {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAccessOptions();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.roles.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ownerRoles.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.ownerField = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AccessOptions {
+    return {
+      roles: globalThis.Array.isArray(object?.roles) ? object.roles.map((e: any) => globalThis.String(e)) : [],
+      ownerRoles: globalThis.Array.isArray(object?.ownerRoles)
+        ? object.ownerRoles.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.owner_roles)
+        ? object.owner_roles.map((e: any) => globalThis.String(e))
+        : [],
+      ownerField: isSet(object.ownerField)
+        ? globalThis.String(object.ownerField)
+        : isSet(object.owner_field)
+        ? globalThis.String(object.owner_field)
+        : "",
+    };
+  },
+
+  toJSON(message: AccessOptions): unknown {
+    const obj: any = {};
+    if (message.roles?.length) {
+      obj.roles = message.roles;
+    }
+    if (message.ownerRoles?.length) {
+      obj.ownerRoles = message.ownerRoles;
+    }
+    if (message.ownerField !== "") {
+      obj.ownerField = message.ownerField;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AccessOptions>, I>>(base?: I): AccessOptions {
+    return AccessOptions.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AccessOptions>, I>>(object: I): AccessOptions {
+    const message = createBaseAccessOptions();
+    message.roles = object.roles?.map((e) => e) || [];
+    message.ownerRoles = object.ownerRoles?.map((e) => e) || [];
+    message.ownerField = object.ownerField ?? "";
     return message;
   },
 };

@@ -1104,14 +1104,19 @@ const file_shop_orders_v1_order_service_proto_rawDesc = "" +
 	"\x13ORDER_STATE_PENDING\x10\x01\x12\x19\n" +
 	"\x15ORDER_STATE_CONFIRMED\x10\x02\x12\x18\n" +
 	"\x14ORDER_STATE_REJECTED\x10\x03\x12\x19\n" +
-	"\x15ORDER_STATE_CANCELLED\x10\x042\xcf\x05\n" +
-	"\fOrderService\x12V\n" +
-	"\vCreateOrder\x12\".shop.orders.v1.CreateOrderRequest\x1a#.shop.orders.v1.CreateOrderResponse\x12R\n" +
-	"\bGetOrder\x12\x1f.shop.orders.v1.GetOrderRequest\x1a .shop.orders.v1.GetOrderResponse\"\x03\x90\x02\x01\x12V\n" +
-	"\vUpdateOrder\x12\".shop.orders.v1.UpdateOrderRequest\x1a#.shop.orders.v1.UpdateOrderResponse\x12[\n" +
-	"\vCancelOrder\x12\".shop.orders.v1.CancelOrderRequest\x1a#.shop.orders.v1.CancelOrderResponse\"\x03\x90\x02\x02\x12X\n" +
+	"\x15ORDER_STATE_CANCELLED\x10\x042\xd6\x06\n" +
+	"\fOrderService\x12z\n" +
+	"\vCreateOrder\x12\".shop.orders.v1.CreateOrderRequest\x1a#.shop.orders.v1.CreateOrderResponse\"\"\xe2\xf3\x18\x1e\n" +
+	"\x05admin\x12\bcustomer\x1a\vcustomer_id\x12g\n" +
+	"\bGetOrder\x12\x1f.shop.orders.v1.GetOrderRequest\x1a .shop.orders.v1.GetOrderResponse\"\x18\xe2\xf3\x18\x11\n" +
+	"\x05admin\x12\bcustomer\x90\x02\x01\x12m\n" +
+	"\vUpdateOrder\x12\".shop.orders.v1.UpdateOrderRequest\x1a#.shop.orders.v1.UpdateOrderResponse\"\x15\xe2\xf3\x18\x11\n" +
+	"\x05admin\x12\bcustomer\x12p\n" +
+	"\vCancelOrder\x12\".shop.orders.v1.CancelOrderRequest\x1a#.shop.orders.v1.CancelOrderResponse\"\x18\xe2\xf3\x18\x11\n" +
+	"\x05admin\x12\bcustomer\x90\x02\x02\x12z\n" +
 	"\n" +
-	"ListOrders\x12!.shop.orders.v1.ListOrdersRequest\x1a\".shop.orders.v1.ListOrdersResponse\"\x03\x90\x02\x01\x1a\x83\x02\xda\xf3\x187\n" +
+	"ListOrders\x12!.shop.orders.v1.ListOrdersRequest\x1a\".shop.orders.v1.ListOrdersResponse\"%\xe2\xf3\x18\x1e\n" +
+	"\x05admin\x12\bcustomer\x1a\vcustomer_id\x90\x02\x01\x1a\x83\x02\xda\xf3\x187\n" +
 	"\x1eshop.products.v1.StockReserved\x12\x15orders-stock-reserved\xda\xf3\x18J\n" +
 	"'shop.products.v1.StockReservationFailed\x12\x1forders-stock-reservation-failed\xda\xf3\x189\n" +
 	"\x1fshop.products.v1.ProductCreated\x12\x16orders-product-created\xda\xf3\x189\n" +

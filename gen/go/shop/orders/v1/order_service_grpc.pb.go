@@ -35,7 +35,9 @@ const (
 // the product's price when the order is placed, from its own copy of the
 // catalogue that the product service's events keep current, and it owns the
 // order's state: PENDING until stock is reserved, then CONFIRMED or REJECTED,
-// and CANCELLED when the customer withdraws it.
+// and CANCELLED when the customer withdraws it. Admins may call every method
+// on any order; a customer only on their own orders (token subject =
+// customer_id), as each method's concord.v1.access option says.
 type OrderServiceClient interface {
 	// Places an order. Each line is priced at the product's current price as
 	// the order service's copy of the catalogue knows it (kept current from
@@ -127,7 +129,9 @@ func (c *orderServiceClient) ListOrders(ctx context.Context, in *ListOrdersReque
 // the product's price when the order is placed, from its own copy of the
 // catalogue that the product service's events keep current, and it owns the
 // order's state: PENDING until stock is reserved, then CONFIRMED or REJECTED,
-// and CANCELLED when the customer withdraws it.
+// and CANCELLED when the customer withdraws it. Admins may call every method
+// on any order; a customer only on their own orders (token subject =
+// customer_id), as each method's concord.v1.access option says.
 type OrderServiceServer interface {
 	// Places an order. Each line is priced at the product's current price as
 	// the order service's copy of the catalogue knows it (kept current from

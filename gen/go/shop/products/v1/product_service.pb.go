@@ -903,15 +903,27 @@ const file_shop_products_v1_product_service_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\trequestId\x88\x01\x01B\r\n" +
 	"\v_request_id\"J\n" +
 	"\x13AdjustStockResponse\x123\n" +
-	"\aproduct\x18\x01 \x01(\v2\x19.shop.products.v1.ProductR\aproduct2\x92\x06\n" +
-	"\x0eProductService\x12`\n" +
-	"\rCreateProduct\x12&.shop.products.v1.CreateProductRequest\x1a'.shop.products.v1.CreateProductResponse\x12\\\n" +
+	"\aproduct\x18\x01 \x01(\v2\x19.shop.products.v1.ProductR\aproduct2\x95\a\n" +
+	"\x0eProductService\x12m\n" +
+	"\rCreateProduct\x12&.shop.products.v1.CreateProductRequest\x1a'.shop.products.v1.CreateProductResponse\"\v\xe2\xf3\x18\a\n" +
+	"\x05admin\x12z\n" +
 	"\n" +
-	"GetProduct\x12#.shop.products.v1.GetProductRequest\x1a$.shop.products.v1.GetProductResponse\"\x03\x90\x02\x01\x12n\n" +
-	"\x10BatchGetProducts\x12).shop.products.v1.BatchGetProductsRequest\x1a*.shop.products.v1.BatchGetProductsResponse\"\x03\x90\x02\x01\x12`\n" +
-	"\rUpdateProduct\x12&.shop.products.v1.UpdateProductRequest\x1a'.shop.products.v1.UpdateProductResponse\x12b\n" +
-	"\fListProducts\x12%.shop.products.v1.ListProductsRequest\x1a&.shop.products.v1.ListProductsResponse\"\x03\x90\x02\x01\x12Z\n" +
-	"\vAdjustStock\x12$.shop.products.v1.AdjustStockRequest\x1a%.shop.products.v1.AdjustStockResponse\x1a\xad\x01\xda\xf3\x183\n" +
+	"GetProduct\x12#.shop.products.v1.GetProductRequest\x1a$.shop.products.v1.GetProductResponse\"!\xe2\xf3\x18\x1a\n" +
+	"\x05admin\n" +
+	"\aservice\n" +
+	"\bcustomer\x90\x02\x01\x12\x8c\x01\n" +
+	"\x10BatchGetProducts\x12).shop.products.v1.BatchGetProductsRequest\x1a*.shop.products.v1.BatchGetProductsResponse\"!\xe2\xf3\x18\x1a\n" +
+	"\x05admin\n" +
+	"\aservice\n" +
+	"\bcustomer\x90\x02\x01\x12m\n" +
+	"\rUpdateProduct\x12&.shop.products.v1.UpdateProductRequest\x1a'.shop.products.v1.UpdateProductResponse\"\v\xe2\xf3\x18\a\n" +
+	"\x05admin\x12\x80\x01\n" +
+	"\fListProducts\x12%.shop.products.v1.ListProductsRequest\x1a&.shop.products.v1.ListProductsResponse\"!\xe2\xf3\x18\x1a\n" +
+	"\x05admin\n" +
+	"\aservice\n" +
+	"\bcustomer\x90\x02\x01\x12g\n" +
+	"\vAdjustStock\x12$.shop.products.v1.AdjustStockRequest\x1a%.shop.products.v1.AdjustStockResponse\"\v\xe2\xf3\x18\a\n" +
+	"\x05admin\x1a\xad\x01\xda\xf3\x183\n" +
 	"\x1ashop.orders.v1.OrderPlaced\x12\x15products-order-placed\xda\xf3\x185\n" +
 	"\x1bshop.orders.v1.OrderUpdated\x12\x16products-order-updated\xda\xf3\x189\n" +
 	"\x1dshop.orders.v1.OrderCancelled\x12\x18products-order-cancelledB\xb9\x01\n" +

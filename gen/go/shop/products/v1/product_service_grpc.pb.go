@@ -34,7 +34,8 @@ const (
 //
 // ProductService owns the product catalogue and the stock on hand. It is the
 // only writer of stock: orders reserve and release stock through events, and
-// operators correct it with AdjustStock.
+// operators correct it with AdjustStock. Only admins change products and
+// stock; admins, services and customers read them (concord.v1.access).
 type ProductServiceClient interface {
 	// Creates a product with its initial stock. The id is assigned by the
 	// service. With a request_id, a repeated call returns the first call's
@@ -135,7 +136,8 @@ func (c *productServiceClient) AdjustStock(ctx context.Context, in *AdjustStockR
 //
 // ProductService owns the product catalogue and the stock on hand. It is the
 // only writer of stock: orders reserve and release stock through events, and
-// operators correct it with AdjustStock.
+// operators correct it with AdjustStock. Only admins change products and
+// stock; admins, services and customers read them (concord.v1.access).
 type ProductServiceServer interface {
 	// Creates a product with its initial stock. The id is assigned by the
 	// service. With a request_id, a repeated call returns the first call's

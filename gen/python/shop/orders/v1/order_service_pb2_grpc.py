@@ -31,7 +31,9 @@ class OrderServiceStub:
     the product's price when the order is placed, from its own copy of the
     catalogue that the product service's events keep current, and it owns the
     order's state: PENDING until stock is reserved, then CONFIRMED or REJECTED,
-    and CANCELLED when the customer withdraws it.
+    and CANCELLED when the customer withdraws it. Admins may call every method
+    on any order; a customer only on their own orders (token subject =
+    customer_id), as each method's concord.v1.access option says.
     """
 
     def __init__(self, channel):
@@ -72,7 +74,9 @@ class OrderServiceServicer:
     the product's price when the order is placed, from its own copy of the
     catalogue that the product service's events keep current, and it owns the
     order's state: PENDING until stock is reserved, then CONFIRMED or REJECTED,
-    and CANCELLED when the customer withdraws it.
+    and CANCELLED when the customer withdraws it. Admins may call every method
+    on any order; a customer only on their own orders (token subject =
+    customer_id), as each method's concord.v1.access option says.
     """
 
     def CreateOrder(self, request, context):
@@ -163,7 +167,9 @@ class OrderService:
     the product's price when the order is placed, from its own copy of the
     catalogue that the product service's events keep current, and it owns the
     order's state: PENDING until stock is reserved, then CONFIRMED or REJECTED,
-    and CANCELLED when the customer withdraws it.
+    and CANCELLED when the customer withdraws it. Admins may call every method
+    on any order; a customer only on their own orders (token subject =
+    customer_id), as each method's concord.v1.access option says.
     """
 
     @staticmethod

@@ -29,7 +29,8 @@ if _version_not_supported:
 class ProductServiceStub:
     """ProductService owns the product catalogue and the stock on hand. It is the
     only writer of stock: orders reserve and release stock through events, and
-    operators correct it with AdjustStock.
+    operators correct it with AdjustStock. Only admins change products and
+    stock; admins, services and customers read them (concord.v1.access).
     """
 
     def __init__(self, channel):
@@ -73,7 +74,8 @@ class ProductServiceStub:
 class ProductServiceServicer:
     """ProductService owns the product catalogue and the stock on hand. It is the
     only writer of stock: orders reserve and release stock through events, and
-    operators correct it with AdjustStock.
+    operators correct it with AdjustStock. Only admins change products and
+    stock; admins, services and customers read them (concord.v1.access).
     """
 
     def CreateProduct(self, request, context):
@@ -173,7 +175,8 @@ def add_ProductServiceServicer_to_server(servicer, server):
 class ProductService:
     """ProductService owns the product catalogue and the stock on hand. It is the
     only writer of stock: orders reserve and release stock through events, and
-    operators correct it with AdjustStock.
+    operators correct it with AdjustStock. Only admins change products and
+    stock; admins, services and customers read them (concord.v1.access).
     """
 
     @staticmethod

@@ -1803,7 +1803,9 @@ export const ListOrdersResponse: MessageFns<ListOrdersResponse> = {
  * the product's price when the order is placed, from its own copy of the
  * catalogue that the product service's events keep current, and it owns the
  * order's state: PENDING until stock is reserved, then CONFIRMED or REJECTED,
- * and CANCELLED when the customer withdraws it.
+ * and CANCELLED when the customer withdraws it. Admins may call every method
+ * on any order; a customer only on their own orders (token subject =
+ * customer_id), as each method's concord.v1.access option says.
  */
 export type OrderServiceService = typeof OrderServiceService;
 export const OrderServiceService = {

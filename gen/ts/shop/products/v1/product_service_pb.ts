@@ -1482,7 +1482,8 @@ export const AdjustStockResponse: MessageFns<AdjustStockResponse> = {
 /**
  * ProductService owns the product catalogue and the stock on hand. It is the
  * only writer of stock: orders reserve and release stock through events, and
- * operators correct it with AdjustStock.
+ * operators correct it with AdjustStock. Only admins change products and
+ * stock; admins, services and customers read them (concord.v1.access).
  */
 export type ProductServiceService = typeof ProductServiceService;
 export const ProductServiceService = {

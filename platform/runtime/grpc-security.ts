@@ -1,0 +1,102 @@
+import type { KeyObject } from "node:crypto";
+import type { ChannelCredentials, ServerCredentials } from "@grpc/grpc-js";
+import { createTokenVerifier, readTokenSecret, signToken } from "../auth/index.js";
+import { oneOf, text, type ConfigOf } from "../config/index.js";
+import { type AccessControl, clientTlsCredentials, serverTlsCredentials, type ServerTlsFiles } from "../grpc/index.js";
+
+/**
+ * How a service's gRPC is protected: TLS (optionally mutual) for what it
+ * serves and what it calls, and bearer tokens checked against the
+ * contracts' concord.v1.access rules. Each half is off only when asked for.
+ */
+export interface GrpcSecurity {
+  /**
+   * The service's certificate and key, which it also presents as a client
+   * to other services; `caFile` is what client certificates and the
+   * servers it calls must chain to. "plaintext" turns TLS off.
+   */
+  readonly tls: ServerTlsFiles | "plaintext";
+  /** The HS256 key tokens are checked with (and the service signs its own with), or "none": no tokens checked or sent. */
+  readonly auth: { readonly keyFile: string } | "none";
+}
+
+/** Plaintext and no tokens: for tests and benchmarks that say so. */
+export const insecureGrpc: GrpcSecurity = Object.freeze({ tls: "plaintext", auth: "none" });
+
+/** The environment of a service's gRPC security, with defaults where `npm start` puts the development material. */
+export function grpcSecuritySettings(service: string) {
+  return {
+    GRPC_INSECURE: {
+      description: "1 serves and calls other services in plaintext, without TLS (local experiments only)",
+      default: "0",
+      parse: oneOf("0", "1"),
+    },
+    GRPC_TLS_CERT: { description: "the service's TLS certificate (PEM), also presented to the services it calls", default: `.data/tls/${service}.pem`, parse: text },
+    GRPC_TLS_KEY: { description: "the key of GRPC_TLS_CERT (PEM)", default: `.data/tls/${service}-key.pem`, parse: text },
+    GRPC_TLS_CA: {
+      description: "CA certificate(s) (PEM) that the services it calls, and client certificates, must chain to",
+      default: ".data/tls/ca.pem",
+      parse: text,
+    },
+    GRPC_TLS_CLIENT_AUTH: {
+      description: "require: refuse clients without a certificate from GRPC_TLS_CA (mutual TLS); none: any client may connect",
+      default: "none",
+      parse: oneOf("none", "require"),
+    },
+    GRPC_AUTH: {
+      description: "jwt: every call needs a bearer token allowed by its method's concord.v1.access rule; none: every call is let in (local experiments only)",
+      default: "jwt",
+      parse: oneOf("jwt", "none"),
+    },
+    GRPC_AUTH_KEY_FILE: {
+      description: "file with the HS256 key (hex, mode 0600) that checks bearer tokens and signs the service's own",
+      default: ".data/auth/token-hs256.key",
+      parse: text,
+    },
+  };
+}
+
+/** The settings' values as a GrpcSecurity. */
+export function grpcSecurityOf(config: ConfigOf<ReturnType<typeof grpcSecuritySettings>>): GrpcSecurity {
+  return {
+    tls:
+      config.GRPC_INSECURE === "1"
+        ? "plaintext"
+        : { certFile: config.GRPC_TLS_CERT, keyFile: config.GRPC_TLS_KEY, caFile: config.GRPC_TLS_CA, requireClientCert: config.GRPC_TLS_CLIENT_AUTH === "require" },
+    auth: config.GRPC_AUTH === "none" ? "none" : { keyFile: config.GRPC_AUTH_KEY_FILE },
+  };
+}
+
+/** What a server needs from a GrpcSecurity; throws naming a file that cannot be read. */
+export function serverSecurity(security: GrpcSecurity): { credentials?: ServerCredentials; access?: AccessControl } {
+  return {
+    ...(security.tls !== "plaintext" && { credentials: serverTlsCredentials(security.tls) }),
+    ...(security.auth !== "none" && { access: { verify: createTokenVerifier(readTokenSecret(security.auth.keyFile)) } }),
+  };
+}
+
+/** How long the tokens a service signs for its own calls live; a new one is made a minute before one expires. */
+const serviceTokenTtlSeconds = 600;
+
+/**
+ * What a client of another service needs, calling as `service` (role
+ * "service"): TLS with the service's own certificate, and a token it signs
+ * itself and renews before it expires.
+ */
+export function serviceCallSecurity(security: GrpcSecurity, service: string): { credentials?: ChannelCredentials; token?: () => Promise<string> } {
+  const tls = security.tls;
+  return {
+    ...(tls !== "plaintext" && { credentials: clientTlsCredentials({ caFile: tls.caFile, certFile: tls.certFile, keyFile: tls.keyFile }) }),
+    ...(security.auth !== "none" && { token: serviceToken(readTokenSecret(security.auth.keyFile), service) }),
+  };
+}
+
+function serviceToken(key: KeyObject, service: string): () => Promise<string> {
+  let current: { token: Promise<string>; renewAtMs: number } | undefined;
+  return () => {
+    if (!current || Date.now() >= current.renewAtMs) {
+      current = { token: signToken(key, { subject: service, roles: ["service"] }, serviceTokenTtlSeconds), renewAtMs: Date.now() + (serviceTokenTtlSeconds - 60) * 1000 };
+    }
+    return current.token;
+  };
+}

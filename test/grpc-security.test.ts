@@ -1,0 +1,173 @@
+import { createSecretKey } from "node:crypto";
+import { join } from "node:path";
+import { SignJWT } from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { OrderServiceMethods } from "../gen/ts/shop/orders/v1/order_service_rpc.js";
+import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
+import { ProductServiceMethods } from "../gen/ts/shop/products/v1/product_service_rpc.js";
+import { readTokenSecret, signToken, type TokenClaims } from "../platform/auth/index.js";
+import { Code } from "../platform/errors/index.js";
+import { checkHealth, clientTlsCredentials, createClient } from "../platform/grpc/index.js";
+import { ensureDevCredentials } from "../tools/dev-credentials.js";
+import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { address, devSecurity, grpcError, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
+
+const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
+
+describe("gRPC security: TLS and bearer tokens checked against the contracts' access rules", () => {
+  const dir = tempDir();
+  let nats: NatsServerHandle;
+  let products: RunningProducts;
+  let orders: RunningOrders;
+  let tls: ReturnType<typeof clientTlsCredentials>;
+  const clients: { close(): void }[] = [];
+  const token = (claims: TokenClaims) => signToken(readTokenSecret(join(dir.path, "auth", "token-hs256.key")), claims, 300);
+  /** Clients over TLS; `bearer` is the token sent, none when undefined. */
+  const productsAs = (bearer: (() => Promise<string>) | undefined) => {
+    const c = createClient(ProductServiceService, { address: products.service.address, methods: ProductServiceMethods, credentials: tls, maxAttempts: 1, ...(bearer && { token: bearer }) });
+    clients.push(c);
+    return c;
+  };
+  const ordersAs = (bearer: (() => Promise<string>) | undefined) => {
+    const c = createClient(OrderServiceService, { address: orders.service.address, methods: OrderServiceMethods, credentials: tls, maxAttempts: 1, ...(bearer && { token: bearer }) });
+    clients.push(c);
+    return c;
+  };
+  const admin = () => token({ subject: "ops", roles: ["admin"] });
+  const customer = (id: string) => () => token({ subject: id, roles: ["customer"] });
+
+  beforeAll(async () => {
+    nats = await startNatsServer();
+    products = await startTestProducts(dir.path, nats.url, { security: devSecurity(dir.path, "products") }, { credentials: clientTlsCredentials({ caFile: join(dir.path, "tls", "ca.pem") }), token: admin });
+    orders = await startTestOrders(dir.path, products.service.address, nats.url, { security: devSecurity(dir.path, "orders") }, { credentials: clientTlsCredentials({ caFile: join(dir.path, "tls", "ca.pem") }), token: admin });
+    tls = clientTlsCredentials({ caFile: join(dir.path, "tls", "ca.pem") });
+  }, 60_000);
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await orders?.stop();
+    await products?.stop();
+    await nats?.stop();
+    dir.remove();
+  });
+
+  const newProduct = async (stock = 10) => (await products.client.createProduct({ name: "Teapot", description: "", price: eur(1999), initialStock: stock })).product!;
+  const placeFor = async (customerId: string, productId: string) =>
+    (await ordersAs(customer(customerId)).createOrder({ customerId, lines: [{ productId, quantity: 1 }], shippingAddress: address })).order!;
+
+  it("refuses a call without a token with UNAUTHENTICATED, saying what to send", async () => {
+    const p = await newProduct();
+    const err = await grpcError(productsAs(undefined).getProduct({ id: p.id }));
+    expect(err.code).toBe(Code.UNAUTHENTICATED);
+    expect(err.message).toContain('"authorization: Bearer <token>"');
+  });
+
+  it("refuses an expired token, one signed with another key, and one that is not a JWT, with UNAUTHENTICATED", async () => {
+    const p = await newProduct();
+    const key = readTokenSecret(join(dir.path, "auth", "token-hs256.key"));
+    const expired = await new SignJWT({ roles: ["admin"] })
+      .setProtectedHeader({ alg: "HS256" }).setSubject("ops").setIssuer("concord").setAudience("concord")
+      .setIssuedAt(Math.floor(Date.now() / 1000) - 600).setExpirationTime(Math.floor(Date.now() / 1000) - 60).sign(key);
+    const otherKey = createSecretKey(Buffer.alloc(32, 7));
+    const forged = await signToken(otherKey, { subject: "ops", roles: ["admin"] }, 300);
+    for (const [bearer, says] of [[expired, "expired"], [forged, "signature does not match"], ["not-a-jwt", "not a well-formed JWT"]] as const) {
+      const err = await grpcError(productsAs(async () => bearer).adjustStock({ id: p.id, delta: 5, reason: "x" }));
+      expect(err.code, bearer).toBe(Code.UNAUTHENTICATED);
+      expect(err.message).toContain(says);
+    }
+    expect((await products.client.getProduct({ id: p.id })).product!.stock).toBe(10);
+  });
+
+  it("refuses AdjustStock, CreateProduct and UpdateProduct to a customer with PERMISSION_DENIED and changes nothing; an admin may", async () => {
+    const p = await newProduct(10);
+    const asCustomer = productsAs(customer("c-1"));
+    const adjust = await grpcError(asCustomer.adjustStock({ id: p.id, delta: 100, reason: "free stock" }));
+    expect(adjust.code).toBe(Code.PERMISSION_DENIED);
+    expect(adjust.message).toBe("c-1 (roles customer) may not call AdjustStock: it takes role admin");
+    expect((await grpcError(asCustomer.createProduct({ name: "X", description: "", price: eur(1), initialStock: 1 }))).code).toBe(Code.PERMISSION_DENIED);
+    expect((await grpcError(asCustomer.updateProduct({ id: p.id, name: "Free", description: "", price: eur(0), updateMask: ["name"], expectedVersion: 1 } as never))).code).toBe(Code.PERMISSION_DENIED);
+    const service = await grpcError(productsAs(() => token({ subject: "orders", roles: ["service"] })).adjustStock({ id: p.id, delta: 1, reason: "x" }));
+    expect(service.code).toBe(Code.PERMISSION_DENIED);
+    expect((await asCustomer.getProduct({ id: p.id })).product).toMatchObject({ stock: 10, version: 1, name: "Teapot" });
+    expect((await productsAs(admin).adjustStock({ id: p.id, delta: 5, reason: "delivery" })).product!.stock).toBe(15);
+  });
+
+  it("lets a customer read, list and cancel their own orders, and refuses another's with PERMISSION_DENIED, changing nothing", async () => {
+    const p = await newProduct(10);
+    const mine = await placeFor("alice", p.id);
+    const theirs = await placeFor("bob", p.id);
+    const alice = ordersAs(customer("alice"));
+    expect((await alice.getOrder({ id: mine.id })).order!.customerId).toBe("alice");
+    expect((await alice.listOrders({ customerId: "alice", pageSize: 10, pageToken: "" })).orders.map((o) => o.id)).toContain(mine.id);
+
+    const read = await grpcError(alice.getOrder({ id: theirs.id }));
+    expect(read.code).toBe(Code.PERMISSION_DENIED);
+    expect(read.message).toContain(`order ${theirs.id} belongs to someone else`);
+    const cancel = await grpcError(alice.cancelOrder({ id: theirs.id, reason: "mischief" }));
+    expect(cancel.code).toBe(Code.PERMISSION_DENIED);
+    const update = await grpcError(alice.updateOrder({ id: theirs.id, updateMask: ["shipping_address"], shippingAddress: { ...address, city: "Paris" }, lines: [], expectedVersion: theirs.version } as never));
+    expect(update.code).toBe(Code.PERMISSION_DENIED);
+    const list = await grpcError(alice.listOrders({ customerId: "bob", pageSize: 10, pageToken: "" }));
+    expect(list.code).toBe(Code.PERMISSION_DENIED);
+    expect(list.message).toBe('alice may call ListOrders only with customer_id "alice", not "bob"');
+    const place = await grpcError(alice.createOrder({ customerId: "bob", lines: [{ productId: p.id, quantity: 1 }], shippingAddress: address }));
+    expect(place.code).toBe(Code.PERMISSION_DENIED);
+
+    // Bob's order is as it was; an admin sees it, and every order.
+    const asAdmin = ordersAs(admin);
+    const after = (await asAdmin.getOrder({ id: theirs.id })).order!;
+    expect(after.state).not.toBe(OrderState.ORDER_STATE_CANCELLED);
+    expect(after.shippingAddress!.city).toBe(address.city);
+    expect((await asAdmin.listOrders({ customerId: "bob", pageSize: 10, pageToken: "" })).orders.map((o) => o.id)).toEqual([theirs.id]);
+    expect((await alice.cancelOrder({ id: mine.id, reason: "changed my mind" })).order!.state).toBe(OrderState.ORDER_STATE_CANCELLED);
+  });
+
+  it("lets a service token read products (the order service's lookups) but not change them", async () => {
+    const p = await newProduct();
+    const asService = productsAs(() => token({ subject: "orders", roles: ["service"] }));
+    expect((await asService.batchGetProducts({ ids: [p.id] })).products.map((x) => x.id)).toEqual([p.id]);
+  });
+
+  it("keeps health open without a token", async () => {
+    expect(await checkHealth(products.service.address, "", 2_000, tls)).toBe("SERVING");
+  });
+
+  it("refuses plaintext clients and clients that do not trust the CA", async () => {
+    const plain = createClient(ProductServiceService, { address: products.service.address, maxAttempts: 1, token: admin, defaultTimeoutMs: 2_000 });
+    clients.push(plain);
+    expect((await grpcError(plain.listProducts({ pageSize: 1, pageToken: "" }))).code).toBe(Code.UNAVAILABLE);
+    const other = ensureDevCredentials(join(dir.path, "other"), ["client"]);
+    const stranger = createClient(ProductServiceService, { address: products.service.address, maxAttempts: 1, token: admin, defaultTimeoutMs: 2_000, credentials: clientTlsCredentials({ caFile: other.caFile }) });
+    clients.push(stranger);
+    expect((await grpcError(stranger.listProducts({ pageSize: 1, pageToken: "" }))).code).toBe(Code.UNAVAILABLE);
+  });
+});
+
+describe("gRPC mutual TLS", () => {
+  const dir = tempDir();
+  let nats: NatsServerHandle;
+  let products: RunningProducts;
+  beforeAll(async () => {
+    nats = await startNatsServer();
+    const made = ensureDevCredentials(dir.path, ["products", "orders", "client"]);
+    const token = () => signToken(readTokenSecret(made.tokenKeyFile), { subject: "ops", roles: ["admin"] }, 300);
+    products = await startTestProducts(dir.path, nats.url, { security: devSecurity(dir.path, "products", true) }, { credentials: clientTlsCredentials({ caFile: made.caFile, ...made.certs.client }), token });
+  }, 60_000);
+  afterAll(async () => {
+    await products?.stop();
+    await nats?.stop();
+    dir.remove();
+  });
+
+  it("serves a client with a certificate from the CA and refuses one without a certificate", async () => {
+    expect((await products.client.listProducts({ pageSize: 1, pageToken: "" })).products).toEqual([]);
+    const caFile = join(dir.path, "tls", "ca.pem");
+    const token = () => signToken(readTokenSecret(join(dir.path, "auth", "token-hs256.key")), { subject: "ops", roles: ["admin"] }, 300);
+    const anonymous = createClient(ProductServiceService, { address: products.service.address, maxAttempts: 1, defaultTimeoutMs: 2_000, token, credentials: clientTlsCredentials({ caFile }) });
+    try {
+      expect((await grpcError(anonymous.listProducts({ pageSize: 1, pageToken: "" }))).code).toBe(Code.UNAVAILABLE);
+    } finally {
+      anonymous.close();
+    }
+  });
+});

@@ -1,0 +1,59 @@
+/**
+ * Prints a bearer token for the services `npm start` runs, signed with the
+ * local key, for grpcurl and other clients:
+ *   grpcurl -cacert .data/tls/ca.pem -H "authorization: Bearer $(npx tsx tools/token.ts --role admin)" ...
+ */
+import { parseArgs } from "node:util";
+import { localToken, tokenKeyFile } from "./client-security.js";
+import { duration } from "../platform/config/index.js";
+
+const usage = `Usage: npx tsx tools/token.ts --role ROLE [--subject NAME] [--ttl DURATION]
+
+Prints a bearer token (JWT, HS256) signed with the key the services check
+tokens with (GRPC_AUTH_KEY_FILE, default DATA_DIR/auth/token-hs256.key, made
+by the first \`npm start\`). Who may call what is each method's
+concord.v1.access option in proto/ (see the README's Security section).
+  --role ROLE       admin, customer or service; repeat for several roles
+  --subject NAME    who the token speaks for; a customer's id for the
+                    customer role (default: the role's name, e.g. "admin")
+  --ttl DURATION    how long it is valid, e.g. 15m, 1h, 7d (default 1h)`;
+
+async function main(): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({ options: { role: { type: "string", multiple: true }, subject: { type: "string" }, ttl: { type: "string" }, help: { type: "boolean" } } }));
+  } catch (err) {
+    console.error(`token: ${(err as Error).message}\n\n${usage}`);
+    process.exitCode = 2;
+    return;
+  }
+  if (values.help) return void console.log(usage);
+  const roles = values.role ?? [];
+  if (roles.length === 0 || roles.some((r) => !/^[a-z][a-z0-9-]*$/.test(r))) {
+    console.error(`token: give at least one --role (lower-case words)\n\n${usage}`);
+    process.exitCode = 2;
+    return;
+  }
+  let ttlMs: number;
+  try {
+    ttlMs = duration(values.ttl ?? "1h");
+  } catch (err) {
+    console.error(`token: --ttl: ${(err as Error).message}`);
+    process.exitCode = 2;
+    return;
+  }
+  const subject = values.subject ?? roles[0];
+  if (subject === "") {
+    console.error("token: --subject must not be empty");
+    process.exitCode = 2;
+    return;
+  }
+  try {
+    console.log(await localToken({ subject, roles }, ttlMs / 1000));
+  } catch (err) {
+    console.error(`token: ${(err as Error).message}; \`npm start\` makes the key on its first run (${tokenKeyFile()})`);
+    process.exitCode = 1;
+  }
+}
+
+void main();
