@@ -3,6 +3,7 @@ import { infoLineWriter, type Logger } from "../log/index.js";
 import { encodedSizeBound, type MessageChecker } from "../contracts/index.js";
 import { Code, codeName, StatusError, type FieldViolation } from "../errors/index.js";
 import { type CallContext, UnaryCallContext } from "./call-context.js";
+import { type CallObserver, observeCalls } from "./call-metrics.js";
 import { toGrpcError } from "./grpc-status.js";
 
 /** A unary method as ts-proto describes it for grpc-js. */
@@ -45,6 +46,8 @@ export interface BindOptions {
    * requests' size, and the cap of every method's limit.
    */
   readonly maxRequestBytes: number;
+  /** Hears each call's method, status code and duration (metrics). */
+  readonly callObserver?: CallObserver;
 }
 
 /** The smallest receive limit a method gets, however small its contract bounds its requests. */
@@ -84,7 +87,8 @@ export function bindService<D extends ServiceDefinition>(
     if (typeof fn !== "function") throw new Error(`no implementation for ${method.path}`);
     rawDefinition[name] = { ...method, requestDeserialize: (value: Buffer) => value };
     const input = inputOf(options.checker, method.path);
-    handlers[name] = unaryHandler(method, fn.bind(impl), input.typeName, requestLimit(encodedSizeBound(input), options.maxRequestBytes), options);
+    const handler = unaryHandler(method, fn.bind(impl), input.typeName, requestLimit(encodedSizeBound(input), options.maxRequestBytes), options);
+    handlers[name] = observeCalls(method.path, handler, options.callObserver);
   }
   return { definition: rawDefinition as D, handlers: handlers as BoundService<D> };
 }

@@ -3,6 +3,7 @@ import { HealthImplementation, type ServingStatus } from "grpc-health-check";
 import { grpcDescriptorSet } from "../../gen/ts/grpc_descriptor_set.js";
 import type { Logger } from "../log/index.js";
 import { bindService, type ServiceDefinition, type ServiceImpl } from "./bind-service.js";
+import type { CallObserver } from "./call-metrics.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { createDescriptorIndex } from "./descriptor-index.js";
 import { addServerReflection } from "./server-reflection.js";
@@ -34,6 +35,8 @@ export interface GrpcServerOptions {
   readonly readinessIntervalMs?: number;
   /** TLS or mTLS credentials; plaintext by default (local development). */
   readonly credentials?: ServerCredentials;
+  /** Hears how every call of an added service ended (metrics: grpcCallMetrics). */
+  readonly callObserver?: CallObserver;
 }
 
 /**
@@ -65,7 +68,7 @@ export interface GrpcServer {
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const factory = "createGrpcServer";
-  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials"]);
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "callObserver"]);
   const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
   const shutdownTimeoutMs = nonNegativeInteger(factory, "shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000);
   const drainDelayMs = nonNegativeInteger(factory, "drainDelayMs", options.drainDelayMs, 0);
@@ -108,7 +111,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   return {
     addService(definition, impl) {
       if (state !== "created") throw new Error("addService must be called before start");
-      const bound = bindService(definition, gated(definition, impl, () => unavailable), { checker, logger, maxRequestBytes: maxReceive });
+      const bound = bindService(definition, gated(definition, impl, () => unavailable), { checker, logger, maxRequestBytes: maxReceive, ...(options.callObserver && { callObserver: options.callObserver }) });
       server.addService(bound.definition, bound.handlers as never);
       const first = Object.values(definition)[0];
       if (first) serviceNames.push(first.path.split("/")[1]);
