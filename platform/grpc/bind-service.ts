@@ -68,7 +68,8 @@ export function requestLimit(bound: number, cap: number): number {
  * checked against its method's receive limit (RESOURCE_EXHAUSTED), then it
  * is decoded and checked against the contract's rules (INVALID_ARGUMENT
  * with a BadRequest detail, before any handler code runs), handed to the
- * implementation, and logged once with its status and duration. Errors are
+ * implementation, and logged once with its status and duration (and told
+ * to `callObserver`, for metrics, in a step of its own). Errors are
  * mapped here and nowhere else: a StatusError keeps its code; anything else
  * is INTERNAL, logged with its cause and never sent to the caller.
  *

@@ -51,19 +51,23 @@ export function grpcCallMetrics(registry: Registry): CallObserver {
     registers: [registry],
   });
   // The label children of each method, made once: the hot path does no label lookups.
-  const byPath = new Map<string, { readonly latency: ReturnType<typeof latency.labels>; readonly codes: Map<Code, ReturnType<typeof handled.labels>> }>();
+  type Method = { readonly service: string; readonly name: string; readonly latency: ReturnType<typeof latency.labels>; readonly codes: Map<Code, ReturnType<typeof handled.labels>> };
+  const byPath = new Map<string, Method>();
+  const methodOf = (path: string): Method => {
+    let method = byPath.get(path);
+    if (!method) {
+      const [, service = "", name = path] = /^\/([^/]+)\/([^/]+)$/.exec(path) ?? [];
+      method = { service, name, latency: latency.labels(service, name), codes: new Map() };
+      byPath.set(path, method);
+    }
+    return method;
+  };
   return {
     observe(path, code, seconds) {
-      let method = byPath.get(path);
-      if (!method) {
-        const [, service = "", name = path] = /^\/([^/]+)\/([^/]+)$/.exec(path) ?? [];
-        method = { latency: latency.labels(service, name), codes: new Map() };
-        byPath.set(path, method);
-      }
+      const method = methodOf(path);
       let count = method.codes.get(code);
       if (!count) {
-        const [, service = "", name = path] = /^\/([^/]+)\/([^/]+)$/.exec(path) ?? [];
-        count = handled.labels(service, name, codeName(code));
+        count = handled.labels(method.service, method.name, codeName(code));
         method.codes.set(code, count);
       }
       count.inc();
