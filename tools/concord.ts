@@ -171,7 +171,7 @@ async function dlqReplay(args: string[]): Promise<number> {
     else for await (const letter of readDeadLetters(nc)) if (!filter || matchesFilter(letter, filter)) chosen.push(letter);
     if (chosen.length === 0) {
       console.error("concord dlq replay: no dead letter matches; nothing replayed");
-      return filter ? 0 : 1;
+      return 0;
     }
     let done = 0;
     let lastProgress = performance.now();
