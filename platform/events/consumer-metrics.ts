@@ -1,12 +1,13 @@
 import type { JetStreamManager } from "nats";
-import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { Gauge, type Registry } from "prom-client";
+import { counterFamily, type CounterChild, histogramFamily, type HistogramChild } from "../metrics/index.js";
 import type { DeliveryMiddleware } from "./delivery.js";
 import type { ConsumerSpec } from "./types.js";
 
 /** Buckets for handlers that take from a tenth of a millisecond to seconds. */
 const handlerBuckets = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
-type Outcomes = { readonly handled: { inc(): void }; readonly retried: { inc(): void }; readonly deadLettered: { inc(): void }; readonly seconds: { observe(v: number): void } };
+type Outcomes = { readonly handled: CounterChild; readonly retried: CounterChild; readonly deadLettered: CounterChild; readonly seconds: HistogramChild };
 
 /**
  * The outermost step of a consumer's pipeline, counting what became of each
@@ -18,15 +19,15 @@ type Outcomes = { readonly handled: { inc(): void }; readonly retried: { inc(): 
  */
 export function consumerMetrics(registry: Registry): DeliveryMiddleware {
   const labelNames = ["consumer"] as const;
-  const handled = new Counter({ name: "concord_consumer_handled_total", help: "Events a consumer handled and acked (duplicates its inbox dropped included)", labelNames, registers: [registry] });
-  const retried = new Counter({ name: "concord_consumer_retried_total", help: "Deliveries whose handler failed and that were given back for a later retry", labelNames, registers: [registry] });
-  const deadLettered = new Counter({ name: "concord_consumer_dead_lettered_total", help: "Events a consumer gave up on and settled as dead letters", labelNames, registers: [registry] });
-  const seconds = new Histogram({ name: "concord_consumer_handling_seconds", help: "Time the consumer pipeline took for one delivery (inbox, handler, its writes)", labelNames, buckets: handlerBuckets, registers: [registry] });
+  const handled = counterFamily(registry, { name: "concord_consumer_handled_total", help: "Events a consumer handled and acked (duplicates its inbox dropped included)", labelNames });
+  const retried = counterFamily(registry, { name: "concord_consumer_retried_total", help: "Deliveries whose handler failed and that were given back for a later retry", labelNames });
+  const deadLettered = counterFamily(registry, { name: "concord_consumer_dead_lettered_total", help: "Events a consumer gave up on and settled as dead letters", labelNames });
+  const seconds = histogramFamily(registry, { name: "concord_consumer_handling_seconds", help: "Time the consumer pipeline took for one delivery (inbox, handler, its writes)", labelNames, buckets: handlerBuckets });
   const byConsumer = new Map<string, Outcomes>();
   const outcomesOf = (consumer: string): Outcomes => {
     let outcomes = byConsumer.get(consumer);
     if (!outcomes) {
-      outcomes = { handled: handled.labels(consumer), retried: retried.labels(consumer), deadLettered: deadLettered.labels(consumer), seconds: seconds.labels(consumer) };
+      outcomes = { handled: handled({ consumer }), retried: retried({ consumer }), deadLettered: deadLettered({ consumer }), seconds: seconds({ consumer }) };
       byConsumer.set(consumer, outcomes);
     }
     return outcomes;

@@ -1,6 +1,7 @@
 import type { ServerUnaryCall, sendUnaryData } from "@grpc/grpc-js";
-import { Counter, Histogram, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import { Code, codeName } from "../errors/index.js";
+import { counterFamily, type CounterChild, histogramFamily, type HistogramChild } from "../metrics/index.js";
 
 /** Hears how each call ended: its method (`/package.Service/Method`), status code and duration. */
 export interface CallObserver {
@@ -37,27 +38,25 @@ const callBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
  * go-grpc-prometheus, so existing dashboards read them.
  */
 export function grpcCallMetrics(registry: Registry): CallObserver {
-  const handled = new Counter({
+  const handled = counterFamily(registry, {
     name: "grpc_server_handled_total",
     help: "gRPC calls completed on the server, by method and status code",
-    labelNames: ["grpc_service", "grpc_method", "grpc_code"] as const,
-    registers: [registry],
+    labelNames: ["grpc_service", "grpc_method", "grpc_code"],
   });
-  const latency = new Histogram({
+  const latency = histogramFamily(registry, {
     name: "grpc_server_handling_seconds",
     help: "Time from a gRPC call's arrival to its response, by method",
-    labelNames: ["grpc_service", "grpc_method"] as const,
+    labelNames: ["grpc_service", "grpc_method"],
     buckets: callBuckets,
-    registers: [registry],
   });
-  // The label children of each method, made once: the hot path does no label lookups.
-  type Method = { readonly service: string; readonly name: string; readonly latency: ReturnType<typeof latency.labels>; readonly codes: Map<Code, ReturnType<typeof handled.labels>> };
+  // The counters of each method, found once: the hot path does no label lookups.
+  type Method = { readonly service: string; readonly name: string; readonly latency: HistogramChild; readonly codes: Map<Code, CounterChild> };
   const byPath = new Map<string, Method>();
   const methodOf = (path: string): Method => {
     let method = byPath.get(path);
     if (!method) {
       const [, service = "", name = path] = /^\/([^/]+)\/([^/]+)$/.exec(path) ?? [];
-      method = { service, name, latency: latency.labels(service, name), codes: new Map() };
+      method = { service, name, latency: latency({ grpc_service: service, grpc_method: name }), codes: new Map() };
       byPath.set(path, method);
     }
     return method;
@@ -67,7 +66,7 @@ export function grpcCallMetrics(registry: Registry): CallObserver {
       const method = methodOf(path);
       let count = method.codes.get(code);
       if (!count) {
-        count = handled.labels(method.service, method.name, codeName(code));
+        count = handled({ grpc_service: method.service, grpc_method: method.name, grpc_code: codeName(code) });
         method.codes.set(code, count);
       }
       count.inc();
