@@ -173,7 +173,7 @@ describe("npx concord", () => {
     broken = undefined;
   });
 
-  it("shows each service's health, consumers' lag and outbox, and fails when a service cannot be reached", async () => {
+  it("shows each service's health, consumers' lag and outbox, and fails when a service cannot be reached", { timeout: 120_000 }, async () => {
     const args = ["--nats", nats.url, "--products", products.service.address, "--orders", orders.service.address, "--products-metrics", products.service.metricsAddress!, "--orders-metrics", orders.service.metricsAddress!];
     const status = await concord("status", ...args);
     expect(status.status, status.stdout + status.stderr).toBe(0);
@@ -210,7 +210,7 @@ describe("npx concord", () => {
     }
   });
 
-  it("wraps the parked outbox tool", async () => {
+  it("wraps the parked outbox tool", { timeout: 120_000 }, async () => {
     const list = await concord("outbox", "parked", "list", "--database", products.databasePath);
     expect(list.status, list.stderr).toBe(0);
     expect(list.stdout).toMatch(/\d+ event\(s\) waiting to be published, 0 parked/);
