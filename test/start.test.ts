@@ -50,7 +50,7 @@ function processesOf(dataDir: string): number[] {
 }
 
 interface SystemOptions {
-  readonly ports?: { nats: number; products: number; orders: number };
+  readonly ports?: { nats: number; products: number; orders: number; productsMetrics?: number; ordersMetrics?: number };
   /** In a process group of its own, as `npm start` in a terminal is. */
   readonly detached?: boolean;
   readonly logLevel?: string;
@@ -72,13 +72,16 @@ async function freeClusterPort(): Promise<number> {
 
 /** Runs `npm start`'s script and collects what it prints. */
 async function startSystem(dataDir: string, options: SystemOptions = {}) {
-  const ports = options.ports ?? { nats: await freePort(), products: await freePort(), orders: await freePort() };
+  const given = options.ports ?? { nats: await freePort(), products: await freePort(), orders: await freePort() };
+  const ports = { ...given, productsMetrics: given.productsMetrics ?? (await freePort()), ordersMetrics: given.ordersMetrics ?? (await freePort()) };
   const env = {
     ...process.env,
     DATA_DIR: dataDir,
     NATS_PORT: String(ports.nats),
     PRODUCTS_LISTEN: `127.0.0.1:${ports.products}`,
     ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
+    PRODUCTS_METRICS_LISTEN: `127.0.0.1:${ports.productsMetrics}`,
+    ORDERS_METRICS_LISTEN: `127.0.0.1:${ports.ordersMetrics}`,
     LOG_LEVEL: options.logLevel ?? "warn",
     NATS_URL: "",
     ...options.env,
@@ -113,11 +116,12 @@ describe("npm start", () => {
     dir.remove();
   });
 
-  it("brings the system up over TLS with tokens, serves calls, and stops everything cleanly on Ctrl-C", { timeout: 90_000 }, async () => {
+  it("brings the system up over TLS with tokens, serves calls and metrics, and stops everything cleanly on Ctrl-C", { timeout: 90_000 }, async () => {
     const system = await startSystem(dir.path);
     child = system.child;
-    expect(system.output()).toMatch(/products: gRPC on 127\.0\.0\.1:\d+/);
-    expect(system.output()).toMatch(/orders: {3}gRPC on 127\.0\.0\.1:\d+/);
+    const { productsMetrics, ordersMetrics } = system.ports;
+    expect(system.output()).toMatch(new RegExp(`products: gRPC on 127\\.0\\.0\\.1:\\d+, metrics on http://127\\.0\\.0\\.1:${productsMetrics}/metrics`));
+    expect(system.output()).toMatch(new RegExp(`orders: {3}gRPC on 127\\.0\\.0\\.1:\\d+, metrics on http://127\\.0\\.0\\.1:${ordersMetrics}/metrics`));
     // TLS with the CA and token key made under DATA_DIR on this first run; plaintext and token-less calls are refused.
     expect(system.output()).toContain(`Concord is up. Try: grpcurl -cacert ${relative(repoRoot, join(dir.path, "tls", "ca.pem"))} `);
     expect(statSync(join(dir.path, "auth", "token-hs256.key")).mode & 0o777).toBe(0o600);
@@ -125,6 +129,9 @@ describe("npm start", () => {
     const { product } = await client.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 1 });
     expect(product?.name).toBe("Teapot");
     client.close();
+    const scraped = await (await fetch(`http://127.0.0.1:${productsMetrics}/metrics`)).text();
+    expect(scraped).toContain('grpc_server_handled_total{grpc_service="shop.products.v1.ProductService",grpc_method="CreateProduct",grpc_code="OK"} 1');
+    expect(await (await fetch(`http://127.0.0.1:${ordersMetrics}/metrics`)).text()).toContain("concord_outbox_depth");
     const plaintext = createClient(ProductServiceService, { address: system.productsAddress, maxAttempts: 1 });
     expect((await grpcError(plaintext.getProduct({ id: product!.id }))).code).toBe(Code.UNAVAILABLE);
     plaintext.close();
@@ -170,14 +177,14 @@ describe("npm start", () => {
         if (p < 65_000 && !(await isListening(p + 2))) return p;
       }
     };
-    const ports = { nats: await freePort(), products: await pairOfPorts(), orders: await pairOfPorts() };
+    const ports = { nats: await freePort(), products: await pairOfPorts(), orders: await pairOfPorts(), productsMetrics: await pairOfPorts(), ordersMetrics: await pairOfPorts() };
     const postgresPort = await freePort();
     const system = await startSystem(dir.path, { ports, args: ["--postgres", "--instances", "2"], env: { POSTGRES_PORT: String(postgresPort) }, upTimeoutMs: 90_000 });
     child = system.child;
     const out = system.output();
     expect(out).toContain(`PostgreSQL on 127.0.0.1:${postgresPort}`);
     for (const [name, port] of [["products#1", ports.products], ["products#2", ports.products + 2], ["orders#1", ports.orders], ["orders#2", ports.orders + 2]] as const) {
-      expect(out).toMatch(new RegExp(`${name}: +gRPC on 127\\.0\\.0\\.1:${port} \\(database postgres://`));
+      expect(out).toMatch(new RegExp(`${name}: +gRPC on 127\\.0\\.0\\.1:${port}, metrics on http://127\\.0\\.0\\.1:\\d+/metrics \\(database postgres://`));
     }
     const products = createClient(ProductServiceService, { address: `127.0.0.1:${ports.products + 2}`, ...toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dir.path }) });
     const { product } = await products.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 5 });

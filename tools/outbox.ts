@@ -2,9 +2,10 @@
  * Looks at a service's outbox: how many events wait, which were parked
  * (JetStream refuses them for good) and why, and sends parked events again.
  */
-import { existsSync } from "node:fs";
+import { existsSync, realpathSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { outboxMigrations, parkedEvents, retryParked } from "../platform/events/index.js";
 import { openDatabase } from "../platform/sql/index.js";
 import { repoRoot } from "./repo-root.js";
@@ -23,10 +24,22 @@ Parked events are those the relay can never publish as they are (larger than
 the server's max_payload or the stream's max_msg_size): retry them once what
 refused them has changed.`;
 
-async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { database: { type: "string" }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } } });
+/**
+ * The outbox tool with `argv`, saying `program` in its messages and `help`
+ * for --help and bad arguments; resolves with its exit code (2: bad
+ * arguments, 1: nothing to retry). Shared by `concord outbox parked`.
+ */
+export async function outboxCommand(argv: string[], program = "outbox", help = usage): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { database: { type: "string" }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } } });
+  } catch (err) {
+    console.error(`${program}: ${(err as Error).message}\n\n${help}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
   if (values.help) {
-    console.log(usage);
+    console.log(help);
     return 0;
   }
   const [first, ...rest] = positionals;
@@ -34,11 +47,11 @@ async function main(argv: string[]): Promise<number> {
   const [command = "list", ...ids] = service ? rest : positionals;
   const path = values.database ?? (service ? join(process.env.DATA_DIR || join(repoRoot, ".data"), `${service}.db`) : undefined);
   if (!path || !["list", "retry"].includes(command) || (command === "list" && ids.length > 0) || (command === "retry" && (ids.length > 0) === Boolean(values.all))) {
-    console.error(`outbox: bad arguments\n\n${usage}`);
+    console.error(`${program}: bad arguments\n\n${help}`);
     return 2;
   }
   if (!existsSync(path)) {
-    console.error(`outbox: ${path} does not exist; name the service's database with --database`);
+    console.error(`${program}: ${path} does not exist; name the service's database with --database`);
     return 2;
   }
   const db = await openDatabase({ path, migrations: outboxMigrations });
@@ -58,10 +71,12 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => (process.exitCode = code),
-  (err: unknown) => {
-    console.error(`outbox: ${err instanceof Error ? err.message : err}`);
-    process.exitCode = 1;
-  },
-);
+if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
+  outboxCommand(process.argv.slice(2)).then(
+    (code) => (process.exitCode = code),
+    (err: unknown) => {
+      console.error(`outbox: ${err instanceof Error ? err.message : err}`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -69,6 +69,10 @@ Environment (all optional):
   POSTGRES_PORT     port of the local PostgreSQL server with --postgres (default 54320)
   PRODUCTS_LISTEN   product service address (default 127.0.0.1:50051)
   ORDERS_LISTEN     order service address (default 127.0.0.1:50052)
+  PRODUCTS_METRICS_LISTEN, ORDERS_METRICS_LISTEN
+                    where the services serve Prometheus metrics (GET /metrics;
+                    defaults 127.0.0.1:9101 and 127.0.0.1:9102, moved up by 2 per
+                    instance like the gRPC ports)
   PRODUCTS_DATABASE_URL, ORDERS_DATABASE_URL
                     the services' databases (default: SQLite files in DATA_DIR)
   LOG_LEVEL         services' log level (default info)
@@ -321,6 +325,10 @@ async function main(): Promise<void> {
   const ordersListen = process.env.ORDERS_LISTEN || "127.0.0.1:50052";
   const productsAddresses = Array.from({ length: instances }, (_, i) => shiftPort(productsListen, 2 * i));
   const ordersAddresses = Array.from({ length: instances }, (_, i) => shiftPort(ordersListen, 2 * i));
+  const metricsAddresses = {
+    products: Array.from({ length: instances }, (_, i) => shiftPort(process.env.PRODUCTS_METRICS_LISTEN || "127.0.0.1:9101", 2 * i)),
+    orders: Array.from({ length: instances }, (_, i) => shiftPort(process.env.ORDERS_METRICS_LISTEN || "127.0.0.1:9102", 2 * i)),
+  };
   env.PRODUCTS_ADDRESS = process.env.PRODUCTS_ADDRESS || productsAddresses.join(",");
 
   if (flags.postgres) {
@@ -350,12 +358,15 @@ async function main(): Promise<void> {
 
   const start = async (service: "products" | "orders", addresses: string[], listenVariable: string): Promise<string[]> => {
     const command = serviceCommand(service);
+    const metricsVariable = service === "products" ? "PRODUCTS_METRICS_LISTEN" : "ORDERS_METRICS_LISTEN";
     // The instances of one service start together, as a deployment's do.
-    const started = addresses.map((listen, i) => launch(instances > 1 ? `${service}#${i + 1}` : service, command.command, command.args, { ...env, ...serviceTlsEnv(dataDir, service), [listenVariable]: listen }, natsTether));
+    const started = addresses.map((listen, i) =>
+      launch(instances > 1 ? `${service}#${i + 1}` : service, command.command, command.args, { ...env, ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metricsAddresses[service][i] }, natsTether),
+    );
     await Promise.all(addresses.map((a) => waitForServing(a, 30_000, grpc.credentials)));
     return started.map((child, i) => {
       const name = instances > 1 ? `${service}#${i + 1}:` : `${service}:`;
-      return `${name.padEnd(instances > 1 ? 11 : 9)} gRPC on ${addresses[i]} (database ${env[service === "products" ? "PRODUCTS_DATABASE_URL" : "ORDERS_DATABASE_URL"]}, pid ${child.process.pid})`;
+      return `${name.padEnd(instances > 1 ? 11 : 9)} gRPC on ${addresses[i]}, metrics on http://${metricsAddresses[service][i]}/metrics (database ${env[service === "products" ? "PRODUCTS_DATABASE_URL" : "ORDERS_DATABASE_URL"]}, pid ${child.process.pid})`;
     });
   };
   const lines = [...(await start("products", productsAddresses, "PRODUCTS_LISTEN")), ...(await start("orders", ordersAddresses, "ORDERS_LISTEN"))];

@@ -60,6 +60,11 @@ export function hostPort(raw: string): string {
   return raw;
 }
 
+/** `host:port` as `hostPort`, or undefined for an empty value (the feature is off). */
+export function optionalHostPort(raw: string): string | undefined {
+  return raw === "" ? undefined : hostPort(raw);
+}
+
 /**
  * Where the instances of a service are: one `host:port`, several separated
  * by commas, or `dns:///host:port` for a name that resolves to all of them.

@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { Registry } from "prom-client";
 import { MsgHdrsImpl, headers as natsHeaders } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
@@ -10,6 +11,8 @@ import { openDatabase, type Database } from "../sql/index.js";
 import {
   bindConsumer,
   connectEventBus,
+  consumerLagMetrics,
+  consumerMetrics,
   createEventPublisher,
   createOutbox,
   deadLetterStreamSpec,
@@ -287,6 +290,36 @@ describe("startConsumers", () => {
         { note: "never", attempt: 2, settlement: "deadLetter" },
       ]),
     );
+  });
+
+  it("counts each consumer's handled, retried and dead-lettered deliveries and their latency with consumerMetrics, and reads its lag from JetStream", async () => {
+    const registry = new Registry();
+    const t = await setup(
+      "metered",
+      (event, context) => {
+        if (event.note === "twice" && context.deliveryCount === 1) throw new Error("first try fails");
+        if (event.note === "never") throw new Error("always fails");
+      },
+      { backoffMs: [20], maxDeliver: 2 },
+      undefined,
+      [consumerMetrics(registry)],
+    );
+    consumerLagMetrics({ registry, consumers: [t.consumerSpec], jsm: () => bus.jsm });
+    for (const note of ["once", "twice", "never"]) await t.publish(note);
+    await eventually("the event that never succeeds is dead-lettered", async () => (await t.deadLetter()) !== undefined);
+    await t.settled();
+    const text = await registry.metrics();
+    const consumer = `consumer="${t.consumerSpec.durable}"`;
+    expect(text).toContain(`concord_consumer_handled_total{${consumer}} 2`);
+    expect(text).toContain(`concord_consumer_retried_total{${consumer}} 2`);
+    expect(text).toContain(`concord_consumer_dead_lettered_total{${consumer}} 1`);
+    expect(text).toContain(`concord_consumer_handling_seconds_count{${consumer}} 5`);
+    expect(text).toContain(`concord_consumer_pending{${consumer},stream="${t.sample.stream.name}"} 0`);
+    // Stopped, the consumer falls behind by what is published meanwhile.
+    await t.stop();
+    await t.publish("later");
+    await t.publish("evenlater");
+    expect(await registry.metrics()).toContain(`concord_consumer_pending{${consumer},stream="${t.sample.stream.name}"} 2`);
   });
 
   it("stops cleanly and resumes from the durable consumer", async () => {

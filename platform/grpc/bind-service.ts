@@ -5,6 +5,7 @@ import { encodedSizeBound, type MessageChecker } from "../contracts/index.js";
 import { Code, codeName, StatusError, type FieldViolation } from "../errors/index.js";
 import { type AccessControl, methodAccess, methodGuard, type MethodGuard, type Principal, unrestricted } from "./access.js";
 import { type CallContext, UnaryCallContext } from "./call-context.js";
+import { type CallObserver, observeCalls } from "./call-metrics.js";
 import { toGrpcError } from "./grpc-status.js";
 
 /** A unary method as ts-proto describes it for grpc-js. */
@@ -55,6 +56,8 @@ export interface BindOptions {
   readonly access?: AccessControl;
   /** Bounds the handlers running at once (see createAdmission); none when absent. */
   readonly admission?: Admission;
+  /** Hears each call's method, status code and duration (metrics). */
+  readonly callObserver?: CallObserver;
 }
 
 /** The smallest receive limit a method gets, however small its contract bounds its requests. */
@@ -77,7 +80,8 @@ export function requestLimit(bound: number, cap: number): number {
  * with a BadRequest detail, before any handler code runs), handed to the
  * implementation once admission control gives it a place (RESOURCE_EXHAUSTED
  * when the server is full, nothing run), and logged once with its status
- * and duration. Errors are
+ * and duration (and told to `callObserver`, for metrics, in a step of its
+ * own). Errors are
  * mapped here and nowhere else: a StatusError keeps its code; anything else
  * is INTERNAL, logged with its cause and never sent to the caller.
  *
@@ -97,7 +101,8 @@ export function bindService<D extends ServiceDefinition>(
     rawDefinition[name] = { ...method, requestDeserialize: (value: Buffer) => value };
     const desc = methodOf(options.checker, method.path);
     const guard = options.access ? methodGuard(options.access, desc.name, methodAccess(options.checker.registry, desc)) : undefined;
-    handlers[name] = unaryHandler(method, fn.bind(impl), desc.input.typeName, requestLimit(encodedSizeBound(desc.input), options.maxRequestBytes), guard, options);
+    const handler = unaryHandler(method, fn.bind(impl), desc.input.typeName, requestLimit(encodedSizeBound(desc.input), options.maxRequestBytes), guard, options);
+    handlers[name] = observeCalls(method.path, handler, options.callObserver);
   }
   return { definition: rawDefinition as D, handlers: handlers as BoundService<D> };
 }

@@ -5,6 +5,7 @@ import type { Logger } from "../log/index.js";
 import { type AdmissionOptions, createAdmission } from "./admission.js";
 import type { AccessControl } from "./access.js";
 import { bindService, type ServiceDefinition, type ServiceImpl } from "./bind-service.js";
+import type { CallObserver } from "./call-metrics.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { createDescriptorIndex } from "./descriptor-index.js";
 import { addServerReflection } from "./server-reflection.js";
@@ -49,6 +50,8 @@ export interface GrpcServerOptions {
    * Without it every call is let in.
    */
   readonly access?: AccessControl;
+  /** Hears how every call of an added service ended (metrics: grpcCallMetrics). */
+  readonly callObserver?: CallObserver;
 }
 
 /**
@@ -80,7 +83,7 @@ export interface GrpcServer {
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const factory = "createGrpcServer";
-  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access"]);
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver"]);
   const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
   const shutdownTimeoutMs = nonNegativeInteger(factory, "shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000);
   const drainDelayMs = nonNegativeInteger(factory, "drainDelayMs", options.drainDelayMs, 0);
@@ -124,7 +127,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   return {
     addService(definition, impl) {
       if (state !== "created") throw new Error("addService must be called before start");
-      const bound = bindService(definition, gated(definition, impl, () => unavailable), { checker, logger, maxRequestBytes: maxReceive, admission, ...(options.access && { access: options.access }) });
+      const bound = bindService(definition, gated(definition, impl, () => unavailable), { checker, logger, maxRequestBytes: maxReceive, admission, ...(options.access && { access: options.access }), ...(options.callObserver && { callObserver: options.callObserver }) });
       server.addService(bound.definition, bound.handlers as never);
       const first = Object.values(definition)[0];
       if (first) serviceNames.push(first.path.split("/")[1]);

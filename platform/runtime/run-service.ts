@@ -5,6 +5,8 @@ import { createLogger, type Logger } from "../log/index.js";
 export interface RunningService {
   /** Address it serves gRPC on, with the bound port. */
   readonly address: string;
+  /** Where it serves Prometheus metrics (host:port), when it does. */
+  readonly metricsAddress?: string;
   /**
    * Resolves once the service reports SERVING (its dependencies reached);
    * until then it listens but answers UNAVAILABLE. Rejects when start-up
@@ -122,6 +124,7 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
     return;
   }
   logger.info({ address: running.address }, `${options.name} listening on ${running.address}`);
+  if (running.metricsAddress) logger.info({ metricsAddress: running.metricsAddress }, `${options.name} serves metrics on http://${running.metricsAddress}/metrics`);
   if (stopping) {
     const why = stopping;
     stopping = undefined;

@@ -1,10 +1,12 @@
+import { collectDefaultMetrics, Registry } from "prom-client";
 import type { ConsumerBinding, DeliveryMiddleware, EventRuntime } from "../events/index.js";
-import { createEventRuntime, eventMigrations, type StreamSpec } from "../events/index.js";
-import { createGrpcServer, type GrpcServer } from "../grpc/index.js";
+import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, outboxMetrics, type StreamSpec } from "../events/index.js";
+import { createGrpcServer, grpcCallMetrics, type GrpcServer } from "../grpc/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
 import type { Logger } from "../log/index.js";
 import { type Database, type Migration, openDatabase, type Retention } from "../sql/index.js";
 import { type GrpcSecurity, serverSecurity } from "./grpc-security.js";
+import { type MetricsServer, startMetricsServer } from "./metrics-server.js";
 import type { RunningService } from "./run-service.js";
 
 export interface ServiceHostOptions {
@@ -31,6 +33,12 @@ export interface ServiceHostOptions {
   readonly requestIdRetentionMs?: number;
   /** Steps of the service's own around every consumer's pipeline (metrics, tracing), outermost first. */
   readonly consumerMiddleware?: readonly DeliveryMiddleware[];
+  /**
+   * host:port to serve Prometheus metrics on (`GET /metrics`; port 0 picks a
+   * free port): calls by method and code, consumers' outcomes, latency and
+   * lag, the outbox's depth. None: no metrics are kept.
+   */
+  readonly metricsListen?: string;
   /** Ends start-up while it waits for a Postgres server that cannot be reached yet. */
   readonly signal?: AbortSignal;
 }
@@ -76,9 +84,11 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       logger.warn({ err }, "the database cannot be reached; waiting for it");
     },
   });
+  const registry = options.metricsListen === undefined ? undefined : new Registry();
   let events: EventRuntime;
   let server: GrpcServer;
   try {
+    const middleware = [...(registry ? [consumerMetrics(registry)] : []), ...(options.consumerMiddleware ?? [])];
     events = createEventRuntime({
       db,
       natsUrl: options.natsUrl,
@@ -87,19 +97,32 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       descriptorSet: options.descriptorSet,
       logger,
       ...(options.inboxRetentionMs !== undefined && { inboxRetentionMs: options.inboxRetentionMs }),
-      ...(options.consumerMiddleware && { middleware: options.consumerMiddleware }),
+      ...(middleware.length > 0 && { middleware }),
     });
-    server = createGrpcServer({ descriptorSet: options.descriptorSet, logger, shutdownTimeoutMs: options.shutdownTimeoutMs, readinessCheck: () => db.ping(), ...serverSecurity(options.security) });
+    server = createGrpcServer({
+      descriptorSet: options.descriptorSet,
+      logger,
+      shutdownTimeoutMs: options.shutdownTimeoutMs,
+      readinessCheck: () => db.ping(),
+      ...serverSecurity(options.security),
+      ...(registry && { callObserver: grpcCallMetrics(registry) }),
+    });
+    if (registry) {
+      collectDefaultMetrics({ register: registry });
+      outboxMetrics(registry, db);
+    }
   } catch (err) {
     await db.close();
     throw err;
   }
   let requestIdsKept: Retention | undefined;
+  let metrics: MetricsServer | undefined;
   const stopAll = async (onStop?: () => void) => {
     await server.shutdown();
     await requestIdsKept?.stop();
     await events.stop();
     onStop?.();
+    await metrics?.close();
     await db.close();
   };
   return {
@@ -113,6 +136,10 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       let port: number;
       try {
         ({ port } = await server.start(options.listen));
+        if (registry && options.metricsListen !== undefined) {
+          consumerLagMetrics({ registry, consumers: consumers.map((c) => c.spec), jsm: () => busOf(events)?.jsm });
+          metrics = await startMetricsServer(options.metricsListen, registry, logger);
+        }
       } catch (err) {
         await stopAll(onStop);
         throw err;
@@ -132,6 +159,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       let stopped: Promise<void> | undefined;
       return {
         address: options.listen.replace(/:\d+$/, `:${port}`),
+        ...(metrics && { metricsAddress: metrics.address }),
         events,
         ready,
         stop() {
@@ -141,4 +169,13 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       };
     },
   };
+}
+
+/** The runtime's NATS connection, or undefined while it has not reached NATS. */
+function busOf(events: EventRuntime) {
+  try {
+    return events.bus;
+  } catch {
+    return undefined;
+  }
 }

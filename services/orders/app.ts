@@ -34,6 +34,8 @@ export interface OrdersOptions {
   readonly inboxRetentionMs?: number;
   /** How long a request_id is remembered. Default 24 hours. */
   readonly requestIdRetentionMs?: number;
+  /** host:port to serve Prometheus metrics on (GET /metrics); none: no metrics. */
+  readonly metricsListen?: string;
   /** Ends start-up while it waits for its database (a Postgres server not up yet). */
   readonly signal?: AbortSignal;
 }

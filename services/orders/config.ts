@@ -1,9 +1,14 @@
-import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, serviceAddress, text } from "../../platform/config/index.js";
+import { databaseUrl, duration, durationAtLeast, hostPort, optionalHostPort, oneOf, serviceAddress, text } from "../../platform/config/index.js";
 import { grpcSecuritySettings } from "../../platform/runtime/index.js";
 
 /** The order service's environment. */
 export const orderSettings = {
   ORDERS_LISTEN: { description: "host:port to serve gRPC on", default: "127.0.0.1:50052", parse: hostPort },
+  ORDERS_METRICS_LISTEN: {
+    description: "host:port to serve Prometheus metrics on (GET /metrics); empty: none are kept",
+    default: "",
+    parse: optionalHostPort,
+  },
   ORDERS_DATABASE_URL: {
     description: "the service's database: a SQLite file (path, file: or sqlite: URL) or a postgres:// URL",
     fallback: "DATABASE_URL",

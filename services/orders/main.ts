@@ -17,6 +17,7 @@ await runService({
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
       inboxRetentionMs: config.INBOX_RETENTION,
       requestIdRetentionMs: config.REQUEST_ID_RETENTION,
+      ...(config.ORDERS_METRICS_LISTEN !== undefined && { metricsListen: config.ORDERS_METRICS_LISTEN }),
       logger,
       signal,
     }),

@@ -1,9 +1,14 @@
-import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, text } from "../../platform/config/index.js";
+import { databaseUrl, duration, durationAtLeast, hostPort, optionalHostPort, oneOf, text } from "../../platform/config/index.js";
 import { grpcSecuritySettings } from "../../platform/runtime/index.js";
 
 /** The product service's environment. */
 export const productSettings = {
   PRODUCTS_LISTEN: { description: "host:port to serve gRPC on", default: "127.0.0.1:50051", parse: hostPort },
+  PRODUCTS_METRICS_LISTEN: {
+    description: "host:port to serve Prometheus metrics on (GET /metrics); empty: none are kept",
+    default: "",
+    parse: optionalHostPort,
+  },
   PRODUCTS_DATABASE_URL: {
     description: "the service's database: a SQLite file (path, file: or sqlite: URL) or a postgres:// URL",
     fallback: "DATABASE_URL",

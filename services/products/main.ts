@@ -15,6 +15,7 @@ await runService({
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
       inboxRetentionMs: config.INBOX_RETENTION,
       requestIdRetentionMs: config.REQUEST_ID_RETENTION,
+      ...(config.PRODUCTS_METRICS_LISTEN !== undefined && { metricsListen: config.PRODUCTS_METRICS_LISTEN }),
       logger,
       signal,
     }),

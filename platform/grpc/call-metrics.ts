@@ -1,0 +1,76 @@
+import type { ServerUnaryCall, sendUnaryData } from "@grpc/grpc-js";
+import type { Registry } from "prom-client";
+import { Code, codeName } from "../errors/index.js";
+import { counterFamily, type CounterChild, histogramFamily, type HistogramChild } from "../metrics/index.js";
+
+/** Hears how each call ended: its method (`/package.Service/Method`), status code and duration. */
+export interface CallObserver {
+  observe(path: string, code: Code, seconds: number): void;
+}
+
+type UnaryHandler = (call: ServerUnaryCall<any, any>, callback: sendUnaryData<any>) => void;
+
+/**
+ * The step around a bound method that times it and tells `observer` the
+ * status it ended with, whatever ended it (a refused request, the
+ * implementation, UNAVAILABLE while not serving). Without an observer the
+ * handler is returned as it is.
+ */
+export function observeCalls(path: string, handler: UnaryHandler, observer: CallObserver | undefined): UnaryHandler {
+  if (!observer) return handler;
+  return (call, callback) => {
+    const started = performance.now();
+    handler(call, (err, value, ...rest) => {
+      const code = err ? ((err as { code?: number }).code ?? Code.UNKNOWN) : Code.OK;
+      observer.observe(path, code as Code, (performance.now() - started) / 1000);
+      callback(err, value, ...rest);
+    });
+  };
+}
+
+/** Buckets for calls that take from a tenth of a millisecond to seconds. */
+const callBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/**
+ * A CallObserver that counts calls by method and code
+ * (`grpc_server_handled_total`) and records their latency by method
+ * (`grpc_server_handling_seconds`), in `registry`. Names and labels follow
+ * go-grpc-prometheus, so existing dashboards read them.
+ */
+export function grpcCallMetrics(registry: Registry): CallObserver {
+  const handled = counterFamily(registry, {
+    name: "grpc_server_handled_total",
+    help: "gRPC calls completed on the server, by method and status code",
+    labelNames: ["grpc_service", "grpc_method", "grpc_code"],
+  });
+  const latency = histogramFamily(registry, {
+    name: "grpc_server_handling_seconds",
+    help: "Time from a gRPC call's arrival to its response, by method",
+    labelNames: ["grpc_service", "grpc_method"],
+    buckets: callBuckets,
+  });
+  // The counters of each method, found once: the hot path does no label lookups.
+  type Method = { readonly service: string; readonly name: string; readonly latency: HistogramChild; readonly codes: Map<Code, CounterChild> };
+  const byPath = new Map<string, Method>();
+  const methodOf = (path: string): Method => {
+    let method = byPath.get(path);
+    if (!method) {
+      const [, service = "", name = path] = /^\/([^/]+)\/([^/]+)$/.exec(path) ?? [];
+      method = { service, name, latency: latency({ grpc_service: service, grpc_method: name }), codes: new Map() };
+      byPath.set(path, method);
+    }
+    return method;
+  };
+  return {
+    observe(path, code, seconds) {
+      const method = methodOf(path);
+      let count = method.codes.get(code);
+      if (!count) {
+        count = handled({ grpc_service: method.service, grpc_method: method.name, grpc_code: codeName(code) });
+        method.codes.set(code, count);
+      }
+      count.inc();
+      method.latency.observe(seconds);
+    },
+  };
+}

@@ -1,0 +1,238 @@
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { connect, headers as natsHeaders, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OrderPlacedEvent } from "../gen/ts/shop/orders/v1/order_events_jetstream.js";
+import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { bindConsumer, deadLetterStreamSpec, eventMigrations, type RunningConsumers, startConsumers } from "../platform/events/index.js";
+import { openDatabase, type Database } from "../platform/sql/index.js";
+import { startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
+import { address, quietLogger, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
+
+/** Runs the `concord` bin as an operator would; resolves once it exits. */
+function concord(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ["tools/concord.mjs", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  child.stderr.on("data", (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  return new Promise((resolve) =>
+    child.once("exit", (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    }),
+  );
+}
+
+/** `concord` started in the background, for the commands that follow events until stopped. */
+function concordRunning(...args: string[]) {
+  const child = spawn(process.execPath, ["tools/concord.mjs", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { child, exited, stdout: () => stdout };
+}
+
+const fulfilmentTable = { id: "test_0001_fulfilled", sqlite: "CREATE TABLE fulfilled (order_id TEXT NOT NULL, event_id TEXT NOT NULL);", postgres: "CREATE TABLE fulfilled (order_id TEXT NOT NULL, event_id TEXT NOT NULL);" };
+
+describe("npx concord", () => {
+  const dir = tempDir();
+  let nats: NatsServerHandle;
+  let products: RunningProducts;
+  let orders: RunningOrders;
+  let nc: NatsConnection;
+  let fulfilmentDb: Database;
+  let fulfilment: RunningConsumers;
+  /** The cause of the fulfilment consumer's failures; cleared to fix it. */
+  let broken: string | undefined = "the warehouse is closed";
+
+  beforeAll(async () => {
+    nats = await startNatsServer({ storeDir: join(dir.path, "nats") });
+    products = await startTestProducts(dir.path, nats.url, { metricsListen: "127.0.0.1:0" });
+    orders = await startTestOrders(dir.path, products.service.address, nats.url, { metricsListen: "127.0.0.1:0" });
+    nc = await connect({ servers: nats.url });
+    // A third service's consumer of the orders placed: it fails until its cause is fixed, after 2 attempts
+    // each event goes to the dead letter stream.
+    fulfilmentDb = await openDatabase({ path: join(dir.path, "fulfilment.db"), migrations: [...eventMigrations, fulfilmentTable] });
+    fulfilment = await startConsumers({
+      nc,
+      db: fulfilmentDb,
+      service: "fulfilment",
+      logger: quietLogger("fulfilment"),
+      consumers: [
+        bindConsumer({
+          spec: { durable: "fulfilment-order-placed", stream: "SHOP_ORDERS", filterSubject: "shop.orders.v1.order.*.placed", eventType: "shop.orders.v1.OrderPlaced", maxDeliver: 2, backoffMs: [50], ackWaitMs: 5_000 },
+          descriptor: OrderPlacedEvent,
+          async handle(event, context) {
+            if (broken) throw new Error(broken);
+            await context.tx.run("INSERT INTO fulfilled (order_id, event_id) VALUES ($1, $2)", [event.orderId, context.eventId]);
+          },
+        }),
+      ],
+    });
+  }, 60_000);
+  afterAll(async () => {
+    await fulfilment?.stop();
+    await fulfilmentDb?.close();
+    await nc?.close();
+    await orders?.stop();
+    await products?.stop();
+    await nats?.stop();
+    dir.remove();
+  });
+
+  const fulfilled = async (orderId: string) => (await fulfilmentDb.query<{ n: number }>("SELECT count(*) AS n FROM fulfilled WHERE order_id = $1", [orderId]))[0].n;
+  const stockOf = async (id: string) => (await products.client.getProduct({ id })).product!.stock;
+  const dlqMessages = async () => (await (await nc.jetstreamManager()).streams.info(deadLetterStreamSpec.name)).state.messages;
+  const placeConfirmedOrder = async (stock: number, quantity: number) => {
+    const { product } = await products.client.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1000 }, initialStock: stock });
+    const { order } = await orders.client.createOrder({ customerId: "c-ops", lines: [{ productId: product!.id, quantity }], shippingAddress: address });
+    await expect.poll(async () => (await orders.client.getOrder({ id: order!.id })).order!.state, { timeout: 15_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
+    return { productId: product!.id, orderId: order!.id };
+  };
+  type Listed = { seq: number; reason: string; subject: string; consumer: string; deliveryCount: number; type: string; id: string; traceId?: string; payload: { orderId?: string } };
+  const listed = async (...filter: string[]): Promise<Listed[]> => {
+    const out = await concord("dlq", "list", "--nats", nats.url, ...filter);
+    expect(out.status, out.stderr).toBe(0);
+    return out.stdout.split("\n").filter(Boolean).map((line) => JSON.parse(line) as Listed);
+  };
+
+  it("lists and shows a dead letter decoded; replays it once its cause is fixed, to one effect however often it is replayed; a dry run changes nothing", { timeout: 120_000 }, async () => {
+    broken = "the warehouse is closed";
+    const { productId, orderId } = await placeConfirmedOrder(5, 2);
+    await expect.poll(async () => (await listed("--consumer", "fulfilment-order-placed")).length, { timeout: 15_000 }).toBe(1);
+    const [letter] = await listed("--consumer", "fulfilment-order-placed");
+    expect(letter).toMatchObject({
+      reason: "the warehouse is closed",
+      subject: `shop.orders.v1.order.${orderId}.placed`,
+      consumer: "fulfilment-order-placed",
+      deliveryCount: 2,
+      type: "shop.orders.v1.OrderPlaced",
+      payload: { orderId },
+    });
+    expect(letter.traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(await listed("--type", "shop.products.v1.StockReserved")).toEqual([]);
+
+    const shown = await concord("dlq", "show", String(letter.seq), "--nats", nats.url);
+    expect(shown.status, shown.stderr).toBe(0);
+    const detail = JSON.parse(shown.stdout) as Listed & { headers: Record<string, string> };
+    expect(detail).toMatchObject({ seq: letter.seq, reason: "the warehouse is closed", deliveryCount: 2, payload: { orderId, lines: [expect.objectContaining({ productId, quantity: 2 })] } });
+    expect(detail.headers["ce-id"]).toBe(letter.id);
+    expect(detail.headers.traceparent).toContain(letter.traceId);
+
+    // A dry run says what it would do and does nothing.
+    const ordersBefore = (await (await nc.jetstreamManager()).streams.info("SHOP_ORDERS")).state.last_seq;
+    const dry = await concord("dlq", "replay", "--all", "--dry-run", "--nats", nats.url);
+    expect(dry.status, dry.stderr).toBe(0);
+    expect(dry.stdout).toContain(`"wouldReplay":${letter.seq}`);
+    expect((await (await nc.jetstreamManager()).streams.info("SHOP_ORDERS")).state.last_seq).toBe(ordersBefore);
+    expect(await listed("--consumer", "fulfilment-order-placed")).toHaveLength(1);
+
+    // The same dead letter twice in the stream, as after a replay cut short before it deleted it:
+    // both are replayed within JetStream's duplicate window, and the event takes effect once.
+    const copy = natsHeaders();
+    for (const [name, value] of Object.entries(detail.headers)) copy.set(name, value);
+    const stored = await (await nc.jetstreamManager()).streams.getMessage(deadLetterStreamSpec.name, { seq: letter.seq });
+    for (const name of stored.header.keys()) if (name.startsWith("concord-dlq-")) copy.set(name, stored.header.get(name));
+    await nc.jetstream().publish(`concord.dlq.SHOP_ORDERS.fulfilment-order-placed`, stored.data, { headers: copy });
+    expect(await listed("--consumer", "fulfilment-order-placed")).toHaveLength(2);
+
+    broken = undefined;
+    const replay = await concord("dlq", "replay", "--consumer", "fulfilment-order-placed", "--rate", "20/s", "--nats", nats.url);
+    expect(replay.status, replay.stderr).toBe(0);
+    expect(replay.stdout.split("\n").filter((l) => l.includes('"replayed"'))).toHaveLength(2);
+    expect(replay.stderr).toContain("2 of 2 replayed");
+    await expect.poll(() => fulfilled(orderId), { timeout: 10_000 }).toBe(1);
+    expect(await listed("--consumer", "fulfilment-order-placed")).toEqual([]);
+    // Both replays were stored and delivered; the inbox dropped the second, and the product service,
+    // which had reserved the stock the first time, dropped both.
+    await expect
+      .poll(async () => {
+        const info = await (await nc.jetstreamManager()).consumers.info("SHOP_ORDERS", "fulfilment-order-placed");
+        return info.num_pending + info.num_ack_pending;
+      })
+      .toBe(0);
+    expect((await (await nc.jetstreamManager()).streams.info("SHOP_ORDERS")).state.last_seq).toBeGreaterThanOrEqual(ordersBefore + 2);
+    expect(await fulfilled(orderId)).toBe(1);
+    expect(await stockOf(productId)).toBe(3);
+  });
+
+  it("purges the dead letters only with --yes", { timeout: 60_000 }, async () => {
+    broken = "still closed";
+    const { orderId } = await placeConfirmedOrder(1, 1);
+    await expect.poll(async () => (await listed("--subject", `shop.orders.v1.order.${orderId}.*`)).length, { timeout: 15_000 }).toBe(1);
+    const asked = await concord("dlq", "purge", "--nats", nats.url);
+    expect(asked.status).toBe(2);
+    expect(asked.stderr).toMatch(/run again with --yes/);
+    expect(await dlqMessages()).toBeGreaterThan(0);
+    const purged = await concord("dlq", "purge", "--yes", "--nats", nats.url);
+    expect(purged.status, purged.stderr).toBe(0);
+    expect(await dlqMessages()).toBe(0);
+    expect(await listed()).toEqual([]);
+    broken = undefined;
+  });
+
+  it("shows each service's health, consumers' lag and outbox, and fails when a service cannot be reached", { timeout: 120_000 }, async () => {
+    const args = ["--nats", nats.url, "--products", products.service.address, "--orders", orders.service.address, "--products-metrics", products.service.metricsAddress!, "--orders-metrics", orders.service.metricsAddress!];
+    const status = await concord("status", ...args);
+    expect(status.status, status.stdout + status.stderr).toBe(0);
+    expect(status.stdout).toContain(`products  gRPC ${products.service.address}: SERVING`);
+    expect(status.stdout).toContain(`orders  gRPC ${orders.service.address}: SERVING`);
+    expect(status.stdout).toMatch(/outbox: depth \d+, oldest [\d.]+s, parked 0/);
+    expect(status.stdout).toMatch(/consumer products-order-placed on SHOP_ORDERS: pending 0, unacked \d+, redelivered \d+, dead letters \d+/);
+    expect(status.stdout).toMatch(/consumer orders-stock-reserved on SHOP_PRODUCTS: pending \d+/);
+    const down = await concord("status", ...args.slice(0, 4), "--orders", "127.0.0.1:1", "--products-metrics", products.service.metricsAddress!, "--orders-metrics", "127.0.0.1:1");
+    expect(down.status).toBe(1);
+    expect(down.stdout).toMatch(/orders {2}gRPC 127\.0\.0\.1:1: unreachable/);
+  });
+
+  it("tails the events decoded, filtered by type or subject", { timeout: 60_000 }, async () => {
+    const tail = concordRunning("events", "tail", "--all", "--type", "shop.products.v1.ProductCreated", "--nats", nats.url);
+    try {
+      const { product } = await products.client.createProduct({ name: "Tail teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 1 });
+      await expect.poll(() => tail.stdout(), { timeout: 20_000 }).toContain(product!.id);
+      const lines = tail.stdout().trim().split("\n").map((l) => JSON.parse(l) as { type: string; payload: unknown });
+      expect(new Set(lines.map((l) => l.type))).toEqual(new Set(["shop.products.v1.ProductCreated"]));
+      expect(JSON.stringify(lines.at(-1)!.payload)).toContain("Tail teapot");
+    } finally {
+      tail.child.kill("SIGINT");
+      await tail.exited;
+    }
+    const bySubject = concordRunning("events", "tail", "--all", "--subject", "shop.orders.v1.order.*.placed", "--nats", nats.url);
+    try {
+      await expect.poll(() => bySubject.stdout(), { timeout: 20_000 }).toContain("shop.orders.v1.OrderPlaced");
+      const types = bySubject.stdout().trim().split("\n").map((l) => (JSON.parse(l) as { type: string }).type);
+      expect(new Set(types)).toEqual(new Set(["shop.orders.v1.OrderPlaced"]));
+    } finally {
+      bySubject.child.kill("SIGINT");
+      await bySubject.exited;
+    }
+  });
+
+  it("wraps the parked outbox tool", { timeout: 120_000 }, async () => {
+    const list = await concord("outbox", "parked", "list", "--database", products.databasePath);
+    expect(list.status, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(/\d+ event\(s\) waiting to be published, 0 parked/);
+    const none = await concord("outbox", "parked", "retry", "--database", products.databasePath, "0190a5b4-7c4e-7d3e-9f1a-000000000001");
+    expect(none.status).toBe(1);
+    expect(none.stdout).toContain("put 0 parked event(s) back");
+  });
+
+  it("says what is wrong with exit status 2 on bad usage, and 1 on a failure", { timeout: 240_000 }, async () => {
+    for (const args of [["nonsense"], ["dlq", "show", "abc"], ["dlq", "replay"], ["dlq", "replay", "1", "--all"], ["dlq", "replay", "--all", "--rate", "fast"], ["dlq", "list", "--bogus"]]) {
+      const out = await concord(...args);
+      expect(out.status, args.join(" ")).toBe(2);
+      expect(out.stderr).toContain("Usage: npx concord");
+    }
+    const missing = await concord("dlq", "show", "999999", "--nats", nats.url);
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toMatch(/there is no dead letter 999999/);
+    const unreachable = await concord("dlq", "list", "--nats", "nats://127.0.0.1:1");
+    expect(unreachable.status).toBe(1);
+    expect(unreachable.stderr).toMatch(/cannot reach NATS at nats:\/\/127\.0\.0\.1:1/);
+    const help = await concord("dlq", "replay", "--help");
+    expect(help.status).toBe(0);
+    expect(help.stdout).toContain("--dry-run");
+  });
+});

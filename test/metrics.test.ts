@@ -1,0 +1,106 @@
+import { join } from "node:path";
+import { connect, headers as natsHeaders, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { Code } from "../platform/errors/index.js";
+import { uuidv7 } from "../platform/ids/index.js";
+import { startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
+import { address, grpcError, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
+
+/** One scrape of a service's metrics endpoint over HTTP. */
+async function scrape(metricsAddress: string | undefined): Promise<string> {
+  if (!metricsAddress) throw new Error("the service serves no metrics");
+  const res = await fetch(`http://${metricsAddress}/metrics`);
+  expect(res.status).toBe(200);
+  expect(res.headers.get("content-type")).toMatch(/^text\/plain/);
+  return res.text();
+}
+
+/** The value of one sample (`name{labels}`), or undefined when the scrape does not have it. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  for (const line of text.split("\n")) {
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const have = (match[2] ?? "").split(",").filter(Boolean);
+    if (wanted.every((w) => have.includes(w))) return Number(match[3]);
+  }
+  return undefined;
+}
+
+describe("metrics", () => {
+  const dir = tempDir();
+  let nats: NatsServerHandle;
+  let products: RunningProducts;
+  let orders: RunningOrders;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    nats = await startNatsServer({ storeDir: join(dir.path, "nats") });
+    products = await startTestProducts(dir.path, nats.url, { metricsListen: "127.0.0.1:0" });
+    orders = await startTestOrders(dir.path, products.service.address, nats.url, { metricsListen: "127.0.0.1:0" });
+    nc = await connect({ servers: nats.url });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await orders?.stop();
+    await products?.stop();
+    await nats?.stop();
+    dir.remove();
+  });
+
+  it("counts calls by method and status code, with their latency", async () => {
+    const before = await scrape(products.service.metricsAddress);
+    const createProduct = { grpc_service: "shop.products.v1.ProductService", grpc_method: "CreateProduct" };
+    const invalidBefore = sample(before, "grpc_server_handled_total", { ...createProduct, grpc_code: "INVALID_ARGUMENT" }) ?? 0;
+    const err = await grpcError(products.client.createProduct({ name: "", description: "", price: { currencyCode: "EUR", amountMinor: 100 }, initialStock: 1 }));
+    expect(err.code).toBe(Code.INVALID_ARGUMENT);
+    await products.client.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 100 }, initialStock: 1 });
+    const after = await scrape(products.service.metricsAddress);
+    expect(sample(after, "grpc_server_handled_total", { ...createProduct, grpc_code: "INVALID_ARGUMENT" })).toBe(invalidBefore + 1);
+    expect(sample(after, "grpc_server_handled_total", { ...createProduct, grpc_code: "OK" })).toBeGreaterThanOrEqual(1);
+    expect(sample(after, "grpc_server_handling_seconds_count", createProduct)).toBe((sample(before, "grpc_server_handling_seconds_count", createProduct) ?? 0) + 2);
+    expect(sample(after, "grpc_server_handling_seconds_bucket", { ...createProduct, le: "+Inf" })).toBe(sample(after, "grpc_server_handling_seconds_count", createProduct));
+  });
+
+  it("counts the events each consumer handled, with their latency, and shows its lag and the outbox", async () => {
+    const { product } = await products.client.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1000 }, initialStock: 5 });
+    const { order } = await orders.client.createOrder({ customerId: "c-metrics", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address });
+    await expect.poll(async () => (await orders.client.getOrder({ id: order!.id })).order!.state).toBe(OrderState.ORDER_STATE_CONFIRMED);
+    const consumer = { consumer: "products-order-placed" };
+    await expect.poll(async () => sample(await scrape(products.service.metricsAddress), "concord_consumer_handled_total", consumer)).toBeGreaterThanOrEqual(1);
+    const text = await scrape(products.service.metricsAddress);
+    expect(sample(text, "concord_consumer_handling_seconds_count", consumer)).toBeGreaterThanOrEqual(1);
+    expect(sample(text, "concord_consumer_pending", { ...consumer, stream: "SHOP_ORDERS" })).toBe(0);
+    expect(sample(text, "concord_consumer_ack_pending", { ...consumer, stream: "SHOP_ORDERS" })).toBeTypeOf("number");
+    await expect.poll(async () => sample(await scrape(orders.service.metricsAddress), "concord_consumer_handled_total", { consumer: "orders-stock-reserved" })).toBeGreaterThanOrEqual(1);
+    await expect.poll(async () => sample(await scrape(products.service.metricsAddress), "concord_outbox_depth")).toBe(0);
+    const later = await scrape(products.service.metricsAddress);
+    expect(sample(later, "concord_outbox_oldest_age_seconds")).toBe(0);
+    expect(sample(later, "concord_outbox_parked")).toBe(0);
+    expect(sample(later, "process_resident_memory_bytes")).toBeGreaterThan(0);
+  });
+
+  it("counts a dead letter under its consumer", async () => {
+    const consumer = { consumer: "products-order-placed" };
+    const deadBefore = sample(await scrape(products.service.metricsAddress), "concord_consumer_dead_lettered_total", consumer) ?? 0;
+    const h = natsHeaders();
+    h.set("ce-specversion", "1.0");
+    h.set("ce-id", uuidv7());
+    h.set("ce-type", "shop.orders.v1.OrderPlaced");
+    h.set("ce-source", "test");
+    h.set("content-type", "application/protobuf");
+    await nc.jetstream().publish(`shop.orders.v1.order.${uuidv7()}.placed`, new Uint8Array([0xff, 0xff, 0xff]), { headers: h });
+    await expect.poll(async () => sample(await scrape(products.service.metricsAddress), "concord_consumer_dead_lettered_total", consumer)).toBe(deadBefore + 1);
+  });
+
+  it("serves 404 off /metrics, and no endpoint when not asked for", async () => {
+    const res = await fetch(`http://${products.service.metricsAddress}/other`);
+    expect(res.status).toBe(404);
+    const plain = await startTestProducts(dir.path, nats.url, { database: join(dir.path, "plain.db") });
+    try {
+      expect(plain.service.metricsAddress).toBeUndefined();
+    } finally {
+      await plain.stop();
+    }
+  });
+});

@@ -1,0 +1,10 @@
+#!/usr/bin/env node
+// The `concord` bin (package.json): runs tools/concord.ts through tsx's loader.
+import { register } from "tsx/esm/api";
+
+register();
+const { concord } = await import("./concord.ts");
+process.exitCode = await concord(process.argv.slice(2)).catch((err) => {
+  console.error(`concord: ${err instanceof Error ? err.message : err}`);
+  return 1;
+});

@@ -1,0 +1,263 @@
+/**
+ * `concord`: the operator's command for a running system. Looks at the
+ * services' health, consumers' lag and outboxes, follows the events, and
+ * looks after the dead letter stream and the parked outbox events.
+ */
+import { realpathSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { NatsConnection } from "nats";
+import { deadLetterStreamSpec } from "../platform/events/index.js";
+import { connectNats, defaultNatsUrl, subjectMatches, watchEvents } from "./event-watch.js";
+import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters, replayDeadLetter } from "./concord/dead-letters.js";
+import { helps, usage } from "./concord/help.js";
+import { printStatus, serviceTargets } from "./concord/status.js";
+import { outboxCommand } from "./outbox.js";
+
+/** Bad usage: exit status 2 with the command's help. */
+class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly help: string,
+  ) {
+    super(message);
+  }
+}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+const nats: Options = { nats: { type: "string" }, help: { type: "boolean", short: "h" } };
+const filters: Options = { consumer: { type: "string" }, subject: { type: "string" }, type: { type: "string" } };
+
+function parse(command: string, args: string[], options: Options) {
+  try {
+    return parseArgs({ args, options: { ...nats, ...options }, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message, helps[command]);
+  }
+}
+
+/** Connects for the length of `work`. */
+async function withNats<T>(url: string | undefined, work: (nc: NatsConnection) => Promise<T>): Promise<T> {
+  const nc = await connectNats(url ?? defaultNatsUrl(), "concord");
+  try {
+    return await work(nc);
+  } finally {
+    await nc.close();
+  }
+}
+
+function filterOf(values: Record<string, unknown>): DeadLetterFilter | undefined {
+  const filter = { ...(values.consumer !== undefined && { consumer: String(values.consumer) }), ...(values.subject !== undefined && { subject: String(values.subject) }), ...(values.type !== undefined && { type: String(values.type) }) };
+  return Object.keys(filter).length > 0 ? filter : undefined;
+}
+
+function sequenceOf(raw: string, command: string): number {
+  if (!/^[1-9]\d{0,15}$/.test(raw)) throw new UsageError(`${JSON.stringify(raw)} is not a dead letter sequence (a whole number from 1)`, helps[command]);
+  return Number(raw);
+}
+
+/** A dead letter as `dlq list` prints it: without its raw bytes and headers. */
+function summary(letter: DeadLetter) {
+  const { headers: _headers, data: _data, ...rest } = letter;
+  return rest;
+}
+
+async function dlqReplay(args: string[]): Promise<number> {
+  const command = "dlq replay";
+  const { values, positionals } = parse(command, args, { ...filters, all: { type: "boolean" }, "dry-run": { type: "boolean" }, rate: { type: "string" } });
+  if (values.help) return help(command);
+  const seqs = positionals.map((p) => sequenceOf(p, command));
+  const filter = filterOf(values);
+  const ways = [seqs.length > 0, values.all === true, filter !== undefined].filter(Boolean).length;
+  if (ways !== 1) throw new UsageError("name the dead letters to replay: their sequences, --all, or a filter (one of these)", helps[command]);
+  let perSecond: number | undefined;
+  if (values.rate !== undefined) {
+    const match = /^(\d+(?:\.\d+)?)(?:\/s)?$/.exec(String(values.rate));
+    perSecond = match ? Number(match[1]) : Number.NaN;
+    if (!(perSecond > 0)) throw new UsageError(`--rate takes replays per second, as 50/s, got ${JSON.stringify(values.rate)}`, helps[command]);
+  }
+  const dryRun = values["dry-run"] === true;
+  return withNats(values.nats as string | undefined, async (nc) => {
+    const chosen: DeadLetter[] = [];
+    if (seqs.length > 0) for (const seq of seqs) chosen.push(await getDeadLetter(nc, seq));
+    else for await (const letter of readDeadLetters(nc)) if (!filter || matchesFilter(letter, filter)) chosen.push(letter);
+    if (chosen.length === 0) {
+      console.error("concord dlq replay: no dead letter matches; nothing replayed");
+      return 0;
+    }
+    let done = 0;
+    let lastProgress = performance.now();
+    const started = performance.now();
+    for (const letter of chosen) {
+      if (dryRun) {
+        console.log(JSON.stringify({ wouldReplay: letter.seq, to: letter.subject, type: letter.type, id: letter.id, consumer: letter.consumer, reason: letter.reason }));
+        continue;
+      }
+      if (perSecond !== undefined) {
+        const due = started + (done * 1000) / perSecond;
+        const wait = due - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      }
+      try {
+        await replayDeadLetter(nc, letter);
+      } catch (err) {
+        console.error(`concord dlq replay: replaying dead letter ${letter.seq} failed after ${done} of ${chosen.length}: ${(err as Error).message}`);
+        return 1;
+      }
+      done++;
+      console.log(JSON.stringify({ replayed: letter.seq, to: letter.subject, type: letter.type, id: letter.id }));
+      if (chosen.length > 1 && (performance.now() - lastProgress >= 1_000 || done === chosen.length)) {
+        lastProgress = performance.now();
+        console.error(`concord dlq replay: ${done} of ${chosen.length} replayed`);
+      }
+    }
+    console.error(dryRun ? `concord dlq replay: would replay ${chosen.length} dead letter(s); nothing changed (--dry-run)` : `concord dlq replay: replayed ${done} dead letter(s) and deleted them from the dead letter stream`);
+    return 0;
+  });
+}
+
+function help(command: string): number {
+  console.log(helps[command]);
+  return 0;
+}
+
+/** Runs `concord` with `argv` (after the program name); resolves with the exit status. */
+export async function concord(argv: string[]): Promise<number> {
+  const [first, second] = argv;
+  if (first === undefined || first === "--help" || first === "-h" || first === "help") {
+    if (first === undefined) {
+      console.error(usage);
+      return 2;
+    }
+    console.log(usage);
+    return 0;
+  }
+  const command = first === "events" || first === "dlq" || first === "outbox" ? `${first} ${second ?? ""}`.trim() : first;
+  const rest = argv.slice(command.split(" ").length);
+  try {
+    switch (command) {
+      case "status": {
+        const { values, positionals } = parse(command, rest, { products: { type: "string" }, orders: { type: "string" }, "products-metrics": { type: "string" }, "orders-metrics": { type: "string" } });
+        if (values.help) return help(command);
+        if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
+        const targets = serviceTargets({
+          products: values.products as string | undefined,
+          orders: values.orders as string | undefined,
+          productsMetrics: values["products-metrics"] as string | undefined,
+          ordersMetrics: values["orders-metrics"] as string | undefined,
+        });
+        const url = (values.nats as string | undefined) ?? defaultNatsUrl();
+        let nc: NatsConnection | undefined;
+        let problem: string | undefined;
+        try {
+          nc = await connectNats(url, "concord");
+        } catch (err) {
+          problem = (err as Error).message;
+          console.log(`NATS ${url}: ${problem}`);
+        }
+        try {
+          if (nc) console.log(`NATS ${url}: connected to ${nc.info?.server_name ?? "server"} (nats-server ${nc.info?.version ?? "?"})`);
+          return (await printStatus(nc, problem, targets, (line) => console.log(line))) ? 0 : 1;
+        } finally {
+          await nc?.close();
+        }
+      }
+      case "events tail": {
+        const { values, positionals } = parse(command, rest, { all: { type: "boolean" }, subject: { type: "string" }, type: { type: "string" } });
+        if (values.help) return help(command);
+        if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
+        const subject = values.subject as string | undefined;
+        const type = values.type as string | undefined;
+        const nc = await connectNats((values.nats as string | undefined) ?? defaultNatsUrl(), "concord");
+        const quit = () => {
+          setTimeout(() => process.exit(0), 2_000).unref();
+          void nc.close().then(() => process.exit(0));
+        };
+        process.once("SIGINT", quit);
+        process.once("SIGTERM", quit);
+        try {
+          await watchEvents({
+            nc,
+            name: "concord events tail",
+            all: values.all === true,
+            matches: (line) => (subject === undefined || subjectMatches(subject, line.subject)) && (type === undefined || line.type === type),
+            print: (line) => console.log(JSON.stringify(line)),
+          });
+        } finally {
+          await nc.close();
+        }
+        return 0;
+      }
+      case "dlq list": {
+        const { values, positionals } = parse(command, rest, filters);
+        if (values.help) return help(command);
+        if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
+        const filter = filterOf(values);
+        return withNats(values.nats as string | undefined, async (nc) => {
+          let count = 0;
+          for await (const letter of readDeadLetters(nc)) {
+            if (filter && !matchesFilter(letter, filter)) continue;
+            count++;
+            console.log(JSON.stringify(summary(letter)));
+          }
+          console.error(`concord dlq list: ${count} dead letter(s)`);
+          return 0;
+        });
+      }
+      case "dlq show": {
+        const { values, positionals } = parse(command, rest, {});
+        if (values.help) return help(command);
+        if (positionals.length !== 1) throw new UsageError("name one dead letter by its sequence", helps[command]);
+        const seq = sequenceOf(positionals[0], command);
+        return withNats(values.nats as string | undefined, async (nc) => {
+          const letter = await getDeadLetter(nc, seq);
+          console.log(JSON.stringify({ ...summary(letter), headers: letter.headers }, null, 2));
+          return 0;
+        });
+      }
+      case "dlq replay":
+        return await dlqReplay(rest);
+      case "dlq purge": {
+        const { values, positionals } = parse(command, rest, { yes: { type: "boolean" } });
+        if (values.help) return help(command);
+        if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
+        return withNats(values.nats as string | undefined, async (nc) => {
+          if (values.yes !== true) {
+            const jsm = await nc.jetstreamManager();
+            const { state } = await jsm.streams.info(deadLetterStreamSpec.name);
+            console.error(`concord dlq purge: this deletes all ${state.messages} dead letter(s); run again with --yes to do it`);
+            return 2;
+          }
+          console.log(`purged ${await purgeDeadLetters(nc)} dead letter(s)`);
+          return 0;
+        });
+      }
+      case "outbox parked": {
+        if (rest.includes("--help") || rest.includes("-h")) return help(command);
+        // The service (or --database PATH) comes first for tools/outbox.ts; here the action does.
+        const [action, ...more] = rest;
+        if (action !== "list" && action !== "retry") throw new UsageError("say list or retry", helps[command]);
+        const args = more[0] === "products" || more[0] === "orders" ? [more[0], action, ...more.slice(1)] : [action, ...more];
+        return outboxCommand(args, "concord outbox parked", helps[command]);
+      }
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)}`, usage);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`concord: ${err.message}\n\n${err.help}`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
+  concord(process.argv.slice(2)).then(
+    (code) => (process.exitCode = code),
+    (err: unknown) => {
+      console.error(`concord: ${err instanceof Error ? err.message : err}`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,155 @@
+/**
+ * The dead letter stream as an operator sees it: listing and showing dead
+ * letters decoded, replaying them to the subject they came from, purging.
+ */
+import { DeliverPolicy, headers as natsHeaders, type JsMsg, type NatsConnection } from "nats";
+import { deadLetterHeaders, deadLetterStreamSpec } from "../../platform/events/index.js";
+import { decodedPayload, subjectMatches } from "../event-watch.js";
+
+/** One dead letter, decoded. */
+export interface DeadLetter {
+  /** Its sequence in the dead letter stream: what `dlq show` and `dlq replay` take. */
+  readonly seq: number;
+  /** Where it was filed: concord.dlq.<stream>.<durable>. */
+  readonly dlqSubject: string;
+  /** When it was filed. */
+  readonly filedAt: string;
+  readonly reason: string;
+  /** The subject the event was published to, where a replay sends it. */
+  readonly subject: string;
+  readonly stream: string;
+  readonly streamSequence: number;
+  readonly consumer: string;
+  readonly deliveryCount: number;
+  readonly type: string;
+  readonly id: string;
+  readonly source?: string;
+  readonly time?: string;
+  /** The W3C trace id of its traceparent, to find the trace. */
+  readonly traceId?: string;
+  readonly payload: unknown;
+  /** The event's own headers (the concord-dlq-* ones left out): what a replay publishes. */
+  readonly headers: Readonly<Record<string, string>>;
+  readonly data: Uint8Array;
+}
+
+/** Which dead letters a command acts on. */
+export interface DeadLetterFilter {
+  /** Its durable consumer. */
+  readonly consumer?: string;
+  /** Its original subject, a NATS pattern (`*`, `>`). */
+  readonly subject?: string;
+  /** Its ce-type. */
+  readonly type?: string;
+}
+
+/** Whether a dead letter passes every part of the filter given. */
+export function matchesFilter(letter: DeadLetter, filter: DeadLetterFilter): boolean {
+  return (
+    (filter.consumer === undefined || letter.consumer === filter.consumer) &&
+    (filter.subject === undefined || subjectMatches(filter.subject, letter.subject)) &&
+    (filter.type === undefined || letter.type === filter.type)
+  );
+}
+
+const dlqHeaderNames = new Set(Object.values(deadLetterHeaders));
+
+/** A message of the dead letter stream, decoded. */
+export function deadLetterOf(seq: number, dlqSubject: string, filed: Date, get: (name: string) => string | undefined, names: readonly string[], data: Uint8Array): DeadLetter {
+  const headers: Record<string, string> = {};
+  for (const name of names) if (!dlqHeaderNames.has(name.toLowerCase() as never) && !/^nats-/i.test(name)) headers[name] = get(name) ?? "";
+  const type = get("ce-type") ?? "";
+  const traceparent = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(get("traceparent") ?? "");
+  return {
+    seq,
+    dlqSubject,
+    filedAt: get(deadLetterHeaders.time) ?? filed.toISOString(),
+    reason: get(deadLetterHeaders.reason) ?? "",
+    subject: get(deadLetterHeaders.subject) ?? "",
+    stream: get(deadLetterHeaders.stream) ?? "",
+    streamSequence: Number(get(deadLetterHeaders.streamSequence) ?? 0),
+    consumer: get(deadLetterHeaders.consumer) ?? "",
+    deliveryCount: Number(get(deadLetterHeaders.deliveryCount) ?? 0),
+    type,
+    id: get("ce-id") ?? "",
+    source: get("ce-source"),
+    time: get("ce-time"),
+    traceId: traceparent?.[1],
+    payload: decodedPayload(type, data),
+    headers,
+    data,
+  };
+}
+
+function fromJsMsg(msg: JsMsg): DeadLetter {
+  const h = msg.headers;
+  return deadLetterOf(msg.seq, msg.subject, new Date(Math.floor(msg.info.timestampNanos / 1e6)), (name) => h?.get(name) || undefined, h ? h.keys() : [], msg.data);
+}
+
+/**
+ * Every dead letter stored now, oldest first, read through an ordered
+ * consumer (nothing is changed). Rejects when the stream cannot be read.
+ */
+export async function* readDeadLetters(nc: NatsConnection): AsyncGenerator<DeadLetter> {
+  const jsm = await nc.jetstreamManager();
+  const info = await jsm.streams.info(deadLetterStreamSpec.name).catch((err: unknown) => {
+    throw new Error(`the dead letter stream ${deadLetterStreamSpec.name} cannot be read (have the services started?): ${(err as Error).message}`, { cause: err });
+  });
+  if (info.state.messages === 0) return;
+  const lastSeq = info.state.last_seq;
+  const consumer = await nc.jetstream().consumers.get(deadLetterStreamSpec.name, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 1 });
+  const messages = await consumer.consume();
+  try {
+    for await (const msg of messages) {
+      if (msg.seq > lastSeq) break;
+      yield fromJsMsg(msg);
+      if (msg.seq >= lastSeq || msg.info.pending === 0) break;
+    }
+  } finally {
+    await messages.close().catch(() => undefined);
+  }
+}
+
+/** One dead letter by its sequence; rejects saying so when there is none. */
+export async function getDeadLetter(nc: NatsConnection, seq: number): Promise<DeadLetter> {
+  const jsm = await nc.jetstreamManager();
+  const stored = await jsm.streams.getMessage(deadLetterStreamSpec.name, { seq }).catch((err: unknown) => {
+    throw new Error(`there is no dead letter ${seq} in ${deadLetterStreamSpec.name} (${(err as Error).message})`, { cause: err });
+  });
+  const h = stored.header;
+  return deadLetterOf(stored.seq, stored.subject, stored.time, (name) => h?.get(name) || undefined, h ? h.keys() : [], stored.data);
+}
+
+/**
+ * The Nats-Msg-Id of a replay: new to JetStream (the original's id, its
+ * ce-id, would be dropped as a duplicate within the stream's duplicate
+ * window) yet the same for a second attempt at replaying the same dead
+ * letter, so a replay cut short and run again is stored once. The ce-id
+ * stays the original's: consumers that processed the event already have
+ * it in their inbox and drop it.
+ */
+export function replayMsgId(letter: DeadLetter): string {
+  return `${letter.id}.replay.${letter.seq}`;
+}
+
+/**
+ * Publishes a dead letter's event again to its original subject, with its
+ * own headers and payload, then deletes it from the dead letter stream.
+ * Rejects (the dead letter kept) when JetStream does not take the event.
+ */
+export async function replayDeadLetter(nc: NatsConnection, letter: DeadLetter): Promise<void> {
+  if (!letter.subject) throw new Error(`dead letter ${letter.seq} does not say which subject it came from (no ${deadLetterHeaders.subject} header)`);
+  if (!letter.id) throw new Error(`dead letter ${letter.seq} has no ce-id, so a replay could not be deduplicated`);
+  const h = natsHeaders();
+  for (const [name, value] of Object.entries(letter.headers)) h.set(name, value);
+  await nc.jetstream().publish(letter.subject, letter.data, { headers: h, msgID: replayMsgId(letter) });
+  const jsm = await nc.jetstreamManager();
+  await jsm.streams.deleteMessage(deadLetterStreamSpec.name, letter.seq, false);
+}
+
+/** Deletes every dead letter; resolves with how many there were. */
+export async function purgeDeadLetters(nc: NatsConnection): Promise<number> {
+  const jsm = await nc.jetstreamManager();
+  const { purged } = await jsm.streams.purge(deadLetterStreamSpec.name);
+  return purged;
+}

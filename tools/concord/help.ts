@@ -1,0 +1,92 @@
+/** The help texts of `concord` and its commands. */
+
+/** `concord --help`. */
+export const usage = `Usage: npx concord <command> [options]
+
+Commands:
+  status                      each service's health (grpc.health.v1), its consumers'
+                              lag and dead letters (JetStream), its outbox (metrics)
+  events tail                 follow the events as they go by, decoded, one JSON line each
+  dlq list                    the dead letters, one JSON line each
+  dlq show SEQ                one dead letter: decoded payload, reason, original
+                              subject, delivery count, trace id
+  dlq replay SEQ|--all|FILTER publish dead letters again to their original subject,
+                              then delete them from the dead letter stream
+  dlq purge --yes             delete every dead letter
+  outbox parked list|retry    the parked outbox events of a service; put them back
+
+Run \`npx concord <command> --help\` for a command's options.
+Exit status: 0 done, 1 failed (or, for status, something is not well), 2 bad usage.`;
+
+const natsOption = `  --nats URL          NATS server, several comma-separated for a cluster (default: $NATS_URL or nats://127.0.0.1:4222)`;
+
+const filterOptions = `  --consumer DURABLE  only dead letters of this consumer
+  --subject PATTERN   only those whose original subject matches (NATS wildcards * and >)
+  --type TYPE         only those of this ce-type (shop.orders.v1.OrderPlaced)`;
+
+/** Each command's --help, by command. */
+export const helps: Record<string, string> = {
+  status: `Usage: npx concord status [--nats URL] [--products HOST:PORT] [--orders HOST:PORT]
+                           [--products-metrics HOST:PORT] [--orders-metrics HOST:PORT]
+
+For each service: its health over grpc.health.v1, its outbox (events waiting,
+age of the oldest, parked) from its metrics endpoint, and for each of its
+consumers the messages pending in JetStream, those delivered and not yet
+acknowledged, redeliveries and dead letters. The services are found where
+\`npm start\` puts them (the same environment variables), or where the flags say.
+Exits with 1 when a service is not SERVING or a part cannot be read.
+${natsOption}`,
+  "events tail": `Usage: npx concord events tail [--all] [--subject PATTERN] [--type TYPE] [--nats URL]
+
+Prints each event as a JSON line (stream, sequence, subject, type, id, source,
+time, decoded payload) as it is published, from every stream and the dead
+letter stream. Ctrl-C stops.
+  --all               start from the first stored event instead of new ones only
+  --subject PATTERN   only events whose subject matches (NATS wildcards * and >)
+  --type TYPE         only events of this ce-type
+${natsOption}`,
+  "dlq list": `Usage: npx concord dlq list [FILTER] [--nats URL]
+
+Prints each dead letter as a JSON line: its sequence in the dead letter
+stream, reason, original subject and consumer, delivery count, type, id,
+trace id and decoded payload.
+${filterOptions}
+${natsOption}`,
+  "dlq show": `Usage: npx concord dlq show SEQ [--nats URL]
+
+Prints one dead letter, decoded, with every header it carries.
+${natsOption}`,
+  "dlq replay": `Usage: npx concord dlq replay (SEQ ... | --all | FILTER) [--dry-run] [--rate N/s] [--nats URL]
+
+Publishes each chosen dead letter's event again, with its own headers and
+payload, to the subject it was first published to, then deletes it from the
+dead letter stream. Every consumer of that subject receives it again; the
+event keeps its ce-id, so a consumer that processed it already (its inbox
+has the id) drops it, and a replay takes effect at most once per consumer,
+however often it is replayed. Replay once the cause is fixed: an event that
+fails again is dead-lettered again.
+  SEQ ...             these dead letters (sequences from \`dlq list\`)
+  --all               every dead letter
+${filterOptions}
+  --dry-run           say what would be replayed; publish and delete nothing
+  --rate N/s          at most N replays per second (default: as fast as JetStream takes them)
+${natsOption}`,
+  "dlq purge": `Usage: npx concord dlq purge --yes [--nats URL]
+
+Deletes every dead letter. Without --yes, says how many there are and changes nothing.
+${natsOption}`,
+  "outbox parked": `Usage: npx concord outbox parked list (products|orders|--database PATH)
+       npx concord outbox parked retry (products|orders|--database PATH) (EVENT_ID ... | --all)
+
+  list                the events waiting in the service's outbox, and the parked
+                      ones with why JetStream refused them
+  retry EVENT_ID ...  put these parked events back at the end of the outbox; the
+                      service's relay publishes them within a second
+  retry --all         put every parked event back
+  --database PATH     the service's database: SQLite file or postgres:// URL
+                      (default .data/<service>.db, or $DATA_DIR/<service>.db)
+
+Parked events are those the relay can never publish as they are (larger than
+the server's max_payload or the stream's max_msg_size): retry them once what
+refused them has changed.`,
+};

@@ -1,0 +1,163 @@
+/**
+ * Reading the domain events off JetStream for the operator tools
+ * (watch-events, `concord events tail`, `concord dlq`): connecting, decoding
+ * a payload by its `ce-type` with the generated codecs, and following every
+ * stream through ordered consumers (nothing is acknowledged or changed).
+ */
+import { AckPolicy, ConsumerEvents, DeliverPolicy, type JetStreamManager, type JsMsg, type NatsConnection, type NatsError, connect, nanos, type OrderedConsumerOptions } from "nats";
+import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
+import { deadLetterStreamSpec, type EventDescriptor } from "../platform/events/index.js";
+
+/** The NATS URL(s) the tools use unless told otherwise. */
+export function defaultNatsUrl(): string {
+  return process.env.NATS_URL || "nats://127.0.0.1:4222";
+}
+
+/** Connects as `name` to `url` (several comma-separated for a cluster); rejects with a message naming the URL. */
+export async function connectNats(url: string, name: string): Promise<NatsConnection> {
+  return connect({ servers: url.split(",").map((u) => u.trim()), name }).catch((err: Error) => {
+    throw new Error(`cannot reach NATS at ${url}: ${err.message}`);
+  });
+}
+
+/** The server's reason for an error, with its JetStream error code when it gave one. */
+export function reason(err: unknown): string {
+  const apiError = (err as NatsError).api_error;
+  const message = apiError?.description ?? (err instanceof Error ? err.message : String(err));
+  return apiError?.err_code ? `${message} (err_code ${apiError.err_code})` : message;
+}
+
+const byType = new Map<string, EventDescriptor<unknown>>(allEvents.map((e) => [e.typeName, e as EventDescriptor<unknown>]));
+
+/** A payload as JSON by its `ce-type`, or a note saying why it cannot be shown. */
+export function decodedPayload(type: string, data: Uint8Array): unknown {
+  const descriptor = byType.get(type);
+  if (!descriptor) return `<${data.length} bytes of an unknown type>`;
+  try {
+    return (descriptor.codec as unknown as { toJSON(m: unknown): unknown }).toJSON(descriptor.codec.decode(data));
+  } catch (err) {
+    return `<undecodable: ${(err as Error).message}>`;
+  }
+}
+
+/** One event as the tools print it. */
+export interface EventLine {
+  readonly stream: string;
+  readonly seq: number;
+  readonly subject: string;
+  readonly type: string;
+  readonly id?: string;
+  readonly source?: string;
+  readonly time?: string;
+  readonly dlqReason?: string;
+  readonly payload: unknown;
+}
+
+/** A message read from a stream, as printed. */
+export function eventLine(stream: string, msg: JsMsg): EventLine {
+  const header = (name: string) => msg.headers?.get(name) || undefined;
+  const type = msg.headers?.get("ce-type") ?? "";
+  return { stream, seq: msg.seq, subject: msg.subject, type, id: header("ce-id"), source: header("ce-source"), time: header("ce-time"), dlqReason: header("concord-dlq-reason"), payload: decodedPayload(type, msg.data) };
+}
+
+/**
+ * Where the ordered consumer starts. For a replay, a start sequence of 1
+ * (the first message still stored): nats.js sends `opt_start_seq` with
+ * whatever deliver policy it is given, and the server refuses "all" together
+ * with a start sequence (err_code 10094).
+ */
+export function startAt(all: boolean): Partial<OrderedConsumerOptions> {
+  return all ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 1 } : { deliver_policy: DeliverPolicy.New };
+}
+
+/**
+ * Creates, then deletes, an ephemeral consumer like the ordered consumer the
+ * watcher reads with. nats.js retries a refused ordered consumer in silence
+ * (for minutes); this way a refusal (permissions, limits, options) is
+ * thrown with the server's own words at once.
+ */
+async function checkConsumerAllowed(jsm: JetStreamManager, stream: string, all: boolean): Promise<void> {
+  const { deliver_policy, opt_start_seq } = startAt(all);
+  const info = await jsm.consumers.add(stream, {
+    ack_policy: AckPolicy.None,
+    deliver_policy,
+    ...(opt_start_seq === undefined ? {} : { opt_start_seq }),
+    mem_storage: true,
+    num_replicas: 1,
+    inactive_threshold: nanos(10_000),
+  });
+  await jsm.consumers.delete(stream, info.name).catch(() => undefined);
+}
+
+export interface WatchOptions {
+  readonly nc: NatsConnection;
+  /** The tool's name, for what it says on standard error. */
+  readonly name: string;
+  /** From the first stored event instead of new ones only. */
+  readonly all: boolean;
+  /** Which events are printed; all when absent. */
+  readonly matches?: (line: EventLine) => boolean;
+  readonly print: (line: EventLine) => void;
+}
+
+/**
+ * Follows every stream the contracts declare, plus the dead letter stream,
+ * printing each event that matches. A stream that is missing, or on which
+ * the server refuses a consumer, is named on standard error; rejects when
+ * no stream can be read. Runs until the connection closes.
+ */
+export async function watchEvents(options: WatchOptions): Promise<void> {
+  const { nc, name, all, matches, print } = options;
+  const js = nc.jetstream();
+  const jsm = await nc.jetstreamManager();
+  const streams = [...allStreams.map((s) => s.name), deadLetterStreamSpec.name];
+  /** The stream's messages, or undefined (said on standard error) when it cannot be read. */
+  const open = async (stream: string) => {
+    try {
+      await jsm.streams.info(stream);
+    } catch (err) {
+      const missing = (err as NatsError).api_error?.err_code === 10059;
+      console.error(`${name}: stream ${stream} ${missing ? "does not exist yet (start the services first)" : `cannot be read: ${reason(err)}`}; skipping it`);
+      return undefined;
+    }
+    try {
+      await checkConsumerAllowed(jsm, stream, all);
+      return await (await js.consumers.get(stream, startAt(all))).consume();
+    } catch (err) {
+      console.error(`${name}: the server refused a consumer on stream ${stream}: ${reason(err)}`);
+      return undefined;
+    }
+  };
+  const opened = await Promise.all(streams.map(async (stream) => ({ stream, messages: await open(stream) })));
+  if (opened.every((o) => o.messages === undefined)) throw new Error(`no stream can be read (${streams.join(", ")})`);
+  await Promise.all(
+    opened.map(async ({ stream, messages }) => {
+      if (!messages) return;
+      void (async () => {
+        for await (const status of await messages.status()) {
+          if (status.type === ConsumerEvents.StreamNotFound || status.type === ConsumerEvents.NoResponders || status.type === ConsumerEvents.HeartbeatsMissed) {
+            console.error(`${name}: stream ${stream}: ${status.type} (${status.data})`);
+          }
+        }
+      })();
+      for await (const msg of messages) {
+        const line = eventLine(stream, msg);
+        if (!matches || matches(line)) print(line);
+      }
+    }),
+  );
+}
+
+/**
+ * Whether `subject` matches a NATS subject pattern: `*` stands for one
+ * token, a final `>` for one or more.
+ */
+export function subjectMatches(pattern: string, subject: string): boolean {
+  const want = pattern.split(".");
+  const have = subject.split(".");
+  for (let i = 0; i < want.length; i++) {
+    if (want[i] === ">") return i === want.length - 1 && have.length > i;
+    if (i >= have.length || (want[i] !== "*" && want[i] !== have[i])) return false;
+  }
+  return want.length === have.length;
+}
