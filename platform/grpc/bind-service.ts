@@ -3,6 +3,7 @@ import { infoLineWriter, type Logger } from "../log/index.js";
 import { encodedSizeBound, type MessageChecker } from "../contracts/index.js";
 import { Code, codeName, StatusError, type FieldViolation } from "../errors/index.js";
 import { type CallContext, UnaryCallContext } from "./call-context.js";
+import { traceServerCalls } from "./call-tracing.js";
 import { toGrpcError } from "./grpc-status.js";
 
 /** A unary method as ts-proto describes it for grpc-js. */
@@ -67,7 +68,8 @@ export function requestLimit(bound: number, cap: number): number {
  * with a BadRequest detail, before any handler code runs), handed to the
  * implementation, and logged once with its status and duration. Errors are
  * mapped here and nowhere else: a StatusError keeps its code; anything else
- * is INTERNAL, logged with its cause and never sent to the caller.
+ * is INTERNAL, logged with its cause and never sent to the caller. While
+ * tracing is on, each call is a server span (see call-tracing.ts).
  *
  * Returns the definition to register (its deserializer keeps the raw bytes
  * for validation) together with the handlers.
@@ -84,7 +86,8 @@ export function bindService<D extends ServiceDefinition>(
     if (typeof fn !== "function") throw new Error(`no implementation for ${method.path}`);
     rawDefinition[name] = { ...method, requestDeserialize: (value: Buffer) => value };
     const input = inputOf(options.checker, method.path);
-    handlers[name] = unaryHandler(method, fn.bind(impl), input.typeName, requestLimit(encodedSizeBound(input), options.maxRequestBytes), options);
+    const handler = unaryHandler(method, fn.bind(impl), input.typeName, requestLimit(encodedSizeBound(input), options.maxRequestBytes), options);
+    handlers[name] = traceServerCalls(method.path, handler);
   }
   return { definition: rawDefinition as D, handlers: handlers as BoundService<D> };
 }
