@@ -21,8 +21,9 @@ import { grpcUnary } from "./scenarios/grpc-unary.js";
 import { memory } from "./scenarios/memory.js";
 import { durability } from "./scenarios/durability.js";
 import { saga } from "./scenarios/saga.js";
+import { tracing } from "./scenarios/tracing.js";
 
-const scenarios: Scenario[] = [grpcUnary, eventPublish, eventConsume, saga, memory, durability];
+const scenarios: Scenario[] = [grpcUnary, eventPublish, eventConsume, saga, memory, durability, tracing];
 
 async function main(): Promise<number> {
   let options: Options | undefined;

@@ -18,12 +18,13 @@ export interface RunningShop {
 /**
  * The product and order services as production runs them, each its own
  * process with its own SQLite file, on this run's nats-server (or `on`);
- * `prefix` names their logs, databases and profiles.
+ * `prefix` names their logs, databases and profiles; `env` is added to
+ * their environment.
  */
-export async function startShop(ctx: BenchContext, prefix: string, productCount = 16, on?: RunningNats): Promise<RunningShop> {
+export async function startShop(ctx: BenchContext, prefix: string, productCount = 16, on?: RunningNats, env?: NodeJS.ProcessEnv): Promise<RunningShop> {
   const nats = on ?? (await ctx.nats());
   await resetStreams(nats.url);
-  const common = { logDir: ctx.tmp, dataDir: ctx.tmp, logLevel: "info", natsUrl: nats.url, profileDir: ctx.profileDir };
+  const common = { logDir: ctx.tmp, dataDir: ctx.tmp, logLevel: "info", natsUrl: nats.url, profileDir: ctx.profileDir, env };
   // Both start at once (the order service dials the product service lazily), to keep runs short.
   const productsAddress = `127.0.0.1:${await freePort()}`;
   const started = await Promise.allSettled([

@@ -48,7 +48,8 @@ export interface SentRow {
   readonly createdAt: number;
 }
 
-const headerLine = (block: string, name: string): string | undefined => new RegExp(`\r\n${name}: ([^\r]*)\r\n`).exec(block)?.[1];
+const lineOf = (name: string) => new RegExp(`\r\n${name}: ([^\r]*)\r\n`);
+const storedLines = { traceparent: lineOf(eventHeaders.traceparent), tracestate: lineOf(eventHeaders.tracestate), type: lineOf(eventHeaders.type) };
 
 /**
  * Records the send span of one outbox row once JetStream has answered for
@@ -59,8 +60,8 @@ export function recordSend(row: SentRow, outcome: PublishOutcome): void {
   const tracer = activeTracer();
   if (!tracer) return;
   const block = Buffer.from(row.headers.buffer, row.headers.byteOffset, row.headers.byteLength).toString("latin1");
-  const parent = { traceparent: headerLine(block, eventHeaders.traceparent), tracestate: headerLine(block, eventHeaders.tracestate) };
-  const type = headerLine(block, eventHeaders.type) ?? row.subject;
+  const parent = { traceparent: storedLines.traceparent.exec(block)?.[1], tracestate: storedLines.tracestate.exec(block)?.[1] };
+  const type = storedLines.type.exec(block)?.[1] ?? row.subject;
   const attributes: Attributes = {
     "messaging.system": "nats",
     "messaging.operation.type": "send",

@@ -34,8 +34,10 @@ export interface ReceivedSpan {
 export interface TraceReceiver {
   /** The endpoint to give as OTEL_EXPORTER_OTLP_ENDPOINT, "http://127.0.0.1:<port>". */
   readonly url: string;
-  /** Every span received so far. */
+  /** Every span received so far (none kept with `keepSpans: false`). */
   spans(): ReceivedSpan[];
+  /** How many spans were received. */
+  count(): number;
   close(): Promise<void>;
 }
 
@@ -46,6 +48,8 @@ export interface TraceReceiverOptions {
   readonly host?: string;
   /** Appends each span to this file as one JSON line. */
   readonly file?: string;
+  /** Keep the spans for `spans()`; default true. A long load keeps count only. */
+  readonly keepSpans?: boolean;
 }
 
 type AnyValue = { stringValue?: string; intValue?: string | number; doubleValue?: number; boolValue?: boolean; [other: string]: unknown };
@@ -99,6 +103,7 @@ async function bodyOf(req: IncomingMessage): Promise<Buffer> {
 /** Starts a receiver; resolves once it listens. */
 export async function startTraceReceiver(options: TraceReceiverOptions = {}): Promise<TraceReceiver> {
   const received: ReceivedSpan[] = [];
+  let count = 0;
   const server = createServer((req, res) => {
     const reply = (status: number, body: object) => res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
     if (req.method !== "POST" || req.url?.split("?")[0] !== "/v1/traces") return void reply(404, { message: "only POST /v1/traces is served" });
@@ -113,7 +118,8 @@ export async function startTraceReceiver(options: TraceReceiverOptions = {}): Pr
         } catch (err) {
           return reply(400, { message: `not OTLP/JSON: ${(err as Error).message}` });
         }
-        received.push(...spans);
+        count += spans.length;
+        if (options.keepSpans !== false) received.push(...spans);
         if (options.file && spans.length > 0) appendFileSync(options.file, spans.map((s) => JSON.stringify(s) + "\n").join(""));
         reply(200, {});
       },
@@ -128,6 +134,7 @@ export async function startTraceReceiver(options: TraceReceiverOptions = {}): Pr
   return {
     url: `http://${address.includes(":") ? `[${address}]` : address}:${port}`,
     spans: () => [...received],
+    count: () => count,
     close: () => new Promise<void>((resolve) => {
       server.closeAllConnections();
       server.close(() => resolve());
