@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
@@ -14,6 +15,7 @@ import { tempDirForSuite } from "./support/temp-dir.js";
 
 const dir = tempDirForSuite("concord-tracing-");
 const hex = (bytes: number) => randomBytes(bytes).toString("hex");
+const spanFile = join(dir, "traces.jsonl");
 
 /**
  * Both services as production runs them, exporting spans over OTLP/HTTP to a
@@ -30,7 +32,7 @@ describe("tracing of an order through both services", () => {
   let client: PromiseClient<typeof OrderServiceService>;
 
   beforeAll(async () => {
-    receiver = await startTraceReceiver();
+    receiver = await startTraceReceiver({ file: spanFile });
     nats = await startNatsServer({ storeDir: join(dir, "nats") });
     nc = await connect({ servers: nats.url });
     const productsAddress = `127.0.0.1:${await freePort()}`;
@@ -111,6 +113,11 @@ describe("tracing of an order through both services", () => {
 
     const tree = formatTraces(receiver.spans(), orderId);
     expect(tree).toContain(`trace ${traceId}`);
+    // The README's way to look at it: the receiver's file, read by tools/traces.ts.
+    const shown = spawnSync(process.execPath, ["--import", "tsx", "tools/traces.ts", "show", orderId, "--file", spanFile], { encoding: "utf8", timeout: 30_000 });
+    expect(shown.status).toBe(0);
+    expect(shown.stdout).toContain(`trace ${traceId}`);
+    expect(shown.stdout).toMatch(/\n {6}process shop\.orders\.v1\.OrderPlaced {2}\[products CONSUMER\]/);
     expect(tree).toMatch(/\n {2}shop\.orders\.v1\.OrderService\/CreateOrder {2}\[orders SERVER\][^\n]*\n {4}create shop\.orders\.v1\.OrderPlaced {2}\[orders PRODUCER\]/);
   });
 
