@@ -14,16 +14,18 @@ import { machineFacts } from "./lib/machine.js";
 import { findNatsServer, natsServerVersion, type RunningNats, startNatsServer } from "./lib/nats-server.js";
 import { type CpuShare, startCpuMeter } from "./lib/noise.js";
 import type { BenchContext, Options, Row, Scenario } from "./lib/report.js";
+import { formatSummary, summarize } from "./lib/summary.js";
 import { formatTable } from "./lib/table.js";
 import { eventConsume } from "./scenarios/event-consume.js";
 import { eventPublish } from "./scenarios/event-publish.js";
 import { grpcUnary } from "./scenarios/grpc-unary.js";
 import { memory } from "./scenarios/memory.js";
 import { durability } from "./scenarios/durability.js";
+import { postgres } from "./scenarios/postgres.js";
 import { saga } from "./scenarios/saga.js";
 import { tracing } from "./scenarios/tracing.js";
 
-const scenarios: Scenario[] = [grpcUnary, eventPublish, eventConsume, saga, memory, durability, tracing];
+const scenarios: Scenario[] = [grpcUnary, eventPublish, eventConsume, saga, memory, durability, postgres, tracing];
 
 async function main(): Promise<number> {
   let options: Options | undefined;
@@ -73,28 +75,32 @@ async function main(): Promise<number> {
     nats: () => (natsStarting ??= startNatsServer(tmp).then((n) => (nats = n))),
   };
 
-  const rows: Row[] = [];
-  const details: Record<string, unknown> = {};
+  const runs: Array<{ rows: Row[]; details: Record<string, unknown>; cpu: Record<string, CpuShare> }> = [];
   const failures: Record<string, string> = {};
-  const cpu: Record<string, CpuShare> = {};
   const started = Date.now();
   try {
-    for (const scenario of scenarios) {
-      if (options.only.length > 0 && !options.only.includes(scenario.name)) continue;
-      const t0 = Date.now();
-      log(`\n== ${scenario.name}: ${scenario.summary}`);
-      const meter = startCpuMeter(() => (nats ? [nats.process.pid] : []));
-      try {
-        const result = await scenario.run(ctx);
-        rows.push(...result.rows);
-        details[scenario.name] = result.details;
-      } catch (err) {
-        failures[scenario.name] = (err as Error).stack ?? String(err);
-        log(`bench: scenario ${scenario.name} failed: ${(err as Error).stack ?? err}`);
+    for (let n = 1; n <= options.runs; n++) {
+      if (options.runs > 1) log(`\n######## run ${n} of ${options.runs}`);
+      const run = { rows: [] as Row[], details: {} as Record<string, unknown>, cpu: {} as Record<string, CpuShare> };
+      runs.push(run);
+      for (const scenario of scenarios) {
+        if (options.only.length > 0 && !options.only.includes(scenario.name)) continue;
+        const t0 = Date.now();
+        log(`\n== ${scenario.name}: ${scenario.summary}`);
+        const meter = startCpuMeter(() => (nats ? [nats.process.pid] : []));
+        try {
+          const result = await scenario.run(ctx);
+          run.rows.push(...result.rows);
+          run.details[scenario.name] = result.details;
+        } catch (err) {
+          failures[options.runs > 1 ? `${scenario.name} (run ${n})` : scenario.name] = (err as Error).stack ?? String(err);
+          log(`bench: scenario ${scenario.name} failed: ${(err as Error).stack ?? err}`);
+        }
+        const share = meter();
+        run.cpu[scenario.name] = share;
+        log(`   (${((Date.now() - t0) / 1000).toFixed(0)} s; CPU: bench ${share.benchPct}%, other processes ${share.otherPct}%, steal ${share.stealPct}% of the machine)`);
       }
-      const share = meter();
-      cpu[scenario.name] = share;
-      log(`   (${((Date.now() - t0) / 1000).toFixed(0)} s; CPU: bench ${share.benchPct}%, other processes ${share.otherPct}%, steal ${share.stealPct}% of the machine)`);
+      log(`\n${formatTable(run.rows)}`);
     }
   } finally {
     await nats?.stop();
@@ -102,14 +108,16 @@ async function main(): Promise<number> {
     else log(`bench: logs of the failed run kept in ${tmp}`);
   }
 
-  const table = formatTable(rows);
-  log(`\n${table}\n`);
-  const noisy = Object.entries(cpu).filter(([, c]) => c.otherPct + c.stealPct >= 10);
+  const summary = summarize(runs.map((r) => r.rows));
+  const table = options.runs > 1 ? formatSummary(summary) : formatTable(runs[0].rows);
+  if (options.runs > 1) log(`\nOver ${options.runs} runs (min / median / max; a target is judged on the median):\n\n${table}\n`);
+  else log("");
+  const noisy = runs.flatMap((r, i) => Object.entries(r.cpu).filter(([, c]) => c.otherPct + c.stealPct >= 10).map(([name, c]) => `${(c.otherPct + c.stealPct).toFixed(0)}% of the machine during ${name}${options.runs > 1 ? ` (run ${i + 1})` : ""}`));
   if (noisy.length > 0) {
-    log(`noise: other processes (and steal) took ${noisy.map(([name, c]) => `${(c.otherPct + c.stealPct).toFixed(0)}% of the machine during ${name}`).join(", ")}; ratios are measured side by side, but absolute figures are low and spread is wide`);
+    log(`noise: other processes (and steal) took ${noisy.join(", ")}; ratios are measured side by side, but absolute figures are low and spread is wide`);
   }
-  const judged = rows.filter((r) => r.pass !== null);
-  log(`targets: ${judged.filter((r) => r.pass).length} of ${judged.length} met; run took ${((Date.now() - started) / 1000).toFixed(0)} s; load average at end ${os.loadavg().map((v) => v.toFixed(2)).join(" ")}`);
+  const judged = summary.filter((r) => r.pass !== null);
+  log(`targets: ${judged.filter((r) => r.pass).length} of ${judged.length} met${options.runs > 1 ? " (medians)" : ""}; commit ${machine.commit}${machine.clean ? "" : " with uncommitted changes"}; run took ${((Date.now() - started) / 1000).toFixed(0)} s; load average at end ${os.loadavg().map((v) => v.toFixed(2)).join(" ")}`);
 
   const report = {
     timestamp: stamp,
@@ -118,9 +126,8 @@ async function main(): Promise<number> {
     options,
     durationSeconds: Math.round((Date.now() - started) / 1000),
     table,
-    rows,
-    cpuDuringScenarios: cpu,
-    details,
+    summary,
+    runs,
     failures,
   };
   mkdirSync(options.outDir, { recursive: true });

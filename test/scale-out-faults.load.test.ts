@@ -71,7 +71,7 @@ describe("two instances of each service on Postgres under 100 orders/s, through 
 
   it("settles every order once, keeps stock exact and drains both outboxes while instances and Postgres crash", async () => {
     const catalog = createClient(ProductServiceService, { address: productAddresses.join(","), defaultTimeoutMs: 5_000 });
-    const shop = createClient(OrderServiceService, { address: orderAddresses.join(","), methods: OrderServiceMethods, defaultTimeoutMs: 2_000 });
+    const shop = createClient(OrderServiceService, { address: orderAddresses.join(","), methods: OrderServiceMethods, defaultTimeoutMs: 5_000 });
     // One product runs out (orders for it are rejected from then on, cancellations give units back); two never do.
     const initialStock = [150, 100_000, 100_000];
     const productIds: string[] = [];

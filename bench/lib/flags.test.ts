@@ -14,6 +14,7 @@ describe("parseBenchFlags", () => {
       warmupMs: 1500,
       measureMs: 2500,
       rounds: 2,
+      runs: 3,
       concurrencies: [1, 16, 64],
       logLevels: ["info", "warn"],
       profile: false,
@@ -22,11 +23,11 @@ describe("parseBenchFlags", () => {
       sagaRate: 200,
       outDir: "/results",
     });
-    expect(parse("--quick")).toMatchObject({ quick: true, warmupMs: 500, measureMs: 1500, rounds: 1, logLevels: ["info"] });
+    expect(parse("--quick")).toMatchObject({ quick: true, warmupMs: 500, measureMs: 1500, rounds: 1, runs: 1, logLevels: ["info"] });
   });
 
   it("reads every flag, as --name value or --name=value", () => {
-    const argv = ["--only", "grpc,saga", "--warmup=0.25", "--duration", "4", "--rounds=3", "--concurrency", "8, 32", "--log-levels=debug"];
+    const argv = ["--only", "grpc,saga", "--warmup=0.25", "--duration", "4", "--rounds=3", "--runs", "5", "--concurrency", "8, 32", "--log-levels=debug"];
     argv.push("--window", "64", "--saga-rate=150.5", "--profile", "--no-ghz", "--out", "elsewhere");
     expect(parse(...argv)).toEqual({
       quick: false,
@@ -34,6 +35,7 @@ describe("parseBenchFlags", () => {
       warmupMs: 250,
       measureMs: 4000,
       rounds: 3,
+      runs: 5,
       concurrencies: [8, 32],
       logLevels: ["debug"],
       profile: true,

@@ -17,6 +17,7 @@ export const benchFlags = {
   warmup: { type: "string" },
   duration: { type: "string" },
   rounds: { type: "string" },
+  runs: { type: "string" },
   concurrency: { type: "string" },
   "log-levels": { type: "string" },
   window: { type: "string" },
@@ -57,6 +58,10 @@ Flags:
   --duration <seconds>  length of each measured window (default 2.5; quick 1.5)
   --rounds <n>          alternating rounds (bare, concord, concord, bare, ...) of each
                         judged gRPC measurement (default 2; quick 1)
+  --runs <n>            full runs of the chosen scenarios, one after another (default 3;
+                        quick 1); a target counts as met when it holds in most runs,
+                        that is, when the median of its figure meets it; the summary
+                        gives min / median / max of each figure
   --concurrency <list>  gRPC calls in flight (default 1,16,64)
   --log-levels <list>   LOG_LEVELs of the product service in the gRPC scenario
                         (default info,warn; quick info). info is production's default.
@@ -95,6 +100,7 @@ export function parseBenchFlags(argv: readonly string[], scenarios: readonly str
     warmupMs: positive("--warmup", flags.warmup, quick ? 0.5 : 1.5) * 1000,
     measureMs: positive("--duration", flags.duration, quick ? 1.5 : 2.5) * 1000,
     rounds: whole("--rounds", flags.rounds, quick ? 1 : 2),
+    runs: whole("--runs", flags.runs, quick ? 1 : 3),
     concurrencies,
     logLevels: levels,
     profile: flags.profile === true,

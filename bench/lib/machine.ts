@@ -12,6 +12,8 @@ export interface MachineFacts {
   readonly natsServer: string;
   readonly ghz: string;
   readonly commit: string;
+  /** Whether the tracked files matched the commit when the run started. */
+  readonly clean: boolean;
   readonly loadAverageAtStart: number[];
 }
 
@@ -31,6 +33,14 @@ function commit(): string {
   }
 }
 
+function clean(): boolean {
+  try {
+    return execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd: repoRoot, encoding: "utf8" }).trim() === "";
+  } catch {
+    return false;
+  }
+}
+
 export function machineFacts(natsServer: string, ghz: string): MachineFacts {
   return {
     nproc: os.availableParallelism(),
@@ -41,6 +51,7 @@ export function machineFacts(natsServer: string, ghz: string): MachineFacts {
     natsServer,
     ghz,
     commit: commit(),
+    clean: clean(),
     loadAverageAtStart: os.loadavg().map((v) => Math.round(v * 100) / 100),
   };
 }

@@ -56,6 +56,8 @@ export interface Options {
   readonly measureMs: number;
   /** Alternating rounds of each judged gRPC measurement. */
   readonly rounds: number;
+  /** Full runs of the chosen scenarios; targets are judged on the median. */
+  readonly runs: number;
   readonly concurrencies: readonly number[];
   readonly logLevels: readonly string[];
   readonly profile: boolean;

@@ -8,50 +8,75 @@ import { type ServiceProcess, startOrdersProcess, startProductsProcess } from ".
 import { createProducts } from "./shop.js";
 
 export interface RunningShop {
+  /** The first instance of each service. */
   readonly products: ServiceProcess;
   readonly orders: ServiceProcess;
+  /** Every instance of each service. */
+  readonly allProducts: readonly ServiceProcess[];
+  readonly allOrders: readonly ServiceProcess[];
+  /** The order service's addresses, comma-separated (a client spreads its calls over them). */
+  readonly ordersAddress: string;
   /** Products in the catalogue, each with ample stock. */
   readonly productIds: string[];
   stop(): Promise<void>;
 }
 
+export interface ShopOptions {
+  readonly productCount?: number;
+  /** A nats-server of its own instead of this run's. */
+  readonly on?: RunningNats;
+  /** Instances of each service (default 1); more than one needs `databases`. */
+  readonly instances?: number;
+  /** postgres:// URLs of the services' databases; SQLite files in the run's temp dir by default. */
+  readonly databases?: { readonly products: string; readonly orders: string };
+  /** Added to every service's environment. */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
 /**
- * The product and order services as production runs them, each its own
- * process with its own SQLite file, on this run's nats-server (or `on`);
- * `prefix` names their logs, databases and profiles; `env` is added to
- * their environment.
+ * The product and order services as production runs them, each instance its
+ * own process, each service with its own database (a SQLite file, or the
+ * Postgres database given), on this run's nats-server (or `on`); `prefix`
+ * names their logs, databases and profiles.
  */
-export async function startShop(ctx: BenchContext, prefix: string, productCount = 16, on?: RunningNats, env?: NodeJS.ProcessEnv): Promise<RunningShop> {
-  const nats = on ?? (await ctx.nats());
+export async function startShop(ctx: BenchContext, prefix: string, options: ShopOptions = {}): Promise<RunningShop> {
+  const { productCount = 16, instances = 1, databases } = options;
+  if (instances > 1 && !databases) throw new Error("several instances of a service share its database, which takes Postgres");
+  const nats = options.on ?? (await ctx.nats());
   await resetStreams(nats.url);
-  const common = { logDir: ctx.tmp, dataDir: ctx.tmp, logLevel: "info", natsUrl: nats.url, profileDir: ctx.profileDir, env };
-  // Both start at once (the order service dials the product service lazily), to keep runs short.
-  const productsAddress = `127.0.0.1:${await freePort()}`;
+  const common = { logDir: ctx.tmp, dataDir: ctx.tmp, logLevel: "info", natsUrl: nats.url, profileDir: ctx.profileDir, env: options.env };
+  const name = (service: string, i: number) => `${prefix}-${service}${instances > 1 ? `-${i + 1}` : ""}`;
+  // All start at once (the order service dials the product service lazily), to keep runs short.
+  const productsAddresses = await Promise.all(Array.from({ length: instances }, async () => `127.0.0.1:${await freePort()}`));
   const started = await Promise.allSettled([
-    startProductsProcess({ ...common, name: `${prefix}-products`, address: productsAddress }),
-    startOrdersProcess({ ...common, name: `${prefix}-orders`, productsAddress }),
+    ...productsAddresses.map((address, i) => startProductsProcess({ ...common, name: name("products", i), address, database: databases?.products })),
+    ...productsAddresses.map((_, i) => startOrdersProcess({ ...common, name: name("orders", i), productsAddress: productsAddresses.join(","), database: databases?.orders })),
   ]);
-  const [p, o] = started;
-  if (p.status === "rejected" || o.status === "rejected") {
-    for (const r of started) if (r.status === "fulfilled") await r.value.process.stop();
-    throw p.status === "rejected" ? p.reason : (o as PromiseRejectedResult).reason;
+  const running = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const stopAll = async () => {
+    // Order services first: they drain into the product services' events.
+    for (const s of [...running.slice(instances), ...running.slice(0, instances)]) await s.process.stop();
+  };
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) {
+    for (const s of running) await s.process.stop();
+    throw failed.reason;
   }
-  const products = p.value;
-  const orders = o.value;
+  const allProducts = running.slice(0, instances);
+  const allOrders = running.slice(instances);
   try {
-    const productIds = await createProducts(products.address, productCount, 1_000_000_000);
+    const productIds = await createProducts(allProducts[0].address, productCount, 1_000_000_000);
     return {
-      products,
-      orders,
+      products: allProducts[0],
+      orders: allOrders[0],
+      allProducts,
+      allOrders,
+      ordersAddress: allOrders.map((o) => o.address).join(","),
       productIds,
-      async stop() {
-        await orders.process.stop();
-        await products.process.stop();
-      },
+      stop: stopAll,
     };
   } catch (err) {
-    await orders.process.stop();
-    await products.process.stop();
+    await stopAll();
     throw err;
   }
 }

@@ -89,7 +89,7 @@ export const durability: Scenario = {
         );
 
         // The saga on the same servers.
-        const shop = await startShop(ctx, `durability-${setup.key}`, 16, nats);
+        const shop = await startShop(ctx, `durability-${setup.key}`, { on: nats });
         try {
           const pids = [shop.products.process.pid, shop.orders.process.pid, ...natsPids];
           const base = { ordersAddress: shop.orders.address, natsUrl: nats.url, productIds: shop.productIds, linesPerOrder: LINES_PER_ORDER, concurrency: SAGA_WINDOW, rate: DURABILITY_SAGA_RATE, drainMs: quick ? 2_000 : 5_000 };

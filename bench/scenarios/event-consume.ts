@@ -25,58 +25,71 @@ function combine(runs: ConsumeResult[]): ConsumeResult & { rounds: number[] } {
   return { ...runs[0], acked, elapsedMs, perSecond: (acked * 1000) / elapsedMs, cpuMs: runs.reduce((n, r) => n + r.cpuMs, 0), pendingAtEnd: Math.min(...runs.map((r) => r.pendingAtEnd)), rounds: runs.map((r) => Math.round(r.perSecond)) };
 }
 
+/** What a consuming run measures beyond scenario 3's defaults. */
+export interface ConsumeRun {
+  readonly scenario: string;
+  /** Added to the case, e.g. "Postgres". */
+  readonly label?: string;
+  /** A fresh database for each Concord run's inbox (postgres:// URL); a SQLite file by default. */
+  readonly inboxDatabase?: () => Promise<string>;
+}
+
 export const eventConsume: Scenario = {
   name: "consume",
   summary: "events/s through startConsumers (inbox; events that arrive together share one transaction) vs a raw nats.js pull consumer acking each",
-  async run(ctx: BenchContext): Promise<ScenarioResult> {
-    const nats = await ctx.nats();
-    const { warmupMs, measureMs, rounds } = ctx.options;
-    const count = Math.ceil(((warmupMs + measureMs) / 1000) * RAW_RATE_CEILING);
-    await purgeStream(nats.url);
-    const prefill: PublishConfig = { mode: "prefill", natsUrl: nats.url, window: 1, warmupMs: 0, measureMs: 0, count };
-    const filled = await runWorker<PublishResult>("bench/workers/events-publish.ts", prefill);
-    ctx.log(`  prefilled ${filled.acked} OrderPlaced events in ${(filled.elapsedMs / 1000).toFixed(1)} s`);
-    if (filled.failed > 0) throw new Error(`prefill stored ${filled.acked} of ${count} events`);
-
-    const runs: Record<"raw" | "concord", ConsumeResult[]> = { raw: [], concord: [] };
-    const profiles: Record<string, unknown> = {};
-    for (let round = 0; round < rounds; round++) {
-      for (const mode of round % 2 === 0 ? (["raw", "concord"] as const) : (["concord", "raw"] as const)) {
-        const name = `consume-${mode}-${round + 1}`;
-        const config: ConsumeConfig = { mode, natsUrl: nats.url, durable: `bench-${name}`, pullBatch: PULL_BATCH, warmupMs, measureMs };
-        const r = await runWorker<ConsumeResult>("bench/workers/events-consume.ts", config, { profileDir: profileDirOf(ctx.profileDir, name) });
-        const profile = reportProfile(ctx.profileDir, name, ctx.log);
-        if (profile) profiles[name] = profile;
-        runs[mode].push(r);
-        ctx.log(
-          `  ${mode.padEnd(7)} ${r.perSecond.toFixed(0).padStart(7)} events/s acked, ${((r.cpuMs * 1000) / r.acked).toFixed(0)} µs CPU each (${r.acked} in ${(r.elapsedMs / 1000).toFixed(1)} s, ${r.pendingAtEnd} left)${r.pendingAtEnd === 0 ? "  PREFILL RAN OUT: rate is a lower bound" : ""}`,
-        );
-      }
-    }
-    // Leave no backlog or durables behind for the scenarios that start services.
-    await resetStreams(nats.url);
-    const raw = combine(runs.raw);
-    const concord = combine(runs.concord);
-    const ratio = concord.perSecond / raw.perSecond;
-    const ranOut = [raw, concord].filter((r) => r.pendingAtEnd === 0).map((r) => r.mode);
-    return {
-      rows: [
-        row({
-          scenario: "3 Event consuming",
-          case: "startConsumers + inbox tx vs raw pull + ack",
-          view: "nats.js",
-          inFlight: PULL_BATCH,
-          unit: "events/s",
-          concord: concord.perSecond,
-          baseline: raw.perSecond,
-          concordCpuUsPerOp: (concord.cpuMs * 1000) / concord.acked,
-          baselineCpuUsPerOp: (raw.cpuMs * 1000) / raw.acked,
-          target: `ratio >= ${CONSUME_TARGET_RATIO}`,
-          pass: ratio >= CONSUME_TARGET_RATIO,
-          note: ranOut.length ? `prefill ran out for ${ranOut.join(", ")}` : rounds > 1 ? `rounds ${concord.rounds.join("/")} vs ${raw.rounds.join("/")}` : undefined,
-        }),
-      ],
-      details: { prefilled: filled, pullBatch: PULL_BATCH, handler: "counts the event; no other effect", raw, concord, profiles },
-    };
-  },
+  run: (ctx) => measureConsume(ctx, { scenario: "3 Event consuming" }),
 };
+
+/** Concord's consumer with its inbox against a raw pull consumer, alternating by round, each run a process of its own. */
+export async function measureConsume(ctx: BenchContext, run: ConsumeRun): Promise<ScenarioResult> {
+  const nats = await ctx.nats();
+  const { warmupMs, measureMs, rounds } = ctx.options;
+  const count = Math.ceil(((warmupMs + measureMs) / 1000) * RAW_RATE_CEILING);
+  await purgeStream(nats.url);
+  const prefill: PublishConfig = { mode: "prefill", natsUrl: nats.url, window: 1, warmupMs: 0, measureMs: 0, count };
+  const filled = await runWorker<PublishResult>("bench/workers/events-publish.ts", prefill);
+  ctx.log(`  prefilled ${filled.acked} OrderPlaced events in ${(filled.elapsedMs / 1000).toFixed(1)} s`);
+  if (filled.failed > 0) throw new Error(`prefill stored ${filled.acked} of ${count} events`);
+
+  const runs: Record<"raw" | "concord", ConsumeResult[]> = { raw: [], concord: [] };
+  const profiles: Record<string, unknown> = {};
+  for (let round = 0; round < rounds; round++) {
+    for (const mode of round % 2 === 0 ? (["raw", "concord"] as const) : (["concord", "raw"] as const)) {
+      const name = `consume${run.label ? `-${run.label.toLowerCase()}` : ""}-${mode}-${round + 1}`;
+      const inbox = mode === "concord" && run.inboxDatabase ? { databaseUrl: await run.inboxDatabase() } : {};
+      const config: ConsumeConfig = { mode, natsUrl: nats.url, durable: `bench-${name}`, pullBatch: PULL_BATCH, warmupMs, measureMs, ...inbox };
+      const r = await runWorker<ConsumeResult>("bench/workers/events-consume.ts", config, { profileDir: profileDirOf(ctx.profileDir, name) });
+      const profile = reportProfile(ctx.profileDir, name, ctx.log);
+      if (profile) profiles[name] = profile;
+      runs[mode].push(r);
+      ctx.log(
+        `  ${mode.padEnd(7)} ${r.perSecond.toFixed(0).padStart(7)} events/s acked, ${((r.cpuMs * 1000) / r.acked).toFixed(0)} µs CPU each (${r.acked} in ${(r.elapsedMs / 1000).toFixed(1)} s, ${r.pendingAtEnd} left)${r.pendingAtEnd === 0 ? "  PREFILL RAN OUT: rate is a lower bound" : ""}`,
+      );
+    }
+  }
+  // Leave no backlog or durables behind for the scenarios that start services.
+  await resetStreams(nats.url);
+  const raw = combine(runs.raw);
+  const concord = combine(runs.concord);
+  const ratio = concord.perSecond / raw.perSecond;
+  const ranOut = [raw, concord].filter((r) => r.pendingAtEnd === 0).map((r) => r.mode);
+  return {
+    rows: [
+      row({
+        scenario: run.scenario,
+        case: `startConsumers + inbox tx vs raw pull + ack${run.label ? `, ${run.label}` : ""}`,
+        view: "nats.js",
+        inFlight: PULL_BATCH,
+        unit: "events/s",
+        concord: concord.perSecond,
+        baseline: raw.perSecond,
+        concordCpuUsPerOp: (concord.cpuMs * 1000) / concord.acked,
+        baselineCpuUsPerOp: (raw.cpuMs * 1000) / raw.acked,
+        target: `ratio >= ${CONSUME_TARGET_RATIO}`,
+        pass: ratio >= CONSUME_TARGET_RATIO,
+        note: ranOut.length ? `prefill ran out for ${ranOut.join(", ")}` : rounds > 1 ? `rounds ${concord.rounds.join("/")} vs ${raw.rounds.join("/")}` : undefined,
+      }),
+    ],
+    details: { prefilled: filled, pullBatch: PULL_BATCH, handler: "counts the event; no other effect", raw, concord, profiles },
+  };
+}

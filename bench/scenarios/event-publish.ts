@@ -47,79 +47,96 @@ function combine(runs: PublishResult[]): PublishResult & { rounds: number[] } {
 // "raw" connects as Concord's event bus does (noAsyncTraces: true); "raw-default" with nats.js defaults, for reference.
 type Side = "raw" | "outbox" | "raw-default";
 
+/** What a publishing run measures beyond scenario 2's defaults. */
+export interface PublishRun {
+  readonly scenario: string;
+  /** Added to the case, e.g. "Postgres". */
+  readonly label?: string;
+  /** A fresh database for each outbox run (postgres:// URL); a SQLite file by default. */
+  readonly outboxDatabase?: () => Promise<string>;
+  /** Transactions committing at once on the outbox side (default 1). */
+  readonly producers?: number;
+  /** Also measure raw publishing with nats.js defaults, for reference. */
+  readonly withDefaults?: boolean;
+}
+
 export const eventPublish: Scenario = {
   name: "publish",
   summary: "events/s commit -> outbox -> relay -> JetStream ack vs raw nats.js js.publish, same window and stream",
-  async run(ctx: BenchContext): Promise<ScenarioResult> {
-    const nats = await ctx.nats();
-    const { warmupMs, measureMs, window, rounds, quick } = ctx.options;
-    const runs: Record<Side, PublishResult[]> = { raw: [], outbox: [], "raw-default": [] };
-    const profiles: Record<string, unknown> = {};
-    const plan: Side[] = [];
-    for (let round = 0; round < rounds; round++) plan.push(...(round % 2 === 0 ? (["raw", "outbox"] as const) : (["outbox", "raw"] as const)));
-    if (!quick) plan.push("raw-default");
-    for (const [i, side] of plan.entries()) {
-      await purgeStream(nats.url);
-      const mode = side === "outbox" ? "outbox" : "raw";
-      const config: PublishConfig = { mode, natsUrl: nats.url, window, warmupMs, measureMs, noAsyncTraces: side !== "raw-default" };
-      const name = `publish-${side}-${i + 1}`;
-      const r = await runWorker<PublishResult>("bench/workers/events-publish.ts", config, { profileDir: profileDirOf(ctx.profileDir, name) });
-      const profile = reportProfile(ctx.profileDir, name, ctx.log);
-      if (profile) profiles[name] = profile;
-      runs[side].push(r);
-      ctx.log(
-        `  ${side.padEnd(18)} ${r.perSecond.toFixed(0).padStart(7)} events/s acked, ${((r.cpuMs * 1000) / r.acked).toFixed(0)} µs CPU each (${r.acked} in ${(r.elapsedMs / 1000).toFixed(1)} s${r.duplicates ? `, ${r.duplicates} duplicates not counted` : ""}${r.failed ? `, ${r.failed} failed` : ""}${r.committed !== undefined ? `; backlog min ${r.backlogMin}, mean ${r.backlogMean}` : ""})`,
-      );
-    }
-    // Leave no backlog or durables behind for the scenarios that start services.
-    await resetStreams(nats.url);
-    const raw = combine(runs.raw);
-    const outbox = combine(runs.outbox);
-    const ratio = outbox.perSecond / raw.perSecond;
-    const rows: Row[] = [
+  run: (ctx) => measurePublish(ctx, { scenario: "2 Event publishing", withDefaults: !ctx.options.quick }),
+};
+
+/** Outbox publishing against raw js.publish, alternating by round, each run a process of its own. */
+export async function measurePublish(ctx: BenchContext, run: PublishRun): Promise<ScenarioResult> {
+  const nats = await ctx.nats();
+  const { warmupMs, measureMs, window, rounds } = ctx.options;
+  const runs: Record<Side, PublishResult[]> = { raw: [], outbox: [], "raw-default": [] };
+  const profiles: Record<string, unknown> = {};
+  const plan: Side[] = [];
+  for (let round = 0; round < rounds; round++) plan.push(...(round % 2 === 0 ? (["raw", "outbox"] as const) : (["outbox", "raw"] as const)));
+  if (run.withDefaults) plan.push("raw-default");
+  for (const [i, side] of plan.entries()) {
+    await purgeStream(nats.url);
+    const mode = side === "outbox" ? "outbox" : "raw";
+    const outboxSide = side === "outbox" && run.outboxDatabase ? { databaseUrl: await run.outboxDatabase(), producers: run.producers } : {};
+    const config: PublishConfig = { mode, natsUrl: nats.url, window, warmupMs, measureMs, noAsyncTraces: side !== "raw-default", ...outboxSide };
+    const name = `publish${run.label ? `-${run.label.toLowerCase()}` : ""}-${side}-${i + 1}`;
+    const r = await runWorker<PublishResult>("bench/workers/events-publish.ts", config, { profileDir: profileDirOf(ctx.profileDir, name) });
+    const profile = reportProfile(ctx.profileDir, name, ctx.log);
+    if (profile) profiles[name] = profile;
+    runs[side].push(r);
+    ctx.log(
+      `  ${side.padEnd(18)} ${r.perSecond.toFixed(0).padStart(7)} events/s acked, ${((r.cpuMs * 1000) / r.acked).toFixed(0)} µs CPU each (${r.acked} in ${(r.elapsedMs / 1000).toFixed(1)} s${r.duplicates ? `, ${r.duplicates} duplicates not counted` : ""}${r.failed ? `, ${r.failed} failed` : ""}${r.committed !== undefined ? `; backlog min ${r.backlogMin}, mean ${r.backlogMean}` : ""})`,
+    );
+  }
+  // Leave no backlog or durables behind for the scenarios that start services.
+  await resetStreams(nats.url);
+  const raw = combine(runs.raw);
+  const outbox = combine(runs.outbox);
+  const ratio = outbox.perSecond / raw.perSecond;
+  const rows: Row[] = [
+    row({
+      scenario: run.scenario,
+      case: `commit -> outbox -> relay -> ack vs raw js.publish (same connection options)${run.label ? `, ${run.label}${run.producers ? `, ${run.producers} transactions at once` : ""}` : ""}`,
+      view: "nats.js",
+      inFlight: window,
+      unit: "events/s",
+      concord: outbox.perSecond,
+      baseline: raw.perSecond,
+      concordCpuUsPerOp: (outbox.cpuMs * 1000) / outbox.acked,
+      baselineCpuUsPerOp: (raw.cpuMs * 1000) / raw.acked,
+      target: `ratio >= ${PUBLISH_TARGET_RATIO}`,
+      pass: ratio >= PUBLISH_TARGET_RATIO,
+      note: raw.failed || outbox.failed ? `failed publishes: raw ${raw.failed}, outbox ${outbox.failed}` : rounds > 1 ? `rounds ${outbox.rounds.join("/")} vs ${raw.rounds.join("/")}` : undefined,
+    }),
+  ];
+  const fast = runs["raw-default"].length ? combine(runs["raw-default"]) : undefined;
+  if (fast) {
+    rows.push(
       row({
-        scenario: "2 Event publishing",
-        case: "commit -> outbox -> relay -> ack vs raw js.publish (same connection options)",
+        scenario: run.scenario,
+        case: "same, baseline with nats.js default options (info)",
         view: "nats.js",
         inFlight: window,
         unit: "events/s",
         concord: outbox.perSecond,
-        baseline: raw.perSecond,
+        baseline: fast.perSecond,
         concordCpuUsPerOp: (outbox.cpuMs * 1000) / outbox.acked,
-        baselineCpuUsPerOp: (raw.cpuMs * 1000) / raw.acked,
-        target: `ratio >= ${PUBLISH_TARGET_RATIO}`,
-        pass: ratio >= PUBLISH_TARGET_RATIO,
-        note: raw.failed || outbox.failed ? `failed publishes: raw ${raw.failed}, outbox ${outbox.failed}` : rounds > 1 ? `rounds ${outbox.rounds.join("/")} vs ${raw.rounds.join("/")}` : undefined,
+        baselineCpuUsPerOp: (fast.cpuMs * 1000) / fast.acked,
       }),
-    ];
-    const fast = runs["raw-default"].length ? combine(runs["raw-default"]) : undefined;
-    if (fast) {
-      rows.push(
-        row({
-          scenario: "2 Event publishing",
-          case: "same, baseline with nats.js default options (info)",
-          view: "nats.js",
-          inFlight: window,
-          unit: "events/s",
-          concord: outbox.perSecond,
-          baseline: fast.perSecond,
-          concordCpuUsPerOp: (outbox.cpuMs * 1000) / outbox.acked,
-          baselineCpuUsPerOp: (fast.cpuMs * 1000) / fast.acked,
-        }),
-      );
-    }
-    return {
-      rows,
-      details: {
-        stream: streamSpec,
-        window,
-        relayWindow: "sliding: the relay keeps up to `window` outbox events awaiting their PubAck",
-        rawWindow: "sliding: `window` publishes always in flight",
-        raw,
-        outbox,
-        rawDefaultOptions: fast,
-        profiles,
-      },
-    };
-  },
-};
+    );
+  }
+  return {
+    rows,
+    details: {
+      stream: streamSpec,
+      window,
+      relayWindow: "sliding: the relay keeps up to `window` outbox events awaiting their PubAck",
+      rawWindow: "sliding: `window` publishes always in flight",
+      raw,
+      outbox,
+      rawDefaultOptions: fast,
+      profiles,
+    },
+  };
+}

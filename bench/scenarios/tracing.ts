@@ -1,5 +1,5 @@
 /**
- * Scenario 7: what tracing costs. The saga of scenario 4 (closed loop, then
+ * Scenario 8: what tracing costs. The saga of scenario 4 (closed loop, then
  * the open loop at the offered rate) with tracing off, then on: both
  * services exporting every span over OTLP/HTTP to a receiver in the bench
  * process (OTEL_EXPORTER_OTLP_ENDPOINT, default sampler, so every order is
@@ -24,7 +24,7 @@ interface SagaFigures {
 async function measure(ctx: BenchContext, prefix: string, env: NodeJS.ProcessEnv): Promise<SagaFigures | string> {
   const { options } = ctx;
   const nats = await ctx.nats();
-  const shop = await startShop(ctx, prefix, 16, undefined, env);
+  const shop = await startShop(ctx, prefix, { env });
   try {
     const base = { ordersAddress: shop.orders.address, natsUrl: nats.url, productIds: shop.productIds, linesPerOrder: LINES_PER_ORDER, concurrency: WINDOW, rate: options.sagaRate, drainMs: options.quick ? 2_000 : 5_000 };
     const pids = [shop.products.process.pid, shop.orders.process.pid];
@@ -66,7 +66,7 @@ export const tracing: Scenario = {
       if (typeof off === "string" || typeof on === "string") {
         const why = typeof off === "string" ? `off: ${off}` : `on: ${on as string}`;
         ctx.log(`  skipped: ${why}`);
-        rows.push(row({ scenario: "7 Tracing", case: "saga with tracing on / off", unit: "orders/s", note: `skipped: ${why}` }));
+        rows.push(row({ scenario: "8 Tracing", case: "saga with tracing on / off", unit: "orders/s", note: `skipped: ${why}` }));
         return { rows, details };
       }
       const spansPerOrder = receiver.count() / Math.max(1, on.max.started + on.atRate.started);
@@ -76,7 +76,7 @@ export const tracing: Scenario = {
         );
         rows.push(
           row({
-            scenario: "7 Tracing",
+            scenario: "8 Tracing",
             case: label === "closed loop" ? `saga, highest sustainable rate, tracing on / off` : `saga at ${ctx.options.sagaRate}/s offered, tracing on / off`,
             view: label,
             inFlight: label === "closed loop" ? WINDOW : null,

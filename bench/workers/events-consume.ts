@@ -29,6 +29,8 @@ export interface ConsumeConfig {
   readonly pullBatch: number;
   readonly warmupMs: number;
   readonly measureMs: number;
+  /** Concord mode: a postgres:// URL of an empty database for the inbox; a SQLite file in a temp dir by default. */
+  readonly databaseUrl?: string;
 }
 
 export interface ConsumeResult {
@@ -62,7 +64,7 @@ workerMain<ConsumeConfig, ConsumeResult>(async (config) => {
 
   if (config.mode === "concord") {
     const dir = mkdtempSync(join(tmpdir(), "concord-bench-inbox-"));
-    const db = await openDatabase({ path: join(dir, "consumer.db"), migrations: eventMigrations });
+    const db = await openDatabase({ path: config.databaseUrl ?? join(dir, "consumer.db"), migrations: eventMigrations });
     const running = await startConsumers({
       nc,
       db,

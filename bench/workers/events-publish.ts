@@ -36,6 +36,10 @@ export interface PublishConfig {
   readonly count?: number;
   /** Raw mode: nats.js `noAsyncTraces` (no stack captured per request). */
   readonly noAsyncTraces?: boolean;
+  /** Outbox mode: a postgres:// URL of an empty database; a SQLite file in a temp dir by default. */
+  readonly databaseUrl?: string;
+  /** Outbox mode: transactions committing at once (default 1; a Postgres server commits side by side). */
+  readonly producers?: number;
 }
 
 export interface PublishResult {
@@ -132,7 +136,7 @@ type Emit = (name: "window-start" | "window-end") => void;
 
 async function outbox(config: PublishConfig, logger: ReturnType<typeof createLogger>, emit: Emit): Promise<PublishResult> {
   const dir = mkdtempSync(join(tmpdir(), "concord-bench-outbox-"));
-  const db = await openDatabase({ path: join(dir, "outbox.db"), migrations: outboxMigrations });
+  const db = await openDatabase({ path: config.databaseUrl ?? join(dir, "outbox.db"), migrations: outboxMigrations });
   const bus = await connectEventBus({ url: config.natsUrl, name: "bench-outbox", logger });
   try {
     // As a service runs it: atomic batches on a stream that allows them (nats-server 2.12 and later).
@@ -158,7 +162,7 @@ async function outbox(config: PublishConfig, logger: ReturnType<typeof createLog
         else await new Promise((r) => setImmediate(r));
       }
     };
-    const producing = produce();
+    const producing = Promise.all(Array.from({ length: config.producers ?? 1 }, produce));
     await sleep(config.warmupMs);
     const before = relay.stats();
     const committedBefore = committed;

@@ -145,8 +145,23 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   let toPark: Array<{ readonly row: OutboxRow; readonly reason: string }> = [];
   let failures = 0;
   let firstFailure: string | undefined;
-  /** The highest seq sent in this pass; the next select starts after it. */
+  /** The highest seq sent in this pass; the next select starts after it (SQLite). */
   let cursor = 0;
+  /**
+   * Postgres gives out seqs at insert, so a transaction that commits late can
+   * hold a lower seq than events already read. Reads there start from the
+   * oldest row each time and skip the rows this pass has sent and not yet
+   * deleted (in flight, acknowledged, or to be parked); a late commit is read
+   * at the next select, before any later event of its aggregate, whose
+   * transaction waited for its lock. SQLite has one writer, so its seq order is
+   * commit order and reads go on after the cursor.
+   */
+  const fromHead = db.dialect.name === "postgres";
+  const taken = new Set<number>();
+  const read = (limit: number): Promise<OutboxRow[]> => (fromHead ? store.after(0, limit, [...taken]) : store.after(cursor, limit));
+  const release = (rows: readonly OutboxRow[]): void => {
+    for (const row of rows) taken.delete(row.seq);
+  };
 
   const window = createPublishWindow<OutboxRow>({
     nc,
@@ -158,6 +173,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         if (outcome.duplicate) ackedDuplicates++;
       } else if (outcome.permanent) toPark.push({ row, reason: outcome.error });
       else {
+        taken.delete(row.seq);
         failures++;
         firstFailure ??= outcome.error;
       }
@@ -211,6 +227,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     const refused = toPark;
     toPark = [];
     for (const { row, reason } of refused) {
+      taken.delete(row.seq);
       try {
         await store.park(row, reason);
       } catch (err) {
@@ -234,7 +251,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
    * event alone.
    */
   const sendNextBatch = async (): Promise<void> => {
-    const rows = await store.after(cursor, maxInFlight);
+    const rows = await read(maxInFlight);
     if (rows.length === 0) {
       maybeMore = false;
       return;
@@ -246,6 +263,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     // A short read found the end of the outbox, unless what is sent stops before it.
     maybeMore = rows.length === maxInFlight || end < rows.length;
     cursor = next[next.length - 1].seq;
+    for (const row of next) taken.add(row.seq);
     if (next.length > 1) window.sendBatch(next.map((row) => ({ event: row, tag: row })));
     else window.send(next[0], next[0]);
   };
@@ -260,10 +278,11 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       }
       const limit = Math.min(maxInFlight - window.inFlight, batching ? oneByOne : maxInFlight);
       if (limit <= 0) return;
-      const rows = await store.after(cursor, limit);
+      const rows = await read(limit);
       if (rows.length < limit) maybeMore = false;
       for (const row of rows) {
         cursor = row.seq;
+        taken.add(row.seq);
         window.send(row, row);
         if (batching) oneByOne--;
         if (failures > 0) return;
@@ -283,7 +302,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       try {
         beforeMarkSent?.(done.map((r) => r.eventId));
         await store.remove(done.map((r) => r.seq));
+        release(done);
       } catch (err) {
+        release(done);
         logger.error({ err, events: done.length }, "marking published outbox events failed; they will be published again (JetStream drops the copies)");
         failures++;
         firstFailure ??= "marking published events failed";
@@ -332,8 +353,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
    * the database's relay lock (Postgres; with SQLite, the one process). The
    * others wait, ask again every leaderPollMs, and take over within about
    * that long once the holder's connection is gone (its process died).
-   * Events are published in seq order, which the outbox makes commit order,
-   * by whichever process holds the lock; one that dies between publish and
+   * Events are published in the order they are read (see `fromHead`) by
+   * whichever process holds the lock; one that dies between publish and
    * delete leaves its last events to its successor, which publishes them
    * again within JetStream's duplicate window.
    */
@@ -364,9 +385,11 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         logger.warn({ err }, "listening for other processes' commits failed; the sweep finds their events");
         return async () => {};
       });
+      leading = true;
       try {
         await relay();
       } finally {
+        leading = false;
         await unlisten();
         await lease.release();
       }
@@ -377,6 +400,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   /** Publishes the outbox while this process holds the relay's lock. */
   const relay = async (): Promise<void> => {
     cursor = 0;
+    taken.clear();
     maybeMore = true;
     failures = 0;
     firstFailure = undefined;
@@ -459,7 +483,12 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     flushers = [];
     for (const f of waiting) f.reject(new Error("the outbox relay stopped before the events were published"));
   };
-  const unsubscribe = onOutboxCommit(db, wake);
+  // A commit in this process wakes this relay; other processes' commits notify it while it leads.
+  let leading = false;
+  const unsubscribe = onOutboxCommit(db, () => {
+    wake();
+    return leading;
+  });
   const done = run()
     .catch((err) => logger.error({ err }, "the outbox relay stopped unexpectedly"))
     .finally(() => {

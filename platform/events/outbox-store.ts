@@ -14,8 +14,8 @@ export interface OutboxRow {
 
 /** The relay's statements on the outbox table: reads outside transactions, each change in one of its own. */
 export interface OutboxStore {
-  /** Up to `limit` rows after `seq`, in seq order. */
-  after(seq: number, limit: number): Promise<OutboxRow[]>;
+  /** Up to `limit` rows after `seq`, in seq order, leaving out those whose seqs are in `skip`. */
+  after(seq: number, limit: number, skip?: readonly number[]): Promise<OutboxRow[]>;
   /** Deletes the rows with these seqs (published), in one transaction, one statement per run of consecutive seqs. */
   remove(seqs: readonly number[]): Promise<void>;
   /** Moves one row to the parked table with `reason`, if it is still there. */
@@ -28,10 +28,12 @@ export interface OutboxStore {
 
 export function createOutboxStore(db: Database): OutboxStore {
   return {
-    async after(seq, limit) {
+    async after(seq, limit, skip = []) {
       const rows = await db.query<{ seq: number; event_id: string; subject: string; payload: Uint8Array; headers: Uint8Array; created_at: number }>(
-        "SELECT seq, event_id, subject, payload, headers, created_at FROM event_outbox WHERE seq > $1 ORDER BY seq LIMIT $2",
-        [seq, limit],
+        skip.length === 0
+          ? "SELECT seq, event_id, subject, payload, headers, created_at FROM event_outbox WHERE seq > $1 ORDER BY seq LIMIT $2"
+          : `SELECT seq, event_id, subject, payload, headers, created_at FROM event_outbox WHERE seq > $1 AND NOT (seq ${db.dialect.anyOf("$3")}) ORDER BY seq LIMIT $2`,
+        skip.length === 0 ? [seq, limit] : [seq, limit, skip],
       );
       return rows.map((r) => ({ seq: Number(r.seq), eventId: r.event_id, subject: r.subject, payload: r.payload, headers: r.headers, createdAt: Number(r.created_at) }));
     },

@@ -140,21 +140,50 @@ interface OutboxRow {
 const rowsPerInsert = 500;
 
 /**
- * Postgres: the advisory lock a transaction takes just before it writes
- * its events, held until it ends. The events of two transactions get their
- * seqs (from the table's sequence) one transaction after the other, the
- * first one's commit done before the second can take the lock, so seq order
- * is commit order and a relay reading `seq > cursor` never skips an event
- * whose transaction committed late. Only the events' insert and the commit
- * wait for it. (SQLite has one writer: its seqs are in commit order anyway.)
+ * Postgres: the channel on which a process that committed events tells the
+ * relay of another process (the one holding the relay's lock) to look.
  */
-export const outboxOrderLockKey = 0x436f6e64;
-
-/** Postgres: the channel a commit that wrote events notifies, so the relays of other processes wake at once. */
 export const outboxChannel = "concord_outbox";
 
+/** Hears of a commit that added events; says whether it relays them itself (then no other process is told). */
+type CommitListener = () => boolean;
+
 // Every outbox on a database wakes every relay on it, however many were created.
-const commitListeners = new WeakMap<Database, Set<() => void>>();
+const commitListeners = new WeakMap<Database, Set<CommitListener>>();
+
+/**
+ * Tells other processes' relays that events were committed, outside the
+ * committing transactions: a NOTIFY inside one would make every commit with
+ * events wait for a lock on the server's notification queue, held through
+ * the commit's flush to disk, and so commit one at a time. At most one
+ * notification per database is in flight; commits meanwhile are told by the
+ * next one.
+ */
+const notifiers = new WeakMap<Database, () => void>();
+function notifierOf(db: Database): () => void {
+  let notify = notifiers.get(db);
+  if (notify) return notify;
+  let sending = false;
+  let again = false;
+  notify = () => {
+    if (sending) {
+      again = true;
+      return;
+    }
+    sending = true;
+    again = false;
+    // A lost notification costs only time: the relay sweeps for leftovers.
+    void db
+      .query("SELECT pg_notify($1, '')", [outboxChannel])
+      .catch(() => undefined)
+      .finally(() => {
+        sending = false;
+        if (again) notify!();
+      });
+  };
+  notifiers.set(db, notify);
+  return notify;
+}
 
 /** Creates the outbox of `db` (its table comes with `outboxMigrations`). */
 export function createOutbox(options: OutboxOptions): Outbox {
@@ -162,14 +191,15 @@ export function createOutbox(options: OutboxOptions): Outbox {
   const { db, source, checker } = options;
   validateSource("createOutbox", source);
   const maxPayloadBytes = options.maxPayloadBytes ?? (() => defaultMaxPayloadBytes);
+  const notifyOthers = db.dialect.name === "postgres" ? notifierOf(db) : undefined;
   const wake = () => {
-    for (const listener of commitListeners.get(db) ?? []) listener();
+    let relayedHere = false;
+    for (const listener of commitListeners.get(db) ?? []) relayedHere = listener() || relayedHere;
+    if (!relayedHere) notifyOthers?.();
   };
   const writes: StagedWrites<OutboxRow> = {
     name: "outbox",
     async flush(tx, rows) {
-      const postgres = tx.dialect.name === "postgres";
-      if (postgres) await tx.run("SELECT pg_advisory_xact_lock($1)", [outboxOrderLockKey]);
       for (let from = 0; from < rows.length; from += rowsPerInsert) {
         const chunk = rows.slice(from, from + rowsPerInsert);
         const values = chunk.map((_, i) => `($${6 * i + 1}, $${6 * i + 2}, $${6 * i + 3}, $${6 * i + 4}, $${6 * i + 5}, $${6 * i + 6})`).join(", ");
@@ -178,7 +208,6 @@ export function createOutbox(options: OutboxOptions): Outbox {
           chunk.flatMap((r) => [r.id, r.subject, r.type, r.payload, r.headers, r.createdAt]),
         );
       }
-      if (postgres) await tx.run(`SELECT pg_notify($1, '')`, [outboxChannel]);
       tx.afterCommit(wake);
     },
   };
@@ -207,8 +236,12 @@ export function createOutbox(options: OutboxOptions): Outbox {
   };
 }
 
-/** Calls `listener` after every commit that added events to `db`'s outbox; returns the unsubscribe. */
-export function onOutboxCommit(db: Database, listener: () => void): () => void {
+/**
+ * Calls `listener` after every commit that added events to `db`'s outbox;
+ * returns the unsubscribe. The listener answers whether it relays the events
+ * itself; when none does, other processes are told (Postgres).
+ */
+export function onOutboxCommit(db: Database, listener: CommitListener): () => void {
   let listeners = commitListeners.get(db);
   if (!listeners) commitListeners.set(db, (listeners = new Set()));
   listeners.add(listener);

@@ -1,0 +1,59 @@
+/**
+ * Scenario 7: Concord on Postgres, the production store. A local PostgreSQL
+ * server of its own (Debian's package, its durable default settings: fsync
+ * on), a fresh database for every run:
+ * - outbox publishing against the same raw js.publish baseline as scenario 2,
+ *   with several transactions committing at once, as a service's calls do;
+ * - consuming with the inbox against the same raw pull consumer as scenario 3;
+ * - the saga with one and with two instances of each service sharing their
+ *   databases and durable consumers: highest sustainable rate, and latency
+ *   at a fixed offered load.
+ * The server's own CPU is not in the CPU figures (they are the services').
+ */
+import { chmodSync } from "node:fs";
+import { findPostgresBinDir } from "../../tools/postgres/find-postgres.mjs";
+import { type LocalPostgres, startLocalPostgres } from "../../tools/postgres/local-postgres.js";
+import type { BenchContext, Row, Scenario, ScenarioResult } from "../lib/report.js";
+import { measureConsume } from "./event-consume.js";
+import { measurePublish } from "./event-publish.js";
+import { measureSaga } from "./saga.js";
+
+/** Orders/s offered to the saga on Postgres: the rate the scale-out fault test holds through crashes. */
+export const POSTGRES_SAGA_RATE = 100;
+/** Transactions committing at once on the publishing side. */
+const PRODUCERS = 16;
+
+export const postgres: Scenario = {
+  name: "postgres",
+  summary: "on a local PostgreSQL server: outbox publishing and inbox consuming vs the raw baselines, the saga with 1 and 2 instances of each service",
+  async run(ctx: BenchContext): Promise<ScenarioResult> {
+    if (!findPostgresBinDir()) throw new Error("the PostgreSQL server is not installed (node tools/setup.mjs --postgres installs it)");
+    // The server runs as the postgres user, which needs to reach its data dir under the run's temp dir.
+    chmodSync(ctx.tmp, 0o755);
+    const server: LocalPostgres = await startLocalPostgres({});
+    ctx.log(`  PostgreSQL on 127.0.0.1:${server.port} (fsync on)`);
+    let n = 0;
+    const fresh = (what: string) => () => server.createDatabase(`${what}_${++n}`);
+    const rows: Row[] = [];
+    const details: Record<string, unknown> = { saga: {} };
+    try {
+      const scenario = "7 Postgres";
+      const publish = await measurePublish(ctx, { scenario, label: "Postgres", outboxDatabase: fresh("outbox"), producers: PRODUCERS });
+      rows.push(...publish.rows);
+      details.publish = publish.details;
+      const consume = await measureConsume(ctx, { scenario, label: "Postgres", inboxDatabase: fresh("inbox") });
+      rows.push(...consume.rows);
+      details.consume = consume.details;
+      for (const instances of [1, 2]) {
+        const label = `Postgres, ${instances} instance${instances > 1 ? "s" : ""} of each service`;
+        const databases = { products: await fresh("products")(), orders: await fresh("orders")() };
+        const saga = await measureSaga(ctx, { scenario, prefix: `pg${instances}`, label, shop: { instances, databases }, rate: POSTGRES_SAGA_RATE, judged: false });
+        rows.push(...saga.rows);
+        (details.saga as Record<string, unknown>)[`${instances}`] = saga.details;
+      }
+    } finally {
+      await server.stop();
+    }
+    return { rows, details };
+  },
+};

@@ -1,0 +1,82 @@
+/**
+ * The outbox on Postgres, where commits that write events run side by side:
+ * a transaction can take its seq before another that commits first. The
+ * relay must still publish it, and before any later event of the same
+ * aggregate, which waited for the first transaction's lock.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { startPostgresServer, type PostgresServerHandle } from "../../test/support/postgres.js";
+import { sampleStream } from "../../test/support/sample-events.js";
+import { eventually, readStream } from "../../test/support/streams.js";
+import { createLogger } from "../log/index.js";
+import { openDatabase, type StagedWrites } from "../sql/index.js";
+import { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, outboxMigrations, type EventBus } from "./index.js";
+
+const logger = createLogger({ service: "outbox-postgres-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
+const aggregates = { id: "test_0001_things", sql: "CREATE TABLE things (id TEXT PRIMARY KEY, version INTEGER NOT NULL)" };
+
+describe("the outbox relay on Postgres", () => {
+  let postgres: PostgresServerHandle;
+  let nats: NatsServerHandle;
+  let bus: EventBus;
+
+  beforeAll(async () => {
+    [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
+    bus = await connectEventBus({ url: nats.url, name: "outbox-postgres-test", logger });
+  }, 60_000);
+  afterAll(async () => {
+    await bus?.close();
+    await nats?.stop();
+    await postgres?.stop();
+  });
+
+  it("publishes an event whose transaction commits after a later seq's, before the next event of its aggregate", async () => {
+    const db = await openDatabase({ path: await postgres.createDatabase("late_commit"), migrations: [...outboxMigrations, aggregates] });
+    await db.run("INSERT INTO things (id, version) VALUES ('x', 0), ('y', 0)");
+    const sample = sampleStream("latecommit");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const outbox = createOutbox({ db, source: "things" });
+    const relay = createOutboxRelay({ db, nc: bus.nc, logger, sweepIntervalMs: 200 });
+    try {
+      /** Changes thing `id` and writes its event, as a service does: under the row's lock. */
+      const change = (tx: Parameters<Parameters<typeof db.transaction>[0]>[0], id: string, note: string) =>
+        tx.run("UPDATE things SET version = version + 1 WHERE id = $1", [id]).then(() => outbox.add(tx, sample.event, { thingId: id, note }));
+
+      // x1 takes its seq (the outbox's insert runs before COMMIT), then its commit is held up.
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      let inserted!: () => void;
+      const seqTaken = new Promise<void>((resolve) => (inserted = resolve));
+      const holdCommit: StagedWrites<null> = {
+        name: "hold",
+        async flush() {
+          inserted();
+          await held;
+        },
+      };
+      const x1 = db.transaction(async (tx) => {
+        const id = await change(tx, "x", "x1");
+        tx.stage(holdCommit, null);
+        return id;
+      });
+      await seqTaken;
+
+      // y1 gets a later seq and commits first; the relay publishes it.
+      const y1 = await db.transaction((tx) => change(tx, "y", "y1"));
+      await eventually("y1 is published", async () => (await readStream(bus.jsm, sample.stream.name)).length === 1);
+
+      // x2 waits for x1's row lock, so it commits after x1.
+      const x2 = db.transaction((tx) => change(tx, "x", "x2"));
+      release();
+      const ids = await Promise.all([x1, x2]);
+      await relay.flush();
+      await eventually("every event is published", async () => (await readStream(bus.jsm, sample.stream.name)).length === 3);
+      expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([y1, ...ids]);
+      expect(await outbox.pending()).toBe(0);
+    } finally {
+      await relay.stop();
+      await db.close();
+    }
+  });
+});
