@@ -48,7 +48,11 @@ const orphanStopMs = 15_000;
  */
 export async function runService<S extends Settings>(options: RunServiceOptions<S>): Promise<void> {
   if (process.argv.includes("--help") || process.argv.includes("-h")) {
-    console.log(`${options.name}: ${options.summary}\n\nConfigured by environment variables:\n${describeConfig(options.settings)}`);
+    console.log(
+      `${options.name}: ${options.summary}\n\nConfigured by environment variables:\n${describeConfig(options.settings)}\n\n` +
+        "Traces are exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set; the other standard OTEL_* variables\n" +
+        "apply (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_SDK_DISABLED, ...).",
+    );
     return;
   }
   let config: ConfigOf<S>;
