@@ -8,8 +8,8 @@
  * instrumentation exists for nats.js; these follow the messaging semantic
  * conventions. With tracing off each function returns at once.
  */
-import { type Attributes, type Span, SpanKind, SpanStatusCode } from "@opentelemetry/api";
-import { activeTracer, parentContext, traceHeadersOf } from "../tracing/index.js";
+import type { Attributes, Span } from "@opentelemetry/api";
+import { activeTracer, parentContext, SpanKind, spanError, traceHeadersOf } from "../tracing/index.js";
 import { eventHeaders, type EncodedEvent } from "./cloud-events.js";
 import { headerValue, type DeliveryMiddleware } from "./delivery.js";
 import type { PublishOutcome } from "./publish-window.js";
@@ -71,7 +71,7 @@ export function recordSend(row: SentRow, outcome: PublishOutcome): void {
   };
   if (outcome.ok) attributes["concord.outbox.duplicate"] = outcome.duplicate;
   const span = tracer.startSpan(`send ${type}`, { kind: SpanKind.CLIENT, startTime: row.createdAt, attributes }, parentContext(parent));
-  if (!outcome.ok) span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error });
+  if (!outcome.ok) span.setStatus({ code: spanError, message: outcome.error });
   span.end();
 }
 
@@ -112,7 +112,7 @@ export function traceDeliveries(spec: ConsumerSpec): DeliveryMiddleware | undefi
     try {
       const settlement = await next({ ...delivery, trace: traceHeadersOf(span) }, tx);
       span.setAttribute("concord.settlement", settlement.kind);
-      if (settlement.kind === "deadLetter") span.setStatus({ code: SpanStatusCode.ERROR, message: settlement.reason });
+      if (settlement.kind === "deadLetter") span.setStatus({ code: spanError, message: settlement.reason });
       return settlement;
     } catch (err) {
       failed(span, err);
@@ -125,5 +125,5 @@ export function traceDeliveries(spec: ConsumerSpec): DeliveryMiddleware | undefi
 
 function failed(span: Span, err: unknown): void {
   if (err instanceof Error) span.recordException(err);
-  span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
+  span.setStatus({ code: spanError, message: err instanceof Error ? err.message : String(err) });
 }

@@ -9,8 +9,7 @@
  * wrapper at all and clients pass the caller's trace context on unchanged.
  */
 import { type Metadata, type sendUnaryData, type ServerUnaryCall, status } from "@grpc/grpc-js";
-import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
-import { activeTracer, parentContext, traceHeadersOf, type TraceHeaders } from "../tracing/index.js";
+import { activeTracer, parentContext, SpanKind, spanError, traceHeadersOf, type TraceHeaders } from "../tracing/index.js";
 
 type UnaryHandler = (call: ServerUnaryCall<any, any>, callback: sendUnaryData<any>) => void;
 
@@ -52,7 +51,7 @@ export function traceServerCalls(path: string, handler: UnaryHandler): UnaryHand
     handler(call, (err, ...rest) => {
       const code = err ? (err.code ?? status.UNKNOWN) : status.OK;
       span.setAttribute("rpc.grpc.status_code", code);
-      if (serverFailures.has(code)) span.setStatus({ code: SpanStatusCode.ERROR, message: err?.details });
+      if (serverFailures.has(code)) span.setStatus({ code: spanError, message: err?.details });
       span.end();
       callback(err, ...rest);
     });
@@ -88,7 +87,7 @@ export async function traceClientCall<T>(path: string, trace: Partial<TraceHeade
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     span.setAttribute("rpc.grpc.status_code", typeof code === "number" ? code : status.UNKNOWN);
-    span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+    span.setStatus({ code: spanError, message: (err as Error).message });
     throw err;
   } finally {
     span.end();

@@ -1,5 +1,13 @@
-import { type Context, createTraceState, ROOT_CONTEXT, type Span, trace, TraceFlags, type Tracer } from "@opentelemetry/api";
+// Types only: the OpenTelemetry API, like the SDK, is loaded by startTracing, so a process that does not trace loads neither.
+import type { Context, Span, SpanKind as OtelSpanKind, SpanStatusCode, Tracer } from "@opentelemetry/api";
 import { parseTraceparent, type TraceHeaders, tracestateFrom } from "./trace-context.js";
+
+type OtelApi = typeof import("@opentelemetry/api");
+
+/** OpenTelemetry's span kinds and error status, as values that need no import of the API. */
+export const SpanKind = { SERVER: 1 as OtelSpanKind, CLIENT: 2 as OtelSpanKind, PRODUCER: 3 as OtelSpanKind, CONSUMER: 4 as OtelSpanKind } as const;
+export const spanError = 2 as SpanStatusCode;
+const sampledFlag = 1;
 
 /** A process's tracing, as `startTracing` left it. */
 export interface Tracing {
@@ -17,6 +25,7 @@ export interface TracingOptions {
 }
 
 let tracer: Tracer | undefined;
+let api: OtelApi | undefined;
 
 /** The tracer of this process while tracing is on; undefined when it is off, and then nothing records spans. */
 export function activeTracer(): Tracer | undefined {
@@ -48,38 +57,43 @@ export async function startTracing(options: TracingOptions): Promise<Tracing> {
   const env = options.env ?? process.env;
   if (!tracingWanted(env)) return { enabled: false, shutdown: async () => {} };
   if (tracer) throw new Error("startTracing: tracing is on already in this process");
-  const { createTracerProvider } = await import("./sdk.js");
+  const [otel, { createTracerProvider }] = await Promise.all([import("@opentelemetry/api"), import("./sdk.js")]);
   const provider = createTracerProvider(options.service);
-  trace.setGlobalTracerProvider(provider);
+  otel.trace.setGlobalTracerProvider(provider);
+  api = otel;
   tracer = provider.getTracer("concord");
   return {
     enabled: true,
     async shutdown() {
       tracer = undefined;
-      trace.disable();
+      otel.trace.disable();
       await provider.shutdown();
     },
   };
 }
 
-/** The OpenTelemetry context whose remote parent is `headers` (a new trace when absent or malformed). */
+/**
+ * The OpenTelemetry context whose remote parent is `headers` (a new trace
+ * when absent or malformed). Only while tracing is on; throws otherwise.
+ */
 export function parentContext(headers: Partial<TraceHeaders> | undefined): Context {
+  if (!api) throw new Error("parentContext: tracing is off");
   const parent = headers?.traceparent === undefined ? undefined : parseTraceparent(headers.traceparent);
-  if (!parent) return ROOT_CONTEXT;
+  if (!parent) return api.ROOT_CONTEXT;
   const tracestate = tracestateFrom(headers?.tracestate);
-  return trace.setSpanContext(ROOT_CONTEXT, {
+  return api.trace.setSpanContext(api.ROOT_CONTEXT, {
     traceId: parent.traceId,
     spanId: parent.spanId,
-    traceFlags: parent.flags & TraceFlags.SAMPLED,
+    traceFlags: parent.flags & sampledFlag,
     isRemote: true,
-    ...(tracestate !== undefined && { traceState: createTraceState(tracestate) }),
+    ...(tracestate !== undefined && { traceState: api.createTraceState(tracestate) }),
   });
 }
 
 /** The W3C headers that make a receiver's spans children of `span`; its sampled flag goes with them. */
 export function traceHeadersOf(span: Span): TraceHeaders {
   const c = span.spanContext();
-  const traceparent = `00-${c.traceId}-${c.spanId}-${c.traceFlags & TraceFlags.SAMPLED ? "01" : "00"}`;
+  const traceparent = `00-${c.traceId}-${c.spanId}-${c.traceFlags & sampledFlag ? "01" : "00"}`;
   const tracestate = c.traceState?.serialize();
   return tracestate ? { traceparent, tracestate } : { traceparent };
 }
