@@ -21,11 +21,12 @@ import { eventPublish } from "./scenarios/event-publish.js";
 import { grpcUnary } from "./scenarios/grpc-unary.js";
 import { memory } from "./scenarios/memory.js";
 import { durability } from "./scenarios/durability.js";
+import { overload } from "./scenarios/overload.js";
 import { postgres } from "./scenarios/postgres.js";
 import { saga } from "./scenarios/saga.js";
 import { tracing } from "./scenarios/tracing.js";
 
-const scenarios: Scenario[] = [grpcUnary, eventPublish, eventConsume, saga, memory, durability, postgres, tracing];
+const scenarios: Scenario[] = [grpcUnary, eventPublish, eventConsume, saga, memory, durability, postgres, overload, tracing];
 
 async function main(): Promise<number> {
   let options: Options | undefined;

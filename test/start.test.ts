@@ -60,7 +60,8 @@ interface SystemOptions {
 /** A first client port for `--cluster` whose neighbours and route and monitoring ports (+2000, +4000) are free too. */
 async function freeClusterPort(): Promise<number> {
   for (;;) {
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    // Below the ephemeral range (32768 and up), where outgoing connections could take a port meanwhile.
+    const port = 20_000 + Math.floor(Math.random() * 8_000);
     const ports = [0, 1, 2].flatMap((i) => [port + i, port + 2000 + i, port + 4000 + i]);
     if ((await Promise.all(ports.map(isListening))).every((busy) => !busy)) return port;
   }

@@ -1,5 +1,5 @@
 /**
- * Scenario 8: what tracing costs. The saga of scenario 4 (closed loop, then
+ * Scenario 9: what tracing costs. The saga of scenario 4 (closed loop, then
  * the open loop at the offered rate) with tracing off, then on: both
  * services exporting every span over OTLP/HTTP to a receiver in the bench
  * process (OTEL_EXPORTER_OTLP_ENDPOINT, default sampler, so every order is
@@ -13,6 +13,8 @@ import type { OrderLoadConfig, OrderLoadResult } from "../workers/order-load.js"
 import { startTraceReceiver } from "../../tools/traces/otlp-receiver.js";
 
 const WINDOW = 64;
+/** A figure for the log; a window with nothing confirmed has none (NaN, null once sent from the worker). */
+const fmt = (n: number | null | undefined, digits: number) => (n == null || Number.isNaN(n) ? "-" : n.toFixed(digits));
 const LINES_PER_ORDER = 2;
 
 interface SagaFigures {
@@ -66,17 +68,18 @@ export const tracing: Scenario = {
       if (typeof off === "string" || typeof on === "string") {
         const why = typeof off === "string" ? `off: ${off}` : `on: ${on as string}`;
         ctx.log(`  skipped: ${why}`);
-        rows.push(row({ scenario: "8 Tracing", case: "saga with tracing on / off", unit: "orders/s", note: `skipped: ${why}` }));
+        rows.push(row({ scenario: "9 Tracing", case: "saga with tracing on / off", unit: "orders/s", note: `skipped: ${why}` }));
         return { rows, details };
       }
       const spansPerOrder = receiver.count() / Math.max(1, on.max.started + on.atRate.started);
       for (const [label, a, b] of [["closed loop", on.max, off.max], ["open loop", on.atRate, off.atRate]] as const) {
         ctx.log(
-          `  ${label}: tracing on ${a.perSecond.toFixed(0)} orders/s p99 ${a.confirmLatencyMs.p99.toFixed(1)} ms, ${a.cpuUsPerOrder.toFixed(0)} µs CPU/order; off ${b.perSecond.toFixed(0)} orders/s p99 ${b.confirmLatencyMs.p99.toFixed(1)} ms, ${b.cpuUsPerOrder.toFixed(0)} µs CPU/order`,
+          `  ${label}: tracing on ${fmt(a.perSecond, 0)} orders/s (${a.confirmed} confirmed, ${a.createFailed} calls failed) p99 ${fmt(a.confirmLatencyMs.p99, 1)} ms, ${fmt(a.cpuUsPerOrder, 0)} µs CPU/order; ` +
+            `off ${fmt(b.perSecond, 0)} orders/s (${b.confirmed} confirmed, ${b.createFailed} calls failed) p99 ${fmt(b.confirmLatencyMs.p99, 1)} ms, ${fmt(b.cpuUsPerOrder, 0)} µs CPU/order`,
         );
         rows.push(
           row({
-            scenario: "8 Tracing",
+            scenario: "9 Tracing",
             case: label === "closed loop" ? `saga, highest sustainable rate, tracing on / off` : `saga at ${ctx.options.sagaRate}/s offered, tracing on / off`,
             view: label,
             inFlight: label === "closed loop" ? WINDOW : null,

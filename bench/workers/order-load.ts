@@ -50,6 +50,8 @@ export interface OrderLoadResult {
   readonly perSecond: number;
   /** CreateOrder call latency (OK calls in the window). */
   readonly createLatencyMs: LatencySummary;
+  /** How long a CreateOrder that failed took to fail (calls in the window). */
+  readonly failedLatencyMs: LatencySummary;
   /** From the (intended) call start to OrderConfirmed, confirmed orders of the window. */
   readonly confirmLatencyMs: LatencySummary;
   /** States, by GetOrder after the drain, of window orders never seen confirmed or rejected. */
@@ -77,6 +79,7 @@ workerMain<OrderLoadConfig, OrderLoadResult>(async (config, emit) => {
   const early = new Map<string, { at: number; confirmed: boolean }>();
   const window: Tracked[] = [];
   const createLat = new Samples();
+  const failLat = new Samples();
   const confirmLat = new Samples();
   const createErrors: Record<string, number> = {};
   let created = 0;
@@ -152,6 +155,7 @@ workerMain<OrderLoadConfig, OrderLoadResult>(async (config, emit) => {
         if (counts(t, performance.now())) {
           createFailed++;
           createErrors[String(err.code)] = (createErrors[String(err.code)] ?? 0) + 1;
+          failLat.push(performance.now() - t.start);
         }
         t.done = true;
         t.release?.();
@@ -258,6 +262,7 @@ workerMain<OrderLoadConfig, OrderLoadResult>(async (config, emit) => {
     elapsedMs,
     perSecond: (count * 1000) / elapsedMs,
     createLatencyMs: createLat.summary(),
+    failedLatencyMs: failLat.summary(),
     confirmLatencyMs: confirmLat.summary(),
     unresolved,
     offeredPerSecond: (started * 1000) / elapsedMs,

@@ -1,3 +1,4 @@
+import type { Admission, Release } from "./admission.js";
 import { type ServerUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js";
 import { infoLineWriter, type Logger } from "../log/index.js";
 import { encodedSizeBound, type MessageChecker } from "../contracts/index.js";
@@ -46,6 +47,8 @@ export interface BindOptions {
    * requests' size, and the cap of every method's limit.
    */
   readonly maxRequestBytes: number;
+  /** Bounds the handlers running at once (see createAdmission); none when absent. */
+  readonly admission?: Admission;
 }
 
 /** The smallest receive limit a method gets, however small its contract bounds its requests. */
@@ -66,7 +69,9 @@ export function requestLimit(bound: number, cap: number): number {
  * checked against its method's receive limit (RESOURCE_EXHAUSTED), then it
  * is decoded and checked against the contract's rules (INVALID_ARGUMENT
  * with a BadRequest detail, before any handler code runs), handed to the
- * implementation, and logged once with its status and duration. Errors are
+ * implementation once admission control gives it a place (RESOURCE_EXHAUSTED
+ * when the server is full, nothing run), and logged once with its status
+ * and duration. Errors are
  * mapped here and nowhere else: a StatusError keeps its code; anything else
  * is INTERNAL, logged with its cause and never sent to the caller. While
  * tracing is on, each call is a server span (see call-tracing.ts).
@@ -105,7 +110,7 @@ function unaryHandler(
   fn: (request: any, context: CallContext) => Promise<unknown>,
   inputType: string,
   limit: number,
-  { checker, logger }: BindOptions,
+  { checker, logger, admission }: BindOptions,
 ) {
   const methodName = method.path.slice(method.path.lastIndexOf("/") + 1);
   const log = logger.child({ method: method.path });
@@ -158,15 +163,32 @@ function unaryHandler(
       return finish(err);
     }
     const context = new UnaryCallContext(method.path, call, log);
-    fn(request, context).then(
-      (response) => {
-        context.end();
-        finish(undefined, response);
-      },
-      (err) => {
-        context.end();
-        finish(err);
-      },
-    );
+    const run = (release?: Release): void => {
+      fn(request, context).then(
+        (response) => {
+          release?.();
+          context.end();
+          finish(undefined, response);
+        },
+        (err) => {
+          release?.();
+          context.end();
+          finish(err);
+        },
+      );
+    };
+    const refuse = (err: unknown): void => {
+      context.end();
+      finish(err);
+    };
+    if (!admission) return run();
+    let entered: Release | Promise<Release>;
+    try {
+      entered = admission.enter(context.deadline, () => context.signal);
+    } catch (err) {
+      return refuse(err);
+    }
+    if (typeof entered === "function") run(entered);
+    else entered.then(run, refuse);
   };
 }

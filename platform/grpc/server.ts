@@ -2,6 +2,7 @@ import { Server, ServerCredentials, type ChannelOptions } from "@grpc/grpc-js";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
 import { grpcDescriptorSet } from "../../gen/ts/grpc_descriptor_set.js";
 import type { Logger } from "../log/index.js";
+import { type AdmissionOptions, createAdmission } from "./admission.js";
 import { bindService, type ServiceDefinition, type ServiceImpl } from "./bind-service.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { createDescriptorIndex } from "./descriptor-index.js";
@@ -34,6 +35,13 @@ export interface GrpcServerOptions {
   readonly readinessIntervalMs?: number;
   /** TLS or mTLS credentials; plaintext by default (local development). */
   readonly credentials?: ServerCredentials;
+  /**
+   * How much work the server takes on at once (see createAdmission): by
+   * default 128 handlers running, a call waiting at most 1 s for a place,
+   * then RESOURCE_EXHAUSTED with nothing done. Health and reflection are not
+   * counted.
+   */
+  readonly admission?: AdmissionOptions;
 }
 
 /**
@@ -65,12 +73,13 @@ export interface GrpcServer {
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const factory = "createGrpcServer";
-  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials"]);
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission"]);
   const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
   const shutdownTimeoutMs = nonNegativeInteger(factory, "shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000);
   const drainDelayMs = nonNegativeInteger(factory, "drainDelayMs", options.drainDelayMs, 0);
   const readinessIntervalMs = positiveInteger(factory, "readinessIntervalMs", options.readinessIntervalMs, 2_000);
   const { logger, readinessCheck } = options;
+  const admission = createAdmission(options.admission);
 
   // No channelz service is exposed, so its per-call counters and timestamps are switched off.
   const channelOptions: ChannelOptions = { "grpc.max_receive_message_length": maxReceive, "grpc.enable_channelz": 0 };
@@ -108,7 +117,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   return {
     addService(definition, impl) {
       if (state !== "created") throw new Error("addService must be called before start");
-      const bound = bindService(definition, gated(definition, impl, () => unavailable), { checker, logger, maxRequestBytes: maxReceive });
+      const bound = bindService(definition, gated(definition, impl, () => unavailable), { checker, logger, maxRequestBytes: maxReceive, admission });
       server.addService(bound.definition, bound.handlers as never);
       const first = Object.values(definition)[0];
       if (first) serviceNames.push(first.path.split("/")[1]);

@@ -1,0 +1,85 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { descriptorSet } from "../../gen/ts/descriptor_set.js";
+import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { Code, StatusError } from "../errors/index.js";
+import { createLogger } from "../log/index.js";
+import { createAdmission } from "./admission.js";
+import { createClient } from "./client.js";
+import { checkHealth } from "./health-client.js";
+import { createGrpcServer, type GrpcServer } from "./server.js";
+
+const logger = createLogger({ service: "test", level: "silent" });
+const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
+const unused = async (): Promise<never> => {
+  throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
+};
+
+describe("admission control", () => {
+  it("gives places in turn, refuses past the queue's bound, and drops a waiter whose deadline passed", async () => {
+    const admission = createAdmission({ maxInFlight: 1, maxQueued: 1, maxQueueMs: 10_000 });
+    const first = admission.enter(undefined) as () => void;
+    expect(typeof first).toBe("function");
+    const second = admission.enter(new Date(Date.now() + 60_000));
+    expect(() => admission.enter(undefined)).toThrow(expect.objectContaining({ code: Code.RESOURCE_EXHAUSTED }));
+    expect(() => admission.enter(new Date(Date.now() - 1))).toThrow(expect.objectContaining({ code: Code.DEADLINE_EXCEEDED }));
+    first();
+    first(); // a second release gives nothing back
+    const release = await second;
+    expect(admission.inFlight).toBe(1);
+    const late = admission.enter(new Date(Date.now() + 30));
+    await expect(late).rejects.toMatchObject({ code: Code.DEADLINE_EXCEEDED });
+    release();
+    expect(admission.inFlight).toBe(0);
+    expect(() => createAdmission({ maxInFlight: 0 })).toThrow(/maxInFlight must be a whole number from 1/);
+  });
+});
+
+describe("a server at capacity", () => {
+  let server: GrpcServer | undefined;
+  afterEach(async () => {
+    await server?.shutdown();
+    server = undefined;
+  });
+
+  it("refuses the excess at once with RESOURCE_EXHAUSTED and runs no handler for it or for a caller gone while it waited", async () => {
+    let running = 0;
+    let ran = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    server = createGrpcServer({ descriptorSet, logger, admission: { maxInFlight: 2, maxQueued: 2, maxQueueMs: 5_000 } });
+    server.addService(ProductServiceService, {
+      async getProduct() {
+        running++;
+        ran++;
+        await gate;
+        running--;
+        return { product };
+      },
+      batchGetProducts: unused,
+      createProduct: unused,
+      updateProduct: unused,
+      listProducts: unused,
+      adjustStock: unused,
+    });
+    const { port } = await server.start("127.0.0.1:0");
+    const address = `127.0.0.1:${port}`;
+    const client = createClient(ProductServiceService, { address, maxAttempts: 1 });
+    const held = [client.getProduct({ id: product.id }), client.getProduct({ id: product.id })];
+    await expect.poll(() => running).toBe(2);
+    // Two wait: one until the gate opens, one whose caller gives up first.
+    const waiting = client.getProduct({ id: product.id }, { timeoutMs: 30_000 });
+    const impatient = client.getProduct({ id: product.id }, { timeoutMs: 300 }).catch((e: StatusError) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    const refused = await client.getProduct({ id: product.id }).catch((e: StatusError) => e);
+    expect(refused).toBeInstanceOf(StatusError);
+    expect((refused as StatusError).code).toBe(Code.RESOURCE_EXHAUSTED);
+    expect((refused as StatusError).message).toMatch(/at capacity \(2 calls running, 2 waiting\); nothing was done/);
+    expect(((await impatient) as StatusError).code).toBe(Code.DEADLINE_EXCEEDED);
+    // Health is answered whatever the load.
+    expect(await checkHealth(address)).toBe("SERVING");
+    release();
+    await Promise.all([...held, waiting]);
+    expect(ran).toBe(3);
+    client.close();
+  });
+});
