@@ -24,8 +24,9 @@ import { durability } from "./scenarios/durability.js";
 import { overload } from "./scenarios/overload.js";
 import { postgres } from "./scenarios/postgres.js";
 import { saga } from "./scenarios/saga.js";
+import { tracing } from "./scenarios/tracing.js";
 
-const scenarios: Scenario[] = [grpcUnary, eventPublish, eventConsume, saga, memory, durability, postgres, overload];
+const scenarios: Scenario[] = [grpcUnary, eventPublish, eventConsume, saga, memory, durability, postgres, overload, tracing];
 
 async function main(): Promise<number> {
   let options: Options | undefined;

@@ -71,7 +71,9 @@ export function rawEventFactory(source: string): () => { id: string; subject: st
     h.set("ce-type", OrderPlacedEvent.typeName);
     h.set("ce-source", source);
     h.set("ce-time", time);
+    h.set("ce-datacontenttype", "application/protobuf");
     h.set("content-type", "application/protobuf");
+    h.set("ce-traceparent", traceparent);
     h.set("traceparent", traceparent);
     return { id, subject: `shop.orders.v1.order.${id}.placed`, payload, headers: h };
   };

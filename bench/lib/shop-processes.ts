@@ -29,6 +29,8 @@ export interface ShopOptions {
   readonly instances?: number;
   /** postgres:// URLs of the services' databases; SQLite files in the run's temp dir by default. */
   readonly databases?: { readonly products: string; readonly orders: string };
+  /** Added to every service's environment. */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 /**
@@ -42,7 +44,7 @@ export async function startShop(ctx: BenchContext, prefix: string, options: Shop
   if (instances > 1 && !databases) throw new Error("several instances of a service share its database, which takes Postgres");
   const nats = options.on ?? (await ctx.nats());
   await resetStreams(nats.url);
-  const common = { logDir: ctx.tmp, dataDir: ctx.tmp, logLevel: "info", natsUrl: nats.url, profileDir: ctx.profileDir };
+  const common = { logDir: ctx.tmp, dataDir: ctx.tmp, logLevel: "info", natsUrl: nats.url, profileDir: ctx.profileDir, env: options.env };
   const name = (service: string, i: number) => `${prefix}-${service}${instances > 1 ? `-${i + 1}` : ""}`;
   // All start at once (the order service dials the product service lazily), to keep runs short.
   const productsAddresses = await Promise.all(Array.from({ length: instances }, async () => `127.0.0.1:${await freePort()}`));

@@ -1,17 +1,28 @@
 import { uuidv7 } from "../ids/index.js";
 import { subjectFor } from "./subject.js";
-import { traceparentFrom } from "./trace-context.js";
+import { traceparentFrom, tracestateFrom } from "./trace-context.js";
 import type { EventDescriptor } from "./types.js";
 
-/** Header names of the CloudEvents NATS binding (binary mode) plus W3C trace context. */
+/**
+ * Header names of the CloudEvents NATS binding (binary mode): every attribute
+ * as `ce-<name>`, `datacontenttype` included, and the distributed tracing
+ * extension's `traceparent` and `tracestate` as `ce-traceparent` and
+ * `ce-tracestate`. `content-type`, `traceparent` and `tracestate` carry the
+ * same values again for readers that look for the plain names (NATS
+ * tooling, W3C trace context propagators, older Concord consumers).
+ */
 export const eventHeaders = {
   specversion: "ce-specversion",
   id: "ce-id",
   type: "ce-type",
   source: "ce-source",
   time: "ce-time",
+  dataContentType: "ce-datacontenttype",
   contentType: "content-type",
+  ceTraceparent: "ce-traceparent",
+  ceTracestate: "ce-tracestate",
   traceparent: "traceparent",
+  tracestate: "tracestate",
 } as const;
 
 /** The payload of every event is the binary protobuf message. */
@@ -30,8 +41,10 @@ export interface EncodedEvent {
 export interface EncodeEventOptions {
   /** The publishing service (`ce-source`). */
   readonly source: string;
-  /** Continues the caller's trace; a new one is started when absent or malformed. */
+  /** The trace context the event carries (its producer span's); a new trace is started when absent or malformed. */
   readonly traceparent?: string;
+  /** Passed on with the traceparent when it is well formed (see `tracestateFrom`). */
+  readonly tracestate?: string;
 }
 
 /**
@@ -47,6 +60,9 @@ export function encodeEvent<T>(descriptor: EventDescriptor<T>, message: T, optio
   } catch (err) {
     throw new Error(`encoding ${descriptor.typeName} failed: ${(err as Error).message}`, { cause: err });
   }
+  const traceparent = traceparentFrom(options.traceparent);
+  // A tracestate belongs to the trace it came with; a new trace starts without one.
+  const tracestate = traceparent === options.traceparent ? tracestateFrom(options.tracestate) : undefined;
   return {
     id,
     subject,
@@ -58,8 +74,11 @@ export function encodeEvent<T>(descriptor: EventDescriptor<T>, message: T, optio
       [eventHeaders.type]: descriptor.typeName,
       [eventHeaders.source]: options.source,
       [eventHeaders.time]: new Date().toISOString(),
+      [eventHeaders.dataContentType]: protobufContentType,
       [eventHeaders.contentType]: protobufContentType,
-      [eventHeaders.traceparent]: traceparentFrom(options.traceparent),
+      [eventHeaders.ceTraceparent]: traceparent,
+      [eventHeaders.traceparent]: traceparent,
+      ...(tracestate !== undefined && { [eventHeaders.ceTracestate]: tracestate, [eventHeaders.tracestate]: tracestate }),
     },
   };
 }
@@ -80,9 +99,14 @@ export function eventHeaderBlock(event: EncodedEvent): Buffer {
     typesFitForHeaders.add(event.type);
   }
   const h = event.headers;
+  const traceparent = h[eventHeaders.traceparent];
+  const tracestate = h[eventHeaders.tracestate];
   return Buffer.from(
     `NATS/1.0\r\n${eventHeaders.specversion}: 1.0\r\n${eventHeaders.id}: ${event.id}\r\n${eventHeaders.type}: ${event.type}\r\n` +
       `${eventHeaders.source}: ${h[eventHeaders.source]}\r\n${eventHeaders.time}: ${h[eventHeaders.time]}\r\n` +
-      `${eventHeaders.contentType}: ${protobufContentType}\r\n${eventHeaders.traceparent}: ${h[eventHeaders.traceparent]}\r\nNats-Msg-Id: ${event.id}\r\n\r\n`,
+      `${eventHeaders.dataContentType}: ${protobufContentType}\r\n${eventHeaders.contentType}: ${protobufContentType}\r\n` +
+      `${eventHeaders.ceTraceparent}: ${traceparent}\r\n${eventHeaders.traceparent}: ${traceparent}\r\n` +
+      (tracestate === undefined ? "" : `${eventHeaders.ceTracestate}: ${tracestate}\r\n${eventHeaders.tracestate}: ${tracestate}\r\n`) +
+      `Nats-Msg-Id: ${event.id}\r\n\r\n`,
   );
 }

@@ -3,6 +3,7 @@
  * it, and middleware as `(next) => handler` wrappers, one concern each.
  */
 import type { Transaction } from "../sql/index.js";
+import type { TraceHeaders } from "./trace-context.js";
 
 /** One message as a durable consumer received it, before decoding. */
 export interface Delivery {
@@ -17,6 +18,11 @@ export interface Delivery {
   readonly data: Uint8Array;
   /** When JetStream stored the message. */
   readonly storedAt: Date;
+  /**
+   * The trace context the handler continues: its consumer span's, set by the
+   * tracing step; without it, the event's own (its `traceparent` header).
+   */
+  readonly trace?: TraceHeaders;
 }
 
 /**

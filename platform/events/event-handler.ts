@@ -4,7 +4,7 @@ import { eventHeaders } from "./cloud-events.js";
 import { headerValue, UnprocessableEventError, type Delivery, type DeliveryHandler } from "./delivery.js";
 import { describeViolations } from "./event-rules.js";
 import type { Outbox } from "./outbox.js";
-import { traceparentFrom } from "./trace-context.js";
+import { traceparentFrom, tracestateFrom } from "./trace-context.js";
 import type { ConsumerSpec, EventDescriptor } from "./types.js";
 
 /** What a handler knows about the event besides its payload, the transaction it runs in, and how it emits events of its own. */
@@ -14,8 +14,10 @@ export interface EventContext {
   readonly subject: string;
   /** `ce-time`, when the event happened (the store time when the header is missing). */
   readonly time: Date;
-  /** The event's trace; emitted events continue it. */
+  /** The event's trace (its consumer span's while tracing is on); emitted events continue it. */
   readonly traceparent: string;
+  /** Vendor trace state that goes with `traceparent`, when the event had one. */
+  readonly tracestate: string | undefined;
   /** 1 on the first delivery. */
   readonly deliveryCount: number;
   readonly streamSequence: number;
@@ -26,7 +28,7 @@ export interface EventContext {
    * Adds an event to the outbox in the handler's own transaction, so it is
    * published only if the handler's effects and inbox row commit. Returns its id.
    */
-  emit<U>(descriptor: EventDescriptor<U>, message: U, options?: { readonly traceparent?: string }): string;
+  emit<U>(descriptor: EventDescriptor<U>, message: U, options?: { readonly traceparent?: string; readonly tracestate?: string }): string;
 }
 
 /**
@@ -82,8 +84,10 @@ export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandle
     if (violations && violations.length > 0) throw new UnprocessableEventError(`the ${type} event breaks its contract's rules: ${describeViolations(violations)}`);
     const eventId = headerValue(delivery.headers, eventHeaders.id) ?? "";
     const time = new Date(headerValue(delivery.headers, eventHeaders.time) ?? Number.NaN);
-    const traceparent = traceparentFrom(headerValue(delivery.headers, eventHeaders.traceparent));
-    await binding.handle(event, new DeliveryContext(delivery, eventId, Number.isNaN(time.getTime()) ? delivery.storedAt : time, traceparent, tx, outbox));
+    const given = delivery.trace?.traceparent ?? headerValue(delivery.headers, eventHeaders.traceparent) ?? headerValue(delivery.headers, eventHeaders.ceTraceparent);
+    const traceparent = traceparentFrom(given);
+    const tracestate = traceparent !== given ? undefined : tracestateFrom(delivery.trace ? delivery.trace.tracestate : (headerValue(delivery.headers, eventHeaders.tracestate) ?? headerValue(delivery.headers, eventHeaders.ceTracestate)));
+    await binding.handle(event, new DeliveryContext(delivery, eventId, Number.isNaN(time.getTime()) ? delivery.storedAt : time, traceparent, tracestate, tx, outbox));
     return { kind: "ack" };
   };
 }
@@ -100,6 +104,7 @@ class DeliveryContext implements EventContext {
     readonly eventId: string,
     readonly time: Date,
     readonly traceparent: string,
+    readonly tracestate: string | undefined,
     readonly tx: Transaction,
     private readonly outbox: Outbox,
   ) {
@@ -109,7 +114,7 @@ class DeliveryContext implements EventContext {
     this.headers = delivery.headers;
   }
 
-  emit<U>(descriptor: EventDescriptor<U>, message: U, options?: { readonly traceparent?: string }): string {
-    return this.outbox.add(this.tx, descriptor, message, { traceparent: options?.traceparent ?? this.traceparent });
+  emit<U>(descriptor: EventDescriptor<U>, message: U, options?: { readonly traceparent?: string; readonly tracestate?: string }): string {
+    return this.outbox.add(this.tx, descriptor, message, options?.traceparent ? options : this);
   }
 }

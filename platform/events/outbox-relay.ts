@@ -3,6 +3,7 @@ import type { Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
 import type { Database, SessionLock } from "../sql/index.js";
 import { stopStatusIterator } from "./nats-internals.js";
+import { recordSend } from "./event-tracing.js";
 import { onOutboxCommit, outboxChannel } from "./outbox.js";
 import { createOutboxStore, type OutboxRow } from "./outbox-store.js";
 import { createPublishWindow, type PublishOutcome } from "./publish-window.js";
@@ -166,6 +167,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     nc,
     publishTimeoutMs,
     onOutcome(row, outcome: PublishOutcome) {
+      recordSend(row, outcome);
       if (outcome.ok) {
         acked.push(row);
         if (outcome.duplicate) ackedDuplicates++;

@@ -8,6 +8,8 @@ export interface OutboxRow {
   readonly payload: Uint8Array;
   /** The NATS header block, as sent. */
   readonly headers: Uint8Array;
+  /** When the event was written (ms since the epoch). */
+  readonly createdAt: number;
 }
 
 /** The relay's statements on the outbox table: reads outside transactions, each change in one of its own. */
@@ -27,13 +29,13 @@ export interface OutboxStore {
 export function createOutboxStore(db: Database): OutboxStore {
   return {
     async after(seq, limit, skip = []) {
-      const rows = await db.query<{ seq: number; event_id: string; subject: string; payload: Uint8Array; headers: Uint8Array }>(
+      const rows = await db.query<{ seq: number; event_id: string; subject: string; payload: Uint8Array; headers: Uint8Array; created_at: number }>(
         skip.length === 0
-          ? "SELECT seq, event_id, subject, payload, headers FROM event_outbox WHERE seq > $1 ORDER BY seq LIMIT $2"
-          : `SELECT seq, event_id, subject, payload, headers FROM event_outbox WHERE seq > $1 AND NOT (seq ${db.dialect.anyOf("$3")}) ORDER BY seq LIMIT $2`,
+          ? "SELECT seq, event_id, subject, payload, headers, created_at FROM event_outbox WHERE seq > $1 ORDER BY seq LIMIT $2"
+          : `SELECT seq, event_id, subject, payload, headers, created_at FROM event_outbox WHERE seq > $1 AND NOT (seq ${db.dialect.anyOf("$3")}) ORDER BY seq LIMIT $2`,
         skip.length === 0 ? [seq, limit] : [seq, limit, skip],
       );
-      return rows.map((r) => ({ seq: Number(r.seq), eventId: r.event_id, subject: r.subject, payload: r.payload, headers: r.headers }));
+      return rows.map((r) => ({ seq: Number(r.seq), eventId: r.event_id, subject: r.subject, payload: r.payload, headers: r.headers, createdAt: Number(r.created_at) }));
     },
     async remove(seqs) {
       const sorted = [...seqs].sort((a, b) => a - b);

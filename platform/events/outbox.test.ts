@@ -76,21 +76,44 @@ describe("outbox and relay", () => {
   it("publishes right after commit and flush waits for it", async () => {
     const { sample, db, outbox, commit } = await setup("commit");
     const relay = startRelay(db, { sweepIntervalMs: 60_000 });
-    const id = await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-1", note: "first" }, { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" }));
+    const trace = { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tracestate: "rojo=00f067aa0ba902b7, congo=t61rcWkgMzE" };
+    const id = await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-1", note: "first" }, trace));
     await relay.flush();
     const [stored] = await readStream(bus.jsm, sample.stream.name);
     expect(stored.subject).toBe("test.commit.thing.t-1.happened");
     expect(stored.headers.get("ce-id")).toBe(id);
     expect(stored.headers.get("Nats-Msg-Id")).toBe(id);
     expect(stored.headers.get("ce-source")).toBe("things");
-    expect(stored.headers.get("traceparent")).toBe("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    // The CloudEvents distributed tracing extension as the NATS binding maps it, and W3C trace context again under its own names.
+    expect(stored.headers.get("traceparent")).toBe(trace.traceparent);
+    expect(stored.headers.get("ce-traceparent")).toBe(trace.traceparent);
+    expect(stored.headers.get("tracestate")).toBe("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
+    expect(stored.headers.get("ce-tracestate")).toBe("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
     expect(stored.headers.get("ce-specversion")).toBe("1.0");
     expect(stored.headers.get("ce-type")).toBe(sample.event.typeName);
     expect(stored.headers.get("content-type")).toBe("application/protobuf");
+    expect(stored.headers.get("ce-datacontenttype")).toBe("application/protobuf");
     expect(Math.abs(Date.parse(stored.headers.get("ce-time")) - Date.now())).toBeLessThan(60_000);
-    expect([...stored.headers.keys()].sort()).toEqual(["Nats-Msg-Id", "ce-id", "ce-source", "ce-specversion", "ce-time", "ce-type", "content-type", "traceparent"]);
+    expect([...stored.headers.keys()].sort()).toEqual([
+      "Nats-Msg-Id", "ce-datacontenttype", "ce-id", "ce-source", "ce-specversion", "ce-time", "ce-traceparent", "ce-tracestate", "ce-type", "content-type", "traceparent", "tracestate",
+    ]);
     expect(ThingHappened.decode(stored.data).note).toBe("first");
     expect(await outbox.pending()).toBe(0);
+  });
+
+  it("drops a tracestate that is not W3C (no header line can be smuggled in with it), and one whose traceparent was not kept", async () => {
+    const { sample, db, outbox, commit } = await setup("tracestate");
+    const relay = startRelay(db, { sweepIntervalMs: 60_000 });
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-1", note: "" }, { traceparent, tracestate: "a=1\r\nNats-Msg-Id: x" }));
+    await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-2", note: "" }, { traceparent: "not-a-trace", tracestate: "a=1" }));
+    await relay.flush();
+    const [first, second] = await readStream(bus.jsm, sample.stream.name);
+    expect(first.headers.get("traceparent")).toBe(traceparent);
+    expect(first.headers.has("tracestate")).toBe(false);
+    expect(first.headers.has("ce-tracestate")).toBe(false);
+    expect(second.headers.get("traceparent")).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    expect(second.headers.has("tracestate")).toBe(false);
   });
 
   it("keeps events while NATS is down and publishes each once, in order, when it is back", async () => {

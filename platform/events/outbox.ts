@@ -1,9 +1,11 @@
 import type { MessageChecker } from "../contracts/index.js";
 import type { Database, Migration, StagedWrites, Transaction } from "../sql/index.js";
-import { encodeEvent, eventHeaderBlock } from "./cloud-events.js";
+import { encodeEvent, eventHeaderBlock, type EncodedEvent } from "./cloud-events.js";
+import { startProducerSpan } from "./event-tracing.js";
 import { assertEventFits, defaultMaxPayloadBytes } from "./event-rules.js";
 import { checkOptions } from "../options/index.js";
 import { validateSource } from "./publisher.js";
+import type { TraceHeaders } from "./trace-context.js";
 import type { EventDescriptor } from "./types.js";
 
 /**
@@ -114,9 +116,12 @@ export interface Outbox {
    * larger than the server takes, so the change fails with nothing stored.
    * Written with the transaction's other events just before it commits
    * (dropped with a savepoint that rolls back); the relay is woken once it
-   * has committed.
+   * has committed. `trace` is the context the event continues (a call's
+   * CallContext, say): its producer span's parent while tracing is on, and
+   * the trace context it carries while tracing is off; without it the
+   * event starts a trace of its own.
    */
-  add<T>(tx: Transaction, descriptor: EventDescriptor<T>, message: T, options?: { readonly traceparent?: string }): string;
+  add<T>(tx: Transaction, descriptor: EventDescriptor<T>, message: T, trace?: Partial<TraceHeaders>): string;
   /** Number of events not yet acknowledged by JetStream. */
   pending(): Promise<number>;
 }
@@ -207,12 +212,21 @@ export function createOutbox(options: OutboxOptions): Outbox {
     },
   };
   return {
-    add(tx, descriptor, message, addOptions = {}) {
-      const event = encodeEvent(descriptor, message, { source, traceparent: addOptions.traceparent });
-      const payload = Buffer.from(event.payload.buffer, event.payload.byteOffset, event.payload.byteLength);
-      const headers = eventHeaderBlock(event);
-      assertEventFits(event.type, message, payload, headers.byteLength, checker, maxPayloadBytes());
-      tx.stage(writes, { id: event.id, subject: event.subject, type: event.type, payload, headers, createdAt: Date.now() });
+    add(tx, descriptor, message, trace) {
+      const span = startProducerSpan(descriptor.typeName, trace);
+      const given = span ? span.trace : trace;
+      let event: EncodedEvent | undefined;
+      try {
+        event = encodeEvent(descriptor, message, { source, traceparent: given?.traceparent, tracestate: given?.tracestate });
+        const payload = Buffer.from(event.payload.buffer, event.payload.byteOffset, event.payload.byteLength);
+        const headers = eventHeaderBlock(event);
+        assertEventFits(event.type, message, payload, headers.byteLength, checker, maxPayloadBytes());
+        tx.stage(writes, { id: event.id, subject: event.subject, type: event.type, payload, headers, createdAt: Date.now() });
+      } catch (err) {
+        span?.end(event, err);
+        throw err;
+      }
+      span?.end(event);
       return event.id;
     },
     async pending() {

@@ -1,6 +1,7 @@
 import type { MessageChecker } from "../contracts/index.js";
 import type { Logger } from "../log/index.js";
 import { deadLetter } from "./dead-letter.js";
+import { traceDeliveries } from "./event-tracing.js";
 import { BatchConflictError, type DeliveryHandler, type DeliveryMiddleware } from "./delivery.js";
 import { typedHandler, type ConsumerBinding } from "./event-handler.js";
 import { createInbox, inboxStep } from "./inbox.js";
@@ -32,8 +33,9 @@ export interface PipelineOptions {
 }
 
 /**
- * The pipeline of one consumer, outermost first: the service's own
- * middleware, then the default chain:
+ * The pipeline of one consumer, outermost first: the tracing step while
+ * tracing is on (a consumer span per delivery, see event-tracing.ts), the
+ * service's own middleware, then the default chain:
  *
  *   dead letter   what is left after retries is settled as a dead letter
  *   retry         a failed attempt is retried with the spec's backoff, up to max_deliver
@@ -46,7 +48,9 @@ export interface PipelineOptions {
  */
 export function consumerPipeline(options: PipelineOptions): DeliveryHandler {
   const { binding, outbox, checker, logger } = options;
+  const tracing = traceDeliveries(binding.spec);
   const chain: DeliveryMiddleware[] = [
+    ...(tracing ? [tracing] : []),
     ...(options.middleware ?? []),
     deadLetter(),
     retryWithBackoff({ maxDeliver: binding.spec.maxDeliver, backoffMs: binding.spec.backoffMs, logger }),

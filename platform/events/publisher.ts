@@ -29,7 +29,7 @@ export interface PublishedEvent {
  */
 export interface EventPublisher {
   /** Resolves on the PubAck; rejects when the subject cannot be built or JetStream does not acknowledge. */
-  publish<T>(descriptor: EventDescriptor<T>, message: T, options?: { readonly traceparent?: string }): Promise<PublishedEvent>;
+  publish<T>(descriptor: EventDescriptor<T>, message: T, options?: { readonly traceparent?: string; readonly tracestate?: string }): Promise<PublishedEvent>;
 }
 
 /** Creates a publisher that sends CloudEvents-headed protobuf events with their id as `Nats-Msg-Id`. */
@@ -41,7 +41,7 @@ export function createEventPublisher(options: EventPublisherOptions): EventPubli
   const js = nc.jetstream({ timeout: timeoutMs });
   return {
     async publish(descriptor, message, publishOptions = {}) {
-      const event = encodeEvent(descriptor, message, { source, traceparent: publishOptions.traceparent });
+      const event = encodeEvent(descriptor, message, { source, traceparent: publishOptions.traceparent, tracestate: publishOptions.tracestate });
       try {
         const ack = await js.publish(event.subject, event.payload, { msgID: event.id, headers: toNatsHeaders(event.headers) });
         return { eventId: event.id, subject: event.subject, stream: ack.stream, streamSequence: ack.seq, duplicate: ack.duplicate };

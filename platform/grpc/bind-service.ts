@@ -6,6 +6,7 @@ import { Code, codeName, StatusError, type FieldViolation } from "../errors/inde
 import { type AccessControl, methodAccess, methodGuard, type MethodGuard, type Principal, unrestricted } from "./access.js";
 import { type CallContext, UnaryCallContext } from "./call-context.js";
 import { type CallObserver, observeCalls } from "./call-metrics.js";
+import { traceServerCalls } from "./call-tracing.js";
 import { toGrpcError } from "./grpc-status.js";
 
 /** A unary method as ts-proto describes it for grpc-js. */
@@ -83,7 +84,8 @@ export function requestLimit(bound: number, cap: number): number {
  * and duration (and told to `callObserver`, for metrics, in a step of its
  * own). Errors are
  * mapped here and nowhere else: a StatusError keeps its code; anything else
- * is INTERNAL, logged with its cause and never sent to the caller.
+ * is INTERNAL, logged with its cause and never sent to the caller. While
+ * tracing is on, each call is a server span (see call-tracing.ts).
  *
  * Returns the definition to register (its deserializer keeps the raw bytes
  * for validation) together with the handlers.
@@ -102,7 +104,7 @@ export function bindService<D extends ServiceDefinition>(
     const desc = methodOf(options.checker, method.path);
     const guard = options.access ? methodGuard(options.access, desc.name, methodAccess(options.checker.registry, desc)) : undefined;
     const handler = unaryHandler(method, fn.bind(impl), desc.input.typeName, requestLimit(encodedSizeBound(desc.input), options.maxRequestBytes), guard, options);
-    handlers[name] = observeCalls(method.path, handler, options.callObserver);
+    handlers[name] = traceServerCalls(method.path, observeCalls(method.path, handler, options.callObserver));
   }
   return { definition: rawDefinition as D, handlers: handlers as BoundService<D> };
 }

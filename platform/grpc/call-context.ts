@@ -3,6 +3,7 @@ import type { Metadata, ServerUnaryCall } from "@grpc/grpc-js";
 import { Code, StatusError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import type { Principal } from "./access.js";
+import { callTrace } from "./call-tracing.js";
 
 /** Request headers (gRPC metadata) as text: `get` gives the first value of a header, by its lower-case name. */
 export interface CallHeaders {
@@ -23,8 +24,14 @@ export interface CallContext {
   readonly signal: AbortSignal;
   /** Request headers; binary (`-bin`) headers are left out. */
   readonly headers: CallHeaders;
-  /** W3C trace context of the call, when the caller sent one. */
+  /**
+   * W3C trace context of the call: its server span's while tracing is on,
+   * otherwise the caller's, when it sent one. Events and calls made for
+   * this call continue it (pass the context to `outbox.add` and to clients).
+   */
   readonly traceparent: string | undefined;
+  /** Vendor trace state that goes with `traceparent`. */
+  readonly tracestate: string | undefined;
   /** SHA-256 of the request as it was sent: tells a repeated request from a different one (see platform/idempotency). */
   readonly requestDigest: Uint8Array;
   /** The service's logger, bound to this call's method. */
@@ -51,6 +58,7 @@ export class UnaryCallContext implements CallContext {
   private done = false;
   private deadlineValue: Date | undefined | null = null;
   private traceparentValue: string | undefined | null = null;
+  private tracestateValue: string | undefined | null = null;
   private digestValue: Uint8Array | undefined;
   private headersValue: CallHeaders | undefined;
 
@@ -77,8 +85,15 @@ export class UnaryCallContext implements CallContext {
     return this.digestValue;
   }
   get traceparent(): string | undefined {
-    if (this.traceparentValue === null) this.traceparentValue = this.headers.get("traceparent");
+    if (this.traceparentValue === null) this.traceparentValue = callTrace(this.call)?.traceparent ?? this.headers.get("traceparent");
     return this.traceparentValue;
+  }
+  get tracestate(): string | undefined {
+    if (this.tracestateValue === null) {
+      const traced = callTrace(this.call);
+      this.tracestateValue = traced ? traced.tracestate : this.headers.get("tracestate");
+    }
+    return this.tracestateValue;
   }
   get signal(): AbortSignal {
     if (!this.controller) {

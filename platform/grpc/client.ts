@@ -2,6 +2,7 @@ import { Client, credentials as grpcCredentials, Metadata, type CallOptions, typ
 import { Code, StatusError } from "../errors/index.js";
 import type { RequestOf, ResponseOf, ServiceDefinition } from "./bind-service.js";
 import type { CallContext } from "./call-context.js";
+import { traceClientCall } from "./call-tracing.js";
 import { fromGrpcError } from "./grpc-status.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
 
@@ -12,7 +13,7 @@ import { checkOptions, positiveInteger } from "../options/index.js";
  * bounds this call on its own (the earlier deadline wins).
  */
 export interface OutgoingCallOptions {
-  readonly context?: Pick<CallContext, "deadline" | "signal" | "traceparent">;
+  readonly context?: Pick<CallContext, "deadline" | "signal" | "traceparent"> & Partial<Pick<CallContext, "tracestate">>;
   readonly timeoutMs?: number;
   /** Request headers (gRPC metadata), text values only. */
   readonly headers?: Readonly<Record<string, string>>;
@@ -148,19 +149,20 @@ export function createClient<D extends ServiceDefinition>(definition: D, options
       const deadline = inherited !== undefined && inherited < own ? inherited : own;
       const metadata = new Metadata();
       for (const [key, value] of Object.entries(call.headers ?? {})) metadata.set(key, value);
-      if (call.context?.traceparent && metadata.get("traceparent").length === 0) metadata.set("traceparent", call.context.traceparent);
       if (options.token && metadata.get("authorization").length === 0) metadata.set("authorization", `Bearer ${await options.token()}`);
       const signal = call.context?.signal;
       const attempts = repeatable(request) ? maxAttempts : 1;
-      for (let n = 1; ; n++) {
-        try {
-          return await attempt(request, metadata, { deadline }, signal);
-        } catch (err) {
-          const pause = retryDelayMs(n);
-          if (n >= attempts || (err as StatusError).code !== Code.UNAVAILABLE || Date.now() + pause >= deadline || signal?.aborted) throw err;
-          await new Promise((r) => setTimeout(r, pause));
+      return traceClientCall(method.path, call.context, metadata, async () => {
+        for (let n = 1; ; n++) {
+          try {
+            return await attempt(request, metadata, { deadline }, signal);
+          } catch (err) {
+            const pause = retryDelayMs(n);
+            if (n >= attempts || (err as StatusError).code !== Code.UNAVAILABLE || Date.now() + pause >= deadline || signal?.aborted) throw err;
+            await new Promise((r) => setTimeout(r, pause));
+          }
         }
-      }
+      });
     };
   }
   return out as PromiseClient<D>;

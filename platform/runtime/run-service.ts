@@ -1,5 +1,6 @@
 import { ConfigError, describeConfig, readConfig, type ConfigOf, type Settings } from "../config/index.js";
 import { createLogger, type Logger } from "../log/index.js";
+import { startTracing, type Tracing } from "../tracing/index.js";
 
 /** A started service: where it listens and how to stop it. */
 export interface RunningService {
@@ -43,11 +44,17 @@ const orphanStopMs = 15_000;
  * variable), starts it, and stops it cleanly on SIGTERM or SIGINT, or, with
  * STOP_ON_STDIN_CLOSE=1, when its standard input closes, in every phase,
  * waiting for a dependency included (exit code 0). A start-up that fails for
- * good (a conflicting stream) stops it with exit code 1.
+ * good (a conflicting stream) stops it with exit code 1. Traces are
+ * exported when the standard OTEL_* variables name an OTLP endpoint (see
+ * platform/tracing), and flushed when it stops.
  */
 export async function runService<S extends Settings>(options: RunServiceOptions<S>): Promise<void> {
   if (process.argv.includes("--help") || process.argv.includes("-h")) {
-    console.log(`${options.name}: ${options.summary}\n\nConfigured by environment variables:\n${describeConfig(options.settings)}`);
+    console.log(
+      `${options.name}: ${options.summary}\n\nConfigured by environment variables:\n${describeConfig(options.settings)}\n\n` +
+        "Traces are exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set; the other standard OTEL_* variables\n" +
+        "apply (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_SDK_DISABLED, ...).",
+    );
     return;
   }
   let config: ConfigOf<S>;
@@ -61,6 +68,13 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
   }
   const level = (config as Record<string, unknown>).LOG_LEVEL;
   const logger = createLogger({ service: options.name, level: typeof level === "string" ? level : "info" });
+  let tracing: Tracing = { enabled: false, shutdown: async () => {} };
+  try {
+    tracing = await startTracing({ service: options.name });
+    if (tracing.enabled) logger.info("exporting traces over OTLP");
+  } catch (err) {
+    logger.error({ err }, "tracing could not start; running without it");
+  }
 
   let running: RunningService | undefined;
   let stopping: string | undefined;
@@ -81,6 +95,7 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
       logger.error({ err }, "stop failed");
       process.exitCode = 1;
     }
+    await tracing.shutdown().catch((err: unknown) => logger.warn({ err }, "exporting the last traces failed"));
     logger.flush();
     // Reading standard input would keep the process alive.
     if (watchStdin) process.stdin.destroy();

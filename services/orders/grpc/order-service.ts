@@ -66,7 +66,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
         requestIds.once(tx, context, req.requestId, CreateOrderResponse, async () => {
           await store.insert(tx, order);
           const message = toOrderMessage(order);
-          outbox.add(tx, OrderPlacedEvent, { orderId: order.id, customerId: order.customerId, lines: message.lines, total: message.total, linesVersion: order.linesVersion });
+          outbox.add(tx, OrderPlacedEvent, { orderId: order.id, customerId: order.customerId, lines: message.lines, total: message.total, linesVersion: order.linesVersion }, context);
           return { order: message };
         }),
         { signal: context.signal },
@@ -97,7 +97,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
         };
         if (!(await store.replace(tx, edited, current.version))) throw StatusError.aborted(`order ${req.id} changed concurrently; read it again and retry`);
         const message = toOrderMessage(edited);
-        outbox.add(tx, OrderUpdatedEvent, { orderId: edited.id, order: message, changedFields: [...mask], linesVersion: edited.linesVersion });
+        outbox.add(tx, OrderUpdatedEvent, { orderId: edited.id, order: message, changedFields: [...mask], linesVersion: edited.linesVersion }, context);
         return { order: message };
       }, { signal: context.signal });
     },
@@ -108,7 +108,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
         const cancelled = cancel(current, now());
         if (!cancelled) return { order: toOrderMessage(current) };
         if (!(await store.replace(tx, cancelled, current.version))) throw StatusError.aborted(`order ${req.id} changed concurrently; try again`);
-        outbox.add(tx, OrderCancelledEvent, { orderId: cancelled.id, customerId: cancelled.customerId, reason: req.reason });
+        outbox.add(tx, OrderCancelledEvent, { orderId: cancelled.id, customerId: cancelled.customerId, reason: req.reason }, context);
         return { order: toOrderMessage(cancelled) };
       }, { signal: context.signal });
     },

@@ -54,7 +54,7 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
         requestIds.once(tx, context, req.requestId, CreateProductResponse, async () => {
           await store.insert(tx, product);
           const message = toProductMessage(product);
-          outbox.add(tx, ProductCreatedEvent, { productId: product.id, product: message });
+          outbox.add(tx, ProductCreatedEvent, { productId: product.id, product: message }, context);
           return { product: message };
         }),
         { signal: context.signal },
@@ -80,7 +80,7 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
         }, now());
         if (!(await store.replace(tx, edited, req.expectedVersion))) throw StatusError.aborted(`product ${req.id} changed concurrently; read it again and retry`);
         const message = toProductMessage(edited);
-        outbox.add(tx, ProductUpdatedEvent, { productId: edited.id, product: message, changedFields: [...mask] });
+        outbox.add(tx, ProductUpdatedEvent, { productId: edited.id, product: message, changedFields: [...mask] }, context);
         return { product: message };
       }, { signal: context.signal });
     },
@@ -99,7 +99,7 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
           const current = found(await store.getForUpdate(tx, req.id), req.id);
           const adjusted: ProductRecord = { ...current, stock: adjustedStock(current, req.delta), stockVersion: current.stockVersion + 1, updatedAt: now() };
           await store.setStock(tx, adjusted, req.delta, req.reason);
-          outbox.add(tx, StockAdjustedEvent, { productId: adjusted.id, delta: req.delta, reason: req.reason, stock: adjusted.stock, version: adjusted.version, stockVersion: adjusted.stockVersion });
+          outbox.add(tx, StockAdjustedEvent, { productId: adjusted.id, delta: req.delta, reason: req.reason, stock: adjusted.stock, version: adjusted.version, stockVersion: adjusted.stockVersion }, context);
           return { product: toProductMessage(adjusted) };
         }),
         { signal: context.signal },

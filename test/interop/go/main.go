@@ -9,6 +9,7 @@
 //	interop subjects
 //	interop consume-order-events --nats URL --orders ADDR --order ID --durable NAME
 //	interop publish-cancelled --nats URL --order ID --customer ID --reason TEXT
+//	interop cloudevents --nats URL --streams NAMES --match TEXT
 package main
 
 import (
@@ -31,6 +32,7 @@ var commands = map[string]command{
 	"subjects":             {"", checkSubjects},
 	"consume-order-events": {"--nats URL --orders ADDR --order ID --durable NAME", consumeOrderEvents},
 	"publish-cancelled":    {"--nats URL --order ID --customer ID --reason TEXT", publishCancelled},
+	"cloudevents":          {"--nats URL --streams NAMES --match TEXT", readCloudEvents},
 }
 
 func main() {

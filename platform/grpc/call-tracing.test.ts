@@ -1,0 +1,90 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { descriptorSet } from "../../gen/ts/descriptor_set.js";
+import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { startTraceReceiver, type TraceReceiver } from "../../tools/traces/otlp-receiver.js";
+import { Code, StatusError } from "../errors/index.js";
+import { createLogger } from "../log/index.js";
+import { startTracing, type Tracing } from "../tracing/index.js";
+import type { ServiceImpl } from "./bind-service.js";
+import type { CallContext } from "./call-context.js";
+import { createClient, type PromiseClient } from "./client.js";
+import { createGrpcServer, type GrpcServer } from "./server.js";
+
+const logger = createLogger({ service: "test", level: "silent" });
+const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
+const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+/** A server and a client in this process, with tracing on and spans going to a receiver in the test. */
+describe("gRPC call tracing", () => {
+  let receiver: TraceReceiver;
+  let tracing: Tracing;
+  let server: GrpcServer;
+  let client: PromiseClient<typeof ProductServiceService>;
+  const seen: CallContext[] = [];
+
+  beforeAll(async () => {
+    receiver = await startTraceReceiver();
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = receiver.url;
+    process.env.OTEL_BSP_SCHEDULE_DELAY = "50";
+    tracing = await startTracing({ service: "grpc-test" });
+    server = createGrpcServer({ descriptorSet, logger });
+    const unused = async (): Promise<never> => {
+      throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
+    };
+    const impl: ServiceImpl<typeof ProductServiceService> = {
+      async getProduct(req, context) {
+        seen.push(context);
+        if (req.id === product.id) return { product };
+        throw StatusError.notFound(`product ${req.id} does not exist`);
+      },
+      batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused,
+    };
+    server.addService(ProductServiceService, impl);
+    const { port } = await server.start("127.0.0.1:0");
+    client = createClient(ProductServiceService, { address: `127.0.0.1:${port}`, maxAttempts: 1 });
+  });
+  afterAll(async () => {
+    client?.close();
+    await server?.shutdown();
+    await tracing?.shutdown();
+    await receiver?.close();
+    delete process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
+    delete process.env.OTEL_BSP_SCHEDULE_DELAY;
+  });
+
+  const spans = async (n: number) => {
+    await expect.poll(() => receiver.spans().length, { timeout: 10_000 }).toBeGreaterThanOrEqual(n);
+    return receiver.spans();
+  };
+
+  it("makes a client span child of the caller's context, the server span its child, and gives the handler the server span's context", async () => {
+    const parent = { traceparent: `00-${traceId}-00f067aa0ba902b7-01`, tracestate: "vendor=abc", deadline: undefined, signal: new AbortController().signal };
+    await client.getProduct({ id: product.id }, { context: parent });
+    await expect(client.getProduct({ id: "01890a5d-ac96-774b-bcce-b302099a8058" }, { context: parent })).rejects.toMatchObject({ code: Code.NOT_FOUND });
+    const all = await spans(4);
+    const clients = all.filter((s) => s.kind === "CLIENT");
+    const servers = all.filter((s) => s.kind === "SERVER");
+    expect(clients.map((s) => s.name)).toEqual(["shop.products.v1.ProductService/GetProduct", "shop.products.v1.ProductService/GetProduct"]);
+    for (const [i, c] of clients.entries()) {
+      expect(c).toMatchObject({ service: "grpc-test", traceId, parentSpanId: "00f067aa0ba902b7", attributes: { "rpc.system": "grpc", "rpc.service": "shop.products.v1.ProductService", "rpc.method": "GetProduct" } });
+      const s = servers.find((x) => x.parentSpanId === c.spanId)!;
+      expect(s).toMatchObject({ traceId, name: "shop.products.v1.ProductService/GetProduct" });
+      expect(seen[i].traceparent).toBe(`00-${traceId}-${s.spanId}-01`);
+      expect(seen[i].tracestate).toBe("vendor=abc");
+    }
+    // NOT_FOUND fails the client span; on the server side only codes that say the server failed do.
+    expect(clients.map((c) => [c.attributes["rpc.grpc.status_code"], c.status.code])).toEqual([[0, 0], [Code.NOT_FOUND, 2]]);
+    expect(servers.map((c) => [c.attributes["rpc.grpc.status_code"], c.status.code]).sort()).toEqual([[0, 0], [Code.NOT_FOUND, 0]]);
+  });
+
+  it("records a call of an unsampled caller in no span, and passes the unsampled flag on", async () => {
+    const before = receiver.spans().length;
+    const unsampled = `00-${"a".repeat(32)}-00f067aa0ba902b7-00`;
+    await client.getProduct({ id: product.id }, { context: { traceparent: unsampled, deadline: undefined, signal: new AbortController().signal } });
+    expect(seen.at(-1)!.traceparent).toMatch(new RegExp(`^00-${"a".repeat(32)}-[0-9a-f]{16}-00$`));
+    // A sampled call after it: once its spans are in, the unsampled call's would have been too.
+    await client.getProduct({ id: product.id }, { context: { traceparent: `00-${"b".repeat(32)}-00f067aa0ba902b7-01`, deadline: undefined, signal: new AbortController().signal } });
+    await expect.poll(() => receiver.spans().filter((s) => s.traceId === "b".repeat(32)).length, { timeout: 10_000 }).toBe(2);
+    expect(receiver.spans().slice(before).filter((s) => s.traceId === "a".repeat(32))).toEqual([]);
+  });
+});

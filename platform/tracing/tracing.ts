@@ -1,0 +1,99 @@
+// Types only: the OpenTelemetry API, like the SDK, is loaded by startTracing, so a process that does not trace loads neither.
+import type { Context, Span, SpanKind as OtelSpanKind, SpanStatusCode, Tracer } from "@opentelemetry/api";
+import { parseTraceparent, type TraceHeaders, tracestateFrom } from "./trace-context.js";
+
+type OtelApi = typeof import("@opentelemetry/api");
+
+/** OpenTelemetry's span kinds and error status, as values that need no import of the API. */
+export const SpanKind = { SERVER: 1 as OtelSpanKind, CLIENT: 2 as OtelSpanKind, PRODUCER: 3 as OtelSpanKind, CONSUMER: 4 as OtelSpanKind } as const;
+export const spanError = 2 as SpanStatusCode;
+const sampledFlag = 1;
+
+/** A process's tracing, as `startTracing` left it. */
+export interface Tracing {
+  /** Whether spans are recorded and exported. */
+  readonly enabled: boolean;
+  /** Exports the spans not sent yet, then stops; tracing is off afterwards. */
+  shutdown(): Promise<void>;
+}
+
+export interface TracingOptions {
+  /** `service.name` of the spans, unless OTEL_SERVICE_NAME says otherwise. */
+  readonly service: string;
+  /** Where the OTEL_* variables are read; default `process.env`. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+}
+
+let tracer: Tracer | undefined;
+let api: OtelApi | undefined;
+
+/** The tracer of this process while tracing is on; undefined when it is off, and then nothing records spans. */
+export function activeTracer(): Tracer | undefined {
+  return tracer;
+}
+
+const isSet = (value: string | undefined): boolean => value !== undefined && value.trim() !== "";
+
+/**
+ * Whether the standard OpenTelemetry variables ask for traces: an OTLP
+ * endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT or
+ * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), OTEL_SDK_DISABLED is not `true` and
+ * OTEL_TRACES_EXPORTER is not `none`.
+ */
+export function tracingWanted(env: Readonly<Record<string, string | undefined>> = process.env): boolean {
+  if (env.OTEL_SDK_DISABLED?.trim().toLowerCase() === "true") return false;
+  if (env.OTEL_TRACES_EXPORTER?.trim().toLowerCase() === "none") return false;
+  return isSet(env.OTEL_EXPORTER_OTLP_ENDPOINT) || isSet(env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
+}
+
+/**
+ * Turns tracing on when the OTEL_* variables ask for it: loads the
+ * OpenTelemetry SDK, which exports spans in batches over OTLP/HTTP to the
+ * configured endpoint and samples as OTEL_TRACES_SAMPLER says (by default
+ * it follows the caller's sampled flag). Otherwise the SDK is not even
+ * loaded and tracing costs nothing. Throws when tracing is on already.
+ */
+export async function startTracing(options: TracingOptions): Promise<Tracing> {
+  const env = options.env ?? process.env;
+  if (!tracingWanted(env)) return { enabled: false, shutdown: async () => {} };
+  if (tracer) throw new Error("startTracing: tracing is on already in this process");
+  const [otel, { createTracerProvider }] = await Promise.all([import("@opentelemetry/api"), import("./sdk.js")]);
+  const provider = createTracerProvider(options.service);
+  otel.trace.setGlobalTracerProvider(provider);
+  api = otel;
+  tracer = provider.getTracer("concord");
+  return {
+    enabled: true,
+    async shutdown() {
+      tracer = undefined;
+      otel.trace.disable();
+      await provider.shutdown();
+    },
+  };
+}
+
+/**
+ * The OpenTelemetry context whose remote parent is `headers` (a new trace
+ * when absent or malformed). Only while tracing is on; throws otherwise.
+ */
+export function parentContext(headers: Partial<TraceHeaders> | undefined): Context {
+  if (!api) throw new Error("parentContext: tracing is off");
+  const parent = headers?.traceparent === undefined ? undefined : parseTraceparent(headers.traceparent);
+  if (!parent) return api.ROOT_CONTEXT;
+  const tracestate = tracestateFrom(headers?.tracestate);
+  return api.trace.setSpanContext(api.ROOT_CONTEXT, {
+    traceId: parent.traceId,
+    spanId: parent.spanId,
+    traceFlags: parent.flags & sampledFlag,
+    isRemote: true,
+    ...(tracestate !== undefined && { traceState: api.createTraceState(tracestate) }),
+  });
+}
+
+/** The W3C headers that make a receiver's spans children of `span`; its sampled flag goes with them. */
+export function traceHeadersOf(span: Span): TraceHeaders {
+  const c = span.spanContext();
+  const traceparent = `00-${c.traceId}-${c.spanId}-${c.traceFlags & sampledFlag ? "01" : "00"}`;
+  const tracestate = c.traceState?.serialize();
+  return tracestate ? { traceparent, tracestate } : { traceparent };
+}

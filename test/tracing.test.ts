@@ -1,0 +1,169 @@
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { connect, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
+import { createClient, type PromiseClient, waitForServing } from "../platform/grpc/index.js";
+import { formatTraces, type ReceivedSpan, startTraceReceiver, type TraceReceiver } from "../tools/traces/otlp-receiver.js";
+import { freePort, startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
+import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
+import { address, type Shop, startShop } from "./support/shop.js";
+import { readStream } from "./support/streams.js";
+import { tempDirForSuite } from "./support/temp-dir.js";
+
+const dir = tempDirForSuite("concord-tracing-");
+const hex = (bytes: number) => randomBytes(bytes).toString("hex");
+const spanFile = join(dir, "traces.jsonl");
+
+/**
+ * Both services as production runs them, exporting spans over OTLP/HTTP to a
+ * receiver in the test, which plays the caller: it sends its own traceparent
+ * on CreateOrder and follows the order's saga to OrderConfirmed.
+ */
+describe("tracing of an order through both services", () => {
+  let receiver: TraceReceiver;
+  let nats: NatsServerHandle;
+  let nc: NatsConnection;
+  let products: ServiceProcess;
+  let orders: ServiceProcess;
+  let catalog: PromiseClient<typeof ProductServiceService>;
+  let client: PromiseClient<typeof OrderServiceService>;
+
+  beforeAll(async () => {
+    receiver = await startTraceReceiver({ file: spanFile });
+    nats = await startNatsServer({ storeDir: join(dir, "nats") });
+    nc = await connect({ servers: nats.url });
+    const productsAddress = `127.0.0.1:${await freePort()}`;
+    const ordersAddress = `127.0.0.1:${await freePort()}`;
+    const otel = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: "100", LOG_LEVEL: "warn" };
+    products = startServiceProcess("products", { ...otel, PRODUCTS_LISTEN: productsAddress, PRODUCTS_DATABASE_URL: join(dir, "products.db"), NATS_URL: nats.url });
+    orders = startServiceProcess("orders", { ...otel, ORDERS_LISTEN: ordersAddress, ORDERS_DATABASE_URL: join(dir, "orders.db"), PRODUCTS_ADDRESS: productsAddress, NATS_URL: nats.url });
+    await Promise.all([waitForServing(productsAddress, 30_000), waitForServing(ordersAddress, 30_000)]);
+    catalog = createClient(ProductServiceService, { address: productsAddress });
+    client = createClient(OrderServiceService, { address: ordersAddress });
+  }, 60_000);
+  afterAll(async () => {
+    catalog?.close();
+    client?.close();
+    await orders?.stop();
+    await products?.stop();
+    await nc?.close();
+    await nats?.stop();
+    await receiver?.close();
+  });
+
+  /** Places an order with the caller's `traceparent` and waits until it is CONFIRMED. */
+  const placeConfirmedOrder = async (traceparent: string): Promise<string> => {
+    const { product } = await catalog.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 2500 }, initialStock: 10 });
+    const { order } = await client.createOrder({ customerId: "c-trace", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address }, { headers: { traceparent } });
+    await expect.poll(async () => (await client.getOrder({ id: order!.id })).order!.state, { timeout: 15_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
+    return order!.id;
+  };
+  /** The stored events of one order, OrderPlaced, StockReserved and OrderConfirmed, by type. */
+  const eventsOf = async (orderId: string) => {
+    const jsm = await nc.jetstreamManager();
+    const all = [...(await readStream(jsm, "SHOP_ORDERS")), ...(await readStream(jsm, "SHOP_PRODUCTS"))].filter((e) => e.subject.includes(orderId));
+    return new Map(all.map((e) => [e.headers.get("ce-type"), e.headers]));
+  };
+  const spansOf = (traceId: string) => receiver.spans().filter((s) => s.traceId === traceId);
+  const one = (spans: ReceivedSpan[], name: string, kind: string): ReceivedSpan => {
+    const found = spans.filter((s) => s.name === name && s.kind === kind);
+    expect(found, `${kind} span ${name} in ${spans.map((s) => s.name).join(", ")}`).toHaveLength(1);
+    return found[0];
+  };
+
+  it("makes one trace from the caller's span to OrderConfirmed, each span child of the one before, and each event carries its producer span", async () => {
+    const traceId = hex(16);
+    const callerSpan = hex(8);
+    const orderId = await placeConfirmedOrder(`00-${traceId}-${callerSpan}-01`);
+    await expect.poll(() => spansOf(traceId).some((s) => s.name === "send shop.orders.v1.OrderConfirmed"), { timeout: 15_000 }).toBe(true);
+    const spans = spansOf(traceId);
+
+    const server = one(spans, "shop.orders.v1.OrderService/CreateOrder", "SERVER");
+    expect(server).toMatchObject({ service: "orders", parentSpanId: callerSpan, attributes: { "rpc.system": "grpc", "rpc.method": "CreateOrder", "rpc.grpc.status_code": 0 } });
+    const placed = one(spans, "create shop.orders.v1.OrderPlaced", "PRODUCER");
+    expect(placed).toMatchObject({ service: "orders", parentSpanId: server.spanId, attributes: { "messaging.destination.name": `shop.orders.v1.order.${orderId}.placed` } });
+    const placedSent = one(spans, "send shop.orders.v1.OrderPlaced", "CLIENT");
+    expect(placedSent).toMatchObject({ service: "orders", parentSpanId: placed.spanId });
+    const reserving = one(spans, "process shop.orders.v1.OrderPlaced", "CONSUMER");
+    expect(reserving).toMatchObject({ service: "products", parentSpanId: placed.spanId, attributes: { "concord.settlement": "ack" } });
+    const reserved = one(spans, "create shop.products.v1.StockReserved", "PRODUCER");
+    expect(reserved).toMatchObject({ service: "products", parentSpanId: reserving.spanId });
+    const confirming = one(spans, "process shop.products.v1.StockReserved", "CONSUMER");
+    expect(confirming).toMatchObject({ service: "orders", parentSpanId: reserved.spanId });
+    const confirmed = one(spans, "create shop.orders.v1.OrderConfirmed", "PRODUCER");
+    expect(confirmed).toMatchObject({ service: "orders", parentSpanId: confirming.spanId });
+    // A span for the event's wait in the outbox and its publish: from the outbox write to the PubAck.
+    const ms = (ns: string) => BigInt(ns) / 1_000_000n;
+    expect(ms(placedSent.startNs)).toBeGreaterThanOrEqual(ms(placed.startNs));
+    expect(ms(placedSent.startNs)).toBeLessThanOrEqual(ms(placed.endNs));
+    expect(BigInt(placedSent.endNs)).toBeGreaterThan(BigInt(placed.endNs));
+    // Every span of the saga hangs under the caller's span.
+    const ids = new Set(spans.map((s) => s.spanId));
+    expect(spans.filter((s) => !ids.has(s.parentSpanId)).map((s) => s.name)).toEqual(["shop.orders.v1.OrderService/CreateOrder"]);
+
+    const events = await eventsOf(orderId);
+    const carried = (type: string) => events.get(type)!.get("traceparent");
+    expect(carried("shop.orders.v1.OrderPlaced")).toBe(`00-${traceId}-${placed.spanId}-01`);
+    expect(carried("shop.products.v1.StockReserved")).toBe(`00-${traceId}-${reserved.spanId}-01`);
+    expect(carried("shop.orders.v1.OrderConfirmed")).toBe(`00-${traceId}-${confirmed.spanId}-01`);
+    for (const headers of events.values()) expect(headers.get("ce-traceparent")).toBe(headers.get("traceparent"));
+
+    const tree = formatTraces(receiver.spans(), orderId);
+    expect(tree).toContain(`trace ${traceId}`);
+    // The README's way to look at it: the receiver's file, read by tools/traces.ts.
+    const shown = spawnSync(process.execPath, ["--import", "tsx", "tools/traces.ts", "show", orderId, "--file", spanFile], { encoding: "utf8", timeout: 30_000 });
+    expect(shown.status).toBe(0);
+    expect(shown.stdout).toContain(`trace ${traceId}`);
+    expect(shown.stdout).toMatch(/\n {6}process shop\.orders\.v1\.OrderPlaced {2}\[products CONSUMER\]/);
+    expect(tree).toMatch(/\n {2}shop\.orders\.v1\.OrderService\/CreateOrder {2}\[orders SERVER\][^\n]*\n {4}create shop\.orders\.v1\.OrderPlaced {2}\[orders PRODUCER\]/);
+  });
+
+  it("records nothing for an unsampled caller, and its events carry the unsampled flag", async () => {
+    const traceId = hex(16);
+    const orderId = await placeConfirmedOrder(`00-${traceId}-${hex(8)}-00`);
+    const events = await eventsOf(orderId);
+    expect([...events.keys()].sort()).toEqual(["shop.orders.v1.OrderConfirmed", "shop.orders.v1.OrderPlaced", "shop.products.v1.StockReserved"]);
+    for (const headers of events.values()) expect(headers.get("traceparent")).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-00$`));
+    // A sampled order placed afterwards has its spans exported; the unsampled one's would have gone with them.
+    const after = hex(16);
+    await placeConfirmedOrder(`00-${after}-${hex(8)}-01`);
+    await expect.poll(() => spansOf(after).some((s) => s.name === "send shop.orders.v1.OrderConfirmed"), { timeout: 15_000 }).toBe(true);
+    expect(spansOf(traceId)).toEqual([]);
+  });
+});
+
+describe("trace context with tracing off", () => {
+  let shop: Shop;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    shop = await startShop();
+    nc = await connect({ servers: shop.nats.url });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await shop?.stop();
+  });
+
+  it("passes the caller's traceparent and tracestate, sampled flag included, on to every event of the saga", async () => {
+    const { product } = await shop.products.client.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 2500 }, initialStock: 10 });
+    for (const flags of ["01", "00"]) {
+      const traceparent = `00-${hex(16)}-${hex(8)}-${flags}`;
+      const { order } = await shop.orders.client.createOrder(
+        { customerId: "c-trace", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address },
+        { headers: { traceparent, tracestate: "vendor=abc" } },
+      );
+      await expect.poll(async () => (await shop.orders.client.getOrder({ id: order!.id })).order!.state, { timeout: 15_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
+      const jsm = await nc.jetstreamManager();
+      const events = [...(await readStream(jsm, "SHOP_ORDERS")), ...(await readStream(jsm, "SHOP_PRODUCTS"))].filter((e) => e.subject.includes(order!.id));
+      expect(events.map((e) => e.headers.get("ce-type")).sort()).toEqual(["shop.orders.v1.OrderConfirmed", "shop.orders.v1.OrderPlaced", "shop.products.v1.StockReserved"]);
+      for (const e of events) {
+        expect(e.headers.get("traceparent")).toBe(traceparent);
+        expect(e.headers.get("ce-traceparent")).toBe(traceparent);
+        expect(e.headers.get("ce-tracestate")).toBe("vendor=abc");
+      }
+    }
+  });
+});
