@@ -14,13 +14,13 @@ const { PENDING, CONFIRMED, REJECTED, CANCELLED } = {
   CANCELLED: OrderState.ORDER_STATE_CANCELLED,
 };
 
-/** Publishes an event by hand, as another service (or language) would: CloudEvents headers, protobuf payload. */
+/** Publishes an order event by hand, as the order service (in another language) would: CloudEvents headers, protobuf payload. */
 async function publishRaw(nc: NatsConnection, subject: string, type: string, payload: Uint8Array, ceId: string, msgId = ceId): Promise<void> {
   const h = natsHeaders();
   h.set("ce-specversion", "1.0");
   h.set("ce-id", ceId);
   h.set("ce-type", type);
-  h.set("ce-source", "test");
+  h.set("ce-source", "orders");
   h.set("ce-time", new Date().toISOString());
   h.set("content-type", "application/protobuf");
   await nc.jetstream().publish(subject, payload, { msgID: msgId, headers: h });

@@ -30,6 +30,10 @@ export interface ServiceHostOptions {
   readonly consumerMiddleware?: readonly DeliveryMiddleware[];
   /** Ends start-up while it waits for a Postgres server that cannot be reached yet. */
   readonly signal?: AbortSignal;
+  /** File with the service's NATS user nkey seed (see createEventRuntime); none: no credentials. */
+  readonly natsSeedFile?: string;
+  /** Each stream's owner, the `ce-source` its events must carry (gen/ts/concord_nats.ts `streamSources`). */
+  readonly streamSources?: Readonly<Record<string, string>>;
 }
 
 /** How often the wait for a database that cannot be reached is logged. */
@@ -85,6 +89,8 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       logger,
       ...(options.inboxRetentionMs !== undefined && { inboxRetentionMs: options.inboxRetentionMs }),
       ...(options.consumerMiddleware && { middleware: options.consumerMiddleware }),
+      ...(options.natsSeedFile !== undefined && { nkeySeedFile: options.natsSeedFile }),
+      ...(options.streamSources && { streamSources: options.streamSources }),
     });
     server = createGrpcServer({ descriptorSet: options.descriptorSet, logger, shutdownTimeoutMs: options.shutdownTimeoutMs, readinessCheck: () => db.ping() });
   } catch (err) {

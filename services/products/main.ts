@@ -11,6 +11,7 @@ await runService({
       listen: config.PRODUCTS_LISTEN,
       database: config.PRODUCTS_DATABASE_URL.location,
       natsUrl: config.NATS_URL,
+      ...(config.NATS_NKEY_SEED !== undefined && { natsSeedFile: config.NATS_NKEY_SEED }),
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
       inboxRetentionMs: config.INBOX_RETENTION,
       requestIdRetentionMs: config.REQUEST_ID_RETENTION,
