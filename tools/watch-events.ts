@@ -4,18 +4,45 @@
  * declare, plus the dead letter stream, through ordered consumers (nothing is
  * acknowledged or changed).
  */
-import { AckPolicy, ConsumerEvents, DeliverPolicy, type JetStreamManager, type NatsError, connect, nanos, type OrderedConsumerOptions } from "nats";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { AckPolicy, ConsumerEvents, DeliverPolicy, type JetStreamManager, type NatsError, connect, nanos, nkeyAuthenticator, type OrderedConsumerOptions } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, type EventDescriptor } from "../platform/events/index.js";
+import { repoRoot } from "./repo-root.js";
 
-const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--nats URL]
+const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--nats URL] [--nkey FILE]
 
 Prints each event as a JSON line: stream, sequence, subject, type, id, source,
 time and the decoded payload. Ctrl-C stops. A stream that is missing, or on
 which the server refuses a consumer, is named on standard error; when no
 stream can be read, it exits with status 1.
   --all        start from the first stored event instead of new ones only
-  --nats URL   NATS server, several comma-separated for a cluster (default: $NATS_URL or nats://127.0.0.1:4222)`;
+  --nats URL   NATS server, several comma-separated for a cluster (default: $NATS_URL or nats://127.0.0.1:4222)
+  --nkey FILE  the nkey seed to connect with, the observer's for a server that
+               \`npm start\` runs (default: $NATS_NKEY_SEED, else
+               $DATA_DIR/nats-credentials/observer.nk when it exists, DATA_DIR
+               defaulting to .data; none: no credentials)`;
+
+/** The seed file to connect with, if any: --nkey, $NATS_NKEY_SEED, or the observer's seed `npm start` made. */
+function seedFileToUse(given: string | undefined): string | undefined {
+  if (given) return given;
+  if (process.env.NATS_NKEY_SEED) return process.env.NATS_NKEY_SEED;
+  const observer = join(process.env.DATA_DIR || join(repoRoot, ".data"), "nats-credentials", "observer.nk");
+  return existsSync(observer) ? observer : undefined;
+}
+
+/** An nkey authenticator for the seed in `file`; the seed never appears in a message. */
+function authenticatorOf(file: string) {
+  let seed: string;
+  try {
+    seed = readFileSync(file, "utf8").trim();
+  } catch (err) {
+    throw new Error(`cannot read the nkey seed file ${file}: ${(err as Error).message}`);
+  }
+  if (!/^SU[A-Z2-7]+$/.test(seed)) throw new Error(`${file} does not hold a NATS user nkey seed (one line starting with SU)`);
+  return nkeyAuthenticator(new TextEncoder().encode(seed));
+}
 
 /**
  * Where the ordered consumer starts. For a replay, a start sequence of 1
@@ -56,15 +83,19 @@ function reason(err: unknown): string {
 async function main(args: string[]): Promise<void> {
   if (args.includes("--help")) return console.log(usage);
   const natsIndex = args.indexOf("--nats");
-  const known = new Set(["--all", "--nats", ...(natsIndex >= 0 ? [args[natsIndex + 1]] : [])]);
+  const nkeyIndex = args.indexOf("--nkey");
+  const known = new Set(["--all", "--nats", "--nkey", ...(natsIndex >= 0 ? [args[natsIndex + 1]] : []), ...(nkeyIndex >= 0 ? [args[nkeyIndex + 1]] : [])]);
   const unknown = args.filter((a) => !known.has(a));
-  if (unknown.length > 0 || (natsIndex >= 0 && !args[natsIndex + 1])) {
-    console.error(`watch-events: bad arguments: ${unknown.join(" ") || "--nats needs a URL"}\n\n${usage}`);
+  const missing = natsIndex >= 0 && !args[natsIndex + 1] ? "--nats needs a URL" : nkeyIndex >= 0 && !args[nkeyIndex + 1] ? "--nkey needs a file" : undefined;
+  if (unknown.length > 0 || missing) {
+    console.error(`watch-events: bad arguments: ${unknown.join(" ") || missing}\n\n${usage}`);
     process.exitCode = 2;
     return;
   }
   const url = natsIndex >= 0 ? args[natsIndex + 1] : process.env.NATS_URL || "nats://127.0.0.1:4222";
-  const nc = await connect({ servers: url.split(",").map((u) => u.trim()), name: "watch-events" }).catch((err: Error) => {
+  const seedFile = seedFileToUse(nkeyIndex >= 0 ? args[nkeyIndex + 1] : undefined);
+  const authenticator = seedFile === undefined ? undefined : authenticatorOf(seedFile);
+  const nc = await connect({ servers: url.split(",").map((u) => u.trim()), name: "watch-events", ...(authenticator && { authenticator }) }).catch((err: Error) => {
     throw new Error(`cannot reach NATS at ${url}: ${err.message}`);
   });
   const byType = new Map<string, EventDescriptor<unknown>>(allEvents.map((e) => [e.typeName, e as EventDescriptor<unknown>]));

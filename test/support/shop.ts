@@ -110,11 +110,20 @@ export interface Shop {
   stop(): Promise<void>;
 }
 
-export async function startShop(): Promise<Shop> {
+export interface ShopOptions {
+  /**
+   * nats-server runs the generated authorization, as under `npm start`: each
+   * service connects with its own user's seed (`nats.seedFile(user)`). Default false.
+   */
+  readonly secured?: boolean;
+}
+
+export async function startShop(options: ShopOptions = {}): Promise<Shop> {
   const dir = createTempDir();
-  const nats = await startNatsServer({ storeDir: join(dir.path, "nats") });
-  const products = await startTestProducts(dir.path, nats.url);
-  const orders = await startTestOrders(dir.path, products.service.address, nats.url);
+  const nats = await startNatsServer({ storeDir: join(dir.path, "nats"), ...(options.secured && { credentialsDir: join(dir.path, "nats-credentials") }) });
+  const seed = (user: string) => (options.secured ? { natsSeedFile: nats.seedFile(user) } : {});
+  const products = await startTestProducts(dir.path, nats.url, seed("products"));
+  const orders = await startTestOrders(dir.path, products.service.address, nats.url, seed("orders"));
   return {
     dir: dir.path,
     nats,
