@@ -13,6 +13,8 @@ import { createEventRuntime, deadLetterHeaders, eventMigrations } from "../platf
 import { uuidv7 } from "../platform/ids/index.js";
 import { createLogger } from "../platform/log/index.js";
 import { openDatabase } from "../platform/sql/index.js";
+import { natsPermissionTable, type NatsAuthorization } from "../tools/contracts/nats-permissions.js";
+import { repoRoot } from "../tools/repo-root.js";
 import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
 import { address, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts } from "./support/shop.js";
@@ -220,5 +222,10 @@ describe("NATS permissions derived from the contracts", () => {
     expect(allow).not.toContain("$JS.API.STREAM.UPDATE.SHOP_PRODUCTS");
     expect(allow.some((s) => /PURGE|DELETE/.test(s))).toBe(false);
     expect(streamSources).toEqual({ SHOP_ORDERS: "orders", SHOP_PRODUCTS: "products" });
+  });
+
+  it("is the table README.md's Security section shows", () => {
+    const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
+    expect(readme).toContain(`${natsPermissionTable(natsAuthorization as unknown as NatsAuthorization)}\n`);
   });
 });

@@ -184,15 +184,18 @@ export function natsAuthorizationModule(authorization: NatsAuthorization): strin
   ].join("\n");
 }
 
-/** The README's table of who may publish what; no trailing newline. */
+/** The README's table of who may publish what (section "Security"); no trailing newline. */
 export function natsPermissionTable(authorization: NatsAuthorization): string {
   const code = (s: string) => `\`${s}\``;
-  const rows = authorization.services.map((u) => [
-    code(u.name),
-    u.events.map(code).join(", ") || "none",
-    u.consumers.map((c) => code(`concord.dlq.${c.stream}.${c.durable}`)).join(", ") || "none",
-    u.consumers.map((c) => code(`${c.stream}/${c.durable}`)).join(", ") || "none",
-  ]);
-  rows.push([code(authorization.observer.name), "nothing", "none", "ephemeral and ordered consumers of its own, on any stream"]);
-  return ["| user | publishes events | dead letters | consumes through |", "|---|---|---|---|", ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+  const rows = authorization.services.map((u) => {
+    const streams = [...new Set(u.consumers.map((c) => c.stream))];
+    const consumes = streams.map((stream) => `${code(stream)}: ${u.consumers.filter((c) => c.stream === stream).map((c) => c.durable).join(", ")}`);
+    return [
+      code(u.name),
+      [...u.events.map(code), ...(u.consumers.length > 0 ? [`its dead letters (${code("concord.dlq.<stream>.<its durable>")})`] : [])].join(", ") || "nothing",
+      consumes.join("; ") || "nothing",
+    ];
+  });
+  rows.push([code(authorization.observer.name), "nothing", "any stream, through ephemeral and ordered consumers of its own"]);
+  return ["| user | may publish | reads through its durable consumers |", "|---|---|---|", ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
 }
