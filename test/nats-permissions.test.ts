@@ -111,6 +111,7 @@ describe("NATS permissions derived from the contracts", () => {
     await expect(jsm.streams.deleteMessage("SHOP_ORDERS", 1)).rejects.toThrow(refused);
     await expect(jsm.consumers.delete("SHOP_ORDERS", "products-order-placed")).rejects.toThrow(refused);
     await expect(jsm.streams.update("SHOP_PRODUCTS", { max_msgs: 1 })).rejects.toThrow(refused);
+    await expect(jsm.streams.update("CONCORD_DLQ", { max_msgs: 1 })).rejects.toThrow(refused);
     const pjsm = await (await connectAs("products")).jetstreamManager();
     await expect(pjsm.streams.purge("CONCORD_DLQ")).rejects.toThrow(refused);
     await expect(pjsm.streams.delete("SHOP_PRODUCTS")).rejects.toThrow(refused);

@@ -83,7 +83,9 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
   const outbox = options.outbox ?? createOutbox({ db, source: service, ...(options.checker && { checker: options.checker }) });
 
   const jsm = await nc.jetstreamManager();
-  await ensureStreams(jsm, [dlqStream], { logger });
+  // With stream owners known (NATS permissions in force), no service changes the shared dead letter stream: a
+  // service's user could otherwise shorten its retention, which is deleting dead letters by another name.
+  await ensureStreams(jsm, [dlqStream], { logger, ...(streamSources && { foreign: [dlqStream.name] }) });
   await ensureConsumers(jsm, consumers.map((c) => c.spec));
   const js = nc.jetstream();
 

@@ -97,10 +97,10 @@ export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization 
       const streams = [...user.streams].sort();
       const consumers = [...user.consumers].sort((a, b) => `${a.stream}.${a.durable}`.localeCompare(`${b.stream}.${b.durable}`));
       const events = [...user.events].sort();
-      // Streams it provisions at start: a consumed one may be created with its contract's settings (so a service can
-      // start first), never changed; its own and the dead letter stream are kept in line with their specs.
+      // Streams it provisions at start: a consumed one and the shared dead letter stream may be created with their
+      // specs' settings (so any service can start first), never changed; its own are kept in line with their specs.
       const used = [...new Set([...streams, ...consumers.map((c) => c.stream), dlq])].sort();
-      const updated = [...new Set([...streams, dlq])].sort();
+      const updated = [...streams].sort();
       const allow = [
         ...events,
         ...consumers.map((c) => deadLetterSubject(deadLetterStreamSpec, c.stream, c.durable)),
