@@ -73,7 +73,7 @@ export async function connectEventBus(options: EventBusOptions): Promise<EventBu
       else if (status.type === "reconnect") logger.info({ server: status.data }, "reconnected to NATS");
       else if (status.type === "error") {
         // A permissions violation names the subject: the server refused it to this service's user.
-        const refused = (status as { permissionContext?: { operation: string; subject: string } }).permissionContext;
+        const refused = status.permissionContext;
         if (refused) logger.error({ operation: refused.operation, subject: refused.subject }, `NATS refused ${refused.operation} to ${refused.subject}: not in the permissions of this service's user`);
         else logger.error({ err: status.data }, "NATS connection error");
       }

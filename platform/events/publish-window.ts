@@ -91,8 +91,8 @@ export function createPublishWindow<T>(options: PublishWindowOptions<T>): Publis
   const statuses = nc.status();
   void (async () => {
     for await (const status of statuses) {
-      const refused = (status as { permissionContext?: { operation?: string; subject?: string } }).permissionContext;
-      if (status.type !== "error" || refused?.operation !== "publish" || refused.subject === undefined) continue;
+      const refused = status.permissionContext;
+      if (status.type !== "error" || refused?.operation !== "publish") continue;
       for (const [sendId, sent] of inFlight) {
         if (!sent.subjects.includes(refused.subject)) continue;
         settle(sendId, { ok: false, error: `NATS refused the publish to ${refused.subject}: it is not in the permissions of this connection's user`, permanent: true });
