@@ -90,7 +90,8 @@ describe("grpcurl and the nats CLI against the running services", () => {
     createFileRegistry(fromBinary(FileDescriptorSetSchema, grpcDescriptorSet)),
   );
   beforeAll(async () => {
-    shop = await startShop({ secure: true });
+    // As under `npm start`: TLS and tokens for gRPC; nats-server admits the generated users only, and the nats CLI reads as the observer.
+    shop = await startShop({ secure: true, secured: true });
     caFile = join(shop.dir, "tls", "ca.pem");
     // As the README has the reader do before its grpcurl calls.
     [toolEnv.ADMIN_TOKEN, toolEnv.CUSTOMER_TOKEN] = await Promise.all([makeToken(shop.dir, "--role", "admin"), makeToken(shop.dir, "--role", "customer", "--subject", "c-1")]);
@@ -112,6 +113,7 @@ describe("grpcurl and the nats CLI against the running services", () => {
           .replaceAll("127.0.0.1:50052", shop.orders.service.address)
           .replaceAll("nats://127.0.0.1:4222", shop.nats.url)
           .replaceAll(".data/tls/ca.pem", caFile)
+          .replaceAll(".data/nats-credentials/observer.nk", shop.nats.seedFile("observer"))
           .replaceAll("<id from above>", productId ?? "");
       }),
     };
@@ -190,7 +192,7 @@ describe("grpcurl and the nats CLI against the running services", () => {
   });
 
   it("lists the streams and the services' durable consumers with the nats CLI", async () => {
-    const nats = (...args: string[]) => succeeds(runTool("nats", ["--server", shop.nats.url, "--timeout", "5s", ...args]), `nats ${args.join(" ")}`);
+    const nats = (...args: string[]) => succeeds(runTool("nats", ["--server", shop.nats.url, "--nkey", shop.nats.seedFile("observer"), "--timeout", "5s", ...args]), `nats ${args.join(" ")}`);
     const names = (text: string) => text.trim().split("\n").map((l) => l.trim()).filter((l) => l !== "").sort();
     const manifest = JSON.parse(readFileSync(join(repoRoot, "gen", "events.json"), "utf8")) as { subscriptions: { durable: string; stream: string }[] };
     const table = await nats("stream", "ls");
@@ -210,5 +212,17 @@ describe("grpcurl and the nats CLI against the running services", () => {
     expect(commands.map((c) => c.argv[0])).toEqual(["nats", "nats"]);
     const [streams] = await Promise.all(commands.map((c) => runAsWritten(c)));
     for (const stream of ["SHOP_PRODUCTS", "SHOP_ORDERS", "CONCORD_DLQ"]) expect(streams.stdout).toContain(stream);
+  });
+
+  it("runs the README's observer commands as written: it reads, and the server refuses its publish and purge", async () => {
+    const commands = readmeBlock("The observer may read, never write");
+    expect(commands.map((c) => c.argv.slice(5, 7).join(" "))).toEqual(["pub shop.orders.v1.order.x.cancelled", "stream purge"]);
+    for (const command of commands) {
+      const { tool, args } = asRun(command, undefined);
+      const result = await runTool(tool, args);
+      const printed = result.stdout + result.stderr;
+      expect(result.code, `${command.text}\nexit ${result.code}:\n${printed}`).not.toBe(0);
+      expect(outputMismatch(command.output, printed), command.text).toBeUndefined();
+    }
   });
 });

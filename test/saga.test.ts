@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderCancelled, OrderPlaced } from "../gen/ts/shop/orders/v1/order_events_pb.js";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { uuidv7 } from "../platform/ids/index.js";
-import { readStream } from "./support/streams.js";
+import { eventually, readStream } from "./support/streams.js";
 import { address, type Shop, startShop } from "./support/shop.js";
 
 const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
@@ -14,13 +14,13 @@ const { PENDING, CONFIRMED, REJECTED, CANCELLED } = {
   CANCELLED: OrderState.ORDER_STATE_CANCELLED,
 };
 
-/** Publishes an event by hand, as another service (or language) would: CloudEvents headers, protobuf payload. */
+/** Publishes an order event by hand, as the order service (in another language) would: CloudEvents headers, protobuf payload. */
 async function publishRaw(nc: NatsConnection, subject: string, type: string, payload: Uint8Array, ceId: string, msgId = ceId): Promise<void> {
   const h = natsHeaders();
   h.set("ce-specversion", "1.0");
   h.set("ce-id", ceId);
   h.set("ce-type", type);
-  h.set("ce-source", "test");
+  h.set("ce-source", "orders");
   h.set("ce-time", new Date().toISOString());
   h.set("content-type", "application/protobuf");
   await nc.jetstream().publish(subject, payload, { msgID: msgId, headers: h });
@@ -180,7 +180,11 @@ describe("the order saga", () => {
     await shop.nats.restart();
     for (const o of placed) await expect.poll(() => stateOf(o.id), { timeout: 20_000 }).toBe(CONFIRMED);
     expect(await stockOf(productId)).toBe(10);
-    const orderEvents = await readStream(shop.orders.service.events.bus.jsm, "SHOP_ORDERS");
+    // An order is CONFIRMED when its transaction commits; its OrderConfirmed reaches the stream a moment later, through the relay.
+    const jsm = shop.orders.service.events.bus.jsm;
+    const confirmedSubjects = new Set(placed.map((o) => `shop.orders.v1.order.${o.id}.confirmed`));
+    await eventually("every OrderConfirmed is published", async () => (await readStream(jsm, "SHOP_ORDERS")).filter((e) => confirmedSubjects.has(e.subject)).length >= placed.length);
+    const orderEvents = await readStream(jsm, "SHOP_ORDERS");
     for (const o of placed) {
       expect(orderEvents.filter((e) => e.subject === `shop.orders.v1.order.${o.id}.placed`)).toHaveLength(1);
       expect(orderEvents.filter((e) => e.subject === `shop.orders.v1.order.${o.id}.confirmed`)).toHaveLength(1);

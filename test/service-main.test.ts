@@ -6,12 +6,13 @@ const run = (script: string, env: Record<string, string>, args: string[] = []) =
 
 describe("service entry points", () => {
   it("refuse a bad environment with exit code 2 and a message naming each variable", () => {
-    const result = run("services/orders/main.ts", { ORDERS_LISTEN: "nowhere", PRODUCTS_TIMEOUT: "soon", ORDERS_DATABASE_URL: "mysql://x/y", INBOX_RETENTION: "10m" });
+    const result = run("services/orders/main.ts", { ORDERS_LISTEN: "nowhere", PRODUCTS_TIMEOUT: "soon", ORDERS_DATABASE_URL: "mysql://x/y", INBOX_RETENTION: "10m", NATS_NKEY_SEED: "/nonexistent/orders.nk" });
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/ORDERS_LISTEN="nowhere" is invalid/);
     expect(result.stderr).toMatch(/PRODUCTS_TIMEOUT="soon" is invalid/);
     expect(result.stderr).toMatch(/ORDERS_DATABASE_URL="mysql:\/\/x\/y" is invalid: unsupported database scheme/);
     expect(result.stderr).toMatch(/INBOX_RETENTION="10m" is invalid: expected at least 1h/);
+    expect(result.stderr).toMatch(/NATS_NKEY_SEED="\/nonexistent\/orders\.nk" is invalid: no such file/);
   });
 
   it("print their variables with --help", () => {
@@ -19,5 +20,6 @@ describe("service entry points", () => {
     expect(result.status).toBe(0);
     expect(result.stdout).toMatch(/PRODUCTS_LISTEN\s+host:port to serve gRPC on \(default: 127\.0\.0\.1:50051\)/);
     expect(result.stdout).toMatch(/INBOX_RETENTION\s+.*\(default: 7d\)/);
+    expect(result.stdout).toMatch(/NATS_NKEY_SEED\s+file holding the service's NATS user nkey seed \(npm start makes DATA_DIR\/nats-credentials\/products\.nk\); empty: connect without credentials/);
   });
 });

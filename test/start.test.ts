@@ -2,9 +2,9 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { join, relative } from "node:path";
-import { connect as natsConnect } from "nats";
+import { connect as natsConnect, nkeyAuthenticator } from "nats";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { OrderServiceService } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { Code } from "../platform/errors/index.js";
 import { clientTlsCredentials, createClient } from "../platform/grpc/index.js";
@@ -69,6 +69,9 @@ async function freeClusterPort(): Promise<number> {
     if ((await Promise.all(ports.map(isListening))).every((busy) => !busy)) return port;
   }
 }
+
+/** The observer's credentials `npm start` made in `dataDir`, for a client of the local nats-server. */
+const observerAuth = (dataDir: string) => ({ authenticator: nkeyAuthenticator(new TextEncoder().encode(readFileSync(join(dataDir, "nats-credentials", "observer.nk"), "utf8").trim())) });
 
 /** Runs `npm start`'s script and collects what it prints. */
 async function startSystem(dataDir: string, options: SystemOptions = {}) {
@@ -143,13 +146,47 @@ describe("npm start", () => {
     expect(system.output()).toContain("everything stopped");
   });
 
+  it("runs nats-server with the generated authorization: a seed per user under DATA_DIR (0600), kept across starts, never printed; no credentials, no connection", { timeout: 90_000 }, async () => {
+    const system = await startSystem(dir.path);
+    child = system.child;
+    const credentials = join(dir.path, "nats-credentials");
+    expect(statSync(credentials).mode & 0o777).toBe(0o700);
+    const seeds = Object.fromEntries(["orders", "products", "observer"].map((user) => [user, readFileSync(join(credentials, `${user}.nk`), "utf8").trim()]));
+    for (const user of Object.keys(seeds)) {
+      expect(statSync(join(credentials, `${user}.nk`)).mode & 0o777).toBe(0o600);
+      expect(seeds[user]).toMatch(/^SU[A-Z2-7]+$/);
+      expect(system.output()).not.toContain(seeds[user]);
+    }
+    const url = `nats://127.0.0.1:${system.ports.nats}`;
+    await expect(natsConnect({ servers: url, reconnect: false })).rejects.toThrow(/authorization violation/i);
+    const nc = await natsConnect({ servers: url, ...observerAuth(dir.path) });
+    expect((await (await nc.jetstreamManager()).streams.names().next()).sort()).toEqual(["CONCORD_DLQ", "SHOP_ORDERS", "SHOP_PRODUCTS"]);
+    await nc.close();
+    // The saga runs: each service publishes and consumes with its own user.
+    const products = createClient(ProductServiceService, { address: system.productsAddress });
+    const orders = createClient(OrderServiceService, { address: `127.0.0.1:${system.ports.orders}` });
+    const { product } = await products.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 2 });
+    const { order } = await orders.createOrder({ customerId: "c-1", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address });
+    await expect.poll(async () => (await orders.getOrder({ id: order!.id })).order!.state, { timeout: 15_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
+    products.close();
+    orders.close();
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+    // A second start keeps the keys.
+    const again = await startSystem(dir.path);
+    child = again.child;
+    for (const user of Object.keys(seeds)) expect(readFileSync(join(credentials, `${user}.nk`), "utf8").trim()).toBe(seeds[user]);
+    again.child.kill("SIGINT");
+    expect(await again.exited).toBe(0);
+  });
+
   it("starts a cluster of three nats-servers with --cluster: streams of 3 replicas, every service given all three", { timeout: 90_000 }, async () => {
     const natsPort = await freeClusterPort();
     const system = await startSystem(dir.path, { args: ["--cluster"], ports: { nats: natsPort, products: await freePort(), orders: await freePort() } });
     child = system.child;
     const urls = [0, 1, 2].map((i) => `nats://127.0.0.1:${natsPort + i}`).join(",");
     expect(system.output()).toContain(`cluster of 3 (JetStream, streams with 3 replicas, sync_interval always) on ${urls}`);
-    const nc = await natsConnect({ servers: urls.split(",") });
+    const nc = await natsConnect({ servers: urls.split(","), ...observerAuth(dir.path) });
     const jsm = await nc.jetstreamManager();
     for (const stream of ["SHOP_ORDERS", "SHOP_PRODUCTS", "CONCORD_DLQ"]) {
       const info = await jsm.streams.info(stream);

@@ -8,8 +8,8 @@ import { freePort, type NatsServerHandle, startNatsServer } from "./support/nats
 import { address, type Shop, startShop } from "./support/shop.js";
 
 /** Runs tools/watch-events.ts as a user would, collecting what it prints. */
-function watchEvents(args: string[]) {
-  const child = spawn(process.execPath, ["--import", "tsx", "tools/watch-events.ts", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+function watchEvents(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const child = spawn(process.execPath, ["--import", "tsx", "tools/watch-events.ts", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
   let stdout = "";
   let stderr = "";
   child.stdout!.on("data", (d) => (stdout += d));
@@ -59,6 +59,28 @@ describe("tools/watch-events.ts", () => {
       await expect.poll(() => tool.stdout(), { timeout: 20_000, interval: 100 }).toContain("shop.products.v1.ProductCreated");
       tool.child.kill("SIGINT");
       expect(await tool.exited).toBe(0);
+    });
+  });
+
+  describe("against a shop behind the generated authorization", () => {
+    let shop: Shop;
+    beforeAll(async () => {
+      shop = await startShop({ secured: true });
+    }, 60_000);
+    afterAll(() => shop?.stop());
+
+    it("reads every stream with the observer's seed (--nkey), and is refused without one", async () => {
+      const { product } = await shop.products.client.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1999 }, initialStock: 5 });
+      const tool = run(["--all", "--nats", shop.nats.url, "--nkey", shop.nats.seedFile("observer")]);
+      await expect.poll(() => tool.stdout(), { timeout: 20_000, interval: 100 }).toContain(product!.id);
+      expect(tool.stderr()).toBe("");
+      tool.child.kill("SIGINT");
+      expect(await tool.exited).toBe(0);
+
+      const refused = watchEvents(["--all", "--nats", shop.nats.url], { NATS_NKEY_SEED: "", DATA_DIR: `${shop.dir}/no-credentials-here` });
+      started.push(refused.child);
+      expect(await refused.exited).toBe(1);
+      expect(refused.stderr()).toMatch(/cannot reach NATS at .*: .*authorization violation/i);
     });
   });
 

@@ -4,18 +4,46 @@
  * a payload by its `ce-type` with the generated codecs, and following every
  * stream through ordered consumers (nothing is acknowledged or changed).
  */
-import { AckPolicy, ConsumerEvents, DeliverPolicy, type JetStreamManager, type JsMsg, type NatsConnection, type NatsError, connect, nanos, type OrderedConsumerOptions } from "nats";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { AckPolicy, ConsumerEvents, DeliverPolicy, type JetStreamManager, type JsMsg, type NatsConnection, type NatsError, connect, nanos, nkeyAuthenticator, type OrderedConsumerOptions } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, type EventDescriptor } from "../platform/events/index.js";
+import { repoRoot } from "./repo-root.js";
 
 /** The NATS URL(s) the tools use unless told otherwise. */
 export function defaultNatsUrl(): string {
   return process.env.NATS_URL || "nats://127.0.0.1:4222";
 }
 
-/** Connects as `name` to `url` (several comma-separated for a cluster); rejects with a message naming the URL. */
-export async function connectNats(url: string, name: string): Promise<NatsConnection> {
-  return connect({ servers: url.split(",").map((u) => u.trim()), name }).catch((err: Error) => {
+/** The seed file to connect with, if any: --nkey, $NATS_NKEY_SEED, or the observer's seed `npm start` made. */
+export function seedFileToUse(given: string | undefined): string | undefined {
+  if (given) return given;
+  if (process.env.NATS_NKEY_SEED) return process.env.NATS_NKEY_SEED;
+  const observer = join(process.env.DATA_DIR || join(repoRoot, ".data"), "nats-credentials", "observer.nk");
+  return existsSync(observer) ? observer : undefined;
+}
+
+/** An nkey authenticator for the seed in `file`; the seed never appears in a message. */
+function authenticatorOf(file: string) {
+  let seed: string;
+  try {
+    seed = readFileSync(file, "utf8").trim();
+  } catch (err) {
+    throw new Error(`cannot read the nkey seed file ${file}: ${(err as Error).message}`);
+  }
+  if (!/^SU[A-Z2-7]+$/.test(seed)) throw new Error(`${file} does not hold a NATS user nkey seed (one line starting with SU)`);
+  return nkeyAuthenticator(new TextEncoder().encode(seed));
+}
+
+/**
+ * Connects as `name` to `url` (several comma-separated for a cluster), with
+ * the nkey seed in `seedFile` (default: seedFileToUse's choice); rejects with
+ * a message naming the URL.
+ */
+export async function connectNats(url: string, name: string, seedFile = seedFileToUse(undefined)): Promise<NatsConnection> {
+  const authenticator = seedFile === undefined ? undefined : authenticatorOf(seedFile);
+  return connect({ servers: url.split(",").map((u) => u.trim()), name, ...(authenticator && { authenticator }) }).catch((err: Error) => {
     throw new Error(`cannot reach NATS at ${url}: ${err.message}`);
   });
 }

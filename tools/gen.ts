@@ -14,13 +14,15 @@ import { buildGrpcDescriptorSet } from "./contracts/grpc-descriptors.js";
 import { bufBin, buildImage, protoFiles } from "./contracts/image.js";
 import { checkReadmeEventTable, eventTableOfContracts, withEventTable } from "./contracts/readme-events.js";
 import { repoRoot } from "./repo-root.js";
+import { type EventManifest, natsAuthorizationModule, natsAuthorizationOf } from "./contracts/nats-permissions.js";
 import { generateSdks, sdkTemplate } from "./contracts/sdk.js";
 import { generatedHeader as eventsPluginHeader } from "./protoc-gen-events/plugin.js";
 
 const usage = `Usage: tsx tools/gen.ts [--check | --image PATH]
 
 Regenerates gen/ from the contracts in proto/: gen/ts (ts-proto messages and
-grpc-js services, protoc-gen-events bindings, the descriptor sets), the output
+grpc-js services, protoc-gen-events bindings, the descriptor sets, the NATS
+users and permissions in concord_nats.ts), the output
 of every plugin in buf.gen.sdk.yaml (gen/go and gen/python, the Go and Python
 SDKs, and any language added there) and gen/events.json (the event manifest);
 and the event table of README.md, between its marker comments.
@@ -62,6 +64,8 @@ export function generate(outDir: string, options: GenerateOptions = {}): void {
     mkdirSync(outDir, { recursive: true });
     cpSync(join(work, "gen"), outDir, { recursive: true });
     generateSdks(image, outDir, options.sdkTemplate ?? sdkTemplate);
+    const manifest = JSON.parse(readFileSync(join(outDir, "events.json"), "utf8")) as EventManifest;
+    writeFileSync(join(outDir, "ts", "concord_nats.ts"), header + natsAuthorizationModule(natsAuthorizationOf(manifest)));
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

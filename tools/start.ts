@@ -30,6 +30,7 @@ import { clientTlsCredentials, waitForServing } from "../platform/grpc/index.js"
 import { stopOnStdinCloseVariable } from "../platform/runtime/index.js";
 import { repoRoot } from "./repo-root.js";
 import { findNatsServer } from "./nats/find-nats-server.mjs";
+import { ensureNatsCredentials, writeAuthorizationConfig } from "./nats/authorization.js";
 import { writeNatsServerConfig } from "./nats/server-config.js";
 import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
 import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgres.js";
@@ -62,9 +63,12 @@ before it is acknowledged). Options:
                     three URLs
 
 Environment (all optional):
-  DATA_DIR          where databases and the JetStream store live (default .data)
+  DATA_DIR          where databases, the JetStream store and the NATS
+                    credentials live (default .data)
   NATS_URL          use this NATS server instead of starting one (several
-                    comma-separated URLs for a cluster)
+                    comma-separated URLs for a cluster); the services then
+                    connect without credentials unless PRODUCTS_NATS_NKEY_SEED
+                    and ORDERS_NATS_NKEY_SEED name their seed files
   NATS_PORT         (first) client port of the local nats-server (default 4222)
   POSTGRES_PORT     port of the local PostgreSQL server with --postgres (default 54320)
   PRODUCTS_LISTEN   product service address (default 127.0.0.1:50051)
@@ -85,6 +89,11 @@ Environment (all optional):
                     require: the services refuse clients without a
                     certificate from the CA (DATA_DIR/tls/client.pem is one)
   GRPC_AUTH         none: the services check no bearer tokens (default jwt)
+
+The local nats-server admits only the users of gen/ts/concord_nats.ts (see
+README "Security"): each service's nkey seed, and the read-only observer's,
+is made on first start in DATA_DIR/nats-credentials/<user>.nk (mode 0600)
+and kept; delete a file and start again to replace that key.
 
 Ctrl-C, SIGTERM or SIGHUP stops the services, then nats-server. If this
 script is killed outright, the services stop on their own when their
@@ -207,6 +216,11 @@ async function waitForHealthy(name: string, monitorPort: number, timeoutMs: numb
   }
 }
 
+/** Where `npm start` keeps the NATS users' nkey seeds. */
+function natsCredentialsDir(dataDir: string): string {
+  return join(dataDir, "nats-credentials");
+}
+
 /**
  * Starts the local nats-server, or with `cluster` three of them routed to
  * each other, each under tools/run-tethered.mjs from a configuration file
@@ -226,6 +240,9 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boole
     if (await isListening(p)) throw new Error(`port ${p} is already in use; set NATS_PORT to another port, or NATS_URL to use the NATS server there`);
   }
   const base = cluster ? join(dataDir, "nats-cluster") : dataDir;
+  mkdirSync(base, { recursive: true });
+  const credentials = ensureNatsCredentials(natsCredentialsDir(dataDir));
+  writeAuthorizationConfig(join(base, "nats-authorization.conf"), credentials);
   const servers = clientPorts.map((clientPort, i) => {
     const name = cluster ? `n${i + 1}` : "concord";
     const storeDir = cluster ? join(base, name) : join(dataDir, "nats");
@@ -237,6 +254,7 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boole
       storeDir,
       syncAlways: found.syncInterval,
       logFile,
+      authorizationInclude: "nats-authorization.conf",
       ...(cluster && { monitorPort: monitorPorts[i], cluster: { name: "concord", port: routePorts[i], routePorts } }),
     });
     const child = launch(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [tetherScript, found.path, ...args], env);
@@ -252,6 +270,7 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boole
   } else {
     console.log(`${version} (JetStream, ${sync}) on ${servers[0].url}, store in ${servers[0].storeDir}, log in ${servers[0].logFile}`);
   }
+  console.log(`  NATS users: ${credentials.map((c) => c.name).join(", ")}; nkey seeds in ${natsCredentialsDir(dataDir)} (the observer's reads: nats --nkey ${join(natsCredentialsDir(dataDir), "observer.nk")} ...)`);
   return { url: servers.map((s) => s.url).join(","), tethers: servers.map((s) => s.child.process.stdin!) };
 }
 
@@ -348,11 +367,15 @@ async function main(): Promise<void> {
   let natsTether: StdioOptions = [];
 
   let natsUrl = process.env.NATS_URL;
+  const seeds: Record<"products" | "orders", string | undefined> = { products: process.env.PRODUCTS_NATS_NKEY_SEED, orders: process.env.ORDERS_NATS_NKEY_SEED };
   if (natsUrl && flags.cluster) throw new Error("--cluster starts a local cluster, NATS_URL names one of your own: use one or the other");
   if (!natsUrl) {
     const nats = await startNats(dataDir, env, flags.cluster === true);
     natsUrl = nats.url;
     natsTether = nats.tethers;
+    const dir = natsCredentialsDir(dataDir);
+    seeds.products = join(dir, "products.nk");
+    seeds.orders = join(dir, "orders.nk");
   }
   env.NATS_URL = natsUrl;
 
@@ -361,7 +384,7 @@ async function main(): Promise<void> {
     const metricsVariable = service === "products" ? "PRODUCTS_METRICS_LISTEN" : "ORDERS_METRICS_LISTEN";
     // The instances of one service start together, as a deployment's do.
     const started = addresses.map((listen, i) =>
-      launch(instances > 1 ? `${service}#${i + 1}` : service, command.command, command.args, { ...env, ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metricsAddresses[service][i] }, natsTether),
+      launch(instances > 1 ? `${service}#${i + 1}` : service, command.command, command.args, { ...env, ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metricsAddresses[service][i], NATS_NKEY_SEED: seeds[service] ?? "" }, natsTether),
     );
     await Promise.all(addresses.map((a) => waitForServing(a, 30_000, grpc.credentials)));
     return started.map((child, i) => {

@@ -4,29 +4,36 @@
  * declare, plus the dead letter stream, through ordered consumers (nothing is
  * acknowledged or changed).
  */
-import { connectNats, defaultNatsUrl, watchEvents } from "./event-watch.js";
+import { connectNats, defaultNatsUrl, seedFileToUse, watchEvents } from "./event-watch.js";
 
-const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--nats URL]
+const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--nats URL] [--nkey FILE]
 
 Prints each event as a JSON line: stream, sequence, subject, type, id, source,
 time and the decoded payload. Ctrl-C stops. A stream that is missing, or on
 which the server refuses a consumer, is named on standard error; when no
 stream can be read, it exits with status 1.
   --all        start from the first stored event instead of new ones only
-  --nats URL   NATS server, several comma-separated for a cluster (default: $NATS_URL or nats://127.0.0.1:4222)`;
+  --nats URL   NATS server, several comma-separated for a cluster (default: $NATS_URL or nats://127.0.0.1:4222)
+  --nkey FILE  the nkey seed to connect with, the observer's for a server that
+               \`npm start\` runs (default: $NATS_NKEY_SEED, else
+               $DATA_DIR/nats-credentials/observer.nk when it exists, DATA_DIR
+               defaulting to .data; none: no credentials)`;
 
 async function main(args: string[]): Promise<void> {
   if (args.includes("--help")) return console.log(usage);
   const natsIndex = args.indexOf("--nats");
-  const known = new Set(["--all", "--nats", ...(natsIndex >= 0 ? [args[natsIndex + 1]] : [])]);
+  const nkeyIndex = args.indexOf("--nkey");
+  const known = new Set(["--all", "--nats", "--nkey", ...(natsIndex >= 0 ? [args[natsIndex + 1]] : []), ...(nkeyIndex >= 0 ? [args[nkeyIndex + 1]] : [])]);
   const unknown = args.filter((a) => !known.has(a));
-  if (unknown.length > 0 || (natsIndex >= 0 && !args[natsIndex + 1])) {
-    console.error(`watch-events: bad arguments: ${unknown.join(" ") || "--nats needs a URL"}\n\n${usage}`);
+  const missing = natsIndex >= 0 && !args[natsIndex + 1] ? "--nats needs a URL" : nkeyIndex >= 0 && !args[nkeyIndex + 1] ? "--nkey needs a file" : undefined;
+  if (unknown.length > 0 || missing) {
+    console.error(`watch-events: bad arguments: ${unknown.join(" ") || missing}\n\n${usage}`);
     process.exitCode = 2;
     return;
   }
   const url = natsIndex >= 0 ? args[natsIndex + 1] : defaultNatsUrl();
-  const nc = await connectNats(url, "watch-events");
+  const seedFile = seedFileToUse(nkeyIndex >= 0 ? args[nkeyIndex + 1] : undefined);
+  const nc = await connectNats(url, "watch-events", seedFile);
   const quit = () => {
     setTimeout(() => process.exit(0), 2_000).unref();
     void nc.close().then(() => process.exit(0));

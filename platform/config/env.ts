@@ -4,6 +4,8 @@
  * starts half-configured.
  */
 
+import { existsSync, statSync } from "node:fs";
+
 /** How to read one variable. */
 export interface Setting<T> {
   /** What the variable means, for error messages and --help. */
@@ -123,6 +125,13 @@ export function oneOf<T extends string>(...choices: T[]): (raw: string) => T {
 
 /** Any non-empty text. */
 export function text(raw: string): string {
+  return raw;
+}
+
+/** A path to a file that exists, or undefined for an empty value. */
+export function optionalFile(raw: string): string | undefined {
+  if (raw === "") return undefined;
+  if (!existsSync(raw) || !statSync(raw).isFile()) throw new Error("no such file");
   return raw;
 }
 

@@ -35,6 +35,12 @@ export interface StartConsumersOptions {
   readonly checker?: MessageChecker;
   /** The service's own pipeline steps (metrics, tracing), outermost first, around the default chain (see pipeline.ts). */
   readonly middleware?: readonly DeliveryMiddleware[];
+  /**
+   * The `ce-source` of each stream's events (gen/ts/concord_nats.ts
+   * `streamSources`): an event from anyone else is dead-lettered. Every
+   * consumed stream must be named. Not checked when not set.
+   */
+  readonly streamSources?: Readonly<Record<string, string>>;
 }
 
 /** The running consumers of a service. */
@@ -55,8 +61,8 @@ export interface RunningConsumers {
  */
 export async function startConsumers(options: StartConsumersOptions): Promise<RunningConsumers> {
   const factory = "startConsumers";
-  checkOptions(factory, options, ["nc", "db", "service", "consumers", "logger", "dlqStream", "outbox", "pullBatch", "reopenDelayMs", "checker", "middleware"]);
-  const { nc, db, service, consumers } = options;
+  checkOptions(factory, options, ["nc", "db", "service", "consumers", "logger", "dlqStream", "outbox", "pullBatch", "reopenDelayMs", "checker", "middleware", "streamSources"]);
+  const { nc, db, service, consumers, streamSources } = options;
   const dlqStream = options.dlqStream ?? deadLetterStreamSpec;
   const pullBatch = positiveInteger(factory, "pullBatch", options.pullBatch, 64);
   const reopenDelayMs = nonNegativeInteger(factory, "reopenDelayMs", options.reopenDelayMs, 1_000);
@@ -71,19 +77,22 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
     durables.add(key);
     if (descriptor.typeName !== spec.eventType) throw new Error(`${factory}: consumer ${spec.durable} takes ${spec.eventType} but was bound to the descriptor of ${descriptor.typeName}`);
     if (descriptor.stream !== spec.stream) throw new Error(`${factory}: consumer ${spec.durable} reads stream ${spec.stream} but ${descriptor.typeName} is published to ${descriptor.stream}`);
+    if (streamSources && typeof streamSources[spec.stream] !== "string") throw new Error(`${factory}: streamSources names no source for stream ${spec.stream} (consumer ${spec.durable})`);
   }
   const logger = options.logger.child({ component: "event-consumer" });
   const outbox = options.outbox ?? createOutbox({ db, source: service, ...(options.checker && { checker: options.checker }) });
 
   const jsm = await nc.jetstreamManager();
-  await ensureStreams(jsm, [dlqStream], { logger });
+  // With stream owners known (NATS permissions in force), no service changes the shared dead letter stream: a
+  // service's user could otherwise shorten its retention, which is deleting dead letters by another name.
+  await ensureStreams(jsm, [dlqStream], { logger, ...(streamSources && { foreign: [dlqStream.name] }) });
   await ensureConsumers(jsm, consumers.map((c) => c.spec));
   const js = nc.jetstream();
 
   const consume = async (binding: ConsumerBinding<unknown>, intake: PullIntake): Promise<void> => {
     const { spec } = binding;
     const log = logger.child({ consumer: spec.durable, stream: spec.stream });
-    const pipeline = consumerPipeline({ binding, outbox, checker: options.checker, logger: log, middleware: options.middleware });
+    const pipeline = consumerPipeline({ binding, outbox, checker: options.checker, logger: log, middleware: options.middleware, expectedSource: streamSources?.[spec.stream] });
     const step: BatchStep = { pipeline, consumer: spec.durable, db, intake, js, dlqStream, budgetMs: spec.ackWaitMs / 8, logger: log };
     for (let batch = await intake.take(pullBatch); batch; batch = await intake.take(pullBatch)) {
       try {

@@ -1,4 +1,5 @@
-import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import { readFileSync } from "node:fs";
+import { connect, nkeyAuthenticator, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
 import type { Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
 
@@ -10,6 +11,16 @@ export interface EventBusOptions {
   readonly logger: Logger;
   /** Pause between reconnect attempts. Default 250 ms (with jitter). */
   readonly reconnectTimeWaitMs?: number;
+  /**
+   * A file holding the NATS user's nkey seed (`SU...`), read at connect time;
+   * none: connect without credentials (a server without authorization).
+   */
+  readonly nkeySeedFile?: string;
+  /**
+   * Prefix of the connection's reply subjects: the server lets a user's
+   * replies through on its own prefix only. Default `_INBOX_<name>`.
+   */
+  readonly inboxPrefix?: string;
 }
 
 /** A service's connection to NATS and JetStream. */
@@ -27,19 +38,23 @@ export interface EventBus {
  * Fails at once when the first connection or JetStream cannot be reached.
  */
 export async function connectEventBus(options: EventBusOptions): Promise<EventBus> {
-  checkOptions("connectEventBus", options, ["url", "name", "logger", "reconnectTimeWaitMs"]);
+  checkOptions("connectEventBus", options, ["url", "name", "logger", "reconnectTimeWaitMs", "nkeySeedFile", "inboxPrefix"]);
   const { url, name } = options;
   if (typeof url !== "string" || url.trim() === "") throw new Error("connectEventBus: url is required");
   if (typeof name !== "string" || name.trim() === "") throw new Error("connectEventBus: name is required");
   const reconnectTimeWait = positiveInteger("connectEventBus", "reconnectTimeWaitMs", options.reconnectTimeWaitMs, 250);
   const drainTimeoutMs = 5_000;
   const logger = options.logger.child({ component: "event-bus" });
+  const inboxPrefix = options.inboxPrefix ?? `_INBOX_${name}`;
+  const authenticator = options.nkeySeedFile === undefined ? undefined : nkeyAuthenticator(readSeed(options.nkeySeedFile));
 
   let nc: NatsConnection;
   try {
     nc = await connect({
       servers: url.split(",").map((s) => s.trim()),
       name,
+      inboxPrefix,
+      ...(authenticator && { authenticator }),
       maxReconnectAttempts: -1,
       reconnectTimeWait,
       reconnectJitter: Math.min(reconnectTimeWait, 100),
@@ -56,7 +71,12 @@ export async function connectEventBus(options: EventBusOptions): Promise<EventBu
     for await (const status of nc.status()) {
       if (status.type === "disconnect") logger.warn({ server: status.data }, "disconnected from NATS; reconnecting");
       else if (status.type === "reconnect") logger.info({ server: status.data }, "reconnected to NATS");
-      else if (status.type === "error") logger.error({ err: status.data }, "NATS connection error");
+      else if (status.type === "error") {
+        // A permissions violation names the subject: the server refused it to this service's user.
+        const refused = status.permissionContext;
+        if (refused) logger.error({ operation: refused.operation, subject: refused.subject }, `NATS refused ${refused.operation} to ${refused.subject}: not in the permissions of this service's user`);
+        else logger.error({ err: status.data }, "NATS connection error");
+      }
     }
   })().catch(() => undefined);
 
@@ -92,6 +112,18 @@ export async function connectEventBus(options: EventBusOptions): Promise<EventBu
       return closed;
     },
   };
+}
+
+/** The seed in `file`, or an error naming the file; the seed itself is never part of a message. */
+function readSeed(file: string): Uint8Array {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8").trim();
+  } catch (err) {
+    throw new Error(`reading the NATS nkey seed file ${file} failed: ${(err as Error).message}`, { cause: err });
+  }
+  if (!/^SU[A-Z2-7]+$/.test(text)) throw new Error(`${file} does not hold a NATS user nkey seed (one line starting with SU)`);
+  return new TextEncoder().encode(text);
 }
 
 // nats.js codes (and the Node system errors behind them) of a server that is not there, not reachable,

@@ -36,6 +36,14 @@ export interface EventRuntimeOptions {
   readonly inboxRetentionMs?: number;
   /** The service's own consumer pipeline steps (metrics, tracing), outermost first, around the default chain (pipeline.ts). */
   readonly middleware?: readonly DeliveryMiddleware[];
+  /** File with the service's NATS user nkey seed; none: connect without credentials. */
+  readonly nkeySeedFile?: string;
+  /**
+   * The `ce-source` of each stream's events, its owner (gen/ts/concord_nats.ts
+   * `streamSources`): consumed events from anyone else are dead-lettered, and
+   * streams the service does not own are created when missing but never changed.
+   */
+  readonly streamSources?: Readonly<Record<string, string>>;
 }
 
 /** A service's event machinery: the outbox at once, the rest once NATS has been reached. */
@@ -70,8 +78,8 @@ export interface EventRuntime {
  * dead-lettered.
  */
 export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
-  checkOptions("createEventRuntime", options, ["db", "natsUrl", "service", "streams", "descriptorSet", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs", "inboxRetentionMs", "middleware"]);
-  const { db, natsUrl, service, streams } = options;
+  checkOptions("createEventRuntime", options, ["db", "natsUrl", "service", "streams", "descriptorSet", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs", "inboxRetentionMs", "middleware", "nkeySeedFile", "streamSources"]);
+  const { db, natsUrl, service, streams, streamSources } = options;
   const flushTimeoutMs = options.flushTimeoutMs ?? 5_000;
   const retryMinMs = options.retryMinMs ?? 200;
   const retryMaxMs = options.retryMaxMs ?? 1_000;
@@ -107,7 +115,7 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
 
   /** One attempt to connect; abandoned when a stop comes first, and then closed once it lands. */
   const connect = async (): Promise<EventBus> => {
-    const attempt = connectEventBus({ url: natsUrl, name: service, logger: options.logger });
+    const attempt = connectEventBus({ url: natsUrl, name: service, logger: options.logger, ...(options.nkeySeedFile !== undefined && { nkeySeedFile: options.nkeySeedFile }) });
     const connected = await unlessStopped(attempt);
     if (connected) return connected;
     void attempt.then((late) => late.close(), () => undefined);
@@ -129,10 +137,10 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
       try {
         bus ??= await connect();
         checkNotStopping();
-        const { atomicBatch } = await ensureStreams(bus.jsm, streams, { logger });
+        const { atomicBatch } = await ensureStreams(bus.jsm, streams, { logger, ...(streamSources && { foreign: streams.map((s) => s.name).filter((name) => streamSources[name] !== service) }) });
         checkNotStopping();
         relay ??= createOutboxRelay({ db, nc: bus.nc, logger: options.logger, batchStreams: atomicBatch });
-        consumers = await startConsumers({ nc: bus.nc, db, service, consumers: bindings, logger: options.logger, outbox, checker, ...(options.middleware && { middleware: options.middleware }) });
+        consumers = await startConsumers({ nc: bus.nc, db, service, consumers: bindings, logger: options.logger, outbox, checker, ...(options.middleware && { middleware: options.middleware }), ...(streamSources && { streamSources }) });
         if (waitingSince !== undefined) logger.info({ natsUrl, waitedMs: Math.round(performance.now() - waitingSince) }, "reached NATS; events flow");
         return;
       } catch (err) {

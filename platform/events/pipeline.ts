@@ -7,6 +7,7 @@ import { typedHandler, type ConsumerBinding } from "./event-handler.js";
 import { createInbox, inboxStep } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
 import { retryWithBackoff } from "./retry.js";
+import { sourceCheck } from "./source-check.js";
 import { isLockTimeout, isWriteConflict } from "../sql/index.js";
 
 /**
@@ -30,6 +31,8 @@ export interface PipelineOptions {
   readonly logger: Logger;
   /** A service's own steps (metrics, tracing), outermost first, around the default chain. */
   readonly middleware?: readonly DeliveryMiddleware[];
+  /** The `ce-source` the stream's events must carry (its owner); not checked when not set. */
+  readonly expectedSource?: string;
 }
 
 /**
@@ -38,6 +41,7 @@ export interface PipelineOptions {
  * service's own middleware, then the default chain:
  *
  *   dead letter   what is left after retries is settled as a dead letter
+ *   source        an event whose ce-source is not its stream's owner is dead-lettered at once
  *   retry         a failed attempt is retried with the spec's backoff, up to max_deliver
  *   savepoint     the event's writes are undone when anything inside fails
  *   inbox         an event processed already is acked without running the handler
@@ -53,6 +57,7 @@ export function consumerPipeline(options: PipelineOptions): DeliveryHandler {
     ...(tracing ? [tracing] : []),
     ...(options.middleware ?? []),
     deadLetter(),
+    ...(options.expectedSource === undefined ? [] : [sourceCheck(options.expectedSource)]),
     retryWithBackoff({ maxDeliver: binding.spec.maxDeliver, backoffMs: binding.spec.backoffMs, logger }),
     savepointStep,
     inboxStep(createInbox(), logger),

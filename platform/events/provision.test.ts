@@ -37,6 +37,20 @@ describe("provisioning", () => {
     expect((await bus.jsm.streams.info(spec.name)).config.description).toBe("second");
   });
 
+  it("never changes a stream another service owns (foreign): created when missing, checked, not updated", async () => {
+    const { stream } = sampleStream("foreign");
+    const spec = { ...stream, description: "the owner's" };
+    await ensureStreams(bus.jsm, [spec], { foreign: [spec.name] });
+    expect((await bus.jsm.streams.info(spec.name)).config.description).toBe("the owner's");
+    const updates = bus.nc.subscribe(`$JS.API.STREAM.UPDATE.${spec.name}`);
+    await ensureStreams(bus.jsm, [{ ...spec, description: "another" }], { foreign: [spec.name] });
+    await bus.nc.flush();
+    expect(updates.getReceived()).toBe(0);
+    expect((await bus.jsm.streams.info(spec.name)).config.description).toBe("the owner's");
+    await expect(ensureStreams(bus.jsm, [{ ...spec, maxAgeMs: 1_000 }], { foreign: [spec.name] })).rejects.toThrow(/stream TEST_FOREIGN exists with settings that conflict/);
+    updates.unsubscribe();
+  });
+
   it("refuses to start against a stream whose settings conflict, naming stream, setting and values", async () => {
     const { stream } = sampleStream("conflict");
     await ensureStreams(bus.jsm, [stream]);

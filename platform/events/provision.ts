@@ -12,6 +12,12 @@ const serverDefaultDuplicateWindowMs = 120_000;
 export interface EnsureStreamsOptions {
   /** Hears of replicas changed or left at 1 (see ensureStreams). */
   readonly logger?: Logger;
+  /**
+   * Streams another service owns: created when missing, checked, never
+   * changed (description, atomic batch, replicas are their owner's to set;
+   * its NATS user alone may update them).
+   */
+  readonly foreign?: readonly string[];
 }
 
 /**
@@ -37,12 +43,13 @@ export interface EnsureStreamsOptions {
  * that allow it.
  */
 export async function ensureStreams(jsm: JetStreamManager, specs: readonly StreamSpec[], options: EnsureStreamsOptions = {}): Promise<ProvisionedStreams> {
-  checkOptions("ensureStreams", options, ["logger"]);
+  checkOptions("ensureStreams", options, ["logger", "foreign"]);
+  const foreign = new Set(options.foreign ?? []);
   for (const spec of specs) validateStreamSpec(spec);
   const { api } = await jsm.getAccountInfo();
   const atomic = ((api as { level?: number }).level ?? 0) >= atomicBatchApiLevel;
   const atomicBatch: StreamSpec[] = [];
-  for (const spec of specs) if (await ensureStream(jsm, spec, atomic, options.logger)) atomicBatch.push(spec);
+  for (const spec of specs) if (await ensureStream(jsm, spec, atomic, options.logger, foreign.has(spec.name))) atomicBatch.push(spec);
   return { atomicBatch };
 }
 
@@ -76,7 +83,7 @@ const standaloneWarning = (spec: StreamSpec) =>
   `a crash of this server's machine can lose what it acknowledged last (run a cluster, see README "Durability")`;
 
 /** Creates or checks one stream; resolves with whether it takes atomic batch publishes. */
-async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boolean, logger: Logger | undefined): Promise<boolean> {
+async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boolean, logger: Logger | undefined, foreign: boolean): Promise<boolean> {
   const allowsAtomic = (i: StreamInfo) => (i.config as NewerStreamConfig).allow_atomic === true;
   let info = await streamInfo(jsm, spec.name);
   if (!info) {
@@ -121,6 +128,7 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boo
         `change the spec back, or migrate the stream deliberately (for example with the nats CLI) before starting`,
     );
   }
+  if (foreign) return allowsAtomic(info);
   if ((config.description ?? "") !== (spec.description ?? "")) {
     await jsm.streams.update(spec.name, { description: spec.description ?? "" });
   }

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Msg, NatsConnection, Subscription } from "nats";
-import { replyInbox, wireHeaders } from "./nats-internals.js";
+import { replyInbox, stopStatusIterator, wireHeaders } from "./nats-internals.js";
 
 /** One event to publish: its subject, payload and NATS header block in wire form. */
 export interface WireEvent {
@@ -20,7 +20,8 @@ export type PublishOutcome = { readonly ok: true; readonly duplicate: boolean } 
  * A sliding window of JetStream publishes: events go out with plain
  * `nc.publish` and a reply subject, unique per send, on an inbox of the
  * window's own, where one subscription collects the PubAcks; one timer
- * fails those unanswered after `publishTimeoutMs`. Cheaper than nats.js's
+ * fails those unanswered after `publishTimeoutMs`. A publish the server
+ * refuses for the user's permissions fails at once, for good. Cheaper than nats.js's
  * `js.publish`, which makes a timer and an error object per request.
  */
 export interface PublishWindow<T> {
@@ -66,7 +67,7 @@ const permanentClientErrors = new Set(["MAX_PAYLOAD_EXCEEDED", "BAD_SUBJECT", "B
 export function createPublishWindow<T>(options: PublishWindowOptions<T>): PublishWindow<T> {
   const { nc, publishTimeoutMs, onOutcome } = options;
   /** Sent and not answered, by send id, in sending order: one event, or the events of one batch. */
-  const inFlight = new Map<number, { readonly tags: readonly T[]; readonly sentAt: number }>();
+  const inFlight = new Map<number, { readonly tags: readonly T[]; readonly subjects: readonly string[]; readonly sentAt: number }>();
   let events = 0;
   let lastSendId = 0;
   const prefix = replyInbox(nc);
@@ -85,6 +86,20 @@ export function createPublishWindow<T>(options: PublishWindowOptions<T>): Publis
       if (!err) settle(Number(msg.subject.slice(prefix.length + 1)), readAck(msg));
     },
   });
+  // The server refuses a publish outside the user's permissions with an error on the connection, not an answer to
+  // the reply subject: without this the event would wait for its PubAck in vain. Sending it again cannot help.
+  const statuses = nc.status();
+  void (async () => {
+    for await (const status of statuses) {
+      const refused = status.permissionContext;
+      if (status.type !== "error" || refused?.operation !== "publish") continue;
+      for (const [sendId, sent] of inFlight) {
+        if (!sent.subjects.includes(refused.subject)) continue;
+        settle(sendId, { ok: false, error: `NATS refused the publish to ${refused.subject}: it is not in the permissions of this connection's user`, permanent: true });
+        break;
+      }
+    }
+  })().catch(() => undefined);
   const timeouts = setInterval(
     () => {
       const expired = Date.now() - publishTimeoutMs;
@@ -100,7 +115,7 @@ export function createPublishWindow<T>(options: PublishWindowOptions<T>): Publis
   return {
     send(event, tag) {
       const sendId = ++lastSendId;
-      inFlight.set(sendId, { tags: [tag], sentAt: Date.now() });
+      inFlight.set(sendId, { tags: [tag], subjects: [event.subject], sentAt: Date.now() });
       events++;
       try {
         nc.publish(event.subject, event.payload, { reply: `${prefix}.${sendId}`, headers: wireHeaders(event.headers) });
@@ -111,7 +126,7 @@ export function createPublishWindow<T>(options: PublishWindowOptions<T>): Publis
     sendBatch(batch) {
       if (batch.length === 0) return;
       const sendId = ++lastSendId;
-      inFlight.set(sendId, { tags: batch.map((b) => b.tag), sentAt: Date.now() });
+      inFlight.set(sendId, { tags: batch.map((b) => b.tag), subjects: batch.map((b) => b.event.subject), sentAt: Date.now() });
       events += batch.length;
       const batchId = randomUUID();
       try {
@@ -133,6 +148,7 @@ export function createPublishWindow<T>(options: PublishWindowOptions<T>): Publis
     },
     close() {
       clearInterval(timeouts);
+      stopStatusIterator(statuses);
       if (!nc.isClosed()) acks.unsubscribe();
     },
   };

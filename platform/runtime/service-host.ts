@@ -41,6 +41,10 @@ export interface ServiceHostOptions {
   readonly metricsListen?: string;
   /** Ends start-up while it waits for a Postgres server that cannot be reached yet. */
   readonly signal?: AbortSignal;
+  /** File with the service's NATS user nkey seed (see createEventRuntime); none: no credentials. */
+  readonly natsSeedFile?: string;
+  /** Each stream's owner, the `ce-source` its events must carry (gen/ts/concord_nats.ts `streamSources`). */
+  readonly streamSources?: Readonly<Record<string, string>>;
 }
 
 /** How often the wait for a database that cannot be reached is logged. */
@@ -98,6 +102,8 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       logger,
       ...(options.inboxRetentionMs !== undefined && { inboxRetentionMs: options.inboxRetentionMs }),
       ...(middleware.length > 0 && { middleware }),
+      ...(options.natsSeedFile !== undefined && { nkeySeedFile: options.natsSeedFile }),
+      ...(options.streamSources && { streamSources: options.streamSources }),
     });
     server = createGrpcServer({
       descriptorSet: options.descriptorSet,

@@ -1,3 +1,4 @@
+import { streamSources } from "../../gen/ts/concord_nats.js";
 import { allStreams } from "../../gen/ts/concord_streams.js";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { OrderServiceService } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -26,6 +27,8 @@ export interface OrdersOptions {
   readonly natsUrl: string;
   /** TLS and bearer tokens, for what it serves and for its calls to the product service; `insecureGrpc` for neither, explicitly. */
   readonly security: GrpcSecurity;
+  /** File with the service's NATS user nkey seed; none: connect without credentials. */
+  readonly natsSeedFile?: string;
   /** Deadline of each lookup of a product the local catalogue does not know yet. Default 2 s. */
   readonly productsTimeoutMs?: number;
   readonly logger: Logger;
@@ -52,7 +55,7 @@ export interface RunningOrders extends RunningService {
  */
 export async function startOrders(options: OrdersOptions): Promise<RunningOrders> {
   const { productsAddress, productsTimeoutMs = 2_000, ...hostOptions } = options;
-  const host = await createServiceHost({ name: "orders", migrations: orderMigrations, streams: allStreams, descriptorSet, ...hostOptions });
+  const host = await createServiceHost({ name: "orders", migrations: orderMigrations, streams: allStreams, streamSources, descriptorSet, ...hostOptions });
   const { db, events, server, requestIds } = host;
   const store = createOrderStore();
   const catalog = createCatalogStore();

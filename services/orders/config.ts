@@ -1,4 +1,4 @@
-import { databaseUrl, duration, durationAtLeast, hostPort, optionalHostPort, oneOf, serviceAddress, text } from "../../platform/config/index.js";
+import { databaseUrl, duration, durationAtLeast, hostPort, optionalHostPort, oneOf, optionalFile, serviceAddress, text } from "../../platform/config/index.js";
 import { grpcSecuritySettings } from "../../platform/runtime/index.js";
 
 /** The order service's environment. */
@@ -22,6 +22,11 @@ export const orderSettings = {
   },
   PRODUCTS_TIMEOUT: { description: "deadline of each call to the product service", default: "2s", parse: duration },
   NATS_URL: { description: "NATS server with JetStream (several comma-separated for a cluster)", default: "nats://127.0.0.1:4222", parse: text },
+  NATS_NKEY_SEED: {
+    description: `file holding the service's NATS user nkey seed (npm start makes DATA_DIR/nats-credentials/orders.nk); empty: connect without credentials`,
+    default: "",
+    parse: optionalFile,
+  },
   INBOX_RETENTION: {
     description: "how long the inbox remembers a processed event, to ignore it if it comes again (at least 1h)",
     default: "7d",

@@ -1,3 +1,4 @@
+import { streamSources } from "../../gen/ts/concord_nats.js";
 import { allStreams } from "../../gen/ts/concord_streams.js";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
@@ -20,6 +21,8 @@ export interface ProductsOptions {
   readonly natsUrl: string;
   /** TLS and bearer tokens; `insecureGrpc` for neither, explicitly. */
   readonly security: GrpcSecurity;
+  /** File with the service's NATS user nkey seed; none: connect without credentials. */
+  readonly natsSeedFile?: string;
   readonly logger: Logger;
   readonly shutdownTimeoutMs?: number;
   /** How long the inbox remembers processed events. Default 7 days. */
@@ -39,7 +42,7 @@ export interface RunningProducts extends RunningService {
 
 /** Starts the product service: the catalogue over gRPC, and the stock side of the order saga. */
 export async function startProducts(options: ProductsOptions): Promise<RunningProducts> {
-  const host = await createServiceHost({ name: "products", migrations: productMigrations, streams: allStreams, descriptorSet, ...options });
+  const host = await createServiceHost({ name: "products", migrations: productMigrations, streams: allStreams, streamSources, descriptorSet, ...options });
   const { db, events, server, requestIds } = host;
   server.addService(ProductServiceService, createProductService({ db, store: createProductStore(), outbox: events.outbox, requestIds }));
   return host.start({ consumers: bindConsumers(ProductServiceConsumers, createStockReservations(createReservationStore())) });

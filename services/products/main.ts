@@ -12,6 +12,7 @@ await runService({
       database: config.PRODUCTS_DATABASE_URL.location,
       natsUrl: config.NATS_URL,
       security: grpcSecurityOf(config),
+      ...(config.NATS_NKEY_SEED !== undefined && { natsSeedFile: config.NATS_NKEY_SEED }),
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
       inboxRetentionMs: config.INBOX_RETENTION,
       requestIdRetentionMs: config.REQUEST_ID_RETENTION,

@@ -222,7 +222,7 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
       expect(header("ce-type")).toBe("shop.orders.v1.OrderCancelled");
       expect(header("ce-id")).toBe(published.id);
       expect(header("Nats-Msg-Id")).toBe(published.id);
-      expect(header("ce-source")).toBe(`interop-${language}`);
+      expect(header("ce-source")).toBe("orders"); // it stands in for the order service, the only publisher SHOP_ORDERS takes events from
       expect(header("content-type")).toBe("application/protobuf");
       expect(header("traceparent")).toMatch(traceparent);
       expect(Number.isNaN(Date.parse(header("ce-time")))).toBe(false);

@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect } from "nats";
+import { connect, nkeyAuthenticator } from "nats";
+import { ensureNatsCredentials, seedFileOf, writeAuthorizationConfig } from "../../tools/nats/authorization.js";
 import { findNatsServer, type FoundNatsServer } from "../../tools/nats/find-nats-server.mjs";
 import { type ClusterRoutes, writeNatsServerConfig } from "../../tools/nats/server-config.js";
 
@@ -14,6 +15,12 @@ export interface NatsServerOptions {
   readonly port?: number;
   /** `sync_interval: always` (every write fsynced before its ack). Default false: the server's 2-minute default, as nothing here outlives the machine. */
   readonly syncAlways?: boolean;
+  /**
+   * Runs with the generated authorization (gen/ts/concord_nats.ts): the
+   * users' nkey seeds are made in this directory (`seedFile(user)`), and
+   * clients without credentials are refused. Default: no authorization.
+   */
+  readonly credentialsDir?: string;
 }
 
 /** A real nats-server with JetStream, owned by one test suite. */
@@ -21,6 +28,8 @@ export interface NatsServerHandle {
   /** "nats://127.0.0.1:PORT". */
   readonly url: string;
   readonly port: number;
+  /** The seed file of a user of the generated authorization ("orders", "observer", ...); throws without `credentialsDir`. */
+  seedFile(user: string): string;
   readonly storeDir: string;
   /** SIGTERM, waits for exit, and removes the store dir unless it was given. Final: no restart after it. */
   stop(): Promise<void>;
@@ -81,6 +90,8 @@ interface NodeSpec {
   readonly syncAlways: boolean;
   readonly monitorPort?: number;
   readonly cluster?: ClusterRoutes;
+  /** The authorization block's file name next to `configPath`, and a seed that may ask JetStream whether it answers. */
+  readonly authorization?: { readonly include: string; readonly readinessSeed: string };
 }
 
 interface Node {
@@ -122,6 +133,7 @@ function createNode(spec: NodeSpec): Node {
     syncAlways: spec.syncAlways,
     ...(spec.monitorPort !== undefined && { monitorPort: spec.monitorPort }),
     ...(spec.cluster && { cluster: spec.cluster }),
+    ...(spec.authorization && { authorizationInclude: spec.authorization.include }),
   });
 
   const node: Node = {
@@ -147,7 +159,7 @@ function createNode(spec: NodeSpec): Node {
       proc.once("error", (err) => output.push(`spawn failed: ${err.message}`));
       child = proc;
       await node.waitUntil("listen", () => tcpConnect(spec.port), readyTimeoutMs);
-      if (waitReady) await node.waitUntil("answer JetStream requests", () => jetStreamAnswers(`nats://127.0.0.1:${spec.port}`), readyTimeoutMs);
+      if (waitReady) await node.waitUntil("answer JetStream requests", () => jetStreamAnswers(`nats://127.0.0.1:${spec.port}`, spec.authorization?.readinessSeed), readyTimeoutMs);
     },
     async waitUntil(what, ready, timeoutMs) {
       const deadline = Date.now() + timeoutMs;
@@ -193,7 +205,7 @@ function createNode(spec: NodeSpec): Node {
  * connect and JetStream answers, so tests never race the server's start-up.
  */
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServerHandle> {
-  const known = new Set(["storeDir", "port", "syncAlways"]);
+  const known = new Set(["storeDir", "port", "syncAlways", "credentialsDir"]);
   for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startNatsServer: unknown option ${key}`);
   const server = serverBinary();
   const ownsStore = options.storeDir === undefined;
@@ -202,13 +214,23 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   const port = options.port ?? (await freePort());
   const configDir = mkdtempSync(join(tmpdir(), "concord-nats-conf-"));
   const syncAlways = (options.syncAlways ?? false) && server.syncInterval;
-  const node = createNode({ binary: server.path, serverName: `concord-${port}`, port, storeDir, configPath: join(configDir, "nats-server.conf"), syncAlways });
+  const { credentialsDir } = options;
+  let authorization: NodeSpec["authorization"];
+  if (credentialsDir !== undefined) {
+    writeAuthorizationConfig(join(configDir, "authorization.conf"), ensureNatsCredentials(credentialsDir));
+    authorization = { include: "authorization.conf", readinessSeed: seedFileOf(credentialsDir, "observer") };
+  }
+  const node = createNode({ binary: server.path, serverName: `concord-${port}`, port, storeDir, configPath: join(configDir, "nats-server.conf"), syncAlways, ...(authorization && { authorization }) });
   let stopped = false;
   await node.launch(true);
   return {
     url: `nats://127.0.0.1:${port}`,
     port,
     storeDir,
+    seedFile(user) {
+      if (credentialsDir === undefined) throw new Error("this nats-server runs without authorization (no credentialsDir)");
+      return seedFileOf(credentialsDir, user);
+    },
     async stop() {
       stopped = true;
       await node.halt("SIGTERM");
@@ -268,6 +290,9 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
       url: `nats://127.0.0.1:${port}`,
       port,
       monitorPort,
+      seedFile() {
+        throw new Error("cluster nodes run without authorization");
+      },
       storeDir,
       get pid() {
         return node.pid;
@@ -352,8 +377,9 @@ async function healthz(monitorPort: number): Promise<void> {
   if (!res.ok) throw new Error(`/healthz: ${res.status} ${await res.text()}`);
 }
 
-async function jetStreamAnswers(servers: string): Promise<void> {
-  const nc = await connect({ servers: servers.split(","), reconnect: false, timeout: 2_000 });
+async function jetStreamAnswers(servers: string, seedFile?: string): Promise<void> {
+  const authenticator = seedFile === undefined ? undefined : nkeyAuthenticator(new TextEncoder().encode(readFileSync(seedFile, "utf8").trim()));
+  const nc = await connect({ servers: servers.split(","), reconnect: false, timeout: 2_000, ...(authenticator && { authenticator }) });
   try {
     await (await nc.jetstreamManager()).getAccountInfo();
   } finally {

@@ -127,18 +127,25 @@ export interface Shop {
   stop(): Promise<void>;
 }
 
-/**
- * Plaintext without tokens, unless `secure`: then TLS and tokens as `npm
- * start` runs them, and the shop's own clients call as an admin.
- */
-export async function startShop(options: { readonly secure?: boolean } = {}): Promise<Shop> {
+export interface ShopOptions {
+  /** TLS and tokens for gRPC, as `npm start` runs them; the shop's own clients call as an admin. Default false: plaintext without tokens. */
+  readonly secure?: boolean;
+  /**
+   * nats-server runs the generated authorization, as under `npm start`: each
+   * service connects with its own user's seed (`nats.seedFile(user)`). Default false.
+   */
+  readonly secured?: boolean;
+}
+
+export async function startShop(options: ShopOptions = {}): Promise<Shop> {
   const dir = createTempDir();
-  const nats = await startNatsServer({ storeDir: join(dir.path, "nats") });
+  const nats = await startNatsServer({ storeDir: join(dir.path, "nats"), ...(options.secured && { credentialsDir: join(dir.path, "nats-credentials") }) });
+  const seed = (user: string) => (options.secured ? { natsSeedFile: nats.seedFile(user) } : {});
   const secure = options.secure === true;
   const security = secure ? { products: devSecurity(dir.path, "products"), orders: devSecurity(dir.path, "orders") } : undefined;
   const client = secure ? toolClientSecurity({ subject: "admin", roles: ["admin"] }, { DATA_DIR: dir.path }) : {};
-  const products = await startTestProducts(dir.path, nats.url, security ? { security: security.products } : {}, client);
-  const orders = await startTestOrders(dir.path, products.service.address, nats.url, security ? { security: security.orders } : {}, client);
+  const products = await startTestProducts(dir.path, nats.url, { ...seed("products"), ...(security && { security: security.products }) }, client);
+  const orders = await startTestOrders(dir.path, products.service.address, nats.url, { ...seed("orders"), ...(security && { security: security.orders }) }, client);
   return {
     dir: dir.path,
     nats,

@@ -30,6 +30,12 @@ export interface NatsServerConfig {
   readonly cluster?: ClusterRoutes;
   /** Log file; standard error when not set. */
   readonly logFile?: string;
+  /**
+   * A file holding the `authorization` block (tools/nats/authorization.ts),
+   * included by its name, so it must sit next to the configuration file.
+   * None: clients connect without credentials.
+   */
+  readonly authorizationInclude?: string;
 }
 
 /** The text of a nats-server configuration file for `config`, everything on 127.0.0.1. */
@@ -42,6 +48,10 @@ export function natsServerConfigText(config: NatsServerConfig): string {
   ];
   if (config.monitorPort !== undefined) lines.push(`http: ${q(`127.0.0.1:${config.monitorPort}`)}`);
   if (config.logFile !== undefined) lines.push(`log_file: ${q(config.logFile)}`);
+  if (config.authorizationInclude !== undefined) {
+    if (/[/\\]/.test(config.authorizationInclude)) throw new Error(`authorizationInclude names a file next to the configuration, got ${config.authorizationInclude}`);
+    lines.push(`include ${q(config.authorizationInclude)}`);
+  }
   lines.push("jetstream {", `  store_dir: ${q(config.storeDir)}`);
   if (config.syncAlways) lines.push("  sync_interval: always");
   lines.push("}");

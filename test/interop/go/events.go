@@ -246,7 +246,7 @@ func publishCancelled(ctx context.Context, args []string) (any, error) {
 	msg.Header.Set(concordevents.HeaderSpecVersion, concordevents.SpecVersion)
 	msg.Header.Set(concordevents.HeaderID, id)
 	msg.Header.Set(concordevents.HeaderType, concordevents.OrderCancelledTypeName)
-	msg.Header.Set(concordevents.HeaderSource, "interop-go")
+	msg.Header.Set(concordevents.HeaderSource, "orders")
 	msg.Header.Set(concordevents.HeaderTime, time.Now().UTC().Format(time.RFC3339Nano))
 	msg.Header.Set(concordevents.HeaderContentType, concordevents.ContentType)
 	msg.Header.Set(concordevents.HeaderTraceparent, "00-"+randomHex(16)+"-"+randomHex(8)+"-01")

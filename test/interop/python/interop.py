@@ -282,7 +282,7 @@ async def publish_cancelled(args: argparse.Namespace) -> Dict[str, Any]:
         concord_events.HEADER_ID: event_id,
         concord_events.HEADER_MSG_ID: event_id,
         concord_events.HEADER_TYPE: concord_events.ORDER_CANCELLED_TYPE_NAME,
-        concord_events.HEADER_SOURCE: "interop-python",
+        concord_events.HEADER_SOURCE: "orders",
         concord_events.HEADER_TIME: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         concord_events.HEADER_CONTENT_TYPE: concord_events.CONTENT_TYPE,
         concord_events.HEADER_TRACEPARENT: f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01",

@@ -1,0 +1,232 @@
+import { join } from "node:path";
+import { readFileSync } from "node:fs";
+import { connect, headers as natsHeaders, nkeyAuthenticator, type JetStreamManager, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { natsAuthorization, streamSources } from "../gen/ts/concord_nats.js";
+import { allStreams } from "../gen/ts/concord_streams.js";
+import { descriptorSet } from "../gen/ts/descriptor_set.js";
+import { OrderCancelled, OrderPlaced } from "../gen/ts/shop/orders/v1/order_events_pb.js";
+import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { ProductUpdated, StockReserved } from "../gen/ts/shop/products/v1/product_events_pb.js";
+import { StockReservedEvent } from "../gen/ts/shop/products/v1/product_events_jetstream.js";
+import { createEventRuntime, deadLetterHeaders, eventMigrations } from "../platform/events/index.js";
+import { uuidv7 } from "../platform/ids/index.js";
+import { createLogger } from "../platform/log/index.js";
+import { openDatabase } from "../platform/sql/index.js";
+import { natsPermissionTable, type NatsAuthorization } from "../tools/contracts/nats-permissions.js";
+import { repoRoot } from "../tools/repo-root.js";
+import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { createTempDir } from "./support/temp-dir.js";
+import { address, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts } from "./support/shop.js";
+
+const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
+const { CONFIRMED, REJECTED } = { CONFIRMED: OrderState.ORDER_STATE_CONFIRMED, REJECTED: OrderState.ORDER_STATE_REJECTED };
+const permissionViolation = (subject: string) => new RegExp(`Permissions Violation for Publish to "${subject.replace(/[.*+?^${}()|[\]\\$]/g, "\\$&")}"`, "i");
+
+/** CloudEvents headers as a Concord service sends them, with the `ce-source` given. */
+function eventHeaders(type: string, source: string) {
+  const h = natsHeaders();
+  const id = uuidv7();
+  h.set("ce-specversion", "1.0");
+  h.set("ce-id", id);
+  h.set("ce-type", type);
+  h.set("ce-source", source);
+  h.set("ce-time", new Date().toISOString());
+  h.set("content-type", "application/protobuf");
+  return { headers: h, msgID: id };
+}
+
+describe("NATS permissions derived from the contracts", () => {
+  const dir = createTempDir("concord-nats-permissions-");
+  let nats: NatsServerHandle;
+  let products: RunningProducts;
+  let orders: RunningOrders;
+  const connections: NatsConnection[] = [];
+
+  /** A client with a user's seed, on the inbox prefix its permissions allow. */
+  const connectAs = async (user: string): Promise<NatsConnection> => {
+    const seed = new TextEncoder().encode(readFileSync(nats.seedFile(user), "utf8").trim());
+    const inboxPrefix = user === "observer" ? "_INBOX" : `_INBOX_${user}`;
+    const nc = await connect({ servers: nats.url, authenticator: nkeyAuthenticator(seed), inboxPrefix, name: `attacker-as-${user}` });
+    connections.push(nc);
+    return nc;
+  };
+
+  beforeAll(async () => {
+    nats = await startNatsServer({ credentialsDir: join(dir.path, "credentials") });
+    products = await startTestProducts(dir.path, nats.url, { natsSeedFile: nats.seedFile("products") });
+    orders = await startTestOrders(dir.path, products.service.address, nats.url, { natsSeedFile: nats.seedFile("orders") });
+  });
+  afterAll(async () => {
+    await Promise.all(connections.map((nc) => nc.close()));
+    await orders?.stop();
+    await products?.stop();
+    await nats?.stop();
+    dir.remove();
+  });
+
+  const newProduct = async (stock: number) => (await products.client.createProduct({ name: "Teapot", description: "", price: eur(1000), initialStock: stock })).product!;
+  const stockOf = async (id: string) => (await products.client.getProduct({ id })).product!.stock;
+  const stateOf = async (id: string) => (await orders.client.getOrder({ id })).order!.state;
+  const placeOrder = (productId: string, quantity: number) =>
+    orders.client.createOrder({ customerId: "c-sec", lines: [{ productId, quantity }], shippingAddress: address }).then((r) => r.order!);
+  /** Messages a stream holds on `subject`, read by the observer. */
+  const countOn = async (jsm: JetStreamManager, stream: string, subject: string) => (await jsm.streams.info(stream, { subjects_filter: subject })).state.subjects?.[subject] ?? 0;
+
+  it("refuses a connection without credentials, or one naming itself after a service", async () => {
+    await expect(connect({ servers: nats.url, name: "orders", reconnect: false })).rejects.toThrow(/authorization violation/i);
+  });
+
+  it("runs the saga with each service on its own user: placed, reserved, confirmed, cancelled, released", async () => {
+    const product = await newProduct(10);
+    const order = await placeOrder(product.id, 3);
+    await expect.poll(() => stateOf(order.id), { timeout: 10_000 }).toBe(CONFIRMED);
+    expect(await stockOf(product.id)).toBe(7);
+    await orders.client.cancelOrder({ id: order.id, reason: "" });
+    await expect.poll(() => stockOf(product.id), { timeout: 10_000 }).toBe(10);
+  });
+
+  it("refuses a StockReserved from the order service's user; the rejected order stays rejected", async () => {
+    const product = await newProduct(0);
+    const order = await placeOrder(product.id, 1);
+    await expect.poll(() => stateOf(order.id), { timeout: 10_000 }).toBe(REJECTED);
+    const nc = await connectAs("orders");
+    const subject = `shop.products.v1.reservation.${order.id}.reserved`;
+    const forged = StockReserved.encode({ orderId: order.id, lines: [{ productId: product.id, quantity: 1 }], linesVersion: 1 }).finish();
+    await expect(nc.jetstream().publish(subject, forged, eventHeaders("shop.products.v1.StockReserved", "products"))).rejects.toThrow(permissionViolation(subject));
+    const observer = await connectAs("observer");
+    expect(await countOn(await observer.jetstreamManager(), "SHOP_PRODUCTS", subject)).toBe(0);
+    expect(await stateOf(order.id)).toBe(REJECTED);
+    expect(await stockOf(product.id)).toBe(0);
+  });
+
+  it("lets no service's user purge or delete a stream, a message or another's consumer", async () => {
+    const jsm = await (await connectAs("orders")).jetstreamManager();
+    const refused = /permissions violation/i;
+    await expect(jsm.streams.purge("CONCORD_DLQ")).rejects.toThrow(refused);
+    await expect(jsm.streams.delete("CONCORD_DLQ")).rejects.toThrow(refused);
+    await expect(jsm.streams.delete("SHOP_ORDERS")).rejects.toThrow(refused);
+    await expect(jsm.streams.purge("SHOP_ORDERS")).rejects.toThrow(refused);
+    await expect(jsm.streams.delete("SHOP_PRODUCTS")).rejects.toThrow(refused);
+    await expect(jsm.streams.deleteMessage("SHOP_ORDERS", 1)).rejects.toThrow(refused);
+    await expect(jsm.consumers.delete("SHOP_ORDERS", "products-order-placed")).rejects.toThrow(refused);
+    await expect(jsm.streams.update("SHOP_PRODUCTS", { max_msgs: 1 })).rejects.toThrow(refused);
+    await expect(jsm.streams.update("CONCORD_DLQ", { max_msgs: 1 })).rejects.toThrow(refused);
+    const pjsm = await (await connectAs("products")).jetstreamManager();
+    await expect(pjsm.streams.purge("CONCORD_DLQ")).rejects.toThrow(refused);
+    await expect(pjsm.streams.delete("SHOP_PRODUCTS")).rejects.toThrow(refused);
+    const observer = await (await connectAs("observer")).jetstreamManager();
+    for (const stream of ["SHOP_ORDERS", "SHOP_PRODUCTS", "CONCORD_DLQ"]) expect((await observer.streams.info(stream)).config.name).toBe(stream);
+    expect((await observer.consumers.info("SHOP_ORDERS", "products-order-placed")).name).toBe("products-order-placed");
+  });
+
+  it("lets the observer read every stream and publish nothing: no forged cancellation, no forged price", async () => {
+    const product = await newProduct(100);
+    const order = await placeOrder(product.id, 10);
+    await expect.poll(() => stateOf(order.id), { timeout: 10_000 }).toBe(CONFIRMED);
+    expect(await stockOf(product.id)).toBe(90);
+    const observer = await connectAs("observer");
+    const js = observer.jetstream();
+    const cancelled = `shop.orders.v1.order.${order.id}.cancelled`;
+    await expect(js.publish(cancelled, OrderCancelled.encode({ orderId: order.id, customerId: "c-sec", reason: "" }).finish(), eventHeaders("shop.orders.v1.OrderCancelled", "orders"))).rejects.toThrow(
+      permissionViolation(cancelled),
+    );
+    const updated = `shop.products.v1.product.${product.id}.updated`;
+    const forgedPrice = ProductUpdated.encode({ productId: product.id, product: { ...product, price: eur(1), version: 2 ** 52 }, changedFields: ["price"] }).finish();
+    await expect(js.publish(updated, forgedPrice, eventHeaders("shop.products.v1.ProductUpdated", "products"))).rejects.toThrow(permissionViolation(updated));
+    // The order service's user may not send product events either.
+    const asOrders = (await connectAs("orders")).jetstream();
+    await expect(asOrders.publish(updated, forgedPrice, eventHeaders("shop.products.v1.ProductUpdated", "products"))).rejects.toThrow(permissionViolation(updated));
+    const jsm = await observer.jetstreamManager();
+    await expect(jsm.streams.purge("CONCORD_DLQ")).rejects.toThrow(/permissions violation/i);
+    await expect(js.publish("concord.dlq.SHOP_ORDERS.products-order-placed", new Uint8Array(1))).rejects.toThrow(/permissions violation/i);
+    // A service's durable consumer is the service's: the observer's pull request is refused, nothing is taken from it.
+    const before = (await jsm.consumers.info("SHOP_ORDERS", "products-order-placed")).delivered.stream_seq;
+    const next = (await orders.client.createOrder({ customerId: "c-sec", lines: [{ productId: product.id, quantity: 1 }], shippingAddress: address })).order!;
+    expect(next.total).toEqual(eur(1000)); // priced from the order service's catalogue, which no forged ProductUpdated reached
+    expect(await (await js.consumers.get("SHOP_ORDERS", "products-order-placed")).next({ expires: 1_000 })).toBeNull();
+    await expect.poll(async () => (await jsm.consumers.info("SHOP_ORDERS", "products-order-placed")).delivered.stream_seq, { timeout: 10_000 }).toBeGreaterThan(before);
+    await expect.poll(() => stockOf(product.id), { timeout: 10_000 }).toBe(89);
+
+    expect(await stateOf(order.id)).toBe(CONFIRMED);
+    expect((await products.client.getProduct({ id: product.id })).product).toMatchObject({ price: eur(1000), version: 1 });
+    // What it may do: read, through an ordered consumer of its own.
+    const reader = await js.consumers.get("SHOP_ORDERS", { filterSubjects: [`shop.orders.v1.order.${order.id}.placed`] });
+    const placed = await reader.next({ expires: 5_000 });
+    expect(placed?.headers?.get("ce-source")).toBe("orders");
+  });
+
+  it("dead-letters an OrderPlaced with a negative quantity even from the order service's own user; stock unchanged", async () => {
+    const product = await newProduct(100);
+    const orderId = uuidv7();
+    const subject = `shop.orders.v1.order.${orderId}.placed`;
+    const evil = OrderPlaced.encode({ orderId, customerId: "c-evil", lines: [{ productId: product.id, productName: "Teapot", quantity: -500, unitPrice: eur(1000), lineTotal: eur(0) }], total: eur(0), linesVersion: 1 }).finish();
+    await (await connectAs("orders")).jetstream().publish(subject, evil, eventHeaders("shop.orders.v1.OrderPlaced", "orders"));
+    const observer = await connectAs("observer");
+    const dlq = await observer.jetstream().consumers.get("CONCORD_DLQ", { filterSubjects: ["concord.dlq.SHOP_ORDERS.products-order-placed"] });
+    let reason: string | undefined;
+    for (let m = await dlq.next({ expires: 10_000 }); m; m = await dlq.next({ expires: 10_000 })) {
+      if (m.headers?.get(deadLetterHeaders.subject) === subject) {
+        reason = m.headers.get(deadLetterHeaders.reason);
+        break;
+      }
+    }
+    expect(reason).toMatch(/lines\[0\]\.quantity: must be greater than 0/);
+    expect(await stockOf(product.id)).toBe(100);
+  });
+
+  it("dead-letters an event whose ce-source is not its stream's owner, with the reason", async () => {
+    const product = await newProduct(5);
+    const orderId = uuidv7();
+    const subject = `shop.products.v1.reservation.${orderId}.reserved`;
+    const payload = StockReserved.encode({ orderId, lines: [{ productId: product.id, quantity: 1 }], linesVersion: 1 }).finish();
+    await (await connectAs("products")).jetstream().publish(subject, payload, eventHeaders("shop.products.v1.StockReserved", "orders"));
+    const dlq = await (await connectAs("observer")).jetstream().consumers.get("CONCORD_DLQ", { filterSubjects: ["concord.dlq.SHOP_PRODUCTS.orders-stock-reserved"] });
+    let reason: string | undefined;
+    for (let m = await dlq.next({ expires: 10_000 }); m; m = await dlq.next({ expires: 10_000 })) {
+      if (m.headers?.get(deadLetterHeaders.subject) === subject) {
+        reason = m.headers.get(deadLetterHeaders.reason);
+        break;
+      }
+    }
+    expect(reason).toBe('stream SHOP_PRODUCTS holds events of "products" only, but the message\'s ce-source is "orders"');
+  });
+
+  it("parks an event its service may not publish, logging an error that names the subject", async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger({ service: "orders", level: "info", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } });
+    const db = await openDatabase({ path: join(dir.path, "misrouted.db"), migrations: eventMigrations });
+    const runtime = createEventRuntime({ db, natsUrl: nats.url, service: "orders", streams: allStreams, streamSources, descriptorSet, logger, nkeySeedFile: nats.seedFile("orders") });
+    try {
+      await runtime.start([]);
+      const orderId = uuidv7();
+      await db.transaction(async (tx) => {
+        runtime.outbox.add(tx, StockReservedEvent, { orderId, lines: [{ productId: uuidv7(), quantity: 1 }], linesVersion: 1 });
+      });
+      await runtime.relay.flush();
+      expect(runtime.relay.stats().parked).toBe(1);
+      const subject = `shop.products.v1.reservation.${orderId}.reserved`;
+      expect(lines).toContainEqual(expect.objectContaining({ level: "error", subject, reason: expect.stringMatching(/NATS refused the publish to shop\.products\.v1\.reservation\..*: it is not in the permissions/) }));
+    } finally {
+      await runtime.stop();
+      await db.close();
+    }
+  });
+
+  it("gives each service exactly its own events, dead letters and durable consumers", () => {
+    const orders = natsAuthorization.services.find((s) => s.name === "orders")!;
+    expect(orders.events).toEqual(["shop.orders.v1.order.*.cancelled", "shop.orders.v1.order.*.confirmed", "shop.orders.v1.order.*.placed", "shop.orders.v1.order.*.rejected", "shop.orders.v1.order.*.updated"]);
+    const allow: readonly string[] = orders.permissions.publish.allow;
+    expect(allow.filter((s) => s.startsWith("shop."))).toEqual(orders.events);
+    expect(allow).toContain("$JS.API.CONSUMER.MSG.NEXT.SHOP_PRODUCTS.orders-stock-reserved");
+    expect(allow).not.toContain("$JS.API.CONSUMER.MSG.NEXT.SHOP_ORDERS.products-order-placed");
+    expect(allow).not.toContain("$JS.API.STREAM.UPDATE.SHOP_PRODUCTS");
+    expect(allow.some((s) => /PURGE|DELETE/.test(s))).toBe(false);
+    expect(streamSources).toEqual({ SHOP_ORDERS: "orders", SHOP_PRODUCTS: "products" });
+  });
+
+  it("is the table README.md's Security section shows", () => {
+    const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
+    expect(readme).toContain(`${natsPermissionTable(natsAuthorization as unknown as NatsAuthorization)}\n`);
+  });
+});

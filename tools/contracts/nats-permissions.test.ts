@@ -1,0 +1,63 @@
+import { describe, expect, it } from "vitest";
+import { natsAuthorization } from "../../gen/ts/concord_nats.js";
+import { identityOfPackage, natsAuthorizationOf, type EventManifest } from "./nats-permissions.js";
+
+const manifest: EventManifest = {
+  streams: [
+    { name: "ZOO_ANIMALS", file: "zoo/animals/v1/animal_events.proto" },
+    { name: "ZOO_KEEPERS", file: "zoo/keepers/v2/keeper_events.proto" },
+  ],
+  events: [
+    { type: "zoo.animals.v1.Fed", stream: "ZOO_ANIMALS", filterSubject: "zoo.animals.v1.animal.*.fed" },
+    { type: "zoo.keepers.v2.ShiftStarted", stream: "ZOO_KEEPERS", filterSubject: "zoo.keepers.v2.shift.*.started" },
+  ],
+  subscriptions: [{ service: "zoo.keepers.v2.KeeperService", event: "zoo.animals.v1.Fed", durable: "keepers-fed", stream: "ZOO_ANIMALS" }],
+};
+
+describe("natsAuthorizationOf", () => {
+  it("names a user after its package, without the version", () => {
+    expect(identityOfPackage("shop.orders.v1")).toBe("orders");
+    expect(identityOfPackage("zoo.keepers.v2beta1")).toBe("keepers");
+    expect(() => identityOfPackage("v1")).toThrow(/gives no NATS user name/);
+  });
+
+  it("gives a user its events, its dead letters and the JetStream API of its own durables, and the observer reads only", () => {
+    const auth = natsAuthorizationOf(manifest);
+    expect(auth.streamSources).toEqual({ ZOO_ANIMALS: "animals", ZOO_KEEPERS: "keepers" });
+    const animals = auth.services.find((u) => u.name === "animals")!;
+    expect(animals.permissions.publish.allow.filter((s) => !s.startsWith("$JS.API.STREAM") && s !== "$JS.API.INFO")).toEqual(["zoo.animals.v1.animal.*.fed"]);
+    const keepers = auth.services.find((u) => u.name === "keepers")!;
+    expect(keepers.permissions.publish.allow).toEqual([
+      "zoo.keepers.v2.shift.*.started",
+      "concord.dlq.ZOO_ANIMALS.keepers-fed",
+      "$JS.API.INFO",
+      "$JS.API.STREAM.INFO.CONCORD_DLQ",
+      "$JS.API.STREAM.CREATE.CONCORD_DLQ",
+      "$JS.API.STREAM.INFO.ZOO_ANIMALS",
+      "$JS.API.STREAM.CREATE.ZOO_ANIMALS",
+      "$JS.API.STREAM.INFO.ZOO_KEEPERS",
+      "$JS.API.STREAM.CREATE.ZOO_KEEPERS",
+      "$JS.API.STREAM.UPDATE.ZOO_KEEPERS",
+      "$JS.API.CONSUMER.CREATE.ZOO_ANIMALS.keepers-fed",
+      "$JS.API.CONSUMER.CREATE.ZOO_ANIMALS.keepers-fed.>",
+      "$JS.API.CONSUMER.DURABLE.CREATE.ZOO_ANIMALS.keepers-fed",
+      "$JS.API.CONSUMER.INFO.ZOO_ANIMALS.keepers-fed",
+      "$JS.API.CONSUMER.MSG.NEXT.ZOO_ANIMALS.keepers-fed",
+      "$JS.ACK.ZOO_ANIMALS.keepers-fed.>",
+    ]);
+    expect(keepers.permissions.publish.allow.filter((s) => s.includes("CONCORD_DLQ") && !/\.(INFO|CREATE)\./.test(s))).toEqual([]);
+    expect(keepers.permissions.subscribe.allow).toEqual(["_INBOX_keepers.>"]);
+    const observer = auth.observer.permissions.publish;
+    expect(observer.allow.some((s) => /^(zoo|concord)\./.test(s) || /PURGE|UPDATE|STREAM\.CREATE|STREAM\.DELETE|MSG\.DELETE/.test(s))).toBe(false);
+    expect(observer.deny).toEqual(expect.arrayContaining(["$JS.API.CONSUMER.MSG.NEXT.ZOO_ANIMALS.keepers-fed", "$JS.API.CONSUMER.DELETE.ZOO_ANIMALS.keepers-fed", "$JS.ACK.ZOO_ANIMALS.keepers-fed.>"]));
+  });
+
+  it("refuses two packages that would share a user", () => {
+    const clash = { ...manifest, streams: [...manifest.streams, { name: "OLD_ANIMALS", file: "old/animals/v1/animal_events.proto" }] };
+    expect(() => natsAuthorizationOf(clash)).toThrow(/packages zoo\.animals\.v1 and old\.animals\.v1 would share the NATS user animals/);
+  });
+
+  it("is what gen/ts/concord_nats.ts holds for the contracts", () => {
+    expect(natsAuthorization.services.map((u) => u.name)).toEqual(["orders", "products"]);
+  });
+});

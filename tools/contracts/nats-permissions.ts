@@ -1,0 +1,201 @@
+/**
+ * NATS identities and permissions, derived from the event manifest
+ * (gen/events.json): one user per service, allowed to publish its own
+ * events and to use exactly the JetStream API of the streams and durable
+ * consumers its contracts declare, and one read-only observer. `npm run gen`
+ * writes them as gen/ts/concord_nats.ts; `npm start` turns them into the
+ * server's `authorization` block (tools/nats/authorization.ts).
+ */
+import { deadLetterStreamSpec, deadLetterSubject } from "../../platform/events/index.js";
+
+/** What this file reads of gen/events.json. */
+export interface EventManifest {
+  readonly streams: ReadonlyArray<{ readonly name: string; readonly file: string }>;
+  readonly events: ReadonlyArray<{ readonly type: string; readonly stream: string; readonly filterSubject: string }>;
+  readonly subscriptions: ReadonlyArray<{ readonly service: string; readonly event: string; readonly durable: string; readonly stream: string }>;
+}
+
+/** Publish and subscribe rights of one NATS user, as nats-server's `permissions` take them. */
+export interface NatsPermissions {
+  readonly publish: { readonly allow: readonly string[]; readonly deny: readonly string[] };
+  readonly subscribe: { readonly allow: readonly string[] };
+}
+
+/** One service's NATS identity: its user (also its `ce-source`), what it owns and consumes, and its rights. */
+export interface NatsServiceUser {
+  /** User name, connection name and `ce-source`: the package's name before its version ("orders" for shop.orders.v1). */
+  readonly name: string;
+  /** The gRPC services of its package, for people reading the manifest. */
+  readonly services: readonly string[];
+  /** Its replies come on `<inboxPrefix>.>` (nats.js `inboxPrefix`). */
+  readonly inboxPrefix: string;
+  /** The streams its events go to. */
+  readonly streams: readonly string[];
+  /** The subjects of its own events. */
+  readonly events: readonly string[];
+  /** Its durable consumers. */
+  readonly consumers: ReadonlyArray<{ readonly stream: string; readonly durable: string }>;
+  readonly permissions: NatsPermissions;
+}
+
+/** Everything the contracts say about who may do what on NATS. */
+export interface NatsAuthorization {
+  readonly services: readonly NatsServiceUser[];
+  /** Reads every stream through ephemeral or ordered consumers; publishes nothing, changes nothing. */
+  readonly observer: { readonly name: string; readonly inboxPrefix: string; readonly permissions: NatsPermissions };
+  /** The `ce-source` every event of a stream must carry: the service that owns it. */
+  readonly streamSources: Readonly<Record<string, string>>;
+}
+
+export const observerName = "observer";
+
+/** "orders" for "shop.orders.v1" (the package's last name that is not a version). */
+export function identityOfPackage(pkg: string): string {
+  const parts = pkg.split(".").filter((p) => p !== "");
+  const named = parts.filter((p) => !/^v\d+((alpha|beta)\d*)?$/.test(p));
+  const name = named.at(-1);
+  if (!name || !/^[a-z][a-z0-9_-]*$/.test(name)) throw new Error(`package ${JSON.stringify(pkg)} gives no NATS user name (lower case letters, digits, "-" and "_")`);
+  return name;
+}
+
+const packageOfFile = (file: string): string => file.split("/").slice(0, -1).join(".");
+const packageOfName = (fullName: string): string => fullName.split(".").slice(0, -1).join(".");
+
+/** The users and rights the contracts in `manifest` call for. Throws when two packages map to one user name. */
+export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization {
+  const dlq = deadLetterStreamSpec.name;
+  const byName = new Map<string, { packages: Set<string>; services: Set<string>; streams: Set<string>; events: string[]; consumers: Array<{ stream: string; durable: string }> }>();
+  const userOf = (pkg: string) => {
+    const name = identityOfPackage(pkg);
+    let user = byName.get(name);
+    if (!user) byName.set(name, (user = { packages: new Set(), services: new Set(), streams: new Set(), events: [], consumers: [] }));
+    user.packages.add(pkg);
+    if (user.packages.size > 1) throw new Error(`packages ${[...user.packages].join(" and ")} would share the NATS user ${name}`);
+    return user;
+  };
+  const streamSources: Record<string, string> = {};
+  for (const stream of manifest.streams) {
+    const pkg = packageOfFile(stream.file);
+    userOf(pkg).streams.add(stream.name);
+    streamSources[stream.name] = identityOfPackage(pkg);
+  }
+  for (const event of manifest.events) {
+    const owner = streamSources[event.stream];
+    if (!owner) throw new Error(`event ${event.type} goes to stream ${event.stream}, which the manifest does not declare`);
+    byName.get(owner)!.events.push(event.filterSubject);
+  }
+  for (const sub of manifest.subscriptions) {
+    const user = userOf(packageOfName(sub.service));
+    user.services.add(sub.service);
+    user.consumers.push({ stream: sub.stream, durable: sub.durable });
+  }
+  const allDurables = manifest.subscriptions.map((s) => ({ stream: s.stream, durable: s.durable }));
+
+  const services = [...byName.entries()]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([name, user]): NatsServiceUser => {
+      const streams = [...user.streams].sort();
+      const consumers = [...user.consumers].sort((a, b) => `${a.stream}.${a.durable}`.localeCompare(`${b.stream}.${b.durable}`));
+      const events = [...user.events].sort();
+      // Streams it provisions at start: a consumed one and the shared dead letter stream may be created with their
+      // specs' settings (so any service can start first), never changed; its own are kept in line with their specs.
+      const used = [...new Set([...streams, ...consumers.map((c) => c.stream), dlq])].sort();
+      const updated = [...streams].sort();
+      const allow = [
+        ...events,
+        ...consumers.map((c) => deadLetterSubject(deadLetterStreamSpec, c.stream, c.durable)),
+        "$JS.API.INFO",
+        ...used.flatMap((s) => [`$JS.API.STREAM.INFO.${s}`, `$JS.API.STREAM.CREATE.${s}`]),
+        ...updated.map((s) => `$JS.API.STREAM.UPDATE.${s}`),
+        ...consumers.flatMap(({ stream, durable }) => [
+          `$JS.API.CONSUMER.CREATE.${stream}.${durable}`,
+          `$JS.API.CONSUMER.CREATE.${stream}.${durable}.>`,
+          `$JS.API.CONSUMER.DURABLE.CREATE.${stream}.${durable}`,
+          `$JS.API.CONSUMER.INFO.${stream}.${durable}`,
+          `$JS.API.CONSUMER.MSG.NEXT.${stream}.${durable}`,
+          `$JS.ACK.${stream}.${durable}.>`,
+        ]),
+      ];
+      return {
+        name,
+        services: [...user.services].sort(),
+        inboxPrefix: `_INBOX_${name}`,
+        streams,
+        events,
+        consumers,
+        permissions: { publish: { allow, deny: [] }, subscribe: { allow: [`_INBOX_${name}.>`] } },
+      };
+    });
+
+  // The observer reads through consumers of its own; the services' durables are theirs alone (taking a message
+  // from one, or deleting it, would take it from the service).
+  const observer = {
+    name: observerName,
+    // The default prefix, so that the nats CLI and any client work as they are; no service replies there.
+    inboxPrefix: "_INBOX",
+    permissions: {
+      publish: {
+        allow: [
+          "$JS.API.INFO",
+          "$JS.API.STREAM.NAMES",
+          "$JS.API.STREAM.LIST",
+          "$JS.API.STREAM.INFO.*",
+          "$JS.API.STREAM.MSG.GET.*",
+          "$JS.API.DIRECT.GET.>",
+          "$JS.API.CONSUMER.NAMES.*",
+          "$JS.API.CONSUMER.LIST.*",
+          "$JS.API.CONSUMER.INFO.*.*",
+          "$JS.API.CONSUMER.CREATE.*",
+          "$JS.API.CONSUMER.CREATE.*.>",
+          "$JS.API.CONSUMER.MSG.NEXT.*.*",
+          "$JS.API.CONSUMER.DELETE.*.*",
+          "$JS.ACK.>",
+        ],
+        deny: allDurables.flatMap(({ stream, durable }) => [
+          `$JS.API.CONSUMER.CREATE.${stream}.${durable}`,
+          `$JS.API.CONSUMER.CREATE.${stream}.${durable}.>`,
+          `$JS.API.CONSUMER.MSG.NEXT.${stream}.${durable}`,
+          `$JS.API.CONSUMER.DELETE.${stream}.${durable}`,
+          `$JS.ACK.${stream}.${durable}.>`,
+        ]),
+      },
+      subscribe: { allow: ["_INBOX.>"] },
+    },
+  };
+  return { services, observer, streamSources };
+}
+
+/** gen/ts/concord_nats.ts: the authorization as data, for the runtime (stream sources) and the tools. */
+export function natsAuthorizationModule(authorization: NatsAuthorization): string {
+  return [
+    "// Written by tools/contracts/nats-permissions.ts from gen/events.json.",
+    "",
+    "/**",
+    " * Who may do what on NATS, derived from the contracts: one user per service",
+    " * (its name is also its `ce-source`), with its own events, dead letters and",
+    " * the JetStream API of its streams and durable consumers, and a read-only",
+    " * observer. `streamSources` names the service whose events each stream holds.",
+    " */",
+    `export const natsAuthorization = ${JSON.stringify(authorization, null, 2)} as const;`,
+    "",
+    "/** The `ce-source` every event of a stream carries: the service that owns the stream. */",
+    "export const streamSources: Readonly<Record<string, string>> = natsAuthorization.streamSources;",
+    "",
+  ].join("\n");
+}
+
+/** The README's table of who may publish what (section "Security"); no trailing newline. */
+export function natsPermissionTable(authorization: NatsAuthorization): string {
+  const code = (s: string) => `\`${s}\``;
+  const rows = authorization.services.map((u) => {
+    const streams = [...new Set(u.consumers.map((c) => c.stream))];
+    const consumes = streams.map((stream) => `${code(stream)}: ${u.consumers.filter((c) => c.stream === stream).map((c) => c.durable).join(", ")}`);
+    return [
+      code(u.name),
+      [...u.events.map(code), ...(u.consumers.length > 0 ? [`its dead letters (${code("concord.dlq.<stream>.<its durable>")})`] : [])].join(", ") || "nothing",
+      consumes.join("; ") || "nothing",
+    ];
+  });
+  rows.push([code(authorization.observer.name), "nothing", "any stream, through ephemeral and ordered consumers of its own"]);
+  return ["| user | may publish | reads through its durable consumers |", "|---|---|---|", ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+}
