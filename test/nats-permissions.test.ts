@@ -46,7 +46,7 @@ describe("NATS permissions derived from the contracts", () => {
   /** A client with a user's seed, on the inbox prefix its permissions allow. */
   const connectAs = async (user: string): Promise<NatsConnection> => {
     const seed = new TextEncoder().encode(readFileSync(nats.seedFile(user), "utf8").trim());
-    const inboxPrefix = user === "observer" ? "_INBOX" : `_INBOX_${user}`;
+    const inboxPrefix = user === "observer" || user === "operator" ? "_INBOX" : `_INBOX_${user}`;
     const nc = await connect({ servers: nats.url, authenticator: nkeyAuthenticator(seed), inboxPrefix, name: `attacker-as-${user}` });
     connections.push(nc);
     return nc;
@@ -154,6 +154,27 @@ describe("NATS permissions derived from the contracts", () => {
     const reader = await js.consumers.get("SHOP_ORDERS", { filterSubjects: [`shop.orders.v1.order.${order.id}.placed`] });
     const placed = await reader.next({ expires: 5_000 });
     expect(placed?.headers?.get("ce-source")).toBe("orders");
+  });
+
+  it("lets the operator put a dead letter back on its subject and delete dead letters, as `concord dlq replay` does, and nothing of the services'", async () => {
+    const operator = await connectAs("operator");
+    const js = operator.jetstream();
+    const jsm = await operator.jetstreamManager();
+    // A dead letter, as the product service writes one for its consumer.
+    const dead = await (await connectAs("products")).jetstream().publish("concord.dlq.SHOP_ORDERS.products-order-placed", new Uint8Array(1));
+    expect(dead.stream).toBe("CONCORD_DLQ");
+    expect(await jsm.streams.deleteMessage("CONCORD_DLQ", dead.seq)).toBe(true);
+    await jsm.streams.purge("CONCORD_DLQ");
+    const product = await newProduct(5);
+    const orderId = uuidv7();
+    const replayed = `shop.orders.v1.order.${orderId}.cancelled`;
+    const ack = await js.publish(replayed, OrderCancelled.encode({ orderId, customerId: "c-sec", reason: "" }).finish(), eventHeaders("shop.orders.v1.OrderCancelled", "orders"));
+    expect(ack.stream).toBe("SHOP_ORDERS");
+    const refused = /permissions violation/i;
+    await expect(jsm.streams.purge("SHOP_ORDERS")).rejects.toThrow(refused);
+    await expect(jsm.streams.delete("CONCORD_DLQ")).rejects.toThrow(refused);
+    await expect(jsm.consumers.delete("SHOP_ORDERS", "products-order-placed")).rejects.toThrow(refused);
+    expect(await stockOf(product.id)).toBe(5);
   });
 
   it("dead-letters an OrderPlaced with a negative quantity even from the order service's own user; stock unchanged", async () => {

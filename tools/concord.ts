@@ -8,7 +8,7 @@ import { pathToFileURL } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { NatsConnection } from "nats";
 import { deadLetterStreamSpec } from "../platform/events/index.js";
-import { connectNats, defaultNatsUrl, subjectMatches, watchEvents } from "./event-watch.js";
+import { connectNats, defaultNatsUrl, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
 import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters, replayDeadLetter } from "./concord/dead-letters.js";
 import { helps, usage } from "./concord/help.js";
 import { printStatus, serviceTargets } from "./concord/status.js";
@@ -36,14 +36,19 @@ function parse(command: string, args: string[], options: Options) {
   }
 }
 
-/** Connects for the length of `work`. */
-async function withNats<T>(url: string | undefined, work: (nc: NatsConnection) => Promise<T>): Promise<T> {
-  const nc = await connectNats(url ?? defaultNatsUrl(), "concord");
+/** Connects for the length of `work`: as the operator to change dead letters, as the observer to read. */
+async function withNats<T>(url: string | undefined, work: (nc: NatsConnection) => Promise<T>, user: "observer" | "operator" = "observer"): Promise<T> {
+  const nc = await connectNats(url ?? defaultNatsUrl(), "concord", seedFileToUse(undefined, user));
   try {
     return await work(nc);
   } finally {
     await nc.close();
   }
+}
+
+/** As withNats, as the operator: replaying and purging change dead letters, which the observer may not. */
+function withOperator<T>(url: string | undefined, work: (nc: NatsConnection) => Promise<T>): Promise<T> {
+  return withNats(url, work, "operator");
 }
 
 function filterOf(values: Record<string, unknown>): DeadLetterFilter | undefined {
@@ -77,7 +82,7 @@ async function dlqReplay(args: string[]): Promise<number> {
     if (!(perSecond > 0)) throw new UsageError(`--rate takes replays per second, as 50/s, got ${JSON.stringify(values.rate)}`, helps[command]);
   }
   const dryRun = values["dry-run"] === true;
-  return withNats(values.nats as string | undefined, async (nc) => {
+  return withOperator(values.nats as string | undefined, async (nc) => {
     const chosen: DeadLetter[] = [];
     if (seqs.length > 0) for (const seq of seqs) chosen.push(await getDeadLetter(nc, seq));
     else for await (const letter of readDeadLetters(nc)) if (!filter || matchesFilter(letter, filter)) chosen.push(letter);
@@ -221,7 +226,7 @@ export async function concord(argv: string[]): Promise<number> {
         const { values, positionals } = parse(command, rest, { yes: { type: "boolean" } });
         if (values.help) return help(command);
         if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
-        return withNats(values.nats as string | undefined, async (nc) => {
+        return withOperator(values.nats as string | undefined, async (nc) => {
           if (values.yes !== true) {
             const jsm = await nc.jetstreamManager();
             const { state } = await jsm.streams.info(deadLetterStreamSpec.name);

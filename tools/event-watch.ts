@@ -16,12 +16,12 @@ export function defaultNatsUrl(): string {
   return process.env.NATS_URL || "nats://127.0.0.1:4222";
 }
 
-/** The seed file to connect with, if any: --nkey, $NATS_NKEY_SEED, or the observer's seed `npm start` made. */
-export function seedFileToUse(given: string | undefined): string | undefined {
+/** The seed file to connect with, if any: --nkey, $NATS_NKEY_SEED, or the seed of `user` (the observer, or the operator) that `npm start` made. */
+export function seedFileToUse(given: string | undefined, user: "observer" | "operator" = "observer"): string | undefined {
   if (given) return given;
   if (process.env.NATS_NKEY_SEED) return process.env.NATS_NKEY_SEED;
-  const observer = join(process.env.DATA_DIR || join(repoRoot, ".data"), "nats-credentials", "observer.nk");
-  return existsSync(observer) ? observer : undefined;
+  const made = join(process.env.DATA_DIR || join(repoRoot, ".data"), "nats-credentials", `${user}.nk`);
+  return existsSync(made) ? made : undefined;
 }
 
 /** An nkey authenticator for the seed in `file`; the seed never appears in a message. */

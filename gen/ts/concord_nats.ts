@@ -243,6 +243,85 @@ export const natsAuthorization = {
       }
     }
   },
+  "operator": {
+    "name": "operator",
+    "inboxPrefix": "_INBOX",
+    "permissions": {
+      "publish": {
+        "allow": [
+          "$JS.API.INFO",
+          "$JS.API.STREAM.NAMES",
+          "$JS.API.STREAM.LIST",
+          "$JS.API.STREAM.INFO.*",
+          "$JS.API.STREAM.MSG.GET.*",
+          "$JS.API.DIRECT.GET.>",
+          "$JS.API.CONSUMER.NAMES.*",
+          "$JS.API.CONSUMER.LIST.*",
+          "$JS.API.CONSUMER.INFO.*.*",
+          "$JS.API.CONSUMER.CREATE.*",
+          "$JS.API.CONSUMER.CREATE.*.>",
+          "$JS.API.CONSUMER.MSG.NEXT.*.*",
+          "$JS.API.CONSUMER.DELETE.*.*",
+          "$JS.ACK.>",
+          "shop.orders.v1.order.*.cancelled",
+          "shop.orders.v1.order.*.confirmed",
+          "shop.orders.v1.order.*.placed",
+          "shop.orders.v1.order.*.rejected",
+          "shop.orders.v1.order.*.updated",
+          "shop.products.v1.product.*.created",
+          "shop.products.v1.product.*.stock_adjusted",
+          "shop.products.v1.product.*.updated",
+          "shop.products.v1.reservation.*.failed",
+          "shop.products.v1.reservation.*.released",
+          "shop.products.v1.reservation.*.reserved",
+          "$JS.API.STREAM.MSG.DELETE.CONCORD_DLQ",
+          "$JS.API.STREAM.PURGE.CONCORD_DLQ"
+        ],
+        "deny": [
+          "$JS.API.CONSUMER.CREATE.SHOP_PRODUCTS.orders-product-created",
+          "$JS.API.CONSUMER.CREATE.SHOP_PRODUCTS.orders-product-created.>",
+          "$JS.API.CONSUMER.MSG.NEXT.SHOP_PRODUCTS.orders-product-created",
+          "$JS.API.CONSUMER.DELETE.SHOP_PRODUCTS.orders-product-created",
+          "$JS.ACK.SHOP_PRODUCTS.orders-product-created.>",
+          "$JS.API.CONSUMER.CREATE.SHOP_PRODUCTS.orders-product-updated",
+          "$JS.API.CONSUMER.CREATE.SHOP_PRODUCTS.orders-product-updated.>",
+          "$JS.API.CONSUMER.MSG.NEXT.SHOP_PRODUCTS.orders-product-updated",
+          "$JS.API.CONSUMER.DELETE.SHOP_PRODUCTS.orders-product-updated",
+          "$JS.ACK.SHOP_PRODUCTS.orders-product-updated.>",
+          "$JS.API.CONSUMER.CREATE.SHOP_PRODUCTS.orders-stock-reservation-failed",
+          "$JS.API.CONSUMER.CREATE.SHOP_PRODUCTS.orders-stock-reservation-failed.>",
+          "$JS.API.CONSUMER.MSG.NEXT.SHOP_PRODUCTS.orders-stock-reservation-failed",
+          "$JS.API.CONSUMER.DELETE.SHOP_PRODUCTS.orders-stock-reservation-failed",
+          "$JS.ACK.SHOP_PRODUCTS.orders-stock-reservation-failed.>",
+          "$JS.API.CONSUMER.CREATE.SHOP_PRODUCTS.orders-stock-reserved",
+          "$JS.API.CONSUMER.CREATE.SHOP_PRODUCTS.orders-stock-reserved.>",
+          "$JS.API.CONSUMER.MSG.NEXT.SHOP_PRODUCTS.orders-stock-reserved",
+          "$JS.API.CONSUMER.DELETE.SHOP_PRODUCTS.orders-stock-reserved",
+          "$JS.ACK.SHOP_PRODUCTS.orders-stock-reserved.>",
+          "$JS.API.CONSUMER.CREATE.SHOP_ORDERS.products-order-cancelled",
+          "$JS.API.CONSUMER.CREATE.SHOP_ORDERS.products-order-cancelled.>",
+          "$JS.API.CONSUMER.MSG.NEXT.SHOP_ORDERS.products-order-cancelled",
+          "$JS.API.CONSUMER.DELETE.SHOP_ORDERS.products-order-cancelled",
+          "$JS.ACK.SHOP_ORDERS.products-order-cancelled.>",
+          "$JS.API.CONSUMER.CREATE.SHOP_ORDERS.products-order-placed",
+          "$JS.API.CONSUMER.CREATE.SHOP_ORDERS.products-order-placed.>",
+          "$JS.API.CONSUMER.MSG.NEXT.SHOP_ORDERS.products-order-placed",
+          "$JS.API.CONSUMER.DELETE.SHOP_ORDERS.products-order-placed",
+          "$JS.ACK.SHOP_ORDERS.products-order-placed.>",
+          "$JS.API.CONSUMER.CREATE.SHOP_ORDERS.products-order-updated",
+          "$JS.API.CONSUMER.CREATE.SHOP_ORDERS.products-order-updated.>",
+          "$JS.API.CONSUMER.MSG.NEXT.SHOP_ORDERS.products-order-updated",
+          "$JS.API.CONSUMER.DELETE.SHOP_ORDERS.products-order-updated",
+          "$JS.ACK.SHOP_ORDERS.products-order-updated.>"
+        ]
+      },
+      "subscribe": {
+        "allow": [
+          "_INBOX.>"
+        ]
+      }
+    }
+  },
   "streamSources": {
     "SHOP_ORDERS": "orders",
     "SHOP_PRODUCTS": "products"

@@ -43,11 +43,18 @@ export interface NatsAuthorization {
   readonly services: readonly NatsServiceUser[];
   /** Reads every stream through ephemeral or ordered consumers; publishes nothing, changes nothing. */
   readonly observer: { readonly name: string; readonly inboxPrefix: string; readonly permissions: NatsPermissions };
+  /**
+   * The observer's reading, plus what `npx concord dlq replay` and `purge`
+   * need: publishing any event (a dead letter back to its subject) and
+   * deleting or purging dead letters. A person's role, not a service's.
+   */
+  readonly operator: { readonly name: string; readonly inboxPrefix: string; readonly permissions: NatsPermissions };
   /** The `ce-source` every event of a stream must carry: the service that owns it. */
   readonly streamSources: Readonly<Record<string, string>>;
 }
 
 export const observerName = "observer";
+export const operatorName = "operator";
 
 /** "orders" for "shop.orders.v1" (the package's last name that is not a version). */
 export function identityOfPackage(pkg: string): string {
@@ -162,7 +169,23 @@ export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization 
       subscribe: { allow: ["_INBOX.>"] },
     },
   };
-  return { services, observer, streamSources };
+  const operator = {
+    name: operatorName,
+    inboxPrefix: "_INBOX",
+    permissions: {
+      publish: {
+        allow: [
+          ...observer.permissions.publish.allow,
+          ...manifest.events.map((e) => e.filterSubject).sort(),
+          `$JS.API.STREAM.MSG.DELETE.${dlq}`,
+          `$JS.API.STREAM.PURGE.${dlq}`,
+        ],
+        deny: observer.permissions.publish.deny,
+      },
+      subscribe: observer.permissions.subscribe,
+    },
+  };
+  return { services, observer, operator, streamSources };
 }
 
 /** gen/ts/concord_nats.ts: the authorization as data, for the runtime (stream sources) and the tools. */
@@ -197,5 +220,6 @@ export function natsPermissionTable(authorization: NatsAuthorization): string {
     ];
   });
   rows.push([code(authorization.observer.name), "nothing", "any stream, through ephemeral and ordered consumers of its own"]);
+  rows.push([code(authorization.operator.name), "any event (a dead letter replayed); deletes and purges dead letters", "as the observer"]);
   return ["| user | may publish | reads through its durable consumers |", "|---|---|---|", ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
 }

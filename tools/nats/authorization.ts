@@ -24,7 +24,7 @@ interface UserPermissions {
 
 /** Every user the contracts call for, with its permissions. */
 export function natsUsers(): ReadonlyArray<{ readonly name: string; readonly permissions: UserPermissions }> {
-  return [...natsAuthorization.services, natsAuthorization.observer];
+  return [...natsAuthorization.services, natsAuthorization.observer, natsAuthorization.operator];
 }
 
 /** Where a user's seed lives in `dir`. */
