@@ -151,7 +151,7 @@ describe("npm start", () => {
     child = system.child;
     const credentials = join(dir.path, "nats-credentials");
     expect(statSync(credentials).mode & 0o777).toBe(0o700);
-    const seeds = Object.fromEntries(["orders", "products", "observer"].map((user) => [user, readFileSync(join(credentials, `${user}.nk`), "utf8").trim()]));
+    const seeds = Object.fromEntries(["orders", "products", "observer", "operator"].map((user) => [user, readFileSync(join(credentials, `${user}.nk`), "utf8").trim()]));
     for (const user of Object.keys(seeds)) {
       expect(statSync(join(credentials, `${user}.nk`)).mode & 0o777).toBe(0o600);
       expect(seeds[user]).toMatch(/^SU[A-Z2-7]+$/);
@@ -163,8 +163,9 @@ describe("npm start", () => {
     expect((await (await nc.jetstreamManager()).streams.names().next()).sort()).toEqual(["CONCORD_DLQ", "SHOP_ORDERS", "SHOP_PRODUCTS"]);
     await nc.close();
     // The saga runs: each service publishes and consumes with its own user.
-    const products = createClient(ProductServiceService, { address: system.productsAddress });
-    const orders = createClient(OrderServiceService, { address: `127.0.0.1:${system.ports.orders}` });
+    const admin = toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dir.path });
+    const products = createClient(ProductServiceService, { address: system.productsAddress, ...admin });
+    const orders = createClient(OrderServiceService, { address: `127.0.0.1:${system.ports.orders}`, ...admin });
     const { product } = await products.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 2 });
     const { order } = await orders.createOrder({ customerId: "c-1", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address });
     await expect.poll(async () => (await orders.getOrder({ id: order!.id })).order!.state, { timeout: 15_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
