@@ -8,7 +8,7 @@ import { pathToFileURL } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { NatsConnection } from "nats";
 import { deadLetterStreamSpec } from "../platform/events/index.js";
-import { connectNats, defaultNatsUrl, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
+import { connectNats, defaultNatsUrl, exitOnSignals, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
 import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters, replayDeadLetter } from "./concord/dead-letters.js";
 import { helps, usage } from "./concord/help.js";
 import { printStatus, serviceTargets } from "./concord/status.js";
@@ -174,12 +174,7 @@ export async function concord(argv: string[]): Promise<number> {
         const subject = values.subject as string | undefined;
         const type = values.type as string | undefined;
         const nc = await connectNats((values.nats as string | undefined) ?? defaultNatsUrl(), "concord");
-        const quit = () => {
-          setTimeout(() => process.exit(0), 2_000).unref();
-          void nc.close().then(() => process.exit(0));
-        };
-        process.once("SIGINT", quit);
-        process.once("SIGTERM", quit);
+        exitOnSignals(nc);
         try {
           await watchEvents({
             nc,

@@ -4,7 +4,7 @@
  * declare, plus the dead letter stream, through ordered consumers (nothing is
  * acknowledged or changed).
  */
-import { connectNats, defaultNatsUrl, seedFileToUse, watchEvents } from "./event-watch.js";
+import { connectNats, defaultNatsUrl, exitOnSignals, seedFileToUse, watchEvents } from "./event-watch.js";
 
 const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--nats URL] [--nkey FILE]
 
@@ -34,12 +34,7 @@ async function main(args: string[]): Promise<void> {
   const url = natsIndex >= 0 ? args[natsIndex + 1] : defaultNatsUrl();
   const seedFile = seedFileToUse(nkeyIndex >= 0 ? args[nkeyIndex + 1] : undefined);
   const nc = await connectNats(url, "watch-events", seedFile);
-  const quit = () => {
-    setTimeout(() => process.exit(0), 2_000).unref();
-    void nc.close().then(() => process.exit(0));
-  };
-  process.once("SIGINT", quit);
-  process.once("SIGTERM", quit);
+  exitOnSignals(nc);
   try {
     await watchEvents({ nc, name: "watch-events", all: args.includes("--all"), print: (line) => console.log(JSON.stringify(line)) });
   } catch (err) {

@@ -136,6 +136,23 @@ export function nodeArgs(script: string, extra: readonly string[] = []): string[
 type WorkerReply<R> = { type: "result"; result: R } | { type: "error"; message: string } | { type: "event"; name: string; data?: unknown };
 
 /**
+ * runWorker, metering the CPU time (ms) each of `pids` spends over the
+ * measured window the worker reports ("window-start" to "window-end"); zeros
+ * when it reports none.
+ */
+export async function runMeteredWorker<R>(script: string, config: unknown, pids: readonly number[]): Promise<{ result: R; cpuMs: number[] }> {
+  let meter: (() => number[]) | undefined;
+  let cpuMs: number[] = pids.map(() => 0);
+  const result = await runWorker<R>(script, config, {
+    onEvent: (name) => {
+      if (name === "window-start") meter = cpuMeter(pids);
+      if (name === "window-end" && meter) cpuMs = meter();
+    },
+  });
+  return { result, cpuMs };
+}
+
+/**
  * Runs a load generator (or other worker) in its own Node process: sends it
  * `config` and resolves with the result it reports. `onEvent` hears the
  * worker's progress messages (such as "measuring" when its window opens).

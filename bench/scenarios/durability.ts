@@ -15,7 +15,7 @@
  */
 import { reportProfile } from "../lib/cpuprofile.js";
 import { startNatsCluster, startNatsServer, type RunningNats } from "../lib/nats-server.js";
-import { cpuMeter, runWorker } from "../lib/proc.js";
+import { runMeteredWorker, runWorker } from "../lib/proc.js";
 import { row, type BenchContext, type Row, type Scenario, type ScenarioResult } from "../lib/report.js";
 import { resetStreams, startShop } from "../lib/shop-processes.js";
 import type { OrderLoadConfig, OrderLoadResult } from "../workers/order-load.js";
@@ -58,14 +58,7 @@ export const durability: Scenario = {
         for (const mode of ["raw", "outbox"] as const) {
           await purgeStream(nats.url);
           const config: PublishConfig = { mode, natsUrl: nats.url, window, warmupMs, measureMs, noAsyncTraces: true };
-          let meter: (() => number[]) | undefined;
-          let cpu: number[] = [];
-          const r = await runWorker<PublishResult>("bench/workers/events-publish.ts", config, {
-            onEvent: (name) => {
-              if (name === "window-start") meter = cpuMeter(natsPids);
-              if (name === "window-end" && meter) cpu = meter();
-            },
-          });
+          const { result: r, cpuMs: cpu } = await runMeteredWorker<PublishResult>("bench/workers/events-publish.ts", config, natsPids);
           publish[mode] = { ...r, natsCpuMs: cpu.reduce((a, b) => a + b, 0) };
           ctx.log(`  ${setup.label.padEnd(24)} publish ${mode.padEnd(6)} ${r.perSecond.toFixed(0).padStart(6)} events/s acked, ${((r.cpuMs * 1000) / r.acked).toFixed(0)} µs CPU each, nats-server ${((publish[mode].natsCpuMs * 1000) / r.acked).toFixed(0)} µs${r.failed ? `, ${r.failed} failed` : ""}`);
         }
@@ -94,14 +87,7 @@ export const durability: Scenario = {
           const pids = [shop.products.process.pid, shop.orders.process.pid, ...natsPids];
           const base = { ordersAddress: shop.orders.address, natsUrl: nats.url, productIds: shop.productIds, linesPerOrder: LINES_PER_ORDER, concurrency: SAGA_WINDOW, rate: DURABILITY_SAGA_RATE, drainMs: quick ? 2_000 : 5_000 };
           const load = async (config: OrderLoadConfig) => {
-            let meter: (() => number[]) | undefined;
-            let cpu: number[] = [];
-            const r = await runWorker<OrderLoadResult>("bench/workers/order-load.ts", config, {
-              onEvent: (name) => {
-                if (name === "window-start") meter = cpuMeter(pids);
-                if (name === "window-end" && meter) cpu = meter();
-              },
-            });
+            const { result: r, cpuMs: cpu } = await runMeteredWorker<OrderLoadResult>("bench/workers/order-load.ts", config, pids);
             const per = (ms: number) => (r.confirmed === 0 ? Number.NaN : (ms * 1000) / r.confirmed);
             return { ...r, cpuUsPerOrder: { services: per((cpu[0] ?? 0) + (cpu[1] ?? 0)), natsServer: per(cpu.slice(2).reduce((a, b) => a + b, 0)) } };
           };

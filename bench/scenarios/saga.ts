@@ -13,7 +13,7 @@
  */
 import { status } from "@grpc/grpc-js";
 import { reportProfile } from "../lib/cpuprofile.js";
-import { cpuMeter, MemorySampler } from "../lib/proc.js";
+import { MemorySampler, runMeteredWorker } from "../lib/proc.js";
 import { row, type BenchContext, type Row, type Scenario, type ScenarioResult } from "../lib/report.js";
 import { type ShopOptions, startShop } from "../lib/shop-processes.js";
 import type { OrderLoadConfig, OrderLoadResult } from "../workers/order-load.js";
@@ -67,17 +67,10 @@ export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<Scen
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
   /** Runs the generator, metering the services' and nats-server's CPU over its window. */
   const load = async (config: OrderLoadConfig) => {
-    let meter: (() => number[]) | undefined;
-    let cpu: number[] = [];
-    const r = await runWorker<OrderLoadResult>("bench/workers/order-load.ts", config, {
-      onEvent: (name) => {
-        if (name === "window-start") meter = cpuMeter(pids);
-        if (name === "window-end" && meter) cpu = meter();
-      },
-    });
-    const per = (ms: number | undefined) => (ms === undefined || r.confirmed === 0 ? Number.NaN : (ms * 1000) / r.confirmed);
+    const { result: r, cpuMs: cpu } = await runMeteredWorker<OrderLoadResult>("bench/workers/order-load.ts", config, pids);
+    const per = (ms: number) => (r.confirmed === 0 ? Number.NaN : (ms * 1000) / r.confirmed);
     const n = productPids.length;
-    return { ...r, cpuUsPerOrder: { products: per(cpu.length ? sum(cpu.slice(0, n)) : undefined), orders: per(cpu.length ? sum(cpu.slice(n, 2 * n)) : undefined), natsServer: per(cpu[2 * n]) } };
+    return { ...r, cpuUsPerOrder: { products: per(sum(cpu.slice(0, n))), orders: per(sum(cpu.slice(n, 2 * n))), natsServer: per(cpu[2 * n]) } };
   };
   const details: Record<string, unknown> = { linesPerOrder: LINES_PER_ORDER, window: SAGA_WINDOW, offeredRate: run.rate, instances: shop.allOrders.length };
   const sampler = new MemorySampler([...productPids, ...orderPids]).start();

@@ -6,7 +6,7 @@
  * traced). The baseline column is tracing off; CPU per order is the two
  * services' (the receiver's work is not counted).
  */
-import { cpuMeter, runWorker } from "../lib/proc.js";
+import { runMeteredWorker, runWorker } from "../lib/proc.js";
 import { row, type BenchContext, type Row, type Scenario, type ScenarioResult } from "../lib/report.js";
 import { startShop } from "../lib/shop-processes.js";
 import type { OrderLoadConfig, OrderLoadResult } from "../workers/order-load.js";
@@ -31,14 +31,7 @@ async function measure(ctx: BenchContext, prefix: string, env: NodeJS.ProcessEnv
     const base = { ordersAddress: shop.orders.address, natsUrl: nats.url, productIds: shop.productIds, linesPerOrder: LINES_PER_ORDER, concurrency: WINDOW, rate: options.sagaRate, drainMs: options.quick ? 2_000 : 5_000 };
     const pids = [shop.products.process.pid, shop.orders.process.pid];
     const load = async (config: OrderLoadConfig) => {
-      let meter: (() => number[]) | undefined;
-      let cpu: number[] = [];
-      const r = await runWorker<OrderLoadResult>("bench/workers/order-load.ts", config, {
-        onEvent: (name) => {
-          if (name === "window-start") meter = cpuMeter(pids);
-          if (name === "window-end" && meter) cpu = meter();
-        },
-      });
+      const { result: r, cpuMs: cpu } = await runMeteredWorker<OrderLoadResult>("bench/workers/order-load.ts", config, pids);
       return { ...r, cpuUsPerOrder: r.confirmed === 0 ? Number.NaN : ((cpu[0] + cpu[1]) * 1000) / r.confirmed };
     };
     const probe = await runWorker<OrderLoadResult>("bench/workers/order-load.ts", { ...base, mode: "probe", warmupMs: 10_000, measureMs: 0, drainMs: 0 } satisfies OrderLoadConfig);
