@@ -27,7 +27,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ratePerSecond = 100;
 const loadSeconds = 16;
 /** Codes a caller answers by sending the same request again. */
-const tryAgain = new Set([Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.ABORTED]);
+// What a caller may try again: the system away for a while, a write conflict, or a server at capacity
+// (RESOURCE_EXHAUSTED, nothing done: calls waiting on a Postgres that is down hold their places meanwhile).
+const tryAgain = new Set([Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.ABORTED, Code.RESOURCE_EXHAUSTED]);
 
 describe("two instances of each service on Postgres under 100 orders/s, through crashes", () => {
   let postgres: PostgresServerHandle;
