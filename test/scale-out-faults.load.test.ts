@@ -203,8 +203,20 @@ describe("two instances of each service on Postgres under 100 orders/s, through 
       }
 
       // Both outboxes drain, nothing parked, nothing dead-lettered.
-      for (const pool of [ordersPool, productsPool]) {
-        await expect.poll(async () => Number((await pool.query("SELECT count(*) AS n FROM event_outbox")).rows[0].n), { timeout: 30_000 }).toBe(0);
+      for (const [name, pool] of [["orders", ordersPool], ["products", productsPool]] as const) {
+        const left = async () => Number((await pool.query("SELECT count(*) AS n FROM event_outbox")).rows[0].n);
+        const drained = await expect.poll(left, { timeout: 30_000 }).toBe(0).then(() => true, () => false);
+        if (!drained) {
+          // What is left, and which process holds the relay's lock, say where it stuck.
+          const rows = (await pool.query("SELECT seq, subject FROM event_outbox ORDER BY seq LIMIT 5")).rows;
+          const holders = (await pool.query("SELECT l.pid, a.application_name, a.state, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'")).rows;
+          console.log(`--- ${name} outbox not drained: ${await left()} rows, first ${JSON.stringify(rows)}; advisory locks ${JSON.stringify(holders)}`);
+          for (const p of [...orders, ...products]) {
+            const relayLines = p.lines().filter((l) => l.includes('"outbox-relay"'));
+            console.log(`--- ${p.name} pid ${p.process.pid}, its relay:\n${relayLines.slice(-20).map((l) => l.slice(0, 400)).join("\n")}`);
+          }
+        }
+        expect(await left(), `${name} outbox rows left`).toBe(0);
         expect(Number((await pool.query("SELECT count(*) AS n FROM event_outbox_parked")).rows[0].n)).toBe(0);
       }
       const jsm = await nc.jetstreamManager();

@@ -79,4 +79,31 @@ describe("the outbox relay on Postgres", () => {
       await db.close();
     }
   });
+
+  it("still deletes what it publishes after its lock's connection broke while a deletion was pending", async () => {
+    const db = await openDatabase({ path: await postgres.createDatabase("lease_lost"), migrations: outboxMigrations });
+    const sample = sampleStream("leaselost");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const outbox = createOutbox({ db, source: "things" });
+    // Deletions wait a second, so the lock can be taken away while one waits.
+    const relay = createOutboxRelay({ db, nc: bus.nc, logger, sweepIntervalMs: 100, leaderPollMs: 100, markDelayMs: 1_000 });
+    const stored = async (n: number) => (await readStream(bus.jsm, sample.stream.name)).length === n;
+    try {
+      await db.transaction(async (tx) => outbox.add(tx, sample.event, { thingId: "a", note: "before" }));
+      await eventually("the first event is published", () => stored(1));
+      expect(await outbox.pending(), "its deletion is still waiting").toBe(1);
+      // The connection holding the relay's lock breaks (as when Postgres restarts); the relay takes the lock again.
+      const [{ n }] = await db.query<{ n: number }>(
+        "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+      );
+      expect(Number(n)).toBe(1);
+      await eventually("the first event's row is deleted", async () => (await outbox.pending()) === 0);
+      await db.transaction(async (tx) => outbox.add(tx, sample.event, { thingId: "a", note: "after" }));
+      await eventually("the second event is published", () => stored(2));
+      await eventually("the second event's row is deleted too", async () => (await outbox.pending()) === 0, 5_000);
+    } finally {
+      await relay.stop();
+      await db.close();
+    }
+  });
 });

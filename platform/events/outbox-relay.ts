@@ -24,6 +24,8 @@ export interface OutboxRelayOptions {
   readonly retryMaxMs?: number;
   /** How often a relay that another process's relay keeps out asks again to take over (Postgres). Default 1 s. */
   readonly leaderPollMs?: number;
+  /** How long acknowledged events wait to be deleted, so that one statement covers many. Default 20 ms; a crash in between only repeats them. */
+  readonly markDelayMs?: number;
   /**
    * Streams that take atomic batch publishes (ensureStreams resolves with
    * them). Events in a row bound for one of them go out as one batch, which
@@ -78,9 +80,6 @@ interface Flusher {
 /** The database lock of the one process that relays a service's outbox. */
 const relayLockKey = 0x436f6e65;
 
-/** Acknowledged events are deleted in batches at most this long after their PubAck (a crash in between only repeats them). */
-const markDelayMs = 20;
-
 /**
  * Starts the relay of `db`'s outbox: the select / mark / back-off loop here,
  * the JetStream side in a publish window (publish-window.ts). It is woken by
@@ -107,8 +106,9 @@ const markDelayMs = 20;
  */
 export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const factory = "createOutboxRelay";
-  checkOptions(factory, options, ["db", "nc", "logger", "maxInFlight", "sweepIntervalMs", "publishTimeoutMs", "retryMinMs", "retryMaxMs", "leaderPollMs", "batchStreams", "beforeMarkSent"]);
+  checkOptions(factory, options, ["db", "nc", "logger", "maxInFlight", "sweepIntervalMs", "publishTimeoutMs", "retryMinMs", "retryMaxMs", "leaderPollMs", "markDelayMs", "batchStreams", "beforeMarkSent"]);
   const leaderPollMs = positiveInteger(factory, "leaderPollMs", options.leaderPollMs, 1_000);
+  const markDelayMs = positiveInteger(factory, "markDelayMs", options.markDelayMs, 20);
   const maxInFlight = positiveInteger(factory, "maxInFlight", options.maxInFlight, 256);
   const sweepIntervalMs = positiveInteger(factory, "sweepIntervalMs", options.sweepIntervalMs, 1_000);
   const publishTimeoutMs = positiveInteger(factory, "publishTimeoutMs", options.publishTimeoutMs, 5_000);
@@ -318,6 +318,11 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   };
 
   let markTimer: NodeJS.Timeout | undefined;
+  /** Drops a scheduled mark (what it would have deleted is marked by the caller, or published again later). */
+  const cancelMark = (): void => {
+    clearTimeout(markTimer);
+    markTimer = undefined;
+  };
   const scheduleMark = (): void => {
     markTimer ??= setTimeout(() => {
       markTimer = undefined;
@@ -472,7 +477,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     }
     // Stopping: the events in flight get their answers or time out; what was acknowledged is marked.
     while (window.inFlight > 0 && !nc.isClosed()) await wait(Number.POSITIVE_INFINITY, { wake: false, ack: true, stop: false });
-    clearTimeout(markTimer);
+    cancelMark();
     await markAcked();
     if (toPark.length > 0) await parkRefused();
   };
@@ -494,7 +499,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     .finally(() => {
       stopping = true;
       window.close();
-      clearTimeout(markTimer);
+      cancelMark();
       rejectFlushers();
     });
 

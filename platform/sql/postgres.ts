@@ -239,7 +239,14 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
         client = c;
         if (stopped) await c.end();
       };
-      await connect();
+      try {
+        await connect();
+      } catch (err) {
+        // The caller hears of it; nothing goes on listening in the background.
+        stopped = true;
+        clearTimeout(timer);
+        throw err;
+      }
       return async () => {
         stopped = true;
         clearTimeout(timer);
