@@ -28,11 +28,18 @@ export interface OutboxRelayOptions {
   readonly markDelayMs?: number;
   /**
    * Streams that take atomic batch publishes (ensureStreams resolves with
-   * them). Events in a row bound for one of them go out as one batch, which
-   * the stream stores all or none with one fsync and one answer, instead of
-   * one publish each. Default none: one publish per event.
+   * them). A backlog of events in a row bound for one of them (minBatch or
+   * more) goes out as one batch, which the stream stores all or none with one
+   * fsync and one answer, instead of one publish each. Default none: one
+   * publish per event.
    */
   readonly batchStreams?: ReadonlyArray<{ readonly name: string; readonly subjects: readonly string[] }>;
+  /**
+   * How many events in a row, waiting for one batch stream, make a backlog
+   * that goes out as one atomic batch (see batchStreams). Fewer go out one by
+   * one, pipelined, which costs the server less for small numbers. Default 16.
+   */
+  readonly minBatch?: number;
   /**
    * Test hook, called with the acknowledged event ids before they are marked
    * sent. Throwing simulates a crash between PubAck and mark: the events are
@@ -106,9 +113,10 @@ const relayLockKey = 0x436f6e65;
  */
 export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const factory = "createOutboxRelay";
-  checkOptions(factory, options, ["db", "nc", "logger", "maxInFlight", "sweepIntervalMs", "publishTimeoutMs", "retryMinMs", "retryMaxMs", "leaderPollMs", "markDelayMs", "batchStreams", "beforeMarkSent"]);
+  checkOptions(factory, options, ["db", "nc", "logger", "maxInFlight", "sweepIntervalMs", "publishTimeoutMs", "retryMinMs", "retryMaxMs", "leaderPollMs", "markDelayMs", "batchStreams", "minBatch", "beforeMarkSent"]);
   const leaderPollMs = positiveInteger(factory, "leaderPollMs", options.leaderPollMs, 1_000);
   const markDelayMs = positiveInteger(factory, "markDelayMs", options.markDelayMs, 20);
+  const minBatch = Math.max(2, positiveInteger(factory, "minBatch", options.minBatch, 16));
   const maxInFlight = positiveInteger(factory, "maxInFlight", options.maxInFlight, 256);
   const sweepIntervalMs = positiveInteger(factory, "sweepIntervalMs", options.sweepIntervalMs, 1_000);
   const publishTimeoutMs = positiveInteger(factory, "publishTimeoutMs", options.publishTimeoutMs, 5_000);
@@ -244,47 +252,52 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     }
   };
 
-  /**
-   * Sends what comes next when nothing is in flight: the events in a row
-   * bound for one batch stream as one atomic batch (at most maxInFlight; one
-   * batch at a time keeps commit order whatever fails), or else the next
-   * event alone.
-   */
-  const sendNextBatch = async (): Promise<void> => {
-    const rows = await read(maxInFlight);
-    if (rows.length === 0) {
-      maybeMore = false;
-      return;
-    }
-    const stream = batchStreamOf(rows[0].subject);
-    let end = 1;
-    while (stream && end < rows.length && batchStreamOf(rows[end].subject) === stream) end++;
-    const next = rows.slice(0, end);
-    // A short read found the end of the outbox, unless what is sent stops before it.
-    maybeMore = rows.length === maxInFlight || end < rows.length;
-    cursor = next[next.length - 1].seq;
-    for (const row of next) taken.add(row.seq);
-    if (next.length > 1) window.sendBatch(next.map((row) => ({ event: row, tag: row })));
-    else window.send(next[0], next[0]);
-  };
+  /** A batch is in flight: nothing else goes out until it is answered (were it refused, later events would be stored before its own). */
+  let batchInFlight = false;
+  /** A backlog was found while events were in flight: it waits for their answers and goes out as one batch. */
+  let backlogWaiting = false;
 
-  /** Sends events after the cursor until the window is full or the outbox has no more; stops at a failure. */
+  /**
+   * Sends what comes next until the window is full or the outbox has no
+   * more; stops at a failure. Events go out one by one, a sliding window of
+   * them awaiting their PubAcks, unless at least `minBatch` events in a row
+   * are waiting for one batch stream: a backlog, as when each publish waits
+   * for its fsync. Those wait for the window to empty and go out as one
+   * atomic batch (one store, one fsync, one answer), and nothing else is
+   * sent until it is answered. A trickle of events is never held back to
+   * make a batch.
+   */
   const sendMore = async (): Promise<void> => {
     const batching = batchStreams.length > 0;
     while (maybeMore && failures === 0 && !stopping) {
-      if (batching && oneByOne === 0) {
-        if (window.inFlight === 0) await sendNextBatch();
-        return;
-      }
-      const limit = Math.min(maxInFlight - window.inFlight, batching ? oneByOne : maxInFlight);
+      if (window.inFlight === 0) batchInFlight = backlogWaiting = false;
+      if (batchInFlight || backlogWaiting) return;
+      const room = maxInFlight - window.inFlight;
+      const limit = batching && oneByOne > 0 ? Math.min(room, oneByOne) : room;
       if (limit <= 0) return;
       const rows = await read(limit);
+      if (batching && oneByOne === 0 && rows.length >= minBatch) {
+        const stream = batchStreamOf(rows[0].subject);
+        let end = 1;
+        while (stream && end < rows.length && batchStreamOf(rows[end].subject) === stream) end++;
+        if (stream && end >= minBatch) {
+          // Read again once the window is empty (or at once, when it is).
+          if (window.inFlight > 0) return void (backlogWaiting = true);
+          const next = rows.slice(0, end);
+          maybeMore = rows.length === limit || end < rows.length;
+          cursor = next[next.length - 1].seq;
+          for (const row of next) taken.add(row.seq);
+          batchInFlight = true;
+          window.sendBatch(next.map((row) => ({ event: row, tag: row })));
+          return;
+        }
+      }
       if (rows.length < limit) maybeMore = false;
       for (const row of rows) {
         cursor = row.seq;
         taken.add(row.seq);
         window.send(row, row);
-        if (batching) oneByOne--;
+        if (oneByOne > 0) oneByOne--;
         if (failures > 0) return;
       }
     }

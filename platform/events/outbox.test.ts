@@ -179,22 +179,29 @@ describe("outbox and relay", () => {
     expect(relay.stats().duplicates).toBe(0);
   });
 
-  it("publishes the events of a stream that allows atomic batches in batches, in commit order", async () => {
+  it("publishes a backlog of events for a stream that allows atomic batches in batches, a trickle one by one, in commit order", async () => {
     const { sample, db, outbox, commit, batchStreams } = await setup("batched");
     expect(batchStreams.map((b) => b.name)).toEqual([sample.stream.name]);
     const seen = { batched: 0, alone: 0 };
     const sub = bus.nc.subscribe("test.batched.>", { callback: (_, m) => void (m.headers?.get("Nats-Batch-Id") ? seen.batched++ : seen.alone++) });
     const relay = startRelay(db, { maxInFlight: 64, batchStreams });
     const ids: string[] = [];
+    // A trickle: each event is out before the next commits, and none waits to make a batch.
+    for (let t = 0; t < 5; t++) {
+      ids.push(await commit((tx) => outbox.add(tx, sample.event, { thingId: `trickle-${t}`, note: "" })));
+      await relay.flush();
+    }
+    await bus.nc.flush();
+    expect(seen).toEqual({ batched: 0, alone: 5 });
     for (let t = 0; t < 10; t++) await commit((tx) => { for (let i = 0; i < 50; i++) ids.push(outbox.add(tx, sample.event, { thingId: `t-${t}-${i}`, note: "" })); });
     await relay.flush();
     await bus.nc.flush();
     sub.unsubscribe();
     const stored = await readStream(bus.jsm, sample.stream.name);
     expect(stored.map((m) => m.headers.get("ce-id"))).toEqual(ids);
-    expect(seen.batched + seen.alone).toBe(500);
+    expect(seen.batched + seen.alone).toBe(505);
     expect(seen.batched).toBeGreaterThan(400);
-    expect(relay.stats()).toEqual({ published: 500, duplicates: 0, parked: 0 });
+    expect(relay.stats()).toEqual({ published: 505, duplicates: 0, parked: 0 });
   });
 
   it("sends a batch holding events the stream already has (a relay that died between PubAck and mark) one by one, each stored once, in order", async () => {
@@ -205,7 +212,7 @@ describe("outbox and relay", () => {
     await dying.stop();
     expect(await outbox.pending()).toBe(10);
     // The next relay's first batch holds ten events the stream has: the stream refuses it whole, and they go one by one.
-    const relay = startRelay(db, { batchStreams });
+    const relay = startRelay(db, { batchStreams, minBatch: 2 });
     await relay.flush();
     expect(relay.stats()).toMatchObject({ published: 10, duplicates: 10 });
     expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual(ids);
@@ -219,7 +226,7 @@ describe("outbox and relay", () => {
       outbox.add(tx, sample.event, { thingId: "t-1", note: "n".repeat(1_000) }),
       outbox.add(tx, sample.event, { thingId: "t-2", note: "" }),
     ]);
-    const relay = startRelay(db, { sweepIntervalMs: 100, batchStreams });
+    const relay = startRelay(db, { sweepIntervalMs: 100, batchStreams, minBatch: 2 });
     await relay.flush();
     expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([first, later]);
     expect((await parkedEvents(db)).map((p) => p.eventId)).toEqual([big]);
