@@ -113,8 +113,8 @@ describe("tracing of an order through both services", () => {
 
     const tree = formatTraces(receiver.spans(), orderId);
     expect(tree).toContain(`trace ${traceId}`);
-    // The README's way to look at it: the receiver's file, read by tools/traces.ts.
-    const shown = spawnSync(process.execPath, ["--import", "tsx", "tools/traces.ts", "show", orderId, "--file", spanFile], { encoding: "utf8", timeout: 30_000 });
+    // The README's way to look at it: the receiver's file, read by `npx concord traces show`.
+    const shown = spawnSync(process.execPath, ["tools/concord.mjs", "traces", "show", orderId, "--file", spanFile], { encoding: "utf8", timeout: 30_000 });
     expect(shown.status).toBe(0);
     expect(shown.stdout).toContain(`trace ${traceId}`);
     expect(shown.stdout).toMatch(/\n {6}process shop\.orders\.v1\.OrderPlaced {2}\[products CONSUMER\]/);

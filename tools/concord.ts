@@ -13,6 +13,7 @@ import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, p
 import { helps, usage } from "./concord/help.js";
 import { printStatus, serviceTargets } from "./concord/status.js";
 import { outboxCommand } from "./outbox.js";
+import { tracesCommand } from "./traces.js";
 
 /** Bad usage: exit status 2 with the command's help. */
 class UsageError extends Error {
@@ -240,6 +241,8 @@ export async function concord(argv: string[]): Promise<number> {
         const args = more[0] === "products" || more[0] === "orders" ? [more[0], action, ...more.slice(1)] : [action, ...more];
         return outboxCommand(args, "concord outbox parked", helps[command]);
       }
+      case "traces":
+        return await tracesCommand(rest, "npx concord traces");
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)}`, usage);
     }

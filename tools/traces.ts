@@ -1,15 +1,20 @@
 /**
  * Receives traces from the services and prints one order's trace as a tree.
  */
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, mkdirSync, readFileSync, realpathSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { formatTraces, type ReceivedSpan, startTraceReceiver } from "./traces/otlp-receiver.js";
+import { pinnedZipkin, type RunningZipkin, startZipkin } from "./traces/zipkin.js";
 
-const usage = `Usage:
-  npx tsx tools/traces.ts serve [--port 4318] [--file .data/traces.jsonl]
+const usageOf = (prog: string) => `Usage:
+  ${prog} serve [--port 4318] [--file .data/traces.jsonl] [--zipkin [--zipkin-port 9411]]
       Receives spans over OTLP/HTTP (JSON) and appends them to the file.
       Start the services with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318.
-  npx tsx tools/traces.ts show <text> [--file .data/traces.jsonl]
+      --zipkin also starts Zipkin ${pinnedZipkin.version}, a trace viewer (Java 17 or newer;
+      its jar is fetched from Maven Central into .tools/zipkin the first time),
+      and hands it every span: open http://127.0.0.1:9411/zipkin/.
+  ${prog} show <text> [--file .data/traces.jsonl]
       Prints every trace with a span whose attributes contain <text> (an order
       id: it is in the subjects of the order's events), or whose id is <text>,
       as a tree: span, service, kind, start offset and duration.`;
@@ -23,7 +28,18 @@ function flag(args: string[], name: string, fallback: string): string {
   return value;
 }
 
-async function main(argv: string[]): Promise<number> {
+function portFlag(args: string[], name: string, fallback: string): number {
+  const port = Number(flag(args, name, fallback));
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--${name} must be a port number`);
+  return port;
+}
+
+/**
+ * Runs the traces command with `argv` (after the program name); `prog` is how
+ * the user called it, for the help text. Resolves with the exit status.
+ */
+export async function tracesCommand(argv: string[], prog = "npx tsx tools/traces.ts"): Promise<number> {
+  const usage = usageOf(prog);
   const args = [...argv];
   if (args.length === 0 || args.includes("--help") || args.includes("-h")) {
     console.log(usage);
@@ -32,24 +48,43 @@ async function main(argv: string[]): Promise<number> {
   const command = args.shift();
   const file = flag(args, "file", ".data/traces.jsonl");
   if (command === "serve") {
-    const port = Number(flag(args, "port", "4318"));
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be a port number`);
+    const port = portFlag(args, "port", "4318");
+    const zipkinAt = args.indexOf("--zipkin");
+    if (zipkinAt !== -1) args.splice(zipkinAt, 1);
+    const zipkinPort = portFlag(args, "zipkin-port", "9411");
     if (args.length > 0) throw new Error(`unexpected ${args.join(" ")}`);
     mkdirSync(dirname(file), { recursive: true });
-    const receiver = await startTraceReceiver({ port, file });
+    let zipkin: RunningZipkin | undefined;
+    if (zipkinAt !== -1) {
+      console.log(`starting Zipkin ${pinnedZipkin.version} on 127.0.0.1:${zipkinPort} (its output: ${dirname(file)}/zipkin.log)`);
+      zipkin = await startZipkin({ port: zipkinPort, logFile: join(dirname(file), "zipkin.log"), progress: (line) => console.log(line) });
+    }
+    let refusals = 0;
+    const receiver = await startTraceReceiver({
+      port,
+      file,
+      keepSpans: false,
+      onSpans: (spans) =>
+        void zipkin?.send(spans).catch((err: Error) => {
+          // Said once, then every 100th time: the spans are in the file all the same.
+          if (refusals++ % 100 === 0) console.error(`traces: ${err.message}`);
+        }),
+    });
     console.log(`receiving traces on ${receiver.url}/v1/traces, appending to ${file}`);
     console.log(`start the services with OTEL_EXPORTER_OTLP_ENDPOINT=${receiver.url}`);
+    if (zipkin) console.log(`see the traces at ${zipkin.url}/zipkin/ (search by serviceName, or by tag, such as an order id in messaging.destination.name)`);
     await new Promise<void>((resolve) => {
       process.once("SIGINT", resolve);
       process.once("SIGTERM", resolve);
     });
     await receiver.close();
+    await zipkin?.stop();
     return 0;
   }
   if (command === "show") {
     const text = args.shift();
     if (!text || args.length > 0) throw new Error("show takes one <text>");
-    if (!existsSync(file)) throw new Error(`${file} does not exist; run \`npx tsx tools/traces.ts serve\` while the services run`);
+    if (!existsSync(file)) throw new Error(`${file} does not exist; run \`${prog} serve\` while the services run`);
     const spans = readFileSync(file, "utf8").split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as ReceivedSpan);
     const out = formatTraces(spans, text);
     if (out === "") {
@@ -62,10 +97,12 @@ async function main(argv: string[]): Promise<number> {
   throw new Error(`unknown command ${JSON.stringify(command)}\n\n${usage}`);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: Error) => {
-    console.error(`traces: ${err.message}`);
-    process.exit(2);
-  },
-);
+if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
+  tracesCommand(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: Error) => {
+      console.error(`traces: ${err.message}`);
+      process.exit(2);
+    },
+  );
+}

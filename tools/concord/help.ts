@@ -14,6 +14,9 @@ Commands:
                               then delete them from the dead letter stream
   dlq purge --yes             delete every dead letter
   outbox parked list|retry    the parked outbox events of a service; put them back
+  traces serve [--zipkin]     receive the services' spans (OTLP/HTTP), keep them in a
+                              file, and show them in Zipkin, a trace viewer
+  traces show TEXT            print the traces of an order (or a trace id) as a tree
 
 Run \`npx concord <command> --help\` for a command's options.
 Exit status: 0 done, 1 failed (or, for status, something is not well), 2 bad usage.`;

@@ -50,6 +50,8 @@ export interface TraceReceiverOptions {
   readonly file?: string;
   /** Keep the spans for `spans()`; default true. A long load keeps count only. */
   readonly keepSpans?: boolean;
+  /** Hears each export's spans (to hand them on to a viewer). */
+  readonly onSpans?: (spans: readonly ReceivedSpan[]) => void;
 }
 
 type AnyValue = { stringValue?: string; intValue?: string | number; doubleValue?: number; boolValue?: boolean; [other: string]: unknown };
@@ -121,6 +123,7 @@ export async function startTraceReceiver(options: TraceReceiverOptions = {}): Pr
         count += spans.length;
         if (options.keepSpans !== false) received.push(...spans);
         if (options.file && spans.length > 0) appendFileSync(options.file, spans.map((s) => JSON.stringify(s) + "\n").join(""));
+        if (spans.length > 0) options.onSpans?.(spans);
         reply(200, {});
       },
       (err: Error) => reply(400, { message: err.message }),
