@@ -1,4 +1,5 @@
-import { createSecretKey } from "node:crypto";
+import { createSecretKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -8,9 +9,10 @@ import { ProductServiceService } from "../gen/ts/shop/products/v1/product_servic
 import { ProductServiceMethods } from "../gen/ts/shop/products/v1/product_service_rpc.js";
 import { readTokenSecret, signToken, type TokenClaims } from "../platform/auth/index.js";
 import { Code } from "../platform/errors/index.js";
-import { checkHealth, clientTlsCredentials, createClient } from "../platform/grpc/index.js";
+import { checkHealth, clientTlsCredentials, createClient, waitForServing } from "../platform/grpc/index.js";
 import { ensureDevCredentials } from "../tools/dev-credentials.js";
-import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { freePort, type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { type ServiceProcess, startServiceProcess } from "./support/service-process.js";
 import { address, devSecurity, grpcError, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 
 const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
@@ -169,5 +171,66 @@ describe("gRPC mutual TLS", () => {
     } finally {
       anonymous.close();
     }
+  });
+});
+
+describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product service as production runs it", () => {
+  const dir = tempDir();
+  let nats: NatsServerHandle;
+  let products: ServiceProcess;
+  let address: string;
+  const issuer = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const pemOf = (key: KeyObject) => key.export({ type: "spki", format: "pem" }) as string;
+  /** A token as an identity provider signs it, with its own ES256 key. */
+  const issued = (roles: string[], key = issuer.privateKey) => () =>
+    new SignJWT({ roles }).setProtectedHeader({ alg: "ES256", typ: "JWT", kid: "idp-1" }).setSubject("ops").setIssuer("concord").setAudience("concord").setExpirationTime("5m").sign(key);
+  const env = (publicKeys: string) => ({
+    PRODUCTS_LISTEN: address,
+    PRODUCTS_DATABASE_URL: join(dir.path, "products.db"),
+    NATS_URL: nats.url,
+    GRPC_AUTH: "jwt",
+    GRPC_AUTH_KEY_FILE: ensureDevCredentials(dir.path, ["products"]).tokenKeyFile,
+    GRPC_AUTH_PUBLIC_KEYS: publicKeys,
+    LOG_LEVEL: "warn",
+  });
+
+  beforeAll(async () => {
+    nats = await startNatsServer();
+    address = `127.0.0.1:${await freePort()}`;
+    // The issuer's current key and the next one, as while rotating.
+    const keysFile = join(dir.path, "issuer.pem");
+    writeFileSync(keysFile, pemOf(issuer.publicKey) + pemOf(generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey));
+    products = startServiceProcess("products", env(keysFile));
+    await waitForServing(address, 60_000);
+  }, 90_000);
+  afterAll(async () => {
+    await products?.stop();
+    await nats?.stop();
+    dir.remove();
+  });
+
+  it("lets the issuer's tokens in by their roles, and refuses another key's with UNAUTHENTICATED", async () => {
+    const as = (token: () => Promise<string>) => createClient(ProductServiceService, { address, methods: ProductServiceMethods, maxAttempts: 1, token });
+    const admin = as(issued(["admin"]));
+    const customer = as(issued(["customer"]));
+    const stranger = as(issued(["admin"], generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey));
+    try {
+      const { product } = await admin.createProduct({ name: "Teapot", description: "", price: eur(1999), initialStock: 3 });
+      expect((await grpcError(customer.adjustStock({ id: product!.id, delta: 5, reason: "x" }))).code).toBe(Code.PERMISSION_DENIED);
+      const refused = await grpcError(stranger.adjustStock({ id: product!.id, delta: 5, reason: "x" }));
+      expect(refused.code).toBe(Code.UNAUTHENTICATED);
+      expect(refused.message).toContain("signature does not match");
+      expect((await admin.getProduct({ id: product!.id })).product!.stock).toBe(3);
+    } finally {
+      for (const c of [admin, customer, stranger]) c.close();
+    }
+  });
+
+  it("will not start with a public keys file that holds no key, saying which", async () => {
+    const bad = join(dir.path, "empty.pem");
+    writeFileSync(bad, "no key here\n");
+    const broken = startServiceProcess("products", { ...env(bad), PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_DATABASE_URL: join(dir.path, "broken.db") });
+    expect(await broken.exited).not.toBe(0);
+    expect(broken.lines().join("\n")).toContain(`${bad} holds no PEM public key`);
   });
 });

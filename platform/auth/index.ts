@@ -1,2 +1,2 @@
-/** Bearer tokens (JWT, HS256): who a caller is and what roles it has. */
-export { createTokenVerifier, readTokenSecret, signToken, TokenError, type TokenClaims, type TokenVerifier } from "./tokens.js";
+/** Bearer tokens (JWT: HS256 with the services' key, or an issuer's ES256, RS256 or EdDSA): who a caller is and what roles it has. */
+export { createTokenVerifier, readTokenPublicKeys, readTokenSecret, signToken, TokenError, type TokenClaims, type TokenVerifier } from "./tokens.js";

@@ -1,6 +1,6 @@
-import { createSecretKey, type KeyObject } from "node:crypto";
+import { createPublicKey, createSecretKey, type KeyObject } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
-import { errors as joseErrors, jwtVerify, SignJWT } from "jose";
+import { decodeProtectedHeader, errors as joseErrors, type JWTPayload, jwtVerify, SignJWT } from "jose";
 
 /** Who made a call, as its verified bearer token says. */
 export interface TokenClaims {
@@ -13,6 +13,7 @@ export interface TokenClaims {
 /** Issuer and audience of every token; a token made for something else is refused. */
 const issuer = "concord";
 const audience = "concord";
+/** What the services' own key signs with. */
 const algorithm = "HS256";
 
 /** Why a token was refused, in words a caller can act on; never the token itself. */
@@ -39,6 +40,42 @@ export function readTokenSecret(path: string): KeyObject {
   return createSecretKey(Buffer.from(text, "hex"));
 }
 
+/** The JWS algorithm a public key checks: ES256 (EC P-256), RS256 (RSA, 2048 bits or more) or EdDSA (Ed25519). */
+function algorithmOf(key: KeyObject, path: string, n: number): string {
+  const type = key.asymmetricKeyType;
+  if (type === "ec" && key.asymmetricKeyDetails?.namedCurve === "prime256v1") return "ES256";
+  if (type === "rsa" && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048) return "RS256";
+  if (type === "ed25519") return "EdDSA";
+  throw new Error(`public key ${n} in ${path} is not one tokens are checked with (EC P-256, RSA of 2048 bits or more, or Ed25519)`);
+}
+
+/**
+ * The public keys in `path`, one or more PEM blocks (\`-----BEGIN PUBLIC
+ * KEY-----\`): an issuer's keys, tokens signed with any of them are
+ * accepted (several while a key is rotated). Throws, naming the file, when
+ * it cannot be read, holds no key, or holds a key of a kind not taken.
+ */
+export function readTokenPublicKeys(path: string): readonly KeyObject[] {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new Error(`cannot read the token public keys ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  const blocks = text.match(/-----BEGIN PUBLIC KEY-----[\s\S]*?-----END PUBLIC KEY-----/g) ?? [];
+  if (blocks.length === 0) throw new Error(`${path} holds no PEM public key (-----BEGIN PUBLIC KEY-----)`);
+  return blocks.map((pem, i) => {
+    let key: KeyObject;
+    try {
+      key = createPublicKey(pem);
+    } catch (err) {
+      throw new Error(`public key ${i + 1} in ${path} cannot be read: ${(err as Error).message}`, { cause: err });
+    }
+    algorithmOf(key, path, i + 1);
+    return key;
+  });
+}
+
 /** Signs a token for `claims`, valid for `ttlSeconds`. */
 export function signToken(key: KeyObject, claims: TokenClaims, ttlSeconds: number): Promise<string> {
   if (!(ttlSeconds > 0)) throw new Error(`signToken: ttlSeconds must be positive, got ${ttlSeconds}`);
@@ -59,24 +96,50 @@ export type TokenVerifier = (token: string) => Promise<TokenClaims>;
 const cacheSize = 1024;
 
 /**
- * A verifier for tokens signed with `key`: HS256 only, issuer and audience
- * "concord", a subject, an expiry, and roles as a list of strings. A token
- * that passed is remembered until it expires (the newest 1024), so only a
- * client's first call with it pays for the signature check.
+ * A verifier for tokens signed with `key` (HS256), or with the private key
+ * of any of `publicKeys` (an issuer's: ES256, RS256 or EdDSA, as the key
+ * is), and nothing else: issuer and audience "concord", a subject, an
+ * expiry, and roles as a list of strings. A token that passed is remembered
+ * until it expires (the newest 1024), so only a client's first call with it
+ * pays for the signature check.
  */
-export function createTokenVerifier(key: KeyObject): TokenVerifier {
+export function createTokenVerifier(key: KeyObject | undefined, publicKeys: readonly KeyObject[] = []): TokenVerifier {
+  if (!key && publicKeys.length === 0) throw new Error("createTokenVerifier: give a key, public keys, or both");
   const verified = new Map<string, { claims: TokenClaims; expiresAtMs: number }>();
+  const issuerKeys = publicKeys.map((k, i) => ({ key: k, alg: algorithmOf(k, "the public keys", i + 1) }));
+  const algorithms = [...(key ? [algorithm] : []), ...new Set(issuerKeys.map((k) => k.alg))];
+  const options = { algorithms, issuer, audience, requiredClaims: ["sub", "exp"] };
+  /** The keys a token of this alg may be signed with; each is tried until one fits (several while a key is rotated). */
+  const candidates = (alg: unknown): KeyObject[] => (alg === algorithm ? (key ? [key] : []) : issuerKeys.filter((k) => k.alg === alg).map((k) => k.key));
+  const check = async (token: string): Promise<JWTPayload> => {
+    let alg: unknown;
+    try {
+      alg = decodeProtectedHeader(token).alg;
+    } catch (err) {
+      throw new joseErrors.JWSInvalid("not a JWS", { cause: err });
+    }
+    const keys = candidates(alg);
+    if (keys.length === 0) throw new joseErrors.JOSEAlgNotAllowed(`"${String(alg)}" is not allowed`);
+    for (const [i, k] of keys.entries()) {
+      try {
+        return (await jwtVerify(token, k, options)).payload;
+      } catch (err) {
+        if (!(err instanceof joseErrors.JWSSignatureVerificationFailed) || i === keys.length - 1) throw err;
+      }
+    }
+    throw new joseErrors.JWSSignatureVerificationFailed();
+  };
   return async (token) => {
     const known = verified.get(token);
     if (known) {
       if (Date.now() < known.expiresAtMs) return known.claims;
       verified.delete(token);
     }
-    let payload;
+    let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, key, { algorithms: [algorithm], issuer, audience, requiredClaims: ["sub", "exp"] }));
+      payload = await check(token);
     } catch (err) {
-      throw new TokenError(reasonOf(err), { cause: err });
+      throw new TokenError(reasonOf(err, algorithms), { cause: err });
     }
     const roles = payload.roles;
     if (!Array.isArray(roles) || !roles.every((r) => typeof r === "string")) throw new TokenError("the bearer token has no roles claim (a list of strings)");
@@ -88,11 +151,11 @@ export function createTokenVerifier(key: KeyObject): TokenVerifier {
   };
 }
 
-function reasonOf(err: unknown): string {
+function reasonOf(err: unknown, algorithms: readonly string[]): string {
   if (err instanceof joseErrors.JWTExpired) return "the bearer token has expired; get a new one";
-  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return "the bearer token's signature does not match this server's key";
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return "the bearer token's signature does not match this server's keys";
   if (err instanceof joseErrors.JWTClaimValidationFailed) return `the bearer token's ${err.claim} claim is not valid: ${err.reason === "missing" ? "it is missing" : err.message}`;
-  if (err instanceof joseErrors.JOSEAlgNotAllowed) return "the bearer token is not signed with HS256";
+  if (err instanceof joseErrors.JOSEAlgNotAllowed) return `the bearer token is not signed with ${algorithms.join(" or ")}`;
   if (err instanceof joseErrors.JWSInvalid || err instanceof joseErrors.JWTInvalid) return "the bearer token is not a well-formed JWT";
   return "the bearer token is not valid";
 }

@@ -1,8 +1,9 @@
+import { createHmac, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
-import { createTokenVerifier, readTokenSecret, signToken, TokenError } from "../auth/index.js";
+import { createTokenVerifier, readTokenPublicKeys, readTokenSecret, signToken, TokenError } from "../auth/index.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { methodAccess } from "./access.js";
 import { createTempDir } from "../../test/support/temp-dir.js";
@@ -49,5 +50,50 @@ describe("token keys and tokens", () => {
     const base = () => new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setSubject("x").setIssuer("concord").setExpirationTime("1m");
     await expect(verify(await base().setAudience("concord").sign(key))).rejects.toThrow(new TokenError("the bearer token has no roles claim (a list of strings)"));
     await expect(verify(await base().setAudience("elsewhere").sign(key))).rejects.toThrow(/aud claim is not valid/);
+  });
+
+  describe("an issuer's public keys", () => {
+    const pem = (key: KeyObject) => key.export({ type: "spki", format: "pem" }) as string;
+    const ec = () => generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const issuerToken = async (alg: string, privateKey: KeyObject, roles: string[] = ["admin"]) => {
+      const { SignJWT } = await import("jose");
+      return new SignJWT({ roles }).setProtectedHeader({ alg, typ: "JWT" }).setSubject("ops").setIssuer("concord").setAudience("concord").setExpirationTime("5m").sign(privateKey);
+    };
+
+    it("accepts tokens signed with any of them (ES256, RS256, EdDSA; two at once while one is rotated) besides the services' own", async () => {
+      const [current, next] = [ec(), ec()];
+      const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 });
+      const ed = generateKeyPairSync("ed25519");
+      const keys = readTokenPublicKeys(keyFile("issuer.pem", [current, next, rsa, ed].map((k) => pem(k.publicKey)).join(""), 0o644));
+      expect(keys).toHaveLength(4);
+      const secret = readTokenSecret(keyFile("own.key", hex, 0o600));
+      const verify = createTokenVerifier(secret, keys);
+      for (const [alg, pair] of [["ES256", current], ["ES256", next], ["RS256", rsa], ["EdDSA", ed]] as const) {
+        expect(await verify(await issuerToken(alg, pair.privateKey)), alg).toEqual({ subject: "ops", roles: ["admin"] });
+      }
+      expect(await verify(await signToken(secret, { subject: "orders", roles: ["service"] }, 60))).toEqual({ subject: "orders", roles: ["service"] });
+    });
+
+    it("refuses a token of another key, of an algorithm none of its keys has, or one MACed with a public key as the secret", async () => {
+      const issuer = ec();
+      const verify = createTokenVerifier(undefined, readTokenPublicKeys(keyFile("one.pem", pem(issuer.publicKey), 0o644)));
+      await expect(verify(await issuerToken("ES256", ec().privateKey))).rejects.toThrow(new TokenError("the bearer token's signature does not match this server's keys"));
+      const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 });
+      await expect(verify(await issuerToken("RS256", rsa.privateKey))).rejects.toThrow(new TokenError("the bearer token is not signed with ES256"));
+      // The old confusion: HS256 with the (public) PEM as the MAC key.
+      const b64 = (v: object | Buffer) => Buffer.from(v instanceof Buffer ? v : JSON.stringify(v)).toString("base64url");
+      const unsigned = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub: "ops", roles: ["admin"], iss: "concord", aud: "concord", exp: Math.floor(Date.now() / 1000) + 300 })}`;
+      const forged = `${unsigned}.${b64(createHmac("sha256", pem(issuer.publicKey)).update(unsigned).digest())}`;
+      await expect(verify(forged)).rejects.toThrow(new TokenError("the bearer token is not signed with ES256"));
+    });
+
+    it("refuses a file without a PEM public key, or with a key of a kind tokens are not checked with", () => {
+      expect(() => readTokenPublicKeys(keyFile("none.pem", "not a key", 0o644))).toThrow(/holds no PEM public key/);
+      const p384 = generateKeyPairSync("ec", { namedCurve: "P-384" });
+      expect(() => readTokenPublicKeys(keyFile("p384.pem", pem(p384.publicKey), 0o644))).toThrow(/public key 1 in .* is not one tokens are checked with/);
+      const small = generateKeyPairSync("rsa", { modulusLength: 1024 });
+      expect(() => readTokenPublicKeys(keyFile("small.pem", pem(ec().publicKey) + pem(small.publicKey), 0o644))).toThrow(/public key 2 in/);
+      expect(() => readTokenPublicKeys(join(dir.path, "missing.pem"))).toThrow(/cannot read the token public keys/);
+    });
   });
 });

@@ -1,6 +1,6 @@
 import type { KeyObject } from "node:crypto";
 import type { ChannelCredentials, ServerCredentials } from "@grpc/grpc-js";
-import { createTokenVerifier, readTokenSecret, signToken } from "../auth/index.js";
+import { createTokenVerifier, readTokenPublicKeys, readTokenSecret, signToken } from "../auth/index.js";
 import { oneOf, text, type ConfigOf } from "../config/index.js";
 import { type AccessControl, clientTlsCredentials, serverTlsCredentials, type ServerTlsFiles } from "../grpc/index.js";
 
@@ -16,8 +16,12 @@ export interface GrpcSecurity {
    * servers it calls must chain to. "plaintext" turns TLS off.
    */
   readonly tls: ServerTlsFiles | "plaintext";
-  /** The HS256 key tokens are checked with (and the service signs its own with), or "none": no tokens checked or sent. */
-  readonly auth: { readonly keyFile: string } | "none";
+  /**
+   * The HS256 key tokens are checked with (and the service signs its own
+   * with), and optionally an issuer's public keys (PEM) whose tokens are
+   * accepted too; or "none": no tokens checked or sent.
+   */
+  readonly auth: { readonly keyFile: string; readonly publicKeysFile?: string } | "none";
 }
 
 /** Plaintext and no tokens: for tests and benchmarks that say so. */
@@ -53,6 +57,11 @@ export function grpcSecuritySettings(service: string) {
       default: ".data/auth/token-hs256.key",
       parse: text,
     },
+    GRPC_AUTH_PUBLIC_KEYS: {
+      description: "file with an issuer's public keys (PEM; EC P-256, RSA or Ed25519): tokens signed with their private keys (ES256, RS256, EdDSA) are accepted too; several while one is rotated; empty: none",
+      default: "",
+      parse: (value: string) => value,
+    },
   };
 }
 
@@ -63,7 +72,7 @@ export function grpcSecurityOf(config: ConfigOf<ReturnType<typeof grpcSecuritySe
       config.GRPC_INSECURE === "1"
         ? "plaintext"
         : { certFile: config.GRPC_TLS_CERT, keyFile: config.GRPC_TLS_KEY, caFile: config.GRPC_TLS_CA, requireClientCert: config.GRPC_TLS_CLIENT_AUTH === "require" },
-    auth: config.GRPC_AUTH === "none" ? "none" : { keyFile: config.GRPC_AUTH_KEY_FILE },
+    auth: config.GRPC_AUTH === "none" ? "none" : { keyFile: config.GRPC_AUTH_KEY_FILE, ...(config.GRPC_AUTH_PUBLIC_KEYS !== "" && { publicKeysFile: config.GRPC_AUTH_PUBLIC_KEYS }) },
   };
 }
 
@@ -71,7 +80,9 @@ export function grpcSecurityOf(config: ConfigOf<ReturnType<typeof grpcSecuritySe
 export function serverSecurity(security: GrpcSecurity): { credentials?: ServerCredentials; access?: AccessControl } {
   return {
     ...(security.tls !== "plaintext" && { credentials: serverTlsCredentials(security.tls) }),
-    ...(security.auth !== "none" && { access: { verify: createTokenVerifier(readTokenSecret(security.auth.keyFile)) } }),
+    ...(security.auth !== "none" && {
+      access: { verify: createTokenVerifier(readTokenSecret(security.auth.keyFile), security.auth.publicKeysFile ? readTokenPublicKeys(security.auth.publicKeysFile) : []) },
+    }),
   };
 }
 
