@@ -7,11 +7,18 @@ import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { bindConsumer, deadLetterStreamSpec, eventMigrations, type RunningConsumers, startConsumers } from "../platform/events/index.js";
 import { openDatabase, type Database } from "../platform/sql/index.js";
 import { startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
-import { address, quietLogger, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
+import { readTokenSecret, signToken } from "../platform/auth/index.js";
+import { clientTlsCredentials } from "../platform/grpc/index.js";
+import { address, devSecurity, quietLogger, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 
-/** Runs the `concord` bin as an operator would; resolves once it exits. */
+/** Runs the `concord` bin as an operator would; resolves once it exits. The services here serve in plaintext. */
 function concord(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ["tools/concord.mjs", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  return concordWith({ GRPC_INSECURE: "1" }, ...args);
+}
+
+/** Runs the `concord` bin with `env` on top of this process's environment. */
+function concordWith(env: Record<string, string>, ...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ["tools/concord.mjs", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (d) => (stdout += d));
@@ -185,6 +192,25 @@ describe("npx concord", () => {
     const down = await concord("status", ...args.slice(0, 4), "--orders", "127.0.0.1:1", "--products-metrics", products.service.metricsAddress!, "--orders-metrics", "127.0.0.1:1");
     expect(down.status).toBe(1);
     expect(down.stdout).toMatch(/orders {2}gRPC 127\.0\.0\.1:1: unreachable/);
+  });
+
+  it("asks services that serve over TLS, as `npm start` runs them, trusting the development CA", { timeout: 120_000 }, async () => {
+    const secureDir = tempDir();
+    const secure = await startTestProducts(secureDir.path, nats.url, { metricsListen: "127.0.0.1:0", security: devSecurity(secureDir.path, "products") }, {
+      credentials: clientTlsCredentials({ caFile: join(secureDir.path, "tls", "ca.pem") }),
+      token: () => signToken(readTokenSecret(join(secureDir.path, "auth", "token-hs256.key")), { subject: "ops", roles: ["admin"] }, 300),
+    });
+    try {
+      const args = ["--nats", nats.url, "--products", secure.service.address, "--products-metrics", secure.service.metricsAddress!, "--orders", orders.service.address, "--orders-metrics", orders.service.metricsAddress!];
+      const status = await concordWith({ DATA_DIR: secureDir.path }, "status", ...args);
+      expect(status.stdout).toContain(`products  gRPC ${secure.service.address}: SERVING`);
+      // The order service here serves in plaintext, which a TLS client cannot talk to.
+      expect(status.stdout).toMatch(/orders {2}gRPC .*: unreachable/);
+      expect(status.status).toBe(1);
+    } finally {
+      await secure.stop();
+      secureDir.remove();
+    }
   });
 
   it("tails the events decoded, filtered by type or subject", { timeout: 60_000 }, async () => {

@@ -36,7 +36,9 @@ For each service: its health over grpc.health.v1, its outbox (events waiting,
 age of the oldest, parked) from its metrics endpoint, and for each of its
 consumers the messages pending in JetStream, those delivered and not yet
 acknowledged, redeliveries and dead letters. The services are found where
-\`npm start\` puts them (the same environment variables), or where the flags say.
+\`npm start\` puts them (the same environment variables), or where the flags say,
+and asked over TLS trusting DATA_DIR/tls/ca.pem (or GRPC_TLS_CA), as \`npm start\`
+serves them; GRPC_INSECURE=1 asks in plaintext.
 Exits with 1 when a service is not SERVING or a part cannot be read.
 ${natsOption}`,
   "events tail": `Usage: npx concord events tail [--all] [--subject PATTERN] [--type TYPE] [--nats URL]

@@ -8,6 +8,7 @@ import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_s
 import { deadLetterStreamSpec, deadLetterSubject } from "../../platform/events/index.js";
 import type { ConsumerSpec } from "../../platform/events/index.js";
 import { checkHealth } from "../../platform/grpc/index.js";
+import { toolClientSecurity } from "../client-security.js";
 import { reason } from "../event-watch.js";
 
 /** Where a service is and what it consumes. */
@@ -49,6 +50,16 @@ async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAg
   return { depth: values.get("concord_outbox_depth"), oldestAgeSeconds: values.get("concord_outbox_oldest_age_seconds"), parked: values.get("concord_outbox_parked") };
 }
 
+/**
+ * A service's grpc.health.v1 status, asked as the other tools call the
+ * services: over TLS trusting the development CA (or GRPC_TLS_CA), in
+ * plaintext only with GRPC_INSECURE=1. Health needs no token.
+ */
+async function healthOf(address: string): Promise<string> {
+  const { credentials } = toolClientSecurity({ subject: "concord", roles: [] });
+  return checkHealth(address, "", 2_000, credentials);
+}
+
 /** Prints the status of every service; resolves true when all of them serve and every part could be read. */
 export async function printStatus(nc: NatsConnection | undefined, natsProblem: string | undefined, targets: readonly ServiceTarget[], print: (line: string) => void): Promise<boolean> {
   let healthy = true;
@@ -60,7 +71,7 @@ export async function printStatus(nc: NatsConnection | undefined, natsProblem: s
   }
   for (const target of targets) {
     const [health, outbox] = await Promise.all([
-      checkHealth(target.grpc, "", 2_000).catch((err: Error) => `unreachable (${err.message})`),
+      healthOf(target.grpc).catch((err: Error) => `unreachable (${err.message})`),
       scrapeOutbox(target.metrics).then(
         (o) => (o.depth === undefined ? "no outbox metrics" : `depth ${o.depth}, oldest ${(o.oldestAgeSeconds ?? 0).toFixed(1)}s, parked ${o.parked ?? 0}`),
         (err: Error) => {
