@@ -13,7 +13,7 @@ import { checkHealth, clientTlsCredentials, createClient, waitForServing } from 
 import { ensureDevCredentials } from "../tools/dev-credentials.js";
 import { freePort, type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
 import { type ServiceProcess, startServiceProcess } from "./support/service-process.js";
-import { address, devSecurity, grpcError, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
+import { address, devSecurity, grpcError, rawCall, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 
 const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
 
@@ -62,6 +62,17 @@ describe("gRPC security: TLS and bearer tokens checked against the contracts' ac
     const err = await grpcError(productsAs(undefined).getProduct({ id: p.id }));
     expect(err.code).toBe(Code.UNAUTHENTICATED);
     expect(err.message).toContain('"authorization: Bearer <token>"');
+  });
+
+  it("refuses a call without a token before reading its request: too large, undecodable or over a list's limit, it gets UNAUTHENTICATED", async () => {
+    const p = await newProduct();
+    const lines = Array.from({ length: 6_000 }, () => ({ productId: p.id, quantity: 1 }));
+    const tooMany = await grpcError(ordersAs(undefined).createOrder({ customerId: "c-1", lines, shippingAddress: address }));
+    expect(tooMany.code).toBe(Code.UNAUTHENTICATED);
+    for (const bytes of [Buffer.alloc(100_000, 0xff), Buffer.alloc(200_000, 0xff)]) {
+      const err = await grpcError(rawCall(orders.service.address, "/shop.orders.v1.OrderService/CreateOrder", bytes, 5_000, tls));
+      expect(err.code, `${bytes.length} bytes`).toBe(Code.UNAUTHENTICATED);
+    }
   });
 
   it("refuses an expired token, one signed with another key, and one that is not a JWT, with UNAUTHENTICATED", async () => {

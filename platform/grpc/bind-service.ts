@@ -144,21 +144,21 @@ function unaryHandler(
       callback(grpcError);
     };
     const bytes = call.request;
-    if (bytes.length > limit) {
-      // Too large to run the contract's rules on; a list over its limit is still named, as that is cheap to tell.
-      let overfull: FieldViolation[] = [];
-      try {
-        overfull = checker.checkItemCounts(inputType, bytes);
-      } catch (err) {
-        return finish(err);
-      }
-      if (overfull.length > 0) return finish(StatusError.invalidArgument(overfull));
-      return finish(new StatusError(Code.RESOURCE_EXHAUSTED, `a ${methodName} request may have at most ${limit} bytes; this one has ${bytes.length}`));
-    }
-    // Who calls, before anything of the request is decoded (see access.ts); then the request itself.
+    // Who calls, before anything of the request is read (see access.ts): its size, then the request itself.
     if (guard) guard.authenticate(call.metadata).then((principal) => serve(principal), finish);
     else serve(unrestricted);
     function serve(principal: Principal): void {
+      if (bytes.length > limit) {
+        // Too large to run the contract's rules on; a list over its limit is still named, as that is cheap to tell.
+        let overfull: FieldViolation[] = [];
+        try {
+          overfull = checker.checkItemCounts(inputType, bytes);
+        } catch (err) {
+          return finish(err);
+        }
+        if (overfull.length > 0) return finish(StatusError.invalidArgument(overfull));
+        return finish(new StatusError(Code.RESOURCE_EXHAUSTED, `a ${methodName} request may have at most ${limit} bytes; this one has ${bytes.length}`));
+      }
       let request: unknown;
       try {
         request = method.requestDeserialize(bytes);

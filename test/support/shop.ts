@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { Client, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { type ChannelCredentials, Client, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { OrderServiceService } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { OrderServiceMethods } from "../../gen/ts/shop/orders/v1/order_service_rpc.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
@@ -92,8 +92,8 @@ export async function grpcError(promise: Promise<unknown>): Promise<StatusError>
  * One unary call with the request as raw bytes, as a client in another
  * language (or an attacker) could send them; resolves with the response bytes.
  */
-export function rawCall(address: string, path: string, request: Buffer, timeoutMs = 5_000): Promise<Buffer> {
-  const client = new Client(address, credentials.createInsecure());
+export function rawCall(address: string, path: string, request: Buffer, timeoutMs = 5_000, channelCredentials: ChannelCredentials = credentials.createInsecure()): Promise<Buffer> {
+  const client = new Client(address, channelCredentials);
   const identity = (b: Buffer) => b;
   return new Promise<Buffer>((resolve, reject) => {
     client.makeUnaryRequest(path, identity, identity, request, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
