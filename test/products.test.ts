@@ -2,7 +2,7 @@ import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkHealth } from "../platform/grpc/index.js";
 import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
-import { ProductServiceService, UpdateProductRequest } from "../gen/ts/shop/products/v1/product_service_pb.js";
+import { CreateProductRequest, ProductServiceService, UpdateProductRequest } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { grpcError, rawCall, type RunningProducts, startTestProducts, tempDir } from "./support/shop.js";
 
 const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
@@ -119,6 +119,21 @@ describe("ProductService", () => {
     expect(huge.code).toBe(status.INVALID_ARGUMENT);
     expect(huge.violations.map((v) => v.field)).toEqual(["expected_version"]);
     expect((await products.client.getProduct({ id: p.id })).product).toMatchObject({ name: "Crate", version: 1 });
+  });
+
+  it("refuses a name that is not valid UTF-8 with INVALID_ARGUMENT, storing nothing (it was stored with U+FFFD in place of the bytes)", async () => {
+    const before = (await products.client.listProducts({ pageSize: 500, pageToken: "" })).products.length;
+    const valid = Buffer.from(CreateProductRequest.encode({ name: "TZZA", description: "", price: eur(100), initialStock: 1, requestId: "01890a5d-ac96-774b-bcce-b302099a9077" }).finish());
+    const at = valid.indexOf("TZZA");
+    const invalid = Buffer.from(valid);
+    invalid[at + 1] = 0xff;
+    invalid[at + 2] = 0xfe;
+    const err = await grpcError(rawCall(products.service.address, ProductServiceService.createProduct.path, invalid));
+    expect(err.code).toBe(status.INVALID_ARGUMENT);
+    expect(err.violations.map((v) => v.description).join(" ")).toContain("not valid UTF-8");
+    expect((await products.client.listProducts({ pageSize: 500, pageToken: "" })).products).toHaveLength(before);
+    // The same request with its bytes intact is taken.
+    await rawCall(products.service.address, ProductServiceService.createProduct.path, valid);
   });
 
   it("creates and adjusts once per request_id: a repeat returns the first result, a different request with the same id is refused", async () => {

@@ -4,6 +4,7 @@ import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { createValidator } from "@bufbuild/protovalidate";
 import { RepeatedRulesSchema, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { type CompiledCheck, createRuleCompiler } from "./compiled-rules.js";
+import { refuseInvalidUtf8 } from "./strict-utf8.js";
 
 import type { FieldViolation } from "../errors/index.js";
 
@@ -52,10 +53,13 @@ const wideScalars = new Set([ScalarType.INT64, ScalarType.UINT64, ScalarType.SIN
 
 /**
  * Builds a checker from a serialized FileDescriptorSet (the generated
- * `descriptorSet`). protovalidate reads only @bufbuild/protobuf messages, so
+ * `descriptorSet`). From then on every protobuf decode in the process refuses
+ * a string that is not valid UTF-8 (refuseInvalidUtf8). protovalidate reads only @bufbuild/protobuf messages, so
  * the bytes are decoded here with the descriptor set's schemas.
  */
 export function createMessageChecker(descriptorSet: Uint8Array): MessageChecker {
+  // What is checked is what was sent: a string that is not UTF-8 is refused, not mended (see strict-utf8.ts).
+  refuseInvalidUtf8();
   const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, descriptorSet));
   const validator = createValidator({ registry });
   const schemas = new Map<string, DescMessage>();
