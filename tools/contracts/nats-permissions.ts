@@ -219,7 +219,7 @@ export function natsPermissionTable(authorization: NatsAuthorization): string {
       consumes.join("; ") || "nothing",
     ];
   });
-  rows.push([code(authorization.observer.name), "nothing", "any stream, through ephemeral and ordered consumers of its own"]);
+  rows.push([code(authorization.observer.name), "nothing", "any stream, through consumers it makes (the tools' ordered ones; a program's durable one)"]);
   rows.push([code(authorization.operator.name), "any event (a dead letter replayed); deletes and purges dead letters", "as the observer"]);
   return ["| user | may publish | reads through its durable consumers |", "|---|---|---|", ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
 }
