@@ -169,6 +169,19 @@ describe("npx concord", () => {
     broken = "still closed";
     const { orderId } = await placeConfirmedOrder(1, 1);
     await expect.poll(async () => (await listed("--subject", `shop.orders.v1.order.${orderId}.*`)).length, { timeout: 15_000 }).toBe(1);
+    // A dead letter without a ce-id cannot be replayed: a replay of all of them, dry or not, says so and changes nothing.
+    const h = natsHeaders();
+    h.set("concord-dlq-subject", `shop.orders.v1.order.${orderId}.placed`);
+    h.set("concord-dlq-reason", "written by hand");
+    await nc.jetstream().publish("concord.dlq.SHOP_ORDERS.fulfilment-order-placed", new Uint8Array([1]), { headers: h });
+    const before = await dlqMessages();
+    for (const dry of [["--dry-run"], []]) {
+      const refused = await concord("dlq", "replay", "--all", ...dry, "--nats", nats.url);
+      expect(refused.status, dry.join(" ")).toBe(1);
+      expect(refused.stderr).toMatch(/has no ce-id, so a replay could not be deduplicated/);
+      expect(refused.stderr).toMatch(/cannot be replayed; nothing replayed/);
+      expect(await dlqMessages()).toBe(before);
+    }
     const asked = await concord("dlq", "purge", "--nats", nats.url);
     expect(asked.status).toBe(2);
     expect(asked.stderr).toMatch(/run again with --yes/);

@@ -9,7 +9,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { NatsConnection } from "nats";
 import { deadLetterStreamSpec } from "../platform/events/index.js";
 import { connectNats, defaultNatsUrl, exitOnSignals, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
-import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters, replayDeadLetter } from "./concord/dead-letters.js";
+import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters, replayDeadLetter, whyNotReplayable } from "./concord/dead-letters.js";
 import { helps, usage } from "./concord/help.js";
 import { printStatus, serviceTargets } from "./concord/status.js";
 import { outboxCommand } from "./outbox.js";
@@ -90,6 +90,13 @@ async function dlqReplay(args: string[]): Promise<number> {
     if (chosen.length === 0) {
       console.error("concord dlq replay: no dead letter matches; nothing replayed");
       return 0;
+    }
+    // Every chosen dead letter must be replayable before any is: a run either replays them all or changes nothing.
+    const refusals = chosen.map(whyNotReplayable).filter((r): r is string => r !== undefined);
+    if (refusals.length > 0) {
+      for (const r of refusals) console.error(`concord dlq replay: ${r}`);
+      console.error(`concord dlq replay: ${refusals.length} of ${chosen.length} dead letter(s) cannot be replayed; nothing replayed${dryRun ? " (--dry-run)" : ""}`);
+      return 1;
     }
     let done = 0;
     let lastProgress = performance.now();

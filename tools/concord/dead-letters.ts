@@ -132,14 +132,21 @@ export function replayMsgId(letter: DeadLetter): string {
   return `${letter.id}.replay.${letter.seq}`;
 }
 
+/** Why a dead letter cannot be replayed (no original subject, or no ce-id to deduplicate it by); undefined when it can. */
+export function whyNotReplayable(letter: DeadLetter): string | undefined {
+  if (!letter.subject) return `dead letter ${letter.seq} does not say which subject it came from (no ${deadLetterHeaders.subject} header)`;
+  if (!letter.id) return `dead letter ${letter.seq} has no ce-id, so a replay could not be deduplicated`;
+  return undefined;
+}
+
 /**
  * Publishes a dead letter's event again to its original subject, with its
  * own headers and payload, then deletes it from the dead letter stream.
  * Rejects (the dead letter kept) when JetStream does not take the event.
  */
 export async function replayDeadLetter(nc: NatsConnection, letter: DeadLetter): Promise<void> {
-  if (!letter.subject) throw new Error(`dead letter ${letter.seq} does not say which subject it came from (no ${deadLetterHeaders.subject} header)`);
-  if (!letter.id) throw new Error(`dead letter ${letter.seq} has no ce-id, so a replay could not be deduplicated`);
+  const refusal = whyNotReplayable(letter);
+  if (refusal) throw new Error(refusal);
   const h = natsHeaders();
   for (const [name, value] of Object.entries(letter.headers)) h.set(name, value);
   await nc.jetstream().publish(letter.subject, letter.data, { headers: h, msgID: replayMsgId(letter) });
