@@ -4,8 +4,25 @@
  *   grpcurl -cacert .data/tls/ca.pem -H "authorization: Bearer $(npx tsx tools/token.ts --role admin)" ...
  */
 import { parseArgs } from "node:util";
-import { localToken, tokenKeyFile } from "./client-security.js";
+import { descriptorSet } from "../gen/ts/descriptor_set.js";
 import { duration } from "../platform/config/index.js";
+import { createMessageChecker } from "../platform/contracts/index.js";
+import { methodAccess } from "../platform/grpc/index.js";
+import { localToken, tokenKeyFile } from "./client-security.js";
+
+/** Every role some method's concord.v1.access rule names, as the contracts say. */
+function rolesInContracts(): Set<string> {
+  const { registry } = createMessageChecker(descriptorSet);
+  const roles = new Set<string>();
+  for (const type of registry) {
+    if (type.kind !== "service") continue;
+    for (const method of type.methods) {
+      const access = methodAccess(registry, method);
+      for (const role of [...(access?.roles ?? []), ...(access?.ownerRoles ?? [])]) roles.add(role);
+    }
+  }
+  return roles;
+}
 
 const usage = `Usage: npx tsx tools/token.ts --role ROLE [--subject NAME] [--ttl DURATION]
 
@@ -13,7 +30,8 @@ Prints a bearer token (JWT, HS256) signed with the key the services check
 tokens with (GRPC_AUTH_KEY_FILE, default DATA_DIR/auth/token-hs256.key, made
 by the first \`npm start\`). Who may call what is each method's
 concord.v1.access option in proto/ (see the README's Security section).
-  --role ROLE       admin, customer or service; repeat for several roles
+  --role ROLE       a role the contracts' access rules name (admin, customer or
+                    service); repeat for several roles
   --subject NAME    who the token speaks for; a customer's id for the
                     customer role (default: the role's name, e.g. "admin")
   --ttl DURATION    how long it is valid, e.g. 15m, 1h, 7d (default 1h)`;
@@ -31,6 +49,13 @@ async function main(): Promise<void> {
   const roles = values.role ?? [];
   if (roles.length === 0 || roles.some((r) => !/^[a-z][a-z0-9-]*$/.test(r))) {
     console.error(`token: give at least one --role (lower-case words)\n\n${usage}`);
+    process.exitCode = 2;
+    return;
+  }
+  const known = rolesInContracts();
+  const unknown = roles.filter((r) => !known.has(r));
+  if (unknown.length > 0) {
+    console.error(`token: no method's concord.v1.access rule names the role ${unknown.map((r) => JSON.stringify(r)).join(", ")}; the contracts name ${[...known].sort().join(", ")}`);
     process.exitCode = 2;
     return;
   }

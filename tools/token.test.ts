@@ -1,0 +1,11 @@
+import { spawnSync } from "node:child_process";
+import { describe, expect, it } from "vitest";
+
+describe("tools/token.ts", () => {
+  it("refuses a role no access rule in the contracts names, before it reads any key", () => {
+    const run = spawnSync(process.execPath, ["--import", "tsx", "tools/token.ts", "--role", "admin", "--role", "nonsense"], { encoding: "utf8", timeout: 30_000, env: { ...process.env, DATA_DIR: "/nonexistent" } });
+    expect(run.status).toBe(2);
+    expect(run.stderr).toContain('no method\'s concord.v1.access rule names the role "nonsense"; the contracts name admin, customer, service');
+    expect(run.stdout).toBe("");
+  });
+});
