@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { outboxMigrations } from "../platform/events/index.js";
 import { openDatabase } from "../platform/sql/index.js";
+import { startPostgresServer } from "../test/support/postgres.js";
 import { tempDirForSuite } from "../test/support/temp-dir.js";
 
 const dir = tempDirForSuite("concord-outbox-tool-");
@@ -32,4 +33,20 @@ describe("tools/outbox.ts", () => {
     expect(run("--database", path, "retry").status).toBe(2);
     expect(run("--help").stdout).toContain("Usage: npx tsx tools/outbox.ts");
   }, 120_000); // runs the tool three times, each a Node start-up with the TypeScript loader
+
+  it("reads a service's outbox on Postgres, named by its postgres:// URL", async () => {
+    const postgres = await startPostgresServer();
+    try {
+      const url = await postgres.createDatabase("outbox_tool");
+      const db = await openDatabase({ path: url, migrations: outboxMigrations });
+      await db.run("INSERT INTO event_outbox_parked (event_id, subject, type, payload, headers, created_at, parked_at, reason) VALUES ($1, 'a.b', 't.T', $2, $2, 1, 2, 'too big')", ["0190a5b4-7c4e-7d3e-9f1a-000000000003", new Uint8Array([0])]);
+      await db.close();
+      const listed = run("--database", url, "list");
+      expect(listed.status, listed.stderr).toBe(0);
+      expect(listed.stdout).toContain("0 event(s) waiting to be published, 1 parked");
+      expect(run("--database", url, "retry", "--all").stdout).toContain("put 1 parked event(s) back");
+    } finally {
+      await postgres.stop();
+    }
+  }, 120_000);
 });

@@ -17,7 +17,7 @@ const usage = `Usage: npx tsx tools/outbox.ts <products|orders|--database PATH> 
   retry EVENT_ID ...      put these parked events back at the end of the outbox;
                           the service's relay publishes them within a second
   retry --all             put every parked event back
-  --database PATH         the service's SQLite file (default .data/<service>.db,
+  --database PATH         the service's database: SQLite file or postgres:// URL (default .data/<service>.db,
                           or $DATA_DIR/<service>.db)
 
 Parked events are those the relay can never publish as they are (larger than
@@ -50,7 +50,8 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
     console.error(`${program}: bad arguments\n\n${help}`);
     return 2;
   }
-  if (!existsSync(path)) {
+  const isUrl = /^postgres(ql)?:\/\//.test(path);
+  if (!isUrl && !existsSync(path)) {
     console.error(`${program}: ${path} does not exist; name the service's database with --database`);
     return 2;
   }
@@ -58,12 +59,12 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
   try {
     if (command === "retry") {
       const moved = await retryParked(db, values.all ? undefined : ids);
-      console.log(`put ${moved} parked event(s) back in the outbox of ${path}`);
+      console.log(`put ${moved} parked event(s) back in the outbox of ${db.location}`);
       return moved === 0 && !values.all ? 1 : 0;
     }
     const [{ waiting }] = await db.query<{ waiting: number }>("SELECT count(*) AS waiting FROM event_outbox");
     const parked = await parkedEvents(db);
-    console.log(`${path}: ${waiting} event(s) waiting to be published, ${parked.length} parked`);
+    console.log(`${db.location}: ${waiting} event(s) waiting to be published, ${parked.length} parked`);
     for (const p of parked) console.log(JSON.stringify({ eventId: p.eventId, type: p.type, subject: p.subject, bytes: p.size, createdAt: p.createdAt, parkedAt: p.parkedAt, reason: p.reason }));
     return 0;
   } finally {

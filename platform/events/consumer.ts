@@ -247,6 +247,6 @@ async function fileThenAck(msg: JsMsg, delivery: Delivery, reason: string, step:
     intake.settle(msg, { kind: "retry", delayMs: 1_000 });
     return;
   }
-  logger.error({ reason, stream: delivery.stream, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject }, "event sent to the dead letter stream");
+  logger.error({ reason, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject }, "event sent to the dead letter stream");
   intake.settle(msg, { kind: "ack" });
 }
