@@ -7,7 +7,7 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { outboxMigrations, parkedEvents, retryParked } from "../platform/events/index.js";
-import { openDatabase } from "../platform/sql/index.js";
+import { isPostgresUrl, openDatabase } from "../platform/sql/index.js";
 import { repoRoot } from "./repo-root.js";
 
 const usage = `Usage: npx tsx tools/outbox.ts <products|orders|--database PATH> [list | retry [EVENT_ID ...|--all]]
@@ -50,8 +50,7 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
     console.error(`${program}: bad arguments\n\n${help}`);
     return 2;
   }
-  const isUrl = /^postgres(ql)?:\/\//.test(path);
-  if (!isUrl && !existsSync(path)) {
+  if (!isPostgresUrl(path) && !existsSync(path)) {
     console.error(`${program}: ${path} does not exist; name the service's database with --database`);
     return 2;
   }

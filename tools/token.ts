@@ -4,15 +4,16 @@
  *   grpcurl -cacert .data/tls/ca.pem -H "authorization: Bearer $(npx tsx tools/token.ts --role admin)" ...
  */
 import { parseArgs } from "node:util";
+import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { descriptorSet } from "../gen/ts/descriptor_set.js";
 import { duration } from "../platform/config/index.js";
-import { createMessageChecker } from "../platform/contracts/index.js";
 import { methodAccess } from "../platform/grpc/index.js";
 import { localToken, tokenKeyFile } from "./client-security.js";
 
 /** Every role some method's concord.v1.access rule names, as the contracts say. */
 function rolesInContracts(): Set<string> {
-  const { registry } = createMessageChecker(descriptorSet);
+  const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, descriptorSet));
   const roles = new Set<string>();
   for (const type of registry) {
     if (type.kind !== "service") continue;

@@ -53,9 +53,10 @@ const wideScalars = new Set([ScalarType.INT64, ScalarType.UINT64, ScalarType.SIN
 
 /**
  * Builds a checker from a serialized FileDescriptorSet (the generated
- * `descriptorSet`). From then on every protobuf decode in the process refuses
- * a string that is not valid UTF-8 (refuseInvalidUtf8). protovalidate reads only @bufbuild/protobuf messages, so
- * the bytes are decoded here with the descriptor set's schemas.
+ * `descriptorSet`). From then on every protobuf decode in the process
+ * refuses a string that is not valid UTF-8 (refuseInvalidUtf8).
+ * protovalidate reads only @bufbuild/protobuf messages, so the bytes are
+ * decoded here with the descriptor set's schemas.
  */
 export function createMessageChecker(descriptorSet: Uint8Array): MessageChecker {
   // What is checked is what was sent: a string that is not UTF-8 is refused, not mended (see strict-utf8.ts).

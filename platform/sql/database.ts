@@ -28,13 +28,18 @@ const waitIntervalMs = 1_000;
 /** Serialises migrations of instances that start together on one Postgres database. */
 const migrationLockKey = 0x436f6e63; // "Conc"
 
+/** Whether a database location is a Postgres URL (`postgres://` or `postgresql://`); anything else is a SQLite file. */
+export function isPostgresUrl(location: string): boolean {
+  return /^postgres(ql)?:\/\//i.test(location);
+}
+
 /**
  * Opens a service's database, Postgres or SQLite by its location, and
  * applies its pending migrations (on Postgres under an advisory lock, so
  * instances starting together migrate one after the other).
  */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
-  const postgres = /^postgres(ql)?:\/\//i.test(options.path);
+  const postgres = isPostgresUrl(options.path);
   const db = postgres ? openPostgres(options.path) : openSqlite(options.path);
   const lock = postgres ? (tx: Transaction) => tx.run("SELECT pg_advisory_xact_lock($1)", [migrationLockKey]).then(() => undefined) : undefined;
   const { onWaiting, signal } = options;

@@ -1,5 +1,5 @@
 export type { Database, Dialect, Migration, Queryable, SessionLock, SqlValue, StagedWrites, Transaction, TransactionOptions } from "./types.js";
-export { openDatabase, type DatabaseOptions } from "./database.js";
+export { isPostgresUrl, openDatabase, type DatabaseOptions } from "./database.js";
 export { isDatabaseUnavailable, isLockTimeout, isWriteConflict, limitLockWaits } from "./postgres.js";
 export { migrate, migrationSql } from "./migrate.js";
 export { startRetention, type Retention, type RetentionOptions } from "./retention.js";

@@ -50,16 +50,6 @@ async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAg
   return { depth: values.get("concord_outbox_depth"), oldestAgeSeconds: values.get("concord_outbox_oldest_age_seconds"), parked: values.get("concord_outbox_parked") };
 }
 
-/**
- * A service's grpc.health.v1 status, asked as the other tools call the
- * services: over TLS trusting the development CA (or GRPC_TLS_CA), in
- * plaintext only with GRPC_INSECURE=1. Health needs no token.
- */
-async function healthOf(address: string): Promise<string> {
-  const { credentials } = toolClientSecurity({ subject: "concord", roles: [] });
-  return checkHealth(address, "", 2_000, credentials);
-}
-
 /** Prints the status of every service; resolves true when all of them serve and every part could be read. */
 export async function printStatus(nc: NatsConnection | undefined, natsProblem: string | undefined, targets: readonly ServiceTarget[], print: (line: string) => void): Promise<boolean> {
   let healthy = true;
@@ -69,9 +59,14 @@ export async function printStatus(nc: NatsConnection | undefined, natsProblem: s
     const info = await jsm.streams.info(deadLetterStreamSpec.name, { subjects_filter: ">" }).catch(() => undefined);
     dlqCounts = info?.state.subjects ?? (info ? {} : undefined);
   }
+  // Health is asked as the other tools call the services: over TLS trusting the development CA (or GRPC_TLS_CA), in
+  // plaintext only with GRPC_INSECURE=1; it needs no token. The credentials are read once; a CA that cannot be read
+  // makes every service unreachable, saying why.
+  const credentials = Promise.resolve().then(() => toolClientSecurity({ subject: "concord", roles: [] }).credentials);
+  credentials.catch(() => undefined);
   for (const target of targets) {
     const [health, outbox] = await Promise.all([
-      healthOf(target.grpc).catch((err: Error) => `unreachable (${err.message})`),
+      credentials.then((c) => checkHealth(target.grpc, "", 2_000, c)).catch((err: Error) => `unreachable (${err.message})`),
       scrapeOutbox(target.metrics).then(
         (o) => (o.depth === undefined ? "no outbox metrics" : `depth ${o.depth}, oldest ${(o.oldestAgeSeconds ?? 0).toFixed(1)}s, parked ${o.parked ?? 0}`),
         (err: Error) => {
