@@ -1,7 +1,9 @@
+import { statSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { openDatabase } from "./database.js";
+import { openSqlite } from "./sqlite.js";
 import type { StagedWrites } from "./types.js";
 
 const dir = tempDirForSuite("concord-db-");
@@ -109,6 +111,29 @@ describe("openDatabase (SQLite)", () => {
     await expect(openDatabase({ path, migrations: [...migrations, { id: "0002_bad", sql: "CREATE TABLE ok (a TEXT);\nCREATE TABLE broken (" }] })).rejects.toThrow(/migration 0002_bad failed/);
     const db = await openDatabase({ path, migrations });
     expect(await db.query("SELECT name FROM sqlite_master WHERE name = 'ok'")).toEqual([]);
+    await db.close();
+  });
+
+  it("checkpoints from a worker thread, never inside a commit, and bounds the log when the event loop does not turn", async () => {
+    const path = join(dir, "checkpoint.db");
+    (await openDatabase({ path, migrations })).close();
+    const db = openSqlite(path);
+    expect(db.writer.pragma("wal_autocheckpoint", { simple: true })).toBe(0);
+    const size = (file: string) => statSync(file).size;
+    const before = size(path);
+    // 2 MB in 200 transactions, the event loop turning between them: well under SQLite's own 1,000-page threshold.
+    const text = "x".repeat(10_000);
+    for (let i = 0; i < 200; i++) {
+      await db.transaction((tx) => tx.run("INSERT INTO notes (text) VALUES ($1)", [text]));
+      await new Promise((r) => setImmediate(r));
+    }
+    for (let waited = 0; size(path) < before + 2_000_000 && waited < 5_000; waited += 20) await new Promise((r) => setTimeout(r, 20));
+    expect(size(path)).toBeGreaterThan(before + 2_000_000);
+    // A loop that never lets the event loop turn: the committing connection checkpoints every 1,000 commits itself.
+    for (let i = 0; i < 3_000; i++) await db.transaction((tx) => tx.run("INSERT INTO notes (text) VALUES ($1)", [text]));
+    // About 1,000 commits of 4 pages each at most; without the bound it would hold all 3,000 (49 MB).
+    expect(size(`${path}-wal`)).toBeLessThan(30_000_000);
+    expect(await db.query("SELECT count(*) AS n FROM notes")).toEqual([{ n: 3_200 }]);
     await db.close();
   });
 });

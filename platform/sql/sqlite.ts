@@ -1,6 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
+import { startCheckpointer, type Checkpointer } from "./sqlite-checkpointer.js";
 import { runTransaction, type StatementRunner } from "./transaction-scope.js";
 import type { Database, Dialect, SqlValue, Transaction, TransactionOptions } from "./types.js";
 
@@ -116,7 +117,8 @@ function open(path: string, readonly: boolean): BetterSqlite3.Database {
  * there (its page cache is the warm one), and on the reading connection
  * while one is, so it never sees uncommitted writes nor waits for them.
  * Statements run synchronously underneath; the interface is asynchronous so
- * stores work on Postgres too.
+ * stores work on Postgres too. A file database is checkpointed by a worker
+ * thread, not inside commits (see sqlite-checkpointer.ts).
  */
 export function openSqlite(path: string): Database & { readonly writer: BetterSqlite3.Database } {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
@@ -131,6 +133,22 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
   }
   const writer = new SqliteRunner(writerConnection);
   const reader = readerConnection ? new SqliteRunner(readerConnection) : undefined;
+  let checkpointer: Checkpointer | undefined;
+  if (path !== ":memory:") {
+    writerConnection.pragma("wal_autocheckpoint = 0");
+    checkpointer = startCheckpointer({
+      path,
+      onFailure: () => {
+        // Back to SQLite's own checkpoints in the committing connection.
+        checkpointer = undefined;
+        if (writerConnection.open) writerConnection.pragma("wal_autocheckpoint = 1000");
+      },
+    });
+  }
+
+  const checkpointed = () => {
+    if (checkpointer && !checkpointer.committed()) writerConnection.pragma("wal_checkpoint(PASSIVE)");
+  };
 
   /** The transaction queue: each one starts when the one before has finished. */
   let queue: Promise<unknown> = Promise.resolve();
@@ -146,7 +164,10 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
       return runTransaction(
         writer,
         work,
-        async () => void writer.runSync("COMMIT"),
+        async () => {
+          writer.runSync("COMMIT");
+          checkpointed();
+        },
         async () => {
           if (writerConnection.inTransaction) writer.runSync("ROLLBACK");
         },
@@ -160,7 +181,12 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
     writer: writerConnection,
     transaction,
     query: (sql, params) => (!writerConnection.inTransaction ? writer.query(sql, params) : reader ? reader.query(sql, params) : exclusive(() => writer.query(sql, params))),
-    run: (sql, params) => exclusive(() => writer.run(sql, params)),
+    run: (sql, params) =>
+      exclusive(async () => {
+        const changes = await writer.run(sql, params);
+        checkpointed();
+        return changes;
+      }),
     async ping() {
       (reader ?? writer).querySync("SELECT 1");
     },
@@ -174,6 +200,7 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
       if (closed) return;
       closed = true;
       await queue;
+      await checkpointer?.close();
       readerConnection?.close();
       writerConnection.close();
     },
