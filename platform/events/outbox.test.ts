@@ -184,7 +184,7 @@ describe("outbox and relay", () => {
     expect(batchStreams.map((b) => b.name)).toEqual([sample.stream.name]);
     const seen = { batched: 0, alone: 0 };
     const sub = bus.nc.subscribe("test.batched.>", { callback: (_, m) => void (m.headers?.get("Nats-Batch-Id") ? seen.batched++ : seen.alone++) });
-    const relay = startRelay(db, { maxInFlight: 64, batchStreams });
+    const relay = startRelay(db, { maxInFlight: 64, batchStreams, batchWhen: "backlog" });
     const ids: string[] = [];
     // A trickle: each event is out before the next commits, and none waits to make a batch.
     for (let t = 0; t < 5; t++) {
@@ -204,15 +204,50 @@ describe("outbox and relay", () => {
     expect(relay.stats()).toEqual({ published: 505, duplicates: 0, parked: 0 });
   });
 
+  it("tries a backlog one by one and in batches, and batches it only where batches are clearly faster (a server that fsyncs each message)", async () => {
+    const backlog = async (on: EventBus, name: string) => {
+      const sample = sampleStream(name);
+      const { atomicBatch: batchStreams } = await ensureStreams(on.jsm, [sample.stream]);
+      const db = await openDatabase({ path: join(dir, `${name}.db`), migrations: outboxMigrations });
+      cleanups.push(() => db.close());
+      const outbox = createOutbox({ db, source: "test" });
+      const seen: boolean[] = [];
+      const sub = on.nc.subscribe(`test.${name}.>`, { callback: (_, m) => void seen.push(Boolean(m.headers?.get("Nats-Batch-Id"))) });
+      const ids: string[] = [];
+      for (let t = 0; t < 12; t++) await db.transaction(async (tx) => { for (let i = 0; i < 500; i++) ids.push(outbox.add(tx, sample.event, { thingId: `t-${t}-${i}`, note: "" })); });
+      const relay = createOutboxRelay({ db, nc: on.nc, logger, ...fast, batchStreams });
+      cleanups.unshift(() => relay.stop());
+      await relay.flush();
+      await on.nc.flush();
+      sub.unsubscribe();
+      expect((await readStream(on.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual(ids);
+      return seen;
+    };
+    // Where each message waits for its fsync, batches win the trial by far: after the trials, the rest goes in batches.
+    const syncing = await startNatsServer({ syncAlways: true });
+    const syncingBus = await connectEventBus({ url: syncing.url, name: "outbox-test-sync", logger });
+    cleanups.push(async () => {
+      await syncingBus.close();
+      await syncing.stop();
+    });
+    const slow = await backlog(syncingBus, "paced-sync");
+    expect(slow.slice(0, 1_024).filter(Boolean)).toHaveLength(0);
+    expect(slow.filter(Boolean).length).toBeGreaterThan(3_000);
+    // On any server the first block goes out one by one, and batches are tried on a later one.
+    const usual = await backlog(bus, "paced-usual");
+    expect(usual.slice(0, 1_024).filter(Boolean)).toHaveLength(0);
+    expect(usual.some(Boolean)).toBe(true);
+  });
+
   it("sends a batch holding events the stream already has (a relay that died between PubAck and mark) one by one, each stored once, in order", async () => {
     const { sample, db, outbox, commit, batchStreams } = await setup("batchcrash");
     const ids = await commit((tx) => Array.from({ length: 10 }, (_, i) => outbox.add(tx, sample.event, { thingId: `t-${i}`, note: "" })));
-    const dying = createOutboxRelay({ db, nc: bus.nc, logger, ...fast, batchStreams, beforeMarkSent: () => { throw new Error("killed before marking the events sent"); } });
+    const dying = createOutboxRelay({ db, nc: bus.nc, logger, ...fast, batchStreams, batchWhen: "backlog", beforeMarkSent: () => { throw new Error("killed before marking the events sent"); } });
     await eventually("the stream holds the events", async () => (await bus.jsm.streams.info(sample.stream.name)).state.messages === 10);
     await dying.stop();
     expect(await outbox.pending()).toBe(10);
     // The next relay's first batch holds ten events the stream has: the stream refuses it whole, and they go one by one.
-    const relay = startRelay(db, { batchStreams, minBatch: 2 });
+    const relay = startRelay(db, { batchStreams, minBatch: 2, batchWhen: "backlog" });
     await relay.flush();
     expect(relay.stats()).toMatchObject({ published: 10, duplicates: 10 });
     expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual(ids);
@@ -226,7 +261,7 @@ describe("outbox and relay", () => {
       outbox.add(tx, sample.event, { thingId: "t-1", note: "n".repeat(1_000) }),
       outbox.add(tx, sample.event, { thingId: "t-2", note: "" }),
     ]);
-    const relay = startRelay(db, { sweepIntervalMs: 100, batchStreams, minBatch: 2 });
+    const relay = startRelay(db, { sweepIntervalMs: 100, batchStreams, minBatch: 2, batchWhen: "backlog" });
     await relay.flush();
     expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([first, later]);
     expect((await parkedEvents(db)).map((p) => p.eventId)).toEqual([big]);
