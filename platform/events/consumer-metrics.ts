@@ -14,8 +14,9 @@ type Outcomes = { readonly handled: CounterChild; readonly retried: CounterChild
  * delivery by consumer: acked (`concord_consumer_handled_total`, duplicates
  * the inbox dropped included), retried (`concord_consumer_retried_total`),
  * settled as a dead letter (`concord_consumer_dead_lettered_total`), and how
- * long the pipeline took for it (`concord_consumer_handling_seconds`). A
- * delivery that fails the whole batch (a write conflict) is passed on uncounted.
+ * long the pipeline took for it (`concord_consumer_handling_seconds`),
+ * each once its batch's transaction has committed: a batch run again (a
+ * failing event, a write conflict) counts each delivery once.
  */
 export function consumerMetrics(registry: Registry): DeliveryMiddleware {
   const labelNames = ["consumer"] as const;
@@ -35,11 +36,15 @@ export function consumerMetrics(registry: Registry): DeliveryMiddleware {
   return (next) => async (delivery, tx) => {
     const started = performance.now();
     const settlement = await next(delivery, tx);
-    const outcomes = outcomesOf(delivery.consumer);
-    outcomes.seconds.observe((performance.now() - started) / 1000);
-    if (settlement.kind === "ack") outcomes.handled.inc();
-    else if (settlement.kind === "retry") outcomes.retried.inc();
-    else outcomes.deadLettered.inc();
+    const took = (performance.now() - started) / 1000;
+    // Counted once the batch has committed: a batch that runs again (a failing event, a write conflict) counts once.
+    tx.afterCommit(() => {
+      const outcomes = outcomesOf(delivery.consumer);
+      outcomes.seconds.observe(took);
+      if (settlement.kind === "ack") outcomes.handled.inc();
+      else if (settlement.kind === "retry") outcomes.retried.inc();
+      else outcomes.deadLettered.inc();
+    });
     return settlement;
   };
 }

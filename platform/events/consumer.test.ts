@@ -161,6 +161,33 @@ describe("startConsumers", () => {
     await t.settled();
   });
 
+  it("runs a batch without savepoints and, when one event fails, again with one per event: the failing handler runs once per delivery, each delivery is counted once", async () => {
+    const registry = new Registry();
+    const t = await setup(
+      "fastpath",
+      (event, context) => {
+        if (event.note === "f4" && context.deliveryCount === 1) throw new Error("first try fails");
+      },
+      { backoffMs: [50], maxDeliver: 3 },
+      undefined,
+      [consumerMetrics(registry)],
+    );
+    await t.stop();
+    for (let i = 1; i <= 6; i++) await t.publish(`f${i}`);
+    await t.restart();
+    await eventually("every event has its effect", async () => (await t.effects()) === 6);
+    await t.settled();
+    for (let i = 1; i <= 6; i++) expect(await t.effects(`f${i}`)).toBe(1);
+    // f4 failed once (the run without savepoints), was given its error again in the run with them, then succeeded.
+    expect(t.attempts.get("f4")).toBe(2);
+    // Events after the failing one were not reached in the first run; those before ran in both, one of which committed.
+    for (const note of ["f5", "f6"]) expect(t.attempts.get(note)).toBe(1);
+    const text = await registry.metrics();
+    const consumer = `consumer="${t.consumerSpec.durable}"`;
+    expect(text).toContain(`concord_consumer_handled_total{${consumer}} 6`);
+    expect(text).toContain(`concord_consumer_retried_total{${consumer}} 1`);
+  });
+
   it("keeps events of slow handlers, being handled or waiting, from being redelivered while the process lives", async () => {
     const busy = (ms: number) => {
       const until = performance.now() + ms;
@@ -264,9 +291,10 @@ describe("startConsumers", () => {
 
   it("runs a service's own middleware around the default chain, seeing every delivery and what becomes of it", async () => {
     const seen: Array<{ note: string; attempt: number; settlement: Settlement["kind"] }> = [];
+    // What became of a delivery is known once its batch commits (a batch may run again: a failing event, a conflict).
     const observe: DeliveryMiddleware = (next) => async (delivery, tx) => {
       const settlement = await next(delivery, tx);
-      seen.push({ note: ThingHappened.decode(delivery.data).note, attempt: delivery.deliveryCount, settlement: settlement.kind });
+      tx.afterCommit(() => seen.push({ note: ThingHappened.decode(delivery.data).note, attempt: delivery.deliveryCount, settlement: settlement.kind }));
       return settlement;
     };
     const t = await setup(

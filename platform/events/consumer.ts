@@ -4,7 +4,7 @@ import type { Logger } from "../log/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 import { type Database, isLockTimeout, limitLockWaits } from "../sql/index.js";
 import { deadLetterPrefix, deadLetterStreamSpec, fileDeadLetter } from "./dead-letter.js";
-import { BatchConflictError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
+import { BatchConflictError, SavepointNeededError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 import type { ConsumerBinding } from "./event-handler.js";
 import { receivedHeaders } from "./nats-internals.js";
 import { createOutbox, type Outbox } from "./outbox.js";
@@ -92,8 +92,11 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
   const consume = async (binding: ConsumerBinding<unknown>, intake: PullIntake): Promise<void> => {
     const { spec } = binding;
     const log = logger.child({ consumer: spec.durable, stream: spec.stream });
-    const pipeline = consumerPipeline({ binding, outbox, checker: options.checker, logger: log, middleware: options.middleware, expectedSource: streamSources?.[spec.stream] });
-    const step: BatchStep = { pipeline, consumer: spec.durable, db, intake, js, dlqStream, budgetMs: spec.ackWaitMs / 8, logger: log };
+    const pipelineOptions = { binding, outbox, checker: options.checker, logger: log, middleware: options.middleware, expectedSource: streamSources?.[spec.stream] };
+    const pipeline = consumerPipeline({ ...pipelineOptions, savepoints: "none" });
+    const failed = new Map<number, unknown>();
+    const careful = consumerPipeline({ ...pipelineOptions, savepoints: "each", failed });
+    const step: BatchStep = { pipeline, careful, failed, consumer: spec.durable, db, intake, js, dlqStream, budgetMs: spec.ackWaitMs / 8, logger: log };
     for (let batch = await intake.take(pullBatch); batch; batch = await intake.take(pullBatch)) {
       try {
         await handleBatch(batch, step);
@@ -145,7 +148,11 @@ function deliveryOf(msg: JsMsg, consumer: string): Delivery {
 }
 
 interface BatchStep {
+  /** Events without savepoints: a failure voids the transaction (SavepointNeededError), which then runs with `careful`. */
   readonly pipeline: DeliveryHandler;
+  /** Each event in a savepoint of its own; one in `failed` fails again with its error, without running. */
+  readonly careful: DeliveryHandler;
+  readonly failed: Map<number, unknown>;
   readonly consumer: string;
   readonly db: Database;
   readonly intake: PullIntake;
@@ -158,8 +165,10 @@ interface BatchStep {
 
 /**
  * Handles the messages that arrived together in as few database transactions
- * as their handlers' time allows (group commit), each event in its own
- * savepoint so a failing handler rolls back only itself, in stream order.
+ * as their handlers' time allows (group commit), in stream order. Events run
+ * without savepoints first; when one fails, its transaction is rolled back
+ * and run again with each event in its own savepoint, so a failing handler
+ * rolls back only itself.
  * Once handlers have taken `budgetMs`, the transaction commits, its messages
  * are settled, the rest get progress acks, and the event loop is let go
  * before the next transaction, so no message outlives its ack_wait while its
@@ -184,13 +193,13 @@ const batchLockWaitMs = 50;
 
 /** Handles batch[from..] in one transaction until the budget is spent; settles them; returns where it stopped. */
 async function handleChunk(batch: readonly JsMsg[], from: number, step: BatchStep, filing: Promise<void>[]): Promise<number> {
-  const { pipeline, consumer, db, intake, logger } = step;
+  const { consumer, db, intake, logger } = step;
   const started = performance.now();
   const settlements: Array<{ readonly delivery: Delivery; readonly settlement: Settlement }> = [];
   let end = from;
-  try {
-    // Run again from the start when the transaction lost a write conflict (the database retries it).
-    await db.transaction(async (tx) => {
+  // Run again from the start when the transaction lost a write conflict (the database retries it).
+  const run = (pipeline: DeliveryHandler) =>
+    db.transaction(async (tx) => {
       end = from;
       settlements.length = 0;
       let limited = false;
@@ -207,6 +216,7 @@ async function handleChunk(batch: readonly JsMsg[], from: number, step: BatchSte
         try {
           settlement = await pipeline(delivery, tx);
         } catch (err) {
+          if (err instanceof SavepointNeededError) throw err;
           if (err instanceof BatchConflictError) {
             if (end > from && isLockTimeout(err.cause)) break;
             throw err.cause;
@@ -222,6 +232,19 @@ async function handleChunk(batch: readonly JsMsg[], from: number, step: BatchSte
       // What the commit writes (the outbox's events) waits for its locks as long as it needs.
       if (limited) await limitLockWaits(tx, undefined);
     });
+  try {
+    try {
+      await run(step.pipeline);
+    } catch (err) {
+      if (!(err instanceof SavepointNeededError)) throw err;
+      // An event failed: nothing of that transaction stays; it runs again with a savepoint per event.
+      step.failed.set(err.streamSequence, err.cause);
+      try {
+        await run(step.careful);
+      } finally {
+        step.failed.clear();
+      }
+    }
   } catch (err) {
     // The commit itself failed: nothing of these events is recorded, so they all come again.
     logger.error({ err, events: end - from }, "committing a batch of events failed; they will be redelivered");

@@ -43,7 +43,13 @@ export type Settlement =
  */
 export type DeliveryHandler = (delivery: Delivery, tx: Transaction) => Promise<Settlement>;
 
-/** Wraps a handler with one concern (retry, dead letter, inbox, metrics, ...). */
+/**
+ * Wraps a handler with one concern (retry, dead letter, inbox, metrics, ...).
+ * A delivery may pass through more than once before its batch commits (the
+ * batch runs again after a failing event or a write conflict), so what
+ * should happen once per delivery (counting it, say) is registered with
+ * `tx.afterCommit`.
+ */
 export type DeliveryMiddleware = (next: DeliveryHandler) => DeliveryHandler;
 
 /**
@@ -75,5 +81,22 @@ export class BatchConflictError extends Error {
   override readonly name: string = "BatchConflictError";
   constructor(cause: unknown) {
     super("the event's writes met a concurrent transaction's locks", { cause });
+  }
+}
+
+/**
+ * An event failed in a transaction whose events ran without a savepoint each
+ * (the fast way, see `noSavepointStep`): its writes cannot be undone alone,
+ * so the consumer rolls the transaction back and runs its events again, each
+ * in a savepoint. Middleware passes it on untouched, as any batch conflict.
+ */
+export class SavepointNeededError extends BatchConflictError {
+  override readonly name: string = "SavepointNeededError";
+  /** The delivery that failed (its stream sequence): the run with savepoints gives it this error instead of running it again. */
+  constructor(
+    cause: unknown,
+    readonly streamSequence: number,
+  ) {
+    super(cause);
   }
 }

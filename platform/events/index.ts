@@ -19,10 +19,10 @@ export { createOutbox, outboxMigrations, parkedEvents, retryParked, type Outbox,
 export { InvalidEventError, defaultMaxPayloadBytes } from "./event-rules.js";
 export { createOutboxRelay, type OutboxRelay, type OutboxRelayOptions, type OutboxRelayStats } from "./outbox-relay.js";
 export { createInbox, defaultInboxRetentionMs, inboxMigrations, inboxRetention, type Inbox, type InboxRetentionOptions } from "./inbox.js";
-export { BatchConflictError, UnprocessableEventError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
+export { BatchConflictError, SavepointNeededError, UnprocessableEventError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 export { consumerLagMetrics, consumerMetrics, type ConsumerLagOptions } from "./consumer-metrics.js";
 export { outboxMetrics } from "./outbox-metrics.js";
-export { consumerPipeline, savepointStep, type PipelineOptions } from "./pipeline.js";
+export { consumerPipeline, noSavepointStep, savepointStep, type PipelineOptions } from "./pipeline.js";
 export { bindConsumer, type ConsumerBinding, type EventContext, type EventHandler } from "./event-handler.js";
 export { bindConsumers, type ConsumerMap, type EventOf, type HandlersFor } from "./bind-consumers.js";
 export { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject } from "./dead-letter.js";
