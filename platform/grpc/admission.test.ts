@@ -1,3 +1,4 @@
+import { connect as connectHttp2 } from "node:http2";
 import { afterEach, describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
@@ -6,7 +7,7 @@ import { createLogger } from "../log/index.js";
 import { createAdmission } from "./admission.js";
 import { createClient } from "./client.js";
 import { checkHealth } from "./health-client.js";
-import { createGrpcServer, type GrpcServer } from "./server.js";
+import { createGrpcServer, streamHeadroom, type GrpcServer } from "./server.js";
 
 const logger = createLogger({ service: "test", level: "silent" });
 const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
@@ -39,6 +40,21 @@ describe("a server at capacity", () => {
   afterEach(async () => {
     await server?.shutdown();
     server = undefined;
+  });
+
+  it("lets a client open no more streams on one connection than admission holds calls, plus headroom (a flood stays in the client)", async () => {
+    server = createGrpcServer({ descriptorSet, logger, admission: { maxInFlight: 8, maxQueued: 24 } });
+    const { port } = await server.start("127.0.0.1:0");
+    const session = connectHttp2(`http://127.0.0.1:${port}`);
+    try {
+      const settings = await new Promise<{ maxConcurrentStreams?: number }>((resolve, reject) => {
+        session.once("remoteSettings", resolve);
+        session.once("error", reject);
+      });
+      expect(settings.maxConcurrentStreams).toBe(8 + 24 + streamHeadroom);
+    } finally {
+      session.destroy();
+    }
   });
 
   it("refuses the excess at once with RESOURCE_EXHAUSTED and runs no handler for it or for a caller gone while it waited", async () => {

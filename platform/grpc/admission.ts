@@ -24,6 +24,8 @@ export interface Admission {
   enter(deadline: Date | undefined, signal?: () => AbortSignal): Release | Promise<Release>;
   readonly inFlight: number;
   readonly queued: number;
+  /** The most calls it holds at once, running and waiting: more on one connection only cost memory. */
+  readonly capacity: number;
 }
 
 interface Waiter {
@@ -81,6 +83,7 @@ export function createAdmission(options: AdmissionOptions = {}): Admission {
   };
 
   return {
+    capacity: maxInFlight + maxQueued,
     enter(deadline, signal) {
       const until = deadline?.getTime() ?? Number.POSITIVE_INFINITY;
       if (until <= Date.now()) throw gone(until);

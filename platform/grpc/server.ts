@@ -54,6 +54,9 @@ export interface GrpcServerOptions {
   readonly callObserver?: CallObserver;
 }
 
+/** Streams one connection may hold beyond admission's capacity: health checks, reflection, calls to be refused. */
+export const streamHeadroom = 64;
+
 /**
  * A grpc-js server with what every Concord service needs: grpc.health.v1,
  * server reflection, contract validation and error mapping on every call,
@@ -91,8 +94,15 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const { logger, readinessCheck } = options;
   const admission = createAdmission(options.admission);
 
-  // No channelz service is exposed, so its per-call counters and timestamps are switched off.
-  const channelOptions: ChannelOptions = { "grpc.max_receive_message_length": maxReceive, "grpc.enable_channelz": 0 };
+  // No channelz service is exposed, so its per-call counters and timestamps are switched off. A client may open
+  // on one connection about as many streams as admission holds calls (plus room for health checks and for calls
+  // to be refused): under a flood, streams waiting for the event loop (their requests read, their objects made)
+  // filled the heap until the process died; the client now keeps its excess calls itself.
+  const channelOptions: ChannelOptions = {
+    "grpc.max_receive_message_length": maxReceive,
+    "grpc.enable_channelz": 0,
+    "grpc.max_concurrent_streams": admission.capacity + streamHeadroom,
+  };
   const server = new Server(channelOptions);
   const checker = createMessageChecker(options.descriptorSet);
   const descriptors = createDescriptorIndex([options.descriptorSet, grpcDescriptorSet]);
