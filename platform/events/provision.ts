@@ -7,6 +7,9 @@ import type { ConsumerSpec, StreamSpec } from "./types.js";
 const streamNotFound = 10059;
 const consumerNotFound = 10014;
 const replicasNotSupported = 10074; // "replicas > 1 not supported in non-clustered mode"
+const noSuitablePeers = 10005; // "no suitable peers for placement": too few servers online for the replicas, for now
+/** How long a stream's creation is retried while a cluster has too few servers online (forming, one restarting). */
+const placementWaitMs = 15_000;
 const serverDefaultDuplicateWindowMs = 120_000;
 
 export interface EnsureStreamsOptions {
@@ -99,9 +102,24 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boo
         // Only where the server knows it: older servers may refuse a setting they do not know.
         ...(atomic ? ({ allow_atomic: true } as NewerStreamConfig) : {}),
       });
+    // A cluster that is forming, or has a server restarting, cannot place every replica yet: ask again for a while.
+    const placed = async (replicas: number) => {
+      const until = Date.now() + placementWaitMs;
+      for (let told = false; ; ) {
+        try {
+          return await add(replicas);
+        } catch (err) {
+          // "…, peer offline": servers it needs are known but not up; without that, the cluster is too small.
+          if (apiErrorCode(err) !== noSuitablePeers || !/offline/i.test((err as Error).message) || Date.now() >= until) throw err;
+          if (!told) logger?.warn({ stream: spec.name, replicas, err: (err as Error).message }, "too few JetStream servers online to place the stream's replicas yet; asking again");
+          told = true;
+          await new Promise((resolve) => setTimeout(resolve, 250));
+        }
+      }
+    };
     try {
       try {
-        return allowsAtomic(await add(spec.replicas));
+        return allowsAtomic(await placed(spec.replicas));
       } catch (err) {
         if (spec.replicas === 1 || apiErrorCode(err) !== replicasNotSupported) throw err;
         logger?.warn({ stream: spec.name, declaredReplicas: spec.replicas, replicas: 1 }, standaloneWarning(spec));
