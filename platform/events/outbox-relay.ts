@@ -159,7 +159,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   let decidedAt = 0;
   let backlogged = false;
   let lastBatchSize = 0;
-  const noteAcked = (events: number, batch: boolean): void => {
+  const noteAcked = (batch: boolean): void => {
     if (!backlogged || (trial && trial.batch !== batch)) {
       trial = undefined;
       return;
@@ -170,7 +170,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       trial = { batch, startedAt: now, events: batch ? 1 - lastBatchSize : 0 };
       return;
     }
-    trial.events += events;
+    trial.events++;
     if (trial.events < trialEvents) return;
     const rate = trial.events / Math.max(now - trial.startedAt, 0.001);
     if (batch) rates.batch = rate;
@@ -233,7 +233,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     publishTimeoutMs,
     onOutcome(row, outcome: PublishOutcome) {
       recordSend(row, outcome);
-      if (outcome.ok && batchWhen === "faster") noteAcked(1, batchInFlight);
+      if (outcome.ok && batchWhen === "faster") noteAcked(batchInFlight);
       if (outcome.ok) {
         acked.push(row);
         if (outcome.duplicate) ackedDuplicates++;
