@@ -347,7 +347,9 @@ describe("startConsumers", () => {
     await t.stop();
     await t.publish("later");
     await t.publish("evenlater");
-    expect(await registry.metrics()).toContain(`concord_consumer_pending{${consumer},stream="${t.sample.stream.name}"} 2`);
+    // The server counts a consumer's pending messages a moment after it stores them.
+    const lagOfTwo = `concord_consumer_pending{${consumer},stream="${t.sample.stream.name}"} 2`;
+    await eventually("the scrape shows a lag of two", async () => (await registry.metrics()).includes(lagOfTwo));
   });
 
   it("stops cleanly and resumes from the durable consumer", async () => {

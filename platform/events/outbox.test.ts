@@ -231,8 +231,10 @@ describe("outbox and relay", () => {
       await syncing.stop();
     });
     const slow = await backlog(syncingBus, "paced-sync");
+    // The first block goes one by one, the next is the batch trial, and batches win it: what follows goes in batches too
+    // (until the retrial, ten seconds after the decision, which a busy machine may reach before the backlog ends).
     expect(slow.slice(0, 1_024).filter(Boolean)).toHaveLength(0);
-    expect(slow.filter(Boolean).length).toBeGreaterThan(3_000);
+    expect(slow.slice(2_600, 3_000).every(Boolean)).toBe(true);
     // On any server the first block goes out one by one, and batches are tried on a later one.
     const usual = await backlog(bus, "paced-usual");
     expect(usual.slice(0, 1_024).filter(Boolean)).toHaveLength(0);
