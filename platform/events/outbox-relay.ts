@@ -3,6 +3,7 @@ import type { Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
 import type { Database, SessionLock } from "../sql/index.js";
 import { stopStatusIterator } from "./nats-internals.js";
+import { createBatchTrial } from "./batch-trial.js";
 import { recordSend } from "./event-tracing.js";
 import { onOutboxCommit, outboxChannel } from "./outbox.js";
 import { createOutboxStore, type OutboxRow } from "./outbox-store.js";
@@ -142,54 +143,14 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
    * again: sent alone, each duplicate or refusal is settled on its own.
    */
   let oneByOne = 0;
-  /**
-   * How a backlog goes out, found by trying: the relay publishes a block of
-   * a backlog one by one and the next in batches, measures how fast each was
-   * acknowledged, and batches while batches were at least batchGain times as
-   * fast (a server that waits for an fsync per message: measured 2.3 times);
-   * otherwise one by one, which costs the server less CPU per event (a
-   * server that does not: batches were 0.9 times as fast). It tries again
-   * every retrialMs. A trial is dropped when the backlog runs out under it.
-   */
-  const trialEvents = 1_024;
-  const retrialMs = 10_000;
-  const batchGain = 1.5;
-  let rates: { single?: number; batch?: number } = {};
-  let trial: { readonly batch: boolean; startedAt: number; events: number } | undefined;
-  let decidedAt = 0;
-  let backlogged = false;
-  let lastBatchSize = 0;
-  const noteAcked = (batch: boolean): void => {
-    if (!backlogged || (trial && trial.batch !== batch)) {
-      trial = undefined;
-      return;
-    }
-    const now = performance.now();
-    if (!trial) {
-      // The clock starts at the first answer; the rest of its batch, answered at the same moment, does not count.
-      trial = { batch, startedAt: now, events: batch ? 1 - lastBatchSize : 0 };
-      return;
-    }
-    trial.events++;
-    if (trial.events < trialEvents) return;
-    const rate = trial.events / Math.max(now - trial.startedAt, 0.001);
-    if (batch) rates.batch = rate;
-    else rates.single = rate;
-    trial = undefined;
-    if (decidedAt === 0 && rates.single !== undefined && rates.batch !== undefined) decidedAt = now;
-  };
-  /** Whether the next backlog goes out in batches. */
-  const batchNext = (): boolean => {
-    if (batchWhen === "backlog") return true;
-    if (decidedAt > 0 && performance.now() - decidedAt > retrialMs) {
-      rates = {};
-      decidedAt = 0;
-    }
-    if (rates.single === undefined) return false;
-    if (rates.batch === undefined) return true;
-    return rates.batch >= batchGain * rates.single;
-  };
   const logger = options.logger.child({ component: "outbox-relay" });
+  /** How a backlog goes out where batchWhen is "faster" (see batch-trial.ts). */
+  const trial = createBatchTrial({
+    onDecision: ({ batch, single, batched }) =>
+      logger.debug({ singlePerSecond: Math.round(single * 1000), batchedPerSecond: Math.round(batched * 1000) }, batch ? "batches were clearly faster; a backlog goes out in batches" : "batches were not clearly faster; a backlog goes out one by one"),
+  });
+  /** Whether the next backlog goes out in batches. */
+  const batchNext = (): boolean => batchWhen === "backlog" || trial.batchNext();
   const store = createOutboxStore(db);
 
   let stopping = false;
@@ -233,7 +194,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     publishTimeoutMs,
     onOutcome(row, outcome: PublishOutcome) {
       recordSend(row, outcome);
-      if (outcome.ok && batchWhen === "faster") noteAcked(batchInFlight);
+      if (outcome.ok && batchWhen === "faster") trial.acked(batchInFlight);
       if (outcome.ok) {
         acked.push(row);
         if (outcome.duplicate) ackedDuplicates++;
@@ -319,9 +280,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
    * Sends what comes next until the window is full or the outbox has no
    * more; stops at a failure. Events go out one by one, a sliding window of
    * them awaiting their PubAcks, unless at least `minBatch` events in a row
-   * are waiting for one batch stream and the server is slow per single
-   * publish (see slowAckMs): a backlog, as when each publish waits for its
-   * fsync. Those wait for the window to empty and go out as one
+   * are waiting for one batch stream and batches are in use (batchWhen; see
+   * batch-trial.ts): a backlog, as when each publish waits for its fsync.
+   * Those wait for the window to empty and go out as one
    * atomic batch (one store, one fsync, one answer), and nothing else is
    * sent until it is answered. A trickle of events is never held back to
    * make a batch.
@@ -336,7 +297,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       if (limit <= 0) return;
       const rows = await read(limit);
       // A read that filled what room there was leaves more behind: a backlog, however small the room.
-      backlogged = rows.length >= minBatch || (rows.length > 0 && rows.length === limit);
+      trial.backlog(rows.length >= minBatch || (rows.length > 0 && rows.length === limit));
       if (batching && oneByOne === 0 && rows.length >= minBatch && batchNext()) {
         const stream = batchStreamOf(rows[0].subject);
         let end = 1;
@@ -349,7 +310,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
           cursor = next[next.length - 1].seq;
           for (const row of next) taken.add(row.seq);
           batchInFlight = true;
-          lastBatchSize = next.length;
+          trial.sentBatch(next.length);
           window.sendBatch(next.map((row) => ({ event: row, tag: row })));
           return;
         }
