@@ -1,6 +1,8 @@
 import { defineConfig } from "vitest/config";
 
-const shared = { testTimeout: 30_000, hookTimeout: 60_000 };
+// expect.poll waits 15 s, not vitest's 1 s: what it waits for (a saga's round trip, a scrape after it) is slower on a
+// busy shared machine, and a correct system must not fail a test by being slow there.
+const shared = { testTimeout: 30_000, hookTimeout: 60_000, expect: { poll: { timeout: 15_000, interval: 50 } } };
 
 export default defineConfig({
   test: {

@@ -206,18 +206,19 @@ describe("OrderService when the product service misbehaves", () => {
     slow.addService(ProductServiceService, {
       batchGetProducts: (call: { on(e: string, f: () => void): void }, cb: (e: null, r: unknown) => void) => {
         call.on("cancelled", () => cancelledUpstream++);
-        setTimeout(() => cb(null, { products: [{ id: unknownId, name: "Slow", price: eur(1) }] }), 1_500);
+        setTimeout(() => cb(null, { products: [{ id: unknownId, name: "Slow", price: eur(1) }] }), 10_000).unref();
       },
     } as never);
     const port = await new Promise<number>((resolve) => slow.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (_e, p) => resolve(p)));
-    const orders = await startTestOrders(dir.path, `127.0.0.1:${port}`, nats.url, { productsTimeoutMs: 200, database: `${dir.path}/slow-orders.db` });
+    const orders = await startTestOrders(dir.path, `127.0.0.1:${port}`, nats.url, { productsTimeoutMs: 2_000, database: `${dir.path}/slow-orders.db` });
     try {
       const err = await grpcError(orders.client.createOrder({ customerId: "c-slow", lines: [{ productId: unknownId, quantity: 1 }], shippingAddress: address }));
       expect(err.code).toBe(status.DEADLINE_EXCEEDED);
       expect((await orders.client.listOrders({ customerId: "c-slow", pageSize: 0, pageToken: "" })).orders).toEqual([]);
-      // The caller's own, shorter deadline travels to the product lookup, which is cancelled with it.
+      // The caller's own, shorter deadline travels to the product lookup, which is cancelled with it (long enough for
+      // the lookup to start on a busy machine, shorter than the service's own 2 s).
       const before = cancelledUpstream;
-      const propagated = await grpcError(orders.client.createOrder({ customerId: "c-slow", lines: [{ productId: unknownId, quantity: 1 }], shippingAddress: address }, { timeoutMs: 100 }));
+      const propagated = await grpcError(orders.client.createOrder({ customerId: "c-slow", lines: [{ productId: unknownId, quantity: 1 }], shippingAddress: address }, { timeoutMs: 1_000 }));
       expect(propagated.code).toBe(status.DEADLINE_EXCEEDED);
       await expect.poll(() => cancelledUpstream).toBeGreaterThan(before);
     } finally {

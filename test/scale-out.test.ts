@@ -75,8 +75,11 @@ describe("two instances of each service on one Postgres", () => {
     await expect.poll(tally, { timeout: 60_000, interval: 250 }).toEqual({ confirmed: 50, rejected: 150 });
     const { product } = await products[1].client.getProduct({ id: productId });
     expect(product!.stock).toBe(0);
-    // Each answer was handled once: one OrderConfirmed or OrderRejected per order in the stream.
-    const settledEvents = (await readStream(await nc.jetstreamManager(), "SHOP_ORDERS")).filter((e) => /\.(confirmed|rejected)$/.test(e.subject));
+    // Each answer was handled once: one OrderConfirmed or OrderRejected per order in the stream (each relay publishes
+    // its order's event a moment after the order reads settled).
+    const settled = async () => (await readStream(await nc.jetstreamManager(), "SHOP_ORDERS")).filter((e) => /\.(confirmed|rejected)$/.test(e.subject));
+    await expect.poll(async () => (await settled()).length, { timeout: 30_000 }).toBeGreaterThanOrEqual(placed.length);
+    const settledEvents = await settled();
     const perOrder = new Map<string, number>();
     for (const e of settledEvents) perOrder.set(e.subject, (perOrder.get(e.subject) ?? 0) + 1);
     for (const o of placed) {
@@ -183,7 +186,9 @@ describe("the outbox relay of two order service processes on one Postgres", () =
     // Every order settles through the survivor, which relays the dead one's events too.
     for (const id of placed) await expect.poll(async () => (await survivorClient.getOrder({ id })).order!.state, { timeout: 60_000 }).toBe(CONFIRMED);
     const takeoverMs = performance.now() - killedAt;
-    const stream = await readStream(await nc(nats.url), "SHOP_ORDERS");
+    const jsm = await nc(nats.url);
+    await expect.poll(async () => (await readStream(jsm, "SHOP_ORDERS")).filter((e) => e.subject.endsWith(".confirmed")).length, { timeout: 30_000 }).toBeGreaterThanOrEqual(placed.length);
+    const stream = await readStream(jsm, "SHOP_ORDERS");
     const ids = stream.map((e) => e.headers.get("ce-id"));
     expect(new Set(ids).size, "no event stored twice").toBe(ids.length);
     for (const id of placed) {

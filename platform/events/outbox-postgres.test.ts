@@ -85,8 +85,8 @@ describe("the outbox relay on Postgres", () => {
     const sample = sampleStream("leaselost");
     await ensureStreams(bus.jsm, [sample.stream]);
     const outbox = createOutbox({ db, source: "things" });
-    // Deletions wait a second, so the lock can be taken away while one waits.
-    const relay = createOutboxRelay({ db, nc: bus.nc, logger, sweepIntervalMs: 100, leaderPollMs: 100, markDelayMs: 1_000 });
+    // Deletions wait five seconds, so the lock can be taken away while one waits (with room for a busy machine).
+    const relay = createOutboxRelay({ db, nc: bus.nc, logger, sweepIntervalMs: 100, leaderPollMs: 100, markDelayMs: 5_000 });
     const stored = async (n: number) => (await readStream(bus.jsm, sample.stream.name)).length === n;
     try {
       await db.transaction(async (tx) => outbox.add(tx, sample.event, { thingId: "a", note: "before" }));
@@ -97,10 +97,10 @@ describe("the outbox relay on Postgres", () => {
         "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
       );
       expect(Number(n)).toBe(1);
-      await eventually("the first event's row is deleted", async () => (await outbox.pending()) === 0);
+      await eventually("the first event's row is deleted", async () => (await outbox.pending()) === 0, 20_000);
       await db.transaction(async (tx) => outbox.add(tx, sample.event, { thingId: "a", note: "after" }));
       await eventually("the second event is published", () => stored(2));
-      await eventually("the second event's row is deleted too", async () => (await outbox.pending()) === 0, 5_000);
+      await eventually("the second event's row is deleted too", async () => (await outbox.pending()) === 0, 20_000);
     } finally {
       await relay.stop();
       await db.close();

@@ -84,8 +84,9 @@ describe("a server at capacity", () => {
     await expect.poll(() => running).toBe(2);
     // Two wait: one until the gate opens, one whose caller gives up first.
     const waiting = client.getProduct({ id: product.id }, { timeoutMs: 30_000 });
-    const impatient = client.getProduct({ id: product.id }, { timeoutMs: 300 }).catch((e: StatusError) => e);
-    await new Promise((r) => setTimeout(r, 50));
+    // (Room for a busy machine: both must be waiting when the next call comes, and the impatient one still there.)
+    const impatient = client.getProduct({ id: product.id }, { timeoutMs: 3_000 }).catch((e: StatusError) => e);
+    await new Promise((r) => setTimeout(r, 500));
     const refused = await client.getProduct({ id: product.id }).catch((e: StatusError) => e);
     expect(refused).toBeInstanceOf(StatusError);
     expect((refused as StatusError).code).toBe(Code.RESOURCE_EXHAUSTED);

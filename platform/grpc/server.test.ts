@@ -31,7 +31,7 @@ describe("createGrpcServer", () => {
     const released = new Promise<void>((r) => (release = r));
     let started!: () => void;
     const callStarted = new Promise<void>((r) => (started = r));
-    server = createGrpcServer({ descriptorSet, logger, drainDelayMs: 300 });
+    server = createGrpcServer({ descriptorSet, logger, drainDelayMs: 3_000 }); // room for a health check on a fresh connection, on a busy machine
     server.addService(ProductServiceService, impl(async () => {
       started();
       await released;
@@ -63,9 +63,9 @@ describe("createGrpcServer", () => {
     const address = `127.0.0.1:${port}`;
     expect(await checkHealth(address)).toBe("SERVING");
     databaseUp = false;
-    await expect.poll(() => checkHealth(address), { timeout: 2_000 }).toBe("NOT_SERVING");
+    await expect.poll(() => checkHealth(address), { timeout: 10_000 }).toBe("NOT_SERVING");
     databaseUp = true;
-    await expect.poll(() => checkHealth(address), { timeout: 2_000 }).toBe("SERVING");
+    await expect.poll(() => checkHealth(address), { timeout: 10_000 }).toBe("SERVING");
   });
 
   it("turns unexpected errors into INTERNAL without leaking their message", async () => {

@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderState } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { address, type Shop, startShop, tempDir } from "../support/shop.js";
+import { readStream } from "../support/streams.js";
 import type { TempDir } from "../support/temp-dir.js";
 import { buildGoProgram, type InteropProgram } from "./programs.js";
 
@@ -42,6 +43,9 @@ describe("the CloudEvents Go SDK reading Concord's events", () => {
     );
     await expect.poll(async () => (await shop.orders.client.getOrder({ id: order!.id })).order!.state, { timeout: 15_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
 
+    // OrderConfirmed is published a moment after the order reads CONFIRMED.
+    const jsm = shop.products.service.events.bus.jsm;
+    await expect.poll(async () => [...(await readStream(jsm, "SHOP_ORDERS")), ...(await readStream(jsm, "SHOP_PRODUCTS"))].filter((e) => e.subject.includes(order!.id)).length).toBe(3);
     const { events } = await program.run<{ events: GoCloudEvent[] }>("cloudevents", { nats: shop.nats.url, streams: "SHOP_ORDERS,SHOP_PRODUCTS", match: order!.id });
     expect(events.map((e) => e.type).sort()).toEqual(["shop.orders.v1.OrderConfirmed", "shop.orders.v1.OrderPlaced", "shop.products.v1.StockReserved"]);
     for (const event of events) {

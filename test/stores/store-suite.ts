@@ -132,12 +132,16 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       const store = createReservationStore();
       await db.transaction((tx) => products.insert(tx, product(1, { stock: 5 })));
       // A reservation and a cancellation of one order, started together: whichever reads second sees the other's decision.
+      // The cancellation reads first (the reservation starts once its read returned) and decides a moment later.
+      let cancelRead!: () => void;
+      const cancelHasRead = new Promise<void>((r) => (cancelRead = r));
       const cancelled = db.transaction(async (tx) => {
         const seen = await store.get(tx, id(600));
+        cancelRead();
         await new Promise((r) => setTimeout(r, 100));
         if (!seen) await store.put(tx, { orderId: id(600), linesVersion: 0, status: "released", lines: [] }, 1);
       });
-      await new Promise((r) => setTimeout(r, 20));
+      await cancelHasRead;
       const reserved = db.transaction(async (tx) => {
         if ((await store.get(tx, id(600)))?.status === "released") return;
         await store.moveStock(tx, id(1), -2, 2);
