@@ -1,3 +1,5 @@
+import { once } from "node:events";
+import { connect as connectHttp2, constants as http2Constants } from "node:http2";
 import { Client, credentials, Metadata, status } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
@@ -115,6 +117,39 @@ describe("createGrpcServer", () => {
     expect(seen.aborted).toBeInstanceOf(StatusError);
     expect((seen.aborted as StatusError).code).toBe(status.CANCELLED);
     client.close();
+  });
+
+  it("refuses a request larger than its limit from its length prefix and stops the client from sending the rest (RST_STREAM NO_ERROR)", async () => {
+    let ran = 0;
+    server = createGrpcServer({ descriptorSet, logger });
+    server.addService(ProductServiceService, impl(async () => {
+      ran++;
+      return { product };
+    }));
+    const { port } = await server.start("127.0.0.1:0");
+    const session = connectHttp2(`http://127.0.0.1:${port}`);
+    try {
+      const stream = session.request({ ":method": "POST", ":path": ProductServiceService.getProduct.path, "content-type": "application/grpc", te: "trailers" });
+      let answer: Record<string, unknown> = {};
+      stream.on("response", (headers) => (answer = headers));
+      stream.on("error", () => {}); // the unsent rest of the request fails with the reset
+      stream.on("data", () => {});
+      // A 4 MiB request, its length prefix first, as a client streams it.
+      const size = 4 * 1024 * 1024;
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt32BE(size, 1);
+      stream.write(prefix);
+      stream.end(Buffer.alloc(size));
+      await once(stream, "close");
+      expect(answer["grpc-status"]).toBe(String(status.RESOURCE_EXHAUSTED));
+      expect(stream.rstCode).toBe(http2Constants.NGHTTP2_NO_ERROR);
+      // Reset before the client had sent it all: one flow-control window of it went out (without the reset, all 4 MiB).
+      expect(stream.writableFinished).toBe(false);
+      expect(session.socket.bytesWritten).toBeLessThan(1024 * 1024);
+      expect(ran).toBe(0);
+    } finally {
+      session.close();
+    }
   });
 
   it("refuses unknown and invalid options", () => {
