@@ -8,6 +8,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { serviceNodeFlags } from "../../tools/service-launch.js";
 import { reportProfile } from "../lib/cpuprofile.js";
 import { runGhz, type GhzResult } from "../lib/ghz.js";
 import { cpuMeter, freePort, MemorySampler, type ManagedProcess, nodeArgs, runWorker, sleep, startProcess } from "../lib/proc.js";
@@ -39,7 +40,8 @@ async function startBare(ctx: BenchContext, response: Buffer): Promise<{ address
   const proc = startProcess({
     name: "bare-grpc",
     command: process.execPath,
-    args: nodeArgs("bench/workers/bare-grpc-server.ts", profileArgs({ name: "bare-grpc", profileDir: ctx.profileDir })),
+    // The services' V8 flags, so that both sides collect garbage alike.
+    args: nodeArgs("bench/workers/bare-grpc-server.ts", [...serviceNodeFlags, ...profileArgs({ name: "bare-grpc", profileDir: ctx.profileDir })]),
     env: { ...process.env, BARE_LISTEN: address, BARE_METHOD: method, BARE_RESPONSE_HEX: response.toString("hex") },
     logDir: ctx.tmp,
   });

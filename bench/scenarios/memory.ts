@@ -7,6 +7,7 @@
  * (over every limit) as fast as it answers them.
  */
 import { freePort, type MemoryReading, MemorySampler, nodeArgs, readMemory, runWorker, sleep, startProcess } from "../lib/proc.js";
+import { serviceNodeFlags } from "../../tools/service-launch.js";
 import { row, type BenchContext, type Row, type Scenario, type ScenarioResult } from "../lib/report.js";
 import { startShop } from "../lib/shop-processes.js";
 import type { OrderLoadConfig, OrderLoadResult } from "../workers/order-load.js";
@@ -26,11 +27,11 @@ export const memory: Scenario = {
       { name: "products", pid: shop.products.process.pid },
       { name: "orders", pid: shop.orders.process.pid },
     ];
-    // Reference points: what Node with tsx and a bare grpc-js server take before any Concord code.
+    // Reference points: what Node with tsx and a bare grpc-js server take before any Concord code, under the services' V8 flags.
     const bare = startProcess({
       name: "memory-bare-grpc",
       command: process.execPath,
-      args: nodeArgs("bench/workers/bare-grpc-server.ts"),
+      args: nodeArgs("bench/workers/bare-grpc-server.ts", serviceNodeFlags),
       env: { ...process.env, BARE_LISTEN: `127.0.0.1:${await freePort()}`, BARE_METHOD: "/bench.Bare/Call", BARE_RESPONSE_HEX: "00" },
       logDir: ctx.tmp,
     });
