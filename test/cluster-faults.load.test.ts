@@ -102,12 +102,14 @@ describe("the order saga on a three-node cluster, a node lost under load", () =>
    * checks everything the cluster promises. Resolves with the printed line.
    */
   async function underLoad(name: string, fault: () => Promise<string>): Promise<void> {
+    const begunAt = Date.now();
     const customerId = `c-${name.replace(/\W+/g, "-")}`;
     const plenty = (await catalog.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 2500 }, initialStock: plentyStock })).product!.id;
     const scarce = (await catalog.createProduct({ name: "Rare kettle", description: "", price: { currencyCode: "EUR", amountMinor: 9900 }, initialStock: scarceStock })).product!.id;
     const startSeq = async (stream: string) => (await jsm.streams.info(stream)).state.last_seq + 1;
     const from = { orders: await startSeq("SHOP_ORDERS"), products: await startSeq("SHOP_PRODUCTS"), dlq: await startSeq("CONCORD_DLQ") };
 
+    const loadAt = Date.now();
     const load = startSagaLoad({ orders: orderClient, customerId, productIds: [plenty, scarce], ratePerSecond, maxOrders: ratePerSecond * 90 });
     await sleep(3_000);
     const faultAt = Date.now();
@@ -124,6 +126,7 @@ describe("the order saga on a three-node cluster, a node lost under load", () =>
       { waiting: 0, parked: 0 },
       { waiting: 0, parked: 0 },
     ]);
+    const drainedAt = Date.now();
 
     // Every order placed ended CONFIRMED or REJECTED, and no other order appeared.
     expect([...states.keys()].sort()).toEqual(placed.map((o) => o.id).sort());
@@ -149,6 +152,7 @@ describe("the order saga on a three-node cluster, a node lost under load", () =>
       }
       return { ids, firstAt };
     };
+    const readFrom = Date.now();
     const placedEvents = byOrder(await readEvents(js, jsm, "SHOP_ORDERS", from.orders, ["shop.orders.v1.order.*.placed"]));
     const outcomes = byOrder(await readEvents(js, jsm, "SHOP_ORDERS", from.orders, ["shop.orders.v1.order.*.confirmed", "shop.orders.v1.order.*.rejected"]));
     const reservations = byOrder(await readEvents(js, jsm, "SHOP_PRODUCTS", from.products, ["shop.products.v1.reservation.*.reserved", "shop.products.v1.reservation.*.failed"]));
@@ -157,6 +161,7 @@ describe("the order saga on a three-node cluster, a node lost under load", () =>
       expect(counts.filter((n) => n !== 1), `orders without exactly one ${kind} event`).toEqual([]);
     }
     expect((await jsm.streams.info("CONCORD_DLQ")).state.last_seq, "dead letters").toBe(from.dlq - 1);
+    const readFor = Date.now() - readFrom;
 
     // Time to recover: until the last order the fault delayed was settled.
     const latency = (o: PlacedOrder) => outcomes.firstAt.get(o.id)! - placedEvents.firstAt.get(o.id)!;
@@ -167,7 +172,8 @@ describe("the order saga on a three-node cluster, a node lost under load", () =>
       `cluster fault [${name}]: ${what}; ${placed.length} orders (${confirmed.length} confirmed, ${rejected.length} rejected), ` +
         `the fault took ${seconds(faultOverAt - faultAt)}; time to recover ${seconds(recoveredAt - faultAt)} ` +
         `(${delayed.length} orders settled more than ${delayedMs} ms after they were placed, the slowest in ${seconds(longest)}); ` +
-        `all settled ${seconds(settledAt - faultAt)} after the fault; stock right, one effect per event, outboxes drained, no dead letters`,
+        `all settled ${seconds(settledAt - faultAt)} after the fault; stock right, one effect per event, outboxes drained (${seconds(drainedAt - settledAt)} after), ` +
+        `no dead letters; the streams read back in ${seconds(readFor)}; the load began ${seconds(loadAt - begunAt)} after the test did`,
     );
   }
 
