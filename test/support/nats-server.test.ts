@@ -51,6 +51,8 @@ describe("startNatsCluster", () => {
     try {
       const jsm = await nc.jetstreamManager();
       await jsm.streams.add({ name: "HARNESS", subjects: ["harness.>"], num_replicas: 3 });
+      // A new replicated stream answers publishes once its replicas have elected a leader (before that: 503, no responders).
+      await expect.poll(async () => (await jsm.streams.info("HARNESS")).cluster?.leader, { timeout: 20_000 }).toBeTruthy();
       await nc.jetstream().publish("harness.one", new Uint8Array([1]));
       const leader = cluster.node((await jsm.streams.info("HARNESS")).cluster!.leader!);
       await leader.kill();
