@@ -131,6 +131,8 @@ describe("provisioning on a cluster", () => {
 
     const moving = sampleStream("moving").stream;
     await ensureStreams(bus.jsm, [moving]);
+    // On a cluster a new stream answers publishes once it has elected a leader (before that: 503, no responders).
+    await expect.poll(async () => (await bus.jsm.streams.info(moving.name)).cluster?.leader, { timeout: 20_000 }).toBeTruthy();
     await bus.js.publish("test.moving.thing.1.happened", new Uint8Array([1]));
     const kept = keptLogger();
     await ensureStreams(bus.jsm, [{ ...moving, replicas: 3 }], { logger: kept.logger });
