@@ -1,5 +1,5 @@
 import { connect as connectHttp2 } from "node:http2";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { Code, StatusError } from "../errors/index.js";
@@ -32,6 +32,30 @@ describe("admission control", () => {
     release();
     expect(admission.inFlight).toBe(0);
     expect(() => createAdmission({ maxInFlight: 0 })).toThrow(/maxInFlight must be a whole number from 1/);
+  });
+});
+
+describe("admission's timer", () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("refuses a waiter whose deadline came first with DEADLINE_EXCEEDED even when the timer fires before the clock reaches the deadline", async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const admission = createAdmission({ maxInFlight: 1, maxQueued: 1, maxQueueMs: 10_000 });
+    const release = admission.enter(undefined) as () => void;
+    const late = admission.enter(new Date(Date.now() + 30));
+    const settled = expect(late).rejects.toMatchObject({ code: Code.DEADLINE_EXCEEDED });
+    // Timers and Date.now() are separate clocks: the timer may fire a millisecond early.
+    vi.setSystemTime(Date.now() - 2);
+    await vi.advanceTimersByTimeAsync(30);
+    await settled;
+    const full = admission.enter(new Date(Date.now() + 60_000));
+    const refusedFull = expect(full).rejects.toMatchObject({ code: Code.RESOURCE_EXHAUSTED });
+    await vi.advanceTimersByTimeAsync(10_000);
+    await refusedFull;
+    release();
+    expect(admission.inFlight).toBe(0);
   });
 });
 

@@ -54,8 +54,9 @@ export function createAdmission(options: AdmissionOptions = {}): Admission {
   const queue: Waiter[] = [];
   const full = () =>
     new StatusError(Code.RESOURCE_EXHAUSTED, `the server is at capacity (${inFlight} calls running, ${queue.length} waiting); nothing was done, try again shortly`);
+  const expired = () => new StatusError(Code.DEADLINE_EXCEEDED, "the deadline passed while the call waited for its turn; nothing was done");
   const gone = (deadline: number) =>
-    deadline <= Date.now() ? new StatusError(Code.DEADLINE_EXCEEDED, "the deadline passed while the call waited for its turn; nothing was done") : new StatusError(Code.CANCELLED, "the caller cancelled the call while it waited for its turn; nothing was done");
+    deadline <= Date.now() ? expired() : new StatusError(Code.CANCELLED, "the caller cancelled the call while it waited for its turn; nothing was done");
 
   const release: Release = () => {
     inFlight--;
@@ -114,7 +115,14 @@ export function createAdmission(options: AdmissionOptions = {}): Admission {
         };
         const onAbort = () => drop(gone(until));
         // Refused when the wait is too long, or at the deadline if that comes first.
-        const timer = setTimeout(() => (until <= Date.now() ? drop(gone(until)) : drop(full())), Math.max(0, Math.min(maxQueueMs, until - Date.now())));
+        // Which of the two it is is decided now: a timer may fire a millisecond
+        // before Date.now() reaches the deadline it was set for.
+        const untilDeadline = until - Date.now();
+        const atDeadline = untilDeadline <= maxQueueMs;
+        const timer = setTimeout(
+          () => drop(atDeadline ? expired() : full()),
+          Math.max(0, Math.min(maxQueueMs, untilDeadline)),
+        );
         if (aborts?.aborted) return onAbort();
         aborts?.addEventListener("abort", onAbort, { once: true });
         queue.push(waiter);
