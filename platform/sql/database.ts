@@ -20,6 +20,8 @@ export interface DatabaseOptions {
   readonly onWaiting?: (err: unknown) => void;
   /** Ends the waiting: opening rejects with the signal's reason. */
   readonly signal?: AbortSignal;
+  /** Postgres connections this process opens at most (default 10). */
+  readonly poolSize?: number;
 }
 
 /** Pause between attempts to reach a Postgres server that is not there yet. */
@@ -40,7 +42,7 @@ export function isPostgresUrl(location: string): boolean {
  */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const postgres = isPostgresUrl(options.path);
-  const db = postgres ? openPostgres(options.path) : openSqlite(options.path);
+  const db = postgres ? openPostgres(options.path, options.poolSize === undefined ? {} : { poolSize: options.poolSize }) : openSqlite(options.path);
   const lock = postgres ? (tx: Transaction) => tx.run("SELECT pg_advisory_xact_lock($1)", [migrationLockKey]).then(() => undefined) : undefined;
   const { onWaiting, signal } = options;
   try {

@@ -1,7 +1,7 @@
 import pg from "pg";
 import { Code, StatusError } from "../errors/index.js";
 import { runTransaction, type StatementRunner } from "./transaction-scope.js";
-import type { Database, Dialect, SqlValue, Transaction } from "./types.js";
+import { signalOf, type Database, type Dialect, type SqlValue, type Transaction } from "./types.js";
 
 export const postgresDialect: Dialect = {
   name: "postgres",
@@ -178,9 +178,10 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     location: redact(url),
     pool,
     async transaction(work, options) {
+      const signal = signalOf(options);
       for (let n = 1; ; n++) {
         try {
-          return await attempt(work, options?.signal);
+          return await attempt(work, signal);
         } catch (err) {
           if (n >= maxAttempts || !isWriteConflict(err)) throw unavailable(err);
         }

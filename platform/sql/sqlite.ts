@@ -3,7 +3,7 @@ import { dirname } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { startCheckpointer, type Checkpointer } from "./sqlite-checkpointer.js";
 import { runTransaction, type StatementRunner } from "./transaction-scope.js";
-import type { Database, Dialect, SqlValue, Transaction, TransactionOptions } from "./types.js";
+import { signalOf, type Database, type Dialect, type SqlValue, type Transaction, type TransactionOptions } from "./types.js";
 
 export const sqliteDialect: Dialect = {
   name: "sqlite",
@@ -152,14 +152,21 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
 
   /** The transaction queue: each one starts when the one before has finished. */
   let queue: Promise<unknown> = Promise.resolve();
+  let queued = 0;
+  const dequeued = () => {
+    queued--;
+  };
   const exclusive = <T>(work: () => Promise<T>): Promise<T> => {
     const run = queue.then(work, work);
-    queue = run.catch(() => undefined);
+    queued++;
+    queue = run.then(dequeued, dequeued);
     return run;
   };
-  const transaction = <T>(work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> =>
-    exclusive(() => {
-      options?.signal?.throwIfAborted();
+  const transaction = <T>(work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> => {
+    // With nothing ahead of it, a transaction starts before any I/O could cancel its caller.
+    const signal = queued > 0 ? signalOf(options) : undefined;
+    return exclusive(() => {
+      signal?.throwIfAborted();
       writer.runSync("BEGIN IMMEDIATE");
       return runTransaction(
         writer,
@@ -173,6 +180,7 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
         },
       );
     });
+  };
 
   let closed = false;
   return {

@@ -81,10 +81,16 @@ export interface TransactionOptions {
    * its turn comes (a pooled connection on Postgres, the one writer on
    * SQLite): a gRPC call's `context.signal`, so work whose caller has gone
    * does not queue up in front of live calls when the database is slow.
-   * Rejects with the signal's reason.
+   * Rejects with the signal's reason. Given as a function, it is asked for
+   * only when the transaction has to wait (a gRPC call's signal costs an
+   * AbortController and a listener, which most calls never need).
    */
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | (() => AbortSignal);
 }
+
+/** The signal of a transaction's options, asked for now. */
+export const signalOf = (options: TransactionOptions | undefined): AbortSignal | undefined =>
+  typeof options?.signal === "function" ? options.signal() : options?.signal;
 
 /** A service's database: its tables, its transactions, its reads. */
 export interface Database extends Queryable {

@@ -217,6 +217,46 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       expect(both.sort()).toEqual([false, true]);
     });
 
+    it("gives up a transaction whose caller cancelled while it waited for its turn, and asks for a lazy signal only when it has to wait", async () => {
+      const db = await openDatabase({ path: await location("turns"), migrations: [], poolSize: 1 });
+      opened.push(db);
+      let asked = 0;
+      const lazy = (signal: AbortSignal) => () => {
+        asked++;
+        return signal;
+      };
+      expect(await db.transaction(async () => 1, { signal: lazy(new AbortController().signal) })).toBe(1);
+      // SQLite starts a transaction with nothing ahead of it before any I/O; Postgres may wait for a connection.
+      if (kind === "sqlite") expect(asked).toBe(0);
+      let release!: () => void;
+      let holds!: () => void;
+      const started = new Promise<void>((resolve) => (holds = resolve));
+      const holding = db.transaction(
+        () =>
+          new Promise<void>((resolve) => {
+            release = resolve;
+            holds();
+          }),
+      );
+      await started;
+      const caller = new AbortController();
+      let ran = false;
+      const waiting = db.transaction(
+        async () => {
+          ran = true;
+        },
+        { signal: lazy(caller.signal) },
+      );
+      const refused = expect(waiting).rejects.toThrow("the caller went away");
+      caller.abort(new Error("the caller went away"));
+      release();
+      await holding;
+      await refused;
+      expect(ran).toBe(false);
+      expect(asked).toBeGreaterThan(0);
+      expect(await db.transaction(async () => 2, { signal: lazy(new AbortController().signal) })).toBe(2);
+    });
+
     it("returns the first response for a repeated request id, even when the two calls come at once", async () => {
       const db = await open("request-ids", requestIdMigrations);
       const ids = createRequestIds();

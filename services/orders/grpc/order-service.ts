@@ -69,7 +69,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
           outbox.add(tx, OrderPlacedEvent, { orderId: order.id, customerId: order.customerId, lines: message.lines, total: message.total, linesVersion: order.linesVersion }, context);
           return { order: message };
         }),
-        { signal: context.signal },
+        { signal: () => context.signal },
       );
     },
 
@@ -99,7 +99,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
         const message = toOrderMessage(edited);
         outbox.add(tx, OrderUpdatedEvent, { orderId: edited.id, order: message, changedFields: [...mask], linesVersion: edited.linesVersion }, context);
         return { order: message };
-      }, { signal: context.signal });
+      }, { signal: () => context.signal });
     },
 
     async cancelOrder(req, context) {
@@ -110,7 +110,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
         if (!(await store.replace(tx, cancelled, current.version))) throw StatusError.aborted(`order ${req.id} changed concurrently; try again`);
         outbox.add(tx, OrderCancelledEvent, { orderId: cancelled.id, customerId: cancelled.customerId, reason: req.reason }, context);
         return { order: toOrderMessage(cancelled) };
-      }, { signal: context.signal });
+      }, { signal: () => context.signal });
     },
 
     async listOrders(req) {

@@ -41,7 +41,7 @@ export async function quoteProducts(sources: ProductSources, productIds: readonl
     });
     await db.transaction(async (tx) => {
       for (const entry of entries) await catalog.upsert(tx, entry);
-    }, { signal: context.signal });
+    }, { signal: () => context.signal });
     for (const entry of entries) quotes.set(entry.id, entry);
   }
   const missing = productIds.findIndex((id) => !quotes.has(id));

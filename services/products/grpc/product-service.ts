@@ -57,7 +57,7 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
           outbox.add(tx, ProductCreatedEvent, { productId: product.id, product: message }, context);
           return { product: message };
         }),
-        { signal: context.signal },
+        { signal: () => context.signal },
       );
     },
 
@@ -82,7 +82,7 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
         const message = toProductMessage(edited);
         outbox.add(tx, ProductUpdatedEvent, { productId: edited.id, product: message, changedFields: [...mask] }, context);
         return { product: message };
-      }, { signal: context.signal });
+      }, { signal: () => context.signal });
     },
 
     async listProducts(req) {
@@ -102,7 +102,7 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
           outbox.add(tx, StockAdjustedEvent, { productId: adjusted.id, delta: req.delta, reason: req.reason, stock: adjusted.stock, version: adjusted.version, stockVersion: adjusted.stockVersion }, context);
           return { product: toProductMessage(adjusted) };
         }),
-        { signal: context.signal },
+        { signal: () => context.signal },
       );
     },
   };
