@@ -49,6 +49,33 @@ export const row = (r: Partial<Row> & Pick<Row, "scenario" | "case" | "unit">): 
   ...r,
 });
 
+/**
+ * The CPU side of a ratio row: what Concord's process(es) spent per
+ * operation against the baseline's, as baseline / Concord (1: as cheap as
+ * bare; higher is better, like the throughput ratio), held to `atLeast`.
+ * Where the load generator shares the cores with the server, this is the
+ * steadier of the two figures.
+ */
+export function cpuRatioRow(of: Row, atLeast: number): Row {
+  const concord = of.concordCpuUsPerOp;
+  const baseline = of.baselineCpuUsPerOp;
+  const ratio = concord && baseline ? baseline / concord : null;
+  return row({
+    scenario: of.scenario,
+    case: `${of.case}: CPU per operation`,
+    view: of.view,
+    inFlight: of.inFlight,
+    unit: "µs CPU/op",
+    concord,
+    baseline,
+    ratio,
+    concordCpuUsPerOp: concord,
+    baselineCpuUsPerOp: baseline,
+    target: `bare / Concord CPU >= ${atLeast}`,
+    pass: ratio !== null && ratio >= atLeast,
+  });
+}
+
 export interface Options {
   readonly quick: boolean;
   readonly only: readonly string[];

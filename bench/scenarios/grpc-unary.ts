@@ -12,7 +12,7 @@ import { serviceNodeFlags } from "../../tools/service-launch.js";
 import { reportProfile } from "../lib/cpuprofile.js";
 import { runGhz, type GhzResult } from "../lib/ghz.js";
 import { cpuMeter, freePort, MemorySampler, type ManagedProcess, nodeArgs, runWorker, sleep, startProcess } from "../lib/proc.js";
-import { row, type BenchContext, type Row, type Scenario, type ScenarioResult } from "../lib/report.js";
+import { cpuRatioRow, row, type BenchContext, type Row, type Scenario, type ScenarioResult } from "../lib/report.js";
 import { profileArgs, type ServiceProcess, startProductsProcess } from "../lib/services.js";
 import { rawUnary, seedProduct, type SeededProduct } from "../lib/shop.js";
 import type { GrpcLoadConfig, GrpcLoadResult } from "../workers/grpc-load.js";
@@ -21,6 +21,8 @@ import { measureSecurityCost } from "./grpc-security-cost.js";
 const method = ProductServiceService.getProduct.path;
 const ghzCall = method.slice(1).replace("/", ".");
 export const GRPC_TARGET_RATIO = 0.7;
+/** Server CPU per call, bare / Concord, in the judged row. */
+export const GRPC_CPU_TARGET_RATIO = 0.85;
 const TARGET_CONCURRENCY = 16;
 
 interface Target {
@@ -183,8 +185,7 @@ export const grpcUnary: Scenario = {
           // Judged once: primary view (the Node generator saturates its own core first, see README),
           // first log level (info, production's default); the other rows are for comparison.
           const judged = c === TARGET_CONCURRENCY && view === viewsOf(ctx)[0] && t === targets[0];
-          rows.push(
-            row({
+          const measured = row({
               scenario: "1 gRPC unary",
               case: `GetProduct, ${t.label}`,
               view,
@@ -199,8 +200,9 @@ export const grpcUnary: Scenario = {
               target: judged ? `ratio >= ${GRPC_TARGET_RATIO}` : null,
               pass: judged ? ratio >= GRPC_TARGET_RATIO && m.errors === 0 : null,
               note: m.errors || b.errors ? `errors: concord ${m.errors}, bare ${b.errors}` : m.rounds.length > 1 ? `rounds ${m.rounds.join("/")} vs ${b.rounds.join("/")}` : undefined,
-            }),
-          );
+            });
+          rows.push(measured);
+          if (judged) rows.push(cpuRatioRow(measured, GRPC_CPU_TARGET_RATIO));
         }
       }
     }

@@ -20,6 +20,8 @@ import type { OrderLoadConfig, OrderLoadResult } from "../workers/order-load.js"
 import { runWorker } from "../lib/proc.js";
 
 export const SAGA_P99_TARGET_MS = 25;
+/** CPU per order at the offered rate, every process of the system (both services and nats-server), µs. */
+export const SAGA_CPU_TARGET_US = 2_000;
 const codes = (errors: Record<string, number>) =>
   Object.entries(errors)
     .map(([code, n]) => `${n} ${status[Number(code)] ?? code}`)
@@ -135,6 +137,22 @@ export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<Scen
         note: `${pending} PENDING of ${atRate.started}; offered = ${(100 * capacityShare).toFixed(0)}% of the capacity above${atRate.createFailed ? `, ${atRate.createFailed} calls failed (${codes(atRate.createErrors)})` : ""}${unresolved - pending ? `, ${unresolved - pending} other unresolved` : ""}${atRate.rejected ? `, ${atRate.rejected} rejected` : ""}`,
       }),
     );
+    if (run.judged) {
+      const all = atRate.cpuUsPerOrder.products + atRate.cpuUsPerOrder.orders + atRate.cpuUsPerOrder.natsServer;
+      rows.push(
+        row({
+          scenario: run.scenario,
+          case: `CPU per order at ${run.rate}/s offered, every process (services and nats-server)${label}`,
+          view: "open loop",
+          unit: "µs CPU/order",
+          concord: all,
+          concordCpuUsPerOp: all,
+          target: `< ${SAGA_CPU_TARGET_US} µs`,
+          pass: all < SAGA_CPU_TARGET_US,
+          note: `orders ${atRate.cpuUsPerOrder.orders.toFixed(0)}, products ${atRate.cpuUsPerOrder.products.toFixed(0)}, nats-server ${atRate.cpuUsPerOrder.natsServer.toFixed(0)} µs`,
+        }),
+      );
+    }
   } finally {
     const peaks = sampler.stop();
     details.rssPeakMiB = { products: peaks.get(shop.products.process.pid), orders: peaks.get(shop.orders.process.pid) };
