@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { row } from "./report.js";
+import { cpuRatioRow, row } from "./report.js";
 import { formatSummary, spread, summarize } from "./summary.js";
 
 describe("the summary of several bench runs", () => {
@@ -27,5 +27,14 @@ describe("the summary of several bench runs", () => {
     expect(table).toContain("0.80 / 0.88 / 0.90");
     expect(table).toContain("PASS (2 of 3 runs)");
     expect(table).toContain("FAIL (1 of 3 runs)");
+  });
+
+  it("holds the CPU side of a ratio row to its own target, as bare / Concord, so higher is better on both", () => {
+    const measured = row({ scenario: "1 gRPC", case: "GetProduct", view: "ghz", inFlight: 16, unit: "req/s", concord: 80, baseline: 100, concordCpuUsPerOp: 180, baselineCpuUsPerOp: 117 });
+    const cpu = cpuRatioRow(measured, 0.85);
+    expect(cpu).toMatchObject({ scenario: "1 gRPC", case: "GetProduct: CPU per operation", view: "ghz", inFlight: 16, concord: 180, baseline: 117, pass: false });
+    expect(cpu.ratio).toBeCloseTo(0.65);
+    expect(cpuRatioRow({ ...measured, concordCpuUsPerOp: 130 }, 0.85).pass).toBe(true);
+    expect(cpuRatioRow({ ...measured, concordCpuUsPerOp: null }, 0.85)).toMatchObject({ ratio: null, pass: false });
   });
 });
