@@ -54,6 +54,12 @@ describe("admission's timer", () => {
     const refusedFull = expect(full).rejects.toMatchObject({ code: Code.RESOURCE_EXHAUSTED });
     await vi.advanceTimersByTimeAsync(10_000);
     await refusedFull;
+    // A timer set for the queue's limit that fires only after the deadline (a stalled event loop): the deadline passed.
+    const stalled = admission.enter(new Date(Date.now() + 20_000));
+    const refusedLate = expect(stalled).rejects.toMatchObject({ code: Code.DEADLINE_EXCEEDED });
+    vi.setSystemTime(Date.now() + 30_000);
+    await vi.advanceTimersByTimeAsync(10_000);
+    await refusedLate;
     release();
     expect(admission.inFlight).toBe(0);
   });

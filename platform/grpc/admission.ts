@@ -115,12 +115,13 @@ export function createAdmission(options: AdmissionOptions = {}): Admission {
         };
         const onAbort = () => drop(gone(until));
         // Refused when the wait is too long, or at the deadline if that comes first.
-        // Which of the two it is is decided now: a timer may fire a millisecond
-        // before Date.now() reaches the deadline it was set for.
+        // A timer set for the deadline says so even when it fires a millisecond
+        // before Date.now() reaches it; one set for the queue's limit that fires
+        // late, past the deadline (a stalled event loop), says the deadline passed.
         const untilDeadline = until - Date.now();
         const atDeadline = untilDeadline <= maxQueueMs;
         const timer = setTimeout(
-          () => drop(atDeadline ? expired() : full()),
+          () => drop(atDeadline || until <= Date.now() ? expired() : full()),
           Math.max(0, Math.min(maxQueueMs, untilDeadline)),
         );
         if (aborts?.aborted) return onAbort();
