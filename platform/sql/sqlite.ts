@@ -163,8 +163,9 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
     return run;
   };
   const transaction = <T>(work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> => {
-    // With nothing ahead of it, a transaction starts before any I/O could cancel its caller.
-    const signal = queued > 0 ? signalOf(options) : undefined;
+    // A lazy signal is asked for only when the transaction waits: with nothing ahead of it,
+    // it starts before any I/O could cancel its caller. A signal given as it is is always checked.
+    const signal = queued > 0 || typeof options?.signal !== "function" ? signalOf(options) : undefined;
     return exclusive(() => {
       signal?.throwIfAborted();
       writer.runSync("BEGIN IMMEDIATE");

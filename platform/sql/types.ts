@@ -83,7 +83,9 @@ export interface TransactionOptions {
    * does not queue up in front of live calls when the database is slow.
    * Rejects with the signal's reason. Given as a function, it is asked for
    * only when the transaction has to wait (a gRPC call's signal costs an
-   * AbortController and a listener, which most calls never need).
+   * AbortController and a listener, which most calls never need): one that
+   * starts at once on SQLite runs, as nothing could have cancelled its caller
+   * since the caller's last I/O.
    */
   readonly signal?: AbortSignal | (() => AbortSignal);
 }

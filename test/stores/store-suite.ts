@@ -255,6 +255,19 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       expect(ran).toBe(false);
       expect(asked).toBeGreaterThan(0);
       expect(await db.transaction(async () => 2, { signal: lazy(new AbortController().signal) })).toBe(2);
+      // A signal given as it is is checked even with nothing ahead.
+      const gone = new AbortController();
+      gone.abort(new Error("the caller had gone"));
+      let ranGone = false;
+      await expect(
+        db.transaction(
+          async () => {
+            ranGone = true;
+          },
+          { signal: gone.signal },
+        ),
+      ).rejects.toThrow("the caller had gone");
+      expect(ranGone).toBe(false);
     });
 
     it("returns the first response for a repeated request id, even when the two calls come at once", async () => {
