@@ -31,18 +31,23 @@ export function receivedHeaders(msg: JsMsg | Msg): Record<string, string> {
     if (colon > start && colon < end) {
       const name = block.slice(start, colon);
       if (!(name in record)) {
-        // The value trimmed of white space in place: one string per value instead of two.
+        // The value trimmed of white space in place (one string per value instead of two);
+        // String.prototype.trim for the rare value that begins or ends past ASCII.
         let from = colon + 1;
         let to = end;
-        while (from < to && block.charCodeAt(from) <= 32) from++;
-        while (to > from && block.charCodeAt(to - 1) <= 32) to--;
-        record[name] = block.slice(from, to);
+        while (from < to && asciiSpace(block.charCodeAt(from))) from++;
+        while (to > from && asciiSpace(block.charCodeAt(to - 1))) to--;
+        const value = block.slice(from, to);
+        record[name] = from < to && (block.charCodeAt(from) > 127 || block.charCodeAt(to - 1) > 127) ? value.trim() : value;
       }
     }
     start = end + 2;
   }
   return record;
 }
+
+/** Tab, line feed, vertical tab, form feed, carriage return, space: the ASCII white space String.prototype.trim removes. */
+const asciiSpace = (c: number): boolean => c === 32 || (c >= 9 && c <= 13);
 
 /** A plain record of headers (first value of each), through the public API. */
 export function headersRecord(h: MsgHdrs | undefined): Record<string, string> {
