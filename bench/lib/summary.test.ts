@@ -35,6 +35,8 @@ describe("the summary of several bench runs", () => {
     expect(cpu).toMatchObject({ scenario: "1 gRPC", case: "GetProduct: CPU per operation", view: "ghz", inFlight: 16, concord: 180, baseline: 117, pass: false });
     expect(cpu.ratio).toBeCloseTo(0.65);
     expect(cpuRatioRow({ ...measured, concordCpuUsPerOp: 130 }, 0.85).pass).toBe(true);
+    expect(cpuRatioRow({ ...measured, concordCpuUsPerOp: 130 }, 0.85, false).pass).toBe(false);
+    expect(cpu.target).toBe("baseline / Concord CPU >= 0.85");
     expect(cpuRatioRow({ ...measured, concordCpuUsPerOp: null }, 0.85)).toMatchObject({ ratio: null, pass: false });
   });
 });

@@ -202,7 +202,7 @@ export const grpcUnary: Scenario = {
               note: m.errors || b.errors ? `errors: concord ${m.errors}, bare ${b.errors}` : m.rounds.length > 1 ? `rounds ${m.rounds.join("/")} vs ${b.rounds.join("/")}` : undefined,
             });
           rows.push(measured);
-          if (judged) rows.push(cpuRatioRow(measured, GRPC_CPU_TARGET_RATIO));
+          if (judged) rows.push(cpuRatioRow(measured, GRPC_CPU_TARGET_RATIO, m.errors === 0));
         }
       }
     }
