@@ -29,7 +29,7 @@ describe("the summary of several bench runs", () => {
     expect(table).toContain("FAIL (1 of 3 runs)");
   });
 
-  it("holds the CPU side of a ratio row to its own target, as bare / Concord, so higher is better on both", () => {
+  it("holds the CPU side of a ratio row to its own target, as baseline / Concord, so higher is better on both", () => {
     const measured = row({ scenario: "1 gRPC", case: "GetProduct", view: "ghz", inFlight: 16, unit: "req/s", concord: 80, baseline: 100, concordCpuUsPerOp: 180, baselineCpuUsPerOp: 117 });
     const cpu = cpuRatioRow(measured, 0.85);
     expect(cpu).toMatchObject({ scenario: "1 gRPC", case: "GetProduct: CPU per operation", view: "ghz", inFlight: 16, concord: 180, baseline: 117, pass: false });

@@ -79,18 +79,18 @@ export async function measureConsume(ctx: BenchContext, run: ConsumeRun): Promis
   const ratio = concord.perSecond / raw.perSecond;
   const ranOut = [raw, concord].filter((r) => r.pendingAtEnd === 0).map((r) => r.mode);
   const measured = row({
-        scenario: run.scenario,
-        case: `startConsumers + inbox tx vs raw pull + ack${run.label ? `, ${run.label}` : ""}`,
-        view: "nats.js",
-        inFlight: PULL_BATCH,
-        unit: "events/s",
-        concord: concord.perSecond,
-        baseline: raw.perSecond,
-        concordCpuUsPerOp: (concord.cpuMs * 1000) / concord.acked,
-        baselineCpuUsPerOp: (raw.cpuMs * 1000) / raw.acked,
-        ...(judged && { target: `ratio >= ${CONSUME_TARGET_RATIO}`, pass: ratio >= CONSUME_TARGET_RATIO }),
-        note: ranOut.length ? `prefill ran out for ${ranOut.join(", ")}` : rounds > 1 ? `rounds ${concord.rounds.join("/")} vs ${raw.rounds.join("/")}` : undefined,
-      });
+    scenario: run.scenario,
+    case: `startConsumers + inbox tx vs raw pull + ack${run.label ? `, ${run.label}` : ""}`,
+    view: "nats.js",
+    inFlight: PULL_BATCH,
+    unit: "events/s",
+    concord: concord.perSecond,
+    baseline: raw.perSecond,
+    concordCpuUsPerOp: (concord.cpuMs * 1000) / concord.acked,
+    baselineCpuUsPerOp: (raw.cpuMs * 1000) / raw.acked,
+    ...(judged && { target: `ratio >= ${CONSUME_TARGET_RATIO}`, pass: ratio >= CONSUME_TARGET_RATIO }),
+    note: ranOut.length ? `prefill ran out for ${ranOut.join(", ")}` : rounds > 1 ? `rounds ${concord.rounds.join("/")} vs ${raw.rounds.join("/")}` : undefined,
+  });
   return {
     rows: judged ? [measured, cpuRatioRow(measured, CONSUME_CPU_TARGET_RATIO)] : [measured],
     details: { prefilled: filled, pullBatch: PULL_BATCH, handler: "counts the event; no other effect", raw, concord, profiles },

@@ -186,21 +186,21 @@ export const grpcUnary: Scenario = {
           // first log level (info, production's default); the other rows are for comparison.
           const judged = c === TARGET_CONCURRENCY && view === viewsOf(ctx)[0] && t === targets[0];
           const measured = row({
-              scenario: "1 gRPC unary",
-              case: `GetProduct, ${t.label}`,
-              view,
-              inFlight: c,
-              unit: "req/s",
-              concord: m.perSecond,
-              baseline: b.perSecond,
-              concordLatencyMs: m.latencyMs,
-              baselineLatencyMs: b.latencyMs,
-              concordCpuUsPerOp: (m.serverCpuMs * 1000) / m.ok,
-              baselineCpuUsPerOp: (b.serverCpuMs * 1000) / b.ok,
-              target: judged ? `ratio >= ${GRPC_TARGET_RATIO}` : null,
-              pass: judged ? ratio >= GRPC_TARGET_RATIO && m.errors === 0 : null,
-              note: m.errors || b.errors ? `errors: concord ${m.errors}, bare ${b.errors}` : m.rounds.length > 1 ? `rounds ${m.rounds.join("/")} vs ${b.rounds.join("/")}` : undefined,
-            });
+            scenario: "1 gRPC unary",
+            case: `GetProduct, ${t.label}`,
+            view,
+            inFlight: c,
+            unit: "req/s",
+            concord: m.perSecond,
+            baseline: b.perSecond,
+            concordLatencyMs: m.latencyMs,
+            baselineLatencyMs: b.latencyMs,
+            concordCpuUsPerOp: (m.serverCpuMs * 1000) / m.ok,
+            baselineCpuUsPerOp: (b.serverCpuMs * 1000) / b.ok,
+            target: judged ? `ratio >= ${GRPC_TARGET_RATIO}` : null,
+            pass: judged ? ratio >= GRPC_TARGET_RATIO && m.errors === 0 : null,
+            note: m.errors || b.errors ? `errors: concord ${m.errors}, bare ${b.errors}` : m.rounds.length > 1 ? `rounds ${m.rounds.join("/")} vs ${b.rounds.join("/")}` : undefined,
+          });
           rows.push(measured);
           if (judged) rows.push(cpuRatioRow(measured, GRPC_CPU_TARGET_RATIO, m.errors === 0));
         }
