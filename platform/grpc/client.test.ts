@@ -116,6 +116,77 @@ function productServer(): GrpcServer {
   return server;
 }
 
+describe("createClient's bound on calls in flight", () => {
+  let server: GrpcServer | undefined;
+  afterEach(async () => {
+    await server?.shutdown();
+    server = undefined;
+  });
+
+  /** A product service whose GetProduct waits until `open` is called; counts the calls it saw. */
+  const gated = async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const seen = { calls: 0 };
+    const unused = async (): Promise<never> => {
+      throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
+    };
+    // Room for every call the client may send: the server's own bound is not what is tested.
+    server = createGrpcServer({ descriptorSet, logger, admission: { maxInFlight: 512 } });
+    server.addService(ProductServiceService, {
+      async getProduct() {
+        seen.calls++;
+        await gate;
+        return { product };
+      },
+      createProduct: unused,
+      batchGetProducts: unused,
+      updateProduct: unused,
+      listProducts: unused,
+      adjustStock: unused,
+    });
+    const address = `127.0.0.1:${(await server.start("127.0.0.1:0")).port}`;
+    return { address, seen, open: () => open() };
+  };
+
+  it("fails a call past maxInFlight at once with RESOURCE_EXHAUSTED, sending nothing, and takes calls again as they finish", async () => {
+    const { address, seen, open } = await gated();
+    const client = createClient(ProductServiceService, { address, maxInFlight: 2 });
+    try {
+      const held = [client.getProduct({ id: product.id }), client.getProduct({ id: product.id })];
+      await expect.poll(() => seen.calls).toBe(2);
+      const started = performance.now();
+      const refused = await client.getProduct({ id: product.id }).catch((e: unknown) => e);
+      expect(performance.now() - started).toBeLessThan(1_000);
+      expect(refused).toBeInstanceOf(StatusError);
+      expect((refused as StatusError).code).toBe(Code.RESOURCE_EXHAUSTED);
+      expect((refused as StatusError).message).toMatch(/2 calls in flight to shop\.products\.v1\.ProductService.*nothing was sent/);
+      open();
+      await Promise.all(held);
+      await client.getProduct({ id: product.id });
+      expect(seen.calls).toBe(3);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("holds 256 calls in flight per address by default, and refuses a maxInFlight that is not a whole number above 0", async () => {
+    const { address, seen, open } = await gated();
+    const client = createClient(ProductServiceService, { address });
+    try {
+      const held = Array.from({ length: 256 }, () => client.getProduct({ id: product.id }));
+      await expect.poll(() => seen.calls, { timeout: 10_000 }).toBe(256);
+      await expect(client.getProduct({ id: product.id })).rejects.toMatchObject({ code: Code.RESOURCE_EXHAUSTED });
+      open();
+      await Promise.all(held);
+      expect(seen.calls).toBe(256);
+    } finally {
+      client.close();
+    }
+    for (const maxInFlight of [0, -1, 1.5]) expect(() => createClient(ProductServiceService, { address, maxInFlight })).toThrow(/createClient: invalid maxInFlight/);
+  });
+});
+
 describe("createClient reconnecting", () => {
   const servers: GrpcServer[] = [];
   afterEach(async () => {
