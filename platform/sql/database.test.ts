@@ -18,6 +18,21 @@ describe("openDatabase (SQLite)", () => {
     await db.close();
   });
 
+  it("applies migrations in the code-unit order of their ids, whatever the locale's collation says", async () => {
+    const path = join(dir, "order.db");
+    // A locale's collation puts "a_..." before "B_..." and "x_2" before "x2"; code units put them the other way round.
+    const ordered = [
+      { id: "a_notes", sql: "CREATE TABLE order_seen (id TEXT NOT NULL)" },
+      { id: "B_first", sql: "CREATE TABLE first_only (id TEXT NOT NULL)" },
+      { id: "x_2", sql: "INSERT INTO order_seen (id) VALUES ('x_2')" },
+      { id: "x2", sql: "INSERT INTO order_seen (id) VALUES ('x2')" },
+    ];
+    // The order they ran in is the order of their rows in schema_migrations.
+    const db = await openDatabase({ path, migrations: [...ordered].reverse() });
+    expect((await db.query<{ id: string }>("SELECT id FROM schema_migrations ORDER BY rowid")).map((r) => r.id)).toEqual(["B_first", "a_notes", "x2", "x_2"]);
+    await db.close();
+  });
+
   it("rolls back a savepoint that throws without touching the transaction, and runs after-commit callbacks once committed", async () => {
     const db = await openDatabase({ path: join(dir, "nested.db"), migrations });
     const committed: string[] = [];

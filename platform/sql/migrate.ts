@@ -7,8 +7,9 @@ export function migrationSql(migration: Migration, dialect: Database["dialect"])
 }
 
 /**
- * Applies the migrations `db` has not seen yet, in order of id, each in one
- * transaction with its row in schema_migrations. Throws, naming the
+ * Applies the migrations `db` has not seen yet, in order of id (by UTF-16
+ * code unit, the same in every locale), each in one transaction with its
+ * row in schema_migrations. Throws, naming the
  * migration, when one fails (nothing of it is kept).
  */
 export async function migrate(db: Database, migrations: readonly Migration[], lock?: (tx: Transaction) => Promise<void>): Promise<void> {
@@ -18,7 +19,7 @@ export async function migrate(db: Database, migrations: readonly Migration[], lo
     await lock?.(tx);
     await tx.run(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at ${db.dialect.name === "postgres" ? "BIGINT" : "INTEGER"} NOT NULL)`);
   });
-  for (const migration of [...migrations].sort((a, b) => a.id.localeCompare(b.id))) {
+  for (const migration of [...migrations].sort(byId)) {
     try {
       await db.transaction(async (tx) => {
         await lock?.(tx);
@@ -32,6 +33,14 @@ export async function migrate(db: Database, migrations: readonly Migration[], lo
     }
   }
 }
+
+/**
+ * Migrations by id, code unit by code unit. Not `localeCompare`: its order
+ * follows the locale's collation (where "_" sorts before digits and case
+ * comes second), so one set of migrations could run in different orders on
+ * different machines, and it loads ICU's collation data into every service.
+ */
+const byId = (a: Migration, b: Migration): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 /** A migration's statements, split at their semicolons (migrations hold none inside a statement). */
 function splitStatements(sql: string): string[] {
