@@ -199,6 +199,24 @@ describe("OrderService when the product service misbehaves", () => {
     }
   });
 
+  it("answers RESOURCE_EXHAUSTED, not INTERNAL, when the product service is at capacity, and stores no order", async () => {
+    const full = new Server();
+    full.addService(ProductServiceService, {
+      batchGetProducts: (_call: unknown, cb: (e: { code: number; details: string }) => void) => cb({ code: status.RESOURCE_EXHAUSTED, details: "the server is at capacity" }),
+    } as never);
+    const port = await new Promise<number>((resolve) => full.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (_e, p) => resolve(p)));
+    const orders = await startTestOrders(dir.path, `127.0.0.1:${port}`, nats.url, { database: `${dir.path}/full-orders.db` });
+    try {
+      const err = await grpcError(orders.client.createOrder({ customerId: "c-full", lines: [{ productId: unknownId, quantity: 1 }], shippingAddress: address }));
+      expect(err.code).toBe(status.RESOURCE_EXHAUSTED);
+      expect(err.message).toMatch(/product service is at capacity; no order was placed/);
+      expect((await orders.client.listOrders({ customerId: "c-full", pageSize: 0, pageToken: "" })).orders).toEqual([]);
+    } finally {
+      await orders.stop();
+      full.forceShutdown();
+    }
+  });
+
   it("answers DEADLINE_EXCEEDED when the product service is slow, and stores no order", async () => {
     // A real gRPC server implementing ProductService that answers too late.
     const slow = new Server();

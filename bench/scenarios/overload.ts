@@ -8,8 +8,7 @@
  * - the excess: how the calls that failed failed, and how long a failure
  *   took (target: every one RESOURCE_EXHAUSTED or UNAVAILABLE, p99 under
  *   FAIL_FAST_MS; the client's bound on calls in flight refuses at once,
- *   the server's admission control within its queue limit, nothing
- *   written either way);
+ *   nothing sent);
  * - memory: the services' peak RSS during it;
  * - recovery: latency of the calm run that starts about a second after the
  *   overload's last call (its drain), against the same run before it.
@@ -24,7 +23,7 @@ export const OVERLOAD_GOODPUT_TARGET = 0.8;
 export const RSS_TARGET_MIB = 150;
 /** The slowest refusal (p99) that still counts as refused fast: a caller told in time to try elsewhere or later. */
 export const FAIL_FAST_MS = 250;
-/** The codes that tell a caller nothing was done and it may try again. */
+/** The codes of a call refused for want of capacity, which a caller may try again later or elsewhere. */
 const retryable = new Set<string>([String(status.RESOURCE_EXHAUSTED), String(status.UNAVAILABLE)]);
 const FACTOR = 3;
 

@@ -185,6 +185,24 @@ describe("createClient's bound on calls in flight", () => {
     }
     for (const maxInFlight of [0, -1, 1.5]) expect(() => createClient(ProductServiceService, { address, maxInFlight })).toThrow(/createClient: invalid maxInFlight/);
   });
+
+  it("counts a bound given as the whole client's, over all its addresses, and a call's slot is free again once it failed", async () => {
+    const { address, seen, open } = await gated();
+    // The same server twice: two addresses, so by default 512 calls, but a bound given is the client's total.
+    const client = createClient(ProductServiceService, { address: `${address},${address}`, maxInFlight: 3 });
+    try {
+      const held = [1, 2, 3].map(() => client.getProduct({ id: product.id }));
+      await expect.poll(() => seen.calls).toBe(3);
+      await expect(client.getProduct({ id: product.id })).rejects.toMatchObject({ code: Code.RESOURCE_EXHAUSTED });
+      open();
+      await Promise.all(held);
+      // Failed calls (an invalid request, a deadline that passed) give their slots back.
+      for (let i = 0; i < 5; i++) await expect(client.getProduct({ id: "not-a-uuid" })).rejects.toMatchObject({ code: Code.INVALID_ARGUMENT });
+      await Promise.all([1, 2, 3].map(() => client.getProduct({ id: product.id })));
+    } finally {
+      client.close();
+    }
+  });
 });
 
 describe("createClient reconnecting", () => {

@@ -67,16 +67,18 @@ export interface ClientOptions {
    */
   readonly token?: () => string | Promise<string>;
   /**
-   * Calls this client has in flight at most, for each address it was given
-   * (a `dns:///` name counts as one); one more fails at once with
-   * RESOURCE_EXHAUSTED, nothing sent, and may be tried again shortly.
-   * Default 256 per address. A server takes as many streams on one
-   * connection as its admission control holds calls (704 by default) and
-   * an HTTP/2 client keeps the rest in a queue the server cannot see, where
+   * Calls this client has in flight at most, over all its addresses; one
+   * more fails at once with RESOURCE_EXHAUSTED, nothing sent, and may be
+   * tried again shortly. Default 256 for each address given (a `dns:///`
+   * name counts as one). A server takes as many streams on one connection
+   * as its admission control holds calls, plus 64 (704 by default), and an
+   * HTTP/2 client keeps the rest in a queue the server cannot see, where
    * they wait, however long, until their deadline: offered three times its
-   * capacity, a third of the order service's callers waited 10 s to fail.
-   * Kept below that, the excess fails in a millisecond and the server
-   * serves at its capacity what it was sent.
+   * capacity, a quarter to a third of the order service's callers waited
+   * 10 s to fail. Kept below that, the excess fails in a millisecond and the server
+   * serves at its capacity what it was sent. Clients of one process with
+   * the same address and options share a connection, so each one's bound
+   * counts toward that connection's streams.
    */
   readonly maxInFlight?: number;
 }

@@ -21,8 +21,9 @@ export interface ProductSources {
  * up in the product service in one call, within the incoming call's
  * deadline, and added to the catalogue so the next order finds them. A
  * missing product is NOT_FOUND naming its line; an unreachable or slow
- * product service is UNAVAILABLE or DEADLINE_EXCEEDED, so the caller knows
- * it may retry.
+ * product service is UNAVAILABLE or DEADLINE_EXCEEDED, a full one (or this
+ * service's client to it) RESOURCE_EXHAUSTED, so the caller knows it may
+ * retry.
  */
 export async function quoteProducts(sources: ProductSources, productIds: readonly string[], context: CallContext): Promise<Map<string, ProductQuote>> {
   const { db, catalog, products } = sources;
@@ -56,6 +57,8 @@ function upstreamError(err: unknown): StatusError {
       return StatusError.unavailable("the product service is unavailable; no order was placed, try again", err);
     case Code.DEADLINE_EXCEEDED:
       return new StatusError(Code.DEADLINE_EXCEEDED, "the product service did not answer in time; no order was placed", { cause: err });
+    case Code.RESOURCE_EXHAUSTED:
+      return new StatusError(Code.RESOURCE_EXHAUSTED, "the product service is at capacity; no order was placed, try again shortly", { cause: err });
     case Code.CANCELLED:
       return new StatusError(Code.CANCELLED, "the call was cancelled", { cause: err });
     default:
