@@ -23,6 +23,12 @@ export const OVERLOAD_GOODPUT_TARGET = 0.8;
 export const RSS_TARGET_MIB = 150;
 /** The slowest refusal (p99) that still counts as refused fast: a caller told in time to try elsewhere or later. */
 export const FAIL_FAST_MS = 250;
+/**
+ * Back to normal a second after the overload: the calm run's p99 at most
+ * this many times the same run's before it (two runs of one rate on this
+ * kind of machine differ by up to about that much).
+ */
+export const RECOVERED_P99_FACTOR = 2;
 /** The codes of a call refused for want of capacity, which a caller may try again later or elsewhere. */
 const retryable = new Set<string>([String(status.RESOURCE_EXHAUSTED), String(status.UNAVAILABLE)]);
 const FACTOR = 3;
@@ -97,6 +103,8 @@ export const overload: Scenario = {
           baseline: before.perSecond,
           concordLatencyMs: { p50: after.confirmLatencyMs.p50, p99: after.confirmLatencyMs.p99 },
           baselineLatencyMs: { p50: before.confirmLatencyMs.p50, p99: before.confirmLatencyMs.p99 },
+          target: `p99 <= ${RECOVERED_P99_FACTOR}x before, nothing failed`,
+          pass: after.createFailed === 0 && after.confirmLatencyMs.p99 <= RECOVERED_P99_FACTOR * before.confirmLatencyMs.p99,
           note: `${calmRate}/s${after.createFailed ? `; ${after.createFailed} calls failed (${codes(after.createErrors)})` : ""}`,
         }),
       );
