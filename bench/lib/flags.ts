@@ -49,6 +49,11 @@ against a nats-server -js of the bench's own (free port, temporary store).
 Scenarios (default: all, in this order):
 ${scenarios.map((s) => `  ${s.name.padEnd(9)} ${s.summary}`).join("\n")}
 
+Each ratio with a target has a row beside it for the CPU per operation of the
+process under test against the baseline's, judged too; bench/README.md lists
+every target. The run ends with how many targets were met (on the medians
+when there are several runs).
+
 Flags:
   --quick               rough run, under a minute: short windows, ghz view only,
                         LOG_LEVEL=info only
