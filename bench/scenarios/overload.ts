@@ -11,7 +11,8 @@
  *   nothing sent);
  * - memory: the services' peak RSS during it;
  * - recovery: latency of the calm run that starts about a second after the
- *   overload's last call (its drain), against the same run before it.
+ *   overload's last call (its drain), against the same run before it
+ *   (target: p99 at most RECOVERED_P99_FACTOR times as high, no call failed).
  */
 import { status } from "@grpc/grpc-js";
 import { cpuMeter, MemorySampler, runWorker } from "../lib/proc.js";

@@ -75,13 +75,20 @@ export interface ClientOptions {
    * HTTP/2 client keeps the rest in a queue the server cannot see, where
    * they wait, however long, until their deadline: offered three times its
    * capacity, a quarter to a third of the order service's callers waited
-   * 10 s to fail. Kept below that, the excess fails in a millisecond and the server
-   * serves at its capacity what it was sent. Clients of one process with
+   * 10 s to fail. Kept below that, the excess fails in a millisecond and
+   * the server serves at its capacity what it was sent. Clients of one process with
    * the same address and options share a connection, so each one's bound
    * counts toward that connection's streams.
    */
   readonly maxInFlight?: number;
 }
+
+/** The comma-separated parts of a client address, trimmed (a DNS name is one part). */
+const addressParts = (address: string): string[] =>
+  address
+    .split(",")
+    .map((p) => p.trim())
+    .filter((p) => p !== "");
 
 /**
  * The grpc-js target for an address: one `host:port` as it is, several
@@ -91,15 +98,12 @@ export interface ClientOptions {
  * family: a DNS name that resolves to all of them does that job.
  */
 export function channelTarget(address: string): string {
-  const parts = address.split(",").map((p) => p.trim()).filter((p) => p !== "");
+  const parts = addressParts(address);
   if (parts.length <= 1) return address;
   if (parts.every((p) => /^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(p))) return `ipv4:${parts.join(",")}`;
   if (parts.every((p) => /^\[[0-9a-fA-F:]+\]:\d+$/.test(p))) return `ipv6:${parts.join(",")}`;
   throw new Error(`createClient: several addresses must all be IPv4 or all IPv6 host:port (got ${address}); for host names use one DNS name that resolves to every instance, dns:///name:port`);
 }
-
-/** How many addresses a client address names (a DNS name counts as one). */
-const addressCount = (address: string): number => Math.max(1, address.split(",").filter((p) => p.trim() !== "").length);
 
 /** Pause before retry n (1-based): 50 ms doubling up to 1 s, with jitter. */
 const retryDelayMs = (retry: number): number => Math.min(1_000, 50 * 2 ** (retry - 1)) * (0.5 + Math.random() / 2);
@@ -117,7 +121,7 @@ export function createClient<D extends ServiceDefinition>(definition: D, options
   checkOptions("createClient", options, ["address", "defaultTimeoutMs", "maxAttempts", "credentials", "methods", "token", "maxInFlight"]);
   const defaultTimeoutMs = options.defaultTimeoutMs ?? 5_000;
   const maxAttempts = options.maxAttempts ?? 3;
-  const maxInFlight = positiveInteger("createClient", "maxInFlight", options.maxInFlight, 256 * addressCount(options.address));
+  const maxInFlight = positiveInteger("createClient", "maxInFlight", options.maxInFlight, 256 * Math.max(1, addressParts(options.address).length));
   if (!(defaultTimeoutMs > 0)) throw new Error(`createClient: defaultTimeoutMs must be positive, got ${defaultTimeoutMs}`);
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || maxAttempts > 5) throw new Error(`createClient: maxAttempts must be 1 to 5, got ${maxAttempts}`);
 
@@ -143,9 +147,6 @@ export function createClient<D extends ServiceDefinition>(definition: D, options
   });
 
   let inFlight = 0;
-  const settled = () => {
-    inFlight--;
-  };
   const out: Record<string, unknown> = { close: () => client.close() };
   for (const [name, method] of Object.entries(definition)) {
     const traits = options.methods?.[name];
@@ -164,13 +165,13 @@ export function createClient<D extends ServiceDefinition>(definition: D, options
         let call: ReturnType<Client["makeUnaryRequest"]>;
         try {
           call = client.makeUnaryRequest(method.path, method.requestSerialize, method.responseDeserialize, request, metadata, callOptions, (err: ServiceError | null, res?: unknown) => {
-            settled();
+            inFlight--;
             signal?.removeEventListener("abort", onAbort);
             if (err) reject(fromGrpcError(err));
             else resolve(res);
           });
         } catch (err) {
-          settled();
+          inFlight--;
           throw err;
         }
         signal?.addEventListener("abort", onAbort, { once: true });
