@@ -11,7 +11,10 @@ export type ServiceName = (typeof serviceNames)[number];
  * semi-space defaults to 16 MiB) and a 128 MiB old generation make V8 collect
  * rather than grow: a service's live heap under saga load measured about
  * 30 MiB, while without a cap its resident memory kept growing past 200 MiB.
- * Raise the cap for services that hold more in memory.
+ * Raise the cap for services that hold more in memory. Semi-spaces of 2 MiB
+ * instead of 4 took 4 to 6 MiB off each service's resident memory, idle and
+ * under saga load, at no CPU per order that three alternating saga runs
+ * could tell apart (673 against 684 µs in the order service's closed loop).
  *
  * Allocation-site pretenuring is off. Under a burst (64 orders in flight)
  * a call's objects live long enough to survive the young generation, V8
@@ -24,7 +27,7 @@ export type ServiceName = (typeof serviceNames)[number];
  * (18 against 27 MB in 12 s at 200/s) and a saga bench run had 11 full
  * collections in the order service instead of 13 to 16.
  */
-export const serviceNodeFlags = ["--max-semi-space-size=4", "--max-old-space-size=128", "--no-allocation-site-pretenuring"];
+export const serviceNodeFlags = ["--max-semi-space-size=2", "--max-old-space-size=128", "--no-allocation-site-pretenuring"];
 
 /**
  * How production runs a service: plain Node on the JavaScript that
