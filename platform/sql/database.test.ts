@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { statSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -150,5 +151,26 @@ describe("openDatabase (SQLite)", () => {
     expect(size(`${path}-wal`)).toBeLessThan(30_000_000);
     expect(await db.query("SELECT count(*) AS n FROM notes")).toEqual([{ n: 3_200 }]);
     await db.close();
+  });
+});
+
+describe("the Postgres driver", () => {
+  it("is loaded only once a Postgres database is opened: a service on SQLite never loads it", () => {
+    const script = `
+      import { createRequire } from "node:module";
+      const loaded = () => Object.keys(createRequire(import.meta.url).cache).some((k) => /node_modules\\/pg\\//.test(k));
+      await import("./services/orders/app.ts");
+      await import("./services/products/app.ts");
+      const { openDatabase } = await import("./platform/sql/index.ts");
+      const db = await openDatabase({ path: ":memory:", migrations: [] });
+      await db.query("SELECT 1");
+      await db.close();
+      const onSqlite = loaded();
+      const failed = await openDatabase({ path: "postgres://127.0.0.1:9/none", migrations: [] }).then(() => "opened", (err) => err.code);
+      console.log(JSON.stringify({ onSqlite, failed, onPostgres: loaded() }));`;
+    const child = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { encoding: "utf8", timeout: 60_000 });
+    expect(child.stderr).toBe("");
+    // 14 is UNAVAILABLE: nothing listens on port 9.
+    expect(JSON.parse(child.stdout.trim().split("\n").at(-1)!)).toEqual({ onSqlite: false, failed: 14, onPostgres: true });
   });
 });
