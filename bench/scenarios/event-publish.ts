@@ -114,7 +114,30 @@ export async function measurePublish(ctx: BenchContext, run: PublishRun): Promis
       note: raw.failed || outbox.failed ? `failed publishes: raw ${raw.failed}, outbox ${outbox.failed}` : rounds > 1 ? `rounds ${outbox.rounds.join("/")} vs ${raw.rounds.join("/")}` : undefined,
     }),
   ];
-  if (judged) rows.push(cpuRatioRow(rows[0], PUBLISH_CPU_TARGET_RATIO));
+  let commitsAlone: PublishResult | undefined;
+  if (judged) {
+    rows.push(cpuRatioRow(rows[0], PUBLISH_CPU_TARGET_RATIO));
+    // What the raw side never pays: the producer's own commits, measured alone in the same run.
+    commitsAlone = await runWorker<PublishResult>("bench/workers/events-publish.ts", { mode: "commit", natsUrl: nats.url, window, warmupMs, measureMs } satisfies PublishConfig);
+    const commitUs = (commitsAlone.cpuMs * 1000) / commitsAlone.acked;
+    const rawUs = (raw.cpuMs * 1000) / raw.acked;
+    const outboxUs = (outbox.cpuMs * 1000) / outbox.acked;
+    ctx.log(`  commits alone ${commitsAlone.perSecond.toFixed(0).padStart(7)} transactions/s, ${commitUs.toFixed(0)} µs CPU each; the relay's share of the outbox side: ${(outboxUs - commitUs).toFixed(0)} µs`);
+    rows.push(
+      row({
+        scenario: run.scenario,
+        case: "of the outbox side, its transactions alone, one per event, no relay (info): ratio raw / them",
+        view: "SQLite",
+        unit: "µs CPU/op",
+        concord: commitUs,
+        baseline: rawUs,
+        ratio: rawUs / commitUs,
+        concordCpuUsPerOp: commitUs,
+        baselineCpuUsPerOp: rawUs,
+        note: `${commitsAlone.perSecond.toFixed(0)} transactions/s; the relay's share of the outbox side: ${(outboxUs - commitUs).toFixed(0)} µs per event`,
+      }),
+    );
+  }
   const fast = runs["raw-default"].length ? combine(runs["raw-default"]) : undefined;
   if (fast) {
     rows.push(
@@ -141,6 +164,7 @@ export async function measurePublish(ctx: BenchContext, run: PublishRun): Promis
       raw,
       outbox,
       rawDefaultOptions: fast,
+      commitsAlone,
       profiles,
     },
   };

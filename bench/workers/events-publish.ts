@@ -10,6 +10,10 @@
  * - "raw": nats.js `js.publish` with the same subject, payload, headers and
  *   Nats-Msg-Id, `window` publishes kept in flight (sliding). Counted: PubAcks
  *   that are not duplicates.
+ * - "commit": the outbox side's transactions alone, one per event through
+ *   `createOutbox` into a SQLite outbox, with no relay and no NATS: what
+ *   the producer's commits cost, which the raw side does not pay.
+ *   Counted: transactions committed.
  * - "prefill": `count` events as fast as possible, core NATS publishes with a
  *   flush every 1000 (for the consuming scenario; not timed, checked by count).
  */
@@ -28,7 +32,7 @@ const { openDatabase } = sql;
 const { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, outboxMigrations } = events;
 
 export interface PublishConfig {
-  readonly mode: "outbox" | "raw" | "prefill";
+  readonly mode: "outbox" | "commit" | "raw" | "prefill";
   readonly natsUrl: string;
   readonly window: number;
   readonly warmupMs: number;
@@ -69,6 +73,7 @@ const cpuSince = (start: NodeJS.CpuUsage) => {
 workerMain<PublishConfig, PublishResult>(async (config, emit) => {
   const logger = createLogger({ service: "bench-publisher", level: "warn" });
   if (config.mode === "outbox") return outbox(config, logger, emit);
+  if (config.mode === "commit") return commitsAlone(config);
   const nc = await connect({ servers: config.natsUrl.split(","), name: "bench-raw-publisher", noAsyncTraces: config.noAsyncTraces ?? false });
   try {
     await ensureStreams(await nc.jetstreamManager(), [streamSpec]);
@@ -133,6 +138,42 @@ workerMain<PublishConfig, PublishResult>(async (config, emit) => {
 
 /** Tells the runner where the measured window starts and ends (it meters nats-server's CPU over it). */
 type Emit = (name: "window-start" | "window-end") => void;
+
+async function commitsAlone(config: PublishConfig): Promise<PublishResult> {
+  const dir = mkdtempSync(join(tmpdir(), "concord-bench-commits-"));
+  const db = await openDatabase({ path: join(dir, "outbox.db"), migrations: outboxMigrations });
+  try {
+    const box = createOutbox({ db, source: "orders" });
+    const nextId = idGenerator();
+    let committed = 0;
+    let stop = false;
+    // The outbox side's producer loop, without the relay it yields to.
+    const produce = async () => {
+      while (!stop) {
+        for (let i = 0; i < 64; i++) {
+          await db.transaction(async (tx) => void box.add(tx, OrderPlacedEvent, sampleOrderPlaced(nextId())));
+          committed++;
+        }
+        await new Promise((r) => setImmediate(r));
+      }
+    };
+    const producing = produce();
+    await sleep(config.warmupMs);
+    const before = committed;
+    const start = performance.now();
+    const cpu0 = process.cpuUsage();
+    await sleep(config.measureMs);
+    const cpuMs = cpuSince(cpu0);
+    const elapsedMs = performance.now() - start;
+    const done = committed - before;
+    stop = true;
+    await producing;
+    return { mode: "commit", acked: done, duplicates: 0, failed: 0, elapsedMs, perSecond: (done * 1000) / elapsedMs, cpuMs, committed: done };
+  } finally {
+    await db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 async function outbox(config: PublishConfig, logger: ReturnType<typeof createLogger>, emit: Emit): Promise<PublishResult> {
   const dir = mkdtempSync(join(tmpdir(), "concord-bench-outbox-"));

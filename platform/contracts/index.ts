@@ -5,3 +5,4 @@
  */
 export { createMessageChecker, type FieldViolation, type MessageChecker } from "./message-checker.js";
 export { encodedSizeBound } from "./size-bound.js";
+export { encodeMessage, type MessageEncoder } from "./encode-message.js";

@@ -1,3 +1,4 @@
+import { encodeMessage } from "../contracts/encode-message.js";
 import { uuidv7 } from "../ids/index.js";
 import { subjectFor } from "./subject.js";
 import { traceparentFrom, tracestateFrom } from "./trace-context.js";
@@ -56,7 +57,7 @@ export function encodeEvent<T>(descriptor: EventDescriptor<T>, message: T, optio
   const id = uuidv7();
   let payload: Uint8Array;
   try {
-    payload = descriptor.codec.encode(message).finish();
+    payload = encodeMessage(descriptor.codec, message);
   } catch (err) {
     throw new Error(`encoding ${descriptor.typeName} failed: ${(err as Error).message}`, { cause: err });
   }

@@ -3,6 +3,7 @@
  * may not import platform/, so these are plain data and functions that the
  * generated object literals satisfy structurally.
  */
+import type { BinaryWriter } from "@bufbuild/protobuf/wire";
 
 /** One event type, as generated from the contracts: where it goes and how its payload is encoded. */
 export interface EventDescriptor<T> {
@@ -18,7 +19,7 @@ export interface EventDescriptor<T> {
   readonly subjectTokens: (event: T) => Record<string, string | number | bigint | boolean>;
   /** The ts-proto message object (MessageFns): binary protobuf in and out. */
   readonly codec: {
-    encode(message: T): { finish(): Uint8Array };
+    encode(message: T, writer?: BinaryWriter): { finish(): Uint8Array };
     decode(input: Uint8Array): T;
     fromPartial?(object: any): T;
   };

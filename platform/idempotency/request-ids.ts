@@ -1,3 +1,4 @@
+import { encodeMessage, type MessageEncoder } from "../contracts/encode-message.js";
 import { Code, StatusError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { type Database, type Migration, type Retention, startRetention, type Transaction } from "../sql/index.js";
@@ -40,8 +41,7 @@ export interface IdentifiedCall {
 }
 
 /** Encodes and decodes a response: the generated message object (ts-proto's MessageFns) fits. */
-export interface ResponseCodec<R> {
-  encode(message: R): { finish(): Uint8Array };
+export interface ResponseCodec<R> extends MessageEncoder<R> {
   decode(input: Uint8Array): R;
 }
 
@@ -98,7 +98,7 @@ export function createRequestIds(): RequestIds {
         call.method,
         requestId,
         call.requestDigest,
-        codec.encode(response).finish(),
+        encodeMessage(codec, response),
         Date.now(),
       ]);
       return response;
