@@ -1,17 +1,22 @@
-import { type ChannelCredentials, credentials as grpcCredentials, makeGenericClientConstructor, type ServiceError } from "@grpc/grpc-js";
-import { service as healthService } from "grpc-health-check";
+import { type ChannelCredentials, Client, credentials as grpcCredentials, type ServiceError } from "@grpc/grpc-js";
+import { decodeHealthCheckResponse, encodeHealthCheckRequest } from "./health.js";
 
-const HealthClient = makeGenericClientConstructor(healthService, "grpc.health.v1.Health");
-
-/** Asks a server's grpc.health.v1 for the status of `service` ("" is the whole server); over TLS with `credentials`. */
+/** Asks a server's grpc.health.v1 for the status of `service` ("" is the whole server): "SERVING", "NOT_SERVING", ...; over TLS with `credentials`. */
 export function checkHealth(address: string, service = "", timeoutMs = 1_000, credentials?: ChannelCredentials): Promise<string> {
-  const client = new HealthClient(address, credentials ?? grpcCredentials.createInsecure());
+  const client = new Client(address, credentials ?? grpcCredentials.createInsecure());
   return new Promise<string>((resolve, reject) => {
-    client.check({ service }, { deadline: Date.now() + timeoutMs }, (err: ServiceError | null, res: { status: string }) => {
-      client.close();
-      if (err) reject(err);
-      else resolve(res.status);
-    });
+    client.makeUnaryRequest(
+      "/grpc.health.v1.Health/Check",
+      encodeHealthCheckRequest,
+      decodeHealthCheckResponse,
+      service,
+      { deadline: Date.now() + timeoutMs },
+      (err: ServiceError | null, status?: string) => {
+        client.close();
+        if (err) reject(err);
+        else resolve(status!);
+      },
+    );
   });
 }
 

@@ -1,6 +1,6 @@
 import { constants as http2Constants, type ServerHttp2Stream } from "node:http2";
 import { Server, ServerCredentials, type ChannelOptions } from "@grpc/grpc-js";
-import { HealthImplementation, type ServingStatus } from "grpc-health-check";
+import { HealthService, type ServingStatus } from "./health.js";
 import { grpcDescriptorSet } from "../../gen/ts/grpc_descriptor_set.js";
 import type { Logger } from "../log/index.js";
 import { type AdmissionOptions, createAdmission } from "./admission.js";
@@ -109,7 +109,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const checker = createMessageChecker(options.descriptorSet);
   const descriptors = createDescriptorIndex([options.descriptorSet, grpcDescriptorSet]);
   const serviceNames: string[] = [];
-  const health = new HealthImplementation({ "": "NOT_SERVING" });
+  const health = new HealthService({ "": "NOT_SERVING" });
   health.addToServer(server);
 
   let state: "created" | "serving" | "stopping" | "stopped" = "created";
@@ -165,6 +165,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         state = "stopping";
         setAll("NOT_SERVING");
         if (drainDelayMs > 0) await new Promise((r) => setTimeout(r, drainDelayMs));
+        // Watchers have been told NOT_SERVING; their streams would otherwise hold the shutdown until shutdownTimeoutMs.
+        health.endWatches();
         await new Promise<void>((resolve) => {
           const force = setTimeout(() => {
             logger.warn({ shutdownTimeoutMs }, "in-flight calls did not finish in time; cancelling them");

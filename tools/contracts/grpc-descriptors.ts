@@ -23,8 +23,9 @@ export const grpcProtoFiles = ["grpc/health/v1/health.proto", "google/rpc/error_
 /**
  * Writes a FileDescriptorSet (imports and source info included) of
  * grpc.health.v1 and google.rpc's error details to `outFile`. The health
- * service comes from the grpc-health-check npm package (the implementation
- * the servers run), the error details from googleapis-common-protos in .venv.
+ * service comes from the grpc-health-check npm package (the servers speak it
+ * through platform/grpc/health.ts), the error details from
+ * googleapis-common-protos in .venv.
  * Throws, saying what to run, when the pinned Python package is missing.
  */
 export function buildGrpcDescriptorSet(outFile: string): void {

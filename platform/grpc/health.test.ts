@@ -1,0 +1,92 @@
+import { spawnSync } from "node:child_process";
+import { Client, credentials, makeGenericClientConstructor, type ServiceError, status } from "@grpc/grpc-js";
+import { service as referenceHealth } from "grpc-health-check";
+import { afterEach, describe, expect, it } from "vitest";
+import { descriptorSet } from "../../gen/ts/descriptor_set.js";
+import { createLogger } from "../log/index.js";
+import { checkHealth } from "./health-client.js";
+import { createGrpcServer, type GrpcServer } from "./server.js";
+
+const logger = createLogger({ service: "test", level: "silent" });
+// grpc-health-check's client, decoding with protobufjs from the standard health.proto: an implementation independent of ours.
+const ReferenceClient = makeGenericClientConstructor(referenceHealth, "grpc.health.v1.Health");
+type Reference = InstanceType<typeof ReferenceClient> & Record<string, (...args: unknown[]) => unknown>;
+
+describe("grpc.health.v1", () => {
+  let server: GrpcServer | undefined;
+  const clients: Array<{ close(): void }> = [];
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.close();
+    await server?.shutdown();
+    server = undefined;
+  });
+  const start = async (options: { shutdownTimeoutMs?: number } = {}) => {
+    server = createGrpcServer({ descriptorSet, logger, ...options });
+    const { port } = await server.start("127.0.0.1:0");
+    const address = `127.0.0.1:${port}`;
+    const reference = new ReferenceClient(address, credentials.createInsecure()) as Reference;
+    clients.push(reference);
+    return { address, reference };
+  };
+  const unary = (client: Reference, name: string, request: unknown) =>
+    new Promise<unknown>((resolve, reject) => client[name](request, { deadline: Date.now() + 5_000 }, (err: ServiceError | null, res: unknown) => (err ? reject(err) : resolve(res))));
+
+  it("answers Check and List as the standard's own decoder reads them, and NOT_FOUND for a service it does not know", async () => {
+    const { address, reference } = await start();
+    expect(await unary(reference, "check", { service: "" })).toEqual({ status: "SERVING" });
+    expect(await checkHealth(address, "")).toBe("SERVING");
+    await expect(unary(reference, "check", { service: "shop.nothing.v1.Nothing" })).rejects.toMatchObject({ code: status.NOT_FOUND, details: "Health status unknown for service shop.nothing.v1.Nothing" });
+    await expect(checkHealth(address, "shop.nothing.v1.Nothing")).rejects.toMatchObject({ code: status.NOT_FOUND });
+    server!.setUnavailable("the database is not there yet");
+    expect(await unary(reference, "list", {})).toEqual({ statuses: { "": { status: "NOT_SERVING" } } });
+    expect(await checkHealth(address)).toBe("NOT_SERVING");
+  });
+
+  it("refuses a request that is not a HealthCheckRequest with INVALID_ARGUMENT", async () => {
+    const { address } = await start();
+    const raw = new Client(address, credentials.createInsecure());
+    clients.push(raw);
+    // Field 1, length-delimited, claiming 100 bytes that are not there.
+    const err = await new Promise<ServiceError | null>((resolve) =>
+      raw.makeUnaryRequest("/grpc.health.v1.Health/Check", (b: Buffer) => b, (b: Buffer) => b, Buffer.from([0x0a, 0x64, 0x41]), { deadline: Date.now() + 5_000 }, (e) => resolve(e)),
+    );
+    expect(err).toMatchObject({ code: status.INVALID_ARGUMENT, details: "not a grpc.health.v1.HealthCheckRequest" });
+  });
+
+  it("streams Watch: the current status, each change, SERVICE_UNKNOWN for an unknown service; a shutdown ends the stream and does not wait for it", async () => {
+    const { reference } = await start({ shutdownTimeoutMs: 20_000 });
+    const seen: string[] = [];
+    const unknown: string[] = [];
+    const watch = reference.watch({ service: "" }) as NodeJS.EventEmitter;
+    const ended = new Promise<unknown>((resolve) => watch.on("status", (s: { code: number }) => resolve(s.code)));
+    watch.on("data", (m: { status: string }) => seen.push(m.status));
+    watch.on("error", () => undefined);
+    const other = reference.watch({ service: "shop.later.v1.Later" }) as NodeJS.EventEmitter;
+    other.on("data", (m: { status: string }) => unknown.push(m.status));
+    other.on("error", () => undefined);
+    await expect.poll(() => seen).toEqual(["SERVING"]);
+    server!.setUnavailable("down for a moment");
+    server!.setUnavailable(undefined);
+    await expect.poll(() => seen).toEqual(["SERVING", "NOT_SERVING", "SERVING"]);
+    await expect.poll(() => unknown).toEqual(["SERVICE_UNKNOWN"]);
+    const t0 = Date.now();
+    await server!.shutdown();
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(await ended).toBe(status.OK);
+    expect(seen.at(-1)).toBe("NOT_SERVING");
+  });
+});
+
+describe("the services' processes", () => {
+  it("load no second protobuf runtime: neither grpc-health-check's implementation nor protobufjs", () => {
+    const script = `
+      import { createRequire } from "node:module";
+      await import("./services/orders/app.ts");
+      await import("./services/products/app.ts");
+      const cache = Object.keys(createRequire(import.meta.url).cache);
+      console.log(JSON.stringify(cache.flatMap((k) => /node_modules\\/(protobufjs|@grpc\\/proto-loader|grpc-health-check)\\//.exec(k)?.[1] ?? [])));`;
+    const child = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { encoding: "utf8", timeout: 60_000 });
+    expect(child.stderr).toBe("");
+    expect(JSON.parse(child.stdout.trim().split("\n").at(-1)!)).toEqual([]);
+  });
+});

@@ -1,0 +1,140 @@
+import { type Server, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, status as grpcStatus } from "@grpc/grpc-js";
+import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+
+/**
+ * grpc.health.v1 (the standard health protocol that Kubernetes probes,
+ * grpcurl and grpc_health_probe speak): Check, Watch and List, with the
+ * three messages it needs encoded here. Its contract is
+ * grpc/health/v1/health.proto from the grpc-health-check package, which
+ * reflection serves (tools/contracts/grpc-descriptors.ts); that package's
+ * own implementation is not loaded, as it parses the .proto at start-up
+ * with a second protobuf runtime (protobufjs, about 1.3 MB of heap in
+ * every service).
+ */
+
+export type ServingStatus = "UNKNOWN" | "SERVING" | "NOT_SERVING" | "SERVICE_UNKNOWN";
+const statusNames: readonly ServingStatus[] = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"];
+
+const servicePath = "/grpc.health.v1.Health";
+/** Services List reports at most, as grpc-health-check did; more is RESOURCE_EXHAUSTED. */
+const listLimit = 100;
+
+const identity = (value: Buffer): Buffer => value;
+const method = (name: string, responseStream: boolean) => ({
+  path: `${servicePath}/${name}`,
+  requestStream: false,
+  responseStream,
+  requestSerialize: identity,
+  requestDeserialize: identity,
+  responseSerialize: identity,
+  responseDeserialize: identity,
+});
+/** Bytes in and out: requests are decoded in the handlers, so one that does not decode is INVALID_ARGUMENT, not INTERNAL. */
+const definition = { Check: method("Check", false), Watch: method("Watch", true), List: method("List", false) };
+
+/** HealthCheckRequest: `string service = 1`; other fields are skipped, as protobuf says. Throws on bytes that are not one. */
+export function decodeHealthCheckRequest(bytes: Uint8Array): string {
+  const reader = new BinaryReader(bytes);
+  let service = "";
+  while (reader.pos < reader.len) {
+    const [field, wireType] = reader.tag();
+    if (field === 1 && wireType === WireType.LengthDelimited) service = reader.string();
+    else reader.skip(wireType, field);
+  }
+  return service;
+}
+
+export function encodeHealthCheckRequest(service: string): Buffer {
+  const writer = new BinaryWriter();
+  if (service !== "") writer.uint32((1 << 3) | WireType.LengthDelimited).string(service);
+  return Buffer.from(writer.finish());
+}
+
+/** HealthCheckResponse: `ServingStatus status = 1`. */
+function writeStatus(writer: BinaryWriter, status: ServingStatus): BinaryWriter {
+  const n = statusNames.indexOf(status);
+  return n > 0 ? writer.uint32((1 << 3) | WireType.Varint).int32(n) : writer;
+}
+
+export function encodeHealthCheckResponse(status: ServingStatus): Buffer {
+  return Buffer.from(writeStatus(new BinaryWriter(), status).finish());
+}
+
+/** The status a HealthCheckResponse carries, by name; a number this side does not know as its digits. */
+export function decodeHealthCheckResponse(bytes: Uint8Array): string {
+  const reader = new BinaryReader(bytes);
+  let n = 0;
+  while (reader.pos < reader.len) {
+    const [field, wireType] = reader.tag();
+    if (field === 1 && wireType === WireType.Varint) n = reader.int32();
+    else reader.skip(wireType, field);
+  }
+  return statusNames[n] ?? String(n);
+}
+
+/** HealthListResponse: `map<string, HealthCheckResponse> statuses = 1`, each entry a message of key (1) and value (2). */
+function encodeHealthListResponse(statuses: ReadonlyMap<string, ServingStatus>): Buffer {
+  const writer = new BinaryWriter();
+  for (const [service, status] of statuses) {
+    writer.uint32((1 << 3) | WireType.LengthDelimited).fork();
+    writer.uint32((1 << 3) | WireType.LengthDelimited).string(service);
+    writeStatus(writer.uint32((2 << 3) | WireType.LengthDelimited).fork(), status).join();
+    writer.join();
+  }
+  return Buffer.from(writer.finish());
+}
+
+/** The serving status of the whole server ("") and of each service, as grpc.health.v1 reports it. */
+export class HealthService {
+  private readonly statuses = new Map<string, ServingStatus>();
+  private readonly watchers = new Map<string, Set<ServerWritableStream<Buffer, Buffer>>>();
+
+  constructor(initial: Record<string, ServingStatus>) {
+    for (const [service, status] of Object.entries(initial)) this.statuses.set(service, status);
+  }
+
+  /** Sets a service's status and tells its watchers. */
+  setStatus(service: string, status: ServingStatus): void {
+    this.statuses.set(service, status);
+    for (const call of this.watchers.get(service) ?? []) call.write(encodeHealthCheckResponse(status));
+  }
+
+  /** Ends every Watch call (OK): a server that stops does not wait for them. */
+  endWatches(): void {
+    for (const calls of this.watchers.values()) for (const call of calls) call.end();
+    this.watchers.clear();
+  }
+
+  addToServer(server: Server): void {
+    server.addService(definition, {
+      Check: (call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>) => {
+        const service = this.serviceOf(call.request);
+        if (service === undefined) return callback({ code: grpcStatus.INVALID_ARGUMENT, details: "not a grpc.health.v1.HealthCheckRequest" });
+        const status = this.statuses.get(service);
+        if (status === undefined) return callback({ code: grpcStatus.NOT_FOUND, details: `Health status unknown for service ${service}` });
+        callback(null, encodeHealthCheckResponse(status));
+      },
+      Watch: (call: ServerWritableStream<Buffer, Buffer>) => {
+        const service = this.serviceOf(call.request);
+        if (service === undefined) return call.destroy(Object.assign(new Error("not a grpc.health.v1.HealthCheckRequest"), { code: grpcStatus.INVALID_ARGUMENT }));
+        let calls = this.watchers.get(service);
+        if (!calls) this.watchers.set(service, (calls = new Set()));
+        calls.add(call);
+        call.on("cancelled", () => calls.delete(call));
+        call.write(encodeHealthCheckResponse(this.statuses.get(service) ?? "SERVICE_UNKNOWN"));
+      },
+      List: (_call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>) => {
+        if (this.statuses.size > listLimit) return callback({ code: grpcStatus.RESOURCE_EXHAUSTED, details: "Too many services to list." });
+        callback(null, encodeHealthListResponse(this.statuses));
+      },
+    });
+  }
+
+  private serviceOf(request: Buffer): string | undefined {
+    try {
+      return decodeHealthCheckRequest(request);
+    } catch {
+      return undefined;
+    }
+  }
+}
