@@ -66,7 +66,7 @@ export interface PublishRun {
 
 export const eventPublish: Scenario = {
   name: "publish",
-  summary: "events/s commit -> outbox -> relay -> JetStream ack vs raw nats.js js.publish, same window and stream",
+  summary: "events/s commit -> outbox -> relay -> JetStream ack vs raw nats.js js.publish, same window and stream; the commits alone",
   run: (ctx) => measurePublish(ctx, { scenario: "2 Event publishing", withDefaults: !ctx.options.quick }),
 };
 
