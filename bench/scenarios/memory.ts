@@ -1,8 +1,8 @@
 /**
  * Scenario 5: resident memory of each service process, from /proc: idle
  * (started, catalogue seeded, settled) and under load (peak VmRSS sampled
- * every 100 ms while the saga runs flat out: a closed loop of 64 orders in
- * flight), plus VmHWM, the kernel's lifetime peak (start-up included);
+ * every 100 ms while the saga runs flat out for 15 s: a closed loop of 64
+ * orders in flight), plus VmHWM, the kernel's lifetime peak (start-up included);
  * then the order service's peak while 24 clients send 4 MB CreateOrders
  * (over every limit) as fast as it answers them.
  */
@@ -64,7 +64,8 @@ export const memory: Scenario = {
         concurrency: 64,
         rate: 0,
         warmupMs: options.warmupMs,
-        measureMs: Math.max(options.measureMs, options.quick ? 1_500 : 6_000),
+        // Long enough for what grows with the data written (a page cache) to show.
+        measureMs: Math.max(options.measureMs, options.quick ? 1_500 : 15_000),
         drainMs: options.quick ? 1_000 : 3_000,
       };
       load = await runWorker<OrderLoadResult>("bench/workers/order-load.ts", config);

@@ -11,6 +11,12 @@ const dir = tempDirForSuite("concord-db-");
 const migrations = [{ id: "0001_notes", sql: "CREATE TABLE notes (text TEXT NOT NULL)" }];
 
 describe("openDatabase (SQLite)", () => {
+  it("bounds each connection's page cache at SQLite's default 2 MiB, not better-sqlite3's 16 MB", async () => {
+    const db = openSqlite(join(dir, "cache.db"));
+    expect(db.writer.pragma("cache_size", { simple: true })).toBe(-2000);
+    await db.close();
+  });
+
   it("runs migrations once, across restarts", async () => {
     const path = join(dir, "migrate.db");
     await (await openDatabase({ path, migrations })).close();

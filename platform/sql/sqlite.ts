@@ -98,6 +98,17 @@ function toSqlite(value: SqlValue): unknown {
   return value;
 }
 
+/**
+ * Each connection's page cache, KiB: SQLite's own default. better-sqlite3
+ * raises it to 16 MB, which a service fills with the pages it writes (new
+ * orders, inbox rows) and then keeps: under saga load the services' resident
+ * memory grew with the length of the run (orders 111 MiB after 6 s, 127 MiB
+ * after 30 s, and on towards 16 MB more for each of its two connections),
+ * while with 2 MiB it stayed where it was after 6 s (109 MiB after 30 s).
+ * Pages read again come from the operating system's cache.
+ */
+const pageCacheKiB = 2_000;
+
 function open(path: string, readonly: boolean): BetterSqlite3.Database {
   const connection = new BetterSqlite3(path, { readonly });
   if (!readonly) {
@@ -106,6 +117,7 @@ function open(path: string, readonly: boolean): BetterSqlite3.Database {
     connection.pragma("foreign_keys = ON");
   }
   connection.pragma("busy_timeout = 5000");
+  connection.pragma(`cache_size = -${pageCacheKiB}`);
   return connection;
 }
 
