@@ -254,6 +254,27 @@ describe("startConsumers", () => {
     await t.settled();
   });
 
+  it("files an event near the server's max_payload without its payload when the dead letter's headers would not fit, and acks it", async () => {
+    const t = await setup("huge");
+    const h = natsHeaders();
+    h.set("ce-specversion", "1.0");
+    h.set("ce-id", "raw-huge");
+    h.set("ce-type", "concord.test.v1.SomethingElse");
+    h.set("ce-source", "test");
+    // Fits with its own headers; the dead letter's headers (reason, origin, time) would take it over.
+    const size = bus.nc.info!.max_payload - 400;
+    await bus.js.publish("test.huge.thing.t-x.happened", new Uint8Array(size), { headers: h });
+    await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined);
+    const letter = (await t.deadLetter())!;
+    expect(letter.header.get("concord-dlq-payload-omitted")).toBe(String(size));
+    expect(letter.header.get("concord-dlq-reason")).toMatch(/SomethingElse/);
+    expect(letter.header.get("ce-id")).toBe("raw-huge");
+    expect(letter.data.byteLength).toBe(0);
+    await t.settled();
+    await t.publish("after");
+    await eventually("the later event is handled", async () => (await t.effects("after")) === 1);
+  });
+
   it("has no second effect when an event is delivered again, beyond JetStream's dedup", async () => {
     const t = await setup("again");
     const published = await t.publish("once");

@@ -1,4 +1,4 @@
-import type { JetStreamClient } from "nats";
+import { ErrorCode, type JetStreamClient } from "nats";
 import { BatchConflictError, type Delivery, type DeliveryMiddleware } from "./delivery.js";
 import { toNatsHeaders } from "./nats-internals.js";
 import type { StreamSpec } from "./types.js";
@@ -28,6 +28,13 @@ export const deadLetterHeaders = {
   consumer: "concord-dlq-consumer",
   deliveryCount: "concord-dlq-delivery-count",
   time: "concord-dlq-time",
+  /**
+   * Set on a dead letter filed without the event's payload, which with these
+   * headers was over the server's max_payload: the payload's size in bytes.
+   * The source stream still holds the event at concord-dlq-stream-sequence
+   * (until its limits remove it); a replay reads it from there.
+   */
+  payloadOmitted: "concord-dlq-payload-omitted",
 } as const;
 
 /** The subject of one consumer's dead letters: `<prefix>.<stream>.<durable>`, the prefix from the DLQ stream's `x.>` subject. */
@@ -68,11 +75,33 @@ export function deadLetter(): DeliveryMiddleware {
  */
 export async function fileDeadLetter(js: JetStreamClient, dlqStream: StreamSpec, delivery: Delivery, reason: string): Promise<string> {
   const subject = deadLetterSubject(dlqStream, delivery.stream, delivery.consumer);
-  await js.publish(subject, delivery.data, {
-    headers: toNatsHeaders(deadLetterHeadersFor(delivery, reason)),
-    msgID: `${delivery.stream}.${delivery.streamSequence}.${delivery.consumer}`,
-  });
+  const msgID = `${delivery.stream}.${delivery.streamSequence}.${delivery.consumer}`;
+  const full = deadLetterHeadersFor(delivery, reason);
+  const omitted = { [deadLetterHeaders.payloadOmitted]: String(delivery.data.byteLength) };
+  // An event near the server's max_payload does not fit with the headers added here: it is filed without its
+  // payload, then if need be with only its CloudEvents identity among its own headers, rather than come back
+  // forever and, at max_deliver, stay unacknowledged and unfiled.
+  const attempts: Array<[Uint8Array, Record<string, string>]> = [
+    [delivery.data, full],
+    [new Uint8Array(0), { ...full, ...omitted }],
+    [new Uint8Array(0), { ...deadLetterHeadersFor({ ...delivery, headers: identityOf(delivery.headers) }, reason), ...omitted }],
+  ];
+  for (const [i, [data, headers]] of attempts.entries()) {
+    try {
+      await js.publish(subject, data, { headers: toNatsHeaders(headers), msgID });
+      break;
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== ErrorCode.MaxPayloadExceeded || i === attempts.length - 1) throw err;
+    }
+  }
   return subject;
+}
+
+/** The CloudEvents headers that say which event it was. */
+function identityOf(headers: Readonly<Record<string, string>>): Record<string, string> {
+  const kept: Record<string, string> = {};
+  for (const name of ["ce-specversion", "ce-id", "ce-type", "ce-source", "ce-time"]) if (headers[name] !== undefined) kept[name] = headers[name].slice(0, 256);
+  return kept;
 }
 
 function deadLetterHeadersFor(delivery: Delivery, reason: string): Record<string, string> {

@@ -28,6 +28,12 @@ export interface DeadLetter {
   /** The W3C trace id of its traceparent, to find the trace. */
   readonly traceId?: string;
   readonly payload: unknown;
+  /**
+   * Set when the dead letter was filed without the event's payload (over the
+   * server's max_payload with the dead letter's headers): its size in bytes.
+   * A replay then reads the event from its source stream.
+   */
+  readonly payloadOmittedBytes?: number;
   /** The event's own headers (the concord-dlq-* ones left out): what a replay publishes. */
   readonly headers: Readonly<Record<string, string>>;
   readonly data: Uint8Array;
@@ -59,6 +65,7 @@ export function deadLetterOf(seq: number, dlqSubject: string, filed: Date, get: 
   const headers: Record<string, string> = {};
   for (const name of names) if (!dlqHeaderNames.has(name.toLowerCase() as never) && !/^nats-/i.test(name)) headers[name] = get(name) ?? "";
   const type = get("ce-type") ?? "";
+  const omitted = get(deadLetterHeaders.payloadOmitted);
   const traceparent = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(get("traceparent") ?? "");
   return {
     seq,
@@ -75,7 +82,8 @@ export function deadLetterOf(seq: number, dlqSubject: string, filed: Date, get: 
     source: get("ce-source"),
     time: get("ce-time"),
     traceId: traceparent?.[1],
-    payload: decodedPayload(type, data),
+    payload: omitted === undefined ? decodedPayload(type, data) : `(not kept with the dead letter: ${omitted} bytes; the source stream holds the event)`,
+    ...(omitted !== undefined && { payloadOmittedBytes: Number(omitted) }),
     headers,
     data,
   };
@@ -147,11 +155,27 @@ export function whyNotReplayable(letter: DeadLetter): string | undefined {
 export async function replayDeadLetter(nc: NatsConnection, letter: DeadLetter): Promise<void> {
   const refusal = whyNotReplayable(letter);
   if (refusal) throw new Error(refusal);
+  const data = letter.payloadOmittedBytes === undefined ? letter.data : await originalPayload(nc, letter);
   const h = natsHeaders();
   for (const [name, value] of Object.entries(letter.headers)) h.set(name, value);
-  await nc.jetstream().publish(letter.subject, letter.data, { headers: h, msgID: replayMsgId(letter) });
+  await nc.jetstream().publish(letter.subject, data, { headers: h, msgID: replayMsgId(letter) });
   const jsm = await nc.jetstreamManager();
   await jsm.streams.deleteMessage(deadLetterStreamSpec.name, letter.seq, false);
+}
+
+/**
+ * The payload of a dead letter filed without it, read from its source
+ * stream at its sequence there: rejects (nothing replayed) when the stream
+ * no longer holds that event (its limits removed it) or holds another.
+ */
+async function originalPayload(nc: NatsConnection, letter: DeadLetter): Promise<Uint8Array> {
+  const jsm = await nc.jetstreamManager();
+  const lost = (why: string) => new Error(`dead letter ${letter.seq} was filed without its payload (${letter.payloadOmittedBytes} bytes) and ${why}; it cannot be replayed`);
+  const stored = await jsm.streams.getMessage(letter.stream, { seq: letter.streamSequence }).catch((err: unknown) => {
+    throw lost(`stream ${letter.stream} no longer holds it at sequence ${letter.streamSequence} (${(err as Error).message})`);
+  });
+  if (stored.header?.get("ce-id") !== letter.id) throw lost(`stream ${letter.stream} holds another event at sequence ${letter.streamSequence}`);
+  return stored.data;
 }
 
 /** Deletes every dead letter; resolves with how many there were. */

@@ -69,7 +69,9 @@ dead letter stream. Every consumer of that subject receives it again; the
 event keeps its ce-id, so a consumer that processed it already (its inbox
 has the id) drops it, and a replay takes effect at most once per consumer,
 however often it is replayed. Replay once the cause is fixed: an event that
-fails again is dead-lettered again.
+fails again is dead-lettered again. A dead letter filed without its payload
+(concord-dlq-payload-omitted: the event was too large to carry it) is
+replayed from its source stream, which must still hold it.
   SEQ ...             these dead letters (sequences from \`dlq list\`)
   --all               every dead letter
 ${filterOptions}
