@@ -19,7 +19,7 @@ Commands:
   traces show TEXT            print the traces of an order (or a trace id) as a tree
 
 Run \`npx concord <command> --help\` for a command's options.
-Exit status: 0 done, 1 failed (or, for status, something is not well), 2 bad usage.`;
+Exit status: 0 done, 1 failed (for status: a service not SERVING or a part unreadable), 2 bad usage.`;
 
 const natsOption = `  --nats URL          NATS server, several comma-separated for a cluster (default: $NATS_URL or nats://127.0.0.1:4222)`;
 
