@@ -209,7 +209,7 @@ describe("OrderService when the product service misbehaves", () => {
     try {
       const err = await grpcError(orders.client.createOrder({ customerId: "c-full", lines: [{ productId: unknownId, quantity: 1 }], shippingAddress: address }));
       expect(err.code).toBe(status.RESOURCE_EXHAUSTED);
-      expect(err.message).toMatch(/product service is at capacity; no order was placed/);
+      expect(err.message).toMatch(/product service is at capacity; nothing was changed/);
       expect((await orders.client.listOrders({ customerId: "c-full", pageSize: 0, pageToken: "" })).orders).toEqual([]);
     } finally {
       await orders.stop();

@@ -131,6 +131,8 @@ describe("ProductService", () => {
     const err = await grpcError(rawCall(products.service.address, ProductServiceService.createProduct.path, invalid));
     expect(err.code).toBe(status.INVALID_ARGUMENT);
     expect(err.violations.map((v) => v.description).join(" ")).toContain("not valid UTF-8");
+    // The message as a whole does not decode: no field to name, and no empty one either.
+    expect(err.message).toMatch(/^invalid request: not a valid shop\.products\.v1\.CreateProductRequest: /);
     expect((await products.client.listProducts({ pageSize: 500, pageToken: "" })).products).toHaveLength(before);
     // The same request with its bytes intact is taken.
     await rawCall(products.service.address, ProductServiceService.createProduct.path, valid);

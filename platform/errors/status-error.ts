@@ -51,7 +51,8 @@ export class StatusError extends Error {
 
   /** INVALID_ARGUMENT naming every bad field. */
   static invalidArgument(violations: readonly FieldViolation[], message?: string): StatusError {
-    const summary = violations.map((v) => `${v.field}: ${v.description}`).join("; ");
+    // A violation of the whole message (one that does not decode) has no field to name.
+    const summary = violations.map((v) => (v.field === "" ? v.description : `${v.field}: ${v.description}`)).join("; ");
     return new StatusError(Code.INVALID_ARGUMENT, message ?? `invalid request: ${summary}`, { violations });
   }
 

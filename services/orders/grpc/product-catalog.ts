@@ -54,11 +54,11 @@ function upstreamError(err: unknown): StatusError {
   const code = err instanceof StatusError ? err.code : undefined;
   switch (code) {
     case Code.UNAVAILABLE:
-      return StatusError.unavailable("the product service is unavailable; no order was placed, try again", err);
+      return StatusError.unavailable("the product service is unavailable; nothing was changed, try again", err);
     case Code.DEADLINE_EXCEEDED:
-      return new StatusError(Code.DEADLINE_EXCEEDED, "the product service did not answer in time; no order was placed", { cause: err });
+      return new StatusError(Code.DEADLINE_EXCEEDED, "the product service did not answer in time; nothing was changed", { cause: err });
     case Code.RESOURCE_EXHAUSTED:
-      return new StatusError(Code.RESOURCE_EXHAUSTED, "the product service is at capacity; no order was placed, try again shortly", { cause: err });
+      return new StatusError(Code.RESOURCE_EXHAUSTED, "the product service is at capacity; nothing was changed, try again shortly", { cause: err });
     case Code.CANCELLED:
       return new StatusError(Code.CANCELLED, "the call was cancelled", { cause: err });
     default:
