@@ -254,6 +254,32 @@ describe("startConsumers", () => {
     await t.settled();
   });
 
+  it("dead-letters at once an event whose subject its fields do not make, or that is not CloudEvents 1.0 protobuf; later events keep flowing", async () => {
+    const t = await setup("forged");
+    const raw = (id: string, subject: string, thingId: string, extra: Record<string, string> = {}) => {
+      const h = natsHeaders();
+      const all = { "ce-specversion": "1.0", "ce-id": id, "ce-type": thingHappenedType, "ce-source": "test", ...extra };
+      for (const [name, value] of Object.entries(all)) h.set(name, value);
+      return bus.js.publish(subject, ThingHappened.encode({ thingId, note: id }).finish(), { headers: h });
+    };
+    const reasons: string[] = [];
+    const filed = async (why: RegExp) => {
+      await eventually(`a dead letter matching ${why}`, async () => why.test((await t.deadLetter())?.header.get("concord-dlq-reason") ?? ""));
+      reasons.push((await t.deadLetter())!.header.get("concord-dlq-reason")!);
+    };
+    // The payload says thing t-a, the subject thing t-b: a consumer of t-b's events would act on t-a.
+    await raw("forged-1", "test.forged.thing.t-b.happened", "t-a");
+    await filed(/came on test\.forged\.thing\.t-b\.happened, but its fields make its subject test\.forged\.thing\.t-a\.happened/);
+    await raw("old-spec", "test.forged.thing.t-c.happened", "t-c", { "ce-specversion": "0.3" });
+    await filed(/not a CloudEvents 1\.0 event: its ce-specversion is "0\.3"/);
+    await raw("json", "test.forged.thing.t-d.happened", "t-d", { "ce-datacontenttype": "application/json" });
+    await filed(/declared "application\/json" \(ce-datacontenttype\)/);
+    expect(await t.effects()).toBe(0);
+    await raw("fine", "test.forged.thing.t-e.happened", "t-e", { "ce-datacontenttype": "application/protobuf" });
+    await eventually("the well-formed event is handled", async () => (await t.effects("fine")) === 1);
+    await t.settled();
+  });
+
   it("files an event near the server's max_payload without its payload when the dead letter's headers would not fit, and acks it", async () => {
     const t = await setup("huge");
     const h = natsHeaders();

@@ -1,9 +1,10 @@
 import type { MessageChecker } from "../contracts/index.js";
 import type { Transaction } from "../sql/index.js";
-import { eventHeaders } from "./cloud-events.js";
+import { eventHeaders, protobufContentType } from "./cloud-events.js";
 import { headerValue, UnprocessableEventError, type Delivery, type DeliveryHandler } from "./delivery.js";
 import { describeViolations } from "./event-rules.js";
 import type { Outbox } from "./outbox.js";
+import { subjectFor } from "./subject.js";
 import { traceparentFrom, tracestateFrom } from "./trace-context.js";
 import type { ConsumerSpec, EventDescriptor } from "./types.js";
 
@@ -59,9 +60,10 @@ export interface TypedHandlerOptions<T> {
 }
 
 /**
- * The innermost step of the pipeline: checks `ce-type`, the payload against
- * its contract's rules, decodes, and runs the handler. Problems with the
- * message itself throw `UnprocessableEventError`.
+ * The innermost step of the pipeline: checks `ce-type`, `ce-specversion` and
+ * `ce-datacontenttype`, decodes, checks the payload against its contract's
+ * rules and the subject against the one its fields make, and runs the
+ * handler. Problems with the message itself throw `UnprocessableEventError`.
  */
 export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandler {
   const { binding, outbox, checker } = options;
@@ -70,6 +72,12 @@ export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandle
     const type = headerValue(delivery.headers, eventHeaders.type);
     if (type !== spec.eventType) {
       throw new UnprocessableEventError(`consumer ${spec.durable} takes ${spec.eventType}, but the message's ce-type is ${type === undefined ? "missing" : JSON.stringify(type)}`);
+    }
+    const version = headerValue(delivery.headers, eventHeaders.specversion);
+    if (version !== "1.0") throw new UnprocessableEventError(`the ${type} message is not a CloudEvents 1.0 event: its ce-specversion is ${version === undefined ? "missing" : JSON.stringify(version)}`);
+    const contentType = headerValue(delivery.headers, eventHeaders.dataContentType);
+    if (contentType !== undefined && contentType !== protobufContentType) {
+      throw new UnprocessableEventError(`the ${type} payload is declared ${JSON.stringify(contentType)} (ce-datacontenttype), but events here are ${protobufContentType}`);
     }
     let event: T;
     try {
@@ -82,6 +90,14 @@ export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandle
     }
     const violations = checker && (checker.checkDecoded(type, event) ?? checker.check(type, delivery.data));
     if (violations && violations.length > 0) throw new UnprocessableEventError(`the ${type} event breaks its contract's rules: ${describeViolations(violations)}`);
+    // Consumers are routed by subject: one that does not match the event's own fields was forged or misrouted.
+    let expected: string;
+    try {
+      expected = subjectFor(descriptor, event);
+    } catch (err) {
+      throw new UnprocessableEventError(`the ${type} event has no subject of its own: ${(err as Error).message}`, { cause: err });
+    }
+    if (expected !== delivery.subject) throw new UnprocessableEventError(`the ${type} event came on ${delivery.subject}, but its fields make its subject ${expected}`);
     const eventId = headerValue(delivery.headers, eventHeaders.id) ?? "";
     const time = new Date(headerValue(delivery.headers, eventHeaders.time) ?? Number.NaN);
     const given = delivery.trace?.traceparent ?? headerValue(delivery.headers, eventHeaders.traceparent) ?? headerValue(delivery.headers, eventHeaders.ceTraceparent);
