@@ -51,10 +51,12 @@ export function sampleOrderPlaced(orderId: string): OrderPlaced {
  * (names and value sizes) as Concord's CloudEvents binding produces, with the
  * event id as Nats-Msg-Id, made as cheaply as possible: the payload is encoded
  * once, the trace is one per run and the time string one per millisecond.
+ * `consumable`: each payload is encoded with the order id its subject names,
+ * as consumers check (events prefilled for a consumer to take).
  */
-export function rawEventFactory(source: string): () => { id: string; subject: string; payload: Uint8Array; headers: MsgHdrs } {
+export function rawEventFactory(source: string, options: { readonly consumable?: boolean } = {}): () => { id: string; subject: string; payload: Uint8Array; headers: MsgHdrs } {
   const nextId = idGenerator();
-  const payload = OrderPlacedEvent.codec.encode(sampleOrderPlaced(nextId())).finish();
+  const once = OrderPlacedEvent.codec.encode(sampleOrderPlaced(nextId())).finish();
   const traceparent = `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
   let ms = 0;
   let time = "";
@@ -75,6 +77,7 @@ export function rawEventFactory(source: string): () => { id: string; subject: st
     h.set("content-type", "application/protobuf");
     h.set("ce-traceparent", traceparent);
     h.set("traceparent", traceparent);
+    const payload = options.consumable ? OrderPlacedEvent.codec.encode(sampleOrderPlaced(id)).finish() : once;
     return { id, subject: `shop.orders.v1.order.${id}.placed`, payload, headers: h };
   };
 }

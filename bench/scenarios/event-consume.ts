@@ -5,6 +5,8 @@
  * every run reads it from the start through a durable consumer of its own
  * with the same settings, in a process of its own; sides alternate by round.
  */
+import { connect } from "nats";
+import { deadLetterStreamSpec } from "../../platform/events/index.js";
 import { profileDirOf, reportProfile } from "../lib/cpuprofile.js";
 import { runWorker } from "../lib/proc.js";
 import { resetStreams } from "../lib/shop-processes.js";
@@ -44,6 +46,17 @@ export const eventConsume: Scenario = {
   run: (ctx) => measureConsume(ctx, { scenario: "3 Event consuming" }),
 };
 
+/** Messages in the dead letter stream (none when it does not exist yet). */
+async function deadLetterCount(natsUrl: string): Promise<number> {
+  const nc = await connect({ servers: natsUrl.split(","), name: "bench-runner" });
+  try {
+    const jsm = await nc.jetstreamManager();
+    return await jsm.streams.info(deadLetterStreamSpec.name).then((info) => info.state.messages, () => 0);
+  } finally {
+    await nc.close();
+  }
+}
+
 /** Concord's consumer with its inbox against a raw pull consumer, alternating by round, each run a process of its own. */
 export async function measureConsume(ctx: BenchContext, run: ConsumeRun): Promise<ScenarioResult> {
   const nats = await ctx.nats();
@@ -63,7 +76,11 @@ export async function measureConsume(ctx: BenchContext, run: ConsumeRun): Promis
       const name = `consume${run.label ? `-${run.label.toLowerCase()}` : ""}-${mode}-${round + 1}`;
       const inbox = mode === "concord" && run.inboxDatabase ? { databaseUrl: await run.inboxDatabase() } : {};
       const config: ConsumeConfig = { mode, natsUrl: nats.url, durable: `bench-${name}`, pullBatch: PULL_BATCH, warmupMs, measureMs, ...inbox };
+      const filedBefore = await deadLetterCount(nats.url);
       const r = await runWorker<ConsumeResult>("bench/workers/events-consume.ts", config, { profileDir: profileDirOf(ctx.profileDir, name) });
+      // A dead-lettered event is acked too, without being handled: a run that filed any measured something else.
+      const filed = (await deadLetterCount(nats.url)) - filedBefore;
+      if (filed > 0) throw new Error(`the ${mode} consumer dead-lettered ${filed} of the prefilled events (see CONCORD_DLQ's concord-dlq-reason): the run measured no handling`);
       const profile = reportProfile(ctx.profileDir, name, ctx.log);
       if (profile) profiles[name] = profile;
       runs[mode].push(r);

@@ -78,7 +78,7 @@ workerMain<PublishConfig, PublishResult>(async (config, emit) => {
   try {
     await ensureStreams(await nc.jetstreamManager(), [streamSpec]);
     const js = nc.jetstream();
-    const nextEvent = rawEventFactory("orders");
+    const nextEvent = rawEventFactory("orders", { consumable: config.mode === "prefill" });
     if (config.mode === "prefill") {
       const t0 = performance.now();
       const jsm = await nc.jetstreamManager();
