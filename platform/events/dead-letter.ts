@@ -1,4 +1,5 @@
 import { ErrorCode, type JetStreamClient } from "nats";
+import { eventHeaders } from "./cloud-events.js";
 import { BatchConflictError, type Delivery, type DeliveryMiddleware } from "./delivery.js";
 import { toNatsHeaders } from "./nats-internals.js";
 import type { StreamSpec } from "./types.js";
@@ -100,7 +101,7 @@ export async function fileDeadLetter(js: JetStreamClient, dlqStream: StreamSpec,
 /** The CloudEvents headers that say which event it was. */
 function identityOf(headers: Readonly<Record<string, string>>): Record<string, string> {
   const kept: Record<string, string> = {};
-  for (const name of ["ce-specversion", "ce-id", "ce-type", "ce-source", "ce-time"]) if (headers[name] !== undefined) kept[name] = headers[name].slice(0, 256);
+  for (const name of [eventHeaders.specversion, eventHeaders.id, eventHeaders.type, eventHeaders.source, eventHeaders.time]) if (headers[name] !== undefined) kept[name] = headers[name].slice(0, 256);
   return kept;
 }
 

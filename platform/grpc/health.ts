@@ -32,16 +32,26 @@ const method = (name: string, responseStream: boolean) => ({
 /** Bytes in and out: requests are decoded in the handlers, so one that does not decode is INVALID_ARGUMENT, not INTERNAL. */
 const definition = { Check: method("Check", false), Watch: method("Watch", true), List: method("List", false) };
 
-/** HealthCheckRequest: `string service = 1`; other fields are skipped, as protobuf says. Throws on bytes that are not one. */
-export function decodeHealthCheckRequest(bytes: Uint8Array): string {
+/**
+ * Field 1 of a message that has only that field (the last value when it
+ * repeats, `absent` when it is not there), read with `read` when it has
+ * `wireType`; other fields are skipped, as protobuf says. Throws on bytes
+ * that are not a message.
+ */
+function readField1<T>(bytes: Uint8Array, wireType: WireType, read: (reader: BinaryReader) => T, absent: T): T {
   const reader = new BinaryReader(bytes);
-  let service = "";
+  let value = absent;
   while (reader.pos < reader.len) {
-    const [field, wireType] = reader.tag();
-    if (field === 1 && wireType === WireType.LengthDelimited) service = reader.string();
-    else reader.skip(wireType, field);
+    const [field, type] = reader.tag();
+    if (field === 1 && type === wireType) value = read(reader);
+    else reader.skip(type, field);
   }
-  return service;
+  return value;
+}
+
+/** HealthCheckRequest: `string service = 1`. */
+export function decodeHealthCheckRequest(bytes: Uint8Array): string {
+  return readField1(bytes, WireType.LengthDelimited, (r) => r.string(), "");
 }
 
 export function encodeHealthCheckRequest(service: string): Buffer {
@@ -62,13 +72,7 @@ export function encodeHealthCheckResponse(status: ServingStatus): Buffer {
 
 /** The status a HealthCheckResponse carries, by name; a number this side does not know as its digits. */
 export function decodeHealthCheckResponse(bytes: Uint8Array): string {
-  const reader = new BinaryReader(bytes);
-  let n = 0;
-  while (reader.pos < reader.len) {
-    const [field, wireType] = reader.tag();
-    if (field === 1 && wireType === WireType.Varint) n = reader.int32();
-    else reader.skip(wireType, field);
-  }
+  const n = readField1(bytes, WireType.Varint, (r) => r.int32(), 0);
   return statusNames[n] ?? String(n);
 }
 
