@@ -1,8 +1,9 @@
 /**
- * The consumer's group commit on Postgres, where another instance's
- * transaction may hold the rows an event needs: the events before it
- * commit rather than wait with their locks held, and the event runs again
- * in the next transaction once the rows are free.
+ * The consumer's group commit on Postgres, where every statement is a round
+ * trip: a batch's transaction reads and writes the inbox once for all its
+ * events; another instance may record one of them first, or hold the rows
+ * an event needs, and the events before it commit rather than wait with
+ * their locks held.
  */
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,6 +17,24 @@ import { bindConsumer, connectEventBus, createEventPublisher, ensureStreams, eve
 
 const logger = createLogger({ service: "consumer-postgres-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const countersTable = { id: "test_0001_counters", sql: "CREATE TABLE counters (id TEXT PRIMARY KEY, n INTEGER NOT NULL)" };
+const effectsTable = { id: "test_0002_effects", sql: "CREATE TABLE effects (event_id TEXT NOT NULL, note TEXT NOT NULL)" };
+
+/** Every statement the pool's connections are sent, in order (instrumentation on the real driver). */
+function recordStatements(pool: pg.Pool): string[] {
+  const sent: string[] = [];
+  const wrapped = new WeakSet<pg.PoolClient>();
+  pool.on("acquire", (client) => {
+    if (wrapped.has(client)) return;
+    wrapped.add(client);
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as { query: unknown }).query = (...args: unknown[]) => {
+      const config = args[0] as string | { text: string };
+      sent.push(typeof config === "string" ? config : config.text);
+      return query(...args);
+    };
+  });
+  return sent;
+}
 
 describe("a consumer's batch on Postgres", () => {
   let postgres: PostgresServerHandle;
@@ -75,6 +94,95 @@ describe("a consumer's batch on Postgres", () => {
       const info = await bus.jsm.consumers.info(sample.stream.name, "batchlocks-worker");
       expect(info.num_redelivered, "nothing was redelivered: the waiting event ran again in the next transaction").toBe(0);
       expect(calls).toBeGreaterThanOrEqual(3);
+    } finally {
+      await other.end();
+      await consumers.stop();
+      await db.close();
+    }
+  });
+
+  it("reads and writes the inbox once per transaction, not once per event, and has each event's effect once", async () => {
+    const url = await postgres.createDatabase("batch_inbox");
+    const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
+    const sample = sampleStream("batchinbox");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    const notes = Array.from({ length: 20 }, (_, i) => `n${i}`);
+    // Published before the consumer starts, so that they arrive together in one batch.
+    for (const note of notes) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
+    const sent = recordStatements((db as unknown as { pool: pg.Pool }).pool);
+    const consumers = await startConsumers({
+      nc: bus.nc,
+      db,
+      service: "worker",
+      logger,
+      consumers: [
+        bindConsumer({
+          spec: sample.consumerSpec("batchinbox-worker"),
+          descriptor: sample.event,
+          async handle(event, context) {
+            await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
+          },
+        }),
+      ],
+    });
+    try {
+      await eventually("every event is handled", async () => (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM effects"))[0].n === notes.length, 10_000);
+      const transactions = sent.filter((sql) => sql === "BEGIN").length;
+      const inboxWrites = sent.filter((sql) => sql.startsWith("INSERT INTO event_inbox")).length;
+      const inboxReads = sent.filter((sql) => sql.startsWith("SELECT event_id FROM event_inbox")).length;
+      expect(transactions).toBeGreaterThan(0);
+      expect(inboxWrites, `inbox INSERTs for ${notes.length} events in ${transactions} transactions`).toBe(transactions);
+      expect(inboxReads).toBe(transactions);
+      expect((await db.query<{ n: number }>("SELECT count(*)::int AS n FROM event_inbox"))[0].n).toBe(notes.length);
+    } finally {
+      await consumers.stop();
+      await db.close();
+    }
+  });
+
+  it("runs a transaction again when another one recorded one of its events first: that event has no second effect, the others one each", async () => {
+    const url = await postgres.createDatabase("inbox_race");
+    const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
+    const sample = sampleStream("inboxrace");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    for (const note of ["before", "raced", "after"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
+    // Another instance, given the same event, records it while this one's handler runs.
+    const other = new pg.Client({ connectionString: url });
+    await other.connect();
+    const calls = new Map<string, number>();
+    const durable = "inboxrace-worker";
+    const consumers = await startConsumers({
+      nc: bus.nc,
+      db,
+      service: "worker",
+      logger,
+      consumers: [
+        bindConsumer({
+          spec: sample.consumerSpec(durable),
+          descriptor: sample.event,
+          async handle(event, context) {
+            calls.set(event.note, (calls.get(event.note) ?? 0) + 1);
+            if (event.note === "raced" && calls.get("raced") === 1) {
+              await other.query("INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ($1, $2, 0)", [durable, context.eventId]);
+            }
+            await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
+          },
+        }),
+      ],
+    });
+    const effects = async (note: string) => (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM effects WHERE note = $1", [note]))[0].n;
+    try {
+      await eventually("the events around the raced one are handled", async () => (await effects("before")) === 1 && (await effects("after")) === 1, 10_000);
+      await eventually("the consumer has nothing pending", async () => {
+        const info = await bus.jsm.consumers.info(sample.stream.name, durable);
+        return info.num_pending === 0 && info.num_ack_pending === 0;
+      });
+      expect(await effects("raced"), "the other instance processed it; this one's effects were rolled back").toBe(0);
+      expect(calls.get("raced"), "run once; on the second attempt the inbox had it").toBe(1);
+      expect(calls.get("before")).toBe(2);
+      expect((await bus.jsm.consumers.info(sample.stream.name, durable)).num_redelivered).toBe(0);
     } finally {
       await other.end();
       await consumers.stop();

@@ -318,6 +318,24 @@ describe("startConsumers", () => {
     expect(t.attempts.get("once")).toBe(1);
   });
 
+  it("has one effect when the same event comes twice in one batch", async () => {
+    const t = await setup("twice-in-batch");
+    await t.stop();
+    const published = await t.publish("dup");
+    const original = await bus.jsm.streams.getMessage(t.sample.stream.name, { seq: published.streamSequence });
+    const h = natsHeaders();
+    for (const name of original.header.keys()) if (name !== "Nats-Msg-Id") h.set(name, original.header.get(name));
+    await bus.js.publish(original.subject, original.data, { headers: h, msgID: "the-copy" });
+    await t.publish("after-dup");
+    // Stored before the consumer runs again, the three arrive together: one transaction reads the inbox once for all of them.
+    await t.restart();
+    await eventually("the event after the copy is handled", async () => (await t.effects("after-dup")) === 1);
+    await t.settled();
+    expect(await t.effects("dup")).toBe(1);
+    expect(t.attempts.get("dup")).toBe(1);
+    expect((await t.db.query<{ n: number }>("SELECT count(*) AS n FROM event_inbox WHERE consumer = $1", [t.consumerSpec.durable]))[0].n).toBe(2);
+  });
+
   it("commits emitted events with the handler's effects, and drops them when it throws", async () => {
     const sampleOut = sampleStream("emitted");
     await ensureStreams(bus.jsm, [sampleOut.stream]);

@@ -7,6 +7,9 @@ import { deadLetterPrefix, deadLetterStreamSpec, fileDeadLetter } from "./dead-l
 import { BatchConflictError, SavepointNeededError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 import type { ConsumerBinding } from "./event-handler.js";
 import { receivedHeaders } from "./nats-internals.js";
+import { eventHeaders } from "./cloud-events.js";
+import { headerValue } from "./delivery.js";
+import { createBatchClaims, createInbox, type BatchClaims } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
 import { consumerPipeline } from "./pipeline.js";
 import { createPullIntake, type PullIntake } from "./pull-intake.js";
@@ -93,10 +96,11 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
     const { spec } = binding;
     const log = logger.child({ consumer: spec.durable, stream: spec.stream });
     const pipelineOptions = { binding, outbox, checker: options.checker, logger: log, middleware: options.middleware, expectedSource: streamSources?.[spec.stream] };
-    const pipeline = consumerPipeline({ ...pipelineOptions, savepoints: "none" });
+    const claims = createBatchClaims(createInbox());
+    const pipeline = consumerPipeline({ ...pipelineOptions, savepoints: "none", batchClaims: claims });
     const failed = new Map<number, unknown>();
     const careful = consumerPipeline({ ...pipelineOptions, savepoints: "each", failed });
-    const step: BatchStep = { pipeline, careful, failed, consumer: spec.durable, db, intake, js, dlqStream, budgetMs: spec.ackWaitMs / 8, logger: log };
+    const step: BatchStep = { pipeline, claims, careful, failed, consumer: spec.durable, db, intake, js, dlqStream, budgetMs: spec.ackWaitMs / 8, logger: log };
     for (let batch = await intake.take(pullBatch); batch; batch = await intake.take(pullBatch)) {
       try {
         await handleBatch(batch, step);
@@ -147,9 +151,21 @@ function deliveryOf(msg: JsMsg, consumer: string): Delivery {
   };
 }
 
+/** The ce-ids of deliveries[from..]; a delivery without one is left to the inbox step to refuse. */
+function eventIdsOf(deliveries: readonly Delivery[], from: number): string[] {
+  const ids: string[] = [];
+  for (let i = from; i < deliveries.length; i++) {
+    const id = headerValue(deliveries[i].headers, eventHeaders.id);
+    if (id) ids.push(id);
+  }
+  return ids;
+}
+
 interface BatchStep {
   /** Events without savepoints: a failure voids the transaction (SavepointNeededError), which then runs with `careful`. */
   readonly pipeline: DeliveryHandler;
+  /** `pipeline`'s inbox claims: begun with the ids of the events left in the batch at the start of each of its transactions. */
+  readonly claims: BatchClaims;
   /** Each event in a savepoint of its own; one in `failed` fails again with its error, without running. */
   readonly careful: DeliveryHandler;
   readonly failed: Map<number, unknown>;
@@ -166,7 +182,9 @@ interface BatchStep {
 /**
  * Handles the messages that arrived together in as few database transactions
  * as their handlers' time allows (group commit), in stream order. Events run
- * without savepoints first; when one fails, its transaction is rolled back
+ * without savepoints first, the inbox read once for them when the transaction
+ * starts and their rows written together before it commits (BatchClaims);
+ * when one fails, its transaction is rolled back
  * and run again with each event in its own savepoint, so a failing handler
  * rolls back only itself.
  * Once handlers have taken `budgetMs`, the transaction commits, its messages
@@ -178,12 +196,13 @@ interface BatchStep {
  */
 async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<void> {
   const filing: Promise<void>[] = [];
+  const deliveries = batch.map((msg) => deliveryOf(msg, step.consumer));
   for (let from = 0; from < batch.length; ) {
     if (from > 0) {
       step.intake.keepAlive();
       await new Promise((resolve) => setImmediate(resolve));
     }
-    from = await handleChunk(batch, from, step, filing);
+    from = await handleChunk(batch, deliveries, from, step, filing);
   }
   if (filing.length > 0) await Promise.all(filing);
 }
@@ -192,7 +211,7 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
 const batchLockWaitMs = 50;
 
 /** Handles batch[from..] in one transaction until the budget is spent; settles them; returns where it stopped. */
-async function handleChunk(batch: readonly JsMsg[], from: number, step: BatchStep, filing: Promise<void>[]): Promise<number> {
+async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Delivery[], from: number, step: BatchStep, filing: Promise<void>[]): Promise<number> {
   const { consumer, db, intake, logger } = step;
   const started = performance.now();
   const settlements: Array<{ readonly delivery: Delivery; readonly settlement: Settlement }> = [];
@@ -202,6 +221,7 @@ async function handleChunk(batch: readonly JsMsg[], from: number, step: BatchSte
     db.transaction(async (tx) => {
       end = from;
       settlements.length = 0;
+      if (pipeline === step.pipeline) await step.claims.begin(tx, consumer, eventIdsOf(deliveries, from));
       let limited = false;
       while (end < batch.length) {
         // The first event may wait for locks as long as it takes; later ones, holding the earlier ones'
@@ -211,7 +231,7 @@ async function handleChunk(batch: readonly JsMsg[], from: number, step: BatchSte
           await limitLockWaits(tx, batchLockWaitMs);
           limited = true;
         }
-        const delivery = deliveryOf(batch[end], consumer);
+        const delivery = deliveries[end];
         let settlement: Settlement;
         try {
           settlement = await pipeline(delivery, tx);

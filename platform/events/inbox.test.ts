@@ -4,6 +4,7 @@ import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { createLogger } from "../log/index.js";
 import { openDatabase, type Database } from "../sql/index.js";
 import { createInbox, defaultInboxRetentionMs, eventMigrations, inboxRetention } from "./index.js";
+import { InboxRaceError } from "./inbox.js";
 
 const logger = createLogger({ service: "inbox-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const dir = tempDirForSuite("concord-inbox-");
@@ -24,6 +25,32 @@ describe("the inbox", () => {
       throw new Error("the handler failed");
     })).rejects.toThrow("the handler failed");
     expect(await claim(db, "a", "e-2")).toBe(true);
+    await db.close();
+  });
+});
+
+describe("the inbox's batch claims (processed, then record)", () => {
+  it("lists the processed events among many in one query, writes staged records at the commit, and fails the commit when a record was made first", async () => {
+    const db = await openDatabase({ path: join(dir, "batch.db"), migrations: eventMigrations });
+    await claim(db, "a", "e-1");
+    await claim(db, "b", "e-2");
+    expect(await inbox.processed(db, "a", ["e-1", "e-2", "e-3"])).toEqual(new Set(["e-1"]));
+    expect(await inbox.processed(db, "a", [])).toEqual(new Set());
+    await db.transaction(async (tx) => {
+      inbox.record(tx, "a", "e-2");
+      inbox.record(tx, "a", "e-3");
+      // Staged: nothing is written before the commit.
+      expect(await inbox.processed(tx, "a", ["e-2", "e-3"])).toEqual(new Set());
+    });
+    expect(await inbox.processed(db, "a", ["e-1", "e-2", "e-3"])).toEqual(new Set(["e-1", "e-2", "e-3"]));
+    // A record another transaction made first (an event processed twice at once) voids the whole transaction.
+    await expect(
+      db.transaction(async (tx) => {
+        inbox.record(tx, "b", "e-3");
+        inbox.record(tx, "b", "e-2");
+      }),
+    ).rejects.toBeInstanceOf(InboxRaceError);
+    expect(await inbox.processed(db, "b", ["e-2", "e-3"])).toEqual(new Set(["e-2"]));
     await db.close();
   });
 });

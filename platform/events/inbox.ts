@@ -1,6 +1,6 @@
 import type { Logger } from "../log/index.js";
 import { checkOptions } from "../options/index.js";
-import { startRetention, type Database, type Migration, type Retention, type Transaction } from "../sql/index.js";
+import { startRetention, type Database, type Migration, type Queryable, type Retention, type StagedWrites, type Transaction } from "../sql/index.js";
 import { eventHeaders } from "./cloud-events.js";
 import { headerValue, UnprocessableEventError, type DeliveryMiddleware } from "./delivery.js";
 
@@ -81,14 +81,105 @@ export interface Inbox {
    * it (Postgres) or runs after it (SQLite).
    */
   claim(tx: Transaction, consumer: string, eventId: string): Promise<boolean>;
+  /** Which of `eventIds` `consumer` has recorded as processed (committed, or earlier in `q`'s own transaction). */
+  processed(q: Queryable, consumer: string, eventIds: readonly string[]): Promise<Set<string>>;
+  /**
+   * Records that `consumer` processes `eventId`, which `processed` did not
+   * list: staged, and written with every other event recorded in `tx` by one
+   * statement just before it commits. Should a concurrent transaction have
+   * recorded one of them meanwhile, the commit fails as a write conflict
+   * (InboxRaceError): the database runs the transaction again, which then
+   * finds that event processed.
+   */
+  record(tx: Transaction, consumer: string, eventId: string): void;
 }
+
+/**
+ * Another transaction recorded an event this one had staged (another
+ * instance was given it too, say after an ack_wait ran out): this one's
+ * effects must not commit. It carries serialization_failure's SQLSTATE, so
+ * the database runs the transaction again (isWriteConflict).
+ */
+export class InboxRaceError extends Error {
+  override readonly name = "InboxRaceError";
+  readonly code = "40001";
+  constructor(missing: number) {
+    super(`${missing} of the events this transaction processed were recorded by a concurrent transaction first; it runs again`);
+  }
+}
+
+interface InboxRow {
+  readonly consumer: string;
+  readonly eventId: string;
+  readonly processedAt: number;
+}
+
+/** Rows an INSERT writes at most (3 parameters each; SQLite allows 32,766 parameters a statement). */
+const rowsPerInsert = 256;
+
+const insertRows = (rows: readonly InboxRow[], tx: Transaction) =>
+  tx.run(
+    `INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ${rows.map((_, i) => `($${3 * i + 1}, $${3 * i + 2}, $${3 * i + 3})`).join(", ")} ON CONFLICT DO NOTHING`,
+    rows.flatMap((r) => [r.consumer, r.eventId, r.processedAt]),
+  );
+
+const stagedRows: StagedWrites<InboxRow> = {
+  name: "inbox",
+  async flush(tx, rows) {
+    let written = 0;
+    for (let from = 0; from < rows.length; from += rowsPerInsert) written += await insertRows(rows.slice(from, from + rowsPerInsert), tx);
+    if (written < rows.length) throw new InboxRaceError(rows.length - written);
+  },
+};
 
 /** The inbox, in the database of the transactions it is given (tables from `inboxMigrations`). */
 export function createInbox(): Inbox {
   return {
     async claim(tx, consumer, eventId) {
-      const added = await tx.run("INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", [consumer, eventId, Date.now()]);
-      return added === 1;
+      return (await insertRows([{ consumer, eventId, processedAt: Date.now() }], tx)) === 1;
+    },
+    async processed(q, consumer, eventIds) {
+      if (eventIds.length === 0) return new Set();
+      const rows = await q.query<{ event_id: string }>(`SELECT event_id FROM event_inbox WHERE consumer = $1 AND event_id ${q.dialect.anyOf("$2")}`, [consumer, eventIds]);
+      return new Set(rows.map((r) => r.event_id));
+    },
+    record(tx, consumer, eventId) {
+      tx.stage(stagedRows, { consumer, eventId, processedAt: Date.now() });
+    },
+  };
+}
+
+/**
+ * The inbox claims of one transaction whose events run without savepoints
+ * (a failing event voids it all, see noSavepointStep): which of its events
+ * were processed is read by one query when it starts, and its own claims are
+ * written by one statement before it commits, instead of a statement an
+ * event. Not for savepoints: one rolled back would leave a claim here whose
+ * row is gone.
+ */
+export interface BatchClaims {
+  /** At the start of each attempt of the transaction: reads which of `eventIds` are processed, forgets earlier claims. */
+  begin(tx: Transaction, consumer: string, eventIds: readonly string[]): Promise<void>;
+  /** Whether `begin` read `eventId`: only those are claimed here. */
+  covers(eventId: string): boolean;
+  /** Claims `eventId` (staged with `Inbox.record`); false when it was processed, or claimed earlier in this transaction. */
+  claim(tx: Transaction, consumer: string, eventId: string): boolean;
+}
+
+export function createBatchClaims(inbox: Inbox): BatchClaims {
+  let read = new Set<string>();
+  let taken = new Set<string>();
+  return {
+    async begin(tx, consumer, eventIds) {
+      read = new Set(eventIds);
+      taken = await inbox.processed(tx, consumer, [...read]);
+    },
+    covers: (eventId) => read.has(eventId),
+    claim(tx, consumer, eventId) {
+      if (taken.has(eventId)) return false;
+      taken.add(eventId);
+      inbox.record(tx, consumer, eventId);
+      return true;
     },
   };
 }
@@ -97,13 +188,15 @@ export function createInbox(): Inbox {
  * The pipeline step that runs the rest of it once per event id and
  * consumer: a delivery whose event was processed already is acked without
  * running the handler; one with no `ce-id` cannot be deduplicated and is
- * unprocessable. Its inbox row commits with the handler's effects.
+ * unprocessable. Its inbox row commits with the handler's effects. With
+ * `batch`, the events its transaction began with are claimed through it.
  */
-export function inboxStep(inbox: Inbox, logger: Logger): DeliveryMiddleware {
+export function inboxStep(inbox: Inbox, logger: Logger, batch?: BatchClaims): DeliveryMiddleware {
   return (next) => async (delivery, tx) => {
     const eventId = headerValue(delivery.headers, eventHeaders.id);
     if (!eventId) throw new UnprocessableEventError(`the ${headerValue(delivery.headers, eventHeaders.type) ?? "event"} message has no ce-id header, so it cannot be deduplicated`);
-    if (await inbox.claim(tx, delivery.consumer, eventId)) return next(delivery, tx);
+    const claimed = batch?.covers(eventId) ? batch.claim(tx, delivery.consumer, eventId) : await inbox.claim(tx, delivery.consumer, eventId);
+    if (claimed) return next(delivery, tx);
     logger.debug({ consumer: delivery.consumer, eventId, streamSequence: delivery.streamSequence }, "event already processed; acked without running the handler");
     return { kind: "ack" };
   };

@@ -4,7 +4,7 @@ import { deadLetter } from "./dead-letter.js";
 import { traceDeliveries } from "./event-tracing.js";
 import { BatchConflictError, SavepointNeededError, type DeliveryHandler, type DeliveryMiddleware } from "./delivery.js";
 import { typedHandler, type ConsumerBinding } from "./event-handler.js";
-import { createInbox, inboxStep } from "./inbox.js";
+import { createInbox, inboxStep, type BatchClaims } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
 import { retryWithBackoff } from "./retry.js";
 import { sourceCheck } from "./source-check.js";
@@ -69,6 +69,8 @@ export interface PipelineOptions {
   readonly savepoints?: "each" | "none";
   /** With savepoints "each": errors by stream sequence, of events that failed without savepoints, given to them again. */
   readonly failed?: Map<number, unknown>;
+  /** With savepoints "none": the inbox claims of the batch's transaction, which the consumer begins (see BatchClaims). */
+  readonly batchClaims?: BatchClaims;
 }
 
 /**
@@ -97,7 +99,7 @@ export function consumerPipeline(options: PipelineOptions): DeliveryHandler {
     ...(options.expectedSource === undefined ? [] : [sourceCheck(options.expectedSource)]),
     retryWithBackoff({ maxDeliver: binding.spec.maxDeliver, backoffMs: binding.spec.backoffMs, logger }),
     ...(options.savepoints === "none" ? [noSavepointStep] : [savepointStep, ...(options.failed ? [knownFailures(options.failed)] : [])]),
-    inboxStep(createInbox(), logger),
+    inboxStep(createInbox(), logger, options.savepoints === "none" ? options.batchClaims : undefined),
   ];
   return chain.reduceRight<DeliveryHandler>((next, step) => step(next), typedHandler({ binding, outbox, checker }));
 }
