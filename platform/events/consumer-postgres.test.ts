@@ -9,6 +9,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
 import { startPostgresServer, type PostgresServerHandle } from "../../test/support/postgres.js";
+import { recordStatements } from "../../test/support/pg-statements.js";
 import { sampleStream } from "../../test/support/sample-events.js";
 import { eventually } from "../../test/support/streams.js";
 import { createLogger } from "../log/index.js";
@@ -18,23 +19,6 @@ import { bindConsumer, connectEventBus, createEventPublisher, ensureStreams, eve
 const logger = createLogger({ service: "consumer-postgres-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const countersTable = { id: "test_0001_counters", sql: "CREATE TABLE counters (id TEXT PRIMARY KEY, n INTEGER NOT NULL)" };
 const effectsTable = { id: "test_0002_effects", sql: "CREATE TABLE effects (event_id TEXT NOT NULL, note TEXT NOT NULL)" };
-
-/** Every statement the pool's connections are sent, in order (instrumentation on the real driver). */
-function recordStatements(pool: pg.Pool): string[] {
-  const sent: string[] = [];
-  const wrapped = new WeakSet<pg.PoolClient>();
-  pool.on("acquire", (client) => {
-    if (wrapped.has(client)) return;
-    wrapped.add(client);
-    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
-    (client as { query: unknown }).query = (...args: unknown[]) => {
-      const config = args[0] as string | { text: string };
-      sent.push(typeof config === "string" ? config : config.text);
-      return query(...args);
-    };
-  });
-  return sent;
-}
 
 describe("a consumer's batch on Postgres", () => {
   let postgres: PostgresServerHandle;
@@ -110,7 +94,7 @@ describe("a consumer's batch on Postgres", () => {
     const notes = Array.from({ length: 20 }, (_, i) => `n${i}`);
     // Published before the consumer starts, so that they arrive together in one batch.
     for (const note of notes) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
-    const sent = recordStatements((db as unknown as { pool: pg.Pool }).pool);
+    const sent = recordStatements(db);
     const consumers = await startConsumers({
       nc: bus.nc,
       db,

@@ -221,7 +221,8 @@ async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Deliver
     db.transaction(async (tx) => {
       end = from;
       settlements.length = 0;
-      if (pipeline === step.pipeline) await step.claims.begin(tx, consumer, eventIdsOf(deliveries, from));
+      // One event left claims itself (one statement either way); two or more share one read and one write.
+      if (pipeline === step.pipeline) await step.claims.begin(tx, consumer, batch.length - from > 1 ? eventIdsOf(deliveries, from) : []);
       let limited = false;
       while (end < batch.length) {
         // The first event may wait for locks as long as it takes; later ones, holding the earlier ones'
