@@ -14,7 +14,8 @@ import { sampleStream } from "../../test/support/sample-events.js";
 import { eventually } from "../../test/support/streams.js";
 import { createLogger } from "../log/index.js";
 import { openDatabase } from "../sql/index.js";
-import { bindConsumer, connectEventBus, createEventPublisher, ensureStreams, eventMigrations, startConsumers, type EventBus } from "./index.js";
+import { headers as natsHeaders } from "nats";
+import { bindConsumer, connectEventBus, createEventPublisher, deadLetterStreamSpec, deadLetterSubject, ensureStreams, eventMigrations, startConsumers, type EventBus } from "./index.js";
 
 const logger = createLogger({ service: "consumer-postgres-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const countersTable = { id: "test_0001_counters", sql: "CREATE TABLE counters (id TEXT PRIMARY KEY, n INTEGER NOT NULL)" };
@@ -169,6 +170,45 @@ describe("a consumer's batch on Postgres", () => {
       expect((await bus.jsm.consumers.info(sample.stream.name, durable)).num_redelivered).toBe(0);
     } finally {
       await other.end();
+      await consumers.stop();
+      await db.close();
+    }
+  });
+
+  it("dead-letters an event whose ce-id PostgreSQL cannot store (a NUL) without holding up the batch it came in", async () => {
+    const url = await postgres.createDatabase("bad_ids");
+    const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
+    const sample = sampleStream("badids");
+    await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    await publisher.publish(sample.event, { thingId: "t-a", note: "a" });
+    const h = natsHeaders();
+    for (const [name, value] of Object.entries({ "ce-specversion": "1.0", "ce-id": "nul\u0000id", "ce-type": sample.event.typeName, "ce-source": "things" })) h.set(name, value);
+    await bus.js.publish("test.badids.thing.t-n.happened", sample.event.codec.encode({ thingId: "t-n", note: "n" }).finish(), { headers: h });
+    await publisher.publish(sample.event, { thingId: "t-b", note: "b" });
+    const durable = "badids-worker";
+    const consumers = await startConsumers({
+      nc: bus.nc,
+      db,
+      service: "worker",
+      logger,
+      consumers: [
+        bindConsumer({
+          spec: sample.consumerSpec(durable),
+          descriptor: sample.event,
+          async handle(event, context) {
+            await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
+          },
+        }),
+      ],
+    });
+    try {
+      await eventually("the well-formed events are handled", async () => (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM effects"))[0].n === 2, 10_000);
+      const letter = await bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable) });
+      expect(letter.header.get("concord-dlq-reason")).toMatch(/has a control character in its ce-id, so it cannot be deduplicated/);
+      const info = await bus.jsm.consumers.info(sample.stream.name, durable);
+      expect(info.num_redelivered).toBe(0);
+    } finally {
       await consumers.stop();
       await db.close();
     }

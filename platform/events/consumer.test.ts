@@ -254,7 +254,7 @@ describe("startConsumers", () => {
     await t.settled();
   });
 
-  it("dead-letters at once an event whose subject its fields do not make, or that is not CloudEvents 1.0 protobuf; later events keep flowing", async () => {
+  it("dead-letters at once an event whose subject its fields do not make, that is not CloudEvents 1.0 protobuf, or whose ce-id cannot key the inbox; later events keep flowing", async () => {
     const t = await setup("forged");
     const raw = (id: string, subject: string, thingId: string, extra: Record<string, string> = {}) => {
       const h = natsHeaders();
@@ -275,6 +275,11 @@ describe("startConsumers", () => {
     await raw("json", "test.forged.thing.t-d.happened", "t-d", { "ce-datacontenttype": "application/json" });
     await filed(/declared "application\/json" \(ce-datacontenttype\)/);
     expect(await t.effects()).toBe(0);
+    await raw("x".repeat(5_000), "test.forged.thing.t-f.happened", "t-f");
+    await filed(/has a ce-id of 5000 characters, more than 256, so it cannot be deduplicated/);
+    await raw("tab\there", "test.forged.thing.t-g.happened", "t-g");
+    await filed(/has a control character in its ce-id/);
+    expect((await t.db.query<{ n: number }>("SELECT count(*) AS n FROM event_inbox"))[0].n, "nothing of theirs in the inbox").toBe(0);
     await raw("fine", "test.forged.thing.t-e.happened", "t-e", { "ce-datacontenttype": "application/protobuf" });
     await eventually("the well-formed event is handled", async () => (await t.effects("fine")) === 1);
     await t.settled();

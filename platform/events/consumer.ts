@@ -9,7 +9,7 @@ import type { ConsumerBinding } from "./event-handler.js";
 import { receivedHeaders } from "./nats-internals.js";
 import { eventHeaders } from "./cloud-events.js";
 import { headerValue } from "./delivery.js";
-import { createBatchClaims, createInbox, type BatchClaims } from "./inbox.js";
+import { createBatchClaims, createInbox, eventIdProblem, type BatchClaims } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
 import { consumerPipeline } from "./pipeline.js";
 import { createPullIntake, type PullIntake } from "./pull-intake.js";
@@ -151,12 +151,12 @@ function deliveryOf(msg: JsMsg, consumer: string): Delivery {
   };
 }
 
-/** The ce-ids of deliveries[from..]; a delivery without one is left to the inbox step to refuse. */
+/** The ce-ids of deliveries[from..]; a delivery without a usable one is left to the inbox step to refuse, not read with the others. */
 function eventIdsOf(deliveries: readonly Delivery[], from: number): string[] {
   const ids: string[] = [];
   for (let i = from; i < deliveries.length; i++) {
     const id = headerValue(deliveries[i].headers, eventHeaders.id);
-    if (id) ids.push(id);
+    if (id !== undefined && eventIdProblem(id) === undefined) ids.push(id);
   }
   return ids;
 }

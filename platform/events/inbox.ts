@@ -184,17 +184,34 @@ export function createBatchClaims(inbox: Inbox): BatchClaims {
   };
 }
 
+/** Longest ce-id a consumer takes (ids key the inbox; the platform's own are 36-character UUIDs). */
+export const maxEventIdLength = 256;
+
+/**
+ * Why `id` cannot key the inbox (empty, longer than maxEventIdLength, or
+ * holding a control character, which PostgreSQL's text refuses in the case
+ * of NUL), or undefined when it can.
+ */
+export function eventIdProblem(id: string | undefined): string | undefined {
+  if (!id) return "has no ce-id header";
+  if (id.length > maxEventIdLength) return `has a ce-id of ${id.length} characters, more than ${maxEventIdLength}`;
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(id)) return "has a control character in its ce-id";
+  return undefined;
+}
+
 /**
  * The pipeline step that runs the rest of it once per event id and
  * consumer: a delivery whose event was processed already is acked without
- * running the handler; one with no `ce-id` cannot be deduplicated and is
- * unprocessable. Its inbox row commits with the handler's effects. With
+ * running the handler; one without a usable `ce-id` (eventIdProblem) cannot
+ * be deduplicated and is unprocessable. Its inbox row commits with the handler's effects. With
  * `batch`, the events its transaction began with are claimed through it.
  */
 export function inboxStep(inbox: Inbox, logger: Logger, batch?: BatchClaims): DeliveryMiddleware {
   return (next) => async (delivery, tx) => {
     const eventId = headerValue(delivery.headers, eventHeaders.id);
-    if (!eventId) throw new UnprocessableEventError(`the ${headerValue(delivery.headers, eventHeaders.type) ?? "event"} message has no ce-id header, so it cannot be deduplicated`);
+    const problem = eventIdProblem(eventId);
+    if (problem || !eventId) throw new UnprocessableEventError(`the ${headerValue(delivery.headers, eventHeaders.type) ?? "event"} message ${problem}, so it cannot be deduplicated`);
     const claimed = batch?.covers(eventId) ? batch.claim(tx, delivery.consumer, eventId) : await inbox.claim(tx, delivery.consumer, eventId);
     if (claimed) return next(delivery, tx);
     logger.debug({ consumer: delivery.consumer, eventId, streamSequence: delivery.streamSequence }, "event already processed; acked without running the handler");
