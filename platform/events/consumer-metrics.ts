@@ -13,10 +13,11 @@ type Outcomes = { readonly handled: CounterChild; readonly retried: CounterChild
  * The outermost step of a consumer's pipeline, counting what became of each
  * delivery by consumer: acked (`concord_consumer_handled_total`, duplicates
  * the inbox dropped included), retried (`concord_consumer_retried_total`),
- * settled as a dead letter (`concord_consumer_dead_lettered_total`), and how
- * long the pipeline took for it (`concord_consumer_handling_seconds`),
- * each once its batch's transaction has committed: a batch run again (a
- * failing event, a write conflict) counts each delivery once.
+ * settled as a dead letter (`concord_consumer_dead_lettered_total`, once
+ * it is filed), and how long the pipeline took for it
+ * (`concord_consumer_handling_seconds`), each once its batch's transaction
+ * has committed: a batch run again (a failing event, a write conflict)
+ * counts each delivery once.
  */
 export function consumerMetrics(registry: Registry): DeliveryMiddleware {
   const labelNames = ["consumer"] as const;
@@ -43,9 +44,17 @@ export function consumerMetrics(registry: Registry): DeliveryMiddleware {
       outcomes.seconds.observe(took);
       if (settlement.kind === "ack") outcomes.handled.inc();
       else if (settlement.kind === "retry") outcomes.retried.inc();
-      else outcomes.deadLettered.inc();
     });
-    return settlement;
+    if (settlement.kind !== "deadLetter") return settlement;
+    // A dead letter counts once it is filed: a filing that fails comes back and is decided again.
+    const { filed } = settlement;
+    return {
+      ...settlement,
+      filed: () => {
+        filed?.();
+        outcomesOf(delivery.consumer).deadLettered.inc();
+      },
+    };
   };
 }
 

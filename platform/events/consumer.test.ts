@@ -26,6 +26,7 @@ import {
   type EventBus,
   type EventContext,
   type RunningConsumers,
+  UnprocessableEventError,
 } from "./index.js";
 
 const logger = createLogger({ service: "consumer-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -420,6 +421,29 @@ describe("startConsumers", () => {
     // The server counts a consumer's pending messages a moment after it stores them.
     const lagOfTwo = `concord_consumer_pending{${consumer},stream="${t.sample.stream.name}"} 2`;
     await eventually("the scrape shows a lag of two", async () => (await registry.metrics()).includes(lagOfTwo));
+  });
+
+  it("counts a dead letter once it is filed: a filing that fails (no dead letter stream) and is decided again counts once", async () => {
+    const registry = new Registry();
+    const t = await setup(
+      "filedonce",
+      (event) => {
+        if (event.note === "bad") throw new UnprocessableEventError("this one can never be processed");
+      },
+      {},
+      undefined,
+      [consumerMetrics(registry)],
+    );
+    await bus.jsm.streams.delete(deadLetterStreamSpec.name);
+    try {
+      await t.publish("bad");
+      await eventually("filing failed and the event came again", async () => (await bus.jsm.consumers.info(t.sample.stream.name, t.consumerSpec.durable)).num_redelivered >= 1, 10_000);
+    } finally {
+      await ensureStreams(bus.jsm, [deadLetterStreamSpec]);
+    }
+    await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined, 10_000);
+    await t.settled();
+    expect(await registry.metrics()).toContain(`concord_consumer_dead_lettered_total{consumer="${t.consumerSpec.durable}"} 1`);
   });
 
   it("stops cleanly and resumes from the durable consumer", async () => {

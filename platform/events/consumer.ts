@@ -275,14 +275,15 @@ async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Deliver
   settlements.forEach(({ delivery, settlement }, k) => {
     const msg = batch[from + k];
     if (settlement.kind !== "deadLetter") return intake.settle(msg, settlement);
-    filing.push(fileThenAck(msg, delivery, settlement.reason, step));
+    filing.push(fileThenAck(msg, delivery, settlement, step));
   });
   return end;
 }
 
 /** Files a dead letter, then acks the event at its source; naks it (to be filed again) when filing fails. */
-async function fileThenAck(msg: JsMsg, delivery: Delivery, reason: string, step: BatchStep): Promise<void> {
+async function fileThenAck(msg: JsMsg, delivery: Delivery, settlement: Extract<Settlement, { kind: "deadLetter" }>, step: BatchStep): Promise<void> {
   const { intake, logger } = step;
+  const { reason } = settlement;
   let subject: string;
   try {
     subject = await fileDeadLetter(step.js, step.dlqStream, delivery, reason);
@@ -292,5 +293,6 @@ async function fileThenAck(msg: JsMsg, delivery: Delivery, reason: string, step:
     return;
   }
   logger.error({ reason, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject }, "event sent to the dead letter stream");
+  settlement.filed?.();
   intake.settle(msg, { kind: "ack" });
 }

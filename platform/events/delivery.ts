@@ -34,7 +34,16 @@ export interface Delivery {
 export type Settlement =
   | { readonly kind: "ack" }
   | { readonly kind: "retry"; readonly delayMs: number }
-  | { readonly kind: "deadLetter"; readonly reason: string };
+  | {
+      readonly kind: "deadLetter";
+      readonly reason: string;
+      /**
+       * Called once the dead letter is in the dead letter stream. A filing
+       * that fails (NATS away) is retried by redelivery and decided again,
+       * so what should count each event once counts here, not at the commit.
+       */
+      readonly filed?: () => void;
+    };
 
 /**
  * Handles one delivery inside the transaction of its batch: resolves with
