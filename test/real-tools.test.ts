@@ -183,6 +183,14 @@ describe("grpcurl and the nats CLI against the running services", () => {
     expect(stdout + stderr).not.toContain("@value");
   });
 
+  it("runs the README's UpdateOrder call, its field mask as grpcurl takes one, as written", async () => {
+    const [command, ...more] = readmeBlock("`UpdateOrder` changes what its `update_mask` names");
+    expect(more).toEqual([]);
+    const { stderr } = await runAsWritten(command);
+    expect(stderr).toContain("Code: InvalidArgument");
+    expect(stderr).not.toContain("error getting request data");
+  });
+
   it("checks health per service and lists the statuses (grpc.health.v1's map resolves)", async () => {
     const orders = shop.orders.service.address;
     const check = await succeeds(grpcurl("-d", '{"service":"shop.orders.v1.OrderService"}', orders, "grpc.health.v1.Health/Check"), "Health/Check");
