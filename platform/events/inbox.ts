@@ -1,6 +1,6 @@
 import type { Logger } from "../log/index.js";
 import { checkOptions } from "../options/index.js";
-import { startRetention, type Database, type Migration, type Queryable, type Retention, type StagedWrites, type Transaction } from "../sql/index.js";
+import { placeholderRows, sqlByRowCount, startRetention, type Database, type Migration, type Queryable, type Retention, type StagedWrites, type Transaction } from "../sql/index.js";
 import { eventHeaders } from "./cloud-events.js";
 import { headerValue, UnprocessableEventError, type DeliveryMiddleware } from "./delivery.js";
 
@@ -117,9 +117,11 @@ interface InboxRow {
 /** Rows an INSERT writes at most (3 parameters each; SQLite allows 32,766 parameters a statement). */
 const rowsPerInsert = 256;
 
+const insertSql = sqlByRowCount((rows) => `INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ${placeholderRows(rows, 3)} ON CONFLICT DO NOTHING`);
+
 const insertRows = (rows: readonly InboxRow[], tx: Transaction) =>
   tx.run(
-    `INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ${rows.map((_, i) => `($${3 * i + 1}, $${3 * i + 2}, $${3 * i + 3})`).join(", ")} ON CONFLICT DO NOTHING`,
+    insertSql(rows.length),
     rows.flatMap((r) => [r.consumer, r.eventId, r.processedAt]),
   );
 

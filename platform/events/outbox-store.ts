@@ -1,4 +1,4 @@
-import type { Database, Queryable } from "../sql/index.js";
+import { sqlByRowCount, type Database, type Queryable } from "../sql/index.js";
 
 /** One outbox row as the relay reads it. */
 export interface OutboxRow {
@@ -41,6 +41,8 @@ function rangesOf(seqs: readonly number[]): Array<[number, number]> {
 /** Ranges one DELETE names at most (two parameters each). */
 const rangesPerDelete = 64;
 
+const deleteSql = sqlByRowCount((ranges) => `DELETE FROM event_outbox WHERE ${Array.from({ length: ranges }, (_, i) => `seq BETWEEN $${2 * i + 1} AND $${2 * i + 2}`).join(" OR ")}`);
+
 export function createOutboxStore(db: Database): OutboxStore {
   return {
     async after(seq, limit, skip = []) {
@@ -55,8 +57,7 @@ export function createOutboxStore(db: Database): OutboxStore {
     async remove(seqs) {
       const ranges = rangesOf(seqs);
       if (ranges.length === 0) return;
-      const deleteRanges = (q: Queryable, of: readonly (readonly [number, number])[]) =>
-        q.run(`DELETE FROM event_outbox WHERE ${of.map((_, i) => `seq BETWEEN $${2 * i + 1} AND $${2 * i + 2}`).join(" OR ")}`, of.flat());
+      const deleteRanges = (q: Queryable, of: readonly (readonly [number, number])[]) => q.run(deleteSql(of.length), of.flat());
       // One statement is a transaction of its own: on Postgres one round trip, not three.
       if (ranges.length <= rangesPerDelete) return void (await deleteRanges(db, ranges));
       await db.transaction(async (tx) => {

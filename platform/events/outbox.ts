@@ -1,5 +1,5 @@
 import type { MessageChecker } from "../contracts/index.js";
-import type { Database, Migration, StagedWrites, Transaction } from "../sql/index.js";
+import { placeholderRows, sqlByRowCount, type Database, type Migration, type StagedWrites, type Transaction } from "../sql/index.js";
 import { encodeEvent, eventHeaderBlock, type EncodedEvent } from "./cloud-events.js";
 import { startProducerSpan } from "./event-tracing.js";
 import { assertEventFits, defaultMaxPayloadBytes } from "./event-rules.js";
@@ -139,6 +139,11 @@ interface OutboxRow {
 /** Rows of one multi-row INSERT: SQLite binds up to 32,766 parameters, six a row. */
 const rowsPerInsert = 500;
 
+/** The INSERT of `rows` outbox rows, by row count: made once, not at every commit. */
+const insertSql = sqlByRowCount(
+  (rows) => `INSERT INTO event_outbox (event_id, subject, type, payload, headers, created_at) VALUES ${placeholderRows(rows, 6)}`,
+);
+
 /**
  * Postgres: the channel on which a process that committed events tells the
  * relay of another process (the one holding the relay's lock) to look.
@@ -202,11 +207,7 @@ export function createOutbox(options: OutboxOptions): Outbox {
     async flush(tx, rows) {
       for (let from = 0; from < rows.length; from += rowsPerInsert) {
         const chunk = rows.slice(from, from + rowsPerInsert);
-        const values = chunk.map((_, i) => `($${6 * i + 1}, $${6 * i + 2}, $${6 * i + 3}, $${6 * i + 4}, $${6 * i + 5}, $${6 * i + 6})`).join(", ");
-        await tx.run(
-          `INSERT INTO event_outbox (event_id, subject, type, payload, headers, created_at) VALUES ${values}`,
-          chunk.flatMap((r) => [r.id, r.subject, r.type, r.payload, r.headers, r.createdAt]),
-        );
+        await tx.run(insertSql(chunk.length), chunk.flatMap((r) => [r.id, r.subject, r.type, r.payload, r.headers, r.createdAt]));
       }
       tx.afterCommit(wake);
     },

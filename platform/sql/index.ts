@@ -3,3 +3,4 @@ export { isPostgresUrl, openDatabase, type DatabaseOptions } from "./database.js
 export { isDatabaseUnavailable, isLockTimeout, isWriteConflict, limitLockWaits } from "./postgres.js";
 export { migrate, migrationSql } from "./migrate.js";
 export { startRetention, type Retention, type RetentionOptions } from "./retention.js";
+export { placeholderRows, sqlByRowCount } from "./statements.js";
