@@ -70,6 +70,27 @@ describe("createGrpcServer", () => {
     await expect.poll(() => checkHealth(address), { timeout: 10_000 }).toBe("SERVING");
   });
 
+  it("never sees a call whose metadata is over HTTP/2's 64 KiB header list: Node resets its stream, as the README's Errors says", async () => {
+    let calls = 0;
+    server = createGrpcServer({ descriptorSet, logger });
+    server.addService(ProductServiceService, impl(async () => {
+      calls++;
+      return { product };
+    }));
+    const { port } = await server.start("127.0.0.1:0");
+    const client = createClient(ProductServiceService, { address: `127.0.0.1:${port}` });
+    try {
+      const metadata = (size: number) => ({ headers: { "x-note": "a".repeat(size) } });
+      // 70,000 characters are about 44 KiB once Huffman-coded; 150,000 about 94 KiB.
+      expect((await client.getProduct({ id: product.id }, metadata(70_000))).product?.id).toBe(product.id);
+      const err = await client.getProduct({ id: product.id }, metadata(150_000)).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: Code.INTERNAL, message: expect.stringMatching(/RST_STREAM with code 9/) });
+      expect(calls).toBe(1);
+    } finally {
+      client.close();
+    }
+  });
+
   it("turns unexpected errors into INTERNAL without leaking their message", async () => {
     server = createGrpcServer({ descriptorSet, logger });
     server.addService(ProductServiceService, impl(async () => {
