@@ -213,4 +213,53 @@ describe("a consumer's batch on Postgres", () => {
       await db.close();
     }
   });
+
+  it("does not count as handled an event whose handler caught a failed statement (PostgreSQL would roll its COMMIT back and report success): it is retried, then dead-lettered; its neighbours are handled", async () => {
+    const url = await postgres.createDatabase("caught");
+    const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
+    const sample = sampleStream("caught");
+    await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    for (const note of ["before", "swallows", "after"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
+    const durable = "caught-worker";
+    const consumers = await startConsumers({
+      nc: bus.nc,
+      db,
+      service: "worker",
+      logger,
+      consumers: [
+        bindConsumer({
+          spec: sample.consumerSpec(durable),
+          descriptor: sample.event,
+          async handle(event, context) {
+            await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
+            // "Insert, or ignore the failure": the idiom that leaves a PostgreSQL transaction aborted.
+            if (event.note === "swallows") await context.tx.run("INSERT INTO no_such_table VALUES (1)").catch(() => undefined);
+          },
+        }),
+      ],
+    });
+    const effects = async () => (await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note")).map((r) => r.note);
+    try {
+      await eventually("the event is dead-lettered", async () => {
+        try {
+          await bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable) });
+          return true;
+        } catch {
+          return false;
+        }
+      }, 15_000);
+      const letter = await bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable) });
+      expect(letter.header.get("concord-dlq-reason")).toMatch(/a statement failed and its error was caught without being rethrown.*no_such_table/);
+      await eventually("the consumer has nothing pending", async () => {
+        const info = await bus.jsm.consumers.info(sample.stream.name, durable);
+        return info.num_pending === 0 && info.num_ack_pending === 0;
+      });
+      expect(await effects()).toEqual(["after", "before"]);
+      expect((await db.query<{ n: number }>("SELECT count(*)::int AS n FROM event_inbox"))[0].n).toBe(2);
+    } finally {
+      await consumers.stop();
+      await db.close();
+    }
+  });
 });

@@ -8,7 +8,7 @@ import { createInbox, inboxStep, type BatchClaims } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
 import { retryWithBackoff } from "./retry.js";
 import { sourceCheck } from "./source-check.js";
-import { isLockTimeout, isWriteConflict } from "../sql/index.js";
+import { CaughtStatementError, caughtStatementFailure, isLockTimeout, isWriteConflict } from "../sql/index.js";
 
 /**
  * A failing event undoes only its own writes: everything inside runs in a
@@ -31,11 +31,16 @@ export const savepointStep: DeliveryMiddleware = (next) => async (delivery, tx) 
  * Handlers rarely fail, so most batches go through once.
  */
 export const noSavepointStep: DeliveryMiddleware = (next) => async (delivery, tx) => {
+  let settlement;
   try {
-    return await next(delivery, tx);
+    settlement = await next(delivery, tx);
   } catch (err) {
     throw new SavepointNeededError(err, delivery.streamSequence);
   }
+  // A statement of this event's failed and its handler caught the error: the transaction cannot commit.
+  const caught = caughtStatementFailure(tx);
+  if (caught !== undefined) throw new SavepointNeededError(new CaughtStatementError(caught), delivery.streamSequence);
+  return settlement;
 };
 
 /**

@@ -4,3 +4,4 @@ export { isDatabaseUnavailable, isLockTimeout, isWriteConflict, limitLockWaits }
 export { migrate, migrationSql } from "./migrate.js";
 export { startRetention, type Retention, type RetentionOptions } from "./retention.js";
 export { placeholderRows, sqlByRowCount } from "./statements.js";
+export { CaughtStatementError, caughtStatementFailure } from "./transaction-scope.js";

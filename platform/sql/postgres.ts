@@ -170,12 +170,15 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
         tx,
         work,
         async () => {
+          let ended: pg.QueryResult;
           try {
-            await client.query("COMMIT");
+            ended = await client.query("COMMIT");
           } catch (err) {
             broken = err;
             throw unavailable(err);
           }
+          // COMMIT of a transaction a failed statement aborted succeeds as a ROLLBACK; runTransaction refuses to get here then.
+          if (ended.command === "ROLLBACK") throw new Error("PostgreSQL rolled the transaction back at its COMMIT: a statement in it had failed");
         },
         async () => void (await client.query("ROLLBACK").catch((err: unknown) => (broken = err))),
       );

@@ -10,12 +10,38 @@ export interface StatementRunner {
 interface Scope {
   staged: Map<StagedWrites<unknown>, unknown[]>;
   afterCommit: Array<() => void>;
+  /** The error of the first statement that failed in this scope (not in a savepoint inside it that rolled back). */
+  failed?: unknown;
+}
+
+/**
+ * A statement failed inside a transaction (or savepoint) whose work caught
+ * its error and went on: PostgreSQL has aborted it, so its COMMIT would only
+ * roll it back, and its work must not count as done. The same holds on
+ * SQLite, which would commit the rest, so that code behaves alike on both.
+ * The statement's own error is the cause.
+ */
+export class CaughtStatementError extends Error {
+  override readonly name = "CaughtStatementError";
+  constructor(cause: unknown) {
+    super(`a statement failed and its error was caught without being rethrown, so the transaction cannot commit: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  }
+}
+
+/**
+ * The error of a statement that failed in `tx`'s own scope and was caught
+ * (see CaughtStatementError), or undefined: lets a caller that runs several
+ * units of work in one transaction tell which one did it.
+ */
+export function caughtStatementFailure(tx: Transaction): unknown {
+  return tx instanceof ScopedTransaction ? tx.failure : undefined;
 }
 
 /**
  * Runs `work` as one transaction over `runner`, which has begun it: staged
  * writes are flushed, then `commit` runs, then the after-commit callbacks;
- * on a throw, `rollback` runs and the error propagates. Savepoints nest
+ * on a throw, `rollback` runs and the error propagates, and so it does when
+ * a statement failed and `work` caught its error (CaughtStatementError). Savepoints nest
  * inside, each with its own staged writes and callbacks, merged into its
  * parent when it is released and dropped when it rolls back.
  */
@@ -24,6 +50,7 @@ export async function runTransaction<T>(runner: StatementRunner, work: (tx: Tran
   let result: T;
   try {
     result = await work(new ScopedTransaction(runner, root, 0));
+    if (root.failed !== undefined) throw new CaughtStatementError(root.failed);
     for (const [writes, items] of root.staged) await writes.flush(new ScopedTransaction(runner, root, 0), items);
   } catch (err) {
     await rollback().catch(() => undefined);
@@ -47,12 +74,20 @@ class ScopedTransaction implements Transaction {
   get dialect(): Dialect {
     return this.runner.dialect;
   }
+  get failure(): unknown {
+    return this.scope.failed;
+  }
   query<R = Record<string, unknown>>(sql: string, params?: readonly SqlValue[]): Promise<R[]> {
-    return this.runner.query<R>(sql, params);
+    return this.runner.query<R>(sql, params).catch(this.failed);
   }
   run(sql: string, params?: readonly SqlValue[]): Promise<number> {
-    return this.runner.run(sql, params);
+    return this.runner.run(sql, params).catch(this.failed);
   }
+  /** Records the first failed statement of the scope, then rethrows. */
+  private readonly failed = (err: unknown): never => {
+    this.scope.failed ??= err;
+    throw err;
+  };
   afterCommit(callback: () => void): void {
     this.scope.afterCommit.push(callback);
   }
@@ -71,6 +106,7 @@ class ScopedTransaction implements Transaction {
     let result: T;
     try {
       result = await work(new ScopedTransaction(this.runner, inner, this.depth + 1));
+      if (inner.failed !== undefined) throw new CaughtStatementError(inner.failed);
     } catch (err) {
       await this.runner.run(`ROLLBACK TO SAVEPOINT ${name}`);
       await this.runner.run(`RELEASE SAVEPOINT ${name}`);
