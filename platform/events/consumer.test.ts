@@ -280,6 +280,8 @@ describe("startConsumers", () => {
     await filed(/has a ce-id of 5000 characters, more than 256, so it cannot be deduplicated/);
     await raw("tab\there", "test.forged.thing.t-g.happened", "t-g");
     await filed(/has a control character in its ce-id/);
+    await raw("caf\ufffd", "test.forged.thing.t-h.happened", "t-h");
+    await filed(/has bytes in its ce-id that are not UTF-8/);
     expect((await t.db.query<{ n: number }>("SELECT count(*) AS n FROM event_inbox"))[0].n, "nothing of theirs in the inbox").toBe(0);
     await raw("fine", "test.forged.thing.t-e.happened", "t-e", { "ce-datacontenttype": "application/protobuf" });
     await eventually("the well-formed event is handled", async () => (await t.effects("fine")) === 1);
@@ -478,5 +480,40 @@ describe("startConsumers", () => {
     await expect(startConsumers({ nc: bus.nc, db, service: "worker", logger, consumers: [{ spec, descriptor: sample.event, handle() {} }] })).rejects.toThrow(
       /takes concord\.test\.v1\.Other but was bound to the descriptor of concord\.test\.v1\.ThingHappened/,
     );
+  });
+
+  it("refuses one durable name on two streams: the inbox tells consumers apart by name", async () => {
+    const [a, b] = [sampleStream("samename-a"), sampleStream("samename-b")];
+    await ensureStreams(bus.jsm, [a.stream, b.stream]);
+    const db = await openDatabase({ path: join(dir, "samename.db"), migrations: eventMigrations });
+    cleanups.push(() => db.close());
+    const consumers = [a, b].map((s) => bindConsumer({ spec: s.consumerSpec("same-worker"), descriptor: s.event, handle() {} }));
+    await expect(startConsumers({ nc: bus.nc, db, service: "worker", logger, consumers })).rejects.toThrow(
+      /consumer same-worker is bound on streams TEST_SAMENAME-A and TEST_SAMENAME-B; the inbox tells consumers apart by name/,
+    );
+  });
+
+  it("gives a batch back for redelivery when its transaction cannot even begin (the database away), instead of trying it again at once", async () => {
+    const sample = sampleStream("noDatabase");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const real = await openDatabase({ path: join(dir, "nodatabase.db"), migrations: eventMigrations });
+    cleanups.push(() => real.close());
+    let attempts = 0;
+    // The real database, whose transactions fail before they start, a turn of the event loop later.
+    const db: Database = {
+      ...real,
+      transaction: () => {
+        attempts++;
+        return new Promise((_, reject) => setImmediate(() => reject(new Error("the database is away"))));
+      },
+    };
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    for (const note of ["a", "b", "c"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
+    const consumers = await startConsumers({ nc: bus.nc, db, service: "worker", logger, consumers: [bindConsumer({ spec: sample.consumerSpec("nodatabase-worker"), descriptor: sample.event, handle() {} })] });
+    cleanups.unshift(() => consumers.stop());
+    await eventually("a transaction was tried", async () => attempts > 0);
+    await new Promise((r) => setTimeout(r, 1_500));
+    // Each redelivery (1 s apart) tries once; trying again at once would have made thousands.
+    expect(attempts).toBeLessThan(10);
   });
 });

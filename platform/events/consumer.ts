@@ -71,12 +71,14 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
   validateSource(factory, service);
   validateStreamSpec(dlqStream);
   deadLetterPrefix(dlqStream);
-  const durables = new Set<string>();
+  const durables = new Map<string, string>();
   for (const { spec, descriptor } of consumers) {
     validateConsumerSpec(spec);
-    const key = `${spec.stream}/${spec.durable}`;
-    if (durables.has(key)) throw new Error(`${factory}: consumer ${spec.durable} on stream ${spec.stream} is bound twice`);
-    durables.add(key);
+    const bound = durables.get(spec.durable);
+    if (bound === spec.stream) throw new Error(`${factory}: consumer ${spec.durable} on stream ${spec.stream} is bound twice`);
+    // The inbox keeps processed events by consumer name: an event on one stream would pass for the other's event with its id.
+    if (bound !== undefined) throw new Error(`${factory}: consumer ${spec.durable} is bound on streams ${bound} and ${spec.stream}; the inbox tells consumers apart by name, so each needs a name of its own`);
+    durables.set(spec.durable, spec.stream);
     if (descriptor.typeName !== spec.eventType) throw new Error(`${factory}: consumer ${spec.durable} takes ${spec.eventType} but was bound to the descriptor of ${descriptor.typeName}`);
     if (descriptor.stream !== spec.stream) throw new Error(`${factory}: consumer ${spec.durable} reads stream ${spec.stream} but ${descriptor.typeName} is published to ${descriptor.stream}`);
     if (streamSources && typeof streamSources[spec.stream] !== "string") throw new Error(`${factory}: streamSources names no source for stream ${spec.stream} (consumer ${spec.durable})`);
@@ -266,10 +268,11 @@ async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Deliver
       }
     }
   } catch (err) {
-    // The commit itself failed: nothing of these events is recorded, so they all come again.
-    logger.error({ err, events: end - from }, "committing a batch of events failed; they will be redelivered");
-    for (let i = from; i < end; i++) intake.settle(batch[i], { kind: "retry", delayMs: 1_000 });
-    return end;
+    // The transaction failed (the database away, a conflict that kept coming): nothing of it is recorded,
+    // and the rest of the batch would meet the same; all of it comes again after the delay.
+    logger.error({ err, events: batch.length - from }, "committing a batch of events failed; they will be redelivered");
+    for (let i = from; i < batch.length; i++) intake.settle(batch[i], { kind: "retry", delayMs: 1_000 });
+    return batch.length;
   }
   settlements.forEach(({ delivery, settlement }, k) => {
     const msg = batch[from + k];

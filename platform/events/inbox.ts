@@ -125,9 +125,13 @@ const insertRows = (rows: readonly InboxRow[], tx: Transaction) =>
     rows.flatMap((r) => [r.consumer, r.eventId, r.processedAt]),
   );
 
+const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
 const stagedRows: StagedWrites<InboxRow> = {
   name: "inbox",
-  async flush(tx, rows) {
+  async flush(tx, staged) {
+    // In one order everywhere: two instances' transactions recording some of the same events wait for each other rather than deadlock.
+    const rows = [...staged].sort((a, b) => (a.consumer === b.consumer ? compare(a.eventId, b.eventId) : compare(a.consumer, b.consumer)));
     let written = 0;
     for (let from = 0; from < rows.length; from += rowsPerInsert) written += await insertRows(rows.slice(from, from + rowsPerInsert), tx);
     if (written < rows.length) throw new InboxRaceError(rows.length - written);
@@ -190,15 +194,18 @@ export function createBatchClaims(inbox: Inbox): BatchClaims {
 export const maxEventIdLength = 256;
 
 /**
- * Why `id` cannot key the inbox (empty, longer than maxEventIdLength, or
+ * Why `id` cannot key the inbox (empty, longer than maxEventIdLength,
  * holding a control character, which PostgreSQL's text refuses in the case
- * of NUL), or undefined when it can.
+ * of NUL, or U+FFFD, which bytes that are not UTF-8 decode to, so that
+ * different ids would read as one), or undefined when it can.
  */
 export function eventIdProblem(id: string | undefined): string | undefined {
   if (!id) return "has no ce-id header";
   if (id.length > maxEventIdLength) return `has a ce-id of ${id.length} characters, more than ${maxEventIdLength}`;
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(id)) return "has a control character in its ce-id";
+  // What bytes that are not UTF-8 decode to: two different ids would read as one.
+  if (id.includes("\ufffd")) return "has bytes in its ce-id that are not UTF-8 (U+FFFD)";
   return undefined;
 }
 

@@ -49,13 +49,14 @@ export function isLockTimeout(err: unknown): boolean {
 
 /**
  * From now until `tx` ends, a statement that waits longer than `ms` for a
- * lock fails (isLockTimeout); `undefined` lets waits last again. Postgres
+ * lock fails (isLockTimeout); `undefined` puts back the limit the session
+ * had (the server's or role's `lock_timeout`, none by default). Postgres
  * only: SQLite's one writer has no lock waits inside a transaction.
  */
 export async function limitLockWaits(tx: Transaction, ms: number | undefined): Promise<void> {
   if (tx.dialect.name !== "postgres") return;
   if (ms !== undefined && !(Number.isInteger(ms) && ms > 0)) throw new Error(`limitLockWaits: ms must be a positive integer, got ${ms}`);
-  await tx.run(`SET LOCAL lock_timeout = ${ms ?? 0}`);
+  await tx.run(`SET LOCAL lock_timeout = ${ms ?? "DEFAULT"}`);
 }
 
 /** Attempts of a transaction that keeps losing to concurrent ones. */
