@@ -2,6 +2,7 @@ import { connect, headers as natsHeaders, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderCancelled, OrderPlaced } from "../gen/ts/shop/orders/v1/order_events_pb.js";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { StockReserved } from "../gen/ts/shop/products/v1/product_events_pb.js";
 import { uuidv7 } from "../platform/ids/index.js";
 import { eventually, readStream } from "./support/streams.js";
 import { address, type Shop, startShop } from "./support/shop.js";
@@ -15,12 +16,12 @@ const { PENDING, CONFIRMED, REJECTED, CANCELLED } = {
 };
 
 /** Publishes an order event by hand, as the order service (in another language) would: CloudEvents headers, protobuf payload. */
-async function publishRaw(nc: NatsConnection, subject: string, type: string, payload: Uint8Array, ceId: string, msgId = ceId): Promise<void> {
+async function publishRaw(nc: NatsConnection, subject: string, type: string, payload: Uint8Array, ceId: string, msgId = ceId, source = "orders"): Promise<void> {
   const h = natsHeaders();
   h.set("ce-specversion", "1.0");
   h.set("ce-id", ceId);
   h.set("ce-type", type);
-  h.set("ce-source", "orders");
+  h.set("ce-source", source);
   h.set("ce-time", new Date().toISOString());
   h.set("content-type", "application/protobuf");
   await nc.jetstream().publish(subject, payload, { msgID: msgId, headers: h });
@@ -142,6 +143,19 @@ describe("the order saga", () => {
     expect(letter.headers.get("ce-type")).toBe("shop.orders.v1.OrderPlaced");
     const next = await placeOrder(await newProduct(1), 1);
     await expect.poll(() => stateOf(next.id)).toBe(CONFIRMED);
+  });
+
+  it("dead-letters at once an answer about an order the order service does not have", async () => {
+    const orderId = uuidv7();
+    const subject = `shop.products.v1.reservation.${orderId}.reserved`;
+    const payload = StockReserved.encode({ orderId, lines: [{ productId: uuidv7(), quantity: 1 }], linesVersion: 1 }).finish();
+    await publishRaw(nc, subject, "shop.products.v1.StockReserved", payload, uuidv7(), undefined, "products");
+    const jsm = shop.orders.service.events.bus.jsm;
+    const letters = async () => (await readStream(jsm, "CONCORD_DLQ")).filter((e) => e.headers.get("concord-dlq-subject") === subject);
+    await expect.poll(async () => (await letters()).length).toBe(1);
+    const [letter] = await letters();
+    expect(letter.headers.get("concord-dlq-reason")).toMatch(/order .* is unknown to this service, so there is nothing to settle/);
+    expect(letter.headers.get("concord-dlq-delivery-count"), "not retried first").toBe("1");
   });
 
   it("dead-letters at once, with the reason, an event that breaks its contract, and changes no stock", async () => {

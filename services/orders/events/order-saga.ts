@@ -1,7 +1,7 @@
 import { OrderConfirmedEvent, OrderRejectedEvent } from "../../../gen/ts/shop/orders/v1/order_events_jetstream.js";
 import type { OrderServiceEventHandlers } from "../../../gen/ts/shop/orders/v1/order_service_jetstream.js";
 import type { StockReservationFailed, StockReserved } from "../../../gen/ts/shop/products/v1/product_events_pb.js";
-import type { EventContext } from "../../../platform/events/index.js";
+import { UnprocessableEventError, type EventContext } from "../../../platform/events/index.js";
 import { settleReservation } from "../domain/order.js";
 import type { OrderStore } from "../store/order-store.js";
 
@@ -12,12 +12,15 @@ export type OrderSaga = Pick<OrderServiceEventHandlers<EventContext>, "stockRese
  * The order side of the saga: the product service's answer settles a
  * PENDING order as CONFIRMED or REJECTED. Runs in one transaction with its
  * inbox row and the event it emits; a stale or repeated answer changes
- * nothing.
+ * nothing; one about an order this service does not have goes to the dead
+ * letter stream at once.
  */
 export function createOrderSaga(store: OrderStore, now: () => number = Date.now): OrderSaga {
   const settle = async (orderId: string, linesVersion: number, outcome: Parameters<typeof settleReservation>[2], context: EventContext): Promise<void> => {
     const order = await store.getForUpdate(context.tx, orderId);
-    if (!order) throw new Error(`order ${orderId} is unknown to this service`);
+    // The order commits before its OrderPlaced is published, so an answer about an order this service does
+    // not have can never be settled: waiting for retries would not change that.
+    if (!order) throw new UnprocessableEventError(`order ${orderId} is unknown to this service, so there is nothing to settle`);
     const next = settleReservation(order, linesVersion, outcome, now());
     if (!next) return;
     if (!(await store.replace(context.tx, next, order.version))) throw new Error(`order ${orderId} changed while it was being settled`);
