@@ -448,6 +448,30 @@ describe("startConsumers", () => {
     expect(await registry.metrics()).toContain(`concord_consumer_dead_lettered_total{consumer="${t.consumerSpec.durable}"} 1`);
   });
 
+  it("does not count a dead letter that was filed before its ack was lost (the filing comes back as a duplicate)", async () => {
+    const registry = new Registry();
+    const t = await setup(
+      "filedbefore",
+      (event) => {
+        if (event.note === "bad") throw new UnprocessableEventError("this one can never be processed");
+      },
+      {},
+      undefined,
+      [consumerMetrics(registry)],
+    );
+    await t.stop();
+    const published = await t.publish("bad");
+    // As the filing of a process that died before its ack: same dead letter id (stream, sequence, consumer).
+    const msgID = `${t.sample.stream.name}.${published.streamSequence}.${t.consumerSpec.durable}`;
+    await bus.js.publish(deadLetterSubject(deadLetterStreamSpec, t.sample.stream.name, t.consumerSpec.durable), new Uint8Array(0), { msgID });
+    await t.restart();
+    await t.settled();
+    const text = await registry.metrics();
+    expect(text).not.toContain(`concord_consumer_dead_lettered_total{consumer="${t.consumerSpec.durable}"} 1`);
+    const info = await bus.jsm.streams.info(deadLetterStreamSpec.name, { subjects_filter: deadLetterSubject(deadLetterStreamSpec, t.sample.stream.name, t.consumerSpec.durable) });
+    expect(info.state.subjects?.[deadLetterSubject(deadLetterStreamSpec, t.sample.stream.name, t.consumerSpec.durable)]).toBe(1);
+  });
+
   it("stops cleanly and resumes from the durable consumer", async () => {
     const t = await setup("resume");
     await t.publish("before");

@@ -287,14 +287,16 @@ async function fileThenAck(msg: JsMsg, delivery: Delivery, settlement: Extract<S
   const { intake, logger } = step;
   const { reason } = settlement;
   let subject: string;
+  let duplicate: boolean;
   try {
-    subject = await fileDeadLetter(step.js, step.dlqStream, delivery, reason);
+    ({ subject, duplicate } = await fileDeadLetter(step.js, step.dlqStream, delivery, reason));
   } catch (err) {
     logger.error({ err, reason, streamSequence: delivery.streamSequence, retryInMs: 1_000 }, "publishing to the dead letter stream failed; the event will be redelivered");
     intake.settle(msg, { kind: "retry", delayMs: 1_000 });
     return;
   }
   logger.error({ reason, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject }, "event sent to the dead letter stream");
-  settlement.filed?.();
+  // Filed before (the ack of that filing was lost, or its process died before acking): counted then, not again.
+  if (!duplicate) settlement.filed?.();
   intake.settle(msg, { kind: "ack" });
 }

@@ -72,9 +72,10 @@ export function deadLetter(): DeliveryMiddleware {
  * Publishes a delivery to the dead letter stream with `reason` and its
  * origin in `concord-dlq-*` headers, under an id that is one per source
  * message and consumer (a crash between this publish and the ack cannot
- * file it twice). Rejects when JetStream does not take it.
+ * file it twice: `duplicate` then says it was there already). Rejects when
+ * JetStream does not take it.
  */
-export async function fileDeadLetter(js: JetStreamClient, dlqStream: StreamSpec, delivery: Delivery, reason: string): Promise<string> {
+export async function fileDeadLetter(js: JetStreamClient, dlqStream: StreamSpec, delivery: Delivery, reason: string): Promise<{ readonly subject: string; readonly duplicate: boolean }> {
   const subject = deadLetterSubject(dlqStream, delivery.stream, delivery.consumer);
   const msgID = `${delivery.stream}.${delivery.streamSequence}.${delivery.consumer}`;
   const full = deadLetterHeadersFor(delivery, reason);
@@ -89,13 +90,13 @@ export async function fileDeadLetter(js: JetStreamClient, dlqStream: StreamSpec,
   ];
   for (const [i, [data, headers]] of attempts.entries()) {
     try {
-      await js.publish(subject, data, { headers: toNatsHeaders(headers), msgID });
-      break;
+      const ack = await js.publish(subject, data, { headers: toNatsHeaders(headers), msgID });
+      return { subject, duplicate: ack.duplicate };
     } catch (err) {
       if ((err as { code?: unknown }).code !== ErrorCode.MaxPayloadExceeded || i === attempts.length - 1) throw err;
     }
   }
-  return subject;
+  throw new Error("unreachable: the last attempt either returns or throws");
 }
 
 /** The CloudEvents headers that say which event it was. */

@@ -38,9 +38,10 @@ export type Settlement =
       readonly kind: "deadLetter";
       readonly reason: string;
       /**
-       * Called once the dead letter is in the dead letter stream. A filing
-       * that fails (NATS away) is retried by redelivery and decided again,
-       * so what should count each event once counts here, not at the commit.
+       * Called once the dead letter is in the dead letter stream, and not
+       * when it was there already. A filing that fails (NATS away) is
+       * retried by redelivery and decided again, so what should count each
+       * event once counts here, not at the commit.
        */
       readonly filed?: () => void;
     };
