@@ -140,7 +140,14 @@ describe("startPostgresServer", () => {
       await exited;
       if (ending === "an uncaught error") expect(stderr).toContain("the test run crashed");
 
-      const running = () => existsSync(`/proc/${pid}`) && !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
+      // A process that ends between the two reads is not running (its /proc entry goes with it).
+      const running = () => {
+        try {
+          return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
+        } catch {
+          return false;
+        }
+      };
       // The exit handler acts at once; the watchdog within moments of the process's end (a fast shutdown).
       for (let i = 0; i < 200 && (running() || existsSync(dataDir)); i++) await new Promise((r) => setTimeout(r, 50));
       expect(running()).toBe(false);
