@@ -5,17 +5,17 @@
  * an event needs, and the events before it commit rather than wait with
  * their locks held.
  */
+import { headers as natsHeaders } from "nats";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
 import { startPostgresServer, type PostgresServerHandle } from "../../test/support/postgres.js";
 import { recordStatements } from "../../test/support/pg-statements.js";
-import { sampleStream } from "../../test/support/sample-events.js";
+import { sampleStream, type SampleStream, type ThingHappened } from "../../test/support/sample-events.js";
 import { eventually } from "../../test/support/streams.js";
 import { createLogger } from "../log/index.js";
-import { openDatabase } from "../sql/index.js";
-import { headers as natsHeaders } from "nats";
-import { bindConsumer, connectEventBus, createEventPublisher, deadLetterStreamSpec, deadLetterSubject, ensureStreams, eventMigrations, startConsumers, type EventBus } from "./index.js";
+import { openDatabase, type Database } from "../sql/index.js";
+import { bindConsumer, connectEventBus, createEventPublisher, deadLetterStreamSpec, deadLetterSubject, ensureStreams, eventMigrations, startConsumers, type ConsumerBinding, type EventBus, type EventContext } from "./index.js";
 
 const logger = createLogger({ service: "consumer-postgres-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const countersTable = { id: "test_0001_counters", sql: "CREATE TABLE counters (id TEXT PRIMARY KEY, n INTEGER NOT NULL)" };
@@ -36,6 +36,19 @@ describe("a consumer's batch on Postgres", () => {
     await postgres?.stop();
   });
 
+  /** A consumer `durable` of the sample's event on `db`, as service "worker". */
+  const startWorker = (db: Database, sample: SampleStream, durable: string, handle: ConsumerBinding<ThingHappened>["handle"]) =>
+    startConsumers({ nc: bus.nc, db, service: "worker", logger, consumers: [bindConsumer({ spec: sample.consumerSpec(durable), descriptor: sample.event, handle })] });
+  /** The handler most tests use: one effects row per event. */
+  const recordEffect = async (event: ThingHappened, context: EventContext) => {
+    await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
+  };
+  const settled = (sample: SampleStream, durable: string) =>
+    eventually("the consumer has nothing pending", async () => {
+      const info = await bus.jsm.consumers.info(sample.stream.name, durable);
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    });
+
   it("commits the events before one that would wait for a locked row, and handles that one once the row is free", async () => {
     const url = await postgres.createDatabase("batch_locks");
     const db = await openDatabase({ path: url, migrations: [...eventMigrations, countersTable] });
@@ -53,21 +66,9 @@ describe("a consumer's batch on Postgres", () => {
     await other.query("SELECT n FROM counters WHERE id = 'b' FOR UPDATE");
 
     let calls = 0;
-    const consumers = await startConsumers({
-      nc: bus.nc,
-      db,
-      service: "worker",
-      logger,
-      consumers: [
-        bindConsumer({
-          spec: sample.consumerSpec("batchlocks-worker"),
-          descriptor: sample.event,
-          async handle(event, context) {
-            calls++;
-            await context.tx.run("UPDATE counters SET n = n + 1 WHERE id = $1", [event.note]);
-          },
-        }),
-      ],
+    const consumers = await startWorker(db, sample, "batchlocks-worker", async (event, context) => {
+      calls++;
+      await context.tx.run("UPDATE counters SET n = n + 1 WHERE id = $1", [event.note]);
     });
     const counter = async (id: string) => (await db.query<{ n: number }>("SELECT n FROM counters WHERE id = $1", [id]))[0].n;
     try {
@@ -96,21 +97,7 @@ describe("a consumer's batch on Postgres", () => {
     // Published before the consumer starts, so that they arrive together in one batch.
     for (const note of notes) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
     const sent = recordStatements(db);
-    const consumers = await startConsumers({
-      nc: bus.nc,
-      db,
-      service: "worker",
-      logger,
-      consumers: [
-        bindConsumer({
-          spec: sample.consumerSpec("batchinbox-worker"),
-          descriptor: sample.event,
-          async handle(event, context) {
-            await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
-          },
-        }),
-      ],
-    });
+    const consumers = await startWorker(db, sample, "batchinbox-worker", recordEffect);
     try {
       await eventually("every event is handled", async () => (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM effects"))[0].n === notes.length, 10_000);
       const transactions = sent.filter((sql) => sql === "BEGIN").length;
@@ -138,32 +125,17 @@ describe("a consumer's batch on Postgres", () => {
     await other.connect();
     const calls = new Map<string, number>();
     const durable = "inboxrace-worker";
-    const consumers = await startConsumers({
-      nc: bus.nc,
-      db,
-      service: "worker",
-      logger,
-      consumers: [
-        bindConsumer({
-          spec: sample.consumerSpec(durable),
-          descriptor: sample.event,
-          async handle(event, context) {
-            calls.set(event.note, (calls.get(event.note) ?? 0) + 1);
-            if (event.note === "raced" && calls.get("raced") === 1) {
-              await other.query("INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ($1, $2, 0)", [durable, context.eventId]);
-            }
-            await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
-          },
-        }),
-      ],
+    const consumers = await startWorker(db, sample, durable, async (event, context) => {
+      calls.set(event.note, (calls.get(event.note) ?? 0) + 1);
+      if (event.note === "raced" && calls.get("raced") === 1) {
+        await other.query("INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ($1, $2, 0)", [durable, context.eventId]);
+      }
+      await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
     });
     const effects = async (note: string) => (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM effects WHERE note = $1", [note]))[0].n;
     try {
       await eventually("the events around the raced one are handled", async () => (await effects("before")) === 1 && (await effects("after")) === 1, 10_000);
-      await eventually("the consumer has nothing pending", async () => {
-        const info = await bus.jsm.consumers.info(sample.stream.name, durable);
-        return info.num_pending === 0 && info.num_ack_pending === 0;
-      });
+      await settled(sample, durable);
       expect(await effects("raced"), "the other instance processed it; this one's effects were rolled back").toBe(0);
       expect(calls.get("raced"), "run once; on the second attempt the inbox had it").toBe(1);
       expect(calls.get("before")).toBe(2);
@@ -187,21 +159,7 @@ describe("a consumer's batch on Postgres", () => {
     await bus.js.publish("test.badids.thing.t-n.happened", sample.event.codec.encode({ thingId: "t-n", note: "n" }).finish(), { headers: h });
     await publisher.publish(sample.event, { thingId: "t-b", note: "b" });
     const durable = "badids-worker";
-    const consumers = await startConsumers({
-      nc: bus.nc,
-      db,
-      service: "worker",
-      logger,
-      consumers: [
-        bindConsumer({
-          spec: sample.consumerSpec(durable),
-          descriptor: sample.event,
-          async handle(event, context) {
-            await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
-          },
-        }),
-      ],
-    });
+    const consumers = await startWorker(db, sample, durable, recordEffect);
     try {
       await eventually("the well-formed events are handled", async () => (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM effects"))[0].n === 2, 10_000);
       const letter = await bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable) });
@@ -222,22 +180,10 @@ describe("a consumer's batch on Postgres", () => {
     const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
     for (const note of ["before", "swallows", "after"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
     const durable = "caught-worker";
-    const consumers = await startConsumers({
-      nc: bus.nc,
-      db,
-      service: "worker",
-      logger,
-      consumers: [
-        bindConsumer({
-          spec: sample.consumerSpec(durable),
-          descriptor: sample.event,
-          async handle(event, context) {
-            await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
-            // "Insert, or ignore the failure": the idiom that leaves a PostgreSQL transaction aborted.
-            if (event.note === "swallows") await context.tx.run("INSERT INTO no_such_table VALUES (1)").catch(() => undefined);
-          },
-        }),
-      ],
+    const consumers = await startWorker(db, sample, durable, async (event, context) => {
+      await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
+      // "Insert, or ignore the failure": the idiom that leaves a PostgreSQL transaction aborted.
+      if (event.note === "swallows") await context.tx.run("INSERT INTO no_such_table VALUES (1)").catch(() => undefined);
     });
     const effects = async () => (await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note")).map((r) => r.note);
     try {
@@ -251,10 +197,7 @@ describe("a consumer's batch on Postgres", () => {
       }, 15_000);
       const letter = await bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable) });
       expect(letter.header.get("concord-dlq-reason")).toMatch(/a statement failed and its error was caught without being rethrown.*no_such_table/);
-      await eventually("the consumer has nothing pending", async () => {
-        const info = await bus.jsm.consumers.info(sample.stream.name, durable);
-        return info.num_pending === 0 && info.num_ack_pending === 0;
-      });
+      await settled(sample, durable);
       expect(await effects()).toEqual(["after", "before"]);
       expect((await db.query<{ n: number }>("SELECT count(*)::int AS n FROM event_inbox"))[0].n).toBe(2);
     } finally {

@@ -119,11 +119,7 @@ const rowsPerInsert = 256;
 
 const insertSql = sqlByRowCount((rows) => `INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ${placeholderRows(rows, 3)} ON CONFLICT DO NOTHING`);
 
-const insertRows = (rows: readonly InboxRow[], tx: Transaction) =>
-  tx.run(
-    insertSql(rows.length),
-    rows.flatMap((r) => [r.consumer, r.eventId, r.processedAt]),
-  );
+const insertRows = (rows: readonly InboxRow[], tx: Transaction) => tx.run(insertSql(rows.length), rows.flatMap((r) => [r.consumer, r.eventId, r.processedAt]));
 
 const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
