@@ -119,7 +119,7 @@ describe("startConsumers", () => {
     expect(context.headers["ce-type"]).toBe(thingHappenedType);
     await t.settled();
     const info = await bus.jsm.consumers.info(t.sample.stream.name, t.consumerSpec.durable);
-    expect(info.config).toMatchObject({ filter_subject: t.consumerSpec.filterSubject, max_deliver: t.consumerSpec.maxDeliver + 1, ack_policy: "explicit" });
+    expect(info.config).toMatchObject({ filter_subject: t.consumerSpec.filterSubject, max_deliver: -1, ack_policy: "explicit" });
     expect(info.config.ack_wait).toBe(t.consumerSpec.ackWaitMs * 1_000_000);
   });
 
@@ -517,27 +517,85 @@ describe("startConsumers", () => {
     );
   });
 
-  it("gives a batch back for redelivery when its transaction cannot even begin (the database away), instead of trying it again at once", async () => {
-    const sample = sampleStream("noDatabase");
+  /** A consumer of three events on a database whose transactions fail (a turn of the event loop later) while `away` is set. */
+  const awayDatabase = async (key: string, spec: Partial<ConsumerSpec> = {}) => {
+    const sample = sampleStream(key);
     await ensureStreams(bus.jsm, [sample.stream]);
-    const real = await openDatabase({ path: join(dir, "nodatabase.db"), migrations: eventMigrations });
+    const real = await openDatabase({ path: join(dir, `${key}.db`), migrations: [...eventMigrations, effectsTable] });
     cleanups.push(() => real.close());
-    let attempts = 0;
-    // The real database, whose transactions fail before they start, a turn of the event loop later.
+    const state = { away: true, attempts: 0 };
     const db: Database = {
       ...real,
-      transaction: () => {
-        attempts++;
-        return new Promise((_, reject) => setImmediate(() => reject(new Error("the database is away"))));
+      transaction: (work) => {
+        state.attempts++;
+        return state.away ? new Promise((_, reject) => setImmediate(() => reject(new Error("the database is away")))) : real.transaction(work);
       },
     };
     const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
-    for (const note of ["a", "b", "c"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
-    const consumers = await startConsumers({ nc: bus.nc, db, service: "worker", logger, consumers: [bindConsumer({ spec: sample.consumerSpec("nodatabase-worker"), descriptor: sample.event, handle() {} })] });
+    for (const note of ["a", "b", "c"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note }, {});
+    const consumerSpec = sample.consumerSpec(`${key}-worker`, spec);
+    const deliveryCounts: number[] = [];
+    const start = () =>
+      startConsumers({
+        nc: bus.nc,
+        db,
+        service: "worker",
+        logger,
+        consumers: [
+          bindConsumer({
+            spec: consumerSpec,
+            descriptor: sample.event,
+            async handle(event, context) {
+              deliveryCounts.push(context.deliveryCount);
+              await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
+            },
+          }),
+        ],
+      });
+    const effects = async () => (await real.query<{ n: number }>("SELECT count(*) AS n FROM effects"))[0].n;
+    const info = () => bus.jsm.consumers.info(sample.stream.name, consumerSpec.durable);
+    return { state, start, effects, info, deliveryCounts };
+  };
+
+  it("holds a batch whose transaction fails (the database away) and tries it again after pauses, without spending deliveries; handles it once the database is back", async () => {
+    const t = await awayDatabase("away");
+    const consumers = await t.start();
     cleanups.unshift(() => consumers.stop());
-    await eventually("a transaction was tried", async () => attempts > 0);
-    await new Promise((r) => setTimeout(r, 1_500));
-    // Each redelivery (1 s apart) tries once; trying again at once would have made thousands.
-    expect(attempts).toBeLessThan(10);
+    await eventually("a transaction was tried", async () => t.state.attempts > 0);
+    await new Promise((r) => setTimeout(r, 1_600));
+    // Pauses of 250, 500 and 1,000 ms: a handful of attempts, not thousands.
+    expect(t.state.attempts).toBeGreaterThanOrEqual(2);
+    expect(t.state.attempts).toBeLessThan(6);
+    // Held by this process (progress acks), not given back: nothing delivered twice.
+    const held = await t.info();
+    expect(held.num_ack_pending).toBe(3);
+    expect(held.num_redelivered).toBe(0);
+    t.state.away = false;
+    await eventually("the events are handled once the database is back", async () => (await t.effects()) === 3, 10_000);
+    expect(t.deliveryCounts).toEqual([1, 1, 1]);
+    await eventually("nothing is pending", async () => {
+      const info = await t.info();
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    });
+  });
+
+  it("gives the held events back when it stops while the database is away, and a consumer started later handles them, however many deliveries they have had", async () => {
+    // maxDeliver 1: a server max_deliver of the spec's plus one (2) would have given up on them at the second stop.
+    const t = await awayDatabase("awaystop", { maxDeliver: 1, backoffMs: [] });
+    for (let round = 1; round <= 3; round++) {
+      const consumers = await t.start();
+      await eventually(`round ${round} tried a transaction`, async () => t.state.attempts >= round);
+      const stopping = performance.now();
+      await consumers.stop();
+      // Stopping does not wait out the pause before the next attempt (up to 5 s).
+      expect(performance.now() - stopping).toBeLessThan(2_000);
+      const info = await t.info();
+      expect(info.num_ack_pending + info.num_pending).toBe(3);
+    }
+    t.state.away = false;
+    const consumers = await t.start();
+    cleanups.unshift(() => consumers.stop());
+    await eventually("the events are handled", async () => (await t.effects()) === 3, 10_000);
+    expect(t.deliveryCounts.every((n) => n >= 4)).toBe(true);
   });
 });

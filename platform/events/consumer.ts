@@ -101,7 +101,7 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
     const pipeline = consumerPipeline({ ...pipelineOptions, savepoints: "none", batchClaims: claims });
     const failed = new Map<number, unknown>();
     const careful = consumerPipeline({ ...pipelineOptions, savepoints: "each", failed });
-    const step: BatchStep = { pipeline, claims, careful, failed, consumer: spec.durable, db, intake, js, dlqStream, budgetMs: spec.ackWaitMs / 8, logger: log };
+    const step: BatchStep = { pipeline, claims, careful, failed, consumer: spec.durable, db, intake, js, dlqStream, budgetMs: spec.ackWaitMs / 8, stopping, logger: log };
     for (let batch = await intake.take(pullBatch); batch; batch = await intake.take(pullBatch)) {
       try {
         await handleBatch(batch, step);
@@ -125,12 +125,15 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
       logger: logger.child({ consumer: spec.durable, stream: spec.stream }),
     }),
   );
+  let stop!: () => void;
+  const stopping = new Promise<void>((resolve) => (stop = resolve));
   const running = consumers.map((binding, i) => consume(binding, intakes[i]));
   logger.info({ consumers: consumers.map((c) => c.spec.durable) }, "consuming events");
   let stopped: Promise<void> | undefined;
   return {
     stop() {
       stopped ??= (async () => {
+        stop();
         await Promise.all(intakes.map((intake) => intake.close()));
         await Promise.all(running);
       })();
@@ -177,7 +180,14 @@ interface BatchStep {
   readonly dlqStream: StreamSpec;
   /** How long one transaction's handlers may run before it commits and lets the event loop go. */
   readonly budgetMs: number;
+  /** Resolves when the consumers are asked to stop. */
+  readonly stopping: Promise<void>;
   readonly logger: Logger;
+}
+
+/** The pause before a batch whose transaction failed is tried again: doubling from 250 ms after each failure in a row, at most 5 s. */
+function transactionRetryDelay(failuresInARow: number): number {
+  return Math.min(250 * 2 ** (failuresInARow - 1), 5_000);
 }
 
 /**
@@ -196,22 +206,44 @@ interface BatchStep {
  * handlers emitted; dead letters are filed after that.
  */
 async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<void> {
+  const { intake, logger } = step;
   const filing: Promise<void>[] = [];
   const deliveries = batch.map((msg) => deliveryOf(msg, step.consumer));
+  let failuresInARow = 0;
   for (let from = 0; from < batch.length; ) {
     if (from > 0) {
-      step.intake.keepAlive();
+      intake.keepAlive();
       await new Promise((resolve) => setImmediate(resolve));
     }
-    from = await handleChunk(batch, deliveries, from, step, filing);
+    try {
+      from = await handleChunk(batch, deliveries, from, step, filing);
+      failuresInARow = 0;
+    } catch (err) {
+      // The transaction failed (the database away, a conflict that kept coming): nothing of it is recorded,
+      // and the rest of the batch would meet the same. The events stay here, kept alive by progress acks, and
+      // are tried again after a pause: a redelivery would spend one of their deliveries on what is not their
+      // fault. A consumer that stops meanwhile gives them back to the server.
+      const retryInMs = transactionRetryDelay(++failuresInARow);
+      logger.error({ err, events: batch.length - from, attempt: failuresInARow, retryInMs }, "committing a batch of events failed; trying it again");
+      if (await stoppedWithin(step.stopping, retryInMs)) {
+        for (let i = from; i < batch.length; i++) intake.settle(batch[i], { kind: "retry", delayMs: 0 });
+        break;
+      }
+    }
   }
   if (filing.length > 0) await Promise.all(filing);
+}
+
+/** Resolves after `ms` with false, or true as soon as `stopping` resolves. */
+function stoppedWithin(stopping: Promise<void>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([stopping.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(resolve, ms, false)))]).finally(() => clearTimeout(timer));
 }
 
 /** How long an event after a transaction's first may wait for a lock before it is left to the next transaction. */
 const batchLockWaitMs = 50;
 
-/** Handles batch[from..] in one transaction until the budget is spent; settles them; returns where it stopped. */
+/** Handles batch[from..] in one transaction until the budget is spent; settles them; returns where it stopped. Rejects, nothing settled, when the transaction fails. */
 async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Delivery[], from: number, step: BatchStep, filing: Promise<void>[]): Promise<number> {
   const { consumer, db, intake, logger } = step;
   const started = performance.now();
@@ -255,24 +287,16 @@ async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Deliver
       if (limited) await limitLockWaits(tx, undefined);
     });
   try {
-    try {
-      await run(step.pipeline);
-    } catch (err) {
-      if (!(err instanceof SavepointNeededError)) throw err;
-      // An event failed: nothing of that transaction stays; it runs again with a savepoint per event.
-      step.failed.set(err.streamSequence, err.cause);
-      try {
-        await run(step.careful);
-      } finally {
-        step.failed.clear();
-      }
-    }
+    await run(step.pipeline);
   } catch (err) {
-    // The transaction failed (the database away, a conflict that kept coming): nothing of it is recorded,
-    // and the rest of the batch would meet the same; all of it comes again after the delay.
-    logger.error({ err, events: batch.length - from }, "committing a batch of events failed; they will be redelivered");
-    for (let i = from; i < batch.length; i++) intake.settle(batch[i], { kind: "retry", delayMs: 1_000 });
-    return batch.length;
+    if (!(err instanceof SavepointNeededError)) throw err;
+    // An event failed: nothing of that transaction stays; it runs again with a savepoint per event.
+    step.failed.set(err.streamSequence, err.cause);
+    try {
+      await run(step.careful);
+    } finally {
+      step.failed.clear();
+    }
   }
   settlements.forEach(({ delivery, settlement }, k) => {
     const msg = batch[from + k];

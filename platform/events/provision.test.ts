@@ -91,11 +91,13 @@ describe("provisioning", () => {
     await ensureConsumers(bus.jsm, [spec]);
     await ensureConsumers(bus.jsm, [spec]);
     const info = await bus.jsm.consumers.info(sample.stream.name, spec.durable);
-    expect(info.config).toMatchObject({ durable_name: spec.durable, filter_subject: spec.filterSubject, ack_policy: "explicit", max_deliver: spec.maxDeliver + 1 });
+    expect(info.config).toMatchObject({ durable_name: spec.durable, filter_subject: spec.filterSubject, ack_policy: "explicit", max_deliver: -1 });
 
+    // A consumer made with a max_deliver (as earlier versions made them: the spec's plus one) loses it.
+    await bus.jsm.consumers.update(sample.stream.name, spec.durable, { max_deliver: spec.maxDeliver + 1 });
     await ensureConsumers(bus.jsm, [{ ...spec, maxDeliver: 7, ackWaitMs: 9_000 }]);
     const updated = await bus.jsm.consumers.info(sample.stream.name, spec.durable);
-    expect(updated.config.max_deliver).toBe(8);
+    expect(updated.config.max_deliver).toBe(-1);
     expect(updated.config.ack_wait).toBe(9_000 * 1e6);
 
     await expect(ensureConsumers(bus.jsm, [{ ...spec, filterSubject: "test.consumers.thing.*.other" }])).rejects.toThrow(

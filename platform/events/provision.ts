@@ -68,9 +68,9 @@ const atomicBatchApiLevel = 2;
 type NewerStreamConfig = { allow_atomic?: boolean };
 
 /**
- * Creates each durable pull consumer that is missing (explicit ack, max_deliver
- * one above the spec's so the server keeps a message whose last attempt died
- * with the process), and updates max_deliver and ack_wait of existing ones.
+ * Creates each durable pull consumer that is missing (explicit ack, no
+ * max_deliver: see `serverMaxDeliver`), and updates max_deliver and ack_wait
+ * of existing ones.
  * Throws a clear error when the stream is missing or an existing consumer
  * cannot be changed into the spec (filter subject, push consumer, ack policy).
  */
@@ -180,9 +180,20 @@ async function moveReplicas(jsm: JetStreamManager, spec: StreamSpec, existing: n
   log?.({ stream: spec.name, from: existing, to: spec.replicas }, `stream ${spec.name} moved from ${existing} to ${spec.replicas} replicas, as its spec declares`);
 }
 
+/**
+ * The durable consumers' max_deliver on the server: none (-1). A message
+ * delivered max_deliver times and then nak'd, or left to its ack_wait, is
+ * never delivered again, and nobody is told but an advisory: a consumer that
+ * stopped, died, or could not reach its database at that delivery would leave
+ * the event behind, neither handled nor dead-lettered. The consumer counts
+ * the attempts itself (the spec's maxDeliver, see retry.ts) and ends each
+ * event with an ack or a dead letter.
+ */
+export const serverMaxDeliver = -1;
+
 async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promise<void> {
   const where = `consumer ${spec.durable} on stream ${spec.stream}`;
-  const maxDeliver = spec.maxDeliver + 1;
+  const maxDeliver = serverMaxDeliver;
   let info = await consumerInfo(jsm, spec);
   if (!info) {
     try {
@@ -216,7 +227,7 @@ async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promis
     try {
       await jsm.consumers.update(spec.stream, spec.durable, { max_deliver: maxDeliver, ack_wait: nanos(spec.ackWaitMs) });
     } catch (err) {
-      throw new Error(`updating ${where} to max_deliver ${maxDeliver} and ack_wait ${spec.ackWaitMs} ms failed: ${(err as Error).message}`, { cause: err });
+      throw new Error(`updating ${where} to max_deliver ${maxDeliver} (none) and ack_wait ${spec.ackWaitMs} ms failed: ${(err as Error).message}`, { cause: err });
     }
   }
 }
