@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { join, relative } from "node:path";
 import { connect as natsConnect, nkeyAuthenticator } from "nats";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -10,15 +10,8 @@ import { Code } from "../platform/errors/index.js";
 import { clientTlsCredentials, createClient } from "../platform/grpc/index.js";
 import { repoRoot } from "../tools/repo-root.js";
 import { toolClientSecurity } from "../tools/client-security.js";
+import { freePort } from "./support/nats-server.js";
 import { address, grpcError, tempDir } from "./support/shop.js";
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 
 const isListening = (port: number) =>
   new Promise<boolean>((resolve) => {

@@ -339,16 +339,42 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
   };
 }
 
-/** A port that was free a moment ago: the OS picks it for a listener on port 0. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * A port that was free a moment ago, below the range the OS takes ports for
+ * outgoing connections from (a port it picked for a listener on port 0 comes
+ * from that range, and a test's own connections could take it before the
+ * process it is meant for listens on it), and not handed out before by this
+ * process.
+ */
+export async function freePort(): Promise<number> {
+  const below = ephemeralPortsStart();
+  for (;;) {
+    const port = 10_000 + Math.floor(Math.random() * (below - 10_000));
+    if (handedOut.has(port)) continue;
+    if (await canListen(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+}
+
+const handedOut = new Set<number>();
+
+/** The first port of the OS's range for outgoing connections (Linux's ip_local_port_range), 32768 when unknown. */
+function ephemeralPortsStart(): number {
+  try {
+    const first = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
+    return Number.isInteger(first) && first > 12_000 ? first : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => (port ? resolve(port) : reject(new Error("could not find a free port"))));
-    });
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
   });
 }
 
