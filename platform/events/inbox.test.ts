@@ -53,6 +53,20 @@ describe("the inbox's batch claims (processed, then record)", () => {
     expect(await inbox.processed(db, "b", ["e-2", "e-3"])).toEqual(new Set(["e-2"]));
     await db.close();
   });
+
+  it("writes staged records in one order, by consumer then event id, whatever order they were staged in (two transactions sharing events wait rather than deadlock)", async () => {
+    const db = await openDatabase({ path: join(dir, "order.db"), migrations: eventMigrations });
+    // A trigger fires once per row as the INSERT writes it: the log keeps the order of the writes.
+    await db.run("CREATE TABLE written (n INTEGER PRIMARY KEY, consumer TEXT, event_id TEXT)");
+    await db.run("CREATE TRIGGER log_writes AFTER INSERT ON event_inbox BEGIN INSERT INTO written (consumer, event_id) VALUES (new.consumer, new.event_id); END");
+    const staged = [["b", "e-1"], ["a", "e-3"], ["a", "e-10"], ["b", "e-0"], ["a", "e-2"]];
+    await db.transaction(async (tx) => {
+      for (const [consumer, eventId] of staged) inbox.record(tx, consumer, eventId);
+    });
+    const written = await db.query<{ consumer: string; event_id: string }>("SELECT consumer, event_id FROM written ORDER BY n");
+    expect(written.map((r) => `${r.consumer}/${r.event_id}`)).toEqual(["a/e-10", "a/e-2", "a/e-3", "b/e-0", "b/e-1"]);
+    await db.close();
+  });
 });
 
 describe("inboxRetention", () => {
