@@ -136,6 +136,26 @@ describe("openDatabase (SQLite)", () => {
     await db.close();
   });
 
+  it("ends a transaction whose COMMIT fails (a deferred constraint), so the next one runs", async () => {
+    const db = await openDatabase({
+      path: join(dir, "failed-commit.db"),
+      migrations: [
+        {
+          id: "0001_deferred",
+          sql: "CREATE TABLE parents (id TEXT PRIMARY KEY);\nCREATE TABLE children (parent TEXT NOT NULL REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)",
+        },
+      ],
+    });
+    // The foreign key is checked at COMMIT, which fails.
+    await expect(db.transaction((tx) => tx.run("INSERT INTO children (parent) VALUES ('none')"))).rejects.toThrow(/FOREIGN KEY constraint failed/);
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO parents (id) VALUES ('p')");
+      await tx.run("INSERT INTO children (parent) VALUES ('p')");
+    });
+    expect(await db.query("SELECT parent FROM children")).toEqual([{ parent: "p" }]);
+    await db.close();
+  });
+
   it("checkpoints from a worker thread, never inside a commit, and bounds the log when the event loop does not turn", async () => {
     const path = join(dir, "checkpoint.db");
     (await openDatabase({ path, migrations })).close();

@@ -185,7 +185,13 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
         writer,
         work,
         async () => {
-          writer.runSync("COMMIT");
+          try {
+            writer.runSync("COMMIT");
+          } catch (err) {
+            // A COMMIT that fails (a deferred constraint, a full disk) leaves the transaction open: ended here, or every later BEGIN would fail.
+            if (writerConnection.inTransaction) writer.runSync("ROLLBACK");
+            throw err;
+          }
           checkpointed();
         },
         async () => {
