@@ -524,12 +524,14 @@ describe("startConsumers", () => {
     const real = await openDatabase({ path: join(dir, `${key}.db`), migrations: [...eventMigrations, effectsTable] });
     cleanups.push(() => real.close());
     const state = { away: true, attempts: 0 };
+    const away = () => new Promise<never>((_, reject) => setImmediate(() => reject(new Error("the database is away"))));
     const db: Database = {
       ...real,
       transaction: (work) => {
         state.attempts++;
-        return state.away ? new Promise((_, reject) => setImmediate(() => reject(new Error("the database is away")))) : real.transaction(work);
+        return state.away ? away() : real.transaction(work);
       },
+      ping: () => (state.away ? away() : real.ping()),
     };
     const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
     for (const note of ["a", "b", "c"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note }, {});
@@ -600,5 +602,65 @@ describe("startConsumers", () => {
     cleanups.unshift(() => consumers.stop());
     await eventually("the events are handled", async () => (await t.effects()) === 3, 10_000);
     expect(t.deliveryCounts.every((n) => n >= 4)).toBe(true);
+  });
+
+  it("retries, then dead-letters, an event whose own transaction cannot commit while the database answers (a deferred constraint); the events around it are handled", async () => {
+    const sample = sampleStream("nocommit");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const orphans = { id: "test_0002_orphans", sql: "CREATE TABLE parents (id TEXT PRIMARY KEY);\nCREATE TABLE orphans (parent TEXT NOT NULL REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)" };
+    const db = await openDatabase({ path: join(dir, "nocommit.db"), migrations: [...eventMigrations, effectsTable, orphans] });
+    cleanups.push(() => db.close());
+    const consumerSpec = sample.consumerSpec("nocommit-worker", { maxDeliver: 2, backoffMs: [200] });
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    // Published before the consumer starts: the three arrive in one batch.
+    const poison = await publisher.publish(sample.event, { thingId: "t-poison", note: "poison" });
+    for (const note of ["before", "after"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
+    const consumers = await startConsumers({
+      nc: bus.nc,
+      db,
+      service: "worker",
+      logger,
+      consumers: [
+        bindConsumer({
+          spec: consumerSpec,
+          descriptor: sample.event,
+          async handle(event, context) {
+            await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
+            // Accepted now, refused at COMMIT: no savepoint of the event's own catches it.
+            if (event.note === "poison") await context.tx.run("INSERT INTO orphans (parent) VALUES ('none')");
+          },
+        }),
+      ],
+    });
+    cleanups.unshift(() => consumers.stop());
+    const subject = deadLetterSubject(deadLetterStreamSpec, sample.stream.name, consumerSpec.durable);
+    const deadLetter = () => bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: subject }).catch(() => undefined);
+    await eventually("the event is dead-lettered", async () => (await deadLetter()) !== undefined);
+    const dead = (await deadLetter())!;
+    expect(dead.header.get("ce-id")).toBe(poison.eventId);
+    expect(dead.header.get("concord-dlq-reason")).toMatch(/^its transaction failed: .*FOREIGN KEY constraint failed/);
+    expect(dead.header.get("concord-dlq-delivery-count")).toBe("2");
+    const notes = await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note");
+    expect(notes.map((r) => r.note)).toEqual(["after", "before"]);
+    await eventually("nothing is pending", async () => {
+      const info = await bus.jsm.consumers.info(sample.stream.name, consumerSpec.durable);
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    });
+  });
+
+  it("redelivers with the backoff, then dead-letters, an event the pipeline itself fails on (a middleware that throws)", async () => {
+    const buggy: DeliveryMiddleware = (next) => async (delivery, tx) => {
+      if (delivery.subject.includes(".t-bug.")) throw new Error("a bug in a middleware");
+      return next(delivery, tx);
+    };
+    const t = await setup("pipelinebug", () => {}, { maxDeliver: 2, backoffMs: [200] }, undefined, [buggy]);
+    await t.publish("bug");
+    await t.publish("fine");
+    await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined);
+    const dead = (await t.deadLetter())!;
+    expect(dead.header.get("concord-dlq-reason")).toBe("the consumer pipeline failed: a bug in a middleware");
+    expect(dead.header.get("concord-dlq-delivery-count")).toBe("2");
+    await eventually("the other event is handled", async () => (await t.effects("fine")) === 1);
+    await t.settled();
   });
 });

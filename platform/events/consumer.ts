@@ -4,7 +4,7 @@ import type { Logger } from "../log/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 import { type Database, isLockTimeout, limitLockWaits } from "../sql/index.js";
 import { eventHeaders } from "./cloud-events.js";
-import { deadLetterPrefix, deadLetterStreamSpec, fileDeadLetter } from "./dead-letter.js";
+import { deadLetterPrefix, deadLetterStreamSpec, fileDeadLetter, reasonOf } from "./dead-letter.js";
 import { BatchConflictError, headerValue, SavepointNeededError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 import type { ConsumerBinding } from "./event-handler.js";
 import { receivedHeaders } from "./nats-internals.js";
@@ -14,6 +14,7 @@ import { consumerPipeline } from "./pipeline.js";
 import { createPullIntake, type PullIntake } from "./pull-intake.js";
 import { ensureConsumers, ensureStreams, validateConsumerSpec, validateStreamSpec } from "./provision.js";
 import { validateSource } from "./publisher.js";
+import { backoffDelay } from "./retry.js";
 import type { StreamSpec } from "./types.js";
 
 export interface StartConsumersOptions {
@@ -101,7 +102,22 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
     const pipeline = consumerPipeline({ ...pipelineOptions, savepoints: "none", batchClaims: claims });
     const failed = new Map<number, unknown>();
     const careful = consumerPipeline({ ...pipelineOptions, savepoints: "each", failed });
-    const step: BatchStep = { pipeline, claims, careful, failed, consumer: spec.durable, db, intake, js, dlqStream, budgetMs: spec.ackWaitMs / 8, stopping, logger: log };
+    const step: BatchStep = {
+      pipeline,
+      claims,
+      careful,
+      failed,
+      consumer: spec.durable,
+      maxDeliver: spec.maxDeliver,
+      backoffMs: spec.backoffMs,
+      db,
+      intake,
+      js,
+      dlqStream,
+      budgetMs: spec.ackWaitMs / 8,
+      stopping: stopping.signal,
+      logger: log,
+    };
     for (let batch = await intake.take(pullBatch); batch; batch = await intake.take(pullBatch)) {
       try {
         await handleBatch(batch, step);
@@ -125,15 +141,14 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
       logger: logger.child({ consumer: spec.durable, stream: spec.stream }),
     }),
   );
-  let stop!: () => void;
-  const stopping = new Promise<void>((resolve) => (stop = resolve));
+  const stopping = new AbortController();
   const running = consumers.map((binding, i) => consume(binding, intakes[i]));
   logger.info({ consumers: consumers.map((c) => c.spec.durable) }, "consuming events");
   let stopped: Promise<void> | undefined;
   return {
     stop() {
       stopped ??= (async () => {
-        stop();
+        stopping.abort(new Error("the consumers are stopping"));
         await Promise.all(intakes.map((intake) => intake.close()));
         await Promise.all(running);
       })();
@@ -174,14 +189,17 @@ interface BatchStep {
   readonly careful: DeliveryHandler;
   readonly failed: Map<number, unknown>;
   readonly consumer: string;
+  /** The spec's: deliveries before a failed attempt is final. */
+  readonly maxDeliver: number;
+  readonly backoffMs: readonly number[];
   readonly db: Database;
   readonly intake: PullIntake;
   readonly js: JetStreamClient;
   readonly dlqStream: StreamSpec;
   /** How long one transaction's handlers may run before it commits and lets the event loop go. */
   readonly budgetMs: number;
-  /** Resolves when the consumers are asked to stop. */
-  readonly stopping: Promise<void>;
+  /** Aborted when the consumers are asked to stop: a transaction waiting for a connection gives up. */
+  readonly stopping: AbortSignal;
   readonly logger: Logger;
 }
 
@@ -210,21 +228,40 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
   const filing: Promise<void>[] = [];
   const deliveries = batch.map((msg) => deliveryOf(msg, step.consumer));
   let failuresInARow = 0;
+  // After a transaction failed with the database answering: one event a transaction, until it is clear whose fails.
+  let oneByOne = false;
   for (let from = 0; from < batch.length; ) {
     if (from > 0) {
       intake.keepAlive();
       await new Promise((resolve) => setImmediate(resolve));
     }
     try {
-      from = await handleChunk(batch, deliveries, from, step, filing);
+      from = await handleChunk(batch, deliveries, from, oneByOne ? 1 : batch.length, step, filing);
       failuresInARow = 0;
+      oneByOne = false;
     } catch (err) {
-      // The transaction failed (the database away, a conflict that kept coming): nothing of it is recorded,
-      // and the rest of the batch would meet the same. The events stay here, kept alive by progress acks, and
-      // are tried again after a pause: a redelivery would spend one of their deliveries on what is not their
-      // fault. A consumer that stops meanwhile gives them back to the server.
+      // Stopping: what is left goes back to the server for the next consumer.
+      if (step.stopping.aborted) {
+        for (let i = from; i < batch.length; i++) intake.settle(batch[i], { kind: "retry", delayMs: 0 });
+        break;
+      }
+      if (await answers(step.db)) {
+        // The database is there, so something in the batch keeps the transaction from committing (a deferred
+        // constraint, a value the database refuses) or it lost a conflict: the events run one a transaction,
+        // and an event whose own transaction fails has had a failed attempt (retried, then dead-lettered).
+        if (oneByOne) {
+          failedAttempt(batch[from], deliveries[from], err, step, filing);
+          from++;
+        }
+        oneByOne = !oneByOne;
+        continue;
+      }
+      // The database is away: nothing of the transaction is recorded, and the rest of the batch would meet the
+      // same. The events stay here, kept alive by progress acks, and are tried again after a pause: a
+      // redelivery would spend one of their deliveries on what is not their fault. A consumer that stops
+      // meanwhile gives them back to the server.
       const retryInMs = transactionRetryDelay(++failuresInARow);
-      logger.error({ err, events: batch.length - from, attempt: failuresInARow, retryInMs }, "committing a batch of events failed; trying it again");
+      logger.error({ err, events: batch.length - from, attempt: failuresInARow, retryInMs }, "committing a batch of events failed and the database does not answer; trying it again");
       if (await stoppedWithin(step.stopping, retryInMs)) {
         for (let i = from; i < batch.length; i++) intake.settle(batch[i], { kind: "retry", delayMs: 0 });
         break;
@@ -234,17 +271,48 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
   if (filing.length > 0) await Promise.all(filing);
 }
 
-/** Resolves after `ms` with false, or true as soon as `stopping` resolves. */
-function stoppedWithin(stopping: Promise<void>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([stopping.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(resolve, ms, false)))]).finally(() => clearTimeout(timer));
+/** Whether the database answers a trivial query. */
+async function answers(db: Database): Promise<boolean> {
+  try {
+    await db.ping();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** An event whose transaction failed on its own, the database answering: retried with the spec's backoff, dead-lettered at its last attempt. */
+function failedAttempt(msg: JsMsg, delivery: Delivery, err: unknown, step: BatchStep, filing: Promise<void>[]): void {
+  if (delivery.deliveryCount >= step.maxDeliver) {
+    filing.push(fileThenAck(msg, delivery, { kind: "deadLetter", reason: `its transaction failed: ${reasonOf(err)}` }, step));
+    return;
+  }
+  const retryInMs = backoffDelay(step.backoffMs, delivery.deliveryCount);
+  step.logger.warn({ err, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, maxDeliver: step.maxDeliver, retryInMs }, "the event's transaction failed; retrying");
+  step.intake.settle(msg, { kind: "retry", delayMs: retryInMs });
+}
+
+/** Resolves after `ms` with false, or with true as soon as `stopping` is aborted. */
+function stoppedWithin(stopping: AbortSignal, ms: number): Promise<boolean> {
+  if (stopping.aborted) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const stopped = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      stopping.removeEventListener("abort", stopped);
+      resolve(false);
+    }, ms);
+    stopping.addEventListener("abort", stopped, { once: true });
+  });
 }
 
 /** How long an event after a transaction's first may wait for a lock before it is left to the next transaction. */
 const batchLockWaitMs = 50;
 
-/** Handles batch[from..] in one transaction until the budget is spent; settles them; returns where it stopped. Rejects, nothing settled, when the transaction fails. */
-async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Delivery[], from: number, step: BatchStep, filing: Promise<void>[]): Promise<number> {
+/** Handles batch[from..], at most `max` events, in one transaction until the budget is spent; settles them; returns where it stopped. Rejects, nothing settled, when the transaction fails. */
+async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Delivery[], from: number, max: number, step: BatchStep, filing: Promise<void>[]): Promise<number> {
   const { consumer, db, intake, logger } = step;
   const started = performance.now();
   const settlements: Array<{ readonly delivery: Delivery; readonly settlement: Settlement }> = [];
@@ -257,7 +325,7 @@ async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Deliver
       // One event left claims itself (one statement either way); two or more share one read and one write.
       if (pipeline === step.pipeline) await step.claims.begin(tx, consumer, batch.length - from > 1 ? eventIdsOf(deliveries, from) : []);
       let limited = false;
-      while (end < batch.length) {
+      while (end < batch.length && end - from < max) {
         // The first event may wait for locks as long as it takes; later ones, holding the earlier ones'
         // locks meanwhile, only briefly: one that would wait longer is left to the next transaction, so
         // two instances' batches never wait for each other in a circle.
@@ -275,9 +343,10 @@ async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Deliver
             if (end > from && isLockTimeout(err.cause)) break;
             throw err.cause;
           }
-          // Only a bug in the pipeline gets here; redeliver rather than lose the event.
-          logger.error({ err, streamSequence: delivery.streamSequence }, "the consumer pipeline failed; the event will be redelivered");
-          settlement = { kind: "retry", delayMs: 1_000 };
+          // Only a bug in the pipeline gets here: redelivered with the backoff, dead-lettered at the last attempt.
+          const last = delivery.deliveryCount >= step.maxDeliver;
+          logger.error({ err, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount }, `the consumer pipeline failed; the event will be ${last ? "dead-lettered" : "redelivered"}`);
+          settlement = last ? { kind: "deadLetter", reason: `the consumer pipeline failed: ${reasonOf(err)}` } : { kind: "retry", delayMs: backoffDelay(step.backoffMs, delivery.deliveryCount) };
         }
         end++;
         settlements.push({ delivery, settlement });
@@ -285,7 +354,7 @@ async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Deliver
       }
       // What the commit writes (the outbox's events) waits for its locks as long as it needs.
       if (limited) await limitLockWaits(tx, undefined);
-    });
+    }, { signal: step.stopping });
   try {
     await run(step.pipeline);
   } catch (err) {

@@ -121,7 +121,8 @@ function deadLetterHeadersFor(delivery: Delivery, reason: string): Record<string
 }
 
 /** A header-safe reason: NATS header values are single lines. */
-function reasonOf(err: unknown): string {
+/** An error's message on one line, at most 1,024 characters: a dead letter's reason. */
+export function reasonOf(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
   const line = message.replace(/[\r\n]+/g, " ").trim();
   return (line || "unknown error").slice(0, 1024);
