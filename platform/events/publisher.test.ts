@@ -14,7 +14,7 @@ describe("subjectFor", () => {
     expect(subjectFor(event, { thingId: "t-1", note: "" })).toBe("test.subject.thing.t-1.happened");
   });
 
-  it.each([".", "a.b", "*", ">", " ", "a b", "tab\there", ""])("refuses the token value %j, naming event type, token and value", (value) => {
+  it.each([".", "a.b", "*", ">", " ", "a b", "tab\there", "", "nul\u0000", "bell\u0007", "del\u007f"])("refuses the token value %j, naming event type, token and value", (value) => {
     expect(() => subjectFor(event, { thingId: value, note: "" })).toThrow(
       new RegExp(`concord\\.test\\.v1\\.ThingHappened.*${JSON.stringify(value).replace(/[.*\\]/g, "\\$&")}.*\\{thing_id\\}`),
     );

@@ -1,14 +1,16 @@
 import type { EventDescriptor } from "./types.js";
 
 const placeholder = /\{([^{}]*)\}/g;
-// A value holding one of these would split the subject or turn it into a wildcard.
-const forbidden = /[.*>\s]/;
+// A value holding one of these would split the subject or turn it into a wildcard; a control character
+// (a NUL, which PostgreSQL text refuses) would make the event impossible to store or read back.
+const forbidden = /[.*>\s\u0000-\u001f\u007f]/;
 
 /**
  * The subject an event is published on: the descriptor's template with each
  * `{token}` filled from the event. Throws, naming the event type, the token and
- * the value, when a value is missing, empty, or holds ".", "*", ">" or white
- * space, so a bad value never reaches the wrong subscribers.
+ * the value, when a value is missing, empty, or holds ".", "*", ">", white
+ * space or a control character, so a bad value never reaches the wrong
+ * subscribers nor the outbox.
  */
 export function subjectFor<T>(descriptor: EventDescriptor<T>, event: T): string {
   const values = descriptor.subjectTokens(event);
@@ -22,7 +24,7 @@ export function subjectFor<T>(descriptor: EventDescriptor<T>, event: T): string 
       const problem = value === "" ? "is empty" : `holds ${describe(value.match(forbidden)![0])}`;
       throw new Error(
         `cannot build the subject of ${descriptor.typeName}: the value ${JSON.stringify(value)} of token {${token}} ${problem}; ` +
-          `subject token values may not be empty or hold ".", "*", ">" or white space`,
+          `subject token values may not be empty or hold ".", "*", ">", white space or control characters`,
       );
     }
     return value;
@@ -30,5 +32,6 @@ export function subjectFor<T>(descriptor: EventDescriptor<T>, event: T): string 
 }
 
 function describe(char: string): string {
-  return /\s/.test(char) ? "white space" : `"${char}"`;
+  if (/\s/.test(char)) return "white space";
+  return /[\u0000-\u001f\u007f]/.test(char) ? `the control character U+${char.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}` : `"${char}"`;
 }
