@@ -91,7 +91,7 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
   // With stream owners known (NATS permissions in force), no service changes the shared dead letter stream: a
   // service's user could otherwise shorten its retention, which is deleting dead letters by another name.
   await ensureStreams(jsm, [dlqStream], { logger, ...(streamSources && { foreign: [dlqStream.name] }) });
-  await ensureConsumers(jsm, consumers.map((c) => c.spec));
+  await ensureConsumers(jsm, consumers.map((c) => c.spec), { logger });
   const js = nc.jetstream();
 
   const consume = async (binding: ConsumerBinding<unknown>, intake: PullIntake): Promise<void> => {

@@ -1,3 +1,4 @@
+import { AckPolicy, DeliverPolicy } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startNatsCluster, startNatsServer, type NatsClusterHandle, type NatsServerHandle } from "../../test/support/nats-server.js";
 import { sampleStream } from "../../test/support/sample-events.js";
@@ -103,6 +104,45 @@ describe("provisioning", () => {
     await expect(ensureConsumers(bus.jsm, [{ ...spec, filterSubject: "test.consumers.thing.*.other" }])).rejects.toThrow(
       /consumer consumers-worker on stream TEST_CONSUMERS exists with filter subject "test\.consumers\.thing\.\*\.happened", wanted "test\.consumers\.thing\.\*\.other"/,
     );
+  });
+
+  it("warns of events an earlier max_deliver left behind, with their sequences; a consumer made to start at the first of them delivers them again", async () => {
+    const sample = sampleStream("abandoned");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const spec = sample.consumerSpec("abandoned-worker");
+    const js = bus.nc.jetstream();
+    for (const id of ["a", "b", "c"]) await js.publish(`test.abandoned.thing.t-${id}.happened`, new Uint8Array([1]));
+    // Made as earlier versions made consumers, with a max_deliver: the second event is given up on at its second delivery.
+    await bus.jsm.consumers.add(sample.stream.name, { durable_name: spec.durable, filter_subject: spec.filterSubject, ack_policy: AckPolicy.Explicit, max_deliver: 2, ack_wait: 5_000_000_000 });
+    const consumer = await js.consumers.get(sample.stream.name, spec.durable);
+    const seen: number[] = [];
+    for (let m = await consumer.next({ expires: 1_000 }); m; m = await consumer.next({ expires: 1_000 })) {
+      seen.push(m.info.streamSequence);
+      if (m.info.streamSequence === 2) m.nak();
+      else m.ack();
+    }
+    expect(seen.sort()).toEqual([1, 2, 2, 3]);
+
+    const kept = keptLogger();
+    await ensureConsumers(bus.jsm, [spec], { logger: kept.logger });
+    expect(kept.messages).toEqual([expect.stringMatching(/consumer abandoned-worker on stream TEST_ABANDONED holds events the server stopped delivering .* stream sequences 2 to 3 /)]);
+    // max_deliver is gone now, but that does not bring the event back.
+    expect(await consumer.next({ expires: 1_000 })).toBeNull();
+
+    // What the warning says to do: the consumer made again to start at the first of those sequences.
+    await bus.jsm.consumers.delete(sample.stream.name, spec.durable);
+    await bus.jsm.consumers.add(sample.stream.name, { durable_name: spec.durable, filter_subject: spec.filterSubject, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 2 });
+    await ensureConsumers(bus.jsm, [spec], { logger: kept.logger });
+    const again = await js.consumers.get(sample.stream.name, spec.durable);
+    const redelivered: number[] = [];
+    for (let m = await again.next({ expires: 1_000 }); m; m = await again.next({ expires: 1_000 })) {
+      redelivered.push(m.info.streamSequence);
+      m.ack();
+    }
+    expect(redelivered).toEqual([2, 3]);
+    // Nothing left behind now: no second warning.
+    await ensureConsumers(bus.jsm, [spec], { logger: kept.logger });
+    expect(kept.messages).toHaveLength(1);
   });
 
   it("says which stream is missing when a consumer's stream does not exist", async () => {

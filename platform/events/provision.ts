@@ -74,9 +74,10 @@ type NewerStreamConfig = { allow_atomic?: boolean };
  * Throws a clear error when the stream is missing or an existing consumer
  * cannot be changed into the spec (filter subject, push consumer, ack policy).
  */
-export async function ensureConsumers(jsm: JetStreamManager, specs: readonly ConsumerSpec[]): Promise<void> {
+export async function ensureConsumers(jsm: JetStreamManager, specs: readonly ConsumerSpec[], options: { readonly logger?: Logger } = {}): Promise<void> {
+  checkOptions("ensureConsumers", options, ["logger"]);
   for (const spec of specs) validateConsumerSpec(spec);
-  for (const spec of specs) await ensureConsumer(jsm, spec);
+  for (const spec of specs) await ensureConsumer(jsm, spec, options.logger);
 }
 
 const apiErrorCode = (err: unknown): number | undefined => (err as NatsError).api_error?.err_code;
@@ -191,7 +192,7 @@ async function moveReplicas(jsm: JetStreamManager, spec: StreamSpec, existing: n
  */
 export const serverMaxDeliver = -1;
 
-async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promise<void> {
+async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, logger: Logger | undefined): Promise<void> {
   const where = `consumer ${spec.durable} on stream ${spec.stream}`;
   const maxDeliver = serverMaxDeliver;
   let info = await consumerInfo(jsm, spec);
@@ -223,6 +224,7 @@ async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promis
         `a durable consumer's filter cannot be changed in place: give the consumer a new durable name, or delete the old one`,
     );
   }
+  warnOfAbandoned(info, spec, logger);
   if (config.max_deliver !== maxDeliver || millis(config.ack_wait ?? 0) !== spec.ackWaitMs) {
     try {
       await jsm.consumers.update(spec.stream, spec.durable, { max_deliver: maxDeliver, ack_wait: nanos(spec.ackWaitMs) });
@@ -230,6 +232,26 @@ async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec): Promis
       throw new Error(`updating ${where} to max_deliver ${maxDeliver} (none) and ack_wait ${spec.ackWaitMs} ms failed: ${(err as Error).message}`, { cause: err });
     }
   }
+}
+
+/**
+ * A consumer with nothing pending whose acknowledgements stop short of what
+ * it delivered holds events the server gave up on: delivered max_deliver
+ * times (as earlier versions set it) and never acknowledged, so neither
+ * handled nor dead-lettered, and never delivered again. Says so, with the
+ * stream sequences and the way to have them delivered again.
+ */
+function warnOfAbandoned(info: ConsumerInfo, spec: ConsumerSpec, logger: Logger | undefined): void {
+  const floor = info.ack_floor.stream_seq;
+  const last = info.delivered.stream_seq;
+  if (!logger || info.num_pending > 0 || info.num_ack_pending > 0 || floor >= last) return;
+  logger.warn(
+    { consumer: spec.durable, stream: spec.stream, ackFloor: floor, delivered: last },
+    `consumer ${spec.durable} on stream ${spec.stream} holds events the server stopped delivering (a max_deliver reached): ` +
+      `at least one of stream sequences ${floor + 1} to ${last} was neither acknowledged nor dead-lettered; to have them delivered again, ` +
+      `stop the service, delete the consumer and create it to start at sequence ${floor + 1} (README "Delivery guarantees"); ` +
+      `the inbox skips those already handled`,
+  );
 }
 
 async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
