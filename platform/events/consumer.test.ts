@@ -448,6 +448,24 @@ describe("startConsumers", () => {
     expect(await registry.metrics()).toContain(`concord_consumer_dead_lettered_total{consumer="${t.consumerSpec.durable}"} 1`);
   });
 
+  it("files again a dead letter whose filing failed after pauses that double (1, 2, 4 s), not every second", async () => {
+    const t = await setup("filingpause", (event) => {
+      if (event.note === "bad") throw new UnprocessableEventError("this one can never be processed");
+    });
+    await bus.jsm.streams.delete(deadLetterStreamSpec.name);
+    try {
+      await t.publish("bad");
+      await eventually("filing failed once", async () => (t.attempts.get("bad") ?? 0) >= 1);
+      await new Promise((r) => setTimeout(r, 6_500));
+      // Deliveries at about 0, 1, 3 and 7 s; every second would have made 7.
+      expect(t.attempts.get("bad")).toBeGreaterThanOrEqual(2);
+      expect(t.attempts.get("bad")).toBeLessThanOrEqual(4);
+    } finally {
+      await ensureStreams(bus.jsm, [deadLetterStreamSpec]);
+    }
+    await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined, 20_000);
+  });
+
   it("does not count a dead letter that was filed before its ack was lost (the filing comes back as a duplicate)", async () => {
     const registry = new Registry();
     const t = await setup(

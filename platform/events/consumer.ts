@@ -384,8 +384,10 @@ async function fileThenAck(msg: JsMsg, delivery: Delivery, settlement: Extract<S
   try {
     ({ subject, duplicate } = await fileDeadLetter(step.js, step.dlqStream, delivery, reason));
   } catch (err) {
-    logger.error({ err, reason, streamSequence: delivery.streamSequence, retryInMs: 1_000 }, "publishing to the dead letter stream failed; the event will be redelivered");
-    intake.settle(msg, { kind: "retry", delayMs: 1_000 });
+    // Redelivered to be decided and filed again, after 1 s at its first delivery, doubling with each one, at most 30 s.
+    const retryInMs = Math.min(1_000 * 2 ** Math.min(Math.max(delivery.deliveryCount - 1, 0), 5), 30_000);
+    logger.error({ err, reason, streamSequence: delivery.streamSequence, retryInMs }, "publishing to the dead letter stream failed; the event will be redelivered");
+    intake.settle(msg, { kind: "retry", delayMs: retryInMs });
     return;
   }
   logger.error({ reason, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject }, "event sent to the dead letter stream");
