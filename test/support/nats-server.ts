@@ -1,12 +1,15 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createConnection, createServer } from "node:net";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, nkeyAuthenticator } from "nats";
 import { ensureNatsCredentials, seedFileOf, writeAuthorizationConfig } from "../../tools/nats/authorization.js";
 import { findNatsServer, type FoundNatsServer } from "../../tools/nats/find-nats-server.mjs";
+import { freePort } from "../../tools/free-port.js";
 import { type ClusterRoutes, writeNatsServerConfig } from "../../tools/nats/server-config.js";
+
+export { freePort };
 
 export interface NatsServerOptions {
   /** JetStream store directory, kept after `stop`. Default: a fresh temp dir, removed by `stop`. */
@@ -337,45 +340,6 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
     },
     stop: stopAll,
   };
-}
-
-/**
- * A port that was free a moment ago, below the range the OS takes ports for
- * outgoing connections from (a port it picked for a listener on port 0 comes
- * from that range, and a test's own connections could take it before the
- * process it is meant for listens on it), and not handed out before by this
- * process.
- */
-export async function freePort(): Promise<number> {
-  const below = ephemeralPortsStart();
-  for (;;) {
-    const port = 10_000 + Math.floor(Math.random() * (below - 10_000));
-    if (handedOut.has(port)) continue;
-    if (await canListen(port)) {
-      handedOut.add(port);
-      return port;
-    }
-  }
-}
-
-const handedOut = new Set<number>();
-
-/** The first port of the OS's range for outgoing connections (Linux's ip_local_port_range), 32768 when unknown. */
-function ephemeralPortsStart(): number {
-  try {
-    const first = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
-    return Number.isInteger(first) && first > 12_000 ? first : 32_768;
-  } catch {
-    return 32_768;
-  }
-}
-
-function canListen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
 }
 
 async function distinctFreePorts(n: number): Promise<number[]> {

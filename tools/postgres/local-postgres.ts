@@ -10,10 +10,10 @@
  * production server needs passwords (scram-sha-256) instead.
  */
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Client } from "pg";
+import { freePort } from "../free-port.js";
 import { checkDatabaseName, hasCluster, initCluster, prepareDataDir, runAs, serverAccount, superuser } from "./cluster.js";
 import { findPostgresBinDir } from "./find-postgres.mjs";
 import { type ServerProcess, spawnServer } from "./server-process.js";
@@ -238,15 +238,3 @@ async function withClient<T>(config: ClientConfig, work: (client: Client) => Pro
   }
 }
 
-/** A port that was free a moment ago: the OS picks it for a listener on port 0. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => (port ? resolve(port) : reject(new Error("could not find a free port"))));
-    });
-  });
-}
