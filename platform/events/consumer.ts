@@ -252,6 +252,8 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
         if (oneByOne) {
           failedAttempt(batch[from], deliveries[from], err, step, filing);
           from++;
+        } else {
+          logger.warn({ err, events: batch.length - from }, "committing a batch of events failed while the database answers; its events run one to a transaction");
         }
         oneByOne = !oneByOne;
         continue;
