@@ -120,8 +120,7 @@ function deadLetterHeadersFor(delivery: Delivery, reason: string): Record<string
   return headers;
 }
 
-/** A header-safe reason: NATS header values are single lines. */
-/** An error's message on one line, at most 1,024 characters: a dead letter's reason. */
+/** A dead letter's reason from an error: its message on one line (NATS header values are single lines), at most 1,024 characters. */
 export function reasonOf(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
   const line = message.replace(/[\r\n]+/g, " ").trim();

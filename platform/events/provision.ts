@@ -190,7 +190,7 @@ async function moveReplicas(jsm: JetStreamManager, spec: StreamSpec, existing: n
  * the attempts itself (the spec's maxDeliver, see retry.ts) and ends each
  * event with an ack or a dead letter.
  */
-export const serverMaxDeliver = -1;
+const serverMaxDeliver = -1;
 
 async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, logger: Logger | undefined): Promise<void> {
   const where = `consumer ${spec.durable} on stream ${spec.stream}`;
