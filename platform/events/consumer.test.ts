@@ -536,20 +536,21 @@ describe("startConsumers", () => {
   });
 
   /** A consumer of three events on a database whose transactions fail (a turn of the event loop later) while `away` is set. */
-  const awayDatabase = async (key: string, spec: Partial<ConsumerSpec> = {}) => {
+  const awayDatabase = async (key: string, spec: Partial<ConsumerSpec> = {}, failure: { readonly error?: () => Error; readonly pingAnswers?: boolean } = {}) => {
     const sample = sampleStream(key);
     await ensureStreams(bus.jsm, [sample.stream]);
     const real = await openDatabase({ path: join(dir, `${key}.db`), migrations: [...eventMigrations, effectsTable] });
     cleanups.push(() => real.close());
     const state = { away: true, attempts: 0 };
-    const away = () => new Promise<never>((_, reject) => setImmediate(() => reject(new Error("the database is away"))));
+    const error = failure.error ?? (() => new Error("the database is away"));
+    const away = () => new Promise<never>((_, reject) => setImmediate(() => reject(error())));
     const db: Database = {
       ...real,
       transaction: (work) => {
         state.attempts++;
         return state.away ? away() : real.transaction(work);
       },
-      ping: () => (state.away ? away() : real.ping()),
+      ping: () => (state.away && !failure.pingAnswers ? away() : real.ping()),
     };
     const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
     for (const note of ["a", "b", "c"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note }, {});
@@ -597,6 +598,22 @@ describe("startConsumers", () => {
       const info = await t.info();
       return info.num_pending === 0 && info.num_ack_pending === 0;
     });
+  });
+
+  it("holds a batch, blaming none of its events, when the database answers but takes no writes (a full disk), and handles it once it does", async () => {
+    const diskFull = () => Object.assign(new Error("could not extend file: No space left on device"), { code: "53100" });
+    const t = await awayDatabase("diskfull", { maxDeliver: 1, backoffMs: [] }, { error: diskFull, pingAnswers: true });
+    const consumers = await t.start();
+    cleanups.unshift(() => consumers.stop());
+    await eventually("a few transactions were tried", async () => t.state.attempts >= 3);
+    const held = await t.info();
+    expect(held.num_ack_pending).toBe(3);
+    expect(held.num_redelivered).toBe(0);
+    t.state.away = false;
+    await eventually("the events are handled once writes are taken again", async () => (await t.effects()) === 3, 10_000);
+    expect(t.deliveryCounts).toEqual([1, 1, 1]);
+    const dlq = await bus.jsm.streams.info(deadLetterStreamSpec.name, { subjects_filter: deadLetterSubject(deadLetterStreamSpec, `TEST_DISKFULL`, "diskfull-worker") });
+    expect(dlq.state.subjects?.[deadLetterSubject(deadLetterStreamSpec, "TEST_DISKFULL", "diskfull-worker")] ?? 0).toBe(0);
   });
 
   it("gives the held events back when it stops while the database is away, and a consumer started later handles them, however many deliveries they have had", async () => {

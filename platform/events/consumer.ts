@@ -2,7 +2,7 @@ import type { JetStreamClient, JsMsg, NatsConnection } from "nats";
 import type { MessageChecker } from "../contracts/index.js";
 import type { Logger } from "../log/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
-import { type Database, isLockTimeout, limitLockWaits } from "../sql/index.js";
+import { type Database, isDatabaseUnavailable, isLockTimeout, limitLockWaits } from "../sql/index.js";
 import { eventHeaders } from "./cloud-events.js";
 import { deadLetterPrefix, deadLetterStreamSpec, fileDeadLetter, reasonOf } from "./dead-letter.js";
 import { BatchConflictError, headerValue, SavepointNeededError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
@@ -245,7 +245,7 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
         for (let i = from; i < batch.length; i++) intake.settle(batch[i], { kind: "retry", delayMs: 0 });
         break;
       }
-      if (await answers(step.db)) {
+      if (!refusedForNow(err) && (await answers(step.db))) {
         // The database is there, so something in the batch keeps the transaction from committing (a deferred
         // constraint, a value the database refuses) or it lost a conflict: the events run one a transaction,
         // and an event whose own transaction fails has had a failed attempt (retried, then dead-lettered).
@@ -258,12 +258,12 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
         oneByOne = !oneByOne;
         continue;
       }
-      // The database is away: nothing of the transaction is recorded, and the rest of the batch would meet the
-      // same. The events stay here, kept alive by progress acks, and are tried again after a pause: a
+      // The database is away or takes no writes for now: nothing of the transaction is recorded, and the rest
+      // of the batch would meet the same. The events stay here, kept alive by progress acks, and are tried again after a pause: a
       // redelivery would spend one of their deliveries on what is not their fault. A consumer that stops
       // meanwhile gives them back to the server.
       const retryInMs = transactionRetryDelay(++failuresInARow);
-      logger.error({ err, events: batch.length - from, attempt: failuresInARow, retryInMs }, "committing a batch of events failed and the database does not answer; trying it again");
+      logger.error({ err, events: batch.length - from, attempt: failuresInARow, retryInMs }, "committing a batch of events failed and the database is away or takes no writes; trying it again");
       if (await stoppedWithin(step.stopping, retryInMs)) {
         for (let i = from; i < batch.length; i++) intake.settle(batch[i], { kind: "retry", delayMs: 0 });
         break;
@@ -271,6 +271,17 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
     }
   }
   if (filing.length > 0) await Promise.all(filing);
+}
+
+/** Error codes of a database that answers but takes no writes for now: PostgreSQL's insufficient resources (class 53: a full disk) and a read-only transaction (a standby); SQLite's full disk, I/O errors, read-only file, lock held elsewhere. */
+const refusedForNowCodes = /^(53...|25006|SQLITE_(FULL|IOERR.*|READONLY.*|BUSY.*|CANTOPEN.*))$/;
+
+/** Whether `err` (or its cause) says the database cannot be reached or takes no writes for now: the batch is held, not its events blamed. */
+function refusedForNow(err: unknown): boolean {
+  const codeOf = (e: unknown) => (e as { code?: unknown } | undefined)?.code;
+  const cause = (err as { cause?: unknown } | undefined)?.cause;
+  if (isDatabaseUnavailable(err) || (cause !== undefined && isDatabaseUnavailable(cause))) return true;
+  return [codeOf(err), codeOf(cause)].some((code) => typeof code === "string" && refusedForNowCodes.test(code));
 }
 
 /** Whether the database answers a trivial query. */
