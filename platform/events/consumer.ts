@@ -273,8 +273,13 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
   if (filing.length > 0) await Promise.all(filing);
 }
 
-/** Error codes of a database that answers but takes no writes for now: PostgreSQL's insufficient resources (class 53: a full disk) and a read-only transaction (a standby); SQLite's full disk, I/O errors, read-only file, lock held elsewhere. */
-const refusedForNowCodes = /^(53...|25006|SQLITE_(FULL|IOERR.*|READONLY.*|BUSY.*|CANTOPEN.*))$/;
+/**
+ * Error codes of a database that answers but takes no writes for now:
+ * PostgreSQL's disk_full and read_only_sql_transaction (a standby), SQLite's
+ * full disk, I/O errors, read-only file and lock held elsewhere. Not out of
+ * memory or a program limit, which one event's values can cause.
+ */
+const refusedForNowCodes = /^(53100|25006|SQLITE_(FULL|IOERR.*|READONLY.*|BUSY.*|CANTOPEN.*))$/;
 
 /** Whether `err` (or its cause) says the database cannot be reached or takes no writes for now: the batch is held, not its events blamed. */
 function refusedForNow(err: unknown): boolean {
