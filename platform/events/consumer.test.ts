@@ -537,45 +537,31 @@ describe("startConsumers", () => {
 
   /** A consumer of three events on a database whose transactions fail (a turn of the event loop later) while `away` is set. */
   const awayDatabase = async (key: string, spec: Partial<ConsumerSpec> = {}, failure: { readonly error?: () => Error; readonly pingAnswers?: boolean } = {}) => {
-    const sample = sampleStream(key);
-    await ensureStreams(bus.jsm, [sample.stream]);
-    const real = await openDatabase({ path: join(dir, `${key}.db`), migrations: [...eventMigrations, effectsTable] });
-    cleanups.push(() => real.close());
     const state = { away: true, attempts: 0 };
     const error = failure.error ?? (() => new Error("the database is away"));
     const away = () => new Promise<never>((_, reject) => setImmediate(() => reject(error())));
-    const db: Database = {
-      ...real,
-      transaction: (work) => {
-        state.attempts++;
-        return state.away ? away() : real.transaction(work);
-      },
-      ping: () => (state.away && !failure.pingAnswers ? away() : real.ping()),
-    };
-    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
-    for (const note of ["a", "b", "c"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note }, {});
-    const consumerSpec = sample.consumerSpec(`${key}-worker`, spec);
     const deliveryCounts: number[] = [];
-    const start = () =>
-      startConsumers({
-        nc: bus.nc,
-        db,
-        service: "worker",
-        logger,
-        consumers: [
-          bindConsumer({
-            spec: consumerSpec,
-            descriptor: sample.event,
-            async handle(event, context) {
-              deliveryCounts.push(context.deliveryCount);
-              await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
-            },
-          }),
-        ],
-      });
-    const effects = async () => (await real.query<{ n: number }>("SELECT count(*) AS n FROM effects"))[0].n;
-    const info = () => bus.jsm.consumers.info(sample.stream.name, consumerSpec.durable);
-    return { state, start, effects, info, deliveryCounts };
+    const t = await consumerOf(
+      key,
+      spec,
+      async (event, context) => {
+        deliveryCounts.push(context.deliveryCount);
+        await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
+      },
+      {
+        wrap: (real) => ({
+          ...real,
+          transaction: (work) => {
+            state.attempts++;
+            return state.away ? away() : real.transaction(work);
+          },
+          ping: () => (state.away && !failure.pingAnswers ? away() : real.ping()),
+        }),
+      },
+    );
+    for (const note of ["a", "b", "c"]) await t.publish(note);
+    const effects = async () => (await t.notes()).length;
+    return { state, start: t.start, effects, info: t.info, deliveryCounts };
   };
 
   it("holds a batch whose transaction fails (the database away) and tries it again after pauses, without spending deliveries; handles it once the database is back", async () => {
@@ -639,46 +625,82 @@ describe("startConsumers", () => {
     expect(t.deliveryCounts.every((n) => n >= 4)).toBe(true);
   });
 
-  it("retries, then dead-letters, an event whose own transaction cannot commit while the database answers (a deferred constraint); the events around it are handled", async () => {
-    const sample = sampleStream("nocommit");
+  /**
+   * A stream, a database with the effects table (and `migrations`), and a consumer running `handle` (counted in
+   * `state.runs`) on the database or what `wrap` makes of it. Publish, then start.
+   */
+  const consumerOf = async (
+    key: string,
+    spec: Partial<ConsumerSpec>,
+    handle: (event: Thing, context: EventContext) => Promise<void>,
+    options: { readonly migrations?: readonly { id: string; sql: string }[]; readonly wrap?: (db: Database) => Database } = {},
+  ) => {
+    const sample = sampleStream(key);
     await ensureStreams(bus.jsm, [sample.stream]);
-    const orphans = { id: "test_0002_orphans", sql: "CREATE TABLE parents (id TEXT PRIMARY KEY);\nCREATE TABLE orphans (parent TEXT NOT NULL REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)" };
-    const db = await openDatabase({ path: join(dir, "nocommit.db"), migrations: [...eventMigrations, effectsTable, orphans] });
-    cleanups.push(() => db.close());
-    const consumerSpec = sample.consumerSpec("nocommit-worker", { maxDeliver: 2, backoffMs: [200] });
+    const real = await openDatabase({ path: join(dir, `${key}.db`), migrations: [...eventMigrations, effectsTable, ...(options.migrations ?? [])] });
+    cleanups.push(() => real.close());
+    const db = options.wrap ? options.wrap(real) : real;
+    const consumerSpec = sample.consumerSpec(`${key}-worker`, spec);
     const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
-    // Published before the consumer starts: the three arrive in one batch.
-    const poison = await publisher.publish(sample.event, { thingId: "t-poison", note: "poison" });
-    for (const note of ["before", "after"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
-    const consumers = await startConsumers({
-      nc: bus.nc,
-      db,
-      service: "worker",
-      logger,
-      consumers: [
-        bindConsumer({
-          spec: consumerSpec,
-          descriptor: sample.event,
-          async handle(event, context) {
-            await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
-            // Accepted now, refused at COMMIT: no savepoint of the event's own catches it.
-            if (event.note === "poison") await context.tx.run("INSERT INTO orphans (parent) VALUES ('none')");
-          },
-        }),
-      ],
-    });
-    cleanups.unshift(() => consumers.stop());
+    const state = { runs: 0 };
+    const start = async () => {
+      const consumers = await startConsumers({
+        nc: bus.nc,
+        db,
+        service: "worker",
+        logger,
+        consumers: [
+          bindConsumer({
+            spec: consumerSpec,
+            descriptor: sample.event,
+            async handle(event, context) {
+              state.runs++;
+              await handle(event, context);
+            },
+          }),
+        ],
+      });
+      cleanups.unshift(() => consumers.stop());
+      return consumers;
+    };
+    const publish = (note: string) => publisher.publish(sample.event, { thingId: `t-${note}`, note });
     const subject = deadLetterSubject(deadLetterStreamSpec, sample.stream.name, consumerSpec.durable);
     const deadLetter = () => bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: subject }).catch(() => undefined);
-    await eventually("the event is dead-lettered", async () => (await deadLetter()) !== undefined);
-    const dead = (await deadLetter())!;
-    expect(dead.header.get("ce-id")).toBe(poison.eventId);
+    const notes = async () => (await real.query<{ note: string }>("SELECT note FROM effects ORDER BY note")).map((r) => r.note);
+    const info = () => bus.jsm.consumers.info(sample.stream.name, consumerSpec.durable);
+    return { sample, db: real, consumerSpec, state, start, publish, deadLetter, notes, info };
+  };
+
+  /**
+   * consumerOf with `orphans` rows checked only at COMMIT (a deferred foreign key): each event records an effect,
+   * and the one whose note is "bad" an orphan too, accepted when written, refused at COMMIT, where no savepoint
+   * of the event's own catches it.
+   */
+  const deferredConstraint = (key: string, spec: Partial<ConsumerSpec>) =>
+    consumerOf(
+      key,
+      spec,
+      async (event, context) => {
+        await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
+        if (event.note === "bad") await context.tx.run("INSERT INTO orphans (parent) VALUES ('none')");
+      },
+      { migrations: [{ id: "test_0002_orphans", sql: "CREATE TABLE parents (id TEXT PRIMARY KEY);\nCREATE TABLE orphans (parent TEXT NOT NULL REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)" }] },
+    );
+
+  it("retries, then dead-letters, an event whose own transaction cannot commit while the database answers (a deferred constraint); the events around it are handled", async () => {
+    const t = await deferredConstraint("nocommit", { maxDeliver: 2, backoffMs: [200] });
+    // Published before the consumer starts: the three arrive in one batch.
+    const bad = await t.publish("bad");
+    for (const note of ["before", "after"]) await t.publish(note);
+    await t.start();
+    await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined);
+    const dead = (await t.deadLetter())!;
+    expect(dead.header.get("ce-id")).toBe(bad.eventId);
     expect(dead.header.get("concord-dlq-reason")).toMatch(/^its transaction failed: .*FOREIGN KEY constraint failed/);
     expect(dead.header.get("concord-dlq-delivery-count")).toBe("2");
-    const notes = await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note");
-    expect(notes.map((r) => r.note)).toEqual(["after", "before"]);
+    expect(await t.notes()).toEqual(["after", "before"]);
     await eventually("nothing is pending", async () => {
-      const info = await bus.jsm.consumers.info(sample.stream.name, consumerSpec.durable);
+      const info = await bus.jsm.consumers.info(t.sample.stream.name, t.consumerSpec.durable);
       return info.num_pending === 0 && info.num_ack_pending === 0;
     });
   });
@@ -693,9 +715,54 @@ describe("startConsumers", () => {
     await t.publish("fine");
     await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined);
     const dead = (await t.deadLetter())!;
-    expect(dead.header.get("concord-dlq-reason")).toBe("the consumer pipeline failed: a bug in a middleware");
+    expect(dead.header.get("concord-dlq-reason")).toBe("its transaction failed: a bug in a middleware");
     expect(dead.header.get("concord-dlq-delivery-count")).toBe("2");
     await eventually("the other event is handled", async () => (await t.effects("fine")) === 1);
     await t.settled();
+  });
+
+  it("keeps nothing of an event whose middleware fails after its handler ran: retried, then dead-lettered, with no effect", async () => {
+    const after: DeliveryMiddleware = (next) => async (delivery, tx) => {
+      const settlement = await next(delivery, tx);
+      if (delivery.subject.includes(".t-late.")) throw new Error("failed after next");
+      return settlement;
+    };
+    const t = await setup("latebug", () => {}, { maxDeliver: 2, backoffMs: [200] }, undefined, [after]);
+    await t.publish("late");
+    await t.publish("fine");
+    await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined);
+    expect((await t.deadLetter())!.header.get("concord-dlq-reason")).toBe("its transaction failed: failed after next");
+    await eventually("the other event is handled", async () => (await t.effects("fine")) === 1);
+    expect(await t.effects("late")).toBe(0);
+    await t.settled();
+  });
+
+  it("holds a batch whose handlers' writes find the disk full (SQLite's max_page_count), blaming none of its events, and handles it once there is room", async () => {
+    // 200 KB a row: pages the file cannot grow by.
+    const t = await consumerOf("fulldisk", { maxDeliver: 1, backoffMs: [] }, async (event, context) => {
+      await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, `${event.note}-${"x".repeat(200_000)}`]);
+    });
+    const [{ page_count: pages }] = await t.db.query<{ page_count: number }>("PRAGMA page_count");
+    await t.db.run(`PRAGMA max_page_count = ${pages}`);
+    for (const n of ["a", "b", "c"]) await t.publish(n);
+    await t.start();
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await t.notes()).toEqual([]);
+    expect(await t.deadLetter()).toBeUndefined();
+    expect((await bus.jsm.consumers.info(t.sample.stream.name, t.consumerSpec.durable)).num_redelivered).toBe(0);
+    await t.db.run("PRAGMA max_page_count = 1073741823");
+    await eventually("the events are handled once there is room", async () => (await t.notes()).length === 3, 10_000);
+    expect(await t.deadLetter()).toBeUndefined();
+  });
+
+  it("runs a batch whose last event cannot commit once in full, then one event a transaction: each handler about twice, not once per event before it", async () => {
+    const t = await deferredConstraint("lastbad", { maxDeliver: 1, backoffMs: [] });
+    for (let i = 0; i < 40; i++) await t.publish(`ok-${i}`);
+    await t.publish("bad");
+    await t.start();
+    await eventually("the good events are handled", async () => (await t.notes()).length === 40);
+    await eventually("the bad one is dead-lettered", async () => (await t.deadLetter()) !== undefined);
+    // Once in the failing batch, once on its own; toggling back to whole batches ran them 902 times.
+    expect(t.state.runs).toBeLessThanOrEqual(2 * 41 + 2);
   });
 });

@@ -2,7 +2,7 @@ import type { JetStreamClient, JsMsg, NatsConnection } from "nats";
 import type { MessageChecker } from "../contracts/index.js";
 import type { Logger } from "../log/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
-import { type Database, isDatabaseUnavailable, isLockTimeout, limitLockWaits } from "../sql/index.js";
+import { type Database, isLockTimeout, limitLockWaits } from "../sql/index.js";
 import { eventHeaders } from "./cloud-events.js";
 import { deadLetterPrefix, deadLetterStreamSpec, fileDeadLetter, reasonOf } from "./dead-letter.js";
 import { BatchConflictError, headerValue, SavepointNeededError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
@@ -10,7 +10,7 @@ import type { ConsumerBinding } from "./event-handler.js";
 import { receivedHeaders } from "./nats-internals.js";
 import { createBatchClaims, createInbox, eventIdProblem, type BatchClaims } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
-import { consumerPipeline } from "./pipeline.js";
+import { consumerPipeline, databaseRefusesForNow } from "./pipeline.js";
 import { createPullIntake, type PullIntake } from "./pull-intake.js";
 import { ensureConsumers, ensureStreams, validateConsumerSpec, validateStreamSpec } from "./provision.js";
 import { validateSource } from "./publisher.js";
@@ -238,24 +238,24 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
     try {
       from = await handleChunk(batch, deliveries, from, oneByOne ? 1 : batch.length, step, filing);
       failuresInARow = 0;
-      oneByOne = false;
     } catch (err) {
       // Stopping: what is left goes back to the server for the next consumer.
       if (step.stopping.aborted) {
         for (let i = from; i < batch.length; i++) intake.settle(batch[i], { kind: "retry", delayMs: 0 });
         break;
       }
-      if (!refusedForNow(err) && (await answers(step.db))) {
+      if (!databaseRefusesForNow(err) && (await answers(step.db))) {
         // The database is there, so something in the batch keeps the transaction from committing (a deferred
-        // constraint, a value the database refuses) or it lost a conflict: the events run one a transaction,
-        // and an event whose own transaction fails has had a failed attempt (retried, then dead-lettered).
+        // constraint, a value the database refuses, a pipeline step that failed) or it lost a conflict: the rest
+        // of the batch runs one event a transaction, and an event whose own transaction fails has had a failed
+        // attempt (retried, then dead-lettered).
         if (oneByOne) {
           failedAttempt(batch[from], deliveries[from], err, step, filing);
           from++;
         } else {
           logger.warn({ err, events: batch.length - from }, "committing a batch of events failed while the database answers; its events run one to a transaction");
+          oneByOne = true;
         }
-        oneByOne = !oneByOne;
         continue;
       }
       // The database is away or takes no writes for now: nothing of the transaction is recorded, and the rest
@@ -271,22 +271,6 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
     }
   }
   if (filing.length > 0) await Promise.all(filing);
-}
-
-/**
- * Error codes of a database that answers but takes no writes for now:
- * PostgreSQL's disk_full and read_only_sql_transaction (a standby), SQLite's
- * full disk, I/O errors, read-only file and lock held elsewhere. Not out of
- * memory or a program limit, which one event's values can cause.
- */
-const refusedForNowCodes = /^(53100|25006|SQLITE_(FULL|IOERR.*|READONLY.*|BUSY.*|CANTOPEN.*))$/;
-
-/** Whether `err` (or its cause) says the database cannot be reached or takes no writes for now: the batch is held, not its events blamed. */
-function refusedForNow(err: unknown): boolean {
-  const codeOf = (e: unknown) => (e as { code?: unknown } | undefined)?.code;
-  const cause = (err as { cause?: unknown } | undefined)?.cause;
-  if (isDatabaseUnavailable(err) || (cause !== undefined && isDatabaseUnavailable(cause))) return true;
-  return [codeOf(err), codeOf(cause)].some((code) => typeof code === "string" && refusedForNowCodes.test(code));
 }
 
 /** Whether the database answers a trivial query. */
@@ -361,10 +345,10 @@ async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Deliver
             if (end > from && isLockTimeout(err.cause)) break;
             throw err.cause;
           }
-          // Only a bug in the pipeline gets here: redelivered with the backoff, dead-lettered at the last attempt.
-          const last = delivery.deliveryCount >= step.maxDeliver;
-          logger.error({ err, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount }, `the consumer pipeline failed; the event will be ${last ? "dead-lettered" : "redelivered"}`);
-          settlement = last ? { kind: "deadLetter", reason: `the consumer pipeline failed: ${reasonOf(err)}` } : { kind: "retry", delayMs: backoffDelay(step.backoffMs, delivery.deliveryCount) };
+          // Only a failure of a pipeline step (a service's middleware) gets here, maybe after the handler's
+          // writes: the transaction fails, so none of them stays, and the event is then tried on its own.
+          logger.error({ err, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount }, "the consumer pipeline failed");
+          throw err;
         }
         end++;
         settlements.push({ delivery, settlement });
