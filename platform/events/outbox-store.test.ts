@@ -5,9 +5,9 @@
  * many runs.
  */
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { recordStatements } from "../../test/support/pg-statements.js";
-import { startPostgresServer, type PostgresServerHandle } from "../../test/support/postgres.js";
+import { usePostgresServer } from "../../test/support/postgres.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { openDatabase, type Database } from "../sql/index.js";
 import { outboxMigrations } from "./index.js";
@@ -49,16 +49,10 @@ describe("the outbox store's remove", () => {
   });
 
   describe("on Postgres", () => {
-    let postgres: PostgresServerHandle;
-    beforeAll(async () => {
-      postgres = await startPostgresServer();
-    }, 60_000);
-    afterAll(async () => {
-      await postgres?.stop();
-    });
+    const postgres = usePostgresServer();
 
     it("deletes exactly the given seqs, with one statement and no transaction around it for up to 64 runs", async () => {
-      const db = await openDatabase({ path: await postgres.createDatabase("outbox_remove"), migrations: outboxMigrations });
+      const db = await openDatabase({ path: await postgres().createDatabase("outbox_remove"), migrations: outboxMigrations });
       try {
         await removesExactly(db);
         const seqs = await left(db);

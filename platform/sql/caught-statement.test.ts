@@ -5,8 +5,8 @@
  * and a savepoint with such a statement rolls back alone.
  */
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startPostgresServer, type PostgresServerHandle } from "../../test/support/postgres.js";
+import { describe, expect, it } from "vitest";
+import { usePostgresServer } from "../../test/support/postgres.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { CaughtStatementError, openDatabase, type Database } from "./index.js";
 
@@ -52,16 +52,10 @@ describe("a statement whose error the transaction's work caught", () => {
   });
 
   describe("on PostgreSQL", () => {
-    let postgres: PostgresServerHandle;
-    beforeAll(async () => {
-      postgres = await startPostgresServer();
-    }, 60_000);
-    afterAll(async () => {
-      await postgres?.stop();
-    });
+    const postgres = usePostgresServer();
 
     it("keeps the transaction from committing (PostgreSQL would roll it back and report success), and rolls back only the savepoint it was in", async () => {
-      const db = await openDatabase({ path: await postgres.createDatabase("caught"), migrations });
+      const db = await openDatabase({ path: await postgres().createDatabase("caught"), migrations });
       try {
         await refusesCaughtFailures(db);
       } finally {

@@ -1,18 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startPostgresServer, type PostgresServerHandle } from "../../test/support/postgres.js";
+import { describe, expect, it } from "vitest";
+import { usePostgresServer } from "../../test/support/postgres.js";
 import { limitLockWaits, openDatabase } from "./index.js";
 
 describe("limitLockWaits on PostgreSQL", () => {
-  let postgres: PostgresServerHandle;
-  beforeAll(async () => {
-    postgres = await startPostgresServer();
-  }, 60_000);
-  afterAll(async () => {
-    await postgres?.stop();
-  });
+  const postgres = usePostgresServer();
 
   it("limits a transaction's lock waits, then puts back the limit the database was given, not none", async () => {
-    const url = await postgres.createDatabase("lock_waits");
+    const url = await postgres().createDatabase("lock_waits");
     const admin = await openDatabase({ path: url, migrations: [] });
     await admin.run("ALTER DATABASE lock_waits SET lock_timeout = '3s'");
     await admin.close();

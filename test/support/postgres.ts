@@ -1,3 +1,4 @@
+import { afterAll, beforeAll } from "vitest";
 import { type LocalPostgres, startLocalPostgres } from "../../tools/postgres/local-postgres.js";
 
 export type PostgresServerHandle = LocalPostgres;
@@ -25,4 +26,22 @@ export async function startPostgresServer(options: PostgresServerOptions = {}): 
   const known = new Set(["dataDir", "port", "database"]);
   for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startPostgresServer: unknown option ${key}`);
   return await startLocalPostgres({ ...options, fsync: false });
+}
+
+/**
+ * A PostgreSQL server for the enclosing `describe` block: started before its
+ * tests, stopped after them. The returned function gives the server inside a test.
+ */
+export function usePostgresServer(): () => PostgresServerHandle {
+  let server: PostgresServerHandle | undefined;
+  beforeAll(async () => {
+    server = await startPostgresServer();
+  }, 60_000);
+  afterAll(async () => {
+    await server?.stop();
+  });
+  return () => {
+    if (!server) throw new Error("usePostgresServer: the server is there only inside the block's tests");
+    return server;
+  };
 }
