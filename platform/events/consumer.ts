@@ -2,7 +2,7 @@ import type { JetStreamClient, JsMsg, NatsConnection } from "nats";
 import type { MessageChecker } from "../contracts/index.js";
 import type { Logger } from "../log/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
-import { type Database, isLockTimeout, limitLockWaits } from "../sql/index.js";
+import { type Database, isDatabaseRefusingWrites, isLockTimeout, limitLockWaits } from "../sql/index.js";
 import { eventHeaders } from "./cloud-events.js";
 import { deadLetterPrefix, deadLetterStreamSpec, fileDeadLetter, reasonOf } from "./dead-letter.js";
 import { BatchConflictError, headerValue, SavepointNeededError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
@@ -10,7 +10,7 @@ import type { ConsumerBinding } from "./event-handler.js";
 import { receivedHeaders } from "./nats-internals.js";
 import { createBatchClaims, createInbox, eventIdProblem, type BatchClaims } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
-import { consumerPipeline, databaseRefusesForNow } from "./pipeline.js";
+import { consumerPipeline } from "./pipeline.js";
 import { createPullIntake, type PullIntake } from "./pull-intake.js";
 import { ensureConsumers, ensureStreams, validateConsumerSpec, validateStreamSpec } from "./provision.js";
 import { validateSource } from "./publisher.js";
@@ -228,6 +228,10 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
   const filing: Promise<void>[] = [];
   const deliveries = batch.map((msg) => deliveryOf(msg, step.consumer));
   let failuresInARow = 0;
+  /** Stopping: what is left of the batch goes back to the server for the next consumer. */
+  const giveBack = (from: number) => {
+    for (let i = from; i < batch.length; i++) intake.settle(batch[i], { kind: "retry", delayMs: 0 });
+  };
   // After a transaction failed with the database answering: one event a transaction, until it is clear whose fails.
   let oneByOne = false;
   for (let from = 0; from < batch.length; ) {
@@ -239,12 +243,11 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
       from = await handleChunk(batch, deliveries, from, oneByOne ? 1 : batch.length, step, filing);
       failuresInARow = 0;
     } catch (err) {
-      // Stopping: what is left goes back to the server for the next consumer.
       if (step.stopping.aborted) {
-        for (let i = from; i < batch.length; i++) intake.settle(batch[i], { kind: "retry", delayMs: 0 });
+        giveBack(from);
         break;
       }
-      if (!databaseRefusesForNow(err) && (await answers(step.db))) {
+      if (!isDatabaseRefusingWrites(err) && (await answers(step.db))) {
         // The database is there, so something in the batch keeps the transaction from committing (a deferred
         // constraint, a value the database refuses, a pipeline step that failed) or it lost a conflict: the rest
         // of the batch runs one event a transaction, and an event whose own transaction fails has had a failed
@@ -265,7 +268,7 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
       const retryInMs = transactionRetryDelay(++failuresInARow);
       logger.error({ err, events: batch.length - from, attempt: failuresInARow, retryInMs }, "committing a batch of events failed and the database is away or takes no writes; trying it again");
       if (await stoppedWithin(step.stopping, retryInMs)) {
-        for (let i = from; i < batch.length; i++) intake.settle(batch[i], { kind: "retry", delayMs: 0 });
+        giveBack(from);
         break;
       }
     }

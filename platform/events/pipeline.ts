@@ -8,40 +8,20 @@ import { createInbox, inboxStep, type BatchClaims } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
 import { retryWithBackoff } from "./retry.js";
 import { sourceCheck } from "./source-check.js";
-import { CaughtStatementError, caughtStatementFailure, isDatabaseUnavailable, isLockTimeout, isWriteConflict } from "../sql/index.js";
-
-/**
- * Error codes of a database that answers but takes no writes for now:
- * PostgreSQL's disk_full, read_only_sql_transaction (a standby) and io_error,
- * SQLite's full disk, I/O errors, read-only file and lock held elsewhere. Not
- * out of memory or a program limit, which one event's values can cause.
- */
-const refusedForNowCodes = /^(53100|25006|58030|SQLITE_(FULL|IOERR.*|READONLY.*|BUSY.*|CANTOPEN.*))$/;
-
-/**
- * Whether `err` (or its cause) says the database cannot be reached or takes
- * no writes for now: no event's fault, so none is blamed (retried, then
- * dead-lettered); the consumer holds its batch and tries it again.
- */
-export function databaseRefusesForNow(err: unknown): boolean {
-  const codeOf = (e: unknown) => (e as { code?: unknown } | undefined)?.code;
-  const cause = (err as { cause?: unknown } | undefined)?.cause;
-  if (isDatabaseUnavailable(err) || (cause !== undefined && isDatabaseUnavailable(cause))) return true;
-  return [codeOf(err), codeOf(cause)].some((code) => typeof code === "string" && refusedForNowCodes.test(code));
-}
+import { CaughtStatementError, caughtStatementFailure, isDatabaseRefusingWrites, isLockTimeout, isWriteConflict } from "../sql/index.js";
 
 /**
  * A failing event undoes only its own writes: everything inside runs in a
  * savepoint of the batch's transaction. Writes that lost a deadlock or a
  * serialization conflict, or waited too long for a lock, are undone too, and
  * the batch's transaction decides what follows (BatchConflictError), as when
- * the database takes no writes for now (databaseRefusesForNow).
+ * the database takes no writes for now (isDatabaseRefusingWrites).
  */
 export const savepointStep: DeliveryMiddleware = (next) => async (delivery, tx) => {
   try {
     return await tx.savepoint((inner) => next(delivery, inner));
   } catch (err) {
-    throw isWriteConflict(err) || isLockTimeout(err) || databaseRefusesForNow(err) ? new BatchConflictError(err) : err;
+    throw isWriteConflict(err) || isLockTimeout(err) || isDatabaseRefusingWrites(err) ? new BatchConflictError(err) : err;
   }
 };
 
@@ -57,13 +37,13 @@ export const noSavepointStep: DeliveryMiddleware = (next) => async (delivery, tx
     settlement = await next(delivery, tx);
   } catch (err) {
     // The database taking no writes is no event's doing: the batch's transaction fails and is held.
-    if (databaseRefusesForNow(err)) throw new BatchConflictError(err);
+    if (isDatabaseRefusingWrites(err)) throw new BatchConflictError(err);
     throw new SavepointNeededError(err, delivery.streamSequence);
   }
   // A statement of this event's failed and its handler caught the error: the transaction cannot commit.
   const caught = caughtStatementFailure(tx);
   if (caught !== undefined) {
-    if (databaseRefusesForNow(caught)) throw new BatchConflictError(caught);
+    if (isDatabaseRefusingWrites(caught)) throw new BatchConflictError(caught);
     throw new SavepointNeededError(new CaughtStatementError(caught), delivery.streamSequence);
   }
   return settlement;

@@ -29,6 +29,13 @@ const types = {
   },
 };
 
+/** The error code of `err` (a SQLSTATE, SQLite's SQLITE_*, a Node errno), or else of its cause. */
+function codeOf(err: unknown): string | undefined {
+  const own = (e: unknown) => (e as { code?: unknown } | undefined)?.code;
+  const code = own(err) ?? own((err as { cause?: unknown } | undefined)?.cause);
+  return typeof code === "string" ? code : undefined;
+}
+
 /** Postgres's SQLSTATEs for a transaction that lost to a concurrent one: tried again from the start. */
 const conflictCodes = new Set(["40001", "40P01"]);
 /**
@@ -36,15 +43,35 @@ const conflictCodes = new Set(["40001", "40P01"]);
  * savepoint) lost to a concurrent one and succeeds when simply run again.
  */
 export function isWriteConflict(err: unknown): boolean {
-  const codeOf = (e: unknown) => (e as { code?: unknown } | undefined)?.code;
-  const code = codeOf(err) ?? codeOf((err as { cause?: unknown } | undefined)?.cause);
-  return typeof code === "string" && conflictCodes.has(code);
+  const code = codeOf(err);
+  return code !== undefined && conflictCodes.has(code);
 }
 
 /** Whether `err` says a lock was not granted within the transaction's limit (`limitLockWaits`). */
 export function isLockTimeout(err: unknown): boolean {
-  const codeOf = (e: unknown) => (e as { code?: unknown } | undefined)?.code;
-  return (codeOf(err) ?? codeOf((err as { cause?: unknown } | undefined)?.cause)) === "55P03";
+  return codeOf(err) === "55P03";
+}
+
+/**
+ * Error codes of a database that answers but takes no writes for now:
+ * PostgreSQL's disk_full, read_only_sql_transaction (a standby) and io_error,
+ * SQLite's full disk, I/O errors, read-only file and lock held elsewhere. Not
+ * out of memory or a program limit, which one statement's values can cause.
+ */
+const refusingWritesCodes = /^(53100|25006|58030|SQLITE_(FULL|IOERR.*|READONLY.*|BUSY.*|CANTOPEN.*))$/;
+
+/**
+ * Whether `err` (or its cause) says the database cannot be reached
+ * (isDatabaseUnavailable) or takes no writes for now: nothing the work
+ * itself did, and worth trying again later. Either store.
+ */
+export function isDatabaseRefusingWrites(err: unknown): boolean {
+  const cause = (err as { cause?: unknown } | undefined)?.cause;
+  if (isDatabaseUnavailable(err) || (cause !== undefined && isDatabaseUnavailable(cause))) return true;
+  return [err, cause].some((e) => {
+    const code = (e as { code?: unknown } | undefined)?.code;
+    return typeof code === "string" && refusingWritesCodes.test(code);
+  });
 }
 
 /**
