@@ -1,5 +1,6 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { statSync } from "node:fs";
+import BetterSqlite3 from "better-sqlite3";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
@@ -156,7 +157,7 @@ describe("openDatabase (SQLite)", () => {
     await db.close();
   });
 
-  it("checkpoints from a worker thread, never inside a commit, and bounds the log when the event loop does not turn", async () => {
+  it("checkpoints after commits, never inside one, and bounds the log when the event loop does not turn", async () => {
     const path = join(dir, "checkpoint.db");
     (await openDatabase({ path, migrations })).close();
     const db = openSqlite(path);
@@ -177,6 +178,45 @@ describe("openDatabase (SQLite)", () => {
     expect(size(`${path}-wal`)).toBeLessThan(30_000_000);
     expect(await db.query("SELECT count(*) AS n FROM notes")).toEqual([{ n: 3_200 }]);
     await db.close();
+  });
+  it("keeps every acknowledged commit and a sound file when the process is killed while it checkpoints", async () => {
+    const path = join(dir, "killed.db");
+    // Commits of 8 KB rows, the event loop turning between them so that checkpoints run; each id is printed once committed.
+    const script = `
+      const { openSqlite } = await import("./platform/sql/sqlite.ts");
+      const db = openSqlite(${JSON.stringify(path)});
+      await db.run("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)");
+      const text = "x".repeat(8000);
+      for (let id = 1; ; id++) {
+        await db.transaction((tx) => tx.run("INSERT INTO notes (id, text) VALUES ($1, $2)", [id, text]));
+        process.stdout.write(id + "\\n");
+        if (id % 4 === 0) await new Promise((r) => setImmediate(r));
+      }`;
+    const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "pipe"] });
+    let acknowledged = 0;
+    let stderr = "";
+    child.stderr.on("data", (chunk) => (stderr += chunk));
+    await new Promise<void>((resolve, reject) => {
+      child.on("exit", () => reject(new Error(`the writer exited: ${stderr}`)));
+      child.stdout.on("data", (chunk: Buffer) => {
+        const ids = chunk.toString().trim().split("\n");
+        acknowledged = Number(ids.at(-1));
+        if (acknowledged >= 3_000) resolve();
+      });
+    });
+    child.removeAllListeners("exit");
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGKILL");
+    await exited;
+    const db = new BetterSqlite3(path);
+    try {
+      expect(db.pragma("integrity_check", { simple: true })).toBe("ok");
+      const { n, top } = db.prepare("SELECT count(*) AS n, max(id) AS top FROM notes").get() as { n: number; top: number };
+      expect(n).toBe(top);
+      expect(n).toBeGreaterThanOrEqual(acknowledged);
+    } finally {
+      db.close();
+    }
   });
 });
 

@@ -129,8 +129,8 @@ function open(path: string, readonly: boolean): BetterSqlite3.Database {
  * there (its page cache is the warm one), and on the reading connection
  * while one is, so it never sees uncommitted writes nor waits for them.
  * Statements run synchronously underneath; the interface is asynchronous so
- * stores work on Postgres too. A file database is checkpointed by a worker
- * thread, not inside commits (see sqlite-checkpointer.ts).
+ * stores work on Postgres too. A file database is checkpointed after
+ * commits, its flushes to disk off the event loop (see sqlite-checkpointer.ts).
  */
 export function openSqlite(path: string): Database & { readonly writer: BetterSqlite3.Database } {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
@@ -145,17 +145,20 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
   }
   const writer = new SqliteRunner(writerConnection);
   const reader = readerConnection ? new SqliteRunner(readerConnection) : undefined;
+  /** Undefined once it has failed: SQLite's own checkpoints in the committing connection then take over. */
   let checkpointer: Checkpointer | undefined;
+  let checkpointerToClose: Checkpointer | undefined;
+  const checkpointOnCommit = () => {
+    checkpointer = undefined;
+    if (writerConnection.open) writerConnection.pragma("wal_autocheckpoint = 1000");
+  };
   if (path !== ":memory:") {
     writerConnection.pragma("wal_autocheckpoint = 0");
-    checkpointer = startCheckpointer({
-      path,
-      onFailure: () => {
-        // Back to SQLite's own checkpoints in the committing connection.
-        checkpointer = undefined;
-        if (writerConnection.open) writerConnection.pragma("wal_autocheckpoint = 1000");
-      },
-    });
+    try {
+      checkpointer = checkpointerToClose = startCheckpointer({ path, onFailure: checkpointOnCommit });
+    } catch {
+      checkpointOnCommit();
+    }
   }
 
   const checkpointed = () => {
@@ -227,9 +230,12 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
       if (closed) return;
       closed = true;
       await queue;
-      await checkpointer?.close();
-      readerConnection?.close();
-      writerConnection.close();
+      const closeConnections = () => {
+        readerConnection?.close();
+        writerConnection.close();
+      };
+      if (checkpointerToClose) await checkpointerToClose.close(closeConnections);
+      else closeConnections();
     },
   };
 }

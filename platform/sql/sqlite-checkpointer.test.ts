@@ -1,0 +1,177 @@
+import { existsSync, openSync, readSync, closeSync, statSync } from "node:fs";
+import { join } from "node:path";
+import BetterSqlite3 from "better-sqlite3";
+import { afterEach, describe, expect, it } from "vitest";
+import { tempDirForSuite } from "../../test/support/temp-dir.js";
+import { startCheckpointer, type Checkpointer, type FlushedFile } from "./sqlite-checkpointer.js";
+
+const dir = tempDirForSuite("concord-checkpoint-");
+const row = "x".repeat(8_000);
+
+/** A writing connection as openSqlite makes it: WAL, synchronous NORMAL, no checkpoints of its own. */
+function writerAt(name: string): { path: string; writer: BetterSqlite3.Database; insert: (n: number) => void } {
+  const path = join(dir, name);
+  const writer = new BetterSqlite3(path);
+  writer.pragma("journal_mode = WAL");
+  writer.pragma("synchronous = NORMAL");
+  writer.pragma("wal_autocheckpoint = 0");
+  writer.exec("CREATE TABLE notes (text TEXT NOT NULL)");
+  const statement = writer.prepare("INSERT INTO notes (text) VALUES (?)");
+  return { path, writer, insert: (n) => writer.transaction(() => Array.from({ length: n }, () => statement.run(row)))() };
+}
+
+/** The two salts in the log's header: SQLite changes them when it rewinds the log to its start. */
+function logSalts(path: string): string {
+  const fd = openSync(`${path}-wal`, "r");
+  try {
+    const header = Buffer.alloc(8);
+    readSync(fd, header, 0, 8, 16);
+    return header.toString("hex");
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Opened after each test, so that a failed one does not leave its checkpointer waiting. */
+const allGates: (() => void)[] = [];
+
+/** Flushes that wait until a test lets them through; each call is recorded with the main file's size at that moment. */
+function heldFlushes(path: string) {
+  const calls: { file: FlushedFile; mainFileSize: number }[] = [];
+  const gates: Record<FlushedFile, { open: boolean; waiting: (() => void)[] }> = { log: { open: false, waiting: [] }, database: { open: false, waiting: [] } };
+  const held = {
+    calls,
+    flush: (_fd: number, file: FlushedFile) => {
+      calls.push({ file, mainFileSize: statSync(path).size });
+      const gate = gates[file];
+      return gate.open ? Promise.resolve() : new Promise<void>((resolve) => gate.waiting.push(resolve));
+    },
+    open(file: FlushedFile) {
+      gates[file].open = true;
+      for (const resolve of gates[file].waiting.splice(0)) resolve();
+    },
+  };
+  allGates.push(() => {
+    held.open("log");
+    held.open("database");
+  });
+  return held;
+}
+
+const until = async (condition: () => boolean, what: string) => {
+  for (let waited = 0; !condition(); waited += 5) {
+    if (waited > 5_000) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
+let open: { checkpointer: Checkpointer; writer: BetterSqlite3.Database }[] = [];
+afterEach(async () => {
+  for (const openGates of allGates.splice(0)) openGates();
+  for (const { checkpointer, writer } of open.splice(0)) await checkpointer.close(() => writer.close());
+});
+
+describe("startCheckpointer", () => {
+  it("copies only frames already flushed in the log, and flushes the main file after copying", async () => {
+    const { path, writer, insert } = writerAt("order.db");
+    const flushes = heldFlushes(path);
+    const checkpointer = startCheckpointer({ path, intervalMs: 1, onFailure: (err) => expect.unreachable(err.message), flush: flushes.flush });
+    open.push({ checkpointer, writer });
+    const sizeBefore = statSync(path).size;
+    insert(50);
+    checkpointer.committed();
+    await until(() => flushes.calls.length === 1, "the log's flush");
+    expect(flushes.calls[0]).toEqual({ file: "log", mainFileSize: sizeBefore });
+    // Written while the log's flush is under way: not covered by it, so not to be copied by this checkpoint.
+    insert(50);
+    checkpointer.committed();
+    flushes.open("log");
+    await until(() => flushes.calls.length === 2, "the main file's flush");
+    expect(flushes.calls[1].file).toBe("database");
+    expect(flushes.calls[1].mainFileSize).toBeGreaterThan(sizeBefore + 50 * row.length);
+    // Another checkpoint now (the pin still held) copies no further than the frames the log's flush covered.
+    const probe = new BetterSqlite3(path);
+    try {
+      const [state] = probe.pragma("wal_checkpoint(PASSIVE)") as { log: number; checkpointed: number }[];
+      expect(state.checkpointed).toBeGreaterThan(0);
+      expect(state.checkpointed).toBeLessThan(state.log);
+    } finally {
+      probe.close();
+    }
+    flushes.open("database");
+  });
+
+  it("lets no writer rewind the log before the main file is flushed", async () => {
+    const { path, writer, insert } = writerAt("rewind.db");
+    const flushes = heldFlushes(path);
+    flushes.open("log");
+    const checkpointer = startCheckpointer({ path, intervalMs: 1, onFailure: (err) => expect.unreachable(err.message), flush: flushes.flush });
+    open.push({ checkpointer, writer });
+    insert(20);
+    checkpointer.committed();
+    await until(() => flushes.calls.some((c) => c.file === "database"), "the main file's flush");
+    // Every frame is in the main file now, but not yet on disk: the log must stay as it is.
+    const salts = logSalts(path);
+    const logSize = statSync(`${path}-wal`).size;
+    insert(1);
+    expect(logSalts(path)).toBe(salts);
+    expect(statSync(`${path}-wal`).size).toBeGreaterThan(logSize);
+    flushes.open("database");
+    // Once the main file is flushed, the next checkpoint copies the last commit and the writer rewinds the log.
+    await until(() => flushes.calls.filter((c) => c.file === "database").length === 1 && !writer.inTransaction, "the end of the checkpoint");
+    checkpointer.committed();
+    await until(() => flushes.calls.filter((c) => c.file === "database").length === 2, "the second checkpoint");
+    await new Promise((r) => setTimeout(r, 20));
+    insert(1);
+    expect(logSalts(path)).not.toBe(salts);
+    expect(writer.prepare("SELECT count(*) FROM notes").pluck().get()).toBe(22);
+  });
+
+  it("reports a failed flush once, and gives the log back to SQLite's own checkpoints", async () => {
+    const { path, writer, insert } = writerAt("failed.db");
+    const failures: Error[] = [];
+    const checkpointer = startCheckpointer({
+      path,
+      intervalMs: 1,
+      onFailure: (err) => failures.push(err),
+      flush: async (_fd, file) => {
+        if (file === "log") throw Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
+      },
+    });
+    open.push({ checkpointer, writer });
+    insert(5);
+    checkpointer.committed();
+    await until(() => failures.length === 1, "the failure");
+    expect(failures[0].message).toMatch(/EIO/);
+    // Nothing pins the log any more: the writer's own checkpoint copies all of it.
+    const [state] = writer.pragma("wal_checkpoint(PASSIVE)") as { log: number; checkpointed: number }[];
+    expect(state.checkpointed).toBe(state.log);
+    expect(checkpointer.committed()).toBe(true);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(failures).toHaveLength(1);
+  });
+
+  it("closes after the checkpoint under way, its connections before the database's own, so the last one removes the log", async () => {
+    const { path, writer, insert } = writerAt("close.db");
+    const flushes = heldFlushes(path);
+    flushes.open("log");
+    const checkpointer = startCheckpointer({ path, intervalMs: 1, onFailure: (err) => expect.unreachable(err.message), flush: flushes.flush });
+    insert(10);
+    checkpointer.committed();
+    await until(() => flushes.calls.some((c) => c.file === "database"), "the main file's flush");
+    let closedConnections = false;
+    const closed = checkpointer.close(() => {
+      closedConnections = true;
+      writer.close();
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(closedConnections).toBe(false);
+    flushes.open("database");
+    await closed;
+    expect(closedConnections).toBe(true);
+    expect(existsSync(`${path}-wal`)).toBe(false);
+    const reopened = new BetterSqlite3(path, { readonly: true });
+    expect(reopened.prepare("SELECT count(*) FROM notes").pluck().get()).toBe(10);
+    reopened.close();
+  });
+});
