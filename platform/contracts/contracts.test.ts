@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { CreateOrderRequest } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -10,6 +11,35 @@ const address = { recipient: "A", line1: "B", line2: "", city: "C", postalCode: 
 const uuid = (n: number) => `01890a5d-ac96-774b-bcce-${String(n).padStart(12, "0")}`;
 
 describe("createMessageChecker", () => {
+  it("is one checker per descriptor set, and loads protovalidate only for a message whose rules are not compiled", () => {
+    expect(createMessageChecker(descriptorSet)).toBe(checker);
+    // In a process of its own, whose module loader logs each module it loads (NODE_DEBUG=esm) between the script's marks.
+    const script = `
+      const { descriptorSet } = await import("./gen/ts/descriptor_set.ts");
+      const { CreateOrderRequest, UpdateOrderRequest } = await import("./gen/ts/shop/orders/v1/order_service_pb.ts");
+      const { createMessageChecker } = await import("./platform/contracts/message-checker.ts");
+      const checker = createMessageChecker(descriptorSet);
+      const lines = [{ productId: "01890a5d-ac96-774b-bcce-000000000001", quantity: 1 }];
+      const shippingAddress = { recipient: "A", line1: "B", line2: "", city: "C", postalCode: "D", countryCode: "GB" };
+      const created = checker.checkDecoded("shop.orders.v1.CreateOrderRequest", CreateOrderRequest.fromPartial({ customerId: "c", lines, shippingAddress }));
+      const update = UpdateOrderRequest.fromPartial({ id: "01890a5d-ac96-774b-bcce-000000000002", expectedVersion: 1, updateMask: ["shipping_address"] });
+      const compiled = checker.checkDecoded("shop.orders.v1.UpdateOrderRequest", update);
+      console.error("MARK the first message without compiled rules");
+      const violations = checker.check("shop.orders.v1.UpdateOrderRequest", UpdateOrderRequest.encode(update).finish());
+      console.log(JSON.stringify({ created, compiled: compiled === undefined ? "none" : "some", violations }));`;
+    const child = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { encoding: "utf8", timeout: 60_000, maxBuffer: 256 * 1024 * 1024, env: { ...process.env, NODE_DEBUG: "esm,module" } });
+    expect(JSON.parse(child.stdout.trim().split("\n").at(-1)!)).toEqual({
+      created: [],
+      compiled: "none",
+      violations: [{ field: "shipping_address", description: "shipping_address is required when update_mask names it" }],
+    });
+    const log = child.stderr.split("\n");
+    const mark = log.findIndex((line) => line.startsWith("MARK"));
+    const protovalidate = log.findIndex((line) => line.includes("@bufbuild/protovalidate/dist/esm/index.js"));
+    expect(mark).toBeGreaterThan(0);
+    expect(protovalidate).toBeGreaterThan(mark);
+  });
+
   it("reports a list over its max_items alone, without running the costly rules over every item", () => {
     // 6,000 lines used to overflow the stack in the uniqueness rule (a CEL macro over every line).
     const bytes = CreateOrderRequest.encode({ customerId: "", lines: Array.from({ length: 6_000 }, () => ({ productId: "", quantity: 0 })), shippingAddress: undefined }).finish();

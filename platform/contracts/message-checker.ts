@@ -1,7 +1,9 @@
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 import { type DescField, type DescMessage, type Registry, ScalarType, createFileRegistry, fromBinary, getOption, hasOption, isFieldSet } from "@bufbuild/protobuf";
 import { pathToString } from "@bufbuild/protobuf/reflect";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
-import { createValidator } from "@bufbuild/protovalidate";
+import type { Validator } from "@bufbuild/protovalidate";
 import { RepeatedRulesSchema, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { type CompiledCheck, createRuleCompiler } from "./compiled-rules.js";
 import { refuseInvalidUtf8 } from "./strict-utf8.js";
@@ -52,17 +54,48 @@ type Check =
 const wideScalars = new Set([ScalarType.INT64, ScalarType.UINT64, ScalarType.SINT64, ScalarType.FIXED64, ScalarType.SFIXED64]);
 
 /**
- * Builds a checker from a serialized FileDescriptorSet (the generated
- * `descriptorSet`). From then on every protobuf decode in the process
- * refuses a string that is not valid UTF-8 (refuseInvalidUtf8).
- * protovalidate reads only @bufbuild/protobuf messages, so the bytes are
- * decoded here with the descriptor set's schemas.
+ * protovalidate and its CEL interpreter: about 3 MB of heap, needed only for
+ * the messages whose rules are not compiled (message-level CEL: the update
+ * requests' field masks) and for bytes ts-proto cannot decode. Loaded the
+ * first time one comes (a synchronous load of some 80 ms, once), so a
+ * service that never meets one never holds it.
+ */
+let protovalidate: typeof import("@bufbuild/protovalidate") | undefined;
+
+function loadProtovalidate(): typeof import("@bufbuild/protovalidate") {
+  if (!protovalidate) {
+    const require = createRequire(import.meta.url);
+    // Its ES module build, not the CommonJS one `require` resolves to: that one shares @bufbuild/protobuf with the process.
+    const esm = join(dirname(require.resolve("@bufbuild/protovalidate")), "..", "esm", "index.js");
+    protovalidate = require(esm) as typeof import("@bufbuild/protovalidate");
+  }
+  return protovalidate;
+}
+
+/** One checker per descriptor set: the gRPC server and the event runtime of a process share it. */
+const checkers = new WeakMap<Uint8Array, MessageChecker>();
+
+/**
+ * A checker from a serialized FileDescriptorSet (the generated
+ * `descriptorSet`), the same one for the same bytes. From then on every
+ * protobuf decode in the process refuses a string that is not valid UTF-8
+ * (refuseInvalidUtf8). protovalidate reads only @bufbuild/protobuf
+ * messages, so the bytes are decoded here with the descriptor set's schemas.
  */
 export function createMessageChecker(descriptorSet: Uint8Array): MessageChecker {
+  let checker = checkers.get(descriptorSet);
+  if (!checker) checkers.set(descriptorSet, (checker = buildMessageChecker(descriptorSet)));
+  return checker;
+}
+
+function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
   // What is checked is what was sent: a string that is not UTF-8 is refused, not mended (see strict-utf8.ts).
   refuseInvalidUtf8();
-  const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, descriptorSet));
-  const validator = createValidator({ registry });
+  const set = fromBinary(FileDescriptorSetSchema, descriptorSet);
+  // The files' comments and source positions: nothing here reads them, and they are most of the registry's heap.
+  for (const file of set.file) file.sourceCodeInfo = undefined;
+  const registry = createFileRegistry(set);
+  let validator: Validator | undefined;
   const schemas = new Map<string, DescMessage>();
   const plans = new Map<DescMessage, Check[]>();
 
@@ -166,6 +199,7 @@ export function createMessageChecker(descriptorSet: Uint8Array): MessageChecker 
       const wide: FieldViolation[] = [];
       walk(schema, message as unknown as Record<string, unknown>, "", items, wide);
       if (items.length > 0) return [...items, ...wide];
+      validator ??= loadProtovalidate().createValidator({ registry });
       const result = validator.validate(schema, message);
       if (result.kind === "error") throw result.error;
       if (result.kind === "valid") return wide;
