@@ -87,6 +87,9 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       loggedAt = performance.now();
       logger.warn({ err }, "the database cannot be reached; waiting for it");
     },
+    onCheckpointFailure(err) {
+      logger.error({ err }, "checkpointing the SQLite database failed; SQLite checkpoints inside commits from now on");
+    },
   });
   const registry = options.metricsListen === undefined ? undefined : new Registry();
   let events: EventRuntime;

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from "node:child_process";
-import { statSync } from "node:fs";
+import { existsSync, statSync, symlinkSync } from "node:fs";
 import BetterSqlite3 from "better-sqlite3";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -179,6 +179,56 @@ describe("openDatabase (SQLite)", () => {
     expect(await db.query("SELECT count(*) AS n FROM notes")).toEqual([{ n: 3_200 }]);
     await db.close();
   });
+  it("starts the log again under steady writes: it never grows past about SQLite's own 1,000-page threshold", async () => {
+    const path = join(dir, "steady.db");
+    (await openDatabase({ path, migrations })).close();
+    const db = openSqlite(path);
+    const text = "x".repeat(2_000);
+    let largest = 0;
+    // 6,000 commits, the event loop turning between them, so that some always land while a checkpoint flushes.
+    for (let i = 0; i < 6_000; i++) {
+      await db.transaction((tx) => tx.run("INSERT INTO notes (text) VALUES ($1)", [text]));
+      if (i % 100 === 0) largest = Math.max(largest, statSync(`${path}-wal`).size);
+      await new Promise((r) => setImmediate(r));
+    }
+    largest = Math.max(largest, statSync(`${path}-wal`).size);
+    // Without a rewind the log holds all 6,000 commits (about 25 MB); 1,000 pages are 4 MB.
+    expect(largest).toBeLessThan(10_000_000);
+    expect(await db.query("SELECT count(*) AS n FROM notes")).toEqual([{ n: 6_000 }]);
+    await db.close();
+  });
+
+  it("checkpoints a database opened through a symbolic link (SQLite keeps the log beside the file itself)", async () => {
+    const target = join(dir, "linked-target.db");
+    const link = join(dir, "linked.db");
+    (await openDatabase({ path: target, migrations })).close();
+    symlinkSync(target, link);
+    const failures: Error[] = [];
+    const db = openSqlite(link, { onCheckpointFailure: (err) => failures.push(err) });
+    const before = statSync(target).size;
+    for (let i = 0; i < 50; i++) await db.transaction((tx) => tx.run("INSERT INTO notes (text) VALUES ($1)", ["x".repeat(10_000)]));
+    for (let waited = 0; statSync(target).size < before + 500_000 && waited < 5_000; waited += 20) await new Promise((r) => setTimeout(r, 20));
+    expect(failures).toEqual([]);
+    expect(statSync(target).size).toBeGreaterThan(before + 500_000);
+    await db.close();
+  });
+
+  it("can be closed again when a connection refused to close, and keeps its files and locks until then", async () => {
+    const path = join(dir, "busy-close.db");
+    (await openDatabase({ path, migrations })).close();
+    const db = openSqlite(path);
+    await db.transaction((tx) => tx.run("INSERT INTO notes (text) VALUES ('a'), ('b')"));
+    // A statement still open on the writing connection: better-sqlite3 refuses to close it.
+    const rows = db.writer.prepare("SELECT text FROM notes").iterate();
+    rows.next();
+    await expect(db.close()).rejects.toThrow(/busy/i);
+    expect(db.writer.open).toBe(true);
+    rows.return?.();
+    await db.close();
+    expect(db.writer.open).toBe(false);
+    expect(existsSync(`${path}-wal`)).toBe(false);
+  });
+
   it("keeps every acknowledged commit and a sound file when the process is killed while it checkpoints", async () => {
     const path = join(dir, "killed.db");
     // Commits of 8 KB rows, the event loop turning between them so that checkpoints run; each id is printed once committed.

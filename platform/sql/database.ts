@@ -22,6 +22,8 @@ export interface DatabaseOptions {
   readonly signal?: AbortSignal;
   /** Postgres connections this process opens at most (default 10). */
   readonly poolSize?: number;
+  /** SQLite: its checkpoints failed (a flush to disk), and SQLite's own, inside commits, took over. */
+  readonly onCheckpointFailure?: (err: Error) => void;
 }
 
 /** Pause between attempts to reach a Postgres server that is not there yet. */
@@ -42,7 +44,9 @@ export function isPostgresUrl(location: string): boolean {
  */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const postgres = isPostgresUrl(options.path);
-  const db = postgres ? openPostgres(options.path, options.poolSize === undefined ? {} : { poolSize: options.poolSize }) : openSqlite(options.path);
+  const db = postgres
+    ? openPostgres(options.path, options.poolSize === undefined ? {} : { poolSize: options.poolSize })
+    : openSqlite(options.path, options.onCheckpointFailure ? { onCheckpointFailure: options.onCheckpointFailure } : {});
   const lock = postgres ? (tx: Transaction) => tx.run("SELECT pg_advisory_xact_lock($1)", [migrationLockKey]).then(() => undefined) : undefined;
   const { onWaiting, signal } = options;
   try {

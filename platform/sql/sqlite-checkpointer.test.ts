@@ -127,7 +127,7 @@ describe("startCheckpointer", () => {
     expect(writer.prepare("SELECT count(*) FROM notes").pluck().get()).toBe(22);
   });
 
-  it("reports a failed flush once, and gives the log back to SQLite's own checkpoints", async () => {
+  it("reports a failed flush of the log once, and gives the log back to SQLite's own checkpoints", async () => {
     const { path, writer, insert } = writerAt("failed.db");
     const failures: Error[] = [];
     const checkpointer = startCheckpointer({
@@ -143,12 +143,56 @@ describe("startCheckpointer", () => {
     checkpointer.committed();
     await until(() => failures.length === 1, "the failure");
     expect(failures[0].message).toMatch(/EIO/);
-    // Nothing pins the log any more: the writer's own checkpoint copies all of it.
+    // Nothing was copied and nothing pins the log: the writer's own checkpoint copies all of it.
     const [state] = writer.pragma("wal_checkpoint(PASSIVE)") as { log: number; checkpointed: number }[];
     expect(state.checkpointed).toBe(state.log);
-    expect(checkpointer.committed()).toBe(true);
+    expect(checkpointer.committed()).toBe("scheduled");
     await new Promise((r) => setTimeout(r, 20));
     expect(failures).toHaveLength(1);
+  });
+
+  it("keeps the log pinned after a failed flush of the main file: the log, on disk, is never reused over pages that may not be", async () => {
+    const { path, writer, insert } = writerAt("failed-main.db");
+    const failures: Error[] = [];
+    const checkpointer = startCheckpointer({
+      path,
+      intervalMs: 1,
+      onFailure: (err) => failures.push(err),
+      flush: async (_fd, file) => {
+        if (file === "database") throw Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
+      },
+    });
+    open.push({ checkpointer, writer });
+    insert(5);
+    checkpointer.committed();
+    await until(() => failures.length === 1, "the failure");
+    // Everything was copied, so without the pin the next write would start the log again, and SQLite's own checkpoint would copy on.
+    const salts = logSalts(path);
+    writer.pragma("wal_checkpoint(PASSIVE)");
+    insert(1);
+    writer.pragma("wal_checkpoint(PASSIVE)");
+    insert(1);
+    expect(logSalts(path)).toBe(salts);
+    expect(writer.prepare("SELECT count(*) FROM notes").pluck().get()).toBe(7);
+  });
+
+  it("asks for a rewind once the log is long, and a rewind with writes held copies all of it, so the next write starts it again", async () => {
+    const { path, writer, insert } = writerAt("rewind-asked.db");
+    const checkpointer = startCheckpointer({ path, intervalMs: 1, maxLogFrames: 40, onFailure: (err) => expect.unreachable(err.message) });
+    open.push({ checkpointer, writer });
+    const salts = logSalts(path);
+    // Commits keep coming while each checkpoint flushes: it copies only what came before it, and the log never ends copied.
+    const verdicts: string[] = [];
+    for (let i = 0; i < 200 && !verdicts.includes("rewind"); i++) {
+      insert(1);
+      verdicts.push(checkpointer.committed());
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(verdicts).toContain("rewind");
+    expect(logSalts(path)).toBe(salts);
+    await checkpointer.rewind();
+    insert(1);
+    expect(logSalts(path)).not.toBe(salts);
   });
 
   it("closes after the checkpoint under way, its connections before the database's own, so the last one removes the log", async () => {

@@ -1,9 +1,9 @@
-import { closeSync, fdatasync, fdatasyncSync, openSync, realpathSync } from "node:fs";
+import { closeSync, fdatasync, openSync, realpathSync } from "node:fs";
 import BetterSqlite3 from "better-sqlite3";
 
 /**
  * Copies a WAL database's committed pages back into its main file without
- * the event loop ever waiting for the disk, and without a second thread of
+ * the event loop waiting for the disk, and without a second thread of
  * JavaScript. SQLite otherwise checkpoints inside the COMMIT that takes the
  * log past 1,000 pages: it writes those pages to the main file and waits for
  * its fsync there, which took a third of the time of a one-row transaction
@@ -32,23 +32,43 @@ import BetterSqlite3 from "better-sqlite3";
  * recovery rebuilds every commit the last flush covered, as before. A commit
  * survives a crash of the process either way.
  *
+ * SQLite rewinds the log (writes from its start again) at the first write
+ * after a checkpoint that copied all of it; commits made during a
+ * checkpoint's flushes are copied by the next one, so under steady writes
+ * that never happens by itself. Once the log holds `maxLogFrames` frames, or
+ * `maxBehind` commits came without a checkpoint ending (a loop of
+ * transactions that never lets a timer fire), `committed()` asks for a
+ * rewind: the caller holds its write transactions back while `rewind()`
+ * checkpoints all of the log, so the next write starts it again. Writes
+ * wait for two flushes then; reads and everything else go on. The writer
+ * itself flushes the log's new header once each time (SQLite's own rule
+ * under NORMAL): the one flush left on the event loop.
+ *
+ * A failed flush of the main file keeps the log pinned until the database
+ * closes: the pages copied may not be on disk, so the log, which is, must
+ * not be reused (a failed fsync is not worth retrying: Linux reports an
+ * error once and may drop the pages). The log then grows until a restart,
+ * whose recovery copies it again. Any failure ends these checkpoints and
+ * gives the log back to SQLite's own, in commits.
+ *
  * A worker thread did this before, at about 10 MiB of resident memory a
  * service (Node's start-up in a second V8 isolate).
  */
 export interface Checkpointer {
   /**
-   * Called after a commit: a checkpoint follows within `intervalMs`. False
-   * when `maxBehind` commits came since the last checkpoint finished (a loop
-   * of transactions that never lets the event loop turn, as a bulk import):
-   * the checkpoint under way, if any, has then been ended (its flush done
-   * here), and the caller checkpoints itself, which bounds the log.
+   * Called after a commit: a checkpoint follows within `intervalMs`.
+   * "rewind" when the log is to be started again: the caller then runs
+   * `rewind()` while no write transaction is under way or starts.
    */
-  committed(): boolean;
+  committed(): "scheduled" | "rewind";
+  /** Checkpoints all of the log, after the checkpoint under way; never rejects (a failure goes to `onFailure`). */
+  rewind(): Promise<void>;
   /**
    * Ends the checkpoint under way, closes the checkpointer's connections,
    * then calls `closeConnections` (the database's own), then closes the
    * files it held open: closing a descriptor of the database file drops
-   * every POSIX lock this process holds on it, so that comes last.
+   * every POSIX lock this process holds on it, so that comes last, and only
+   * once `closeConnections` has returned.
    */
   close(closeConnections: () => void): Promise<void>;
 }
@@ -60,7 +80,9 @@ export interface CheckpointerOptions {
   readonly path: string;
   /** Default 100 ms. */
   readonly intervalMs?: number;
-  /** Default 1,000 commits. */
+  /** Frames in the log (pages written) that ask for a rewind. Default 1,000, SQLite's own checkpoint threshold. */
+  readonly maxLogFrames?: number;
+  /** Commits without a checkpoint ending that ask for a rewind. Default 1,000. */
   readonly maxBehind?: number;
   /** Checkpointing failed (a flush or a copy): the caller checkpoints on its own again. */
   readonly onFailure: (err: Error) => void;
@@ -100,13 +122,15 @@ function openDatabaseFile(path: string): { readonly fd: number; close(): void } 
 /** A checkpoint under way: the log is pinned until it is over. */
 interface Cycle {
   stage: "log" | "database";
-  over: boolean;
 }
 
 export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
   const intervalMs = options.intervalMs ?? 100;
+  const maxLogFrames = options.maxLogFrames ?? 1_000;
   const maxBehind = options.maxBehind ?? 1_000;
   const flush = options.flush ?? flushFile;
+  // SQLite follows a symbolic link to the file and keeps its log beside the file itself.
+  const path = realpathSync(options.path);
   // No busy wait on either: a PASSIVE checkpoint never waits, and a pin that cannot start now is tried at the next commit.
   const opened: BetterSqlite3.Database[] = [];
   let pin: BetterSqlite3.Database;
@@ -114,57 +138,41 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
   let readSchema: BetterSqlite3.Statement;
   let databaseFile: ReturnType<typeof openDatabaseFile>;
   try {
-    opened.push((pin = new BetterSqlite3(options.path, { readonly: true, fileMustExist: true, timeout: 0 })));
-    opened.push((copier = new BetterSqlite3(options.path, { fileMustExist: true, timeout: 0 })));
+    opened.push((pin = new BetterSqlite3(path, { readonly: true, fileMustExist: true, timeout: 0 })));
+    opened.push((copier = new BetterSqlite3(path, { fileMustExist: true, timeout: 0 })));
     copier.pragma("synchronous = OFF");
     // A checkpoint copies pages through a buffer of its own; neither connection needs much of a page cache.
     for (const connection of opened) connection.pragma("cache_size = -64");
     readSchema = pin.prepare("SELECT count(*) FROM sqlite_schema").pluck();
-    databaseFile = openDatabaseFile(options.path);
+    databaseFile = openDatabaseFile(path);
   } catch (err) {
     for (const connection of opened) connection.close();
     throw err;
   }
   let logFd: number | undefined;
 
+  /** Commits since a checkpoint last ended; frames in the log when one last copied. */
   let behind = 0;
+  let logFrames = 0;
+  let rewindAsked = false;
   let failed = false;
+  /** The main file's flush failed: the pin stays until close. */
+  let pinnedForGood = false;
   let closing: Promise<void> | undefined;
   let wanted = false;
   let timer: NodeJS.Timeout | undefined;
   let cycle: Cycle | undefined;
-  let running: Promise<void> | undefined;
+  let running: Promise<void> = Promise.resolve();
 
   const unpin = () => {
-    if (pin.open && pin.inTransaction) pin.exec("ROLLBACK");
+    if (!pinnedForGood && pin.open && pin.inTransaction) pin.exec("ROLLBACK");
   };
-  /** Ends the cycle under way at once: the main file is flushed here if pages were copied to it. */
-  const endCycle = () => {
-    const current = cycle;
-    if (!current) return;
-    cycle = undefined;
-    current.over = true;
-    try {
-      if (current.stage === "database") fdatasyncSync(databaseFile.fd);
-    } finally {
-      unpin();
-    }
-  };
-  const fail = (err: unknown) => {
-    if (failed) return;
+  const fail = (err: unknown, stage: Cycle["stage"]) => {
     failed = true;
     clearTimeout(timer);
-    try {
-      endCycle();
-    } catch {
-      // The flush failed as well; the failure reported is the first one.
-    }
+    if (stage === "database") pinnedForGood = true;
+    else unpin();
     options.onFailure(err instanceof Error ? err : new Error(String(err)));
-  };
-  const schedule = () => {
-    if (failed || closing || timer) return;
-    if (cycle) wanted = true;
-    else timer = setTimeout(start, intervalMs).unref();
   };
 
   const checkpoint = async (current: Cycle) => {
@@ -177,65 +185,89 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
       if (/busy|locked/i.test((err as Error).message)) return;
       throw err;
     }
-    logFd ??= openSync(`${options.path}-wal`, "r");
+    logFd ??= openSync(`${path}-wal`, "r");
     await flush(logFd, "log");
-    if (current.over) return;
-    copier.pragma("wal_checkpoint(PASSIVE)");
+    const [copied] = copier.pragma("wal_checkpoint(PASSIVE)") as { log: number }[];
     current.stage = "database";
     await flush(databaseFile.fd, "database");
+    logFrames = copied?.log ?? 0;
   };
-  const start = () => {
-    timer = undefined;
-    if (failed || closing || cycle) return;
-    wanted = false;
-    const current: Cycle = { stage: "log", over: false };
+  /** One checkpoint, start to end; the promise never rejects. */
+  const runCycle = (): Promise<void> => {
+    const current: Cycle = { stage: "log" };
     cycle = current;
     running = checkpoint(current).then(
       () => {
-        if (current.over) return;
         cycle = undefined;
-        current.over = true;
         behind = 0;
         unpin();
         if (wanted) schedule();
       },
       (err) => {
-        if (!current.over) fail(err);
+        cycle = undefined;
+        fail(err, current.stage);
       },
     );
+    return running;
+  };
+  const start = () => {
+    timer = undefined;
+    if (failed || closing || cycle) return;
+    wanted = false;
+    void runCycle();
+  };
+  const schedule = () => {
+    if (failed || closing || timer) return;
+    if (cycle) wanted = true;
+    else timer = setTimeout(start, intervalMs).unref();
   };
 
   return {
     committed() {
-      if (failed || closing) return true;
-      if (++behind >= maxBehind) {
-        behind = 0;
-        try {
-          endCycle();
-        } catch (err) {
-          fail(err);
-        }
-        return false;
+      if (failed || closing) return "scheduled";
+      if (!rewindAsked && (++behind >= maxBehind || logFrames >= maxLogFrames)) {
+        rewindAsked = true;
+        return "rewind";
       }
       schedule();
-      return true;
+      return "scheduled";
+    },
+    async rewind() {
+      await running;
+      if (!failed && !closing) {
+        clearTimeout(timer);
+        timer = undefined;
+        wanted = false;
+        await runCycle();
+      }
+      // Nothing is written while this runs: the log has been copied whole, and the next write starts it again.
+      if (!failed) logFrames = 0;
+      behind = 0;
+      rewindAsked = false;
     },
     close(closeConnections) {
       closing ??= (async () => {
         clearTimeout(timer);
         await running;
-        try {
+      })();
+      return closing.then(() => {
+        if (pin.open) {
+          pinnedForGood = false;
           unpin();
           pin.close();
-          // Before the database's own connections: the last to close checkpoints and removes the log, with their flushes.
-          copier.close();
-          closeConnections();
-        } finally {
-          if (logFd !== undefined) closeSync(logFd);
-          databaseFile.close();
         }
-      })();
-      return closing;
+        if (copier.open) {
+          // Should it ever be the last connection, its close would checkpoint and remove the log: with flushes, then.
+          copier.pragma("synchronous = NORMAL");
+          copier.close();
+        }
+        // Before the database's own connections: the last to close checkpoints and removes the log, with its flushes.
+        // Should that throw (a statement still open), the files stay open with the connections, and a later close tries again.
+        closeConnections();
+        if (logFd !== undefined) closeSync(logFd);
+        logFd = undefined;
+        databaseFile.close();
+      });
     },
   };
 }

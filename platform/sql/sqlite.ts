@@ -121,6 +121,11 @@ function open(path: string, readonly: boolean): BetterSqlite3.Database {
   return connection;
 }
 
+export interface SqliteOptions {
+  /** Checkpointing failed and SQLite's own checkpoints, in commits, took over (see sqlite-checkpointer.ts). */
+  readonly onCheckpointFailure?: (err: Error) => void;
+}
+
 /**
  * A SQLite database in WAL mode (better-sqlite3 at major version 12): one
  * writing connection, whose transactions run one at a time (a queue, as
@@ -132,7 +137,7 @@ function open(path: string, readonly: boolean): BetterSqlite3.Database {
  * stores work on Postgres too. A file database is checkpointed after
  * commits, its flushes to disk off the event loop (see sqlite-checkpointer.ts).
  */
-export function openSqlite(path: string): Database & { readonly writer: BetterSqlite3.Database } {
+export function openSqlite(path: string, options: SqliteOptions = {}): Database & { readonly writer: BetterSqlite3.Database } {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   let writerConnection: BetterSqlite3.Database;
   let readerConnection: BetterSqlite3.Database | undefined;
@@ -148,22 +153,19 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
   /** Undefined once it has failed: SQLite's own checkpoints in the committing connection then take over. */
   let checkpointer: Checkpointer | undefined;
   let checkpointerToClose: Checkpointer | undefined;
-  const checkpointOnCommit = () => {
+  const checkpointOnCommit = (err: Error) => {
     checkpointer = undefined;
     if (writerConnection.open) writerConnection.pragma("wal_autocheckpoint = 1000");
+    options.onCheckpointFailure?.(err);
   };
   if (path !== ":memory:") {
     writerConnection.pragma("wal_autocheckpoint = 0");
     try {
       checkpointer = checkpointerToClose = startCheckpointer({ path, onFailure: checkpointOnCommit });
-    } catch {
-      checkpointOnCommit();
+    } catch (err) {
+      checkpointOnCommit(err as Error);
     }
   }
-
-  const checkpointed = () => {
-    if (checkpointer && !checkpointer.committed()) writerConnection.pragma("wal_checkpoint(PASSIVE)");
-  };
 
   /** The transaction queue: each one starts when the one before has finished. */
   let queue: Promise<unknown> = Promise.resolve();
@@ -176,6 +178,11 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
     queued++;
     queue = run.then(dequeued, dequeued);
     return run;
+  };
+  /** After each commit; a rewind of the log holds the transactions queued after it until it is done. */
+  const checkpointed = () => {
+    const active = checkpointer;
+    if (active?.committed() === "rewind") void exclusive(() => active.rewind());
   };
   const transaction = <T>(work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> => {
     // A lazy signal is asked for only when the transaction waits: with nothing ahead of it,
@@ -229,13 +236,23 @@ export function openSqlite(path: string): Database & { readonly writer: BetterSq
     async close() {
       if (closed) return;
       closed = true;
-      await queue;
-      const closeConnections = () => {
-        readerConnection?.close();
-        writerConnection.close();
-      };
-      if (checkpointerToClose) await checkpointerToClose.close(closeConnections);
-      else closeConnections();
+      try {
+        await closeAll();
+      } catch (err) {
+        // A connection refused to close (a statement of its still open): a later close tries again.
+        closed = false;
+        throw err;
+      }
     },
   };
+
+  async function closeAll(): Promise<void> {
+    await queue;
+    const closeConnections = () => {
+      readerConnection?.close();
+      writerConnection.close();
+    };
+    if (checkpointerToClose) await checkpointerToClose.close(closeConnections);
+    else closeConnections();
+  }
 }
