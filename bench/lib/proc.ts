@@ -1,5 +1,5 @@
 import { type ChildProcess, fork, spawn } from "node:child_process";
-import { closeSync, openSync, readFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { repoRoot } from "../../tools/repo-root.js";
 
@@ -188,15 +188,32 @@ export function runWorker<R>(
 }
 
 /**
- * Samples VmRSS of some processes every `intervalMs` and keeps the peak of
- * each: VmHWM alone would also count start-up (module loading), which is not
- * what "under load" means.
+ * Sets a process's VmHWM back to its VmRSS (Linux's clear_refs "5"), so that
+ * VmHWM then gives the peak since this moment, between samples included;
+ * false where that is not allowed.
+ */
+export function resetPeakMemory(pid: number): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, "5");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The peak VmRSS of some processes from `start()` to `stop()`: VmHWM, set
+ * back at `start()` (VmHWM alone would count start-up, module loading,
+ * which is not what "under load" means), and VmRSS sampled every
+ * `intervalMs` where VmHWM cannot be set back.
  */
 export class MemorySampler {
   private readonly peaks = new Map<number, number>();
+  private readonly reset = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
   constructor(private readonly pids: readonly number[], private readonly intervalMs = 100) {}
   start(): this {
+    for (const pid of this.pids) if (resetPeakMemory(pid)) this.reset.add(pid);
     this.sample();
     this.timer = setInterval(() => this.sample(), this.intervalMs);
     return this;
@@ -204,10 +221,10 @@ export class MemorySampler {
   private sample(): void {
     for (const pid of this.pids) {
       const m = readMemory(pid);
-      if (m) this.peaks.set(pid, Math.max(this.peaks.get(pid) ?? 0, m.rssMiB));
+      if (m) this.peaks.set(pid, Math.max(this.peaks.get(pid) ?? 0, m.rssMiB, this.reset.has(pid) ? m.hwmMiB : 0));
     }
   }
-  /** Stops sampling; the peak VmRSS (MiB) seen for each pid. */
+  /** Stops sampling; the peak resident memory (MiB) of each pid. */
   stop(): Map<number, number> {
     if (this.timer) clearInterval(this.timer);
     this.sample();

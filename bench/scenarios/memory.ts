@@ -1,8 +1,9 @@
 /**
  * Scenario 5: resident memory of each service process, from /proc: idle
- * (started, catalogue seeded, settled) and under load (peak VmRSS sampled
- * every 100 ms while the saga runs flat out for 15 s: a closed loop of 64
- * orders in flight), plus VmHWM, the kernel's lifetime peak (start-up included);
+ * (started, catalogue seeded, settled) and under load (the peak while the
+ * saga runs flat out for 15 s, a closed loop of 64 orders in flight: VmHWM
+ * set back as the load starts, and VmRSS sampled every 100 ms), plus VmHWM
+ * since start (module loading included);
  * then the order service's peak while 24 clients send 4 MB CreateOrders
  * (over every limit) as fast as it answers them.
  */
@@ -14,11 +15,14 @@ import type { OrderLoadConfig, OrderLoadResult } from "../workers/order-load.js"
 import type { RequestFloodConfig, RequestFloodResult } from "../workers/request-flood.js";
 import { CreateOrderRequest, OrderServiceService } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 
-export const RSS_TARGET_MIB = 150;
+/** Each service under the saga's load (issue 14's target). */
+export const RSS_TARGET_MIB = 100;
+/** The order service under a flood of oversized requests. */
+export const FLOOD_RSS_TARGET_MIB = 150;
 
 export const memory: Scenario = {
   name: "memory",
-  summary: `RSS of each service process idle and under saga load (VmRSS/VmHWM), target < ${RSS_TARGET_MIB} MiB`,
+  summary: `RSS of each service process idle and under saga load (VmRSS/VmHWM), target < ${RSS_TARGET_MIB} MiB (under a flood of oversized requests < ${FLOOD_RSS_TARGET_MIB})`,
   async run(ctx: BenchContext): Promise<ScenarioResult> {
     const { options } = ctx;
     const nats = await ctx.nats();
@@ -117,15 +121,15 @@ export const memory: Scenario = {
           unit: "MiB",
           concord: peak,
           target: `< ${RSS_TARGET_MIB} MiB`,
-          pass: peak < RSS_TARGET_MIB && hwm[s.name] < RSS_TARGET_MIB,
-          note: `VmHWM ${hwm[s.name].toFixed(1)} MiB${load.confirmed === 0 ? "; no order was confirmed: the load was CreateOrder only" : ""}`,
+          pass: peak < RSS_TARGET_MIB,
+          note: `VmHWM since start ${hwm[s.name].toFixed(1)} MiB${load.confirmed === 0 ? "; no order was confirmed: the load was CreateOrder only" : ""}`,
         }),
       );
     }
     const floodCase = `orders under a flood: 24 clients sending ${(floodBytes / 1e6).toFixed(1)} MB CreateOrders (peak VmRSS)`;
     ctx.log(`  flood: ${flood!.sent} oversized CreateOrders, answered ${JSON.stringify(flood!.codes)} (8 = RESOURCE_EXHAUSTED); orders peak ${floodPeak.toFixed(1)} MiB`);
     details.flood = { ...flood!, peakRssMiB: floodPeak };
-    rows.push(row({ scenario: "5 Memory", case: floodCase, view: "/proc", inFlight: 24, unit: "MiB", concord: floodPeak, target: `< ${RSS_TARGET_MIB} MiB`, pass: floodPeak < RSS_TARGET_MIB }));
+    rows.push(row({ scenario: "5 Memory", case: floodCase, view: "/proc", inFlight: 24, unit: "MiB", concord: floodPeak, target: `< ${FLOOD_RSS_TARGET_MIB} MiB`, pass: floodPeak < FLOOD_RSS_TARGET_MIB }));
     return { rows, details };
   },
 };
