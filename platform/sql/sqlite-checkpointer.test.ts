@@ -183,16 +183,86 @@ describe("startCheckpointer", () => {
     const salts = logSalts(path);
     // Commits keep coming while each checkpoint flushes: it copies only what came before it, and the log never ends copied.
     const verdicts: string[] = [];
-    for (let i = 0; i < 200 && !verdicts.includes("rewind"); i++) {
+    for (let i = 0; i < 2_000 && !verdicts.includes("rewind"); i++) {
       insert(1);
       verdicts.push(checkpointer.committed());
-      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setTimeout(r, 1));
     }
     expect(verdicts).toContain("rewind");
     expect(logSalts(path)).toBe(salts);
-    await checkpointer.rewind();
+    let held = 0;
+    await checkpointer.rewind(async () => {
+      held++;
+      return () => undefined;
+    });
+    expect(held).toBe(1);
     insert(1);
     expect(logSalts(path)).not.toBe(salts);
+  });
+
+  it("asks for no rewind at every checkpoint while a reader elsewhere holds the copy back", async () => {
+    const { path, writer, insert } = writerAt("old-reader.db");
+    const checkpointer = startCheckpointer({ path, intervalMs: 1, maxLogFrames: 20, maxBehind: 200, onFailure: (err) => expect.unreachable(err.message) });
+    open.push({ checkpointer, writer });
+    insert(5);
+    // Another connection's read transaction, begun now, keeps every checkpoint from copying what comes after it.
+    const reader = new BetterSqlite3(path, { readonly: true });
+    reader.exec("BEGIN");
+    reader.prepare("SELECT count(*) FROM notes").get();
+    let rewinds = 0;
+    try {
+      for (let i = 0; i < 300; i++) {
+        insert(1);
+        if (checkpointer.committed() === "rewind") {
+          rewinds++;
+          await checkpointer.rewind(async () => () => undefined);
+        }
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    } finally {
+      reader.exec("ROLLBACK");
+      reader.close();
+    }
+    // One a maxBehind (200 commits) at most, not one after each checkpoint.
+    expect(rewinds).toBeGreaterThanOrEqual(1);
+    expect(rewinds).toBeLessThanOrEqual(2);
+  });
+
+  it("keeps the log through close after a failed flush of the main file: the last connection to close must not remove it", async () => {
+    const { path, writer, insert } = writerAt("pinned-close.db");
+    const failures: Error[] = [];
+    const checkpointer = startCheckpointer({
+      path,
+      intervalMs: 1,
+      onFailure: (err) => failures.push(err),
+      flush: async (_fd, file) => {
+        if (file === "database") throw Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
+      },
+    });
+    insert(5);
+    checkpointer.committed();
+    await until(() => failures.length === 1, "the failure");
+    await checkpointer.close(() => writer.close());
+    // Everything was copied (without a flush), so the writer's close would have copied nothing, flushed nothing and removed the log.
+    expect(existsSync(`${path}-wal`)).toBe(true);
+    expect(statSync(`${path}-wal`).size).toBeGreaterThan(32);
+  });
+
+  it("never rejects a rewind, even when the failure's callback throws", async () => {
+    const { path, writer, insert } = writerAt("throwing-callback.db");
+    const checkpointer = startCheckpointer({
+      path,
+      intervalMs: 1_000_000,
+      onFailure: () => {
+        throw new Error("a logger that throws");
+      },
+      flush: async () => {
+        throw new Error("EIO");
+      },
+    });
+    open.push({ checkpointer, writer });
+    insert(1);
+    await expect(checkpointer.rewind(async () => () => undefined)).resolves.toBeUndefined();
   });
 
   it("closes after the checkpoint under way, its connections before the database's own, so the last one removes the log", async () => {

@@ -38,9 +38,15 @@ import BetterSqlite3 from "better-sqlite3";
  * that never happens by itself. Once the log holds `maxLogFrames` frames, or
  * `maxBehind` commits came without a checkpoint ending (a loop of
  * transactions that never lets a timer fire), `committed()` asks for a
- * rewind: the caller holds its write transactions back while `rewind()`
- * checkpoints all of the log, so the next write starts it again. Writes
- * wait for two flushes then; reads and everything else go on. The writer
+ * rewind: once the checkpoint under way has ended, the caller holds its
+ * write transactions back while `rewind()` checkpoints all of the log, so
+ * the next write starts it again. Writes wait for two flushes then (four
+ * when the rewind was asked for by a loop that never lets the event loop
+ * turn: writes are held at once, the checkpoint under way can only end
+ * then); reads and everything else go on. A rewind
+ * that could not copy all of the log (a reader elsewhere, an sqlite3 shell
+ * say, holds an older snapshot) is not asked for again before `maxBehind`
+ * more commits. The writer
  * itself flushes the log's new header once each time (SQLite's own rule
  * under NORMAL): the one flush left on the event loop.
  *
@@ -61,8 +67,13 @@ export interface Checkpointer {
    * `rewind()` while no write transaction is under way or starts.
    */
   committed(): "scheduled" | "rewind";
-  /** Checkpoints all of the log, after the checkpoint under way; never rejects (a failure goes to `onFailure`). */
-  rewind(): Promise<void>;
+  /**
+   * Waits for the checkpoint under way (writes go on), then calls
+   * `holdWrites`, which returns once no write transaction is under way or
+   * can start, and checkpoints all of the log before releasing them. Never
+   * rejects (a failure goes to `onFailure`).
+   */
+  rewind(holdWrites: () => Promise<() => void>): Promise<void>;
   /**
    * Ends the checkpoint under way, closes the checkpointer's connections,
    * then calls `closeConnections` (the database's own), then closes the
@@ -122,6 +133,8 @@ function openDatabaseFile(path: string): { readonly fd: number; close(): void } 
 /** A checkpoint under way: the log is pinned until it is over. */
 interface Cycle {
   stage: "log" | "database";
+  /** Commits counted when the log was pinned: those the checkpoint covers. */
+  behindAtPin: number;
 }
 
 export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
@@ -151,10 +164,16 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
   }
   let logFd: number | undefined;
 
-  /** Commits since a checkpoint last ended; frames in the log when one last copied. */
+  /** Commits since the last checkpoint was pinned; frames in the log when one last copied, and whether it copied them all. */
   let behind = 0;
   let logFrames = 0;
+  let copiedAll = true;
   let rewindAsked = false;
+  /** Why the rewind was asked for: "commits" when no checkpoint could end (a loop that never lets a timer fire). */
+  let rewindFor: "commits" | "frames" = "frames";
+  /** Commits in all, and the count before which no rewind is asked for (after one that could not copy all). */
+  let commits = 0;
+  let rewindNotBefore = 0;
   let failed = false;
   /** The main file's flush failed: the pin stays until close. */
   let pinnedForGood = false;
@@ -171,8 +190,12 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
     failed = true;
     clearTimeout(timer);
     if (stage === "database") pinnedForGood = true;
-    else unpin();
-    options.onFailure(err instanceof Error ? err : new Error(String(err)));
+    try {
+      unpin();
+      options.onFailure(err instanceof Error ? err : new Error(String(err)));
+    } catch {
+      // Nothing more to do: the checkpoints have ended, and a promise of theirs must not reject unheard.
+    }
   };
 
   const checkpoint = async (current: Cycle) => {
@@ -185,22 +208,29 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
       if (/busy|locked/i.test((err as Error).message)) return;
       throw err;
     }
+    current.behindAtPin = behind;
     logFd ??= openSync(`${path}-wal`, "r");
     await flush(logFd, "log");
-    const [copied] = copier.pragma("wal_checkpoint(PASSIVE)") as { log: number }[];
+    const [copied] = copier.pragma("wal_checkpoint(PASSIVE)") as { log: number; checkpointed: number }[];
     current.stage = "database";
     await flush(databaseFile.fd, "database");
     logFrames = copied?.log ?? 0;
+    copiedAll = copied !== undefined && copied.checkpointed === copied.log;
   };
   /** One checkpoint, start to end; the promise never rejects. */
   const runCycle = (): Promise<void> => {
-    const current: Cycle = { stage: "log" };
+    const current: Cycle = { stage: "log", behindAtPin: 0 };
     cycle = current;
     running = checkpoint(current).then(
       () => {
         cycle = undefined;
-        behind = 0;
-        unpin();
+        // Commits made while it ran are not in it.
+        behind -= current.behindAtPin;
+        try {
+          unpin();
+        } catch (err) {
+          return fail(err, "log");
+        }
         if (wanted) schedule();
       },
       (err) => {
@@ -225,25 +255,41 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
   return {
     committed() {
       if (failed || closing) return "scheduled";
-      if (!rewindAsked && (++behind >= maxBehind || logFrames >= maxLogFrames)) {
+      behind++;
+      commits++;
+      if (!rewindAsked && commits >= rewindNotBefore && (behind >= maxBehind || logFrames >= maxLogFrames)) {
         rewindAsked = true;
+        rewindFor = behind >= maxBehind ? "commits" : "frames";
         return "rewind";
       }
       schedule();
       return "scheduled";
     },
-    async rewind() {
-      await running;
-      if (!failed && !closing) {
+    async rewind(holdWrites) {
+      try {
+        // The checkpoint under way ends first, writes going on meanwhile; but a loop of writes that never lets
+        // the event loop turn would keep it from ending, so then writes are held at once.
+        const early = rewindFor === "commits" ? await holdWrites() : undefined;
+        await running;
+        if (failed || closing) return early?.();
         clearTimeout(timer);
         timer = undefined;
         wanted = false;
-        await runCycle();
+        const release = early ?? (await holdWrites());
+        try {
+          // One may have started from a commit made before writes were held.
+          while (cycle) await running;
+          if (failed || closing) return;
+          await runCycle();
+        } finally {
+          release();
+        }
+        // Nothing was written meanwhile: unless a reader elsewhere held the copy back, the next write starts the log again.
+        if (!failed && !copiedAll) rewindNotBefore = commits + maxBehind;
+        if (!failed) logFrames = 0;
+      } finally {
+        rewindAsked = false;
       }
-      // Nothing is written while this runs: the log has been copied whole, and the next write starts it again.
-      if (!failed) logFrames = 0;
-      behind = 0;
-      rewindAsked = false;
     },
     close(closeConnections) {
       closing ??= (async () => {
@@ -251,8 +297,10 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
         await running;
       })();
       return closing.then(() => {
-        if (pin.open) {
-          pinnedForGood = false;
+        // Pinned for good (a flush of the main file failed), the log must outlive this process: the pin, open until the
+        // database's own connections have closed, keeps the last of them from checkpointing and removing it.
+        const keepLog = pinnedForGood;
+        if (pin.open && !keepLog) {
           unpin();
           pin.close();
         }
@@ -264,6 +312,7 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
         // Before the database's own connections: the last to close checkpoints and removes the log, with its flushes.
         // Should that throw (a statement still open), the files stay open with the connections, and a later close tries again.
         closeConnections();
+        if (pin.open) pin.close();
         if (logFd !== undefined) closeSync(logFd);
         logFd = undefined;
         databaseFile.close();

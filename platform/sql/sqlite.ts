@@ -173,16 +173,43 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
   const dequeued = () => {
     queued--;
   };
+  /** While set, a write task waits for it before it starts (a rewind of the log); the write task under way. */
+  let held: Promise<void> | undefined;
+  let underWay: Promise<unknown> | undefined;
+  const gated = async <T>(work: () => Promise<T>): Promise<T> => {
+    while (held) await held;
+    const task = work();
+    underWay = task;
+    try {
+      return await task;
+    } finally {
+      if (underWay === task) underWay = undefined;
+    }
+  };
+  /** No write task starts until the returned release is called; resolves once the one under way, if any, has ended. */
+  const holdWrites = async (): Promise<() => void> => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    held = gate;
+    await underWay?.catch(() => undefined);
+    return () => {
+      if (held === gate) held = undefined;
+      release();
+    };
+  };
   const exclusive = <T>(work: () => Promise<T>): Promise<T> => {
-    const run = queue.then(work, work);
+    const run = queue.then(
+      () => gated(work),
+      () => gated(work),
+    );
     queued++;
     queue = run.then(dequeued, dequeued);
     return run;
   };
-  /** After each commit; a rewind of the log holds the transactions queued after it until it is done. */
+  /** After each commit; a rewind of the log holds write transactions back while it copies the log (holdWrites). */
   const checkpointed = () => {
     const active = checkpointer;
-    if (active?.committed() === "rewind") void exclusive(() => active.rewind());
+    if (active?.committed() === "rewind") void active.rewind(holdWrites);
   };
   const transaction = <T>(work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> => {
     // A lazy signal is asked for only when the transaction waits: with nothing ahead of it,
