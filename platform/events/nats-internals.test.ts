@@ -87,6 +87,8 @@ describe("nats.js internals on a cluster", () => {
       const jsm = await nc.jetstreamManager();
       await ensureStreams(jsm, [{ ...sample.stream, replicas: 3 }]);
       await jsm.consumers.add(sample.stream.name, { durable_name: "leader-worker", ack_policy: AckPolicy.Explicit });
+      // A pull request sent before the new consumer has a leader finds no responders (503) and is never waiting anywhere.
+      await expect.poll(async () => (await jsm.consumers.info(sample.stream.name, "leader-worker")).cluster?.leader, { timeout: 10_000 }).toBeTruthy();
       const consumer = await nc.jetstream().consumers.get(sample.stream.name, "leader-worker");
       const messages = await consumer.fetch({ max_messages: 10, expires: 30_000 });
       let heard = 0;
@@ -97,6 +99,8 @@ describe("nats.js internals on a cluster", () => {
       const ended = (async () => {
         for await (const m of messages) m.ack();
       })();
+      // Awaited at the end; should an assertion fail first, its rejection is not left unhandled.
+      ended.catch(() => undefined);
       // The request must be waiting at the leader before it steps down (on a busy machine it can take longer than a moment).
       await expect.poll(async () => (await jsm.consumers.info(sample.stream.name, "leader-worker")).num_waiting, { timeout: 10_000 }).toBeGreaterThan(0);
       const res = await nc.request(`$JS.API.CONSUMER.LEADER.STEPDOWN.${sample.stream.name}.leader-worker`, new Uint8Array(), { timeout: 5_000 });
