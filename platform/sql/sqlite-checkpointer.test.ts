@@ -180,8 +180,7 @@ describe("startCheckpointer", () => {
     const { path, writer, insert } = writerAt("rewind-asked.db");
     const checkpointer = startCheckpointer({ path, intervalMs: 1, maxLogFrames: 40, onFailure: (err) => expect.unreachable(err.message) });
     open.push({ checkpointer, writer });
-    const salts = logSalts(path);
-    // Commits keep coming while each checkpoint flushes: it copies only what came before it, and the log never ends copied.
+    // Commits keep coming while each checkpoint flushes: it copies only what came before it, and the log is seldom all copied.
     const verdicts: string[] = [];
     for (let i = 0; i < 2_000 && !verdicts.includes("rewind"); i++) {
       insert(1);
@@ -189,7 +188,9 @@ describe("startCheckpointer", () => {
       await new Promise((r) => setTimeout(r, 1));
     }
     expect(verdicts).toContain("rewind");
-    expect(logSalts(path)).toBe(salts);
+    // (The log may have been started again on its own between two commits; what counts is that the rewind does it.)
+    insert(1);
+    const salts = logSalts(path);
     let held = 0;
     await checkpointer.rewind(async () => {
       held++;
