@@ -71,6 +71,25 @@ afterEach(async () => {
   for (const { checkpointer, writer } of open.splice(0)) await checkpointer.close(() => writer.close());
 });
 
+/** A checkpointer whose flush of `failing` fails with EIO, after that failure has been reported once. */
+async function failedAt(name: string, failing: FlushedFile, { closedByTest = false } = {}) {
+  const { path, writer, insert } = writerAt(name);
+  const failures: Error[] = [];
+  const checkpointer = startCheckpointer({
+    path,
+    intervalMs: 1,
+    onFailure: (err) => failures.push(err),
+    flush: async (_fd, file) => {
+      if (file === failing) throw Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
+    },
+  });
+  if (!closedByTest) open.push({ checkpointer, writer });
+  insert(5);
+  checkpointer.committed();
+  await until(() => failures.length === 1, "the failure");
+  return { path, writer, insert, checkpointer, failures };
+}
+
 describe("startCheckpointer", () => {
   it("copies only frames already flushed in the log, and flushes the main file after copying", async () => {
     const { path, writer, insert } = writerAt("order.db");
@@ -128,20 +147,7 @@ describe("startCheckpointer", () => {
   });
 
   it("reports a failed flush of the log once, and gives the log back to SQLite's own checkpoints", async () => {
-    const { path, writer, insert } = writerAt("failed.db");
-    const failures: Error[] = [];
-    const checkpointer = startCheckpointer({
-      path,
-      intervalMs: 1,
-      onFailure: (err) => failures.push(err),
-      flush: async (_fd, file) => {
-        if (file === "log") throw Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
-      },
-    });
-    open.push({ checkpointer, writer });
-    insert(5);
-    checkpointer.committed();
-    await until(() => failures.length === 1, "the failure");
+    const { writer, checkpointer, failures } = await failedAt("failed.db", "log");
     expect(failures[0].message).toMatch(/EIO/);
     // Nothing was copied and nothing pins the log: the writer's own checkpoint copies all of it.
     const [state] = writer.pragma("wal_checkpoint(PASSIVE)") as { log: number; checkpointed: number }[];
@@ -152,20 +158,7 @@ describe("startCheckpointer", () => {
   });
 
   it("keeps the log pinned after a failed flush of the main file: the log, on disk, is never reused over pages that may not be", async () => {
-    const { path, writer, insert } = writerAt("failed-main.db");
-    const failures: Error[] = [];
-    const checkpointer = startCheckpointer({
-      path,
-      intervalMs: 1,
-      onFailure: (err) => failures.push(err),
-      flush: async (_fd, file) => {
-        if (file === "database") throw Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
-      },
-    });
-    open.push({ checkpointer, writer });
-    insert(5);
-    checkpointer.committed();
-    await until(() => failures.length === 1, "the failure");
+    const { path, writer, insert } = await failedAt("failed-main.db", "database");
     // Everything was copied, so without the pin the next write would start the log again, and SQLite's own checkpoint would copy on.
     const salts = logSalts(path);
     writer.pragma("wal_checkpoint(PASSIVE)");
@@ -230,19 +223,7 @@ describe("startCheckpointer", () => {
   });
 
   it("keeps the log through close after a failed flush of the main file: the last connection to close must not remove it", async () => {
-    const { path, writer, insert } = writerAt("pinned-close.db");
-    const failures: Error[] = [];
-    const checkpointer = startCheckpointer({
-      path,
-      intervalMs: 1,
-      onFailure: (err) => failures.push(err),
-      flush: async (_fd, file) => {
-        if (file === "database") throw Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
-      },
-    });
-    insert(5);
-    checkpointer.committed();
-    await until(() => failures.length === 1, "the failure");
+    const { path, writer, checkpointer } = await failedAt("pinned-close.db", "database", { closedByTest: true });
     await checkpointer.close(() => writer.close());
     // Everything was copied (without a flush), so the writer's close would have copied nothing, flushed nothing and removed the log.
     expect(existsSync(`${path}-wal`)).toBe(true);
