@@ -328,6 +328,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
 
   /** Deletes what was acknowledged since the last call, one at a time; says whether any was. */
   let marking: Promise<boolean> = Promise.resolve(false);
+  /** The highest seq of the rows a mark under way is deleting (0 when none): they are sent, though still in the outbox. */
+  let markingUpTo = 0;
   const markAcked = (): Promise<boolean> => {
     marking = marking.then(async () => {
       if (acked.length === 0) return false;
@@ -335,11 +337,14 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       const dup = ackedDuplicates;
       acked = [];
       ackedDuplicates = 0;
+      markingUpTo = done.reduce((max, row) => Math.max(max, row.seq), 0);
       try {
         beforeMarkSent?.(done.map((r) => r.eventId));
         await store.remove(done.map((r) => r.seq));
+        markingUpTo = 0;
         release(done);
       } catch (err) {
+        markingUpTo = 0;
         release(done);
         logger.error({ err, events: done.length }, "marking published outbox events failed; they will be published again (JetStream drops the copies)");
         failures++;
@@ -474,8 +479,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       if (leaseLost) break;
       if (toPark.length > 0) await parkRefused();
       // With nothing in flight every row left is unsent, save those acknowledged and not yet deleted (PubAcks come in
-      // order, so they are the lowest); starting over after them also finds a seq used again (see outboxMigrations).
-      if (window.inFlight === 0) cursor = acked.reduce((max, row) => Math.max(max, row.seq), 0);
+      // order, so they are the lowest), whether waiting for a mark or being deleted by one (its DELETE may wait behind
+      // a transaction while the loop reads); starting over after them also finds a seq used again (see outboxMigrations).
+      if (window.inFlight === 0) cursor = acked.reduce((max, row) => Math.max(max, row.seq), markingUpTo);
       try {
         await sendMore();
       } catch (err) {
