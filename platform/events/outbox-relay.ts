@@ -330,6 +330,12 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   let marking: Promise<boolean> = Promise.resolve(false);
   /** The highest seq of the rows a mark under way is deleting (0 when none): they are sent, though still in the outbox. */
   let markingUpTo = 0;
+  /**
+   * The loop's reads start after markingUpTo. Once the mark has deleted its rows the outbox may be empty, and
+   * a commit then takes a seq at or below it again (see outboxMigrations), which such a read would pass over:
+   * the end of the mark wakes the loop to read again.
+   */
+  let floored = false;
   const markAcked = (): Promise<boolean> => {
     marking = marking.then(async () => {
       if (acked.length === 0) return false;
@@ -343,6 +349,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         await store.remove(done.map((r) => r.seq));
         markingUpTo = 0;
         release(done);
+        if (floored) {
+          floored = false;
+          wake();
+        }
       } catch (err) {
         markingUpTo = 0;
         release(done);
@@ -439,6 +449,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         await unlisten();
         await lease.release();
       }
+      // A connection closed under the relay (not by stop()) takes no publishes any more: the relay ends, its events stay.
+      if (nc.isClosed()) break;
       if (leaseLost && !stopping) logger.warn("the outbox relay's lock is gone (its database connection broke); waiting to take it again");
     }
   };
@@ -480,8 +492,14 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       if (toPark.length > 0) await parkRefused();
       // With nothing in flight every row left is unsent, save those acknowledged and not yet deleted (PubAcks come in
       // order, so they are the lowest), whether waiting for a mark or being deleted by one (its DELETE may wait behind
-      // a transaction while the loop reads); starting over after them also finds a seq used again (see outboxMigrations).
-      if (window.inFlight === 0) cursor = acked.reduce((max, row) => Math.max(max, row.seq), markingUpTo);
+      // a transaction while the loop reads), and those waiting to be parked; starting over after them also finds a seq
+      // used again (see outboxMigrations).
+      if (window.inFlight === 0) {
+        cursor = markingUpTo;
+        for (const row of acked) cursor = Math.max(cursor, row.seq);
+        for (const { row } of toPark) cursor = Math.max(cursor, row.seq);
+        floored = markingUpTo > 0;
+      }
       try {
         await sendMore();
       } catch (err) {
@@ -507,6 +525,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       if (toPark.length > 0) await parkRefused();
       await settleFlushers();
       if (failures > 0 && window.inFlight === 0) {
+        // What was acknowledged meanwhile (answers that came while a refused event was parked) is deleted first, so
+        // that the next pass starts again from the oldest event left, the failed ones included.
+        await markAcked();
         logger.warn({ failed: failures, reason: firstFailure, retryInMs: retryMs }, "publishing outbox events failed; they stay in the outbox and are retried");
         oneByOne = batchStreams.length > 0 ? maxInFlight : 0;
         failures = 0;

@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { connect } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
 import { sampleStream, ThingHappened } from "../../test/support/sample-events.js";
@@ -170,16 +171,74 @@ describe("outbox and relay", () => {
 
   it("sends no event twice while the deletion of acknowledged ones waits behind a transaction", async () => {
     const { sample, db, outbox, commit } = await setup("held-mark");
-    // Sweeps every 20 ms read the outbox while the mark (due 150 ms after the PubAcks) waits behind a transaction.
-    const relay = startRelay(db, { sweepIntervalMs: 20, markDelayMs: 150 });
+    let reads = 0;
+    const counting: Database = { ...db, query: (sql, params) => (/FROM event_outbox WHERE seq >/.test(sql) && reads++, db.query(sql, params)) };
+    let held: Promise<unknown> | undefined;
+    const relay = startRelay(counting, {
+      sweepIntervalMs: 20,
+      // Called just before the mark's DELETE is queued: a transaction queued first holds it until the loop has read twice.
+      beforeMarkSent: () => {
+        if (held) return;
+        const from = reads;
+        held = db.transaction(async () => {
+          while (reads < from + 2) await new Promise((resolve) => setTimeout(resolve, 5));
+        });
+      },
+    });
     const ids = await commit((tx) => Array.from({ length: 10 }, (_, i) => outbox.add(tx, sample.event, { thingId: `t-${i}`, note: "" })));
-    await eventually("the events are stored", async () => (await bus.jsm.streams.info(sample.stream.name)).state.messages === 10);
-    await db.transaction(() => new Promise((resolve) => setTimeout(resolve, 600)));
+    await eventually("a mark waited behind the transaction", () => held !== undefined);
+    await held;
     await relay.flush();
     // Stopping marks whatever was acknowledged since, a copy sent meanwhile included.
     await relay.stop();
     expect(relay.stats()).toEqual({ published: 10, duplicates: 0, parked: 0 });
     expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual(ids);
+  });
+
+  it("publishes at once an event whose commit takes again the seq of rows a mark has just deleted", async () => {
+    const { sample, db, outbox, commit } = await setup("seq-again");
+    let late: Promise<{ id: string; lastSeqBefore: number | null }> | undefined;
+    const relay = startRelay(db, {
+      // No sweep comes to the rescue: only the loop's own reads can find the late event.
+      sweepIntervalMs: 60_000,
+      beforeMarkSent: () => {
+        if (late) return;
+        // Queued before the mark's DELETE: holds it a little. Queued right after it: the late commit, into an empty outbox.
+        void db.transaction(() => new Promise((resolve) => setTimeout(resolve, 100)));
+        queueMicrotask(() => {
+          late = db.transaction(async (tx) => {
+            const [{ seq }] = await tx.query<{ seq: number | null }>("SELECT max(seq) AS seq FROM event_outbox");
+            return { id: outbox.add(tx, sample.event, { thingId: "late", note: "" }), lastSeqBefore: seq };
+          });
+        });
+      },
+    });
+    const ids = await commit((tx) => Array.from({ length: 3 }, (_, i) => outbox.add(tx, sample.event, { thingId: `t-${i}`, note: "" })));
+    await eventually("the late commit is queued", () => late !== undefined);
+    const { id, lastSeqBefore } = await late!;
+    expect(lastSeqBefore, "the outbox was empty, so the late event took seq 1 again").toBeNull();
+    await eventually("the late event is published", async () => (await bus.jsm.streams.info(sample.stream.name)).state.messages === 4, 5_000);
+    expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([...ids, id]);
+    await relay.stop();
+    expect(relay.stats()).toEqual({ published: 4, duplicates: 0, parked: 0 });
+  });
+
+  it("ends, keeping its events, when its NATS connection is closed under it, without holding up the event loop", async () => {
+    const { sample, db, outbox, commit } = await setup("closed-under");
+    const nc = await connect({ servers: server.url });
+    const relay = createOutboxRelay({ db, nc, logger, ...fast });
+    cleanups.unshift(() => relay.stop());
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await nc.close();
+    await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-0", note: "" }));
+    let ticks = 0;
+    const ticking = setInterval(() => ticks++, 10);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    clearInterval(ticking);
+    // A relay that tried again at once, forever, left a 10 ms timer about one tick in 100 ms.
+    expect(ticks).toBeGreaterThan(10);
+    await relay.stop();
+    expect(await outbox.pending()).toBe(1);
   });
 
   it("publishes many events pipelined, in commit order", async () => {
