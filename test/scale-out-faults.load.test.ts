@@ -191,12 +191,13 @@ describe("two instances of each service on Postgres under 100 orders/s, through 
       const confirmed = (await ordersPool.query<{ lines_json: string }>("SELECT lines_json FROM orders WHERE state = 'CONFIRMED'")).rows;
       const held = new Map<string, number>();
       for (const { lines_json } of confirmed) for (const line of JSON.parse(lines_json) as Array<{ productId: string; quantity: number }>) held.set(line.productId, (held.get(line.productId) ?? 0) + line.quantity);
+      const expectedStock = productIds.map((productId, i) => ({ stock: initialStock[i] - (held.get(productId) ?? 0), reserved: held.get(productId) ?? 0 }));
       const stockRows = await Promise.all(productIds.map(async (productId) => (await productsPool.query<{ stock: number; reserved: number }>("SELECT stock, reserved FROM products WHERE id = $1", [productId])).rows[0]));
       const reservations = new Map((await productsPool.query<{ order_id: string; status: string }>("SELECT order_id, status FROM reservations")).rows.map((r) => [r.order_id, r.status]));
       const agrees = (state: string, reservation: string | undefined) =>
         state === "CONFIRMED" ? reservation === "reserved" : state === "REJECTED" ? reservation === "failed" : [undefined, "released", "failed"].includes(reservation);
       const disagreeing = [...states].filter(([id, state]) => !agrees(state, reservations.get(id)));
-      const stockAddsUp = stockRows.every((row, i) => row.stock === initialStock[i] - (held.get(productIds[i]) ?? 0) && row.reserved === (held.get(productIds[i]) ?? 0));
+      const stockAddsUp = stockRows.every((row, i) => row.stock === expectedStock[i].stock && row.reserved === expectedStock[i].reserved);
       if (disagreeing.length > 0 || !stockAddsUp) {
         // A rare failure (once in many runs): what each side did with the orders that disagree says where it went wrong.
         const jsm = await nc.jetstreamManager();
@@ -209,7 +210,7 @@ describe("two instances of each service on Postgres under 100 orders/s, through 
         }
       }
       for (const [i, productId] of productIds.entries()) {
-        expect(stockRows[i], productId).toEqual({ stock: initialStock[i] - (held.get(productId) ?? 0), reserved: held.get(productId) ?? 0 });
+        expect(stockRows[i], productId).toEqual(expectedStock[i]);
       }
       for (const [id, state] of states) {
         if (state === "CONFIRMED") expect(reservations.get(id), id).toBe("reserved");
