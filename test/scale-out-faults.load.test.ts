@@ -175,6 +175,26 @@ describe("two instances of each service on Postgres under 100 orders/s, through 
       const pending = async () => Number((await ordersPool.query("SELECT count(*) AS n FROM orders WHERE state = 'PENDING'")).rows[0].n);
       await expect.poll(pending, { timeout: 90_000, interval: 250 }).toBe(0);
       const settledMs = performance.now() - loadEnded;
+      // No order is PENDING, yet events that change no order's state (OrderCancelled, StockReleased) may still be on
+      // their way: in an outbox, or at a consumer of their own (waiting out the ack_wait of a killed instance, or the
+      // backoff of a transaction that failed while Postgres was down). Stock is checked once everything is through.
+      const jsm = await nc.jetstreamManager();
+      const outboxRows = (pool: pg.Pool) => pool.query("SELECT count(*) AS n FROM event_outbox").then((r) => Number(r.rows[0].n));
+      const inFlight = async () => {
+        const parts: string[] = [];
+        for (const [name, pool] of [["orders", ordersPool], ["products", productsPool]] as const) {
+          const n = await outboxRows(pool);
+          if (n > 0) parts.push(`${name} outbox ${n}`);
+        }
+        for (const stream of ["SHOP_ORDERS", "SHOP_PRODUCTS"]) {
+          for await (const c of jsm.consumers.list(stream)) {
+            if (c.num_pending + c.num_ack_pending > 0) parts.push(`${c.name} ${c.num_pending} waiting, ${c.num_ack_pending} unacknowledged`);
+          }
+        }
+        return parts;
+      };
+      const stillInFlight = await inFlight();
+      await expect.poll(async () => (await inFlight()).join("; "), { timeout: 90_000, interval: 250 }).toBe("");
       const states = new Map<string, string>(
         (await ordersPool.query<{ id: string; state: string }>("SELECT id, state FROM orders WHERE customer_id <> 'c-warmup'")).rows.map((r) => [r.id, r.state]),
       );
@@ -199,8 +219,7 @@ describe("two instances of each service on Postgres under 100 orders/s, through 
       const disagreeing = [...states].filter(([id, state]) => !agrees(state, reservations.get(id)));
       const stockAddsUp = stockRows.every((row, i) => row.stock === expectedStock[i].stock && row.reserved === expectedStock[i].reserved);
       if (disagreeing.length > 0 || !stockAddsUp) {
-        // A rare failure (once in many runs): what each side did with the orders that disagree says where it went wrong.
-        const jsm = await nc.jetstreamManager();
+        // What each side did with the orders that disagree says where it went wrong.
         const events = [...(await readStream(jsm, "SHOP_ORDERS")), ...(await readStream(jsm, "SHOP_PRODUCTS"))];
         console.log(`--- ${disagreeing.length} orders whose reservation disagrees with their state; dead letters ${(await jsm.streams.info(deadLetterStreamSpec.name)).state.messages}`);
         for (const [id, state] of disagreeing.slice(0, 5)) {
@@ -235,7 +254,6 @@ describe("two instances of each service on Postgres under 100 orders/s, through 
         expect(await left(), `${name} outbox rows left`).toBe(0);
         expect(Number((await pool.query("SELECT count(*) AS n FROM event_outbox_parked")).rows[0].n)).toBe(0);
       }
-      const jsm = await nc.jetstreamManager();
       expect((await jsm.streams.info(deadLetterStreamSpec.name)).state.messages, "dead letters").toBe(0);
 
       // Each event stored once; each order's events once each, in the order they happened.
@@ -261,6 +279,14 @@ describe("two instances of each service on Postgres under 100 orders/s, through 
       const slowest = (list: Placed[]) => Math.max(0, ...list.map((o) => o.tookMs));
       const firstAfterPostgres = Math.min(...placed.filter((o) => o.startedAt + o.tookMs > postgresBackAt).map((o) => o.startedAt + o.tookMs)) - postgresBackAt;
       const count = (s: string) => [...states.values()].filter((v) => v === s).length;
+      // How long each consumer waited for Postgres: its last pause before trying its batch again.
+      const waited = new Map<string, number>();
+      for (const p of [...orders, ...products]) {
+        for (const line of p.lines().filter((l) => l.includes("the database is away or takes no writes; trying it again"))) {
+          const { consumer, retryInMs } = JSON.parse(line) as { consumer: string; retryInMs: number };
+          waited.set(consumer, Math.max(waited.get(consumer) ?? 0, retryInMs));
+        }
+      }
       console.log(
         [
           `fault run: ${placed.length} orders at ${ratePerSecond}/s over ${loadSeconds} s, 2 instances of each service on Postgres`,
@@ -268,6 +294,8 @@ describe("two instances of each service on Postgres under 100 orders/s, through 
           `  one instance of each killed at 3 s, started again at 5 s: slowest order placed meanwhile took ${(slowest(during(3, 6)) / 1000).toFixed(2)} s`,
           `  Postgres killed at 9 s, back ${(postgresDownMs / 1000).toFixed(1)} s later: first order answered ${(firstAfterPostgres / 1000).toFixed(2)} s after that, slowest ${(slowest(during(9, 12)) / 1000).toFixed(2)} s`,
           `  answers the callers repeated: ${[...codes].map(([c, n]) => `${c} ${n}`).join(", ") || "none"}`,
+          `  consumers' longest pause waiting for Postgres: ${[...waited].map(([c, ms]) => `${c} ${ms} ms`).join(", ") || "none"}`,
+          `  still on their way when the last order settled: ${stillInFlight.join("; ") || "nothing"}`,
         ].join("\n"),
       );
     } finally {
