@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { headers as natsHeaders, type MsgHdrs } from "nats";
 import type { OrderPlaced } from "../../gen/ts/shop/orders/v1/order_events_pb.js";
 import { OrderPlacedEvent, ShopOrdersStream } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
+import { OrderServiceConsumers } from "../../gen/ts/shop/orders/v1/order_service_jetstream.js";
 import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_service_jetstream.js";
 import { uuidv7 } from "../../platform/ids/index.js";
 
@@ -47,21 +48,15 @@ export function sampleOrderPlaced(orderId: string): OrderPlaced {
 }
 
 /**
- * Events for the raw publisher: the same subject, payload size and headers
- * (names and value sizes) as Concord's CloudEvents binding produces, with the
- * event id as Nats-Msg-Id, made as cheaply as possible: the payload is encoded
- * once, the trace is one per run and the time string one per millisecond.
- * `consumable`: each payload is encoded with the order id its subject names,
- * as consumers check (events prefilled for a consumer to take).
+ * CloudEvents headers as Concord's binding writes them (names and value
+ * sizes), made as cheaply as possible: the trace is one per factory and the
+ * time string one per millisecond.
  */
-export function rawEventFactory(source: string, options: { readonly consumable?: boolean } = {}): () => { id: string; subject: string; payload: Uint8Array; headers: MsgHdrs } {
-  const nextId = idGenerator();
-  const once = OrderPlacedEvent.codec.encode(sampleOrderPlaced(nextId())).finish();
+export function rawHeaderFactory(source: string): (id: string, type: string) => MsgHdrs {
   const traceparent = `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
   let ms = 0;
   let time = "";
-  return () => {
-    const id = nextId();
+  return (id, type) => {
     const now = Date.now();
     if (now !== ms) {
       ms = now;
@@ -70,15 +65,32 @@ export function rawEventFactory(source: string, options: { readonly consumable?:
     const h = natsHeaders();
     h.set("ce-specversion", "1.0");
     h.set("ce-id", id);
-    h.set("ce-type", OrderPlacedEvent.typeName);
+    h.set("ce-type", type);
     h.set("ce-source", source);
     h.set("ce-time", time);
     h.set("ce-datacontenttype", "application/protobuf");
     h.set("content-type", "application/protobuf");
     h.set("ce-traceparent", traceparent);
     h.set("traceparent", traceparent);
+    return h;
+  };
+}
+
+/**
+ * Events for the raw publisher: the same subject, payload size and headers
+ * as Concord's CloudEvents binding produces, with the event id as
+ * Nats-Msg-Id; the payload is encoded once.
+ * `consumable`: each payload is encoded with the order id its subject names,
+ * as consumers check (events prefilled for a consumer to take).
+ */
+export function rawEventFactory(source: string, options: { readonly consumable?: boolean } = {}): () => { id: string; subject: string; payload: Uint8Array; headers: MsgHdrs } {
+  const nextId = idGenerator();
+  const once = OrderPlacedEvent.codec.encode(sampleOrderPlaced(nextId())).finish();
+  const headersFor = rawHeaderFactory(source);
+  return () => {
+    const id = nextId();
     const payload = options.consumable ? OrderPlacedEvent.codec.encode(sampleOrderPlaced(id)).finish() : once;
-    return { id, subject: `shop.orders.v1.order.${id}.placed`, payload, headers: h };
+    return { id, subject: `shop.orders.v1.order.${id}.placed`, payload, headers: headersFor(id, OrderPlacedEvent.typeName) };
   };
 }
 
@@ -86,3 +98,9 @@ export function rawEventFactory(source: string, options: { readonly consumable?:
 export function benchConsumerSpec(durable: string) {
   return { ...ProductServiceConsumers.orderPlaced.spec, durable };
 }
+
+/** The durable consumers of the saga's baseline (bench/workers/bare-saga-service.ts): the services' specs under names of their own. */
+export const bareSagaConsumers = {
+  orderPlaced: { ...ProductServiceConsumers.orderPlaced.spec, durable: "bare-products-order-placed" },
+  stockReserved: { ...OrderServiceConsumers.stockReserved.spec, durable: "bare-orders-stock-reserved" },
+};

@@ -1,6 +1,7 @@
 /**
  * Scenario 4: the order saga end to end, through both real services and
- * nats-server: CreateOrder (which looks products up over gRPC), OrderPlaced
+ * nats-server: CreateOrder (priced from the order service's copy of the
+ * catalogue, SQLite), OrderPlaced
  * through the order outbox, the product service's reservation with inbox,
  * StockReserved through its outbox, the order service's confirmation, and
  * OrderConfirmed through its outbox, seen by the load generator.
@@ -9,7 +10,10 @@
  * - latency at a fixed offered load (open loop, default 200 orders/s):
  *   from the intended start of each call to its OrderConfirmed, and how many
  *   orders are left PENDING after a drain period.
- * There is no bare baseline for a saga; it is judged on its targets.
+ * The baseline (bare-saga.ts): the same loads through two bare processes that
+ * only pass the saga's messages on (a gRPC answer, three publishes, two
+ * consumers), on the same nats-server. Judged on the targets; the baseline
+ * says how much of each figure the pattern itself costs on this machine.
  */
 import { status } from "@grpc/grpc-js";
 import { reportProfile } from "../lib/cpuprofile.js";
@@ -18,6 +22,7 @@ import { row, type BenchContext, type Row, type Scenario, type ScenarioResult } 
 import { type ShopOptions, startShop } from "../lib/shop-processes.js";
 import type { OrderLoadConfig, OrderLoadResult } from "../workers/order-load.js";
 import { runWorker } from "../lib/proc.js";
+import { startBareSaga } from "./bare-saga.js";
 
 export const SAGA_P99_TARGET_MS = 25;
 /** CPU per order at the offered rate, every process of the system (both services and nats-server), µs. */
@@ -43,10 +48,26 @@ export interface SagaRun {
   readonly judged: boolean;
 }
 
+type MeteredResult = OrderLoadResult & { readonly cpuUsPerOrder: { readonly products: number; readonly orders: number; readonly natsServer: number } };
+
+/** Runs the generator, metering the CPU of each service's processes and of nats-server over its window, per confirmed order. */
+async function meteredLoad(config: OrderLoadConfig, productPids: readonly number[], orderPids: readonly number[], natsPid: number): Promise<MeteredResult> {
+  const { result: r, cpuMs: cpu } = await runMeteredWorker<OrderLoadResult>("bench/workers/order-load.ts", config, [...productPids, ...orderPids, natsPid]);
+  const per = (ms: number) => (r.confirmed === 0 ? Number.NaN : (ms * 1000) / r.confirmed);
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  const n = productPids.length;
+  return { ...r, cpuUsPerOrder: { products: per(sum(cpu.slice(0, n))), orders: per(sum(cpu.slice(n, n + orderPids.length))), natsServer: per(cpu[cpu.length - 1]) } };
+}
+
+const services = (r: MeteredResult) => r.cpuUsPerOrder.products + r.cpuUsPerOrder.orders;
+const everyProcess = (r: MeteredResult) => services(r) + r.cpuUsPerOrder.natsServer;
+const cpuNote = (r: MeteredResult) => `orders ${r.cpuUsPerOrder.orders.toFixed(0)}, products ${r.cpuUsPerOrder.products.toFixed(0)}, nats-server ${r.cpuUsPerOrder.natsServer.toFixed(0)} µs`;
+
 /**
  * The saga on one shop: its highest sustainable rate (closed loop), then
  * latency at `run.rate` offered (open loop), CPU per order summed over the
- * instances of each service.
+ * instances of each service. A judged run then measures the same two loads
+ * on the bare baseline (bare-saga.ts) on the same nats-server.
  */
 export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<ScenarioResult> {
   const { options } = ctx;
@@ -62,104 +83,131 @@ export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<Scen
     rate: run.rate,
     drainMs: options.quick ? 2_000 : 5_000,
   };
-  const rows: Row[] = [];
+  const closedLoop = { mode: "saga", warmupMs: options.warmupMs, measureMs: Math.max(options.measureMs, options.quick ? 1_500 : 4_000) } as const;
+  const openLoop = { mode: "rate", warmupMs: options.quick ? 500 : 2_000, measureMs: options.quick ? 2_000 : Math.max(options.measureMs, 10_000) } as const;
+  const pause = () => new Promise((r) => setTimeout(r, options.quick ? 500 : 1_000));
   const productPids = shop.allProducts.map((p) => p.process.pid);
   const orderPids = shop.allOrders.map((o) => o.process.pid);
-  const pids = [...productPids, ...orderPids, nats.process.pid];
-  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
-  /** Runs the generator, metering the services' and nats-server's CPU over its window. */
-  const load = async (config: OrderLoadConfig) => {
-    const { result: r, cpuMs: cpu } = await runMeteredWorker<OrderLoadResult>("bench/workers/order-load.ts", config, pids);
-    const per = (ms: number) => (r.confirmed === 0 ? Number.NaN : (ms * 1000) / r.confirmed);
-    const n = productPids.length;
-    return { ...r, cpuUsPerOrder: { products: per(sum(cpu.slice(0, n))), orders: per(sum(cpu.slice(n, 2 * n))), natsServer: per(cpu[2 * n]) } };
-  };
+  const load = (config: OrderLoadConfig) => meteredLoad(config, productPids, orderPids, nats.process.pid);
   const details: Record<string, unknown> = { linesPerOrder: LINES_PER_ORDER, window: SAGA_WINDOW, offeredRate: run.rate, instances: shop.allOrders.length };
   const sampler = new MemorySampler([...productPids, ...orderPids]).start();
+  let max: MeteredResult;
+  let atRate: MeteredResult;
   try {
     const probe = await runWorker<OrderLoadResult>("bench/workers/order-load.ts", { ...base, mode: "probe", warmupMs: 10_000, measureMs: 0, drainMs: 0 } satisfies OrderLoadConfig);
     details.probe = probe;
     if (probe.confirmed !== 1) {
       const why = probe.createFailed ? `CreateOrder failed ${JSON.stringify(probe.createErrors)}` : `the first order was not confirmed within 10 s (${JSON.stringify(probe.unresolved)})`;
       ctx.log(`  skipped: ${why}`);
-      rows.push(row({ scenario: run.scenario, case: `CreateOrder -> CONFIRMED${label}`, unit: "orders/s", note: `skipped: ${why}` }));
-      return { rows, details };
+      return { rows: [row({ scenario: run.scenario, case: `CreateOrder -> CONFIRMED${label}`, unit: "orders/s", note: `skipped: ${why}` })], details };
     }
     ctx.log(`  ${run.label ?? "probe"}: first order confirmed ${probe.confirmLatencyMs.p50.toFixed(1)} ms after the call`);
 
     // Capacity first: a closed loop cannot overload the system, and it warms the JIT for the latency run.
-    const max = await load({ ...base, mode: "saga", warmupMs: options.warmupMs, measureMs: Math.max(options.measureMs, options.quick ? 1_500 : 4_000) } satisfies OrderLoadConfig);
+    max = await load({ ...base, ...closedLoop });
     details.max = max;
     ctx.log(
-      `  closed loop, ${SAGA_WINDOW} orders in flight: ${max.perSecond.toFixed(0)} confirmed orders/s; call -> CONFIRMED p50 ${max.confirmLatencyMs.p50.toFixed(1)} p99 ${max.confirmLatencyMs.p99.toFixed(1)} ms; CPU per order: orders ${max.cpuUsPerOrder.orders.toFixed(0)} µs, products ${max.cpuUsPerOrder.products.toFixed(0)} µs, nats-server ${max.cpuUsPerOrder.natsServer.toFixed(0)} µs; ${max.createFailed} calls failed; unresolved ${JSON.stringify(max.unresolved)}`,
-    );
-    rows.push(
-      row({
-        scenario: run.scenario,
-        case: `CreateOrder -> CONFIRMED, highest sustainable rate (${LINES_PER_ORDER} lines)${label}`,
-        view: "closed loop",
-        inFlight: SAGA_WINDOW,
-        unit: "orders/s",
-        concord: max.perSecond,
-        concordLatencyMs: { p50: max.confirmLatencyMs.p50, p99: max.confirmLatencyMs.p99 },
-        concordCpuUsPerOp: max.cpuUsPerOrder.products + max.cpuUsPerOrder.orders,
-        note: max.createFailed || Object.keys(max.unresolved).length ? `${max.createFailed} calls failed, unresolved ${JSON.stringify(max.unresolved)}` : undefined,
-      }),
+      `  closed loop, ${SAGA_WINDOW} orders in flight: ${max.perSecond.toFixed(0)} confirmed orders/s; call -> CONFIRMED p50 ${max.confirmLatencyMs.p50.toFixed(1)} p99 ${max.confirmLatencyMs.p99.toFixed(1)} ms; CPU per order: ${cpuNote(max)}; ${max.createFailed} calls failed; unresolved ${JSON.stringify(max.unresolved)}`,
     );
     // Then latency at the offered load, on the warmed-up system once the closed loop has drained.
-    await new Promise((r) => setTimeout(r, options.quick ? 500 : 1_000));
-    const rateMeasureMs = options.quick ? 2_000 : Math.max(options.measureMs, 10_000);
-    const atRate = await load({
-      ...base,
-      mode: "rate",
-      warmupMs: options.quick ? 500 : 2_000,
-      measureMs: rateMeasureMs,
-    } satisfies OrderLoadConfig);
+    await pause();
+    atRate = await load({ ...base, ...openLoop });
     details.atRate = atRate;
-    const pending = atRate.unresolved.PENDING ?? 0;
-    const unresolved = Object.values(atRate.unresolved).reduce((a, b) => a + b, 0);
     const lat = atRate.confirmLatencyMs;
     ctx.log(
-      `  ${run.rate}/s offered: ${atRate.started} orders, ${atRate.confirmed} confirmed, ${atRate.rejected} rejected, ${atRate.createFailed} calls failed, unresolved ${JSON.stringify(atRate.unresolved)}; call -> CONFIRMED p50 ${lat.p50.toFixed(1)} p99 ${lat.p99.toFixed(1)} p99.9 ${lat.p999.toFixed(1)} max ${lat.max.toFixed(1)} ms; CreateOrder p50 ${atRate.createLatencyMs.p50.toFixed(1)} p99 ${atRate.createLatencyMs.p99.toFixed(1)} ms; CPU per order: orders ${atRate.cpuUsPerOrder.orders.toFixed(0)} µs, products ${atRate.cpuUsPerOrder.products.toFixed(0)} µs, nats-server ${atRate.cpuUsPerOrder.natsServer.toFixed(0)} µs${atRate.lateStarts ? `; ${atRate.lateStarts} calls started > 5 ms late (generator overloaded)` : ""}`,
+      `  ${run.rate}/s offered: ${atRate.started} orders, ${atRate.confirmed} confirmed, ${atRate.rejected} rejected, ${atRate.createFailed} calls failed, unresolved ${JSON.stringify(atRate.unresolved)}; call -> CONFIRMED p50 ${lat.p50.toFixed(1)} p99 ${lat.p99.toFixed(1)} p99.9 ${lat.p999.toFixed(1)} max ${lat.max.toFixed(1)} ms; CreateOrder p50 ${atRate.createLatencyMs.p50.toFixed(1)} p99 ${atRate.createLatencyMs.p99.toFixed(1)} ms; CPU per order: ${cpuNote(atRate)}${atRate.lateStarts ? `; ${atRate.lateStarts} calls started > 5 ms late (generator overloaded)` : ""}`,
     );
-    const capacityShare = run.rate / max.perSecond;
-    const okRate = lat.p99 < SAGA_P99_TARGET_MS && pending === 0 && unresolved === 0 && atRate.createFailed === 0 && atRate.confirmed === atRate.started;
-    rows.push(
-      row({
-        scenario: run.scenario,
-        case: `CreateOrder -> CONFIRMED at ${run.rate}/s offered (${LINES_PER_ORDER} lines)${label}`,
-        view: "open loop",
-        unit: "orders/s",
-        concord: atRate.perSecond,
-        concordLatencyMs: { p50: lat.p50, p99: lat.p99, p999: lat.p999 },
-        concordCpuUsPerOp: atRate.cpuUsPerOrder.products + atRate.cpuUsPerOrder.orders,
-        ...(run.judged ? { target: `p99 < ${SAGA_P99_TARGET_MS} ms, 0 PENDING`, pass: okRate } : {}),
-        note: `${pending} PENDING of ${atRate.started}; offered = ${(100 * capacityShare).toFixed(0)}% of the capacity above${atRate.createFailed ? `, ${atRate.createFailed} calls failed (${codes(atRate.createErrors)})` : ""}${unresolved - pending ? `, ${unresolved - pending} other unresolved` : ""}${atRate.rejected ? `, ${atRate.rejected} rejected` : ""}`,
-      }),
-    );
-    if (run.judged) {
-      const all = atRate.cpuUsPerOrder.products + atRate.cpuUsPerOrder.orders + atRate.cpuUsPerOrder.natsServer;
-      rows.push(
-        row({
-          scenario: run.scenario,
-          case: `CPU per order at ${run.rate}/s offered, every process (services and nats-server)${label}`,
-          view: "open loop",
-          unit: "µs CPU/order",
-          concord: all,
-          concordCpuUsPerOp: all,
-          target: `< ${SAGA_CPU_TARGET_US} µs`,
-          pass: all < SAGA_CPU_TARGET_US,
-          note: `orders ${atRate.cpuUsPerOrder.orders.toFixed(0)}, products ${atRate.cpuUsPerOrder.products.toFixed(0)}, nats-server ${atRate.cpuUsPerOrder.natsServer.toFixed(0)} µs`,
-        }),
-      );
-    }
   } finally {
     const peaks = sampler.stop();
     details.rssPeakMiB = { products: peaks.get(shop.products.process.pid), orders: peaks.get(shop.orders.process.pid) };
     await shop.stop();
   }
+
+  // The baseline: the same two loads through the bare stand-ins.
+  let bare: { max: MeteredResult; atRate: MeteredResult } | undefined;
+  if (run.judged) {
+    const stand = await startBareSaga(ctx, nats);
+    try {
+      const [products, orders] = stand.processes;
+      const bareLoad = (config: OrderLoadConfig) => meteredLoad({ ...config, ordersAddress: stand.ordersAddress }, [products.pid], [orders.pid], nats.process.pid);
+      const bareMax = await bareLoad({ ...base, ...closedLoop });
+      ctx.log(`  bare baseline, closed loop: ${bareMax.perSecond.toFixed(0)} orders/s; p50 ${bareMax.confirmLatencyMs.p50.toFixed(1)} p99 ${bareMax.confirmLatencyMs.p99.toFixed(1)} ms; CPU per order: ${cpuNote(bareMax)}`);
+      await pause();
+      const bareRate = await bareLoad({ ...base, ...openLoop });
+      ctx.log(
+        `  bare baseline, ${run.rate}/s offered: ${bareRate.confirmed} of ${bareRate.started} confirmed; p50 ${bareRate.confirmLatencyMs.p50.toFixed(1)} p99 ${bareRate.confirmLatencyMs.p99.toFixed(1)} ms; CPU per order: ${cpuNote(bareRate)}`,
+      );
+      bare = { max: bareMax, atRate: bareRate };
+      details.bare = bare;
+    } finally {
+      await stand.stop();
+    }
+  }
+
+  const rows: Row[] = [];
+  rows.push(
+    row({
+      scenario: run.scenario,
+      case: `CreateOrder -> CONFIRMED, highest sustainable rate (${LINES_PER_ORDER} lines)${label}`,
+      view: "closed loop",
+      inFlight: SAGA_WINDOW,
+      unit: "orders/s",
+      concord: max.perSecond,
+      concordLatencyMs: { p50: max.confirmLatencyMs.p50, p99: max.confirmLatencyMs.p99 },
+      concordCpuUsPerOp: services(max),
+      ...(bare && {
+        baseline: bare.max.perSecond,
+        baselineLatencyMs: { p50: bare.max.confirmLatencyMs.p50, p99: bare.max.confirmLatencyMs.p99 },
+        baselineCpuUsPerOp: services(bare.max),
+      }),
+      note: max.createFailed || Object.keys(max.unresolved).length ? `${max.createFailed} calls failed, unresolved ${JSON.stringify(max.unresolved)}` : undefined,
+    }),
+  );
+  const pending = atRate.unresolved.PENDING ?? 0;
+  const unresolved = Object.values(atRate.unresolved).reduce((a, b) => a + b, 0);
+  const lat = atRate.confirmLatencyMs;
+  const okRate = lat.p99 < SAGA_P99_TARGET_MS && pending === 0 && unresolved === 0 && atRate.createFailed === 0 && atRate.confirmed === atRate.started;
+  rows.push(
+    row({
+      scenario: run.scenario,
+      case: `CreateOrder -> CONFIRMED at ${run.rate}/s offered (${LINES_PER_ORDER} lines)${label}`,
+      view: "open loop",
+      unit: "orders/s",
+      concord: atRate.perSecond,
+      concordLatencyMs: { p50: lat.p50, p99: lat.p99, p999: lat.p999 },
+      concordCpuUsPerOp: services(atRate),
+      ...(bare && {
+        baseline: bare.atRate.perSecond,
+        baselineLatencyMs: { p50: bare.atRate.confirmLatencyMs.p50, p99: bare.atRate.confirmLatencyMs.p99, p999: bare.atRate.confirmLatencyMs.p999 },
+        baselineCpuUsPerOp: services(bare.atRate),
+      }),
+      ...(run.judged ? { target: `p99 < ${SAGA_P99_TARGET_MS} ms, 0 PENDING`, pass: okRate } : {}),
+      note: `${pending} PENDING of ${atRate.started}; offered = ${((100 * run.rate) / max.perSecond).toFixed(0)}% of the capacity above${atRate.createFailed ? `, ${atRate.createFailed} calls failed (${codes(atRate.createErrors)})` : ""}${unresolved - pending ? `, ${unresolved - pending} other unresolved` : ""}${atRate.rejected ? `, ${atRate.rejected} rejected` : ""}`,
+    }),
+  );
+  if (run.judged) {
+    const all = everyProcess(atRate);
+    const bareAll = bare ? everyProcess(bare.atRate) : null;
+    rows.push(
+      row({
+        scenario: run.scenario,
+        case: `CPU per order at ${run.rate}/s offered, every process (services and nats-server)${label}`,
+        view: "open loop",
+        unit: "µs CPU/order",
+        concord: all,
+        baseline: bareAll,
+        // baseline / Concord, as in every CPU row: higher is better.
+        ratio: bareAll !== null ? bareAll / all : null,
+        concordCpuUsPerOp: all,
+        baselineCpuUsPerOp: bareAll,
+        target: `< ${SAGA_CPU_TARGET_US} µs`,
+        pass: all < SAGA_CPU_TARGET_US,
+        note: `${cpuNote(atRate)}${bare ? `; bare: ${cpuNote(bare.atRate)}` : ""}`,
+      }),
+    );
+  }
   const profiles: Record<string, unknown> = {};
-  for (const name of [`${run.prefix}-products`, `${run.prefix}-orders`]) {
+  for (const name of [`${run.prefix}-products`, `${run.prefix}-orders`, ...(bare ? ["bare-saga-products", "bare-saga-orders"] : [])]) {
     const s = reportProfile(ctx.profileDir, name, ctx.log, `${name} (whole scenario)`);
     if (s) profiles[name] = s;
   }
