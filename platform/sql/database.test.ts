@@ -318,3 +318,42 @@ describe("the Postgres driver", () => {
     expect(JSON.parse(child.stdout.trim().split("\n").at(-1)!)).toEqual({ onSqlite: false, failed: 14, onPostgres: true });
   });
 });
+
+describe("a PostgreSQL server that accepts connections and never answers", () => {
+  it("fails queries, transactions, the relay's lock and LISTEN as UNAVAILABLE once the connect timeout passes, and holds no pooled connection", async () => {
+    const { createServer } = await import("node:net");
+    const { openPostgres } = await import("./postgres.js");
+    const { StatusError } = await import("../errors/index.js");
+    const sockets = new Set<import("node:net").Socket>();
+    const silent = createServer((socket) => void sockets.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const { port } = silent.address() as import("node:net").AddressInfo;
+    const db = openPostgres(`postgres://concord@127.0.0.1:${port}/none`, { poolSize: 2, connectTimeoutMs: 300 });
+    const outcome = (work: Promise<unknown>) => {
+      const started = performance.now();
+      return work.then(
+        () => ({ code: "resolved", ms: performance.now() - started }),
+        (err: unknown) => ({ code: err instanceof StatusError ? err.code : `not a StatusError: ${String(err)}`, ms: performance.now() - started }),
+      );
+    };
+    try {
+      // More callers than pooled connections: each connection that timed out is given back, so the rest get theirs.
+      const results = await Promise.all([
+        outcome(db.query("SELECT 1")),
+        outcome(db.transaction((tx) => tx.query("SELECT 1"))),
+        outcome(db.query("SELECT 2")),
+        outcome(db.tryLock(7)),
+        outcome(db.listen("outbox", () => undefined)),
+      ]);
+      for (const r of results) {
+        expect(r.code).toBe(14); // UNAVAILABLE
+        expect(r.ms).toBeLessThan(10_000);
+      }
+      expect(db.pool.totalCount).toBe(0);
+    } finally {
+      await db.close();
+      for (const s of sockets) s.destroy();
+      silent.close();
+    }
+  });
+});

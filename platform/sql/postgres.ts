@@ -102,7 +102,8 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   return (
     ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "57P01", "57P02", "57P03", "53300"].includes(code) ||
     code.startsWith("08") ||
-    /Connection terminated|connection is closed|Client has encountered a connection error/i.test(message)
+    // "timeout expired": no answer within the connect timeout (PostgresOptions.connectTimeoutMs).
+    /Connection terminated|connection is closed|Client has encountered a connection error|^timeout expired$/i.test(message)
   );
 }
 
@@ -141,6 +142,15 @@ class ClientRunner implements StatementRunner {
 export interface PostgresOptions {
   /** Connections in the pool. Default 10. */
   readonly poolSize?: number;
+  /**
+   * How long making a connection may take (TCP and PostgreSQL's start-up),
+   * ms. Default 5,000. A server that accepts and never answers (a hung
+   * proxy, an address that drops packets) fails it as UNAVAILABLE instead
+   * of holding a pooled connection, the relay's lock or LISTEN forever.
+   * Waiting for a free pooled connection is not bounded by it: a caller's
+   * deadline bounds that.
+   */
+  readonly connectTimeoutMs?: number;
 }
 
 /**
@@ -154,7 +164,14 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   // The process shows in pg_stat_activity by its pid: which instance holds what lock.
   const applicationName = `concord pid ${process.pid}`;
   const pg = loadDriver();
-  const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10, types, application_name: applicationName });
+  const clientConfig = { connectionString: url, types, application_name: applicationName, connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000 };
+  // The timeout goes to each connection the pool makes, not to the pool: there it would also fail callers queued for a busy one.
+  class Connection extends pg.Client {
+    constructor() {
+      super(clientConfig);
+    }
+  }
+  const pool = new pg.Pool({ max: options.poolSize ?? 10, Client: Connection });
   // An idle connection that breaks (the server restarted) is dropped; its next user gets a new one.
   pool.on("error", () => undefined);
   const runner = new ClientRunner(pool);
@@ -237,12 +254,14 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
       await runner.query("SELECT 1");
     },
     async tryLock(key) {
-      const client = new pg.Client({ connectionString: url, types, application_name: applicationName });
+      const client = new pg.Client(clientConfig);
       let lost!: () => void;
       const gone = new Promise<void>((resolve) => (lost = resolve));
       client.on("error", () => lost());
       client.on("end", () => lost());
-      await client.connect();
+      await client.connect().catch((err: unknown) => {
+        throw unavailable(err);
+      });
       let granted = false;
       try {
         granted = (await client.query<{ granted: boolean }>("SELECT pg_try_advisory_lock($1) AS granted", [key])).rows[0]?.granted === true;
@@ -274,7 +293,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
         }, 1_000);
       };
       const connect = async (): Promise<void> => {
-        const c = new pg.Client({ connectionString: url, types, application_name: applicationName });
+        const c = new pg.Client(clientConfig);
         c.on("notification", (n) => n.channel === channel && listener());
         // A broken connection is made again; notifications sent meanwhile are lost, which the callers' sweeps cover.
         c.on("error", () => undefined);
@@ -290,7 +309,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
         // The caller hears of it; nothing goes on listening in the background.
         stopped = true;
         clearTimeout(timer);
-        throw err;
+        throw unavailable(err);
       }
       return async () => {
         stopped = true;
