@@ -22,3 +22,10 @@ export async function compiledPlatform(): Promise<{ events: typeof Events; log: 
   const [events, log, sql] = await Promise.all([load("events"), load("log"), load("sql")]);
   return { events, log, sql };
 }
+
+/** One module of the compiled platform that its index does not export, such as "events/pull-intake.js" (types from the sources). */
+export async function compiledModule<T>(path: string): Promise<T> {
+  const file = join(repoRoot, "dist", "platform", path);
+  if (!existsSync(file)) throw new Error(`${file} is missing; run \`npm run build\` first`);
+  return (await import(pathToFileURL(file).href)) as T;
+}

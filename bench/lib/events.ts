@@ -48,15 +48,21 @@ export function sampleOrderPlaced(orderId: string): OrderPlaced {
 }
 
 /**
- * CloudEvents headers as Concord's binding writes them (names and value
- * sizes), made as cheaply as possible: the trace is one per factory and the
- * time string one per millisecond.
+ * Events for the raw publisher: the same subject, payload size and headers
+ * (names and value sizes) as Concord's CloudEvents binding produces, with the
+ * event id as Nats-Msg-Id, made as cheaply as possible: the payload is encoded
+ * once, the trace is one per run and the time string one per millisecond.
+ * `consumable`: each payload is encoded with the order id its subject names,
+ * as consumers check (events prefilled for a consumer to take).
  */
-export function rawHeaderFactory(source: string): (id: string, type: string) => MsgHdrs {
+export function rawEventFactory(source: string, options: { readonly consumable?: boolean } = {}): () => { id: string; subject: string; payload: Uint8Array; headers: MsgHdrs } {
+  const nextId = idGenerator();
+  const once = OrderPlacedEvent.codec.encode(sampleOrderPlaced(nextId())).finish();
   const traceparent = `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
   let ms = 0;
   let time = "";
-  return (id, type) => {
+  return () => {
+    const id = nextId();
     const now = Date.now();
     if (now !== ms) {
       ms = now;
@@ -65,32 +71,15 @@ export function rawHeaderFactory(source: string): (id: string, type: string) => 
     const h = natsHeaders();
     h.set("ce-specversion", "1.0");
     h.set("ce-id", id);
-    h.set("ce-type", type);
+    h.set("ce-type", OrderPlacedEvent.typeName);
     h.set("ce-source", source);
     h.set("ce-time", time);
     h.set("ce-datacontenttype", "application/protobuf");
     h.set("content-type", "application/protobuf");
     h.set("ce-traceparent", traceparent);
     h.set("traceparent", traceparent);
-    return h;
-  };
-}
-
-/**
- * Events for the raw publisher: the same subject, payload size and headers
- * as Concord's CloudEvents binding produces, with the event id as
- * Nats-Msg-Id; the payload is encoded once.
- * `consumable`: each payload is encoded with the order id its subject names,
- * as consumers check (events prefilled for a consumer to take).
- */
-export function rawEventFactory(source: string, options: { readonly consumable?: boolean } = {}): () => { id: string; subject: string; payload: Uint8Array; headers: MsgHdrs } {
-  const nextId = idGenerator();
-  const once = OrderPlacedEvent.codec.encode(sampleOrderPlaced(nextId())).finish();
-  const headersFor = rawHeaderFactory(source);
-  return () => {
-    const id = nextId();
     const payload = options.consumable ? OrderPlacedEvent.codec.encode(sampleOrderPlaced(id)).finish() : once;
-    return { id, subject: `shop.orders.v1.order.${id}.placed`, payload, headers: headersFor(id, OrderPlacedEvent.typeName) };
+    return { id, subject: `shop.orders.v1.order.${id}.placed`, payload, headers: h };
   };
 }
 

@@ -5,7 +5,8 @@
  * the pattern itself costs on this machine (a gRPC call, three events
  * published, two consumed), with no database, checks or logging.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { connect } from "nats";
 import { allStreams } from "../../gen/ts/concord_streams.js";
 import { ensureConsumers, ensureStreams } from "../../platform/events/index.js";
@@ -24,10 +25,10 @@ export interface BareSaga {
   stop(): Promise<void>;
 }
 
-/** Waits for a process to write `ready` to its log, or fails when it exits first. */
-async function untilReady(proc: ManagedProcess): Promise<void> {
+/** Waits for a process to write `ready` to its log past `from` (an earlier run's lines stay in it), or fails when it exits first. */
+async function untilReady(proc: ManagedProcess, from: number): Promise<void> {
   const until = Date.now() + 30_000;
-  while (!readFileSync(proc.logFile, "utf8").includes("ready")) {
+  while (!readFileSync(proc.logFile).subarray(from).toString("utf8").includes("ready")) {
     if (proc.child.exitCode !== null) throw new Error(`${proc.name} exited at start; see ${proc.logFile}`);
     if (Date.now() > until) throw new Error(`${proc.name} was not ready within 30 s; see ${proc.logFile}`);
     await sleep(50);
@@ -50,21 +51,26 @@ export async function startBareSaga(ctx: BenchContext, nats: RunningNats): Promi
     await nc.close();
   }
   const ordersAddress = `127.0.0.1:${await freePort()}`;
-  const start = (role: "products" | "orders") =>
-    startProcess({
-      name: `bare-saga-${role}`,
+  const logFrom = new Map<string, number>();
+  const start = (role: "products" | "orders") => {
+    const name = `bare-saga-${role}`;
+    const log = join(ctx.tmp, `${name}.log`);
+    logFrom.set(name, existsSync(log) ? statSync(log).size : 0);
+    return startProcess({
+      name,
       command: process.execPath,
-      args: nodeArgs("bench/workers/bare-saga-service.ts", [...serviceNodeFlags, ...profileArgs({ name: `bare-saga-${role}`, profileDir: ctx.profileDir })]),
+      args: nodeArgs("bench/workers/bare-saga-service.ts", [...serviceNodeFlags, ...profileArgs({ name, profileDir: ctx.profileDir })]),
       env: { ...process.env, BARE_ROLE: role, NATS_URL: nats.url, BARE_LISTEN: ordersAddress },
       logDir: ctx.tmp,
     });
+  };
   const processes = [start("products"), start("orders")] as const;
   const stop = async () => {
     for (const p of processes) await p.stop();
     await resetStreams(nats.url);
   };
   try {
-    await Promise.all(processes.map(untilReady));
+    await Promise.all(processes.map((p) => untilReady(p, logFrom.get(p.name) ?? 0)));
   } catch (err) {
     await stop();
     throw err;

@@ -22,6 +22,8 @@ import { row, type BenchContext, type Row, type Scenario, type ScenarioResult } 
 import { type ShopOptions, startShop } from "../lib/shop-processes.js";
 import type { OrderLoadConfig, OrderLoadResult } from "../workers/order-load.js";
 import { runWorker } from "../lib/proc.js";
+import type { RunningNats } from "../lib/nats-server.js";
+import type { TimerWakesConfig, TimerWakesResult } from "../workers/timer-wakes.js";
 import { startBareSaga } from "./bare-saga.js";
 
 export const SAGA_P99_TARGET_MS = 25;
@@ -62,6 +64,33 @@ async function meteredLoad(config: OrderLoadConfig, productPids: readonly number
 const services = (r: MeteredResult) => r.cpuUsPerOrder.products + r.cpuUsPerOrder.orders;
 const everyProcess = (r: MeteredResult) => services(r) + r.cpuUsPerOrder.natsServer;
 const cpuNote = (r: MeteredResult) => `orders ${r.cpuUsPerOrder.orders.toFixed(0)}, products ${r.cpuUsPerOrder.products.toFixed(0)}, nats-server ${r.cpuUsPerOrder.natsServer.toFixed(0)} µs`;
+
+/** The closed and the open loop through the bare stand-ins (bare-saga.ts), after a probe like the shop's. */
+async function measureBareSaga(
+  ctx: BenchContext,
+  nats: RunningNats,
+  base: Omit<OrderLoadConfig, "mode" | "warmupMs" | "measureMs">,
+  closedLoop: Pick<OrderLoadConfig, "mode" | "warmupMs" | "measureMs">,
+  openLoop: Pick<OrderLoadConfig, "mode" | "warmupMs" | "measureMs">,
+  pause: () => Promise<unknown>,
+): Promise<{ max: MeteredResult; atRate: MeteredResult }> {
+  const stand = await startBareSaga(ctx, nats);
+  try {
+    const [products, orders] = stand.processes;
+    const on = { ...base, ordersAddress: stand.ordersAddress };
+    const probe = await runWorker<OrderLoadResult>("bench/workers/order-load.ts", { ...on, mode: "probe", warmupMs: 10_000, measureMs: 0, drainMs: 0 } satisfies OrderLoadConfig);
+    if (probe.confirmed !== 1) throw new Error(`the first order through the stand-ins was not confirmed within 10 s (${probe.createFailed} calls failed ${JSON.stringify(probe.createErrors)})`);
+    const bareLoad = (config: OrderLoadConfig) => meteredLoad(config, [products.pid], [orders.pid], nats.process.pid);
+    const max = await bareLoad({ ...on, ...closedLoop });
+    ctx.log(`  bare baseline, closed loop: ${max.perSecond.toFixed(0)} orders/s; p50 ${max.confirmLatencyMs.p50.toFixed(1)} p99 ${max.confirmLatencyMs.p99.toFixed(1)} ms; CPU per order: ${cpuNote(max)}`);
+    await pause();
+    const atRate = await bareLoad({ ...on, ...openLoop });
+    ctx.log(`  bare baseline, ${base.rate}/s offered: ${atRate.confirmed} of ${atRate.started} confirmed; p50 ${atRate.confirmLatencyMs.p50.toFixed(1)} p99 ${atRate.confirmLatencyMs.p99.toFixed(1)} ms; CPU per order: ${cpuNote(atRate)}`);
+    return { max, atRate };
+  } finally {
+    await stand.stop();
+  }
+}
 
 /**
  * The saga on one shop: its highest sustainable rate (closed loop), then
@@ -123,26 +152,24 @@ export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<Scen
     await shop.stop();
   }
 
-  // The baseline: the same two loads through the bare stand-ins.
+  // The baseline: the same two loads through the bare stand-ins, then what a wake of an idle Node process costs.
   let bare: { max: MeteredResult; atRate: MeteredResult } | undefined;
+  let wake: TimerWakesResult | undefined;
   if (run.judged) {
-    const stand = await startBareSaga(ctx, nats);
     try {
-      const [products, orders] = stand.processes;
-      const bareLoad = (config: OrderLoadConfig) => meteredLoad({ ...config, ordersAddress: stand.ordersAddress }, [products.pid], [orders.pid], nats.process.pid);
-      const bareMax = await bareLoad({ ...base, ...closedLoop });
-      ctx.log(`  bare baseline, closed loop: ${bareMax.perSecond.toFixed(0)} orders/s; p50 ${bareMax.confirmLatencyMs.p50.toFixed(1)} p99 ${bareMax.confirmLatencyMs.p99.toFixed(1)} ms; CPU per order: ${cpuNote(bareMax)}`);
-      await pause();
-      const bareRate = await bareLoad({ ...base, ...openLoop });
-      ctx.log(
-        `  bare baseline, ${run.rate}/s offered: ${bareRate.confirmed} of ${bareRate.started} confirmed; p50 ${bareRate.confirmLatencyMs.p50.toFixed(1)} p99 ${bareRate.confirmLatencyMs.p99.toFixed(1)} ms; CPU per order: ${cpuNote(bareRate)}`,
-      );
-      bare = { max: bareMax, atRate: bareRate };
+      bare = await measureBareSaga(ctx, nats, base, closedLoop, openLoop, pause);
       details.bare = bare;
-    } finally {
-      await stand.stop();
+      wake = await runWorker<TimerWakesResult>("bench/workers/timer-wakes.ts", { perSecond: run.rate, warmupMs: 1_000, measureMs: options.quick ? 1_000 : 3_000 } satisfies TimerWakesConfig);
+      details.timerWakes = { perSecond: run.rate, ...wake };
+      ctx.log(`  a timer doing nothing, ${run.rate} times a second, in an idle Node process: ${wake.cpuUsPerFiring.toFixed(0)} µs CPU per firing`);
+    } catch (err) {
+      ctx.log(`  bare baseline failed, rows left without it: ${err instanceof Error ? err.message : String(err)}`);
     }
   }
+  const failures = (r: MeteredResult) => {
+    const unresolved = Object.values(r.unresolved).reduce((a, b) => a + b, 0);
+    return r.createFailed || unresolved || r.confirmed !== r.started ? `; bare: ${r.createFailed} calls failed, ${unresolved} unresolved, ${r.confirmed} of ${r.started} confirmed` : "";
+  };
 
   const rows: Row[] = [];
   rows.push(
@@ -160,7 +187,7 @@ export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<Scen
         baselineLatencyMs: { p50: bare.max.confirmLatencyMs.p50, p99: bare.max.confirmLatencyMs.p99 },
         baselineCpuUsPerOp: services(bare.max),
       }),
-      note: max.createFailed || Object.keys(max.unresolved).length ? `${max.createFailed} calls failed, unresolved ${JSON.stringify(max.unresolved)}` : undefined,
+      note: `${max.createFailed || Object.keys(max.unresolved).length ? `${max.createFailed} calls failed, unresolved ${JSON.stringify(max.unresolved)}` : ""}${bare ? failures(bare.max) : ""}` || undefined,
     }),
   );
   const pending = atRate.unresolved.PENDING ?? 0;
@@ -180,9 +207,11 @@ export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<Scen
         baseline: bare.atRate.perSecond,
         baselineLatencyMs: { p50: bare.atRate.confirmLatencyMs.p50, p99: bare.atRate.confirmLatencyMs.p99, p999: bare.atRate.confirmLatencyMs.p999 },
         baselineCpuUsPerOp: services(bare.atRate),
+        // Both sides confirm what was offered: a ratio of rates would say nothing.
+        ratio: null,
       }),
       ...(run.judged ? { target: `p99 < ${SAGA_P99_TARGET_MS} ms, 0 PENDING`, pass: okRate } : {}),
-      note: `${pending} PENDING of ${atRate.started}; offered = ${((100 * run.rate) / max.perSecond).toFixed(0)}% of the capacity above${atRate.createFailed ? `, ${atRate.createFailed} calls failed (${codes(atRate.createErrors)})` : ""}${unresolved - pending ? `, ${unresolved - pending} other unresolved` : ""}${atRate.rejected ? `, ${atRate.rejected} rejected` : ""}`,
+      note: `${pending} PENDING of ${atRate.started}; offered = ${((100 * run.rate) / max.perSecond).toFixed(0)}% of the capacity above${atRate.createFailed ? `, ${atRate.createFailed} calls failed (${codes(atRate.createErrors)})` : ""}${unresolved - pending ? `, ${unresolved - pending} other unresolved` : ""}${atRate.rejected ? `, ${atRate.rejected} rejected` : ""}${bare ? failures(bare.atRate) : ""}`,
     }),
   );
   if (run.judged) {
@@ -202,7 +231,7 @@ export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<Scen
         baselineCpuUsPerOp: bareAll,
         target: `< ${SAGA_CPU_TARGET_US} µs`,
         pass: all < SAGA_CPU_TARGET_US,
-        note: `${cpuNote(atRate)}${bare ? `; bare: ${cpuNote(bare.atRate)}` : ""}`,
+        note: `${cpuNote(atRate)}${bare ? `; bare: ${cpuNote(bare.atRate)}` : ""}${wake ? `; an idle Node process woken by a timer: ${wake.cpuUsPerFiring.toFixed(0)} µs a firing` : ""}`,
       }),
     );
   }

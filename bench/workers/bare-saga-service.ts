@@ -4,28 +4,38 @@
  *
  * - BARE_ROLE=orders: a bare grpc-js server answering CreateOrder with a
  *   pre-encoded two-line order (its id written in per call) after publishing
- *   its OrderPlaced; a raw pull consumer of StockReserved that publishes
+ *   its OrderPlaced; a consumer of StockReserved that publishes
  *   OrderConfirmed and acks.
- * - BARE_ROLE=products: a raw pull consumer of OrderPlaced that publishes
+ * - BARE_ROLE=products: a consumer of OrderPlaced that publishes
  *   StockReserved and acks.
  *
- * Same subjects, streams, consumer settings, pull batch, payload sizes,
- * CloudEvents headers and Nats-Msg-Id as the services; no request decoding,
- * validation, database, inbox, outbox or logging. PubAcks are awaited off
- * the path (a failure is counted and printed at exit), and an ack follows
- * the publish in the same tick, as the services do after their commit. The
- * scenario provisions the streams and consumers first.
+ * On the wire as the services are: the same subjects, streams and consumer
+ * settings; events of the services' payload sizes with their CloudEvents
+ * headers and Nats-Msg-Id, published through the platform's publish window
+ * (as the outbox relay does: plain `nc.publish` with a reply subject, one
+ * subscription for the PubAcks); messages taken through the platform's pull
+ * intake (as startConsumers does: up to 128 pulled ahead, batches of up to
+ * 64); one NATS connection each; channelz off, as the platform's server has
+ * it. Nothing else: no request decoding, validation, database, inbox,
+ * outbox, logging, metrics or health service. An ack goes in the same tick as
+ * the publish, as the services send theirs after their commit. The scenario
+ * provisions the streams and consumers first.
  *
  * Env: BARE_ROLE, NATS_URL, BARE_LISTEN (orders: host:port).
  */
 import { Server, ServerCredentials, type sendUnaryData, type ServerUnaryCall } from "@grpc/grpc-js";
-import { connect, type JetStreamClient, type JsMsg } from "nats";
-import { CreateOrderResponse, OrderServiceService, OrderState } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
+import { connect, type JsMsg } from "nats";
+import { OrderConfirmed } from "../../gen/ts/shop/orders/v1/order_events_pb.js";
 import { OrderConfirmedEvent, OrderPlacedEvent } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
+import { CreateOrderResponse, OrderServiceService, OrderState } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { StockReservedEvent } from "../../gen/ts/shop/products/v1/product_events_jetstream.js";
-import { bareSagaConsumers, idGenerator, rawHeaderFactory, sampleOrderPlaced } from "../lib/events.js";
+import { StockReserved } from "../../gen/ts/shop/products/v1/product_events_pb.js";
+import type * as PublishWindowModule from "../../platform/events/publish-window.js";
+import type * as PullIntakeModule from "../../platform/events/pull-intake.js";
+import { compiledModule, compiledPlatform } from "../lib/compiled.js";
+import { bareSagaConsumers, idGenerator, sampleOrderPlaced } from "../lib/events.js";
 
-/** As the services pull (startConsumers' default pullBatch). */
+/** startConsumers' default: batches of up to 64, twice that pulled ahead. */
 const pullBatch = 64;
 
 const role = process.env.BARE_ROLE;
@@ -35,41 +45,65 @@ if ((role !== "orders" && role !== "products") || !natsUrl) {
   process.exit(2);
 }
 
+// The platform's JetStream side as production runs it (compiled).
+const [{ createPublishWindow }, { createPullIntake }, { log }] = await Promise.all([
+  compiledModule<typeof PublishWindowModule>("events/publish-window.js"),
+  compiledModule<typeof PullIntakeModule>("events/pull-intake.js"),
+  compiledPlatform(),
+]);
+const logger = log.createLogger({ service: `bare-saga-${role}`, level: "warn" });
+
 const nc = await connect({ servers: natsUrl.split(","), name: `bench-bare-saga-${role}`, noAsyncTraces: true });
 const js = nc.jetstream();
 const nextId = idGenerator();
-const headersFor = rawHeaderFactory(role);
-/** Every event's payload: an OrderPlaced of a two-line order, about the size of each of the saga's events. */
-const payload = OrderPlacedEvent.codec.encode(sampleOrderPlaced(nextId())).finish();
-let failedPublishes = 0;
-const publish = (subject: string, type: string): void => {
-  const id = nextId();
-  js.publish(subject, payload, { msgID: id, headers: headersFor(id, type) }).catch(() => void failedPublishes++);
+const sample = sampleOrderPlaced(nextId());
+const payloads = {
+  placed: OrderPlacedEvent.codec.encode(sample).finish(),
+  reserved: StockReserved.encode({ orderId: sample.orderId, linesVersion: 1, lines: sample.lines.map((l) => ({ productId: l.productId, quantity: l.quantity })) }).finish(),
+  confirmed: OrderConfirmed.encode({ orderId: sample.orderId, customerId: sample.customerId, total: sample.total }).finish(),
 };
+const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+/** The header block as the outbox stores it (cloud-events.ts `eventHeaderBlock`). */
+const headerBlock = (id: string, type: string): Buffer =>
+  Buffer.from(
+    `NATS/1.0\r\nce-specversion: 1.0\r\nce-id: ${id}\r\nce-type: ${type}\r\nce-source: ${role}\r\nce-time: ${new Date().toISOString()}\r\n` +
+      `ce-datacontenttype: application/protobuf\r\ncontent-type: application/protobuf\r\nce-traceparent: ${traceparent}\r\ntraceparent: ${traceparent}\r\n` +
+      `Nats-Msg-Id: ${id}\r\n\r\n`,
+  );
+let failedPublishes = 0;
+const window = createPublishWindow<null>({ nc, publishTimeoutMs: 5_000, onOutcome: (_, outcome) => void (outcome.ok || failedPublishes++) });
+const publish = (subject: string, type: string, payload: Uint8Array): void => window.send({ subject, payload, headers: headerBlock(nextId(), type) }, null);
 /** The order id a subject names: `<package parts>.<entity>.<id>.<verb>`. */
 const idOf = (subject: string): string => subject.split(".")[4];
 
-/** Takes messages as the raw consume baseline does: nats.js `consume()`, one handler call each. */
-async function consume(jsClient: JetStreamClient, spec: { stream: string; durable: string }, handle: (msg: JsMsg) => void): Promise<void> {
-  const consumer = await jsClient.consumers.get(spec.stream, spec.durable);
-  const messages = await consumer.consume({ max_messages: pullBatch });
-  for await (const msg of messages) handle(msg);
+/** Takes the messages of one of the baseline's consumers as startConsumers does, handing each to `handle`, then acks it. */
+function consume(spec: { readonly stream: string; readonly durable: string; readonly ackWaitMs: number }, handle: (msg: JsMsg) => void) {
+  const intake = createPullIntake({ nc, js, stream: spec.stream, durable: spec.durable, limit: 2 * pullBatch, ackWaitMs: spec.ackWaitMs, reopenDelayMs: 1_000, logger });
+  void (async () => {
+    for (let batch = await intake.take(pullBatch); batch; batch = await intake.take(pullBatch)) {
+      for (const msg of batch) {
+        handle(msg);
+        intake.settle(msg, { kind: "ack" });
+      }
+    }
+  })();
+  return intake;
 }
 
 let server: Server | undefined;
+let intake: ReturnType<typeof consume>;
 if (role === "orders") {
   const placeholder = "00000000-0000-0000-0000-000000000000";
   const at = new Date();
-  const sample = sampleOrderPlaced(placeholder);
   const template = Buffer.from(
     CreateOrderResponse.encode(
       CreateOrderResponse.fromPartial({
         order: {
           id: placeholder,
           customerId: sample.customerId,
+          state: OrderState.ORDER_STATE_PENDING,
           lines: sample.lines,
           total: sample.total,
-          state: OrderState.ORDER_STATE_PENDING,
           shippingAddress: { recipient: "Ada Lovelace", line1: "12 St James's Square", line2: "", city: "London", postalCode: "SW1Y 4JH", countryCode: "GB" },
           version: 1,
           createTime: at,
@@ -80,14 +114,14 @@ if (role === "orders") {
   );
   const idAt = template.indexOf(placeholder);
   const identity = (b: Buffer) => b;
-  server = new Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024 });
+  server = new Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024, "grpc.enable_channelz": 0 });
   server.register(
     OrderServiceService.createOrder.path,
     (_call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>) => {
       const orderId = nextId();
       const response = Buffer.from(template);
       response.write(orderId, idAt, "latin1");
-      publish(`shop.orders.v1.order.${orderId}.placed`, OrderPlacedEvent.typeName);
+      publish(`shop.orders.v1.order.${orderId}.placed`, OrderPlacedEvent.typeName, payloads.placed);
       callback(null, response);
     },
     identity,
@@ -96,22 +130,22 @@ if (role === "orders") {
   );
   const listen = process.env.BARE_LISTEN ?? "127.0.0.1:0";
   await new Promise<void>((resolve, reject) => server!.bindAsync(listen, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
-  void consume(js, bareSagaConsumers.stockReserved, (msg) => {
-    publish(`shop.orders.v1.order.${idOf(msg.subject)}.confirmed`, OrderConfirmedEvent.typeName);
-    msg.ack();
-  });
+  intake = consume(bareSagaConsumers.stockReserved, (msg) => publish(`shop.orders.v1.order.${idOf(msg.subject)}.confirmed`, OrderConfirmedEvent.typeName, payloads.confirmed));
 } else {
-  void consume(js, bareSagaConsumers.orderPlaced, (msg) => {
-    publish(`shop.products.v1.reservation.${idOf(msg.subject)}.reserved`, StockReservedEvent.typeName);
-    msg.ack();
-  });
+  intake = consume(bareSagaConsumers.orderPlaced, (msg) => publish(`shop.products.v1.reservation.${idOf(msg.subject)}.reserved`, StockReservedEvent.typeName, payloads.reserved));
 }
 console.log(`bare-saga-service: ${role} ready`);
 
 process.once("SIGTERM", () => {
   server?.forceShutdown();
-  void nc.close().finally(() => {
-    if (failedPublishes > 0) console.log(`bare-saga-service: ${failedPublishes} publishes failed`);
-    process.exit(0);
-  });
+  void intake
+    .close()
+    .then(() => {
+      window.close();
+      return nc.close();
+    })
+    .finally(() => {
+      console.log(`bare-saga-service: ${failedPublishes} publishes failed`);
+      process.exit(0);
+    });
 });
