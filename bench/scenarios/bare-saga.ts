@@ -25,10 +25,10 @@ export interface BareSaga {
   stop(): Promise<void>;
 }
 
-/** Waits for a process to write `ready` to its log past `from` (an earlier run's lines stay in it), or fails when it exits first. */
-async function untilReady(proc: ManagedProcess, from: number): Promise<void> {
+/** Waits for a stand-in to write that it is ready to its log past `from` (an earlier run's lines stay in it), or fails when it exits first. */
+async function untilReady(proc: ManagedProcess, from: number, role: string): Promise<void> {
   const until = Date.now() + 30_000;
-  while (!readFileSync(proc.logFile).subarray(from).toString("utf8").includes("ready")) {
+  while (!readFileSync(proc.logFile).subarray(from).toString("utf8").includes(`bare-saga-service: ${role} ready`)) {
     if (proc.child.exitCode !== null) throw new Error(`${proc.name} exited at start; see ${proc.logFile}`);
     if (Date.now() > until) throw new Error(`${proc.name} was not ready within 30 s; see ${proc.logFile}`);
     await sleep(50);
@@ -70,7 +70,7 @@ export async function startBareSaga(ctx: BenchContext, nats: RunningNats): Promi
     await resetStreams(nats.url);
   };
   try {
-    await Promise.all(processes.map((p) => untilReady(p, logFrom.get(p.name) ?? 0)));
+    await Promise.all(processes.map((p) => untilReady(p, logFrom.get(p.name) ?? 0, p.name.replace("bare-saga-", ""))));
   } catch (err) {
     await stop();
     throw err;

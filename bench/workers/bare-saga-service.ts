@@ -141,11 +141,17 @@ process.once("SIGTERM", () => {
   void intake
     .close()
     .then(() => {
+      // Publishes still waiting for their PubAck count as failed.
+      window.abandon("stopping");
       window.close();
       return nc.close();
     })
+    .catch((err: unknown) => {
+      console.error(`bare-saga-service: stopping failed: ${err instanceof Error ? err.message : String(err)}`);
+      process.exitCode = 1;
+    })
     .finally(() => {
       console.log(`bare-saga-service: ${failedPublishes} publishes failed`);
-      process.exit(0);
+      process.exit();
     });
 });
