@@ -239,7 +239,7 @@ describe("two instances of each service on Postgres under 100 orders/s, through 
 
       // Both outboxes drain, nothing parked, nothing dead-lettered.
       for (const [name, pool] of [["orders", ordersPool], ["products", productsPool]] as const) {
-        const left = async () => Number((await pool.query("SELECT count(*) AS n FROM event_outbox")).rows[0].n);
+        const left = () => outboxRows(pool);
         const drained = await expect.poll(left, { timeout: 30_000 }).toBe(0).then(() => true, () => false);
         if (!drained) {
           // What is left, and which process holds the relay's lock, say where it stuck.

@@ -25,7 +25,7 @@ export interface BareSaga {
   stop(): Promise<void>;
 }
 
-/** Waits for a stand-in to write that it is ready to its log past `from` (an earlier run's lines stay in it), or fails when it exits first. */
+/** Waits for a stand-in to write that it is ready to its log past `from`, or fails when it exits first. */
 async function untilReady(proc: ManagedProcess, from: number, role: string): Promise<void> {
   const until = Date.now() + 30_000;
   while (!readFileSync(proc.logFile).subarray(from).toString("utf8").includes(`bare-saga-service: ${role} ready`)) {
@@ -51,26 +51,28 @@ export async function startBareSaga(ctx: BenchContext, nats: RunningNats): Promi
     await nc.close();
   }
   const ordersAddress = `127.0.0.1:${await freePort()}`;
-  const logFrom = new Map<string, number>();
+  /** Starts one stand-in; `from` is where its log ends now (an earlier run's lines stay in it). */
   const start = (role: "products" | "orders") => {
     const name = `bare-saga-${role}`;
     const log = join(ctx.tmp, `${name}.log`);
-    logFrom.set(name, existsSync(log) ? statSync(log).size : 0);
-    return startProcess({
+    const from = existsSync(log) ? statSync(log).size : 0;
+    const proc = startProcess({
       name,
       command: process.execPath,
       args: nodeArgs("bench/workers/bare-saga-service.ts", [...serviceNodeFlags, ...profileArgs({ name, profileDir: ctx.profileDir })]),
       env: { ...process.env, BARE_ROLE: role, NATS_URL: nats.url, BARE_LISTEN: ordersAddress },
       logDir: ctx.tmp,
     });
+    return { role, from, proc };
   };
-  const processes = [start("products"), start("orders")] as const;
+  const started = [start("products"), start("orders")];
+  const processes = [started[0].proc, started[1].proc] as const;
   const stop = async () => {
     for (const p of processes) await p.stop();
     await resetStreams(nats.url);
   };
   try {
-    await Promise.all(processes.map((p) => untilReady(p, logFrom.get(p.name) ?? 0, p.name.replace("bare-saga-", ""))));
+    await Promise.all(started.map((s) => untilReady(s.proc, s.from, s.role)));
   } catch (err) {
     await stop();
     throw err;

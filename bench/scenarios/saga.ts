@@ -63,6 +63,8 @@ async function meteredLoad(config: OrderLoadConfig, productPids: readonly number
 
 const services = (r: MeteredResult) => r.cpuUsPerOrder.products + r.cpuUsPerOrder.orders;
 const everyProcess = (r: MeteredResult) => services(r) + r.cpuUsPerOrder.natsServer;
+/** Orders of the window never seen confirmed or rejected. */
+const unresolvedOf = (r: OrderLoadResult) => Object.values(r.unresolved).reduce((a, b) => a + b, 0);
 const cpuNote = (r: MeteredResult) => `orders ${r.cpuUsPerOrder.orders.toFixed(0)}, products ${r.cpuUsPerOrder.products.toFixed(0)}, nats-server ${r.cpuUsPerOrder.natsServer.toFixed(0)} µs`;
 
 /** The closed and the open loop through the bare stand-ins (bare-saga.ts), after a probe like the shop's. */
@@ -172,7 +174,7 @@ export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<Scen
   }
   /** What went wrong in a baseline run. A closed loop's calls started and outcomes seen in its window differ by the orders in flight, so only the open loop compares them. */
   const failures = (r: MeteredResult) => {
-    const unresolved = Object.values(r.unresolved).reduce((a, b) => a + b, 0);
+    const unresolved = unresolvedOf(r);
     const short = r.mode === "rate" && r.confirmed !== r.started;
     return r.createFailed || unresolved || short ? `; bare: ${r.createFailed} calls failed, ${unresolved} unresolved${short ? `, ${r.confirmed} of ${r.started} confirmed` : ""}` : "";
   };
@@ -197,7 +199,7 @@ export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<Scen
     }),
   );
   const pending = atRate.unresolved.PENDING ?? 0;
-  const unresolved = Object.values(atRate.unresolved).reduce((a, b) => a + b, 0);
+  const unresolved = unresolvedOf(atRate);
   const lat = atRate.confirmLatencyMs;
   const okRate = lat.p99 < SAGA_P99_TARGET_MS && pending === 0 && unresolved === 0 && atRate.createFailed === 0 && atRate.confirmed === atRate.started;
   rows.push(

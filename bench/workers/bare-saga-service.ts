@@ -30,6 +30,7 @@ import { OrderConfirmedEvent, OrderPlacedEvent } from "../../gen/ts/shop/orders/
 import { CreateOrderResponse, OrderServiceService, OrderState } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { StockReservedEvent } from "../../gen/ts/shop/products/v1/product_events_jetstream.js";
 import { StockReserved } from "../../gen/ts/shop/products/v1/product_events_pb.js";
+import type * as CloudEventsModule from "../../platform/events/cloud-events.js";
 import type * as PublishWindowModule from "../../platform/events/publish-window.js";
 import type * as PullIntakeModule from "../../platform/events/pull-intake.js";
 import { compiledModule, compiledPlatform } from "../lib/compiled.js";
@@ -46,9 +47,10 @@ if ((role !== "orders" && role !== "products") || !natsUrl) {
 }
 
 // The platform's JetStream side as production runs it (compiled).
-const [{ createPublishWindow }, { createPullIntake }, { log }] = await Promise.all([
+const [{ createPublishWindow }, { createPullIntake }, { eventHeaderBlock, eventHeaders }, { log }] = await Promise.all([
   compiledModule<typeof PublishWindowModule>("events/publish-window.js"),
   compiledModule<typeof PullIntakeModule>("events/pull-intake.js"),
+  compiledModule<typeof CloudEventsModule>("events/cloud-events.js"),
   compiledPlatform(),
 ]);
 const logger = log.createLogger({ service: `bare-saga-${role}`, level: "warn" });
@@ -63,16 +65,18 @@ const payloads = {
   confirmed: OrderConfirmed.encode({ orderId: sample.orderId, customerId: sample.customerId, total: sample.total }).finish(),
 };
 const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-/** The header block as the outbox stores it (cloud-events.ts `eventHeaderBlock`). */
-const headerBlock = (id: string, type: string): Buffer =>
-  Buffer.from(
-    `NATS/1.0\r\nce-specversion: 1.0\r\nce-id: ${id}\r\nce-type: ${type}\r\nce-source: ${role}\r\nce-time: ${new Date().toISOString()}\r\n` +
-      `ce-datacontenttype: application/protobuf\r\ncontent-type: application/protobuf\r\nce-traceparent: ${traceparent}\r\ntraceparent: ${traceparent}\r\n` +
-      `Nats-Msg-Id: ${id}\r\n\r\n`,
-  );
+/** The header block as the outbox stores it: CloudEvents headers and Nats-Msg-Id, written by the platform's own `eventHeaderBlock`. */
+const headerBlock = (id: string, subject: string, type: string, payload: Uint8Array): Buffer =>
+  eventHeaderBlock({
+    id,
+    subject,
+    type,
+    payload,
+    headers: { [eventHeaders.source]: role, [eventHeaders.time]: new Date().toISOString(), [eventHeaders.traceparent]: traceparent },
+  });
 let failedPublishes = 0;
 const window = createPublishWindow<null>({ nc, publishTimeoutMs: 5_000, onOutcome: (_, outcome) => void (outcome.ok || failedPublishes++) });
-const publish = (subject: string, type: string, payload: Uint8Array): void => window.send({ subject, payload, headers: headerBlock(nextId(), type) }, null);
+const publish = (subject: string, type: string, payload: Uint8Array): void => window.send({ subject, payload, headers: headerBlock(nextId(), subject, type, payload) }, null);
 /** The order id a subject names: `<package parts>.<entity>.<id>.<verb>`. */
 const idOf = (subject: string): string => subject.split(".")[4];
 
