@@ -54,14 +54,7 @@ interface SystemOptions {
 }
 
 /** A first client port for `--cluster` whose neighbours and route and monitoring ports (+2000, +4000) are free too. */
-async function freeClusterPort(): Promise<number> {
-  for (;;) {
-    // Below the ephemeral range (32768 and up), where outgoing connections could take a port meanwhile.
-    const port = 20_000 + Math.floor(Math.random() * 8_000);
-    const ports = [0, 1, 2].flatMap((i) => [port + i, port + 2000 + i, port + 4000 + i]);
-    if ((await Promise.all(ports.map(isListening))).every((busy) => !busy)) return port;
-  }
-}
+const freeClusterPort = () => freePort({ alsoFree: [1, 2, 2000, 2001, 2002, 4000, 4001, 4002] });
 
 /** The observer's credentials `npm start` made in `dataDir`, for a client of the local nats-server. */
 const observerAuth = (dataDir: string) => ({ authenticator: nkeyAuthenticator(new TextEncoder().encode(readFileSync(join(dataDir, "nats-credentials", "observer.nk"), "utf8").trim())) });
@@ -202,12 +195,7 @@ describe("npm start", () => {
     // The postgres user runs the server (as root), and needs to reach its data dir.
     chmodSync(dir.path, 0o755);
     /** A port p with p + 2 free too, for the second instance. */
-    const pairOfPorts = async (): Promise<number> => {
-      for (;;) {
-        const p = await freePort();
-        if (p < 65_000 && !(await isListening(p + 2))) return p;
-      }
-    };
+    const pairOfPorts = () => freePort({ alsoFree: [2] });
     const ports = { nats: await freePort(), products: await pairOfPorts(), orders: await pairOfPorts(), productsMetrics: await pairOfPorts(), ordersMetrics: await pairOfPorts() };
     const postgresPort = await freePort();
     const system = await startSystem(dir.path, { ports, args: ["--postgres", "--instances", "2"], env: { POSTGRES_PORT: String(postgresPort) }, upTimeoutMs: 90_000 });
