@@ -15,10 +15,12 @@ export function migrationSql(migration: Migration, dialect: Database["dialect"])
 export async function migrate(db: Database, migrations: readonly Migration[], lock?: (tx: Transaction) => Promise<void>): Promise<void> {
   const ids = migrations.map((m) => m.id);
   if (new Set(ids).size !== ids.length) throw new Error(`duplicate migration ids: ${ids.join(", ")}`);
+  // Without a statement timeout: a migration may rewrite a large table, and an instance waits on the lock for another's migrations.
+  const unbounded = { statementTimeoutMs: 0 };
   await db.transaction(async (tx) => {
     await lock?.(tx);
     await tx.run(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at ${db.dialect.name === "postgres" ? "BIGINT" : "INTEGER"} NOT NULL)`);
-  });
+  }, unbounded);
   for (const migration of [...migrations].sort(byId)) {
     try {
       await db.transaction(async (tx) => {
@@ -27,7 +29,7 @@ export async function migrate(db: Database, migrations: readonly Migration[], lo
         if (applied) return;
         for (const statement of splitStatements(migrationSql(migration, tx.dialect))) await tx.run(statement);
         await tx.run("INSERT INTO schema_migrations (id, applied_at) VALUES ($1, $2)", [migration.id, Date.now()]);
-      });
+      }, unbounded);
     } catch (err) {
       throw new Error(`migration ${migration.id} failed: ${(err as Error).message}`, { cause: err });
     }

@@ -100,7 +100,9 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   const code = typeof raw === "string" ? raw : "";
   const message = err instanceof Error ? err.message : "";
   return (
-    ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "57P01", "57P02", "57P03", "53300"].includes(code) ||
+    // 57014: a statement cancelled (its statement_timeout passed, or an operator cancelled it); 25P03: the session ended after
+    // idling in a transaction past idle_in_transaction_session_timeout.
+    ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "57P01", "57P02", "57P03", "53300", "57014", "25P03"].includes(code) ||
     code.startsWith("08") ||
     // "timeout expired": no answer within the connect timeout (PostgresOptions.connectTimeoutMs).
     /Connection terminated|connection is closed|Client has encountered a connection error|^timeout expired$/i.test(message)
@@ -118,24 +120,64 @@ function toPostgres(value: SqlValue): unknown {
   return value;
 }
 
+/**
+ * Ends a connection at once, without the goodbye `end()` sends and waits on:
+ * for a server that stopped answering, whose socket would never close.
+ */
+function drop(client: pg.Client): void {
+  const stream = (client as unknown as { connection?: { stream?: { destroy(err?: Error): void } } }).connection?.stream;
+  // Destroyed without an error: the client fails the statement under way and emits 'error' once, as for any broken connection.
+  if (stream) stream.destroy();
+  else void client.end().catch(() => undefined);
+}
+
+/** No answer to a statement within the limit: the connection was dropped under it. */
+class NoAnswerError extends Error {
+  constructor(readonly ms: number) {
+    super(`the database gave no answer within ${ms} ms; the connection was dropped`);
+  }
+}
+
+/**
+ * Statements on one connection (a pooled one inside a transaction), each
+ * given `answerWithinMs` to be answered before the connection is dropped
+ * (NoAnswerError, UNAVAILABLE): a server gone quiet mid-statement (a
+ * failover to another host, a network that drops packets) otherwise holds
+ * the connection until the kernel gives up on it, a quarter of an hour.
+ */
 class ClientRunner implements StatementRunner {
   readonly dialect = postgresDialect;
-  constructor(private readonly client: pg.PoolClient | pg.Pool) {}
+  constructor(
+    private readonly client: pg.PoolClient,
+    private readonly answerWithinMs: number | undefined,
+  ) {}
   async query<R>(sql: string, params?: readonly SqlValue[]): Promise<R[]> {
-    try {
-      const result = await this.client.query({ text: sql, values: params?.map(toPostgres) as unknown[] | undefined });
-      return result.rows as R[];
-    } catch (err) {
-      throw unavailable(err);
-    }
+    return (await this.send(sql, params)).rows as R[];
   }
   async run(sql: string, params?: readonly SqlValue[]): Promise<number> {
-    try {
-      const result = await this.client.query({ text: sql, values: params?.map(toPostgres) as unknown[] | undefined });
-      return result.rowCount ?? 0;
-    } catch (err) {
-      throw unavailable(err);
-    }
+    return (await this.send(sql, params)).rowCount ?? 0;
+  }
+  private async send(sql: string, params: readonly SqlValue[] | undefined): Promise<pg.QueryResult> {
+    return await answered(this.client, this.answerWithinMs, () => this.client.query({ text: sql, values: params?.map(toPostgres) as unknown[] | undefined }));
+  }
+}
+
+/**
+ * `request`'s result; its failure as UNAVAILABLE when the database is
+ * unreachable, or gave no answer within `ms` (the connection is then dropped).
+ */
+async function answered<T>(client: pg.Client, ms: number | undefined, request: () => Promise<T>): Promise<T> {
+  let quiet: NoAnswerError | undefined;
+  const timer = ms === undefined ? undefined : setTimeout(() => {
+    quiet = new NoAnswerError(ms);
+    drop(client);
+  }, ms);
+  try {
+    return await request();
+  } catch (err) {
+    throw quiet ? StatusError.unavailable(`${quiet.message}; try again shortly`, err) : unavailable(err);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -151,6 +193,44 @@ export interface PostgresOptions {
    * deadline bounds that.
    */
   readonly connectTimeoutMs?: number;
+  /**
+   * How long a statement may run, ms (the server's `statement_timeout`; also
+   * how long a transaction may sit idle between its statements, after which
+   * the server ends it and its locks go). Default 30,000. A transaction may
+   * ask for another (`TransactionOptions.statementTimeoutMs`: migrations run
+   * without one). A statement the server has not answered 5 s after this
+   * (the server or the network gone quiet) has its connection dropped, as
+   * UNAVAILABLE. 0: no limit, and no dropping.
+   */
+  readonly statementTimeoutMs?: number;
+  /**
+   * How often the connections that hold a session lock (the outbox relay's)
+   * or a LISTEN are asked whether the server still answers, ms; one with no
+   * answer within twice this is dropped: the lock counts as lost, LISTEN is
+   * made again. Default 5,000.
+   */
+  readonly sessionCheckMs?: number;
+}
+
+/** How much longer than its statement timeout (at most twice it) a statement waits for any answer before its connection is dropped. */
+const answerGraceMs = 5_000;
+
+/**
+ * Asks `client` every `everyMs` whether it still answers, and drops it when
+ * an answer takes longer than twice that (its 'end' then tells its owner).
+ * Returns the function that stops asking.
+ */
+function watchSession(client: pg.Client, everyMs: number): () => void {
+  let asking = false;
+  const timer = setInterval(() => {
+    if (asking) return;
+    asking = true;
+    answered(client, 2 * everyMs, () => client.query("SELECT 1"))
+      .catch(() => drop(client))
+      .finally(() => (asking = false));
+  }, everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 /**
@@ -164,7 +244,20 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   // The process shows in pg_stat_activity by its pid: which instance holds what lock.
   const applicationName = `concord pid ${process.pid}`;
   const pg = loadDriver();
-  const clientConfig = { connectionString: url, types, application_name: applicationName, connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000 };
+  const statementTimeoutMs = options.statementTimeoutMs ?? 30_000;
+  if (!(Number.isInteger(statementTimeoutMs) && statementTimeoutMs >= 0)) throw new Error(`openPostgres: statementTimeoutMs must be a whole number of ms, 0 or more, got ${statementTimeoutMs}`);
+  const answerWithin = (ms: number): number | undefined => (ms === 0 ? undefined : ms + Math.min(answerGraceMs, ms));
+  const sessionCheckMs = options.sessionCheckMs ?? 5_000;
+  const clientConfig = {
+    connectionString: url,
+    types,
+    application_name: applicationName,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
+    // The kernel probes an idle connection after 10 s without traffic, so one whose server vanished is found in the end.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+    ...(statementTimeoutMs > 0 && { statement_timeout: statementTimeoutMs, idle_in_transaction_session_timeout: statementTimeoutMs }),
+  };
   // The timeout goes to each connection the pool makes, not to the pool: there it would also fail callers queued for a busy one.
   class Connection extends pg.Client {
     constructor() {
@@ -174,7 +267,29 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   const pool = new pg.Pool({ max: options.poolSize ?? 10, Client: Connection });
   // An idle connection that breaks (the server restarted) is dropped; its next user gets a new one.
   pool.on("error", () => undefined);
-  const runner = new ClientRunner(pool);
+  /** A statement outside any transaction, on a pooled connection of its own. */
+  const pooled = async <T>(use: (runner: ClientRunner) => Promise<T>): Promise<T> => {
+    let client: pg.PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (err) {
+      throw unavailable(err);
+    }
+    let broken: Error | undefined;
+    // A connection that breaks (or is dropped) says so by an 'error' event too, which would end the process unheard.
+    const onError = (err: Error) => void (broken = err);
+    client.on("error", onError);
+    try {
+      return await use(new ClientRunner(client, answerWithin(statementTimeoutMs)));
+    } catch (err) {
+      // A connection that failed under a statement is not given to anyone else.
+      if (isDatabaseUnavailable(err)) broken ??= err instanceof Error ? err : new Error(String(err));
+      throw err;
+    } finally {
+      client.off("error", onError);
+      client.release(broken);
+    }
+  };
 
   /** A pooled connection, or the signal's reason when it aborts first (the connection, once there, goes back). */
   const connection = async (signal: AbortSignal | undefined): Promise<pg.PoolClient> => {
@@ -196,7 +311,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     }
   };
 
-  const attempt = async <T>(work: (tx: Transaction) => Promise<T>, signal: AbortSignal | undefined): Promise<T> => {
+  const attempt = async <T>(work: (tx: Transaction) => Promise<T>, signal: AbortSignal | undefined, timeoutMs: number): Promise<T> => {
     let client: pg.PoolClient;
     try {
       client = await connection(signal);
@@ -208,24 +323,30 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     // A connection that breaks between statements says so by an 'error' event, which would end the process unheard.
     const onError = (err: Error) => void (broken = err);
     client.on("error", onError);
+    const tx = new ClientRunner(client, answerWithin(timeoutMs));
     try {
-      await client.query("BEGIN");
-      const tx = new ClientRunner(client);
+      try {
+        await tx.run("BEGIN");
+        if (timeoutMs !== statementTimeoutMs) await tx.run(`SET LOCAL statement_timeout = ${timeoutMs}`);
+      } catch (err) {
+        broken = err;
+        throw err;
+      }
       return await runTransaction(
         tx,
         work,
         async () => {
           let ended: pg.QueryResult;
           try {
-            ended = await client.query("COMMIT");
+            ended = await answered(client, answerWithin(timeoutMs), () => client.query("COMMIT"));
           } catch (err) {
             broken = err;
-            throw unavailable(err);
+            throw err;
           }
           // COMMIT of a transaction a failed statement aborted succeeds as a ROLLBACK; runTransaction refuses to get here then.
           if (ended.command === "ROLLBACK") throw new Error("PostgreSQL rolled the transaction back at its COMMIT: a statement in it had failed");
         },
-        async () => void (await client.query("ROLLBACK").catch((err: unknown) => (broken = err))),
+        async () => void (await answered(client, answerWithin(timeoutMs), () => client.query("ROLLBACK")).catch((err: unknown) => (broken = err))),
       );
     } finally {
       client.off("error", onError);
@@ -240,18 +361,20 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     pool,
     async transaction(work, options) {
       const signal = signalOf(options);
+      const timeoutMs = options?.statementTimeoutMs ?? statementTimeoutMs;
+      if (!(Number.isInteger(timeoutMs) && timeoutMs >= 0)) throw new Error(`transaction: statementTimeoutMs must be a whole number of ms, 0 or more, got ${timeoutMs}`);
       for (let n = 1; ; n++) {
         try {
-          return await attempt(work, signal);
+          return await attempt(work, signal, timeoutMs);
         } catch (err) {
           if (n >= maxAttempts || !isWriteConflict(err)) throw unavailable(err);
         }
       }
     },
-    query: (sql, params) => runner.query(sql, params),
-    run: (sql, params) => runner.run(sql, params),
+    query: (sql, params) => pooled((runner) => runner.query(sql, params)),
+    run: (sql, params) => pooled((runner) => runner.run(sql, params)),
     async ping() {
-      await runner.query("SELECT 1");
+      await pooled((runner) => runner.query("SELECT 1"));
     },
     async tryLock(key) {
       const client = new pg.Client(clientConfig);
@@ -264,15 +387,20 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
       });
       let granted = false;
       try {
-        granted = (await client.query<{ granted: boolean }>("SELECT pg_try_advisory_lock($1) AS granted", [key])).rows[0]?.granted === true;
+        const asked = () => client.query<{ granted: boolean }>("SELECT pg_try_advisory_lock($1) AS granted", [key]);
+        granted = (await answered(client, answerWithin(statementTimeoutMs), asked)).rows[0]?.granted === true;
       } finally {
         if (!granted) await client.end().catch(() => undefined);
       }
       if (!granted) return undefined;
+      // A server gone quiet would leave this process believing it holds the lock while the server, once it notices, gives it to another.
+      const unwatch = watchSession(client, sessionCheckMs);
+      void gone.then(unwatch);
       let released: Promise<void> | undefined;
       return {
         lost: gone,
         release() {
+          unwatch();
           // Ending the session gives its advisory locks up.
           released ??= client.end().catch(() => undefined);
           return released;
@@ -297,9 +425,20 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
         c.on("notification", (n) => n.channel === channel && listener());
         // A broken connection is made again; notifications sent meanwhile are lost, which the callers' sweeps cover.
         c.on("error", () => undefined);
-        c.on("end", () => retryLater());
-        await c.connect();
-        await c.query(`LISTEN ${channel}`);
+        let unwatch = (): void => undefined;
+        c.on("end", () => {
+          unwatch();
+          retryLater();
+        });
+        try {
+          await c.connect();
+          await answered(c, answerWithin(statementTimeoutMs), () => c.query(`LISTEN ${channel}`));
+        } catch (err) {
+          await c.end().catch(() => undefined);
+          throw err;
+        }
+        // Notifications from a server gone quiet would stop unnoticed; the connection is made again instead.
+        unwatch = watchSession(c, sessionCheckMs);
         client = c;
         if (stopped) await c.end();
       };

@@ -88,6 +88,13 @@ export interface TransactionOptions {
    * since the caller's last I/O.
    */
   readonly signal?: AbortSignal | (() => AbortSignal);
+  /**
+   * Postgres: how long each statement of this transaction may run, ms (0: no
+   * limit), instead of the database's (`PostgresOptions.statementTimeoutMs`,
+   * 30 s by default). Migrations run without one. SQLite: not used (its
+   * statements wait on no server).
+   */
+  readonly statementTimeoutMs?: number;
 }
 
 /** The signal of a transaction's options, asked for now. */

@@ -1,0 +1,164 @@
+/**
+ * A PostgreSQL server that stops answering in the middle of a session (a
+ * failover to another host, a network that drops packets): statements,
+ * transactions, the relay's session lock and LISTEN must find out within
+ * their limits instead of waiting until the kernel gives up on the
+ * connection, and the pool must serve again once the server is back.
+ */
+import { createServer, connect, type Server, type Socket } from "node:net";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startPostgresServer, type PostgresServerHandle } from "../../test/support/postgres.js";
+import { Code, StatusError } from "../errors/index.js";
+import { migrate } from "./migrate.js";
+import { openPostgres } from "./postgres.js";
+
+/**
+ * A TCP relay to `target` that can go quiet: from then on the connections it
+ * carries pass nothing either way, forever (as to a host that is gone), and
+ * the ones made while it is quiet are accepted and never answered.
+ */
+async function quietableProxy(target: URL): Promise<{ port: number; quiet(on: boolean): void; close(): Promise<void> }> {
+  let quiet = false;
+  const sockets = new Set<Socket>();
+  const dead = new Set<Socket>();
+  const server: Server = createServer((inbound) => {
+    sockets.add(inbound);
+    if (quiet) {
+      dead.add(inbound);
+      inbound.on("data", () => undefined);
+      inbound.on("error", () => undefined);
+      return;
+    }
+    const outbound = connect(Number(target.port), target.hostname);
+    sockets.add(outbound);
+    const pass = (from: Socket, to: Socket) =>
+      from.on("data", (chunk) => {
+        if (!dead.has(from)) to.write(chunk);
+      });
+    pass(inbound, outbound);
+    pass(outbound, inbound);
+    for (const [a, b] of [
+      [inbound, outbound],
+      [outbound, inbound],
+    ] as const) {
+      a.on("error", () => undefined);
+      // A pair goes down together only while it is alive: a quiet one stays open, as a connection to a vanished host does.
+      a.on("close", () => !dead.has(a) && b.destroy());
+    }
+    pairs.push([inbound, outbound]);
+  });
+  const pairs: [Socket, Socket][] = [];
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    quiet(on) {
+      quiet = on;
+      if (on) for (const pair of pairs.splice(0)) for (const s of pair) dead.add(s);
+    },
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** How `work` ended: its status code (or "resolved"), and when. */
+async function outcome(work: Promise<unknown>): Promise<{ code: Code | string; ms: number }> {
+  const started = performance.now();
+  return work.then(
+    () => ({ code: "resolved", ms: performance.now() - started }),
+    (err: unknown) => ({ code: err instanceof StatusError ? err.code : `not a StatusError: ${String(err)}`, ms: performance.now() - started }),
+  );
+}
+
+describe("a PostgreSQL server that stops answering mid-session", () => {
+  let postgres: PostgresServerHandle;
+  beforeAll(async () => {
+    postgres = await startPostgresServer();
+  }, 60_000);
+  afterAll(async () => {
+    await postgres?.stop();
+  });
+
+  it("fails a statement past its timeout as UNAVAILABLE and keeps the connection; a transaction may ask for another limit, and migrations have none", async () => {
+    const db = openPostgres(postgres.url, { poolSize: 1, statementTimeoutMs: 300 });
+    try {
+      const slow = await outcome(db.query("SELECT pg_sleep(2)"));
+      expect(slow.code).toBe(Code.UNAVAILABLE);
+      expect(slow.ms).toBeLessThan(1_500);
+      expect(await db.query("SELECT 1 AS one")).toEqual([{ one: 1 }]);
+      expect((await outcome(db.transaction((tx) => tx.query("SELECT pg_sleep(2)")))).code).toBe(Code.UNAVAILABLE);
+      await db.transaction((tx) => tx.query("SELECT pg_sleep(0.6)"), { statementTimeoutMs: 2_000 });
+      await migrate(db, [{ id: "quiet_0001_slow", sql: "SELECT pg_sleep(0.6)" }]);
+      // The limit asked for was the transaction's own.
+      expect((await outcome(db.query("SELECT pg_sleep(0.6)"))).code).toBe(Code.UNAVAILABLE);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("drops connections whose server went quiet, failing their statements as UNAVAILABLE, and serves again once it answers", async () => {
+    const proxy = await quietableProxy(new URL(postgres.url));
+    const url = new URL(postgres.url);
+    url.port = String(proxy.port);
+    const db = openPostgres(url.toString(), { poolSize: 2, statementTimeoutMs: 400, connectTimeoutMs: 300 });
+    try {
+      // Both pooled connections made and idle.
+      await Promise.all([db.query("SELECT 1"), db.query("SELECT 2")]);
+      expect(db.pool.totalCount).toBe(2);
+      proxy.quiet(true);
+      const results = await Promise.all([outcome(db.query("SELECT 1")), outcome(db.transaction((tx) => tx.query("SELECT 1"))), outcome(db.query("SELECT 3"))]);
+      for (const r of results) {
+        expect(r.code).toBe(Code.UNAVAILABLE);
+        // Each within the statement timeout and its grace (2 x 400 ms), or a connect timeout after that: nowhere near a kernel's quarter of an hour.
+        expect(r.ms).toBeLessThan(5_000);
+      }
+      proxy.quiet(false);
+      await expect.poll(() => db.query<{ one: number }>("SELECT 1 AS one").catch(() => []), { timeout: 10_000 }).toEqual([{ one: 1 }]);
+      await Promise.all([db.query("SELECT 1"), db.transaction((tx) => tx.query("SELECT 1"))]);
+    } finally {
+      await db.close();
+      await proxy.close();
+    }
+  });
+
+  it("counts the relay's lock as lost, and makes LISTEN again, when their server goes quiet", async () => {
+    const proxy = await quietableProxy(new URL(postgres.url));
+    const url = new URL(postgres.url);
+    url.port = String(proxy.port);
+    const db = openPostgres(url.toString(), { statementTimeoutMs: 400, connectTimeoutMs: 300, sessionCheckMs: 200 });
+    const direct = new pg.Client({ connectionString: postgres.url });
+    await direct.connect();
+    let heard = 0;
+    const unlisten = await db.listen("quiet_test", () => heard++);
+    try {
+      const lease = await db.tryLock(4242);
+      expect(lease).toBeDefined();
+      await direct.query("NOTIFY quiet_test");
+      await expect.poll(() => heard, { timeout: 5_000 }).toBe(1);
+      proxy.quiet(true);
+      const lost = await outcome(lease!.lost.then(() => undefined));
+      expect(lost.code).toBe("resolved");
+      // Asked every 200 ms, dropped after 400 ms without an answer.
+      expect(lost.ms).toBeLessThan(3_000);
+      proxy.quiet(false);
+      // LISTEN is made again on a new connection: a notification sent now is heard.
+      await expect
+        .poll(
+          async () => {
+            await direct.query("NOTIFY quiet_test");
+            return heard;
+          },
+          { timeout: 15_000, interval: 300 },
+        )
+        .toBeGreaterThan(1);
+      await lease!.release();
+    } finally {
+      await unlisten();
+      await direct.end();
+      await db.close();
+      await proxy.close();
+    }
+  });
+});
