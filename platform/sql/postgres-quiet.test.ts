@@ -88,6 +88,8 @@ describe("a PostgreSQL server that stops answering mid-session", () => {
       expect(slow.code).toBe(Code.UNAVAILABLE);
       expect(slow.ms).toBeLessThan(1_500);
       expect(await db.query("SELECT 1 AS one")).toEqual([{ one: 1 }]);
+      // The server probes the session, so one whose process vanished ends (and its locks go) within about 25 s.
+      expect(await db.query("SELECT current_setting('tcp_keepalives_idle') AS idle, current_setting('tcp_keepalives_count') AS count")).toEqual([{ idle: "10", count: "3" }]);
       expect((await outcome(db.transaction((tx) => tx.query("SELECT pg_sleep(2)")))).code).toBe(Code.UNAVAILABLE);
       await db.transaction((tx) => tx.query("SELECT pg_sleep(0.6)"), { statementTimeoutMs: 2_000 });
       await migrate(db, [{ id: "quiet_0001_slow", sql: "SELECT pg_sleep(0.6)" }]);

@@ -256,6 +256,9 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     // The kernel probes an idle connection after 10 s without traffic, so one whose server vanished is found in the end.
     keepAlive: true,
     keepAliveInitialDelayMillis: 10_000,
+    // And the server probes ours: a session whose process vanished (its host gone, a network cut) ends within about 25 s,
+    // its locks with it (the relay's lock above all), instead of after the system's default two hours. A URL's own `options` win.
+    options: "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3",
     ...(statementTimeoutMs > 0 && { statement_timeout: statementTimeoutMs, idle_in_transaction_session_timeout: statementTimeoutMs }),
   };
   // The timeout goes to each connection the pool makes, not to the pool: there it would also fail callers queued for a busy one.
