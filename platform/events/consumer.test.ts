@@ -230,6 +230,46 @@ describe("startConsumers", () => {
     await t.settled();
   });
 
+  it("counts attempts that failed, not deliveries: an event handed back untried at earlier stops still gets maxDeliver attempts", async () => {
+    const t = await setup("handedback", (event) => {
+      if (event.note === "flaky") throw new Error("not yet");
+    });
+    await t.stop();
+    await t.publish("flaky");
+    // Three deliveries handed back without being tried, as a stopping consumer hands back what it pulled ahead.
+    const raw = await bus.js.consumers.get(t.sample.stream.name, t.consumerSpec.durable);
+    for (let n = 1; n <= 3; n++) {
+      const msg = await raw.next({ expires: 5_000 });
+      expect(msg?.info.redeliveryCount).toBe(n);
+      msg!.nak();
+    }
+    await t.restart();
+    await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined);
+    // maxDeliver is 3 (the sample spec's): three attempts, not one.
+    expect(t.attempts.get("flaky")).toBe(3);
+    expect((await t.deadLetter())!.header.get("concord-dlq-delivery-count")).toBe("6");
+    await t.settled();
+    // Its count is forgotten once it is filed.
+    await eventually("its failures are forgotten", async () => (await t.db.query<{ n: number }>("SELECT count(*) AS n FROM event_failures"))[0].n === 0);
+  });
+
+  it("forgets an event's failed attempts once it is handled", async () => {
+    let fails = 2;
+    const t = await setup(
+      "recovers",
+      (event) => {
+        if (event.note === "twice" && fails-- > 0) throw new Error("not yet");
+      },
+      { backoffMs: [50], maxDeliver: 3 },
+    );
+    await t.publish("twice");
+    await eventually("the event is handled", async () => (await t.effects("twice")) === 1);
+    await t.settled();
+    expect(t.attempts.get("twice")).toBe(3);
+    expect((await t.db.query<{ n: number }>("SELECT count(*) AS n FROM event_failures"))[0].n).toBe(0);
+    expect(await t.deadLetter()).toBeUndefined();
+  });
+
   it("dead-letters an undecodable payload or a wrong ce-type at once; later events keep flowing", async () => {
     const t = await setup("garbage");
     const raw = (type: string, data: Uint8Array) => {

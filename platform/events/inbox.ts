@@ -2,9 +2,74 @@ import type { Logger } from "../log/index.js";
 import { checkOptions } from "../options/index.js";
 import { placeholderRows, sqlByRowCount, startRetention, type Database, type Migration, type Queryable, type Retention, type StagedWrites, type Transaction } from "../sql/index.js";
 import { eventHeaders } from "./cloud-events.js";
-import { headerValue, UnprocessableEventError, type DeliveryMiddleware } from "./delivery.js";
+import { headerValue, UnprocessableEventError, type Delivery, type DeliveryMiddleware } from "./delivery.js";
 
-/** The inbox table: one row per event a consumer has processed, committed with the handler's effects. */
+/**
+ * The failed attempts of each event a consumer has not yet handled, kept
+ * beside the inbox. JetStream's delivery count cannot say how many attempts
+ * failed: it grows too when nothing was tried, as when a stopping consumer
+ * hands back what it pulled ahead, and an event handed back at a few
+ * restarts in a row would be dead-lettered at its first failure.
+ */
+export const failedAttemptsMigrations: Migration[] = [
+  {
+    id: "events_0005_failed_attempts",
+    sqlite: `
+      CREATE TABLE event_failures (
+        consumer   TEXT    NOT NULL,
+        event_id   TEXT    NOT NULL,
+        failures   INTEGER NOT NULL,
+        failed_at  INTEGER NOT NULL,
+        PRIMARY KEY (consumer, event_id)
+      ) WITHOUT ROWID;
+    `,
+    postgres: `
+      CREATE TABLE event_failures (
+        consumer   TEXT   NOT NULL,
+        event_id   TEXT   NOT NULL,
+        failures   INTEGER NOT NULL,
+        failed_at  BIGINT NOT NULL,
+        PRIMARY KEY (consumer, event_id)
+      );
+    `,
+  },
+];
+
+/** The event's id when it can key the table; otherwise its failures are counted by deliveries. */
+function failureKeyOf(delivery: Delivery): string | undefined {
+  const id = headerValue(delivery.headers, eventHeaders.id);
+  return eventIdProblem(id) === undefined ? id : undefined;
+}
+
+/**
+ * Counts a failed attempt at `delivery` (in `q`, the transaction that
+ * settles it, or one of its own) and resolves with the number of its
+ * attempts that have failed, this one included.
+ */
+export async function countFailure(q: Queryable, delivery: Delivery): Promise<number> {
+  const id = failureKeyOf(delivery);
+  if (id === undefined) return delivery.deliveryCount;
+  const [row] = await q.query<{ failures: number }>(
+    `INSERT INTO event_failures (consumer, event_id, failures, failed_at) VALUES ($1, $2, 1, $3)
+     ON CONFLICT (consumer, event_id) DO UPDATE SET failures = event_failures.failures + 1, failed_at = $3
+     RETURNING failures`,
+    [delivery.consumer, id, Date.now()],
+  );
+  return Number(row.failures);
+}
+
+/**
+ * Forgets the failures of an event that is settled for good (handled, or
+ * dead-lettered). Only a redelivered event can have any, so a first
+ * delivery costs no statement.
+ */
+export async function forgetFailures(q: Queryable, delivery: Delivery): Promise<void> {
+  if (delivery.deliveryCount <= 1) return;
+  const id = failureKeyOf(delivery);
+  if (id !== undefined) await q.run("DELETE FROM event_failures WHERE consumer = $1 AND event_id = $2", [delivery.consumer, id]);
+}
+
+/** The inbox table: one row per event a consumer has processed, committed with the handler's effects; and the failures table. */
 export const inboxMigrations: Migration[] = [
   {
     id: "events_0002_inbox",
@@ -31,6 +96,7 @@ export const inboxMigrations: Migration[] = [
     sqlite: "CREATE INDEX event_inbox_processed_at ON event_inbox (processed_at);",
     postgres: "CREATE INDEX event_inbox_processed_at ON event_inbox (processed_at);",
   },
+  ...failedAttemptsMigrations,
 ];
 
 /** Seven days: see inboxRetention. */

@@ -1,5 +1,6 @@
 import type { Logger } from "../log/index.js";
 import { BatchConflictError, UnprocessableEventError, type DeliveryMiddleware } from "./delivery.js";
+import { countFailure, forgetFailures } from "./inbox.js";
 
 export interface RetryOptions {
   /** Attempts in all; the error of the last one propagates (to the dead letter middleware). */
@@ -12,27 +13,36 @@ export interface RetryOptions {
 /**
  * Turns a failed attempt into a delayed redelivery (a nak with delay) while
  * attempts remain. Unprocessable events, batch conflicts and the last
- * attempt's failure are passed on unchanged.
+ * attempt's failure are passed on unchanged. Attempts are the failures
+ * counted in the database (failed-attempts.ts), with the settlement: a
+ * delivery handed back without being tried (a consumer stopping) is not one.
  */
 export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
   const { maxDeliver, backoffMs, logger } = options;
   return (next) => async (delivery, tx) => {
+    let settlement;
     try {
-      return await next(delivery, tx);
+      settlement = await next(delivery, tx);
     } catch (err) {
-      if (err instanceof UnprocessableEventError || err instanceof BatchConflictError || delivery.deliveryCount >= maxDeliver) throw err;
-      const delayMs = backoffDelay(backoffMs, delivery.deliveryCount);
+      if (err instanceof UnprocessableEventError || err instanceof BatchConflictError) throw err;
+      const attempt = await countFailure(tx, delivery);
+      // The last: dead-lettered. Its count is forgotten once the dead letter is filed; a filing that fails brings the event back, to be tried and decided again.
+      if (attempt >= maxDeliver) throw err;
+      const delayMs = backoffDelay(backoffMs, attempt);
       logger.warn(
-        { err, consumer: delivery.consumer, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, maxDeliver, retryInMs: delayMs },
+        { err, consumer: delivery.consumer, streamSequence: delivery.streamSequence, attempt, deliveryCount: delivery.deliveryCount, maxDeliver, retryInMs: delayMs },
         "event handler failed; retrying",
       );
       return { kind: "retry", delayMs };
     }
+    // Only a redelivered event can have failed before.
+    if (delivery.deliveryCount > 1) await forgetFailures(tx, delivery);
+    return settlement;
   };
 }
 
-/** The delay after attempt `deliveryCount` (1-based): its entry, or the last one repeated. */
-export function backoffDelay(backoffMs: readonly number[], deliveryCount: number): number {
+/** The delay after failed attempt `attempt` (1-based): its entry, or the last one repeated. */
+export function backoffDelay(backoffMs: readonly number[], attempt: number): number {
   if (backoffMs.length === 0) return 0;
-  return backoffMs[Math.min(Math.max(deliveryCount, 1), backoffMs.length) - 1];
+  return backoffMs[Math.min(Math.max(attempt, 1), backoffMs.length) - 1];
 }
