@@ -254,6 +254,6 @@ export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<Scen
 
 export const saga: Scenario = {
   name: "saga",
-  summary: "orders/s CreateOrder -> CONFIRMED (closed loop) and latency at a fixed offered load (open loop), PENDING left",
+  summary: "orders/s CreateOrder -> CONFIRMED (closed loop) and latency at a fixed offered load (open loop), PENDING left; the same loads on two bare stand-ins (same messages, no database) as the baseline",
   run: (ctx: BenchContext) => measureSaga(ctx, { scenario: "4 Saga", prefix: "saga", rate: ctx.options.sagaRate, judged: true }),
 };
