@@ -81,23 +81,54 @@ describe("a PostgreSQL server that stops answering mid-session", () => {
     await postgres?.stop();
   });
 
-  it("fails a statement past its timeout as UNAVAILABLE and keeps the connection; a transaction may ask for another limit, and migrations have none", async () => {
+  it("fails a statement past its timeout as DEADLINE_EXCEEDED on the same connection; a transaction may ask for another limit, and migrations have none", async () => {
     const db = openPostgres(postgres.url, { poolSize: 1, statementTimeoutMs: 300 });
+    const backend = async () => (await db.query<{ pid: number }>("SELECT pg_backend_pid() AS pid"))[0].pid;
     try {
+      const pid = await backend();
       const slow = await outcome(db.query("SELECT pg_sleep(2)"));
-      expect(slow.code).toBe(Code.UNAVAILABLE);
+      // The database answers: a consumer counts this as a failed attempt rather than waiting for the database.
+      expect(slow.code).toBe(Code.DEADLINE_EXCEEDED);
       expect(slow.ms).toBeLessThan(1_500);
-      expect(await db.query("SELECT 1 AS one")).toEqual([{ one: 1 }]);
+      expect(await backend()).toBe(pid);
       // The server probes the session, so one whose process vanished ends (and its locks go) within about 25 s.
       expect(await db.query("SELECT current_setting('tcp_keepalives_idle') AS idle, current_setting('tcp_keepalives_count') AS count")).toEqual([{ idle: "10", count: "3" }]);
-      expect((await outcome(db.transaction((tx) => tx.query("SELECT pg_sleep(2)")))).code).toBe(Code.UNAVAILABLE);
+      expect((await outcome(db.transaction((tx) => tx.query("SELECT pg_sleep(2)")))).code).toBe(Code.DEADLINE_EXCEEDED);
       await db.transaction((tx) => tx.query("SELECT pg_sleep(0.6)"), { statementTimeoutMs: 2_000 });
+      // Without a limit, a pause between statements longer than the default's is allowed too.
+      await db.transaction(
+        async (tx) => {
+          await tx.query("SELECT 1");
+          await new Promise((resolve) => setTimeout(resolve, 700));
+          await tx.query("SELECT 2");
+        },
+        { statementTimeoutMs: 0 },
+      );
       await migrate(db, [{ id: "quiet_0001_slow", sql: "SELECT pg_sleep(0.6)" }]);
       // The limit asked for was the transaction's own.
-      expect((await outcome(db.query("SELECT pg_sleep(0.6)"))).code).toBe(Code.UNAVAILABLE);
+      expect((await outcome(db.query("SELECT pg_sleep(0.6)"))).code).toBe(Code.DEADLINE_EXCEEDED);
+      // Statements sent together in one transaction each have their whole time to be answered (it starts when each is sent).
+      await db.transaction((tx) => Promise.all([1, 2, 3, 4].map(() => tx.query("SELECT pg_sleep(0.2)"))));
     } finally {
       await db.close();
     }
+  });
+
+  it("takes the URL's statement_timeout as the limit and its options after the platform's own", async () => {
+    const url = new URL(postgres.url);
+    url.searchParams.set("statement_timeout", "1500");
+    url.searchParams.set("options", "-c search_path=from_url -c tcp_keepalives_count=4");
+    const db = openPostgres(url.toString(), { poolSize: 1 });
+    try {
+      await db.query("SELECT pg_sleep(0.8)");
+      expect((await outcome(db.query("SELECT pg_sleep(3)"))).code).toBe(Code.DEADLINE_EXCEEDED);
+      expect(await db.query("SELECT current_setting('search_path') AS path, current_setting('tcp_keepalives_idle') AS idle, current_setting('tcp_keepalives_count') AS count")).toEqual([
+        { path: "from_url", idle: "10", count: "4" },
+      ]);
+    } finally {
+      await db.close();
+    }
+    expect(() => openPostgres(postgres.url, { sessionCheckMs: 0 })).toThrow(/sessionCheckMs must be a whole number of ms above 0/);
   });
 
   it("drops connections whose server went quiet, failing their statements as UNAVAILABLE, and serves again once it answers", async () => {

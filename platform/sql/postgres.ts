@@ -100,18 +100,25 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   const code = typeof raw === "string" ? raw : "";
   const message = err instanceof Error ? err.message : "";
   return (
-    // 57014: a statement cancelled (its statement_timeout passed, or an operator cancelled it); 25P03: the session ended after
-    // idling in a transaction past idle_in_transaction_session_timeout.
-    ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "57P01", "57P02", "57P03", "53300", "57014", "25P03"].includes(code) ||
+    // 25P03: the server ended the session after it idled in a transaction past idle_in_transaction_session_timeout.
+    ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "57P01", "57P02", "57P03", "53300", "25P03"].includes(code) ||
     code.startsWith("08") ||
     // "timeout expired": no answer within the connect timeout (PostgresOptions.connectTimeoutMs).
     /Connection terminated|connection is closed|Client has encountered a connection error|^timeout expired$/i.test(message)
   );
 }
 
-/** A database that cannot be reached is UNAVAILABLE to callers (a StatusError), with the driver's error as its cause. */
+/**
+ * A database that cannot be reached is UNAVAILABLE to callers (a StatusError),
+ * with the driver's error as its cause; a statement the server cancelled at
+ * its statement_timeout is DEADLINE_EXCEEDED: the database answers, so a
+ * consumer counts it as a failed attempt rather than waiting for the
+ * database, and the connection is kept.
+ */
 function unavailable(err: unknown): unknown {
-  if (err instanceof StatusError || !isDatabaseUnavailable(err)) return err;
+  if (err instanceof StatusError) return err;
+  if (codeOf(err) === "57014") return new StatusError(Code.DEADLINE_EXCEEDED, `the database cancelled a statement: ${(err as Error).message}`, { cause: err });
+  if (!isDatabaseUnavailable(err)) return err;
   return StatusError.unavailable("the database is unavailable; try again shortly", err);
 }
 
@@ -157,8 +164,13 @@ class ClientRunner implements StatementRunner {
   async run(sql: string, params?: readonly SqlValue[]): Promise<number> {
     return (await this.send(sql, params)).rowCount ?? 0;
   }
-  private async send(sql: string, params: readonly SqlValue[] | undefined): Promise<pg.QueryResult> {
-    return await answered(this.client, this.answerWithinMs, () => this.client.query({ text: sql, values: params?.map(toPostgres) as unknown[] | undefined }));
+  /** The statement before, settled: each waits for it, so its time to be answered starts when it is sent, not when queued. */
+  private previous: Promise<unknown> = Promise.resolve();
+  private send(sql: string, params: readonly SqlValue[] | undefined): Promise<pg.QueryResult> {
+    const sent = () => answered(this.client, this.answerWithinMs, () => this.client.query({ text: sql, values: params?.map(toPostgres) as unknown[] | undefined }));
+    const result = this.previous.then(sent, sent);
+    this.previous = result.catch(() => undefined);
+    return result;
   }
 }
 
@@ -244,12 +256,14 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   // The process shows in pg_stat_activity by its pid: which instance holds what lock.
   const applicationName = `concord pid ${process.pid}`;
   const pg = loadDriver();
-  const statementTimeoutMs = options.statementTimeoutMs ?? 30_000;
+  const settings = sessionSettings(url);
+  const statementTimeoutMs = options.statementTimeoutMs ?? settings.statementTimeoutMs ?? 30_000;
   if (!(Number.isInteger(statementTimeoutMs) && statementTimeoutMs >= 0)) throw new Error(`openPostgres: statementTimeoutMs must be a whole number of ms, 0 or more, got ${statementTimeoutMs}`);
   const answerWithin = (ms: number): number | undefined => (ms === 0 ? undefined : ms + Math.min(answerGraceMs, ms));
   const sessionCheckMs = options.sessionCheckMs ?? 5_000;
+  if (!(Number.isInteger(sessionCheckMs) && sessionCheckMs > 0)) throw new Error(`openPostgres: sessionCheckMs must be a whole number of ms above 0, got ${sessionCheckMs}`);
   const clientConfig = {
-    connectionString: url,
+    connectionString: settings.url,
     types,
     application_name: applicationName,
     connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
@@ -257,8 +271,9 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     keepAlive: true,
     keepAliveInitialDelayMillis: 10_000,
     // And the server probes ours: a session whose process vanished (its host gone, a network cut) ends within about 25 s,
-    // its locks with it (the relay's lock above all), instead of after the system's default two hours. A URL's own `options` win.
-    options: "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3",
+    // its locks with it (the relay's lock above all), instead of after the system's default two hours. Options of the
+    // URL's `options` or PGOPTIONS come after these, so theirs win.
+    options: ["-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3", settings.options].filter(Boolean).join(" "),
     ...(statementTimeoutMs > 0 && { statement_timeout: statementTimeoutMs, idle_in_transaction_session_timeout: statementTimeoutMs }),
   };
   // The timeout goes to each connection the pool makes, not to the pool: there it would also fail callers queued for a busy one.
@@ -330,7 +345,10 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     try {
       try {
         await tx.run("BEGIN");
-        if (timeoutMs !== statementTimeoutMs) await tx.run(`SET LOCAL statement_timeout = ${timeoutMs}`);
+        if (timeoutMs !== statementTimeoutMs) {
+          await tx.run(`SET LOCAL statement_timeout = ${timeoutMs}`);
+          await tx.run(`SET LOCAL idle_in_transaction_session_timeout = ${timeoutMs}`);
+        }
       } catch (err) {
         broken = err;
         throw err;
@@ -464,6 +482,30 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
       return closed;
     },
   };
+}
+
+/**
+ * What a connection URL says of the session besides where it goes: its
+ * `options` (or else PGOPTIONS, which node-postgres reads only when no
+ * options are given), to be sent after the platform's own, and its
+ * `statement_timeout`, which then is the statement timeout (the one the
+ * connection is dropped after too). The URL is returned without them.
+ */
+function sessionSettings(url: string): { url: string; options?: string; statementTimeoutMs?: number } {
+  const query = url.indexOf("?");
+  if (query < 0) return { url, ...(process.env.PGOPTIONS && { options: process.env.PGOPTIONS }) };
+  const params = new URLSearchParams(url.slice(query + 1));
+  const options = params.get("options") ?? process.env.PGOPTIONS ?? undefined;
+  const timeout = params.get("statement_timeout");
+  let statementTimeoutMs: number | undefined;
+  if (timeout !== null) {
+    statementTimeoutMs = Number(timeout);
+    if (!(Number.isInteger(statementTimeoutMs) && statementTimeoutMs >= 0)) throw new Error(`openPostgres: the URL's statement_timeout must be a whole number of ms, 0 or more, got ${JSON.stringify(timeout)}`);
+  }
+  params.delete("options");
+  params.delete("statement_timeout");
+  const rest = params.toString();
+  return { url: url.slice(0, query) + (rest ? `?${rest}` : ""), ...(options && { options }), ...(statementTimeoutMs !== undefined && { statementTimeoutMs }) };
 }
 
 /** A connection URL without its password, for logs. */
