@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,18 +21,21 @@ export interface FreePortOptions {
  * outgoing connection could take it before the process it was meant for
  * listens on it. Reserved for every process on this machine that asks here
  * (test workers run side by side, and a process may take seconds to listen
- * on the port it was given): never handed out again within
- * `reservationMs`, by this process or another.
+ * on the port it was given): not handed out again for 10 to 20 minutes, by
+ * this process or another. Where the reservations' directory cannot be
+ * used (another user's), only this process's own are kept.
  */
 export async function freePort(options: FreePortOptions = {}): Promise<number> {
   const offsets = [0, ...(options.alsoFree ?? [])];
-  const span = Math.max(...offsets);
-  const below = ephemeralPortsStart() - span;
-  for (;;) {
+  const below = ephemeralPortsStart() - Math.max(...offsets);
+  if (below <= 10_000) throw new Error(`freePort: offsets up to ${Math.max(...offsets)} leave no port below the ephemeral range`);
+  for (let tries = 1; ; tries++) {
     const port = 10_000 + Math.floor(Math.random() * (below - 10_000));
     const ports = offsets.map((offset) => port + offset);
-    if (!ports.every(reserve)) continue;
-    if ((await Promise.all(ports.map(canListen))).every(Boolean)) return port;
+    if (reserveAll(ports) && (await Promise.all(ports.map(canListen))).every(Boolean)) return port;
+    if (tries >= 5_000) throw new Error(`freePort: no free port found in ${tries} tries (every one taken or reserved; reservations in ${reservations})`);
+    // Let the event loop turn (timers, a test's timeout) while the range is crowded.
+    if (tries % 50 === 0) await new Promise((resolve) => setImmediate(resolve));
   }
 }
 
@@ -43,39 +46,87 @@ export async function freePort(options: FreePortOptions = {}): Promise<number> {
  */
 const reservationMs = 10 * 60_000;
 const reservations = join(tmpdir(), "concord-free-ports");
+/** Ports this process handed out: the only reservations when the shared directory cannot be used. */
+const handedOut = new Set<number>();
 
-/**
- * Takes `port` for this process unless it was taken in this period or the one
- * before: a file per port and period, made with O_EXCL, so two processes
- * asking at once cannot both get it. Files of older periods are removed
- * (they no longer reserve anything).
- */
-function reserve(port: number): boolean {
-  const period = Math.floor(Date.now() / reservationMs);
-  if (period !== sweptPeriod) sweep(period);
-  try {
-    closeSync(openSync(join(reservations, `${port}.${period - 1}`), "r"));
-    return false; // reserved in the period before
-  } catch {
-    // not reserved then
+/** Reserves every one of `ports`, or none. */
+function reserveAll(ports: readonly number[]): boolean {
+  const taken: number[] = [];
+  for (const port of ports) {
+    if (!reserve(port)) {
+      for (const p of taken) release(p);
+      return false;
+    }
+    taken.push(port);
   }
-  try {
-    closeSync(openSync(join(reservations, `${port}.${period}`), "wx"));
-    return true;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "EEXIST") return false;
-    throw new Error(`cannot reserve a free port in ${reservations}: ${(error as Error).message}`);
-  }
+  return true;
 }
 
+/**
+ * Takes `port` for this process unless it is reserved: a file per port and
+ * period, made with O_EXCL, so two processes asking at once cannot both get
+ * it; then the periods either side are looked at, so two that ask across a
+ * period's end cannot both get it either (both may lose, and try another).
+ */
+function reserve(port: number): boolean {
+  if (handedOut.has(port)) return false;
+  const period = Math.floor(Date.now() / reservationMs);
+  if (shared && period !== sweptPeriod) sweep(period);
+  if (shared) {
+    try {
+      closeSync(openSync(fileOf(port, period), "wx"));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "EEXIST") return false;
+      shared = false; // not ours to use: reserve in this process only
+    }
+  }
+  if (shared && (existsSync(fileOf(port, period - 1)) || existsSync(fileOf(port, period + 1)))) {
+    rmSync(fileOf(port, period), { force: true });
+    return false;
+  }
+  handedOut.add(port);
+  reservedIn.set(port, period);
+  return true;
+}
+
+/** Gives back a port `reserve` took but that is not handed out after all. */
+function release(port: number): void {
+  handedOut.delete(port);
+  const period = reservedIn.get(port);
+  reservedIn.delete(port);
+  if (shared && period !== undefined) rmSync(fileOf(port, period), { force: true });
+}
+
+const fileOf = (port: number, period: number) => join(reservations, `${port}.${period}`);
+const reservedIn = new Map<number, number>();
+let shared = true;
 let sweptPeriod: number | undefined;
 
+/** Makes the directory (open to every user, as /tmp is) and removes reservations of periods that no longer count. */
 function sweep(period: number): void {
-  mkdirSync(reservations, { recursive: true, mode: 0o1777 });
-  for (const name of readdirSync(reservations)) {
-    if (Number(name.split(".")[1]) < period - 1) rmSync(join(reservations, name), { force: true });
-  }
   sweptPeriod = period;
+  try {
+    mkdirSync(reservations, { recursive: true });
+    // mkdir's mode is cut by the umask; the owner opens it to all (sticky: each removes only its own).
+    chmodSync(reservations, 0o1777);
+  } catch {
+    // made by another user: theirs to open
+  }
+  let names: string[] = [];
+  try {
+    names = readdirSync(reservations);
+  } catch {
+    shared = false;
+    return;
+  }
+  for (const name of names) {
+    if (Number(name.split(".")[1]) >= period - 1) continue;
+    try {
+      rmSync(join(reservations, name), { force: true });
+    } catch {
+      // another user's, in a sticky directory: it reserves nothing any more, and its owner removes it
+    }
+  }
 }
 
 /** The first port of the OS's range for outgoing connections (Linux's ip_local_port_range), 32768 when unknown. */
