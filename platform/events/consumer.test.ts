@@ -249,25 +249,23 @@ describe("startConsumers", () => {
     expect(t.attempts.get("flaky")).toBe(3);
     expect((await t.deadLetter())!.header.get("concord-dlq-delivery-count")).toBe("6");
     await t.settled();
-    // Its count is forgotten once it is filed.
-    await eventually("its failures are forgotten", async () => (await t.db.query<{ n: number }>("SELECT count(*) AS n FROM event_failures"))[0].n === 0);
+    // A replay from the dead letter stream is a new message: its attempts start again from none.
+    expect(await t.db.query("SELECT stream_sequence, failures FROM event_failures")).toEqual([{ stream_sequence: expect.any(Number), failures: 3 }]);
   });
 
-  it("forgets an event's failed attempts once it is handled", async () => {
-    let fails = 2;
-    const t = await setup(
-      "recovers",
-      (event) => {
-        if (event.note === "twice" && fails-- > 0) throw new Error("not yet");
-      },
-      { backoffMs: [50], maxDeliver: 3 },
-    );
-    await t.publish("twice");
-    await eventually("the event is handled", async () => (await t.effects("twice")) === 1);
+  it("counts the attempts of each message apart: the same event published again starts from none", async () => {
+    const t = await setup("republished", (event) => {
+      if (event.note === "again") throw new Error("never");
+    });
+    const first = await t.publish("again");
+    await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined);
+    expect(t.attempts.get("again")).toBe(3);
+    // Published again with the same ce-id (past JetStream's duplicate window, or a replay of its dead letter): three attempts again.
+    const stored = await bus.jsm.streams.getMessage(t.sample.stream.name, { seq: first.streamSequence });
+    await bus.js.publish(stored.subject, stored.data, { headers: stored.header, msgID: `${first.eventId}-again` });
+    await eventually("the copy is tried three times", async () => t.attempts.get("again") === 6);
     await t.settled();
-    expect(t.attempts.get("twice")).toBe(3);
-    expect((await t.db.query<{ n: number }>("SELECT count(*) AS n FROM event_failures"))[0].n).toBe(0);
-    expect(await t.deadLetter()).toBeUndefined();
+    expect((await t.db.query<{ failures: number }>("SELECT failures FROM event_failures ORDER BY stream_sequence")).map((r) => r.failures)).toEqual([3, 3]);
   });
 
   it("dead-letters an undecodable payload or a wrong ce-type at once; later events keep flowing", async () => {
@@ -743,6 +741,29 @@ describe("startConsumers", () => {
       const info = await bus.jsm.consumers.info(t.sample.stream.name, t.consumerSpec.durable);
       return info.num_pending === 0 && info.num_ack_pending === 0;
     });
+  });
+
+  it("decides nothing on an event whose own transaction fails while its failure cannot be counted either: tried again until it can", async () => {
+    let badRuns = 0;
+    const t = await consumerOf(
+      "nocount",
+      { maxDeliver: 2, backoffMs: [100] },
+      async (event, context) => {
+        if (event.note !== "bad") return;
+        badRuns++;
+        await context.tx.run("INSERT INTO orphans (parent) VALUES ('none')");
+      },
+      { migrations: [{ id: "test_0002_orphans", sql: "CREATE TABLE parents (id TEXT PRIMARY KEY);\nCREATE TABLE orphans (parent TEXT NOT NULL REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)" }] },
+    );
+    await t.db.run("CREATE TRIGGER no_counts BEFORE INSERT ON event_failures BEGIN SELECT RAISE(ABORT, 'no room for counts'); END");
+    await t.publish("bad");
+    await t.start();
+    // JetStream's delivery count passes maxDeliver; with no count of its own, the event is not dead-lettered on it.
+    await eventually("the event was tried several times", async () => badRuns >= 8);
+    expect(await t.deadLetter()).toBeUndefined();
+    await t.db.run("DROP TRIGGER no_counts");
+    await eventually("the event is dead-lettered once its failures are counted", async () => (await t.deadLetter()) !== undefined);
+    expect((await t.db.query<{ failures: number }>("SELECT failures FROM event_failures")).map((r) => r.failures)).toEqual([2]);
   });
 
   it("redelivers with the backoff, then dead-letters, an event the pipeline itself fails on (a middleware that throws)", async () => {

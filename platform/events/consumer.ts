@@ -8,7 +8,7 @@ import { deadLetterPrefix, deadLetterStreamSpec, fileDeadLetter, reasonOf } from
 import { BatchConflictError, headerValue, SavepointNeededError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 import type { ConsumerBinding } from "./event-handler.js";
 import { receivedHeaders } from "./nats-internals.js";
-import { countFailure, createBatchClaims, createInbox, eventIdProblem, forgetFailures, type BatchClaims } from "./inbox.js";
+import { countFailure, createBatchClaims, createInbox, eventIdProblem, type BatchClaims } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
 import { consumerPipeline } from "./pipeline.js";
 import { createPullIntake, type PullIntake } from "./pull-intake.js";
@@ -288,16 +288,18 @@ async function answers(db: Database): Promise<boolean> {
 
 /**
  * An event whose transaction failed on its own, the database answering:
- * its failure counted in a transaction of its own (by deliveries when even
- * that fails), retried with the spec's backoff, dead-lettered at its last attempt.
+ * its failure counted in a transaction of its own, retried with the spec's
+ * backoff, dead-lettered at its last attempt. When even the count cannot be
+ * written, nothing is decided: the event is tried again after the backoff's
+ * first pause (its delivery count is no measure of its attempts).
  */
 async function failedAttempt(msg: JsMsg, delivery: Delivery, err: unknown, step: BatchStep, filing: Promise<void>[]): Promise<void> {
-  const attempt = await step.db.transaction((tx) => countFailure(tx, delivery)).catch(() => delivery.deliveryCount);
-  if (attempt >= step.maxDeliver) {
+  const attempt = step.maxDeliver <= 1 ? 1 : await step.db.transaction((tx) => countFailure(tx, delivery)).catch(() => undefined);
+  if (attempt !== undefined && attempt >= step.maxDeliver) {
     filing.push(fileThenAck(msg, delivery, { kind: "deadLetter", reason: `its transaction failed: ${reasonOf(err)}` }, step));
     return;
   }
-  const retryInMs = backoffDelay(step.backoffMs, attempt);
+  const retryInMs = backoffDelay(step.backoffMs, attempt ?? 1);
   step.logger.warn({ err, streamSequence: delivery.streamSequence, attempt, deliveryCount: delivery.deliveryCount, maxDeliver: step.maxDeliver, retryInMs }, "the event's transaction failed; retrying");
   step.intake.settle(msg, { kind: "retry", delayMs: retryInMs });
 }
@@ -404,6 +406,4 @@ async function fileThenAck(msg: JsMsg, delivery: Delivery, settlement: Extract<S
   // Filed before (the ack of that filing was lost, or its process died before acking): counted then, not again.
   if (!duplicate) settlement.filed?.();
   intake.settle(msg, { kind: "ack" });
-  // Its failures are done with (one left behind by a database away now is a row that nothing reads again).
-  await step.db.transaction((tx) => forgetFailures(tx, delivery)).catch(() => undefined);
 }

@@ -5,41 +5,45 @@ import { eventHeaders } from "./cloud-events.js";
 import { headerValue, UnprocessableEventError, type Delivery, type DeliveryMiddleware } from "./delivery.js";
 
 /**
- * The failed attempts of each event a consumer has not yet handled, kept
+ * The failed attempts at each message a consumer has not yet settled, kept
  * beside the inbox. JetStream's delivery count cannot say how many attempts
  * failed: it grows too when nothing was tried, as when a stopping consumer
  * hands back what it pulled ahead, and an event handed back at a few
- * restarts in a row would be dead-lettered at its first failure.
+ * restarts in a row would be dead-lettered at its first failure. A row is
+ * one message (its stream sequence; a consumer reads one stream) and its
+ * event id (a stream made again numbers from 1 again): an event replayed
+ * from the dead letter stream, or published again, is a new message and
+ * starts from none. Rows are not deleted when their message is settled
+ * (that would cost every redelivery a statement); the inbox's retention
+ * removes them after as long as it keeps inbox rows.
  */
 export const failedAttemptsMigrations: Migration[] = [
   {
     id: "events_0005_failed_attempts",
     sqlite: `
       CREATE TABLE event_failures (
-        consumer   TEXT    NOT NULL,
-        event_id   TEXT    NOT NULL,
-        failures   INTEGER NOT NULL,
-        failed_at  INTEGER NOT NULL,
-        PRIMARY KEY (consumer, event_id)
+        consumer        TEXT    NOT NULL,
+        stream_sequence INTEGER NOT NULL,
+        event_id        TEXT    NOT NULL,
+        failures        INTEGER NOT NULL,
+        failed_at       INTEGER NOT NULL,
+        PRIMARY KEY (consumer, stream_sequence, event_id)
       ) WITHOUT ROWID;
+      CREATE INDEX event_failures_failed_at ON event_failures (failed_at);
     `,
     postgres: `
       CREATE TABLE event_failures (
-        consumer   TEXT   NOT NULL,
-        event_id   TEXT   NOT NULL,
-        failures   INTEGER NOT NULL,
-        failed_at  BIGINT NOT NULL,
-        PRIMARY KEY (consumer, event_id)
+        consumer        TEXT    NOT NULL,
+        stream_sequence BIGINT  NOT NULL,
+        event_id        TEXT    NOT NULL,
+        failures        INTEGER NOT NULL,
+        failed_at       BIGINT  NOT NULL,
+        PRIMARY KEY (consumer, stream_sequence, event_id)
       );
+      CREATE INDEX event_failures_failed_at ON event_failures (failed_at);
     `,
   },
 ];
-
-/** The event's id when it can key the table; otherwise its failures are counted by deliveries. */
-function failureKeyOf(delivery: Delivery): string | undefined {
-  const id = headerValue(delivery.headers, eventHeaders.id);
-  return eventIdProblem(id) === undefined ? id : undefined;
-}
 
 /**
  * Counts a failed attempt at `delivery` (in `q`, the transaction that
@@ -47,26 +51,13 @@ function failureKeyOf(delivery: Delivery): string | undefined {
  * attempts that have failed, this one included.
  */
 export async function countFailure(q: Queryable, delivery: Delivery): Promise<number> {
-  const id = failureKeyOf(delivery);
-  if (id === undefined) return delivery.deliveryCount;
   const [row] = await q.query<{ failures: number }>(
-    `INSERT INTO event_failures (consumer, event_id, failures, failed_at) VALUES ($1, $2, 1, $3)
-     ON CONFLICT (consumer, event_id) DO UPDATE SET failures = event_failures.failures + 1, failed_at = $3
+    `INSERT INTO event_failures (consumer, stream_sequence, event_id, failures, failed_at) VALUES ($1, $2, $3, 1, $4)
+     ON CONFLICT (consumer, stream_sequence, event_id) DO UPDATE SET failures = event_failures.failures + 1, failed_at = $4
      RETURNING failures`,
-    [delivery.consumer, id, Date.now()],
+    [delivery.consumer, delivery.streamSequence, headerValue(delivery.headers, eventHeaders.id) ?? "", Date.now()],
   );
   return Number(row.failures);
-}
-
-/**
- * Forgets the failures of an event that is settled for good (handled, or
- * dead-lettered). Only a redelivered event can have any, so a first
- * delivery costs no statement.
- */
-export async function forgetFailures(q: Queryable, delivery: Delivery): Promise<void> {
-  if (delivery.deliveryCount <= 1) return;
-  const id = failureKeyOf(delivery);
-  if (id !== undefined) await q.run("DELETE FROM event_failures WHERE consumer = $1 AND event_id = $2", [delivery.consumer, id]);
 }
 
 /** The inbox table: one row per event a consumer has processed, committed with the handler's effects; and the failures table. */
@@ -113,8 +104,8 @@ export interface InboxRetentionOptions {
 }
 
 /**
- * Forgets processed events once they are older than `retentionMs`, so the
- * inbox does not grow for ever. An event delivered again after its row is
+ * Forgets processed events (and counts of failed attempts) once they are
+ * older than `retentionMs`, so the inbox does not grow for ever. An event delivered again after its row is
  * gone is processed again, so the retention must outlast every way an event
  * comes twice: redeliveries and retries take minutes at most, but an event
  * that an outbox relay published just before its process died is published
@@ -123,15 +114,14 @@ export interface InboxRetentionOptions {
 export function inboxRetention(options: InboxRetentionOptions): Retention {
   checkOptions("inboxRetention", options, ["db", "retentionMs", "logger", "intervalMs"]);
   const { db, logger, intervalMs } = options;
-  return startRetention({
-    db,
-    name: "inbox",
-    table: "event_inbox",
-    timeColumn: "processed_at",
-    retentionMs: options.retentionMs ?? defaultInboxRetentionMs,
-    logger,
-    ...(intervalMs !== undefined && { intervalMs }),
-  });
+  const common = { db, retentionMs: options.retentionMs ?? defaultInboxRetentionMs, logger, ...(intervalMs !== undefined && { intervalMs }) };
+  const processed = startRetention({ ...common, name: "inbox", table: "event_inbox", timeColumn: "processed_at" });
+  // Counts of failed attempts go with them: their messages were settled long before.
+  const failures = startRetention({ ...common, name: "failed attempts", table: "event_failures", timeColumn: "failed_at" });
+  return {
+    prune: async () => (await processed.prune()) + (await failures.prune()),
+    stop: async () => void (await Promise.all([processed.stop(), failures.stop()])),
+  };
 }
 
 /**

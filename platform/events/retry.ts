@@ -1,6 +1,6 @@
 import type { Logger } from "../log/index.js";
 import { BatchConflictError, UnprocessableEventError, type DeliveryMiddleware } from "./delivery.js";
-import { countFailure, forgetFailures } from "./inbox.js";
+import { countFailure } from "./inbox.js";
 
 export interface RetryOptions {
   /** Attempts in all; the error of the last one propagates (to the dead letter middleware). */
@@ -14,19 +14,19 @@ export interface RetryOptions {
  * Turns a failed attempt into a delayed redelivery (a nak with delay) while
  * attempts remain. Unprocessable events, batch conflicts and the last
  * attempt's failure are passed on unchanged. Attempts are the failures
- * counted in the database (failed-attempts.ts), with the settlement: a
+ * counted in the database (countFailure, inbox.ts), with the settlement: a
  * delivery handed back without being tried (a consumer stopping) is not one.
  */
 export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
   const { maxDeliver, backoffMs, logger } = options;
   return (next) => async (delivery, tx) => {
-    let settlement;
     try {
-      settlement = await next(delivery, tx);
+      return await next(delivery, tx);
     } catch (err) {
-      if (err instanceof UnprocessableEventError || err instanceof BatchConflictError) throw err;
+      // maxDeliver 1: one attempt in all, nothing to count.
+      if (err instanceof UnprocessableEventError || err instanceof BatchConflictError || maxDeliver <= 1) throw err;
       const attempt = await countFailure(tx, delivery);
-      // The last: dead-lettered. Its count is forgotten once the dead letter is filed; a filing that fails brings the event back, to be tried and decided again.
+      // The last: dead-lettered (a filing that fails brings the event back, to be tried and decided again).
       if (attempt >= maxDeliver) throw err;
       const delayMs = backoffDelay(backoffMs, attempt);
       logger.warn(
@@ -35,9 +35,6 @@ export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
       );
       return { kind: "retry", delayMs };
     }
-    // Only a redelivered event can have failed before.
-    if (delivery.deliveryCount > 1) await forgetFailures(tx, delivery);
-    return settlement;
   };
 }
 
