@@ -6,6 +6,7 @@ import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-
 import { sampleStream, ThingHappened, thingHappenedType, type ThingHappened as Thing } from "../../test/support/sample-events.js";
 import { eventually } from "../../test/support/streams.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
+import { StatusError } from "../errors/index.js";
 import { createLogger } from "../log/index.js";
 import { openDatabase, type Database } from "../sql/index.js";
 import {
@@ -764,6 +765,21 @@ describe("startConsumers", () => {
     await t.db.run("DROP TRIGGER no_counts");
     await eventually("the event is dead-lettered once its failures are counted", async () => (await t.deadLetter()) !== undefined);
     expect((await t.db.query<{ failures: number }>("SELECT failures FROM event_failures")).map((r) => r.failures)).toEqual([2]);
+  });
+
+  it("retries, then dead-letters, an event whose handler meets something else unavailable while the database answers", async () => {
+    const t = await setup("downstream", (event) => {
+      if (event.note === "down") throw StatusError.unavailable("the payment service is unavailable");
+    });
+    await t.publish("down");
+    await t.publish("fine");
+    await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined);
+    // Three counted attempts; the handler runs twice in each (with its batch, then in a transaction of its own,
+    // as an error that reads as "unavailable" fails the batch's transaction rather than only its savepoint).
+    expect(t.attempts.get("down")).toBe(6);
+    expect((await t.deadLetter())!.header.get("concord-dlq-reason")).toMatch(/payment service is unavailable/);
+    expect(await t.effects("fine")).toBe(1);
+    await t.settled();
   });
 
   it("redelivers with the backoff, then dead-letters, an event the pipeline itself fails on (a middleware that throws)", async () => {
