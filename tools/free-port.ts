@@ -46,8 +46,8 @@ export async function freePort(options: FreePortOptions = {}): Promise<number> {
  */
 const reservationMs = 10 * 60_000;
 const reservations = join(tmpdir(), "concord-free-ports");
-/** Ports this process handed out: the only reservations when the shared directory cannot be used. */
-const handedOut = new Set<number>();
+/** Ports this process reserved, with the period of each one's file: the only reservations when the shared directory cannot be used. */
+const reservedIn = new Map<number, number>();
 
 /** Reserves every one of `ports`, or none. */
 function reserveAll(ports: readonly number[]): boolean {
@@ -69,7 +69,7 @@ function reserveAll(ports: readonly number[]): boolean {
  * period's end cannot both get it either (both may lose, and try another).
  */
 function reserve(port: number): boolean {
-  if (handedOut.has(port)) return false;
+  if (reservedIn.has(port)) return false;
   const period = Math.floor(Date.now() / reservationMs);
   if (shared && period !== sweptPeriod) sweep(period);
   if (shared) {
@@ -84,21 +84,18 @@ function reserve(port: number): boolean {
     rmSync(fileOf(port, period), { force: true });
     return false;
   }
-  handedOut.add(port);
   reservedIn.set(port, period);
   return true;
 }
 
 /** Gives back a port `reserve` took but that is not handed out after all. */
 function release(port: number): void {
-  handedOut.delete(port);
   const period = reservedIn.get(port);
   reservedIn.delete(port);
   if (shared && period !== undefined) rmSync(fileOf(port, period), { force: true });
 }
 
 const fileOf = (port: number, period: number) => join(reservations, `${port}.${period}`);
-const reservedIn = new Map<number, number>();
 let shared = true;
 let sweptPeriod: number | undefined;
 

@@ -2,7 +2,7 @@ import type { JetStreamClient, JsMsg, NatsConnection } from "nats";
 import type { MessageChecker } from "../contracts/index.js";
 import type { Logger } from "../log/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
-import { type Database, isDatabaseRefusingWrites, isDatabaseUnavailable, isLockTimeout, limitLockWaits } from "../sql/index.js";
+import { type Database, isDatabaseTakingNoWrites, isLockTimeout, limitLockWaits } from "../sql/index.js";
 import { eventHeaders } from "./cloud-events.js";
 import { deadLetterPrefix, deadLetterStreamSpec, fileDeadLetter, reasonOf } from "./dead-letter.js";
 import { BatchConflictError, headerValue, SavepointNeededError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
@@ -247,7 +247,9 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
         giveBack(from);
         break;
       }
-      if (!refusesWrites(err) && (await answers(step.db))) {
+      // An error that says something could not be reached is held only if the database does not answer either: it may
+      // be a handler's (a service it called). One that says the database takes no writes is held without asking it.
+      if (!isDatabaseTakingNoWrites(err) && (await answers(step.db))) {
         // The database is there, so something in the batch keeps the transaction from committing (a deferred
         // constraint, a value the database refuses, a pipeline step that failed, a handler that met something
         // else unavailable) or it lost a conflict: the rest of the batch runs one event a transaction, and an
@@ -274,17 +276,6 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
     }
   }
   if (filing.length > 0) await Promise.all(filing);
-}
-
-/**
- * Whether `err` says the database answers but takes no writes for now (a
- * full disk, a read-only standby): held without asking it. An error that
- * says something could not be reached is held only if the database does not
- * answer either: it may be a handler's (a service it called), not the database's.
- */
-function refusesWrites(err: unknown): boolean {
-  const cause = (err as { cause?: unknown } | undefined)?.cause;
-  return isDatabaseRefusingWrites(err) && !isDatabaseUnavailable(err) && !(cause !== undefined && isDatabaseUnavailable(cause));
 }
 
 /** Whether the database answers a trivial query. */

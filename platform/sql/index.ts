@@ -1,6 +1,6 @@
 export type { Database, Dialect, Migration, Queryable, SessionLock, SqlValue, StagedWrites, Transaction, TransactionOptions } from "./types.js";
 export { isPostgresUrl, openDatabase, type DatabaseOptions } from "./database.js";
-export { isDatabaseRefusingWrites, isDatabaseUnavailable, isLockTimeout, isWriteConflict, limitLockWaits } from "./postgres.js";
+export { isDatabaseRefusingWrites, isDatabaseTakingNoWrites, isDatabaseUnavailable, isLockTimeout, isWriteConflict, limitLockWaits } from "./postgres.js";
 export { migrate, migrationSql } from "./migrate.js";
 export { startRetention, type Retention, type RetentionOptions } from "./retention.js";
 export { placeholderRows, sqlByRowCount } from "./statements.js";

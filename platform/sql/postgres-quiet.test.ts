@@ -128,7 +128,7 @@ describe("a PostgreSQL server that stops answering mid-session", () => {
     } finally {
       await db.close();
     }
-    expect(() => openPostgres(postgres.url, { sessionCheckMs: 0 })).toThrow(/sessionCheckMs must be a whole number of ms above 0/);
+    expect(() => openPostgres(postgres.url, { sessionCheckMs: 0 })).toThrow(/openPostgres: invalid sessionCheckMs: 0 \(a whole number above 0\)/);
   });
 
   it("drops connections whose server went quiet, failing their statements as UNAVAILABLE, and serves again once it answers", async () => {

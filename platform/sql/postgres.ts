@@ -1,6 +1,7 @@
 import { createRequire } from "node:module";
 import type pg from "pg";
 import { Code, StatusError } from "../errors/index.js";
+import { nonNegativeInteger, positiveInteger } from "../options/index.js";
 import { runTransaction, type StatementRunner } from "./transaction-scope.js";
 import { signalOf, type Database, type Dialect, type SqlValue, type Transaction } from "./types.js";
 
@@ -67,7 +68,16 @@ const refusingWritesCodes = /^(53100|25006|58030|SQLITE_(FULL|IOERR.*|READONLY.*
  */
 export function isDatabaseRefusingWrites(err: unknown): boolean {
   const cause = (err as { cause?: unknown } | undefined)?.cause;
-  if (isDatabaseUnavailable(err) || (cause !== undefined && isDatabaseUnavailable(cause))) return true;
+  return isDatabaseUnavailable(err) || (cause !== undefined && isDatabaseUnavailable(cause)) || isDatabaseTakingNoWrites(err);
+}
+
+/**
+ * Whether `err` (or its cause) says the database answers but takes no
+ * writes for now (refusingWritesCodes): asking whether it answers proves
+ * nothing then. Either store.
+ */
+export function isDatabaseTakingNoWrites(err: unknown): boolean {
+  const cause = (err as { cause?: unknown } | undefined)?.cause;
   return [err, cause].some((e) => {
     const code = (e as { code?: unknown } | undefined)?.code;
     return typeof code === "string" && refusingWritesCodes.test(code);
@@ -224,6 +234,23 @@ export interface PostgresOptions {
   readonly sessionCheckMs?: number;
 }
 
+/**
+ * Runs `use` on a pooled connection, then gives it back: as broken (closed,
+ * not handed to anyone else) when it broke meanwhile (its 'error' event,
+ * which would otherwise end the process unheard) or `use` says so.
+ */
+async function lend<T>(client: pg.PoolClient, use: (broke: (err: unknown) => void) => Promise<T>): Promise<T> {
+  let broken: unknown;
+  const broke = (err: unknown) => void (broken ??= err);
+  client.on("error", broke);
+  try {
+    return await use(broke);
+  } finally {
+    client.off("error", broke);
+    client.release(broken === undefined ? undefined : broken instanceof Error ? broken : new Error(String(broken)));
+  }
+}
+
 /** How much longer than its statement timeout (at most twice it) a statement waits for any answer before its connection is dropped. */
 const answerGraceMs = 5_000;
 
@@ -257,11 +284,9 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   const applicationName = `concord pid ${process.pid}`;
   const pg = loadDriver();
   const settings = sessionSettings(url);
-  const statementTimeoutMs = options.statementTimeoutMs ?? settings.statementTimeoutMs ?? 30_000;
-  if (!(Number.isInteger(statementTimeoutMs) && statementTimeoutMs >= 0)) throw new Error(`openPostgres: statementTimeoutMs must be a whole number of ms, 0 or more, got ${statementTimeoutMs}`);
+  const statementTimeoutMs = nonNegativeInteger("openPostgres", "statementTimeoutMs", options.statementTimeoutMs ?? settings.statementTimeoutMs, 30_000);
   const answerWithin = (ms: number): number | undefined => (ms === 0 ? undefined : ms + Math.min(answerGraceMs, ms));
-  const sessionCheckMs = options.sessionCheckMs ?? 5_000;
-  if (!(Number.isInteger(sessionCheckMs) && sessionCheckMs > 0)) throw new Error(`openPostgres: sessionCheckMs must be a whole number of ms above 0, got ${sessionCheckMs}`);
+  const sessionCheckMs = positiveInteger("openPostgres", "sessionCheckMs", options.sessionCheckMs, 5_000);
   const clientConfig = {
     connectionString: settings.url,
     types,
@@ -293,20 +318,15 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     } catch (err) {
       throw unavailable(err);
     }
-    let broken: Error | undefined;
-    // A connection that breaks (or is dropped) says so by an 'error' event too, which would end the process unheard.
-    const onError = (err: Error) => void (broken = err);
-    client.on("error", onError);
-    try {
-      return await use(new ClientRunner(client, answerWithin(statementTimeoutMs)));
-    } catch (err) {
-      // A connection that failed under a statement is not given to anyone else.
-      if (isDatabaseUnavailable(err)) broken ??= err instanceof Error ? err : new Error(String(err));
-      throw err;
-    } finally {
-      client.off("error", onError);
-      client.release(broken);
-    }
+    return await lend(client, async (broke) => {
+      try {
+        return await use(new ClientRunner(client, answerWithin(statementTimeoutMs)));
+      } catch (err) {
+        // A connection that failed under a statement is not given to anyone else.
+        if (isDatabaseUnavailable(err)) broke(err);
+        throw err;
+      }
+    });
   };
 
   /** A pooled connection, or the signal's reason when it aborts first (the connection, once there, goes back). */
@@ -337,12 +357,8 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
       if (signal?.aborted && err === signal.reason) throw err;
       throw unavailable(err);
     }
-    let broken: unknown;
-    // A connection that breaks between statements says so by an 'error' event, which would end the process unheard.
-    const onError = (err: Error) => void (broken = err);
-    client.on("error", onError);
     const tx = new ClientRunner(client, answerWithin(timeoutMs));
-    try {
+    return await lend(client, async (broke) => {
       try {
         await tx.run("BEGIN");
         if (timeoutMs !== statementTimeoutMs) {
@@ -350,7 +366,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
           await tx.run(`SET LOCAL idle_in_transaction_session_timeout = ${timeoutMs}`);
         }
       } catch (err) {
-        broken = err;
+        broke(err);
         throw err;
       }
       return await runTransaction(
@@ -361,18 +377,15 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
           try {
             ended = await answered(client, answerWithin(timeoutMs), () => client.query("COMMIT"));
           } catch (err) {
-            broken = err;
+            broke(err);
             throw err;
           }
           // COMMIT of a transaction a failed statement aborted succeeds as a ROLLBACK; runTransaction refuses to get here then.
           if (ended.command === "ROLLBACK") throw new Error("PostgreSQL rolled the transaction back at its COMMIT: a statement in it had failed");
         },
-        async () => void (await answered(client, answerWithin(timeoutMs), () => client.query("ROLLBACK")).catch((err: unknown) => (broken = err))),
+        async () => void (await answered(client, answerWithin(timeoutMs), () => client.query("ROLLBACK")).catch(broke)),
       );
-    } finally {
-      client.off("error", onError);
-      client.release(broken instanceof Error ? broken : undefined);
-    }
+    });
   };
 
   let closed: Promise<void> | undefined;
@@ -382,8 +395,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     pool,
     async transaction(work, options) {
       const signal = signalOf(options);
-      const timeoutMs = options?.statementTimeoutMs ?? statementTimeoutMs;
-      if (!(Number.isInteger(timeoutMs) && timeoutMs >= 0)) throw new Error(`transaction: statementTimeoutMs must be a whole number of ms, 0 or more, got ${timeoutMs}`);
+      const timeoutMs = nonNegativeInteger("transaction", "statementTimeoutMs", options?.statementTimeoutMs, statementTimeoutMs);
       for (let n = 1; ; n++) {
         try {
           return await attempt(work, signal, timeoutMs);
@@ -497,11 +509,7 @@ function sessionSettings(url: string): { url: string; options?: string; statemen
   const params = new URLSearchParams(url.slice(query + 1));
   const options = params.get("options") ?? process.env.PGOPTIONS ?? undefined;
   const timeout = params.get("statement_timeout");
-  let statementTimeoutMs: number | undefined;
-  if (timeout !== null) {
-    statementTimeoutMs = Number(timeout);
-    if (!(Number.isInteger(statementTimeoutMs) && statementTimeoutMs >= 0)) throw new Error(`openPostgres: the URL's statement_timeout must be a whole number of ms, 0 or more, got ${JSON.stringify(timeout)}`);
-  }
+  const statementTimeoutMs = timeout === null ? undefined : nonNegativeInteger("openPostgres", "statement_timeout of the URL", Number(timeout), 0);
   params.delete("options");
   params.delete("statement_timeout");
   const rest = params.toString();
