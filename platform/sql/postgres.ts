@@ -2,7 +2,7 @@ import { createRequire } from "node:module";
 import type pg from "pg";
 import { Code, StatusError } from "../errors/index.js";
 import { nonNegativeInteger, positiveInteger } from "../options/index.js";
-import { runTransaction, type StatementRunner } from "./transaction-scope.js";
+import { runTransaction, sendAhead, type StatementRunner } from "./transaction-scope.js";
 import { signalOf, type Database, type Dialect, type SqlValue, type Transaction } from "./types.js";
 
 export const postgresDialect: Dialect = {
@@ -93,7 +93,7 @@ export function isDatabaseTakingNoWrites(err: unknown): boolean {
 export async function limitLockWaits(tx: Transaction, ms: number | undefined): Promise<void> {
   if (tx.dialect.name !== "postgres") return;
   if (ms !== undefined && !(Number.isInteger(ms) && ms > 0)) throw new Error(`limitLockWaits: ms must be a positive integer, got ${ms}`);
-  await tx.run(`SET LOCAL lock_timeout = ${ms ?? "DEFAULT"}`);
+  await sendAhead(tx, `SET LOCAL lock_timeout = ${ms ?? "DEFAULT"}`);
 }
 
 /** Attempts of a transaction that keeps losing to concurrent ones. */
@@ -155,12 +155,65 @@ class NoAnswerError extends Error {
   }
 }
 
+/** A statement sent ahead of another in the same round trip: its values are scalars, its result is not read. */
+interface AheadStatement {
+  readonly text: string;
+  readonly values: readonly (string | number)[];
+}
+
+/** The parts of node-postgres's connection a statement is written to. */
+interface WireConnection {
+  parse(message: { text: string; name?: string }): void;
+  bind(message: { portal?: string; statement?: string; values: unknown[] }): void;
+  describe(message: { type: "P" | "S"; name?: string }): void;
+  execute(message: { portal?: string; rows?: number }): void;
+}
+
+type AheadQuery = new (config: pg.QueryConfig & { queryMode: "extended" }, ahead: readonly AheadStatement[]) => pg.Query & {
+  callback?: (err: Error | null, results?: pg.QueryResult | pg.QueryResult[]) => void;
+};
+let aheadQuery: AheadQuery | undefined;
+
+/**
+ * node-postgres's query, with statements written before its own in the same
+ * message: all are answered after one Sync, so they cost one round trip. The
+ * server runs them in order and skips the rest once one fails (that error is
+ * the query's). Each gets its own result; the query's is the last.
+ */
+function aheadQueryClass(): AheadQuery {
+  const base = loadDriver().Query as unknown as new (config: pg.QueryConfig & { queryMode: "extended" }) => pg.Query & { prepare(connection: WireConnection): void };
+  aheadQuery ??= class extends base {
+    constructor(
+      config: pg.QueryConfig & { queryMode: "extended" },
+      private readonly ahead: readonly AheadStatement[],
+    ) {
+      super(config);
+    }
+    override prepare(connection: WireConnection): void {
+      for (const { text, values } of this.ahead) {
+        connection.parse({ text });
+        connection.bind({ values: values.map(String) });
+        connection.describe({ type: "P" });
+        connection.execute({});
+      }
+      super.prepare(connection);
+    }
+  } as unknown as AheadQuery;
+  return aheadQuery;
+}
+
 /**
  * Statements on one connection (a pooled one inside a transaction), each
  * given `answerWithinMs` to be answered before the connection is dropped
  * (NoAnswerError, UNAVAILABLE): a server gone quiet mid-statement (a
  * failover to another host, a network that drops packets) otherwise holds
  * the connection until the kernel gives up on it, a quarter of an hour.
+ *
+ * Statements whose results nobody reads (BEGIN, SET LOCAL, SAVEPOINT, an
+ * advisory lock) wait and go with the next statement, in its round trip
+ * (`defer`): each round trip costs both processes a wake-up, more than most
+ * statements cost to run. A transaction that sends nothing else sends
+ * nothing at all (`finish`).
  */
 class ClientRunner implements StatementRunner {
   readonly dialect = postgresDialect;
@@ -174,13 +227,45 @@ class ClientRunner implements StatementRunner {
   async run(sql: string, params?: readonly SqlValue[]): Promise<number> {
     return (await this.send(sql, params)).rowCount ?? 0;
   }
+  /** Statements waiting to go ahead of the next one. */
+  private deferred: AheadStatement[] = [];
+  /** Whether anything was sent yet. */
+  private sentAny = false;
+  defer(sql: string, params: readonly (string | number)[] = []): void {
+    this.deferred.push({ text: sql, values: params });
+  }
+  /**
+   * COMMIT, with what was deferred; or ROLLBACK, without it. Nothing is sent,
+   * and undefined returned, when nothing was sent before: BEGIN never went.
+   */
+  async finish(sql: "COMMIT" | "ROLLBACK"): Promise<pg.QueryResult | undefined> {
+    if (sql === "ROLLBACK") this.deferred = [];
+    if (!this.sentAny) {
+      this.deferred = [];
+      return undefined;
+    }
+    return await this.send(sql, undefined);
+  }
   /** The statement before, settled: each waits for it, so its time to be answered starts when it is sent, not when queued. */
   private previous: Promise<unknown> = Promise.resolve();
   private send(sql: string, params: readonly SqlValue[] | undefined): Promise<pg.QueryResult> {
-    const sent = () => answered(this.client, this.answerWithinMs, () => this.client.query({ text: sql, values: params?.map(toPostgres) as unknown[] | undefined }));
+    // What was deferred until now goes with this statement; what is deferred after it, with the next.
+    const ahead = this.deferred;
+    this.deferred = [];
+    this.sentAny = true;
+    const values = params?.map(toPostgres) as unknown[] | undefined;
+    const request = ahead.length === 0 ? () => this.client.query({ text: sql, values }) : () => this.sendAhead(ahead, sql, values);
+    const sent = () => answered(this.client, this.answerWithinMs, request);
     const result = this.previous.then(sent, sent);
     this.previous = result.catch(() => undefined);
     return result;
+  }
+  private sendAhead(ahead: readonly AheadStatement[], text: string, values: unknown[] | undefined): Promise<pg.QueryResult> {
+    return new Promise((resolve, reject) => {
+      const query = new (aheadQueryClass())({ text, values, queryMode: "extended" }, ahead);
+      query.callback = (err, results) => (err ? reject(err) : resolve(Array.isArray(results) ? results[results.length - 1] : results!));
+      this.client.query(query);
+    });
   }
 }
 
@@ -359,31 +444,27 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     }
     const tx = new ClientRunner(client, answerWithin(timeoutMs));
     return await lend(client, async (broke) => {
-      try {
-        await tx.run("BEGIN");
-        if (timeoutMs !== statementTimeoutMs) {
-          await tx.run(`SET LOCAL statement_timeout = ${timeoutMs}`);
-          await tx.run(`SET LOCAL idle_in_transaction_session_timeout = ${timeoutMs}`);
-        }
-      } catch (err) {
-        broke(err);
-        throw err;
+      // BEGIN and the transaction's own limits go with its first statement.
+      tx.defer("BEGIN");
+      if (timeoutMs !== statementTimeoutMs) {
+        tx.defer(`SET LOCAL statement_timeout = ${timeoutMs}`);
+        tx.defer(`SET LOCAL idle_in_transaction_session_timeout = ${timeoutMs}`);
       }
       return await runTransaction(
         tx,
         work,
         async () => {
-          let ended: pg.QueryResult;
+          let ended: pg.QueryResult | undefined;
           try {
-            ended = await answered(client, answerWithin(timeoutMs), () => client.query("COMMIT"));
+            ended = await tx.finish("COMMIT");
           } catch (err) {
             broke(err);
             throw err;
           }
           // COMMIT of a transaction a failed statement aborted succeeds as a ROLLBACK; runTransaction refuses to get here then.
-          if (ended.command === "ROLLBACK") throw new Error("PostgreSQL rolled the transaction back at its COMMIT: a statement in it had failed");
+          if (ended?.command === "ROLLBACK") throw new Error("PostgreSQL rolled the transaction back at its COMMIT: a statement in it had failed");
         },
-        async () => void (await answered(client, answerWithin(timeoutMs), () => client.query("ROLLBACK")).catch(broke)),
+        async () => void (await tx.finish("ROLLBACK").catch(broke)),
       );
     });
   };

@@ -5,6 +5,12 @@ export interface StatementRunner {
   readonly dialect: Dialect;
   query<R>(sql: string, params?: readonly SqlValue[]): Promise<R[]>;
   run(sql: string, params?: readonly SqlValue[]): Promise<number>;
+  /**
+   * Sends `sql` ahead of the next statement, in its round trip, where the
+   * connection can: its result is not read, and its failure is the next
+   * statement's. Without it, such statements run at once.
+   */
+  defer?(sql: string, params?: readonly (string | number)[]): void;
 }
 
 interface Scope {
@@ -96,13 +102,18 @@ class ScopedTransaction implements Transaction {
     if (!items) this.scope.staged.set(writes as StagedWrites<unknown>, (items = []));
     items.push(item);
   }
+  /** See sendAhead. */
+  async ahead(sql: string, params?: readonly (string | number)[]): Promise<void> {
+    if (this.runner.defer) this.runner.defer(sql, params);
+    else await this.run(sql, params);
+  }
   async lock(key: string): Promise<void> {
-    if (this.dialect.name === "postgres") await this.runner.run("SELECT pg_advisory_xact_lock($1, hashtext($2))", [keyedLockClass, key]);
+    if (this.dialect.name === "postgres") await this.ahead("SELECT pg_advisory_xact_lock($1, hashtext($2))", [keyedLockClass, key]);
   }
   async savepoint<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
     const name = `sp_${this.depth + 1}`;
     const inner: Scope = { staged: new Map(), afterCommit: [] };
-    await this.runner.run(`SAVEPOINT ${name}`);
+    await this.ahead(`SAVEPOINT ${name}`);
     let result: T;
     try {
       result = await work(new ScopedTransaction(this.runner, inner, this.depth + 1));
@@ -121,6 +132,16 @@ class ScopedTransaction implements Transaction {
     this.scope.afterCommit.push(...inner.afterCommit);
     return result;
   }
+}
+
+/**
+ * Sends `sql`, whose result nobody reads (a SET LOCAL), ahead of `tx`'s next
+ * statement in the same round trip (PostgreSQL), or runs it now. Its failure
+ * is that next statement's.
+ */
+export async function sendAhead(tx: Transaction, sql: string, params?: readonly (string | number)[]): Promise<void> {
+  if (tx instanceof ScopedTransaction) await tx.ahead(sql, params);
+  else await tx.run(sql, params);
 }
 
 /** A queryable that is only a runner: reads and single statements outside any transaction. */

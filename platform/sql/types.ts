@@ -57,12 +57,14 @@ export interface Transaction extends Queryable {
   /** Stages `item` to be written by `writes.flush` just before the commit. */
   stage<T>(writes: StagedWrites<T>, item: T): void;
   /**
-   * Waits until no other transaction holds `key` ("reservation <order id>"),
-   * then holds it until this transaction ends: the way to serialise work on
-   * something that may have no row yet to lock. A transaction-scoped advisory
-   * lock on Postgres (on a hash of the key: two keys may share one, which only
-   * makes them wait for each other); nothing on SQLite, whose one writer
-   * already excludes the others.
+   * Holds `key` ("reservation <order id>") until this transaction ends, from
+   * its next statement on, which runs only once no other transaction holds
+   * it: the way to serialise work on something that may have no row yet to
+   * lock. A transaction-scoped advisory lock on Postgres (on a hash of the
+   * key: two keys may share one, which only makes them wait for each other),
+   * taken in the next statement's round trip, so that statement's failure is
+   * also the lock's (a deadlock); nothing on SQLite, whose one writer already
+   * excludes the others.
    */
   lock(key: string): Promise<void>;
 }

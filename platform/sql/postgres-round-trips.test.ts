@@ -1,0 +1,141 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { recordStatements } from "../../test/support/pg-statements.js";
+import { usePostgresServer } from "../../test/support/postgres.js";
+import { isLockTimeout, limitLockWaits, openDatabase, type Database } from "./index.js";
+
+/**
+ * Statements whose results nobody reads (BEGIN, SET LOCAL, SAVEPOINT, an
+ * advisory lock) go with the next statement, in its round trip.
+ */
+describe("a PostgreSQL transaction's round trips", () => {
+  const postgres = usePostgresServer();
+  let db: Database;
+  beforeAll(async () => {
+    db = await openDatabase({ path: await postgres().createDatabase("round_trips"), migrations: [] });
+    await db.run("CREATE TABLE notes (id INTEGER PRIMARY KEY, note TEXT NOT NULL)");
+  });
+  afterAll(async () => {
+    await db?.close();
+  });
+
+  it("sends BEGIN with the first statement, and nothing at all for a transaction that has no statement", async () => {
+    const sent = recordStatements(db);
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [1, "one"]);
+      await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [2, "two"]);
+    });
+    expect(sent.roundTrips).toEqual([["BEGIN", "INSERT INTO notes (id, note) VALUES ($1, $2)"], ["INSERT INTO notes (id, note) VALUES ($1, $2)"], ["COMMIT"]]);
+    sent.roundTrips.length = 0;
+    expect(await db.transaction(async () => "nothing to do")).toBe("nothing to do");
+    await expect(
+      db.transaction(async () => {
+        throw new Error("refused before any statement");
+      }),
+    ).rejects.toThrow("refused before any statement");
+    expect(sent.roundTrips).toEqual([]);
+    expect(await db.query("SELECT id, note FROM notes ORDER BY id")).toEqual([
+      { id: 1, note: "one" },
+      { id: 2, note: "two" },
+    ]);
+  });
+
+  it("returns the result of the statement itself, and rolls back when it fails, the connection fit to use again", async () => {
+    const rows = await db.transaction(async (tx) => {
+      await tx.lock("notes");
+      return await tx.query<{ n: number }>("SELECT count(*)::int AS n FROM notes");
+    });
+    expect(rows).toEqual([{ n: expect.any(Number) }]);
+    const sent = recordStatements(db);
+    await expect(
+      db.transaction(async (tx) => {
+        await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [10, "kept only if committed"]);
+        await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [10, "the same id again"]);
+      }),
+    ).rejects.toMatchObject({ code: "23505" });
+    expect(sent.roundTrips.at(-1)).toEqual(["ROLLBACK"]);
+    expect(await db.query("SELECT id FROM notes WHERE id = 10")).toEqual([]);
+    // Every pooled connection is still fit to use (none was left in a transaction).
+    await Promise.all(Array.from({ length: 12 }, (_, i) => db.transaction((tx) => tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [100 + i, "after"]))));
+    expect((await db.query<{ n: number }>("SELECT count(*)::int AS n FROM notes WHERE id >= 100"))[0].n).toBe(12);
+  });
+
+  it("takes a keyed lock with the next statement: that statement waits until the holder commits, and sees its writes", async () => {
+    const sent = recordStatements(db);
+    let letGo!: () => void;
+    const holding = new Promise<void>((resolve) => (letGo = resolve));
+    let locked!: () => void;
+    const lockedNow = new Promise<void>((resolve) => (locked = resolve));
+    const first = db.transaction(async (tx) => {
+      await tx.lock("note 20");
+      await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [20, "first"]);
+      locked();
+      await holding;
+    });
+    await lockedNow;
+    let secondSaw: unknown;
+    const second = db.transaction(async (tx) => {
+      await tx.lock("note 20");
+      secondSaw = await tx.query("SELECT note FROM notes WHERE id = 20");
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(secondSaw, "the second transaction's statement ran while the first held the lock").toBeUndefined();
+    letGo();
+    await Promise.all([first, second]);
+    expect(secondSaw).toEqual([{ note: "first" }]);
+    const lockTrips = sent.roundTrips.filter((trip) => trip.some((s) => s.includes("pg_advisory_xact_lock")));
+    expect(lockTrips).toEqual([
+      ["BEGIN", "SELECT pg_advisory_xact_lock($1, hashtext($2))", "INSERT INTO notes (id, note) VALUES ($1, $2)"],
+      ["BEGIN", "SELECT pg_advisory_xact_lock($1, hashtext($2))", "SELECT note FROM notes WHERE id = 20"],
+    ]);
+  });
+
+  it("fails the next statement with the error of one sent ahead of it (a lock not granted in time)", async () => {
+    let letGo!: () => void;
+    const holding = new Promise<void>((resolve) => (letGo = resolve));
+    let locked!: () => void;
+    const lockedNow = new Promise<void>((resolve) => (locked = resolve));
+    const holder = db.transaction(async (tx) => {
+      await tx.lock("note 30");
+      await tx.query("SELECT 1");
+      locked();
+      await holding;
+    });
+    await lockedNow;
+    try {
+      let failure: unknown;
+      await db
+        .transaction(async (tx) => {
+          await limitLockWaits(tx, 50);
+          await tx.lock("note 30");
+          await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [30, "never"]);
+        })
+        .catch((err: unknown) => (failure = err));
+      expect(isLockTimeout(failure), String(failure)).toBe(true);
+    } finally {
+      letGo();
+      await holder;
+    }
+    expect(await db.query("SELECT id FROM notes WHERE id = 30")).toEqual([]);
+  });
+
+  it("sends a savepoint with its first statement, and rolls back to one whose work failed before any", async () => {
+    const sent = recordStatements(db);
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [40, "outer"]);
+      await expect(
+        tx.savepoint(async () => {
+          throw new Error("nothing written");
+        }),
+      ).rejects.toThrow("nothing written");
+      await expect(
+        tx.savepoint(async (inner) => {
+          await inner.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [41, "undone"]);
+          throw new Error("undo it");
+        }),
+      ).rejects.toThrow("undo it");
+      await tx.savepoint((inner) => inner.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [42, "kept"]));
+    });
+    expect(await db.query("SELECT id FROM notes WHERE id BETWEEN 40 AND 49 ORDER BY id")).toEqual([{ id: 40 }, { id: 42 }]);
+    expect(sent.roundTrips).toContainEqual(["SAVEPOINT sp_1", "INSERT INTO notes (id, note) VALUES ($1, $2)"]);
+  });
+});
