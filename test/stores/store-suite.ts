@@ -115,13 +115,23 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       const onHand = await db.transaction((tx) => store.stockOf(tx, [id(2), id(1), id(99), id(1)]));
       expect([...onHand.entries()]).toEqual([[id(1), 5], [id(2), 1]]);
       await db.transaction(async (tx) => {
-        await store.moveStock(tx, id(1), -4, 1);
+        await store.moveStock(tx, [{ productId: id(1), quantity: 4 }], -1, 1);
         await store.put(tx, { orderId: id(500), linesVersion: 1, status: "reserved", lines: [{ productId: id(1), quantity: 4 }] }, 1);
       });
       expect(await products.get(db, id(1))).toMatchObject({ stock: 1, reserved: 4, stockVersion: 2 });
       expect(await db.transaction((tx) => store.get(tx, id(500)))).toEqual({ orderId: id(500), linesVersion: 1, status: "reserved", lines: [{ productId: id(1), quantity: 4 }] });
-      await expect(db.transaction((tx) => store.moveStock(tx, id(1), -2, 2))).rejects.toThrow();
-      await expect(db.transaction((tx) => store.moveStock(tx, id(99), 1, 2))).rejects.toThrow(/vanished/);
+      await expect(db.transaction((tx) => store.moveStock(tx, [{ productId: id(1), quantity: 2 }], -1, 2))).rejects.toThrow();
+      await expect(db.transaction((tx) => store.moveStock(tx, [{ productId: id(2), quantity: 1 }, { productId: id(99), quantity: 1 }], -1, 2))).rejects.toThrow(/1 of the products .* vanished/);
+      expect(await products.get(db, id(2))).toMatchObject({ stock: 1, reserved: 0, stockVersion: 1 });
+      // A product named on two lines moves by both, its version raised once per line; several products move in one statement.
+      const moved = (lines: Array<[number, number]>, sign: 1 | -1, at: number) =>
+        db.transaction((tx) => store.moveStock(tx, lines.map(([n, quantity]) => ({ productId: id(n), quantity })), sign, at));
+      await moved([[1, 1], [1, 3]], 1, 3);
+      expect(await products.get(db, id(1))).toMatchObject({ stock: 5, reserved: 0, stockVersion: 4, updatedAt: 3 });
+      await moved([[2, 1], [1, 2]], -1, 4);
+      expect(await products.get(db, id(1))).toMatchObject({ stock: 3, reserved: 2, stockVersion: 5, updatedAt: 4 });
+      expect(await products.get(db, id(2))).toMatchObject({ stock: 0, reserved: 1, stockVersion: 2, updatedAt: 4 });
+      await moved([], -1, 5);
       await db.transaction((tx) => store.put(tx, { orderId: id(500), linesVersion: 2, status: "released", lines: [] }, 3));
       expect((await db.transaction((tx) => store.get(tx, id(500))))!.status).toBe("released");
     });
@@ -144,7 +154,7 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       await cancelHasRead;
       const reserved = db.transaction(async (tx) => {
         if ((await store.get(tx, id(600)))?.status === "released") return;
-        await store.moveStock(tx, id(1), -2, 2);
+        await store.moveStock(tx, [{ productId: id(1), quantity: 2 }], -1, 2);
         await store.put(tx, { orderId: id(600), linesVersion: 1, status: "reserved", lines: [{ productId: id(1), quantity: 2 }] }, 2);
       });
       await Promise.all([cancelled, reserved]);

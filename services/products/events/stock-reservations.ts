@@ -18,7 +18,7 @@ export function createStockReservations(store: ReservationStore, now: () => numb
     if (existing?.status !== "reserved") return [];
     // Locked in id order first, as reservations lock them, so the two never wait on each other in a circle.
     await store.stockOf(context.tx, existing.lines.map((l) => l.productId));
-    for (const line of existing.lines) await store.moveStock(context.tx, line.productId, line.quantity, at);
+    await store.moveStock(context.tx, existing.lines, 1, at);
     return existing.lines;
   };
 
@@ -30,13 +30,11 @@ export function createStockReservations(store: ReservationStore, now: () => numb
     // Every product involved is locked at once, in id order; what the order held goes back on the shelf first.
     const held = existing?.status === "reserved" ? existing.lines : [];
     const onHand = await store.stockOf(tx, [...lines, ...held].map((l) => l.productId));
-    for (const line of held) {
-      await store.moveStock(tx, line.productId, line.quantity, at);
-      onHand.set(line.productId, (onHand.get(line.productId) ?? 0) + line.quantity);
-    }
+    await store.moveStock(tx, held, 1, at);
+    for (const line of held) onHand.set(line.productId, (onHand.get(line.productId) ?? 0) + line.quantity);
     const plan = planReservation(lines, (productId) => onHand.get(productId));
     if (plan.ok) {
-      for (const line of lines) await store.moveStock(tx, line.productId, -line.quantity, at);
+      await store.moveStock(tx, lines, -1, at);
       await store.put(tx, { orderId, linesVersion, status: "reserved", lines }, at);
       context.emit(StockReservedEvent, { orderId, linesVersion, lines: [...lines] });
     } else {

@@ -1,4 +1,4 @@
-import type { Transaction } from "../../../platform/sql/index.js";
+import type { SqlValue, Transaction } from "../../../platform/sql/index.js";
 import type { ReservationRecord, ReservedUnits } from "../domain/reservation.js";
 
 /**
@@ -22,11 +22,12 @@ export interface ReservationStore {
    */
   stockOf(tx: Transaction, productIds: readonly string[]): Promise<Map<string, number>>;
   /**
-   * Moves `delta` units between a product's stock and the units it holds for
-   * orders (negative: reserve, positive: release) and raises its stock
-   * version. The table's CHECKs refuse a negative result.
+   * Moves each line's `quantity` units between its product's stock and the
+   * units it holds for orders (`sign` -1: reserve, 1: release) and raises the
+   * product's stock version once per line, in one statement. The table's
+   * CHECKs refuse a negative result.
    */
-  moveStock(tx: Transaction, productId: string, delta: number, now: number): Promise<void>;
+  moveStock(tx: Transaction, lines: readonly ReservedUnits[], sign: 1 | -1, now: number): Promise<void>;
 }
 
 interface Row {
@@ -57,9 +58,29 @@ export function createReservationStore(): ReservationStore {
       const rows = await tx.query<{ id: string; stock: number }>(`SELECT id, stock FROM products WHERE id ${tx.dialect.anyOf("$1")} ORDER BY id${tx.dialect.forUpdate}`, [ids]);
       return new Map(rows.map((r) => [r.id, Number(r.stock)]));
     },
-    async moveStock(tx, productId, delta, now) {
-      const changed = await tx.run("UPDATE products SET stock = stock + $1, reserved = reserved - $1, stock_version = stock_version + 1, updated_at = $2 WHERE id = $3", [delta, now, productId]);
-      if (changed !== 1) throw new Error(`product ${productId} vanished while moving its stock`);
+    async moveStock(tx, lines, sign, now) {
+      const moves = new Map<string, { units: number; lines: number }>();
+      for (const { productId, quantity } of lines) {
+        const move = moves.get(productId) ?? { units: 0, lines: 0 };
+        moves.set(productId, { units: move.units + sign * quantity, lines: move.lines + 1 });
+      }
+      if (moves.size === 0) return;
+      const params: SqlValue[] = [now];
+      const units: string[] = [];
+      const versions: string[] = [];
+      const ids: string[] = [];
+      for (const [productId, move] of moves) {
+        const id = `$${params.push(productId)}`;
+        units.push(`WHEN ${id} THEN CAST($${params.push(move.units)} AS INTEGER)`);
+        versions.push(`WHEN ${id} THEN CAST($${params.push(move.lines)} AS INTEGER)`);
+        ids.push(id);
+      }
+      const delta = `CASE id ${units.join(" ")} END`;
+      const changed = await tx.run(
+        `UPDATE products SET stock = stock + ${delta}, reserved = reserved - ${delta}, stock_version = stock_version + CASE id ${versions.join(" ")} END, updated_at = $1 WHERE id IN (${ids.join(", ")})`,
+        params,
+      );
+      if (changed !== moves.size) throw new Error(`${moves.size - changed} of the products ${[...moves.keys()].join(", ")} vanished while moving their stock`);
     },
   };
 }
