@@ -1,5 +1,5 @@
 import type { MessageChecker } from "../contracts/index.js";
-import { placeholderRows, sqlByRowCount, type Database, type Migration, type StagedWrites, type Transaction } from "../sql/index.js";
+import { placeholderRows, sendAhead, sqlByRowCount, type Database, type Migration, type StagedWrites, type Transaction } from "../sql/index.js";
 import { encodeEvent, eventHeaderBlock, type EncodedEvent } from "./cloud-events.js";
 import { startProducerSpan } from "./event-tracing.js";
 import { assertEventFits, defaultMaxPayloadBytes } from "./event-rules.js";
@@ -207,7 +207,8 @@ export function createOutbox(options: OutboxOptions): Outbox {
     async flush(tx, rows) {
       for (let from = 0; from < rows.length; from += rowsPerInsert) {
         const chunk = rows.slice(from, from + rowsPerInsert);
-        await tx.run(insertSql(chunk.length), chunk.flatMap((r) => [r.id, r.subject, r.type, r.payload, r.headers, r.createdAt]));
+        // Nothing is read back: on PostgreSQL the rows go with the COMMIT, in its round trip.
+        await sendAhead(tx, insertSql(chunk.length), chunk.flatMap((r) => [r.id, r.subject, r.type, r.payload, r.headers, r.createdAt]));
       }
       tx.afterCommit(wake);
     },

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { recordStatements } from "../../test/support/pg-statements.js";
 import { usePostgresServer } from "../../test/support/postgres.js";
-import { isLockTimeout, limitLockWaits, openDatabase, type Database } from "./index.js";
+import type pg from "pg";
+import { isLockTimeout, limitLockWaits, openDatabase, sendAhead, type Database } from "./index.js";
 
 /**
  * Statements whose results nobody reads (BEGIN, SET LOCAL, SAVEPOINT, an
@@ -13,6 +14,7 @@ describe("a PostgreSQL transaction's round trips", () => {
   beforeAll(async () => {
     db = await openDatabase({ path: await postgres().createDatabase("round_trips"), migrations: [] });
     await db.run("CREATE TABLE notes (id INTEGER PRIMARY KEY, note TEXT NOT NULL)");
+    await db.run("CREATE TABLE blobs (id INTEGER PRIMARY KEY, body BYTEA NOT NULL, tags TEXT[])");
   });
   afterAll(async () => {
     await db?.close();
@@ -116,6 +118,42 @@ describe("a PostgreSQL transaction's round trips", () => {
       await holder;
     }
     expect(await db.query("SELECT id FROM notes WHERE id = 30")).toEqual([]);
+  });
+
+  it("sends a write whose result is not read with the COMMIT, its values written as any statement's", async () => {
+    const sent = recordStatements(db);
+    const body = new Uint8Array([0, 1, 2, 254, 255]);
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [50, "with a blob"]);
+      await sendAhead(tx, "INSERT INTO blobs (id, body, tags) VALUES ($1, $2, $3)", [50, body, ["a", "b,c"]]);
+    });
+    expect(sent.roundTrips).toEqual([["BEGIN", "INSERT INTO notes (id, note) VALUES ($1, $2)"], ["INSERT INTO blobs (id, body, tags) VALUES ($1, $2, $3)", "COMMIT"]]);
+    // A transaction with only such a write sends it, in one round trip.
+    sent.roundTrips.length = 0;
+    await db.transaction((tx) => sendAhead(tx, "INSERT INTO blobs (id, body) VALUES ($1, $2)", [51, body]));
+    expect(sent.roundTrips).toEqual([["BEGIN", "INSERT INTO blobs (id, body) VALUES ($1, $2)", "COMMIT"]]);
+    expect(await db.query("SELECT id FROM blobs WHERE id = 51")).toEqual([{ id: 51 }]);
+    const [row] = await db.query<{ body: Buffer; tags: string[] }>("SELECT body, tags FROM blobs WHERE id = 50");
+    expect(new Uint8Array(row.body)).toEqual(body);
+    expect(row.tags).toEqual(["a", "b,c"]);
+  });
+
+  it("fails the transaction, nothing of it kept, when a write sent with the COMMIT fails, and keeps the connection", async () => {
+    const pool = (db as Database & { pool: pg.Pool }).pool;
+    await db.transaction((tx) => tx.run("INSERT INTO blobs (id, body) VALUES ($1, $2)", [60, new Uint8Array([1])]));
+    const connections = pool.totalCount;
+    const sent = recordStatements(db);
+    await expect(
+      db.transaction(async (tx) => {
+        await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [60, "not kept"]);
+        await sendAhead(tx, "INSERT INTO blobs (id, body) VALUES ($1, $2)", [60, new Uint8Array([2])]);
+      }),
+    ).rejects.toMatchObject({ code: "23505" });
+    expect(sent.roundTrips.slice(-2)).toEqual([["INSERT INTO blobs (id, body) VALUES ($1, $2)", "COMMIT"], ["ROLLBACK"]]);
+    expect(await db.query("SELECT id FROM notes WHERE id = 60")).toEqual([]);
+    expect(pool.totalCount, "the connection went back to the pool, not dropped").toBe(connections);
+    await db.transaction((tx) => tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [61, "after"]));
+    expect(await db.query("SELECT note FROM notes WHERE id = 61")).toEqual([{ note: "after" }]);
   });
 
   it("sends a savepoint with its first statement, and rolls back to one whose work failed before any", async () => {

@@ -155,16 +155,16 @@ class NoAnswerError extends Error {
   }
 }
 
-/** A statement sent ahead of another in the same round trip: its values are scalars, its result is not read. */
+/** A statement sent ahead of another in the same round trip: its result is not read. */
 interface AheadStatement {
   readonly text: string;
-  readonly values: readonly (string | number)[];
+  readonly values: readonly SqlValue[];
 }
 
 /** The parts of node-postgres's connection a statement is written to. */
 interface WireConnection {
   parse(message: { text: string; name?: string }): void;
-  bind(message: { portal?: string; statement?: string; values: unknown[] }): void;
+  bind(message: { portal?: string; statement?: string; values: unknown[]; valueMapper: (value: unknown) => unknown }): void;
   describe(message: { type: "P" | "S"; name?: string }): void;
   execute(message: { portal?: string; rows?: number }): void;
 }
@@ -181,8 +181,11 @@ let aheadQuery: AheadQuery | undefined;
  * the query's). Each gets its own result; the query's is the last.
  */
 function aheadQueryClass(): AheadQuery {
+  if (aheadQuery) return aheadQuery;
+  // Values are written as node-postgres writes its own query's.
+  const { prepareValue } = createRequire(import.meta.url)("pg/lib/utils.js") as { prepareValue: (value: unknown) => unknown };
   const base = loadDriver().Query as unknown as new (config: pg.QueryConfig & { queryMode: "extended" }) => pg.Query & { prepare(connection: WireConnection): void };
-  aheadQuery ??= class extends base {
+  aheadQuery = class extends base {
     constructor(
       config: pg.QueryConfig & { queryMode: "extended" },
       private readonly ahead: readonly AheadStatement[],
@@ -192,7 +195,7 @@ function aheadQueryClass(): AheadQuery {
     override prepare(connection: WireConnection): void {
       for (const { text, values } of this.ahead) {
         connection.parse({ text });
-        connection.bind({ values: values.map(String) });
+        connection.bind({ values: values.map(toPostgres), valueMapper: prepareValue });
         connection.describe({ type: "P" });
         connection.execute({});
       }
@@ -227,30 +230,33 @@ class ClientRunner implements StatementRunner {
   async run(sql: string, params?: readonly SqlValue[]): Promise<number> {
     return (await this.send(sql, params)).rowCount ?? 0;
   }
+  /** What opens the transaction (BEGIN, its SET LOCALs): sent ahead of its first statement. */
+  private opening: AheadStatement[] = [];
   /** Statements waiting to go ahead of the next one. */
   private deferred: AheadStatement[] = [];
   /** Whether anything was sent yet. */
   private sentAny = false;
-  defer(sql: string, params: readonly (string | number)[] = []): void {
+  open(statements: readonly string[]): void {
+    this.opening = statements.map((text) => ({ text, values: [] }));
+  }
+  defer(sql: string, params: readonly SqlValue[] = []): void {
     this.deferred.push({ text: sql, values: params });
   }
   /**
    * COMMIT, with what was deferred; or ROLLBACK, without it. Nothing is sent,
-   * and undefined returned, when nothing was sent before: BEGIN never went.
+   * and undefined returned, for a transaction that had nothing to send: its
+   * BEGIN never went.
    */
   async finish(sql: "COMMIT" | "ROLLBACK"): Promise<pg.QueryResult | undefined> {
     if (sql === "ROLLBACK") this.deferred = [];
-    if (!this.sentAny) {
-      this.deferred = [];
-      return undefined;
-    }
+    if (!this.sentAny && this.deferred.length === 0) return undefined;
     return await this.send(sql, undefined);
   }
   /** The statement before, settled: each waits for it, so its time to be answered starts when it is sent, not when queued. */
   private previous: Promise<unknown> = Promise.resolve();
   private send(sql: string, params: readonly SqlValue[] | undefined): Promise<pg.QueryResult> {
     // What was deferred until now goes with this statement; what is deferred after it, with the next.
-    const ahead = this.deferred;
+    const ahead = this.sentAny ? this.deferred : [...this.opening, ...this.deferred];
     this.deferred = [];
     this.sentAny = true;
     const values = params?.map(toPostgres) as unknown[] | undefined;
@@ -445,11 +451,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     const tx = new ClientRunner(client, answerWithin(timeoutMs));
     return await lend(client, async (broke) => {
       // BEGIN and the transaction's own limits go with its first statement.
-      tx.defer("BEGIN");
-      if (timeoutMs !== statementTimeoutMs) {
-        tx.defer(`SET LOCAL statement_timeout = ${timeoutMs}`);
-        tx.defer(`SET LOCAL idle_in_transaction_session_timeout = ${timeoutMs}`);
-      }
+      tx.open(timeoutMs === statementTimeoutMs ? ["BEGIN"] : ["BEGIN", `SET LOCAL statement_timeout = ${timeoutMs}`, `SET LOCAL idle_in_transaction_session_timeout = ${timeoutMs}`]);
       return await runTransaction(
         tx,
         work,
@@ -458,7 +460,10 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
           try {
             ended = await tx.finish("COMMIT");
           } catch (err) {
-            broke(err);
+            // The COMMIT failed, or a statement sent ahead of it did: a ROLLBACK ends what is left of the transaction
+            // (a warning only if the server ended it), and the connection serves again.
+            if (isDatabaseUnavailable(err)) broke(err);
+            else await tx.finish("ROLLBACK").catch(broke);
             throw err;
           }
           // COMMIT of a transaction a failed statement aborted succeeds as a ROLLBACK; runTransaction refuses to get here then.

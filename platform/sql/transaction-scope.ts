@@ -10,7 +10,7 @@ export interface StatementRunner {
    * connection can: its result is not read, and its failure is the next
    * statement's. Without it, such statements run at once.
    */
-  defer?(sql: string, params?: readonly (string | number)[]): void;
+  defer?(sql: string, params?: readonly SqlValue[]): void;
 }
 
 interface Scope {
@@ -103,7 +103,7 @@ class ScopedTransaction implements Transaction {
     items.push(item);
   }
   /** See sendAhead. */
-  async ahead(sql: string, params?: readonly (string | number)[]): Promise<void> {
+  async ahead(sql: string, params?: readonly SqlValue[]): Promise<void> {
     if (this.runner.defer) this.runner.defer(sql, params);
     else await this.run(sql, params);
   }
@@ -135,11 +135,12 @@ class ScopedTransaction implements Transaction {
 }
 
 /**
- * Sends `sql`, whose result nobody reads (a SET LOCAL), ahead of `tx`'s next
- * statement in the same round trip (PostgreSQL), or runs it now. Its failure
- * is that next statement's.
+ * Sends `sql`, whose result nobody reads (a SET LOCAL, an INSERT that must
+ * simply succeed), ahead of `tx`'s next statement or its COMMIT, in the same
+ * round trip (PostgreSQL), or runs it now. Its failure is that next
+ * statement's, or the COMMIT's.
  */
-export async function sendAhead(tx: Transaction, sql: string, params?: readonly (string | number)[]): Promise<void> {
+export async function sendAhead(tx: Transaction, sql: string, params?: readonly SqlValue[]): Promise<void> {
   if (tx instanceof ScopedTransaction) await tx.ahead(sql, params);
   else await tx.run(sql, params);
 }
