@@ -33,6 +33,11 @@ export interface ShopOptions {
   readonly env?: NodeJS.ProcessEnv;
 }
 
+/** The names of a shop's processes of one service (their logs, databases and profiles): numbered when there are several. */
+export function shopProcessNames(prefix: string, service: string, instances: number): string[] {
+  return instances > 1 ? Array.from({ length: instances }, (_, i) => `${prefix}-${service}-${i + 1}`) : [`${prefix}-${service}`];
+}
+
 /**
  * The product and order services as production runs them, each instance its
  * own process, each service with its own database (a SQLite file, or the
@@ -45,7 +50,7 @@ export async function startShop(ctx: BenchContext, prefix: string, options: Shop
   const nats = options.on ?? (await ctx.nats());
   await resetStreams(nats.url);
   const common = { logDir: ctx.tmp, dataDir: ctx.tmp, logLevel: "info", natsUrl: nats.url, profileDir: ctx.profileDir, env: options.env };
-  const name = (service: string, i: number) => `${prefix}-${service}${instances > 1 ? `-${i + 1}` : ""}`;
+  const name = (service: string, i: number) => shopProcessNames(prefix, service, instances)[i];
   // All start at once (the order service dials the product service lazily), to keep runs short.
   const productsAddresses = await Promise.all(Array.from({ length: instances }, async () => `127.0.0.1:${await freePort()}`));
   const started = await Promise.allSettled([

@@ -19,7 +19,7 @@ import { status } from "@grpc/grpc-js";
 import { reportProfile } from "../lib/cpuprofile.js";
 import { MemorySampler, runMeteredWorker } from "../lib/proc.js";
 import { row, type BenchContext, type Row, type Scenario, type ScenarioResult } from "../lib/report.js";
-import { type ShopOptions, startShop } from "../lib/shop-processes.js";
+import { type ShopOptions, shopProcessNames, startShop } from "../lib/shop-processes.js";
 import type { OrderLoadConfig, OrderLoadResult } from "../workers/order-load.js";
 import { runWorker } from "../lib/proc.js";
 import type { RunningNats } from "../lib/nats-server.js";
@@ -244,7 +244,8 @@ export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<Scen
     );
   }
   const profiles: Record<string, unknown> = {};
-  for (const name of [`${run.prefix}-products`, `${run.prefix}-orders`, ...(bare ? ["bare-saga-products", "bare-saga-orders"] : [])]) {
+  const instances = shop.allOrders.length;
+  for (const name of [...shopProcessNames(run.prefix, "products", instances), ...shopProcessNames(run.prefix, "orders", instances), ...(bare ? ["bare-saga-products", "bare-saga-orders"] : [])]) {
     const s = reportProfile(ctx.profileDir, name, ctx.log, `${name} (whole scenario)`);
     if (s) profiles[name] = s;
   }
