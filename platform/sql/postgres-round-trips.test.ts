@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { recordStatements } from "../../test/support/pg-statements.js";
 import { usePostgresServer } from "../../test/support/postgres.js";
 import type pg from "pg";
-import { isLockTimeout, limitLockWaits, openDatabase, sendAhead, type Database } from "./index.js";
+import { isLockTimeout, limitLockWaits, openDatabase, sendAhead, type Database, type SqlValue } from "./index.js";
 
 /**
  * Statements whose results nobody reads (BEGIN, SET LOCAL, SAVEPOINT, an
@@ -154,6 +154,87 @@ describe("a PostgreSQL transaction's round trips", () => {
     expect(pool.totalCount, "the connection went back to the pool, not dropped").toBe(connections);
     await db.transaction((tx) => tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [61, "after"]));
     expect(await db.query("SELECT note FROM notes WHERE id = 61")).toEqual([{ note: "after" }]);
+  });
+
+  /** A transaction that holds `key` from now until `release` is called. */
+  const holdLock = async (key: string) => {
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let locked!: () => void;
+    const lockedNow = new Promise<void>((resolve) => (locked = resolve));
+    const done = db.transaction(async (tx) => {
+      await tx.lock(key);
+      await tx.query("SELECT 1");
+      locked();
+      await released;
+    });
+    await lockedNow;
+    return { release: () => (release(), done) };
+  };
+
+  it("keeps a failure of what a savepoint's work sent ahead inside that savepoint, and the work's own error as its error", async () => {
+    const holder = await holdLock("savepoint lock");
+    try {
+      const failures: unknown[] = [];
+      await db.transaction(async (tx) => {
+        await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [70, "before"]);
+        await limitLockWaits(tx, 50);
+        // The lock is the work's last statement: it goes with the RELEASE, and times out there.
+        await tx.savepoint((inner) => inner.lock("savepoint lock")).catch((err: unknown) => failures.push(err));
+        // The work fails on its own after asking for the lock: the lock is never sent.
+        await tx
+          .savepoint(async (inner) => {
+            await inner.lock("savepoint lock");
+            throw new Error("the handler's own failure");
+          })
+          .catch((err: unknown) => failures.push(err));
+        await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [71, "after"]);
+      });
+      expect(isLockTimeout(failures[0]), String(failures[0])).toBe(true);
+      expect((failures[1] as Error).message).toBe("the handler's own failure");
+      expect(await db.query("SELECT id FROM notes WHERE id IN (70, 71) ORDER BY id")).toEqual([{ id: 70 }, { id: 71 }]);
+    } finally {
+      await holder.release();
+    }
+  });
+
+  it("gives each statement of a round trip its own time limit: a message of three may take three times one's", async () => {
+    // Each under the 1 s statement timeout, 2.4 s in all: past the 2 s one statement would be given before its connection is dropped.
+    const rows = await db.transaction(
+      async (tx) => {
+        await sendAhead(tx, "SELECT pg_sleep(0.8)");
+        await sendAhead(tx, "SELECT pg_sleep(0.8)");
+        return await tx.query("SELECT pg_sleep(0.8), 'done' AS r");
+      },
+      { statementTimeoutMs: 1_000 },
+    );
+    expect(rows).toEqual([{ pg_sleep: "", r: "done" }]);
+  });
+
+  it("runs a statement of several commands after statements sent ahead, as on its own", async () => {
+    await db.transaction((tx) => tx.run("INSERT INTO notes (id, note) VALUES (80, 'x'); INSERT INTO notes (id, note) VALUES (81, 'y')"));
+    await db.transaction(async (tx) => {
+      await tx.lock("several commands");
+      await tx.run("INSERT INTO notes (id, note) VALUES (82, 'x'); INSERT INTO notes (id, note) VALUES (83, 'y')");
+    });
+    expect(await db.query("SELECT id FROM notes WHERE id BETWEEN 80 AND 89 ORDER BY id")).toEqual([{ id: 80 }, { id: 81 }, { id: 82 }, { id: 83 }]);
+  });
+
+  it("fails, and keeps the connection, when a value of a statement sent ahead cannot be written", async () => {
+    const pool = (db as Database & { pool: pg.Pool }).pool;
+    const connections = pool.totalCount;
+    const unwritable = { toPostgres: () => { throw new Error("value cannot be written"); } } as unknown as SqlValue;
+    await expect(
+      db.transaction(
+        async (tx) => {
+          await sendAhead(tx, "SELECT $1::text", [unwritable]);
+          await tx.query("SELECT $1::text AS v", ["ok"]);
+        },
+        { statementTimeoutMs: 2_000 },
+      ),
+    ).rejects.toThrow("value cannot be written");
+    // Nothing was written: the connection is not left waiting for an answer that never comes, and is not dropped.
+    expect(pool.totalCount).toBe(connections);
   });
 
   it("sends a savepoint with its first statement, and rolls back to one whose work failed before any", async () => {

@@ -163,39 +163,41 @@ interface AheadStatement {
 
 /** The parts of node-postgres's connection a statement is written to. */
 interface WireConnection {
-  parse(message: { text: string; name?: string }): void;
-  bind(message: { portal?: string; statement?: string; values: unknown[]; valueMapper: (value: unknown) => unknown }): void;
-  describe(message: { type: "P" | "S"; name?: string }): void;
-  execute(message: { portal?: string; rows?: number }): void;
+  parse(message: { text: string }): void;
+  bind(message: { values: unknown[] }): void;
+  describe(message: { type: "P" }): void;
+  execute(message: object): void;
 }
 
-type AheadQuery = new (config: pg.QueryConfig & { queryMode: "extended" }, ahead: readonly AheadStatement[]) => pg.Query & {
+type AheadQueryConfig = pg.QueryConfig & { queryMode: "extended" };
+type AheadQuery = new (config: AheadQueryConfig, ahead: ReadonlyArray<{ readonly text: string; readonly values: unknown[] }>) => pg.Query & {
   callback?: (err: Error | null, results?: pg.QueryResult | pg.QueryResult[]) => void;
 };
 let aheadQuery: AheadQuery | undefined;
+let prepareValue: ((value: unknown) => unknown) | undefined;
 
 /**
- * node-postgres's query, with statements written before its own in the same
- * message: all are answered after one Sync, so they cost one round trip. The
- * server runs them in order and skips the rest once one fails (that error is
- * the query's). Each gets its own result; the query's is the last.
+ * node-postgres's query (extended protocol), with statements written before
+ * its own in the same message: all are answered after one Sync, so they cost
+ * one round trip. The server runs them in order and skips the rest once one
+ * fails (that error is the query's). Each gets its own result; the query's
+ * is the last. The ahead statements' values come already written as text or
+ * bytes (`wireValues`), so nothing can fail halfway through the message.
  */
 function aheadQueryClass(): AheadQuery {
   if (aheadQuery) return aheadQuery;
-  // Values are written as node-postgres writes its own query's.
-  const { prepareValue } = createRequire(import.meta.url)("pg/lib/utils.js") as { prepareValue: (value: unknown) => unknown };
-  const base = loadDriver().Query as unknown as new (config: pg.QueryConfig & { queryMode: "extended" }) => pg.Query & { prepare(connection: WireConnection): void };
+  const base = loadDriver().Query as unknown as new (config: AheadQueryConfig) => pg.Query & { prepare(connection: WireConnection): void };
   aheadQuery = class extends base {
     constructor(
-      config: pg.QueryConfig & { queryMode: "extended" },
-      private readonly ahead: readonly AheadStatement[],
+      config: AheadQueryConfig,
+      private readonly ahead: ReadonlyArray<{ readonly text: string; readonly values: unknown[] }>,
     ) {
       super(config);
     }
     override prepare(connection: WireConnection): void {
       for (const { text, values } of this.ahead) {
         connection.parse({ text });
-        connection.bind({ values: values.map(toPostgres), valueMapper: prepareValue });
+        connection.bind({ values });
         connection.describe({ type: "P" });
         connection.execute({});
       }
@@ -203,6 +205,17 @@ function aheadQueryClass(): AheadQuery {
     }
   } as unknown as AheadQuery;
   return aheadQuery;
+}
+
+/** `values` as node-postgres writes a query's parameters (text, bytes or null); throws for one it cannot write. */
+function wireValues(values: readonly SqlValue[]): unknown[] {
+  prepareValue ??= (createRequire(import.meta.url)("pg/lib/utils.js") as { prepareValue: (value: unknown) => unknown }).prepareValue;
+  return values.map((value) => prepareValue!(toPostgres(value)));
+}
+
+/** The statement's own result: the last of a message's several. */
+function lastResult(results: pg.QueryResult | pg.QueryResult[]): pg.QueryResult {
+  return Array.isArray(results) ? results[results.length - 1] : results;
 }
 
 /**
@@ -239,8 +252,15 @@ class ClientRunner implements StatementRunner {
   open(statements: readonly string[]): void {
     this.opening = statements.map((text) => ({ text, values: [] }));
   }
-  defer(sql: string, params: readonly SqlValue[] = []): void {
-    this.deferred.push({ text: sql, values: params });
+  defer(sql: string, params: readonly SqlValue[] = []): object {
+    const statement = { text: sql, values: params };
+    this.deferred.push(statement);
+    return statement;
+  }
+  undefer(mark: object): boolean {
+    const at = this.deferred.indexOf(mark as AheadStatement);
+    this.deferred = at < 0 ? [] : this.deferred.slice(0, at);
+    return at >= 0;
   }
   /**
    * COMMIT, with what was deferred; or ROLLBACK, without it. Nothing is sent,
@@ -260,16 +280,27 @@ class ClientRunner implements StatementRunner {
     this.deferred = [];
     this.sentAny = true;
     const values = params?.map(toPostgres) as unknown[] | undefined;
-    const request = ahead.length === 0 ? () => this.client.query({ text: sql, values }) : () => this.sendAhead(ahead, sql, values);
-    const sent = () => answered(this.client, this.answerWithinMs, request);
+    const request = ahead.length === 0 ? () => this.client.query({ text: sql, values }) : () => this.sendWithAhead(ahead, sql, values);
+    // The server's statement timeout counts for each statement of the message.
+    const sent = () => answered(this.client, this.answerWithinMs === undefined ? undefined : this.answerWithinMs * (ahead.length + 1), request);
     const result = this.previous.then(sent, sent);
     this.previous = result.catch(() => undefined);
     return result;
   }
-  private sendAhead(ahead: readonly AheadStatement[], text: string, values: unknown[] | undefined): Promise<pg.QueryResult> {
-    return new Promise((resolve, reject) => {
-      const query = new (aheadQueryClass())({ text, values, queryMode: "extended" }, ahead);
-      query.callback = (err, results) => (err ? reject(err) : resolve(Array.isArray(results) ? results[results.length - 1] : results!));
+  private async sendWithAhead(ahead: readonly AheadStatement[], text: string, values: unknown[] | undefined): Promise<pg.QueryResult> {
+    if ((values === undefined || values.length === 0) && text.includes(";")) {
+      // Maybe several commands, which node-postgres sends by the simple protocol when they have no parameters and
+      // the extended protocol refuses: the statements ahead go in the same text when they too have none, or else in
+      // a message of their own first.
+      if (ahead.every((s) => s.values.length === 0)) return lastResult(await this.client.query([...ahead.map((s) => s.text), text].join(";\n")));
+      const last = ahead[ahead.length - 1];
+      await this.sendWithAhead(ahead.slice(0, -1), last.text, last.values.map(toPostgres));
+      return await this.client.query(text);
+    }
+    const written = ahead.map((s) => ({ text: s.text, values: wireValues(s.values) }));
+    return await new Promise((resolve, reject) => {
+      const query = new (aheadQueryClass())({ text, values, queryMode: "extended" }, written);
+      query.callback = (err, results) => (err ? reject(err) : resolve(lastResult(results!)));
       this.client.query(query);
     });
   }

@@ -8,9 +8,16 @@ export interface StatementRunner {
   /**
    * Sends `sql` ahead of the next statement, in its round trip, where the
    * connection can: its result is not read, and its failure is the next
-   * statement's. Without it, such statements run at once.
+   * statement's. Without it, such statements run at once. Returns a mark for
+   * `undefer`.
    */
-  defer?(sql: string, params?: readonly SqlValue[]): void;
+  defer?(sql: string, params?: readonly SqlValue[]): object;
+  /**
+   * Drops, unsent, what was deferred from `mark` on; false when the statement
+   * `mark` stands for was sent already (then everything deferred since, all
+   * after it, is dropped).
+   */
+  undefer?(mark: object): boolean;
 }
 
 interface Scope {
@@ -113,17 +120,22 @@ class ScopedTransaction implements Transaction {
   async savepoint<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
     const name = `sp_${this.depth + 1}`;
     const inner: Scope = { staged: new Map(), afterCommit: [] };
-    await this.ahead(`SAVEPOINT ${name}`);
+    // Sent with the savepoint's first statement, and what it defers last with its RELEASE: a failure of that is its own.
+    const opened = this.runner.defer ? this.runner.defer(`SAVEPOINT ${name}`) : await this.runner.run(`SAVEPOINT ${name}`);
     let result: T;
     try {
       result = await work(new ScopedTransaction(this.runner, inner, this.depth + 1));
       if (inner.failed !== undefined) throw new CaughtStatementError(inner.failed);
-    } catch (err) {
-      await this.runner.run(`ROLLBACK TO SAVEPOINT ${name}`);
       await this.runner.run(`RELEASE SAVEPOINT ${name}`);
+    } catch (err) {
+      // What it deferred is not sent; nothing is undone when nothing of it was (its SAVEPOINT had not gone yet).
+      const reached = typeof opened !== "object" || !this.runner.undefer?.(opened);
+      if (reached) {
+        await this.runner.run(`ROLLBACK TO SAVEPOINT ${name}`);
+        await this.runner.run(`RELEASE SAVEPOINT ${name}`);
+      }
       throw err;
     }
-    await this.runner.run(`RELEASE SAVEPOINT ${name}`);
     for (const [writes, items] of inner.staged) {
       const outer = this.scope.staged.get(writes);
       if (outer) outer.push(...items);
