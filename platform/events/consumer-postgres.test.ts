@@ -14,7 +14,7 @@ import { recordStatements } from "../../test/support/pg-statements.js";
 import { sampleStream, type SampleStream, type ThingHappened } from "../../test/support/sample-events.js";
 import { eventually } from "../../test/support/streams.js";
 import { createLogger } from "../log/index.js";
-import { openDatabase, type Database } from "../sql/index.js";
+import { openDatabase, sendAhead, type Database } from "../sql/index.js";
 import { bindConsumer, connectEventBus, createEventPublisher, deadLetterStreamSpec, deadLetterSubject, ensureStreams, eventMigrations, startConsumers, type ConsumerBinding, type EventBus, type EventContext } from "./index.js";
 
 const logger = createLogger({ service: "consumer-postgres-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -200,6 +200,36 @@ describe("a consumer's batch on Postgres", () => {
       await settled(sample, durable);
       expect(await effects()).toEqual(["after", "before"]);
       expect((await db.query<{ n: number }>("SELECT count(*)::int AS n FROM event_inbox"))[0].n).toBe(2);
+    } finally {
+      await consumers.stop();
+      await db.close();
+    }
+  });
+
+  it("blames a write an event sent ahead on that event, not on the next one whose statement it went with: the next is handled without a failed attempt", async () => {
+    const url = await postgres.createDatabase("sent_ahead");
+    const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
+    const sample = sampleStream("sentahead");
+    await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    // Stream sequences 1, 2 and 3, in one batch.
+    for (const note of ["before", "sendsbad", "after"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
+    const durable = "sentahead-worker";
+    const consumers = await startWorker(db, sample, durable, async (event, context) => {
+      await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
+      // Its last write goes with the next statement, which is the next event's.
+      if (event.note === "sendsbad") await sendAhead(context.tx, "INSERT INTO no_such_table VALUES (1)");
+    });
+    try {
+      const lastLetter = () => bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable) });
+      await eventually("the event is dead-lettered", () => lastLetter().then(() => true, () => false), 15_000);
+      const letter = await lastLetter();
+      expect(letter.header.get("concord-dlq-stream-sequence")).toBe("2");
+      expect(letter.header.get("concord-dlq-reason")).toMatch(/no_such_table/);
+      await settled(sample, durable);
+      expect((await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note")).map((r) => r.note)).toEqual(["after", "before"]);
+      // Only the event that sent the write had failed attempts counted.
+      expect((await db.query<{ s: number }>("SELECT DISTINCT stream_sequence AS s FROM event_failures")).map((r) => Number(r.s))).toEqual([2]);
     } finally {
       await consumers.stop();
       await db.close();

@@ -373,8 +373,9 @@ async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Deliver
     await run(step.pipeline);
   } catch (err) {
     if (!(err instanceof SavepointNeededError)) throw err;
-    // An event failed: nothing of that transaction stays; it runs again with a savepoint per event.
-    step.failed.set(err.streamSequence, err.cause);
+    // An event failed: nothing of that transaction stays; it runs again with a savepoint per event (the one
+    // that failed fails again at once, unless whose failure it was is not known: then it runs again too).
+    if (err.streamSequence !== undefined) step.failed.set(err.streamSequence, err.cause);
     try {
       await run(step.careful);
     } finally {

@@ -104,10 +104,15 @@ export class BatchConflictError extends Error {
  */
 export class SavepointNeededError extends BatchConflictError {
   override readonly name: string = "SavepointNeededError";
-  /** The delivery that failed (its stream sequence): the run with savepoints gives it this error instead of running it again. */
+  /**
+   * The delivery that failed (its stream sequence): the run with savepoints
+   * gives it this error instead of running it again. Undefined when whose
+   * failure it was is not known (a statement an earlier event sent ahead
+   * failed with this one's): every event then runs again.
+   */
   constructor(
     cause: unknown,
-    readonly streamSequence: number,
+    readonly streamSequence: number | undefined,
   ) {
     super(cause);
   }

@@ -8,7 +8,7 @@ import { createInbox, inboxStep, type BatchClaims } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
 import { retryWithBackoff } from "./retry.js";
 import { sourceCheck } from "./source-check.js";
-import { CaughtStatementError, caughtStatementFailure, isDatabaseRefusingWrites, isLockTimeout, isWriteConflict } from "../sql/index.js";
+import { CaughtStatementError, caughtStatementFailure, isDatabaseRefusingWrites, isLockTimeout, isSentAheadFailure, isWriteConflict } from "../sql/index.js";
 
 /**
  * A failing event undoes only its own writes: everything inside runs in a
@@ -38,16 +38,25 @@ export const noSavepointStep: DeliveryMiddleware = (next) => async (delivery, tx
   } catch (err) {
     // The database taking no writes is no event's doing: the batch's transaction fails and is held.
     if (isDatabaseRefusingWrites(err)) throw new BatchConflictError(err);
-    throw new SavepointNeededError(err, delivery.streamSequence);
+    throw new SavepointNeededError(err, ownFailure(err, delivery));
   }
   // A statement of this event's failed and its handler caught the error: the transaction cannot commit.
   const caught = caughtStatementFailure(tx);
   if (caught !== undefined) {
     if (isDatabaseRefusingWrites(caught)) throw new BatchConflictError(caught);
-    throw new SavepointNeededError(new CaughtStatementError(caught), delivery.streamSequence);
+    throw new SavepointNeededError(new CaughtStatementError(caught), ownFailure(caught, delivery));
   }
   return settlement;
 };
+
+/**
+ * The event's stream sequence when `err` is surely its own failure; not when
+ * a statement sent ahead failed (an earlier event's write may have gone with
+ * this event's first statement).
+ */
+function ownFailure(err: unknown, delivery: { readonly streamSequence: number }): number | undefined {
+  return isSentAheadFailure(err) ? undefined : delivery.streamSequence;
+}
 
 /**
  * Inside the savepoint of a batch run again after an event failed without

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { openDatabase } from "./database.js";
+import { sendAhead } from "./transaction-scope.js";
 import { openSqlite } from "./sqlite.js";
 import type { StagedWrites } from "./types.js";
 
@@ -95,6 +96,26 @@ describe("openDatabase (SQLite)", () => {
     });
     expect(flushed).toEqual([["a", "b", "c"]]);
     expect((await db.query<{ text: string }>("SELECT text FROM notes ORDER BY rowid")).map((r) => r.text)).toEqual(["a", "b", "c"]);
+    await db.close();
+  });
+
+  it("runs a statement sent ahead at once, and fails the transaction, nothing kept, when its row count is not the checked one", async () => {
+    const db = await openDatabase({ path: join(dir, "ahead.db"), migrations });
+    const expectOne = { rows: 1, error: (changed: number) => new Error(`${changed} rows changed, not 1`) };
+    await db.transaction(async (tx) => {
+      await sendAhead(tx, "INSERT INTO notes (text) VALUES ($1)", ["one"]);
+      await sendAhead(tx, "UPDATE notes SET text = text || '+' WHERE text = $1", ["one"], expectOne);
+    });
+    let failure: unknown;
+    await db
+      .transaction(async (tx) => {
+        await sendAhead(tx, "INSERT INTO notes (text) VALUES ($1)", ["not kept"]);
+        // Caught: the transaction still fails, as a failed statement's would.
+        await sendAhead(tx, "UPDATE notes SET text = text WHERE text = $1", ["missing"], expectOne).catch(() => undefined);
+      })
+      .catch((err: unknown) => (failure = err));
+    expect(String(failure)).toContain("0 rows changed, not 1");
+    expect(await db.query("SELECT text FROM notes")).toEqual([{ text: "one+" }]);
     await db.close();
   });
 

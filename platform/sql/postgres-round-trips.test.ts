@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { recordStatements } from "../../test/support/pg-statements.js";
 import { usePostgresServer } from "../../test/support/postgres.js";
 import type pg from "pg";
-import { isLockTimeout, limitLockWaits, openDatabase, sendAhead, type Database, type SqlValue } from "./index.js";
+import { isLockTimeout, isSentAheadFailure, limitLockWaits, openDatabase, sendAhead, type Database, type SqlValue } from "./index.js";
 
 /**
  * Statements whose results nobody reads (BEGIN, SET LOCAL, SAVEPOINT, an
@@ -256,5 +256,92 @@ describe("a PostgreSQL transaction's round trips", () => {
     });
     expect(await db.query("SELECT id FROM notes WHERE id BETWEEN 40 AND 49 ORDER BY id")).toEqual([{ id: 40 }, { id: 42 }]);
     expect(sent.roundTrips).toContainEqual(["SAVEPOINT sp_1", "INSERT INTO notes (id, note) VALUES ($1, $2)"]);
+  });
+
+  describe("a write sent ahead with a row count to check", () => {
+    const bump = "UPDATE notes SET note = note || '+' WHERE id = $1";
+    const expectOne = (what: string) => ({ rows: 1, error: (changed: number) => new Error(`${what}: ${changed} rows changed, not 1`) });
+    const noteOf = async (id: number) => (await db.query<{ note: string }>("SELECT note FROM notes WHERE id = $1", [id]))[0]?.note;
+
+    it("goes with the next statement, and fails it when the count is not the expected one, nothing of the transaction kept", async () => {
+      await db.run("INSERT INTO notes (id, note) VALUES (200, 'a'), (201, 'b')");
+      const sent = recordStatements(db);
+      const read = await db.transaction(async (tx) => {
+        await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [202, "c"]);
+        await sendAhead(tx, bump, [200], expectOne("200"));
+        return await tx.query<{ note: string }>("SELECT note FROM notes WHERE id = $1", [200]);
+      });
+      expect(read).toEqual([{ note: "a+" }]);
+      expect(sent.roundTrips).toEqual([["BEGIN", "INSERT INTO notes (id, note) VALUES ($1, $2)"], [bump, "SELECT note FROM notes WHERE id = $1"], ["COMMIT"]]);
+      let failure: unknown;
+      await db
+        .transaction(async (tx) => {
+          await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [203, "not kept"]);
+          await sendAhead(tx, bump, [299], expectOne("no row 299"));
+          await tx.query("SELECT 1");
+        })
+        .catch((err: unknown) => (failure = err));
+      expect(String(failure)).toContain("no row 299: 0 rows changed, not 1");
+      expect(isSentAheadFailure(failure)).toBe(true);
+      expect(await noteOf(203)).toBeUndefined();
+    });
+
+    it("is counted before the COMMIT goes: a count not the expected one commits nothing", async () => {
+      await db.run("INSERT INTO notes (id, note) VALUES (210, 'a')");
+      const sent = recordStatements(db);
+      await db.transaction(async (tx) => {
+        await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [211, "b"]);
+        await sendAhead(tx, bump, [210], expectOne("210"));
+      });
+      expect(sent.roundTrips).toEqual([["BEGIN", "INSERT INTO notes (id, note) VALUES ($1, $2)"], [bump], ["COMMIT"]]);
+      expect(await noteOf(210)).toBe("a+");
+      await expect(
+        db.transaction(async (tx) => {
+          await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [212, "not kept"]);
+          await sendAhead(tx, bump, [210], expectOne("210"));
+          // Two rows: the check fails, and the COMMIT never goes.
+          await sendAhead(tx, "UPDATE notes SET note = note || '!' WHERE id IN (210, 211)", [], expectOne("210 and 211"));
+          await sendAhead(tx, "INSERT INTO notes (id, note) VALUES ($1, $2)", [213, "not kept either"]);
+        }),
+      ).rejects.toThrow("210 and 211: 2 rows changed, not 1");
+      expect(await noteOf(212)).toBeUndefined();
+      expect(await noteOf(213)).toBeUndefined();
+      expect(await noteOf(210)).toBe("a+");
+    });
+
+    it("is its savepoint's: a count not the expected one undoes the savepoint's work alone", async () => {
+      await db.run("INSERT INTO notes (id, note) VALUES (220, 'a')");
+      await db.transaction(async (tx) => {
+        await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [221, "kept"]);
+        await expect(
+          tx.savepoint(async (inner) => {
+            await inner.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [222, "undone"]);
+            await sendAhead(inner, bump, [220], expectOne("220"));
+            await sendAhead(inner, bump, [229], expectOne("no row 229"));
+          }),
+        ).rejects.toThrow("no row 229: 0 rows changed, not 1");
+        await tx.savepoint((inner) => sendAhead(inner, bump, [220], expectOne("220")));
+      });
+      expect(await noteOf(221)).toBe("kept");
+      expect(await noteOf(222)).toBeUndefined();
+      expect(await noteOf(220), "bumped once: by the second savepoint only").toBe("a+");
+    });
+
+    it("tells a failure of a statement sent ahead from one of the statement it went with", async () => {
+      const failureOf = (work: Parameters<Database["transaction"]>[0]) => db.transaction(work).then(() => undefined, (err: unknown) => err);
+      const ahead = await failureOf(async (tx) => {
+        await sendAhead(tx, "INSERT INTO no_such_table VALUES (1)");
+        await tx.query("SELECT 1");
+      });
+      expect(ahead).toMatchObject({ code: "42P01" });
+      expect(isSentAheadFailure(ahead)).toBe(true);
+      const own = await failureOf(async (tx) => {
+        await sendAhead(tx, "INSERT INTO notes (id, note) VALUES ($1, $2)", [230, "fine"]);
+        await tx.query("SELECT * FROM no_such_table");
+      });
+      expect(own).toMatchObject({ code: "42P01" });
+      expect(isSentAheadFailure(own)).toBe(false);
+      expect(await noteOf(230)).toBeUndefined();
+    });
   });
 });

@@ -2,7 +2,7 @@ import { createRequire } from "node:module";
 import type pg from "pg";
 import { Code, StatusError } from "../errors/index.js";
 import { nonNegativeInteger, positiveInteger } from "../options/index.js";
-import { runTransaction, sendAhead, type StatementRunner } from "./transaction-scope.js";
+import { type AheadCheck, runTransaction, sendAhead, sentAheadFailure, type StatementRunner } from "./transaction-scope.js";
 import { signalOf, type Database, type Dialect, type SqlValue, type Transaction } from "./types.js";
 
 export const postgresDialect: Dialect = {
@@ -155,10 +155,11 @@ class NoAnswerError extends Error {
   }
 }
 
-/** A statement sent ahead of another in the same round trip: its result is not read. */
+/** A statement sent ahead of another in the same round trip: its result is not read, only its row count checked when it has a check. */
 interface AheadStatement {
   readonly text: string;
   readonly values: readonly SqlValue[];
+  readonly check?: AheadCheck;
 }
 
 /** The parts of node-postgres's connection a statement is written to. */
@@ -172,6 +173,8 @@ interface WireConnection {
 type AheadQueryConfig = pg.QueryConfig & { queryMode: "extended" };
 type AheadQuery = new (config: AheadQueryConfig, ahead: ReadonlyArray<{ readonly text: string; readonly values: unknown[] }>) => pg.Query & {
   callback?: (err: Error | null, results?: pg.QueryResult | pg.QueryResult[]) => void;
+  /** Statements of the message the server has completed. */
+  readonly completed: number;
 };
 let aheadQuery: AheadQuery | undefined;
 let prepareValue: ((value: unknown) => unknown) | undefined;
@@ -194,6 +197,11 @@ function aheadQueryClass(): AheadQuery {
     ) {
       super(config);
     }
+    completed = 0;
+    handleCommandComplete(...args: unknown[]): void {
+      this.completed++;
+      (base.prototype as unknown as { handleCommandComplete(...a: unknown[]): void }).handleCommandComplete.apply(this, args);
+    }
     override prepare(connection: WireConnection): void {
       for (const { text, values } of this.ahead) {
         connection.parse({ text });
@@ -213,9 +221,17 @@ function wireValues(values: readonly SqlValue[]): unknown[] {
   return values.map((value) => prepareValue!(toPostgres(value)));
 }
 
-/** The statement's own result: the last of a message's several. */
-function lastResult(results: pg.QueryResult | pg.QueryResult[]): pg.QueryResult {
-  return Array.isArray(results) ? results[results.length - 1] : results;
+/** A message's results, one per statement. */
+function allResults(results: pg.QueryResult | pg.QueryResult[]): pg.QueryResult[] {
+  return Array.isArray(results) ? results : [results];
+}
+
+/** Fails as the first statement whose row count is not its check's. */
+function checkRows(statements: ReadonlyArray<{ readonly check?: AheadCheck }>, results: readonly pg.QueryResult[]): void {
+  statements.forEach(({ check }, i) => {
+    const changed = results[i]?.rowCount ?? 0;
+    if (check && changed !== check.rows) throw sentAheadFailure(check.error(changed));
+  });
 }
 
 /**
@@ -252,10 +268,23 @@ class ClientRunner implements StatementRunner {
   open(statements: readonly string[]): void {
     this.opening = statements.map((text) => ({ text, values: [] }));
   }
-  defer(sql: string, params: readonly SqlValue[] = []): object {
-    const statement = { text: sql, values: params };
+  defer(sql: string, params: readonly SqlValue[] = [], check?: AheadCheck): object {
+    const statement = { text: sql, values: params, check };
     this.deferred.push(statement);
     return statement;
+  }
+  async settleChecks(): Promise<void> {
+    const last = this.deferred.findLastIndex((s) => s.check !== undefined);
+    if (last < 0) return;
+    const { text, values, check } = this.deferred[last];
+    const after = this.deferred.slice(last + 1);
+    this.deferred = this.deferred.slice(0, last);
+    const sent = this.send(text, values, check);
+    // What was deferred after it stays for the next statement.
+    this.deferred = after;
+    await sent.catch((err: unknown) => {
+      throw sentAheadFailure(err);
+    });
   }
   undefer(mark: object): boolean {
     const at = this.deferred.indexOf(mark as AheadStatement);
@@ -269,38 +298,56 @@ class ClientRunner implements StatementRunner {
    */
   async finish(sql: "COMMIT" | "ROLLBACK"): Promise<pg.QueryResult | undefined> {
     if (sql === "ROLLBACK") this.deferred = [];
+    // The COMMIT goes only once the row counts to check were seen.
+    else await this.settleChecks();
     if (!this.sentAny && this.deferred.length === 0) return undefined;
     return await this.send(sql, undefined);
   }
   /** The statement before, settled: each waits for it, so its time to be answered starts when it is sent, not when queued. */
   private previous: Promise<unknown> = Promise.resolve();
-  private send(sql: string, params: readonly SqlValue[] | undefined): Promise<pg.QueryResult> {
+  private send(sql: string, params: readonly SqlValue[] | undefined, check?: AheadCheck): Promise<pg.QueryResult> {
     // What was deferred until now goes with this statement; what is deferred after it, with the next.
     const ahead = this.sentAny ? this.deferred : [...this.opening, ...this.deferred];
     this.deferred = [];
     this.sentAny = true;
     const values = params?.map(toPostgres) as unknown[] | undefined;
-    const request = ahead.length === 0 ? () => this.client.query({ text: sql, values }) : () => this.sendWithAhead(ahead, sql, values);
+    const request = async (): Promise<pg.QueryResult> => {
+      const results = ahead.length === 0 ? allResults((await this.client.query({ text: sql, values })) as pg.QueryResult | pg.QueryResult[]) : await this.sendWithAhead(ahead, sql, values);
+      checkRows([...ahead, { check }], results);
+      return results[results.length - 1];
+    };
     // The server's statement timeout counts for each statement of the message.
     const sent = () => answered(this.client, this.answerWithinMs === undefined ? undefined : this.answerWithinMs * (ahead.length + 1), request);
     const result = this.previous.then(sent, sent);
     this.previous = result.catch(() => undefined);
     return result;
   }
-  private async sendWithAhead(ahead: readonly AheadStatement[], text: string, values: unknown[] | undefined): Promise<pg.QueryResult> {
+  /**
+   * The results of `ahead` and then of `text`, sent in one message. A failure
+   * of a statement ahead is marked so (sentAheadFailure): the work that sent
+   * it may not be the work that sent `text`.
+   */
+  private async sendWithAhead(ahead: readonly AheadStatement[], text: string, values: unknown[] | undefined): Promise<pg.QueryResult[]> {
     if ((values === undefined || values.length === 0) && text.includes(";")) {
       // Maybe several commands, which node-postgres sends by the simple protocol when they have no parameters and
       // the extended protocol refuses: the statements ahead go in the same text when they too have none, or else in
-      // a message of their own first.
-      if (ahead.every((s) => s.values.length === 0)) return lastResult(await this.client.query([...ahead.map((s) => s.text), text].join(";\n")));
+      // a message of their own first. Whose failure it was is not told apart here: it counts as one ahead.
+      if (ahead.every((s) => s.values.length === 0)) {
+        const results = await this.client.query([...ahead.map((s) => s.text), text].join(";\n")).catch((err: unknown) => {
+          throw sentAheadFailure(err);
+        });
+        return allResults(results as pg.QueryResult | pg.QueryResult[]);
+      }
       const last = ahead[ahead.length - 1];
-      await this.sendWithAhead(ahead.slice(0, -1), last.text, last.values.map(toPostgres));
-      return await this.client.query(text);
+      const first = await this.sendWithAhead(ahead.slice(0, -1), last.text, last.values.map(toPostgres)).catch((err: unknown) => {
+        throw sentAheadFailure(err);
+      });
+      return [...first, ...allResults((await this.client.query(text)) as pg.QueryResult | pg.QueryResult[])];
     }
     const written = ahead.map((s) => ({ text: s.text, values: wireValues(s.values) }));
     return await new Promise((resolve, reject) => {
       const query = new (aheadQueryClass())({ text, values, queryMode: "extended" }, written);
-      query.callback = (err, results) => (err ? reject(err) : resolve(lastResult(results!)));
+      query.callback = (err, results) => (err ? reject(query.completed < ahead.length ? sentAheadFailure(err) : err) : resolve(allResults(results!)));
       this.client.query(query);
     });
   }

@@ -7,17 +7,51 @@ export interface StatementRunner {
   run(sql: string, params?: readonly SqlValue[]): Promise<number>;
   /**
    * Sends `sql` ahead of the next statement, in its round trip, where the
-   * connection can: its result is not read, and its failure is the next
-   * statement's. Without it, such statements run at once. Returns a mark for
-   * `undefer`.
+   * connection can: its result is not read (only its row count, against
+   * `check`), and its failure is the next statement's. Without it, such
+   * statements run at once. Returns a mark for `undefer`.
    */
-  defer?(sql: string, params?: readonly SqlValue[]): object;
+  defer?(sql: string, params?: readonly SqlValue[], check?: AheadCheck): object;
+  /**
+   * Sends now, in one round trip, what was deferred up to the last
+   * statement deferred with a check, and fails as its check does: what ends
+   * a scope (RELEASE, COMMIT) must not go before those counts are seen.
+   */
+  settleChecks?(): Promise<void>;
   /**
    * Drops, unsent, what was deferred from `mark` on; false when the statement
    * `mark` stands for was sent already (then everything deferred since, all
    * after it, is dropped).
    */
   undefer?(mark: object): boolean;
+}
+
+/** How many rows a statement sent ahead must change; `error` is its failure when the count differs. */
+export interface AheadCheck {
+  readonly rows: number;
+  readonly error: (changed: number) => Error;
+}
+
+/** Errors of statements sent ahead of the statement that reported them (see isSentAheadFailure). */
+const sentAheadFailures = new WeakSet<object>();
+
+/** Marks `err` as the failure of a statement sent ahead of the one that reported it; returns it. */
+export function sentAheadFailure<E>(err: E): E {
+  if (typeof err === "object" && err !== null) sentAheadFailures.add(err);
+  return err;
+}
+
+/**
+ * Whether `err` (or an error it wraps) is the failure of a statement sent
+ * ahead of the statement it surfaced at (`sendAhead`, `Transaction.lock`, a
+ * savepoint's opening), or of such a statement's row count: the work that
+ * sent it may have been an earlier unit of work in the same transaction.
+ */
+export function isSentAheadFailure(err: unknown): boolean {
+  for (let e = err, depth = 0; typeof e === "object" && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (sentAheadFailures.has(e)) return true;
+  }
+  return false;
 }
 
 interface Scope {
@@ -110,9 +144,13 @@ class ScopedTransaction implements Transaction {
     items.push(item);
   }
   /** See sendAhead. */
-  async ahead(sql: string, params?: readonly SqlValue[]): Promise<void> {
-    if (this.runner.defer) this.runner.defer(sql, params);
-    else await this.run(sql, params);
+  async ahead(sql: string, params?: readonly SqlValue[], check?: AheadCheck): Promise<void> {
+    if (this.runner.defer) {
+      this.runner.defer(sql, params, check);
+      return;
+    }
+    const changed = await this.run(sql, params);
+    if (check && changed !== check.rows) this.failed(check.error(changed));
   }
   async lock(key: string): Promise<void> {
     if (this.dialect.name === "postgres") await this.ahead("SELECT pg_advisory_xact_lock($1, hashtext($2))", [keyedLockClass, key]);
@@ -126,6 +164,8 @@ class ScopedTransaction implements Transaction {
     try {
       result = await work(new ScopedTransaction(this.runner, inner, this.depth + 1));
       if (inner.failed !== undefined) throw new CaughtStatementError(inner.failed);
+      // What it sent ahead with a row count to check is its own: checked before the savepoint ends.
+      await this.runner.settleChecks?.();
       await this.runner.run(`RELEASE SAVEPOINT ${name}`);
     } catch (err) {
       // What it deferred is not sent; nothing is undone when nothing of it was (its SAVEPOINT had not gone yet).
@@ -148,13 +188,20 @@ class ScopedTransaction implements Transaction {
 
 /**
  * Sends `sql`, whose result nobody reads (a SET LOCAL, an INSERT that must
- * simply succeed), ahead of `tx`'s next statement or its COMMIT, in the same
- * round trip (PostgreSQL), or runs it now. Its failure is that next
- * statement's, or the COMMIT's.
+ * simply succeed, an UPDATE of rows this transaction has locked), ahead of
+ * `tx`'s next statement or its COMMIT, in the same round trip (PostgreSQL),
+ * or runs it now (SQLite). Its failure is that next statement's, or the
+ * COMMIT's, and so is `check`'s: when the statement changed another number
+ * of rows than `check.rows`, `check.error` fails the transaction (a COMMIT
+ * or a savepoint's RELEASE waits for the count).
  */
-export async function sendAhead(tx: Transaction, sql: string, params?: readonly SqlValue[]): Promise<void> {
-  if (tx instanceof ScopedTransaction) await tx.ahead(sql, params);
-  else await tx.run(sql, params);
+export async function sendAhead(tx: Transaction, sql: string, params?: readonly SqlValue[], check?: AheadCheck): Promise<void> {
+  if (tx instanceof ScopedTransaction) {
+    await tx.ahead(sql, params, check);
+    return;
+  }
+  const changed = await tx.run(sql, params);
+  if (check && changed !== check.rows) throw check.error(changed);
 }
 
 /** A queryable that is only a runner: reads and single statements outside any transaction. */
