@@ -1,7 +1,7 @@
 import { encodeMessage, type MessageEncoder } from "../contracts/encode-message.js";
 import { Code, StatusError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
-import { type Database, type Migration, type Retention, startRetention, type Transaction } from "../sql/index.js";
+import { type Database, type Migration, type Retention, sendAhead, startRetention, type Transaction } from "../sql/index.js";
 
 /** The table of request ids: one row per call that carried one, with its request's digest and its response. */
 export const requestIdMigrations: Migration[] = [
@@ -93,8 +93,9 @@ export function createRequestIds(): RequestIds {
         return codec.decode(seen.response);
       }
       const response = await work();
-      // A concurrent call with the same id (another instance, on Postgres) makes this insert fail, and the transaction with it.
-      await tx.run("INSERT INTO request_ids (method, request_id, digest, response, created_at) VALUES ($1, $2, $3, $4, $5)", [
+      // A concurrent call with the same id (another instance, on Postgres) makes this insert fail, and the transaction
+      // with it. It goes with the COMMIT, in its round trip.
+      await sendAhead(tx, "INSERT INTO request_ids (method, request_id, digest, response, created_at) VALUES ($1, $2, $3, $4, $5)", [
         call.method,
         requestId,
         call.requestDigest,

@@ -23,7 +23,8 @@ export function createOrderSaga(store: OrderStore, now: () => number = Date.now)
     if (!order) throw new UnprocessableEventError(`order ${orderId} is unknown to this service, so there is nothing to settle`);
     const next = settleReservation(order, linesVersion, outcome, now());
     if (!next) return;
-    if (!(await store.replace(context.tx, next, order.version))) throw new Error(`order ${orderId} changed while it was being settled`);
+    // Sent with the next statement: the row is locked, so the version cannot have moved.
+    await store.replaceLocked(context.tx, next, order.version);
     const total = { currencyCode: next.currency, amountMinor: next.totalMinor };
     if (next.state === "CONFIRMED") context.emit(OrderConfirmedEvent, { orderId, customerId: next.customerId, total });
     else context.emit(OrderRejectedEvent, { orderId, customerId: next.customerId, reason: next.rejectionReason });

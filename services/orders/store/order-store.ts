@@ -1,4 +1,4 @@
-import type { Queryable, Transaction } from "../../../platform/sql/index.js";
+import { type Queryable, sendAhead, type Transaction } from "../../../platform/sql/index.js";
 import type { OrderRecord, OrderState } from "../domain/order.js";
 
 /**
@@ -7,12 +7,20 @@ import type { OrderRecord, OrderState } from "../domain/order.js";
  * database, or a transaction to see its own writes.
  */
 export interface OrderStore {
+  /** Adds the order, sent ahead of the transaction's next statement or its commit (see sendAhead), which its failure fails. */
   insert(tx: Transaction, order: OrderRecord): Promise<void>;
   get(q: Queryable, id: string): Promise<OrderRecord | undefined>;
   /** The order, its row locked until `tx` ends (Postgres): for a change that reads it first. */
   getForUpdate(tx: Transaction, id: string): Promise<OrderRecord | undefined>;
   /** Writes `next` if the stored version is still `expectedVersion`; false otherwise. */
   replace(tx: Transaction, next: OrderRecord, expectedVersion: number): Promise<boolean>;
+  /**
+   * Writes `next` over the order `getForUpdate` locked in `tx`, sent ahead of
+   * the transaction's next statement (see sendAhead): when the stored version
+   * is not `expectedVersion`, the transaction fails at that statement or at
+   * its commit.
+   */
+  replaceLocked(tx: Transaction, next: OrderRecord, expectedVersion: number): Promise<void>;
   /** Up to `limit` of one customer's orders with ids after `afterId`, in id order. */
   listByCustomer(q: Queryable, customerId: string, afterId: string, limit: number): Promise<OrderRecord[]>;
 }
@@ -65,10 +73,14 @@ const valuesOf = (o: OrderRecord) => [
   o.updatedAt,
 ];
 
+const replaceSql = `UPDATE orders SET customer_id = $2, state = $3, lines_json = $4, currency = $5, total_minor = $6, shipping_json = $7,
+    rejection_reason = $8, lines_version = $9, version = $10, created_at = $11, updated_at = $12
+  WHERE id = $1 AND version = $13`;
+
 export function createOrderStore(): OrderStore {
   return {
     async insert(tx, o) {
-      await tx.run(`INSERT INTO orders (${columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`, valuesOf(o));
+      await sendAhead(tx, `INSERT INTO orders (${columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`, valuesOf(o));
     },
     async get(q, id) {
       const [row] = await q.query<Row>(`SELECT ${columns} FROM orders WHERE id = $1`, [id]);
@@ -79,13 +91,13 @@ export function createOrderStore(): OrderStore {
       return row && fromRow(row);
     },
     async replace(tx, next, expectedVersion) {
-      const changed = await tx.run(
-        `UPDATE orders SET customer_id = $2, state = $3, lines_json = $4, currency = $5, total_minor = $6, shipping_json = $7,
-           rejection_reason = $8, lines_version = $9, version = $10, created_at = $11, updated_at = $12
-         WHERE id = $1 AND version = $13`,
-        [...valuesOf(next), expectedVersion],
-      );
-      return changed === 1;
+      return (await tx.run(replaceSql, [...valuesOf(next), expectedVersion])) === 1;
+    },
+    async replaceLocked(tx, next, expectedVersion) {
+      await sendAhead(tx, replaceSql, [...valuesOf(next), expectedVersion], {
+        rows: 1,
+        error: () => new Error(`order ${next.id} changed while it was being written (its version is not ${expectedVersion})`),
+      });
     },
     async listByCustomer(q, customerId, afterId, limit) {
       return (await q.query<Row>(`SELECT ${columns} FROM orders WHERE customer_id = $1 AND id > $2 ORDER BY id LIMIT $3`, [customerId, afterId, limit])).map(fromRow);

@@ -1,4 +1,4 @@
-import type { SqlValue, Transaction } from "../../../platform/sql/index.js";
+import { sendAhead, type SqlValue, type Transaction } from "../../../platform/sql/index.js";
 import type { ReservationRecord, ReservedUnits } from "../domain/reservation.js";
 
 /**
@@ -14,6 +14,11 @@ export interface ReservationStore {
    * each other's decision.
    */
   get(tx: Transaction, orderId: string): Promise<ReservationRecord | undefined>;
+  /**
+   * Writes the order's reservation. Sent ahead of the transaction's next
+   * statement (see sendAhead): its failure may be that statement's, or the
+   * commit's.
+   */
   put(tx: Transaction, record: ReservationRecord, now: number): Promise<void>;
   /**
    * Stock on hand of each product that exists among `productIds`, their rows
@@ -25,7 +30,9 @@ export interface ReservationStore {
    * Moves each line's `quantity` units between its product's stock and the
    * units it holds for orders (`sign` -1: reserve, 1: release) and raises the
    * product's stock version once per line, in one statement. The table's
-   * CHECKs refuse a negative result.
+   * CHECKs refuse a negative result, and a product missing fails it. Sent
+   * ahead of the transaction's next statement, like `put`: the products'
+   * rows are locked by `stockOf` first, in every caller.
    */
   moveStock(tx: Transaction, lines: readonly ReservedUnits[], sign: 1 | -1, now: number): Promise<void>;
 }
@@ -46,7 +53,8 @@ export function createReservationStore(): ReservationStore {
       return row && { orderId: row.order_id, linesVersion: Number(row.lines_version), status: row.status as ReservationRecord["status"], lines: JSON.parse(row.lines_json) as ReservedUnits[] };
     },
     async put(tx, r, now) {
-      await tx.run(
+      await sendAhead(
+        tx,
         `INSERT INTO reservations (order_id, lines_version, status, lines_json, updated_at) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (order_id) DO UPDATE SET lines_version = excluded.lines_version, status = excluded.status,
            lines_json = excluded.lines_json, updated_at = excluded.updated_at`,
@@ -76,11 +84,12 @@ export function createReservationStore(): ReservationStore {
         ids.push(id);
       }
       const delta = `CASE id ${units.join(" ")} END`;
-      const changed = await tx.run(
+      await sendAhead(
+        tx,
         `UPDATE products SET stock = stock + ${delta}, reserved = reserved - ${delta}, stock_version = stock_version + CASE id ${versions.join(" ")} END, updated_at = $1 WHERE id IN (${ids.join(", ")})`,
         params,
+        { rows: moves.size, error: (changed) => new Error(`${moves.size - changed} of the products ${[...moves.keys()].join(", ")} vanished while moving their stock`) },
       );
-      if (changed !== moves.size) throw new Error(`${moves.size - changed} of the products ${[...moves.keys()].join(", ")} vanished while moving their stock`);
     },
   };
 }
