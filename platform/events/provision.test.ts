@@ -176,9 +176,11 @@ describe("provisioning on a cluster", () => {
 
     const moving = sampleStream("moving").stream;
     await ensureStreams(bus.jsm, [moving]);
-    // On a cluster a new stream answers publishes once it has elected a leader (before that: 503, no responders).
-    await expect.poll(async () => (await bus.jsm.streams.info(moving.name)).cluster?.leader, { timeout: 20_000 }).toBeTruthy();
-    await bus.js.publish("test.moving.thing.1.happened", new Uint8Array([1]));
+    // On a cluster a new stream answers publishes once its leader has taken its subjects (before that: 503, no
+    // responders), which may be a moment after the leader is named: the publish is tried until it is answered.
+    await expect
+      .poll(async () => bus.js.publish("test.moving.thing.1.happened", new Uint8Array([1]), { msgID: "moving-1" }).then(() => true, () => false), { timeout: 20_000, interval: 100 })
+      .toBe(true);
     const kept = keptLogger();
     await ensureStreams(bus.jsm, [{ ...moving, replicas: 3 }], { logger: kept.logger });
     const moved = await bus.jsm.streams.info(moving.name);
