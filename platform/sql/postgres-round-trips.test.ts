@@ -327,6 +327,20 @@ describe("a PostgreSQL transaction's round trips", () => {
       expect(await noteOf(220), "bumped once: by the second savepoint only").toBe("a+");
     });
 
+    it("is the scope's that sent it, not a savepoint's opened after it: the transaction cannot commit", async () => {
+      await db.run("INSERT INTO notes (id, note) VALUES (240, 'a')");
+      await expect(
+        db.transaction(async (tx) => {
+          await tx.run("INSERT INTO notes (id, note) VALUES ($1, $2)", [241, "not kept"]);
+          await sendAhead(tx, bump, [249], expectOne("no row 249"));
+          // The caller gives up on the savepoint and goes on: the check's failure still keeps the COMMIT from going.
+          await tx.savepoint((inner) => inner.run(bump, [240])).catch(() => undefined);
+        }),
+      ).rejects.toThrow("no row 249: 0 rows changed, not 1");
+      expect(await noteOf(241)).toBeUndefined();
+      expect(await noteOf(240)).toBe("a");
+    });
+
     it("tells a failure of a statement sent ahead from one of the statement it went with", async () => {
       const failureOf = (work: Parameters<Database["transaction"]>[0]) => db.transaction(work).then(() => undefined, (err: unknown) => err);
       const ahead = await failureOf(async (tx) => {

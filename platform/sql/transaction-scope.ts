@@ -158,6 +158,8 @@ class ScopedTransaction implements Transaction {
   async savepoint<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
     const name = `sp_${this.depth + 1}`;
     const inner: Scope = { staged: new Map(), afterCommit: [] };
+    // Row counts this scope sent ahead to be checked are its own, not the savepoint's: checked before it opens.
+    await this.runner.settleChecks?.().catch(this.failed);
     // Sent with the savepoint's first statement, and what it defers last with its RELEASE: a failure of that is its own.
     const opened = this.runner.defer ? this.runner.defer(`SAVEPOINT ${name}`) : await this.runner.run(`SAVEPOINT ${name}`);
     let result: T;
