@@ -235,4 +235,36 @@ describe("a consumer's batch on Postgres", () => {
       await db.close();
     }
   });
+
+  it("blames a write an event sent ahead on that event at once when it fails with the event's own statement: its handler runs once an attempt", async () => {
+    const url = await postgres.createDatabase("own_ahead");
+    const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
+    const sample = sampleStream("ownahead");
+    await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    for (const note of ["before", "ownbad", "after"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
+    const durable = "ownahead-worker";
+    let runs = 0;
+    const consumers = await startWorker(db, sample, durable, async (event, context) => {
+      await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
+      if (event.note !== "ownbad") return;
+      runs++;
+      // Sent ahead, it fails with the event's own next statement (as a lock that times out fails the read after it).
+      await sendAhead(context.tx, "INSERT INTO no_such_table VALUES (1)");
+      await context.tx.query("SELECT 1");
+    });
+    try {
+      const lastLetter = () => bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable) });
+      await eventually("the event is dead-lettered", () => lastLetter().then(() => true, () => false), 15_000);
+      expect((await lastLetter()).header.get("concord-dlq-stream-sequence")).toBe("2");
+      await settled(sample, durable);
+      expect((await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note")).map((r) => r.note)).toEqual(["after", "before"]);
+      const [counted] = await db.query<{ failures: number }>("SELECT failures FROM event_failures WHERE stream_sequence = 2");
+      // Known as its own failure in the batch's first pass, it is not run again in the careful pass of the same delivery.
+      expect(runs).toBe(Number(counted.failures));
+    } finally {
+      await consumers.stop();
+      await db.close();
+    }
+  });
 });

@@ -8,7 +8,7 @@ import { createInbox, inboxStep, type BatchClaims } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
 import { retryWithBackoff } from "./retry.js";
 import { sourceCheck } from "./source-check.js";
-import { CaughtStatementError, caughtStatementFailure, isDatabaseRefusingWrites, isLockTimeout, isSentAheadFailure, isWriteConflict } from "../sql/index.js";
+import { aheadMark, CaughtStatementError, caughtStatementFailure, isDatabaseRefusingWrites, isLockTimeout, isSentAheadFailure, isWriteConflict } from "../sql/index.js";
 
 /**
  * A failing event undoes only its own writes: everything inside runs in a
@@ -32,30 +32,33 @@ export const savepointStep: DeliveryMiddleware = (next) => async (delivery, tx) 
  * Handlers rarely fail, so most batches go through once.
  */
 export const noSavepointStep: DeliveryMiddleware = (next) => async (delivery, tx) => {
+  // What the transaction deferred before this event is the work of the events before it.
+  const since = aheadMark(tx);
   let settlement;
   try {
     settlement = await next(delivery, tx);
   } catch (err) {
     // The database taking no writes is no event's doing: the batch's transaction fails and is held.
     if (isDatabaseRefusingWrites(err)) throw new BatchConflictError(err);
-    throw new SavepointNeededError(err, ownFailure(err, delivery));
+    throw new SavepointNeededError(err, ownFailure(err, delivery, since));
   }
   // A statement of this event's failed and its handler caught the error: the transaction cannot commit.
   const caught = caughtStatementFailure(tx);
   if (caught !== undefined) {
     if (isDatabaseRefusingWrites(caught)) throw new BatchConflictError(caught);
-    throw new SavepointNeededError(new CaughtStatementError(caught), ownFailure(caught, delivery));
+    throw new SavepointNeededError(new CaughtStatementError(caught), ownFailure(caught, delivery, since));
   }
   return settlement;
 };
 
 /**
  * The event's stream sequence when `err` is surely its own failure; not when
- * a statement sent ahead failed (an earlier event's write may have gone with
- * this event's first statement).
+ * a statement sent ahead failed that the event did not send itself (an
+ * earlier event's write goes with this event's first statement), nor when
+ * which one failed is not known.
  */
-function ownFailure(err: unknown, delivery: { readonly streamSequence: number }): number | undefined {
-  return isSentAheadFailure(err) ? undefined : delivery.streamSequence;
+function ownFailure(err: unknown, delivery: { readonly streamSequence: number }, since: number | undefined): number | undefined {
+  return isSentAheadFailure(err, since) ? undefined : delivery.streamSequence;
 }
 
 /**

@@ -4,4 +4,4 @@ export { isDatabaseRefusingWrites, isDatabaseTakingNoWrites, isDatabaseUnavailab
 export { migrate, migrationSql } from "./migrate.js";
 export { startRetention, type Retention, type RetentionOptions } from "./retention.js";
 export { placeholderRows, sqlByRowCount } from "./statements.js";
-export { type AheadCheck, CaughtStatementError, caughtStatementFailure, isSentAheadFailure, sendAhead } from "./transaction-scope.js";
+export { aheadMark, type AheadCheck, CaughtStatementError, caughtStatementFailure, isSentAheadFailure, sendAhead } from "./transaction-scope.js";

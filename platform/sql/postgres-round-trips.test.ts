@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { recordStatements } from "../../test/support/pg-statements.js";
 import { usePostgresServer } from "../../test/support/postgres.js";
 import type pg from "pg";
-import { isLockTimeout, isSentAheadFailure, limitLockWaits, openDatabase, sendAhead, type Database, type SqlValue } from "./index.js";
+import { aheadMark, isLockTimeout, isSentAheadFailure, limitLockWaits, openDatabase, sendAhead, type Database, type SqlValue } from "./index.js";
 
 /**
  * Statements whose results nobody reads (BEGIN, SET LOCAL, SAVEPOINT, an
@@ -356,6 +356,28 @@ describe("a PostgreSQL transaction's round trips", () => {
       expect(own).toMatchObject({ code: "42P01" });
       expect(isSentAheadFailure(own)).toBe(false);
       expect(await noteOf(230)).toBeUndefined();
+    });
+
+    it("tells whose statement sent ahead failed: deferred before a mark (earlier work's) or after it (the work that took the mark)", async () => {
+      const marks: Array<number | undefined> = [];
+      const failure = await db
+        .transaction(async (tx) => {
+          marks.push(aheadMark(tx));
+          await sendAhead(tx, "INSERT INTO notes (id, note) VALUES ($1, $2)", [231, "fine"]);
+          // A second unit of work begins; the failing write below is its own.
+          marks.push(aheadMark(tx));
+          await sendAhead(tx, "INSERT INTO no_such_table VALUES (1)");
+          marks.push(aheadMark(tx));
+          await tx.query("SELECT 1");
+        })
+        .then(() => undefined, (err: unknown) => err);
+      expect(failure).toMatchObject({ code: "42P01" });
+      expect(marks).toEqual([0, 1, 2]);
+      expect(isSentAheadFailure(failure)).toBe(true);
+      expect(isSentAheadFailure(failure, marks[0]), "deferred after this mark").toBe(false);
+      expect(isSentAheadFailure(failure, marks[1]), "sent by the unit that took this mark").toBe(false);
+      expect(isSentAheadFailure(failure, marks[2]), "deferred before this mark: earlier work's").toBe(true);
+      expect(await noteOf(231)).toBeUndefined();
     });
   });
 });

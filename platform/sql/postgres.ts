@@ -160,6 +160,8 @@ interface AheadStatement {
   readonly text: string;
   readonly values: readonly SqlValue[];
   readonly check?: AheadCheck;
+  /** Its place in the order the transaction deferred statements (see aheadMark); none for what opens it. */
+  readonly serial?: number;
 }
 
 /** The parts of node-postgres's connection a statement is written to. */
@@ -227,10 +229,10 @@ function allResults(results: pg.QueryResult | pg.QueryResult[]): pg.QueryResult[
 }
 
 /** Fails as the first statement whose row count is not its check's. */
-function checkRows(statements: ReadonlyArray<{ readonly check?: AheadCheck }>, results: readonly pg.QueryResult[]): void {
-  statements.forEach(({ check }, i) => {
+function checkRows(statements: ReadonlyArray<{ readonly check?: AheadCheck; readonly serial?: number }>, results: readonly pg.QueryResult[]): void {
+  statements.forEach(({ check, serial }, i) => {
     const changed = results[i]?.rowCount ?? 0;
-    if (check && changed !== check.rows) throw sentAheadFailure(check.error(changed));
+    if (check && changed !== check.rows) throw sentAheadFailure(check.error(changed), serial);
   });
 }
 
@@ -268,22 +270,27 @@ class ClientRunner implements StatementRunner {
   open(statements: readonly string[]): void {
     this.opening = statements.map((text) => ({ text, values: [] }));
   }
+  /** How many statements were deferred. */
+  private serials = 0;
   defer(sql: string, params: readonly SqlValue[] = [], check?: AheadCheck): object {
-    const statement = { text: sql, values: params, check };
+    const statement = { text: sql, values: params, check, serial: ++this.serials };
     this.deferred.push(statement);
     return statement;
+  }
+  deferredCount(): number {
+    return this.serials;
   }
   async settleChecks(): Promise<void> {
     const last = this.deferred.findLastIndex((s) => s.check !== undefined);
     if (last < 0) return;
-    const { text, values, check } = this.deferred[last];
+    const { text, values, check, serial } = this.deferred[last];
     const after = this.deferred.slice(last + 1);
     this.deferred = this.deferred.slice(0, last);
-    const sent = this.send(text, values, check);
+    const sent = this.send(text, values, check, serial);
     // What was deferred after it stays for the next statement.
     this.deferred = after;
     await sent.catch((err: unknown) => {
-      throw sentAheadFailure(err);
+      throw sentAheadFailure(err, serial);
     });
   }
   undefer(mark: object): boolean {
@@ -305,7 +312,7 @@ class ClientRunner implements StatementRunner {
   }
   /** The statement before, settled: each waits for it, so its time to be answered starts when it is sent, not when queued. */
   private previous: Promise<unknown> = Promise.resolve();
-  private send(sql: string, params: readonly SqlValue[] | undefined, check?: AheadCheck): Promise<pg.QueryResult> {
+  private send(sql: string, params: readonly SqlValue[] | undefined, check?: AheadCheck, serial?: number): Promise<pg.QueryResult> {
     // What was deferred until now goes with this statement; what is deferred after it, with the next.
     const ahead = this.sentAny ? this.deferred : [...this.opening, ...this.deferred];
     this.deferred = [];
@@ -313,7 +320,7 @@ class ClientRunner implements StatementRunner {
     const values = params?.map(toPostgres) as unknown[] | undefined;
     const request = async (): Promise<pg.QueryResult> => {
       const results = ahead.length === 0 ? allResults((await this.client.query({ text: sql, values })) as pg.QueryResult | pg.QueryResult[]) : await this.sendWithAhead(ahead, sql, values);
-      checkRows([...ahead, { check }], results);
+      checkRows([...ahead, { check, serial }], results);
       return results[results.length - 1];
     };
     // The server's statement timeout counts for each statement of the message.
@@ -340,14 +347,14 @@ class ClientRunner implements StatementRunner {
       }
       const last = ahead[ahead.length - 1];
       const first = await this.sendWithAhead(ahead.slice(0, -1), last.text, last.values.map(toPostgres)).catch((err: unknown) => {
-        throw sentAheadFailure(err);
+        throw sentAheadFailure(err, last.serial);
       });
       return [...first, ...allResults((await this.client.query(text)) as pg.QueryResult | pg.QueryResult[])];
     }
     const written = ahead.map((s) => ({ text: s.text, values: wireValues(s.values) }));
     return await new Promise((resolve, reject) => {
       const query = new (aheadQueryClass())({ text, values, queryMode: "extended" }, written);
-      query.callback = (err, results) => (err ? reject(query.completed < ahead.length ? sentAheadFailure(err) : err) : resolve(allResults(results!)));
+      query.callback = (err, results) => (err ? reject(query.completed < ahead.length ? sentAheadFailure(err, ahead[query.completed].serial) : err) : resolve(allResults(results!)));
       this.client.query(query);
     });
   }

@@ -12,6 +12,8 @@ export interface StatementRunner {
    * statements run at once. Returns a mark for `undefer`.
    */
   defer?(sql: string, params?: readonly SqlValue[], check?: AheadCheck): object;
+  /** How many statements were deferred so far (see aheadMark). */
+  deferredCount?(): number;
   /**
    * Sends now, in one round trip, what was deferred up to the last
    * statement deferred with a check, and fails as its check does: what ends
@@ -32,12 +34,20 @@ export interface AheadCheck {
   readonly error: (changed: number) => Error;
 }
 
-/** Errors of statements sent ahead of the statement that reported them (see isSentAheadFailure). */
-const sentAheadFailures = new WeakSet<object>();
+/**
+ * Errors of statements sent ahead of the statement that reported them (see
+ * isSentAheadFailure), with the failed statement's place in the order its
+ * transaction deferred statements (see aheadMark) where it is known.
+ */
+const sentAheadFailures = new WeakMap<object, number | undefined>();
 
-/** Marks `err` as the failure of a statement sent ahead of the one that reported it; returns it. */
-export function sentAheadFailure<E>(err: E): E {
-  if (typeof err === "object" && err !== null) sentAheadFailures.add(err);
+/**
+ * Marks `err` as the failure of a statement sent ahead of the one that
+ * reported it, the `serial`th its transaction deferred when known; returns
+ * it. A mark already on `err` is kept.
+ */
+export function sentAheadFailure<E>(err: E, serial?: number): E {
+  if (typeof err === "object" && err !== null && !sentAheadFailures.has(err)) sentAheadFailures.set(err, serial);
   return err;
 }
 
@@ -46,12 +56,28 @@ export function sentAheadFailure<E>(err: E): E {
  * ahead of the statement it surfaced at (`sendAhead`, `Transaction.lock`, a
  * savepoint's opening), or of such a statement's row count: the work that
  * sent it may have been an earlier unit of work in the same transaction.
+ * With `since` (an `aheadMark` taken when a unit of work began), whether
+ * it is such a failure of a statement deferred before then: a failure of
+ * one the unit deferred itself is its own, and so is not counted here.
  */
-export function isSentAheadFailure(err: unknown): boolean {
+export function isSentAheadFailure(err: unknown, since?: number): boolean {
   for (let e = err, depth = 0; typeof e === "object" && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    if (sentAheadFailures.has(e)) return true;
+    if (sentAheadFailures.has(e)) {
+      const serial = sentAheadFailures.get(e);
+      return since === undefined || serial === undefined || serial <= since;
+    }
   }
   return false;
+}
+
+/**
+ * How many statements `tx`'s transaction has deferred so far: taken when a
+ * unit of work begins, it tells that unit's own statements sent ahead from
+ * those of the work before it (isSentAheadFailure's `since`). Undefined
+ * where nothing is deferred (SQLite runs every statement at once).
+ */
+export function aheadMark(tx: Transaction): number | undefined {
+  return tx instanceof ScopedTransaction ? tx.aheadMark() : undefined;
 }
 
 interface Scope {
@@ -142,6 +168,10 @@ class ScopedTransaction implements Transaction {
     let items = this.scope.staged.get(writes as StagedWrites<unknown>);
     if (!items) this.scope.staged.set(writes as StagedWrites<unknown>, (items = []));
     items.push(item);
+  }
+  /** See aheadMark. */
+  aheadMark(): number | undefined {
+    return this.runner.deferredCount?.();
   }
   /** See sendAhead. */
   async ahead(sql: string, params?: readonly SqlValue[], check?: AheadCheck): Promise<void> {
