@@ -267,4 +267,69 @@ describe("a consumer's batch on Postgres", () => {
       await db.close();
     }
   });
+
+  describe("does not blame an event for a statement the event before it sent ahead (one attempt each: a blamed event would be dead-lettered)", () => {
+    /** Events "a" then "b" in one batch; which were dead-lettered, and b's effects. */
+    const runPair = async (name: string, handle: ConsumerBinding<ThingHappened>["handle"]) => {
+      const url = await postgres.createDatabase(name);
+      const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
+      const sample = sampleStream(name.replace(/_/g, ""));
+      await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
+      const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+      for (const note of ["a", "b"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
+      const durable = `${name.replace(/_/g, "")}-worker`;
+      const consumers = await startConsumers({
+        nc: bus.nc,
+        db,
+        service: "worker",
+        logger,
+        consumers: [bindConsumer({ spec: sample.consumerSpec(durable, { maxDeliver: 1 }), descriptor: sample.event, handle })],
+      });
+      try {
+        await settled(sample, durable);
+        const letters: string[] = [];
+        const info = await bus.jsm.streams.info(deadLetterStreamSpec.name);
+        for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+          const letter = await bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { seq }).catch(() => undefined);
+          if (letter?.subject === deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable)) letters.push(letter.header.get("concord-dlq-stream-sequence"));
+        }
+        const effects = (await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note")).map((r) => r.note);
+        return { letters, effects };
+      } finally {
+        await consumers.stop();
+        await db.close();
+      }
+    };
+    const record = (context: EventContext, note: string) => context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, note]);
+
+    it("when it times out as b checks a count of its own before a savepoint", async () => {
+      const out = await runPair("ahead_timeout", async (event, context) => {
+        if (event.note === "a") {
+          await sendAhead(context.tx, "SET LOCAL statement_timeout = 300");
+          await sendAhead(context.tx, "SELECT pg_sleep(1)");
+          return;
+        }
+        await sendAhead(context.tx, "INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, "b"], { rows: 1, error: (n) => new Error(`${n} rows`) });
+        await context.tx.savepoint((inner) => inner.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, "b in its savepoint"]));
+      });
+      expect(out).toEqual({ letters: ["1"], effects: ["b", "b in its savepoint"] });
+    });
+
+    it("when it fails ahead of b's savepoint, which the server then never opened", async () => {
+      const out = await runPair("ahead_savepoint", async (event, context) => {
+        if (event.note === "a") return void (await sendAhead(context.tx, "INSERT INTO no_such_table VALUES (1)"));
+        await context.tx.savepoint((inner) => record({ ...context, tx: inner }, "b"));
+      });
+      expect(out).toEqual({ letters: ["1"], effects: ["b"] });
+    });
+
+    it("when b's handler catches that failure and then fails otherwise", async () => {
+      const out = await runPair("ahead_caught", async (event, context) => {
+        if (event.note === "a") return void (await sendAhead(context.tx, "INSERT INTO no_such_table VALUES (1)"));
+        await context.tx.query("SELECT 1").catch(() => undefined);
+        await record(context, "b");
+      });
+      expect(out).toEqual({ letters: ["1"], effects: ["b"] });
+    });
+  });
 });

@@ -40,7 +40,8 @@ export const noSavepointStep: DeliveryMiddleware = (next) => async (delivery, tx
   } catch (err) {
     // The database taking no writes is no event's doing: the batch's transaction fails and is held.
     if (isDatabaseRefusingWrites(err)) throw new BatchConflictError(err);
-    throw new SavepointNeededError(err, ownFailure(err, delivery, since));
+    // A statement that failed first, whose error the handler caught before failing otherwise, tells whose failure it is.
+    throw new SavepointNeededError(err, ownFailure(caughtStatementFailure(tx) ?? err, delivery, since));
   }
   // A statement of this event's failed and its handler caught the error: the transaction cannot commit.
   const caught = caughtStatementFailure(tx);

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { recordStatements } from "../../test/support/pg-statements.js";
 import { usePostgresServer } from "../../test/support/postgres.js";
 import type pg from "pg";
-import { aheadMark, isLockTimeout, isSentAheadFailure, limitLockWaits, openDatabase, sendAhead, type Database, type SqlValue } from "./index.js";
+import { aheadMark, CaughtStatementError, isLockTimeout, isSentAheadFailure, limitLockWaits, openDatabase, sendAhead, type Database, type SqlValue } from "./index.js";
 
 /**
  * Statements whose results nobody reads (BEGIN, SET LOCAL, SAVEPOINT, an
@@ -378,6 +378,61 @@ describe("a PostgreSQL transaction's round trips", () => {
       expect(isSentAheadFailure(failure, marks[1]), "sent by the unit that took this mark").toBe(false);
       expect(isSentAheadFailure(failure, marks[2]), "deferred before this mark: earlier work's").toBe(true);
       expect(await noteOf(231)).toBeUndefined();
+    });
+
+    it("keeps the number of an earlier unit's statement that timed out when it surfaces as a later unit checks its own count: the later unit is not blamed", async () => {
+      let mark: number | undefined;
+      const failure = await db
+        .transaction(
+          async (tx) => {
+            await tx.query("SELECT 1");
+            await sendAhead(tx, "SELECT pg_sleep(2)"); // the earlier unit's last statement
+            mark = aheadMark(tx);
+            await sendAhead(tx, "INSERT INTO notes (id, note) VALUES ($1, $2)", [232, "b"], expectOne("no row 232"));
+            // The savepoint first settles that count: the message carries the sleep, which the server cancels.
+            await tx.savepoint((inner) => inner.query("SELECT 1"));
+          },
+          { statementTimeoutMs: 300 },
+        )
+        .then(() => undefined, (err: unknown) => err);
+      expect(String(failure)).toMatch(/the database cancelled a statement/);
+      expect(isSentAheadFailure(failure, mark)).toBe(true);
+      expect(await noteOf(232)).toBeUndefined();
+    });
+
+    it("gives the failure of a statement deferred before a savepoint, not its ROLLBACK TO's, when the server never opened it", async () => {
+      let mark: number | undefined;
+      let seen: unknown;
+      const failure = await db
+        .transaction(async (tx) => {
+          await tx.query("SELECT 1");
+          await sendAhead(tx, "INSERT INTO no_such_table VALUES (1)"); // the earlier unit's
+          mark = aheadMark(tx);
+          // Its SAVEPOINT goes in the message after that INSERT, which fails first: the server skips it.
+          await tx.savepoint((inner) => inner.query("SELECT 1")).catch((err: unknown) => {
+            seen = err;
+          });
+        })
+        .then(() => undefined, (err: unknown) => err);
+      expect(seen).toMatchObject({ code: "42P01" });
+      expect(isSentAheadFailure(seen, mark)).toBe(true);
+      // The caller went on: the transaction still cannot commit.
+      expect(failure).toBeInstanceOf(CaughtStatementError);
+    });
+
+    it("blames a value that cannot be written on the statement that deferred it", async () => {
+      const unwritable = { toPostgres: () => { throw new Error("cannot be written"); } } as unknown as SqlValue;
+      let mark: number | undefined;
+      const failure = await db
+        .transaction(async (tx) => {
+          await tx.query("SELECT 1");
+          await sendAhead(tx, "SELECT $1::text", [unwritable]);
+          mark = aheadMark(tx);
+          await tx.query("SELECT 2");
+        })
+        .then(() => undefined, (err: unknown) => err);
+      expect(String(failure)).toMatch(/cannot be written/);
+      expect(isSentAheadFailure(failure, mark)).toBe(true);
     });
   });
 });

@@ -351,7 +351,14 @@ class ClientRunner implements StatementRunner {
       });
       return [...first, ...allResults((await this.client.query(text)) as pg.QueryResult | pg.QueryResult[])];
     }
-    const written = ahead.map((s) => ({ text: s.text, values: wireValues(s.values) }));
+    const written = ahead.map((s) => {
+      try {
+        return { text: s.text, values: wireValues(s.values) };
+      } catch (err) {
+        // A value it cannot write is the failure of the statement that deferred it.
+        throw sentAheadFailure(err, s.serial);
+      }
+    });
     return await new Promise((resolve, reject) => {
       const query = new (aheadQueryClass())({ text, values, queryMode: "extended" }, written);
       query.callback = (err, results) => (err ? reject(query.completed < ahead.length ? sentAheadFailure(err, ahead[query.completed].serial) : err) : resolve(allResults(results!)));

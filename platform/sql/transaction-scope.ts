@@ -47,8 +47,17 @@ const sentAheadFailures = new WeakMap<object, number | undefined>();
  * it. A mark already on `err` is kept.
  */
 export function sentAheadFailure<E>(err: E, serial?: number): E {
-  if (typeof err === "object" && err !== null && !sentAheadFailures.has(err)) sentAheadFailures.set(err, serial);
+  // A wrapper (a timeout's DEADLINE_EXCEEDED, say) of an error already marked keeps the mark its cause has.
+  if (typeof err === "object" && err !== null && markedIn(err) === undefined) sentAheadFailures.set(err, serial);
   return err;
+}
+
+/** The first error of `err`'s cause chain that is marked as a failure sent ahead. */
+function markedIn(err: unknown): object | undefined {
+  for (let e = err, depth = 0; typeof e === "object" && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (sentAheadFailures.has(e)) return e;
+  }
+  return undefined;
 }
 
 /**
@@ -61,13 +70,10 @@ export function sentAheadFailure<E>(err: E, serial?: number): E {
  * one the unit deferred itself is its own, and so is not counted here.
  */
 export function isSentAheadFailure(err: unknown, since?: number): boolean {
-  for (let e = err, depth = 0; typeof e === "object" && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    if (sentAheadFailures.has(e)) {
-      const serial = sentAheadFailures.get(e);
-      return since === undefined || serial === undefined || serial <= since;
-    }
-  }
-  return false;
+  const marked = markedIn(err);
+  if (marked === undefined) return false;
+  const serial = sentAheadFailures.get(marked);
+  return since === undefined || serial === undefined || serial <= since;
 }
 
 /**
@@ -191,6 +197,7 @@ class ScopedTransaction implements Transaction {
     // Row counts this scope sent ahead to be checked are its own, not the savepoint's: checked before it opens.
     await this.runner.settleChecks?.().catch(this.failed);
     // Sent with the savepoint's first statement, and what it defers last with its RELEASE: a failure of that is its own.
+    const before = this.aheadMark();
     const opened = this.runner.defer ? this.runner.defer(`SAVEPOINT ${name}`) : await this.runner.run(`SAVEPOINT ${name}`);
     let result: T;
     try {
@@ -203,8 +210,15 @@ class ScopedTransaction implements Transaction {
       // What it deferred is not sent; nothing is undone when nothing of it was (its SAVEPOINT had not gone yet).
       const reached = typeof opened !== "object" || !this.runner.undefer?.(opened);
       if (reached) {
-        await this.runner.run(`ROLLBACK TO SAVEPOINT ${name}`);
-        await this.runner.run(`RELEASE SAVEPOINT ${name}`);
+        try {
+          await this.runner.run(`ROLLBACK TO SAVEPOINT ${name}`);
+          await this.runner.run(`RELEASE SAVEPOINT ${name}`);
+        } catch (undoing) {
+          // A statement deferred before the SAVEPOINT failed in the same message, so the server never opened it:
+          // nothing to undo, the transaction is lost, and the failure is that statement's, not this one's.
+          if (isSentAheadFailure(err, before)) this.failed(err);
+          throw undoing;
+        }
       }
       throw err;
     }
