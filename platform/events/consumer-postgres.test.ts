@@ -331,5 +331,30 @@ describe("a consumer's batch on Postgres", () => {
       });
       expect(out).toEqual({ letters: ["1"], effects: ["b"] });
     });
+
+    it("when b's savepoint work catches that failure and then fails otherwise", async () => {
+      const out = await runPair("ahead_savepoint_caught", async (event, context) => {
+        if (event.note === "a") return void (await sendAhead(context.tx, "INSERT INTO no_such_table VALUES (1)"));
+        await context.tx.savepoint(async (inner) => {
+          await inner.query("SELECT 1").catch(() => undefined);
+          await record({ ...context, tx: inner }, "b");
+        });
+      });
+      expect(out).toEqual({ letters: ["1"], effects: ["b"] });
+    });
+
+    it("nor for the database going away under its statement when its handler catches that and throws an error of its own: the batch is held and runs again", async () => {
+      let cut = false;
+      const out = await runPair("lost_caught", async (event, context) => {
+        if (event.note === "a") return void (await record(context, "a"));
+        if (!cut) {
+          cut = true;
+          await context.tx.query("SELECT pg_terminate_backend(pg_backend_pid())").catch(() => undefined);
+          throw new Error("could not record b");
+        }
+        await record(context, "b");
+      });
+      expect(out).toEqual({ letters: [], effects: ["a", "b"] });
+    });
   });
 });

@@ -38,10 +38,12 @@ export const noSavepointStep: DeliveryMiddleware = (next) => async (delivery, tx
   try {
     settlement = await next(delivery, tx);
   } catch (err) {
+    // A statement that failed first, whose error the handler caught before failing otherwise, tells whose failure it is.
+    const first = caughtStatementFailure(tx) ?? err;
     // The database taking no writes is no event's doing: the batch's transaction fails and is held.
     if (isDatabaseRefusingWrites(err)) throw new BatchConflictError(err);
-    // A statement that failed first, whose error the handler caught before failing otherwise, tells whose failure it is.
-    throw new SavepointNeededError(err, ownFailure(caughtStatementFailure(tx) ?? err, delivery, since));
+    if (isDatabaseRefusingWrites(first)) throw new BatchConflictError(first);
+    throw new SavepointNeededError(err, ownFailure(first, delivery, since));
   }
   // A statement of this event's failed and its handler caught the error: the transaction cannot commit.
   const caught = caughtStatementFailure(tx);

@@ -216,7 +216,9 @@ class ScopedTransaction implements Transaction {
         } catch (undoing) {
           // A statement deferred before the SAVEPOINT failed in the same message, so the server never opened it:
           // nothing to undo, the transaction is lost, and the failure is that statement's, not this one's.
-          if (isSentAheadFailure(err, before)) this.failed(err);
+          // So too when the work caught that failure and then failed otherwise (a statement of an aborted transaction).
+          const first = inner.failed ?? err;
+          if (isSentAheadFailure(first, before)) this.failed(first);
           throw undoing;
         }
       }
