@@ -5,7 +5,7 @@
  * an event needs, and the events before it commit rather than wait with
  * their locks held.
  */
-import { headers as natsHeaders } from "nats";
+import { headers as natsHeaders, type StoredMsg } from "nats";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
@@ -15,7 +15,7 @@ import { sampleStream, type SampleStream, type ThingHappened } from "../../test/
 import { eventually } from "../../test/support/streams.js";
 import { createLogger } from "../log/index.js";
 import { openDatabase, sendAhead, type Database } from "../sql/index.js";
-import { bindConsumer, connectEventBus, createEventPublisher, deadLetterStreamSpec, deadLetterSubject, ensureStreams, eventMigrations, startConsumers, type ConsumerBinding, type EventBus, type EventContext } from "./index.js";
+import { bindConsumer, connectEventBus, createEventPublisher, deadLetterStreamSpec, deadLetterSubject, ensureStreams, eventMigrations, startConsumers, type ConsumerBinding, type ConsumerSpec, type EventBus, type EventContext } from "./index.js";
 
 const logger = createLogger({ service: "consumer-postgres-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const countersTable = { id: "test_0001_counters", sql: "CREATE TABLE counters (id TEXT PRIMARY KEY, n INTEGER NOT NULL)" };
@@ -37,8 +37,8 @@ describe("a consumer's batch on Postgres", () => {
   });
 
   /** A consumer `durable` of the sample's event on `db`, as service "worker". */
-  const startWorker = (db: Database, sample: SampleStream, durable: string, handle: ConsumerBinding<ThingHappened>["handle"]) =>
-    startConsumers({ nc: bus.nc, db, service: "worker", logger, consumers: [bindConsumer({ spec: sample.consumerSpec(durable), descriptor: sample.event, handle })] });
+  const startWorker = (db: Database, sample: SampleStream, durable: string, handle: ConsumerBinding<ThingHappened>["handle"], overrides?: Partial<ConsumerSpec>) =>
+    startConsumers({ nc: bus.nc, db, service: "worker", logger, consumers: [bindConsumer({ spec: sample.consumerSpec(durable, overrides), descriptor: sample.event, handle })] });
   /** The handler most tests use: one effects row per event. */
   const recordEffect = async (event: ThingHappened, context: EventContext) => {
     await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
@@ -48,6 +48,63 @@ describe("a consumer's batch on Postgres", () => {
       const info = await bus.jsm.consumers.info(sample.stream.name, durable);
       return info.num_pending === 0 && info.num_ack_pending === 0;
     });
+  /** What a test of `withWorker` is given: the database, and the letters its consumer has dead-lettered. */
+  interface Worker {
+    readonly db: Database;
+    readonly sample: SampleStream;
+    readonly durable: string;
+    /** The stream sequences of the events dead-lettered, in order. */
+    letters(): Promise<string[]>;
+    /** The last event dead-lettered. */
+    lastLetter(): Promise<StoredMsg>;
+    /** The effects rows' notes, sorted. */
+    effects(): Promise<string[]>;
+  }
+  /**
+   * A database and a stream of their own (`name`), `notes` published in
+   * order (stream sequences 1, 2, ...) before a worker consumes them with
+   * `handle` (in one batch); `test` runs, then the worker stops and the
+   * database closes.
+   */
+  const withWorker = async (
+    name: string,
+    notes: readonly string[],
+    handle: ConsumerBinding<ThingHappened>["handle"],
+    test: (worker: Worker) => Promise<void>,
+    overrides?: Partial<ConsumerSpec>,
+  ) => {
+    const db = await openDatabase({ path: await postgres.createDatabase(name), migrations: [...eventMigrations, effectsTable] });
+    const sample = sampleStream(name.replace(/_/g, ""));
+    await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    for (const note of notes) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
+    const durable = `${name.replace(/_/g, "")}-worker`;
+    const consumers = await startWorker(db, sample, durable, handle, overrides);
+    const subject = deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable);
+    try {
+      await test({
+        db,
+        sample,
+        durable,
+        async letters() {
+          const sequences: string[] = [];
+          const info = await bus.jsm.streams.info(deadLetterStreamSpec.name);
+          for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+            const letter = await bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { seq }).catch(() => undefined);
+            if (letter?.subject === subject) sequences.push(letter.header.get("concord-dlq-stream-sequence"));
+          }
+          return sequences;
+        },
+        lastLetter: () => bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: subject }),
+        effects: async () => (await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note")).map((r) => r.note),
+      });
+    } finally {
+      await consumers.stop();
+      await db.close();
+    }
+  };
+  /** Waits until `worker` has dead-lettered an event. */
+  const someLetter = (worker: Worker) => eventually("an event is dead-lettered", () => worker.lastLetter().then(() => true, () => false), 15_000);
 
   it("commits the events before one that would wait for a locked row, and handles that one once the row is free", async () => {
     const url = await postgres.createDatabase("batch_locks");
@@ -182,132 +239,75 @@ describe("a consumer's batch on Postgres", () => {
   });
 
   it("does not count as handled an event whose handler caught a failed statement (PostgreSQL would roll its COMMIT back and report success): it is retried, then dead-lettered; its neighbours are handled", async () => {
-    const url = await postgres.createDatabase("caught");
-    const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
-    const sample = sampleStream("caught");
-    await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
-    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
-    for (const note of ["before", "swallows", "after"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
-    const durable = "caught-worker";
-    const consumers = await startWorker(db, sample, durable, async (event, context) => {
+    const handle = async (event: ThingHappened, context: EventContext) => {
       await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
       // "Insert, or ignore the failure": the idiom that leaves a PostgreSQL transaction aborted.
       if (event.note === "swallows") await context.tx.run("INSERT INTO no_such_table VALUES (1)").catch(() => undefined);
+    };
+    await withWorker("caught", ["before", "swallows", "after"], handle, async (worker) => {
+      await someLetter(worker);
+      expect((await worker.lastLetter()).header.get("concord-dlq-reason")).toMatch(/a statement failed and its error was caught without being rethrown.*no_such_table/);
+      await settled(worker.sample, worker.durable);
+      expect(await worker.effects()).toEqual(["after", "before"]);
+      expect((await worker.db.query<{ n: number }>("SELECT count(*)::int AS n FROM event_inbox"))[0].n).toBe(2);
     });
-    const effects = async () => (await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note")).map((r) => r.note);
-    try {
-      await eventually("the event is dead-lettered", async () => {
-        try {
-          await bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable) });
-          return true;
-        } catch {
-          return false;
-        }
-      }, 15_000);
-      const letter = await bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable) });
-      expect(letter.header.get("concord-dlq-reason")).toMatch(/a statement failed and its error was caught without being rethrown.*no_such_table/);
-      await settled(sample, durable);
-      expect(await effects()).toEqual(["after", "before"]);
-      expect((await db.query<{ n: number }>("SELECT count(*)::int AS n FROM event_inbox"))[0].n).toBe(2);
-    } finally {
-      await consumers.stop();
-      await db.close();
-    }
   });
 
   it("blames a write an event sent ahead on that event, not on the next one whose statement it went with: the next is handled without a failed attempt", async () => {
-    const url = await postgres.createDatabase("sent_ahead");
-    const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
-    const sample = sampleStream("sentahead");
-    await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
-    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
-    // Stream sequences 1, 2 and 3, in one batch.
-    for (const note of ["before", "sendsbad", "after"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
-    const durable = "sentahead-worker";
-    const consumers = await startWorker(db, sample, durable, async (event, context) => {
+    const handle = async (event: ThingHappened, context: EventContext) => {
       await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
       // Its last write goes with the next statement, which is the next event's.
       if (event.note === "sendsbad") await sendAhead(context.tx, "INSERT INTO no_such_table VALUES (1)");
-    });
-    try {
-      const lastLetter = () => bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable) });
-      await eventually("the event is dead-lettered", () => lastLetter().then(() => true, () => false), 15_000);
-      const letter = await lastLetter();
+    };
+    // Stream sequences 1, 2 and 3, in one batch.
+    await withWorker("sent_ahead", ["before", "sendsbad", "after"], handle, async (worker) => {
+      await someLetter(worker);
+      const letter = await worker.lastLetter();
       expect(letter.header.get("concord-dlq-stream-sequence")).toBe("2");
       expect(letter.header.get("concord-dlq-reason")).toMatch(/no_such_table/);
-      await settled(sample, durable);
-      expect((await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note")).map((r) => r.note)).toEqual(["after", "before"]);
+      await settled(worker.sample, worker.durable);
+      expect(await worker.effects()).toEqual(["after", "before"]);
       // Only the event that sent the write had failed attempts counted.
-      expect((await db.query<{ s: number }>("SELECT DISTINCT stream_sequence AS s FROM event_failures")).map((r) => Number(r.s))).toEqual([2]);
-    } finally {
-      await consumers.stop();
-      await db.close();
-    }
+      expect((await worker.db.query<{ s: number }>("SELECT DISTINCT stream_sequence AS s FROM event_failures")).map((r) => Number(r.s))).toEqual([2]);
+    });
   });
 
   it("blames a write an event sent ahead on that event at once when it fails with the event's own statement: its handler runs once an attempt", async () => {
-    const url = await postgres.createDatabase("own_ahead");
-    const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
-    const sample = sampleStream("ownahead");
-    await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
-    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
-    for (const note of ["before", "ownbad", "after"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
-    const durable = "ownahead-worker";
     let runs = 0;
-    const consumers = await startWorker(db, sample, durable, async (event, context) => {
+    const handle = async (event: ThingHappened, context: EventContext) => {
       await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
       if (event.note !== "ownbad") return;
       runs++;
       // Sent ahead, it fails with the event's own next statement (as a lock that times out fails the read after it).
       await sendAhead(context.tx, "INSERT INTO no_such_table VALUES (1)");
       await context.tx.query("SELECT 1");
-    });
-    try {
-      const lastLetter = () => bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable) });
-      await eventually("the event is dead-lettered", () => lastLetter().then(() => true, () => false), 15_000);
-      expect((await lastLetter()).header.get("concord-dlq-stream-sequence")).toBe("2");
-      await settled(sample, durable);
-      expect((await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note")).map((r) => r.note)).toEqual(["after", "before"]);
-      const [counted] = await db.query<{ failures: number }>("SELECT failures FROM event_failures WHERE stream_sequence = 2");
+    };
+    await withWorker("own_ahead", ["before", "ownbad", "after"], handle, async (worker) => {
+      await someLetter(worker);
+      expect((await worker.lastLetter()).header.get("concord-dlq-stream-sequence")).toBe("2");
+      await settled(worker.sample, worker.durable);
+      expect(await worker.effects()).toEqual(["after", "before"]);
+      const [counted] = await worker.db.query<{ failures: number }>("SELECT failures FROM event_failures WHERE stream_sequence = 2");
       // Known as its own failure in the batch's first pass, it is not run again in the careful pass of the same delivery.
       expect(runs).toBe(Number(counted.failures));
-    } finally {
-      await consumers.stop();
-      await db.close();
-    }
+    });
   });
 
   describe("does not blame an event for a statement the event before it sent ahead (one attempt each: a blamed event would be dead-lettered)", () => {
-    /** Events "a" then "b" in one batch; which were dead-lettered, and b's effects. */
+    /** Events "a" then "b" in one batch, one attempt each; which were dead-lettered, and the effects. */
     const runPair = async (name: string, handle: ConsumerBinding<ThingHappened>["handle"]) => {
-      const url = await postgres.createDatabase(name);
-      const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
-      const sample = sampleStream(name.replace(/_/g, ""));
-      await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
-      const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
-      for (const note of ["a", "b"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
-      const durable = `${name.replace(/_/g, "")}-worker`;
-      const consumers = await startConsumers({
-        nc: bus.nc,
-        db,
-        service: "worker",
-        logger,
-        consumers: [bindConsumer({ spec: sample.consumerSpec(durable, { maxDeliver: 1 }), descriptor: sample.event, handle })],
-      });
-      try {
-        await settled(sample, durable);
-        const letters: string[] = [];
-        const info = await bus.jsm.streams.info(deadLetterStreamSpec.name);
-        for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
-          const letter = await bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { seq }).catch(() => undefined);
-          if (letter?.subject === deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable)) letters.push(letter.header.get("concord-dlq-stream-sequence"));
-        }
-        const effects = (await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note")).map((r) => r.note);
-        return { letters, effects };
-      } finally {
-        await consumers.stop();
-        await db.close();
-      }
+      let out: { letters: string[]; effects: string[] } | undefined;
+      await withWorker(
+        name,
+        ["a", "b"],
+        handle,
+        async (worker) => {
+          await settled(worker.sample, worker.durable);
+          out = { letters: await worker.letters(), effects: await worker.effects() };
+        },
+        { maxDeliver: 1 },
+      );
+      return out;
     };
     const record = (context: EventContext, note: string) => context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, note]);
 
