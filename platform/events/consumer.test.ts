@@ -1,4 +1,6 @@
+import { spawn } from "node:child_process";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { Registry } from "prom-client";
 import { MsgHdrsImpl, headers as natsHeaders } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -759,13 +761,66 @@ describe("startConsumers", () => {
     await t.db.run("CREATE TRIGGER no_counts BEFORE INSERT ON event_failures BEGIN SELECT RAISE(ABORT, 'no room for counts'); END");
     await t.publish("bad");
     await t.start();
-    // JetStream's delivery count passes maxDeliver; with no count of its own, the event is not dead-lettered on it.
-    await eventually("the event was tried several times", async () => badRuns >= 8);
+    // JetStream's delivery count passes maxDeliver; with no count of its own, the event is not dead-lettered on it
+    // (a redelivery whose attempt cannot be counted before it runs does not run: it waits for the next one).
+    await eventually("the event was delivered several times", async () => (await t.info()).delivered.consumer_seq >= 8, 20_000);
+    expect(badRuns).toBeGreaterThanOrEqual(1);
     expect(await t.deadLetter()).toBeUndefined();
     await t.db.run("DROP TRIGGER no_counts");
     await eventually("the event is dead-lettered once its failures are counted", async () => (await t.deadLetter()) !== undefined);
     expect((await t.db.query<{ failures: number }>("SELECT failures FROM event_failures")).map((r) => r.failures)).toEqual([2]);
   });
+
+  it("dead-letters an event that kills its process each time it runs, once its attempts (counted before each redelivery runs) pass maxDeliver; the events around it are handled once", async () => {
+    const key = "crash";
+    const sample = sampleStream(key);
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const path = join(dir, `${key}.db`);
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    // Published before the first worker starts: the three arrive in one batch, and its transaction dies with the process.
+    const published = new Map<string, string>();
+    for (const note of ["first", "poison", "last"]) published.set(note, (await publisher.publish(sample.event, { thingId: `t-${note}`, note })).eventId);
+    const subject = deadLetterSubject(deadLetterStreamSpec, sample.stream.name, `${key}-worker`);
+    const deadLetter = () => bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: subject }).catch(() => undefined);
+    const startWorker = () => {
+      const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("../../test/support/crashing-worker.ts", import.meta.url)), server.url, path, key, "2", "1000"], { stdio: "ignore" });
+      const ended = new Promise<NodeJS.Signals | number | null>((resolve) => child.once("exit", (code, signal) => resolve(signal ?? code)));
+      cleanups.push(async () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+        await ended;
+      });
+      return { child, ended, gone: () => child.exitCode !== null || child.signalCode !== null };
+    };
+    let worker = startWorker();
+    let crashes = 0;
+    const deadline = Date.now() + 90_000;
+    while ((await deadLetter()) === undefined) {
+      if (Date.now() > deadline || crashes > 6) throw new Error(`no dead letter after ${crashes} crashes`);
+      if (worker.gone()) {
+        expect(await worker.ended).toBe("SIGKILL");
+        crashes++;
+        worker = startWorker();
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // Its first run (with its batch, not counted: a first delivery is counted when it fails) and two counted attempts.
+    expect(crashes).toBe(3);
+    const dead = (await deadLetter())!;
+    expect(dead.header.get("ce-id")).toBe(published.get("poison"));
+    expect(dead.header.get("concord-dlq-reason")).toMatch(/^its last attempt \(2 of 2\) did not finish: the process handling it stopped/);
+    const db = await openDatabase({ path, migrations: [...eventMigrations, effectsTable] });
+    cleanups.push(() => db.close());
+    await eventually("the event after it is handled", async () => (await db.query("SELECT 1 FROM effects WHERE note = 'last'")).length === 1, 30_000);
+    expect((await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note")).map((r) => r.note)).toEqual(["first", "last"]);
+    expect(await db.query("SELECT failures FROM event_failures WHERE event_id = $1", [published.get("poison")!])).toEqual([{ failures: 3 }]);
+    await eventually("nothing is pending", async () => {
+      const info = await bus.jsm.consumers.info(sample.stream.name, `${key}-worker`);
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    });
+    expect(worker.gone()).toBe(false);
+    worker.child.kill("SIGTERM");
+    expect(await worker.ended).toBe(0);
+  }, 120_000);
 
   it("retries, then dead-letters, an event whose handler meets something else unavailable while the database answers", async () => {
     const t = await setup("downstream", (event) => {
@@ -774,9 +829,10 @@ describe("startConsumers", () => {
     await t.publish("down");
     await t.publish("fine");
     await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined);
-    // Three counted attempts; the handler runs twice in each (with its batch, then in a transaction of its own,
-    // as an error that reads as "unavailable" fails the batch's transaction rather than only its savepoint).
-    expect(t.attempts.get("down")).toBe(6);
+    // Three counted attempts. The handler runs twice in the first (with its batch, then in a transaction of its
+    // own, as an error that reads as "unavailable" fails the batch's transaction rather than only its savepoint),
+    // once in each redelivery, which runs alone.
+    expect(t.attempts.get("down")).toBe(4);
     expect((await t.deadLetter())!.header.get("concord-dlq-reason")).toMatch(/payment service is unavailable/);
     expect(await t.effects("fine")).toBe(1);
     await t.settled();

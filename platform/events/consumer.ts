@@ -215,7 +215,8 @@ function transactionRetryDelay(failuresInARow: number): number {
  * starts and their rows written together before it commits (BatchClaims);
  * when one fails, its transaction is rolled back
  * and run again with each event in its own savepoint, so a failing handler
- * rolls back only itself.
+ * rolls back only itself. A redelivery runs alone, in a transaction after
+ * the one that counts its attempt.
  * Once handlers have taken `budgetMs`, the transaction commits, its messages
  * are settled, the rest get progress acks, and the event loop is let go
  * before the next transaction, so no message outlives its ack_wait while its
@@ -226,7 +227,7 @@ function transactionRetryDelay(failuresInARow: number): number {
 async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<void> {
   const { intake, logger } = step;
   const filing: Promise<void>[] = [];
-  const deliveries = batch.map((msg) => deliveryOf(msg, step.consumer));
+  const deliveries: Delivery[] = batch.map((msg) => deliveryOf(msg, step.consumer));
   let failuresInARow = 0;
   /** Stopping: what is left of the batch goes back to the server for the next consumer. */
   const giveBack = (from: number) => {
@@ -239,8 +240,12 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
       intake.keepAlive();
       await new Promise((resolve) => setImmediate(resolve));
     }
+    // A redelivery runs alone, its attempt counted first in a transaction of its own: an event that takes
+    // its process down with it is counted each time, and ends in the dead letter stream (unfinishedAttempts).
+    const alone = oneByOne || deliveries[from].deliveryCount > 1;
     try {
-      from = await handleChunk(batch, deliveries, from, oneByOne ? 1 : batch.length, step, filing);
+      if (deliveries[from].deliveryCount > 1 && deliveries[from].attempt === undefined) deliveries[from] = await counted(deliveries[from], step);
+      from = await handleChunk(batch, deliveries, from, alone ? 1 : firstDeliveries(deliveries, from), step, filing);
       failuresInARow = 0;
     } catch (err) {
       if (step.stopping.aborted) {
@@ -254,7 +259,7 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
         // constraint, a value the database refuses, a pipeline step that failed, a handler that met something
         // else unavailable) or it lost a conflict: the rest of the batch runs one event a transaction, and an
         // event whose own transaction fails has had a failed attempt (retried, then dead-lettered).
-        if (oneByOne) {
+        if (alone) {
           await failedAttempt(batch[from], deliveries[from], err, step, filing);
           from++;
         } else {
@@ -278,6 +283,19 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
   if (filing.length > 0) await Promise.all(filing);
 }
 
+/** How many deliveries from `from` on are first deliveries, one at least. */
+function firstDeliveries(deliveries: readonly Delivery[], from: number): number {
+  let end = from + 1;
+  while (end < deliveries.length && deliveries[end].deliveryCount <= 1) end++;
+  return end - from;
+}
+
+/** The delivery with its attempt counted (committed) before it runs. */
+async function counted(delivery: Delivery, step: BatchStep): Promise<Delivery> {
+  const attempt = await step.db.transaction((tx) => countFailure(tx, delivery), { signal: step.stopping });
+  return { ...delivery, attempt };
+}
+
 /** Whether the database answers a trivial query. */
 async function answers(db: Database): Promise<boolean> {
   try {
@@ -296,7 +314,7 @@ async function answers(db: Database): Promise<boolean> {
  * first pause (its delivery count is no measure of its attempts).
  */
 async function failedAttempt(msg: JsMsg, delivery: Delivery, err: unknown, step: BatchStep, filing: Promise<void>[]): Promise<void> {
-  const attempt = step.maxDeliver <= 1 ? 1 : await step.db.transaction((tx) => countFailure(tx, delivery)).catch(() => undefined);
+  const attempt = delivery.attempt ?? (step.maxDeliver <= 1 ? 1 : await step.db.transaction((tx) => countFailure(tx, delivery)).catch(() => undefined));
   if (attempt !== undefined && attempt >= step.maxDeliver) {
     filing.push(fileThenAck(msg, delivery, { kind: "deadLetter", reason: `its transaction failed: ${reasonOf(err)}` }, step));
     return;

@@ -14,6 +14,14 @@ export interface Delivery {
   readonly streamSequence: number;
   /** 1 on the first delivery. */
   readonly deliveryCount: number;
+  /**
+   * A redelivery's attempt, counted in the database before it ran (the
+   * consumer runs a redelivery alone, see consumer.ts): an attempt whose
+   * process died before it settled counts too, so an event that kills its
+   * process is not delivered for ever. Undefined on a first delivery, whose
+   * attempt is counted only when it fails.
+   */
+  readonly attempt?: number;
   readonly headers: Readonly<Record<string, string>>;
   readonly data: Uint8Array;
   /** When JetStream stored the message. */

@@ -9,7 +9,9 @@ import { headerValue, UnprocessableEventError, type Delivery, type DeliveryMiddl
  * beside the inbox. JetStream's delivery count cannot say how many attempts
  * failed: it grows too when nothing was tried, as when a stopping consumer
  * hands back what it pulled ahead, and an event handed back at a few
- * restarts in a row would be dead-lettered at its first failure. A row is
+ * restarts in a row would be dead-lettered at its first failure. A first
+ * delivery's attempt is counted when it fails, a redelivery's before it runs
+ * (consumer.ts), so an attempt whose process died counts too. A row is
  * one message (its stream sequence; a consumer reads one stream) and its
  * event id (a stream made again numbers from 1 again): an event replayed
  * from the dead letter stream, or published again, is a new message and

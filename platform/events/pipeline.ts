@@ -6,7 +6,7 @@ import { BatchConflictError, SavepointNeededError, type DeliveryHandler, type De
 import { typedHandler, type ConsumerBinding } from "./event-handler.js";
 import { createInbox, inboxStep, type BatchClaims } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
-import { retryWithBackoff } from "./retry.js";
+import { retryWithBackoff, unfinishedAttempts } from "./retry.js";
 import { sourceCheck } from "./source-check.js";
 import { aheadMark, CaughtStatementError, caughtStatementFailure, isDatabaseRefusingWrites, isLockTimeout, isSentAheadFailure, isWriteConflict } from "../sql/index.js";
 
@@ -110,6 +110,7 @@ export interface PipelineOptions {
  *   savepoint     the event's writes are undone when anything inside fails
  *                 (or, with savepoints "none", the whole batch's are, and it runs again)
  *   inbox         an event processed already is acked without running the handler
+ *   unfinished    a redelivery whose last attempt died with its process is dead-lettered, not run
  *   handler       ce-type and contract rules checked, payload decoded, the handler run
  *
  * Every step runs inside the batch's transaction; the consumer settles each
@@ -126,6 +127,7 @@ export function consumerPipeline(options: PipelineOptions): DeliveryHandler {
     retryWithBackoff({ maxDeliver: binding.spec.maxDeliver, backoffMs: binding.spec.backoffMs, logger }),
     ...(options.savepoints === "none" ? [noSavepointStep] : [savepointStep, ...(options.failed ? [knownFailures(options.failed)] : [])]),
     inboxStep(createInbox(), logger, options.savepoints === "none" ? options.batchClaims : undefined),
+    unfinishedAttempts(binding.spec.maxDeliver),
   ];
   return chain.reduceRight<DeliveryHandler>((next, step) => step(next), typedHandler({ binding, outbox, checker }));
 }

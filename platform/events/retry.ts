@@ -14,7 +14,8 @@ export interface RetryOptions {
  * Turns a failed attempt into a delayed redelivery (a nak with delay) while
  * attempts remain. Unprocessable events, batch conflicts and the last
  * attempt's failure are passed on unchanged. Attempts are the failures
- * counted in the database (countFailure, inbox.ts), with the settlement: a
+ * counted in the database (countFailure, inbox.ts): a first delivery's with
+ * the settlement, a redelivery's before it runs (`Delivery.attempt`). A
  * delivery handed back without being tried (a consumer stopping) is not one.
  */
 export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
@@ -25,7 +26,8 @@ export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
     } catch (err) {
       // maxDeliver 1: one attempt in all, nothing to count.
       if (err instanceof UnprocessableEventError || err instanceof BatchConflictError || maxDeliver <= 1) throw err;
-      const attempt = await countFailure(tx, delivery);
+      // A redelivery's attempt was counted before it ran.
+      const attempt = delivery.attempt ?? (await countFailure(tx, delivery));
       // The last: dead-lettered (a filing that fails brings the event back, to be tried and decided again).
       if (attempt >= maxDeliver) throw err;
       const delayMs = backoffDelay(backoffMs, attempt);
@@ -42,4 +44,21 @@ export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
 export function backoffDelay(backoffMs: readonly number[], attempt: number): number {
   if (backoffMs.length === 0) return 0;
   return backoffMs[Math.min(Math.max(attempt, 1), backoffMs.length) - 1];
+}
+
+/**
+ * An event whose attempts, counted before they ran, outnumber `maxDeliver`:
+ * its last attempt did not settle it, so the process running it died (or
+ * was stopped) before its transaction ended, each time it was tried. It is
+ * not run again, or it might take the process down once more: it goes to
+ * the dead letter stream. Runs inside the inbox step, so an event whose last
+ * attempt committed before its process died is acked as processed.
+ */
+export function unfinishedAttempts(maxDeliver: number): DeliveryMiddleware {
+  return (next) => async (delivery, tx) => {
+    if (delivery.attempt === undefined || delivery.attempt <= maxDeliver) return next(delivery, tx);
+    throw new UnprocessableEventError(
+      `its last attempt (${maxDeliver} of ${maxDeliver}) did not finish: the process handling it stopped before settling it (delivered ${delivery.deliveryCount} times)`,
+    );
+  };
 }
