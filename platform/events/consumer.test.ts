@@ -822,6 +822,76 @@ describe("startConsumers", () => {
     expect(await worker.ended).toBe(0);
   }, 120_000);
 
+  it("takes back a redelivery's attempt counted ahead when its run fails with the disk full: restarts meanwhile spend none of its attempts", async () => {
+    const t = await consumerOf("fullcounted", { maxDeliver: 1, backoffMs: [] }, async (event, context) => {
+      await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, `${event.note}-${"x".repeat(200_000)}`]);
+    });
+    // The count's small row fits where the handler's 200 KB do not.
+    const [{ page_count: pages }] = await t.db.query<{ page_count: number }>("PRAGMA page_count");
+    await t.db.run(`PRAGMA max_page_count = ${pages + 2}`);
+    await t.publish("a");
+    for (let round = 1; round <= 3; round++) {
+      const consumers = await t.start();
+      const runs = t.state.runs;
+      await eventually("the handler ran", () => t.state.runs > runs);
+      await consumers.stop();
+    }
+    expect((await t.db.query<{ failures: number }>("SELECT failures FROM event_failures")).every((r) => r.failures === 0)).toBe(true);
+    await t.db.run("PRAGMA max_page_count = 1073741823");
+    await t.start();
+    await eventually("the event is handled", async () => (await t.notes()).length === 1);
+    expect(await t.deadLetter()).toBeUndefined();
+  });
+
+  it("makes a redelivery's attempt counted ahead even when the consumers are asked to stop right after the count", async () => {
+    let onCounted: (() => void) | undefined;
+    const t = await consumerOf("stopcounted", { maxDeliver: 2, backoffMs: [] }, async (event, context) => {
+      await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
+    }, {
+      wrap: (real) => ({
+        ...real,
+        transaction: (async (work: any, options: any) => {
+          const result = await real.transaction(work, options);
+          if (/countAttempt|countFailure/.test(String(work))) onCounted?.();
+          return result;
+        }) as Database["transaction"],
+      }),
+    });
+    await (await t.start()).stop();
+    await t.publish("a");
+    // Handed back once untried, as a stopping consumer hands back what it pulled ahead: its next delivery is a redelivery.
+    const raw = await bus.js.consumers.get(t.sample.stream.name, t.consumerSpec.durable);
+    (await raw.next({ expires: 5_000 }))!.nak();
+    let stopped: Promise<void> | undefined;
+    const consumers = await t.start();
+    onCounted = () => {
+      onCounted = undefined;
+      stopped = consumers.stop();
+    };
+    await eventually("the consumers were asked to stop", () => stopped !== undefined);
+    await stopped;
+    expect(await t.notes()).toEqual(["a"]);
+    expect(await t.db.query("SELECT failures FROM event_failures")).toEqual([{ failures: 1 }]);
+  });
+
+  it("files a dead letter whose filing failed with the handler's reason when it comes back, without running it again", async () => {
+    const t = await setup("refile", (event) => {
+      if (event.note === "bad") throw new Error("cannot handle this one");
+    }, { maxDeliver: 2, backoffMs: [100] });
+    await bus.jsm.streams.delete(deadLetterStreamSpec.name);
+    try {
+      await t.publish("bad");
+      await eventually("the last attempt failed", async () => (t.attempts.get("bad") ?? 0) >= 2);
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      await ensureStreams(bus.jsm, [deadLetterStreamSpec]);
+    }
+    await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined, 20_000);
+    expect((await t.deadLetter())!.header.get("concord-dlq-reason")).toBe("cannot handle this one");
+    expect(t.attempts.get("bad")).toBe(2);
+    await t.settled();
+  });
+
   it("retries, then dead-letters, an event whose handler meets something else unavailable while the database answers", async () => {
     const t = await setup("downstream", (event) => {
       if (event.note === "down") throw StatusError.unavailable("the payment service is unavailable");

@@ -8,7 +8,7 @@ import { deadLetterPrefix, deadLetterStreamSpec, fileDeadLetter, reasonOf } from
 import { BatchConflictError, headerValue, SavepointNeededError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 import type { ConsumerBinding } from "./event-handler.js";
 import { receivedHeaders } from "./nats-internals.js";
-import { countFailure, createBatchClaims, createInbox, eventIdProblem, type BatchClaims } from "./inbox.js";
+import { countAttempt, countFailure, createBatchClaims, createInbox, eventIdProblem, noteDeadLetter, uncountAttempt, type BatchClaims } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
 import { consumerPipeline } from "./pipeline.js";
 import { createPullIntake, type PullIntake } from "./pull-intake.js";
@@ -170,10 +170,10 @@ function deliveryOf(msg: JsMsg, consumer: string): Delivery {
   };
 }
 
-/** The ce-ids of deliveries[from..]; a delivery without a usable one is left to the inbox step to refuse, not read with the others. */
-function eventIdsOf(deliveries: readonly Delivery[], from: number): string[] {
+/** The ce-ids of deliveries[from..end); a delivery without a usable one is left to the inbox step to refuse, not read with the others. */
+function eventIdsOf(deliveries: readonly Delivery[], from: number, end: number): string[] {
   const ids: string[] = [];
-  for (let i = from; i < deliveries.length; i++) {
+  for (let i = from; i < end; i++) {
     const id = headerValue(deliveries[i].headers, eventHeaders.id);
     if (id !== undefined && eventIdProblem(id) === undefined) ids.push(id);
   }
@@ -244,11 +244,21 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
     // its process down with it is counted each time, and ends in the dead letter stream (unfinishedAttempts).
     const alone = oneByOne || deliveries[from].deliveryCount > 1;
     try {
-      if (deliveries[from].deliveryCount > 1 && deliveries[from].attempt === undefined) deliveries[from] = await counted(deliveries[from], step);
-      from = await handleChunk(batch, deliveries, from, alone ? 1 : firstDeliveries(deliveries, from), step, filing);
+      if (deliveries[from].deliveryCount > 1 && deliveries[from].attempt === undefined) {
+        // Asked to stop: handed back uncounted.
+        if (step.stopping.aborted) {
+          giveBack(from);
+          break;
+        }
+        deliveries[from] = await counted(deliveries[from], step);
+      }
+      // A counted attempt is made even when the consumers are asked to stop meanwhile (the batch in flight finishes).
+      const signal = deliveries[from].attempt === undefined ? step.stopping : undefined;
+      from = await handleChunk(batch, deliveries, from, alone ? 1 : firstDeliveries(deliveries, from), step, filing, signal);
       failuresInARow = 0;
     } catch (err) {
-      if (step.stopping.aborted) {
+      // Stopping: what was not tried goes back; an attempt counted ahead is decided as any other.
+      if (step.stopping.aborted && deliveries[from].attempt === undefined) {
         giveBack(from);
         break;
       }
@@ -271,7 +281,8 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
       // The database is away or takes no writes for now: nothing of the transaction is recorded, and the rest
       // of the batch would meet the same. The events stay here, kept alive by progress acks, and are tried again after a pause: a
       // redelivery would spend one of their deliveries on what is not their fault. A consumer that stops
-      // meanwhile gives them back to the server.
+      // meanwhile gives them back to the server. An attempt counted ahead was not made: it is taken back.
+      if (deliveries[from].attempt !== undefined) deliveries[from] = await uncounted(deliveries[from], step);
       const retryInMs = transactionRetryDelay(++failuresInARow);
       logger.error({ err, events: batch.length - from, attempt: failuresInARow, retryInMs }, "committing a batch of events failed and the database is away or takes no writes; trying it again");
       if (await stoppedWithin(step.stopping, retryInMs)) {
@@ -292,8 +303,26 @@ function firstDeliveries(deliveries: readonly Delivery[], from: number): number 
 
 /** The delivery with its attempt counted (committed) before it runs. */
 async function counted(delivery: Delivery, step: BatchStep): Promise<Delivery> {
-  const attempt = await step.db.transaction((tx) => countFailure(tx, delivery), { signal: step.stopping });
-  return { ...delivery, attempt };
+  const { attempt, deadLetterReason } = await step.db.transaction((tx) => countAttempt(tx, delivery), { signal: step.stopping });
+  return { ...delivery, attempt, ...(deadLetterReason !== undefined && { deadLetterReason }) };
+}
+
+/**
+ * The delivery with the attempt counted ahead taken back, as it was not made
+ * (the database away or taking no writes); as it is when that fails too, so
+ * that it is not counted again here (a process stopping then hands it back
+ * counted: at most one attempt for each time the database took the count
+ * and refused both the work and taking it back).
+ */
+async function uncounted(delivery: Delivery, step: BatchStep): Promise<Delivery> {
+  try {
+    await step.db.transaction((tx) => uncountAttempt(tx, delivery, delivery.attempt!));
+  } catch (err) {
+    step.logger.warn({ err, streamSequence: delivery.streamSequence, attempt: delivery.attempt }, "taking back an attempt counted ahead failed; it stays counted");
+    return delivery;
+  }
+  const { attempt: _attempt, deadLetterReason: _reason, ...rest } = delivery;
+  return rest;
 }
 
 /** Whether the database answers a trivial query. */
@@ -316,7 +345,10 @@ async function answers(db: Database): Promise<boolean> {
 async function failedAttempt(msg: JsMsg, delivery: Delivery, err: unknown, step: BatchStep, filing: Promise<void>[]): Promise<void> {
   const attempt = delivery.attempt ?? (step.maxDeliver <= 1 ? 1 : await step.db.transaction((tx) => countFailure(tx, delivery)).catch(() => undefined));
   if (attempt !== undefined && attempt >= step.maxDeliver) {
-    filing.push(fileThenAck(msg, delivery, { kind: "deadLetter", reason: `its transaction failed: ${reasonOf(err)}` }, step));
+    const reason = `its transaction failed: ${reasonOf(err)}`;
+    // Kept for a filing that does not complete (see noteDeadLetter); when even that fails, the event is tried again then.
+    if (step.maxDeliver > 1) await step.db.transaction((tx) => noteDeadLetter(tx, delivery, reason)).catch(() => undefined);
+    filing.push(fileThenAck(msg, delivery, { kind: "deadLetter", reason }, step));
     return;
   }
   const retryInMs = backoffDelay(step.backoffMs, attempt ?? 1);
@@ -344,7 +376,15 @@ function stoppedWithin(stopping: AbortSignal, ms: number): Promise<boolean> {
 const batchLockWaitMs = 50;
 
 /** Handles batch[from..], at most `max` events, in one transaction until the budget is spent; settles them; returns where it stopped. Rejects, nothing settled, when the transaction fails. */
-async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Delivery[], from: number, max: number, step: BatchStep, filing: Promise<void>[]): Promise<number> {
+async function handleChunk(
+  batch: readonly JsMsg[],
+  deliveries: readonly Delivery[],
+  from: number,
+  max: number,
+  step: BatchStep,
+  filing: Promise<void>[],
+  signal: AbortSignal | undefined,
+): Promise<number> {
   const { consumer, db, intake, logger } = step;
   const started = performance.now();
   const settlements: Array<{ readonly delivery: Delivery; readonly settlement: Settlement }> = [];
@@ -355,7 +395,8 @@ async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Deliver
       end = from;
       settlements.length = 0;
       // One event left claims itself (one statement either way); two or more share one read and one write.
-      if (pipeline === step.pipeline) await step.claims.begin(tx, consumer, batch.length - from > 1 ? eventIdsOf(deliveries, from) : []);
+      const last = Math.min(batch.length, from + max);
+      if (pipeline === step.pipeline) await step.claims.begin(tx, consumer, last - from > 1 ? eventIdsOf(deliveries, from, last) : []);
       let limited = false;
       while (end < batch.length && end - from < max) {
         // The first event may wait for locks as long as it takes; later ones, holding the earlier ones'
@@ -386,7 +427,7 @@ async function handleChunk(batch: readonly JsMsg[], deliveries: readonly Deliver
       }
       // What the commit writes (the outbox's events) waits for its locks as long as it needs.
       if (limited) await limitLockWaits(tx, undefined);
-    }, { signal: step.stopping });
+    }, signal && { signal });
   try {
     await run(step.pipeline);
   } catch (err) {

@@ -22,6 +22,11 @@ export interface Delivery {
    * attempt is counted only when it fails.
    */
   readonly attempt?: number;
+  /**
+   * With `attempt`: the reason an earlier delivery was decided a dead letter
+   * for, when filing it did not complete; it is filed with this reason.
+   */
+  readonly deadLetterReason?: string;
   readonly headers: Readonly<Record<string, string>>;
   readonly data: Uint8Array;
   /** When JetStream stored the message. */

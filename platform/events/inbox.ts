@@ -45,6 +45,12 @@ export const failedAttemptsMigrations: Migration[] = [
       CREATE INDEX event_failures_failed_at ON event_failures (failed_at);
     `,
   },
+  {
+    // The reason a message was decided a dead letter for, kept until it is filed (see noteDeadLetter).
+    id: "events_0006_failure_reason",
+    sqlite: "ALTER TABLE event_failures ADD COLUMN reason TEXT;",
+    postgres: "ALTER TABLE event_failures ADD COLUMN reason TEXT;",
+  },
 ];
 
 /**
@@ -60,6 +66,44 @@ export async function countFailure(q: Queryable, delivery: Delivery): Promise<nu
     [delivery.consumer, delivery.streamSequence, headerValue(delivery.headers, eventHeaders.id) ?? "", Date.now()],
   );
   return Number(row.failures);
+}
+
+/**
+ * Counts the attempt `delivery` is about to make (a redelivery's, in a
+ * transaction of its own that commits before it runs) and resolves with its
+ * number, and with the reason an earlier delivery was decided a dead letter
+ * for when that was recorded (its filing did not complete).
+ */
+export async function countAttempt(q: Queryable, delivery: Delivery): Promise<{ readonly attempt: number; readonly deadLetterReason: string | undefined }> {
+  const [row] = await q.query<{ failures: number; reason: string | null }>(
+    `INSERT INTO event_failures (consumer, stream_sequence, event_id, failures, failed_at) VALUES ($1, $2, $3, 1, $4)
+     ON CONFLICT (consumer, stream_sequence, event_id) DO UPDATE SET failures = event_failures.failures + 1, failed_at = $4
+     RETURNING failures, reason`,
+    [delivery.consumer, delivery.streamSequence, headerValue(delivery.headers, eventHeaders.id) ?? "", Date.now()],
+  );
+  return { attempt: Number(row.failures), deadLetterReason: row.reason ?? undefined };
+}
+
+/** Takes back attempt `attempt` of `delivery`, counted ahead but not made (see countAttempt); resolves with whether it was there to take back. */
+export async function uncountAttempt(q: Queryable, delivery: Delivery, attempt: number): Promise<boolean> {
+  const changes = await q.run(
+    "UPDATE event_failures SET failures = failures - 1 WHERE consumer = $1 AND stream_sequence = $2 AND event_id = $3 AND failures = $4",
+    [delivery.consumer, delivery.streamSequence, headerValue(delivery.headers, eventHeaders.id) ?? "", attempt],
+  );
+  return changes === 1;
+}
+
+/**
+ * Records why `delivery` was decided a dead letter, with the decision: when
+ * filing it does not complete (NATS away, the process gone), its next
+ * delivery is filed with this reason rather than run again.
+ */
+export async function noteDeadLetter(q: Queryable, delivery: Delivery, reason: string): Promise<void> {
+  await q.run(
+    `INSERT INTO event_failures (consumer, stream_sequence, event_id, failures, failed_at, reason) VALUES ($1, $2, $3, 0, $4, $5)
+     ON CONFLICT (consumer, stream_sequence, event_id) DO UPDATE SET reason = $5, failed_at = $4`,
+    [delivery.consumer, delivery.streamSequence, headerValue(delivery.headers, eventHeaders.id) ?? "", Date.now(), reason],
+  );
 }
 
 /** The inbox table: one row per event a consumer has processed, committed with the handler's effects; and the failures table. */

@@ -1,6 +1,7 @@
 import type { Logger } from "../log/index.js";
 import { BatchConflictError, UnprocessableEventError, type DeliveryMiddleware } from "./delivery.js";
-import { countFailure } from "./inbox.js";
+import { reasonOf } from "./dead-letter.js";
+import { countFailure, noteDeadLetter } from "./inbox.js";
 
 export interface RetryOptions {
   /** Attempts in all; the error of the last one propagates (to the dead letter middleware). */
@@ -28,8 +29,12 @@ export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
       if (err instanceof UnprocessableEventError || err instanceof BatchConflictError || maxDeliver <= 1) throw err;
       // A redelivery's attempt was counted before it ran.
       const attempt = delivery.attempt ?? (await countFailure(tx, delivery));
-      // The last: dead-lettered (a filing that fails brings the event back, to be tried and decided again).
-      if (attempt >= maxDeliver) throw err;
+      // The last: dead-lettered; the reason is kept with the decision, so that a filing that fails brings the event
+      // back to be filed with it (see unfinishedAttempts).
+      if (attempt >= maxDeliver) {
+        await noteDeadLetter(tx, delivery, reasonOf(err));
+        throw err;
+      }
       const delayMs = backoffDelay(backoffMs, attempt);
       logger.warn(
         { err, consumer: delivery.consumer, streamSequence: delivery.streamSequence, attempt, deliveryCount: delivery.deliveryCount, maxDeliver, retryInMs: delayMs },
@@ -52,11 +57,15 @@ export function backoffDelay(backoffMs: readonly number[], attempt: number): num
  * was stopped) before its transaction ended, each time it was tried. It is
  * not run again, or it might take the process down once more: it goes to
  * the dead letter stream. Runs inside the inbox step, so an event whose last
- * attempt committed before its process died is acked as processed.
+ * attempt committed before its process died is acked as processed. One
+ * decided a dead letter before, whose filing did not complete, is filed
+ * with the reason it was decided for.
  */
 export function unfinishedAttempts(maxDeliver: number): DeliveryMiddleware {
   return (next) => async (delivery, tx) => {
     if (delivery.attempt === undefined || delivery.attempt <= maxDeliver) return next(delivery, tx);
+    // Decided before, and its filing did not complete: filed with the reason it was decided for.
+    if (delivery.deadLetterReason !== undefined) throw new UnprocessableEventError(delivery.deadLetterReason);
     throw new UnprocessableEventError(
       `its last attempt (${maxDeliver} of ${maxDeliver}) did not finish: the process handling it stopped before settling it (delivered ${delivery.deliveryCount} times)`,
     );
