@@ -213,18 +213,24 @@ describe("a consumer's batch on Postgres", () => {
     }
   });
 
-  it("dead-letters an event whose ce-id PostgreSQL cannot store (a NUL) without holding up the batch it came in", async () => {
-    const url = await postgres.createDatabase("bad_ids");
+  it.each([{ delivery: "first delivery", redelivered: false }, { delivery: "redelivery (its attempt counted ahead under no id)", redelivered: true }])("dead-letters an event whose ce-id PostgreSQL cannot store (a NUL) without holding up the batch it came in: $delivery", async ({ redelivered }) => {
+    const url = await postgres.createDatabase(redelivered ? "bad_ids_again" : "bad_ids");
     const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
-    const sample = sampleStream("badids");
+    const sample = sampleStream(redelivered ? "badidsagain" : "badids");
     await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
+    const durable = `${redelivered ? "badidsagain" : "badids"}-worker`;
+    if (redelivered) await (await startWorker(db, sample, durable, recordEffect)).stop();
     const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
     await publisher.publish(sample.event, { thingId: "t-a", note: "a" });
     const h = natsHeaders();
     for (const [name, value] of Object.entries({ "ce-specversion": "1.0", "ce-id": "nul\u0000id", "ce-type": sample.event.typeName, "ce-source": "things" })) h.set(name, value);
-    await bus.js.publish("test.badids.thing.t-n.happened", sample.event.codec.encode({ thingId: "t-n", note: "n" }).finish(), { headers: h });
+    await bus.js.publish(`${sample.stream.subjects[0].slice(0, -2)}.thing.t-n.happened`, sample.event.codec.encode({ thingId: "t-n", note: "n" }).finish(), { headers: h });
     await publisher.publish(sample.event, { thingId: "t-b", note: "b" });
-    const durable = "badids-worker";
+    if (redelivered) {
+      // Handed back untried, as a stopping consumer hands back what it pulled ahead.
+      const raw = await bus.js.consumers.get(sample.stream.name, durable);
+      for await (const m of await raw.fetch({ max_messages: 3, expires: 5_000 })) m.nak();
+    }
     const consumers = await startWorker(db, sample, durable, recordEffect);
     try {
       await eventually("the well-formed events are handled", async () => (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM effects"))[0].n === 2, 10_000);
@@ -232,6 +238,8 @@ describe("a consumer's batch on Postgres", () => {
       expect(letter.header.get("concord-dlq-reason")).toMatch(/has a control character in its ce-id, so it cannot be deduplicated/);
       const info = await bus.jsm.consumers.info(sample.stream.name, durable);
       expect(info.num_redelivered).toBe(0);
+      // Each redelivery's attempt was counted before it ran; the one with the NUL under no id.
+      if (redelivered) expect((await db.query<{ event_id: string }>("SELECT event_id FROM event_failures ORDER BY stream_sequence")).map((r) => r.event_id === "")).toEqual([false, true, false]);
     } finally {
       await consumers.stop();
       await db.close();

@@ -269,7 +269,13 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
         // constraint, a value the database refuses, a pipeline step that failed, a handler that met something
         // else unavailable) or it lost a conflict: the rest of the batch runs one event a transaction, and an
         // event whose own transaction fails has had a failed attempt (retried, then dead-lettered).
-        if (alone) {
+        if (alone && deliveries[from].deliveryCount > 1 && deliveries[from].attempt === undefined) {
+          // A redelivery whose attempt could not be counted did not run: back after the backoff's first pause, nothing spent.
+          const retryInMs = backoffDelay(step.backoffMs, 1);
+          logger.warn({ err, streamSequence: deliveries[from].streamSequence, retryInMs }, "counting an attempt at a redelivered event failed; it did not run, and comes back");
+          intake.settle(batch[from], { kind: "retry", delayMs: retryInMs });
+          from++;
+        } else if (alone) {
           await failedAttempt(batch[from], deliveries[from], err, step, filing);
           from++;
         } else {
@@ -347,7 +353,7 @@ async function failedAttempt(msg: JsMsg, delivery: Delivery, err: unknown, step:
   if (attempt !== undefined && attempt >= step.maxDeliver) {
     const reason = `its transaction failed: ${reasonOf(err)}`;
     // Kept for a filing that does not complete (see noteDeadLetter); when even that fails, the event is tried again then.
-    if (step.maxDeliver > 1) await step.db.transaction((tx) => noteDeadLetter(tx, delivery, reason)).catch(() => undefined);
+    await step.db.transaction((tx) => noteDeadLetter(tx, delivery, reason)).catch(() => undefined);
     filing.push(fileThenAck(msg, delivery, { kind: "deadLetter", reason }, step));
     return;
   }

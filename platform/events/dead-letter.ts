@@ -1,6 +1,7 @@
 import { ErrorCode, type JetStreamClient } from "nats";
 import { eventHeaders } from "./cloud-events.js";
 import { BatchConflictError, type Delivery, type DeliveryMiddleware } from "./delivery.js";
+import { noteDeadLetter } from "./inbox.js";
 import { toNatsHeaders } from "./nats-internals.js";
 import type { StreamSpec } from "./types.js";
 
@@ -63,7 +64,10 @@ export function deadLetter(): DeliveryMiddleware {
       return await next(delivery, tx);
     } catch (err) {
       if (err instanceof BatchConflictError) throw err;
-      return { kind: "deadLetter", reason: reasonOf(err) };
+      const reason = reasonOf(err);
+      // Kept with the decision: a filing that does not complete brings the event back to be filed with it, not run.
+      await noteDeadLetter(tx, delivery, reason);
+      return { kind: "deadLetter", reason };
     }
   };
 }

@@ -54,6 +54,16 @@ export const failedAttemptsMigrations: Migration[] = [
 ];
 
 /**
+ * The event id a message's attempts are kept under: its ce-id, or "" when the
+ * database might not store it (a NUL, say). Such an event never runs (the
+ * inbox step refuses it), and its stream sequence tells it apart.
+ */
+function attemptsKey(delivery: Delivery): string {
+  const id = headerValue(delivery.headers, eventHeaders.id);
+  return id !== undefined && eventIdProblem(id) === undefined ? id : "";
+}
+
+/**
  * Counts a failed attempt at `delivery` (in `q`, the transaction that
  * settles it, or one of its own) and resolves with the number of its
  * attempts that have failed, this one included.
@@ -63,7 +73,7 @@ export async function countFailure(q: Queryable, delivery: Delivery): Promise<nu
     `INSERT INTO event_failures (consumer, stream_sequence, event_id, failures, failed_at) VALUES ($1, $2, $3, 1, $4)
      ON CONFLICT (consumer, stream_sequence, event_id) DO UPDATE SET failures = event_failures.failures + 1, failed_at = $4
      RETURNING failures`,
-    [delivery.consumer, delivery.streamSequence, headerValue(delivery.headers, eventHeaders.id) ?? "", Date.now()],
+    [delivery.consumer, delivery.streamSequence, attemptsKey(delivery), Date.now()],
   );
   return Number(row.failures);
 }
@@ -79,7 +89,7 @@ export async function countAttempt(q: Queryable, delivery: Delivery): Promise<{ 
     `INSERT INTO event_failures (consumer, stream_sequence, event_id, failures, failed_at) VALUES ($1, $2, $3, 1, $4)
      ON CONFLICT (consumer, stream_sequence, event_id) DO UPDATE SET failures = event_failures.failures + 1, failed_at = $4
      RETURNING failures, reason`,
-    [delivery.consumer, delivery.streamSequence, headerValue(delivery.headers, eventHeaders.id) ?? "", Date.now()],
+    [delivery.consumer, delivery.streamSequence, attemptsKey(delivery), Date.now()],
   );
   return { attempt: Number(row.failures), deadLetterReason: row.reason ?? undefined };
 }
@@ -88,7 +98,7 @@ export async function countAttempt(q: Queryable, delivery: Delivery): Promise<{ 
 export async function uncountAttempt(q: Queryable, delivery: Delivery, attempt: number): Promise<boolean> {
   const changes = await q.run(
     "UPDATE event_failures SET failures = failures - 1 WHERE consumer = $1 AND stream_sequence = $2 AND event_id = $3 AND failures = $4",
-    [delivery.consumer, delivery.streamSequence, headerValue(delivery.headers, eventHeaders.id) ?? "", attempt],
+    [delivery.consumer, delivery.streamSequence, attemptsKey(delivery), attempt],
   );
   return changes === 1;
 }
@@ -102,7 +112,8 @@ export async function noteDeadLetter(q: Queryable, delivery: Delivery, reason: s
   await q.run(
     `INSERT INTO event_failures (consumer, stream_sequence, event_id, failures, failed_at, reason) VALUES ($1, $2, $3, 0, $4, $5)
      ON CONFLICT (consumer, stream_sequence, event_id) DO UPDATE SET reason = $5, failed_at = $4`,
-    [delivery.consumer, delivery.streamSequence, headerValue(delivery.headers, eventHeaders.id) ?? "", Date.now(), reason],
+    // A reason is one line of text; PostgreSQL's text holds no NUL.
+    [delivery.consumer, delivery.streamSequence, attemptsKey(delivery), Date.now(), reason.replaceAll("\u0000", "\ufffd")],
   );
 }
 

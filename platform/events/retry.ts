@@ -1,7 +1,6 @@
 import type { Logger } from "../log/index.js";
 import { BatchConflictError, UnprocessableEventError, type DeliveryMiddleware } from "./delivery.js";
-import { reasonOf } from "./dead-letter.js";
-import { countFailure, noteDeadLetter } from "./inbox.js";
+import { countFailure } from "./inbox.js";
 
 export interface RetryOptions {
   /** Attempts in all; the error of the last one propagates (to the dead letter middleware). */
@@ -29,12 +28,8 @@ export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
       if (err instanceof UnprocessableEventError || err instanceof BatchConflictError || maxDeliver <= 1) throw err;
       // A redelivery's attempt was counted before it ran.
       const attempt = delivery.attempt ?? (await countFailure(tx, delivery));
-      // The last: dead-lettered; the reason is kept with the decision, so that a filing that fails brings the event
-      // back to be filed with it (see unfinishedAttempts).
-      if (attempt >= maxDeliver) {
-        await noteDeadLetter(tx, delivery, reasonOf(err));
-        throw err;
-      }
+      // The last: dead-lettered (the dead letter step keeps the reason with the decision).
+      if (attempt >= maxDeliver) throw err;
       const delayMs = backoffDelay(backoffMs, attempt);
       logger.warn(
         { err, consumer: delivery.consumer, streamSequence: delivery.streamSequence, attempt, deliveryCount: delivery.deliveryCount, maxDeliver, retryInMs: delayMs },
@@ -63,9 +58,9 @@ export function backoffDelay(backoffMs: readonly number[], attempt: number): num
  */
 export function unfinishedAttempts(maxDeliver: number): DeliveryMiddleware {
   return (next) => async (delivery, tx) => {
-    if (delivery.attempt === undefined || delivery.attempt <= maxDeliver) return next(delivery, tx);
-    // Decided before, and its filing did not complete: filed with the reason it was decided for.
+    // Decided before, and its filing did not complete: filed with the reason it was decided for, whatever its count.
     if (delivery.deadLetterReason !== undefined) throw new UnprocessableEventError(delivery.deadLetterReason);
+    if (delivery.attempt === undefined || delivery.attempt <= maxDeliver) return next(delivery, tx);
     throw new UnprocessableEventError(
       `its last attempt (${maxDeliver} of ${maxDeliver}) did not finish: the process handling it stopped before settling it (delivered ${delivery.deliveryCount} times)`,
     );
