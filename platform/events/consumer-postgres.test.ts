@@ -204,7 +204,8 @@ describe("a consumer's batch on Postgres", () => {
       await settled(sample, durable);
       expect(await effects("raced"), "the other instance processed it; this one's effects were rolled back").toBe(0);
       expect(calls.get("raced"), "run once; on the second attempt the inbox had it").toBe(1);
-      expect(calls.get("before")).toBe(2);
+      // Twice when it shared the raced event's transaction; once when it came in a pull of its own (a busy machine).
+      expect([1, 2]).toContain(calls.get("before"));
       expect((await bus.jsm.consumers.info(sample.stream.name, durable)).num_redelivered).toBe(0);
     } finally {
       await other.end();
