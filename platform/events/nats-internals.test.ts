@@ -88,7 +88,7 @@ describe("nats.js internals on a cluster", () => {
       await ensureStreams(jsm, [{ ...sample.stream, replicas: 3 }]);
       await jsm.consumers.add(sample.stream.name, { durable_name: "leader-worker", ack_policy: AckPolicy.Explicit });
       // A pull request sent before the new consumer has a leader finds no responders (503) and is never waiting anywhere.
-      await expect.poll(async () => (await jsm.consumers.info(sample.stream.name, "leader-worker")).cluster?.leader, { timeout: 10_000 }).toBeTruthy();
+      await expect.poll(async () => (await jsm.consumers.info(sample.stream.name, "leader-worker")).cluster?.leader, { timeout: 10_000, message: "the new consumer has a leader" }).toBeTruthy();
       const consumer = await nc.jetstream().consumers.get(sample.stream.name, "leader-worker");
       const messages = await consumer.fetch({ max_messages: 10, expires: 30_000 });
       let heard = 0;
@@ -102,10 +102,10 @@ describe("nats.js internals on a cluster", () => {
       // Awaited at the end; should an assertion fail first, its rejection is not left unhandled.
       ended.catch(() => undefined);
       // The request must be waiting at the leader before it steps down (on a busy machine it can take longer than a moment).
-      await expect.poll(async () => (await jsm.consumers.info(sample.stream.name, "leader-worker")).num_waiting, { timeout: 10_000 }).toBeGreaterThan(0);
+      await expect.poll(async () => (await jsm.consumers.info(sample.stream.name, "leader-worker")).num_waiting, { timeout: 10_000, message: "the pull request waits at the leader" }).toBeGreaterThan(0);
       const res = await nc.request(`$JS.API.CONSUMER.LEADER.STEPDOWN.${sample.stream.name}.leader-worker`, new Uint8Array(), { timeout: 5_000 });
-      expect(JSON.parse(new TextDecoder().decode(res.data))).toMatchObject({ success: true });
-      await expect.poll(() => heard, { timeout: 10_000 }).toBe(1);
+      expect(JSON.parse(new TextDecoder().decode(res.data)), "the leader stepped down").toMatchObject({ success: true });
+      await expect.poll(() => heard, { timeout: 10_000, message: "the fetch heard 409 Leadership Change" }).toBe(1);
       await ended;
     } finally {
       await nc.close();
