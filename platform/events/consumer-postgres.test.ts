@@ -7,6 +7,7 @@
  */
 import { headers as natsHeaders, type StoredMsg } from "nats";
 import pg from "pg";
+import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
 import { startPostgresServer, type PostgresServerHandle } from "../../test/support/postgres.js";
@@ -15,7 +16,7 @@ import { sampleStream, type SampleStream, type ThingHappened } from "../../test/
 import { eventually } from "../../test/support/streams.js";
 import { createLogger } from "../log/index.js";
 import { openDatabase, sendAhead, type Database } from "../sql/index.js";
-import { bindConsumer, connectEventBus, createEventPublisher, deadLetterStreamSpec, deadLetterSubject, ensureStreams, eventMigrations, startConsumers, type ConsumerBinding, type ConsumerSpec, type EventBus, type EventContext } from "./index.js";
+import { bindConsumer, connectEventBus, consumerMetrics, createEventPublisher, deadLetterStreamSpec, deadLetterSubject, ensureStreams, eventMigrations, startConsumers, type ConsumerBinding, type ConsumerSpec, type EventBus, type EventContext } from "./index.js";
 
 const logger = createLogger({ service: "consumer-postgres-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const countersTable = { id: "test_0001_counters", sql: "CREATE TABLE counters (id TEXT PRIMARY KEY, n INTEGER NOT NULL)" };
@@ -374,5 +375,51 @@ describe("a consumer's batch on Postgres", () => {
       });
       expect(out).toEqual({ letters: [], effects: ["a", "b"] });
     });
+  });
+  it("decides a forged event that follows one whose write sent ahead fails in the run with savepoints, each dead letter counted once", async () => {
+    const db = await openDatabase({ path: await postgres.createDatabase("forged_after_ahead"), migrations: [...eventMigrations, effectsTable] });
+    const sample = sampleStream("forgedafterahead");
+    await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
+    const things = createEventPublisher({ nc: bus.nc, source: "things" });
+    await things.publish(sample.event, { thingId: "t-1", note: "sendsbad" });
+    // Refused by the source check, outside the handler: its dead letter's reason is the batch's next statement.
+    await createEventPublisher({ nc: bus.nc, source: "forger" }).publish(sample.event, { thingId: "t-2", note: "forged" });
+    await things.publish(sample.event, { thingId: "t-3", note: "after" });
+    const durable = "forgedafterahead-worker";
+    const registry = new Registry();
+    const consumers = await startConsumers({
+      nc: bus.nc,
+      db,
+      service: "worker",
+      logger,
+      middleware: [consumerMetrics(registry)],
+      streamSources: { [sample.stream.name]: "things" },
+      consumers: [
+        bindConsumer({
+          spec: sample.consumerSpec(durable, { maxDeliver: 1 }),
+          descriptor: sample.event,
+          async handle(event, context) {
+            await recordEffect(event, context);
+            if (event.note === "sendsbad") await sendAhead(context.tx, "INSERT INTO no_such_table VALUES (1)");
+          },
+        }),
+      ],
+    });
+    try {
+      await settled(sample, durable);
+      const subject = deadLetterSubject(deadLetterStreamSpec, sample.stream.name, durable);
+      const { state } = await bus.jsm.streams.info(deadLetterStreamSpec.name);
+      const letters: string[] = [];
+      for (let seq = state.first_seq; seq <= state.last_seq; seq++) {
+        const letter = await bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { seq }).catch(() => undefined);
+        if (letter?.subject === subject) letters.push(`${letter.header.get("concord-dlq-stream-sequence")}: ${letter.header.get("concord-dlq-reason")}`);
+      }
+      expect(letters).toEqual([expect.stringMatching(/^1: .*no_such_table/), expect.stringMatching(/^2: .*"forger"/)]);
+      expect(await registry.getSingleMetricAsString("concord_consumer_dead_lettered_total")).toContain(`concord_consumer_dead_lettered_total{consumer="${durable}"} 2`);
+      expect((await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note")).map((r) => r.note)).toEqual(["after"]);
+    } finally {
+      await consumers.stop();
+      await db.close();
+    }
   });
 });

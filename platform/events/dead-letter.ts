@@ -1,6 +1,7 @@
 import { ErrorCode, type JetStreamClient } from "nats";
 import { eventHeaders } from "./cloud-events.js";
-import { BatchConflictError, type Delivery, type DeliveryMiddleware } from "./delivery.js";
+import { isDatabaseRefusingWrites } from "../sql/index.js";
+import { BatchConflictError, SavepointNeededError, type Delivery, type DeliveryMiddleware } from "./delivery.js";
 import { noteDeadLetter } from "./inbox.js";
 import { toNatsHeaders } from "./nats-internals.js";
 import type { StreamSpec } from "./types.js";
@@ -66,7 +67,14 @@ export function deadLetter(): DeliveryMiddleware {
       if (err instanceof BatchConflictError) throw err;
       const reason = reasonOf(err);
       // Kept with the decision: a filing that does not complete brings the event back to be filed with it, not run.
-      await noteDeadLetter(tx, delivery, reason);
+      try {
+        await noteDeadLetter(tx, delivery, reason);
+      } catch (noted) {
+        // In a transaction without savepoints, an earlier event's write sent ahead may fail with this statement:
+        // the run with a savepoint per event decides whose failure it was (see noSavepointStep), as it does when
+        // the note fails there too (the batch then runs one event a transaction).
+        throw isDatabaseRefusingWrites(noted) ? new BatchConflictError(noted) : new SavepointNeededError(noted, undefined);
+      }
       return { kind: "deadLetter", reason };
     }
   };
