@@ -678,7 +678,7 @@ describe("startConsumers", () => {
     key: string,
     spec: Partial<ConsumerSpec>,
     handle: (event: Thing, context: EventContext) => Promise<void>,
-    options: { readonly migrations?: readonly { id: string; sql: string }[]; readonly wrap?: (db: Database) => Database } = {},
+    options: { readonly migrations?: readonly { id: string; sql: string }[]; readonly wrap?: (db: Database) => Database; readonly middleware?: DeliveryMiddleware[] } = {},
   ) => {
     const sample = sampleStream(key);
     await ensureStreams(bus.jsm, [sample.stream]);
@@ -694,6 +694,7 @@ describe("startConsumers", () => {
         db,
         service: "worker",
         logger,
+        ...(options.middleware && { middleware: options.middleware }),
         consumers: [
           bindConsumer({
             spec: consumerSpec,
@@ -721,7 +722,7 @@ describe("startConsumers", () => {
    * and the one whose note is "bad" an orphan too, accepted when written, refused at COMMIT, where no savepoint
    * of the event's own catches it.
    */
-  const deferredConstraint = (key: string, spec: Partial<ConsumerSpec>) =>
+  const deferredConstraint = (key: string, spec: Partial<ConsumerSpec>, middleware?: DeliveryMiddleware[]) =>
     consumerOf(
       key,
       spec,
@@ -729,11 +730,12 @@ describe("startConsumers", () => {
         await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
         if (event.note === "bad") await context.tx.run("INSERT INTO orphans (parent) VALUES ('none')");
       },
-      { migrations: [{ id: "test_0002_orphans", sql: "CREATE TABLE parents (id TEXT PRIMARY KEY);\nCREATE TABLE orphans (parent TEXT NOT NULL REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)" }] },
+      { migrations: [{ id: "test_0002_orphans", sql: "CREATE TABLE parents (id TEXT PRIMARY KEY);\nCREATE TABLE orphans (parent TEXT NOT NULL REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)" }], middleware },
     );
 
   it("retries, then dead-letters, an event whose own transaction cannot commit while the database answers (a deferred constraint); the events around it are handled", async () => {
-    const t = await deferredConstraint("nocommit", { maxDeliver: 2, backoffMs: [200] });
+    const registry = new Registry();
+    const t = await deferredConstraint("nocommit", { maxDeliver: 2, backoffMs: [200] }, [consumerMetrics(registry)]);
     // Published before the consumer starts: the three arrive in one batch.
     const bad = await t.publish("bad");
     for (const note of ["before", "after"]) await t.publish(note);
@@ -744,6 +746,8 @@ describe("startConsumers", () => {
     expect(dead.header.get("concord-dlq-reason")).toMatch(/^its transaction failed: .*FOREIGN KEY constraint failed/);
     expect(dead.header.get("concord-dlq-delivery-count")).toBe("2");
     expect(await t.notes()).toEqual(["after", "before"]);
+    // Settled through the pipeline, as any dead letter: the service's steps count it.
+    await eventually("the dead letter is counted", async () => (await registry.metrics()).includes(`concord_consumer_dead_lettered_total{consumer="${t.consumerSpec.durable}"} 1`));
     await eventually("nothing is pending", async () => {
       const info = await bus.jsm.consumers.info(t.sample.stream.name, t.consumerSpec.durable);
       return info.num_pending === 0 && info.num_ack_pending === 0;

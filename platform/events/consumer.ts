@@ -276,8 +276,9 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
           intake.settle(batch[from], { kind: "retry", delayMs: retryInMs });
           from++;
         } else if (alone) {
-          await failedAttempt(batch[from], deliveries[from], err, step, filing);
-          from++;
+          const decided = await failedAttempt(batch[from], deliveries[from], err, step, filing);
+          if (decided) deliveries[from] = decided;
+          else from++;
         } else {
           logger.warn({ err, events: batch.length - from }, "committing a batch of events failed while the database answers; its events run one to a transaction");
           oneByOne = true;
@@ -347,19 +348,32 @@ async function answers(db: Database): Promise<boolean> {
  * backoff, dead-lettered at its last attempt. When even the count cannot be
  * written, nothing is decided: the event is tried again after the backoff's
  * first pause (its delivery count is no measure of its attempts).
+ *
+ * A dead letter, once its reason is recorded, is settled by the pipeline:
+ * resolves with the delivery carrying the reason, to be run again, which
+ * files it without running its handler (unfinishedAttempts), so that the
+ * service's steps see it as any other (metrics, tracing). One that fails
+ * that way too, or whose reason cannot be recorded, is filed here.
  */
-async function failedAttempt(msg: JsMsg, delivery: Delivery, err: unknown, step: BatchStep, filing: Promise<void>[]): Promise<void> {
+async function failedAttempt(msg: JsMsg, delivery: Delivery, err: unknown, step: BatchStep, filing: Promise<void>[]): Promise<Delivery | undefined> {
+  // Decided already, and its transaction failed even so: filed here.
+  if (delivery.deadLetterReason !== undefined) {
+    filing.push(fileThenAck(msg, delivery, { kind: "deadLetter", reason: delivery.deadLetterReason }, step));
+    return undefined;
+  }
   const attempt = delivery.attempt ?? (step.maxDeliver <= 1 ? 1 : await step.db.transaction((tx) => countFailure(tx, delivery)).catch(() => undefined));
   if (attempt !== undefined && attempt >= step.maxDeliver) {
     const reason = `its transaction failed: ${reasonOf(err)}`;
     // Kept for a filing that does not complete (see noteDeadLetter); when even that fails, the event is tried again then.
-    await step.db.transaction((tx) => noteDeadLetter(tx, delivery, reason)).catch(() => undefined);
+    const noted = await step.db.transaction((tx) => noteDeadLetter(tx, delivery, reason)).then(() => true, () => false);
+    if (noted) return { ...delivery, deadLetterReason: reason };
     filing.push(fileThenAck(msg, delivery, { kind: "deadLetter", reason }, step));
-    return;
+    return undefined;
   }
   const retryInMs = backoffDelay(step.backoffMs, attempt ?? 1);
   step.logger.warn({ err, streamSequence: delivery.streamSequence, attempt, deliveryCount: delivery.deliveryCount, maxDeliver: step.maxDeliver, retryInMs }, "the event's transaction failed; retrying");
   step.intake.settle(msg, { kind: "retry", delayMs: retryInMs });
+  return undefined;
 }
 
 /** Resolves after `ms` with false, or with true as soon as `stopping` is aborted. */
