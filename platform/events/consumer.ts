@@ -244,7 +244,7 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
     // its process down with it is counted each time, and ends in the dead letter stream (unfinishedAttempts).
     const alone = oneByOne || deliveries[from].deliveryCount > 1;
     try {
-      if (deliveries[from].deliveryCount > 1 && deliveries[from].attempt === undefined) {
+      if (awaitsCount(deliveries[from])) {
         // Asked to stop: handed back uncounted.
         if (step.stopping.aborted) {
           giveBack(from);
@@ -269,7 +269,7 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
         // constraint, a value the database refuses, a pipeline step that failed, a handler that met something
         // else unavailable) or it lost a conflict: the rest of the batch runs one event a transaction, and an
         // event whose own transaction fails has had a failed attempt (retried, then dead-lettered).
-        if (alone && deliveries[from].deliveryCount > 1 && deliveries[from].attempt === undefined) {
+        if (awaitsCount(deliveries[from])) {
           // A redelivery whose attempt could not be counted did not run: back after the backoff's first pause, nothing spent.
           const retryInMs = backoffDelay(step.backoffMs, 1);
           logger.warn({ err, streamSequence: deliveries[from].streamSequence, retryInMs }, "counting an attempt at a redelivered event failed; it did not run, and comes back");
@@ -299,6 +299,11 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
     }
   }
   if (filing.length > 0) await Promise.all(filing);
+}
+
+/** A redelivery whose attempt is not counted yet (see `counted`): it does not run until it is. */
+function awaitsCount(delivery: Delivery): boolean {
+  return delivery.deliveryCount > 1 && delivery.attempt === undefined;
 }
 
 /** How many deliveries from `from` on are first deliveries, one at least. */

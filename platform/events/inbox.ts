@@ -63,19 +63,18 @@ function attemptsKey(delivery: Delivery): string {
   return id !== undefined && eventIdProblem(id) === undefined ? id : "";
 }
 
+/** A message's row of event_failures: consumer, stream sequence, event id. */
+function rowKey(delivery: Delivery): [string, number, string] {
+  return [delivery.consumer, delivery.streamSequence, attemptsKey(delivery)];
+}
+
 /**
  * Counts a failed attempt at `delivery` (in `q`, the transaction that
  * settles it, or one of its own) and resolves with the number of its
  * attempts that have failed, this one included.
  */
 export async function countFailure(q: Queryable, delivery: Delivery): Promise<number> {
-  const [row] = await q.query<{ failures: number }>(
-    `INSERT INTO event_failures (consumer, stream_sequence, event_id, failures, failed_at) VALUES ($1, $2, $3, 1, $4)
-     ON CONFLICT (consumer, stream_sequence, event_id) DO UPDATE SET failures = event_failures.failures + 1, failed_at = $4
-     RETURNING failures`,
-    [delivery.consumer, delivery.streamSequence, attemptsKey(delivery), Date.now()],
-  );
-  return Number(row.failures);
+  return (await countAttempt(q, delivery)).attempt;
 }
 
 /**
@@ -89,18 +88,17 @@ export async function countAttempt(q: Queryable, delivery: Delivery): Promise<{ 
     `INSERT INTO event_failures (consumer, stream_sequence, event_id, failures, failed_at) VALUES ($1, $2, $3, 1, $4)
      ON CONFLICT (consumer, stream_sequence, event_id) DO UPDATE SET failures = event_failures.failures + 1, failed_at = $4
      RETURNING failures, reason`,
-    [delivery.consumer, delivery.streamSequence, attemptsKey(delivery), Date.now()],
+    [...rowKey(delivery), Date.now()],
   );
   return { attempt: Number(row.failures), deadLetterReason: row.reason ?? undefined };
 }
 
-/** Takes back attempt `attempt` of `delivery`, counted ahead but not made (see countAttempt); resolves with whether it was there to take back. */
-export async function uncountAttempt(q: Queryable, delivery: Delivery, attempt: number): Promise<boolean> {
-  const changes = await q.run(
-    "UPDATE event_failures SET failures = failures - 1 WHERE consumer = $1 AND stream_sequence = $2 AND event_id = $3 AND failures = $4",
-    [delivery.consumer, delivery.streamSequence, attemptsKey(delivery), attempt],
-  );
-  return changes === 1;
+/** Takes back attempt `attempt` of `delivery`, counted ahead but not made (see countAttempt), unless another was counted since. */
+export async function uncountAttempt(q: Queryable, delivery: Delivery, attempt: number): Promise<void> {
+  await q.run("UPDATE event_failures SET failures = failures - 1 WHERE consumer = $1 AND stream_sequence = $2 AND event_id = $3 AND failures = $4", [
+    ...rowKey(delivery),
+    attempt,
+  ]);
 }
 
 /**
@@ -113,7 +111,7 @@ export async function noteDeadLetter(q: Queryable, delivery: Delivery, reason: s
     `INSERT INTO event_failures (consumer, stream_sequence, event_id, failures, failed_at, reason) VALUES ($1, $2, $3, 0, $4, $5)
      ON CONFLICT (consumer, stream_sequence, event_id) DO UPDATE SET reason = $5, failed_at = $4`,
     // A reason is one line of text; PostgreSQL's text holds no NUL.
-    [delivery.consumer, delivery.streamSequence, attemptsKey(delivery), Date.now(), reason.replaceAll("\u0000", "\ufffd")],
+    [...rowKey(delivery), Date.now(), reason.replaceAll("\u0000", "\ufffd")],
   );
 }
 
