@@ -167,6 +167,29 @@ describe("provisioning on a cluster", () => {
     await cluster?.stop();
   });
 
+  it("does not warn of a filtered consumer that passed over other subjects' events without delivering any", async () => {
+    const sample = sampleStream("passed");
+    await ensureStreams(bus.jsm, [{ ...sample.stream, replicas: 3 }]);
+    const spec = sample.consumerSpec("passed-worker");
+    await ensureConsumers(bus.jsm, [spec]);
+    while (!(await bus.jsm.consumers.info(sample.stream.name, spec.durable)).cluster?.leader) await new Promise((r) => setTimeout(r, 50));
+    const js = bus.nc.jetstream();
+    const consumer = await js.consumers.get(sample.stream.name, spec.durable);
+    // Published while the consumer waits for its next event, as a running service's consumer does.
+    const waiting = consumer.next({ expires: 1_500 });
+    await new Promise((r) => setTimeout(r, 300));
+    for (const id of ["a", "b", "c"]) await js.publish(`test.passed.other.t-${id}`, new Uint8Array([1]));
+    expect(await waiting).toBeNull();
+    // On a cluster the delivered stream sequence moves past the events the filter skipped; nothing was delivered.
+    const info = await bus.jsm.consumers.info(sample.stream.name, spec.durable);
+    expect(info.delivered).toMatchObject({ consumer_seq: 0, stream_seq: 3 });
+    expect(info.ack_floor).toMatchObject({ consumer_seq: 0, stream_seq: 0 });
+
+    const kept = keptLogger();
+    await ensureConsumers(bus.jsm, [spec], { logger: kept.logger });
+    expect(kept.messages).toEqual([]);
+  });
+
   it("creates a stream with the replicas its spec declares, and moves an existing stream to them with its messages", async () => {
     const { stream } = sampleStream("replicated");
     await ensureStreams(bus.jsm, [{ ...stream, replicas: 3 }]);

@@ -244,7 +244,9 @@ async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, logger:
 function warnOfAbandoned(info: ConsumerInfo, spec: ConsumerSpec, logger: Logger | undefined): void {
   const floor = info.ack_floor.stream_seq;
   const last = info.delivered.stream_seq;
-  if (!logger || info.num_pending > 0 || info.num_ack_pending > 0 || floor >= last) return;
+  // Told by the consumer's own sequence, one per delivery: a filtered consumer's delivered stream sequence also
+  // moves past the other subjects' events it passed over (on a cluster), which were never delivered to it.
+  if (!logger || info.num_pending > 0 || info.num_ack_pending > 0 || info.ack_floor.consumer_seq >= info.delivered.consumer_seq) return;
   logger.warn(
     { consumer: spec.durable, stream: spec.stream, ackFloor: floor, delivered: last },
     `consumer ${spec.durable} on stream ${spec.stream} holds events the server stopped delivering (a max_deliver reached): ` +
