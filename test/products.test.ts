@@ -180,6 +180,28 @@ describe("ProductService", () => {
     expect(tooBig.violations.map((v) => v.field)).toEqual(["page_size"]);
   });
 
+  it("ends a page early at 1 MiB of products, so that a page of the largest ones reaches a client with gRPC's default 4 MiB limit; the next page goes on from there", async () => {
+    // 2,000 characters of 4 bytes each, the most a description may hold: 8 KB a product, about 130 to a MiB.
+    const description = "\u{1F375}".repeat(2_000);
+    const made = new Set<string>();
+    for (let i = 0; i < 160; i++) made.add((await products.client.createProduct({ name: `Large ${i}`, description, price: eur(100), initialStock: 1 })).product!.id);
+    const pages: number[] = [];
+    const seen: string[] = [];
+    let pageToken = "";
+    do {
+      const page = await products.client.listProducts({ pageSize: 500, pageToken });
+      const mine = page.products.filter((p) => made.has(p.id));
+      if (mine.length > 0) pages.push(mine.length);
+      expect(Buffer.byteLength(JSON.stringify(page.products.map((p) => p.description)))).toBeLessThanOrEqual(1024 * 1024);
+      seen.push(...mine.map((p) => p.id));
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    expect(seen).toEqual([...made].sort());
+    expect(pages.length).toBe(2);
+    expect(pages[0]).toBeGreaterThan(100);
+    expect(pages[0]).toBeLessThan(130);
+  });
+
   it("refuses oversized strings and requests over the method's limit, and stays healthy", async () => {
     const long = await grpcError(create("n".repeat(201)));
     expect(long.violations.map((v) => v.field)).toEqual(["name"]);

@@ -1,3 +1,4 @@
+import { encodeMessage, type MessageEncoder } from "../contracts/index.js";
 import { StatusError } from "../errors/index.js";
 
 const prefix = "after:";
@@ -24,4 +25,48 @@ export function decodePageToken(token: string): string {
 /** page_size 0 means the default. */
 export function pageSizeOf(requested: number, fallback = 50): number {
   return requested > 0 ? requested : fallback;
+}
+
+/**
+ * The most a page's items take encoded: 1 MiB, a quarter of the 4 MiB a
+ * gRPC client of any language receives by default, so that a full page of
+ * large items still reaches every client, and a caller that does not read
+ * its answers holds little of the server's memory with each.
+ */
+export const maxPageBytes = 1024 * 1024;
+
+/**
+ * The items, from the first, that fit in `maxBytes` encoded (`sizeOf`
+ * gives an item's encoded size); at least one, so that a page always moves
+ * on. A page that ends early says so the usual way: its next_page_token
+ * continues after its last item (AIP-158 lets a page hold fewer than
+ * page_size).
+ */
+export function fitPage<T>(items: readonly T[], sizeOf: (item: T) => number, maxBytes: number = maxPageBytes): readonly T[] {
+  let bytes = 0;
+  for (let i = 0; i < items.length; i++) {
+    // Each item of a repeated message field takes its tag and a length prefix of up to 5 bytes besides.
+    bytes += sizeOf(items[i]) + 6;
+    if (bytes > maxBytes && i > 0) return items.slice(0, i);
+  }
+  return items;
+}
+
+/**
+ * One page of a list call, from the rows read for it (`limit` + 1, the one
+ * past the page telling whether more follow): the first `limit` as
+ * messages, fewer when they would pass `maxBytes` encoded, and the token
+ * that continues after the last of them ("" when none follow).
+ */
+export function listPage<R, M>(
+  rows: readonly R[],
+  limit: number,
+  toMessage: (row: R) => M,
+  encoder: MessageEncoder<M>,
+  idOf: (message: M) => string,
+  maxBytes: number = maxPageBytes,
+): { readonly items: M[]; readonly nextPageToken: string } {
+  const items = fitPage(rows.slice(0, limit).map(toMessage), (m) => encodeMessage(encoder, m).byteLength, maxBytes) as M[];
+  const more = rows.length > items.length;
+  return { items, nextPageToken: more && items.length > 0 ? encodePageToken(idOf(items[items.length - 1])) : "" };
 }

@@ -1,9 +1,9 @@
 import { OrderCancelledEvent, OrderPlacedEvent, OrderUpdatedEvent } from "../../../gen/ts/shop/orders/v1/order_events_jetstream.js";
-import { CreateOrderResponse, OrderServiceService } from "../../../gen/ts/shop/orders/v1/order_service_pb.js";
+import { CreateOrderResponse, Order, OrderServiceService } from "../../../gen/ts/shop/orders/v1/order_service_pb.js";
 import type { ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import { StatusError } from "../../../platform/errors/index.js";
 import type { Outbox } from "../../../platform/events/index.js";
-import { type CallContext, decodePageToken, encodePageToken, mayAccessOwnedBy, notTheOwner, pageSizeOf, type PromiseClient, type ServiceImpl } from "../../../platform/grpc/index.js";
+import { type CallContext, decodePageToken, listPage, mayAccessOwnedBy, notTheOwner, pageSizeOf, type PromiseClient, type ServiceImpl } from "../../../platform/grpc/index.js";
 import type { RequestIds } from "../../../platform/idempotency/index.js";
 import { uuidv7 } from "../../../platform/ids/index.js";
 import type { Database } from "../../../platform/sql/index.js";
@@ -115,10 +115,9 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
 
     async listOrders(req) {
       const limit = pageSizeOf(req.pageSize);
-      const page = await store.listByCustomer(db, req.customerId, decodePageToken(req.pageToken), limit + 1);
-      const more = page.length > limit;
-      const orders = page.slice(0, limit);
-      return { orders: orders.map(toOrderMessage), nextPageToken: more ? encodePageToken(orders[orders.length - 1].id) : "" };
+      const rows = await store.listByCustomer(db, req.customerId, decodePageToken(req.pageToken), limit + 1);
+      const page = listPage(rows, limit, toOrderMessage, Order, (o) => o.id);
+      return { orders: page.items, nextPageToken: page.nextPageToken };
     },
   };
 }

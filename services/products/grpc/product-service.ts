@@ -1,8 +1,8 @@
 import { ProductCreatedEvent, ProductUpdatedEvent, StockAdjustedEvent } from "../../../gen/ts/shop/products/v1/product_events_jetstream.js";
-import { AdjustStockResponse, CreateProductResponse, ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
+import { AdjustStockResponse, CreateProductResponse, Product, ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import { StatusError } from "../../../platform/errors/index.js";
 import type { Outbox } from "../../../platform/events/index.js";
-import { decodePageToken, encodePageToken, pageSizeOf, type ServiceImpl } from "../../../platform/grpc/index.js";
+import { decodePageToken, listPage, pageSizeOf, type ServiceImpl } from "../../../platform/grpc/index.js";
 import type { RequestIds } from "../../../platform/idempotency/index.js";
 import { uuidv7 } from "../../../platform/ids/index.js";
 import type { Database } from "../../../platform/sql/index.js";
@@ -87,10 +87,9 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
 
     async listProducts(req) {
       const limit = pageSizeOf(req.pageSize);
-      const page = await store.list(db, decodePageToken(req.pageToken), limit + 1);
-      const more = page.length > limit;
-      const products = page.slice(0, limit);
-      return { products: products.map(toProductMessage), nextPageToken: more ? encodePageToken(products[products.length - 1].id) : "" };
+      const rows = await store.list(db, decodePageToken(req.pageToken), limit + 1);
+      const page = listPage(rows, limit, toProductMessage, Product, (p) => p.id);
+      return { products: page.items, nextPageToken: page.nextPageToken };
     },
 
     async adjustStock(req, context) {

@@ -893,7 +893,9 @@ type ListOrdersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Whose orders, 1 to 64 characters.
 	CustomerId string `protobuf:"bytes,1,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
-	// Most orders to return; 0 means the default (50). At most 500.
+	// Most orders to return; 0 means the default (50). At most 500. A page
+	// holds fewer when its orders would pass 1 MiB encoded; next_page_token
+	// then goes on from there.
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// next_page_token from the previous page; empty for the first page.
 	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`

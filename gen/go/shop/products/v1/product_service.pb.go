@@ -605,7 +605,9 @@ func (x *UpdateProductResponse) GetProduct() *Product {
 // Input of ListProducts.
 type ListProductsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Most products to return; 0 means the default (50). At most 500.
+	// Most products to return; 0 means the default (50). At most 500. A page
+	// holds fewer when its products would pass 1 MiB encoded; next_page_token
+	// then goes on from there.
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// next_page_token from the previous page; empty for the first page.
 	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`

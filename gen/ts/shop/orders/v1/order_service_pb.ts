@@ -237,7 +237,11 @@ export interface CancelOrderResponse {
 export interface ListOrdersRequest {
   /** Whose orders, 1 to 64 characters. */
   customerId: string;
-  /** Most orders to return; 0 means the default (50). At most 500. */
+  /**
+   * Most orders to return; 0 means the default (50). At most 500. A page
+   * holds fewer when its orders would pass 1 MiB encoded; next_page_token
+   * then goes on from there.
+   */
   pageSize: number;
   /** next_page_token from the previous page; empty for the first page. */
   pageToken: string;

@@ -143,7 +143,11 @@ export interface UpdateProductResponse {
 
 /** Input of ListProducts. */
 export interface ListProductsRequest {
-  /** Most products to return; 0 means the default (50). At most 500. */
+  /**
+   * Most products to return; 0 means the default (50). At most 500. A page
+   * holds fewer when its products would pass 1 MiB encoded; next_page_token
+   * then goes on from there.
+   */
   pageSize: number;
   /** next_page_token from the previous page; empty for the first page. */
   pageToken: string;
