@@ -1,4 +1,4 @@
-import { constants as http2Constants, type ServerHttp2Stream } from "node:http2";
+import { constants as http2Constants, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { Server, ServerCredentials, type ChannelOptions } from "@grpc/grpc-js";
 import { HealthService, type ServingStatus } from "./health.js";
 import { grpcDescriptorSet } from "../../gen/ts/grpc_descriptor_set.js";
@@ -11,6 +11,7 @@ import { createMessageChecker } from "../contracts/index.js";
 import { createDescriptorIndex } from "./descriptor-index.js";
 import { http2ServersOf } from "./grpc-internals.js";
 import { addServerReflection } from "./server-reflection.js";
+import { type UnreadResponseOptions, watchUnreadResponses } from "./unread-responses.js";
 import { StatusError } from "../errors/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 
@@ -54,6 +55,14 @@ export interface GrpcServerOptions {
   readonly access?: AccessControl;
   /** Hears how every call of an added service ended (metrics: grpcCallMetrics). */
   readonly callObserver?: CallObserver;
+  /**
+   * How long and how much answers may wait for callers who do not take them
+   * (see watchUnreadResponses): by default a call whose caller has not taken
+   * all of its answer 30 s after it was written is reset, and so are those
+   * that have waited longest while the answers waiting pass 32 MiB. Their
+   * callers get RESOURCE_EXHAUSTED.
+   */
+  readonly unreadResponses?: UnreadResponseOptions;
 }
 
 /** Streams one connection may hold beyond admission's capacity: health checks, reflection, calls to be refused. */
@@ -88,13 +97,14 @@ export interface GrpcServer {
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const factory = "createGrpcServer";
-  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver"]);
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "unreadResponses"]);
   const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
   const shutdownTimeoutMs = nonNegativeInteger(factory, "shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000);
   const drainDelayMs = nonNegativeInteger(factory, "drainDelayMs", options.drainDelayMs, 0);
   const readinessIntervalMs = positiveInteger(factory, "readinessIntervalMs", options.readinessIntervalMs, 2_000);
   const { logger, readinessCheck } = options;
   const admission = createAdmission(options.admission);
+  const unread = watchUnreadResponses(logger, options.unreadResponses);
 
   // No channelz service is exposed, so its per-call counters and timestamps are switched off. A client may open
   // on one connection about as many streams as admission holds calls (plus room for health checks and for calls
@@ -152,7 +162,12 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       const port = await new Promise<number>((resolve, reject) =>
         server.bindAsync(address, options.credentials ?? ServerCredentials.createInsecure(), (err, p) => (err ? reject(new Error(`listening on ${address} failed: ${err.message}`, { cause: err })) : resolve(p))),
       );
-      for (const listener of http2ServersOf(server)) listener.on("stream", stopUnreadRequest);
+      for (const listener of http2ServersOf(server)) {
+        listener.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+          stopUnreadRequest(stream);
+          unread.watch(stream, headers);
+        });
+      }
       state = "serving";
       setAll(unavailable === undefined ? "SERVING" : "NOT_SERVING");
       await checkReadiness();
@@ -178,6 +193,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
             resolve();
           });
         });
+        unread.stop();
         state = "stopped";
       })();
       return stopped;

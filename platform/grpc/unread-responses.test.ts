@@ -1,0 +1,129 @@
+import { type ClientHttp2Session, type ClientHttp2Stream, connect as connectHttp2, constants as http2Constants } from "node:http2";
+import { afterEach, describe, expect, it } from "vitest";
+import { descriptorSet } from "../../gen/ts/descriptor_set.js";
+import { GetProductRequest, ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { Code, StatusError } from "../errors/index.js";
+import { createLogger } from "../log/index.js";
+import type { ServiceImpl } from "./bind-service.js";
+import { createClient } from "./client.js";
+import { createGrpcServer, type GrpcServer } from "./server.js";
+import type { UnreadResponseOptions } from "./unread-responses.js";
+
+const logger = createLogger({ service: "test", level: "silent" });
+const productId = "01890a5d-ac96-774b-bcce-b302099a8057";
+
+/** A product service whose GetProduct answers with about `bytes` of description. */
+function bigAnswers(bytes: number): ServiceImpl<typeof ProductServiceService> {
+  const product = { id: productId, name: "x", description: "d".repeat(bytes), price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
+  const unused = async (): Promise<never> => {
+    throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
+  };
+  return { getProduct: async () => ({ product }), batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused };
+}
+
+/** A raw HTTP/2 GetProduct call whose caller reads nothing of the answer (it sends no WINDOW_UPDATE). */
+interface Unread {
+  readonly stream: ClientHttp2Stream;
+  /** The RST_STREAM code it closed with (0 when it ended normally). */
+  readonly closed: Promise<number>;
+  /** The bytes of the answer it received. */
+  received(): number;
+}
+
+function unreadCall(session: ClientHttp2Session): Unread {
+  const body = GetProductRequest.encode({ id: productId }).finish();
+  const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, body.length]), body]);
+  const stream = session.request({ ":method": "POST", ":path": ProductServiceService.getProduct.path, "content-type": "application/grpc", te: "trailers", "grpc-timeout": "60S" });
+  stream.on("error", () => undefined);
+  let received = 0;
+  stream.on("data", (chunk: Buffer) => (received += chunk.length));
+  stream.end(frame);
+  stream.pause();
+  return { stream, closed: new Promise((resolve) => stream.once("close", () => resolve(stream.rstCode ?? 0))), received: () => received };
+}
+
+describe("answers their callers do not read", () => {
+  let server: GrpcServer | undefined;
+  let session: ClientHttp2Session | undefined;
+  afterEach(async () => {
+    session?.destroy();
+    session = undefined;
+    await server?.shutdown();
+    server = undefined;
+  });
+
+  async function serve(answerBytes: number, unreadResponses: UnreadResponseOptions): Promise<string> {
+    server = createGrpcServer({ descriptorSet, logger, unreadResponses, shutdownTimeoutMs: 1_000 });
+    server.addService(ProductServiceService, bigAnswers(answerBytes));
+    const { port } = await server.start("127.0.0.1:0");
+    session = connectHttp2(`http://127.0.0.1:${port}`);
+    return `127.0.0.1:${port}`;
+  }
+
+  it("resets a call whose caller has not taken its answer sendTimeoutMs after it was written (RST_STREAM ENHANCE_YOUR_CALM, RESOURCE_EXHAUSTED to gRPC clients), while callers that read are answered", async () => {
+    const address = await serve(2 * 1024 * 1024, { sendTimeoutMs: 600, checkMs: 50 });
+    const unread = Array.from({ length: 4 }, () => unreadCall(session!));
+    const started = Date.now();
+    // A gRPC client that reads its 2 MiB answer meanwhile gets all of it.
+    const client = createClient(ProductServiceService, { address });
+    try {
+      const answer = await client.getProduct({ id: productId });
+      expect(answer.product?.description).toHaveLength(2 * 1024 * 1024);
+    } finally {
+      client.close();
+    }
+    const codes = await Promise.all(unread.map((call) => call.closed));
+    expect(codes).toEqual(codes.map(() => http2Constants.NGHTTP2_ENHANCE_YOUR_CALM));
+    expect(Date.now() - started).toBeGreaterThanOrEqual(600);
+    // Nothing past the first flow-control window reached them.
+    for (const call of unread) expect(call.received()).toBeLessThanOrEqual(65_535);
+  });
+
+  it("resets the calls that have waited longest while the answers waiting pass maxBytes, and the rest are answered in full once read", async () => {
+    await serve(1024 * 1024, { sendTimeoutMs: 60_000, maxBytes: 3.5 * 1024 * 1024, checkMs: 50 });
+    const unread: Unread[] = [];
+    // One at a time, so that which waited longest is clear: six answers of just over 1 MiB, nearly all of each held
+    // back (the connection's first window of 64 KiB went to the first).
+    for (let i = 0; i < 6; i++) {
+      unread.push(unreadCall(session!));
+      await new Promise((r) => setTimeout(r, 120));
+    }
+    const reset = await Promise.all(unread.slice(0, 3).map((call) => call.closed));
+    expect(reset).toEqual([http2Constants.NGHTTP2_ENHANCE_YOUR_CALM, http2Constants.NGHTTP2_ENHANCE_YOUR_CALM, http2Constants.NGHTTP2_ENHANCE_YOUR_CALM]);
+    // The three left hold 3 MiB, under the bound: they stay, and their callers get everything once they read.
+    await new Promise((r) => setTimeout(r, 300));
+    for (const call of unread.slice(3)) expect(call.stream.closed).toBe(false);
+    for (const call of unread.slice(3)) call.stream.resume();
+    expect(await Promise.all(unread.slice(3).map((call) => call.closed))).toEqual([0, 0, 0]);
+    for (const call of unread.slice(3)) expect(call.received()).toBeGreaterThan(1024 * 1024);
+  });
+
+  it("leaves alone a caller that reads slowly but takes its answer within sendTimeoutMs", async () => {
+    await serve(1024 * 1024, { sendTimeoutMs: 6_000, checkMs: 50 });
+    const slow = unreadCall(session!);
+    // About 64 KiB at a time, a pause of 150 ms between: over 2 s for the whole answer.
+    let turn = 0;
+    slow.stream.on("data", (chunk: Buffer) => {
+      turn += chunk.length;
+      if (turn >= 64 * 1024) slow.stream.pause();
+    });
+    const reader = setInterval(() => {
+      turn = 0;
+      slow.stream.resume();
+    }, 150);
+    const started = Date.now();
+    try {
+      expect(await slow.closed).toBe(0);
+    } finally {
+      clearInterval(reader);
+    }
+    expect(slow.received()).toBeGreaterThan(1024 * 1024);
+    expect(Date.now() - started).toBeGreaterThan(1_000);
+  });
+
+  it("refuses options that are not whole numbers from 1", () => {
+    expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { sendTimeoutMs: 0 } })).toThrow(/sendTimeoutMs/);
+    expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { maxBytes: 1.5 } })).toThrow(/maxBytes/);
+    expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { timeout: 5 } as never })).toThrow(/unknown option timeout/);
+  });
+});
