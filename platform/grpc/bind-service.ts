@@ -59,6 +59,8 @@ export interface BindOptions {
   readonly admission?: Admission;
   /** Hears each call's method, status code and duration (metrics). */
   readonly callObserver?: CallObserver;
+  /** A reason to refuse a call before its request is decoded, if there is one (its connection holds too many answers its caller has not taken). */
+  readonly refusal?: (call: ServerUnaryCall<unknown, unknown>) => StatusError | undefined;
 }
 
 /** The smallest receive limit a method gets, however small its contract bounds its requests. */
@@ -123,7 +125,7 @@ function unaryHandler(
   inputType: string,
   limit: number,
   guard: MethodGuard | undefined,
-  { checker, logger, admission }: BindOptions,
+  { checker, logger, admission, refusal }: BindOptions,
 ) {
   const methodName = method.path.slice(method.path.lastIndexOf("/") + 1);
   const log = logger.child({ method: method.path });
@@ -148,6 +150,8 @@ function unaryHandler(
     if (guard) guard.authenticate(call.metadata).then((principal) => serve(principal), finish);
     else serve(unrestricted);
     function serve(principal: Principal): void {
+      const refused = refusal?.(call);
+      if (refused) return finish(refused);
       if (bytes.length > limit) {
         // Too large to run the contract's rules on; a list over its limit is still named, as that is cheap to tell.
         let overfull: FieldViolation[] = [];

@@ -9,7 +9,7 @@ import { bindService, type ServiceDefinition, type ServiceImpl } from "./bind-se
 import type { CallObserver } from "./call-metrics.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { createDescriptorIndex } from "./descriptor-index.js";
-import { http2ServersOf } from "./grpc-internals.js";
+import { http2ServersOf, http2StreamOf } from "./grpc-internals.js";
 import { addServerReflection } from "./server-reflection.js";
 import { type UnreadResponseOptions, watchUnreadResponses } from "./unread-responses.js";
 import { StatusError } from "../errors/index.js";
@@ -57,10 +57,11 @@ export interface GrpcServerOptions {
   readonly callObserver?: CallObserver;
   /**
    * How long and how much answers may wait for callers who do not take them
-   * (see watchUnreadResponses): by default a call whose caller has not taken
-   * all of its answer 30 s after it was written is reset, and so are those
-   * that have waited longest while the answers waiting pass 32 MiB. Their
-   * callers get RESOURCE_EXHAUSTED.
+   * (see watchUnreadResponses): by default a call on a connection holding
+   * more than 8 MiB of them is refused before it runs; a call whose caller
+   * has not taken all of its answer 30 s after it was written is reset, and
+   * so are those that have waited longest while the answers waiting pass
+   * 32 MiB. Their callers get RESOURCE_EXHAUSTED.
    */
   readonly unreadResponses?: UnreadResponseOptions;
 }
@@ -149,7 +150,18 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   return {
     addService(definition, impl) {
       if (state !== "created") throw new Error("addService must be called before start");
-      const bound = bindService(definition, gated(definition, impl, () => unavailable), { checker, logger, maxRequestBytes: maxReceive, admission, ...(options.access && { access: options.access }), ...(options.callObserver && { callObserver: options.callObserver }) });
+      const bound = bindService(definition, gated(definition, impl, () => unavailable), {
+        checker,
+        logger,
+        maxRequestBytes: maxReceive,
+        admission,
+        refusal: (call) => {
+          const stream = http2StreamOf(call);
+          return stream && unread.refusal(stream);
+        },
+        ...(options.access && { access: options.access }),
+        ...(options.callObserver && { callObserver: options.callObserver }),
+      });
       server.addService(bound.definition, bound.handlers as never);
       const first = Object.values(definition)[0];
       if (first) serviceNames.push(first.path.split("/")[1]);

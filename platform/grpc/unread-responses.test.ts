@@ -12,13 +12,17 @@ import type { UnreadResponseOptions } from "./unread-responses.js";
 const logger = createLogger({ service: "test", level: "silent" });
 const productId = "01890a5d-ac96-774b-bcce-b302099a8057";
 
-/** A product service whose GetProduct answers with about `bytes` of description. */
-function bigAnswers(bytes: number): ServiceImpl<typeof ProductServiceService> {
+/** A product service whose GetProduct answers with about `bytes` of description, counting its runs. */
+function bigAnswers(bytes: number, runs = { count: 0 }): ServiceImpl<typeof ProductServiceService> {
   const product = { id: productId, name: "x", description: "d".repeat(bytes), price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
   const unused = async (): Promise<never> => {
     throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
   };
-  return { getProduct: async () => ({ product }), batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused };
+  const getProduct = async () => {
+    runs.count++;
+    return { product };
+  };
+  return { getProduct, batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused };
 }
 
 /** A raw HTTP/2 GetProduct call whose caller reads nothing of the answer (it sends no WINDOW_UPDATE). */
@@ -28,6 +32,8 @@ interface Unread {
   readonly closed: Promise<number>;
   /** The bytes of the answer it received. */
   received(): number;
+  /** Its grpc-status, once headers or trailers carry one. */
+  status(): string | undefined;
 }
 
 function unreadCall(session: ClientHttp2Session): Unread {
@@ -37,9 +43,13 @@ function unreadCall(session: ClientHttp2Session): Unread {
   stream.on("error", () => undefined);
   let received = 0;
   stream.on("data", (chunk: Buffer) => (received += chunk.length));
+  let status: string | undefined;
+  const heard = (headers: Record<string, unknown>) => (status ??= headers["grpc-status"] as string | undefined);
+  stream.on("response", heard);
+  stream.on("trailers", heard);
   stream.end(frame);
   stream.pause();
-  return { stream, closed: new Promise((resolve) => stream.once("close", () => resolve(stream.rstCode ?? 0))), received: () => received };
+  return { stream, closed: new Promise((resolve) => stream.once("close", () => resolve(stream.rstCode ?? 0))), received: () => received, status: () => status };
 }
 
 describe("answers their callers do not read", () => {
@@ -52,9 +62,9 @@ describe("answers their callers do not read", () => {
     server = undefined;
   });
 
-  async function serve(answerBytes: number, unreadResponses: UnreadResponseOptions): Promise<string> {
+  async function serve(answerBytes: number, unreadResponses: UnreadResponseOptions, runs = { count: 0 }): Promise<string> {
     server = createGrpcServer({ descriptorSet, logger, unreadResponses, shutdownTimeoutMs: 1_000 });
-    server.addService(ProductServiceService, bigAnswers(answerBytes));
+    server.addService(ProductServiceService, bigAnswers(answerBytes, runs));
     const { port } = await server.start("127.0.0.1:0");
     session = connectHttp2(`http://127.0.0.1:${port}`);
     return `127.0.0.1:${port}`;
@@ -77,6 +87,28 @@ describe("answers their callers do not read", () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(600);
     // Nothing past the first flow-control window reached them.
     for (const call of unread) expect(call.received()).toBeLessThanOrEqual(65_535);
+  });
+
+  it("refuses a call before it runs on a connection holding more than maxBytesPerConnection of answers its caller has not taken; other connections are served", async () => {
+    const runs = { count: 0 };
+    const address = await serve(1024 * 1024, { sendTimeoutMs: 60_000, maxBytesPerConnection: 2 * 1024 * 1024, checkMs: 50 }, runs);
+    const unread: Unread[] = [];
+    for (let i = 0; i < 5; i++) {
+      unread.push(unreadCall(session!));
+      await new Promise((r) => setTimeout(r, 120));
+    }
+    // Two answers of just over 1 MiB wait: the third call and those after it find more than 2 MiB and do not run.
+    expect(runs.count).toBe(2);
+    expect(await Promise.all(unread.slice(2).map((call) => call.closed))).toEqual([0, 0, 0]);
+    expect(unread.slice(2).map((call) => call.status())).toEqual(["8", "8", "8"]);
+    expect(unread.slice(0, 2).map((call) => call.stream.closed)).toEqual([false, false]);
+    const client = createClient(ProductServiceService, { address });
+    try {
+      expect((await client.getProduct({ id: productId })).product?.description).toHaveLength(1024 * 1024);
+    } finally {
+      client.close();
+    }
+    expect(runs.count).toBe(3);
   });
 
   it("resets the calls that have waited longest while the answers waiting pass maxBytes, and the rest are answered in full once read", async () => {
@@ -124,6 +156,7 @@ describe("answers their callers do not read", () => {
   it("refuses options that are not whole numbers from 1", () => {
     expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { sendTimeoutMs: 0 } })).toThrow(/sendTimeoutMs/);
     expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { maxBytes: 1.5 } })).toThrow(/maxBytes/);
+    expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { maxBytesPerConnection: -1 } })).toThrow(/maxBytesPerConnection/);
     expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { timeout: 5 } as never })).toThrow(/unknown option timeout/);
   });
 });

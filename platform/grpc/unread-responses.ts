@@ -1,4 +1,5 @@
-import { constants as http2Constants, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
+import { constants as http2Constants, type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
+import { Code, StatusError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
 
@@ -8,6 +9,8 @@ export interface UnreadResponseOptions {
   readonly sendTimeoutMs?: number;
   /** The most bytes of answers waiting for their callers to take them; past it, the calls that have waited longest are reset. Default 32 MiB. */
   readonly maxBytes?: number;
+  /** The most bytes of answers waiting on one connection; past it, its new calls are refused before they run. Default 8 MiB. */
+  readonly maxBytesPerConnection?: number;
   /** How often the waiting responses are looked at. Default 250 ms. */
   readonly checkMs?: number;
 }
@@ -15,6 +18,12 @@ export interface UnreadResponseOptions {
 export interface UnreadResponses {
   /** Follows one stream of the server until it closes. */
   watch(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void;
+  /**
+   * RESOURCE_EXHAUSTED when the connection `stream` came on holds more than
+   * maxBytesPerConnection of answers its caller has not taken: a call to
+   * refuse before its handler runs. Undefined otherwise.
+   */
+  refusal(stream: ServerHttp2Stream): StatusError | undefined;
   /** Bytes of answers waiting for their callers at the last look. */
   readonly waitingBytes: number;
   /** Calls reset so far because their callers did not take their answers. */
@@ -25,6 +34,8 @@ export interface UnreadResponses {
 
 interface Watched {
   readonly method: string;
+  /** The streams open on its connection, itself included. */
+  readonly connection: Set<ServerHttp2Stream> | undefined;
   /** Bytes the stream held unsent at the last look. */
   pending: number;
   /** When it was first seen holding unsent bytes, since it last held none. */
@@ -40,9 +51,13 @@ interface Watched {
  * of a service. Admission control does not see it, as the handler has
  * returned.
  *
- * An answer its caller has not taken all of `sendTimeoutMs` after it was
- * written has its call reset, and so, while the answers waiting pass
- * `maxBytes`, have those that have waited longest. Node tells how much of a
+ * A call on a connection whose answers waiting pass `maxBytesPerConnection`
+ * is refused before its handler runs (RESOURCE_EXHAUSTED, nothing done):
+ * its caller is not taking what it asked for already, and the answer would
+ * only wait with the others. Calls are reset: an answer its caller has not
+ * taken all of `sendTimeoutMs` after it was written, and, while the answers
+ * waiting on every connection pass `maxBytes`, those that have waited
+ * longest. Node tells how much of a
  * stream's writes are unfinished, not how far into one the caller has read,
  * so a caller that reads slowly counts as waiting until it has the whole
  * answer: at the defaults, 1 MiB (a list's largest page) has to go at
@@ -53,11 +68,18 @@ interface Watched {
  */
 export function watchUnreadResponses(logger: Logger, options: UnreadResponseOptions = {}): UnreadResponses {
   const factory = "unreadResponses";
-  checkOptions(factory, options, ["sendTimeoutMs", "maxBytes", "checkMs"]);
+  checkOptions(factory, options, ["sendTimeoutMs", "maxBytes", "maxBytesPerConnection", "checkMs"]);
   const sendTimeoutMs = positiveInteger(factory, "sendTimeoutMs", options.sendTimeoutMs, 30_000);
   const maxBytes = positiveInteger(factory, "maxBytes", options.maxBytes, 32 * 1024 * 1024);
+  const maxBytesPerConnection = positiveInteger(factory, "maxBytesPerConnection", options.maxBytesPerConnection, 8 * 1024 * 1024);
   const checkMs = positiveInteger(factory, "checkMs", options.checkMs, 250);
   const streams = new Map<ServerHttp2Stream, Watched>();
+  /** The streams open on each connection. */
+  const connections = new WeakMap<Http2Session, Set<ServerHttp2Stream>>();
+  const forget = (stream: ServerHttp2Stream): void => {
+    streams.get(stream)?.connection?.delete(stream);
+    streams.delete(stream);
+  };
   let timer: NodeJS.Timeout | undefined;
   let waitingBytes = 0;
   let reset = 0;
@@ -98,7 +120,7 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
       for (const [stream, watched] of dropped) {
         bytes += watched.pending;
         methods.add(watched.method);
-        streams.delete(stream);
+        forget(stream);
         if (!stream.closed) stream.close(http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
       }
       reset += dropped.length;
@@ -116,9 +138,24 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
   return {
     watch(stream, headers) {
       const path = headers[":path"];
-      streams.set(stream, { method: typeof path === "string" ? path : "", pending: 0, since: undefined });
-      stream.once("close", () => streams.delete(stream));
+      const session = stream.session;
+      let connection = session ? connections.get(session) : undefined;
+      if (session && !connection) connections.set(session, (connection = new Set()));
+      connection?.add(stream);
+      streams.set(stream, { method: typeof path === "string" ? path : "", connection, pending: 0, since: undefined });
+      stream.once("close", () => forget(stream));
       timer ??= setInterval(look, checkMs).unref();
+    },
+    refusal(stream) {
+      const open = streams.get(stream)?.connection;
+      if (!open || open.size < 2) return undefined;
+      let waiting = 0;
+      for (const other of open) waiting += other.writableLength;
+      if (waiting <= maxBytesPerConnection) return undefined;
+      return new StatusError(
+        Code.RESOURCE_EXHAUSTED,
+        `this connection holds ${(waiting / 1048576).toFixed(1)} MiB of answers its caller has not taken (at most ${(maxBytesPerConnection / 1048576).toFixed(1)} MiB); nothing was done, read those first`,
+      );
     },
     get waitingBytes() {
       return waitingBytes;
@@ -129,7 +166,7 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
     stop() {
       if (timer) clearInterval(timer);
       timer = undefined;
-      streams.clear();
+      for (const stream of [...streams.keys()]) forget(stream);
     },
   };
 }
