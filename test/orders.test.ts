@@ -94,6 +94,28 @@ describe("OrderService", () => {
     expect((await orders.client.listOrders({ customerId, pageSize: 500, pageToken: "" })).orders).toHaveLength(20);
   });
 
+  it("refuses a NUL character in a nested or repeated string with INVALID_ARGUMENT naming the field, and places nothing", async () => {
+    const nul = "must not contain the NUL character (U+0000)";
+    const customerId = `c-nul-${uuidv7()}`;
+    const inAddress = await grpcError(orders.client.createOrder({ customerId, lines: [{ productId: teapot, quantity: 1 }], shippingAddress: { ...address, line2: "Flat 1\u0000" } }));
+    expect(inAddress.code).toBe(status.INVALID_ARGUMENT);
+    expect(inAddress.violations).toEqual([{ field: "shipping_address.line2", description: nul }]);
+    // A product id with a NUL is no UUID either: both are named.
+    const inLine = await grpcError(orders.client.createOrder({ customerId, lines: [{ productId: cup, quantity: 1 }, { productId: `${teapot}\u0000`, quantity: 1 }], shippingAddress: address }));
+    expect(inLine.violations).toContainEqual({ field: "lines[1].product_id", description: nul });
+    const asCustomer = await grpcError(orders.client.createOrder({ customerId: "c\u0000", lines: [{ productId: teapot, quantity: 1 }], shippingAddress: address }));
+    expect(asCustomer.violations).toEqual([{ field: "customer_id", description: nul }]);
+    const listed = await grpcError(orders.client.listOrders({ customerId: "c\u0000", pageSize: 0, pageToken: "" }));
+    expect(listed.violations).toEqual([{ field: "customer_id", description: nul }]);
+    expect((await orders.client.listOrders({ customerId, pageSize: 500, pageToken: "" })).orders).toEqual([]);
+    const db = new BetterSqlite3(orders.databasePath, { readonly: true });
+    try {
+      expect(db.prepare("SELECT count(*) AS n FROM orders WHERE customer_id IN (?, ?)").get(customerId, "c\u0000")).toEqual({ n: 0 });
+    } finally {
+      db.close();
+    }
+  });
+
   it("refuses thousands of lines as INVALID_ARGUMENT naming lines, and megabytes before decoding them, and keeps serving", async () => {
     const lines = (n: number, productId = "") => Array.from({ length: n }, () => ({ productId, quantity: 1 }));
     // 6,000 lines used to overflow the stack of the uniqueness rule and answer INTERNAL.

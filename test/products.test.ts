@@ -138,6 +138,23 @@ describe("ProductService", () => {
     await rawCall(products.service.address, ProductServiceService.createProduct.path, valid);
   });
 
+  it("refuses a NUL character in any string with INVALID_ARGUMENT naming the field, and writes nothing (PostgreSQL cannot store it)", async () => {
+    const nul = "must not contain the NUL character (U+0000)";
+    const before = (await products.client.listProducts({ pageSize: 500, pageToken: "" })).products;
+    const created = await grpcError(products.client.createProduct({ name: "Tea\u0000pot", description: "", price: eur(100), initialStock: 1 }));
+    expect(created.code).toBe(status.INVALID_ARGUMENT);
+    expect(created.violations).toEqual([{ field: "name", description: nul }]);
+    expect(created.message).toBe(`invalid request: name: ${nul}`);
+    const p = await create("Pot", 4);
+    const updated = await grpcError(products.client.updateProduct({ id: p.id, expectedVersion: 1, updateMask: ["description"], name: "", description: "lid\u0000", price: undefined }));
+    expect(updated.violations).toEqual([{ field: "description", description: nul }]);
+    const adjusted = await grpcError(products.client.adjustStock({ id: p.id, delta: 1, reason: "r\u0000" }));
+    expect(adjusted.violations).toEqual([{ field: "reason", description: nul }]);
+    expect((await products.client.getProduct({ id: p.id })).product).toMatchObject({ description: "Porcelain", stock: 4, version: 1 });
+    const after = (await products.client.listProducts({ pageSize: 500, pageToken: "" })).products;
+    expect(after.map((x) => x.id).sort()).toEqual([...before.map((x) => x.id), p.id].sort());
+  });
+
   it("creates and adjusts once per request_id: a repeat returns the first result, a different request with the same id is refused", async () => {
     const requestId = "01890a5d-ac96-774b-bcce-b302099a9001";
     const request = { name: "Once", description: "", price: eur(100), initialStock: 3, requestId };

@@ -2,7 +2,8 @@ import { connect, headers as natsHeaders, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderCancelled, OrderPlaced } from "../gen/ts/shop/orders/v1/order_events_pb.js";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
-import { StockReserved } from "../gen/ts/shop/products/v1/product_events_pb.js";
+import BetterSqlite3 from "better-sqlite3";
+import { ProductCreated, StockReserved } from "../gen/ts/shop/products/v1/product_events_pb.js";
 import { uuidv7 } from "../platform/ids/index.js";
 import { eventually, readStream } from "./support/streams.js";
 import { address, type Shop, startShop } from "./support/shop.js";
@@ -176,6 +177,26 @@ describe("the order saga", () => {
     expect(await stockOf(productId)).toBe(100);
     const next = await placeOrder(productId, 1);
     await expect.poll(() => stateOf(next.id)).toBe(CONFIRMED);
+  });
+
+  it("dead-letters at once, without handling it, an event with a NUL character in a string (no store takes such text alike)", async () => {
+    // Products on SQLite and orders on PostgreSQL: such a ProductCreated was retried until dead-lettered, and every order for it failed.
+    const productId = uuidv7();
+    const subject = `shop.products.v1.product.${productId}.created`;
+    const product = { id: productId, name: "Tea\u0000pot", description: "", price: eur(1000), stock: 1, version: 1, stockVersion: 1, createTime: new Date(), updateTime: new Date() };
+    await publishRaw(nc, subject, "shop.products.v1.ProductCreated", ProductCreated.encode({ productId, product }).finish(), uuidv7(), undefined, "products");
+    const jsm = shop.orders.service.events.bus.jsm;
+    const letters = async () => (await readStream(jsm, "CONCORD_DLQ")).filter((e) => e.headers.get("concord-dlq-subject") === subject);
+    await expect.poll(async () => (await letters()).length).toBe(1);
+    const [letter] = await letters();
+    expect(letter.headers.get("concord-dlq-reason")).toBe("the shop.products.v1.ProductCreated event breaks its contract's rules: product.name: must not contain the NUL character (U+0000)");
+    expect(letter.headers.get("concord-dlq-delivery-count"), "not retried first").toBe("1");
+    const db = new BetterSqlite3(shop.orders.databasePath, { readonly: true });
+    try {
+      expect(db.prepare("SELECT count(*) AS n FROM product_catalog WHERE product_id = ?").get(productId), "the handler did not run").toEqual({ n: 0 });
+    } finally {
+      db.close();
+    }
   });
 
   it("does not make a catalogue edit stale when orders reserve stock in between", async () => {

@@ -112,6 +112,16 @@ describe("two instances of each service on one Postgres", () => {
     const reused = await grpcError(orders[1].client.createOrder({ ...request, customerId: "c-other" }));
     expect(reused.code).toBe(Code.ALREADY_EXISTS);
   });
+
+  it("refuses a NUL character in a product name or a customer id as INVALID_ARGUMENT naming the field, not INTERNAL (PostgreSQL's text cannot hold it)", async () => {
+    const nul = "must not contain the NUL character (U+0000)";
+    const created = await grpcError(products[0].client.createProduct({ name: "Tea\u0000pot", description: "", price: eur(1000), initialStock: 1 }));
+    expect(created.code).toBe(Code.INVALID_ARGUMENT);
+    expect(created.violations).toEqual([{ field: "name", description: nul }]);
+    const listed = await grpcError(orders[0].client.listOrders({ customerId: "c\u0000", pageSize: 10, pageToken: "" }));
+    expect(listed.code).toBe(Code.INVALID_ARGUMENT);
+    expect(listed.violations).toEqual([{ field: "customer_id", description: nul }]);
+  });
 });
 
 describe("the outbox relay of two order service processes on one Postgres", () => {

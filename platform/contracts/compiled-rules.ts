@@ -28,7 +28,7 @@ export type CompiledCheck = (message: unknown, path: string, out: FieldViolation
 type Value = unknown;
 
 /** ts-proto's property name of a field: snake_case camel-cased (its own rule, word for word). */
-function propertyName(name: string): string {
+export function propertyName(name: string): string {
   if (!name.includes("_")) return name;
   const hasLowerCase = /[a-z]/.test(name);
   return name

@@ -1,7 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
-import { CreateOrderRequest } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
+import { CreateOrderRequest, UpdateOrderRequest } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { requestLimit } from "../grpc/bind-service.js";
 import { createMessageChecker } from "./message-checker.js";
 import { encodedSizeBound, patternMaxLength } from "./size-bound.js";
@@ -55,6 +55,27 @@ describe("createMessageChecker", () => {
     // google.protobuf.Timestamp.seconds has no rule; 2^62 is still refused, naming the field.
     const timestamp = Uint8Array.from([0x08, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40]);
     expect(checker.check("google.protobuf.Timestamp", timestamp)).toEqual([{ field: "seconds", description: "must be between -9007199254740991 and 9007199254740991" }]);
+  });
+
+  it("refuses a NUL in any string field, nested and repeated, on decoded messages and on bytes alike", () => {
+    const nul = "must not contain the NUL character (U+0000)";
+    const order = { customerId: "c\u0000", lines: [{ productId: uuid(1), quantity: 1 }, { productId: `${uuid(2)}\u0000`, quantity: 1 }], shippingAddress: { ...address, line2: "\u0000" }, requestId: uuid(3) };
+    const type = "shop.orders.v1.CreateOrderRequest";
+    const expected = [
+      { field: "customer_id", description: nul },
+      { field: "lines[1].product_id", description: nul },
+      { field: "shipping_address.line2", description: nul },
+    ];
+    // lines[1].product_id is no UUID either: the contract's own rule names it too.
+    const named = (violations: { field: string; description: string }[] | undefined) => violations?.filter((v) => v.description === nul);
+    expect(named(checker.checkDecoded(type, order))).toEqual(expected);
+    expect(named(checker.check(type, CreateOrderRequest.encode(order).finish()))).toEqual(expected);
+    // A message whose rules are not compiled (message-level CEL) gets the same through protovalidate's path.
+    const update = UpdateOrderRequest.fromPartial({ id: uuid(4), expectedVersion: 1, updateMask: ["shipping_address"], shippingAddress: { ...address, city: "Lon\u0000don" } });
+    expect(checker.checkDecoded("shop.orders.v1.UpdateOrderRequest", update)).toBeUndefined();
+    expect(checker.check("shop.orders.v1.UpdateOrderRequest", UpdateOrderRequest.encode(update).finish())).toEqual([{ field: "shipping_address.city", description: nul }]);
+    // Clean text passes; so does a NUL-free string with other control characters.
+    expect(checker.checkDecoded(type, { ...order, customerId: "c\u0001", lines: [order.lines[0]], shippingAddress: address })).toEqual([]);
   });
 
   it("turns undecodable bytes into one violation and refuses unknown types", () => {

@@ -5,7 +5,8 @@ import { pathToString } from "@bufbuild/protobuf/reflect";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import type { Validator } from "@bufbuild/protovalidate";
 import { RepeatedRulesSchema, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
-import { type CompiledCheck, createRuleCompiler } from "./compiled-rules.js";
+import { type CompiledCheck, createRuleCompiler, propertyName } from "./compiled-rules.js";
+import { createNulChecks, type NulCheck } from "./nul-text.js";
 import { refuseInvalidUtf8 } from "./strict-utf8.js";
 
 import type { FieldViolation } from "../errors/index.js";
@@ -16,7 +17,8 @@ export type { FieldViolation };
 export interface MessageChecker {
   /**
    * Every rule the message of `typeName` encoded in `bytes` breaks; empty
-   * when it is valid. Item counts come first: a list over its max_items is
+   * when it is valid. A string field holding U+0000 is a violation, in
+   * every message (no store takes such text alike). Item counts come first: a list over its max_items is
    * reported alone, without running the contract's other rules, so an
    * oversized list never reaches a costly one (a CEL rule over every item).
    * 64-bit integers beyond what a JavaScript number holds exactly are
@@ -160,8 +162,15 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
     }
   };
 
+  // Text no store can hold, on ts-proto's objects (checkDecoded) and on @bufbuild/protobuf's (check).
+  const nulInDecoded = createNulChecks((field) => {
+    const prop = propertyName(field.name);
+    return (message) => message[prop];
+  });
+  const nulInMessage = createNulChecks((field) => (message) => valueOf(message, field));
+
   const compile = createRuleCompiler();
-  const compiledChecks = new Map<string, CompiledCheck | null>();
+  const compiledChecks = new Map<string, { readonly rules: CompiledCheck; readonly text: NulCheck } | null>();
 
   const decode = (typeName: string, bytes: Uint8Array) => {
     const schema = schemaOf(typeName);
@@ -176,10 +185,15 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
     registry,
     checkDecoded(typeName, message) {
       let check = compiledChecks.get(typeName);
-      if (check === undefined) compiledChecks.set(typeName, (check = compile(schemaOf(typeName)) ?? null));
+      if (check === undefined) {
+        const schema = schemaOf(typeName);
+        const rules = compile(schema);
+        compiledChecks.set(typeName, (check = rules ? { rules, text: nulInDecoded(schema) } : null));
+      }
       if (check === null) return undefined;
       const out: FieldViolation[] = [];
-      check(message, "", out);
+      check.rules(message, "", out);
+      check.text(message, out);
       // As `check` does: a list over its max_items is reported alone, without what is inside it.
       const overfull = out.filter((v) => v.description.startsWith(tooManyItems));
       if (overfull.length === 0) return out;
@@ -199,14 +213,16 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
       const wide: FieldViolation[] = [];
       walk(schema, message as unknown as Record<string, unknown>, "", items, wide);
       if (items.length > 0) return [...items, ...wide];
+      const text: FieldViolation[] = [];
+      nulInMessage(schema)(message, text);
       validator ??= loadProtovalidate().createValidator({ registry });
       const result = validator.validate(schema, message);
       if (result.kind === "error") throw result.error;
-      if (result.kind === "valid") return wide;
+      if (result.kind === "valid") return [...wide, ...text];
       // A message-level rule has no field path; by convention its id names the field.
       const found = result.violations.map((v) => ({ field: v.field.length > 0 ? pathToString(v.field) : v.ruleId, description: v.message }));
       // A bound in the contract may already say what the number check says.
-      return [...found, ...wide.filter((c) => !found.some((f) => f.field === c.field))];
+      return [...found, ...wide.filter((c) => !found.some((f) => f.field === c.field)), ...text];
     },
   };
 }
