@@ -34,6 +34,23 @@ describe("request ids", () => {
     expect(await make(1, "b", 5)).toBe(5);
   });
 
+  it("takes an id in any letter case as the same id, keeping it in lower case", async () => {
+    db = await openDatabase({ path: join(dir, "case.db"), migrations: requestIdMigrations });
+    const ids = createRequestIds();
+    let runs = 0;
+    const make = (digest: number, id: string, result: number) => db.transaction((tx) => ids.once(tx, call(digest), id, codec, async () => (runs++, result)));
+    const id = "01890a5d-ac96-774b-bcce-b302099a8057";
+    expect(await make(1, id, 7)).toBe(7);
+    expect(await make(1, id.toUpperCase(), 8)).toBe(7);
+    expect(await make(1, "01890A5D-ac96-774B-bcce-B302099A8057", 9)).toBe(7);
+    expect(runs).toBe(1);
+    await expect(make(2, id.toUpperCase(), 9)).rejects.toMatchObject({ code: 6, message: expect.stringContaining(id.toUpperCase()) });
+    // An id first sent in upper case is kept in lower case, as ids stored earlier (sent so by every client library) are.
+    expect(await make(1, "01890A5D-AC96-774B-BCCE-B302099A8058", 5)).toBe(5);
+    expect(await make(1, "01890a5d-ac96-774b-bcce-b302099a8058", 6)).toBe(5);
+    expect((await db.query<{ request_id: string }>("SELECT request_id FROM request_ids ORDER BY request_id")).map((r) => r.request_id)).toEqual([id, "01890a5d-ac96-774b-bcce-b302099a8058"]);
+  });
+
   it("forgets ids older than their retention", async () => {
     db = await openDatabase({ path: join(dir, "retention.db"), migrations: requestIdMigrations });
     const insert = (id: string, at: number) => db.run("INSERT INTO request_ids (method, request_id, digest, response, created_at) VALUES ('m', $1, x'00', x'00', $2)", [id, at]);

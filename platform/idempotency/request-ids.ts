@@ -36,7 +36,7 @@ export const requestIdMigrations: Migration[] = [
 export interface IdentifiedCall {
   /** Full method name, "/shop.orders.v1.OrderService/CreateOrder". */
   readonly method: string;
-  /** A digest of the request as sent (CallContext.requestDigest). */
+  /** A digest of the decoded request, its request id lower-cased (CallContext.requestDigest). */
   readonly requestDigest: Uint8Array;
 }
 
@@ -53,8 +53,9 @@ export interface ResponseCodec<R> extends MessageEncoder<R> {
  */
 export interface RequestIds {
   /**
-   * In `tx`: with no request id, runs `work`. With one seen before for this
-   * method and the same request, resolves with the stored response without
+   * In `tx`: with no request id, runs `work`. Ids compare case-insensitively
+   * (UUIDs do, RFC 9562). With one seen before for this method and the same
+   * request, resolves with the stored response without
    * running `work`; with the same id and a different request, throws
    * ALREADY_EXISTS naming request_id. Otherwise runs `work` and stores its
    * response with the id, committed or rolled back with the transaction.
@@ -80,15 +81,18 @@ export function requestIdRetention(options: { readonly db: Database; readonly lo
 /** The request ids, in the database of the transactions they are given (table from `requestIdMigrations`). */
 export function createRequestIds(): RequestIds {
   return {
-    async once(tx, call, requestId, codec, work) {
-      if (requestId === undefined || requestId === "") return work();
+    async once(tx, call, sentId, codec, work) {
+      if (sentId === undefined || sentId === "") return work();
+      // Kept and looked up in lower case, as every UUID a client library makes is written (rows stored before ids
+      // were compared this way were stored as sent: in lower case, from any such client).
+      const requestId = sentId.toLowerCase();
       // Postgres: two calls with one id (on two instances, say) take turns; the second then finds the first's row.
       await tx.lock(`request ${call.method} ${requestId}`);
       const [seen] = await tx.query<{ digest: Uint8Array; response: Uint8Array }>("SELECT digest, response FROM request_ids WHERE method = $1 AND request_id = $2", [call.method, requestId]);
       if (seen) {
         if (!Buffer.from(call.requestDigest).equals(Buffer.from(seen.digest))) {
           const description = `was already used for a different request to ${call.method.slice(call.method.lastIndexOf("/") + 1)}; pick a new request_id for a new request`;
-          throw new StatusError(Code.ALREADY_EXISTS, `request_id ${requestId} ${description}`, { violations: [{ field: "request_id", description }] });
+          throw new StatusError(Code.ALREADY_EXISTS, `request_id ${sentId} ${description}`, { violations: [{ field: "request_id", description }] });
         }
         return codec.decode(seen.response);
       }
