@@ -2,7 +2,8 @@ import { join } from "node:path";
 import { Server, ServerCredentials, status } from "@grpc/grpc-js";
 import BetterSqlite3 from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CreateOrderRequest, OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { BinaryWriter } from "@bufbuild/protobuf/wire";
+import { Address, CreateOrderRequest, CreateOrderResponse, LineItem, OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { uuidv7 } from "../platform/ids/index.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
@@ -92,6 +93,38 @@ describe("OrderService", () => {
     expect(reused.code).toBe(status.ALREADY_EXISTS);
     expect(reused.violations.map((v) => v.field)).toEqual(["request_id"]);
     expect((await orders.client.listOrders({ customerId, pageSize: 500, pageToken: "" })).orders).toHaveLength(20);
+  });
+
+  it("takes a request id in any letter case, and a request encoded in another field order, as the same request; a different one with the same id is still refused", async () => {
+    const customerId = `c-case-${uuidv7()}`;
+    const requestId = uuidv7();
+    const request = { customerId, lines: [{ productId: teapot, quantity: 2 }, { productId: cup, quantity: 1 }], shippingAddress: address, requestId };
+    const first = (await orders.client.createOrder(request)).order!;
+    // RFC 9562: UUIDs compare case-insensitively; the contract's uuid rule takes upper case.
+    const upper = (await orders.client.createOrder({ ...request, requestId: requestId.toUpperCase() })).order!;
+    expect(upper).toEqual(first);
+    // The same message with every field, the address's too, written last to first: valid protobuf, as another SDK or a proxy may send it.
+    const reversed = new BinaryWriter();
+    reversed.uint32(34).string(requestId.toUpperCase());
+    const addressFields = (Object.keys(address) as (keyof typeof address)[]).map((key) => Address.encode({ ...Address.fromPartial({}), [key]: address[key] }).finish());
+    reversed.uint32(26).bytes(Buffer.concat(addressFields.reverse()));
+    for (const line of request.lines) {
+      const bytes = LineItem.encode(line).finish();
+      // quantity (2) before product_id (1): 0x10 <varint>, then 0x0a <len> <id>.
+      const idLength = 2 + line.productId.length;
+      reversed.uint32(18).bytes(Buffer.concat([bytes.subarray(idLength), bytes.subarray(0, idLength)]));
+    }
+    reversed.uint32(10).string(customerId);
+    const bytes = Buffer.from(reversed.finish());
+    expect(CreateOrderRequest.decode(bytes)).toEqual({ ...request, requestId: requestId.toUpperCase() });
+    expect(bytes.equals(Buffer.from(CreateOrderRequest.encode({ ...request, requestId: requestId.toUpperCase() }).finish()))).toBe(false);
+    const again = CreateOrderResponse.decode(await rawCall(orders.service.address, OrderServiceService.createOrder.path, bytes)).order!;
+    expect(again).toEqual(first);
+    expect((await orders.client.listOrders({ customerId, pageSize: 500, pageToken: "" })).orders.map((o) => o.id)).toEqual([first.id]);
+    const changed = await grpcError(orders.client.createOrder({ ...request, requestId: requestId.toUpperCase(), lines: [{ productId: teapot, quantity: 3 }, { productId: cup, quantity: 1 }] }));
+    expect(changed.code).toBe(status.ALREADY_EXISTS);
+    expect(changed.violations.map((v) => v.field)).toEqual(["request_id"]);
+    expect((await orders.client.listOrders({ customerId, pageSize: 500, pageToken: "" })).orders).toHaveLength(1);
   });
 
   it("refuses a NUL character in a nested or repeated string with INVALID_ARGUMENT naming the field, and places nothing", async () => {

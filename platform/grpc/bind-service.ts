@@ -4,7 +4,7 @@ import { infoLineWriter, type Logger } from "../log/index.js";
 import { encodedSizeBound, type MessageChecker } from "../contracts/index.js";
 import { Code, codeName, StatusError, type FieldViolation } from "../errors/index.js";
 import { type AccessControl, methodAccess, methodGuard, type MethodGuard, type Principal, unrestricted } from "./access.js";
-import { type CallContext, UnaryCallContext } from "./call-context.js";
+import { type CallContext, requestDigester, UnaryCallContext } from "./call-context.js";
 import { type CallObserver, observeCalls } from "./call-metrics.js";
 import { traceServerCalls } from "./call-tracing.js";
 import { toGrpcError } from "./grpc-status.js";
@@ -105,7 +105,7 @@ export function bindService<D extends ServiceDefinition>(
     rawDefinition[name] = { ...method, requestDeserialize: (value: Buffer) => value };
     const desc = methodOf(options.checker, method.path);
     const guard = options.access ? methodGuard(options.access, desc.name, methodAccess(options.checker.registry, desc)) : undefined;
-    const handler = unaryHandler(method, fn.bind(impl), desc.input.typeName, requestLimit(encodedSizeBound(desc.input), options.maxRequestBytes), guard, options);
+    const handler = unaryHandler(method, fn.bind(impl), desc.input.typeName, requestLimit(encodedSizeBound(desc.input), options.maxRequestBytes), guard, requestDigester(desc.input, method.requestSerialize), options);
     handlers[name] = traceServerCalls(method.path, observeCalls(method.path, handler, options.callObserver));
   }
   return { definition: rawDefinition as D, handlers: handlers as BoundService<D> };
@@ -125,6 +125,7 @@ function unaryHandler(
   inputType: string,
   limit: number,
   guard: MethodGuard | undefined,
+  digestOf: (request: unknown) => Uint8Array,
   { checker, logger, admission, refusal }: BindOptions,
 ) {
   const methodName = method.path.slice(method.path.lastIndexOf("/") + 1);
@@ -188,7 +189,7 @@ function unaryHandler(
       } catch (err) {
         return finish(err);
       }
-      const context = new UnaryCallContext(method.path, call, log, principal);
+      const context = new UnaryCallContext(method.path, call, log, principal, request, digestOf);
       const run = (release?: Release): void => {
         fn(request, context).then(
           (response) => {

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { type DescMessage, ScalarType } from "@bufbuild/protobuf";
 import type { Metadata, ServerUnaryCall } from "@grpc/grpc-js";
 import { Code, StatusError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
@@ -32,7 +33,11 @@ export interface CallContext {
   readonly traceparent: string | undefined;
   /** Vendor trace state that goes with `traceparent`. */
   readonly tracestate: string | undefined;
-  /** SHA-256 of the request as it was sent: tells a repeated request from a different one (see platform/idempotency). */
+  /**
+   * SHA-256 of the decoded request, re-encoded canonically with its request id
+   * in lower case: tells a repeated request from a different one however
+   * its sender ordered the fields (see requestDigester and platform/idempotency).
+   */
   readonly requestDigest: Uint8Array;
   /** The service's logger, bound to this call's method. */
   readonly log: Logger;
@@ -45,6 +50,37 @@ export interface CallContext {
 }
 
 const cancelReason = () => new StatusError(Code.CANCELLED, "the call was cancelled");
+
+/** The field a request id travels in, by the contracts' convention (AIP-155), as the generated `<Service>Methods` name it. */
+const requestIdFieldName = "request_id";
+
+/**
+ * The digest of a method's decoded requests: SHA-256 of the encoding the
+ * generated code writes (fields in field-number order, default values left
+ * out, repeated scalars packed), with the request id lower-cased as
+ * RequestIds keys it. So two encodings of one message (another language's
+ * SDK, a proxy, a request id in upper case) digest alike, and a request
+ * that differs in any known field does not. Fields the contract does not
+ * know are not in the decoded request (ts-proto drops them), so not in the
+ * digest: a request that differs from an earlier one only in such fields is
+ * the same request to this server, which ignores them. A client's own
+ * encoding from the generated code is this canonical one, so digests stored
+ * before this one was used (of the bytes as sent) still match its retries.
+ * Worked out only when a handler reads it: only calls with a request id pay.
+ */
+export function requestDigester(input: DescMessage, serialize: (request: any) => Uint8Array): (request: unknown) => Uint8Array {
+  const idField = input.fields.find((f) => f.name === requestIdFieldName && f.fieldKind === "scalar" && f.scalar === ScalarType.STRING);
+  const prop = idField?.localName;
+  return (request) => {
+    let canonical = request;
+    const id = prop === undefined ? undefined : (request as Record<string, unknown>)[prop];
+    if (typeof id === "string") {
+      const lower = id.toLowerCase();
+      if (lower !== id) canonical = { ...(request as object), [prop!]: lower };
+    }
+    return createHash("sha256").update(serialize(canonical)).digest();
+  };
+}
 
 /**
  * The CallContext of one grpc-js unary call. Most handlers read none of
@@ -67,6 +103,8 @@ export class UnaryCallContext implements CallContext {
     private readonly call: ServerUnaryCall<Buffer, unknown>,
     readonly log: Logger,
     readonly principal: Principal,
+    private readonly request: unknown,
+    private readonly digestOf: (request: unknown) => Uint8Array,
   ) {}
 
   get headers(): CallHeaders {
@@ -81,7 +119,7 @@ export class UnaryCallContext implements CallContext {
     return this.deadlineValue;
   }
   get requestDigest(): Uint8Array {
-    this.digestValue ??= createHash("sha256").update(this.call.request).digest();
+    this.digestValue ??= this.digestOf(this.request);
     return this.digestValue;
   }
   get traceparent(): string | undefined {
