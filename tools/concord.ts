@@ -11,6 +11,7 @@ import { deadLetterStreamSpec } from "../platform/events/index.js";
 import { connectNats, defaultNatsUrl, exitOnSignals, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
 import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters, replayDeadLetter, whyNotReplayable } from "./concord/dead-letters.js";
 import { helps, usage } from "./concord/help.js";
+import { abandonedRange, findConsumer, redeliver, type SequenceRange } from "./concord/redeliver.js";
 import { printStatus, serviceTargets } from "./concord/status.js";
 import { outboxCommand } from "./outbox.js";
 import { tracesCommand } from "./traces.js";
@@ -129,6 +130,46 @@ async function dlqReplay(args: string[]): Promise<number> {
   });
 }
 
+async function consumerRedeliver(args: string[]): Promise<number> {
+  const command = "consumer redeliver";
+  const { values, positionals } = parse(command, args, { from: { type: "string" }, to: { type: "string" }, "dry-run": { type: "boolean" } });
+  if (values.help) return help(command);
+  if (positionals.length !== 1) throw new UsageError("name one durable consumer", helps[command]);
+  const [durable] = positionals;
+  if ((values.from === undefined) !== (values.to === undefined)) throw new UsageError("give --from and --to together, or neither", helps[command]);
+  let given: SequenceRange | undefined;
+  if (values.from !== undefined) {
+    given = { from: streamSequenceOf(String(values.from), "--from"), to: streamSequenceOf(String(values.to), "--to") };
+    if (given.from > given.to) throw new UsageError(`--from ${given.from} is after --to ${given.to}`, helps[command]);
+  }
+  const dryRun = values["dry-run"] === true;
+  return withOperator(values.nats as string | undefined, async (nc) => {
+    const info = await findConsumer(await nc.jetstreamManager(), durable);
+    const range = given ?? abandonedRange(info);
+    if (typeof range === "string") {
+      console.error(`concord consumer redeliver: ${range}; nothing published`);
+      return given === undefined && info.num_ack_pending > 0 ? 1 : 0;
+    }
+    const where = `stream ${info.stream_name} sequences ${range.from} to ${range.to}`;
+    const count = await redeliver(nc, info, range, {
+      dryRun,
+      each: (e) => console.log(JSON.stringify(dryRun ? { wouldRedeliver: e.seq, to: e.subject, type: e.type, id: e.id } : { redelivered: e.seq, to: e.subject, type: e.type, id: e.id, ...(e.duplicate && { duplicate: true }) })),
+      skipped: (seq, why) => console.error(`concord consumer redeliver: stream sequence ${seq} left out: ${why}`),
+    });
+    console.error(
+      dryRun
+        ? `concord consumer redeliver: would publish ${count} event(s) of ${where} again for ${durable}; nothing changed (--dry-run)`
+        : `concord consumer redeliver: published ${count} event(s) of ${where} again for ${durable}; its inbox skips those it handled already`,
+    );
+    return 0;
+  });
+}
+
+function streamSequenceOf(raw: string, flag: string): number {
+  if (!/^[1-9]\d{0,15}$/.test(raw)) throw new UsageError(`${flag} takes a stream sequence (a whole number from 1), got ${JSON.stringify(raw)}`, helps["consumer redeliver"]);
+  return Number(raw);
+}
+
 function help(command: string): number {
   console.log(helps[command]);
   return 0;
@@ -145,7 +186,7 @@ export async function concord(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  const command = first === "events" || first === "dlq" || first === "outbox" ? `${first} ${second ?? ""}`.trim() : first;
+  const command = first === "events" || first === "dlq" || first === "outbox" || first === "consumer" ? `${first} ${second ?? ""}`.trim() : first;
   const rest = argv.slice(command.split(" ").length);
   try {
     switch (command) {
@@ -240,6 +281,8 @@ export async function concord(argv: string[]): Promise<number> {
           return 0;
         });
       }
+      case "consumer redeliver":
+        return await consumerRedeliver(rest);
       case "outbox parked": {
         if (rest.includes("--help") || rest.includes("-h")) return help(command);
         // The service (or --database PATH) comes first for tools/outbox.ts; here the action does.

@@ -129,10 +129,12 @@ describe("provisioning", () => {
     const kept = keptLogger();
     await ensureConsumers(bus.jsm, [spec], { logger: kept.logger });
     expect(kept.messages).toEqual([expect.stringMatching(/consumer abandoned-worker on stream TEST_ABANDONED holds events the server stopped delivering .* stream sequences 2 to 3 /)]);
+    expect(kept.messages[0]).toContain("run `npx concord consumer redeliver abandoned-worker --from 2 --to 3`");
     // max_deliver is gone now, but that does not bring the event back.
     expect(await consumer.next({ expires: 1_000 })).toBeNull();
 
-    // What the warning says to do: the consumer made again to start at the first of those sequences.
+    // The server's own way (the operator may not delete a service's consumer; `concord consumer redeliver` publishes
+    // the events again instead, test/concord-redeliver.test.ts): the consumer made again to start at the first of them.
     await bus.jsm.consumers.delete(sample.stream.name, spec.durable);
     await bus.jsm.consumers.add(sample.stream.name, { durable_name: spec.durable, filter_subject: spec.filterSubject, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 2 });
     await ensureConsumers(bus.jsm, [spec], { logger: kept.logger });

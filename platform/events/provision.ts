@@ -239,7 +239,7 @@ async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, logger:
  * it delivered holds events the server gave up on: delivered max_deliver
  * times (as earlier versions set it) and never acknowledged, so neither
  * handled nor dead-lettered, and never delivered again. Says so, with the
- * stream sequences and the way to have them delivered again.
+ * stream sequences and the command that has them delivered again.
  */
 function warnOfAbandoned(info: ConsumerInfo, spec: ConsumerSpec, logger: Logger | undefined): void {
   const floor = info.ack_floor.stream_seq;
@@ -251,8 +251,8 @@ function warnOfAbandoned(info: ConsumerInfo, spec: ConsumerSpec, logger: Logger 
     { consumer: spec.durable, stream: spec.stream, ackFloor: floor, delivered: last },
     `consumer ${spec.durable} on stream ${spec.stream} holds events the server stopped delivering (a max_deliver reached): ` +
       `at least one of stream sequences ${floor + 1} to ${last} was neither acknowledged nor dead-lettered; to have them delivered again, ` +
-      `stop the service, delete the consumer and create it to start at sequence ${floor + 1} (README "Delivery guarantees"); ` +
-      `the inbox skips those already handled`,
+      `run \`npx concord consumer redeliver ${spec.durable} --from ${floor + 1} --to ${last}\` (README "Delivery guarantees"), ` +
+      `which publishes them again while the service runs; the inbox skips those already handled`,
   );
 }
 

@@ -13,6 +13,8 @@ Commands:
   dlq replay SEQ|--all|FILTER publish dead letters again to their original subject,
                               then delete them from the dead letter stream
   dlq purge --yes             delete every dead letter
+  consumer redeliver DURABLE  publish again the events a consumer's server stopped
+                              delivering (a max_deliver reached)
   outbox parked list|retry    the parked outbox events of a service; put them back
   traces serve [--zipkin]     receive the services' spans (OTLP/HTTP), keep them in a
                               file, and show them in Zipkin, a trace viewer
@@ -81,6 +83,22 @@ ${natsOption}`,
   "dlq purge": `Usage: npx concord dlq purge --yes [--nats URL]
 
 Deletes every dead letter. Without --yes, says how many there are and changes nothing.
+${natsOption}`,
+  "consumer redeliver": `Usage: npx concord consumer redeliver DURABLE [--from SEQ --to SEQ] [--dry-run] [--nats URL]
+
+For a durable consumer whose server stopped delivering events to it (a
+max_deliver reached, as earlier versions set it; its service warns at start
+with their stream sequences): publishes again each event of the consumer's
+subject from its stream in that range, with its own headers and payload, to
+the subject it was published to. The consumer is left as it is. Every
+consumer of that subject receives the events again; each keeps its ce-id, so
+a consumer whose inbox has it (handled within the inbox's retention, 7 days by
+default) drops it. Runs as the operator, with the services running.
+  DURABLE             the consumer, as the warning names it (orders-stock-reserved)
+  --from SEQ --to SEQ the stream sequences, both included, from the warning;
+                      without them, those after the consumer's acknowledgement
+                      floor up to its last delivery, when none awaits an ack
+  --dry-run           say what would be published; publish nothing
 ${natsOption}`,
   "outbox parked": `Usage: npx concord outbox parked list (products|orders|--database PATH)
        npx concord outbox parked retry (products|orders|--database PATH) (EVENT_ID ... | --all)

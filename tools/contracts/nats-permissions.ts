@@ -44,9 +44,10 @@ export interface NatsAuthorization {
   /** Reads every stream through ephemeral or ordered consumers; publishes nothing, changes nothing. */
   readonly observer: { readonly name: string; readonly inboxPrefix: string; readonly permissions: NatsPermissions };
   /**
-   * The observer's reading, plus what `npx concord dlq replay` and `purge`
-   * need: publishing any event (a dead letter back to its subject) and
-   * deleting or purging dead letters. A person's role, not a service's.
+   * The observer's reading, plus what `npx concord dlq replay`, `purge` and
+   * `consumer redeliver` need: publishing any event (a dead letter back to
+   * its subject, an event a consumer was left without) and deleting or
+   * purging dead letters. A person's role, not a service's.
    */
   readonly operator: { readonly name: string; readonly inboxPrefix: string; readonly permissions: NatsPermissions };
   /** The `ce-source` every event of a stream must carry: the service that owns it. */
@@ -220,6 +221,6 @@ export function natsPermissionTable(authorization: NatsAuthorization): string {
     ];
   });
   rows.push([code(authorization.observer.name), "nothing", "any stream, through consumers it makes (the tools' ordered ones; a program's durable one)"]);
-  rows.push([code(authorization.operator.name), "any event (a dead letter replayed); deletes and purges dead letters", "as the observer"]);
+  rows.push([code(authorization.operator.name), "any event (a dead letter replayed, an event a consumer was left without); deletes and purges dead letters", "as the observer"]);
   return ["| user | may publish | reads through its durable consumers |", "|---|---|---|", ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
 }

@@ -1,0 +1,129 @@
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { AckPolicy, connect, headers as natsHeaders, nanos, nkeyAuthenticator, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { allStreams } from "../gen/ts/concord_streams.js";
+import { deadLetterStreamSpec, ensureStreams } from "../platform/events/index.js";
+import { uuidv7 } from "../platform/ids/index.js";
+import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { createTempDir } from "./support/temp-dir.js";
+
+/** Runs the `concord` bin with DATA_DIR set as `npm start` sets it (its seeds under DATA_DIR/nats-credentials). */
+function concord(dataDir: string, ...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir };
+  delete env.NATS_NKEY_SEED;
+  const child = spawn(process.execPath, ["tools/concord.mjs", ...args], { stdio: ["ignore", "pipe", "pipe"], env });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  child.stderr.on("data", (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  return new Promise((resolve) =>
+    child.once("exit", (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    }),
+  );
+}
+
+describe("npx concord consumer redeliver", () => {
+  const dir = createTempDir("concord-redeliver-");
+  let nats: NatsServerHandle;
+  const connections: NatsConnection[] = [];
+  const durable = "orders-stock-reserved";
+
+  /** A client with a user's seed, on the inbox prefix its permissions allow. */
+  const connectAs = async (user: string): Promise<NatsConnection> => {
+    const seed = new TextEncoder().encode(readFileSync(nats.seedFile(user), "utf8").trim());
+    const nc = await connect({ servers: nats.url, authenticator: nkeyAuthenticator(seed), inboxPrefix: user === "operator" || user === "observer" ? "_INBOX" : `_INBOX_${user}`, name: `test-as-${user}` });
+    connections.push(nc);
+    return nc;
+  };
+
+  beforeAll(async () => {
+    // The seeds where npm start puts them: DATA_DIR/nats-credentials.
+    nats = await startNatsServer({ credentialsDir: join(dir.path, "nats-credentials") });
+    await ensureStreams(await (await connectAs("products")).jetstreamManager(), [...allStreams, deadLetterStreamSpec]);
+  });
+  afterAll(async () => {
+    await Promise.all(connections.map((nc) => nc.close()));
+    await nats?.stop();
+    dir.remove();
+  });
+
+  it("publishes again, as the operator under the platform's permissions, the events a consumer's max_deliver left behind; the consumer, left as it was, receives them", { timeout: 90_000 }, async () => {
+    const asOrders = await connectAs("orders");
+    // Made as earlier versions made consumers, with a max_deliver (1 here) and its own user.
+    await (await asOrders.jetstreamManager()).consumers.add("SHOP_PRODUCTS", {
+      durable_name: durable,
+      filter_subject: "shop.products.v1.reservation.*.reserved",
+      ack_policy: AckPolicy.Explicit,
+      max_deliver: 1,
+      ack_wait: nanos(1_000),
+    });
+    const events: Array<{ id: string; subject: string; data: number[] }> = [];
+    const asProducts = (await connectAs("products")).jetstream();
+    for (const n of [1, 2, 3]) {
+      const id = uuidv7();
+      const subject = `shop.products.v1.reservation.order-${n}.reserved`;
+      const h = natsHeaders();
+      h.set("ce-id", id);
+      h.set("ce-type", "shop.products.v1.StockReserved");
+      h.set("ce-source", "products");
+      const data = new Uint8Array([n, 7, 7]);
+      await asProducts.publish(subject, data, { headers: h, msgID: id });
+      events.push({ id, subject, data: [...data] });
+    }
+    // The second is delivered once and never acknowledged: the server gives up on it after the ack wait.
+    const consumer = await asOrders.jetstream().consumers.get("SHOP_PRODUCTS", durable);
+    const seen: number[] = [];
+    for (let m = await consumer.next({ expires: 1_000 }); m; m = await consumer.next({ expires: 1_000 })) {
+      seen.push(m.info.streamSequence);
+      if (m.info.streamSequence !== 2) await m.ackAck();
+    }
+    expect(seen).toEqual([1, 2, 3]);
+    await new Promise((r) => setTimeout(r, 2_500));
+    expect(await consumer.next({ expires: 1_000 })).toBeNull();
+    const info = await (await asOrders.jetstreamManager()).consumers.info("SHOP_PRODUCTS", durable);
+    expect({ floor: info.ack_floor.stream_seq, delivered: info.delivered.stream_seq, ackPending: info.num_ack_pending }).toEqual({ floor: 1, delivered: 3, ackPending: 0 });
+
+    // What a dry run would do; nothing is published.
+    const dry = await concord(dir.path, "consumer", "redeliver", durable, "--dry-run", "--nats", nats.url);
+    expect(dry.stderr).toContain("would publish 2 event(s) of stream SHOP_PRODUCTS sequences 2 to 3 again");
+    expect(dry.status, dry.stderr).toBe(0);
+    expect(dry.stdout.trim().split("\n").map((l) => JSON.parse(l).wouldRedeliver)).toEqual([2, 3]);
+    expect(await consumer.next({ expires: 1_000 })).toBeNull();
+
+    const run = await concord(dir.path, "consumer", "redeliver", durable, "--nats", nats.url);
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stderr).toContain("published 2 event(s) of stream SHOP_PRODUCTS sequences 2 to 3 again for orders-stock-reserved");
+    const again: Array<{ id: string | undefined; subject: string; data: number[] }> = [];
+    for (let m = await consumer.next({ expires: 1_000 }); m; m = await consumer.next({ expires: 1_000 })) {
+      again.push({ id: m.headers?.get("ce-id"), subject: m.subject, data: [...m.data] });
+      await m.ackAck();
+    }
+    // The one given up on, and the one after it (handled already: the service's inbox drops it), as they were published.
+    expect(again).toEqual([events[1], events[2]]);
+
+    // Run again within the stream's duplicate window: JetStream stores each copy once.
+    const twice = await concord(dir.path, "consumer", "redeliver", durable, "--from", "2", "--to", "3", "--nats", nats.url);
+    expect(twice.status, twice.stderr).toBe(0);
+    expect(twice.stdout.trim().split("\n").map((l) => JSON.parse(l).duplicate)).toEqual([true, true]);
+    expect(await consumer.next({ expires: 1_000 })).toBeNull();
+
+    // The consumer's acks have moved its floor past them: nothing is left to redeliver.
+    const none = await concord(dir.path, "consumer", "redeliver", durable, "--nats", nats.url);
+    expect(none.status, none.stderr).toBe(0);
+    expect(none.stderr).toContain("holds no events the server stopped delivering");
+  });
+
+  it("names the streams when the consumer does not exist, and refuses a range that is not one", async () => {
+    const missing = await concord(dir.path, "consumer", "redeliver", "nope", "--nats", nats.url);
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toContain("there is no durable consumer nope on stream SHOP_ORDERS or SHOP_PRODUCTS");
+    const backwards = await concord(dir.path, "consumer", "redeliver", durable, "--from", "5", "--to", "2", "--nats", nats.url);
+    expect(backwards.status).toBe(2);
+    expect(backwards.stderr).toContain("--from 5 is after --to 2");
+  });
+});

@@ -1,0 +1,121 @@
+/**
+ * Delivering again the events a durable consumer's server gave up on (a
+ * max_deliver reached, as earlier versions set it): each event of the
+ * consumer's subject in the range is published again, as `dlq replay`
+ * publishes a dead letter, with its own headers and payload. The consumer
+ * itself is left alone: the operator may not touch a service's consumer.
+ */
+import { headers as natsHeaders, type ConsumerInfo, type JetStreamManager, type NatsConnection, type NatsError, type StoredMsg } from "nats";
+import { allStreams } from "../../gen/ts/concord_streams.js";
+
+const consumerNotFound = 10014;
+const streamNotFound = 10059;
+const noMessageFound = 10037;
+
+/** The durable consumer `durable` on whichever of the contracts' streams holds it; rejects naming the streams when none does. */
+export async function findConsumer(jsm: JetStreamManager, durable: string): Promise<ConsumerInfo> {
+  const streams = allStreams.map((s) => s.name);
+  for (const stream of streams) {
+    try {
+      return await jsm.consumers.info(stream, durable);
+    } catch (err) {
+      const code = (err as NatsError).api_error?.err_code;
+      if (code !== consumerNotFound && code !== streamNotFound) throw new Error(`reading consumer ${durable} on stream ${stream} failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  throw new Error(`there is no durable consumer ${durable} on stream ${streams.join(" or ")}`);
+}
+
+/** A range of stream sequences, both ends included. */
+export interface SequenceRange {
+  readonly from: number;
+  readonly to: number;
+}
+
+/**
+ * The stream sequences a consumer's state shows given up on: those after its
+ * acknowledgement floor up to its last delivery, when nothing awaits an ack
+ * (an event awaiting one is still the consumer's). A string says why the
+ * state shows none.
+ */
+export function abandonedRange(info: ConsumerInfo): SequenceRange | string {
+  const floor = info.ack_floor.stream_seq;
+  const last = info.delivered.stream_seq;
+  if (info.num_ack_pending > 0) {
+    return `consumer ${info.name} has ${info.num_ack_pending} event(s) awaiting an ack, so its state does not tell which were given up on; give --from and --to (the sequences its service's warning names)`;
+  }
+  if (floor >= last) return `consumer ${info.name} holds no events the server stopped delivering (its acknowledgement floor is at its last delivery, stream sequence ${last})`;
+  return { from: floor + 1, to: last };
+}
+
+/** What `redeliver` did with one stored event. */
+export interface Redelivered {
+  readonly seq: number;
+  readonly subject: string;
+  readonly type: string;
+  readonly id: string;
+  /** JetStream already held this copy (a run within its duplicate window): stored once. */
+  readonly duplicate: boolean;
+}
+
+/**
+ * The Nats-Msg-Id of an event published again: new to JetStream (the
+ * original's id is dropped as a duplicate within the stream's duplicate
+ * window), the same for a second run over the same sequence.
+ */
+export function redeliverMsgId(id: string, seq: number): string {
+  return `${id}.redeliver.${seq}`;
+}
+
+/**
+ * Publishes again every event of `consumer`'s filter subject that its
+ * stream holds in `range`, oldest first, to the subject it was published
+ * to, with its own headers (its ce-id among them) and payload: every
+ * consumer of that subject receives it, and one whose inbox has the id
+ * drops it. With `dryRun`, publishes nothing. Calls `each` per event;
+ * events without a ce-id are left out (`skipped`). Rejects when JetStream
+ * does not take one, after those before it.
+ */
+export async function redeliver(
+  nc: NatsConnection,
+  consumer: ConsumerInfo,
+  range: SequenceRange,
+  options: { readonly dryRun: boolean; readonly each: (event: Redelivered) => void; readonly skipped: (seq: number, why: string) => void },
+): Promise<number> {
+  const jsm = await nc.jetstreamManager();
+  const js = nc.jetstream();
+  const stream = consumer.stream_name;
+  const filters = consumer.config.filter_subjects?.length ? consumer.config.filter_subjects : [consumer.config.filter_subject || ">"];
+  let count = 0;
+  for (const filter of filters) {
+    for (let seq = range.from; seq <= range.to; ) {
+      const stored = await nextStored(jsm, stream, seq, filter);
+      if (!stored || stored.seq > range.to) break;
+      seq = stored.seq + 1;
+      const id = stored.header?.get("ce-id") ?? "";
+      if (!id) {
+        options.skipped(stored.seq, "it has no ce-id, so a consumer could not tell it from a new event");
+        continue;
+      }
+      let duplicate = false;
+      if (!options.dryRun) {
+        const h = natsHeaders();
+        for (const name of stored.header.keys()) if (!/^nats-/i.test(name)) h.set(name, stored.header.get(name));
+        duplicate = (await js.publish(stored.subject, stored.data, { headers: h, msgID: redeliverMsgId(id, stored.seq) })).duplicate;
+      }
+      count++;
+      options.each({ seq: stored.seq, subject: stored.subject, type: stored.header.get("ce-type"), id, duplicate });
+    }
+  }
+  return count;
+}
+
+/** The first message at or after `seq` on `subject`, or undefined when the stream holds none. */
+async function nextStored(jsm: JetStreamManager, stream: string, seq: number, subject: string): Promise<StoredMsg | undefined> {
+  try {
+    return await jsm.streams.getMessage(stream, { seq, next_by_subj: subject } as never);
+  } catch (err) {
+    if ((err as NatsError).api_error?.err_code === noMessageFound) return undefined;
+    throw new Error(`reading stream ${stream} at sequence ${seq} failed: ${(err as Error).message}`, { cause: err });
+  }
+}
