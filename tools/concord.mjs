@@ -3,7 +3,8 @@
 import { register } from "tsx/esm/api";
 
 register();
-const { concord } = await import("./concord.ts");
+const { concord, exitQuietlyOnClosedOutput } = await import("./concord.ts");
+exitQuietlyOnClosedOutput();
 process.exitCode = await concord(process.argv.slice(2)).catch((err) => {
   console.error(`concord: ${err instanceof Error ? err.message : err}`);
   return 1;

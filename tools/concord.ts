@@ -305,7 +305,22 @@ export async function concord(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * Ends the process quietly, with status 0, when what reads its output stops
+ * reading (`concord status | head -1`): the next write fails with EPIPE,
+ * which would otherwise be an unhandled error with its stack trace.
+ */
+export function exitQuietlyOnClosedOutput(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EPIPE") process.exit(0);
+      throw err;
+    });
+  }
+}
+
 if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
+  exitQuietlyOnClosedOutput();
   concord(process.argv.slice(2)).then(
     (code) => (process.exitCode = code),
     (err: unknown) => {

@@ -1,0 +1,67 @@
+import { spawn } from "node:child_process";
+import { createServer, type Server, type Socket } from "node:net";
+import { AckPolicy, connect, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { allStreams } from "../gen/ts/concord_streams.js";
+import { deadLetterStreamSpec, ensureStreams } from "../platform/events/index.js";
+import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { createTempDir } from "./support/temp-dir.js";
+
+describe("npx concord refuses what names nothing, and ends quietly when its reader goes", () => {
+  const dir = createTempDir("concord-refusals-");
+  let nats: NatsServerHandle;
+  let nc: NatsConnection;
+  /** Takes connections and never answers: a service that hangs. */
+  let silent: Server;
+  const sockets: Socket[] = [];
+
+  /** The `concord` bin, with no seeds to find (the server here has no authorization). */
+  const start = (...args: string[]) => {
+    const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dir.path, GRPC_INSECURE: "1" };
+    delete env.NATS_NKEY_SEED;
+    return spawn(process.execPath, ["tools/concord.mjs", ...args], { stdio: ["ignore", "pipe", "pipe"], env });
+  };
+  const concord = (...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> => {
+    const child = start(...args);
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+    return new Promise((resolve) =>
+      child.once("exit", (status) => {
+        clearTimeout(timer);
+        resolve({ status, stdout, stderr });
+      }),
+    );
+  };
+
+  beforeAll(async () => {
+    nats = await startNatsServer();
+    nc = await connect({ servers: nats.url });
+    const jsm = await nc.jetstreamManager();
+    await ensureStreams(jsm, [...allStreams, deadLetterStreamSpec]);
+    await jsm.consumers.add("SHOP_ORDERS", { durable_name: "products-order-placed", filter_subject: "shop.orders.v1.order.*.placed", ack_policy: AckPolicy.Explicit });
+    silent = createServer((socket) => void sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+  });
+  afterAll(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => silent?.close(resolve));
+    await nc?.close();
+    await nats?.stop();
+    dir.remove();
+  });
+
+  it("ends with status 0 and no stack trace when what reads its output closes it (status | head -1)", async () => {
+    const hung = `127.0.0.1:${(silent.address() as { port: number }).port}`;
+    const child = start("status", "--nats", nats.url, "--products", hung, "--orders", hung, "--products-metrics", hung, "--orders-metrics", hung);
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    // The first line (NATS) comes at once, the services' after their health checks time out: by then nobody reads.
+    child.stdout.once("data", () => child.stdout.destroy());
+    const status = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+    expect(stderr).not.toContain("EPIPE");
+    expect(status).toBe(0);
+  });
+});
