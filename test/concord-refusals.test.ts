@@ -53,6 +53,31 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     dir.remove();
   });
 
+  it("refuses an event type the contracts do not declare, naming those they do, and a subject that is not one (exit 2)", async () => {
+    const type = await concord("events", "tail", "--type", "Nope", "--nats", nats.url);
+    expect(type.status).toBe(2);
+    expect(type.stderr).toContain('--type: no event type "Nope" in the contracts; they declare ');
+    expect(type.stderr).toContain("shop.orders.v1.OrderPlaced");
+    const subject = await concord("events", "tail", "--subject", "a..b", "--nats", nats.url);
+    expect(subject.status).toBe(2);
+    expect(subject.stderr).toContain('--subject: "a..b" is not a valid subject (token 2)');
+    const listed = await concord("dlq", "list", "--type", "Nope", "--nats", nats.url);
+    expect(listed.status).toBe(2);
+    expect(listed.stderr).toContain('no event type "Nope"');
+  });
+
+  it("says a consumer does not exist, naming those that do (exit 1); one that exists and has no dead letters lists none", async () => {
+    const missing = await concord("dlq", "list", "--consumer", "nope", "--nats", nats.url);
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toContain('there is no consumer "nope"; the durable consumers are products-order-placed');
+    const replay = await concord("dlq", "replay", "--consumer", "nope", "--nats", nats.url);
+    expect(replay.status).toBe(1);
+    expect(replay.stderr).toContain('there is no consumer "nope"');
+    const none = await concord("dlq", "list", "--consumer", "products-order-placed", "--nats", nats.url);
+    expect(none.status, none.stderr).toBe(0);
+    expect(none.stderr).toContain("0 dead letter(s)");
+  });
+
   it("ends with status 0 and no stack trace when what reads its output closes it (status | head -1)", async () => {
     const hung = `127.0.0.1:${(silent.address() as { port: number }).port}`;
     const child = start("status", "--nats", nats.url, "--products", hung, "--orders", hung, "--products-metrics", hung, "--orders-metrics", hung);

@@ -7,7 +7,8 @@ import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { NatsConnection } from "nats";
-import { deadLetterStreamSpec } from "../platform/events/index.js";
+import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
+import { deadLetterStreamSpec, subjectProblem } from "../platform/events/index.js";
 import { connectNats, defaultNatsUrl, exitOnSignals, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
 import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters, replayDeadLetter, whyNotReplayable } from "./concord/dead-letters.js";
 import { helps, usage } from "./concord/help.js";
@@ -53,9 +54,45 @@ function withOperator<T>(url: string | undefined, work: (nc: NatsConnection) => 
   return withNats(url, work, "operator");
 }
 
-function filterOf(values: Record<string, unknown>): DeadLetterFilter | undefined {
+const eventTypes: string[] = allEvents.map((e) => e.typeName).sort();
+
+/** Refuses (bad usage) a --subject that is not a NATS subject or filter, and a --type the contracts do not declare. */
+function checkSubjectAndType(values: Record<string, unknown>, command: string): void {
+  if (values.subject !== undefined) {
+    const problem = subjectProblem(String(values.subject));
+    if (problem) throw new UsageError(`--subject: ${problem}: tokens are separated by single dots, "*" stands for one token, a final ">" for the rest`, helps[command]);
+  }
+  if (values.type !== undefined && !eventTypes.includes(String(values.type))) {
+    throw new UsageError(`--type: no event type ${JSON.stringify(values.type)} in the contracts; they declare ${eventTypes.join(", ")}`, helps[command]);
+  }
+}
+
+function filterOf(values: Record<string, unknown>, command: string): DeadLetterFilter | undefined {
+  checkSubjectAndType(values, command);
   const filter = { ...(values.consumer !== undefined && { consumer: String(values.consumer) }), ...(values.subject !== undefined && { subject: String(values.subject) }), ...(values.type !== undefined && { type: String(values.type) }) };
   return Object.keys(filter).length > 0 ? filter : undefined;
+}
+
+/**
+ * Says, failing the command, that the consumer a filter names does not exist,
+ * when no dead letter matched and none of the streams has it: a name
+ * mistyped would otherwise match nothing in silence. Resolves with the exit
+ * status: 1 when it does not exist, 0 when it does.
+ */
+async function unknownConsumer(nc: NatsConnection, filter: DeadLetterFilter | undefined, command: string): Promise<number> {
+  if (filter?.consumer === undefined) return 0;
+  const jsm = await nc.jetstreamManager();
+  const durables: string[] = [];
+  for (const stream of allStreams.map((s) => s.name)) {
+    try {
+      for await (const info of jsm.consumers.list(stream)) if (info.config.durable_name) durables.push(info.config.durable_name);
+    } catch {
+      // A stream not made yet has no consumers.
+    }
+  }
+  if (durables.includes(filter.consumer)) return 0;
+  console.error(`concord ${command}: there is no consumer ${JSON.stringify(filter.consumer)}; the durable consumers are ${durables.sort().join(", ") || "none (have the services started?)"}`);
+  return 1;
 }
 
 function sequenceOf(raw: string, command: string): number {
@@ -74,7 +111,7 @@ async function dlqReplay(args: string[]): Promise<number> {
   const { values, positionals } = parse(command, args, { ...filters, all: { type: "boolean" }, "dry-run": { type: "boolean" }, rate: { type: "string" } });
   if (values.help) return help(command);
   const seqs = positionals.map((p) => sequenceOf(p, command));
-  const filter = filterOf(values);
+  const filter = filterOf(values, command);
   const ways = [seqs.length > 0, values.all === true, filter !== undefined].filter(Boolean).length;
   if (ways !== 1) throw new UsageError("name the dead letters to replay: their sequences, --all, or a filter (one of these)", helps[command]);
   let perSecond: number | undefined;
@@ -89,6 +126,7 @@ async function dlqReplay(args: string[]): Promise<number> {
     if (seqs.length > 0) for (const seq of seqs) chosen.push(await getDeadLetter(nc, seq));
     else for await (const letter of readDeadLetters(nc)) if (!filter || matchesFilter(letter, filter)) chosen.push(letter);
     if (chosen.length === 0) {
+      if (await unknownConsumer(nc, filter, command)) return 1;
       console.error("concord dlq replay: no dead letter matches; nothing replayed");
       return 0;
     }
@@ -220,6 +258,7 @@ export async function concord(argv: string[]): Promise<number> {
         const { values, positionals } = parse(command, rest, { all: { type: "boolean" }, subject: { type: "string" }, type: { type: "string" } });
         if (values.help) return help(command);
         if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
+        checkSubjectAndType(values, command);
         const subject = values.subject as string | undefined;
         const type = values.type as string | undefined;
         const nc = await connectNats((values.nats as string | undefined) ?? defaultNatsUrl(), "concord");
@@ -241,7 +280,7 @@ export async function concord(argv: string[]): Promise<number> {
         const { values, positionals } = parse(command, rest, filters);
         if (values.help) return help(command);
         if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
-        const filter = filterOf(values);
+        const filter = filterOf(values, command);
         return withNats(values.nats as string | undefined, async (nc) => {
           let count = 0;
           for await (const letter of readDeadLetters(nc)) {
@@ -249,6 +288,7 @@ export async function concord(argv: string[]): Promise<number> {
             count++;
             console.log(JSON.stringify(summary(letter)));
           }
+          if (count === 0 && (await unknownConsumer(nc, filter, command))) return 1;
           console.error(`concord dlq list: ${count} dead letter(s)`);
           return 0;
         });

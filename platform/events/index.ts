@@ -27,7 +27,7 @@ export { bindConsumer, type ConsumerBinding, type EventContext, type EventHandle
 export { bindConsumers, type ConsumerMap, type EventOf, type HandlersFor } from "./bind-consumers.js";
 export { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject } from "./dead-letter.js";
 export { startConsumers, type RunningConsumers, type StartConsumersOptions } from "./consumer.js";
-export { ensureConsumers, ensureStreams, type EnsureStreamsOptions, type ProvisionedStreams } from "./provision.js";
+export { ensureConsumers, ensureStreams, type EnsureStreamsOptions, type ProvisionedStreams, subjectProblem } from "./provision.js";
 export { connectEventBus, isNatsUnreachable, type EventBus, type EventBusOptions } from "./event-bus.js";
 
 import { inboxMigrations } from "./inbox.js";

@@ -25,9 +25,11 @@ Exit status: 0 done, 1 failed (for status: a service not SERVING or a part unrea
 
 const natsOption = `  --nats URL          NATS server, several comma-separated for a cluster (default: $NATS_URL or nats://127.0.0.1:4222)`;
 
-const filterOptions = `  --consumer DURABLE  only dead letters of this consumer
+const filterOptions = `  --consumer DURABLE  only dead letters of this consumer (when none matches and no
+                      stream has the consumer, exits with 1 naming those that exist)
   --subject PATTERN   only those whose original subject matches (NATS wildcards * and >)
-  --type TYPE         only those of this ce-type (shop.orders.v1.OrderPlaced)`;
+  --type TYPE         only those of this ce-type, one the contracts declare
+                      (shop.orders.v1.OrderPlaced)`;
 
 /** Each command's --help, by command. */
 export const helps: Record<string, string> = {
@@ -50,7 +52,8 @@ time, decoded payload) as it is published, from every stream and the dead
 letter stream. Ctrl-C stops.
   --all               start from the first stored event instead of new ones only
   --subject PATTERN   only events whose subject matches (NATS wildcards * and >)
-  --type TYPE         only events of this ce-type
+  --type TYPE         only events of this ce-type, one the contracts declare
+                      (shop.orders.v1.OrderPlaced)
 ${natsOption}`,
   "dlq list": `Usage: npx concord dlq list [FILTER] [--nats URL]
 
