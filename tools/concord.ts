@@ -328,7 +328,7 @@ export async function concord(argv: string[]): Promise<number> {
         // The service (or --database PATH) comes first for tools/outbox.ts; here the action does.
         const [action, ...more] = rest;
         if (action !== "list" && action !== "retry") throw new UsageError("say list or retry", helps[command]);
-        const args = more[0] === "products" || more[0] === "orders" ? [more[0], action, ...more.slice(1)] : [action, ...more];
+        const args = more[0] !== undefined && !more[0].startsWith("-") ? [more[0], action, ...more.slice(1)] : [action, ...more];
         return outboxCommand(args, "concord outbox parked", helps[command]);
       }
       case "traces":

@@ -27,7 +27,8 @@ refused them has changed.`;
 /**
  * The outbox tool with `argv`, saying `program` in its messages and `help`
  * for --help and bad arguments; resolves with its exit code (2: bad
- * arguments, 1: nothing to retry). Shared by `concord outbox parked`.
+ * arguments, each named; 1: an event id to retry that is not parked).
+ * Shared by `concord outbox parked`.
  */
 export async function outboxCommand(argv: string[], program = "outbox", help = usage): Promise<number> {
   let parsed;
@@ -46,8 +47,9 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
   const service = first === "products" || first === "orders" ? first : undefined;
   const [command = "list", ...ids] = service ? rest : positionals;
   const path = values.database ?? (service ? join(process.env.DATA_DIR || join(repoRoot, ".data"), `${service}.db`) : undefined);
-  if (!path || !["list", "retry"].includes(command) || (command === "list" && ids.length > 0) || (command === "retry" && (ids.length > 0) === Boolean(values.all))) {
-    console.error(`${program}: bad arguments\n\n${help}`);
+  const problem = argumentProblem(first, path, command, ids, values.all === true);
+  if (problem || !path) {
+    console.error(`${program}: ${problem}\n\n${help}`);
     return 2;
   }
   if (!isPostgresUrl(path) && !existsSync(path)) {
@@ -57,9 +59,12 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
   const db = await openDatabase({ path, migrations: outboxMigrations });
   try {
     if (command === "retry") {
+      const parked = new Set((await parkedEvents(db)).map((p) => p.eventId));
+      const notParked = values.all ? [] : ids.filter((id) => !parked.has(id));
       const moved = await retryParked(db, values.all ? undefined : ids);
       console.log(`put ${moved} parked event(s) back in the outbox of ${db.location}`);
-      return moved === 0 && !values.all ? 1 : 0;
+      for (const id of notParked) console.error(`${program}: ${id} is not a parked event of ${db.location} (\`list\` shows those that are); nothing put back for it`);
+      return notParked.length > 0 ? 1 : 0;
     }
     const [{ waiting }] = await db.query<{ waiting: number }>("SELECT count(*) AS waiting FROM event_outbox");
     const parked = await parkedEvents(db);
@@ -69,6 +74,19 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
   } finally {
     await db.close();
   }
+}
+
+/** What is wrong with the arguments, or undefined when nothing is. */
+function argumentProblem(first: string | undefined, path: string | undefined, command: string, ids: readonly string[], all: boolean): string | undefined {
+  if (!path) {
+    if (first === undefined || first === "list" || first === "retry") return "name the service (products or orders) or its database (--database PATH) first";
+    return `unknown service ${JSON.stringify(first)}: expected products or orders (or --database PATH)`;
+  }
+  if (command !== "list" && command !== "retry") return `unknown action ${JSON.stringify(command)}: expected list or retry`;
+  if (command === "list" && (ids.length > 0 || all)) return `list takes no event ids and no --all (got ${[...ids, ...(all ? ["--all"] : [])].join(" ")})`;
+  if (command === "retry" && ids.length === 0 && !all) return "retry needs the ids of the parked events to put back, or --all";
+  if (command === "retry" && ids.length > 0 && all) return "retry takes event ids or --all, not both";
+  return undefined;
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
