@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "./support/nats-server.js";
 import { type Shop, startShop } from "./support/shop.js";
 
 /** Runs tools/try-order.ts as a user would; resolves with its exit code and output. */
@@ -32,6 +33,21 @@ describe("tools/try-order.ts", () => {
     const flags = await tryOrder(["--products", shop.products.service.address, "--orders", shop.orders.service.address], { DATA_DIR: shop.dir, PRODUCTS_LISTEN: "127.0.0.1:1", ORDERS_LISTEN: "127.0.0.1:1" });
     expect(flags.stderr).toBe("");
     expect(flags.stdout).toMatch(/order \S+ is ORDER_STATE_CONFIRMED/);
+  });
+
+  it("asks both services first: one that does not answer is named with its address, and nothing is created", { timeout: 90_000 }, async () => {
+    const products = async () => (await shop.products.client.listProducts({ pageSize: 500, pageToken: "" })).products.length;
+    const before = await products();
+    const closed = `127.0.0.1:${await freePort()}`;
+    const noOrders = await tryOrder(["--products", shop.products.service.address, "--orders", closed], { DATA_DIR: shop.dir });
+    expect(noOrders.code).toBe(1);
+    expect(noOrders.stderr).toContain(`try-order: the order service at ${closed} is not serving (unreachable: `);
+    expect(noOrders.stderr).not.toContain("product service");
+    expect(noOrders.stdout).toBe("");
+    const garbage = await tryOrder(["--products", "garbage", "--orders", shop.orders.service.address], { DATA_DIR: shop.dir });
+    expect(garbage.code).toBe(1);
+    expect(garbage.stderr).toContain("try-order: the product service at garbage is not serving (unreachable: ");
+    expect(await products()).toBe(before);
   });
 
   it("says so in --help, and refuses a flag without an address", async () => {

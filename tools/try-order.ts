@@ -11,13 +11,13 @@ import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_
 import { OrderServiceMethods } from "../gen/ts/shop/orders/v1/order_service_rpc.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { ProductServiceMethods } from "../gen/ts/shop/products/v1/product_service_rpc.js";
-import { createClient } from "../platform/grpc/index.js";
+import { checkHealth, createClient } from "../platform/grpc/index.js";
 import { toolClientSecurity } from "./client-security.js";
 
 const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT]
 
-Creates a product, places an order for it and follows the order until the
-saga settles it, over TLS trusting DATA_DIR/tls/ca.pem, with tokens signed by
+Asks both services' health first, then creates a product, places an order for
+it and follows the order until the saga settles it, over TLS trusting DATA_DIR/tls/ca.pem, with tokens signed by
 DATA_DIR/auth/token-hs256.key (an admin creates the product, customer-1 places
 the order; GRPC_INSECURE=1 and GRPC_AUTH=none as for the services). The
 services are found where \`npm start\` puts them:
@@ -44,6 +44,23 @@ async function main(args: string[]): Promise<void> {
   if (productsAddress === undefined || ordersAddress === undefined || unknown.length > 0) {
     console.error(`try-order: bad arguments: ${unknown.join(" ") || "--products and --orders need HOST:PORT"}\n\n${usage}`);
     process.exitCode = 2;
+    return;
+  }
+  // Both services are asked first: nothing is created when the order could not be placed.
+  const { credentials } = toolClientSecurity({ subject: "try-order", roles: [] });
+  const notServing = await Promise.all(
+    [
+      { service: "product service", address: productsAddress, flag: "--products" },
+      { service: "order service", address: ordersAddress, flag: "--orders" },
+    ].map(async ({ service, address, flag }) => {
+      const status = await checkHealth(address, "", 5_000, credentials).catch((err: Error) => `unreachable: ${(err as { details?: string }).details || err.message}`);
+      return status === "SERVING" ? undefined : `the ${service} at ${address} is not serving (${status}); is \`npm start\` running, or does ${flag} name another address?`;
+    }),
+  );
+  if (notServing.some(Boolean)) {
+    for (const problem of notServing) if (problem) console.error(`try-order: ${problem}`);
+    console.error("try-order: nothing was created");
+    process.exitCode = 1;
     return;
   }
   const customerId = "customer-1";
