@@ -91,8 +91,9 @@ Environment (all optional):
   GRPC_AUTH         none: the services check no bearer tokens (default jwt)
 
 The local nats-server admits only the users of gen/ts/concord_nats.ts (see
-README "Security"): each service's nkey seed, and the read-only observer's,
-is made on first start in DATA_DIR/nats-credentials/<user>.nk (mode 0600)
+README "Security"): each service's nkey seed, the read-only observer's, and
+the operator's (\`concord dlq replay\`, \`dlq purge\`, \`consumer redeliver\`)
+are made on first start in DATA_DIR/nats-credentials/<user>.nk (mode 0600)
 and kept; delete a file and start again to replace that key.
 
 Ctrl-C, SIGTERM or SIGHUP stops the services, then nats-server. If this

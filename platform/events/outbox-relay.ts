@@ -106,10 +106,11 @@ const relayLockKey = 0x436f6e65;
  * run, so a crash in between only causes a duplicate that JetStream drops
  * within its window.
  *
- * An event JetStream refuses for what it is (larger than the server or the
- * stream takes) can never be published: it is moved to the parked table
- * with the reason, and logged, and later events flow; `tools/outbox.ts`
- * lists parked events and sends them again.
+ * An event refused for what it is (larger than the server or the stream
+ * takes, a subject or header that cannot be sent, a subject the
+ * connection's user may not publish to) can never be published: it is
+ * moved to the parked table with the reason, and logged, and later events
+ * flow; `tools/outbox.ts` lists parked events and sends them again.
  *
  * On any other failure (a refusal, a 503, no PubAck within
  * publishTimeoutMs) the relay stops sending, lets the events in flight
@@ -266,7 +267,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       parked++;
       logger.error(
         { eventId: row.eventId, subject: row.subject, reason },
-        "an outbox event can never be published; it is parked so that later events flow (`tools/outbox.ts list` shows it, `retry` sends it again)",
+        "an outbox event can never be published; it is parked so that later events flow (`tools/outbox.ts <service> list` shows it, `retry` sends it again)",
       );
     }
   };

@@ -114,7 +114,9 @@ ${natsOption}`,
   --database PATH     the service's database: SQLite file or postgres:// URL
                       (default .data/<service>.db, or $DATA_DIR/<service>.db)
 
-Parked events are those the relay can never publish as they are (larger than
-the server's max_payload or the stream's max_msg_size): retry them once what
-refused them has changed.`,
+Parked events are those the relay can never publish as they are: larger than
+the server's max_payload or the stream's max_msg_size (or with headers over
+64 KiB), with a subject or header NATS cannot carry, or on a subject the
+service's NATS user may not publish to. Retry them once what refused them has
+changed.`,
 };
