@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { connect } from "node:net";
-import { join, relative } from "node:path";
+import { basename, join, relative } from "node:path";
 import { connect as natsConnect, nkeyAuthenticator } from "nats";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -40,6 +40,33 @@ function processesOf(dataDir: string): number[] {
     }
   }
   return found;
+}
+
+/** The pid of the nats-server (not the script that tethers it) whose configuration file is `conf`, among `dataDir`'s processes. */
+function natsServerPid(dataDir: string, conf: string): number | undefined {
+  return processesOf(dataDir).find((pid) => {
+    try {
+      const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      return basename(args[0]) === "nats-server" && args.some((a) => a.endsWith(conf));
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Places an order for a new product and waits until the saga has confirmed it. */
+async function orderConfirmed(dataDir: string, ports: { products: number; orders: number }, timeout: number): Promise<void> {
+  const admin = toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dataDir });
+  const products = createClient(ProductServiceService, { address: `127.0.0.1:${ports.products}`, ...admin });
+  const orders = createClient(OrderServiceService, { address: `127.0.0.1:${ports.orders}`, ...admin });
+  try {
+    const { product } = await products.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 2 });
+    const { order } = await orders.createOrder({ customerId: "c-1", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address });
+    await expect.poll(async () => (await orders.getOrder({ id: order!.id })).order!.state, { timeout }).toBe(OrderState.ORDER_STATE_CONFIRMED);
+  } finally {
+    products.close();
+    orders.close();
+  }
 }
 
 interface SystemOptions {
@@ -186,6 +213,42 @@ describe("npm start", () => {
       expect(readFileSync(`/proc/${pid}/environ`, "utf8").split("\0")).toContain(`NATS_URL=${urls}`);
     }
     expect(readFileSync(join(dir.path, "nats-cluster", "n2.conf"), "utf8")).toMatch(/sync_interval: always[\s\S]*cluster \{/);
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+    expect(processesOf(dir.path)).toEqual([]);
+  });
+
+  it("starts a killed nats-server of the cluster again while the services run on, and gives up after 5 exits within a minute", { timeout: 120_000 }, async () => {
+    const natsPort = await freeClusterPort();
+    const system = await startSystem(dir.path, { args: ["--cluster"], ports: { nats: natsPort, products: await freePort(), orders: await freePort() } });
+    child = system.child;
+    const servicePids = ["products", "orders"].map((service) => Number(new RegExp(`${service}: .*pid (\\d+)`).exec(system.output())![1]));
+    let killed = natsServerPid(dir.path, "n1.conf")!;
+    process.kill(killed, "SIGKILL");
+    await expect.poll(() => system.output(), { timeout: 40_000, interval: 100 }).toContain("start: nats-server n1 is running again");
+    expect(system.output()).toContain("start: nats-server n1 exited (code 137); starting it again in 1 s");
+    for (const pid of servicePids) expect(() => process.kill(pid, 0)).not.toThrow();
+    await orderConfirmed(dir.path, system.ports, 30_000);
+    // Four more exits within the minute: a crash loop, which stops everything.
+    for (let exit = 2; exit <= 5; exit++) {
+      const previous = killed;
+      await expect.poll(() => natsServerPid(dir.path, "n1.conf") ?? previous, { timeout: 10_000, interval: 50 }).not.toBe(previous);
+      killed = natsServerPid(dir.path, "n1.conf")!;
+      process.kill(killed, "SIGKILL");
+    }
+    expect(await system.exited).toBe(1);
+    expect(system.output()).toContain("start: nats-server n1 exited (code 137), 5 times within 60 s; not starting it again; stopping everything");
+    expect(system.output()).toContain("everything stopped");
+    expect(processesOf(dir.path)).toEqual([]);
+  });
+
+  it("starts its one nats-server again when it is killed, and the services carry on with it", { timeout: 90_000 }, async () => {
+    const system = await startSystem(dir.path);
+    child = system.child;
+    process.kill(natsServerPid(dir.path, "nats-server.conf")!, "SIGKILL");
+    await expect.poll(() => system.output(), { timeout: 20_000, interval: 100 }).toContain("start: nats-server is running again");
+    expect(system.output()).toContain("start: nats-server exited (code 137); starting it again in 1 s");
+    await orderConfirmed(dir.path, system.ports, 30_000);
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);
     expect(processesOf(dir.path)).toEqual([]);

@@ -4,8 +4,12 @@
  * .data/nats-cluster) unless NATS_URL points at one, then the
  * product and order services, each as its own process with its own database
  * under .data/. Prints where everything listens; Ctrl-C, SIGTERM or SIGHUP (a
- * closed terminal) stops everything cleanly; if any process dies, says which
- * and stops the rest.
+ * closed terminal) stops everything cleanly. A nats-server that exits once
+ * everything is up is started again a second later (the services reconnect;
+ * in a cluster they run on the other two servers meanwhile), unless it has
+ * exited 5 times within a minute; if a service dies, or a nats-server at
+ * start-up, says which and stops the rest: a service that dies has met a
+ * fault that starting it again would hide.
  *
  * Should this script itself die without stopping them (SIGKILL, a crash),
  * its children still stop, through pipes rather than signals: each service
@@ -98,7 +102,13 @@ and kept; delete a file and start again to replace that key.
 
 Ctrl-C, SIGTERM or SIGHUP stops the services, then nats-server. If this
 script is killed outright, the services stop on their own when their
-standard input closes, and nats-server after them.`;
+standard input closes, and nats-server after them.
+
+Once everything is up, a nats-server that exits (killed, stopped, crashed) is
+started again after 1 s, and says so; the services reconnect to it, and in a
+cluster keep running on the other two meanwhile. After 5 exits of one server
+within 60 s it is not started again and everything stops. A service that
+exits, or a nats-server that exits at start-up, stops everything.`;
 
 interface Child {
   readonly name: string;
@@ -108,14 +118,21 @@ interface Child {
 
 const children: Child[] = [];
 let stopping = false;
+/** Set once everything has started. */
+let up = false;
 let postgres: LocalPostgres | undefined;
+
+/** What happens when a child exits and nothing asked it to: by default, everything stops. */
+type OnUnexpectedExit = (code: number | null) => void;
 
 /**
  * Starts a child in its own process group (Ctrl-C reaches only this script,
  * which stops the services before the broker they drain into), with a pipe
  * from this script on its standard input, and `extraFds` from fd 3 on.
+ * Should it exit while nothing is stopping, `onUnexpectedExit` runs; by
+ * default this script says so and stops everything.
  */
-function launch(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, extraFds: StdioOptions = []): Child {
+function launch(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, extraFds: StdioOptions = [], onUnexpectedExit?: OnUnexpectedExit): Child {
   if (stopping) throw new Error(`not starting ${name}: stopping`);
   const proc = spawn(command, args, { cwd: repoRoot, env, stdio: ["pipe", "inherit", "inherit", ...(extraFds as [])], detached: true });
   const exited = new Promise<number | null>((resolve) => {
@@ -130,10 +147,77 @@ function launch(name: string, command: string, args: string[], env: NodeJS.Proce
   children.push(child);
   void exited.then((code) => {
     if (stopping) return;
+    if (onUnexpectedExit) return onUnexpectedExit(code);
     console.error(`start: ${name} exited unexpectedly (code ${code}); stopping everything`);
     void stopAll(1);
   });
   return child;
+}
+
+/** A nats-server that exits is started again after this pause... */
+const natsRestartPauseMs = 1_000;
+/** ...unless it has exited this many times within `natsRestartWindowMs`: then it cannot run, and everything stops. */
+const natsMaxExits = 5;
+const natsRestartWindowMs = 60_000;
+
+/**
+ * Launches a nats-server under tools/run-tethered.mjs and starts it again,
+ * as a supervisor would, whenever it exits once everything is up and while
+ * nothing is stopping (at start-up, its exit stops everything): the
+ * services reconnect to it (or, in a cluster, run on the other two servers
+ * meanwhile). After `natsMaxExits` exits within `natsRestartWindowMs`, says
+ * so and stops everything. `whenBack` resolves once a restarted server
+ * serves again (rejects when it does not in time).
+ *
+ * A restarted server's tether, the pipe on its standard input, is held by
+ * this script alone: the services got the first server's as file
+ * descriptors when they started, and cannot be handed another. Should this
+ * script be killed outright, a restarted server therefore stops at the same
+ * time as the services, not after them; in a cluster the services drain
+ * into the other servers meanwhile.
+ */
+function superviseNatsServer(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, whenBack: () => Promise<void>): Child {
+  const exits: number[] = [];
+  const start = (): Child => {
+    const child: Child = launch(name, command, args, env, [], (code) => {
+      if (!up) {
+        // At start-up an exit says the server cannot run here (a port taken, a bad store): trying again would not help.
+        console.error(`start: ${name} exited unexpectedly (code ${code}); stopping everything`);
+        void stopAll(1);
+        return;
+      }
+      const now = Date.now();
+      exits.push(now);
+      while (exits[0] <= now - natsRestartWindowMs) exits.shift();
+      // What died may be the tether script; the server under it, in its process group, must not keep the ports.
+      try {
+        process.kill(-child.process.pid!, "SIGKILL");
+      } catch {
+        // the group is gone
+      }
+      if (exits.length >= natsMaxExits) {
+        console.error(`start: ${name} exited (code ${code}), ${exits.length} times within ${natsRestartWindowMs / 1000} s; not starting it again; stopping everything`);
+        void stopAll(1);
+        return;
+      }
+      console.error(`start: ${name} exited (code ${code}); starting it again in ${natsRestartPauseMs / 1000} s`);
+      setTimeout(() => {
+        if (stopping) return;
+        children.splice(children.indexOf(child), 1);
+        start();
+        whenBack().then(
+          () => {
+            if (!stopping) console.error(`start: ${name} is running again`);
+          },
+          (err: unknown) => {
+            if (!stopping) console.error(`start: ${name} was started again, but ${(err as Error).message}`);
+          },
+        );
+      }, natsRestartPauseMs);
+    });
+    return child;
+  };
+  return start();
 }
 
 function isRunning(child: Child): boolean {
@@ -258,7 +342,8 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boole
       authorizationInclude: "nats-authorization.conf",
       ...(cluster && { monitorPort: monitorPorts[i], cluster: { name: "concord", port: routePorts[i], routePorts } }),
     });
-    const child = launch(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [tetherScript, found.path, ...args], env);
+    const whenBack = cluster ? () => waitForHealthy(`nats-server ${name}`, monitorPorts[i], 30_000) : () => waitForPort(clientPort, 10_000);
+    const child = superviseNatsServer(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [tetherScript, found.path, ...args], env, whenBack);
     return { name, url: `nats://127.0.0.1:${clientPort}`, storeDir, logFile, child };
   });
   await Promise.all(clientPorts.map((p) => waitForPort(p, 10_000)));
@@ -395,6 +480,7 @@ async function main(): Promise<void> {
   };
   const lines = [...(await start("products", productsAddresses, "PRODUCTS_LISTEN")), ...(await start("orders", ordersAddresses, "ORDERS_LISTEN"))];
   for (const line of lines) console.log(line);
+  up = true;
   const grpcurl = grpc.caFile ? `grpcurl -cacert ${relative(process.cwd(), grpc.caFile) || grpc.caFile}` : "grpcurl -plaintext";
   console.log(`Concord is up. Try: ${grpcurl} ${ordersListen} list    (Ctrl-C stops everything)`);
 }
