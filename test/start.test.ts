@@ -42,6 +42,37 @@ function processesOf(dataDir: string): number[] {
   return found;
 }
 
+/** Every descendant of `pid` now, children first, from the parent pids in /proc (Linux only). */
+function descendantsOf(pid: number): number[] {
+  const parents = new Map<number, number>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      // Fields after the command's closing parenthesis: state, parent pid, ...
+      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const found: number[] = [];
+  for (let i = -1; i < found.length; i++) {
+    const parent = i < 0 ? pid : found[i];
+    for (const [child, ppid] of parents) if (ppid === parent) found.push(child);
+  }
+  return found;
+}
+
+/** Whether `pid` is a live process (a zombie is not). */
+function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
 /** The pid of the nats-server (not the script that tethers it) whose configuration file is `conf`, among `dataDir`'s processes. */
 function natsServerPid(dataDir: string, conf: string): number | undefined {
   return processesOf(dataDir).find((pid) => {
@@ -78,6 +109,8 @@ interface SystemOptions {
   readonly args?: readonly string[];
   readonly env?: Readonly<Record<string, string>>;
   readonly upTimeoutMs?: number;
+  /** Through `npm start` (its pre-scripts left out: they install and build), rather than node running start.ts. */
+  readonly npm?: boolean;
 }
 
 /** A first client port for `--cluster` whose neighbours and route and monitoring ports (+2000, +4000) are free too. */
@@ -102,7 +135,8 @@ async function startSystem(dataDir: string, options: SystemOptions = {}) {
     NATS_URL: "",
     ...options.env,
   };
-  const child = spawn(process.execPath, ["--import", "tsx", "tools/start.ts", ...(options.args ?? [])], { env, stdio: ["ignore", "pipe", "pipe"], detached: options.detached ?? false });
+  const [command, args] = options.npm ? ["npm", ["start", "--ignore-scripts", "--", ...(options.args ?? [])]] : [process.execPath, ["--import", "tsx", "tools/start.ts", ...(options.args ?? [])]];
+  const child = spawn(command, args, { env, stdio: ["ignore", "pipe", "pipe"], detached: options.detached ?? false });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));
@@ -315,6 +349,38 @@ describe("npm start", () => {
     child = again.child;
     again.child.kill("SIGINT");
     expect(await again.exited).toBe(0);
+  });
+
+  it.each([
+    ["SIGINT", "the npm process"],
+    ["SIGTERM", "the npm process"],
+    // What Ctrl-C in a terminal does: npm and start.ts each get one, and npm passes its own on.
+    ["SIGINT", "the process group"],
+  ] as const)("stops everything cleanly on %s to %s of `npm start`, leaving no process and no port", { timeout: 90_000 }, async (signal, to) => {
+    const system = await startSystem(dir.path, { npm: true, detached: true });
+    child = system.child;
+    const tree = descendantsOf(system.child.pid!);
+    // start.ts, the services, nats-server and the script that tethers it.
+    expect(tree.length).toBeGreaterThanOrEqual(5);
+    process.kill(to === "the process group" ? -system.child.pid! : system.child.pid!, signal);
+    expect(await system.exited).toBe(0);
+    expect(system.output()).toContain("everything stopped");
+    await expect.poll(() => tree.filter(isAlive), { timeout: 20_000, interval: 100 }).toEqual([]);
+    for (const port of Object.values(system.ports)) expect(await isListening(port)).toBe(false);
+  });
+
+  it("stops everything cleanly when the npm process of `npm start` is killed outright, leaving no process and no port", { timeout: 90_000 }, async () => {
+    const system = await startSystem(dir.path, { npm: true, detached: true, logLevel: "info" });
+    child = system.child;
+    const tree = descendantsOf(system.child.pid!);
+    expect(tree.length).toBeGreaterThanOrEqual(5);
+    process.kill(system.child.pid!, "SIGKILL");
+    await expect.poll(() => tree.filter(isAlive), { timeout: 25_000, interval: 100 }).toEqual([]);
+    for (const port of Object.values(system.ports)) expect(await isListening(port)).toBe(false);
+    expect(system.output()).toMatch(/start: the process that started this one \(pid \d+\) is gone; stopping everything/);
+    expect(system.output()).toContain("everything stopped");
+    const stops = system.output().split("\n").filter((line) => line.includes('"msg":"stopped"'));
+    expect(stops.map((line) => (JSON.parse(line) as { service: string }).service).sort()).toEqual(["orders", "products"]);
   });
 
   it("stops the services gracefully, then nats-server, when it is killed outright", { timeout: 90_000 }, async () => {

@@ -4,7 +4,9 @@
  * .data/nats-cluster) unless NATS_URL points at one, then the
  * product and order services, each as its own process with its own database
  * under .data/. Prints where everything listens; Ctrl-C, SIGTERM or SIGHUP (a
- * closed terminal) stops everything cleanly. A nats-server that exits once
+ * closed terminal) stops everything cleanly, and so does the end of the
+ * process that started it (npm killed outright: its pid is checked every
+ * second). A nats-server that exits once
  * everything is up is started again a second later (the services reconnect;
  * in a cluster they run on the other two servers meanwhile), unless it has
  * exited 5 times within a minute; if a service dies, or a nats-server at
@@ -100,9 +102,11 @@ the operator's (\`concord dlq replay\`, \`dlq purge\`, \`consumer redeliver\`)
 are made on first start in DATA_DIR/nats-credentials/<user>.nk (mode 0600)
 and kept; delete a file and start again to replace that key.
 
-Ctrl-C, SIGTERM or SIGHUP stops the services, then nats-server. If this
-script is killed outright, the services stop on their own when their
-standard input closes, and nats-server after them.
+Ctrl-C, SIGTERM or SIGHUP stops the services, then nats-server, and so
+does the end of the process that started this script (npm, killed
+outright), noticed within a second. If this script is killed outright, the
+services stop on their own when their standard input closes, and
+nats-server after them.
 
 Once everything is up, a nats-server that exits (killed, stopped, crashed) is
 started again after 1 s, and says so; the services reconnect to it, and in a
@@ -115,6 +119,14 @@ interface Child {
   readonly process: ChildProcess;
   readonly exited: Promise<number | null>;
 }
+
+/**
+ * The process that started this script: npm under `npm start`, whose script
+ * `exec`s node in place of its shell, so that npm passes SIGINT and SIGTERM
+ * on to this process. npm killed outright passes nothing on; this script
+ * then finds itself with another parent (init, or a subreaper).
+ */
+const parentPid = process.ppid;
 
 const children: Child[] = [];
 let stopping = false;
@@ -418,7 +430,17 @@ async function main(): Promise<void> {
   // to stop, and writes to it fail from then on, which must not end this
   // script half-way.
   for (const stream of [process.stdout, process.stderr]) stream.on("error", () => {});
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.once(signal, () => void stopAll(0));
+  // Not `once`: Ctrl-C in a terminal reaches this script twice, from the
+  // terminal and from npm passing its own on, and a second signal without a
+  // handler would end it before the services have stopped.
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => void stopAll(0));
+  const parentWatch = setInterval(() => {
+    if (process.ppid === parentPid) return;
+    clearInterval(parentWatch);
+    console.error(`start: the process that started this one (pid ${parentPid}) is gone; stopping everything`);
+    void stopAll(1);
+  }, 1_000);
+  parentWatch.unref();
   const dataDir = process.env.DATA_DIR || join(repoRoot, ".data");
   mkdirSync(dataDir, { recursive: true });
   const env: NodeJS.ProcessEnv = {
