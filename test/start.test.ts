@@ -288,6 +288,25 @@ describe("npm start", () => {
     expect(processesOf(dir.path)).toEqual([]);
   });
 
+  it("says at start when the store of the other mode, one server or --cluster, holds streams it does not see", { timeout: 120_000 }, async () => {
+    const ports = { nats: await freeClusterPort(), products: await freePort(), orders: await freePort() };
+    const oneServer = await startSystem(dir.path, { ports });
+    child = oneServer.child;
+    expect(oneServer.output()).not.toContain("holds the streams");
+    oneServer.child.kill("SIGINT");
+    expect(await oneServer.exited).toBe(0);
+    const cluster = await startSystem(dir.path, { ports, args: ["--cluster"] });
+    child = cluster.child;
+    expect(cluster.output()).toContain(`  ${join(dir.path, "nats")} holds the streams (events, dead letters) of \`npm start\` without --cluster, which this cluster does not see`);
+    cluster.child.kill("SIGINT");
+    expect(await cluster.exited).toBe(0);
+    const again = await startSystem(dir.path, { ports });
+    child = again.child;
+    expect(again.output()).toContain(`  ${join(dir.path, "nats-cluster")} holds the streams (events, dead letters) of \`npm start -- --cluster\`, which this server does not see`);
+    again.child.kill("SIGINT");
+    expect(await again.exited).toBe(0);
+  });
+
   it("runs two instances of each service on a PostgreSQL server of its own with --postgres --instances 2, and stops it all", { timeout: 120_000 }, async () => {
     // The postgres user runs the server (as root), and needs to reach its data dir.
     chmodSync(dir.path, 0o755);

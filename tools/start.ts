@@ -28,7 +28,7 @@
  */
 import { type ChildProcess, spawn, spawnSync, type StdioOptions } from "node:child_process";
 import { parseArgs } from "node:util";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { connect } from "node:net";
 import { basename, join, relative } from "node:path";
 import type { ChannelCredentials } from "@grpc/grpc-js";
@@ -66,7 +66,10 @@ before it is acknowledged). Options:
                     NATS_PORT+2000.., monitoring on NATS_PORT+4000..; stores
                     in DATA_DIR/nats-cluster): streams get the 3 replicas
                     their contracts declare, and each service is given all
-                    three URLs
+                    three URLs. The cluster's stores are not the one
+                    server's (DATA_DIR/nats): events and dead letters of one
+                    mode are not seen in the other, and a start says so
+                    when the other mode's store holds streams
 
 Environment (all optional):
   DATA_DIR          where databases, the JetStream store and the NATS
@@ -313,6 +316,16 @@ async function waitForHealthy(name: string, monitorPort: number, timeoutMs: numb
   }
 }
 
+/** Whether a nats-server's JetStream store directory holds any stream (`jetstream/<account>/streams/<stream>`). */
+function holdsStreams(storeDir: string): boolean {
+  const jetstream = join(storeDir, "jetstream");
+  if (!existsSync(jetstream)) return false;
+  return readdirSync(jetstream).some((account) => {
+    const streams = join(jetstream, account, "streams");
+    return existsSync(streams) && readdirSync(streams).length > 0;
+  });
+}
+
 /** Where `npm start` keeps the NATS users' nkey seeds. */
 function natsCredentialsDir(dataDir: string): string {
   return join(dataDir, "nats-credentials");
@@ -367,6 +380,14 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boole
     console.log(`  stores in ${base}/n1..n3, logs in ${base}/n1.log..n3.log`);
   } else {
     console.log(`${version} (JetStream, ${sync}) on ${servers[0].url}, store in ${servers[0].storeDir}, log in ${servers[0].logFile}`);
+  }
+  // The two modes keep separate stores: say so when the other one holds events this run will not see.
+  const oneServerStore = join(dataDir, "nats");
+  const clusterStores = ["n1", "n2", "n3"].map((name) => join(dataDir, "nats-cluster", name));
+  if (cluster && holdsStreams(oneServerStore)) {
+    console.log(`  ${oneServerStore} holds the streams (events, dead letters) of \`npm start\` without --cluster, which this cluster does not see`);
+  } else if (!cluster && clusterStores.some(holdsStreams)) {
+    console.log(`  ${join(dataDir, "nats-cluster")} holds the streams (events, dead letters) of \`npm start -- --cluster\`, which this server does not see`);
   }
   console.log(`  NATS users: ${credentials.map((c) => c.name).join(", ")}; nkey seeds in ${natsCredentialsDir(dataDir)} (the observer's reads: nats --nkey ${join(natsCredentialsDir(dataDir), "observer.nk")} ...)`);
   return { url: servers.map((s) => s.url).join(","), tethers: servers.map((s) => s.child.process.stdin!) };
