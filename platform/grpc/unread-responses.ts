@@ -80,6 +80,10 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
     streams.get(stream)?.connection?.delete(stream);
     streams.delete(stream);
   };
+  // One listener for every stream ('close' comes once): no closure or once-wrapper per call.
+  function closed(this: ServerHttp2Stream): void {
+    forget(this);
+  }
   let timer: NodeJS.Timeout | undefined;
   let waitingBytes = 0;
   let reset = 0;
@@ -143,7 +147,7 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
       if (session && !connection) connections.set(session, (connection = new Set()));
       connection?.add(stream);
       streams.set(stream, { method: typeof path === "string" ? path : "", connection, pending: 0, since: undefined });
-      stream.once("close", () => forget(stream));
+      stream.on("close", closed);
       timer ??= setInterval(look, checkMs).unref();
     },
     refusal(stream) {
