@@ -56,12 +56,12 @@ export interface GrpcServerOptions {
   /** Hears how every call of an added service ended (metrics: grpcCallMetrics). */
   readonly callObserver?: CallObserver;
   /**
-   * How long and how much answers may wait for callers who do not take them
-   * (see watchUnreadResponses): by default a call on a connection holding
-   * more than 8 MiB of them is refused before it runs; a call whose caller
-   * has not taken all of its answer 30 s after it was written is reset, and
-   * so are those that have waited longest while the answers waiting pass
-   * 32 MiB. Their callers get RESOURCE_EXHAUSTED.
+   * How long and how much answers may wait on connections whose callers
+   * take none of them (see watchUnreadResponses): by default a connection
+   * that holds answers and sent none of them for 10 s has its calls
+   * cancelled, and so, while answers on such connections pass 32 MiB, have
+   * those stalled longest; a new call on one holding more than 8 MiB is
+   * refused with RESOURCE_EXHAUSTED before it runs.
    */
   readonly unreadResponses?: UnreadResponseOptions;
 }

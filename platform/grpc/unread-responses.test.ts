@@ -70,8 +70,8 @@ describe("answers their callers do not read", () => {
     return `127.0.0.1:${port}`;
   }
 
-  it("resets a call whose caller has not taken its answer sendTimeoutMs after it was written (RST_STREAM ENHANCE_YOUR_CALM, RESOURCE_EXHAUSTED to gRPC clients), while callers that read are answered", async () => {
-    const address = await serve(2 * 1024 * 1024, { sendTimeoutMs: 600, checkMs: 50 });
+  it("cancels the calls of a connection that sent none of its answers for stallMs (RST_STREAM CANCEL), while a caller that reads is answered", async () => {
+    const address = await serve(2 * 1024 * 1024, { stallMs: 600, checkMs: 50 });
     const unread = Array.from({ length: 4 }, () => unreadCall(session!));
     const started = Date.now();
     // A gRPC client that reads its 2 MiB answer meanwhile gets all of it.
@@ -83,15 +83,15 @@ describe("answers their callers do not read", () => {
       client.close();
     }
     const codes = await Promise.all(unread.map((call) => call.closed));
-    expect(codes).toEqual(codes.map(() => http2Constants.NGHTTP2_ENHANCE_YOUR_CALM));
+    expect(codes).toEqual(codes.map(() => http2Constants.NGHTTP2_CANCEL));
     expect(Date.now() - started).toBeGreaterThanOrEqual(600);
     // Nothing past the first flow-control window reached them.
     for (const call of unread) expect(call.received()).toBeLessThanOrEqual(65_535);
   });
 
-  it("refuses a call before it runs on a connection holding more than maxBytesPerConnection of answers its caller has not taken; other connections are served", async () => {
+  it("refuses a call before it runs on a connection that takes none of its answers and holds more than maxBytesPerConnection of them; other connections are served", async () => {
     const runs = { count: 0 };
-    const address = await serve(1024 * 1024, { sendTimeoutMs: 60_000, maxBytesPerConnection: 2 * 1024 * 1024, checkMs: 50 }, runs);
+    const address = await serve(1024 * 1024, { stallMs: 60_000, maxBytesPerConnection: 2 * 1024 * 1024, checkMs: 50 }, runs);
     const unread: Unread[] = [];
     for (let i = 0; i < 5; i++) {
       unread.push(unreadCall(session!));
@@ -111,8 +111,8 @@ describe("answers their callers do not read", () => {
     expect(runs.count).toBe(3);
   });
 
-  it("resets the calls that have waited longest while the answers waiting pass maxBytes, and the rest are answered in full once read", async () => {
-    await serve(1024 * 1024, { sendTimeoutMs: 60_000, maxBytes: 3.5 * 1024 * 1024, checkMs: 50 });
+  it("cancels the oldest calls of stalled connections while their answers pass maxBytes, and the rest are answered in full once read", async () => {
+    await serve(1024 * 1024, { stallMs: 60_000, maxBytes: 3.5 * 1024 * 1024, checkMs: 50 });
     const unread: Unread[] = [];
     // One at a time, so that which waited longest is clear: six answers of just over 1 MiB, nearly all of each held
     // back (the connection's first window of 64 KiB went to the first).
@@ -121,7 +121,7 @@ describe("answers their callers do not read", () => {
       await new Promise((r) => setTimeout(r, 120));
     }
     const reset = await Promise.all(unread.slice(0, 3).map((call) => call.closed));
-    expect(reset).toEqual([http2Constants.NGHTTP2_ENHANCE_YOUR_CALM, http2Constants.NGHTTP2_ENHANCE_YOUR_CALM, http2Constants.NGHTTP2_ENHANCE_YOUR_CALM]);
+    expect(reset).toEqual([http2Constants.NGHTTP2_CANCEL, http2Constants.NGHTTP2_CANCEL, http2Constants.NGHTTP2_CANCEL]);
     // The three left hold 3 MiB, under the bound: they stay, and their callers get everything once they read.
     await new Promise((r) => setTimeout(r, 300));
     for (const call of unread.slice(3)) expect(call.stream.closed).toBe(false);
@@ -130,10 +130,10 @@ describe("answers their callers do not read", () => {
     for (const call of unread.slice(3)) expect(call.received()).toBeGreaterThan(1024 * 1024);
   });
 
-  it("leaves alone a caller that reads slowly but takes its answer within sendTimeoutMs", async () => {
-    await serve(1024 * 1024, { sendTimeoutMs: 6_000, checkMs: 50 });
+  it("leaves alone a caller that reads slowly, however much longer than stallMs its answer takes", async () => {
+    await serve(1024 * 1024, { stallMs: 400, checkMs: 50 });
     const slow = unreadCall(session!);
-    // About 64 KiB at a time, a pause of 150 ms between: over 2 s for the whole answer.
+    // About 64 KiB at a time, a pause of 150 ms between: over 2 s for the whole answer, never 400 ms without reading.
     let turn = 0;
     slow.stream.on("data", (chunk: Buffer) => {
       turn += chunk.length;
@@ -153,8 +153,24 @@ describe("answers their callers do not read", () => {
     expect(Date.now() - started).toBeGreaterThan(1_000);
   });
 
+  it("neither refuses nor cancels callers that read at full speed, however many large answers they ask for at once", async () => {
+    const runs = { count: 0 };
+    const address = await serve(1024 * 1024, { stallMs: 1_000, maxBytes: 4 * 1024 * 1024, maxBytesPerConnection: 2 * 1024 * 1024, checkMs: 50 }, runs);
+    const client = createClient(ProductServiceService, { address });
+    try {
+      for (let round = 0; round < 3; round++) {
+        const answers = await Promise.all(Array.from({ length: 40 }, () => client.getProduct({ id: productId })));
+        expect(answers.map((a) => a.product?.description.length)).toEqual(answers.map(() => 1024 * 1024));
+        await new Promise((r) => setTimeout(r, 60 * round));
+      }
+    } finally {
+      client.close();
+    }
+    expect(runs.count).toBe(120);
+  });
+
   it("refuses options that are not whole numbers from 1", () => {
-    expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { sendTimeoutMs: 0 } })).toThrow(/sendTimeoutMs/);
+    expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { stallMs: 0 } })).toThrow(/stallMs/);
     expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { maxBytes: 1.5 } })).toThrow(/maxBytes/);
     expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { maxBytesPerConnection: -1 } })).toThrow(/maxBytesPerConnection/);
     expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { timeout: 5 } as never })).toThrow(/unknown option timeout/);
