@@ -5,6 +5,7 @@ import { AckPolicy, connect, headers as natsHeaders, nanos, nkeyAuthenticator, t
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, ensureStreams } from "../platform/events/index.js";
+import { abandonedRange, PastInboxError, redeliver } from "../tools/concord/redeliver.js";
 import { uuidv7 } from "../platform/ids/index.js";
 import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
@@ -71,6 +72,9 @@ describe("npx concord consumer redeliver", () => {
       h.set("ce-id", id);
       h.set("ce-type", "shop.products.v1.StockReserved");
       h.set("ce-source", "products");
+      // A header with two values: both go out again.
+      h.append("x-note", "a");
+      h.append("x-note", "b");
       const data = new Uint8Array([n, 7, 7]);
       await asProducts.publish(subject, data, { headers: h, msgID: id });
       events.push({ id, subject, data: [...data] });
@@ -101,6 +105,7 @@ describe("npx concord consumer redeliver", () => {
     const again: Array<{ id: string | undefined; subject: string; data: number[] }> = [];
     for (let m = await consumer.next({ expires: 1_000 }); m; m = await consumer.next({ expires: 1_000 })) {
       again.push({ id: m.headers?.get("ce-id"), subject: m.subject, data: [...m.data] });
+      expect(m.headers?.values("x-note")).toEqual(["a", "b"]);
       await m.ackAck();
     }
     // The one given up on, and the one after it (handled already: the service's inbox drops it), as they were published.
@@ -116,6 +121,27 @@ describe("npx concord consumer redeliver", () => {
     const none = await concord(dir.path, "consumer", "redeliver", durable, "--nats", nats.url);
     expect(none.status, none.stderr).toBe(0);
     expect(none.stderr).toContain("holds no events the server stopped delivering");
+  });
+
+  it("publishes nothing when an event in the range is older than the inboxes' retention, which may have forgotten it was handled", async () => {
+    const operator = await connectAs("operator");
+    const info = await (await operator.jetstreamManager()).consumers.info("SHOP_PRODUCTS", durable);
+    const before = (await (await operator.jetstreamManager()).streams.info("SHOP_PRODUCTS")).state.messages;
+    // Every event counts as old against a retention that ended tomorrow.
+    const published: number[] = [];
+    const err = await redeliver(operator, info, { from: 1, to: 3 }, { dryRun: false, notBefore: new Date(Date.now() + 86_400_000), each: (e) => published.push(e.seq), skipped: () => undefined }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PastInboxError);
+    expect((err as PastInboxError).count).toBe(3);
+    expect(published).toEqual([]);
+    expect((await (await operator.jetstreamManager()).streams.info("SHOP_PRODUCTS")).state.messages).toBe(before);
+  });
+
+  it("tells a consumer that skipped other subjects' events, with nothing unacknowledged, from one the server gave up on, by the consumer's own sequences", () => {
+    // As a cluster shows a filtered consumer that was never given an event: its delivered stream sequence moved on.
+    const passedOver = { name: durable, num_ack_pending: 0, ack_floor: { consumer_seq: 0, stream_seq: 0 }, delivered: { consumer_seq: 0, stream_seq: 28 } };
+    expect(abandonedRange(passedOver as never)).toMatch(/holds no events the server stopped delivering/);
+    const gaveUp = { name: durable, num_ack_pending: 0, ack_floor: { consumer_seq: 1, stream_seq: 1 }, delivered: { consumer_seq: 3, stream_seq: 3 } };
+    expect(abandonedRange(gaveUp as never)).toEqual({ from: 2, to: 3 });
   });
 
   it("names the streams when the consumer does not exist, and refuses a range that is not one", async () => {

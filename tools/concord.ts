@@ -8,11 +8,11 @@ import { pathToFileURL } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { NatsConnection } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
-import { deadLetterStreamSpec, subjectProblem } from "../platform/events/index.js";
+import { deadLetterStreamSpec, defaultInboxRetentionMs, subjectProblem } from "../platform/events/index.js";
 import { connectNats, defaultNatsUrl, exitOnSignals, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
 import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters, replayDeadLetter, whyNotReplayable } from "./concord/dead-letters.js";
 import { helps, usage } from "./concord/help.js";
-import { abandonedRange, findConsumer, redeliver, type SequenceRange } from "./concord/redeliver.js";
+import { abandonedRange, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
 import { printStatus, serviceTargets } from "./concord/status.js";
 import { outboxCommand } from "./outbox.js";
 import { tracesCommand } from "./traces.js";
@@ -170,7 +170,7 @@ async function dlqReplay(args: string[]): Promise<number> {
 
 async function consumerRedeliver(args: string[]): Promise<number> {
   const command = "consumer redeliver";
-  const { values, positionals } = parse(command, args, { from: { type: "string" }, to: { type: "string" }, "dry-run": { type: "boolean" } });
+  const { values, positionals } = parse(command, args, { from: { type: "string" }, to: { type: "string" }, "dry-run": { type: "boolean" }, "past-inbox": { type: "boolean" } });
   if (values.help) return help(command);
   if (positionals.length !== 1) throw new UsageError("name one durable consumer", helps[command]);
   const [durable] = positionals;
@@ -189,11 +189,20 @@ async function consumerRedeliver(args: string[]): Promise<number> {
       return given === undefined && info.num_ack_pending > 0 ? 1 : 0;
     }
     const where = `stream ${info.stream_name} sequences ${range.from} to ${range.to}`;
-    const count = await redeliver(nc, info, range, {
-      dryRun,
-      each: (e) => console.log(JSON.stringify(dryRun ? { wouldRedeliver: e.seq, to: e.subject, type: e.type, id: e.id } : { redelivered: e.seq, to: e.subject, type: e.type, id: e.id, ...(e.duplicate && { duplicate: true }) })),
-      skipped: (seq, why) => console.error(`concord consumer redeliver: stream sequence ${seq} left out: ${why}`),
-    });
+    const notBefore = values["past-inbox"] === true ? undefined : new Date(Date.now() - defaultInboxRetentionMs);
+    let count: number;
+    try {
+      count = await redeliver(nc, info, range, {
+        dryRun,
+        ...(notBefore && { notBefore }),
+        each: (e) => console.log(JSON.stringify(dryRun ? { wouldRedeliver: e.seq, to: e.subject, type: e.type, id: e.id } : { redelivered: e.seq, to: e.subject, type: e.type, id: e.id, ...(e.duplicate && { duplicate: true }) })),
+        skipped: (seq, why) => console.error(`concord consumer redeliver: stream sequence ${seq} left out: ${why}`),
+      });
+    } catch (err) {
+      if (!(err instanceof PastInboxError)) throw err;
+      console.error(`concord consumer redeliver: ${err.message}; nothing published (give --past-inbox to publish them anyway, having checked that their effects are not there)`);
+      return 1;
+    }
     console.error(
       dryRun
         ? `concord consumer redeliver: would publish ${count} event(s) of ${where} again for ${durable}; nothing changed (--dry-run)`

@@ -87,7 +87,7 @@ ${natsOption}`,
 
 Deletes every dead letter. Without --yes, says how many there are and changes nothing.
 ${natsOption}`,
-  "consumer redeliver": `Usage: npx concord consumer redeliver DURABLE [--from SEQ --to SEQ] [--dry-run] [--nats URL]
+  "consumer redeliver": `Usage: npx concord consumer redeliver DURABLE [--from SEQ --to SEQ] [--dry-run] [--past-inbox] [--nats URL]
 
 For a durable consumer whose server stopped delivering events to it (a
 max_deliver reached, as earlier versions set it; its service warns at start
@@ -102,6 +102,10 @@ default) drops it. Runs as the operator, with the services running.
                       without them, those after the consumer's acknowledgement
                       floor up to its last delivery, when none awaits an ack
   --dry-run           say what would be published; publish nothing
+  --past-inbox        publish events older than the inboxes' retention (7 days)
+                      too; without it, such an event stops the command before
+                      anything is published, as a consumer may have handled it
+                      and forgotten its id
 ${natsOption}`,
   "outbox parked": `Usage: npx concord outbox parked list (products|orders|--database PATH)
        npx concord outbox parked retry (products|orders|--database PATH) (EVENT_ID ... | --all)

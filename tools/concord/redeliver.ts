@@ -44,7 +44,11 @@ export function abandonedRange(info: ConsumerInfo): SequenceRange | string {
   if (info.num_ack_pending > 0) {
     return `consumer ${info.name} has ${info.num_ack_pending} event(s) awaiting an ack, so its state does not tell which were given up on; give --from and --to (the sequences its service's warning names)`;
   }
-  if (floor >= last) return `consumer ${info.name} holds no events the server stopped delivering (its acknowledgement floor is at its last delivery, stream sequence ${last})`;
+  // Told by the consumer's own sequence, one per delivery: on a cluster a filtered consumer's delivered stream
+  // sequence also moves past other subjects' events it never received (as the service's warning tells it).
+  if (info.ack_floor.consumer_seq >= info.delivered.consumer_seq || floor >= last) {
+    return `consumer ${info.name} holds no events the server stopped delivering (every event it was given is acknowledged)`;
+  }
   return { from: floor + 1, to: last };
 }
 
@@ -67,45 +71,66 @@ export function redeliverMsgId(id: string, seq: number): string {
   return `${id}.redeliver.${seq}`;
 }
 
+/** Events in the range older than the inbox's retention, which a consumer may have handled and forgotten. */
+export class PastInboxError extends Error {
+  constructor(
+    readonly count: number,
+    readonly oldest: Date,
+  ) {
+    super(`${count} event(s) in the range are older than the inboxes' retention (the oldest from ${oldest.toISOString()}): one handled already may no longer be known there and would take effect again`);
+  }
+}
+
 /**
- * Publishes again every event of `consumer`'s filter subject that its
+ * Publishes again every event of `consumer`'s filter subjects that its
  * stream holds in `range`, oldest first, to the subject it was published
- * to, with its own headers (its ce-id among them) and payload: every
- * consumer of that subject receives it, and one whose inbox has the id
- * drops it. With `dryRun`, publishes nothing. Calls `each` per event;
- * events without a ce-id are left out (`skipped`). Rejects when JetStream
- * does not take one, after those before it.
+ * to, with its own headers (its ce-id among them, every value of each) and
+ * payload: every consumer of that subject receives it, and one whose inbox
+ * has the id drops it. Rejects with PastInboxError, publishing nothing, when
+ * an event was stored before `notBefore` (an inbox forgets the ids it
+ * handled after its retention). With `dryRun`, publishes nothing. Calls
+ * `each` per event; events without a ce-id are left out (`skipped`).
+ * Rejects when JetStream does not take one, after those before it.
  */
 export async function redeliver(
   nc: NatsConnection,
   consumer: ConsumerInfo,
   range: SequenceRange,
-  options: { readonly dryRun: boolean; readonly each: (event: Redelivered) => void; readonly skipped: (seq: number, why: string) => void },
+  options: { readonly dryRun: boolean; readonly notBefore?: Date; readonly each: (event: Redelivered) => void; readonly skipped: (seq: number, why: string) => void },
 ): Promise<number> {
   const jsm = await nc.jetstreamManager();
   const js = nc.jetstream();
   const stream = consumer.stream_name;
   const filters = consumer.config.filter_subjects?.length ? consumer.config.filter_subjects : [consumer.config.filter_subject || ">"];
-  let count = 0;
+  const events: StoredMsg[] = [];
   for (const filter of filters) {
     for (let seq = range.from; seq <= range.to; ) {
       const stored = await nextStored(jsm, stream, seq, filter);
       if (!stored || stored.seq > range.to) break;
       seq = stored.seq + 1;
-      const id = stored.header?.get("ce-id") ?? "";
-      if (!id) {
-        options.skipped(stored.seq, "it has no ce-id, so a consumer could not tell it from a new event");
-        continue;
-      }
-      let duplicate = false;
-      if (!options.dryRun) {
-        const h = natsHeaders();
-        for (const name of stored.header.keys()) if (!/^nats-/i.test(name)) h.set(name, stored.header.get(name));
-        duplicate = (await js.publish(stored.subject, stored.data, { headers: h, msgID: redeliverMsgId(id, stored.seq) })).duplicate;
-      }
-      count++;
-      options.each({ seq: stored.seq, subject: stored.subject, type: stored.header.get("ce-type"), id, duplicate });
+      events.push(stored);
     }
+  }
+  events.sort((a, b) => a.seq - b.seq);
+  if (options.notBefore) {
+    const old = events.filter((e) => e.time.getTime() < options.notBefore!.getTime());
+    if (old.length > 0) throw new PastInboxError(old.length, old[0].time);
+  }
+  let count = 0;
+  for (const stored of events) {
+    const id = stored.header?.get("ce-id") ?? "";
+    if (!id) {
+      options.skipped(stored.seq, "it has no ce-id, so a consumer could not tell it from a new event");
+      continue;
+    }
+    let duplicate = false;
+    if (!options.dryRun) {
+      const h = natsHeaders();
+      for (const name of stored.header.keys()) if (!/^nats-/i.test(name)) for (const value of stored.header.values(name)) h.append(name, value);
+      duplicate = (await js.publish(stored.subject, stored.data, { headers: h, msgID: redeliverMsgId(id, stored.seq) })).duplicate;
+    }
+    count++;
+    options.each({ seq: stored.seq, subject: stored.subject, type: stored.header.get("ce-type"), id, duplicate });
   }
   return count;
 }
