@@ -51,6 +51,25 @@ describe("request ids", () => {
     expect((await db.query<{ request_id: string }>("SELECT request_id FROM request_ids ORDER BY request_id")).map((r) => r.request_id)).toEqual([id, "01890a5d-ac96-774b-bcce-b302099a8058"]);
   });
 
+  it("finds, after the upgrade, an id stored in upper case before ids were compared in lower case, and never runs its work again", async () => {
+    const path = join(dir, "upgrade.db");
+    const before = await openDatabase({ path, migrations: requestIdMigrations.slice(0, 1) });
+    const stored = (id: string) => before.run("INSERT INTO request_ids (method, request_id, digest, response, created_at) VALUES ('m', $1, $2, $3, $4)", [id, Buffer.from([1]), Buffer.from(codec.encode(7).finish()), Date.now()]);
+    await stored("01890A5D-AC96-774B-BCCE-B302099A8057");
+    // The same id twice, in both cases (two calls before the upgrade): the lower-case row stays.
+    await stored("01890A5D-AC96-774B-BCCE-B302099A8058");
+    await stored("01890a5d-ac96-774b-bcce-b302099a8058");
+    await before.close();
+    db = await openDatabase({ path, migrations: requestIdMigrations });
+    const ids = createRequestIds();
+    let runs = 0;
+    const make = (id: string) => db.transaction((tx) => ids.once(tx, { method: "m", requestDigest: new Uint8Array([1]) }, id, codec, async () => (runs++, 9)));
+    expect(await make("01890A5D-AC96-774B-BCCE-B302099A8057")).toBe(7);
+    expect(await make("01890a5d-ac96-774b-bcce-b302099a8057")).toBe(7);
+    expect(await make("01890a5d-ac96-774b-bcce-b302099a8058")).toBe(7);
+    expect(runs).toBe(0);
+  });
+
   it("forgets ids older than their retention", async () => {
     db = await openDatabase({ path: join(dir, "retention.db"), migrations: requestIdMigrations });
     const insert = (id: string, at: number) => db.run("INSERT INTO request_ids (method, request_id, digest, response, created_at) VALUES ('m', $1, x'00', x'00', $2)", [id, at]);

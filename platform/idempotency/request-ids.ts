@@ -30,6 +30,22 @@ export const requestIdMigrations: Migration[] = [
       CREATE INDEX request_ids_by_age ON request_ids (created_at);
     `,
   },
+  {
+    // Ids are compared in lower case since this one: an id stored as sent, in upper case, is found by its retries
+    // (whose digest, of the request with its id lower-cased, then differs from the stored one: ALREADY_EXISTS, never
+    // the work done twice). Where the same id is stored in both cases (two calls before), the lower-case row stays.
+    id: "platform_0002_request_ids_lower_case",
+    sqlite: `
+      UPDATE request_ids SET request_id = lower(request_id)
+      WHERE request_id <> lower(request_id)
+        AND NOT EXISTS (SELECT 1 FROM request_ids AS kept WHERE kept.method = request_ids.method AND kept.request_id = lower(request_ids.request_id));
+    `,
+    postgres: `
+      UPDATE request_ids SET request_id = lower(request_id)
+      WHERE request_id <> lower(request_id)
+        AND NOT EXISTS (SELECT 1 FROM request_ids AS kept WHERE kept.method = request_ids.method AND kept.request_id = lower(request_ids.request_id));
+    `,
+  },
 ];
 
 /** What identifies one call: its method, the id the caller chose, and a digest of its request. */
@@ -83,8 +99,7 @@ export function createRequestIds(): RequestIds {
   return {
     async once(tx, call, sentId, codec, work) {
       if (sentId === undefined || sentId === "") return work();
-      // Kept and looked up in lower case, as every UUID a client library makes is written (rows stored before ids
-      // were compared this way were stored as sent: in lower case, from any such client).
+      // Kept and looked up in lower case (rows stored as sent before are lower-cased by platform_0002).
       const requestId = sentId.toLowerCase();
       // Postgres: two calls with one id (on two instances, say) take turns; the second then finds the first's row.
       await tx.lock(`request ${call.method} ${requestId}`);
