@@ -396,7 +396,7 @@ describe("npm start", () => {
     process.kill(system.child.pid!, "SIGKILL");
     await expect.poll(() => tree.filter(isAlive), { timeout: 25_000, interval: 100 }).toEqual([]);
     for (const port of Object.values(system.ports)) expect(await isListening(port)).toBe(false);
-    expect(system.output()).toMatch(/start: the process that started this one \(pid \d+\) is gone; stopping everything/);
+    expect(system.output()).toMatch(/start: npm, which started this script \(pid \d+\), is gone; stopping everything/);
     expect(system.output()).toContain("everything stopped");
     const stops = system.output().split("\n").filter((line) => line.includes('"msg":"stopped"'));
     expect(stops.map((line) => (JSON.parse(line) as { service: string }).service).sort()).toEqual(["orders", "products"]);

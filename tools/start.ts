@@ -454,14 +454,30 @@ async function main(): Promise<void> {
   // Not `once`: Ctrl-C in a terminal reaches this script twice, from the
   // terminal and from npm passing its own on, and a second signal without a
   // handler would end it before the services have stopped.
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => void stopAll(0));
-  const parentWatch = setInterval(() => {
-    if (process.ppid === parentPid) return;
-    clearInterval(parentWatch);
-    console.error(`start: the process that started this one (pid ${parentPid}) is gone; stopping everything`);
-    void stopAll(1);
-  }, 1_000);
-  parentWatch.unref();
+  // A signal a second or more after the first (Ctrl-C pressed again) ends this script at once, should a stop hang:
+  // the services and nats-server still stop, as the pipe they are tethered to closes with it.
+  let firstSignalAt: number | undefined;
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.on(signal, () => {
+      firstSignalAt ??= Date.now();
+      if (Date.now() - firstSignalAt >= 1_000) {
+        console.error(`start: ${signal} again while stopping; leaving now (the services and nats-server stop as their pipe closes)`);
+        process.exit(130);
+      }
+      void stopAll(0);
+    });
+  }
+  // Under npm (which sets npm_lifecycle_event), npm killed outright leaves this script to notice: its parent's pid
+  // changes. Run on its own (node tools/start.ts &, nohup), its parent's exit is no reason to stop.
+  if (process.env.npm_lifecycle_event === "start") {
+    const parentWatch = setInterval(() => {
+      if (process.ppid === parentPid) return;
+      clearInterval(parentWatch);
+      console.error(`start: npm, which started this script (pid ${parentPid}), is gone; stopping everything`);
+      void stopAll(1);
+    }, 1_000);
+    parentWatch.unref();
+  }
   const dataDir = process.env.DATA_DIR || join(repoRoot, ".data");
   mkdirSync(dataDir, { recursive: true });
   const env: NodeJS.ProcessEnv = {
