@@ -60,6 +60,9 @@ describe("metrics", () => {
     expect(sample(after, "grpc_server_handled_total", { ...createProduct, grpc_code: "OK" })).toBeGreaterThanOrEqual(1);
     expect(sample(after, "grpc_server_handling_seconds_count", createProduct)).toBe((sample(before, "grpc_server_handling_seconds_count", createProduct) ?? 0) + 2);
     expect(sample(after, "grpc_server_handling_seconds_bucket", { ...createProduct, le: "+Inf" })).toBe(sample(after, "grpc_server_handling_seconds_count", createProduct));
+    // Answers its callers take none of: none here.
+    expect(sample(after, "concord_grpc_stalled_answer_bytes")).toBe(0);
+    expect(sample(after, "concord_grpc_calls_cancelled_unread_total")).toBe(0);
   });
 
   it("counts the events each consumer handled, with their latency, and shows its lag and the outbox", async () => {

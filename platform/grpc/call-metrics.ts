@@ -1,5 +1,5 @@
 import type { ServerUnaryCall, sendUnaryData } from "@grpc/grpc-js";
-import type { Registry } from "prom-client";
+import { Counter, Gauge, type Registry } from "prom-client";
 import { Code, codeName } from "../errors/index.js";
 import { counterFamily, type CounterChild, histogramFamily, type HistogramChild } from "../metrics/index.js";
 
@@ -73,4 +73,35 @@ export function grpcCallMetrics(registry: Registry): CallObserver {
       method.latency.observe(seconds);
     },
   };
+}
+
+/**
+ * The server's answers its callers take none of, at each scrape:
+ * `concord_grpc_stalled_answer_bytes` (unsent answers on connections that
+ * sent nothing since the last look) and
+ * `concord_grpc_calls_cancelled_unread_total` (calls cancelled because
+ * their connection took none of their answers; their work was done, and
+ * `grpc_server_handled_total` counted them by the code their handler
+ * returned).
+ */
+export function unreadAnswerMetrics(registry: Registry, answers: { readonly stalledBytes: number; readonly cancelled: number }): void {
+  new Gauge({
+    name: "concord_grpc_stalled_answer_bytes",
+    help: "Bytes of gRPC answers waiting on connections that take none of them",
+    registers: [registry],
+    collect() {
+      this.set(answers.stalledBytes);
+    },
+  });
+  let counted = 0;
+  new Counter({
+    name: "concord_grpc_calls_cancelled_unread_total",
+    help: "gRPC calls cancelled after their work was done, as their connection took none of their answers",
+    registers: [registry],
+    collect() {
+      const now = answers.cancelled;
+      if (now > counted) this.inc(now - counted);
+      counted = now;
+    },
+  });
 }

@@ -94,6 +94,8 @@ export interface GrpcServer {
    * and reflection still answer. Without one, it serves again. Any time.
    */
   setUnavailable(reason: string | undefined): void;
+  /** Answers waiting on stalled connections and calls cancelled for them so far (see watchUnreadResponses), for metrics. */
+  readonly unreadAnswers: { readonly stalledBytes: number; readonly cancelled: number };
 }
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
@@ -213,6 +215,9 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     servingStatus() {
       if (state !== "serving") return "NOT_SERVING";
       return ready && unavailable === undefined ? "SERVING" : "NOT_SERVING";
+    },
+    get unreadAnswers() {
+      return unread;
     },
     setUnavailable(reason) {
       if (reason !== undefined && (typeof reason !== "string" || reason === "")) throw new Error("setUnavailable: the reason must be a non-empty string");

@@ -84,6 +84,7 @@ describe("answers their callers do not read", () => {
     }
     const codes = await Promise.all(unread.map((call) => call.closed));
     expect(codes).toEqual(codes.map(() => http2Constants.NGHTTP2_CANCEL));
+    expect(server!.unreadAnswers.cancelled).toBe(4);
     expect(Date.now() - started).toBeGreaterThanOrEqual(600);
     // Nothing past the first flow-control window reached them.
     for (const call of unread) expect(call.received()).toBeLessThanOrEqual(65_535);
@@ -93,9 +94,10 @@ describe("answers their callers do not read", () => {
     const runs = { count: 0 };
     const address = await serve(1024 * 1024, { stallMs: 60_000, maxBytesPerConnection: 2 * 1024 * 1024, checkMs: 50 }, runs);
     const unread: Unread[] = [];
+    // Far enough apart for the connection to be found sending nothing at four looks in a row.
     for (let i = 0; i < 5; i++) {
       unread.push(unreadCall(session!));
-      await new Promise((r) => setTimeout(r, 120));
+      await new Promise((r) => setTimeout(r, 300));
     }
     // Two answers of just over 1 MiB wait: the third call and those after it find more than 2 MiB and do not run.
     expect(runs.count).toBe(2);

@@ -40,7 +40,18 @@ interface Connection {
   written: number;
   /** Since when it has held answers and sent nothing, as of the last look. */
   stalledSince: number | undefined;
+  /** The looks in a row that found it so. */
+  stalledLooks: number;
 }
+
+/**
+ * The looks in a row a connection must be found sending nothing before it
+ * counts as stalled (a second at the default `checkMs`): a caller that
+ * pauses a moment (a collection, a busy machine) is not one that stopped.
+ * Counted in looks, not time, so that a server whose own event loop was
+ * held (and so could not send) does not blame its callers for it.
+ */
+const stalledAfterLooks = 4;
 
 /**
  * Bounds the memory a server's answers hold while their callers take none
@@ -55,8 +66,8 @@ interface Connection {
  * large answer for a caller reading at full speed too (HTTP/2 lets 64 KiB
  * go ahead of its reads), and how many bytes each connection's socket has
  * written. So a connection counts as stalled when it holds unsent answers
- * and wrote nothing between two looks, `checkMs` apart: a caller that
- * reads, however slowly, is never stalled. A stalled connection's new calls
+ * and wrote nothing over four looks in a row, `checkMs` apart (a second at
+ * the default): a caller that reads, however slowly, is never stalled. A stalled connection's new calls
  * are refused before they run while it holds more than
  * `maxBytesPerConnection` (RESOURCE_EXHAUSTED, nothing done); its calls are
  * cancelled once it has sent nothing for `stallMs`, and, while answers on
@@ -103,10 +114,15 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
     for (const connection of connections.values()) {
       const pending = unsent(connection);
       const socketWritten = written(connection.session);
-      if (pending === 0 || socketWritten !== connection.written) connection.stalledSince = undefined;
-      else connection.stalledSince ??= now;
+      if (pending === 0 || socketWritten !== connection.written) {
+        connection.stalledSince = undefined;
+        connection.stalledLooks = 0;
+      } else {
+        connection.stalledSince ??= now;
+        connection.stalledLooks++;
+      }
       connection.written = socketWritten;
-      if (connection.stalledSince === undefined) continue;
+      if (connection.stalledSince === undefined || connection.stalledLooks < stalledAfterLooks) continue;
       if (now - connection.stalledSince >= stallMs) late.push(connection);
       else {
         total += pending;
@@ -119,7 +135,7 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
         if (enough()) return;
         const pending = stream.writableLength;
         if (pending === 0) continue;
-        if (connection.stalledSince !== undefined && now - connection.stalledSince < stallMs) total -= pending;
+        if (now - connection.stalledSince! < stallMs) total -= pending;
         dropped.push([stream, method]);
       }
     };
@@ -155,7 +171,7 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
       const session = stream.session;
       if (!session) return;
       let connection = connections.get(session);
-      if (!connection) connections.set(session, (connection = { session, streams: new Map(), written: written(session), stalledSince: undefined }));
+      if (!connection) connections.set(session, (connection = { session, streams: new Map(), written: written(session), stalledSince: undefined, stalledLooks: 0 }));
       const path = headers[":path"];
       connection.streams.set(stream, typeof path === "string" ? path : "");
       streamConnection.set(stream, connection);
@@ -164,8 +180,8 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
     },
     refusal(stream) {
       const connection = streamConnection.get(stream);
-      // A connection that sent some of its answers since the last look, or held none, is read: nothing to count.
-      if (connection?.stalledSince === undefined) return undefined;
+      // A connection that sent some of its answers in the last looks, or held none, is read: nothing to count.
+      if (connection === undefined || connection.stalledLooks < stalledAfterLooks) return undefined;
       const waiting = unsent(connection);
       if (waiting <= maxBytesPerConnection) return undefined;
       return new StatusError(

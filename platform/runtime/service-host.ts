@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { ConsumerBinding, DeliveryMiddleware, EventRuntime } from "../events/index.js";
 import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, outboxMetrics, type StreamSpec } from "../events/index.js";
-import { createGrpcServer, grpcCallMetrics, type GrpcServer } from "../grpc/index.js";
+import { createGrpcServer, grpcCallMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
 import type { Logger } from "../log/index.js";
 import { type Database, type Migration, openDatabase, type Retention } from "../sql/index.js";
@@ -119,6 +119,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     if (registry) {
       collectDefaultMetrics({ register: registry });
       outboxMetrics(registry, db);
+      unreadAnswerMetrics(registry, server.unreadAnswers);
     }
   } catch (err) {
     await db.close();
