@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AckPolicy, connect, headers as natsHeaders, nanos, nkeyAuthenticator, type NatsConnection } from "nats";
@@ -7,25 +6,13 @@ import { allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, ensureStreams } from "../platform/events/index.js";
 import { abandonedRange, PastInboxError, redeliver } from "../tools/concord/redeliver.js";
 import { uuidv7 } from "../platform/ids/index.js";
+import { type ConcordRun, runConcord } from "./support/concord.js";
 import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
 
 /** Runs the `concord` bin with DATA_DIR set as `npm start` sets it (its seeds under DATA_DIR/nats-credentials). */
-function concord(dataDir: string, ...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir };
-  delete env.NATS_NKEY_SEED;
-  const child = spawn(process.execPath, ["tools/concord.mjs", ...args], { stdio: ["ignore", "pipe", "pipe"], env });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => (stdout += d));
-  child.stderr.on("data", (d) => (stderr += d));
-  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-  return new Promise((resolve) =>
-    child.once("exit", (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    }),
-  );
+function concord(dataDir: string, ...args: string[]): Promise<ConcordRun> {
+  return runConcord({ DATA_DIR: dataDir, NATS_NKEY_SEED: undefined }, args);
 }
 
 describe("npx concord consumer redeliver", () => {

@@ -4,6 +4,7 @@ import { AckPolicy, connect, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, ensureStreams } from "../platform/events/index.js";
+import { type ConcordRun, runConcord } from "./support/concord.js";
 import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
 
@@ -21,20 +22,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     delete env.NATS_NKEY_SEED;
     return spawn(process.execPath, ["tools/concord.mjs", ...args], { stdio: ["ignore", "pipe", "pipe"], env });
   };
-  const concord = (...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> => {
-    const child = start(...args);
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-    return new Promise((resolve) =>
-      child.once("exit", (status) => {
-        clearTimeout(timer);
-        resolve({ status, stdout, stderr });
-      }),
-    );
-  };
+  const concord = (...args: string[]): Promise<ConcordRun> => runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: undefined }, args, 30_000);
 
   beforeAll(async () => {
     nats = await startNatsServer();

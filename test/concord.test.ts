@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { connect, headers as natsHeaders, type NatsConnection } from "nats";
+import { type ConcordRun, runConcord } from "./support/concord.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderPlacedEvent } from "../gen/ts/shop/orders/v1/order_events_jetstream.js";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -12,24 +13,13 @@ import { clientTlsCredentials } from "../platform/grpc/index.js";
 import { address, devSecurity, quietLogger, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 
 /** Runs the `concord` bin as an operator would; resolves once it exits. The services here serve in plaintext. */
-function concord(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function concord(...args: string[]): Promise<ConcordRun> {
   return concordWith({ GRPC_INSECURE: "1" }, ...args);
 }
 
 /** Runs the `concord` bin with `env` on top of this process's environment. */
-function concordWith(env: Record<string, string>, ...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ["tools/concord.mjs", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => (stdout += d));
-  child.stderr.on("data", (d) => (stderr += d));
-  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-  return new Promise((resolve) =>
-    child.once("exit", (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    }),
-  );
+function concordWith(env: Record<string, string>, ...args: string[]): Promise<ConcordRun> {
+  return runConcord(env, args);
 }
 
 /** `concord` started in the background, for the commands that follow events until stopped. */

@@ -1,0 +1,33 @@
+import { spawn } from "node:child_process";
+
+/** What a `concord` run ended with. */
+export interface ConcordRun {
+  readonly status: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * Runs the `concord` bin (tools/concord.mjs) to its end with `env` on top of
+ * this process's environment (a name set to undefined is removed), and
+ * kills it after `timeoutMs`.
+ */
+export function runConcord(env: Record<string, string | undefined>, args: readonly string[], timeoutMs = 60_000): Promise<ConcordRun> {
+  const merged: NodeJS.ProcessEnv = { ...process.env };
+  for (const [name, value] of Object.entries(env)) {
+    if (value === undefined) delete merged[name];
+    else merged[name] = value;
+  }
+  const child = spawn(process.execPath, ["tools/concord.mjs", ...args], { stdio: ["ignore", "pipe", "pipe"], env: merged });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  child.stderr.on("data", (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  return new Promise((resolve) =>
+    child.once("exit", (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    }),
+  );
+}
