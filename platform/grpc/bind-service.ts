@@ -59,8 +59,51 @@ export interface BindOptions {
   readonly admission?: Admission;
   /** Hears each call's method, status code and duration (metrics). */
   readonly callObserver?: CallObserver;
-  /** A reason to refuse a call before its request is decoded, if there is one (its connection holds too many answers its caller has not taken). */
-  readonly refusal?: (call: ServerUnaryCall<unknown, unknown>) => StatusError | undefined;
+  /** Holds back or refuses calls, before their requests are decoded, whose connections hold answers their callers have not taken. */
+  readonly answerGate?: AnswerGate;
+}
+
+/** What bindService asks of the bound on unread answers (see watchUnreadResponses). */
+export interface AnswerGate {
+  /**
+   * Whether the call may run, its answer expected to take about
+   * `answerBytes`: undefined when it may now, a promise that settles when
+   * it may (or rejects with the error to answer), or an error to answer now.
+   */
+  admit(call: ServerUnaryCall<unknown, unknown>, answerBytes: number): StatusError | Promise<void> | undefined;
+  /** The call has written its answer, or its error. */
+  answered(call: ServerUnaryCall<unknown, unknown>): void;
+}
+
+/**
+ * The size a method's next answer is expected to take: the largest it gave
+ * in this minute or the one before (64 KiB while it has given none for
+ * that long, as at the start), and never more than the largest its
+ * contract allows. By the largest over a while, not a mean: a caller that
+ * asks for small answers for a moment does not make the server expect
+ * small ones from a burst of large calls right after.
+ */
+class AnswerSizes {
+  private current = 0;
+  private previous = 64 * 1024;
+  private since = Date.now();
+  constructor(private readonly bound: number) {}
+  get expected(): number {
+    this.roll();
+    const largest = this.current > this.previous ? this.current : this.previous;
+    return largest < this.bound ? largest : this.bound;
+  }
+  observe(bytes: number): void {
+    this.roll();
+    if (bytes > this.current) this.current = bytes;
+  }
+  private roll(): void {
+    const now = Date.now();
+    if (now - this.since < 60_000) return;
+    this.previous = now - this.since < 120_000 && this.current > 0 ? this.current : 64 * 1024;
+    this.current = 0;
+    this.since = now;
+  }
 }
 
 /** The smallest receive limit a method gets, however small its contract bounds its requests. */
@@ -102,10 +145,19 @@ export function bindService<D extends ServiceDefinition>(
   for (const [name, method] of Object.entries(definition)) {
     const fn = impl[name as keyof D];
     if (typeof fn !== "function") throw new Error(`no implementation for ${method.path}`);
-    rawDefinition[name] = { ...method, requestDeserialize: (value: Buffer) => value };
     const desc = methodOf(options.checker, method.path);
+    const answers = new AnswerSizes(encodedSizeBound(desc.output));
+    rawDefinition[name] = {
+      ...method,
+      requestDeserialize: (value: Buffer) => value,
+      responseSerialize: (value: unknown) => {
+        const bytes = method.responseSerialize(value);
+        answers.observe(bytes.length);
+        return bytes;
+      },
+    };
     const guard = options.access ? methodGuard(options.access, desc.name, methodAccess(options.checker.registry, desc)) : undefined;
-    const handler = unaryHandler(method, fn.bind(impl), desc.input.typeName, requestLimit(encodedSizeBound(desc.input), options.maxRequestBytes), guard, requestDigester(desc.input, method.requestSerialize), options);
+    const handler = unaryHandler(method, fn.bind(impl), desc.input.typeName, requestLimit(encodedSizeBound(desc.input), options.maxRequestBytes), guard, requestDigester(desc.input, method.requestSerialize), answers, options);
     handlers[name] = traceServerCalls(method.path, observeCalls(method.path, handler, options.callObserver));
   }
   return { definition: rawDefinition as D, handlers: handlers as BoundService<D> };
@@ -126,7 +178,8 @@ function unaryHandler(
   limit: number,
   guard: MethodGuard | undefined,
   digestOf: (request: unknown) => Uint8Array,
-  { checker, logger, admission, refusal }: BindOptions,
+  answers: AnswerSizes,
+  { checker, logger, admission, answerGate }: BindOptions,
 ) {
   const methodName = method.path.slice(method.path.lastIndexOf("/") + 1);
   const log = logger.child({ method: method.path });
@@ -139,20 +192,26 @@ function unaryHandler(
       if (err === undefined) {
         logOk(`"code":"OK","ms":${ms}`);
         callback(null, response);
-        return;
+      } else {
+        const grpcError = toGrpcError(err);
+        if (grpcError.code === status.INTERNAL) log.error({ code: "INTERNAL", ms, err }, "call failed");
+        else log.info({ code: codeName((grpcError.code ?? Code.UNKNOWN) as number as Code), ms, reason: grpcError.details }, "call");
+        callback(grpcError);
       }
-      const grpcError = toGrpcError(err);
-      if (grpcError.code === status.INTERNAL) log.error({ code: "INTERNAL", ms, err }, "call failed");
-      else log.info({ code: codeName((grpcError.code ?? Code.UNKNOWN) as number as Code), ms, reason: grpcError.details }, "call");
-      callback(grpcError);
+      // grpc-js has written the answer by now: what its caller has not taken counts as unsent from here on.
+      answerGate?.answered(call);
     };
     const bytes = call.request;
     // Who calls, before anything of the request is read (see access.ts): its size, then the request itself.
     if (guard) guard.authenticate(call.metadata).then((principal) => serve(principal), finish);
     else serve(unrestricted);
     function serve(principal: Principal): void {
-      const refused = refusal?.(call);
-      if (refused) return finish(refused);
+      const gate = answerGate?.admit(call, answers.expected);
+      if (gate === undefined) return handle(principal);
+      if (gate instanceof StatusError) return finish(gate);
+      gate.then(() => handle(principal), finish);
+    }
+    function handle(principal: Principal): void {
       if (bytes.length > limit) {
         // Too large to run the contract's rules on; a list over its limit is still named, as that is cheap to tell.
         let overfull: FieldViolation[] = [];

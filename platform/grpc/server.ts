@@ -57,11 +57,13 @@ export interface GrpcServerOptions {
   readonly callObserver?: CallObserver;
   /**
    * How long and how much answers may wait on connections whose callers
-   * take none of them (see watchUnreadResponses): by default a connection
-   * that holds answers and sent none of them for 10 s has its calls
-   * cancelled, and so, while answers on such connections pass 32 MiB, have
-   * those stalled longest; a new call on one holding more than 8 MiB is
-   * refused with RESOURCE_EXHAUSTED before it runs.
+   * take none of them (see watchUnreadResponses): by default a connection's
+   * new call waits to run while its unsent answers, with those its calls
+   * under way are expected to write, would pass 8 MiB, and is refused with
+   * RESOURCE_EXHAUSTED before it runs once the connection sends none; a
+   * connection that holds answers and sent none of them for 10 s has its
+   * calls cancelled, and so, while answers on such connections pass 32 MiB,
+   * have those stalled longest.
    */
   readonly unreadResponses?: UnreadResponseOptions;
 }
@@ -157,9 +159,15 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         logger,
         maxRequestBytes: maxReceive,
         admission,
-        refusal: (call) => {
-          const stream = http2StreamOf(call);
-          return stream && unread.refusal(stream);
+        answerGate: {
+          admit(call, answerBytes) {
+            const stream = http2StreamOf(call);
+            return stream && unread.admit(stream, answerBytes);
+          },
+          answered(call) {
+            const stream = http2StreamOf(call);
+            if (stream) unread.answered(stream);
+          },
         },
         ...(options.access && { access: options.access }),
         ...(options.callObserver && { callObserver: options.callObserver }),

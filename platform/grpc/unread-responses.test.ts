@@ -1,7 +1,7 @@
 import { type ClientHttp2Session, type ClientHttp2Stream, connect as connectHttp2, constants as http2Constants } from "node:http2";
 import { afterEach, describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
-import { GetProductRequest, ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { ListProductsRequest, ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { Code, StatusError } from "../errors/index.js";
 import { createLogger } from "../log/index.js";
 import type { ServiceImpl } from "./bind-service.js";
@@ -12,20 +12,24 @@ import type { UnreadResponseOptions } from "./unread-responses.js";
 const logger = createLogger({ service: "test", level: "silent" });
 const productId = "01890a5d-ac96-774b-bcce-b302099a8057";
 
-/** A product service whose GetProduct answers with about `bytes` of description, counting its runs. */
+/**
+ * A product service whose ListProducts answers with one product of about
+ * `bytes` of description, counting its runs (a list, as the contract puts
+ * no bound on its answers' size).
+ */
 function bigAnswers(bytes: number, runs = { count: 0 }): ServiceImpl<typeof ProductServiceService> {
   const product = { id: productId, name: "x", description: "d".repeat(bytes), price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
   const unused = async (): Promise<never> => {
     throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
   };
-  const getProduct = async () => {
+  const listProducts = async () => {
     runs.count++;
-    return { product };
+    return { products: [product], nextPageToken: "" };
   };
-  return { getProduct, batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused };
+  return { getProduct: unused, batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts, adjustStock: unused };
 }
 
-/** A raw HTTP/2 GetProduct call whose caller reads nothing of the answer (it sends no WINDOW_UPDATE). */
+/** A raw HTTP/2 ListProducts call whose caller reads nothing of the answer (it sends no WINDOW_UPDATE). */
 interface Unread {
   readonly stream: ClientHttp2Stream;
   /** The RST_STREAM code it closed with (0 when it ended normally). */
@@ -37,9 +41,9 @@ interface Unread {
 }
 
 function unreadCall(session: ClientHttp2Session): Unread {
-  const body = GetProductRequest.encode({ id: productId }).finish();
+  const body = ListProductsRequest.encode({ pageSize: 1, pageToken: "" }).finish();
   const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, body.length]), body]);
-  const stream = session.request({ ":method": "POST", ":path": ProductServiceService.getProduct.path, "content-type": "application/grpc", te: "trailers", "grpc-timeout": "60S" });
+  const stream = session.request({ ":method": "POST", ":path": ProductServiceService.listProducts.path, "content-type": "application/grpc", te: "trailers", "grpc-timeout": "60S" });
   stream.on("error", () => undefined);
   let received = 0;
   stream.on("data", (chunk: Buffer) => (received += chunk.length));
@@ -71,14 +75,15 @@ describe("answers their callers do not read", () => {
   }
 
   it("cancels the calls of a connection that sent none of its answers for stallMs (RST_STREAM CANCEL), while a caller that reads is answered", async () => {
-    const address = await serve(2 * 1024 * 1024, { stallMs: 600, checkMs: 50 });
+    // Room for all four answers on the connection: here every call runs, and waits to be cancelled.
+    const address = await serve(2 * 1024 * 1024, { stallMs: 600, maxBytesPerConnection: 64 * 1024 * 1024, checkMs: 50 });
     const unread = Array.from({ length: 4 }, () => unreadCall(session!));
     const started = Date.now();
     // A gRPC client that reads its 2 MiB answer meanwhile gets all of it.
     const client = createClient(ProductServiceService, { address });
     try {
-      const answer = await client.getProduct({ id: productId });
-      expect(answer.product?.description).toHaveLength(2 * 1024 * 1024);
+      const answer = await client.listProducts({ pageSize: 1, pageToken: "" });
+      expect(answer.products[0]?.description).toHaveLength(2 * 1024 * 1024);
     } finally {
       client.close();
     }
@@ -92,21 +97,22 @@ describe("answers their callers do not read", () => {
 
   it("refuses a call before it runs on a connection that takes none of its answers and holds more than maxBytesPerConnection of them; other connections are served", async () => {
     const runs = { count: 0 };
-    const address = await serve(1024 * 1024, { stallMs: 60_000, maxBytesPerConnection: 2 * 1024 * 1024, checkMs: 50 }, runs);
+    const address = await serve(1024 * 1024, { stallMs: 60_000, maxBytesPerConnection: 2.5 * 1024 * 1024, checkMs: 50 }, runs);
     const unread: Unread[] = [];
     // Far enough apart for the connection to be found sending nothing at four looks in a row.
     for (let i = 0; i < 5; i++) {
       unread.push(unreadCall(session!));
       await new Promise((r) => setTimeout(r, 300));
     }
-    // Two answers of just over 1 MiB wait: the third call and those after it find more than 2 MiB and do not run.
+    // Two answers of just over 1 MiB wait: the third call and those after it find the connection stalled with more
+    // than 2.5 MiB of them and its own, and do not run.
     expect(runs.count).toBe(2);
     expect(await Promise.all(unread.slice(2).map((call) => call.closed))).toEqual([0, 0, 0]);
     expect(unread.slice(2).map((call) => call.status())).toEqual(["8", "8", "8"]);
     expect(unread.slice(0, 2).map((call) => call.stream.closed)).toEqual([false, false]);
     const client = createClient(ProductServiceService, { address });
     try {
-      expect((await client.getProduct({ id: productId })).product?.description).toHaveLength(1024 * 1024);
+      expect((await client.listProducts({ pageSize: 1, pageToken: "" })).products[0]?.description).toHaveLength(1024 * 1024);
     } finally {
       client.close();
     }
@@ -161,14 +167,62 @@ describe("answers their callers do not read", () => {
     const client = createClient(ProductServiceService, { address });
     try {
       for (let round = 0; round < 3; round++) {
-        const answers = await Promise.all(Array.from({ length: 40 }, () => client.getProduct({ id: productId })));
-        expect(answers.map((a) => a.product?.description.length)).toEqual(answers.map(() => 1024 * 1024));
+        const answers = await Promise.all(Array.from({ length: 40 }, () => client.listProducts({ pageSize: 1, pageToken: "" })));
+        expect(answers.map((a) => a.products[0]?.description.length)).toEqual(answers.map(() => 1024 * 1024));
         await new Promise((r) => setTimeout(r, 60 * round));
       }
     } finally {
       client.close();
     }
     expect(runs.count).toBe(120);
+  });
+
+  it("holds back a burst of calls on one connection at about maxBytesPerConnection of answers, and refuses the rest before they run once its caller is seen to take none", async () => {
+    const runs = { count: 0 };
+    const address = await serve(1024 * 1024, { stallMs: 60_000, maxBytes: 1024 * 1024 * 1024, maxBytesPerConnection: 4.5 * 1024 * 1024, checkMs: 50 }, runs);
+    // One answer read first: the server now expects answers of this size from ListProducts.
+    const client = createClient(ProductServiceService, { address });
+    try {
+      await client.listProducts({ pageSize: 1, pageToken: "" });
+    } finally {
+      client.close();
+    }
+    // Forty calls sent at once on one connection whose caller reads nothing: four answers of just over 1 MiB fit in 4.5 MiB.
+    const unread = Array.from({ length: 40 }, () => unreadCall(session!));
+    const refused = await Promise.all(unread.slice(4).map((call) => call.closed));
+    expect(refused).toEqual(refused.map(() => 0));
+    expect(unread.slice(4).map((call) => call.status())).toEqual(refused.map(() => "8"));
+    expect(runs.count).toBe(1 + 4);
+    expect(unread.slice(0, 4).map((call) => call.stream.closed)).toEqual([false, false, false, false]);
+    // Once read, the four that ran are answered in full.
+    for (const call of unread.slice(0, 4)) call.stream.resume();
+    expect(await Promise.all(unread.slice(0, 4).map((call) => call.closed))).toEqual([0, 0, 0, 0]);
+    for (const call of unread.slice(0, 4)) expect(call.received()).toBeGreaterThan(1024 * 1024);
+  });
+
+  it("runs a burst from a caller that reads as fast as it takes its answers, a few at a time, and answers every call", async () => {
+    const runs = { count: 0 };
+    const address = await serve(1024 * 1024, { stallMs: 60_000, maxBytesPerConnection: 3 * 1024 * 1024, checkMs: 50 }, runs);
+    const client = createClient(ProductServiceService, { address });
+    try {
+      await client.listProducts({ pageSize: 1, pageToken: "" });
+      // How many calls had run whose answers this caller had not yet got in full, at worst: 30 without the bound.
+      let answered = 0;
+      let ahead = 0;
+      const answers = await Promise.all(
+        Array.from({ length: 30 }, async () => {
+          const answer = await client.listProducts({ pageSize: 1, pageToken: "" });
+          answered++;
+          ahead = Math.max(ahead, runs.count - 1 - answered);
+          return answer;
+        }),
+      );
+      expect(answers.map((a) => a.products[0]?.description.length)).toEqual(answers.map(() => 1024 * 1024));
+      expect(ahead).toBeLessThanOrEqual(3);
+    } finally {
+      client.close();
+    }
+    expect(runs.count).toBe(31);
   });
 
   it("refuses options that are not whole numbers from 1", () => {

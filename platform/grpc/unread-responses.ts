@@ -9,7 +9,12 @@ export interface UnreadResponseOptions {
   readonly stallMs?: number;
   /** The most bytes of answers on stalled connections; past it, the calls of those stalled longest are cancelled. Default 32 MiB. */
   readonly maxBytes?: number;
-  /** The most bytes of answers a stalled connection may hold; past it, its new calls are refused before they run. Default 8 MiB. */
+  /**
+   * The most bytes of answers one connection may hold unsent, counting those
+   * of its calls under way at their method's usual size: past it, its new
+   * calls wait to run until its caller has taken some, and are refused
+   * before they run while it takes none. Default 8 MiB.
+   */
   readonly maxBytesPerConnection?: number;
   /** How often connections are looked at. Default 250 ms. */
   readonly checkMs?: number;
@@ -19,11 +24,19 @@ export interface UnreadResponses {
   /** Follows one stream of the server until it closes. */
   watch(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void;
   /**
-   * RESOURCE_EXHAUSTED when the connection `stream` came on was stalled at
-   * the last look and holds more than maxBytesPerConnection of answers: a
-   * call to refuse before its handler runs. Undefined otherwise.
+   * Whether a call on `stream`, whose answer is expected to take about
+   * `answerBytes`, may run: undefined when it may now; a promise that
+   * resolves when it may, as its connection already holds or expects
+   * maxBytesPerConnection of answers its caller has not taken (it rejects
+   * with RESOURCE_EXHAUSTED should the connection stop reading, and with
+   * CANCELLED should the call end meanwhile); RESOURCE_EXHAUSTED at once
+   * when the connection was stalled at the last look and holds more than
+   * maxBytesPerConnection. Once let in, the call counts at `answerBytes`
+   * until `answered`.
    */
-  refusal(stream: ServerHttp2Stream): StatusError | undefined;
+  admit(stream: ServerHttp2Stream, answerBytes: number): StatusError | Promise<void> | undefined;
+  /** The call on `stream` has written its answer (now counted as unsent bytes, if its caller has not taken them). */
+  answered(stream: ServerHttp2Stream): void;
   /** Bytes of answers waiting on stalled connections at the last look. */
   readonly stalledBytes: number;
   /** Calls cancelled so far because their connections sent nothing. */
@@ -32,10 +45,28 @@ export interface UnreadResponses {
   stop(): void;
 }
 
+/** One open stream: its method, and the bytes its answer is expected to take while its call runs (0 once answered). */
+interface Watched {
+  readonly method: string;
+  expected: number;
+}
+
+/** A call that waits for its connection's caller to take some answers. */
+interface Waiter {
+  readonly stream: ServerHttp2Stream;
+  readonly answerBytes: number;
+  readonly resolve: () => void;
+  readonly reject: (err: StatusError) => void;
+}
+
 interface Connection {
   readonly session: Http2Session;
-  /** Its open streams, oldest first, each with its method. */
-  readonly streams: Map<ServerHttp2Stream, string>;
+  /** Its open streams, oldest first. */
+  readonly streams: Map<ServerHttp2Stream, Watched>;
+  /** The bytes the answers of its calls under way are expected to take. */
+  expected: number;
+  /** Its calls waiting to run, in the order they came. */
+  readonly waiting: Waiter[];
   /** The bytes its socket had written at the last look. */
   written: number;
   /** Since when it has held answers and sent nothing, as of the last look. */
@@ -62,21 +93,32 @@ const stalledAfterLooks = 4;
  * 2 GiB of a service. Admission control does not see it, as the handler has
  * returned.
  *
+ * Backpressure first: a connection's new call waits to run while the
+ * connection's unsent answers, with the answers its calls under way are
+ * expected to write (each at the largest answer its method gave in the
+ * last minute or two), would pass
+ * `maxBytesPerConnection`; it runs as its caller takes answers. One call at
+ * a time always runs. So a caller that asks for many large answers at once
+ * gets them as fast as it reads them, and one that reads none has at most
+ * about `maxBytesPerConnection` of answers made for it, however many calls
+ * it sends in one burst.
+ *
  * Node tells how much of each stream's answer is unsent, which is most of a
  * large answer for a caller reading at full speed too (HTTP/2 lets 64 KiB
  * go ahead of its reads), and how many bytes each connection's socket has
  * written. So a connection counts as stalled when it holds unsent answers
  * and wrote nothing over four looks in a row, `checkMs` apart (a second at
- * the default): a caller that reads, however slowly, is never stalled. A stalled connection's new calls
- * are refused before they run while it holds more than
- * `maxBytesPerConnection` (RESOURCE_EXHAUSTED, nothing done); its calls are
- * cancelled once it has sent nothing for `stallMs`, and, while answers on
- * stalled connections pass `maxBytes`, the calls of the connections stalled
- * longest are cancelled, oldest first. A cancelled call's work was done;
- * its caller, which was not reading, gets CANCELLED (RST_STREAM with
- * CANCEL) if it reads again. Not covered: one paused stream among others
- * its connection reads (a proxy's connection carrying a paused user), whose
- * answer waits for its deadline.
+ * the default): a caller that reads, however slowly, is never stalled. A
+ * stalled connection's calls waiting to run, and its new calls while it
+ * holds more than `maxBytesPerConnection`, are refused before they run
+ * (RESOURCE_EXHAUSTED, nothing done); its calls are cancelled once it has
+ * sent nothing for `stallMs`, and, while answers on stalled connections
+ * pass `maxBytes`, the calls of the connections stalled longest are
+ * cancelled, oldest first. A cancelled call's work was done; its caller,
+ * which was not reading, gets CANCELLED (RST_STREAM with CANCEL) if it
+ * reads again. Not covered: one paused stream among others its connection
+ * reads (a proxy's connection carrying a paused user), whose answer waits
+ * for its deadline, and whose connection's later calls wait behind it.
  */
 export function watchUnreadResponses(logger: Logger, options: UnreadResponseOptions = {}): UnreadResponses {
   const factory = "unreadResponses";
@@ -98,12 +140,49 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
     for (const stream of connection.streams.keys()) bytes += stream.writableLength;
     return bytes;
   };
+  const isStalled = (connection: Connection): boolean => connection.stalledLooks >= stalledAfterLooks;
+  const refusalFor = (waiting: number) =>
+    new StatusError(
+      Code.RESOURCE_EXHAUSTED,
+      `this connection holds ${(waiting / 1048576).toFixed(1)} MiB of answers its caller has not taken (at most ${(maxBytesPerConnection / 1048576).toFixed(1)} MiB while it takes none); nothing was done, read those first`,
+    );
+  /** Whether a call expecting `answerBytes` fits beside `pending` unsent bytes: one call at a time always does. */
+  const fits = (connection: Connection, pending: number, answerBytes: number): boolean =>
+    (connection.expected === 0 && pending === 0) || pending + connection.expected + answerBytes <= maxBytesPerConnection;
+  const start = (connection: Connection, stream: ServerHttp2Stream, answerBytes: number): void => {
+    const watched = connection.streams.get(stream);
+    if (!watched) return;
+    watched.expected = answerBytes;
+    connection.expected += answerBytes;
+  };
+  /** Lets the calls waiting on `connection` run, in order, while they fit; refuses them all once it is stalled. */
+  const release = (connection: Connection): void => {
+    if (connection.waiting.length === 0) return;
+    const pending = unsent(connection);
+    if (isStalled(connection) && pending > 0) {
+      const refusal = refusalFor(pending);
+      for (const waiter of connection.waiting.splice(0)) waiter.reject(refusal);
+      return;
+    }
+    while (connection.waiting.length > 0) {
+      const next = connection.waiting[0];
+      if (!fits(connection, pending, next.answerBytes)) return;
+      connection.waiting.shift();
+      start(connection, next.stream, next.answerBytes);
+      next.resolve();
+    }
+  };
   // One listener for every stream ('close' comes once): no closure or once-wrapper per call.
   function closed(this: ServerHttp2Stream): void {
     const connection = streamConnection.get(this);
     if (!connection) return;
+    const watched = connection.streams.get(this);
+    if (watched) connection.expected -= watched.expected;
     connection.streams.delete(this);
+    const at = connection.waiting.findIndex((waiter) => waiter.stream === this);
+    if (at >= 0) connection.waiting.splice(at, 1)[0].reject(new StatusError(Code.CANCELLED, "the call ended while it waited for its connection's caller to take answers; nothing was done"));
     if (connection.streams.size === 0) connections.delete(connection.session);
+    else release(connection);
   }
 
   const look = (): void => {
@@ -122,7 +201,8 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
         connection.stalledLooks++;
       }
       connection.written = socketWritten;
-      if (connection.stalledSince === undefined || connection.stalledLooks < stalledAfterLooks) continue;
+      release(connection);
+      if (connection.stalledSince === undefined || !isStalled(connection)) continue;
       if (now - connection.stalledSince >= stallMs) late.push(connection);
       else {
         total += pending;
@@ -131,7 +211,7 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
     }
     const dropped: Array<[ServerHttp2Stream, string]> = [];
     const drop = (connection: Connection, enough: () => boolean): void => {
-      for (const [stream, method] of connection.streams) {
+      for (const [stream, { method }] of connection.streams) {
         if (enough()) return;
         const pending = stream.writableLength;
         if (pending === 0) continue;
@@ -171,23 +251,31 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
       const session = stream.session;
       if (!session) return;
       let connection = connections.get(session);
-      if (!connection) connections.set(session, (connection = { session, streams: new Map(), written: written(session), stalledSince: undefined, stalledLooks: 0 }));
+      if (!connection) connections.set(session, (connection = { session, streams: new Map(), expected: 0, waiting: [], written: written(session), stalledSince: undefined, stalledLooks: 0 }));
       const path = headers[":path"];
-      connection.streams.set(stream, typeof path === "string" ? path : "");
+      connection.streams.set(stream, { method: typeof path === "string" ? path : "", expected: 0 });
       streamConnection.set(stream, connection);
       stream.on("close", closed);
       timer ??= setInterval(look, checkMs).unref();
     },
-    refusal(stream) {
+    admit(stream, answerBytes) {
       const connection = streamConnection.get(stream);
-      // A connection that sent some of its answers in the last looks, or held none, is read: nothing to count.
-      if (connection === undefined || connection.stalledLooks < stalledAfterLooks) return undefined;
-      const waiting = unsent(connection);
-      if (waiting <= maxBytesPerConnection) return undefined;
-      return new StatusError(
-        Code.RESOURCE_EXHAUSTED,
-        `this connection holds ${(waiting / 1048576).toFixed(1)} MiB of answers its caller has not taken (at most ${(maxBytesPerConnection / 1048576).toFixed(1)} MiB while it takes none); nothing was done, read those first`,
-      );
+      if (connection === undefined || stream.closed) return undefined;
+      const pending = unsent(connection);
+      if (isStalled(connection) && pending > maxBytesPerConnection) return refusalFor(pending);
+      if (connection.waiting.length === 0 && fits(connection, pending, answerBytes)) {
+        start(connection, stream, answerBytes);
+        return undefined;
+      }
+      return new Promise<void>((resolve, reject) => connection.waiting.push({ stream, answerBytes, resolve, reject }));
+    },
+    answered(stream) {
+      const connection = streamConnection.get(stream);
+      const watched = connection?.streams.get(stream);
+      if (!connection || !watched || watched.expected === 0) return;
+      connection.expected -= watched.expected;
+      watched.expected = 0;
+      release(connection);
     },
     get stalledBytes() {
       return stalledBytes;
