@@ -225,6 +225,43 @@ describe("answers their callers do not read", () => {
     expect(runs.count).toBe(31);
   });
 
+  it("runs a call that waited 8 looks for room on a connection that still sends answers (a proxy's, carrying a paused caller) without waiting for the room", async () => {
+    const runs = { count: 0 };
+    const address = await serve(1024 * 1024, { stallMs: 60_000, maxBytesPerConnection: 2.5 * 1024 * 1024, checkMs: 50 }, runs);
+    const client = createClient(ProductServiceService, { address });
+    try {
+      await client.listProducts({ pageSize: 1, pageToken: "" });
+    } finally {
+      client.close();
+    }
+    const paused = unreadCall(session!);
+    // A caller reading about 64 KiB every 150 ms: its answer takes over two seconds, and the connection keeps sending.
+    const slow = unreadCall(session!);
+    let turn = 0;
+    slow.stream.on("data", (chunk: Buffer) => {
+      turn += chunk.length;
+      if (turn >= 64 * 1024) slow.stream.pause();
+    });
+    const reader = setInterval(() => {
+      turn = 0;
+      slow.stream.resume();
+    }, 150);
+    try {
+      await expect.poll(() => runs.count).toBe(3);
+      // Two answers of 1 MiB held: a third does not fit in 2.5 MiB, and waits 8 looks of 50 ms before it runs.
+      const third = unreadCall(session!);
+      await new Promise((r) => setTimeout(r, 150));
+      expect(runs.count).toBe(3);
+      await expect.poll(() => runs.count, { timeout: 1_500 }).toBe(4);
+      expect(slow.stream.closed).toBe(false);
+      expect(third.stream.closed).toBe(false);
+      expect(paused.stream.closed).toBe(false);
+      expect(await slow.closed).toBe(0);
+    } finally {
+      clearInterval(reader);
+    }
+  });
+
   it("refuses options that are not whole numbers from 1", () => {
     expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { stallMs: 0 } })).toThrow(/stallMs/);
     expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { maxBytes: 1.5 } })).toThrow(/maxBytes/);

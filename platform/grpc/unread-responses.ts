@@ -55,6 +55,8 @@ interface Watched {
 interface Waiter {
   readonly stream: ServerHttp2Stream;
   readonly answerBytes: number;
+  /** The look it began waiting at. */
+  readonly since: number;
   readonly resolve: () => void;
   readonly reject: (err: StatusError) => void;
 }
@@ -85,6 +87,16 @@ interface Connection {
 const stalledAfterLooks = 4;
 
 /**
+ * The looks a call waits for room on a connection that is not stalled
+ * before it runs anyway (two seconds at the default `checkMs`): twice
+ * what finding a connection stalled takes, so that a caller that reads
+ * none of its answers has its calls refused first, while one whose
+ * connection is held by others' answers (a proxy's connection carrying a
+ * paused user) waits a bounded time.
+ */
+const waitLooks = 2 * stalledAfterLooks;
+
+/**
  * Bounds the memory a server's answers hold while their callers take none
  * of them. HTTP/2 lets a caller stop reading (it sends no WINDOW_UPDATE),
  * and grpc-js then keeps the whole encoded answer of the call until the
@@ -101,7 +113,8 @@ const stalledAfterLooks = 4;
  * a time always runs. So a caller that asks for many large answers at once
  * gets them as fast as it reads them, and one that reads none has at most
  * about `maxBytesPerConnection` of answers made for it, however many calls
- * it sends in one burst.
+ * it sends in one burst. A call that has waited two seconds (at the
+ * default `checkMs`) on a connection that is not stalled runs anyway.
  *
  * Node tells how much of each stream's answer is unsent, which is most of a
  * large answer for a caller reading at full speed too (HTTP/2 lets 64 KiB
@@ -118,7 +131,8 @@ const stalledAfterLooks = 4;
  * which was not reading, gets CANCELLED (RST_STREAM with CANCEL) if it
  * reads again. Not covered: one paused stream among others its connection
  * reads (a proxy's connection carrying a paused user), whose answer waits
- * for its deadline, and whose connection's later calls wait behind it.
+ * for its deadline, and whose connection's later calls may wait behind
+ * it, two seconds at most.
  */
 export function watchUnreadResponses(logger: Logger, options: UnreadResponseOptions = {}): UnreadResponses {
   const factory = "unreadResponses";
@@ -133,6 +147,8 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
   let timer: NodeJS.Timeout | undefined;
   let stalledBytes = 0;
   let cancelled = 0;
+  /** Looks so far. */
+  let looks = 0;
 
   const written = (session: Http2Session): number => session.socket?.bytesWritten ?? 0;
   const unsent = (connection: Connection): number => {
@@ -155,7 +171,10 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
     watched.expected = answerBytes;
     connection.expected += answerBytes;
   };
-  /** Lets the calls waiting on `connection` run, in order, while they fit; refuses them all once it is stalled. */
+  /**
+   * Lets the calls waiting on `connection` run, in order, while they fit
+   * or have waited `waitLooks`; refuses them all once it is stalled.
+   */
   const release = (connection: Connection): void => {
     if (connection.waiting.length === 0) return;
     const pending = unsent(connection);
@@ -166,7 +185,7 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
     }
     while (connection.waiting.length > 0) {
       const next = connection.waiting[0];
-      if (!fits(connection, pending, next.answerBytes)) return;
+      if (!fits(connection, pending, next.answerBytes) && looks - next.since < waitLooks) return;
       connection.waiting.shift();
       start(connection, next.stream, next.answerBytes);
       next.resolve();
@@ -186,6 +205,7 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
   }
 
   const look = (): void => {
+    looks++;
     const now = Date.now();
     const late: Connection[] = [];
     const stalled: Array<[Connection, number]> = [];
@@ -267,7 +287,7 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
         start(connection, stream, answerBytes);
         return undefined;
       }
-      return new Promise<void>((resolve, reject) => connection.waiting.push({ stream, answerBytes, resolve, reject }));
+      return new Promise<void>((resolve, reject) => connection.waiting.push({ stream, answerBytes, since: looks, resolve, reject }));
     },
     answered(stream) {
       const connection = streamConnection.get(stream);
