@@ -151,9 +151,25 @@ describe("NATS permissions derived from the contracts", () => {
     expect(await stateOf(order.id)).toBe(CONFIRMED);
     expect((await products.client.getProduct({ id: product.id })).product).toMatchObject({ price: eur(1000), version: 1 });
     // What it may do: read, through an ordered consumer of its own.
-    const reader = await js.consumers.get("SHOP_ORDERS", { filterSubjects: [`shop.orders.v1.order.${order.id}.placed`] });
+    const reader = await js.consumers.get("SHOP_ORDERS", { filterSubjects: `shop.orders.v1.order.${order.id}.placed` });
     const placed = await reader.next({ expires: 5_000 });
     expect(placed?.headers?.get("ce-source")).toBe("orders");
+  });
+
+  it("lets neither the observer nor the operator change a service's durable through the create subject that names no consumer", async () => {
+    for (const user of ["observer", "operator"]) {
+      const nc = await connectAs(user);
+      const jsm = await nc.jetstreamManager();
+      const before = await jsm.consumers.info("SHOP_ORDERS", "products-order-placed");
+      // The name only in the body: the server would take it as an update of the service's durable.
+      const config = { name: "products-order-placed", ack_policy: "explicit", filter_subject: "shop.orders.v1.order.nothing.placed" };
+      await expect(nc.request("$JS.API.CONSUMER.CREATE.SHOP_ORDERS", new TextEncoder().encode(JSON.stringify({ stream_name: "SHOP_ORDERS", config, action: "update" })))).rejects.toThrow(
+        permissionViolation("$JS.API.CONSUMER.CREATE.SHOP_ORDERS"),
+      );
+      const after = await jsm.consumers.info("SHOP_ORDERS", "products-order-placed");
+      expect(after.config.filter_subject).toBe(before.config.filter_subject);
+      expect(after.config.filter_subject).toBe("shop.orders.v1.order.*.placed");
+    }
   });
 
   it("lets the operator put a dead letter back on its subject and delete dead letters, as `concord dlq replay` does, and nothing of the services'", async () => {
@@ -184,7 +200,7 @@ describe("NATS permissions derived from the contracts", () => {
     const evil = OrderPlaced.encode({ orderId, customerId: "c-evil", lines: [{ productId: product.id, productName: "Teapot", quantity: -500, unitPrice: eur(1000), lineTotal: eur(0) }], total: eur(0), linesVersion: 1 }).finish();
     await (await connectAs("orders")).jetstream().publish(subject, evil, eventHeaders("shop.orders.v1.OrderPlaced", "orders"));
     const observer = await connectAs("observer");
-    const dlq = await observer.jetstream().consumers.get("CONCORD_DLQ", { filterSubjects: ["concord.dlq.SHOP_ORDERS.products-order-placed"] });
+    const dlq = await observer.jetstream().consumers.get("CONCORD_DLQ", { filterSubjects: "concord.dlq.SHOP_ORDERS.products-order-placed" });
     let reason: string | undefined;
     for (let m = await dlq.next({ expires: 10_000 }); m; m = await dlq.next({ expires: 10_000 })) {
       if (m.headers?.get(deadLetterHeaders.subject) === subject) {
@@ -202,7 +218,7 @@ describe("NATS permissions derived from the contracts", () => {
     const subject = `shop.products.v1.reservation.${orderId}.reserved`;
     const payload = StockReserved.encode({ orderId, lines: [{ productId: product.id, quantity: 1 }], linesVersion: 1 }).finish();
     await (await connectAs("products")).jetstream().publish(subject, payload, eventHeaders("shop.products.v1.StockReserved", "orders"));
-    const dlq = await (await connectAs("observer")).jetstream().consumers.get("CONCORD_DLQ", { filterSubjects: ["concord.dlq.SHOP_PRODUCTS.orders-stock-reserved"] });
+    const dlq = await (await connectAs("observer")).jetstream().consumers.get("CONCORD_DLQ", { filterSubjects: "concord.dlq.SHOP_PRODUCTS.orders-stock-reserved" });
     let reason: string | undefined;
     for (let m = await dlq.next({ expires: 10_000 }); m; m = await dlq.next({ expires: 10_000 })) {
       if (m.headers?.get(deadLetterHeaders.subject) === subject) {

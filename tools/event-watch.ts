@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { AckPolicy, ConsumerEvents, DeliverPolicy, type JetStreamManager, type JsMsg, type NatsConnection, type NatsError, connect, nanos, nkeyAuthenticator, type OrderedConsumerOptions } from "nats";
+import { AckPolicy, ConsumerEvents, DeliverPolicy, type JetStreamManager, type JsMsg, type NatsConnection, type NatsError, connect, nanos, nkeyAuthenticator, nuid, type OrderedConsumerOptions } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, type EventDescriptor } from "../platform/events/index.js";
 import { repoRoot } from "./repo-root.js";
@@ -116,7 +116,9 @@ export function startAt(all: boolean): Partial<OrderedConsumerOptions> {
  */
 async function checkConsumerAllowed(jsm: JetStreamManager, stream: string, all: boolean): Promise<void> {
   const { deliver_policy, opt_start_seq } = startAt(all);
+  // Named, as the ordered consumer is: the observer may create consumers only through the subject that names them.
   const info = await jsm.consumers.add(stream, {
+    name: `watch_${nuid.next()}`,
     ack_policy: AckPolicy.None,
     deliver_policy,
     ...(opt_start_seq === undefined ? {} : { opt_start_seq }),

@@ -136,7 +136,11 @@ export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization 
     });
 
   // The observer reads through consumers of its own; the services' durables are theirs alone (taking a message
-  // from one, or deleting it, would take it from the service).
+  // from one, or deleting it, would take it from the service). It creates consumers only through the subject that
+  // names them ($JS.API.CONSUMER.CREATE.<stream>.<name>[.<filter>]), where the denials below keep the services'
+  // names out: the older $JS.API.CONSUMER.CREATE.<stream> carries the name in the request body alone, and the
+  // server takes a body naming an existing durable as an update of that durable (its filter, ack wait, deliveries),
+  // which no subject permission can refuse.
   const observer = {
     name: observerName,
     // The default prefix, so that the nats CLI and any client work as they are; no service replies there.
@@ -153,7 +157,6 @@ export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization 
           "$JS.API.CONSUMER.NAMES.*",
           "$JS.API.CONSUMER.LIST.*",
           "$JS.API.CONSUMER.INFO.*.*",
-          "$JS.API.CONSUMER.CREATE.*",
           "$JS.API.CONSUMER.CREATE.*.>",
           "$JS.API.CONSUMER.MSG.NEXT.*.*",
           "$JS.API.CONSUMER.DELETE.*.*",
