@@ -1,10 +1,11 @@
 import { spawnSync } from "node:child_process";
-import { Client, credentials, makeGenericClientConstructor, type ServiceError, status } from "@grpc/grpc-js";
+import { Client, credentials, makeGenericClientConstructor, Server, ServerCredentials, type ServiceError, status } from "@grpc/grpc-js";
 import { service as referenceHealth } from "grpc-health-check";
 import { afterEach, describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { createLogger } from "../log/index.js";
 import { checkHealth } from "./health-client.js";
+import { encodeHealthCheckRequest, HealthService } from "./health.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
 
 const logger = createLogger({ service: "test", level: "silent" });
@@ -74,6 +75,30 @@ describe("grpc.health.v1", () => {
     expect(Date.now() - t0).toBeLessThan(10_000);
     expect(await ended).toBe(status.OK);
     expect(seen.at(-1)).toBe("NOT_SERVING");
+  });
+
+  it("keeps nothing of a Watch once it is cancelled: a caller without a token cannot fill the server's memory with service names", async () => {
+    const grpcServer = new Server();
+    const health = new HealthService({ "": "SERVING" });
+    health.addToServer(grpcServer);
+    const port = await new Promise<number>((resolve, reject) => grpcServer.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const raw = new Client(`127.0.0.1:${port}`, credentials.createInsecure());
+    try {
+      const watchers = (health as unknown as { watchers: Map<string, unknown> }).watchers;
+      // Each name 64 KiB, each call cancelled after its first answer: the server must forget the names.
+      for (let i = 0; i < 20; i++) {
+        const name = `${i}-${"x".repeat(64 * 1024)}`;
+        const call = raw.makeServerStreamRequest("/grpc.health.v1.Health/Watch", (b: Buffer) => b, (b: Buffer) => b, encodeHealthCheckRequest(name));
+        call.on("error", () => undefined);
+        await new Promise<void>((resolve) => call.once("data", () => resolve()));
+        call.cancel();
+        await expect.poll(() => [...(watchers.get(name) as Set<unknown> | undefined) ?? []].length).toBe(0);
+      }
+      await expect.poll(() => [...watchers.keys()].filter((k) => k.length > 1000).length).toBe(0);
+    } finally {
+      raw.close();
+      grpcServer.forceShutdown();
+    }
   });
 });
 

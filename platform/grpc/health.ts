@@ -124,7 +124,11 @@ export class HealthService {
         let calls = this.watchers.get(service);
         if (!calls) this.watchers.set(service, (calls = new Set()));
         calls.add(call);
-        call.on("cancelled", () => calls.delete(call));
+        // The name goes with its last watcher: callers need no token, and the names they choose would otherwise stay.
+        call.on("cancelled", () => {
+          calls.delete(call);
+          if (calls.size === 0 && this.watchers.get(service) === calls) this.watchers.delete(service);
+        });
         call.write(encodeHealthCheckResponse(this.statuses.get(service) ?? "SERVICE_UNKNOWN"));
       },
       List: (_call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>) => {
