@@ -26,6 +26,7 @@
  * (Linux's PR_SET_PDEATHSIG), which would also stop the broker and the
  * services at the same moment.
  */
+import { randomBytes } from "node:crypto";
 import { type ChildProcess, spawn, spawnSync, type StdioOptions } from "node:child_process";
 import { parseArgs } from "node:util";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
@@ -353,6 +354,9 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boole
   mkdirSync(base, { recursive: true });
   const credentials = ensureNatsCredentials(natsCredentialsDir(dataDir));
   writeAuthorizationConfig(join(base, "nats-authorization.conf"), credentials);
+  // The nodes' routes authenticate with a secret of this run (in the 0600 config files): an open route port would let
+  // any local process join as a server and act with none of the users' permissions.
+  const routeSecret = randomBytes(24).toString("hex");
   const servers = clientPorts.map((clientPort, i) => {
     const name = cluster ? `n${i + 1}` : "concord";
     const storeDir = cluster ? join(base, name) : join(dataDir, "nats");
@@ -365,7 +369,7 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boole
       syncAlways: found.syncInterval,
       logFile,
       authorizationInclude: "nats-authorization.conf",
-      ...(cluster && { monitorPort: monitorPorts[i], cluster: { name: "concord", port: routePorts[i], routePorts } }),
+      ...(cluster && { monitorPort: monitorPorts[i], cluster: { name: "concord", port: routePorts[i], routePorts, secret: routeSecret } }),
     });
     const whenBack = cluster ? () => waitForHealthy(`nats-server ${name}`, monitorPorts[i], 30_000) : () => waitForPort(clientPort, 10_000);
     const child = superviseNatsServer(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [tetherScript, found.path, ...args], env, whenBack);

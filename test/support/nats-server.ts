@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
@@ -268,6 +269,8 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
   const parent = options.storeDir ?? mkdtempSync(join(tmpdir(), "concord-nats-cluster-"));
   const ports = await distinctFreePorts(count * 3);
   const routePorts = ports.slice(count, 2 * count);
+  // As `npm start -- --cluster`: the routes take only nodes that know this run's secret.
+  const routeSecret = randomBytes(24).toString("hex");
   let stopped = false;
   const processes: Node[] = [];
   const nodes: NatsClusterNode[] = Array.from({ length: count }, (_, i) => {
@@ -284,7 +287,7 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
       configPath: join(parent, `${name}.conf`),
       syncAlways: (options.syncAlways ?? true) && server.syncInterval,
       monitorPort,
-      cluster: { name: "concord", port: routePorts[i], routePorts },
+      cluster: { name: "concord", port: routePorts[i], routePorts, secret: routeSecret },
     });
     processes.push(node);
     const healthy = (timeoutMs = healthyTimeoutMs) => node.waitUntil("report healthy", () => healthz(monitorPort), timeoutMs);

@@ -1,9 +1,11 @@
-import { chmodSync, writeFileSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { chmodSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { findNatsServer, natsServerLacks, parseNatsServerVersion, pinnedNatsServer, takesSyncInterval } from "./find-nats-server.mjs";
-import { natsServerConfigText } from "./server-config.js";
+import { freePort } from "../free-port.js";
+import { natsServerConfigText, writeNatsServerConfig } from "./server-config.js";
 
 describe("findNatsServer", () => {
   const dir = tempDirForSuite("concord-find-nats-");
@@ -58,5 +60,48 @@ describe("natsServerConfigText", () => {
     const text = natsServerConfigText({ serverName: "one", port: 4222, storeDir: "/data", syncAlways: false });
     expect(text).not.toContain("sync_interval");
     expect(text).not.toContain("cluster");
+  });
+});
+
+describe("a cluster's routes", () => {
+  const dir = tempDirForSuite("concord-nats-routes-");
+  const children: ChildProcess[] = [];
+  afterEach(async () => {
+    await Promise.all(
+      children.splice(0).map((c) => {
+        if (c.exitCode !== null || c.signalCode !== null) return undefined;
+        const exited = new Promise((resolve) => c.once("exit", resolve));
+        c.kill("SIGTERM");
+        return exited;
+      }),
+    );
+  });
+  /** The server names a node has routes to. */
+  const routesOf = async (monitorPort: number): Promise<string[]> =>
+    [...new Set(((await (await fetch(`http://127.0.0.1:${monitorPort}/routez`)).json()) as { routes?: Array<{ remote_name: string }> }).routes?.map((r) => r.remote_name) ?? [])].sort();
+
+  it("take only servers that know the secret: a server of any other local process is refused", { timeout: 60_000 }, async () => {
+    const binary = findNatsServer()!.path;
+    const ports: number[] = [];
+    while (ports.length < 8) {
+      const p = await freePort();
+      if (!ports.includes(p)) ports.push(p);
+    }
+    const [c1, c2, r1, r2, m1, m2, rogueClient, rogueRoute] = ports;
+    const secret = "s3cr3tS3cr3tS3cr3t";
+    for (const [i, [client, route, monitor]] of [[c1, r1, m1], [c2, r2, m2]].entries()) {
+      const configPath = join(dir, `n${i + 1}.conf`);
+      const args = writeNatsServerConfig(configPath, { serverName: `n${i + 1}`, port: client, storeDir: join(dir, `n${i + 1}`), syncAlways: false, monitorPort: monitor, cluster: { name: "concord", port: route, routePorts: [r1, r2], secret } });
+      expect(statSync(configPath).mode & 0o777).toBe(0o600);
+      children.push(spawn(binary, args, { stdio: "ignore" }));
+    }
+    await expect.poll(() => routesOf(m1).catch(() => []), { timeout: 20_000 }).toEqual(["n2"]);
+    await expect.poll(() => routesOf(m2).catch(() => []), { timeout: 20_000 }).toEqual(["n1"]);
+    // Another process's server, routing to n1 without the secret, as anyone on the machine could start one.
+    const rogue = spawn(binary, ["-n", "rogue", "-a", "127.0.0.1", "-p", String(rogueClient), "--cluster_name", "concord", "--cluster", `nats://127.0.0.1:${rogueRoute}`, "--routes", `nats-route://127.0.0.1:${r1}`], { stdio: "ignore" });
+    children.push(rogue);
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    expect(await routesOf(m1)).toEqual(["n2"]);
+    expect(await routesOf(m2)).toEqual(["n1"]);
   });
 });

@@ -4,13 +4,20 @@
  * needed: `sync_interval` lives in the jetstream block, and a cluster needs
  * its cluster block with routes.
  */
-import { writeFileSync } from "node:fs";
+import { chmodSync, writeFileSync } from "node:fs";
 
 /** One node of a cluster on loopback: its cluster name, its own route port, and every node's route port (its own included). */
 export interface ClusterRoutes {
   readonly name: string;
   readonly port: number;
   readonly routePorts: readonly number[];
+  /**
+   * The password every node's routes present and require (user "route";
+   * letters and digits). Without it the route port takes any process that
+   * connects as a server, and that server's clients act on every subject
+   * and stream with none of the users' permissions.
+   */
+  readonly secret?: string;
 }
 
 export interface NatsServerConfig {
@@ -38,6 +45,9 @@ export interface NatsServerConfig {
   readonly authorizationInclude?: string;
 }
 
+/** The user name routes authenticate as when the cluster has a secret. */
+const routeUser = "route";
+
 /** The text of a nats-server configuration file for `config`, everything on 127.0.0.1. */
 export function natsServerConfigText(config: NatsServerConfig): string {
   const q = (s: string) => JSON.stringify(s);
@@ -56,20 +66,28 @@ export function natsServerConfigText(config: NatsServerConfig): string {
   if (config.syncAlways) lines.push("  sync_interval: always");
   lines.push("}");
   if (config.cluster) {
-    const { name, port, routePorts } = config.cluster;
+    const { name, port, routePorts, secret } = config.cluster;
+    if (secret !== undefined && !/^[A-Za-z0-9]{16,}$/.test(secret)) throw new Error("the route secret must be 16 or more letters and digits");
+    const credentials = secret === undefined ? "" : `${routeUser}:${secret}@`;
     lines.push(
       "cluster {",
       `  name: ${q(name)}`,
       `  listen: ${q(`127.0.0.1:${port}`)}`,
-      `  routes: [${routePorts.filter((p) => p !== port).map((p) => q(`nats-route://127.0.0.1:${p}`)).join(", ")}]`,
+      ...(secret === undefined ? [] : [`  authorization { user: ${q(routeUser)}, password: ${q(secret)} }`]),
+      `  routes: [${routePorts.filter((p) => p !== port).map((p) => q(`nats-route://${credentials}127.0.0.1:${p}`)).join(", ")}]`,
       "}",
     );
   }
   return `${lines.join("\n")}\n`;
 }
 
-/** Writes the configuration file for `config` to `path`; returns the arguments that start nats-server with it. */
+/**
+ * Writes the configuration file for `config` to `path`, readable by its
+ * owner only (it may hold the route secret); returns the arguments that
+ * start nats-server with it.
+ */
 export function writeNatsServerConfig(path: string, config: NatsServerConfig): string[] {
-  writeFileSync(path, natsServerConfigText(config));
+  writeFileSync(path, natsServerConfigText(config), { mode: 0o600 });
+  chmodSync(path, 0o600);
   return ["-c", path];
 }
