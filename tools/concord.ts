@@ -10,7 +10,7 @@ import type { NatsConnection } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, defaultInboxRetentionMs, subjectProblem } from "../platform/events/index.js";
 import { connectNats, defaultNatsUrl, exitOnSignals, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
-import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters, replayDeadLetter, whyNotReplayable } from "./concord/dead-letters.js";
+import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters, replayDeadLetter, sourceEventOf } from "./concord/dead-letters.js";
 import { helps, usage } from "./concord/help.js";
 import { abandonedRange, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
 import { printStatus, serviceTargets } from "./concord/status.js";
@@ -131,7 +131,11 @@ async function dlqReplay(args: string[]): Promise<number> {
       return 0;
     }
     // Every chosen dead letter must be replayable before any is: a run either replays them all or changes nothing.
-    const refusals = chosen.map(whyNotReplayable).filter((r): r is string => r !== undefined);
+    const refusals: string[] = [];
+    for (const letter of chosen) {
+      const source = await sourceEventOf(nc, letter);
+      if ("refusal" in source) refusals.push(source.refusal);
+    }
     if (refusals.length > 0) {
       for (const r of refusals) console.error(`concord dlq replay: ${r}`);
       console.error(`concord dlq replay: ${refusals.length} of ${chosen.length} dead letter(s) cannot be replayed; nothing replayed${dryRun ? " (--dry-run)" : ""}`);

@@ -53,7 +53,41 @@ describe("a dead letter filed without its payload", () => {
     const { seq, letter } = await fileHuge("e-2");
     const jsm = await nc.jetstreamManager();
     await jsm.streams.deleteMessage(stream.name, seq);
-    await expect(replayDeadLetter(nc, letter)).rejects.toThrow(/filed without its payload .* no longer holds it at sequence/);
+    await expect(replayDeadLetter(nc, letter)).rejects.toThrow(/names the event at sequence \d+ of stream HUGE, which no longer holds it/);
     expect((await getDeadLetter(nc, letter.seq)).id).toBe("e-2");
+  });
+
+  it("is replayed only as its source stream holds it: a dead letter filed with another payload, subject or stream publishes nothing", async () => {
+    const jsm = await nc.jetstreamManager();
+    const h = natsHeaders();
+    for (const [name, value] of Object.entries({ "ce-specversion": "1.0", "ce-id": "e-3", "ce-type": "concord.test.v1.Huge", "ce-source": "test" })) h.set(name, value);
+    const { seq } = await nc.jetstream().publish("huge.e-3", new Uint8Array([1, 2, 3]), { headers: h });
+    /** A dead letter as a service's user may file one under its consumer's subject, saying what it likes. */
+    const forge = async (dlqSubject: string, claims: Record<string, string>, data: Uint8Array) => {
+      const f = natsHeaders();
+      for (const [name, value] of Object.entries({ "ce-specversion": "1.0", "ce-id": "e-3", "ce-type": "concord.test.v1.Huge", "ce-source": "test", "concord-dlq-reason": "forged", "concord-dlq-subject": "huge.e-3", "concord-dlq-stream": "HUGE", "concord-dlq-stream-sequence": String(seq), "concord-dlq-consumer": "huge-worker", ...claims })) f.set(name, value);
+      return getDeadLetter(nc, (await nc.jetstream().publish(dlqSubject, data, { headers: f })).seq);
+    };
+    const forged = [
+      await forge("concord.dlq.HUGE.huge-worker", {}, new Uint8Array([6, 6, 6])),
+      await forge("concord.dlq.HUGE.huge-worker", { "concord-dlq-subject": "huge.e-4" }, new Uint8Array([1, 2, 3])),
+      await forge("concord.dlq.HUGE.huge-worker", { "concord-dlq-stream-sequence": String(seq + 1000) }, new Uint8Array([1, 2, 3])),
+      await forge("concord.dlq.HUGE.other-worker", {}, new Uint8Array([1, 2, 3])),
+    ];
+    for (const letter of forged) {
+      await expect(replayDeadLetter(nc, letter)).rejects.toThrow(/it is not replayed/);
+      expect((await getDeadLetter(nc, letter.seq)).reason).toBe("forged");
+    }
+    expect((await jsm.streams.info(stream.name, { subjects_filter: "huge.>" })).state.subjects).toMatchObject({ "huge.e-3": 1 });
+    expect((await jsm.streams.info(stream.name, { subjects_filter: "huge.e-4" })).state.subjects ?? {}).toEqual({});
+    // The dead letter the platform files for that event replays it, as the stream holds it.
+    const delivery: Delivery = { consumer: "huge-worker", stream: stream.name, subject: "huge.e-3", streamSequence: seq, deliveryCount: 5, headers: { "ce-specversion": "1.0", "ce-id": "e-3", "ce-type": "concord.test.v1.Huge", "ce-source": "test" }, data: new Uint8Array([1, 2, 3]), storedAt: new Date() };
+    await fileDeadLetter(nc.jetstream(), deadLetterStreamSpec, delivery, "the handler gave up");
+    const genuine = await getDeadLetter(nc, (await jsm.streams.info(deadLetterStreamSpec.name)).state.last_seq);
+    await replayDeadLetter(nc, genuine);
+    const again = await jsm.streams.getMessage(stream.name, { last_by_subj: "huge.e-3" });
+    expect(again.seq).toBeGreaterThan(seq);
+    expect([...again.data]).toEqual([1, 2, 3]);
+    expect(again.header.get("ce-source")).toBe("test");
   });
 });

@@ -3,7 +3,7 @@
  * letters decoded, replaying them to the subject they came from, purging.
  */
 import { DeliverPolicy, headers as natsHeaders, type JsMsg, type NatsConnection } from "nats";
-import { deadLetterHeaders, deadLetterStreamSpec } from "../../platform/events/index.js";
+import { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject } from "../../platform/events/index.js";
 import { decodedPayload, subjectMatches } from "../event-watch.js";
 
 /** One dead letter, decoded. */
@@ -147,35 +147,63 @@ export function whyNotReplayable(letter: DeadLetter): string | undefined {
   return undefined;
 }
 
-/**
- * Publishes a dead letter's event again to its original subject, with its
- * own headers and payload, then deletes it from the dead letter stream.
- * Rejects (the dead letter kept) when JetStream does not take the event.
- */
-export async function replayDeadLetter(nc: NatsConnection, letter: DeadLetter): Promise<void> {
-  const refusal = whyNotReplayable(letter);
-  if (refusal) throw new Error(refusal);
-  const data = letter.payloadOmittedBytes === undefined ? letter.data : await originalPayload(nc, letter);
-  const h = natsHeaders();
-  for (const [name, value] of Object.entries(letter.headers)) h.set(name, value);
-  await nc.jetstream().publish(letter.subject, data, { headers: h, msgID: replayMsgId(letter) });
-  const jsm = await nc.jetstreamManager();
-  await jsm.streams.deleteMessage(deadLetterStreamSpec.name, letter.seq, false);
+/** The event a dead letter stands for, as its source stream holds it: what a replay publishes. */
+export interface SourceEvent {
+  readonly data: Uint8Array;
+  /** Its headers as stored (the server's Nats-* ones left out). */
+  readonly headers: Readonly<Record<string, string>>;
 }
 
 /**
- * The payload of a dead letter filed without it, read from its source
- * stream at its sequence there: rejects (nothing replayed) when the stream
- * no longer holds that event (its limits removed it) or holds another.
+ * The event of `letter` read from its source stream, or why there is none
+ * to replay. A dead letter is only a service's word: the user of any
+ * service may file one under its own consumers' dead letter subjects with
+ * whatever headers and payload it likes, so a replay, which goes out with
+ * the operator's right to publish every event, publishes only what the
+ * source stream holds at the dead letter's sequence, once that is the
+ * event the dead letter names (its subject, its ce-id, and its payload
+ * when kept). The stream is the one the dead letter's own subject names
+ * (concord.dlq.<stream>.<durable>). An event the stream no longer holds
+ * (its limits removed it) cannot be vouched for, and is not replayed.
  */
-async function originalPayload(nc: NatsConnection, letter: DeadLetter): Promise<Uint8Array> {
+export async function sourceEventOf(nc: NatsConnection, letter: DeadLetter): Promise<SourceEvent | { readonly refusal: string }> {
+  const refusal = whyNotReplayable(letter);
+  if (refusal) return { refusal };
+  const why = (what: string) => ({ refusal: `dead letter ${letter.seq} ${what}; it is not replayed` });
+  if (letter.dlqSubject !== deadLetterSubject(deadLetterStreamSpec, letter.stream, letter.consumer)) {
+    return why(`was filed on ${letter.dlqSubject} but names stream ${JSON.stringify(letter.stream)} and consumer ${JSON.stringify(letter.consumer)}`);
+  }
+  if (!(Number.isSafeInteger(letter.streamSequence) && letter.streamSequence > 0)) return why(`names no sequence in stream ${letter.stream}`);
   const jsm = await nc.jetstreamManager();
-  const lost = (why: string) => new Error(`dead letter ${letter.seq} was filed without its payload (${letter.payloadOmittedBytes} bytes) and ${why}; it cannot be replayed`);
-  const stored = await jsm.streams.getMessage(letter.stream, { seq: letter.streamSequence }).catch((err: unknown) => {
-    throw lost(`stream ${letter.stream} no longer holds it at sequence ${letter.streamSequence} (${(err as Error).message})`);
-  });
-  if (stored.header?.get("ce-id") !== letter.id) throw lost(`stream ${letter.stream} holds another event at sequence ${letter.streamSequence}`);
-  return stored.data;
+  let stored;
+  try {
+    stored = await jsm.streams.getMessage(letter.stream, { seq: letter.streamSequence });
+  } catch (err) {
+    return why(`names the event at sequence ${letter.streamSequence} of stream ${letter.stream}, which no longer holds it (${(err as Error).message}), so nothing vouches for it`);
+  }
+  const kept = letter.payloadOmittedBytes === undefined;
+  if (stored.subject !== letter.subject || stored.header?.get("ce-id") !== letter.id || (kept && !Buffer.from(stored.data).equals(Buffer.from(letter.data)))) {
+    return why(`does not match the event at sequence ${letter.streamSequence} of stream ${letter.stream} (its subject, ce-id or payload differ)`);
+  }
+  const headers: Record<string, string> = {};
+  if (stored.header) for (const name of stored.header.keys()) if (!/^nats-/i.test(name)) headers[name] = stored.header.get(name);
+  return { data: stored.data, headers };
+}
+
+/**
+ * Publishes a dead letter's event again to its original subject, as its
+ * source stream holds it (see sourceEventOf), then deletes it from the dead
+ * letter stream. Rejects (the dead letter kept) when the source stream does
+ * not vouch for it or JetStream does not take the event.
+ */
+export async function replayDeadLetter(nc: NatsConnection, letter: DeadLetter): Promise<void> {
+  const source = await sourceEventOf(nc, letter);
+  if ("refusal" in source) throw new Error(source.refusal);
+  const h = natsHeaders();
+  for (const [name, value] of Object.entries(source.headers)) h.set(name, value);
+  await nc.jetstream().publish(letter.subject, source.data, { headers: h, msgID: replayMsgId(letter) });
+  const jsm = await nc.jetstreamManager();
+  await jsm.streams.deleteMessage(deadLetterStreamSpec.name, letter.seq, false);
 }
 
 /** Deletes every dead letter; resolves with how many there were. */
