@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { createLogger } from "../log/index.js";
 import { checkHealth } from "./health-client.js";
-import { encodeHealthCheckRequest, HealthService } from "./health.js";
+import { decodeHealthCheckResponse, encodeHealthCheckRequest, HealthService } from "./health.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
 
 const logger = createLogger({ service: "test", level: "silent" });
@@ -85,20 +85,65 @@ describe("grpc.health.v1", () => {
     const raw = new Client(`127.0.0.1:${port}`, credentials.createInsecure());
     try {
       const watchers = (health as unknown as { watchers: Map<string, unknown> }).watchers;
-      // Each name 64 KiB, each call cancelled after its first answer: the server must forget the names.
+      // Each name as long as a Watch may be, each call cancelled after its first answer: the server must forget the names.
       for (let i = 0; i < 20; i++) {
-        const name = `${i}-${"x".repeat(64 * 1024)}`;
+        const name = `${i}-${"x".repeat(1000)}`;
         const call = raw.makeServerStreamRequest("/grpc.health.v1.Health/Watch", (b: Buffer) => b, (b: Buffer) => b, encodeHealthCheckRequest(name));
         call.on("error", () => undefined);
         await new Promise<void>((resolve) => call.once("data", () => resolve()));
         call.cancel();
         await expect.poll(() => [...(watchers.get(name) as Set<unknown> | undefined) ?? []].length).toBe(0);
       }
-      await expect.poll(() => [...watchers.keys()].filter((k) => k.length > 1000).length).toBe(0);
+      await expect.poll(() => [...watchers.keys()].filter((k) => k.length > 100).length).toBe(0);
     } finally {
       raw.close();
       grpcServer.forceShutdown();
     }
+  });
+});
+
+describe("grpc.health.v1 Watch, open to callers without a token", () => {
+  let grpcServer: Server | undefined;
+  let raw: Client | undefined;
+  afterEach(() => {
+    raw?.close();
+    grpcServer?.forceShutdown();
+  });
+  const start = async (health: HealthService) => {
+    grpcServer = new Server();
+    health.addToServer(grpcServer);
+    const port = await new Promise<number>((resolve, reject) => grpcServer!.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    raw = new Client(`127.0.0.1:${port}`, credentials.createInsecure());
+  };
+  /** A Watch call: resolves with its first answer's status, or rejects with its error. */
+  const watch = (request: Buffer) => {
+    const call = raw!.makeServerStreamRequest("/grpc.health.v1.Health/Watch", (b: Buffer) => b, (b: Buffer) => b, request);
+    const first = new Promise<string>((resolve, reject) => {
+      call.once("data", (d: Buffer) => resolve(decodeHealthCheckResponse(d)));
+      call.once("error", reject);
+    });
+    call.on("error", () => undefined);
+    return { call, first };
+  };
+
+  it("refuses a Watch request over 1 KiB, whatever pads it, and keeps nothing of it", async () => {
+    const health = new HealthService({ "": "SERVING" });
+    await start(health);
+    await expect(watch(encodeHealthCheckRequest("x".repeat(200 * 1024))).first).rejects.toMatchObject({ code: status.INVALID_ARGUMENT, details: "a Watch request may have at most 1024 bytes" });
+    // A short name padded with a field the server skips.
+    const padded = Buffer.concat([encodeHealthCheckRequest(""), Buffer.from([0x12, 0x80, 0x10]), Buffer.alloc(2048, 0x41)]);
+    await expect(watch(padded).first).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+    expect((health as unknown as { watchers: Map<string, unknown> }).watchers.size).toBe(0);
+    expect(await watch(encodeHealthCheckRequest("")).first).toBe("SERVING");
+  });
+
+  it("holds at most its limit of Watch streams at once, and takes new ones as others end", async () => {
+    await start(new HealthService({ "": "SERVING" }, { watches: 3 }));
+    const open = [watch(encodeHealthCheckRequest("")), watch(encodeHealthCheckRequest("a")), watch(encodeHealthCheckRequest("b"))];
+    expect(await Promise.all(open.map((w) => w.first))).toEqual(["SERVING", "SERVICE_UNKNOWN", "SERVICE_UNKNOWN"]);
+    await expect(watch(encodeHealthCheckRequest("c")).first).rejects.toMatchObject({ code: status.RESOURCE_EXHAUSTED });
+    open[1].call.cancel();
+    await expect.poll(async () => watch(encodeHealthCheckRequest("c")).first.catch((e: { code: number }) => e.code), { timeout: 5_000 }).toBe("SERVICE_UNKNOWN");
   });
 });
 

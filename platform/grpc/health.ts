@@ -18,6 +18,13 @@ const statusNames: readonly ServingStatus[] = ["UNKNOWN", "SERVING", "NOT_SERVIN
 const servicePath = "/grpc.health.v1.Health";
 /** Services List reports at most, as grpc-health-check did; more is RESOURCE_EXHAUSTED. */
 const listLimit = 100;
+/**
+ * What one Watch may hold, as callers need no token: a request (its service
+ * name) of at most this many bytes, kept while the stream is open...
+ */
+export const watchRequestLimit = 1024;
+/** ...and at most this many Watch streams open at once, over every connection. */
+export const watchLimit = 1024;
 
 const identity = (value: Buffer): Buffer => value;
 const method = (name: string, responseStream: boolean) => ({
@@ -88,12 +95,26 @@ function encodeHealthListResponse(statuses: ReadonlyMap<string, ServingStatus>):
   return Buffer.from(writer.finish());
 }
 
+/**
+ * Ends a Watch with an error status. grpc-js sends a server stream's status
+ * when the stream ends after an "error" event; `destroy` would close it
+ * without one, and the caller would wait for its deadline.
+ */
+function refuse(call: ServerWritableStream<Buffer, Buffer>, code: grpcStatus, details: string): void {
+  call.emit("error", Object.assign(new Error(details), { code, details }));
+}
+
 /** The serving status of the whole server ("") and of each service, as grpc.health.v1 reports it. */
 export class HealthService {
   private readonly statuses = new Map<string, ServingStatus>();
   private readonly watchers = new Map<string, Set<ServerWritableStream<Buffer, Buffer>>>();
+  /** Watch streams open now. */
+  private watching = 0;
 
-  constructor(initial: Record<string, ServingStatus>) {
+  constructor(
+    initial: Record<string, ServingStatus>,
+    private readonly limits: { readonly watches: number } = { watches: watchLimit },
+  ) {
     for (const [service, status] of Object.entries(initial)) this.statuses.set(service, status);
   }
 
@@ -105,8 +126,12 @@ export class HealthService {
 
   /** Ends every Watch call (OK): a server that stops does not wait for them. */
   endWatches(): void {
-    for (const calls of this.watchers.values()) for (const call of calls) call.end();
+    for (const calls of this.watchers.values()) {
+      for (const call of calls) call.end();
+      calls.clear();
+    }
     this.watchers.clear();
+    this.watching = 0;
   }
 
   addToServer(server: Server): void {
@@ -119,14 +144,22 @@ export class HealthService {
         callback(null, encodeHealthCheckResponse(status));
       },
       Watch: (call: ServerWritableStream<Buffer, Buffer>) => {
+        // An open Watch keeps its request: a caller without a token may not make the server keep much of its choosing.
+        if (call.request.length > watchRequestLimit) {
+          return refuse(call, grpcStatus.INVALID_ARGUMENT, `a Watch request may have at most ${watchRequestLimit} bytes`);
+        }
+        if (this.watching >= this.limits.watches) {
+          return refuse(call, grpcStatus.RESOURCE_EXHAUSTED, `the server holds ${this.limits.watches} Watch streams already; use Check, or try again later`);
+        }
         const service = this.serviceOf(call.request);
-        if (service === undefined) return call.destroy(Object.assign(new Error("not a grpc.health.v1.HealthCheckRequest"), { code: grpcStatus.INVALID_ARGUMENT }));
+        if (service === undefined) return refuse(call, grpcStatus.INVALID_ARGUMENT, "not a grpc.health.v1.HealthCheckRequest");
         let calls = this.watchers.get(service);
         if (!calls) this.watchers.set(service, (calls = new Set()));
         calls.add(call);
+        this.watching++;
         // The name goes with its last watcher: callers need no token, and the names they choose would otherwise stay.
         call.on("cancelled", () => {
-          calls.delete(call);
+          if (calls.delete(call)) this.watching--;
           if (calls.size === 0 && this.watchers.get(service) === calls) this.watchers.delete(service);
         });
         call.write(encodeHealthCheckResponse(this.statuses.get(service) ?? "SERVICE_UNKNOWN"));
