@@ -237,6 +237,20 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
     }
   });
 
+  it("takes a token signed with the services' own key for the service role only", async () => {
+    const key = readTokenSecret(ensureDevCredentials(dir.path, ["products"]).tokenKeyFile);
+    const own = (roles: string[]) => createClient(ProductServiceService, { address, methods: ProductServiceMethods, maxAttempts: 1, token: () => signToken(key, { subject: "orders", roles }, 60) });
+    const [service, admin] = [own(["service"]), own(["admin"])];
+    try {
+      expect((await service.listProducts({ pageSize: 1, pageToken: "" })).products).toBeDefined();
+      const refused = await grpcError(admin.createProduct({ name: "Forged", description: "", price: eur(1), initialStock: 1 }));
+      expect(refused.code).toBe(Code.UNAUTHENTICATED);
+      expect(refused.message).toContain('may carry only the role "service"');
+    } finally {
+      for (const c of [service, admin]) c.close();
+    }
+  });
+
   it("will not start with a public keys file that holds no key, saying which", async () => {
     const bad = join(dir.path, "empty.pem");
     writeFileSync(bad, "no key here\n");

@@ -15,6 +15,8 @@ const issuer = "concord";
 const audience = "concord";
 /** What the services' own key signs with. */
 const algorithm = "HS256";
+/** The role of the services' calls to each other, the only one their key signs for while an issuer's keys are configured. */
+const serviceRole = "service";
 
 /** Why a token was refused, in words a caller can act on; never the token itself. */
 export class TokenError extends Error {
@@ -111,7 +113,7 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
   const options = { algorithms, issuer, audience, requiredClaims: ["sub", "exp"] };
   /** The keys a token of this alg may be signed with; each is tried until one fits (several while a key is rotated). */
   const candidates = (alg: unknown): KeyObject[] => (alg === algorithm ? (key ? [key] : []) : issuerKeys.filter((k) => k.alg === alg).map((k) => k.key));
-  const check = async (token: string): Promise<JWTPayload> => {
+  const check = async (token: string): Promise<{ payload: JWTPayload; alg: unknown }> => {
     let alg: unknown;
     try {
       alg = decodeProtectedHeader(token).alg;
@@ -122,7 +124,7 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
     if (keys.length === 0) throw new joseErrors.JOSEAlgNotAllowed(`"${String(alg)}" is not allowed`);
     for (const [i, k] of keys.entries()) {
       try {
-        return (await jwtVerify(token, k, options)).payload;
+        return { payload: (await jwtVerify(token, k, options)).payload, alg };
       } catch (err) {
         if (!(err instanceof joseErrors.JWSSignatureVerificationFailed) || i === keys.length - 1) throw err;
       }
@@ -136,13 +138,19 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
       verified.delete(token);
     }
     let payload: JWTPayload;
+    let alg: unknown;
     try {
-      payload = await check(token);
+      ({ payload, alg } = await check(token));
     } catch (err) {
       throw new TokenError(reasonOf(err, algorithms), { cause: err });
     }
     const roles = payload.roles;
     if (!Array.isArray(roles) || !roles.every((r) => typeof r === "string")) throw new TokenError("the bearer token has no roles claim (a list of strings)");
+    // Every service holds the HS256 key. With an issuer for people, that key signs the services' own calls and
+    // nothing more: a service that could mint an admin's token with it would hold every role of every service.
+    if (alg === algorithm && issuerKeys.length > 0 && !roles.every((r) => r === serviceRole)) {
+      throw new TokenError(`a token signed with the services' own key (HS256) may carry only the role "${serviceRole}" while an issuer's keys are configured; get one from the issuer`);
+    }
     if (typeof payload.sub !== "string" || payload.sub === "") throw new TokenError("the bearer token has an empty subject");
     const claims: TokenClaims = { subject: payload.sub, roles: Object.freeze([...roles]) };
     if (verified.size >= cacheSize) verified.delete(verified.keys().next().value!);

@@ -74,6 +74,20 @@ describe("token keys and tokens", () => {
       expect(await verify(await signToken(secret, { subject: "orders", roles: ["service"] }, 60))).toEqual({ subject: "orders", roles: ["service"] });
     });
 
+    it("takes the services' own key (HS256) for the service role only: a service holding it cannot mint an admin's token", async () => {
+      const issuer = ec();
+      const secret = readTokenSecret(keyFile("own-only.key", hex, 0o600));
+      const verify = createTokenVerifier(secret, readTokenPublicKeys(keyFile("issuer-only.pem", pem(issuer.publicKey), 0o644)));
+      expect(await verify(await signToken(secret, { subject: "orders", roles: ["service"] }, 60))).toEqual({ subject: "orders", roles: ["service"] });
+      const refused = new TokenError(`a token signed with the services' own key (HS256) may carry only the role "service" while an issuer's keys are configured; get one from the issuer`);
+      await expect(verify(await signToken(secret, { subject: "orders", roles: ["admin"] }, 60))).rejects.toThrow(refused);
+      await expect(verify(await signToken(secret, { subject: "orders", roles: ["service", "admin"] }, 60))).rejects.toThrow(refused);
+      await expect(verify(await signToken(secret, { subject: "c-1", roles: ["customer"] }, 60))).rejects.toThrow(refused);
+      expect(await verify(await issuerToken("ES256", issuer.privateKey))).toEqual({ subject: "ops", roles: ["admin"] });
+      // Without an issuer, the key is all there is: it signs every role, as tools/token.ts does.
+      expect(await createTokenVerifier(secret)(await signToken(secret, { subject: "admin", roles: ["admin"] }, 60))).toEqual({ subject: "admin", roles: ["admin"] });
+    });
+
     it("refuses a token of another key, of an algorithm none of its keys has, or one MACed with a public key as the secret", async () => {
       const issuer = ec();
       const verify = createTokenVerifier(undefined, readTokenPublicKeys(keyFile("one.pem", pem(issuer.publicKey), 0o644)));
