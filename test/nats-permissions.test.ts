@@ -17,6 +17,7 @@ import { natsPermissionTable, type NatsAuthorization } from "../tools/contracts/
 import { repoRoot } from "../tools/repo-root.js";
 import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
+import { runConcord } from "./support/concord.js";
 import { address, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts } from "./support/shop.js";
 
 const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
@@ -118,6 +119,29 @@ describe("NATS permissions derived from the contracts", () => {
     const observer = await (await connectAs("observer")).jetstreamManager();
     for (const stream of ["SHOP_ORDERS", "SHOP_PRODUCTS", "CONCORD_DLQ"]) expect((await observer.streams.info(stream)).config.name).toBe(stream);
     expect((await observer.consumers.info("SHOP_ORDERS", "products-order-placed")).name).toBe("products-order-placed");
+  });
+
+  it("lets no service's user create or change a stream, its own included: one that republished into the JetStream API or another's subjects would have the server publish with nobody's permissions", async () => {
+    const refused = /permissions violation/i;
+    for (const [user, own] of [
+      ["orders", "SHOP_ORDERS"],
+      ["products", "SHOP_PRODUCTS"],
+    ] as const) {
+      const jsm = await (await connectAs(user)).jetstreamManager();
+      const { config } = await jsm.streams.info(own);
+      await expect(jsm.streams.update(own, { ...config, republish: { src: ">", dest: "$JS.API.STREAM.PURGE.CONCORD_DLQ" } })).rejects.toThrow(refused);
+      await expect(jsm.streams.update(own, { ...config, republish: { src: ">", dest: "shop.products.v1.product.{{wildcard(1)}}.updated" } })).rejects.toThrow(refused);
+      await expect(jsm.streams.update(own, { description: "changed" })).rejects.toThrow(refused);
+      await expect(jsm.streams.update("CONCORD_DLQ", { max_msgs: 1 })).rejects.toThrow(refused);
+      await expect(jsm.streams.add({ name: "CONCORD_EXTRA", subjects: ["concord.extra.>"] })).rejects.toThrow(refused);
+    }
+    const observer = await (await connectAs("observer")).jetstreamManager();
+    for (const stream of ["SHOP_ORDERS", "SHOP_PRODUCTS", "CONCORD_DLQ"]) {
+      const { config } = await observer.streams.info(stream);
+      expect(config.republish).toBeUndefined();
+      expect(config.max_msgs).toBe(-1);
+    }
+    await expect(observer.streams.info("CONCORD_EXTRA")).rejects.toThrow(/stream not found/i);
   });
 
   it("lets the observer read every stream and publish nothing: no forged cancellation, no forged price", async () => {
@@ -259,11 +283,40 @@ describe("NATS permissions derived from the contracts", () => {
     expect(allow).not.toContain("$JS.API.CONSUMER.MSG.NEXT.SHOP_ORDERS.products-order-placed");
     expect(allow).not.toContain("$JS.API.STREAM.UPDATE.SHOP_PRODUCTS");
     expect(allow.some((s) => /PURGE|DELETE/.test(s))).toBe(false);
+    expect(allow.some((s) => /^\$JS\.API\.STREAM\.(CREATE|UPDATE)\./.test(s))).toBe(false);
+    expect(natsAuthorization.operator.permissions.publish.allow).toEqual(expect.arrayContaining(["$JS.API.STREAM.CREATE.SHOP_ORDERS", "$JS.API.STREAM.UPDATE.CONCORD_DLQ"]));
     expect(streamSources).toEqual({ SHOP_ORDERS: "orders", SHOP_PRODUCTS: "products" });
   });
 
   it("is the table README.md's Security section shows", () => {
     const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
     expect(readme).toContain(`${natsPermissionTable(natsAuthorization as unknown as NatsAuthorization)}\n`);
+  });
+});
+
+describe("streams the operator provisions", () => {
+  const dir = createTempDir("concord-nats-provision-");
+  let nats: NatsServerHandle;
+  beforeAll(async () => {
+    nats = await startNatsServer({ credentialsDir: join(dir.path, "credentials"), provision: false });
+  });
+  afterAll(async () => {
+    await nats?.stop();
+    dir.remove();
+  });
+
+  it("stops a service whose stream is missing, saying the operator provisions it; `concord streams provision` does, and the service starts", { timeout: 120_000 }, async () => {
+    await expect(startTestProducts(dir.path, nats.url, { natsSeedFile: nats.seedFile("products") })).rejects.toThrow(
+      /stream \w+ does not exist, and this NATS user may not create it: the operator provisions streams \(npx concord streams provision/,
+    );
+    const run = await runConcord({ NATS_URL: nats.url, NATS_NKEY_SEED: nats.seedFile("operator") }, ["streams", "provision"]);
+    expect(run.stderr).toContain("concord streams provision: 3 streams as their specs declare");
+    expect(run.status).toBe(0);
+    const provisioned = run.stdout.trim().split("\n").map((line) => JSON.parse(line) as { stream: string; replicas: number });
+    expect(provisioned.map((p) => p.stream)).toEqual(["SHOP_ORDERS", "SHOP_PRODUCTS", "CONCORD_DLQ"]);
+    // Run again, it finds them as they should be and changes nothing.
+    expect((await runConcord({ NATS_URL: nats.url, NATS_NKEY_SEED: nats.seedFile("operator") }, ["streams", "provision"])).status).toBe(0);
+    const products = await startTestProducts(dir.path, nats.url, { natsSeedFile: nats.seedFile("products") });
+    await products.stop();
   });
 });

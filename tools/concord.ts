@@ -14,6 +14,8 @@ import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, p
 import { helps, usage } from "./concord/help.js";
 import { abandonedRange, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
 import { printStatus, serviceTargets } from "./concord/status.js";
+import { provisionStreams } from "./concord/provision.js";
+import { createLogger } from "../platform/log/index.js";
 import { outboxCommand } from "./outbox.js";
 import { tracesCommand } from "./traces.js";
 
@@ -237,7 +239,7 @@ export async function concord(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  const command = first === "events" || first === "dlq" || first === "outbox" || first === "consumer" ? `${first} ${second ?? ""}`.trim() : first;
+  const command = first === "events" || first === "dlq" || first === "outbox" || first === "consumer" || first === "streams" ? `${first} ${second ?? ""}`.trim() : first;
   const rest = argv.slice(command.split(" ").length);
   try {
     switch (command) {
@@ -336,6 +338,18 @@ export async function concord(argv: string[]): Promise<number> {
       }
       case "consumer redeliver":
         return await consumerRedeliver(rest);
+      case "streams provision": {
+        const { values, positionals } = parse(command, rest, {});
+        if (values.help) return help(command);
+        if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
+        return await withOperator(values.nats as string | undefined, async (nc) => {
+          // Its warnings (a standalone server keeping 1 replica) go to standard error, the streams to standard output.
+          const provisioned = await provisionStreams(nc, createLogger({ service: "concord", level: "warn", destination: process.stderr }));
+          for (const stream of provisioned) console.log(JSON.stringify(stream));
+          console.error(`concord streams provision: ${provisioned.length} streams as their specs declare`);
+          return 0;
+        });
+      }
       case "outbox parked": {
         if (rest.includes("--help") || rest.includes("-h")) return help(command);
         // The service (or --database PATH) comes first for tools/outbox.ts; here the action does.

@@ -42,6 +42,8 @@ import { writeNatsServerConfig } from "./nats/server-config.js";
 import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
 import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgres.js";
 import { serviceCommand } from "./service-launch.js";
+import { connectNats } from "./event-watch.js";
+import { provisionStreams } from "./concord/provision.js";
 import { ensureDevCredentials } from "./dev-credentials.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
@@ -102,9 +104,13 @@ Environment (all optional):
 
 The local nats-server admits only the users of gen/ts/concord_nats.ts (see
 README "Security"): each service's nkey seed, the read-only observer's, and
-the operator's (\`concord dlq replay\`, \`dlq purge\`, \`consumer redeliver\`)
-are made on first start in DATA_DIR/nats-credentials/<user>.nk (mode 0600)
-and kept; delete a file and start again to replace that key.
+the operator's (\`concord dlq replay\`, \`dlq purge\`, \`consumer redeliver\`,
+\`streams provision\`) are made on first start in
+DATA_DIR/nats-credentials/<user>.nk (mode 0600) and kept; delete a file and
+start again to replace that key. The services' users may not create or
+change streams: this script provisions them as the operator before the
+services start (as \`npx concord streams provision\` does). With NATS_URL,
+provisioning is yours.
 
 Ctrl-C, SIGTERM or SIGHUP stops the services, then nats-server, and so
 does the end of the process that started this script (npm, killed
@@ -525,6 +531,14 @@ async function main(): Promise<void> {
     const dir = natsCredentialsDir(dataDir);
     seeds.products = join(dir, "products.nk");
     seeds.orders = join(dir, "orders.nk");
+    // The services' users may read their streams but not create or change them: the operator provisions them first.
+    const operator = await connectNats(natsUrl, "concord-provision", join(dir, "operator.nk"));
+    try {
+      const streams = await provisionStreams(operator);
+      console.log(`  streams provisioned as the operator: ${streams.map((st) => `${st.stream} (${st.replicas} ${st.replicas === 1 ? "replica" : "replicas"})`).join(", ")}`);
+    } finally {
+      await operator.close();
+    }
   }
   env.NATS_URL = natsUrl;
 

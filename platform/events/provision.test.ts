@@ -63,6 +63,18 @@ describe("provisioning", () => {
     await expect(ensureStreams(bus.jsm, [{ ...stream, duplicateWindowMs: 1_000 }])).rejects.toThrow(/duplicate_window \(ms\): existing 120000, wanted 1000/);
   });
 
+  it("refuses a stream that republishes, sources or mirrors, which its spec never declares: the server would publish with nobody's permissions", async () => {
+    const { stream } = sampleStream("republish");
+    await ensureStreams(bus.jsm, [stream]);
+    const { config } = await bus.jsm.streams.info(stream.name);
+    await bus.jsm.streams.update(stream.name, { ...config, republish: { src: ">", dest: "elsewhere.>" } });
+    await expect(ensureStreams(bus.jsm, [stream])).rejects.toThrow(/stream TEST_REPUBLISH exists with settings that conflict with its spec \(republish: existing \{.*"dest":"elsewhere\.>".*\}, wanted none\)/);
+    expect((await bus.jsm.streams.info(stream.name)).config.republish).toEqual({ src: ">", dest: "elsewhere.>" });
+    const { stream: sourced } = sampleStream("sourced");
+    await bus.jsm.streams.add({ name: sourced.name, subjects: [...sourced.subjects], sources: [{ name: stream.name }] });
+    await expect(ensureStreams(bus.jsm, [sourced])).rejects.toThrow(/stream TEST_SOURCED .*sources: existing \[\{"name":"TEST_REPUBLISH".*wanted none/);
+  });
+
   it("keeps a stream whose contract declares 3 replicas at 1 on a standalone server, saying so, and never asks it to move", async () => {
     const { stream } = sampleStream("standalone");
     const kept = keptLogger();

@@ -12,6 +12,25 @@ const noSuitablePeers = 10005; // "no suitable peers for placement": too few ser
 const placementWaitMs = 15_000;
 const serverDefaultDuplicateWindowMs = 120_000;
 
+/** Whether `err`, or an error it wraps, is nats-server's refusal of a subject the connection's user may not publish to. */
+const permissionDenied = (err: unknown): boolean => {
+  for (let e = err, depth = 0; typeof e === "object" && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    if ((e as { isPermissionError?: () => boolean }).isPermissionError?.() === true) return true;
+  }
+  return false;
+};
+
+/** What tells how to provision streams where the services may not. */
+const provisionHint = "the operator provisions streams (npx concord streams provision; npm start does it before the services start)";
+
+/**
+ * Stream settings that make the server itself publish or copy messages:
+ * what it sends goes out with no user's permissions, so a stream with one a
+ * contract does not declare (none does) is refused. A user that could set
+ * `republish` to a JetStream API subject could purge or delete any stream.
+ */
+const serverPublishingSettings = ["republish", "sources", "mirror", "subject_transform"] as const;
+
 export interface EnsureStreamsOptions {
   /** Hears of replicas changed or left at 1 (see ensureStreams). */
   readonly logger?: Logger;
@@ -27,8 +46,16 @@ export interface EnsureStreamsOptions {
  * Creates each stream that is missing and checks each one that exists.
  * Idempotent. Throws, naming the stream, the setting and the existing and
  * wanted values, when an existing stream differs in subjects, storage, max
- * age or duplicate window: those are not changed behind an operator's back,
- * so start-up stops instead.
+ * age or duplicate window, or has any of republish, sources, mirror or a
+ * subject transform: those are not changed behind an operator's back, so
+ * start-up stops instead.
+ *
+ * Under the generated NATS permissions a service's user may read its
+ * streams but not create or change them (no subject permission can refuse
+ * a stream's configuration, and a stream that republishes escapes them):
+ * the operator provisions them with the same function. A missing stream
+ * is then an error that says so, and a setting the operator has not yet
+ * brought in line (description, atomic batch, replicas) a warning.
  *
  * Replicas follow the spec: a stream is created with the replicas its
  * contract declares, and an existing one with other replicas is moved to
@@ -129,6 +156,7 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boo
     } catch (err) {
       // Another instance may have created it in the meantime; then compare with that one.
       info = await streamInfo(jsm, spec.name);
+      if (!info && permissionDenied(err)) throw new Error(`stream ${spec.name} does not exist, and this NATS user may not create it: ${provisionHint}`, { cause: err });
       if (!info) throw new Error(`creating stream ${spec.name} (subjects ${spec.subjects.join(", ")}, ${spec.replicas} replicas) failed: ${(err as Error).message}`, { cause: err });
     }
   }
@@ -141,6 +169,10 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boo
   differs("storage", config.storage, spec.storage);
   differs("max_age (ms)", millis(config.max_age), spec.maxAgeMs);
   differs("duplicate_window (ms)", millis(config.duplicate_window), wantedDuplicateWindowMs(spec));
+  for (const setting of serverPublishingSettings) {
+    const existing = (config as unknown as Record<string, unknown>)[setting];
+    if (existing !== undefined && existing !== null && !(Array.isArray(existing) && existing.length === 0)) conflicts.push(`${setting}: existing ${JSON.stringify(existing)}, wanted none`);
+  }
   if (conflicts.length > 0) {
     throw new Error(
       `stream ${spec.name} exists with settings that conflict with its spec (${conflicts.join("; ")}); ` +
@@ -148,13 +180,24 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boo
     );
   }
   if (foreign) return allowsAtomic(info);
+  /** Brings one setting in line; where this user may not change streams, says so and goes on with the stream as it is. */
+  const update = async <T>(setting: string, change: () => Promise<T>): Promise<T | undefined> => {
+    try {
+      return await change();
+    } catch (err) {
+      if (!permissionDenied(err)) throw err;
+      logger?.warn({ stream: spec.name, setting }, `stream ${spec.name}'s ${setting} differs from its spec, and this NATS user may not change it; ${provisionHint}`);
+      return undefined;
+    }
+  };
   if ((config.description ?? "") !== (spec.description ?? "")) {
-    await jsm.streams.update(spec.name, { description: spec.description ?? "" });
+    await update("description", () => jsm.streams.update(spec.name, { description: spec.description ?? "" }));
   }
   let atomicAllowed = allowsAtomic(info);
   if (atomic && !atomicAllowed) {
     try {
-      atomicAllowed = allowsAtomic(await jsm.streams.update(spec.name, { allow_atomic: true } as NewerStreamConfig as Partial<StreamConfig>));
+      const updated = await update("allow_atomic", () => jsm.streams.update(spec.name, { allow_atomic: true } as NewerStreamConfig as Partial<StreamConfig>));
+      if (updated) atomicAllowed = allowsAtomic(updated);
     } catch (err) {
       throw new Error(`allowing atomic batch publish on stream ${spec.name} failed: ${(err as Error).message}`, { cause: err });
     }
@@ -166,7 +209,7 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boo
     if (config.num_replicas === 1) logger?.warn({ stream: spec.name, declaredReplicas: spec.replicas, replicas: 1 }, standaloneWarning(spec));
     return atomicAllowed;
   }
-  await moveReplicas(jsm, spec, config.num_replicas, logger);
+  await update("num_replicas", () => moveReplicas(jsm, spec, config.num_replicas, logger));
   return atomicAllowed;
 }
 

@@ -9,6 +9,8 @@ import { ensureNatsCredentials, seedFileOf, writeAuthorizationConfig } from "../
 import { findNatsServer, type FoundNatsServer } from "../../tools/nats/find-nats-server.mjs";
 import { freePort } from "../../tools/free-port.js";
 import { type ClusterRoutes, writeNatsServerConfig } from "../../tools/nats/server-config.js";
+import { connectNats } from "../../tools/event-watch.js";
+import { provisionStreams } from "../../tools/concord/provision.js";
 
 export { freePort };
 
@@ -22,9 +24,13 @@ export interface NatsServerOptions {
   /**
    * Runs with the generated authorization (gen/ts/concord_nats.ts): the
    * users' nkey seeds are made in this directory (`seedFile(user)`), and
-   * clients without credentials are refused. Default: no authorization.
+   * clients without credentials are refused; the streams are provisioned
+   * as the operator once the server is up, as `npm start` does, since the
+   * services' users may not create them. Default: no authorization.
    */
   readonly credentialsDir?: string;
+  /** With `credentialsDir`: provision the streams as the operator at start. Default true. */
+  readonly provision?: boolean;
 }
 
 /** A real nats-server with JetStream, owned by one test suite. */
@@ -209,7 +215,7 @@ function createNode(spec: NodeSpec): Node {
  * connect and JetStream answers, so tests never race the server's start-up.
  */
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServerHandle> {
-  const known = new Set(["storeDir", "port", "syncAlways", "credentialsDir"]);
+  const known = new Set(["storeDir", "port", "syncAlways", "credentialsDir", "provision"]);
   for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startNatsServer: unknown option ${key}`);
   const server = serverBinary();
   const ownsStore = options.storeDir === undefined;
@@ -227,6 +233,14 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   const node = createNode({ binary: server.path, serverName: `concord-${port}`, port, storeDir, configPath: join(configDir, "nats-server.conf"), syncAlways, ...(authorization && { authorization }) });
   let stopped = false;
   await node.launch(true);
+  if (credentialsDir !== undefined && options.provision !== false) {
+    const operator = await connectNats(`nats://127.0.0.1:${port}`, "test-provision", seedFileOf(credentialsDir, "operator"));
+    try {
+      await provisionStreams(operator);
+    } finally {
+      await operator.close();
+    }
+  }
   return {
     url: `nats://127.0.0.1:${port}`,
     port,

@@ -15,6 +15,8 @@ Commands:
   dlq purge --yes             delete every dead letter
   consumer redeliver DURABLE  publish again the events a consumer's server stopped
                               delivering (a max_deliver reached)
+  streams provision           create the contracts' streams and the dead letter stream,
+                              or bring them in line with their specs (as the operator)
   outbox parked list|retry    the parked outbox events of a service; put them back
   traces serve [--zipkin]     receive the services' spans (OTLP/HTTP), keep them in a
                               file, and show them in Zipkin, a trace viewer
@@ -106,6 +108,18 @@ default) drops it. Runs as the operator, with the services running.
                       too; without it, such an event stops the command before
                       anything is published, as a consumer may have handled it
                       and forgotten its id
+${natsOption}`,
+  "streams provision": `Usage: npx concord streams provision [--nats URL]
+
+Creates each stream the contracts declare, and the dead letter stream, where
+it is missing, and brings existing ones in line with their specs
+(description, atomic batch publish, replicas), as the operator: the
+services' own NATS users may read their streams but not create or change
+them. Stops, changing nothing of that stream, where one differs in subjects,
+storage, max age or duplicate window, or republishes, sources or mirrors.
+Prints each stream as a JSON line (subjects, replicas, messages, atomic batch).
+\`npm start\` runs it before the services start; a deployment runs it before
+its services, and again when a contract changes a stream's settings.
 ${natsOption}`,
   "outbox parked": `Usage: npx concord outbox parked list (products|orders|--database PATH)
        npx concord outbox parked retry (products|orders|--database PATH) (EVENT_ID ... | --all)

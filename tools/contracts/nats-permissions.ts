@@ -47,7 +47,9 @@ export interface NatsAuthorization {
    * The observer's reading, plus what `npx concord dlq replay`, `purge` and
    * `consumer redeliver` need: publishing any event (a dead letter back to
    * its subject, an event a consumer was left without) and deleting or
-   * purging dead letters. A person's role, not a service's.
+   * purging dead letters; and what `npx concord streams provision` needs:
+   * creating and updating the contracts' streams and the dead letter
+   * stream. A person's role (or a deployment's), not a service's.
    */
   readonly operator: { readonly name: string; readonly inboxPrefix: string; readonly permissions: NatsPermissions };
   /** The `ce-source` every event of a stream must carry: the service that owns it. */
@@ -105,16 +107,16 @@ export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization 
       const streams = [...user.streams].sort();
       const consumers = [...user.consumers].sort((a, b) => `${a.stream}.${a.durable}`.localeCompare(`${b.stream}.${b.durable}`));
       const events = [...user.events].sort();
-      // Streams it provisions at start: a consumed one and the shared dead letter stream may be created with their
-      // specs' settings (so any service can start first), never changed; its own are kept in line with their specs.
+      // Streams it checks at start (its own, those it consumes, the dead letter stream): it reads them and changes
+      // none. No subject permission can refuse a stream's configuration, and a stream that republishes (or sources,
+      // or mirrors) has the server publish with no user's permissions: a user that could create or update a stream
+      // could purge or delete any stream, or forge another service's events. The operator provisions them.
       const used = [...new Set([...streams, ...consumers.map((c) => c.stream), dlq])].sort();
-      const updated = [...streams].sort();
       const allow = [
         ...events,
         ...consumers.map((c) => deadLetterSubject(deadLetterStreamSpec, c.stream, c.durable)),
         "$JS.API.INFO",
-        ...used.flatMap((s) => [`$JS.API.STREAM.INFO.${s}`, `$JS.API.STREAM.CREATE.${s}`]),
-        ...updated.map((s) => `$JS.API.STREAM.UPDATE.${s}`),
+        ...used.map((s) => `$JS.API.STREAM.INFO.${s}`),
         ...consumers.flatMap(({ stream, durable }) => [
           `$JS.API.CONSUMER.CREATE.${stream}.${durable}`,
           `$JS.API.CONSUMER.CREATE.${stream}.${durable}.>`,
@@ -183,6 +185,8 @@ export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization 
           ...manifest.events.map((e) => e.filterSubject).sort(),
           `$JS.API.STREAM.MSG.DELETE.${dlq}`,
           `$JS.API.STREAM.PURGE.${dlq}`,
+          // Provisioning (`npx concord streams provision`, run by npm start): the contracts' streams and the dead letter stream.
+          ...[...manifest.streams.map((st) => st.name), dlq].sort().flatMap((st) => [`$JS.API.STREAM.CREATE.${st}`, `$JS.API.STREAM.UPDATE.${st}`]),
         ],
         deny: observer.permissions.publish.deny,
       },
@@ -224,6 +228,6 @@ export function natsPermissionTable(authorization: NatsAuthorization): string {
     ];
   });
   rows.push([code(authorization.observer.name), "nothing", "any stream, through consumers it makes (the tools' ordered ones; a program's durable one)"]);
-  rows.push([code(authorization.operator.name), "any event (a dead letter replayed, an event a consumer was left without); deletes and purges dead letters", "as the observer"]);
+  rows.push([code(authorization.operator.name), "any event (a dead letter replayed, an event a consumer was left without); deletes and purges dead letters; creates and updates the streams (`npx concord streams provision`)", "as the observer"]);
   return ["| user | may publish | reads through its durable consumers |", "|---|---|---|", ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
 }

@@ -1,0 +1,36 @@
+/**
+ * `npx concord streams provision`: the operator creates the streams the
+ * contracts declare and the dead letter stream, and brings existing ones in
+ * line with their specs (ensureStreams), as the services' own users may
+ * only read them. `npm start` runs it before the services start; a
+ * deployment runs it before its services, and again after a contract
+ * changes a stream's settings.
+ */
+import type { NatsConnection } from "nats";
+import { allStreams } from "../../gen/ts/concord_streams.js";
+import { deadLetterStreamSpec, ensureStreams, type StreamSpec } from "../../platform/events/index.js";
+import type { Logger } from "../../platform/log/index.js";
+
+/** The streams the operator provisions: the contracts' own and the dead letter stream. */
+export const provisionedStreams: readonly StreamSpec[] = [...allStreams, deadLetterStreamSpec];
+
+/** One provisioned stream as the server now has it. */
+export interface ProvisionedStream {
+  readonly stream: string;
+  readonly subjects: readonly string[];
+  readonly replicas: number;
+  readonly messages: number;
+  readonly atomicBatch: boolean;
+}
+
+/** Provisions `provisionedStreams` over `nc` (the operator's connection); resolves with each as the server now has it. */
+export async function provisionStreams(nc: NatsConnection, logger?: Logger): Promise<ProvisionedStream[]> {
+  const jsm = await nc.jetstreamManager();
+  const { atomicBatch } = await ensureStreams(jsm, provisionedStreams, logger ? { logger } : {});
+  const provisioned: ProvisionedStream[] = [];
+  for (const spec of provisionedStreams) {
+    const { config, state } = await jsm.streams.info(spec.name);
+    provisioned.push({ stream: spec.name, subjects: config.subjects ?? [], replicas: config.num_replicas, messages: state.messages, atomicBatch: atomicBatch.includes(spec) });
+  }
+  return provisioned;
+}
