@@ -34,6 +34,7 @@ import { connect } from "node:net";
 import { basename, join, relative } from "node:path";
 import type { ChannelCredentials } from "@grpc/grpc-js";
 import { clientTlsCredentials, waitForServing } from "../platform/grpc/index.js";
+import { redact } from "../platform/sql/postgres.js";
 import { stopOnStdinCloseVariable } from "../platform/runtime/index.js";
 import { repoRoot } from "./repo-root.js";
 import { findNatsServer } from "./nats/find-nats-server.mjs";
@@ -333,6 +334,9 @@ function holdsStreams(storeDir: string): boolean {
   });
 }
 
+/** A database as start-up prints it: a SQLite path as it is, a postgres:// URL without its password. */
+const shownDatabase = (location: string): string => (/^postgres(ql)?:/.test(location) ? redact(location) : location);
+
 /** Where `npm start` keeps the NATS users' nkey seeds. */
 function natsCredentialsDir(dataDir: string): string {
   return join(dataDir, "nats-credentials");
@@ -552,7 +556,7 @@ async function main(): Promise<void> {
     await Promise.all(addresses.map((a) => waitForServing(a, 30_000, grpc.credentials)));
     return started.map((child, i) => {
       const name = instances > 1 ? `${service}#${i + 1}:` : `${service}:`;
-      return `${name.padEnd(instances > 1 ? 11 : 9)} gRPC on ${addresses[i]}, metrics on http://${metricsAddresses[service][i]}/metrics (database ${env[service === "products" ? "PRODUCTS_DATABASE_URL" : "ORDERS_DATABASE_URL"]}, pid ${child.process.pid})`;
+      return `${name.padEnd(instances > 1 ? 11 : 9)} gRPC on ${addresses[i]}, metrics on http://${metricsAddresses[service][i]}/metrics (database ${shownDatabase(env[service === "products" ? "PRODUCTS_DATABASE_URL" : "ORDERS_DATABASE_URL"] ?? "")}, pid ${child.process.pid})`;
     });
   };
   const lines = [...(await start("products", productsAddresses, "PRODUCTS_LISTEN")), ...(await start("orders", ordersAddresses, "ORDERS_LISTEN"))];

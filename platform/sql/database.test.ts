@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, statSync, symlinkSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, statSync, symlinkSync } from "node:fs";
 import BetterSqlite3 from "better-sqlite3";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -7,6 +7,7 @@ import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { openDatabase } from "./database.js";
 import { sendAhead } from "./transaction-scope.js";
 import { openSqlite } from "./sqlite.js";
+import { redact } from "./postgres.js";
 import type { StagedWrites } from "./types.js";
 
 const dir = tempDirForSuite("concord-db-");
@@ -17,6 +18,19 @@ describe("openDatabase (SQLite)", () => {
     const db = openSqlite(join(dir, "cache.db"));
     expect(db.writer.pragma("cache_size", { simple: true })).toBe(-2000);
     await db.close();
+  });
+
+  it("makes a new database file, its log and its shared memory readable by their owner only, and leaves an existing file's mode as it is", async () => {
+    const path = join(dir, "private.db");
+    const db = await openDatabase({ path, migrations });
+    await db.transaction(async (tx) => void (await tx.run("INSERT INTO notes (text) VALUES ($1)", ["an address"])));
+    for (const file of [path, `${path}-wal`, `${path}-shm`]) expect(statSync(file).mode & 0o777, file).toBe(0o600);
+    await db.close();
+    const shared = join(dir, "shared.db");
+    new BetterSqlite3(shared).close();
+    chmodSync(shared, 0o640);
+    await (await openDatabase({ path: shared, migrations })).close();
+    expect(statSync(shared).mode & 0o777).toBe(0o640);
   });
 
   it("runs migrations once, across restarts", async () => {
@@ -376,5 +390,13 @@ describe("a PostgreSQL server that accepts connections and never answers", () =>
       for (const s of sockets) s.destroy();
       silent.close();
     }
+  });
+});
+
+describe("redact", () => {
+  it("shows a connection URL without its password, as the services and npm start print it", () => {
+    expect(redact("postgres://shop:s3cret@db.internal:5432/orders?sslmode=require")).toBe("postgres://shop:***@db.internal:5432/orders?sslmode=require");
+    expect(redact("postgres://postgres@127.0.0.1:54320/orders")).toBe("postgres://postgres@127.0.0.1:54320/orders");
+    expect(redact("postgres://shop:s3cret@[bad")).not.toContain("s3cret");
   });
 });

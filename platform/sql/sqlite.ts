@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { startCheckpointer, type Checkpointer } from "./sqlite-checkpointer.js";
@@ -139,9 +139,13 @@ export interface SqliteOptions {
  */
 export function openSqlite(path: string, options: SqliteOptions = {}): Database & { readonly writer: BetterSqlite3.Database } {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+  // A database this opening makes is its owner's alone (customers' addresses, say); SQLite gives its log and shared
+  // memory files the database file's mode. One that exists keeps the mode it has.
   let writerConnection: BetterSqlite3.Database;
   let readerConnection: BetterSqlite3.Database | undefined;
   try {
+    // An empty file is a database SQLite takes as new.
+    if (path !== ":memory:" && !existsSync(path)) closeSync(openSync(path, "a", 0o600));
     writerConnection = open(path, false);
     // An in-memory database has no file for a second connection to share.
     if (path !== ":memory:") readerConnection = open(path, true);
