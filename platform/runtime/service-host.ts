@@ -81,6 +81,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
   const db = await openDatabase({
     path: options.database,
     migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations],
+    owner: name,
     ...(options.signal && { signal: options.signal }),
     onWaiting(err) {
       if (performance.now() - loggedAt < waitLogEveryMs) return;

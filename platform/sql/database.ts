@@ -20,6 +20,8 @@ export interface DatabaseOptions {
   readonly onWaiting?: (err: unknown) => void;
   /** Ends the waiting: opening rejects with the signal's reason. */
   readonly signal?: AbortSignal;
+  /** The service the database belongs to: one that another service claimed is refused (see `migrate`). */
+  readonly owner?: string;
   /** Postgres connections this process opens at most (default 10). */
   readonly poolSize?: number;
   /** SQLite: its checkpoints failed (a flush to disk), and SQLite's own, inside commits, took over. */
@@ -53,7 +55,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     for (;;) {
       signal?.throwIfAborted();
       try {
-        await migrate(db, options.migrations, lock);
+        await migrate(db, options.migrations, lock, options.owner);
         return db;
       } catch (err) {
         // Migrations already applied are skipped when they run again.
