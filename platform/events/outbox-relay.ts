@@ -391,16 +391,37 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   // nats.js drops what is published while disconnected, so the relay waits for the reconnect instead
   // (but tries anyway after retryMaxMs, so a missed status event cannot stall it).
   let connected = !nc.isClosed();
+  /** When the connection last dropped, while it is down: a relay cut off from NATS for retryMaxMs hands the relay over. */
+  let disconnectedAt: number | undefined;
   const statuses = nc.status();
   void (async () => {
     for await (const status of statuses) {
-      if (status.type === "disconnect") connected = false;
-      else if (status.type === "reconnect") {
+      if (status.type === "disconnect") {
+        connected = false;
+        disconnectedAt ??= Date.now();
+      } else if (status.type === "reconnect") {
         connected = true;
+        disconnectedAt = undefined;
         wake();
       }
     }
   })().catch(() => undefined);
+  /** Whether this process has not reached NATS for retryMaxMs or more: another process that does should relay. */
+  const cutOff = (): boolean => !connected && disconnectedAt !== undefined && Date.now() - disconnectedAt >= retryMaxMs;
+  /** Whether NATS answers a ping within leaderPollMs; if so, the connection counts as up again. */
+  const answersPing = async (): Promise<boolean> => {
+    let timer: NodeJS.Timeout | undefined;
+    const answered = await Promise.race([
+      nc.flush().then(() => true, () => false),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), leaderPollMs))),
+    ]);
+    clearTimeout(timer);
+    if (answered) {
+      connected = true;
+      disconnectedAt = undefined;
+    }
+    return answered;
+  };
 
   /** Set when this process's lease on the relay is gone: its active loop ends and the relay goes back to waiting for the lease. */
   let leaseLost = false;
@@ -418,6 +439,12 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const run = async (): Promise<void> => {
     let waitingLogged = false;
     while (!stopping) {
+      // A process that cannot reach NATS does not take the relay: it could not publish, and would keep out one that can.
+      // A ping that is answered says it reaches NATS again, should its status event have been missed.
+      if (cutOff() && !(await answersPing())) {
+        await wait(leaderPollMs, { wake: false, ack: false });
+        continue;
+      }
       let lease: SessionLock | undefined;
       try {
         lease = await db.tryLock(relayLockKey);
@@ -453,6 +480,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       // A connection closed under the relay (not by stop()) takes no publishes any more: the relay ends, its events stay.
       if (nc.isClosed()) break;
       if (leaseLost && !stopping) logger.warn("the outbox relay's lock is gone (its database connection broke); waiting to take it again");
+      else if (cutOff() && !stopping) logger.warn({ disconnectedForMs: Date.now() - disconnectedAt! }, "NATS cannot be reached from this process; the outbox relay is left to a process that reaches it, and taken again once NATS answers");
     }
   };
 
@@ -473,6 +501,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         await wait(until - Date.now(), { wake: true, ack: false });
       }
       if (stopping) break;
+      // Cut off from NATS (its other processes may not be): the lock goes, so that one of them relays meanwhile.
+      if (cutOff()) break;
       if (nc.isClosed()) {
         logger.warn("the NATS connection is closed; the outbox relay stops and events stay in the outbox");
         break;

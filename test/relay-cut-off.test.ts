@@ -1,0 +1,97 @@
+/**
+ * Two instances of the product service on one PostgreSQL: the one relaying
+ * the outbox loses NATS (its network to NATS cut, PostgreSQL still there),
+ * the other still reaches both. Events committed through the other instance
+ * should still be published.
+ */
+import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+import { connect, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
+import { startPostgresServer, type PostgresServerHandle } from "./support/postgres.js";
+import { type RunningProducts, startTestProducts, tempDir } from "./support/shop.js";
+import { readStream } from "./support/streams.js";
+
+/** A TCP proxy to `port` that can be cut: its connections dropped and new ones refused. */
+async function cuttableProxy(port: number): Promise<{ url: string; cut(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const upstream = tcpConnect(port, "127.0.0.1");
+    sockets.add(client).add(upstream);
+    client.pipe(upstream).pipe(client);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", end).on("close", end);
+    upstream.on("error", end).on("close", end);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port: own } = server.address() as { port: number };
+  return {
+    url: `nats://127.0.0.1:${own}`,
+    async cut() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      });
+    },
+  };
+}
+
+describe("the relaying instance cut off from NATS", () => {
+  const dir = tempDir();
+  let postgres: PostgresServerHandle;
+  let nats: NatsServerHandle;
+  let nc: NatsConnection;
+  const products: RunningProducts[] = [];
+
+  beforeAll(async () => {
+    [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
+    nc = await connect({ servers: nats.url });
+  }, 120_000);
+  afterAll(async () => {
+    await nc?.close();
+    for (const p of products) await p.stop().catch(() => undefined);
+    await nats?.stop();
+    await postgres?.stop();
+    dir.remove();
+  });
+
+  it("publishes the events the other instance commits", async () => {
+    const database = await postgres.createDatabase("products");
+    const proxy = await cuttableProxy(nats.port);
+    products.push(await startTestProducts(dir.path, proxy.url, { database }));
+    const jsm = await nc.jetstreamManager();
+    const published = async (subject: RegExp) => (await readStream(jsm, "SHOP_PRODUCTS")).some((e) => subject.test(e.subject));
+    // The first instance relays (it published the first product's event before the second started).
+    const { product } = await products[0].client.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1000 }, initialStock: 5 });
+    await expect.poll(() => published(new RegExp(`${product!.id}\\.created$`)), { timeout: 10_000 }).toBe(true);
+    products.push(await startTestProducts(dir.path, nats.url, { database }));
+    await proxy.cut();
+    const { product: second } = await products[1].client.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 2000 }, initialStock: 5 });
+    const started = Date.now();
+    await expect.poll(() => published(new RegExp(`${second!.id}\\.created$`)), { timeout: 30_000, interval: 500 }).toBe(true);
+    console.log(`published ${Date.now() - started} ms after the commit`);
+  }, 90_000);
+
+  it("a lone instance whose NATS was away for longer than that takes the relay again and publishes once NATS is back", async () => {
+    const own = await startNatsServer({ storeDir: `${dir.path}/lone-nats` });
+    const lone = await startTestProducts(dir.path, own.url, { database: `${dir.path}/lone.db` });
+    products.push(lone);
+    await own.stop();
+    const { product } = await lone.client.createProduct({ name: "Cup", description: "", price: { currencyCode: "EUR", amountMinor: 500 }, initialStock: 1 });
+    await new Promise((r) => setTimeout(r, 8_000));
+    const back = await startNatsServer({ storeDir: `${dir.path}/lone-nats`, port: own.port });
+    try {
+      const watcher = await connect({ servers: back.url });
+      const jsm = await watcher.jetstreamManager();
+      await expect.poll(async () => (await readStream(jsm, "SHOP_PRODUCTS")).some((e) => e.subject.endsWith(`${product!.id}.created`)), { timeout: 15_000, interval: 500 }).toBe(true);
+      await watcher.close();
+    } finally {
+      await lone.stop();
+      products.pop();
+      await back.stop();
+    }
+  }, 90_000);
+});
