@@ -1,7 +1,7 @@
 import type { NatsConnection } from "nats";
 import type { Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
-import type { Database, SessionLock } from "../sql/index.js";
+import { type Database, isDatabaseRefusingWrites, type SessionLock } from "../sql/index.js";
 import { stopStatusIterator } from "./nats-internals.js";
 import { createBatchTrial } from "./batch-trial.js";
 import { recordSend } from "./event-tracing.js";
@@ -356,8 +356,16 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         }
       } catch (err) {
         markingUpTo = 0;
-        release(done);
-        logger.error({ err, events: done.length }, "marking published outbox events failed; they will be published again (JetStream drops the copies)");
+        if (isDatabaseRefusingWrites(err)) {
+          // JetStream has them: they are deleted once the database takes the DELETE, not published again (a database
+          // away for longer than JetStream's duplicate window would have them stored twice), and not read meanwhile.
+          acked = [...done, ...acked];
+          ackedDuplicates += dup;
+          logger.warn({ err, events: done.length }, "deleting published outbox events failed while the database is away; deleting them again once it answers");
+        } else {
+          release(done);
+          logger.error({ err, events: done.length }, "marking published outbox events failed; they will be published again (JetStream drops the copies)");
+        }
         failures++;
         firstFailure ??= "marking published events failed";
         return false;
@@ -488,6 +496,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const relay = async (): Promise<void> => {
     cursor = 0;
     taken.clear();
+    // Acknowledged before, their deletion failed (the database away): left out of reads, and deleted first.
+    for (const row of acked) taken.add(row.seq);
+    if (acked.length > 0) await markAcked();
     maybeMore = true;
     failures = 0;
     firstFailure = undefined;
