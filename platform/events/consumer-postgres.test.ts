@@ -145,6 +145,46 @@ describe("a consumer's batch on Postgres", () => {
     }
   });
 
+  it("spends no attempt on an event whose row another session holds for longer than its lock wait: it comes back, and is handled once the row is free", async () => {
+    // A statement timeout of 15 s, above the first event's lock wait (10 s): the wait fails as a lock timeout.
+    const url = await postgres.createDatabase("held_long");
+    const db = await openDatabase({ path: `${url}?statement_timeout=15000`, migrations: [...eventMigrations, countersTable] });
+    await db.run("INSERT INTO counters (id, n) VALUES ('a', 0), ('b', 0)");
+    const sample = sampleStream("heldlong");
+    await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    for (const note of ["b", "a"]) await publisher.publish(sample.event, { thingId: `t-${note}`, note });
+    // Another session (an operator's open transaction, a migration) holds row b for longer than the lock wait.
+    const other = new pg.Client({ connectionString: url });
+    await other.connect();
+    await other.query("BEGIN");
+    await other.query("SELECT n FROM counters WHERE id = 'b' FOR UPDATE");
+    const consumers = await startWorker(db, sample, "heldlong-worker", async (event, context) => {
+      await context.tx.run("UPDATE counters SET n = n + 1 WHERE id = $1", [event.note]);
+    }, { maxDeliver: 2, backoffMs: [100] });
+    const counter = async (id: string) => (await db.query<{ n: number }>("SELECT n FROM counters WHERE id = $1", [id]))[0].n;
+    try {
+      // The event after it is handled while the row is still held.
+      await eventually("the event behind the held row is handled", async () => (await counter("a")) === 1, 15_000);
+      // Past the statement timeout (15 s): formerly its first attempt failed there, its second at 30 s, and it was dead-lettered.
+      await new Promise((resolve) => setTimeout(resolve, 20_000));
+      expect(await counter("b")).toBe(0);
+      await other.query("COMMIT");
+      await eventually("the held event is handled once the row is free", async () => (await counter("b")) === 1, 15_000);
+      const [{ failures }] = await db.query<{ failures: number }>("SELECT coalesce(max(failures), 0)::int AS failures FROM event_failures");
+      // The redelivery that ran to its end had its attempt counted ahead, as every redelivery's is; the waits none.
+      expect(failures, "no attempt was spent on the lock waits").toBeLessThanOrEqual(1);
+      const info = await bus.jsm.streams.info(deadLetterStreamSpec.name);
+      const subject = deadLetterSubject(deadLetterStreamSpec, sample.stream.name, "heldlong-worker");
+      const letters = info.state.messages === 0 ? [] : await bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: subject }).then(() => [1], () => []);
+      expect(letters).toEqual([]);
+    } finally {
+      await other.end();
+      await consumers.stop();
+      await db.close();
+    }
+  }, 90_000);
+
   it("reads and writes the inbox once per transaction, not once per event, and has each event's effect once", async () => {
     const url = await postgres.createDatabase("batch_inbox");
     const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });

@@ -262,6 +262,16 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
         giveBack(from);
         break;
       }
+      // A lock another session held past firstEventLockWaitMs: no attempt of the event's (one counted ahead is taken
+      // back). It comes back after the backoff's first pause; the events after it go on meanwhile.
+      if (isLockTimeout(err)) {
+        if (deliveries[from].attempt !== undefined) deliveries[from] = await uncounted(deliveries[from], step);
+        const retryInMs = backoffDelay(step.backoffMs, 1);
+        logger.warn({ err, streamSequence: deliveries[from].streamSequence, retryInMs }, "the event waited too long for a lock another session holds; it comes back, no attempt spent");
+        intake.settle(batch[from], { kind: "retry", delayMs: retryInMs });
+        from++;
+        continue;
+      }
       // An error that says something could not be reached is held only if the database does not answer either: it may
       // be a handler's (a service it called). One that says the database takes no writes is held without asking it.
       if (!isDatabaseTakingNoWrites(err) && (await answers(step.db))) {
@@ -400,6 +410,23 @@ function stoppedWithin(stopping: AbortSignal, ms: number): Promise<boolean> {
 /** How long an event after a transaction's first may wait for a lock before it is left to the next transaction. */
 const batchLockWaitMs = 50;
 
+/**
+ * How long a transaction's first event may wait for a lock (Postgres), at
+ * most half the statement timeout (30 s by default), so that a row or lock another
+ * session holds for long (an open transaction, a migration, CREATE INDEX)
+ * fails the wait as a lock timeout, which is no attempt of the event's: it
+ * comes back after the backoff's first pause, the events behind it handled
+ * meanwhile, instead of spending its attempts and ending as a dead letter
+ * (an order left PENDING, or a cancelled order's stock never given back).
+ */
+const firstEventLockWaitMs = 10_000;
+
+/** The first event's lock wait on `db`: firstEventLockWaitMs, or half the statement timeout when that is shorter. */
+function firstLockWaitOn(db: Database): number {
+  const timeout = db.statementTimeoutMs;
+  return timeout === undefined || timeout === 0 ? firstEventLockWaitMs : Math.max(1, Math.min(firstEventLockWaitMs, Math.floor(timeout / 2)));
+}
+
 /** Handles batch[from..], at most `max` events, in one transaction until the budget is spent; settles them; returns where it stopped. Rejects, nothing settled, when the transaction fails. */
 async function handleChunk(
   batch: readonly JsMsg[],
@@ -421,6 +448,7 @@ async function handleChunk(
       settlements.length = 0;
       // One event left claims itself (one statement either way); two or more share one read and one write.
       const last = Math.min(batch.length, from + max);
+      await limitLockWaits(tx, firstLockWaitOn(db));
       if (pipeline === step.pipeline) await step.claims.begin(tx, consumer, last - from > 1 ? eventIdsOf(deliveries, from, last) : []);
       let limited = false;
       while (end < batch.length && end - from < max) {
@@ -451,7 +479,7 @@ async function handleChunk(
         if (performance.now() - started >= step.budgetMs) break;
       }
       // What the commit writes (the outbox's events) waits for its locks as long as it needs.
-      if (limited) await limitLockWaits(tx, undefined);
+      await limitLockWaits(tx, undefined);
     }, signal && { signal });
   try {
     await run(step.pipeline);

@@ -570,6 +570,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   return {
     dialect: postgresDialect,
     location: redact(url),
+    statementTimeoutMs,
     pool,
     async transaction(work, options) {
       const signal = signalOf(options);

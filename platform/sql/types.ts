@@ -132,6 +132,8 @@ export interface Database extends Queryable {
   close(): Promise<void>;
   /** Where it is, for logs and messages, without credentials. */
   readonly location: string;
+  /** How long a statement may run, ms, where the database limits it (Postgres's statement_timeout; 0: no limit). */
+  readonly statementTimeoutMs?: number;
 }
 
 /**
