@@ -59,8 +59,9 @@ export interface GrpcServerOptions {
    * How long and how much answers may wait on connections whose callers
    * take none of them (see watchUnreadResponses): by default a connection's
    * new call waits to run while its unsent answers, with those its calls
-   * under way are expected to write, would pass 8 MiB, and is refused with
-   * RESOURCE_EXHAUSTED before it runs once the connection sends none; a
+   * under way are expected to write, would pass 8 MiB (two seconds at most,
+   * within 16 MiB), and is refused with RESOURCE_EXHAUSTED before it runs
+   * once the connection sends none, or past 16 MiB after two seconds; a
    * connection that holds answers and sent none of them for 10 s has its
    * calls cancelled, and so, while answers on such connections pass 32 MiB,
    * have those stalled longest.

@@ -262,6 +262,31 @@ describe("answers their callers do not read", () => {
     }
   });
 
+  it("refuses, after 8 looks, the waiting calls of a connection that reads none of its answers but pings, once it would hold twice maxBytesPerConnection", async () => {
+    const runs = { count: 0 };
+    const address = await serve(1024 * 1024, { stallMs: 60_000, maxBytesPerConnection: 2.5 * 1024 * 1024, checkMs: 50 }, runs);
+    const client = createClient(ProductServiceService, { address });
+    try {
+      await client.listProducts({ pageSize: 1, pageToken: "" });
+    } finally {
+      client.close();
+    }
+    // Its socket writes a PING's answer at every look: the connection is never found stalled.
+    const pinger = setInterval(() => session!.ping(() => undefined), 20);
+    try {
+      const unread = Array.from({ length: 20 }, () => unreadCall(session!));
+      // Two answers of just over 1 MiB fit in 2.5 MiB; after 8 looks two more run, within 5 MiB, and the rest are refused.
+      const refused = await Promise.all(unread.slice(4).map((call) => call.closed));
+      expect(refused).toEqual(refused.map(() => 0));
+      expect(unread.slice(4).map((call) => call.status())).toEqual(refused.map(() => "8"));
+      expect(runs.count).toBe(1 + 4);
+      expect(unread.slice(0, 4).map((call) => call.stream.closed)).toEqual([false, false, false, false]);
+      expect(server!.unreadAnswers.cancelled).toBe(0);
+    } finally {
+      clearInterval(pinger);
+    }
+  });
+
   it("refuses options that are not whole numbers from 1", () => {
     expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { stallMs: 0 } })).toThrow(/stallMs/);
     expect(() => createGrpcServer({ descriptorSet, logger, unreadResponses: { maxBytes: 1.5 } })).toThrow(/maxBytes/);

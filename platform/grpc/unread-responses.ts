@@ -92,9 +92,20 @@ const stalledAfterLooks = 4;
  * what finding a connection stalled takes, so that a caller that reads
  * none of its answers has its calls refused first, while one whose
  * connection is held by others' answers (a proxy's connection carrying a
- * paused user) waits a bounded time.
+ * paused user) waits a bounded time. It runs anyway only while the
+ * connection's answers, with its own, stay within `overdueFactor` times
+ * `maxBytesPerConnection`, and is refused past that: a connection counts
+ * as sending whenever its socket writes anything (a PING's answer, a
+ * trailer, a small answer read in full), so a caller that pings, or reads
+ * its small answers and none of its large ones, is never found stalled,
+ * and without that bound had every call it sent run after two seconds.
+ * The bound counts calls under way at their expected size, so a caller
+ * with more than that of slow calls under way has its later ones refused.
  */
 const waitLooks = 2 * stalledAfterLooks;
+
+/** How far past `maxBytesPerConnection` a call that waited `waitLooks` may take its connection (see waitLooks). */
+const overdueFactor = 2;
 
 /**
  * Bounds the memory a server's answers hold while their callers take none
@@ -114,7 +125,9 @@ const waitLooks = 2 * stalledAfterLooks;
  * gets them as fast as it reads them, and one that reads none has at most
  * about `maxBytesPerConnection` of answers made for it, however many calls
  * it sends in one burst. A call that has waited two seconds (at the
- * default `checkMs`) on a connection that is not stalled runs anyway.
+ * default `checkMs`) on a connection that is not stalled runs anyway, as
+ * long as the connection then holds at most twice
+ * `maxBytesPerConnection`, and is refused otherwise.
  *
  * Node tells how much of each stream's answer is unsent, which is most of a
  * large answer for a caller reading at full speed too (HTTP/2 lets 64 KiB
@@ -132,7 +145,8 @@ const waitLooks = 2 * stalledAfterLooks;
  * reads again. Not covered: one paused stream among others its connection
  * reads (a proxy's connection carrying a paused user), whose answer waits
  * for its deadline, and whose connection's later calls may wait behind
- * it, two seconds at most.
+ * it, two seconds at most (and are refused once the connection holds
+ * twice `maxBytesPerConnection`).
  */
 export function watchUnreadResponses(logger: Logger, options: UnreadResponseOptions = {}): UnreadResponses {
   const factory = "unreadResponses";
@@ -162,6 +176,11 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
       Code.RESOURCE_EXHAUSTED,
       `this connection holds ${(waiting / 1048576).toFixed(1)} MiB of answers its caller has not taken (at most ${(maxBytesPerConnection / 1048576).toFixed(1)} MiB while it takes none); nothing was done, read those first`,
     );
+  const overdueRefusal = (waiting: number) =>
+    new StatusError(
+      Code.RESOURCE_EXHAUSTED,
+      `this connection holds ${(waiting / 1048576).toFixed(1)} MiB of answers its callers have not taken, and the call waited ${waitLooks} looks for room (at most ${((overdueFactor * maxBytesPerConnection) / 1048576).toFixed(1)} MiB then); nothing was done, read those first`,
+    );
   /** Whether a call expecting `answerBytes` fits beside `pending` unsent bytes: one call at a time always does. */
   const fits = (connection: Connection, pending: number, answerBytes: number): boolean =>
     (connection.expected === 0 && pending === 0) || pending + connection.expected + answerBytes <= maxBytesPerConnection;
@@ -172,8 +191,10 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
     connection.expected += answerBytes;
   };
   /**
-   * Lets the calls waiting on `connection` run, in order, while they fit
-   * or have waited `waitLooks`; refuses them all once it is stalled.
+   * Lets the calls waiting on `connection` run, in order, while they fit,
+   * or, once they have waited `waitLooks`, while they fit within
+   * `overdueFactor` times the bound (refusing those that do not); refuses
+   * them all once it is stalled.
    */
   const release = (connection: Connection): void => {
     if (connection.waiting.length === 0) return;
@@ -185,7 +206,14 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
     }
     while (connection.waiting.length > 0) {
       const next = connection.waiting[0];
-      if (!fits(connection, pending, next.answerBytes) && looks - next.since < waitLooks) return;
+      if (!fits(connection, pending, next.answerBytes)) {
+        if (looks - next.since < waitLooks) return;
+        if (pending + connection.expected + next.answerBytes > overdueFactor * maxBytesPerConnection) {
+          connection.waiting.shift();
+          next.reject(overdueRefusal(pending));
+          continue;
+        }
+      }
       connection.waiting.shift();
       start(connection, next.stream, next.answerBytes);
       next.resolve();
