@@ -1,7 +1,7 @@
 import { type ClientHttp2Session, type ClientHttp2Stream, connect as connectHttp2, constants as http2Constants } from "node:http2";
 import { afterEach, describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
-import { ListProductsRequest, ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { GetProductRequest, ListProductsRequest, ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { Code, StatusError } from "../errors/index.js";
 import { createLogger } from "../log/index.js";
 import type { ServiceImpl } from "./bind-service.js";
@@ -26,7 +26,9 @@ function bigAnswers(bytes: number, runs = { count: 0 }): ServiceImpl<typeof Prod
     runs.count++;
     return { products: [product], nextPageToken: "" };
   };
-  return { getProduct: unused, batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts, adjustStock: unused };
+  // A small answer (its contract bounds it at about 9 KB), not counted in `runs`.
+  const getProduct = async () => ({ product: { ...product, description: "small" } });
+  return { getProduct, batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts, adjustStock: unused };
 }
 
 /** A raw HTTP/2 ListProducts call whose caller reads nothing of the answer (it sends no WINDOW_UPDATE). */
@@ -285,6 +287,34 @@ describe("answers their callers do not read", () => {
     } finally {
       clearInterval(pinger);
     }
+  });
+
+  it("answers a small call that fits at once, though a large one waits before it on the same connection (a proxy's, carrying a paused caller)", async () => {
+    const runs = { count: 0 };
+    const address = await serve(3 * 1024 * 1024, { stallMs: 60_000, checkMs: 50 }, runs);
+    const client = createClient(ProductServiceService, { address });
+    try {
+      await client.listProducts({ pageSize: 1, pageToken: "" });
+    } finally {
+      client.close();
+    }
+    // Two answers of 3 MiB nobody reads run; a third does not fit in 8 MiB, and waits.
+    const paused = Array.from({ length: 3 }, () => unreadCall(session!));
+    await expect.poll(() => runs.count).toBe(3);
+    // Another caller on the connection asks for a small answer, and reads it.
+    const started = Date.now();
+    const body = GetProductRequest.encode({ id: productId }).finish();
+    const stream = session!.request({ ":method": "POST", ":path": ProductServiceService.getProduct.path, "content-type": "application/grpc", te: "trailers" });
+    let status: string | undefined;
+    stream.on("response", (headers) => (status ??= headers["grpc-status"] as string | undefined));
+    stream.on("trailers", (headers) => (status ??= headers["grpc-status"] as string | undefined));
+    stream.on("data", () => undefined);
+    stream.end(Buffer.concat([Buffer.from([0, 0, 0, 0, body.length]), body]));
+    await new Promise((resolve) => stream.once("close", resolve));
+    // Behind the waiting call it would have sent nothing, and been refused with the rest once the connection was found stalled.
+    expect(status).toBe("0");
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(paused.slice(0, 2).map((call) => call.stream.closed)).toEqual([false, false]);
   });
 
   it("refuses options that are not whole numbers from 1", () => {

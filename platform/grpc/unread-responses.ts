@@ -28,8 +28,10 @@ export interface UnreadResponses {
    * `answerBytes`, may run: undefined when it may now; a promise that
    * resolves when it may, as its connection already holds or expects
    * maxBytesPerConnection of answers its caller has not taken (it rejects
-   * with RESOURCE_EXHAUSTED should the connection stop reading, and with
-   * CANCELLED should the call end meanwhile); RESOURCE_EXHAUSTED at once
+   * with RESOURCE_EXHAUSTED should the connection stop reading, or should
+   * running after two seconds of waiting take it past twice
+   * maxBytesPerConnection, and with CANCELLED should the call end
+   * meanwhile); RESOURCE_EXHAUSTED at once
    * when the connection was stalled at the last look and holds more than
    * maxBytesPerConnection. Once let in, the call counts at `answerBytes`
    * until `answered`.
@@ -121,10 +123,11 @@ const overdueFactor = 2;
  * expected to write (each at the largest answer its method gave in the
  * last minute or two), would pass
  * `maxBytesPerConnection`; it runs as its caller takes answers. One call at
- * a time always runs. So a caller that asks for many large answers at once
- * gets them as fast as it reads them, and one that reads none has at most
- * about `maxBytesPerConnection` of answers made for it, however many calls
- * it sends in one burst. A call that has waited two seconds (at the
+ * a time always runs, and a call that fits runs though others wait (a
+ * small answer does not wait behind a large one). So a caller that asks
+ * for many large answers at once gets them as fast as it reads them, and
+ * one that reads none has at most about `maxBytesPerConnection` of answers
+ * made for it, however many calls it sends in one burst. A call that has waited two seconds (at the
  * default `checkMs`) on a connection that is not stalled runs anyway, as
  * long as the connection then holds at most twice
  * `maxBytesPerConnection`, and is refused otherwise.
@@ -144,9 +147,9 @@ const overdueFactor = 2;
  * which was not reading, gets CANCELLED (RST_STREAM with CANCEL) if it
  * reads again. Not covered: one paused stream among others its connection
  * reads (a proxy's connection carrying a paused user), whose answer waits
- * for its deadline, and whose connection's later calls may wait behind
- * it, two seconds at most (and are refused once the connection holds
- * twice `maxBytesPerConnection`).
+ * for its deadline; once such answers hold `maxBytesPerConnection`, the
+ * connection's later calls wait, it then sends nothing and is found
+ * stalled, and its calls are refused until those answers go.
  */
 export function watchUnreadResponses(logger: Logger, options: UnreadResponseOptions = {}): UnreadResponses {
   const factory = "unreadResponses";
@@ -191,10 +194,12 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
     connection.expected += answerBytes;
   };
   /**
-   * Lets the calls waiting on `connection` run, in order, while they fit,
-   * or, once they have waited `waitLooks`, while they fit within
-   * `overdueFactor` times the bound (refusing those that do not); refuses
-   * them all once it is stalled.
+   * Lets the calls waiting on `connection` run, oldest first, each that
+   * fits (a small answer need not wait behind a large one, which would
+   * leave the connection sending nothing, to be found stalled), or, once
+   * it has waited `waitLooks`, that fits within `overdueFactor` times the
+   * bound (refusing one that does not); refuses them all once it is
+   * stalled.
    */
   const release = (connection: Connection): void => {
     if (connection.waiting.length === 0) return;
@@ -204,17 +209,21 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
       for (const waiter of connection.waiting.splice(0)) waiter.reject(refusal);
       return;
     }
-    while (connection.waiting.length > 0) {
-      const next = connection.waiting[0];
+    let at = 0;
+    while (at < connection.waiting.length) {
+      const next = connection.waiting[at];
       if (!fits(connection, pending, next.answerBytes)) {
-        if (looks - next.since < waitLooks) return;
+        if (looks - next.since < waitLooks) {
+          at++;
+          continue;
+        }
         if (pending + connection.expected + next.answerBytes > overdueFactor * maxBytesPerConnection) {
-          connection.waiting.shift();
+          connection.waiting.splice(at, 1);
           next.reject(overdueRefusal(pending));
           continue;
         }
       }
-      connection.waiting.shift();
+      connection.waiting.splice(at, 1);
       start(connection, next.stream, next.answerBytes);
       next.resolve();
     }
@@ -311,7 +320,7 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
       if (connection === undefined || stream.closed) return undefined;
       const pending = unsent(connection);
       if (isStalled(connection) && pending > maxBytesPerConnection) return refusalFor(pending);
-      if (connection.waiting.length === 0 && fits(connection, pending, answerBytes)) {
+      if (fits(connection, pending, answerBytes)) {
         start(connection, stream, answerBytes);
         return undefined;
       }
