@@ -77,12 +77,16 @@ export interface AnswerGate {
 
 /**
  * The size a method's next answer is expected to take: the largest it gave
- * in this minute or the one before (64 KiB while it has given none for
+ * in these 10 seconds or the 10 before (64 KiB while it has given none for
  * that long, as at the start), and never more than the largest its
  * contract allows. By the largest over a while, not a mean: a caller that
  * asks for small answers for a moment does not make the server expect
- * small ones from a burst of large calls right after.
+ * small ones from a burst of large calls right after. Over seconds, not
+ * minutes: one large answer holds its method's calls on each connection
+ * to a few at a time (8 MiB of them) for that long.
  */
+const answerSizeWindowMs = 10_000;
+
 class AnswerSizes {
   private current = 0;
   private previous = 64 * 1024;
@@ -99,8 +103,8 @@ class AnswerSizes {
   }
   private roll(): void {
     const now = Date.now();
-    if (now - this.since < 60_000) return;
-    this.previous = now - this.since < 120_000 && this.current > 0 ? this.current : 64 * 1024;
+    if (now - this.since < answerSizeWindowMs) return;
+    this.previous = now - this.since < 2 * answerSizeWindowMs && this.current > 0 ? this.current : 64 * 1024;
     this.current = 0;
     this.since = now;
   }
@@ -209,7 +213,11 @@ function unaryHandler(
       const gate = answerGate?.admit(call, answers.expected);
       if (gate === undefined) return handle(principal);
       if (gate instanceof StatusError) return finish(gate);
-      gate.then(() => handle(principal), finish);
+      gate.then(
+        () => handle(principal),
+        // A call whose deadline passed while it waited: its caller sees DEADLINE_EXCEEDED (grpc-js ends it so), and so does the log.
+        (err) => finish(call.getDeadline() instanceof Date && (call.getDeadline() as Date).getTime() <= Date.now() ? new StatusError(Code.DEADLINE_EXCEEDED, "the deadline passed while the call waited for its connection's caller to take answers; nothing was done") : err),
+      );
     }
     function handle(principal: Principal): void {
       if (bytes.length > limit) {
@@ -250,7 +258,14 @@ function unaryHandler(
       }
       const context = new UnaryCallContext(method.path, call, log, principal, request, digestOf);
       const run = (release?: Release): void => {
-        fn(request, context).then(
+        // An implementation that throws rather than rejecting is answered the same way (on a call that waited, a throw would be an unhandled rejection).
+        let answer: Promise<unknown>;
+        try {
+          answer = fn(request, context);
+        } catch (err) {
+          answer = Promise.reject(err);
+        }
+        answer.then(
           (response) => {
             release?.();
             context.end();

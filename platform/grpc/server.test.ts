@@ -104,6 +104,24 @@ describe("createGrpcServer", () => {
     client.close();
   });
 
+  it("answers INTERNAL, and goes on serving, when an implementation throws instead of rejecting", async () => {
+    server = createGrpcServer({ descriptorSet, logger });
+    server.addService(ProductServiceService, impl((() => {
+      throw new Error("thrown, not rejected");
+    }) as never));
+    const { port } = await server.start("127.0.0.1:0");
+    const client = createClient(ProductServiceService, { address: `127.0.0.1:${port}` });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const err = await client.getProduct({ id: product.id }).catch((e) => e);
+        expect(err.code).toBe(status.INTERNAL);
+        expect(err.message).toBe("internal error");
+      }
+    } finally {
+      client.close();
+    }
+  });
+
   it("gives the handler the caller's deadline and trace context, and aborts its signal when the caller cancels", async () => {
     let started!: () => void;
     const callStarted = new Promise<void>((r) => (started = r));

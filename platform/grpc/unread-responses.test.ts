@@ -58,6 +58,29 @@ function unreadCall(session: ClientHttp2Session): Unread {
   return { stream, closed: new Promise((resolve) => stream.once("close", () => resolve(stream.rstCode ?? 0))), received: () => received, status: () => status };
 }
 
+/** One ListProducts call read in full by a grpc-js client: the server then expects answers of its size. */
+async function readOneAnswer(address: string): Promise<void> {
+  const client = createClient(ProductServiceService, { address });
+  try {
+    await client.listProducts({ pageSize: 1, pageToken: "" });
+  } finally {
+    client.close();
+  }
+}
+
+/** Reads `call`'s answer about 64 KiB at a time, 150 ms apart; clearInterval of the result stops it. */
+function readSlowly(call: Unread): NodeJS.Timeout {
+  let turn = 0;
+  call.stream.on("data", (chunk: Buffer) => {
+    turn += chunk.length;
+    if (turn >= 64 * 1024) call.stream.pause();
+  });
+  return setInterval(() => {
+    turn = 0;
+    call.stream.resume();
+  }, 150);
+}
+
 describe("answers their callers do not read", () => {
   let server: GrpcServer | undefined;
   let session: ClientHttp2Session | undefined;
@@ -144,15 +167,7 @@ describe("answers their callers do not read", () => {
     await serve(1024 * 1024, { stallMs: 400, checkMs: 50 });
     const slow = unreadCall(session!);
     // About 64 KiB at a time, a pause of 150 ms between: over 2 s for the whole answer, never 400 ms without reading.
-    let turn = 0;
-    slow.stream.on("data", (chunk: Buffer) => {
-      turn += chunk.length;
-      if (turn >= 64 * 1024) slow.stream.pause();
-    });
-    const reader = setInterval(() => {
-      turn = 0;
-      slow.stream.resume();
-    }, 150);
+    const reader = readSlowly(slow);
     const started = Date.now();
     try {
       expect(await slow.closed).toBe(0);
@@ -183,12 +198,7 @@ describe("answers their callers do not read", () => {
     const runs = { count: 0 };
     const address = await serve(1024 * 1024, { stallMs: 60_000, maxBytes: 1024 * 1024 * 1024, maxBytesPerConnection: 4.5 * 1024 * 1024, checkMs: 50 }, runs);
     // One answer read first: the server now expects answers of this size from ListProducts.
-    const client = createClient(ProductServiceService, { address });
-    try {
-      await client.listProducts({ pageSize: 1, pageToken: "" });
-    } finally {
-      client.close();
-    }
+    await readOneAnswer(address);
     // Forty calls sent at once on one connection whose caller reads nothing: four answers of just over 1 MiB fit in 4.5 MiB.
     const unread = Array.from({ length: 40 }, () => unreadCall(session!));
     const refused = await Promise.all(unread.slice(4).map((call) => call.closed));
@@ -230,24 +240,11 @@ describe("answers their callers do not read", () => {
   it("runs a call that waited 8 looks for room on a connection that still sends answers (a proxy's, carrying a paused caller) without waiting for the room", async () => {
     const runs = { count: 0 };
     const address = await serve(1024 * 1024, { stallMs: 60_000, maxBytesPerConnection: 2.5 * 1024 * 1024, checkMs: 50 }, runs);
-    const client = createClient(ProductServiceService, { address });
-    try {
-      await client.listProducts({ pageSize: 1, pageToken: "" });
-    } finally {
-      client.close();
-    }
+    await readOneAnswer(address);
     const paused = unreadCall(session!);
     // A caller reading about 64 KiB every 150 ms: its answer takes over two seconds, and the connection keeps sending.
     const slow = unreadCall(session!);
-    let turn = 0;
-    slow.stream.on("data", (chunk: Buffer) => {
-      turn += chunk.length;
-      if (turn >= 64 * 1024) slow.stream.pause();
-    });
-    const reader = setInterval(() => {
-      turn = 0;
-      slow.stream.resume();
-    }, 150);
+    const reader = readSlowly(slow);
     try {
       await expect.poll(() => runs.count).toBe(3);
       // Two answers of 1 MiB held: a third does not fit in 2.5 MiB, and waits 8 looks of 50 ms before it runs.
@@ -267,12 +264,7 @@ describe("answers their callers do not read", () => {
   it("refuses, after 8 looks, the waiting calls of a connection that reads none of its answers but pings, once it would hold twice maxBytesPerConnection", async () => {
     const runs = { count: 0 };
     const address = await serve(1024 * 1024, { stallMs: 60_000, maxBytesPerConnection: 2.5 * 1024 * 1024, checkMs: 50 }, runs);
-    const client = createClient(ProductServiceService, { address });
-    try {
-      await client.listProducts({ pageSize: 1, pageToken: "" });
-    } finally {
-      client.close();
-    }
+    await readOneAnswer(address);
     // Its socket writes a PING's answer at every look: the connection is never found stalled.
     const pinger = setInterval(() => session!.ping(() => undefined), 20);
     try {
@@ -292,12 +284,7 @@ describe("answers their callers do not read", () => {
   it("answers a small call that fits at once, though a large one waits before it on the same connection (a proxy's, carrying a paused caller)", async () => {
     const runs = { count: 0 };
     const address = await serve(3 * 1024 * 1024, { stallMs: 60_000, checkMs: 50 }, runs);
-    const client = createClient(ProductServiceService, { address });
-    try {
-      await client.listProducts({ pageSize: 1, pageToken: "" });
-    } finally {
-      client.close();
-    }
+    await readOneAnswer(address);
     // Two answers of 3 MiB nobody reads run; a third does not fit in 8 MiB, and waits.
     const paused = Array.from({ length: 3 }, () => unreadCall(session!));
     await expect.poll(() => runs.count).toBe(3);

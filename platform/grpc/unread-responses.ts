@@ -121,7 +121,7 @@ const overdueFactor = 2;
  * Backpressure first: a connection's new call waits to run while the
  * connection's unsent answers, with the answers its calls under way are
  * expected to write (each at the largest answer its method gave in the
- * last minute or two), would pass
+ * last 10 to 20 seconds), would pass
  * `maxBytesPerConnection`; it runs as its caller takes answers. One call at
  * a time always runs, and a call that fits runs though others wait (a
  * small answer does not wait behind a large one). So a caller that asks
@@ -177,7 +177,7 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
   const refusalFor = (waiting: number) =>
     new StatusError(
       Code.RESOURCE_EXHAUSTED,
-      `this connection holds ${(waiting / 1048576).toFixed(1)} MiB of answers its caller has not taken (at most ${(maxBytesPerConnection / 1048576).toFixed(1)} MiB while it takes none); nothing was done, read those first`,
+      `this connection holds ${(waiting / 1048576).toFixed(1)} MiB of answers its caller has not taken, and has taken none for a second or more; nothing was done, read those first`,
     );
   const overdueRefusal = (waiting: number) =>
     new StatusError(
