@@ -21,7 +21,7 @@ describe("natsAuthorizationOf", () => {
     expect(() => identityOfPackage("v1")).toThrow(/gives no NATS user name/);
   });
 
-  it("gives a user its events, its dead letters and the JetStream API of its own durables, and the observer reads only", () => {
+  it("gives a user its events, its dead letters, info of its streams and the JetStream API of its own durables, the observer reads only, and the operator provisions the streams", () => {
     const auth = natsAuthorizationOf(manifest);
     expect(auth.streamSources).toEqual({ ZOO_ANIMALS: "animals", ZOO_KEEPERS: "keepers" });
     const animals = auth.services.find((u) => u.name === "animals")!;
@@ -32,12 +32,8 @@ describe("natsAuthorizationOf", () => {
       "concord.dlq.ZOO_ANIMALS.keepers-fed",
       "$JS.API.INFO",
       "$JS.API.STREAM.INFO.CONCORD_DLQ",
-      "$JS.API.STREAM.CREATE.CONCORD_DLQ",
       "$JS.API.STREAM.INFO.ZOO_ANIMALS",
-      "$JS.API.STREAM.CREATE.ZOO_ANIMALS",
       "$JS.API.STREAM.INFO.ZOO_KEEPERS",
-      "$JS.API.STREAM.CREATE.ZOO_KEEPERS",
-      "$JS.API.STREAM.UPDATE.ZOO_KEEPERS",
       "$JS.API.CONSUMER.CREATE.ZOO_ANIMALS.keepers-fed",
       "$JS.API.CONSUMER.CREATE.ZOO_ANIMALS.keepers-fed.>",
       "$JS.API.CONSUMER.DURABLE.CREATE.ZOO_ANIMALS.keepers-fed",
@@ -45,7 +41,16 @@ describe("natsAuthorizationOf", () => {
       "$JS.API.CONSUMER.MSG.NEXT.ZOO_ANIMALS.keepers-fed",
       "$JS.ACK.ZOO_ANIMALS.keepers-fed.>",
     ]);
-    expect(keepers.permissions.publish.allow.filter((s) => s.includes("CONCORD_DLQ") && !/\.(INFO|CREATE)\./.test(s))).toEqual([]);
+    expect(keepers.permissions.publish.allow.filter((s) => s.includes("CONCORD_DLQ") && !/\.INFO\./.test(s))).toEqual([]);
+    // Streams are the operator's to create and change.
+    expect(auth.operator.permissions.publish.allow.filter((s) => /^\$JS\.API\.STREAM\.(CREATE|UPDATE)\./.test(s))).toEqual([
+      "$JS.API.STREAM.CREATE.CONCORD_DLQ",
+      "$JS.API.STREAM.UPDATE.CONCORD_DLQ",
+      "$JS.API.STREAM.CREATE.ZOO_ANIMALS",
+      "$JS.API.STREAM.UPDATE.ZOO_ANIMALS",
+      "$JS.API.STREAM.CREATE.ZOO_KEEPERS",
+      "$JS.API.STREAM.UPDATE.ZOO_KEEPERS",
+    ]);
     expect(keepers.permissions.subscribe.allow).toEqual(["_INBOX_keepers.>"]);
     const observer = auth.observer.permissions.publish;
     expect(observer.allow.some((s) => /^(zoo|concord)\./.test(s) || /PURGE|UPDATE|STREAM\.CREATE|STREAM\.DELETE|MSG\.DELETE/.test(s))).toBe(false);
