@@ -234,11 +234,20 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   let stopped = false;
   await node.launch(true);
   if (credentialsDir !== undefined && options.provision !== false) {
-    const operator = await connectNats(`nats://127.0.0.1:${port}`, "test-provision", seedFileOf(credentialsDir, "operator"));
     try {
-      await provisionStreams(operator);
-    } finally {
-      await operator.close();
+      const operator = await connectNats(`nats://127.0.0.1:${port}`, "test-provision", seedFileOf(credentialsDir, "operator"));
+      try {
+        await provisionStreams(operator);
+      } finally {
+        await operator.close();
+      }
+    } catch (err) {
+      // The server is the test's to stop only once it is handed over.
+      await node.halt("SIGTERM");
+      node.forget();
+      rmSync(configDir, { recursive: true, force: true });
+      if (ownsStore) rmSync(storeDir, { recursive: true, force: true });
+      throw err;
     }
   }
   return {
