@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { usePostgresServer } from "../../test/support/postgres.js";
 import { limitLockWaits, openDatabase } from "./index.js";
+import { Code, StatusError } from "../errors/index.js";
 
 describe("limitLockWaits on PostgreSQL", () => {
   const postgres = usePostgresServer();
@@ -20,6 +21,31 @@ describe("limitLockWaits on PostgreSQL", () => {
         await limitLockWaits(tx, undefined);
         expect(await shown(tx)).toBe("3s");
       });
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe("a PostgreSQL transaction that keeps losing to concurrent ones", () => {
+  const postgres = usePostgresServer();
+
+  it("is tried again from the start, then fails with ABORTED (a caller may try again), not an error of the server's", async () => {
+    const db = await openDatabase({ path: await postgres().createDatabase("conflicts"), migrations: [] });
+    let attempts = 0;
+    try {
+      const failed = await db
+        .transaction(async (tx) => {
+          attempts++;
+          await tx.query("SELECT 1");
+          // What pg reports for a serialization failure.
+          throw Object.assign(new Error("could not serialize access due to concurrent update"), { code: "40001" });
+        })
+        .catch((err: unknown) => err);
+      expect(failed).toBeInstanceOf(StatusError);
+      expect((failed as StatusError).code).toBe(Code.ABORTED);
+      expect((failed as StatusError).message).toMatch(/lost to concurrent ones 4 times in a row; nothing was changed, try again/);
+      expect(attempts).toBe(4);
     } finally {
       await db.close();
     }

@@ -579,7 +579,9 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
         try {
           return await attempt(work, signal, timeoutMs);
         } catch (err) {
-          if (n >= maxAttempts || !isWriteConflict(err)) throw unavailable(err);
+          if (!isWriteConflict(err)) throw unavailable(err);
+          // Lost every time: ABORTED, which gRPC's clients may try again (a caller's INTERNAL said it was the server's fault).
+          if (n >= maxAttempts) throw new StatusError(Code.ABORTED, `the change lost to concurrent ones ${n} times in a row; nothing was changed, try again`, { cause: err });
         }
       }
     },
