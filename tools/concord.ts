@@ -10,7 +10,7 @@ import type { NatsConnection } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, defaultInboxRetentionMs, subjectProblem } from "../platform/events/index.js";
 import { connectNats, defaultNatsUrl, exitOnSignals, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
-import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters, replayDeadLetter, sourceEventOf } from "./concord/dead-letters.js";
+import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters, replayDeadLetter, type SourceEvent, sourceEventOf } from "./concord/dead-letters.js";
 import { helps, usage } from "./concord/help.js";
 import { abandonedRange, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
 import { printStatus, serviceTargets } from "./concord/status.js";
@@ -134,9 +134,11 @@ async function dlqReplay(args: string[]): Promise<number> {
     }
     // Every chosen dead letter must be replayable before any is: a run either replays them all or changes nothing.
     const refusals: string[] = [];
+    const sources = new Map<DeadLetter, SourceEvent>();
     for (const letter of chosen) {
       const source = await sourceEventOf(nc, letter);
       if ("refusal" in source) refusals.push(source.refusal);
+      else sources.set(letter, source);
     }
     if (refusals.length > 0) {
       for (const r of refusals) console.error(`concord dlq replay: ${r}`);
@@ -157,7 +159,7 @@ async function dlqReplay(args: string[]): Promise<number> {
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       }
       try {
-        await replayDeadLetter(nc, letter);
+        await replayDeadLetter(nc, letter, sources.get(letter));
       } catch (err) {
         console.error(`concord dlq replay: replaying dead letter ${letter.seq} failed after ${done} of ${chosen.length}: ${(err as Error).message}`);
         return 1;

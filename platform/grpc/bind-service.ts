@@ -75,6 +75,11 @@ export interface AnswerGate {
   answered(call: ServerUnaryCall<unknown, unknown>): void;
 }
 
+/** How long a method's largest answer counts (see AnswerSizes). */
+const answerSizeWindowMs = 10_000;
+/** The answer expected of a method that has given none for two windows. */
+const unknownAnswerBytes = 64 * 1024;
+
 /**
  * The size a method's next answer is expected to take: the largest it gave
  * in these 10 seconds or the 10 before (64 KiB while it has given none for
@@ -85,11 +90,9 @@ export interface AnswerGate {
  * minutes: one large answer holds its method's calls on each connection
  * to a few at a time (8 MiB of them) for that long.
  */
-const answerSizeWindowMs = 10_000;
-
 class AnswerSizes {
   private current = 0;
-  private previous = 64 * 1024;
+  private previous = unknownAnswerBytes;
   private since = Date.now();
   constructor(private readonly bound: number) {}
   get expected(): number {
@@ -104,7 +107,7 @@ class AnswerSizes {
   private roll(): void {
     const now = Date.now();
     if (now - this.since < answerSizeWindowMs) return;
-    this.previous = now - this.since < 2 * answerSizeWindowMs && this.current > 0 ? this.current : 64 * 1024;
+    this.previous = now - this.since < 2 * answerSizeWindowMs && this.current > 0 ? this.current : unknownAnswerBytes;
     this.current = 0;
     this.since = now;
   }

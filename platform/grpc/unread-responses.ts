@@ -201,9 +201,8 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
    * bound (refusing one that does not); refuses them all once it is
    * stalled.
    */
-  const release = (connection: Connection): void => {
+  const release = (connection: Connection, pending = connection.waiting.length === 0 ? 0 : unsent(connection)): void => {
     if (connection.waiting.length === 0) return;
-    const pending = unsent(connection);
     if (isStalled(connection) && pending > 0) {
       const refusal = refusalFor(pending);
       for (const waiter of connection.waiting.splice(0)) waiter.reject(refusal);
@@ -245,7 +244,7 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
     looks++;
     const now = Date.now();
     const late: Connection[] = [];
-    const stalled: Array<[Connection, number]> = [];
+    const stalled: Connection[] = [];
     let total = 0;
     for (const connection of connections.values()) {
       const pending = unsent(connection);
@@ -258,12 +257,12 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
         connection.stalledLooks++;
       }
       connection.written = socketWritten;
-      release(connection);
+      release(connection, pending);
       if (connection.stalledSince === undefined || !isStalled(connection)) continue;
       if (now - connection.stalledSince >= stallMs) late.push(connection);
       else {
         total += pending;
-        stalled.push([connection, pending]);
+        stalled.push(connection);
       }
     }
     const dropped: Array<[ServerHttp2Stream, string]> = [];
@@ -279,8 +278,8 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
     for (const connection of late) drop(connection, () => false);
     const overBudget = dropped.length;
     if (total > maxBytes) {
-      stalled.sort((a, b) => a[0].stalledSince! - b[0].stalledSince!);
-      for (const [connection] of stalled) drop(connection, () => total <= maxBytes);
+      stalled.sort((a, b) => a.stalledSince! - b.stalledSince!);
+      for (const connection of stalled) drop(connection, () => total <= maxBytes);
     }
     stalledBytes = Math.max(0, total);
     if (dropped.length > 0) {

@@ -2,7 +2,7 @@
  * The dead letter stream as an operator sees it: listing and showing dead
  * letters decoded, replaying them to the subject they came from, purging.
  */
-import { DeliverPolicy, headers as natsHeaders, type JsMsg, type NatsConnection } from "nats";
+import { DeliverPolicy, headers as natsHeaders, type JsMsg, type MsgHdrs, type NatsConnection, type StoredMsg } from "nats";
 import { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject } from "../../platform/events/index.js";
 import { decodedPayload, subjectMatches } from "../event-watch.js";
 
@@ -150,8 +150,15 @@ export function whyNotReplayable(letter: DeadLetter): string | undefined {
 /** The event a dead letter stands for, as its source stream holds it: what a replay publishes. */
 export interface SourceEvent {
   readonly data: Uint8Array;
-  /** Its headers as stored (the server's Nats-* ones left out). */
-  readonly headers: Readonly<Record<string, string>>;
+  /** Its headers as stored, every value (the server's Nats-* ones left out). */
+  readonly headers: MsgHdrs;
+}
+
+/** A stored event's headers, to publish it again: every value of each, the server's own (Nats-*) left out. */
+export function republishedHeaders(stored: StoredMsg): MsgHdrs {
+  const h = natsHeaders();
+  if (stored.header) for (const name of stored.header.keys()) if (!/^nats-/i.test(name)) for (const value of stored.header.values(name)) h.append(name, value);
+  return h;
 }
 
 /**
@@ -185,23 +192,20 @@ export async function sourceEventOf(nc: NatsConnection, letter: DeadLetter): Pro
   if (stored.subject !== letter.subject || stored.header?.get("ce-id") !== letter.id || (kept && !Buffer.from(stored.data).equals(Buffer.from(letter.data)))) {
     return why(`does not match the event at sequence ${letter.streamSequence} of stream ${letter.stream} (its subject, ce-id or payload differ)`);
   }
-  const headers: Record<string, string> = {};
-  if (stored.header) for (const name of stored.header.keys()) if (!/^nats-/i.test(name)) headers[name] = stored.header.get(name);
-  return { data: stored.data, headers };
+  return { data: stored.data, headers: republishedHeaders(stored) };
 }
 
 /**
  * Publishes a dead letter's event again to its original subject, as its
  * source stream holds it (see sourceEventOf), then deletes it from the dead
  * letter stream. Rejects (the dead letter kept) when the source stream does
- * not vouch for it or JetStream does not take the event.
+ * not vouch for it or JetStream does not take the event. `source`, when
+ * given, is what sourceEventOf found for it already.
  */
-export async function replayDeadLetter(nc: NatsConnection, letter: DeadLetter): Promise<void> {
-  const source = await sourceEventOf(nc, letter);
-  if ("refusal" in source) throw new Error(source.refusal);
-  const h = natsHeaders();
-  for (const [name, value] of Object.entries(source.headers)) h.set(name, value);
-  await nc.jetstream().publish(letter.subject, source.data, { headers: h, msgID: replayMsgId(letter) });
+export async function replayDeadLetter(nc: NatsConnection, letter: DeadLetter, source?: SourceEvent): Promise<void> {
+  const found = source ?? (await sourceEventOf(nc, letter));
+  if ("refusal" in found) throw new Error(found.refusal);
+  await nc.jetstream().publish(letter.subject, found.data, { headers: found.headers, msgID: replayMsgId(letter) });
   const jsm = await nc.jetstreamManager();
   await jsm.streams.deleteMessage(deadLetterStreamSpec.name, letter.seq, false);
 }

@@ -5,8 +5,9 @@
  * publishes a dead letter, with its own headers and payload. The consumer
  * itself is left alone: the operator may not touch a service's consumer.
  */
-import { headers as natsHeaders, type ConsumerInfo, type JetStreamManager, type NatsConnection, type NatsError, type StoredMsg } from "nats";
+import { type ConsumerInfo, type JetStreamManager, type NatsConnection, type NatsError, type StoredMsg } from "nats";
 import { allStreams } from "../../gen/ts/concord_streams.js";
+import { republishedHeaders } from "./dead-letters.js";
 
 const consumerNotFound = 10014;
 const streamNotFound = 10059;
@@ -125,9 +126,7 @@ export async function redeliver(
     }
     let duplicate = false;
     if (!options.dryRun) {
-      const h = natsHeaders();
-      for (const name of stored.header.keys()) if (!/^nats-/i.test(name)) for (const value of stored.header.values(name)) h.append(name, value);
-      duplicate = (await js.publish(stored.subject, stored.data, { headers: h, msgID: redeliverMsgId(id, stored.seq) })).duplicate;
+      duplicate = (await js.publish(stored.subject, stored.data, { headers: republishedHeaders(stored), msgID: redeliverMsgId(id, stored.seq) })).duplicate;
     }
     count++;
     options.each({ seq: stored.seq, subject: stored.subject, type: stored.header.get("ce-type"), id, duplicate });
