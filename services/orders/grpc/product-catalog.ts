@@ -40,6 +40,9 @@ export async function quoteProducts(sources: ProductSources, productIds: readonl
       if (!p.price) throw new StatusError(Code.INTERNAL, `the product service returned product ${p.id} without a price`);
       return catalogEntryOf({ ...p, price: p.price });
     });
+    // Written in id order, so two orders learning the same products at once
+    // never lock their rows in opposite orders and wait on each other (a deadlock on PostgreSQL).
+    entries.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     await db.transaction(async (tx) => {
       for (const entry of entries) await catalog.upsert(tx, entry);
     }, { signal: () => context.signal });
