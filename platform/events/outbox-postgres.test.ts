@@ -106,4 +106,30 @@ describe("the outbox relay on Postgres", () => {
       await db.close();
     }
   });
+  it("logs a database outage that keeps it from asking for its lock once, and again when it is over", async () => {
+    const db = await openDatabase({ path: await postgres.createDatabase("lock_outage"), migrations: outboxMigrations });
+    const lines: { level: string; msg: string; attempts?: number }[] = [];
+    const quiet = createLogger({ service: "things", level: "info", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } });
+    const relay = createOutboxRelay({ db, nc: bus.nc, logger: quiet, sweepIntervalMs: 100, leaderPollMs: 50 });
+    const about = (text: string) => lines.filter((l) => l.msg.startsWith(text));
+    try {
+      await eventually("the relay holds its lock", async () => {
+        const [{ n }] = await db.query<{ n: number }>(
+          "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        );
+        return Number(n) === 1;
+      });
+      await postgres.stopForRestart();
+      // Asked every 50 ms for two seconds: some forty failures, one line.
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      expect(about("asking for the outbox relay's lock failed")).toHaveLength(1);
+      await postgres.restart();
+      await eventually("the relay says asking works again", async () => about("asking for the outbox relay's lock works again").length === 1, 20_000);
+      expect(about("asking for the outbox relay's lock works again")[0].attempts).toBeGreaterThan(5);
+      expect(about("asking for the outbox relay's lock failed")).toHaveLength(1);
+    } finally {
+      await relay.stop();
+      await db.close();
+    }
+  });
 });

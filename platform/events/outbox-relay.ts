@@ -446,6 +446,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
    */
   const run = async (): Promise<void> => {
     let waitingLogged = false;
+    /** While asking for the lock fails (the database away): since when, and how often, so an outage is logged once, not at every ask. */
+    let lockFailing: { since: number; times: number } | undefined;
     while (!stopping) {
       // A process that cannot reach NATS does not take the relay: it could not publish, and would keep out one that can.
       // A ping that is answered says it reaches NATS again, should its status event have been missed.
@@ -456,8 +458,14 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       let lease: SessionLock | undefined;
       try {
         lease = await db.tryLock(relayLockKey);
+        if (lockFailing) {
+          logger.info({ failedForMs: Date.now() - lockFailing.since, attempts: lockFailing.times }, "asking for the outbox relay's lock works again");
+          lockFailing = undefined;
+        }
       } catch (err) {
-        logger.warn({ err, retryInMs: leaderPollMs }, "asking for the outbox relay's lock failed; asking again");
+        if (!lockFailing) logger.warn({ err, retryInMs: leaderPollMs }, "asking for the outbox relay's lock failed; asking again until it works (logged again once it does)");
+        lockFailing ??= { since: Date.now(), times: 0 };
+        lockFailing.times++;
       }
       if (!lease) {
         if (!waitingLogged) logger.info({ pollMs: leaderPollMs }, "another process relays this outbox; this one takes over if it goes");
