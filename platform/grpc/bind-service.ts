@@ -1,5 +1,7 @@
 import type { Admission, Release } from "./admission.js";
 import { type ServerUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js";
+import { type DescMessage, ScalarType } from "@bufbuild/protobuf";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { infoLineWriter, type Logger } from "../log/index.js";
 import { encodedSizeBound, type MessageChecker } from "../contracts/index.js";
 import { Code, codeName, StatusError, type FieldViolation } from "../errors/index.js";
@@ -8,6 +10,7 @@ import { type CallContext, requestDigester, UnaryCallContext } from "./call-cont
 import { type CallObserver, observeCalls } from "./call-metrics.js";
 import { traceServerCalls } from "./call-tracing.js";
 import { toGrpcError } from "./grpc-status.js";
+import { defaultPageSize, maxPageBytes } from "./page-token.js";
 
 /** A unary method as ts-proto describes it for grpc-js. */
 export interface UnaryMethodDefinition<Req, Res> {
@@ -79,6 +82,44 @@ export interface AnswerGate {
 const answerSizeWindowMs = 10_000;
 /** The answer expected of a method that has given none for two windows. */
 const unknownAnswerBytes = 64 * 1024;
+/** Room in a page's answer for what is not its items (the next page's token). */
+const pageOverheadBytes = 1024;
+
+/**
+ * What a list method's answers are made of (AIP-158): a request with
+ * page_size, an answer with one list of messages, each at most `itemBound`
+ * encoded (its contract's bound, plus its tag and length).
+ */
+interface PageShape {
+  readonly pageSizeField: number;
+  readonly itemsField: string;
+  readonly itemBound: number;
+}
+
+function pageShapeOf(input: DescMessage, output: DescMessage): PageShape | undefined {
+  const pageSize = input.fields.find((f) => f.name === "page_size" && f.fieldKind === "scalar" && f.scalar === ScalarType.INT32);
+  const lists = output.fields.filter((f) => f.fieldKind === "list");
+  const items = lists.length === 1 && lists[0].fieldKind === "list" && lists[0].listKind === "message" ? lists[0] : undefined;
+  if (!pageSize || !items) return undefined;
+  const bound = encodedSizeBound(items.message);
+  return Number.isFinite(bound) ? { pageSizeField: pageSize.number, itemsField: items.localName, itemBound: bound + 6 } : undefined;
+}
+
+/** The page_size a request asks for, read from its bytes before it is decoded: the default for none, or for bytes that do not decode (which fail later). */
+function pageSizeIn(request: Uint8Array, field: number): number {
+  let size = 0;
+  try {
+    const reader = new BinaryReader(request);
+    while (reader.pos < reader.len) {
+      const [number, wireType] = reader.tag();
+      if (number === field && wireType === WireType.Varint) size = reader.int32();
+      else reader.skip(wireType, number);
+    }
+  } catch {
+    return defaultPageSize;
+  }
+  return size > 0 ? size : defaultPageSize;
+}
 
 /**
  * The size a method's next answer is expected to take: the largest it gave
@@ -87,27 +128,51 @@ const unknownAnswerBytes = 64 * 1024;
  * contract allows. By the largest over a while, not a mean: a caller that
  * asks for small answers for a moment does not make the server expect
  * small ones from a burst of large calls right after. Over seconds, not
- * minutes: one large answer holds its method's calls on each connection
- * to a few at a time (8 MiB of them) for that long.
+ * minutes: a large answer holds its method's calls on each connection to a
+ * few at a time (8 MiB of them) for that long.
+ *
+ * A list method's answers are expected by their request instead: page_size
+ * items, each as large as the largest item it gave in those seconds (its
+ * contract's bound while it has given none), and no more than a page holds
+ * (listPage's 1 MiB). So a burst of calls for large pages at the start is
+ * held back as such, and one large page does not slow down calls for small
+ * ones.
  */
 class AnswerSizes {
   private current = 0;
-  private previous = unknownAnswerBytes;
+  private previous = 0;
   private since = Date.now();
-  constructor(private readonly bound: number) {}
-  get expected(): number {
+  constructor(
+    private readonly bound: number,
+    private readonly page: PageShape | undefined,
+  ) {}
+  expected(request: Uint8Array): number {
     this.roll();
     const largest = this.current > this.previous ? this.current : this.previous;
-    return largest < this.bound ? largest : this.bound;
+    if (!this.page) {
+      const guess = largest > 0 ? largest : unknownAnswerBytes;
+      return guess < this.bound ? guess : this.bound;
+    }
+    const item = largest > 0 ? largest : this.page.itemBound;
+    const cap = item > maxPageBytes ? item : maxPageBytes;
+    const items = pageSizeIn(request, this.page.pageSizeField) * item;
+    return (items < cap ? items : cap) + pageOverheadBytes;
   }
-  observe(bytes: number): void {
+  /** An answer of `bytes` was written: a list method's counts by its largest item's share (an empty page says nothing). */
+  observe(response: unknown, bytes: number): void {
     this.roll();
-    if (bytes > this.current) this.current = bytes;
+    let size = bytes;
+    if (this.page) {
+      const items = (response as Record<string, unknown[] | undefined>)[this.page.itemsField]?.length ?? 0;
+      if (items === 0) return;
+      size = Math.ceil(bytes / items);
+    }
+    if (size > this.current) this.current = size;
   }
   private roll(): void {
     const now = Date.now();
     if (now - this.since < answerSizeWindowMs) return;
-    this.previous = now - this.since < 2 * answerSizeWindowMs && this.current > 0 ? this.current : unknownAnswerBytes;
+    this.previous = now - this.since < 2 * answerSizeWindowMs ? this.current : 0;
     this.current = 0;
     this.since = now;
   }
@@ -153,13 +218,13 @@ export function bindService<D extends ServiceDefinition>(
     const fn = impl[name as keyof D];
     if (typeof fn !== "function") throw new Error(`no implementation for ${method.path}`);
     const desc = methodOf(options.checker, method.path);
-    const answers = new AnswerSizes(encodedSizeBound(desc.output));
+    const answers = new AnswerSizes(encodedSizeBound(desc.output), pageShapeOf(desc.input, desc.output));
     rawDefinition[name] = {
       ...method,
       requestDeserialize: (value: Buffer) => value,
       responseSerialize: (value: unknown) => {
         const bytes = method.responseSerialize(value);
-        answers.observe(bytes.length);
+        answers.observe(value, bytes.length);
         return bytes;
       },
     };
@@ -213,7 +278,7 @@ function unaryHandler(
     if (guard) guard.authenticate(call.metadata).then((principal) => serve(principal), finish);
     else serve(unrestricted);
     function serve(principal: Principal): void {
-      const gate = answerGate?.admit(call, answers.expected);
+      const gate = answerGate?.admit(call, answers.expected(bytes));
       if (gate === undefined) return handle(principal);
       if (gate instanceof StatusError) return finish(gate);
       gate.then(

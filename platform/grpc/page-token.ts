@@ -22,8 +22,11 @@ export function decodePageToken(token: string): string {
   return text.slice(prefix.length);
 }
 
+/** The page size of a list call that asks for none (page_size 0). */
+export const defaultPageSize = 50;
+
 /** page_size 0 means the default. */
-export function pageSizeOf(requested: number, fallback = 50): number {
+export function pageSizeOf(requested: number, fallback = defaultPageSize): number {
   return requested > 0 ? requested : fallback;
 }
 

@@ -17,14 +17,17 @@ const productId = "01890a5d-ac96-774b-bcce-b302099a8057";
  * `bytes` of description, counting its runs (a list, as the contract puts
  * no bound on its answers' size).
  */
-function bigAnswers(bytes: number, runs = { count: 0 }): ServiceImpl<typeof ProductServiceService> {
+function bigAnswers(bytes: number, runs = { count: 0 }, page?: { delayMs: number }): ServiceImpl<typeof ProductServiceService> {
   const product = { id: productId, name: "x", description: "d".repeat(bytes), price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
   const unused = async (): Promise<never> => {
     throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
   };
-  const listProducts = async () => {
+  // With `page`: page_size products (1 for none), after delayMs, as a handler that reads a database answers.
+  const listProducts = async (req: { pageSize: number }) => {
     runs.count++;
-    return { products: [product], nextPageToken: "" };
+    if (!page) return { products: [product], nextPageToken: "" };
+    await new Promise((resolve) => setTimeout(resolve, page.delayMs));
+    return { products: Array.from({ length: req.pageSize || 1 }, () => product), nextPageToken: "" };
   };
   // A small answer (its contract bounds it at about 9 KB), not counted in `runs`.
   const getProduct = async () => ({ product: { ...product, description: "small" } });
@@ -42,8 +45,8 @@ interface Unread {
   status(): string | undefined;
 }
 
-function unreadCall(session: ClientHttp2Session): Unread {
-  const body = ListProductsRequest.encode({ pageSize: 1, pageToken: "" }).finish();
+function unreadCall(session: ClientHttp2Session, pageSize = 1): Unread {
+  const body = ListProductsRequest.encode({ pageSize, pageToken: "" }).finish();
   const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, body.length]), body]);
   const stream = session.request({ ":method": "POST", ":path": ProductServiceService.listProducts.path, "content-type": "application/grpc", te: "trailers", "grpc-timeout": "60S" });
   stream.on("error", () => undefined);
@@ -91,9 +94,9 @@ describe("answers their callers do not read", () => {
     server = undefined;
   });
 
-  async function serve(answerBytes: number, unreadResponses: UnreadResponseOptions, runs = { count: 0 }): Promise<string> {
+  async function serve(answerBytes: number, unreadResponses: UnreadResponseOptions, runs = { count: 0 }, page?: { delayMs: number }): Promise<string> {
     server = createGrpcServer({ descriptorSet, logger, unreadResponses, shutdownTimeoutMs: 1_000 });
-    server.addService(ProductServiceService, bigAnswers(answerBytes, runs));
+    server.addService(ProductServiceService, bigAnswers(answerBytes, runs, page));
     const { port } = await server.start("127.0.0.1:0");
     session = connectHttp2(`http://127.0.0.1:${port}`);
     return `127.0.0.1:${port}`;
@@ -210,6 +213,38 @@ describe("answers their callers do not read", () => {
     for (const call of unread.slice(0, 4)) call.stream.resume();
     expect(await Promise.all(unread.slice(0, 4).map((call) => call.closed))).toEqual([0, 0, 0, 0]);
     for (const call of unread.slice(0, 4)) expect(call.received()).toBeGreaterThan(1024 * 1024);
+  });
+
+  it("expects a list call's answer from its page_size before the method has answered: a burst for large pages at the start is held back", async () => {
+    const runs = { count: 0 };
+    // Products of 2,000 characters (the contract's most), 500 to a page: about 1 MiB, listPage's most, each.
+    await serve(2_000, { stallMs: 60_000, maxBytesPerConnection: 4 * 1024 * 1024, checkMs: 1_000 }, runs, { delayMs: 100 });
+    const unread = Array.from({ length: 40 }, () => unreadCall(session!, 500));
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    // Four pages of about 1 MiB fit in 4 MiB; expected at 64 KiB each, as a method with no answers yet was, all 40 ran.
+    expect(runs.count).toBeLessThanOrEqual(4);
+    expect(runs.count).toBeGreaterThanOrEqual(3);
+    for (const call of unread) call.stream.resume();
+    expect(await Promise.all(unread.map((call) => call.closed))).toEqual(unread.map(() => 0));
+    expect(runs.count).toBe(40);
+  });
+
+  it("expects a list call's answer from its page_size and the items seen lately: small pages run at once after a large one", async () => {
+    const runs = { count: 0 };
+    const address = await serve(2_000, { stallMs: 60_000, maxBytesPerConnection: 1024 * 1024, checkMs: 1_000 }, runs, { delayMs: 100 });
+    const client = createClient(ProductServiceService, { address });
+    try {
+      expect((await client.listProducts({ pageSize: 500, pageToken: "" })).products).toHaveLength(500);
+    } finally {
+      client.close();
+    }
+    // Pages of five products (about 10 KB) after one of 500 (about 1 MiB): all fit in 1 MiB, and run at once.
+    // Expected at the method's largest answer, one ran at a time (each takes 100 ms).
+    const unread = Array.from({ length: 40 }, () => unreadCall(session!, 5));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(runs.count).toBe(1 + 40);
+    for (const call of unread) call.stream.resume();
+    expect(await Promise.all(unread.map((call) => call.closed))).toEqual(unread.map(() => 0));
   });
 
   it("runs a burst from a caller that reads as fast as it takes its answers, a few at a time, and answers every call", async () => {
