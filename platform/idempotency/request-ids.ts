@@ -46,14 +46,49 @@ export const requestIdMigrations: Migration[] = [
         AND NOT EXISTS (SELECT 1 FROM request_ids AS kept WHERE kept.method = request_ids.method AND kept.request_id = lower(request_ids.request_id));
     `,
   },
+  {
+    // Ids belong to their caller since this one (see createRequestIds): one caller's id is no longer refused to
+    // another, nor does it tell another that it was used. Rows stored before name no caller (''), as rows of a
+    // server that checks no tokens do; a retry of such a call finds its row still. The caller goes after the id in
+    // the key, so a call's own row and a row of the same id that names no caller are read in one index descent.
+    // The default keeps an instance not yet upgraded (several on one PostgreSQL database) storing rows the upgraded
+    // ones find. SQLite cannot change a table's primary key: the table is made again.
+    id: "platform_0003_request_ids_by_caller",
+    sqlite: `
+      CREATE TABLE request_ids_by_caller (
+        method      TEXT    NOT NULL,
+        request_id  TEXT    NOT NULL,
+        caller      TEXT    NOT NULL DEFAULT '',
+        digest      BLOB    NOT NULL,
+        response    BLOB    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (method, request_id, caller)
+      ) WITHOUT ROWID;
+      INSERT INTO request_ids_by_caller (method, request_id, caller, digest, response, created_at)
+        SELECT method, request_id, '', digest, response, created_at FROM request_ids;
+      DROP TABLE request_ids;
+      ALTER TABLE request_ids_by_caller RENAME TO request_ids;
+      CREATE INDEX request_ids_by_age ON request_ids (created_at);
+    `,
+    postgres: `
+      ALTER TABLE request_ids ADD COLUMN caller TEXT NOT NULL DEFAULT '';
+      ALTER TABLE request_ids DROP CONSTRAINT request_ids_pkey;
+      ALTER TABLE request_ids ADD PRIMARY KEY (method, request_id, caller);
+    `,
+  },
 ];
 
-/** What identifies one call: its method, the id the caller chose, and a digest of its request. */
+/** What identifies one call: its method, who made it, the id the caller chose, and a digest of its request. */
 export interface IdentifiedCall {
   /** Full method name, "/shop.orders.v1.OrderService/CreateOrder". */
   readonly method: string;
   /** A digest of the decoded request, its request id lower-cased (CallContext.requestDigest). */
   readonly requestDigest: Uint8Array;
+  /**
+   * Who made the call (CallContext.principal): the subject of its verified
+   * token, undefined on a server that checks no tokens.
+   */
+  readonly principal: { readonly subject: string | undefined };
 }
 
 /** Encodes and decodes a response: the generated message object (ts-proto's MessageFns) fits. */
@@ -70,11 +105,14 @@ export interface ResponseCodec<R> extends MessageEncoder<R> {
 export interface RequestIds {
   /**
    * In `tx`: with no request id, runs `work`. Ids compare case-insensitively
-   * (UUIDs do, RFC 9562). With one seen before for this method and the same
-   * request, resolves with the stored response without
-   * running `work`; with the same id and a different request, throws
-   * ALREADY_EXISTS naming request_id. Otherwise runs `work` and stores its
-   * response with the id, committed or rolled back with the transaction.
+   * (UUIDs do, RFC 9562) and belong to the caller that sent them (the
+   * token's subject: an admin placing an order for a customer uses ids of
+   * its own, not the customer's). With one the same caller sent before to
+   * this method with the same request, resolves with the stored response
+   * without running `work`; with the same id and a different request,
+   * throws ALREADY_EXISTS naming request_id. Otherwise runs `work` and
+   * stores its response with the id, committed or rolled back with the
+   * transaction.
    */
   once<R>(tx: Transaction, call: IdentifiedCall, requestId: string | undefined, codec: ResponseCodec<R>, work: () => Promise<R>): Promise<R>;
 }
@@ -94,29 +132,59 @@ export function requestIdRetention(options: { readonly db: Database; readonly lo
   });
 }
 
-/** The request ids, in the database of the transactions they are given (table from `requestIdMigrations`). */
+/**
+ * The request ids, in the database of the transactions they are given (table from `requestIdMigrations`).
+ *
+ * Each id is kept with its caller, the subject of the call's token, so
+ * another caller's id is neither refused nor answered: with ids shared by
+ * every caller, a customer who sent another's id learnt from ALREADY_EXISTS
+ * that it had been used, and could have one refused by sending it first.
+ * A server that checks no tokens keeps every id with the caller '', as all
+ * ids were kept before platform_0003. Such a row is found by a caller with
+ * a subject too, so a call made before the upgrade and retried after it,
+ * now known by its subject, gets its response and places nothing twice;
+ * it is taken only when it holds the very same request (which, where the
+ * contract names the owner, names the caller's own), since another caller
+ * may have stored it. Those rows go with the retention (24 hours), as every
+ * row does; one of a server that ran without token checks for a while is
+ * found by its retries in the same way.
+ */
 export function createRequestIds(): RequestIds {
   return {
     async once(tx, call, sentId, codec, work) {
       if (sentId === undefined || sentId === "") return work();
       // Kept and looked up in lower case (rows stored as sent before are lower-cased by platform_0002).
       const requestId = sentId.toLowerCase();
+      // Tokens have a subject that is not empty (platform/auth), so '' is no caller's.
+      const caller = call.principal.subject ?? "";
       // Postgres: two calls with one id (on two instances, say) take turns; the second then finds the first's row.
+      // The caller is not in the lock: an instance not yet upgraded stores its row with caller '', which the
+      // upgraded one, taking turns with it, then finds. Two callers who picked one id wait for each other only.
       await tx.lock(`request ${call.method} ${requestId}`);
-      const [seen] = await tx.query<{ digest: Uint8Array; response: Uint8Array }>("SELECT digest, response FROM request_ids WHERE method = $1 AND request_id = $2", [call.method, requestId]);
-      if (seen) {
-        if (!Buffer.from(call.requestDigest).equals(Buffer.from(seen.digest))) {
+      // One statement and one index descent: the rows of an id sit together under (method, request_id, caller).
+      const rows = await tx.query<{ caller: string; digest: Uint8Array; response: Uint8Array }>(
+        "SELECT caller, digest, response FROM request_ids WHERE method = $1 AND request_id = $2 AND caller IN ($3, '')",
+        [call.method, requestId, caller],
+      );
+      const digest = Buffer.from(call.requestDigest);
+      const own = rows.find((r) => r.caller === caller);
+      if (own) {
+        if (!digest.equals(Buffer.from(own.digest))) {
           const description = `was already used for a different request to ${call.method.slice(call.method.lastIndexOf("/") + 1)}; pick a new request_id for a new request`;
           throw new StatusError(Code.ALREADY_EXISTS, `request_id ${sentId} ${description}`, { violations: [{ field: "request_id", description }] });
         }
-        return codec.decode(seen.response);
+        return codec.decode(own.response);
       }
+      // A row that names no caller, found by a caller with a subject: its call, if it holds this very request.
+      const unnamed = rows.find((r) => r.caller === "");
+      if (unnamed && digest.equals(Buffer.from(unnamed.digest))) return codec.decode(unnamed.response);
       const response = await work();
       // A concurrent call with the same id (another instance, on Postgres) makes this insert fail, and the transaction
       // with it. It goes with the COMMIT, in its round trip.
-      await sendAhead(tx, "INSERT INTO request_ids (method, request_id, digest, response, created_at) VALUES ($1, $2, $3, $4, $5)", [
+      await sendAhead(tx, "INSERT INTO request_ids (method, request_id, caller, digest, response, created_at) VALUES ($1, $2, $3, $4, $5, $6)", [
         call.method,
         requestId,
+        caller,
         call.requestDigest,
         encodeMessage(codec, response),
         Date.now(),

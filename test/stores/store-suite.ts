@@ -284,7 +284,7 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       const db = await open("request-ids", requestIdMigrations);
       const ids = createRequestIds();
       const codec = { encode: (n: number) => ({ finish: () => Uint8Array.of(n) }), decode: (b: Uint8Array) => b[0] };
-      const call = { method: "/shop.test.v1.Things/Make", requestDigest: Uint8Array.of(1) };
+      const call = { method: "/shop.test.v1.Things/Make", requestDigest: Uint8Array.of(1), principal: { subject: "alice" } };
       let runs = 0;
       const results = await Promise.all(
         [7, 8, 9].map((n) =>
@@ -298,6 +298,34 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       );
       expect(runs).toBe(1);
       expect(new Set(results).size).toBe(1);
+    });
+
+    it("keeps each caller's request ids apart, and finds a call stored before ids were their callers' by its retry with a token", async () => {
+      const where = await location("request-ids-by-caller");
+      const codec = { encode: (n: number) => ({ finish: () => Uint8Array.of(n) }), decode: (b: Uint8Array) => b[0] };
+      const method = "/shop.test.v1.Things/Make";
+      const before = await openDatabase({ path: where, migrations: requestIdMigrations.slice(0, 2) });
+      await before.run("INSERT INTO request_ids (method, request_id, digest, response, created_at) VALUES ($1, $2, $3, $4, $5)", [method, "r-old", Uint8Array.of(1), Uint8Array.of(7), Date.now()]);
+      await before.close();
+      const db = await openDatabase({ path: where, migrations: requestIdMigrations });
+      opened.push(db);
+      const ids = createRequestIds();
+      const runs: string[] = [];
+      const make = (subject: string | undefined, digest: number, id: string, result: number) =>
+        db.transaction((tx) => ids.once(tx, { method, requestDigest: Uint8Array.of(digest), principal: { subject } }, id, codec, async () => (runs.push(`${subject} ${id}`), result)));
+      expect(await make("alice", 1, "r-old", 8)).toBe(7);
+      expect(await make("bob", 2, "r-old", 9)).toBe(9);
+      expect(await make("alice", 1, "r-new", 10)).toBe(10);
+      expect(await make("bob", 2, "r-new", 11)).toBe(11);
+      expect(await make("alice", 1, "r-new", 12)).toBe(10);
+      expect(await make("bob", 2, "r-new", 13)).toBe(11);
+      await expect(make("alice", 2, "r-new", 14)).rejects.toMatchObject({ code: 6 });
+      expect(runs).toEqual(["bob r-old", "alice r-new", "bob r-new"]);
+      // Two callers' calls with one id at once: each runs once.
+      const both = await Promise.all(["carol", "dave", "carol", "dave"].map((subject, i) => make(subject, 3, "r-both", 20 + i)));
+      expect(both[0]).toBe(both[2]);
+      expect(both[1]).toBe(both[3]);
+      expect(runs.filter((r) => r.endsWith("r-both")).sort()).toEqual(["carol r-both", "dave r-both"]);
     });
   });
 }
