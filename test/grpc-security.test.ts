@@ -1,4 +1,4 @@
-import { createSecretKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { createSecretKey, generateKeyPairSync, type KeyObject, randomUUID } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SignJWT } from "jose";
@@ -133,6 +133,33 @@ describe("gRPC security: TLS and bearer tokens checked against the contracts' ac
     expect(after.shippingAddress!.city).toBe(address.city);
     expect((await asAdmin.listOrders({ customerId: "bob", pageSize: 10, pageToken: "" })).orders.map((o) => o.id)).toEqual([theirs.id]);
     expect((await alice.cancelOrder({ id: mine.id, reason: "changed my mind" })).order!.state).toBe(OrderState.ORDER_STATE_CANCELLED);
+  });
+
+  it("keeps each caller's request ids its own: two customers with one id both place their order, a retry gets the caller's own, and another's request cannot be sent", async () => {
+    const p = await newProduct(10);
+    const requestId = randomUUID();
+    const request = (customerId: string, quantity = 1) => ({ customerId, lines: [{ productId: p.id, quantity }], shippingAddress: address, requestId });
+    const alice = ordersAs(customer("alice"));
+    const bob = ordersAs(customer("bob"));
+    const mine = (await alice.createOrder(request("alice"))).order!;
+    // Bob's own order under Alice's id: placed, and nothing tells him the id was used.
+    const theirs = (await bob.createOrder(request("bob"))).order!;
+    expect(theirs.id).not.toBe(mine.id);
+    expect((await alice.createOrder(request("alice"))).order!.id).toBe(mine.id);
+    expect((await bob.createOrder(request("bob"))).order!.id).toBe(theirs.id);
+    // Alice's very request, sent by Bob, is refused before any handler runs: he cannot have her answer.
+    const hers = await grpcError(bob.createOrder(request("alice")));
+    expect(hers.code).toBe(Code.PERMISSION_DENIED);
+    const reused = await grpcError(alice.createOrder(request("alice", 2)));
+    expect(reused.code).toBe(Code.ALREADY_EXISTS);
+    expect(reused.violations).toEqual([expect.objectContaining({ field: "request_id" })]);
+    // An admin's ids are its own too: the same request for Alice, from an admin, is the admin's first.
+    const asAdmin = ordersAs(admin);
+    const forHer = (await asAdmin.createOrder(request("alice"))).order!;
+    expect(forHer.id).not.toBe(mine.id);
+    expect((await asAdmin.createOrder(request("alice"))).order!.id).toBe(forHer.id);
+    expect((await asAdmin.listOrders({ customerId: "alice", pageSize: 100, pageToken: "" })).orders.filter((o) => o.lines[0]!.productId === p.id).map((o) => o.id).sort()).toEqual([mine.id, forHer.id].sort());
+    expect((await asAdmin.listOrders({ customerId: "bob", pageSize: 100, pageToken: "" })).orders.filter((o) => o.lines[0]!.productId === p.id).map((o) => o.id)).toEqual([theirs.id]);
   });
 
   it("lets a service token read products (the order service's lookups) but not change them", async () => {
