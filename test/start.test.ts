@@ -354,6 +354,28 @@ describe("npm start", () => {
     expect(system.output()).toContain("everything stopped");
   });
 
+  it("leaves at once on a second Ctrl-C while a stop hangs, and what it started stops anyway", { timeout: 90_000 }, async () => {
+    const system = await startSystem(dir.path);
+    child = system.child;
+    const started = processesOf(dir.path);
+    const products = Number(/products: .*pid (\d+)/.exec(system.output())![1]);
+    // Frozen, the product service cannot stop: the first signal's stop waits for it.
+    process.kill(products, "SIGSTOP");
+    try {
+      system.child.kill("SIGINT");
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      expect(system.child.exitCode).toBeNull();
+      system.child.kill("SIGINT");
+      expect(await system.exited).toBe(130);
+      expect(system.output()).toContain("start: SIGINT again while stopping; leaving now");
+    } finally {
+      if (isAlive(products)) process.kill(products, "SIGCONT");
+    }
+    // Thawed, it finds the pipe to start.ts closed and stops; so does everything else.
+    await expect.poll(() => started.filter(isAlive), { timeout: 30_000, interval: 100 }).toEqual([]);
+    for (const port of Object.values(system.ports)) expect(await isListening(port)).toBe(false);
+  });
+
   it("stops everything on SIGHUP to its process group, as when its terminal closes, leaving the ports free", { timeout: 90_000 }, async () => {
     const system = await startSystem(dir.path, { detached: true });
     child = system.child;
