@@ -48,6 +48,7 @@ const order = (n: number, overrides: Partial<OrderRecord> = {}): OrderRecord => 
   shippingAddress: { recipient: "A", line1: "B", line2: "", city: "C", postalCode: "D", countryCode: "GB" },
   rejectionReason: "",
   linesVersion: 1,
+  pendingSince: 1_700_000_000_000,
   version: 1,
   createdAt: 1_700_000_000_000,
   updatedAt: 1_700_000_000_000,
@@ -176,6 +177,29 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       expect((await store.listByCustomer(db, "c-1", "", 10)).map((o) => o.id)).toEqual([id(1001), id(1002)]);
       expect((await store.listByCustomer(db, "c-1", id(1001), 10)).map((o) => o.id)).toEqual([id(1002)]);
       expect(await store.listByCustomer(db, "c-9", "", 10)).toEqual([]);
+    });
+
+    it("finds the PENDING orders that entered PENDING by a time, oldest first, a batch at a time after the last one read", async () => {
+      const db = await open("orders-pending", orderMigrations);
+      const store = createOrderStore();
+      const t = 1_700_000_000_000;
+      await db.transaction(async (tx) => {
+        await store.insert(tx, order(1, { pendingSince: t + 30 }));
+        await store.insert(tx, order(2, { pendingSince: t + 10 }));
+        await store.insert(tx, order(3, { pendingSince: t + 10 }));
+        await store.insert(tx, order(4, { pendingSince: t + 20, state: "CONFIRMED" }));
+        await store.insert(tx, order(5, { pendingSince: t + 20, state: "CANCELLED" }));
+        await store.insert(tx, order(6, { pendingSince: t + 50 }));
+      });
+      const ids = (orders: OrderRecord[]) => orders.map((o) => o.id);
+      expect(ids(await store.listPendingSince(db, t + 30, undefined, 10))).toEqual([id(1002), id(1003), id(1001)]);
+      expect(ids(await store.listPendingSince(db, t + 29, undefined, 10))).toEqual([id(1002), id(1003)]);
+      expect(ids(await store.listPendingSince(db, t + 9, undefined, 10))).toEqual([]);
+      const first = await store.listPendingSince(db, t + 60, undefined, 2);
+      expect(ids(first)).toEqual([id(1002), id(1003)]);
+      expect(ids(await store.listPendingSince(db, t + 60, first[1], 2))).toEqual([id(1001), id(1006)]);
+      expect(ids(await store.listPendingSince(db, t + 60, { pendingSince: t + 10, id: id(1002) }, 10))).toEqual([id(1003), id(1001), id(1006)]);
+      expect((await store.listPendingSince(db, t + 60, undefined, 10))[0]).toEqual(order(2, { pendingSince: t + 10 }));
     });
 
     it("keeps the catalogue copy at the newest version it has seen", async () => {

@@ -1,6 +1,6 @@
 import { Code as status } from "../../../platform/errors/index.js";
 import { describe, expect, it } from "vitest";
-import { assertEditable, assertVersion, cancel, type OrderRecord, priceLines, settleReservation } from "./order.js";
+import { assertEditable, assertVersion, cancel, expirePending, type OrderRecord, pendingTimeoutReason, priceLines, settleReservation } from "./order.js";
 
 const order = (overrides: Partial<OrderRecord> = {}): OrderRecord => ({
   id: "o-1",
@@ -12,6 +12,7 @@ const order = (overrides: Partial<OrderRecord> = {}): OrderRecord => ({
   shippingAddress: { recipient: "A", line1: "B", line2: "", city: "C", postalCode: "D", countryCode: "DE" },
   rejectionReason: "",
   linesVersion: 1,
+  pendingSince: 0,
   version: 1,
   createdAt: 0,
   updatedAt: 0,
@@ -77,5 +78,24 @@ describe("order state transitions", () => {
     expect(settleReservation(order({ linesVersion: 2 }), 1, { reserved: true }, 9)).toBeNull();
     expect(settleReservation(order({ state: "CANCELLED" }), 1, { reserved: true }, 9)).toBeNull();
     expect(settleReservation(order({ state: "CONFIRMED" }), 1, { reserved: false, reason: "x" }, 9)).toBeNull();
+  });
+
+  it("cancels a PENDING order once its time since it entered PENDING has run out, and no other order", () => {
+    const minutes = (m: number) => m * 60_000;
+    const placed = order({ pendingSince: minutes(10), createdAt: minutes(1), updatedAt: minutes(12) });
+    expect(expirePending(placed, minutes(15), minutes(25) - 1)).toBeNull();
+    expect(expirePending(placed, minutes(15), minutes(25))).toEqual({ ...placed, state: "CANCELLED", version: 2, updatedAt: minutes(25) });
+    // Its new lines are a new request: the time runs from them, not from when it was placed.
+    expect(expirePending(order({ pendingSince: minutes(20), createdAt: 0 }), minutes(15), minutes(30))).toBeNull();
+    for (const state of ["CONFIRMED", "REJECTED", "CANCELLED"] as const) expect(expirePending(order({ state }), minutes(15), minutes(60))).toBeNull();
+  });
+
+  it("says why an order timed out, with the timeout as the settings write it, within OrderCancelled's 200 characters", () => {
+    expect(pendingTimeoutReason(15 * 60_000)).toBe("not confirmed within 15m: no answer about its stock came from the product service");
+    expect(pendingTimeoutReason(90_000)).toContain("within 1m30s:");
+    expect(pendingTimeoutReason(1_000)).toContain("within 1s:");
+    expect(pendingTimeoutReason(250)).toContain("within 250ms:");
+    expect(pendingTimeoutReason(26 * 3_600_000)).toContain("within 1d2h:");
+    expect(pendingTimeoutReason(999 * 86_400_000 + 3_723_000).length).toBeLessThanOrEqual(200);
   });
 });

@@ -31,6 +31,8 @@ export interface OrderRecord {
   readonly rejectionReason: string;
   /** Raised whenever the lines change, so stock replies about older lines are ignored. */
   readonly linesVersion: number;
+  /** When the order last entered PENDING (placed, or its lines changed), ms since the epoch: the saga's time runs from here. */
+  readonly pendingSince: number;
   readonly version: number;
   readonly createdAt: number;
   readonly updatedAt: number;
@@ -116,4 +118,36 @@ export function settleReservation(
   return outcome.reserved
     ? { ...order, state: "CONFIRMED", version: order.version + 1, updatedAt: now }
     : { ...order, state: "REJECTED", rejectionReason: outcome.reason, version: order.version + 1, updatedAt: now };
+}
+
+/**
+ * An order whose saga has not settled it within `timeoutMs` of its entering
+ * PENDING is cancelled, as CancelOrder cancels it, so that no customer waits
+ * on an answer that may never come (its OrderPlaced dead-lettered, the
+ * product service gone). Any other order, or one still within its time,
+ * changes nothing (null).
+ */
+export function expirePending(order: OrderRecord, timeoutMs: number, now: number): OrderRecord | null {
+  if (order.state !== "PENDING" || now - order.pendingSince < timeoutMs) return null;
+  return cancel(order, now);
+}
+
+/** OrderCancelled's reason for an order `expirePending` cancelled. */
+export function pendingTimeoutReason(timeoutMs: number): string {
+  return `not confirmed within ${formatDuration(timeoutMs)}: no answer about its stock came from the product service`;
+}
+
+/** "15m", "1m30s", "250ms": as the settings are written. */
+function formatDuration(ms: number): string {
+  if (ms < 1_000) return `${ms}ms`;
+  const units: [string, number][] = [["d", 86_400_000], ["h", 3_600_000], ["m", 60_000], ["s", 1_000]];
+  let rest = Math.floor(ms / 1_000) * 1_000;
+  let out = "";
+  for (const [unit, size] of units) {
+    if (rest >= size) {
+      out += `${Math.floor(rest / size)}${unit}`;
+      rest %= size;
+    }
+  }
+  return out;
 }

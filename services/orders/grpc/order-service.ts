@@ -58,6 +58,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
         shippingAddress: toShippingAddress(req.shippingAddress!),
         rejectionReason: "",
         linesVersion: 1,
+        pendingSince: at,
         version: 1,
         createdAt: at,
         updatedAt: at,
@@ -88,12 +89,14 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
         const current = found(await store.getForUpdate(tx, req.id), req.id, context);
         assertVersion(current, req.expectedVersion);
         assertEditable(current);
+        const at = now();
         const edited: OrderRecord = {
           ...current,
-          ...(priced && { ...priced, linesVersion: current.linesVersion + 1 }),
+          // New lines are a new request to the product service, given the saga's whole time again.
+          ...(priced && { ...priced, linesVersion: current.linesVersion + 1, pendingSince: at }),
           ...(mask.includes("shipping_address") && { shippingAddress: toShippingAddress(req.shippingAddress!) }),
           version: current.version + 1,
-          updatedAt: now(),
+          updatedAt: at,
         };
         if (!(await store.replace(tx, edited, current.version))) throw StatusError.aborted(`order ${req.id} changed concurrently; read it again and retry`);
         const message = toOrderMessage(edited);

@@ -60,4 +60,19 @@ export const orderMigrations: Migration[] = [
       );
     `,
   },
+  {
+    // When each order last entered PENDING, and the PENDING orders by it: the saga's timeout finds those it left too long.
+    // Orders already stored count from their last change.
+    id: "orders_0003_pending_since",
+    sqlite: `
+      ALTER TABLE orders ADD COLUMN pending_since INTEGER NOT NULL DEFAULT 0;
+      UPDATE orders SET pending_since = updated_at;
+      CREATE INDEX orders_pending ON orders (pending_since, id) WHERE state = 'PENDING';
+    `,
+    postgres: `
+      ALTER TABLE orders ADD COLUMN pending_since BIGINT NOT NULL DEFAULT 0;
+      UPDATE orders SET pending_since = updated_at;
+      CREATE INDEX orders_pending ON orders (pending_since, id) WHERE state = 'PENDING';
+    `,
+  },
 ];

@@ -21,9 +21,18 @@ export interface OrderStore {
    * its commit.
    */
   replaceLocked(tx: Transaction, next: OrderRecord, expectedVersion: number): Promise<void>;
+  /**
+   * Up to `limit` PENDING orders that entered PENDING at or before `before`
+   * (ms since the epoch), by when they did, then id, starting after `after`:
+   * the orders whose saga has run out of time, a batch at a time.
+   */
+  listPendingSince(q: Queryable, before: number, after: PendingCursor | undefined, limit: number): Promise<OrderRecord[]>;
   /** Up to `limit` of one customer's orders with ids after `afterId`, in id order. */
   listByCustomer(q: Queryable, customerId: string, afterId: string, limit: number): Promise<OrderRecord[]>;
 }
+
+/** Where a walk over PENDING orders (listPendingSince) got to: its last order's. */
+export type PendingCursor = Pick<OrderRecord, "pendingSince" | "id">;
 
 interface Row {
   id: string;
@@ -35,12 +44,13 @@ interface Row {
   shipping_json: string;
   rejection_reason: string;
   lines_version: number;
+  pending_since: number;
   version: number;
   created_at: number;
   updated_at: number;
 }
 
-const columns = "id, customer_id, state, lines_json, currency, total_minor, shipping_json, rejection_reason, lines_version, version, created_at, updated_at";
+const columns = "id, customer_id, state, lines_json, currency, total_minor, shipping_json, rejection_reason, lines_version, pending_since, version, created_at, updated_at";
 
 const fromRow = (r: Row): OrderRecord => ({
   id: r.id,
@@ -52,6 +62,7 @@ const fromRow = (r: Row): OrderRecord => ({
   shippingAddress: JSON.parse(r.shipping_json),
   rejectionReason: r.rejection_reason,
   linesVersion: Number(r.lines_version),
+  pendingSince: Number(r.pending_since),
   version: Number(r.version),
   createdAt: Number(r.created_at),
   updatedAt: Number(r.updated_at),
@@ -68,19 +79,25 @@ const valuesOf = (o: OrderRecord) => [
   JSON.stringify(o.shippingAddress),
   o.rejectionReason,
   o.linesVersion,
+  o.pendingSince,
   o.version,
   o.createdAt,
   o.updatedAt,
 ];
 
 const replaceSql = `UPDATE orders SET customer_id = $2, state = $3, lines_json = $4, currency = $5, total_minor = $6, shipping_json = $7,
-    rejection_reason = $8, lines_version = $9, version = $10, created_at = $11, updated_at = $12
-  WHERE id = $1 AND version = $13`;
+    rejection_reason = $8, lines_version = $9, pending_since = $10, version = $11, created_at = $12, updated_at = $13
+  WHERE id = $1 AND version = $14`;
+
+// The state is written out, not a parameter, so that the partial index orders_pending (state = 'PENDING') serves it.
+const pendingSinceSql = `SELECT ${columns} FROM orders
+  WHERE state = 'PENDING' AND pending_since <= $1 AND (pending_since, id) > ($2, $3)
+  ORDER BY pending_since, id LIMIT $4`;
 
 export function createOrderStore(): OrderStore {
   return {
     async insert(tx, o) {
-      await sendAhead(tx, `INSERT INTO orders (${columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`, valuesOf(o));
+      await sendAhead(tx, `INSERT INTO orders (${columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`, valuesOf(o));
     },
     async get(q, id) {
       const [row] = await q.query<Row>(`SELECT ${columns} FROM orders WHERE id = $1`, [id]);
@@ -98,6 +115,9 @@ export function createOrderStore(): OrderStore {
         rows: 1,
         error: () => new Error(`order ${next.id} changed while it was being written (its version is not ${expectedVersion})`),
       });
+    },
+    async listPendingSince(q, before, after, limit) {
+      return (await q.query<Row>(pendingSinceSql, [before, after?.pendingSince ?? -1, after?.id ?? "", limit])).map(fromRow);
     },
     async listByCustomer(q, customerId, afterId, limit) {
       return (await q.query<Row>(`SELECT ${columns} FROM orders WHERE customer_id = $1 AND id > $2 ORDER BY id LIMIT $3`, [customerId, afterId, limit])).map(fromRow);
