@@ -6,13 +6,20 @@ const run = (script: string, env: Record<string, string>, args: string[] = []) =
 
 describe("service entry points", () => {
   it("refuse a bad environment with exit code 2 and a message naming each variable", () => {
-    const result = run("services/orders/main.ts", { ORDERS_LISTEN: "nowhere", PRODUCTS_TIMEOUT: "soon", ORDERS_DATABASE_URL: "mysql://x/y", INBOX_RETENTION: "10m", NATS_NKEY_SEED: "/nonexistent/orders.nk" });
+    const result = run("services/orders/main.ts", { ORDERS_LISTEN: "nowhere", PRODUCTS_TIMEOUT: "soon", ORDERS_DATABASE_URL: "mysql://x/y", INBOX_RETENTION: "10m", NATS_NKEY_SEED: "/nonexistent/orders.nk", ORDERS_PENDING_TIMEOUT: "never" });
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/ORDERS_LISTEN="nowhere" is invalid/);
     expect(result.stderr).toMatch(/PRODUCTS_TIMEOUT="soon" is invalid/);
     expect(result.stderr).toMatch(/ORDERS_DATABASE_URL="mysql:\/\/x\/y" is invalid: unsupported database scheme/);
     expect(result.stderr).toMatch(/INBOX_RETENTION="10m" is invalid: expected at least 1h/);
     expect(result.stderr).toMatch(/NATS_NKEY_SEED="\/nonexistent\/orders\.nk" is invalid: no such file/);
+    expect(result.stderr).toMatch(/ORDERS_PENDING_TIMEOUT="never" is invalid: expected a duration such as .*, or 0 or off/);
+  });
+
+  it("print the order service's saga timeout with --help", () => {
+    const result = run("services/orders/main.ts", {}, ["--help"]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toMatch(/ORDERS_PENDING_TIMEOUT\s+how long an order may wait PENDING .* 0 or off: never \(default: 15m\)/);
   });
 
   it("print their variables with --help", () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, databaseUrl, duration, durationAtLeast, hostPort, integer, readConfig } from "./env.js";
+import { ConfigError, databaseUrl, duration, durationAtLeast, durationOrOff, hostPort, integer, readConfig } from "./env.js";
 
 const settings = {
   LISTEN: { description: "address", default: "127.0.0.1:50051", parse: hostPort },
@@ -26,6 +26,12 @@ describe("duration", () => {
     const retention = durationAtLeast("1h", "rows must outlive redeliveries");
     expect(retention("2h")).toBe(7_200_000);
     expect(() => retention("30m")).toThrow("expected at least 1h: rows must outlive redeliveries");
+  });
+
+  it("reads 0 or off as none, when a setting can be turned off", () => {
+    expect(["15m", "0", "off", "0s"].map(durationOrOff)).toEqual([900_000, 0, 0, 0]);
+    expect(() => durationOrOff("soon")).toThrow('expected a duration such as "250ms", "5s", "2m", "1h" or "7d", or 0 or off');
+    expect(() => durationOrOff("-1s")).toThrow(/or 0 or off/);
   });
 });
 

@@ -105,6 +105,16 @@ export function duration(raw: string): number {
   return Number(match[1]) * unit;
 }
 
+/** A duration (see `duration`), or "0" or "off" for none: 0. */
+export function durationOrOff(raw: string): number {
+  if (raw === "off" || raw === "0") return 0;
+  try {
+    return duration(raw);
+  } catch {
+    throw new Error('expected a duration such as "250ms", "5s", "2m", "1h" or "7d", or 0 or off');
+  }
+}
+
 /** A duration (see `duration`) of at least `min`, itself a duration; `why` ends the message of a shorter one. */
 export function durationAtLeast(min: string, why: string): (raw: string) => number {
   const minMs = duration(min);

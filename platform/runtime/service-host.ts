@@ -58,6 +58,8 @@ export interface ServiceHost {
   /** The outbox is there at once; the connection and relay once `start` has reached NATS. */
   readonly events: EventRuntime;
   readonly server: GrpcServer;
+  /** Where the service's metrics are kept, for counters of its own; none while `metricsListen` is not set. */
+  readonly registry?: Registry;
   /**
    * Serves gRPC at once, reporting NOT_SERVING (calls answer UNAVAILABLE)
    * until NATS has been reached, the streams provisioned and the relay and
@@ -65,8 +67,14 @@ export interface ServiceHost {
    * says when it serves. The returned stop works in every phase and
    * reverses it: gRPC drains, consumers finish, the outbox flushes, NATS
    * drains, `onStop` runs (clients of other services), the database closes.
+   * `tasks` (work of the service's own on a timer) stop once gRPC has
+   * drained, before the events, so none runs on a closed database.
    */
-  start(options: { readonly consumers: readonly ConsumerBinding<any>[]; readonly onStop?: () => void }): Promise<RunningService & { readonly events: EventRuntime }>;
+  start(options: {
+    readonly consumers: readonly ConsumerBinding<any>[];
+    readonly tasks?: readonly { stop(): Promise<void> }[];
+    readonly onStop?: () => void;
+  }): Promise<RunningService & { readonly events: EventRuntime }>;
 }
 
 /**
@@ -128,8 +136,10 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
   }
   let requestIdsKept: Retention | undefined;
   let metrics: MetricsServer | undefined;
+  let tasks: readonly { stop(): Promise<void> }[] = [];
   const stopAll = async (onStop?: () => void) => {
     await server.shutdown();
+    await Promise.all(tasks.map((t) => t.stop()));
     await requestIdsKept?.stop();
     await events.stop();
     onStop?.();
@@ -141,7 +151,9 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     requestIds: createRequestIds(),
     events,
     server,
-    async start({ consumers, onStop }) {
+    ...(registry && { registry }),
+    async start({ consumers, tasks: own = [], onStop }) {
+      tasks = own;
       server.setUnavailable(`${name} is starting and waits for NATS, which carries its events; try again shortly`);
       requestIdsKept = requestIdRetention({ db, logger, ...(options.requestIdRetentionMs !== undefined && { retentionMs: options.requestIdRetentionMs }) });
       let port: number;

@@ -1,3 +1,4 @@
+import { Counter } from "prom-client";
 import { streamSources } from "../../gen/ts/concord_nats.js";
 import { allStreams } from "../../gen/ts/concord_streams.js";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
@@ -11,6 +12,7 @@ import type { Logger } from "../../platform/log/index.js";
 import { createServiceHost, type GrpcSecurity, type RunningService, serviceCallSecurity } from "../../platform/runtime/index.js";
 import { createCatalogFeed } from "./events/catalog-feed.js";
 import { createOrderSaga } from "./events/order-saga.js";
+import { startSagaTimeout } from "./events/saga-timeout.js";
 import { createOrderService } from "./grpc/order-service.js";
 import { createCatalogStore } from "./store/catalog-store.js";
 import { orderMigrations } from "./store/migrations.js";
@@ -37,6 +39,12 @@ export interface OrdersOptions {
   readonly inboxRetentionMs?: number;
   /** How long a request_id is remembered. Default 24 hours. */
   readonly requestIdRetentionMs?: number;
+  /**
+   * How long an order may stay PENDING after it entered PENDING (placed, or
+   * its lines changed) before the service cancels it itself; 0: never.
+   * Default 15 minutes.
+   */
+  readonly pendingTimeoutMs?: number;
   /** host:port to serve Prometheus metrics on (GET /metrics); none: no metrics. */
   readonly metricsListen?: string;
   /** Ends start-up while it waits for its database (a Postgres server not up yet). */
@@ -51,12 +59,13 @@ export interface RunningOrders extends RunningService {
 /**
  * Starts the order service: orders over gRPC, priced from its own copy of the
  * catalogue (fed by the product events, with the product service asked only
- * for products it does not know yet), and the order side of the saga.
+ * for products it does not know yet), and the order side of the saga,
+ * whose timeout cancels an order the product service never answered for.
  */
 export async function startOrders(options: OrdersOptions): Promise<RunningOrders> {
-  const { productsAddress, productsTimeoutMs = 2_000, ...hostOptions } = options;
+  const { productsAddress, productsTimeoutMs = 2_000, pendingTimeoutMs = defaultPendingTimeoutMs, ...hostOptions } = options;
   const host = await createServiceHost({ name: "orders", migrations: orderMigrations, streams: allStreams, streamSources, descriptorSet, ...hostOptions });
-  const { db, events, server, requestIds } = host;
+  const { db, events, server, requestIds, registry } = host;
   const store = createOrderStore();
   const catalog = createCatalogStore();
   const products = createClient(ProductServiceService, {
@@ -67,5 +76,15 @@ export async function startOrders(options: OrdersOptions): Promise<RunningOrders
   });
   server.addService(OrderServiceService, createOrderService({ db, store, catalog, products, outbox: events.outbox, requestIds }));
   const handlers = { ...createOrderSaga(store), ...createCatalogFeed(catalog) };
-  return host.start({ consumers: bindConsumers(OrderServiceConsumers, handlers), onStop: () => products.close() });
+  const timedOut =
+    registry &&
+    new Counter({ name: "concord_orders_timed_out_total", help: "PENDING orders the order service cancelled because no answer about their stock came in time", registers: [registry] });
+  const tasks =
+    pendingTimeoutMs > 0
+      ? [startSagaTimeout({ db, store, outbox: events.outbox, timeoutMs: pendingTimeoutMs, logger: options.logger, ...(timedOut && { onTimedOut: () => timedOut.inc() }) })]
+      : [];
+  return host.start({ consumers: bindConsumers(OrderServiceConsumers, handlers), tasks, onStop: () => products.close() });
 }
+
+/** How long an order may stay PENDING by default (ORDERS_PENDING_TIMEOUT). */
+export const defaultPendingTimeoutMs = 15 * 60_000;

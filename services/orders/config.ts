@@ -1,4 +1,4 @@
-import { databaseUrl, duration, durationAtLeast, hostPort, optionalHostPort, oneOf, optionalFile, serviceAddress, text } from "../../platform/config/index.js";
+import { databaseUrl, duration, durationAtLeast, durationOrOff, hostPort, optionalHostPort, oneOf, optionalFile, serviceAddress, text } from "../../platform/config/index.js";
 import { grpcSecuritySettings } from "../../platform/runtime/index.js";
 
 /** The order service's environment. */
@@ -21,6 +21,11 @@ export const orderSettings = {
     parse: serviceAddress,
   },
   PRODUCTS_TIMEOUT: { description: "deadline of each call to the product service", default: "2s", parse: duration },
+  ORDERS_PENDING_TIMEOUT: {
+    description: "how long an order may wait PENDING for the product service's answer about its stock before the service cancels it (OrderCancelled); 0 or off: never",
+    default: "15m",
+    parse: durationOrOff,
+  },
   NATS_URL: { description: "NATS server with JetStream (several comma-separated for a cluster)", default: "nats://127.0.0.1:4222", parse: text },
   NATS_NKEY_SEED: {
     description: `file holding the service's NATS user nkey seed (npm start makes DATA_DIR/nats-credentials/orders.nk); empty: connect without credentials`,

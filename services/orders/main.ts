@@ -12,6 +12,7 @@ await runService({
       database: config.ORDERS_DATABASE_URL.location,
       productsAddress: config.PRODUCTS_ADDRESS,
       productsTimeoutMs: config.PRODUCTS_TIMEOUT,
+      pendingTimeoutMs: config.ORDERS_PENDING_TIMEOUT,
       natsUrl: config.NATS_URL,
       security: grpcSecurityOf(config),
       ...(config.NATS_NKEY_SEED !== undefined && { natsSeedFile: config.NATS_NKEY_SEED }),

@@ -1,0 +1,217 @@
+import { join } from "node:path";
+import type pino from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { OrderCancelled } from "../../../gen/ts/shop/orders/v1/order_events_pb.js";
+import { usePostgresServer } from "../../../test/support/postgres.js";
+import { tempDirForSuite } from "../../../test/support/temp-dir.js";
+import { createOutbox, outboxMigrations } from "../../../platform/events/index.js";
+import { createLogger } from "../../../platform/log/index.js";
+import { type Database, openDatabase } from "../../../platform/sql/index.js";
+import type { OrderRecord } from "../domain/order.js";
+import { orderMigrations } from "../store/migrations.js";
+import { createOrderStore, type OrderStore } from "../store/order-store.js";
+import { startSagaTimeout, sweepIntervalOf, type SagaTimeout } from "./saga-timeout.js";
+
+const dir = tempDirForSuite("concord-saga-timeout-");
+const minute = 60_000;
+const t0 = 1_700_000_000_000;
+const id = (n: number) => `0190a5b4-7c4e-7d3e-9f1a-${String(n).padStart(12, "0")}`;
+const order = (n: number, overrides: Partial<OrderRecord> = {}): OrderRecord => ({
+  id: id(n),
+  customerId: `c-${n}`,
+  state: "PENDING",
+  lines: [{ productId: id(9999), productName: "Teapot", quantity: 1, unitPriceMinor: 1999 }],
+  currency: "EUR",
+  totalMinor: 1999,
+  shippingAddress: { recipient: "A", line1: "B", line2: "", city: "C", postalCode: "D", countryCode: "GB" },
+  rejectionReason: "",
+  linesVersion: 1,
+  pendingSince: t0,
+  version: 1,
+  createdAt: t0,
+  updatedAt: t0,
+  ...overrides,
+});
+
+/** A destination that keeps every line, parsed. */
+function memoryLog(): { lines: Record<string, unknown>[]; stream: pino.DestinationStream } {
+  const lines: Record<string, unknown>[] = [];
+  return { lines, stream: { write: (line: string) => void lines.push(JSON.parse(line)) } };
+}
+
+describe("the saga's timeout", () => {
+  const cleanups: Array<() => unknown> = [];
+  let n = 0;
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  const open = async (path = join(dir, `orders-${++n}.db`)): Promise<Database> => {
+    const db = await openDatabase({ path, migrations: [...orderMigrations, ...outboxMigrations] });
+    cleanups.push(() => db.close());
+    return db;
+  };
+  const start = (db: Database, options: Partial<Parameters<typeof startSagaTimeout>[0]> = {}): SagaTimeout => {
+    const timeout = startSagaTimeout({
+      db,
+      store: createOrderStore(),
+      outbox: createOutbox({ db, source: "orders" }),
+      timeoutMs: 15 * minute,
+      logger: createLogger({ service: "orders", level: "silent" }),
+      ...options,
+    });
+    cleanups.push(() => timeout.stop());
+    return timeout;
+  };
+  const insert = (db: Database, ...orders: OrderRecord[]) =>
+    db.transaction(async (tx) => {
+      for (const o of orders) await createOrderStore().insert(tx, o);
+    });
+  const cancelledEvents = async (db: Database) =>
+    (await db.query<{ subject: string; type: string; payload: Uint8Array }>("SELECT subject, type, payload FROM event_outbox ORDER BY seq")).map((r) => ({
+      subject: r.subject,
+      type: r.type,
+      ...OrderCancelled.decode(r.payload),
+    }));
+  const stateOf = async (db: Database, n: number) => (await createOrderStore().get(db, id(n)))!;
+
+  it("looks a tenth of the timeout apart, within 1 s and 60 s", () => {
+    expect(sweepIntervalOf(15 * minute)).toBe(60_000);
+    expect(sweepIntervalOf(5 * minute)).toBe(30_000);
+    expect(sweepIntervalOf(1_000)).toBe(1_000);
+    expect(sweepIntervalOf(50)).toBe(1_000);
+  });
+
+  it("cancels the PENDING orders whose time ran out, each with its OrderCancelled, in batches, and leaves every other order alone", async () => {
+    const db = await open();
+    await insert(
+      db,
+      order(1),
+      order(2, { pendingSince: t0 + 5 * minute }),
+      order(3, { pendingSince: t0 + 10 * minute }),
+      order(4, { pendingSince: t0 + 14 * minute }),
+      order(5, { state: "CONFIRMED", version: 2 }),
+      order(6, { state: "REJECTED", rejectionReason: "not enough stock", version: 2 }),
+      order(7, { state: "CANCELLED", version: 2 }),
+    );
+    let counted = 0;
+    // 15 minutes after order 3 entered PENDING: its time has just run out, order 4's has not.
+    const timeout = start(db, { batchSize: 2, now: () => t0 + 25 * minute, onTimedOut: () => counted++ });
+    expect(await timeout.sweep()).toBe(3);
+    expect(counted).toBe(3);
+    for (const n of [1, 2, 3]) expect(await stateOf(db, n)).toMatchObject({ state: "CANCELLED", version: 2, updatedAt: t0 + 25 * minute });
+    expect(await stateOf(db, 4)).toEqual(order(4, { pendingSince: t0 + 14 * minute }));
+    expect(await stateOf(db, 5)).toEqual(order(5, { state: "CONFIRMED", version: 2 }));
+    expect((await stateOf(db, 6)).state).toBe("REJECTED");
+    expect((await stateOf(db, 7)).version).toBe(2);
+    const reason = "not confirmed within 15m: no answer about its stock came from the product service";
+    expect(await cancelledEvents(db)).toEqual(
+      [1, 2, 3].map((k) => ({ subject: `shop.orders.v1.order.${id(k)}.cancelled`, type: "shop.orders.v1.OrderCancelled", orderId: id(k), customerId: `c-${k}`, reason })),
+    );
+    // Nothing is left to do: a second sweep changes nothing.
+    expect(await timeout.sweep()).toBe(0);
+    expect(await cancelledEvents(db)).toHaveLength(3);
+  });
+
+  it("skips an order that changed after the sweep read it", async () => {
+    const db = await open();
+    await insert(db, order(1), order(2));
+    // The product service's answer for order 1 commits between the sweep's read and its write.
+    const store = createOrderStore();
+    const racing: OrderStore = {
+      ...store,
+      async listPendingSince(q, before, after, limit) {
+        const batch = await store.listPendingSince(q, before, after, limit);
+        await db.transaction((tx) => store.replace(tx, { ...batch[0], state: "CONFIRMED", version: 2 }, 1));
+        return batch;
+      },
+    };
+    expect(await start(db, { store: racing, batchSize: 10, now: () => t0 + 20 * minute }).sweep()).toBe(1);
+    expect(await stateOf(db, 1)).toMatchObject({ state: "CONFIRMED", version: 2 });
+    expect(await stateOf(db, 2)).toMatchObject({ state: "CANCELLED", version: 2 });
+    expect((await cancelledEvents(db)).map((e) => e.orderId)).toEqual([id(2)]);
+  });
+
+  describe("on PostgreSQL", () => {
+    const postgres = usePostgresServer();
+
+    it("cancels each order once while two instances sweep one database at once", async () => {
+      const path = await postgres().createDatabase("saga_timeout_race");
+      const [a, b] = [await open(path), await open(path)];
+      await insert(a, ...Array.from({ length: 60 }, (_, k) => order(100 + k, { pendingSince: t0 + k })));
+      let counted = 0;
+      const sweeps = [a, b].map((d) => start(d, { batchSize: 7, now: () => t0 + 20 * minute, onTimedOut: () => counted++ }));
+      const swept = await Promise.all(sweeps.map((s) => s.sweep()));
+      expect(swept[0] + swept[1]).toBe(60);
+      expect(counted).toBe(60);
+      const events = await cancelledEvents(a);
+      expect(events).toHaveLength(60);
+      expect(new Set(events.map((e) => e.orderId)).size).toBe(60);
+      const [{ n: cancelled }] = await a.query<{ n: string }>("SELECT count(*) AS n FROM orders WHERE state = 'CANCELLED' AND version = 2");
+      expect(Number(cancelled)).toBe(60);
+    }, 30_000);
+  });
+
+  it("logs a failing sweep once until one works again, and keeps looking meanwhile", async () => {
+    const db = await open();
+    await insert(db, order(1));
+    const log = memoryLog();
+    const store = createOrderStore();
+    let down = true;
+    let reads = 0;
+    const flaky: OrderStore = {
+      ...store,
+      async listPendingSince(...args) {
+        reads++;
+        if (down) throw new Error("connect ECONNREFUSED 127.0.0.1:5432");
+        return store.listPendingSince(...args);
+      },
+    };
+    start(db, { store: flaky, intervalMs: 10, now: () => t0 + 20 * minute, logger: createLogger({ service: "orders", destination: log.stream }) });
+    await expect.poll(() => reads).toBeGreaterThanOrEqual(5);
+    const errors = () => log.lines.filter((l) => l.level === "error");
+    expect(errors()).toHaveLength(1);
+    expect(errors()[0]).toMatchObject({ component: "saga-timeout", err: { message: "connect ECONNREFUSED 127.0.0.1:5432" } });
+    down = false;
+    await expect.poll(async () => (await stateOf(db, 1)).state).toBe("CANCELLED");
+    await expect.poll(() => log.lines.some((l) => l.level === "info" && String(l.msg).includes("works again"))).toBe(true);
+    // A second outage is logged again, once.
+    down = true;
+    const seen = reads;
+    await expect.poll(() => reads).toBeGreaterThanOrEqual(seen + 5);
+    expect(errors()).toHaveLength(2);
+  });
+
+  it("stops: a sweep under way ends after its current order, and none starts after", async () => {
+    const db = await open();
+    await insert(db, ...Array.from({ length: 5 }, (_, k) => order(k + 1)));
+    const store = createOrderStore();
+    let reads = 0;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const slow: OrderStore = {
+      ...store,
+      async listPendingSince(...args) {
+        reads++;
+        return store.listPendingSince(...args);
+      },
+      async replace(tx, next, expected) {
+        await held;
+        return store.replace(tx, next, expected);
+      },
+    };
+    const timeout = start(db, { store: slow, intervalMs: 10, now: () => t0 + 20 * minute });
+    await expect.poll(() => reads).toBe(1);
+    const stopped = timeout.stop();
+    release();
+    await stopped;
+    const after = reads;
+    // The order under way when the stop came is done; the other four are left for the next start.
+    const states = await Promise.all([1, 2, 3, 4, 5].map(async (k) => (await stateOf(db, k)).state));
+    expect(states.filter((s) => s === "CANCELLED")).toHaveLength(1);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(reads).toBe(after);
+    await db.close();
+    await timeout.stop();
+  });
+});

@@ -1,0 +1,132 @@
+import { OrderCancelledEvent } from "../../../gen/ts/shop/orders/v1/order_events_jetstream.js";
+import type { Outbox } from "../../../platform/events/index.js";
+import type { Logger } from "../../../platform/log/index.js";
+import { checkOptions, positiveInteger } from "../../../platform/options/index.js";
+import type { Database } from "../../../platform/sql/index.js";
+import { expirePending, type OrderRecord, pendingTimeoutReason } from "../domain/order.js";
+import type { OrderStore, PendingCursor } from "../store/order-store.js";
+
+export interface SagaTimeoutOptions {
+  readonly db: Database;
+  readonly store: OrderStore;
+  readonly outbox: Outbox;
+  /** How long an order may stay PENDING after it entered PENDING (placed, or its lines changed). */
+  readonly timeoutMs: number;
+  /** How often timed-out orders are looked for. Default `sweepIntervalOf(timeoutMs)`. */
+  readonly intervalMs?: number;
+  /** Most orders read at once; each is cancelled in a transaction of its own. Default 50. */
+  readonly batchSize?: number;
+  /** Called once for each order cancelled, after its transaction committed (a metric's counter). */
+  readonly onTimedOut?: () => void;
+  readonly logger: Logger;
+  readonly now?: () => number;
+}
+
+/** The order side of the saga's timeout: cancels orders the product service never answered for. */
+export interface SagaTimeout {
+  /** Cancels every order whose time ran out, one transaction each; resolves with how many it cancelled. One sweep at a time: a call during one joins it. */
+  sweep(): Promise<number>;
+  /** Stops the timer, and a sweep under way after its current order. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+/** A tenth of the timeout, within 1 s and 60 s: an order is cancelled at most that long after its time ran out. */
+export function sweepIntervalOf(timeoutMs: number): number {
+  return Math.min(60_000, Math.max(1_000, Math.floor(timeoutMs / 10)));
+}
+
+/**
+ * Every `intervalMs`, the PENDING orders that entered PENDING `timeoutMs`
+ * ago or longer are cancelled, as CancelOrder cancels them: in one
+ * transaction each, the order written only if its version is still the one
+ * read, with its OrderCancelled in the outbox, so the product service
+ * releases whatever it holds for the order (or, its OrderPlaced still to
+ * come, reserves nothing for it). An order that changed in between (its
+ * answer came, its customer cancelled it or changed its lines, another
+ * instance's sweep took it) is left as it is: several instances on one
+ * database may sweep at once, and one of them wins each order. A sweep
+ * that fails (the database away) is logged once until one succeeds again.
+ */
+export function startSagaTimeout(options: SagaTimeoutOptions): SagaTimeout {
+  checkOptions("startSagaTimeout", options, ["db", "store", "outbox", "timeoutMs", "intervalMs", "batchSize", "onTimedOut", "logger", "now"]);
+  const { db, store, outbox, timeoutMs, onTimedOut } = options;
+  const intervalMs = options.intervalMs ?? sweepIntervalOf(timeoutMs);
+  const batchSize = options.batchSize ?? 50;
+  const now = options.now ?? Date.now;
+  for (const [option, v] of Object.entries({ timeoutMs, intervalMs, batchSize })) positiveInteger("startSagaTimeout", option, v, v);
+  const logger = options.logger.child({ component: "saga-timeout" });
+  const reason = pendingTimeoutReason(timeoutMs);
+
+  let stopped = false;
+  const timeOut = (order: OrderRecord): Promise<boolean> =>
+    db.transaction(async (tx) => {
+      // The order as the batch read it: a change since moved its version, and the replace below writes nothing.
+      const cancelled = expirePending(order, timeoutMs, now());
+      if (!cancelled) return false;
+      if (!(await store.replace(tx, cancelled, order.version))) return false;
+      outbox.add(tx, OrderCancelledEvent, { orderId: cancelled.id, customerId: cancelled.customerId, reason });
+      if (onTimedOut) tx.afterCommit(onTimedOut);
+      return true;
+    });
+
+  const sweepAll = async (): Promise<number> => {
+    const before = now() - timeoutMs;
+    let after: PendingCursor | undefined;
+    let cancelled = 0;
+    // After the last order seen, not from the start again: an order skipped is not read twice in one sweep.
+    while (!stopped) {
+      const batch = await store.listPendingSince(db, before, after, batchSize);
+      for (const order of batch) {
+        if (stopped) break;
+        if (await timeOut(order)) {
+          cancelled++;
+          logger.debug({ orderId: order.id, pendingSince: new Date(order.pendingSince).toISOString() }, "cancelled a PENDING order out of time");
+        }
+      }
+      if (batch.length < batchSize) break;
+      after = batch.at(-1);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    if (cancelled > 0) logger.warn({ cancelled, timeoutMs }, `cancelled ${cancelled} PENDING orders: ${reason}`);
+    return cancelled;
+  };
+
+  let running: Promise<number> | undefined;
+  const sweep = (): Promise<number> => {
+    running ??= sweepAll().finally(() => (running = undefined));
+    return running;
+  };
+
+  let failing = false;
+  let timer: NodeJS.Timeout | undefined;
+  const schedule = () => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      sweep().then(
+        () => {
+          if (failing && !stopped) logger.info("looking for PENDING orders out of time works again");
+          failing = false;
+        },
+        (err: unknown) => {
+          if (stopped || failing) return;
+          failing = true;
+          logger.error({ err }, `looking for PENDING orders out of time failed; trying again every ${intervalMs} ms, not logged again until it works`);
+        },
+      ).finally(schedule);
+    }, intervalMs).unref();
+  };
+  schedule();
+
+  let stopping: Promise<void> | undefined;
+  return {
+    sweep,
+    stop() {
+      stopping ??= (async () => {
+        stopped = true;
+        clearTimeout(timer);
+        await running?.catch(() => undefined);
+      })();
+      return stopping;
+    },
+  };
+}
