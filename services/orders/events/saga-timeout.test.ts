@@ -150,6 +150,30 @@ describe("the saga's timeout", () => {
       const [{ n: cancelled }] = await a.query<{ n: string }>("SELECT count(*) AS n FROM orders WHERE state = 'CANCELLED' AND version = 2");
       expect(Number(cancelled)).toBe(60);
     }, 30_000);
+
+    it("leaves an order whose row another transaction holds to a later sweep, and cancels the rest", async () => {
+      const db = await open(await postgres().createDatabase("saga_timeout_lock"));
+      await insert(db, order(1), order(2), order(3));
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      let locked!: () => void;
+      const isLocked = new Promise<void>((resolve) => (locked = resolve));
+      const holder = db.transaction(async (tx) => {
+        await createOrderStore().getForUpdate(tx, id(2));
+        locked();
+        await held;
+      });
+      await isLocked;
+      const timeout = start(db, { now: () => t0 + 20 * minute });
+      const began = performance.now();
+      expect(await timeout.sweep()).toBe(2);
+      expect(performance.now() - began).toBeLessThan(5_000);
+      expect((await stateOf(db, 2)).state).toBe("PENDING");
+      release();
+      await holder;
+      expect(await timeout.sweep()).toBe(1);
+      expect((await cancelledEvents(db)).map((e) => e.orderId).sort()).toEqual([id(1), id(2), id(3)]);
+    }, 30_000);
   });
 
   it("logs a failing sweep once until one works again, and keeps looking meanwhile", async () => {

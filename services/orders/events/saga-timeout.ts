@@ -2,7 +2,7 @@ import { OrderCancelledEvent } from "../../../gen/ts/shop/orders/v1/order_events
 import type { Outbox } from "../../../platform/events/index.js";
 import type { Logger } from "../../../platform/log/index.js";
 import { checkOptions, positiveInteger } from "../../../platform/options/index.js";
-import type { Database } from "../../../platform/sql/index.js";
+import { type Database, isLockTimeout, limitLockWaits } from "../../../platform/sql/index.js";
 import { expirePending, type OrderRecord, pendingTimeoutReason } from "../domain/order.js";
 import type { OrderStore, PendingCursor } from "../store/order-store.js";
 
@@ -30,6 +30,9 @@ export interface SagaTimeout {
   stop(): Promise<void>;
 }
 
+/** How long cancelling an order waits for its row (PostgreSQL), which another transaction may hold. */
+const orderLockWaitMs = 1_000;
+
 /** A tenth of the timeout, within 1 s and 60 s: an order is cancelled at most that long after its time ran out. */
 export function sweepIntervalOf(timeoutMs: number): number {
   return Math.min(60_000, Math.max(1_000, Math.floor(timeoutMs / 10)));
@@ -43,8 +46,9 @@ export function sweepIntervalOf(timeoutMs: number): number {
  * releases whatever it holds for the order (or, its OrderPlaced still to
  * come, reserves nothing for it). An order that changed in between (its
  * answer came, its customer cancelled it or changed its lines, another
- * instance's sweep took it) is left as it is: several instances on one
- * database may sweep at once, and one of them wins each order. A sweep
+ * instance's sweep took it), or whose row another transaction holds for
+ * over a second, is left as it is: several instances on one database may
+ * sweep at once, and one of them wins each order. A sweep
  * that fails (the database away) is logged once until one succeeds again.
  */
 export function startSagaTimeout(options: SagaTimeoutOptions): SagaTimeout {
@@ -58,16 +62,24 @@ export function startSagaTimeout(options: SagaTimeoutOptions): SagaTimeout {
   const reason = pendingTimeoutReason(timeoutMs);
 
   let stopped = false;
-  const timeOut = (order: OrderRecord): Promise<boolean> =>
-    db.transaction(async (tx) => {
-      // The order as the batch read it: a change since moved its version, and the replace below writes nothing.
-      const cancelled = expirePending(order, timeoutMs, now());
-      if (!cancelled) return false;
-      if (!(await store.replace(tx, cancelled, order.version))) return false;
-      outbox.add(tx, OrderCancelledEvent, { orderId: cancelled.id, customerId: cancelled.customerId, reason });
-      if (onTimedOut) tx.afterCommit(onTimedOut);
-      return true;
-    });
+  const timeOut = async (order: OrderRecord): Promise<boolean> => {
+    try {
+      return await db.transaction(async (tx) => {
+        // A row another transaction holds for longer is being changed (its answer, its customer): the next sweep sees what became of it.
+        await limitLockWaits(tx, orderLockWaitMs);
+        // The order as the batch read it: a change since moved its version, and the replace below writes nothing.
+        const cancelled = expirePending(order, timeoutMs, now());
+        if (!cancelled) return false;
+        if (!(await store.replace(tx, cancelled, order.version))) return false;
+        outbox.add(tx, OrderCancelledEvent, { orderId: cancelled.id, customerId: cancelled.customerId, reason });
+        if (onTimedOut) tx.afterCommit(onTimedOut);
+        return true;
+      });
+    } catch (err) {
+      if (isLockTimeout(err)) return false;
+      throw err;
+    }
+  };
 
   const sweepAll = async (): Promise<number> => {
     const before = now() - timeoutMs;
