@@ -202,6 +202,29 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       expect((await store.listPendingSince(db, t + 60, undefined, 10))[0]).toEqual(order(2, { pendingSince: t + 10 }));
     });
 
+    it("gives orders stored before pending_since their last change as the time they entered PENDING, and one placed without it its insert's", async () => {
+      const where = await location("orders-upgrade");
+      const before = await openDatabase({ path: where, migrations: orderMigrations.filter((m) => m.id < "orders_0003") });
+      // As an instance not yet upgraded writes them, without the column.
+      const oldInsert = `INSERT INTO orders (id, customer_id, state, lines_json, currency, total_minor, shipping_json, rejection_reason, lines_version, version, created_at, updated_at)
+        VALUES ($1, 'c-1', $2, '[]', 'EUR', 0, '{}', '', 1, 1, 5, $3)`;
+      await before.transaction(async (tx) => {
+        await tx.run(oldInsert, [id(1001), "PENDING", 1_700_000_000_000]);
+        await tx.run(oldInsert, [id(1002), "CONFIRMED", 1_700_000_000_000]);
+      });
+      await before.close();
+      const db = await openDatabase({ path: where, migrations: orderMigrations });
+      opened.push(db);
+      const store = createOrderStore();
+      expect((await store.get(db, id(1001)))!.pendingSince).toBe(1_700_000_000_000);
+      expect((await store.listPendingSince(db, 1_800_000_000_000, undefined, 10)).map((o) => o.id)).toEqual([id(1001)]);
+      if (kind === "postgres") {
+        const placed = Date.now();
+        await db.transaction((tx) => tx.run(oldInsert, [id(1003), "PENDING", placed]));
+        expect(Math.abs((await store.get(db, id(1003)))!.pendingSince - placed)).toBeLessThan(5_000);
+      }
+    });
+
     it("keeps the catalogue copy at the newest version it has seen", async () => {
       const db = await open("catalog", orderMigrations);
       const catalog = createCatalogStore();

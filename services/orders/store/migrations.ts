@@ -62,16 +62,19 @@ export const orderMigrations: Migration[] = [
   },
   {
     // When each order last entered PENDING, and the PENDING orders by it: the saga's timeout finds those it left too long.
-    // Orders already stored count from their last change.
+    // PENDING orders already stored count from their last change; for the others it is never read.
     id: "orders_0003_pending_since",
     sqlite: `
       ALTER TABLE orders ADD COLUMN pending_since INTEGER NOT NULL DEFAULT 0;
-      UPDATE orders SET pending_since = updated_at;
+      UPDATE orders SET pending_since = updated_at WHERE state = 'PENDING';
       CREATE INDEX orders_pending ON orders (pending_since, id) WHERE state = 'PENDING';
     `,
+    // The default is set after the column is filled (no table rewrite): during a rolling upgrade an instance
+    // not yet upgraded places orders without the column, and these count from their insert, not from 1970.
     postgres: `
       ALTER TABLE orders ADD COLUMN pending_since BIGINT NOT NULL DEFAULT 0;
-      UPDATE orders SET pending_since = updated_at;
+      UPDATE orders SET pending_since = updated_at WHERE state = 'PENDING';
+      ALTER TABLE orders ALTER COLUMN pending_since SET DEFAULT (floor(extract(epoch FROM clock_timestamp()) * 1000))::bigint;
       CREATE INDEX orders_pending ON orders (pending_since, id) WHERE state = 'PENDING';
     `,
   },
