@@ -105,18 +105,29 @@ function pageShapeOf(input: DescMessage, output: DescMessage): PageShape | undef
   return Number.isFinite(bound) ? { pageSizeField: pageSize.number, itemsField: items.localName, itemBound: bound + 6 } : undefined;
 }
 
-/** The page_size a request asks for, read from its bytes before it is decoded: the default for none, or for bytes that do not decode (which fail later). */
-function pageSizeIn(request: Uint8Array, field: number): number {
+/**
+ * The page_size a request asks for, read from its bytes before it is
+ * decoded, as the generated decoder reads them: the last varint of the
+ * field, up to a 0 or end-group tag, where the decoder stops and keeps what
+ * it has; the default for none. Undefined for bytes it cannot follow:
+ * whatever the decoder then makes of them, the caller may have a full page.
+ */
+function pageSizeIn(request: Uint8Array, field: number): number | undefined {
   let size = 0;
   try {
     const reader = new BinaryReader(request);
     while (reader.pos < reader.len) {
-      const [number, wireType] = reader.tag();
-      if (number === field && wireType === WireType.Varint) size = reader.int32();
-      else reader.skip(wireType, number);
+      const tag = reader.uint32();
+      if (tag === ((field << 3) | WireType.Varint)) {
+        size = reader.int32();
+        continue;
+      }
+      if ((tag & 7) === WireType.EndGroup || tag === 0) break;
+      // Without the field's number, as the decoder skips: a group may end with another field's end tag.
+      reader.skip(tag & 7);
     }
   } catch {
-    return defaultPageSize;
+    return undefined;
   }
   return size > 0 ? size : defaultPageSize;
 }
@@ -155,7 +166,8 @@ class AnswerSizes {
     }
     const item = largest > 0 ? largest : this.page.itemBound;
     const cap = item > maxPageBytes ? item : maxPageBytes;
-    const items = pageSizeIn(request, this.page.pageSizeField) * item;
+    const pageSize = pageSizeIn(request, this.page.pageSizeField);
+    const items = pageSize === undefined ? cap : pageSize * item;
     return (items < cap ? items : cap) + pageOverheadBytes;
   }
   /** An answer of `bytes` was written: a list method's counts by its largest item's share (an empty page says nothing). */

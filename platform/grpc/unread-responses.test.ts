@@ -45,8 +45,9 @@ interface Unread {
   status(): string | undefined;
 }
 
-function unreadCall(session: ClientHttp2Session, pageSize = 1): Unread {
-  const body = ListProductsRequest.encode({ pageSize, pageToken: "" }).finish();
+/** `after`: bytes sent after the request's own (a decoder stops at a 0 tag or an end-group tag, and takes what came before). */
+function unreadCall(session: ClientHttp2Session, pageSize = 1, after: readonly number[] = []): Unread {
+  const body = Buffer.concat([ListProductsRequest.encode({ pageSize, pageToken: "" }).finish(), Buffer.from(after)]);
   const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, body.length]), body]);
   const stream = session.request({ ":method": "POST", ":path": ProductServiceService.listProducts.path, "content-type": "application/grpc", te: "trailers", "grpc-timeout": "60S" });
   stream.on("error", () => undefined);
@@ -227,6 +228,24 @@ describe("answers their callers do not read", () => {
     for (const call of unread) call.stream.resume();
     expect(await Promise.all(unread.map((call) => call.closed))).toEqual(unread.map(() => 0));
     expect(runs.count).toBe(40);
+  });
+
+  it("expects a list call's answer from the page_size its request is decoded with, whatever bytes follow that the decoder stops at or skips", async () => {
+    // After page_size 500: a 0 tag, an end-group tag, field 0 (which the decoder skips), an end group ending another field's group.
+    for (const after of [[0], [0x0c], [0x02, 0x00], [0x2b, 0x34]]) {
+      const runs = { count: 0 };
+      await serve(2_000, { stallMs: 60_000, maxBytesPerConnection: 4 * 1024 * 1024, checkMs: 1_000 }, runs, { delayMs: 100 });
+      const unread = Array.from({ length: 40 }, () => unreadCall(session!, 500, after));
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      // Each answers 500 products of about 2 KB, as a well-formed request for them does: 3 or 4 fit in 4 MiB, not 40.
+      expect(runs.count, `page_size 500, then ${JSON.stringify(after)}`).toBeLessThanOrEqual(4);
+      for (const call of unread) call.stream.resume();
+      expect(await Promise.all(unread.map((call) => call.closed))).toEqual(unread.map(() => 0));
+      expect(runs.count).toBe(40);
+      session?.destroy();
+      await server?.shutdown();
+      server = undefined;
+    }
   });
 
   it("expects a list call's answer from its page_size and the items seen lately: small pages run at once after a large one", async () => {
