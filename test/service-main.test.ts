@@ -16,6 +16,13 @@ describe("service entry points", () => {
     expect(result.stderr).toMatch(/ORDERS_PENDING_TIMEOUT="never" is invalid: expected a duration such as .*, or 0 or off/);
   });
 
+  it("refuse a saga timeout shorter than the product service's retries of an order's OrderPlaced", () => {
+    // With an address that is refused too, so that nothing starts however the timeout is read.
+    const result = run("services/orders/main.ts", { ORDERS_PENDING_TIMEOUT: "1s", ORDERS_LISTEN: "nowhere" });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/ORDERS_PENDING_TIMEOUT="1s" is invalid: expected at least 2m, or 0 or off/);
+  });
+
   it("print the order service's saga timeout with --help", () => {
     const result = run("services/orders/main.ts", {}, ["--help"]);
     expect(result.status).toBe(0);

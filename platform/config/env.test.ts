@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, databaseUrl, duration, durationAtLeast, durationOrOff, hostPort, integer, readConfig } from "./env.js";
+import { ConfigError, databaseUrl, duration, durationAtLeast, durationAtLeastOrOff, durationOrOff, hostPort, integer, readConfig } from "./env.js";
 
 const settings = {
   LISTEN: { description: "address", default: "127.0.0.1:50051", parse: hostPort },
@@ -32,6 +32,13 @@ describe("duration", () => {
     expect(["15m", "0", "off", "0s"].map(durationOrOff)).toEqual([900_000, 0, 0, 0]);
     expect(() => durationOrOff("soon")).toThrow('expected a duration such as "250ms", "5s", "2m", "1h" or "7d", or 0 or off');
     expect(() => durationOrOff("-1s")).toThrow(/or 0 or off/);
+  });
+
+  it("refuses a duration below the least a setting that can be turned off takes, but not 0 or off", () => {
+    const timeout = durationAtLeastOrOff("2m", "orders would be cancelled while their answer is on its way");
+    expect(["15m", "2m", "0", "off", "0s"].map(timeout)).toEqual([900_000, 120_000, 0, 0, 0]);
+    expect(() => timeout("1s")).toThrow("expected at least 2m, or 0 or off: orders would be cancelled while their answer is on its way");
+    expect(() => timeout("soon")).toThrow(/or 0 or off/);
   });
 });
 

@@ -115,6 +115,16 @@ export function durationOrOff(raw: string): number {
   }
 }
 
+/** As `durationOrOff`, but a duration other than 0 must be at least `min`, itself a duration; `why` ends the message of a shorter one. */
+export function durationAtLeastOrOff(min: string, why: string): (raw: string) => number {
+  const minMs = duration(min);
+  return (raw) => {
+    const ms = durationOrOff(raw);
+    if (ms !== 0 && ms < minMs) throw new Error(`expected at least ${min}, or 0 or off: ${why}`);
+    return ms;
+  };
+}
+
 /** A duration (see `duration`) of at least `min`, itself a duration; `why` ends the message of a shorter one. */
 export function durationAtLeast(min: string, why: string): (raw: string) => number {
   const minMs = duration(min);

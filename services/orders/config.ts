@@ -1,4 +1,4 @@
-import { databaseUrl, duration, durationAtLeast, durationOrOff, hostPort, optionalHostPort, oneOf, optionalFile, serviceAddress, text } from "../../platform/config/index.js";
+import { databaseUrl, duration, durationAtLeast, durationAtLeastOrOff, hostPort, optionalHostPort, oneOf, optionalFile, serviceAddress, text } from "../../platform/config/index.js";
 import { grpcSecuritySettings } from "../../platform/runtime/index.js";
 
 /** The order service's environment. */
@@ -24,7 +24,8 @@ export const orderSettings = {
   ORDERS_PENDING_TIMEOUT: {
     description: "how long an order may wait PENDING for the product service's answer about its stock before the service cancels it (OrderCancelled); 0 or off: never",
     default: "15m",
-    parse: durationOrOff,
+    // The product service's consumers retry an OrderPlaced for over a minute (1 s, 5 s, 30 s, 30 s apart) before they give up on it.
+    parse: durationAtLeastOrOff("2m", "a shorter one cancels orders whose answer is merely slow, an OrderPlaced the product service is still retrying"),
   },
   NATS_URL: { description: "NATS server with JetStream (several comma-separated for a cluster)", default: "nats://127.0.0.1:4222", parse: text },
   NATS_NKEY_SEED: {
