@@ -82,6 +82,8 @@ export interface AnswerGate {
 const answerSizeWindowMs = 10_000;
 /** The answer expected of a method that has given none for two windows. */
 const unknownAnswerBytes = 64 * 1024;
+/** What a refusal is expected to write (its status and message). */
+const refusalBytes = 1024;
 /** Room in a page's answer for what is not its items (the next page's token). */
 const pageOverheadBytes = 1024;
 
@@ -143,10 +145,11 @@ function pageSizeIn(request: Uint8Array, field: number): number | undefined {
  * few at a time (8 MiB of them) for that long.
  *
  * A list method's answers are expected by their request instead: page_size
- * items, each as large as the largest item it gave in those seconds (its
- * contract's bound while it has given none), and no more than a page holds
- * (listPage's 1 MiB). So a burst of calls for large pages at the start is
- * held back as such, and one large page does not slow down calls for small
+ * items, each as large as its contract allows (or as the items it gave in
+ * those seconds, where they were larger), and no more than a page holds
+ * (listPage's 1 MiB). So a burst of calls for large pages is held back as
+ * such from the start, pages of small items cannot make the server expect
+ * small ones next, and one large page does not slow down calls for small
  * ones.
  */
 class AnswerSizes {
@@ -164,13 +167,15 @@ class AnswerSizes {
       const guess = largest > 0 ? largest : unknownAnswerBytes;
       return guess < this.bound ? guess : this.bound;
     }
-    const item = largest > 0 ? largest : this.page.itemBound;
+    // Never less than the contract's bound: the items a caller gets depend on what it asks for (a page token can
+    // lead to the largest), so a page of small ones says nothing of the next. More only where answers broke it.
+    const item = largest > this.page.itemBound ? largest : this.page.itemBound;
     const cap = item > maxPageBytes ? item : maxPageBytes;
     const pageSize = pageSizeIn(request, this.page.pageSizeField);
     const items = pageSize === undefined ? cap : pageSize * item;
     return (items < cap ? items : cap) + pageOverheadBytes;
   }
-  /** An answer of `bytes` was written: a list method's counts by its largest item's share (an empty page says nothing). */
+  /** An answer of `bytes` was written: a list method's counts by its items' share (an empty page says nothing). */
   observe(response: unknown, bytes: number): void {
     this.roll();
     let size = bytes;
@@ -290,7 +295,8 @@ function unaryHandler(
     if (guard) guard.authenticate(call.metadata).then((principal) => serve(principal), finish);
     else serve(unrestricted);
     function serve(principal: Principal): void {
-      const gate = answerGate?.admit(call, answers.expected(bytes));
+      // A request over its method's limit is refused: its answer is a status of a few bytes, whatever it asks for.
+      const gate = answerGate?.admit(call, bytes.length > limit ? refusalBytes : answers.expected(bytes));
       if (gate === undefined) return handle(principal);
       if (gate instanceof StatusError) return finish(gate);
       gate.then(

@@ -22,12 +22,14 @@ function bigAnswers(bytes: number, runs = { count: 0 }, page?: { delayMs: number
   const unused = async (): Promise<never> => {
     throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
   };
-  // With `page`: page_size products (1 for none), after delayMs, as a handler that reads a database answers.
-  const listProducts = async (req: { pageSize: number }) => {
+  // With `page`: page_size products (1 for none), after delayMs, as a handler that reads a database answers;
+  // with the page token "small", products of a one-character description.
+  const small = { ...product, description: "d" };
+  const listProducts = async (req: { pageSize: number; pageToken: string }) => {
     runs.count++;
     if (!page) return { products: [product], nextPageToken: "" };
     await new Promise((resolve) => setTimeout(resolve, page.delayMs));
-    return { products: Array.from({ length: req.pageSize || 1 }, () => product), nextPageToken: "" };
+    return { products: Array.from({ length: req.pageSize || 1 }, () => (req.pageToken === "small" ? small : product)), nextPageToken: "" };
   };
   // A small answer (its contract bounds it at about 9 KB), not counted in `runs`.
   const getProduct = async () => ({ product: { ...product, description: "small" } });
@@ -72,8 +74,8 @@ async function readOneAnswer(address: string): Promise<void> {
   }
 }
 
-/** Reads `call`'s answer about 64 KiB at a time, 150 ms apart; clearInterval of the result stops it. */
-function readSlowly(call: Unread): NodeJS.Timeout {
+/** Reads `call`'s answer about 64 KiB at a time, `everyMs` apart; clearInterval of the result stops it. */
+function readSlowly(call: Unread, everyMs = 150): NodeJS.Timeout {
   let turn = 0;
   call.stream.on("data", (chunk: Buffer) => {
     turn += chunk.length;
@@ -82,7 +84,7 @@ function readSlowly(call: Unread): NodeJS.Timeout {
   return setInterval(() => {
     turn = 0;
     call.stream.resume();
-  }, 150);
+  }, everyMs);
 }
 
 describe("answers their callers do not read", () => {
@@ -198,6 +200,26 @@ describe("answers their callers do not read", () => {
     expect(runs.count).toBe(120);
   });
 
+  it("lets a burst from a caller that reads steadily wait its turn, however long, and answers every call", async () => {
+    const runs = { count: 0 };
+    const address = await serve(256 * 1024, { stallMs: 60_000, maxBytesPerConnection: 512 * 1024, checkMs: 50 }, runs);
+    // One answer read first: the server now expects answers of this size from ListProducts.
+    await readOneAnswer(address);
+    // Sixteen answers of 256 KiB, read 64 KiB a stream every 50 ms, two streams at a time: about 2 s in all, several
+    // times the 8 looks after which a waiting call ran past the bound (to twice it) or was refused, as for a caller that
+    // pings and reads nothing.
+    const calls = Array.from({ length: 16 }, () => unreadCall(session!));
+    const timers = calls.map((call) => readSlowly(call, 50));
+    try {
+      expect(await Promise.all(calls.map((call) => call.closed))).toEqual(calls.map(() => 0));
+    } finally {
+      for (const timer of timers) clearInterval(timer);
+    }
+    expect(calls.map((call) => call.status())).toEqual(calls.map(() => "0"));
+    for (const call of calls) expect(call.received()).toBeGreaterThan(256 * 1024);
+    expect(runs.count).toBe(1 + 16);
+  });
+
   it("holds back a burst of calls on one connection at about maxBytesPerConnection of answers, and refuses the rest before they run once its caller is seen to take none", async () => {
     const runs = { count: 0 };
     const address = await serve(1024 * 1024, { stallMs: 60_000, maxBytes: 1024 * 1024 * 1024, maxBytesPerConnection: 4.5 * 1024 * 1024, checkMs: 50 }, runs);
@@ -248,17 +270,35 @@ describe("answers their callers do not read", () => {
     }
   });
 
-  it("expects a list call's answer from its page_size and the items seen lately: small pages run at once after a large one", async () => {
+  it("expects a list call's items as large as the contract allows, whatever items its method answered with before", async () => {
     const runs = { count: 0 };
-    const address = await serve(2_000, { stallMs: 60_000, maxBytesPerConnection: 1024 * 1024, checkMs: 1_000 }, runs, { delayMs: 100 });
+    const address = await serve(2_000, { stallMs: 60_000, maxBytesPerConnection: 4 * 1024 * 1024, checkMs: 1_000 }, runs, { delayMs: 100 });
+    const client = createClient(ProductServiceService, { address });
+    try {
+      expect((await client.listProducts({ pageSize: 50, pageToken: "small" })).products).toHaveLength(50);
+    } finally {
+      client.close();
+    }
+    // A page of small products says nothing of the next: pages of 500 products of 2,000 characters (a page token may
+    // lead to them) are expected at 1 MiB each, and four fit in 4 MiB. Expected from the small ones, all 40 ran.
+    const unread = Array.from({ length: 40 }, () => unreadCall(session!, 500));
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(runs.count - 1).toBeLessThanOrEqual(4);
+    for (const call of unread) call.stream.resume();
+    expect(await Promise.all(unread.map((call) => call.closed))).toEqual(unread.map(() => 0));
+  });
+
+  it("expects a list call's answer from its page_size: small pages run at once after a large one", async () => {
+    const runs = { count: 0 };
+    const address = await serve(2_000, { stallMs: 60_000, maxBytesPerConnection: 2 * 1024 * 1024, checkMs: 1_000 }, runs, { delayMs: 100 });
     const client = createClient(ProductServiceService, { address });
     try {
       expect((await client.listProducts({ pageSize: 500, pageToken: "" })).products).toHaveLength(500);
     } finally {
       client.close();
     }
-    // Pages of five products (about 10 KB) after one of 500 (about 1 MiB): all fit in 1 MiB, and run at once.
-    // Expected at the method's largest answer, one ran at a time (each takes 100 ms).
+    // Pages of five products (at most 46 KB by the contract) after one of 500 (about 1 MiB): all fit in 2 MiB, and
+    // run at once. Expected at the method's largest answer, two ran at a time (each takes 100 ms).
     const unread = Array.from({ length: 40 }, () => unreadCall(session!, 5));
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(runs.count).toBe(1 + 40);

@@ -57,8 +57,10 @@ interface Watched {
 interface Waiter {
   readonly stream: ServerHttp2Stream;
   readonly answerBytes: number;
-  /** The look it began waiting at. */
-  readonly since: number;
+  /** The look it began waiting at, or last found its connection taking answers (see release). */
+  since: number;
+  /** The bytes its connection's socket had written then. */
+  writtenAt: number;
   readonly resolve: () => void;
   readonly reject: (err: StatusError) => void;
 }
@@ -103,6 +105,11 @@ const stalledAfterLooks = 4;
  * and without that bound had every call it sent run after two seconds.
  * The bound counts calls under way at their expected size, so a caller
  * with more than that of slow calls under way has its later ones refused.
+ * A call whose connection wrote at least its expected answer's worth over
+ * those looks waits on instead, its looks counted again: its caller reads,
+ * and the call waits its turn behind that caller's own answers (a burst
+ * of large ones, a slow network), which neither running it past the bound
+ * nor refusing it would serve.
  */
 const waitLooks = 2 * stalledAfterLooks;
 
@@ -216,6 +223,16 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
           at++;
           continue;
         }
+        // Its connection wrote at least an answer's worth meanwhile: a caller that reads, whose calls wait their turn
+        // behind its own answers (many large ones at once, a slow network), so it waits on rather than run past the
+        // bound or be refused. A caller that pings, or reads small answers, moves less than the large ones it waits for.
+        const socketWritten = written(connection.session);
+        if (socketWritten - next.writtenAt >= next.answerBytes) {
+          next.since = looks;
+          next.writtenAt = socketWritten;
+          at++;
+          continue;
+        }
         if (pending + connection.expected + next.answerBytes > overdueFactor * maxBytesPerConnection) {
           connection.waiting.splice(at, 1);
           next.reject(overdueRefusal(pending));
@@ -323,7 +340,7 @@ export function watchUnreadResponses(logger: Logger, options: UnreadResponseOpti
         start(connection, stream, answerBytes);
         return undefined;
       }
-      return new Promise<void>((resolve, reject) => connection.waiting.push({ stream, answerBytes, since: looks, resolve, reject }));
+      return new Promise<void>((resolve, reject) => connection.waiting.push({ stream, answerBytes, since: looks, writtenAt: written(connection.session), resolve, reject }));
     },
     answered(stream) {
       const connection = streamConnection.get(stream);
