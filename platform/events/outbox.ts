@@ -124,6 +124,13 @@ export interface Outbox {
   add<T>(tx: Transaction, descriptor: EventDescriptor<T>, message: T, trace?: Partial<TraceHeaders>): string;
   /** Number of events not yet acknowledged by JetStream. */
   pending(): Promise<number>;
+  /**
+   * When the oldest event still in the outbox was added (ms since the
+   * epoch), undefined when there is none: how far publishing lags behind
+   * (NATS away, say). Events JetStream has taken may wait a moment more to
+   * be deleted, or until the database is back from an outage.
+   */
+  oldestAddedAt(): Promise<number | undefined>;
 }
 
 /** One event ready to be written to the outbox table. */
@@ -234,6 +241,11 @@ export function createOutbox(options: OutboxOptions): Outbox {
     async pending() {
       const [row] = await db.query<{ n: number }>("SELECT count(*) AS n FROM event_outbox");
       return Number(row.n);
+    },
+    async oldestAddedAt() {
+      // The lowest seq, through the primary key: added first, give or take transactions committing side by side.
+      const [row] = await db.query<{ created_at: number }>("SELECT created_at FROM event_outbox ORDER BY seq LIMIT 1");
+      return row ? Number(row.created_at) : undefined;
     },
   };
 }

@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import type pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
+import { OrderCancelledEvent } from "../../../gen/ts/shop/orders/v1/order_events_jetstream.js";
 import { OrderCancelled } from "../../../gen/ts/shop/orders/v1/order_events_pb.js";
 import { usePostgresServer } from "../../../test/support/postgres.js";
 import { tempDirForSuite } from "../../../test/support/temp-dir.js";
@@ -174,6 +175,26 @@ describe("the saga's timeout", () => {
       expect(await timeout.sweep()).toBe(1);
       expect((await cancelledEvents(db)).map((e) => e.orderId).sort()).toEqual([id(1), id(2), id(3)]);
     }, 30_000);
+  });
+
+  it("cancels nothing while an event has waited in the outbox for 30 s or more (NATS away), nor for a timeout after it went", async () => {
+    const db = await open();
+    await insert(db, order(1));
+    // An event the relay has not published, added now.
+    await db.transaction(async (tx) => void createOutbox({ db, source: "orders" }).add(tx, OrderCancelledEvent, { orderId: id(2), customerId: "c-2", reason: "r" }));
+    const log = memoryLog();
+    let clock = Date.now() + 31_000;
+    const timeout = start(db, { now: () => clock, logger: createLogger({ service: "orders", destination: log.stream }) });
+    expect(await timeout.sweep()).toBe(0);
+    expect((await stateOf(db, 1)).state).toBe("PENDING");
+    expect(log.lines.filter((l) => l.level === "warn" && String(l.msg).includes("not yet published"))).toHaveLength(1);
+    // Published and deleted: the orders placed meanwhile have only now reached the product service.
+    await db.run("DELETE FROM event_outbox");
+    clock += 14 * minute;
+    expect(await timeout.sweep()).toBe(0);
+    clock += minute;
+    expect(await timeout.sweep()).toBe(1);
+    expect((await stateOf(db, 1)).state).toBe("CANCELLED");
   });
 
   it("logs a failing sweep once until one works again, and keeps looking meanwhile", async () => {

@@ -33,6 +33,13 @@ export interface SagaTimeout {
 /** How long cancelling an order waits for its row (PostgreSQL), which another transaction may hold. */
 const orderLockWaitMs = 1_000;
 
+/**
+ * An event in the outbox this long means publishing lags (NATS away, the
+ * relay held up): the orders placed meanwhile have not reached the product
+ * service, which answers within moments once they do.
+ */
+export const publishingLagMs = 30_000;
+
 /** A tenth of the timeout, within 1 s and 60 s: an order is cancelled at most that long after its time ran out. */
 export function sweepIntervalOf(timeoutMs: number): number {
   return Math.min(60_000, Math.max(1_000, Math.floor(timeoutMs / 10)));
@@ -50,6 +57,10 @@ export function sweepIntervalOf(timeoutMs: number): number {
  * over a second, is left as it is: several instances on one database may
  * sweep at once, and one of them wins each order. A sweep
  * that fails (the database away) is logged once until one succeeds again.
+ * While the outbox holds an event for publishingLagMs or more, and for a
+ * timeout after this process last found it so, no order is cancelled: an
+ * outage of NATS longer than the timeout would otherwise cancel every
+ * order placed during it, whose OrderPlaced never left.
  */
 export function startSagaTimeout(options: SagaTimeoutOptions): SagaTimeout {
   checkOptions("startSagaTimeout", options, ["db", "store", "outbox", "timeoutMs", "intervalMs", "batchSize", "onTimedOut", "logger", "now"]);
@@ -81,7 +92,28 @@ export function startSagaTimeout(options: SagaTimeoutOptions): SagaTimeout {
     }
   };
 
+  /** When this process last found publishing lagging (see publishingLagMs). */
+  let lagSeenAt: number | undefined;
+  /** Whether the sweep is to wait: publishing lags, or did less than a timeout ago. */
+  const publishingLags = async (): Promise<boolean> => {
+    const oldest = await outbox.oldestAddedAt();
+    const at = now();
+    if (oldest !== undefined && at - oldest >= publishingLagMs) {
+      if (lagSeenAt === undefined || at - lagSeenAt >= timeoutMs) {
+        logger.warn(
+          { waitingForMs: at - oldest },
+          "the outbox holds an event not yet published for 30 s or more (NATS away, or the relay held up): no order is timed out until a timeout after it has caught up",
+        );
+      }
+      lagSeenAt = at;
+      return true;
+    }
+    return lagSeenAt !== undefined && at - lagSeenAt < timeoutMs;
+  };
+
   const sweepAll = async (): Promise<number> => {
+    // Orders whose OrderPlaced waited in the outbox have been with the product service for less than they look.
+    if (await publishingLags()) return 0;
     const before = now() - timeoutMs;
     let after: PendingCursor | undefined;
     let cancelled = 0;
