@@ -7,9 +7,10 @@
 // tests it also installs the pinned Go and Python SDK generators (Go plugins
 // into .tools/bin, Python packages into .venv) and fetches and compiles the
 // Go modules of the interop tests; for the tests alone, the pinned grpcurl and
-// nats CLI (.tools/bin), which the tests run against the services, and the
-// PostgreSQL server (the tests start instances of their own). Plain Node, no
-// dependencies: it runs before node_modules exists.
+// nats CLI (.tools/bin), which the tests run against the services, the
+// PostgreSQL server and PgBouncer (the tests start instances of their own;
+// a system pgbouncer service the package may start is never used). Plain
+// Node, no dependencies: it runs before node_modules exists.
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -24,10 +25,11 @@ Installs what is missing: npm packages (npm ci), the pinned nats-server
 (go install into .tools/bin; Go from the OS packages when missing) and, with
 --for-tests or --for-gen, protoc, Python 3, the pinned Go and Python
 SDK generators (.tools/bin, .venv) and the interop tests' Go modules; with
---for-tests also the pinned grpcurl and nats CLI (.tools/bin) and the
+--for-tests also the pinned grpcurl and nats CLI (.tools/bin), the
 PostgreSQL server (initdb and postgres, Debian's postgresql package), which
---postgres adds on its own. OS packages come from apt-get when running as
-root; otherwise it prints the command to run.`;
+--postgres adds on its own, and PgBouncer (Debian's pgbouncer package). OS
+packages come from apt-get when running as root; otherwise it prints the
+command to run.`;
 
 const args = process.argv.slice(2);
 if (args.includes("--help")) {
@@ -306,5 +308,9 @@ if (args.includes("--for-tests") || args.includes("--for-gen")) {
   await installGoPlugins();
   await installPythonPackages();
   await prepareGoModules(args.includes("--for-tests"));
-  if (args.includes("--for-tests")) await installTestTools();
+  if (args.includes("--for-tests")) {
+    await installTestTools();
+    // The tests put it in front of their PostgreSQL servers to check how Concord runs behind a pooler.
+    ensureOsPackage("pgbouncer", "pgbouncer");
+  }
 }
