@@ -42,19 +42,24 @@ export function isPostgresUrl(location: string): boolean {
 /**
  * Opens a service's database, Postgres or SQLite by its location, and
  * applies its pending migrations (on Postgres under an advisory lock, so
- * instances starting together migrate one after the other).
+ * instances starting together migrate one after the other). A Postgres
+ * database whose connections do not keep their server session (a pooler in
+ * transaction mode) is refused first (`checkSessions`).
  */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const postgres = isPostgresUrl(options.path);
-  const db = postgres
-    ? openPostgres(options.path, options.poolSize === undefined ? {} : { poolSize: options.poolSize })
-    : openSqlite(options.path, options.onCheckpointFailure ? { onCheckpointFailure: options.onCheckpointFailure } : {});
+  const postgresDb = postgres ? openPostgres(options.path, options.poolSize === undefined ? {} : { poolSize: options.poolSize }) : undefined;
+  const db = postgresDb ?? openSqlite(options.path, options.onCheckpointFailure ? { onCheckpointFailure: options.onCheckpointFailure } : {});
+  let sessionsChecked = false;
   const lock = postgres ? (tx: Transaction) => tx.run("SELECT pg_advisory_xact_lock($1)", [migrationLockKey]).then(() => undefined) : undefined;
   const { onWaiting, signal } = options;
   try {
     for (;;) {
       signal?.throwIfAborted();
       try {
+        // Before anything is written: a database reached through a pooler that does not keep sessions is refused untouched.
+        if (postgresDb && !sessionsChecked) await postgresDb.checkSessions();
+        sessionsChecked = true;
         await migrate(db, options.migrations, lock, options.owner);
         return db;
       } catch (err) {

@@ -455,6 +455,27 @@ function watchSession(client: pg.Client, everyMs: number): () => void {
   return () => clearInterval(timer);
 }
 
+/** Rounds of the session check's statements (see `checkSessions`). */
+const sessionCheckRounds = 3;
+
+/** A server session: its backend's pid, and when its server started, since a pooler may lead to several servers. */
+interface ServerSession {
+  readonly pid: number;
+  readonly started: string;
+}
+
+/** A Postgres database (`openPostgres`). */
+export type PostgresDatabase = Database & {
+  readonly pool: pg.Pool;
+  /**
+   * Fails when the server session behind a connection does not stay with it
+   * (a pooler that hands sessions out per transaction or statement, such as
+   * PgBouncer's pool_mode = transaction): the relay's lock and LISTEN need a
+   * session of their own. Resolves when each connection kept its session.
+   */
+  checkSessions(): Promise<void>;
+};
+
 /**
  * A Postgres database through node-postgres's pool: each transaction on a
  * connection of its own (READ COMMITTED; rows a change reads first are
@@ -462,7 +483,7 @@ function watchSession(client: pg.Client, everyMs: number): () => void {
  * a serialization conflict tried again from the start (up to 4 times),
  * statements outside transactions on any pooled connection.
  */
-export function openPostgres(url: string, options: PostgresOptions = {}): Database & { readonly pool: pg.Pool } {
+export function openPostgres(url: string, options: PostgresOptions = {}): PostgresDatabase {
   // The process shows in pg_stat_activity by its pid: which instance holds what lock.
   const applicationName = `concord pid ${process.pid}`;
   const pg = loadDriver();
@@ -589,6 +610,54 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     run: (sql, params) => pooled((runner) => runner.run(sql, params)),
     async ping() {
       await pooled((runner) => runner.query("SELECT 1"));
+    },
+    async checkSessions() {
+      // A server session belongs to one connection for as long as the connection lasts, when the URL goes to
+      // PostgreSQL itself or to a pooler in session mode: one connection's statements all report one session, and two
+      // connections open at once never report the same one. A pooler that pools per transaction (or statement) gives
+      // each statement outside a transaction whichever server connection is idle: PgBouncer takes the one given back
+      // last, so B's statement right after A's gets A's session; with server_round_robin it takes the one idle longest,
+      // so A's second statement in a row gets another session when two are idle, and A's again when only one is, which
+      // B's then gets. So each round (A, A, B) shows one or the other unless other clients, in the instants between
+      // the check's statements, take exactly the sessions that would have shown it, which three rounds in a row would need every time.
+      // Pids alone could match on two servers behind one pooler: a session is its pid and its server's start time.
+      const connections = [new pg.Client(clientConfig), new pg.Client(clientConfig)];
+      for (const c of connections) c.on("error", () => undefined);
+      try {
+        await Promise.all(connections.map((c) => c.connect())).catch((err: unknown) => {
+          throw unavailable(err);
+        });
+        const seen: ServerSession[][] = [[], []];
+        const session = async (i: number): Promise<void> => {
+          const c = connections[i];
+          const asked = () => c.query<ServerSession>("SELECT pg_backend_pid() AS pid, pg_postmaster_start_time()::text AS started");
+          const now = (await answered(c, answerWithin(statementTimeoutMs), asked)).rows[0];
+          const same = (s: ServerSession) => s.pid === now.pid && s.started === now.started;
+          const before = seen[i].find((s) => !same(s));
+          const shared = seen[1 - i].some(same);
+          seen[i].push(now);
+          if (before || shared) {
+            const found = before
+              ? `one connection's statements ran in two server sessions (backend pids ${before.pid} and ${now.pid})`
+              : `two connections open at once ran their statements in one server session (backend pid ${now.pid})`;
+            throw new StatusError(
+              Code.FAILED_PRECONDITION,
+              `${redact(url)} does not keep a server session for each connection: ${found}. A pooler in front hands sessions ` +
+                `from one client to another between transactions (PgBouncer's pool_mode = transaction or statement). The outbox ` +
+                `relay's lock and LISTEN need a session of their own: through such a pooler two instances can both hold the ` +
+                `relay's lock and publish an aggregate's events out of order, and LISTEN wakes no relay. Use session pooling ` +
+                `(PgBouncer: pool_mode = session) or a URL that goes to PostgreSQL directly.`,
+            );
+          }
+        };
+        for (let round = 0; round < sessionCheckRounds; round++) {
+          await session(0);
+          await session(0);
+          await session(1);
+        }
+      } finally {
+        await Promise.all(connections.map((c) => c.end().catch(() => undefined)));
+      }
     },
     async tryLock(key) {
       const client = new pg.Client(clientConfig);

@@ -1,0 +1,118 @@
+/**
+ * PostgreSQL behind a real PgBouncer. In transaction pooling a server session
+ * goes from client to client between transactions, so the relay's session
+ * lock and LISTEN would not be one instance's own: such a database is refused
+ * when a service opens it, before anything is written. Session pooling keeps a
+ * session per client, and the platform works through it.
+ */
+import { Client } from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { startPgBouncer, type PgBouncerHandle } from "../../test/support/pgbouncer.js";
+import { startPostgresServer, type PostgresServerHandle } from "../../test/support/postgres.js";
+import { sampleStream } from "../../test/support/sample-events.js";
+import { eventually, readStream } from "../../test/support/streams.js";
+import { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, outboxMigrations, type EventBus } from "../events/index.js";
+import { createLogger } from "../log/index.js";
+import { openDatabase } from "./index.js";
+
+const logger = createLogger({ service: "pgbouncer-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
+const aggregates = { id: "test_0001_things", sql: "CREATE TABLE things (id TEXT PRIMARY KEY, version INTEGER NOT NULL)" };
+
+/** `sql`'s rows, asked of the server directly. */
+async function queryDirect<R extends object>(url: string, sql: string): Promise<R[]> {
+  const client = new Client({ connectionString: url });
+  client.on("error", () => {});
+  try {
+    await client.connect();
+    return (await client.query<R>(sql)).rows;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/** The tables of `url`'s database. */
+async function tablesOf(url: string): Promise<string[]> {
+  return (await queryDirect<{ name: string }>(url, "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")).map((r) => r.name);
+}
+
+describe("PostgreSQL through PgBouncer", () => {
+  let postgres: PostgresServerHandle;
+  let nats: NatsServerHandle;
+  let bus: EventBus;
+  let transactionPooler: PgBouncerHandle;
+  let sessionPooler: PgBouncerHandle;
+
+  beforeAll(async () => {
+    [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
+    [transactionPooler, sessionPooler] = await Promise.all([startPgBouncer(postgres, { poolMode: "transaction" }), startPgBouncer(postgres, { poolMode: "session" })]);
+    bus = await connectEventBus({ url: nats.url, name: "pgbouncer-test", logger });
+  }, 60_000);
+  afterAll(async () => {
+    await bus?.close();
+    await Promise.all([transactionPooler?.stop(), sessionPooler?.stop()]);
+    await nats?.stop();
+    await postgres?.stop();
+  });
+
+  it("refuses a database behind transaction pooling when a service opens it, saying why and what to use, before any migration", async () => {
+    const direct = await postgres.createDatabase("transaction_pooled");
+    const waited: unknown[] = [];
+    const opening = openDatabase({
+      path: transactionPooler.urlOf("transaction_pooled"),
+      migrations: [...outboxMigrations, aggregates],
+      owner: "things",
+      onWaiting: (err) => waited.push(err),
+    });
+    await expect(opening).rejects.toThrow(/does not keep a server session for each connection: (one connection's statements ran in two server sessions|two connections open at once ran their statements in one server session)/);
+    await expect(opening).rejects.toThrow(/relay's lock and LISTEN need a session of their own/);
+    await expect(opening).rejects.toThrow(/pool_mode = session\) or a URL that goes to PostgreSQL directly/);
+    // Refused at once, not waited for as a database that cannot be reached, and nothing written.
+    expect(waited).toEqual([]);
+    expect(await tablesOf(direct)).toEqual([]);
+    // The very database, reached directly, opens.
+    const db = await openDatabase({ path: direct, migrations: [...outboxMigrations, aggregates], owner: "things" });
+    await db.close();
+    expect(await tablesOf(direct)).toContain("things");
+  });
+
+  it("works behind session pooling: two instances migrate, one holds the relay's lock, LISTEN wakes it, events go out in order", async () => {
+    const direct = await postgres.createDatabase("session_pooled");
+    const url = sessionPooler.urlOf("session_pooled");
+    const [a, b] = await Promise.all([0, 1].map(() => openDatabase({ path: url, migrations: [...outboxMigrations, aggregates], owner: "things" })));
+    const relays: ReturnType<typeof createOutboxRelay>[] = [];
+    try {
+      const key = 0x70676222;
+      const held = await a.tryLock(key);
+      expect(held).toBeDefined();
+      expect(await b.tryLock(key)).toBeUndefined();
+      await held!.release();
+
+      await a.run("INSERT INTO things (id, version) VALUES ('x', 0)");
+      const sample = sampleStream("pgbouncersession");
+      await ensureStreams(bus.jsm, [sample.stream]);
+      // No sweep within the test: each event reaches the leading relay by its own process's commit or by NOTIFY.
+      for (const db of [a, b]) relays.push(createOutboxRelay({ db, nc: bus.nc, logger, sweepIntervalMs: 600_000, leaderPollMs: 100 }));
+      // Written once a relay leads and listens, so that the events written through the other instance wake it by NOTIFY.
+      await eventually("a relay listens", async () => (await queryDirect(direct, "SELECT 1 FROM pg_stat_activity WHERE query = 'LISTEN concord_outbox'")).length === 1);
+      const outboxes = [a, b].map((db) => createOutbox({ db, source: "things" }));
+      const ids: string[] = [];
+      for (let n = 0; n < 10; n++) {
+        const db = n % 2 === 0 ? a : b;
+        ids.push(
+          await db.transaction(async (tx) => {
+            await tx.run("UPDATE things SET version = version + 1 WHERE id = 'x'");
+            return await outboxes[n % 2].add(tx, sample.event, { thingId: "x", note: `n${n}` });
+          }),
+        );
+      }
+      await eventually("every event is published", async () => (await readStream(bus.jsm, sample.stream.name)).length === ids.length);
+      expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual(ids);
+      // One relay published them all: the other never held the lock.
+      expect(relays.map((r) => r.stats().published).sort((x, y) => x - y)).toEqual([0, ids.length]);
+    } finally {
+      await Promise.all(relays.map((r) => r.stop()));
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+});
