@@ -23,6 +23,9 @@ describe("duration", () => {
   it("reads milliseconds to days, and a lower bound when asked", () => {
     expect(["250ms", "5s", "2m", "1h", "7d"].map(duration)).toEqual([250, 5_000, 120_000, 3_600_000, 604_800_000]);
     expect(() => duration("1w")).toThrow(/expected a duration/);
+    // Beyond what a number of milliseconds holds exactly: refused as a setting, not failing later as a bug would.
+    expect(() => duration("99999999999d")).toThrow("expected a duration of at most 104249991d");
+    expect(() => durationOrOff("99999999999d")).toThrow("expected a duration of at most 104249991d");
     const retention = durationAtLeast("1h", "rows must outlive redeliveries");
     expect(retention("2h")).toBe(7_200_000);
     expect(() => retention("30m")).toThrow("expected at least 1h: rows must outlive redeliveries");

@@ -102,17 +102,17 @@ export function duration(raw: string): number {
   const match = /^(\d+)(ms|s|m|h|d)$/.exec(raw);
   if (!match) throw new Error('expected a duration such as "250ms", "5s", "2m", "1h" or "7d"');
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as "ms" | "s" | "m" | "h" | "d"];
-  return Number(match[1]) * unit;
+  const ms = Number(match[1]) * unit;
+  // Past 2^53 ms (some 285,000 years) a number of milliseconds is no longer exact, and every check after fails oddly.
+  if (!Number.isSafeInteger(ms)) throw new Error(`expected a duration of at most ${Math.floor(Number.MAX_SAFE_INTEGER / 86_400_000)}d`);
+  return ms;
 }
 
 /** A duration (see `duration`), or "0" or "off" for none: 0. */
 export function durationOrOff(raw: string): number {
   if (raw === "off" || raw === "0") return 0;
-  try {
-    return duration(raw);
-  } catch {
-    throw new Error('expected a duration such as "250ms", "5s", "2m", "1h" or "7d", or 0 or off');
-  }
+  if (!/^\d+(ms|s|m|h|d)$/.test(raw)) throw new Error('expected a duration such as "250ms", "5s", "2m", "1h" or "7d", or 0 or off');
+  return duration(raw);
 }
 
 /** As `durationOrOff`, but a duration other than 0 must be at least `min`, itself a duration; `why` ends the message of a shorter one. */
