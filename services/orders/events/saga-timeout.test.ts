@@ -6,6 +6,7 @@ import { OrderCancelled } from "../../../gen/ts/shop/orders/v1/order_events_pb.j
 import { usePostgresServer } from "../../../test/support/postgres.js";
 import { tempDirForSuite } from "../../../test/support/temp-dir.js";
 import { createOutbox, outboxMigrations } from "../../../platform/events/index.js";
+import { Code, StatusError } from "../../../platform/errors/index.js";
 import { createLogger } from "../../../platform/log/index.js";
 import { type Database, openDatabase } from "../../../platform/sql/index.js";
 import type { OrderRecord } from "../domain/order.js";
@@ -195,6 +196,25 @@ describe("the saga's timeout", () => {
     clock += minute;
     expect(await timeout.sweep()).toBe(1);
     expect((await stateOf(db, 1)).state).toBe("CANCELLED");
+  });
+
+  it("logs an order it cannot cancel and goes on to the next: one order does not hold back the others", async () => {
+    const db = await open();
+    await insert(db, order(1), order(2));
+    const log = memoryLog();
+    const store = createOrderStore();
+    const stubborn: OrderStore = {
+      ...store,
+      async replace(tx, next, expectedVersion) {
+        if (next.id === id(1)) throw new StatusError(Code.ABORTED, "the transaction lost to concurrent ones 4 times; try again");
+        return store.replace(tx, next, expectedVersion);
+      },
+    };
+    const timeout = start(db, { store: stubborn, now: () => t0 + 20 * minute, logger: createLogger({ service: "orders", destination: log.stream }) });
+    expect(await timeout.sweep()).toBe(1);
+    expect((await stateOf(db, 1)).state).toBe("PENDING");
+    expect((await stateOf(db, 2)).state).toBe("CANCELLED");
+    expect(log.lines.filter((l) => l.level === "error")).toMatchObject([{ orderId: id(1), msg: "cancelling a PENDING order out of time failed; the next sweep tries it again" }]);
   });
 
   it("logs a failing sweep once until one works again, and keeps looking meanwhile", async () => {

@@ -2,7 +2,7 @@ import { OrderCancelledEvent } from "../../../gen/ts/shop/orders/v1/order_events
 import type { Outbox } from "../../../platform/events/index.js";
 import type { Logger } from "../../../platform/log/index.js";
 import { checkOptions, positiveInteger } from "../../../platform/options/index.js";
-import { type Database, isLockTimeout, limitLockWaits } from "../../../platform/sql/index.js";
+import { type Database, isDatabaseRefusingWrites, isLockTimeout, limitLockWaits } from "../../../platform/sql/index.js";
 import { expirePending, type OrderRecord, pendingTimeoutReason } from "../domain/order.js";
 import type { OrderStore, PendingCursor } from "../store/order-store.js";
 
@@ -122,7 +122,17 @@ export function startSagaTimeout(options: SagaTimeoutOptions): SagaTimeout {
       const batch = await store.listPendingSince(db, before, after, batchSize);
       for (const order of batch) {
         if (stopped) break;
-        if (await timeOut(order)) {
+        let timedOut: boolean;
+        try {
+          timedOut = await timeOut(order);
+        } catch (err) {
+          // The database away fails the sweep, logged once; one order that cannot be cancelled (a transaction that keeps
+          // losing to others, say) is logged and left to the next sweep, so that it does not hold back those after it.
+          if (isDatabaseRefusingWrites(err)) throw err;
+          logger.error({ err, orderId: order.id }, "cancelling a PENDING order out of time failed; the next sweep tries it again");
+          continue;
+        }
+        if (timedOut) {
           cancelled++;
           logger.debug({ orderId: order.id, pendingSince: new Date(order.pendingSince).toISOString() }, "cancelled a PENDING order out of time");
         }
