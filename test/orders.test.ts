@@ -155,6 +155,10 @@ describe("OrderService", () => {
     const many = await grpcError(orders.client.createOrder({ customerId: "c-many", lines: lines(6_000), shippingAddress: address }));
     expect(many.code).toBe(status.INVALID_ARGUMENT);
     expect(many.violations).toEqual([{ field: "lines", description: "must contain no more than 50 item(s)" }]);
+    // 40,000 lines (about 160 KB, under the 256 KiB grpc-js takes): refused on its size, not decoded to count them.
+    const more = await grpcError(orders.client.createOrder({ customerId: "c-more", lines: lines(40_000), shippingAddress: address }));
+    expect(more.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(more.message).toMatch(/CreateOrder request may have at most \d+ bytes; this one has \d+/);
     // 4 MB: over what grpc-js takes for this server, refused before it is decoded.
     const huge = Buffer.from(CreateOrderRequest.encode({ customerId: "c-huge", lines: lines(100_000, teapot), shippingAddress: address }).finish());
     expect(huge.byteLength).toBeGreaterThan(4_000_000);

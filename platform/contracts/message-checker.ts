@@ -172,10 +172,10 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
   const compile = createRuleCompiler();
   const compiledChecks = new Map<string, { readonly rules: CompiledCheck; readonly text: NulCheck } | null>();
 
-  const decode = (typeName: string, bytes: Uint8Array) => {
+  const decode = (typeName: string, bytes: Uint8Array, readUnknownFields = true) => {
     const schema = schemaOf(typeName);
     try {
-      return { schema, message: fromBinary(schema, bytes) };
+      return { schema, message: fromBinary(schema, bytes, { readUnknownFields }) };
     } catch (err) {
       return { schema, error: [{ field: "", description: `not a valid ${typeName}: ${(err as Error).message}` }] };
     }
@@ -200,7 +200,8 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
       return overfull.filter((v) => !overfull.some((o) => o !== v && v.field.startsWith(`${o.field}[`)));
     },
     checkItemCounts(typeName, bytes) {
-      const { schema, message, error } = decode(typeName, bytes);
+      // Unknown fields are skipped, not kept: only the lists' lengths are looked at.
+      const { schema, message, error } = decode(typeName, bytes, false);
       if (error) return error;
       const items: FieldViolation[] = [];
       walk(schema, message as unknown as Record<string, unknown>, "", items, []);
