@@ -66,6 +66,13 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(none.stderr).toContain("0 dead letter(s)");
   });
 
+  it("finds the NATS server `npm start` runs on NATS_PORT when NATS_URL is not set", async () => {
+    const port = new URL(nats.url.replace(/^nats:/, "http:")).port;
+    const out = await runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: undefined, NATS_URL: undefined, NATS_PORT: port }, ["dlq", "list", "--consumer", "products-order-placed"], 30_000);
+    expect(out.status, out.stderr).toBe(0);
+    expect(out.stderr).toContain("0 dead letter(s)");
+  });
+
   it("ends with status 0 and no stack trace when what reads its output closes it (status | head -1)", async () => {
     const hung = `127.0.0.1:${(silent.address() as { port: number }).port}`;
     const child = start("status", "--nats", nats.url, "--products", hung, "--orders", hung, "--products-metrics", hung, "--orders-metrics", hung);

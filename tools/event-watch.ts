@@ -11,9 +11,9 @@ import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, type EventDescriptor } from "../platform/events/index.js";
 import { repoRoot } from "./repo-root.js";
 
-/** The NATS URL(s) the tools use unless told otherwise. */
+/** The NATS URL(s) the tools use unless told otherwise: $NATS_URL, else the server `npm start` runs on NATS_PORT (default 4222). */
 export function defaultNatsUrl(): string {
-  return process.env.NATS_URL || "nats://127.0.0.1:4222";
+  return process.env.NATS_URL || `nats://127.0.0.1:${process.env.NATS_PORT || 4222}`;
 }
 
 /** The seed file to connect with, if any: --nkey, $NATS_NKEY_SEED, or the seed of `user` (the observer, or the operator) that `npm start` made. */

@@ -25,7 +25,8 @@ Commands:
 Run \`npx concord <command> --help\` for a command's options.
 Exit status: 0 done, 1 failed (for status: a service not SERVING or a part unreadable), 2 bad usage.`;
 
-const natsOption = `  --nats URL          NATS server, several comma-separated for a cluster (default: $NATS_URL or nats://127.0.0.1:4222)`;
+const natsOption = `  --nats URL          NATS server, several comma-separated for a cluster (default: $NATS_URL, else
+                      nats://127.0.0.1:$NATS_PORT, port 4222 unless set)`;
 
 const filterOptions = `  --consumer DURABLE  only dead letters of this consumer (when none matches and no
                       stream has the consumer, exits with 1 naming those that exist)
