@@ -66,6 +66,21 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(none.stderr).toContain("0 dead letter(s)");
   });
 
+  it("names a group's commands when given the group alone or a command it lacks (exit 2), and on --help (exit 0)", async () => {
+    for (const args of [["dlq"], ["dlq", "lsit"]]) {
+      const out = await concord(...args);
+      expect(out.status, args.join(" ")).toBe(2);
+      expect(out.stderr).toContain(args.length === 1 ? "concord: dlq takes a command" : 'concord: dlq has no command "lsit"');
+      expect(out.stderr).toContain("Usage: npx concord dlq <command> [options]");
+      for (const command of ["dlq list", "dlq show SEQ", "dlq replay", "dlq purge --yes"]) expect(out.stderr).toContain(`  ${command}`);
+      expect(out.stderr).not.toContain("unknown command");
+    }
+    const help = await concord("events", "--help");
+    expect(help.status).toBe(0);
+    expect(help.stdout).toContain("  events tail ");
+    expect(help.stdout).not.toContain("dlq list");
+  });
+
   it("finds the NATS server `npm start` runs on NATS_PORT when NATS_URL is not set", async () => {
     const port = new URL(nats.url.replace(/^nats:/, "http:")).port;
     const out = await runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: undefined, NATS_URL: undefined, NATS_PORT: port }, ["dlq", "list", "--consumer", "products-order-placed"], 30_000);

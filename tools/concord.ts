@@ -225,6 +225,20 @@ function streamSequenceOf(raw: string, flag: string): number {
   return Number(raw);
 }
 
+/** The lines of `concord --help` of a command group (`dlq`: list, show, replay, purge), or undefined for a name that is no group. */
+function groupOf(first: string): string | undefined {
+  const lines = usage.split("\n");
+  const commands = Object.keys(helps).filter((c) => c.startsWith(`${first} `));
+  if (commands.length === 0) return undefined;
+  const listed: string[] = [];
+  lines.forEach((line, i) => {
+    if (!commands.some((c) => line.startsWith(`  ${c.split(" ")[0]} ${c.split(" ")[1]}`))) return;
+    listed.push(line);
+    for (let j = i + 1; j < lines.length && /^ {20,}\S/.test(lines[j]); j++) listed.push(lines[j]);
+  });
+  return `Usage: npx concord ${first} <command> [options]\n\n${listed.join("\n")}\n\nRun \`npx concord ${first} <command> --help\` for a command's options.`;
+}
+
 function help(command: string): number {
   console.log(helps[command]);
   return 0;
@@ -244,6 +258,15 @@ export async function concord(argv: string[]): Promise<number> {
   const command = first === "events" || first === "dlq" || first === "outbox" || first === "consumer" || first === "streams" ? `${first} ${second ?? ""}`.trim() : first;
   const rest = argv.slice(command.split(" ").length);
   try {
+    const group = groupOf(first);
+    if (group && !(command in helps)) {
+      // `concord dlq`, `concord dlq --help`, `concord dlq lsit`: the group's commands, not "unknown command".
+      if (second === "--help" || second === "-h") {
+        console.log(group);
+        return 0;
+      }
+      throw new UsageError(second === undefined ? `${first} takes a command` : `${first} has no command ${JSON.stringify(second)}`, group);
+    }
     switch (command) {
       case "status": {
         const { values, positionals } = parse(command, rest, { products: { type: "string" }, orders: { type: "string" }, "products-metrics": { type: "string" }, "orders-metrics": { type: "string" } });
