@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { basename, join, relative } from "node:path";
 import { connect as natsConnect, nkeyAuthenticator } from "nats";
@@ -342,6 +342,35 @@ describe("npm start", () => {
     const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--instances", "2"], { env: { ...process.env, DATA_DIR: dir.path, NATS_URL: "" }, encoding: "utf8", timeout: 20_000 });
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/several instances of a service share its database, which takes PostgreSQL: add --postgres/);
+  });
+
+  it("refuses a second start on the same DATA_DIR while the first runs, and a service address already taken, before starting anything", { timeout: 90_000 }, async () => {
+    // A start.pid left by a start killed outright, naming a process that is not a start, is taken over.
+    writeFileSync(join(dir.path, "start.pid"), `${process.pid}\n`);
+    const system = await startSystem(dir.path);
+    child = system.child;
+    const pid = readFileSync(join(dir.path, "start.pid"), "utf8").trim();
+    expect(pid).toBe(String(system.child.pid));
+    const others = { NATS_PORT: String(await freePort()), PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}` };
+    const second = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...process.env, ...others, DATA_DIR: dir.path, NATS_URL: "" }, encoding: "utf8", timeout: 30_000 });
+    expect(second.status).toBe(1);
+    expect(second.stderr).toContain(`${dir.path} is in use by another \`npm start\` (pid ${pid}); stop that one first, or set DATA_DIR to another directory`);
+    expect(second.stdout).not.toContain("nats-server");
+    expect(await isListening(Number(others.NATS_PORT))).toBe(false);
+    // Another DATA_DIR, with the product service's address the first system's.
+    const otherDir = join(dir.path, "other");
+    const taken = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...process.env, ...others, PRODUCTS_LISTEN: system.productsAddress, DATA_DIR: otherDir, NATS_URL: "" }, encoding: "utf8", timeout: 30_000 });
+    expect(taken.status).toBe(1);
+    expect(taken.stderr).toContain(`${system.productsAddress} (PRODUCTS_LISTEN) is already in use; set PRODUCTS_LISTEN to another address`);
+    expect(taken.stdout).not.toContain("nats-server");
+    expect(readdirSync(otherDir)).toEqual([]);
+    // The first system carries on, and its file goes with it.
+    const client = createClient(ProductServiceService, { address: system.productsAddress, ...toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dir.path }) });
+    expect((await client.listProducts({ pageSize: 1, pageToken: "" })).products).toBeDefined();
+    client.close();
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+    expect(readdirSync(dir.path)).not.toContain("start.pid");
   });
 
   it("says which process died and stops the rest", { timeout: 60_000 }, async () => {

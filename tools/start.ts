@@ -29,8 +29,8 @@
 import { randomBytes } from "node:crypto";
 import { type ChildProcess, spawn, spawnSync, type StdioOptions } from "node:child_process";
 import { parseArgs } from "node:util";
-import { existsSync, mkdirSync, readdirSync } from "node:fs";
-import { connect } from "node:net";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
 import { basename, join, relative } from "node:path";
 import type { ChannelCredentials } from "@grpc/grpc-js";
 import { clientTlsCredentials, waitForServing } from "../platform/grpc/index.js";
@@ -77,7 +77,8 @@ before it is acknowledged). Options:
 
 Environment (all optional):
   DATA_DIR          where databases, the JetStream store and the NATS
-                    credentials live (default .data)
+                    credentials live (default .data); one start at a time
+                    holds it (DATA_DIR/start.pid): a second is refused
   NATS_URL          use this NATS server instead of starting one (several
                     comma-separated URLs for a cluster); the services then
                     connect without credentials unless PRODUCTS_NATS_NKEY_SEED
@@ -324,6 +325,60 @@ async function waitForHealthy(name: string, monitorPort: number, timeoutMs: numb
   }
 }
 
+/** Whether `pid` is a running `npm start` (this script), not just any process that got its number. */
+function isStartScript(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").some((arg) => arg.endsWith(join("tools", "start.ts")));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Claims `dataDir` for this run (its pid in DATA_DIR/start.pid, removed at
+ * exit), refusing one that another running start holds: two would run two
+ * nats-servers on one JetStream store and two sets of services on one pair
+ * of SQLite files, and rewrite each other's server configuration. A file
+ * left by a start killed outright names a process that is gone, or no
+ * longer this script, and is taken over.
+ */
+function claimDataDir(dataDir: string): void {
+  const file = join(dataDir, "start.pid");
+  for (;;) {
+    try {
+      writeFileSync(file, `${process.pid}\n`, { flag: "wx" });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const holder = Number(readFileSync(file, "utf8").trim());
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isStartScript(holder)) {
+      throw new Error(`${dataDir} is in use by another \`npm start\` (pid ${holder}); stop that one first, or set DATA_DIR to another directory (and other ports) to run a second system`);
+    }
+    rmSync(file, { force: true });
+  }
+  process.once("exit", () => {
+    try {
+      if (readFileSync(file, "utf8").trim() === String(process.pid)) rmSync(file, { force: true });
+    } catch {
+      // gone already
+    }
+  });
+}
+
+/** Refuses, naming the variable, an address a service would listen on that something else holds already. */
+async function checkFree(hostPort: string, variable: string): Promise<void> {
+  const match = /^\[?(.*?)\]?:(\d+)$/.exec(hostPort);
+  if (!match) return; // the service itself names a malformed address
+  const [, host, port] = match;
+  const problem = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    const server = createServer();
+    server.once("error", (err: NodeJS.ErrnoException) => resolve(err));
+    server.listen(Number(port), host, () => server.close(() => resolve(undefined)));
+  });
+  if (problem?.code === "EADDRINUSE") throw new Error(`${hostPort} (${variable}) is already in use; set ${variable} to another address`);
+}
+
 /** Whether a nats-server's JetStream store directory holds any stream (`jetstream/<account>/streams/<stream>`). */
 function holdsStreams(storeDir: string): boolean {
   const jetstream = join(storeDir, "jetstream");
@@ -494,6 +549,7 @@ async function main(): Promise<void> {
   }
   const dataDir = process.env.DATA_DIR || join(repoRoot, ".data");
   mkdirSync(dataDir, { recursive: true });
+  claimDataDir(dataDir);
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     PRODUCTS_DATABASE_URL: process.env.PRODUCTS_DATABASE_URL || join(dataDir, "products.db"),
@@ -508,6 +564,15 @@ async function main(): Promise<void> {
     orders: Array.from({ length: instances }, (_, i) => shiftPort(process.env.ORDERS_METRICS_LISTEN || "127.0.0.1:9102", 2 * i)),
   };
   env.PRODUCTS_ADDRESS = process.env.PRODUCTS_ADDRESS || productsAddresses.join(",");
+  // Before anything starts: a service that cannot listen would otherwise stop everything once nats-server is up.
+  for (const [addresses, variable] of [
+    [productsAddresses, "PRODUCTS_LISTEN"],
+    [ordersAddresses, "ORDERS_LISTEN"],
+    [metricsAddresses.products, "PRODUCTS_METRICS_LISTEN"],
+    [metricsAddresses.orders, "ORDERS_METRICS_LISTEN"],
+  ] as const) {
+    for (const a of addresses) await checkFree(a, variable);
+  }
 
   if (flags.postgres) {
     if (!findPostgresBinDir()) {
