@@ -55,6 +55,15 @@ describe("tools/watch-events.ts", () => {
       expect(await tool.exited).toBe(0);
     });
 
+    it("ends with status 0 and no stack trace when what reads its output closes it (--all | head -1)", async () => {
+      await shop.products.client.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 999 }, initialStock: 1 });
+      const tool = run(["--all", "--nats", shop.nats.url]);
+      // The stored events come at once: the first line read, nobody reads the rest.
+      tool.child.stdout!.once("data", () => tool.child.stdout!.destroy());
+      expect(await tool.exited).toBe(0);
+      expect(tool.stderr()).not.toContain("EPIPE");
+    });
+
     it("takes several comma-separated URLs, as of a cluster, and reads through one that answers", async () => {
       const down = `nats://127.0.0.1:${await freePort()}`;
       const tool = run(["--all", "--nats", `${down},${shop.nats.url}`]);

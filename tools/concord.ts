@@ -9,7 +9,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { NatsConnection } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, defaultInboxRetentionMs, subjectProblem } from "../platform/events/index.js";
-import { connectNats, defaultNatsUrl, exitOnSignals, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
+import { connectNats, defaultNatsUrl, exitOnSignals, exitQuietlyOnClosedOutput, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
 import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters, replayDeadLetter, type SourceEvent, sourceEventOf } from "./concord/dead-letters.js";
 import { helps, usage } from "./concord/help.js";
 import { abandonedRange, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
@@ -18,6 +18,8 @@ import { provisionStreams } from "./concord/provision.js";
 import { createLogger } from "../platform/log/index.js";
 import { outboxCommand } from "./outbox.js";
 import { tracesCommand } from "./traces.js";
+
+export { exitQuietlyOnClosedOutput };
 
 /** Bad usage: exit status 2 with the command's help. */
 class UsageError extends Error {
@@ -394,20 +396,6 @@ export async function concord(argv: string[]): Promise<number> {
       return 2;
     }
     throw err;
-  }
-}
-
-/**
- * Ends the process quietly, with status 0, when what reads its output stops
- * reading (`concord status | head -1`): the next write fails with EPIPE,
- * which would otherwise be an unhandled error with its stack trace.
- */
-export function exitQuietlyOnClosedOutput(): void {
-  for (const stream of [process.stdout, process.stderr]) {
-    stream.on("error", (err: NodeJS.ErrnoException) => {
-      if (err.code === "EPIPE") process.exit(0);
-      throw err;
-    });
   }
 }
 

@@ -11,6 +11,20 @@ import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, type EventDescriptor } from "../platform/events/index.js";
 import { repoRoot } from "./repo-root.js";
 
+/**
+ * Ends the process quietly, with status 0, when what reads its output stops
+ * reading (`concord status | head -1`, `watch-events.ts --all | head`): the next write fails with EPIPE,
+ * which would otherwise be an unhandled error with its stack trace.
+ */
+export function exitQuietlyOnClosedOutput(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EPIPE") process.exit(0);
+      throw err;
+    });
+  }
+}
+
 /** The NATS URL(s) the tools use unless told otherwise: $NATS_URL, else the server `npm start` runs on NATS_PORT (default 4222). */
 export function defaultNatsUrl(): string {
   return process.env.NATS_URL || `nats://127.0.0.1:${process.env.NATS_PORT || 4222}`;
