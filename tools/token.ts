@@ -35,7 +35,7 @@ concord.v1.access option in proto/ (see the README's Security section).
                     service); repeat for several roles
   --subject NAME    who the token speaks for; a customer's id for the
                     customer role (default: the role's name, e.g. "admin")
-  --ttl DURATION    how long it is valid, e.g. 15m, 1h, 7d (default 1h)`;
+  --ttl DURATION    how long it is valid, at least 1s: e.g. 15m, 1h, 7d (default 1h)`;
 
 async function main(): Promise<void> {
   let values;
@@ -65,6 +65,11 @@ async function main(): Promise<void> {
     ttlMs = duration(values.ttl ?? "1h");
   } catch (err) {
     console.error(`token: --ttl: ${(err as Error).message}`);
+    process.exitCode = 2;
+    return;
+  }
+  if (ttlMs < 1000) {
+    console.error(`token: --ttl: a token's expiry is in whole seconds, so it lives at least 1s; got ${JSON.stringify(values.ttl)}`);
     process.exitCode = 2;
     return;
   }
