@@ -81,6 +81,17 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(help.stdout).not.toContain("dlq list");
   });
 
+  it("answers bad usage of traces with exit status 2 and its usage, a missing span file with 1", async () => {
+    for (const args of [["traces", "show"], ["traces", "bogus"], ["traces", "serve", "--port", "x"]]) {
+      const out = await concord(...args);
+      expect(out.status, args.join(" ")).toBe(2);
+      expect(out.stderr).toMatch(/^concord traces: (show takes one <text>|unknown command "bogus"|--port must be a port number)\n\nUsage:/);
+    }
+    const missing = await concord("traces", "show", "abc", "--file", `${dir.path}/none.jsonl`);
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toContain("none.jsonl does not exist");
+  });
+
   it("finds the NATS server `npm start` runs on NATS_PORT when NATS_URL is not set", async () => {
     const port = new URL(nats.url.replace(/^nats:/, "http:")).port;
     const out = await runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: undefined, NATS_URL: undefined, NATS_PORT: port }, ["dlq", "list", "--consumer", "products-order-placed"], 30_000);

@@ -19,18 +19,21 @@ const usageOf = (prog: string) => `Usage:
       id: it is in the subjects of the order's events), or whose id is <text>,
       as a tree: span, service, kind, start offset and duration.`;
 
+/** Bad usage: the command answers with exit status 2 and its usage. */
+class UsageError extends Error {}
+
 function flag(args: string[], name: string, fallback: string): string {
   const at = args.indexOf(`--${name}`);
   if (at === -1) return fallback;
   const value = args[at + 1];
-  if (value === undefined || value.startsWith("--")) throw new Error(`--${name} needs a value`);
+  if (value === undefined || value.startsWith("--")) throw new UsageError(`--${name} needs a value`);
   args.splice(at, 2);
   return value;
 }
 
 function portFlag(args: string[], name: string, fallback: string): number {
   const port = Number(flag(args, name, fallback));
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--${name} must be a port number`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--${name} must be a port number`);
   return port;
 }
 
@@ -39,6 +42,16 @@ function portFlag(args: string[], name: string, fallback: string): number {
  * the user called it, for the help text. Resolves with the exit status.
  */
 export async function tracesCommand(argv: string[], prog = "npx tsx tools/traces.ts"): Promise<number> {
+  try {
+    return await run(argv, prog);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    console.error(`${prog.replace(/^npx (tsx )?/, "")}: ${err.message}\n\n${usageOf(prog)}`);
+    return 2;
+  }
+}
+
+async function run(argv: string[], prog: string): Promise<number> {
   const usage = usageOf(prog);
   const args = [...argv];
   if (args.length === 0 || args.includes("--help") || args.includes("-h")) {
@@ -52,7 +65,7 @@ export async function tracesCommand(argv: string[], prog = "npx tsx tools/traces
     const zipkinAt = args.indexOf("--zipkin");
     if (zipkinAt !== -1) args.splice(zipkinAt, 1);
     const zipkinPort = portFlag(args, "zipkin-port", "9411");
-    if (args.length > 0) throw new Error(`unexpected ${args.join(" ")}`);
+    if (args.length > 0) throw new UsageError(`unexpected ${args.join(" ")}`);
     mkdirSync(dirname(file), { recursive: true });
     let zipkin: RunningZipkin | undefined;
     if (zipkinAt !== -1) {
@@ -83,7 +96,7 @@ export async function tracesCommand(argv: string[], prog = "npx tsx tools/traces
   }
   if (command === "show") {
     const text = args.shift();
-    if (!text || args.length > 0) throw new Error("show takes one <text>");
+    if (!text || args.length > 0) throw new UsageError("show takes one <text>");
     if (!existsSync(file)) throw new Error(`${file} does not exist; run \`${prog} serve\` while the services run`);
     const spans = readFileSync(file, "utf8").split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as ReceivedSpan);
     const out = formatTraces(spans, text);
@@ -94,7 +107,7 @@ export async function tracesCommand(argv: string[], prog = "npx tsx tools/traces
     console.log(out);
     return 0;
   }
-  throw new Error(`unknown command ${JSON.stringify(command)}\n\n${usage}`);
+  throw new UsageError(`unknown command ${JSON.stringify(command)}`);
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
@@ -102,7 +115,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.ar
     (code) => process.exit(code),
     (err: Error) => {
       console.error(`traces: ${err.message}`);
-      process.exit(2);
+      process.exit(1);
     },
   );
 }
