@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { outboxMigrations } from "../platform/events/index.js";
@@ -56,6 +57,16 @@ describe("tools/outbox.ts", () => {
     expect(mixed.stderr).toContain(`outbox: not-parked is not a parked event of ${path}`);
   }, 120_000);
 
+  it("says where npm start -- --postgres keeps a service's database when DATA_DIR holds no SQLite file of it", () => {
+    mkdirSync(join(dir, "pg-data", "postgres"), { recursive: true });
+    const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: join(dir, "pg-data"), POSTGRES_PORT: "54999" };
+    delete env.PRODUCTS_DATABASE_URL;
+    delete env.DATABASE_URL;
+    const out = spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "products", "list"], { encoding: "utf8", timeout: 20_000, env });
+    expect(out.status).toBe(2);
+    expect(out.stderr).toContain("products.db does not exist; name the service's database with --database, or set PRODUCTS_DATABASE_URL as for the service (npm start -- --postgres keeps it in postgres://postgres@127.0.0.1:54999/products)");
+  });
+
   it("reads a service's outbox on Postgres, named by its postgres:// URL", async () => {
     const postgres = await startPostgresServer();
     try {
@@ -67,6 +78,10 @@ describe("tools/outbox.ts", () => {
       expect(listed.status, listed.stderr).toBe(0);
       expect(listed.stdout).toContain("0 event(s) waiting to be published, 1 parked");
       expect(run("--database", url, "retry", "--all").stdout).toContain("put 1 parked event(s) back");
+      // Without --database, the service's own variable names it, as for the service.
+      const byVariable = spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "products", "list"], { encoding: "utf8", timeout: 20_000, env: { ...process.env, PRODUCTS_DATABASE_URL: url } });
+      expect(byVariable.status, byVariable.stderr).toBe(0);
+      expect(byVariable.stdout).toContain(`${url.replace(/:[^:@/]*@/, "@")}: 1 event(s) waiting to be published, 0 parked`);
     } finally {
       await postgres.stop();
     }

@@ -17,8 +17,9 @@ const usage = `Usage: npx tsx tools/outbox.ts <products|orders|--database PATH> 
   retry EVENT_ID ...      put these parked events back at the end of the outbox;
                           the service's relay publishes them within a second
   retry --all             put every parked event back
-  --database PATH         the service's database: SQLite file or postgres:// URL (default .data/<service>.db,
-                          or $DATA_DIR/<service>.db)
+  --database PATH         the service's database: SQLite file or postgres:// URL (default: as the
+                          service's, $PRODUCTS_DATABASE_URL or $ORDERS_DATABASE_URL, else
+                          $DATABASE_URL, else $DATA_DIR/<service>.db, DATA_DIR defaulting to .data)
 
 Parked events are those the relay can never publish as they are: larger than
 the server's max_payload or the stream's max_msg_size (or with headers over
@@ -48,14 +49,18 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
   const [first, ...rest] = positionals;
   const service = first === "products" || first === "orders" ? first : undefined;
   const [command = "list", ...ids] = service ? rest : positionals;
-  const path = values.database ?? (service ? join(process.env.DATA_DIR || join(repoRoot, ".data"), `${service}.db`) : undefined);
+  // The service's own default: its *_DATABASE_URL, else DATABASE_URL, else the SQLite file npm start gives it.
+  const path = values.database ?? (service ? process.env[`${service.toUpperCase()}_DATABASE_URL`] || process.env.DATABASE_URL || join(process.env.DATA_DIR || join(repoRoot, ".data"), `${service}.db`) : undefined);
   const problem = argumentProblem(first, path, command, ids, values.all === true);
   if (problem || !path) {
     console.error(`${program}: ${problem}\n\n${help}`);
     return 2;
   }
   if (!isPostgresUrl(path) && !existsSync(path)) {
-    console.error(`${program}: ${path} does not exist; name the service's database with --database`);
+    const postgresHint = service && existsSync(join(process.env.DATA_DIR || join(repoRoot, ".data"), "postgres"))
+      ? ` (npm start -- --postgres keeps it in postgres://postgres@127.0.0.1:${process.env.POSTGRES_PORT || 54320}/${service})`
+      : "";
+    console.error(`${program}: ${path} does not exist; name the service's database with --database, or set ${service ? `${service.toUpperCase()}_DATABASE_URL` : "it"} as for the service${postgresHint}`);
     return 2;
   }
   const db = await openDatabase({ path, migrations: outboxMigrations });

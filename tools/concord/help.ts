@@ -131,7 +131,9 @@ ${natsOption}`,
                       service's relay publishes them within a second
   retry --all         put every parked event back
   --database PATH     the service's database: SQLite file or postgres:// URL
-                      (default .data/<service>.db, or $DATA_DIR/<service>.db)
+                      (default: as the service's, $PRODUCTS_DATABASE_URL or
+                      $ORDERS_DATABASE_URL, else $DATABASE_URL, else
+                      $DATA_DIR/<service>.db, DATA_DIR defaulting to .data)
 
 Parked events are those the relay can never publish as they are: larger than
 the server's max_payload or the stream's max_msg_size (or with headers over
