@@ -47,6 +47,10 @@ acknowledged, redeliveries and dead letters. The services are found where
 and asked over TLS trusting DATA_DIR/tls/ca.pem (or GRPC_TLS_CA), as \`npm start\`
 serves them; GRPC_INSECURE=1 asks in plaintext.
 Exits with 1 when a service is not SERVING or a part cannot be read.
+  --products HOST:PORT          the product service's gRPC address (default: $PRODUCTS_LISTEN or 127.0.0.1:50051)
+  --orders HOST:PORT            the order service's gRPC address (default: $ORDERS_LISTEN or 127.0.0.1:50052)
+  --products-metrics HOST:PORT  the product service's metrics endpoint (default: $PRODUCTS_METRICS_LISTEN or 127.0.0.1:9101)
+  --orders-metrics HOST:PORT    the order service's metrics endpoint (default: $ORDERS_METRICS_LISTEN or 127.0.0.1:9102)
 ${natsOption}`,
   "events tail": `Usage: npx concord events tail [--all] [--subject PATTERN] [--type TYPE] [--nats URL]
 
