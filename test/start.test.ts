@@ -364,6 +364,10 @@ describe("npm start", () => {
     expect(taken.stderr).toContain(`${system.productsAddress} (PRODUCTS_LISTEN) is already in use; set PRODUCTS_LISTEN to another address`);
     expect(taken.stdout).not.toContain("nats-server");
     expect(readdirSync(otherDir)).toEqual([]);
+    const postgresTaken = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--postgres"], { env: { ...process.env, ...others, POSTGRES_PORT: String(system.ports.products), DATA_DIR: otherDir, NATS_URL: "" }, encoding: "utf8", timeout: 30_000 });
+    expect(postgresTaken.status).toBe(1);
+    expect(postgresTaken.stderr).toContain(`127.0.0.1:${system.ports.products} (POSTGRES_PORT) is already in use; set POSTGRES_PORT to another port`);
+    expect(readdirSync(otherDir)).toEqual([]);
     // The first system carries on, and its file goes with it.
     const client = createClient(ProductServiceService, { address: system.productsAddress, ...toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dir.path }) });
     expect((await client.listProducts({ pageSize: 1, pageToken: "" })).products).toBeDefined();

@@ -376,7 +376,7 @@ async function checkFree(hostPort: string, variable: string): Promise<void> {
     server.once("error", (err: NodeJS.ErrnoException) => resolve(err));
     server.listen(Number(port), host, () => server.close(() => resolve(undefined)));
   });
-  if (problem?.code === "EADDRINUSE") throw new Error(`${hostPort} (${variable}) is already in use; set ${variable} to another address`);
+  if (problem?.code === "EADDRINUSE") throw new Error(`${hostPort} (${variable}) is already in use; set ${variable} to another ${variable.endsWith("_PORT") ? "port" : "address"}`);
 }
 
 /** Whether a nats-server's JetStream store directory holds any stream (`jetstream/<account>/streams/<stream>`). */
@@ -573,6 +573,7 @@ async function main(): Promise<void> {
   ] as const) {
     for (const a of addresses) await checkFree(a, variable);
   }
+  if (flags.postgres) await checkFree(`127.0.0.1:${Number(process.env.POSTGRES_PORT || 54320)}`, "POSTGRES_PORT");
 
   if (flags.postgres) {
     if (!findPostgresBinDir()) {
