@@ -58,7 +58,7 @@ before it is acknowledged). Options:
                     own (data in DATA_DIR/postgres, port POSTGRES_PORT), a database
                     per service, instead of a SQLite file per service; installs
                     Debian's postgresql package first when it is missing
-  --instances N     run N instances of each service (default 1), which share their
+  --instances N     run N instances of each service (1 to 8, default 1), which share their
                     database and their durable consumers; more than one needs
                     --postgres (or postgres:// URLs in the *_DATABASE_URL variables).
                     Instance i listens on the port after instance i-1's plus 2
