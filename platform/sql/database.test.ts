@@ -33,6 +33,30 @@ describe("openDatabase (SQLite)", () => {
     expect(statSync(shared).mode & 0o777).toBe(0o640);
   });
 
+  it("holds a service's SQLite file for its process: a second opening for a service is refused while it is open, in this process or another, and a killed holder leaves no claim", async () => {
+    const path = join(dir, "claimed.db");
+    const first = await openDatabase({ path, migrations, owner: "things" });
+    await expect(openDatabase({ path, migrations, owner: "things" })).rejects.toThrow(/the SQLite database .*claimed\.db is in use by another process/);
+    // Tools that read or repair it while the service runs do not claim it.
+    const tool = await openDatabase({ path, migrations });
+    await tool.close();
+    await first.close();
+    // Another process holds it, and is killed outright: the system drops its lock with it.
+    const holder = spawn(process.execPath, ["--import", "tsx", "-e", `import { claimSqliteFile } from ${JSON.stringify(join(import.meta.dirname, "sqlite.ts"))}; claimSqliteFile(${JSON.stringify(path)}); console.log("held"); setInterval(() => {}, 1000);`], { stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout!.on("data", (d: Buffer) => d.toString().includes("held") && resolve());
+        holder.once("exit", (code) => reject(new Error(`the holder exited with ${code}`)));
+      });
+      await expect(openDatabase({ path, migrations, owner: "things" })).rejects.toThrow(/is in use by another process/);
+    } finally {
+      holder.kill("SIGKILL");
+      await new Promise((resolve) => holder.once("close", resolve));
+    }
+    const again = await openDatabase({ path, migrations, owner: "things" });
+    await again.close();
+  });
+
   it("runs migrations once, across restarts", async () => {
     const path = join(dir, "migrate.db");
     await (await openDatabase({ path, migrations })).close();

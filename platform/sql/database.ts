@@ -1,7 +1,7 @@
 import { migrate } from "./migrate.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isDatabaseUnavailable, openPostgres } from "./postgres.js";
-import { openSqlite } from "./sqlite.js";
+import { claimSqliteFile, openSqlite } from "./sqlite.js";
 import type { Database, Migration, Transaction } from "./types.js";
 
 export interface DatabaseOptions {
@@ -28,6 +28,18 @@ export interface DatabaseOptions {
   readonly onCheckpointFailure?: (err: Error) => void;
 }
 
+/** `db`, its close made to give up `claim` too, once the database has closed. */
+function releasingOnClose(db: Database, claim: { release(): void }): Database {
+  const close = db.close.bind(db);
+  Object.defineProperty(db, "close", {
+    value: async () => {
+      await close();
+      claim.release();
+    },
+  });
+  return db;
+}
+
 /** Pause between attempts to reach a Postgres server that is not there yet. */
 const waitIntervalMs = 1_000;
 
@@ -48,8 +60,17 @@ export function isPostgresUrl(location: string): boolean {
  */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const postgres = isPostgresUrl(options.path);
-  const postgresDb = postgres ? openPostgres(options.path, options.poolSize === undefined ? {} : { poolSize: options.poolSize }) : undefined;
-  const db = postgresDb ?? openSqlite(options.path, options.onCheckpointFailure ? { onCheckpointFailure: options.onCheckpointFailure } : {});
+  // A service's SQLite file is its process's alone, claimed before anything is read or written (see claimSqliteFile).
+  const claim = !postgres && options.owner !== undefined && options.path !== ":memory:" ? claimSqliteFile(options.path) : undefined;
+  let opened: Database;
+  try {
+    opened = postgres ? openPostgres(options.path, options.poolSize === undefined ? {} : { poolSize: options.poolSize }) : openSqlite(options.path, options.onCheckpointFailure ? { onCheckpointFailure: options.onCheckpointFailure } : {});
+  } catch (err) {
+    claim?.release();
+    throw err;
+  }
+  const postgresDb = postgres ? (opened as ReturnType<typeof openPostgres>) : undefined;
+  const db: Database = claim ? releasingOnClose(opened, claim) : opened;
   let sessionsChecked = false;
   const lock = postgres ? (tx: Transaction) => tx.run("SELECT pg_advisory_xact_lock($1)", [migrationLockKey]).then(() => undefined) : undefined;
   const { onWaiting, signal } = options;

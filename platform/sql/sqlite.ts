@@ -127,6 +127,43 @@ export interface SqliteOptions {
 }
 
 /**
+ * Holds `path` for this process as a service's database, until `release`:
+ * SQLite lets any number of processes open one file, and two instances of
+ * a service on one file would each relay its outbox and take its events.
+ * The hold is an exclusive lock SQLite keeps on a file beside it
+ * (`<path>-lock`, locking_mode EXCLUSIVE, written once): the system drops
+ * it with the process, however that ends, so no stale claim is left. Throws
+ * when another process (or connection) holds it. Tools that read or repair
+ * a service's database while it runs do not claim it.
+ */
+export function claimSqliteFile(path: string): { release(): void } {
+  const file = `${path}-lock`;
+  mkdirSync(dirname(file), { recursive: true });
+  if (!existsSync(file)) closeSync(openSync(file, "a", 0o600));
+  const connection = new BetterSqlite3(file, { timeout: 0 });
+  try {
+    connection.pragma("locking_mode = EXCLUSIVE");
+    connection.exec(`CREATE TABLE IF NOT EXISTS held_by (pid INTEGER NOT NULL); DELETE FROM held_by; INSERT INTO held_by VALUES (${process.pid})`);
+  } catch (err) {
+    connection.close();
+    if ((err as { code?: string }).code?.startsWith("SQLITE_BUSY")) {
+      throw new Error(
+        `the SQLite database ${path} is in use by another process (an instance of this service already running on it, say): ` +
+          "one process at a time runs a service on a SQLite file; stop the other first, or give this one a database of its own " +
+          '(several instances of a service share PostgreSQL: see README "On PostgreSQL, several instances of each service")',
+        { cause: err },
+      );
+    }
+    throw new Error(`claiming the SQLite database ${path} (${file}) failed: ${(err as Error).message}`, { cause: err });
+  }
+  return {
+    release: () => {
+      if (connection.open) connection.close();
+    },
+  };
+}
+
+/**
  * A SQLite database in WAL mode (better-sqlite3 at major version 12): one
  * writing connection, whose transactions run one at a time (a queue, as
  * SQLite has one writer), and one reading connection. A statement outside
