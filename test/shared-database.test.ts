@@ -43,7 +43,18 @@ describe("two services on one database", () => {
     await refused(await postgres.createDatabase("shop"));
   }, 60_000);
 
-  it("SQLite: so does a second service given the first one's file", async () => {
-    await refused(join(dir.path, "shop.db"));
+  it("SQLite: so does a second service given the first one's file, once the first has stopped; while it runs, the file is held", async () => {
+    const database = join(dir.path, "shop.db");
+    const products = await startTestProducts(dir.path, nats.url, { database, natsSeedFile: nats.seedFile("products") });
+    started.push(products);
+    await expect(startTestOrders(dir.path, products.service.address, nats.url, { database, natsSeedFile: nats.seedFile("orders") })).rejects.toThrow(
+      /the SQLite database .*shop\.db is in use by another process/,
+    );
+    await products.stop();
+    started.pop();
+    await expect(startTestOrders(dir.path, "127.0.0.1:1", nats.url, { database, natsSeedFile: nats.seedFile("orders") })).rejects.toThrow(
+      /the database belongs to the products service, not to orders/,
+    );
+    started.push(await startTestProducts(dir.path, nats.url, { database, natsSeedFile: nats.seedFile("products") }));
   }, 60_000);
 });
