@@ -58,8 +58,11 @@ describe("tools/watch-events.ts", () => {
     it("ends with status 0 and no stack trace when what reads its output closes it (--all | head -1)", async () => {
       await shop.products.client.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 999 }, initialStock: 1 });
       const tool = run(["--all", "--nats", shop.nats.url]);
-      // The stored events come at once: the first line read, nobody reads the rest.
-      tool.child.stdout!.once("data", () => tool.child.stdout!.destroy());
+      // The first output read, nobody reads the rest; the tool learns so at its next write, which a new event makes
+      // (what it printed first may have been everything it had).
+      const closed = new Promise<void>((resolve) => tool.child.stdout!.once("data", () => resolve(void tool.child.stdout!.destroy())));
+      await closed;
+      await shop.products.client.createProduct({ name: "Kettle XL", description: "", price: { currencyCode: "EUR", amountMinor: 1999 }, initialStock: 1 });
       expect(await tool.exited).toBe(0);
       expect(tool.stderr()).not.toContain("EPIPE");
     });
