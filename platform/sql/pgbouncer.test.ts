@@ -14,6 +14,7 @@ import { sampleStream } from "../../test/support/sample-events.js";
 import { eventually, readStream } from "../../test/support/streams.js";
 import { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, outboxMigrations, type EventBus } from "../events/index.js";
 import { createLogger } from "../log/index.js";
+import { Code } from "../errors/index.js";
 import { openDatabase } from "./index.js";
 
 const logger = createLogger({ service: "pgbouncer-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -42,15 +43,20 @@ describe("PostgreSQL through PgBouncer", () => {
   let bus: EventBus;
   let transactionPooler: PgBouncerHandle;
   let sessionPooler: PgBouncerHandle;
+  let strictPooler: PgBouncerHandle;
 
   beforeAll(async () => {
     [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
-    [transactionPooler, sessionPooler] = await Promise.all([startPgBouncer(postgres, { poolMode: "transaction" }), startPgBouncer(postgres, { poolMode: "session" })]);
+    [transactionPooler, sessionPooler, strictPooler] = await Promise.all([
+      startPgBouncer(postgres, { poolMode: "transaction" }),
+      startPgBouncer(postgres, { poolMode: "session" }),
+      startPgBouncer(postgres, { poolMode: "session", ignoreStartupParameters: false }),
+    ]);
     bus = await connectEventBus({ url: nats.url, name: "pgbouncer-test", logger });
   }, 60_000);
   afterAll(async () => {
     await bus?.close();
-    await Promise.all([transactionPooler?.stop(), sessionPooler?.stop()]);
+    await Promise.all([transactionPooler?.stop(), sessionPooler?.stop(), strictPooler?.stop()]);
     await nats?.stop();
     await postgres?.stop();
   });
@@ -74,6 +80,17 @@ describe("PostgreSQL through PgBouncer", () => {
     const db = await openDatabase({ path: direct, migrations: [...outboxMigrations, aggregates], owner: "things" });
     await db.close();
     expect(await tablesOf(direct)).toContain("things");
+  });
+
+  it("refuses at once, naming the setting, a pooler that refuses the platform's startup parameters, rather than waiting on it as an outage", async () => {
+    const direct = await postgres.createDatabase("strict_pooled");
+    const waited: unknown[] = [];
+    const opening = openDatabase({ path: strictPooler.urlOf("strict_pooled"), migrations: [...outboxMigrations, aggregates], owner: "things", onWaiting: (err) => waited.push(err) });
+    // PgBouncer answers "unsupported startup parameter" with SQLSTATE 08P01, a connection failure, which alone reads as an outage.
+    await expect(opening).rejects.toMatchObject({ code: Code.FAILED_PRECONDITION, cause: { code: "08P01" } });
+    await expect(opening).rejects.toThrow(/refuses the startup parameter \w+ .*ignore_startup_parameters = options,statement_timeout,idle_in_transaction_session_timeout/);
+    expect(waited).toEqual([]);
+    expect(await tablesOf(direct)).toEqual([]);
   });
 
   it("works behind session pooling: two instances migrate, one holds the relay's lock, LISTEN wakes it, events go out in order", async () => {

@@ -109,6 +109,7 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   const raw = (err as { code?: unknown } | undefined)?.code;
   const code = typeof raw === "string" ? raw : "";
   const message = err instanceof Error ? err.message : "";
+  if (poolerRefusal(err) !== undefined) return false;
   return (
     // 25P03: the server ended the session after it idled in a transaction past idle_in_transaction_session_timeout.
     ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "57P01", "57P02", "57P03", "53300", "25P03"].includes(code) ||
@@ -116,6 +117,29 @@ export function isDatabaseUnavailable(err: unknown): boolean {
     // "timeout expired": no answer within the connect timeout (PostgresOptions.connectTimeoutMs).
     /Connection terminated|connection is closed|Client has encountered a connection error|^timeout expired$/i.test(message)
   );
+}
+
+/**
+ * What a pooler's refusal of the connection means and how to fix it, when
+ * `err` is one that waiting does not cure: PgBouncer answers most of its own
+ * errors with SQLSTATE 08P01, a connection failure, both for what passes
+ * (query_wait_timeout, max_client_conn, a server that cannot be reached) and
+ * for its configuration (a startup parameter it does not take, a database or
+ * user it does not know, a wrong password), which would otherwise be waited
+ * on for ever as an outage.
+ */
+function poolerRefusal(err: unknown): string | undefined {
+  if ((err as { code?: unknown } | undefined)?.code !== "08P01" || !(err instanceof Error)) return undefined;
+  const parameter = /^unsupported startup parameter: ([^=\s]+)/.exec(err.message)?.[1];
+  if (parameter !== undefined) {
+    return (
+      `the pooler in front of PostgreSQL refuses the startup parameter ${parameter} ("${err.message}"). The platform sends ` +
+      `options, statement_timeout and idle_in_transaction_session_timeout: PgBouncer must list them in ` +
+      `ignore_startup_parameters (ignore_startup_parameters = options,statement_timeout,idle_in_transaction_session_timeout)`
+    );
+  }
+  if (/^(no such database|no such user|password authentication failed)/.test(err.message)) return `the pooler in front of PostgreSQL refuses the connection: ${err.message}`;
+  return undefined;
 }
 
 /**
@@ -127,6 +151,8 @@ export function isDatabaseUnavailable(err: unknown): boolean {
  */
 function unavailable(err: unknown): unknown {
   if (err instanceof StatusError) return err;
+  const refused = poolerRefusal(err);
+  if (refused !== undefined) return new StatusError(Code.FAILED_PRECONDITION, refused, { cause: err });
   if (codeOf(err) === "57014") return new StatusError(Code.DEADLINE_EXCEEDED, `the database cancelled a statement: ${(err as Error).message}`, { cause: err });
   if (!isDatabaseUnavailable(err)) return err;
   return StatusError.unavailable("the database is unavailable; try again shortly", err);

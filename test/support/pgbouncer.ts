@@ -18,6 +18,8 @@ import type { PostgresServerHandle } from "./postgres.js";
 export interface PgBouncerOptions {
   /** How server sessions are shared between clients: "session" (one client's until it leaves) or "transaction". */
   readonly poolMode: "session" | "transaction";
+  /** Whether the startup parameters PgBouncer does not know are ignored, as the README says to configure it (default), or refused. */
+  readonly ignoreStartupParameters?: boolean;
 }
 
 /** A running PgBouncer, owned by the test that started it. */
@@ -37,7 +39,8 @@ const readyTimeoutMs = 10_000;
  * through it as the server's superuser, without a password (auth_type
  * trust). The startup parameters the platform sends that PgBouncer does not
  * know (`options`, statement_timeout, idle_in_transaction_session_timeout)
- * are ignored, as the README says a pooler must be told to.
+ * are ignored, as the README says a pooler must be told to, unless
+ * `ignoreStartupParameters` is false.
  */
 export async function startPgBouncer(postgres: PostgresServerHandle, options: PgBouncerOptions): Promise<PgBouncerHandle> {
   const program = findBinary("pgbouncer");
@@ -61,7 +64,7 @@ export async function startPgBouncer(postgres: PostgresServerHandle, options: Pg
         "auth_type = trust",
         `auth_file = ${join(dir, "userlist.txt")}`,
         `pool_mode = ${options.poolMode}`,
-        "ignore_startup_parameters = options,statement_timeout,idle_in_transaction_session_timeout",
+        ...(options.ignoreStartupParameters === false ? [] : ["ignore_startup_parameters = options,statement_timeout,idle_in_transaction_session_timeout"]),
         "max_client_conn = 200",
         "default_pool_size = 20",
         "",
