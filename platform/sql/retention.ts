@@ -1,6 +1,7 @@
 import type { Logger } from "../log/index.js";
 import type { Database } from "./types.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
+import { startPeriodic } from "../tasks/index.js";
 
 export interface RetentionOptions {
   readonly db: Database;
@@ -48,12 +49,10 @@ export function startRetention(options: RetentionOptions): Retention {
     `DELETE FROM ${table} WHERE ${timeColumn} < $1 AND ${timeColumn} <= coalesce(` +
     `(SELECT ${timeColumn} FROM ${table} WHERE ${timeColumn} < $1 ORDER BY ${timeColumn} LIMIT 1 OFFSET $2), $1)`;
 
-  let stopped = false;
-  let running: Promise<number> | undefined;
-  const pruneAll = async (): Promise<number> => {
+  const pruneAll = async (stopping: () => boolean): Promise<number> => {
     const cutoff = Date.now() - retentionMs;
     let total = 0;
-    while (!stopped) {
+    while (!stopping()) {
       const changes = await db.transaction((tx) => tx.run(deleteBatch, [cutoff, batchSize - 1]));
       total += changes;
       // Fewer than a batch: nothing older is left.
@@ -63,28 +62,6 @@ export function startRetention(options: RetentionOptions): Retention {
     if (total > 0) logger.info({ deleted: total, olderThanMs: retentionMs }, `deleted old ${name} rows`);
     return total;
   };
-  const prune = (): Promise<number> => {
-    running ??= pruneAll().finally(() => (running = undefined));
-    return running;
-  };
-  const scheduled = () =>
-    void prune().catch((err: unknown) => {
-      if (!stopped) logger.error({ err }, `deleting old ${name} rows failed; trying again at the next interval`);
-    });
-  const first = setTimeout(scheduled, Math.min(intervalMs, 60_000)).unref();
-  const timer = setInterval(scheduled, intervalMs).unref();
-
-  let stopping: Promise<void> | undefined;
-  return {
-    prune,
-    stop() {
-      stopping ??= (async () => {
-        stopped = true;
-        clearTimeout(first);
-        clearInterval(timer);
-        await running?.catch(() => undefined);
-      })();
-      return stopping;
-    },
-  };
+  const task = startPeriodic({ what: `deleting old ${name} rows`, intervalMs, firstAfterMs: Math.min(intervalMs, 60_000), run: pruneAll, logger });
+  return { prune: task.runNow, stop: task.stop };
 }

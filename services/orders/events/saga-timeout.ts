@@ -2,6 +2,7 @@ import { OrderCancelledEvent } from "../../../gen/ts/shop/orders/v1/order_events
 import type { Outbox } from "../../../platform/events/index.js";
 import type { Logger } from "../../../platform/log/index.js";
 import { checkOptions, positiveInteger } from "../../../platform/options/index.js";
+import { startPeriodic } from "../../../platform/tasks/index.js";
 import { type Database, isDatabaseRefusingWrites, isLockTimeout, limitLockWaits } from "../../../platform/sql/index.js";
 import { expirePending, type OrderRecord, pendingTimeoutReason } from "../domain/order.js";
 import type { OrderStore, PendingCursor } from "../store/order-store.js";
@@ -72,7 +73,6 @@ export function startSagaTimeout(options: SagaTimeoutOptions): SagaTimeout {
   const logger = options.logger.child({ component: "saga-timeout" });
   const reason = pendingTimeoutReason(timeoutMs);
 
-  let stopped = false;
   const timeOut = async (order: OrderRecord): Promise<boolean> => {
     try {
       return await db.transaction(async (tx) => {
@@ -111,17 +111,17 @@ export function startSagaTimeout(options: SagaTimeoutOptions): SagaTimeout {
     return lagSeenAt !== undefined && at - lagSeenAt < timeoutMs;
   };
 
-  const sweepAll = async (): Promise<number> => {
+  const sweepAll = async (stopping: () => boolean): Promise<number> => {
     // Orders whose OrderPlaced waited in the outbox have been with the product service for less than they look.
     if (await publishingLags()) return 0;
     const before = now() - timeoutMs;
     let after: PendingCursor | undefined;
     let cancelled = 0;
     // After the last order seen, not from the start again: an order skipped is not read twice in one sweep.
-    while (!stopped) {
+    while (!stopping()) {
       const batch = await store.listPendingSince(db, before, after, batchSize);
       for (const order of batch) {
-        if (stopped) break;
+        if (stopping()) break;
         let timedOut: boolean;
         try {
           timedOut = await timeOut(order);
@@ -145,42 +145,6 @@ export function startSagaTimeout(options: SagaTimeoutOptions): SagaTimeout {
     return cancelled;
   };
 
-  let running: Promise<number> | undefined;
-  const sweep = (): Promise<number> => {
-    running ??= sweepAll().finally(() => (running = undefined));
-    return running;
-  };
-
-  let failing = false;
-  let timer: NodeJS.Timeout | undefined;
-  const schedule = () => {
-    if (stopped) return;
-    timer = setTimeout(() => {
-      sweep().then(
-        () => {
-          if (failing && !stopped) logger.info("looking for PENDING orders out of time works again");
-          failing = false;
-        },
-        (err: unknown) => {
-          if (stopped || failing) return;
-          failing = true;
-          logger.error({ err }, `looking for PENDING orders out of time failed; trying again every ${intervalMs} ms, not logged again until it works`);
-        },
-      ).finally(schedule);
-    }, intervalMs).unref();
-  };
-  schedule();
-
-  let stopping: Promise<void> | undefined;
-  return {
-    sweep,
-    stop() {
-      stopping ??= (async () => {
-        stopped = true;
-        clearTimeout(timer);
-        await running?.catch(() => undefined);
-      })();
-      return stopping;
-    },
-  };
+  const task = startPeriodic({ what: "looking for PENDING orders out of time", intervalMs, run: sweepAll, logger });
+  return { sweep: task.runNow, stop: task.stop };
 }

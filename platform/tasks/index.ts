@@ -1,0 +1,1 @@
+export { startPeriodic, type Periodic, type PeriodicOptions } from "./periodic.js";
