@@ -1,4 +1,7 @@
 import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "./support/nats-server.js";
 import { type Shop, startShop } from "./support/shop.js";
@@ -41,13 +44,25 @@ describe("tools/try-order.ts", () => {
     const closed = `127.0.0.1:${await freePort()}`;
     const noOrders = await tryOrder(["--products", shop.products.service.address, "--orders", closed], { DATA_DIR: shop.dir });
     expect(noOrders.code).toBe(1);
-    expect(noOrders.stderr).toContain(`try-order: the order service at ${closed} is not serving (unreachable: `);
+    expect(noOrders.stderr).toContain(`try-order: the order service at ${closed} is not serving (unreachable: connect ECONNREFUSED ${closed}); `);
+    expect(noOrders.stderr).not.toMatch(/Last error|Resolution note/);
     expect(noOrders.stderr).not.toContain("product service");
     expect(noOrders.stdout).toBe("");
     const garbage = await tryOrder(["--products", "garbage", "--orders", shop.orders.service.address], { DATA_DIR: shop.dir });
     expect(garbage.code).toBe(1);
     expect(garbage.stderr).toContain("try-order: the product service at garbage is not serving (unreachable: ");
     expect(await products()).toBe(before);
+  });
+
+  it("says where the TLS CA should be, and who makes it, when DATA_DIR has none", async () => {
+    const empty = mkdtempSync(join(tmpdir(), "concord-try-order-"));
+    try {
+      const result = await tryOrder([], { DATA_DIR: empty, GRPC_TLS_CA: "" });
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe(`try-order: no TLS CA certificate at ${join(empty, "tls", "ca.pem")}: \`npm start\` makes one in its DATA_DIR when it first starts; start it, or set DATA_DIR to the directory it uses\n`);
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
   });
 
   it("says so in --help, and refuses a flag without an address", async () => {

@@ -31,7 +31,11 @@ export function toolClientSecurity(claims: TokenClaims, env: NodeJS.ProcessEnv =
     const certFile = join(dataDir(env), "tls", "client.pem");
     const keyFile = join(dataDir(env), "tls", "client-key.pem");
     const own = existsSync(certFile) && existsSync(keyFile) ? { certFile, keyFile } : {};
-    return clientTlsCredentials({ caFile: env.GRPC_TLS_CA || join(dataDir(env), "tls", "ca.pem"), ...own });
+    const caFile = env.GRPC_TLS_CA || join(dataDir(env), "tls", "ca.pem");
+    if (!env.GRPC_TLS_CA && !existsSync(caFile)) {
+      throw new Error(`no TLS CA certificate at ${caFile}: \`npm start\` makes one in its DATA_DIR when it first starts; start it, or set DATA_DIR to the directory it uses`);
+    }
+    return clientTlsCredentials({ caFile, ...own });
   })();
   let token: Promise<string> | undefined;
   return {

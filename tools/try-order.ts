@@ -32,6 +32,19 @@ function flag(args: string[], name: string, fallback: string): string | undefine
   return value && !value.startsWith("--") ? value : undefined;
 }
 
+/**
+ * Why a call found no server, without grpc-js's wrapping: "connect
+ * ECONNREFUSED 127.0.0.1:1" rather than "No connection established. Last
+ * error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: ".
+ */
+function whyUnreachable(err: Error): string {
+  const details = (err as { details?: string }).details || err.message;
+  const last = /Last error: (?:Error: )?(.*?)\.?(?: Resolution note: (.*))?$/.exec(details);
+  if (!last) return details;
+  const note = last[2]?.trim();
+  return note ? `${last[1]} (${note})` : last[1];
+}
+
 async function main(args: string[]): Promise<void> {
   if (args.includes("--help")) {
     console.log(usage);
@@ -53,7 +66,7 @@ async function main(args: string[]): Promise<void> {
       { service: "product service", address: productsAddress, flag: "--products" },
       { service: "order service", address: ordersAddress, flag: "--orders" },
     ].map(async ({ service, address, flag }) => {
-      const status = await checkHealth(address, "", 5_000, credentials).catch((err: Error) => `unreachable: ${(err as { details?: string }).details || err.message}`);
+      const status = await checkHealth(address, "", 5_000, credentials).catch((err: Error) => `unreachable: ${whyUnreachable(err)}`);
       return status === "SERVING" ? undefined : `the ${service} at ${address} is not serving (${status}); is \`npm start\` running, or does ${flag} name another address?`;
     }),
   );
