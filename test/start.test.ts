@@ -167,8 +167,13 @@ describe("npm start", () => {
   });
 
   it("brings the system up over TLS with tokens, serves calls and metrics, and stops everything cleanly on Ctrl-C", { timeout: 90_000 }, async () => {
-    const system = await startSystem(dir.path);
+    // DATABASE_URL left over in a shell is said to go unused, rather than silently.
+    const system = await startSystem(dir.path, { env: { DATABASE_URL: "postgres://db.example.invalid/shop" } });
     child = system.child;
+    expect(system.output()).toContain(
+      "start: DATABASE_URL is not used: the two services need a database each; set PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL (or add --postgres). Going on with SQLite files in DATA_DIR where those are unset",
+    );
+    expect(system.output()).toMatch(/products: gRPC on .*\(database .*products\.db,/);
     const { productsMetrics, ordersMetrics } = system.ports;
     expect(system.output()).toMatch(new RegExp(`products: gRPC on 127\\.0\\.0\\.1:\\d+, metrics on http://127\\.0\\.0\\.1:${productsMetrics}/metrics`));
     expect(system.output()).toMatch(new RegExp(`orders: {3}gRPC on 127\\.0\\.0\\.1:\\d+, metrics on http://127\\.0\\.0\\.1:${ordersMetrics}/metrics`));

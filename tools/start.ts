@@ -92,7 +92,9 @@ Environment (all optional):
                     defaults 127.0.0.1:9101 and 127.0.0.1:9102, moved up by 2 per
                     instance like the gRPC ports)
   PRODUCTS_DATABASE_URL, ORDERS_DATABASE_URL
-                    the services' databases (default: SQLite files in DATA_DIR)
+                    the services' databases (default: SQLite files in DATA_DIR;
+                    DATABASE_URL, which one service started alone reads, is
+                    not used: the two need a database each)
   LOG_LEVEL         services' log level (default info)
   GRPC_INSECURE     1: the services serve and call each other in plaintext;
                     otherwise TLS with the development CA, certificates and
@@ -514,6 +516,13 @@ async function main(): Promise<void> {
     console.error("start: several instances of a service share its database, which takes PostgreSQL: add --postgres (or set PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL to postgres:// URLs)");
     process.exitCode = 2;
     return;
+  }
+  if (process.env.DATABASE_URL && !(process.env.PRODUCTS_DATABASE_URL && process.env.ORDERS_DATABASE_URL)) {
+    // A service started alone reads DATABASE_URL; two services cannot share one database (each claims its own).
+    console.error(
+      `start: DATABASE_URL is not used: the two services need a database each; set PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL${flags.postgres ? "" : " (or add --postgres)"}. ` +
+        `Going on with ${flags.postgres ? "the local PostgreSQL server" : "SQLite files in DATA_DIR"} where those are unset`,
+    );
   }
   process.once("exit", () => children.forEach(killGroup));
   // A closed terminal still gets everything stopped: its SIGHUP is a request
