@@ -211,7 +211,11 @@ describe("OrderService", () => {
     const { order: cancelled } = await orders.client.cancelOrder({ id: order!.id, reason: "changed my mind" });
     expect(cancelled!.state).toBe(OrderState.ORDER_STATE_CANCELLED);
     expect(cancelled!.version).toBeGreaterThan(order!.version);
+    expect(order!.cancellationReason).toBe("");
+    expect(cancelled!.cancellationReason).toBe("changed my mind");
+    // Cancelled again, for another reason: the first stands.
     expect((await orders.client.cancelOrder({ id: order!.id, reason: "" })).order).toEqual(cancelled);
+    expect((await orders.client.getOrder({ id: order!.id })).order).toEqual(cancelled);
     const err = await grpcError(orders.client.updateOrder({ id: order!.id, expectedVersion: cancelled!.version, updateMask: ["shipping_address"], shippingAddress: address, lines: [] }));
     expect(err.code).toBe(status.FAILED_PRECONDITION);
     expect((await grpcError(orders.client.cancelOrder({ id: unknownId, reason: "" }))).code).toBe(status.NOT_FOUND);

@@ -84,6 +84,8 @@ describe("the saga's timeout", () => {
     await expect.poll(async () => (await t.orderOf(unanswered.id)).state, { timeout: 10_000, interval: 100 }).toBe(CANCELLED);
     const reason = "not confirmed within 1s: no answer about its stock came from the product service";
     await expect.poll(t.cancelledEvents).toEqual([{ orderId: unanswered.id, customerId: "c-timeout", reason }]);
+    // Its customer reads why, as the event says.
+    expect((await t.orderOf(unanswered.id)).cancellationReason).toBe(reason);
     expect(await t.metric("concord_orders_timed_out_total")).toBe(1);
 
     // An answer that comes after the timeout, as the product service would have sent it, changes nothing.

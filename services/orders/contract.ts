@@ -27,6 +27,7 @@ export function toOrderMessage(o: OrderRecord): Order {
     total: money(o.totalMinor),
     shippingAddress: o.shippingAddress,
     rejectionReason: o.rejectionReason,
+    cancellationReason: o.cancellationReason,
     version: o.version,
     createTime: new Date(o.createdAt),
     updateTime: new Date(o.updatedAt),

@@ -47,6 +47,7 @@ const order = (n: number, overrides: Partial<OrderRecord> = {}): OrderRecord => 
   totalMinor: 3998,
   shippingAddress: { recipient: "A", line1: "B", line2: "", city: "C", postalCode: "D", countryCode: "GB" },
   rejectionReason: "",
+  cancellationReason: "",
   linesVersion: 1,
   pendingSince: 1_700_000_000_000,
   version: 1,
@@ -174,9 +175,13 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       expect(await db.transaction((tx) => store.replace(tx, confirmed, 1))).toBe(true);
       expect(await db.transaction((tx) => store.replace(tx, confirmed, 1))).toBe(false);
       expect(await db.transaction((tx) => store.getForUpdate(tx, id(1001)))).toEqual(confirmed);
+      const cancelled = { ...confirmed, state: "CANCELLED" as const, cancellationReason: "changed my mind", version: 3 };
+      expect(await db.transaction((tx) => store.replace(tx, cancelled, 2))).toBe(true);
+      expect(await store.get(db, id(1001))).toEqual(cancelled);
       expect((await store.listByCustomer(db, "c-1", "", 10)).map((o) => o.id)).toEqual([id(1001), id(1002)]);
       expect((await store.listByCustomer(db, "c-1", id(1001), 10)).map((o) => o.id)).toEqual([id(1002)]);
       expect(await store.listByCustomer(db, "c-9", "", 10)).toEqual([]);
+      expect((await store.listByCustomer(db, "c-1", "", 10))[0]).toEqual(cancelled);
     });
 
     it("finds the PENDING orders that entered PENDING by a time, oldest first, a batch at a time after the last one read", async () => {
@@ -217,6 +222,8 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       opened.push(db);
       const store = createOrderStore();
       expect((await store.get(db, id(1001)))!.pendingSince).toBe(1_700_000_000_000);
+      // Nothing on record says why an order stored before orders_0004 was cancelled.
+      expect((await store.get(db, id(1002)))!.cancellationReason).toBe("");
       expect((await store.listPendingSince(db, 1_800_000_000_000, undefined, 10)).map((o) => o.id)).toEqual([id(1001)]);
       if (kind === "postgres") {
         const placed = Date.now();

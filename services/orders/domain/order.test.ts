@@ -11,6 +11,7 @@ const order = (overrides: Partial<OrderRecord> = {}): OrderRecord => ({
   totalMinor: 3998,
   shippingAddress: { recipient: "A", line1: "B", line2: "", city: "C", postalCode: "D", countryCode: "DE" },
   rejectionReason: "",
+  cancellationReason: "",
   linesVersion: 1,
   pendingSince: 0,
   version: 1,
@@ -66,10 +67,10 @@ describe("order state transitions", () => {
   });
 
   it("cancels PENDING and CONFIRMED orders, leaves CANCELLED ones, refuses REJECTED ones", () => {
-    expect(cancel(order(), 5)).toMatchObject({ state: "CANCELLED", version: 2, updatedAt: 5 });
-    expect(cancel(order({ state: "CONFIRMED" }), 5)).toMatchObject({ state: "CANCELLED" });
-    expect(cancel(order({ state: "CANCELLED" }), 5)).toBeNull();
-    expect(codeOf(() => cancel(order({ state: "REJECTED" }), 5))).toBe(status.FAILED_PRECONDITION);
+    expect(cancel(order(), 5, "changed my mind")).toMatchObject({ state: "CANCELLED", cancellationReason: "changed my mind", version: 2, updatedAt: 5 });
+    expect(cancel(order({ state: "CONFIRMED" }), 5, "")).toMatchObject({ state: "CANCELLED", cancellationReason: "" });
+    expect(cancel(order({ state: "CANCELLED", cancellationReason: "first" }), 5, "second")).toBeNull();
+    expect(codeOf(() => cancel(order({ state: "REJECTED" }), 5, ""))).toBe(status.FAILED_PRECONDITION);
   });
 
   it("confirms or rejects a PENDING order only for its current lines version", () => {
@@ -84,7 +85,7 @@ describe("order state transitions", () => {
     const minutes = (m: number) => m * 60_000;
     const placed = order({ pendingSince: minutes(10), createdAt: minutes(1), updatedAt: minutes(12) });
     expect(expirePending(placed, minutes(15), minutes(25) - 1)).toBeNull();
-    expect(expirePending(placed, minutes(15), minutes(25))).toEqual({ ...placed, state: "CANCELLED", version: 2, updatedAt: minutes(25) });
+    expect(expirePending(placed, minutes(15), minutes(25))).toEqual({ ...placed, state: "CANCELLED", cancellationReason: pendingTimeoutReason(minutes(15)), version: 2, updatedAt: minutes(25) });
     // Its new lines are a new request: the time runs from them, not from when it was placed.
     expect(expirePending(order({ pendingSince: minutes(20), createdAt: 0 }), minutes(15), minutes(30))).toBeNull();
     for (const state of ["CONFIRMED", "REJECTED", "CANCELLED"] as const) expect(expirePending(order({ state }), minutes(15), minutes(60))).toBeNull();

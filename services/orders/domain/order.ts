@@ -29,6 +29,8 @@ export interface OrderRecord {
   readonly totalMinor: number;
   readonly shippingAddress: ShippingAddress;
   readonly rejectionReason: string;
+  /** Why it was cancelled (OrderCancelled's reason); empty unless CANCELLED. */
+  readonly cancellationReason: string;
   /** Raised whenever the lines change, so stock replies about older lines are ignored. */
   readonly linesVersion: number;
   /** When the order last entered PENDING (placed, or its lines changed), ms since the epoch: the saga's time runs from here. */
@@ -89,17 +91,18 @@ export function assertVersion(order: OrderRecord, expectedVersion: number): void
 }
 
 /**
- * Cancelling: PENDING and CONFIRMED orders become CANCELLED; a CANCELLED
- * order stays as it is (null: nothing to do); a REJECTED one cannot be.
+ * Cancelling, for `reason`: PENDING and CONFIRMED orders become CANCELLED; a
+ * CANCELLED order stays as it is, with the reason it was cancelled for
+ * (null: nothing to do); a REJECTED one cannot be.
  */
-export function cancel(order: OrderRecord, now: number): OrderRecord | null {
+export function cancel(order: OrderRecord, now: number, reason: string): OrderRecord | null {
   switch (order.state) {
     case "CANCELLED":
       return null;
     case "REJECTED":
       throw StatusError.failedPrecondition(`order ${order.id} was rejected and cannot be cancelled`);
     default:
-      return { ...order, state: "CANCELLED", version: order.version + 1, updatedAt: now };
+      return { ...order, state: "CANCELLED", cancellationReason: reason, version: order.version + 1, updatedAt: now };
   }
 }
 
@@ -129,7 +132,7 @@ export function settleReservation(
  */
 export function expirePending(order: OrderRecord, timeoutMs: number, now: number): OrderRecord | null {
   if (order.state !== "PENDING" || now - order.pendingSince < timeoutMs) return null;
-  return cancel(order, now);
+  return cancel(order, now, pendingTimeoutReason(timeoutMs));
 }
 
 /** OrderCancelled's reason for an order `expirePending` cancelled. */

@@ -27,6 +27,7 @@ const order = (n: number, overrides: Partial<OrderRecord> = {}): OrderRecord => 
   totalMinor: 1999,
   shippingAddress: { recipient: "A", line1: "B", line2: "", city: "C", postalCode: "D", countryCode: "GB" },
   rejectionReason: "",
+  cancellationReason: "",
   linesVersion: 1,
   pendingSince: t0,
   version: 1,

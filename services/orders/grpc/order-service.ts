@@ -57,6 +57,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
         ...priced,
         shippingAddress: toShippingAddress(req.shippingAddress!),
         rejectionReason: "",
+        cancellationReason: "",
         linesVersion: 1,
         pendingSince: at,
         version: 1,
@@ -108,7 +109,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
     async cancelOrder(req, context) {
       return db.transaction(async (tx) => {
         const current = found(await store.getForUpdate(tx, req.id), req.id, context);
-        const cancelled = cancel(current, now());
+        const cancelled = cancel(current, now(), req.reason);
         if (!cancelled) return { order: toOrderMessage(current) };
         if (!(await store.replace(tx, cancelled, current.version))) throw StatusError.aborted(`order ${req.id} changed concurrently; try again`);
         outbox.add(tx, OrderCancelledEvent, { orderId: cancelled.id, customerId: cancelled.customerId, reason: req.reason }, context);

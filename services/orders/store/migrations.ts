@@ -78,4 +78,10 @@ export const orderMigrations: Migration[] = [
       CREATE INDEX orders_pending ON orders (pending_since, id) WHERE state = 'PENDING';
     `,
   },
+  {
+    // Why each order was cancelled, as its OrderCancelled says. Orders cancelled before have none on record.
+    // A constant default: no table rewrite on PostgreSQL, and an instance not yet upgraded writes ''.
+    id: "orders_0004_cancellation_reason",
+    sql: "ALTER TABLE orders ADD COLUMN cancellation_reason TEXT NOT NULL DEFAULT ''",
+  },
 ];

@@ -43,6 +43,7 @@ interface Row {
   total_minor: number;
   shipping_json: string;
   rejection_reason: string;
+  cancellation_reason: string;
   lines_version: number;
   pending_since: number;
   version: number;
@@ -50,7 +51,8 @@ interface Row {
   updated_at: number;
 }
 
-const columns = "id, customer_id, state, lines_json, currency, total_minor, shipping_json, rejection_reason, lines_version, pending_since, version, created_at, updated_at";
+const columns =
+  "id, customer_id, state, lines_json, currency, total_minor, shipping_json, rejection_reason, lines_version, pending_since, version, created_at, updated_at, cancellation_reason";
 
 const fromRow = (r: Row): OrderRecord => ({
   id: r.id,
@@ -61,6 +63,7 @@ const fromRow = (r: Row): OrderRecord => ({
   totalMinor: Number(r.total_minor),
   shippingAddress: JSON.parse(r.shipping_json),
   rejectionReason: r.rejection_reason,
+  cancellationReason: r.cancellation_reason,
   linesVersion: Number(r.lines_version),
   pendingSince: Number(r.pending_since),
   version: Number(r.version),
@@ -83,11 +86,12 @@ const valuesOf = (o: OrderRecord) => [
   o.version,
   o.createdAt,
   o.updatedAt,
+  o.cancellationReason,
 ];
 
 const replaceSql = `UPDATE orders SET customer_id = $2, state = $3, lines_json = $4, currency = $5, total_minor = $6, shipping_json = $7,
-    rejection_reason = $8, lines_version = $9, pending_since = $10, version = $11, created_at = $12, updated_at = $13
-  WHERE id = $1 AND version = $14`;
+    rejection_reason = $8, lines_version = $9, pending_since = $10, version = $11, created_at = $12, updated_at = $13, cancellation_reason = $14
+  WHERE id = $1 AND version = $15`;
 
 // The state is written out, not a parameter, so that the partial index orders_pending (state = 'PENDING') serves it.
 const pendingSinceSql = `SELECT ${columns} FROM orders
@@ -97,7 +101,7 @@ const pendingSinceSql = `SELECT ${columns} FROM orders
 export function createOrderStore(): OrderStore {
   return {
     async insert(tx, o) {
-      await sendAhead(tx, `INSERT INTO orders (${columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`, valuesOf(o));
+      await sendAhead(tx, `INSERT INTO orders (${columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, valuesOf(o));
     },
     async get(q, id) {
       const [row] = await q.query<Row>(`SELECT ${columns} FROM orders WHERE id = $1`, [id]);

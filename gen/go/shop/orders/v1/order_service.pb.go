@@ -339,9 +339,14 @@ type Order struct {
 	// When the order was placed.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the order last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Why the order was cancelled, empty unless state is CANCELLED: the reason
+	// given to CancelOrder (which may be empty), or the order service's when it
+	// cancelled an order whose stock was never answered for. The same text as
+	// OrderCancelled's reason.
+	CancellationReason string `protobuf:"bytes,11,opt,name=cancellation_reason,json=cancellationReason,proto3" json:"cancellation_reason,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Order) Reset() {
@@ -442,6 +447,13 @@ func (x *Order) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *Order) GetCancellationReason() string {
+	if x != nil {
+		return x.CancellationReason
+	}
+	return ""
 }
 
 // Input of CreateOrder.
@@ -1040,7 +1052,7 @@ const file_shop_orders_v1_order_service_proto_rawDesc = "" +
 	"\vpostal_code\x18\x05 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18\x14R\n" +
 	"postalCode\x124\n" +
 	"\fcountry_code\x18\x06 \x01(\tB\x11\xbaH\x0er\f2\n" +
-	"^[A-Z]{2}$R\vcountryCode\"\xa2\x04\n" +
+	"^[A-Z]{2}$R\vcountryCode\"\xdd\x04\n" +
 	"\x05Order\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12*\n" +
 	"\vcustomer_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
@@ -1056,7 +1068,8 @@ const file_shop_orders_v1_order_service_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xee\x02\n" +
+	"updateTime\x129\n" +
+	"\x13cancellation_reason\x18\v \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\x12cancellationReason\"\xee\x02\n" +
 	"\x12CreateOrderRequest\x12*\n" +
 	"\vcustomer_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
 	"customerId\x12\xa2\x01\n" +

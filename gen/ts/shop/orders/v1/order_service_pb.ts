@@ -154,7 +154,16 @@ export interface Order {
     | Date
     | undefined;
   /** When the order last changed. */
-  updateTime: Date | undefined;
+  updateTime:
+    | Date
+    | undefined;
+  /**
+   * Why the order was cancelled, empty unless state is CANCELLED: the reason
+   * given to CancelOrder (which may be empty), or the order service's when it
+   * cancelled an order whose stock was never answered for. The same text as
+   * OrderCancelled's reason.
+   */
+  cancellationReason: string;
 }
 
 /** Input of CreateOrder. */
@@ -666,6 +675,7 @@ function createBaseOrder(): Order {
     version: 0,
     createTime: undefined,
     updateTime: undefined,
+    cancellationReason: "",
   };
 }
 
@@ -700,6 +710,9 @@ export const Order: MessageFns<Order> = {
     }
     if (message.updateTime !== undefined) {
       Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(82).fork()).join();
+    }
+    if (message.cancellationReason !== "") {
+      writer.uint32(90).string(message.cancellationReason);
     }
     return writer;
   },
@@ -797,6 +810,14 @@ export const Order: MessageFns<Order> = {
             message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.cancellationReason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -841,6 +862,11 @@ export const Order: MessageFns<Order> = {
         : isSet(object.update_time)
         ? fromJsonTimestamp(object.update_time)
         : undefined,
+      cancellationReason: isSet(object.cancellationReason)
+        ? globalThis.String(object.cancellationReason)
+        : isSet(object.cancellation_reason)
+        ? globalThis.String(object.cancellation_reason)
+        : "",
     };
   },
 
@@ -876,6 +902,9 @@ export const Order: MessageFns<Order> = {
     if (message.updateTime !== undefined) {
       obj.updateTime = message.updateTime.toISOString();
     }
+    if (message.cancellationReason !== "") {
+      obj.cancellationReason = message.cancellationReason;
+    }
     return obj;
   },
 
@@ -896,6 +925,7 @@ export const Order: MessageFns<Order> = {
     message.version = object.version ?? 0;
     message.createTime = object.createTime ?? undefined;
     message.updateTime = object.updateTime ?? undefined;
+    message.cancellationReason = object.cancellationReason ?? "";
     return message;
   },
 };
