@@ -96,6 +96,12 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       loggedAt = performance.now();
       logger.warn({ err }, "the database cannot be reached; waiting for it");
     },
+    onMigrationLockRetry({ migration, attempt, retryInMs, statement, cause }) {
+      logger.warn(
+        { migration, attempt, retryInMs, statement, err: cause },
+        "a migration waited for a lock another transaction holds on its table; rolled back so that queries on the table go on, it is tried again",
+      );
+    },
     onCheckpointFailure(err) {
       logger.error({ err }, "checkpointing the SQLite database failed; SQLite checkpoints inside commits from now on");
     },

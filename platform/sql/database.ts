@@ -1,4 +1,4 @@
-import { migrate } from "./migrate.js";
+import { migrate, type MigrationLockRetry } from "./migrate.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isDatabaseUnavailable, openPostgres } from "./postgres.js";
 import { claimSqliteFile, openSqlite } from "./sqlite.js";
@@ -26,6 +26,12 @@ export interface DatabaseOptions {
   readonly poolSize?: number;
   /** SQLite: its checkpoints failed (a flush to disk), and SQLite's own, inside commits, took over. */
   readonly onCheckpointFailure?: (err: Error) => void;
+  /** Postgres: how long a migration's statement waits for a lock before the migration is rolled back and tried again, ms (see `migrate`; default 2,000). */
+  readonly migrationLockTimeoutMs?: number;
+  /** Postgres: how long a migration is tried again while another transaction holds a lock it needs, ms (see `migrate`; default 180,000). */
+  readonly migrationLockRetryLimitMs?: number;
+  /** Postgres: told of each time a migration is rolled back because a lock it waited for was held elsewhere, before its next attempt. */
+  readonly onMigrationLockRetry?: (retry: MigrationLockRetry) => void;
 }
 
 /** `db`, its close made to give up `claim` too, once the database has closed. */
@@ -81,7 +87,14 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
         // Before anything is written: a database reached through a pooler that does not keep sessions is refused untouched.
         if (postgresDb && !sessionsChecked) await postgresDb.checkSessions();
         sessionsChecked = true;
-        await migrate(db, options.migrations, lock, options.owner);
+        await migrate(db, options.migrations, {
+          lock,
+          owner: options.owner,
+          lockTimeoutMs: options.migrationLockTimeoutMs,
+          lockRetryLimitMs: options.migrationLockRetryLimitMs,
+          onLockRetry: options.onMigrationLockRetry,
+          signal,
+        });
         return db;
       } catch (err) {
         // Migrations already applied are skipped when they run again.

@@ -1,3 +1,6 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { positiveInteger } from "../options/index.js";
+import { isLockTimeout, limitLockWaits } from "./postgres.js";
 import type { Database, Migration, Transaction } from "./types.js";
 
 /** The text of a migration for `db`'s store. */
@@ -6,11 +9,60 @@ export function migrationSql(migration: Migration, dialect: Database["dialect"])
   return dialect.name === "postgres" ? migration.postgres : migration.sqlite;
 }
 
+export interface MigrateOptions {
+  /** The service the database belongs to: one that another service claimed is refused (see `migrate`). */
+  readonly owner?: string;
+  /** Taken at the start of each of migrate's transactions, before anything else: the lock that serialises instances' migrations. */
+  readonly lock?: (tx: Transaction) => Promise<void>;
+  /**
+   * Postgres: how long a statement of a migration waits for a lock (`lock_timeout`) before the migration is
+   * rolled back and tried again after a pause, ms. Default 2,000. Queries on a table queue behind an `ALTER
+   * TABLE` waiting for it, so this is also about how long they are held up at a time.
+   */
+  readonly lockTimeoutMs?: number;
+  /**
+   * Postgres: how long a migration is tried again while another transaction holds a lock it needs, ms, from
+   * its first attempt; then it fails. Default 180,000 (3 minutes).
+   */
+  readonly lockRetryLimitMs?: number;
+  /** Postgres: told of each time a migration is rolled back because a lock it waited for was held elsewhere, before its next attempt. */
+  readonly onLockRetry?: (retry: MigrationLockRetry) => void;
+  /** Ends a pause between attempts early: migrate rejects (an AbortError). */
+  readonly signal?: AbortSignal;
+}
+
+/** A migration rolled back after waiting for a lock (`MigrateOptions.onLockRetry`). */
+export interface MigrationLockRetry {
+  /** The migration's id. */
+  readonly migration: string;
+  /** Its attempts so far, each rolled back at its lock timeout. */
+  readonly attempt: number;
+  /** The pause before the next attempt. */
+  readonly retryInMs: number;
+  /** The statement that waited, abridged. */
+  readonly statement: string;
+  /** PostgreSQL's error (lock_not_available, 55P03). */
+  readonly cause: unknown;
+}
+
+/** The longest pause between attempts of a migration whose locks are held elsewhere. */
+const maxRetryPauseMs = 15_000;
+
 /**
  * Applies the migrations `db` has not seen yet, in order of id (by UTF-16
  * code unit, the same in every locale), each in one transaction with its
- * row in schema_migrations. Throws, naming the
- * migration, when one fails (nothing of it is kept).
+ * row in schema_migrations. Throws, naming the migration, when one fails
+ * (nothing of it is kept).
+ *
+ * Statements run without a statement timeout (a migration may rewrite a
+ * large table), but on Postgres each waits for a lock at most
+ * `lockTimeoutMs`: an `ALTER TABLE` waiting behind a long transaction (of an
+ * instance not yet upgraded, say) would otherwise hold up every later query
+ * on its table for as long as that transaction lasts. A migration whose
+ * statement timed out so is rolled back and tried again after a pause (the
+ * first as long as the timeout, then doubling, jittered, up to 15 s), for up
+ * to `lockRetryLimitMs`; then it fails, saying another transaction holds a
+ * lock on its table.
  *
  * With `owner` (the service's name), the database is first claimed for that
  * service (schema_owner, one row), and one claimed by another service is
@@ -18,7 +70,10 @@ export function migrationSql(migration: Migration, dialect: Database["dialect"])
  * share its outbox, and the relay of either would publish the other's events
  * (under its own NATS user, which may not publish them: they are parked).
  */
-export async function migrate(db: Database, migrations: readonly Migration[], lock?: (tx: Transaction) => Promise<void>, owner?: string): Promise<void> {
+export async function migrate(db: Database, migrations: readonly Migration[], options: MigrateOptions = {}): Promise<void> {
+  const { owner, lock, onLockRetry, signal } = options;
+  const lockTimeoutMs = positiveInteger("migrate", "lockTimeoutMs", options.lockTimeoutMs, 2_000);
+  const lockRetryLimitMs = positiveInteger("migrate", "lockRetryLimitMs", options.lockRetryLimitMs, 180_000);
   const ids = migrations.map((m) => m.id);
   if (new Set(ids).size !== ids.length) throw new Error(`duplicate migration ids: ${ids.join(", ")}`);
   // Without a statement timeout: a migration may rewrite a large table, and an instance waits on the lock for another's migrations.
@@ -29,18 +84,44 @@ export async function migrate(db: Database, migrations: readonly Migration[], lo
     if (owner !== undefined) await claimFor(tx, owner);
   }, unbounded);
   for (const migration of [...migrations].sort(byId)) {
-    try {
-      await db.transaction(async (tx) => {
-        await lock?.(tx);
-        const [applied] = await tx.query("SELECT 1 AS applied FROM schema_migrations WHERE id = $1", [migration.id]);
-        if (applied) return;
-        for (const statement of splitStatements(migrationSql(migration, tx.dialect))) await tx.run(statement);
-        await tx.run("INSERT INTO schema_migrations (id, applied_at) VALUES ($1, $2)", [migration.id, Date.now()]);
-      }, unbounded);
-    } catch (err) {
-      throw new Error(`migration ${migration.id} failed: ${(err as Error).message}`, { cause: err });
+    const started = performance.now();
+    for (let attempt = 1; ; attempt++) {
+      let statement = "";
+      try {
+        await db.transaction(async (tx) => {
+          await lock?.(tx);
+          // Only once the lock above is held: a wait for another instance's migrations is not limited.
+          await limitLockWaits(tx, lockTimeoutMs);
+          const [applied] = await tx.query("SELECT 1 AS applied FROM schema_migrations WHERE id = $1", [migration.id]);
+          if (applied) return;
+          for (statement of splitStatements(migrationSql(migration, tx.dialect))) await tx.run(statement);
+          await tx.run("INSERT INTO schema_migrations (id, applied_at) VALUES ($1, $2)", [migration.id, Date.now()]);
+        }, unbounded);
+        break;
+      } catch (err) {
+        if (!isLockTimeout(err)) throw new Error(`migration ${migration.id} failed: ${(err as Error).message}`, { cause: err });
+        const retryInMs = Math.round(Math.min(maxRetryPauseMs, lockTimeoutMs * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2));
+        const waitedMs = performance.now() - started;
+        if (waitedMs + retryInMs > lockRetryLimitMs) {
+          throw new Error(
+            `migration ${migration.id} failed: another transaction holds a lock on a table it changes. Its statement ` +
+              `${JSON.stringify(abridged(statement))} waited ${lockTimeoutMs} ms for it ${attempt} times over ${Math.round(waitedMs / 1_000)} s, ` +
+              `and the migration was rolled back each time (nothing of it is applied). Find the session holding it ` +
+              `(pg_locks, pg_stat_activity: a long or forgotten transaction), end it, and start again`,
+            { cause: err },
+          );
+        }
+        onLockRetry?.({ migration: migration.id, attempt, retryInMs, statement: abridged(statement), cause: err });
+        await sleep(retryInMs, undefined, signal ? { signal } : undefined);
+      }
     }
   }
+}
+
+/** A statement on one line, cut short, for messages. */
+function abridged(statement: string): string {
+  const line = statement.replace(/\s+/g, " ").trim();
+  return line.length <= 100 ? line : `${line.slice(0, 99)}…`;
 }
 
 /** Claims the database for service `owner`, or throws when another service claimed it (see `migrate`). */

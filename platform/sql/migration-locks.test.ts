@@ -1,0 +1,109 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import pg from "pg";
+import { afterEach, describe, expect, it } from "vitest";
+import { usePostgresServer } from "../../test/support/postgres.js";
+import { type Database, type MigrationLockRetry, openDatabase } from "./index.js";
+
+const notes = {
+  id: "t_0001_notes",
+  sql: "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL); INSERT INTO notes (id, text) SELECT n, 'note ' || n FROM generate_series(1, 100) AS n",
+};
+const addKind = { id: "t_0002_notes_kind", sql: "ALTER TABLE notes ADD COLUMN kind TEXT NOT NULL DEFAULT 'plain'" };
+
+describe("a PostgreSQL migration whose table another transaction holds", () => {
+  const postgres = usePostgresServer();
+  const cleanups: (() => Promise<unknown>)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+  });
+  /** A session of its own, ended after the test. */
+  const session = async (url: string): Promise<pg.Client> => {
+    const client = new pg.Client({ connectionString: url });
+    client.on("error", () => undefined);
+    await client.connect();
+    cleanups.push(() => client.end());
+    return client;
+  };
+  const opened = (db: Database): Database => (cleanups.push(() => db.close()), db);
+  /** A database with the notes table, and a session in a transaction that has read it (an ACCESS SHARE lock on it, kept). */
+  const heldNotes = async (name: string) => {
+    const url = await postgres().createDatabase(name);
+    await (await openDatabase({ path: url, migrations: [notes] })).close();
+    const holder = await session(url);
+    await holder.query("BEGIN");
+    await holder.query("SELECT count(*) FROM notes");
+    return { url, holder, observer: await session(url) };
+  };
+  /** Resolves once a statement waits in the queue for a lock on `table`. */
+  const queuedOn = (observer: pg.Client, table: string) =>
+    expect
+      .poll(async () => (await observer.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_locks WHERE relation = to_regclass($1) AND NOT granted", [table])).rows[0].n, {
+        interval: 10,
+      })
+      .toBeGreaterThan(0);
+  const hasKind = async (observer: pg.Client) =>
+    (await observer.query("SELECT 1 FROM information_schema.columns WHERE table_name = 'notes' AND column_name = 'kind'")).rowCount === 1;
+  const recorded = async (observer: pg.Client, id: string) => (await observer.query<{ n: number }>("SELECT count(*)::int AS n FROM schema_migrations WHERE id = $1", [id])).rows[0].n;
+
+  it("gives the table up at its lock timeout, so queries on it go on, says so, and applies the migration once the lock is free", async () => {
+    const { url, holder, observer } = await heldNotes("lock_retry");
+    const retries: MigrationLockRetry[] = [];
+    let retried!: () => void;
+    const firstRetry = new Promise<void>((resolve) => (retried = resolve));
+    const opening = openDatabase({
+      path: url,
+      migrations: [notes, addKind],
+      migrationLockTimeoutMs: 1_000,
+      onMigrationLockRetry(retry) {
+        retries.push(retry);
+        retried();
+      },
+    }).then(opened);
+    opening.catch(() => undefined);
+    await queuedOn(observer, "notes");
+    // Queries that come after the ALTER TABLE queue behind it: they wait at most for its lock timeout, not for the holder.
+    const reader = await session(url);
+    const startedAt = performance.now();
+    const reading = reader.query("SELECT count(*)::int AS n FROM notes").then(({ rows }) => rows[0].n as number);
+    // The holder keeps its transaction open until the reader has read and the migration has let go once (at most 8 s).
+    const release = Promise.race([Promise.all([reading, firstRetry]), sleep(8_000)]).then(() => holder.query("COMMIT"));
+    expect(await reading).toBe(100);
+    const readMs = performance.now() - startedAt;
+    await release;
+    expect(readMs).toBeLessThan(2_000);
+    const db = await opening;
+    expect(retries.length).toBeGreaterThanOrEqual(1);
+    expect(retries.map((r) => r.attempt)).toEqual(retries.map((_, i) => i + 1));
+    expect(retries[0]).toMatchObject({ migration: "t_0002_notes_kind", attempt: 1, statement: addKind.sql, cause: expect.objectContaining({ code: "55P03" }) });
+    expect(retries[0].retryInMs).toBeGreaterThanOrEqual(500);
+    expect(await hasKind(observer)).toBe(true);
+    expect(await recorded(observer, addKind.id)).toBe(1);
+    expect(await db.query("SELECT kind FROM notes WHERE id = 1")).toEqual([{ kind: "plain" }]);
+  });
+
+  it("fails after its retry limit, naming the migration and the lock another transaction holds, with nothing of it applied", async () => {
+    const { url, holder, observer } = await heldNotes("lock_given_up");
+    const retries: MigrationLockRetry[] = [];
+    const startedAt = performance.now();
+    const opening = openDatabase({
+      path: url,
+      migrations: [notes, addKind],
+      migrationLockTimeoutMs: 200,
+      migrationLockRetryLimitMs: 1_500,
+      onMigrationLockRetry: (retry) => void retries.push(retry),
+    }).then(opened);
+    const outcome = await Promise.race([opening.then(() => "applied", (err: Error) => err), sleep(10_000).then(() => "still waiting after 10 s")]);
+    const tookMs = performance.now() - startedAt;
+    await holder.query("ROLLBACK");
+    expect(outcome).toBeInstanceOf(Error);
+    expect((outcome as Error).message).toMatch(
+      /^migration t_0002_notes_kind failed: another transaction holds a lock on a table it changes\. Its statement "ALTER TABLE notes ADD COLUMN kind .*" waited 200 ms for it \d+ times over \d+ s, and the migration was rolled back each time \(nothing of it is applied\)/,
+    );
+    expect((outcome as Error).cause).toMatchObject({ code: "55P03" });
+    expect(tookMs).toBeLessThan(4_000);
+    expect(retries.length).toBeGreaterThanOrEqual(2);
+    expect(await hasKind(observer)).toBe(false);
+    expect(await recorded(observer, addKind.id)).toBe(0);
+    expect(await recorded(observer, notes.id)).toBe(1);
+  });
+});
