@@ -114,6 +114,22 @@ describe("a PostgreSQL server that stops answering mid-session", () => {
     }
   });
 
+  it("runs a statement alone, outside any transaction, on a connection of its own with the limit it asks for", async () => {
+    const db = openPostgres(postgres.url, { poolSize: 1, statementTimeoutMs: 300 });
+    try {
+      await db.run("CREATE TABLE alone (a INTEGER NOT NULL)");
+      await expect(db.transaction((tx) => tx.run("CREATE INDEX CONCURRENTLY alone_by_a ON alone (a)"))).rejects.toThrow(/cannot run inside a transaction block/);
+      await db.runAlone("SELECT pg_sleep(0.6)", { statementTimeoutMs: 0 });
+      expect(await db.runAlone("CREATE INDEX CONCURRENTLY alone_by_a ON alone (a)", { statementTimeoutMs: 0 })).toBe(0);
+      expect(await db.query("SELECT indisvalid AS valid FROM pg_index WHERE indexrelid = 'alone_by_a'::regclass")).toEqual([{ valid: true }]);
+      expect((await outcome(db.runAlone("SELECT pg_sleep(2)", { statementTimeoutMs: 500 }))).code).toBe(Code.DEADLINE_EXCEEDED);
+      // The pooled connection kept the database's limit.
+      expect((await outcome(db.query("SELECT pg_sleep(0.6)"))).code).toBe(Code.DEADLINE_EXCEEDED);
+    } finally {
+      await db.close();
+    }
+  });
+
   it("takes the URL's statement_timeout as the limit and its options after the platform's own", async () => {
     const url = new URL(postgres.url);
     url.searchParams.set("statement_timeout", "1500");

@@ -634,6 +634,21 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
     },
     query: (sql, params) => pooled((runner) => runner.query(sql, params)),
     run: (sql, params) => pooled((runner) => runner.run(sql, params)),
+    async runAlone(sql, options) {
+      const timeoutMs = nonNegativeInteger("runAlone", "statementTimeoutMs", options.statementTimeoutMs, statementTimeoutMs);
+      // Not a pooled connection: its session's statement timeout would stay changed for whoever has it next.
+      const client = new pg.Client(clientConfig);
+      client.on("error", () => undefined);
+      await client.connect().catch((err: unknown) => {
+        throw unavailable(err);
+      });
+      try {
+        await answered(client, answerWithin(statementTimeoutMs), () => client.query(`SET statement_timeout = ${timeoutMs}`));
+        return (await answered(client, answerWithin(timeoutMs), () => client.query(sql))).rowCount ?? 0;
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    },
     async ping() {
       await pooled((runner) => runner.query("SELECT 1"));
     },

@@ -279,6 +279,12 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     });
   };
 
+  const run = (sql: string, params?: readonly SqlValue[]): Promise<number> =>
+    exclusive(async () => {
+      const changes = await writer.run(sql, params);
+      checkpointed();
+      return changes;
+    });
   let closed = false;
   return {
     dialect: sqliteDialect,
@@ -286,12 +292,9 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     writer: writerConnection,
     transaction,
     query: (sql, params) => (!writerConnection.inTransaction ? writer.query(sql, params) : reader ? reader.query(sql, params) : exclusive(() => writer.query(sql, params))),
-    run: (sql, params) =>
-      exclusive(async () => {
-        const changes = await writer.run(sql, params);
-        checkpointed();
-        return changes;
-      }),
+    run,
+    // Its statements wait on no server: no timeout to set.
+    runAlone: (sql) => run(sql),
     async ping() {
       (reader ?? writer).querySync("SELECT 1");
     },

@@ -112,6 +112,14 @@ export interface Database extends Queryable {
    * (a remote call): SQLite has one writer, so others wait meanwhile.
    */
   transaction<T>(work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
+  /**
+   * Runs one statement outside any transaction, as `run` does, but on Postgres
+   * on a connection of its own with `statementTimeoutMs` as its limit (0:
+   * none) instead of the database's: for a statement that refuses to run
+   * inside a transaction and may run long (CREATE INDEX CONCURRENTLY). SQLite:
+   * as `run`.
+   */
+  runAlone(sql: string, options: { readonly statementTimeoutMs: number }): Promise<number>;
   /** Throws when the database cannot be reached; used by health checks. */
   ping(): Promise<void>;
   /**
