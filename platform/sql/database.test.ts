@@ -196,6 +196,26 @@ describe("openDatabase (SQLite)", () => {
     await db.close();
   });
 
+  it("runs a migration marked to run outside a transaction in one, as any other, and refuses one it could not run so on PostgreSQL before migrating", async () => {
+    const path = join(dir, "outside-transaction.db");
+    const byText = { id: "0002_by_text", transaction: false, sqlite: "CREATE INDEX notes_by_text ON notes (text)", postgres: "CREATE INDEX CONCURRENTLY IF NOT EXISTS notes_by_text ON notes (text)" };
+    const twoStatements = { id: "0003_two", transaction: false, sql: "CREATE TABLE a (x TEXT); CREATE TABLE b (x TEXT)" };
+    const unnamed = { id: "0003_unnamed", transaction: false, sqlite: "SELECT 1", postgres: "CREATE INDEX CONCURRENTLY ON notes (text)" };
+    const notIfNotExists = { id: "0003_again", transaction: false, sqlite: "SELECT 1", postgres: "CREATE UNIQUE INDEX CONCURRENTLY notes_unique ON notes (text)" };
+    await expect(openDatabase({ path, migrations: [...migrations, byText, twoStatements] })).rejects.toThrow(/^migration 0003_two runs outside a transaction, so it must be one statement; it has 2$/);
+    for (const refused of [unnamed, notIfNotExists]) {
+      await expect(openDatabase({ path, migrations: [...migrations, byText, refused] })).rejects.toThrow(`migration ${refused.id}: write CREATE INDEX CONCURRENTLY IF NOT EXISTS <name> ON <table>`);
+    }
+    // Refused before anything was migrated.
+    const fresh = new BetterSqlite3(path);
+    expect(fresh.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all()).toEqual([]);
+    fresh.close();
+    const db = await openDatabase({ path, migrations: [...migrations, byText] });
+    expect(await db.query("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'notes_by_text'")).toEqual([{ name: "notes_by_text" }]);
+    expect(await db.query("SELECT id FROM schema_migrations ORDER BY id")).toEqual([{ id: "0001_notes" }, { id: "0002_by_text" }]);
+    await db.close();
+  });
+
   it("ends a transaction whose COMMIT fails (a deferred constraint), so the next one runs", async () => {
     const db = await openDatabase({
       path: join(dir, "failed-commit.db"),

@@ -2,7 +2,7 @@ import { migrate, type MigrationLockRetry } from "./migrate.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isDatabaseUnavailable, openPostgres } from "./postgres.js";
 import { claimSqliteFile, openSqlite } from "./sqlite.js";
-import type { Database, Migration, Transaction } from "./types.js";
+import type { Database, Migration } from "./types.js";
 
 export interface DatabaseOptions {
   /**
@@ -78,7 +78,6 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   const postgresDb = postgres ? (opened as ReturnType<typeof openPostgres>) : undefined;
   const db: Database = claim ? releasingOnClose(opened, claim) : opened;
   let sessionsChecked = false;
-  const lock = postgres ? (tx: Transaction) => tx.run("SELECT pg_advisory_xact_lock($1)", [migrationLockKey]).then(() => undefined) : undefined;
   const { onWaiting, signal } = options;
   try {
     for (;;) {
@@ -88,7 +87,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
         if (postgresDb && !sessionsChecked) await postgresDb.checkSessions();
         sessionsChecked = true;
         await migrate(db, options.migrations, {
-          lock,
+          lockKey: postgres ? migrationLockKey : undefined,
           owner: options.owner,
           lockTimeoutMs: options.migrationLockTimeoutMs,
           lockRetryLimitMs: options.migrationLockRetryLimitMs,

@@ -1,7 +1,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
+import { StatusError } from "../errors/index.js";
 import { positiveInteger } from "../options/index.js";
+import { applyOutsideTransaction, indexBuildOf } from "./migrate-outside-transaction.js";
 import { isLockTimeout, limitLockWaits } from "./postgres.js";
-import type { Database, Migration, Transaction } from "./types.js";
+import type { Database, Migration, SessionLock, Transaction } from "./types.js";
 
 /** The text of a migration for `db`'s store. */
 export function migrationSql(migration: Migration, dialect: Database["dialect"]): string {
@@ -12,8 +14,11 @@ export function migrationSql(migration: Migration, dialect: Database["dialect"])
 export interface MigrateOptions {
   /** The service the database belongs to: one that another service claimed is refused (see `migrate`). */
   readonly owner?: string;
-  /** Taken at the start of each of migrate's transactions, before anything else: the lock that serialises instances' migrations. */
-  readonly lock?: (tx: Transaction) => Promise<void>;
+  /**
+   * Postgres: the key of the session advisory lock under which instances
+   * migrate one at a time (see `migrate`). None: nothing serialises them.
+   */
+  readonly lockKey?: number;
   /**
    * Postgres: how long a statement of a migration waits for a lock (`lock_timeout`) before the migration is
    * rolled back and tried again after a pause, ms. Default 2,000. Queries on a table queue behind an `ALTER
@@ -27,7 +32,7 @@ export interface MigrateOptions {
   readonly lockRetryLimitMs?: number;
   /** Postgres: told of each time a migration is rolled back because a lock it waited for was held elsewhere, before its next attempt. */
   readonly onLockRetry?: (retry: MigrationLockRetry) => void;
-  /** Ends a pause between attempts early: migrate rejects (an AbortError). */
+  /** Ends a pause between attempts, or the wait for another instance's migrations, early: migrate rejects (an AbortError). */
   readonly signal?: AbortSignal;
 }
 
@@ -48,6 +53,9 @@ export interface MigrationLockRetry {
 /** The longest pause between attempts of a migration whose locks are held elsewhere. */
 const maxRetryPauseMs = 15_000;
 
+/** How often an instance asks for the lock under which instances migrate while another holds it, at most. */
+const lockPollMs = 500;
+
 /**
  * Applies the migrations `db` has not seen yet, in order of id (by UTF-16
  * code unit, the same in every locale), each in one transaction with its
@@ -64,6 +72,22 @@ const maxRetryPauseMs = 15_000;
  * to `lockRetryLimitMs`; then it fails, saying another transaction holds a
  * lock on its table.
  *
+ * A migration with `transaction: false` runs its one statement outside a
+ * transaction on Postgres (see `applyOutsideTransaction`), and is recorded
+ * once it succeeded: CREATE INDEX CONCURRENTLY, which builds an index
+ * without holding up the table's writes meanwhile (its waits for the
+ * transactions open when it starts are not limited). SQLite runs it in a
+ * transaction as any other.
+ *
+ * With `lockKey`, an instance first takes that session advisory lock (on a
+ * connection of its own) and holds it until its last migration is done;
+ * while another instance holds it, it asks again every half second or so.
+ * Not a wait inside a transaction: a waiting statement holds a snapshot,
+ * and CREATE INDEX CONCURRENTLY waits for every snapshot older than its own,
+ * so the holder's index build and the waiter would wait for each other for
+ * ever. A lock whose connection broke fails migrate as UNAVAILABLE before
+ * its next migration.
+ *
  * With `owner` (the service's name), the database is first claimed for that
  * service (schema_owner, one row), and one claimed by another service is
  * refused before anything is migrated: two services on one database would
@@ -71,49 +95,87 @@ const maxRetryPauseMs = 15_000;
  * (under its own NATS user, which may not publish them: they are parked).
  */
 export async function migrate(db: Database, migrations: readonly Migration[], options: MigrateOptions = {}): Promise<void> {
-  const { owner, lock, onLockRetry, signal } = options;
-  const lockTimeoutMs = positiveInteger("migrate", "lockTimeoutMs", options.lockTimeoutMs, 2_000);
-  const lockRetryLimitMs = positiveInteger("migrate", "lockRetryLimitMs", options.lockRetryLimitMs, 180_000);
+  const { owner, lockKey, onLockRetry, signal } = options;
+  const limits = {
+    lockTimeoutMs: positiveInteger("migrate", "lockTimeoutMs", options.lockTimeoutMs, 2_000),
+    lockRetryLimitMs: positiveInteger("migrate", "lockRetryLimitMs", options.lockRetryLimitMs, 180_000),
+    onLockRetry,
+    signal,
+  };
   const ids = migrations.map((m) => m.id);
   if (new Set(ids).size !== ids.length) throw new Error(`duplicate migration ids: ${ids.join(", ")}`);
-  // Without a statement timeout: a migration may rewrite a large table, and an instance waits on the lock for another's migrations.
-  const unbounded = { statementTimeoutMs: 0 };
-  await db.transaction(async (tx) => {
-    await lock?.(tx);
-    await tx.run(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at ${db.dialect.name === "postgres" ? "BIGINT" : "INTEGER"} NOT NULL)`);
-    if (owner !== undefined) await claimFor(tx, owner);
-  }, unbounded);
-  for (const migration of [...migrations].sort(byId)) {
-    const started = performance.now();
-    for (let attempt = 1; ; attempt++) {
-      let statement = "";
-      try {
-        await db.transaction(async (tx) => {
-          await lock?.(tx);
-          // Only once the lock above is held: a wait for another instance's migrations is not limited.
-          await limitLockWaits(tx, lockTimeoutMs);
-          const [applied] = await tx.query("SELECT 1 AS applied FROM schema_migrations WHERE id = $1", [migration.id]);
-          if (applied) return;
-          for (statement of splitStatements(migrationSql(migration, tx.dialect))) await tx.run(statement);
-          await tx.run("INSERT INTO schema_migrations (id, applied_at) VALUES ($1, $2)", [migration.id, Date.now()]);
-        }, unbounded);
-        break;
-      } catch (err) {
-        if (!isLockTimeout(err)) throw new Error(`migration ${migration.id} failed: ${(err as Error).message}`, { cause: err });
-        const retryInMs = Math.round(Math.min(maxRetryPauseMs, lockTimeoutMs * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2));
-        const waitedMs = performance.now() - started;
-        if (waitedMs + retryInMs > lockRetryLimitMs) {
-          throw new Error(
-            `migration ${migration.id} failed: another transaction holds a lock on a table it changes. Its statement ` +
-              `${JSON.stringify(abridged(statement))} waited ${lockTimeoutMs} ms for it ${attempt} times over ${Math.round(waitedMs / 1_000)} s, ` +
-              `and the migration was rolled back each time (nothing of it is applied). Find the session holding it ` +
-              `(pg_locks, pg_stat_activity: a long or forgotten transaction), end it, and start again`,
-            { cause: err },
-          );
-        }
-        onLockRetry?.({ migration: migration.id, attempt, retryInMs, statement: abridged(statement), cause: err });
-        await sleep(retryInMs, undefined, signal ? { signal } : undefined);
+  // Checked on either store: a migration written on SQLite runs on Postgres too.
+  for (const m of migrations) if (m.transaction === false) indexBuildOf(m.id, splitStatements("sql" in m ? m.sql : m.postgres));
+  const held = lockKey === undefined ? undefined : await takeLock(db, lockKey, signal);
+  let lost = false;
+  void held?.lost.then(() => (lost = true));
+  try {
+    await db.transaction(async (tx) => {
+      await tx.run(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at ${db.dialect.name === "postgres" ? "BIGINT" : "INTEGER"} NOT NULL)`);
+      if (owner !== undefined) await claimFor(tx, owner);
+    }, unbounded);
+    for (const migration of [...migrations].sort(byId)) {
+      if (lost) throw StatusError.unavailable("the lock under which instances migrate was lost (its connection broke); migrating again will take it again");
+      if (migration.transaction === false && db.dialect.name === "postgres") {
+        const [statement] = splitStatements(migrationSql(migration, db.dialect));
+        await applyOutsideTransaction(db, migration.id, statement).catch((err: unknown) => {
+          throw new Error(`migration ${migration.id} failed: ${(err as Error).message}`, { cause: err });
+        });
+      } else {
+        await applyInTransaction(db, migration, limits);
       }
+    }
+  } finally {
+    await held?.release();
+  }
+}
+
+/** Without a statement timeout: a migration may rewrite a large table. */
+const unbounded = { statementTimeoutMs: 0 };
+
+/** The session lock `key`, once no other instance holds it. */
+async function takeLock(db: Database, key: number, signal: AbortSignal | undefined): Promise<SessionLock> {
+  for (;;) {
+    const held = await db.tryLock(key);
+    if (held) return held;
+    await sleep(lockPollMs * (0.5 + Math.random() / 2), undefined, signal ? { signal } : undefined);
+  }
+}
+
+/** Applies `migration` in one transaction with its row in schema_migrations, tried again while its locks are held elsewhere (see `migrate`). */
+async function applyInTransaction(
+  db: Database,
+  migration: Migration,
+  limits: Pick<MigrateOptions, "onLockRetry" | "signal"> & { readonly lockTimeoutMs: number; readonly lockRetryLimitMs: number },
+): Promise<void> {
+  const { lockTimeoutMs, lockRetryLimitMs, onLockRetry, signal } = limits;
+  const started = performance.now();
+  for (let attempt = 1; ; attempt++) {
+    let statement = "";
+    try {
+      await db.transaction(async (tx) => {
+        await limitLockWaits(tx, lockTimeoutMs);
+        const [applied] = await tx.query("SELECT 1 AS applied FROM schema_migrations WHERE id = $1", [migration.id]);
+        if (applied) return;
+        for (statement of splitStatements(migrationSql(migration, tx.dialect))) await tx.run(statement);
+        await tx.run("INSERT INTO schema_migrations (id, applied_at) VALUES ($1, $2)", [migration.id, Date.now()]);
+      }, unbounded);
+      return;
+    } catch (err) {
+      if (!isLockTimeout(err)) throw new Error(`migration ${migration.id} failed: ${(err as Error).message}`, { cause: err });
+      const retryInMs = Math.round(Math.min(maxRetryPauseMs, lockTimeoutMs * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2));
+      const waitedMs = performance.now() - started;
+      if (waitedMs + retryInMs > lockRetryLimitMs) {
+        throw new Error(
+          `migration ${migration.id} failed: another transaction holds a lock on a table it changes. Its statement ` +
+            `${JSON.stringify(abridged(statement))} waited ${lockTimeoutMs} ms for it ${attempt} times over ${Math.round(waitedMs / 1_000)} s, ` +
+            `and the migration was rolled back each time (nothing of it is applied). Find the session holding it ` +
+            `(pg_locks, pg_stat_activity: a long or forgotten transaction), end it, and start again`,
+          { cause: err },
+        );
+      }
+      onLockRetry?.({ migration: migration.id, attempt, retryInMs, statement: abridged(statement), cause: err });
+      await sleep(retryInMs, undefined, signal ? { signal } : undefined);
     }
   }
 }

@@ -149,4 +149,14 @@ export interface Database extends Queryable {
  * with its bookkeeping row. `sql` when both stores take the same text, or
  * `sqlite` and `postgres` each.
  */
-export type Migration = { readonly id: string } & ({ readonly sql: string } | { readonly sqlite: string; readonly postgres: string });
+export type Migration = {
+  readonly id: string;
+  /**
+   * false: on Postgres, its one statement runs outside a transaction and the
+   * migration is recorded once it succeeded, for a statement that refuses to
+   * run inside one: `CREATE INDEX CONCURRENTLY IF NOT EXISTS <name> ON ...`,
+   * whose leftover from a failed build is dropped before it runs again (see
+   * `migrate`). SQLite runs it in a transaction as any other. Default true.
+   */
+  readonly transaction?: boolean;
+} & ({ readonly sql: string } | { readonly sqlite: string; readonly postgres: string });
