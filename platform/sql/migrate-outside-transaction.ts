@@ -49,18 +49,18 @@ export async function applyOutsideTransaction(db: Database, id: string, statemen
   if ((await db.query("SELECT 1 AS applied FROM schema_migrations WHERE id = $1", [id])).length > 0) return;
   const build = indexBuildOf(id, [statement]);
   if (build) {
-    const [left] = await indexOf(db, build);
+    const [left] = await existingIndex(db, build);
     if (left && !left.valid) await db.runAlone(`DROP INDEX CONCURRENTLY IF EXISTS ${left.name}`, unbounded);
   }
   await db.runAlone(statement, unbounded);
-  if (build && !(await indexOf(db, build))[0]?.valid) {
+  if (build && !(await existingIndex(db, build))[0]?.valid) {
     throw new Error(`it left no valid index ${build.index} on ${build.table} (is the name another table's or index's?)`);
   }
   await db.run("INSERT INTO schema_migrations (id, applied_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING", [id, Date.now()]);
 }
 
 /** The index `build` names on its table, if there is one: its name as SQL (quoted, and with its schema where needed) and whether it is valid. */
-function indexOf(db: Database, build: IndexBuild): Promise<{ name: string; valid: boolean }[]> {
+function existingIndex(db: Database, build: IndexBuild): Promise<{ name: string; valid: boolean }[]> {
   // An index lives in its table's schema, and the statement names it without one.
   const name = build.index.startsWith('"') ? build.index.slice(1, -1).replaceAll('""', '"') : build.index.toLowerCase();
   return db.query(
