@@ -1,6 +1,8 @@
 import { createPublicKey, createSecretKey, type KeyObject } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { decodeProtectedHeader, errors as joseErrors, type JWTPayload, jwtVerify, SignJWT } from "jose";
+import { checkOptions } from "../options/index.js";
+import { defaultMaxTokenTtlMs, leastMaxTokenTtlMs, lifetimeProblem } from "./token-lifetime.js";
 
 /** Who made a call, as its verified bearer token says. */
 export interface TokenClaims {
@@ -97,20 +99,38 @@ export type TokenVerifier = (token: string) => Promise<TokenClaims>;
 /** How many verified tokens are remembered, so a client's repeated token costs one map lookup. */
 const cacheSize = 1024;
 
+/** What else a verifier checks. */
+export interface TokenVerifierOptions {
+  /**
+   * The longest a token may live, in milliseconds (default a day, at least
+   * a minute): one whose `exp` lies further ahead, or whose `iat` lies
+   * further before its `exp`, is refused.
+   */
+  readonly maxTtlMs?: number;
+}
+
 /**
  * A verifier for tokens signed with `key` (HS256), or with the private key
  * of any of `publicKeys` (an issuer's: ES256, RS256 or EdDSA, as the key
  * is), and nothing else: issuer and audience "concord", a subject, an
- * expiry, and roles as a list of strings. A token that passed is remembered
- * until it expires (the newest 1024), so only a client's first call with it
- * pays for the signature check.
+ * expiry no further ahead than `maxTtlMs` (see `lifetimeProblem`), and
+ * roles as a list of strings. A token that passed is remembered until it
+ * expires (the newest 1024), so only a client's first call with it pays for
+ * the signature check; its times are checked again at every call. Throws
+ * when given no key or a bad option.
  */
-export function createTokenVerifier(key: KeyObject | undefined, publicKeys: readonly KeyObject[] = []): TokenVerifier {
+export function createTokenVerifier(key: KeyObject | undefined, publicKeys: readonly KeyObject[] = [], options: TokenVerifierOptions = {}): TokenVerifier {
   if (!key && publicKeys.length === 0) throw new Error("createTokenVerifier: give a key, public keys, or both");
-  const verified = new Map<string, { claims: TokenClaims; expiresAtMs: number }>();
+  checkOptions("createTokenVerifier", options, ["maxTtlMs"]);
+  const maxTtlMs = options.maxTtlMs ?? defaultMaxTokenTtlMs;
+  if (!Number.isSafeInteger(maxTtlMs) || maxTtlMs < leastMaxTokenTtlMs) {
+    throw new Error(`createTokenVerifier: invalid maxTtlMs: ${String(maxTtlMs)} (a whole number of at least ${leastMaxTokenTtlMs})`);
+  }
+  const maxSeconds = Math.floor(maxTtlMs / 1000);
+  const verified = new Map<string, { claims: TokenClaims; exp: number; iat: number | undefined }>();
   const issuerKeys = publicKeys.map((k, i) => ({ key: k, alg: algorithmOf(k, "the public keys", i + 1) }));
   const algorithms = [...(key ? [algorithm] : []), ...new Set(issuerKeys.map((k) => k.alg))];
-  const options = { algorithms, issuer, audience, requiredClaims: ["sub", "exp"] };
+  const jwtOptions = { algorithms, issuer, audience, requiredClaims: ["sub", "exp"] };
   /** The keys a token of this alg may be signed with; each is tried until one fits (several while a key is rotated). */
   const candidates = (alg: unknown): KeyObject[] => (alg === algorithm ? (key ? [key] : []) : issuerKeys.filter((k) => k.alg === alg).map((k) => k.key));
   const check = async (token: string): Promise<{ payload: JWTPayload; alg: unknown }> => {
@@ -124,7 +144,7 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
     if (keys.length === 0) throw new joseErrors.JOSEAlgNotAllowed(`"${String(alg)}" is not allowed`);
     for (const [i, k] of keys.entries()) {
       try {
-        return { payload: (await jwtVerify(token, k, options)).payload, alg };
+        return { payload: (await jwtVerify(token, k, jwtOptions)).payload, alg };
       } catch (err) {
         if (!(err instanceof joseErrors.JWSSignatureVerificationFailed) || i === keys.length - 1) throw err;
       }
@@ -134,7 +154,9 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
   return async (token) => {
     const known = verified.get(token);
     if (known) {
-      if (Date.now() < known.expiresAtMs) return known.claims;
+      // Times are checked again, not only the expiry: a clock set back after the first check must not stretch a token's life.
+      const nowMs = Date.now();
+      if (nowMs < known.exp * 1000 && lifetimeProblem(known.exp, known.iat, Math.floor(nowMs / 1000), maxSeconds) === undefined) return known.claims;
       verified.delete(token);
     }
     let payload: JWTPayload;
@@ -144,6 +166,10 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
     } catch (err) {
       throw new TokenError(reasonOf(err, algorithms), { cause: err });
     }
+    // jose has checked that exp is a number, and iat too where there is one.
+    const exp = payload.exp as number;
+    const tooLong = lifetimeProblem(exp, payload.iat, Math.floor(Date.now() / 1000), maxSeconds);
+    if (tooLong !== undefined) throw new TokenError(tooLong);
     const roles = payload.roles;
     if (!Array.isArray(roles) || !roles.every((r) => typeof r === "string")) throw new TokenError("the bearer token has no roles claim (a list of strings)");
     // Every service holds the HS256 key. With an issuer for people, that key signs the services' own calls and
@@ -154,7 +180,7 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
     if (typeof payload.sub !== "string" || payload.sub === "") throw new TokenError("the bearer token has an empty subject");
     const claims: TokenClaims = { subject: payload.sub, roles: Object.freeze([...roles]) };
     if (verified.size >= cacheSize) verified.delete(verified.keys().next().value!);
-    verified.set(token, { claims, expiresAtMs: (payload.exp as number) * 1000 });
+    verified.set(token, { claims, exp, iat: payload.iat });
     return claims;
   };
 }
