@@ -1,7 +1,6 @@
-import type { KeyObject } from "node:crypto";
 import type { ChannelCredentials, ServerCredentials } from "@grpc/grpc-js";
-import { createTokenVerifier, readTokenPublicKeys, readTokenSecret, signToken } from "../auth/index.js";
-import { oneOf, text, type ConfigOf } from "../config/index.js";
+import { createTokenVerifier, defaultMaxTokenTtlMs, readTokenPublicKeys, readTokenSecret, renewingToken, signToken } from "../auth/index.js";
+import { durationAtLeast, oneOf, text, type ConfigOf, type Setting } from "../config/index.js";
 import { type AccessControl, clientTlsCredentials, serverTlsCredentials, type ServerTlsFiles } from "../grpc/index.js";
 
 /**
@@ -18,14 +17,26 @@ export interface GrpcSecurity {
   readonly tls: ServerTlsFiles | "plaintext";
   /**
    * The HS256 key tokens are checked with (and the service signs its own
-   * with), and optionally an issuer's public keys (PEM) whose tokens are
-   * accepted too; or "none": no tokens checked or sent.
+   * with), optionally an issuer's public keys (PEM) whose tokens are
+   * accepted too, and the longest a token may live (default a day); or
+   * "none": no tokens checked or sent.
    */
-  readonly auth: { readonly keyFile: string; readonly publicKeysFile?: string } | "none";
+  readonly auth: { readonly keyFile: string; readonly publicKeysFile?: string; readonly maxTokenTtlMs?: number } | "none";
 }
 
 /** Plaintext and no tokens: for tests and benchmarks that say so. */
 export const insecureGrpc: GrpcSecurity = Object.freeze({ tls: "plaintext", auth: "none" });
+
+/**
+ * GRPC_AUTH_MAX_TOKEN_TTL, the longest a bearer token may live, in
+ * milliseconds: the services refuse tokens that would live longer, and
+ * tools/token.ts refuses to make them.
+ */
+export const maxTokenTtlSetting: Setting<number> = {
+  description: "the longest a bearer token may live (at least 1m): one that expires further ahead, or was issued to live longer, is refused",
+  default: "24h",
+  parse: durationAtLeast("1m", "a token must outlive its way to the server, and the services renew their own a minute before they expire"),
+};
 
 /** The environment of a service's gRPC security, with defaults where `npm start` puts the development material. */
 export function grpcSecuritySettings(service: string) {
@@ -62,6 +73,7 @@ export function grpcSecuritySettings(service: string) {
       default: "",
       parse: (value: string) => value,
     },
+    GRPC_AUTH_MAX_TOKEN_TTL: maxTokenTtlSetting,
   };
 }
 
@@ -72,7 +84,10 @@ export function grpcSecurityOf(config: ConfigOf<ReturnType<typeof grpcSecuritySe
       config.GRPC_INSECURE === "1"
         ? "plaintext"
         : { certFile: config.GRPC_TLS_CERT, keyFile: config.GRPC_TLS_KEY, caFile: config.GRPC_TLS_CA, requireClientCert: config.GRPC_TLS_CLIENT_AUTH === "require" },
-    auth: config.GRPC_AUTH === "none" ? "none" : { keyFile: config.GRPC_AUTH_KEY_FILE, ...(config.GRPC_AUTH_PUBLIC_KEYS !== "" && { publicKeysFile: config.GRPC_AUTH_PUBLIC_KEYS }) },
+    auth:
+      config.GRPC_AUTH === "none"
+        ? "none"
+        : { keyFile: config.GRPC_AUTH_KEY_FILE, ...(config.GRPC_AUTH_PUBLIC_KEYS !== "" && { publicKeysFile: config.GRPC_AUTH_PUBLIC_KEYS }), maxTokenTtlMs: config.GRPC_AUTH_MAX_TOKEN_TTL },
   };
 }
 
@@ -81,33 +96,34 @@ export function serverSecurity(security: GrpcSecurity): { credentials?: ServerCr
   return {
     ...(security.tls !== "plaintext" && { credentials: serverTlsCredentials(security.tls) }),
     ...(security.auth !== "none" && {
-      access: { verify: createTokenVerifier(readTokenSecret(security.auth.keyFile), security.auth.publicKeysFile ? readTokenPublicKeys(security.auth.publicKeysFile) : []) },
+      access: {
+        verify: createTokenVerifier(readTokenSecret(security.auth.keyFile), security.auth.publicKeysFile ? readTokenPublicKeys(security.auth.publicKeysFile) : [], {
+          maxTtlMs: security.auth.maxTokenTtlMs,
+        }),
+      },
     }),
   };
 }
 
-/** How long the tokens a service signs for its own calls live; a new one is made a minute before one expires. */
+/** How long the tokens a service signs for its own calls live, unless tokens may not live that long. */
 const serviceTokenTtlSeconds = 600;
 
 /**
  * What a client of another service needs, calling as `service` (role
  * "service"): TLS with the service's own certificate, and a token it signs
- * itself and renews before it expires.
+ * itself, living ten minutes or the longest a token may live if that is
+ * shorter, and renewed a minute (at most half its life) before it expires.
  */
 export function serviceCallSecurity(security: GrpcSecurity, service: string): { credentials?: ChannelCredentials; token?: () => Promise<string> } {
   const tls = security.tls;
   return {
     ...(tls !== "plaintext" && { credentials: clientTlsCredentials({ caFile: tls.caFile, certFile: tls.certFile, keyFile: tls.keyFile }) }),
-    ...(security.auth !== "none" && { token: serviceToken(readTokenSecret(security.auth.keyFile), service) }),
+    ...(security.auth !== "none" && { token: serviceToken(security.auth, service) }),
   };
 }
 
-function serviceToken(key: KeyObject, service: string): () => Promise<string> {
-  let current: { token: Promise<string>; renewAtMs: number } | undefined;
-  return () => {
-    if (!current || Date.now() >= current.renewAtMs) {
-      current = { token: signToken(key, { subject: service, roles: ["service"] }, serviceTokenTtlSeconds), renewAtMs: Date.now() + (serviceTokenTtlSeconds - 60) * 1000 };
-    }
-    return current.token;
-  };
+function serviceToken(auth: Exclude<GrpcSecurity["auth"], "none">, service: string): () => Promise<string> {
+  const key = readTokenSecret(auth.keyFile);
+  const ttlSeconds = Math.min(serviceTokenTtlSeconds, Math.floor((auth.maxTokenTtlMs ?? defaultMaxTokenTtlMs) / 1000));
+  return renewingToken((ttl) => signToken(key, { subject: service, roles: ["service"] }, ttl), ttlSeconds);
 }

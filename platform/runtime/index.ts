@@ -1,3 +1,3 @@
 export { runService, stopOnStdinCloseVariable, type RunningService, type RunServiceOptions } from "./run-service.js";
 export { createServiceHost, type ServiceHost, type ServiceHostOptions } from "./service-host.js";
-export { grpcSecurityOf, grpcSecuritySettings, insecureGrpc, serverSecurity, serviceCallSecurity, type GrpcSecurity } from "./grpc-security.js";
+export { grpcSecurityOf, grpcSecuritySettings, insecureGrpc, maxTokenTtlSetting, serverSecurity, serviceCallSecurity, type GrpcSecurity } from "./grpc-security.js";
