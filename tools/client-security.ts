@@ -3,14 +3,17 @@
  * trusts the development CA (DATA_DIR/tls/ca.pem, or GRPC_TLS_CA),
  * presenting DATA_DIR/tls/client.pem when it exists (for servers that
  * require client certificates), and a bearer token signed with the local
- * key (DATA_DIR/auth/token-hs256.key, or GRPC_AUTH_KEY_FILE). GRPC_INSECURE=1
- * and GRPC_AUTH=none turn each off, as they do for the services.
+ * key (DATA_DIR/auth/token-hs256.key, or GRPC_AUTH_KEY_FILE), living no
+ * longer than GRPC_AUTH_MAX_TOKEN_TTL. GRPC_INSECURE=1 and GRPC_AUTH=none
+ * turn each off, as they do for the services.
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { ChannelCredentials } from "@grpc/grpc-js";
-import { readTokenSecret, signToken, type TokenClaims } from "../platform/auth/index.js";
+import { readTokenSecret, renewingToken, signToken, type TokenClaims } from "../platform/auth/index.js";
+import { readConfig } from "../platform/config/index.js";
 import { clientTlsCredentials } from "../platform/grpc/index.js";
+import { maxTokenTtlSetting } from "../platform/runtime/index.js";
 import { repoRoot } from "./repo-root.js";
 
 /** DATA_DIR as `npm start` reads it. */
@@ -19,12 +22,23 @@ export const dataDir = (env: NodeJS.ProcessEnv = process.env): string => env.DAT
 /** The token key file the services use. */
 export const tokenKeyFile = (env: NodeJS.ProcessEnv = process.env): string => env.GRPC_AUTH_KEY_FILE || join(dataDir(env), "auth", "token-hs256.key");
 
+/** GRPC_AUTH_MAX_TOKEN_TTL as the services read it, in milliseconds; throws a ConfigError naming it when it is bad. */
+export const maxTokenTtlMs = (env: NodeJS.ProcessEnv = process.env): number => readConfig({ GRPC_AUTH_MAX_TOKEN_TTL: maxTokenTtlSetting }, env).GRPC_AUTH_MAX_TOKEN_TTL;
+
+/** How long the tools' own tokens live, unless tokens may not live that long. */
+const toolTokenTtlSeconds = 3600;
+
 /** Signs a token with the local key; throws naming the key file when it cannot be read. */
 export function localToken(claims: TokenClaims, ttlSeconds: number, env: NodeJS.ProcessEnv = process.env): Promise<string> {
   return signToken(readTokenSecret(tokenKeyFile(env)), claims, ttlSeconds);
 }
 
-/** Client options (`credentials`, `token`) for calling the local services as `claims`. */
+/**
+ * Client options (`credentials`, `token`) for calling the local services as
+ * `claims`: the token lives an hour, or GRPC_AUTH_MAX_TOKEN_TTL if that is
+ * shorter, and is renewed before it expires. A key that cannot be read, or
+ * a bad GRPC_AUTH_MAX_TOKEN_TTL, fails the call that needs the token.
+ */
 export function toolClientSecurity(claims: TokenClaims, env: NodeJS.ProcessEnv = process.env): { credentials?: ChannelCredentials; token?: () => Promise<string> } {
   const tls = (() => {
     if (env.GRPC_INSECURE === "1") return undefined;
@@ -37,9 +51,14 @@ export function toolClientSecurity(claims: TokenClaims, env: NodeJS.ProcessEnv =
     }
     return clientTlsCredentials({ caFile, ...own });
   })();
-  let token: Promise<string> | undefined;
+  let renewing: (() => Promise<string>) | undefined;
+  const token = async () => {
+    // Made at the first call, so a tool that sends no token reads neither the key nor the setting.
+    renewing ??= renewingToken((ttl) => localToken(claims, ttl, env), Math.min(toolTokenTtlSeconds, Math.floor(maxTokenTtlMs(env) / 1000)));
+    return renewing();
+  };
   return {
     ...(tls && { credentials: tls }),
-    ...(env.GRPC_AUTH !== "none" && { token: () => (token ??= localToken(claims, 3600, env)) }),
+    ...(env.GRPC_AUTH !== "none" && { token }),
   };
 }

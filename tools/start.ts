@@ -105,6 +105,10 @@ Environment (all optional):
                     require: the services refuse clients without a
                     certificate from the CA (DATA_DIR/tls/client.pem is one)
   GRPC_AUTH         none: the services check no bearer tokens (default jwt)
+  GRPC_AUTH_MAX_TOKEN_TTL
+                    the longest a bearer token may live: the services refuse
+                    one that lives longer (default 24h, at least 1m); set it
+                    for tools/token.ts too, which will not make such a token
 
 The local nats-server admits only the users of gen/ts/concord_nats.ts (see
 README "Security"): each service's nkey seed, the read-only observer's, and

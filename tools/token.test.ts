@@ -1,5 +1,13 @@
 import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { decodeJwt } from "jose";
 import { describe, expect, it } from "vitest";
+import { tempDirForSuite } from "../test/support/temp-dir.js";
+
+/** Runs the tool as a user would, with `env` over this process's environment. */
+const token = (args: string[], env: NodeJS.ProcessEnv) =>
+  spawnSync(process.execPath, ["--import", "tsx", "tools/token.ts", ...args], { encoding: "utf8", timeout: 30_000, env: { ...process.env, GRPC_AUTH_MAX_TOKEN_TTL: "", ...env } });
 
 describe("tools/token.ts", () => {
   it("refuses a role no access rule in the contracts names, before it reads any key", () => {
@@ -16,6 +24,36 @@ describe("tools/token.ts", () => {
       expect(run.stderr).toContain(`token: --ttl: a token's expiry is in whole seconds, so it lives at least 1s; got "${ttl}"`);
       expect(run.stderr).not.toContain("npm start");
       expect(run.stdout).toBe("");
+    }
+  });
+
+  it("refuses a --ttl longer than the services take (GRPC_AUTH_MAX_TOKEN_TTL, default 24h), before it reads any key", () => {
+    for (const [ttl, env, says] of [
+      ["3650d", {}, "token: --ttl 3650d: the services refuse a token that lives longer than 24h (GRPC_AUTH_MAX_TOKEN_TTL's default); ask for 24h or less, or raise GRPC_AUTH_MAX_TOKEN_TTL for the services and for this tool alike"],
+      ["3h", { GRPC_AUTH_MAX_TOKEN_TTL: "2h" }, "token: --ttl 3h: the services refuse a token that lives longer than 2h (GRPC_AUTH_MAX_TOKEN_TTL); ask for 2h or less"],
+      ["1h", { GRPC_AUTH_MAX_TOKEN_TTL: "30s" }, 'token: bad configuration:\n  GRPC_AUTH_MAX_TOKEN_TTL="30s" is invalid: expected at least 1m'],
+    ] as const) {
+      const run = token(["--role", "admin", "--ttl", ttl], { DATA_DIR: "/nonexistent", ...env });
+      expect(run.status, ttl).toBe(2);
+      expect(run.stderr).toContain(says);
+      expect(run.stderr).not.toContain("npm start");
+      expect(run.stdout).toBe("");
+    }
+  });
+
+  it("makes a token of up to the maximum, and by default one of an hour or the maximum if that is shorter", () => {
+    const keyFile = join(tempDirForSuite("concord-token-"), "token-hs256.key");
+    writeFileSync(keyFile, "ef".repeat(32), { mode: 0o600 });
+    for (const [args, env, lives] of [
+      [["--ttl", "24h"], {}, 86_400],
+      [[], {}, 3_600],
+      [[], { GRPC_AUTH_MAX_TOKEN_TTL: "30m" }, 1_800],
+    ] as const) {
+      const run = token(["--role", "admin", ...args], { GRPC_AUTH_KEY_FILE: keyFile, ...env });
+      expect(run.stderr).toBe("");
+      expect(run.status).toBe(0);
+      const { exp, iat } = decodeJwt(run.stdout.trim());
+      expect(exp! - iat!, args.join(" ") || JSON.stringify(env)).toBe(lives);
     }
   });
 });

@@ -9,7 +9,8 @@ import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { descriptorSet } from "../gen/ts/descriptor_set.js";
 import { duration } from "../platform/config/index.js";
 import { methodAccess } from "../platform/grpc/index.js";
-import { localToken, tokenKeyFile } from "./client-security.js";
+import { maxTokenTtlSetting } from "../platform/runtime/index.js";
+import { localToken, maxTokenTtlMs, tokenKeyFile } from "./client-security.js";
 
 /** Every role some method's concord.v1.access rule names, as the contracts say. */
 function rolesInContracts(): Set<string> {
@@ -35,7 +36,9 @@ concord.v1.access option in proto/ (see the README's Security section).
                     service); repeat for several roles
   --subject NAME    who the token speaks for; a customer's id for the
                     customer role (default: the role's name, e.g. "admin")
-  --ttl DURATION    how long it is valid, at least 1s: e.g. 15m, 1h, 7d (default 1h)`;
+  --ttl DURATION    how long it is valid, from 1s to GRPC_AUTH_MAX_TOKEN_TTL (the
+                    longest the services take, default 24h): e.g. 15m, 1h, 8h
+                    (default 1h, or GRPC_AUTH_MAX_TOKEN_TTL if that is shorter)`;
 
 async function main(): Promise<void> {
   let values;
@@ -60,9 +63,17 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
+  let maxMs: number;
+  try {
+    maxMs = maxTokenTtlMs();
+  } catch (err) {
+    console.error(`token: ${(err as Error).message}`);
+    process.exitCode = 2;
+    return;
+  }
   let ttlMs: number;
   try {
-    ttlMs = duration(values.ttl ?? "1h");
+    ttlMs = values.ttl === undefined ? Math.min(3_600_000, maxMs) : duration(values.ttl);
   } catch (err) {
     console.error(`token: --ttl: ${(err as Error).message}`);
     process.exitCode = 2;
@@ -70,6 +81,16 @@ async function main(): Promise<void> {
   }
   if (ttlMs < 1000) {
     console.error(`token: --ttl: a token's expiry is in whole seconds, so it lives at least 1s; got ${JSON.stringify(values.ttl)}`);
+    process.exitCode = 2;
+    return;
+  }
+  if (ttlMs > maxMs) {
+    const most = process.env.GRPC_AUTH_MAX_TOKEN_TTL || maxTokenTtlSetting.default;
+    const source = process.env.GRPC_AUTH_MAX_TOKEN_TTL ? "GRPC_AUTH_MAX_TOKEN_TTL" : "GRPC_AUTH_MAX_TOKEN_TTL's default";
+    console.error(
+      `token: --ttl ${values.ttl}: the services refuse a token that lives longer than ${most} (${source}); ` +
+        `ask for ${most} or less, or raise GRPC_AUTH_MAX_TOKEN_TTL for the services and for this tool alike`,
+    );
     process.exitCode = 2;
     return;
   }
