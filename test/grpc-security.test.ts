@@ -91,6 +91,16 @@ describe("gRPC security: TLS and bearer tokens checked against the contracts' ac
     expect((await products.client.getProduct({ id: p.id })).product!.stock).toBe(10);
   });
 
+  it("refuses a token that would live longer than a day (GRPC_AUTH_MAX_TOKEN_TTL's default) with UNAUTHENTICATED, saying what to ask for", async () => {
+    const p = await newProduct();
+    const key = readTokenSecret(join(dir.path, "auth", "token-hs256.key"));
+    const tenYears = await signToken(key, { subject: "ops", roles: ["admin"] }, 3650 * 86_400);
+    const err = await grpcError(productsAs(async () => tenYears).adjustStock({ id: p.id, delta: 5, reason: "x" }));
+    expect(err.code).toBe(Code.UNAUTHENTICATED);
+    expect(err.message).toBe("the bearer token expires in 3650d, later than tokens may live here; get one valid for at most 24h");
+    expect((await products.client.getProduct({ id: p.id })).product!.stock).toBe(10);
+  });
+
   it("refuses AdjustStock, CreateProduct and UpdateProduct to a customer with PERMISSION_DENIED and changes nothing; an admin may", async () => {
     const p = await newProduct(10);
     const asCustomer = productsAs(customer("c-1"));
@@ -219,9 +229,13 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
   let address: string;
   const issuer = generateKeyPairSync("ec", { namedCurve: "P-256" });
   const pemOf = (key: KeyObject) => key.export({ type: "spki", format: "pem" }) as string;
-  /** A token as an identity provider signs it, with its own ES256 key. */
-  const issued = (roles: string[], key = issuer.privateKey) => () =>
-    new SignJWT({ roles }).setProtectedHeader({ alg: "ES256", typ: "JWT", kid: "idp-1" }).setSubject("ops").setIssuer("concord").setAudience("concord").setExpirationTime("5m").sign(key);
+  /** A token as an identity provider signs it, with its own ES256 key, living `ttl` (and issued `iat` before now, when given). */
+  const issued =
+    (roles: string[], key = issuer.privateKey, ttl = "5m", iat?: string) =>
+    () => {
+      const jwt = new SignJWT({ roles }).setProtectedHeader({ alg: "ES256", typ: "JWT", kid: "idp-1" }).setSubject("ops").setIssuer("concord").setAudience("concord").setExpirationTime(ttl);
+      return (iat === undefined ? jwt : jwt.setIssuedAt(`-${iat}`)).sign(key);
+    };
   const env = (publicKeys: string) => ({
     PRODUCTS_LISTEN: address,
     PRODUCTS_DATABASE_URL: join(dir.path, "products.db"),
@@ -229,6 +243,7 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
     GRPC_AUTH: "jwt",
     GRPC_AUTH_KEY_FILE: ensureDevCredentials(dir.path, ["products"]).tokenKeyFile,
     GRPC_AUTH_PUBLIC_KEYS: publicKeys,
+    GRPC_AUTH_MAX_TOKEN_TTL: "1h",
     LOG_LEVEL: "warn",
   });
 
@@ -276,6 +291,28 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
     } finally {
       for (const c of [service, admin]) c.close();
     }
+  });
+
+  it("refuses the issuer's tokens that would live longer than GRPC_AUTH_MAX_TOKEN_TTL with UNAUTHENTICATED, with iat or without", async () => {
+    const as = (token: () => Promise<string>) => createClient(ProductServiceService, { address, methods: ProductServiceMethods, maxAttempts: 1, token });
+    const [longLived, issuedLongAgo, inTime] = [as(issued(["admin"], issuer.privateKey, "2h")), as(issued(["admin"], issuer.privateKey, "10m", "3d")), as(issued(["admin"], issuer.privateKey, "1h"))];
+    try {
+      const tooLong = await grpcError(longLived.listProducts({ pageSize: 1, pageToken: "" }));
+      expect(tooLong.code).toBe(Code.UNAUTHENTICATED);
+      expect(tooLong.message).toBe("the bearer token expires in 2h, later than tokens may live here; get one valid for at most 1h");
+      const tooOld = await grpcError(issuedLongAgo.listProducts({ pageSize: 1, pageToken: "" }));
+      expect(tooOld.code).toBe(Code.UNAUTHENTICATED);
+      expect(tooOld.message).toBe("the bearer token was issued to live 3d 10m, longer than tokens may live here; get one valid for at most 1h");
+      expect((await inTime.listProducts({ pageSize: 1, pageToken: "" })).products).toBeDefined();
+    } finally {
+      for (const c of [longLived, issuedLongAgo, inTime]) c.close();
+    }
+  });
+
+  it("will not start with a GRPC_AUTH_MAX_TOKEN_TTL under a minute: exit code 2, naming it", async () => {
+    const broken = startServiceProcess("products", { ...env(""), GRPC_AUTH_MAX_TOKEN_TTL: "30s", PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_DATABASE_URL: join(dir.path, "short.db") });
+    expect(await broken.exited).toBe(2);
+    expect(broken.lines().join("\n")).toContain('GRPC_AUTH_MAX_TOKEN_TTL="30s" is invalid: expected at least 1m');
   });
 
   it("will not start with a public keys file that holds no key, saying which", async () => {
