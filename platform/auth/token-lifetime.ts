@@ -54,9 +54,16 @@ export function renewingToken(sign: (ttlSeconds: number) => Promise<string>, ttl
   };
 }
 
-/** A span of whole seconds in days (from two on), hours, minutes and seconds, the parts that are not 0: 3650d, 24h, 1h 2m, 45s. */
+/**
+ * A span of seconds in days (from two on), hours, minutes and seconds, the
+ * parts that are not 0: 3650d, 24h, 1h 2m, 45s. From an hour on it is
+ * rounded up to the minute: a token checked a second after it was made
+ * expires in 2h, not in 1h 59m 59s, and one a little too long never reads
+ * as the maximum.
+ */
 function spanOf(seconds: number): string {
-  let rest = Math.max(0, Math.round(seconds));
+  const whole = Math.max(0, Math.ceil(seconds));
+  let rest = whole >= 3_600 ? Math.ceil(whole / 60) * 60 : whole;
   const parts: string[] = [];
   for (const [unit, size] of [["d", 86_400], ["h", 3_600], ["m", 60]] as const) {
     if (rest < (unit === "d" ? 2 * size : size)) continue;
