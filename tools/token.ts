@@ -63,9 +63,10 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  let maxMs: number;
+  // Whole seconds, as a token's times are, and as the services check them.
+  let maxSeconds: number;
   try {
-    maxMs = maxTokenTtlMs();
+    maxSeconds = Math.ceil(maxTokenTtlMs() / 1000);
   } catch (err) {
     console.error(`token: ${(err as Error).message}`);
     process.exitCode = 2;
@@ -73,7 +74,7 @@ async function main(): Promise<void> {
   }
   let ttlMs: number;
   try {
-    ttlMs = values.ttl === undefined ? Math.min(3_600_000, maxMs) : duration(values.ttl);
+    ttlMs = values.ttl === undefined ? Math.min(3_600, maxSeconds) * 1000 : duration(values.ttl);
   } catch (err) {
     console.error(`token: --ttl: ${(err as Error).message}`);
     process.exitCode = 2;
@@ -84,7 +85,7 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  if (ttlMs > maxMs) {
+  if (Math.ceil(ttlMs / 1000) > maxSeconds) {
     const most = process.env.GRPC_AUTH_MAX_TOKEN_TTL || maxTokenTtlSetting.default;
     const source = process.env.GRPC_AUTH_MAX_TOKEN_TTL ? "GRPC_AUTH_MAX_TOKEN_TTL" : "GRPC_AUTH_MAX_TOKEN_TTL's default";
     console.error(

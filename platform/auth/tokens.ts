@@ -126,7 +126,8 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
   if (!Number.isSafeInteger(maxTtlMs) || maxTtlMs < leastMaxTokenTtlMs) {
     throw new Error(`createTokenVerifier: invalid maxTtlMs: ${String(maxTtlMs)} (a whole number of at least ${leastMaxTokenTtlMs})`);
   }
-  const maxSeconds = Math.floor(maxTtlMs / 1000);
+  // Whole seconds, as a token gives its times: a maximum of 90500ms takes the token of 91s that `signToken` makes for it.
+  const maxSeconds = Math.ceil(maxTtlMs / 1000);
   const verified = new Map<string, { claims: TokenClaims; exp: number; iat: number | undefined }>();
   const issuerKeys = publicKeys.map((k, i) => ({ key: k, alg: algorithmOf(k, "the public keys", i + 1) }));
   const algorithms = [...(key ? [algorithm] : []), ...new Set(issuerKeys.map((k) => k.alg))];
