@@ -5,6 +5,7 @@ import { Registry } from "prom-client";
 import { MsgHdrsImpl, headers as natsHeaders } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { wireHeaders } from "./nats-internals.js";
 import { sampleStream, ThingHappened, thingHappenedType, type ThingHappened as Thing } from "../../test/support/sample-events.js";
 import { eventually } from "../../test/support/streams.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
@@ -346,6 +347,35 @@ describe("startConsumers", () => {
     expect(letter.header.get("concord-dlq-reason")).toMatch(/SomethingElse/);
     expect(letter.header.get("ce-id")).toBe("raw-huge");
     expect(letter.data.byteLength).toBe(0);
+    await t.settled();
+    await t.publish("after");
+    await eventually("the later event is handled", async () => (await t.effects("after")) === 1);
+  });
+
+  it("files an event whose headers nats.js cannot send again (a name with a space, a bare line feed) or that fill a message's 64 KiB of headers, and acks it", async () => {
+    const t = await setup("oddheaders");
+    // Header blocks as another client may send them: the server stores them, nats.js refuses to encode such a name or value.
+    const raw = (id: string, extra: string) => {
+      const block = `NATS/1.0\r\nce-specversion: 1.0\r\nce-id: ${id}\r\nce-type: concord.test.v1.SomethingElse\r\nce-source: test\r\n${extra}\r\n\r\n`;
+      return bus.js.publish(`test.oddheaders.thing.t-${id}.happened`, ThingHappened.encode({ thingId: `t-${id}`, note: id }).finish(), { headers: wireHeaders(Buffer.from(block, "latin1")) });
+    };
+    const filed = async (id: string) => {
+      await eventually(`${id} is dead-lettered`, async () => (await t.deadLetter())?.header.get("ce-id") === id);
+      return (await t.deadLetter())!;
+    };
+    await raw("spaced", "x trace: 1\r\nx-kept: yes");
+    const spaced = await filed("spaced");
+    expect(spaced.header.get("concord-dlq-reason")).toMatch(/SomethingElse/);
+    expect(spaced.header.get("x-kept")).toBe("yes");
+    expect(spaced.header.keys()).not.toContain("x trace");
+    await raw("linefeed", "x-note: one\ntwo");
+    expect((await filed("linefeed")).header.get("x-note")).toBe("");
+    await raw("latin", "x-caf\u00e9: 1");
+    await filed("latin");
+    // Just under the 64 KiB a stream takes in headers: the dead letter's own headers would take it over.
+    await raw("padded", `x-pad: ${"a".repeat(64_800)}`);
+    const padded = await filed("padded");
+    expect(padded.header.get("concord-dlq-reason")).toMatch(/SomethingElse/);
     await t.settled();
     await t.publish("after");
     await eventually("the later event is handled", async () => (await t.effects("after")) === 1);

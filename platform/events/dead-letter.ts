@@ -1,4 +1,4 @@
-import { ErrorCode, type JetStreamClient } from "nats";
+import { ErrorCode, type JetStreamClient, type NatsError } from "nats";
 import { eventHeaders } from "./cloud-events.js";
 import { isDatabaseRefusingWrites } from "../sql/index.js";
 import { BatchConflictError, SavepointNeededError, type Delivery, type DeliveryMiddleware } from "./delivery.js";
@@ -92,9 +92,10 @@ export async function fileDeadLetter(js: JetStreamClient, dlqStream: StreamSpec,
   const msgID = `${delivery.stream}.${delivery.streamSequence}.${delivery.consumer}`;
   const full = deadLetterHeadersFor(delivery, reason);
   const omitted = { [deadLetterHeaders.payloadOmitted]: String(delivery.data.byteLength) };
-  // An event near the server's max_payload does not fit with the headers added here: it is filed without its
-  // payload, then if need be with only its CloudEvents identity among its own headers, rather than come back
-  // forever and, at max_deliver, stay unacknowledged and unfiled.
+  // An event near the server's max_payload, or with nearly the 64 KiB of headers a stream takes, does not fit
+  // with the headers added here: it is filed without its payload, then if need be with only its CloudEvents
+  // identity among its own headers, rather than come back forever and, at max_deliver, stay unacknowledged
+  // and unfiled.
   const attempts: Array<[Uint8Array, Record<string, string>]> = [
     [delivery.data, full],
     [new Uint8Array(0), { ...full, ...omitted }],
@@ -105,10 +106,28 @@ export async function fileDeadLetter(js: JetStreamClient, dlqStream: StreamSpec,
       const ack = await js.publish(subject, data, { headers: toNatsHeaders(headers), msgID });
       return { subject, duplicate: ack.duplicate };
     } catch (err) {
-      if ((err as { code?: unknown }).code !== ErrorCode.MaxPayloadExceeded || i === attempts.length - 1) throw err;
+      if (!tooLarge(err) || i === attempts.length - 1) throw err;
     }
   }
   throw new Error("unreachable: the last attempt either returns or throws");
+}
+
+/** JetStream's refusals of a message for its size: its headers over 64 KiB (10097), over the stream's max_msg_size (10054). */
+const tooLargeApiErrors = new Set([10054, 10097]);
+
+/** Whether publishing failed for the message's size alone, which a smaller filing of it gets past. */
+function tooLarge(err: unknown): boolean {
+  return (err as { code?: unknown }).code === ErrorCode.MaxPayloadExceeded || tooLargeApiErrors.has((err as NatsError).api_error?.err_code ?? 0);
+}
+
+/**
+ * Whether nats.js can send a header again: a name of printable ASCII without
+ * a colon, a value without a line break. Another client's message may carry
+ * any other (a name with a space, a lone line feed), which the server
+ * stores as it came; nats.js refuses to encode it.
+ */
+function sendable(name: string, value: string): boolean {
+  return /^[!-9;-~]+$/.test(name) && !/[\r\n]/.test(value);
 }
 
 /** The CloudEvents headers that say which event it was. */
@@ -120,8 +139,9 @@ function identityOf(headers: Readonly<Record<string, string>>): Record<string, s
 
 function deadLetterHeadersFor(delivery: Delivery, reason: string): Record<string, string> {
   const headers: Record<string, string> = {};
-  // Nats-* headers steer JetStream (Nats-Msg-Id would collide with the dead letter's own id).
-  for (const [name, value] of Object.entries(delivery.headers)) if (!/^nats-/i.test(name)) headers[name] = value;
+  // Nats-* headers steer JetStream (Nats-Msg-Id would collide with the dead letter's own id). One nats.js cannot
+  // send is left out (the source stream keeps it), or no filing would ever go out.
+  for (const [name, value] of Object.entries(delivery.headers)) if (!/^nats-/i.test(name) && sendable(name, value)) headers[name] = value;
   headers[deadLetterHeaders.reason] = reason;
   headers[deadLetterHeaders.subject] = delivery.subject;
   headers[deadLetterHeaders.stream] = delivery.stream;
