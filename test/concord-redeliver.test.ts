@@ -6,6 +6,7 @@ import { allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, ensureStreams } from "../platform/events/index.js";
 import { abandonedRange, PastInboxError, redeliver } from "../tools/concord/redeliver.js";
 import { uuidv7 } from "../platform/ids/index.js";
+import { wireHeaders } from "../platform/events/nats-internals.js";
 import { type ConcordRun, runConcord } from "./support/concord.js";
 import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
@@ -121,6 +122,24 @@ describe("npx concord consumer redeliver", () => {
     expect((err as PastInboxError).count).toBe(3);
     expect(published).toEqual([]);
     expect((await (await operator.jetstreamManager()).streams.info("SHOP_PRODUCTS")).state.messages).toBe(before);
+  });
+
+  it("leaves out, saying why, an event whose headers nats.js cannot read (another client's header name with a space), and publishes the others", async () => {
+    const asProducts = await connectAs("products");
+    const operator = await connectAs("operator");
+    const jsm = await operator.jetstreamManager();
+    const oddId = uuidv7();
+    const goodId = uuidv7();
+    const block = (id: string, extra: string) => Buffer.from(`NATS/1.0\r\nce-id: ${id}\r\nce-type: shop.products.v1.StockReserved\r\nce-source: products\r\n${extra}\r\n\r\n`, "latin1");
+    const odd = await asProducts.jetstream().publish(`shop.products.v1.reservation.${oddId}.reserved`, new Uint8Array([1]), { headers: wireHeaders(block(oddId, "x trace: 1")) });
+    const good = await asProducts.jetstream().publish(`shop.products.v1.reservation.${goodId}.reserved`, new Uint8Array([2]), { headers: wireHeaders(block(goodId, "x-trace: 1")) });
+    const info = await jsm.consumers.info("SHOP_PRODUCTS", durable);
+    const published: number[] = [];
+    const skipped: Array<[number, string]> = [];
+    const count = await redeliver(operator, info, { from: odd.seq, to: good.seq }, { dryRun: false, each: (e) => published.push(e.seq), skipped: (seq, why) => skipped.push([seq, why]) });
+    expect(count).toBe(1);
+    expect(published).toEqual([good.seq]);
+    expect(skipped).toEqual([[odd.seq, expect.stringMatching(/^its headers cannot be read \(' ' is not a valid character/)]]);
   });
 
   it("tells a consumer that skipped other subjects' events, with nothing unacknowledged, from one the server gave up on, by the consumer's own sequences", () => {

@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AckPolicy, ConsumerEvents, DeliverPolicy, type JetStreamManager, type JsMsg, type NatsConnection, type NatsError, connect, nanos, nkeyAuthenticator, nuid, type OrderedConsumerOptions } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
-import { deadLetterStreamSpec, type EventDescriptor } from "../platform/events/index.js";
+import { deadLetterStreamSpec, type EventDescriptor, receivedHeaders } from "../platform/events/index.js";
 import { repoRoot } from "./repo-root.js";
 
 /**
@@ -107,8 +107,11 @@ export interface EventLine {
 
 /** A message read from a stream, as printed. */
 export function eventLine(stream: string, msg: JsMsg): EventLine {
-  const header = (name: string) => msg.headers?.get(name) || undefined;
-  const type = msg.headers?.get("ce-type") ?? "";
+  // Read from the block as it came: nats.js's own decoder (msg.headers) throws on a header it would not have sent
+  // (a name with a space, a lone line feed), which another client may have stored, and the tool would stop there.
+  const headers = receivedHeaders(msg);
+  const header = (name: string) => headers[name] || undefined;
+  const type = headers["ce-type"] ?? "";
   return { stream, seq: msg.seq, subject: msg.subject, type, id: header("ce-id"), source: header("ce-source"), time: header("ce-time"), dlqReason: header("concord-dlq-reason"), payload: decodedPayload(type, msg.data) };
 }
 

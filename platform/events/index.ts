@@ -29,6 +29,7 @@ export { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject } from "./de
 export { startConsumers, type RunningConsumers, type StartConsumersOptions } from "./consumer.js";
 export { ensureConsumers, ensureStreams, type EnsureStreamsOptions, type ProvisionedStreams, subjectProblem } from "./provision.js";
 export { connectEventBus, isNatsUnreachable, type EventBus, type EventBusOptions } from "./event-bus.js";
+export { receivedHeaders } from "./nats-internals.js";
 
 import { inboxMigrations } from "./inbox.js";
 import { outboxMigrations } from "./outbox.js";

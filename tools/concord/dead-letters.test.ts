@@ -4,7 +4,9 @@ import { deadLetterStreamSpec, ensureStreams } from "../../platform/events/index
 import { fileDeadLetter } from "../../platform/events/dead-letter.js";
 import type { Delivery } from "../../platform/events/delivery.js";
 import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
-import { getDeadLetter, replayDeadLetter } from "./dead-letters.js";
+import { wireHeaders } from "../../platform/events/nats-internals.js";
+import { eventLine } from "../event-watch.js";
+import { type DeadLetter, getDeadLetter, readDeadLetters, replayDeadLetter } from "./dead-letters.js";
 
 const stream = { name: "HUGE", subjects: ["huge.>"], storage: "file" as const, replicas: 1, maxAgeMs: 0, duplicateWindowMs: 120_000 };
 
@@ -89,5 +91,46 @@ describe("a dead letter filed without its payload", () => {
     expect(again.seq).toBeGreaterThan(seq);
     expect([...again.data]).toEqual([1, 2, 3]);
     expect(again.header.get("ce-source")).toBe("test");
+  });
+});
+
+describe("dead letters and events with a header nats.js would not send", () => {
+  let server: NatsServerHandle;
+  let nc: NatsConnection;
+  const odd = { name: "ODD", subjects: ["odd.>"], storage: "file" as const, replicas: 1, maxAgeMs: 0, duplicateWindowMs: 120_000 };
+  beforeAll(async () => {
+    server = await startNatsServer();
+    nc = await connect({ servers: server.url });
+    await ensureStreams(await nc.jetstreamManager(), [odd, deadLetterStreamSpec]);
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await server?.stop();
+  });
+
+  /** Publishes with a header block as another client may send it: the server stores it, nats.js's decoder throws on it. */
+  const publishRaw = (subject: string, lines: string, data: Uint8Array) =>
+    nc.jetstream().publish(subject, data, { headers: wireHeaders(Buffer.from(`NATS/1.0\r\n${lines}\r\n\r\n`, "latin1")) });
+
+  it("prints such an event and lists such a dead letter with what can be read; shows it and refuses to replay it, saying why", async () => {
+    const { seq } = await publishRaw("odd.e-1", "ce-id: e-1\r\nce-type: concord.test.v1.Odd\r\nce-source: test\r\nx trace: 1", new Uint8Array([1]));
+    const msg = await (await nc.jetstream().consumers.get(odd.name)).next();
+    expect(eventLine(odd.name, msg!)).toMatchObject({ seq, subject: "odd.e-1", type: "concord.test.v1.Odd", id: "e-1", source: "test" });
+
+    // The platform files it without the header it cannot send; a replay reads the event from its stream, and refuses it.
+    const delivery: Delivery = { consumer: "odd-worker", stream: odd.name, subject: "odd.e-1", streamSequence: seq, deliveryCount: 1, headers: { "ce-id": "e-1", "ce-type": "concord.test.v1.Odd", "ce-source": "test", "x trace": "1" }, data: new Uint8Array([1]), storedAt: new Date() };
+    await fileDeadLetter(nc.jetstream(), deadLetterStreamSpec, delivery, "the handler gave up");
+    // A dead letter filed by hand under a consumer's subject, as a service's user may.
+    await publishRaw("concord.dlq.ODD.odd-worker", "ce-id: e-2\r\nconcord-dlq-reason: forged\r\nx trace: 1", new Uint8Array([2]));
+    const listed: DeadLetter[] = [];
+    for await (const letter of readDeadLetters(nc)) listed.push(letter);
+    expect(listed.map((l) => [l.id, l.reason])).toEqual([
+      ["e-1", "the handler gave up"],
+      ["e-2", "forged"],
+    ]);
+    const [filed, forged] = listed;
+    expect((await getDeadLetter(nc, forged.seq)).reason).toMatch(/^\(the dead letter's headers cannot be read: ' ' is not a valid character/);
+    await expect(replayDeadLetter(nc, await getDeadLetter(nc, filed.seq))).rejects.toThrow(/names the event at sequence \d+ of stream ODD, whose headers cannot be read .*; it is not replayed/);
+    expect((await getDeadLetter(nc, filed.seq)).id).toBe("e-1");
   });
 });

@@ -3,7 +3,7 @@
  * letters decoded, replaying them to the subject they came from, purging.
  */
 import { DeliverPolicy, headers as natsHeaders, type JsMsg, type MsgHdrs, type NatsConnection, type StoredMsg } from "nats";
-import { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject } from "../../platform/events/index.js";
+import { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject, receivedHeaders } from "../../platform/events/index.js";
 import { decodedPayload, subjectMatches } from "../event-watch.js";
 
 /** One dead letter, decoded. */
@@ -90,8 +90,22 @@ export function deadLetterOf(seq: number, dlqSubject: string, filed: Date, get: 
 }
 
 function fromJsMsg(msg: JsMsg): DeadLetter {
-  const h = msg.headers;
-  return deadLetterOf(msg.seq, msg.subject, new Date(Math.floor(msg.info.timestampNanos / 1e6)), (name) => h?.get(name) || undefined, h ? h.keys() : [], msg.data);
+  // Read from the block as it came (see eventLine): one dead letter with a header nats.js would not send stopped the listing.
+  const h = receivedHeaders(msg);
+  return deadLetterOf(msg.seq, msg.subject, new Date(Math.floor(msg.info.timestampNanos / 1e6)), (name) => h[name] || undefined, Object.keys(h), msg.data);
+}
+
+/**
+ * A stored message's headers, or why nats.js cannot read them: its decoder
+ * throws on a header it would not have sent (a name with a space, a lone
+ * line feed), which another client may have stored.
+ */
+export function storedHeaders(stored: StoredMsg): MsgHdrs | { readonly unreadable: string } {
+  try {
+    return stored.header;
+  } catch (err) {
+    return { unreadable: (err as Error).message };
+  }
 }
 
 /**
@@ -124,8 +138,12 @@ export async function getDeadLetter(nc: NatsConnection, seq: number): Promise<De
   const stored = await jsm.streams.getMessage(deadLetterStreamSpec.name, { seq }).catch((err: unknown) => {
     throw new Error(`there is no dead letter ${seq} in ${deadLetterStreamSpec.name} (${(err as Error).message})`, { cause: err });
   });
-  const h = stored.header;
-  return deadLetterOf(stored.seq, stored.subject, stored.time, (name) => h?.get(name) || undefined, h ? h.keys() : [], stored.data);
+  const h = storedHeaders(stored);
+  if ("unreadable" in h) {
+    const letter = deadLetterOf(stored.seq, stored.subject, stored.time, () => undefined, [], stored.data);
+    return { ...letter, reason: `(the dead letter's headers cannot be read: ${h.unreadable})` };
+  }
+  return deadLetterOf(stored.seq, stored.subject, stored.time, (name) => h.get(name) || undefined, h.keys(), stored.data);
 }
 
 /**
@@ -188,8 +206,10 @@ export async function sourceEventOf(nc: NatsConnection, letter: DeadLetter): Pro
   } catch (err) {
     return why(`names the event at sequence ${letter.streamSequence} of stream ${letter.stream}, which no longer holds it (${(err as Error).message}), so nothing vouches for it`);
   }
+  const headers = storedHeaders(stored);
+  if ("unreadable" in headers) return why(`names the event at sequence ${letter.streamSequence} of stream ${letter.stream}, whose headers cannot be read (${headers.unreadable})`);
   const kept = letter.payloadOmittedBytes === undefined;
-  if (stored.subject !== letter.subject || stored.header?.get("ce-id") !== letter.id || (kept && !Buffer.from(stored.data).equals(Buffer.from(letter.data)))) {
+  if (stored.subject !== letter.subject || headers.get("ce-id") !== letter.id || (kept && !Buffer.from(stored.data).equals(Buffer.from(letter.data)))) {
     return why(`does not match the event at sequence ${letter.streamSequence} of stream ${letter.stream} (its subject, ce-id or payload differ)`);
   }
   return { data: stored.data, headers: republishedHeaders(stored) };

@@ -7,7 +7,7 @@
  */
 import { type ConsumerInfo, type JetStreamManager, type NatsConnection, type NatsError, type StoredMsg } from "nats";
 import { allStreams } from "../../gen/ts/concord_streams.js";
-import { republishedHeaders } from "./dead-letters.js";
+import { republishedHeaders, storedHeaders } from "./dead-letters.js";
 
 const consumerNotFound = 10014;
 const streamNotFound = 10059;
@@ -119,7 +119,12 @@ export async function redeliver(
   }
   let count = 0;
   for (const stored of events) {
-    const id = stored.header?.get("ce-id") ?? "";
+    const headers = storedHeaders(stored);
+    if ("unreadable" in headers) {
+      options.skipped(stored.seq, `its headers cannot be read (${headers.unreadable})`);
+      continue;
+    }
+    const id = headers.get("ce-id");
     if (!id) {
       options.skipped(stored.seq, "it has no ce-id, so a consumer could not tell it from a new event");
       continue;
@@ -129,7 +134,7 @@ export async function redeliver(
       duplicate = (await js.publish(stored.subject, stored.data, { headers: republishedHeaders(stored), msgID: redeliverMsgId(id, stored.seq) })).duplicate;
     }
     count++;
-    options.each({ seq: stored.seq, subject: stored.subject, type: stored.header.get("ce-type"), id, duplicate });
+    options.each({ seq: stored.seq, subject: stored.subject, type: headers.get("ce-type"), id, duplicate });
   }
   return count;
 }
