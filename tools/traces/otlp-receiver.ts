@@ -146,6 +146,18 @@ export async function startTraceReceiver(options: TraceReceiverOptions = {}): Pr
 }
 
 /**
+ * `text` with its control characters written as \u escapes, as JSON writes
+ * them, for a terminal: a span's name and status come from what the
+ * services were sent (a dead letter's reason names the subject an event
+ * came on, which its publisher chose), and an escape sequence printed raw
+ * would act on the operator's terminal.
+ */
+function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+/**
  * The traces that hold a span with an attribute value containing `text`
  * (an order id is in the subjects of its events), or whose id is `text`;
  * each as a tree, one line per span, children under their parent in start
@@ -161,10 +173,10 @@ export function formatTraces(spans: readonly ReceivedSpan[], text: string): stri
     const ids = new Set(own.map((s) => s.spanId));
     const t0 = BigInt(own[0].startNs);
     const ms = (ns: bigint) => (Number(ns) / 1e6).toFixed(1);
-    const lines = [`trace ${traceId} (${own.length} spans)`];
+    const lines = [`trace ${printable(traceId)} (${own.length} spans)`];
     const print = (span: ReceivedSpan, depth: number) => {
-      const failed = span.status.code === 2 ? `  ERROR${span.status.message ? ` ${span.status.message}` : ""}` : "";
-      lines.push(`${"  ".repeat(depth + 1)}${span.name}  [${span.service} ${span.kind}]  +${ms(BigInt(span.startNs) - t0)} ms  ${ms(BigInt(span.endNs) - BigInt(span.startNs))} ms${failed}`);
+      const failed = span.status.code === 2 ? `  ERROR${span.status.message ? ` ${printable(span.status.message)}` : ""}` : "";
+      lines.push(`${"  ".repeat(depth + 1)}${printable(span.name)}  [${printable(span.service)} ${printable(span.kind)}]  +${ms(BigInt(span.startNs) - t0)} ms  ${ms(BigInt(span.endNs) - BigInt(span.startNs))} ms${failed}`);
       for (const child of own.filter((s) => s.parentSpanId === span.spanId)) print(child, depth + 1);
     };
     for (const root of own.filter((s) => !ids.has(s.parentSpanId))) print(root, 0);

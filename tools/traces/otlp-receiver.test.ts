@@ -1,0 +1,38 @@
+import { describe, expect, it } from "vitest";
+import { formatTraces, type ReceivedSpan } from "./otlp-receiver.js";
+
+const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+const span = (spanId: string, parentSpanId: string, name: string, extra: Partial<ReceivedSpan> = {}): ReceivedSpan => ({
+  service: "orders",
+  traceId,
+  spanId,
+  parentSpanId,
+  name,
+  kind: "CONSUMER",
+  startNs: "1764650000000000000",
+  endNs: "1764650000002000000",
+  attributes: { "messaging.destination.name": "shop.products.v1.reservation.o-1.reserved" },
+  status: { code: 0 },
+  links: [],
+  ...extra,
+});
+
+describe("formatTraces", () => {
+  it("writes control characters in what it prints as \\u escapes: a failed span's status names the subject a publisher chose", () => {
+    const subject = "shop.products.v1.reservation.\u001b[2J\u001b]0;owned\u0007.reserved";
+    const out = formatTraces(
+      [
+        span("a".repeat(16), "", "process shop.products.v1.StockReserved", {
+          attributes: { "messaging.destination.name": subject },
+          status: { code: 2, message: `the shop.products.v1.StockReserved event came on ${subject}, but its fields make its subject another` },
+        }),
+        span("b".repeat(16), "a".repeat(16), "create \u009b31m", { service: "orders\r" }),
+      ],
+      "reservation",
+    );
+    // eslint-disable-next-line no-control-regex
+    expect(out).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+    expect(out).toContain("ERROR the shop.products.v1.StockReserved event came on shop.products.v1.reservation.\\u001b[2J\\u001b]0;owned\\u0007.reserved, but");
+    expect(out).toContain("create \\u009b31m  [orders\\u000d CONSUMER]");
+  });
+});
