@@ -134,3 +134,30 @@ describe("dead letters and events with a header nats.js would not send", () => {
     expect((await getDeadLetter(nc, filed.seq)).id).toBe("e-1");
   });
 });
+
+describe("readDeadLetters", () => {
+  let server: NatsServerHandle;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    server = await startNatsServer();
+    nc = await connect({ servers: server.url });
+    await ensureStreams(await nc.jetstreamManager(), [deadLetterStreamSpec]);
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await server?.stop();
+  });
+
+  it("ends when the dead letters after those read are deleted meanwhile (a replay or a purge run at the same time)", { timeout: 60_000 }, async () => {
+    // More than the ordered consumer pulls ahead, so some are still on the server when they go.
+    await Promise.all(Array.from({ length: 1_000 }, (_, i) => nc.jetstream().publish("concord.dlq.S.worker", new Uint8Array([1]), { msgID: `l-${i}` })));
+    const letters = readDeadLetters(nc)[Symbol.asyncIterator]();
+    expect((await letters.next()).done).toBe(false);
+    await (await nc.jetstreamManager()).streams.purge(deadLetterStreamSpec.name);
+    let read = 1;
+    const started = performance.now();
+    while (!(await letters.next()).done) read++;
+    expect(read).toBeLessThan(1_000);
+    expect(performance.now() - started).toBeLessThan(10_000);
+  });
+});

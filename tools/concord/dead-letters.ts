@@ -2,7 +2,7 @@
  * The dead letter stream as an operator sees it: listing and showing dead
  * letters decoded, replaying them to the subject they came from, purging.
  */
-import { DeliverPolicy, headers as natsHeaders, type JsMsg, type MsgHdrs, type NatsConnection, type StoredMsg } from "nats";
+import { DeliverPolicy, headers as natsHeaders, type JetStreamManager, type JsMsg, type MsgHdrs, type NatsConnection, type NatsError, type StoredMsg } from "nats";
 import { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject, receivedHeaders } from "../../platform/events/index.js";
 import { decodedPayload, subjectMatches } from "../event-watch.js";
 
@@ -108,9 +108,15 @@ export function storedHeaders(stored: StoredMsg): MsgHdrs | { readonly unreadabl
   }
 }
 
+/** How long a listing waits for the next dead letter before asking the stream whether one is still there. */
+const quietMs = 1_000;
+
 /**
  * Every dead letter stored now, oldest first, read through an ordered
- * consumer (nothing is changed). Rejects when the stream cannot be read.
+ * consumer (nothing is changed). Ends early when those not yet read are
+ * deleted meanwhile (a replay or a purge run at the same time), which the
+ * consumer would otherwise wait for for ever. Rejects when the stream
+ * cannot be read.
  */
 export async function* readDeadLetters(nc: NatsConnection): AsyncGenerator<DeadLetter> {
   const jsm = await nc.jetstreamManager();
@@ -121,14 +127,41 @@ export async function* readDeadLetters(nc: NatsConnection): AsyncGenerator<DeadL
   const lastSeq = info.state.last_seq;
   const consumer = await nc.jetstream().consumers.get(deadLetterStreamSpec.name, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 1 });
   const messages = await consumer.consume();
+  const iterator = messages[Symbol.asyncIterator]();
+  let read = 0;
+  let next = iterator.next();
   try {
-    for await (const msg of messages) {
-      if (msg.seq > lastSeq) break;
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      const quiet = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), quietMs)));
+      const got = await Promise.race([next, quiet]).finally(() => clearTimeout(timer));
+      if (got === undefined) {
+        if (!(await storedBetween(jsm, read + 1, lastSeq))) return;
+        continue;
+      }
+      if (got.done) return;
+      const msg = got.value;
+      next = iterator.next();
+      if (msg.seq > lastSeq) return;
+      read = msg.seq;
       yield fromJsMsg(msg);
-      if (msg.seq >= lastSeq || msg.info.pending === 0) break;
+      if (msg.seq >= lastSeq || msg.info.pending === 0) return;
     }
   } finally {
+    // The next message asked for ahead ends with the consumer; nothing awaits it any more.
+    next.catch(() => undefined);
     await messages.close().catch(() => undefined);
+  }
+}
+
+/** Whether the dead letter stream still holds a message from sequence `from` to `to`. */
+async function storedBetween(jsm: JetStreamManager, from: number, to: number): Promise<boolean> {
+  try {
+    return (await jsm.streams.getMessage(deadLetterStreamSpec.name, { seq: from, next_by_subj: ">" } as never)).seq <= to;
+  } catch (err) {
+    // 10037: no message at or after `from`.
+    if ((err as NatsError).api_error?.err_code === 10037) return false;
+    throw err;
   }
 }
 
