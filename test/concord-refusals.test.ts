@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { AckPolicy, connect, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -90,6 +91,18 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     const missing = await concord("traces", "show", "abc", "--file", `${dir.path}/none.jsonl`);
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain("none.jsonl does not exist");
+  });
+
+  it("shows the traces of a span file with a line cut short (its receiver killed while it appended), saying which line it skipped", async () => {
+    const span = (spanId: string) =>
+      JSON.stringify({ service: "orders", traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId, parentSpanId: "", name: `span ${spanId}`, kind: "SERVER", startNs: "1000000", endNs: "3000000", attributes: { "messaging.destination.name": "shop.orders.v1.order.o-1.placed" }, status: { code: 0 }, links: [] });
+    const file = `${dir.path}/torn.jsonl`;
+    // The next append goes on from where the cut one stopped.
+    writeFileSync(file, `${span("a".repeat(16))}\n${span("b".repeat(16)).slice(0, 40)}${span("c".repeat(16))}\n${span("d".repeat(16))}\n`);
+    const out = await concord("traces", "show", "o-1", "--file", file);
+    expect(out.status, out.stderr).toBe(0);
+    expect(out.stdout).toContain("trace 4bf92f3577b34da6a3ce929d0e0e4736 (2 spans)");
+    expect(out.stderr).toContain("torn.jsonl: 1 line(s) hold no whole span and were skipped (line 2)");
   });
 
   it("finds the NATS server `npm start` runs on NATS_PORT when NATS_URL is not set", async () => {

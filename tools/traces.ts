@@ -98,7 +98,9 @@ async function run(argv: string[], prog: string): Promise<number> {
     const text = args.shift();
     if (!text || args.length > 0) throw new UsageError("show takes one <text>");
     if (!existsSync(file)) throw new Error(`${file} does not exist; run \`${prog} serve\` while the services run`);
-    const spans = readFileSync(file, "utf8").split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as ReceivedSpan);
+    const { spans, skipped } = readSpans(file);
+    // A receiver killed while it appended leaves a line cut short, which the next append continues: the rest still shows.
+    if (skipped.length > 0) console.error(`${file}: ${skipped.length} line(s) hold no whole span and were skipped (line ${skipped.slice(0, 5).join(", ")}${skipped.length > 5 ? ", ..." : ""})`);
     const out = formatTraces(spans, text);
     if (out === "") {
       console.error(`no trace in ${file} has a span mentioning ${JSON.stringify(text)}`);
@@ -108,6 +110,25 @@ async function run(argv: string[], prog: string): Promise<number> {
     return 0;
   }
   throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+}
+
+/** The spans of a file `serve` appended to, one JSON object a line, and the numbers of the lines that hold none. */
+function readSpans(file: string): { spans: ReceivedSpan[]; skipped: number[] } {
+  const spans: ReceivedSpan[] = [];
+  const skipped: number[] = [];
+  readFileSync(file, "utf8")
+    .split("\n")
+    .forEach((line, i) => {
+      if (line.trim() === "") return;
+      try {
+        const span = JSON.parse(line) as ReceivedSpan | null;
+        if (typeof span?.traceId === "string" && typeof span.spanId === "string") return void spans.push(span);
+      } catch {
+        // Not JSON: counted as skipped below.
+      }
+      skipped.push(i + 1);
+    });
+  return { spans, skipped };
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
