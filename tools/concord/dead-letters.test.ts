@@ -148,6 +148,19 @@ describe("readDeadLetters", () => {
     await server?.stop();
   });
 
+  it("reads 100 dead letters near max_payload, pulling a few megabytes ahead rather than 100 letters the server would not send", { timeout: 60_000 }, async () => {
+    // 100 letters of 900 KB in flight at once are over the server's 64 MB for a client's pending output: it dropped
+    // the connection as a slow consumer, and the listing failed (TIMEOUT) or waited for ever.
+    const data = new Uint8Array(900_000).fill(1);
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.purge(deadLetterStreamSpec.name);
+    for (let i = 0; i < 100; i++) await nc.jetstream().publish("concord.dlq.S.worker", data, { msgID: `big-${i}` });
+    let read = 0;
+    for await (const letter of readDeadLetters(nc)) if (letter.data.byteLength === data.byteLength) read++;
+    expect(read).toBe(100);
+    await jsm.streams.purge(deadLetterStreamSpec.name);
+  });
+
   it("ends when the dead letters after those read are deleted meanwhile (a replay or a purge run at the same time)", { timeout: 60_000 }, async () => {
     // More than the ordered consumer pulls ahead, so some are still on the server when they go.
     await Promise.all(Array.from({ length: 1_000 }, (_, i) => nc.jetstream().publish("concord.dlq.S.worker", new Uint8Array([1]), { msgID: `l-${i}` })));

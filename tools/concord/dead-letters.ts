@@ -108,6 +108,11 @@ export function storedHeaders(stored: StoredMsg): MsgHdrs | { readonly unreadabl
   }
 }
 
+/** How many bytes of dead letters a listing asks for at a time: a few of the largest the server takes. */
+function pullAheadBytes(nc: NatsConnection): number {
+  return 4 * (nc.info?.max_payload ?? 1024 * 1024);
+}
+
 /** How long a listing waits for the next dead letter before asking the stream whether one is still there. */
 const quietMs = 1_000;
 
@@ -126,7 +131,9 @@ export async function* readDeadLetters(nc: NatsConnection): AsyncGenerator<DeadL
   if (info.state.messages === 0) return;
   const lastSeq = info.state.last_seq;
   const consumer = await nc.jetstream().consumers.get(deadLetterStreamSpec.name, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 1 });
-  const messages = await consumer.consume();
+  // Pulled ahead by bytes, not the default 100 messages: 100 dead letters near max_payload are 90 MB in flight,
+  // over the server's 64 MB of pending output for a client, and it drops the connection as a slow consumer.
+  const messages = await consumer.consume({ max_bytes: pullAheadBytes(nc) });
   const iterator = messages[Symbol.asyncIterator]();
   let read = 0;
   let next = iterator.next();
