@@ -10,7 +10,8 @@ import type { NatsConnection } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, defaultInboxRetentionMs, subjectProblem } from "../platform/events/index.js";
 import { connectNats, defaultNatsUrl, exitOnSignals, exitQuietlyOnClosedOutput, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
-import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters, replayDeadLetter, type SourceEvent, sourceEventOf } from "./concord/dead-letters.js";
+import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
+import { replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
 import { helps, usage } from "./concord/help.js";
 import { abandonedRange, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
 import { printStatus, serviceTargets } from "./concord/status.js";
@@ -126,56 +127,48 @@ async function dlqReplay(args: string[]): Promise<number> {
   }
   const dryRun = values["dry-run"] === true;
   return withOperator(values.nats as string | undefined, async (nc) => {
-    const chosen: DeadLetter[] = [];
-    if (seqs.length > 0) for (const seq of seqs) chosen.push(await getDeadLetter(nc, seq));
-    else for await (const letter of readDeadLetters(nc)) if (!filter || matchesFilter(letter, filter)) chosen.push(letter);
-    if (chosen.length === 0) {
-      if (await unknownConsumer(nc, filter, command)) return 1;
-      console.error("concord dlq replay: no dead letter matches; nothing replayed");
-      return 0;
-    }
-    // Every chosen dead letter must be replayable before any is: a run either replays them all or changes nothing.
-    const refusals: string[] = [];
-    const sources = new Map<DeadLetter, SourceEvent>();
-    for (const letter of chosen) {
-      const source = await sourceEventOf(nc, letter);
-      if ("refusal" in source) refusals.push(source.refusal);
-      else sources.set(letter, source);
-    }
-    if (refusals.length > 0) {
-      for (const r of refusals) console.error(`concord dlq replay: ${r}`);
-      console.error(`concord dlq replay: ${refusals.length} of ${chosen.length} dead letter(s) cannot be replayed; nothing replayed${dryRun ? " (--dry-run)" : ""}`);
-      return 1;
-    }
-    let done = 0;
     let lastProgress = performance.now();
-    const started = performance.now();
-    for (const letter of chosen) {
-      if (dryRun) {
-        console.log(JSON.stringify({ wouldReplay: letter.seq, to: letter.subject, type: letter.type, id: letter.id, consumer: letter.consumer, reason: letter.reason }));
-        continue;
-      }
-      if (perSecond !== undefined) {
-        const due = started + (done * 1000) / perSecond;
-        const wait = due - performance.now();
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      }
-      try {
-        await replayDeadLetter(nc, letter, sources.get(letter));
-      } catch (err) {
-        console.error(`concord dlq replay: replaying dead letter ${letter.seq} failed after ${done} of ${chosen.length}: ${(err as Error).message}`);
-        return 1;
-      }
-      done++;
-      console.log(JSON.stringify({ replayed: letter.seq, to: letter.subject, type: letter.type, id: letter.id }));
-      if (chosen.length > 1 && (performance.now() - lastProgress >= 1_000 || done === chosen.length)) {
+    const outcome = await replayChosenDeadLetters(nc, seqs.length > 0 ? { seqs } : { filter }, {
+      dryRun,
+      ...(perSecond !== undefined && { perSecond }),
+      refused: (refusal) => console.error(`concord dlq replay: ${refusal}`),
+      wouldReplay: (letter) => console.log(JSON.stringify({ wouldReplay: letter.seq, to: letter.subject, type: letter.type, id: letter.id, consumer: letter.consumer, reason: letter.reason })),
+      betweenPasses: async () => {
         lastProgress = performance.now();
-        console.error(`concord dlq replay: ${done} of ${chosen.length} replayed`);
-      }
+      },
+      replayed: (letter) => console.log(JSON.stringify({ replayed: letter.seq, to: letter.subject, type: letter.type, id: letter.id })),
+      skipped: (_letter, why) => console.error(`concord dlq replay: ${why}; skipped`),
+      progress: (done, skipped, chosen) => {
+        if (chosen > 1 && (performance.now() - lastProgress >= 1_000 || done + skipped === chosen)) {
+          lastProgress = performance.now();
+          console.error(`concord dlq replay: ${done} of ${chosen} replayed${skipped > 0 ? `, ${skipped} skipped` : ""}`);
+        }
+      },
+    });
+    switch (outcome.kind) {
+      case "none":
+        if (await unknownConsumer(nc, filter, command)) return 1;
+        console.error("concord dlq replay: no dead letter matches; nothing replayed");
+        return 0;
+      case "refused":
+        console.error(`concord dlq replay: ${outcome.refusals} of ${outcome.chosen} dead letter(s) cannot be replayed; nothing replayed${dryRun ? " (--dry-run)" : ""}`);
+        return 1;
+      case "checked":
+        console.error(`concord dlq replay: would replay ${outcome.chosen} dead letter(s); nothing changed (--dry-run)`);
+        return 0;
+      case "failed":
+        console.error(`concord dlq replay: replaying dead letter ${outcome.seq} failed after ${outcome.replayed} of ${outcome.chosen}${skippedNote(outcome.skipped)}: ${outcome.error.message}`);
+        return 1;
+      case "replayed":
+        console.error(`concord dlq replay: replayed ${outcome.replayed} dead letter(s) and deleted them from the dead letter stream${skippedNote(outcome.skipped)}`);
+        return 0;
     }
-    console.error(dryRun ? `concord dlq replay: would replay ${chosen.length} dead letter(s); nothing changed (--dry-run)` : `concord dlq replay: replayed ${done} dead letter(s) and deleted them from the dead letter stream`);
-    return 0;
   });
+}
+
+/** How a replay's last line counts the dead letters gone before their turn. */
+function skippedNote(skipped: number): string {
+  return skipped > 0 ? ` (${skipped} skipped: gone from the dead letter stream since they were checked)` : "";
 }
 
 async function consumerRedeliver(args: string[]): Promise<number> {

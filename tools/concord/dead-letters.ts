@@ -108,6 +108,9 @@ export function storedHeaders(stored: StoredMsg): MsgHdrs | { readonly unreadabl
   }
 }
 
+/** JetStream's answer when a stream holds no message at (or after) the sequence asked for. */
+const noMessageFound = 10037;
+
 /** How many bytes of dead letters a listing asks for at a time: a few of the largest the server takes. */
 function pullAheadBytes(nc: NatsConnection): number {
   return 4 * (nc.info?.max_payload ?? 1024 * 1024);
@@ -166,8 +169,7 @@ async function storedBetween(jsm: JetStreamManager, from: number, to: number): P
   try {
     return (await jsm.streams.getMessage(deadLetterStreamSpec.name, { seq: from, next_by_subj: ">" } as never)).seq <= to;
   } catch (err) {
-    // 10037: no message at or after `from`.
-    if ((err as NatsError).api_error?.err_code === 10037) return false;
+    if ((err as NatsError).api_error?.err_code === noMessageFound) return false;
     throw err;
   }
 }
@@ -178,6 +180,40 @@ export async function getDeadLetter(nc: NatsConnection, seq: number): Promise<De
   const stored = await jsm.streams.getMessage(deadLetterStreamSpec.name, { seq }).catch((err: unknown) => {
     throw new Error(`there is no dead letter ${seq} in ${deadLetterStreamSpec.name} (${(err as Error).message})`, { cause: err });
   });
+  return deadLetterOfStored(stored);
+}
+
+/**
+ * One dead letter by its sequence, or undefined when the stream no longer
+ * holds it (replayed or purged). Rejects when the stream cannot be read.
+ */
+export async function findDeadLetter(nc: NatsConnection, seq: number): Promise<DeadLetter | undefined> {
+  const jsm = await nc.jetstreamManager();
+  try {
+    return deadLetterOfStored(await jsm.streams.getMessage(deadLetterStreamSpec.name, { seq }));
+  } catch (err) {
+    if ((err as NatsError).api_error?.err_code === noMessageFound) return undefined;
+    throw new Error(`reading dead letter ${seq} of ${deadLetterStreamSpec.name} failed: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * The first dead letter at or after sequence `seq` and up to `last`, or
+ * undefined when there is none: read on its own, nothing pulled ahead.
+ * Rejects when the stream cannot be read.
+ */
+export async function nextDeadLetter(nc: NatsConnection, seq: number, last: number): Promise<DeadLetter | undefined> {
+  const jsm = await nc.jetstreamManager();
+  try {
+    const stored = await jsm.streams.getMessage(deadLetterStreamSpec.name, { seq, next_by_subj: ">" } as never);
+    return stored.seq <= last ? deadLetterOfStored(stored) : undefined;
+  } catch (err) {
+    if ((err as NatsError).api_error?.err_code === noMessageFound) return undefined;
+    throw new Error(`reading the dead letters of ${deadLetterStreamSpec.name} from ${seq} failed: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function deadLetterOfStored(stored: StoredMsg): DeadLetter {
   const h = storedHeaders(stored);
   if ("unreadable" in h) {
     const letter = deadLetterOf(stored.seq, stored.subject, stored.time, () => undefined, [], stored.data);
@@ -258,16 +294,22 @@ export async function sourceEventOf(nc: NatsConnection, letter: DeadLetter): Pro
 /**
  * Publishes a dead letter's event again to its original subject, as its
  * source stream holds it (see sourceEventOf), then deletes it from the dead
- * letter stream. Rejects (the dead letter kept) when the source stream does
- * not vouch for it or JetStream does not take the event. `source`, when
- * given, is what sourceEventOf found for it already.
+ * letter stream (one deleted meanwhile by another replay or a purge is no
+ * error: it is gone, and a second replay of it is stored once). Rejects
+ * (the dead letter kept) when the source stream does not vouch for it or
+ * JetStream does not take the event. `source`, when given, is what
+ * sourceEventOf found for it already.
  */
 export async function replayDeadLetter(nc: NatsConnection, letter: DeadLetter, source?: SourceEvent): Promise<void> {
   const found = source ?? (await sourceEventOf(nc, letter));
   if ("refusal" in found) throw new Error(found.refusal);
   await nc.jetstream().publish(letter.subject, found.data, { headers: found.headers, msgID: replayMsgId(letter) });
   const jsm = await nc.jetstreamManager();
-  await jsm.streams.deleteMessage(deadLetterStreamSpec.name, letter.seq, false);
+  await jsm.streams.deleteMessage(deadLetterStreamSpec.name, letter.seq, false).catch((err: unknown) => {
+    // 10057 is any failed delete; its description says whether the message was there.
+    const api = (err as NatsError).api_error;
+    if (!(api?.err_code === 10057 && api.description === "no message found")) throw err;
+  });
 }
 
 /** Deletes every dead letter; resolves with how many there were. */

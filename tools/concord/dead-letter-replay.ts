@@ -1,0 +1,142 @@
+/**
+ * A replay of many dead letters, in two passes so that it holds one dead
+ * letter at a time, however many it replays: the first checks every chosen
+ * dead letter against its source stream and keeps a few fields of each;
+ * the second reads each again, checks it again and replays it.
+ */
+import type { NatsConnection } from "nats";
+import { deadLetterStreamSpec } from "../../platform/events/index.js";
+import { type DeadLetter, type DeadLetterFilter, findDeadLetter, getDeadLetter, matchesFilter, nextDeadLetter, replayDeadLetter, sourceEventOf } from "./dead-letters.js";
+
+/** What a replay keeps of a chosen dead letter between its passes: what finds it again and what is printed, never its payload or headers. */
+export interface ChosenDeadLetter {
+  readonly seq: number;
+  readonly subject: string;
+  readonly type: string;
+  readonly id: string;
+  readonly consumer: string;
+  readonly reason: string;
+}
+
+/** The dead letters a replay acts on: these sequences, or every one that passes the filter (every one without a filter). */
+export type ReplayChoice = { readonly seqs: readonly number[] } | { readonly filter?: DeadLetterFilter };
+
+/** How a replay goes, and what it says as it goes. */
+export interface ReplayOptions {
+  /** Check and say what would be replayed; publish and delete nothing. */
+  readonly dryRun?: boolean;
+  /** At most this many replays a second. Default: as fast as JetStream takes them. */
+  readonly perSecond?: number;
+  /** A dead letter the first pass refuses, with why. */
+  readonly refused?: (refusal: string) => void;
+  /** A dead letter a dry run would replay. */
+  readonly wouldReplay?: (letter: ChosenDeadLetter) => void;
+  /** A dead letter replayed and deleted. */
+  readonly replayed?: (letter: ChosenDeadLetter) => void;
+  /** A dead letter checked in the first pass and gone in the second (another replay or a purge took it), with why. */
+  readonly skipped?: (letter: ChosenDeadLetter, why: string) => void;
+  /** After each dead letter of the second pass: how many were replayed and skipped so far, of how many chosen. */
+  readonly progress?: (replayed: number, skipped: number, chosen: number) => void;
+  /** Runs once every chosen dead letter has been checked, before the second pass. */
+  readonly betweenPasses?: () => Promise<void>;
+}
+
+/** How a replay ended. */
+export type ReplayOutcome =
+  | { readonly kind: "none" }
+  | { readonly kind: "refused"; readonly refusals: number; readonly chosen: number }
+  | { readonly kind: "checked"; readonly chosen: number }
+  | { readonly kind: "replayed"; readonly chosen: number; readonly replayed: number; readonly skipped: number }
+  | { readonly kind: "failed"; readonly chosen: number; readonly replayed: number; readonly skipped: number; readonly seq: number; readonly error: Error };
+
+/**
+ * Replays the chosen dead letters, or none: the first pass reads them one
+ * at a time and checks each against its source stream (sourceEventOf), and
+ * a refusal ends the run before anything is replayed ("refused"); a dry run
+ * ends there ("checked"). The second pass reads each again by its sequence:
+ * one gone meanwhile is skipped, saying so; one that no longer passes the
+ * check (its source stream changed), or whose event JetStream does not
+ * take, stops the run there ("failed", with how many were replayed). Rejects
+ * when a dead letter named by sequence does not exist, or a stream cannot
+ * be read.
+ */
+export async function replayChosenDeadLetters(nc: NatsConnection, choice: ReplayChoice, options: ReplayOptions = {}): Promise<ReplayOutcome> {
+  const chosen: ChosenDeadLetter[] = [];
+  let refusals = 0;
+  for await (const letter of chosenDeadLetters(nc, choice)) {
+    const source = await sourceEventOf(nc, letter);
+    if ("refusal" in source) {
+      refusals++;
+      options.refused?.(source.refusal);
+    } else chosen.push(summaryOf(letter));
+  }
+  const count = chosen.length + refusals;
+  if (count === 0) return { kind: "none" };
+  if (refusals > 0) return { kind: "refused", refusals, chosen: count };
+  if (options.dryRun) {
+    for (const letter of chosen) options.wouldReplay?.(letter);
+    return { kind: "checked", chosen: count };
+  }
+  await options.betweenPasses?.();
+  let replayed = 0;
+  let skipped = 0;
+  const started = performance.now();
+  for (const summary of chosen) {
+    if (options.perSecond !== undefined) {
+      const wait = started + (replayed * 1000) / options.perSecond - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    }
+    const letter = await findDeadLetter(nc, summary.seq);
+    const gone = whyGone(summary, letter);
+    if (gone !== undefined) {
+      skipped++;
+      options.skipped?.(summary, gone);
+      options.progress?.(replayed, skipped, count);
+      continue;
+    }
+    try {
+      await replayDeadLetter(nc, letter!);
+    } catch (err) {
+      return { kind: "failed", chosen: count, replayed, skipped, seq: summary.seq, error: err as Error };
+    }
+    replayed++;
+    options.replayed?.(summary);
+    options.progress?.(replayed, skipped, count);
+  }
+  return { kind: "replayed", chosen: count, replayed, skipped };
+}
+
+/**
+ * The chosen dead letters, read one at a time by sequence. Not through an
+ * ordered consumer (readDeadLetters): it asks for more as letters arrive,
+ * not as they are read, and a first pass that checks each is slower than
+ * the server sends them, so they would pile up here.
+ */
+async function* chosenDeadLetters(nc: NatsConnection, choice: ReplayChoice): AsyncGenerator<DeadLetter> {
+  if ("seqs" in choice) {
+    for (const seq of choice.seqs) yield await getDeadLetter(nc, seq);
+    return;
+  }
+  const jsm = await nc.jetstreamManager();
+  const info = await jsm.streams.info(deadLetterStreamSpec.name).catch((err: unknown) => {
+    throw new Error(`the dead letter stream ${deadLetterStreamSpec.name} cannot be read (have the services started?): ${(err as Error).message}`, { cause: err });
+  });
+  const last = info.state.last_seq;
+  for (let letter = await nextDeadLetter(nc, 1, last); letter; letter = await nextDeadLetter(nc, letter.seq + 1, last)) {
+    if (!choice.filter || matchesFilter(letter, choice.filter)) yield letter;
+  }
+}
+
+function summaryOf(letter: DeadLetter): ChosenDeadLetter {
+  return { seq: letter.seq, subject: letter.subject, type: letter.type, id: letter.id, consumer: letter.consumer, reason: letter.reason };
+}
+
+/** Why the dead letter read again in the second pass is not the one the first pass checked; undefined when it is. */
+function whyGone(checked: ChosenDeadLetter, now: DeadLetter | undefined): string | undefined {
+  if (now === undefined) return `dead letter ${checked.seq} is gone since it was checked (replayed or purged meanwhile)`;
+  // A sequence is never used twice by one stream; a dead letter stream deleted and made anew starts again from 1.
+  if (now.id !== checked.id || now.subject !== checked.subject || now.consumer !== checked.consumer) {
+    return `dead letter ${checked.seq} is no longer the one checked (the dead letter stream was made anew meanwhile)`;
+  }
+  return undefined;
+}
