@@ -159,3 +159,42 @@ describe("npx concord consumer redeliver", () => {
     expect(backwards.stderr).toContain("--from 5 is after --to 2");
   });
 });
+
+describe("redeliver", () => {
+  let nats: NatsServerHandle;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    nats = await startNatsServer();
+    nc = await connect({ servers: nats.url });
+    await ensureStreams(await nc.jetstreamManager(), allStreams);
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await nats?.stop();
+  });
+
+  it("reads each event again when its turn comes: one gone from the stream meanwhile is left out, saying so, and the others published", async () => {
+    const jsm = await nc.jetstreamManager();
+    const info = await jsm.consumers.add("SHOP_PRODUCTS", { durable_name: "late-reader", filter_subject: "shop.products.v1.reservation.*.reserved", ack_policy: AckPolicy.Explicit });
+    const seqs: number[] = [];
+    for (const n of [1, 2, 3]) {
+      const h = natsHeaders();
+      h.set("ce-id", uuidv7());
+      h.set("ce-type", "shop.products.v1.StockReserved");
+      seqs.push((await nc.jetstream().publish(`shop.products.v1.reservation.order-${n}.reserved`, new Uint8Array([n]), { headers: h })).seq);
+    }
+    const published: number[] = [];
+    const skipped: Array<[number, string]> = [];
+    const count = await redeliver(nc, info, { from: seqs[0], to: seqs[2] }, {
+      dryRun: false,
+      each: (e) => published.push(e.seq),
+      skipped: (seq, why) => skipped.push([seq, why]),
+      betweenPasses: async () => {
+        await jsm.streams.deleteMessage("SHOP_PRODUCTS", seqs[1]);
+      },
+    });
+    expect(count).toBe(2);
+    expect(published).toEqual([seqs[0], seqs[2]]);
+    expect(skipped).toEqual([[seqs[1], "it is gone from the stream since the range was read"]]);
+  });
+});

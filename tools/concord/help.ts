@@ -110,7 +110,10 @@ subject from its stream in that range, with its own headers and payload, to
 the subject it was published to. The consumer is left as it is. Every
 consumer of that subject receives the events again; each keeps its ce-id, so
 a consumer whose inbox has it (handled within the inbox's retention, 7 days by
-default) drops it. Runs as the operator, with the services running.
+default) drops it. Runs as the operator, with the services running. Holds one
+event at a time: it finds the range's events and checks their age first, then
+reads each again to publish it; one gone from the stream meanwhile is left out,
+saying so.
   DURABLE             the consumer, as the warning names it (orders-stock-reserved)
   --from SEQ --to SEQ the stream sequences, both included, from the warning;
                       without them, those after the consumer's acknowledgement

@@ -90,35 +90,56 @@ export class PastInboxError extends Error {
  * has the id drops it. Rejects with PastInboxError, publishing nothing, when
  * an event was stored before `notBefore` (an inbox forgets the ids it
  * handled after its retention). With `dryRun`, publishes nothing. Calls
- * `each` per event; events without a ce-id are left out (`skipped`).
- * Rejects when JetStream does not take one, after those before it.
+ * `each` per event; events without a ce-id, and those gone from the stream
+ * between the passes, are left out (`skipped`). Rejects when JetStream does
+ * not take one, after those before it.
+ *
+ * Two passes, holding one event at a time however many the range holds:
+ * the first finds the events' sequences and checks their age, the second
+ * reads each again by its sequence and publishes it; `betweenPasses` runs
+ * between them.
  */
 export async function redeliver(
   nc: NatsConnection,
   consumer: ConsumerInfo,
   range: SequenceRange,
-  options: { readonly dryRun: boolean; readonly notBefore?: Date; readonly each: (event: Redelivered) => void; readonly skipped: (seq: number, why: string) => void },
+  options: {
+    readonly dryRun: boolean;
+    readonly notBefore?: Date;
+    readonly each: (event: Redelivered) => void;
+    readonly skipped: (seq: number, why: string) => void;
+    readonly betweenPasses?: () => Promise<void>;
+  },
 ): Promise<number> {
   const jsm = await nc.jetstreamManager();
   const js = nc.jetstream();
   const stream = consumer.stream_name;
   const filters = consumer.config.filter_subjects?.length ? consumer.config.filter_subjects : [consumer.config.filter_subject || ">"];
-  const events: StoredMsg[] = [];
+  const seqs: number[] = [];
+  let old = 0;
+  let oldest: Date | undefined;
   for (const filter of filters) {
     for (let seq = range.from; seq <= range.to; ) {
       const stored = await nextStored(jsm, stream, seq, filter);
       if (!stored || stored.seq > range.to) break;
       seq = stored.seq + 1;
-      events.push(stored);
+      seqs.push(stored.seq);
+      if (options.notBefore && stored.time.getTime() < options.notBefore.getTime()) {
+        old++;
+        if (!oldest || stored.time < oldest) oldest = stored.time;
+      }
     }
   }
-  events.sort((a, b) => a.seq - b.seq);
-  if (options.notBefore) {
-    const old = events.filter((e) => e.time.getTime() < options.notBefore!.getTime());
-    if (old.length > 0) throw new PastInboxError(old.length, old[0].time);
-  }
+  if (oldest) throw new PastInboxError(old, oldest);
+  seqs.sort((a, b) => a - b);
+  await options.betweenPasses?.();
   let count = 0;
-  for (const stored of events) {
+  for (const seq of seqs) {
+    const stored = await storedAt(jsm, stream, seq);
+    if (!stored) {
+      options.skipped(seq, "it is gone from the stream since the range was read");
+      continue;
+    }
     const headers = storedHeaders(stored);
     if ("unreadable" in headers) {
       options.skipped(stored.seq, `its headers cannot be read (${headers.unreadable})`);
@@ -137,6 +158,16 @@ export async function redeliver(
     options.each({ seq: stored.seq, subject: stored.subject, type: headers.get("ce-type"), id, duplicate });
   }
   return count;
+}
+
+/** The message at `seq`, or undefined when the stream no longer holds it. */
+async function storedAt(jsm: JetStreamManager, stream: string, seq: number): Promise<StoredMsg | undefined> {
+  try {
+    return await jsm.streams.getMessage(stream, { seq });
+  } catch (err) {
+    if ((err as NatsError).api_error?.err_code === noMessageFound) return undefined;
+    throw new Error(`reading stream ${stream} at sequence ${seq} failed: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /** The first message at or after `seq` on `subject`, or undefined when the stream holds none. */
