@@ -37,6 +37,7 @@ describe("callers that read none of their answers, against the order service", (
     const body = ListOrdersRequest.encode({ customerId: "c-unread", pageSize: 500, pageToken: "" }).finish();
     const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, body.length]), body]);
     const ended: string[] = [];
+    const refused = () => ended.filter((e) => e === "status 8").length;
     let peak = 0;
     const before = process.memoryUsage();
     const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().arrayBuffers)), 20);
@@ -57,12 +58,16 @@ describe("callers that read none of their answers, against the order service", (
         }
       }
       // Each connection has its first calls' answers run, about 8 MiB, then is seen to take none: the rest are refused.
-      await expect.poll(() => ended.length).toBeGreaterThanOrEqual(400 - 4 * 9);
-      expect(new Set(ended)).toEqual(new Set(["status 8"]));
+      await expect.poll(refused, { timeout: 10_000 }).toBeGreaterThanOrEqual(400 - 4 * 9);
+      // Of the calls that ran, some may be cancelled meanwhile (RST_STREAM CANCEL): four connections of about 8 MiB
+      // each are at the server's 32 MiB for stalled connections, and on a busy machine a call that waited its two
+      // seconds runs anyway and takes them past it. Nothing ends any other way.
+      expect(new Set(ended.filter((e) => e !== "status 8"))).toEqual(new Set(ended.length > refused() ? ["reset 8"] : []));
+      expect(ended.length - refused()).toBeLessThanOrEqual(4 * 9);
     } finally {
       clearInterval(sampler);
     }
     const mib = (bytes: number) => (bytes / 1048576).toFixed(1);
-    console.log(`${400 - ended.length} calls ran; ${ended.length} refused before they ran; buffers ${mib(before.arrayBuffers)} MiB before, at most ${mib(peak)} MiB during`);
+    console.log(`${400 - refused()} calls ran (${ended.length - refused()} of them cancelled since); ${refused()} refused before they ran; buffers ${mib(before.arrayBuffers)} MiB before, at most ${mib(peak)} MiB during`);
   });
 });
