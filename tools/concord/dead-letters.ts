@@ -166,11 +166,20 @@ export async function* readDeadLetters(nc: NatsConnection): AsyncGenerator<DeadL
 
 /** Whether the dead letter stream still holds a message from sequence `from` to `to`. */
 async function storedBetween(jsm: JetStreamManager, from: number, to: number): Promise<boolean> {
+  return ((await storedMessage(jsm, deadLetterStreamSpec.name, from, ">"))?.seq ?? Number.POSITIVE_INFINITY) <= to;
+}
+
+/**
+ * The message of `stream` at sequence `seq`, or with `subject` the first at
+ * or after it on that subject; undefined when the stream holds none. Rejects,
+ * naming the stream and sequence, when the stream cannot be read.
+ */
+export async function storedMessage(jsm: JetStreamManager, stream: string, seq: number, subject?: string): Promise<StoredMsg | undefined> {
   try {
-    return (await jsm.streams.getMessage(deadLetterStreamSpec.name, { seq: from, next_by_subj: ">" } as never)).seq <= to;
+    return await jsm.streams.getMessage(stream, subject === undefined ? { seq } : ({ seq, next_by_subj: subject } as never));
   } catch (err) {
-    if ((err as NatsError).api_error?.err_code === noMessageFound) return false;
-    throw err;
+    if ((err as NatsError).api_error?.err_code === noMessageFound) return undefined;
+    throw new Error(`reading stream ${stream} at sequence ${seq} failed: ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -188,13 +197,8 @@ export async function getDeadLetter(nc: NatsConnection, seq: number): Promise<De
  * holds it (replayed or purged). Rejects when the stream cannot be read.
  */
 export async function findDeadLetter(nc: NatsConnection, seq: number): Promise<DeadLetter | undefined> {
-  const jsm = await nc.jetstreamManager();
-  try {
-    return deadLetterOfStored(await jsm.streams.getMessage(deadLetterStreamSpec.name, { seq }));
-  } catch (err) {
-    if ((err as NatsError).api_error?.err_code === noMessageFound) return undefined;
-    throw new Error(`reading dead letter ${seq} of ${deadLetterStreamSpec.name} failed: ${(err as Error).message}`, { cause: err });
-  }
+  const stored = await storedMessage(await nc.jetstreamManager(), deadLetterStreamSpec.name, seq);
+  return stored && deadLetterOfStored(stored);
 }
 
 /**
@@ -203,14 +207,8 @@ export async function findDeadLetter(nc: NatsConnection, seq: number): Promise<D
  * Rejects when the stream cannot be read.
  */
 export async function nextDeadLetter(nc: NatsConnection, seq: number, last: number): Promise<DeadLetter | undefined> {
-  const jsm = await nc.jetstreamManager();
-  try {
-    const stored = await jsm.streams.getMessage(deadLetterStreamSpec.name, { seq, next_by_subj: ">" } as never);
-    return stored.seq <= last ? deadLetterOfStored(stored) : undefined;
-  } catch (err) {
-    if ((err as NatsError).api_error?.err_code === noMessageFound) return undefined;
-    throw new Error(`reading the dead letters of ${deadLetterStreamSpec.name} from ${seq} failed: ${(err as Error).message}`, { cause: err });
-  }
+  const stored = await storedMessage(await nc.jetstreamManager(), deadLetterStreamSpec.name, seq, ">");
+  return stored && stored.seq <= last ? deadLetterOfStored(stored) : undefined;
 }
 
 function deadLetterOfStored(stored: StoredMsg): DeadLetter {

@@ -5,13 +5,12 @@
  * publishes a dead letter, with its own headers and payload. The consumer
  * itself is left alone: the operator may not touch a service's consumer.
  */
-import { type ConsumerInfo, type JetStreamManager, type NatsConnection, type NatsError, type StoredMsg } from "nats";
+import { type ConsumerInfo, type JetStreamManager, type NatsConnection, type NatsError } from "nats";
 import { allStreams } from "../../gen/ts/concord_streams.js";
-import { republishedHeaders, storedHeaders } from "./dead-letters.js";
+import { republishedHeaders, storedHeaders, storedMessage } from "./dead-letters.js";
 
 const consumerNotFound = 10014;
 const streamNotFound = 10059;
-const noMessageFound = 10037;
 
 /** The durable consumer `durable` on whichever of the contracts' streams holds it; rejects naming the streams when none does. */
 export async function findConsumer(jsm: JetStreamManager, durable: string): Promise<ConsumerInfo> {
@@ -120,7 +119,7 @@ export async function redeliver(
   let oldest: Date | undefined;
   for (const filter of filters) {
     for (let seq = range.from; seq <= range.to; ) {
-      const stored = await nextStored(jsm, stream, seq, filter);
+      const stored = await storedMessage(jsm, stream, seq, filter);
       if (!stored || stored.seq > range.to) break;
       seq = stored.seq + 1;
       seqs.push(stored.seq);
@@ -135,7 +134,7 @@ export async function redeliver(
   await options.betweenPasses?.();
   let count = 0;
   for (const seq of seqs) {
-    const stored = await storedAt(jsm, stream, seq);
+    const stored = await storedMessage(jsm, stream, seq);
     if (!stored) {
       options.skipped(seq, "it is gone from the stream since the range was read");
       continue;
@@ -160,22 +159,3 @@ export async function redeliver(
   return count;
 }
 
-/** The message at `seq`, or undefined when the stream no longer holds it. */
-async function storedAt(jsm: JetStreamManager, stream: string, seq: number): Promise<StoredMsg | undefined> {
-  try {
-    return await jsm.streams.getMessage(stream, { seq });
-  } catch (err) {
-    if ((err as NatsError).api_error?.err_code === noMessageFound) return undefined;
-    throw new Error(`reading stream ${stream} at sequence ${seq} failed: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-/** The first message at or after `seq` on `subject`, or undefined when the stream holds none. */
-async function nextStored(jsm: JetStreamManager, stream: string, seq: number, subject: string): Promise<StoredMsg | undefined> {
-  try {
-    return await jsm.streams.getMessage(stream, { seq, next_by_subj: subject } as never);
-  } catch (err) {
-    if ((err as NatsError).api_error?.err_code === noMessageFound) return undefined;
-    throw new Error(`reading stream ${stream} at sequence ${seq} failed: ${(err as Error).message}`, { cause: err });
-  }
-}
