@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { basename, join, relative } from "node:path";
 import { connect as natsConnect, nkeyAuthenticator } from "nats";
@@ -347,6 +347,24 @@ describe("npm start", () => {
     const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--instances", "2"], { env: { ...process.env, DATA_DIR: dir.path, NATS_URL: "" }, encoding: "utf8", timeout: 20_000 });
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/several instances of a service share its database, which takes PostgreSQL: add --postgres/);
+  });
+
+  it("refuses a setting the services would refuse before starting anything, naming the service and the variable", () => {
+    const dataDir = join(dir.path, "never-made");
+    const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], {
+      env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "", GRPC_AUTH_MAX_TOKEN_TTL: "30s", ORDERS_PENDING_TIMEOUT: "1m" },
+      encoding: "utf8",
+      timeout: 20_000,
+    });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/the products service would refuse its bad configuration:\n {2}GRPC_AUTH_MAX_TOKEN_TTL="30s" is invalid/);
+    expect(result.stderr).not.toContain("ORDERS_PENDING_TIMEOUT");
+    expect(existsSync(dataDir)).toBe(false);
+    // The order service's own setting, once the shared one is good.
+    const orders = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "", ORDERS_PENDING_TIMEOUT: "1m" }, encoding: "utf8", timeout: 20_000 });
+    expect(orders.status).toBe(2);
+    expect(orders.stderr).toMatch(/the orders service would refuse its bad configuration:\n {2}ORDERS_PENDING_TIMEOUT="1m" is invalid: expected at least 2m/);
+    expect(existsSync(dataDir)).toBe(false);
   });
 
   it("refuses a second start on the same DATA_DIR while the first runs, and a service address already taken, before starting anything", { timeout: 90_000 }, async () => {

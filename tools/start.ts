@@ -44,6 +44,9 @@ import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
 import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgres.js";
 import { serviceCommand } from "./service-launch.js";
 import { connectNats } from "./event-watch.js";
+import { ConfigError, readConfig, type Settings } from "../platform/config/index.js";
+import { orderSettings } from "../services/orders/config.js";
+import { productSettings } from "../services/products/config.js";
 import { provisionStreams } from "./concord/provision.js";
 import { ensureDevCredentials } from "./dev-credentials.js";
 
@@ -109,6 +112,9 @@ Environment (all optional):
                     the longest a bearer token may live: the services refuse
                     one that lives longer (default 24h, at least 1m); set it
                     for tools/token.ts too, which will not make such a token
+  Every other variable of the services (\`npx tsx services/<name>/main.ts
+  --help\` lists them) is passed on. They are read as the services will read
+  them before anything starts: a bad one exits 2, naming it, with nothing started.
 
 The local nats-server admits only the users of gen/ts/concord_nats.ts (see
 README "Security"): each service's nkey seed, the read-only observer's, and
@@ -520,6 +526,21 @@ async function main(): Promise<void> {
     console.error("start: several instances of a service share its database, which takes PostgreSQL: add --postgres (or set PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL to postgres:// URLs)");
     process.exitCode = 2;
     return;
+  }
+  // The services' own settings, read as they will read them, before anything starts (a bad one would otherwise
+  // end a service, and so everything, once nats-server is up). Their NATS seed is the one this script makes, and
+  // their databases, when unset, files in DATA_DIR or --postgres's (DATABASE_URL is not theirs then).
+  const probe = { ...process.env, PRODUCTS_DATABASE_URL: process.env.PRODUCTS_DATABASE_URL || "products.db", ORDERS_DATABASE_URL: process.env.ORDERS_DATABASE_URL || "orders.db" };
+  for (const [service, settings] of [["products", productSettings], ["orders", orderSettings]] as const) {
+    const { NATS_NKEY_SEED: _made, ...own } = settings as Settings;
+    try {
+      readConfig(own, probe);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      console.error(`start: the ${service} service would refuse its ${err.message}`);
+      process.exitCode = 2;
+      return;
+    }
   }
   if (process.env.DATABASE_URL && !(process.env.PRODUCTS_DATABASE_URL && process.env.ORDERS_DATABASE_URL)) {
     // A service started alone reads DATABASE_URL; two services cannot share one database (each claims its own).
