@@ -80,6 +80,10 @@ describe("a dead letter filed without its payload", () => {
       await expect(replayDeadLetter(nc, letter)).rejects.toThrow(/it is not replayed/);
       expect((await getDeadLetter(nc, letter.seq)).reason).toBe("forged");
     }
+    // One filed under a stream that does not exist is refused as such.
+    const nowhere = await forge("concord.dlq.NOWHERE.huge-worker", { "concord-dlq-stream": "NOWHERE" }, new Uint8Array([1, 2, 3]));
+    await expect(replayDeadLetter(nc, nowhere)).rejects.toThrow(/names stream NOWHERE, which does not exist, so nothing vouches for it; it is not replayed/);
+    expect((await getDeadLetter(nc, nowhere.seq)).reason).toBe("forged");
     expect((await jsm.streams.info(stream.name, { subjects_filter: "huge.>" })).state.subjects).toMatchObject({ "huge.e-3": 1 });
     expect((await jsm.streams.info(stream.name, { subjects_filter: "huge.e-4" })).state.subjects ?? {}).toEqual({});
     // The dead letter the platform files for that event replays it, as the stream holds it.

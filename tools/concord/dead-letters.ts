@@ -110,6 +110,8 @@ export function storedHeaders(stored: StoredMsg): MsgHdrs | { readonly unreadabl
 
 /** JetStream's answer when a stream holds no message at (or after) the sequence asked for. */
 const noMessageFound = 10037;
+/** JetStream's answer when there is no stream of the name asked for. */
+const noSuchStream = 10059;
 
 /** How many bytes of dead letters a listing asks for at a time: a few of the largest the server takes. */
 function pullAheadBytes(nc: NatsConnection): number {
@@ -276,10 +278,14 @@ export async function sourceEventOf(nc: NatsConnection, letter: DeadLetter): Pro
   const jsm = await nc.jetstreamManager();
   let stored;
   try {
-    stored = await jsm.streams.getMessage(letter.stream, { seq: letter.streamSequence });
+    stored = await storedMessage(jsm, letter.stream, letter.streamSequence);
   } catch (err) {
-    return why(`names the event at sequence ${letter.streamSequence} of stream ${letter.stream}, which no longer holds it (${(err as Error).message}), so nothing vouches for it`);
+    // A stream that does not exist vouches for nothing; any other failure to read it (a timeout, say) is no
+    // answer about the event, and stops the command rather than being reported as the dead letter's fault.
+    if (((err as Error).cause as NatsError | undefined)?.api_error?.err_code !== noSuchStream) throw err;
+    return why(`names stream ${letter.stream}, which does not exist, so nothing vouches for it`);
   }
+  if (!stored) return why(`names the event at sequence ${letter.streamSequence} of stream ${letter.stream}, which no longer holds it, so nothing vouches for it`);
   const headers = storedHeaders(stored);
   if ("unreadable" in headers) return why(`names the event at sequence ${letter.streamSequence} of stream ${letter.stream}, whose headers cannot be read (${headers.unreadable})`);
   const kept = letter.payloadOmittedBytes === undefined;
