@@ -165,6 +165,28 @@ describe("readDeadLetters", () => {
     await jsm.streams.purge(deadLetterStreamSpec.name);
   });
 
+  it("holds one pull of letters behind a slow reader, not the whole stream", { timeout: 60_000 }, async () => {
+    const data = new Uint8Array(900_000).fill(2);
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.purge(deadLetterStreamSpec.name);
+    for (let i = 0; i < 40; i++) await nc.jetstream().publish("concord.dlq.S.worker", data, { msgID: `slow-${i}` });
+    const reader = await connect({ servers: server.url });
+    try {
+      const letters = readDeadLetters(reader)[Symbol.asyncIterator]();
+      expect((await letters.next()).done).toBe(false);
+      // A pager showing the first letter: what arrives meanwhile is one pull (4 × max_payload), not 36 MB.
+      await new Promise((r) => setTimeout(r, 1_500));
+      const pullBytes = 4 * reader.info!.max_payload;
+      expect(reader.stats().inBytes).toBeLessThan(pullBytes + 2 * data.byteLength);
+      let read = 1;
+      while (!(await letters.next()).done) read++;
+      expect(read).toBe(40);
+    } finally {
+      await reader.close();
+      await jsm.streams.purge(deadLetterStreamSpec.name);
+    }
+  });
+
   it("ends when the dead letters after those read are deleted meanwhile (a replay or a purge run at the same time)", { timeout: 60_000 }, async () => {
     // More than the ordered consumer pulls ahead, so some are still on the server when they go.
     await Promise.all(Array.from({ length: 1_000 }, (_, i) => nc.jetstream().publish("concord.dlq.S.worker", new Uint8Array([1]), { msgID: `l-${i}` })));

@@ -118,15 +118,16 @@ function pullAheadBytes(nc: NatsConnection): number {
   return 4 * (nc.info?.max_payload ?? 1024 * 1024);
 }
 
-/** How long a listing waits for the next dead letter before asking the stream whether one is still there. */
+/** How long one pull of a listing waits for dead letters before it ends (nats.js's least), and the stream is asked whether any is still there. */
 const quietMs = 1_000;
 
 /**
  * Every dead letter stored now, oldest first, read through an ordered
- * consumer (nothing is changed). Ends early when those not yet read are
- * deleted meanwhile (a replay or a purge run at the same time), which the
- * consumer would otherwise wait for for ever. Rejects when the stream
- * cannot be read.
+ * consumer (nothing is changed). One pull of a few megabytes at a time, the
+ * next asked for once the last is handed on, so a slow reader (a pager) holds
+ * at most one pull's letters. Ends early when those not yet read are deleted
+ * meanwhile (a replay or a purge run at the same time), which the consumer
+ * would otherwise wait for for ever. Rejects when the stream cannot be read.
  */
 export async function* readDeadLetters(nc: NatsConnection): AsyncGenerator<DeadLetter> {
   const jsm = await nc.jetstreamManager();
@@ -136,33 +137,30 @@ export async function* readDeadLetters(nc: NatsConnection): AsyncGenerator<DeadL
   if (info.state.messages === 0) return;
   const lastSeq = info.state.last_seq;
   const consumer = await nc.jetstream().consumers.get(deadLetterStreamSpec.name, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 1 });
-  // Pulled ahead by bytes, not the default 100 messages: 100 dead letters near max_payload are 90 MB in flight,
-  // over the server's 64 MB of pending output for a client, and it drops the connection as a slow consumer.
-  const messages = await consumer.consume({ max_bytes: pullAheadBytes(nc) });
-  const iterator = messages[Symbol.asyncIterator]();
   let read = 0;
-  let next = iterator.next();
-  try {
-    for (;;) {
-      let timer: NodeJS.Timeout | undefined;
-      const quiet = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), quietMs)));
-      const got = await Promise.race([next, quiet]).finally(() => clearTimeout(timer));
-      if (got === undefined) {
-        if (!(await storedBetween(jsm, read + 1, lastSeq))) return;
-        continue;
+  for (;;) {
+    // By bytes, not the default 100 messages: 100 dead letters near max_payload are 90 MB in flight, over the
+    // server's 64 MB of pending output for a client, and it drops the connection as a slow consumer. A consumer
+    // that pulls again as letters arrive (consume) would pile up all of them behind a slow reader. A pull is
+    // read to its end before its letters are handed on: one left waiting past its expiry is cut short by nats.js,
+    // and the letters it had not handed on would be skipped.
+    const pull = await consumer.fetch({ max_bytes: pullAheadBytes(nc), expires: quietMs });
+    const letters: DeadLetter[] = [];
+    let last = false;
+    for await (const msg of pull) {
+      if (msg.seq > lastSeq) {
+        last = true;
+        break;
       }
-      if (got.done) return;
-      const msg = got.value;
-      next = iterator.next();
-      if (msg.seq > lastSeq) return;
+      letters.push(fromJsMsg(msg));
       read = msg.seq;
-      yield fromJsMsg(msg);
-      if (msg.seq >= lastSeq || msg.info.pending === 0) return;
+      if (msg.seq >= lastSeq || msg.info.pending === 0) {
+        last = true;
+        break;
+      }
     }
-  } finally {
-    // The next message asked for ahead ends with the consumer; nothing awaits it any more.
-    next.catch(() => undefined);
-    await messages.close().catch(() => undefined);
+    yield* letters;
+    if (last || (letters.length === 0 && !(await storedBetween(jsm, read + 1, lastSeq)))) return;
   }
 }
 
