@@ -504,12 +504,13 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const relay = async (): Promise<void> => {
     cursor = 0;
     taken.clear();
-    // Acknowledged before, their deletion failed (the database away): left out of reads, and deleted first.
-    for (const row of acked) taken.add(row.seq);
-    if (acked.length > 0) await markAcked();
     maybeMore = true;
     failures = 0;
     firstFailure = undefined;
+    // Acknowledged before, their deletion failed (the database away): left out of reads, and deleted first (a
+    // failure again counts, and is retried as the loop retries any).
+    for (const row of acked) taken.add(row.seq);
+    if (acked.length > 0) await markAcked();
     let retryMs = retryMinMs;
     // After a pass where something failed, ask JetStream whether it answers before sending again.
     let probe = false;
@@ -557,11 +558,15 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         failures++;
       }
       if (window.inFlight === 0 && failures === 0 && toPark.length === 0) {
-        if (flushers.length > 0) await markAcked();
-        await settleFlushers();
-        await wait(sweepIntervalMs, { wake: true, ack: false });
-        maybeMore = true;
-        continue;
+        // Before it rests, the loop deletes what is acknowledged and waits for no scheduled mark: events whose
+        // deletion failed (the database away) and that no later answer will take along, left out of its reads.
+        if (flushers.length > 0 || (acked.length > 0 && markTimer === undefined)) await markAcked();
+        if (failures === 0) {
+          await settleFlushers();
+          await wait(sweepIntervalMs, { wake: true, ack: false });
+          maybeMore = true;
+          continue;
+        }
       }
       // Answers (or, while nothing failed, new commits) end the wait; the timeout check bounds it.
       if (window.inFlight > 0) await wait(Number.POSITIVE_INFINITY, { wake: failures === 0, ack: true });

@@ -155,6 +155,27 @@ describe("outbox and relay", () => {
     expect(stored.map((m) => m.headers.get("ce-id"))).toEqual(ids);
   });
 
+  it("deletes acknowledged events once the database takes writes again, though nothing new is committed to wake it", async () => {
+    const { sample, db, outbox, commit } = await setup("refused-mark");
+    // The database takes no writes for a while (a full disk: 53100): the deletions of the events JetStream has fail,
+    // the loop's own and its retry's, and the outbox then goes quiet.
+    let refusals = 0;
+    const relay = startRelay(db, {
+      beforeMarkSent: () => {
+        if (refusals < 3) {
+          refusals++;
+          throw Object.assign(new Error("could not extend file: No space left on device"), { code: "53100" });
+        }
+      },
+    });
+    const ids = await commit((tx) => Array.from({ length: 10 }, (_, i) => outbox.add(tx, sample.event, { thingId: `t-${i}`, note: "" })));
+    await eventually("the deletions were refused three times", () => refusals === 3);
+    await eventually("the outbox is emptied", async () => (await outbox.pending()) === 0, 5_000);
+    // Deleted, not published again: JetStream has each once, and none went out twice.
+    expect(relay.stats()).toEqual({ published: 10, duplicates: 0, parked: 0 });
+    expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual(ids);
+  });
+
   it("keeps an event no stream captures, publishes the ones after it, and sends it once a stream does", async () => {
     const { sample, db, outbox, commit } = await setup("captured");
     const orphan = sampleStream("uncaptured");
