@@ -194,7 +194,14 @@ describe("two instances of each service on Postgres under 100 orders/s, through 
         return parts;
       };
       const stillInFlight = await inFlight();
-      await expect.poll(async () => (await inFlight()).join("; "), { timeout: 90_000, interval: 250 }).toBe("");
+      await expect
+        .poll(async () => (await inFlight()).join("; "), { timeout: 90_000, interval: 250 })
+        .toBe("")
+        .catch((err: unknown) => {
+          // What the relays and consumers last said tells why something stayed.
+          for (const p of [...orders, ...products]) console.log(`--- ${p.name} pid ${p.process.pid}\n${p.lines().slice(-20).map((l) => l.slice(0, 600)).join("\n")}`);
+          throw err;
+        });
       const states = new Map<string, string>(
         (await ordersPool.query<{ id: string; state: string }>("SELECT id, state FROM orders WHERE customer_id <> 'c-warmup'")).rows.map((r) => [r.id, r.state]),
       );
