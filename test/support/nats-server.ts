@@ -4,7 +4,9 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect, nkeyAuthenticator } from "nats";
+import { connect, nkeyAuthenticator, type NatsConnection } from "nats";
+import { afterAll, beforeAll } from "vitest";
+import { ensureStreams, type StreamSpec } from "../../platform/events/index.js";
 import { ensureNatsCredentials, seedFileOf, writeAuthorizationConfig } from "../../tools/nats/authorization.js";
 import { findNatsServer, type FoundNatsServer } from "../../tools/nats/find-nats-server.mjs";
 import { freePort } from "../../tools/free-port.js";
@@ -272,6 +274,51 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     },
     stopForRestart: () => node.halt("SIGTERM"),
     kill: () => node.halt("SIGKILL"),
+  };
+}
+
+/**
+ * A nats-server for the enclosing `describe` block: started before its tests
+ * (and before the hooks registered after this call), stopped after them. The
+ * returned function gives the server inside a test or such a hook.
+ */
+export function useNatsServer(options: NatsServerOptions = {}): () => NatsServerHandle {
+  let server: NatsServerHandle | undefined;
+  beforeAll(async () => {
+    server = await startNatsServer(options);
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+  return () => {
+    if (!server) throw new Error("useNatsServer: the server is there only inside the block's tests");
+    return server;
+  };
+}
+
+export interface NatsConnectionOptions {
+  /** Streams ensured (created, or checked against their specs) through the connection once it is open. Default none. */
+  readonly streams?: readonly StreamSpec[];
+}
+
+/**
+ * A nats.js connection, without credentials, to the `useNatsServer` server
+ * of the enclosing block: opened (and `streams` ensured) before its tests,
+ * closed after them, before the server stops. The returned function gives it.
+ */
+export function useNatsConnection(server: () => NatsServerHandle, options: NatsConnectionOptions = {}): () => NatsConnection {
+  for (const key of Object.keys(options)) if (key !== "streams") throw new Error(`useNatsConnection: unknown option ${key}`);
+  let nc: NatsConnection | undefined;
+  beforeAll(async () => {
+    nc = await connect({ servers: server().url });
+    if (options.streams) await ensureStreams(await nc.jetstreamManager(), options.streams);
+  });
+  afterAll(async () => {
+    await nc?.close();
+  });
+  return () => {
+    if (!nc) throw new Error("useNatsConnection: the connection is there only inside the block's tests");
+    return nc;
   };
 }
 
