@@ -8,7 +8,7 @@ import { abandonedRange, PastInboxError, redeliver } from "../tools/concord/rede
 import { uuidv7 } from "../platform/ids/index.js";
 import { wireHeaders } from "../platform/events/nats-internals.js";
 import { type ConcordRun, runConcord } from "./support/concord.js";
-import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
 
 /** Runs the `concord` bin with DATA_DIR set as `npm start` sets it (its seeds under DATA_DIR/nats-credentials). */
@@ -18,27 +18,25 @@ function concord(dataDir: string, ...args: string[]): Promise<ConcordRun> {
 
 describe("npx concord consumer redeliver", () => {
   const dir = createTempDir("concord-redeliver-");
-  let nats: NatsServerHandle;
+  afterAll(() => dir.remove());
+  // The seeds where npm start puts them: DATA_DIR/nats-credentials.
+  const nats = useNatsServer({ credentialsDir: join(dir.path, "nats-credentials") });
   const connections: NatsConnection[] = [];
   const durable = "orders-stock-reserved";
 
   /** A client with a user's seed, on the inbox prefix its permissions allow. */
   const connectAs = async (user: string): Promise<NatsConnection> => {
-    const seed = new TextEncoder().encode(readFileSync(nats.seedFile(user), "utf8").trim());
-    const nc = await connect({ servers: nats.url, authenticator: nkeyAuthenticator(seed), inboxPrefix: user === "operator" || user === "observer" ? "_INBOX" : `_INBOX_${user}`, name: `test-as-${user}` });
+    const seed = new TextEncoder().encode(readFileSync(nats().seedFile(user), "utf8").trim());
+    const nc = await connect({ servers: nats().url, authenticator: nkeyAuthenticator(seed), inboxPrefix: user === "operator" || user === "observer" ? "_INBOX" : `_INBOX_${user}`, name: `test-as-${user}` });
     connections.push(nc);
     return nc;
   };
 
   beforeAll(async () => {
-    // The seeds where npm start puts them: DATA_DIR/nats-credentials.
-    nats = await startNatsServer({ credentialsDir: join(dir.path, "nats-credentials") });
     await ensureStreams(await (await connectAs("products")).jetstreamManager(), [...allStreams, deadLetterStreamSpec]);
   });
   afterAll(async () => {
     await Promise.all(connections.map((nc) => nc.close()));
-    await nats?.stop();
-    dir.remove();
   });
 
   it("publishes again, as the operator under the platform's permissions, the events a consumer's max_deliver left behind; the consumer, left as it was, receives them", { timeout: 90_000 }, async () => {
@@ -81,13 +79,13 @@ describe("npx concord consumer redeliver", () => {
     expect({ floor: info.ack_floor.stream_seq, delivered: info.delivered.stream_seq, ackPending: info.num_ack_pending }).toEqual({ floor: 1, delivered: 3, ackPending: 0 });
 
     // What a dry run would do; nothing is published.
-    const dry = await concord(dir.path, "consumer", "redeliver", durable, "--dry-run", "--nats", nats.url);
+    const dry = await concord(dir.path, "consumer", "redeliver", durable, "--dry-run", "--nats", nats().url);
     expect(dry.stderr).toContain("would publish 2 event(s) of stream SHOP_PRODUCTS sequences 2 to 3 again");
     expect(dry.status, dry.stderr).toBe(0);
     expect(dry.stdout.trim().split("\n").map((l) => JSON.parse(l).wouldRedeliver)).toEqual([2, 3]);
     expect(await consumer.next({ expires: 1_000 })).toBeNull();
 
-    const run = await concord(dir.path, "consumer", "redeliver", durable, "--nats", nats.url);
+    const run = await concord(dir.path, "consumer", "redeliver", durable, "--nats", nats().url);
     expect(run.status, run.stderr).toBe(0);
     expect(run.stderr).toContain("published 2 event(s) of stream SHOP_PRODUCTS sequences 2 to 3 again for orders-stock-reserved");
     const again: Array<{ id: string | undefined; subject: string; data: number[] }> = [];
@@ -100,13 +98,13 @@ describe("npx concord consumer redeliver", () => {
     expect(again).toEqual([events[1], events[2]]);
 
     // Run again within the stream's duplicate window: JetStream stores each copy once.
-    const twice = await concord(dir.path, "consumer", "redeliver", durable, "--from", "2", "--to", "3", "--nats", nats.url);
+    const twice = await concord(dir.path, "consumer", "redeliver", durable, "--from", "2", "--to", "3", "--nats", nats().url);
     expect(twice.status, twice.stderr).toBe(0);
     expect(twice.stdout.trim().split("\n").map((l) => JSON.parse(l).duplicate)).toEqual([true, true]);
     expect(await consumer.next({ expires: 1_000 })).toBeNull();
 
     // The consumer's acks have moved its floor past them: nothing is left to redeliver.
-    const none = await concord(dir.path, "consumer", "redeliver", durable, "--nats", nats.url);
+    const none = await concord(dir.path, "consumer", "redeliver", durable, "--nats", nats().url);
     expect(none.status, none.stderr).toBe(0);
     expect(none.stderr).toContain("holds no events the server stopped delivering");
   });
@@ -151,41 +149,31 @@ describe("npx concord consumer redeliver", () => {
   });
 
   it("names the streams when the consumer does not exist, and refuses a range that is not one", async () => {
-    const missing = await concord(dir.path, "consumer", "redeliver", "nope", "--nats", nats.url);
+    const missing = await concord(dir.path, "consumer", "redeliver", "nope", "--nats", nats().url);
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain("there is no durable consumer nope on stream SHOP_ORDERS or SHOP_PRODUCTS");
-    const backwards = await concord(dir.path, "consumer", "redeliver", durable, "--from", "5", "--to", "2", "--nats", nats.url);
+    const backwards = await concord(dir.path, "consumer", "redeliver", durable, "--from", "5", "--to", "2", "--nats", nats().url);
     expect(backwards.status).toBe(2);
     expect(backwards.stderr).toContain("--from 5 is after --to 2");
   });
 });
 
 describe("redeliver", () => {
-  let nats: NatsServerHandle;
-  let nc: NatsConnection;
-  beforeAll(async () => {
-    nats = await startNatsServer();
-    nc = await connect({ servers: nats.url });
-    await ensureStreams(await nc.jetstreamManager(), allStreams);
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await nats?.stop();
-  });
+  const nc = useNatsConnection(useNatsServer(), { streams: allStreams });
 
   it("reads each event again when its turn comes: one gone from the stream meanwhile is left out, saying so, and the others published", async () => {
-    const jsm = await nc.jetstreamManager();
+    const jsm = await nc().jetstreamManager();
     const info = await jsm.consumers.add("SHOP_PRODUCTS", { durable_name: "late-reader", filter_subject: "shop.products.v1.reservation.*.reserved", ack_policy: AckPolicy.Explicit });
     const seqs: number[] = [];
     for (const n of [1, 2, 3]) {
       const h = natsHeaders();
       h.set("ce-id", uuidv7());
       h.set("ce-type", "shop.products.v1.StockReserved");
-      seqs.push((await nc.jetstream().publish(`shop.products.v1.reservation.order-${n}.reserved`, new Uint8Array([n]), { headers: h })).seq);
+      seqs.push((await nc().jetstream().publish(`shop.products.v1.reservation.order-${n}.reserved`, new Uint8Array([n]), { headers: h })).seq);
     }
     const published: number[] = [];
     const skipped: Array<[number, string]> = [];
-    const count = await redeliver(nc, info, { from: seqs[0], to: seqs[2] }, {
+    const count = await redeliver(nc(), info, { from: seqs[0], to: seqs[2] }, {
       dryRun: false,
       each: (e) => published.push(e.seq),
       skipped: (seq, why) => skipped.push([seq, why]),

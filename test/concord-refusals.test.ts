@@ -1,18 +1,18 @@
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
-import { AckPolicy, connect, type NatsConnection } from "nats";
+import { AckPolicy } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
-import { deadLetterStreamSpec, ensureStreams } from "../platform/events/index.js";
+import { deadLetterStreamSpec } from "../platform/events/index.js";
 import { type ConcordRun, runConcord } from "./support/concord.js";
-import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
 
 describe("npx concord refuses what names nothing, and ends quietly when its reader goes", () => {
   const dir = createTempDir("concord-refusals-");
-  let nats: NatsServerHandle;
-  let nc: NatsConnection;
+  const nats = useNatsServer();
+  const nc = useNatsConnection(nats, { streams: [...allStreams, deadLetterStreamSpec] });
   /** Takes connections and never answers: a service that hangs. */
   let silent: Server;
   const sockets: Socket[] = [];
@@ -26,43 +26,37 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
   const concord = (...args: string[]): Promise<ConcordRun> => runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: undefined }, args, 30_000);
 
   beforeAll(async () => {
-    nats = await startNatsServer();
-    nc = await connect({ servers: nats.url });
-    const jsm = await nc.jetstreamManager();
-    await ensureStreams(jsm, [...allStreams, deadLetterStreamSpec]);
-    await jsm.consumers.add("SHOP_ORDERS", { durable_name: "products-order-placed", filter_subject: "shop.orders.v1.order.*.placed", ack_policy: AckPolicy.Explicit });
+    await (await nc().jetstreamManager()).consumers.add("SHOP_ORDERS", { durable_name: "products-order-placed", filter_subject: "shop.orders.v1.order.*.placed", ack_policy: AckPolicy.Explicit });
     silent = createServer((socket) => void sockets.push(socket));
     await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
   });
   afterAll(async () => {
     for (const socket of sockets) socket.destroy();
     await new Promise((resolve) => silent?.close(resolve));
-    await nc?.close();
-    await nats?.stop();
     dir.remove();
   });
 
   it("refuses an event type the contracts do not declare, naming those they do, and a subject that is not one (exit 2)", async () => {
-    const type = await concord("events", "tail", "--type", "Nope", "--nats", nats.url);
+    const type = await concord("events", "tail", "--type", "Nope", "--nats", nats().url);
     expect(type.status).toBe(2);
     expect(type.stderr).toContain('--type: no event type "Nope" in the contracts; they declare ');
     expect(type.stderr).toContain("shop.orders.v1.OrderPlaced");
-    const subject = await concord("events", "tail", "--subject", "a..b", "--nats", nats.url);
+    const subject = await concord("events", "tail", "--subject", "a..b", "--nats", nats().url);
     expect(subject.status).toBe(2);
     expect(subject.stderr).toContain('--subject: "a..b" is not a valid subject (token 2)');
-    const listed = await concord("dlq", "list", "--type", "Nope", "--nats", nats.url);
+    const listed = await concord("dlq", "list", "--type", "Nope", "--nats", nats().url);
     expect(listed.status).toBe(2);
     expect(listed.stderr).toContain('no event type "Nope"');
   });
 
   it("says a consumer does not exist, naming those that do (exit 1); one that exists and has no dead letters lists none", async () => {
-    const missing = await concord("dlq", "list", "--consumer", "nope", "--nats", nats.url);
+    const missing = await concord("dlq", "list", "--consumer", "nope", "--nats", nats().url);
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain('there is no consumer "nope"; the durable consumers are products-order-placed');
-    const replay = await concord("dlq", "replay", "--consumer", "nope", "--nats", nats.url);
+    const replay = await concord("dlq", "replay", "--consumer", "nope", "--nats", nats().url);
     expect(replay.status).toBe(1);
     expect(replay.stderr).toContain('there is no consumer "nope"');
-    const none = await concord("dlq", "list", "--consumer", "products-order-placed", "--nats", nats.url);
+    const none = await concord("dlq", "list", "--consumer", "products-order-placed", "--nats", nats().url);
     expect(none.status, none.stderr).toBe(0);
     expect(none.stderr).toContain("0 dead letter(s)");
   });
@@ -106,7 +100,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
   });
 
   it("finds the NATS server `npm start` runs on NATS_PORT when NATS_URL is not set", async () => {
-    const port = new URL(nats.url.replace(/^nats:/, "http:")).port;
+    const port = new URL(nats().url.replace(/^nats:/, "http:")).port;
     const out = await runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: undefined, NATS_URL: undefined, NATS_PORT: port }, ["dlq", "list", "--consumer", "products-order-placed"], 30_000);
     expect(out.status, out.stderr).toBe(0);
     expect(out.stderr).toContain("0 dead letter(s)");
@@ -114,7 +108,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
 
   it("ends with status 0 and no stack trace when what reads its output closes it (status | head -1)", async () => {
     const hung = `127.0.0.1:${(silent.address() as { port: number }).port}`;
-    const child = start("status", "--nats", nats.url, "--products", hung, "--orders", hung, "--products-metrics", hung, "--orders-metrics", hung);
+    const child = start("status", "--nats", nats().url, "--products", hung, "--orders", hung, "--products-metrics", hung, "--orders-metrics", hung);
     let stderr = "";
     child.stderr.on("data", (d) => (stderr += d));
     // The first line (NATS) comes at once, the services' after their health checks time out: by then nobody reads.

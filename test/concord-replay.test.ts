@@ -1,14 +1,14 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { connect, headers as natsHeaders, type NatsConnection } from "nats";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { deadLetterStreamSpec, ensureStreams } from "../platform/events/index.js";
+import { headers as natsHeaders } from "nats";
+import { afterAll, describe, expect, it } from "vitest";
+import { deadLetterStreamSpec } from "../platform/events/index.js";
 import { fileDeadLetter } from "../platform/events/dead-letter.js";
 import { type ChosenDeadLetter, replayChosenDeadLetters } from "../tools/concord/dead-letter-replay.js";
 import { getDeadLetter, readDeadLetters, replayDeadLetter } from "../tools/concord/dead-letters.js";
 import { type ConcordRun, runConcord } from "./support/concord.js";
-import { startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
+import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
 
 const big = { name: "BIG", subjects: ["big.>"], storage: "file" as const, replicas: 1, maxAgeMs: 0, duplicateWindowMs: 120_000 };
@@ -16,38 +16,29 @@ const peakMemory = pathToFileURL(fileURLToPath(new URL("./support/peak-memory.mj
 
 describe("npx concord dlq replay", () => {
   const dir = createTempDir("concord-replay-");
-  let server: NatsServerHandle;
-  let nc: NatsConnection;
-  beforeAll(async () => {
-    server = await startNatsServer();
-    nc = await connect({ servers: server.url });
-    await ensureStreams(await nc.jetstreamManager(), [big, deadLetterStreamSpec]);
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await server?.stop();
-    dir.remove();
-  });
+  const server = useNatsServer();
+  const nc = useNatsConnection(server, { streams: [big, deadLetterStreamSpec] });
+  afterAll(() => dir.remove());
 
   let filed = 0;
   /** `count` events of `bytes` each stored in BIG and filed as dead letters, their payloads kept with them; resolves with the dead letters' sequences. */
   const fileLetters = async (count: number, bytes: number): Promise<number[]> => {
     const data = new Uint8Array(bytes).fill(7);
-    const jsm = await nc.jetstreamManager();
+    const jsm = await nc().jetstreamManager();
     const before = (await jsm.streams.info(deadLetterStreamSpec.name)).state.last_seq;
     for (let i = 0; i < count; i++) {
       const n = ++filed;
       const headers = { "ce-specversion": "1.0", "ce-id": `e-${n}`, "ce-type": "concord.test.v1.Big", "ce-source": "test" };
       const h = natsHeaders();
       for (const [name, value] of Object.entries(headers)) h.set(name, value);
-      const { seq } = await nc.jetstream().publish(`big.${n}`, data, { headers: h });
-      await fileDeadLetter(nc.jetstream(), deadLetterStreamSpec, { consumer: "big-worker", stream: big.name, subject: `big.${n}`, streamSequence: seq, deliveryCount: 5, headers, data, storedAt: new Date() }, "the handler gave up");
+      const { seq } = await nc().jetstream().publish(`big.${n}`, data, { headers: h });
+      await fileDeadLetter(nc().jetstream(), deadLetterStreamSpec, { consumer: "big-worker", stream: big.name, subject: `big.${n}`, streamSequence: seq, deliveryCount: 5, headers, data, storedAt: new Date() }, "the handler gave up");
     }
     return Array.from({ length: count }, (_, i) => before + 1 + i);
   };
   const remaining = async () => {
     const seqs: number[] = [];
-    for await (const letter of readDeadLetters(nc)) seqs.push(letter.seq);
+    for await (const letter of readDeadLetters(nc())) seqs.push(letter.seq);
     return seqs;
   };
 
@@ -56,13 +47,13 @@ describe("npx concord dlq replay", () => {
     const replayed: number[] = [];
     const skipped: Array<[number, string]> = [];
     const outcome = await replayChosenDeadLetters(
-      nc,
+      nc(),
       { filter: { consumer: "big-worker" } },
       {
         replayed: (l: ChosenDeadLetter) => replayed.push(l.seq),
         skipped: (l, why) => skipped.push([l.seq, why]),
         betweenPasses: async () => {
-          await (await nc.jetstreamManager()).streams.deleteMessage(deadLetterStreamSpec.name, gone);
+          await (await nc().jetstreamManager()).streams.deleteMessage(deadLetterStreamSpec.name, gone);
         },
       },
     );
@@ -74,23 +65,23 @@ describe("npx concord dlq replay", () => {
 
   it("counts as replayed a dead letter another replay deleted between its reading and its deletion", { timeout: 60_000 }, async () => {
     const [seq] = await fileLetters(1, 10);
-    const letter = await getDeadLetter(nc, seq);
-    await (await nc.jetstreamManager()).streams.deleteMessage(deadLetterStreamSpec.name, seq);
-    await expect(replayDeadLetter(nc, letter)).resolves.toBeUndefined();
+    const letter = await getDeadLetter(nc(), seq);
+    await (await nc().jetstreamManager()).streams.deleteMessage(deadLetterStreamSpec.name, seq);
+    await expect(replayDeadLetter(nc(), letter)).resolves.toBeUndefined();
   });
 
   it("stops at a dead letter that no longer passes the check when its turn comes, saying how many it replayed", { timeout: 60_000 }, async () => {
     const [first, changed, last] = await fileLetters(3, 10);
     const replayed: number[] = [];
     const outcome = await replayChosenDeadLetters(
-      nc,
+      nc(),
       { seqs: [first, changed, last] },
       {
         replayed: (l) => replayed.push(l.seq),
         betweenPasses: async () => {
           // Its event is removed from the source stream (by its limits, say): nothing vouches for it any more.
-          const letter = await getDeadLetter(nc, changed);
-          await (await nc.jetstreamManager()).streams.deleteMessage(big.name, letter.streamSequence);
+          const letter = await getDeadLetter(nc(), changed);
+          await (await nc().jetstreamManager()).streams.deleteMessage(big.name, letter.streamSequence);
         },
       },
     );
@@ -98,7 +89,7 @@ describe("npx concord dlq replay", () => {
     expect(outcome.kind === "failed" && outcome.error.message).toMatch(/which no longer holds it/);
     expect(replayed).toEqual([first]);
     expect(await remaining()).toEqual([changed, last]);
-    await (await nc.jetstreamManager()).streams.purge(deadLetterStreamSpec.name);
+    await (await nc().jetstreamManager()).streams.purge(deadLetterStreamSpec.name);
   });
 
   /**
@@ -108,7 +99,7 @@ describe("npx concord dlq replay", () => {
    */
   const measured = async (...args: string[]): Promise<ConcordRun & { heldMiB: number; peakRssMiB: number }> => {
     const file = join(dir.path, "peak-memory.json");
-    const run = await runConcord({ DATA_DIR: dir.path, NATS_NKEY_SEED: undefined, NODE_OPTIONS: `--expose-gc --import ${peakMemory}`, PEAK_MEMORY_FILE: file }, [...args, "--nats", server.url]);
+    const run = await runConcord({ DATA_DIR: dir.path, NATS_NKEY_SEED: undefined, NODE_OPTIONS: `--expose-gc --import ${peakMemory}`, PEAK_MEMORY_FILE: file }, [...args, "--nats", server().url]);
     const { reachableBytes, vmHwmKiB } = JSON.parse(readFileSync(file, "utf8")) as { reachableBytes: number; vmHwmKiB: number };
     return { ...run, heldMiB: reachableBytes / 2 ** 20, peakRssMiB: vmHwmKiB / 1024 };
   };

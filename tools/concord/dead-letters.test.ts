@@ -1,9 +1,9 @@
-import { connect, headers as natsHeaders, type NatsConnection } from "nats";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { deadLetterStreamSpec, ensureStreams } from "../../platform/events/index.js";
+import { connect, headers as natsHeaders } from "nats";
+import { describe, expect, it } from "vitest";
+import { deadLetterStreamSpec } from "../../platform/events/index.js";
 import { fileDeadLetter } from "../../platform/events/dead-letter.js";
 import type { Delivery } from "../../platform/events/delivery.js";
-import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { useNatsConnection, useNatsServer } from "../../test/support/nats-server.js";
 import { wireHeaders } from "../../platform/events/nats-internals.js";
 import { eventLine } from "../event-watch.js";
 import { type DeadLetter, getDeadLetter, readDeadLetters, replayDeadLetter } from "./dead-letters.js";
@@ -11,29 +11,19 @@ import { type DeadLetter, getDeadLetter, readDeadLetters, replayDeadLetter } fro
 const stream = { name: "HUGE", subjects: ["huge.>"], storage: "file" as const, replicas: 1, maxAgeMs: 0, duplicateWindowMs: 120_000 };
 
 describe("a dead letter filed without its payload", () => {
-  let server: NatsServerHandle;
-  let nc: NatsConnection;
-  beforeAll(async () => {
-    server = await startNatsServer();
-    nc = await connect({ servers: server.url });
-    await ensureStreams(await nc.jetstreamManager(), [stream, deadLetterStreamSpec]);
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await server?.stop();
-  });
+  const nc = useNatsConnection(useNatsServer(), { streams: [stream, deadLetterStreamSpec] });
 
   /** An event as large as fits with its own headers, stored in HUGE, and filed as a dead letter. */
   const fileHuge = async (id: string) => {
     const headers = { "ce-specversion": "1.0", "ce-id": id, "ce-type": "concord.test.v1.Huge", "ce-source": "test" };
     const h = natsHeaders();
     for (const [name, value] of Object.entries(headers)) h.set(name, value);
-    const data = new Uint8Array(nc.info!.max_payload - 300).fill(7);
-    const { seq } = await nc.jetstream().publish(`huge.${id}`, data, { headers: h });
+    const data = new Uint8Array(nc().info!.max_payload - 300).fill(7);
+    const { seq } = await nc().jetstream().publish(`huge.${id}`, data, { headers: h });
     const delivery: Delivery = { consumer: "huge-worker", stream: stream.name, subject: `huge.${id}`, streamSequence: seq, deliveryCount: 5, headers, data, storedAt: new Date() };
-    await fileDeadLetter(nc.jetstream(), deadLetterStreamSpec, delivery, "the handler gave up");
-    const info = await (await nc.jetstreamManager()).streams.info(deadLetterStreamSpec.name);
-    return { seq, data, letter: await getDeadLetter(nc, info.state.last_seq) };
+    await fileDeadLetter(nc().jetstream(), deadLetterStreamSpec, delivery, "the handler gave up");
+    const info = await (await nc().jetstreamManager()).streams.info(deadLetterStreamSpec.name);
+    return { seq, data, letter: await getDeadLetter(nc(), info.state.last_seq) };
   };
 
   it("says so, and a replay publishes the event again from its source stream", async () => {
@@ -43,32 +33,32 @@ describe("a dead letter filed without its payload", () => {
     expect(letter.payload).toMatch(/not kept with the dead letter/);
     expect(letter.reason).toBe("the handler gave up");
 
-    await replayDeadLetter(nc, letter);
-    const jsm = await nc.jetstreamManager();
+    await replayDeadLetter(nc(), letter);
+    const jsm = await nc().jetstreamManager();
     const again = await jsm.streams.getMessage(stream.name, { last_by_subj: "huge.e-1" });
     expect(again.header.get("ce-id")).toBe("e-1");
     expect(Buffer.from(again.data).equals(Buffer.from(data))).toBe(true);
-    await expect(getDeadLetter(nc, letter.seq)).rejects.toThrow(/there is no dead letter/);
+    await expect(getDeadLetter(nc(), letter.seq)).rejects.toThrow(/there is no dead letter/);
   });
 
   it("is not replayed, and stays, once the source stream no longer holds the event", async () => {
     const { seq, letter } = await fileHuge("e-2");
-    const jsm = await nc.jetstreamManager();
+    const jsm = await nc().jetstreamManager();
     await jsm.streams.deleteMessage(stream.name, seq);
-    await expect(replayDeadLetter(nc, letter)).rejects.toThrow(/names the event at sequence \d+ of stream HUGE, which no longer holds it/);
-    expect((await getDeadLetter(nc, letter.seq)).id).toBe("e-2");
+    await expect(replayDeadLetter(nc(), letter)).rejects.toThrow(/names the event at sequence \d+ of stream HUGE, which no longer holds it/);
+    expect((await getDeadLetter(nc(), letter.seq)).id).toBe("e-2");
   });
 
   it("is replayed only as its source stream holds it: a dead letter filed with another payload, subject or stream publishes nothing", async () => {
-    const jsm = await nc.jetstreamManager();
+    const jsm = await nc().jetstreamManager();
     const h = natsHeaders();
     for (const [name, value] of Object.entries({ "ce-specversion": "1.0", "ce-id": "e-3", "ce-type": "concord.test.v1.Huge", "ce-source": "test" })) h.set(name, value);
-    const { seq } = await nc.jetstream().publish("huge.e-3", new Uint8Array([1, 2, 3]), { headers: h });
+    const { seq } = await nc().jetstream().publish("huge.e-3", new Uint8Array([1, 2, 3]), { headers: h });
     /** A dead letter as a service's user may file one under its consumer's subject, saying what it likes. */
     const forge = async (dlqSubject: string, claims: Record<string, string>, data: Uint8Array) => {
       const f = natsHeaders();
       for (const [name, value] of Object.entries({ "ce-specversion": "1.0", "ce-id": "e-3", "ce-type": "concord.test.v1.Huge", "ce-source": "test", "concord-dlq-reason": "forged", "concord-dlq-subject": "huge.e-3", "concord-dlq-stream": "HUGE", "concord-dlq-stream-sequence": String(seq), "concord-dlq-consumer": "huge-worker", ...claims })) f.set(name, value);
-      return getDeadLetter(nc, (await nc.jetstream().publish(dlqSubject, data, { headers: f })).seq);
+      return getDeadLetter(nc(), (await nc().jetstream().publish(dlqSubject, data, { headers: f })).seq);
     };
     const forged = [
       await forge("concord.dlq.HUGE.huge-worker", {}, new Uint8Array([6, 6, 6])),
@@ -77,20 +67,20 @@ describe("a dead letter filed without its payload", () => {
       await forge("concord.dlq.HUGE.other-worker", {}, new Uint8Array([1, 2, 3])),
     ];
     for (const letter of forged) {
-      await expect(replayDeadLetter(nc, letter)).rejects.toThrow(/it is not replayed/);
-      expect((await getDeadLetter(nc, letter.seq)).reason).toBe("forged");
+      await expect(replayDeadLetter(nc(), letter)).rejects.toThrow(/it is not replayed/);
+      expect((await getDeadLetter(nc(), letter.seq)).reason).toBe("forged");
     }
     // One filed under a stream that does not exist is refused as such.
     const nowhere = await forge("concord.dlq.NOWHERE.huge-worker", { "concord-dlq-stream": "NOWHERE" }, new Uint8Array([1, 2, 3]));
-    await expect(replayDeadLetter(nc, nowhere)).rejects.toThrow(/names stream NOWHERE, which does not exist, so nothing vouches for it; it is not replayed/);
-    expect((await getDeadLetter(nc, nowhere.seq)).reason).toBe("forged");
+    await expect(replayDeadLetter(nc(), nowhere)).rejects.toThrow(/names stream NOWHERE, which does not exist, so nothing vouches for it; it is not replayed/);
+    expect((await getDeadLetter(nc(), nowhere.seq)).reason).toBe("forged");
     expect((await jsm.streams.info(stream.name, { subjects_filter: "huge.>" })).state.subjects).toMatchObject({ "huge.e-3": 1 });
     expect((await jsm.streams.info(stream.name, { subjects_filter: "huge.e-4" })).state.subjects ?? {}).toEqual({});
     // The dead letter the platform files for that event replays it, as the stream holds it.
     const delivery: Delivery = { consumer: "huge-worker", stream: stream.name, subject: "huge.e-3", streamSequence: seq, deliveryCount: 5, headers: { "ce-specversion": "1.0", "ce-id": "e-3", "ce-type": "concord.test.v1.Huge", "ce-source": "test" }, data: new Uint8Array([1, 2, 3]), storedAt: new Date() };
-    await fileDeadLetter(nc.jetstream(), deadLetterStreamSpec, delivery, "the handler gave up");
-    const genuine = await getDeadLetter(nc, (await jsm.streams.info(deadLetterStreamSpec.name)).state.last_seq);
-    await replayDeadLetter(nc, genuine);
+    await fileDeadLetter(nc().jetstream(), deadLetterStreamSpec, delivery, "the handler gave up");
+    const genuine = await getDeadLetter(nc(), (await jsm.streams.info(deadLetterStreamSpec.name)).state.last_seq);
+    await replayDeadLetter(nc(), genuine);
     const again = await jsm.streams.getMessage(stream.name, { last_by_subj: "huge.e-3" });
     expect(again.seq).toBeGreaterThan(seq);
     expect([...again.data]).toEqual([1, 2, 3]);
@@ -99,78 +89,59 @@ describe("a dead letter filed without its payload", () => {
 });
 
 describe("dead letters and events with a header nats.js would not send", () => {
-  let server: NatsServerHandle;
-  let nc: NatsConnection;
   const odd = { name: "ODD", subjects: ["odd.>"], storage: "file" as const, replicas: 1, maxAgeMs: 0, duplicateWindowMs: 120_000 };
-  beforeAll(async () => {
-    server = await startNatsServer();
-    nc = await connect({ servers: server.url });
-    await ensureStreams(await nc.jetstreamManager(), [odd, deadLetterStreamSpec]);
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await server?.stop();
-  });
+  const nc = useNatsConnection(useNatsServer(), { streams: [odd, deadLetterStreamSpec] });
 
   /** Publishes with a header block as another client may send it: the server stores it, nats.js's decoder throws on it. */
   const publishRaw = (subject: string, lines: string, data: Uint8Array) =>
-    nc.jetstream().publish(subject, data, { headers: wireHeaders(Buffer.from(`NATS/1.0\r\n${lines}\r\n\r\n`, "latin1")) });
+    nc().jetstream().publish(subject, data, { headers: wireHeaders(Buffer.from(`NATS/1.0\r\n${lines}\r\n\r\n`, "latin1")) });
 
   it("prints such an event and lists such a dead letter with what can be read; shows it and refuses to replay it, saying why", async () => {
     const { seq } = await publishRaw("odd.e-1", "ce-id: e-1\r\nce-type: concord.test.v1.Odd\r\nce-source: test\r\nx trace: 1", new Uint8Array([1]));
-    const msg = await (await nc.jetstream().consumers.get(odd.name)).next();
+    const msg = await (await nc().jetstream().consumers.get(odd.name)).next();
     expect(eventLine(odd.name, msg!)).toMatchObject({ seq, subject: "odd.e-1", type: "concord.test.v1.Odd", id: "e-1", source: "test" });
 
     // The platform files it without the header it cannot send; a replay reads the event from its stream, and refuses it.
     const delivery: Delivery = { consumer: "odd-worker", stream: odd.name, subject: "odd.e-1", streamSequence: seq, deliveryCount: 1, headers: { "ce-id": "e-1", "ce-type": "concord.test.v1.Odd", "ce-source": "test", "x trace": "1" }, data: new Uint8Array([1]), storedAt: new Date() };
-    await fileDeadLetter(nc.jetstream(), deadLetterStreamSpec, delivery, "the handler gave up");
+    await fileDeadLetter(nc().jetstream(), deadLetterStreamSpec, delivery, "the handler gave up");
     // A dead letter filed by hand under a consumer's subject, as a service's user may.
     await publishRaw("concord.dlq.ODD.odd-worker", "ce-id: e-2\r\nconcord-dlq-reason: forged\r\nx trace: 1", new Uint8Array([2]));
     const listed: DeadLetter[] = [];
-    for await (const letter of readDeadLetters(nc)) listed.push(letter);
+    for await (const letter of readDeadLetters(nc())) listed.push(letter);
     expect(listed.map((l) => [l.id, l.reason])).toEqual([
       ["e-1", "the handler gave up"],
       ["e-2", "forged"],
     ]);
     const [filed, forged] = listed;
-    expect((await getDeadLetter(nc, forged.seq)).reason).toMatch(/^\(the dead letter's headers cannot be read: ' ' is not a valid character/);
-    await expect(replayDeadLetter(nc, await getDeadLetter(nc, filed.seq))).rejects.toThrow(/names the event at sequence \d+ of stream ODD, whose headers cannot be read .*; it is not replayed/);
-    expect((await getDeadLetter(nc, filed.seq)).id).toBe("e-1");
+    expect((await getDeadLetter(nc(), forged.seq)).reason).toMatch(/^\(the dead letter's headers cannot be read: ' ' is not a valid character/);
+    await expect(replayDeadLetter(nc(), await getDeadLetter(nc(), filed.seq))).rejects.toThrow(/names the event at sequence \d+ of stream ODD, whose headers cannot be read .*; it is not replayed/);
+    expect((await getDeadLetter(nc(), filed.seq)).id).toBe("e-1");
   });
 });
 
 describe("readDeadLetters", () => {
-  let server: NatsServerHandle;
-  let nc: NatsConnection;
-  beforeAll(async () => {
-    server = await startNatsServer();
-    nc = await connect({ servers: server.url });
-    await ensureStreams(await nc.jetstreamManager(), [deadLetterStreamSpec]);
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await server?.stop();
-  });
+  const server = useNatsServer();
+  const nc = useNatsConnection(server, { streams: [deadLetterStreamSpec] });
 
   it("reads 100 dead letters near max_payload, pulling a few megabytes ahead rather than 100 letters the server would not send", { timeout: 60_000 }, async () => {
     // 100 letters of 900 KB in flight at once are over the server's 64 MB for a client's pending output: it dropped
     // the connection as a slow consumer, and the listing failed (TIMEOUT) or waited for ever.
     const data = new Uint8Array(900_000).fill(1);
-    const jsm = await nc.jetstreamManager();
+    const jsm = await nc().jetstreamManager();
     await jsm.streams.purge(deadLetterStreamSpec.name);
-    for (let i = 0; i < 100; i++) await nc.jetstream().publish("concord.dlq.S.worker", data, { msgID: `big-${i}` });
+    for (let i = 0; i < 100; i++) await nc().jetstream().publish("concord.dlq.S.worker", data, { msgID: `big-${i}` });
     let read = 0;
-    for await (const letter of readDeadLetters(nc)) if (letter.data.byteLength === data.byteLength) read++;
+    for await (const letter of readDeadLetters(nc())) if (letter.data.byteLength === data.byteLength) read++;
     expect(read).toBe(100);
     await jsm.streams.purge(deadLetterStreamSpec.name);
   });
 
   it("holds one pull of letters behind a slow reader, not the whole stream", { timeout: 60_000 }, async () => {
     const data = new Uint8Array(900_000).fill(2);
-    const jsm = await nc.jetstreamManager();
+    const jsm = await nc().jetstreamManager();
     await jsm.streams.purge(deadLetterStreamSpec.name);
-    for (let i = 0; i < 40; i++) await nc.jetstream().publish("concord.dlq.S.worker", data, { msgID: `slow-${i}` });
-    const reader = await connect({ servers: server.url });
+    for (let i = 0; i < 40; i++) await nc().jetstream().publish("concord.dlq.S.worker", data, { msgID: `slow-${i}` });
+    const reader = await connect({ servers: server().url });
     try {
       const letters = readDeadLetters(reader)[Symbol.asyncIterator]();
       expect((await letters.next()).done).toBe(false);
@@ -189,10 +160,10 @@ describe("readDeadLetters", () => {
 
   it("ends when the dead letters after those read are deleted meanwhile (a replay or a purge run at the same time)", { timeout: 60_000 }, async () => {
     // More than the ordered consumer pulls ahead, so some are still on the server when they go.
-    await Promise.all(Array.from({ length: 1_000 }, (_, i) => nc.jetstream().publish("concord.dlq.S.worker", new Uint8Array([1]), { msgID: `l-${i}` })));
-    const letters = readDeadLetters(nc)[Symbol.asyncIterator]();
+    await Promise.all(Array.from({ length: 1_000 }, (_, i) => nc().jetstream().publish("concord.dlq.S.worker", new Uint8Array([1]), { msgID: `l-${i}` })));
+    const letters = readDeadLetters(nc())[Symbol.asyncIterator]();
     expect((await letters.next()).done).toBe(false);
-    await (await nc.jetstreamManager()).streams.purge(deadLetterStreamSpec.name);
+    await (await nc().jetstreamManager()).streams.purge(deadLetterStreamSpec.name);
     let read = 1;
     const started = performance.now();
     while (!(await letters.next()).done) read++;
