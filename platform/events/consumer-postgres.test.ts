@@ -9,8 +9,8 @@ import { headers as natsHeaders, type StoredMsg } from "nats";
 import pg from "pg";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
-import { startPostgresServer, type PostgresServerHandle } from "../../test/support/postgres.js";
+import { useNatsServer } from "../../test/support/nats-server.js";
+import { usePostgresServer } from "../../test/support/postgres.js";
 import { recordStatements } from "../../test/support/pg-statements.js";
 import { sampleStream, type SampleStream, type ThingHappened } from "../../test/support/sample-events.js";
 import { eventually } from "../../test/support/streams.js";
@@ -23,18 +23,15 @@ const countersTable = { id: "test_0001_counters", sql: "CREATE TABLE counters (i
 const effectsTable = { id: "test_0002_effects", sql: "CREATE TABLE effects (event_id TEXT NOT NULL, note TEXT NOT NULL)" };
 
 describe("a consumer's batch on Postgres", () => {
-  let postgres: PostgresServerHandle;
-  let nats: NatsServerHandle;
+  const postgres = usePostgresServer();
+  const nats = useNatsServer();
   let bus: EventBus;
 
   beforeAll(async () => {
-    [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
-    bus = await connectEventBus({ url: nats.url, name: "consumer-postgres-test", logger });
+    bus = await connectEventBus({ url: nats().url, name: "consumer-postgres-test", logger });
   }, 60_000);
   afterAll(async () => {
     await bus?.close();
-    await nats?.stop();
-    await postgres?.stop();
   });
 
   /** A consumer `durable` of the sample's event on `db`, as service "worker". */
@@ -74,7 +71,7 @@ describe("a consumer's batch on Postgres", () => {
     test: (worker: Worker) => Promise<void>,
     overrides?: Partial<ConsumerSpec>,
   ) => {
-    const db = await openDatabase({ path: await postgres.createDatabase(name), migrations: [...eventMigrations, effectsTable] });
+    const db = await openDatabase({ path: await postgres().createDatabase(name), migrations: [...eventMigrations, effectsTable] });
     const sample = sampleStream(name.replace(/_/g, ""));
     await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
     const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
@@ -108,7 +105,7 @@ describe("a consumer's batch on Postgres", () => {
   const someLetter = (worker: Worker) => eventually("an event is dead-lettered", () => worker.lastLetter().then(() => true, () => false), 15_000);
 
   it("commits the events before one that would wait for a locked row, and handles that one once the row is free", async () => {
-    const url = await postgres.createDatabase("batch_locks");
+    const url = await postgres().createDatabase("batch_locks");
     const db = await openDatabase({ path: url, migrations: [...eventMigrations, countersTable] });
     await db.run("INSERT INTO counters (id, n) VALUES ('a', 0), ('b', 0)");
     const sample = sampleStream("batchlocks");
@@ -147,7 +144,7 @@ describe("a consumer's batch on Postgres", () => {
 
   it("spends no attempt on an event whose row another session holds for longer than its lock wait: it comes back, and is handled once the row is free", async () => {
     // A statement timeout of 15 s, above the first event's lock wait (10 s): the wait fails as a lock timeout.
-    const url = await postgres.createDatabase("held_long");
+    const url = await postgres().createDatabase("held_long");
     const db = await openDatabase({ path: `${url}?statement_timeout=15000`, migrations: [...eventMigrations, countersTable] });
     await db.run("INSERT INTO counters (id, n) VALUES ('a', 0), ('b', 0)");
     const sample = sampleStream("heldlong");
@@ -186,7 +183,7 @@ describe("a consumer's batch on Postgres", () => {
   }, 90_000);
 
   it("reads and writes the inbox once per transaction, not once per event, and has each event's effect once", async () => {
-    const url = await postgres.createDatabase("batch_inbox");
+    const url = await postgres().createDatabase("batch_inbox");
     const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
     const sample = sampleStream("batchinbox");
     await ensureStreams(bus.jsm, [sample.stream]);
@@ -221,7 +218,7 @@ describe("a consumer's batch on Postgres", () => {
   });
 
   it("runs a transaction again when another one recorded one of its events first: that event has no second effect, the others one each", async () => {
-    const url = await postgres.createDatabase("inbox_race");
+    const url = await postgres().createDatabase("inbox_race");
     const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
     const sample = sampleStream("inboxrace");
     await ensureStreams(bus.jsm, [sample.stream]);
@@ -256,7 +253,7 @@ describe("a consumer's batch on Postgres", () => {
   });
 
   it.each([{ delivery: "first delivery", redelivered: false }, { delivery: "redelivery (its attempt counted ahead under no id)", redelivered: true }])("dead-letters an event whose ce-id PostgreSQL cannot store (a NUL) without holding up the batch it came in: $delivery", async ({ redelivered }) => {
-    const url = await postgres.createDatabase(redelivered ? "bad_ids_again" : "bad_ids");
+    const url = await postgres().createDatabase(redelivered ? "bad_ids_again" : "bad_ids");
     const db = await openDatabase({ path: url, migrations: [...eventMigrations, effectsTable] });
     const sample = sampleStream(redelivered ? "badidsagain" : "badids");
     await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
@@ -417,7 +414,7 @@ describe("a consumer's batch on Postgres", () => {
     });
   });
   it("decides a forged event that follows one whose write sent ahead fails in the run with savepoints, each dead letter counted once", async () => {
-    const db = await openDatabase({ path: await postgres.createDatabase("forged_after_ahead"), migrations: [...eventMigrations, effectsTable] });
+    const db = await openDatabase({ path: await postgres().createDatabase("forged_after_ahead"), migrations: [...eventMigrations, effectsTable] });
     const sample = sampleStream("forgedafterahead");
     await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
     const things = createEventPublisher({ nc: bus.nc, source: "things" });

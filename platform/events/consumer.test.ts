@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { Registry } from "prom-client";
 import { MsgHdrsImpl, headers as natsHeaders } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { useNatsServer } from "../../test/support/nats-server.js";
 import { wireHeaders } from "./nats-internals.js";
 import { sampleStream, ThingHappened, thingHappenedType, type ThingHappened as Thing } from "../../test/support/sample-events.js";
 import { eventually } from "../../test/support/streams.js";
@@ -38,20 +38,18 @@ const dir = tempDirForSuite("concord-consumer-");
 const effectsTable = { id: "test_0001_effects", sql: "CREATE TABLE effects (event_id TEXT NOT NULL, note TEXT NOT NULL)" };
 
 describe("startConsumers", () => {
-  let server: NatsServerHandle;
+  const server = useNatsServer();
   let bus: EventBus;
   const cleanups: Array<() => Promise<void> | void> = [];
 
   beforeAll(async () => {
-    server = await startNatsServer();
-    bus = await connectEventBus({ url: server.url, name: "consumer-test", logger });
+    bus = await connectEventBus({ url: server().url, name: "consumer-test", logger });
   });
   afterEach(async () => {
     for (const cleanup of cleanups.splice(0)) await cleanup();
   });
   afterAll(async () => {
     await bus?.close();
-    await server?.stop();
   });
 
   /** A stream, a database and a consumer whose handler records an effect row, or does what `behave` says first. */
@@ -582,7 +580,7 @@ describe("startConsumers", () => {
     const t = await setup("restart");
     await t.publish("before");
     await eventually("the first event is handled", async () => (await t.effects("before")) === 1);
-    await server.restart();
+    await server().restart();
     await eventually("the bus reconnected", () => bus.nc.flush().then(() => true, () => false));
     await t.publish("after");
     await eventually("the event published after the restart is handled", async () => (await t.effects("after")) === 1);
@@ -821,7 +819,7 @@ describe("startConsumers", () => {
     const subject = deadLetterSubject(deadLetterStreamSpec, sample.stream.name, `${key}-worker`);
     const deadLetter = () => bus.jsm.streams.getMessage(deadLetterStreamSpec.name, { last_by_subj: subject }).catch(() => undefined);
     const startWorker = () => {
-      const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("../../test/support/crashing-worker.ts", import.meta.url)), server.url, path, key, "2", "1000"], { stdio: "ignore" });
+      const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("../../test/support/crashing-worker.ts", import.meta.url)), server().url, path, key, "2", "1000"], { stdio: "ignore" });
       const ended = new Promise<NodeJS.Signals | number | null>((resolve) => child.once("exit", (code, signal) => resolve(signal ?? code)));
       cleanups.push(async () => {
         if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");

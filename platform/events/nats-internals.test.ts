@@ -1,6 +1,6 @@
 import { AckPolicy, connect, headers as natsHeaders, type Msg, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startNatsCluster, startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { startNatsCluster, useNatsServer } from "../../test/support/nats-server.js";
 import { sampleStream, thingHappenedType } from "../../test/support/sample-events.js";
 import { ensureStreams } from "./provision.js";
 import { headersRecord, onLeadershipChange, receivedHeaders, replyInbox, stopStatusIterator, wireHeaders } from "./nats-internals.js";
@@ -10,15 +10,13 @@ import { headersRecord, onLeadershipChange, receivedHeaders, replyInbox, stopSta
  * being taken (or stops being right) with the nats.js in node_modules.
  */
 describe("nats.js internals", () => {
-  let server: NatsServerHandle;
+  const server = useNatsServer();
   let nc: NatsConnection;
   beforeAll(async () => {
-    server = await startNatsServer();
-    nc = await connect({ servers: server.url, inboxPrefix: "_INBOX_concord_test" });
+    nc = await connect({ servers: server().url, inboxPrefix: "_INBOX_concord_test" });
   });
   afterAll(async () => {
     await nc?.close();
-    await server?.stop();
   });
 
   it("reads a received message's headers from the wire block (JsMsgImpl.msg, _rdata, _msg.hdr), as nats.js decodes them", async () => {

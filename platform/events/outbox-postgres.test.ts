@@ -5,8 +5,8 @@
  * aggregate, which waited for the first transaction's lock.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
-import { startPostgresServer, type PostgresServerHandle } from "../../test/support/postgres.js";
+import { useNatsServer } from "../../test/support/nats-server.js";
+import { usePostgresServer } from "../../test/support/postgres.js";
 import { sampleStream } from "../../test/support/sample-events.js";
 import { eventually, readStream } from "../../test/support/streams.js";
 import { createLogger } from "../log/index.js";
@@ -17,22 +17,19 @@ const logger = createLogger({ service: "outbox-postgres-test", level: process.en
 const aggregates = { id: "test_0001_things", sql: "CREATE TABLE things (id TEXT PRIMARY KEY, version INTEGER NOT NULL)" };
 
 describe("the outbox relay on Postgres", () => {
-  let postgres: PostgresServerHandle;
-  let nats: NatsServerHandle;
+  const postgres = usePostgresServer();
+  const nats = useNatsServer();
   let bus: EventBus;
 
   beforeAll(async () => {
-    [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
-    bus = await connectEventBus({ url: nats.url, name: "outbox-postgres-test", logger });
+    bus = await connectEventBus({ url: nats().url, name: "outbox-postgres-test", logger });
   }, 60_000);
   afterAll(async () => {
     await bus?.close();
-    await nats?.stop();
-    await postgres?.stop();
   });
 
   it("publishes an event whose transaction commits after a later seq's, before the next event of its aggregate", async () => {
-    const db = await openDatabase({ path: await postgres.createDatabase("late_commit"), migrations: [...outboxMigrations, aggregates] });
+    const db = await openDatabase({ path: await postgres().createDatabase("late_commit"), migrations: [...outboxMigrations, aggregates] });
     await db.run("INSERT INTO things (id, version) VALUES ('x', 0), ('y', 0)");
     const sample = sampleStream("latecommit");
     await ensureStreams(bus.jsm, [sample.stream]);
@@ -81,7 +78,7 @@ describe("the outbox relay on Postgres", () => {
   });
 
   it("still deletes what it publishes after its lock's connection broke while a deletion was pending", async () => {
-    const db = await openDatabase({ path: await postgres.createDatabase("lease_lost"), migrations: outboxMigrations });
+    const db = await openDatabase({ path: await postgres().createDatabase("lease_lost"), migrations: outboxMigrations });
     const sample = sampleStream("leaselost");
     await ensureStreams(bus.jsm, [sample.stream]);
     const outbox = createOutbox({ db, source: "things" });
@@ -107,7 +104,7 @@ describe("the outbox relay on Postgres", () => {
     }
   });
   it("logs a database outage that keeps it from asking for its lock once, and again when it is over", async () => {
-    const db = await openDatabase({ path: await postgres.createDatabase("lock_outage"), migrations: outboxMigrations });
+    const db = await openDatabase({ path: await postgres().createDatabase("lock_outage"), migrations: outboxMigrations });
     const lines: { level: string; msg: string; attempts?: number }[] = [];
     const quiet = createLogger({ service: "things", level: "info", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } });
     const relay = createOutboxRelay({ db, nc: bus.nc, logger: quiet, sweepIntervalMs: 100, leaderPollMs: 50 });
@@ -119,11 +116,11 @@ describe("the outbox relay on Postgres", () => {
         );
         return Number(n) === 1;
       });
-      await postgres.stopForRestart();
+      await postgres().stopForRestart();
       // Asked every 50 ms for two seconds: some forty failures, one line.
       await new Promise((resolve) => setTimeout(resolve, 2_000));
       expect(about("asking for the outbox relay's lock failed")).toHaveLength(1);
-      await postgres.restart();
+      await postgres().restart();
       await eventually("the relay says asking works again", async () => about("asking for the outbox relay's lock works again").length === 1, 20_000);
       expect(about("asking for the outbox relay's lock works again")[0].attempts).toBeGreaterThan(5);
       expect(about("asking for the outbox relay's lock failed")).toHaveLength(1);

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { connect } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { startNatsServer, useNatsServer } from "../../test/support/nats-server.js";
 import { sampleStream, ThingHappened } from "../../test/support/sample-events.js";
 import { eventually, readStream } from "../../test/support/streams.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
@@ -18,7 +18,7 @@ const dir = tempDirForSuite("concord-outbox-");
 const fast = { sweepIntervalMs: 200, publishTimeoutMs: 1_000, retryMinMs: 50, retryMaxMs: 300 };
 
 describe("outbox and relay", () => {
-  let server: NatsServerHandle;
+  const server = useNatsServer();
   let bus: EventBus;
   const cleanups: Array<() => Promise<void> | void> = [];
   let n = 0;
@@ -40,15 +40,13 @@ describe("outbox and relay", () => {
   };
 
   beforeAll(async () => {
-    server = await startNatsServer();
-    bus = await connectEventBus({ url: server.url, name: "outbox-test", logger });
+    bus = await connectEventBus({ url: server().url, name: "outbox-test", logger });
   });
   afterEach(async () => {
     for (const cleanup of cleanups.splice(0)) await cleanup();
   });
   afterAll(async () => {
     await bus?.close();
-    await server?.stop();
   });
 
   it("stores nothing from a rolled-back transaction or savepoint, or for a subject it cannot build", async () => {
@@ -120,12 +118,12 @@ describe("outbox and relay", () => {
   it("keeps events while NATS is down and publishes each once, in order, when it is back", async () => {
     const { sample, db, outbox, commit } = await setup("outage");
     const relay = startRelay(db);
-    await server.stopForRestart();
+    await server().stopForRestart();
     const ids: string[] = [];
     for (let i = 0; i < 20; i++) ids.push(await commit((tx) => outbox.add(tx, sample.event, { thingId: `t-${i}`, note: String(i) })));
     expect(await outbox.pending()).toBe(20);
     await new Promise((r) => setTimeout(r, 500)); // the relay tries and fails meanwhile
-    await server.restart();
+    await server().restart();
     await relay.flush();
 
     const stored = await readStream(bus.jsm, sample.stream.name);
@@ -246,7 +244,7 @@ describe("outbox and relay", () => {
 
   it("ends, keeping its events, when its NATS connection is closed under it, without holding up the event loop", async () => {
     const { sample, db, outbox, commit } = await setup("closed-under");
-    const nc = await connect({ servers: server.url });
+    const nc = await connect({ servers: server().url });
     const relay = createOutboxRelay({ db, nc, logger, ...fast });
     cleanups.unshift(() => relay.stop());
     await new Promise((resolve) => setTimeout(resolve, 100));

@@ -1,6 +1,6 @@
 import { AckPolicy, DeliverPolicy } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startNatsCluster, startNatsServer, type NatsClusterHandle, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { startNatsCluster, useNatsServer, type NatsClusterHandle } from "../../test/support/nats-server.js";
 import { sampleStream } from "../../test/support/sample-events.js";
 import { createLogger, type Logger } from "../log/index.js";
 import { connectEventBus, ensureConsumers, ensureStreams, type EventBus } from "./index.js";
@@ -15,16 +15,14 @@ function keptLogger(): { logger: Logger; messages: string[] } {
 }
 
 describe("provisioning", () => {
-  let server: NatsServerHandle;
+  const server = useNatsServer();
   let bus: EventBus;
 
   beforeAll(async () => {
-    server = await startNatsServer();
-    bus = await connectEventBus({ url: server.url, name: "provision-test", logger });
+    bus = await connectEventBus({ url: server().url, name: "provision-test", logger });
   });
   afterAll(async () => {
     await bus?.close();
-    await server?.stop();
   });
 
   it("creates a stream as specified and accepts it again unchanged", async () => {
@@ -88,7 +86,7 @@ describe("provisioning", () => {
     updates.unsubscribe();
     expect(kept.messages).toHaveLength(2);
     expect(kept.messages[0]).toMatch(/not clustered: stream TEST_STANDALONE keeps 1 replica, not the 3 its contract declares/);
-    await server.restart();
+    await server().restart();
     await expect.poll(() => bus.jsm.streams.info(stream.name).then((i) => i.config.num_replicas, () => 0), { timeout: 10_000 }).toBe(1);
   });
 

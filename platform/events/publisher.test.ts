@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { freePort, useNatsServer } from "../../test/support/nats-server.js";
 import { sampleStream, ThingHappened } from "../../test/support/sample-events.js";
 import { isUuid } from "../ids/index.js";
 import { createLogger } from "../log/index.js";
@@ -22,18 +22,16 @@ describe("subjectFor", () => {
 });
 
 describe("createEventPublisher", () => {
-  let server: NatsServerHandle;
+  const server = useNatsServer();
   let bus: EventBus;
   const sample = sampleStream("publish");
 
   beforeAll(async () => {
-    server = await startNatsServer();
-    bus = await connectEventBus({ url: server.url, name: "publisher-test", logger });
+    bus = await connectEventBus({ url: server().url, name: "publisher-test", logger });
     await ensureStreams(bus.jsm, [sample.stream]);
   });
   afterAll(async () => {
     await bus?.close();
-    await server?.stop();
   });
 
   it("publishes binary protobuf with the CloudEvents headers, the id also as Nats-Msg-Id", async () => {

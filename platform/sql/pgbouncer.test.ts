@@ -7,9 +7,9 @@
  */
 import { Client } from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startNatsServer, type NatsServerHandle } from "../../test/support/nats-server.js";
+import { useNatsServer } from "../../test/support/nats-server.js";
 import { startPgBouncer, type PgBouncerHandle } from "../../test/support/pgbouncer.js";
-import { startPostgresServer, type PostgresServerHandle } from "../../test/support/postgres.js";
+import { usePostgresServer } from "../../test/support/postgres.js";
 import { sampleStream } from "../../test/support/sample-events.js";
 import { eventually, readStream } from "../../test/support/streams.js";
 import { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, outboxMigrations, type EventBus } from "../events/index.js";
@@ -38,31 +38,28 @@ async function tablesOf(url: string): Promise<string[]> {
 }
 
 describe("PostgreSQL through PgBouncer", () => {
-  let postgres: PostgresServerHandle;
-  let nats: NatsServerHandle;
+  const postgres = usePostgresServer();
+  const nats = useNatsServer();
   let bus: EventBus;
   let transactionPooler: PgBouncerHandle;
   let sessionPooler: PgBouncerHandle;
   let strictPooler: PgBouncerHandle;
 
   beforeAll(async () => {
-    [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
     [transactionPooler, sessionPooler, strictPooler] = await Promise.all([
-      startPgBouncer(postgres, { poolMode: "transaction" }),
-      startPgBouncer(postgres, { poolMode: "session" }),
-      startPgBouncer(postgres, { poolMode: "session", ignoreStartupParameters: false }),
+      startPgBouncer(postgres(), { poolMode: "transaction" }),
+      startPgBouncer(postgres(), { poolMode: "session" }),
+      startPgBouncer(postgres(), { poolMode: "session", ignoreStartupParameters: false }),
     ]);
-    bus = await connectEventBus({ url: nats.url, name: "pgbouncer-test", logger });
+    bus = await connectEventBus({ url: nats().url, name: "pgbouncer-test", logger });
   }, 60_000);
   afterAll(async () => {
     await bus?.close();
     await Promise.all([transactionPooler?.stop(), sessionPooler?.stop(), strictPooler?.stop()]);
-    await nats?.stop();
-    await postgres?.stop();
   });
 
   it("refuses a database behind transaction pooling when a service opens it, saying why and what to use, before any migration", async () => {
-    const direct = await postgres.createDatabase("transaction_pooled");
+    const direct = await postgres().createDatabase("transaction_pooled");
     const waited: unknown[] = [];
     const opening = openDatabase({
       path: transactionPooler.urlOf("transaction_pooled"),
@@ -83,7 +80,7 @@ describe("PostgreSQL through PgBouncer", () => {
   });
 
   it("refuses at once, naming the setting, a pooler that refuses the platform's startup parameters, rather than waiting on it as an outage", async () => {
-    const direct = await postgres.createDatabase("strict_pooled");
+    const direct = await postgres().createDatabase("strict_pooled");
     const waited: unknown[] = [];
     const opening = openDatabase({ path: strictPooler.urlOf("strict_pooled"), migrations: [...outboxMigrations, aggregates], owner: "things", onWaiting: (err) => waited.push(err) });
     // PgBouncer answers "unsupported startup parameter" with SQLSTATE 08P01, a connection failure, which alone reads as an outage.
@@ -94,7 +91,7 @@ describe("PostgreSQL through PgBouncer", () => {
   });
 
   it("works behind session pooling: two instances migrate, one holds the relay's lock, LISTEN wakes it, events go out in order", async () => {
-    const direct = await postgres.createDatabase("session_pooled");
+    const direct = await postgres().createDatabase("session_pooled");
     const url = sessionPooler.urlOf("session_pooled");
     const [a, b] = await Promise.all([0, 1].map(() => openDatabase({ path: url, migrations: [...outboxMigrations, aggregates], owner: "things" })));
     const relays: ReturnType<typeof createOutboxRelay>[] = [];
