@@ -1,13 +1,13 @@
 import { spawn } from "node:child_process";
 import { join } from "node:path";
-import { connect, headers as natsHeaders, type NatsConnection } from "nats";
+import { headers as natsHeaders } from "nats";
 import { type ConcordRun, runConcord } from "./support/concord.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderPlacedEvent } from "../gen/ts/shop/orders/v1/order_events_jetstream.js";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { bindConsumer, deadLetterStreamSpec, eventMigrations, type RunningConsumers, startConsumers } from "../platform/events/index.js";
 import { openDatabase, type Database } from "../platform/sql/index.js";
-import { startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
+import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { readTokenSecret, signToken } from "../platform/auth/index.js";
 import { clientTlsCredentials } from "../platform/grpc/index.js";
 import { address, devSecurity, quietLogger, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
@@ -35,25 +35,24 @@ const fulfilmentTable = { id: "test_0001_fulfilled", sqlite: "CREATE TABLE fulfi
 
 describe("npx concord", () => {
   const dir = tempDir();
-  let nats: NatsServerHandle;
+  afterAll(() => dir.remove());
+  const nats = useNatsServer({ storeDir: join(dir.path, "nats") });
+  const nc = useNatsConnection(nats);
   let products: RunningProducts;
   let orders: RunningOrders;
-  let nc: NatsConnection;
   let fulfilmentDb: Database;
   let fulfilment: RunningConsumers;
   /** The cause of the fulfilment consumer's failures; cleared to fix it. */
   let broken: string | undefined = "the warehouse is closed";
 
   beforeAll(async () => {
-    nats = await startNatsServer({ storeDir: join(dir.path, "nats") });
-    products = await startTestProducts(dir.path, nats.url, { metricsListen: "127.0.0.1:0" });
-    orders = await startTestOrders(dir.path, products.service.address, nats.url, { metricsListen: "127.0.0.1:0" });
-    nc = await connect({ servers: nats.url });
+    products = await startTestProducts(dir.path, nats().url, { metricsListen: "127.0.0.1:0" });
+    orders = await startTestOrders(dir.path, products.service.address, nats().url, { metricsListen: "127.0.0.1:0" });
     // A third service's consumer of the orders placed: it fails until its cause is fixed, after 2 attempts
     // each event goes to the dead letter stream.
     fulfilmentDb = await openDatabase({ path: join(dir.path, "fulfilment.db"), migrations: [...eventMigrations, fulfilmentTable] });
     fulfilment = await startConsumers({
-      nc,
+      nc: nc(),
       db: fulfilmentDb,
       service: "fulfilment",
       logger: quietLogger("fulfilment"),
@@ -72,16 +71,13 @@ describe("npx concord", () => {
   afterAll(async () => {
     await fulfilment?.stop();
     await fulfilmentDb?.close();
-    await nc?.close();
     await orders?.stop();
     await products?.stop();
-    await nats?.stop();
-    dir.remove();
   });
 
   const fulfilled = async (orderId: string) => (await fulfilmentDb.query<{ n: number }>("SELECT count(*) AS n FROM fulfilled WHERE order_id = $1", [orderId]))[0].n;
   const stockOf = async (id: string) => (await products.client.getProduct({ id })).product!.stock;
-  const dlqMessages = async () => (await (await nc.jetstreamManager()).streams.info(deadLetterStreamSpec.name)).state.messages;
+  const dlqMessages = async () => (await (await nc().jetstreamManager()).streams.info(deadLetterStreamSpec.name)).state.messages;
   const placeConfirmedOrder = async (stock: number, quantity: number) => {
     const { product } = await products.client.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1000 }, initialStock: stock });
     const { order } = await orders.client.createOrder({ customerId: "c-ops", lines: [{ productId: product!.id, quantity }], shippingAddress: address });
@@ -90,7 +86,7 @@ describe("npx concord", () => {
   };
   type Listed = { seq: number; reason: string; subject: string; consumer: string; deliveryCount: number; type: string; id: string; traceId?: string; payload: { orderId?: string } };
   const listed = async (...filter: string[]): Promise<Listed[]> => {
-    const out = await concord("dlq", "list", "--nats", nats.url, ...filter);
+    const out = await concord("dlq", "list", "--nats", nats().url, ...filter);
     expect(out.status, out.stderr).toBe(0);
     return out.stdout.split("\n").filter(Boolean).map((line) => JSON.parse(line) as Listed);
   };
@@ -111,7 +107,7 @@ describe("npx concord", () => {
     expect(letter.traceId).toMatch(/^[0-9a-f]{32}$/);
     expect(await listed("--type", "shop.products.v1.StockReserved")).toEqual([]);
 
-    const shown = await concord("dlq", "show", String(letter.seq), "--nats", nats.url);
+    const shown = await concord("dlq", "show", String(letter.seq), "--nats", nats().url);
     expect(shown.status, shown.stderr).toBe(0);
     const detail = JSON.parse(shown.stdout) as Listed & { headers: Record<string, string> };
     expect(detail).toMatchObject({ seq: letter.seq, reason: "the warehouse is closed", deliveryCount: 2, payload: { orderId, lines: [expect.objectContaining({ productId, quantity: 2 })] } });
@@ -119,24 +115,24 @@ describe("npx concord", () => {
     expect(detail.headers.traceparent).toContain(letter.traceId);
 
     // A dry run says what it would do and does nothing.
-    const ordersBefore = (await (await nc.jetstreamManager()).streams.info("SHOP_ORDERS")).state.last_seq;
-    const dry = await concord("dlq", "replay", "--all", "--dry-run", "--nats", nats.url);
+    const ordersBefore = (await (await nc().jetstreamManager()).streams.info("SHOP_ORDERS")).state.last_seq;
+    const dry = await concord("dlq", "replay", "--all", "--dry-run", "--nats", nats().url);
     expect(dry.status, dry.stderr).toBe(0);
     expect(dry.stdout).toContain(`"wouldReplay":${letter.seq}`);
-    expect((await (await nc.jetstreamManager()).streams.info("SHOP_ORDERS")).state.last_seq).toBe(ordersBefore);
+    expect((await (await nc().jetstreamManager()).streams.info("SHOP_ORDERS")).state.last_seq).toBe(ordersBefore);
     expect(await listed("--consumer", "fulfilment-order-placed")).toHaveLength(1);
 
     // The same dead letter twice in the stream, as after a replay cut short before it deleted it:
     // both are replayed within JetStream's duplicate window, and the event takes effect once.
     const copy = natsHeaders();
     for (const [name, value] of Object.entries(detail.headers)) copy.set(name, value);
-    const stored = await (await nc.jetstreamManager()).streams.getMessage(deadLetterStreamSpec.name, { seq: letter.seq });
+    const stored = await (await nc().jetstreamManager()).streams.getMessage(deadLetterStreamSpec.name, { seq: letter.seq });
     for (const name of stored.header.keys()) if (name.startsWith("concord-dlq-")) copy.set(name, stored.header.get(name));
-    await nc.jetstream().publish(`concord.dlq.SHOP_ORDERS.fulfilment-order-placed`, stored.data, { headers: copy });
+    await nc().jetstream().publish(`concord.dlq.SHOP_ORDERS.fulfilment-order-placed`, stored.data, { headers: copy });
     expect(await listed("--consumer", "fulfilment-order-placed")).toHaveLength(2);
 
     broken = undefined;
-    const replay = await concord("dlq", "replay", "--consumer", "fulfilment-order-placed", "--rate", "20/s", "--nats", nats.url);
+    const replay = await concord("dlq", "replay", "--consumer", "fulfilment-order-placed", "--rate", "20/s", "--nats", nats().url);
     expect(replay.status, replay.stderr).toBe(0);
     expect(replay.stdout.split("\n").filter((l) => l.includes('"replayed"'))).toHaveLength(2);
     expect(replay.stderr).toContain("2 of 2 replayed");
@@ -146,11 +142,11 @@ describe("npx concord", () => {
     // which had reserved the stock the first time, dropped both.
     await expect
       .poll(async () => {
-        const info = await (await nc.jetstreamManager()).consumers.info("SHOP_ORDERS", "fulfilment-order-placed");
+        const info = await (await nc().jetstreamManager()).consumers.info("SHOP_ORDERS", "fulfilment-order-placed");
         return info.num_pending + info.num_ack_pending;
       })
       .toBe(0);
-    expect((await (await nc.jetstreamManager()).streams.info("SHOP_ORDERS")).state.last_seq).toBeGreaterThanOrEqual(ordersBefore + 2);
+    expect((await (await nc().jetstreamManager()).streams.info("SHOP_ORDERS")).state.last_seq).toBeGreaterThanOrEqual(ordersBefore + 2);
     expect(await fulfilled(orderId)).toBe(1);
     expect(await stockOf(productId)).toBe(3);
   });
@@ -163,20 +159,20 @@ describe("npx concord", () => {
     const h = natsHeaders();
     h.set("concord-dlq-subject", `shop.orders.v1.order.${orderId}.placed`);
     h.set("concord-dlq-reason", "written by hand");
-    await nc.jetstream().publish("concord.dlq.SHOP_ORDERS.fulfilment-order-placed", new Uint8Array([1]), { headers: h });
+    await nc().jetstream().publish("concord.dlq.SHOP_ORDERS.fulfilment-order-placed", new Uint8Array([1]), { headers: h });
     const before = await dlqMessages();
     for (const dry of [["--dry-run"], []]) {
-      const refused = await concord("dlq", "replay", "--all", ...dry, "--nats", nats.url);
+      const refused = await concord("dlq", "replay", "--all", ...dry, "--nats", nats().url);
       expect(refused.status, dry.join(" ")).toBe(1);
       expect(refused.stderr).toMatch(/has no ce-id, so a replay could not be deduplicated/);
       expect(refused.stderr).toMatch(/cannot be replayed; nothing replayed/);
       expect(await dlqMessages()).toBe(before);
     }
-    const asked = await concord("dlq", "purge", "--nats", nats.url);
+    const asked = await concord("dlq", "purge", "--nats", nats().url);
     expect(asked.status).toBe(2);
     expect(asked.stderr).toMatch(/run again with --yes/);
     expect(await dlqMessages()).toBeGreaterThan(0);
-    const purged = await concord("dlq", "purge", "--yes", "--nats", nats.url);
+    const purged = await concord("dlq", "purge", "--yes", "--nats", nats().url);
     expect(purged.status, purged.stderr).toBe(0);
     expect(await dlqMessages()).toBe(0);
     expect(await listed()).toEqual([]);
@@ -184,7 +180,7 @@ describe("npx concord", () => {
   });
 
   it("shows each service's health, consumers' lag and outbox, and fails when a service cannot be reached", { timeout: 120_000 }, async () => {
-    const args = ["--nats", nats.url, "--products", products.service.address, "--orders", orders.service.address, "--products-metrics", products.service.metricsAddress!, "--orders-metrics", orders.service.metricsAddress!];
+    const args = ["--nats", nats().url, "--products", products.service.address, "--orders", orders.service.address, "--products-metrics", products.service.metricsAddress!, "--orders-metrics", orders.service.metricsAddress!];
     const status = await concord("status", ...args);
     expect(status.status, status.stdout + status.stderr).toBe(0);
     expect(status.stdout).toContain(`products  gRPC ${products.service.address}: SERVING`);
@@ -199,12 +195,12 @@ describe("npx concord", () => {
 
   it("asks services that serve over TLS, as `npm start` runs them, trusting the development CA", { timeout: 120_000 }, async () => {
     const secureDir = tempDir();
-    const secure = await startTestProducts(secureDir.path, nats.url, { metricsListen: "127.0.0.1:0", security: devSecurity(secureDir.path, "products") }, {
+    const secure = await startTestProducts(secureDir.path, nats().url, { metricsListen: "127.0.0.1:0", security: devSecurity(secureDir.path, "products") }, {
       credentials: clientTlsCredentials({ caFile: join(secureDir.path, "tls", "ca.pem") }),
       token: () => signToken(readTokenSecret(join(secureDir.path, "auth", "token-hs256.key")), { subject: "ops", roles: ["admin"] }, 300),
     });
     try {
-      const args = ["--nats", nats.url, "--products", secure.service.address, "--products-metrics", secure.service.metricsAddress!, "--orders", orders.service.address, "--orders-metrics", orders.service.metricsAddress!];
+      const args = ["--nats", nats().url, "--products", secure.service.address, "--products-metrics", secure.service.metricsAddress!, "--orders", orders.service.address, "--orders-metrics", orders.service.metricsAddress!];
       const status = await concordWith({ DATA_DIR: secureDir.path }, "status", ...args);
       expect(status.stdout).toContain(`products  gRPC ${secure.service.address}: SERVING`);
       // The order service here serves in plaintext, which a TLS client cannot talk to.
@@ -217,7 +213,7 @@ describe("npx concord", () => {
   });
 
   it("tails the events decoded, filtered by type or subject", { timeout: 60_000 }, async () => {
-    const tail = concordRunning("events", "tail", "--all", "--type", "shop.products.v1.ProductCreated", "--nats", nats.url);
+    const tail = concordRunning("events", "tail", "--all", "--type", "shop.products.v1.ProductCreated", "--nats", nats().url);
     try {
       const { product } = await products.client.createProduct({ name: "Tail teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 1 });
       await expect.poll(() => tail.stdout(), { timeout: 20_000 }).toContain(product!.id);
@@ -228,7 +224,7 @@ describe("npx concord", () => {
       tail.child.kill("SIGINT");
       await tail.exited;
     }
-    const bySubject = concordRunning("events", "tail", "--all", "--subject", "shop.orders.v1.order.*.placed", "--nats", nats.url);
+    const bySubject = concordRunning("events", "tail", "--all", "--subject", "shop.orders.v1.order.*.placed", "--nats", nats().url);
     try {
       await expect.poll(() => bySubject.stdout(), { timeout: 20_000 }).toContain("shop.orders.v1.OrderPlaced");
       const types = bySubject.stdout().trim().split("\n").map((l) => (JSON.parse(l) as { type: string }).type);
@@ -254,7 +250,7 @@ describe("npx concord", () => {
       expect(out.status, args.join(" ")).toBe(2);
       expect(out.stderr).toContain("Usage: npx concord");
     }
-    const missing = await concord("dlq", "show", "999999", "--nats", nats.url);
+    const missing = await concord("dlq", "show", "999999", "--nats", nats().url);
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/there is no dead letter 999999/);
     const unreachable = await concord("dlq", "list", "--nats", "nats://127.0.0.1:1");

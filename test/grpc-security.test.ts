@@ -11,7 +11,7 @@ import { readTokenSecret, signToken, type TokenClaims } from "../platform/auth/i
 import { Code } from "../platform/errors/index.js";
 import { checkHealth, clientTlsCredentials, createClient, waitForServing } from "../platform/grpc/index.js";
 import { ensureDevCredentials } from "../tools/dev-credentials.js";
-import { freePort, type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { freePort, useNatsServer } from "./support/nats-server.js";
 import { type ServiceProcess, startServiceProcess } from "./support/service-process.js";
 import { address, devSecurity, grpcError, rawCall, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 
@@ -19,7 +19,8 @@ const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
 
 describe("gRPC security: TLS and bearer tokens checked against the contracts' access rules", () => {
   const dir = tempDir();
-  let nats: NatsServerHandle;
+  afterAll(() => dir.remove());
+  const nats = useNatsServer();
   let products: RunningProducts;
   let orders: RunningOrders;
   let tls: ReturnType<typeof clientTlsCredentials>;
@@ -40,17 +41,14 @@ describe("gRPC security: TLS and bearer tokens checked against the contracts' ac
   const customer = (id: string) => () => token({ subject: id, roles: ["customer"] });
 
   beforeAll(async () => {
-    nats = await startNatsServer();
-    products = await startTestProducts(dir.path, nats.url, { security: devSecurity(dir.path, "products") }, { credentials: clientTlsCredentials({ caFile: join(dir.path, "tls", "ca.pem") }), token: admin });
-    orders = await startTestOrders(dir.path, products.service.address, nats.url, { security: devSecurity(dir.path, "orders") }, { credentials: clientTlsCredentials({ caFile: join(dir.path, "tls", "ca.pem") }), token: admin });
+    products = await startTestProducts(dir.path, nats().url, { security: devSecurity(dir.path, "products") }, { credentials: clientTlsCredentials({ caFile: join(dir.path, "tls", "ca.pem") }), token: admin });
+    orders = await startTestOrders(dir.path, products.service.address, nats().url, { security: devSecurity(dir.path, "orders") }, { credentials: clientTlsCredentials({ caFile: join(dir.path, "tls", "ca.pem") }), token: admin });
     tls = clientTlsCredentials({ caFile: join(dir.path, "tls", "ca.pem") });
   }, 60_000);
   afterAll(async () => {
     for (const c of clients) c.close();
     await orders?.stop();
     await products?.stop();
-    await nats?.stop();
-    dir.remove();
   });
 
   const newProduct = async (stock = 10) => (await products.client.createProduct({ name: "Teapot", description: "", price: eur(1999), initialStock: stock })).product!;
@@ -195,18 +193,16 @@ describe("gRPC security: TLS and bearer tokens checked against the contracts' ac
 
 describe("gRPC mutual TLS", () => {
   const dir = tempDir();
-  let nats: NatsServerHandle;
+  afterAll(() => dir.remove());
+  const nats = useNatsServer();
   let products: RunningProducts;
   beforeAll(async () => {
-    nats = await startNatsServer();
     const made = ensureDevCredentials(dir.path, ["products", "orders", "client"]);
     const token = () => signToken(readTokenSecret(made.tokenKeyFile), { subject: "ops", roles: ["admin"] }, 300);
-    products = await startTestProducts(dir.path, nats.url, { security: devSecurity(dir.path, "products", true) }, { credentials: clientTlsCredentials({ caFile: made.caFile, ...made.certs.client }), token });
+    products = await startTestProducts(dir.path, nats().url, { security: devSecurity(dir.path, "products", true) }, { credentials: clientTlsCredentials({ caFile: made.caFile, ...made.certs.client }), token });
   }, 60_000);
   afterAll(async () => {
     await products?.stop();
-    await nats?.stop();
-    dir.remove();
   });
 
   it("serves a client with a certificate from the CA and refuses one without a certificate", async () => {
@@ -224,7 +220,8 @@ describe("gRPC mutual TLS", () => {
 
 describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product service as production runs it", () => {
   const dir = tempDir();
-  let nats: NatsServerHandle;
+  afterAll(() => dir.remove());
+  const nats = useNatsServer();
   let products: ServiceProcess;
   let address: string;
   const issuer = generateKeyPairSync("ec", { namedCurve: "P-256" });
@@ -239,7 +236,7 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
   const env = (publicKeys: string) => ({
     PRODUCTS_LISTEN: address,
     PRODUCTS_DATABASE_URL: join(dir.path, "products.db"),
-    NATS_URL: nats.url,
+    NATS_URL: nats().url,
     GRPC_AUTH: "jwt",
     GRPC_AUTH_KEY_FILE: ensureDevCredentials(dir.path, ["products"]).tokenKeyFile,
     GRPC_AUTH_PUBLIC_KEYS: publicKeys,
@@ -248,7 +245,6 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
   });
 
   beforeAll(async () => {
-    nats = await startNatsServer();
     address = `127.0.0.1:${await freePort()}`;
     // The issuer's current key and the next one, as while rotating.
     const keysFile = join(dir.path, "issuer.pem");
@@ -258,8 +254,6 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
   }, 90_000);
   afterAll(async () => {
     await products?.stop();
-    await nats?.stop();
-    dir.remove();
   });
 
   it("lets the issuer's tokens in by their roles, and refuses another key's with UNAUTHENTICATED", async () => {

@@ -1,10 +1,10 @@
 import { join } from "node:path";
-import { connect, headers as natsHeaders, type NatsConnection } from "nats";
+import { headers as natsHeaders } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { Code } from "../platform/errors/index.js";
 import { uuidv7 } from "../platform/ids/index.js";
-import { startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
+import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { address, grpcError, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 
 /** One scrape of a service's metrics endpoint over HTTP. */
@@ -30,22 +30,18 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
 
 describe("metrics", () => {
   const dir = tempDir();
-  let nats: NatsServerHandle;
+  afterAll(() => dir.remove());
+  const nats = useNatsServer({ storeDir: join(dir.path, "nats") });
+  const nc = useNatsConnection(nats);
   let products: RunningProducts;
   let orders: RunningOrders;
-  let nc: NatsConnection;
   beforeAll(async () => {
-    nats = await startNatsServer({ storeDir: join(dir.path, "nats") });
-    products = await startTestProducts(dir.path, nats.url, { metricsListen: "127.0.0.1:0" });
-    orders = await startTestOrders(dir.path, products.service.address, nats.url, { metricsListen: "127.0.0.1:0" });
-    nc = await connect({ servers: nats.url });
+    products = await startTestProducts(dir.path, nats().url, { metricsListen: "127.0.0.1:0" });
+    orders = await startTestOrders(dir.path, products.service.address, nats().url, { metricsListen: "127.0.0.1:0" });
   });
   afterAll(async () => {
-    await nc?.close();
     await orders?.stop();
     await products?.stop();
-    await nats?.stop();
-    dir.remove();
   });
 
   it("counts calls by method and status code, with their latency", async () => {
@@ -92,14 +88,14 @@ describe("metrics", () => {
     h.set("ce-type", "shop.orders.v1.OrderPlaced");
     h.set("ce-source", "test");
     h.set("content-type", "application/protobuf");
-    await nc.jetstream().publish(`shop.orders.v1.order.${uuidv7()}.placed`, new Uint8Array([0xff, 0xff, 0xff]), { headers: h });
+    await nc().jetstream().publish(`shop.orders.v1.order.${uuidv7()}.placed`, new Uint8Array([0xff, 0xff, 0xff]), { headers: h });
     await expect.poll(async () => sample(await scrape(products.service.metricsAddress), "concord_consumer_dead_lettered_total", consumer)).toBe(deadBefore + 1);
   });
 
   it("serves 404 off /metrics, and no endpoint when not asked for", async () => {
     const res = await fetch(`http://${products.service.metricsAddress}/other`);
     expect(res.status).toBe(404);
-    const plain = await startTestProducts(dir.path, nats.url, { database: join(dir.path, "plain.db") });
+    const plain = await startTestProducts(dir.path, nats().url, { database: join(dir.path, "plain.db") });
     try {
       expect(plain.service.metricsAddress).toBeUndefined();
     } finally {

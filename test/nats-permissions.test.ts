@@ -15,7 +15,7 @@ import { createLogger } from "../platform/log/index.js";
 import { openDatabase } from "../platform/sql/index.js";
 import { natsPermissionTable, type NatsAuthorization } from "../tools/contracts/nats-permissions.js";
 import { repoRoot } from "../tools/repo-root.js";
-import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { useNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
 import { runConcord } from "./support/concord.js";
 import { address, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts } from "./support/shop.js";
@@ -39,31 +39,29 @@ function eventHeaders(type: string, source: string) {
 
 describe("NATS permissions derived from the contracts", () => {
   const dir = createTempDir("concord-nats-permissions-");
-  let nats: NatsServerHandle;
+  afterAll(() => dir.remove());
+  const nats = useNatsServer({ credentialsDir: join(dir.path, "credentials") });
   let products: RunningProducts;
   let orders: RunningOrders;
   const connections: NatsConnection[] = [];
 
   /** A client with a user's seed, on the inbox prefix its permissions allow. */
   const connectAs = async (user: string): Promise<NatsConnection> => {
-    const seed = new TextEncoder().encode(readFileSync(nats.seedFile(user), "utf8").trim());
+    const seed = new TextEncoder().encode(readFileSync(nats().seedFile(user), "utf8").trim());
     const inboxPrefix = user === "observer" || user === "operator" ? "_INBOX" : `_INBOX_${user}`;
-    const nc = await connect({ servers: nats.url, authenticator: nkeyAuthenticator(seed), inboxPrefix, name: `attacker-as-${user}` });
+    const nc = await connect({ servers: nats().url, authenticator: nkeyAuthenticator(seed), inboxPrefix, name: `attacker-as-${user}` });
     connections.push(nc);
     return nc;
   };
 
   beforeAll(async () => {
-    nats = await startNatsServer({ credentialsDir: join(dir.path, "credentials") });
-    products = await startTestProducts(dir.path, nats.url, { natsSeedFile: nats.seedFile("products") });
-    orders = await startTestOrders(dir.path, products.service.address, nats.url, { natsSeedFile: nats.seedFile("orders") });
+    products = await startTestProducts(dir.path, nats().url, { natsSeedFile: nats().seedFile("products") });
+    orders = await startTestOrders(dir.path, products.service.address, nats().url, { natsSeedFile: nats().seedFile("orders") });
   });
   afterAll(async () => {
     await Promise.all(connections.map((nc) => nc.close()));
     await orders?.stop();
     await products?.stop();
-    await nats?.stop();
-    dir.remove();
   });
 
   const newProduct = async (stock: number) => (await products.client.createProduct({ name: "Teapot", description: "", price: eur(1000), initialStock: stock })).product!;
@@ -75,7 +73,7 @@ describe("NATS permissions derived from the contracts", () => {
   const countOn = async (jsm: JetStreamManager, stream: string, subject: string) => (await jsm.streams.info(stream, { subjects_filter: subject })).state.subjects?.[subject] ?? 0;
 
   it("refuses a connection without credentials, or one naming itself after a service", async () => {
-    await expect(connect({ servers: nats.url, name: "orders", reconnect: false })).rejects.toThrow(/authorization violation/i);
+    await expect(connect({ servers: nats().url, name: "orders", reconnect: false })).rejects.toThrow(/authorization violation/i);
   });
 
   it("runs the saga with each service on its own user: placed, reserved, confirmed, cancelled, released", async () => {
@@ -257,7 +255,7 @@ describe("NATS permissions derived from the contracts", () => {
     const lines: Array<Record<string, unknown>> = [];
     const logger = createLogger({ service: "orders", level: "info", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } });
     const db = await openDatabase({ path: join(dir.path, "misrouted.db"), migrations: eventMigrations });
-    const runtime = createEventRuntime({ db, natsUrl: nats.url, service: "orders", streams: allStreams, streamSources, descriptorSet, logger, nkeySeedFile: nats.seedFile("orders") });
+    const runtime = createEventRuntime({ db, natsUrl: nats().url, service: "orders", streams: allStreams, streamSources, descriptorSet, logger, nkeySeedFile: nats().seedFile("orders") });
     try {
       await runtime.start([]);
       const orderId = uuidv7();
@@ -296,27 +294,21 @@ describe("NATS permissions derived from the contracts", () => {
 
 describe("streams the operator provisions", () => {
   const dir = createTempDir("concord-nats-provision-");
-  let nats: NatsServerHandle;
-  beforeAll(async () => {
-    nats = await startNatsServer({ credentialsDir: join(dir.path, "credentials"), provision: false });
-  });
-  afterAll(async () => {
-    await nats?.stop();
-    dir.remove();
-  });
+  afterAll(() => dir.remove());
+  const nats = useNatsServer({ credentialsDir: join(dir.path, "credentials"), provision: false });
 
   it("stops a service whose stream is missing, saying the operator provisions it; `concord streams provision` does, and the service starts", { timeout: 120_000 }, async () => {
-    await expect(startTestProducts(dir.path, nats.url, { natsSeedFile: nats.seedFile("products") })).rejects.toThrow(
+    await expect(startTestProducts(dir.path, nats().url, { natsSeedFile: nats().seedFile("products") })).rejects.toThrow(
       /stream \w+ does not exist, and this NATS user may not create it: the operator provisions streams \(npx concord streams provision/,
     );
-    const run = await runConcord({ NATS_URL: nats.url, NATS_NKEY_SEED: nats.seedFile("operator") }, ["streams", "provision"]);
+    const run = await runConcord({ NATS_URL: nats().url, NATS_NKEY_SEED: nats().seedFile("operator") }, ["streams", "provision"]);
     expect(run.stderr).toContain("concord streams provision: 3 streams as their specs declare");
     expect(run.status).toBe(0);
     const provisioned = run.stdout.trim().split("\n").map((line) => JSON.parse(line) as { stream: string; replicas: number });
     expect(provisioned.map((p) => p.stream)).toEqual(["SHOP_ORDERS", "SHOP_PRODUCTS", "CONCORD_DLQ"]);
     // Run again, it finds them as they should be and changes nothing.
-    expect((await runConcord({ NATS_URL: nats.url, NATS_NKEY_SEED: nats.seedFile("operator") }, ["streams", "provision"])).status).toBe(0);
-    const products = await startTestProducts(dir.path, nats.url, { natsSeedFile: nats.seedFile("products") });
+    expect((await runConcord({ NATS_URL: nats().url, NATS_NKEY_SEED: nats().seedFile("operator") }, ["streams", "provision"])).status).toBe(0);
+    const products = await startTestProducts(dir.path, nats().url, { natsSeedFile: nats().seedFile("products") });
     await products.stop();
   });
 });

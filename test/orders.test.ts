@@ -6,7 +6,7 @@ import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Address, CreateOrderRequest, CreateOrderResponse, LineItem, OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { uuidv7 } from "../platform/ids/index.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
-import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { startNatsServer, useNatsServer } from "./support/nats-server.js";
 import { address, grpcError, quietLogger, rawCall, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 import { eventually, readStream } from "./support/streams.js";
 
@@ -15,23 +15,21 @@ const unknownId = "01890a5d-ac96-774b-bcce-b302099a8057";
 
 describe("OrderService", () => {
   const dir = tempDir();
-  let nats: NatsServerHandle;
+  afterAll(() => dir.remove());
+  const nats = useNatsServer();
   let products: RunningProducts;
   let orders: RunningOrders;
   let teapot: string;
   let cup: string;
   beforeAll(async () => {
-    nats = await startNatsServer();
-    products = await startTestProducts(dir.path, nats.url);
-    orders = await startTestOrders(dir.path, products.service.address, nats.url);
+    products = await startTestProducts(dir.path, nats().url);
+    orders = await startTestOrders(dir.path, products.service.address, nats().url);
     teapot = (await products.client.createProduct({ name: "Teapot", description: "", price: eur(1999), initialStock: 100 })).product!.id;
     cup = (await products.client.createProduct({ name: "Cup", description: "", price: eur(450), initialStock: 100 })).product!.id;
   });
   afterAll(async () => {
     await orders.stop();
     await products.stop();
-    await nats.stop();
-    dir.remove();
   });
 
   it("prices every line at its product's current price and stores the order as PENDING", async () => {
@@ -189,7 +187,7 @@ describe("OrderService", () => {
 
   it("updates the address and lines of a PENDING order, refusing stale versions", async () => {
     // With NATS down the order stays PENDING (its OrderPlaced waits in the outbox).
-    await nats.stopForRestart();
+    await nats().stopForRestart();
     const { order } = await orders.client.createOrder({ customerId: "c-2", lines: [{ productId: cup, quantity: 1 }], shippingAddress: address });
     const { order: moved } = await orders.client.updateOrder({ id: order!.id, expectedVersion: 1, updateMask: ["shipping_address", "lines"], shippingAddress: { ...address, city: "Paris", countryCode: "FR" }, lines: [{ productId: teapot, quantity: 1 }] });
     expect(moved).toMatchObject({ version: 2, shippingAddress: { city: "Paris" }, total: eur(1999), lines: [{ productId: teapot, quantity: 1 }] });
@@ -198,7 +196,7 @@ describe("OrderService", () => {
     const noAddress = await grpcError(orders.client.updateOrder({ id: order!.id, expectedVersion: 2, updateMask: ["shipping_address"], shippingAddress: undefined, lines: [] }));
     expect(noAddress.violations.map((v) => v.field)).toEqual(["shipping_address"]);
     // Back up: the product service reserves for the new lines, and only that answer settles the order.
-    await nats.restart();
+    await nats().restart();
     await expect.poll(async () => (await orders.client.getOrder({ id: order!.id })).order!.state, { timeout: 15_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
     expect((await orders.client.getOrder({ id: order!.id })).order!.lines).toMatchObject([{ productId: teapot, quantity: 1 }]);
     const confirmed = (await orders.client.getOrder({ id: order!.id })).order!;
@@ -238,21 +236,15 @@ describe("OrderService", () => {
 
 describe("OrderService when the product service misbehaves", () => {
   const dir = tempDir();
-  let nats: NatsServerHandle;
-  beforeAll(async () => {
-    nats = await startNatsServer();
-  });
-  afterAll(async () => {
-    await nats.stop();
-    dir.remove();
-  });
+  afterAll(() => dir.remove());
+  const nats = useNatsServer();
 
   it("answers UNAVAILABLE when the product service is down, and stores no order", async () => {
     const closedPort = await new Promise<number>((resolve) => {
       const s = new Server();
       s.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (_e, port) => s.tryShutdown(() => resolve(port)));
     });
-    const orders = await startTestOrders(dir.path, `127.0.0.1:${closedPort}`, nats.url);
+    const orders = await startTestOrders(dir.path, `127.0.0.1:${closedPort}`, nats().url);
     try {
       const err = await grpcError(orders.client.createOrder({ customerId: "c-down", lines: [{ productId: unknownId, quantity: 1 }], shippingAddress: address }));
       expect(err.code).toBe(status.UNAVAILABLE);
@@ -268,7 +260,7 @@ describe("OrderService when the product service misbehaves", () => {
       batchGetProducts: (_call: unknown, cb: (e: { code: number; details: string }) => void) => cb({ code: status.RESOURCE_EXHAUSTED, details: "the server is at capacity" }),
     } as never);
     const port = await new Promise<number>((resolve) => full.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (_e, p) => resolve(p)));
-    const orders = await startTestOrders(dir.path, `127.0.0.1:${port}`, nats.url, { database: `${dir.path}/full-orders.db` });
+    const orders = await startTestOrders(dir.path, `127.0.0.1:${port}`, nats().url, { database: `${dir.path}/full-orders.db` });
     try {
       const err = await grpcError(orders.client.createOrder({ customerId: "c-full", lines: [{ productId: unknownId, quantity: 1 }], shippingAddress: address }));
       expect(err.code).toBe(status.RESOURCE_EXHAUSTED);
@@ -291,7 +283,7 @@ describe("OrderService when the product service misbehaves", () => {
       },
     } as never);
     const port = await new Promise<number>((resolve) => slow.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (_e, p) => resolve(p)));
-    const orders = await startTestOrders(dir.path, `127.0.0.1:${port}`, nats.url, { productsTimeoutMs: 2_000, database: `${dir.path}/slow-orders.db` });
+    const orders = await startTestOrders(dir.path, `127.0.0.1:${port}`, nats().url, { productsTimeoutMs: 2_000, database: `${dir.path}/slow-orders.db` });
     try {
       const err = await grpcError(orders.client.createOrder({ customerId: "c-slow", lines: [{ productId: unknownId, quantity: 1 }], shippingAddress: address }));
       expect(err.code).toBe(status.DEADLINE_EXCEEDED);

@@ -1,7 +1,7 @@
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkHealth } from "../platform/grpc/index.js";
-import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { useNatsServer } from "./support/nats-server.js";
 import { CreateProductRequest, ProductServiceService, UpdateProductRequest } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { grpcError, rawCall, type RunningProducts, startTestProducts, tempDir } from "./support/shop.js";
 
@@ -9,16 +9,14 @@ const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
 
 describe("ProductService", () => {
   const dir = tempDir();
-  let nats: NatsServerHandle;
+  afterAll(() => dir.remove());
+  const nats = useNatsServer();
   let products: RunningProducts;
   beforeAll(async () => {
-    nats = await startNatsServer();
-    products = await startTestProducts(dir.path, nats.url);
+    products = await startTestProducts(dir.path, nats().url);
   });
   afterAll(async () => {
     await products.stop();
-    await nats.stop();
-    dir.remove();
   });
   const create = (name = "Teapot", stock = 10, price = 1999) =>
     products.client.createProduct({ name, description: "Porcelain", price: eur(price), initialStock: stock }).then((r) => r.product!);

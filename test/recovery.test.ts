@@ -6,7 +6,7 @@ import { OrderServiceService, OrderState, type Order } from "../gen/ts/shop/orde
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { checkHealth, createClient, waitForServing } from "../platform/grpc/index.js";
 import { uuidv7 } from "../platform/ids/index.js";
-import { freePort, startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
+import { freePort, useNatsServer } from "./support/nats-server.js";
 import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
 import { address } from "./support/shop.js";
 import { tempDirForSuite } from "./support/temp-dir.js";
@@ -25,18 +25,17 @@ const initialStock = 100_000;
  * the crash gets answers again (its reconnect backoff).
  */
 describe("recovery after the order service is killed", () => {
-  let nats: NatsServerHandle;
+  const nats = useNatsServer({ storeDir: join(dir, "nats") });
   let products: ServiceProcess;
   let orders: ServiceProcess | undefined;
   let productsAddress: string;
   let ordersAddress: string;
-  const ordersEnv = () => ({ ORDERS_LISTEN: ordersAddress, ORDERS_DATABASE_URL: join(dir, "orders.db"), PRODUCTS_ADDRESS: productsAddress, NATS_URL: nats.url, LOG_LEVEL: "warn" });
+  const ordersEnv = () => ({ ORDERS_LISTEN: ordersAddress, ORDERS_DATABASE_URL: join(dir, "orders.db"), PRODUCTS_ADDRESS: productsAddress, NATS_URL: nats().url, LOG_LEVEL: "warn" });
 
   beforeAll(async () => {
-    nats = await startNatsServer({ storeDir: join(dir, "nats") });
     productsAddress = `127.0.0.1:${await freePort()}`;
     ordersAddress = `127.0.0.1:${await freePort()}`;
-    products = startServiceProcess("products", { PRODUCTS_LISTEN: productsAddress, PRODUCTS_DATABASE_URL: join(dir, "products.db"), NATS_URL: nats.url, LOG_LEVEL: "warn" });
+    products = startServiceProcess("products", { PRODUCTS_LISTEN: productsAddress, PRODUCTS_DATABASE_URL: join(dir, "products.db"), NATS_URL: nats().url, LOG_LEVEL: "warn" });
     await waitForServing(productsAddress, 30_000);
     orders = startServiceProcess("orders", ordersEnv());
     await waitForServing(ordersAddress, 30_000);
@@ -44,7 +43,6 @@ describe("recovery after the order service is killed", () => {
   afterAll(async () => {
     await orders?.stop();
     await products?.stop();
-    await nats?.stop();
   });
 
   it("settles every order within seconds of a crash, and long-lived clients call it again as soon as it serves", async () => {
@@ -68,7 +66,7 @@ describe("recovery after the order service is killed", () => {
     // Orders in flight, for certain: the product service stalls while orders keep coming, then the order
     // service hangs, the product service catches up and its replies reach the hung process, which dies
     // before it acknowledges them.
-    const nc = await connect({ servers: nats.url });
+    const nc = await connect({ servers: nats().url });
     const jsm = await nc.jetstreamManager();
     const unacknowledged = async () => {
       let n = 0;

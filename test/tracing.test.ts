@@ -7,7 +7,7 @@ import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { createClient, type PromiseClient, waitForServing } from "../platform/grpc/index.js";
 import { formatTraces, type ReceivedSpan, startTraceReceiver, type TraceReceiver } from "../tools/traces/otlp-receiver.js";
-import { freePort, startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
+import { freePort, useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
 import { address, type Shop, startShop } from "./support/shop.js";
 import { eventually, readStream } from "./support/streams.js";
@@ -33,8 +33,8 @@ async function eventsOf(nc: NatsConnection, orderId: string) {
 
 describe("tracing of an order through both services", () => {
   let receiver: TraceReceiver;
-  let nats: NatsServerHandle;
-  let nc: NatsConnection;
+  const nats = useNatsServer({ storeDir: join(dir, "nats") });
+  const nc = useNatsConnection(nats);
   let products: ServiceProcess;
   let orders: ServiceProcess;
   let catalog: PromiseClient<typeof ProductServiceService>;
@@ -42,13 +42,11 @@ describe("tracing of an order through both services", () => {
 
   beforeAll(async () => {
     receiver = await startTraceReceiver({ file: spanFile });
-    nats = await startNatsServer({ storeDir: join(dir, "nats") });
-    nc = await connect({ servers: nats.url });
     const productsAddress = `127.0.0.1:${await freePort()}`;
     const ordersAddress = `127.0.0.1:${await freePort()}`;
     const otel = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: "100", LOG_LEVEL: "warn" };
-    products = startServiceProcess("products", { ...otel, PRODUCTS_LISTEN: productsAddress, PRODUCTS_DATABASE_URL: join(dir, "products.db"), NATS_URL: nats.url });
-    orders = startServiceProcess("orders", { ...otel, ORDERS_LISTEN: ordersAddress, ORDERS_DATABASE_URL: join(dir, "orders.db"), PRODUCTS_ADDRESS: productsAddress, NATS_URL: nats.url });
+    products = startServiceProcess("products", { ...otel, PRODUCTS_LISTEN: productsAddress, PRODUCTS_DATABASE_URL: join(dir, "products.db"), NATS_URL: nats().url });
+    orders = startServiceProcess("orders", { ...otel, ORDERS_LISTEN: ordersAddress, ORDERS_DATABASE_URL: join(dir, "orders.db"), PRODUCTS_ADDRESS: productsAddress, NATS_URL: nats().url });
     await Promise.all([waitForServing(productsAddress, 30_000), waitForServing(ordersAddress, 30_000)]);
     catalog = createClient(ProductServiceService, { address: productsAddress });
     client = createClient(OrderServiceService, { address: ordersAddress });
@@ -58,8 +56,6 @@ describe("tracing of an order through both services", () => {
     client?.close();
     await orders?.stop();
     await products?.stop();
-    await nc?.close();
-    await nats?.stop();
     await receiver?.close();
   });
 
@@ -108,7 +104,7 @@ describe("tracing of an order through both services", () => {
     const ids = new Set(spans.map((s) => s.spanId));
     expect(spans.filter((s) => !ids.has(s.parentSpanId)).map((s) => s.name)).toEqual(["shop.orders.v1.OrderService/CreateOrder"]);
 
-    const events = await eventsOf(nc, orderId);
+    const events = await eventsOf(nc(), orderId);
     const carried = (type: string) => events.get(type)!.get("traceparent");
     expect(carried("shop.orders.v1.OrderPlaced")).toBe(`00-${traceId}-${placed.spanId}-01`);
     expect(carried("shop.products.v1.StockReserved")).toBe(`00-${traceId}-${reserved.spanId}-01`);
@@ -128,7 +124,7 @@ describe("tracing of an order through both services", () => {
   it("records nothing for an unsampled caller, and its events carry the unsampled flag", async () => {
     const traceId = hex(16);
     const orderId = await placeConfirmedOrder(`00-${traceId}-${hex(8)}-00`);
-    const events = await eventsOf(nc, orderId);
+    const events = await eventsOf(nc(), orderId);
     expect([...events.keys()].sort()).toEqual(["shop.orders.v1.OrderConfirmed", "shop.orders.v1.OrderPlaced", "shop.products.v1.StockReserved"]);
     for (const headers of events.values()) expect(headers.get("traceparent")).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-00$`));
     // A sampled order placed afterwards has its spans exported; the unsampled one's would have gone with them.

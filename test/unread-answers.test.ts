@@ -1,7 +1,7 @@
 import { type ClientHttp2Session, connect as connectHttp2 } from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ListOrdersRequest, OrderServiceService } from "../gen/ts/shop/orders/v1/order_service_pb.js";
-import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { useNatsServer } from "./support/nats-server.js";
 import { address, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 
 /**
@@ -11,14 +11,14 @@ import { address, type RunningOrders, type RunningProducts, startTestOrders, sta
  */
 describe("callers that read none of their answers, against the order service", () => {
   const dir = tempDir();
-  let nats: NatsServerHandle;
+  afterAll(() => dir.remove());
+  const nats = useNatsServer();
   let products: RunningProducts;
   let orders: RunningOrders;
   const sessions: ClientHttp2Session[] = [];
   beforeAll(async () => {
-    nats = await startNatsServer();
-    products = await startTestProducts(dir.path, nats.url);
-    orders = await startTestOrders(dir.path, products.service.address, nats.url);
+    products = await startTestProducts(dir.path, nats().url);
+    orders = await startTestOrders(dir.path, products.service.address, nats().url);
     const price = { currencyCode: "EUR", amountMinor: 100 };
     const ids: string[] = [];
     for (let i = 0; i < 50; i++) ids.push((await products.client.createProduct({ name: `Product ${i} ${"n".repeat(100)}`, description: "", price, initialStock: 1_000 })).product!.id);
@@ -29,8 +29,6 @@ describe("callers that read none of their answers, against the order service", (
     for (const session of sessions) session.destroy();
     await orders.stop();
     await products.stop();
-    await nats.stop();
-    dir.remove();
   });
 
   it("runs about 8 MiB of answers for each of four connections sending 100 calls at once, and refuses the others before they run", async () => {

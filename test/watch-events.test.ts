@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { deadLetterStreamSpec } from "../platform/events/index.js";
-import { freePort, type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
+import { freePort, useNatsServer } from "./support/nats-server.js";
 import { address, type Shop, startShop } from "./support/shop.js";
 
 /** Runs tools/watch-events.ts as a user would, collecting what it prints. */
@@ -99,14 +99,10 @@ describe("tools/watch-events.ts", () => {
   });
 
   describe("against a server that refuses it", () => {
-    let nats: NatsServerHandle;
-    beforeAll(async () => {
-      nats = await startNatsServer();
-    }, 60_000);
-    afterAll(() => nats?.stop());
+    const nats = useNatsServer();
 
     it("says that no stream exists and exits with status 1", async () => {
-      const tool = run(["--all", "--nats", nats.url]);
+      const tool = run(["--all", "--nats", nats().url]);
       expect(await tool.exited).toBe(1);
       for (const stream of ["SHOP_ORDERS", "SHOP_PRODUCTS", "CONCORD_DLQ"]) expect(tool.stderr()).toContain(`stream ${stream} does not exist yet`);
       expect(tool.stderr()).toContain("no stream can be read");
@@ -114,7 +110,7 @@ describe("tools/watch-events.ts", () => {
 
     it("prints the server's refusal of its consumer and exits with status 1 when nothing can be read", async () => {
       // Streams that take one consumer, and have it already.
-      const nc = await connect({ servers: nats.url });
+      const nc = await connect({ servers: nats().url });
       const jsm = await nc.jetstreamManager();
       for (const spec of [...allStreams, deadLetterStreamSpec]) {
         await jsm.streams.add({ name: spec.name, subjects: [...spec.subjects], max_consumers: 1 });
@@ -122,7 +118,7 @@ describe("tools/watch-events.ts", () => {
       }
       await nc.close();
 
-      const tool = run(["--all", "--nats", nats.url]);
+      const tool = run(["--all", "--nats", nats().url]);
       expect(await tool.exited).toBe(1);
       for (const stream of ["SHOP_ORDERS", "SHOP_PRODUCTS", "CONCORD_DLQ"]) {
         expect(tool.stderr()).toMatch(new RegExp(`the server refused a consumer on stream ${stream}: maximum consumers limit reached \\(err_code 10026\\)`));
