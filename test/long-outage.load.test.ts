@@ -4,31 +4,25 @@
  * yet deleted are deleted when it returns, not published again (which had
  * them stored twice: 26 of 2,472 in one run).
  */
-import { connect, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
-import { startPostgresServer, type PostgresServerHandle } from "./support/postgres.js";
+import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
+import { usePostgresServer } from "./support/postgres.js";
 import { type RunningProducts, startTestProducts, tempDir } from "./support/shop.js";
 import { readStream } from "./support/streams.js";
 
 describe("PostgreSQL away for longer than the duplicate window", () => {
   const dir = tempDir();
-  let postgres: PostgresServerHandle;
-  let nats: NatsServerHandle;
-  let nc: NatsConnection;
+  afterAll(() => dir.remove());
+  const postgres = usePostgresServer();
+  const nats = useNatsServer();
+  const nc = useNatsConnection(nats);
   let products: RunningProducts;
 
   beforeAll(async () => {
-    [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
-    products = await startTestProducts(dir.path, nats.url, { database: await postgres.createDatabase("products") });
-    nc = await connect({ servers: nats.url });
+    products = await startTestProducts(dir.path, nats().url, { database: await postgres().createDatabase("products") });
   }, 120_000);
   afterAll(async () => {
-    await nc?.close();
     await products?.stop();
-    await nats?.stop();
-    await postgres?.stop();
-    dir.remove();
   });
 
   it("publishes each event once per Nats-Msg-Id", async () => {
@@ -39,13 +33,13 @@ describe("PostgreSQL away for longer than the duplicate window", () => {
       }
     });
     await new Promise((r) => setTimeout(r, 3_000));
-    await postgres.kill();
+    await postgres().kill();
     running = false;
     await Promise.all(load);
     await new Promise((r) => setTimeout(r, 130_000));
-    await postgres.restart();
+    await postgres().restart();
     await expect.poll(async () => (await products.service.events.outbox.pending()), { timeout: 30_000, interval: 500 }).toBe(0);
-    const events = await readStream(await nc.jetstreamManager(), "SHOP_PRODUCTS");
+    const events = await readStream(await nc().jetstreamManager(), "SHOP_PRODUCTS");
     const ids = events.map((e) => e.headers?.get("Nats-Msg-Id"));
     const twice = ids.filter((id, i) => ids.indexOf(id) !== i);
     console.log(`${events.length} events in the stream, ${twice.length} of them a second copy`);

@@ -5,10 +5,10 @@
  * should still be published.
  */
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
-import { connect, type NatsConnection } from "nats";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
-import { startPostgresServer, type PostgresServerHandle } from "./support/postgres.js";
+import { connect } from "nats";
+import { afterAll, describe, expect, it } from "vitest";
+import { startNatsServer, useNatsConnection, useNatsServer } from "./support/nats-server.js";
+import { usePostgresServer } from "./support/postgres.js";
 import { type RunningProducts, startTestProducts, tempDir } from "./support/shop.js";
 import { readStream } from "./support/streams.js";
 
@@ -41,33 +41,25 @@ async function cuttableProxy(port: number): Promise<{ url: string; cut(): Promis
 
 describe("the relaying instance cut off from NATS", () => {
   const dir = tempDir();
-  let postgres: PostgresServerHandle;
-  let nats: NatsServerHandle;
-  let nc: NatsConnection;
+  afterAll(() => dir.remove());
+  const postgres = usePostgresServer();
+  const nats = useNatsServer();
+  const nc = useNatsConnection(nats);
   const products: RunningProducts[] = [];
-
-  beforeAll(async () => {
-    [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
-    nc = await connect({ servers: nats.url });
-  }, 120_000);
   afterAll(async () => {
-    await nc?.close();
     for (const p of products) await p.stop().catch(() => undefined);
-    await nats?.stop();
-    await postgres?.stop();
-    dir.remove();
   });
 
   it("publishes the events the other instance commits", async () => {
-    const database = await postgres.createDatabase("products");
-    const proxy = await cuttableProxy(nats.port);
+    const database = await postgres().createDatabase("products");
+    const proxy = await cuttableProxy(nats().port);
     products.push(await startTestProducts(dir.path, proxy.url, { database }));
-    const jsm = await nc.jetstreamManager();
+    const jsm = await nc().jetstreamManager();
     const published = async (subject: RegExp) => (await readStream(jsm, "SHOP_PRODUCTS")).some((e) => subject.test(e.subject));
     // The first instance relays (it published the first product's event before the second started).
     const { product } = await products[0].client.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1000 }, initialStock: 5 });
     await expect.poll(() => published(new RegExp(`${product!.id}\\.created$`)), { timeout: 10_000 }).toBe(true);
-    products.push(await startTestProducts(dir.path, nats.url, { database }));
+    products.push(await startTestProducts(dir.path, nats().url, { database }));
     await proxy.cut();
     const { product: second } = await products[1].client.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 2000 }, initialStock: 5 });
     const started = Date.now();

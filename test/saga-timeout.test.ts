@@ -1,11 +1,11 @@
 import { join } from "node:path";
-import { connect, headers as natsHeaders, type NatsConnection } from "nats";
+import { headers as natsHeaders } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderCancelled } from "../gen/ts/shop/orders/v1/order_events_pb.js";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { StockReserved } from "../gen/ts/shop/products/v1/product_events_pb.js";
 import { uuidv7 } from "../platform/ids/index.js";
-import { startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
+import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { address, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 import { readStream } from "./support/streams.js";
 
@@ -18,31 +18,30 @@ const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
  */
 function useShop(pendingTimeoutMs: number) {
   const dir = tempDir();
-  const shop = {} as { nats: NatsServerHandle; nc: NatsConnection; products?: RunningProducts; orders: RunningOrders };
+  afterAll(() => dir.remove());
+  const nats = useNatsServer({ storeDir: join(dir.path, "nats") });
+  const nc = useNatsConnection(nats);
+  const shop = {} as { products?: RunningProducts; orders: RunningOrders };
   const productsDb = join(dir.path, "products.db");
-  const startProducts = async () => (shop.products = await startTestProducts(dir.path, shop.nats.url, { database: productsDb }));
+  const startProducts = async () => (shop.products = await startTestProducts(dir.path, nats().url, { database: productsDb }));
   const stopProducts = async () => {
     await shop.products?.stop();
     shop.products = undefined;
   };
   beforeAll(async () => {
-    shop.nats = await startNatsServer({ storeDir: join(dir.path, "nats") });
-    shop.nc = await connect({ servers: shop.nats.url });
     await startProducts();
-    shop.orders = await startTestOrders(dir.path, shop.products!.service.address, shop.nats.url, { pendingTimeoutMs, metricsListen: "127.0.0.1:0" });
+    shop.orders = await startTestOrders(dir.path, shop.products!.service.address, nats().url, { pendingTimeoutMs, metricsListen: "127.0.0.1:0" });
   }, 60_000);
   afterAll(async () => {
-    await shop.nc?.close();
     await shop.orders?.stop();
     await stopProducts();
-    await shop.nats?.stop();
-    dir.remove();
   });
 
   const products = () => shop.products!.client;
   const orders = () => shop.orders.client;
   return {
     shop,
+    nc,
     startProducts,
     stopProducts,
     newProduct: async (stock: number) => (await products().createProduct({ name: "Teapot", description: "", price: eur(1000), initialStock: stock })).product!.id,
@@ -51,10 +50,10 @@ function useShop(pendingTimeoutMs: number) {
     placeOrder: (productId: string, quantity: number) => orders().createOrder({ customerId: "c-timeout", lines: [{ productId, quantity }], shippingAddress: address }).then((r) => r.order!),
     /** The OrderCancelled events in the stream, by order. */
     cancelledEvents: async () =>
-      (await readStream(await shop.nc.jetstreamManager(), "SHOP_ORDERS")).filter((e) => e.subject.endsWith(".cancelled")).map((e) => OrderCancelled.decode(e.data)),
+      (await readStream(await nc().jetstreamManager(), "SHOP_ORDERS")).filter((e) => e.subject.endsWith(".cancelled")).map((e) => OrderCancelled.decode(e.data)),
     /** Whether a durable consumer has taken every event of its stream there is. */
     caughtUp: async (stream: string, durable: string) => {
-      const info = await (await shop.nc.jetstreamManager()).consumers.info(stream, durable);
+      const info = await (await nc().jetstreamManager()).consumers.info(stream, durable);
       return info.num_pending === 0 && info.num_ack_pending === 0;
     },
     metric: async (name: string) => {
@@ -92,10 +91,10 @@ describe("the saga's timeout", () => {
     const late = StockReserved.encode({ orderId: unanswered.id, lines: [{ productId, quantity: 2 }], linesVersion: 1 }).finish();
     const h = natsHeaders();
     for (const [k, v] of Object.entries({ "ce-specversion": "1.0", "ce-id": uuidv7(), "ce-type": "shop.products.v1.StockReserved", "ce-source": "products", "ce-time": new Date().toISOString(), "content-type": "application/protobuf" })) h.set(k, v);
-    await t.shop.nc.jetstream().publish(`shop.products.v1.reservation.${unanswered.id}.reserved`, late, { headers: h });
+    await t.nc().jetstream().publish(`shop.products.v1.reservation.${unanswered.id}.reserved`, late, { headers: h });
     await expect.poll(() => t.caughtUp("SHOP_PRODUCTS", "orders-stock-reserved"), { timeout: 10_000, interval: 100 }).toBe(true);
     expect(await t.orderOf(unanswered.id)).toMatchObject({ state: CANCELLED, version: 2 });
-    expect((await readStream(await t.shop.nc.jetstreamManager(), "CONCORD_DLQ")).map((e) => e.headers.get("concord-dlq-subject"))).toEqual([]);
+    expect((await readStream(await t.nc().jetstreamManager(), "CONCORD_DLQ")).map((e) => e.headers.get("concord-dlq-subject"))).toEqual([]);
 
     // Its OrderPlaced and OrderCancelled both reach the product service now, in whichever order: it holds nothing for the order.
     await t.startProducts();

@@ -7,7 +7,6 @@
  * has settled, each exactly once, stock and held units add up, no event was
  * stored twice or took effect twice, and both outboxes are empty.
  */
-import { connect, type NatsConnection } from "nats";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -17,8 +16,8 @@ import { deadLetterStreamSpec } from "../platform/events/index.js";
 import { Code, StatusError } from "../platform/errors/index.js";
 import { createClient, waitForServing } from "../platform/grpc/index.js";
 import { uuidv7 } from "../platform/ids/index.js";
-import { freePort, type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
-import { type PostgresServerHandle, startPostgresServer } from "./support/postgres.js";
+import { freePort, useNatsConnection, useNatsServer } from "./support/nats-server.js";
+import { usePostgresServer } from "./support/postgres.js";
 import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
 import { address } from "./support/shop.js";
 import { readStream } from "./support/streams.js";
@@ -32,28 +31,27 @@ const loadSeconds = 16;
 const tryAgain = new Set([Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.ABORTED, Code.RESOURCE_EXHAUSTED]);
 
 describe("two instances of each service on Postgres under 100 orders/s, through crashes", () => {
-  let postgres: PostgresServerHandle;
-  let nats: NatsServerHandle;
-  let nc: NatsConnection;
+  const postgres = usePostgresServer();
+  const nats = useNatsServer();
+  const nc = useNatsConnection(nats);
   let productsDb: string;
   let ordersDb: string;
   const productAddresses: string[] = [];
   const orderAddresses: string[] = [];
   const products: ServiceProcess[] = [];
   const orders: ServiceProcess[] = [];
-  const productsEnv = (i: number) => ({ PRODUCTS_LISTEN: productAddresses[i], PRODUCTS_DATABASE_URL: productsDb, NATS_URL: nats.url, LOG_LEVEL: "warn" });
+  const productsEnv = (i: number) => ({ PRODUCTS_LISTEN: productAddresses[i], PRODUCTS_DATABASE_URL: productsDb, NATS_URL: nats().url, LOG_LEVEL: "warn" });
   const ordersEnv = (i: number) => ({
     ORDERS_LISTEN: orderAddresses[i],
     ORDERS_DATABASE_URL: ordersDb,
     PRODUCTS_ADDRESS: productAddresses.join(","),
-    NATS_URL: nats.url,
+    NATS_URL: nats().url,
     LOG_LEVEL: "warn",
   });
 
   beforeAll(async () => {
-    [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
-    productsDb = await postgres.createDatabase("products");
-    ordersDb = await postgres.createDatabase("orders");
+    productsDb = await postgres().createDatabase("products");
+    ordersDb = await postgres().createDatabase("orders");
     for (let i = 0; i < 2; i++) {
       productAddresses.push(`127.0.0.1:${await freePort()}`);
       orderAddresses.push(`127.0.0.1:${await freePort()}`);
@@ -62,13 +60,9 @@ describe("two instances of each service on Postgres under 100 orders/s, through 
     await Promise.all(productAddresses.map((a) => waitForServing(a, 60_000)));
     for (let i = 0; i < 2; i++) orders.push(startServiceProcess("orders", ordersEnv(i)));
     await Promise.all(orderAddresses.map((a) => waitForServing(a, 60_000)));
-    nc = await connect({ servers: nats.url });
   }, 180_000);
   afterAll(async () => {
-    await nc?.close();
     for (const p of [...orders, ...products]) await p.stop();
-    await nats?.stop();
-    await postgres?.stop();
   });
 
   it("settles every order once, keeps stock exact and drains both outboxes while instances and Postgres crash", async () => {
@@ -148,10 +142,10 @@ describe("two instances of each service on Postgres under 100 orders/s, through 
       orders[0] = startServiceProcess("orders", ordersEnv(0));
       products[0] = startServiceProcess("products", productsEnv(0));
       await at(9);
-      await postgres.kill();
+      await postgres().kill();
       const downAt = performance.now();
       await at(10);
-      await postgres.restart();
+      await postgres().restart();
       return { postgresDownMs: performance.now() - downAt, postgresBackAt: performance.now() };
     })();
     const { postgresDownMs, postgresBackAt } = await faults;
@@ -178,7 +172,7 @@ describe("two instances of each service on Postgres under 100 orders/s, through 
       // No order is PENDING, yet events that change no order's state (OrderCancelled, StockReleased) may still be on
       // their way: in an outbox, or at a consumer of their own (waiting out the ack_wait of a killed instance, or the
       // backoff of a transaction that failed while Postgres was down). Stock is checked once everything is through.
-      const jsm = await nc.jetstreamManager();
+      const jsm = await nc().jetstreamManager();
       const outboxRows = (pool: pg.Pool) => pool.query("SELECT count(*) AS n FROM event_outbox").then((r) => Number(r.rows[0].n));
       const inFlight = async () => {
         const parts: string[] = [];

@@ -5,7 +5,7 @@
  * product service's instances both asked, and the outbox relayed by one
  * instance at a time, taken over when it dies.
  */
-import { connect, type NatsConnection } from "nats";
+import { connect } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { Code } from "../platform/errors/index.js";
@@ -13,8 +13,8 @@ import { createClient } from "../platform/grpc/index.js";
 import { OrderServiceService } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { OrderServiceMethods } from "../gen/ts/shop/orders/v1/order_service_rpc.js";
 import pg from "pg";
-import { type NatsServerHandle, startNatsServer } from "./support/nats-server.js";
-import { type PostgresServerHandle, startPostgresServer } from "./support/postgres.js";
+import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
+import { usePostgresServer } from "./support/postgres.js";
 import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
 import { address, grpcError, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 import { readStream } from "./support/streams.js";
@@ -26,31 +26,26 @@ const { PENDING, CONFIRMED, REJECTED } = { PENDING: OrderState.ORDER_STATE_PENDI
 
 describe("two instances of each service on one Postgres", () => {
   const dir = tempDir();
-  let postgres: PostgresServerHandle;
-  let nats: NatsServerHandle;
-  let nc: NatsConnection;
+  afterAll(() => dir.remove());
+  const postgres = usePostgresServer();
+  const nats = useNatsServer();
+  const nc = useNatsConnection(nats);
   let productsDb: string;
   let ordersDb: string;
   const products: RunningProducts[] = [];
   const orders: RunningOrders[] = [];
 
   beforeAll(async () => {
-    [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
-    productsDb = await postgres.createDatabase("products");
-    ordersDb = await postgres.createDatabase("orders");
+    productsDb = await postgres().createDatabase("products");
+    ordersDb = await postgres().createDatabase("orders");
     // Instances of one service start together, as a deployment does: migrations take turns.
-    products.push(...(await Promise.all([0, 1].map(() => startTestProducts(dir.path, nats.url, { database: productsDb })))));
+    products.push(...(await Promise.all([0, 1].map(() => startTestProducts(dir.path, nats().url, { database: productsDb })))));
     const productsAddress = products.map((p) => p.service.address).join(",");
-    orders.push(...(await Promise.all([0, 1].map(() => startTestOrders(dir.path, productsAddress, nats.url, { database: ordersDb })))));
-    nc = await connect({ servers: nats.url });
+    orders.push(...(await Promise.all([0, 1].map(() => startTestOrders(dir.path, productsAddress, nats().url, { database: ordersDb })))));
   }, 120_000);
   afterAll(async () => {
-    await nc?.close();
     for (const o of orders) await o.stop();
     for (const p of products) await p.stop();
-    await nats?.stop();
-    await postgres?.stop();
-    dir.remove();
   });
 
   const newProduct = async (stock: number) => (await products[0].client.createProduct({ name: "Teapot", description: "", price: eur(1000), initialStock: stock })).product!.id;
@@ -77,7 +72,7 @@ describe("two instances of each service on one Postgres", () => {
     expect(product!.stock).toBe(0);
     // Each answer was handled once: one OrderConfirmed or OrderRejected per order in the stream (each relay publishes
     // its order's event a moment after the order reads settled).
-    const settled = async () => (await readStream(await nc.jetstreamManager(), "SHOP_ORDERS")).filter((e) => /\.(confirmed|rejected)$/.test(e.subject));
+    const settled = async () => (await readStream(await nc().jetstreamManager(), "SHOP_ORDERS")).filter((e) => /\.(confirmed|rejected)$/.test(e.subject));
     await expect.poll(async () => (await settled()).length, { timeout: 30_000 }).toBeGreaterThanOrEqual(placed.length);
     const settledEvents = await settled();
     const perOrder = new Map<string, number>();
@@ -126,27 +121,24 @@ describe("two instances of each service on one Postgres", () => {
 
 describe("the outbox relay of two order service processes on one Postgres", () => {
   const dir = tempDir();
-  let postgres: PostgresServerHandle;
-  let nats: NatsServerHandle;
+  afterAll(() => dir.remove());
+  const postgres = usePostgresServer();
+  const nats = useNatsServer();
   let products: RunningProducts;
   const processes: ServiceProcess[] = [];
 
   beforeAll(async () => {
-    [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
-    products = await startTestProducts(dir.path, nats.url, { database: await postgres.createDatabase("products") });
+    products = await startTestProducts(dir.path, nats().url, { database: await postgres().createDatabase("products") });
   }, 120_000);
   afterAll(async () => {
     for (const p of processes) await p.kill();
     await products?.stop();
-    await nats?.stop();
-    await postgres?.stop();
-    dir.remove();
   });
 
   it("publishes each event once, each order's in commit order, while the relaying instance dies and the other takes over", async () => {
-    const ordersDb = await postgres.createDatabase("orders");
+    const ordersDb = await postgres().createDatabase("orders");
     const addresses = [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`];
-    const env = (listen: string) => ({ ORDERS_LISTEN: listen, ORDERS_DATABASE_URL: ordersDb, PRODUCTS_ADDRESS: products.service.address, NATS_URL: nats.url, LOG_LEVEL: "warn" });
+    const env = (listen: string) => ({ ORDERS_LISTEN: listen, ORDERS_DATABASE_URL: ordersDb, PRODUCTS_ADDRESS: products.service.address, NATS_URL: nats().url, LOG_LEVEL: "warn" });
     for (const a of addresses) processes.push(startServiceProcess("orders", env(a)));
     await Promise.all(addresses.map((a) => waitForServing(a, 60_000)));
     const productId = (await products.client.createProduct({ name: "Kettle", description: "", price: eur(2500), initialStock: 100_000 })).product!.id;
@@ -196,7 +188,7 @@ describe("the outbox relay of two order service processes on one Postgres", () =
     // Every order settles through the survivor, which relays the dead one's events too.
     for (const id of placed) await expect.poll(async () => (await survivorClient.getOrder({ id })).order!.state, { timeout: 60_000 }).toBe(CONFIRMED);
     const takeoverMs = performance.now() - killedAt;
-    const jsm = await nc(nats.url);
+    const jsm = await nc(nats().url);
     await expect.poll(async () => (await readStream(jsm, "SHOP_ORDERS")).filter((e) => e.subject.endsWith(".confirmed")).length, { timeout: 30_000 }).toBeGreaterThanOrEqual(placed.length);
     const stream = await readStream(jsm, "SHOP_ORDERS");
     const ids = stream.map((e) => e.headers.get("ce-id"));

@@ -6,39 +6,33 @@
  * default 30 s after about 3.5 minutes. The order settles, and a cancelled
  * order's stock comes back, once the lock goes.
  */
-import { connect, type NatsConnection } from "nats";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
-import { startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
-import { startPostgresServer, type PostgresServerHandle } from "./support/postgres.js";
+import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
+import { usePostgresServer } from "./support/postgres.js";
 import { address, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 import { readStream } from "./support/streams.js";
 
 describe("a product row locked for a few minutes by another session", () => {
   const dir = tempDir();
-  let postgres: PostgresServerHandle;
-  let nats: NatsServerHandle;
-  let nc: NatsConnection;
+  afterAll(() => dir.remove());
+  const postgres = usePostgresServer();
+  const nats = useNatsServer();
+  const nc = useNatsConnection(nats);
   let productsDb: string;
   let products: RunningProducts;
   let orders: RunningOrders;
 
   beforeAll(async () => {
-    [postgres, nats] = await Promise.all([startPostgresServer(), startNatsServer()]);
-    productsDb = await postgres.createDatabase("products");
-    const ordersDb = await postgres.createDatabase("orders");
-    products = await startTestProducts(dir.path, nats.url, { database: `${productsDb}?statement_timeout=1000` });
-    orders = await startTestOrders(dir.path, products.service.address, nats.url, { database: ordersDb });
-    nc = await connect({ servers: nats.url });
+    productsDb = await postgres().createDatabase("products");
+    const ordersDb = await postgres().createDatabase("orders");
+    products = await startTestProducts(dir.path, nats().url, { database: `${productsDb}?statement_timeout=1000` });
+    orders = await startTestOrders(dir.path, products.service.address, nats().url, { database: ordersDb });
   }, 120_000);
   afterAll(async () => {
-    await nc?.close();
     await orders?.stop();
     await products?.stop();
-    await nats?.stop();
-    await postgres?.stop();
-    dir.remove();
   });
 
   it("settles the order once the lock goes", async () => {
@@ -54,7 +48,7 @@ describe("a product row locked for a few minutes by another session", () => {
     await locker.end();
     await new Promise((r) => setTimeout(r, 10_000));
     const state = (await orders.client.getOrder({ id: order!.id })).order!.state;
-    const dlq = await readStream(await nc.jetstreamManager(), "CONCORD_DLQ");
+    const dlq = await readStream(await nc().jetstreamManager(), "CONCORD_DLQ");
     const stock = (await products.client.getProduct({ id })).product!.stock;
     console.log("after the lock went:", OrderState[state], "stock", stock, "dead letters", dlq.map((e) => `${e.subject}: ${e.headers?.get("concord-dlq-reason")}`));
     expect(dlq).toEqual([]);
@@ -76,7 +70,7 @@ describe("a product row locked for a few minutes by another session", () => {
     await locker.end();
     await new Promise((r) => setTimeout(r, 10_000));
     const stock = (await products.client.getProduct({ id })).product!.stock;
-    const dlq = (await readStream(await nc.jetstreamManager(), "CONCORD_DLQ")).filter((e) => e.subject.includes("cancelled"));
+    const dlq = (await readStream(await nc().jetstreamManager(), "CONCORD_DLQ")).filter((e) => e.subject.includes("cancelled"));
     console.log("cancelled order, after the lock went: stock", stock, "of 5; dead letters", dlq.map((e) => `${e.subject}: ${e.headers?.get("concord-dlq-reason")}`));
     expect(stock).toBe(5);
   }, 150_000);
