@@ -8,12 +8,11 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
-import { connect, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderCancelled } from "../../gen/ts/shop/orders/v1/order_events_pb.js";
 import { CreateOrderRequest, OrderState } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { StockReleased } from "../../gen/ts/shop/products/v1/product_events_pb.js";
-import { startNatsServer, type NatsServerHandle } from "../support/nats-server.js";
+import { useNatsConnection, useNatsServer } from "../support/nats-server.js";
 import { signToken, readTokenSecret } from "../../platform/auth/index.js";
 import { clientTlsCredentials } from "../../platform/grpc/index.js";
 import { devSecurity, grpcError, startTestOrders, startTestProducts, type RunningOrders, type RunningProducts } from "../support/shop.js";
@@ -69,8 +68,8 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
     const customer = `${language}-customer-1`;
     let dir: TempDir;
     let program: InteropProgram;
-    let nats: NatsServerHandle;
-    let nc: NatsConnection;
+    const nats = useNatsServer();
+    const nc = useNatsConnection(nats);
     let products: RunningProducts;
     let orders: RunningOrders;
     let placed: PlacedOrder;
@@ -78,29 +77,26 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
 
     beforeAll(async () => {
       dir = createTempDir(`concord-interop-${language}-`);
-      [program, nats] = await Promise.all([prepare(dir.path), startNatsServer()]);
+      program = await prepare(dir.path);
       // As npm start runs them: TLS with the development CA, and bearer tokens.
       const security = { products: devSecurity(dir.path, "products"), orders: devSecurity(dir.path, "orders") };
       const key = readTokenSecret(join(dir.path, "auth", "token-hs256.key"));
       const caFile = join(dir.path, "tls", "ca.pem");
       const ownClient = { credentials: clientTlsCredentials({ caFile }), token: () => signToken(key, { subject: "ops", roles: ["admin"] }, 600) };
-      products = await startTestProducts(dir.path, nats.url, { security: security.products }, ownClient);
-      orders = await startTestOrders(dir.path, products.service.address, nats.url, { security: security.orders }, ownClient);
+      products = await startTestProducts(dir.path, nats().url, { security: security.products }, ownClient);
+      orders = await startTestOrders(dir.path, products.service.address, nats().url, { security: security.orders }, ownClient);
       const [admin, owner] = await Promise.all([signToken(key, { subject: "ops", roles: ["admin"] }, 600), signToken(key, { subject: customer, roles: ["customer"] }, 600)]);
       programEnv = { INTEROP_TLS_CA: caFile, INTEROP_ADMIN_TOKEN: admin, INTEROP_CUSTOMER_TOKEN: owner };
-      nc = await connect({ servers: nats.url });
     }, 300_000);
 
     afterAll(async () => {
-      await nc?.close();
       await orders?.stop();
       await products?.stop();
-      await nats?.stop();
       dir?.remove();
     });
 
     it("finds the streams the services provisioned as gen/events.json describes them (one replica on a standalone server)", async () => {
-      const jsm = await nc.jetstreamManager();
+      const jsm = await nc().jetstreamManager();
       for (const stream of manifest.streams) {
         const { config } = await jsm.streams.info(stream.name);
         expect(config).toMatchObject({
@@ -168,7 +164,7 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
       const durable = `interop-${language}`;
       const result = await program.run<{ placed: ReceivedEvent; confirmed: ReceivedEvent; consumer: { durable: string; stream: string; ackPending: number } }>(
         "consume-order-events",
-        { nats: nats.url, orders: orders.service.address, order: placed.orderId, durable },
+        { nats: nats().url, orders: orders.service.address, order: placed.orderId, durable },
         programEnv,
       );
 
@@ -196,7 +192,7 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
       }
       expect(result.placed.id).not.toBe(result.confirmed.id);
       expect(result.consumer).toEqual({ durable, stream: "SHOP_ORDERS", ackPending: 0 });
-      const info = await (await nc.jetstreamManager()).consumers.info("SHOP_ORDERS", durable);
+      const info = await (await nc().jetstreamManager()).consumers.info("SHOP_ORDERS", durable);
       expect(info.config.durable_name).toBe(durable);
       expect(info.ack_floor.stream_seq).toBeGreaterThanOrEqual(2);
     });
@@ -207,14 +203,14 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
       expect(await stock()).toBe(10 - quantity); // held for the confirmed order
 
       const published = await program.run<{ id: string; subject: string; stream: string; sequence: number }>("publish-cancelled", {
-        nats: nats.url,
+        nats: nats().url,
         order: placed.orderId,
         customer,
         reason: "changed my mind",
       });
       expect(published).toMatchObject({ subject: `shop.orders.v1.order.${placed.orderId}.cancelled`, stream: "SHOP_ORDERS" });
 
-      const jsm = await nc.jetstreamManager();
+      const jsm = await nc().jetstreamManager();
       const stored = await jsm.streams.getMessage("SHOP_ORDERS", { seq: published.sequence });
       expect(stored.subject).toBe(published.subject);
       const header = (name: string) => stored.header.get(name);
