@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "nats";
 import { describe, expect, it } from "vitest";
-import { startNatsCluster, startNatsServer } from "./nats-server.js";
+import { startNatsCluster, startNatsServer, useNatsConnection, useNatsServer } from "./nats-server.js";
 import { createTempDir } from "./temp-dir.js";
 
 describe("startNatsServer", () => {
@@ -38,6 +38,21 @@ describe("startNatsServer", () => {
     } finally {
       dir.remove();
     }
+  });
+});
+
+describe("useNatsServer and useNatsConnection", () => {
+  const stream = { name: "HARNESS_USE", subjects: ["harness.use.>"], storage: "file" as const, replicas: 1, maxAgeMs: 0, duplicateWindowMs: 120_000 };
+  const server = useNatsServer();
+  const nc = useNatsConnection(server, { streams: [stream] });
+
+  it("give the block's tests a server and a connection to it, with the streams ensured", async () => {
+    expect(nc().getServer()).toBe(`127.0.0.1:${server().port}`);
+    expect((await (await nc().jetstreamManager()).streams.info(stream.name)).config.subjects).toEqual(stream.subjects);
+  });
+
+  it("refuses an option it does not know", () => {
+    expect(() => useNatsConnection(server, { stream } as never)).toThrow(/unknown option stream/);
   });
 });
 
