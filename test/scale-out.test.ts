@@ -5,7 +5,6 @@
  * product service's instances both asked, and the outbox relayed by one
  * instance at a time, taken over when it dies.
  */
-import { connect } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { Code } from "../platform/errors/index.js";
@@ -124,6 +123,7 @@ describe("the outbox relay of two order service processes on one Postgres", () =
   afterAll(() => dir.remove());
   const postgres = usePostgresServer();
   const nats = useNatsServer();
+  const nc = useNatsConnection(nats);
   let products: RunningProducts;
   const processes: ServiceProcess[] = [];
 
@@ -188,7 +188,7 @@ describe("the outbox relay of two order service processes on one Postgres", () =
     // Every order settles through the survivor, which relays the dead one's events too.
     for (const id of placed) await expect.poll(async () => (await survivorClient.getOrder({ id })).order!.state, { timeout: 60_000 }).toBe(CONFIRMED);
     const takeoverMs = performance.now() - killedAt;
-    const jsm = await nc(nats().url);
+    const jsm = await nc().jetstreamManager();
     await expect.poll(async () => (await readStream(jsm, "SHOP_ORDERS")).filter((e) => e.subject.endsWith(".confirmed")).length, { timeout: 30_000 }).toBeGreaterThanOrEqual(placed.length);
     const stream = await readStream(jsm, "SHOP_ORDERS");
     const ids = stream.map((e) => e.headers.get("ce-id"));
@@ -201,10 +201,3 @@ describe("the outbox relay of two order service processes on one Postgres", () =
     for (const c of clients) c.close();
   }, 180_000);
 });
-
-async function nc(url: string) {
-  const conn = await connect({ servers: url });
-  const jsm = await conn.jetstreamManager();
-  setTimeout(() => void conn.close(), 30_000).unref();
-  return jsm;
-}
