@@ -9,7 +9,7 @@
  */
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { OrderServiceService } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { OrderServiceMethods } from "../gen/ts/shop/orders/v1/order_service_rpc.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { deadLetterStreamSpec } from "../platform/events/index.js";
