@@ -103,6 +103,37 @@ describe("the outbox relay on Postgres", () => {
       await db.close();
     }
   });
+  it("keeps relaying, and settles a flush that waited, when the database went away while the flush waited", async () => {
+    const db = await openDatabase({ path: await postgres().createDatabase("flush_outage"), migrations: outboxMigrations });
+    // No stream captures the event yet: JetStream answers 503 and the event stays in the outbox, so the flush waits.
+    const orphan = sampleStream("flushoutage");
+    const outbox = createOutbox({ db, source: "things" });
+    const relay = createOutboxRelay({ db, nc: bus.nc, logger, sweepIntervalMs: 100, retryMinMs: 50, retryMaxMs: 300, leaderPollMs: 100 });
+    try {
+      const id = await db.transaction(async (tx) => outbox.add(tx, orphan.event, { thingId: "a", note: "" }));
+      let flushed: "waiting" | "resolved" | "rejected" = "waiting";
+      const flush = relay.flush().then(
+        () => void (flushed = "resolved"),
+        () => void (flushed = "rejected"),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Meanwhile the relay reads the outbox, and looks whether the flush's events are out, in vain.
+      await postgres().stopForRestart();
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      await postgres().restart();
+      await ensureStreams(bus.jsm, [orphan.stream]);
+      await eventually("the event is published", async () => (await readStream(bus.jsm, orphan.stream.name)).length === 1, 15_000);
+      await eventually("the flush is settled", () => flushed !== "waiting", 5_000);
+      await flush;
+      expect(flushed).toBe("resolved");
+      expect((await readStream(bus.jsm, orphan.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([id]);
+      await eventually("the outbox is empty", async () => (await outbox.pending()) === 0);
+    } finally {
+      await relay.stop();
+      await db.close();
+    }
+  });
+
   it("logs a database outage that keeps it from asking for its lock once, and again when it is over", async () => {
     const db = await openDatabase({ path: await postgres().createDatabase("lock_outage"), migrations: outboxMigrations });
     const lines: { level: string; msg: string; attempts?: number }[] = [];

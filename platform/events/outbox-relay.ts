@@ -236,14 +236,17 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     });
   };
 
-  /** Resolves the flushes whose events are all out of the outbox; a flush asked for meanwhile waits for the next call. */
+  /**
+   * Resolves the flushes whose events are all out of the outbox; a flush asked for meanwhile waits for the next call,
+   * as does one whose outbox cannot be read (the database away): never rejects, so the loop goes on.
+   */
   const settleFlushers = async (): Promise<void> => {
     if (flushers.length === 0) return;
     const checking = flushers;
     flushers = [];
     const still: Flusher[] = [];
     for (const f of checking) {
-      if (await store.anyUpTo(f.upTo)) still.push(f);
+      if (await store.anyUpTo(f.upTo).catch(() => true)) still.push(f);
       else f.resolve();
     }
     flushers = [...still, ...flushers];
