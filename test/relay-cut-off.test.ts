@@ -7,6 +7,7 @@
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
 import { connect } from "nats";
 import { afterAll, describe, expect, it } from "vitest";
+import { createLogger } from "../platform/log/index.js";
 import { startNatsServer, useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { usePostgresServer } from "./support/postgres.js";
 import { type RunningProducts, startTestProducts, tempDir } from "./support/shop.js";
@@ -53,7 +54,9 @@ describe("the relaying instance cut off from NATS", () => {
   it("publishes the events the other instance commits", async () => {
     const database = await postgres().createDatabase("products");
     const proxy = await cuttableProxy(nats().port);
-    products.push(await startTestProducts(dir.path, proxy.url, { database }));
+    const said: string[] = [];
+    const logger = createLogger({ service: "products", level: "warn", destination: { write: (line: string) => void said.push(String(JSON.parse(line).msg)) } });
+    products.push(await startTestProducts(dir.path, proxy.url, { database, logger }));
     const jsm = await nc().jetstreamManager();
     const published = async (subject: RegExp) => (await readStream(jsm, "SHOP_PRODUCTS")).some((e) => subject.test(e.subject));
     // The first instance relays (it published the first product's event before the second started).
@@ -65,6 +68,9 @@ describe("the relaying instance cut off from NATS", () => {
     const started = Date.now();
     await expect.poll(() => published(new RegExp(`${second!.id}\\.created$`)), { timeout: 30_000, interval: 500 }).toBe(true);
     console.log(`published ${Date.now() - started} ms after the commit`);
+    // The first instance says why it left the relay: NATS, not its lock, which it gave up itself.
+    await expect.poll(() => said.filter((m) => /outbox relay/.test(m))).toContain("NATS cannot be reached from this process; the outbox relay is left to a process that reaches it, and taken again once NATS answers");
+    expect(said).not.toContain("the outbox relay's lock is gone (its database connection broke); waiting to take it again");
   }, 90_000);
 
   it("a lone instance whose NATS was away for longer than that takes the relay again and publishes once NATS is back", async () => {

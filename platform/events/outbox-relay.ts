@@ -489,16 +489,19 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         return async () => {};
       });
       leading = true;
+      // Whether the lock went before the relay ended, not through its own release below.
+      let lostLease = false;
       try {
         await relay();
       } finally {
+        lostLease = leaseLost;
         leading = false;
         await unlisten();
         await lease.release();
       }
       // A connection closed under the relay (not by stop()) takes no publishes any more: the relay ends, its events stay.
       if (nc.isClosed()) break;
-      if (leaseLost && !stopping) logger.warn("the outbox relay's lock is gone (its database connection broke); waiting to take it again");
+      if (lostLease && !stopping) logger.warn("the outbox relay's lock is gone (its database connection broke); waiting to take it again");
       else if (cutOff() && !stopping) logger.warn({ disconnectedForMs: Date.now() - disconnectedAt! }, "NATS cannot be reached from this process; the outbox relay is left to a process that reaches it, and taken again once NATS answers");
     }
   };
