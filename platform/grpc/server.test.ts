@@ -1,5 +1,6 @@
 import { once } from "node:events";
-import { connect as connectHttp2, constants as http2Constants } from "node:http2";
+import { connect as connectHttp2, constants as http2Constants, type ClientHttp2Session, type IncomingHttpHeaders } from "node:http2";
+import { deflateSync, gzipSync } from "node:zlib";
 import { Client, credentials, Metadata, status } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
@@ -19,6 +20,22 @@ function impl(getProduct: ServiceImpl<typeof ProductServiceService>["getProduct"
     throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
   };
   return { getProduct, batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused };
+}
+
+/** The headers and trailers a raw HTTP/2 call of GetProduct ends with (its answer's status within 5 s, or none). */
+async function answerOf(session: ClientHttp2Session, headers: Record<string, string>, body: Buffer, end = true): Promise<IncomingHttpHeaders> {
+  const stream = session.request({ ":method": "POST", ":path": ProductServiceService.getProduct.path, "content-type": "application/grpc", te: "trailers", ...headers });
+  const answer: IncomingHttpHeaders = {};
+  stream.on("response", (h) => Object.assign(answer, h));
+  stream.on("trailers", (h) => Object.assign(answer, h));
+  stream.on("error", () => {});
+  stream.on("data", () => {});
+  if (end) stream.end(body);
+  else stream.write(body);
+  const timer = setTimeout(() => stream.close(http2Constants.NGHTTP2_CANCEL), 5_000);
+  await once(stream, "close");
+  clearTimeout(timer);
+  return answer;
 }
 
 describe("createGrpcServer", () => {
@@ -186,6 +203,47 @@ describe("createGrpcServer", () => {
       expect(stream.writableFinished).toBe(false);
       expect(session.socket.bytesWritten).toBeLessThan(1024 * 1024);
       expect(ran).toBe(0);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("refuses a compressed request with UNIMPLEMENTED before reading it, however much it would inflate to, and serves uncompressed ones", async () => {
+    let ran = 0;
+    server = createGrpcServer({ descriptorSet, logger });
+    server.addService(ProductServiceService, impl(async () => {
+      ran++;
+      return { product };
+    }));
+    const { port } = await server.start("127.0.0.1:0");
+    const session = connectHttp2(`http://127.0.0.1:${port}`);
+    const framed = (body: Uint8Array, compressed: boolean) => {
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt8(compressed ? 1 : 0, 0);
+      prefix.writeUInt32BE(body.length, 1);
+      return Buffer.concat([prefix, body]);
+    };
+    try {
+      // 200 requests of one 300-byte message inflating to 250 KiB, just under the cap, none of them ended: grpc-js
+      // inflated each before the call ran and held it until the request ended (50 MiB here, for 60 KB sent).
+      const bomb = framed(gzipSync(Buffer.alloc(250 * 1024)), true);
+      const before = process.memoryUsage().arrayBuffers;
+      let peak = before;
+      const watch = setInterval(() => (peak = Math.max(peak, process.memoryUsage().arrayBuffers)), 5);
+      const answers = await Promise.all(Array.from({ length: 200 }, () => answerOf(session, { "grpc-encoding": "gzip" }, bomb, false)));
+      clearInterval(watch);
+      for (const answer of answers) {
+        expect(answer).toMatchObject({ "grpc-status": String(status.UNIMPLEMENTED), "grpc-accept-encoding": "identity" });
+        expect(decodeURI(String(answer["grpc-message"]))).toBe('requests compressed with "gzip" are not accepted here; send them uncompressed (grpc-encoding identity)');
+      }
+      expect(peak - before).toBeLessThan(16 * 1024 * 1024);
+      // Whole requests too, whatever the encoding; the same request uncompressed is served.
+      const request = GetProductRequest.encode({ id: product.id }).finish();
+      expect(await answerOf(session, { "grpc-encoding": "deflate" }, framed(deflateSync(request), true))).toMatchObject({ "grpc-status": String(status.UNIMPLEMENTED) });
+      expect(await answerOf(session, { "grpc-encoding": "snappy" }, framed(request, true))).toMatchObject({ "grpc-status": String(status.UNIMPLEMENTED) });
+      expect(ran).toBe(0);
+      expect(await answerOf(session, { "grpc-encoding": "identity" }, framed(request, false))).toMatchObject({ "grpc-status": String(status.OK) });
+      expect(ran).toBe(1);
     } finally {
       session.close();
     }

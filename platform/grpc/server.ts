@@ -1,5 +1,5 @@
 import { constants as http2Constants, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
-import { Server, ServerCredentials, type ChannelOptions } from "@grpc/grpc-js";
+import { Server, ServerCredentials, status, type ChannelOptions } from "@grpc/grpc-js";
 import { HealthService, type ServingStatus } from "./health.js";
 import { grpcDescriptorSet } from "../../gen/ts/grpc_descriptor_set.js";
 import type { Logger } from "../log/index.js";
@@ -187,6 +187,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       );
       for (const listener of http2ServersOf(server)) {
         listener.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+          if (refuseCompressedRequest(stream, headers)) return;
           stopUnreadRequest(stream);
           unread.watch(stream, headers);
         });
@@ -251,6 +252,40 @@ function stopUnreadRequest(stream: ServerHttp2Stream): void {
   stream.once("finish", () => {
     if (!stream.readableEnded && !stream.closed) stream.close(http2Constants.NGHTTP2_NO_ERROR);
   });
+}
+
+/**
+ * A request sent compressed (`grpc-encoding` other than identity) is
+ * answered UNIMPLEMENTED, naming identity as what the server takes (as
+ * gRPC's compression spec has it), and its stream is closed before grpc-js
+ * reads any of it. grpc-js inflates each compressed message as it arrives,
+ * up to the 256 KiB cap, before the call is authenticated, decoded or
+ * admitted, and holds the result until the request ends: 700 streams of
+ * one 300-byte gzip message each (210 KB sent, never ended) held 260 MiB
+ * of a server until the connection closed, and every message of a request
+ * is inflated at once, so 50 requests of 60 such messages (880 KB) took a
+ * server from 107 to 803 MiB RSS. Concord's requests are a few KiB, and
+ * no client compresses unless asked to.
+ */
+function refuseCompressedRequest(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean {
+  const encoding = headers["grpc-encoding"];
+  if (encoding === undefined || encoding === "identity") return false;
+  // grpc-js has already answered a call it cannot route (an unknown method, a content type not gRPC's).
+  if (stream.headersSent || stream.closed) return true;
+  const message = `requests compressed with ${JSON.stringify(String(encoding)).slice(0, 80)} are not accepted here; send them uncompressed (grpc-encoding identity)`;
+  // grpc-js reads nothing of a closed stream (its call is cancelled): the status goes out, then RST_STREAM NO_ERROR.
+  stream.respond(
+    {
+      [http2Constants.HTTP2_HEADER_STATUS]: 200,
+      [http2Constants.HTTP2_HEADER_CONTENT_TYPE]: "application/grpc+proto",
+      "grpc-accept-encoding": "identity",
+      "grpc-status": String(status.UNIMPLEMENTED),
+      "grpc-message": encodeURI(message),
+    },
+    { endStream: true },
+  );
+  stream.close(http2Constants.NGHTTP2_NO_ERROR);
+  return true;
 }
 
 /** The implementation with every method refusing calls with UNAVAILABLE while `unavailable` gives a reason. */
