@@ -10,6 +10,7 @@ import { type CallContext, requestDigester, UnaryCallContext } from "./call-cont
 import { type CallObserver, observeCalls } from "./call-metrics.js";
 import { traceServerCalls } from "./call-tracing.js";
 import { toGrpcError } from "./grpc-status.js";
+import { http2StreamOf } from "./grpc-internals.js";
 import { defaultPageSize, maxPageBytes } from "./page-token.js";
 
 /** A unary method as ts-proto describes it for grpc-js. */
@@ -310,6 +311,9 @@ function unaryHandler(
       );
     }
     function handle(principal: Principal): void {
+      // Node ends a closed stream's request as if half-closed, and grpc-js then runs the call: one the server
+      // cancelled while its request had not ended (see unfinished-requests.ts), or one its caller reset.
+      if (http2StreamOf(call)?.closed) return finish(new StatusError(Code.CANCELLED, "the call was cancelled before it ran; nothing was done"));
       if (bytes.length > limit) {
         // Too large to run the contract's rules on; a list over its limit is still named, as that is cheap to tell,
         // but only up to a few times the limit: decoding all that grpc-js lets through (256 KiB of small unknown

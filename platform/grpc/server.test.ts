@@ -249,6 +249,42 @@ describe("createGrpcServer", () => {
     }
   });
 
+  it("cancels a call whose request has not arrived in full within requestTimeoutMs, before any handler runs", async () => {
+    let ran = 0;
+    server = createGrpcServer({ descriptorSet, logger, requestTimeoutMs: 500 });
+    server.addService(ProductServiceService, impl(async () => {
+      ran++;
+      return { product };
+    }));
+    const { port } = await server.start("127.0.0.1:0");
+    const session = connectHttp2(`http://127.0.0.1:${port}`);
+    try {
+      const request = Buffer.from(GetProductRequest.encode({ id: product.id }).finish());
+      const prefix = (size: number) => {
+        const p = Buffer.alloc(5);
+        p.writeUInt32BE(size, 1);
+        return p;
+      };
+      const started = Date.now();
+      const [partial, unended] = await Promise.all([
+        // A length prefix promising more than comes, then silence; a whole message never half-closed.
+        answerOf(session, {}, Buffer.concat([prefix(200_000), Buffer.alloc(1000)]), false),
+        answerOf(session, {}, Buffer.concat([prefix(request.length), request]), false),
+      ]);
+      for (const answer of [partial, unended]) {
+        expect(answer["grpc-status"]).toBe(String(status.CANCELLED));
+        expect(decodeURI(String(answer["grpc-message"]))).toMatch(/^the request did not arrive in full \(half-closed\) within 500 ms/);
+      }
+      expect(Date.now() - started).toBeLessThan(3_000);
+      expect(ran).toBe(0);
+      // A request sent whole is served, however long its handler then takes.
+      expect(await answerOf(session, {}, Buffer.concat([prefix(request.length), request]))).toMatchObject({ "grpc-status": String(status.OK) });
+      expect(ran).toBe(1);
+    } finally {
+      session.close();
+    }
+  });
+
   it("refuses unknown and invalid options", () => {
     expect(() => createGrpcServer({ descriptorSet, logger, shutdownTimeout: 5 } as never)).toThrow(/unknown option shutdownTimeout/);
     expect(() => createGrpcServer({ descriptorSet, logger, maxReceiveMessageBytes: 0 })).toThrow(/maxReceiveMessageBytes/);

@@ -12,6 +12,7 @@ import { createDescriptorIndex } from "./descriptor-index.js";
 import { http2ServersOf, http2StreamOf } from "./grpc-internals.js";
 import { addServerReflection } from "./server-reflection.js";
 import { type UnreadResponseOptions, watchUnreadResponses } from "./unread-responses.js";
+import { watchUnfinishedRequests } from "./unfinished-requests.js";
 import { StatusError } from "../errors/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 
@@ -30,6 +31,13 @@ export interface GrpcServerOptions {
    * requests get RESOURCE_EXHAUSTED before they are decoded. Default 256 KiB.
    */
   readonly maxReceiveMessageBytes?: number;
+  /**
+   * How long a call's whole request may take to arrive (its stream
+   * half-closed) after the call starts; past that it is answered CANCELLED
+   * before any handler runs. Not for server reflection, whose calls stay
+   * open. Default 30 s.
+   */
+  readonly requestTimeoutMs?: number;
   /** How long shutdown waits for in-flight calls before cancelling them. Default 10 s. */
   readonly shutdownTimeoutMs?: number;
   /** How long health reports NOT_SERVING before the server stops accepting calls. Default 0. */
@@ -103,14 +111,16 @@ export interface GrpcServer {
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const factory = "createGrpcServer";
-  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "unreadResponses"]);
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "unreadResponses"]);
   const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
+  const requestTimeoutMs = positiveInteger(factory, "requestTimeoutMs", options.requestTimeoutMs, 30_000);
   const shutdownTimeoutMs = nonNegativeInteger(factory, "shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000);
   const drainDelayMs = nonNegativeInteger(factory, "drainDelayMs", options.drainDelayMs, 0);
   const readinessIntervalMs = positiveInteger(factory, "readinessIntervalMs", options.readinessIntervalMs, 2_000);
   const { logger, readinessCheck } = options;
   const admission = createAdmission(options.admission);
   const unread = watchUnreadResponses(logger, options.unreadResponses);
+  const unfinished = watchUnfinishedRequests(requestTimeoutMs);
 
   // No channelz service is exposed, so its per-call counters and timestamps are switched off. A client may open
   // on one connection about as many streams as admission holds calls (plus room for health checks and for calls
@@ -189,6 +199,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         listener.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
           if (refuseCompressedRequest(stream, headers)) return;
           stopUnreadRequest(stream);
+          unfinished.watch(stream, headers[http2Constants.HTTP2_HEADER_PATH] as string | undefined);
           unread.watch(stream, headers);
         });
       }
@@ -218,6 +229,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
           });
         });
         unread.stop();
+        unfinished.stop();
         state = "stopped";
       })();
       return stopped;
