@@ -285,6 +285,34 @@ describe("createGrpcServer", () => {
     }
   });
 
+  it("takes a grpc-timeout beyond 24.8 days as the longest grpc-js can hold, instead of a deadline already past", async () => {
+    const deadlines: Array<number | undefined> = [];
+    server = createGrpcServer({ descriptorSet, logger });
+    server.addService(ProductServiceService, impl(async (_request, context) => {
+      deadlines.push(context.deadline && context.deadline.getTime() - Date.now());
+      return { product };
+    }));
+    const { port } = await server.start("127.0.0.1:0");
+    const session = connectHttp2(`http://127.0.0.1:${port}`);
+    try {
+      const request = Buffer.from(GetProductRequest.encode({ id: product.id }).finish());
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt32BE(request.length, 1);
+      const day = 86_400_000;
+      // A month (grpc-go sends it in seconds), 600 hours and the most the header can say: wrapped around 32 bits,
+      // the first two were past deadlines (DEADLINE_EXCEEDED at once, nothing done), the last a day and a half.
+      for (const timeout of ["2592000S", "600H", "99999999H"]) {
+        expect(await answerOf(session, { "grpc-timeout": timeout }, Buffer.concat([prefix, request]))).toMatchObject({ "grpc-status": String(status.OK) });
+        expect(deadlines.pop()).toBeGreaterThan(24 * day);
+      }
+      expect(await answerOf(session, { "grpc-timeout": "30S" }, Buffer.concat([prefix, request]))).toMatchObject({ "grpc-status": String(status.OK) });
+      expect(deadlines.pop()).toBeGreaterThan(25_000);
+      expect(deadlines.pop()).toBeUndefined();
+    } finally {
+      session.close();
+    }
+  });
+
   it("refuses unknown and invalid options", () => {
     expect(() => createGrpcServer({ descriptorSet, logger, shutdownTimeout: 5 } as never)).toThrow(/unknown option shutdownTimeout/);
     expect(() => createGrpcServer({ descriptorSet, logger, maxReceiveMessageBytes: 0 })).toThrow(/maxReceiveMessageBytes/);

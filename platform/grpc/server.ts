@@ -196,6 +196,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         server.bindAsync(address, options.credentials ?? ServerCredentials.createInsecure(), (err, p) => (err ? reject(new Error(`listening on ${address} failed: ${err.message}`, { cause: err })) : resolve(p))),
       );
       for (const listener of http2ServersOf(server)) {
+        listener.prependListener("stream", clampTimeout);
         listener.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
           if (refuseCompressedRequest(stream, headers)) return;
           stopUnreadRequest(stream);
@@ -298,6 +299,24 @@ function refuseCompressedRequest(stream: ServerHttp2Stream, headers: IncomingHtt
   );
   stream.close(http2Constants.NGHTTP2_NO_ERROR);
   return true;
+}
+
+/** The longest timeout grpc-js takes: it counts milliseconds in a signed 32-bit integer (about 24.8 days). */
+const longestTimeoutMs = 2 ** 31 - 1;
+const timeoutUnitMs: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000001 };
+
+/**
+ * A `grpc-timeout` of more than about 24.8 days (`600H`, `2592000S` for a
+ * deadline a month ahead) becomes the longest grpc-js takes, before grpc-js
+ * reads it (this listener runs before its own). grpc-js wrapped it around
+ * 32 bits: a month was a deadline already past, so the call failed at once
+ * with DEADLINE_EXCEEDED and nothing done, and `99999999H` a day and a half.
+ */
+function clampTimeout(_stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+  const timeout = headers["grpc-timeout"];
+  if (typeof timeout !== "string" || timeout.length < 4) return;
+  const match = /^(\d{1,8})([HMSmun])$/.exec(timeout);
+  if (match && Number(match[1]) * timeoutUnitMs[match[2]] > longestTimeoutMs) headers["grpc-timeout"] = `${Math.floor(longestTimeoutMs / 1000)}S`;
 }
 
 /** The implementation with every method refusing calls with UNAVAILABLE while `unavailable` gives a reason. */
