@@ -21,8 +21,8 @@ export interface UnfinishedRequests {
  * no time limit of its own: 700 requests of 262,000 bytes each, never ended,
  * held 161 MiB of a server for as long as their connection stayed open
  * (one connection may hold that many streams, and connections are not
- * counted). A sweep every second, not a timer per call, so that a call that
- * ends in time costs a map entry.
+ * counted). A sweep every second, not a timer per call, so that a call
+ * whose request arrives in time costs a map entry, dropped as it arrives.
  */
 export function watchUnfinishedRequests(timeoutMs: number): UnfinishedRequests {
   const started = new Map<ServerHttp2Stream, number>();
@@ -44,6 +44,8 @@ export function watchUnfinishedRequests(timeoutMs: number): UnfinishedRequests {
     watch(stream, path) {
       if (path?.startsWith(reflectionPrefix) || stream.readableEnded) return;
       started.set(stream, Date.now());
+      // Let go once the request has arrived, so that no finished call's stream is held until the next sweep.
+      stream.once("end", () => started.delete(stream));
     },
     stop() {
       clearInterval(timer);
