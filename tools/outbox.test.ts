@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { chmodSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { outboxMigrations } from "../platform/events/index.js";
@@ -66,6 +66,36 @@ describe("tools/outbox.ts", () => {
     expect(out.status).toBe(2);
     expect(out.stderr).toContain("products.db does not exist; name the service's database with --database, or set PRODUCTS_DATABASE_URL as for the service (npm start -- --postgres keeps it in postgres://postgres@127.0.0.1:54999/products)");
   });
+
+  it("reads the database of a running npm start -- --postgres, not a SQLite file an earlier start left in DATA_DIR", async () => {
+    // DATA_DIR as npm start leaves it after a start without --postgres and, now running, one with it.
+    const dataDir = join(dir, "both");
+    mkdirSync(dataDir);
+    chmodSync(dir, 0o755); // as root the server runs as the postgres user, which must reach its data dir
+    const stale = await openDatabase({ path: join(dataDir, "products.db"), migrations: outboxMigrations });
+    await stale.close();
+    const postgres = await startPostgresServer({ dataDir: join(dataDir, "postgres") });
+    const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir };
+    delete env.PRODUCTS_DATABASE_URL;
+    delete env.DATABASE_URL;
+    delete env.POSTGRES_PORT;
+    const list = () => spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "products", "list"], { encoding: "utf8", timeout: 20_000, env });
+    try {
+      const url = await postgres.createDatabase("products");
+      const db = await openDatabase({ path: url, migrations: outboxMigrations });
+      await db.run("INSERT INTO event_outbox_parked (event_id, subject, type, payload, headers, created_at, parked_at, reason) VALUES ($1, 'a.b', 't.T', $2, $2, 1, 2, 'too big')", ["0190a5b4-7c4e-7d3e-9f1a-000000000005", new Uint8Array([0])]);
+      await db.close();
+      const running = list();
+      expect(running.status, running.stderr).toBe(0);
+      expect(running.stdout).toContain(`postgres://postgres@127.0.0.1:${postgres.port}/products: 0 event(s) waiting to be published, 1 parked`);
+    } finally {
+      await postgres.stop();
+    }
+    // Once that server is gone, the SQLite file is the one there is.
+    const stopped = list();
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(stopped.stdout).toContain(`${join(dataDir, "products.db")}: 0 event(s) waiting to be published, 0 parked`);
+  }, 120_000);
 
   it("reads a service's outbox on Postgres, named by its postgres:// URL", async () => {
     const postgres = await startPostgresServer();

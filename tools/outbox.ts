@@ -2,7 +2,7 @@
  * Looks at a service's outbox: how many events wait, which were parked
  * (JetStream refuses them for good) and why, and sends parked events again.
  */
-import { existsSync, realpathSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -19,7 +19,9 @@ const usage = `Usage: npx tsx tools/outbox.ts <products|orders|--database PATH> 
   retry --all             put every parked event back
   --database PATH         the service's database: SQLite file or postgres:// URL (default: as the
                           service's, $PRODUCTS_DATABASE_URL or $ORDERS_DATABASE_URL, else
-                          $DATABASE_URL, else $DATA_DIR/<service>.db, DATA_DIR defaulting to .data)
+                          $DATABASE_URL, else the database \`npm start -- --postgres\` gives it
+                          while that start's PostgreSQL server runs in $DATA_DIR/postgres, else
+                          $DATA_DIR/<service>.db, DATA_DIR defaulting to .data)
 
 Parked events are those the relay can never publish as they are: larger than
 the server's max_payload or the stream's max_msg_size (or with headers over
@@ -49,15 +51,19 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
   const [first, ...rest] = positionals;
   const service = first === "products" || first === "orders" ? first : undefined;
   const [command = "list", ...ids] = service ? rest : positionals;
-  // The service's own default: its *_DATABASE_URL, else DATABASE_URL, else the SQLite file npm start gives it.
-  const path = values.database ?? (service ? process.env[`${service.toUpperCase()}_DATABASE_URL`] || process.env.DATABASE_URL || join(process.env.DATA_DIR || join(repoRoot, ".data"), `${service}.db`) : undefined);
+  // The service's own default: its *_DATABASE_URL, else DATABASE_URL, else the database npm start gives it (on the
+  // PostgreSQL server of `npm start -- --postgres` while one runs in DATA_DIR, else a SQLite file there).
+  const dataDir = process.env.DATA_DIR || join(repoRoot, ".data");
+  const path =
+    values.database ??
+    (service ? process.env[`${service.toUpperCase()}_DATABASE_URL`] || process.env.DATABASE_URL || runningStartPostgres(dataDir, service) || join(dataDir, `${service}.db`) : undefined);
   const problem = argumentProblem(first, path, command, ids, values.all === true);
   if (problem || !path) {
     console.error(`${program}: ${problem}\n\n${help}`);
     return 2;
   }
   if (!isPostgresUrl(path) && !existsSync(path)) {
-    const postgresHint = service && existsSync(join(process.env.DATA_DIR || join(repoRoot, ".data"), "postgres"))
+    const postgresHint = service && existsSync(join(dataDir, "postgres"))
       ? ` (npm start -- --postgres keeps it in postgres://postgres@127.0.0.1:${process.env.POSTGRES_PORT || 54320}/${service})`
       : "";
     console.error(`${program}: ${path} does not exist; name the service's database with --database, or set ${service ? `${service.toUpperCase()}_DATABASE_URL` : "it"} as for the service${postgresHint}`);
@@ -81,6 +87,33 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
   } finally {
     await db.close();
   }
+}
+
+/**
+ * The database `npm start -- --postgres` gives `service` while its PostgreSQL
+ * server runs in DATA_DIR/postgres (its postmaster.pid names a live process
+ * and the port), else undefined. Only one start holds a DATA_DIR at a time, and
+ * that server runs only with the start that made it, so while it runs the
+ * services' data is there, not in a SQLite file a start without --postgres left
+ * in DATA_DIR earlier.
+ */
+function runningStartPostgres(dataDir: string, service: string): string | undefined {
+  let lines: string[];
+  try {
+    lines = readFileSync(join(dataDir, "postgres", "postmaster.pid"), "utf8").split("\n");
+  } catch {
+    return undefined;
+  }
+  // postmaster.pid: the server's pid, its data directory, its start time, its port, ...
+  const pid = Number(lines[0]);
+  const port = Number(lines[3]);
+  if (!Number.isInteger(pid) || pid <= 0 || !Number.isInteger(port) || port <= 0 || port > 65535) return undefined;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EPERM") return undefined; // gone: a file left by a server that was killed
+  }
+  return `postgres://postgres@127.0.0.1:${port}/${service}`;
 }
 
 /** What is wrong with the arguments, or undefined when nothing is. */

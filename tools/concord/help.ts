@@ -146,8 +146,10 @@ ${natsOption}`,
   retry --all         put every parked event back
   --database PATH     the service's database: SQLite file or postgres:// URL
                       (default: as the service's, $PRODUCTS_DATABASE_URL or
-                      $ORDERS_DATABASE_URL, else $DATABASE_URL, else
-                      $DATA_DIR/<service>.db, DATA_DIR defaulting to .data)
+                      $ORDERS_DATABASE_URL, else $DATABASE_URL, else the
+                      database \`npm start -- --postgres\` gives it while that
+                      start's PostgreSQL server runs in $DATA_DIR/postgres,
+                      else $DATA_DIR/<service>.db, DATA_DIR defaulting to .data)
 
 Parked events are those the relay can never publish as they are: larger than
 the server's max_payload or the stream's max_msg_size (or with headers over
