@@ -14,7 +14,8 @@ const usage = `Usage: tsx tools/buf.ts lint
 
 lint       buf lint (STANDARD rules, see buf.yaml) on proto/
 breaking   fail on wire- or JSON-incompatible changes of proto/ against
-           proto/ at REVISION (default: $BREAKING_AGAINST or HEAD~1)`;
+           proto/ at REVISION (default: $BREAKING_AGAINST or HEAD~1); a
+           REVISION or $BREAKING_AGAINST that is no commit fails (exit 2)`;
 
 function main(args: string[]): number {
   const [command, ...rest] = args;
@@ -28,10 +29,18 @@ function main(args: string[]): number {
     return 0;
   }
   if (command === "breaking" && rest.length <= 1) {
-    const revision = rest[0] ?? process.env.BREAKING_AGAINST ?? "HEAD~1";
+    const named = rest[0] ?? process.env.BREAKING_AGAINST;
+    const revision = named ?? "HEAD~1";
     if (spawnSync("git", ["rev-parse", "--verify", "--quiet", `${revision}^{commit}`], { cwd: repoRoot }).status !== 0) {
-      console.log(`buf breaking: ${revision} does not exist (first commit?); nothing to compare against`);
-      return 0;
+      // The default has nothing before a repository's first commit; a revision someone named must exist, or a
+      // mistyped one would pass the check having compared nothing.
+      if (named === undefined) {
+        console.log(`buf breaking: ${revision} does not exist (first commit?); nothing to compare against`);
+        return 0;
+      }
+      const from = rest[0] === undefined ? " (BREAKING_AGAINST)" : "";
+      console.error(`buf breaking: no commit ${JSON.stringify(revision)}${from} in this repository; name a branch, tag or commit that git rev-parse knows (git log --oneline lists commits)`);
+      return 2;
     }
     const result = breakingAgainstRevision(revision);
     if (!result) {

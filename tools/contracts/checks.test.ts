@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -36,5 +37,16 @@ describe("contract checks", () => {
     expect(result.output).toMatch(/next_page_token/);
     const renumbered = editedContracts(dir.path, productService, (t) => t.replace("repeated Product products = 1;", "repeated Product products = 11;"));
     expect(breakingChanges(renumbered, join(repoRoot, "proto")).ok).toBe(false);
+  });
+
+  it("npm run breaking fails on a revision that is no commit, named or in BREAKING_AGAINST, rather than passing having compared nothing", () => {
+    const breaking = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+      spawnSync(process.execPath, ["--import", "tsx", "tools/buf.ts", "breaking", ...args], { cwd: repoRoot, encoding: "utf8", timeout: 30_000, env: { ...process.env, ...env } });
+    const named = breaking(["no-such-revision"]);
+    expect(named.status).toBe(2);
+    expect(named.stderr).toContain('buf breaking: no commit "no-such-revision" in this repository; name a branch, tag or commit');
+    const fromEnv = breaking([], { BREAKING_AGAINST: "no-such-revision" });
+    expect(fromEnv.status).toBe(2);
+    expect(fromEnv.stderr).toContain('buf breaking: no commit "no-such-revision" (BREAKING_AGAINST) in this repository');
   });
 });
