@@ -85,6 +85,14 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     const missing = await concord("traces", "show", "abc", "--file", `${dir.path}/none.jsonl`);
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain("none.jsonl does not exist");
+    // Without --file, the span file is the one `traces serve` keeps in DATA_DIR, beside the rest of the system's.
+    const inDataDir = await concord("traces", "show", "abc");
+    expect(inDataDir.status).toBe(1);
+    expect(inDataDir.stderr).toContain(`concord: ${dir.path}/traces.jsonl does not exist; run \`npx concord traces serve\` while the services run (it makes the file once the first spans come; the services send theirs every 5 s by default)`);
+    writeFileSync(`${dir.path}/traces.jsonl`, "");
+    const none = await concord("traces", "show", "abc");
+    expect(none.status).toBe(1);
+    expect(none.stderr).toContain(`no trace in ${dir.path}/traces.jsonl has a span mentioning "abc" (the services send their spans every 5 s by default: for an order placed just now, try again in a few seconds)`);
   });
 
   it("shows the traces of a span file with a line cut short (its receiver killed while it appended), saying which line it skipped", async () => {

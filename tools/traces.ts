@@ -8,16 +8,19 @@ import { formatTraces, type ReceivedSpan, startTraceReceiver } from "./traces/ot
 import { pinnedZipkin, type RunningZipkin, startZipkin } from "./traces/zipkin.js";
 
 const usageOf = (prog: string) => `Usage:
-  ${prog} serve [--port 4318] [--file .data/traces.jsonl] [--zipkin [--zipkin-port 9411]]
+  ${prog} serve [--port 4318] [--file DATA_DIR/traces.jsonl] [--zipkin [--zipkin-port 9411]]
       Receives spans over OTLP/HTTP (JSON) and appends them to the file.
       Start the services with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318.
       --zipkin also starts Zipkin ${pinnedZipkin.version}, a trace viewer (Java 17 or newer;
       its jar is fetched from Maven Central into .tools/zipkin the first time),
       and hands it every span: open http://127.0.0.1:9411/zipkin/.
-  ${prog} show <text> [--file .data/traces.jsonl]
+  ${prog} show <text> [--file DATA_DIR/traces.jsonl]
       Prints every trace with a span whose attributes contain <text> (an order
       id: it is in the subjects of the order's events), or whose id is <text>,
-      as a tree: span, service, kind, start offset and duration.`;
+      as a tree: span, service, kind, start offset and duration. The services
+      send their spans every 5 s, so an order placed just now shows a few
+      seconds later.
+  DATA_DIR defaults to .data, as for \`npm start\`.`;
 
 /** Bad usage: the command answers with exit status 2 and its usage. */
 class UsageError extends Error {}
@@ -59,7 +62,8 @@ async function run(argv: string[], prog: string): Promise<number> {
     return args.length === 0 ? 2 : 0;
   }
   const command = args.shift();
-  const file = flag(args, "file", ".data/traces.jsonl");
+  // Beside the rest of the running system's files: npm start's DATA_DIR.
+  const file = flag(args, "file", join(process.env.DATA_DIR || ".data", "traces.jsonl"));
   if (command === "serve") {
     const port = portFlag(args, "port", "4318");
     const zipkinAt = args.indexOf("--zipkin");
@@ -97,13 +101,13 @@ async function run(argv: string[], prog: string): Promise<number> {
   if (command === "show") {
     const text = args.shift();
     if (!text || args.length > 0) throw new UsageError("show takes one <text>");
-    if (!existsSync(file)) throw new Error(`${file} does not exist; run \`${prog} serve\` while the services run`);
+    if (!existsSync(file)) throw new Error(`${file} does not exist; run \`${prog} serve\` while the services run (it makes the file once the first spans come; the services send theirs every 5 s by default)`);
     const { spans, skipped } = readSpans(file);
     // A receiver killed while it appended leaves a line cut short, which the next append continues: the rest still shows.
     if (skipped.length > 0) console.error(`${file}: ${skipped.length} line(s) hold no whole span and were skipped (line ${skipped.slice(0, 5).join(", ")}${skipped.length > 5 ? ", ..." : ""})`);
     const out = formatTraces(spans, text);
     if (out === "") {
-      console.error(`no trace in ${file} has a span mentioning ${JSON.stringify(text)}`);
+      console.error(`no trace in ${file} has a span mentioning ${JSON.stringify(text)} (the services send their spans every 5 s by default: for an order placed just now, try again in a few seconds)`);
       return 1;
     }
     console.log(out);
