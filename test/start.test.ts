@@ -349,6 +349,13 @@ describe("npm start", () => {
     expect(result.stderr).toMatch(/several instances of a service share its database, which takes PostgreSQL: add --postgres/);
   });
 
+  it("takes its options after one --, as its usage says, and says so when a second -- reached it", () => {
+    const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--postgres", "--", "--instances", "2"], { env: { ...process.env, DATA_DIR: dir.path, NATS_URL: "" }, encoding: "utf8", timeout: 20_000 });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain("(the options all go after one --: npm start -- --postgres --instances 2)");
+    expect(result.stderr).toContain("Usage: npm start [-- [--postgres] [--instances N] [--cluster]]");
+  });
+
   it("refuses a setting the services would refuse before starting anything, naming the service and the variable", () => {
     const dataDir = join(dir.path, "never-made");
     const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], {

@@ -52,7 +52,7 @@ import { ensureDevCredentials } from "./dev-credentials.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
 
-const usage = `Usage: npm start [-- --postgres] [-- --instances N] [-- --cluster]
+const usage = `Usage: npm start [-- [--postgres] [--instances N] [--cluster]]
 
 Starts nats-server (unless NATS_URL is set), the product service and the order
 service. nats-server runs with sync_interval: always (every write on disk
@@ -507,7 +507,10 @@ async function main(): Promise<void> {
   try {
     flags = parseArgs({ args: process.argv.slice(2), options: { postgres: { type: "boolean" }, instances: { type: "string" }, cluster: { type: "boolean" }, help: { type: "boolean" } } }).values;
   } catch (err) {
-    console.error(`start: ${(err as Error).message}\n\n${usage}`);
+    // npm passes on what follows its first `--`, so a second one (npm start -- --postgres -- --instances 2) reaches
+    // this script, where it ends the options and leaves the rest as arguments it does not take.
+    const hint = process.argv.slice(2).includes("--") ? " (the options all go after one --: npm start -- --postgres --instances 2)" : "";
+    console.error(`start: ${(err as Error).message}${hint}\n\n${usage}`);
     process.exitCode = 2;
     return;
   }
