@@ -38,6 +38,20 @@ describe("tools/try-order.ts", () => {
     expect(flags.stdout).toMatch(/order \S+ is ORDER_STATE_CONFIRMED/);
   });
 
+  it("ends with status 0 and no stack trace when what reads its output closes it (try-order | head -1)", { timeout: 90_000 }, async () => {
+    const child = spawn(process.execPath, ["--import", "tsx", "tools/try-order.ts"], {
+      env: { ...process.env, DATA_DIR: shop.dir, PRODUCTS_LISTEN: shop.products.service.address, ORDERS_LISTEN: shop.orders.service.address },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    // The reader takes the first line and goes, as head -1 does.
+    child.stdout.once("data", () => child.stdout.destroy());
+    const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
+  });
+
   it("asks both services first: one that does not answer is named with its address, and nothing is created", { timeout: 90_000 }, async () => {
     const products = async () => (await shop.products.client.listProducts({ pageSize: 500, pageToken: "" })).products.length;
     const before = await products();

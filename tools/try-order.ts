@@ -13,6 +13,7 @@ import { ProductServiceService } from "../gen/ts/shop/products/v1/product_servic
 import { ProductServiceMethods } from "../gen/ts/shop/products/v1/product_service_rpc.js";
 import { checkHealth, createClient } from "../platform/grpc/index.js";
 import { toolClientSecurity } from "./client-security.js";
+import { exitQuietlyOnClosedOutput } from "./event-watch.js";
 
 const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT]
 
@@ -106,6 +107,8 @@ async function main(args: string[]): Promise<void> {
   }
 }
 
+// `npx tsx tools/try-order.ts | head -2`: the reader gone is no failure, nor worth a stack trace.
+exitQuietlyOnClosedOutput();
 main(process.argv.slice(2)).catch((err) => {
   console.error(`try-order: ${err instanceof Error ? err.message : err}`);
   process.exitCode = 1;
