@@ -155,6 +155,11 @@ describe("npx concord consumer redeliver", () => {
     const backwards = await concord(dir.path, "consumer", "redeliver", durable, "--from", "5", "--to", "2", "--nats", nats().url);
     expect(backwards.status).toBe(2);
     expect(backwards.stderr).toContain("--from 5 is after --to 2");
+    // A range past the stream's end publishes nothing, and says what the stream holds.
+    const past = await concord(dir.path, "consumer", "redeliver", durable, "--from", "1000", "--to", "1002", "--nats", nats().url);
+    expect(past.status, past.stderr).toBe(0);
+    expect(past.stderr).toContain("published 0 event(s) of stream SHOP_PRODUCTS sequences 1000 to 1002 again");
+    expect(past.stderr).toMatch(/stream SHOP_PRODUCTS has no event on shop\.products\.v1\.reservation\.\*\.reserved \(orders-stock-reserved's subject\) in sequences 1000 to 1002; it holds sequences 1 to \d+\n/);
   });
 });
 
