@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { basename, join, relative } from "node:path";
 import { connect as natsConnect, nkeyAuthenticator } from "nats";
@@ -178,7 +178,10 @@ describe("npm start", () => {
     expect(system.output()).toMatch(new RegExp(`products: gRPC on 127\\.0\\.0\\.1:\\d+, metrics on http://127\\.0\\.0\\.1:${productsMetrics}/metrics`));
     expect(system.output()).toMatch(new RegExp(`orders: {3}gRPC on 127\\.0\\.0\\.1:\\d+, metrics on http://127\\.0\\.0\\.1:${ordersMetrics}/metrics`));
     // TLS with the CA and token key made under DATA_DIR on this first run; plaintext and token-less calls are refused.
-    expect(system.output()).toContain(`Concord is up. Try: grpcurl -cacert ${relative(repoRoot, join(dir.path, "tls", "ca.pem"))} `);
+    // A DATA_DIR outside the working directory is shown by its absolute path, not as ../../tmp/... .
+    expect(system.output()).toContain(`made the development CA, certificates and token key under ${dir.path}: ca.pem`);
+    expect(system.output()).toContain(`store in ${join(dir.path, "nats")}, log in ${join(dir.path, "nats-server.log")}`);
+    expect(system.output()).toContain(`Concord is up. Try: grpcurl -cacert ${join(dir.path, "tls", "ca.pem")} `);
     expect(statSync(join(dir.path, "auth", "token-hs256.key")).mode & 0o777).toBe(0o600);
     const client = createClient(ProductServiceService, { address: system.productsAddress, ...toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dir.path }) });
     const { product } = await client.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 1 });
@@ -405,6 +408,30 @@ describe("npm start", () => {
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);
     expect(readdirSync(dir.path)).not.toContain("start.pid");
+  });
+
+  it("shows a DATA_DIR inside the working directory relative to it, as the README shows .data/...", { timeout: 90_000 }, async () => {
+    // Inside the repository, where npm start runs; tmp/ there is ignored by git.
+    const tmp = join(repoRoot, "tmp");
+    const madeTmp = !existsSync(tmp);
+    mkdirSync(tmp, { recursive: true });
+    const inside = mkdtempSync(join(tmp, "start-paths-"));
+    const shown = relative(repoRoot, inside);
+    try {
+      const system = await startSystem(inside);
+      child = system.child;
+      expect(system.output()).toContain(`made the development CA, certificates and token key under ${shown}: ca.pem`);
+      expect(system.output()).toContain(`store in ${shown}/nats, log in ${shown}/nats-server.log`);
+      expect(system.output()).toContain(`nkey seeds in ${shown}/nats-credentials (the observer's reads: nats --nkey ${shown}/nats-credentials/observer.nk ...)`);
+      expect(system.output()).toContain(`(database ${shown}/products.db, pid`);
+      expect(system.output()).toContain(`Concord is up. Try: grpcurl -cacert ${shown}/tls/ca.pem `);
+      system.child.kill("SIGINT");
+      expect(await system.exited).toBe(0);
+    } finally {
+      child?.kill("SIGKILL");
+      for (const pid of processesOf(inside)) process.kill(pid, "SIGKILL");
+      rmSync(madeTmp ? tmp : inside, { recursive: true, force: true });
+    }
   });
 
   it("says which process died and stops the rest", { timeout: 60_000 }, async () => {

@@ -31,7 +31,7 @@ import { type ChildProcess, spawn, spawnSync, type StdioOptions } from "node:chi
 import { parseArgs } from "node:util";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
-import { basename, join, relative } from "node:path";
+import { basename, isAbsolute, join, relative, sep } from "node:path";
 import type { ChannelCredentials } from "@grpc/grpc-js";
 import { clientTlsCredentials, waitForServing } from "../platform/grpc/index.js";
 import { redact } from "../platform/sql/postgres.js";
@@ -401,8 +401,18 @@ function holdsStreams(storeDir: string): boolean {
   });
 }
 
-/** A database as start-up prints it: a SQLite path as it is, a postgres:// URL without its password. */
-const shownDatabase = (location: string): string => (/^postgres(ql)?:/.test(location) ? redact(location) : location);
+/**
+ * A path as the start-up lines show it: relative to the working directory when
+ * inside it (.data/nats, as the README shows, \`npm start\` running in the
+ * repository), else absolute (a DATA_DIR elsewhere), never ../-relative.
+ */
+function shown(path: string): string {
+  const rel = relative(process.cwd(), path);
+  return rel !== "" && !isAbsolute(rel) && rel.split(sep)[0] !== ".." ? rel : path;
+}
+
+/** A database as start-up prints it: a SQLite path as \`shown\`, a postgres:// URL without its password. */
+const shownDatabase = (location: string): string => (/^postgres(ql)?:/.test(location) ? redact(location) : shown(location));
 
 /** Where `npm start` keeps the NATS users' nkey seeds. */
 function natsCredentialsDir(dataDir: string): string {
@@ -458,19 +468,19 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boole
   const sync = found.syncInterval ? "sync_interval always" : "fsync every 2 minutes";
   if (cluster) {
     console.log(`${version} cluster of 3 (JetStream, streams with 3 replicas, ${sync}) on ${servers.map((s) => s.url).join(",")}`);
-    console.log(`  stores in ${base}/n1..n3, logs in ${base}/n1.log..n3.log`);
+    console.log(`  stores in ${shown(base)}/n1..n3, logs in ${shown(base)}/n1.log..n3.log`);
   } else {
-    console.log(`${version} (JetStream, ${sync}) on ${servers[0].url}, store in ${servers[0].storeDir}, log in ${servers[0].logFile}`);
+    console.log(`${version} (JetStream, ${sync}) on ${servers[0].url}, store in ${shown(servers[0].storeDir)}, log in ${shown(servers[0].logFile)}`);
   }
   // The two modes keep separate stores: say so when the other one holds events this run will not see.
   const oneServerStore = join(dataDir, "nats");
   const clusterStores = ["n1", "n2", "n3"].map((name) => join(dataDir, "nats-cluster", name));
   if (cluster && holdsStreams(oneServerStore)) {
-    console.log(`  ${oneServerStore} holds the streams (events, dead letters) of \`npm start\` without --cluster, which this cluster does not see`);
+    console.log(`  ${shown(oneServerStore)} holds the streams (events, dead letters) of \`npm start\` without --cluster, which this cluster does not see`);
   } else if (!cluster && clusterStores.some(holdsStreams)) {
-    console.log(`  ${join(dataDir, "nats-cluster")} holds the streams (events, dead letters) of \`npm start -- --cluster\`, which this server does not see`);
+    console.log(`  ${shown(join(dataDir, "nats-cluster"))} holds the streams (events, dead letters) of \`npm start -- --cluster\`, which this server does not see`);
   }
-  console.log(`  NATS users: ${credentials.map((c) => c.name).join(", ")}; nkey seeds in ${natsCredentialsDir(dataDir)} (the observer's reads: nats --nkey ${join(natsCredentialsDir(dataDir), "observer.nk")} ...)`);
+  console.log(`  NATS users: ${credentials.map((c) => c.name).join(", ")}; nkey seeds in ${shown(natsCredentialsDir(dataDir))} (the observer's reads: nats --nkey ${shown(join(natsCredentialsDir(dataDir), "observer.nk"))} ...)`);
   return { url: servers.map((s) => s.url).join(","), tethers: servers.map((s) => s.child.process.stdin!) };
 }
 
@@ -485,7 +495,7 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
   if (process.env.GRPC_INSECURE === "1") return {};
   const hosts = [...new Set(addresses.map((a) => a.replace(/:\d+$/, "").replace(/^\[|\]$/g, "")))];
   const made = ensureDevCredentials(dataDir, ["products", "orders", "client"], hosts);
-  if (made.made.length > 0) console.log(`made the development CA, certificates and token key under ${relative(process.cwd(), dataDir) || dataDir}: ${made.made.map((f) => basename(f)).join(", ")}`);
+  if (made.made.length > 0) console.log(`made the development CA, certificates and token key under ${shown(dataDir)}: ${made.made.map((f) => basename(f)).join(", ")}`);
   const caFile = process.env.GRPC_TLS_CA || made.caFile;
   env.GRPC_TLS_CA = caFile;
   env.GRPC_AUTH_KEY_FILE = process.env.GRPC_AUTH_KEY_FILE || made.tokenKeyFile;
@@ -622,7 +632,7 @@ async function main(): Promise<void> {
     postgres = await startLocalPostgres({ dataDir: pgDir, port: Number(process.env.POSTGRES_PORT || 54320), logFile: join(dataDir, "postgres.log") });
     env.PRODUCTS_DATABASE_URL = await postgres.createDatabase("products");
     env.ORDERS_DATABASE_URL = await postgres.createDatabase("orders");
-    console.log(`PostgreSQL on 127.0.0.1:${postgres.port}, data in ${pgDir}, log in ${join(dataDir, "postgres.log")} (databases products and orders)`);
+    console.log(`PostgreSQL on 127.0.0.1:${postgres.port}, data in ${shown(pgDir)}, log in ${shown(join(dataDir, "postgres.log"))} (databases products and orders)`);
   }
   env[stopOnStdinCloseVariable] = "1";
   const grpc = grpcSecurityEnv(dataDir, env, [...productsAddresses, ...ordersAddresses]);
@@ -665,7 +675,7 @@ async function main(): Promise<void> {
   const lines = [...(await start("products", productsAddresses, "PRODUCTS_LISTEN")), ...(await start("orders", ordersAddresses, "ORDERS_LISTEN"))];
   for (const line of lines) console.log(line);
   up = true;
-  const grpcurl = grpc.caFile ? `grpcurl -cacert ${relative(process.cwd(), grpc.caFile) || grpc.caFile}` : "grpcurl -plaintext";
+  const grpcurl = grpc.caFile ? `grpcurl -cacert ${shown(grpc.caFile)}` : "grpcurl -plaintext";
   console.log(`Concord is up. Try: ${grpcurl} ${ordersListen} list    (Ctrl-C stops everything)`);
 }
 
