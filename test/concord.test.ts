@@ -7,7 +7,7 @@ import { OrderPlacedEvent } from "../gen/ts/shop/orders/v1/order_events_jetstrea
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { bindConsumer, deadLetterStreamSpec, eventMigrations, type RunningConsumers, startConsumers } from "../platform/events/index.js";
 import { openDatabase, type Database } from "../platform/sql/index.js";
-import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
+import { freePort, useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { readTokenSecret, signToken } from "../platform/auth/index.js";
 import { clientTlsCredentials } from "../platform/grpc/index.js";
 import { address, devSecurity, quietLogger, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
@@ -188,9 +188,12 @@ describe("npx concord", () => {
     expect(status.stdout).toMatch(/outbox: depth \d+, oldest [\d.]+s, parked 0/);
     expect(status.stdout).toMatch(/consumer products-order-placed on SHOP_ORDERS: pending 0, unacked \d+, redelivered \d+, dead letters \d+/);
     expect(status.stdout).toMatch(/consumer orders-stock-reserved on SHOP_PRODUCTS: pending \d+/);
-    const down = await concord("status", ...args.slice(0, 4), "--orders", "127.0.0.1:1", "--products-metrics", products.service.metricsAddress!, "--orders-metrics", "127.0.0.1:1");
+    // Nothing listens there: said as the connection's refusal, without grpc-js's or fetch's wrapping.
+    const closed = `127.0.0.1:${await freePort()}`;
+    const down = await concord("status", ...args.slice(0, 4), "--orders", closed, "--products-metrics", products.service.metricsAddress!, "--orders-metrics", closed);
     expect(down.status).toBe(1);
-    expect(down.stdout).toMatch(/orders {2}gRPC 127\.0\.0\.1:1: unreachable/);
+    expect(down.stdout).toContain(`orders  gRPC ${closed}: unreachable (connect ECONNREFUSED ${closed})\n`);
+    expect(down.stdout).toContain(`  outbox: unknown (metrics at ${closed}: connect ECONNREFUSED ${closed})\n`);
   });
 
   it("asks services that serve over TLS, as `npm start` runs them, trusting the development CA", { timeout: 120_000 }, async () => {

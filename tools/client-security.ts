@@ -62,3 +62,16 @@ export function toolClientSecurity(claims: TokenClaims, env: NodeJS.ProcessEnv =
     ...(env.GRPC_AUTH !== "none" && { token }),
   };
 }
+
+/**
+ * Why a call found no server, without grpc-js's wrapping: "connect
+ * ECONNREFUSED 127.0.0.1:1" rather than "No connection established. Last
+ * error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: ".
+ */
+export function whyUnreachable(err: Error): string {
+  const details = (err as { details?: string }).details || err.message;
+  const last = /Last error: (?:Error: )?(.*?)\.?(?: Resolution note: (.*))?$/.exec(details);
+  if (!last) return details;
+  const note = last[2]?.trim();
+  return note ? `${last[1]} (${note})` : last[1];
+}

@@ -12,7 +12,7 @@ import { OrderServiceMethods } from "../gen/ts/shop/orders/v1/order_service_rpc.
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { ProductServiceMethods } from "../gen/ts/shop/products/v1/product_service_rpc.js";
 import { checkHealth, createClient } from "../platform/grpc/index.js";
-import { toolClientSecurity } from "./client-security.js";
+import { toolClientSecurity, whyUnreachable } from "./client-security.js";
 import { exitQuietlyOnClosedOutput } from "./event-watch.js";
 
 const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT]
@@ -31,19 +31,6 @@ function flag(args: string[], name: string, fallback: string): string | undefine
   if (i < 0) return fallback;
   const value = args[i + 1];
   return value && !value.startsWith("--") ? value : undefined;
-}
-
-/**
- * Why a call found no server, without grpc-js's wrapping: "connect
- * ECONNREFUSED 127.0.0.1:1" rather than "No connection established. Last
- * error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: ".
- */
-function whyUnreachable(err: Error): string {
-  const details = (err as { details?: string }).details || err.message;
-  const last = /Last error: (?:Error: )?(.*?)\.?(?: Resolution note: (.*))?$/.exec(details);
-  if (!last) return details;
-  const note = last[2]?.trim();
-  return note ? `${last[1]} (${note})` : last[1];
 }
 
 async function main(args: string[]): Promise<void> {

@@ -8,7 +8,7 @@ import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_s
 import { deadLetterStreamSpec, deadLetterSubject } from "../../platform/events/index.js";
 import type { ConsumerSpec } from "../../platform/events/index.js";
 import { checkHealth } from "../../platform/grpc/index.js";
-import { toolClientSecurity } from "../client-security.js";
+import { toolClientSecurity, whyUnreachable } from "../client-security.js";
 import { reason } from "../event-watch.js";
 
 /** Where a service is and what it consumes. */
@@ -66,12 +66,14 @@ export async function printStatus(nc: NatsConnection | undefined, natsProblem: s
   credentials.catch(() => undefined);
   for (const target of targets) {
     const [health, outbox] = await Promise.all([
-      credentials.then((c) => checkHealth(target.grpc, "", 2_000, c)).catch((err: Error) => `unreachable (${err.message})`),
+      credentials.then((c) => checkHealth(target.grpc, "", 2_000, c)).catch((err: Error) => `unreachable (${whyUnreachable(err)})`),
       scrapeOutbox(target.metrics).then(
         (o) => (o.depth === undefined ? "no outbox metrics" : `depth ${o.depth}, oldest ${(o.oldestAgeSeconds ?? 0).toFixed(1)}s, parked ${o.parked ?? 0}`),
         (err: Error) => {
           healthy = false;
-          return `unknown (metrics at ${target.metrics}: ${err.message})`;
+          // fetch says only "fetch failed"; its cause says why (connect ECONNREFUSED ...).
+          const cause = (err as { cause?: unknown }).cause;
+          return `unknown (metrics at ${target.metrics}: ${cause instanceof Error ? cause.message : err.message})`;
         },
       ),
     ]);
