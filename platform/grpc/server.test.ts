@@ -45,6 +45,18 @@ describe("createGrpcServer", () => {
     server = undefined;
   });
 
+  /** A server of GetProduct that counts the calls it runs, and a raw HTTP/2 session to it (closed by the caller). */
+  const countingServer = async (extra: Partial<Parameters<typeof createGrpcServer>[0]> = {}) => {
+    const counted = { ran: 0 };
+    server = createGrpcServer({ descriptorSet, logger, ...extra });
+    server.addService(ProductServiceService, impl(async () => {
+      counted.ran++;
+      return { product };
+    }));
+    const { port } = await server.start("127.0.0.1:0");
+    return { counted, session: connectHttp2(`http://127.0.0.1:${port}`) };
+  };
+
   it("reports NOT_SERVING during shutdown while in-flight calls complete", async () => {
     let release!: () => void;
     const released = new Promise<void>((r) => (release = r));
@@ -176,14 +188,7 @@ describe("createGrpcServer", () => {
   });
 
   it("refuses a request larger than its limit from its length prefix and stops the client from sending the rest (RST_STREAM NO_ERROR)", async () => {
-    let ran = 0;
-    server = createGrpcServer({ descriptorSet, logger });
-    server.addService(ProductServiceService, impl(async () => {
-      ran++;
-      return { product };
-    }));
-    const { port } = await server.start("127.0.0.1:0");
-    const session = connectHttp2(`http://127.0.0.1:${port}`);
+    const { counted, session } = await countingServer();
     try {
       const stream = session.request({ ":method": "POST", ":path": ProductServiceService.getProduct.path, "content-type": "application/grpc", te: "trailers" });
       let answer: Record<string, unknown> = {};
@@ -202,21 +207,14 @@ describe("createGrpcServer", () => {
       // Reset before the client had sent it all: one flow-control window of it went out (without the reset, all 4 MiB).
       expect(stream.writableFinished).toBe(false);
       expect(session.socket.bytesWritten).toBeLessThan(1024 * 1024);
-      expect(ran).toBe(0);
+      expect(counted.ran).toBe(0);
     } finally {
       session.close();
     }
   });
 
   it("refuses a compressed request with UNIMPLEMENTED before reading it, however much it would inflate to, and serves uncompressed ones", async () => {
-    let ran = 0;
-    server = createGrpcServer({ descriptorSet, logger });
-    server.addService(ProductServiceService, impl(async () => {
-      ran++;
-      return { product };
-    }));
-    const { port } = await server.start("127.0.0.1:0");
-    const session = connectHttp2(`http://127.0.0.1:${port}`);
+    const { counted, session } = await countingServer();
     const framed = (body: Uint8Array, compressed: boolean) => {
       const prefix = Buffer.alloc(5);
       prefix.writeUInt8(compressed ? 1 : 0, 0);
@@ -241,23 +239,16 @@ describe("createGrpcServer", () => {
       const request = GetProductRequest.encode({ id: product.id }).finish();
       expect(await answerOf(session, { "grpc-encoding": "deflate" }, framed(deflateSync(request), true))).toMatchObject({ "grpc-status": String(status.UNIMPLEMENTED) });
       expect(await answerOf(session, { "grpc-encoding": "snappy" }, framed(request, true))).toMatchObject({ "grpc-status": String(status.UNIMPLEMENTED) });
-      expect(ran).toBe(0);
+      expect(counted.ran).toBe(0);
       expect(await answerOf(session, { "grpc-encoding": "identity" }, framed(request, false))).toMatchObject({ "grpc-status": String(status.OK) });
-      expect(ran).toBe(1);
+      expect(counted.ran).toBe(1);
     } finally {
       session.close();
     }
   });
 
   it("cancels a call whose request has not arrived in full within requestTimeoutMs, before any handler runs", async () => {
-    let ran = 0;
-    server = createGrpcServer({ descriptorSet, logger, requestTimeoutMs: 500 });
-    server.addService(ProductServiceService, impl(async () => {
-      ran++;
-      return { product };
-    }));
-    const { port } = await server.start("127.0.0.1:0");
-    const session = connectHttp2(`http://127.0.0.1:${port}`);
+    const { counted, session } = await countingServer({ requestTimeoutMs: 500 });
     try {
       const request = Buffer.from(GetProductRequest.encode({ id: product.id }).finish());
       const prefix = (size: number) => {
@@ -276,10 +267,10 @@ describe("createGrpcServer", () => {
         expect(decodeURI(String(answer["grpc-message"]))).toMatch(/^the request did not arrive in full \(half-closed\) within 500 ms/);
       }
       expect(Date.now() - started).toBeLessThan(3_000);
-      expect(ran).toBe(0);
+      expect(counted.ran).toBe(0);
       // A request sent whole is served, however long its handler then takes.
       expect(await answerOf(session, {}, Buffer.concat([prefix(request.length), request]))).toMatchObject({ "grpc-status": String(status.OK) });
-      expect(ran).toBe(1);
+      expect(counted.ran).toBe(1);
     } finally {
       session.close();
     }
