@@ -1,5 +1,7 @@
 import { once } from "node:events";
 import { connect as connectHttp2, constants as http2Constants, type ClientHttp2Session, type IncomingHttpHeaders } from "node:http2";
+import { connect as connectTcp, type Socket } from "node:net";
+import { connect as connectTls } from "node:tls";
 import { deflateSync, gzipSync } from "node:zlib";
 import { Client, credentials, Metadata, status } from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
@@ -11,6 +13,9 @@ import { createClient } from "./client.js";
 import { checkHealth } from "./health-client.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
 import { Code, StatusError } from "../errors/index.js";
+import { serverTlsCredentials } from "./tls.js";
+import { ensureDevCredentials } from "../../tools/dev-credentials.js";
+import { tempDirForSuite } from "../../test/support/temp-dir.js";
 
 const logger = createLogger({ service: "test", level: "silent" });
 const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
@@ -54,7 +59,7 @@ describe("createGrpcServer", () => {
       return { product };
     }));
     const { port } = await server.start("127.0.0.1:0");
-    return { counted, session: connectHttp2(`http://127.0.0.1:${port}`) };
+    return { counted, port, session: connectHttp2(`${extra.credentials ? "https" : "http"}://127.0.0.1:${port}`, { rejectUnauthorized: false }) };
   };
 
   it("reports NOT_SERVING during shutdown while in-flight calls complete", async () => {
@@ -212,6 +217,36 @@ describe("createGrpcServer", () => {
       session.close();
     }
   });
+
+  it("drops a connection that sends no HTTP/2 preface, over TLS too, and leaves a client that sent it alone however idle", async () => {
+    const made = ensureDevCredentials(tempDirForSuite("concord-preface-"), ["products"]);
+    for (const tls of [false, true]) {
+      const { counted, port, session } = await countingServer({ prefaceTimeoutMs: 300, ...(tls && { credentials: serverTlsCredentials({ ...made.certs.products, caFile: made.caFile }) }) });
+      session.on("error", () => {}).close();
+      const silent: Socket[] = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          new Promise<Socket>((resolve) => {
+            // Connected (and, over TLS, the handshake done), then nothing: not the preface, not a byte.
+            const socket = tls ? connectTls({ port, host: "127.0.0.1", ALPNProtocols: ["h2"], rejectUnauthorized: false }, () => resolve(socket)) : connectTcp(port, "127.0.0.1", () => resolve(socket));
+            socket.on("error", () => {}).resume();
+          }),
+        ),
+      );
+      const idle = connectHttp2(`${tls ? "https" : "http"}://127.0.0.1:${port}`, { rejectUnauthorized: false });
+      idle.on("error", () => {});
+      await Promise.all(silent.map((socket) => once(socket, "close")));
+      // Ten times the bound later, the client that sent its preface still has its connection, and calls on it.
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      expect(idle.closed).toBe(false);
+      const request = GetProductRequest.encode({ id: product.id }).finish();
+      const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, request.length]), Buffer.from(request)]);
+      expect((await answerOf(idle, {}, frame))["grpc-status"]).toBe(String(status.OK));
+      expect(counted.ran).toBe(1);
+      idle.close();
+      await server!.shutdown();
+      server = undefined;
+    }
+  }, 30_000);
 
   it("refuses a compressed request with UNIMPLEMENTED before reading it, however much it would inflate to, and serves uncompressed ones", async () => {
     const { counted, session } = await countingServer();
