@@ -389,6 +389,7 @@ describe("npm start", () => {
     expect(second.status).toBe(1);
     expect(second.stderr).toContain(`${dir.path} is in use by another \`npm start\` (pid ${pid}); stop that one first, or set DATA_DIR to another directory`);
     expect(second.stdout).not.toContain("nats-server");
+    expect(second.stderr).not.toContain("everything stopped");
     expect(await isListening(Number(others.NATS_PORT))).toBe(false);
     // Another DATA_DIR, with the product service's address the first system's.
     const otherDir = join(dir.path, "other");
@@ -396,11 +397,13 @@ describe("npm start", () => {
     expect(taken.status).toBe(1);
     expect(taken.stderr).toContain(`${system.productsAddress} (PRODUCTS_LISTEN) is already in use; set PRODUCTS_LISTEN to another address`);
     expect(taken.stdout).not.toContain("nats-server");
-    expect(readdirSync(otherDir)).toEqual([]);
+    // Nothing was made, and nothing is said to have stopped.
+    expect(existsSync(otherDir)).toBe(false);
+    expect(taken.stderr).not.toContain("everything stopped");
     const postgresTaken = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--postgres"], { env: { ...process.env, ...others, POSTGRES_PORT: String(system.ports.products), DATA_DIR: otherDir, NATS_URL: "" }, encoding: "utf8", timeout: 30_000 });
     expect(postgresTaken.status).toBe(1);
     expect(postgresTaken.stderr).toContain(`127.0.0.1:${system.ports.products} (POSTGRES_PORT) is already in use; set POSTGRES_PORT to another port`);
-    expect(readdirSync(otherDir)).toEqual([]);
+    expect(existsSync(otherDir)).toBe(false);
     // The first system carries on, and its file goes with it.
     const client = createClient(ProductServiceService, { address: system.productsAddress, ...toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dir.path }) });
     expect((await client.listProducts({ pageSize: 1, pageToken: "" })).products).toBeDefined();

@@ -287,7 +287,8 @@ async function stopAll(exitCode: number): Promise<void> {
   await stop(children.filter((c) => !c.name.startsWith("nats-server")));
   await stop(children.filter((c) => c.name.startsWith("nats-server")));
   await postgres?.stop().catch((err: unknown) => console.error(`start: stopping PostgreSQL failed: ${(err as Error).message}`));
-  console.error("start: everything stopped");
+  // A start refused before it started anything has nothing to say it stopped.
+  if (children.length > 0 || postgres) console.error("start: everything stopped");
   process.exit(exitCode);
 }
 
@@ -363,10 +364,8 @@ function claimDataDir(dataDir: string): void {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
     }
-    const holder = Number(readFileSync(file, "utf8").trim());
-    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isStartScript(holder)) {
-      throw new Error(`${dataDir} is in use by another \`npm start\` (pid ${holder}); stop that one first, or set DATA_DIR to another directory (and other ports) to run a second system`);
-    }
+    const holder = startHolding(dataDir);
+    if (holder !== undefined) throw heldBy(dataDir, holder);
     rmSync(file, { force: true });
   }
   process.once("exit", () => {
@@ -376,6 +375,22 @@ function claimDataDir(dataDir: string): void {
       // gone already
     }
   });
+}
+
+/** The pid of the running start (not this one) whose DATA_DIR/start.pid names it; undefined when there is none. */
+function startHolding(dataDir: string): number | undefined {
+  let holder: number;
+  try {
+    holder = Number(readFileSync(join(dataDir, "start.pid"), "utf8").trim());
+  } catch {
+    return undefined;
+  }
+  return Number.isInteger(holder) && holder > 0 && holder !== process.pid && isStartScript(holder) ? holder : undefined;
+}
+
+/** The refusal of a DATA_DIR another start holds. */
+function heldBy(dataDir: string, holder: number): Error {
+  return new Error(`${dataDir} is in use by another \`npm start\` (pid ${holder}); stop that one first, or set DATA_DIR to another directory (and other ports) to run a second system`);
 }
 
 /** Refuses, naming the variable, an address a service would listen on that something else holds already. */
@@ -595,8 +610,9 @@ async function main(): Promise<void> {
     parentWatch.unref();
   }
   const dataDir = process.env.DATA_DIR || join(repoRoot, ".data");
-  mkdirSync(dataDir, { recursive: true });
-  claimDataDir(dataDir);
+  // Refused before anything is made: a DATA_DIR another start holds (said first, as its ports are taken too).
+  const holder = startHolding(dataDir);
+  if (holder !== undefined) throw heldBy(dataDir, holder);
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     PRODUCTS_DATABASE_URL: process.env.PRODUCTS_DATABASE_URL || join(dataDir, "products.db"),
@@ -621,6 +637,8 @@ async function main(): Promise<void> {
     for (const a of addresses) await checkFree(a, variable);
   }
   if (flags.postgres) await checkFree(`127.0.0.1:${Number(process.env.POSTGRES_PORT || 54320)}`, "POSTGRES_PORT");
+  mkdirSync(dataDir, { recursive: true });
+  claimDataDir(dataDir);
 
   if (flags.postgres) {
     if (!findPostgresBinDir()) {
