@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { AckPolicy, ConsumerEvents, DeliverPolicy, type JetStreamManager, type JsMsg, type NatsConnection, type NatsError, connect, nanos, nkeyAuthenticator, nuid, type OrderedConsumerOptions } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, type EventDescriptor, receivedHeaders } from "../platform/events/index.js";
-import { repoRoot } from "./repo-root.js";
+import { dataDir as dataDirOf } from "./client-security.js";
 
 /**
  * Ends the process quietly, with status 0, when what reads its output stops
@@ -34,7 +34,7 @@ export function defaultNatsUrl(): string {
 export function seedFileToUse(given: string | undefined, user: "observer" | "operator" = "observer"): string | undefined {
   if (given) return given;
   if (process.env.NATS_NKEY_SEED) return process.env.NATS_NKEY_SEED;
-  const made = join(process.env.DATA_DIR || join(repoRoot, ".data"), "nats-credentials", `${user}.nk`);
+  const made = join(dataDirOf(), "nats-credentials", `${user}.nk`);
   return existsSync(made) ? made : undefined;
 }
 

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { outboxMigrations, parkedEvents, retryParked } from "../platform/events/index.js";
 import { isPostgresUrl, openDatabase } from "../platform/sql/index.js";
-import { repoRoot } from "./repo-root.js";
+import { dataDir as dataDirOf } from "./client-security.js";
 
 const usage = `Usage: npx tsx tools/outbox.ts <products|orders|--database PATH> [list | retry [EVENT_ID ...|--all]]
 
@@ -53,7 +53,7 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
   const [command = "list", ...ids] = service ? rest : positionals;
   // The service's own default: its *_DATABASE_URL, else DATABASE_URL, else the database npm start gives it (on the
   // PostgreSQL server of `npm start -- --postgres` while one runs in DATA_DIR, else a SQLite file there).
-  const dataDir = process.env.DATA_DIR || join(repoRoot, ".data");
+  const dataDir = dataDirOf();
   const path =
     values.database ??
     (service ? process.env[`${service.toUpperCase()}_DATABASE_URL`] || process.env.DATABASE_URL || runningStartPostgres(dataDir, service) || join(dataDir, `${service}.db`) : undefined);

@@ -49,6 +49,7 @@ import { orderSettings } from "../services/orders/config.js";
 import { productSettings } from "../services/products/config.js";
 import { provisionStreams } from "./concord/provision.js";
 import { ensureDevCredentials } from "./dev-credentials.js";
+import { dataDir as dataDirOf } from "./client-security.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
 
@@ -609,7 +610,7 @@ async function main(): Promise<void> {
     }, 1_000);
     parentWatch.unref();
   }
-  const dataDir = process.env.DATA_DIR || join(repoRoot, ".data");
+  const dataDir = dataDirOf();
   // Refused before anything is made: a DATA_DIR another start holds (said first, as its ports are taken too).
   const holder = startHolding(dataDir);
   if (holder !== undefined) throw heldBy(dataDir, holder);

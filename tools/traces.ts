@@ -6,6 +6,7 @@ import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { formatTraces, type ReceivedSpan, startTraceReceiver } from "./traces/otlp-receiver.js";
 import { pinnedZipkin, type RunningZipkin, startZipkin } from "./traces/zipkin.js";
+import { dataDir as dataDirOf } from "./client-security.js";
 
 const usageOf = (prog: string) => `Usage:
   ${prog} serve [--port 4318] [--file DATA_DIR/traces.jsonl] [--zipkin [--zipkin-port 9411]]
@@ -63,7 +64,7 @@ async function run(argv: string[], prog: string): Promise<number> {
   }
   const command = args.shift();
   // Beside the rest of the running system's files: npm start's DATA_DIR.
-  const file = flag(args, "file", join(process.env.DATA_DIR || ".data", "traces.jsonl"));
+  const file = flag(args, "file", join(dataDirOf(), "traces.jsonl"));
   if (command === "serve") {
     const port = portFlag(args, "port", "4318");
     const zipkinAt = args.indexOf("--zipkin");

@@ -1,3 +1,4 @@
+import { constants as http2Constants, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { Code, StatusError } from "../errors/index.js";
 import { decodeStatusDetails, encodeBadRequestStatus } from "./status-details.js";
@@ -36,4 +37,24 @@ export function fromGrpcError(err: ServiceError): StatusError {
  */
 function lostConnection(err: ServiceError): boolean {
   return (err.code as number) === Code.INTERNAL && /^Received RST_STREAM with code \d+ triggered by internal client error/.test(err.details ?? "");
+}
+
+/**
+ * Ends `stream` with a gRPC status alone (a trailers-only answer), then
+ * closes it with RST_STREAM NO_ERROR so that grpc-js reads nothing more of
+ * it and runs no handler: for calls refused at the HTTP/2 layer, before
+ * grpc-js has answered them.
+ */
+export function endWithStatus(stream: ServerHttp2Stream, code: status, message: string, headers: OutgoingHttpHeaders = {}): void {
+  stream.respond(
+    {
+      [http2Constants.HTTP2_HEADER_STATUS]: 200,
+      [http2Constants.HTTP2_HEADER_CONTENT_TYPE]: "application/grpc+proto",
+      ...headers,
+      "grpc-status": String(code),
+      "grpc-message": encodeURI(message),
+    },
+    { endStream: true },
+  );
+  stream.close(http2Constants.NGHTTP2_NO_ERROR);
 }

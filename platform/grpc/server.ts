@@ -15,6 +15,7 @@ import { http2ServersOf, http2StreamOf } from "./grpc-internals.js";
 import { addServerReflection } from "./server-reflection.js";
 import { type UnreadResponseOptions, watchUnreadResponses } from "./unread-responses.js";
 import { watchUnfinishedRequests } from "./unfinished-requests.js";
+import { endWithStatus } from "./grpc-status.js";
 import { StatusError } from "../errors/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 
@@ -322,17 +323,7 @@ function refuseCompressedRequest(stream: ServerHttp2Stream, headers: IncomingHtt
   if (stream.headersSent || stream.closed) return true;
   const message = `requests compressed with ${JSON.stringify(String(encoding)).slice(0, 80)} are not accepted here; send them uncompressed (grpc-encoding identity)`;
   // grpc-js reads nothing of a closed stream (its call is cancelled): the status goes out, then RST_STREAM NO_ERROR.
-  stream.respond(
-    {
-      [http2Constants.HTTP2_HEADER_STATUS]: 200,
-      [http2Constants.HTTP2_HEADER_CONTENT_TYPE]: "application/grpc+proto",
-      "grpc-accept-encoding": "identity",
-      "grpc-status": String(status.UNIMPLEMENTED),
-      "grpc-message": encodeURI(message),
-    },
-    { endStream: true },
-  );
-  stream.close(http2Constants.NGHTTP2_NO_ERROR);
+  endWithStatus(stream, status.UNIMPLEMENTED, message, { "grpc-accept-encoding": "identity" });
   return true;
 }
 

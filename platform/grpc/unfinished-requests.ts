@@ -1,5 +1,6 @@
 import { constants as http2Constants, type ServerHttp2Stream } from "node:http2";
 import { status } from "@grpc/grpc-js";
+import { endWithStatus } from "./grpc-status.js";
 
 /** Server reflection's calls are streams both ways: a client may keep one open, asking as it goes (grpcurl, an IDE). */
 const reflectionPrefix = "/grpc.reflection.";
@@ -33,7 +34,7 @@ export function watchUnfinishedRequests(timeoutMs: number): UnfinishedRequests {
         started.delete(stream);
         continue;
       }
-      // Every entry each time, not only the oldest: an ended call's stream is let go within a second.
+      // Every entry each time, not only the oldest: a stream reset before its request ended is let go within a second.
       if (now - at < timeoutMs) continue;
       started.delete(stream);
       cancel(stream, timeoutMs);
@@ -55,19 +56,7 @@ export function watchUnfinishedRequests(timeoutMs: number): UnfinishedRequests {
 }
 
 function cancel(stream: ServerHttp2Stream, timeoutMs: number): void {
-  const answered = stream.headersSent;
-  if (!answered) {
-    const message = `the request did not arrive in full (half-closed) within ${timeoutMs} ms of the call's start; the server cancelled the call and nothing was done`;
-    stream.respond(
-      {
-        [http2Constants.HTTP2_HEADER_STATUS]: 200,
-        [http2Constants.HTTP2_HEADER_CONTENT_TYPE]: "application/grpc+proto",
-        "grpc-status": String(status.CANCELLED),
-        "grpc-message": encodeURI(message),
-      },
-      { endStream: true },
-    );
-  }
   // grpc-js finds its call cancelled: it reads no more of the request and never runs the handler.
-  stream.close(answered ? http2Constants.NGHTTP2_CANCEL : http2Constants.NGHTTP2_NO_ERROR);
+  if (stream.headersSent) return void stream.close(http2Constants.NGHTTP2_CANCEL);
+  endWithStatus(stream, status.CANCELLED, `the request did not arrive in full (half-closed) within ${timeoutMs} ms of the call's start; the server cancelled the call and nothing was done`);
 }
