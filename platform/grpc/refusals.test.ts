@@ -1,0 +1,63 @@
+import { Writable } from "node:stream";
+import { describe, expect, it } from "vitest";
+import { Code } from "../errors/index.js";
+import { createLogger } from "../log/index.js";
+import { refusalReport, type RefusalObserver } from "./refusals.js";
+
+/** A logger whose lines are kept, parsed, in `lines`. */
+function capturedLogger() {
+  const lines: Array<Record<string, unknown>> = [];
+  const destination = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line));
+      done();
+    },
+  });
+  return { lines, logger: createLogger({ service: "test", destination: destination as never }) };
+}
+
+const getProduct = "/shop.products.v1.ProductService/GetProduct";
+
+describe("refusalReport", () => {
+  it("logs the first refusal of a reason at once, then one line per interval with the count since, and tells the observer each", async () => {
+    const { lines, logger } = capturedLogger();
+    const heard: string[] = [];
+    const observer: RefusalObserver = {
+      callRefused: (method, code, reason) => heard.push(`${method} ${code} ${reason}`),
+      connectionDropped: (reason) => heard.push(reason),
+      timeoutClamped: (method) => heard.push(`clamped ${method}`),
+    };
+    const report = refusalReport(logger, observer, 300);
+    for (let i = 0; i < 1_000; i++) report.callRefused(getProduct, Code.UNIMPLEMENTED, "compressed", `10.0.0.${i % 8}`);
+    report.connectionDropped("no_preface", "10.0.0.9");
+    report.callRefused(undefined, Code.UNIMPLEMENTED, "unknown_method", "10.0.0.1", `/made.Up/${"x".repeat(500)}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(lines.map((l) => [l.level, l.reason, l.count])).toEqual([
+      ["warn", "compressed", 1],
+      ["warn", "no_preface", 1],
+      ["warn", "unknown_method", 1],
+    ]);
+    expect(lines[0]).toMatchObject({ code: "UNIMPLEMENTED", methods: [getProduct], peers: ["10.0.0.0"] });
+    expect(lines[0].sinceMs).toBeUndefined();
+    // A made-up method is named in part: the log does not carry what a caller likes at any length.
+    expect(lines[2].methods).toEqual([`/made.Up/${"x".repeat(91)}`]);
+    await expect.poll(() => lines.length, { timeout: 5_000 }).toBe(4);
+    expect(lines[3]).toMatchObject({ level: "warn", reason: "compressed", count: 999, methods: [getProduct] });
+    expect(lines[3].peers).toHaveLength(5);
+    expect(lines[3].sinceMs).toBeGreaterThanOrEqual(250);
+    // Quiet for an interval: the next is logged at once again.
+    await new Promise((resolve) => setTimeout(resolve, 350));
+    report.timeoutClamped(getProduct, "10.0.0.1");
+    report.callRefused(getProduct, Code.UNIMPLEMENTED, "compressed");
+    report.callRefused(getProduct, Code.UNIMPLEMENTED, "compressed");
+    expect(lines.slice(4).map((l) => [l.level, l.reason, l.count])).toEqual([
+      ["info", "timeout_clamped", 1],
+      ["warn", "compressed", 1],
+    ]);
+    // What waits for its interval is written at stop.
+    report.stop();
+    expect(lines.slice(6).map((l) => [l.reason, l.count])).toEqual([["compressed", 1]]);
+    expect(heard).toHaveLength(1_000 + 1 + 1 + 1 + 2);
+    expect(heard.slice(998, 1_002)).toEqual([`${getProduct} ${Code.UNIMPLEMENTED} compressed`, `${getProduct} ${Code.UNIMPLEMENTED} compressed`, "no_preface", `undefined ${Code.UNIMPLEMENTED} unknown_method`]);
+  });
+});

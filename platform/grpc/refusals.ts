@@ -1,0 +1,139 @@
+/*
+ * What a gRPC server refuses before any handler, and the binder that logs
+ * and counts every call, sees it: calls answered at the HTTP/2 layer (by the
+ * server's own guards or by grpc-js), and connections dropped before they
+ * carried a call. Each is told to a RefusalObserver (metrics) and logged, at
+ * most one line per reason per interval, so that a flood of them cannot
+ * flood the log.
+ */
+import type { Logger } from "../log/index.js";
+import { Code, codeName } from "../errors/index.js";
+
+/**
+ * Why a call was answered before it reached a handler:
+ * `compressed` (sent with a grpc-encoding other than identity: UNIMPLEMENTED),
+ * `request_timeout` (its request not in full within requestTimeoutMs: CANCELLED),
+ * and grpc-js's own: `too_large` (a length prefix over the receive cap:
+ * RESOURCE_EXHAUSTED), `deadline` (its deadline passed before its request
+ * arrived: DEADLINE_EXCEEDED), `unknown_method` (no such method here:
+ * UNIMPLEMENTED), `malformed` (any other, today an invalid grpc-timeout: INTERNAL).
+ */
+export type CallRefusal = "compressed" | "request_timeout" | "too_large" | "deadline" | "unknown_method" | "malformed";
+
+/** Why a connection was dropped before it carried a call: `no_preface` (no HTTP/2 preface within prefaceTimeoutMs). */
+export type ConnectionRefusal = "no_preface";
+
+/** Hears what a server refuses before any handler runs (metrics: grpcRefusalMetrics). */
+export interface RefusalObserver {
+  /** A call refused: its method (`/package.Service/Method`; undefined when the server has no such method), the code it was answered with, and why. */
+  callRefused(method: string | undefined, code: Code, reason: CallRefusal): void;
+  /** A connection dropped before it carried a call. */
+  connectionDropped(reason: ConnectionRefusal): void;
+  /** A grpc-timeout longer than grpc-js holds (about 24.8 days), taken as that; the call is served. */
+  timeoutClamped(method: string | undefined): void;
+}
+
+/** What the log says of each kind of refusal. */
+const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", string> = {
+  compressed: "refused calls sent compressed (grpc-encoding other than identity) before reading them",
+  request_timeout: "cancelled calls whose requests had not arrived in full (half-closed) within requestTimeoutMs",
+  too_large: "refused requests whose length prefix is over the receive cap (maxReceiveMessageBytes), before reading them",
+  deadline: "calls whose deadline passed before their requests had arrived; grpc-js answered them",
+  unknown_method: "refused calls of methods this server does not serve",
+  malformed: "refused calls grpc-js could not take (an invalid grpc-timeout)",
+  no_preface: "dropped connections that sent no HTTP/2 preface within prefaceTimeoutMs",
+  timeout_clamped: "took grpc-timeout values beyond about 24.8 days (2^31 - 1 ms, the most grpc-js holds) as that; the calls were served",
+};
+
+/** The most methods and peers one log line names. */
+const sampleSize = 5;
+/** The most characters of a method name a caller made up that a log line carries. */
+const pathChars = 100;
+
+/** The refusals of one kind since its last line. */
+interface Tally {
+  readonly kind: keyof typeof messages;
+  count: number;
+  readonly methods: Set<string>;
+  readonly peers: Set<string>;
+  readonly code: Code | undefined;
+  /** When its last line was written; -Infinity before the first. */
+  loggedAt: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** What the server tells of each refusal, as it happens; `stop` writes what is still untold (at shutdown). */
+export interface RefusalReport extends RefusalObserver {
+  callRefused(method: string | undefined, code: Code, reason: CallRefusal, peer?: string, asked?: string): void;
+  connectionDropped(reason: ConnectionRefusal, peer?: string): void;
+  timeoutClamped(method: string | undefined, peer?: string, asked?: string): void;
+  stop(): void;
+}
+
+/**
+ * Tells each refusal to `observer` and logs it: the first of a kind (its
+ * reason) at once, then at most one line per kind every `intervalMs`,
+ * saying how many came since the last (`count`, `sinceMs`) and naming up to
+ * five of their methods and peers. Refusals warn; clamped timeouts, whose
+ * calls were served, are info. Nothing runs for calls that are not refused.
+ */
+export function refusalReport(logger: Logger, observer: RefusalObserver | undefined, intervalMs: number): RefusalReport {
+  const tallies = new Map<string, Tally>();
+  const write = (tally: Tally): void => {
+    const { kind } = tally;
+    const now = performance.now();
+    const fields = {
+      reason: kind,
+      ...(tally.code !== undefined && { code: codeName(tally.code) }),
+      count: tally.count,
+      ...(Number.isFinite(tally.loggedAt) && { sinceMs: Math.round(now - tally.loggedAt) }),
+      ...(tally.methods.size > 0 && { methods: [...tally.methods] }),
+      ...(tally.peers.size > 0 && { peers: [...tally.peers] }),
+    };
+    if (kind === "timeout_clamped") logger.info(fields, messages[kind]);
+    else logger.warn(fields, messages[kind]);
+    tally.count = 0;
+    tally.methods.clear();
+    tally.peers.clear();
+    tally.loggedAt = now;
+  };
+  const note = (kind: keyof typeof messages, code: Code | undefined, method: string | undefined, peer: string | undefined): void => {
+    // By reason and code: `malformed` is whatever else grpc-js refused, under its own code.
+    const key = code === undefined ? kind : `${kind} ${code}`;
+    let tally = tallies.get(key);
+    if (!tally) tallies.set(key, (tally = { kind, count: 0, methods: new Set(), peers: new Set(), code, loggedAt: -Infinity, timer: undefined }));
+    tally.count++;
+    if (method !== undefined && tally.methods.size < sampleSize) tally.methods.add(method.slice(0, pathChars));
+    if (peer !== undefined && tally.peers.size < sampleSize) tally.peers.add(peer);
+    if (tally.timer) return;
+    const wait = tally.loggedAt + intervalMs - performance.now();
+    if (wait <= 0) return write(tally);
+    const pending = tally;
+    tally.timer = setTimeout(() => {
+      pending.timer = undefined;
+      write(pending);
+    }, wait).unref();
+  };
+  return {
+    callRefused(method, code, reason, peer, asked) {
+      observer?.callRefused(method, code, reason);
+      note(reason, code, method ?? asked, peer);
+    },
+    connectionDropped(reason, peer) {
+      observer?.connectionDropped(reason);
+      note(reason, undefined, undefined, peer);
+    },
+    timeoutClamped(method, peer, asked) {
+      observer?.timeoutClamped(method);
+      note("timeout_clamped", undefined, method ?? asked, peer);
+    },
+    stop() {
+      for (const tally of tallies.values()) {
+        if (!tally.timer) continue;
+        clearTimeout(tally.timer);
+        tally.timer = undefined;
+        write(tally);
+      }
+    },
+  };
+}
