@@ -2,6 +2,7 @@ import type { ServerUnaryCall, sendUnaryData } from "@grpc/grpc-js";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { Code, codeName } from "../errors/index.js";
 import { counterFamily, type CounterChild, histogramFamily, type HistogramChild } from "../metrics/index.js";
+import type { CallRefusal, RefusalObserver } from "./refusals.js";
 
 /** Hears how each call ended: its method (`/package.Service/Method`), status code and duration. */
 export interface CallObserver {
@@ -71,6 +72,52 @@ export function grpcCallMetrics(registry: Registry): CallObserver {
       }
       count.inc();
       method.latency.observe(seconds);
+    },
+  };
+}
+
+/** A method path's labels as go-grpc-prometheus has them; `unknown` for a method the server does not serve (the caller's made-up names are no labels). */
+function methodLabels(path: string | undefined): { grpc_service: string; grpc_method: string } {
+  const [, service, name] = (path && /^\/([^/]+)\/([^/]+)$/.exec(path)) || [];
+  return service && name ? { grpc_service: service, grpc_method: name } : { grpc_service: "unknown", grpc_method: "unknown" };
+}
+
+/**
+ * A RefusalObserver that counts what the server refuses before any handler
+ * runs, in `registry`: `concord_grpc_refused_total` (calls, by method, code
+ * and reason; apart from `grpc_server_handled_total`, which counts the calls
+ * that reached their method's handler step),
+ * `concord_grpc_connections_dropped_total` (by reason) and
+ * `concord_grpc_timeouts_clamped_total` (by method). Only refusals pay for
+ * the label lookups.
+ */
+export function grpcRefusalMetrics(registry: Registry): RefusalObserver {
+  const refused = counterFamily(registry, {
+    name: "concord_grpc_refused_total",
+    help: "gRPC calls the server answered before any handler ran (not in grpc_server_handled_total), by method, status code and reason",
+    labelNames: ["grpc_service", "grpc_method", "grpc_code", "reason"],
+  });
+  const dropped = counterFamily(registry, {
+    name: "concord_grpc_connections_dropped_total",
+    help: "Connections the gRPC server dropped before they carried a call, by reason",
+    labelNames: ["reason"],
+  });
+  const clamped = counterFamily(registry, {
+    name: "concord_grpc_timeouts_clamped_total",
+    help: "gRPC calls whose grpc-timeout was longer than grpc-js holds (about 24.8 days) and was taken as that, by method",
+    labelNames: ["grpc_service", "grpc_method"],
+  });
+  // Shown at 0 from the start, so that an alert on its rate has a series to read.
+  dropped({ reason: "no_preface" });
+  return {
+    callRefused(method, code, reason: CallRefusal) {
+      refused({ ...methodLabels(method), grpc_code: codeName(code), reason }).inc();
+    },
+    connectionDropped(reason) {
+      dropped({ reason }).inc();
+    },
+    timeoutClamped(method) {
+      clamped(methodLabels(method)).inc();
     },
   };
 }
