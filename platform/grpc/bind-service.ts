@@ -312,8 +312,10 @@ function unaryHandler(
     }
     function handle(principal: Principal): void {
       // Node ends a closed stream's request as if half-closed, and grpc-js then runs the call: one the server
-      // cancelled while its request had not ended (see unfinished-requests.ts), or one its caller reset.
-      if (http2StreamOf(call)?.closed) return finish(new StatusError(Code.CANCELLED, "the call was cancelled before it ran; nothing was done"));
+      // cancelled while its request had not ended (see unfinished-requests.ts), which has its answer and was
+      // logged and counted as refused there, so it is not again here; or one its caller reset.
+      const stream = http2StreamOf(call);
+      if (stream?.closed) return stream.headersSent ? undefined : finish(new StatusError(Code.CANCELLED, "the call was cancelled before it ran; nothing was done"));
       if (bytes.length > limit) {
         // Too large to run the contract's rules on; a list over its limit is still named, as that is cheap to tell,
         // but only up to a few times the limit: decoding all that grpc-js lets through (256 KiB of small unknown

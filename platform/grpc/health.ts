@@ -38,6 +38,8 @@ const method = (name: string, responseStream: boolean) => ({
 });
 /** Bytes in and out: requests are decoded in the handlers, so one that does not decode is INVALID_ARGUMENT, not INTERNAL. */
 const definition = { Check: method("Check", false), Watch: method("Watch", true), List: method("List", false) };
+/** The paths of grpc.health.v1's methods, as a server registers them. */
+export const healthMethodPaths: readonly string[] = Object.values(definition).map((m) => m.path);
 
 /**
  * Field 1 of a message that has only that field (the last value when it

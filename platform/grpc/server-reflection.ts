@@ -18,6 +18,8 @@ export interface ServerReflectionOptions {
 }
 
 const reflectionServices = ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
+/** The paths of server reflection's methods, as addServerReflection registers them. */
+export const reflectionMethodPaths: readonly string[] = reflectionServices.map((service) => `/${service}/ServerReflectionInfo`);
 
 /**
  * Registers both reflection services on `server`. Throws when a listed

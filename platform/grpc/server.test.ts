@@ -2,8 +2,10 @@ import { once } from "node:events";
 import { connect as connectHttp2, constants as http2Constants, type ClientHttp2Session, type IncomingHttpHeaders } from "node:http2";
 import { connect as connectTcp, type Socket } from "node:net";
 import { connect as connectTls } from "node:tls";
+import { Writable } from "node:stream";
 import { deflateSync, gzipSync } from "node:zlib";
 import { Client, credentials, Metadata, status } from "@grpc/grpc-js";
+import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { GetProductRequest, ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
@@ -12,6 +14,7 @@ import type { ServiceImpl } from "./bind-service.js";
 import { createClient } from "./client.js";
 import { checkHealth } from "./health-client.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
+import { grpcCallMetrics, grpcRefusalMetrics } from "./call-metrics.js";
 import { Code, StatusError } from "../errors/index.js";
 import { serverTlsCredentials } from "./tls.js";
 import { ensureDevCredentials } from "../../tools/dev-credentials.js";
@@ -41,6 +44,45 @@ async function answerOf(session: ClientHttp2Session, headers: Record<string, str
   await once(stream, "close");
   clearTimeout(timer);
   return answer;
+}
+
+/** A logger whose lines are kept, parsed, in `lines`. */
+function capturedLogger() {
+  const lines: Array<Record<string, unknown>> = [];
+  const destination = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line));
+      done();
+    },
+  });
+  return { lines, logger: createLogger({ service: "test", destination: destination as never }) };
+}
+
+/** The value of one sample (`name{labels}`) in a scrape of `registry`, 0 when it has none. */
+async function sampleOf(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  for (const line of (await registry.metrics()).split("\n")) {
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const have = (match[2] ?? "").split(",").filter(Boolean);
+    if (wanted.every((w) => have.includes(w))) return Number(match[3]);
+  }
+  return 0;
+}
+
+/** One gRPC message: its length prefix (compressed flag set when `compressed`), then `body`. */
+function framed(body: Uint8Array, compressed = false): Buffer {
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt8(compressed ? 1 : 0, 0);
+  prefix.writeUInt32BE(body.length, 1);
+  return Buffer.concat([prefix, body]);
+}
+
+/** A length prefix alone, promising `size` bytes. */
+function lengthPrefix(size: number): Buffer {
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(size, 1);
+  return prefix;
 }
 
 describe("createGrpcServer", () => {
@@ -334,6 +376,120 @@ describe("createGrpcServer", () => {
       expect(await answerOf(session, { "grpc-timeout": "30S" }, Buffer.concat([prefix, request]))).toMatchObject({ "grpc-status": String(status.OK) });
       expect(deadlines.pop()).toBeGreaterThan(25_000);
       expect(deadlines.pop()).toBeUndefined();
+    } finally {
+      session.close();
+    }
+  });
+
+  /** A counting server whose log lines are kept and whose call and refusal metrics are in a registry of their own. */
+  const observedServer = async (extra: Partial<Parameters<typeof createGrpcServer>[0]> = {}) => {
+    const registry = new Registry();
+    const { lines, logger: captured } = capturedLogger();
+    const made = await countingServer({ logger: captured, callObserver: grpcCallMetrics(registry), refusalObserver: grpcRefusalMetrics(registry), ...extra });
+    return { ...made, registry, lines };
+  };
+  const getProduct = { grpc_service: "shop.products.v1.ProductService", grpc_method: "GetProduct" };
+  const request = Buffer.from(GetProductRequest.encode({ id: product.id }).finish());
+
+  it("counts and logs the calls it refuses itself and the connections it drops, one line per reason however many, and never as calls served", async () => {
+    const { counted, port, session, registry, lines } = await observedServer({ requestTimeoutMs: 500, prefaceTimeoutMs: 300 });
+    try {
+      const silent = await Promise.all(
+        Array.from({ length: 3 }, () =>
+          new Promise<Socket>((resolve) => {
+            const socket = connectTcp(port, "127.0.0.1", () => resolve(socket));
+            socket.on("error", () => {}).resume();
+          }),
+        ),
+      );
+      const compressed = framed(gzipSync(request), true);
+      const [answers, unfinished] = await Promise.all([
+        Promise.all(Array.from({ length: 50 }, () => answerOf(session, { "grpc-encoding": "gzip" }, compressed))),
+        // A length prefix promising more than comes; a whole message never half-closed, which grpc-js would run once the stream closes.
+        Promise.all([answerOf(session, {}, Buffer.concat([lengthPrefix(200_000), Buffer.alloc(1000)]), false), answerOf(session, {}, framed(request), false)]),
+        answerOf(session, { ":path": "/grpc.health.v1.Health/Check", "grpc-encoding": "gzip" }, framed(gzipSync(Buffer.alloc(0)), true)),
+        Promise.all(silent.map((socket) => once(socket, "close"))),
+      ]);
+      for (const answer of answers) expect(answer["grpc-status"]).toBe(String(status.UNIMPLEMENTED));
+      for (const answer of unfinished) expect(answer["grpc-status"]).toBe(String(status.CANCELLED));
+      // A deadline beyond 24.8 days, twice, and an ordinary call: served.
+      for (const headers of [{ "grpc-timeout": "600H" }, { "grpc-timeout": "2592000S" }, {}] as Array<Record<string, string>>) expect((await answerOf(session, headers, framed(request)))["grpc-status"]).toBe(String(status.OK));
+      expect(counted.ran).toBe(3);
+
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "UNIMPLEMENTED", reason: "compressed" })).toBe(50);
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { grpc_service: "grpc.health.v1.Health", grpc_method: "Check", grpc_code: "UNIMPLEMENTED", reason: "compressed" })).toBe(1);
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "CANCELLED", reason: "request_timeout" })).toBe(2);
+      expect(await sampleOf(registry, "concord_grpc_connections_dropped_total", { reason: "no_preface" })).toBe(3);
+      expect(await sampleOf(registry, "concord_grpc_timeouts_clamped_total", getProduct)).toBe(2);
+      // The calls that reached their method: the three served, and no CANCELLED for the whole message cancelled unended.
+      expect(await sampleOf(registry, "grpc_server_handled_total", { ...getProduct, grpc_code: "OK" })).toBe(3);
+      expect((await registry.metrics()).match(/^grpc_server_handled_total\{.*$/gm)).toHaveLength(1);
+      expect(lines.filter((l) => l.msg === "call").map((l) => l.code)).toEqual(["OK", "OK", "OK"]);
+
+      // One line per reason so far, the first of each; the rest wait for the interval (10 s) or, here, the shutdown.
+      const refusalLines = () => lines.filter((l) => l.reason !== undefined).map((l) => [l.level, l.reason, l.count]);
+      expect(refusalLines().sort()).toEqual([
+        ["info", "timeout_clamped", 1],
+        ["warn", "compressed", 1],
+        ["warn", "no_preface", 1],
+        ["warn", "request_timeout", 1],
+      ]);
+      expect(lines.find((l) => l.reason === "compressed")).toMatchObject({ code: "UNIMPLEMENTED", methods: [ProductServiceService.getProduct.path], peers: ["127.0.0.1"] });
+      session.close();
+      await server!.shutdown();
+      server = undefined;
+      expect(refusalLines().slice(4).sort()).toEqual([
+        ["info", "timeout_clamped", 1],
+        ["warn", "compressed", 50],
+        ["warn", "no_preface", 2],
+        ["warn", "request_timeout", 1],
+      ]);
+      expect(lines.filter((l) => l.reason === "compressed").at(-1)!.methods).toEqual(expect.arrayContaining([ProductServiceService.getProduct.path, "/grpc.health.v1.Health/Check"]));
+    } finally {
+      session.close();
+    }
+  }, 20_000);
+
+  it("counts and logs the calls grpc-js refuses before they reach a handler: too large, past their deadline, of no such method, malformed", async () => {
+    const { counted, session, registry, lines } = await observedServer();
+    try {
+      const [tooLarge, late, unknown, malformed] = await Promise.all([
+        Promise.all([answerOf(session, {}, lengthPrefix(4 * 1024 * 1024), false), answerOf(session, {}, Buffer.concat([lengthPrefix(300_000), Buffer.alloc(300_000)]))]),
+        // Its deadline passes while its request is still coming.
+        answerOf(session, { "grpc-timeout": "100m" }, Buffer.concat([lengthPrefix(1000), Buffer.alloc(10)]), false),
+        Promise.all([answerOf(session, { ":path": "/shop.products.v1.ProductService/Nope" }, framed(request)), answerOf(session, { ":path": "/made.Up/Method" }, framed(request), false)]),
+        answerOf(session, { "grpc-timeout": "soon" }, framed(request)),
+      ]);
+      for (const answer of tooLarge) expect(answer["grpc-status"]).toBe(String(status.RESOURCE_EXHAUSTED));
+      expect(late["grpc-status"]).toBe(String(status.DEADLINE_EXCEEDED));
+      for (const answer of unknown) expect(answer["grpc-status"]).toBe(String(status.UNIMPLEMENTED));
+      expect(malformed["grpc-status"]).toBe(String(status.INTERNAL));
+      expect(counted.ran).toBe(0);
+
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "RESOURCE_EXHAUSTED", reason: "too_large" })).toBe(2);
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "DEADLINE_EXCEEDED", reason: "deadline" })).toBe(1);
+      // A method the server does not serve is no label: a caller could make up any number of them.
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { grpc_service: "unknown", grpc_method: "unknown", grpc_code: "UNIMPLEMENTED", reason: "unknown_method" })).toBe(2);
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "INTERNAL", reason: "malformed" })).toBe(1);
+      expect(await registry.metrics()).not.toMatch(/Nope|made\.Up|^grpc_server_handled_total\{/m);
+      expect(lines.filter((l) => l.msg === "call")).toEqual([]);
+
+      const refusalLines = () => lines.filter((l) => l.reason !== undefined).map((l) => [l.reason, l.code, l.count]);
+      expect(refusalLines().sort()).toEqual([
+        ["deadline", "DEADLINE_EXCEEDED", 1],
+        ["malformed", "INTERNAL", 1],
+        ["too_large", "RESOURCE_EXHAUSTED", 1],
+        ["unknown_method", "UNIMPLEMENTED", 1],
+      ]);
+      session.close();
+      await server!.shutdown();
+      server = undefined;
+      expect(refusalLines().slice(4).sort()).toEqual([
+        ["too_large", "RESOURCE_EXHAUSTED", 1],
+        ["unknown_method", "UNIMPLEMENTED", 1],
+      ]);
+      // The log names the methods asked for, known or not.
+      expect(lines.filter((l) => l.reason === "unknown_method").flatMap((l) => l.methods as string[]).sort()).toEqual(["/made.Up/Method", "/shop.products.v1.ProductService/Nope"]);
     } finally {
       session.close();
     }

@@ -2,7 +2,7 @@ import { constants as http2Constants, type Http2SecureServer, type Http2Server, 
 import type { Socket } from "node:net";
 import { Server as TlsServer } from "node:tls";
 import { Server, ServerCredentials, status, type ChannelOptions } from "@grpc/grpc-js";
-import { HealthService, type ServingStatus } from "./health.js";
+import { HealthService, healthMethodPaths, type ServingStatus } from "./health.js";
 import { grpcDescriptorSet } from "../../gen/ts/grpc_descriptor_set.js";
 import type { Logger } from "../log/index.js";
 import { type AdmissionOptions, createAdmission } from "./admission.js";
@@ -12,11 +12,12 @@ import type { CallObserver } from "./call-metrics.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { createDescriptorIndex } from "./descriptor-index.js";
 import { http2ServersOf, http2StreamOf } from "./grpc-internals.js";
-import { addServerReflection } from "./server-reflection.js";
+import { addServerReflection, reflectionMethodPaths } from "./server-reflection.js";
+import { type CallRefusal, type RefusalObserver, refusalReport } from "./refusals.js";
 import { type UnreadResponseOptions, watchUnreadResponses } from "./unread-responses.js";
 import { watchUnfinishedRequests } from "./unfinished-requests.js";
 import { endWithStatus } from "./grpc-status.js";
-import { StatusError } from "../errors/index.js";
+import { Code, StatusError } from "../errors/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 
 export interface GrpcServerOptions {
@@ -73,6 +74,14 @@ export interface GrpcServerOptions {
   /** Hears how every call of an added service ended (metrics: grpcCallMetrics). */
   readonly callObserver?: CallObserver;
   /**
+   * Hears what the server refuses before any handler runs (metrics:
+   * grpcRefusalMetrics): calls answered at the HTTP/2 layer, by the guards
+   * above or by grpc-js, connections dropped, grpc-timeouts clamped. These
+   * are logged too, whether or not it is given: the first of each reason at
+   * once, then at most one line per reason every 10 s with their count.
+   */
+  readonly refusalObserver?: RefusalObserver;
+  /**
    * How long and how much answers may wait on connections whose callers
    * take none of them (see watchUnreadResponses): by default a connection's
    * new call waits to run while its unsent answers, with those its calls
@@ -88,6 +97,9 @@ export interface GrpcServerOptions {
 
 /** Streams one connection may hold beyond admission's capacity: health checks, reflection, calls to be refused. */
 export const streamHeadroom = 64;
+
+/** How often at most the log says, for each reason, what the server refused (see refusalReport). */
+const refusalLogIntervalMs = 10_000;
 
 /**
  * A grpc-js server with what every Concord service needs: grpc.health.v1,
@@ -120,7 +132,7 @@ export interface GrpcServer {
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const factory = "createGrpcServer";
-  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "prefaceTimeoutMs", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "unreadResponses"]);
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "prefaceTimeoutMs", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "refusalObserver", "unreadResponses"]);
   const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
   const requestTimeoutMs = positiveInteger(factory, "requestTimeoutMs", options.requestTimeoutMs, 30_000);
   const prefaceTimeoutMs = positiveInteger(factory, "prefaceTimeoutMs", options.prefaceTimeoutMs, 10_000);
@@ -130,7 +142,14 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const { logger, readinessCheck } = options;
   const admission = createAdmission(options.admission);
   const unread = watchUnreadResponses(logger, options.unreadResponses);
-  const unfinished = watchUnfinishedRequests(requestTimeoutMs);
+  const refusals = refusalReport(logger, options.refusalObserver, refusalLogIntervalMs);
+  // The methods grpc-js serves here: a refusal names one of these, or none (a caller's made-up name is no metric label).
+  const served = new Set<string>([...healthMethodPaths, ...reflectionMethodPaths]);
+  const refused: Refused = (stream, path, code, reason) => {
+    const known = path !== undefined && served.has(path);
+    refusals.callRefused(known ? path : undefined, code, reason, stream.session?.socket?.remoteAddress, known ? undefined : path);
+  };
+  const unfinished = watchUnfinishedRequests(requestTimeoutMs, (stream, path) => refused(stream, path, Code.CANCELLED, "request_timeout"));
 
   // No channelz service is exposed, so its per-call counters and timestamps are switched off. A client may open
   // on one connection about as many streams as admission holds calls (plus room for health checks and for calls
@@ -194,6 +213,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         ...(options.callObserver && { callObserver: options.callObserver }),
       });
       server.addService(bound.definition, bound.handlers as never);
+      for (const method of Object.values(definition)) served.add(method.path);
       const first = Object.values(definition)[0];
       if (first) serviceNames.push(first.path.split("/")[1]);
       setAll("NOT_SERVING");
@@ -206,12 +226,19 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         server.bindAsync(address, options.credentials ?? ServerCredentials.createInsecure(), (err, p) => (err ? reject(new Error(`listening on ${address} failed: ${err.message}`, { cause: err })) : resolve(p))),
       );
       for (const listener of http2ServersOf(server)) {
-        dropSilentConnections(listener, prefaceTimeoutMs);
-        listener.prependListener("stream", clampTimeout);
+        dropSilentConnections(listener, prefaceTimeoutMs, (socket) => refusals.connectionDropped("no_preface", socket.remoteAddress));
+        listener.prependListener("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+          if (!clampTimeout(headers)) return;
+          const path = headers[http2Constants.HTTP2_HEADER_PATH] as string | undefined;
+          const known = path !== undefined && served.has(path);
+          refusals.timeoutClamped(known ? path : undefined, stream.session?.socket?.remoteAddress, known ? undefined : path);
+        });
         listener.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
-          if (refuseCompressedRequest(stream, headers)) return;
-          stopUnreadRequest(stream);
-          unfinished.watch(stream, headers[http2Constants.HTTP2_HEADER_PATH] as string | undefined);
+          const path = headers[http2Constants.HTTP2_HEADER_PATH] as string | undefined;
+          // First: grpc-js may have refused the call already (an unknown method), and that is heard when its answer ends.
+          stopUnreadRequest(stream, path, refused);
+          if (refuseCompressedRequest(stream, headers, path, refused)) return;
+          unfinished.watch(stream, path);
           unread.watch(stream, headers);
         });
       }
@@ -242,6 +269,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         });
         unread.stop();
         unfinished.stop();
+        refusals.stop();
         state = "stopped";
       })();
       return stopped;
@@ -263,6 +291,9 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   };
 }
 
+/** Hears a call refused before any handler ran: its stream, the method it named, the code it was answered with, why. */
+type Refused = (stream: ServerHttp2Stream, path: string | undefined, code: Code, reason: CallRefusal) => void;
+
 /**
  * When a call's answer is complete while its request is still coming in (a
  * request refused from its length prefix, larger than the receive limit),
@@ -271,12 +302,28 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
  * sent the whole request, which the server read only to drop: a flood of
  * 4 MB requests cost the order service 40 MiB of buffers waiting for the
  * collector, and each refused client waited for its whole upload.
+ *
+ * Such an answer is grpc-js's refusal: it runs a handler only once the
+ * call's request has ended (reflection's excepted, whose calls are streams
+ * both ways), and the server's own refusals close their streams as they
+ * answer. Its status is in the answer's headers (a trailers-only answer),
+ * and `refused` hears it.
  */
-function stopUnreadRequest(stream: ServerHttp2Stream): void {
+function stopUnreadRequest(stream: ServerHttp2Stream, path: string | undefined, refused: Refused): void {
   stream.once("finish", () => {
-    if (!stream.readableEnded && !stream.closed) stream.close(http2Constants.NGHTTP2_NO_ERROR);
+    if (stream.readableEnded || stream.closed) return;
+    const code = Number(stream.sentHeaders["grpc-status"]);
+    if (stream.sentHeaders["grpc-status"] !== undefined && !reflectionMethodPaths.includes(String(path))) refused(stream, path, code, grpcJsRefusals[code] ?? "malformed");
+    stream.close(http2Constants.NGHTTP2_NO_ERROR);
   });
 }
+
+/** What grpc-js refuses a call for before its request has ended, by the code it answers with. */
+const grpcJsRefusals: Partial<Record<number, CallRefusal>> = {
+  [Code.RESOURCE_EXHAUSTED]: "too_large",
+  [Code.DEADLINE_EXCEEDED]: "deadline",
+  [Code.UNIMPLEMENTED]: "unknown_method",
+};
 
 /**
  * A connection that has not sent HTTP/2's preface (its SETTINGS frame)
@@ -285,9 +332,10 @@ function stopUnreadRequest(stream: ServerHttp2Stream): void {
  * the preface for ever: 2,000 TLS connections that sent nothing after the
  * handshake stayed open, 77 MiB and 2,000 file descriptors of a service,
  * with no token asked for. Clients send the preface as they connect, so an
- * idle client's connection, which has sent it, is left alone.
+ * idle client's connection, which has sent it, is left alone. `dropped`
+ * hears each connection dropped.
  */
-function dropSilentConnections(listener: Http2Server | Http2SecureServer, timeoutMs: number): void {
+function dropSilentConnections(listener: Http2Server | Http2SecureServer, timeoutMs: number, dropped: (socket: Socket) => void): void {
   // Node makes a connection's session in its own listener, which runs before this one: the session just made is
   // the one of the socket this listener is given next.
   let made: ServerHttp2Session | undefined;
@@ -296,7 +344,10 @@ function dropSilentConnections(listener: Http2Server | Http2SecureServer, timeou
     const session = made;
     made = undefined;
     if (!session) return;
-    const timer = setTimeout(() => socket.destroy(), timeoutMs).unref();
+    const timer = setTimeout(() => {
+      dropped(socket);
+      socket.destroy();
+    }, timeoutMs).unref();
     const settled = () => clearTimeout(timer);
     session.once("remoteSettings", settled);
     socket.once("close", settled);
@@ -314,9 +365,10 @@ function dropSilentConnections(listener: Http2Server | Http2SecureServer, timeou
  * of a server until the connection closed, and every message of a request
  * is inflated at once, so 50 requests of 60 such messages (880 KB) took a
  * server from 107 to 803 MiB RSS. Concord's requests are a few KiB, and
- * no client compresses unless asked to.
+ * no client compresses unless asked to. True when the call is answered
+ * (`refused` hears it when this answered it).
  */
-function refuseCompressedRequest(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean {
+function refuseCompressedRequest(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, path: string | undefined, refused: Refused): boolean {
   const encoding = headers["grpc-encoding"];
   if (encoding === undefined || encoding === "identity") return false;
   // grpc-js has already answered a call it cannot route (an unknown method, a content type not gRPC's).
@@ -324,6 +376,7 @@ function refuseCompressedRequest(stream: ServerHttp2Stream, headers: IncomingHtt
   const message = `requests compressed with ${JSON.stringify(String(encoding)).slice(0, 80)} are not accepted here; send them uncompressed (grpc-encoding identity)`;
   // grpc-js reads nothing of a closed stream (its call is cancelled): the status goes out, then RST_STREAM NO_ERROR.
   endWithStatus(stream, status.UNIMPLEMENTED, message, { "grpc-accept-encoding": "identity" });
+  refused(stream, path, Code.UNIMPLEMENTED, "compressed");
   return true;
 }
 
@@ -334,15 +387,18 @@ const timeoutUnitMs: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_00
 /**
  * A `grpc-timeout` of more than about 24.8 days (`600H`, `2592000S` for a
  * deadline a month ahead) becomes the longest grpc-js takes, before grpc-js
- * reads it (this listener runs before its own). grpc-js wrapped it around
+ * reads it (run in a listener before its own). grpc-js wrapped it around
  * 32 bits: a month was a deadline already past, so the call failed at once
  * with DEADLINE_EXCEEDED and nothing done, and `99999999H` a day and a half.
+ * True when it rewrote the header.
  */
-function clampTimeout(_stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+function clampTimeout(headers: IncomingHttpHeaders): boolean {
   const timeout = headers["grpc-timeout"];
-  if (typeof timeout !== "string" || timeout.length < 4) return;
+  if (typeof timeout !== "string" || timeout.length < 4) return false;
   const match = /^(\d{1,8})([HMSmun])$/.exec(timeout);
-  if (match && Number(match[1]) * timeoutUnitMs[match[2]] > longestTimeoutMs) headers["grpc-timeout"] = `${Math.floor(longestTimeoutMs / 1000)}S`;
+  if (!match || Number(match[1]) * timeoutUnitMs[match[2]] <= longestTimeoutMs) return false;
+  headers["grpc-timeout"] = `${Math.floor(longestTimeoutMs / 1000)}S`;
+  return true;
 }
 
 /** The implementation with every method refusing calls with UNAVAILABLE while `unavailable` gives a reason. */

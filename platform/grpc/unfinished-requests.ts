@@ -24,12 +24,13 @@ export interface UnfinishedRequests {
  * (one connection may hold that many streams, and connections are not
  * counted). A sweep every second, not a timer per call, so that a call
  * whose request arrives in time costs a map entry, dropped as it arrives.
+ * `onCancel` hears each call answered so (metrics, the log).
  */
-export function watchUnfinishedRequests(timeoutMs: number): UnfinishedRequests {
-  const started = new Map<ServerHttp2Stream, number>();
+export function watchUnfinishedRequests(timeoutMs: number, onCancel: (stream: ServerHttp2Stream, path: string | undefined) => void): UnfinishedRequests {
+  const started = new Map<ServerHttp2Stream, { readonly at: number; readonly path: string | undefined }>();
   const sweep = (): void => {
     const now = Date.now();
-    for (const [stream, at] of started) {
+    for (const [stream, { at, path }] of started) {
       if (stream.readableEnded || stream.closed || stream.destroyed) {
         started.delete(stream);
         continue;
@@ -37,16 +38,20 @@ export function watchUnfinishedRequests(timeoutMs: number): UnfinishedRequests {
       // Every entry each time, not only the oldest: a stream reset before its request ended is let go within a second.
       if (now - at < timeoutMs) continue;
       started.delete(stream);
-      cancel(stream, timeoutMs);
+      if (cancel(stream, timeoutMs)) onCancel(stream, path);
     }
   };
+  // One listener for every stream ('end' comes once): no closure per call.
+  function arrived(this: ServerHttp2Stream): void {
+    started.delete(this);
+  }
   const timer = setInterval(sweep, Math.min(1_000, Math.max(10, Math.floor(timeoutMs / 4)))).unref();
   return {
     watch(stream, path) {
       if (path?.startsWith(reflectionPrefix) || stream.readableEnded) return;
-      started.set(stream, Date.now());
+      started.set(stream, { at: Date.now(), path });
       // Let go once the request has arrived, so that no finished call's stream is held until the next sweep.
-      stream.once("end", () => started.delete(stream));
+      stream.on("end", arrived);
     },
     stop() {
       clearInterval(timer);
@@ -55,8 +60,13 @@ export function watchUnfinishedRequests(timeoutMs: number): UnfinishedRequests {
   };
 }
 
-function cancel(stream: ServerHttp2Stream, timeoutMs: number): void {
+/** Ends the call of `stream`; true when that answered it (CANCELLED), false when it had been answered already. */
+function cancel(stream: ServerHttp2Stream, timeoutMs: number): boolean {
   // grpc-js finds its call cancelled: it reads no more of the request and never runs the handler.
-  if (stream.headersSent) return void stream.close(http2Constants.NGHTTP2_CANCEL);
+  if (stream.headersSent) {
+    stream.close(http2Constants.NGHTTP2_CANCEL);
+    return false;
+  }
   endWithStatus(stream, status.CANCELLED, `the request did not arrive in full (half-closed) within ${timeoutMs} ms of the call's start; the server cancelled the call and nothing was done`);
+  return true;
 }
