@@ -1,4 +1,7 @@
+import { once } from "node:events";
+import { connect as connectHttp2 } from "node:http2";
 import { join } from "node:path";
+import { gzipSync } from "node:zlib";
 import { headers as natsHeaders } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -59,6 +62,29 @@ describe("metrics", () => {
     // Answers its callers take none of: none here.
     expect(sample(after, "concord_grpc_stalled_answer_bytes")).toBe(0);
     expect(sample(after, "concord_grpc_calls_cancelled_unread_total")).toBe(0);
+  });
+
+  it("counts the calls refused before any handler apart from those served, and the connections dropped", async () => {
+    const before = await scrape(products.service.metricsAddress);
+    const refusedLabels = { grpc_service: "shop.products.v1.ProductService", grpc_method: "GetProduct", grpc_code: "UNIMPLEMENTED", reason: "compressed" };
+    const handledBefore = before.match(/^grpc_server_handled_total\{grpc_service="shop.products.v1.ProductService",grpc_method="GetProduct",.*$/gm) ?? [];
+    expect(sample(before, "concord_grpc_connections_dropped_total", { reason: "no_preface" })).toBe(0);
+    // A request sent gzip-compressed, as a client told to compress sends it: refused before it is read.
+    const session = connectHttp2(`http://${products.service.address}`);
+    try {
+      const body = gzipSync(Buffer.from([0x0a, 0x01, 0x78]));
+      const prefix = Buffer.from([1, 0, 0, 0, body.length]);
+      const stream = session.request({ ":method": "POST", ":path": "/shop.products.v1.ProductService/GetProduct", "content-type": "application/grpc", te: "trailers", "grpc-encoding": "gzip" });
+      let answer: Record<string, unknown> = {};
+      stream.on("response", (headers) => (answer = headers)).on("data", () => {}).end(Buffer.concat([prefix, body]));
+      await once(stream, "close");
+      expect(answer["grpc-status"]).toBe(String(Code.UNIMPLEMENTED));
+    } finally {
+      session.close();
+    }
+    const after = await scrape(products.service.metricsAddress);
+    expect(sample(after, "concord_grpc_refused_total", refusedLabels)).toBe((sample(before, "concord_grpc_refused_total", refusedLabels) ?? 0) + 1);
+    expect(after.match(/^grpc_server_handled_total\{grpc_service="shop.products.v1.ProductService",grpc_method="GetProduct",.*$/gm) ?? []).toEqual(handledBefore);
   });
 
   it("counts the events each consumer handled, with their latency, and shows its lag and the outbox", async () => {

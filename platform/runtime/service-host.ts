@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { ConsumerBinding, DeliveryMiddleware, EventRuntime } from "../events/index.js";
 import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, outboxMetrics, type StreamSpec } from "../events/index.js";
-import { createGrpcServer, grpcCallMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
+import { createGrpcServer, grpcCallMetrics, grpcRefusalMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
 import type { Logger } from "../log/index.js";
 import { type Database, type Migration, openDatabase, type Retention } from "../sql/index.js";
@@ -35,8 +35,9 @@ export interface ServiceHostOptions {
   readonly consumerMiddleware?: readonly DeliveryMiddleware[];
   /**
    * host:port to serve Prometheus metrics on (`GET /metrics`; port 0 picks a
-   * free port): calls by method and code, consumers' outcomes, latency and
-   * lag, the outbox's depth. None: no metrics are kept.
+   * free port): calls by method and code, calls and connections refused
+   * before any handler, consumers' outcomes, latency and lag, the outbox's
+   * depth. None: no metrics are kept.
    */
   readonly metricsListen?: string;
   /** Ends start-up while it waits for a Postgres server that cannot be reached yet. */
@@ -129,7 +130,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       shutdownTimeoutMs: options.shutdownTimeoutMs,
       readinessCheck: () => db.ping(),
       ...serverSecurity(options.security),
-      ...(registry && { callObserver: grpcCallMetrics(registry) }),
+      ...(registry && { callObserver: grpcCallMetrics(registry), refusalObserver: grpcRefusalMetrics(registry) }),
     });
     if (registry) {
       collectDefaultMetrics({ register: registry });
