@@ -62,7 +62,8 @@ export function watchUnfinishedRequests(timeoutMs: number, onCancel: (stream: Se
 
 /** Ends the call of `stream`; true when that answered it (CANCELLED), false when it had been answered already. */
 function cancel(stream: ServerHttp2Stream, timeoutMs: number): boolean {
-  // grpc-js finds its call cancelled: it reads no more of the request and never runs the handler.
+  // grpc-js finds its call cancelled and reads no more of the request. One whose message had come whole it still
+  // runs once Node ends the closed stream's request; bind-service leaves that alone, as answered here.
   if (stream.headersSent) {
     stream.close(http2Constants.NGHTTP2_CANCEL);
     return false;
