@@ -260,6 +260,49 @@ describe("createGrpcServer", () => {
     }
   });
 
+  it("answers every call refused while its request is still coming in, over TLS too, before the reset that stops the upload", async () => {
+    const made = ensureDevCredentials(tempDirForSuite("concord-refused-"), ["products"]);
+    for (const tls of [false, true]) {
+      const { counted, session } = await countingServer(tls ? { credentials: serverTlsCredentials({ ...made.certs.products, caFile: made.caFile }) } : {});
+      session.on("error", () => {});
+      try {
+        const request = GetProductRequest.encode({ id: product.id }).finish();
+        const message = Buffer.concat([Buffer.from([0, 0, 0, 0, request.length]), Buffer.from(request)]);
+        const oversized = Buffer.from([0, 0, 0x10, 0, 0]); // a length prefix of 1 MiB, over the 256 KiB limit
+        /** How a raw call ended: its status and message, and the code of the reset that closed it, if any. */
+        const refused = (body: Buffer, end: boolean) =>
+          new Promise<{ status?: string; message: string; rstCode: number }>((resolve) => {
+            const stream = session.request({ ":method": "POST", ":path": ProductServiceService.getProduct.path, "content-type": "application/grpc", te: "trailers" });
+            const answer: IncomingHttpHeaders = {};
+            stream.on("response", (h) => Object.assign(answer, h));
+            stream.on("trailers", (h) => Object.assign(answer, h));
+            stream.on("error", () => {});
+            stream.on("data", () => {});
+            stream.on("close", () => resolve({ status: answer["grpc-status"] as string | undefined, message: decodeURI(String(answer["grpc-message"])), rstCode: stream.rstCode ?? -1 }));
+            if (end) stream.end(body);
+            else stream.write(body);
+          });
+        // A second message on a unary method, sent with the request's end in one DATA frame; requests refused from
+        // their length prefix that never end. Over TLS, Node sent the reset before 8 in 100 of the first kind's
+        // answers, which the client never got: its stream ended with RST_STREAM NO_ERROR and no status.
+        const seconds = await Promise.all(Array.from({ length: 100 }, () => refused(Buffer.concat(Array.from({ length: 64 }, () => message)), true)));
+        const unended = await Promise.all(Array.from({ length: 20 }, () => refused(Buffer.concat([oversized, Buffer.alloc(1000)]), false)));
+        expect(seconds.filter((a) => a.status !== String(status.UNIMPLEMENTED)).map((a) => `status ${a.status}, reset ${a.rstCode}`)).toEqual([]);
+        for (const answer of seconds) expect(answer.message).toBe(`Received a second request message for server streaming method ${ProductServiceService.getProduct.path}`);
+        for (const answer of unended) {
+          expect(answer).toMatchObject({ status: String(status.RESOURCE_EXHAUSTED), message: expect.stringMatching(/^Received message larger than max/) });
+          // The reset that tells the client to stop: without it, a request that never ends holds its stream open.
+          expect(answer.rstCode).toBe(http2Constants.NGHTTP2_NO_ERROR);
+        }
+        expect(counted.ran).toBe(0);
+      } finally {
+        session.close();
+        await server!.shutdown();
+        server = undefined;
+      }
+    }
+  }, 30_000);
+
   it("drops a connection that sends no HTTP/2 preface, over TLS too, and leaves a client that sent it alone however idle", async () => {
     const made = ensureDevCredentials(tempDirForSuite("concord-preface-"), ["products"]);
     for (const tls of [false, true]) {

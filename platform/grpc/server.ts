@@ -16,6 +16,7 @@ import { addServerReflection, reflectionMethodPaths } from "./server-reflection.
 import { type CallRefusal, type RefusalObserver, refusalReport } from "./refusals.js";
 import { type UnreadResponseOptions, watchUnreadResponses } from "./unread-responses.js";
 import { watchUnfinishedRequests } from "./unfinished-requests.js";
+import { stopUnreadRequests } from "./unread-requests.js";
 import { endWithStatus } from "./grpc-status.js";
 import { Code, StatusError } from "../errors/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
@@ -150,6 +151,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     refusals.callRefused(known ? path : undefined, code, reason, stream.session?.socket?.remoteAddress, known ? undefined : path);
   };
   const unfinished = watchUnfinishedRequests(requestTimeoutMs, (stream, path) => refused(stream, path, Code.CANCELLED, "request_timeout"));
+  const unreadRequests = stopUnreadRequests((stream, path) => noteGrpcJsRefusal(stream, path, refused));
 
   // No channelz service is exposed, so its per-call counters and timestamps are switched off. A client may open
   // on one connection about as many streams as admission holds calls (plus room for health checks and for calls
@@ -236,7 +238,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         listener.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
           const path = headers[http2Constants.HTTP2_HEADER_PATH] as string | undefined;
           // First: grpc-js may have refused the call already (an unknown method), and that is heard when its answer ends.
-          stopUnreadRequest(stream, path, refused);
+          unreadRequests.watch(stream, path);
           if (refuseCompressedRequest(stream, headers, path, refused)) return;
           unfinished.watch(stream, path);
           unread.watch(stream, headers);
@@ -270,6 +272,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         unread.stop();
         unfinished.stop();
         refusals.stop();
+        unreadRequests.stop();
         state = "stopped";
       })();
       return stopped;
@@ -295,27 +298,18 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
 type Refused = (stream: ServerHttp2Stream, path: string | undefined, code: Code, reason: CallRefusal) => void;
 
 /**
- * When a call's answer is complete while its request is still coming in (a
- * request refused from its length prefix, larger than the receive limit),
- * the client is told to stop sending it: RST_STREAM with NO_ERROR after the
- * answer, as HTTP/2 allows (RFC 9113, section 8.1). Without it the client
- * sent the whole request, which the server read only to drop: a flood of
- * 4 MB requests cost the order service 40 MiB of buffers waiting for the
- * collector, and each refused client waited for its whole upload.
- *
- * Such an answer is grpc-js's refusal: it runs a handler only once the
- * call's request has ended (reflection's excepted, whose calls are streams
- * both ways), and the server's own refusals close their streams as they
- * answer. Its status is in the answer's headers (a trailers-only answer),
- * and `refused` hears it.
+ * A call answered while its request is still coming in (see
+ * unread-requests.ts) was refused by grpc-js: it runs a handler only once
+ * the call's request has ended (reflection's excepted, whose calls are
+ * streams both ways), and the server's own refusals close their streams as
+ * they answer. Its status is in the answer's headers (a trailers-only
+ * answer), and `refused` hears it.
  */
-function stopUnreadRequest(stream: ServerHttp2Stream, path: string | undefined, refused: Refused): void {
-  stream.once("finish", () => {
-    if (stream.readableEnded || stream.closed) return;
-    const code = Number(stream.sentHeaders["grpc-status"]);
-    if (stream.sentHeaders["grpc-status"] !== undefined && !reflectionMethodPaths.includes(String(path))) refused(stream, path, code, grpcJsRefusals[code] ?? "malformed");
-    stream.close(http2Constants.NGHTTP2_NO_ERROR);
-  });
+function noteGrpcJsRefusal(stream: ServerHttp2Stream, path: string | undefined, refused: Refused): void {
+  const sent = stream.sentHeaders["grpc-status"];
+  if (sent === undefined || reflectionMethodPaths.includes(String(path))) return;
+  const code = Number(sent);
+  refused(stream, path, code, grpcJsRefusals[code] ?? "malformed");
 }
 
 /** What grpc-js refuses a call for before its request has ended, by the code it answers with. */
