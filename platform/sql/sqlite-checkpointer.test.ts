@@ -1,4 +1,5 @@
-import { existsSync, openSync, readSync, closeSync, statSync } from "node:fs";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, openSync, readSync, closeSync, statSync, copyFileSync } from "node:fs";
 import { join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
@@ -65,8 +66,62 @@ const until = async (condition: () => boolean, what: string) => {
   }
 };
 
+/** Rows of `notes` in the main file alone, as a copy of it without the log shows them: what checkpoints have copied. */
+function rowsInMainFile(path: string): number {
+  const copy = `${path}-main-copy`;
+  copyFileSync(path, copy);
+  const connection = new BetterSqlite3(copy);
+  try {
+    // The table itself may be in the log yet.
+    const made = connection.prepare("SELECT count(*) FROM sqlite_schema WHERE name = 'notes'").pluck().get() === 1;
+    return made ? (connection.prepare("SELECT count(*) FROM notes").pluck().get() as number) : 0;
+  } finally {
+    connection.close();
+  }
+}
+
+/** Processes a test started to hold SQLite's locks; killed after each test. */
+const holders: ChildProcess[] = [];
+
+/** Starts a process and resolves once it has printed `line`. */
+async function holder(command: string, args: string[], line: string): Promise<ChildProcess> {
+  const child = spawn(command, args, { stdio: ["pipe", "pipe", "inherit"] });
+  holders.push(child);
+  let printed = "";
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on("data", (chunk: Buffer) => {
+      printed += chunk.toString();
+      if (printed.includes(line)) resolve();
+    });
+    child.once("exit", (code) => reject(new Error(`${command} exited (${code}) before printing "${line}"`)));
+  });
+  return child;
+}
+
+/**
+ * Another process in the middle of SQLite's recovery of the log's index: the wal-index header in the -shm file is not
+ * valid (what makes a connection recover it), and the process holds the locks recovery holds (WRITE, CKPT and RECOVER,
+ * bytes 120 to 122 of the -shm file, fcntl locks as SQLite's unix VFS takes them). A reader is refused with
+ * SQLITE_BUSY_RECOVERY until the process ends; the next reader then recovers the index from the log. (SQLite's own
+ * recovery cannot be paused, so a process takes its place.)
+ */
+function recoveryElsewhere(path: string): Promise<ChildProcess> {
+  const venvPython = join(import.meta.dirname, "../../.venv/bin/python");
+  const script = [
+    "import fcntl, os, sys",
+    `fd = os.open(${JSON.stringify(`${path}-shm`)}, os.O_RDWR)`,
+    "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 3, 120)",
+    // isInit, byte 12 of the header's first copy
+    'os.pwrite(fd, b"\\0", 12)',
+    'print("recovering", flush=True)',
+    "sys.stdin.read()",
+  ].join("\n");
+  return holder(existsSync(venvPython) ? venvPython : "python3", ["-c", script], "recovering");
+}
+
 let open: { checkpointer: Checkpointer; writer: BetterSqlite3.Database }[] = [];
 afterEach(async () => {
+  for (const child of holders.splice(0)) child.kill("SIGKILL");
   for (const openGates of allGates.splice(0)) openGates();
   for (const { checkpointer, writer } of open.splice(0)) await checkpointer.close(() => writer.close());
 });
@@ -245,6 +300,85 @@ describe("startCheckpointer", () => {
     open.push({ checkpointer, writer });
     insert(1);
     await expect(checkpointer.rewind(async () => () => undefined)).resolves.toBeUndefined();
+  });
+
+  it("tries a checkpoint again when its reader was refused (another connection's recovery), without another commit", async () => {
+    const { path, writer, insert } = writerAt("refused-reader.db");
+    const flushes = heldFlushes(path);
+    flushes.open("log");
+    flushes.open("database");
+    const checkpointer = startCheckpointer({ path, intervalMs: 1, onFailure: (err) => expect.unreachable(err.message), flush: flushes.flush });
+    open.push({ checkpointer, writer });
+    insert(5);
+    const recovery = await recoveryElsewhere(path);
+    checkpointer.committed();
+    // Timers fire in the order they expire: the checkpoint's (1 ms, set first) has been tried, and refused.
+    await new Promise((r) => setTimeout(r, 20));
+    expect(flushes.calls).toHaveLength(0);
+    expect(rowsInMainFile(path)).toBe(0);
+    recovery.kill("SIGKILL");
+    // No commit comes: the service has gone quiet.
+    await until(() => rowsInMainFile(path) === 5, "the five rows in the main file");
+    expect(flushes.calls.map((c) => c.file)).toEqual(["log", "database"]);
+  });
+
+  it("tries a checkpoint again when its copy was refused (another connection's checkpoint), without another commit", async () => {
+    const { path, writer, insert } = writerAt("refused-copy.db");
+    const flushes = heldFlushes(path);
+    flushes.open("log");
+    flushes.open("database");
+    const checkpointer = startCheckpointer({ path, intervalMs: 1, onFailure: (err) => expect.unreachable(err.message), flush: flushes.flush });
+    open.push({ checkpointer, writer });
+    // Another process (an sqlite3 shell, say) reads, then runs a FULL checkpoint that waits for its own reader to
+    // move on: it holds the checkpoint lock all along.
+    const script = [
+      `import BetterSqlite3 from ${JSON.stringify(import.meta.resolve("better-sqlite3"))};`,
+      `const path = ${JSON.stringify(path)};`,
+      "const reader = new BetterSqlite3(path, { readonly: true });",
+      'reader.exec("BEGIN");',
+      'reader.prepare("SELECT count(*) FROM notes").get();',
+      'console.log("reading");',
+      'process.stdin.once("data", () => {',
+      // Used here, the reader is not collected (and its transaction ended) while the checkpoint waits.
+      '  if (!reader.inTransaction) throw new Error("the reader\'s transaction ended");',
+      "  const other = new BetterSqlite3(path, { timeout: 60000 });",
+      '  console.log("checkpointing");',
+      // Refused at once (log -1) while the probe below checkpoints: tried until it holds the lock and waits.
+      '  while (other.pragma("wal_checkpoint(FULL)")[0].log === -1);',
+      "});",
+    ].join("\n");
+    const other = await holder(process.execPath, ["--input-type=module", "-e", script], "reading");
+    insert(5);
+    other.stdin!.write("go\n");
+    const probe = new BetterSqlite3(path, { timeout: 0 });
+    try {
+      // The probe copies nothing of the five rows (the other process's reader began before them).
+      await until(() => (probe.pragma("wal_checkpoint(PASSIVE)") as { busy: number }[])[0].busy === 1, "the other process's checkpoint");
+    } finally {
+      probe.close();
+    }
+    checkpointer.committed();
+    await until(() => flushes.calls.length > 0, "the log's flush");
+    // The copy, right after the flush, was refused: nothing of the five rows reached the main file.
+    expect(rowsInMainFile(path)).toBe(0);
+    other.kill("SIGKILL");
+    await until(() => rowsInMainFile(path) === 5, "the five rows in the main file");
+  });
+
+  it("tries no refused checkpoint again once closed", async () => {
+    const { path, writer, insert } = writerAt("refused-close.db");
+    const flushes = heldFlushes(path);
+    const checkpointer = startCheckpointer({ path, intervalMs: 1, onFailure: (err) => expect.unreachable(err.message), flush: flushes.flush });
+    insert(5);
+    const recovery = await recoveryElsewhere(path);
+    checkpointer.committed();
+    await new Promise((r) => setTimeout(r, 20));
+    await checkpointer.close(() => undefined);
+    recovery.kill("SIGKILL");
+    await new Promise((r) => setTimeout(r, 50));
+    expect(flushes.calls).toHaveLength(0);
+    expect(rowsInMainFile(path)).toBe(0);
+    writer.close();
   });
 
   it("closes after the checkpoint under way, its connections before the database's own, so the last one removes the log", async () => {

@@ -50,6 +50,13 @@ import BetterSqlite3 from "better-sqlite3";
  * itself flushes the log's new header once each time (SQLite's own rule
  * under NORMAL): the one flush left on the event loop.
  *
+ * SQLite can refuse a checkpoint for a moment: the pin's read while another
+ * connection rebuilds the log's index (SQLITE_BUSY_RECOVERY), the copy while
+ * another connection checkpoints (an sqlite3 shell, say). The checkpoint is
+ * then tried again after a pause, which doubles from `intervalMs` up to a
+ * second and starts over once one has run: no commit need come for the
+ * commits before it to be flushed and copied.
+ *
  * A failed flush of the main file keeps the log pinned until the database
  * closes: the pages copied may not be on disk, so the log, which is, must
  * not be reused (a failed fsync is not worth retrying: Linux reports an
@@ -141,10 +148,11 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
   const intervalMs = options.intervalMs ?? 100;
   const maxLogFrames = options.maxLogFrames ?? 1_000;
   const maxBehind = options.maxBehind ?? 1_000;
+  const maxRetryMs = Math.max(intervalMs, 1_000);
   const flush = options.flush ?? flushFile;
   // SQLite follows a symbolic link to the file and keeps its log beside the file itself.
   const path = realpathSync(options.path);
-  // No busy wait on either: a PASSIVE checkpoint never waits, and a pin that cannot start now is tried at the next commit.
+  // No busy wait on either: a PASSIVE checkpoint never waits, and a pin that cannot start now is tried again later (retry).
   const opened: BetterSqlite3.Database[] = [];
   let pin: BetterSqlite3.Database;
   let copier: BetterSqlite3.Database;
@@ -182,6 +190,8 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
   let timer: NodeJS.Timeout | undefined;
   let cycle: Cycle | undefined;
   let running: Promise<void> = Promise.resolve();
+  /** The pause before a refused checkpoint is tried again. */
+  let retryMs = intervalMs;
 
   const unpin = () => {
     if (!pinnedForGood && pin.open && pin.inTransaction) pin.exec("ROLLBACK");
@@ -198,31 +208,35 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
     }
   };
 
-  const checkpoint = async (current: Cycle) => {
+  /** "refused" when SQLite refused the pin or the copy for a moment: nothing was copied. */
+  const checkpoint = async (current: Cycle): Promise<"done" | "refused"> => {
     try {
       pin.exec("BEGIN");
       readSchema.get();
     } catch (err) {
       unpin();
-      // A reader can be refused for a moment (SQLITE_BUSY during another connection's recovery); the next commit tries again.
-      if (/busy|locked/i.test((err as Error).message)) return;
+      // A reader is refused while another connection rebuilds the log's index (SQLITE_BUSY_RECOVERY).
+      if (/^SQLITE_(BUSY|LOCKED)/.test(String((err as { code?: unknown }).code))) return "refused";
       throw err;
     }
     current.behindAtPin = behind;
     logFd ??= openSync(`${path}-wal`, "r");
     await flush(logFd, "log");
-    const [copied] = copier.pragma("wal_checkpoint(PASSIVE)") as { log: number; checkpointed: number }[];
+    const [copied] = copier.pragma("wal_checkpoint(PASSIVE)") as { busy: number; log: number; checkpointed: number }[];
+    // Another connection's checkpoint holds the log (busy, log and checkpointed -1): nothing copied, nothing to flush.
+    if (copied?.busy) return "refused";
     current.stage = "database";
     await flush(databaseFile.fd, "database");
     logFrames = copied?.log ?? 0;
     copiedAll = copied !== undefined && copied.checkpointed === copied.log;
+    return "done";
   };
   /** One checkpoint, start to end; the promise never rejects. */
   const runCycle = (): Promise<void> => {
     const current: Cycle = { stage: "log", behindAtPin: 0 };
     cycle = current;
     running = checkpoint(current).then(
-      () => {
+      (outcome) => {
         cycle = undefined;
         // Commits made while it ran are not in it.
         behind -= current.behindAtPin;
@@ -231,6 +245,11 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
         } catch (err) {
           return fail(err, "log");
         }
+        if (outcome === "refused") {
+          copiedAll = false;
+          return retry();
+        }
+        retryMs = intervalMs;
         if (wanted) schedule();
       },
       (err) => {
@@ -250,6 +269,14 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
     if (failed || closing || timer) return;
     if (cycle) wanted = true;
     else timer = setTimeout(start, intervalMs).unref();
+  };
+  /** After a refusal: the commits before it are still to be checkpointed, whether or not another comes. Commits meanwhile wait for this timer. */
+  const retry = () => {
+    if (failed || closing) return;
+    clearTimeout(timer);
+    wanted = false;
+    timer = setTimeout(start, retryMs).unref();
+    retryMs = Math.min(retryMs * 2, maxRetryMs);
   };
 
   return {
