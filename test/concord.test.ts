@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { headers as natsHeaders } from "nats";
 import { type ConcordRun, runConcord } from "./support/concord.js";
@@ -194,6 +195,32 @@ describe("npx concord", () => {
     expect(down.status).toBe(1);
     expect(down.stdout).toContain(`orders  gRPC ${closed}: unreachable (connect ECONNREFUSED ${closed})\n`);
     expect(down.stdout).toContain(`  outbox: unknown (metrics at ${closed}: connect ECONNREFUSED ${closed})\n`);
+    // Instances given as lists: each one reported, the consumers once, and one unreachable fails the status.
+    const instances = await concord("status", ...args.slice(0, 2), "--products", `${products.service.address},${closed}`, "--products-metrics", `${products.service.metricsAddress},${closed}`, ...args.slice(4, 6), ...args.slice(8));
+    expect(instances.status, instances.stdout + instances.stderr).toBe(1);
+    expect(instances.stdout).toContain(`products#1  gRPC ${products.service.address}: SERVING\n  outbox: depth`);
+    expect(instances.stdout).toContain(`products#2  gRPC ${closed}: unreachable (connect ECONNREFUSED ${closed})\n  outbox: unknown (metrics at ${closed}: connect ECONNREFUSED ${closed})\n`);
+    expect(instances.stdout).toContain("products  consumers, shared by its 2 instances:\n  consumer products-order-placed on SHOP_ORDERS: pending 0");
+    expect(instances.stdout).toContain(`orders  gRPC ${orders.service.address}: SERVING\n`);
+    const uneven = await concord("status", ...args.slice(0, 2), "--products", `${products.service.address},${closed}`, "--products-metrics", products.service.metricsAddress!);
+    expect(uneven.status).toBe(2);
+    expect(uneven.stderr).toContain("--products names 2 instance(s) and --products-metrics 1");
+  });
+
+  it("takes no instances from a record a start killed outright left in DATA_DIR", { timeout: 60_000 }, async () => {
+    const dataDir = tempDir();
+    try {
+      const closed = `127.0.0.1:${await freePort()}`;
+      // Named by a process that is not a start (this one): the start that wrote it is gone.
+      writeFileSync(join(dataDir.path, "start-services.json"), JSON.stringify({ pid: process.pid, products: [{ grpc: closed, metrics: closed }], orders: [{ grpc: closed, metrics: closed }] }));
+      const env = { DATA_DIR: dataDir.path, PRODUCTS_LISTEN: products.service.address, PRODUCTS_METRICS_LISTEN: products.service.metricsAddress!, ORDERS_LISTEN: orders.service.address, ORDERS_METRICS_LISTEN: orders.service.metricsAddress! };
+      const status = await concordWith({ GRPC_INSECURE: "1", ...env }, "status", "--nats", nats().url);
+      expect(status.status, status.stdout + status.stderr).toBe(0);
+      expect(status.stdout).toContain(`products  gRPC ${products.service.address}: SERVING\n`);
+      expect(status.stdout).not.toContain(closed);
+    } finally {
+      dataDir.remove();
+    }
   });
 
   it("asks services that serve over TLS, as `npm start` runs them, trusting the development CA", { timeout: 120_000 }, async () => {

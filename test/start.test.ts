@@ -11,6 +11,7 @@ import { clientTlsCredentials, createClient } from "../platform/grpc/index.js";
 import { repoRoot } from "../tools/repo-root.js";
 import { toolClientSecurity } from "../tools/client-security.js";
 import { freePort } from "./support/nats-server.js";
+import { runConcord } from "./support/concord.js";
 import { address, grpcError, tempDir } from "./support/shop.js";
 
 const isListening = (port: number) =>
@@ -340,10 +341,19 @@ describe("npm start", () => {
     }
     await expect.poll(async () => (await products.getProduct({ id: product!.id })).product!.stock, { timeout: 20_000 }).toBe(3);
     products.close();
+    // `concord status`, with the system's variables and no flags, finds every instance from what the start recorded.
+    const statusEnv = { DATA_DIR: dir.path, NATS_PORT: String(ports.nats), NATS_URL: undefined, GRPC_INSECURE: undefined };
+    const status = await runConcord(statusEnv, ["status"]);
+    expect(status.status, status.stdout + status.stderr).toBe(0);
+    for (const [name, port] of [["products#1", ports.products], ["products#2", ports.products + 2], ["orders#1", ports.orders], ["orders#2", ports.orders + 2]] as const) {
+      expect(status.stdout).toContain(`${name}  gRPC 127.0.0.1:${port}: SERVING\n`);
+    }
+    expect(status.stdout).toContain("orders  consumers, shared by its 2 instances:\n  consumer orders-stock-reserved on SHOP_PRODUCTS: pending");
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);
     expect(system.output()).toContain("everything stopped");
     expect(await isListening(postgresPort)).toBe(false);
+    expect(existsSync(join(dir.path, "start-services.json"))).toBe(false);
   });
 
   it("refuses several instances on SQLite", async () => {

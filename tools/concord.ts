@@ -274,12 +274,17 @@ export async function concord(argv: string[]): Promise<number> {
         const { values, positionals } = parse(command, rest, { products: { type: "string" }, orders: { type: "string" }, "products-metrics": { type: "string" }, "orders-metrics": { type: "string" } });
         if (values.help) return help(command);
         if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
-        const targets = serviceTargets({
-          products: values.products as string | undefined,
-          orders: values.orders as string | undefined,
-          productsMetrics: values["products-metrics"] as string | undefined,
-          ordersMetrics: values["orders-metrics"] as string | undefined,
-        });
+        let targets;
+        try {
+          targets = serviceTargets({
+            products: values.products as string | undefined,
+            orders: values.orders as string | undefined,
+            productsMetrics: values["products-metrics"] as string | undefined,
+            ordersMetrics: values["orders-metrics"] as string | undefined,
+          });
+        } catch (err) {
+          throw new UsageError((err as Error).message, helps[command]);
+        }
         const url = (values.nats as string | undefined) ?? defaultNatsUrl();
         let nc: NatsConnection | undefined;
         let problem: string | undefined;

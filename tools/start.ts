@@ -50,6 +50,7 @@ import { productSettings } from "../services/products/config.js";
 import { provisionStreams } from "./concord/provision.js";
 import { ensureDevCredentials } from "./dev-credentials.js";
 import { dataDir as dataDirOf } from "./client-security.js";
+import { isStartScript, recordStartedServices } from "./started-services.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
 
@@ -336,15 +337,6 @@ async function waitForHealthy(name: string, monitorPort: number, timeoutMs: numb
     }
     if (Date.now() > until) throw new Error(`${name} did not report healthy within ${timeoutMs} ms (${last})`);
     await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** Whether `pid` is a running `npm start` (this script), not just any process that got its number. */
-function isStartScript(pid: number): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").some((arg) => arg.endsWith(join("tools", "start.ts")));
-  } catch {
-    return false;
   }
 }
 
@@ -640,6 +632,9 @@ async function main(): Promise<void> {
   if (flags.postgres) await checkFree(`127.0.0.1:${Number(process.env.POSTGRES_PORT || 54320)}`, "POSTGRES_PORT");
   mkdirSync(dataDir, { recursive: true });
   claimDataDir(dataDir);
+  // For `concord status`, which then finds every instance.
+  const instancesOf = (grpc: string[], metrics: string[]) => grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] }));
+  recordStartedServices(dataDir, { products: instancesOf(productsAddresses, metricsAddresses.products), orders: instancesOf(ordersAddresses, metricsAddresses.orders) });
 
   if (flags.postgres) {
     if (!findPostgresBinDir()) {

@@ -4,8 +4,8 @@
 export const usage = `Usage: npx concord <command> [options]
 
 Commands:
-  status                      each service's health (grpc.health.v1), its consumers'
-                              lag and dead letters (JetStream), its outbox (metrics)
+  status                      each service instance's health (grpc.health.v1) and outbox
+                              (metrics), each service's consumers' lag and dead letters (JetStream)
   events tail                 follow the events as they go by, decoded, one JSON line each
   dlq list                    the dead letters, one JSON line each
   dlq show SEQ                one dead letter: decoded payload, reason, original
@@ -23,7 +23,8 @@ Commands:
   traces show TEXT            print the traces of an order (or a trace id) as a tree
 
 Run \`npx concord <command> --help\` for a command's options.
-Exit status: 0 done, 1 failed (for status: a service not SERVING or a part unreadable), 2 bad usage.`;
+Exit status: 0 done, 1 failed (for status: an instance of a service unreachable or not SERVING, or a part
+unreadable), 2 bad usage.`;
 
 const natsOption = `  --nats URL          NATS server, several comma-separated for a cluster (default: $NATS_URL, else
                       nats://127.0.0.1:$NATS_PORT, port 4222 unless set)`;
@@ -36,21 +37,31 @@ const filterOptions = `  --consumer DURABLE  only dead letters of this consumer 
 
 /** Each command's --help, by command. */
 export const helps: Record<string, string> = {
-  status: `Usage: npx concord status [--nats URL] [--products HOST:PORT] [--orders HOST:PORT]
-                           [--products-metrics HOST:PORT] [--orders-metrics HOST:PORT]
+  status: `Usage: npx concord status [--nats URL] [--products HOST:PORT[,HOST:PORT...]] [--orders HOST:PORT[,...]]
+                           [--products-metrics HOST:PORT[,...]] [--orders-metrics HOST:PORT[,...]]
 
-For each service: its health over grpc.health.v1, its outbox (events waiting,
-age of the oldest, parked) from its metrics endpoint, and for each of its
-consumers the messages pending in JetStream, those delivered and not yet
-acknowledged, redeliveries and dead letters. The services are found where
-\`npm start\` puts them (the same environment variables), or where the flags say,
-and asked over TLS trusting DATA_DIR/tls/ca.pem (or GRPC_TLS_CA), as \`npm start\`
-serves them; GRPC_INSECURE=1 asks in plaintext.
-Exits with 1 when a service is not SERVING or a part cannot be read.
-  --products HOST:PORT          the product service's gRPC address (default: $PRODUCTS_LISTEN or 127.0.0.1:50051)
-  --orders HOST:PORT            the order service's gRPC address (default: $ORDERS_LISTEN or 127.0.0.1:50052)
-  --products-metrics HOST:PORT  the product service's metrics endpoint (default: $PRODUCTS_METRICS_LISTEN or 127.0.0.1:9101)
-  --orders-metrics HOST:PORT    the order service's metrics endpoint (default: $ORDERS_METRICS_LISTEN or 127.0.0.1:9102)
+For each instance of each service: its health over grpc.health.v1 and its
+outbox (events waiting, age of the oldest, parked) from its metrics endpoint;
+for each service, for each of its consumers (which its instances share), the
+messages pending in JetStream, those delivered and not yet acknowledged,
+redeliveries and dead letters. The services are found where the flags say;
+else where the \`npm start\` running on DATA_DIR put every instance
+(DATA_DIR/start-services.json, kept while it runs: \`--instances N\` is found
+without being given); else one instance each where \`npm start\` puts them (the
+same environment variables). Several instances are named as \`npm start\` names
+them (products#1, products#2, ...). They are asked over TLS trusting
+DATA_DIR/tls/ca.pem (or GRPC_TLS_CA), as \`npm start\` serves them;
+GRPC_INSECURE=1 asks in plaintext.
+Exits with 1 when an instance is unreachable or not SERVING, or a part cannot be read.
+  --products HOST:PORT[,...]          the product service's gRPC address, one per instance
+                                      (default: $PRODUCTS_LISTEN or 127.0.0.1:50051)
+  --orders HOST:PORT[,...]            the order service's gRPC address, one per instance
+                                      (default: $ORDERS_LISTEN or 127.0.0.1:50052)
+  --products-metrics HOST:PORT[,...]  the product service's metrics endpoint, one per instance in
+                                      the same order (default: $PRODUCTS_METRICS_LISTEN or
+                                      127.0.0.1:9101, 2 ports up for each next instance)
+  --orders-metrics HOST:PORT[,...]    the order service's metrics endpoint, as above
+                                      (default: $ORDERS_METRICS_LISTEN or 127.0.0.1:9102, ...)
 ${natsOption}`,
   "events tail": `Usage: npx concord events tail [--all] [--subject PATTERN] [--type TYPE] [--nats URL]
 

@@ -1,6 +1,7 @@
 /**
  * `concord status`: each service's health over grpc.health.v1, its
- * consumers' lag from JetStream, and its outbox from its metrics endpoint.
+ * consumers' lag from JetStream, and its outbox from its metrics endpoint;
+ * health and outbox for each instance of a service.
  */
 import type { NatsConnection } from "nats";
 import { OrderServiceConsumers } from "../../gen/ts/shop/orders/v1/order_service_jetstream.js";
@@ -8,31 +9,58 @@ import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_s
 import { deadLetterStreamSpec, deadLetterSubject } from "../../platform/events/index.js";
 import type { ConsumerSpec } from "../../platform/events/index.js";
 import { checkHealth } from "../../platform/grpc/index.js";
-import { toolClientSecurity, whyUnreachable } from "../client-security.js";
+import { dataDir, toolClientSecurity, whyUnreachable } from "../client-security.js";
 import { reason } from "../event-watch.js";
+import { readStartedServices, type StartedInstance } from "../started-services.js";
 
-/** Where a service is and what it consumes. */
+/** Where a service's instances are and what it consumes (its instances share its durable consumers). */
 export interface ServiceTarget {
   readonly name: string;
-  readonly grpc: string;
-  readonly metrics: string;
+  readonly instances: readonly StartedInstance[];
   readonly consumers: readonly ConsumerSpec[];
 }
 
-/** The services where `npm start` puts them (the same environment variables), or where the flags say. */
-export function serviceTargets(flags: { products?: string; orders?: string; productsMetrics?: string; ordersMetrics?: string }): ServiceTarget[] {
-  const env = process.env;
+/** What the flags say: a service's gRPC addresses and metrics endpoints, each a comma-separated list. */
+export interface TargetFlags {
+  readonly products?: string;
+  readonly orders?: string;
+  readonly productsMetrics?: string;
+  readonly ordersMetrics?: string;
+}
+
+/** A port `by` above that of `hostPort`, as `npm start` places instance i (2i above the first). */
+function shiftPort(hostPort: string, by: number): string {
+  const match = /^(.*):(\d+)$/.exec(hostPort);
+  return match ? `${match[1]}:${Number(match[2]) + by}` : hostPort;
+}
+
+/**
+ * The services where the flags say; else every instance of the `npm start`
+ * running on DATA_DIR; else where `npm start` puts one instance of each (the
+ * same environment variables). Throws when a service's two lists of the flags
+ * differ in length.
+ */
+export function serviceTargets(flags: TargetFlags, env: NodeJS.ProcessEnv = process.env): ServiceTarget[] {
+  const started = readStartedServices(dataDir(env));
+  const list = (value: string | undefined) => value?.split(",").map((a) => a.trim());
+  const instancesOf = (service: "products" | "orders", grpcFlag: string | undefined, metricsFlag: string | undefined, grpcVariable: string, metricsVariable: string, grpcDefault: string, metricsDefault: string): StartedInstance[] => {
+    if (grpcFlag === undefined && metricsFlag === undefined && started) return [...started[service]];
+    const grpc = list(grpcFlag) ?? [env[grpcVariable] || grpcDefault];
+    const metrics = list(metricsFlag) ?? grpc.map((_, i) => shiftPort(env[metricsVariable] || metricsDefault, 2 * i));
+    if (metrics.length !== grpc.length) {
+      throw new Error(`--${service} names ${grpc.length} instance(s) and --${service}-metrics ${metrics.length}: give one metrics endpoint per gRPC address, in the same order`);
+    }
+    return grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] }));
+  };
   return [
     {
       name: "products",
-      grpc: flags.products ?? (env.PRODUCTS_LISTEN || "127.0.0.1:50051"),
-      metrics: flags.productsMetrics ?? (env.PRODUCTS_METRICS_LISTEN || "127.0.0.1:9101"),
+      instances: instancesOf("products", flags.products, flags.productsMetrics, "PRODUCTS_LISTEN", "PRODUCTS_METRICS_LISTEN", "127.0.0.1:50051", "127.0.0.1:9101"),
       consumers: Object.values(ProductServiceConsumers).map((c) => c.spec),
     },
     {
       name: "orders",
-      grpc: flags.orders ?? (env.ORDERS_LISTEN || "127.0.0.1:50052"),
-      metrics: flags.ordersMetrics ?? (env.ORDERS_METRICS_LISTEN || "127.0.0.1:9102"),
+      instances: instancesOf("orders", flags.orders, flags.ordersMetrics, "ORDERS_LISTEN", "ORDERS_METRICS_LISTEN", "127.0.0.1:50052", "127.0.0.1:9102"),
       consumers: Object.values(OrderServiceConsumers).map((c) => c.spec),
     },
   ];
@@ -50,7 +78,11 @@ async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAg
   return { depth: values.get("concord_outbox_depth"), oldestAgeSeconds: values.get("concord_outbox_oldest_age_seconds"), parked: values.get("concord_outbox_parked") };
 }
 
-/** Prints the status of every service; resolves true when all of them serve and every part could be read. */
+/**
+ * Prints the status of every service, each instance's health and outbox
+ * (asked all at once); resolves true when every instance serves and every
+ * part could be read.
+ */
 export async function printStatus(nc: NatsConnection | undefined, natsProblem: string | undefined, targets: readonly ServiceTarget[], print: (line: string) => void): Promise<boolean> {
   let healthy = true;
   const jsm = nc ? await nc.jetstreamManager() : undefined;
@@ -64,22 +96,31 @@ export async function printStatus(nc: NatsConnection | undefined, natsProblem: s
   // makes every service unreachable, saying why.
   const credentials = Promise.resolve().then(() => toolClientSecurity({ subject: "concord", roles: [] }).credentials);
   credentials.catch(() => undefined);
-  for (const target of targets) {
+  const ask = async (instance: StartedInstance) => {
     const [health, outbox] = await Promise.all([
-      credentials.then((c) => checkHealth(target.grpc, "", 2_000, c)).catch((err: Error) => `unreachable (${whyUnreachable(err)})`),
-      scrapeOutbox(target.metrics).then(
+      credentials.then((c) => checkHealth(instance.grpc, "", 2_000, c)).catch((err: Error) => `unreachable (${whyUnreachable(err)})`),
+      scrapeOutbox(instance.metrics).then(
         (o) => (o.depth === undefined ? "no outbox metrics" : `depth ${o.depth}, oldest ${(o.oldestAgeSeconds ?? 0).toFixed(1)}s, parked ${o.parked ?? 0}`),
         (err: Error) => {
           healthy = false;
           // fetch says only "fetch failed"; its cause says why (connect ECONNREFUSED ...).
           const cause = (err as { cause?: unknown }).cause;
-          return `unknown (metrics at ${target.metrics}: ${cause instanceof Error ? cause.message : err.message})`;
+          return `unknown (metrics at ${instance.metrics}: ${cause instanceof Error ? cause.message : err.message})`;
         },
       ),
     ]);
     if (health !== "SERVING") healthy = false;
-    print(`${target.name}  gRPC ${target.grpc}: ${health}`);
-    print(`  outbox: ${outbox}`);
+    return { health, outbox };
+  };
+  const answers = targets.map((target) => Promise.all(target.instances.map(ask)));
+  for (const [t, target] of targets.entries()) {
+    const several = target.instances.length > 1;
+    for (const [i, { health, outbox }] of (await answers[t]).entries()) {
+      // Named as `npm start` names them: products#1, products#2, ...
+      print(`${several ? `${target.name}#${i + 1}` : target.name}  gRPC ${target.instances[i].grpc}: ${health}`);
+      print(`  outbox: ${outbox}`);
+    }
+    if (several) print(`${target.name}  consumers, shared by its ${target.instances.length} instances:`);
     for (const spec of target.consumers) {
       if (!jsm) {
         print(`  consumer ${spec.durable}: unknown (${natsProblem ?? "NATS not reached"})`);

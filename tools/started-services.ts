@@ -1,0 +1,61 @@
+/**
+ * Where a running `npm start` has put each instance of each service, kept in
+ * DATA_DIR/start-services.json while it runs, so that the tools find every
+ * instance (`--instances N` moves instance i two ports above instance i-1)
+ * without being told how many there are.
+ */
+import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+/** One instance of a service: its gRPC address and its metrics endpoint (host:port). */
+export interface StartedInstance {
+  readonly grpc: string;
+  readonly metrics: string;
+}
+
+export type StartedServices = Readonly<Record<"products" | "orders", readonly StartedInstance[]>>;
+
+const fileIn = (dataDir: string) => join(dataDir, "start-services.json");
+
+/** Whether `pid` is a running `npm start` (tools/start.ts), not just any process that got its number. */
+export function isStartScript(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").some((arg) => arg.endsWith(join("tools", "start.ts")));
+  } catch {
+    return false;
+  }
+}
+
+/** Records this process's services in `dataDir` (replacing a file a start killed outright left); removed at exit. */
+export function recordStartedServices(dataDir: string, services: StartedServices): void {
+  const file = fileIn(dataDir);
+  const partial = `${file}.${process.pid}`;
+  writeFileSync(partial, `${JSON.stringify({ pid: process.pid, ...services })}\n`);
+  renameSync(partial, file);
+  process.once("exit", () => {
+    if (readStartedBy(dataDir)?.pid === process.pid) rmSync(file, { force: true });
+  });
+}
+
+function readStartedBy(dataDir: string): (StartedServices & { pid: number }) | undefined {
+  try {
+    return JSON.parse(readFileSync(fileIn(dataDir), "utf8")) as StartedServices & { pid: number };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The services of the `npm start` running on `dataDir`; undefined when none
+ * runs there (no file, one that cannot be read, or one a start killed
+ * outright left behind).
+ */
+export function readStartedServices(dataDir: string): StartedServices | undefined {
+  const record = readStartedBy(dataDir);
+  if (!record || !Number.isInteger(record.pid) || !isStartScript(record.pid)) return undefined;
+  const instances = (list: unknown): StartedInstance[] | undefined =>
+    Array.isArray(list) && list.length > 0 && list.every((i) => typeof i?.grpc === "string" && typeof i?.metrics === "string") ? list : undefined;
+  const products = instances(record.products);
+  const orders = instances(record.orders);
+  return products && orders ? { products, orders } : undefined;
+}
