@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
+import { type AddressInfo, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { headers as natsHeaders } from "nats";
 import { type ConcordRun, runConcord } from "./support/concord.js";
@@ -205,6 +206,25 @@ describe("npx concord", () => {
     const uneven = await concord("status", ...args.slice(0, 2), "--products", `${products.service.address},${closed}`, "--products-metrics", products.service.metricsAddress!);
     expect(uneven.status).toBe(2);
     expect(uneven.stderr).toContain("--products names 2 instance(s) and --products-metrics 1");
+  });
+
+  it("reports a service that takes the connection and never answers as unreachable, and exits", { timeout: 60_000 }, async () => {
+    // A process stopped or wedged: the kernel accepts the connection, nothing answers the TLS handshake.
+    const dataDir = tempDir();
+    devSecurity(dataDir.path, "products");
+    const accepted = new Set<Socket>();
+    const silent = createServer((socket) => accepted.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const at = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    try {
+      const status = await runConcord({ DATA_DIR: dataDir.path, GRPC_INSECURE: undefined }, ["status", "--nats", nats().url, "--products", at, "--products-metrics", at, "--orders", at, "--orders-metrics", at], 30_000);
+      expect(status.status, status.stdout + status.stderr).toBe(1);
+      expect(status.stdout).toContain(`products  gRPC ${at}: unreachable (no answer within 2 s)\n  outbox: unknown (metrics at ${at}: no answer within 3 s)\n`);
+    } finally {
+      for (const socket of accepted) socket.destroy();
+      silent.close();
+      dataDir.remove();
+    }
   });
 
   it("takes no instances from a record a start killed outright left in DATA_DIR", { timeout: 60_000 }, async () => {

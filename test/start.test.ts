@@ -349,6 +349,18 @@ describe("npm start", () => {
       expect(status.stdout).toContain(`${name}  gRPC 127.0.0.1:${port}: SERVING\n`);
     }
     expect(status.stdout).toContain("orders  consumers, shared by its 2 instances:\n  consumer orders-stock-reserved on SHOP_PRODUCTS: pending");
+    // One instance stopped (it holds its connections and answers nothing): named, and the status fails.
+    const stopped = Number(/orders#2: .*, pid (\d+)\)/.exec(out)![1]);
+    process.kill(stopped, "SIGSTOP");
+    try {
+      const down = await runConcord(statusEnv, ["status"]);
+      expect(down.status, down.stdout + down.stderr).toBe(1);
+      expect(down.stdout).toContain(`orders#2  gRPC 127.0.0.1:${ports.orders + 2}: unreachable (no answer within 2 s)\n`);
+      expect(down.stdout).toContain(`orders#1  gRPC 127.0.0.1:${ports.orders}: SERVING\n`);
+      expect(down.stdout).toContain(`products#2  gRPC 127.0.0.1:${ports.products + 2}: SERVING\n`);
+    } finally {
+      process.kill(stopped, "SIGCONT");
+    }
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);
     expect(system.output()).toContain("everything stopped");

@@ -299,6 +299,9 @@ export async function concord(argv: string[]): Promise<number> {
           return (await printStatus(nc, problem, targets, (line) => console.log(line))) ? 0 : 1;
         } finally {
           await nc?.close();
+          // grpc-js gives a TLS handshake no timeout: one with an instance that took the connection and never answers
+          // (stopped, wedged) would keep this process alive after the report, which is out by now.
+          setTimeout(() => process.exit(), 0).unref();
         }
       }
       case "events tail": {

@@ -51,7 +51,8 @@ without being given); else one instance each where \`npm start\` puts them (the
 same environment variables). Several instances are named as \`npm start\` names
 them (products#1, products#2, ...). They are asked over TLS trusting
 DATA_DIR/tls/ca.pem (or GRPC_TLS_CA), as \`npm start\` serves them;
-GRPC_INSECURE=1 asks in plaintext.
+GRPC_INSECURE=1 asks in plaintext. An instance that takes the connection and
+does not answer within 2 s is unreachable.
 Exits with 1 when an instance is unreachable or not SERVING, or a part cannot be read.
   --products HOST:PORT[,...]          the product service's gRPC address, one per instance
                                       (default: $PRODUCTS_LISTEN or 127.0.0.1:50051)

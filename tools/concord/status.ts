@@ -3,6 +3,7 @@
  * consumers' lag from JetStream, and its outbox from its metrics endpoint;
  * health and outbox for each instance of a service.
  */
+import { status } from "@grpc/grpc-js";
 import type { NatsConnection } from "nats";
 import { OrderServiceConsumers } from "../../gen/ts/shop/orders/v1/order_service_jetstream.js";
 import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_service_jetstream.js";
@@ -66,9 +67,12 @@ export function serviceTargets(flags: TargetFlags, env: NodeJS.ProcessEnv = proc
   ];
 }
 
+const healthTimeoutMs = 2_000;
+const metricsTimeoutMs = 3_000;
+
 /** The samples of a Prometheus text exposition without labels, by name. */
 async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAgeSeconds?: number; parked?: number }> {
-  const res = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(3_000) });
+  const res = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(metricsTimeoutMs) });
   if (!res.ok) throw new Error(`HTTP ${res.status}`);
   const values = new Map<string, number>();
   for (const line of (await res.text()).split("\n")) {
@@ -98,14 +102,18 @@ export async function printStatus(nc: NatsConnection | undefined, natsProblem: s
   credentials.catch(() => undefined);
   const ask = async (instance: StartedInstance) => {
     const [health, outbox] = await Promise.all([
-      credentials.then((c) => checkHealth(instance.grpc, "", 2_000, c)).catch((err: Error) => `unreachable (${whyUnreachable(err)})`),
+      credentials
+        .then((c) => checkHealth(instance.grpc, "", healthTimeoutMs, c))
+        // Connected, and no answer: a process stopped or wedged.
+        .catch((err: Error) => `unreachable (${(err as { code?: number }).code === status.DEADLINE_EXCEEDED ? `no answer within ${healthTimeoutMs / 1000} s` : whyUnreachable(err)})`),
       scrapeOutbox(instance.metrics).then(
         (o) => (o.depth === undefined ? "no outbox metrics" : `depth ${o.depth}, oldest ${(o.oldestAgeSeconds ?? 0).toFixed(1)}s, parked ${o.parked ?? 0}`),
         (err: Error) => {
           healthy = false;
           // fetch says only "fetch failed"; its cause says why (connect ECONNREFUSED ...).
           const cause = (err as { cause?: unknown }).cause;
-          return `unknown (metrics at ${instance.metrics}: ${cause instanceof Error ? cause.message : err.message})`;
+          const why = err.name === "TimeoutError" ? `no answer within ${metricsTimeoutMs / 1000} s` : cause instanceof Error ? cause.message : err.message;
+          return `unknown (metrics at ${instance.metrics}: ${why})`;
         },
       ),
     ]);
