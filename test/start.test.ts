@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
+import { connect, createServer } from "node:net";
 import { basename, join, relative } from "node:path";
 import { connect as natsConnect, nkeyAuthenticator } from "nats";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -366,6 +366,38 @@ describe("npm start", () => {
     expect(system.output()).toContain("everything stopped");
     expect(await isListening(postgresPort)).toBe(false);
     expect(existsSync(join(dir.path, "start-services.json"))).toBe(false);
+  });
+
+  it("names POSTGRES_PORT when another server takes the port while PostgreSQL is being set up (two systems started at once)", { timeout: 90_000 }, async () => {
+    chmodSync(dir.path, 0o755);
+    const postgresPort = await freePort();
+    const env = {
+      ...process.env,
+      DATA_DIR: dir.path,
+      NATS_URL: "",
+      NATS_PORT: String(await freePort()),
+      PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`,
+      ORDERS_LISTEN: `127.0.0.1:${await freePort()}`,
+      PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`,
+      ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`,
+      POSTGRES_PORT: String(postgresPort),
+    };
+    const start = spawn(process.execPath, ["--import", "tsx", "tools/start.ts", "--postgres"], { env, stdio: ["ignore", "pipe", "pipe"] });
+    child = start;
+    let output = "";
+    start.stdout!.on("data", (d) => (output += d));
+    start.stderr!.on("data", (d) => (output += d));
+    const exited = new Promise<number | null>((resolve) => start.once("exit", (code) => resolve(code)));
+    // The port was free when the start checked it; another system's server takes it while initdb runs.
+    const blocker = createServer();
+    try {
+      await expect.poll(() => existsSync(join(dir.path, "postgres")), { timeout: 30_000, interval: 10 }).toBe(true);
+      await new Promise<void>((resolve) => blocker.listen(postgresPort, "127.0.0.1", resolve));
+      expect(await exited, output).toBe(1);
+      expect(output).toContain(`start: 127.0.0.1:${postgresPort} (POSTGRES_PORT) was taken while PostgreSQL was being set up (another system started at the same time, say); set POSTGRES_PORT to another port. postgres on port ${postgresPort}`);
+    } finally {
+      blocker.close();
+    }
   });
 
   it("refuses several instances on SQLite", async () => {

@@ -89,7 +89,8 @@ Environment (all optional):
                     connect without credentials unless PRODUCTS_NATS_NKEY_SEED
                     and ORDERS_NATS_NKEY_SEED name their seed files
   NATS_PORT         (first) client port of the local nats-server (default 4222)
-  POSTGRES_PORT     port of the local PostgreSQL server with --postgres (default 54320)
+  POSTGRES_PORT     port of the local PostgreSQL server with --postgres (default 54320);
+                    a second system with --postgres needs one of its own
   PRODUCTS_LISTEN   product service address (default 127.0.0.1:50051)
   ORDERS_LISTEN     order service address (default 127.0.0.1:50052)
   PRODUCTS_METRICS_LISTEN, ORDERS_METRICS_LISTEN
@@ -643,7 +644,12 @@ async function main(): Promise<void> {
       if (setup.status !== 0) throw new Error("installing the PostgreSQL server failed; see above");
     }
     const pgDir = join(dataDir, "postgres");
-    postgres = await startLocalPostgres({ dataDir: pgDir, port: Number(process.env.POSTGRES_PORT || 54320), logFile: join(dataDir, "postgres.log") });
+    const postgresPort = Number(process.env.POSTGRES_PORT || 54320);
+    postgres = await startLocalPostgres({ dataDir: pgDir, port: postgresPort, logFile: join(dataDir, "postgres.log") }).catch((err: Error) => {
+      // Free when checked above, taken since: a second system started at the same moment, on the same port.
+      if (!/could not bind .*Address already in use/.test(err.message)) throw err;
+      throw new Error(`127.0.0.1:${postgresPort} (POSTGRES_PORT) was taken while PostgreSQL was being set up (another system started at the same time, say); set POSTGRES_PORT to another port. ${err.message}`, { cause: err });
+    });
     env.PRODUCTS_DATABASE_URL = await postgres.createDatabase("products");
     env.ORDERS_DATABASE_URL = await postgres.createDatabase("orders");
     console.log(`PostgreSQL on 127.0.0.1:${postgres.port}, data in ${shown(pgDir)}, log in ${shown(join(dataDir, "postgres.log"))} (databases products and orders)`);
