@@ -114,6 +114,16 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(out.stderr).toContain("0 dead letter(s)");
   });
 
+  it("status against a NATS server that takes connections and never answers: says so, shows the services all the same, and ends (exit 1)", { timeout: 60_000 }, async () => {
+    const hung = `127.0.0.1:${(silent.address() as { port: number }).port}`;
+    // nats.js keeps the socket of a connection its server never greeted open, which kept the command from ever ending.
+    const run = await runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: undefined }, ["status", "--nats", `nats://${hung}`, "--products", "127.0.0.1:1", "--orders", "127.0.0.1:1", "--products-metrics", "127.0.0.1:1", "--orders-metrics", "127.0.0.1:1"], 50_000);
+    expect(run.status, run.stdout + run.stderr).toBe(1);
+    expect(run.stdout).toContain(`NATS nats://${hung}: cannot reach NATS at nats://${hung}: no answer within 5 s (a server that takes connections and sends nothing is stopped or hung)`);
+    expect(run.stdout).toContain("orders  gRPC 127.0.0.1:1: unreachable");
+    expect(run.stdout).toMatch(/consumer orders-stock-reserved: unknown \(cannot reach NATS/);
+  });
+
   it("ends with status 0 and no stack trace when what reads its output closes it (status | head -1)", async () => {
     const hung = `127.0.0.1:${(silent.address() as { port: number }).port}`;
     const child = start("status", "--nats", nats().url, "--products", hung, "--orders", hung, "--products-metrics", hung, "--orders-metrics", hung);

@@ -3,9 +3,11 @@
 import { register } from "tsx/esm/api";
 
 register();
-const { concord, exitQuietlyOnClosedOutput } = await import("./concord.ts");
+const { concord, endProcess, exitQuietlyOnClosedOutput } = await import("./concord.ts");
 exitQuietlyOnClosedOutput();
-process.exitCode = await concord(process.argv.slice(2)).catch((err) => {
-  console.error(`concord: ${err instanceof Error ? err.message : err}`);
-  return 1;
-});
+endProcess(
+  await concord(process.argv.slice(2)).catch((err) => {
+    console.error(`concord: ${err instanceof Error ? err.message : err}`);
+    return 1;
+  }),
+);

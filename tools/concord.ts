@@ -9,7 +9,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { NatsConnection } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, defaultInboxRetentionMs, subjectProblem } from "../platform/events/index.js";
-import { connectNats, defaultNatsUrl, exitOnSignals, exitQuietlyOnClosedOutput, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
+import { connectNats, defaultNatsUrl, endProcess, exitOnSignals, exitQuietlyOnClosedOutput, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
 import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
 import { replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
 import { helps, usage } from "./concord/help.js";
@@ -20,7 +20,10 @@ import { createLogger } from "../platform/log/index.js";
 import { outboxCommand } from "./outbox.js";
 import { tracesCommand } from "./traces.js";
 
-export { exitQuietlyOnClosedOutput };
+export { endProcess, exitQuietlyOnClosedOutput };
+
+/** How long `status` waits for NATS to greet it: it is a quick look, and says what it found without NATS too. */
+const statusNatsTimeoutMs = 5_000;
 
 /** Bad usage: exit status 2 with the command's help. */
 class UsageError extends Error {
@@ -289,7 +292,7 @@ export async function concord(argv: string[]): Promise<number> {
         let nc: NatsConnection | undefined;
         let problem: string | undefined;
         try {
-          nc = await connectNats(url, "concord");
+          nc = await connectNats(url, "concord", undefined, statusNatsTimeoutMs);
         } catch (err) {
           problem = (err as Error).message;
           console.log(`NATS ${url}: ${problem}`);
@@ -298,10 +301,9 @@ export async function concord(argv: string[]): Promise<number> {
           if (nc) console.log(`NATS ${url}: connected to ${nc.info?.server_name ?? "server"} (nats-server ${nc.info?.version ?? "?"})`);
           return (await printStatus(nc, problem, targets, (line) => console.log(line))) ? 0 : 1;
         } finally {
+          // A TLS handshake grpc-js gives no timeout (an instance that took the connection and never answers) would
+          // keep the process alive after the report: endProcess ends it.
           await nc?.close();
-          // grpc-js gives a TLS handshake no timeout: one with an instance that took the connection and never answers
-          // (stopped, wedged) would keep this process alive after the report, which is out by now.
-          setTimeout(() => process.exit(), 0).unref();
         }
       }
       case "events tail": {
@@ -409,11 +411,8 @@ export async function concord(argv: string[]): Promise<number> {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
   exitQuietlyOnClosedOutput();
-  concord(process.argv.slice(2)).then(
-    (code) => (process.exitCode = code),
-    (err: unknown) => {
-      console.error(`concord: ${err instanceof Error ? err.message : err}`);
-      process.exitCode = 1;
-    },
-  );
+  concord(process.argv.slice(2)).then(endProcess, (err: unknown) => {
+    console.error(`concord: ${err instanceof Error ? err.message : err}`);
+    endProcess(1);
+  });
 }

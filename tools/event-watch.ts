@@ -52,14 +52,33 @@ function authenticatorOf(file: string) {
 
 /**
  * Connects as `name` to `url` (several comma-separated for a cluster), with
- * the nkey seed in `seedFile` (default: seedFileToUse's choice); rejects with
- * a message naming the URL.
+ * the nkey seed in `seedFile` (default: seedFileToUse's choice), waiting at
+ * most `timeoutMs` for a server to greet it; rejects with a message naming
+ * the URL. A server that takes the connection and never answers (stopped,
+ * hung) leaves nats.js's socket open, which keeps the process from ending by
+ * itself: a command ends with `endProcess`.
  */
-export async function connectNats(url: string, name: string, seedFile = seedFileToUse(undefined)): Promise<NatsConnection> {
+export async function connectNats(url: string, name: string, seedFile = seedFileToUse(undefined), timeoutMs = 20_000): Promise<NatsConnection> {
   const authenticator = seedFile === undefined ? undefined : authenticatorOf(seedFile);
-  return connect({ servers: url.split(",").map((u) => u.trim()), name, ...(authenticator && { authenticator }) }).catch((err: Error) => {
-    throw new Error(`cannot reach NATS at ${url}: ${err.message}`);
+  return connect({ servers: url.split(",").map((u) => u.trim()), name, timeout: timeoutMs, ...(authenticator && { authenticator }) }).catch((err: NatsError) => {
+    const why = err.code === "TIMEOUT" ? `no answer within ${timeoutMs / 1000} s (a server that takes connections and sends nothing is stopped or hung)` : err.message;
+    throw new Error(`cannot reach NATS at ${url}: ${why}`);
   });
+}
+
+/**
+ * Ends the process with `code` once what it printed is written. A command
+ * does not wait for the event loop to empty: a NATS connection that never
+ * got its server's greeting keeps a socket open that nats.js never closes.
+ */
+export function endProcess(code: number): void {
+  process.exitCode = code;
+  let writing = 2;
+  const written = () => {
+    if (--writing === 0) process.exit(code);
+  };
+  process.stdout.write("", written);
+  process.stderr.write("", written);
 }
 
 /** Ctrl-C or SIGTERM closes `nc` and exits with status 0 (within 2 s, however the close goes). */
