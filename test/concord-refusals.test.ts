@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
 import { createServer, type Server, type Socket } from "node:net";
 import { AckPolicy } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -122,6 +123,20 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(run.stdout).toContain(`NATS nats://${hung}: cannot reach NATS at nats://${hung}: no answer within 5 s (a server that takes connections and sends nothing is stopped or hung)`);
     expect(run.stdout).toContain("orders  gRPC 127.0.0.1:1: unreachable");
     expect(run.stdout).toMatch(/consumer orders-stock-reserved: unknown \(cannot reach NATS/);
+  });
+
+  it("status says the outbox is unknown, and fails, when a service's metrics leave it out (its database did not answer)", async () => {
+    const metrics = createHttpServer((_req, res) => res.end("# HELP concord_outbox_depth Events committed to the outbox\n# TYPE concord_outbox_depth gauge\nprocess_cpu_seconds_total 1\n"));
+    await new Promise<void>((resolve) => metrics.listen(0, "127.0.0.1", resolve));
+    try {
+      const at = `127.0.0.1:${(metrics.address() as { port: number }).port}`;
+      const run = await concord("status", "--nats", nats().url, "--products", "127.0.0.1:1", "--orders", "127.0.0.1:1", "--products-metrics", at, "--orders-metrics", at);
+      expect(run.status).toBe(1);
+      // It said "no outbox metrics", and before that the service's gauges showed an outbox it could not read as empty (depth 0).
+      expect(run.stdout).toContain(`outbox: unknown (the metrics at ${at} leave the outbox out: the service's database did not answer within 2 s)`);
+    } finally {
+      await new Promise((resolve) => metrics.close(resolve));
+    }
   });
 
   it("ends with status 0 and no stack trace when what reads its output closes it (status | head -1)", async () => {

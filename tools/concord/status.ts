@@ -107,7 +107,11 @@ export async function printStatus(nc: NatsConnection | undefined, natsProblem: s
         // Connected, and no answer: a process stopped or wedged.
         .catch((err: Error) => `unreachable (${(err as { code?: number }).code === status.DEADLINE_EXCEEDED ? `no answer within ${healthTimeoutMs / 1000} s` : whyUnreachable(err)})`),
       scrapeOutbox(instance.metrics).then(
-        (o) => (o.depth === undefined ? "no outbox metrics" : `depth ${o.depth}, oldest ${(o.oldestAgeSeconds ?? 0).toFixed(1)}s, parked ${o.parked ?? 0}`),
+        (o) => {
+          if (o.depth !== undefined) return `depth ${o.depth}, oldest ${(o.oldestAgeSeconds ?? 0).toFixed(1)}s, parked ${o.parked ?? 0}`;
+          healthy = false;
+          return `unknown (the metrics at ${instance.metrics} leave the outbox out: the service's database did not answer within 2 s)`;
+        },
         (err: Error) => {
           healthy = false;
           // fetch says only "fetch failed"; its cause says why (connect ECONNREFUSED ...).
