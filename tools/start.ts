@@ -31,6 +31,7 @@ import { type ChildProcess, spawn, spawnSync, type StdioOptions } from "node:chi
 import { parseArgs } from "node:util";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
+import { constants } from "node:os";
 import { basename, isAbsolute, join, relative, sep } from "node:path";
 import type { ChannelCredentials } from "@grpc/grpc-js";
 import { clientTlsCredentials, waitForServing } from "../platform/grpc/index.js";
@@ -174,8 +175,14 @@ type OnUnexpectedExit = (code: number | null) => void;
 function launch(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, extraFds: StdioOptions = [], onUnexpectedExit?: OnUnexpectedExit): Child {
   if (stopping) throw new Error(`not starting ${name}: stopping`);
   const proc = spawn(command, args, { cwd: repoRoot, env, stdio: ["pipe", "inherit", "inherit", ...(extraFds as [])], detached: true });
+  // How it ended, as said when nothing asked it to: a signal by its name (a kill -9, the kernel's OOM killer, an
+  // abort), which "code 128" hid.
+  let how = "";
   const exited = new Promise<number | null>((resolve) => {
-    proc.once("exit", (code, signal) => resolve(code ?? (signal ? 128 : null)));
+    proc.once("exit", (code, signal) => {
+      how = signal ? `killed by ${signal}` : `code ${code}`;
+      resolve(code ?? (signal ? 128 + (constants.signals[signal] ?? 0) : null));
+    });
     proc.once("error", (err) => {
       console.error(`start: ${name} could not be started: ${err.message}`);
       resolve(127);
@@ -187,7 +194,7 @@ function launch(name: string, command: string, args: string[], env: NodeJS.Proce
   void exited.then((code) => {
     if (stopping) return;
     if (onUnexpectedExit) return onUnexpectedExit(code);
-    console.error(`start: ${name} exited unexpectedly (code ${code}); stopping everything`);
+    console.error(`start: ${name} exited unexpectedly (${how}); stopping everything`);
     void stopAll(1);
   });
   return child;
