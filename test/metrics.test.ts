@@ -118,6 +118,19 @@ describe("metrics", () => {
     await expect.poll(async () => sample(await scrape(products.service.metricsAddress), "concord_consumer_dead_lettered_total", consumer)).toBe(deadBefore + 1);
   });
 
+  it("shows whether the service reaches NATS: 1, 0 while nats-server is stopped, 1 again once it is back", { timeout: 60_000 }, async () => {
+    expect(sample(await scrape(orders.service.metricsAddress), "concord_nats_connected")).toBe(1);
+    await nats().stopForRestart();
+    try {
+      // The service still reports SERVING meanwhile (its events wait in the outbox): nothing else said NATS was gone.
+      await expect.poll(async () => sample(await scrape(orders.service.metricsAddress), "concord_nats_connected"), { timeout: 20_000 }).toBe(0);
+      expect(sample(await scrape(products.service.metricsAddress), "concord_nats_connected")).toBe(0);
+    } finally {
+      await nats().restart();
+    }
+    await expect.poll(async () => sample(await scrape(orders.service.metricsAddress), "concord_nats_connected"), { timeout: 20_000 }).toBe(1);
+  });
+
   it("serves 404 off /metrics, and no endpoint when not asked for", async () => {
     const res = await fetch(`http://${products.service.metricsAddress}/other`);
     expect(res.status).toBe(404);

@@ -28,6 +28,11 @@ export interface EventBus {
   readonly nc: NatsConnection;
   readonly js: JetStreamClient;
   readonly jsm: JetStreamManager;
+  /**
+   * Whether the connection is up: false from a disconnect (a server gone, or
+   * one that hangs, after two unanswered pings) until nats.js reconnects.
+   */
+  connected(): boolean;
   /** Drains (pending publishes and acks go out) and closes. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -67,11 +72,16 @@ export async function connectEventBus(options: EventBusOptions): Promise<EventBu
   } catch (err) {
     throw new Error(`connecting to NATS at ${url} failed: ${(err as Error).message}`, { cause: err });
   }
+  let up = true;
   void (async () => {
     for await (const status of nc.status()) {
-      if (status.type === "disconnect") logger.warn({ server: status.data }, "disconnected from NATS; reconnecting");
-      else if (status.type === "reconnect") logger.info({ server: status.data }, "reconnected to NATS");
-      else if (status.type === "error") {
+      if (status.type === "disconnect") {
+        up = false;
+        logger.warn({ server: status.data }, "disconnected from NATS; reconnecting");
+      } else if (status.type === "reconnect") {
+        up = true;
+        logger.info({ server: status.data }, "reconnected to NATS");
+      } else if (status.type === "error") {
         // A permissions violation names the subject: the server refused it to this service's user.
         const refused = status.permissionContext;
         if (refused) logger.error({ operation: refused.operation, subject: refused.subject }, `NATS refused ${refused.operation} to ${refused.subject}: not in the permissions of this service's user`);
@@ -92,6 +102,7 @@ export async function connectEventBus(options: EventBusOptions): Promise<EventBu
     nc,
     js: nc.jetstream(),
     jsm,
+    connected: () => up && !nc.isClosed(),
     close() {
       closed ??= (async () => {
         if (nc.isClosed()) return;

@@ -22,6 +22,7 @@ export { createInbox, defaultInboxRetentionMs, inboxMigrations, inboxRetention, 
 export { BatchConflictError, SavepointNeededError, UnprocessableEventError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 export { consumerLagMetrics, consumerMetrics, type ConsumerLagOptions } from "./consumer-metrics.js";
 export { outboxMetrics } from "./outbox-metrics.js";
+export { natsConnectionMetrics } from "./nats-metrics.js";
 export { consumerPipeline, noSavepointStep, savepointStep, type PipelineOptions } from "./pipeline.js";
 export { bindConsumer, type ConsumerBinding, type EventContext, type EventHandler } from "./event-handler.js";
 export { bindConsumers, type ConsumerMap, type EventOf, type HandlersFor } from "./bind-consumers.js";

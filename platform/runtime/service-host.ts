@@ -1,6 +1,6 @@
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { ConsumerBinding, DeliveryMiddleware, EventRuntime } from "../events/index.js";
-import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, outboxMetrics, type StreamSpec } from "../events/index.js";
+import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, natsConnectionMetrics, outboxMetrics, type StreamSpec } from "../events/index.js";
 import { createGrpcServer, grpcCallMetrics, grpcRefusalMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
 import type { Logger } from "../log/index.js";
@@ -135,6 +135,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     if (registry) {
       collectDefaultMetrics({ register: registry });
       outboxMetrics(registry, db);
+      natsConnectionMetrics(registry, () => busOf(events));
       unreadAnswerMetrics(registry, server.unreadAnswers);
     }
   } catch (err) {
