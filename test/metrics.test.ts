@@ -118,8 +118,10 @@ describe("metrics", () => {
     await expect.poll(async () => sample(await scrape(products.service.metricsAddress), "concord_consumer_dead_lettered_total", consumer)).toBe(deadBefore + 1);
   });
 
-  it("shows whether the service reaches NATS: 1, 0 while nats-server is stopped, 1 again once it is back", { timeout: 60_000 }, async () => {
-    expect(sample(await scrape(orders.service.metricsAddress), "concord_nats_connected")).toBe(1);
+  it("shows whether the service serves and reaches NATS: connected 1, 0 while nats-server is stopped, 1 again once it is back", { timeout: 60_000 }, async () => {
+    const before = await scrape(orders.service.metricsAddress);
+    expect(sample(before, "concord_nats_connected")).toBe(1);
+    expect(sample(before, "concord_grpc_serving")).toBe(1);
     await nats().stopForRestart();
     try {
       // The service still reports SERVING meanwhile (its events wait in the outbox): nothing else said NATS was gone.

@@ -152,3 +152,20 @@ export function unreadAnswerMetrics(registry: Registry, answers: { readonly stal
     },
   });
 }
+
+/**
+ * `concord_grpc_serving`: 1 while the server's health reports SERVING, 0
+ * while it reports NOT_SERVING (its readiness check failing, as with the
+ * database away; waiting for NATS at start; stopping), read at each scrape.
+ * Health was seen only by asking grpc.health.v1, not in the metrics.
+ */
+export function grpcServingMetrics(registry: Registry, server: { servingStatus(): string }): void {
+  new Gauge({
+    name: "concord_grpc_serving",
+    help: "1 while the server's grpc.health.v1 status is SERVING, 0 while it is NOT_SERVING",
+    registers: [registry],
+    collect() {
+      this.set(server.servingStatus() === "SERVING" ? 1 : 0);
+    },
+  });
+}

@@ -1,5 +1,5 @@
 export { bindService, requestLimit, type BoundService, type ServiceDefinition, type ServiceImpl, type UnaryMethodDefinition } from "./bind-service.js";
-export { grpcCallMetrics, grpcRefusalMetrics, observeCalls, unreadAnswerMetrics, type CallObserver } from "./call-metrics.js";
+export { grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics, observeCalls, unreadAnswerMetrics, type CallObserver } from "./call-metrics.js";
 export type { CallRefusal, ConnectionRefusal, RefusalObserver } from "./refusals.js";
 export type { CallContext, CallHeaders } from "./call-context.js";
 export { createClient, type ClientOptions, type MethodTraits, type OutgoingCallOptions, type PromiseClient } from "./client.js";

@@ -14,7 +14,7 @@ import type { ServiceImpl } from "./bind-service.js";
 import { createClient } from "./client.js";
 import { checkHealth } from "./health-client.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
-import { grpcCallMetrics, grpcRefusalMetrics } from "./call-metrics.js";
+import { grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics } from "./call-metrics.js";
 import { Code, StatusError } from "../errors/index.js";
 import { serverTlsCredentials } from "./tls.js";
 import { ensureDevCredentials } from "../../tools/dev-credentials.js";
@@ -144,6 +144,25 @@ describe("createGrpcServer", () => {
     await expect.poll(() => checkHealth(address), { timeout: 10_000 }).toBe("NOT_SERVING");
     databaseUp = true;
     await expect.poll(() => checkHealth(address), { timeout: 10_000 }).toBe("SERVING");
+  });
+
+  it("shows its health in the metrics too: concord_grpc_serving 1, 0 while the readiness check fails", async () => {
+    let databaseUp = true;
+    server = createGrpcServer({ descriptorSet, logger, readinessIntervalMs: 20, readinessCheck: () => {
+      if (!databaseUp) throw new Error("database is closed");
+    } });
+    server.addService(ProductServiceService, impl(async () => ({ product })));
+    const registry = new Registry();
+    grpcServingMetrics(registry, server);
+    const serving = async () => (await registry.getSingleMetric("concord_grpc_serving")!.get()).values[0]?.value;
+    expect(await serving()).toBe(0); // not started
+    await server.start("127.0.0.1:0");
+    expect(await serving()).toBe(1);
+    // With PostgreSQL stopped the services answered NOT_SERVING, which no metric showed.
+    databaseUp = false;
+    await expect.poll(serving, { timeout: 10_000 }).toBe(0);
+    databaseUp = true;
+    await expect.poll(serving, { timeout: 10_000 }).toBe(1);
   });
 
   it("never sees a call whose metadata is over HTTP/2's 64 KiB header list: Node resets its stream, as the README's Errors says", async () => {

@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { ConsumerBinding, DeliveryMiddleware, EventRuntime } from "../events/index.js";
 import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, natsConnectionMetrics, outboxMetrics, type StreamSpec } from "../events/index.js";
-import { createGrpcServer, grpcCallMetrics, grpcRefusalMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
+import { createGrpcServer, grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
 import type { Logger } from "../log/index.js";
 import { type Database, type Migration, openDatabase, type Retention } from "../sql/index.js";
@@ -136,6 +136,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       collectDefaultMetrics({ register: registry });
       outboxMetrics(registry, db);
       natsConnectionMetrics(registry, () => busOf(events));
+      grpcServingMetrics(registry, server);
       unreadAnswerMetrics(registry, server.unreadAnswers);
     }
   } catch (err) {
