@@ -10,7 +10,7 @@ import { usePostgresServer } from "../../test/support/postgres.js";
 import { sampleStream } from "../../test/support/sample-events.js";
 import { eventually, readStream } from "../../test/support/streams.js";
 import { createLogger } from "../log/index.js";
-import { openDatabase, type StagedWrites } from "../sql/index.js";
+import { openDatabase, type Database, type StagedWrites } from "../sql/index.js";
 import { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, outboxMigrations, type EventBus } from "./index.js";
 
 const logger = createLogger({ service: "outbox-postgres-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -74,6 +74,58 @@ describe("the outbox relay on Postgres", () => {
     } finally {
       await relay.stop();
       await db.close();
+    }
+  });
+
+  it("publishes an event another process commits while the relay reads, though no sweep comes and nothing else is committed", async () => {
+    const url = await postgres().createDatabase("wake_in_read");
+    // Two instances of one service: the relay runs on the first, events are committed through the second and reach it by NOTIFY.
+    const [leading, other] = await Promise.all([0, 1].map(() => openDatabase({ path: url, migrations: outboxMigrations })));
+    const sample = sampleStream("wakeinread");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const outbox = createOutbox({ db: other, source: "things" });
+    const add = (note: string) => other.transaction(async (tx) => outbox.add(tx, sample.event, { thingId: "a", note }));
+    let listening = false;
+    let heard = (): void => undefined;
+    /** Runs once, inside the first read that finds events: after the read's statement, before the relay sees its rows. */
+    let duringRead: (() => Promise<void>) | undefined;
+    const observed: Database = {
+      ...leading,
+      async listen(channel, listener) {
+        const unlisten = await leading.listen(channel, () => {
+          listener();
+          heard();
+        });
+        listening = true;
+        return unlisten;
+      },
+      async query<R>(sql: string, params?: Parameters<Database["query"]>[1]) {
+        const rows = await leading.query<R>(sql, params);
+        if (duringRead && rows.length > 0 && /FROM event_outbox WHERE seq >/.test(sql)) {
+          const then = duringRead;
+          duringRead = undefined;
+          await then();
+        }
+        return rows;
+      },
+    };
+    const relay = createOutboxRelay({ db: observed, nc: bus.nc, logger, sweepIntervalMs: 600_000, leaderPollMs: 100 });
+    try {
+      await eventually("the relay leads and listens", () => listening);
+      let second: string | undefined;
+      // The second event commits after the read's snapshot was taken, and its notification wakes the relay before the read ends.
+      duringRead = async () => {
+        const notified = new Promise<void>((resolve) => (heard = resolve));
+        second = await add("second");
+        await notified;
+      };
+      const first = await add("first");
+      await eventually("both events are published", async () => (await readStream(bus.jsm, sample.stream.name)).length === 2);
+      expect(duringRead, "the second event was committed during a read").toBeUndefined();
+      expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([first, second]);
+    } finally {
+      await relay.stop();
+      await Promise.all([leading.close(), other.close()]);
     }
   });
 

@@ -209,9 +209,15 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     },
   });
 
-  /** Whether rows after the cursor may exist: a select that came back short says no, until the next commit or sweep. */
+  /**
+   * Whether rows after the cursor may exist: a select that came back short says no, until the next commit or sweep,
+   * unless a commit woke the relay while it ran (see `wakes`).
+   */
   let maybeMore = true;
+  /** Wake-ups so far. A commit that wakes the relay during a select may be missing from what it returns: read again. */
+  let wakes = 0;
   const wake = (): void => {
+    wakes++;
     woken = true;
     maybeMore = true;
     interrupt?.("wake");
@@ -299,7 +305,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       const room = maxInFlight - window.inFlight;
       const limit = batching && oneByOne > 0 ? Math.min(room, oneByOne) : room;
       if (limit <= 0) return;
+      const wakesBefore = wakes;
       const rows = await read(limit);
+      // Woken during the read: the commit may be after the read's snapshot, so the read says nothing of what is left.
+      const wokenMeanwhile = wakes !== wakesBefore;
       // A read that filled what room there was leaves more behind: a backlog, however small the room.
       trial.backlog(rows.length >= minBatch || (rows.length > 0 && rows.length === limit));
       if (batching && oneByOne === 0 && rows.length >= minBatch && batchNext()) {
@@ -310,7 +319,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
           // Read again once the window is empty (or at once, when it is).
           if (window.inFlight > 0) return void (backlogWaiting = true);
           const next = rows.slice(0, end);
-          maybeMore = rows.length === limit || end < rows.length;
+          maybeMore = wokenMeanwhile || rows.length === limit || end < rows.length;
           cursor = next[next.length - 1].seq;
           for (const row of next) taken.add(row.seq);
           batchInFlight = true;
@@ -319,7 +328,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
           return;
         }
       }
-      if (rows.length < limit) maybeMore = false;
+      if (rows.length < limit && !wokenMeanwhile) maybeMore = false;
       for (const row of rows) {
         cursor = row.seq;
         taken.add(row.seq);
