@@ -1,20 +1,7 @@
-import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { Code } from "../errors/index.js";
-import { createLogger } from "../log/index.js";
 import { refusalReport, type RefusalObserver } from "./refusals.js";
-
-/** A logger whose lines are kept, parsed, in `lines`. */
-function capturedLogger() {
-  const lines: Array<Record<string, unknown>> = [];
-  const destination = new Writable({
-    write(chunk, _encoding, done) {
-      for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line));
-      done();
-    },
-  });
-  return { lines, logger: createLogger({ service: "test", destination: destination as never }) };
-}
+import { capturedLogger } from "../../test/support/captured-logger.js";
 
 const getProduct = "/shop.products.v1.ProductService/GetProduct";
 

@@ -2,7 +2,6 @@ import { once } from "node:events";
 import { connect as connectHttp2, constants as http2Constants, type ClientHttp2Session, type IncomingHttpHeaders } from "node:http2";
 import { connect as connectTcp, type Socket } from "node:net";
 import { connect as connectTls } from "node:tls";
-import { Writable } from "node:stream";
 import { deflateSync, gzipSync } from "node:zlib";
 import { Client, credentials, Metadata, status } from "@grpc/grpc-js";
 import { Registry } from "prom-client";
@@ -19,6 +18,7 @@ import { Code, StatusError } from "../errors/index.js";
 import { serverTlsCredentials } from "./tls.js";
 import { ensureDevCredentials } from "../../tools/dev-credentials.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
+import { capturedLogger } from "../../test/support/captured-logger.js";
 
 const logger = createLogger({ service: "test", level: "silent" });
 const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
@@ -44,18 +44,6 @@ async function answerOf(session: ClientHttp2Session, headers: Record<string, str
   await once(stream, "close");
   clearTimeout(timer);
   return answer;
-}
-
-/** A logger whose lines are kept, parsed, in `lines`. */
-function capturedLogger() {
-  const lines: Array<Record<string, unknown>> = [];
-  const destination = new Writable({
-    write(chunk, _encoding, done) {
-      for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line));
-      done();
-    },
-  });
-  return { lines, logger: createLogger({ service: "test", destination: destination as never }) };
 }
 
 /** The value of one sample (`name{labels}`) in a scrape of `registry`, 0 when it has none. */
