@@ -51,7 +51,7 @@ import { productSettings } from "../services/products/config.js";
 import { provisionStreams } from "./concord/provision.js";
 import { ensureDevCredentials } from "./dev-credentials.js";
 import { dataDir as dataDirOf } from "./client-security.js";
-import { isStartScript, recordStartedServices } from "./started-services.js";
+import { isStartScript, recordStartedServices, shiftPort } from "./started-services.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
 
@@ -322,13 +322,6 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
     if (Date.now() > until) throw new Error(`nothing listens on port ${port} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
   }
-}
-
-/** `host:port` with the port moved up by `by`. */
-function shiftPort(hostPort: string, by: number): string {
-  const match = /^(.*):(\d+)$/.exec(hostPort);
-  if (!match) throw new Error(`${hostPort} is not host:port`);
-  return `${match[1]}:${Number(match[2]) + by}`;
 }
 
 /** Waits until a nats-server's `/healthz` says its JetStream is current: a cluster can then place replicated streams. */

@@ -17,6 +17,13 @@ export type StartedServices = Readonly<Record<"products" | "orders", readonly St
 
 const fileIn = (dataDir: string) => join(dataDir, "start-services.json");
 
+/** `host:port` with the port moved up by `by`: instance i of a service is 2i above the first. */
+export function shiftPort(hostPort: string, by: number): string {
+  const match = /^(.*):(\d+)$/.exec(hostPort);
+  if (!match) throw new Error(`${hostPort} is not host:port`);
+  return `${match[1]}:${Number(match[2]) + by}`;
+}
+
 /** Whether `pid` is a running `npm start` (tools/start.ts), not just any process that got its number. */
 export function isStartScript(pid: number): boolean {
   try {

@@ -14,10 +14,10 @@ describe("refusalReport", () => {
       connectionDropped: (reason) => heard.push(reason),
       timeoutClamped: (method) => heard.push(`clamped ${method}`),
     };
-    const report = refusalReport(logger, observer, 300);
+    const report = refusalReport(logger, observer, 300, (path) => path === getProduct);
     for (let i = 0; i < 1_000; i++) report.callRefused(getProduct, Code.UNIMPLEMENTED, "compressed", `10.0.0.${i % 8}`);
     report.connectionDropped("no_preface", "10.0.0.9");
-    report.callRefused(undefined, Code.UNIMPLEMENTED, "unknown_method", "10.0.0.1", `/made.Up/${"x".repeat(500)}`);
+    report.callRefused(`/made.Up/${"x".repeat(500)}`, Code.UNIMPLEMENTED, "unknown_method", "10.0.0.1");
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(lines.map((l) => [l.level, l.reason, l.count])).toEqual([
       ["warn", "compressed", 1],

@@ -62,11 +62,15 @@ interface Tally {
   timer: NodeJS.Timeout | undefined;
 }
 
-/** What the server tells of each refusal, as it happens; `stop` writes what is still untold (at shutdown). */
-export interface RefusalReport extends RefusalObserver {
-  callRefused(method: string | undefined, code: Code, reason: CallRefusal, peer?: string, asked?: string): void;
+/**
+ * What the server tells of each refusal, as it happens, with the method path
+ * the call named and the peer's address; `stop` writes what is still untold
+ * (at shutdown).
+ */
+export interface RefusalReport {
+  callRefused(path: string | undefined, code: Code, reason: CallRefusal, peer?: string): void;
   connectionDropped(reason: ConnectionRefusal, peer?: string): void;
-  timeoutClamped(method: string | undefined, peer?: string, asked?: string): void;
+  timeoutClamped(path: string | undefined, peer?: string): void;
   stop(): void;
 }
 
@@ -76,8 +80,11 @@ export interface RefusalReport extends RefusalObserver {
  * saying how many came since the last (`count`, `sinceMs`) and naming up to
  * five of their methods and peers. Refusals warn; clamped timeouts, whose
  * calls were served, are info. Nothing runs for calls that are not refused.
+ * The observer is told a method only when `isServed` knows it (a caller's
+ * made-up name is no metric label); the log names it either way, cut short.
  */
-export function refusalReport(logger: Logger, observer: RefusalObserver | undefined, intervalMs: number): RefusalReport {
+export function refusalReport(logger: Logger, observer: RefusalObserver | undefined, intervalMs: number, isServed: (path: string) => boolean): RefusalReport {
+  const served = (path: string | undefined) => (path !== undefined && isServed(path) ? path : undefined);
   const tallies = new Map<string, Tally>();
   const write = (tally: Tally): void => {
     const { kind } = tally;
@@ -115,17 +122,17 @@ export function refusalReport(logger: Logger, observer: RefusalObserver | undefi
     }, wait).unref();
   };
   return {
-    callRefused(method, code, reason, peer, asked) {
-      observer?.callRefused(method, code, reason);
-      note(reason, code, method ?? asked, peer);
+    callRefused(path, code, reason, peer) {
+      observer?.callRefused(served(path), code, reason);
+      note(reason, code, path, peer);
     },
     connectionDropped(reason, peer) {
       observer?.connectionDropped(reason);
       note(reason, undefined, undefined, peer);
     },
-    timeoutClamped(method, peer, asked) {
-      observer?.timeoutClamped(method);
-      note("timeout_clamped", undefined, method ?? asked, peer);
+    timeoutClamped(path, peer) {
+      observer?.timeoutClamped(served(path));
+      note("timeout_clamped", undefined, path, peer);
     },
     stop() {
       for (const tally of tallies.values()) {

@@ -143,13 +143,10 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const { logger, readinessCheck } = options;
   const admission = createAdmission(options.admission);
   const unread = watchUnreadResponses(logger, options.unreadResponses);
-  const refusals = refusalReport(logger, options.refusalObserver, refusalLogIntervalMs);
-  // The methods grpc-js serves here: a refusal names one of these, or none (a caller's made-up name is no metric label).
+  // The methods grpc-js serves here: a refusal's metrics name one of these, or none.
   const served = new Set<string>([...healthMethodPaths, ...reflectionMethodPaths]);
-  const refused: Refused = (stream, path, code, reason) => {
-    const known = path !== undefined && served.has(path);
-    refusals.callRefused(known ? path : undefined, code, reason, stream.session?.socket?.remoteAddress, known ? undefined : path);
-  };
+  const refusals = refusalReport(logger, options.refusalObserver, refusalLogIntervalMs, (path) => served.has(path));
+  const refused: Refused = (stream, path, code, reason) => refusals.callRefused(path, code, reason, stream.session?.socket?.remoteAddress);
   const unfinished = watchUnfinishedRequests(requestTimeoutMs, (stream, path) => refused(stream, path, Code.CANCELLED, "request_timeout"));
   const unreadRequests = stopUnreadRequests((stream, path) => noteGrpcJsRefusal(stream, path, refused));
 
@@ -230,10 +227,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       for (const listener of http2ServersOf(server)) {
         dropSilentConnections(listener, prefaceTimeoutMs, (socket) => refusals.connectionDropped("no_preface", socket.remoteAddress));
         listener.prependListener("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
-          if (!clampTimeout(headers)) return;
-          const path = headers[http2Constants.HTTP2_HEADER_PATH] as string | undefined;
-          const known = path !== undefined && served.has(path);
-          refusals.timeoutClamped(known ? path : undefined, stream.session?.socket?.remoteAddress, known ? undefined : path);
+          if (clampTimeout(headers)) refusals.timeoutClamped(headers[http2Constants.HTTP2_HEADER_PATH] as string | undefined, stream.session?.socket?.remoteAddress);
         });
         listener.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
           const path = headers[http2Constants.HTTP2_HEADER_PATH] as string | undefined;

@@ -12,7 +12,7 @@ import type { ConsumerSpec } from "../../platform/events/index.js";
 import { checkHealth } from "../../platform/grpc/index.js";
 import { dataDir, toolClientSecurity, whyUnreachable } from "../client-security.js";
 import { reason } from "../event-watch.js";
-import { readStartedServices, type StartedInstance } from "../started-services.js";
+import { readStartedServices, shiftPort, type StartedInstance } from "../started-services.js";
 
 /** Where a service's instances are and what it consumes (its instances share its durable consumers). */
 export interface ServiceTarget {
@@ -27,12 +27,6 @@ export interface TargetFlags {
   readonly orders?: string;
   readonly productsMetrics?: string;
   readonly ordersMetrics?: string;
-}
-
-/** A port `by` above that of `hostPort`, as `npm start` places instance i (2i above the first). */
-function shiftPort(hostPort: string, by: number): string {
-  const match = /^(.*):(\d+)$/.exec(hostPort);
-  return match ? `${match[1]}:${Number(match[2]) + by}` : hostPort;
 }
 
 /**
