@@ -9,7 +9,9 @@ import { ProductServiceService } from "../gen/ts/shop/products/v1/product_servic
 import { ProductServiceMethods } from "../gen/ts/shop/products/v1/product_service_rpc.js";
 import { readTokenSecret, signToken, type TokenClaims } from "../platform/auth/index.js";
 import { Code } from "../platform/errors/index.js";
-import { checkHealth, clientTlsCredentials, createClient, waitForServing } from "../platform/grpc/index.js";
+import { checkHealth, clientTlsCredentials, createClient, methodAccess, waitForServing } from "../platform/grpc/index.js";
+import { createMessageChecker } from "../platform/contracts/index.js";
+import { descriptorSet } from "../gen/ts/descriptor_set.js";
 import { ensureDevCredentials } from "../tools/dev-credentials.js";
 import { freePort, useNatsServer } from "./support/nats-server.js";
 import { type ServiceProcess, startServiceProcess } from "./support/service-process.js";
@@ -284,6 +286,48 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
       expect(refused.message).toContain('may carry only the role "service"');
     } finally {
       for (const c of [service, admin]) c.close();
+    }
+  });
+
+  it("keeps request ids by subject alone, as every token it takes names the one issuer: a token without it, or naming another, is UNAUTHENTICATED whoever signed it, and a token of the services' key with an issuer's subject reaches no request id", async () => {
+    const key = readTokenSecret(ensureDevCredentials(dir.path, ["products"]).tokenKeyFile);
+    const signed = (iss: string | undefined, roles: string[], signer: "issuer" | "services") => () => {
+      const jwt = new SignJWT({ roles }).setSubject("ops").setAudience("concord").setExpirationTime("5m");
+      if (iss !== undefined) jwt.setIssuer(iss);
+      return signer === "issuer" ? jwt.setProtectedHeader({ alg: "ES256", typ: "JWT" }).sign(issuer.privateKey) : jwt.setProtectedHeader({ alg: "HS256", typ: "JWT" }).sign(key);
+    };
+    const as = (token: () => Promise<string>) => createClient(ProductServiceService, { address, methods: ProductServiceMethods, maxAttempts: 1, token });
+    const admin = as(issued(["admin"]));
+    const services = as(signed("concord", ["service"], "services"));
+    const strangers = [as(signed(undefined, ["admin"], "issuer")), as(signed("https://idp.example", ["admin"], "issuer")), as(signed(undefined, ["service"], "services")), as(signed("other", ["service"], "services"))];
+    try {
+      const request = { name: "Teapot", description: "", price: eur(1999), initialStock: 3, requestId: randomUUID() };
+      const { product } = await admin.createProduct(request);
+      for (const [i, c] of strangers.entries()) {
+        const refused = await grpcError(c.createProduct(request));
+        expect(refused.code, `token ${i}`).toBe(Code.UNAUTHENTICATED);
+        expect(refused.message, `token ${i}`).toMatch(/the bearer token's iss claim is not valid/);
+      }
+      // The only other signer: its tokens carry the role "service" alone, which no method taking a request_id admits.
+      const denied = await grpcError(services.createProduct(request));
+      expect(denied.code).toBe(Code.PERMISSION_DENIED);
+      expect((await grpcError(services.adjustStock({ id: product!.id, delta: 1, reason: "x", requestId: request.requestId }))).code).toBe(Code.PERMISSION_DENIED);
+      expect((await admin.createProduct(request)).product!.id).toBe(product!.id);
+      expect((await admin.getProduct({ id: product!.id })).product!.stock).toBe(3);
+    } finally {
+      for (const c of [admin, services, ...strangers]) c.close();
+    }
+  });
+
+  it("admits the role \"service\", the only one the services' key signs beside an issuer, to no method that takes a request_id", () => {
+    const { registry } = createMessageChecker(descriptorSet);
+    const takingIds = [...registry]
+      .flatMap((d) => (d.kind === "service" ? d.methods : []))
+      .filter((m) => m.input.fields.some((f) => f.name === "request_id"));
+    expect(takingIds.map((m) => m.name).sort()).toEqual(["AdjustStock", "CreateOrder", "CreateProduct"]);
+    for (const m of takingIds) {
+      const access = methodAccess(registry, m)!;
+      expect([...access.roles, ...access.ownerRoles], m.name).not.toContain("service");
     }
   });
 
