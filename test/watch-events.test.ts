@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { AckPolicy, connect } from "nats";
+import { readFileSync } from "node:fs";
+import { AckPolicy, connect, nkeyAuthenticator } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -88,8 +89,19 @@ describe("tools/watch-events.ts", () => {
       const tool = run(["--all", "--nats", shop.nats.url, "--nkey", shop.nats.seedFile("observer")]);
       await expect.poll(() => tool.stdout(), { timeout: 20_000, interval: 100 }).toContain(product!.id);
       expect(tool.stderr()).toBe("");
+      const observer = await connect({ servers: shop.nats.url, authenticator: nkeyAuthenticator(new TextEncoder().encode(readFileSync(shop.nats.seedFile("observer"), "utf8").trim())) });
+      const jsm = await observer.jetstreamManager();
+      const readers = async () => {
+        const names: string[] = [];
+        for (const stream of ["SHOP_ORDERS", "SHOP_PRODUCTS", "CONCORD_DLQ"]) for await (const name of jsm.consumers.list(stream)) if (name.name.startsWith("observer-")) names.push(`${stream}/${name.name}`);
+        return names.sort();
+      };
+      // One consumer a stream, under the observer's first name, deleted on Ctrl-C rather than left for the server to drop a minute later.
+      expect(await readers()).toEqual(["CONCORD_DLQ/observer-1", "SHOP_ORDERS/observer-1", "SHOP_PRODUCTS/observer-1"]);
       tool.child.kill("SIGINT");
       expect(await tool.exited).toBe(0);
+      expect(await readers()).toEqual([]);
+      await observer.close();
 
       const refused = watchEvents(["--all", "--nats", shop.nats.url], { NATS_NKEY_SEED: "", DATA_DIR: `${shop.dir}/no-credentials-here` });
       started.push(refused.child);

@@ -2,14 +2,16 @@
  * Reading the domain events off JetStream for the operator tools
  * (watch-events, `concord events tail`, `concord dlq`): connecting, decoding
  * a payload by its `ce-type` with the generated codecs, and following every
- * stream through ordered consumers (nothing is acknowledged or changed).
+ * stream in order through consumers of the observer's names (nothing is
+ * acknowledged or changed).
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { AckPolicy, ConsumerEvents, DeliverPolicy, type JetStreamManager, type JsMsg, type NatsConnection, type NatsError, connect, nanos, nkeyAuthenticator, nuid, type OrderedConsumerOptions } from "nats";
+import { DeliverPolicy, type JsMsg, type NatsConnection, type NatsError, connect, nkeyAuthenticator } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, type EventDescriptor, receivedHeaders } from "../platform/events/index.js";
 import { dataDir as dataDirOf } from "./client-security.js";
+import { openObserverReader, type ReaderStart } from "./nats/observer-consumer.js";
 
 /**
  * Ends the process quietly, with status 0, when what reads its output stops
@@ -81,11 +83,19 @@ export function endProcess(code: number): void {
   process.stderr.write("", written);
 }
 
-/** Ctrl-C or SIGTERM closes `nc` and exits with status 0 (within 2 s, however the close goes). */
+/** What to do before the connection closes on Ctrl-C or SIGTERM: readers give their consumers' names back. */
+const beforeQuit = new Set<() => Promise<void>>();
+
+/**
+ * Ctrl-C or SIGTERM deletes the consumers `watchEvents` reads through,
+ * closes `nc` and exits with status 0 (within 2 s, however that goes).
+ */
 export function exitOnSignals(nc: NatsConnection): void {
   const quit = () => {
     setTimeout(() => process.exit(0), 2_000).unref();
-    void nc.close().then(() => process.exit(0));
+    void Promise.allSettled([...beforeQuit].map((close) => close()))
+      .then(() => nc.close())
+      .then(() => process.exit(0));
   };
   process.once("SIGINT", quit);
   process.once("SIGTERM", quit);
@@ -134,35 +144,9 @@ export function eventLine(stream: string, msg: JsMsg): EventLine {
   return { stream, seq: msg.seq, subject: msg.subject, type, id: header("ce-id"), source: header("ce-source"), time: header("ce-time"), dlqReason: header("concord-dlq-reason"), payload: decodedPayload(type, msg.data) };
 }
 
-/**
- * Where the ordered consumer starts. For a replay, a start sequence of 1
- * (the first message still stored): nats.js sends `opt_start_seq` with
- * whatever deliver policy it is given, and the server refuses "all" together
- * with a start sequence (err_code 10094).
- */
-export function startAt(all: boolean): Partial<OrderedConsumerOptions> {
+/** Where a stream is read from: its first stored message (sequence 1 or the first after it) for a replay, else what comes next. */
+export function startAt(all: boolean): ReaderStart {
   return all ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 1 } : { deliver_policy: DeliverPolicy.New };
-}
-
-/**
- * Creates, then deletes, an ephemeral consumer like the ordered consumer the
- * watcher reads with. nats.js retries a refused ordered consumer in silence
- * (for minutes); this way a refusal (permissions, limits, options) is
- * thrown with the server's own words at once.
- */
-async function checkConsumerAllowed(jsm: JetStreamManager, stream: string, all: boolean): Promise<void> {
-  const { deliver_policy, opt_start_seq } = startAt(all);
-  // Named, as the ordered consumer is: the observer may create consumers only through the subject that names them.
-  const info = await jsm.consumers.add(stream, {
-    name: `watch_${nuid.next()}`,
-    ack_policy: AckPolicy.None,
-    deliver_policy,
-    ...(opt_start_seq === undefined ? {} : { opt_start_seq }),
-    mem_storage: true,
-    num_replicas: 1,
-    inactive_threshold: nanos(10_000),
-  });
-  await jsm.consumers.delete(stream, info.name).catch(() => undefined);
 }
 
 export interface WatchOptions {
@@ -184,7 +168,6 @@ export interface WatchOptions {
  */
 export async function watchEvents(options: WatchOptions): Promise<void> {
   const { nc, name, all, matches, print } = options;
-  const js = nc.jetstream();
   const jsm = await nc.jetstreamManager();
   const streams = [...allStreams.map((s) => s.name), deadLetterStreamSpec.name];
   /** The stream's messages, or undefined (said on standard error) when it cannot be read. */
@@ -197,28 +180,29 @@ export async function watchEvents(options: WatchOptions): Promise<void> {
       return undefined;
     }
     try {
-      await checkConsumerAllowed(jsm, stream, all);
-      return await (await js.consumers.get(stream, startAt(all))).consume();
+      return await openObserverReader(nc, { stream, start: startAt(all) });
     } catch (err) {
       console.error(`${name}: the server refused a consumer on stream ${stream}: ${reason(err)}`);
       return undefined;
     }
   };
-  const opened = await Promise.all(streams.map(async (stream) => ({ stream, messages: await open(stream) })));
-  if (opened.every((o) => o.messages === undefined)) throw new Error(`no stream can be read (${streams.join(", ")})`);
+  const opened = await Promise.all(streams.map(async (stream) => ({ stream, reader: await open(stream) })));
+  if (opened.every((o) => o.reader === undefined)) throw new Error(`no stream can be read (${streams.join(", ")})`);
   await Promise.all(
-    opened.map(async ({ stream, messages }) => {
-      if (!messages) return;
-      void (async () => {
-        for await (const status of await messages.status()) {
-          if (status.type === ConsumerEvents.StreamNotFound || status.type === ConsumerEvents.NoResponders || status.type === ConsumerEvents.HeartbeatsMissed) {
-            console.error(`${name}: stream ${stream}: ${status.type} (${status.data})`);
-          }
+    opened.map(async ({ stream, reader }) => {
+      if (!reader) return;
+      const close = () => reader.close();
+      beforeQuit.add(close);
+      try {
+        for await (const msg of reader.messages()) {
+          const line = eventLine(stream, msg);
+          if (!matches || matches(line)) print(line);
         }
-      })();
-      for await (const msg of messages) {
-        const line = eventLine(stream, msg);
-        if (!matches || matches(line)) print(line);
+      } catch (err) {
+        console.error(`${name}: stream ${stream} can no longer be read: ${reason(err)}`);
+      } finally {
+        beforeQuit.delete(close);
+        await reader.close();
       }
     }),
   );

@@ -1,8 +1,8 @@
 /**
  * Prints the domain events as they go by, one JSON line each, decoded with the
  * generated codecs by their `ce-type` header. Reads every stream the contracts
- * declare, plus the dead letter stream, through ordered consumers (nothing is
- * acknowledged or changed).
+ * declare, plus the dead letter stream, in order through consumers of the
+ * observer's names, deleted when it ends (nothing is acknowledged or changed).
  */
 import { connectNats, defaultNatsUrl, exitOnSignals, exitQuietlyOnClosedOutput, seedFileToUse, watchEvents } from "./event-watch.js";
 

@@ -172,6 +172,24 @@ export const natsAuthorization = {
   "observer": {
     "name": "observer",
     "inboxPrefix": "_INBOX",
+    "consumerNames": [
+      "observer-1",
+      "observer-2",
+      "observer-3",
+      "observer-4",
+      "observer-5",
+      "observer-6",
+      "observer-7",
+      "observer-8",
+      "observer-9",
+      "observer-10",
+      "observer-11",
+      "observer-12",
+      "observer-13",
+      "observer-14",
+      "observer-15",
+      "observer-16"
+    ],
     "permissions": {
       "publish": {
         "allow": [

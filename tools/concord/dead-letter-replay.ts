@@ -107,8 +107,8 @@ export async function replayChosenDeadLetters(nc: NatsConnection, choice: Replay
 }
 
 /**
- * The chosen dead letters, read one at a time by sequence. Not through an
- * ordered consumer (readDeadLetters): it asks for more as letters arrive,
+ * The chosen dead letters, read one at a time by sequence. Not through a
+ * consumer (readDeadLetters): it asks for more as letters arrive,
  * not as they are read, and a first pass that checks each is slower than
  * the server sends them, so they would pile up here.
  */

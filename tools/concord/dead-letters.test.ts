@@ -159,7 +159,7 @@ describe("readDeadLetters", () => {
   });
 
   it("ends when the dead letters after those read are deleted meanwhile (a replay or a purge run at the same time)", { timeout: 60_000 }, async () => {
-    // More than the ordered consumer pulls ahead, so some are still on the server when they go.
+    // More than one pull takes, so some are still on the server when they go.
     await Promise.all(Array.from({ length: 1_000 }, (_, i) => nc().jetstream().publish("concord.dlq.S.worker", new Uint8Array([1]), { msgID: `l-${i}` })));
     const letters = readDeadLetters(nc())[Symbol.asyncIterator]();
     expect((await letters.next()).done).toBe(false);

@@ -5,6 +5,7 @@
 import { DeliverPolicy, headers as natsHeaders, type JetStreamManager, type JsMsg, type MsgHdrs, type NatsConnection, type NatsError, type StoredMsg } from "nats";
 import { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject, receivedHeaders } from "../../platform/events/index.js";
 import { decodedPayload, subjectMatches } from "../event-watch.js";
+import { openObserverReader } from "../nats/observer-consumer.js";
 
 /** One dead letter, decoded. */
 export interface DeadLetter {
@@ -122,8 +123,9 @@ function pullAheadBytes(nc: NatsConnection): number {
 const quietMs = 1_000;
 
 /**
- * Every dead letter stored now, oldest first, read through an ordered
- * consumer (nothing is changed). One pull of a few megabytes at a time, the
+ * Every dead letter stored now, oldest first, read in order through a
+ * consumer of the observer's names (tools/nats/observer-consumer.ts;
+ * nothing is changed). One pull of a few megabytes at a time, the
  * next asked for once the last is handed on, so a slow reader (a pager) holds
  * at most one pull's letters. Ends early when those not yet read are deleted
  * meanwhile (a replay or a purge run at the same time), which the consumer
@@ -136,31 +138,34 @@ export async function* readDeadLetters(nc: NatsConnection): AsyncGenerator<DeadL
   });
   if (info.state.messages === 0) return;
   const lastSeq = info.state.last_seq;
-  const consumer = await nc.jetstream().consumers.get(deadLetterStreamSpec.name, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 1 });
-  let read = 0;
-  for (;;) {
-    // By bytes, not the default 100 messages: 100 dead letters near max_payload are 90 MB in flight, over the
-    // server's 64 MB of pending output for a client, and it drops the connection as a slow consumer. A consumer
-    // that pulls again as letters arrive (consume) would pile up all of them behind a slow reader. A pull is
-    // read to its end before its letters are handed on: one left waiting past its expiry is cut short by nats.js,
-    // and the letters it had not handed on would be skipped.
-    const pull = await consumer.fetch({ max_bytes: pullAheadBytes(nc), expires: quietMs });
-    const letters: DeadLetter[] = [];
-    let last = false;
-    for await (const msg of pull) {
-      if (msg.seq > lastSeq) {
-        last = true;
-        break;
+  const reader = await openObserverReader(nc, { stream: deadLetterStreamSpec.name, start: { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 1 } });
+  try {
+    let read = 0;
+    for (;;) {
+      // By bytes, not the default 100 messages: 100 dead letters near max_payload are 90 MB in flight, over the
+      // server's 64 MB of pending output for a client, and it drops the connection as a slow consumer. A consumer
+      // that pulls again as letters arrive (consume) would pile up all of them behind a slow reader. A pull is
+      // read to its end before its letters are handed on.
+      const pulled = await reader.fetch({ max_bytes: pullAheadBytes(nc), expires: quietMs });
+      const letters: DeadLetter[] = [];
+      let last = false;
+      for (const msg of pulled) {
+        if (msg.seq > lastSeq) {
+          last = true;
+          break;
+        }
+        letters.push(fromJsMsg(msg));
+        read = msg.seq;
+        if (msg.seq >= lastSeq || msg.info.pending === 0) {
+          last = true;
+          break;
+        }
       }
-      letters.push(fromJsMsg(msg));
-      read = msg.seq;
-      if (msg.seq >= lastSeq || msg.info.pending === 0) {
-        last = true;
-        break;
-      }
+      yield* letters;
+      if (last || (letters.length === 0 && !(await storedBetween(jsm, read + 1, lastSeq)))) return;
     }
-    yield* letters;
-    if (last || (letters.length === 0 && !(await storedBetween(jsm, read + 1, lastSeq)))) return;
+  } finally {
+    await reader.close();
   }
 }
 

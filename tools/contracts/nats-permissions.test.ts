@@ -57,6 +57,11 @@ describe("natsAuthorizationOf", () => {
     expect(observer.deny).toEqual(expect.arrayContaining(["$JS.API.CONSUMER.MSG.NEXT.ZOO_ANIMALS.keepers-fed", "$JS.API.CONSUMER.DELETE.ZOO_ANIMALS.keepers-fed", "$JS.ACK.ZOO_ANIMALS.keepers-fed.>"]));
   });
 
+  it("refuses a contract durable named as one of the observer's consumers", () => {
+    const taken = { ...manifest, subscriptions: [{ ...manifest.subscriptions[0]!, durable: "observer-2" }] };
+    expect(() => natsAuthorizationOf(taken)).toThrow("durable observer-2 on stream ZOO_ANIMALS takes a name kept for the observer's consumers (observer-1 to observer-16); rename it");
+  });
+
   it("refuses two packages that would share a user", () => {
     const clash = { ...manifest, streams: [...manifest.streams, { name: "OLD_ANIMALS", file: "old/animals/v1/animal_events.proto" }] };
     expect(() => natsAuthorizationOf(clash)).toThrow(/packages zoo\.animals\.v1 and old\.animals\.v1 would share the NATS user animals/);

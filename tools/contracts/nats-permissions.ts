@@ -41,8 +41,8 @@ export interface NatsServiceUser {
 /** Everything the contracts say about who may do what on NATS. */
 export interface NatsAuthorization {
   readonly services: readonly NatsServiceUser[];
-  /** Reads every stream through ephemeral or ordered consumers; publishes nothing, changes nothing. */
-  readonly observer: { readonly name: string; readonly inboxPrefix: string; readonly permissions: NatsPermissions };
+  /** Reads every stream through consumers of its own, the tools' under `consumerNames`; publishes nothing, changes nothing. */
+  readonly observer: { readonly name: string; readonly inboxPrefix: string; readonly consumerNames: readonly string[]; readonly permissions: NatsPermissions };
   /**
    * The observer's reading, plus what `npx concord dlq replay`, `purge` and
    * `consumer redeliver` need: publishing any event (a dead letter back to
@@ -58,6 +58,8 @@ export interface NatsAuthorization {
 
 export const observerName = "observer";
 export const operatorName = "operator";
+/** How many consumer names are kept for the observer's (and the operator's) readers: `observer-1` to `observer-<n>`. */
+export const observerConsumerCount = 16;
 
 /** "orders" for "shop.orders.v1" (the package's last name that is not a version). */
 export function identityOfPackage(pkg: string): string {
@@ -142,11 +144,15 @@ export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization 
   // names them ($JS.API.CONSUMER.CREATE.<stream>.<name>[.<filter>]), where the denials below keep the services'
   // names out: the older $JS.API.CONSUMER.CREATE.<stream> carries the name in the request body alone, and the
   // server takes a body naming an existing durable as an update of that durable (its filter, ack wait, deliveries),
-  // which no subject permission can refuse.
+  // which no subject permission can refuse. The tools read under the names kept for it (tools/nats/observer-consumer.ts).
+  const consumerNames = Array.from({ length: observerConsumerCount }, (_, i) => `${observerName}-${i + 1}`);
+  const taken = allDurables.find((d) => consumerNames.includes(d.durable));
+  if (taken) throw new Error(`durable ${taken.durable} on stream ${taken.stream} takes a name kept for the observer's consumers (${consumerNames[0]} to ${consumerNames.at(-1)}); rename it`);
   const observer = {
     name: observerName,
     // The default prefix, so that the nats CLI and any client work as they are; no service replies there.
     inboxPrefix: "_INBOX",
+    consumerNames,
     permissions: {
       publish: {
         allow: [
