@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
-import { connect, headers as natsHeaders, nkeyAuthenticator, type JetStreamManager, type NatsConnection } from "nats";
+import { AckPolicy, connect, DeliverPolicy, headers as natsHeaders, nkeyAuthenticator, type JetStreamManager, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { natsAuthorization, streamSources } from "../gen/ts/concord_nats.js";
 import { allStreams } from "../gen/ts/concord_streams.js";
@@ -14,6 +14,7 @@ import { uuidv7 } from "../platform/ids/index.js";
 import { createLogger } from "../platform/log/index.js";
 import { openDatabase } from "../platform/sql/index.js";
 import { natsPermissionTable, type NatsAuthorization } from "../tools/contracts/nats-permissions.js";
+import { openObserverReader } from "../tools/nats/observer-consumer.js";
 import { repoRoot } from "../tools/repo-root.js";
 import { useNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
@@ -35,6 +36,21 @@ function eventHeaders(type: string, source: string) {
   h.set("ce-time", new Date().toISOString());
   h.set("content-type", "application/protobuf");
   return { headers: h, msgID: id };
+}
+
+/** The reason of the dead letter of the event on `subject`, read by `nc` from `dlqSubject` as it arrives (within 10 s). */
+async function deadLetterReason(nc: NatsConnection, dlqSubject: string, subject: string): Promise<string | undefined> {
+  const reader = await openObserverReader(nc, { stream: "CONCORD_DLQ", start: { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 1 }, filterSubject: dlqSubject });
+  try {
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline; ) {
+      for (const m of await reader.fetch({ max_messages: 100, expires: 1_000 })) {
+        if (m.headers?.get(deadLetterHeaders.subject) === subject) return m.headers.get(deadLetterHeaders.reason);
+      }
+    }
+    return undefined;
+  } finally {
+    await reader.close();
+  }
 }
 
 describe("NATS permissions derived from the contracts", () => {
@@ -172,10 +188,41 @@ describe("NATS permissions derived from the contracts", () => {
 
     expect(await stateOf(order.id)).toBe(CONFIRMED);
     expect((await products.client.getProduct({ id: product.id })).product).toMatchObject({ price: eur(1000), version: 1 });
-    // What it may do: read, through an ordered consumer of its own.
-    const reader = await js.consumers.get("SHOP_ORDERS", { filterSubjects: `shop.orders.v1.order.${order.id}.placed` });
-    const placed = await reader.next({ expires: 5_000 });
+    // What it may do: read, through a consumer of its own.
+    const reader = await openObserverReader(observer, { stream: "SHOP_ORDERS", start: { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 1 }, filterSubject: `shop.orders.v1.order.${order.id}.placed` });
+    const [placed] = await reader.fetch({ max_messages: 1, expires: 5_000 });
+    await reader.close();
     expect(placed?.headers?.get("ce-source")).toBe("orders");
+  });
+
+  it("lets the observer and the operator have no more than 16 consumers on a stream between them, under the observer's names; a reader told so when they are all in use", async () => {
+    const names = natsAuthorization.observer.consumerNames;
+    expect(names).toEqual(Array.from({ length: 16 }, (_, i) => `observer-${i + 1}`));
+    const observer = await connectAs("observer");
+    const jsm = await observer.jetstreamManager();
+    const operator = await (await connectAs("operator")).jetstreamManager();
+    const before = (await jsm.streams.info("SHOP_PRODUCTS")).state.consumer_count;
+    // Durable, the kind that stays: each name once, whoever makes it.
+    for (const name of names) await jsm.consumers.add("SHOP_PRODUCTS", { durable_name: name, ack_policy: AckPolicy.Explicit });
+    try {
+      for (const user of [jsm, operator]) {
+        for (const name of ["observer-17", "observer-0", "billing-order-events", "watch_3nR4"]) {
+          await expect(user.consumers.add("SHOP_PRODUCTS", { name, ack_policy: AckPolicy.None }), name).rejects.toThrow(permissionViolation(`$JS.API.CONSUMER.CREATE.SHOP_PRODUCTS.${name}`));
+          await expect(user.consumers.add("SHOP_PRODUCTS", { durable_name: name, ack_policy: AckPolicy.Explicit, filter_subject: "shop.products.v1.>" }), name).rejects.toThrow(/permissions violation/i);
+        }
+      }
+      await expect(operator.consumers.add("SHOP_PRODUCTS", { name: "observer-3", ack_policy: AckPolicy.None })).rejects.toThrow(/consumer already exists/);
+      expect((await jsm.streams.info("SHOP_PRODUCTS")).state.consumer_count).toBe(before + 16);
+      await expect(openObserverReader(observer, { stream: "SHOP_PRODUCTS", start: { deliver_policy: DeliverPolicy.New } })).rejects.toThrow(
+        "every consumer name this user may read stream SHOP_PRODUCTS with is in use (observer-1 to observer-16); wait a minute for readers that died to give theirs back, or delete one that stays (nats consumer rm SHOP_PRODUCTS <name>)",
+      );
+    } finally {
+      for (const name of names) await jsm.consumers.delete("SHOP_PRODUCTS", name);
+    }
+    const reader = await openObserverReader(observer, { stream: "SHOP_PRODUCTS", start: { deliver_policy: DeliverPolicy.New } });
+    expect(reader.name).toBe("observer-1");
+    await reader.close();
+    expect((await jsm.streams.info("SHOP_PRODUCTS")).state.consumer_count).toBe(before);
   });
 
   it("lets neither the observer nor the operator change a service's durable through the create subject that names no consumer", async () => {
@@ -222,14 +269,7 @@ describe("NATS permissions derived from the contracts", () => {
     const evil = OrderPlaced.encode({ orderId, customerId: "c-evil", lines: [{ productId: product.id, productName: "Teapot", quantity: -500, unitPrice: eur(1000), lineTotal: eur(0) }], total: eur(0), linesVersion: 1 }).finish();
     await (await connectAs("orders")).jetstream().publish(subject, evil, eventHeaders("shop.orders.v1.OrderPlaced", "orders"));
     const observer = await connectAs("observer");
-    const dlq = await observer.jetstream().consumers.get("CONCORD_DLQ", { filterSubjects: "concord.dlq.SHOP_ORDERS.products-order-placed" });
-    let reason: string | undefined;
-    for (let m = await dlq.next({ expires: 10_000 }); m; m = await dlq.next({ expires: 10_000 })) {
-      if (m.headers?.get(deadLetterHeaders.subject) === subject) {
-        reason = m.headers.get(deadLetterHeaders.reason);
-        break;
-      }
-    }
+    const reason = await deadLetterReason(observer, "concord.dlq.SHOP_ORDERS.products-order-placed", subject);
     expect(reason).toMatch(/lines\[0\]\.quantity: must be greater than 0/);
     expect(await stockOf(product.id)).toBe(100);
   });
@@ -240,14 +280,7 @@ describe("NATS permissions derived from the contracts", () => {
     const subject = `shop.products.v1.reservation.${orderId}.reserved`;
     const payload = StockReserved.encode({ orderId, lines: [{ productId: product.id, quantity: 1 }], linesVersion: 1 }).finish();
     await (await connectAs("products")).jetstream().publish(subject, payload, eventHeaders("shop.products.v1.StockReserved", "orders"));
-    const dlq = await (await connectAs("observer")).jetstream().consumers.get("CONCORD_DLQ", { filterSubjects: "concord.dlq.SHOP_PRODUCTS.orders-stock-reserved" });
-    let reason: string | undefined;
-    for (let m = await dlq.next({ expires: 10_000 }); m; m = await dlq.next({ expires: 10_000 })) {
-      if (m.headers?.get(deadLetterHeaders.subject) === subject) {
-        reason = m.headers.get(deadLetterHeaders.reason);
-        break;
-      }
-    }
+    const reason = await deadLetterReason(await connectAs("observer"), "concord.dlq.SHOP_PRODUCTS.orders-stock-reserved", subject);
     expect(reason).toBe('stream SHOP_PRODUCTS holds events of "products" only, but the message\'s ce-source is "orders"');
   });
 
@@ -289,6 +322,39 @@ describe("NATS permissions derived from the contracts", () => {
   it("is the table README.md's Security section shows", () => {
     const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
     expect(readme).toContain(`${natsPermissionTable(natsAuthorization as unknown as NatsAuthorization)}\n`);
+  });
+});
+
+describe("consumers the observer makes before the services start", () => {
+  const dir = createTempDir("concord-nats-observer-consumers-");
+  afterAll(() => dir.remove());
+  const nats = useNatsServer({ credentialsDir: join(dir.path, "credentials") });
+
+  it("leave room for the services' durables: the observer is refused its 17th consumer on a stream, far below the server's 1,000, and the product service starts", { timeout: 120_000 }, async () => {
+    const seed = new TextEncoder().encode(readFileSync(nats().seedFile("observer"), "utf8").trim());
+    const nc = await connect({ servers: nats().url, authenticator: nkeyAuthenticator(seed), inboxPrefix: "_INBOX" });
+    try {
+      const jsm = await nc.jetstreamManager();
+      // Every name it might try, the observer's own first: as many durable consumers as it can make.
+      const tried = [...natsAuthorization.observer.consumerNames, ...Array.from({ length: 1_000 }, (_, i) => `hog-${i}`)];
+      let made = 0;
+      for (const name of tried) {
+        try {
+          await jsm.consumers.add("SHOP_ORDERS", { durable_name: name, ack_policy: AckPolicy.Explicit });
+          made++;
+        } catch (err) {
+          expect((err as Error).message, name).toMatch(/permissions violation/i);
+        }
+      }
+      expect(made).toBe(16);
+      expect((await jsm.streams.info("SHOP_ORDERS")).state.consumer_count).toBe(16);
+      // The product service makes its durables on SHOP_ORDERS at start.
+      const products = await startTestProducts(dir.path, nats().url, { natsSeedFile: nats().seedFile("products") });
+      await products.stop();
+      expect((await jsm.streams.info("SHOP_ORDERS")).state.consumer_count).toBe(16 + natsAuthorization.services.find((s) => s.name === "products")!.consumers.length);
+    } finally {
+      await nc.close();
+    }
   });
 });
 

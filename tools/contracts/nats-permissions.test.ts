@@ -57,6 +57,17 @@ describe("natsAuthorizationOf", () => {
     expect(observer.deny).toEqual(expect.arrayContaining(["$JS.API.CONSUMER.MSG.NEXT.ZOO_ANIMALS.keepers-fed", "$JS.API.CONSUMER.DELETE.ZOO_ANIMALS.keepers-fed", "$JS.ACK.ZOO_ANIMALS.keepers-fed.>"]));
   });
 
+  it("lets the observer (and the operator, who reads as it does) make, pull from, ack for and delete consumers of its sixteen names only", () => {
+    const auth = natsAuthorizationOf(manifest);
+    expect(auth.observer.consumerNames).toEqual(Array.from({ length: 16 }, (_, i) => `observer-${i + 1}`));
+    for (const allow of [auth.observer.permissions.publish.allow, auth.operator.permissions.publish.allow]) {
+      const consumerApi = allow.filter((s) => /^\$JS\.API\.CONSUMER\.(CREATE|DURABLE|MSG\.NEXT|DELETE)|^\$JS\.ACK/.test(s));
+      expect(consumerApi).toHaveLength(16 * 5);
+      expect(consumerApi.filter((s) => !/\.observer-([1-9]|1[0-6])(\.>)?$/.test(s))).toEqual([]);
+      expect(allow).toEqual(expect.arrayContaining(["$JS.API.CONSUMER.CREATE.*.observer-16", "$JS.API.CONSUMER.CREATE.*.observer-16.>", "$JS.ACK.*.observer-1.>", "$JS.API.CONSUMER.INFO.*.*"]));
+    }
+  });
+
   it("refuses a contract durable named as one of the observer's consumers", () => {
     const taken = { ...manifest, subscriptions: [{ ...manifest.subscriptions[0]!, durable: "observer-2" }] };
     expect(() => natsAuthorizationOf(taken)).toThrow("durable observer-2 on stream ZOO_ANIMALS takes a name kept for the observer's consumers (observer-1 to observer-16); rename it");

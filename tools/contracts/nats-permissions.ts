@@ -41,7 +41,10 @@ export interface NatsServiceUser {
 /** Everything the contracts say about who may do what on NATS. */
 export interface NatsAuthorization {
   readonly services: readonly NatsServiceUser[];
-  /** Reads every stream through consumers of its own, the tools' under `consumerNames`; publishes nothing, changes nothing. */
+  /**
+   * Reads every stream through consumers of its own, under `consumerNames`
+   * only (at most that many on a stream); publishes nothing, changes nothing.
+   */
   readonly observer: { readonly name: string; readonly inboxPrefix: string; readonly consumerNames: readonly string[]; readonly permissions: NatsPermissions };
   /**
    * The observer's reading, plus what `npx concord dlq replay`, `purge` and
@@ -58,7 +61,13 @@ export interface NatsAuthorization {
 
 export const observerName = "observer";
 export const operatorName = "operator";
-/** How many consumer names are kept for the observer's (and the operator's) readers: `observer-1` to `observer-<n>`. */
+/**
+ * How many consumers the observer and the operator may have on one stream,
+ * together: their names are `observer-1` to `observer-<n>`. Each costs the
+ * server; any name at all would let them make as many as the server allows
+ * on a stream (1,000 by default, for everyone), leaving none for a
+ * service's durable.
+ */
 export const observerConsumerCount = 16;
 
 /** "orders" for "shop.orders.v1" (the package's last name that is not a version). */
@@ -141,10 +150,12 @@ export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization 
 
   // The observer reads through consumers of its own; the services' durables are theirs alone (taking a message
   // from one, or deleting it, would take it from the service). It creates consumers only through the subject that
-  // names them ($JS.API.CONSUMER.CREATE.<stream>.<name>[.<filter>]), where the denials below keep the services'
-  // names out: the older $JS.API.CONSUMER.CREATE.<stream> carries the name in the request body alone, and the
-  // server takes a body naming an existing durable as an update of that durable (its filter, ack wait, deliveries),
-  // which no subject permission can refuse. The tools read under the names kept for it (tools/nats/observer-consumer.ts).
+  // names them ($JS.API.CONSUMER.CREATE.<stream>.<name>[.<filter>]), and only under its few names: subjects match
+  // whole tokens, so no prefix of a name can be allowed, and neither how long a consumer lives nor whether it is
+  // durable shows in a subject; a fixed list of names is what bounds how many it has. The older
+  // $JS.API.CONSUMER.CREATE.<stream> carries the name in the request body alone, and the server takes a body
+  // naming an existing durable as an update of that durable (its filter, ack wait, deliveries), which no subject
+  // permission can refuse. The denials keep a service's durable out should a contract give it one of the names.
   const consumerNames = Array.from({ length: observerConsumerCount }, (_, i) => `${observerName}-${i + 1}`);
   const taken = allDurables.find((d) => consumerNames.includes(d.durable));
   if (taken) throw new Error(`durable ${taken.durable} on stream ${taken.stream} takes a name kept for the observer's consumers (${consumerNames[0]} to ${consumerNames.at(-1)}); rename it`);
@@ -165,10 +176,7 @@ export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization 
           "$JS.API.CONSUMER.NAMES.*",
           "$JS.API.CONSUMER.LIST.*",
           "$JS.API.CONSUMER.INFO.*.*",
-          "$JS.API.CONSUMER.CREATE.*.>",
-          "$JS.API.CONSUMER.MSG.NEXT.*.*",
-          "$JS.API.CONSUMER.DELETE.*.*",
-          "$JS.ACK.>",
+          ...consumerNames.flatMap((n) => [`$JS.API.CONSUMER.CREATE.*.${n}`, `$JS.API.CONSUMER.CREATE.*.${n}.>`, `$JS.API.CONSUMER.MSG.NEXT.*.${n}`, `$JS.API.CONSUMER.DELETE.*.${n}`, `$JS.ACK.*.${n}.>`]),
         ],
         deny: allDurables.flatMap(({ stream, durable }) => [
           `$JS.API.CONSUMER.CREATE.${stream}.${durable}`,
@@ -233,7 +241,8 @@ export function natsPermissionTable(authorization: NatsAuthorization): string {
       consumes.join("; ") || "nothing",
     ];
   });
-  rows.push([code(authorization.observer.name), "nothing", "any stream, through consumers it makes (the tools' ordered ones; a program's durable one)"]);
+  const names = authorization.observer.consumerNames;
+  rows.push([code(authorization.observer.name), "nothing", `any stream, through at most ${names.length} consumers of its own there (${code(names[0]!)} to ${code(names.at(-1)!)})`]);
   rows.push([code(authorization.operator.name), "any event (a dead letter replayed, an event a consumer was left without); deletes and purges dead letters; creates and updates the streams (`npx concord streams provision`)", "as the observer"]);
   return ["| user | may publish | reads through its durable consumers |", "|---|---|---|", ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
 }
