@@ -14,7 +14,15 @@ export type ServiceName = (typeof serviceNames)[number];
  * Raise the cap for services that hold more in memory. Semi-spaces of 2 MiB
  * instead of 4 took 4 to 6 MiB off each service's resident memory, idle and
  * under saga load, at no CPU per order that three alternating saga runs
- * could tell apart (673 against 684 µs in the order service's closed loop).
+ * could tell apart (673 against 684 µs in the order service's closed loop);
+ * 1 MiB instead of 2 took off 5 MiB more in the order service under saga
+ * load and 1.5 to 2.5 MiB in the product service. The old generation is
+ * sized from what survives a full collection, which the semi-spaces do not
+ * change: a call in flight outlives two scavenges either way and is
+ * promoted, so halving them doubles the scavenges but halves what each
+ * copies, and full collections came as often per order (one in 440 to 490
+ * orders in the order service either way, in 12 s of the closed loop with
+ * --trace-gc).
  *
  * Allocation-site pretenuring is off. Under a burst (64 orders in flight)
  * a call's objects live long enough to survive the young generation, V8
@@ -27,7 +35,7 @@ export type ServiceName = (typeof serviceNames)[number];
  * (18 against 27 MB in 12 s at 200/s) and a saga bench run had 11 full
  * collections in the order service instead of 13 to 16.
  */
-export const serviceNodeFlags = ["--max-semi-space-size=2", "--max-old-space-size=128", "--no-allocation-site-pretenuring"];
+export const serviceNodeFlags = ["--max-semi-space-size=1", "--max-old-space-size=128", "--no-allocation-site-pretenuring"];
 
 /**
  * How production runs a service: plain Node on the JavaScript that
