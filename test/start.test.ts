@@ -2,6 +2,7 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { basename, join, relative } from "node:path";
+import { pathToFileURL } from "node:url";
 import { connect as natsConnect, nkeyAuthenticator } from "nats";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -489,6 +490,33 @@ describe("npm start", () => {
       for (const pid of processesOf(inside)) process.kill(pid, "SIGKILL");
       rmSync(madeTmp ? tmp : inside, { recursive: true, force: true });
     }
+  });
+
+  it("names the service and its address when it takes connections and never answers at start, and stops everything", { timeout: 120_000 }, async () => {
+    const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort() };
+    const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], {
+      env: {
+        ...process.env,
+        DATA_DIR: dir.path,
+        NATS_PORT: String(ports.nats),
+        PRODUCTS_LISTEN: `127.0.0.1:${ports.products}`,
+        ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
+        PRODUCTS_METRICS_LISTEN: `127.0.0.1:${ports.productsMetrics}`,
+        ORDERS_METRICS_LISTEN: `127.0.0.1:${ports.ordersMetrics}`,
+        LOG_LEVEL: "warn",
+        NATS_URL: "",
+        // The product service stops itself once it listens for gRPC.
+        NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(repoRoot, "test", "support", "stop-once-listening.mjs")).href}`,
+        STOP_ONCE_LISTENING_ON: String(ports.products),
+        STOP_ONCE_LISTENING_SCRIPT: join("services", "products", "main.js"),
+      },
+      encoding: "utf8",
+      timeout: 100_000,
+    });
+    expect(result.status, result.stdout + result.stderr).toBe(1);
+    expect(result.stderr).toContain(`start: products: 127.0.0.1:${ports.products} did not report SERVING within 30 s: it gave no answer within 1 s, try after try`);
+    expect(result.stderr).toContain("start: everything stopped");
+    expect(result.stdout).not.toContain("Concord is up");
   });
 
   it("says which process died and stops the rest", { timeout: 60_000 }, async () => {

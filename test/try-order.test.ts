@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import { type AddressInfo, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -66,6 +67,23 @@ describe("tools/try-order.ts", () => {
     expect(garbage.code).toBe(1);
     expect(garbage.stderr).toContain("try-order: the product service at garbage is not serving (unreachable: ");
     expect(await products()).toBe(before);
+  });
+
+  it("names a service that takes the connection and never answers, and exits", { timeout: 90_000 }, async () => {
+    // A process stopped or wedged: the kernel accepts the connection, nothing answers the TLS handshake.
+    const accepted = new Set<Socket>();
+    const silent = createServer((socket) => accepted.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const at = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    try {
+      const result = await tryOrder(["--products", shop.products.service.address, "--orders", at], { DATA_DIR: shop.dir });
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain(`try-order: the order service at ${at} is not serving (unreachable: no answer within 5 s); `);
+      expect(result.stderr).toContain("try-order: nothing was created");
+    } finally {
+      for (const socket of accepted) socket.destroy();
+      silent.close();
+    }
   });
 
   it("says where the TLS CA should be, and who makes it, when DATA_DIR has none", async () => {

@@ -682,11 +682,18 @@ async function main(): Promise<void> {
   const start = async (service: "products" | "orders", addresses: string[], listenVariable: string): Promise<string[]> => {
     const command = serviceCommand(service);
     const metricsVariable = service === "products" ? "PRODUCTS_METRICS_LISTEN" : "ORDERS_METRICS_LISTEN";
+    const names = addresses.map((_, i) => (instances > 1 ? `${service}#${i + 1}` : service));
     // The instances of one service start together, as a deployment's do.
     const started = addresses.map((listen, i) =>
-      launch(instances > 1 ? `${service}#${i + 1}` : service, command.command, command.args, { ...env, ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metricsAddresses[service][i], NATS_NKEY_SEED: seeds[service] ?? "" }, natsTether),
+      launch(names[i], command.command, command.args, { ...env, ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metricsAddresses[service][i], NATS_NKEY_SEED: seeds[service] ?? "" }, natsTether),
     );
-    await Promise.all(addresses.map((a) => waitForServing(a, 30_000, grpc.credentials)));
+    await Promise.all(
+      addresses.map((a, i) =>
+        waitForServing(a, 30_000, grpc.credentials).catch((err: Error) => {
+          throw new Error(`${names[i]}: ${err.message}`, { cause: err });
+        }),
+      ),
+    );
     return started.map((child, i) => {
       const name = instances > 1 ? `${service}#${i + 1}:` : `${service}:`;
       return `${name.padEnd(instances > 1 ? 11 : 9)} gRPC on ${addresses[i]}, metrics on http://${metricsAddresses[service][i]}/metrics (database ${shownDatabase(env[service === "products" ? "PRODUCTS_DATABASE_URL" : "ORDERS_DATABASE_URL"] ?? "")}, pid ${child.process.pid})`;

@@ -7,13 +7,14 @@
  * an admin's to create the product, customer-1's to place and read the order.
  */
 import { randomUUID } from "node:crypto";
+import { status as grpcStatus } from "@grpc/grpc-js";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { OrderServiceMethods } from "../gen/ts/shop/orders/v1/order_service_rpc.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { ProductServiceMethods } from "../gen/ts/shop/products/v1/product_service_rpc.js";
 import { checkHealth, createClient } from "../platform/grpc/index.js";
 import { toolClientSecurity, whyUnreachable } from "./client-security.js";
-import { exitQuietlyOnClosedOutput } from "./event-watch.js";
+import { endProcess, exitQuietlyOnClosedOutput } from "./event-watch.js";
 
 const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT]
 
@@ -23,7 +24,11 @@ DATA_DIR/auth/token-hs256.key (an admin creates the product, customer-1 places
 the order; GRPC_INSECURE=1 and GRPC_AUTH=none as for the services). The
 services are found where \`npm start\` puts them:
   --products HOST:PORT   product service (default: $PRODUCTS_LISTEN or 127.0.0.1:50051)
-  --orders HOST:PORT     order service (default: $ORDERS_LISTEN or 127.0.0.1:50052)`;
+  --orders HOST:PORT     order service (default: $ORDERS_LISTEN or 127.0.0.1:50052)
+A service that takes the connection and does not answer within 5 s is not serving.`;
+
+/** How long each service's health may take to answer. */
+const healthTimeoutMs = 5_000;
 
 /** The value after `flag`, or `fallback` when the flag is absent; undefined when the flag has no value. */
 function flag(args: string[], name: string, fallback: string): string | undefined {
@@ -54,7 +59,9 @@ async function main(args: string[]): Promise<void> {
       { service: "product service", address: productsAddress, flag: "--products" },
       { service: "order service", address: ordersAddress, flag: "--orders" },
     ].map(async ({ service, address, flag }) => {
-      const status = await checkHealth(address, "", 5_000, credentials).catch((err: Error) => `unreachable: ${whyUnreachable(err)}`);
+      const status = await checkHealth(address, "", healthTimeoutMs, credentials).catch(
+        (err: Error & { code?: number }) => `unreachable: ${err.code === grpcStatus.DEADLINE_EXCEEDED ? `no answer within ${healthTimeoutMs / 1000} s` : whyUnreachable(err)}`,
+      );
       return status === "SERVING" ? undefined : `the ${service} at ${address} is not serving (${status}); is \`npm start\` running, or does ${flag} name another address?`;
     }),
   );
@@ -96,7 +103,12 @@ async function main(args: string[]): Promise<void> {
 
 // `npx tsx tools/try-order.ts | head -2`: the reader gone is no failure, nor worth a stack trace.
 exitQuietlyOnClosedOutput();
-main(process.argv.slice(2)).catch((err) => {
-  console.error(`try-order: ${err instanceof Error ? err.message : err}`);
-  process.exitCode = 1;
-});
+// Ended once its output is written rather than when the event loop empties: a service that took the connection and
+// never answered leaves grpc-js's handshake with it open, for as long as that lasts.
+main(process.argv.slice(2)).then(
+  () => endProcess(Number(process.exitCode ?? 0)),
+  (err) => {
+    console.error(`try-order: ${err instanceof Error ? err.message : err}`);
+    endProcess(1);
+  },
+);

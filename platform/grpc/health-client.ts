@@ -1,7 +1,16 @@
-import { type ChannelCredentials, Client, credentials as grpcCredentials, type ServiceError } from "@grpc/grpc-js";
+import { type ChannelCredentials, Client, credentials as grpcCredentials, type ServiceError, status as grpcStatus } from "@grpc/grpc-js";
 import { decodeHealthCheckResponse, encodeHealthCheckRequest } from "./health.js";
 
-/** Asks a server's grpc.health.v1 for the status of `service` ("" is the whole server): "SERVING", "NOT_SERVING", ...; over TLS with `credentials`. */
+/**
+ * Asks a server's grpc.health.v1 for the status of `service` ("" is the
+ * whole server): "SERVING", "NOT_SERVING", ...; over TLS with `credentials`.
+ * A server that gives no answer within `timeoutMs` (one that took the
+ * connection and is stopped or wedged, say) fails it with DEADLINE_EXCEEDED
+ * and a message naming `address`. grpc-js gives the connection's TLS and
+ * HTTP/2 handshakes no timeout of their own: the attempt outlives the call
+ * and keeps the process alive, so a command that asked such a server should
+ * exit once it has said so.
+ */
 export function checkHealth(address: string, service = "", timeoutMs = 1_000, credentials?: ChannelCredentials): Promise<string> {
   const client = new Client(address, credentials ?? grpcCredentials.createInsecure());
   return new Promise<string>((resolve, reject) => {
@@ -13,24 +22,32 @@ export function checkHealth(address: string, service = "", timeoutMs = 1_000, cr
       { deadline: Date.now() + timeoutMs },
       (err: ServiceError | null, status?: string) => {
         client.close();
-        if (err) reject(err);
+        if (err?.code === grpcStatus.DEADLINE_EXCEEDED) {
+          // grpc-js says "Deadline exceeded after 1.001s,Waiting for LB pick", naming neither the server nor what it did.
+          reject(Object.assign(new Error(`${address} gave no answer within ${timeoutMs / 1000} s`, { cause: err }), { code: err.code }));
+        } else if (err) reject(err);
         else resolve(status!);
       },
     );
   });
 }
 
-/** Polls until the server reports SERVING; rejects with the last error after `timeoutMs`. Over TLS with `credentials`. */
+/**
+ * Polls until the server reports SERVING; rejects after `timeoutMs` with a
+ * message naming `address` and the last error. Over TLS with `credentials`.
+ */
 export async function waitForServing(address: string, timeoutMs = 15_000, credentials?: ChannelCredentials): Promise<void> {
   const until = Date.now() + timeoutMs;
-  let last: unknown;
+  let last: (Error & { code?: number }) | undefined;
   while (Date.now() < until) {
     try {
-      if ((await checkHealth(address, "", 1_000, credentials)) === "SERVING") return;
+      // The last attempt ends when the wait does.
+      if ((await checkHealth(address, "", Math.max(1, Math.min(1_000, until - Date.now())), credentials)) === "SERVING") return;
     } catch (err) {
-      last = err;
+      last = err as Error;
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`${address} did not report SERVING within ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ""}`);
+  const why = last?.code === grpcStatus.DEADLINE_EXCEEDED ? "it gave no answer within 1 s, try after try (a process that took the connection and is stopped or wedged, say)" : last?.message;
+  throw new Error(`${address} did not report SERVING within ${timeoutMs / 1000} s${why ? `: ${why}` : ""}`, { cause: last });
 }

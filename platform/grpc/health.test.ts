@@ -1,10 +1,11 @@
 import { spawnSync } from "node:child_process";
+import { type AddressInfo, createServer, type Socket } from "node:net";
 import { Client, credentials, makeGenericClientConstructor, Server, ServerCredentials, type ServiceError, status } from "@grpc/grpc-js";
 import { service as referenceHealth } from "grpc-health-check";
 import { afterEach, describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { createLogger } from "../log/index.js";
-import { checkHealth } from "./health-client.js";
+import { checkHealth, waitForServing } from "./health-client.js";
 import { decodeHealthCheckResponse, encodeHealthCheckRequest, HealthService } from "./health.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
 
@@ -144,6 +145,25 @@ describe("grpc.health.v1 Watch, open to callers without a token", () => {
     await expect(watch(encodeHealthCheckRequest("c")).first).rejects.toMatchObject({ code: status.RESOURCE_EXHAUSTED });
     open[1].call.cancel();
     await expect.poll(async () => watch(encodeHealthCheckRequest("c")).first.catch((e: { code: number }) => e.code), { timeout: 5_000 }).toBe("SERVICE_UNKNOWN");
+  });
+});
+
+describe("checkHealth and waitForServing", () => {
+  it("fail a server that takes the connection and never answers, naming its address, plaintext or TLS", { timeout: 30_000 }, async () => {
+    // A process stopped or wedged: the kernel accepts the connection, nothing answers the handshake.
+    const accepted = new Set<Socket>();
+    const silent = createServer((socket) => accepted.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const at = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    try {
+      for (const tls of [undefined, credentials.createSsl()]) {
+        await expect(checkHealth(at, "", 500, tls)).rejects.toMatchObject({ code: status.DEADLINE_EXCEEDED, message: `${at} gave no answer within 0.5 s` });
+        await expect(waitForServing(at, 1_500, tls)).rejects.toThrow(`${at} did not report SERVING within 1.5 s: it gave no answer within 1 s, try after try`);
+      }
+    } finally {
+      for (const socket of accepted) socket.destroy();
+      silent.close();
+    }
   });
 });
 
