@@ -129,6 +129,44 @@ describe("the outbox relay on Postgres", () => {
     }
   });
 
+  it("reads once its LISTEN connection is back, publishing what another process committed while it was broken, though no sweep comes", async () => {
+    const url = await postgres().createDatabase("listen_broken");
+    // Two instances of one service: the relay runs on the first, events are committed through the second.
+    const [leading, other] = await Promise.all([0, 1].map(() => openDatabase({ path: url, migrations: outboxMigrations })));
+    const sample = sampleStream("listenbroken");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const outbox = createOutbox({ db: other, source: "things" });
+    const add = (note: string) => other.transaction(async (tx) => outbox.add(tx, sample.event, { thingId: "a", note }));
+    const listeners = async () => (await other.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN concord_outbox'")).map((r) => r.pid);
+    let listenerPid: number | undefined;
+    const observed: Database = {
+      ...leading,
+      async listen(channel, listener) {
+        const unlisten = await leading.listen(channel, listener);
+        // Its backend, found by its last statement before the connection's checks (every 5 s) run another.
+        [listenerPid] = await listeners();
+        return unlisten;
+      },
+    };
+    const relay = createOutboxRelay({ db: observed, nc: bus.nc, logger, sweepIntervalMs: 600_000, leaderPollMs: 100 });
+    const stored = async (n: number) => (await readStream(bus.jsm, sample.stream.name)).length === n;
+    try {
+      await eventually("the relay leads and listens", () => listenerPid !== undefined);
+      await add("first");
+      await eventually("the first event is published, woken by its notification", () => stored(1));
+      // The listening connection breaks, as when its server session is ended; it is made again a second later.
+      await other.query("SELECT pg_terminate_backend($1)", [listenerPid!]);
+      await eventually("the listening backend is gone", async () => !(await listeners()).includes(listenerPid!));
+      await add("second");
+      expect(await listeners(), "the second event was committed while nothing listened").toEqual([]);
+      await eventually("the listening connection is back", async () => (await listeners()).length === 1);
+      await eventually("the second event is published", () => stored(2));
+    } finally {
+      await relay.stop();
+      await Promise.all([leading.close(), other.close()]);
+    }
+  });
+
   it("still deletes what it publishes after its lock's connection broke while a deletion was pending", async () => {
     const db = await openDatabase({ path: await postgres().createDatabase("lease_lost"), migrations: outboxMigrations });
     const sample = sampleStream("leaselost");

@@ -747,7 +747,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       const connect = async (): Promise<void> => {
         const c = new pg.Client(clientConfig);
         c.on("notification", (n) => n.channel === channel && listener());
-        // A broken connection is made again; notifications sent meanwhile are lost, which the callers' sweeps cover.
+        // A broken connection is made again; notifications sent meanwhile are lost, and the listener is called once it is back.
         c.on("error", () => undefined);
         let unwatch = (): void => undefined;
         c.on("end", () => {
@@ -763,8 +763,11 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
         }
         // Notifications from a server gone quiet would stop unnoticed; the connection is made again instead.
         unwatch = watchSession(c, sessionCheckMs);
+        const again = client !== undefined;
         client = c;
         if (stopped) await c.end();
+        // What was notified while no connection listened is lost: the listener hears once that it may have missed some.
+        else if (again) listener();
       };
       try {
         await connect();

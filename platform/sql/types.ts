@@ -132,8 +132,10 @@ export interface Database extends Queryable {
   tryLock(key: number): Promise<SessionLock | undefined>;
   /**
    * Calls `listener` on every notification on `channel` (Postgres's LISTEN,
-   * sent with pg_notify in a transaction, delivered at its commit); resolves
-   * with the unsubscribe. SQLite: nothing is ever sent across processes.
+   * sent with pg_notify in a transaction, delivered at its commit), and once
+   * each time a broken listening connection is made again, as what was sent
+   * meanwhile is lost; resolves with the unsubscribe. SQLite: nothing is
+   * ever sent across processes.
    */
   listen(channel: string, listener: () => void): Promise<() => Promise<void>>;
   /** Closes every connection; later calls fail. Safe to call twice. */
