@@ -2,15 +2,18 @@ import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { type AddressInfo, createServer, type Socket } from "node:net";
 import { join } from "node:path";
-import { headers as natsHeaders } from "nats";
+import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "nats";
 import { type ConcordRun, runConcord } from "./support/concord.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderPlacedEvent } from "../gen/ts/shop/orders/v1/order_events_jetstream.js";
+import { OrderServiceConsumers } from "../gen/ts/shop/orders/v1/order_service_jetstream.js";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { ProductServiceConsumers } from "../gen/ts/shop/products/v1/product_service_jetstream.js";
 import { bindConsumer, deadLetterStreamSpec, eventMigrations, type RunningConsumers, startConsumers } from "../platform/events/index.js";
 import { openDatabase, type Database } from "../platform/sql/index.js";
 import { freePort, useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { readTokenSecret, signToken } from "../platform/auth/index.js";
+import { findNatsServer } from "../tools/nats/find-nats-server.mjs";
 import { clientTlsCredentials } from "../platform/grpc/index.js";
 import { address, devSecurity, quietLogger, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 
@@ -206,6 +209,41 @@ describe("npx concord", () => {
     const uneven = await concord("status", ...args.slice(0, 2), "--products", `${products.service.address},${closed}`, "--products-metrics", products.service.metricsAddress!);
     expect(uneven.status).toBe(2);
     expect(uneven.stderr).toContain("--products names 2 instance(s) and --products-metrics 1");
+  });
+
+  it("says each consumer is unknown when NATS is up and JetStream does not answer, asking JetStream everything at once", { timeout: 90_000 }, async () => {
+    // A nats-server of its own, without JetStream: nothing serves the JetStream API's subjects.
+    const port = await freePort();
+    const server = spawn(findNatsServer()!.path, ["-a", "127.0.0.1", "-p", String(port)], { stdio: "ignore" });
+    const url = `nats://127.0.0.1:${port}`;
+    let silent: NatsConnection | undefined;
+    try {
+      await expect.poll(async () => natsConnect({ servers: url }).then((c) => c.close().then(() => true), () => false), { timeout: 20_000 }).toBe(true);
+      const closed = "127.0.0.1:1";
+      const args = ["status", "--nats", url, "--products", closed, "--products-metrics", closed, "--orders", closed, "--orders-metrics", closed];
+      const consumers = [...Object.values(ProductServiceConsumers), ...Object.values(OrderServiceConsumers)].map((c) => c.spec);
+      // nats.js hears at once that no one serves the API.
+      const none = await concord(...args);
+      expect(none.status, none.stdout + none.stderr).toBe(1);
+      expect(none.stdout).toContain(`products  gRPC ${closed}: unreachable (connect ECONNREFUSED ${closed})\n`);
+      for (const spec of consumers) {
+        expect(none.stdout).toContain(`  consumer ${spec.durable} on ${spec.stream}: unknown (JetStream does not answer: nothing serves its API on this NATS server (is JetStream enabled there?))\n`);
+      }
+      // Now something takes every JetStream request and answers only the account's: each request waits out its
+      // timeout, which one after another, as status asked them, took 5 s per consumer and the dead letters.
+      silent = await natsConnect({ servers: url });
+      const api = silent.subscribe("$JS.API.>");
+      void (async () => {
+        for await (const m of api) if (m.subject === "$JS.API.INFO") m.respond(new TextEncoder().encode("{}"));
+      })();
+      await silent.flush();
+      const quiet = await runConcord({ GRPC_INSECURE: "1" }, args, 30_000);
+      expect(quiet.status, `ended on its own: ${quiet.stdout}${quiet.stderr}`).toBe(1);
+      for (const spec of consumers) expect(quiet.stdout).toContain(`  consumer ${spec.durable} on ${spec.stream}: unknown (JetStream did not answer within 5 s)\n`);
+    } finally {
+      await silent?.close();
+      server.kill("SIGKILL");
+    }
   });
 
   it("reports a service that takes the connection and never answers as unreachable, and exits", { timeout: 60_000 }, async () => {

@@ -4,7 +4,7 @@
  * health and outbox for each instance of a service.
  */
 import { status } from "@grpc/grpc-js";
-import type { NatsConnection } from "nats";
+import { ErrorCode, type NatsConnection, type NatsError } from "nats";
 import { OrderServiceConsumers } from "../../gen/ts/shop/orders/v1/order_service_jetstream.js";
 import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_service_jetstream.js";
 import { deadLetterStreamSpec, deadLetterSubject } from "../../platform/events/index.js";
@@ -63,6 +63,16 @@ export function serviceTargets(flags: TargetFlags, env: NodeJS.ProcessEnv = proc
 
 const healthTimeoutMs = 2_000;
 const metricsTimeoutMs = 3_000;
+const jetStreamTimeoutMs = 5_000;
+
+/** Why a JetStream request failed, as a user can act on it. */
+function jetStreamProblem(err: unknown): string {
+  const code = (err as NatsError).code;
+  if (code === ErrorCode.Timeout) return `JetStream did not answer within ${jetStreamTimeoutMs / 1000} s`;
+  // No subscriber on the JetStream API's subjects: the server runs without JetStream, or the account has none.
+  if (code === ErrorCode.NoResponders) return "JetStream does not answer: nothing serves its API on this NATS server (is JetStream enabled there?)";
+  return reason(err);
+}
 
 /** The samples of a Prometheus text exposition without labels, by name. */
 async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAgeSeconds?: number; parked?: number }> {
@@ -77,18 +87,23 @@ async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAg
 }
 
 /**
- * Prints the status of every service, each instance's health and outbox
- * (asked all at once); resolves true when every instance serves and every
- * part could be read.
+ * Prints the status of every service, each instance's health and outbox,
+ * and its consumers from JetStream (all asked at once); resolves true when
+ * every instance serves and every part could be read.
  */
 export async function printStatus(nc: NatsConnection | undefined, natsProblem: string | undefined, targets: readonly ServiceTarget[], print: (line: string) => void): Promise<boolean> {
   let healthy = true;
-  const jsm = nc ? await nc.jetstreamManager() : undefined;
-  let dlqCounts: Record<string, number> | undefined;
-  if (jsm) {
-    const info = await jsm.streams.info(deadLetterStreamSpec.name, { subjects_filter: ">" }).catch(() => undefined);
-    dlqCounts = info?.state.subjects ?? (info ? {} : undefined);
-  }
+  // No request of its own (nats.js asks for the account first by default): a JetStream that does not answer is said
+  // per consumer, with the rest of the status, instead of ending the command.
+  const jsm = nc ? await nc.jetstreamManager({ checkAPI: false, timeout: jetStreamTimeoutMs }) : undefined;
+  // Every JetStream request at once, with the instances' health: one that does not answer costs its timeout once.
+  const dlqCounts = jsm?.streams.info(deadLetterStreamSpec.name, { subjects_filter: ">" }).then(
+    (info) => info.state.subjects ?? {},
+    () => undefined,
+  );
+  const consumerInfos = new Map(
+    targets.flatMap((target) => target.consumers).map((spec) => [spec, jsm?.consumers.info(spec.stream, spec.durable).then((info) => ({ info }), (err: unknown) => ({ err }))]),
+  );
   // Health is asked as the other tools call the services: over TLS trusting the development CA (or GRPC_TLS_CA), in
   // plaintext only with GRPC_INSECURE=1; it needs no token. The credentials are read once; a CA that cannot be read
   // makes every service unreachable, saying why.
@@ -132,13 +147,14 @@ export async function printStatus(nc: NatsConnection | undefined, natsProblem: s
         print(`  consumer ${spec.durable}: unknown (${natsProblem ?? "NATS not reached"})`);
         continue;
       }
-      const dead = dlqCounts?.[deadLetterSubject(deadLetterStreamSpec, spec.stream, spec.durable)] ?? 0;
-      try {
-        const info = await jsm.consumers.info(spec.stream, spec.durable);
+      const dead = (await dlqCounts)?.[deadLetterSubject(deadLetterStreamSpec, spec.stream, spec.durable)] ?? 0;
+      const answer = (await consumerInfos.get(spec))!;
+      if ("info" in answer) {
+        const { info } = answer;
         print(`  consumer ${spec.durable} on ${spec.stream}: pending ${info.num_pending}, unacked ${info.num_ack_pending}, redelivered ${info.num_redelivered}, dead letters ${dead}`);
-      } catch (err) {
+      } else {
         healthy = false;
-        print(`  consumer ${spec.durable} on ${spec.stream}: unknown (${reason(err)})`);
+        print(`  consumer ${spec.durable} on ${spec.stream}: unknown (${jetStreamProblem(answer.err)})`);
       }
     }
   }
