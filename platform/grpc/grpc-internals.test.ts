@@ -1,8 +1,8 @@
 import type { AddressInfo } from "node:net";
-import { connect as connectHttp2, type ServerHttp2Stream } from "node:http2";
+import { connect as connectHttp2, createServer as createHttp2Server, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { Server, ServerCredentials, type ServerUnaryCall } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { http2ServersOf, http2StreamOf } from "./grpc-internals.js";
+import { http2ServersOf, http2StreamOf, takeStreamListener } from "./grpc-internals.js";
 
 // Canaries: what grpc-internals.ts reads of @grpc/grpc-js. A grpc-js upgrade that moves it fails here first.
 describe("grpc-js internals", () => {
@@ -53,7 +53,55 @@ describe("grpc-js internals", () => {
     expect(http2StreamOf({} as ServerUnaryCall<unknown, unknown>)).toBeUndefined();
   });
 
+  it("takes grpc-js's 'stream' listener off its node:http2 server, which then answers only the streams it is given", async () => {
+    const server = new Server();
+    const identity = (b: Buffer) => b;
+    let ran = 0;
+    server.addService(
+      { Echo: { path: "/test.Echo/Echo", requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity } },
+      {
+        Echo: (call: ServerUnaryCall<Buffer, Buffer>, callback: (err: null, value: Buffer) => void) => {
+          ran++;
+          callback(null, call.request);
+        },
+      },
+    );
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const [listener] = http2ServersOf(server);
+    const grpcJs = takeStreamListener(listener);
+    expect(listener.listenerCount("stream")).toBe(0);
+    // Streams with a "skip" header are answered here; grpc-js gets the others.
+    listener.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+      if (headers.skip === undefined) return grpcJs(stream, headers, flags, rawHeaders);
+      stream.respond({ ":status": 200, "content-type": "application/grpc+proto", "grpc-status": "12" }, { endStream: true });
+    });
+    const session = connectHttp2(`http://127.0.0.1:${port}`);
+    const call = (headers: Record<string, string>) =>
+      new Promise<unknown>((resolve) => {
+        const stream = session.request({ ":method": "POST", ":path": "/test.Echo/Echo", "content-type": "application/grpc", te: "trailers", ...headers });
+        let status: unknown;
+        stream.on("response", (h) => (status ??= h["grpc-status"]));
+        stream.on("trailers", (h) => (status = h["grpc-status"]));
+        stream.end(Buffer.from([0, 0, 0, 0, 1, 7]));
+        stream.resume();
+        stream.once("close", () => resolve(status));
+      });
+    try {
+      expect(await call({})).toBe("0");
+      expect(await call({ skip: "1" })).toBe("12");
+      expect(ran).toBe(1);
+    } finally {
+      session.destroy();
+      server.forceShutdown();
+    }
+  });
+
   it("says where to look when grpc-js no longer keeps them there", () => {
     expect(() => http2ServersOf({} as Server)).toThrow(/grpc-internals\.ts/);
+    // A node:http2 server with no 'stream' listener, or more than one.
+    const bare = createHttp2Server();
+    expect(() => takeStreamListener(bare)).toThrow(/grpc-internals\.ts/);
+    bare.on("stream", () => {}).on("stream", () => {});
+    expect(() => takeStreamListener(bare)).toThrow(/found 2/);
   });
 });
