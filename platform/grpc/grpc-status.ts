@@ -40,12 +40,11 @@ function lostConnection(err: ServiceError): boolean {
 }
 
 /**
- * Ends `stream` with a gRPC status alone (a trailers-only answer), then
- * closes it with RST_STREAM NO_ERROR so that grpc-js reads nothing more of
- * it and runs no handler: for calls refused at the HTTP/2 layer, before
- * grpc-js has answered them.
+ * Answers `stream` with a gRPC status alone (a trailers-only answer, which
+ * ends its writable side), for calls refused at the HTTP/2 layer before
+ * grpc-js has answered them. The stream stays open: see `endWithStatus`.
  */
-export function endWithStatus(stream: ServerHttp2Stream, code: status, message: string, headers: OutgoingHttpHeaders = {}): void {
+export function respondWithStatus(stream: ServerHttp2Stream, code: status, message: string, headers: OutgoingHttpHeaders = {}): void {
   stream.respond(
     {
       [http2Constants.HTTP2_HEADER_STATUS]: 200,
@@ -56,5 +55,17 @@ export function endWithStatus(stream: ServerHttp2Stream, code: status, message: 
     },
     { endStream: true },
   );
+}
+
+/**
+ * Answers `stream` with a gRPC status alone, then closes it with RST_STREAM
+ * NO_ERROR so that grpc-js, which has the call, reads nothing more of it and
+ * runs no handler. Node sends the reset once the answer is queued, and it
+ * can overtake the answer (over TLS, when the request's end arrives
+ * meanwhile): a call grpc-js has not seen is better answered with
+ * `respondWithStatus` and reset once the answer is out (unread-requests.ts).
+ */
+export function endWithStatus(stream: ServerHttp2Stream, code: status, message: string, headers: OutgoingHttpHeaders = {}): void {
+  respondWithStatus(stream, code, message, headers);
   stream.close(http2Constants.NGHTTP2_NO_ERROR);
 }

@@ -366,6 +366,16 @@ describe("createGrpcServer", () => {
       const request = GetProductRequest.encode({ id: product.id }).finish();
       expect(await answerOf(session, { "grpc-encoding": "deflate" }, framed(deflateSync(request), true))).toMatchObject({ "grpc-status": String(status.UNIMPLEMENTED) });
       expect(await answerOf(session, { "grpc-encoding": "snappy" }, framed(request, true))).toMatchObject({ "grpc-status": String(status.UNIMPLEMENTED) });
+      // Callers that reset their refused calls with an error code at once: the server's streams error, and it goes on.
+      await Promise.all(
+        Array.from({ length: 20 }, () => {
+          const stream = session.request({ ":method": "POST", ":path": ProductServiceService.getProduct.path, "content-type": "application/grpc", te: "trailers", "grpc-encoding": "gzip" });
+          stream.on("error", () => {});
+          stream.write(bomb);
+          stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR);
+          return new Promise((resolve) => stream.on("close", resolve));
+        }),
+      );
       expect(counted.ran).toBe(0);
       expect(await answerOf(session, { "grpc-encoding": "identity" }, framed(request, false))).toMatchObject({ "grpc-status": String(status.OK) });
       expect(counted.ran).toBe(1);
@@ -373,6 +383,49 @@ describe("createGrpcServer", () => {
       session.close();
     }
   });
+
+  it("answers every compressed request over TLS, whole or unended, before the reset, as grpc-js's answers to unknown methods", async () => {
+    const made = ensureDevCredentials(tempDirForSuite("concord-compressed-tls-"), ["products"]);
+    const tls = { credentials: serverTlsCredentials({ ...made.certs.products, caFile: made.caFile }) };
+    const { counted, port, session } = await countingServer(tls);
+    const sessions = [session, ...Array.from({ length: 3 }, () => connectHttp2(`https://127.0.0.1:${port}`, { rejectUnauthorized: false }))];
+    for (const s of sessions) s.on("error", () => {});
+    try {
+      /** How a raw call ended: its status and the code of the reset that closed it (-1 for none). */
+      const ended = (s: ClientHttp2Session, headers: Record<string, string>, body: Buffer, end: boolean) =>
+        new Promise<{ status?: string; rstCode: number }>((resolve) => {
+          const stream = s.request({ ":method": "POST", ":path": ProductServiceService.getProduct.path, "content-type": "application/grpc", te: "trailers", ...headers });
+          const answer: IncomingHttpHeaders = {};
+          stream.on("response", (h) => Object.assign(answer, h));
+          stream.on("error", () => {});
+          stream.on("data", () => {});
+          const timer = setTimeout(() => stream.close(http2Constants.NGHTTP2_CANCEL), 5_000);
+          stream.on("close", () => {
+            clearTimeout(timer);
+            resolve({ status: answer["grpc-status"] as string | undefined, rstCode: stream.rstCode ?? -1 });
+          });
+          if (end) stream.end(body);
+          else stream.write(body);
+        });
+      // A message of 1,000 bytes, whole with the request's end: with the reset sent as the answer was queued, 8 of
+      // these 400 calls (2 a connection) ended with RST_STREAM NO_ERROR and no status.
+      const message = framed(Buffer.alloc(1000, 7), true);
+      const [whole, unended, unknown] = await Promise.all([
+        Promise.all(sessions.flatMap((s) => Array.from({ length: 100 }, () => ended(s, { "grpc-encoding": "gzip" }, message, true)))),
+        Promise.all(sessions.map((s) => ended(s, { "grpc-encoding": "gzip" }, message, false))),
+        Promise.all(sessions.flatMap((s) => Array.from({ length: 25 }, () => ended(s, { ":path": "/made.Up/Method" }, framed(Buffer.alloc(1000, 7)), true)))),
+      ]);
+      expect(whole.filter((a) => a.status !== String(status.UNIMPLEMENTED)).map((a) => `status ${a.status}, reset ${a.rstCode}`)).toEqual([]);
+      expect(unknown.filter((a) => a.status !== String(status.UNIMPLEMENTED)).map((a) => `status ${a.status}, reset ${a.rstCode}`)).toEqual([]);
+      // One never ended is reset once its answer is out (not the client's cancel after 5 s).
+      for (const answer of unended) expect(answer).toEqual({ status: String(status.UNIMPLEMENTED), rstCode: http2Constants.NGHTTP2_NO_ERROR });
+      expect(counted.ran).toBe(0);
+      expect(await answerOf(session, {}, framed(GetProductRequest.encode({ id: product.id }).finish()))).toMatchObject({ "grpc-status": String(status.OK) });
+      expect(counted.ran).toBe(1);
+    } finally {
+      for (const s of sessions) s.close();
+    }
+  }, 30_000);
 
   it("cancels a call whose request has not arrived in full within requestTimeoutMs, before any handler runs", async () => {
     const { counted, session } = await countingServer({ requestTimeoutMs: 500 });

@@ -11,13 +11,13 @@ import { bindService, type ServiceDefinition, type ServiceImpl } from "./bind-se
 import type { CallObserver } from "./call-metrics.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { createDescriptorIndex } from "./descriptor-index.js";
-import { http2ServersOf, http2StreamOf } from "./grpc-internals.js";
+import { http2ServersOf, http2StreamOf, takeStreamListener } from "./grpc-internals.js";
 import { addServerReflection, reflectionMethodPaths } from "./server-reflection.js";
 import { type CallRefusal, type RefusalObserver, refusalReport } from "./refusals.js";
 import { type UnreadResponseOptions, watchUnreadResponses } from "./unread-responses.js";
 import { watchUnfinishedRequests } from "./unfinished-requests.js";
 import { stopUnreadRequests } from "./unread-requests.js";
-import { endWithStatus } from "./grpc-status.js";
+import { respondWithStatus } from "./grpc-status.js";
 import { Code, StatusError } from "../errors/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 
@@ -226,14 +226,18 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       );
       for (const listener of http2ServersOf(server)) {
         dropSilentConnections(listener, prefaceTimeoutMs, (socket) => refusals.connectionDropped("no_preface", socket.remoteAddress));
-        listener.prependListener("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
-          if (clampTimeout(headers)) refusals.timeoutClamped(headers[http2Constants.HTTP2_HEADER_PATH] as string | undefined, stream.session?.socket?.remoteAddress);
-        });
-        listener.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+        // One listener in place of grpc-js's: the server's checks, then grpc-js, which never sees a call they answered.
+        const grpcJs = takeStreamListener(listener);
+        listener.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
           const path = headers[http2Constants.HTTP2_HEADER_PATH] as string | undefined;
-          // First: grpc-js may have refused the call already (an unknown method), and that is heard when its answer ends.
+          if (clampTimeout(headers)) refusals.timeoutClamped(path, stream.session?.socket?.remoteAddress);
+          if (refuseCompressedRequest(stream, headers, path, served, refused)) {
+            unreadRequests.resetWhenWritten(stream);
+            return;
+          }
+          grpcJs(stream, headers, flags, rawHeaders);
+          // grpc-js may have refused the call already (an unknown method): that is heard when its answer ends.
           unreadRequests.watch(stream, path);
-          if (refuseCompressedRequest(stream, headers, path, refused)) return;
           unfinished.watch(stream, path);
           unread.watch(stream, headers);
         });
@@ -295,9 +299,10 @@ type Refused = (stream: ServerHttp2Stream, path: string | undefined, code: Code,
  * A call answered while its request is still coming in (see
  * unread-requests.ts) was refused by grpc-js: it runs a handler only once
  * the call's request has ended (reflection's excepted, whose calls are
- * streams both ways), and the server's own refusals close their streams as
- * they answer. Its status is in the answer's headers (a trailers-only
- * answer), and `refused` hears it.
+ * streams both ways), and the server's own refusals are not heard there (a
+ * compressed request never reaches grpc-js, and a call cancelled unfinished
+ * is closed as it is answered). Its status is in the answer's headers (a
+ * trailers-only answer), and `refused` hears it.
  */
 function noteGrpcJsRefusal(stream: ServerHttp2Stream, path: string | undefined, refused: Refused): void {
   const sent = stream.sentHeaders["grpc-status"];
@@ -343,30 +348,34 @@ function dropSilentConnections(listener: Http2Server | Http2SecureServer, timeou
 }
 
 /**
- * A request sent compressed (`grpc-encoding` other than identity) is
- * answered UNIMPLEMENTED, naming identity as what the server takes (as
- * gRPC's compression spec has it), and its stream is closed before grpc-js
- * reads any of it. grpc-js inflates each compressed message as it arrives,
+ * A request sent compressed (`grpc-encoding` other than identity) to a
+ * method served here is answered UNIMPLEMENTED, naming identity as what the
+ * server takes (as gRPC's compression spec has it), before grpc-js sees the
+ * call: none of it is read, and its stream is reset once the answer is out
+ * (see unread-requests.ts). grpc-js inflates each compressed message as it arrives,
  * up to the 256 KiB cap, before the call is authenticated, decoded or
  * admitted, and holds the result until the request ends: 700 streams of
  * one 300-byte gzip message each (210 KB sent, never ended) held 260 MiB
  * of a server until the connection closed, and every message of a request
  * is inflated at once, so 50 requests of 60 such messages (880 KB) took a
  * server from 107 to 803 MiB RSS. Concord's requests are a few KiB, and
- * no client compresses unless asked to. True when the call is answered
- * (`refused` hears it when this answered it).
+ * no client compresses unless asked to. A method not served here, or a
+ * content type not gRPC's, is left to grpc-js to refuse as any other. True
+ * when the call is answered (`refused` hears it).
  */
-function refuseCompressedRequest(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, path: string | undefined, refused: Refused): boolean {
+function refuseCompressedRequest(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, path: string | undefined, served: ReadonlySet<string>, refused: Refused): boolean {
   const encoding = headers["grpc-encoding"];
   if (encoding === undefined || encoding === "identity") return false;
-  // grpc-js has already answered a call it cannot route (an unknown method, a content type not gRPC's).
-  if (stream.headersSent || stream.closed) return true;
+  if (path === undefined || !served.has(path) || !String(headers[http2Constants.HTTP2_HEADER_CONTENT_TYPE]).startsWith("application/grpc")) return false;
+  // grpc-js, which hears the errors of the streams it answers, never sees this one (a reset from the client with an error code).
+  stream.on("error", ignoreError);
   const message = `requests compressed with ${JSON.stringify(String(encoding)).slice(0, 80)} are not accepted here; send them uncompressed (grpc-encoding identity)`;
-  // grpc-js reads nothing of a closed stream (its call is cancelled): the status goes out, then RST_STREAM NO_ERROR.
-  endWithStatus(stream, status.UNIMPLEMENTED, message, { "grpc-accept-encoding": "identity" });
+  respondWithStatus(stream, status.UNIMPLEMENTED, message, { "grpc-accept-encoding": "identity" });
   refused(stream, path, Code.UNIMPLEMENTED, "compressed");
   return true;
 }
+
+function ignoreError(): void {}
 
 /** The longest timeout grpc-js takes: it counts milliseconds in a signed 32-bit integer (about 24.8 days). */
 const longestTimeoutMs = 2 ** 31 - 1;
