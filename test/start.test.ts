@@ -531,23 +531,22 @@ describe("npm start", () => {
   });
 
   it("leaves at once on a second Ctrl-C while a stop hangs, and what it started stops anyway", { timeout: 90_000 }, async () => {
-    const system = await startSystem(dir.path);
+    // The product service hangs for 10 s on SIGTERM: the first signal's stop waits for it.
+    const hang = {
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(repoRoot, "test", "support", "hang-on-sigterm.mjs")).href}`,
+      HANG_ON_SIGTERM_SCRIPT: join("services", "products", "main.js"),
+      HANG_ON_SIGTERM_MS: "10000",
+    };
+    const system = await startSystem(dir.path, { env: hang });
     child = system.child;
     const started = processesOf(dir.path);
-    const products = Number(/products: .*pid (\d+)/.exec(system.output())![1]);
-    // Frozen, the product service cannot stop: the first signal's stop waits for it.
-    process.kill(products, "SIGSTOP");
-    try {
-      system.child.kill("SIGINT");
-      await new Promise((resolve) => setTimeout(resolve, 1_500));
-      expect(system.child.exitCode).toBeNull();
-      system.child.kill("SIGINT");
-      expect(await system.exited).toBe(130);
-      expect(system.output()).toContain("start: SIGINT again while stopping; leaving now");
-    } finally {
-      if (isAlive(products)) process.kill(products, "SIGCONT");
-    }
-    // Thawed, it finds the pipe to start.ts closed and stops; so does everything else.
+    system.child.kill("SIGINT");
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(system.child.exitCode).toBeNull();
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(130);
+    expect(system.output()).toContain("start: SIGINT again while stopping; leaving now");
+    // What it started does not outlive it.
     await expect.poll(() => started.filter(isAlive), { timeout: 30_000, interval: 100 }).toEqual([]);
     for (const port of Object.values(system.ports)) expect(await isListening(port)).toBe(false);
   });
@@ -596,6 +595,18 @@ describe("npm start", () => {
     for (const port of Object.values(system.ports)) expect(await isListening(port)).toBe(false);
     expect(system.output()).toMatch(/start: npm, which started this script \(pid \d+\), is gone; stopping everything/);
     expect(system.output()).toContain("everything stopped");
+    const stops = system.output().split("\n").filter((line) => line.includes('"msg":"stopped"'));
+    expect(stops.map((line) => (JSON.parse(line) as { service: string }).service).sort()).toEqual(["orders", "products"]);
+  });
+
+  it("stops a service that is stopped (SIGSTOP) gracefully on Ctrl-C: continued, it acts on its SIGTERM", { timeout: 90_000 }, async () => {
+    const system = await startSystem(dir.path, { logLevel: "info" });
+    child = system.child;
+    const products = Number(/products: .*pid (\d+)/.exec(system.output())![1]);
+    process.kill(products, "SIGSTOP");
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+    // Left stopped, it would have been killed (SIGKILL) 15 s later, logging nothing.
     const stops = system.output().split("\n").filter((line) => line.includes('"msg":"stopped"'));
     expect(stops.map((line) => (JSON.parse(line) as { service: string }).service).sort()).toEqual(["orders", "products"]);
   });

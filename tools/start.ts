@@ -280,6 +280,16 @@ function killGroup(child: Child): void {
   }
 }
 
+/** SIGCONT to the child's whole process group: a stopped process then acts on the signals it was sent. */
+function continueGroup(child: Child): void {
+  if (child.process.pid === undefined) return;
+  try {
+    process.kill(-child.process.pid, "SIGCONT");
+  } catch {
+    // the group is gone
+  }
+}
+
 async function stopAll(exitCode: number): Promise<void> {
   if (stopping) return;
   stopping = true;
@@ -287,7 +297,12 @@ async function stopAll(exitCode: number): Promise<void> {
   const stop = async (group: Child[]): Promise<void> => {
     await Promise.all(
       group.map(async (child) => {
-        if (isRunning(child)) child.process.kill("SIGTERM");
+        if (isRunning(child)) {
+          child.process.kill("SIGTERM");
+          // A child stopped (SIGSTOP, Ctrl-Z) holds its SIGTERM until continued, which would leave it to the SIGKILL
+          // below; its whole group, as the tether script may be running while the nats-server under it is stopped.
+          continueGroup(child);
+        }
         const timer = setTimeout(() => killGroup(child), 15_000);
         await child.exited;
         clearTimeout(timer);
