@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { type AddressInfo, createServer, type Socket } from "node:net";
 import { join } from "node:path";
-import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "nats";
+import { AckPolicy, connect as natsConnect, headers as natsHeaders, type NatsConnection } from "nats";
 import { type ConcordRun, runConcord } from "./support/concord.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderPlacedEvent } from "../gen/ts/shop/orders/v1/order_events_jetstream.js";
@@ -11,7 +11,8 @@ import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { ProductServiceConsumers } from "../gen/ts/shop/products/v1/product_service_jetstream.js";
 import { bindConsumer, deadLetterStreamSpec, eventMigrations, type RunningConsumers, startConsumers } from "../platform/events/index.js";
 import { openDatabase, type Database } from "../platform/sql/index.js";
-import { freePort, useNatsConnection, useNatsServer } from "./support/nats-server.js";
+import { freePort, startNatsServer, useNatsConnection, useNatsServer } from "./support/nats-server.js";
+import { provisionStreams } from "../tools/concord/provision.js";
 import { readTokenSecret, signToken } from "../platform/auth/index.js";
 import { findNatsServer } from "../tools/nats/find-nats-server.mjs";
 import { clientTlsCredentials } from "../platform/grpc/index.js";
@@ -243,6 +244,28 @@ describe("npx concord", () => {
     } finally {
       await silent?.close();
       server.kill("SIGKILL");
+    }
+  });
+
+  it("says the dead letters are unknown, and why, when the dead letter stream cannot be read, and fails", { timeout: 90_000 }, async () => {
+    // A JetStream of its own whose consumers are there and whose dead letter stream is not (provisioning undone).
+    const bare = await startNatsServer();
+    const bareNc = await natsConnect({ servers: bare.url });
+    try {
+      await provisionStreams(bareNc);
+      const jsm = await bareNc.jetstreamManager();
+      const consumers = [...Object.values(ProductServiceConsumers), ...Object.values(OrderServiceConsumers)].map((c) => c.spec);
+      for (const spec of consumers) await jsm.consumers.add(spec.stream, { durable_name: spec.durable, filter_subject: spec.filterSubject, ack_policy: AckPolicy.Explicit });
+      await jsm.streams.delete(deadLetterStreamSpec.name);
+      const args = ["--nats", bare.url, "--products", products.service.address, "--orders", orders.service.address, "--products-metrics", products.service.metricsAddress!, "--orders-metrics", orders.service.metricsAddress!];
+      const status = await concord("status", ...args);
+      expect(status.status, status.stdout + status.stderr).toBe(1);
+      for (const spec of consumers) {
+        expect(status.stdout).toContain(`  consumer ${spec.durable} on ${spec.stream}: pending 0, unacked 0, redelivered 0, dead letters unknown (CONCORD_DLQ: stream not found (err_code 10059))\n`);
+      }
+    } finally {
+      await bareNc.close();
+      await bare.stop();
     }
   });
 

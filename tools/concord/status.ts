@@ -97,9 +97,10 @@ export async function printStatus(nc: NatsConnection | undefined, natsProblem: s
   // per consumer, with the rest of the status, instead of ending the command.
   const jsm = nc ? await nc.jetstreamManager({ checkAPI: false, timeout: jetStreamTimeoutMs }) : undefined;
   // Every JetStream request at once, with the instances' health: one that does not answer costs its timeout once.
+  // Not read, the dead letters are unknown, not none: a missing dead letter stream, say, is a fault to report.
   const dlqCounts = jsm?.streams.info(deadLetterStreamSpec.name, { subjects_filter: ">" }).then(
-    (info) => info.state.subjects ?? {},
-    () => undefined,
+    (info) => ({ counts: info.state.subjects ?? {} }),
+    (err: unknown) => ({ problem: `${deadLetterStreamSpec.name}: ${jetStreamProblem(err)}` }),
   );
   const consumerInfos = new Map(
     targets.flatMap((target) => target.consumers).map((spec) => [spec, jsm?.consumers.info(spec.stream, spec.durable).then((info) => ({ info }), (err: unknown) => ({ err }))]),
@@ -147,10 +148,12 @@ export async function printStatus(nc: NatsConnection | undefined, natsProblem: s
         print(`  consumer ${spec.durable}: unknown (${natsProblem ?? "NATS not reached"})`);
         continue;
       }
-      const dead = (await dlqCounts)?.[deadLetterSubject(deadLetterStreamSpec, spec.stream, spec.durable)] ?? 0;
+      const dlq = (await dlqCounts)!;
+      const dead = "counts" in dlq ? (dlq.counts[deadLetterSubject(deadLetterStreamSpec, spec.stream, spec.durable)] ?? 0) : `unknown (${dlq.problem})`;
       const answer = (await consumerInfos.get(spec))!;
       if ("info" in answer) {
         const { info } = answer;
+        if (!("counts" in dlq)) healthy = false;
         print(`  consumer ${spec.durable} on ${spec.stream}: pending ${info.num_pending}, unacked ${info.num_ack_pending}, redelivered ${info.num_redelivered}, dead letters ${dead}`);
       } else {
         healthy = false;
