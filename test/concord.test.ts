@@ -203,9 +203,16 @@ describe("npx concord", () => {
     // Instances given as lists: each one reported, the consumers once, and one unreachable fails the status.
     const instances = await concord("status", ...args.slice(0, 2), "--products", `${products.service.address},${closed}`, "--products-metrics", `${products.service.metricsAddress},${closed}`, ...args.slice(4, 6), ...args.slice(8));
     expect(instances.status, instances.stdout + instances.stderr).toBe(1);
-    expect(instances.stdout).toContain(`products#1  gRPC ${products.service.address}: SERVING\n  outbox: depth`);
-    expect(instances.stdout).toContain(`products#2  gRPC ${closed}: unreachable (connect ECONNREFUSED ${closed})\n  outbox: unknown (metrics at ${closed}: connect ECONNREFUSED ${closed})\n`);
+    expect(instances.stdout).toContain(`products#1  gRPC ${products.service.address}: SERVING\nproducts#2`);
+    expect(instances.stdout).toContain(`products#2  gRPC ${closed}: unreachable (connect ECONNREFUSED ${closed})\n  outbox not read through it: metrics at ${closed}: connect ECONNREFUSED ${closed}\n`);
+    // The instances' one outbox (one database), once, read through the instance that answered.
+    expect(instances.stdout).toMatch(/\nproducts {2}outbox, one in the database its 2 instances share: depth \d+, oldest [\d.]+s, parked 0 \(read through products#1\)\n/);
     expect(instances.stdout).toContain("products  consumers, shared by its 2 instances:\n  consumer products-order-placed on SHOP_ORDERS: pending 0");
+    // Two instances that both answer (one process named twice here): still one outbox, not one per instance.
+    const twice = await concord("status", ...args.slice(0, 2), "--products", `${products.service.address},${products.service.address}`, "--products-metrics", `${products.service.metricsAddress},${products.service.metricsAddress}`, ...args.slice(4, 6), ...args.slice(8));
+    expect(twice.status, twice.stdout + twice.stderr).toBe(0);
+    const productsPart = twice.stdout.slice(twice.stdout.indexOf("products#1"), twice.stdout.indexOf("products  consumers"));
+    expect(productsPart.split("\n").filter((line) => line.includes("outbox"))).toEqual([expect.stringMatching(/^products {2}outbox, one in the database its 2 instances share: depth \d+, oldest [\d.]+s, parked 0 \(read through products#1\)$/)]);
     expect(instances.stdout).toContain(`orders  gRPC ${orders.service.address}: SERVING\n`);
     const uneven = await concord("status", ...args.slice(0, 2), "--products", `${products.service.address},${closed}`, "--products-metrics", products.service.metricsAddress!);
     expect(uneven.status).toBe(2);

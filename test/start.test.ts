@@ -350,13 +350,20 @@ describe("npm start", () => {
       expect(status.stdout).toContain(`${name}  gRPC 127.0.0.1:${port}: SERVING\n`);
     }
     expect(status.stdout).toContain("orders  consumers, shared by its 2 instances:\n  consumer orders-stock-reserved on SHOP_PRODUCTS: pending");
+    // Each service's instances share its database, so one outbox: shown once a service, not once an instance.
+    const outboxLines = status.stdout.split("\n").filter((line) => line.includes("outbox"));
+    expect(outboxLines, status.stdout).toEqual([
+      expect.stringMatching(/^products {2}outbox, one in the database its 2 instances share: depth \d+, oldest [\d.]+s, parked 0 \(read through products#1\)$/),
+      expect.stringMatching(/^orders {2}outbox, one in the database its 2 instances share: depth \d+, oldest [\d.]+s, parked 0 \(read through orders#1\)$/),
+    ]);
     // One instance stopped (it holds its connections and answers nothing): named, and the status fails.
     const stopped = Number(/orders#2: .*, pid (\d+)\)/.exec(out)![1]);
     process.kill(stopped, "SIGSTOP");
     try {
       const down = await runConcord(statusEnv, ["status"]);
       expect(down.status, down.stdout + down.stderr).toBe(1);
-      expect(down.stdout).toContain(`orders#2  gRPC 127.0.0.1:${ports.orders + 2}: unreachable (no answer within 2 s)\n`);
+      expect(down.stdout).toContain(`orders#2  gRPC 127.0.0.1:${ports.orders + 2}: unreachable (no answer within 2 s)\n  outbox not read through it: metrics at 127.0.0.1:${ports.ordersMetrics + 2}: no answer within 3 s\n`);
+      expect(down.stdout).toMatch(/\norders {2}outbox, one in the database its 2 instances share: depth \d+, oldest [\d.]+s, parked 0 \(read through orders#1\)\n/);
       expect(down.stdout).toContain(`orders#1  gRPC 127.0.0.1:${ports.orders}: SERVING\n`);
       expect(down.stdout).toContain(`products#2  gRPC 127.0.0.1:${ports.products + 2}: SERVING\n`);
     } finally {

@@ -1,7 +1,8 @@
 /**
  * `concord status`: each service's health over grpc.health.v1, its
  * consumers' lag from JetStream, and its outbox from its metrics endpoint;
- * health and outbox for each instance of a service.
+ * health for each instance of a service, and the outbox once per service,
+ * as its instances share its database and so one outbox.
  */
 import { status } from "@grpc/grpc-js";
 import { ErrorCode, type NatsConnection, type NatsError } from "nats";
@@ -86,8 +87,11 @@ async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAg
   return { depth: values.get("concord_outbox_depth"), oldestAgeSeconds: values.get("concord_outbox_oldest_age_seconds"), parked: values.get("concord_outbox_parked") };
 }
 
+/** What an instance's metrics say of its service's outbox: a reading, or why there is none. */
+type OutboxAnswer = { readonly reading: string } | { readonly unknown: string };
+
 /**
- * Prints the status of every service, each instance's health and outbox,
+ * Prints the status of every service, each instance's health, the outbox,
  * and its consumers from JetStream (all asked at once); resolves true when
  * every instance serves and every part could be read.
  */
@@ -117,17 +121,17 @@ export async function printStatus(nc: NatsConnection | undefined, natsProblem: s
         // Connected, and no answer: a process stopped or wedged.
         .catch((err: Error) => `unreachable (${(err as { code?: number }).code === status.DEADLINE_EXCEEDED ? `no answer within ${healthTimeoutMs / 1000} s` : whyUnreachable(err)})`),
       scrapeOutbox(instance.metrics).then(
-        (o) => {
-          if (o.depth !== undefined) return `depth ${o.depth}, oldest ${(o.oldestAgeSeconds ?? 0).toFixed(1)}s, parked ${o.parked ?? 0}`;
+        (o): OutboxAnswer => {
+          if (o.depth !== undefined) return { reading: `depth ${o.depth}, oldest ${(o.oldestAgeSeconds ?? 0).toFixed(1)}s, parked ${o.parked ?? 0}` };
           healthy = false;
-          return `unknown (the metrics at ${instance.metrics} leave the outbox out: the service's database did not answer within 2 s)`;
+          return { unknown: `the metrics at ${instance.metrics} leave the outbox out: the service's database did not answer within 2 s` };
         },
-        (err: Error) => {
+        (err: Error): OutboxAnswer => {
           healthy = false;
           // fetch says only "fetch failed"; its cause says why (connect ECONNREFUSED ...).
           const cause = (err as { cause?: unknown }).cause;
           const why = err.name === "TimeoutError" ? `no answer within ${metricsTimeoutMs / 1000} s` : cause instanceof Error ? cause.message : err.message;
-          return `unknown (metrics at ${instance.metrics}: ${why})`;
+          return { unknown: `metrics at ${instance.metrics}: ${why}` };
         },
       ),
     ]);
@@ -137,12 +141,21 @@ export async function printStatus(nc: NatsConnection | undefined, natsProblem: s
   const answers = targets.map((target) => Promise.all(target.instances.map(ask)));
   for (const [t, target] of targets.entries()) {
     const several = target.instances.length > 1;
-    for (const [i, { health, outbox }] of (await answers[t]).entries()) {
-      // Named as `npm start` names them: products#1, products#2, ...
-      print(`${several ? `${target.name}#${i + 1}` : target.name}  gRPC ${target.instances[i].grpc}: ${health}`);
-      print(`  outbox: ${outbox}`);
+    // Named as `npm start` names them: products#1, products#2, ...
+    const nameOf = (i: number) => (several ? `${target.name}#${i + 1}` : target.name);
+    const answered = await answers[t];
+    for (const [i, { health, outbox }] of answered.entries()) {
+      print(`${nameOf(i)}  gRPC ${target.instances[i].grpc}: ${health}`);
+      if (!several) print(`  outbox: ${"reading" in outbox ? outbox.reading : `unknown (${outbox.unknown})`}`);
+      // The instances' one outbox is shown once, below; an instance it could not be read through is named here.
+      else if ("unknown" in outbox) print(`  outbox not read through it: ${outbox.unknown}`);
     }
-    if (several) print(`${target.name}  consumers, shared by its ${target.instances.length} instances:`);
+    if (several) {
+      const first = answered.findIndex(({ outbox }) => "reading" in outbox);
+      const shared = first < 0 ? "unknown (read through none of them, as said above)" : `${(answered[first].outbox as { reading: string }).reading} (read through ${nameOf(first)})`;
+      print(`${target.name}  outbox, one in the database its ${target.instances.length} instances share: ${shared}`);
+      print(`${target.name}  consumers, shared by its ${target.instances.length} instances:`);
+    }
     for (const spec of target.consumers) {
       if (!jsm) {
         print(`  consumer ${spec.durable}: unknown (${natsProblem ?? "NATS not reached"})`);
