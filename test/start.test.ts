@@ -376,6 +376,37 @@ describe("npm start", () => {
     expect(existsSync(join(dir.path, "start-services.json"))).toBe(false);
   });
 
+  it("records its services as starting until they serve: `concord status` meanwhile says so, rather than that they failed", { timeout: 120_000 }, async () => {
+    const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort() };
+    // The product service waits, before it runs, until the test lets it go; the order service starts after it.
+    const go = join(dir.path, "let-products-start");
+    const hold = {
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(repoRoot, "test", "support", "hold-start.mjs")).href}`,
+      HOLD_START_SCRIPT: join("services", "products", "main.js"),
+      HOLD_START_UNTIL: go,
+    };
+    const starting = startSystem(dir.path, { ports, env: hold, upTimeoutMs: 90_000 });
+    starting.catch(() => {});
+    await expect.poll(() => existsSync(join(dir.path, "start-services.json")), { timeout: 30_000, interval: 100 }).toBe(true);
+    const statusEnv = { DATA_DIR: dir.path, NATS_PORT: String(ports.nats), NATS_URL: undefined, GRPC_INSECURE: undefined };
+    const early = await runConcord(statusEnv, ["status"]);
+    // Not serving yet, so not a pass; but said to be starting, not unreachable as if it had failed.
+    expect(early.status, early.stdout + early.stderr).toBe(1);
+    for (const [name, port, metrics] of [["products", ports.products, ports.productsMetrics], ["orders", ports.orders, ports.ordersMetrics]] as const) {
+      expect(early.stdout).toContain(`${name}  gRPC 127.0.0.1:${port}: starting: \`npm start\` has not brought it up yet (unreachable (connect ECONNREFUSED 127.0.0.1:${port}))\n`);
+      expect(early.stdout).toContain(`  outbox: unknown (starting: \`npm start\` has not brought it up yet; metrics at 127.0.0.1:${metrics}: connect ECONNREFUSED 127.0.0.1:${metrics})\n`);
+    }
+    writeFileSync(go, "");
+    const system = await starting;
+    child = system.child;
+    const up = await runConcord(statusEnv, ["status"]);
+    expect(up.status, up.stdout + up.stderr).toBe(0);
+    expect(up.stdout).not.toContain("starting");
+    expect(up.stdout).toContain(`orders  gRPC 127.0.0.1:${ports.orders}: SERVING\n`);
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+  });
+
   it("names POSTGRES_PORT when another server takes the port while PostgreSQL is being set up (two systems started at once)", { timeout: 90_000 }, async () => {
     chmodSync(dir.path, 0o755);
     const postgresPort = await freePort();

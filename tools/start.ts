@@ -648,9 +648,9 @@ async function main(): Promise<void> {
   if (flags.postgres) await checkFree(`127.0.0.1:${Number(process.env.POSTGRES_PORT || 54320)}`, "POSTGRES_PORT");
   mkdirSync(dataDir, { recursive: true });
   claimDataDir(dataDir);
-  // For `concord status`, which then finds every instance.
+  // For `concord status`, which then finds every instance, and says they are starting until they all serve.
   const instancesOf = (grpc: string[], metrics: string[]) => grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] }));
-  recordStartedServices(dataDir, { products: instancesOf(productsAddresses, metricsAddresses.products), orders: instancesOf(ordersAddresses, metricsAddresses.orders) });
+  const record = recordStartedServices(dataDir, { products: instancesOf(productsAddresses, metricsAddresses.products), orders: instancesOf(ordersAddresses, metricsAddresses.orders) });
 
   if (flags.postgres) {
     if (!findPostgresBinDir()) {
@@ -717,6 +717,7 @@ async function main(): Promise<void> {
   const lines = [...(await start("products", productsAddresses, "PRODUCTS_LISTEN")), ...(await start("orders", ordersAddresses, "ORDERS_LISTEN"))];
   for (const line of lines) console.log(line);
   up = true;
+  record.up();
   const grpcurl = grpc.caFile ? `grpcurl -cacert ${shown(grpc.caFile)}` : "grpcurl -plaintext";
   console.log(`Concord is up. Try: ${grpcurl} ${ordersListen} list    (Ctrl-C stops everything)`);
 }

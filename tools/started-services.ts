@@ -2,7 +2,8 @@
  * Where a running `npm start` has put each instance of each service, kept in
  * DATA_DIR/start-services.json while it runs, so that the tools find every
  * instance (`--instances N` moves instance i two ports above instance i-1)
- * without being told how many there are.
+ * without being told how many there are, and whether it is still starting
+ * them (an instance not answering then is not yet up, rather than failed).
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -14,6 +15,9 @@ export interface StartedInstance {
 }
 
 export type StartedServices = Readonly<Record<"products" | "orders", readonly StartedInstance[]>>;
+
+/** The services of a running `npm start`, and whether it is still starting them. */
+export type StartedRecord = StartedServices & { readonly starting: boolean };
 
 const fileIn = (dataDir: string) => join(dataDir, "start-services.json");
 
@@ -33,36 +37,44 @@ export function isStartScript(pid: number): boolean {
   }
 }
 
-/** Records this process's services in `dataDir` (replacing a file a start killed outright left); removed at exit. */
-export function recordStartedServices(dataDir: string, services: StartedServices): void {
+/**
+ * Records this process's services in `dataDir` as starting (replacing a file
+ * a start killed outright left); `up` records them as up once they serve.
+ * Removed at exit.
+ */
+export function recordStartedServices(dataDir: string, services: StartedServices): { up(): void } {
   const file = fileIn(dataDir);
-  const partial = `${file}.${process.pid}`;
-  writeFileSync(partial, `${JSON.stringify({ pid: process.pid, ...services })}\n`);
-  renameSync(partial, file);
+  const write = (starting: boolean) => {
+    const partial = `${file}.${process.pid}`;
+    writeFileSync(partial, `${JSON.stringify({ pid: process.pid, starting, ...services })}\n`);
+    renameSync(partial, file);
+  };
+  write(true);
   process.once("exit", () => {
     if (readStartedBy(dataDir)?.pid === process.pid) rmSync(file, { force: true });
   });
+  return { up: () => write(false) };
 }
 
-function readStartedBy(dataDir: string): (StartedServices & { pid: number }) | undefined {
+function readStartedBy(dataDir: string): (StartedServices & { pid: number; starting?: unknown }) | undefined {
   try {
-    return JSON.parse(readFileSync(fileIn(dataDir), "utf8")) as StartedServices & { pid: number };
+    return JSON.parse(readFileSync(fileIn(dataDir), "utf8")) as StartedServices & { pid: number; starting?: unknown };
   } catch {
     return undefined;
   }
 }
 
 /**
- * The services of the `npm start` running on `dataDir`; undefined when none
- * runs there (no file, one that cannot be read, or one a start killed
- * outright left behind).
+ * The services of the `npm start` running on `dataDir`, and whether it is
+ * still starting them; undefined when none runs there (no file, one that
+ * cannot be read, or one a start killed outright left behind).
  */
-export function readStartedServices(dataDir: string): StartedServices | undefined {
+export function readStartedServices(dataDir: string): StartedRecord | undefined {
   const record = readStartedBy(dataDir);
   if (!record || !Number.isInteger(record.pid) || !isStartScript(record.pid)) return undefined;
   const instances = (list: unknown): StartedInstance[] | undefined =>
     Array.isArray(list) && list.length > 0 && list.every((i) => typeof i?.grpc === "string" && typeof i?.metrics === "string") ? list : undefined;
   const products = instances(record.products);
   const orders = instances(record.orders);
-  return products && orders ? { products, orders } : undefined;
+  return products && orders ? { products, orders, starting: record.starting === true } : undefined;
 }

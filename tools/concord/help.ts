@@ -50,7 +50,8 @@ messages pending in JetStream, those delivered and not yet acknowledged,
 redeliveries and dead letters. The services are found where the flags say;
 else where the \`npm start\` running on DATA_DIR put every instance
 (DATA_DIR/start-services.json, kept while it runs: \`--instances N\` is found
-without being given); else one instance each where \`npm start\` puts them (the
+without being given; until it has brought them up, an instance that does not
+answer is said to be starting, and the status still exits 1); else one instance each where \`npm start\` puts them (the
 same environment variables). Several instances are named as \`npm start\` names
 them (products#1, products#2, ...). They are asked over TLS trusting
 DATA_DIR/tls/ca.pem (or GRPC_TLS_CA), as \`npm start\` serves them;

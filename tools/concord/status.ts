@@ -20,6 +20,8 @@ export interface ServiceTarget {
   readonly name: string;
   readonly instances: readonly StartedInstance[];
   readonly consumers: readonly ConsumerSpec[];
+  /** Found in the record of an `npm start` that has not brought it up yet: an instance not answering is starting. */
+  readonly starting?: boolean;
 }
 
 /** What the flags say: a service's gRPC addresses and metrics endpoints, each a comma-separated list. */
@@ -48,16 +50,19 @@ export function serviceTargets(flags: TargetFlags, env: NodeJS.ProcessEnv = proc
     }
     return grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] }));
   };
+  const starting = (grpcFlag: string | undefined, metricsFlag: string | undefined) => grpcFlag === undefined && metricsFlag === undefined && started?.starting === true;
   return [
     {
       name: "products",
       instances: instancesOf("products", flags.products, flags.productsMetrics, "PRODUCTS_LISTEN", "PRODUCTS_METRICS_LISTEN", "127.0.0.1:50051", "127.0.0.1:9101"),
       consumers: Object.values(ProductServiceConsumers).map((c) => c.spec),
+      starting: starting(flags.products, flags.productsMetrics),
     },
     {
       name: "orders",
       instances: instancesOf("orders", flags.orders, flags.ordersMetrics, "ORDERS_LISTEN", "ORDERS_METRICS_LISTEN", "127.0.0.1:50052", "127.0.0.1:9102"),
       consumers: Object.values(OrderServiceConsumers).map((c) => c.spec),
+      starting: starting(flags.orders, flags.ordersMetrics),
     },
   ];
 }
@@ -114,7 +119,7 @@ export async function printStatus(nc: NatsConnection | undefined, natsProblem: s
   // makes every service unreachable, saying why.
   const credentials = Promise.resolve().then(() => toolClientSecurity({ subject: "concord", roles: [] }).credentials);
   credentials.catch(() => undefined);
-  const ask = async (instance: StartedInstance) => {
+  const ask = async (instance: StartedInstance, starting: boolean) => {
     const [health, outbox] = await Promise.all([
       credentials
         .then((c) => checkHealth(instance.grpc, "", healthTimeoutMs, c))
@@ -136,9 +141,15 @@ export async function printStatus(nc: NatsConnection | undefined, natsProblem: s
       ),
     ]);
     if (health !== "SERVING") healthy = false;
-    return { health, outbox };
+    // Not up yet rather than failed; still not serving, so the status still fails.
+    if (!starting) return { health, outbox };
+    const startingNote = "starting: `npm start` has not brought it up yet";
+    return {
+      health: health === "SERVING" ? health : `${startingNote} (${health})`,
+      outbox: "unknown" in outbox ? { unknown: `${startingNote}; ${outbox.unknown}` } : outbox,
+    };
   };
-  const answers = targets.map((target) => Promise.all(target.instances.map(ask)));
+  const answers = targets.map((target) => Promise.all(target.instances.map((instance) => ask(instance, target.starting === true))));
   for (const [t, target] of targets.entries()) {
     const several = target.instances.length > 1;
     // Named as `npm start` names them: products#1, products#2, ...
