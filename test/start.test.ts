@@ -583,7 +583,7 @@ describe("npm start", () => {
     expect(system.child.exitCode).toBeNull();
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(130);
-    expect(system.output()).toContain("start: SIGINT again while stopping; leaving now");
+    expect(system.output()).toContain("start: SIGINT again while stopping; leaving now (killing what still runs: SIGKILL)");
     // What it started does not outlive it.
     await expect.poll(() => started.filter(isAlive), { timeout: 30_000, interval: 100 }).toEqual([]);
     for (const port of Object.values(system.ports)) expect(await isListening(port)).toBe(false);

@@ -595,13 +595,13 @@ async function main(): Promise<void> {
   // terminal and from npm passing its own on, and a second signal without a
   // handler would end it before the services have stopped.
   // A signal a second or more after the first (Ctrl-C pressed again) ends this script at once, should a stop hang:
-  // the services and nats-server still stop, as the pipe they are tethered to closes with it.
+  // what still runs is killed on the way out (the exit handler above), not left holding the ports.
   let firstSignalAt: number | undefined;
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     process.on(signal, () => {
       firstSignalAt ??= Date.now();
       if (Date.now() - firstSignalAt >= 1_000) {
-        console.error(`start: ${signal} again while stopping; leaving now (the services and nats-server stop as their pipe closes)`);
+        console.error(`start: ${signal} again while stopping; leaving now (killing what still runs: SIGKILL)`);
         process.exit(130);
       }
       void stopAll(0);
