@@ -427,6 +427,78 @@ describe("createGrpcServer", () => {
     }
   }, 30_000);
 
+  it("goes on serving, over TLS too, when callers reset compressed calls in the same write as their headers, or send them as CONNECT or with no path", async () => {
+    const made = ensureDevCredentials(tempDirForSuite("concord-compressed-raw-"), ["products"]);
+    /** One HTTP/2 frame (RFC 9113, section 4.1). */
+    const frameOf = (type: number, flags: number, streamId: number, payload: Buffer) => {
+      const head = Buffer.alloc(9);
+      head.writeUIntBE(payload.length, 0, 3);
+      head.writeUInt8(type, 3);
+      head.writeUInt8(flags, 4);
+      head.writeUInt32BE(streamId, 5);
+      return Buffer.concat([head, payload]);
+    };
+    // Literals neither indexed nor Huffman-coded (RFC 7541, section 6.2.2), each name and value under 127 bytes.
+    const headersOf = (streamId: number, fields: Array<[string, string]>, endStream = false) =>
+      frameOf(0x1, 0x4 | (endStream ? 0x1 : 0), streamId, Buffer.concat(fields.map(([n, v]) => Buffer.concat([Buffer.from([0, n.length]), Buffer.from(n), Buffer.from([v.length]), Buffer.from(v)]))));
+    const resetOf = (streamId: number, code: number) => frameOf(0x3, 0, streamId, Buffer.from([0, 0, 0, code]));
+    const compressed = (extra: Array<[string, string]> = []): Array<[string, string]> => [
+      [":method", "POST"],
+      [":scheme", "http"],
+      [":path", ProductServiceService.getProduct.path],
+      [":authority", "localhost"],
+      ["content-type", "application/grpc"],
+      ["te", "trailers"],
+      ["grpc-encoding", "gzip"],
+      ...extra,
+    ];
+    const message = framed(gzipSync(Buffer.alloc(1000)), true);
+    const { CANCEL, INTERNAL_ERROR } = { CANCEL: http2Constants.NGHTTP2_CANCEL, INTERNAL_ERROR: http2Constants.NGHTTP2_INTERNAL_ERROR };
+    // Each in one write after the preface: the stream is reset before the server has answered it.
+    const writes: Record<string, Buffer> = {
+      "headers, reset CANCEL": Buffer.concat([headersOf(1, compressed()), resetOf(1, CANCEL)]),
+      "headers, reset INTERNAL_ERROR": Buffer.concat([headersOf(1, compressed()), resetOf(1, INTERNAL_ERROR)]),
+      "headers, a message, reset": Buffer.concat([headersOf(1, compressed()), frameOf(0x0, 0, 1, message), resetOf(1, INTERNAL_ERROR)]),
+      "headers ending the request, reset": Buffer.concat([headersOf(1, compressed(), true), resetOf(1, INTERNAL_ERROR)]),
+      "100 calls, each reset": Buffer.concat(Array.from({ length: 100 }, (_, i) => Buffer.concat([headersOf(2 * i + 1, compressed()), resetOf(2 * i + 1, i % 2 ? CANCEL : INTERNAL_ERROR)]))),
+      "CONNECT compressed": headersOf(1, [[":method", "CONNECT"], [":authority", "localhost:1"], ["content-type", "application/grpc"], ["grpc-encoding", "gzip"]]),
+      "CONNECT compressed, reset": Buffer.concat([headersOf(1, [[":method", "CONNECT"], [":authority", "localhost:1"], ["grpc-encoding", "gzip"]]), resetOf(1, INTERNAL_ERROR)]),
+      "no path, compressed": headersOf(1, compressed().filter(([n]) => n !== ":path"), true),
+    };
+    const preface = Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frameOf(0x4, 0, 0, Buffer.alloc(0))]);
+    const ping = frameOf(0x6, 0, 0, Buffer.alloc(8, 1));
+    for (const tls of [false, true]) {
+      const { counted, port, session } = await countingServer(tls ? { credentials: serverTlsCredentials({ ...made.certs.products, caFile: made.caFile }) } : {});
+      session.on("error", () => {});
+      for (const [what, bytes] of Object.entries(writes)) {
+        // Written with a PING after it: its answer (the frames before it processed) ends the exchange.
+        const pong = await new Promise<boolean>((resolve) => {
+          const socket: Socket = tls ? connectTls({ port, host: "127.0.0.1", ALPNProtocols: ["h2"], rejectUnauthorized: false }) : connectTcp(port, "127.0.0.1");
+          let read = Buffer.alloc(0);
+          const timer = setTimeout(() => done(false), 5_000);
+          const done = (answered: boolean) => {
+            clearTimeout(timer);
+            socket.destroy();
+            resolve(answered);
+          };
+          socket.on(tls ? "secureConnect" : "connect", () => socket.write(Buffer.concat([preface, bytes, ping])));
+          socket.on("data", (chunk: Buffer) => {
+            read = Buffer.concat([read, chunk]);
+            for (let at = 0; at + 9 <= read.length; at += 9 + read.readUIntBE(at, 3)) if (read[at + 3] === 0x6 && read[at + 4] === 0x1) done(true);
+          });
+          socket.on("error", () => done(false));
+        });
+        expect(pong, `${what}${tls ? " over TLS" : ""}`).toBe(true);
+      }
+      expect(counted.ran).toBe(0);
+      expect(await answerOf(session, {}, framed(GetProductRequest.encode({ id: product.id }).finish()))).toMatchObject({ "grpc-status": String(status.OK) });
+      expect(counted.ran).toBe(1);
+      session.close();
+      await server!.shutdown();
+      server = undefined;
+    }
+  }, 30_000);
+
   it("cancels a call whose request has not arrived in full within requestTimeoutMs, before any handler runs", async () => {
     const { counted, session } = await countingServer({ requestTimeoutMs: 500 });
     try {
