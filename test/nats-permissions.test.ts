@@ -241,6 +241,27 @@ describe("NATS permissions derived from the contracts", () => {
     }
   });
 
+  it("lets neither the observer nor the operator change a service's durable through a create subject naming one of the observer's names: the server holds the body to the subject's name", async () => {
+    const body = (config: Record<string, unknown>) => new TextEncoder().encode(JSON.stringify({ stream_name: "SHOP_ORDERS", config: { ack_policy: "explicit", filter_subject: "shop.orders.v1.order.nothing.placed", ...config }, action: "update" }));
+    const answerOf = async (nc: NatsConnection, subject: string, data: Uint8Array) => JSON.parse(new TextDecoder().decode((await nc.request(subject, data)).data)) as { error?: { err_code: number } };
+    for (const user of ["observer", "operator"]) {
+      const nc = await connectAs(user);
+      const jsm = await nc.jetstreamManager();
+      const before = await jsm.consumers.info("SHOP_ORDERS", "products-order-placed");
+      // The subject names observer-1, which the permissions allow; the body names the service's durable.
+      for (const config of [{ name: "products-order-placed" }, { durable_name: "products-order-placed" }, { name: "products-order-placed", durable_name: "products-order-placed" }]) {
+        expect((await answerOf(nc, "$JS.API.CONSUMER.CREATE.SHOP_ORDERS.observer-1", body(config))).error, JSON.stringify(config)).toBeDefined();
+      }
+      expect((await answerOf(nc, "$JS.API.CONSUMER.CREATE.SHOP_ORDERS.observer-1.shop.orders.v1.>", body({ name: "products-order-placed" }))).error).toBeDefined();
+      // A subject naming one stream, a body naming the other.
+      expect((await answerOf(nc, "$JS.API.CONSUMER.CREATE.SHOP_PRODUCTS.observer-1", body({ name: "observer-1" }))).error).toBeDefined();
+      const after = await jsm.consumers.info("SHOP_ORDERS", "products-order-placed");
+      expect(after.config).toEqual(before.config);
+      expect(after.config.filter_subject).toBe("shop.orders.v1.order.*.placed");
+      await expect(jsm.consumers.info("SHOP_ORDERS", "observer-1")).rejects.toThrow(/consumer not found/i);
+    }
+  });
+
   it("lets the operator put a dead letter back on its subject and delete dead letters, as `concord dlq replay` does, and nothing of the services'", async () => {
     const operator = await connectAs("operator");
     const js = operator.jetstream();
