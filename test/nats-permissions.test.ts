@@ -262,6 +262,29 @@ describe("NATS permissions derived from the contracts", () => {
     }
   });
 
+  it("holds a consumer of the observer's to 1,000 messages unacknowledged, as the services' durables: one asking for more is refused, and one pulling everything without acking gets no more", { timeout: 60_000 }, async () => {
+    const publisher = (await connectAs("orders")).jetstream();
+    // Confirmations, which no service consumes.
+    const orderIds = Array.from({ length: 1_500 }, () => uuidv7());
+    await Promise.all(orderIds.map((id) => publisher.publish(`shop.orders.v1.order.${id}.confirmed`, new Uint8Array(1), eventHeaders("shop.orders.v1.OrderConfirmed", "orders"))));
+    const observer = await connectAs("observer");
+    const jsm = await observer.jetstreamManager();
+    // Unbounded, four such consumers pulling 200,000 events took a server from 93 to 231 MiB.
+    await expect(jsm.consumers.add("SHOP_ORDERS", { durable_name: "observer-1", ack_policy: AckPolicy.Explicit, max_ack_pending: 1_000_000_000 })).rejects.toThrow(/max ack pending exceeds system limit of 1000/);
+    const made = await jsm.consumers.add("SHOP_ORDERS", { durable_name: "observer-1", ack_policy: AckPolicy.Explicit });
+    try {
+      expect(made.config.max_ack_pending).toBe(1_000);
+      const consumer = await observer.jetstream().consumers.get("SHOP_ORDERS", "observer-1");
+      let got = 0;
+      for await (const _ of await consumer.fetch({ max_messages: 5_000, expires: 2_000 })) got++;
+      expect(got).toBe(1_000);
+      expect((await jsm.consumers.info("SHOP_ORDERS", "observer-1")).num_ack_pending).toBe(1_000);
+      expect((await jsm.consumers.info("SHOP_ORDERS", "products-order-placed")).config.max_ack_pending).toBe(1_000);
+    } finally {
+      await jsm.consumers.delete("SHOP_ORDERS", "observer-1");
+    }
+  });
+
   it("lets the operator put a dead letter back on its subject and delete dead letters, as `concord dlq replay` does, and nothing of the services'", async () => {
     const operator = await connectAs("operator");
     const js = operator.jetstream();

@@ -52,7 +52,7 @@ describe("natsServerConfigText", () => {
       cluster: { name: "concord", port: 6223, routePorts: [6222, 6223, 6224] },
     });
     expect(text).toContain('server_name: "n2"\nlisten: "127.0.0.1:4223"\nhttp: "127.0.0.1:8223"\n');
-    expect(text).toContain('jetstream {\n  store_dir: "/data/n2"\n  sync_interval: always\n}\n');
+    expect(text).toContain('jetstream {\n  store_dir: "/data/n2"\n  sync_interval: always\n  limits { max_ack_pending: 1000 }\n}\n');
     expect(text).toContain('cluster {\n  name: "concord"\n  listen: "127.0.0.1:6223"\n  routes: ["nats-route://127.0.0.1:6222", "nats-route://127.0.0.1:6224"]\n}\n');
   });
 
