@@ -368,6 +368,11 @@ describe("npx concord", () => {
       expect(out.status, args.join(" ")).toBe(2);
       expect(out.stderr).toContain("Usage: npx concord");
     }
+    // A mistyped option is named, with the option it most likely meant, not parseArgs's advice on positionals after "--".
+    const typo = await concord("events", "tail", "--typ", "shop.orders.v1.OrderPlaced");
+    expect(typo.status).toBe(2);
+    expect(typo.stderr).toContain("concord: unknown option --typ; did you mean --type?\n");
+    expect((await concord("dlq", "list", "--bogus")).stderr).toContain("concord: unknown option --bogus\n");
     const missing = await concord("dlq", "show", "999999", "--nats", nats().url);
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/there is no dead letter 999999/);

@@ -10,6 +10,7 @@ import type { NatsConnection } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, defaultInboxRetentionMs, subjectProblem } from "../platform/events/index.js";
 import { connectNats, defaultNatsUrl, endProcess, exitOnSignals, exitQuietlyOnClosedOutput, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
+import { parseArgsProblem } from "./parse-args-problem.js";
 import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
 import { replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
 import { helps, usage } from "./concord/help.js";
@@ -40,10 +41,11 @@ const nats: Options = { nats: { type: "string" }, help: { type: "boolean", short
 const filters: Options = { consumer: { type: "string" }, subject: { type: "string" }, type: { type: "string" } };
 
 function parse(command: string, args: string[], options: Options) {
+  const all = { ...nats, ...options };
   try {
-    return parseArgs({ args, options: { ...nats, ...options }, allowPositionals: true, strict: true });
+    return parseArgs({ args, options: all, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new UsageError((err as Error).message, helps[command]);
+    throw new UsageError(parseArgsProblem(err, Object.keys(all)), helps[command]);
   }
 }
 

@@ -48,6 +48,7 @@ describe("tools/outbox.ts", () => {
     refused(["widgets", "list"], 'unknown service "widgets": expected products or orders (or --database PATH)');
     refused(["list"], "name the service (products or orders) or its database (--database PATH) first");
     refused(["products", "frob"], 'unknown action "frob": expected list or retry');
+    refused(["products", "list", "--datbase", path], "unknown option --datbase; did you mean --database?\n");
     refused(["products", "retry"], "retry needs the ids of the parked events to put back, or --all");
     refused(["--database", path, "retry", "--all", "0190a5b4-7c4e-7d3e-9f1a-000000000004"], "retry takes event ids or --all, not both");
 

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { outboxMigrations, parkedEvents, retryParked } from "../platform/events/index.js";
 import { isPostgresUrl, openDatabase } from "../platform/sql/index.js";
+import { parseArgsProblem } from "./parse-args-problem.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 
 const usage = `Usage: npx tsx tools/outbox.ts <products|orders|--database PATH> [list | retry [EVENT_ID ...|--all]]
@@ -37,10 +38,11 @@ changed.`;
  */
 export async function outboxCommand(argv: string[], program = "outbox", help = usage): Promise<number> {
   let parsed;
+  const options = { database: { type: "string" }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } } as const;
   try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: { database: { type: "string" }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } } });
+    parsed = parseArgs({ args: argv, allowPositionals: true, options });
   } catch (err) {
-    console.error(`${program}: ${(err as Error).message}\n\n${help}`);
+    console.error(`${program}: ${parseArgsProblem(err, Object.keys(options))}\n\n${help}`);
     return 2;
   }
   const { values, positionals } = parsed;

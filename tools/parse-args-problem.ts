@@ -1,0 +1,34 @@
+/**
+ * What node:util's parseArgs refused, said for a person at a terminal. With
+ * positionals allowed, its unknown-option error goes on about putting a
+ * positional after `--` (`Unknown option '--typ'. To specify a positional
+ * argument starting with a '-', place it at the end of the command after
+ * '--', as in '-- "--typ"`), which a mistyped option never needs.
+ */
+
+/** The message for `err`, thrown by parseArgs given `options`: an unknown option is named, with the option it most likely meant. */
+export function parseArgsProblem(err: unknown, options: readonly string[]): string {
+  const message = err instanceof Error ? err.message : String(err);
+  if ((err as { code?: unknown })?.code !== "ERR_PARSE_ARGS_UNKNOWN_OPTION") return message;
+  const given = /^Unknown option '([^']*)'/.exec(message)?.[1];
+  if (given === undefined) return message;
+  const meant = likelyMeant(given.replace(/^-+/, "").split("=")[0]!, options);
+  return `unknown option ${given}${meant === undefined ? "" : `; did you mean --${meant}?`}`;
+}
+
+/** The one option `given` differs from by a letter or two, or that it begins or ends a longer name of; none when several or none are that close. */
+function likelyMeant(given: string, options: readonly string[]): string | undefined {
+  if (given.length < 2) return undefined;
+  const close = options.filter((o) => o !== given && (editDistance(given, o) <= (o.length > 4 ? 2 : 1) || o.startsWith(given) || given.startsWith(o)));
+  return close.length === 1 ? close[0] : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    previous = current;
+  }
+  return previous[b.length]!;
+}
