@@ -83,7 +83,9 @@ describe("gRPC security: TLS and bearer tokens checked against the contracts' ac
       .setIssuedAt(Math.floor(Date.now() / 1000) - 600).setExpirationTime(Math.floor(Date.now() / 1000) - 60).sign(key);
     const otherKey = createSecretKey(Buffer.alloc(32, 7));
     const forged = await signToken(otherKey, { subject: "ops", roles: ["admin"] }, 300);
-    for (const [bearer, says] of [[expired, "expired"], [forged, "signature does not match"], ["not-a-jwt", "not a well-formed JWT"]] as const) {
+    for (const [bearer, says] of [[expired, "expired"], [forged, "signature does not match"], ["not-a-jwt", "not a well-formed JWT"],
+      // The README's grpcurl lines without -expand-headers send the variable's name itself.
+      ["${ADMIN_TOKEN}", 'the bearer token is "${ADMIN_TOKEN}", a variable\'s name, not a JWT: the client sent it unexpanded (grpcurl expands -H values only with -expand-headers)']] as const) {
       const err = await grpcError(productsAs(async () => bearer).adjustStock({ id: p.id, delta: 5, reason: "x" }));
       expect(err.code, bearer).toBe(Code.UNAUTHENTICATED);
       expect(err.message).toContain(says);

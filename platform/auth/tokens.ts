@@ -165,7 +165,7 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
     try {
       ({ payload, alg } = await check(token));
     } catch (err) {
-      throw new TokenError(reasonOf(err, algorithms), { cause: err });
+      throw new TokenError(reasonOf(err, algorithms, token), { cause: err });
     }
     // jose has checked that exp is a number, and iat too where there is one.
     const exp = payload.exp as number;
@@ -186,11 +186,19 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
   };
 }
 
-function reasonOf(err: unknown, algorithms: readonly string[]): string {
+/** A shell variable's reference (`${ADMIN_TOKEN}`, `$TOKEN`), sent as the token by a client that did not expand it: no secret, so it can be named. */
+const variableReference = /^\$(\{\w+\}|\w+)$/;
+
+function reasonOf(err: unknown, algorithms: readonly string[], token: string): string {
   if (err instanceof joseErrors.JWTExpired) return "the bearer token has expired; get a new one";
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return "the bearer token's signature does not match this server's keys";
   if (err instanceof joseErrors.JWTClaimValidationFailed) return `the bearer token's ${err.claim} claim is not valid: ${err.reason === "missing" ? "it is missing" : err.message}`;
   if (err instanceof joseErrors.JOSEAlgNotAllowed) return `the bearer token is not signed with ${algorithms.join(" or ")}`;
-  if (err instanceof joseErrors.JWSInvalid || err instanceof joseErrors.JWTInvalid) return "the bearer token is not a well-formed JWT";
+  if (err instanceof joseErrors.JWSInvalid || err instanceof joseErrors.JWTInvalid) {
+    if (variableReference.test(token)) {
+      return `the bearer token is ${JSON.stringify(token)}, a variable's name, not a JWT: the client sent it unexpanded (grpcurl expands -H values only with -expand-headers)`;
+    }
+    return "the bearer token is not a well-formed JWT";
+  }
   return "the bearer token is not valid";
 }
