@@ -161,6 +161,14 @@ describe("npx concord consumer redeliver", () => {
     expect(past.stderr).toContain("published 0 event(s) of stream SHOP_PRODUCTS sequences 1000 to 1002 again");
     expect(past.stderr).toMatch(/stream SHOP_PRODUCTS has no event on shop\.products\.v1\.reservation\.\*\.reserved \(orders-stock-reserved's subject\) in sequences 1000 to 1002; it holds sequences 1 to \d+\n/);
   });
+
+  it("says, given a service's seed, that the tools take the observer's or the operator's", async () => {
+    // A service's user takes replies only on _INBOX_<service>, so the server refuses the tool's first request's inbox.
+    const run = await runConcord({ DATA_DIR: dir.path, NATS_NKEY_SEED: nats().seedFile("products") }, ["consumer", "redeliver", durable, "--nats", nats().url]);
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(/^concord: Permissions Violation for Subscription to "_INBOX\.[^"]+": the seed connected with is not the observer's or the operator's/);
+    expect(run.stderr).toContain("leave NATS_NKEY_SEED (and watch-events' --nkey) unset for npm start's, in DATA_DIR/nats-credentials");
+  });
 });
 
 describe("redeliver", () => {

@@ -107,6 +107,12 @@ describe("tools/watch-events.ts", () => {
       started.push(refused.child);
       expect(await refused.exited).toBe(1);
       expect(refused.stderr()).toMatch(/cannot reach NATS at .*: .*authorization violation/i);
+
+      // A service's seed connects, and its user may not take replies on _INBOX: the tool says which seeds it takes.
+      const service = watchEvents(["--all", "--nats", shop.nats.url, "--nkey", shop.nats.seedFile("products")]);
+      started.push(service.child);
+      expect(await service.exited).toBe(1);
+      expect(service.stderr()).toMatch(/^watch-events: Permissions Violation for Subscription to "_INBOX\.[^"]+": the seed connected with is not the observer's or the operator's/);
     });
   });
 

@@ -3,11 +3,6 @@
 import { register } from "tsx/esm/api";
 
 register();
-const { concord, endProcess, exitQuietlyOnClosedOutput } = await import("./concord.ts");
+const { concord, endProcess, exitQuietlyOnClosedOutput, failed } = await import("./concord.ts");
 exitQuietlyOnClosedOutput();
-endProcess(
-  await concord(process.argv.slice(2)).catch((err) => {
-    console.error(`concord: ${err instanceof Error ? err.message : err}`);
-    return 1;
-  }),
-);
+endProcess(await concord(process.argv.slice(2)).catch(failed));

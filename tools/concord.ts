@@ -9,7 +9,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { NatsConnection } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, defaultInboxRetentionMs, subjectProblem } from "../platform/events/index.js";
-import { connectNats, defaultNatsUrl, endProcess, exitOnSignals, exitQuietlyOnClosedOutput, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
+import { connectNats, defaultNatsUrl, endProcess, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
 import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
 import { replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
@@ -411,10 +411,13 @@ export async function concord(argv: string[]): Promise<number> {
   }
 }
 
+/** Says why a command failed (the server's reason, for NATS's refusals) and gives its exit status, 1. */
+export function failed(err: unknown): number {
+  console.error(`concord: ${reason(err)}`);
+  return 1;
+}
+
 if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
   exitQuietlyOnClosedOutput();
-  concord(process.argv.slice(2)).then(endProcess, (err: unknown) => {
-    console.error(`concord: ${err instanceof Error ? err.message : err}`);
-    endProcess(1);
-  });
+  concord(process.argv.slice(2)).then(endProcess, (err: unknown) => endProcess(failed(err)));
 }

@@ -4,7 +4,7 @@
  * declare, plus the dead letter stream, in order through consumers of the
  * observer's names, deleted when it ends (nothing is acknowledged or changed).
  */
-import { connectNats, defaultNatsUrl, exitOnSignals, exitQuietlyOnClosedOutput, seedFileToUse, watchEvents } from "./event-watch.js";
+import { connectNats, defaultNatsUrl, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, watchEvents } from "./event-watch.js";
 
 const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--nats URL] [--nkey FILE]
 
@@ -46,6 +46,6 @@ async function main(args: string[]): Promise<void> {
 
 exitQuietlyOnClosedOutput();
 main(process.argv.slice(2)).catch((err) => {
-  console.error(`watch-events: ${err instanceof Error ? err.message : err}`);
+  console.error(`watch-events: ${reason(err)}`);
   process.exitCode = 1;
 });
