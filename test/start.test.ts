@@ -452,6 +452,19 @@ describe("npm start", () => {
     expect(result.stderr).toContain("Usage: npm start [-- [--postgres] [--instances N] [--cluster]]");
   });
 
+  it("refuses options npm took as its own, given before its -- (npm start --postgres), saying to put them after it", () => {
+    // npm passes such options to no script, only as npm_config_* variables, and warns: the system would start without them.
+    // A setting start refuses (exit 2, starting nothing) keeps a start that let them through from running a system.
+    const npmStart = (...args: string[]) =>
+      spawnSync("npm", ["start", "--ignore-scripts", ...args], { env: { ...process.env, DATA_DIR: dir.path, NATS_URL: "", ORDERS_PENDING_TIMEOUT: "1m" }, encoding: "utf8", timeout: 30_000 });
+    const postgres = npmStart("--postgres");
+    expect(postgres.status).toBe(2);
+    expect(postgres.stderr).toContain("start: npm took --postgres as its own configuration, given before its --, and passed it to no script; put the options after one --: npm start -- --postgres\n");
+    const both = npmStart("--cluster", "--instances=2");
+    expect(both.status).toBe(2);
+    expect(both.stderr).toContain("start: npm took --instances --cluster as its own configuration, given before its --, and passed them to no script; put the options after one --: npm start -- --instances 2 --cluster\n");
+  });
+
   it("refuses a setting the services would refuse before starting anything, naming the service and the variable", () => {
     const dataDir = join(dir.path, "never-made");
     const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], {

@@ -536,7 +536,28 @@ function serviceTlsEnv(dataDir: string, service: "products" | "orders"): NodeJS.
   };
 }
 
+/**
+ * The options npm took as configuration of its own, given before its `--`
+ * (`npm start --postgres`): npm passes them to the script only as
+ * npm_config_<name> variables and warns among its other output, so the
+ * system would start without them. Undefined when there are none.
+ */
+function optionsTakenByNpm(env: NodeJS.ProcessEnv, args: readonly string[]): string | undefined {
+  const taken = ["postgres", "instances", "cluster"].filter((name) => env[`npm_config_${name}`] !== undefined);
+  if (taken.length === 0) return undefined;
+  // `npm start --instances 2` leaves npm_config_instances "true" and passes the 2 on as an argument.
+  const given = env.npm_config_instances !== "true" ? env.npm_config_instances : args.find((a) => /^\d+$/.test(a));
+  const options = taken.map((name) => (name === "instances" ? `--instances ${given || "N"}` : `--${name}`)).join(" ");
+  return `npm took ${taken.map((name) => `--${name}`).join(" ")} as its own configuration, given before its --, and passed ${taken.length === 1 ? "it" : "them"} to no script; put the options after one --: npm start -- ${options}`;
+}
+
 async function main(): Promise<void> {
+  const takenByNpm = optionsTakenByNpm(process.env, process.argv.slice(2));
+  if (takenByNpm) {
+    console.error(`start: ${takenByNpm}\n\n${usage}`);
+    process.exitCode = 2;
+    return;
+  }
   let flags;
   try {
     flags = parseArgs({ args: process.argv.slice(2), options: { postgres: { type: "boolean" }, instances: { type: "string" }, cluster: { type: "boolean" }, help: { type: "boolean" } } }).values;
