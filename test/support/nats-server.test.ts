@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { connect } from "nats";
+import { connect, ErrorCode, type NatsError } from "nats";
 import { describe, expect, it } from "vitest";
 import { startNatsCluster, startNatsServer, useNatsConnection, useNatsServer } from "./nats-server.js";
 import { createTempDir } from "./temp-dir.js";
@@ -68,7 +68,17 @@ describe("startNatsCluster", () => {
       await jsm.streams.add({ name: "HARNESS", subjects: ["harness.>"], num_replicas: 3 });
       // A new replicated stream answers publishes once its replicas have elected a leader (before that: 503, no responders).
       await expect.poll(async () => (await jsm.streams.info("HARNESS")).cluster?.leader, { timeout: 20_000 }).toBeTruthy();
-      await nc.jetstream().publish("harness.one", new Uint8Array([1]));
+      // And once the stream's interest in its subjects has crossed the routes to the node this client is on (a CI run
+      // got 503 with the leader known): 503 stores nothing, so the publish is sent again.
+      for (let tries = 1; ; tries++) {
+        try {
+          await nc.jetstream().publish("harness.one", new Uint8Array([1]));
+          break;
+        } catch (err) {
+          if ((err as NatsError).code !== ErrorCode.NoResponders || tries === 100) throw err;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      }
       const leader = cluster.node((await jsm.streams.info("HARNESS")).cluster!.leader!);
       await leader.kill();
       expect(leader.pid).toBeUndefined();
