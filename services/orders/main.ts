@@ -1,4 +1,4 @@
-import { grpcSecurityOf, runService } from "../../platform/runtime/index.js";
+import { hostSettingsOf, runService } from "../../platform/runtime/index.js";
 import { startOrders } from "./app.js";
 import { orderSettings } from "./config.js";
 
@@ -8,18 +8,10 @@ await runService({
   settings: orderSettings,
   start: (config, logger, signal) =>
     startOrders({
-      listen: config.ORDERS_LISTEN,
-      database: config.ORDERS_DATABASE_URL.location,
+      ...hostSettingsOf("ORDERS", config),
       productsAddress: config.PRODUCTS_ADDRESS,
       productsTimeoutMs: config.PRODUCTS_TIMEOUT,
       pendingTimeoutMs: config.ORDERS_PENDING_TIMEOUT,
-      natsUrl: config.NATS_URL,
-      security: grpcSecurityOf(config),
-      ...(config.NATS_NKEY_SEED !== undefined && { natsSeedFile: config.NATS_NKEY_SEED }),
-      shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
-      inboxRetentionMs: config.INBOX_RETENTION,
-      requestIdRetentionMs: config.REQUEST_ID_RETENTION,
-      ...(config.ORDERS_METRICS_LISTEN !== undefined && { metricsListen: config.ORDERS_METRICS_LISTEN }),
       logger,
       signal,
     }),

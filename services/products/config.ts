@@ -1,37 +1,7 @@
-import { databaseUrl, duration, durationAtLeast, hostPort, optionalHostPort, oneOf, optionalFile, text } from "../../platform/config/index.js";
-import { grpcSecuritySettings } from "../../platform/runtime/index.js";
+import { addressSettings, platformSettings } from "../../platform/runtime/index.js";
 
-/** The product service's environment. */
+/** The product service's environment: only what every service reads. */
 export const productSettings = {
-  PRODUCTS_LISTEN: { description: "host:port to serve gRPC on", default: "127.0.0.1:50051", parse: hostPort },
-  PRODUCTS_METRICS_LISTEN: {
-    description: "host:port to serve Prometheus metrics on (GET /metrics); empty: none are kept",
-    default: "",
-    parse: optionalHostPort,
-  },
-  PRODUCTS_DATABASE_URL: {
-    description: "the service's database: a SQLite file (path, file: or sqlite: URL) or a postgres:// URL",
-    fallback: "DATABASE_URL",
-    default: ".data/products.db",
-    parse: databaseUrl,
-  },
-  NATS_URL: { description: "NATS server with JetStream (several comma-separated for a cluster)", default: "nats://127.0.0.1:4222", parse: text },
-  NATS_NKEY_SEED: {
-    description: `file holding the service's NATS user nkey seed (npm start makes DATA_DIR/nats-credentials/products.nk); empty: connect without credentials`,
-    default: "",
-    parse: optionalFile,
-  },
-  INBOX_RETENTION: {
-    description: "how long the inbox remembers a processed event, to ignore it if it comes again (at least 1h)",
-    default: "7d",
-    parse: durationAtLeast("1h", "an event can come again long after it was processed"),
-  },
-  REQUEST_ID_RETENTION: {
-    description: "how long a request_id is remembered, so that a repeated create returns its first result (at least 1h)",
-    default: "24h",
-    parse: durationAtLeast("1h", "clients retry for a while after a failure"),
-  },
-  ...grpcSecuritySettings("products"),
-  SHUTDOWN_TIMEOUT: { description: "how long a stop waits for in-flight calls", default: "10s", parse: duration },
-  LOG_LEVEL: { description: "log level", default: "info", parse: oneOf("fatal", "error", "warn", "info", "debug", "trace", "silent") },
+  ...addressSettings("PRODUCTS", { listen: "127.0.0.1:50051", database: ".data/products.db" }),
+  ...platformSettings("products"),
 };

@@ -1,0 +1,38 @@
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { createTempDir } from "../../test/support/temp-dir.js";
+import { ConfigError, readConfig } from "../config/index.js";
+import { addressSettings, hostSettingsOf, platformSettings } from "./service-settings.js";
+
+describe("a service's settings", () => {
+  const dir = createTempDir("concord-service-settings-");
+  afterAll(() => dir.remove());
+  const seed = join(dir.path, "shelf.nk");
+  writeFileSync(seed, "SUA...\n");
+  const settings = { ...addressSettings("SHELF", { listen: "127.0.0.1:50060", database: ".data/shelf.db" }), ...platformSettings("shelf") };
+  const hostOptions = (env: NodeJS.ProcessEnv) => hostSettingsOf("SHELF", readConfig(settings, { GRPC_INSECURE: "1", ...env }));
+
+  it("are named after the service where two services must differ, and give the host its defaults", () => {
+    expect(Object.keys(settings).slice(0, 3)).toEqual(["SHELF_LISTEN", "SHELF_METRICS_LISTEN", "SHELF_DATABASE_URL"]);
+    expect(settings.NATS_NKEY_SEED.description).toContain("DATA_DIR/nats-credentials/shelf.nk");
+    const options = hostOptions({});
+    expect(options).toMatchObject({ listen: "127.0.0.1:50060", database: ".data/shelf.db", natsUrl: "nats://127.0.0.1:4222", shutdownTimeoutMs: 10_000 });
+    expect(options.inboxRetentionMs).toBe(7 * 24 * 3_600_000);
+    expect(options.requestIdRetentionMs).toBe(24 * 3_600_000);
+    // Empty means none: no metrics endpoint, no NATS credentials.
+    expect("metricsListen" in options).toBe(false);
+    expect("natsSeedFile" in options).toBe(false);
+  });
+
+  it("pass what is set on, the database falling back to DATABASE_URL", () => {
+    const options = hostOptions({ SHELF_LISTEN: "0.0.0.0:7000", SHELF_METRICS_LISTEN: "127.0.0.1:9300", NATS_NKEY_SEED: seed, DATABASE_URL: "postgres://db/shelf", SHUTDOWN_TIMEOUT: "3s" });
+    expect(options).toMatchObject({ listen: "0.0.0.0:7000", metricsListen: "127.0.0.1:9300", natsSeedFile: seed, database: "postgres://db/shelf", shutdownTimeoutMs: 3_000 });
+    expect(hostOptions({ SHELF_DATABASE_URL: "sqlite:/var/shelf.db", DATABASE_URL: "postgres://db/shelf" }).database).toBe("/var/shelf.db");
+  });
+
+  it("refuse a bad value, naming the service's variable", () => {
+    expect(() => hostOptions({ SHELF_LISTEN: "nowhere" })).toThrow(ConfigError);
+    expect(() => hostOptions({ SHELF_LISTEN: "nowhere" })).toThrow('SHELF_LISTEN="nowhere" is invalid');
+  });
+});

@@ -1,0 +1,90 @@
+import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, optionalFile, optionalHostPort, text, type ConfigOf, type Setting } from "../config/index.js";
+import { grpcSecurityOf, grpcSecuritySettings, type GrpcSecurity } from "./grpc-security.js";
+
+/**
+ * The variables two services on one machine must set apart, named after the
+ * service (`ORDERS_LISTEN`, `ORDERS_METRICS_LISTEN`, `ORDERS_DATABASE_URL`).
+ */
+export type AddressSettings<P extends string> = { readonly [K in `${P}_LISTEN`]: Setting<string> } & {
+  readonly [K in `${P}_METRICS_LISTEN`]: Setting<string | undefined>;
+} & { readonly [K in `${P}_DATABASE_URL`]: Setting<ReturnType<typeof databaseUrl>> };
+
+export type PlatformSettings = ReturnType<typeof platformSettings>;
+
+/**
+ * Where a service serves gRPC and metrics and where its database is, under
+ * its `prefix`; the database falls back to DATABASE_URL. A service's
+ * settings are these, then its own, then `platformSettings` (the order
+ * --help lists them in).
+ */
+export function addressSettings<P extends string>(prefix: P, defaults: { readonly listen: string; readonly database: string }): AddressSettings<P> {
+  return {
+    [`${prefix}_LISTEN`]: { description: "host:port to serve gRPC on", default: defaults.listen, parse: hostPort },
+    [`${prefix}_METRICS_LISTEN`]: {
+      description: "host:port to serve Prometheus metrics on (GET /metrics); empty: none are kept",
+      default: "",
+      parse: optionalHostPort,
+    },
+    [`${prefix}_DATABASE_URL`]: {
+      description: "the service's database: a SQLite file (path, file: or sqlite: URL) or a postgres:// URL",
+      fallback: "DATABASE_URL",
+      default: defaults.database,
+      parse: databaseUrl,
+    },
+  } as AddressSettings<P>;
+}
+
+/** What every service reads under the same names: NATS, how long the inbox and request ids remember, gRPC security, stopping, logging. */
+export function platformSettings(service: string) {
+  return {
+    NATS_URL: { description: "NATS server with JetStream (several comma-separated for a cluster)", default: "nats://127.0.0.1:4222", parse: text },
+    NATS_NKEY_SEED: {
+      description: `file holding the service's NATS user nkey seed (npm start makes DATA_DIR/nats-credentials/${service}.nk); empty: connect without credentials`,
+      default: "",
+      parse: optionalFile,
+    },
+    INBOX_RETENTION: {
+      description: "how long the inbox remembers a processed event, to ignore it if it comes again (at least 1h)",
+      default: "7d",
+      parse: durationAtLeast("1h", "an event can come again long after it was processed"),
+    },
+    REQUEST_ID_RETENTION: {
+      description: "how long a request_id is remembered, so that a repeated create returns its first result (at least 1h)",
+      default: "24h",
+      parse: durationAtLeast("1h", "clients retry for a while after a failure"),
+    },
+    ...grpcSecuritySettings(service),
+    SHUTDOWN_TIMEOUT: { description: "how long a stop waits for in-flight calls", default: "10s", parse: duration },
+    LOG_LEVEL: { description: "log level", default: "info", parse: oneOf("fatal", "error", "warn", "info", "debug", "trace", "silent") },
+  };
+}
+
+/** The service host's options the settings above give (see ServiceHostOptions). */
+export interface HostSettingsOptions {
+  readonly listen: string;
+  readonly database: string;
+  readonly natsUrl: string;
+  readonly security: GrpcSecurity;
+  readonly natsSeedFile?: string;
+  readonly shutdownTimeoutMs: number;
+  readonly inboxRetentionMs: number;
+  readonly requestIdRetentionMs: number;
+  readonly metricsListen?: string;
+}
+
+/** The values of `addressSettings(prefix)` and `platformSettings` as the service host's options. */
+export function hostSettingsOf<P extends string>(prefix: P, config: ConfigOf<AddressSettings<P>> & ConfigOf<PlatformSettings>): HostSettingsOptions {
+  const own = config as unknown as Record<string, unknown>;
+  const metricsListen = own[`${prefix}_METRICS_LISTEN`] as string | undefined;
+  return {
+    listen: own[`${prefix}_LISTEN`] as string,
+    database: (own[`${prefix}_DATABASE_URL`] as ReturnType<typeof databaseUrl>).location,
+    natsUrl: config.NATS_URL,
+    security: grpcSecurityOf(config),
+    ...(config.NATS_NKEY_SEED !== undefined && { natsSeedFile: config.NATS_NKEY_SEED }),
+    shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT,
+    inboxRetentionMs: config.INBOX_RETENTION,
+    requestIdRetentionMs: config.REQUEST_ID_RETENTION,
+    ...(metricsListen !== undefined && { metricsListen }),
+  };
+}
