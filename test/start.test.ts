@@ -238,7 +238,7 @@ describe("npm start", () => {
     expect(await again.exited).toBe(0);
   });
 
-  it("starts a cluster of three nats-servers with --cluster: streams of 3 replicas, every service given all three", { timeout: 90_000 }, async () => {
+  it("starts a cluster of three nats-servers with --cluster: streams of 3 replicas, every service given all three, and the tools find them", { timeout: 90_000 }, async () => {
     const natsPort = await freeClusterPort();
     const system = await startSystem(dir.path, { args: ["--cluster"], ports: { nats: natsPort, products: await freePort(), orders: await freePort() } });
     child = system.child;
@@ -256,6 +256,16 @@ describe("npm start", () => {
       const pid = new RegExp(`${service}: .*pid (\\d+)`).exec(system.output())![1];
       expect(readFileSync(`/proc/${pid}/environ`, "utf8").split("\0")).toContain(`NATS_URL=${urls}`);
     }
+    // The tools, given DATA_DIR alone (no NATS_URL, NATS_PORT or --nats), find the three servers this start runs.
+    const found = await runConcord({ DATA_DIR: dir.path, NATS_URL: undefined, NATS_PORT: undefined, NATS_NKEY_SEED: undefined, GRPC_INSECURE: undefined }, ["status"]);
+    expect(found.status, found.stdout + found.stderr).toBe(0);
+    expect(found.stdout).toContain(`NATS ${urls}: connected to n`);
+    const listed = await runConcord({ DATA_DIR: dir.path, NATS_URL: undefined, NATS_PORT: undefined, NATS_NKEY_SEED: undefined }, ["dlq", "list"]);
+    expect(listed.status, listed.stderr).toBe(0);
+    expect(listed.stderr).toContain("concord dlq list: 0 dead letter(s)");
+    // NATS_PORT given still wins over what the start recorded.
+    const told = await runConcord({ DATA_DIR: dir.path, NATS_URL: undefined, NATS_PORT: String(natsPort + 1), NATS_NKEY_SEED: undefined, GRPC_INSECURE: undefined }, ["status"]);
+    expect(told.stdout).toContain(`NATS nats://127.0.0.1:${natsPort + 1}: connected to n2 `);
     expect(readFileSync(join(dir.path, "nats-cluster", "n2.conf"), "utf8")).toMatch(/sync_interval: always[\s\S]*cluster \{/);
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);

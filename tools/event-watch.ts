@@ -12,6 +12,7 @@ import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, type EventDescriptor, receivedHeaders } from "../platform/events/index.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { openObserverReader, type ReaderStart } from "./nats/observer-consumer.js";
+import { readStartedServices } from "./started-services.js";
 
 /**
  * Ends the process quietly, with status 0, when what reads its output stops
@@ -27,9 +28,16 @@ export function exitQuietlyOnClosedOutput(): void {
   }
 }
 
-/** The NATS URL(s) the tools use unless told otherwise: $NATS_URL, else the server `npm start` runs on NATS_PORT (default 4222). */
-export function defaultNatsUrl(): string {
-  return process.env.NATS_URL || `nats://127.0.0.1:${process.env.NATS_PORT || 4222}`;
+/**
+ * The NATS URL(s) the tools use unless told otherwise: $NATS_URL; else the
+ * server `npm start` runs on $NATS_PORT; else those the `npm start` running
+ * on DATA_DIR gave its services (DATA_DIR/start-services.json: its NATS_PORT,
+ * its three with --cluster); else nats://127.0.0.1:4222.
+ */
+export function defaultNatsUrl(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.NATS_URL) return env.NATS_URL;
+  if (env.NATS_PORT) return `nats://127.0.0.1:${env.NATS_PORT}`;
+  return readStartedServices(dataDirOf(env))?.nats ?? "nats://127.0.0.1:4222";
 }
 
 /** The seed file to connect with, if any: --nkey, $NATS_NKEY_SEED, or the seed of `user` (the observer, or the operator) that `npm start` made. */

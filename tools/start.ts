@@ -697,10 +697,13 @@ async function main(): Promise<void> {
   let natsUrl = process.env.NATS_URL;
   const seeds: Record<"products" | "orders", string | undefined> = { products: process.env.PRODUCTS_NATS_NKEY_SEED, orders: process.env.ORDERS_NATS_NKEY_SEED };
   if (natsUrl && flags.cluster) throw new Error("--cluster starts a local cluster, NATS_URL names one of your own: use one or the other");
+  if (natsUrl) record.nats(natsUrl);
   if (!natsUrl) {
     const nats = await startNats(dataDir, env, flags.cluster === true);
     natsUrl = nats.url;
     natsTether = nats.tethers;
+    // For the tools, which find this server without NATS_PORT (or --cluster's three) given again.
+    record.nats(natsUrl);
     const dir = natsCredentialsDir(dataDir);
     seeds.products = join(dir, "products.nk");
     seeds.orders = join(dir, "orders.nk");

@@ -1,9 +1,11 @@
 /**
- * Where a running `npm start` has put each instance of each service, kept in
- * DATA_DIR/start-services.json while it runs, so that the tools find every
- * instance (`--instances N` moves instance i two ports above instance i-1)
- * without being told how many there are, and whether it is still starting
- * them (an instance not answering then is not yet up, rather than failed).
+ * Where a running `npm start` has put each instance of each service, and the
+ * NATS server(s) it gave them, kept in DATA_DIR/start-services.json while it
+ * runs, so that the tools find every instance (`--instances N` moves instance
+ * i two ports above instance i-1) without being told how many there are, and
+ * NATS on whatever NATS_PORT (or --cluster) that start was given; and whether
+ * it is still starting them (an instance not answering then is not yet up,
+ * rather than failed).
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -16,8 +18,11 @@ export interface StartedInstance {
 
 export type StartedServices = Readonly<Record<"products" | "orders", readonly StartedInstance[]>>;
 
-/** The services of a running `npm start`, and whether it is still starting them. */
-export type StartedRecord = StartedServices & { readonly starting: boolean };
+/**
+ * The services of a running `npm start`, whether it is still starting them,
+ * and the NATS URL(s) it gave them (comma-separated; unset until it knows them).
+ */
+export type StartedRecord = StartedServices & { readonly starting: boolean; readonly nats?: string };
 
 const fileIn = (dataDir: string) => join(dataDir, "start-services.json");
 
@@ -39,34 +44,48 @@ export function isStartScript(pid: number): boolean {
 
 /**
  * Records this process's services in `dataDir` as starting (replacing a file
- * a start killed outright left); `up` records them as up once they serve.
- * Removed at exit.
+ * a start killed outright left); `nats` records the NATS URL(s) given to the
+ * services once they are known, `up` records the services as up once they
+ * serve. Removed at exit.
  */
-export function recordStartedServices(dataDir: string, services: StartedServices): { up(): void } {
+export function recordStartedServices(dataDir: string, services: StartedServices): { nats(url: string): void; up(): void } {
   const file = fileIn(dataDir);
-  const write = (starting: boolean) => {
+  let starting = true;
+  let nats: string | undefined;
+  const write = () => {
     const partial = `${file}.${process.pid}`;
-    writeFileSync(partial, `${JSON.stringify({ pid: process.pid, starting, ...services })}\n`);
+    writeFileSync(partial, `${JSON.stringify({ pid: process.pid, starting, ...(nats !== undefined && { nats }), ...services })}\n`);
     renameSync(partial, file);
   };
-  write(true);
+  write();
   process.once("exit", () => {
     if (readStartedBy(dataDir)?.pid === process.pid) rmSync(file, { force: true });
   });
-  return { up: () => write(false) };
+  return {
+    nats: (url) => {
+      nats = url;
+      write();
+    },
+    up: () => {
+      starting = false;
+      write();
+    },
+  };
 }
 
-function readStartedBy(dataDir: string): (StartedServices & { pid: number; starting?: unknown }) | undefined {
+type StoredRecord = StartedServices & { pid: number; starting?: unknown; nats?: unknown };
+
+function readStartedBy(dataDir: string): StoredRecord | undefined {
   try {
-    return JSON.parse(readFileSync(fileIn(dataDir), "utf8")) as StartedServices & { pid: number; starting?: unknown };
+    return JSON.parse(readFileSync(fileIn(dataDir), "utf8")) as StoredRecord;
   } catch {
     return undefined;
   }
 }
 
 /**
- * The services of the `npm start` running on `dataDir`, and whether it is
- * still starting them; undefined when none runs there (no file, one that
+ * The services of the `npm start` running on `dataDir`, whether it is still
+ * starting them, and the NATS URL(s) it gave them; undefined when none runs there (no file, one that
  * cannot be read, or one a start killed outright left behind).
  */
 export function readStartedServices(dataDir: string): StartedRecord | undefined {
@@ -76,5 +95,6 @@ export function readStartedServices(dataDir: string): StartedRecord | undefined 
     Array.isArray(list) && list.length > 0 && list.every((i) => typeof i?.grpc === "string" && typeof i?.metrics === "string") ? list : undefined;
   const products = instances(record.products);
   const orders = instances(record.orders);
-  return products && orders ? { products, orders, starting: record.starting === true } : undefined;
+  if (!products || !orders) return undefined;
+  return { products, orders, starting: record.starting === true, ...(typeof record.nats === "string" && record.nats !== "" && { nats: record.nats }) };
 }

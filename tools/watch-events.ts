@@ -14,7 +14,9 @@ which the server refuses a consumer, is named on standard error; when no
 stream can be read, it exits with status 1.
   --all        start from the first stored event instead of new ones only
   --nats URL   NATS server, several comma-separated for a cluster (default: $NATS_URL,
-               else nats://127.0.0.1:$NATS_PORT, port 4222 unless set)
+               else nats://127.0.0.1:$NATS_PORT when set, else the server(s) the
+               \`npm start\` running on DATA_DIR gave its services, DATA_DIR
+               defaulting to .data; else nats://127.0.0.1:4222)
   --nkey FILE  the nkey seed to connect with, the observer's for a server that
                \`npm start\` runs (default: $NATS_NKEY_SEED, else
                $DATA_DIR/nats-credentials/observer.nk when it exists, DATA_DIR

@@ -27,7 +27,8 @@ Exit status: 0 done, 1 failed (for status: an instance of a service unreachable 
 unreadable), 2 bad usage.`;
 
 const natsOption = `  --nats URL          NATS server, several comma-separated for a cluster (default: $NATS_URL, else
-                      nats://127.0.0.1:$NATS_PORT, port 4222 unless set)`;
+                      nats://127.0.0.1:$NATS_PORT when set, else the server(s) the \`npm start\`
+                      running on DATA_DIR gave its services, else nats://127.0.0.1:4222)`;
 
 const filterOptions = `  --consumer DURABLE  only dead letters of this consumer (when none matches and no
                       stream has the consumer, exits with 1 naming those that exist)
