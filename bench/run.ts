@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { repoRoot } from "../tools/repo-root.js";
+import { staleBuild } from "./lib/compiled.js";
 import { BenchFlagError, benchUsage, parseBenchFlags } from "./lib/flags.js";
 import { findGhz, ghzVersion, installGhz } from "./lib/ghz.js";
 import { machineFacts } from "./lib/machine.js";
@@ -40,6 +41,13 @@ async function main(): Promise<number> {
   if (!options) {
     console.log(benchUsage(scenarios));
     return 0;
+  }
+  // The services and the event workers run the compiled code in dist/, which `npx tsx bench/run.ts` does not build:
+  // measured from a build older than the sources, the figures would be the old code's.
+  const stale = staleBuild();
+  if (stale) {
+    console.error(`bench: dist/ is older than the sources (${stale}); run \`npm run build\` first (\`npm run bench\` builds before it runs)`);
+    return 2;
   }
   const log = (line: string) => console.log(line);
   const stamp = new Date().toISOString().replace(/[:.]/g, "-").replace(/-\d{3}Z$/, "Z");

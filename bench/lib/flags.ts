@@ -45,6 +45,9 @@ run, prints one table and writes it as JSON to bench/results/<time>.json and
 bench/results/latest.json. Every load generator runs in its own process;
 services run as production runs them (compiled, from dist/; see tools/service-launch.ts)
 against a nats-server -js of the bench's own (free port, temporary store).
+\`npm run bench\` builds dist/ first; \`npx tsx bench/run.ts\` does not, and refuses
+to run (exit 2, naming the file) when a source under platform/, services/ or
+gen/ changed since dist/ was built.
 
 Scenarios (default: all, in this order):
 ${scenarios.map((s) => `  ${s.name.padEnd(9)} ${s.summary}`).join("\n")}
