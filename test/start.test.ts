@@ -455,6 +455,13 @@ describe("npm start", () => {
     expect(result.stderr).toMatch(/several instances of a service share its database, which takes PostgreSQL: add --postgres/);
   });
 
+  it("refuses a mistyped option, naming the one it likely meant, with its usage, starting nothing (exit 2)", () => {
+    const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--instance", "2"], { env: { ...process.env, DATA_DIR: dir.path, NATS_URL: "" }, encoding: "utf8", timeout: 20_000 });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain("start: unknown option --instance; did you mean --instances?\n\nUsage: npm start [-- [--postgres] [--instances N] [--cluster]]");
+    expect(readdirSync(dir.path)).toEqual([]);
+  });
+
   it("takes its options after one --, as its usage says, and says so when a second -- reached it", () => {
     const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--postgres", "--", "--instances", "2"], { env: { ...process.env, DATA_DIR: dir.path, NATS_URL: "" }, encoding: "utf8", timeout: 20_000 });
     expect(result.status).toBe(2);

@@ -97,12 +97,18 @@ describe("tools/try-order.ts", () => {
     }
   });
 
-  it("says so in --help, and refuses a flag without an address", async () => {
+  it("says so in --help, and refuses a flag without an address, and a mistyped one naming the flag it likely meant (exit 2)", async () => {
     const help = await tryOrder(["--help"], {});
     expect(help.stdout).toContain("$PRODUCTS_LISTEN");
     expect(help.stdout).toContain("$ORDERS_LISTEN");
     const bad = await tryOrder(["--orders"], {});
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toContain("--products and --orders need HOST:PORT");
+    expect(bad.stderr).toContain("try-order: Option '--orders <value>' argument missing\n\nUsage: npx tsx tools/try-order.ts");
+    const empty = await tryOrder(["--orders="], {});
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toContain("try-order: --products and --orders need HOST:PORT\n\nUsage: npx tsx tools/try-order.ts");
+    const typo = await tryOrder(["--product", "127.0.0.1:1"], {});
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain("try-order: unknown option --product; did you mean --products?\n\nUsage: npx tsx tools/try-order.ts");
   });
 });

@@ -30,6 +30,19 @@ describe("tools/watch-events.ts", () => {
     for (const child of started.splice(0)) child.kill("SIGKILL");
   });
 
+  it("refuses a mistyped option naming the one it likely meant, and an option without its value, with its usage (exit 2)", async () => {
+    for (const [args, says] of [
+      [["--nat", "nats://127.0.0.1:1"], "watch-events: unknown option --nat; did you mean --nats?"],
+      [["--al"], "watch-events: unknown option --al; did you mean --all?"],
+      [["--nkey"], "watch-events: Option '--nkey <value>' argument missing"],
+    ] as const) {
+      const tool = run([...args]);
+      expect(await tool.exited, args.join(" ")).toBe(2);
+      expect(tool.stderr()).toContain(`${says}\n\nUsage: npx tsx tools/watch-events.ts`);
+      expect(tool.stdout()).toBe("");
+    }
+  });
+
   describe("against a running shop", () => {
     let shop: Shop;
     beforeAll(async () => {

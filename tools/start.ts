@@ -38,6 +38,7 @@ import { clientTlsCredentials, waitForServing } from "../platform/grpc/index.js"
 import { redact } from "../platform/sql/postgres.js";
 import { stopOnStdinCloseVariable } from "../platform/runtime/index.js";
 import { repoRoot } from "./repo-root.js";
+import { parseArgsProblem } from "./parse-args-problem.js";
 import { findNatsServer } from "./nats/find-nats-server.mjs";
 import { ensureNatsCredentials, writeAuthorizationConfig } from "./nats/authorization.js";
 import { writeNatsServerConfig } from "./nats/server-config.js";
@@ -559,13 +560,14 @@ async function main(): Promise<void> {
     return;
   }
   let flags;
+  const options = { postgres: { type: "boolean" }, instances: { type: "string" }, cluster: { type: "boolean" }, help: { type: "boolean" } } as const;
   try {
-    flags = parseArgs({ args: process.argv.slice(2), options: { postgres: { type: "boolean" }, instances: { type: "string" }, cluster: { type: "boolean" }, help: { type: "boolean" } } }).values;
+    flags = parseArgs({ args: process.argv.slice(2), options }).values;
   } catch (err) {
     // npm passes on what follows its first `--`, so a second one (npm start -- --postgres -- --instances 2) reaches
     // this script, where it ends the options and leaves the rest as arguments it does not take.
     const hint = process.argv.slice(2).includes("--") ? " (the options all go after one --: npm start -- --postgres --instances 2)" : "";
-    console.error(`start: ${(err as Error).message}${hint}\n\n${usage}`);
+    console.error(`start: ${parseArgsProblem(err, Object.keys(options))}${hint}\n\n${usage}`);
     process.exitCode = 2;
     return;
   }

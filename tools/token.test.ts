@@ -17,6 +17,13 @@ describe("tools/token.ts", () => {
     expect(run.stdout).toBe("");
   });
 
+  it("refuses a mistyped option, naming the one it likely meant, with its usage (exit 2)", () => {
+    const run = token(["--rol", "admin"], { DATA_DIR: "/nonexistent" });
+    expect(run.status).toBe(2);
+    expect(run.stderr).toContain("token: unknown option --rol; did you mean --role?\n\nUsage: npx tsx tools/token.ts");
+    expect(run.stdout).toBe("");
+  });
+
   it("refuses a --ttl under a second as bad usage, before it reads any key", () => {
     for (const ttl of ["0s", "250ms"]) {
       const run = spawnSync(process.execPath, ["--import", "tsx", "tools/token.ts", "--role", "admin", "--ttl", ttl], { encoding: "utf8", timeout: 30_000, env: { ...process.env, DATA_DIR: "/nonexistent" } });

@@ -11,6 +11,7 @@ import { duration } from "../platform/config/index.js";
 import { methodAccess } from "../platform/grpc/index.js";
 import { maxTokenTtlSetting } from "../platform/runtime/index.js";
 import { localToken, maxTokenTtlMs, tokenKeyFile } from "./client-security.js";
+import { parseArgsProblem } from "./parse-args-problem.js";
 
 /** Every role some method's concord.v1.access rule names, as the contracts say. */
 function rolesInContracts(): Set<string> {
@@ -42,10 +43,11 @@ concord.v1.access option in proto/ (see the README's Security section).
 
 async function main(): Promise<void> {
   let values;
+  const options = { role: { type: "string", multiple: true }, subject: { type: "string" }, ttl: { type: "string" }, help: { type: "boolean" } } as const;
   try {
-    ({ values } = parseArgs({ options: { role: { type: "string", multiple: true }, subject: { type: "string" }, ttl: { type: "string" }, help: { type: "boolean" } } }));
+    ({ values } = parseArgs({ options }));
   } catch (err) {
-    console.error(`token: ${(err as Error).message}\n\n${usage}`);
+    console.error(`token: ${parseArgsProblem(err, Object.keys(options))}\n\n${usage}`);
     process.exitCode = 2;
     return;
   }

@@ -7,6 +7,7 @@
  * an admin's to create the product, customer-1's to place and read the order.
  */
 import { randomUUID } from "node:crypto";
+import { parseArgs } from "node:util";
 import { status as grpcStatus } from "@grpc/grpc-js";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { OrderServiceMethods } from "../gen/ts/shop/orders/v1/order_service_rpc.js";
@@ -15,6 +16,7 @@ import { ProductServiceMethods } from "../gen/ts/shop/products/v1/product_servic
 import { checkHealth, createClient } from "../platform/grpc/index.js";
 import { toolClientSecurity, whyUnreachable } from "./client-security.js";
 import { endProcess, exitQuietlyOnClosedOutput } from "./event-watch.js";
+import { parseArgsProblem } from "./parse-args-problem.js";
 
 const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT]
 
@@ -30,25 +32,25 @@ A service that takes the connection and does not answer within 5 s is not servin
 /** How long each service's health may take to answer. */
 const healthTimeoutMs = 5_000;
 
-/** The value after `flag`, or `fallback` when the flag is absent; undefined when the flag has no value. */
-function flag(args: string[], name: string, fallback: string): string | undefined {
-  const i = args.indexOf(name);
-  if (i < 0) return fallback;
-  const value = args[i + 1];
-  return value && !value.startsWith("--") ? value : undefined;
-}
+const options = { products: { type: "string" }, orders: { type: "string" }, help: { type: "boolean" } } as const;
 
 async function main(args: string[]): Promise<void> {
-  if (args.includes("--help")) {
+  let values;
+  try {
+    ({ values } = parseArgs({ args, options }));
+  } catch (err) {
+    console.error(`try-order: ${parseArgsProblem(err, Object.keys(options))}\n\n${usage}`);
+    process.exitCode = 2;
+    return;
+  }
+  if (values.help) {
     console.log(usage);
     return;
   }
-  const productsAddress = flag(args, "--products", process.env.PRODUCTS_LISTEN || "127.0.0.1:50051");
-  const ordersAddress = flag(args, "--orders", process.env.ORDERS_LISTEN || "127.0.0.1:50052");
-  const known = new Set(["--products", "--orders", productsAddress, ordersAddress]);
-  const unknown = args.filter((a) => !known.has(a));
-  if (productsAddress === undefined || ordersAddress === undefined || unknown.length > 0) {
-    console.error(`try-order: bad arguments: ${unknown.join(" ") || "--products and --orders need HOST:PORT"}\n\n${usage}`);
+  const productsAddress = values.products ?? (process.env.PRODUCTS_LISTEN || "127.0.0.1:50051");
+  const ordersAddress = values.orders ?? (process.env.ORDERS_LISTEN || "127.0.0.1:50052");
+  if (productsAddress === "" || ordersAddress === "") {
+    console.error(`try-order: --products and --orders need HOST:PORT\n\n${usage}`);
     process.exitCode = 2;
     return;
   }

@@ -4,7 +4,9 @@
  * declare, plus the dead letter stream, in order through consumers of the
  * observer's names, deleted when it ends (nothing is acknowledged or changed).
  */
+import { parseArgs } from "node:util";
 import { connectNats, defaultNatsUrl, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, watchEvents } from "./event-watch.js";
+import { parseArgsProblem } from "./parse-args-problem.js";
 
 const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--nats URL] [--nkey FILE]
 
@@ -22,24 +24,22 @@ stream can be read, it exits with status 1.
                $DATA_DIR/nats-credentials/observer.nk when it exists, DATA_DIR
                defaulting to .data; none: no credentials)`;
 
+const options = { all: { type: "boolean" }, nats: { type: "string" }, nkey: { type: "string" }, help: { type: "boolean" } } as const;
+
 async function main(args: string[]): Promise<void> {
-  if (args.includes("--help")) return console.log(usage);
-  const natsIndex = args.indexOf("--nats");
-  const nkeyIndex = args.indexOf("--nkey");
-  const known = new Set(["--all", "--nats", "--nkey", ...(natsIndex >= 0 ? [args[natsIndex + 1]] : []), ...(nkeyIndex >= 0 ? [args[nkeyIndex + 1]] : [])]);
-  const unknown = args.filter((a) => !known.has(a));
-  const missing = natsIndex >= 0 && !args[natsIndex + 1] ? "--nats needs a URL" : nkeyIndex >= 0 && !args[nkeyIndex + 1] ? "--nkey needs a file" : undefined;
-  if (unknown.length > 0 || missing) {
-    console.error(`watch-events: bad arguments: ${unknown.join(" ") || missing}\n\n${usage}`);
+  let values;
+  try {
+    ({ values } = parseArgs({ args, options }));
+  } catch (err) {
+    console.error(`watch-events: ${parseArgsProblem(err, Object.keys(options))}\n\n${usage}`);
     process.exitCode = 2;
     return;
   }
-  const url = natsIndex >= 0 ? args[natsIndex + 1] : defaultNatsUrl();
-  const seedFile = seedFileToUse(nkeyIndex >= 0 ? args[nkeyIndex + 1] : undefined);
-  const nc = await connectNats(url, "watch-events", seedFile);
+  if (values.help) return console.log(usage);
+  const nc = await connectNats(values.nats ?? defaultNatsUrl(), "watch-events", seedFileToUse(values.nkey));
   exitOnSignals(nc);
   try {
-    await watchEvents({ nc, name: "watch-events", all: args.includes("--all"), print: (line) => console.log(JSON.stringify(line)) });
+    await watchEvents({ nc, name: "watch-events", all: values.all === true, print: (line) => console.log(JSON.stringify(line)) });
   } catch (err) {
     await nc.close();
     throw err;
