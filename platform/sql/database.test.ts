@@ -14,6 +14,33 @@ const dir = tempDirForSuite("concord-db-");
 const migrations = [{ id: "0001_notes", sql: "CREATE TABLE notes (text TEXT NOT NULL)" }];
 
 describe("openDatabase (SQLite)", () => {
+  it("gives each row as an object keyed by its column names, values as SQLite stores them, whether the query names its columns or takes *", async () => {
+    const db = await openDatabase({ path: join(dir, "rows.db"), migrations: [{ id: "0001_things", sql: "CREATE TABLE things (id TEXT PRIMARY KEY, n INTEGER, x REAL, b BLOB, note TEXT)" }] });
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO things (id, n, x, b, note) VALUES ($1, $2, $3, $4, $5)", ["a", 7, 1.5, Buffer.from([1, 2]), null]);
+      await tx.run("INSERT INTO things (id, n, x, b, note) VALUES ($1, $2, $3, $4, $5)", ["b", -1, 0, null, "second"]);
+    });
+    const named = await db.query("SELECT id, n, x, b, note, n + 1 AS next FROM things ORDER BY id");
+    expect(named).toEqual([
+      { id: "a", n: 7, x: 1.5, b: Buffer.from([1, 2]), note: null, next: 8 },
+      { id: "b", n: -1, x: 0, b: null, note: "second", next: 0 },
+    ]);
+    expect(Object.keys(named[1])).toEqual(["id", "n", "x", "b", "note", "next"]);
+    // A name given twice keeps its last value, as better-sqlite3's own rows do.
+    expect(await db.query("SELECT id, n AS v, x AS v FROM things WHERE id = $1", ["a"])).toEqual([{ id: "a", v: 1.5 }]);
+    expect(await db.query("SELECT id FROM things WHERE id = $1", ["none"])).toEqual([]);
+    expect(await db.query("SELECT count(*) AS things FROM things")).toEqual([{ things: 2 }]);
+    // `*` takes in a column added after the statement was first run (SQLite prepares it again).
+    const all = "SELECT * FROM things WHERE id = $1";
+    expect(await db.query(all, ["b"])).toEqual([{ id: "b", n: -1, x: 0, b: null, note: "second" }]);
+    await db.transaction(async (tx) => void (await tx.run("ALTER TABLE things ADD COLUMN added TEXT NOT NULL DEFAULT 'yes'")));
+    expect(await db.query(all, ["b"])).toEqual([{ id: "b", n: -1, x: 0, b: null, note: "second", added: "yes" }]);
+    // And a row of an INSERT ... RETURNING, inside the transaction.
+    const returned = await db.transaction((tx) => tx.query("INSERT INTO things (id, n) VALUES ($1, $2) RETURNING id, n, added", ["c", 3]));
+    expect(returned).toEqual([{ id: "c", n: 3, added: "yes" }]);
+    await db.close();
+  });
+
   it("bounds each connection's page cache at SQLite's default 2 MiB, not better-sqlite3's 16 MB", async () => {
     const db = openSqlite(join(dir, "cache.db"));
     expect(db.writer.pragma("cache_size", { simple: true })).toBe(-2000);
