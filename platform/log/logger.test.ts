@@ -1,6 +1,6 @@
 import { Writable } from "node:stream";
 import pino from "pino";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { createLogger, infoLineWriter, LineBlocks } from "./logger.js";
 
 /** A destination that keeps every line it is given. */
@@ -76,6 +76,35 @@ describe("LineBlocks", () => {
     stream.flushSync();
     expect(blocks).toEqual(["aaaa\nbbbbbb\n", "c\n", "d\n"]);
     expect(synced).toBe(1);
+  });
+
+  it("passes lines on at most maxDelayMs after the first of them came, with a timer only while lines wait", () => {
+    vi.useFakeTimers();
+    try {
+      const blocks: string[] = [];
+      const stream = new LineBlocks({ write: (b: string) => blocks.push(b) }, 10, 200);
+      // Nothing waits: nothing would wake the process.
+      expect(vi.getTimerCount()).toBe(0);
+      stream.write("a\n");
+      stream.write("b\n");
+      expect(vi.getTimerCount()).toBe(1);
+      vi.advanceTimersByTime(199);
+      expect(blocks).toEqual([]);
+      vi.advanceTimersByTime(1);
+      expect(blocks).toEqual(["a\nb\n"]);
+      expect(vi.getTimerCount()).toBe(0);
+      // A block passed on by its size leaves the timer to pass on what comes after it.
+      stream.write("cc\n");
+      vi.advanceTimersByTime(100);
+      stream.write("dddddddd\n");
+      stream.write("e\n");
+      expect(blocks).toEqual(["a\nb\n", "cc\ndddddddd\n"]);
+      vi.advanceTimersByTime(100);
+      expect(blocks).toEqual(["a\nb\n", "cc\ndddddddd\n", "e\n"]);
+      expect(vi.getTimerCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 

@@ -66,22 +66,21 @@ export function infoLineWriter(logger: Logger, msg: string): (rawFields: string)
 }
 
 /**
- * Standard output, written in blocks of at least 4 KiB (or every 200 ms)
- * rather than one write per line: under load a write per call costs more
- * than the call's own work. Lines are gathered here and handed to pino's
- * asynchronous writer a block at a time, which keeps its per-write
- * bookkeeping (it measures what it holds on every write) off the per-line
- * path. Flushed synchronously when the process exits. Shared by all the
- * loggers of a process, so lines from several stay whole and in order.
+ * Standard output, written in blocks of at least 4 KiB (or 200 ms after a
+ * line came) rather than one write per line: under load a write per call
+ * costs more than the call's own work. Lines are gathered here and handed
+ * to pino's asynchronous writer a block at a time, which keeps its
+ * per-write bookkeeping (it measures what it holds on every write) off the
+ * per-line path. Flushed synchronously when the process exits. Shared by
+ * all the loggers of a process, so lines from several stay whole and in
+ * order.
  */
 function bufferedStdout(): pino.DestinationStream {
-  // One per process: every logger writing to standard output shares it (and its timer and exit hook).
+  // One per process: every logger writing to standard output shares it (and its exit hook).
   if (stdout) return stdout;
   const out = pino.destination({ dest: 1, sync: false });
-  const stream = (stdout = new LineBlocks(out, 4096));
-  const timer = setInterval(() => stream.flush(), 200).unref();
+  const stream = (stdout = new LineBlocks(out, 4096, 200));
   process.once("exit", () => {
-    clearInterval(timer);
     try {
       stream.flushSync();
     } catch {
@@ -92,20 +91,34 @@ function bufferedStdout(): pino.DestinationStream {
 }
 let stdout: LineBlocks | undefined;
 
-/** Gathers lines and passes them on joined, once at least `minLength` characters wait. */
+/**
+ * Gathers lines and passes them on joined, once at least `minLength`
+ * characters wait, or (given `maxDelayMs`) once the first of them has
+ * waited that long. The timer runs only while lines wait: a process that
+ * logs nothing is not woken for it.
+ */
 export class LineBlocks implements pino.DestinationStream {
   private lines: string[] = [];
   private length = 0;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly out: { write(block: string): unknown; flushSync?(): void },
     private readonly minLength: number,
+    private readonly maxDelayMs?: number,
   ) {}
 
   write(line: string): void {
     this.lines.push(line);
     this.length += line.length;
     if (this.length >= this.minLength) this.flush();
+    else if (this.timer === undefined && this.maxDelayMs !== undefined) {
+      // Left to run after a flush by size: it passes on what came since, and is not set again until a line waits.
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.flush();
+      }, this.maxDelayMs).unref();
+    }
   }
 
   /** Passes on what waits, however little. */
