@@ -14,6 +14,7 @@ import { findGhz, ghzVersion, installGhz } from "./lib/ghz.js";
 import { machineFacts } from "./lib/machine.js";
 import { findNatsServer, natsServerVersion, type RunningNats, startNatsServer } from "./lib/nats-server.js";
 import { type CpuShare, startCpuMeter } from "./lib/noise.js";
+import { killStarted, sleep, stopStarted } from "./lib/proc.js";
 import type { BenchContext, Options, Row, Scenario } from "./lib/report.js";
 import { formatSummary, summarize } from "./lib/summary.js";
 import { formatTable } from "./lib/table.js";
@@ -28,6 +29,37 @@ import { saga } from "./scenarios/saga.js";
 import { tracing } from "./scenarios/tracing.js";
 
 const scenarios: Scenario[] = [grpcUnary, eventPublish, eventConsume, saga, memory, durability, postgres, overload, tracing];
+
+/** The signal that interrupted the run: it then writes no figures and exits 128 + the signal's number. */
+let interrupted: NodeJS.Signals | undefined;
+let finished: Promise<unknown> = Promise.resolve();
+
+/**
+ * On SIGINT (Ctrl-C) or SIGTERM, stops every process the bench started
+ * (bench/lib/proc.ts), gives the scenario under way up to 10 s to let go of
+ * what it holds in-process (a local PostgreSQL server), removes `tmp` and
+ * exits. Node's default would end this process alone and leave its
+ * nats-server, services and workers running and `tmp` behind. A second
+ * signal skips the waiting; the exit handlers kill whatever is left.
+ */
+function stopOnSignals(tmp: string): void {
+  const leave = (signal: NodeJS.Signals) => {
+    rmSync(tmp, { recursive: true, force: true });
+    console.error(`bench: interrupted by ${signal}; stopped what it started, removed ${tmp}, wrote no figures`);
+    process.exit(128 + os.constants.signals[signal]);
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) {
+      killStarted();
+      leave(interrupted);
+    }
+    interrupted = signal;
+    console.error(`bench: ${signal}: stopping the processes it started`);
+    void Promise.race([stopStarted(5_000).then(() => finished), sleep(10_000)]).finally(() => leave(signal));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+}
 
 async function main(): Promise<number> {
   let options: Options | undefined;
@@ -49,9 +81,11 @@ async function main(): Promise<number> {
     console.error(`bench: dist/ is older than the sources (${stale}); run \`npm run build\` first (\`npm run bench\` builds before it runs)`);
     return 2;
   }
-  const log = (line: string) => console.log(line);
+  // Once interrupted, what the scenario under way says as it breaks off is noise.
+  const log = (line: string) => void (interrupted || console.log(line));
   const stamp = new Date().toISOString().replace(/[:.]/g, "-").replace(/-\d{3}Z$/, "Z");
   const tmp = mkdtempSync(join(os.tmpdir(), "concord-bench-"));
+  stopOnSignals(tmp);
   const profileDir = options.profile ? join(options.outDir, "profiles", stamp) : undefined;
   if (profileDir) mkdirSync(profileDir, { recursive: true });
 
@@ -88,11 +122,12 @@ async function main(): Promise<number> {
   const failures: Record<string, string> = {};
   const started = Date.now();
   try {
-    for (let n = 1; n <= options.runs; n++) {
+    for (let n = 1; n <= options.runs && !interrupted; n++) {
       if (options.runs > 1) log(`\n######## run ${n} of ${options.runs}`);
       const run = { rows: [] as Row[], details: {} as Record<string, unknown>, cpu: {} as Record<string, CpuShare> };
       runs.push(run);
       for (const scenario of scenarios) {
+        if (interrupted) break;
         if (options.only.length > 0 && !options.only.includes(scenario.name)) continue;
         const t0 = Date.now();
         log(`\n== ${scenario.name}: ${scenario.summary}`);
@@ -113,9 +148,10 @@ async function main(): Promise<number> {
     }
   } finally {
     await nats?.stop();
-    if (Object.keys(failures).length === 0) rmSync(tmp, { recursive: true, force: true });
+    if (Object.keys(failures).length === 0 || interrupted) rmSync(tmp, { recursive: true, force: true });
     else log(`bench: logs of the failed run kept in ${tmp}`);
   }
+  if (interrupted) return 128 + os.constants.signals[interrupted];
 
   const summary = summarize(runs.map((r) => r.rows));
   const table = options.runs > 1 ? formatSummary(summary) : formatTable(runs[0].rows);
@@ -148,9 +184,11 @@ async function main(): Promise<number> {
   return Object.keys(failures).length > 0 ? 1 : 0;
 }
 
-main().then(
-  (code) => process.exit(code),
+finished = main().then(
+  // Interrupted, the signal handler exits once the processes are stopped.
+  (code) => void (interrupted || process.exit(code)),
   (err) => {
+    if (interrupted) return;
     console.error(`bench: ${err instanceof Error ? (err.stack ?? err.message) : err}`);
     process.exit(1);
   },

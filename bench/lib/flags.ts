@@ -47,7 +47,9 @@ services run as production runs them (compiled, from dist/; see tools/service-la
 against a nats-server -js of the bench's own (free port, temporary store).
 \`npm run bench\` builds dist/ first; \`npx tsx bench/run.ts\` does not, and refuses
 to run (exit 2, naming the file) when a source under platform/, services/ or
-gen/ changed since dist/ was built.
+gen/ changed since dist/ was built. Ctrl-C (SIGINT) or SIGTERM stops every
+process the run started, removes its temporary directory and exits 130 or 143,
+writing no figures.
 
 Scenarios (default: all, in this order):
 ${scenarios.map((s) => `  ${s.name.padEnd(9)} ${s.summary}`).join("\n")}

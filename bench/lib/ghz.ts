@@ -2,6 +2,7 @@ import { execFile, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { repoRoot } from "../../tools/repo-root.js";
+import { adopt } from "./proc.js";
 
 /** ghz release the bench installs and was measured with. */
 export const GHZ_VERSION = "v0.120.0";
@@ -99,7 +100,7 @@ export function runGhz(run: GhzRun): Promise<GhzResult> {
     run.address,
   ];
   return new Promise((resolve, reject) => {
-    execFile(run.ghz, args, { maxBuffer: 16 << 20, timeout: run.durationMs + 30_000 }, (err, _stdout, stderr) => {
+    const child = execFile(run.ghz, args, { maxBuffer: 16 << 20, timeout: run.durationMs + 30_000 }, (err, _stdout, stderr) => {
       // ghz exits 1 when some calls failed; the report still says how many.
       if (!existsSync(run.outFile)) return reject(new Error(`ghz failed: ${err?.message ?? ""} ${stderr}`));
       const json = JSON.parse(readFileSync(run.outFile, "utf8")) as GhzJson;
@@ -125,5 +126,6 @@ export function runGhz(run: GhzRun): Promise<GhzResult> {
         latencyMs: { p50: pct(50), p90: pct(90), p99: pct(99), mean: json.average / 1e6, max: json.slowest / 1e6 },
       });
     });
+    adopt(child);
   });
 }

@@ -5,9 +5,45 @@ import { repoRoot } from "../../tools/repo-root.js";
 
 /** Every process the bench started, killed on exit whatever happens. */
 const started = new Set<ChildProcess>();
-process.once("exit", () => {
-  for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-});
+const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
+process.once("exit", killStarted);
+/** Set by `stopStarted`: from then on nothing new starts. */
+let stopping = false;
+
+/** SIGKILL to every process the bench started that still runs. */
+export function killStarted(): void {
+  for (const child of started) if (running(child)) child.kill("SIGKILL");
+}
+
+/**
+ * Stops every process the bench started that still runs (SIGTERM, SIGKILL
+ * after `graceMs`), resolved once all have exited. From then on
+ * `startProcess`, `runWorker` and `adopt` refuse to start another, so a
+ * scenario carrying on meanwhile cannot leave one behind.
+ */
+export async function stopStarted(graceMs = 5_000): Promise<void> {
+  stopping = true;
+  const children = [...started].filter(running);
+  const exits = children.map((child) => new Promise<void>((resolve) => (running(child) ? child.once("exit", () => resolve()) : resolve())));
+  for (const child of children) child.kill("SIGTERM");
+  const timer = setTimeout(killStarted, graceMs);
+  await Promise.all(exits);
+  clearTimeout(timer);
+}
+
+function refuseWhenStopping(what: string): void {
+  if (stopping) throw new Error(`not starting ${what}: the bench is stopping`);
+}
+
+/** Counts a child started elsewhere (ghz) among the bench's processes, stopped and killed with them; kills it when the bench is stopping. */
+export function adopt(child: ChildProcess): void {
+  if (stopping) {
+    child.kill("SIGKILL");
+    return;
+  }
+  started.add(child);
+  child.once("exit", () => started.delete(child));
+}
 
 export { freePort } from "../../tools/free-port.js";
 
@@ -86,6 +122,7 @@ export interface StartOptions {
  * production when its stdout is a file.
  */
 export function startProcess(options: StartOptions): ManagedProcess {
+  refuseWhenStopping(options.name);
   const logFile = join(options.logDir, `${options.name}.log`);
   const fd = openSync(logFile, "a");
   const child = spawn(options.command, [...options.args], { cwd: repoRoot, env: options.env ?? process.env, stdio: ["ignore", fd, fd] });
@@ -152,6 +189,7 @@ export function runWorker<R>(
   options: { onEvent?: (name: string, data?: unknown) => void; timeoutMs?: number; profileDir?: string } = {},
 ): Promise<R> {
   const { onEvent, timeoutMs = 180_000, profileDir } = options;
+  refuseWhenStopping(script);
   const execArgv = [...(profileDir ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : []), "--import", "tsx"];
   const child = fork(join(repoRoot, script), [], { cwd: repoRoot, execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
   started.add(child);
