@@ -96,6 +96,23 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(none.stderr).toContain(`no trace in ${dir.path}/traces.jsonl has a span mentioning "abc" (the services send their spans every 5 s by default: for an order placed just now, try again in a few seconds)`);
   });
 
+  it("names a mistyped option of traces with the one it likely meant, exit status 2 and its usage", async () => {
+    const serve = await concord("traces", "serve", "--zipkn");
+    expect(serve.status).toBe(2);
+    expect(serve.stderr).toMatch(/^concord traces: unknown option --zipkn; did you mean --zipkin\?\n\nUsage:/);
+    const show = await concord("traces", "show", "x", "--fil", "y");
+    expect(show.status).toBe(2);
+    expect(show.stderr).toMatch(/^concord traces: unknown option --fil; did you mean --file\?\n\nUsage:/);
+    // serve's options are not show's.
+    const other = await concord("traces", "show", "x", "--port", "4318");
+    expect(other.status).toBe(2);
+    expect(other.stderr).toMatch(/^concord traces: unknown option --port\n\nUsage:/);
+    // As the other tools take them: --file=PATH.
+    const equals = await concord("traces", "show", "abc", `--file=${dir.path}/none.jsonl`);
+    expect(equals.status).toBe(1);
+    expect(equals.stderr).toContain(`${dir.path}/none.jsonl does not exist`);
+  });
+
   it("shows the traces of a span file with a line cut short (its receiver killed while it appended), saying which line it skipped", async () => {
     const span = (spanId: string) =>
       JSON.stringify({ service: "orders", traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId, parentSpanId: "", name: `span ${spanId}`, kind: "SERVER", startNs: "1000000", endNs: "3000000", attributes: { "messaging.destination.name": "shop.orders.v1.order.o-1.placed" }, status: { code: 0 }, links: [] });

@@ -4,6 +4,8 @@
 import { existsSync, mkdirSync, readFileSync, realpathSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { parseArgsProblem } from "./parse-args-problem.js";
 import { formatTraces, type ReceivedSpan, startTraceReceiver } from "./traces/otlp-receiver.js";
 import { pinnedZipkin, type RunningZipkin, startZipkin } from "./traces/zipkin.js";
 import { dataDir as dataDirOf } from "./client-security.js";
@@ -26,18 +28,28 @@ const usageOf = (prog: string) => `Usage:
 /** Bad usage: the command answers with exit status 2 and its usage. */
 class UsageError extends Error {}
 
-function flag(args: string[], name: string, fallback: string): string {
-  const at = args.indexOf(`--${name}`);
-  if (at === -1) return fallback;
-  const value = args[at + 1];
-  if (value === undefined || value.startsWith("--")) throw new UsageError(`--${name} needs a value`);
-  args.splice(at, 2);
-  return value;
+type Options = NonNullable<ParseArgsConfig["options"]>;
+const common: Options = { file: { type: "string" }, help: { type: "boolean", short: "h" } };
+/** Each command's options: one meant for the other command is refused as unknown. */
+const optionsOf: Record<string, Options> = {
+  serve: { ...common, port: { type: "string" }, zipkin: { type: "boolean" }, "zipkin-port": { type: "string" } },
+  show: common,
+};
+
+/** The command's options and operands; a mistyped option is named with the one it likely meant. */
+function parse(command: string, args: string[]) {
+  const options = optionsOf[command]!;
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError(parseArgsProblem(err, Object.keys(options)));
+  }
 }
 
-function portFlag(args: string[], name: string, fallback: string): number {
-  const port = Number(flag(args, name, fallback));
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--${name} must be a port number`);
+function portOf(value: unknown, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const port = Number(value);
+  if (typeof value !== "string" || !/^\d+$/.test(value) || port > 65535) throw new UsageError(`--${name} must be a port number`);
   return port;
 }
 
@@ -57,23 +69,26 @@ export async function tracesCommand(argv: string[], prog = "npx tsx tools/traces
 
 async function run(argv: string[], prog: string): Promise<number> {
   const usage = usageOf(prog);
-  const args = [...argv];
-  if (args.length === 0 || args.includes("--help") || args.includes("-h")) {
+  const [command = "", ...rest] = argv;
+  if (!Object.hasOwn(optionsOf, command)) {
+    if (argv.length > 0 && !argv.includes("--help") && !argv.includes("-h")) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
     console.log(usage);
-    return args.length === 0 ? 2 : 0;
+    return argv.length === 0 ? 2 : 0;
   }
-  const command = args.shift();
+  const { values, positionals } = parse(command, rest);
+  if (values.help) {
+    console.log(usage);
+    return 0;
+  }
   // Beside the rest of the running system's files: npm start's DATA_DIR.
-  const file = flag(args, "file", join(dataDirOf(), "traces.jsonl"));
+  const file = (values.file as string | undefined) ?? join(dataDirOf(), "traces.jsonl");
   if (command === "serve") {
-    const port = portFlag(args, "port", "4318");
-    const zipkinAt = args.indexOf("--zipkin");
-    if (zipkinAt !== -1) args.splice(zipkinAt, 1);
-    const zipkinPort = portFlag(args, "zipkin-port", "9411");
-    if (args.length > 0) throw new UsageError(`unexpected ${args.join(" ")}`);
+    const port = portOf(values.port, "port", 4318);
+    const zipkinPort = portOf(values["zipkin-port"], "zipkin-port", 9411);
+    if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`);
     mkdirSync(dirname(file), { recursive: true });
     let zipkin: RunningZipkin | undefined;
-    if (zipkinAt !== -1) {
+    if (values.zipkin) {
       console.log(`starting Zipkin ${pinnedZipkin.version} on 127.0.0.1:${zipkinPort} (its output: ${dirname(file)}/zipkin.log)`);
       zipkin = await startZipkin({ port: zipkinPort, logFile: join(dirname(file), "zipkin.log"), progress: (line) => console.log(line) });
     }
@@ -99,22 +114,20 @@ async function run(argv: string[], prog: string): Promise<number> {
     await zipkin?.stop();
     return 0;
   }
-  if (command === "show") {
-    const text = args.shift();
-    if (!text || args.length > 0) throw new UsageError("show takes one <text>");
-    if (!existsSync(file)) throw new Error(`${file} does not exist; run \`${prog} serve\` while the services run (it makes the file once the first spans come; the services send theirs every 5 s by default)`);
-    const { spans, skipped } = readSpans(file);
-    // A receiver killed while it appended leaves a line cut short, which the next append continues: the rest still shows.
-    if (skipped.length > 0) console.error(`${file}: ${skipped.length} line(s) hold no whole span and were skipped (line ${skipped.slice(0, 5).join(", ")}${skipped.length > 5 ? ", ..." : ""})`);
-    const out = formatTraces(spans, text);
-    if (out === "") {
-      console.error(`no trace in ${file} has a span mentioning ${JSON.stringify(text)} (the services send their spans every 5 s by default: for an order placed just now, try again in a few seconds)`);
-      return 1;
-    }
-    console.log(out);
-    return 0;
+  // show
+  const [text] = positionals;
+  if (!text || positionals.length > 1) throw new UsageError("show takes one <text>");
+  if (!existsSync(file)) throw new Error(`${file} does not exist; run \`${prog} serve\` while the services run (it makes the file once the first spans come; the services send theirs every 5 s by default)`);
+  const { spans, skipped } = readSpans(file);
+  // A receiver killed while it appended leaves a line cut short, which the next append continues: the rest still shows.
+  if (skipped.length > 0) console.error(`${file}: ${skipped.length} line(s) hold no whole span and were skipped (line ${skipped.slice(0, 5).join(", ")}${skipped.length > 5 ? ", ..." : ""})`);
+  const out = formatTraces(spans, text);
+  if (out === "") {
+    console.error(`no trace in ${file} has a span mentioning ${JSON.stringify(text)} (the services send their spans every 5 s by default: for an order placed just now, try again in a few seconds)`);
+    return 1;
   }
-  throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  console.log(out);
+  return 0;
 }
 
 /** The spans of a file `serve` appended to, one JSON object a line, and the numbers of the lines that hold none. */
