@@ -203,6 +203,33 @@ describe("npm start", () => {
     expect(system.output()).toContain("everything stopped");
   });
 
+  it("is found by try-order with DATA_DIR alone, where PRODUCTS_LISTEN and ORDERS_LISTEN put it; those and the flags still win", { timeout: 120_000 }, async () => {
+    // Ports other than the defaults, given to this start only: another shell knows DATA_DIR and nothing else.
+    const system = await startSystem(dir.path);
+    child = system.child;
+    const tryOrder = (args: string[], env: Record<string, string | undefined>) => {
+      const merged: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dir.path };
+      for (const name of ["PRODUCTS_LISTEN", "ORDERS_LISTEN", "GRPC_INSECURE", "GRPC_AUTH"]) delete merged[name];
+      return spawnSync(process.execPath, ["--import", "tsx", "tools/try-order.ts", ...args], { env: { ...merged, ...env }, encoding: "utf8", timeout: 60_000 });
+    };
+    const found = tryOrder([], {});
+    expect(found.stderr).toBe("");
+    expect(found.status).toBe(0);
+    expect(found.stdout).toMatch(/order \S+ is ORDER_STATE_CONFIRMED/);
+    // A variable, and a flag over it, still say where to look.
+    const closed = `127.0.0.1:${await freePort()}`;
+    const told = tryOrder([], { PRODUCTS_LISTEN: closed });
+    expect(told.status).toBe(1);
+    expect(told.stderr).toContain(`try-order: the product service at ${closed} is not serving`);
+    expect(told.stderr).not.toContain("order service");
+    const flagged = tryOrder(["--orders", closed], { ORDERS_LISTEN: `127.0.0.1:${system.ports.orders}` });
+    expect(flagged.status).toBe(1);
+    expect(flagged.stderr).toContain(`try-order: the order service at ${closed} is not serving`);
+    expect(flagged.stderr).not.toContain("product service");
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+  });
+
   it("runs nats-server with the generated authorization: a seed per user under DATA_DIR (0600), kept across starts, never printed; no credentials, no connection", { timeout: 90_000 }, async () => {
     const system = await startSystem(dir.path);
     child = system.child;

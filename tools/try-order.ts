@@ -2,7 +2,8 @@
  * A worked example against a running system (`npm start`): creates a
  * product, places an order for it, and follows the order until the saga
  * settles it. Finds the services where `npm start` puts them, from the same
- * environment variables; `--products` and `--orders` override them. Calls
+ * environment variables, else where the `npm start` running on DATA_DIR
+ * recorded them; `--products` and `--orders` override them. Calls
  * go over TLS with tokens made with the local key (tools/client-security.ts):
  * an admin's to create the product, customer-1's to place and read the order.
  */
@@ -14,9 +15,10 @@ import { OrderServiceMethods } from "../gen/ts/shop/orders/v1/order_service_rpc.
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { ProductServiceMethods } from "../gen/ts/shop/products/v1/product_service_rpc.js";
 import { checkHealth, createClient } from "../platform/grpc/index.js";
-import { toolClientSecurity, whyUnreachable } from "./client-security.js";
+import { dataDir, toolClientSecurity, whyUnreachable } from "./client-security.js";
 import { endProcess, exitQuietlyOnClosedOutput } from "./event-watch.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
+import { readStartedServices } from "./started-services.js";
 
 const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT]
 
@@ -25,8 +27,10 @@ it and follows the order until the saga settles it, over TLS trusting DATA_DIR/t
 DATA_DIR/auth/token-hs256.key (an admin creates the product, customer-1 places
 the order; GRPC_INSECURE=1 and GRPC_AUTH=none as for the services). The
 services are found where \`npm start\` puts them:
-  --products HOST:PORT   product service (default: $PRODUCTS_LISTEN or 127.0.0.1:50051)
-  --orders HOST:PORT     order service (default: $ORDERS_LISTEN or 127.0.0.1:50052)
+  --products HOST:PORT   product service (default: $PRODUCTS_LISTEN, else the first instance
+                         of the \`npm start\` running on DATA_DIR, else 127.0.0.1:50051)
+  --orders HOST:PORT     order service (default: $ORDERS_LISTEN, else the first instance
+                         of the \`npm start\` running on DATA_DIR, else 127.0.0.1:50052)
 A service that takes the connection and does not answer within 5 s is not serving.`;
 
 /** How long each service's health may take to answer. */
@@ -47,8 +51,10 @@ async function main(args: string[]): Promise<void> {
     console.log(usage);
     return;
   }
-  const productsAddress = values.products ?? (process.env.PRODUCTS_LISTEN || "127.0.0.1:50051");
-  const ordersAddress = values.orders ?? (process.env.ORDERS_LISTEN || "127.0.0.1:50052");
+  // A start run with other ports in another shell recorded where it put its services, as `concord status` finds them.
+  const started = values.products === undefined || values.orders === undefined ? readStartedServices(dataDir()) : undefined;
+  const productsAddress = values.products ?? (process.env.PRODUCTS_LISTEN || started?.products[0]!.grpc || "127.0.0.1:50051");
+  const ordersAddress = values.orders ?? (process.env.ORDERS_LISTEN || started?.orders[0]!.grpc || "127.0.0.1:50052");
   if (productsAddress === "" || ordersAddress === "") {
     console.error(`try-order: --products and --orders need HOST:PORT\n\n${usage}`);
     process.exitCode = 2;
