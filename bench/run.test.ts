@@ -72,15 +72,27 @@ describe("npx tsx bench/run.ts with dist/ older than the sources", () => {
   });
 });
 
+/** Names under `dir` and one level below it. */
+function entriesUnder(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => [e.name, ...(e.isDirectory() ? readdirSync(join(dir, e.name)).map((name) => join(e.name, name)) : [])]);
+}
+
 describe("npx tsx bench/run.ts interrupted", () => {
-  it.each(["SIGTERM", "SIGINT"] as const)(
-    "stops on %s every process it started, removes its temp dir and exits 128 + the signal's number, writing no figures",
+  const cases = [
+    // By this line it runs a nats-server, the product service and the bare server.
+    { signal: "SIGTERM", only: "grpc", ready: (stdout: string) => stdout.includes("GetProduct response"), running: ["nats-server", join("dist", "services", "products", "main.js"), "bare-grpc-server.ts"] },
+    { signal: "SIGINT", only: "grpc", ready: (stdout: string) => stdout.includes("GetProduct response"), running: ["nats-server", join("dist", "services", "products", "main.js"), "bare-grpc-server.ts"] },
+    // The publishing worker with the SQLite outbox of its own temp dir.
+    { signal: "SIGTERM", only: "publish", ready: (_: string, entries: string[]) => entries.some((name) => /concord-bench-outbox-/.test(name)), running: ["nats-server", "events-publish.ts"] },
+  ] as const;
+  it.each(cases)(
+    "stops on $signal during $only every process it started, removes its temp dir and its workers' and exits 128 + the signal's number, writing no figures",
     { timeout: 180_000 },
-    async (signal) => {
+    async ({ signal, only, ready, running }) => {
       const scratch = mkdtempSync(join(os.tmpdir(), "concord-bench-signal-"));
       const out = join(scratch, "results");
       // Its temp dir goes under TMPDIR: here, where the test can see what is left.
-      const bench = spawn(process.execPath, ["--import", "tsx", "bench/run.ts", "--quick", "--only", "grpc", "--no-ghz", "--out", out], {
+      const bench = spawn(process.execPath, ["--import", "tsx", "bench/run.ts", "--quick", "--only", only, "--no-ghz", "--out", out], {
         cwd: repoRoot,
         env: { ...process.env, TMPDIR: scratch },
         stdio: ["ignore", "pipe", "pipe"],
@@ -89,21 +101,19 @@ describe("npx tsx bench/run.ts interrupted", () => {
       let stderr = "";
       bench.stdout.on("data", (d) => (stdout += d));
       bench.stderr.on("data", (d) => (stderr += d));
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => bench.once("exit", (code, sig) => resolve({ code, signal: sig })));
+      const exited = new Promise<number | null>((resolve) => bench.once("exit", (code) => resolve(code)));
+      const benchEntries = () => entriesUnder(scratch).filter((name) => name.startsWith("concord-bench-"));
       let seen: Seen[] = [];
       try {
-        // By this line it runs a nats-server, the product service and the bare server.
-        await expect.poll(() => (bench.exitCode === null ? stdout : `exited with ${bench.exitCode}: ${stderr}`), { timeout: 120_000, interval: 200 }).toContain("GetProduct response");
+        await expect.poll(() => (bench.exitCode === null ? ready(stdout, benchEntries()) : `exited with ${bench.exitCode}: ${stderr}`), { timeout: 120_000, interval: 100 }).toBe(true);
         seen = descendants(bench.pid!);
-        expect(seen.some((p) => p.command.includes("nats-server"))).toBe(true);
-        expect(seen.some((p) => p.command.includes(join("dist", "services", "products", "main.js")))).toBe(true);
-        expect(readdirSync(scratch).filter((name) => name.startsWith("concord-bench-"))).toHaveLength(1);
+        for (const command of running) expect(seen.some((p) => p.command.includes(command)), command).toBe(true);
 
         bench.kill(signal);
-        const { code } = await exited;
+        const code = await exited;
         // What its own tsx loader ran (esbuild) ends once it is gone; give it a moment.
         await expect.poll(() => seen.filter(alive).map((p) => `${p.pid} ${p.command}`), { timeout: 10_000 }).toEqual([]);
-        expect(readdirSync(scratch).filter((name) => name.startsWith("concord-bench-"))).toEqual([]);
+        expect(benchEntries()).toEqual([]);
         expect(readdirSync(scratch)).not.toContain("results");
         expect(code).toBe(128 + os.constants.signals[signal]);
         expect(stderr).toMatch(new RegExp(`^bench: interrupted by ${signal}; stopped what it started, removed \\S+, wrote no figures$`, "m"));

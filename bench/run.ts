@@ -86,6 +86,8 @@ async function main(): Promise<number> {
   const stamp = new Date().toISOString().replace(/[:.]/g, "-").replace(/-\d{3}Z$/, "Z");
   const tmp = mkdtempSync(join(os.tmpdir(), "concord-bench-"));
   stopOnSignals(tmp);
+  // The workers, which inherit it, make their temporary files there (lib/worker.ts): a run interrupted leaves none.
+  process.env.CONCORD_BENCH_TMP = tmp;
   const profileDir = options.profile ? join(options.outDir, "profiles", stamp) : undefined;
   if (profileDir) mkdirSync(profileDir, { recursive: true });
 

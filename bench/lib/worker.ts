@@ -1,3 +1,8 @@
+import { tmpdir } from "node:os";
+
+/** Where a worker makes its temporary files: in the bench run's temp dir, which goes with the run however it ends, else the system's. */
+export const scratchDir = (): string => process.env.CONCORD_BENCH_TMP || tmpdir();
+
 /**
  * The worker side of `runWorker`: waits for its config on the IPC channel,
  * runs, sends back the result (or the error) and exits.

@@ -9,12 +9,11 @@
  * server in the measured window (messages acknowledged in order).
  */
 import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type JetStreamManager } from "nats";
 import { benchConsumerSpec, OrderPlacedEvent } from "../lib/events.js";
 import { compiledPlatform } from "../lib/compiled.js";
-import { workerMain } from "../lib/worker.js";
+import { scratchDir, workerMain } from "../lib/worker.js";
 
 // The code under test as production runs it (compiled), the same for every mode.
 const { events, log, sql } = await compiledPlatform();
@@ -63,7 +62,7 @@ workerMain<ConsumeConfig, ConsumeResult>(async (config) => {
   let cleanup = () => {};
 
   if (config.mode === "concord") {
-    const dir = mkdtempSync(join(tmpdir(), "concord-bench-inbox-"));
+    const dir = mkdtempSync(join(scratchDir(), "concord-bench-inbox-"));
     const db = await openDatabase({ path: config.databaseUrl ?? join(dir, "consumer.db"), migrations: eventMigrations });
     const running = await startConsumers({
       nc,

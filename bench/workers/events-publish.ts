@@ -18,12 +18,11 @@
  *   flush every 1000 (for the consuming scenario; not timed, checked by count).
  */
 import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "nats";
 import { idGenerator, OrderPlacedEvent, rawEventFactory, sampleOrderPlaced, streamSpec } from "../lib/events.js";
 import { compiledPlatform } from "../lib/compiled.js";
-import { workerMain } from "../lib/worker.js";
+import { scratchDir, workerMain } from "../lib/worker.js";
 
 // The code under test as production runs it (compiled), the same for every mode.
 const { events, log, sql } = await compiledPlatform();
@@ -140,7 +139,7 @@ workerMain<PublishConfig, PublishResult>(async (config, emit) => {
 type Emit = (name: "window-start" | "window-end") => void;
 
 async function commitsAlone(config: PublishConfig): Promise<PublishResult> {
-  const dir = mkdtempSync(join(tmpdir(), "concord-bench-commits-"));
+  const dir = mkdtempSync(join(scratchDir(), "concord-bench-commits-"));
   const db = await openDatabase({ path: join(dir, "outbox.db"), migrations: outboxMigrations });
   try {
     const box = createOutbox({ db, source: "orders" });
@@ -176,7 +175,7 @@ async function commitsAlone(config: PublishConfig): Promise<PublishResult> {
 }
 
 async function outbox(config: PublishConfig, logger: ReturnType<typeof createLogger>, emit: Emit): Promise<PublishResult> {
-  const dir = mkdtempSync(join(tmpdir(), "concord-bench-outbox-"));
+  const dir = mkdtempSync(join(scratchDir(), "concord-bench-outbox-"));
   const db = await openDatabase({ path: config.databaseUrl ?? join(dir, "outbox.db"), migrations: outboxMigrations });
   const bus = await connectEventBus({ url: config.natsUrl, name: "bench-outbox", logger });
   try {
