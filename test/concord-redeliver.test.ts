@@ -4,6 +4,7 @@ import { AckPolicy, connect, headers as natsHeaders, nanos, nkeyAuthenticator, t
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, ensureStreams } from "../platform/events/index.js";
+import { fileDeadLetter } from "../platform/events/dead-letter.js";
 import { abandonedRange, PastInboxError, redeliver } from "../tools/concord/redeliver.js";
 import { uuidv7 } from "../platform/ids/index.js";
 import { wireHeaders } from "../platform/events/nats-internals.js";
@@ -168,6 +169,38 @@ describe("npx concord consumer redeliver", () => {
     expect(run.status).toBe(1);
     expect(run.stderr).toMatch(/^concord: Permissions Violation for Subscription to "_INBOX\.[^"]+": the seed connected with is not the observer's or the operator's/);
     expect(run.stderr).toContain("leave NATS_NKEY_SEED (and watch-events' --nkey) unset for npm start's, in DATA_DIR/nats-credentials");
+  });
+
+  it("says, given the observer's seed to a command that changes things, that it takes the operator's", { timeout: 60_000 }, async () => {
+    // A dead letter the replay's check passes: an order's event in SHOP_ORDERS, filed by the product service's user.
+    const id = uuidv7();
+    const subject = `shop.orders.v1.order.${id}.placed`;
+    const headers = { "ce-specversion": "1.0", "ce-id": id, "ce-type": "shop.orders.v1.OrderPlaced", "ce-source": "orders" };
+    const h = natsHeaders();
+    for (const [name, value] of Object.entries(headers)) h.set(name, value);
+    const data = new Uint8Array([1]);
+    const asOrders = await connectAs("orders");
+    const { seq } = await asOrders.jetstream().publish(subject, data, { headers: h });
+    // The consumer to redeliver for, unless the test before made it.
+    const consumers = (await asOrders.jetstreamManager()).consumers;
+    await consumers.info("SHOP_PRODUCTS", durable).catch(() => consumers.add("SHOP_PRODUCTS", { durable_name: durable, filter_subject: "shop.products.v1.reservation.*.reserved", ack_policy: AckPolicy.Explicit }));
+    await fileDeadLetter((await connectAs("products")).jetstream(), deadLetterStreamSpec, { consumer: "products-order-placed", stream: "SHOP_ORDERS", subject, streamSequence: seq, deliveryCount: 5, headers, data, storedAt: new Date() }, "the handler gave up");
+    const reserved = natsHeaders();
+    for (const [name, value] of Object.entries({ ...headers, "ce-id": uuidv7(), "ce-type": "shop.products.v1.StockReserved", "ce-source": "products" })) reserved.set(name, value);
+    const event = await (await connectAs("products")).jetstream().publish(`shop.products.v1.reservation.${id}.reserved`, data, { headers: reserved });
+    // The observer's seed, as one set for the nats CLI: the server refuses every publish the command makes.
+    const asObserver = { DATA_DIR: dir.path, NATS_NKEY_SEED: nats().seedFile("observer") };
+    const runs = {
+      replay: await runConcord(asObserver, ["dlq", "replay", "--all", "--nats", nats().url]),
+      purge: await runConcord(asObserver, ["dlq", "purge", "--yes", "--nats", nats().url]),
+      redeliver: await runConcord(asObserver, ["consumer", "redeliver", durable, "--from", String(event.seq), "--to", String(event.seq), "--nats", nats().url]),
+    };
+    for (const [command, run] of Object.entries(runs)) {
+      expect(run.status, command).toBe(1);
+      expect(run.stderr, command).toMatch(/Permissions Violation for Publish to "[^"]+": the seed connected with is not the operator's; dlq replay, dlq purge, consumer redeliver and streams provision act as the operator: leave NATS_NKEY_SEED unset/);
+      expect(run.stderr, command).not.toContain(`'Permissions`);
+    }
+    expect(runs.replay.stderr).toContain("replaying dead letter");
   });
 });
 

@@ -162,7 +162,7 @@ async function dlqReplay(args: string[]): Promise<number> {
         console.error(`concord dlq replay: would replay ${outcome.chosen} dead letter(s); nothing changed (--dry-run)`);
         return 0;
       case "failed":
-        console.error(`concord dlq replay: replaying dead letter ${outcome.seq} failed after ${outcome.replayed} of ${outcome.chosen}${skippedNote(outcome.skipped)}: ${outcome.error.message}`);
+        console.error(`concord dlq replay: replaying dead letter ${outcome.seq} failed after ${outcome.replayed} of ${outcome.chosen}${skippedNote(outcome.skipped)}: ${reason(outcome.error)}`);
         return 1;
       case "replayed":
         console.error(`concord dlq replay: replayed ${outcome.replayed} dead letter(s) and deleted them from the dead letter stream${skippedNote(outcome.skipped)}`);

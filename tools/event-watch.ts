@@ -113,13 +113,18 @@ export function exitOnSignals(nc: NatsConnection): void {
  * The server's reason for an error, with its JetStream error code when it
  * gave one. A refused subscription to _INBOX says whose seed that is: a
  * service's user takes replies on an inbox of its own, so every request of
- * a tool connected with it fails so.
+ * a tool connected with it fails so. A refused publish says that the
+ * commands that change things take the operator's seed: the observer's
+ * (NATS_NKEY_SEED set for the nats CLI, say) may publish nothing.
  */
 export function reason(err: unknown): string {
   const apiError = (err as NatsError).api_error;
   const message = apiError?.description ?? (err instanceof Error ? err.message : String(err));
   if (/^'?Permissions Violation for Subscription to "_INBOX\./.test(message)) {
     return `${message.replace(/^'|'$/g, "")}: the seed connected with is not the observer's or the operator's (a service's user takes replies only on an inbox of its own); the tools read with the observer's seed and change dead letters and streams with the operator's: leave NATS_NKEY_SEED (and watch-events' --nkey) unset for npm start's, in DATA_DIR/nats-credentials`;
+  }
+  if (/^'?Permissions Violation for Publish to "/.test(message)) {
+    return `${message.replace(/^'|'$/g, "")}: the seed connected with is not the operator's; dlq replay, dlq purge, consumer redeliver and streams provision act as the operator: leave NATS_NKEY_SEED unset for npm start's operator.nk, in DATA_DIR/nats-credentials, or name the operator's seed in it`;
   }
   return apiError?.err_code ? `${message} (err_code ${apiError.err_code})` : message;
 }
