@@ -1,5 +1,6 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { createUser } from "nkeys.js";
 import { AckPolicy, connect, headers as natsHeaders, nanos, nkeyAuthenticator, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
@@ -169,6 +170,24 @@ describe("npx concord consumer redeliver", () => {
     expect(run.status).toBe(1);
     expect(run.stderr).toMatch(/^concord: Permissions Violation for Subscription to "_INBOX\.[^"]+": the seed connected with is not the observer's or the operator's/);
     expect(run.stderr).toContain("leave NATS_NKEY_SEED (and watch-events' --nkey) unset for npm start's, in DATA_DIR/nats-credentials");
+  });
+
+  it("says, refused for want of credentials, where it looked for a seed, and, refused a seed, which seed that was", async () => {
+    const elsewhere = createTempDir("concord-no-seeds-");
+    try {
+      const none = await runConcord({ DATA_DIR: elsewhere.path, NATS_NKEY_SEED: undefined }, ["dlq", "list", "--nats", nats().url]);
+      expect(none.status).toBe(1);
+      expect(none.stderr).toContain(
+        `concord: NATS at ${nats().url} refused the connection: Authorization Violation: it wants credentials, and no seed was given: NATS_NKEY_SEED is unset and ${join(elsewhere.path, "nats-credentials")} holds none`,
+      );
+      const stranger = join(elsewhere.path, "stranger.nk");
+      writeFileSync(stranger, new TextDecoder().decode(createUser().getSeed()), { mode: 0o600 });
+      const unknown = await runConcord({ DATA_DIR: dir.path, NATS_NKEY_SEED: stranger }, ["dlq", "list", "--nats", nats().url]);
+      expect(unknown.status).toBe(1);
+      expect(unknown.stderr).toContain(`Authorization Violation: it does not know the seed in ${stranger}`);
+    } finally {
+      elsewhere.remove();
+    }
   });
 
   it("says, given the observer's seed to a command that changes things, that it takes the operator's", { timeout: 60_000 }, async () => {

@@ -119,7 +119,7 @@ describe("tools/watch-events.ts", () => {
       const refused = watchEvents(["--all", "--nats", shop.nats.url], { NATS_NKEY_SEED: "", DATA_DIR: `${shop.dir}/no-credentials-here` });
       started.push(refused.child);
       expect(await refused.exited).toBe(1);
-      expect(refused.stderr()).toMatch(/cannot reach NATS at .*: .*authorization violation/i);
+      expect(refused.stderr()).toContain(`watch-events: NATS at ${shop.nats.url} refused the connection: Authorization Violation: it wants credentials, and no seed was given`);
 
       // A service's seed connects, and its user may not take replies on _INBOX: the tool says which seeds it takes.
       const service = watchEvents(["--all", "--nats", shop.nats.url, "--nkey", shop.nats.seedFile("products")]);

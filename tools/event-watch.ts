@@ -72,8 +72,17 @@ export async function connectNats(url: string, name: string, seedFile = seedFile
   const authenticator = seedFile === undefined ? undefined : authenticatorOf(seedFile);
   return connect({ servers: url.split(",").map((u) => u.trim()), name, timeout: timeoutMs, ...(authenticator && { authenticator }) }).catch((err: NatsError) => {
     const why = err.code === "TIMEOUT" ? `no answer within ${timeoutMs / 1000} s (a server that takes connections and sends nothing is stopped or hung)` : err.message;
+    if (/Authorization Violation/i.test(err.message)) throw new Error(`NATS at ${url} refused the connection: Authorization Violation: ${credentialsProblem(seedFile)}`);
     throw new Error(`cannot reach NATS at ${url}: ${why}`);
   });
+}
+
+/** Why a server that wants credentials refused these: none found (where they were looked for), or a seed it does not know. */
+function credentialsProblem(seedFile: string | undefined): string {
+  if (seedFile === undefined) {
+    return `it wants credentials, and no seed was given: NATS_NKEY_SEED is unset and ${join(dataDirOf(), "nats-credentials")} holds none (\`npm start\` makes them in its DATA_DIR: set DATA_DIR to the directory it uses, or NATS_NKEY_SEED to a seed file)`;
+  }
+  return `it does not know the seed in ${seedFile} (one made by another DATA_DIR's \`npm start\`, or replaced since: use the seeds of the start that runs this server)`;
 }
 
 /**
