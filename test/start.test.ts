@@ -563,6 +563,21 @@ describe("npm start", () => {
     expect(readdirSync(dir.path)).not.toContain("start.pid");
   });
 
+  it("with GRPC_TLS_CLIENT_AUTH=require, prints a grpcurl command that shows the client certificate, and that command works", { timeout: 90_000 }, async () => {
+    const system = await startSystem(dir.path, { env: { GRPC_TLS_CLIENT_AUTH: "require" } });
+    child = system.child;
+    const tls = join(dir.path, "tls");
+    const hint = system.output().match(/Concord is up\. Try: (grpcurl [^\n]*?) {4}\(Ctrl-C stops everything\)/)?.[1];
+    expect(hint).toBe(`grpcurl -cacert ${join(tls, "ca.pem")} -cert ${join(tls, "client.pem")} -key ${join(tls, "client-key.pem")} 127.0.0.1:${system.ports.orders} list`);
+    // Run as printed: without the client's certificate the server refuses the handshake ("certificate required").
+    const [, ...args] = hint!.split(" ");
+    const listed = spawnSync(join(repoRoot, ".tools", "bin", "grpcurl"), ["-max-time", "10", ...args], { encoding: "utf8", timeout: 20_000 });
+    expect(listed.stderr).toBe("");
+    expect(listed.stdout).toContain("shop.orders.v1.OrderService");
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+  });
+
   it("shows a DATA_DIR inside the working directory relative to it, as the README shows .data/...", { timeout: 90_000 }, async () => {
     // Inside the repository, where npm start runs; tmp/ there is ignored by git.
     const tmp = join(repoRoot, "tmp");

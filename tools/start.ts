@@ -111,7 +111,8 @@ Environment (all optional):
                     new ones, see the README's Security section)
   GRPC_TLS_CLIENT_AUTH
                     require: the services refuse clients without a
-                    certificate from the CA (DATA_DIR/tls/client.pem is one)
+                    certificate from the CA (DATA_DIR/tls/client.pem is one,
+                    which the grpcurl command printed once up shows)
   GRPC_AUTH         none: the services check no bearer tokens (default jwt)
   GRPC_AUTH_MAX_TOKEN_TTL
                     the longest a bearer token may live: the services refuse
@@ -516,7 +517,7 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boole
  * handed to the services through their GRPC_* variables (any set already
  * win). Returns what this script needs to check their health.
  */
-function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: readonly string[]): { caFile?: string; credentials?: ChannelCredentials } {
+function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: readonly string[]): { caFile?: string; clientCert?: { certFile: string; keyFile: string }; credentials?: ChannelCredentials } {
   if (process.env.GRPC_INSECURE === "1") return {};
   const hosts = [...new Set(addresses.map((a) => a.replace(/:\d+$/, "").replace(/^\[|\]$/g, "")))];
   const made = ensureDevCredentials(dataDir, ["products", "orders", "client"], hosts);
@@ -525,7 +526,9 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
   env.GRPC_TLS_CA = caFile;
   env.GRPC_AUTH_KEY_FILE = process.env.GRPC_AUTH_KEY_FILE || made.tokenKeyFile;
   const client = made.certs.client;
-  return { caFile, credentials: clientTlsCredentials({ caFile, certFile: client.certFile, keyFile: client.keyFile }) };
+  // Clients must show a certificate when the services require one: the hint printed at start-up gives the client's.
+  const clientCert = env.GRPC_TLS_CLIENT_AUTH === "require" ? { certFile: client.certFile, keyFile: client.keyFile } : undefined;
+  return { caFile, clientCert, credentials: clientTlsCredentials({ caFile, certFile: client.certFile, keyFile: client.keyFile }) };
 }
 
 /** The variables that give one service its own certificate, unless set already. */
@@ -744,7 +747,9 @@ async function main(): Promise<void> {
   for (const line of lines) console.log(line);
   up = true;
   record.up();
-  const grpcurl = grpc.caFile ? `grpcurl -cacert ${shown(grpc.caFile)}` : "grpcurl -plaintext";
+  const grpcurl = !grpc.caFile
+    ? "grpcurl -plaintext"
+    : `grpcurl -cacert ${shown(grpc.caFile)}${grpc.clientCert ? ` -cert ${shown(grpc.clientCert.certFile)} -key ${shown(grpc.clientCert.keyFile)}` : ""}`;
   console.log(`Concord is up. Try: ${grpcurl} ${ordersListen} list    (Ctrl-C stops everything)`);
 }
 
