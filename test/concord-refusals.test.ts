@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec } from "../platform/events/index.js";
 import { type ConcordRun, runConcord } from "./support/concord.js";
-import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
+import { freePort, useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
 
 describe("npx concord refuses what names nothing, and ends quietly when its reader goes", () => {
@@ -137,9 +137,18 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     // nats.js keeps the socket of a connection its server never greeted open, which kept the command from ever ending.
     const run = await runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: undefined }, ["status", "--nats", `nats://${hung}`, "--products", "127.0.0.1:1", "--orders", "127.0.0.1:1", "--products-metrics", "127.0.0.1:1", "--orders-metrics", "127.0.0.1:1"], 50_000);
     expect(run.status, run.stdout + run.stderr).toBe(1);
-    expect(run.stdout).toContain(`NATS nats://${hung}: cannot reach NATS at nats://${hung}: no answer within 5 s (a server that takes connections and sends nothing is stopped or hung)`);
+    expect(run.stdout).toContain(`NATS nats://${hung}: cannot reach NATS at nats://${hung}: no answer within 5 s (a server that takes connections and sends nothing is stopped or hung, or is no NATS server: a gRPC or metrics address, say)`);
     expect(run.stdout).toContain("orders  gRPC 127.0.0.1:1: unreachable");
     expect(run.stdout).toMatch(/consumer orders-stock-reserved: unknown \(cannot reach NATS/);
+  });
+
+  it("says that nothing listens at a NATS address that refuses connections, and where another is named", async () => {
+    const closed = await freePort();
+    const run = await runConcord({ DATA_DIR: dir.path, NATS_NKEY_SEED: undefined, NATS_URL: undefined, NATS_PORT: String(closed) }, ["dlq", "list"], 30_000);
+    expect(run.status).toBe(1);
+    expect(run.stderr).toBe(
+      `concord: cannot reach NATS at nats://127.0.0.1:${closed}: CONNECTION_REFUSED: nothing listens there (is the system running? --nats, or NATS_URL or NATS_PORT as \`npm start\` was given them, names another server)\n`,
+    );
   });
 
   it("status says the outbox is unknown, and fails, when a service's metrics leave it out (its database did not answer)", async () => {

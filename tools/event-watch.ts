@@ -71,7 +71,12 @@ function authenticatorOf(file: string) {
 export async function connectNats(url: string, name: string, seedFile = seedFileToUse(undefined), timeoutMs = 20_000): Promise<NatsConnection> {
   const authenticator = seedFile === undefined ? undefined : authenticatorOf(seedFile);
   return connect({ servers: url.split(",").map((u) => u.trim()), name, timeout: timeoutMs, ...(authenticator && { authenticator }) }).catch((err: NatsError) => {
-    const why = err.code === "TIMEOUT" ? `no answer within ${timeoutMs / 1000} s (a server that takes connections and sends nothing is stopped or hung)` : err.message;
+    const why =
+      err.code === "TIMEOUT"
+        ? `no answer within ${timeoutMs / 1000} s (a server that takes connections and sends nothing is stopped or hung, or is no NATS server: a gRPC or metrics address, say)`
+        : err.code === "CONNECTION_REFUSED"
+          ? `CONNECTION_REFUSED: nothing listens there (is the system running? --nats, or NATS_URL or NATS_PORT as \`npm start\` was given them, names another server)`
+          : err.message;
     if (/Authorization Violation/i.test(err.message)) throw new Error(`NATS at ${url} refused the connection: Authorization Violation: ${credentialsProblem(seedFile)}`);
     throw new Error(`cannot reach NATS at ${url}: ${why}`);
   });
