@@ -151,9 +151,12 @@ describe("npx concord consumer redeliver", () => {
   });
 
   it("names the streams when the consumer does not exist, and refuses a range that is not one", async () => {
+    const consumers = (await (await connectAs("orders")).jetstreamManager()).consumers;
+    await consumers.info("SHOP_PRODUCTS", durable).catch(() => consumers.add("SHOP_PRODUCTS", { durable_name: durable, filter_subject: "shop.products.v1.reservation.*.reserved", ack_policy: AckPolicy.Explicit }));
     const missing = await concord(dir.path, "consumer", "redeliver", "nope", "--nats", nats().url);
     expect(missing.status).toBe(1);
-    expect(missing.stderr).toContain("there is no durable consumer nope on stream SHOP_ORDERS or SHOP_PRODUCTS");
+    expect(missing.stderr).toContain("there is no durable consumer nope on stream SHOP_ORDERS or SHOP_PRODUCTS; the durable consumers are ");
+    expect(missing.stderr).toMatch(/the durable consumers are [a-z-, ]*\borders-stock-reserved\b/);
     const backwards = await concord(dir.path, "consumer", "redeliver", durable, "--from", "5", "--to", "2", "--nats", nats().url);
     expect(backwards.status).toBe(2);
     expect(backwards.stderr).toContain("--from 5 is after --to 2");

@@ -7,14 +7,14 @@ import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { NatsConnection } from "nats";
-import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
+import { allEvents } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, defaultInboxRetentionMs, subjectProblem } from "../platform/events/index.js";
 import { connectNats, defaultNatsUrl, endProcess, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
 import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
 import { replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
 import { helps, usage } from "./concord/help.js";
-import { abandonedRange, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
+import { abandonedRange, durableConsumers, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
 import { printStatus, serviceTargets } from "./concord/status.js";
 import { provisionStreams } from "./concord/provision.js";
 import { createLogger } from "../platform/log/index.js";
@@ -91,17 +91,9 @@ function filterOf(values: Record<string, unknown>, command: string): DeadLetterF
  */
 async function unknownConsumer(nc: NatsConnection, filter: DeadLetterFilter | undefined, command: string): Promise<number> {
   if (filter?.consumer === undefined) return 0;
-  const jsm = await nc.jetstreamManager();
-  const durables: string[] = [];
-  for (const stream of allStreams.map((s) => s.name)) {
-    try {
-      for await (const info of jsm.consumers.list(stream)) if (info.config.durable_name) durables.push(info.config.durable_name);
-    } catch {
-      // A stream not made yet has no consumers.
-    }
-  }
+  const durables = await durableConsumers(await nc.jetstreamManager());
   if (durables.includes(filter.consumer)) return 0;
-  console.error(`concord ${command}: there is no consumer ${JSON.stringify(filter.consumer)}; the durable consumers are ${durables.sort().join(", ") || "none (have the services started?)"}`);
+  console.error(`concord ${command}: there is no consumer ${JSON.stringify(filter.consumer)}; the durable consumers are ${durables.join(", ") || "none (have the services started?)"}`);
   return 1;
 }
 

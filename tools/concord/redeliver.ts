@@ -12,7 +12,20 @@ import { republishedHeaders, storedHeaders, storedMessage } from "./dead-letters
 const consumerNotFound = 10014;
 const streamNotFound = 10059;
 
-/** The durable consumer `durable` on whichever of the contracts' streams holds it; rejects naming the streams when none does. */
+/** The names of the durable consumers on the contracts' streams, sorted; a stream not made yet has none. */
+export async function durableConsumers(jsm: JetStreamManager): Promise<string[]> {
+  const durables: string[] = [];
+  for (const stream of allStreams.map((s) => s.name)) {
+    try {
+      for await (const info of jsm.consumers.list(stream)) if (info.config.durable_name) durables.push(info.config.durable_name);
+    } catch {
+      // A stream not made yet has no consumers.
+    }
+  }
+  return durables.sort();
+}
+
+/** The durable consumer `durable` on whichever of the contracts' streams holds it; rejects naming the streams, and the durable consumers there are, when none does. */
 export async function findConsumer(jsm: JetStreamManager, durable: string): Promise<ConsumerInfo> {
   const streams = allStreams.map((s) => s.name);
   for (const stream of streams) {
@@ -23,7 +36,8 @@ export async function findConsumer(jsm: JetStreamManager, durable: string): Prom
       if (code !== consumerNotFound && code !== streamNotFound) throw new Error(`reading consumer ${durable} on stream ${stream} failed: ${(err as Error).message}`, { cause: err });
     }
   }
-  throw new Error(`there is no durable consumer ${durable} on stream ${streams.join(" or ")}`);
+  const durables = await durableConsumers(jsm);
+  throw new Error(`there is no durable consumer ${durable} on stream ${streams.join(" or ")}; the durable consumers are ${durables.join(", ") || "none (have the services started?)"}`);
 }
 
 /** A range of stream sequences, both ends included. */
