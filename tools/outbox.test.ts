@@ -96,6 +96,8 @@ describe("tools/outbox.ts", () => {
     const stopped = list();
     expect(stopped.status, stopped.stderr).toBe(0);
     expect(stopped.stdout).toContain(`${join(dataDir, "products.db")}: 0 event(s) waiting to be published, 0 parked`);
+    // Said, as the events may be in the PostgreSQL database whose server is not running.
+    expect(stopped.stderr).toContain(`outbox: note: ${join(dataDir, "postgres")} holds the databases of \`npm start -- --postgres\`, and no start runs on this DATA_DIR: this is the SQLite file a start without --postgres uses`);
   }, 120_000);
 
   it("reads a service's outbox on Postgres, named by its postgres:// URL", async () => {

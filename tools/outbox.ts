@@ -9,6 +9,7 @@ import { pathToFileURL } from "node:url";
 import { outboxMigrations, parkedEvents, retryParked } from "../platform/events/index.js";
 import { isPostgresUrl, openDatabase } from "../platform/sql/index.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
+import { readStartedServices } from "./started-services.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 
 const usage = `Usage: npx tsx tools/outbox.ts <products|orders|--database PATH> [list | retry [EVENT_ID ...|--all]]
@@ -22,7 +23,8 @@ const usage = `Usage: npx tsx tools/outbox.ts <products|orders|--database PATH> 
                           service's, $PRODUCTS_DATABASE_URL or $ORDERS_DATABASE_URL, else
                           $DATABASE_URL, else the database \`npm start -- --postgres\` gives it
                           while that start's PostgreSQL server runs in $DATA_DIR/postgres, else
-                          $DATA_DIR/<service>.db, DATA_DIR defaulting to .data)
+                          $DATA_DIR/<service>.db, DATA_DIR defaulting to .data; read with a
+                          note when $DATA_DIR/postgres holds data and no start runs there)
 
 Parked events are those the relay can never publish as they are: larger than
 the server's max_payload or the stream's max_msg_size (or with headers over
@@ -70,6 +72,12 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
       : "";
     console.error(`${program}: ${path} does not exist; name the service's database with --database, or set ${service ? `${service.toUpperCase()}_DATABASE_URL` : "it"} as for the service${postgresHint}`);
     return 2;
+  }
+  if (values.database === undefined && service && path === join(dataDir, `${service}.db`) && existsSync(join(dataDir, "postgres", "PG_VERSION")) && readStartedServices(dataDir) === undefined) {
+    // Both kinds of start have used this DATA_DIR and none runs: the SQLite file may not be where the service's events are.
+    console.error(
+      `${program}: note: ${join(dataDir, "postgres")} holds the databases of \`npm start -- --postgres\`, and no start runs on this DATA_DIR: this is the SQLite file a start without --postgres uses; for the outbox in PostgreSQL, run this while that start runs, or name its database with --database`,
+    );
   }
   const db = await openDatabase({ path, migrations: outboxMigrations });
   try {

@@ -170,7 +170,9 @@ ${natsOption}`,
                       $ORDERS_DATABASE_URL, else $DATABASE_URL, else the
                       database \`npm start -- --postgres\` gives it while that
                       start's PostgreSQL server runs in $DATA_DIR/postgres,
-                      else $DATA_DIR/<service>.db, DATA_DIR defaulting to .data)
+                      else $DATA_DIR/<service>.db, DATA_DIR defaulting to .data;
+                      read with a note when $DATA_DIR/postgres holds data and
+                      no start runs there)
 
 Parked events are those the relay can never publish as they are: larger than
 the server's max_payload or the stream's max_msg_size (or with headers over
