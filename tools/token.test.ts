@@ -14,6 +14,10 @@ describe("tools/token.ts", () => {
     const run = spawnSync(process.execPath, ["--import", "tsx", "tools/token.ts", "--role", "admin", "--role", "nonsense"], { encoding: "utf8", timeout: 30_000, env: { ...process.env, DATA_DIR: "/nonexistent" } });
     expect(run.status).toBe(2);
     expect(run.stderr).toContain('no method\'s concord.v1.access rule names the role "nonsense"; the contracts name admin, customer, service');
+    // A role written with a capital is named the same way, not refused as if no --role were given.
+    const capital = spawnSync(process.execPath, ["--import", "tsx", "tools/token.ts", "--role", "Admin"], { encoding: "utf8", timeout: 30_000, env: { ...process.env, DATA_DIR: "/nonexistent" } });
+    expect(capital.status).toBe(2);
+    expect(capital.stderr).toBe('token: no method\'s concord.v1.access rule names the role "Admin"; the contracts name admin, customer, service\n');
     expect(run.stdout).toBe("");
   });
 
