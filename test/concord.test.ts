@@ -375,7 +375,7 @@ describe("npx concord", () => {
     expect((await concord("dlq", "list", "--bogus")).stderr).toContain("concord: unknown option --bogus\n");
     const missing = await concord("dlq", "show", "999999", "--nats", nats().url);
     expect(missing.status).toBe(1);
-    expect(missing.stderr).toMatch(/there is no dead letter 999999/);
+    expect(missing.stderr).toBe("concord: there is no dead letter 999999 in CONCORD_DLQ: replayed or purged since, or never filed (`concord dlq list` shows those there are)\n");
     const unreachable = await concord("dlq", "list", "--nats", "nats://127.0.0.1:1");
     expect(unreachable.status).toBe(1);
     expect(unreachable.stderr).toMatch(/cannot reach NATS at nats:\/\/127\.0\.0\.1:1/);

@@ -188,11 +188,14 @@ export async function storedMessage(jsm: JetStreamManager, stream: string, seq: 
   }
 }
 
-/** One dead letter by its sequence; rejects saying so when there is none. */
+/** One dead letter by its sequence; rejects saying so when there is none, and with the server's reason when it cannot be read. */
 export async function getDeadLetter(nc: NatsConnection, seq: number): Promise<DeadLetter> {
   const jsm = await nc.jetstreamManager();
   const stored = await jsm.streams.getMessage(deadLetterStreamSpec.name, { seq }).catch((err: unknown) => {
-    throw new Error(`there is no dead letter ${seq} in ${deadLetterStreamSpec.name} (${(err as Error).message})`, { cause: err });
+    if ((err as NatsError).api_error?.err_code === noMessageFound) {
+      throw new Error(`there is no dead letter ${seq} in ${deadLetterStreamSpec.name}: replayed or purged since, or never filed (\`concord dlq list\` shows those there are)`, { cause: err });
+    }
+    throw new Error(`reading dead letter ${seq} in ${deadLetterStreamSpec.name} failed: ${(err as Error).message}`, { cause: err });
   });
   return deadLetterOfStored(stored);
 }
