@@ -40,11 +40,25 @@ export interface EventContext {
  */
 export type EventHandler<T> = (event: T, context: EventContext) => Promise<void> | void;
 
+/**
+ * Takes, at the start of a transaction that handles several events of one
+ * consumer, every lock their handlers will take, in the one order all of
+ * the service's transactions take them (rows sorted by key, in one
+ * statement): two instances' batches then wait for each other in turn,
+ * never in a circle. Given the events that pass their checks, in stream
+ * order; it must not write. Run on PostgreSQL only (SQLite's one writer
+ * takes no locks). A lock it does not foresee is still taken by the
+ * handler, and waited for as briefly as without it.
+ */
+export type BatchLocks<T> = (events: readonly T[], tx: Transaction) => Promise<void>;
+
 /** One durable consumer: its spec, the descriptor of the event it takes, and the handler. */
 export interface ConsumerBinding<T> {
   readonly spec: ConsumerSpec;
   readonly descriptor: EventDescriptor<T>;
   handle(event: T, context: EventContext): Promise<void> | void;
+  /** Optional: the locks a batch of these events will take, taken first (see BatchLocks). */
+  readonly lockBatch?: BatchLocks<T>;
 }
 
 /** Helps inference: the handler's event type comes from the descriptor. */
@@ -67,37 +81,8 @@ export interface TypedHandlerOptions<T> {
  */
 export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandler {
   const { binding, outbox, checker } = options;
-  const { spec, descriptor } = binding;
   return async (delivery, tx) => {
-    const type = headerValue(delivery.headers, eventHeaders.type);
-    if (type !== spec.eventType) {
-      throw new UnprocessableEventError(`consumer ${spec.durable} takes ${spec.eventType}, but the message's ce-type is ${type === undefined ? "missing" : JSON.stringify(type)}`);
-    }
-    const version = headerValue(delivery.headers, eventHeaders.specversion);
-    if (version !== "1.0") throw new UnprocessableEventError(`the ${type} message is not a CloudEvents 1.0 event: its ce-specversion is ${version === undefined ? "missing" : JSON.stringify(version)}`);
-    const contentType = headerValue(delivery.headers, eventHeaders.dataContentType);
-    if (contentType !== undefined && contentType !== protobufContentType) {
-      throw new UnprocessableEventError(`the ${type} payload is declared ${JSON.stringify(contentType)} (ce-datacontenttype), but events here are ${protobufContentType}`);
-    }
-    let event: T;
-    try {
-      event = descriptor.codec.decode(delivery.data);
-    } catch (err) {
-      // A value the generated types cannot carry (an int64 beyond 2^53) is named by the full check.
-      const named = checker?.check(type, delivery.data) ?? [];
-      const why = named.length > 0 ? `breaks its contract's rules: ${describeViolations(named)}` : `cannot be decoded: ${(err as Error).message}`;
-      throw new UnprocessableEventError(`the ${type} payload ${why}`, { cause: err });
-    }
-    const violations = checker && (checker.checkDecoded(type, event) ?? checker.check(type, delivery.data));
-    if (violations && violations.length > 0) throw new UnprocessableEventError(`the ${type} event breaks its contract's rules: ${describeViolations(violations)}`);
-    // Consumers are routed by subject: one that does not match the event's own fields was forged or misrouted.
-    let expected: string;
-    try {
-      expected = subjectFor(descriptor, event);
-    } catch (err) {
-      throw new UnprocessableEventError(`the ${type} event has no subject of its own: ${(err as Error).message}`, { cause: err });
-    }
-    if (expected !== delivery.subject) throw new UnprocessableEventError(`the ${type} event came on ${delivery.subject}, but its fields make its subject ${expected}`);
+    const event = checkedEvent(delivery, binding, checker);
     const eventId = headerValue(delivery.headers, eventHeaders.id) ?? "";
     const time = new Date(headerValue(delivery.headers, eventHeaders.time) ?? Number.NaN);
     const given = delivery.trace?.traceparent ?? headerValue(delivery.headers, eventHeaders.traceparent) ?? headerValue(delivery.headers, eventHeaders.ceTraceparent);
@@ -106,6 +91,45 @@ export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandle
     await binding.handle(event, new DeliveryContext(delivery, eventId, Number.isNaN(time.getTime()) ? delivery.storedAt : time, traceparent, tracestate, tx, outbox));
     return { kind: "ack" };
   };
+}
+
+/**
+ * The delivery's event, decoded, once its `ce-type`, `ce-specversion`,
+ * `ce-datacontenttype`, contract rules and subject are checked; throws
+ * `UnprocessableEventError` naming what is wrong with the message.
+ */
+export function checkedEvent<T>(delivery: Delivery, binding: ConsumerBinding<T>, checker: MessageChecker | undefined): T {
+  const { spec, descriptor } = binding;
+  const type = headerValue(delivery.headers, eventHeaders.type);
+  if (type !== spec.eventType) {
+    throw new UnprocessableEventError(`consumer ${spec.durable} takes ${spec.eventType}, but the message's ce-type is ${type === undefined ? "missing" : JSON.stringify(type)}`);
+  }
+  const version = headerValue(delivery.headers, eventHeaders.specversion);
+  if (version !== "1.0") throw new UnprocessableEventError(`the ${type} message is not a CloudEvents 1.0 event: its ce-specversion is ${version === undefined ? "missing" : JSON.stringify(version)}`);
+  const contentType = headerValue(delivery.headers, eventHeaders.dataContentType);
+  if (contentType !== undefined && contentType !== protobufContentType) {
+    throw new UnprocessableEventError(`the ${type} payload is declared ${JSON.stringify(contentType)} (ce-datacontenttype), but events here are ${protobufContentType}`);
+  }
+  let event: T;
+  try {
+    event = descriptor.codec.decode(delivery.data);
+  } catch (err) {
+    // A value the generated types cannot carry (an int64 beyond 2^53) is named by the full check.
+    const named = checker?.check(type, delivery.data) ?? [];
+    const why = named.length > 0 ? `breaks its contract's rules: ${describeViolations(named)}` : `cannot be decoded: ${(err as Error).message}`;
+    throw new UnprocessableEventError(`the ${type} payload ${why}`, { cause: err });
+  }
+  const violations = checker && (checker.checkDecoded(type, event) ?? checker.check(type, delivery.data));
+  if (violations && violations.length > 0) throw new UnprocessableEventError(`the ${type} event breaks its contract's rules: ${describeViolations(violations)}`);
+  // Consumers are routed by subject: one that does not match the event's own fields was forged or misrouted.
+  let expected: string;
+  try {
+    expected = subjectFor(descriptor, event);
+  } catch (err) {
+    throw new UnprocessableEventError(`the ${type} event has no subject of its own: ${(err as Error).message}`, { cause: err });
+  }
+  if (expected !== delivery.subject) throw new UnprocessableEventError(`the ${type} event came on ${delivery.subject}, but its fields make its subject ${expected}`);
+  return event;
 }
 
 /** The EventContext of one delivery; a class, so no closures are made per event. */

@@ -24,8 +24,8 @@ export { consumerLagMetrics, consumerMetrics, type ConsumerLagOptions } from "./
 export { outboxMetrics } from "./outbox-metrics.js";
 export { natsConnectionMetrics } from "./nats-metrics.js";
 export { consumerPipeline, noSavepointStep, savepointStep, type PipelineOptions } from "./pipeline.js";
-export { bindConsumer, type ConsumerBinding, type EventContext, type EventHandler } from "./event-handler.js";
-export { bindConsumers, type ConsumerMap, type EventOf, type HandlersFor } from "./bind-consumers.js";
+export { bindConsumer, type BatchLocks, type ConsumerBinding, type EventContext, type EventHandler } from "./event-handler.js";
+export { bindConsumers, type BatchLocksFor, type ConsumerMap, type EventOf, type HandlersFor } from "./bind-consumers.js";
 export { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject } from "./dead-letter.js";
 export { startConsumers, type RunningConsumers, type StartConsumersOptions } from "./consumer.js";
 export { ensureConsumers, ensureStreams, type EnsureStreamsOptions, type ProvisionedStreams, subjectProblem } from "./provision.js";
