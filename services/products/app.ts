@@ -6,7 +6,7 @@ import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_s
 import { bindConsumers, type EventRuntime } from "../../platform/events/index.js";
 import type { Logger } from "../../platform/log/index.js";
 import { createServiceHost, type GrpcSecurity, type RunningService } from "../../platform/runtime/index.js";
-import { createStockReservations } from "./events/stock-reservations.js";
+import { createStockReservations, lockStockAhead } from "./events/stock-reservations.js";
 import { createProductService } from "./grpc/product-service.js";
 import { productMigrations } from "./store/migrations.js";
 import { createProductStore } from "./store/product-store.js";
@@ -45,5 +45,6 @@ export async function startProducts(options: ProductsOptions): Promise<RunningPr
   const host = await createServiceHost({ name: "products", migrations: productMigrations, streams: allStreams, streamSources, descriptorSet, ...options });
   const { db, events, server, requestIds } = host;
   server.addService(ProductServiceService, createProductService({ db, store: createProductStore(), outbox: events.outbox, requestIds }));
-  return host.start({ consumers: bindConsumers(ProductServiceConsumers, createStockReservations(createReservationStore())) });
+  const reservations = createReservationStore();
+  return host.start({ consumers: bindConsumers(ProductServiceConsumers, createStockReservations(reservations), lockStockAhead(reservations)) });
 }

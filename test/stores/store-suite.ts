@@ -18,6 +18,8 @@ import type { ProductRecord } from "../../services/products/domain/product.js";
 import { productMigrations } from "../../services/products/store/migrations.js";
 import { createProductStore } from "../../services/products/store/product-store.js";
 import { createReservationStore } from "../../services/products/store/reservation-store.js";
+import { lockStockAhead } from "../../services/products/events/stock-reservations.js";
+import { OrderCancelled, OrderPlaced, OrderUpdated } from "../../gen/ts/shop/orders/v1/order_events_pb.js";
 import { sampleStream } from "../support/sample-events.js";
 
 /** Gives each test group a database of its own: a fresh SQLite file, or a fresh Postgres database. */
@@ -136,6 +138,42 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       await moved([], -1, 5);
       await db.transaction((tx) => store.put(tx, { orderId: id(500), linesVersion: 2, status: "released", lines: [] }, 3));
       expect((await db.transaction((tx) => store.get(tx, id(500))))!.status).toBe("released");
+    });
+
+    it("names the products orders hold now; a batch of order events locks those and its new lines' products before its first event runs (PostgreSQL)", async () => {
+      const db = await open("stock-ahead", productMigrations);
+      const products = createProductStore();
+      const store = createReservationStore();
+      await db.transaction(async (tx) => {
+        for (const n of [1, 2, 3, 4, 5]) await products.insert(tx, product(n));
+        await store.put(tx, { orderId: id(700), linesVersion: 1, status: "reserved", lines: [{ productId: id(2), quantity: 1 }] }, 1);
+        await store.put(tx, { orderId: id(701), linesVersion: 1, status: "failed", lines: [] }, 1);
+        await store.put(tx, { orderId: id(702), linesVersion: 1, status: "reserved", lines: [{ productId: id(5), quantity: 1 }, { productId: id(4), quantity: 2 }] }, 1);
+      });
+      expect((await db.transaction((tx) => store.heldProducts(tx, [id(700), id(701), id(702), id(703), id(700)]))).sort()).toEqual([id(2), id(4), id(5)]);
+      if (kind !== "postgres") return;
+      const ahead = lockStockAhead(store);
+      const line = (n: number) => ({ productId: id(n), productName: `Product ${n}`, quantity: 1 });
+      /** The products among 1..5 that `lock` leaves free for another session, seen while its transaction is open. */
+      const freeWhile = (lock: (tx: Parameters<NonNullable<typeof ahead.orderPlaced>>[1]) => Promise<void>) =>
+        db.transaction(async (tx) => {
+          await lock(tx);
+          const free = await db.query<{ id: string }>(`SELECT id FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED`, [[1, 2, 3, 4, 5].map(id)]);
+          return free.map((r) => r.id);
+        });
+      expect(await freeWhile((tx) => ahead.orderPlaced!([OrderPlaced.fromPartial({ orderId: id(703), lines: [line(3)] }), OrderPlaced.fromPartial({ orderId: id(700), lines: [line(1)] })], tx))).toEqual([id(4), id(5)]);
+      expect(
+        await freeWhile((tx) =>
+          ahead.orderUpdated!(
+            [
+              OrderUpdated.fromPartial({ orderId: id(701), changedFields: ["lines"], order: { id: id(701), lines: [line(1)] } }),
+              OrderUpdated.fromPartial({ orderId: id(700), changedFields: ["shipping_address"], order: { id: id(700), lines: [line(3)] } }),
+            ],
+            tx,
+          ),
+        ),
+      ).toEqual([id(2), id(3), id(4), id(5)]);
+      expect(await freeWhile((tx) => ahead.orderCancelled!([OrderCancelled.fromPartial({ orderId: id(702) }), OrderCancelled.fromPartial({ orderId: id(701) })], tx))).toEqual([id(1), id(2), id(3)]);
     });
 
     it("makes an order's reservation handlers take turns, even before the order has a reservation row", async () => {

@@ -1,7 +1,8 @@
 import type { OrderCancelled, OrderPlaced, OrderUpdated } from "../../../gen/ts/shop/orders/v1/order_events_pb.js";
 import { StockReleasedEvent, StockReservationFailedEvent, StockReservedEvent } from "../../../gen/ts/shop/products/v1/product_events_jetstream.js";
-import type { ProductServiceEventHandlers } from "../../../gen/ts/shop/products/v1/product_service_jetstream.js";
-import type { EventContext } from "../../../platform/events/index.js";
+import type { ProductServiceConsumers, ProductServiceEventHandlers } from "../../../gen/ts/shop/products/v1/product_service_jetstream.js";
+import type { BatchLocksFor, EventContext } from "../../../platform/events/index.js";
+import type { Transaction } from "../../../platform/sql/index.js";
 import { cancelledLinesVersion, isNewReservationRequest, planReservation, type ReservedUnits, shortfallReason } from "../domain/reservation.js";
 import type { ReservationStore } from "../store/reservation-store.js";
 
@@ -67,5 +68,30 @@ export function createStockReservations(store: ReservationStore, now: () => numb
       await store.put(context.tx, { orderId: event.orderId, linesVersion: cancelledLinesVersion, status: "released", lines: released }, at);
       if (released.length > 0) context.emit(StockReleasedEvent, { orderId: event.orderId, lines: [...released] });
     },
+  };
+}
+
+/**
+ * What a batch of order events locks, locked before its first event runs:
+ * the products of every order's new lines and of what it holds now, sorted,
+ * in one statement. A handler locks only its own order's products, in id
+ * order; without this, two instances' batches could each hold one event's
+ * products and wait for the other's next event's (a circle that ends only
+ * when one gives up its lock wait and its work is done again).
+ */
+export function lockStockAhead(store: ReservationStore): BatchLocksFor<typeof ProductServiceConsumers> {
+  const lockProducts = async (tx: Transaction, orderIds: readonly string[], newProductIds: readonly string[]): Promise<void> => {
+    if (orderIds.length === 0) return;
+    const held = await store.heldProducts(tx, orderIds);
+    const productIds = [...newProductIds, ...held];
+    if (productIds.length > 0) await store.stockOf(tx, productIds);
+  };
+  return {
+    orderPlaced: (events, tx) => lockProducts(tx, events.map((e) => e.orderId), events.flatMap((e) => e.lines.map((l) => l.productId))),
+    orderUpdated: (events, tx) => {
+      const relining = events.filter((e) => e.changedFields.includes("lines") && e.order);
+      return lockProducts(tx, relining.map((e) => e.orderId), relining.flatMap((e) => e.order!.lines.map((l) => l.productId)));
+    },
+    orderCancelled: (events, tx) => lockProducts(tx, events.map((e) => e.orderId), []),
   };
 }

@@ -26,6 +26,8 @@ export interface ReservationStore {
    * reservations of the same products never wait on each other in a circle).
    */
   stockOf(tx: Transaction, productIds: readonly string[]): Promise<Map<string, number>>;
+  /** The products whose units the orders among `orderIds` hold now (their reservations' lines), without locking anything. */
+  heldProducts(tx: Transaction, orderIds: readonly string[]): Promise<string[]>;
   /**
    * Moves each line's `quantity` units between its product's stock and the
    * units it holds for orders (`sign` -1: reserve, 1: release) and raises the
@@ -65,6 +67,10 @@ export function createReservationStore(): ReservationStore {
       const ids = [...new Set(productIds)].sort();
       const rows = await tx.query<{ id: string; stock: number }>(`SELECT id, stock FROM products WHERE id ${tx.dialect.anyOf("$1")} ORDER BY id${tx.dialect.forUpdate}`, [ids]);
       return new Map(rows.map((r) => [r.id, Number(r.stock)]));
+    },
+    async heldProducts(tx, orderIds) {
+      const rows = await tx.query<{ lines_json: string }>(`SELECT lines_json FROM reservations WHERE order_id ${tx.dialect.anyOf("$1")} AND status = 'reserved'`, [[...new Set(orderIds)]]);
+      return rows.flatMap((r) => (JSON.parse(r.lines_json) as ReservedUnits[]).map((l) => l.productId));
     },
     async moveStock(tx, lines, sign, now) {
       const moves = new Map<string, { units: number; lines: number }>();
