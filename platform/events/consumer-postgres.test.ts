@@ -542,6 +542,51 @@ describe("a consumer's batch on Postgres", () => {
     expect(counters).toEqual(["k1=2", "k3=2"]);
   });
 
+  it("with batch locks, a row another session holds for long holds up only the event that needs it: the batch's events then take their own locks as they go", async () => {
+    const url = await postgres().createDatabase("locks_held_long");
+    const db = await openDatabase({ path: url, migrations: [...eventMigrations, countersTable] });
+    await db.run("INSERT INTO counters (id, n) VALUES ('a', 0), ('b', 0)");
+    const sample = sampleStream("locksheldlong");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const things = createEventPublisher({ nc: bus.nc, source: "things" });
+    for (const note of ["a", "b", "a"]) await things.publish(sample.event, { thingId: `t-${note}`, note });
+    // Another session (an operator's open transaction, a migration) holds row b.
+    const other = new pg.Client({ connectionString: url });
+    await other.connect();
+    await other.query("BEGIN");
+    await other.query("SELECT n FROM counters WHERE id = 'b' FOR UPDATE");
+    const consumers = await startConsumers({
+      nc: bus.nc,
+      db,
+      service: "worker",
+      logger,
+      consumers: [
+        bindConsumer({
+          spec: sample.consumerSpec("locksheldlong-worker"),
+          descriptor: sample.event,
+          async handle(event, context) {
+            await context.tx.run("UPDATE counters SET n = n + 1 WHERE id = $1", [event.note]);
+          },
+          async lockBatch(events, tx) {
+            await tx.query("SELECT n FROM counters WHERE id = ANY($1) ORDER BY id FOR UPDATE", [[...new Set(events.map((e) => e.note))]]);
+          },
+        }),
+      ],
+    });
+    const counter = async (id: string) => (await db.query<{ n: number }>("SELECT n FROM counters WHERE id = $1", [id]))[0].n;
+    try {
+      // Not after the first event's lock wait (10 s): after the wait for the batch's locks (twice the transaction's budget, 1.25 s here).
+      await eventually("the event before the one that needs the held row is handled", async () => (await counter("a")) >= 1, 5_000);
+      expect(await counter("b")).toBe(0);
+      await other.query("COMMIT");
+      await eventually("every event is handled once the row is free", async () => (await counter("b")) === 1 && (await counter("a")) === 2, 20_000);
+    } finally {
+      await other.end();
+      await consumers.stop();
+      await db.close();
+    }
+  });
+
   it("hands batch locks only the events that pass their checks; one that does not is dead-lettered as before", async () => {
     const db = await openDatabase({ path: await postgres().createDatabase("locks_checked"), migrations: [...eventMigrations, effectsTable] });
     const sample = sampleStream("lockschecked");

@@ -190,7 +190,10 @@ interface BatchStep {
   readonly claims: BatchClaims;
   /** Each event in a savepoint of its own; one in `failed` fails again with its error, without running. */
   readonly careful: DeliveryHandler;
-  /** The binding's `lockBatch`, run at the start of each transaction of two events or more (PostgreSQL). */
+  /**
+   * The binding's `lockBatch`, run at the start of each transaction of two events or more (PostgreSQL), its lock
+   * waits at most twice `budgetMs`; when that is not enough, the transaction runs again without it.
+   */
   readonly lockBatch?: BatchLocker;
   readonly failed: Map<number, unknown>;
   readonly consumer: string;
@@ -457,6 +460,7 @@ async function handleChunk(
   const started = performance.now();
   const settlements: Array<{ readonly delivery: Delivery; readonly settlement: Settlement }> = [];
   let end = from;
+  let lockingAhead = step.lockBatch !== undefined;
   // Run again from the start when the transaction lost a write conflict (the database retries it).
   const run = (pipeline: DeliveryHandler) =>
     db.transaction(async (tx) => {
@@ -468,7 +472,15 @@ async function handleChunk(
       if (pipeline === step.pipeline) await step.claims.begin(tx, consumer, last - from > 1 ? eventIdsOf(deliveries, from, last) : []);
       // Everything the events will lock, locked first in one global order: two instances' transactions then take
       // turns instead of waiting on each other in a circle until batchLockWaitMs ends it and work is redone.
-      if (step.lockBatch && last - from > 1) await step.lockBatch(deliveries.slice(from, last), tx);
+      if (lockingAhead && last - from > 1) {
+        await limitLockWaits(tx, Math.min(firstLockWaitOn(db), Math.max(1, Math.round(2 * step.budgetMs))));
+        try {
+          await step.lockBatch!(deliveries.slice(from, last), tx);
+        } catch (err) {
+          throw isLockTimeout(err) ? new LocksAheadTimedOut(err) : err;
+        }
+        await limitLockWaits(tx, firstLockWaitOn(db));
+      }
       let limited = false;
       while (end < batch.length && end - from < max) {
         // The first event may wait for locks as long as it takes; later ones, holding the earlier ones'
@@ -500,15 +512,25 @@ async function handleChunk(
       // What the commit writes (the outbox's events) waits for its locks as long as it needs.
       await limitLockWaits(tx, undefined);
     }, signal && { signal });
+  const runLockingAhead = (pipeline: DeliveryHandler) =>
+    run(pipeline).catch((err: unknown) => {
+      if (!(err instanceof LocksAheadTimedOut)) throw err;
+      // Held for longer than another instance's batch holds them: by something else (an open transaction, a
+      // migration). The events take their locks as they go, as without lockBatch, so that those that do not
+      // need what is held go on while the one that does waits for it.
+      logger.warn({ err: err.cause, events: Math.min(batch.length - from, max) }, "the batch's locks were not all free in time; its events take their own as they go");
+      lockingAhead = false;
+      return run(pipeline);
+    });
   try {
-    await run(step.pipeline);
+    await runLockingAhead(step.pipeline);
   } catch (err) {
     if (!(err instanceof SavepointNeededError)) throw err;
     // An event failed: nothing of that transaction stays; it runs again with a savepoint per event (the one
     // that failed fails again at once, unless whose failure it was is not known: then it runs again too).
     if (err.streamSequence !== undefined) step.failed.set(err.streamSequence, err.cause);
     try {
-      await run(step.careful);
+      await runLockingAhead(step.careful);
     } finally {
       step.failed.clear();
     }
@@ -519,6 +541,18 @@ async function handleChunk(
     filing.push(fileThenAck(msg, delivery, settlement, step));
   });
   return end;
+}
+
+/**
+ * The binding's lockBatch waited longer for a lock than another instance's
+ * batch holds one (twice the time a transaction's handlers may take):
+ * the transaction runs again without it.
+ */
+class LocksAheadTimedOut extends Error {
+  override readonly name: string = "LocksAheadTimedOut";
+  constructor(cause: unknown) {
+    super("the batch's locks taken ahead waited too long", { cause });
+  }
 }
 
 /** Files a dead letter, then acks the event at its source; naks it (to be filed again) when filing fails. */

@@ -47,8 +47,11 @@ export type EventHandler<T> = (event: T, context: EventContext) => Promise<void>
  * statement): two instances' batches then wait for each other in turn,
  * never in a circle. Given the events that pass their checks, in stream
  * order; it must not write. Run on PostgreSQL only (SQLite's one writer
- * takes no locks). A lock it does not foresee is still taken by the
- * handler, and waited for as briefly as without it.
+ * takes no locks). Its lock waits end after a quarter of the consumer's
+ * ack wait (twice what a transaction's handlers may take): what is held
+ * longer is held by something else than another instance's batch, and the
+ * transaction runs again without it. A lock it does not foresee is still
+ * taken by the handler, and waited for as briefly as without it.
  */
 export type BatchLocks<T> = (events: readonly T[], tx: Transaction) => Promise<void>;
 
