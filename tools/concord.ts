@@ -3,7 +3,8 @@
  * services' health, consumers' lag and outboxes, follows the events, and
  * looks after the dead letter stream and the parked outbox events.
  */
-import { realpathSync } from "node:fs";
+import { existsSync, realpathSync } from "node:fs";
+import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { NatsConnection } from "nats";
@@ -18,7 +19,10 @@ import { abandonedRange, durableConsumers, findConsumer, PastInboxError, redeliv
 import { printStatus, serviceTargets } from "./concord/status.js";
 import { provisionStreams } from "./concord/provision.js";
 import { createLogger } from "../platform/log/index.js";
-import { outboxCommand } from "./outbox.js";
+import { outboxCommand, runningStartPostgres } from "./outbox.js";
+import { backupSqlite, type ConsumerPosition, consumerPositions, readBackupRecord, recordFileOf, restoreSqlite, writeBackupRecord } from "./concord/database-backup.js";
+import { dataDir as dataDirOf } from "./client-security.js";
+import { isPostgresUrl } from "../platform/sql/index.js";
 import { tracesCommand } from "./traces.js";
 
 export { endProcess, exitQuietlyOnClosedOutput };
@@ -219,6 +223,124 @@ async function consumerRedeliver(args: string[]): Promise<number> {
   });
 }
 
+/** How long the database commands wait for NATS: they do their main work without it. */
+const databaseNatsTimeoutMs = 5_000;
+
+/**
+ * The service and backup file a database command names, and the service's
+ * SQLite file: --database, else where the service keeps it (as the outbox
+ * tool finds it). A PostgreSQL database is refused: pg_dump backs it up.
+ */
+function databaseArguments(command: string, args: string[]) {
+  const { values, positionals } = parse(command, args, { database: { type: "string" } });
+  if (values.help) return { help: true as const };
+  const [service, file, ...more] = positionals;
+  if (service !== "products" && service !== "orders") throw new UsageError(service === undefined ? "name the service: products or orders" : `unknown service ${JSON.stringify(service)}: expected products or orders`, helps[command]);
+  if (file === undefined) throw new UsageError("name the backup file", helps[command]);
+  if (more.length > 0) throw new UsageError(`unexpected ${more.join(" ")}`, helps[command]);
+  const dataDir = dataDirOf();
+  const database =
+    (values.database as string | undefined) ??
+    (process.env[`${service.toUpperCase()}_DATABASE_URL`] || process.env.DATABASE_URL || runningStartPostgres(dataDir, service) || join(dataDir, `${service}.db`));
+  if (isPostgresUrl(database)) {
+    throw new UsageError(`${service}'s database is ${database}, a PostgreSQL one: this command copies SQLite files; back it up with pg_dump and restore it with pg_restore (README, "Backups and restores")`, helps[command]);
+  }
+  return { help: false as const, service, file, database, nats: values.nats as string | undefined };
+}
+
+/** Connects as the observer for reading consumers, or says why it could not and resolves with undefined. */
+async function observerIfReachable(url: string | undefined, command: string, without: string): Promise<NatsConnection | undefined> {
+  try {
+    return await connectNats(url ?? defaultNatsUrl(), "concord", seedFileToUse(undefined, "observer"), databaseNatsTimeoutMs);
+  } catch (err) {
+    console.error(`concord ${command}: ${reason(err)}; ${without}`);
+    return undefined;
+  }
+}
+
+async function databaseBackup(args: string[]): Promise<number> {
+  const command = "database backup";
+  const given = databaseArguments(command, args);
+  if (given.help) return help(command);
+  const { service, file, database } = given;
+  if (!existsSync(database)) {
+    console.error(`concord ${command}: ${database} does not exist; name the service's database with --database, or set ${service.toUpperCase()}_DATABASE_URL as for the service`);
+    return 1;
+  }
+  // Read before the snapshot: every event at or below a consumer's floor then was handled in a transaction the snapshot holds.
+  let positions: ConsumerPosition[] | null = null;
+  const nc = await observerIfReachable(given.nats, command, "the backup is taken without its consumers' positions");
+  if (nc) {
+    try {
+      positions = await consumerPositions(nc, service);
+    } catch (err) {
+      console.error(`concord ${command}: ${reason(err)}; the backup is taken without its consumers' positions`);
+    } finally {
+      await nc.close();
+    }
+  }
+  const takenAt = new Date().toISOString();
+  let bytes: number;
+  try {
+    ({ bytes } = backupSqlite(database, file));
+  } catch (err) {
+    console.error(`concord ${command}: ${(err as Error).message}`);
+    return 1;
+  }
+  writeBackupRecord(file, { service, database, takenAt, positions });
+  console.log(JSON.stringify({ backup: file, service, database, bytes, takenAt, positions }));
+  console.error(
+    positions
+      ? `concord ${command}: ${service}'s database backed up to ${file} (${bytes} bytes); its consumers' positions are in ${recordFileOf(file)}, for a restore`
+      : `concord ${command}: ${service}'s database backed up to ${file} (${bytes} bytes), without its consumers' positions: after a restore, redeliver each consumer's events from a stream sequence at or below its acknowledgement floor before this backup`,
+  );
+  return 0;
+}
+
+async function databaseRestore(args: string[]): Promise<number> {
+  const command = "database restore";
+  const given = databaseArguments(command, args);
+  if (given.help) return help(command);
+  const { service, file, database } = given;
+  const record = readBackupRecord(file);
+  if (record && record.service !== service) throw new UsageError(`${file} is a backup of ${record.service} (${recordFileOf(file)}), not of ${service}`, helps[command]);
+  let restored;
+  try {
+    restored = restoreSqlite(database, file);
+  } catch (err) {
+    console.error(`concord ${command}: ${(err as Error).message}`);
+    return 1;
+  }
+  console.error(`concord ${command}: ${file} restored as ${database}${restored.asideTo ? `; the database that was there is now ${restored.asideTo}` : ""}`);
+  if (!record?.positions) {
+    console.error(
+      `concord ${command}: ${record ? "the backup's record holds" : `there is no ${recordFileOf(file)}, so there are`} no consumer positions: after starting ${service}, deliver again what its consumers handled after the backup with \`npx concord consumer redeliver DURABLE --from SEQ --to SEQ\`, from a stream sequence at or below each one's acknowledgement floor before the backup`,
+    );
+    return 0;
+  }
+  // The last event each consumer was given: the service is stopped, so it stays there until it starts.
+  const nc = await observerIfReachable(given.nats, command, "each consumer's last delivered sequence (`nats consumer info`) is the --to of its command");
+  const lastDelivered = new Map<string, number>();
+  if (nc) {
+    try {
+      const jsm = await nc.jetstreamManager();
+      for (const p of record.positions) lastDelivered.set(p.durable, (await jsm.consumers.info(p.stream, p.durable).catch(() => undefined))?.delivered.stream_seq ?? 0);
+    } finally {
+      await nc.close();
+    }
+  }
+  console.error(`concord ${command}: start ${service}, then deliver again to its consumers what they handled after the backup (its inbox skips what the backup holds as handled):`);
+  for (const p of record.positions) {
+    const to = lastDelivered.get(p.durable);
+    if (to !== undefined && to <= p.ackFloor) {
+      console.error(`  ${p.durable}: nothing (no event of ${p.stream} was delivered to it after the backup)`);
+      continue;
+    }
+    console.log(`npx concord consumer redeliver ${p.durable} --from ${p.ackFloor + 1} --to ${to ?? "LAST_DELIVERED"}`);
+  }
+  return 0;
+}
+
 function streamSequenceOf(raw: string, flag: string): number {
   if (!/^[1-9]\d{0,15}$/.test(raw)) throw new UsageError(`${flag} takes a stream sequence (a whole number from 1), got ${JSON.stringify(raw)}`, helps["consumer redeliver"]);
   return Number(raw);
@@ -254,7 +376,7 @@ export async function concord(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  const command = first === "events" || first === "dlq" || first === "outbox" || first === "consumer" || first === "streams" ? `${first} ${second ?? ""}`.trim() : first;
+  const command = first === "events" || first === "dlq" || first === "outbox" || first === "consumer" || first === "streams" || first === "database" ? `${first} ${second ?? ""}`.trim() : first;
   const rest = argv.slice(command.split(" ").length);
   try {
     const group = groupOf(first);
@@ -369,6 +491,10 @@ export async function concord(argv: string[]): Promise<number> {
       }
       case "consumer redeliver":
         return await consumerRedeliver(rest);
+      case "database backup":
+        return await databaseBackup(rest);
+      case "database restore":
+        return await databaseRestore(rest);
       case "streams provision": {
         const { values, positionals } = parse(command, rest, {});
         if (values.help) return help(command);

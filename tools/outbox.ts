@@ -107,7 +107,7 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
  * services' data is there, not in a SQLite file a start without --postgres left
  * in DATA_DIR earlier.
  */
-function runningStartPostgres(dataDir: string, service: string): string | undefined {
+export function runningStartPostgres(dataDir: string, service: string): string | undefined {
   let lines: string[];
   try {
     lines = readFileSync(join(dataDir, "postgres", "postmaster.pid"), "utf8").split("\n");

@@ -15,6 +15,12 @@ Commands:
   dlq purge --yes             delete every dead letter
   consumer redeliver DURABLE  publish again the events a consumer's server stopped
                               delivering (a max_deliver reached)
+  database backup SERVICE FILE
+                              copy a service's SQLite database while it runs, with its
+                              consumers' positions in JetStream beside it
+  database restore SERVICE FILE
+                              put a backup in place of a stopped service's database, and
+                              say which events to deliver again
   streams provision           create the contracts' streams and the dead letter stream,
                               or bring them in line with their specs (as the operator)
   outbox parked list|retry    the parked outbox events of a service; put them back
@@ -144,6 +150,39 @@ saying so.
                       too; without it, such an event stops the command before
                       anything is published, as a consumer may have handled it
                       and forgotten its id
+${natsOption}`,
+  "database backup": `Usage: npx concord database backup (products|orders) FILE [--database PATH] [--nats URL]
+
+Copies the service's SQLite database to FILE, a new file, while the service
+runs: SQLite's VACUUM INTO reads one snapshot in one read transaction, the
+commits still in the write-ahead log included, and the service goes on
+writing meanwhile. Just before, it reads the acknowledgement floor of each of
+the service's durable consumers from JetStream (as the observer) and writes
+them with the time to FILE.json: every event up to a consumer's floor was
+handled in a transaction the backup holds. NATS that does not answer within
+5 s leaves them out, saying so; the backup is taken all the same. The copy is
+flushed to disk before it takes the name FILE (FILE.partial until then).
+  --database PATH     the service's SQLite file (default: as the service's,
+                      $PRODUCTS_DATABASE_URL or $ORDERS_DATABASE_URL, else
+                      $DATABASE_URL, else $DATA_DIR/<service>.db, DATA_DIR
+                      defaulting to .data); a PostgreSQL database is refused:
+                      back it up with pg_dump
+${natsOption}`,
+  "database restore": `Usage: npx concord database restore (products|orders) FILE [--database PATH] [--nats URL]
+
+Puts the backup FILE (made by \`database backup\`) in place of the service's
+SQLite database. The service must be stopped: the file is claimed as the
+service claims it, and the restore fails, changing nothing, while a process
+runs on it. The backup is checked (SQLite's quick_check, the service's
+tables), the database there is moved aside with its log (to
+<database>.before-restore-<time>, and its -wal and -shm files), and a copy of
+the backup takes its place. Then it prints, one a line, the \`npx concord
+consumer redeliver\` commands that deliver again to the service's consumers
+the events they handled after the backup (from each one's floor in FILE.json
+to its last delivered sequence, read from JetStream as the observer): run
+them once the service runs again. Its inbox, as restored, skips those it had
+handled by the backup.
+  --database PATH     the service's SQLite file (default: as for \`database backup\`)
 ${natsOption}`,
   "streams provision": `Usage: npx concord streams provision [--nats URL]
 

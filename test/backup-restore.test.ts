@@ -1,0 +1,211 @@
+/**
+ * README "Backups and restores", on the default setup: the order service's
+ * SQLite file backed up while it runs (`concord database backup`), restored
+ * into the stopped service (`concord database restore`), and the service
+ * started again; then what the README says a restore means for the outbox,
+ * the inbox and the durable consumers' positions in JetStream.
+ */
+import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+import { join } from "node:path";
+import BetterSqlite3 from "better-sqlite3";
+import { connect, type NatsConnection } from "nats";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
+import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
+import { Code, type StatusError } from "../platform/errors/index.js";
+import { createClient, waitForServing } from "../platform/grpc/index.js";
+import { runConcord } from "./support/concord.js";
+import { freePort, useNatsServer } from "./support/nats-server.js";
+import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
+import { address } from "./support/shop.js";
+import { tempDirForSuite } from "./support/temp-dir.js";
+
+/** A TCP proxy to NATS on a port of its own that can be cut (connections dropped, new ones refused) and opened again. */
+async function cuttableProxy(natsPort: number): Promise<{ url: string; cut(): Promise<void>; reopen(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const upstream = tcpConnect(natsPort, "127.0.0.1");
+    sockets.add(client).add(upstream);
+    client.pipe(upstream).pipe(client);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on("error", end).on("close", end);
+    upstream.on("error", end).on("close", end);
+  });
+  const port = await freePort();
+  const listen = () => new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  await listen();
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    cut: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      }),
+    reopen: listen,
+  };
+}
+
+const dir = tempDirForSuite("concord-backup-restore-");
+const ordersDb = join(dir, "orders.db");
+const backupFile = join(dir, "backups", "orders.db");
+
+/** One query on a SQLite file, on a connection of its own (the service goes on meanwhile). */
+function sqlite<T>(path: string, sql: string, ...params: unknown[]): T[] {
+  const db = new BetterSqlite3(path, { readonly: true, fileMustExist: true });
+  try {
+    return db.prepare(sql).all(...params) as T[];
+  } finally {
+    db.close();
+  }
+}
+
+describe("backing up a running service's SQLite database and restoring it", () => {
+  const nats = useNatsServer();
+  let nc: NatsConnection;
+  let products: ServiceProcess | undefined;
+  let orders: ServiceProcess | undefined;
+  let productsAddress: string;
+  let ordersAddress: string;
+  const ordersEnv = (natsUrl: string) => ({ ORDERS_LISTEN: ordersAddress, ORDERS_DATABASE_URL: ordersDb, PRODUCTS_ADDRESS: productsAddress, NATS_URL: natsUrl, LOG_LEVEL: "warn" });
+  /** `npx concord ...` as an operator runs it: the service's database found as the service finds it. */
+  const concord = (...args: string[]) => runConcord({ DATA_DIR: dir, NATS_URL: nats().url, ORDERS_DATABASE_URL: ordersDb, NATS_NKEY_SEED: undefined }, args);
+
+  beforeAll(async () => {
+    nc = await connect({ servers: nats().url });
+    productsAddress = `127.0.0.1:${await freePort()}`;
+    ordersAddress = `127.0.0.1:${await freePort()}`;
+    products = startServiceProcess("products", { PRODUCTS_LISTEN: productsAddress, PRODUCTS_DATABASE_URL: join(dir, "products.db"), NATS_URL: nats().url, LOG_LEVEL: "warn" });
+    await waitForServing(productsAddress, 30_000);
+  });
+  afterAll(async () => {
+    await orders?.stop();
+    await products?.stop();
+    await nc?.close();
+  });
+
+  it("publishes what the backup's outbox held once (the stream drops the copy), leaves what was consumed after it to `consumer redeliver`, and cannot bring back what was committed after it", async () => {
+    const jsm = await nc.jetstreamManager();
+    const proxy = await cuttableProxy(nats().port);
+    orders = startServiceProcess("orders", ordersEnv(proxy.url));
+    await waitForServing(ordersAddress, 30_000);
+    const catalog = createClient(ProductServiceService, { address: productsAddress });
+    let client = createClient(OrderServiceService, { address: ordersAddress, defaultTimeoutMs: 5_000 });
+    const { product } = await catalog.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1999 }, initialStock: 10 });
+    const placeOrder = async () => (await client.createOrder({ customerId: "c-backup", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address })).order!.id;
+    const stateOf = async (id: string) => (await client.getOrder({ id })).order!.state;
+    const stock = async () => (await catalog.getProduct({ id: product!.id })).product!.stock;
+    const streamMessages = async (stream: string) => (await jsm.streams.info(stream)).state.messages;
+    const outboxDepth = (path: string) => sqlite<{ n: number }>(path, "SELECT count(*) AS n FROM event_outbox")[0].n;
+    const settled = async (durable: string) => {
+      const info = await jsm.consumers.info("SHOP_PRODUCTS", durable);
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    };
+
+    // Before the backup: order A goes through the saga.
+    const a = await placeOrder();
+    await expect.poll(() => stateOf(a), { timeout: 15_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
+    await expect.poll(() => outboxDepth(ordersDb), { timeout: 10_000 }).toBe(0);
+
+    // The order service loses NATS: order B's OrderPlaced waits in its outbox while the backup is taken.
+    await proxy.cut();
+    const b = await placeOrder();
+    expect(outboxDepth(ordersDb)).toBe(1);
+    const backup = await concord("database", "backup", "orders", backupFile);
+    expect(backup.status, backup.stderr).toBe(0);
+    const record = JSON.parse(backup.stdout) as { positions: Array<{ durable: string; ackFloor: number }> };
+    const floor = record.positions.find((p) => p.durable === "orders-stock-reserved")!.ackFloor;
+    expect(floor).toBeGreaterThan(0);
+    expect(outboxDepth(backupFile)).toBe(1);
+
+    // After the backup: B is published and confirmed, C is placed and confirmed.
+    await proxy.reopen();
+    await expect.poll(() => stateOf(b), { timeout: 30_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
+    const c = await placeOrder();
+    await expect.poll(() => stateOf(c), { timeout: 15_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
+    expect(await stock()).toBe(7);
+    await expect.poll(() => outboxDepth(ordersDb), { timeout: 10_000 }).toBe(0);
+    const ordersEvents = await streamMessages("SHOP_ORDERS");
+
+    // A restore waits for the service to stop; then puts the backup in place and says what to redeliver.
+    const refused = await concord("database", "restore", "orders", backupFile);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toContain("is in use by another process");
+    expect(await orders.stop()).toBe(0);
+    const restore = await concord("database", "restore", "orders", backupFile);
+    expect(restore.status, restore.stderr).toBe(0);
+    expect(restore.stderr).toContain(`restored as ${ordersDb}; the database that was there is now ${ordersDb}.before-restore-`);
+    const redeliveries = restore.stdout.trim().split("\n");
+    expect(redeliveries).toEqual([expect.stringMatching(new RegExp(`^npx concord consumer redeliver orders-stock-reserved --from ${floor + 1} --to \\d+$`))]);
+
+    // At debug, it logs each event its inbox drops.
+    orders = startServiceProcess("orders", { ...ordersEnv(nats().url), LOG_LEVEL: "debug" });
+    await waitForServing(ordersAddress, 30_000);
+    client.close();
+    client = createClient(OrderServiceService, { address: ordersAddress, defaultTimeoutMs: 5_000 });
+    // B's OrderPlaced, still in the restored outbox, goes out again: within the duplicate window the stream drops it.
+    await expect.poll(() => outboxDepth(ordersDb), { timeout: 15_000 }).toBe(0);
+    expect(await streamMessages("SHOP_ORDERS")).toBe(ordersEvents);
+    // B's StockReserved was consumed after the backup: its consumer's position in JetStream is past it, so nothing
+    // brings it back by itself, and B stays PENDING.
+    await expect.poll(() => settled("orders-stock-reserved"), { timeout: 15_000 }).toBe(true);
+    expect(await stateOf(b)).toBe(OrderState.ORDER_STATE_PENDING);
+    // C was committed after the backup: the order service no longer has it.
+    const gone = await client.getOrder({ id: c }).catch((err: StatusError) => err);
+    expect((gone as StatusError).code).toBe(Code.NOT_FOUND);
+
+    // The commands the restore printed deliver the events again.
+    const inboxRows = () => sqlite<{ n: number }>(ordersDb, "SELECT count(*) AS n FROM event_inbox WHERE consumer = 'orders-stock-reserved'")[0].n;
+    const handledBefore = inboxRows();
+    const redeliver = await concord(...redeliveries[0].split(" ").slice(2));
+    expect(redeliver.status, redeliver.stderr).toBe(0);
+    await expect.poll(() => stateOf(b), { timeout: 15_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
+    // C's StockReserved is about an order the service does not have: a dead letter. Its stock stays held.
+    await expect.poll(async () => (await concord("dlq", "list", "--consumer", "orders-stock-reserved")).stdout, { timeout: 15_000 }).toContain(c);
+    expect(await stock()).toBe(7);
+    expect(inboxRows()).toBe(handledBefore + 1);
+
+    // Redelivering from earlier than the backup takes no effect twice: the restored inbox drops A's StockReserved.
+    await expect.poll(() => settled("orders-stock-reserved"), { timeout: 15_000 }).toBe(true);
+    const early = await concord("consumer", "redeliver", "orders-stock-reserved", "--from", "1", "--to", String(floor));
+    expect(early.status, early.stderr).toBe(0);
+    const earlyIds = early.stdout.trim().split("\n").map((line) => (JSON.parse(line) as { id: string }).id);
+    expect(earlyIds).toHaveLength(1);
+    // The service's log reaches this process through a pipe: waited for, not read at once.
+    const dropped = () => orders!.logs().filter((l) => l.msg === "event already processed; acked without running the handler" && l.consumer === "orders-stock-reserved").map((l) => l.eventId);
+    await expect.poll(dropped, { timeout: 15_000 }).toEqual(earlyIds);
+    await expect.poll(() => settled("orders-stock-reserved"), { timeout: 15_000 }).toBe(true);
+    expect(inboxRows()).toBe(handledBefore + 1);
+    expect(await stateOf(a)).toBe(OrderState.ORDER_STATE_CONFIRMED);
+    expect((await concord("dlq", "list")).stdout.trim().split("\n")).toHaveLength(1);
+
+    catalog.close();
+    client.close();
+  }, 180_000);
+});
+
+describe("npx concord database", () => {
+  const run = (...args: string[]) => runConcord({ DATA_DIR: dir, ORDERS_DATABASE_URL: undefined, DATABASE_URL: undefined }, args);
+
+  it("says what is wrong with its arguments (exit status 2), and refuses a PostgreSQL database, naming pg_dump", async () => {
+    const group = await run("database", "--help");
+    expect(group.status).toBe(0);
+    expect(group.stdout).toContain("database backup SERVICE FILE");
+    expect((await run("database", "backup", "--help")).stdout).toContain("VACUUM INTO");
+    for (const args of [["database", "backup"], ["database", "backup", "payments", "x.db"], ["database", "restore", "orders"], ["database", "backup", "orders", "x.db", "y.db"]]) {
+      const out = await run(...args);
+      expect(out.status, args.join(" ")).toBe(2);
+      expect(out.stderr).toContain("Usage: npx concord database");
+    }
+    const postgres = await runConcord({ DATA_DIR: dir, ORDERS_DATABASE_URL: "postgres://postgres@127.0.0.1:1/orders" }, ["database", "backup", "orders", join(dir, "pg.db")]);
+    expect(postgres.status).toBe(2);
+    expect(postgres.stderr).toContain("a PostgreSQL one: this command copies SQLite files; back it up with pg_dump");
+    const missing = await run("database", "backup", "orders", join(dir, "none.db"), "--database", join(dir, "missing.db"), "--nats", "nats://127.0.0.1:1");
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toContain(`${join(dir, "missing.db")} does not exist`);
+  }, 60_000);
+});

@@ -1,0 +1,116 @@
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import BetterSqlite3 from "better-sqlite3";
+import { describe, expect, it } from "vitest";
+import { inboxMigrations, outboxMigrations } from "../../platform/events/index.js";
+import { openDatabase } from "../../platform/sql/index.js";
+import { tempDirForSuite } from "../../test/support/temp-dir.js";
+import { backupSqlite, readBackupRecord, restoreSqlite, serviceConsumers, writeBackupRecord } from "./database-backup.js";
+
+const dir = tempDirForSuite("concord-database-backup-");
+const rows = (path: string): number[] => {
+  const db = new BetterSqlite3(path, { readonly: true });
+  try {
+    return db.prepare("SELECT n FROM t ORDER BY n").pluck().all() as number[];
+  } finally {
+    db.close();
+  }
+};
+
+describe("backupSqlite", () => {
+  it("copies a database in use with the commits still in its write-ahead log, to a new file only its owner reads", () => {
+    const path = join(dir, "live.db");
+    const writer = new BetterSqlite3(path);
+    writer.pragma("journal_mode = WAL");
+    // As the services run it: SQLite's own checkpoints off, so the commits stay in the log.
+    writer.pragma("wal_autocheckpoint = 0");
+    writer.exec("CREATE TABLE t (n INTEGER)");
+    const insert = writer.prepare("INSERT INTO t VALUES (?)");
+    for (let n = 1; n <= 100; n++) insert.run(n);
+    expect(statSync(`${path}-wal`).size).toBeGreaterThan(0);
+    // A reader of the service's holds a snapshot meanwhile; the backup is not held up by it.
+    const reader = new BetterSqlite3(path, { readonly: true });
+    reader.exec("BEGIN");
+    reader.prepare("SELECT count(*) FROM t").get();
+    try {
+      const target = join(dir, "live-backup.db");
+      expect(backupSqlite(path, target).bytes).toBe(statSync(target).size);
+      expect(rows(target)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+      expect(statSync(target).mode & 0o777).toBe(0o600);
+      expect(existsSync(`${target}.partial`)).toBe(false);
+      // Writes go on after it, and a backup never overwrites one.
+      insert.run(101);
+      expect(() => backupSqlite(path, target)).toThrow(`${target} exists: a backup goes to a new file`);
+      expect(rows(target)).toHaveLength(100);
+      expect(() => backupSqlite(join(dir, "none.db"), join(dir, "none-backup.db"))).toThrow("does not exist");
+    } finally {
+      reader.exec("ROLLBACK");
+      reader.close();
+      writer.close();
+    }
+  });
+});
+
+describe("restoreSqlite", () => {
+  const serviceDatabase = (path: string) => openDatabase({ path, owner: "orders", migrations: [...outboxMigrations, ...inboxMigrations] });
+
+  it("refuses, changing nothing, while a process holds the service's database", async () => {
+    const path = join(dir, "held.db");
+    const backup = join(dir, "held-backup.db");
+    const db = await serviceDatabase(path);
+    try {
+      backupSqlite(path, backup);
+      expect(() => restoreSqlite(path, backup)).toThrow(/is in use by another process/);
+      expect(existsSync(`${path}.restoring`)).toBe(false);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("moves the database there aside with its log, and puts a copy of the backup in its place", async () => {
+    const path = join(dir, "orders.db");
+    const backup = join(dir, "orders-backup.db");
+    const db = await serviceDatabase(path);
+    await db.run("INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ('c', 'before', 1)");
+    backupSqlite(path, backup);
+    await db.run("INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ('c', 'after', 2)");
+    await db.close();
+    // A log left by a process that was killed, which must not be applied to the restored file.
+    writeFileSync(`${path}-wal`, "left by a killed process");
+
+    const { asideTo } = restoreSqlite(path, backup, new Date("2026-12-05T10:00:00.000Z"));
+    expect(asideTo).toBe(`${path}.before-restore-2026-12-05T10-00-00-000Z`);
+    expect(readFileSync(`${asideTo}-wal`, "utf8")).toBe("left by a killed process");
+    expect(existsSync(`${path}-wal`)).toBe(false);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    const restored = await serviceDatabase(path);
+    try {
+      expect((await restored.query<{ event_id: string }>("SELECT event_id FROM event_inbox")).map((r) => r.event_id)).toEqual(["before"]);
+    } finally {
+      await restored.close();
+    }
+  });
+
+  it("refuses a file that is no service's database", () => {
+    const notOne = join(dir, "other.db");
+    const other = new BetterSqlite3(notOne);
+    other.exec("CREATE TABLE t (n INTEGER)");
+    other.close();
+    expect(() => restoreSqlite(join(dir, "target.db"), notOne)).toThrow("has no schema_migrations table, so it is no service's database");
+    writeFileSync(join(dir, "text.db"), "not a database at all, just some text that is long enough to have a header");
+    expect(() => restoreSqlite(join(dir, "target.db"), join(dir, "text.db"))).toThrow(/cannot be (read|opened)|damaged/);
+    expect(existsSync(join(dir, "target.db"))).toBe(false);
+  });
+});
+
+describe("the backup record", () => {
+  it("keeps the positions beside the backup, and lists each service's consumers from the contracts", () => {
+    const backup = join(dir, "record.db");
+    expect(readBackupRecord(backup)).toBeUndefined();
+    const record = { service: "orders", database: "x.db", takenAt: "2026-12-05T10:00:00.000Z", positions: [{ stream: "SHOP_PRODUCTS", durable: "orders-stock-reserved", ackFloor: 7 }] };
+    writeBackupRecord(backup, record);
+    expect(readBackupRecord(backup)).toEqual(record);
+    expect(serviceConsumers("orders").map((c) => c.durable)).toContain("orders-stock-reserved");
+    expect(() => serviceConsumers("nope")).toThrow(/no service "nope"/);
+  });
+});

@@ -1,0 +1,181 @@
+/**
+ * Backing up a service's SQLite database while the service runs, and putting
+ * a backup back in place of a stopped service's. A backup is one read
+ * transaction's snapshot (`VACUUM INTO`), so it holds every commit its
+ * snapshot saw, those still in the write-ahead log included; beside it goes
+ * where the service's durable consumers stood in JetStream just before, which
+ * says from where their events must be delivered again after a restore.
+ */
+import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import BetterSqlite3 from "better-sqlite3";
+import type { NatsConnection, NatsError } from "nats";
+import { natsAuthorization } from "../../gen/ts/concord_nats.js";
+import { claimSqliteFile } from "../../platform/sql/index.js";
+
+/** A durable consumer's acknowledgement floor: every event of its stream up to this sequence was handled and acked. */
+export interface ConsumerPosition {
+  readonly stream: string;
+  readonly durable: string;
+  readonly ackFloor: number;
+}
+
+/** What is kept beside a backup (`<backup>.json`). */
+export interface BackupRecord {
+  readonly service: string;
+  readonly database: string;
+  readonly takenAt: string;
+  /** Read just before the snapshot; null when NATS could not be asked. */
+  readonly positions: readonly ConsumerPosition[] | null;
+}
+
+/** The file beside a backup that records where the service's consumers stood. */
+export const recordFileOf = (backup: string): string => `${backup}.json`;
+
+/** The durable consumers the contracts give `service`, with their streams. */
+export function serviceConsumers(service: string): ReadonlyArray<{ readonly stream: string; readonly durable: string }> {
+  const found = natsAuthorization.services.find((s) => s.name === service);
+  if (!found) throw new Error(`no service ${JSON.stringify(service)} in the contracts; they name ${natsAuthorization.services.map((s) => s.name).join(", ")}`);
+  return found.consumers;
+}
+
+const consumerNotFound = 10014;
+const streamNotFound = 10059;
+
+/**
+ * Each of `service`'s durable consumers' acknowledgement floors, as JetStream
+ * has them now; one not made yet stands at 0 (everything of its stream is
+ * still to come to it).
+ */
+export async function consumerPositions(nc: NatsConnection, service: string): Promise<ConsumerPosition[]> {
+  const jsm = await nc.jetstreamManager();
+  const positions: ConsumerPosition[] = [];
+  for (const { stream, durable } of serviceConsumers(service)) {
+    try {
+      positions.push({ stream, durable, ackFloor: (await jsm.consumers.info(stream, durable)).ack_floor.stream_seq });
+    } catch (err) {
+      const code = (err as NatsError).api_error?.err_code;
+      if (code !== consumerNotFound && code !== streamNotFound) throw new Error(`reading consumer ${durable} on stream ${stream} failed: ${(err as Error).message}`, { cause: err });
+      positions.push({ stream, durable, ackFloor: 0 });
+    }
+  }
+  return positions;
+}
+
+/** Flushes a file, or a directory's entries, to disk. */
+function flushToDisk(path: string): void {
+  const fd = openSync(path, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Puts `from` in place as `to` once it is on disk, so that `to` never names a half-written file. */
+function moveIntoPlace(from: string, to: string): void {
+  flushToDisk(from);
+  renameSync(from, to);
+  flushToDisk(dirname(to));
+}
+
+/**
+ * Writes a consistent copy of the SQLite database at `source` to `target`
+ * (a new file, mode 0600, as the service's own), read on a connection of its
+ * own while the service goes on: `VACUUM INTO` reads one snapshot in one
+ * transaction, the write-ahead log's commits included, and holds back no
+ * writer (only the service's checkpoints, which copy no further than the
+ * snapshot until it ends). Makes `target`'s directory when it is missing.
+ * Rejects when `target` exists or `source` does not;
+ * a copy cut short leaves only `<target>.partial`. Resolves with its size.
+ */
+export function backupSqlite(source: string, target: string): { readonly bytes: number } {
+  if (existsSync(target)) throw new Error(`${target} exists: a backup goes to a new file`);
+  if (!existsSync(source)) throw new Error(`${source} does not exist`);
+  const partial = `${target}.partial`;
+  mkdirSync(dirname(target), { recursive: true });
+  rmSync(partial, { force: true });
+  // VACUUM INTO writes into an empty file as into a new one: made here, it is the owner's alone.
+  closeSync(openSync(partial, "wx", 0o600));
+  try {
+    const db = new BetterSqlite3(source, { readonly: true, fileMustExist: true, timeout: 5_000 });
+    try {
+      db.prepare("VACUUM INTO ?").run(partial);
+    } finally {
+      db.close();
+    }
+    // SQLite does not flush what VACUUM INTO wrote.
+    moveIntoPlace(partial, target);
+  } catch (err) {
+    rmSync(partial, { force: true });
+    throw new Error(`backing up ${source} to ${target} failed: ${(err as Error).message}`, { cause: err });
+  }
+  return { bytes: statSync(target).size };
+}
+
+/** Writes the record beside a backup. */
+export function writeBackupRecord(backup: string, record: BackupRecord): void {
+  const file = recordFileOf(backup);
+  writeFileSync(`${file}.partial`, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+  moveIntoPlace(`${file}.partial`, file);
+}
+
+/** The record beside `backup`, or undefined when there is none. */
+export function readBackupRecord(backup: string): BackupRecord | undefined {
+  const file = recordFileOf(backup);
+  if (!existsSync(file)) return undefined;
+  return JSON.parse(readFileSync(file, "utf8")) as BackupRecord;
+}
+
+/** Why `backup` is no service database to restore (not SQLite, damaged, or never migrated), or undefined. */
+function backupProblem(backup: string): string | undefined {
+  let db: BetterSqlite3.Database;
+  try {
+    db = new BetterSqlite3(backup, { readonly: true, fileMustExist: true });
+  } catch (err) {
+    return `it cannot be opened: ${(err as Error).message}`;
+  }
+  try {
+    const check = db.pragma("quick_check", { simple: true });
+    if (check !== "ok") return `SQLite's quick_check finds it damaged: ${String(check)}`;
+    const tables = new Set(db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all() as string[]);
+    for (const table of ["schema_migrations", "event_outbox", "event_inbox"]) if (!tables.has(table)) return `it has no ${table} table, so it is no service's database`;
+    return undefined;
+  } catch (err) {
+    return `it cannot be read as a SQLite database: ${(err as Error).message}`;
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Puts the backup `backup` in place of the SQLite database at `path`, whose
+ * service must be stopped: the file is claimed as the service claims it
+ * (rejects, changing nothing, while a process runs on it), the backup is
+ * checked, the database there and its log are moved aside (to
+ * `<path>.before-restore-<time>`, with `-wal` and `-shm`: a log left beside
+ * the restored file would be applied to it), and a copy of the backup takes
+ * their place. Resolves with where the old files went, if there were any.
+ */
+export function restoreSqlite(path: string, backup: string, now = new Date()): { readonly asideTo: string | undefined } {
+  if (!existsSync(backup)) throw new Error(`${backup} does not exist`);
+  const claim = claimSqliteFile(path);
+  try {
+    const problem = backupProblem(backup);
+    if (problem) throw new Error(`${backup} cannot be restored: ${problem}`);
+    let asideTo: string | undefined;
+    if (existsSync(path)) {
+      asideTo = `${path}.before-restore-${now.toISOString().replace(/[:.]/g, "-")}`;
+      renameSync(path, asideTo);
+      for (const suffix of ["-wal", "-shm"]) if (existsSync(path + suffix)) renameSync(path + suffix, asideTo + suffix);
+    }
+    const restoring = `${path}.restoring`;
+    rmSync(restoring, { force: true });
+    closeSync(openSync(restoring, "wx", 0o600));
+    copyFileSync(backup, restoring);
+    moveIntoPlace(restoring, path);
+    return { asideTo };
+  } finally {
+    claim.release();
+  }
+}
