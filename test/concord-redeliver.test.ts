@@ -160,6 +160,13 @@ describe("npx concord consumer redeliver", () => {
     const backwards = await concord(dir.path, "consumer", "redeliver", durable, "--from", "5", "--to", "2", "--nats", nats().url);
     expect(backwards.status).toBe(2);
     expect(backwards.stderr).toContain("--from 5 is after --to 2");
+    const toAlone = await concord(dir.path, "consumer", "redeliver", durable, "--to", "3", "--nats", nats().url);
+    expect(toAlone.status).toBe(2);
+    expect(toAlone.stderr).toContain("--to needs a --from");
+    // --from alone goes up to the consumer's last delivery: past it, there is nothing to publish.
+    const fromAlone = await concord(dir.path, "consumer", "redeliver", durable, "--from", "1000", "--nats", nats().url);
+    expect(fromAlone.status, fromAlone.stderr).toBe(0);
+    expect(fromAlone.stderr).toMatch(/^concord consumer redeliver: orders-stock-reserved was given no event of stream SHOP_PRODUCTS from sequence 1000 on \(its last delivery is sequence \d+\); nothing published\n$/);
     // A range past the stream's end publishes nothing, and says what the stream holds.
     const past = await concord(dir.path, "consumer", "redeliver", durable, "--from", "1000", "--to", "1002", "--nats", nats().url);
     expect(past.status, past.stderr).toBe(0);

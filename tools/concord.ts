@@ -178,15 +178,19 @@ async function consumerRedeliver(args: string[]): Promise<number> {
   if (values.help) return help(command);
   if (positionals.length !== 1) throw new UsageError("name one durable consumer", helps[command]);
   const [durable] = positionals;
-  if ((values.from === undefined) !== (values.to === undefined)) throw new UsageError("give --from and --to together, or neither", helps[command]);
-  let given: SequenceRange | undefined;
-  if (values.from !== undefined) {
-    given = { from: streamSequenceOf(String(values.from), "--from"), to: streamSequenceOf(String(values.to), "--to") };
-    if (given.from > given.to) throw new UsageError(`--from ${given.from} is after --to ${given.to}`, helps[command]);
-  }
+  if (values.to !== undefined && values.from === undefined) throw new UsageError("--to needs a --from", helps[command]);
+  const from = values.from === undefined ? undefined : streamSequenceOf(String(values.from), "--from");
+  const to = values.to === undefined ? undefined : streamSequenceOf(String(values.to), "--to");
+  if (from !== undefined && to !== undefined && from > to) throw new UsageError(`--from ${from} is after --to ${to}`, helps[command]);
   const dryRun = values["dry-run"] === true;
   return withOperator(values.nats as string | undefined, async (nc) => {
     const info = await findConsumer(await nc.jetstreamManager(), durable);
+    // --from alone: up to the last event the consumer was given (a restore's redelivery, see "Backups and restores").
+    const given: SequenceRange | undefined = from === undefined ? undefined : { from, to: to ?? info.delivered.stream_seq };
+    if (given && to === undefined && given.to < given.from) {
+      console.error(`concord consumer redeliver: ${durable} was given no event of stream ${info.stream_name} from sequence ${from} on (its last delivery is sequence ${given.to}); nothing published`);
+      return 0;
+    }
     const range = given ?? abandonedRange(info);
     if (typeof range === "string") {
       console.error(`concord consumer redeliver: ${range}; nothing published`);
@@ -318,26 +322,8 @@ async function databaseRestore(args: string[]): Promise<number> {
     );
     return 0;
   }
-  // The last event each consumer was given: the service is stopped, so it stays there until it starts.
-  const nc = await observerIfReachable(given.nats, command, "each consumer's last delivered sequence (`nats consumer info`) is the --to of its command");
-  const lastDelivered = new Map<string, number>();
-  if (nc) {
-    try {
-      const jsm = await nc.jetstreamManager();
-      for (const p of record.positions) lastDelivered.set(p.durable, (await jsm.consumers.info(p.stream, p.durable).catch(() => undefined))?.delivered.stream_seq ?? 0);
-    } finally {
-      await nc.close();
-    }
-  }
   console.error(`concord ${command}: start ${service}, then deliver again to its consumers what they handled after the backup (its inbox skips what the backup holds as handled):`);
-  for (const p of record.positions) {
-    const to = lastDelivered.get(p.durable);
-    if (to !== undefined && to <= p.ackFloor) {
-      console.error(`  ${p.durable}: nothing (no event of ${p.stream} was delivered to it after the backup)`);
-      continue;
-    }
-    console.log(`npx concord consumer redeliver ${p.durable} --from ${p.ackFloor + 1} --to ${to ?? "LAST_DELIVERED"}`);
-  }
+  for (const p of record.positions) console.log(`npx concord consumer redeliver ${p.durable} --from ${p.ackFloor + 1}`);
   return 0;
 }
 

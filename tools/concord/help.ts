@@ -132,7 +132,8 @@ ${natsOption}`,
 
 For a durable consumer whose server stopped delivering events to it (a
 max_deliver reached, as earlier versions set it; its service warns at start
-with their stream sequences): publishes again each event of the consumer's
+with their stream sequences), or whose service's database was restored from
+a backup (\`database restore\` prints the commands): publishes again each event of the consumer's
 subject from its stream in that range, with its own headers and payload, to
 the subject it was published to. The consumer is left as it is. Every
 consumer of that subject receives the events again; each keeps its ce-id, so
@@ -144,7 +145,9 @@ saying so.
   DURABLE             the consumer, as the warning names it (orders-stock-reserved)
   --from SEQ --to SEQ the stream sequences, both included, from the warning;
                       without them, those after the consumer's acknowledgement
-                      floor up to its last delivery, when none awaits an ack
+                      floor up to its last delivery, when none awaits an ack;
+                      --from alone: from SEQ up to its last delivery (what
+                      \`database restore\` prints)
   --dry-run           say what would be published; publish nothing
   --past-inbox        publish events older than the inboxes' retention (7 days)
                       too; without it, such an event stops the command before
@@ -168,7 +171,7 @@ flushed to disk before it takes the name FILE (FILE.partial until then).
                       defaulting to .data); a PostgreSQL database is refused:
                       back it up with pg_dump
 ${natsOption}`,
-  "database restore": `Usage: npx concord database restore (products|orders) FILE [--database PATH] [--nats URL]
+  "database restore": `Usage: npx concord database restore (products|orders) FILE [--database PATH]
 
 Puts the backup FILE (made by \`database backup\`) in place of the service's
 SQLite database. The service must be stopped: the file is claimed as the
@@ -176,14 +179,12 @@ service claims it, and the restore fails, changing nothing, while a process
 runs on it. The backup is checked (SQLite's quick_check, the service's
 tables), the database there is moved aside with its log (to
 <database>.before-restore-<time>, and its -wal and -shm files), and a copy of
-the backup takes its place. Then it prints, one a line, the \`npx concord
-consumer redeliver\` commands that deliver again to the service's consumers
-the events they handled after the backup (from each one's floor in FILE.json
-to its last delivered sequence, read from JetStream as the observer): run
-them once the service runs again. Its inbox, as restored, skips those it had
-handled by the backup.
-  --database PATH     the service's SQLite file (default: as for \`database backup\`)
-${natsOption}`,
+the backup takes its place. Then it prints, one a line, for each of the
+service's durable consumers, the \`npx concord consumer redeliver DURABLE
+--from SEQ\` command (SEQ one past its floor in FILE.json) that delivers
+again the events it handled after the backup: run them once the service runs
+again. Its inbox, as restored, skips those it had handled by the backup.
+  --database PATH     the service's SQLite file (default: as for \`database backup\`)`,
   "streams provision": `Usage: npx concord streams provision [--nats URL]
 
 Creates each stream the contracts declare, and the dead letter stream, where
