@@ -6,6 +6,7 @@
  * the inbox and the durable consumers' positions in JetStream.
  */
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { connect, type NatsConnection } from "nats";
@@ -15,6 +16,8 @@ import { ProductServiceService } from "../gen/ts/shop/products/v1/product_servic
 import { Code, type StatusError } from "../platform/errors/index.js";
 import { createClient, waitForServing } from "../platform/grpc/index.js";
 import { runConcord } from "./support/concord.js";
+import { readmeBlock } from "./support/readme.js";
+import { repoRoot } from "../tools/repo-root.js";
 import { freePort, useNatsServer } from "./support/nats-server.js";
 import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
 import { address } from "./support/shop.js";
@@ -115,7 +118,11 @@ describe("backing up a running service's SQLite database and restoring it", () =
     await proxy.cut();
     const b = await placeOrder();
     expect(outboxDepth(ordersDb)).toBe(1);
-    const backup = await concord("database", "backup", "orders", backupFile);
+    // The README's commands, with a file of this test's.
+    const [backupCommand, restoreCommand] = readmeBlock("A service's database while it runs:");
+    expect(backupCommand.argv.slice(0, 5)).toEqual(["npx", "concord", "database", "backup", "orders"]);
+    expect(restoreCommand.argv.slice(0, 5)).toEqual(["npx", "concord", "database", "restore", "orders"]);
+    const backup = await concord(...backupCommand.argv.slice(2, 5), backupFile);
     expect(backup.status, backup.stderr).toBe(0);
     const record = JSON.parse(backup.stdout) as { positions: Array<{ durable: string; ackFloor: number }> };
     const floor = record.positions.find((p) => p.durable === "orders-stock-reserved")!.ackFloor;
@@ -132,17 +139,21 @@ describe("backing up a running service's SQLite database and restoring it", () =
     const ordersEvents = await streamMessages("SHOP_ORDERS");
 
     // A restore waits for the service to stop; then puts the backup in place and says what to redeliver.
-    const refused = await concord("database", "restore", "orders", backupFile);
+    const refused = await concord(...restoreCommand.argv.slice(2, 5), backupFile);
     expect(refused.status).toBe(1);
     expect(refused.stderr).toContain("is in use by another process");
     expect(await orders.stop()).toBe(0);
-    const restore = await concord("database", "restore", "orders", backupFile);
+    const restore = await concord(...restoreCommand.argv.slice(2, 5), backupFile);
     expect(restore.status, restore.stderr).toBe(0);
     expect(restore.stderr).toContain(`restored as ${ordersDb}; the database that was there is now ${ordersDb}.before-restore-`);
     // One command per consumer of the service, from one past its floor at the backup.
     const redeliveries = restore.stdout.trim().split("\n");
     expect(redeliveries).toEqual(record.positions.map((p) => `npx concord consumer redeliver ${p.durable} --from ${p.ackFloor + 1}`));
     expect(redeliveries).toContain(`npx concord consumer redeliver orders-stock-reserved --from ${floor + 1}`);
+    // As the README shows them for this very sequence of events.
+    const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
+    const shown = readme.slice(readme.indexOf("to run once the service runs again:")).split("```")[1].trim().split("\n");
+    expect(redeliveries).toEqual(shown);
 
     // At debug, it logs each event its inbox drops.
     orders = startServiceProcess("orders", { ...ordersEnv(nats().url), LOG_LEVEL: "debug" });
