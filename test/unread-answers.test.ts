@@ -56,12 +56,17 @@ describe("callers that read none of their answers, against the order service", (
         }
       }
       // Each connection has its first calls' answers run, about 8 MiB, then is seen to take none: the rest are refused.
-      await expect.poll(refused, { timeout: 10_000 }).toBeGreaterThanOrEqual(400 - 4 * 9);
+      // On a quiet machine 8 a connection run. On a busy one the first answers can take longer to make than a waiting
+      // call's two seconds (8 looks), before anything is written that could be seen not to be taken: such a call then
+      // runs if its connection stays within twice the bound (16 of these answers, of about 1 MiB each). A fresh-clone
+      // run beside other work had 40 run.
+      const mostRun = 4 * 16;
+      await expect.poll(refused, { timeout: 10_000 }).toBeGreaterThanOrEqual(400 - mostRun);
       // Of the calls that ran, some may be cancelled meanwhile (RST_STREAM CANCEL): four connections of about 8 MiB
       // each are at the server's 32 MiB for stalled connections, and on a busy machine a call that waited its two
       // seconds runs anyway and takes them past it. Nothing ends any other way.
       expect(new Set(ended.filter((e) => e !== "status 8"))).toEqual(new Set(ended.length > refused() ? ["reset 8"] : []));
-      expect(ended.length - refused()).toBeLessThanOrEqual(4 * 9);
+      expect(ended.length - refused()).toBeLessThanOrEqual(mostRun);
     } finally {
       clearInterval(sampler);
     }
