@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
 import { type AddressInfo, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { AckPolicy, connect as natsConnect, headers as natsHeaders, type NatsConnection } from "nats";
@@ -292,6 +293,28 @@ describe("npx concord", () => {
       for (const socket of accepted) socket.destroy();
       silent.close();
       dataDir.remove();
+    }
+  });
+
+  it("asks the services while NATS is still to answer, so a hung NATS costs its timeout once, not on top of theirs", { timeout: 60_000 }, async () => {
+    // A NATS server stopped (SIGSTOP) that runs again only once a service's metrics have been asked: status waiting
+    // for NATS before asking the services waited out its 5 s, found NATS unreachable, and only then asked.
+    const stalled = await startNatsServer();
+    const metrics = createHttpServer((_req, res) => {
+      stalled.resume();
+      res.end("concord_outbox_depth 0\nconcord_outbox_oldest_age_seconds 0\nconcord_outbox_parked 0\n");
+    });
+    await new Promise<void>((resolve) => metrics.listen(0, "127.0.0.1", resolve));
+    const at = `127.0.0.1:${(metrics.address() as AddressInfo).port}`;
+    try {
+      stalled.pause();
+      const status = await concord("status", "--nats", stalled.url, "--products", "127.0.0.1:1", "--products-metrics", at, "--orders", "127.0.0.1:1", "--orders-metrics", at);
+      expect(status.stdout).toMatch(new RegExp(`^NATS ${stalled.url}: connected to `));
+      expect(status.stdout).toContain(`products  gRPC 127.0.0.1:1: unreachable (connect ECONNREFUSED 127.0.0.1:1)\n  outbox: depth 0, oldest 0.0s, parked 0\n`);
+    } finally {
+      stalled.resume();
+      await new Promise((resolve) => metrics.close(resolve));
+      await stalled.stop();
     }
   });
 

@@ -391,21 +391,13 @@ export async function concord(argv: string[]): Promise<number> {
           throw new UsageError((err as Error).message, helps[command]);
         }
         const url = (values.nats as string | undefined) ?? defaultNatsUrl();
-        let nc: NatsConnection | undefined;
-        let problem: string | undefined;
+        const connection = connectNats(url, "concord", undefined, statusNatsTimeoutMs);
         try {
-          nc = await connectNats(url, "concord", undefined, statusNatsTimeoutMs);
-        } catch (err) {
-          problem = (err as Error).message;
-          console.log(`NATS ${url}: ${problem}`);
-        }
-        try {
-          if (nc) console.log(`NATS ${url}: connected to ${nc.info?.server_name ?? "server"} (nats-server ${nc.info?.version ?? "?"})`);
-          return (await printStatus(nc, problem, targets, (line) => console.log(line))) ? 0 : 1;
+          return (await printStatus({ url, connection }, targets, (line) => console.log(line))) ? 0 : 1;
         } finally {
           // A TLS handshake grpc-js gives no timeout (an instance that took the connection and never answers) would
           // keep the process alive after the report: endProcess ends it.
-          await nc?.close();
+          await connection.then((nc) => nc.close(), () => undefined);
         }
       }
       case "events tail": {

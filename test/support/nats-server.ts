@@ -51,6 +51,10 @@ export interface NatsServerHandle {
   stopForRestart(): Promise<void>;
   /** SIGKILL, as a crash would; waits for exit and keeps the store for `restart`. */
   kill(): Promise<void>;
+  /** SIGSTOP: the server hangs, connections open, as a stalled machine would. */
+  pause(): void;
+  /** SIGCONT after `pause`. */
+  resume(): void;
 }
 
 /** One node of a cluster started by `startNatsCluster`. */
@@ -61,10 +65,6 @@ export interface NatsClusterNode extends NatsServerHandle {
   readonly pid: number | undefined;
   /** Its monitoring port on 127.0.0.1 (`/healthz`, `/connz`, `/jsz`). */
   readonly monitorPort: number;
-  /** SIGSTOP: the node hangs, connections open, as a stalled machine would. */
-  pause(): void;
-  /** SIGCONT after `pause`. */
-  resume(): void;
   /** Resolves once its `/healthz` says JetStream on it is current (streams and consumers caught up). */
   healthy(timeoutMs?: number): Promise<void>;
 }
@@ -274,6 +274,8 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     },
     stopForRestart: () => node.halt("SIGTERM"),
     kill: () => node.halt("SIGKILL"),
+    pause: () => node.signal("SIGSTOP"),
+    resume: () => node.signal("SIGCONT"),
   };
 }
 

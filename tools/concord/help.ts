@@ -63,9 +63,9 @@ same environment variables). Several instances are named as \`npm start\` names
 them (products#1, products#2, ...). They are asked over TLS trusting
 DATA_DIR/tls/ca.pem (or GRPC_TLS_CA), as \`npm start\` serves them;
 GRPC_INSECURE=1 asks in plaintext. An instance that takes the connection and
-does not answer within 2 s is unreachable. NATS gets 5 s to answer: one that
-takes the connection and says nothing (stopped, hung) is reported so, and the
-rest is shown without it. JetStream is asked everything at once, each request
+does not answer within 2 s is unreachable. NATS gets 5 s to answer, the
+services being asked meanwhile: one that takes the connection and says nothing
+(stopped, hung) is reported so, and the rest is shown without it. JetStream is asked everything at once, each request
 given 5 s: one that does not answer leaves every consumer unknown, saying so;
 a dead letter stream that cannot be read leaves the dead letters unknown, saying why.
 Exits with 1 when an instance is unreachable or not SERVING, or a part cannot be read.

@@ -95,25 +95,20 @@ async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAg
 /** What an instance's metrics say of its service's outbox: a reading, or why there is none. */
 type OutboxAnswer = { readonly reading: string } | { readonly unknown: string };
 
+/** The NATS server status reads the consumers from: its URL, and the connection being made to it (rejecting with why none could be). */
+export interface StatusNats {
+  readonly url: string;
+  readonly connection: Promise<NatsConnection>;
+}
+
 /**
- * Prints the status of every service, each instance's health, the outbox,
- * and its consumers from JetStream (all asked at once); resolves true when
- * every instance serves and every part could be read.
+ * Prints what NATS said to the connection, then the status of every service:
+ * each instance's health, the outbox, and its consumers from JetStream. The
+ * services are asked while the connection is being made, and JetStream all at
+ * once; resolves true when every instance serves and every part could be read.
  */
-export async function printStatus(nc: NatsConnection | undefined, natsProblem: string | undefined, targets: readonly ServiceTarget[], print: (line: string) => void): Promise<boolean> {
+export async function printStatus(nats: StatusNats, targets: readonly ServiceTarget[], print: (line: string) => void): Promise<boolean> {
   let healthy = true;
-  // No request of its own (nats.js asks for the account first by default): a JetStream that does not answer is said
-  // per consumer, with the rest of the status, instead of ending the command.
-  const jsm = nc ? await nc.jetstreamManager({ checkAPI: false, timeout: jetStreamTimeoutMs }) : undefined;
-  // Every JetStream request at once, with the instances' health: one that does not answer costs its timeout once.
-  // Not read, the dead letters are unknown, not none: a missing dead letter stream, say, is a fault to report.
-  const dlqCounts = jsm?.streams.info(deadLetterStreamSpec.name, { subjects_filter: ">" }).then(
-    (info) => ({ counts: info.state.subjects ?? {} }),
-    (err: unknown) => ({ problem: `${deadLetterStreamSpec.name}: ${jetStreamProblem(err)}` }),
-  );
-  const consumerInfos = new Map(
-    targets.flatMap((target) => target.consumers).map((spec) => [spec, jsm?.consumers.info(spec.stream, spec.durable).then((info) => ({ info }), (err: unknown) => ({ err }))]),
-  );
   // Health is asked as the other tools call the services: over TLS trusting the development CA (or GRPC_TLS_CA), in
   // plaintext only with GRPC_INSECURE=1; it needs no token. The credentials are read once; a CA that cannot be read
   // makes every service unreachable, saying why.
@@ -149,7 +144,25 @@ export async function printStatus(nc: NatsConnection | undefined, natsProblem: s
       outbox: "unknown" in outbox ? { unknown: `${startingNote}; ${outbox.unknown}` } : outbox,
     };
   };
+  // Asked before NATS answers: a NATS that does not answer costs its timeout once, not on top of the services' own.
   const answers = targets.map((target) => Promise.all(target.instances.map((instance) => ask(instance, target.starting === true))));
+  const { nc, problem: natsProblem } = await nats.connection.then(
+    (connection) => ({ nc: connection, problem: undefined }),
+    (err: Error) => ({ nc: undefined, problem: err.message }),
+  );
+  print(nc ? `NATS ${nats.url}: connected to ${nc.info?.server_name ?? "server"} (nats-server ${nc.info?.version ?? "?"})` : `NATS ${nats.url}: ${natsProblem}`);
+  // No request of its own (nats.js asks for the account first by default): a JetStream that does not answer is said
+  // per consumer, with the rest of the status, instead of ending the command.
+  const jsm = nc ? await nc.jetstreamManager({ checkAPI: false, timeout: jetStreamTimeoutMs }) : undefined;
+  // Every JetStream request at once, with the instances' health: one that does not answer costs its timeout once.
+  // Not read, the dead letters are unknown, not none: a missing dead letter stream, say, is a fault to report.
+  const dlqCounts = jsm?.streams.info(deadLetterStreamSpec.name, { subjects_filter: ">" }).then(
+    (info) => ({ counts: info.state.subjects ?? {} }),
+    (err: unknown) => ({ problem: `${deadLetterStreamSpec.name}: ${jetStreamProblem(err)}` }),
+  );
+  const consumerInfos = new Map(
+    targets.flatMap((target) => target.consumers).map((spec) => [spec, jsm?.consumers.info(spec.stream, spec.durable).then((info) => ({ info }), (err: unknown) => ({ err }))]),
+  );
   for (const [t, target] of targets.entries()) {
     const several = target.instances.length > 1;
     // Named as `npm start` names them: products#1, products#2, ...
