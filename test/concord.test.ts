@@ -334,6 +334,35 @@ describe("npx concord", () => {
     }
   });
 
+  it("takes the services from the variables over a running start's record, unless they name where it put the first instance", { timeout: 60_000 }, async () => {
+    const dataDir = tempDir();
+    // Stands in for a running `npm start`: the record counts only while a process whose command line is tools/start.ts runs.
+    const start = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)", join("tools", "start.ts")], { stdio: "ignore" });
+    try {
+      const closed = `127.0.0.1:${await freePort()}`;
+      const real = (service: RunningProducts | RunningOrders) => ({ grpc: service.service.address, metrics: service.service.metricsAddress! });
+      writeFileSync(join(dataDir.path, "start-services.json"), JSON.stringify({ pid: start.pid, starting: false, products: [real(products), { grpc: closed, metrics: closed }], orders: [{ grpc: closed, metrics: closed }] }));
+      const env = {
+        GRPC_INSECURE: "1",
+        DATA_DIR: dataDir.path,
+        // Where the start put products#1: the record's two instances stand.
+        PRODUCTS_LISTEN: products.service.address,
+        PRODUCTS_METRICS_LISTEN: undefined,
+        // Elsewhere than the record says: these win, as a flag would.
+        ORDERS_LISTEN: orders.service.address,
+        ORDERS_METRICS_LISTEN: orders.service.metricsAddress!,
+      };
+      const status = await runConcord(env, ["status", "--nats", nats().url]);
+      expect(status.stdout).toContain(`products#1  gRPC ${products.service.address}: SERVING\n`);
+      expect(status.stdout).toContain(`products#2  gRPC ${closed}: unreachable`);
+      expect(status.stdout).toContain(`orders  gRPC ${orders.service.address}: SERVING\n  outbox: depth `);
+      expect(status.stdout).not.toContain(`orders  gRPC ${closed}`);
+    } finally {
+      start.kill();
+      dataDir.remove();
+    }
+  });
+
   it("asks services that serve over TLS, as `npm start` runs them, trusting the development CA", { timeout: 120_000 }, async () => {
     const secureDir = tempDir();
     const secure = await startTestProducts(secureDir.path, nats().url, { metricsListen: "127.0.0.1:0", security: devSecurity(secureDir.path, "products") }, {

@@ -58,8 +58,11 @@ redeliveries and dead letters. The services are found where the flags say;
 else where the \`npm start\` running on DATA_DIR put every instance
 (DATA_DIR/start-services.json, kept while it runs: \`--instances N\` is found
 without being given; until it has brought them up, an instance that does not
-answer is said to be starting, and the status still exits 1); else one instance each where \`npm start\` puts them (the
-same environment variables). Several instances are named as \`npm start\` names
+answer is said to be starting, and the status still exits 1), unless
+PRODUCTS_LISTEN, ORDERS_LISTEN or their _METRICS_LISTEN name another address
+than that start's first instance of the service: what is set wins over the
+record, as with try-order, and that service is then the one instance they name;
+else one instance each where \`npm start\` puts them (the same variables). Several instances are named as \`npm start\` names
 them (products#1, products#2, ...). They are asked over TLS trusting
 DATA_DIR/tls/ca.pem (or GRPC_TLS_CA), as \`npm start\` serves them;
 GRPC_INSECURE=1 asks in plaintext. An instance that takes the connection and
@@ -70,9 +73,9 @@ given 5 s: one that does not answer leaves every consumer unknown, saying so;
 a dead letter stream that cannot be read leaves the dead letters unknown, saying why.
 Exits with 1 when an instance is unreachable or not SERVING, or a part cannot be read.
   --products HOST:PORT[,...]          the product service's gRPC address, one per instance
-                                      (default: $PRODUCTS_LISTEN or 127.0.0.1:50051)
+                                      (default: as above; without a start, $PRODUCTS_LISTEN or 127.0.0.1:50051)
   --orders HOST:PORT[,...]            the order service's gRPC address, one per instance
-                                      (default: $ORDERS_LISTEN or 127.0.0.1:50052)
+                                      (default: as above; without a start, $ORDERS_LISTEN or 127.0.0.1:50052)
   --products-metrics HOST:PORT[,...]  the product service's metrics endpoint, one per instance in
                                       the same order (default: $PRODUCTS_METRICS_LISTEN or
                                       127.0.0.1:9101, 2 ports up for each next instance)

@@ -33,37 +33,33 @@ export interface TargetFlags {
 }
 
 /**
- * The services where the flags say; else every instance of the `npm start`
- * running on DATA_DIR; else where `npm start` puts one instance of each (the
- * same environment variables). Throws when a service's two lists of the flags
- * differ in length.
+ * The services where the flags say; else where the environment variables say
+ * (PRODUCTS_LISTEN, ...), unless each one set names the first instance of the
+ * `npm start` running on DATA_DIR, which then gives every instance; else that
+ * start's instances; else one instance each where `npm start` puts them.
+ * Throws when a service's two lists of the flags differ in length.
  */
 export function serviceTargets(flags: TargetFlags, env: NodeJS.ProcessEnv = process.env): ServiceTarget[] {
   const started = readStartedServices(dataDir(env));
   const list = (value: string | undefined) => value?.split(",").map((a) => a.trim());
-  const instancesOf = (service: "products" | "orders", grpcFlag: string | undefined, metricsFlag: string | undefined, grpcVariable: string, metricsVariable: string, grpcDefault: string, metricsDefault: string): StartedInstance[] => {
-    if (grpcFlag === undefined && metricsFlag === undefined && started) return [...started[service]];
+  const targetOf = (name: "products" | "orders", consumers: ConsumerSpec[], grpcFlag: string | undefined, metricsFlag: string | undefined, grpcVariable: string, metricsVariable: string, grpcDefault: string, metricsDefault: string): ServiceTarget => {
+    if (grpcFlag === undefined && metricsFlag === undefined && started) {
+      // Explicit wins over the record, as for the NATS URL; but only the record knows a start's other instances, so
+      // variables that name where that start put the first one (set in the shell it ran in, say) keep them all.
+      const [first] = started[name];
+      const agrees = (variable: string, recorded: string) => !env[variable] || env[variable] === recorded;
+      if (agrees(grpcVariable, first.grpc) && agrees(metricsVariable, first.metrics)) return { name, instances: [...started[name]], consumers, starting: started.starting };
+    }
     const grpc = list(grpcFlag) ?? [env[grpcVariable] || grpcDefault];
     const metrics = list(metricsFlag) ?? grpc.map((_, i) => shiftPort(env[metricsVariable] || metricsDefault, 2 * i));
     if (metrics.length !== grpc.length) {
-      throw new Error(`--${service} names ${grpc.length} instance(s) and --${service}-metrics ${metrics.length}: give one metrics endpoint per gRPC address, in the same order`);
+      throw new Error(`--${name} names ${grpc.length} instance(s) and --${name}-metrics ${metrics.length}: give one metrics endpoint per gRPC address, in the same order`);
     }
-    return grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] }));
+    return { name, instances: grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] })), consumers, starting: false };
   };
-  const starting = (grpcFlag: string | undefined, metricsFlag: string | undefined) => grpcFlag === undefined && metricsFlag === undefined && started?.starting === true;
   return [
-    {
-      name: "products",
-      instances: instancesOf("products", flags.products, flags.productsMetrics, "PRODUCTS_LISTEN", "PRODUCTS_METRICS_LISTEN", "127.0.0.1:50051", "127.0.0.1:9101"),
-      consumers: Object.values(ProductServiceConsumers).map((c) => c.spec),
-      starting: starting(flags.products, flags.productsMetrics),
-    },
-    {
-      name: "orders",
-      instances: instancesOf("orders", flags.orders, flags.ordersMetrics, "ORDERS_LISTEN", "ORDERS_METRICS_LISTEN", "127.0.0.1:50052", "127.0.0.1:9102"),
-      consumers: Object.values(OrderServiceConsumers).map((c) => c.spec),
-      starting: starting(flags.orders, flags.ordersMetrics),
-    },
+    targetOf("products", Object.values(ProductServiceConsumers).map((c) => c.spec), flags.products, flags.productsMetrics, "PRODUCTS_LISTEN", "PRODUCTS_METRICS_LISTEN", "127.0.0.1:50051", "127.0.0.1:9101"),
+    targetOf("orders", Object.values(OrderServiceConsumers).map((c) => c.spec), flags.orders, flags.ordersMetrics, "ORDERS_LISTEN", "ORDERS_METRICS_LISTEN", "127.0.0.1:50052", "127.0.0.1:9102"),
   ];
 }
 
