@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
-import { AckPolicy, connect, DeliverPolicy, headers as natsHeaders, nkeyAuthenticator, type JetStreamManager, type NatsConnection } from "nats";
+import { AckPolicy, connect, DeliverPolicy, headers as natsHeaders, nanos, nkeyAuthenticator, type JetStreamManager, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { natsAuthorization, streamSources } from "../gen/ts/concord_nats.js";
 import { allStreams } from "../gen/ts/concord_streams.js";
@@ -420,5 +420,27 @@ describe("streams the operator provisions", () => {
     expect((await runConcord({ NATS_URL: nats().url, NATS_NKEY_SEED: nats().seedFile("operator") }, ["streams", "provision"])).status).toBe(0);
     const products = await startTestProducts(dir.path, nats().url, { natsSeedFile: nats().seedFile("products") });
     await products.stop();
+  });
+
+  it("leaves a stream whose settings conflict with its spec as it is, and tells the operator what to do", { timeout: 60_000 }, async () => {
+    const provision = () => runConcord({ NATS_URL: nats().url, NATS_NKEY_SEED: nats().seedFile("operator") }, ["streams", "provision"]);
+    expect((await provision()).status).toBe(0);
+    const nc = await connect({ servers: nats().url, authenticator: nkeyAuthenticator(new TextEncoder().encode(readFileSync(nats().seedFile("operator"), "utf8").trim())) });
+    try {
+      const jsm = await nc.jetstreamManager();
+      const wanted = allStreams.find((s) => s.name === "SHOP_ORDERS")!.maxAgeMs;
+      await jsm.streams.update("SHOP_ORDERS", { max_age: nanos(wanted + 1_000) });
+      const run = await provision();
+      expect(run.status).toBe(1);
+      expect(run.stderr).toBe(
+        `concord: stream SHOP_ORDERS exists with settings that conflict with its spec (max_age (ms): existing ${wanted + 1_000}, wanted ${wanted}): ` +
+          "left as it is, and SHOP_PRODUCTS, CONCORD_DLQ not provisioned; change the contract back to what the stream has, or migrate the stream deliberately " +
+          "(for example with the nats CLI), then run `npx concord streams provision` (or `npm start`) again\n",
+      );
+      await jsm.streams.update("SHOP_ORDERS", { max_age: nanos(wanted) });
+      expect((await provision()).status).toBe(0);
+    } finally {
+      await nc.close();
+    }
   });
 });

@@ -83,6 +83,22 @@ export async function ensureStreams(jsm: JetStreamManager, specs: readonly Strea
   return { atomicBatch };
 }
 
+/**
+ * An existing stream whose settings conflict with its spec, which
+ * ensureStreams leaves as it is. The message advises a service starting up;
+ * `conflict` (what differs, without advice) lets another caller advise its own user.
+ */
+export class StreamConflictError extends Error {
+  override readonly name: string = "StreamConflictError";
+  /** "stream NAME exists with settings that conflict with its spec (setting: existing ..., wanted ...; ...)". */
+  readonly conflict: string;
+  constructor(readonly stream: string, conflicts: readonly string[]) {
+    const conflict = `stream ${stream} exists with settings that conflict with its spec (${conflicts.join("; ")})`;
+    super(`${conflict}; change the spec back, or migrate the stream deliberately (for example with the nats CLI) before starting`);
+    this.conflict = conflict;
+  }
+}
+
 /** What provisioning found the streams to allow. */
 export interface ProvisionedStreams {
   /** The streams that take atomic batch publishes. */
@@ -173,12 +189,7 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boo
     const existing = (config as unknown as Record<string, unknown>)[setting];
     if (existing !== undefined && existing !== null && !(Array.isArray(existing) && existing.length === 0)) conflicts.push(`${setting}: existing ${JSON.stringify(existing)}, wanted none`);
   }
-  if (conflicts.length > 0) {
-    throw new Error(
-      `stream ${spec.name} exists with settings that conflict with its spec (${conflicts.join("; ")}); ` +
-        `change the spec back, or migrate the stream deliberately (for example with the nats CLI) before starting`,
-    );
-  }
+  if (conflicts.length > 0) throw new StreamConflictError(spec.name, conflicts);
   if (foreign) return allowsAtomic(info);
   /** Brings one setting in line; where this user may not change streams, says so and goes on with the stream as it is. */
   const update = async <T>(setting: string, change: () => Promise<T>): Promise<T | undefined> => {

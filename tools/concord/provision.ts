@@ -8,7 +8,7 @@
  */
 import type { NatsConnection } from "nats";
 import { allStreams } from "../../gen/ts/concord_streams.js";
-import { deadLetterStreamSpec, ensureStreams, type StreamSpec } from "../../platform/events/index.js";
+import { deadLetterStreamSpec, ensureStreams, StreamConflictError, type StreamSpec } from "../../platform/events/index.js";
 import type { Logger } from "../../platform/log/index.js";
 
 /** The streams the operator provisions: the contracts' own and the dead letter stream. */
@@ -23,10 +23,22 @@ export interface ProvisionedStream {
   readonly atomicBatch: boolean;
 }
 
-/** Provisions `provisionedStreams` over `nc` (the operator's connection); resolves with each as the server now has it. */
+/**
+ * Provisions `provisionedStreams` over `nc` (the operator's connection); resolves with each as the server now has it.
+ * Throws, saying what the operator can do, at a stream whose settings conflict with its spec: it and the streams
+ * after it are left as they are.
+ */
 export async function provisionStreams(nc: NatsConnection, logger?: Logger): Promise<ProvisionedStream[]> {
   const jsm = await nc.jetstreamManager();
-  const { atomicBatch } = await ensureStreams(jsm, provisionedStreams, logger ? { logger } : {});
+  const { atomicBatch } = await ensureStreams(jsm, provisionedStreams, logger ? { logger } : {}).catch((err: unknown) => {
+    if (!(err instanceof StreamConflictError)) throw err;
+    const rest = provisionedStreams.slice(provisionedStreams.findIndex((spec) => spec.name === err.stream) + 1).map((spec) => spec.name);
+    throw new Error(
+      `${err.conflict}: left as it is${rest.length > 0 ? `, and ${rest.join(", ")} not provisioned` : ""}; ` +
+        "change the contract back to what the stream has, or migrate the stream deliberately (for example with the nats CLI), then run `npx concord streams provision` (or `npm start`) again",
+      { cause: err },
+    );
+  });
   const provisioned: ProvisionedStream[] = [];
   for (const spec of provisionedStreams) {
     const { config, state } = await jsm.streams.info(spec.name);
