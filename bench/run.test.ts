@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -84,12 +84,21 @@ describe("npx tsx bench/run.ts interrupted", () => {
     { signal: "SIGINT", only: "grpc", ready: (stdout: string) => stdout.includes("GetProduct response"), running: ["nats-server", join("dist", "services", "products", "main.js"), "bare-grpc-server.ts"] },
     // The publishing worker with the SQLite outbox of its own temp dir.
     { signal: "SIGTERM", only: "publish", ready: (_: string, entries: string[]) => entries.some((name) => /concord-bench-outbox-/.test(name)), running: ["nats-server", "events-publish.ts"] },
+    // A local PostgreSQL server up, its data dir under the run's temp dir (not a temp dir of its own, which is not the run's to remove).
+    {
+      signal: "SIGTERM",
+      only: "postgres",
+      ready: (stdout: string, entries: string[]) => stdout.includes("PostgreSQL on 127.0.0.1:") && entries.some((name) => /^concord-bench-[^/]+\/postgres$/.test(name)),
+      running: [join("bin", "postgres")],
+    },
   ] as const;
   it.each(cases)(
     "stops on $signal during $only every process it started, removes its temp dir and its workers' and exits 128 + the signal's number, writing no figures",
     { timeout: 180_000 },
     async ({ signal, only, ready, running }) => {
       const scratch = mkdtempSync(join(os.tmpdir(), "concord-bench-signal-"));
+      // Open to other users: run as root, the bench runs its PostgreSQL server as the postgres user, in a data dir below.
+      chmodSync(scratch, 0o755);
       const out = join(scratch, "results");
       // Its temp dir goes under TMPDIR: here, where the test can see what is left.
       const bench = spawn(process.execPath, ["--import", "tsx", "bench/run.ts", "--quick", "--only", only, "--no-ghz", "--out", out], {
@@ -114,6 +123,7 @@ describe("npx tsx bench/run.ts interrupted", () => {
         // What its own tsx loader ran (esbuild) ends once it is gone; give it a moment.
         await expect.poll(() => seen.filter(alive).map((p) => `${p.pid} ${p.command}`), { timeout: 10_000 }).toEqual([]);
         expect(benchEntries()).toEqual([]);
+        expect(entriesUnder(scratch).filter((name) => name.startsWith("concord-pg-"))).toEqual([]);
         expect(readdirSync(scratch)).not.toContain("results");
         expect(code).toBe(128 + os.constants.signals[signal]);
         expect(stderr).toMatch(new RegExp(`^bench: interrupted by ${signal}; stopped what it started, removed \\S+, wrote no figures$`, "m"));

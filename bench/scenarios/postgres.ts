@@ -10,7 +10,8 @@
  *   at a fixed offered load.
  * The server's own CPU is not in the CPU figures (they are the services').
  */
-import { chmodSync } from "node:fs";
+import { chmodSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { findPostgresBinDir } from "../../tools/postgres/find-postgres.mjs";
 import { type LocalPostgres, startLocalPostgres } from "../../tools/postgres/local-postgres.js";
 import type { BenchContext, Row, Scenario, ScenarioResult } from "../lib/report.js";
@@ -28,9 +29,11 @@ export const postgres: Scenario = {
   summary: "on a local PostgreSQL server: outbox publishing and inbox consuming vs the raw baselines, the saga with 1 and 2 instances of each service",
   async run(ctx: BenchContext): Promise<ScenarioResult> {
     if (!findPostgresBinDir()) throw new Error("the PostgreSQL server is not installed (node tools/setup.mjs --postgres installs it)");
-    // The server runs as the postgres user, which needs to reach its data dir under the run's temp dir.
+    // Under the run's temp dir, which an interrupted run removes whether or not this scenario got to stop the server.
+    // The server runs as the postgres user, which needs to reach it there.
     chmodSync(ctx.tmp, 0o755);
-    const server: LocalPostgres = await startLocalPostgres({});
+    const dataDir = join(ctx.tmp, "postgres");
+    const server: LocalPostgres = await startLocalPostgres({ dataDir });
     ctx.log(`  PostgreSQL on 127.0.0.1:${server.port} (fsync on)`);
     let n = 0;
     const fresh = (what: string) => () => server.createDatabase(`${what}_${++n}`);
@@ -53,6 +56,8 @@ export const postgres: Scenario = {
       }
     } finally {
       await server.stop();
+      // A data dir given is kept by stop; a failed run keeps the temp dir for its logs, not for a cluster of tens of MB.
+      rmSync(dataDir, { recursive: true, force: true });
     }
     return { rows, details };
   },
