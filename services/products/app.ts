@@ -3,7 +3,7 @@ import { allStreams } from "../../gen/ts/concord_streams.js";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_service_jetstream.js";
-import { bindConsumers, type EventRuntime } from "../../platform/events/index.js";
+import { bindConsumers, type ConsumerBinding, type EventRuntime } from "../../platform/events/index.js";
 import type { Logger } from "../../platform/log/index.js";
 import { createServiceHost, type GrpcSecurity, type RunningService } from "../../platform/runtime/index.js";
 import { createStockReservations, lockStockAhead } from "./events/stock-reservations.js";
@@ -45,6 +45,14 @@ export async function startProducts(options: ProductsOptions): Promise<RunningPr
   const host = await createServiceHost({ name: "products", migrations: productMigrations, streams: allStreams, streamSources, descriptorSet, ...options });
   const { db, events, server, requestIds } = host;
   server.addService(ProductServiceService, createProductService({ db, store: createProductStore(), outbox: events.outbox, requestIds }));
+  return host.start({ consumers: productConsumers() });
+}
+
+/**
+ * The product service's consumers: the stock side of the order saga, each
+ * batch of order events locking its products first (see lockStockAhead).
+ */
+export function productConsumers(): ConsumerBinding<any>[] {
   const reservations = createReservationStore();
-  return host.start({ consumers: bindConsumers(ProductServiceConsumers, createStockReservations(reservations), lockStockAhead(reservations)) });
+  return bindConsumers(ProductServiceConsumers, createStockReservations(reservations), lockStockAhead(reservations));
 }
