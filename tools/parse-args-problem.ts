@@ -1,3 +1,4 @@
+import { type ParseArgsConfig, parseArgs } from "node:util";
 /**
  * What node:util's parseArgs refused, said for a person at a terminal. With
  * positionals allowed, its unknown-option error goes on about putting a
@@ -31,4 +32,19 @@ function editDistance(a: string, b: string): number {
     previous = current;
   }
   return previous[b.length]!;
+}
+
+/**
+ * parseArgs for a tool's command line: what it refuses is printed as
+ * `<program>: <problem>` with the usage, and the exit code set to 2;
+ * undefined then, for the caller to return.
+ */
+export function toolArgs<T extends ParseArgsConfig>(program: string, config: T, usage: string): ReturnType<typeof parseArgs<T>> | undefined {
+  try {
+    return parseArgs(config);
+  } catch (err) {
+    console.error(`${program}: ${parseArgsProblem(err, Object.keys(config.options ?? {}))}\n\n${usage}`);
+    process.exitCode = 2;
+    return undefined;
+  }
 }

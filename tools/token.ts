@@ -3,7 +3,6 @@
  * local key, for grpcurl and other clients:
  *   grpcurl -cacert .data/tls/ca.pem -H "authorization: Bearer $(npx tsx tools/token.ts --role admin)" ...
  */
-import { parseArgs } from "node:util";
 import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { descriptorSet } from "../gen/ts/descriptor_set.js";
@@ -11,7 +10,7 @@ import { duration } from "../platform/config/index.js";
 import { methodAccess } from "../platform/grpc/index.js";
 import { maxTokenTtlSetting } from "../platform/runtime/index.js";
 import { localToken, maxTokenTtlMs, tokenKeyFile } from "./client-security.js";
-import { parseArgsProblem } from "./parse-args-problem.js";
+import { toolArgs } from "./parse-args-problem.js";
 
 /** Every role some method's concord.v1.access rule names, as the contracts say. */
 function rolesInContracts(): Set<string> {
@@ -42,15 +41,10 @@ concord.v1.access option in proto/ (see the README's Security section).
                     (default 1h, or GRPC_AUTH_MAX_TOKEN_TTL if that is shorter)`;
 
 async function main(): Promise<void> {
-  let values;
   const options = { role: { type: "string", multiple: true }, subject: { type: "string" }, ttl: { type: "string" }, help: { type: "boolean" } } as const;
-  try {
-    ({ values } = parseArgs({ options }));
-  } catch (err) {
-    console.error(`token: ${parseArgsProblem(err, Object.keys(options))}\n\n${usage}`);
-    process.exitCode = 2;
-    return;
-  }
+  const parsed = toolArgs("token", { options }, usage);
+  if (!parsed) return;
+  const { values } = parsed;
   if (values.help) return void console.log(usage);
   const roles = values.role ?? [];
   // A role the contracts do not name (a typo, "Admin") is refused below, naming those they do.

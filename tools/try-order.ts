@@ -8,7 +8,6 @@
  * an admin's to create the product, customer-1's to place and read the order.
  */
 import { randomUUID } from "node:crypto";
-import { parseArgs } from "node:util";
 import { status as grpcStatus } from "@grpc/grpc-js";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { OrderServiceMethods } from "../gen/ts/shop/orders/v1/order_service_rpc.js";
@@ -17,7 +16,7 @@ import { ProductServiceMethods } from "../gen/ts/shop/products/v1/product_servic
 import { checkHealth, createClient } from "../platform/grpc/index.js";
 import { dataDir, toolClientSecurity, whyUnreachable } from "./client-security.js";
 import { endProcess, exitQuietlyOnClosedOutput } from "./event-watch.js";
-import { parseArgsProblem } from "./parse-args-problem.js";
+import { toolArgs } from "./parse-args-problem.js";
 import { readStartedServices } from "./started-services.js";
 
 const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT]
@@ -39,14 +38,9 @@ const healthTimeoutMs = 5_000;
 const options = { products: { type: "string" }, orders: { type: "string" }, help: { type: "boolean" } } as const;
 
 async function main(args: string[]): Promise<void> {
-  let values;
-  try {
-    ({ values } = parseArgs({ args, options }));
-  } catch (err) {
-    console.error(`try-order: ${parseArgsProblem(err, Object.keys(options))}\n\n${usage}`);
-    process.exitCode = 2;
-    return;
-  }
+  const parsed = toolArgs("try-order", { args, options }, usage);
+  if (!parsed) return;
+  const { values } = parsed;
   if (values.help) {
     console.log(usage);
     return;

@@ -4,9 +4,8 @@
  * declare, plus the dead letter stream, in order through consumers of the
  * observer's names, deleted when it ends (nothing is acknowledged or changed).
  */
-import { parseArgs } from "node:util";
 import { connectNats, defaultNatsUrl, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, watchEvents } from "./event-watch.js";
-import { parseArgsProblem } from "./parse-args-problem.js";
+import { toolArgs } from "./parse-args-problem.js";
 
 const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--nats URL] [--nkey FILE]
 
@@ -27,14 +26,9 @@ stream can be read, it exits with status 1.
 const options = { all: { type: "boolean" }, nats: { type: "string" }, nkey: { type: "string" }, help: { type: "boolean" } } as const;
 
 async function main(args: string[]): Promise<void> {
-  let values;
-  try {
-    ({ values } = parseArgs({ args, options }));
-  } catch (err) {
-    console.error(`watch-events: ${parseArgsProblem(err, Object.keys(options))}\n\n${usage}`);
-    process.exitCode = 2;
-    return;
-  }
+  const parsed = toolArgs("watch-events", { args, options }, usage);
+  if (!parsed) return;
+  const { values } = parsed;
   if (values.help) return console.log(usage);
   const nc = await connectNats(values.nats ?? defaultNatsUrl(), "watch-events", seedFileToUse(values.nkey));
   exitOnSignals(nc);
