@@ -14,6 +14,17 @@ describe("subjectFor", () => {
     expect(subjectFor(event, { thingId: "t-1", note: "" })).toBe("test.subject.thing.t-1.happened");
   });
 
+  it("fills templates of several tokens, a token given twice, and a template without tokens", () => {
+    const of = (subjectTemplate: string) => ({ ...event, subjectTemplate, subjectTokens: (e: { thingId: string; note: string }) => ({ thing_id: e.thingId, note: e.note }) });
+    const thing = { thingId: "t-1", note: "n" };
+    expect(subjectFor(of("a.{thing_id}.{note}.b"), thing)).toBe("a.t-1.n.b");
+    expect(subjectFor(of("{thing_id}.{note}"), thing)).toBe("t-1.n");
+    expect(subjectFor(of("a.{thing_id}.x.{thing_id}"), thing)).toBe("a.t-1.x.t-1");
+    expect(subjectFor(of("a.b.c"), thing)).toBe("a.b.c");
+    expect(() => subjectFor(of("a.{thing_id}.{other}"), thing)).toThrow(/no value for token \{other\} of "a\.\{thing_id\}\.\{other\}"/);
+    expect(() => subjectFor(of("a.{thing_id}.{note}"), { thingId: "t-1", note: "x.y" })).toThrow(/"x\.y" of token \{note\} holds "\."/);
+  });
+
   it.each([".", "a.b", "*", ">", " ", "a b", "tab\there", "", "nul\u0000", "bell\u0007", "del\u007f"])("refuses the token value %j, naming event type, token and value", (value) => {
     expect(() => subjectFor(event, { thingId: value, note: "" })).toThrow(
       new RegExp(`concord\\.test\\.v1\\.ThingHappened.*${JSON.stringify(value).replace(/[.*\\]/g, "\\$&")}.*\\{thing_id\\}`),
