@@ -153,6 +153,12 @@ describe("npx concord consumer redeliver", () => {
   it("names the streams when the consumer does not exist, and refuses a range that is not one", async () => {
     const consumers = (await (await connectAs("orders")).jetstreamManager()).consumers;
     await consumers.info("SHOP_PRODUCTS", durable).catch(() => consumers.add("SHOP_PRODUCTS", { durable_name: durable, filter_subject: "shop.products.v1.reservation.*.reserved", ack_policy: AckPolicy.Explicit }));
+    // An event of its own on the consumer's subject, so that the stream holds one whether or not the tests before ran.
+    const h = natsHeaders();
+    h.set("ce-id", uuidv7());
+    h.set("ce-type", "shop.products.v1.StockReserved");
+    h.set("ce-source", "products");
+    const last = await (await connectAs("products")).jetstream().publish("shop.products.v1.reservation.order-own.reserved", new Uint8Array([1]), { headers: h });
     const missing = await concord(dir.path, "consumer", "redeliver", "nope", "--nats", nats().url);
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain("there is no durable consumer nope on stream SHOP_ORDERS or SHOP_PRODUCTS; the durable consumers are ");
@@ -171,7 +177,7 @@ describe("npx concord consumer redeliver", () => {
     const past = await concord(dir.path, "consumer", "redeliver", durable, "--from", "1000", "--to", "1002", "--nats", nats().url);
     expect(past.status, past.stderr).toBe(0);
     expect(past.stderr).toContain("published 0 event(s) of stream SHOP_PRODUCTS sequences 1000 to 1002 again");
-    expect(past.stderr).toMatch(/stream SHOP_PRODUCTS has no event on shop\.products\.v1\.reservation\.\*\.reserved \(orders-stock-reserved's subject\) in sequences 1000 to 1002; it holds sequences 1 to \d+\n/);
+    expect(past.stderr).toContain(`stream SHOP_PRODUCTS has no event on shop.products.v1.reservation.*.reserved (orders-stock-reserved's subject) in sequences 1000 to 1002; it holds sequences 1 to ${last.seq}\n`);
   });
 
   it("says, given a service's seed, that the tools take the observer's or the operator's", async () => {
