@@ -103,10 +103,12 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     const show = await concord("traces", "show", "x", "--fil", "y");
     expect(show.status).toBe(2);
     expect(show.stderr).toMatch(/^concord traces: unknown option --fil; did you mean --file\?\n\nUsage:/);
-    // serve's options are not show's.
-    const other = await concord("traces", "show", "x", "--port", "4318");
-    expect(other.status).toBe(2);
-    expect(other.stderr).toMatch(/^concord traces: unknown option --port\n\nUsage:/);
+    // serve's options are not show's: each is told where it belongs.
+    for (const option of ["--port", "--zipkin", "--zipkin-port"]) {
+      const other = await concord("traces", "show", "x", option, ...(option === "--zipkin" ? [] : ["4318"]));
+      expect(other.status, option).toBe(2);
+      expect(other.stderr, option).toMatch(new RegExp(`^concord traces: ${option} is an option of \`npx concord traces serve\`\n\nUsage:\n  npx concord traces serve `));
+    }
     // As the other tools take them: --file=PATH.
     const equals = await concord("traces", "show", "abc", `--file=${dir.path}/none.jsonl`);
     expect(equals.status).toBe(1);

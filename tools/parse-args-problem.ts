@@ -7,13 +7,20 @@ import { type ParseArgsConfig, parseArgs } from "node:util";
  * '--', as in '-- "--typ"`), which a mistyped option never needs.
  */
 
-/** The message for `err`, thrown by parseArgs given `options`: an unknown option is named, with the option it most likely meant. */
-export function parseArgsProblem(err: unknown, options: readonly string[]): string {
+/**
+ * The message for `err`, thrown by parseArgs given `options`: an unknown option
+ * is named, with the option it most likely meant. `elsewhere` maps an option of
+ * another subcommand to that subcommand's command line, so that such an option,
+ * given to the wrong one, is told where it belongs.
+ */
+export function parseArgsProblem(err: unknown, options: readonly string[], elsewhere: Readonly<Record<string, string>> = {}): string {
   const message = err instanceof Error ? err.message : String(err);
   if ((err as { code?: unknown })?.code !== "ERR_PARSE_ARGS_UNKNOWN_OPTION") return message;
   const given = /^Unknown option '([^']*)'/.exec(message)?.[1];
   if (given === undefined) return message;
-  const meant = likelyMeant(given.replace(/^-+/, "").split("=")[0]!, options);
+  const name = given.replace(/^-+/, "").split("=")[0]!;
+  if (given.startsWith("--") && Object.hasOwn(elsewhere, name)) return `--${name} is an option of \`${elsewhere[name]}\``;
+  const meant = likelyMeant(name, options);
   return `unknown option ${given}${meant === undefined ? "" : `; did you mean --${meant}?`}`;
 }
 

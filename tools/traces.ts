@@ -30,19 +30,26 @@ class UsageError extends Error {}
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 const common: Options = { file: { type: "string" }, help: { type: "boolean", short: "h" } };
-/** Each command's options: one meant for the other command is refused as unknown. */
+/** Each command's options: one meant for the other command is refused, naming that command. */
 const optionsOf: Record<string, Options> = {
   serve: { ...common, port: { type: "string" }, zipkin: { type: "boolean" }, "zipkin-port": { type: "string" } },
   show: common,
 };
 
-/** The command's options and operands; a mistyped option is named with the one it likely meant. */
-function parse(command: string, args: string[]) {
+/**
+ * The command's options and operands; a mistyped option is named with the one
+ * it likely meant, and an option of the other command with that command.
+ */
+function parse(command: string, args: string[], prog: string) {
   const options = optionsOf[command]!;
   try {
     return parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new UsageError(parseArgsProblem(err, Object.keys(options)));
+    const elsewhere: Record<string, string> = {};
+    for (const [other, theirs] of Object.entries(optionsOf)) {
+      for (const name of Object.keys(theirs)) if (!Object.hasOwn(options, name)) elsewhere[name] = `${prog} ${other}`;
+    }
+    throw new UsageError(parseArgsProblem(err, Object.keys(options), elsewhere));
   }
 }
 
@@ -75,7 +82,7 @@ async function run(argv: string[], prog: string): Promise<number> {
     console.log(usage);
     return argv.length === 0 ? 2 : 0;
   }
-  const { values, positionals } = parse(command, rest);
+  const { values, positionals } = parse(command, rest, prog);
   if (values.help) {
     console.log(usage);
     return 0;
