@@ -1,9 +1,10 @@
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
-import { createLogger } from "../log/index.js";
+import { sampleStream, ThingHappened } from "../../test/support/sample-events.js";
+import { createLogger, type Logger } from "../log/index.js";
 import { openDatabase, type Database } from "../sql/index.js";
-import { createInbox, defaultInboxRetentionMs, eventMigrations, inboxRetention } from "./index.js";
+import { bindConsumer, consumerPipeline, createInbox, createOutbox, defaultInboxRetentionMs, type Delivery, eventMigrations, inboxRetention } from "./index.js";
 import { InboxRaceError } from "./inbox.js";
 
 const logger = createLogger({ service: "inbox-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -25,6 +26,71 @@ describe("the inbox", () => {
       throw new Error("the handler failed");
     })).rejects.toThrow("the handler failed");
     expect(await claim(db, "a", "e-2")).toBe(true);
+    await db.close();
+  });
+});
+
+/** The keys of the JSON object on `line`, in the order written, a repeated one as often as written (JSON.parse keeps one). */
+function keysWritten(line: string): string[] {
+  const keys: string[] = [];
+  let depth = 0;
+  for (let i = 0; i < line.length; i++) {
+    if (line[i] === '"') {
+      let end = i + 1;
+      while (line[end] !== '"') end += line[end] === "\\" ? 2 : 1;
+      if (depth === 1 && line[end + 1] === ":") keys.push(JSON.parse(line.slice(i, end + 1)));
+      i = end;
+    } else if (line[i] === "{" || line[i] === "[") depth++;
+    else if (line[i] === "}" || line[i] === "]") depth--;
+  }
+  return keys;
+}
+
+describe("the inbox step's lines", () => {
+  it("name the consumer once, whether the logger given binds it already (startConsumers's does) or not", async () => {
+    const db = await openDatabase({ path: join(dir, "lines.db"), migrations: eventMigrations });
+    const sample = sampleStream("lines");
+    const spec = sample.consumerSpec("lines-worker");
+    let failures = 1;
+    const binding = bindConsumer({
+      spec,
+      descriptor: sample.event,
+      handle() {
+        if (failures-- > 0) throw new Error("not yet");
+      },
+    });
+    const outbox = createOutbox({ db, source: "things" });
+    const event = { thingId: "t-1", note: "once" };
+    const delivery = (eventId: string, deliveryCount: number): Delivery => ({
+      consumer: spec.durable,
+      stream: spec.stream,
+      subject: "test.lines.thing.t-1.happened",
+      streamSequence: deliveryCount,
+      deliveryCount,
+      headers: { "ce-specversion": "1.0", "ce-id": eventId, "ce-type": spec.eventType, "ce-source": "things" },
+      data: ThingHappened.encode(event).finish(),
+      storedAt: new Date(),
+    });
+    const written: string[] = [];
+    const root = createLogger({ service: "things", level: "debug", destination: { write: (line: string) => void written.push(line) } });
+    const loggers: Record<string, Logger> = { "bound as startConsumers binds it": root.child({ component: "event-consumer" }).child({ consumer: spec.durable, stream: spec.stream }), bare: root };
+    for (const [name, logger] of Object.entries(loggers)) {
+      written.length = 0;
+      failures = 1;
+      const pipeline = consumerPipeline({ binding, outbox, logger });
+      const eventId = `e-${name}`;
+      // A failed attempt (retried), the attempt that processes it, and a delivery of it again (acked by the inbox).
+      const settled = [];
+      for (const count of [1, 2, 3]) settled.push((await db.transaction((tx) => pipeline(delivery(eventId, count), tx))).kind);
+      expect(settled, name).toEqual(["retry", "ack", "ack"]);
+      const lines = written.map((line) => ({ keys: keysWritten(line), fields: JSON.parse(line) as Record<string, unknown> }));
+      expect(lines.map((l) => l.fields.msg), name).toEqual(["event handler failed; retrying", "event already processed; acked without running the handler"]);
+      for (const { keys, fields } of lines) {
+        expect(keys, `${name}: ${fields.msg}`).toEqual([...new Set(keys)]);
+        expect(fields, `${name}: ${fields.msg}`).toMatchObject({ consumer: spec.durable, stream: spec.stream });
+      }
+      expect(lines[1]!.fields).toMatchObject({ eventId, streamSequence: 3 });
+    }
     await db.close();
   });
 });

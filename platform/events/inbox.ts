@@ -321,7 +321,8 @@ export function eventIdProblem(id: string | undefined): string | undefined {
  * consumer: a delivery whose event was processed already is acked without
  * running the handler; one without a usable `ce-id` (eventIdProblem) cannot
  * be deduplicated and is unprocessable. Its inbox row commits with the handler's effects. With
- * `batch`, the events its transaction began with are claimed through it.
+ * `batch`, the events its transaction began with are claimed through it. `logger` is the
+ * consumer's (consumerPipeline), which names the consumer on its lines.
  */
 export function inboxStep(inbox: Inbox, logger: Logger, batch?: BatchClaims): DeliveryMiddleware {
   return (next) => async (delivery, tx) => {
@@ -330,7 +331,7 @@ export function inboxStep(inbox: Inbox, logger: Logger, batch?: BatchClaims): De
     if (problem || !eventId) throw new UnprocessableEventError(`the ${headerValue(delivery.headers, eventHeaders.type) ?? "event"} message ${problem}, so it cannot be deduplicated`);
     const claimed = batch?.covers(eventId) ? batch.claim(tx, delivery.consumer, eventId) : await inbox.claim(tx, delivery.consumer, eventId);
     if (claimed) return next(delivery, tx);
-    logger.debug({ consumer: delivery.consumer, eventId, streamSequence: delivery.streamSequence }, "event already processed; acked without running the handler");
+    logger.debug({ eventId, streamSequence: delivery.streamSequence }, "event already processed; acked without running the handler");
     return { kind: "ack" };
   };
 }

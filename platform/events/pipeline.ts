@@ -82,6 +82,7 @@ export interface PipelineOptions {
   readonly binding: ConsumerBinding<any>;
   readonly outbox: Outbox;
   readonly checker?: MessageChecker;
+  /** The consumer's logger; the pipeline binds the consumer and stream to it unless it names the consumer already (startConsumers binds both). */
   readonly logger: Logger;
   /** A service's own steps (metrics, tracing), outermost first, around the default chain. */
   readonly middleware?: readonly DeliveryMiddleware[];
@@ -117,7 +118,9 @@ export interface PipelineOptions {
  * event once it has committed.
  */
 export function consumerPipeline(options: PipelineOptions): DeliveryHandler {
-  const { binding, outbox, checker, logger } = options;
+  const { binding, outbox, checker } = options;
+  // The steps' lines leave the consumer to the logger: bound twice, a key would be written twice on each line.
+  const logger = Object.hasOwn(options.logger.bindings(), "consumer") ? options.logger : options.logger.child({ consumer: binding.spec.durable, stream: binding.spec.stream });
   const tracing = traceDeliveries(binding.spec);
   const chain: DeliveryMiddleware[] = [
     ...(tracing ? [tracing] : []),

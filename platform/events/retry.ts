@@ -7,6 +7,7 @@ export interface RetryOptions {
   readonly maxDeliver: number;
   /** Delay before the retry after attempt n (index n-1); the last entry repeats; none means at once. */
   readonly backoffMs: readonly number[];
+  /** The consumer's (consumerPipeline), which names the consumer on its lines. */
   readonly logger: Logger;
 }
 
@@ -32,7 +33,7 @@ export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
       if (attempt >= maxDeliver) throw err;
       const delayMs = backoffDelay(backoffMs, attempt);
       logger.warn(
-        { err, consumer: delivery.consumer, streamSequence: delivery.streamSequence, attempt, deliveryCount: delivery.deliveryCount, maxDeliver, retryInMs: delayMs },
+        { err, streamSequence: delivery.streamSequence, attempt, deliveryCount: delivery.deliveryCount, maxDeliver, retryInMs: delayMs },
         "event handler failed; retrying",
       );
       return { kind: "retry", delayMs };
