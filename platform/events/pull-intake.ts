@@ -47,12 +47,6 @@ export interface PullIntake {
 const pullExpiresMs = 5_000;
 
 /**
- * Starts pulling for one consumer: a new pull request whenever a quarter of
- * `limit` is free, for as many messages as are free, so the next messages
- * are on their way while the last ones are handled. Messages are handed out
- * in the order the server delivered them, whichever request brought them.
- */
-/**
  * One pull request of `max` messages. nats.js's `fetch` builds, as it is
  * called, the error it would reject with if the request outlived its
  * expiry, and with it a stack trace (whatever the connection's
@@ -69,6 +63,12 @@ function fetchUntraced(consumer: Consumer, max: number): Promise<ConsumerMessage
   }
 }
 
+/**
+ * Starts pulling for one consumer: a new pull request whenever a quarter of
+ * `limit` is free, for as many messages as are free, so the next messages
+ * are on their way while the last ones are handled. Messages are handed out
+ * in the order the server delivered them, whichever request brought them.
+ */
 export function createPullIntake(options: PullIntakeOptions): PullIntake {
   const { nc, js, stream, durable, limit, reopenDelayMs, logger } = options;
   // A message gets a progress ack once it has gone a sixth of ack_wait without one; checked as often.
