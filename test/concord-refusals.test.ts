@@ -10,6 +10,9 @@ import { type ConcordRun, runConcord } from "./support/concord.js";
 import { freePort, useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
 
+/** `text` matched as it is by a regular expression. */
+const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
 describe("npx concord refuses what names nothing, and ends quietly when its reader goes", () => {
   const dir = createTempDir("concord-refusals-");
   const nats = useNatsServer();
@@ -113,6 +116,36 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     const equals = await concord("traces", "show", "abc", `--file=${dir.path}/none.jsonl`);
     expect(equals.status).toBe(1);
     expect(equals.stderr).toContain(`${dir.path}/none.jsonl does not exist`);
+  });
+
+  it("names the commands an option belongs to when it is given to another (exit 2, its usage), and still the one a mistyped option likely meant", async () => {
+    const refusals: [string[], string, string][] = [
+      [["dlq", "list", "--yes"], "concord: --yes is an option of `npx concord dlq purge`", "Usage: npx concord dlq list "],
+      [["consumer", "redeliver", "x", "--all"], "concord: --all is an option of `npx concord events tail`, `dlq replay` and `outbox parked`", "Usage: npx concord consumer redeliver "],
+      [["status", "--consumer=x"], "concord: --consumer is an option of `npx concord dlq list` and `dlq replay`", "Usage: npx concord status "],
+      [["streams", "provision", "--database", "x"], "concord: --database is an option of `npx concord database backup`, `database restore` and `outbox parked`", "Usage: npx concord streams provision "],
+      [["database", "restore", "products", "f", "--dry-run"], "concord: --dry-run is an option of `npx concord dlq replay` and `consumer redeliver`", "Usage: npx concord database restore "],
+      [["dlq", "show", "1", "--zipkin"], "concord: --zipkin is an option of `npx concord traces serve`", "Usage: npx concord dlq show "],
+      [["outbox", "parked", "list", "products", "--yes"], "concord outbox parked: --yes is an option of `npx concord dlq purge`", "Usage: npx concord outbox parked list "],
+      [["traces", "show", "x", "--consumer", "y"], "concord traces: --consumer is an option of `npx concord dlq list` and `dlq replay`", "Usage:\n  npx concord traces serve "],
+    ];
+    for (const [args, problem, usage] of refusals) {
+      const out = await concord(...args);
+      expect(out.status, args.join(" ")).toBe(2);
+      expect(out.stderr, args.join(" ")).toMatch(new RegExp(`^${escaped(problem)}\n\n${escaped(usage)}`));
+      expect(out.stdout, args.join(" ")).toBe("");
+    }
+    // --nats belongs to every command but outbox parked and traces.
+    const natsGiven = await concord("outbox", "parked", "list", "products", "--nats", "nats://127.0.0.1:1");
+    expect(natsGiven.status).toBe(2);
+    expect(natsGiven.stderr).toMatch(/^concord outbox parked: --nats is an option of `npx concord status`, `events tail`, `dlq list`, .*, `database restore` and `streams provision`\n\nUsage:/);
+    // An option no command takes, and one mistyped, are said as before.
+    const bogus = await concord("consumer", "redeliver", "x", "--bogus");
+    expect(bogus.status).toBe(2);
+    expect(bogus.stderr).toMatch(/^concord: unknown option --bogus\n\nUsage: npx concord consumer redeliver /);
+    const typo = await concord("consumer", "redeliver", "x", "--dry");
+    expect(typo.status).toBe(2);
+    expect(typo.stderr).toMatch(/^concord: unknown option --dry; did you mean --dry-run\?\n\nUsage: npx concord consumer redeliver /);
   });
 
   it("shows the traces of a span file with a line cut short (its receiver killed while it appended), saying which line it skipped", async () => {

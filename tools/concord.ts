@@ -19,11 +19,11 @@ import { abandonedRange, durableConsumers, findConsumer, PastInboxError, redeliv
 import { printStatus, serviceTargets } from "./concord/status.js";
 import { provisionStreams } from "./concord/provision.js";
 import { createLogger } from "../platform/log/index.js";
-import { outboxCommand, runningStartPostgres } from "./outbox.js";
+import { outboxCommand, outboxOptions, runningStartPostgres } from "./outbox.js";
 import { backupSqlite, type ConsumerPosition, consumerPositions, readBackupRecord, recordFileOf, restoreSqlite, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
-import { tracesCommand } from "./traces.js";
+import { tracesCommand, tracesOptions } from "./traces.js";
 
 export { endProcess, exitQuietlyOnClosedOutput };
 
@@ -44,12 +44,51 @@ type Options = NonNullable<ParseArgsConfig["options"]>;
 const nats: Options = { nats: { type: "string" }, help: { type: "boolean", short: "h" } };
 const filters: Options = { consumer: { type: "string" }, subject: { type: "string" }, type: { type: "string" } };
 
-function parse(command: string, args: string[], options: Options) {
-  const all = { ...nats, ...options };
+/** The options of each command parsed here, besides --nats and --help. */
+const optionsOf: Readonly<Record<string, Options>> = {
+  status: { products: { type: "string" }, orders: { type: "string" }, "products-metrics": { type: "string" }, "orders-metrics": { type: "string" } },
+  "events tail": { all: { type: "boolean" }, subject: { type: "string" }, type: { type: "string" } },
+  "dlq list": filters,
+  "dlq show": {},
+  "dlq replay": { ...filters, all: { type: "boolean" }, "dry-run": { type: "boolean" }, rate: { type: "string" } },
+  "dlq purge": { yes: { type: "boolean" } },
+  "consumer redeliver": { from: { type: "string" }, to: { type: "string" }, "dry-run": { type: "boolean" }, "past-inbox": { type: "boolean" } },
+  "database backup": { database: { type: "string" } },
+  "database restore": { database: { type: "string" } },
+  "streams provision": {},
+};
+
+/** Every command's options as it parses them, in the order of `concord --help`: the outbox and traces tools parse theirs. */
+const everyOptionOf: Readonly<Record<string, Options>> = {
+  ...Object.fromEntries(Object.entries(optionsOf).map(([command, options]) => [command, { ...nats, ...options }])),
+  "outbox parked": outboxOptions,
+  ...Object.fromEntries(Object.entries(tracesOptions).map(([command, options]) => [`traces ${command}`, options])),
+};
+
+/**
+ * For each option, the commands that take it, but `command` (and, for a group
+ * that parses its own, as traces does, the group's commands): the first as
+ * `npx concord dlq replay`, the rest without the program, as `events tail`.
+ */
+function elsewhereOf(command: string): Record<string, string[]> {
+  const lines: Record<string, string[]> = {};
+  for (const [other, options] of Object.entries(everyOptionOf)) {
+    if (other === command || other.startsWith(`${command} `)) continue;
+    for (const name of Object.keys(options)) (lines[name] ??= []).push(lines[name].length === 0 ? `npx concord ${other}` : other);
+  }
+  return lines;
+}
+
+/**
+ * The command's options and operands; a mistyped option is named with the one
+ * it likely meant, and an option of other commands with those commands.
+ */
+function parse(command: string, args: string[]) {
+  const all = everyOptionOf[command]!;
   try {
     return parseArgs({ args, options: all, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new UsageError(parseArgsProblem(err, Object.keys(all)), helps[command]);
+    throw new UsageError(parseArgsProblem(err, Object.keys(all), elsewhereOf(command)), helps[command]);
   }
 }
 
@@ -114,7 +153,7 @@ function summary(letter: DeadLetter) {
 
 async function dlqReplay(args: string[]): Promise<number> {
   const command = "dlq replay";
-  const { values, positionals } = parse(command, args, { ...filters, all: { type: "boolean" }, "dry-run": { type: "boolean" }, rate: { type: "string" } });
+  const { values, positionals } = parse(command, args);
   if (values.help) return help(command);
   const seqs = positionals.map((p) => sequenceOf(p, command));
   const filter = filterOf(values, command);
@@ -174,7 +213,7 @@ function skippedNote(skipped: number): string {
 
 async function consumerRedeliver(args: string[]): Promise<number> {
   const command = "consumer redeliver";
-  const { values, positionals } = parse(command, args, { from: { type: "string" }, to: { type: "string" }, "dry-run": { type: "boolean" }, "past-inbox": { type: "boolean" } });
+  const { values, positionals } = parse(command, args);
   if (values.help) return help(command);
   if (positionals.length !== 1) throw new UsageError("name one durable consumer", helps[command]);
   const [durable] = positionals;
@@ -236,7 +275,7 @@ const databaseNatsTimeoutMs = 5_000;
  * tool finds it). A PostgreSQL database is refused: pg_dump backs it up.
  */
 function databaseArguments(command: string, args: string[]) {
-  const { values, positionals } = parse(command, args, { database: { type: "string" } });
+  const { values, positionals } = parse(command, args);
   if (values.help) return { help: true as const };
   const [service, file, ...more] = positionals;
   if (service !== "products" && service !== "orders") throw new UsageError(service === undefined ? "name the service: products or orders" : `unknown service ${JSON.stringify(service)}: expected products or orders`, helps[command]);
@@ -376,7 +415,7 @@ export async function concord(argv: string[]): Promise<number> {
     }
     switch (command) {
       case "status": {
-        const { values, positionals } = parse(command, rest, { products: { type: "string" }, orders: { type: "string" }, "products-metrics": { type: "string" }, "orders-metrics": { type: "string" } });
+        const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);
         if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
         let targets;
@@ -401,7 +440,7 @@ export async function concord(argv: string[]): Promise<number> {
         }
       }
       case "events tail": {
-        const { values, positionals } = parse(command, rest, { all: { type: "boolean" }, subject: { type: "string" }, type: { type: "string" } });
+        const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);
         if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
         checkSubjectAndType(values, command);
@@ -423,7 +462,7 @@ export async function concord(argv: string[]): Promise<number> {
         return 0;
       }
       case "dlq list": {
-        const { values, positionals } = parse(command, rest, filters);
+        const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);
         if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
         const filter = filterOf(values, command);
@@ -440,7 +479,7 @@ export async function concord(argv: string[]): Promise<number> {
         });
       }
       case "dlq show": {
-        const { values, positionals } = parse(command, rest, {});
+        const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);
         if (positionals.length !== 1) throw new UsageError("name one dead letter by its sequence", helps[command]);
         const seq = sequenceOf(positionals[0], command);
@@ -453,7 +492,7 @@ export async function concord(argv: string[]): Promise<number> {
       case "dlq replay":
         return await dlqReplay(rest);
       case "dlq purge": {
-        const { values, positionals } = parse(command, rest, { yes: { type: "boolean" } });
+        const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);
         if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
         return withOperator(values.nats as string | undefined, async (nc) => {
@@ -474,7 +513,7 @@ export async function concord(argv: string[]): Promise<number> {
       case "database restore":
         return await databaseRestore(rest);
       case "streams provision": {
-        const { values, positionals } = parse(command, rest, {});
+        const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);
         if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
         return await withOperator(values.nats as string | undefined, async (nc) => {
@@ -491,10 +530,10 @@ export async function concord(argv: string[]): Promise<number> {
         const [action, ...more] = rest;
         if (action !== "list" && action !== "retry") throw new UsageError("say list or retry", helps[command]);
         const args = more[0] !== undefined && !more[0].startsWith("-") ? [more[0], action, ...more.slice(1)] : [action, ...more];
-        return outboxCommand(args, "concord outbox parked", helps[command]);
+        return outboxCommand(args, "concord outbox parked", helps[command], elsewhereOf(command));
       }
       case "traces":
-        return await tracesCommand(rest, "npx concord traces");
+        return await tracesCommand(rest, "npx concord traces", elsewhereOf(command));
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)}`, usage);
     }

@@ -32,19 +32,23 @@ the server's max_payload or the stream's max_msg_size (or with headers over
 service's NATS user may not publish to. Retry them once what refused them has
 changed.`;
 
+/** The outbox tool's options. */
+export const outboxOptions = { database: { type: "string" }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } } as const;
+
 /**
  * The outbox tool with `argv`, saying `program` in its messages and `help`
- * for --help and bad arguments; resolves with its exit code (2: bad
+ * for --help and bad arguments, and naming, for an option it lacks, the
+ * command lines `elsewhere` gives for it; resolves with its exit code (2: bad
  * arguments, each named; 1: an event id to retry that is not parked).
  * Shared by `concord outbox parked`.
  */
-export async function outboxCommand(argv: string[], program = "outbox", help = usage): Promise<number> {
+export async function outboxCommand(argv: string[], program = "outbox", help = usage, elsewhere: Readonly<Record<string, readonly string[]>> = {}): Promise<number> {
   let parsed;
-  const options = { database: { type: "string" }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } } as const;
+  const options = outboxOptions;
   try {
     parsed = parseArgs({ args: argv, allowPositionals: true, options });
   } catch (err) {
-    console.error(`${program}: ${parseArgsProblem(err, Object.keys(options))}\n\n${help}`);
+    console.error(`${program}: ${parseArgsProblem(err, Object.keys(options), elsewhere)}\n\n${help}`);
     return 2;
   }
   const { values, positionals } = parsed;

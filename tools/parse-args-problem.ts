@@ -10,16 +10,19 @@ import { type ParseArgsConfig, parseArgs } from "node:util";
 /**
  * The message for `err`, thrown by parseArgs given `options`: an unknown option
  * is named, with the option it most likely meant. `elsewhere` maps an option of
- * another subcommand to that subcommand's command line, so that such an option,
- * given to the wrong one, is told where it belongs.
+ * other subcommands to their command lines (one, or several said in the order
+ * given), so that such an option, given to the wrong one, is told where it belongs.
  */
-export function parseArgsProblem(err: unknown, options: readonly string[], elsewhere: Readonly<Record<string, string>> = {}): string {
+export function parseArgsProblem(err: unknown, options: readonly string[], elsewhere: Readonly<Record<string, string | readonly string[]>> = {}): string {
   const message = err instanceof Error ? err.message : String(err);
   if ((err as { code?: unknown })?.code !== "ERR_PARSE_ARGS_UNKNOWN_OPTION") return message;
   const given = /^Unknown option '([^']*)'/.exec(message)?.[1];
   if (given === undefined) return message;
   const name = given.replace(/^-+/, "").split("=")[0]!;
-  if (given.startsWith("--") && Object.hasOwn(elsewhere, name)) return `--${name} is an option of \`${elsewhere[name]}\``;
+  if (given.startsWith("--") && Object.hasOwn(elsewhere, name)) {
+    const lines = ([] as string[]).concat(elsewhere[name]!).map((line) => `\`${line}\``);
+    return `--${name} is an option of ${lines.length > 1 ? `${lines.slice(0, -1).join(", ")} and ${lines.at(-1)}` : lines[0]}`;
+  }
   const meant = likelyMeant(name, options);
   return `unknown option ${given}${meant === undefined ? "" : `; did you mean --${meant}?`}`;
 }

@@ -31,24 +31,26 @@ class UsageError extends Error {}
 type Options = NonNullable<ParseArgsConfig["options"]>;
 const common: Options = { file: { type: "string" }, help: { type: "boolean", short: "h" } };
 /** Each command's options: one meant for the other command is refused, naming that command. */
-const optionsOf: Record<string, Options> = {
+export const tracesOptions: Readonly<Record<string, Options>> = {
   serve: { ...common, port: { type: "string" }, zipkin: { type: "boolean" }, "zipkin-port": { type: "string" } },
   show: common,
 };
 
 /**
  * The command's options and operands; a mistyped option is named with the one
- * it likely meant, and an option of the other command with that command.
+ * it likely meant, and an option of the other command with that command, or
+ * with the command lines `beyond` gives for it (those of a tool calling this one).
  */
-function parse(command: string, args: string[], prog: string) {
-  const options = optionsOf[command]!;
+function parse(command: string, args: string[], prog: string, beyond: Readonly<Record<string, readonly string[]>>) {
+  const options = tracesOptions[command]!;
   try {
     return parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (err) {
-    const elsewhere: Record<string, string> = {};
-    for (const [other, theirs] of Object.entries(optionsOf)) {
-      for (const name of Object.keys(theirs)) if (!Object.hasOwn(options, name)) elsewhere[name] = `${prog} ${other}`;
+    const elsewhere: Record<string, string[]> = {};
+    for (const [other, theirs] of Object.entries(tracesOptions)) {
+      for (const name of Object.keys(theirs)) if (!Object.hasOwn(options, name)) (elsewhere[name] ??= []).push(`${prog} ${other}`);
     }
+    for (const [name, lines] of Object.entries(beyond)) (elsewhere[name] ??= []).push(...lines);
     throw new UsageError(parseArgsProblem(err, Object.keys(options), elsewhere));
   }
 }
@@ -62,11 +64,13 @@ function portOf(value: unknown, name: string, fallback: number): number {
 
 /**
  * Runs the traces command with `argv` (after the program name); `prog` is how
- * the user called it, for the help text. Resolves with the exit status.
+ * the user called it, for the help text, and `elsewhere` the command lines of
+ * the calling tool's other commands that take an option traces lacks, to name
+ * them when it is given here. Resolves with the exit status.
  */
-export async function tracesCommand(argv: string[], prog = "npx tsx tools/traces.ts"): Promise<number> {
+export async function tracesCommand(argv: string[], prog = "npx tsx tools/traces.ts", elsewhere: Readonly<Record<string, readonly string[]>> = {}): Promise<number> {
   try {
-    return await run(argv, prog);
+    return await run(argv, prog, elsewhere);
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     console.error(`${prog.replace(/^npx (tsx )?/, "")}: ${err.message}\n\n${usageOf(prog)}`);
@@ -74,15 +78,15 @@ export async function tracesCommand(argv: string[], prog = "npx tsx tools/traces
   }
 }
 
-async function run(argv: string[], prog: string): Promise<number> {
+async function run(argv: string[], prog: string, elsewhere: Readonly<Record<string, readonly string[]>>): Promise<number> {
   const usage = usageOf(prog);
   const [command = "", ...rest] = argv;
-  if (!Object.hasOwn(optionsOf, command)) {
+  if (!Object.hasOwn(tracesOptions, command)) {
     if (argv.length > 0 && !argv.includes("--help") && !argv.includes("-h")) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
     console.log(usage);
     return argv.length === 0 ? 2 : 0;
   }
-  const { values, positionals } = parse(command, rest, prog);
+  const { values, positionals } = parse(command, rest, prog, elsewhere);
   if (values.help) {
     console.log(usage);
     return 0;
