@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { describe, expect, it } from "vitest";
@@ -88,6 +88,24 @@ describe("restoreSqlite", () => {
       expect((await restored.query<{ event_id: string }>("SELECT event_id FROM event_inbox")).map((r) => r.event_id)).toEqual(["before"]);
     } finally {
       await restored.close();
+    }
+  });
+
+  it("refuses the service's database itself as its backup, by any name, and leaves it in place", async () => {
+    const path = join(dir, "itself.db");
+    const db = await serviceDatabase(path);
+    await db.run("INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ('c', 'kept', 1)");
+    await db.close();
+    symlinkSync(path, join(dir, "itself-link.db"));
+    for (const backup of [path, `${dir}/./itself.db`, join(dir, "itself-link.db")]) {
+      expect(() => restoreSqlite(path, backup)).toThrow(`${backup} is the service's database itself, not a backup of it: nothing to restore`);
+    }
+    expect(readdirSync(dir).filter((f) => f.startsWith("itself.db"))).toEqual(["itself.db", "itself.db-lock"]);
+    const kept = await serviceDatabase(path);
+    try {
+      expect((await kept.query<{ event_id: string }>("SELECT event_id FROM event_inbox")).map((r) => r.event_id)).toEqual(["kept"]);
+    } finally {
+      await kept.close();
     }
   });
 

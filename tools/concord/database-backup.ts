@@ -154,28 +154,44 @@ function backupProblem(backup: string): string | undefined {
  * (rejects, changing nothing, while a process runs on it), the backup is
  * checked, the database there and its log are moved aside (to
  * `<path>.before-restore-<time>`, with `-wal` and `-shm`: a log left beside
- * the restored file would be applied to it), and a copy of the backup takes
- * their place. Resolves with where the old files went, if there were any.
+ * the restored file would be applied to it), and a copy of the backup, made
+ * and flushed first, takes their place. Rejects, changing nothing, when
+ * `backup` is that database itself or the copy fails. Resolves with where
+ * the old files went, if there were any.
  */
 export function restoreSqlite(path: string, backup: string, now = new Date()): { readonly asideTo: string | undefined } {
   if (!existsSync(backup)) throw new Error(`${backup} does not exist`);
+  if (existsSync(path) && sameFile(path, backup)) throw new Error(`${backup} is the service's database itself, not a backup of it: nothing to restore`);
   const claim = claimSqliteFile(path);
   try {
     const problem = backupProblem(backup);
     if (problem) throw new Error(`${backup} cannot be restored: ${problem}`);
+    // The copy is made before anything is moved: one that fails (a full disk, say) leaves the database where it was.
+    const restoring = `${path}.restoring`;
+    rmSync(restoring, { force: true });
+    try {
+      closeSync(openSync(restoring, "wx", 0o600));
+      copyFileSync(backup, restoring);
+      flushToDisk(restoring);
+    } catch (err) {
+      rmSync(restoring, { force: true });
+      throw new Error(`copying ${backup} to ${restoring} failed, and the database was left as it was: ${(err as Error).message}`, { cause: err });
+    }
     let asideTo: string | undefined;
     if (existsSync(path)) {
       asideTo = `${path}.before-restore-${now.toISOString().replace(/[:.]/g, "-")}`;
       renameSync(path, asideTo);
       for (const suffix of ["-wal", "-shm"]) if (existsSync(path + suffix)) renameSync(path + suffix, asideTo + suffix);
     }
-    const restoring = `${path}.restoring`;
-    rmSync(restoring, { force: true });
-    closeSync(openSync(restoring, "wx", 0o600));
-    copyFileSync(backup, restoring);
     moveIntoPlace(restoring, path);
     return { asideTo };
   } finally {
     claim.release();
   }
+}
+
+/** Whether two paths name one file (through a symbolic or hard link, or spelt two ways). */
+function sameFile(a: string, b: string): boolean {
+  const [x, y] = [statSync(a), statSync(b)];
+  return x.dev === y.dev && x.ino === y.ino;
 }

@@ -180,9 +180,10 @@ Puts the backup FILE (made by \`database backup\`) in place of the service's
 SQLite database. The service must be stopped: the file is claimed as the
 service claims it, and the restore fails, changing nothing, while a process
 runs on it. The backup is checked (SQLite's quick_check, the service's
-tables), the database there is moved aside with its log (to
-<database>.before-restore-<time>, and its -wal and -shm files), and a copy of
-the backup takes its place. Then it prints, one a line, for each of the
+tables; the database itself is refused) and copied beside the database (a
+copy that fails changes nothing), the database there is moved aside with its
+log (to <database>.before-restore-<time>, and its -wal and -shm files), and
+the copy takes its place. Then it prints, one a line, for each of the
 service's durable consumers, the \`npx concord consumer redeliver DURABLE
 --from SEQ\` command (SEQ one past its floor in FILE.json) that delivers
 again the events it handled after the backup: run them once the service runs
