@@ -349,7 +349,7 @@ async function databaseRestore(args: string[]): Promise<number> {
   if (record && record.service !== service) throw new UsageError(`${file} is a backup of ${record.service} (${recordFileOf(file)}), not of ${service}`, helps[command]);
   let restored;
   try {
-    restored = restoreSqlite(database, file);
+    restored = restoreSqlite(service, database, file);
   } catch (err) {
     console.error(`concord ${command}: ${(err as Error).message}`);
     return 1;

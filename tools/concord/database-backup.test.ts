@@ -60,7 +60,7 @@ describe("restoreSqlite", () => {
     const db = await serviceDatabase(path);
     try {
       backupSqlite(path, backup);
-      expect(() => restoreSqlite(path, backup)).toThrow(/is in use by another process/);
+      expect(() => restoreSqlite("orders", path, backup)).toThrow(/is in use by another process/);
       expect(existsSync(`${path}.restoring`)).toBe(false);
     } finally {
       await db.close();
@@ -78,7 +78,7 @@ describe("restoreSqlite", () => {
     // A log left by a process that was killed, which must not be applied to the restored file.
     writeFileSync(`${path}-wal`, "left by a killed process");
 
-    const { asideTo } = restoreSqlite(path, backup, new Date("2026-12-05T10:00:00.000Z"));
+    const { asideTo } = restoreSqlite("orders", path, backup, new Date("2026-12-05T10:00:00.000Z"));
     expect(asideTo).toBe(`${path}.before-restore-2026-12-05T10-00-00-000Z`);
     expect(readFileSync(`${asideTo}-wal`, "utf8")).toBe("left by a killed process");
     expect(existsSync(`${path}-wal`)).toBe(false);
@@ -98,7 +98,7 @@ describe("restoreSqlite", () => {
     await db.close();
     symlinkSync(path, join(dir, "itself-link.db"));
     for (const backup of [path, `${dir}/./itself.db`, join(dir, "itself-link.db")]) {
-      expect(() => restoreSqlite(path, backup)).toThrow(`${backup} is the service's database itself, not a backup of it: nothing to restore`);
+      expect(() => restoreSqlite("orders", path, backup)).toThrow(`${backup} is the service's database itself, not a backup of it: nothing to restore`);
     }
     expect(readdirSync(dir).filter((f) => f.startsWith("itself.db"))).toEqual(["itself.db", "itself.db-lock"]);
     const kept = await serviceDatabase(path);
@@ -114,10 +114,26 @@ describe("restoreSqlite", () => {
     const other = new BetterSqlite3(notOne);
     other.exec("CREATE TABLE t (n INTEGER)");
     other.close();
-    expect(() => restoreSqlite(join(dir, "target.db"), notOne)).toThrow("has no schema_migrations table, so it is no service's database");
+    expect(() => restoreSqlite("orders", join(dir, "target.db"), notOne)).toThrow("has no schema_migrations table, so it is no service's database");
     writeFileSync(join(dir, "text.db"), "not a database at all, just some text that is long enough to have a header");
-    expect(() => restoreSqlite(join(dir, "target.db"), join(dir, "text.db"))).toThrow(/cannot be (read|opened)|damaged/);
+    expect(() => restoreSqlite("orders", join(dir, "target.db"), join(dir, "text.db"))).toThrow(/cannot be (read|opened)|damaged/);
     expect(existsSync(join(dir, "target.db"))).toBe(false);
+  });
+
+  it("refuses another service's database, and one that names no service", async () => {
+    const products = join(dir, "products.db");
+    await (await openDatabase({ path: products, owner: "products", migrations: [...outboxMigrations, ...inboxMigrations] })).close();
+    const path = join(dir, "owned.db");
+    await (await serviceDatabase(path)).close();
+    const before = readFileSync(path);
+    expect(() => restoreSqlite("orders", path, products)).toThrow(`${products} cannot be restored: it is the products service's database, not the orders service's`);
+    const unowned = join(dir, "unowned.db");
+    const other = new BetterSqlite3(unowned);
+    other.exec("CREATE TABLE schema_migrations (id TEXT); CREATE TABLE event_outbox (id TEXT); CREATE TABLE event_inbox (id TEXT)");
+    other.close();
+    expect(() => restoreSqlite("orders", path, unowned)).toThrow("has no schema_owner table, so it is no service's database");
+    expect(readFileSync(path).equals(before)).toBe(true);
+    expect(readdirSync(dir).filter((f) => f.startsWith("owned.db"))).toEqual(["owned.db", "owned.db-lock"]);
   });
 });
 

@@ -127,8 +127,8 @@ export function readBackupRecord(backup: string): BackupRecord | undefined {
   return JSON.parse(readFileSync(file, "utf8")) as BackupRecord;
 }
 
-/** Why `backup` is no service database to restore (not SQLite, damaged, or never migrated), or undefined. */
-function backupProblem(backup: string): string | undefined {
+/** Why `backup` is no database of `service` to restore (not SQLite, damaged, never migrated, or another service's), or undefined. */
+function backupProblem(backup: string, service: string): string | undefined {
   let db: BetterSqlite3.Database;
   try {
     db = new BetterSqlite3(backup, { readonly: true, fileMustExist: true });
@@ -139,7 +139,10 @@ function backupProblem(backup: string): string | undefined {
     const check = db.pragma("quick_check", { simple: true });
     if (check !== "ok") return `SQLite's quick_check finds it damaged: ${String(check)}`;
     const tables = new Set(db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all() as string[]);
-    for (const table of ["schema_migrations", "event_outbox", "event_inbox"]) if (!tables.has(table)) return `it has no ${table} table, so it is no service's database`;
+    for (const table of ["schema_migrations", "schema_owner", "event_outbox", "event_inbox"]) if (!tables.has(table)) return `it has no ${table} table, so it is no service's database`;
+    // The service would refuse to start on another service's database, the one moved aside then out of its reach.
+    const owners = db.prepare("SELECT service FROM schema_owner").pluck().all() as string[];
+    if (!owners.includes(service)) return `it is the ${owners.join(", ") || "no"} service's database, not the ${service} service's`;
     return undefined;
   } catch (err) {
     return `it cannot be read as a SQLite database: ${(err as Error).message}`;
@@ -149,8 +152,8 @@ function backupProblem(backup: string): string | undefined {
 }
 
 /**
- * Puts the backup `backup` in place of the SQLite database at `path`, whose
- * service must be stopped: the file is claimed as the service claims it
+ * Puts the backup `backup` of `service`'s database in place of the SQLite
+ * database at `path`, whose service must be stopped: the file is claimed as the service claims it
  * (rejects, changing nothing, while a process runs on it), the backup is
  * checked, the database there and its log are moved aside (to
  * `<path>.before-restore-<time>`, with `-wal` and `-shm`: a log left beside
@@ -159,12 +162,12 @@ function backupProblem(backup: string): string | undefined {
  * `backup` is that database itself or the copy fails. Resolves with where
  * the old files went, if there were any.
  */
-export function restoreSqlite(path: string, backup: string, now = new Date()): { readonly asideTo: string | undefined } {
+export function restoreSqlite(service: string, path: string, backup: string, now = new Date()): { readonly asideTo: string | undefined } {
   if (!existsSync(backup)) throw new Error(`${backup} does not exist`);
   if (existsSync(path) && sameFile(path, backup)) throw new Error(`${backup} is the service's database itself, not a backup of it: nothing to restore`);
   const claim = claimSqliteFile(path);
   try {
-    const problem = backupProblem(backup);
+    const problem = backupProblem(backup, service);
     if (problem) throw new Error(`${backup} cannot be restored: ${problem}`);
     // The copy is made before anything is moved: one that fails (a full disk, say) leaves the database where it was.
     const restoring = `${path}.restoring`;
