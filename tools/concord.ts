@@ -345,7 +345,13 @@ async function databaseRestore(args: string[]): Promise<number> {
   const given = databaseArguments(command, args);
   if (given.help) return help(command);
   const { service, file, database } = given;
-  const record = readBackupRecord(file);
+  let record;
+  try {
+    record = readBackupRecord(file);
+  } catch (err) {
+    console.error(`concord ${command}: ${(err as Error).message}; nothing was restored`);
+    return 1;
+  }
   if (record && record.service !== service) throw new UsageError(`${file} is a backup of ${record.service} (${recordFileOf(file)}), not of ${service}`, helps[command]);
   let restored;
   try {

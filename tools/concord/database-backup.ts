@@ -120,11 +120,40 @@ export function writeBackupRecord(backup: string, record: BackupRecord): void {
   moveIntoPlace(`${file}.partial`, file);
 }
 
-/** The record beside `backup`, or undefined when there is none. */
+/**
+ * The record beside `backup`, or undefined when there is none. Throws, naming
+ * the file, when it is no such record: its positions become commands an
+ * operator runs, so each must be one of its service's consumers with a whole
+ * number for its floor.
+ */
 export function readBackupRecord(backup: string): BackupRecord | undefined {
   const file = recordFileOf(backup);
   if (!existsSync(file)) return undefined;
-  return JSON.parse(readFileSync(file, "utf8")) as BackupRecord;
+  let record: unknown;
+  try {
+    record = JSON.parse(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new Error(`${file} cannot be read as a backup's record: ${(err as Error).message}`, { cause: err });
+  }
+  const problem = recordProblem(record);
+  if (problem) throw new Error(`${file} is no backup's record: ${problem}`);
+  return record as BackupRecord;
+}
+
+/** What makes `record` no BackupRecord of a service in the contracts, or undefined. */
+function recordProblem(record: unknown): string | undefined {
+  if (typeof record !== "object" || record === null || Array.isArray(record)) return "it holds no JSON object";
+  const { service, positions } = record as Record<string, unknown>;
+  const consumers = natsAuthorization.services.find((s) => s.name === service)?.consumers;
+  if (!consumers) return `its service is ${JSON.stringify(service)}, none of the contracts' (${natsAuthorization.services.map((s) => s.name).join(", ")})`;
+  if (positions === null) return undefined;
+  if (!Array.isArray(positions)) return "its positions are neither a list nor null";
+  for (const p of positions as unknown[]) {
+    const { stream, durable, ackFloor } = (typeof p === "object" && p !== null ? p : {}) as Record<string, unknown>;
+    if (!consumers.some((c) => c.stream === stream && c.durable === durable)) return `${JSON.stringify(p)} names no consumer of ${String(service)}`;
+    if (!Number.isSafeInteger(ackFloor) || (ackFloor as number) < 0) return `${JSON.stringify(p)} has no whole number for its ackFloor`;
+  }
+  return undefined;
 }
 
 /** Why `backup` is no database of `service` to restore (not SQLite, damaged, never migrated, or another service's), or undefined. */

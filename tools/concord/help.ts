@@ -188,6 +188,8 @@ service's durable consumers, the \`npx concord consumer redeliver DURABLE
 --from SEQ\` command (SEQ one past its floor in FILE.json) that delivers
 again the events it handled after the backup: run them once the service runs
 again. Its inbox, as restored, skips those it had handled by the backup.
+A FILE.json that is no record of the service's consumers' floors (whole
+numbers) stops the restore before anything is changed.
   --database PATH     the service's SQLite file (default: as for \`database backup\`)`,
   "streams provision": `Usage: npx concord streams provision [--nats URL]
 
