@@ -43,6 +43,11 @@ describe("backupSqlite", () => {
       expect(() => backupSqlite(path, target)).toThrow(`${target} exists: a backup goes to a new file`);
       expect(rows(target)).toHaveLength(100);
       expect(() => backupSqlite(join(dir, "none.db"), join(dir, "none-backup.db"))).toThrow("does not exist");
+      // A rollback journal beside the database, where none is now: the next opening would play it back and delete it.
+      for (const own of [`${path}-journal`, `${dir}/./live.db-journal`, `${path}-lock-journal`]) {
+        expect(() => backupSqlite(path, own)).toThrow("is a file SQLite or the service keeps beside the database");
+        expect(existsSync(own)).toBe(false);
+      }
     } finally {
       reader.exec("ROLLBACK");
       reader.close();

@@ -6,8 +6,8 @@
  * where the service's durable consumers stood in JetStream just before, which
  * says from where their events must be delivered again after a restore.
  */
-import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import type { NatsConnection, NatsError } from "nats";
 import { natsAuthorization } from "../../gen/ts/concord_nats.js";
@@ -80,18 +80,34 @@ function moveIntoPlace(from: string, to: string): void {
 }
 
 /**
+ * The files beside a SQLite database that belong to it: its log and shared
+ * memory, a rollback journal (which a connection opening the database plays
+ * back and deletes), and the service's claim on it and that claim's journal.
+ */
+const databaseFileSuffixes = ["-wal", "-shm", "-journal", "-lock", "-lock-journal"] as const;
+
+/** `path` absolute, through the symbolic links of its folders where they exist. */
+function resolvedPath(path: string): string {
+  const folder = dirname(resolve(path));
+  return existsSync(folder) ? join(realpathSync(folder), basename(path)) : resolve(path);
+}
+
+/**
  * Writes a consistent copy of the SQLite database at `source` to `target`
  * (a new file, mode 0600, as the service's own), read on a connection of its
  * own while the service goes on: `VACUUM INTO` reads one snapshot in one
  * transaction, the write-ahead log's commits included, and holds back no
  * writer (only the service's checkpoints, which copy no further than the
  * snapshot until it ends). Makes `target`'s directory when it is missing.
- * Rejects when `target` exists or `source` does not;
+ * Rejects when `target` exists, or is one of the files beside `source` that
+ * belong to it, or `source` does not exist;
  * a copy cut short leaves only `<target>.partial`. Resolves with its size.
  */
 export function backupSqlite(source: string, target: string): { readonly bytes: number } {
   if (existsSync(target)) throw new Error(`${target} exists: a backup goes to a new file`);
   if (!existsSync(source)) throw new Error(`${source} does not exist`);
+  const own = databaseFileSuffixes.find((suffix) => resolvedPath(target) === resolvedPath(source) + suffix);
+  if (own !== undefined) throw new Error(`${target} is a file SQLite or the service keeps beside the database (its ${own}), which would take the backup for its own and delete it: a backup goes elsewhere`);
   const partial = `${target}.partial`;
   mkdirSync(dirname(target), { recursive: true });
   rmSync(partial, { force: true });
