@@ -6,7 +6,7 @@
  * the inbox and the durable consumers' positions in JetStream.
  */
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
-import { readFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { connect, type NatsConnection } from "nats";
@@ -222,5 +222,21 @@ describe("npx concord database", () => {
     const missing = await run("database", "backup", "orders", join(dir, "none.db"), "--database", join(dir, "missing.db"), "--nats", "nats://127.0.0.1:1");
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain(`${join(dir, "missing.db")} does not exist`);
+  }, 60_000);
+
+  it("keeps no backup whose record it could not write, and says what failed where", async () => {
+    const database = join(dir, "recordless.db");
+    new BetterSqlite3(database).close();
+    const target = join(dir, "recordless", "backup.db");
+    mkdirSync(`${target}.json`, { recursive: true });
+    const noRecord = await run("database", "backup", "orders", target, "--database", database, "--nats", "nats://127.0.0.1:1");
+    expect(noRecord.status).toBe(1);
+    expect(noRecord.stderr).toContain(`writing the backup's record ${target}.json failed: EISDIR`);
+    expect(noRecord.stderr).toContain(`the backup ${target} was deleted with it`);
+    expect(readdirSync(join(dir, "recordless"))).toEqual(["backup.db.json"]);
+    // A folder it may not make: said as the backup failing, with nothing left behind.
+    const unwritable = await run("database", "backup", "orders", "/proc/concord-backup.db", "--database", database, "--nats", "nats://127.0.0.1:1");
+    expect(unwritable.status).toBe(1);
+    expect(unwritable.stderr).toContain(`backing up ${database} to /proc/concord-backup.db failed: `);
   }, 60_000);
 });

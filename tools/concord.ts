@@ -3,7 +3,7 @@
  * services' health, consumers' lag and outboxes, follows the events, and
  * looks after the dead letter stream and the parked outbox events.
  */
-import { existsSync, realpathSync } from "node:fs";
+import { existsSync, realpathSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
@@ -330,7 +330,14 @@ async function databaseBackup(args: string[]): Promise<number> {
     console.error(`concord ${command}: ${(err as Error).message}`);
     return 1;
   }
-  writeBackupRecord(file, { service, database, takenAt, positions });
+  try {
+    writeBackupRecord(file, { service, database, takenAt, positions });
+  } catch (err) {
+    // A backup without its record would be restored without its consumers' positions, and say nothing of it.
+    rmSync(file, { force: true });
+    console.error(`concord ${command}: ${(err as Error).message}; the backup ${file} was deleted with it`);
+    return 1;
+  }
   console.log(JSON.stringify({ backup: file, service, database, bytes, takenAt, positions }));
   console.error(
     positions

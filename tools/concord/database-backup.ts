@@ -109,11 +109,13 @@ export function backupSqlite(source: string, target: string): { readonly bytes: 
   const own = databaseFileSuffixes.find((suffix) => resolvedPath(target) === resolvedPath(source) + suffix);
   if (own !== undefined) throw new Error(`${target} is a file SQLite or the service keeps beside the database (its ${own}), which would take the backup for its own and delete it: a backup goes elsewhere`);
   const partial = `${target}.partial`;
-  mkdirSync(dirname(target), { recursive: true });
-  rmSync(partial, { force: true });
-  // VACUUM INTO writes into an empty file as into a new one: made here, it is the owner's alone.
-  closeSync(openSync(partial, "wx", 0o600));
+  let made = false;
   try {
+    mkdirSync(dirname(target), { recursive: true });
+    rmSync(partial, { force: true });
+    // VACUUM INTO writes into an empty file as into a new one: made here, it is the owner's alone.
+    closeSync(openSync(partial, "wx", 0o600));
+    made = true;
     const db = new BetterSqlite3(source, { readonly: true, fileMustExist: true, timeout: 5_000 });
     try {
       db.prepare("VACUUM INTO ?").run(partial);
@@ -123,17 +125,23 @@ export function backupSqlite(source: string, target: string): { readonly bytes: 
     // SQLite does not flush what VACUUM INTO wrote.
     moveIntoPlace(partial, target);
   } catch (err) {
-    rmSync(partial, { force: true });
+    if (made) rmSync(partial, { force: true });
     throw new Error(`backing up ${source} to ${target} failed: ${(err as Error).message}`, { cause: err });
   }
   return { bytes: statSync(target).size };
 }
 
-/** Writes the record beside a backup. */
+/** Writes the record beside a backup; rejects, leaving no part of it, when it cannot. */
 export function writeBackupRecord(backup: string, record: BackupRecord): void {
   const file = recordFileOf(backup);
-  writeFileSync(`${file}.partial`, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
-  moveIntoPlace(`${file}.partial`, file);
+  const partial = `${file}.partial`;
+  try {
+    writeFileSync(partial, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+    moveIntoPlace(partial, file);
+  } catch (err) {
+    if (statSync(partial, { throwIfNoEntry: false })?.isFile()) rmSync(partial);
+    throw new Error(`writing the backup's record ${file} failed: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /**
