@@ -140,6 +140,21 @@ describe("restoreSqlite", () => {
     expect(readFileSync(path).equals(before)).toBe(true);
     expect(readdirSync(dir).filter((f) => f.startsWith("owned.db"))).toEqual(["owned.db", "owned.db-lock"]);
   });
+
+  it("refuses to restore over another service's database, and over a damaged one does", async () => {
+    const products = join(dir, "over-products.db");
+    await (await openDatabase({ path: products, owner: "products", migrations: [...outboxMigrations, ...inboxMigrations] })).close();
+    const backup = join(dir, "over-orders-backup.db");
+    const orders = join(dir, "over-orders.db");
+    await (await serviceDatabase(orders)).close();
+    backupSqlite(orders, backup);
+    const before = readFileSync(products);
+    expect(() => restoreSqlite("orders", products, backup)).toThrow(`${products} is the products service's database, not the orders service's: nothing was restored over it`);
+    expect(readFileSync(products).equals(before)).toBe(true);
+    expect(readdirSync(dir).filter((f) => f.startsWith("over-products.db") && /before-restore|restoring/.test(f))).toEqual([]);
+    writeFileSync(orders, "a database damaged beyond reading, which is what a restore is for");
+    expect(restoreSqlite("orders", orders, backup).asideTo).toMatch(/over-orders\.db\.before-restore-/);
+  });
 });
 
 describe("the backup record", () => {

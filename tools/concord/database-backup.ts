@@ -204,11 +204,26 @@ function backupProblem(backup: string, service: string): string | undefined {
   }
 }
 
+/** The services that the database at `path` says it belongs to (schema_owner); none when it cannot tell, damaged say. */
+function servicesClaiming(path: string): string[] {
+  try {
+    const db = new BetterSqlite3(path, { readonly: true, fileMustExist: true });
+    try {
+      return db.prepare("SELECT service FROM schema_owner").pluck().all() as string[];
+    } finally {
+      db.close();
+    }
+  } catch {
+    return [];
+  }
+}
+
 /**
  * Puts the backup `backup` of `service`'s database in place of the SQLite
  * database at `path`, whose service must be stopped: the file is claimed as the service claims it
  * (rejects, changing nothing, while a process runs on it), the backup is
- * checked, the database there and its log are moved aside (to
+ * checked, as is that the database there, if it says whose it is, is
+ * `service`'s, the database there and its log are moved aside (to
  * `<path>.before-restore-<time>`, with `-wal` and `-shm`: a log left beside
  * the restored file would be applied to it), and a copy of the backup, made
  * and flushed first, takes their place. Rejects, changing nothing, when
@@ -222,6 +237,8 @@ export function restoreSqlite(service: string, path: string, backup: string, now
   try {
     const problem = backupProblem(backup, service);
     if (problem) throw new Error(`${backup} cannot be restored: ${problem}`);
+    const holders = existsSync(path) ? servicesClaiming(path) : [];
+    if (holders.length > 0 && !holders.includes(service)) throw new Error(`${path} is the ${holders.join(", ")} service's database, not the ${service} service's: nothing was restored over it`);
     // The copy is made before anything is moved: one that fails (a full disk, say) leaves the database where it was.
     const restoring = `${path}.restoring`;
     rmSync(restoring, { force: true });

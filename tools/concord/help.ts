@@ -182,7 +182,8 @@ Puts the backup FILE (made by \`database backup\`) in place of the service's
 SQLite database. The service must be stopped: the file is claimed as the
 service claims it, and the restore fails, changing nothing, while a process
 runs on it. The backup is checked (SQLite's quick_check, the service's
-tables, that it is this service's database; the database itself is refused) and copied beside the database (a
+tables, that it is this service's database; the database itself is refused,
+as is a database at --database that names another service) and copied beside the database (a
 copy that fails changes nothing), the database there is moved aside with its
 log (to <database>.before-restore-<time>, and its -wal and -shm files), and
 the copy takes its place. Then it prints, one a line, for each of the
