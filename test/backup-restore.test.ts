@@ -6,7 +6,7 @@
  * the inbox and the durable consumers' positions in JetStream.
  */
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
-import { mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { connect, type NatsConnection } from "nats";
@@ -206,7 +206,7 @@ describe("backing up a running service's SQLite database and restoring it", () =
 describe("npx concord database", () => {
   const run = (...args: string[]) => runConcord({ DATA_DIR: dir, ORDERS_DATABASE_URL: undefined, DATABASE_URL: undefined }, args);
 
-  it("says what is wrong with its arguments (exit status 2), and refuses a PostgreSQL database, naming pg_dump", async () => {
+  it("says what is wrong with its arguments (exit status 2), refuses a PostgreSQL database, naming pg_dump, and the other service's database", async () => {
     const group = await run("database", "--help");
     expect(group.status).toBe(0);
     expect(group.stdout).toContain("database backup SERVICE FILE");
@@ -222,6 +222,15 @@ describe("npx concord database", () => {
     const missing = await run("database", "backup", "orders", join(dir, "none.db"), "--database", join(dir, "missing.db"), "--nats", "nats://127.0.0.1:1");
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain(`${join(dir, "missing.db")} does not exist`);
+    // The other service's database, named by mistake: a backup the restore would refuse is no backup.
+    const products = join(dir, "products-by-mistake.db");
+    const owned = new BetterSqlite3(products);
+    owned.exec("CREATE TABLE schema_owner (service TEXT PRIMARY KEY); INSERT INTO schema_owner VALUES ('products')");
+    owned.close();
+    const mistaken = await run("database", "backup", "orders", join(dir, "mistaken.db"), "--database", products, "--nats", "nats://127.0.0.1:1");
+    expect(mistaken.status).toBe(1);
+    expect(mistaken.stderr).toContain(`${products} is the products service's database, not the orders service's; name the orders service's with --database`);
+    expect(existsSync(join(dir, "mistaken.db"))).toBe(false);
   }, 60_000);
 
   it("keeps no backup whose record it could not write, and says what failed where", async () => {

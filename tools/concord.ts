@@ -20,7 +20,7 @@ import { printStatus, serviceTargets } from "./concord/status.js";
 import { provisionStreams } from "./concord/provision.js";
 import { createLogger } from "../platform/log/index.js";
 import { outboxCommand, outboxOptions, runningStartPostgres } from "./outbox.js";
-import { backupSqlite, type ConsumerPosition, consumerPositions, readBackupRecord, recordFileOf, restoreSqlite, writeBackupRecord } from "./concord/database-backup.js";
+import { backupSqlite, type ConsumerPosition, consumerPositions, readBackupRecord, recordFileOf, restoreSqlite, servicesClaiming, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
 import { tracesCommand, tracesOptions } from "./traces.js";
@@ -308,6 +308,11 @@ async function databaseBackup(args: string[]): Promise<number> {
   const { service, file, database } = given;
   if (!existsSync(database)) {
     console.error(`concord ${command}: ${database} does not exist; name the service's database with --database, or set ${service.toUpperCase()}_DATABASE_URL as for the service`);
+    return 1;
+  }
+  const holders = servicesClaiming(database);
+  if (holders.length > 0 && !holders.includes(service)) {
+    console.error(`concord ${command}: ${database} is the ${holders.join(", ")} service's database, not the ${service} service's; name the ${service} service's with --database`);
     return 1;
   }
   // Read before the snapshot: every event at or below a consumer's floor then was handled in a transaction the snapshot holds.

@@ -205,7 +205,7 @@ function backupProblem(backup: string, service: string): string | undefined {
 }
 
 /** The services that the database at `path` says it belongs to (schema_owner); none when it cannot tell, damaged say. */
-function servicesClaiming(path: string): string[] {
+export function servicesClaiming(path: string): string[] {
   try {
     const db = new BetterSqlite3(path, { readonly: true, fileMustExist: true });
     try {
