@@ -161,16 +161,17 @@ ${natsOption}`,
 
 Copies the service's SQLite database to FILE, a new file (not one of the
 database's own, such as <database>-journal, which SQLite would take for its
-rollback journal and delete), while the service runs: SQLite's VACUUM INTO reads one snapshot in one read transaction, the
-commits still in the write-ahead log included, and the service goes on
-writing meanwhile. Just before, it reads the acknowledgement floor of each of
-the service's durable consumers from JetStream (as the observer) and writes
-them with the time to FILE.json: every event up to a consumer's floor was
-handled in a transaction the backup holds. NATS that does not answer within
-5 s leaves them out, saying so; the backup is taken all the same. A database
-that names another service as its owner (schema_owner) is refused. The copy is
-flushed to disk before it takes the name FILE (FILE.partial until then);
-where FILE.json cannot be written, the copy is deleted and it exits 1.
+rollback journal and delete), while the service runs: SQLite's VACUUM INTO
+reads one snapshot in one read transaction, the commits still in the
+write-ahead log included, and the service goes on writing meanwhile. Just
+before, it reads the acknowledgement floor of each of the service's durable
+consumers from JetStream (as the observer) and writes them with the time to
+FILE.json: every event up to a consumer's floor was handled in a transaction
+the backup holds. NATS that does not answer within 5 s leaves them out,
+saying so; the backup is taken all the same. A database that names another
+service as its owner (schema_owner) is refused. The copy is flushed to disk
+before it takes the name FILE (FILE.partial until then); where FILE.json
+cannot be written, the copy is deleted and it exits 1.
   --database PATH     the service's SQLite file (default: as the service's,
                       $PRODUCTS_DATABASE_URL or $ORDERS_DATABASE_URL, else
                       $DATABASE_URL, else $DATA_DIR/<service>.db, DATA_DIR
@@ -184,16 +185,16 @@ SQLite database. The service must be stopped: the file is claimed as the
 service claims it, and the restore fails, changing nothing, while a process
 runs on it. The backup is checked (SQLite's quick_check, the service's
 tables, that it is this service's database; the database itself is refused,
-as is a database at --database that names another service) and copied beside the database (a
-copy that fails changes nothing), the database there is moved aside with its
-log (to <database>.before-restore-<time>, and its -wal and -shm files), and
-the copy takes its place. Then it prints, one a line, for each of the
-service's durable consumers, the \`npx concord consumer redeliver DURABLE
---from SEQ\` command (SEQ one past its floor in FILE.json) that delivers
-again the events it handled after the backup: run them once the service runs
-again. Its inbox, as restored, skips those it had handled by the backup.
-A FILE.json that is no record of the service's consumers' floors (whole
-numbers) stops the restore before anything is changed.
+as is a database at --database that names another service) and copied beside
+the database (a copy that fails changes nothing), the database there is moved
+aside with its log (to <database>.before-restore-<time>, and its -wal and
+-shm files), and the copy takes its place. Then it prints, one a line, for
+each of the service's durable consumers, the \`npx concord consumer redeliver
+DURABLE --from SEQ\` command (SEQ one past its floor in FILE.json) that
+delivers again the events it handled after the backup: run them once the
+service runs again. Its inbox, as restored, skips those it had handled by the
+backup. A FILE.json that is no record of the service's consumers' floors
+(whole numbers) stops the restore before anything is changed.
   --database PATH     the service's SQLite file (default: as for \`database backup\`)`,
   "streams provision": `Usage: npx concord streams provision [--nats URL]
 
