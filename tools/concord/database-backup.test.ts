@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { describe, expect, it } from "vitest";
@@ -111,6 +111,32 @@ describe("restoreSqlite", () => {
       expect((await kept.query<{ event_id: string }>("SELECT event_id FROM event_inbox")).map((r) => r.event_id)).toEqual(["kept"]);
     } finally {
       await kept.close();
+    }
+  });
+
+  it("restores through a symbolic link into the file it points to, refusing while a process holds either name", async () => {
+    const real = join(dir, "real.db");
+    const link = join(dir, "link.db");
+    const backup = join(dir, "real-backup.db");
+    const db = await serviceDatabase(real);
+    symlinkSync(real, link);
+    await db.run("INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ('c', 'before', 1)");
+    backupSqlite(real, backup);
+    await db.run("INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ('c', 'after', 2)");
+    try {
+      expect(() => restoreSqlite("orders", link, backup)).toThrow(`the SQLite database ${real} is in use by another process`);
+      expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    } finally {
+      await db.close();
+    }
+    const { asideTo } = restoreSqlite("orders", link, backup);
+    expect(asideTo).toMatch(/real\.db\.before-restore-/);
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    const restored = await serviceDatabase(link);
+    try {
+      expect((await restored.query<{ event_id: string }>("SELECT event_id FROM event_inbox")).map((r) => r.event_id)).toEqual(["before"]);
+    } finally {
+      await restored.close();
     }
   });
 

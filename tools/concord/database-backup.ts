@@ -220,7 +220,8 @@ export function servicesClaiming(path: string): string[] {
 
 /**
  * Puts the backup `backup` of `service`'s database in place of the SQLite
- * database at `path`, whose service must be stopped: the file is claimed as the service claims it
+ * database at `path` (the file a symbolic link there points to, the link
+ * kept), whose service must be stopped: the file is claimed as the service claims it
  * (rejects, changing nothing, while a process runs on it), the backup is
  * checked, as is that the database there, if it says whose it is, is
  * `service`'s, the database there and its log are moved aside (to
@@ -233,14 +234,18 @@ export function servicesClaiming(path: string): string[] {
 export function restoreSqlite(service: string, path: string, backup: string, now = new Date()): { readonly asideTo: string | undefined } {
   if (!existsSync(backup)) throw new Error(`${backup} does not exist`);
   if (existsSync(path) && sameFile(path, backup)) throw new Error(`${backup} is the service's database itself, not a backup of it: nothing to restore`);
-  const claim = claimSqliteFile(path);
+  // A database named through a symbolic link is the file it points to: SQLite keeps its log beside that file, and the
+  // service may name either, so each has its claim taken.
+  const file = existsSync(path) ? realpathSync(path) : path;
+  const claims = [claimSqliteFile(path)];
   try {
+    if (file !== resolvedPath(path)) claims.push(claimSqliteFile(file));
     const problem = backupProblem(backup, service);
     if (problem) throw new Error(`${backup} cannot be restored: ${problem}`);
-    const holders = existsSync(path) ? servicesClaiming(path) : [];
+    const holders = existsSync(file) ? servicesClaiming(file) : [];
     if (holders.length > 0 && !holders.includes(service)) throw new Error(`${path} is the ${holders.join(", ")} service's database, not the ${service} service's: nothing was restored over it`);
     // The copy is made before anything is moved: one that fails (a full disk, say) leaves the database where it was.
-    const restoring = `${path}.restoring`;
+    const restoring = `${file}.restoring`;
     rmSync(restoring, { force: true });
     try {
       closeSync(openSync(restoring, "wx", 0o600));
@@ -251,15 +256,15 @@ export function restoreSqlite(service: string, path: string, backup: string, now
       throw new Error(`copying ${backup} to ${restoring} failed, and the database was left as it was: ${(err as Error).message}`, { cause: err });
     }
     let asideTo: string | undefined;
-    if (existsSync(path)) {
-      asideTo = `${path}.before-restore-${now.toISOString().replace(/[:.]/g, "-")}`;
-      renameSync(path, asideTo);
-      for (const suffix of ["-wal", "-shm"]) if (existsSync(path + suffix)) renameSync(path + suffix, asideTo + suffix);
+    if (existsSync(file)) {
+      asideTo = `${file}.before-restore-${now.toISOString().replace(/[:.]/g, "-")}`;
+      renameSync(file, asideTo);
+      for (const suffix of ["-wal", "-shm"]) if (existsSync(file + suffix)) renameSync(file + suffix, asideTo + suffix);
     }
-    moveIntoPlace(restoring, path);
+    moveIntoPlace(restoring, file);
     return { asideTo };
   } finally {
-    claim.release();
+    for (const claim of claims) claim.release();
   }
 }
 

@@ -188,7 +188,8 @@ tables, that it is this service's database; the database itself is refused,
 as is a database at --database that names another service) and copied beside
 the database (a copy that fails changes nothing), the database there is moved
 aside with its log (to <database>.before-restore-<time>, and its -wal and
--shm files), and the copy takes its place. Then it prints, one a line, for
+-shm files), and the copy takes its place (through a symbolic link, the place
+of the file it points to, the link kept). Then it prints, one a line, for
 each of the service's durable consumers, the \`npx concord consumer redeliver
 DURABLE --from SEQ\` command (SEQ one past its floor in FILE.json) that
 delivers again the events it handled after the backup: run them once the
