@@ -48,6 +48,9 @@ describe("backupSqlite", () => {
         expect(() => backupSqlite(path, own)).toThrow("is a file SQLite or the service keeps beside the database");
         expect(existsSync(own)).toBe(false);
       }
+      // SQLite keeps them beside the file a symbolic link points to.
+      symlinkSync(path, join(dir, "live-link.db"));
+      expect(() => backupSqlite(join(dir, "live-link.db"), `${path}-journal`)).toThrow("(its -journal)");
     } finally {
       reader.exec("ROLLBACK");
       reader.close();

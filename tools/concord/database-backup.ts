@@ -106,7 +106,7 @@ function resolvedPath(path: string): string {
 export function backupSqlite(source: string, target: string): { readonly bytes: number } {
   if (existsSync(target)) throw new Error(`${target} exists: a backup goes to a new file`);
   if (!existsSync(source)) throw new Error(`${source} does not exist`);
-  const own = databaseFileSuffixes.find((suffix) => resolvedPath(target) === resolvedPath(source) + suffix);
+  const own = databaseFileSuffixes.find((suffix) => resolvedPath(target) === realpathSync(source) + suffix);
   if (own !== undefined) throw new Error(`${target} is a file SQLite or the service keeps beside the database (its ${own}), which would take the backup for its own and delete it: a backup goes elsewhere`);
   const partial = `${target}.partial`;
   let made = false;
