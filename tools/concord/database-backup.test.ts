@@ -1,5 +1,5 @@
 import { existsSync, lstatSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { inboxMigrations, outboxMigrations } from "../../platform/events/index.js";
@@ -141,6 +141,16 @@ describe("restoreSqlite", () => {
     } finally {
       await restored.close();
     }
+  });
+
+  it("restores into a database not made yet, named relative to the working directory", async () => {
+    const source = join(dir, "fresh-source.db");
+    const backup = join(dir, "fresh-backup.db");
+    await (await serviceDatabase(source)).close();
+    backupSqlite(source, backup);
+    const fresh = relative(process.cwd(), join(dir, "fresh", "orders.db"));
+    expect(restoreSqlite("orders", fresh, backup).asideTo).toBeUndefined();
+    expect(readFileSync(fresh).equals(readFileSync(backup))).toBe(true);
   });
 
   it("refuses a file that is no service's database", () => {

@@ -236,9 +236,11 @@ export function restoreSqlite(service: string, path: string, backup: string, now
   if (existsSync(path) && sameFile(path, backup)) throw new Error(`${backup} is the service's database itself, not a backup of it: nothing to restore`);
   // A database named through a symbolic link is the file it points to: SQLite keeps its log beside that file, and the
   // service may name either, so each has its claim taken.
-  const file = existsSync(path) ? realpathSync(path) : path;
   const claims = [claimSqliteFile(path)];
   try {
+    // Resolved once the claim has made the database's folder; spelt as `path` is resolved, a file that is no link
+    // is not claimed twice (which this process would find held).
+    const file = existsSync(path) ? realpathSync(path) : resolvedPath(path);
     if (file !== resolvedPath(path)) claims.push(claimSqliteFile(file));
     const problem = backupProblem(backup, service);
     if (problem) throw new Error(`${backup} cannot be restored: ${problem}`);
