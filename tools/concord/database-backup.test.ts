@@ -48,6 +48,12 @@ describe("backupSqlite", () => {
         expect(() => backupSqlite(path, own)).toThrow("is a file SQLite or the service keeps beside the database");
         expect(existsSync(own)).toBe(false);
       }
+      // Another backup to the same file, still being written, is neither taken for this one's nor deleted.
+      const other = join(dir, "live-other.db");
+      writeFileSync(`${other}.partial`, "another backup's, half-written");
+      expect(() => backupSqlite(path, other)).toThrow(`${other}.partial exists: another backup to ${other} is under way, or one was cut short`);
+      expect(readFileSync(`${other}.partial`, "utf8")).toBe("another backup's, half-written");
+      expect(existsSync(other)).toBe(false);
       // SQLite keeps them beside the file a symbolic link points to.
       symlinkSync(path, join(dir, "live-link.db"));
       expect(() => backupSqlite(join(dir, "live-link.db"), `${path}-journal`)).toThrow("(its -journal)");

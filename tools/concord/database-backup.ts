@@ -101,7 +101,9 @@ function resolvedPath(path: string): string {
  * snapshot until it ends). Makes `target`'s directory when it is missing.
  * Rejects when `target` exists, or is one of the files beside `source` that
  * belong to it, or `source` does not exist;
- * a copy cut short leaves only `<target>.partial`. Resolves with its size.
+ * a copy cut short leaves only `<target>.partial`, which stops the next
+ * backup to `target` until removed (it may be another's, still written).
+ * Resolves with its size.
  */
 export function backupSqlite(source: string, target: string): { readonly bytes: number } {
   if (existsSync(target)) throw new Error(`${target} exists: a backup goes to a new file`);
@@ -112,9 +114,14 @@ export function backupSqlite(source: string, target: string): { readonly bytes: 
   let made = false;
   try {
     mkdirSync(dirname(target), { recursive: true });
-    rmSync(partial, { force: true });
-    // VACUUM INTO writes into an empty file as into a new one: made here, it is the owner's alone.
-    closeSync(openSync(partial, "wx", 0o600));
+    // VACUUM INTO writes into an empty file as into a new one: made here, it is the owner's alone. One there already
+    // may be another backup's to the same file, still being written: taken, it would be named `target` half-written.
+    try {
+      closeSync(openSync(partial, "wx", 0o600));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      throw new Error(`${partial} exists: another backup to ${target} is under way, or one was cut short (remove ${partial} once none runs)`, { cause: err });
+    }
     made = true;
     const db = new BetterSqlite3(source, { readonly: true, fileMustExist: true, timeout: 5_000 });
     try {

@@ -170,8 +170,9 @@ FILE.json: every event up to a consumer's floor was handled in a transaction
 the backup holds. NATS that does not answer within 5 s leaves them out,
 saying so; the backup is taken all the same. A database that names another
 service as its owner (schema_owner) is refused. The copy is flushed to disk
-before it takes the name FILE (FILE.partial until then); where FILE.json
-cannot be written, the copy is deleted and it exits 1.
+before it takes the name FILE (FILE.partial until then: one there already,
+another backup's to FILE or one cut short, stops it); where FILE.json cannot
+be written, the copy is deleted and it exits 1.
   --database PATH     the service's SQLite file (default: as the service's,
                       $PRODUCTS_DATABASE_URL or $ORDERS_DATABASE_URL, else
                       $DATABASE_URL, else $DATA_DIR/<service>.db, DATA_DIR
