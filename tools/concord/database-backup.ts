@@ -228,10 +228,10 @@ export function servicesClaiming(path: string): string[] {
 /**
  * Puts the backup `backup` of `service`'s database in place of the SQLite
  * database at `path` (the file a symbolic link there points to, the link
- * kept), whose service must be stopped: the file is claimed as the service claims it
- * (rejects, changing nothing, while a process runs on it), the backup is
- * checked, as is that the database there, if it says whose it is, is
- * `service`'s, the database there and its log are moved aside (to
+ * kept), whose service must be stopped: the file is claimed as the service
+ * claims it (rejects, changing nothing, while a process runs on it), the
+ * backup is checked, as is that the database there, if it says whose it is,
+ * is `service`'s, the database there and its log are moved aside (to
  * `<path>.before-restore-<time>`, with `-wal` and `-shm`: a log left beside
  * the restored file would be applied to it), and a copy of the backup, made
  * and flushed first, takes their place. Rejects, changing nothing, when
