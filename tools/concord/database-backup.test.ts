@@ -54,9 +54,11 @@ describe("backupSqlite", () => {
       expect(() => backupSqlite(path, other)).toThrow(`${other}.partial exists: another backup to ${other} is under way, or one was cut short`);
       expect(readFileSync(`${other}.partial`, "utf8")).toBe("another backup's, half-written");
       expect(existsSync(other)).toBe(false);
-      // SQLite keeps them beside the file a symbolic link points to.
+      // SQLite keeps them beside the file a symbolic link points to; and another database's are no place either.
       symlinkSync(path, join(dir, "live-link.db"));
       expect(() => backupSqlite(join(dir, "live-link.db"), `${path}-journal`)).toThrow("(its -journal)");
+      new BetterSqlite3(join(dir, "neighbour.db")).close();
+      expect(() => backupSqlite(path, join(dir, "neighbour.db-wal"))).toThrow(`beside the database ${join(dir, "neighbour.db")} (its -wal)`);
     } finally {
       reader.exec("ROLLBACK");
       reader.close();

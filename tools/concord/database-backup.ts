@@ -99,8 +99,8 @@ function resolvedPath(path: string): string {
  * transaction, the write-ahead log's commits included, and holds back no
  * writer (only the service's checkpoints, which copy no further than the
  * snapshot until it ends). Makes `target`'s directory when it is missing.
- * Rejects when `target` exists, or is one of the files beside `source` that
- * belong to it, or `source` does not exist;
+ * Rejects when `target` exists, or is one of the files beside a database
+ * (`source` or another) that belong to it, or `source` does not exist;
  * a copy cut short leaves only `<target>.partial`, which stops the next
  * backup to `target` until removed (it may be another's, still written).
  * Resolves with its size.
@@ -108,8 +108,9 @@ function resolvedPath(path: string): string {
 export function backupSqlite(source: string, target: string): { readonly bytes: number } {
   if (existsSync(target)) throw new Error(`${target} exists: a backup goes to a new file`);
   if (!existsSync(source)) throw new Error(`${source} does not exist`);
-  const own = databaseFileSuffixes.find((suffix) => resolvedPath(target) === realpathSync(source) + suffix);
-  if (own !== undefined) throw new Error(`${target} is a file SQLite or the service keeps beside the database (its ${own}), which would take the backup for its own and delete it: a backup goes elsewhere`);
+  // Any database's, not only `source`'s: the other service's next start would delete it as well.
+  const own = databaseFileSuffixes.find((suffix) => target.endsWith(suffix) && statSync(target.slice(0, -suffix.length), { throwIfNoEntry: false })?.isFile());
+  if (own !== undefined) throw new Error(`${target} is a file SQLite or the service keeps beside the database ${target.slice(0, -own.length)} (its ${own}), which would take the backup for its own and delete it: a backup goes elsewhere`);
   const partial = `${target}.partial`;
   let made = false;
   try {
