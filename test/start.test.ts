@@ -246,6 +246,8 @@ describe("npm start", () => {
     const nc = await natsConnect({ servers: url, ...observerAuth(dir.path) });
     expect((await (await nc.jetstreamManager()).streams.names().next()).sort()).toEqual(["CONCORD_DLQ", "SHOP_ORDERS", "SHOP_PRODUCTS"]);
     await nc.close();
+    // One Go scheduler thread (tools/nats/server-config.ts, natsServerEnv): the server shares the machine with the services.
+    expect(readFileSync(`/proc/${natsServerPid(dir.path, "nats-server.conf")}/environ`, "utf8").split("\0")).toContain("GOMAXPROCS=1");
     // The saga runs: each service publishes and consumes with its own user.
     const admin = toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dir.path });
     const products = createClient(ProductServiceService, { address: system.productsAddress, ...admin });

@@ -41,7 +41,7 @@ import { repoRoot } from "./repo-root.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
 import { findNatsServer } from "./nats/find-nats-server.mjs";
 import { ensureNatsCredentials, writeAuthorizationConfig } from "./nats/authorization.js";
-import { writeNatsServerConfig } from "./nats/server-config.js";
+import { natsServerEnv, writeNatsServerConfig } from "./nats/server-config.js";
 import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
 import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgres.js";
 import { serviceCommand } from "./service-launch.js";
@@ -91,6 +91,8 @@ Environment (all optional):
                     connect without credentials unless PRODUCTS_NATS_NKEY_SEED
                     and ORDERS_NATS_NKEY_SEED name their seed files
   NATS_PORT         (first) client port of the local nats-server (default 4222)
+  GOMAXPROCS        Go scheduler threads of the local nats-server(s) (default 1:
+                    they share the machine with the services)
   POSTGRES_PORT     port of the local PostgreSQL server with --postgres (default 54320);
                     a second system with --postgres needs one of its own
   PRODUCTS_LISTEN   product service address (default 127.0.0.1:50051)
@@ -485,7 +487,7 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boole
       ...(cluster && { monitorPort: monitorPorts[i], cluster: { name: "concord", port: routePorts[i], routePorts, secret: routeSecret } }),
     });
     const whenBack = cluster ? () => waitForHealthy(`nats-server ${name}`, monitorPorts[i], 30_000) : () => waitForPort(clientPort, 10_000);
-    const child = superviseNatsServer(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [tetherScript, found.path, ...args], env, whenBack);
+    const child = superviseNatsServer(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [tetherScript, found.path, ...args], natsServerEnv(env), whenBack);
     return { name, url: `nats://127.0.0.1:${clientPort}`, storeDir, logFile, child };
   });
   await Promise.all(clientPorts.map((p) => waitForPort(p, 10_000)));

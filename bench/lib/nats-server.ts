@@ -2,7 +2,7 @@ import { mkdirSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { findNatsServer as findServer, natsServerVersionOf, takesSyncInterval } from "../../tools/nats/find-nats-server.mjs";
-import { writeNatsServerConfig } from "../../tools/nats/server-config.js";
+import { natsServerEnv, writeNatsServerConfig } from "../../tools/nats/server-config.js";
 import { freePort, type ManagedProcess, sleep, startProcess } from "./proc.js";
 
 /** Where nats-server is: $NATS_SERVER, else the pinned one in .tools/bin, else one on PATH (tools/nats/find-nats-server.mjs). */
@@ -69,7 +69,7 @@ export async function startNatsServer(dir: string, options: BenchNatsOptions = {
   const storeDir = join(dir, name === "nats" ? "jetstream" : `${name}-jetstream`);
   mkdirSync(storeDir, { recursive: true });
   const args = writeNatsServerConfig(join(dir, `${name}.conf`), { serverName: name, port, storeDir, syncAlways: syncAlwaysIf(options.syncAlways ?? false) });
-  const proc = startProcess({ name: name === "nats" ? "nats-server" : name, command: binary(), args, logDir: dir });
+  const proc = startProcess({ name: name === "nats" ? "nats-server" : name, command: binary(), args, logDir: dir, env: natsServerEnv() });
   await waitListening(port, proc);
   return { url: `nats://127.0.0.1:${port}`, process: proc, processes: [proc], storeDir, stop: async () => void (await proc.stop()) };
 }
@@ -96,7 +96,7 @@ export async function startNatsCluster(dir: string, options: BenchNatsOptions = 
       monitorPort: monitorPorts[i],
       cluster: { name, port: routePorts[i], routePorts },
     });
-    return startProcess({ name: node, command: binary(), args, logDir: dir });
+    return startProcess({ name: node, command: binary(), args, logDir: dir, env: natsServerEnv() });
   });
   const stop = async () => {
     await Promise.all(processes.map((p) => p.stop()));

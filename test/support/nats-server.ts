@@ -10,7 +10,7 @@ import { ensureStreams, type StreamSpec } from "../../platform/events/index.js";
 import { ensureNatsCredentials, seedFileOf, writeAuthorizationConfig } from "../../tools/nats/authorization.js";
 import { findNatsServer, type FoundNatsServer } from "../../tools/nats/find-nats-server.mjs";
 import { freePort } from "../../tools/free-port.js";
-import { type ClusterRoutes, writeNatsServerConfig } from "../../tools/nats/server-config.js";
+import { type ClusterRoutes, natsServerEnv, writeNatsServerConfig } from "../../tools/nats/server-config.js";
 import { connectNats } from "../../tools/event-watch.js";
 import { provisionStreams } from "../../tools/concord/provision.js";
 
@@ -155,7 +155,7 @@ function createNode(spec: NodeSpec): Node {
     async launch(waitReady) {
       output.length = 0;
       exitCode = undefined;
-      const proc = spawn(spec.binary, args, { stdio: ["ignore", "pipe", "pipe"] });
+      const proc = spawn(spec.binary, args, { env: natsServerEnv(), stdio: ["ignore", "pipe", "pipe"] });
       const keep = (chunk: Buffer) => {
         output.push(...chunk.toString().split("\n").filter(Boolean));
         if (output.length > 40) output.splice(0, output.length - 40);

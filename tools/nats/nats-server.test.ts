@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { findNatsServer, natsServerLacks, parseNatsServerVersion, pinnedNatsServer, takesSyncInterval } from "./find-nats-server.mjs";
 import { freePort } from "../free-port.js";
-import { natsServerConfigText, writeNatsServerConfig } from "./server-config.js";
+import { natsServerConfigText, natsServerEnv, writeNatsServerConfig } from "./server-config.js";
 
 describe("findNatsServer", () => {
   const dir = tempDirForSuite("concord-find-nats-");
@@ -60,6 +60,14 @@ describe("natsServerConfigText", () => {
     const text = natsServerConfigText({ serverName: "one", port: 4222, storeDir: "/data", syncAlways: false });
     expect(text).not.toContain("sync_interval");
     expect(text).not.toContain("cluster");
+  });
+});
+
+describe("natsServerEnv", () => {
+  it("runs the server on one Go scheduler thread unless GOMAXPROCS is set, leaving the rest of the environment as given", () => {
+    expect(natsServerEnv({ PATH: "/bin", NATS_URL: "x" })).toEqual({ PATH: "/bin", NATS_URL: "x", GOMAXPROCS: "1" });
+    expect(natsServerEnv({ PATH: "/bin", GOMAXPROCS: "4" })).toEqual({ PATH: "/bin", GOMAXPROCS: "4" });
+    expect(natsServerEnv({ GOMAXPROCS: "" }).GOMAXPROCS).toBe("1");
   });
 });
 
