@@ -111,6 +111,8 @@ async function main(): Promise<number> {
 
   let nats: RunningNats | undefined;
   let natsStarting: Promise<RunningNats> | undefined;
+  let eventsNats: RunningNats | undefined;
+  let eventsNatsStarting: Promise<RunningNats> | undefined;
   const ctx: BenchContext = {
     options,
     tmp,
@@ -118,6 +120,7 @@ async function main(): Promise<number> {
     ghz,
     log,
     nats: () => (natsStarting ??= startNatsServer(tmp).then((n) => (nats = n))),
+    eventsNats: () => (eventsNatsStarting ??= startNatsServer(tmp, { name: "nats-events", everyCore: true }).then((n) => (eventsNats = n))),
   };
 
   const runs: Array<{ rows: Row[]; details: Record<string, unknown>; cpu: Record<string, CpuShare> }> = [];
@@ -133,7 +136,7 @@ async function main(): Promise<number> {
         if (options.only.length > 0 && !options.only.includes(scenario.name)) continue;
         const t0 = Date.now();
         log(`\n== ${scenario.name}: ${scenario.summary}`);
-        const meter = startCpuMeter(() => (nats ? [nats.process.pid] : []));
+        const meter = startCpuMeter(() => [nats, eventsNats].flatMap((server) => (server ? [server.process.pid] : [])));
         try {
           const result = await scenario.run(ctx);
           run.rows.push(...result.rows);
@@ -149,7 +152,7 @@ async function main(): Promise<number> {
       log(`\n${formatTable(run.rows)}`);
     }
   } finally {
-    await nats?.stop();
+    await Promise.all([nats?.stop(), eventsNats?.stop()]);
     if (Object.keys(failures).length === 0 || interrupted) rmSync(tmp, { recursive: true, force: true });
     else log(`bench: logs of the failed run kept in ${tmp}`);
   }

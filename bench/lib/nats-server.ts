@@ -33,6 +33,8 @@ export interface BenchNatsOptions {
   readonly syncAlways?: boolean;
   /** Names the store, config and log (several servers in one run). Default "nats". */
   readonly name?: string;
+  /** Go's own number of scheduler threads (one a core), not `npm start`'s one (natsServerEnv). Default false. */
+  readonly everyCore?: boolean;
 }
 
 async function waitListening(port: number, proc: ManagedProcess): Promise<void> {
@@ -62,6 +64,12 @@ function syncAlwaysIf(wanted: boolean): boolean {
   return wanted && version !== undefined && takesSyncInterval(version);
 }
 
+function serverEnv(options: BenchNatsOptions): NodeJS.ProcessEnv {
+  if (!options.everyCore) return natsServerEnv();
+  const { GOMAXPROCS: _, ...env } = process.env;
+  return env;
+}
+
 /** A nats-server of our own with JetStream, on a free loopback port, its store and config in `dir`. */
 export async function startNatsServer(dir: string, options: BenchNatsOptions = {}): Promise<RunningNats> {
   const name = options.name ?? "nats";
@@ -69,7 +77,7 @@ export async function startNatsServer(dir: string, options: BenchNatsOptions = {
   const storeDir = join(dir, name === "nats" ? "jetstream" : `${name}-jetstream`);
   mkdirSync(storeDir, { recursive: true });
   const args = writeNatsServerConfig(join(dir, `${name}.conf`), { serverName: name, port, storeDir, syncAlways: syncAlwaysIf(options.syncAlways ?? false) });
-  const proc = startProcess({ name: name === "nats" ? "nats-server" : name, command: binary(), args, logDir: dir, env: natsServerEnv() });
+  const proc = startProcess({ name: name === "nats" ? "nats-server" : name, command: binary(), args, logDir: dir, env: serverEnv(options) });
   await waitListening(port, proc);
   return { url: `nats://127.0.0.1:${port}`, process: proc, processes: [proc], storeDir, stop: async () => void (await proc.stop()) };
 }

@@ -59,7 +59,7 @@ async function deadLetterCount(natsUrl: string): Promise<number> {
 
 /** Concord's consumer with its inbox against a raw pull consumer, alternating by round, each run a process of its own. */
 export async function measureConsume(ctx: BenchContext, run: ConsumeRun): Promise<ScenarioResult> {
-  const nats = await ctx.nats();
+  const nats = await ctx.eventsNats();
   const { warmupMs, measureMs, rounds } = ctx.options;
   const judged = run.judged ?? true;
   const count = Math.ceil(((warmupMs + measureMs) / 1000) * RAW_RATE_CEILING);

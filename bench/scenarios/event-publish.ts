@@ -72,7 +72,7 @@ export const eventPublish: Scenario = {
 
 /** Outbox publishing against raw js.publish, alternating by round, each run a process of its own. */
 export async function measurePublish(ctx: BenchContext, run: PublishRun): Promise<ScenarioResult> {
-  const nats = await ctx.nats();
+  const nats = await ctx.eventsNats();
   const { warmupMs, measureMs, window, rounds } = ctx.options;
   const judged = run.judged ?? true;
   const runs: Record<Side, PublishResult[]> = { raw: [], outbox: [], "raw-default": [] };
