@@ -143,6 +143,27 @@ function poolerRefusal(err: unknown): string | undefined {
 }
 
 /**
+ * What PostgreSQL's refusal of a connection means and what to change, when
+ * `err` is one that waiting does not cure: a wrong password, a user or
+ * database the server does not know, a host name that does not resolve
+ * (each a mistake in the database URL, which would otherwise end the
+ * service's start with the driver's bare error).
+ */
+function serverRefusal(err: unknown): string | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const code = (err as { code?: unknown }).code;
+  if (code === "28P01" || code === "28000") {
+    return `PostgreSQL refuses the connection: ${err.message}. Correct the user or password in the database URL, or let the server admit them (pg_hba.conf)`;
+  }
+  if (code === "3D000") return `PostgreSQL refuses the connection: ${err.message}. Create it (createdb), or correct the database name in the database URL`;
+  if (code === "ENOTFOUND") {
+    const host = (err as { hostname?: unknown }).hostname;
+    return `the database URL's host${typeof host === "string" ? ` ${host}` : ""} is not known (${err.message}). Correct the host in the database URL`;
+  }
+  return undefined;
+}
+
+/**
  * A database that cannot be reached is UNAVAILABLE to callers (a StatusError),
  * with the driver's error as its cause; a statement the server cancelled at
  * its statement_timeout is DEADLINE_EXCEEDED: the database answers, so a
@@ -151,7 +172,7 @@ function poolerRefusal(err: unknown): string | undefined {
  */
 function unavailable(err: unknown): unknown {
   if (err instanceof StatusError) return err;
-  const refused = poolerRefusal(err);
+  const refused = poolerRefusal(err) ?? serverRefusal(err);
   if (refused !== undefined) return new StatusError(Code.FAILED_PRECONDITION, refused, { cause: err });
   if (codeOf(err) === "57014") return new StatusError(Code.DEADLINE_EXCEEDED, `the database cancelled a statement: ${(err as Error).message}`, { cause: err });
   if (!isDatabaseUnavailable(err)) return err;

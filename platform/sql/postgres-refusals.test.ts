@@ -1,0 +1,54 @@
+/**
+ * A database URL with a mistake in it (a database, user or host the server
+ * does not know): waiting does not cure it, so opening the database fails
+ * at once, saying what to change, where a service's start used to end with
+ * the driver's bare error. A server that is not up yet is still waited for.
+ */
+import { describe, expect, it } from "vitest";
+import { usePostgresServer } from "../../test/support/postgres.js";
+import { Code } from "../errors/index.js";
+import { freePort } from "../../tools/free-port.js";
+import { openDatabase } from "./index.js";
+
+const things = { id: "test_0001_things", sql: "CREATE TABLE things (id TEXT PRIMARY KEY)" };
+
+describe("opening a PostgreSQL database whose URL is wrong", () => {
+  const postgres = usePostgresServer();
+
+  /** `url` with its user, host or database replaced. */
+  const changed = (url: string, change: (u: URL) => void): string => {
+    const u = new URL(url);
+    change(u);
+    return u.toString();
+  };
+
+  it.each([
+    ["a database the server does not have", (u: URL) => (u.pathname = "/no_such_database"), /PostgreSQL refuses the connection: database "no_such_database" does not exist\. Create it/],
+    ["a user the server does not know", (u: URL) => (u.username = "no_such_user"), /PostgreSQL refuses the connection: role "no_such_user" does not exist\. Correct the user or password in the database URL/],
+    ["a host name that does not resolve", (u: URL) => (u.hostname = "no-such-host.invalid"), /the database URL's host no-such-host\.invalid is not known .*Correct the host in the database URL/],
+  ])("refuses %s at once as FAILED_PRECONDITION, saying what to change, rather than failing with the driver's error", async (_, change, said) => {
+    const waited: unknown[] = [];
+    const opening = openDatabase({ path: changed(postgres().url, change), migrations: [things], owner: "things", onWaiting: (err) => waited.push(err) });
+    await expect(opening).rejects.toMatchObject({ code: Code.FAILED_PRECONDITION });
+    await expect(opening).rejects.toThrow(said);
+    expect(waited).toEqual([]);
+  });
+
+  it("still waits for a server that does not answer on the URL's port yet", async () => {
+    const port = await freePort();
+    const waited: unknown[] = [];
+    const stop = new AbortController();
+    const opening = openDatabase({
+      path: changed(postgres().url, (u) => (u.port = String(port))),
+      migrations: [things],
+      owner: "things",
+      onWaiting: (err) => {
+        waited.push(err);
+        stop.abort();
+      },
+      signal: stop.signal,
+    });
+    await expect(opening).rejects.toThrow(/aborted/);
+    expect(waited).toMatchObject([{ code: Code.UNAVAILABLE }]);
+  });
+});
