@@ -34,6 +34,11 @@ describe("opening a PostgreSQL database whose URL is wrong", () => {
     expect(waited).toEqual([]);
   });
 
+  it("refuses a statement_timeout in the URL that is not a whole number of milliseconds, naming what was given", async () => {
+    const opening = openDatabase({ path: `${postgres().url}?statement_timeout=30s`, migrations: [things], owner: "things" });
+    await expect(opening).rejects.toThrow(/statement_timeout=30s in the database URL: it takes a whole number of milliseconds \(30000 for 30 s; 0: none\)/);
+  });
+
   it("still waits for a server that does not answer on the URL's port yet", async () => {
     const port = await freePort();
     const waited: unknown[] = [];

@@ -824,7 +824,11 @@ function sessionSettings(url: string): { url: string; options?: string; statemen
   const params = new URLSearchParams(url.slice(query + 1));
   const options = params.get("options") ?? process.env.PGOPTIONS ?? undefined;
   const timeout = params.get("statement_timeout");
-  const statementTimeoutMs = timeout === null ? undefined : nonNegativeInteger("openPostgres", "statement_timeout of the URL", Number(timeout), 0);
+  // PostgreSQL's own setting takes units ("30s"); node-postgres sends this one's number as milliseconds.
+  if (timeout !== null && !/^\d+$/.test(timeout)) {
+    throw new Error(`openPostgres: statement_timeout=${timeout} in the database URL: it takes a whole number of milliseconds (30000 for 30 s; 0: none)`);
+  }
+  const statementTimeoutMs = timeout === null ? undefined : Number(timeout);
   params.delete("options");
   params.delete("statement_timeout");
   const rest = params.toString();
