@@ -529,6 +529,24 @@ describe("npm start", () => {
     expect(existsSync(dataDir)).toBe(false);
   });
 
+  it("refuses one database named for both services before starting anything, where the second to start used to refuse it and stop everything", () => {
+    const dataDir = join(dir.path, "never-made");
+    const bothOn = (products: string, orders: string, ...args: string[]) =>
+      spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", ...args], {
+        env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "", PRODUCTS_DATABASE_URL: products, ORDERS_DATABASE_URL: orders },
+        encoding: "utf8",
+        timeout: 20_000,
+      });
+    // The same server and database, written two ways (the host's case, the default port).
+    const postgres = bothOn("postgres://postgres:secret@db.example:5432/shop", "postgres://postgres@DB.example/shop", "--instances", "2");
+    expect(postgres.status).toBe(2);
+    expect(postgres.stderr).toContain("start: PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL name one database (postgres://postgres:***@db.example:5432/shop): each service needs a database of its own\n");
+    const sqlite = bothOn(join(dataDir, "shop.db"), `${dataDir}/./shop.db`);
+    expect(sqlite.status).toBe(2);
+    expect(sqlite.stderr).toContain("name one database");
+    expect(existsSync(dataDir)).toBe(false);
+  });
+
   it("refuses a second start on the same DATA_DIR while the first runs, and a service address already taken, before starting anything", { timeout: 90_000 }, async () => {
     // A start.pid left by a start killed outright, naming a process that is not a start, is taken over.
     writeFileSync(join(dir.path, "start.pid"), `${process.pid}\n`);

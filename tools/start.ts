@@ -32,9 +32,10 @@ import { parseArgs } from "node:util";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { constants } from "node:os";
-import { basename, isAbsolute, join, relative, sep } from "node:path";
+import { basename, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
 import type { ChannelCredentials } from "@grpc/grpc-js";
 import { clientTlsCredentials, waitForServing } from "../platform/grpc/index.js";
+import { isPostgresUrl } from "../platform/sql/database.js";
 import { redact } from "../platform/sql/postgres.js";
 import { stopOnStdinCloseVariable } from "../platform/runtime/index.js";
 import { repoRoot } from "./repo-root.js";
@@ -104,7 +105,8 @@ Environment (all optional):
   PRODUCTS_DATABASE_URL, ORDERS_DATABASE_URL
                     the services' databases (default: SQLite files in DATA_DIR;
                     DATABASE_URL, which one service started alone reads, is
-                    not used: the two need a database each)
+                    not used: the two need a database each, and two naming
+                    one database are refused)
   LOG_LEVEL         services' log level (default info)
   GRPC_INSECURE     1: the services serve and call each other in plaintext;
                     otherwise TLS with the development CA, certificates and
@@ -557,6 +559,25 @@ function optionsTakenByNpm(env: NodeJS.ProcessEnv, args: readonly string[]): str
   return `npm took ${taken.map((name) => `--${name}`).join(" ")} as its own configuration, given before its --, and passed ${taken.length === 1 ? "it" : "them"} to no script; put the options after one --: npm start -- ${options}`;
 }
 
+/**
+ * The database both locations name (a PostgreSQL server's database, by host,
+ * port and name; or one SQLite file), for a message, or undefined when they
+ * differ or one is unset.
+ */
+function sameDatabase(a: string | undefined, b: string | undefined): string | undefined {
+  if (!a || !b) return undefined;
+  const identity = (location: string): string => {
+    if (!isPostgresUrl(location)) return resolvePath(location);
+    try {
+      const u = new URL(location);
+      return `postgres://${u.hostname.toLowerCase()}:${u.port || "5432"}/${decodeURIComponent(u.pathname.slice(1))}`;
+    } catch {
+      return location;
+    }
+  };
+  return identity(a) === identity(b) ? (isPostgresUrl(a) ? redact(a) : a) : undefined;
+}
+
 async function main(): Promise<void> {
   const takenByNpm = optionsTakenByNpm(process.env, process.argv.slice(2));
   if (takenByNpm) {
@@ -613,6 +634,13 @@ async function main(): Promise<void> {
       `start: DATABASE_URL is not used: the two services need a database each; set PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL${flags.postgres ? "" : " (or add --postgres)"}. ` +
         `Going on with ${flags.postgres ? "the local PostgreSQL server" : "SQLite files in DATA_DIR"} where those are unset`,
     );
+  }
+  const shared = sameDatabase(process.env.PRODUCTS_DATABASE_URL, process.env.ORDERS_DATABASE_URL);
+  if (shared !== undefined) {
+    // The services would start, and the second to migrate it would refuse it (it is the first's), stopping everything.
+    console.error(`start: PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL name one database (${shared}): each service needs a database of its own`);
+    process.exitCode = 2;
+    return;
   }
   process.once("exit", () => children.forEach(killGroup));
   // A closed terminal still gets everything stopped: its SIGHUP is a request
