@@ -649,6 +649,33 @@ describe("npm start", () => {
     expect(result.stdout).not.toContain("Concord is up");
   });
 
+  it("says a service that never listened at start is waiting (for its database, say), not that its port refused, and stops everything", { timeout: 120_000 }, async () => {
+    const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort() };
+    const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], {
+      env: {
+        ...process.env,
+        DATA_DIR: dir.path,
+        NATS_PORT: String(ports.nats),
+        PRODUCTS_LISTEN: `127.0.0.1:${ports.products}`,
+        ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
+        PRODUCTS_METRICS_LISTEN: `127.0.0.1:${ports.productsMetrics}`,
+        ORDERS_METRICS_LISTEN: `127.0.0.1:${ports.ordersMetrics}`,
+        // No PostgreSQL server there: the service waits for one, as it would for a server still starting.
+        PRODUCTS_DATABASE_URL: `postgres://postgres@127.0.0.1:${await freePort()}/products`,
+        LOG_LEVEL: "warn",
+        NATS_URL: "",
+      },
+      encoding: "utf8",
+      timeout: 100_000,
+    });
+    expect(result.status, result.stdout + result.stderr).toBe(1);
+    expect(result.stderr).toContain(
+      `start: products: 127.0.0.1:${ports.products} did not report SERVING within 30 s: it does not listen yet, as a service does once its database is open and migrated; its log lines above say what it waits for`,
+    );
+    expect(result.stdout).toContain("the database cannot be reached; waiting for it");
+    expect(result.stderr).toContain("start: everything stopped");
+  });
+
   it("says which process died and stops the rest", { timeout: 60_000 }, async () => {
     const system = await startSystem(dir.path);
     child = system.child;

@@ -33,7 +33,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { connect, createServer } from "node:net";
 import { constants } from "node:os";
 import { basename, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
-import type { ChannelCredentials } from "@grpc/grpc-js";
+import { type ChannelCredentials, status as grpcStatus } from "@grpc/grpc-js";
 import { clientTlsCredentials, waitForServing } from "../platform/grpc/index.js";
 import { isPostgresUrl } from "../platform/sql/database.js";
 import { redact } from "../platform/sql/postgres.js";
@@ -764,7 +764,13 @@ async function main(): Promise<void> {
     await Promise.all(
       addresses.map((a, i) =>
         waitForServing(a, 30_000, grpc.credentials).catch((err: Error) => {
-          throw new Error(`${names[i]}: ${err.message}`, { cause: err });
+          // Refused connections the whole time: the service has not listened yet, which it does once its database is
+          // open and migrated; grpc-js's "No connection established" reads as if the fault were the service's port.
+          const refused = (err.cause as { code?: number } | undefined)?.code === grpcStatus.UNAVAILABLE && /ECONNREFUSED/.test(err.message);
+          const message = refused
+            ? `${a} did not report SERVING within 30 s: it does not listen yet, as a service does once its database is open and migrated; its log lines above say what it waits for (a database it cannot reach, say)`
+            : err.message;
+          throw new Error(`${names[i]}: ${message}`, { cause: err });
         }),
       ),
     );
