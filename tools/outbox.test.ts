@@ -115,6 +115,19 @@ describe("tools/outbox.ts", () => {
       const byVariable = spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "products", "list"], { encoding: "utf8", timeout: 20_000, env: { ...process.env, PRODUCTS_DATABASE_URL: url } });
       expect(byVariable.status, byVariable.stderr).toBe(0);
       expect(byVariable.stdout).toContain(`${url.replace(/:[^:@/]*@/, "@")}: 1 event(s) waiting to be published, 0 parked`);
+
+      // A database no service made its outbox in is refused and left as it was, rather than given an empty outbox and listed.
+      const other = await postgres.createDatabase("not_a_service");
+      const refused = run("--database", other, "list");
+      expect(refused.status).toBe(2);
+      expect(refused.stderr).toContain(`outbox: ${other} holds no outbox: it is no service's database, or its service has not started on it yet`);
+      const probe = await openDatabase({ path: other, migrations: [] });
+      expect(await probe.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'")).toEqual([]);
+      await probe.close();
+      // One it cannot reach is named, with why.
+      const unreachable = run("--database", "postgres://postgres@127.0.0.1:1/x", "list");
+      expect(unreachable.status).toBe(1);
+      expect(unreachable.stderr).toContain("outbox: postgres://postgres@127.0.0.1:1/x: the database is unavailable; try again shortly: connect ECONNREFUSED 127.0.0.1:1");
     } finally {
       await postgres.stop();
     }

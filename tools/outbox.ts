@@ -7,7 +7,9 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { outboxMigrations, parkedEvents, retryParked } from "../platform/events/index.js";
+import { Code, StatusError } from "../platform/errors/index.js";
 import { isPostgresUrl, openDatabase } from "../platform/sql/index.js";
+import { redact } from "../platform/sql/postgres.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
 import { readStartedServices } from "./started-services.js";
 import { dataDir as dataDirOf } from "./client-security.js";
@@ -24,7 +26,8 @@ const usage = `Usage: npx tsx tools/outbox.ts <products|orders|--database PATH> 
                           $DATABASE_URL, else the database \`npm start -- --postgres\` gives it
                           while that start's PostgreSQL server runs in $DATA_DIR/postgres, else
                           $DATA_DIR/<service>.db, DATA_DIR defaulting to .data; read with a
-                          note when $DATA_DIR/postgres holds data and no start runs there)
+                          note when $DATA_DIR/postgres holds data and no start runs there); one
+                          that holds no outbox is refused (exit 2), left as it was
 
 Parked events are those the relay can never publish as they are: larger than
 the server's max_payload or the stream's max_msg_size (or with headers over
@@ -83,7 +86,19 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
       `${program}: note: ${join(dataDir, "postgres")} holds the databases of \`npm start -- --postgres\`, and no start runs on this DATA_DIR: this is the SQLite file a start without --postgres uses; for the outbox in PostgreSQL, run this while that start runs, or name its database with --database`,
     );
   }
-  const db = await openDatabase({ path, migrations: outboxMigrations });
+  const shownPath = isPostgresUrl(path) ? redact(path) : path;
+  let db;
+  try {
+    // Only a database a service has made its outbox in: any other would be given an empty outbox's tables, and listed as one.
+    db = await openDatabase({ path, migrations: outboxMigrations, requireApplied: outboxMigrations[0]!.id });
+  } catch (err) {
+    if (err instanceof StatusError && err.code === Code.FAILED_PRECONDITION && /has no migration/.test(err.message)) {
+      console.error(`${program}: ${shownPath} holds no outbox: it is no service's database, or its service has not started on it yet; name the service's database with --database, or set ${service ? `${service.toUpperCase()}_DATABASE_URL` : "it"} as for the service (nothing was changed)`);
+      return 2;
+    }
+    const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : "";
+    throw new Error(`${shownPath}: ${err instanceof Error ? err.message : err}${cause}`, { cause: err });
+  }
   try {
     if (command === "retry") {
       const parked = new Set((await parkedEvents(db)).map((p) => p.eventId));

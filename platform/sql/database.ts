@@ -32,6 +32,8 @@ export interface DatabaseOptions {
   readonly migrationLockRetryLimitMs?: number;
   /** Postgres: told of each time a migration is rolled back because a lock it waited for was held elsewhere, before its next attempt. */
   readonly onMigrationLockRetry?: (retry: MigrationLockRetry) => void;
+  /** A migration the database must have already, or opening fails with FAILED_PRECONDITION, nothing changed (see `migrate`). */
+  readonly requireApplied?: string;
 }
 
 /** `db`, its close made to give up `claim` too, once the database has closed. */
@@ -92,6 +94,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
           lockTimeoutMs: options.migrationLockTimeoutMs,
           lockRetryLimitMs: options.migrationLockRetryLimitMs,
           onLockRetry: options.onMigrationLockRetry,
+          requireApplied: options.requireApplied,
           signal,
         });
         return db;

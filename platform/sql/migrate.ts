@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { StatusError } from "../errors/index.js";
+import { Code, StatusError } from "../errors/index.js";
 import { positiveInteger } from "../options/index.js";
 import { applyOutsideTransaction, indexBuildOf } from "./migrate-outside-transaction.js";
 import { isLockTimeout, limitLockWaits } from "./postgres.js";
@@ -34,6 +34,12 @@ export interface MigrateOptions {
   readonly onLockRetry?: (retry: MigrationLockRetry) => void;
   /** Ends a pause between attempts, or the wait for another instance's migrations, early: migrate rejects (an AbortError). */
   readonly signal?: AbortSignal;
+  /**
+   * The id of a migration the database must have already (a tool's, which
+   * must not make a service's tables in a database that is none): without it,
+   * migrate fails with FAILED_PRECONDITION and changes nothing.
+   */
+  readonly requireApplied?: string;
 }
 
 /** A migration rolled back after waiting for a lock (`MigrateOptions.onLockRetry`). */
@@ -106,6 +112,9 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
   if (new Set(ids).size !== ids.length) throw new Error(`duplicate migration ids: ${ids.join(", ")}`);
   // Checked on either store: a migration written on SQLite runs on Postgres too.
   for (const m of migrations) if (m.transaction === false) indexBuildOf(m.id, splitStatements("sql" in m ? m.sql : m.postgres));
+  if (options.requireApplied !== undefined && !(await isApplied(db, options.requireApplied))) {
+    throw new StatusError(Code.FAILED_PRECONDITION, `the database has no migration ${options.requireApplied}; nothing was changed`);
+  }
   const held = lockKey === undefined ? undefined : await takeLock(db, lockKey, signal);
   let lost = false;
   void held?.lost.then(() => (lost = true));
@@ -128,6 +137,15 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
   } finally {
     await held?.release();
   }
+}
+
+/** Whether `db` records migration `id` as applied; false when it has no schema_migrations table yet. */
+async function isApplied(db: Database, id: string): Promise<boolean> {
+  const table =
+    db.dialect.name === "postgres"
+      ? await db.query("SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_migrations'")
+      : await db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'");
+  return table.length > 0 && (await db.query("SELECT 1 FROM schema_migrations WHERE id = $1", [id])).length > 0;
 }
 
 /** Without a statement timeout: a migration may rewrite a large table. */

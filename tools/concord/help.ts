@@ -225,7 +225,8 @@ ${natsOption}`,
                       start's PostgreSQL server runs in $DATA_DIR/postgres,
                       else $DATA_DIR/<service>.db, DATA_DIR defaulting to .data;
                       read with a note when $DATA_DIR/postgres holds data and
-                      no start runs there)
+                      no start runs there); one that holds no outbox is
+                      refused (exit 2), left as it was
 
 Parked events are those the relay can never publish as they are: larger than
 the server's max_payload or the stream's max_msg_size (or with headers over
