@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { usePostgresServer } from "../../test/support/postgres.js";
 import { Code } from "../errors/index.js";
 import { freePort } from "../../tools/free-port.js";
-import { openDatabase } from "./index.js";
+import { isDatabaseUnavailable, openDatabase } from "./index.js";
 
 const things = { id: "test_0001_things", sql: "CREATE TABLE things (id TEXT PRIMARY KEY)" };
 
@@ -37,6 +37,13 @@ describe("opening a PostgreSQL database whose URL is wrong", () => {
   it("refuses a statement_timeout in the URL that is not a whole number of milliseconds, naming what was given", async () => {
     const opening = openDatabase({ path: `${postgres().url}?statement_timeout=30s`, migrations: [things], owner: "things" });
     await expect(opening).rejects.toThrow(/statement_timeout=30s in the database URL: it takes a whole number of milliseconds \(30000 for 30 s; 0: none\)/);
+  });
+
+  it("takes a name server that did not answer (EAI_AGAIN) for a database that cannot be reached for now, not for a wrong host", () => {
+    const noAnswer = Object.assign(new Error("getaddrinfo EAI_AGAIN db.internal"), { code: "EAI_AGAIN", errno: -3001, syscall: "getaddrinfo", hostname: "db.internal" });
+    expect(isDatabaseUnavailable(noAnswer)).toBe(true);
+    const unknown = Object.assign(new Error("getaddrinfo ENOTFOUND db.internal"), { code: "ENOTFOUND", errno: -3008, syscall: "getaddrinfo", hostname: "db.internal" });
+    expect(isDatabaseUnavailable(unknown)).toBe(false);
   });
 
   it("still waits for a server that does not answer on the URL's port yet", async () => {

@@ -112,7 +112,8 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   if (poolerRefusal(err) !== undefined) return false;
   return (
     // 25P03: the server ended the session after it idled in a transaction past idle_in_transaction_session_timeout.
-    ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "57P01", "57P02", "57P03", "53300", "25P03"].includes(code) ||
+    // EAI_AGAIN: the name server did not answer (ENOTFOUND, a name it does not know, is serverRefusal's).
+    ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EAI_AGAIN", "57P01", "57P02", "57P03", "53300", "25P03"].includes(code) ||
     code.startsWith("08") ||
     // "timeout expired": no answer within the connect timeout (PostgresOptions.connectTimeoutMs).
     /Connection terminated|connection is closed|Client has encountered a connection error|^timeout expired$/i.test(message)
