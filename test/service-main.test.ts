@@ -23,6 +23,25 @@ describe("service entry points", () => {
     expect(result.stderr).toMatch(/ORDERS_PENDING_TIMEOUT="1s" is invalid: expected at least 2m, or 0 or off/);
   });
 
+  it("refuse a database URL to correct with exit code 1 and one line saying what to change, without a stack", () => {
+    const result = run("services/products/main.ts", {
+      PRODUCTS_DATABASE_URL: "postgres://postgres@no-such-host.invalid:5432/products",
+      PRODUCTS_LISTEN: "127.0.0.1:0",
+      GRPC_INSECURE: "1",
+      GRPC_AUTH: "none",
+    });
+    expect(result.status).toBe(1);
+    const lines = result.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(lines).toEqual([
+      expect.objectContaining({
+        level: "fatal",
+        code: "FAILED_PRECONDITION",
+        msg: expect.stringMatching(/^start-up refused: the database URL's host no-such-host\.invalid is not known .*Correct the host in the database URL$/),
+      }),
+    ]);
+    expect(result.stdout).not.toContain("stack");
+  });
+
   it("print the order service's saga timeout with --help", () => {
     const result = run("services/orders/main.ts", {}, ["--help"]);
     expect(result.status).toBe(0);

@@ -1,4 +1,5 @@
 import { ConfigError, describeConfig, readConfig, type ConfigOf, type Settings } from "../config/index.js";
+import { Code, codeName, StatusError } from "../errors/index.js";
 import { createLogger, type Logger } from "../log/index.js";
 import { startTracing, type Tracing } from "../tracing/index.js";
 
@@ -128,6 +129,10 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
   } catch (err) {
     if (starting.signal.aborted) {
       logger.info({ signal: stopping }, "stopped before start-up was over");
+    } else if (err instanceof StatusError && err.code === Code.FAILED_PRECONDITION) {
+      // A refusal that says what to change (a database URL, a pooler's settings): a stack would only bury it.
+      logger.fatal({ code: codeName(err.code) }, `start-up refused: ${err.message}`);
+      process.exitCode = 1;
     } else {
       logger.fatal({ err }, "start-up failed");
       process.exitCode = 1;
