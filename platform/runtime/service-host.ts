@@ -4,7 +4,8 @@ import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigration
 import { createGrpcServer, grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
 import type { Logger } from "../log/index.js";
-import { type Database, type Migration, openDatabase, type Retention } from "../sql/index.js";
+import { type Database, isPostgresUrl, type Migration, openDatabase, type Retention } from "../sql/index.js";
+import { redact } from "../sql/postgres.js";
 import { type GrpcSecurity, serverSecurity } from "./grpc-security.js";
 import { type MetricsServer, startMetricsServer } from "./metrics-server.js";
 import type { RunningService } from "./run-service.js";
@@ -105,7 +106,9 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     onWaiting(err) {
       if (performance.now() - loggedAt < waitLogEveryMs) return;
       loggedAt = performance.now();
-      logger.warn({ err }, "the database cannot be reached; waiting for it");
+      // Where and why, on one line: the stack of a refused connection says nothing an operator can act on.
+      const reason = err instanceof Error && err.cause instanceof Error ? err.cause.message : err instanceof Error ? err.message : String(err);
+      logger.warn({ database: isPostgresUrl(options.database) ? redact(options.database) : options.database, reason }, "the database cannot be reached; waiting for it");
     },
     onMigrationLockRetry({ migration, attempt, retryInMs, statement, cause }) {
       logger.warn(
