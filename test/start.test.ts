@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { basename, join, relative } from "node:path";
@@ -87,6 +87,45 @@ function natsServerPid(dataDir: string, conf: string): number | undefined {
   });
 }
 
+/** Ports of a system's own, all free now. */
+interface StartPorts {
+  readonly nats: number;
+  readonly products: number;
+  readonly orders: number;
+  readonly productsMetrics: number;
+  readonly ordersMetrics: number;
+}
+
+/** The environment of a start with DATA_DIR `dataDir` on `ports`, LOG_LEVEL warn, starting a nats-server of its own. */
+function startEnv(dataDir: string, ports: StartPorts): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    DATA_DIR: dataDir,
+    NATS_PORT: String(ports.nats),
+    PRODUCTS_LISTEN: `127.0.0.1:${ports.products}`,
+    ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
+    PRODUCTS_METRICS_LISTEN: `127.0.0.1:${ports.productsMetrics}`,
+    ORDERS_METRICS_LISTEN: `127.0.0.1:${ports.ordersMetrics}`,
+    LOG_LEVEL: "warn",
+    NATS_URL: "",
+  };
+}
+
+/**
+ * Runs `tools/start.ts` to its end with DATA_DIR `dataDir`, every port a
+ * free one, LOG_LEVEL warn, its own nats-server, and the variables `extra`
+ * gives for those ports; for a start that is to fail.
+ */
+async function startOnFreePorts(dataDir: string, extra: (ports: StartPorts) => NodeJS.ProcessEnv): Promise<{ ports: StartPorts; result: SpawnSyncReturns<string> }> {
+  const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort() };
+  const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], {
+    env: { ...startEnv(dataDir, ports), ...extra(ports) },
+    encoding: "utf8",
+    timeout: 100_000,
+  });
+  return { ports, result };
+}
+
 /** Places an order for a new product and waits until the saga has confirmed it. */
 async function orderConfirmed(dataDir: string, ports: { products: number; orders: number }, timeout: number): Promise<void> {
   const admin = toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dataDir });
@@ -125,18 +164,7 @@ const observerAuth = (dataDir: string) => ({ authenticator: nkeyAuthenticator(ne
 async function startSystem(dataDir: string, options: SystemOptions = {}) {
   const given = options.ports ?? { nats: await freePort(), products: await freePort(), orders: await freePort() };
   const ports = { ...given, productsMetrics: given.productsMetrics ?? (await freePort()), ordersMetrics: given.ordersMetrics ?? (await freePort()) };
-  const env = {
-    ...process.env,
-    DATA_DIR: dataDir,
-    NATS_PORT: String(ports.nats),
-    PRODUCTS_LISTEN: `127.0.0.1:${ports.products}`,
-    ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
-    PRODUCTS_METRICS_LISTEN: `127.0.0.1:${ports.productsMetrics}`,
-    ORDERS_METRICS_LISTEN: `127.0.0.1:${ports.ordersMetrics}`,
-    LOG_LEVEL: options.logLevel ?? "warn",
-    NATS_URL: "",
-    ...options.env,
-  };
+  const env = { ...startEnv(dataDir, ports), LOG_LEVEL: options.logLevel ?? "warn", ...options.env };
   const [command, args] = options.npm ? ["npm", ["start", "--ignore-scripts", "--", ...(options.args ?? [])]] : [process.execPath, ["--import", "tsx", "tools/start.ts", ...(options.args ?? [])]];
   const child = spawn(command, args, { env, stdio: ["ignore", "pipe", "pipe"], detached: options.detached ?? false });
   let output = "";
@@ -623,26 +651,12 @@ describe("npm start", () => {
   });
 
   it("names the service and its address when it takes connections and never answers at start, and stops everything", { timeout: 120_000 }, async () => {
-    const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort() };
-    const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], {
-      env: {
-        ...process.env,
-        DATA_DIR: dir.path,
-        NATS_PORT: String(ports.nats),
-        PRODUCTS_LISTEN: `127.0.0.1:${ports.products}`,
-        ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
-        PRODUCTS_METRICS_LISTEN: `127.0.0.1:${ports.productsMetrics}`,
-        ORDERS_METRICS_LISTEN: `127.0.0.1:${ports.ordersMetrics}`,
-        LOG_LEVEL: "warn",
-        NATS_URL: "",
-        // The product service stops itself once it listens for gRPC.
-        NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(repoRoot, "test", "support", "stop-once-listening.mjs")).href}`,
-        STOP_ONCE_LISTENING_ON: String(ports.products),
-        STOP_ONCE_LISTENING_SCRIPT: join("services", "products", "main.js"),
-      },
-      encoding: "utf8",
-      timeout: 100_000,
-    });
+    const { ports, result } = await startOnFreePorts(dir.path, (ports) => ({
+      // The product service stops itself once it listens for gRPC.
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(repoRoot, "test", "support", "stop-once-listening.mjs")).href}`,
+      STOP_ONCE_LISTENING_ON: String(ports.products),
+      STOP_ONCE_LISTENING_SCRIPT: join("services", "products", "main.js"),
+    }));
     expect(result.status, result.stdout + result.stderr).toBe(1);
     expect(result.stderr).toContain(`start: products: 127.0.0.1:${ports.products} did not report SERVING within 30 s: it gave no answer within 1 s, try after try`);
     expect(result.stderr).toContain("start: everything stopped");
@@ -651,24 +665,8 @@ describe("npm start", () => {
 
   it("says a service that never listened at start is waiting (for its database, say), not that its port refused, and stops everything", { timeout: 120_000 }, async () => {
     const databasePort = await freePort();
-    const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort() };
-    const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], {
-      env: {
-        ...process.env,
-        DATA_DIR: dir.path,
-        NATS_PORT: String(ports.nats),
-        PRODUCTS_LISTEN: `127.0.0.1:${ports.products}`,
-        ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
-        PRODUCTS_METRICS_LISTEN: `127.0.0.1:${ports.productsMetrics}`,
-        ORDERS_METRICS_LISTEN: `127.0.0.1:${ports.ordersMetrics}`,
-        // No PostgreSQL server there: the service waits for one, as it would for a server still starting.
-        PRODUCTS_DATABASE_URL: `postgres://postgres@127.0.0.1:${databasePort}/products`,
-        LOG_LEVEL: "warn",
-        NATS_URL: "",
-      },
-      encoding: "utf8",
-      timeout: 100_000,
-    });
+    // No PostgreSQL server there: the service waits for one, as it would for a server still starting.
+    const { ports, result } = await startOnFreePorts(dir.path, () => ({ PRODUCTS_DATABASE_URL: `postgres://postgres@127.0.0.1:${databasePort}/products` }));
     expect(result.status, result.stdout + result.stderr).toBe(1);
     expect(result.stderr).toContain(
       `start: products: 127.0.0.1:${ports.products} did not report SERVING within 30 s: it does not listen yet, as a service does once its database is open and migrated; its log lines above say what it waits for`,
