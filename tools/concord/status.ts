@@ -178,7 +178,8 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     }
     for (const spec of target.consumers) {
       if (!jsm) {
-        print(`  consumer ${spec.durable}: unknown (${natsProblem ?? "NATS not reached"})`);
+        // Why is on the NATS line above: said once, not again on every consumer's.
+        print(`  consumer ${spec.durable}: unknown (NATS not reached, see above)`);
         continue;
       }
       const dlq = (await dlqCounts)!;
