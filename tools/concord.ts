@@ -11,7 +11,7 @@ import type { NatsConnection } from "nats";
 import { allEvents } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, defaultInboxRetentionMs, subjectProblem } from "../platform/events/index.js";
 import { connectNats, defaultNatsUrl, endProcess, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
-import { parseArgsProblem } from "./parse-args-problem.js";
+import { optionsElsewhere, parseArgsProblem } from "./parse-args-problem.js";
 import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
 import { replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
 import { helps, usage } from "./concord/help.js";
@@ -70,14 +70,7 @@ const everyOptionOf: Readonly<Record<string, Options>> = {
  * that parses its own, as traces does, the group's commands): the first as
  * `npx concord dlq replay`, the rest without the program, as `events tail`.
  */
-function elsewhereOf(command: string): Record<string, string[]> {
-  const lines: Record<string, string[]> = {};
-  for (const [other, options] of Object.entries(everyOptionOf)) {
-    if (other === command || other.startsWith(`${command} `)) continue;
-    for (const name of Object.keys(options)) (lines[name] ??= []).push(lines[name].length === 0 ? `npx concord ${other}` : other);
-  }
-  return lines;
-}
+const elsewhereOf = (command: string): Record<string, string[]> => optionsElsewhere(everyOptionOf, "npx concord", (other) => other === command || other.startsWith(`${command} `));
 
 /**
  * The command's options and operands; a mistyped option is named with the one

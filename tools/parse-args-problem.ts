@@ -27,6 +27,21 @@ export function parseArgsProblem(err: unknown, options: readonly string[], elsew
   return `unknown option ${given}${meant === undefined ? "" : `; did you mean --${meant}?`}`;
 }
 
+/**
+ * For each option of the commands in `table` that `skip` does not pick, the
+ * command lines of the commands that take it, in the table's order: the
+ * first in full (`program` and the command), the rest without the program.
+ * What `parseArgsProblem` takes as `elsewhere`.
+ */
+export function optionsElsewhere(table: Readonly<Record<string, NonNullable<ParseArgsConfig["options"]>>>, program: string, skip: (command: string) => boolean): Record<string, string[]> {
+  const lines: Record<string, string[]> = {};
+  for (const [command, options] of Object.entries(table)) {
+    if (skip(command)) continue;
+    for (const name of Object.keys(options)) (lines[name] ??= []).push(lines[name].length === 0 ? `${program} ${command}` : command);
+  }
+  return lines;
+}
+
 /** The one option `given` differs from by a letter or two, or that it begins or ends a longer name of; none when several or none are that close. */
 function likelyMeant(given: string, options: readonly string[]): string | undefined {
   if (given.length < 2) return undefined;

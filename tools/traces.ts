@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, readFileSync, realpathSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { parseArgsProblem } from "./parse-args-problem.js";
+import { optionsElsewhere, parseArgsProblem } from "./parse-args-problem.js";
 import { formatTraces, type ReceivedSpan, startTraceReceiver } from "./traces/otlp-receiver.js";
 import { pinnedZipkin, type RunningZipkin, startZipkin } from "./traces/zipkin.js";
 import { dataDir as dataDirOf } from "./client-security.js";
@@ -46,10 +46,7 @@ function parse(command: string, args: string[], prog: string, beyond: Readonly<R
   try {
     return parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (err) {
-    const elsewhere: Record<string, string[]> = {};
-    for (const [other, theirs] of Object.entries(tracesOptions)) {
-      for (const name of Object.keys(theirs)) if (!Object.hasOwn(options, name)) (elsewhere[name] ??= []).push(`${prog} ${other}`);
-    }
+    const elsewhere = optionsElsewhere(tracesOptions, prog, (other) => other === command);
     for (const [name, lines] of Object.entries(beyond)) (elsewhere[name] ??= []).push(...lines);
     throw new UsageError(parseArgsProblem(err, Object.keys(options), elsewhere));
   }
