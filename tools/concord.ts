@@ -365,7 +365,7 @@ async function databaseRestore(args: string[]): Promise<number> {
     console.error(`concord ${command}: ${(err as Error).message}`);
     return 1;
   }
-  console.error(`concord ${command}: ${file} restored as ${database}${restored.asideTo ? `; the database that was there is now ${restored.asideTo}` : ""}`);
+  console.error(`concord ${command}: ${file} restored as ${database}${movedAside(restored)}`);
   if (!record?.positions) {
     console.error(
       `concord ${command}: ${record ? "the backup's record holds" : `there is no ${recordFileOf(file)}, so there are`} no consumer positions: after starting ${service}, deliver again what its consumers handled after the backup with \`npx concord consumer redeliver DURABLE --from SEQ --to SEQ\`, from a stream sequence at or below each one's acknowledgement floor before the backup`,
@@ -375,6 +375,15 @@ async function databaseRestore(args: string[]): Promise<number> {
   console.error(`concord ${command}: start ${service}, then deliver again to its consumers what they handled after the backup (its inbox skips what the backup holds as handled):`);
   for (const p of record.positions) console.log(`npx concord consumer redeliver ${p.durable} --from ${p.ackFloor + 1}`);
   return 0;
+}
+
+/** Where a restore put what was there: the database, and the log and journal beside it, which SQLite would have applied to the restored file. */
+function movedAside({ asideTo, moved }: { readonly asideTo: string | undefined; readonly moved: readonly string[] }): string {
+  if (asideTo === undefined) return "";
+  const beside = moved.filter((f) => f !== asideTo);
+  const list = (items: readonly string[]) => (items.length > 1 ? `${items.slice(0, -1).join(", ")} and ${items.at(-1)}` : (items[0] ?? ""));
+  if (beside.length === moved.length) return `; the ${list(beside.map((f) => f.slice(asideTo.length)))} left there without a database ${beside.length > 1 ? "are" : "is"} now ${list(beside)}`;
+  return `; the database that was there is now ${asideTo}${beside.length > 0 ? `, with ${list(beside)}` : ""}`;
 }
 
 function streamSequenceOf(raw: string, flag: string): number {

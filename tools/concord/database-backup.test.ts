@@ -17,6 +17,28 @@ const rows = (path: string): number[] => {
   }
 };
 
+/** The bytes of a hot rollback journal (of a scratch database at `scratch`): the pages a transaction had changed, to be written back. */
+function hotJournal(scratch: string): Buffer {
+  const db = new BetterSqlite3(scratch);
+  try {
+    db.pragma("journal_mode = DELETE");
+    // A cache this small spills the transaction's pages to the file before it commits, as a large transaction does.
+    db.pragma("cache_size = 2");
+    db.exec("CREATE TABLE t (n INTEGER, pad TEXT)");
+    const insert = db.prepare("INSERT INTO t VALUES (?, ?)");
+    for (let n = 0; n < 200; n++) insert.run(n, "x".repeat(500));
+    db.exec("BEGIN");
+    db.exec("UPDATE t SET pad = 'y' || pad");
+    try {
+      return readFileSync(`${scratch}-journal`);
+    } finally {
+      db.exec("ROLLBACK");
+    }
+  } finally {
+    db.close();
+  }
+}
+
 describe("backupSqlite", () => {
   it("copies a database in use with the commits still in its write-ahead log, to a new file only its owner reads", () => {
     const path = join(dir, "live.db");
@@ -105,6 +127,44 @@ describe("restoreSqlite", () => {
     } finally {
       await restored.close();
     }
+  });
+
+  it("moves a rollback journal aside with the database, which SQLite would play back into the restored file", async () => {
+    const path = join(dir, "journalled.db");
+    const backup = join(dir, "journalled-backup.db");
+    const db = await serviceDatabase(path);
+    await db.run("INSERT INTO event_inbox (consumer, event_id, processed_at) VALUES ('c', 'before', 1)");
+    backupSqlite(path, backup);
+    await db.close();
+    // A hot journal, as a process killed in a transaction in rollback mode leaves it: pages to write back, unlocked.
+    const journal = hotJournal(join(dir, "journalled-scratch.db"));
+    writeFileSync(`${path}-journal`, journal);
+
+    const { asideTo, moved } = restoreSqlite("orders", path, backup, new Date("2026-12-05T11:00:00.000Z"));
+    expect(moved).toEqual([asideTo, `${asideTo}-journal`]);
+    expect(readFileSync(`${asideTo}-journal`).equals(journal)).toBe(true);
+    expect(existsSync(`${path}-journal`)).toBe(false);
+    const restored = await serviceDatabase(path);
+    try {
+      expect(await restored.query("PRAGMA quick_check")).toEqual([{ quick_check: "ok" }]);
+      expect((await restored.query<{ event_id: string }>("SELECT event_id FROM event_inbox")).map((r) => r.event_id)).toEqual(["before"]);
+    } finally {
+      await restored.close();
+    }
+
+    // The database gone (deleted as damaged, say) and its journal and log left: they go aside as well.
+    const bare = join(dir, "journalled-bare.db");
+    writeFileSync(`${bare}-journal`, journal);
+    writeFileSync(`${bare}-wal`, "left by a killed process");
+    const leftovers = restoreSqlite("orders", bare, backup, new Date("2026-12-05T11:00:00.000Z"));
+    expect(leftovers.moved).toEqual([`${bare}.before-restore-2026-12-05T11-00-00-000Z-wal`, `${bare}.before-restore-2026-12-05T11-00-00-000Z-journal`]);
+    expect(readFileSync(bare).equals(readFileSync(backup))).toBe(true);
+    expect(readdirSync(dir).filter((f) => f.startsWith("journalled-bare.db")).sort()).toEqual([
+      "journalled-bare.db",
+      "journalled-bare.db-lock",
+      "journalled-bare.db.before-restore-2026-12-05T11-00-00-000Z-journal",
+      "journalled-bare.db.before-restore-2026-12-05T11-00-00-000Z-wal",
+    ]);
   });
 
   it("refuses the service's database itself as its backup, by any name, and leaves it in place", async () => {

@@ -86,6 +86,9 @@ function moveIntoPlace(from: string, to: string): void {
  */
 const databaseFileSuffixes = ["-wal", "-shm", "-journal", "-lock", "-lock-journal"] as const;
 
+/** Those that SQLite applies to the database when it opens it (the log, with its index, and a rollback journal). */
+const databaseLogSuffixes = ["-wal", "-shm", "-journal"] as const;
+
 /** `path` absolute, through the symbolic links of its folders where they exist. */
 function resolvedPath(path: string): string {
   const folder = dirname(resolve(path));
@@ -232,14 +235,15 @@ export function servicesClaiming(path: string): string[] {
  * kept), whose service must be stopped: the file is claimed as the service
  * claims it (rejects, changing nothing, while a process runs on it), the
  * backup is checked, as is that the database there, if it says whose it is,
- * is `service`'s, the database there and its log are moved aside (to
- * `<path>.before-restore-<time>`, with `-wal` and `-shm`: a log left beside
- * the restored file would be applied to it), and a copy of the backup, made
- * and flushed first, takes their place. Rejects, changing nothing, when
- * `backup` is that database itself or the copy fails. Resolves with where
- * the old files went, if there were any.
+ * is `service`'s, the database there and its log and rollback journal are
+ * moved aside (to `<path>.before-restore-<time>`, with `-wal`, `-shm` and
+ * `-journal`: left beside the restored file, SQLite would apply them to it),
+ * and a copy of the backup, made and flushed first, takes their place.
+ * Rejects, changing nothing, when `backup` is that database itself or the
+ * copy fails. Resolves with where the old files went (`asideTo`, the
+ * database's new name, and each file `moved` there), if there were any.
  */
-export function restoreSqlite(service: string, path: string, backup: string, now = new Date()): { readonly asideTo: string | undefined } {
+export function restoreSqlite(service: string, path: string, backup: string, now = new Date()): { readonly asideTo: string | undefined; readonly moved: readonly string[] } {
   if (!existsSync(backup)) throw new Error(`${backup} does not exist`);
   if (existsSync(path) && sameFile(path, backup)) throw new Error(`${backup} is the service's database itself, not a backup of it: nothing to restore`);
   // A database named through a symbolic link is the file it points to: SQLite keeps its log beside that file, and the
@@ -265,14 +269,15 @@ export function restoreSqlite(service: string, path: string, backup: string, now
       rmSync(restoring, { force: true });
       throw new Error(`copying ${backup} to ${restoring} failed, and the database was left as it was: ${(err as Error).message}`, { cause: err });
     }
-    let asideTo: string | undefined;
-    if (existsSync(file)) {
-      asideTo = `${file}.before-restore-${now.toISOString().replace(/[:.]/g, "-")}`;
-      renameSync(file, asideTo);
-      for (const suffix of ["-wal", "-shm"]) if (existsSync(file + suffix)) renameSync(file + suffix, asideTo + suffix);
-    }
+    // The log and a rollback journal go with the file they belong to: left beside the restored file, the next opening
+    // would apply the one or play the other back into it, writing the old database's pages over the backup's. Moved
+    // with it, the old database opened where it went is as SQLite would have recovered it. Without the file, they are
+    // a killed process's, and just as harmful.
+    const moved = ["", ...databaseLogSuffixes].filter((suffix) => existsSync(file + suffix));
+    const asideTo = moved.length > 0 ? `${file}.before-restore-${now.toISOString().replace(/[:.]/g, "-")}` : undefined;
+    for (const suffix of moved) renameSync(file + suffix, asideTo + suffix);
     moveIntoPlace(restoring, file);
-    return { asideTo };
+    return { asideTo, moved: moved.map((suffix) => asideTo + suffix) };
   } finally {
     for (const claim of claims) claim.release();
   }

@@ -188,15 +188,17 @@ runs on it. The backup is checked (SQLite's quick_check, the service's
 tables, that it is this service's database; the database itself is refused,
 as is a database at --database that names another service) and copied beside
 the database (a copy that fails changes nothing), the database there is moved
-aside with its log (to <database>.before-restore-<time>, and its -wal and
--shm files), and the copy takes its place (through a symbolic link, the place
-of the file it points to, the link kept). Then it prints, one a line, for
-each of the service's durable consumers, the \`npx concord consumer redeliver
-DURABLE --from SEQ\` command (SEQ one past its floor in FILE.json) that
-delivers again the events it handled after the backup: run them once the
-service runs again. Its inbox, as restored, skips those it had handled by the
-backup. A FILE.json that is no record of the service's consumers' floors
-(whole numbers) stops the restore before anything is changed.
+aside with its log and rollback journal (to <database>.before-restore-<time>,
+and its -wal, -shm and -journal files, there even without the database:
+SQLite would apply them to the restored file), and the copy takes its place
+(through a symbolic link, the place of the file it points to, the link
+kept). Then it prints, one a line, for each of the service's durable
+consumers, the \`npx concord consumer redeliver DURABLE --from SEQ\` command
+(SEQ one past its floor in FILE.json) that delivers again the events it
+handled after the backup: run them once the service runs again. Its inbox, as
+restored, skips those it had handled by the backup. A FILE.json that is no
+record of the service's consumers' floors (whole numbers) stops the restore
+before anything is changed.
   --database PATH     the service's SQLite file (default: as for \`database backup\`)`,
   "streams provision": `Usage: npx concord streams provision [--nats URL]
 
