@@ -6,7 +6,7 @@
  * the inbox and the durable consumers' positions in JetStream.
  */
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
-import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { connect, type NatsConnection } from "nats";
@@ -14,9 +14,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { Code, type StatusError } from "../platform/errors/index.js";
+import { inboxMigrations, outboxMigrations } from "../platform/events/index.js";
 import { createClient, waitForServing } from "../platform/grpc/index.js";
+import { openDatabase } from "../platform/sql/index.js";
 import { runConcord } from "./support/concord.js";
 import { readmeBlock } from "./support/readme.js";
+import { serviceConsumers } from "../tools/concord/database-backup.js";
 import { repoRoot } from "../tools/repo-root.js";
 import { freePort, useNatsServer } from "./support/nats-server.js";
 import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
@@ -56,6 +59,11 @@ async function cuttableProxy(natsPort: number): Promise<{ url: string; cut(): Pr
 const dir = tempDirForSuite("concord-backup-restore-");
 const ordersDb = join(dir, "orders.db");
 const backupFile = join(dir, "backups", "orders.db");
+
+/** A service's database, as the service makes it at its first start (its tables, and whose it is). */
+async function serviceDatabase(path: string, owner: string): Promise<void> {
+  await (await openDatabase({ path, owner, migrations: [...outboxMigrations, ...inboxMigrations] })).close();
+}
 
 /** One query on a SQLite file, on a connection of its own (the service goes on meanwhile). */
 function sqlite<T>(path: string, sql: string, ...params: unknown[]): T[] {
@@ -231,6 +239,23 @@ describe("npx concord database", () => {
     expect(mistaken.status).toBe(1);
     expect(mistaken.stderr).toContain(`${products} is the products service's database, not the orders service's; name the orders service's with --database`);
     expect(existsSync(join(dir, "mistaken.db"))).toBe(false);
+  }, 60_000);
+
+  it("warns of the service's consumers its backup's record holds no floor for, naming them and what to run", async () => {
+    const database = join(dir, "partial-record.db");
+    await serviceDatabase(database, "orders");
+    const backup = join(dir, "partial-record", "orders.db");
+    const taken = await run("database", "backup", "orders", backup, "--database", database, "--nats", "nats://127.0.0.1:1");
+    expect(taken.status, taken.stderr).toBe(0);
+    // As a backup taken before the contracts gave the service its other consumers would have it.
+    writeFileSync(`${backup}.json`, JSON.stringify({ service: "orders", database, takenAt: "2026-12-05T10:00:00.000Z", positions: [{ stream: "SHOP_PRODUCTS", durable: "orders-stock-reserved", ackFloor: 3 }] }));
+    const restore = await run("database", "restore", "orders", backup, "--database", join(dir, "partial-record-restored.db"));
+    expect(restore.status, restore.stderr).toBe(0);
+    expect(restore.stdout.trim().split("\n")).toEqual(["npx concord consumer redeliver orders-stock-reserved --from 4"]);
+    const missing = serviceConsumers("orders").map((c) => c.durable).filter((d) => d !== "orders-stock-reserved");
+    expect(missing.length).toBeGreaterThan(0);
+    expect(restore.stderr).toContain(`warning: ${backup}.json holds no floor for ${missing.length} of orders's consumers (${missing.join(", ")})`);
+    expect(restore.stderr).toContain("`npx concord consumer redeliver DURABLE --from SEQ` with SEQ at or below its acknowledgement floor before the backup");
   }, 60_000);
 
   it("keeps no backup whose record it could not write, and says what failed where", async () => {

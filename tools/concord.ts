@@ -20,7 +20,7 @@ import { printStatus, serviceTargets } from "./concord/status.js";
 import { provisionStreams } from "./concord/provision.js";
 import { createLogger } from "../platform/log/index.js";
 import { outboxCommand, outboxOptions, runningStartPostgres } from "./outbox.js";
-import { backupSqlite, type ConsumerPosition, consumerPositions, readBackupRecord, recordFileOf, restoreSqlite, servicesClaiming, writeBackupRecord } from "./concord/database-backup.js";
+import { backupSqlite, type ConsumerPosition, consumerPositions, consumersNotRecorded, readBackupRecord, recordFileOf, restoreSqlite, servicesClaiming, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
 import { tracesCommand, tracesOptions } from "./traces.js";
@@ -374,6 +374,15 @@ async function databaseRestore(args: string[]): Promise<number> {
   }
   console.error(`concord ${command}: start ${service}, then deliver again to its consumers what they handled after the backup (its inbox skips what the backup holds as handled):`);
   for (const p of record.positions) console.log(`npx concord consumer redeliver ${p.durable} --from ${p.ackFloor + 1}`);
+  const missing = consumersNotRecorded(record);
+  if (missing.length > 0) {
+    // Taken before the contracts gave the service these consumers, or a record edited: their events handled after the
+    // backup are in no command above, and would stay unhandled by the restored database.
+    console.error(
+      `concord ${command}: warning: ${recordFileOf(file)} holds no floor for ${missing.length} of ${service}'s consumers (${missing.join(", ")}), so no command above delivers again what they handled after the backup: ` +
+        "for each, run `npx concord consumer redeliver DURABLE --from SEQ` with SEQ at or below its acknowledgement floor before the backup (1 if it did not exist then; its inbox skips what the backup holds as handled)",
+    );
+  }
   return 0;
 }
 

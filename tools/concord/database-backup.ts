@@ -175,6 +175,17 @@ export function readBackupRecord(backup: string): BackupRecord | undefined {
   return record as BackupRecord;
 }
 
+/**
+ * The durable consumers the contracts give the record's service that its
+ * positions leave out (all of them when it holds none): a restore prints no
+ * command for them.
+ */
+export function consumersNotRecorded(record: BackupRecord): string[] {
+  return serviceConsumers(record.service)
+    .filter((c) => !record.positions?.some((p) => p.stream === c.stream && p.durable === c.durable))
+    .map((c) => c.durable);
+}
+
 /** What makes `record` no BackupRecord of a service in the contracts, or undefined. */
 function recordProblem(record: unknown): string | undefined {
   if (typeof record !== "object" || record === null || Array.isArray(record)) return "it holds no JSON object";

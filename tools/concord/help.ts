@@ -198,7 +198,10 @@ consumers, the \`npx concord consumer redeliver DURABLE --from SEQ\` command
 handled after the backup: run them once the service runs again. Its inbox, as
 restored, skips those it had handled by the backup. A FILE.json that is no
 record of the service's consumers' floors (whole numbers) stops the restore
-before anything is changed.
+before anything is changed; one that leaves out some of the service's
+consumers (a backup taken before the contracts gave it them) is warned of,
+naming them: deliver their events again by hand, from a stream sequence at
+or below each one's floor before the backup (1 if it did not exist then).
   --database PATH     the service's SQLite file (default: as for \`database backup\`)`,
   "streams provision": `Usage: npx concord streams provision [--nats URL]
 
