@@ -214,7 +214,7 @@ describe("backing up a running service's SQLite database and restoring it", () =
 describe("npx concord database", () => {
   const run = (...args: string[]) => runConcord({ DATA_DIR: dir, ORDERS_DATABASE_URL: undefined, DATABASE_URL: undefined }, args);
 
-  it("says what is wrong with its arguments (exit status 2), refuses a PostgreSQL database, naming pg_dump, and the other service's database", async () => {
+  it("says what is wrong with its arguments (exit status 2), refuses a PostgreSQL database, naming pg_dump, and a database that is not the service's (another's, or none's)", async () => {
     const group = await run("database", "--help");
     expect(group.status).toBe(0);
     expect(group.stdout).toContain("database backup SERVICE FILE");
@@ -230,15 +230,27 @@ describe("npx concord database", () => {
     const missing = await run("database", "backup", "orders", join(dir, "none.db"), "--database", join(dir, "missing.db"), "--nats", "nats://127.0.0.1:1");
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain(`${join(dir, "missing.db")} does not exist`);
-    // The other service's database, named by mistake: a backup the restore would refuse is no backup.
+    // The other service's database, named by mistake, and one that is no service's: a backup the restore would refuse is no backup.
     const products = join(dir, "products-by-mistake.db");
-    const owned = new BetterSqlite3(products);
-    owned.exec("CREATE TABLE schema_owner (service TEXT PRIMARY KEY); INSERT INTO schema_owner VALUES ('products')");
-    owned.close();
-    const mistaken = await run("database", "backup", "orders", join(dir, "mistaken.db"), "--database", products, "--nats", "nats://127.0.0.1:1");
-    expect(mistaken.status).toBe(1);
-    expect(mistaken.stderr).toContain(`${products} is the products service's database, not the orders service's; name the orders service's with --database`);
-    expect(existsSync(join(dir, "mistaken.db"))).toBe(false);
+    await serviceDatabase(products, "products");
+    const unowned = join(dir, "unowned.db");
+    await serviceDatabase(unowned, "orders");
+    const emptied = new BetterSqlite3(unowned);
+    emptied.exec("DELETE FROM schema_owner");
+    emptied.close();
+    const plain = join(dir, "plain.db");
+    new BetterSqlite3(plain).exec("CREATE TABLE t (n INTEGER)").close();
+    for (const [database, problem] of [
+      [products, "it is the products service's database, not the orders service's"],
+      [unowned, "its schema_owner names no service, so it is no service's database"],
+      [plain, "it has no schema_migrations table, so it is no service's database"],
+    ]) {
+      const target = join(dir, "mistaken", "orders.db");
+      const mistaken = await run("database", "backup", "orders", target, "--database", database, "--nats", "nats://127.0.0.1:1");
+      expect(mistaken.status, database).toBe(1);
+      expect(mistaken.stderr).toContain(`${database} cannot be backed up as the orders service's database: ${problem}; name the orders service's with --database (nothing was written)`);
+      expect(existsSync(join(dir, "mistaken"))).toBe(false);
+    }
   }, 60_000);
 
   it("warns of the service's consumers its backup's record holds no floor for, naming them and what to run", async () => {
@@ -260,7 +272,7 @@ describe("npx concord database", () => {
 
   it("keeps no backup whose record it could not write, and says what failed where", async () => {
     const database = join(dir, "recordless.db");
-    new BetterSqlite3(database).close();
+    await serviceDatabase(database, "orders");
     const target = join(dir, "recordless", "backup.db");
     mkdirSync(`${target}.json`, { recursive: true });
     const noRecord = await run("database", "backup", "orders", target, "--database", database, "--nats", "nats://127.0.0.1:1");

@@ -20,7 +20,7 @@ import { printStatus, serviceTargets } from "./concord/status.js";
 import { provisionStreams } from "./concord/provision.js";
 import { createLogger } from "../platform/log/index.js";
 import { outboxCommand, outboxOptions, runningStartPostgres } from "./outbox.js";
-import { backupSqlite, type ConsumerPosition, consumerPositions, consumersNotRecorded, readBackupRecord, recordFileOf, restoreSqlite, servicesClaiming, writeBackupRecord } from "./concord/database-backup.js";
+import { backupSqlite, type ConsumerPosition, consumerPositions, consumersNotRecorded, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
 import { tracesCommand, tracesOptions } from "./traces.js";
@@ -303,9 +303,10 @@ async function databaseBackup(args: string[]): Promise<number> {
     console.error(`concord ${command}: ${database} does not exist; name the service's database with --database, or set ${service.toUpperCase()}_DATABASE_URL as for the service`);
     return 1;
   }
-  const holders = servicesClaiming(database);
-  if (holders.length > 0 && !holders.includes(service)) {
-    console.error(`concord ${command}: ${database} is the ${holders.join(", ")} service's database, not the ${service} service's; name the ${service} service's with --database`);
+  // A backup that a restore would refuse is no backup: said now, not on the day it is needed.
+  const problem = sourceProblem(database, service);
+  if (problem) {
+    console.error(`concord ${command}: ${database} cannot be backed up as the ${service} service's database: ${problem}; name the ${service} service's with --database (nothing was written)`);
     return 1;
   }
   // Read before the snapshot: every event at or below a consumer's floor then was handled in a transaction the snapshot holds.

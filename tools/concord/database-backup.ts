@@ -202,6 +202,39 @@ function recordProblem(record: unknown): string | undefined {
   return undefined;
 }
 
+/** Why the database open on `db` is not `service`'s: a service's tables missing (never migrated), or another service's, or none's. */
+function ownerProblem(db: BetterSqlite3.Database, service: string): string | undefined {
+  const tables = new Set(db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all() as string[]);
+  for (const table of ["schema_migrations", "schema_owner", "event_outbox", "event_inbox"]) if (!tables.has(table)) return `it has no ${table} table, so it is no service's database`;
+  // The service would refuse to start on another service's database, the one moved aside then out of its reach.
+  const owners = db.prepare("SELECT service FROM schema_owner").pluck().all() as string[];
+  if (owners.length === 0) return "its schema_owner names no service, so it is no service's database";
+  if (!owners.includes(service)) return `it is the ${owners.join(", ")} service's database, not the ${service} service's`;
+  return undefined;
+}
+
+/**
+ * Why the SQLite database at `path` is no database of `service` to back up
+ * (one whose backup a restore would refuse: never migrated, another
+ * service's, or none's), or undefined. Reads it on a read-only connection
+ * of its own, the service going on.
+ */
+export function sourceProblem(path: string, service: string): string | undefined {
+  let db: BetterSqlite3.Database;
+  try {
+    db = new BetterSqlite3(path, { readonly: true, fileMustExist: true, timeout: 5_000 });
+  } catch (err) {
+    return `it cannot be opened: ${(err as Error).message}`;
+  }
+  try {
+    return ownerProblem(db, service);
+  } catch (err) {
+    return `it cannot be read as a SQLite database: ${(err as Error).message}`;
+  } finally {
+    db.close();
+  }
+}
+
 /** Why `backup` is no database of `service` to restore (not SQLite, damaged, never migrated, or another service's), or undefined. */
 function backupProblem(backup: string, service: string): string | undefined {
   let db: BetterSqlite3.Database;
@@ -213,12 +246,7 @@ function backupProblem(backup: string, service: string): string | undefined {
   try {
     const check = db.pragma("quick_check", { simple: true });
     if (check !== "ok") return `SQLite's quick_check finds it damaged: ${String(check)}`;
-    const tables = new Set(db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all() as string[]);
-    for (const table of ["schema_migrations", "schema_owner", "event_outbox", "event_inbox"]) if (!tables.has(table)) return `it has no ${table} table, so it is no service's database`;
-    // The service would refuse to start on another service's database, the one moved aside then out of its reach.
-    const owners = db.prepare("SELECT service FROM schema_owner").pluck().all() as string[];
-    if (!owners.includes(service)) return `it is the ${owners.join(", ") || "no"} service's database, not the ${service} service's`;
-    return undefined;
+    return ownerProblem(db, service);
   } catch (err) {
     return `it cannot be read as a SQLite database: ${(err as Error).message}`;
   } finally {
@@ -227,7 +255,7 @@ function backupProblem(backup: string, service: string): string | undefined {
 }
 
 /** The services that the database at `path` says it belongs to (schema_owner); none when it cannot tell, damaged say. */
-export function servicesClaiming(path: string): string[] {
+function servicesClaiming(path: string): string[] {
   try {
     const db = new BetterSqlite3(path, { readonly: true, fileMustExist: true });
     try {

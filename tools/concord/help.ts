@@ -168,11 +168,13 @@ before, it reads the acknowledgement floor of each of the service's durable
 consumers from JetStream (as the observer) and writes them with the time to
 FILE.json: every event up to a consumer's floor was handled in a transaction
 the backup holds. NATS that does not answer within 5 s leaves them out,
-saying so; the backup is taken all the same. A database that names another
-service as its owner (schema_owner) is refused. The copy is flushed to disk
-before it takes the name FILE (FILE.partial until then: one there already,
-another backup's to FILE or one cut short, stops it); where FILE.json cannot
-be written, the copy is deleted and it exits 1.
+saying so; the backup is taken all the same. A database a restore would
+refuse, one that is not the service's (another service's or none's, as
+schema_owner says, or without the service's tables), is refused, nothing
+written. The copy is flushed to disk before it takes the name FILE
+(FILE.partial until then: one there already, another backup's to FILE or one
+cut short, stops it); where FILE.json cannot be written, the copy is deleted
+and it exits 1.
   --database PATH     the service's SQLite file (default: as the service's,
                       $PRODUCTS_DATABASE_URL or $ORDERS_DATABASE_URL, else
                       $DATABASE_URL, else $DATA_DIR/<service>.db, DATA_DIR
