@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, lstatSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { describe, expect, it } from "vitest";
@@ -165,6 +165,22 @@ describe("restoreSqlite", () => {
       "journalled-bare.db.before-restore-2026-12-05T11-00-00-000Z-journal",
       "journalled-bare.db.before-restore-2026-12-05T11-00-00-000Z-wal",
     ]);
+  });
+
+  it("gives the restored file the owner and permissions of the database it replaces, for a service running as another user", async () => {
+    const path = join(dir, "owned-by-service.db");
+    const backup = join(dir, "owned-by-service-backup.db");
+    await (await serviceDatabase(path)).close();
+    backupSqlite(path, backup);
+    // As root, the file is given to another user (nobody), as a service's own user would have it.
+    const asRoot = process.getuid?.() === 0;
+    if (asRoot) chownSync(path, 65534, 65534);
+    chmodSync(path, 0o640);
+    restoreSqlite("orders", path, backup);
+    const restored = statSync(path);
+    expect(restored.mode & 0o777).toBe(0o640);
+    if (asRoot) expect([restored.uid, restored.gid]).toEqual([65534, 65534]);
+    expect(readFileSync(path).equals(readFileSync(backup))).toBe(true);
   });
 
   it("refuses the service's database itself as its backup, by any name, and leaves it in place", async () => {

@@ -6,7 +6,7 @@
  * where the service's durable consumers stood in JetStream just before, which
  * says from where their events must be delivered again after a restore.
  */
-import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, type Stats, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import type { NatsConnection, NatsError } from "nats";
@@ -277,9 +277,10 @@ function servicesClaiming(path: string): string[] {
  * is `service`'s, the database there and its log and rollback journal are
  * moved aside (to `<path>.before-restore-<time>`, with `-wal`, `-shm` and
  * `-journal`: left beside the restored file, SQLite would apply them to it),
- * and a copy of the backup, made and flushed first, takes their place.
- * Rejects, changing nothing, when `backup` is that database itself or the
- * copy fails. Resolves with where the old files went (`asideTo`, the
+ * and a copy of the backup, made and flushed first, with the owner, group
+ * and permissions of the database it replaces (else this process's, 0600),
+ * takes their place. Rejects, changing nothing, when `backup` is that
+ * database itself or the copy fails or cannot be given them. Resolves with where the old files went (`asideTo`, the
  * database's new name, and each file `moved` there), if there were any.
  */
 export function restoreSqlite(service: string, path: string, backup: string, now = new Date()): { readonly asideTo: string | undefined; readonly moved: readonly string[] } {
@@ -299,10 +300,12 @@ export function restoreSqlite(service: string, path: string, backup: string, now
     if (holders.length > 0 && !holders.includes(service)) throw new Error(`${path} is the ${holders.join(", ")} service's database, not the ${service} service's: nothing was restored over it`);
     // The copy is made before anything is moved: one that fails (a full disk, say) leaves the database where it was.
     const restoring = `${file}.restoring`;
+    const replaced = statSync(file, { throwIfNoEntry: false });
     rmSync(restoring, { force: true });
     try {
       closeSync(openSync(restoring, "wx", 0o600));
       copyFileSync(backup, restoring);
+      if (replaced) takeOwnerAndMode(restoring, replaced, file);
       flushToDisk(restoring);
     } catch (err) {
       rmSync(restoring, { force: true });
@@ -320,6 +323,23 @@ export function restoreSqlite(service: string, path: string, backup: string, now
   } finally {
     for (const claim of claims) claim.release();
   }
+}
+
+/**
+ * Gives `copy` the owner, group and permissions of the database `of`
+ * (`stats`): the service may run as another user than the restore (root,
+ * say), and a copy left this process's, mode 0600, it could not open.
+ * Throws, saying as whom to run, when this user may not give them.
+ */
+function takeOwnerAndMode(copy: string, stats: Stats, of: string): void {
+  if (stats.uid !== process.getuid?.() || stats.gid !== process.getgid?.()) {
+    try {
+      chownSync(copy, stats.uid, stats.gid);
+    } catch (err) {
+      throw new Error(`${of} is owned by uid ${stats.uid} (gid ${stats.gid}), which this user may not give the restored file (${(err as Error).message}): run the restore as that user, or as root`, { cause: err });
+    }
+  }
+  chmodSync(copy, stats.mode & 0o777);
 }
 
 /** Whether two paths name one file (through a symbolic or hard link, or spelt two ways). */

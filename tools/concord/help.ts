@@ -193,17 +193,21 @@ the database (a copy that fails changes nothing), the database there is moved
 aside with its log and rollback journal (to <database>.before-restore-<time>,
 and its -wal, -shm and -journal files, there even without the database:
 SQLite would apply them to the restored file), and the copy takes its place
-(through a symbolic link, the place of the file it points to, the link
-kept). Then it prints, one a line, for each of the service's durable
-consumers, the \`npx concord consumer redeliver DURABLE --from SEQ\` command
-(SEQ one past its floor in FILE.json) that delivers again the events it
-handled after the backup: run them once the service runs again. Its inbox, as
-restored, skips those it had handled by the backup. A FILE.json that is no
-record of the service's consumers' floors (whole numbers) stops the restore
-before anything is changed; one that leaves out some of the service's
-consumers (a backup taken before the contracts gave it them) is warned of,
-naming them: deliver their events again by hand, from a stream sequence at
-or below each one's floor before the backup (1 if it did not exist then).
+(through a symbolic link, the place of the file it points to, the link kept),
+with the owner, group and permissions of the database it replaces, so that a
+service running as another user than the restore (root, say) can still open
+it (a user who may not give them is refused, nothing changed; with no
+database there, the copy is the restoring user's, mode 0600). Then it prints,
+one a line, for each of the service's durable consumers, the \`npx concord
+consumer redeliver DURABLE --from SEQ\` command (SEQ one past its floor in
+FILE.json) that delivers again the events it handled after the backup: run
+them once the service runs again. Its inbox, as restored, skips those it had
+handled by the backup. A FILE.json that is no record of the service's
+consumers' floors (whole numbers) stops the restore before anything is
+changed; one that leaves out some of the service's consumers (a backup taken
+before the contracts gave it them) is warned of, naming them: deliver their
+events again by hand, from a stream sequence at or below each one's floor
+before the backup (1 if it did not exist then).
   --database PATH     the service's SQLite file (default: as for \`database backup\`)`,
   "streams provision": `Usage: npx concord streams provision [--nats URL]
 
