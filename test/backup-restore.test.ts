@@ -6,7 +6,7 @@
  * the inbox and the durable consumers' positions in JetStream.
  */
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { connect, type NatsConnection } from "nats";
@@ -270,16 +270,36 @@ describe("npx concord database", () => {
     expect(restore.stderr).toContain("`npx concord consumer redeliver DURABLE --from SEQ` with SEQ at or below its acknowledgement floor before the backup");
   }, 60_000);
 
+  it("never replaces a backup: a second to its file, or to where its record is, is refused, saying how to replace it", async () => {
+    const database = join(dir, "twice.db");
+    await serviceDatabase(database, "orders");
+    const target = join(dir, "twice", "orders.db");
+    const first = await run("database", "backup", "orders", target, "--database", database, "--nats", "nats://127.0.0.1:1");
+    expect(first.status, first.stderr).toBe(0);
+    const [backup, record] = [readFileSync(target), readFileSync(`${target}.json`)];
+    const second = await run("database", "backup", "orders", target, "--database", database, "--nats", "nats://127.0.0.1:1");
+    expect(second.status).toBe(1);
+    expect(second.stderr).toContain(`${target} exists: a backup goes to a new file, and is never replaced; name another FILE, or, to replace that backup, remove ${target} and ${target}.json first`);
+    // Nor when only its record is left: that is another backup's, not to be taken for this one's.
+    rmSync(target);
+    const overRecord = await run("database", "backup", "orders", target, "--database", database, "--nats", "nats://127.0.0.1:1");
+    expect(overRecord.status).toBe(1);
+    expect(overRecord.stderr).toContain(`${target}.json exists: a backup goes to a new file, and is never replaced;`);
+    expect(readdirSync(join(dir, "twice"))).toEqual(["orders.db.json"]);
+    expect(readFileSync(`${target}.json`).equals(record)).toBe(true);
+    expect(backup.length).toBeGreaterThan(0);
+  }, 60_000);
+
   it("keeps no backup whose record it could not write, and says what failed where", async () => {
     const database = join(dir, "recordless.db");
     await serviceDatabase(database, "orders");
     const target = join(dir, "recordless", "backup.db");
-    mkdirSync(`${target}.json`, { recursive: true });
+    mkdirSync(`${target}.json.partial`, { recursive: true });
     const noRecord = await run("database", "backup", "orders", target, "--database", database, "--nats", "nats://127.0.0.1:1");
     expect(noRecord.status).toBe(1);
     expect(noRecord.stderr).toContain(`writing the backup's record ${target}.json failed: EISDIR`);
     expect(noRecord.stderr).toContain(`the backup ${target} was deleted with it`);
-    expect(readdirSync(join(dir, "recordless"))).toEqual(["backup.db.json"]);
+    expect(readdirSync(join(dir, "recordless"))).toEqual(["backup.db.json.partial"]);
     // A folder it may not make: said as the backup failing, with nothing left behind.
     const unwritable = await run("database", "backup", "orders", "/proc/concord-backup.db", "--database", database, "--nats", "nats://127.0.0.1:1");
     expect(unwritable.status).toBe(1);

@@ -1,3 +1,5 @@
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { chmodSync, chownSync, existsSync, lstatSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
@@ -62,7 +64,7 @@ describe("backupSqlite", () => {
       expect(existsSync(`${target}.partial`)).toBe(false);
       // Writes go on after it, and a backup never overwrites one.
       insert.run(101);
-      expect(() => backupSqlite(path, target)).toThrow(`${target} exists: a backup goes to a new file`);
+      expect(() => backupSqlite(path, target)).toThrow(`${target} exists: a backup goes to a new file; name another FILE, or, to replace that backup, remove ${target} and ${target}.json first`);
       expect(rows(target)).toHaveLength(100);
       expect(() => backupSqlite(join(dir, "none.db"), join(dir, "none-backup.db"))).toThrow("does not exist");
       // A rollback journal beside the database, where none is now: the next opening would play it back and delete it.
@@ -86,6 +88,47 @@ describe("backupSqlite", () => {
       reader.close();
       writer.close();
     }
+  });
+});
+
+describe("backupSqlite and another backup to the same file", () => {
+  it("does not replace a backup to its file that ended while it copied", async () => {
+    const source = join(dir, "contended.db");
+    const target = join(dir, "contended-backup.db");
+    const db = new BetterSqlite3(source);
+    db.exec("CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1)");
+    db.close();
+    // A writer in rollback mode holds the database while the copy waits to read it; meanwhile another backup to
+    // the same file, begun after this one looked for it, ends.
+    const other = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const db = new (require("better-sqlite3"))(${JSON.stringify(source)}); db.exec("BEGIN EXCLUSIVE"); console.log("held");
+         setTimeout(() => require("node:fs").writeFileSync(${JSON.stringify(target)}, "another backup, complete"), 500);
+         setTimeout(() => { db.exec("ROLLBACK"); db.close(); }, 1500);`,
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    try {
+      await once(other.stdout, "data");
+      expect(() => backupSqlite(source, target)).toThrow(`backing up ${source} to ${target} failed: ${target} was made meanwhile (another backup's to it?), and is left as it is`);
+      expect(readFileSync(target, "utf8")).toBe("another backup, complete");
+      expect(existsSync(`${target}.partial`)).toBe(false);
+    } finally {
+      if (other.exitCode === null) await once(other, "exit");
+    }
+  });
+
+  it("does not replace another backup's record", () => {
+    const backup = join(dir, "recorded.db");
+    const record = { service: "orders", database: "x.db", takenAt: "2026-12-05T10:00:00.000Z", positions: null };
+    writeBackupRecord(backup, record);
+    expect(() => writeBackupRecord(backup, { ...record, takenAt: "2026-12-05T11:00:00.000Z" })).toThrow(
+      `${backup}.json exists, another backup's record; name another FILE, or, to replace that backup, remove ${backup} and ${backup}.json first`,
+    );
+    expect(readBackupRecord(backup)).toEqual(record);
+    expect(existsSync(`${backup}.json.partial`)).toBe(false);
   });
 });
 

@@ -6,7 +6,7 @@
  * where the service's durable consumers stood in JetStream just before, which
  * says from where their events must be delivered again after a restore.
  */
-import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, type Stats, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, type Stats, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import type { NatsConnection, NatsError } from "nats";
@@ -80,6 +80,30 @@ function moveIntoPlace(from: string, to: string): void {
 }
 
 /**
+ * As moveIntoPlace, for a `to` that must be new: a hard link is made, which,
+ * unlike a rename, fails where `to` exists, even one made since it was
+ * looked for (another backup's to the same file, finished meanwhile). On a
+ * file system without hard links it looks, then renames.
+ */
+function moveIntoNewPlace(from: string, to: string): void {
+  flushToDisk(from);
+  try {
+    linkSync(from, to);
+    rmSync(from);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") throw new Error(`${to} was made meanwhile (another backup's to it?), and is left as it is`, { cause: err });
+    if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOSYS") throw err;
+    if (existsSync(to)) throw new Error(`${to} was made meanwhile (another backup's to it?), and is left as it is`, { cause: err });
+    renameSync(from, to);
+  }
+  flushToDisk(dirname(to));
+}
+
+/** What to do about a backup or record found at the name a backup was to take. */
+export const toReplaceIt = (backup: string): string => `name another FILE, or, to replace that backup, remove ${backup} and ${recordFileOf(backup)} first`;
+
+/**
  * The files beside a SQLite database that belong to it: its log and shared
  * memory, a rollback journal (which a connection opening the database plays
  * back and deletes), and the service's claim on it and that claim's journal.
@@ -102,14 +126,15 @@ function resolvedPath(path: string): string {
  * transaction, the write-ahead log's commits included, and holds back no
  * writer (only the service's checkpoints, which copy no further than the
  * snapshot until it ends). Makes `target`'s directory when it is missing.
- * Rejects when `target` exists, or is one of the files beside a database
+ * Rejects when `target` exists, or is made while it copies (another
+ * backup's, which is never replaced), or is one of the files beside a database
  * (`source` or another) that belong to it, or `source` does not exist;
  * a copy cut short leaves only `<target>.partial`, which stops the next
  * backup to `target` until removed (it may be another's, still written).
  * Resolves with its size.
  */
 export function backupSqlite(source: string, target: string): { readonly bytes: number } {
-  if (existsSync(target)) throw new Error(`${target} exists: a backup goes to a new file`);
+  if (existsSync(target)) throw new Error(`${target} exists: a backup goes to a new file; ${toReplaceIt(target)}`);
   if (!existsSync(source)) throw new Error(`${source} does not exist`);
   // Any database's, not only `source`'s: the other service's next start would delete it as well.
   const own = databaseFileSuffixes.find((suffix) => target.endsWith(suffix) && statSync(target.slice(0, -suffix.length), { throwIfNoEntry: false })?.isFile());
@@ -133,8 +158,9 @@ export function backupSqlite(source: string, target: string): { readonly bytes: 
     } finally {
       db.close();
     }
-    // SQLite does not flush what VACUUM INTO wrote.
-    moveIntoPlace(partial, target);
+    // SQLite does not flush what VACUUM INTO wrote. A backup to `target` that began after this one looked, and
+    // ended before it, made `target` meanwhile: a complete backup, not to be replaced.
+    moveIntoNewPlace(partial, target);
   } catch (err) {
     if (made) rmSync(partial, { force: true });
     throw new Error(`backing up ${source} to ${target} failed: ${(err as Error).message}`, { cause: err });
@@ -142,13 +168,14 @@ export function backupSqlite(source: string, target: string): { readonly bytes: 
   return { bytes: statSync(target).size };
 }
 
-/** Writes the record beside a backup; rejects, leaving no part of it, when it cannot. */
+/** Writes the record beside a backup; rejects, leaving no part of it and replacing none there, when it cannot. */
 export function writeBackupRecord(backup: string, record: BackupRecord): void {
   const file = recordFileOf(backup);
   const partial = `${file}.partial`;
+  if (existsSync(file)) throw new Error(`${file} exists, another backup's record; ${toReplaceIt(backup)}`);
   try {
     writeFileSync(partial, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
-    moveIntoPlace(partial, file);
+    moveIntoNewPlace(partial, file);
   } catch (err) {
     if (statSync(partial, { throwIfNoEntry: false })?.isFile()) rmSync(partial);
     throw new Error(`writing the backup's record ${file} failed: ${(err as Error).message}`, { cause: err });

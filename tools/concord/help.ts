@@ -174,7 +174,10 @@ schema_owner says, or without the service's tables), is refused, nothing
 written. The copy is flushed to disk before it takes the name FILE
 (FILE.partial until then: one there already, another backup's to FILE or one
 cut short, stops it); where FILE.json cannot be written, the copy is deleted
-and it exits 1.
+and it exits 1. A backup is never replaced: FILE or FILE.json there already
+(another backup's, even one to FILE that ended while this one copied) is
+refused, exit 1; name another FILE, or remove both first to replace that
+backup.
   --database PATH     the service's SQLite file (default: as the service's,
                       $PRODUCTS_DATABASE_URL or $ORDERS_DATABASE_URL, else
                       $DATABASE_URL, else $DATA_DIR/<service>.db, DATA_DIR
