@@ -125,6 +125,12 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
       [["status", "--consumer=x"], "concord: --consumer is an option of `npx concord dlq list` and `dlq replay`", "Usage: npx concord status "],
       [["streams", "provision", "--database", "x"], "concord: --database is an option of `npx concord database backup`, `database restore` and `outbox parked`", "Usage: npx concord streams provision "],
       [["database", "restore", "products", "f", "--dry-run"], "concord: --dry-run is an option of `npx concord dlq replay` and `consumer redeliver`", "Usage: npx concord database restore "],
+      // A restore never connects to NATS: the commands it prints do.
+      [
+        ["database", "restore", "products", "f", "--nats", "nats://127.0.0.1:1"],
+        "concord: --nats is an option of `npx concord status`, `events tail`, `dlq list`, `dlq show`, `dlq replay`, `dlq purge`, `consumer redeliver`, `database backup` and `streams provision`",
+        "Usage: npx concord database restore ",
+      ],
       [["dlq", "show", "1", "--zipkin"], "concord: --zipkin is an option of `npx concord traces serve`", "Usage: npx concord dlq show "],
       [["outbox", "parked", "list", "products", "--yes"], "concord outbox parked: --yes is an option of `npx concord dlq purge`", "Usage: npx concord outbox parked list "],
       [["traces", "show", "x", "--consumer", "y"], "concord traces: --consumer is an option of `npx concord dlq list` and `dlq replay`", "Usage:\n  npx concord traces serve "],
@@ -135,10 +141,10 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
       expect(out.stderr, args.join(" ")).toMatch(new RegExp(`^${escaped(problem)}\n\n${escaped(usage)}`));
       expect(out.stdout, args.join(" ")).toBe("");
     }
-    // --nats belongs to every command but outbox parked and traces.
+    // --nats belongs to every command but outbox parked, traces and database restore.
     const natsGiven = await concord("outbox", "parked", "list", "products", "--nats", "nats://127.0.0.1:1");
     expect(natsGiven.status).toBe(2);
-    expect(natsGiven.stderr).toMatch(/^concord outbox parked: --nats is an option of `npx concord status`, `events tail`, `dlq list`, .*, `database restore` and `streams provision`\n\nUsage:/);
+    expect(natsGiven.stderr).toMatch(/^concord outbox parked: --nats is an option of `npx concord status`, `events tail`, `dlq list`, .*, `database backup` and `streams provision`\n\nUsage:/);
     // An option no command takes, and one mistyped, are said as before.
     const bogus = await concord("consumer", "redeliver", "x", "--bogus");
     expect(bogus.status).toBe(2);

@@ -41,10 +41,14 @@ class UsageError extends Error {
 }
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
-const nats: Options = { nats: { type: "string" }, help: { type: "boolean", short: "h" } };
+const helpOption: Options = { help: { type: "boolean", short: "h" } };
+const nats: Options = { nats: { type: "string" }, ...helpOption };
 const filters: Options = { consumer: { type: "string" }, subject: { type: "string" }, type: { type: "string" } };
 
-/** The options of each command parsed here, besides --nats and --help. */
+/** The commands parsed here that never connect to NATS: they refuse --nats, as any option of other commands. */
+const withoutNats: ReadonlySet<string> = new Set(["database restore"]);
+
+/** The options of each command parsed here, besides --help and, but for those `withoutNats`, --nats. */
 const optionsOf: Readonly<Record<string, Options>> = {
   status: { products: { type: "string" }, orders: { type: "string" }, "products-metrics": { type: "string" }, "orders-metrics": { type: "string" } },
   "events tail": { all: { type: "boolean" }, subject: { type: "string" }, type: { type: "string" } },
@@ -60,7 +64,7 @@ const optionsOf: Readonly<Record<string, Options>> = {
 
 /** Every command's options as it parses them, in the order of `concord --help`: the outbox and traces tools parse theirs. */
 const everyOptionOf: Readonly<Record<string, Options>> = {
-  ...Object.fromEntries(Object.entries(optionsOf).map(([command, options]) => [command, { ...nats, ...options }])),
+  ...Object.fromEntries(Object.entries(optionsOf).map(([command, options]) => [command, { ...(withoutNats.has(command) ? helpOption : nats), ...options }])),
   "outbox parked": outboxOptions,
   ...Object.fromEntries(Object.entries(tracesOptions).map(([command, options]) => [`traces ${command}`, options])),
 };

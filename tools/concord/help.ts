@@ -210,7 +210,8 @@ consumers' floors (whole numbers) stops the restore before anything is
 changed; one that leaves out some of the service's consumers (a backup taken
 before the contracts gave it them) is warned of, naming them: deliver their
 events again by hand, from a stream sequence at or below each one's floor
-before the backup (1 if it did not exist then).
+before the backup (1 if it did not exist then). It never connects to NATS,
+and refuses --nats: the commands it prints do.
   --database PATH     the service's SQLite file (default: as for \`database backup\`)`,
   "streams provision": `Usage: npx concord streams provision [--nats URL]
 
