@@ -303,12 +303,14 @@ function servicesClaiming(path: string): string[] {
  * backup is checked, as is that the database there, if it says whose it is,
  * is `service`'s, the database there and its log and rollback journal are
  * moved aside (to `<path>.before-restore-<time>`, with `-wal`, `-shm` and
- * `-journal`: left beside the restored file, SQLite would apply them to it),
- * and a copy of the backup, made and flushed first, with the owner, group
- * and permissions of the database it replaces (else this process's, 0600),
- * takes their place. Rejects, changing nothing, when `backup` is that
- * database itself or the copy fails or cannot be given them. Resolves with where the old files went (`asideTo`, the
- * database's new name, and each file `moved` there), if there were any.
+ * `-journal`, those even without the database: left beside the restored
+ * file, SQLite would apply them to it), and a copy of the backup, made and
+ * flushed first, with the owner, group and permissions of the database it
+ * replaces (else this process's, 0600), takes their place. Rejects,
+ * changing nothing, when `backup` is that database itself or the copy fails
+ * or cannot be given them. Resolves with where the old files went
+ * (`asideTo`, the database's new name, and each file `moved` there), if
+ * there were any.
  */
 export function restoreSqlite(service: string, path: string, backup: string, now = new Date()): { readonly asideTo: string | undefined; readonly moved: readonly string[] } {
   if (!existsSync(backup)) throw new Error(`${backup} does not exist`);
