@@ -1,5 +1,8 @@
 import { spawnSync } from "node:child_process";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { claimSqliteFile, openDatabase } from "../platform/sql/index.js";
+import { tempDirForSuite } from "./support/temp-dir.js";
 
 const run = (script: string, env: Record<string, string>, args: string[] = []) =>
   spawnSync(process.execPath, ["--import", "tsx", script, ...args], { env: { ...process.env, ...env }, encoding: "utf8", timeout: 20_000 });
@@ -40,6 +43,35 @@ describe("service entry points", () => {
       }),
     ]);
     expect(result.stdout).not.toContain("stack");
+  });
+
+  /** The product service's log lines (JSON, one a line) when it refuses to start on SQLite file `database`. */
+  const refusedOn = (database: string) => {
+    const result = run("services/products/main.ts", { PRODUCTS_DATABASE_URL: database, PRODUCTS_LISTEN: "127.0.0.1:0", GRPC_INSECURE: "1", GRPC_AUTH: "none" });
+    expect(result.status, result.stdout + result.stderr).toBe(1);
+    return result.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
+  };
+
+  it("refuse a SQLite database another service owns with one line naming the owner, without a stack", async () => {
+    const database = join(tempDirForSuite(), "orders.db");
+    await (await openDatabase({ path: database, migrations: [], owner: "orders" })).close();
+    // It logged "start-up failed" with the error's stack.
+    expect(refusedOn(database)).toEqual([
+      expect.objectContaining({ level: "fatal", code: "FAILED_PRECONDITION", msg: expect.stringMatching(/^start-up refused: the database belongs to the orders service, not to products: /) }),
+    ]);
+  });
+
+  it("refuse a SQLite database another process runs on with one line saying so, without a stack", () => {
+    const database = join(tempDirForSuite(), "products.db");
+    const held = claimSqliteFile(database);
+    try {
+      // It logged "start-up failed" with the error's stack.
+      expect(refusedOn(database)).toEqual([
+        expect.objectContaining({ level: "fatal", code: "FAILED_PRECONDITION", msg: expect.stringMatching(/^start-up refused: the SQLite database .*products\.db is in use by another process /) }),
+      ]);
+    } finally {
+      held.release();
+    }
   });
 
   it("print the order service's saga timeout with --help", () => {

@@ -204,13 +204,15 @@ function abridged(statement: string): string {
   return line.length <= 100 ? line : `${line.slice(0, 99)}…`;
 }
 
-/** Claims the database for service `owner`, or throws when another service claimed it (see `migrate`). */
+/** Claims the database for service `owner`, or throws FAILED_PRECONDITION when another service claimed it (see `migrate`). */
 async function claimFor(tx: Transaction, owner: string): Promise<void> {
   await tx.run("CREATE TABLE IF NOT EXISTS schema_owner (service TEXT PRIMARY KEY)");
   await tx.run("INSERT INTO schema_owner (service) SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM schema_owner)", [owner]);
   const claimed = (await tx.query<{ service: string }>("SELECT service FROM schema_owner")).map((r) => r.service);
   if (!claimed.includes(owner)) {
-    throw new Error(
+    // FAILED_PRECONDITION: the database to change is the operator's to give, and the refusal says which.
+    throw new StatusError(
+      Code.FAILED_PRECONDITION,
       `the database belongs to the ${claimed.join(", ")} service, not to ${owner}: each service needs a database of its own (set PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL rather than one DATABASE_URL for both)`,
     );
   }

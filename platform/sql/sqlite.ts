@@ -1,6 +1,7 @@
 import { closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
+import { Code, StatusError } from "../errors/index.js";
 import { startCheckpointer, type Checkpointer } from "./sqlite-checkpointer.js";
 import { runTransaction, type StatementRunner } from "./transaction-scope.js";
 import { signalOf, type Database, type Dialect, type SqlValue, type Transaction, type TransactionOptions } from "./types.js";
@@ -162,9 +163,10 @@ export interface SqliteOptions {
  * a service on one file would each relay its outbox and take its events.
  * The hold is an exclusive lock SQLite keeps on a file beside it
  * (`<path>-lock`, locking_mode EXCLUSIVE, written once): the system drops
- * it with the process, however that ends, so no stale claim is left. Throws
- * when another process (or connection) holds it. Tools that read or repair
- * a service's database while it runs do not claim it.
+ * it with the process, however that ends, so no stale claim is left.
+ * Throws FAILED_PRECONDITION when another process (or connection) holds it:
+ * the other is to stop, or this one to get a file of its own. Tools that
+ * read or repair a service's database while it runs do not claim it.
  */
 export function claimSqliteFile(path: string): { release(): void } {
   const file = `${path}-lock`;
@@ -177,7 +179,8 @@ export function claimSqliteFile(path: string): { release(): void } {
   } catch (err) {
     connection.close();
     if ((err as { code?: string }).code?.startsWith("SQLITE_BUSY")) {
-      throw new Error(
+      throw new StatusError(
+        Code.FAILED_PRECONDITION,
         `the SQLite database ${path} is in use by another process (an instance of this service already running on it, say): ` +
           "one process at a time runs a service on a SQLite file; stop the other first, or give this one a database of its own " +
           '(several instances of a service share PostgreSQL: see README "On PostgreSQL, several instances of each service")',
