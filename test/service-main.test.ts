@@ -26,14 +26,14 @@ describe("service entry points", () => {
     expect(result.stderr).toMatch(/ORDERS_PENDING_TIMEOUT="1s" is invalid: expected at least 2m, or 0 or off/);
   });
 
-  it("refuse a database URL to correct with exit code 1 and one line saying what to change, without a stack", () => {
+  it("refuse a database URL to correct with exit code 2 and one line saying what to change, without a stack", () => {
     const result = run("services/products/main.ts", {
       PRODUCTS_DATABASE_URL: "postgres://postgres@no-such-host.invalid:5432/products",
       PRODUCTS_LISTEN: "127.0.0.1:0",
       GRPC_INSECURE: "1",
       GRPC_AUTH: "none",
     });
-    expect(result.status).toBe(1);
+    expect(result.status).toBe(2);
     const lines = result.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(lines).toEqual([
       expect.objectContaining({
@@ -48,7 +48,7 @@ describe("service entry points", () => {
   /** The product service's log lines (JSON, one a line) when it refuses to start on SQLite file `database`. */
   const refusedOn = (database: string) => {
     const result = run("services/products/main.ts", { PRODUCTS_DATABASE_URL: database, PRODUCTS_LISTEN: "127.0.0.1:0", GRPC_INSECURE: "1", GRPC_AUTH: "none" });
-    expect(result.status, result.stdout + result.stderr).toBe(1);
+    expect(result.status, result.stdout + result.stderr).toBe(2);
     return result.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
   };
 

@@ -9,6 +9,7 @@ import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { Code } from "../platform/errors/index.js";
 import { clientTlsCredentials, createClient } from "../platform/grpc/index.js";
+import { openDatabase } from "../platform/sql/index.js";
 import { repoRoot } from "../tools/repo-root.js";
 import { toolClientSecurity } from "../tools/client-security.js";
 import { freePort } from "./support/nats-server.js";
@@ -675,6 +676,18 @@ describe("npm start", () => {
     // Where and why, without a stack.
     expect(JSON.parse(waiting!)).toMatchObject({ level: "warn", database: `postgres://postgres@127.0.0.1:${databasePort}/products`, reason: `connect ECONNREFUSED 127.0.0.1:${databasePort}` });
     expect(waiting).not.toContain("stack");
+    expect(result.stderr).toContain("start: everything stopped");
+  });
+
+  it("says a service that refused to start (a database another service owns) refused, pointing at its log line, not that it exited unexpectedly", { timeout: 120_000 }, async () => {
+    const database = join(dir.path, "orders-own.db");
+    await (await openDatabase({ path: database, migrations: [], owner: "orders" })).close();
+    const { result } = await startOnFreePorts(dir.path, () => ({ PRODUCTS_DATABASE_URL: database }));
+    expect(result.status, result.stdout + result.stderr).toBe(1);
+    expect(result.stdout).toContain("start-up refused: the database belongs to the orders service, not to products");
+    // It said "start: products exited unexpectedly (code 1)", as of a crash.
+    expect(result.stderr).toContain("start: products refused to start (exit code 2): its log line above says why; stopping everything");
+    expect(result.stderr).not.toContain("exited unexpectedly");
     expect(result.stderr).toContain("start: everything stopped");
   });
 

@@ -37,7 +37,7 @@ import { type ChannelCredentials, status as grpcStatus } from "@grpc/grpc-js";
 import { clientTlsCredentials, waitForServing } from "../platform/grpc/index.js";
 import { isPostgresUrl } from "../platform/sql/database.js";
 import { redact } from "../platform/sql/postgres.js";
-import { stopOnStdinCloseVariable } from "../platform/runtime/index.js";
+import { refusedExitCode, stopOnStdinCloseVariable } from "../platform/runtime/index.js";
 import { repoRoot } from "./repo-root.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
 import { findNatsServer } from "./nats/find-nats-server.mjs";
@@ -152,6 +152,8 @@ interface Child {
   readonly name: string;
   readonly process: ChildProcess;
   readonly exited: Promise<number | null>;
+  /** Set once a service has reported SERVING: an exit before is a start that did not come about. */
+  serving: boolean;
 }
 
 /**
@@ -176,7 +178,9 @@ type OnUnexpectedExit = (code: number | null) => void;
  * which stops the services before the broker they drain into), with a pipe
  * from this script on its standard input, and `extraFds` from fd 3 on.
  * Should it exit while nothing is stopping, `onUnexpectedExit` runs; by
- * default this script says so and stops everything.
+ * default this script says so and stops everything: that it refused to
+ * start, when it exited with `refusedExitCode` before it reported SERVING
+ * (having logged why), or else that it exited unexpectedly, and how.
  */
 function launch(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, extraFds: StdioOptions = [], onUnexpectedExit?: OnUnexpectedExit): Child {
   if (stopping) throw new Error(`not starting ${name}: stopping`);
@@ -195,12 +199,17 @@ function launch(name: string, command: string, args: string[], env: NodeJS.Proce
     });
   });
   proc.stdin?.on("error", () => {}); // never written to; only its closing counts
-  const child = { name, process: proc, exited };
+  const child: Child = { name, process: proc, exited, serving: false };
   children.push(child);
   void exited.then((code) => {
     if (stopping) return;
     if (onUnexpectedExit) return onUnexpectedExit(code);
-    console.error(`start: ${name} exited unexpectedly (${how}); stopping everything`);
+    if (code === refusedExitCode && !child.serving) {
+      // Its reason is the last thing it logged (a database URL to correct, a database another service owns).
+      console.error(`start: ${name} refused to start (exit code ${code}): its log line above says why; stopping everything`);
+    } else {
+      console.error(`start: ${name} exited unexpectedly (${how}); stopping everything`);
+    }
     void stopAll(1);
   });
   return child;
@@ -763,7 +772,7 @@ async function main(): Promise<void> {
     );
     await Promise.all(
       addresses.map((a, i) =>
-        waitForServing(a, 30_000, grpc.credentials).catch((err: Error) => {
+        waitForServing(a, 30_000, grpc.credentials).then(() => void (started[i].serving = true)).catch((err: Error) => {
           // Refused connections the whole time: the service has not listened yet, which it does once its database is
           // open and migrated; grpc-js's "No connection established" reads as if the fault were the service's port.
           const refused = (err.cause as { code?: number } | undefined)?.code === grpcStatus.UNAVAILABLE && /ECONNREFUSED/.test(err.message);

@@ -36,6 +36,14 @@ export interface RunServiceOptions<S extends Settings> {
  */
 export const stopOnStdinCloseVariable = "STOP_ON_STDIN_CLOSE";
 
+/**
+ * The exit code of a service that refused to start, having said why: a bad
+ * variable (on standard error), or a start-up refused with
+ * FAILED_PRECONDITION (one log line). The parent that started it (`npm
+ * start`) tells it apart from a crash by this code.
+ */
+export const refusedExitCode = 2;
+
 /** How long a service whose parent died may take to stop before it exits anyway. */
 const orphanStopMs = 15_000;
 
@@ -44,8 +52,10 @@ const orphanStopMs = 15_000;
  * (a bad value stops it with exit code 2 and a message naming the
  * variable), starts it, and stops it cleanly on SIGTERM or SIGINT, or, with
  * STOP_ON_STDIN_CLOSE=1, when its standard input closes, in every phase,
- * waiting for a dependency included (exit code 0). A start-up that fails for
- * good (a conflicting stream) stops it with exit code 1. Traces are
+ * waiting for a dependency included (exit code 0). A start-up refused with
+ * FAILED_PRECONDITION (a database URL to correct, a database that is
+ * another's) stops it with exit code 2 too, one log line saying what to
+ * change; one that fails otherwise (a conflicting stream) with exit code 1. Traces are
  * exported when the standard OTEL_* variables name an OTLP endpoint (see
  * platform/tracing), and flushed when it stops.
  */
@@ -64,7 +74,7 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     console.error(`${options.name}: ${err.message}`);
-    process.exitCode = 2;
+    process.exitCode = refusedExitCode;
     return;
   }
   const level = (config as Record<string, unknown>).LOG_LEVEL;
@@ -132,7 +142,7 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
     } else if (err instanceof StatusError && err.code === Code.FAILED_PRECONDITION) {
       // A refusal that says what to change (a database URL, a pooler's settings): a stack would only bury it.
       logger.fatal({ code: codeName(err.code) }, `start-up refused: ${err.message}`);
-      process.exitCode = 1;
+      process.exitCode = refusedExitCode;
     } else {
       logger.fatal({ err }, "start-up failed");
       process.exitCode = 1;
