@@ -39,10 +39,23 @@ describe("service entry points", () => {
       expect.objectContaining({
         level: "fatal",
         code: "FAILED_PRECONDITION",
-        msg: expect.stringMatching(/^start-up refused: the database URL's host no-such-host\.invalid is not known .*Correct the host in the database URL$/),
+        msg: expect.stringMatching(/^start-up refused: PRODUCTS_DATABASE_URL's host no-such-host\.invalid is not known .*Correct the host in PRODUCTS_DATABASE_URL$/),
       }),
     ]);
     expect(result.stdout).not.toContain("stack");
+  });
+
+  it("name DATABASE_URL in a refusal of the database URL when the service read that one", () => {
+    const result = run("services/orders/main.ts", {
+      ORDERS_DATABASE_URL: "",
+      DATABASE_URL: "postgres://postgres:secret@no-such-host.invalid:5432/orders",
+      ORDERS_LISTEN: "127.0.0.1:0",
+      GRPC_INSECURE: "1",
+      GRPC_AUTH: "none",
+    });
+    expect(result.status, result.stdout + result.stderr).toBe(2);
+    expect(JSON.parse(result.stdout.trim())).toMatchObject({ msg: expect.stringMatching(/^start-up refused: DATABASE_URL's host no-such-host\.invalid is not known .*Correct the host in DATABASE_URL$/) });
+    expect(result.stdout).not.toContain("secret");
   });
 
   /** The product service's log lines (JSON, one a line) when it refuses to start on SQLite file `database`. */

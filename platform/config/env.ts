@@ -26,13 +26,19 @@ export class ConfigError extends Error {
   override readonly name = "ConfigError";
 }
 
+/** For each configuration `readConfig` returned, the variable each setting's value was read from. */
+const readFrom = new WeakMap<object, Readonly<Record<string, string>>>();
+
 export function readConfig<S extends Settings>(settings: S, env: NodeJS.ProcessEnv = process.env): ConfigOf<S> {
   const problems: string[] = [];
   const out: Record<string, unknown> = {};
+  const variables: Record<string, string> = {};
   for (const [name, setting] of Object.entries(settings)) {
     const own = env[name];
     const fallback = setting.fallback === undefined ? undefined : env[setting.fallback];
-    const raw = own !== undefined && own !== "" ? own : fallback;
+    const ownSet = own !== undefined && own !== "";
+    const raw = ownSet ? own : fallback;
+    variables[name] = !ownSet && fallback !== undefined && fallback !== "" ? setting.fallback! : name;
     const text = raw === undefined || raw === "" ? setting.default : raw;
     if (text === undefined) {
       problems.push(`${name} is required (${setting.description})`);
@@ -45,7 +51,17 @@ export function readConfig<S extends Settings>(settings: S, env: NodeJS.ProcessE
     }
   }
   if (problems.length > 0) throw new ConfigError(`bad configuration:\n  ${problems.join("\n  ")}`);
+  readFrom.set(out, variables);
   return out as ConfigOf<S>;
+}
+
+/**
+ * The variable setting `name`'s value in `config` (from `readConfig`) was
+ * read from, for messages that say what to change: its fallback when only
+ * that was set (`DATABASE_URL`), else `name` itself, its default included.
+ */
+export function variableRead(config: object, name: string): string {
+  return readFrom.get(config)?.[name] ?? name;
 }
 
 /** One line per variable, for a --help text. */

@@ -17,6 +17,8 @@ export interface ServiceHostOptions {
   readonly listen: string;
   /** The service's own database: a SQLite file, or a postgres:// URL. */
   readonly database: string;
+  /** The variable that named `database` (`ORDERS_DATABASE_URL`), for refusals that say what to change in it; none: "the database URL". */
+  readonly databaseVariable?: string;
   /** The service's migrations; the outbox, inbox and request id tables are added. */
   readonly migrations: readonly Migration[];
   readonly natsUrl: string;
@@ -102,6 +104,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     path: options.database,
     migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations],
     owner: name,
+    ...(options.databaseVariable !== undefined && { urlName: options.databaseVariable }),
     ...(options.signal && { signal: options.signal }),
     onWaiting(err) {
       if (performance.now() - loggedAt < waitLogEveryMs) return;

@@ -31,6 +31,13 @@ describe("a service's settings", () => {
     expect(hostOptions({ SHELF_DATABASE_URL: "sqlite:/var/shelf.db", DATABASE_URL: "postgres://db/shelf" }).database).toBe("/var/shelf.db");
   });
 
+  it("name the variable the database was read from, for refusals that say what to change in it", () => {
+    expect(hostOptions({ SHELF_DATABASE_URL: "postgres://db/shelf", DATABASE_URL: "postgres://db/other" }).databaseVariable).toBe("SHELF_DATABASE_URL");
+    expect(hostOptions({ SHELF_DATABASE_URL: "", DATABASE_URL: "postgres://db/shelf" }).databaseVariable).toBe("DATABASE_URL");
+    // The default is the service's own variable's.
+    expect(hostOptions({}).databaseVariable).toBe("SHELF_DATABASE_URL");
+  });
+
   it("refuse a bad value, naming the service's variable", () => {
     expect(() => hostOptions({ SHELF_LISTEN: "nowhere" })).toThrow(ConfigError);
     expect(() => hostOptions({ SHELF_LISTEN: "nowhere" })).toThrow('SHELF_LISTEN="nowhere" is invalid');

@@ -1,4 +1,4 @@
-import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, optionalFile, optionalHostPort, text, type ConfigOf, type Setting } from "../config/index.js";
+import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, optionalFile, optionalHostPort, text, variableRead, type ConfigOf, type Setting } from "../config/index.js";
 import { grpcSecurityOf, grpcSecuritySettings, type GrpcSecurity } from "./grpc-security.js";
 
 /**
@@ -63,6 +63,8 @@ export function platformSettings(service: string) {
 export interface HostSettingsOptions {
   readonly listen: string;
   readonly database: string;
+  /** The variable `database` was read from (`ORDERS_DATABASE_URL`, or `DATABASE_URL`), for refusals that say what to change. */
+  readonly databaseVariable: string;
   readonly natsUrl: string;
   readonly security: GrpcSecurity;
   readonly natsSeedFile?: string;
@@ -79,6 +81,7 @@ export function hostSettingsOf<P extends string>(prefix: P, config: ConfigOf<Add
   return {
     listen: own[`${prefix}_LISTEN`] as string,
     database: (own[`${prefix}_DATABASE_URL`] as ReturnType<typeof databaseUrl>).location,
+    databaseVariable: variableRead(config, `${prefix}_DATABASE_URL`),
     natsUrl: config.NATS_URL,
     security: grpcSecurityOf(config),
     ...(config.NATS_NKEY_SEED !== undefined && { natsSeedFile: config.NATS_NKEY_SEED }),

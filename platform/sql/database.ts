@@ -22,6 +22,8 @@ export interface DatabaseOptions {
   readonly signal?: AbortSignal;
   /** The service the database belongs to: one that another service claimed is refused (see `migrate`). */
   readonly owner?: string;
+  /** Postgres: how refusals that say what to change in the URL name it (see `PostgresOptions.urlName`). */
+  readonly urlName?: string;
   /** Postgres connections this process opens at most (default 10). */
   readonly poolSize?: number;
   /** SQLite: its checkpoints failed (a flush to disk), and SQLite's own, inside commits, took over. */
@@ -72,7 +74,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   const claim = !postgres && options.owner !== undefined && options.path !== ":memory:" ? claimSqliteFile(options.path) : undefined;
   let opened: Database;
   try {
-    opened = postgres ? openPostgres(options.path, options.poolSize === undefined ? {} : { poolSize: options.poolSize }) : openSqlite(options.path, options.onCheckpointFailure ? { onCheckpointFailure: options.onCheckpointFailure } : {});
+    const postgresOptions = { ...(options.poolSize !== undefined && { poolSize: options.poolSize }), ...(options.urlName !== undefined && { urlName: options.urlName }) };
+    opened = postgres ? openPostgres(options.path, postgresOptions) : openSqlite(options.path, options.onCheckpointFailure ? { onCheckpointFailure: options.onCheckpointFailure } : {});
   } catch (err) {
     claim?.release();
     throw err;

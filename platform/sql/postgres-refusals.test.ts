@@ -34,6 +34,18 @@ describe("opening a PostgreSQL database whose URL is wrong", () => {
     expect(waited).toEqual([]);
   });
 
+  it("names the URL as its caller does (the variable it was read from), where it said \"the database URL\"", async () => {
+    const urlName = "SHELF_DATABASE_URL";
+    const wrongDatabase = openDatabase({ path: changed(postgres().url, (u) => (u.pathname = "/no_such_database")), migrations: [things], owner: "things", urlName });
+    await expect(wrongDatabase).rejects.toThrow(/Create it \(createdb\), or correct the database name in SHELF_DATABASE_URL$/);
+    const wrongUser = openDatabase({ path: changed(postgres().url, (u) => (u.username = "no_such_user")), migrations: [things], owner: "things", urlName });
+    await expect(wrongUser).rejects.toThrow(/Correct the user or password in SHELF_DATABASE_URL, or let the server admit them/);
+    const wrongHost = openDatabase({ path: changed(postgres().url, (u) => (u.hostname = "no-such-host.invalid")), migrations: [things], owner: "things", urlName });
+    await expect(wrongHost).rejects.toThrow(/^SHELF_DATABASE_URL's host no-such-host\.invalid is not known .*Correct the host in SHELF_DATABASE_URL$/);
+    const timeoutWithUnit = openDatabase({ path: `${postgres().url}?statement_timeout=30s`, migrations: [things], owner: "things", urlName });
+    await expect(timeoutWithUnit).rejects.toThrow(/statement_timeout=30s in SHELF_DATABASE_URL: it takes a whole number of milliseconds/);
+  });
+
   it("refuses a statement_timeout in the URL that is not a whole number of milliseconds, naming what was given", async () => {
     const opening = openDatabase({ path: `${postgres().url}?statement_timeout=30s`, migrations: [things], owner: "things" });
     await expect(opening).rejects.toThrow(/statement_timeout=30s in the database URL: it takes a whole number of milliseconds \(30000 for 30 s; 0: none\)/);

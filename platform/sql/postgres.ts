@@ -150,16 +150,16 @@ function poolerRefusal(err: unknown): string | undefined {
  * (each a mistake in the database URL, which would otherwise end the
  * service's start with the driver's bare error).
  */
-function serverRefusal(err: unknown): string | undefined {
+function serverRefusal(err: unknown, urlName: string): string | undefined {
   if (!(err instanceof Error)) return undefined;
   const code = (err as { code?: unknown }).code;
   if (code === "28P01" || code === "28000") {
-    return `PostgreSQL refuses the connection: ${err.message}. Correct the user or password in the database URL, or let the server admit them (pg_hba.conf)`;
+    return `PostgreSQL refuses the connection: ${err.message}. Correct the user or password in ${urlName}, or let the server admit them (pg_hba.conf)`;
   }
-  if (code === "3D000") return `PostgreSQL refuses the connection: ${err.message}. Create it (createdb), or correct the database name in the database URL`;
+  if (code === "3D000") return `PostgreSQL refuses the connection: ${err.message}. Create it (createdb), or correct the database name in ${urlName}`;
   if (code === "ENOTFOUND") {
     const host = (err as { hostname?: unknown }).hostname;
-    return `the database URL's host${typeof host === "string" ? ` ${host}` : ""} is not known (${err.message}). Correct the host in the database URL`;
+    return `${urlName}'s host${typeof host === "string" ? ` ${host}` : ""} is not known (${err.message}). Correct the host in ${urlName}`;
   }
   return undefined;
 }
@@ -169,11 +169,11 @@ function serverRefusal(err: unknown): string | undefined {
  * with the driver's error as its cause; a statement the server cancelled at
  * its statement_timeout is DEADLINE_EXCEEDED: the database answers, so a
  * consumer counts it as a failed attempt rather than waiting for the
- * database, and the connection is kept.
+ * database, and the connection is kept. A refusal names the URL `urlName`.
  */
-function unavailable(err: unknown): unknown {
+function unavailable(err: unknown, urlName = defaultUrlName): unknown {
   if (err instanceof StatusError) return err;
-  const refused = poolerRefusal(err) ?? serverRefusal(err);
+  const refused = poolerRefusal(err) ?? serverRefusal(err, urlName);
   if (refused !== undefined) return new StatusError(Code.FAILED_PRECONDITION, refused, { cause: err });
   if (codeOf(err) === "57014") return new StatusError(Code.DEADLINE_EXCEEDED, `the database cancelled a statement: ${(err as Error).message}`, { cause: err });
   if (!isDatabaseUnavailable(err)) return err;
@@ -463,7 +463,15 @@ export interface PostgresOptions {
    * made again. Default 5,000.
    */
   readonly sessionCheckMs?: number;
+  /**
+   * How refusals that say what to change in the URL (a wrong password, an
+   * unknown host, a statement_timeout with a unit) name it: the variable it
+   * was read from (`ORDERS_DATABASE_URL`). Default "the database URL".
+   */
+  readonly urlName?: string;
 }
+
+const defaultUrlName = "the database URL";
 
 /**
  * Runs `use` on a pooled connection, then gives it back: as broken (closed,
@@ -535,7 +543,8 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
   // The process shows in pg_stat_activity by its pid: which instance holds what lock.
   const applicationName = `concord pid ${process.pid}`;
   const pg = loadDriver();
-  const settings = sessionSettings(url);
+  const urlName = options.urlName ?? defaultUrlName;
+  const settings = sessionSettings(url, urlName);
   const statementTimeoutMs = nonNegativeInteger("openPostgres", "statementTimeoutMs", options.statementTimeoutMs ?? settings.statementTimeoutMs, 30_000);
   const answerWithin = (ms: number): number | undefined => (ms === 0 ? undefined : ms + Math.min(answerGraceMs, ms));
   const sessionCheckMs = positiveInteger("openPostgres", "sessionCheckMs", options.sessionCheckMs, 5_000);
@@ -568,7 +577,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
     try {
       client = await pool.connect();
     } catch (err) {
-      throw unavailable(err);
+      throw unavailable(err, urlName);
     }
     return await lend(client, async (broke) => {
       try {
@@ -607,7 +616,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       client = await connection(signal);
     } catch (err) {
       if (signal?.aborted && err === signal.reason) throw err;
-      throw unavailable(err);
+      throw unavailable(err, urlName);
     }
     const tx = new ClientRunner(client, answerWithin(timeoutMs));
     return await lend(client, async (broke) => {
@@ -648,7 +657,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
         try {
           return await attempt(work, signal, timeoutMs);
         } catch (err) {
-          if (!isWriteConflict(err)) throw unavailable(err);
+          if (!isWriteConflict(err)) throw unavailable(err, urlName);
           // Lost every time: ABORTED, which gRPC's clients may try again (a caller's INTERNAL said it was the server's fault).
           if (n >= maxAttempts) throw new StatusError(Code.ABORTED, `the change lost to concurrent ones ${n} times in a row; nothing was changed, try again`, { cause: err });
         }
@@ -662,7 +671,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       const client = new pg.Client(clientConfig);
       client.on("error", () => undefined);
       await client.connect().catch((err: unknown) => {
-        throw unavailable(err);
+        throw unavailable(err, urlName);
       });
       try {
         await answered(client, answerWithin(statementTimeoutMs), () => client.query(`SET statement_timeout = ${timeoutMs}`));
@@ -688,7 +697,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       for (const c of connections) c.on("error", () => undefined);
       try {
         await Promise.all(connections.map((c) => c.connect())).catch((err: unknown) => {
-          throw unavailable(err);
+          throw unavailable(err, urlName);
         });
         const seen: ServerSession[][] = [[], []];
         const session = async (i: number): Promise<void> => {
@@ -705,7 +714,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
               : `two connections open at once ran their statements in one server session (backend pid ${now.pid})`;
             throw new StatusError(
               Code.FAILED_PRECONDITION,
-              `${redact(url)} does not keep a server session for each connection: ${found}. A pooler in front hands sessions ` +
+              `${redact(url)}${options.urlName === undefined ? "" : ` (${options.urlName})`} does not keep a server session for each connection: ${found}. A pooler in front hands sessions ` +
                 `from one client to another between transactions (PgBouncer's pool_mode = transaction or statement). The outbox ` +
                 `relay's lock and LISTEN need a session of their own: through such a pooler two instances can both hold the ` +
                 `relay's lock and publish an aggregate's events out of order, and LISTEN wakes no relay. Use session pooling ` +
@@ -729,7 +738,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       client.on("error", () => lost());
       client.on("end", () => lost());
       await client.connect().catch((err: unknown) => {
-        throw unavailable(err);
+        throw unavailable(err, urlName);
       });
       let granted = false;
       try {
@@ -797,7 +806,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
         // The caller hears of it; nothing goes on listening in the background.
         stopped = true;
         clearTimeout(timer);
-        throw unavailable(err);
+        throw unavailable(err, urlName);
       }
       return async () => {
         stopped = true;
@@ -819,7 +828,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
  * `statement_timeout`, which then is the statement timeout (the one the
  * connection is dropped after too). The URL is returned without them.
  */
-function sessionSettings(url: string): { url: string; options?: string; statementTimeoutMs?: number } {
+function sessionSettings(url: string, urlName: string): { url: string; options?: string; statementTimeoutMs?: number } {
   const query = url.indexOf("?");
   if (query < 0) return { url, ...(process.env.PGOPTIONS && { options: process.env.PGOPTIONS }) };
   const params = new URLSearchParams(url.slice(query + 1));
@@ -827,7 +836,7 @@ function sessionSettings(url: string): { url: string; options?: string; statemen
   const timeout = params.get("statement_timeout");
   // PostgreSQL's own setting takes units ("30s"); node-postgres sends this one's number as milliseconds.
   if (timeout !== null && !/^\d+$/.test(timeout)) {
-    throw new Error(`openPostgres: statement_timeout=${timeout} in the database URL: it takes a whole number of milliseconds (30000 for 30 s; 0: none)`);
+    throw new Error(`openPostgres: statement_timeout=${timeout} in ${urlName}: it takes a whole number of milliseconds (30000 for 30 s; 0: none)`);
   }
   const statementTimeoutMs = timeout === null ? undefined : Number(timeout);
   params.delete("options");

@@ -23,6 +23,8 @@ export interface OrdersOptions {
   readonly listen: string;
   /** The service's database: a SQLite file, or a postgres:// URL. */
   readonly database: string;
+  /** The variable that named `database`, for refusals that say what to change in it; none: "the database URL". */
+  readonly databaseVariable?: string;
   /** host:port of the product service. */
   readonly productsAddress: string;
   /** NATS server with JetStream. */

@@ -17,6 +17,8 @@ export interface ProductsOptions {
   readonly listen: string;
   /** The service's database: a SQLite file, or a postgres:// URL. */
   readonly database: string;
+  /** The variable that named `database`, for refusals that say what to change in it; none: "the database URL". */
+  readonly databaseVariable?: string;
   /** NATS server with JetStream. */
   readonly natsUrl: string;
   /** TLS and bearer tokens; `insecureGrpc` for neither, explicitly. */
