@@ -45,6 +45,22 @@ describe("service entry points", () => {
     expect(result.stdout).not.toContain("stack");
   });
 
+  it("refuse a statement_timeout with a unit in the database URL with one line naming the variable, without a stack", () => {
+    const result = run("services/products/main.ts", {
+      PRODUCTS_DATABASE_URL: "postgres://postgres@127.0.0.1:1/products?statement_timeout=30s",
+      PRODUCTS_LISTEN: "127.0.0.1:0",
+      GRPC_INSECURE: "1",
+      GRPC_AUTH: "none",
+    });
+    expect(result.status, result.stdout + result.stderr).toBe(2);
+    // It logged "start-up failed" with the error's stack.
+    expect(JSON.parse(result.stdout.trim())).toMatchObject({
+      level: "fatal",
+      code: "FAILED_PRECONDITION",
+      msg: "start-up refused: statement_timeout=30s in PRODUCTS_DATABASE_URL: it takes a whole number of milliseconds (30000 for 30 s; 0: none)",
+    });
+  });
+
   it("name DATABASE_URL in a refusal of the database URL when the service read that one", () => {
     const result = run("services/orders/main.ts", {
       ORDERS_DATABASE_URL: "",

@@ -48,7 +48,8 @@ describe("opening a PostgreSQL database whose URL is wrong", () => {
 
   it("refuses a statement_timeout in the URL that is not a whole number of milliseconds, naming what was given", async () => {
     const opening = openDatabase({ path: `${postgres().url}?statement_timeout=30s`, migrations: [things], owner: "things" });
-    await expect(opening).rejects.toThrow(/statement_timeout=30s in the database URL: it takes a whole number of milliseconds \(30000 for 30 s; 0: none\)/);
+    await expect(opening).rejects.toMatchObject({ code: Code.FAILED_PRECONDITION });
+    await expect(opening).rejects.toThrow(/^statement_timeout=30s in the database URL: it takes a whole number of milliseconds \(30000 for 30 s; 0: none\)$/);
   });
 
   it("takes a name server that did not answer (EAI_AGAIN) for a database that cannot be reached for now, not for a wrong host", () => {

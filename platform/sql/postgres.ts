@@ -836,7 +836,7 @@ function sessionSettings(url: string, urlName: string): { url: string; options?:
   const timeout = params.get("statement_timeout");
   // PostgreSQL's own setting takes units ("30s"); node-postgres sends this one's number as milliseconds.
   if (timeout !== null && !/^\d+$/.test(timeout)) {
-    throw new Error(`openPostgres: statement_timeout=${timeout} in ${urlName}: it takes a whole number of milliseconds (30000 for 30 s; 0: none)`);
+    throw new StatusError(Code.FAILED_PRECONDITION, `statement_timeout=${timeout} in ${urlName}: it takes a whole number of milliseconds (30000 for 30 s; 0: none)`);
   }
   const statementTimeoutMs = timeout === null ? undefined : Number(timeout);
   params.delete("options");
