@@ -7,7 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { Code } from "../platform/errors/index.js";
 import { uuidv7 } from "../platform/ids/index.js";
-import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
+import { freePort, useNatsConnection, useNatsServer } from "./support/nats-server.js";
+import { startProducts } from "../services/products/app.js";
+import { insecureGrpc } from "../platform/runtime/index.js";
+import { capturedLogger } from "./support/captured-logger.js";
 import { address, grpcError, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 
 /** One scrape of a service's metrics endpoint over HTTP. */
@@ -131,6 +134,34 @@ describe("metrics", () => {
       await nats().restart();
     }
     await expect.poll(async () => sample(await scrape(orders.service.metricsAddress), "concord_nats_connected"), { timeout: 20_000 }).toBe(1);
+  });
+
+  it("holds its address while the database is opened, answering 503 until the service has started", { timeout: 30_000 }, async () => {
+    const metricsPort = await freePort();
+    const stop = new AbortController();
+    const { lines, logger } = capturedLogger("products");
+    // No PostgreSQL server there: the service waits for one.
+    const starting = startProducts({
+      listen: "127.0.0.1:0",
+      database: `postgres://postgres@127.0.0.1:${await freePort()}/products`,
+      natsUrl: nats().url,
+      security: insecureGrpc,
+      logger,
+      metricsListen: `127.0.0.1:${metricsPort}`,
+      signal: stop.signal,
+    });
+    starting.catch(() => undefined);
+    try {
+      await expect.poll(() => lines.some((line) => line.msg === "the database cannot be reached; waiting for it"), { timeout: 10_000 }).toBe(true);
+      const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+      expect(res.status).toBe(503);
+      expect(await res.text()).toMatch(/^the service is starting/);
+    } finally {
+      stop.abort();
+      await expect(starting).rejects.toThrow();
+    }
+    // Given up with the start.
+    await expect(fetch(`http://127.0.0.1:${metricsPort}/metrics`)).rejects.toThrow();
   });
 
   it("serves 404 off /metrics, and no endpoint when not asked for", async () => {

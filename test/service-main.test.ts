@@ -1,4 +1,6 @@
 import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { claimSqliteFile, openDatabase } from "../platform/sql/index.js";
@@ -8,6 +10,7 @@ const run = (script: string, env: Record<string, string>, args: string[] = []) =
   spawnSync(process.execPath, ["--import", "tsx", script, ...args], { env: { ...process.env, ...env }, encoding: "utf8", timeout: 20_000 });
 
 describe("service entry points", () => {
+  const dir = tempDirForSuite();
   it("refuse a bad environment with exit code 2 and a message naming each variable", () => {
     const result = run("services/orders/main.ts", { ORDERS_LISTEN: "nowhere", PRODUCTS_TIMEOUT: "soon", ORDERS_DATABASE_URL: "mysql://x/y", INBOX_RETENTION: "10m", NATS_NKEY_SEED: "/nonexistent/orders.nk", ORDERS_PENDING_TIMEOUT: "never" });
     expect(result.status).toBe(2);
@@ -82,7 +85,7 @@ describe("service entry points", () => {
   };
 
   it("refuse a SQLite database another service owns with one line naming the owner, without a stack", async () => {
-    const database = join(tempDirForSuite(), "orders.db");
+    const database = join(dir, "owned-by-orders.db");
     await (await openDatabase({ path: database, migrations: [], owner: "orders" })).close();
     // It logged "start-up failed" with the error's stack.
     expect(refusedOn(database)).toEqual([
@@ -91,15 +94,46 @@ describe("service entry points", () => {
   });
 
   it("refuse a SQLite database another process runs on with one line saying so, without a stack", () => {
-    const database = join(tempDirForSuite(), "products.db");
+    const database = join(dir, "held.db");
     const held = claimSqliteFile(database);
     try {
       // It logged "start-up failed" with the error's stack.
       expect(refusedOn(database)).toEqual([
-        expect.objectContaining({ level: "fatal", code: "FAILED_PRECONDITION", msg: expect.stringMatching(/^start-up refused: the SQLite database .*products\.db is in use by another process /) }),
+        expect.objectContaining({ level: "fatal", code: "FAILED_PRECONDITION", msg: expect.stringMatching(/^start-up refused: the SQLite database .*held\.db is in use by another process /) }),
       ]);
     } finally {
       held.release();
+    }
+  });
+
+  it.each([
+    ["metrics", "PRODUCTS_METRICS_LISTEN", "the metrics address"],
+    ["gRPC", "PRODUCTS_LISTEN", "the gRPC address"],
+  ])("refuse a %s address another process holds before opening the database, with one line and nothing written", async (_, variable, named) => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
+    const taken = `127.0.0.1:${(holder.address() as AddressInfo).port}`;
+    const database = join(dir, `behind-taken-${variable}.db`);
+    try {
+      const result = run("services/products/main.ts", {
+        PRODUCTS_DATABASE_URL: database,
+        PRODUCTS_LISTEN: "127.0.0.1:0",
+        PRODUCTS_METRICS_LISTEN: "127.0.0.1:0",
+        [variable]: taken,
+        GRPC_INSECURE: "1",
+        GRPC_AUTH: "none",
+      });
+      expect(result.status, result.stdout + result.stderr).toBe(2);
+      expect(JSON.parse(result.stdout.trim())).toMatchObject({
+        level: "fatal",
+        code: "FAILED_PRECONDITION",
+        msg: `start-up refused: ${named} ${taken} is in use by another process (listen EADDRINUSE: address already in use ${taken}): stop that process, or give this one another address`,
+      });
+      // It had made and migrated the database (and its claim beside it) first.
+      expect(existsSync(database)).toBe(false);
+      expect(existsSync(`${database}-lock`)).toBe(false);
+    } finally {
+      holder.close();
     }
   });
 

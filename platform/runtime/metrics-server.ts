@@ -2,27 +2,36 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import type { Logger } from "../log/index.js";
+import { addressTaken, hostAndPort } from "./listen-address.js";
 
 /** A listening metrics endpoint. */
 export interface MetricsServer {
   /** host:port it listens on, with the bound port. */
   readonly address: string;
+  /** Serves the metrics from now on; until then, GET /metrics answers 503 (the service is starting). */
+  serve(): void;
   /** Stops listening and closes open connections. Safe to call twice. */
   close(): Promise<void>;
 }
 
 /**
- * Serves `registry` in Prometheus' text format at `GET /metrics` on
- * `listen` (host:port; port 0 picks a free one). Anything else gets 404.
- * Rejects when it cannot listen (the port is taken).
+ * Listens on `listen` (host:port; port 0 picks a free one) for `GET
+ * /metrics`, which answers 503 until `serve` is called, then `registry` in
+ * Prometheus' text format; anything else gets 404. Listening before the
+ * service has started holds its address while its database is opened and
+ * migrated. Rejects when it cannot listen: FAILED_PRECONDITION when another
+ * process holds the address.
  */
 export async function startMetricsServer(listen: string, registry: Registry, logger: Logger): Promise<MetricsServer> {
-  const match = /^(.*):(\d+)$/.exec(listen);
-  if (!match) throw new Error(`the metrics address ${listen} is not host:port`);
-  const host = match[1].replace(/^\[(.*)\]$/, "$1");
+  const { host, port } = hostAndPort(listen);
+  let serving = false;
   const server: Server = createServer((req, res) => {
     if (req.method !== "GET" || (req.url ?? "").split("?")[0] !== "/metrics") {
       res.writeHead(404, { "content-type": "text/plain" }).end("metrics are served at GET /metrics\n");
+      return;
+    }
+    if (!serving) {
+      res.writeHead(503, { "content-type": "text/plain" }).end("the service is starting (opening and migrating its database); its metrics are served once it has started\n");
       return;
     }
     registry.metrics().then(
@@ -34,13 +43,18 @@ export async function startMetricsServer(listen: string, registry: Registry, log
     );
   });
   await new Promise<void>((resolve, reject) => {
-    server.once("error", (err) => reject(new Error(`serving metrics on ${listen} failed: ${err.message}`, { cause: err })));
-    server.listen(Number(match[2]), host, () => resolve());
+    server.once("error", (err: NodeJS.ErrnoException) =>
+      reject(err.code === "EADDRINUSE" ? addressTaken("the metrics address", listen, err) : new Error(`serving metrics on ${listen} failed: ${err.message}`, { cause: err })),
+    );
+    server.listen(port, host, () => resolve());
   });
-  const { port } = server.address() as AddressInfo;
+  const bound = (server.address() as AddressInfo).port;
   let closed: Promise<void> | undefined;
   return {
-    address: `${match[1]}:${port}`,
+    address: listen.replace(/:\d+$/, `:${bound}`),
+    serve() {
+      serving = true;
+    },
     close() {
       closed ??= new Promise<void>((resolve) => {
         server.close(() => resolve());

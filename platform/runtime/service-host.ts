@@ -7,7 +7,8 @@ import type { Logger } from "../log/index.js";
 import { type Database, isPostgresUrl, type Migration, openDatabase, type Retention } from "../sql/index.js";
 import { redact } from "../sql/postgres.js";
 import { type GrpcSecurity, serverSecurity } from "./grpc-security.js";
-import { type MetricsServer, startMetricsServer } from "./metrics-server.js";
+import { refuseTakenAddress } from "./listen-address.js";
+import { startMetricsServer } from "./metrics-server.js";
 import type { RunningService } from "./run-service.js";
 
 export interface ServiceHostOptions {
@@ -92,13 +93,21 @@ export interface ServiceHost {
 }
 
 /**
- * The life cycle every Concord service shares: its database (with
+ * The life cycle every Concord service shares: its addresses (one another
+ * process holds is refused with FAILED_PRECONDITION before anything is
+ * written), its database (with
  * migrations; a Postgres server that cannot be reached yet is waited for), a gRPC server with health and reflection, then JetStream
  * (streams provisioned, outbox relay) and its consumers, waited for while
  * NATS cannot be reached; stopped in reverse.
  */
 export async function createServiceHost(options: ServiceHostOptions): Promise<ServiceHost> {
   const { logger, name } = options;
+  // Before the database is opened and migrated, so that an address another process holds refuses the start with
+  // nothing written: the gRPC address is checked (grpc-js serves as soon as it listens, and the service listens once
+  // it can answer), the metrics address held, its endpoint answering 503 until the service has started.
+  await refuseTakenAddress("the gRPC address", options.listen);
+  const registry = options.metricsListen === undefined ? undefined : new Registry();
+  const metrics = registry && options.metricsListen !== undefined ? await startMetricsServer(options.metricsListen, registry, logger) : undefined;
   let loggedAt = -Infinity;
   const db = await openDatabase({
     path: options.database,
@@ -122,8 +131,10 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     onCheckpointFailure(err) {
       logger.error({ err }, "checkpointing the SQLite database failed; SQLite checkpoints inside commits from now on");
     },
+  }).catch(async (err: unknown) => {
+    await metrics?.close();
+    throw err;
   });
-  const registry = options.metricsListen === undefined ? undefined : new Registry();
   let events: EventRuntime;
   let server: GrpcServer;
   try {
@@ -157,10 +168,10 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     }
   } catch (err) {
     await db.close();
+    await metrics?.close();
     throw err;
   }
   let requestIdsKept: Retention | undefined;
-  let metrics: MetricsServer | undefined;
   let tasks: readonly { stop(): Promise<void> }[] = [];
   const stopAll = async (onStop?: () => void) => {
     await server.shutdown();
@@ -184,9 +195,9 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       let port: number;
       try {
         ({ port } = await server.start(options.listen));
-        if (registry && options.metricsListen !== undefined) {
+        if (registry && metrics) {
           consumerLagMetrics({ registry, consumers: consumers.map((c) => c.spec), jsm: () => busOf(events)?.jsm });
-          metrics = await startMetricsServer(options.metricsListen, registry, logger);
+          metrics.serve();
         }
       } catch (err) {
         await stopAll(onStop);
