@@ -78,8 +78,8 @@ describe("service entry points", () => {
   });
 
   /** The product service's log lines (JSON, one a line) when it refuses to start on SQLite file `database`. */
-  const refusedOn = (database: string) => {
-    const result = run("services/products/main.ts", { PRODUCTS_DATABASE_URL: database, PRODUCTS_LISTEN: "127.0.0.1:0", GRPC_INSECURE: "1", GRPC_AUTH: "none" });
+  const refusedOn = (database: string, variable = "PRODUCTS_DATABASE_URL") => {
+    const result = run("services/products/main.ts", { PRODUCTS_DATABASE_URL: "", [variable]: database, PRODUCTS_LISTEN: "127.0.0.1:0", GRPC_INSECURE: "1", GRPC_AUTH: "none" });
     expect(result.status, result.stdout + result.stderr).toBe(2);
     return result.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
   };
@@ -89,7 +89,18 @@ describe("service entry points", () => {
     await (await openDatabase({ path: database, migrations: [], owner: "orders" })).close();
     // It logged "start-up failed" with the error's stack.
     expect(refusedOn(database)).toEqual([
-      expect.objectContaining({ level: "fatal", code: "FAILED_PRECONDITION", msg: expect.stringMatching(/^start-up refused: the database belongs to the orders service, not to products: /) }),
+      expect.objectContaining({
+        level: "fatal",
+        code: "FAILED_PRECONDITION",
+        msg: "start-up refused: the database belongs to the orders service, not to products: each service needs a database of its own (set PRODUCTS_DATABASE_URL to a database of its own)",
+      }),
+    ]);
+    // Read from the variable every service falls back to, the refusal says why setting the service's own is the fix.
+    // It named PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL, which the platform knows nothing of, whatever the service.
+    expect(refusedOn(database, "DATABASE_URL")).toEqual([
+      expect.objectContaining({
+        msg: "start-up refused: the database belongs to the orders service, not to products: each service needs a database of its own (set PRODUCTS_DATABASE_URL: DATABASE_URL, which it read, names one database for every service whose own variable is not set)",
+      }),
     ]);
   });
 

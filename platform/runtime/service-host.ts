@@ -20,6 +20,8 @@ export interface ServiceHostOptions {
   readonly database: string;
   /** The variable that named `database` (`ORDERS_DATABASE_URL`), for refusals that say what to change in it; none: "the database URL". */
   readonly databaseVariable?: string;
+  /** The service's own variable for its database (`ORDERS_DATABASE_URL`), which a refusal of another service's database says to set. */
+  readonly ownDatabaseVariable?: string;
   /** The service's migrations; the outbox, inbox and request id tables are added. */
   readonly migrations: readonly Migration[];
   readonly natsUrl: string;
@@ -64,6 +66,16 @@ const eventLoopSampleMs = 100;
 
 /** How often the wait for a database that cannot be reached is logged. */
 const waitLogEveryMs = 10_000;
+
+/**
+ * What the refusal of a database that is another service's tells the
+ * operator: to set the service's own variable, and, where the service read
+ * a fallback shared by every service (DATABASE_URL), that this is why.
+ */
+function ownerAdvice(own: string, read: string | undefined): string {
+  if (read === undefined || read === own) return `set ${own} to a database of its own`;
+  return `set ${own}: ${read}, which it read, names one database for every service whose own variable is not set`;
+}
 
 /** What a service wires its own parts onto before it starts serving. */
 export interface ServiceHost {
@@ -114,6 +126,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations],
     owner: name,
     ...(options.databaseVariable !== undefined && { urlName: options.databaseVariable }),
+    ...(options.ownDatabaseVariable !== undefined && { ownerAdvice: ownerAdvice(options.ownDatabaseVariable, options.databaseVariable) }),
     ...(options.signal && { signal: options.signal }),
     onWaiting(err) {
       if (performance.now() - loggedAt < waitLogEveryMs) return;

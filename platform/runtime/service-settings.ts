@@ -65,6 +65,8 @@ export interface HostSettingsOptions {
   readonly database: string;
   /** The variable `database` was read from (`ORDERS_DATABASE_URL`, or `DATABASE_URL`), for refusals that say what to change. */
   readonly databaseVariable: string;
+  /** The service's own variable for its database (`ORDERS_DATABASE_URL`), for a refusal of a database that is another service's. */
+  readonly ownDatabaseVariable: string;
   readonly natsUrl: string;
   readonly security: GrpcSecurity;
   readonly natsSeedFile?: string;
@@ -82,6 +84,7 @@ export function hostSettingsOf<P extends string>(prefix: P, config: ConfigOf<Add
     listen: own[`${prefix}_LISTEN`] as string,
     database: (own[`${prefix}_DATABASE_URL`] as ReturnType<typeof databaseUrl>).location,
     databaseVariable: variableRead(config, `${prefix}_DATABASE_URL`),
+    ownDatabaseVariable: `${prefix}_DATABASE_URL`,
     natsUrl: config.NATS_URL,
     security: grpcSecurityOf(config),
     ...(config.NATS_NKEY_SEED !== undefined && { natsSeedFile: config.NATS_NKEY_SEED }),

@@ -24,6 +24,8 @@ export interface DatabaseOptions {
   readonly owner?: string;
   /** Postgres: how refusals that say what to change in the URL name it (see `PostgresOptions.urlName`). */
   readonly urlName?: string;
+  /** What the refusal of a database another service owns tells the operator to change (see `MigrateOptions.ownerAdvice`). */
+  readonly ownerAdvice?: string;
   /** Postgres connections this process opens at most (default 10). */
   readonly poolSize?: number;
   /** SQLite: its checkpoints failed (a flush to disk), and SQLite's own, inside commits, took over. */
@@ -94,6 +96,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
         await migrate(db, options.migrations, {
           lockKey: postgres ? migrationLockKey : undefined,
           owner: options.owner,
+          ownerAdvice: options.ownerAdvice,
           lockTimeoutMs: options.migrationLockTimeoutMs,
           lockRetryLimitMs: options.migrationLockRetryLimitMs,
           onLockRetry: options.onMigrationLockRetry,

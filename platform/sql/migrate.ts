@@ -14,6 +14,8 @@ export function migrationSql(migration: Migration, dialect: Database["dialect"])
 export interface MigrateOptions {
   /** The service the database belongs to: one that another service claimed is refused (see `migrate`). */
   readonly owner?: string;
+  /** What that refusal tells the operator to change (which variable names the database, say); default "give it a database of its own". */
+  readonly ownerAdvice?: string;
   /**
    * Postgres: the key of the session advisory lock under which instances
    * migrate one at a time (see `migrate`). None: nothing serialises them.
@@ -121,7 +123,7 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
   try {
     await db.transaction(async (tx) => {
       await tx.run(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at ${db.dialect.name === "postgres" ? "BIGINT" : "INTEGER"} NOT NULL)`);
-      if (owner !== undefined) await claimFor(tx, owner);
+      if (owner !== undefined) await claimFor(tx, owner, options.ownerAdvice ?? "give it a database of its own");
     }, unbounded);
     for (const migration of [...migrations].sort(byId)) {
       if (lost) throw StatusError.unavailable("the lock under which instances migrate was lost (its connection broke); migrating again will take it again");
@@ -204,8 +206,8 @@ function abridged(statement: string): string {
   return line.length <= 100 ? line : `${line.slice(0, 99)}…`;
 }
 
-/** Claims the database for service `owner`, or throws FAILED_PRECONDITION when another service claimed it (see `migrate`). */
-async function claimFor(tx: Transaction, owner: string): Promise<void> {
+/** Claims the database for service `owner`, or throws FAILED_PRECONDITION, saying `advice`, when another service claimed it (see `migrate`). */
+async function claimFor(tx: Transaction, owner: string, advice: string): Promise<void> {
   await tx.run("CREATE TABLE IF NOT EXISTS schema_owner (service TEXT PRIMARY KEY)");
   await tx.run("INSERT INTO schema_owner (service) SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM schema_owner)", [owner]);
   const claimed = (await tx.query<{ service: string }>("SELECT service FROM schema_owner")).map((r) => r.service);
@@ -213,7 +215,7 @@ async function claimFor(tx: Transaction, owner: string): Promise<void> {
     // FAILED_PRECONDITION: the database to change is the operator's to give, and the refusal says which.
     throw new StatusError(
       Code.FAILED_PRECONDITION,
-      `the database belongs to the ${claimed.join(", ")} service, not to ${owner}: each service needs a database of its own (set PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL rather than one DATABASE_URL for both)`,
+      `the database belongs to the ${claimed.join(", ")} service, not to ${owner}: each service needs a database of its own (${advice})`,
     );
   }
 }

@@ -25,6 +25,8 @@ export interface OrdersOptions {
   readonly database: string;
   /** The variable that named `database`, for refusals that say what to change in it; none: "the database URL". */
   readonly databaseVariable?: string;
+  /** The service's own variable for its database, which a refusal of another service's database says to set. */
+  readonly ownDatabaseVariable?: string;
   /** host:port of the product service. */
   readonly productsAddress: string;
   /** NATS server with JetStream. */

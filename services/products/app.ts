@@ -19,6 +19,8 @@ export interface ProductsOptions {
   readonly database: string;
   /** The variable that named `database`, for refusals that say what to change in it; none: "the database URL". */
   readonly databaseVariable?: string;
+  /** The service's own variable for its database, which a refusal of another service's database says to set. */
+  readonly ownDatabaseVariable?: string;
   /** NATS server with JetStream. */
   readonly natsUrl: string;
   /** TLS and bearer tokens; `insecureGrpc` for neither, explicitly. */
