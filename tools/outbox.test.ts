@@ -1,5 +1,6 @@
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import BetterSqlite3 from "better-sqlite3";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { outboxMigrations } from "../platform/events/index.js";
@@ -57,6 +58,19 @@ describe("tools/outbox.ts", () => {
     expect(mixed.stdout).toContain("put 1 parked event(s) back");
     expect(mixed.stderr).toContain(`outbox: not-parked is not a parked event of ${path}`);
   }, 120_000);
+
+  it("refuses a SQLite file that holds no outbox and leaves it byte for byte as it was (its journal mode too), as README and --help say", () => {
+    // Another program's database, in SQLite's default rollback journal mode: the tool used to switch it to WAL.
+    const path = join(dir, "someone-elses.db");
+    new BetterSqlite3(path).exec("CREATE TABLE t (n INTEGER)").close();
+    const before = readFileSync(path);
+    const refused = run("--database", path, "list");
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toContain(`outbox: ${path} holds no outbox: it is no service's database, or its service has not started on it yet;`);
+    expect(refused.stderr).toContain("(nothing was changed)");
+    expect(readFileSync(path).equals(before)).toBe(true);
+    expect(readdirSync(dir).filter((f) => f.startsWith("someone-elses.db"))).toEqual(["someone-elses.db"]);
+  }, 60_000);
 
   it("says where npm start -- --postgres keeps a service's database when DATA_DIR holds no SQLite file of it", () => {
     mkdirSync(join(dir, "pg-data", "postgres"), { recursive: true });

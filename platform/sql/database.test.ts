@@ -1,8 +1,9 @@
 import { spawn, spawnSync } from "node:child_process";
-import { chmodSync, existsSync, readFileSync, statSync, symlinkSync } from "node:fs";
+import { chmodSync, existsSync, readdirSync, readFileSync, statSync, symlinkSync } from "node:fs";
 import BetterSqlite3 from "better-sqlite3";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { Code, StatusError } from "../errors/index.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { openDatabase } from "./database.js";
 import { sendAhead } from "./transaction-scope.js";
@@ -89,6 +90,29 @@ describe("openDatabase (SQLite)", () => {
     await (await openDatabase({ path, migrations })).close();
     const db = await openDatabase({ path, migrations });
     expect(await db.query("SELECT count(*) AS n FROM schema_migrations")).toEqual([{ n: 1 }]);
+    await db.close();
+  });
+
+  it("refuses, byte for byte as it was, a database without the migration it requires: one in another journal mode kept in it, one missing not made", async () => {
+    // Another program's database, named by mistake: in SQLite's default rollback journal mode, which a writing
+    // connection of the platform would switch to WAL, rewriting its header.
+    const path = join(dir, "someone-elses.db");
+    new BetterSqlite3(path).exec("CREATE TABLE t (n INTEGER)").close();
+    const before = readFileSync(path);
+    const refused = await openDatabase({ path, migrations, requireApplied: "0001_notes" }).catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(StatusError);
+    expect((refused as StatusError).code).toBe(Code.FAILED_PRECONDITION);
+    expect((refused as StatusError).message).toBe("the database has no migration 0001_notes; nothing was changed");
+    expect(readFileSync(path).equals(before)).toBe(true);
+    expect(readdirSync(dir).filter((f) => f.startsWith("someone-elses.db"))).toEqual(["someone-elses.db"]);
+    const missing = join(dir, "not-made", "missing.db");
+    await expect(openDatabase({ path: missing, migrations, requireApplied: "0001_notes" })).rejects.toThrow("the database has no migration 0001_notes; nothing was changed");
+    expect(existsSync(join(dir, "not-made"))).toBe(false);
+    // One that has it opens as any other, WAL and all.
+    const migrated = join(dir, "has-notes.db");
+    await (await openDatabase({ path: migrated, migrations })).close();
+    const db = await openDatabase({ path: migrated, migrations, requireApplied: "0001_notes" });
+    expect(await db.query("SELECT count(*) AS n FROM notes")).toEqual([{ n: 0 }]);
     await db.close();
   });
 

@@ -1,7 +1,8 @@
 import { migrate, type MigrationLockRetry } from "./migrate.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isDatabaseUnavailable, openPostgres } from "./postgres.js";
-import { claimSqliteFile, openSqlite } from "./sqlite.js";
+import { claimSqliteFile, openSqlite, sqliteMayHaveMigration } from "./sqlite.js";
+import { Code, StatusError } from "../errors/index.js";
 import type { Database, Migration } from "./types.js";
 
 export interface DatabaseOptions {
@@ -72,6 +73,10 @@ export function isPostgresUrl(location: string): boolean {
  */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const postgres = isPostgresUrl(options.path);
+  // Checked before a writing connection opens a SQLite file, which would make it, or switch it to WAL, before migrate looks.
+  if (!postgres && options.requireApplied !== undefined && options.path !== ":memory:" && !sqliteMayHaveMigration(options.path, options.requireApplied)) {
+    throw new StatusError(Code.FAILED_PRECONDITION, `the database has no migration ${options.requireApplied}; nothing was changed`);
+  }
   // A service's SQLite file is its process's alone, claimed before anything is read or written (see claimSqliteFile).
   const claim = !postgres && options.owner !== undefined && options.path !== ":memory:" ? claimSqliteFile(options.path) : undefined;
   let opened: Database;

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readSync } from "node:fs";
 import { dirname } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { Code, StatusError } from "../errors/index.js";
@@ -150,6 +150,46 @@ function open(path: string, readonly: boolean): BetterSqlite3.Database {
   connection.pragma("busy_timeout = 5000");
   connection.pragma(`cache_size = -${pageCacheKiB}`);
   return connection;
+}
+
+/**
+ * Whether the SQLite file at `path` may have applied migration `id`, read
+ * without changing it: false for a file that is not there or is empty, or
+ * one in a rollback journal mode (SQLite's default, another program's
+ * database, say) whose schema_migrations lacks it, read on a read-only
+ * connection, as a writing one would switch it to WAL, rewriting its
+ * header. A file in WAL mode, or one this cannot read, is left to
+ * `migrate`'s own check: a writing connection changes nothing of the one
+ * and names what is wrong with the other.
+ */
+export function sqliteMayHaveMigration(path: string, id: string): boolean {
+  let header: Buffer;
+  try {
+    const fd = openSync(path, "r");
+    try {
+      header = Buffer.alloc(100);
+      header = header.subarray(0, readSync(fd, header, 0, 100, 0));
+    } finally {
+      closeSync(fd);
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    return true;
+  }
+  if (header.length === 0) return false; // SQLite takes an empty file as a new database
+  // The header's file format versions (bytes 18 and 19) are 2 in WAL mode.
+  if (header.length < 100 || header.subarray(0, 16).toString("latin1") !== "SQLite format 3\0" || header[18] === 2) return true;
+  try {
+    const connection = new BetterSqlite3(path, { readonly: true, fileMustExist: true });
+    try {
+      if (connection.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").get() === undefined) return false;
+      return connection.prepare("SELECT 1 FROM schema_migrations WHERE id = ?").get(id) !== undefined;
+    } finally {
+      connection.close();
+    }
+  } catch {
+    return true;
+  }
 }
 
 export interface SqliteOptions {
