@@ -227,6 +227,16 @@ describe("npx concord database", () => {
     const postgres = await runConcord({ DATA_DIR: dir, ORDERS_DATABASE_URL: "postgres://postgres@127.0.0.1:1/orders" }, ["database", "backup", "orders", join(dir, "pg.db")]);
     expect(postgres.status).toBe(2);
     expect(postgres.stderr).toContain("a PostgreSQL one: this command copies SQLite files; back it up with pg_dump");
+    // Unset, as --help says: the database of the `npm start -- --postgres` running on DATA_DIR (its server's postmaster.pid
+    // naming a live process and its port) comes before DATA_DIR/orders.db, and is refused as PostgreSQL's.
+    const startDir = join(dir, "postgres-start");
+    mkdirSync(join(startDir, "postgres"), { recursive: true });
+    writeFileSync(join(startDir, "orders.db"), "");
+    writeFileSync(join(startDir, "postgres", "postmaster.pid"), `${process.pid}\n${join(startDir, "postgres")}\n1733400000\n54399\n`);
+    const started = await runConcord({ DATA_DIR: startDir, ORDERS_DATABASE_URL: undefined, DATABASE_URL: undefined }, ["database", "backup", "orders", join(dir, "pg-start.db")]);
+    expect(started.status).toBe(2);
+    expect(started.stderr).toContain("orders's database is postgres://postgres@127.0.0.1:54399/orders, a PostgreSQL one: this command copies SQLite files");
+    expect(started.stderr).toContain("else the database `npm start -- --postgres`\n                      gives it while that start's PostgreSQL server runs");
     const missing = await run("database", "backup", "orders", join(dir, "none.db"), "--database", join(dir, "missing.db"), "--nats", "nats://127.0.0.1:1");
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain(`${join(dir, "missing.db")} does not exist`);

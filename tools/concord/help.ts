@@ -180,7 +180,9 @@ refused, exit 1; name another FILE, or remove both first to replace that
 backup.
   --database PATH     the service's SQLite file (default: as the service's,
                       $PRODUCTS_DATABASE_URL or $ORDERS_DATABASE_URL, else
-                      $DATABASE_URL, else $DATA_DIR/<service>.db, DATA_DIR
+                      $DATABASE_URL, else the database \`npm start -- --postgres\`
+                      gives it while that start's PostgreSQL server runs in
+                      $DATA_DIR/postgres, else $DATA_DIR/<service>.db, DATA_DIR
                       defaulting to .data); a PostgreSQL database is refused:
                       back it up with pg_dump
 ${natsOption}`,
