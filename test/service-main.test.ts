@@ -4,6 +4,7 @@ import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { claimSqliteFile, openDatabase } from "../platform/sql/index.js";
+import { readmeProse } from "./support/readme.js";
 import { tempDirForSuite } from "./support/temp-dir.js";
 
 const run = (script: string, env: Record<string, string>, args: string[] = []) =>
@@ -112,6 +113,7 @@ describe("service entry points", () => {
       expect(refusedOn(database)).toEqual([
         expect.objectContaining({ level: "fatal", code: "FAILED_PRECONDITION", msg: expect.stringMatching(/^start-up refused: the SQLite database .*held\.db is in use by another process /) }),
       ]);
+      expect(readmeProse()).toContain("`start-up refused: the SQLite database ... is in use by another process`, without a stack");
     } finally {
       held.release();
     }
@@ -140,6 +142,8 @@ describe("service entry points", () => {
         code: "FAILED_PRECONDITION",
         msg: `start-up refused: ${named} ${taken} is in use by another process (listen EADDRINUSE: address already in use ${taken}): stop that process, or give this one another address`,
       });
+      // As README "Metrics" quotes it, at npm start's address.
+      if (named === "the metrics address") expect(readmeProse()).toContain(`\`start-up refused: the metrics address 127.0.0.1:9101 is in use by another process ...\``);
       // It had made and migrated the database (and its claim beside it) first.
       expect(existsSync(database)).toBe(false);
       expect(existsSync(`${database}-lock`)).toBe(false);

@@ -14,6 +14,7 @@ import { repoRoot } from "../tools/repo-root.js";
 import { toolClientSecurity } from "../tools/client-security.js";
 import { freePort } from "./support/nats-server.js";
 import { runConcord } from "./support/concord.js";
+import { readmeProse } from "./support/readme.js";
 import { address, grpcError, tempDir } from "./support/shop.js";
 
 const isListening = (port: number) =>
@@ -686,7 +687,9 @@ describe("npm start", () => {
     expect(result.status, result.stdout + result.stderr).toBe(1);
     expect(result.stdout).toContain("start-up refused: the database belongs to the orders service, not to products");
     // It said "start: products exited unexpectedly (code 1)", as of a crash.
-    expect(result.stderr).toContain("start: products refused to start (exit code 2): its log line above says why; stopping everything");
+    const refused = "start: products refused to start (exit code 2): its log line above says why; stopping everything";
+    expect(result.stderr).toContain(refused);
+    expect(readmeProse()).toContain(`\`${refused}\``);
     expect(result.stderr).not.toContain("exited unexpectedly");
     expect(result.stderr).toContain("start: everything stopped");
   });

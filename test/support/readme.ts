@@ -21,6 +21,14 @@ export interface ReadmeCommand {
 const readmePath = join(repoRoot, "README.md");
 
 /**
+ * README.md with each run of white space as one space: a message the prose
+ * quotes reads as the program prints it, wherever the lines were wrapped.
+ */
+export function readmeProse(readme = readFileSync(readmePath, "utf8")): string {
+  return readme.replace(/\s+/g, " ");
+}
+
+/**
  * The commands of the first ```sh block after `marker` in README.md, within
  * the same section. Throws when there is none, or when a command uses shell
  * syntax beyond words and quotes.
