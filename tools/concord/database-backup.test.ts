@@ -270,14 +270,17 @@ describe("restoreSqlite", () => {
     }
   });
 
-  it("restores into a database not made yet, named relative to the working directory", async () => {
+  it("restores into a database not made yet, named relative to the working directory, a file only its owner reads", async () => {
     const source = join(dir, "fresh-source.db");
     const backup = join(dir, "fresh-backup.db");
     await (await serviceDatabase(source)).close();
     backupSqlite(source, backup);
+    // A backup others may read (copied about by hand, say) still gives a file only its owner reads, as README says.
+    chmodSync(backup, 0o644);
     const fresh = relative(process.cwd(), join(dir, "fresh", "orders.db"));
     expect(restoreSqlite("orders", fresh, backup).asideTo).toBeUndefined();
     expect(readFileSync(fresh).equals(readFileSync(backup))).toBe(true);
+    expect(statSync(fresh).mode & 0o777).toBe(0o600);
   });
 
   it("refuses a file that is no service's database", () => {

@@ -334,7 +334,9 @@ export function restoreSqlite(service: string, path: string, backup: string, now
     try {
       closeSync(openSync(restoring, "wx", 0o600));
       copyFileSync(backup, restoring);
+      // copyFile gives the copy the backup's mode: with no database there, it is made this user's alone, as a service makes one.
       if (replaced) takeOwnerAndMode(restoring, replaced, file);
+      else chmodSync(restoring, 0o600);
       flushToDisk(restoring);
     } catch (err) {
       rmSync(restoring, { force: true });
