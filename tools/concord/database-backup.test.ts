@@ -172,6 +172,19 @@ describe("restoreSqlite", () => {
     }
   });
 
+  it("moves aside only what was there: reading whose the database is leaves no log or shared memory of its own to move", async () => {
+    const path = join(dir, "closed.db");
+    const backup = join(dir, "closed-backup.db");
+    const db = await serviceDatabase(path);
+    backupSqlite(path, backup);
+    await db.close();
+    // Closed cleanly, in WAL mode: the file alone, which a read-only connection gives a log and shared memory.
+    expect(readdirSync(dir).filter((f) => f.startsWith("closed.db")).sort()).toEqual(["closed.db", "closed.db-lock"]);
+    const { asideTo, moved } = restoreSqlite("orders", path, backup, new Date("2026-12-05T12:00:00.000Z"));
+    expect(moved).toEqual([asideTo]);
+    expect(readdirSync(dir).filter((f) => f.startsWith("closed.db")).sort()).toEqual(["closed.db", "closed.db-lock", "closed.db.before-restore-2026-12-05T12-00-00-000Z"]);
+  });
+
   it("moves a rollback journal aside with the database, which SQLite would play back into the restored file", async () => {
     const path = join(dir, "journalled.db");
     const backup = join(dir, "journalled-backup.db");

@@ -281,8 +281,15 @@ function backupProblem(backup: string, service: string): string | undefined {
   }
 }
 
-/** The services that the database at `path` says it belongs to (schema_owner); none when it cannot tell, damaged say. */
+/**
+ * The services that the database at `path` says it belongs to (schema_owner);
+ * none when it cannot tell, damaged say. A read-only connection to a database
+ * in WAL mode makes its log and shared memory where they are not, and cannot
+ * remove them as it closes: those it made (the log empty) are removed, so
+ * that a restore moves aside only what was there.
+ */
 function servicesClaiming(path: string): string[] {
+  const made = ["-wal", "-shm"].filter((suffix) => !existsSync(path + suffix));
   try {
     const db = new BetterSqlite3(path, { readonly: true, fileMustExist: true });
     try {
@@ -292,6 +299,8 @@ function servicesClaiming(path: string): string[] {
     }
   } catch {
     return [];
+  } finally {
+    if (made.includes("-wal") && statSync(`${path}-wal`, { throwIfNoEntry: false })?.size === 0) for (const suffix of made) rmSync(path + suffix, { force: true });
   }
 }
 
