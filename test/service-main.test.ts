@@ -140,7 +140,7 @@ describe("service entry points", () => {
       expect(JSON.parse(result.stdout.trim())).toMatchObject({
         level: "fatal",
         code: "FAILED_PRECONDITION",
-        msg: `start-up refused: ${named} ${taken} is in use by another process (listen EADDRINUSE: address already in use ${taken}): stop that process, or give this one another address`,
+        msg: `start-up refused: ${named} ${taken} is in use by another process (listen EADDRINUSE: address already in use ${taken}): stop that process, or set ${variable} to another address`,
       });
       // As README "Metrics" quotes it, at npm start's address.
       if (named === "the metrics address") expect(readmeProse()).toContain(`\`start-up refused: the metrics address 127.0.0.1:9101 is in use by another process ...\``);

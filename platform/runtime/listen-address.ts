@@ -8,9 +8,10 @@ export function hostAndPort(listen: string): { readonly host: string; readonly p
   return { host: match[1].replace(/^\[(.*)\]$/, "$1"), port: Number(match[2]) };
 }
 
-/** FAILED_PRECONDITION for `what` (the gRPC address, the metrics address) at `listen`, which another process holds. */
-export function addressTaken(what: string, listen: string, cause: Error): StatusError {
-  return new StatusError(Code.FAILED_PRECONDITION, `${what} ${listen} is in use by another process (${cause.message}): stop that process, or give this one another address`, { cause });
+/** FAILED_PRECONDITION for `what` (the gRPC address, the metrics address) at `listen`, which another process holds, naming the `variable` that gave it. */
+export function addressTaken(what: string, listen: string, cause: Error, variable?: string): StatusError {
+  const elsewhere = variable === undefined ? "give this one another address" : `set ${variable} to another address`;
+  return new StatusError(Code.FAILED_PRECONDITION, `${what} ${listen} is in use by another process (${cause.message}): stop that process, or ${elsewhere}`, { cause });
 }
 
 /**
@@ -20,7 +21,7 @@ export function addressTaken(what: string, listen: string, cause: Error): Status
  * the address in the instants after still makes the later listen fail.
  * Port 0 is always free. Other failures to listen are left to the listen itself.
  */
-export async function refuseTakenAddress(what: string, listen: string): Promise<void> {
+export async function refuseTakenAddress(what: string, listen: string, variable?: string): Promise<void> {
   const { host, port } = hostAndPort(listen);
   if (port === 0) return;
   const probe = createServer();
@@ -28,5 +29,5 @@ export async function refuseTakenAddress(what: string, listen: string): Promise<
     probe.once("error", resolve);
     probe.listen(port, host, () => probe.close(() => resolve(undefined)));
   });
-  if (problem?.code === "EADDRINUSE") throw addressTaken(what, listen, problem);
+  if (problem?.code === "EADDRINUSE") throw addressTaken(what, listen, problem, variable);
 }

@@ -20,9 +20,9 @@ export interface MetricsServer {
  * Prometheus' text format; anything else gets 404. Listening before the
  * service has started holds its address while its database is opened and
  * migrated. Rejects when it cannot listen: FAILED_PRECONDITION when another
- * process holds the address.
+ * process holds the address, naming the `variable` that gave it.
  */
-export async function startMetricsServer(listen: string, registry: Registry, logger: Logger): Promise<MetricsServer> {
+export async function startMetricsServer(listen: string, registry: Registry, logger: Logger, variable?: string): Promise<MetricsServer> {
   const { host, port } = hostAndPort(listen);
   let serving = false;
   const server: Server = createServer((req, res) => {
@@ -44,7 +44,7 @@ export async function startMetricsServer(listen: string, registry: Registry, log
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err: NodeJS.ErrnoException) =>
-      reject(err.code === "EADDRINUSE" ? addressTaken("the metrics address", listen, err) : new Error(`serving metrics on ${listen} failed: ${err.message}`, { cause: err })),
+      reject(err.code === "EADDRINUSE" ? addressTaken("the metrics address", listen, err, variable) : new Error(`serving metrics on ${listen} failed: ${err.message}`, { cause: err })),
     );
     server.listen(port, host, () => resolve());
   });

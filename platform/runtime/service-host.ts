@@ -7,6 +7,7 @@ import type { Logger } from "../log/index.js";
 import { type Database, isPostgresUrl, type Migration, openDatabase, type Retention } from "../sql/index.js";
 import { redact } from "../sql/postgres.js";
 import { type GrpcSecurity, serverSecurity } from "./grpc-security.js";
+import type { HostVariables } from "./service-settings.js";
 import { refuseTakenAddress } from "./listen-address.js";
 import { startMetricsServer } from "./metrics-server.js";
 import type { RunningService } from "./run-service.js";
@@ -18,10 +19,8 @@ export interface ServiceHostOptions {
   readonly listen: string;
   /** The service's own database: a SQLite file, or a postgres:// URL. */
   readonly database: string;
-  /** The variable that named `database` (`ORDERS_DATABASE_URL`), for refusals that say what to change in it; none: "the database URL". */
-  readonly databaseVariable?: string;
-  /** The service's own variable for its database (`ORDERS_DATABASE_URL`), which a refusal of another service's database says to set. */
-  readonly ownDatabaseVariable?: string;
+  /** The variables its addresses and database were read from, which refusals name as what to change; none: "the database URL", "give this one another address". */
+  readonly variables?: HostVariables;
   /** The service's migrations; the outbox, inbox and request id tables are added. */
   readonly migrations: readonly Migration[];
   readonly natsUrl: string;
@@ -72,8 +71,8 @@ const waitLogEveryMs = 10_000;
  * operator: to set the service's own variable, and, where the service read
  * a fallback shared by every service (DATABASE_URL), that this is why.
  */
-function ownerAdvice(own: string, read: string | undefined): string {
-  if (read === undefined || read === own) return `set ${own} to a database of its own`;
+function ownerAdvice(own: string, read: string): string {
+  if (read === own) return `set ${own} to a database of its own`;
   return `set ${own}: ${read}, which it read, names one database for every service whose own variable is not set`;
 }
 
@@ -117,16 +116,16 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
   // Before the database is opened and migrated, so that an address another process holds refuses the start with
   // nothing written: the gRPC address is checked (grpc-js serves as soon as it listens, and the service listens once
   // it can answer), the metrics address held, its endpoint answering 503 until the service has started.
-  await refuseTakenAddress("the gRPC address", options.listen);
+  const { variables } = options;
+  await refuseTakenAddress("the gRPC address", options.listen, variables?.listen);
   const registry = options.metricsListen === undefined ? undefined : new Registry();
-  const metrics = registry && options.metricsListen !== undefined ? await startMetricsServer(options.metricsListen, registry, logger) : undefined;
+  const metrics = registry && options.metricsListen !== undefined ? await startMetricsServer(options.metricsListen, registry, logger, variables?.metricsListen) : undefined;
   let loggedAt = -Infinity;
   const db = await openDatabase({
     path: options.database,
     migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations],
     owner: name,
-    ...(options.databaseVariable !== undefined && { urlName: options.databaseVariable }),
-    ...(options.ownDatabaseVariable !== undefined && { ownerAdvice: ownerAdvice(options.ownDatabaseVariable, options.databaseVariable) }),
+    ...(variables && { urlName: variables.database, ownerAdvice: ownerAdvice(variables.ownDatabase, variables.database) }),
     ...(options.signal && { signal: options.signal }),
     onWaiting(err) {
       if (performance.now() - loggedAt < waitLogEveryMs) return;

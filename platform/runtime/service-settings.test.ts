@@ -32,10 +32,15 @@ describe("a service's settings", () => {
   });
 
   it("name the variable the database was read from, for refusals that say what to change in it", () => {
-    expect(hostOptions({ SHELF_DATABASE_URL: "postgres://db/shelf", DATABASE_URL: "postgres://db/other" }).databaseVariable).toBe("SHELF_DATABASE_URL");
-    expect(hostOptions({ SHELF_DATABASE_URL: "", DATABASE_URL: "postgres://db/shelf" }).databaseVariable).toBe("DATABASE_URL");
+    expect(hostOptions({ SHELF_DATABASE_URL: "postgres://db/shelf", DATABASE_URL: "postgres://db/other" }).variables.database).toBe("SHELF_DATABASE_URL");
+    expect(hostOptions({ SHELF_DATABASE_URL: "", DATABASE_URL: "postgres://db/shelf" }).variables).toEqual({
+      listen: "SHELF_LISTEN",
+      metricsListen: "SHELF_METRICS_LISTEN",
+      database: "DATABASE_URL",
+      ownDatabase: "SHELF_DATABASE_URL",
+    });
     // The default is the service's own variable's.
-    expect(hostOptions({}).databaseVariable).toBe("SHELF_DATABASE_URL");
+    expect(hostOptions({}).variables.database).toBe("SHELF_DATABASE_URL");
   });
 
   it("refuse a bad value, naming the service's variable", () => {

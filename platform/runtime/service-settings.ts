@@ -59,14 +59,23 @@ export function platformSettings(service: string) {
   };
 }
 
+/** The variables a service's addresses and database were read from, for refusals that say what to change. */
+export interface HostVariables {
+  /** Where it serves gRPC (`ORDERS_LISTEN`). */
+  readonly listen: string;
+  /** Where it serves metrics (`ORDERS_METRICS_LISTEN`). */
+  readonly metricsListen: string;
+  /** The one its database was read from: its own, or `DATABASE_URL`, which every service falls back to. */
+  readonly database: string;
+  /** Its own for its database (`ORDERS_DATABASE_URL`). */
+  readonly ownDatabase: string;
+}
+
 /** The service host's options the settings above give (see ServiceHostOptions). */
 export interface HostSettingsOptions {
   readonly listen: string;
   readonly database: string;
-  /** The variable `database` was read from (`ORDERS_DATABASE_URL`, or `DATABASE_URL`), for refusals that say what to change. */
-  readonly databaseVariable: string;
-  /** The service's own variable for its database (`ORDERS_DATABASE_URL`), for a refusal of a database that is another service's. */
-  readonly ownDatabaseVariable: string;
+  readonly variables: HostVariables;
   readonly natsUrl: string;
   readonly security: GrpcSecurity;
   readonly natsSeedFile?: string;
@@ -83,8 +92,12 @@ export function hostSettingsOf<P extends string>(prefix: P, config: ConfigOf<Add
   return {
     listen: own[`${prefix}_LISTEN`] as string,
     database: (own[`${prefix}_DATABASE_URL`] as ReturnType<typeof databaseUrl>).location,
-    databaseVariable: variableRead(config, `${prefix}_DATABASE_URL`),
-    ownDatabaseVariable: `${prefix}_DATABASE_URL`,
+    variables: {
+      listen: `${prefix}_LISTEN`,
+      metricsListen: `${prefix}_METRICS_LISTEN`,
+      database: variableRead(config, `${prefix}_DATABASE_URL`),
+      ownDatabase: `${prefix}_DATABASE_URL`,
+    },
     natsUrl: config.NATS_URL,
     security: grpcSecurityOf(config),
     ...(config.NATS_NKEY_SEED !== undefined && { natsSeedFile: config.NATS_NKEY_SEED }),

@@ -9,7 +9,7 @@ import { ProductServiceMethods } from "../../gen/ts/shop/products/v1/product_ser
 import { bindConsumers, type EventRuntime } from "../../platform/events/index.js";
 import { createClient } from "../../platform/grpc/index.js";
 import type { Logger } from "../../platform/log/index.js";
-import { createServiceHost, type GrpcSecurity, type RunningService, serviceCallSecurity } from "../../platform/runtime/index.js";
+import { createServiceHost, type GrpcSecurity, type HostVariables, type RunningService, serviceCallSecurity } from "../../platform/runtime/index.js";
 import { createCatalogFeed } from "./events/catalog-feed.js";
 import { createOrderSaga } from "./events/order-saga.js";
 import { startSagaTimeout } from "./events/saga-timeout.js";
@@ -23,10 +23,8 @@ export interface OrdersOptions {
   readonly listen: string;
   /** The service's database: a SQLite file, or a postgres:// URL. */
   readonly database: string;
-  /** The variable that named `database`, for refusals that say what to change in it; none: "the database URL". */
-  readonly databaseVariable?: string;
-  /** The service's own variable for its database, which a refusal of another service's database says to set. */
-  readonly ownDatabaseVariable?: string;
+  /** The variables its addresses and database were read from, which refusals name (see ServiceHostOptions). */
+  readonly variables?: HostVariables;
   /** host:port of the product service. */
   readonly productsAddress: string;
   /** NATS server with JetStream. */

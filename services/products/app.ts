@@ -5,7 +5,7 @@ import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_ser
 import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_service_jetstream.js";
 import { bindConsumers, type ConsumerBinding, type EventRuntime } from "../../platform/events/index.js";
 import type { Logger } from "../../platform/log/index.js";
-import { createServiceHost, type GrpcSecurity, type RunningService } from "../../platform/runtime/index.js";
+import { createServiceHost, type GrpcSecurity, type HostVariables, type RunningService } from "../../platform/runtime/index.js";
 import { createStockReservations, lockStockAhead } from "./events/stock-reservations.js";
 import { createProductService } from "./grpc/product-service.js";
 import { productMigrations } from "./store/migrations.js";
@@ -17,10 +17,8 @@ export interface ProductsOptions {
   readonly listen: string;
   /** The service's database: a SQLite file, or a postgres:// URL. */
   readonly database: string;
-  /** The variable that named `database`, for refusals that say what to change in it; none: "the database URL". */
-  readonly databaseVariable?: string;
-  /** The service's own variable for its database, which a refusal of another service's database says to set. */
-  readonly ownDatabaseVariable?: string;
+  /** The variables its addresses and database were read from, which refusals name (see ServiceHostOptions). */
+  readonly variables?: HostVariables;
   /** NATS server with JetStream. */
   readonly natsUrl: string;
   /** TLS and bearer tokens; `insecureGrpc` for neither, explicitly. */
