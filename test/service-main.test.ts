@@ -10,6 +10,10 @@ import { tempDirForSuite } from "./support/temp-dir.js";
 const run = (script: string, env: Record<string, string>, args: string[] = []) =>
   spawnSync(process.execPath, ["--import", "tsx", script, ...args], { env: { ...process.env, ...env }, encoding: "utf8", timeout: 20_000 });
 
+/** `service` (products, orders) run as far as its start goes, on a free port, without TLS or tokens, with `env` besides. */
+const start = (service: "products" | "orders", env: Record<string, string>) =>
+  run(`services/${service}/main.ts`, { [`${service.toUpperCase()}_LISTEN`]: "127.0.0.1:0", GRPC_INSECURE: "1", GRPC_AUTH: "none", ...env });
+
 describe("service entry points", () => {
   const dir = tempDirForSuite();
   it("refuse a bad environment with exit code 2 and a message naming each variable", () => {
@@ -31,12 +35,7 @@ describe("service entry points", () => {
   });
 
   it("refuse a database URL to correct with exit code 2 and one line saying what to change, without a stack", () => {
-    const result = run("services/products/main.ts", {
-      PRODUCTS_DATABASE_URL: "postgres://postgres@no-such-host.invalid:5432/products",
-      PRODUCTS_LISTEN: "127.0.0.1:0",
-      GRPC_INSECURE: "1",
-      GRPC_AUTH: "none",
-    });
+    const result = start("products", { PRODUCTS_DATABASE_URL: "postgres://postgres@no-such-host.invalid:5432/products" });
     expect(result.status).toBe(2);
     const lines = result.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(lines).toEqual([
@@ -50,12 +49,7 @@ describe("service entry points", () => {
   });
 
   it("refuse a statement_timeout with a unit in the database URL with one line naming the variable, without a stack", () => {
-    const result = run("services/products/main.ts", {
-      PRODUCTS_DATABASE_URL: "postgres://postgres@127.0.0.1:1/products?statement_timeout=30s",
-      PRODUCTS_LISTEN: "127.0.0.1:0",
-      GRPC_INSECURE: "1",
-      GRPC_AUTH: "none",
-    });
+    const result = start("products", { PRODUCTS_DATABASE_URL: "postgres://postgres@127.0.0.1:1/products?statement_timeout=30s" });
     expect(result.status, result.stdout + result.stderr).toBe(2);
     // It logged "start-up failed" with the error's stack.
     expect(JSON.parse(result.stdout.trim())).toMatchObject({
@@ -66,12 +60,9 @@ describe("service entry points", () => {
   });
 
   it("name DATABASE_URL in a refusal of the database URL when the service read that one", () => {
-    const result = run("services/orders/main.ts", {
+    const result = start("orders", {
       ORDERS_DATABASE_URL: "",
       DATABASE_URL: "postgres://postgres:secret@no-such-host.invalid:5432/orders",
-      ORDERS_LISTEN: "127.0.0.1:0",
-      GRPC_INSECURE: "1",
-      GRPC_AUTH: "none",
     });
     expect(result.status, result.stdout + result.stderr).toBe(2);
     expect(JSON.parse(result.stdout.trim())).toMatchObject({ msg: expect.stringMatching(/^start-up refused: DATABASE_URL's host no-such-host\.invalid is not known .*Correct the host in DATABASE_URL$/) });
@@ -80,7 +71,7 @@ describe("service entry points", () => {
 
   /** The product service's log lines (JSON, one a line) when it refuses to start on SQLite file `database`. */
   const refusedOn = (database: string, variable = "PRODUCTS_DATABASE_URL") => {
-    const result = run("services/products/main.ts", { PRODUCTS_DATABASE_URL: "", [variable]: database, PRODUCTS_LISTEN: "127.0.0.1:0", GRPC_INSECURE: "1", GRPC_AUTH: "none" });
+    const result = start("products", { PRODUCTS_DATABASE_URL: "", [variable]: database });
     expect(result.status, result.stdout + result.stderr).toBe(2);
     return result.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
   };
@@ -128,13 +119,10 @@ describe("service entry points", () => {
     const taken = `127.0.0.1:${(holder.address() as AddressInfo).port}`;
     const database = join(dir, `behind-taken-${variable}.db`);
     try {
-      const result = run("services/products/main.ts", {
+      const result = start("products", {
         PRODUCTS_DATABASE_URL: database,
-        PRODUCTS_LISTEN: "127.0.0.1:0",
         PRODUCTS_METRICS_LISTEN: "127.0.0.1:0",
         [variable]: taken,
-        GRPC_INSECURE: "1",
-        GRPC_AUTH: "none",
       });
       expect(result.status, result.stdout + result.stderr).toBe(2);
       expect(JSON.parse(result.stdout.trim())).toMatchObject({
