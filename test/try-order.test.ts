@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { type AddressInfo, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "./support/nats-server.js";
 import { type Shop, startShop } from "./support/shop.js";
@@ -37,6 +38,30 @@ describe("tools/try-order.ts", () => {
     const flags = await tryOrder(["--products", shop.products.service.address, "--orders", shop.orders.service.address], { DATA_DIR: shop.dir, PRODUCTS_LISTEN: "127.0.0.1:1", ORDERS_LISTEN: "127.0.0.1:1" });
     expect(flags.stderr).toBe("");
     expect(flags.stdout).toMatch(/order \S+ is ORDER_STATE_CONFIRMED/);
+  });
+
+  it("says an order the saga has not settled within --wait is still PENDING, exit 1, pointing at concord status", { timeout: 90_000 }, async () => {
+    // The product service's reservations refused: its handler fails and retries, the order stays PENDING.
+    const db = new Database(join(shop.dir, "products.db"));
+    db.pragma("busy_timeout = 5000");
+    db.exec("CREATE TRIGGER refuse_reservations BEFORE INSERT ON reservations BEGIN SELECT RAISE(ABORT, 'reservations refused'); END");
+    try {
+      const started = Date.now();
+      const result = await tryOrder(["--wait", "1"], { DATA_DIR: shop.dir, PRODUCTS_LISTEN: shop.products.service.address, ORDERS_LISTEN: shop.orders.service.address });
+      const placed = /placed order (\S+): ORDER_STATE_PENDING/.exec(result.stdout);
+      expect(placed).not.toBeNull();
+      expect(result.stdout).not.toMatch(/order \S+ is ORDER_STATE_/);
+      expect(result.stdout).toMatch(/now has stock 3$/m);
+      expect(result.stderr).toBe(`try-order: order ${placed![1]} is still ORDER_STATE_PENDING after 1 s: the saga has not settled it; \`npx concord status\` shows where its events wait (the outboxes, the consumers' lag and dead letters)\n`);
+      expect(result.code).toBe(1);
+      expect(Date.now() - started).toBeLessThan(20_000);
+    } finally {
+      db.exec("DROP TRIGGER refuse_reservations");
+      db.close();
+    }
+    const bad = await tryOrder(["--wait", "soon"], { DATA_DIR: shop.dir });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('try-order: --wait takes seconds from 0 to 3600, not "soon"');
   });
 
   it("ends with status 0 and no stack trace when what reads its output closes it (try-order | head -1)", { timeout: 90_000 }, async () => {

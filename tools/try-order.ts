@@ -19,7 +19,7 @@ import { endProcess, exitQuietlyOnClosedOutput } from "./event-watch.js";
 import { toolArgs } from "./parse-args-problem.js";
 import { readStartedServices } from "./started-services.js";
 
-const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT]
+const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT] [--wait SECONDS]
 
 Asks both services' health first, then creates a product, places an order for
 it and follows the order until the saga settles it, over TLS trusting DATA_DIR/tls/ca.pem, with tokens signed by
@@ -30,12 +30,17 @@ services are found where \`npm start\` puts them:
                          of the \`npm start\` running on DATA_DIR, else 127.0.0.1:50051)
   --orders HOST:PORT     order service (default: $ORDERS_LISTEN, else the first instance
                          of the \`npm start\` running on DATA_DIR, else 127.0.0.1:50052)
+  --wait SECONDS         how long the saga may take to settle the order (default 10); an order
+                         still PENDING then is said to be so, exit 1 (\`npx concord status\` shows
+                         where its events wait)
 A service that takes the connection and does not answer within 5 s is not serving.`;
 
 /** How long each service's health may take to answer. */
 const healthTimeoutMs = 5_000;
+/** How often the order is read while it is PENDING: each read is a line in the order service's log. */
+const followEveryMs = 100;
 
-const options = { products: { type: "string" }, orders: { type: "string" }, help: { type: "boolean" } } as const;
+const options = { products: { type: "string" }, orders: { type: "string" }, wait: { type: "string" }, help: { type: "boolean" } } as const;
 
 async function main(args: string[]): Promise<void> {
   const parsed = toolArgs("try-order", { args, options }, usage);
@@ -51,6 +56,12 @@ async function main(args: string[]): Promise<void> {
   const ordersAddress = values.orders ?? (process.env.ORDERS_LISTEN || started?.orders[0]!.grpc || "127.0.0.1:50052");
   if (productsAddress === "" || ordersAddress === "") {
     console.error(`try-order: --products and --orders need HOST:PORT\n\n${usage}`);
+    process.exitCode = 2;
+    return;
+  }
+  const waitSeconds = values.wait === undefined ? 10 : Number(values.wait);
+  if (values.wait !== undefined && (values.wait.trim() === "" || !Number.isFinite(waitSeconds) || waitSeconds < 0 || waitSeconds > 3600)) {
+    console.error(`try-order: --wait takes seconds from 0 to 3600, not ${JSON.stringify(values.wait)}\n\n${usage}`);
     process.exitCode = 2;
     return;
   }
@@ -87,16 +98,28 @@ async function main(args: string[]): Promise<void> {
       requestId: randomUUID(),
     });
     console.log(`placed order ${order!.id}: ${OrderState[order!.state]}, total ${order!.total!.amountMinor} ${order!.total!.currencyCode}`);
-    for (let i = 0; i < 50; i++) {
+    // Followed until settled or out of time: an order left PENDING is said to be so, not passed over in silence.
+    const until = Date.now() + waitSeconds * 1000;
+    let settled = false;
+    for (;;) {
       const { order: now } = await orders.getOrder({ id: order!.id });
       if (now!.state !== OrderState.ORDER_STATE_PENDING) {
         console.log(`order ${now!.id} is ${OrderState[now!.state]}${now!.rejectionReason ? `: ${now!.rejectionReason}` : ""}`);
+        settled = true;
         break;
       }
-      await new Promise((r) => setTimeout(r, 20));
+      if (Date.now() >= until) break;
+      await new Promise((r) => setTimeout(r, Math.min(followEveryMs, Math.max(0, until - Date.now()))));
     }
     const { product: after } = await products.getProduct({ id: product!.id });
     console.log(`product ${after!.id} now has stock ${after!.stock}`);
+    if (!settled) {
+      console.error(
+        `try-order: order ${order!.id} is still ORDER_STATE_PENDING after ${waitSeconds} s: the saga has not settled it; ` +
+          "`npx concord status` shows where its events wait (the outboxes, the consumers' lag and dead letters)",
+      );
+      process.exitCode = 1;
+    }
   } finally {
     products.close();
     orders.close();
