@@ -33,7 +33,18 @@ import {
   UnprocessableEventError,
 } from "./index.js";
 
-const logger = createLogger({ service: "consumer-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
+// Errors are kept for the tests that read what an operator is told; TEST_LOG_LEVEL shows every line as well.
+const logged: Array<Record<string, unknown>> = [];
+const logger = createLogger({
+  service: "consumer-test",
+  level: process.env.TEST_LOG_LEVEL ?? "error",
+  destination: {
+    write: (line: string) => {
+      logged.push(JSON.parse(line));
+      if (process.env.TEST_LOG_LEVEL) process.stdout.write(line);
+    },
+  },
+});
 const dir = tempDirForSuite("concord-consumer-");
 const effectsTable = { id: "test_0001_effects", sql: "CREATE TABLE effects (event_id TEXT NOT NULL, note TEXT NOT NULL)" };
 
@@ -230,6 +241,10 @@ describe("startConsumers", () => {
     expect(h.get("concord-dlq-delivery-count")).toBe("3");
     expect(h.get("ce-id")).toBe(published.eventId);
     expect(h.get("ce-type")).toBe(thingHappenedType);
+    // The log names the dead letter as `concord dlq show` and `replay` take it.
+    const line = logged.find((l) => l.consumer === t.consumerSpec.durable && l.deadLetterSequence !== undefined);
+    expect(line).toMatchObject({ level: "error", reason: "cannot handle this one", streamSequence: published.streamSequence, deadLetterSequence: dead.seq });
+    expect(line!.msg).toBe(`event sent to the dead letter stream as ${dead.seq}: \`npx concord dlq show ${dead.seq}\` shows it; once what failed is put right, \`npx concord dlq replay ${dead.seq}\` sends it again`);
     await t.settled();
   });
 

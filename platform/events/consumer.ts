@@ -560,9 +560,10 @@ async function fileThenAck(msg: JsMsg, delivery: Delivery, settlement: Extract<S
   const { intake, logger } = step;
   const { reason } = settlement;
   let subject: string;
+  let sequence: number;
   let duplicate: boolean;
   try {
-    ({ subject, duplicate } = await fileDeadLetter(step.js, step.dlqStream, delivery, reason));
+    ({ subject, sequence, duplicate } = await fileDeadLetter(step.js, step.dlqStream, delivery, reason));
   } catch (err) {
     // Redelivered to be decided and filed again, after 1 s at its first delivery, doubling with each one, at most 30 s.
     const retryInMs = Math.min(1_000 * 2 ** Math.min(Math.max(delivery.deliveryCount - 1, 0), 5), 30_000);
@@ -570,7 +571,11 @@ async function fileThenAck(msg: JsMsg, delivery: Delivery, settlement: Extract<S
     intake.settle(msg, { kind: "retry", delayMs: retryInMs });
     return;
   }
-  logger.error({ reason, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject }, "event sent to the dead letter stream");
+  // The line an operator reads first: it names the dead letter as the commands that show and replay it take it.
+  logger.error(
+    { reason, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject, deadLetterSequence: sequence },
+    `event sent to the dead letter stream as ${sequence}: \`npx concord dlq show ${sequence}\` shows it; once what failed is put right, \`npx concord dlq replay ${sequence}\` sends it again`,
+  );
   // Filed before (the ack of that filing was lost, or its process died before acking): counted then, not again.
   if (!duplicate) settlement.filed?.();
   intake.settle(msg, { kind: "ack" });

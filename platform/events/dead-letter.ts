@@ -84,10 +84,15 @@ export function deadLetter(): DeliveryMiddleware {
  * Publishes a delivery to the dead letter stream with `reason` and its
  * origin in `concord-dlq-*` headers, under an id that is one per source
  * message and consumer (a crash between this publish and the ack cannot
- * file it twice: `duplicate` then says it was there already). Rejects when
- * JetStream does not take it.
+ * file it twice: `duplicate` then says it was there already), with its
+ * sequence in the dead letter stream. Rejects when JetStream does not take it.
  */
-export async function fileDeadLetter(js: JetStreamClient, dlqStream: StreamSpec, delivery: Delivery, reason: string): Promise<{ readonly subject: string; readonly duplicate: boolean }> {
+export async function fileDeadLetter(
+  js: JetStreamClient,
+  dlqStream: StreamSpec,
+  delivery: Delivery,
+  reason: string,
+): Promise<{ readonly subject: string; readonly sequence: number; readonly duplicate: boolean }> {
   const subject = deadLetterSubject(dlqStream, delivery.stream, delivery.consumer);
   const msgID = `${delivery.stream}.${delivery.streamSequence}.${delivery.consumer}`;
   const full = deadLetterHeadersFor(delivery, reason);
@@ -104,7 +109,7 @@ export async function fileDeadLetter(js: JetStreamClient, dlqStream: StreamSpec,
   for (const [i, [data, headers]] of attempts.entries()) {
     try {
       const ack = await js.publish(subject, data, { headers: toNatsHeaders(headers), msgID });
-      return { subject, duplicate: ack.duplicate };
+      return { subject, sequence: ack.seq, duplicate: ack.duplicate };
     } catch (err) {
       if (!tooLarge(err) || i === attempts.length - 1) throw err;
     }
