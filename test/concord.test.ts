@@ -220,6 +220,21 @@ describe("npx concord", () => {
     expect(uneven.stderr).toContain("--products names 2 instance(s) and --products-metrics 1");
   });
 
+  it("fails on an outbox whose oldest event has waited 30 s or more, saying it is held up and where to look", { timeout: 60_000 }, async () => {
+    // A service whose relay publishes nothing: its metrics as they read while its stream's store could not write.
+    const metrics = createHttpServer((_req, res) => res.end("concord_outbox_depth 3\nconcord_outbox_oldest_age_seconds 45.25\nconcord_outbox_parked 0\n"));
+    await new Promise<void>((resolve) => metrics.listen(0, "127.0.0.1", resolve));
+    try {
+      const at = `127.0.0.1:${(metrics.address() as { port: number }).port}`;
+      const status = await concord("status", "--nats", nats().url, "--products", products.service.address, "--orders", orders.service.address, "--products-metrics", at, "--orders-metrics", orders.service.metricsAddress!);
+      expect(status.status, status.stdout + status.stderr).toBe(1);
+      expect(status.stdout).toContain(`products  gRPC ${products.service.address}: SERVING\n  outbox: depth 3, oldest 45.3s, parked 0: held up, its events not published for 30 s or more; the service's log says why ("component":"outbox-relay"), and with NATS connected but no PubAck, the nats-server's log (its store's disk full, say)\n`);
+      expect(status.stdout).toMatch(/orders {2}gRPC \S+: SERVING\n {2}outbox: depth \d+, oldest [\d.]+s, parked 0\n/);
+    } finally {
+      await new Promise((resolve) => metrics.close(resolve));
+    }
+  });
+
   it("says each consumer is unknown when NATS is up and JetStream does not answer, asking JetStream everything at once", { timeout: 90_000 }, async () => {
     // A nats-server of its own, without JetStream: nothing serves the JetStream API's subjects.
     const port = await freePort();

@@ -88,6 +88,13 @@ async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAg
   return { depth: values.get("concord_outbox_depth"), oldestAgeSeconds: values.get("concord_outbox_oldest_age_seconds"), parked: values.get("concord_outbox_parked") };
 }
 
+/**
+ * How long an outbox's oldest event may wait before the status fails on it, as the saga timeout takes it: the relay
+ * publishes within moments while NATS takes events, so one older than this is held up (NATS away, JetStream not
+ * storing, a relay that stopped).
+ */
+const heldUpOutboxSeconds = 30;
+
 /** What an instance's metrics say of its service's outbox: a reading, or why there is none. */
 type OutboxAnswer = { readonly reading: string } | { readonly unknown: string };
 
@@ -118,7 +125,17 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
         .catch((err: Error) => `unreachable (${(err as { code?: number }).code === status.DEADLINE_EXCEEDED ? `no answer within ${healthTimeoutMs / 1000} s` : whyUnreachable(err)})`),
       scrapeOutbox(instance.metrics).then(
         (o): OutboxAnswer => {
-          if (o.depth !== undefined) return { reading: `depth ${o.depth}, oldest ${(o.oldestAgeSeconds ?? 0).toFixed(1)}s, parked ${o.parked ?? 0}` };
+          if (o.depth !== undefined) {
+            const oldest = o.oldestAgeSeconds ?? 0;
+            const reading = `depth ${o.depth}, oldest ${oldest.toFixed(1)}s, parked ${o.parked ?? 0}`;
+            if (oldest < heldUpOutboxSeconds) return { reading };
+            healthy = false;
+            return {
+              reading:
+                `${reading}: held up, its events not published for ${heldUpOutboxSeconds} s or more; the service's log says why ` +
+                `("component":"outbox-relay"), and with NATS connected but no PubAck, the nats-server's log (its store's disk full, say)`,
+            };
+          }
           healthy = false;
           return { unknown: `the metrics at ${instance.metrics} leave the outbox out: the service's database did not answer within 2 s` };
         },
