@@ -2,6 +2,7 @@ import { once } from "node:events";
 import { connect as connectHttp2 } from "node:http2";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
+import Database from "better-sqlite3";
 import { headers as natsHeaders } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -106,6 +107,32 @@ describe("metrics", () => {
     expect(sample(later, "concord_outbox_oldest_age_seconds")).toBe(0);
     expect(sample(later, "concord_outbox_parked")).toBe(0);
     expect(sample(later, "process_resident_memory_bytes")).toBeGreaterThan(0);
+  });
+
+  it("shows the orders PENDING and how long the oldest has waited, 0 once the saga settles them", { timeout: 60_000 }, async () => {
+    const { product } = await products.client.createProduct({ name: "Urn", description: "", price: { currencyCode: "EUR", amountMinor: 1000 }, initialStock: 5 });
+    // The product service's reservations refused: its handler retries, the order waits.
+    const db = new Database(join(dir.path, "products.db"));
+    db.pragma("busy_timeout = 5000");
+    db.exec("CREATE TRIGGER refuse_reservations BEFORE INSERT ON reservations BEGIN SELECT RAISE(ABORT, 'reservations refused'); END");
+    let order: Awaited<ReturnType<typeof orders.client.createOrder>>["order"];
+    try {
+      ({ order } = await orders.client.createOrder({ customerId: "c-pending", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address }));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const text = await scrape(orders.service.metricsAddress);
+      expect(sample(text, "concord_orders_pending")).toBe(1);
+      expect(sample(text, "concord_orders_pending_oldest_age_seconds")).toBeGreaterThanOrEqual(0.3);
+      expect(sample(text, "concord_orders_pending_oldest_age_seconds")).toBeLessThan(30);
+    } finally {
+      db.exec("DROP TRIGGER refuse_reservations");
+      db.close();
+    }
+    await expect.poll(async () => (await orders.client.getOrder({ id: order!.id })).order!.state, { timeout: 20_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
+    const settled = await scrape(orders.service.metricsAddress);
+    expect(sample(settled, "concord_orders_pending")).toBe(0);
+    expect(sample(settled, "concord_orders_pending_oldest_age_seconds")).toBe(0);
+    // The product service keeps no orders: it has no such gauges.
+    expect(sample(await scrape(products.service.metricsAddress), "concord_orders_pending")).toBeUndefined();
   });
 
   it("counts a dead letter under its consumer", async () => {

@@ -8,6 +8,7 @@ import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_ser
 import { ProductServiceMethods } from "../../gen/ts/shop/products/v1/product_service_rpc.js";
 import { bindConsumers, type EventRuntime } from "../../platform/events/index.js";
 import { createClient } from "../../platform/grpc/index.js";
+import { sampledGauges } from "../../platform/metrics/index.js";
 import type { Logger } from "../../platform/log/index.js";
 import { createServiceHost, type GrpcSecurity, type HostVariables, type RunningService, serviceCallSecurity } from "../../platform/runtime/index.js";
 import { createCatalogFeed } from "./events/catalog-feed.js";
@@ -81,6 +82,18 @@ export async function startOrders(options: OrdersOptions): Promise<RunningOrders
   const timedOut =
     registry &&
     new Counter({ name: "concord_orders_timed_out_total", help: "PENDING orders the order service cancelled because no answer about their stock came in time", registers: [registry] });
+  // Orders the saga has not settled, an alert's measure before the timeout cancels them (or where there is none).
+  if (registry) {
+    const pending = () => store.pendingSummary(db);
+    sampledGauges(registry, pending, [
+      { name: "concord_orders_pending", help: "Orders PENDING, waiting for the product service's answer about their stock", value: (s) => s.count },
+      {
+        name: "concord_orders_pending_oldest_age_seconds",
+        help: "How long the oldest PENDING order has waited since it entered PENDING (0 when none is)",
+        value: (s) => (s.oldestPendingSince === undefined ? 0 : Math.max(0, (Date.now() - s.oldestPendingSince) / 1000)),
+      },
+    ]);
+  }
   const tasks =
     pendingTimeoutMs > 0
       ? [startSagaTimeout({ db, store, outbox: events.outbox, timeoutMs: pendingTimeoutMs, logger: options.logger, ...(timedOut && { onTimedOut: () => timedOut.inc() }) })]

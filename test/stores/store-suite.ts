@@ -243,6 +243,10 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       expect(ids(await store.listPendingSince(db, t + 60, first[1], 2))).toEqual([id(1001), id(1006)]);
       expect(ids(await store.listPendingSince(db, t + 60, { pendingSince: t + 10, id: id(1002) }, 10))).toEqual([id(1003), id(1001), id(1006)]);
       expect((await store.listPendingSince(db, t + 60, undefined, 10))[0]).toEqual(order(2, { pendingSince: t + 10 }));
+      // What the order service's gauges read: the PENDING orders and since when the oldest is, as numbers on either store.
+      expect(await store.pendingSummary(db)).toEqual({ count: 4, oldestPendingSince: t + 10 });
+      const none = await open("orders-none-pending", orderMigrations);
+      expect(await store.pendingSummary(none)).toEqual({ count: 0, oldestPendingSince: undefined });
     });
 
     it("gives orders stored before pending_since their last change as the time they entered PENDING, and one placed without it its insert's", async () => {

@@ -27,6 +27,8 @@ export interface OrderStore {
    * the orders whose saga has run out of time, a batch at a time.
    */
   listPendingSince(q: Queryable, before: number, after: PendingCursor | undefined, limit: number): Promise<OrderRecord[]>;
+  /** How many orders are PENDING, and since when the oldest of them is (undefined when none is), through the index orders_pending. */
+  pendingSummary(q: Queryable): Promise<{ readonly count: number; readonly oldestPendingSince: number | undefined }>;
   /** Up to `limit` of one customer's orders with ids after `afterId`, in id order. */
   listByCustomer(q: Queryable, customerId: string, afterId: string, limit: number): Promise<OrderRecord[]>;
 }
@@ -122,6 +124,10 @@ export function createOrderStore(): OrderStore {
     },
     async listPendingSince(q, before, after, limit) {
       return (await q.query<Row>(pendingSinceSql, [before, after?.pendingSince ?? -1, after?.id ?? "", limit])).map(fromRow);
+    },
+    async pendingSummary(q) {
+      const [row] = await q.query<{ n: number | string; oldest: number | string | null }>("SELECT count(*) AS n, min(pending_since) AS oldest FROM orders WHERE state = 'PENDING'");
+      return { count: Number(row.n), oldestPendingSince: row.oldest === null ? undefined : Number(row.oldest) };
     },
     async listByCustomer(q, customerId, afterId, limit) {
       return (await q.query<Row>(`SELECT ${columns} FROM orders WHERE customer_id = $1 AND id > $2 ORDER BY id LIMIT $3`, [customerId, afterId, limit])).map(fromRow);
