@@ -98,10 +98,13 @@ describe("the saga's timeout", () => {
       order(7, { state: "CANCELLED", version: 2 }),
     );
     let counted = 0;
+    const log = memoryLog();
     // 15 minutes after order 3 entered PENDING: its time has just run out, order 4's has not.
-    const timeout = start(db, { batchSize: 2, now: () => t0 + 25 * minute, onTimedOut: () => counted++ });
+    const timeout = start(db, { batchSize: 2, now: () => t0 + 25 * minute, onTimedOut: () => counted++, logger: createLogger({ service: "orders", destination: log.stream }) });
     expect(await timeout.sweep()).toBe(3);
     expect(counted).toBe(3);
+    // One warning for the sweep, naming the orders it cancelled.
+    expect(log.lines.filter((l) => l.level === "warn")).toMatchObject([{ cancelled: 3, orderIds: [id(1), id(2), id(3)], msg: expect.stringMatching(/^cancelled 3 PENDING orders: not confirmed within 15m/) }]);
     for (const n of [1, 2, 3]) expect(await stateOf(db, n)).toMatchObject({ state: "CANCELLED", version: 2, updatedAt: t0 + 25 * minute });
     expect(await stateOf(db, 4)).toEqual(order(4, { pendingSince: t0 + 14 * minute }));
     expect(await stateOf(db, 5)).toEqual(order(5, { state: "CONFIRMED", version: 2 }));

@@ -31,6 +31,9 @@ export interface SagaTimeout {
   stop(): Promise<void>;
 }
 
+/** Most order ids a sweep's warning names (`orderIds`); its count covers the rest. */
+const namedOrdersMax = 20;
+
 /** How long cancelling an order waits for its row (PostgreSQL), which another transaction may hold. */
 const orderLockWaitMs = 1_000;
 
@@ -117,6 +120,8 @@ export function startSagaTimeout(options: SagaTimeoutOptions): SagaTimeout {
     const before = now() - timeoutMs;
     let after: PendingCursor | undefined;
     let cancelled = 0;
+    // The first it cancels, named in the warning: an operator looks up which orders a sweep cancelled.
+    const named: string[] = [];
     // After the last order seen, not from the start again: an order skipped is not read twice in one sweep.
     while (!stopping()) {
       const batch = await store.listPendingSince(db, before, after, batchSize);
@@ -134,6 +139,7 @@ export function startSagaTimeout(options: SagaTimeoutOptions): SagaTimeout {
         }
         if (timedOut) {
           cancelled++;
+          if (named.length < namedOrdersMax) named.push(order.id);
           logger.debug({ orderId: order.id, pendingSince: new Date(order.pendingSince).toISOString() }, "cancelled a PENDING order out of time");
         }
       }
@@ -141,7 +147,7 @@ export function startSagaTimeout(options: SagaTimeoutOptions): SagaTimeout {
       after = batch.at(-1);
       await new Promise((resolve) => setImmediate(resolve));
     }
-    if (cancelled > 0) logger.warn({ cancelled, timeoutMs }, `cancelled ${cancelled} PENDING orders: ${reason}`);
+    if (cancelled > 0) logger.warn({ cancelled, timeoutMs, orderIds: named }, `cancelled ${cancelled} PENDING orders: ${reason}`);
     return cancelled;
   };
 
