@@ -235,6 +235,22 @@ describe("npx concord", () => {
     }
   });
 
+  it("fails on a service whose own NATS connection is down while the command's is up, saying so under it", { timeout: 60_000 }, async () => {
+    // As a service's metrics read while it could not reach NATS (a network between them cut, say) and the command could.
+    const metrics = createHttpServer((_req, res) => res.end("concord_outbox_depth 0\nconcord_outbox_oldest_age_seconds 0\nconcord_outbox_parked 0\nconcord_nats_connected 0\n"));
+    await new Promise<void>((resolve) => metrics.listen(0, "127.0.0.1", resolve));
+    try {
+      const at = `127.0.0.1:${(metrics.address() as { port: number }).port}`;
+      const status = await concord("status", "--nats", nats().url, "--products", products.service.address, "--orders", orders.service.address, "--products-metrics", orders.service.metricsAddress!, "--orders-metrics", at);
+      expect(status.status, status.stdout + status.stderr).toBe(1);
+      expect(status.stdout).toContain(`orders  gRPC ${orders.service.address}: SERVING\n  NATS: not connected from this process (concord_nats_connected 0); its log says why ("component":"event-bus")\n  outbox: depth 0, oldest 0.0s, parked 0\n`);
+      // A service connected says nothing of it.
+      expect(status.stdout.match(/NATS: not connected/g)).toHaveLength(1);
+    } finally {
+      await new Promise((resolve) => metrics.close(resolve));
+    }
+  });
+
   it("says each consumer is unknown when NATS is up and JetStream does not answer, asking JetStream everything at once", { timeout: 90_000 }, async () => {
     // A nats-server of its own, without JetStream: nothing serves the JetStream API's subjects.
     const port = await freePort();

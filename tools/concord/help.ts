@@ -29,8 +29,9 @@ Commands:
   traces show TEXT            print the traces of an order (or a trace id) as a tree
 
 Run \`npx concord <command> --help\` for a command's options.
-Exit status: 0 done, 1 failed (for status: an instance of a service unreachable or not SERVING, a part
-unreadable, or an outbox held up, its oldest event waiting 30 s or more), 2 bad usage.`;
+Exit status: 0 done, 1 failed (for status: an instance of a service unreachable, not SERVING or not
+connected to NATS, a part unreadable, or an outbox held up, its oldest event waiting 30 s or more), 2 bad
+usage.`;
 
 const natsOption = `  --nats URL          NATS server, several comma-separated for a cluster (default: $NATS_URL, else
                       nats://127.0.0.1:$NATS_PORT when set, else the server(s) the \`npm start\`

@@ -76,16 +76,21 @@ function jetStreamProblem(err: unknown): string {
   return reason(err);
 }
 
-/** The samples of a Prometheus text exposition without labels, by name. */
-async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAgeSeconds?: number; parked?: number }> {
+/** The outbox's samples of a service's metrics, and whether its process is connected to NATS. */
+async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAgeSeconds?: number; parked?: number; natsConnected?: number }> {
   const res = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(metricsTimeoutMs) });
   if (!res.ok) throw new Error(`HTTP ${res.status}`);
   const values = new Map<string, number>();
   for (const line of (await res.text()).split("\n")) {
-    const match = /^(concord_outbox_[a-z_]+) (\S+)$/.exec(line);
+    const match = /^(concord_outbox_[a-z_]+|concord_nats_connected) (\S+)$/.exec(line);
     if (match) values.set(match[1], Number(match[2]));
   }
-  return { depth: values.get("concord_outbox_depth"), oldestAgeSeconds: values.get("concord_outbox_oldest_age_seconds"), parked: values.get("concord_outbox_parked") };
+  return {
+    depth: values.get("concord_outbox_depth"),
+    oldestAgeSeconds: values.get("concord_outbox_oldest_age_seconds"),
+    parked: values.get("concord_outbox_parked"),
+    natsConnected: values.get("concord_nats_connected"),
+  };
 }
 
 /**
@@ -118,6 +123,8 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
   const credentials = Promise.resolve().then(() => toolClientSecurity({ subject: "concord", roles: [] }).credentials);
   credentials.catch(() => undefined);
   const ask = async (instance: StartedInstance, starting: boolean) => {
+    // Said only when the service's own connection is down, which this command's connection to NATS does not show.
+    let natsDown: string | undefined;
     const [health, outbox] = await Promise.all([
       credentials
         .then((c) => checkHealth(instance.grpc, "", healthTimeoutMs, c))
@@ -125,6 +132,10 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
         .catch((err: Error) => `unreachable (${(err as { code?: number }).code === status.DEADLINE_EXCEEDED ? `no answer within ${healthTimeoutMs / 1000} s` : whyUnreachable(err)})`),
       scrapeOutbox(instance.metrics).then(
         (o): OutboxAnswer => {
+          if (o.natsConnected === 0) {
+            healthy = false;
+            natsDown = `NATS: not connected from this process (concord_nats_connected 0); its log says why ("component":"event-bus")`;
+          }
           if (o.depth !== undefined) {
             const oldest = o.oldestAgeSeconds ?? 0;
             const reading = `depth ${o.depth}, oldest ${oldest.toFixed(1)}s, parked ${o.parked ?? 0}`;
@@ -150,7 +161,7 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     ]);
     if (health !== "SERVING") healthy = false;
     // Not up yet rather than failed; still not serving, so the status still fails.
-    if (!starting) return { health, outbox };
+    if (!starting) return { health, outbox, natsDown };
     const startingNote = "starting: `npm start` has not brought it up yet";
     return {
       health: health === "SERVING" ? health : `${startingNote} (${health})`,
@@ -181,8 +192,10 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     // Named as `npm start` names them: products#1, products#2, ...
     const nameOf = (i: number) => (several ? `${target.name}#${i + 1}` : target.name);
     const answered = await answers[t];
-    for (const [i, { health, outbox }] of answered.entries()) {
+    for (const [i, answer] of answered.entries()) {
+      const { health, outbox } = answer;
       print(`${nameOf(i)}  gRPC ${target.instances[i].grpc}: ${health}`);
+      if ("natsDown" in answer && answer.natsDown !== undefined) print(`  ${answer.natsDown}`);
       if (!several) print(`  outbox: ${"reading" in outbox ? outbox.reading : `unknown (${outbox.unknown})`}`);
       // The instances' one outbox is shown once, below; an instance it could not be read through is named here.
       else if ("unknown" in outbox) print(`  outbox not read through it: ${outbox.unknown}`);
