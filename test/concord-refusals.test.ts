@@ -71,7 +71,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
       expect(out.status, args.join(" ")).toBe(2);
       expect(out.stderr).toContain(args.length === 1 ? "concord: dlq takes a command" : 'concord: dlq has no command "lsit"');
       expect(out.stderr).toContain("Usage: npx concord dlq <command> [options]");
-      for (const command of ["dlq list", "dlq show SEQ", "dlq replay", "dlq purge --yes"]) expect(out.stderr).toContain(`  ${command}`);
+      for (const command of ["dlq list", "dlq show SEQ", "dlq replay", "dlq purge [SEQ ...] --yes"]) expect(out.stderr).toContain(`  ${command}`);
       expect(out.stderr).not.toContain("unknown command");
     }
     const help = await concord("events", "--help");

@@ -158,7 +158,7 @@ describe("npx concord", () => {
     expect(await stockOf(productId)).toBe(3);
   });
 
-  it("purges the dead letters only with --yes", { timeout: 60_000 }, async () => {
+  it("purges the dead letters only with --yes, all of them or those named by their sequences", { timeout: 60_000 }, async () => {
     broken = "still closed";
     const { orderId } = await placeConfirmedOrder(1, 1);
     await expect.poll(async () => (await listed("--subject", `shop.orders.v1.order.${orderId}.*`)).length, { timeout: 15_000 }).toBe(1);
@@ -175,6 +175,21 @@ describe("npx concord", () => {
       expect(refused.stderr).toMatch(/cannot be replayed; nothing replayed/);
       expect(await dlqMessages()).toBe(before);
     }
+    // The one written by hand alone, by its sequence: the others stay to be replayed.
+    const handWritten = (await listed()).find((l) => l.reason === "written by hand")!.seq;
+    const askedOne = await concord("dlq", "purge", String(handWritten), "--nats", nats().url);
+    expect(askedOne.status).toBe(2);
+    expect(askedOne.stderr).toBe(`concord dlq purge: this deletes dead letter(s) ${handWritten} and no other; run again with --yes to do it\n`);
+    expect(await dlqMessages()).toBe(before);
+    const one = await concord("dlq", "purge", String(handWritten), "--yes", "--nats", nats().url);
+    expect(one.status, one.stderr).toBe(0);
+    expect(one.stdout).toBe(`deleted 1 dead letter(s): ${handWritten}\n`);
+    expect(await dlqMessages()).toBe(before - 1);
+    expect((await listed()).map((l) => l.reason)).not.toContain("written by hand");
+    const again = await concord("dlq", "purge", String(handWritten), "--yes", "--nats", nats().url);
+    expect(again.status).toBe(1);
+    expect(again.stderr).toContain(`concord dlq purge: there is no dead letter ${handWritten} in CONCORD_DLQ: replayed or purged since, or never filed`);
+    expect(again.stdout).toBe("deleted 0 dead letter(s)\n");
     const asked = await concord("dlq", "purge", "--nats", nats().url);
     expect(asked.status).toBe(2);
     expect(asked.stderr).toMatch(/run again with --yes/);

@@ -12,7 +12,7 @@ import { allEvents } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, defaultInboxRetentionMs, subjectProblem } from "../platform/events/index.js";
 import { connectNats, defaultNatsUrl, endProcess, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
 import { optionsElsewhere, parseArgsProblem } from "./parse-args-problem.js";
-import { type DeadLetter, type DeadLetterFilter, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
+import { type DeadLetter, type DeadLetterFilter, deleteDeadLetters, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
 import { replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
 import { helps, usage } from "./concord/help.js";
 import { abandonedRange, durableConsumers, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
@@ -534,8 +534,18 @@ export async function concord(argv: string[]): Promise<number> {
       case "dlq purge": {
         const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);
-        if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
+        const seqs = positionals.map((p) => sequenceOf(p, command));
         return withOperator(values.nats as string | undefined, async (nc) => {
+          if (seqs.length > 0) {
+            if (values.yes !== true) {
+              console.error(`concord dlq purge: this deletes dead letter(s) ${seqs.join(", ")} and no other; run again with --yes to do it`);
+              return 2;
+            }
+            const { deleted, missing } = await deleteDeadLetters(nc, seqs);
+            for (const seq of missing) console.error(`concord dlq purge: there is no dead letter ${seq} in ${deadLetterStreamSpec.name}: replayed or purged since, or never filed (\`concord dlq list\` shows those there are)`);
+            console.log(`deleted ${deleted.length} dead letter(s)${deleted.length > 0 ? `: ${deleted.join(", ")}` : ""}`);
+            return missing.length > 0 ? 1 : 0;
+          }
           if (values.yes !== true) {
             const jsm = await nc.jetstreamManager();
             const { state } = await jsm.streams.info(deadLetterStreamSpec.name);

@@ -322,6 +322,31 @@ export async function replayDeadLetter(nc: NatsConnection, letter: DeadLetter, s
   });
 }
 
+/**
+ * Deletes the dead letters of these sequences, and nothing else (a poison
+ * event, say, among dead letters still to replay); resolves with those it
+ * deleted and those the stream did not hold (replayed or purged since, or
+ * never filed). Rejects when JetStream refuses a delete for another reason.
+ */
+export async function deleteDeadLetters(nc: NatsConnection, seqs: readonly number[]): Promise<{ readonly deleted: number[]; readonly missing: number[] }> {
+  const jsm = await nc.jetstreamManager();
+  const deleted: number[] = [];
+  const missing: number[] = [];
+  for (const seq of new Set(seqs)) {
+    try {
+      await jsm.streams.deleteMessage(deadLetterStreamSpec.name, seq, false);
+      deleted.push(seq);
+    } catch (err) {
+      // 10057 is any failed delete, its description saying whether the message was there; 10043 a sequence the
+      // stream never held or holds no more ("sequence 2 not found").
+      const api = (err as NatsError).api_error;
+      if (!(api?.err_code === 10043 || (api?.err_code === 10057 && api.description === "no message found"))) throw err;
+      missing.push(seq);
+    }
+  }
+  return { deleted, missing };
+}
+
 /** Deletes every dead letter; resolves with how many there were. */
 export async function purgeDeadLetters(nc: NatsConnection): Promise<number> {
   const jsm = await nc.jetstreamManager();

@@ -12,7 +12,7 @@ Commands:
                               subject, delivery count, trace id
   dlq replay SEQ|--all|FILTER publish dead letters again to their original subject,
                               then delete them from the dead letter stream
-  dlq purge --yes             delete every dead letter
+  dlq purge [SEQ ...] --yes   delete the dead letters named, or every one
   consumer redeliver DURABLE  publish again the events a consumer's server stopped
                               delivering (a max_deliver reached)
   database backup SERVICE FILE
@@ -128,9 +128,12 @@ ${filterOptions}
   --dry-run           say what would be replayed; publish and delete nothing
   --rate N/s          at most N replays per second (default: as fast as JetStream takes them)
 ${natsOption}`,
-  "dlq purge": `Usage: npx concord dlq purge --yes [--nats URL]
+  "dlq purge": `Usage: npx concord dlq purge [SEQ ...] --yes [--nats URL]
 
-Deletes every dead letter. Without --yes, says how many there are and changes nothing.
+Deletes every dead letter, or with SEQ ... those dead letters alone (sequences from \`dlq list\`: a
+poison event, say, among dead letters still to replay); one the stream does not hold is named, and
+the command exits 1 once it has deleted the others. Without --yes, says what it would delete and
+changes nothing (exit 2).
 ${natsOption}`,
   "consumer redeliver": `Usage: npx concord consumer redeliver DURABLE [--from SEQ --to SEQ] [--dry-run] [--past-inbox] [--nats URL]
 
