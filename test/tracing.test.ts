@@ -1,6 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { connect, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -119,6 +120,34 @@ describe("tracing of an order through both services", () => {
     expect(shown.stdout).toContain(`trace ${traceId}`);
     expect(shown.stdout).toMatch(/\n {6}process shop\.orders\.v1\.OrderPlaced {2}\[products CONSUMER\]/);
     expect(tree).toMatch(/\n {2}shop\.orders\.v1\.OrderService\/CreateOrder {2}\[orders SERVER\][^\n]*\n {4}create shop\.orders\.v1\.OrderPlaced {2}\[orders PRODUCER\]/);
+  });
+
+  it("marks the span of each failed attempt of a handler as an error with the handler's own error, not a lock conflict", { timeout: 60_000 }, async () => {
+    // The product service's reservations refused: its handler fails until the trigger goes.
+    const db = new Database(join(dir, "products.db"));
+    db.pragma("busy_timeout = 5000");
+    db.exec("CREATE TRIGGER refuse_reservations BEFORE INSERT ON reservations BEGIN SELECT RAISE(ABORT, 'reservations refused'); END");
+    const traceId = hex(16);
+    const traceparent = `00-${traceId}-${hex(8)}-01`;
+    const { product } = await catalog.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 2500 }, initialStock: 10 });
+    let orderId: string;
+    try {
+      const { order } = await client.createOrder({ customerId: "c-trace", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address }, { headers: { traceparent } });
+      orderId = order!.id;
+      // The first attempt and its retry a second later.
+      const attempts = () => spansOf(traceId).filter((s) => s.name === "process shop.orders.v1.OrderPlaced" && s.kind === "CONSUMER");
+      await eventually("two attempts are traced", async () => attempts().filter((s) => s.attributes["concord.settlement"] === "retry").length >= 2);
+      const failed = attempts().filter((s) => s.status.code === 2);
+      expect(failed.length).toBeGreaterThanOrEqual(2);
+      for (const span of failed) expect(span.status.message).toMatch(/reservations refused/);
+      expect(attempts().map((s) => s.status.message ?? "").join("\n")).not.toMatch(/concurrent transaction's locks/);
+      // The run given back for a retry is an error too, saying why.
+      for (const span of attempts().filter((s) => s.attributes["concord.settlement"] === "retry")) expect(span.status).toEqual({ code: 2, message: "reservations refused" });
+    } finally {
+      db.exec("DROP TRIGGER refuse_reservations");
+      db.close();
+    }
+    await expect.poll(async () => (await client.getOrder({ id: orderId })).order!.state, { timeout: 30_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
   });
 
   it("records nothing for an unsampled caller, and its events carry the unsampled flag", async () => {

@@ -46,7 +46,12 @@ export interface Delivery {
  */
 export type Settlement =
   | { readonly kind: "ack" }
-  | { readonly kind: "retry"; readonly delayMs: number }
+  | {
+      readonly kind: "retry";
+      readonly delayMs: number;
+      /** Why, when an attempt failed: its error's message, which the delivery's span reports. */
+      readonly reason?: string;
+    }
   | {
       readonly kind: "deadLetter";
       readonly reason: string;
@@ -104,8 +109,8 @@ export function headerValue(headers: Readonly<Record<string, string>>, name: str
  */
 export class BatchConflictError extends Error {
   override readonly name: string = "BatchConflictError";
-  constructor(cause: unknown) {
-    super("the event's writes met a concurrent transaction's locks", { cause });
+  constructor(cause: unknown, message = "the event's writes met a concurrent transaction's locks") {
+    super(message, { cause });
   }
 }
 
@@ -127,6 +132,7 @@ export class SavepointNeededError extends BatchConflictError {
     cause: unknown,
     readonly streamSequence: number | undefined,
   ) {
-    super(cause);
+    // Said as what failed: it read as a lock conflict, which it is not, on the spans of failed attempts.
+    super(cause, `the event failed in a transaction without savepoints, run again with one: ${cause instanceof Error ? cause.message : String(cause)}`);
   }
 }

@@ -112,7 +112,8 @@ export function traceDeliveries(spec: ConsumerSpec): DeliveryMiddleware | undefi
     try {
       const settlement = await next({ ...delivery, trace: traceHeadersOf(span) }, tx);
       span.setAttribute("concord.settlement", settlement.kind);
-      if (settlement.kind === "deadLetter") span.setStatus({ code: spanError, message: settlement.reason });
+      // A failed attempt given back for a retry failed all the same: its span says why, as a dead letter's does.
+      if (settlement.kind === "deadLetter" || (settlement.kind === "retry" && settlement.reason !== undefined)) span.setStatus({ code: spanError, message: settlement.reason });
       return settlement;
     } catch (err) {
       failed(span, err);

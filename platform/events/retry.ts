@@ -36,7 +36,7 @@ export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
         { err, streamSequence: delivery.streamSequence, attempt, deliveryCount: delivery.deliveryCount, maxDeliver, retryInMs: delayMs },
         "event handler failed; retrying",
       );
-      return { kind: "retry", delayMs };
+      return { kind: "retry", delayMs, reason: err instanceof Error ? err.message : String(err) };
     }
   };
 }
