@@ -12,6 +12,7 @@ import { freePort, useNatsConnection, useNatsServer } from "./support/nats-serve
 import { startProducts } from "../services/products/app.js";
 import { insecureGrpc } from "../platform/runtime/index.js";
 import { capturedLogger } from "./support/captured-logger.js";
+import { runConcord } from "./support/concord.js";
 import { address, grpcError, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 
 /** One scrape of a service's metrics endpoint over HTTP. */
@@ -183,6 +184,10 @@ describe("metrics", () => {
       const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
       expect(res.status).toBe(503);
       expect(await res.text()).toMatch(/^the service is starting/);
+      // concord status says so on the instance's outbox line, where it said "HTTP 503" alone.
+      const status = await runConcord({ GRPC_INSECURE: "1" }, ["status", "--nats", nats().url, "--products", `127.0.0.1:${await freePort()}`, "--products-metrics", `127.0.0.1:${metricsPort}`], 30_000);
+      expect(status.status).toBe(1);
+      expect(status.stdout).toContain(`metrics at 127.0.0.1:${metricsPort}: HTTP 503: the service is starting (opening and migrating its database); its metrics are served once it has started`);
     } finally {
       stop.abort();
       await expect(starting).rejects.toThrow();

@@ -79,7 +79,11 @@ function jetStreamProblem(err: unknown): string {
 /** The outbox's samples of a service's metrics, and whether its process is connected to NATS. */
 async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAgeSeconds?: number; parked?: number; natsConnected?: number }> {
   const res = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(metricsTimeoutMs) });
-  if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  if (!res.ok) {
+    // A service that is starting (opening and migrating its database) answers 503 saying so: its first line tells why.
+    const said = res.status === 503 ? (await res.text()).split("\n")[0].slice(0, 200).trim() : "";
+    throw new Error(said ? `HTTP 503: ${said}` : `HTTP ${res.status}`);
+  }
   const values = new Map<string, number>();
   for (const line of (await res.text()).split("\n")) {
     const match = /^(concord_outbox_[a-z_]+|concord_nats_connected) (\S+)$/.exec(line);
