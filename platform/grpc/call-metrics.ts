@@ -109,6 +109,7 @@ export function grpcRefusalMetrics(registry: Registry): RefusalObserver {
   });
   // Shown at 0 from the start, so that an alert on its rate has a series to read.
   dropped({ reason: "no_preface" });
+  dropped({ reason: "no_tls_handshake" });
   return {
     callRefused(method, code, reason: CallRefusal) {
       refused({ ...methodLabels(method), grpc_code: codeName(code), reason }).inc();

@@ -3,10 +3,12 @@
  * beside it (grpc-internals.test.ts), so that an upgrade of grpc-js is this
  * file's work. Today: the node:http2 servers a grpc-js Server listens with,
  * which it keeps in a private map, the listener it answers their streams
- * with, and the HTTP/2 stream of a unary call.
+ * with, the HTTP/2 stream of a unary call, and the options grpc-js makes a
+ * TLS server with.
  */
-import type { Http2SecureServer, Http2Server, IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
-import type { Server, ServerUnaryCall } from "@grpc/grpc-js";
+import type { Http2SecureServer, Http2Server, IncomingHttpHeaders, SecureServerOptions, ServerHttp2Stream } from "node:http2";
+import type { SecureContextOptions } from "node:tls";
+import { ServerCredentials, type Server, type ServerInterceptor, type ServerUnaryCall } from "@grpc/grpc-js";
 
 /** The node:http2 servers of a grpc-js Server, one per bound address; call after bindAsync. */
 export function http2ServersOf(server: Server): Array<Http2Server | Http2SecureServer> {
@@ -41,4 +43,50 @@ export function takeStreamListener(listener: Http2Server | Http2SecureServer): S
 export function http2StreamOf(call: ServerUnaryCall<unknown, unknown>): ServerHttp2Stream | undefined {
   const stream = (call as unknown as { call?: { stream?: { session?: unknown; writableLength?: unknown } } }).call?.stream;
   return stream !== undefined && typeof stream.writableLength === "number" && typeof stream.session === "object" ? (stream as ServerHttp2Stream) : undefined;
+}
+
+/**
+ * Credentials as `credentials`, whose connections must end their TLS
+ * handshake within `timeoutMs` of being accepted: Node's tls.Server takes
+ * that (`handshakeTimeout`, 120 s unless set) only when it is made, and
+ * grpc-js makes its node:http2 server from the `_getConstructorOptions` of
+ * the credentials it is given, with no other way in. Every other method is
+ * the given credentials'; insecure ones are returned as they are.
+ */
+export function withHandshakeTimeout(credentials: ServerCredentials, timeoutMs: number): ServerCredentials {
+  if (!credentials._isSecure()) return credentials;
+  return new HandshakeTimeoutCredentials(credentials, timeoutMs);
+}
+
+type SecureContextWatcher = Parameters<ServerCredentials["_addWatcher"]>[0];
+
+class HandshakeTimeoutCredentials extends ServerCredentials {
+  constructor(
+    readonly inner: ServerCredentials,
+    readonly timeoutMs: number,
+  ) {
+    super(inner._getConstructorOptions(), inner._getSecureContextOptions() ?? undefined);
+  }
+  override _isSecure(): boolean {
+    return this.inner._isSecure();
+  }
+  override _getConstructorOptions(): SecureServerOptions | null {
+    const options = this.inner._getConstructorOptions();
+    return options && { ...options, handshakeTimeout: this.timeoutMs };
+  }
+  override _getSecureContextOptions(): SecureContextOptions | null {
+    return this.inner._getSecureContextOptions();
+  }
+  override _addWatcher(watcher: SecureContextWatcher): void {
+    this.inner._addWatcher(watcher);
+  }
+  override _removeWatcher(watcher: SecureContextWatcher): void {
+    this.inner._removeWatcher(watcher);
+  }
+  override _getInterceptors(): ServerInterceptor[] {
+    return this.inner._getInterceptors();
+  }
+  _equals(other: ServerCredentials): boolean {
+    return other instanceof HandshakeTimeoutCredentials && other.timeoutMs === this.timeoutMs && this.inner._equals(other.inner);
+  }
 }

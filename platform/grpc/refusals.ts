@@ -20,8 +20,12 @@ import { Code, codeName } from "../errors/index.js";
  */
 export type CallRefusal = "compressed" | "request_timeout" | "too_large" | "deadline" | "unknown_method" | "malformed";
 
-/** Why a connection was dropped before it carried a call: `no_preface` (no HTTP/2 preface within prefaceTimeoutMs). */
-export type ConnectionRefusal = "no_preface";
+/**
+ * Why a connection was dropped before it carried a call: `no_preface` (no
+ * HTTP/2 preface within prefaceTimeoutMs), `no_tls_handshake` (its TLS
+ * handshake not ended within prefaceTimeoutMs of its acceptance).
+ */
+export type ConnectionRefusal = "no_preface" | "no_tls_handshake";
 
 /** Hears what a server refuses before any handler runs (metrics: grpcRefusalMetrics). */
 export interface RefusalObserver {
@@ -42,6 +46,7 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   unknown_method: "refused calls of methods this server does not serve",
   malformed: "refused calls grpc-js could not take (an invalid grpc-timeout)",
   no_preface: "dropped connections that sent no HTTP/2 preface within prefaceTimeoutMs",
+  no_tls_handshake: "dropped connections whose TLS handshake had not ended within prefaceTimeoutMs",
   timeout_clamped: "took grpc-timeout values beyond about 24.8 days (2^31 - 1 ms, the most grpc-js holds) as that; the calls were served",
 };
 

@@ -340,6 +340,38 @@ describe("createGrpcServer", () => {
     }
   }, 30_000);
 
+  it("drops a TLS connection whose handshake has not ended within prefaceTimeoutMs, and counts and logs it", async () => {
+    const made = ensureDevCredentials(tempDirForSuite("concord-handshake-"), ["products"]);
+    const { counted, port, session, registry, lines } = await observedServer({ prefaceTimeoutMs: 300, credentials: serverTlsCredentials({ ...made.certs.products, caFile: made.caFile }) });
+    session.on("error", () => {});
+    try {
+      const started = Date.now();
+      // Connected, then nothing at all, or a TLS record header promising a ClientHello that never comes.
+      const stalled = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          new Promise<Socket>((resolve) => {
+            const socket = connectTcp(port, "127.0.0.1", () => {
+              if (i % 2 === 1) socket.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00]));
+              resolve(socket);
+            });
+            socket.on("error", () => {}).resume();
+          }),
+        ),
+      );
+      // Node's own bound on a handshake is 120 s: these stayed open for that long, 20,000 of them a service's every file descriptor.
+      await Promise.all(stalled.map((socket) => Promise.race([once(socket, "close"), new Promise((resolve) => setTimeout(resolve, 5_000))])));
+      expect(stalled.filter((socket) => !socket.destroyed)).toHaveLength(0);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      // A client that finished its handshake and sent its preface calls as before.
+      expect((await answerOf(session, {}, framed(request)))["grpc-status"]).toBe(String(status.OK));
+      expect(counted.ran).toBe(1);
+      expect(await sampleOf(registry, "concord_grpc_connections_dropped_total", { reason: "no_tls_handshake" })).toBe(20);
+      expect(lines.find((l) => l.reason === "no_tls_handshake")).toMatchObject({ level: "warn", count: 1, peers: ["127.0.0.1"] });
+    } finally {
+      session.close();
+    }
+  }, 20_000);
+
   it("refuses a compressed request with UNIMPLEMENTED before reading it, however much it would inflate to, and serves uncompressed ones", async () => {
     const { counted, session } = await countingServer();
     const framed = (body: Uint8Array, compressed: boolean) => {
