@@ -125,6 +125,20 @@ describe("OrderService", () => {
     expect((await orders.client.listOrders({ customerId, pageSize: 500, pageToken: "" })).orders).toHaveLength(1);
   });
 
+  it("takes product and order ids in upper case as the ids they are, and one product named in both cases as one product twice", async () => {
+    const { order } = await orders.client.createOrder({ customerId: "c-9", lines: [{ productId: teapot.toUpperCase(), quantity: 1 }], shippingAddress: address });
+    expect(order!.lines.map((l) => l.productId)).toEqual([teapot]);
+    expect((await orders.client.getOrder({ id: order!.id.toUpperCase() })).order!.id).toBe(order!.id);
+    const twice = await grpcError(orders.client.createOrder({ customerId: "c-9", lines: [{ productId: teapot.toUpperCase(), quantity: 1 }, { productId: teapot, quantity: 1 }], shippingAddress: address }));
+    expect(twice.violations.map((v) => v.field)).toEqual(["lines"]);
+    // UpdateOrder's rules are checked by protovalidate: on the ids as lowered too.
+    const settled = await orders.client.getOrder({ id: order!.id });
+    const updated = await grpcError(
+      orders.client.updateOrder({ id: order!.id.toUpperCase(), expectedVersion: settled.order!.version, updateMask: ["lines"], shippingAddress: undefined, lines: [{ productId: cup.toUpperCase(), quantity: 1 }, { productId: cup, quantity: 2 }] }),
+    );
+    expect(updated.violations.map((v) => v.field)).toEqual(["lines"]);
+  });
+
   it("refuses a NUL character in a nested or repeated string with INVALID_ARGUMENT naming the field, and places nothing", async () => {
     const nul = "must not contain the NUL character (U+0000)";
     const customerId = `c-nul-${uuidv7()}`;

@@ -42,6 +42,21 @@ describe("ProductService", () => {
     expect(none.violations.map((v) => v.field)).toEqual(["ids"]);
   });
 
+  it("takes ids in upper case as the same ids, as UUIDs compare (RFC 9562), where it answered NOT_FOUND for a product that exists", async () => {
+    const p = await create("Tray", 4);
+    const upper = p.id.toUpperCase();
+    expect((await products.client.getProduct({ id: upper })).product).toEqual(p);
+    const { product: adjusted } = await products.client.adjustStock({ id: upper, delta: 2, reason: "count", requestId: undefined });
+    expect(adjusted).toMatchObject({ id: p.id, stock: 6 });
+    expect((await products.client.batchGetProducts({ ids: [upper] })).products.map((q) => q.id)).toEqual([p.id]);
+    // One product named twice, in two cases, is named twice: the list's unique rule refuses it.
+    const twice = await grpcError(products.client.batchGetProducts({ ids: [upper, p.id] }));
+    expect(twice.violations.map((v) => v.field)).toEqual(["ids"]);
+    // A request checked by protovalidate on its bytes (a message-level rule) is checked as it is then served.
+    const { product: renamed } = await products.client.updateProduct({ id: upper, expectedVersion: 1, updateMask: ["name"], name: "Platter", description: "", price: undefined });
+    expect(renamed).toMatchObject({ id: p.id, name: "Platter", version: 2 });
+  });
+
   it("answers NOT_FOUND for an unknown id and INVALID_ARGUMENT for a malformed one", async () => {
     const missing = await grpcError(products.client.getProduct({ id: "01890a5d-ac96-774b-bcce-b302099a8057" }));
     expect(missing.code).toBe(status.NOT_FOUND);

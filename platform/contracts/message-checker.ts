@@ -8,6 +8,7 @@ import { RepeatedRulesSchema, field as fieldRulesExt } from "@bufbuild/protovali
 import { type CompiledCheck, createRuleCompiler, propertyName } from "./compiled-rules.js";
 import { createNulChecks, type NulCheck } from "./nul-text.js";
 import { refuseInvalidUtf8 } from "./strict-utf8.js";
+import { createUuidLowerings, type UuidLowering } from "./uuid-case.js";
 
 import type { FieldViolation } from "../errors/index.js";
 
@@ -38,6 +39,12 @@ export interface MessageChecker {
    * say): call `check` with its bytes then.
    */
   checkDecoded(typeName: string, message: unknown): FieldViolation[] | undefined;
+  /**
+   * Puts in lower case, in place, the strings of a decoded (ts-proto)
+   * message of `typeName` that its contract says are UUIDs, nested ones
+   * included (see uuid-case.ts); true when it changed one.
+   */
+  lowerCaseUuids(typeName: string, message: unknown): boolean;
   /** The registry built from the descriptor set (services, messages, options). */
   readonly registry: Registry;
 }
@@ -181,8 +188,16 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
     }
   };
 
+  const uuidLowering = createUuidLowerings();
+  const lowerings = new Map<string, UuidLowering>();
+
   return {
     registry,
+    lowerCaseUuids(typeName, message) {
+      let lowering = lowerings.get(typeName);
+      if (!lowering) lowerings.set(typeName, (lowering = uuidLowering(schemaOf(typeName))));
+      return lowering(message);
+    },
     checkDecoded(typeName, message) {
       let check = compiledChecks.get(typeName);
       if (check === undefined) {

@@ -345,8 +345,11 @@ function unaryHandler(
         return finish(StatusError.invalidArgument(violations.length > 0 ? violations : [{ field: "", description: `cannot be decoded: ${(err as Error).message}` }]));
       }
       try {
-        // The contract's rules, compiled, on the decoded request; the full check on its bytes for rules that are not compiled.
-        const violations = checker.checkDecoded(inputType, request) ?? checker.check(inputType, bytes);
+        // Ids in the case the services issue and store them, before any rule (a list's unique rule) looks at them.
+        const lowered = checker.lowerCaseUuids(inputType, request);
+        // The contract's rules, compiled, on the decoded request; the full check on its bytes for rules that are not
+        // compiled, or on the request as it now is when its ids were lowered.
+        const violations = checker.checkDecoded(inputType, request) ?? checker.check(inputType, lowered ? method.requestSerialize(request) : bytes);
         if (violations.length > 0) return finish(StatusError.invalidArgument(violations));
       } catch (err) {
         return finish(err);
