@@ -2,7 +2,10 @@ import type { AddressInfo } from "node:net";
 import { connect as connectHttp2, createServer as createHttp2Server, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { Server, ServerCredentials, type ServerUnaryCall } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { http2ServersOf, http2StreamOf, takeStreamListener } from "./grpc-internals.js";
+import { http2ServersOf, http2StreamOf, takeStreamListener, withHandshakeTimeout } from "./grpc-internals.js";
+import { serverTlsCredentials } from "./tls.js";
+import { ensureDevCredentials } from "../../tools/dev-credentials.js";
+import { tempDirForSuite } from "../../test/support/temp-dir.js";
 
 // Canaries: what grpc-internals.ts reads of @grpc/grpc-js. A grpc-js upgrade that moves it fails here first.
 describe("grpc-js internals", () => {
@@ -103,5 +106,21 @@ describe("grpc-js internals", () => {
     expect(() => takeStreamListener(bare)).toThrow(/grpc-internals\.ts/);
     bare.on("stream", () => {}).on("stream", () => {});
     expect(() => takeStreamListener(bare)).toThrow(/found 2/);
+  });
+
+  it("makes its node:http2 TLS server with the handshake timeout of credentials wrapped by withHandshakeTimeout", async () => {
+    const made = ensureDevCredentials(tempDirForSuite("concord-internals-handshake-"), ["products"]);
+    const server = new Server();
+    try {
+      const credentials = withHandshakeTimeout(serverTlsCredentials({ ...made.certs.products, caFile: made.caFile }), 250);
+      await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", credentials, (err, p) => (err ? reject(err) : resolve(p))));
+      const [listener] = http2ServersOf(server);
+      // Node keeps it under a symbol of its own; what grpc-js passed is what every TLS connection is given.
+      const timeouts = Object.getOwnPropertySymbols(listener).filter((s) => s.description === "handshake-timeout").map((s) => (listener as never)[s]);
+      expect(timeouts).toEqual([250]);
+      expect(withHandshakeTimeout(ServerCredentials.createInsecure(), 250)._isSecure()).toBe(false);
+    } finally {
+      server.forceShutdown();
+    }
   });
 });
