@@ -340,6 +340,33 @@ describe("createGrpcServer", () => {
     }
   }, 30_000);
 
+  it("holds at most maxUnfinishedRequests calls whose requests have not arrived in full, refusing new calls meanwhile with RESOURCE_EXHAUSTED, and serves again once they are gone", async () => {
+    const { counted, port, session, registry, lines } = await observedServer({ maxUnfinishedRequests: 50 });
+    // Four connections of 100 calls each that send a length prefix and never the rest: without a bound, 40
+    // connections of 700 such calls (no token needed) took the product service's heap to its 128 MiB limit in
+    // seconds, well within the 30 s requestTimeoutMs, and the process died.
+    const stalling = Array.from({ length: 4 }, () => connectHttp2(`http://127.0.0.1:${port}`));
+    try {
+      const answers = stalling.flatMap((s) => Array.from({ length: 100 }, () => answerOf(s, {}, lengthPrefix(1000), false)));
+      await expect.poll(() => sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "RESOURCE_EXHAUSTED", reason: "unfinished_overflow" })).toBe(350);
+      // A call sent whole is turned away too while the first 50 wait, and runs nothing.
+      const turnedAway = await answerOf(session, {}, framed(request));
+      expect(turnedAway["grpc-status"]).toBe(String(status.RESOURCE_EXHAUSTED));
+      expect(decodeURI(String(turnedAway["grpc-message"]))).toMatch(/^the server holds 50 calls whose requests have not arrived in full; nothing was done/);
+      expect(counted.ran).toBe(0);
+      for (const s of stalling) s.destroy();
+      const ended = await Promise.all(answers);
+      expect(ended.filter((a) => a["grpc-status"] === String(status.RESOURCE_EXHAUSTED))).toHaveLength(350);
+      // Their connections gone, the server takes calls again.
+      expect((await answerOf(session, {}, framed(request)))["grpc-status"]).toBe(String(status.OK));
+      expect(counted.ran).toBe(1);
+      expect(lines.find((l) => l.reason === "unfinished_overflow")).toMatchObject({ level: "warn", code: "RESOURCE_EXHAUSTED", methods: [ProductServiceService.getProduct.path] });
+    } finally {
+      for (const s of stalling) s.close();
+      session.close();
+    }
+  }, 20_000);
+
   it("drops a TLS connection whose handshake has not ended within prefaceTimeoutMs, and counts and logs it", async () => {
     const made = ensureDevCredentials(tempDirForSuite("concord-handshake-"), ["products"]);
     const { counted, port, session, registry, lines } = await observedServer({ prefaceTimeoutMs: 300, credentials: serverTlsCredentials({ ...made.certs.products, caFile: made.caFile }) });

@@ -15,7 +15,7 @@ import { http2ServersOf, http2StreamOf, takeStreamListener, withHandshakeTimeout
 import { addServerReflection, reflectionMethodPaths } from "./server-reflection.js";
 import { type CallRefusal, type RefusalObserver, refusalReport } from "./refusals.js";
 import { type UnreadResponseOptions, watchUnreadResponses } from "./unread-responses.js";
-import { watchUnfinishedRequests } from "./unfinished-requests.js";
+import { type UnfinishedRequests, watchUnfinishedRequests } from "./unfinished-requests.js";
 import { stopUnreadRequests } from "./unread-requests.js";
 import { respondWithStatus } from "./grpc-status.js";
 import { Code, StatusError } from "../errors/index.js";
@@ -43,6 +43,12 @@ export interface GrpcServerOptions {
    * open. Default 30 s.
    */
   readonly requestTimeoutMs?: number;
+  /**
+   * How many calls whose requests have not arrived in full the server holds
+   * at once, on all its connections; a new call past that is answered
+   * RESOURCE_EXHAUSTED before grpc-js sees it. Default 4,096.
+   */
+  readonly maxUnfinishedRequests?: number;
   /**
    * How long a new connection may take to send HTTP/2's preface (its
    * SETTINGS) once accepted (after its TLS handshake), and, over TLS, to end
@@ -133,9 +139,10 @@ export interface GrpcServer {
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const factory = "createGrpcServer";
-  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "prefaceTimeoutMs", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "refusalObserver", "unreadResponses"]);
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "maxUnfinishedRequests", "prefaceTimeoutMs", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "refusalObserver", "unreadResponses"]);
   const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
   const requestTimeoutMs = positiveInteger(factory, "requestTimeoutMs", options.requestTimeoutMs, 30_000);
+  const maxUnfinishedRequests = positiveInteger(factory, "maxUnfinishedRequests", options.maxUnfinishedRequests, 4_096);
   const prefaceTimeoutMs = positiveInteger(factory, "prefaceTimeoutMs", options.prefaceTimeoutMs, 10_000);
   const shutdownTimeoutMs = nonNegativeInteger(factory, "shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000);
   const drainDelayMs = nonNegativeInteger(factory, "drainDelayMs", options.drainDelayMs, 0);
@@ -147,7 +154,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const served = new Set<string>([...healthMethodPaths, ...reflectionMethodPaths]);
   const refusals = refusalReport(logger, options.refusalObserver, refusalLogIntervalMs, (path) => served.has(path));
   const refused: Refused = (stream, path, code, reason) => refusals.callRefused(path, code, reason, stream.session?.socket?.remoteAddress);
-  const unfinished = watchUnfinishedRequests(requestTimeoutMs, (stream, path) => refused(stream, path, Code.CANCELLED, "request_timeout"));
+  const unfinished = watchUnfinishedRequests(requestTimeoutMs, maxUnfinishedRequests, (stream, path) => refused(stream, path, Code.CANCELLED, "request_timeout"));
   const unreadRequests = stopUnreadRequests((stream, path) => noteGrpcJsRefusal(stream, path, refused));
 
   // No channelz service is exposed, so its per-call counters and timestamps are switched off. A client may open
@@ -232,7 +239,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         listener.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
           const path = headers[http2Constants.HTTP2_HEADER_PATH] as string | undefined;
           if (clampTimeout(headers)) refusals.timeoutClamped(path, stream.session?.socket?.remoteAddress);
-          if (refuseCompressedRequest(stream, headers, path, served, refused)) {
+          if (refuseCompressedRequest(stream, headers, path, served, refused) || refuseOverflowingRequest(stream, path, unfinished, maxUnfinishedRequests, refused)) {
             unreadRequests.resetWhenWritten(stream);
             return;
           }
@@ -388,6 +395,26 @@ function refuseCompressedRequest(stream: ServerHttp2Stream, headers: IncomingHtt
   const message = `requests compressed with ${JSON.stringify(String(encoding)).slice(0, 80)} are not accepted here; send them uncompressed (grpc-encoding identity)`;
   respondWithStatus(stream, status.UNIMPLEMENTED, message, { "grpc-accept-encoding": "identity" });
   refused(stream, path, Code.UNIMPLEMENTED, "compressed");
+  return true;
+}
+
+/**
+ * A call whose request has not arrived in full while the server already
+ * holds `max` such calls (see unfinished-requests.ts) is answered
+ * RESOURCE_EXHAUSTED before grpc-js sees it, none of its request read, and
+ * its stream reset once the answer is out. Each such call held a few KiB
+ * of grpc-js's before any token was asked for, and a connection may open
+ * 700: 40 connections of 700 calls that sent a length prefix and nothing
+ * more took the product service's heap to its 128 MiB limit within the
+ * 30 s they may wait, and the process died. Calls are turned away while
+ * the server is full, until those waiting arrive or time out; reflection's
+ * streams are not counted. True when the call is answered (`refused` hears it).
+ */
+function refuseOverflowingRequest(stream: ServerHttp2Stream, path: string | undefined, unfinished: UnfinishedRequests, max: number, refused: Refused): boolean {
+  if (stream.readableEnded || path?.startsWith("/grpc.reflection.") || !unfinished.full()) return false;
+  stream.on("error", ignoreError);
+  respondWithStatus(stream, status.RESOURCE_EXHAUSTED, `the server holds ${max} calls whose requests have not arrived in full; nothing was done, try again shortly`);
+  refused(stream, path, Code.RESOURCE_EXHAUSTED, "unfinished_overflow");
   return true;
 }
 

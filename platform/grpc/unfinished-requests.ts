@@ -9,6 +9,8 @@ const reflectionPrefix = "/grpc.reflection.";
 export interface UnfinishedRequests {
   /** Starts timing a new call's stream (of any method but reflection's). */
   watch(stream: ServerHttp2Stream, path: string | undefined): void;
+  /** Whether `maxUnfinished` calls are waiting for their requests already (those found over meanwhile are let go first). */
+  full(): boolean;
   /** Stops the sweep (at shutdown). */
   stop(): void;
 }
@@ -24,9 +26,10 @@ export interface UnfinishedRequests {
  * (one connection may hold that many streams, and connections are not
  * counted). A sweep every second, not a timer per call, so that a call
  * whose request arrives in time costs a map entry, dropped as it arrives.
- * `onCancel` hears each call answered so (metrics, the log).
+ * `onCancel` hears each call answered so (metrics, the log). `full` tells
+ * when `maxUnfinished` calls wait so, for the server to refuse new ones.
  */
-export function watchUnfinishedRequests(timeoutMs: number, onCancel: (stream: ServerHttp2Stream, path: string | undefined) => void): UnfinishedRequests {
+export function watchUnfinishedRequests(timeoutMs: number, maxUnfinished: number, onCancel: (stream: ServerHttp2Stream, path: string | undefined) => void): UnfinishedRequests {
   const started = new Map<ServerHttp2Stream, { readonly at: number; readonly path: string | undefined }>();
   const sweep = (): void => {
     const now = Date.now();
@@ -52,6 +55,15 @@ export function watchUnfinishedRequests(timeoutMs: number, onCancel: (stream: Se
       started.set(stream, { at: Date.now(), path });
       // Let go once the request has arrived, so that no finished call's stream is held until the next sweep.
       stream.on("end", arrived);
+    },
+    full() {
+      if (started.size < maxUnfinished) return false;
+      // The oldest first: streams reset or ended since the last sweep are let go until one still waits.
+      for (const [stream] of started) {
+        if (!(stream.readableEnded || stream.closed || stream.destroyed)) break;
+        started.delete(stream);
+      }
+      return started.size >= maxUnfinished;
     },
     stop() {
       clearInterval(timer);
