@@ -110,6 +110,7 @@ export function grpcRefusalMetrics(registry: Registry): RefusalObserver {
   // Shown at 0 from the start, so that an alert on its rate has a series to read.
   dropped({ reason: "no_preface" });
   dropped({ reason: "no_tls_handshake" });
+  dropped({ reason: "too_many_connections" });
   return {
     callRefused(method, code, reason: CallRefusal) {
       refused({ ...methodLabels(method), grpc_code: codeName(code), reason }).inc();

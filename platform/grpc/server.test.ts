@@ -367,6 +367,36 @@ describe("createGrpcServer", () => {
     }
   }, 20_000);
 
+  it("holds at most maxConnections connections, closing more as they come, counted and logged, and serves those it holds", async () => {
+    const { counted, port, session, registry, lines } = await observedServer({ maxConnections: 20 });
+    // Idle clients, each connected with its preface sent and no call: without a bound, 14,000 of them (no token
+    // needed) took the product service's heap to its 128 MiB limit and the process died.
+    expect((await answerOf(session, {}, framed(request)))["grpc-status"]).toBe(String(status.OK));
+    const idle = Array.from({ length: 30 }, () => connectHttp2(`http://127.0.0.1:${port}`).on("error", () => {}));
+    try {
+      await expect.poll(() => sampleOf(registry, "concord_grpc_connections_dropped_total", { reason: "too_many_connections" })).toBe(11);
+      await expect.poll(() => idle.filter((s) => s.destroyed || s.closed).length).toBe(11);
+      expect((await answerOf(session, {}, framed(request)))["grpc-status"]).toBe(String(status.OK));
+      expect(counted.ran).toBe(2);
+      expect(lines.find((l) => l.reason === "too_many_connections")).toMatchObject({ level: "warn", peers: ["127.0.0.1"] });
+      // One gone (once the server has seen it close), the next one is taken.
+      idle.find((s) => !s.destroyed && !s.closed)!.destroy();
+      await expect
+        .poll(async () => {
+          const next = connectHttp2(`http://127.0.0.1:${port}`).on("error", () => {});
+          try {
+            return (await answerOf(next, {}, framed(request)))["grpc-status"];
+          } finally {
+            next.destroy();
+          }
+        })
+        .toBe(String(status.OK));
+    } finally {
+      for (const s of idle) s.destroy();
+      session.close();
+    }
+  }, 20_000);
+
   it("drops a TLS connection whose handshake has not ended within prefaceTimeoutMs, and counts and logs it", async () => {
     const made = ensureDevCredentials(tempDirForSuite("concord-handshake-"), ["products"]);
     const { counted, port, session, registry, lines } = await observedServer({ prefaceTimeoutMs: 300, credentials: serverTlsCredentials({ ...made.certs.products, caFile: made.caFile }) });
