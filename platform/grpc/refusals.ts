@@ -14,13 +14,15 @@ import { Code, codeName } from "../errors/index.js";
  * `compressed` (sent with a grpc-encoding other than identity: UNIMPLEMENTED),
  * `request_timeout` (its request not in full within requestTimeoutMs: CANCELLED),
  * `unfinished_overflow` (sent while maxUnfinishedRequests calls were waiting
- * for their requests: RESOURCE_EXHAUSTED),
+ * for their requests: RESOURCE_EXHAUSTED), `unfinished_bytes` (its request
+ * took what such calls had received past maxUnfinishedRequestBytes:
+ * RESOURCE_EXHAUSTED),
  * and grpc-js's own: `too_large` (a length prefix over the receive cap:
  * RESOURCE_EXHAUSTED), `deadline` (its deadline passed before its request
  * arrived: DEADLINE_EXCEEDED), `unknown_method` (no such method here:
  * UNIMPLEMENTED), `malformed` (any other, today an invalid grpc-timeout: INTERNAL).
  */
-export type CallRefusal = "compressed" | "request_timeout" | "unfinished_overflow" | "too_large" | "deadline" | "unknown_method" | "malformed";
+export type CallRefusal = "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "malformed";
 
 /**
  * Why a connection was dropped before it carried a call: `no_preface` (no
@@ -45,6 +47,7 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   compressed: "refused calls sent compressed (grpc-encoding other than identity) before reading them",
   request_timeout: "cancelled calls whose requests had not arrived in full (half-closed) within requestTimeoutMs",
   unfinished_overflow: "refused new calls while maxUnfinishedRequests calls were waiting for their requests to arrive in full",
+  unfinished_bytes: "refused calls whose requests took what calls waiting for their requests had received past maxUnfinishedRequestBytes",
   too_large: "refused requests whose length prefix is over the receive cap (maxReceiveMessageBytes), before reading them",
   deadline: "calls whose deadline passed before their requests had arrived; grpc-js answered them",
   unknown_method: "refused calls of methods this server does not serve",

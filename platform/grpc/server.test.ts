@@ -367,6 +367,29 @@ describe("createGrpcServer", () => {
     }
   }, 20_000);
 
+  it("holds at most maxUnfinishedRequestBytes of requests that have not arrived in full, refusing the calls that would take it past that", async () => {
+    const { counted, port, session, registry, lines } = await observedServer({ maxUnfinishedRequestBytes: 100_000 });
+    // Ten calls that promise 200,000 bytes, send 30,000 and stop: 1,000 calls of 200 KB each had held 226 MB of a
+    // service for the 30 s they may wait, and 4,096 of them (maxUnfinishedRequests) would have held a GiB.
+    const stalling = connectHttp2(`http://127.0.0.1:${port}`).on("error", () => {});
+    try {
+      const answers = Array.from({ length: 10 }, () => answerOf(stalling, {}, Buffer.concat([lengthPrefix(200_000), Buffer.alloc(30_000)]), false));
+      await expect.poll(() => sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "RESOURCE_EXHAUSTED", reason: "unfinished_bytes" })).toBeGreaterThanOrEqual(7);
+      stalling.destroy();
+      const refused = (await Promise.all(answers)).filter((a) => a["grpc-status"] === String(status.RESOURCE_EXHAUSTED));
+      // Three calls of 30,000 bytes fit in 100,000, and the rest did not: what was left waiting stayed within the bound.
+      expect(refused).toHaveLength(7);
+      expect(decodeURI(String(refused[0]["grpc-message"]))).toMatch(/^the server holds 100000 bytes of requests that have not arrived in full; nothing was done/);
+      expect(counted.ran).toBe(0);
+      expect((await answerOf(session, {}, framed(request)))["grpc-status"]).toBe(String(status.OK));
+      expect(counted.ran).toBe(1);
+      expect(lines.find((l) => l.reason === "unfinished_bytes")).toMatchObject({ level: "warn", code: "RESOURCE_EXHAUSTED" });
+    } finally {
+      stalling.destroy();
+      session.close();
+    }
+  }, 20_000);
+
   it("holds at most maxConnections connections, closing more as they come, counted and logged, and serves those it holds", async () => {
     const { counted, port, session, registry, lines } = await observedServer({ maxConnections: 20 });
     // Idle clients, each connected with its preface sent and no call: without a bound, 14,000 of them (no token

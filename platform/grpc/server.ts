@@ -50,6 +50,12 @@ export interface GrpcServerOptions {
    */
   readonly maxUnfinishedRequests?: number;
   /**
+   * How many bytes those calls may have received, all together; a call
+   * whose request takes the sum past that is answered RESOURCE_EXHAUSTED
+   * before any handler runs. Default 64 MiB.
+   */
+  readonly maxUnfinishedRequestBytes?: number;
+  /**
    * How long a new connection may take to send HTTP/2's preface (its
    * SETTINGS) once accepted (after its TLS handshake), and, over TLS, to end
    * its handshake once accepted; one that has not is dropped. Default 10 s.
@@ -144,10 +150,11 @@ export interface GrpcServer {
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const factory = "createGrpcServer";
-  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "maxUnfinishedRequests", "prefaceTimeoutMs", "maxConnections", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "refusalObserver", "unreadResponses"]);
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "maxUnfinishedRequests", "maxUnfinishedRequestBytes", "prefaceTimeoutMs", "maxConnections", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "refusalObserver", "unreadResponses"]);
   const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
   const requestTimeoutMs = positiveInteger(factory, "requestTimeoutMs", options.requestTimeoutMs, 30_000);
   const maxUnfinishedRequests = positiveInteger(factory, "maxUnfinishedRequests", options.maxUnfinishedRequests, 4_096);
+  const maxUnfinishedRequestBytes = positiveInteger(factory, "maxUnfinishedRequestBytes", options.maxUnfinishedRequestBytes, 64 * 1024 * 1024);
   const prefaceTimeoutMs = positiveInteger(factory, "prefaceTimeoutMs", options.prefaceTimeoutMs, 10_000);
   const maxConnections = positiveInteger(factory, "maxConnections", options.maxConnections, 4_096);
   const shutdownTimeoutMs = nonNegativeInteger(factory, "shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000);
@@ -160,7 +167,9 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const served = new Set<string>([...healthMethodPaths, ...reflectionMethodPaths]);
   const refusals = refusalReport(logger, options.refusalObserver, refusalLogIntervalMs, (path) => served.has(path));
   const refused: Refused = (stream, path, code, reason) => refusals.callRefused(path, code, reason, stream.session?.socket?.remoteAddress);
-  const unfinished = watchUnfinishedRequests(requestTimeoutMs, maxUnfinishedRequests, (stream, path) => refused(stream, path, Code.CANCELLED, "request_timeout"));
+  const unfinished = watchUnfinishedRequests(requestTimeoutMs, { count: maxUnfinishedRequests, bytes: maxUnfinishedRequestBytes }, (stream, path, reason) =>
+    refused(stream, path, reason === "request_timeout" ? Code.CANCELLED : Code.RESOURCE_EXHAUSTED, reason),
+  );
   const unreadRequests = stopUnreadRequests((stream, path) => noteGrpcJsRefusal(stream, path, refused));
 
   // No channelz service is exposed, so its per-call counters and timestamps are switched off. A client may open

@@ -15,6 +15,9 @@ export interface UnfinishedRequests {
   stop(): void;
 }
 
+/** Why a call was answered before its request had arrived in full: its time ran out, or what the waiting calls held. */
+export type UnfinishedRefusal = "request_timeout" | "unfinished_bytes";
+
 /**
  * Every call but reflection's must have its whole request, half-closed,
  * within `timeoutMs` of its start, or it is answered CANCELLED and its
@@ -27,59 +30,89 @@ export interface UnfinishedRequests {
  * counted). A sweep every second, not a timer per call, so that a call
  * whose request arrives in time costs a map entry, dropped as it arrives.
  * `onCancel` hears each call answered so (metrics, the log). `full` tells
- * when `maxUnfinished` calls wait so, for the server to refuse new ones.
+ * when `limits.count` calls wait so, for the server to refuse new ones.
+ * What those calls have received so far is counted too: a call whose
+ * request takes the sum past `limits.bytes` is answered RESOURCE_EXHAUSTED
+ * at once (`unfinished_bytes`). Without it, a count of calls that each
+ * hold up to the receive cap could hold a GiB: 1,000 of 200 KB each held
+ * 226 MB of a service's memory for the 30 s they may wait.
  */
-export function watchUnfinishedRequests(timeoutMs: number, maxUnfinished: number, onCancel: (stream: ServerHttp2Stream, path: string | undefined) => void): UnfinishedRequests {
-  const started = new Map<ServerHttp2Stream, { readonly at: number; readonly path: string | undefined }>();
+export function watchUnfinishedRequests(
+  timeoutMs: number,
+  limits: { readonly count: number; readonly bytes: number },
+  onCancel: (stream: ServerHttp2Stream, path: string | undefined, reason: UnfinishedRefusal) => void,
+): UnfinishedRequests {
+  const started = new Map<ServerHttp2Stream, { readonly at: number; readonly path: string | undefined; bytes: number }>();
+  let heldBytes = 0;
+  const forget = (stream: ServerHttp2Stream): void => {
+    const entry = started.get(stream);
+    if (!entry) return;
+    heldBytes -= entry.bytes;
+    started.delete(stream);
+  };
   const sweep = (): void => {
     const now = Date.now();
     for (const [stream, { at, path }] of started) {
       if (stream.readableEnded || stream.closed || stream.destroyed) {
-        started.delete(stream);
+        forget(stream);
         continue;
       }
       // Every entry each time, not only the oldest: a stream reset before its request ended is let go within a second.
       if (now - at < timeoutMs) continue;
-      started.delete(stream);
-      if (cancel(stream, timeoutMs)) onCancel(stream, path);
+      forget(stream);
+      if (cancel(stream, status.CANCELLED, `the request did not arrive in full (half-closed) within ${timeoutMs} ms of the call's start; the server cancelled the call and nothing was done`)) {
+        onCancel(stream, path, "request_timeout");
+      }
     }
   };
-  // One listener for every stream ('end' comes once): no closure per call.
+  // One listener of each for every stream ('end' comes once): no closure per call.
   function arrived(this: ServerHttp2Stream): void {
-    started.delete(this);
+    forget(this);
+  }
+  function received(this: ServerHttp2Stream, chunk: Buffer): void {
+    const entry = started.get(this);
+    if (!entry) return;
+    entry.bytes += chunk.length;
+    heldBytes += chunk.length;
+    if (heldBytes <= limits.bytes) return;
+    forget(this);
+    const message = `the server holds ${limits.bytes} bytes of requests that have not arrived in full; nothing was done, try again shortly`;
+    if (cancel(this, status.RESOURCE_EXHAUSTED, message)) onCancel(this, entry.path, "unfinished_bytes");
   }
   const timer = setInterval(sweep, Math.min(1_000, Math.max(10, Math.floor(timeoutMs / 4)))).unref();
   return {
     watch(stream, path) {
       if (path?.startsWith(reflectionPrefix) || stream.readableEnded) return;
-      started.set(stream, { at: Date.now(), path });
+      started.set(stream, { at: Date.now(), path, bytes: 0 });
       // Let go once the request has arrived, so that no finished call's stream is held until the next sweep.
       stream.on("end", arrived);
+      stream.on("data", received);
     },
     full() {
-      if (started.size < maxUnfinished) return false;
+      if (started.size < limits.count) return false;
       // The oldest first: streams reset or ended since the last sweep are let go until one still waits.
       for (const [stream] of started) {
         if (!(stream.readableEnded || stream.closed || stream.destroyed)) break;
-        started.delete(stream);
+        forget(stream);
       }
-      return started.size >= maxUnfinished;
+      return started.size >= limits.count;
     },
     stop() {
       clearInterval(timer);
       started.clear();
+      heldBytes = 0;
     },
   };
 }
 
-/** Ends the call of `stream`; true when that answered it (CANCELLED), false when it had been answered already. */
-function cancel(stream: ServerHttp2Stream, timeoutMs: number): boolean {
+/** Ends the call of `stream`; true when that answered it (with `code`), false when it had been answered already. */
+function cancel(stream: ServerHttp2Stream, code: status, message: string): boolean {
   // grpc-js finds its call cancelled and reads no more of the request. One whose message had come whole it still
   // runs once Node ends the closed stream's request; bind-service leaves that alone, as answered here.
   if (stream.headersSent) {
     stream.close(http2Constants.NGHTTP2_CANCEL);
     return false;
   }
-  endWithStatus(stream, status.CANCELLED, `the request did not arrive in full (half-closed) within ${timeoutMs} ms of the call's start; the server cancelled the call and nothing was done`);
+  endWithStatus(stream, code, message);
   return true;
 }
