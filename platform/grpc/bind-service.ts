@@ -222,8 +222,9 @@ export function requestLimit(bound: number, cap: number): number {
  * when the server is full, nothing run), and logged once with its status
  * and duration (and told to `callObserver`, for metrics, in a step of its
  * own). Errors are
- * mapped here and nowhere else: a StatusError keeps its code; anything else
- * is INTERNAL, logged with its cause and never sent to the caller. While
+ * mapped here and nowhere else (toGrpcError): a StatusError keeps its code;
+ * a database's storage full is UNAVAILABLE and anything else INTERNAL, both
+ * logged at error with their cause, never sent to the caller. While
  * tracing is on, each call is a server span (see call-tracing.ts).
  *
  * Returns the definition to register (its deserializer keeps the raw bytes
@@ -288,7 +289,8 @@ function unaryHandler(
         callback(null, response);
       } else {
         const grpcError = toGrpcError(err);
-        if (grpcError.code === status.INTERNAL) log.error({ code: "INTERNAL", ms, err }, "call failed");
+        // INTERNAL, and a database's storage full (UNAVAILABLE, from an error that is no StatusError), are the operator's to put right.
+        if (grpcError.code === status.INTERNAL || !(err instanceof StatusError)) log.error({ code: codeName(grpcError.code as number as Code), ms, err }, "call failed");
         else log.info({ code: codeName((grpcError.code ?? Code.UNKNOWN) as number as Code), ms, reason: grpcError.details }, "call");
         callback(grpcError);
       }

@@ -1,0 +1,88 @@
+/**
+ * A call whose writes find the service's database full: not the caller's
+ * doing and gone once space is freed, so UNAVAILABLE saying so, and the
+ * driver's error logged at error for the operator. On SQLite the file is
+ * held at its size (max_page_count: SQLITE_FULL, as on a full disk); on
+ * PostgreSQL a trigger raises disk_full (53100), as a server out of space.
+ */
+import { status } from "@grpc/grpc-js";
+import { afterEach, describe, expect, it } from "vitest";
+import { descriptorSet } from "../../gen/ts/descriptor_set.js";
+import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { capturedLogger } from "../../test/support/captured-logger.js";
+import { usePostgresServer } from "../../test/support/postgres.js";
+import { tempDirForSuite } from "../../test/support/temp-dir.js";
+import { Code, StatusError } from "../errors/index.js";
+import { openDatabase, type Database } from "../sql/index.js";
+import type { ServiceImpl } from "./bind-service.js";
+import { createClient } from "./client.js";
+import { createGrpcServer, type GrpcServer } from "./server.js";
+
+const notes = { id: "test_0001_notes", sql: "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)" };
+const productId = "01890a5d-ac96-774b-bcce-b302099a8057";
+
+describe("a call whose writes find the database's storage full", () => {
+  const dir = tempDirForSuite("storage-full-");
+  const postgres = usePostgresServer();
+  let server: GrpcServer | undefined;
+  let db: Database | undefined;
+  afterEach(async () => {
+    await server?.shutdown();
+    await db?.close();
+    server = db = undefined;
+  });
+
+  /** GetProduct served by writing a 100 KB note: its answer's error, and the server's log lines. */
+  const callWriting = async (database: Database) => {
+    const { lines, logger } = capturedLogger();
+    server = createGrpcServer({ descriptorSet, logger });
+    const unused = async (): Promise<never> => {
+      throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
+    };
+    const impl: ServiceImpl<typeof ProductServiceService> = {
+      getProduct: async () => {
+        await database.transaction((tx) => tx.run("INSERT INTO notes (body) VALUES ($1)", ["x".repeat(100_000)]));
+        throw new StatusError(Code.NOT_FOUND, "written");
+      },
+      batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused,
+    };
+    server.addService(ProductServiceService, impl);
+    const { port } = await server.start("127.0.0.1:0");
+    const client = createClient(ProductServiceService, { address: `127.0.0.1:${port}`, maxAttempts: 1 });
+    try {
+      return { err: await client.getProduct({ id: productId }).then(() => undefined, (e: StatusError) => e), lines };
+    } finally {
+      client.close();
+    }
+  };
+
+  const expectStorageFull = (err: StatusError | undefined, lines: Array<Record<string, unknown>>, cause: RegExp) => {
+    expect(err).toMatchObject({ code: status.UNAVAILABLE, message: "the service's storage is full: its database could not write; try again later" });
+    const logged = lines.filter((l) => l.method === ProductServiceService.getProduct.path);
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toMatchObject({ level: "error", msg: "call failed", code: "UNAVAILABLE" });
+    expect(JSON.stringify(logged[0].err)).toMatch(cause);
+  };
+
+  it("answers UNAVAILABLE on SQLite (SQLITE_FULL), logging the cause at error once, and writes again once there is room", async () => {
+    db = await openDatabase({ path: `${dir}/full.db`, migrations: [notes] });
+    const [{ page_count: pages }] = await db.query<{ page_count: number }>("PRAGMA page_count");
+    await db.run(`PRAGMA max_page_count = ${pages}`);
+    const { err, lines } = await callWriting(db);
+    expectStorageFull(err, lines, /SQLITE_FULL/);
+    await server?.shutdown();
+    await db.run("PRAGMA max_page_count = 1073741823");
+    expect((await callWriting(db)).err).toMatchObject({ code: status.NOT_FOUND, message: "written" });
+  });
+
+  it("answers UNAVAILABLE on PostgreSQL's disk_full (53100), logging the cause at error once", async () => {
+    db = await openDatabase({ path: await postgres().createDatabase("storage_full"), migrations: [notes] });
+    await db.run(
+      "CREATE FUNCTION refuse_for_space() RETURNS trigger LANGUAGE plpgsql AS " +
+        "$$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$",
+    );
+    await db.run("CREATE TRIGGER notes_full BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION refuse_for_space()");
+    const { err, lines } = await callWriting(db);
+    expectStorageFull(err, lines, /53100/);
+  });
+});

@@ -1,0 +1,23 @@
+/**
+ * Codes of a database that could not write for want of space: PostgreSQL's
+ * disk_full (53100) and SQLite's SQLITE_FULL, which SQLite answers both for
+ * a disk with no room and for a file at its max_page_count. Not PostgreSQL's
+ * out_of_memory (53200) nor SQLite's SQLITE_IOERR variants: a statement's own
+ * values can run a server out of memory, and an I/O error says nothing of
+ * space (SQLite reports a write short of room, ENOSPC, as SQLITE_FULL).
+ */
+const storageFullCodes = new Set(["53100", "SQLITE_FULL"]);
+
+/**
+ * Whether `err`, or an error in its chain of causes, says the database could
+ * not write because its storage is full: nothing a caller did, and gone once
+ * space is freed. Either store; this file imports nothing, so the gRPC edge
+ * reads it without loading a database driver.
+ */
+export function isStorageFull(err: unknown): boolean {
+  for (let e = err, depth = 0; e !== undefined && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && storageFullCodes.has(code)) return true;
+  }
+  return false;
+}
