@@ -6,7 +6,7 @@ import type { Delivery } from "../../platform/events/delivery.js";
 import { useNatsConnection, useNatsServer } from "../../test/support/nats-server.js";
 import { wireHeaders } from "../../platform/events/nats-internals.js";
 import { eventLine } from "../event-watch.js";
-import { type DeadLetter, getDeadLetter, readDeadLetters, replayDeadLetter } from "./dead-letters.js";
+import { type DeadLetter, deleteDeadLetters, getDeadLetter, readDeadLetters, replayDeadLetter } from "./dead-letters.js";
 
 const stream = { name: "HUGE", subjects: ["huge.>"], storage: "file" as const, replicas: 1, maxAgeMs: 0, duplicateWindowMs: 120_000 };
 
@@ -39,6 +39,22 @@ describe("a dead letter filed without its payload", () => {
     expect(again.header.get("ce-id")).toBe("e-1");
     expect(Buffer.from(again.data).equals(Buffer.from(data))).toBe(true);
     await expect(getDeadLetter(nc(), letter.seq)).rejects.toThrow(/there is no dead letter/);
+  });
+
+  it("is replayed, and not reported as an error, when a purge run at the same time deleted it first", async () => {
+    // The purge lands between the replay's publish and its delete. JetStream answers the delete by where the letter
+    // was: 10057 "no message found" for one at either end of the stream (or taken by a purge of them all), 10043
+    // "sequence N not found" for one deleted from among others, as `concord dlq purge N` deletes.
+    for (const [id, among] of [["e-purged-last", false], ["e-purged-among", true]] as const) {
+      if (among) await fileHuge(`${id}-before`);
+      const { data, letter } = await fileHuge(id);
+      if (among) await fileHuge(`${id}-after`);
+      expect(await deleteDeadLetters(nc(), [letter.seq])).toEqual({ deleted: [letter.seq], missing: [] });
+      await replayDeadLetter(nc(), letter);
+      const again = await (await nc().jetstreamManager()).streams.getMessage(stream.name, { last_by_subj: `huge.${id}` });
+      expect(again.header.get("ce-id")).toBe(id);
+      expect(Buffer.from(again.data).equals(Buffer.from(data))).toBe(true);
+    }
   });
 
   it("is not replayed, and stays, once the source stream no longer holds the event", async () => {

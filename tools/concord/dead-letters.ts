@@ -316,10 +316,19 @@ export async function replayDeadLetter(nc: NatsConnection, letter: DeadLetter, s
   await nc.jetstream().publish(letter.subject, found.data, { headers: found.headers, msgID: replayMsgId(letter) });
   const jsm = await nc.jetstreamManager();
   await jsm.streams.deleteMessage(deadLetterStreamSpec.name, letter.seq, false).catch((err: unknown) => {
-    // 10057 is any failed delete; its description says whether the message was there.
-    const api = (err as NatsError).api_error;
-    if (!(api?.err_code === 10057 && api.description === "no message found")) throw err;
+    if (!isGoneAlready(err)) throw err;
   });
+}
+
+/**
+ * Whether a delete failed because the stream holds that sequence no more
+ * (or never did): 10057 is any failed delete, its description saying so
+ * for a message at either end of the stream ("no message found"); 10043
+ * is one deleted from among others ("sequence 2 not found").
+ */
+function isGoneAlready(err: unknown): boolean {
+  const api = (err as NatsError).api_error;
+  return api?.err_code === 10043 || (api?.err_code === 10057 && api.description === "no message found");
 }
 
 /**
@@ -337,10 +346,7 @@ export async function deleteDeadLetters(nc: NatsConnection, seqs: readonly numbe
       await jsm.streams.deleteMessage(deadLetterStreamSpec.name, seq, false);
       deleted.push(seq);
     } catch (err) {
-      // 10057 is any failed delete, its description saying whether the message was there; 10043 a sequence the
-      // stream never held or holds no more ("sequence 2 not found").
-      const api = (err as NatsError).api_error;
-      if (!(api?.err_code === 10043 || (api?.err_code === 10057 && api.description === "no message found"))) throw err;
+      if (!isGoneAlready(err)) throw err;
       missing.push(seq);
     }
   }

@@ -108,7 +108,8 @@ ${natsOption}`,
 
 Publishes each chosen dead letter's event again, with its own headers and
 payload, to the subject it was first published to, then deletes it from the
-dead letter stream. Every consumer of that subject receives it again; the
+dead letter stream (one a purge deleted between the two was replayed all the
+same, and is counted so). Every consumer of that subject receives it again; the
 event keeps its ce-id, so a consumer that processed it already (its inbox
 has the id) drops it, and a replay takes effect at most once per consumer,
 however often it is replayed. Replay once the cause is fixed: an event that
