@@ -115,9 +115,11 @@ const relayLockKey = 0x436f6e65;
  * On any other failure (a refusal, a 503, no PubAck within
  * publishTimeoutMs) the relay stops sending, lets the events in flight
  * settle, waits with capped backoff, asks JetStream whether it answers, and
- * starts again from the oldest event left. While NATS is unreachable events
- * wait for the reconnect. Order: events go out in commit order on one
- * connection, so a lost connection loses a tail, which is published again in
+ * starts again from the oldest event left; the first events acknowledged
+ * after that are logged once, at info, with how long publishing was held
+ * up. While NATS is unreachable events wait for the reconnect. Order: events
+ * go out in commit order on one connection, so a lost connection loses a
+ * tail, which is published again in
  * order. Only an event the server refuses on its own (say, a subject no
  * stream captures) while later ones are stored ends up after them.
  */
@@ -172,6 +174,17 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   let toPark: Array<{ readonly row: OutboxRow; readonly reason: string }> = [];
   let failures = 0;
   let firstFailure: string | undefined;
+  /** Since when publishing has been held up, from the first failure logged until an event is acknowledged again. */
+  let heldUpSince: number | undefined;
+  /** Logs, once an outage is over, that events are published again: how long they were held up, and how many wait. */
+  const resumed = (): void => {
+    const heldUpForMs = Date.now() - heldUpSince!;
+    heldUpSince = undefined;
+    const say = (waiting: number | undefined) =>
+      logger.info({ heldUpForMs, waiting }, `publishing outbox events works again after ${(heldUpForMs / 1000).toFixed(1)} s held up${waiting === undefined ? "" : `; ${waiting} events wait in the outbox`}`);
+    // Read off the loop, once an outage: the line is not worth holding the events up again for.
+    store.waiting().then(say, () => say(undefined));
+  };
   /** The highest seq sent in this pass; the next select starts after it (SQLite). */
   let cursor = 0;
   /**
@@ -511,7 +524,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       // A connection closed under the relay (not by stop()) takes no publishes any more: the relay ends, its events stay.
       if (nc.isClosed()) break;
       if (lostLease && !stopping) logger.warn("the outbox relay's lock is gone (its database connection broke); waiting to take it again");
-      else if (cutOff() && !stopping) logger.warn({ disconnectedForMs: Date.now() - disconnectedAt! }, "NATS cannot be reached from this process; the outbox relay is left to a process that reaches it, and taken again once NATS answers");
+      else if (cutOff() && !stopping) {
+        heldUpSince ??= disconnectedAt;
+        logger.warn({ disconnectedForMs: Date.now() - disconnectedAt! }, "NATS cannot be reached from this process; the outbox relay is left to a process that reaches it, and taken again once NATS answers");
+      }
     }
   };
 
@@ -590,6 +606,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       // Deleting what was acknowledged waits a little (markDelayMs) so one statement covers many events,
       // unless a full window is waiting, something failed, or a flush is asked for.
       const progressed = acked.length > 0 || toPark.length > 0;
+      if (heldUpSince !== undefined && acked.length > 0 && failures === 0) resumed();
       if (failures > 0 || flushers.length > 0 || acked.length >= maxInFlight) await markAcked();
       else if (acked.length > 0) scheduleMark();
       if (toPark.length > 0) await parkRefused();
@@ -598,7 +615,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         // What was acknowledged meanwhile (answers that came while a refused event was parked) is deleted first, so
         // that the next pass starts again from the oldest event left, the failed ones included.
         await markAcked();
-        logger.warn({ failed: failures, reason: firstFailure, retryInMs: retryMs }, "publishing outbox events failed; they stay in the outbox and are retried");
+        logger.warn({ failed: failures, reason: firstFailure, retryInMs: retryMs }, "publishing outbox events failed; they stay in the outbox and are retried (logged at info once they are published again)");
+        heldUpSince ??= Date.now();
         oneByOne = batchStreams.length > 0 ? maxInFlight : 0;
         failures = 0;
         firstFailure = undefined;

@@ -24,6 +24,8 @@ export interface OutboxStore {
   lastSeq(): Promise<number | undefined>;
   /** Whether any row with a seq up to `seq` is left. */
   anyUpTo(seq: number): Promise<boolean>;
+  /** How many events the outbox holds, published and not yet deleted ones included. */
+  waiting(): Promise<number>;
 }
 
 /** Runs of consecutive seqs, as [first, last]: one range covers exactly the rows of one run. */
@@ -82,6 +84,10 @@ export function createOutboxStore(db: Database): OutboxStore {
     async anyUpTo(seq) {
       const rows = await db.query("SELECT 1 AS one FROM event_outbox WHERE seq <= $1 LIMIT 1", [seq]);
       return rows.length > 0;
+    },
+    async waiting() {
+      const [{ n }] = await db.query<{ n: number | string }>("SELECT count(*) AS n FROM event_outbox");
+      return Number(n);
     },
   };
 }

@@ -5,6 +5,7 @@ import { startNatsServer, useNatsServer } from "../../test/support/nats-server.j
 import { sampleStream, ThingHappened } from "../../test/support/sample-events.js";
 import { eventually, readStream } from "../../test/support/streams.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
+import { capturedLogger } from "../../test/support/captured-logger.js";
 import { createLogger } from "../log/index.js";
 import { openDatabase, type Database, type Transaction } from "../sql/index.js";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
@@ -117,7 +118,8 @@ describe("outbox and relay", () => {
 
   it("keeps events while NATS is down and publishes each once, in order, when it is back", async () => {
     const { sample, db, outbox, commit } = await setup("outage");
-    const relay = startRelay(db);
+    const { lines, logger: captured } = capturedLogger();
+    const relay = startRelay(db, { logger: captured });
     await server().stopForRestart();
     const ids: string[] = [];
     for (let i = 0; i < 20; i++) ids.push(await commit((tx) => outbox.add(tx, sample.event, { thingId: `t-${i}`, note: String(i) })));
@@ -130,6 +132,9 @@ describe("outbox and relay", () => {
     expect(stored.map((m) => m.headers.get("ce-id"))).toEqual(ids);
     expect(stored.map((m) => ThingHappened.decode(m.data).note)).toEqual(ids.map((_, i) => String(i)));
     expect(await outbox.pending()).toBe(0);
+    // The outage's end is logged once, however many events went out after it.
+    await eventually("the relay logs that it publishes again", async () => lines.some((l) => l.component === "outbox-relay" && l.level === "info" && typeof l.msg === "string" && l.msg.startsWith("publishing outbox events works again after")));
+    expect(lines.filter((l) => typeof l.msg === "string" && l.msg.startsWith("publishing outbox events works again after"))).toHaveLength(1);
   });
 
   it("publishes again after a crash between PubAck and mark, and JetStream drops the copies", async () => {
@@ -186,6 +191,36 @@ describe("outbox and relay", () => {
     await relay.flush();
     expect((await readStream(bus.jsm, orphan.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([lost]);
     expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([later]);
+  });
+
+  it("logs once at info, after each outage, that publishing works again: how long it was held up and how many events wait", async () => {
+    const { db, outbox, commit } = await setup("resumed");
+    const refused = sampleStream("resumedlater");
+    const { lines, logger: captured } = capturedLogger();
+    const relay = startRelay(db, { logger: captured });
+    const relayLines = () => lines.filter((l) => l.component === "outbox-relay");
+    const resumedLines = () => relayLines().filter((l) => typeof l.msg === "string" && l.msg.startsWith("publishing outbox events works again"));
+    for (let outage = 1; outage <= 2; outage++) {
+      // No stream captures the subject: JetStream answers no PubAck and the relay retries, logging each failure.
+      for (let i = 0; i < 5; i++) await commit((tx) => outbox.add(tx, refused.event, { thingId: `t-${outage}-${i}`, note: "" }));
+      await eventually("the relay logs failures", async () => relayLines().filter((l) => typeof l.msg === "string" && l.msg.startsWith("publishing outbox events failed; they stay in the outbox")).length >= 2 * outage);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(resumedLines()).toHaveLength(outage - 1);
+      await ensureStreams(bus.jsm, [refused.stream]);
+      await relay.flush();
+      await eventually("the relay logs that it publishes again", async () => resumedLines().length === outage);
+      const line = resumedLines()[outage - 1];
+      expect(line).toMatchObject({ level: "info", waiting: 5 });
+      expect(line.heldUpForMs).toBeGreaterThanOrEqual(300);
+      expect(line.msg).toMatch(/^publishing outbox events works again after \d+\.\d s held up; 5 events wait in the outbox$/);
+      // More events while nothing fails: no line of their own.
+      for (let i = 0; i < 3; i++) await commit((tx) => outbox.add(tx, refused.event, { thingId: `u-${outage}-${i}`, note: "" }));
+      await relay.flush();
+      await new Promise((r) => setTimeout(r, 100));
+      expect(resumedLines()).toHaveLength(outage);
+      await bus.jsm.streams.delete(refused.stream.name);
+    }
+    expect(await outbox.pending()).toBe(0);
   });
 
   it("sends no event twice while the deletion of acknowledged ones waits behind a transaction", async () => {
