@@ -170,6 +170,7 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     return {
       health: health === "SERVING" ? health : `${startingNote} (${health})`,
       outbox: "unknown" in outbox ? { unknown: `${startingNote}; ${outbox.unknown}` } : outbox,
+      natsDown,
     };
   };
   // Asked before NATS answers: a NATS that does not answer costs its timeout once, not on top of the services' own.
@@ -196,10 +197,9 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     // Named as `npm start` names them: products#1, products#2, ...
     const nameOf = (i: number) => (several ? `${target.name}#${i + 1}` : target.name);
     const answered = await answers[t];
-    for (const [i, answer] of answered.entries()) {
-      const { health, outbox } = answer;
+    for (const [i, { health, outbox, natsDown }] of answered.entries()) {
       print(`${nameOf(i)}  gRPC ${target.instances[i].grpc}: ${health}`);
-      if ("natsDown" in answer && answer.natsDown !== undefined) print(`  ${answer.natsDown}`);
+      if (natsDown !== undefined) print(`  ${natsDown}`);
       if (!several) print(`  outbox: ${"reading" in outbox ? outbox.reading : `unknown (${outbox.unknown})`}`);
       // The instances' one outbox is shown once, below; an instance it could not be read through is named here.
       else if ("unknown" in outbox) print(`  outbox not read through it: ${outbox.unknown}`);
