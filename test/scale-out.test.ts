@@ -135,36 +135,31 @@ describe("the outbox relay of two order service processes on one Postgres", () =
     await products?.stop();
   });
 
-  it("publishes each event once, each order's in commit order, while the relaying instance dies and the other takes over", async () => {
-    const ordersDb = await postgres().createDatabase("orders");
+  /** Starts two order service processes on a new database; resolves once both serve. */
+  const twoOrderServices = async (database: string) => {
+    // Each test has a database of its own, but the consumers are the stream's: an earlier test's processes would take its events.
+    for (const p of processes.splice(0)) await p.kill();
+    const ordersDb = await postgres().createDatabase(database);
     const addresses = [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`];
     const env = (listen: string) => ({ ORDERS_LISTEN: listen, ORDERS_DATABASE_URL: ordersDb, PRODUCTS_ADDRESS: products.service.address, NATS_URL: nats().url, LOG_LEVEL: "warn" });
-    for (const a of addresses) processes.push(startServiceProcess("orders", env(a)));
+    const started = addresses.map((a) => startServiceProcess("orders", env(a)));
+    processes.push(...started);
     await Promise.all(addresses.map((a) => waitForServing(a, 60_000)));
+    return { ordersDb, addresses, started };
+  };
+
+  it("publishes each event once, each order's in commit order, while the relaying instance dies and the other takes over", async () => {
+    const { ordersDb, addresses, started } = await twoOrderServices("orders");
     const productId = (await products.client.createProduct({ name: "Kettle", description: "", price: eur(2500), initialStock: 100_000 })).product!.id;
     const clients = addresses.map((a) => createClient(OrderServiceService, { address: a, methods: OrderServiceMethods, defaultTimeoutMs: 5_000 }));
 
-    /** The pid of the order service process whose database session holds the relay's lock. */
-    const leader = async (): Promise<number | undefined> => {
-      const client = new pg.Client({ connectionString: ordersDb });
-      await client.connect();
-      try {
-        const { rows } = await client.query<{ application_name: string }>(
-          "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.objid = $1 AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-          [0x436f6e65],
-        );
-        const pid = /pid (\d+)/.exec(rows[0]?.application_name ?? "")?.[1];
-        return pid === undefined ? undefined : Number(pid);
-      } finally {
-        await client.end();
-      }
-    };
+    const leader = () => relayLeader(ordersDb);
     await expect.poll(leader, { timeout: 20_000 }).not.toBeUndefined();
     const leaderPid = await leader();
-    const relaying = processes.find((p) => p.process.pid === leaderPid)!;
-    if (!relaying) throw new Error(`the relay lock is held by pid ${leaderPid}, not one of ${processes.map((p) => p.process.pid).join(", ")}`);
-    const survivor = processes.find((p) => p !== relaying)!;
-    const survivorClient = clients[processes.indexOf(survivor)];
+    const relaying = started.find((p) => p.process.pid === leaderPid)!;
+    if (!relaying) throw new Error(`the relay lock is held by pid ${leaderPid}, not one of ${started.map((p) => p.process.pid).join(", ")}`);
+    const survivor = started.find((p) => p !== relaying)!;
+    const survivorClient = clients[started.indexOf(survivor)];
 
     const placed: string[] = [];
     let placing = true;
@@ -200,4 +195,62 @@ describe("the outbox relay of two order service processes on one Postgres", () =
     console.log(`relay takeover: ${placed.length} orders, every one CONFIRMED with its events once and in order, ${(takeoverMs / 1000).toFixed(1)} s after the relaying instance was killed`);
     for (const c of clients) c.close();
   }, 180_000);
+
+  it("takes the relay over from an instance stopped (SIGSTOP) while it relays, which gives the relay up when it resumes", async () => {
+    const { ordersDb, addresses, started } = await twoOrderServices("orders_stopped");
+    const productId = (await products.client.createProduct({ name: "Kettle", description: "", price: eur(2500), initialStock: 1_000 })).product!.id;
+    await expect.poll(() => relayLeader(ordersDb), { timeout: 20_000 }).not.toBeUndefined();
+    const leaderPid = await relayLeader(ordersDb);
+    const stopped = started.find((p) => p.process.pid === leaderPid)!;
+    const survivor = started.find((p) => p !== stopped)!;
+    const client = createClient(OrderServiceService, { address: addresses[started.indexOf(survivor)], methods: OrderServiceMethods, defaultTimeoutMs: 5_000 });
+    const place = async (n: number) => {
+      const ids: string[] = [];
+      for (let i = 0; i < n; i++) ids.push((await client.createOrder({ customerId: "c-stopped", lines: [{ productId, quantity: 1 }], shippingAddress: address })).order!.id);
+      return ids;
+    };
+    try {
+      // Stopped, it still holds its sessions: the kernel answers the server's probes for it.
+      stopped.process.kill("SIGSTOP");
+      const stoppedAt = performance.now();
+      const placed = await place(10);
+      // The server ends the stopped process's lock session after 15 s without a statement (three times the 5 s check).
+      await expect.poll(() => relayLeader(ordersDb), { timeout: 45_000, interval: 250 }).toBe(survivor.process.pid);
+      const takeoverMs = performance.now() - stoppedAt;
+      // The survivor publishes the orders placed meanwhile (how soon they settle is the consumers' matter: the stopped
+      // instance may have pulled an answer, which comes again once its ack wait is over).
+      const jsm = await nc().jetstreamManager();
+      const ours = async () => (await readStream(jsm, "SHOP_ORDERS")).filter((e) => placed.some((id) => e.subject.startsWith(`shop.orders.v1.order.${id}.`)));
+      await expect.poll(async () => (await ours()).filter((e) => e.subject.endsWith(".placed")).length, { timeout: 15_000 }).toBe(placed.length);
+      const publishedMs = performance.now() - stoppedAt;
+      stopped.process.kill("SIGCONT");
+      // Resumed, it finds its lock gone and waits: the survivor keeps relaying, and nothing is published twice.
+      await waitForServing(addresses[started.indexOf(stopped)], 30_000);
+      placed.push(...(await place(10)));
+      for (const id of placed) await expect.poll(async () => (await client.getOrder({ id })).order!.state, { timeout: 60_000 }).toBe(CONFIRMED);
+      expect(await relayLeader(ordersDb)).toBe(survivor.process.pid);
+      await expect.poll(async () => (await ours()).length, { timeout: 30_000 }).toBe(2 * placed.length);
+      for (const id of placed) expect((await ours()).filter((e) => e.subject.startsWith(`shop.orders.v1.order.${id}.`)).map((e) => e.subject.split(".").pop()), id).toEqual(["placed", "confirmed"]);
+      console.log(`relay takeover from a stopped instance: the lock ${(takeoverMs / 1000).toFixed(1)} s after SIGSTOP, the orders placed meanwhile published ${(publishedMs / 1000).toFixed(1)} s after it; ${placed.length} orders CONFIRMED, each event once`);
+    } finally {
+      stopped.process.kill("SIGCONT");
+      client.close();
+    }
+  }, 180_000);
 });
+
+/** The pid of the service process whose database session holds the outbox relay's lock in `database`. */
+async function relayLeader(database: string): Promise<number | undefined> {
+  const client = new pg.Client({ connectionString: database });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ application_name: string }>(
+      "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.objid = $1 AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+      [0x436f6e65],
+    );
+    const pid = /pid (\d+)/.exec(rows[0]?.application_name ?? "")?.[1];
+    return pid === undefined ? undefined : Number(pid);
+  } finally {
+    await client.end();
+  }
+}

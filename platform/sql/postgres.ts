@@ -460,7 +460,10 @@ export interface PostgresOptions {
    * How often the connections that hold a session lock (the outbox relay's)
    * or a LISTEN are asked whether the server still answers, ms; one with no
    * answer within twice this is dropped: the lock counts as lost, LISTEN is
-   * made again. Default 5,000.
+   * made again. Default 5,000. The server ends a session lock's connection
+   * after three times this without a statement (`idle_session_timeout`,
+   * PostgreSQL 14 and later): a process that stopped (SIGSTOP) or hung
+   * gives the lock up, as one that died does.
    */
   readonly sessionCheckMs?: number;
   /**
@@ -492,6 +495,12 @@ async function lend<T>(client: pg.PoolClient, use: (broke: (err: unknown) => voi
 
 /** How much longer than its statement timeout (at most twice it) a statement waits for any answer before its connection is dropped. */
 const answerGraceMs = 5_000;
+
+/** Lets an unknown setting pass (PostgreSQL before 14 has no `idle_session_timeout`); anything else fails. */
+function olderThan14(err: unknown): undefined {
+  if ((err as { code?: string }).code === "42704") return undefined;
+  throw err;
+}
 
 /**
  * Asks `client` every `everyMs` whether it still answers, and drops it when
@@ -742,6 +751,10 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       });
       let granted = false;
       try {
+        // The session's checks below keep it busy; one that idles three times as long belongs to a process that stopped or
+        // hung (the kernel still answers the server's probes for it): the server ends it, and the lock goes to another.
+        const bounded = () => client.query(`SET idle_session_timeout = ${3 * sessionCheckMs}`).catch(olderThan14);
+        await answered(client, answerWithin(statementTimeoutMs), bounded);
         const asked = () => client.query<{ granted: boolean }>("SELECT pg_try_advisory_lock($1) AS granted", [key]);
         granted = (await answered(client, answerWithin(statementTimeoutMs), asked)).rows[0]?.granted === true;
       } finally {
