@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { inboxMigrations, outboxMigrations } from "../../platform/events/index.js";
 import { openDatabase } from "../../platform/sql/index.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
-import { backupSqlite, readBackupRecord, restoreSqlite, serviceConsumers, writeBackupRecord } from "./database-backup.js";
+import { backupSqlite, readBackupRecord, restoreSqlite, serviceConsumers, sourceProblem, writeBackupRecord } from "./database-backup.js";
 
 const dir = tempDirForSuite("concord-database-backup-");
 const rows = (path: string): number[] => {
@@ -88,6 +88,18 @@ describe("backupSqlite", () => {
       reader.close();
       writer.close();
     }
+  });
+});
+
+describe("backupSqlite of a stopped service's database", () => {
+  it("leaves its directory as it was: no log or shared memory of the copy's reading", async () => {
+    const path = join(dir, "stopped.db");
+    await (await openDatabase({ path, owner: "orders", migrations: [...outboxMigrations, ...inboxMigrations] })).close();
+    const files = () => readdirSync(dir).filter((f) => f.startsWith("stopped.db")).sort();
+    expect(files()).toEqual(["stopped.db", "stopped.db-lock"]);
+    expect(sourceProblem(path, "orders")).toBeUndefined();
+    backupSqlite(path, join(dir, "stopped-backup.db"));
+    expect(files()).toEqual(["stopped.db", "stopped.db-lock"]);
   });
 });
 

@@ -120,6 +120,52 @@ function resolvedPath(path: string): string {
 }
 
 /**
+ * Runs `read` on a read-only connection of its own to the SQLite file at
+ * `path`, and leaves beside it only what was there: such a connection to a
+ * database in WAL mode makes its log and shared memory where they are not
+ * (a stopped service's database, closed cleanly), and cannot remove them as
+ * it closes. Those it made are removed once it is closed, the log empty, as
+ * SQLite removes them (removeAsLastConnection). Throws what opening or `read` threw.
+ */
+function readingOnly<T>(path: string, read: (db: BetterSqlite3.Database) => T): T {
+  // SQLite keeps them beside the file a symbolic link points to.
+  const file = existsSync(path) ? realpathSync(path) : path;
+  const made = ["-wal", "-shm"].filter((suffix) => !existsSync(file + suffix));
+  try {
+    const db = new BetterSqlite3(path, { readonly: true, fileMustExist: true, timeout: 5_000 });
+    try {
+      return read(db);
+    } finally {
+      db.close();
+    }
+  } finally {
+    if (made.length > 0 && statSync(`${file}-wal`, { throwIfNoEntry: false })?.size === 0) removeAsLastConnection(path, file);
+  }
+}
+
+/**
+ * Has SQLite remove the log and shared memory of the database at `path`
+ * (`file`, through links) as it does when the last connection to it closes:
+ * a writing connection, opened, read and closed, deletes them only where no
+ * other connection has the database open (a service started meanwhile,
+ * another reader), and writes nothing to the file from an empty log. Not
+ * beside a rollback journal, which it would play back into the file.
+ */
+function removeAsLastConnection(path: string, file: string): void {
+  if (existsSync(`${file}-journal`)) return;
+  try {
+    const db = new BetterSqlite3(path, { fileMustExist: true, timeout: 0 });
+    try {
+      db.prepare("SELECT count(*) FROM sqlite_schema").get();
+    } finally {
+      db.close();
+    }
+  } catch {
+    // In use, or not this user's to write: they are left as they are.
+  }
+}
+
+/**
  * Writes a consistent copy of the SQLite database at `source` to `target`
  * (a new file, mode 0600, as the service's own), read on a connection of its
  * own while the service goes on: `VACUUM INTO` reads one snapshot in one
@@ -152,12 +198,7 @@ export function backupSqlite(source: string, target: string): { readonly bytes: 
       throw new Error(`${partial} exists: another backup to ${target} is under way, or one was cut short (remove ${partial} once none runs)`, { cause: err });
     }
     made = true;
-    const db = new BetterSqlite3(source, { readonly: true, fileMustExist: true, timeout: 5_000 });
-    try {
-      db.prepare("VACUUM INTO ?").run(partial);
-    } finally {
-      db.close();
-    }
+    readingOnly(source, (db) => db.prepare("VACUUM INTO ?").run(partial));
     // SQLite does not flush what VACUUM INTO wrote. A backup to `target` that began after this one looked, and
     // ended before it, made `target` meanwhile: a complete backup, not to be replaced.
     moveIntoNewPlace(partial, target);
@@ -247,60 +288,42 @@ function ownerProblem(db: BetterSqlite3.Database, service: string): string | und
  * of its own, the service going on.
  */
 export function sourceProblem(path: string, service: string): string | undefined {
-  let db: BetterSqlite3.Database;
   try {
-    db = new BetterSqlite3(path, { readonly: true, fileMustExist: true, timeout: 5_000 });
+    return readingOnly(path, (db) => {
+      try {
+        return ownerProblem(db, service);
+      } catch (err) {
+        return `it cannot be read as a SQLite database: ${(err as Error).message}`;
+      }
+    });
   } catch (err) {
     return `it cannot be opened: ${(err as Error).message}`;
-  }
-  try {
-    return ownerProblem(db, service);
-  } catch (err) {
-    return `it cannot be read as a SQLite database: ${(err as Error).message}`;
-  } finally {
-    db.close();
   }
 }
 
 /** Why `backup` is no database of `service` to restore (not SQLite, damaged, never migrated, or another service's), or undefined. */
 function backupProblem(backup: string, service: string): string | undefined {
-  let db: BetterSqlite3.Database;
   try {
-    db = new BetterSqlite3(backup, { readonly: true, fileMustExist: true });
+    return readingOnly(backup, (db) => {
+      try {
+        const check = db.pragma("quick_check", { simple: true });
+        if (check !== "ok") return `SQLite's quick_check finds it damaged: ${String(check)}`;
+        return ownerProblem(db, service);
+      } catch (err) {
+        return `it cannot be read as a SQLite database: ${(err as Error).message}`;
+      }
+    });
   } catch (err) {
     return `it cannot be opened: ${(err as Error).message}`;
   }
-  try {
-    const check = db.pragma("quick_check", { simple: true });
-    if (check !== "ok") return `SQLite's quick_check finds it damaged: ${String(check)}`;
-    return ownerProblem(db, service);
-  } catch (err) {
-    return `it cannot be read as a SQLite database: ${(err as Error).message}`;
-  } finally {
-    db.close();
-  }
 }
 
-/**
- * The services that the database at `path` says it belongs to (schema_owner);
- * none when it cannot tell, damaged say. A read-only connection to a database
- * in WAL mode makes its log and shared memory where they are not, and cannot
- * remove them as it closes: those it made (the log empty) are removed, so
- * that a restore moves aside only what was there.
- */
+/** The services that the database at `path` says it belongs to (schema_owner); none when it cannot tell, damaged say. */
 function servicesClaiming(path: string): string[] {
-  const made = ["-wal", "-shm"].filter((suffix) => !existsSync(path + suffix));
   try {
-    const db = new BetterSqlite3(path, { readonly: true, fileMustExist: true });
-    try {
-      return db.prepare("SELECT service FROM schema_owner").pluck().all() as string[];
-    } finally {
-      db.close();
-    }
+    return readingOnly(path, (db) => db.prepare("SELECT service FROM schema_owner").pluck().all() as string[]);
   } catch {
     return [];
-  } finally {
-    if (made.includes("-wal") && statSync(`${path}-wal`, { throwIfNoEntry: false })?.size === 0) for (const suffix of made) rmSync(path + suffix, { force: true });
   }
 }
 
