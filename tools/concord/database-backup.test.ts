@@ -142,6 +142,17 @@ describe("backupSqlite and another backup to the same file", () => {
     expect(readBackupRecord(backup)).toEqual(record);
     expect(existsSync(`${backup}.json.partial`)).toBe(false);
   });
+
+  it("refuses a record whose partial file is there already, another's being written or one cut short, and leaves it", () => {
+    const backup = join(dir, "record-partial.db");
+    writeFileSync(`${backup}.json.partial`, "another backup's record, half-written");
+    const record = { service: "orders", database: "x.db", takenAt: "2026-12-05T10:00:00.000Z", positions: null };
+    expect(() => writeBackupRecord(backup, record)).toThrow(
+      `writing the backup's record ${backup}.json failed: ${backup}.json.partial exists: another backup's record to ${backup}.json is being written, or one was cut short (remove ${backup}.json.partial once none runs)`,
+    );
+    expect(readFileSync(`${backup}.json.partial`, "utf8")).toBe("another backup's record, half-written");
+    expect(existsSync(`${backup}.json`)).toBe(false);
+  });
 });
 
 describe("restoreSqlite", () => {

@@ -209,16 +209,28 @@ export function backupSqlite(source: string, target: string): { readonly bytes: 
   return { bytes: statSync(target).size };
 }
 
-/** Writes the record beside a backup; rejects, leaving no part of it and replacing none there, when it cannot. */
+/**
+ * Writes the record beside a backup (through `<record>.partial`, made new:
+ * one there already is another backup's record still being written, or one
+ * cut short, and stops this one until removed); rejects, leaving no part of
+ * it and replacing none there, when it cannot.
+ */
 export function writeBackupRecord(backup: string, record: BackupRecord): void {
   const file = recordFileOf(backup);
   const partial = `${file}.partial`;
   if (existsSync(file)) throw new Error(`${file} exists, another backup's record; ${toReplaceIt(backup)}`);
+  let made = false;
   try {
-    writeFileSync(partial, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+    try {
+      writeFileSync(partial, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600, flag: "wx" });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      throw new Error(`${partial} exists: another backup's record to ${file} is being written, or one was cut short (remove ${partial} once none runs)`, { cause: err });
+    }
+    made = true;
     moveIntoNewPlace(partial, file);
   } catch (err) {
-    if (statSync(partial, { throwIfNoEntry: false })?.isFile()) rmSync(partial);
+    if (made) rmSync(partial, { force: true });
     throw new Error(`writing the backup's record ${file} failed: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -178,8 +178,9 @@ refuse, one that is not the service's (another service's or none's, as
 schema_owner says, or without the service's tables), is refused, nothing
 written. The copy is flushed to disk before it takes the name FILE
 (FILE.partial until then: one there already, another backup's to FILE or one
-cut short, stops it); where FILE.json cannot be written, the copy is deleted
-and it exits 1. A backup is never replaced: FILE or FILE.json there already
+cut short, stops it); where FILE.json cannot be written (FILE.json.partial
+until then, and one there already stops it), the copy is deleted and it
+exits 1. A backup is never replaced: FILE or FILE.json there already
 (another backup's, even one to FILE that ended while this one copied) is
 refused, exit 1; name another FILE, or remove both first to replace that
 backup.
