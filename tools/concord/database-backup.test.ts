@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { chmodSync, chownSync, existsSync, lstatSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
@@ -130,6 +130,63 @@ describe("backupSqlite and another backup to the same file", () => {
     } finally {
       if (other.exitCode === null) await once(other, "exit");
     }
+  });
+
+  it("does not replace a backup to its file made meanwhile where the file system refuses hard links", async () => {
+    // A file system without hard links (FAT, some network mounts), as the process sees it: link() fails with EPERM.
+    // Just before each rename to CONTENDED, another backup takes that name, as a new file, if it still can.
+    const shim = join(dir, "no-hard-links.so");
+    writeFileSync(
+      `${shim}.c`,
+      `#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int link(const char *from, const char *to) { errno = EPERM; return -1; }
+int linkat(int fromdir, const char *from, int todir, const char *to, int flags) { errno = EPERM; return -1; }
+int rename(const char *from, const char *to) {
+  int (*real)(const char *, const char *) = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+  const char *contended = getenv("CONTENDED");
+  if (contended && strcmp(to, contended) == 0) {
+    int fd = open(to, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd >= 0) { write(fd, "another backup, complete", 24); close(fd); }
+    fprintf(stderr, fd >= 0 ? "the other backup took the name\\n" : "the other backup found the name taken\\n");
+  }
+  return real(from, to);
+}
+`,
+    );
+    // A C compiler is there wherever better-sqlite3 was built (npm ci compiles it).
+    execFileSync("cc", ["-shared", "-fPIC", "-o", shim, `${shim}.c`, "-ldl"]);
+    const source = join(dir, "linkless.db");
+    const db = new BetterSqlite3(source);
+    db.exec("CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1)");
+    db.close();
+    const [free, contended] = [join(dir, "linkless-backup.db"), join(dir, "linkless-contended.db")];
+    const backUp = (target: string) =>
+      new Promise<{ status: number | null; stderr: string }>((resolve) => {
+        const child = spawn(
+          process.execPath,
+          ["--import", "tsx", "-e", `import { backupSqlite } from ${JSON.stringify(join(import.meta.dirname, "database-backup.ts"))}; backupSqlite(${JSON.stringify(source)}, ${JSON.stringify(target)});`],
+          { env: { ...process.env, LD_PRELOAD: shim, CONTENDED: contended }, stdio: ["ignore", "ignore", "pipe"] },
+        );
+        let stderr = "";
+        child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+        child.on("exit", (status) => resolve({ status, stderr }));
+      });
+    const uncontended = await backUp(free);
+    expect(uncontended.status, uncontended.stderr).toBe(0);
+    expect(rows(free)).toEqual([1]);
+    // The name is this backup's from before its rename: the other finds it taken, and nothing of another's is replaced.
+    const raced = await backUp(contended);
+    expect(raced.stderr).toContain("the other backup found the name taken");
+    expect(raced.status, raced.stderr).toBe(0);
+    expect(rows(contended)).toEqual([1]);
+    expect(readdirSync(dir).filter((f) => f.startsWith("linkless-")).sort()).toEqual(["linkless-backup.db", "linkless-contended.db"]);
   });
 
   it("does not replace another backup's record", () => {

@@ -83,19 +83,32 @@ function moveIntoPlace(from: string, to: string): void {
  * As moveIntoPlace, for a `to` that must be new: a hard link is made, which,
  * unlike a rename, fails where `to` exists, even one made since it was
  * looked for (another backup's to the same file, finished meanwhile). On a
- * file system without hard links it looks, then renames.
+ * file system without hard links, `to` is first made new and empty
+ * (O_EXCL, which fails alike), then renamed over: another backup finds the
+ * name taken from then on, and `to` names this one's empty file, never
+ * another's, until it names the whole copy.
  */
 function moveIntoNewPlace(from: string, to: string): void {
   flushToDisk(from);
+  const madeMeanwhile = (err: unknown) => new Error(`${to} was made meanwhile (another backup's to it?), and is left as it is`, { cause: err });
   try {
     linkSync(from, to);
     rmSync(from);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "EEXIST") throw new Error(`${to} was made meanwhile (another backup's to it?), and is left as it is`, { cause: err });
+    if (code === "EEXIST") throw madeMeanwhile(err);
     if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOSYS") throw err;
-    if (existsSync(to)) throw new Error(`${to} was made meanwhile (another backup's to it?), and is left as it is`, { cause: err });
-    renameSync(from, to);
+    try {
+      closeSync(openSync(to, "wx", 0o600));
+    } catch (cannot) {
+      throw (cannot as NodeJS.ErrnoException).code === "EEXIST" ? madeMeanwhile(cannot) : cannot;
+    }
+    try {
+      renameSync(from, to);
+    } catch (failed) {
+      rmSync(to, { force: true });
+      throw failed;
+    }
   }
   flushToDisk(dirname(to));
 }
