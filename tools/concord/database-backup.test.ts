@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { chmodSync, chownSync, existsSync, lstatSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { describe, expect, it } from "vitest";
@@ -374,6 +374,27 @@ describe("restoreSqlite", () => {
     expect(restoreSqlite("orders", fresh, backup).asideTo).toBeUndefined();
     expect(readFileSync(fresh).equals(readFileSync(backup))).toBe(true);
     expect(statSync(fresh).mode & 0o777).toBe(0o600);
+  });
+
+  it("gives a database not made yet, and the claim file it makes, the owner of their folder when run as root", async () => {
+    const source = join(dir, "unowned-source.db");
+    await (await serviceDatabase(source)).close();
+    const backup = join(dir, "unowned-source-backup.db");
+    backupSqlite(source, backup);
+    // The folder of a service that runs as another user (nobody), its database gone.
+    const folder = join(dir, "service-folder");
+    mkdirSync(folder);
+    const asRoot = process.getuid?.() === 0;
+    if (asRoot) chownSync(folder, 65534, 65534);
+    const path = join(folder, "orders.db");
+    expect(restoreSqlite("orders", path, backup).asideTo).toBeUndefined();
+    const owner = asRoot ? [65534, 65534] : [process.getuid?.(), process.getgid?.()];
+    for (const file of [path, `${path}-lock`]) {
+      const made = statSync(file);
+      expect([made.uid, made.gid], file).toEqual(owner);
+      expect(made.mode & 0o777, file).toBe(0o600);
+    }
+    expect(readdirSync(folder).sort()).toEqual(["orders.db", "orders.db-lock"]);
   });
 
   it("refuses a file that is no service's database", () => {

@@ -363,7 +363,8 @@ function servicesClaiming(path: string): string[] {
  * `-journal`, those even without the database: left beside the restored
  * file, SQLite would apply them to it), and a copy of the backup, made and
  * flushed first, with the owner, group and permissions of the database it
- * replaces (else this process's, 0600), takes their place. Rejects,
+ * replaces (else 0600, and, run as root, its folder's owner's and group's,
+ * as is a claim file made there), takes their place. Rejects,
  * changing nothing, when `backup` is that database itself or the copy fails
  * or cannot be given them. Resolves with where the old files went
  * (`asideTo`, the database's new name, and each file `moved` there), if
@@ -374,12 +375,12 @@ export function restoreSqlite(service: string, path: string, backup: string, now
   if (existsSync(path) && sameFile(path, backup)) throw new Error(`${backup} is the service's database itself, not a backup of it: nothing to restore`);
   // A database named through a symbolic link is the file it points to: SQLite keeps its log beside that file, and the
   // service may name either, so each has its claim taken.
-  const claims = [claimSqliteFile(path)];
+  const claims = [claimNamed(path)];
   try {
     // Resolved once the claim has made the database's folder; spelt as `path` is resolved, a file that is no link
     // is not claimed twice (which this process would find held).
     const file = existsSync(path) ? realpathSync(path) : resolvedPath(path);
-    if (file !== resolvedPath(path)) claims.push(claimSqliteFile(file));
+    if (file !== resolvedPath(path)) claims.push(claimNamed(file));
     const problem = backupProblem(backup, service);
     if (problem) throw new Error(`${backup} cannot be restored: ${problem}`);
     const holders = existsSync(file) ? servicesClaiming(file) : [];
@@ -391,9 +392,12 @@ export function restoreSqlite(service: string, path: string, backup: string, now
     try {
       closeSync(openSync(restoring, "wx", 0o600));
       copyFileSync(backup, restoring);
-      // copyFile gives the copy the backup's mode: with no database there, it is made this user's alone, as a service makes one.
+      // copyFile gives the copy the backup's mode: with no database there, it is made its owner's alone, as a service makes one.
       if (replaced) takeOwnerAndMode(restoring, replaced, file);
-      else chmodSync(restoring, 0o600);
+      else {
+        chmodSync(restoring, 0o600);
+        giveFolderOwner(restoring);
+      }
       flushToDisk(restoring);
     } catch (err) {
       rmSync(restoring, { force: true });
@@ -411,6 +415,35 @@ export function restoreSqlite(service: string, path: string, backup: string, now
   } finally {
     for (const claim of claims) claim.release();
   }
+}
+
+/**
+ * Claims `path` as a service claims it (claimSqliteFile); a claim file it
+ * makes there is given to the folder's owner (giveFolderOwner), as the
+ * service is to open it when it starts.
+ */
+function claimNamed(path: string): { release(): void } {
+  const made = !existsSync(`${path}-lock`);
+  const claim = claimSqliteFile(path);
+  try {
+    if (made) giveFolderOwner(`${path}-lock`);
+  } catch (err) {
+    claim.release();
+    throw err;
+  }
+  return claim;
+}
+
+/**
+ * Run as root, gives `path`, a file this process made, the owner and group
+ * of its folder: a service that runs as another user keeps its database in
+ * a folder of its own, and could not open a file left root's, mode 0600.
+ * Any other user makes files its own, and may give them to no one else.
+ */
+function giveFolderOwner(path: string): void {
+  if (process.getuid?.() !== 0) return;
+  const folder = statSync(dirname(path));
+  if (folder.uid !== 0 || folder.gid !== 0) chownSync(path, folder.uid, folder.gid);
 }
 
 /**

@@ -208,7 +208,9 @@ SQLite would apply them to the restored file), and the copy takes its place
 with the owner, group and permissions of the database it replaces, so that a
 service running as another user than the restore (root, say) can still open
 it (a user who may not give them is refused, nothing changed; with no
-database there, the copy is the restoring user's, mode 0600). Then it prints,
+database there, the copy is mode 0600 and the restoring user's, or, run as
+root, the owner's and group's of the database's folder, as is the
+<database>-lock it makes there). Then it prints,
 one a line, for each of the service's durable consumers, the \`npx concord
 consumer redeliver DURABLE --from SEQ\` command (SEQ one past its floor in
 FILE.json) that delivers again the events it handled after the backup: run
