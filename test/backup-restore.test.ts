@@ -280,6 +280,20 @@ describe("npx concord database", () => {
     expect(restore.stderr).toContain("`npx concord consumer redeliver DURABLE --from SEQ` with SEQ at or below its acknowledgement floor before the backup");
   }, 60_000);
 
+  it("says in one line, changing nothing, that a backup is the other service's", async () => {
+    const products = join(dir, "one-line-products.db");
+    await serviceDatabase(products, "products");
+    const backup = join(dir, "one-line", "products.db");
+    expect((await run("database", "backup", "products", backup, "--database", products, "--nats", "nats://127.0.0.1:1")).status).toBe(0);
+    const target = join(dir, "one-line-orders.db");
+    await serviceDatabase(target, "orders");
+    const before = readFileSync(target);
+    const other = await run("database", "restore", "orders", backup, "--database", target);
+    expect(other.status).toBe(1);
+    expect(other.stderr).toBe(`concord database restore: ${backup} is a backup of products (${backup}.json), not of orders; nothing was restored (restore it with \`npx concord database restore products FILE\`)\n`);
+    expect(readFileSync(target).equals(before)).toBe(true);
+  }, 60_000);
+
   it("never replaces a backup: a second to its file, or to where its record is, is refused, saying how to replace it", async () => {
     const database = join(dir, "twice.db");
     await serviceDatabase(database, "orders");

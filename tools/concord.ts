@@ -368,7 +368,10 @@ async function databaseRestore(args: string[]): Promise<number> {
     console.error(`concord ${command}: ${(err as Error).message}; nothing was restored`);
     return 1;
   }
-  if (record && record.service !== service) throw new UsageError(`${file} is a backup of ${record.service} (${recordFileOf(file)}), not of ${service}`, helps[command]);
+  if (record && record.service !== service) {
+    console.error(`concord ${command}: ${file} is a backup of ${record.service} (${recordFileOf(file)}), not of ${service}; nothing was restored (restore it with \`npx concord database restore ${record.service} FILE\`)`);
+    return 1;
+  }
   let restored;
   try {
     restored = restoreSqlite(service, database, file);

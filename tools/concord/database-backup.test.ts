@@ -221,7 +221,9 @@ describe("restoreSqlite", () => {
     const db = await serviceDatabase(path);
     try {
       backupSqlite(path, backup);
-      expect(() => restoreSqlite("orders", path, backup)).toThrow(/is in use by another process/);
+      expect(() => restoreSqlite("orders", path, backup)).toThrow(
+        `the SQLite database ${path} is in use by another process (the orders service, running or starting on it, say): stop it first (under npm start, Ctrl-C stops everything); nothing was restored`,
+      );
       expect(existsSync(`${path}.restoring`)).toBe(false);
     } finally {
       await db.close();
@@ -405,7 +407,9 @@ describe("restoreSqlite", () => {
     expect(() => restoreSqlite("orders", join(dir, "target.db"), notOne)).toThrow("has no schema_migrations table, so it is no service's database");
     writeFileSync(join(dir, "text.db"), "not a database at all, just some text that is long enough to have a header");
     expect(() => restoreSqlite("orders", join(dir, "target.db"), join(dir, "text.db"))).toThrow(/cannot be (read|opened)|damaged/);
-    expect(existsSync(join(dir, "target.db"))).toBe(false);
+    // Refused before the database is claimed: no claim file, nor folder for it, is left where there was none.
+    expect(() => restoreSqlite("orders", join(dir, "refused", "orders.db"), notOne)).toThrow("has no schema_migrations table");
+    expect(readdirSync(dir).filter((f) => f.startsWith("target.db") || f === "refused")).toEqual([]);
   });
 
   it("refuses another service's database, and one that names no service", async () => {

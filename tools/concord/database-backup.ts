@@ -11,6 +11,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import type { NatsConnection, NatsError } from "nats";
 import { natsAuthorization } from "../../gen/ts/concord_nats.js";
+import { Code, StatusError } from "../../platform/errors/index.js";
 import { claimSqliteFile } from "../../platform/sql/index.js";
 
 /** A durable consumer's acknowledgement floor: every event of its stream up to this sequence was handled and acked. */
@@ -373,16 +374,17 @@ function servicesClaiming(path: string): string[] {
 export function restoreSqlite(service: string, path: string, backup: string, now = new Date()): { readonly asideTo: string | undefined; readonly moved: readonly string[] } {
   if (!existsSync(backup)) throw new Error(`${backup} does not exist`);
   if (existsSync(path) && sameFile(path, backup)) throw new Error(`${backup} is the service's database itself, not a backup of it: nothing to restore`);
+  // Looked at before the database is claimed: a backup refused leaves no claim file, nor folder for it, behind.
+  const problem = backupProblem(backup, service);
+  if (problem) throw new Error(`${backup} cannot be restored: ${problem}`);
   // A database named through a symbolic link is the file it points to: SQLite keeps its log beside that file, and the
   // service may name either, so each has its claim taken.
-  const claims = [claimNamed(path)];
+  const claims = [claimNamed(path, service)];
   try {
     // Resolved once the claim has made the database's folder; spelt as `path` is resolved, a file that is no link
     // is not claimed twice (which this process would find held).
     const file = existsSync(path) ? realpathSync(path) : resolvedPath(path);
-    if (file !== resolvedPath(path)) claims.push(claimNamed(file));
-    const problem = backupProblem(backup, service);
-    if (problem) throw new Error(`${backup} cannot be restored: ${problem}`);
+    if (file !== resolvedPath(path)) claims.push(claimNamed(file, service));
     const holders = existsSync(file) ? servicesClaiming(file) : [];
     if (holders.length > 0 && !holders.includes(service)) throw new Error(`${path} is the ${holders.join(", ")} service's database, not the ${service} service's: nothing was restored over it`);
     // The copy is made before anything is moved: one that fails (a full disk, say) leaves the database where it was.
@@ -420,11 +422,18 @@ export function restoreSqlite(service: string, path: string, backup: string, now
 /**
  * Claims `path` as a service claims it (claimSqliteFile); a claim file it
  * makes there is given to the folder's owner (giveFolderOwner), as the
- * service is to open it when it starts.
+ * service is to open it when it starts. Throws, saying to stop it, while a
+ * process holds the claim (`service`, running or starting, say).
  */
-function claimNamed(path: string): { release(): void } {
+function claimNamed(path: string, service: string): { release(): void } {
   const made = !existsSync(`${path}-lock`);
-  const claim = claimSqliteFile(path);
+  let claim: { release(): void };
+  try {
+    claim = claimSqliteFile(path);
+  } catch (err) {
+    if (!(err instanceof StatusError && err.code === Code.FAILED_PRECONDITION)) throw err;
+    throw new Error(`the SQLite database ${path} is in use by another process (the ${service} service, running or starting on it, say): stop it first (under npm start, Ctrl-C stops everything); nothing was restored`, { cause: err });
+  }
   try {
     if (made) giveFolderOwner(`${path}-lock`);
   } catch (err) {

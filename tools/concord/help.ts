@@ -197,8 +197,9 @@ ${natsOption}`,
 Puts the backup FILE (made by \`database backup\`) in place of the service's
 SQLite database. The service must be stopped: the file is claimed as the
 service claims it, and the restore fails, changing nothing, while a process
-runs on it. The backup is checked (SQLite's quick_check, the service's
-tables, that it is this service's database; the database itself is refused,
+runs on it. The backup is checked first, a FILE.json that names the other
+service refusing it at once (SQLite's quick_check, the service's tables,
+that it is this service's database; the database itself is refused,
 as is a database at --database that names another service) and copied beside
 the database (a copy that fails changes nothing), the database there is moved
 aside with its log and rollback journal (to <database>.before-restore-<time>,
