@@ -280,7 +280,7 @@ describe("npx concord database", () => {
     expect(restore.stderr).toContain("`npx concord consumer redeliver DURABLE --from SEQ` with SEQ at or below its acknowledgement floor before the backup");
   }, 60_000);
 
-  it("says in one line, changing nothing, that a backup is the other service's", async () => {
+  it("says in one line, changing nothing, that a backup is the other service's, and that a database not migrated in full is to be backed up once its service has started", async () => {
     const products = join(dir, "one-line-products.db");
     await serviceDatabase(products, "products");
     const backup = join(dir, "one-line", "products.db");
@@ -292,6 +292,16 @@ describe("npx concord database", () => {
     expect(other.status).toBe(1);
     expect(other.stderr).toBe(`concord database restore: ${backup} is a backup of products (${backup}.json), not of orders; nothing was restored (restore it with \`npx concord database restore products FILE\`)\n`);
     expect(readFileSync(target).equals(before)).toBe(true);
+    // As the order service's first start leaves its database between two migrations.
+    const starting = join(dir, "starting.db");
+    const db = new BetterSqlite3(starting);
+    db.exec("CREATE TABLE schema_migrations (id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL); CREATE TABLE schema_owner (service TEXT PRIMARY KEY); INSERT INTO schema_owner VALUES ('orders')");
+    db.close();
+    const early = await run("database", "backup", "orders", join(dir, "starting-backup.db"), "--database", starting, "--nats", "nats://127.0.0.1:1");
+    expect(early.status).toBe(1);
+    expect(early.stderr).toBe(
+      `concord database backup: ${starting} cannot be backed up as the orders service's database: it is the orders service's database, but its migrations have not all run: it has no event_outbox table yet, as while the service first starts; back it up once the orders service has started on it (nothing was written)\n`,
+    );
   }, 60_000);
 
   it("never replaces a backup: a second to its file, or to where its record is, is refused, saying how to replace it", async () => {

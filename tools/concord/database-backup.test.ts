@@ -412,6 +412,21 @@ describe("restoreSqlite", () => {
     expect(readdirSync(dir).filter((f) => f.startsWith("target.db") || f === "refused")).toEqual([]);
   });
 
+  it("refuses, saying so, a database whose migrations have not all run, as while the service first starts", () => {
+    const unfinished = join(dir, "unfinished.db");
+    const db = new BetterSqlite3(unfinished);
+    db.pragma("journal_mode = WAL");
+    // As migrate's first transaction leaves it, before the outbox's migration.
+    db.exec("CREATE TABLE schema_migrations (id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL); CREATE TABLE schema_owner (service TEXT PRIMARY KEY); INSERT INTO schema_owner VALUES ('orders')");
+    db.close();
+    const reason = "it is the orders service's database, but its migrations have not all run: it has no event_outbox table yet, as while the service first starts";
+    expect(sourceProblem(unfinished, "orders")).toEqual({ reason, unfinished: true });
+    expect(() => restoreSqlite("orders", join(dir, "unfinished-target.db"), unfinished)).toThrow(`${unfinished} cannot be restored: ${reason}`);
+    writeFileSync(join(dir, "empty.db"), "");
+    expect(sourceProblem(join(dir, "empty.db"), "orders")).toMatchObject({ reason: expect.stringContaining("it holds no tables yet"), unfinished: true });
+    expect(sourceProblem(unfinished, "products")).toEqual({ reason: "it is the orders service's database, not the products service's", unfinished: false });
+  });
+
   it("refuses another service's database, and one that names no service", async () => {
     const products = join(dir, "products.db");
     await (await openDatabase({ path: products, owner: "products", migrations: [...outboxMigrations, ...inboxMigrations] })).close();

@@ -296,34 +296,44 @@ function recordProblem(record: unknown): string | undefined {
   return undefined;
 }
 
-/** Why the database open on `db` is not `service`'s: a service's tables missing (never migrated), or another service's, or none's. */
-function ownerProblem(db: BetterSqlite3.Database, service: string): string | undefined {
+/**
+ * Why the database open on `db` is not `service`'s: `unfinished` where it is
+ * (or may become) the service's but its migrations have not all run, as
+ * while the service first starts and makes its tables; otherwise it is
+ * another service's, none's, or never migrated.
+ */
+function ownerProblem(db: BetterSqlite3.Database, service: string): { readonly reason: string; readonly unfinished: boolean } | undefined {
   const tables = new Set(db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all() as string[]);
-  for (const table of ["schema_migrations", "schema_owner", "event_outbox", "event_inbox"]) if (!tables.has(table)) return `it has no ${table} table, so it is no service's database`;
+  // A service makes its database as an empty file, then its tables, each migration in a transaction of its own.
+  if (tables.size === 0) return { reason: "it holds no tables yet: an empty database, as a service's is while it first starts, before its first migration", unfinished: true };
+  for (const table of ["schema_migrations", "schema_owner"]) if (!tables.has(table)) return { reason: `it has no ${table} table, so it is no service's database`, unfinished: false };
   // The service would refuse to start on another service's database, the one moved aside then out of its reach.
   const owners = db.prepare("SELECT service FROM schema_owner").pluck().all() as string[];
-  if (owners.length === 0) return "its schema_owner names no service, so it is no service's database";
-  if (!owners.includes(service)) return `it is the ${owners.join(", ")} service's database, not the ${service} service's`;
+  if (owners.length === 0) return { reason: "its schema_owner names no service, so it is no service's database", unfinished: false };
+  if (!owners.includes(service)) return { reason: `it is the ${owners.join(", ")} service's database, not the ${service} service's`, unfinished: false };
+  const missing = ["event_outbox", "event_inbox"].find((table) => !tables.has(table));
+  if (missing !== undefined) return { reason: `it is the ${service} service's database, but its migrations have not all run: it has no ${missing} table yet, as while the service first starts`, unfinished: true };
   return undefined;
 }
 
 /**
  * Why the SQLite database at `path` is no database of `service` to back up
- * (one whose backup a restore would refuse: never migrated, another
- * service's, or none's), or undefined. Reads it on a read-only connection
- * of its own, the service going on.
+ * (one whose backup a restore would refuse: another service's, none's, or
+ * not migrated in full, `unfinished`, as while the service first starts),
+ * or undefined. Reads it on a read-only connection of its own, the service
+ * going on.
  */
-export function sourceProblem(path: string, service: string): string | undefined {
+export function sourceProblem(path: string, service: string): { readonly reason: string; readonly unfinished: boolean } | undefined {
   try {
     return readingOnly(path, (db) => {
       try {
         return ownerProblem(db, service);
       } catch (err) {
-        return `it cannot be read as a SQLite database: ${(err as Error).message}`;
+        return { reason: `it cannot be read as a SQLite database: ${(err as Error).message}`, unfinished: false };
       }
     });
   } catch (err) {
-    return `it cannot be opened: ${(err as Error).message}`;
+    return { reason: `it cannot be opened: ${(err as Error).message}`, unfinished: false };
   }
 }
 
@@ -334,7 +344,7 @@ function backupProblem(backup: string, service: string): string | undefined {
       try {
         const check = db.pragma("quick_check", { simple: true });
         if (check !== "ok") return `SQLite's quick_check finds it damaged: ${String(check)}`;
-        return ownerProblem(db, service);
+        return ownerProblem(db, service)?.reason;
       } catch (err) {
         return `it cannot be read as a SQLite database: ${(err as Error).message}`;
       }

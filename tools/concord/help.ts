@@ -175,8 +175,9 @@ FILE.json: every event up to a consumer's floor was handled in a transaction
 the backup holds. NATS that does not answer within 5 s leaves them out,
 saying so; the backup is taken all the same. A database a restore would
 refuse, one that is not the service's (another service's or none's, as
-schema_owner says, or without the service's tables), is refused, nothing
-written. The copy is flushed to disk before it takes the name FILE
+schema_owner says), or not yet migrated in full (empty, or without the
+outbox's or inbox's table, as in the service's first start: back it up once
+the service has started), is refused, nothing written. The copy is flushed to disk before it takes the name FILE
 (FILE.partial until then: one there already, another backup's to FILE or one
 cut short, stops it); where FILE.json cannot be written (FILE.json.partial
 until then, and one there already stops it), the copy is deleted and it
