@@ -20,7 +20,7 @@ import { printStatus, serviceTargets } from "./concord/status.js";
 import { provisionStreams } from "./concord/provision.js";
 import { createLogger } from "../platform/log/index.js";
 import { outboxCommand, outboxOptions, runningStartPostgres } from "./outbox.js";
-import { backupSqlite, type ConsumerPosition, consumerPositions, consumersNotRecorded, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, writeBackupRecord } from "./concord/database-backup.js";
+import { backupSqlite, type ConsumerPosition, consumerPositions, consumersNotRecorded, notABackup, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
 import { tracesCommand, tracesOptions } from "./traces.js";
@@ -317,7 +317,7 @@ async function databaseBackup(args: string[]): Promise<number> {
   // Said before NATS is waited for; backupSqlite and writeBackupRecord look again, for a backup to FILE made meanwhile.
   const taken = [file, recordFileOf(file)].find((f) => existsSync(f));
   if (taken !== undefined) {
-    console.error(`concord ${command}: ${taken} exists: a backup goes to a new file, and is never replaced; ${toReplaceIt(file)}`);
+    console.error(`concord ${command}: ${notABackup(taken, database) ?? `${taken} exists: a backup goes to a new file, and is never replaced; ${toReplaceIt(file)}`}`);
     return 1;
   }
   // Read before the snapshot: every event at or below a consumer's floor then was handled in a transaction the snapshot holds.

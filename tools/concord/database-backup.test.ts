@@ -67,6 +67,10 @@ describe("backupSqlite", () => {
       expect(() => backupSqlite(path, target)).toThrow(`${target} exists: a backup goes to a new file; name another FILE, or, to replace that backup, remove ${target} and ${target}.json first`);
       expect(rows(target)).toHaveLength(100);
       expect(() => backupSqlite(join(dir, "none.db"), join(dir, "none-backup.db"))).toThrow("does not exist");
+      // Nothing to "remove first" where FILE is a directory, or the database itself.
+      expect(() => backupSqlite(path, dir)).toThrow(`${dir} is a directory: name the backup's file in it (${join(dir, "live.db")}, say)`);
+      symlinkSync(path, join(dir, "live-itself.db"));
+      for (const itself of [path, join(dir, "live-itself.db")]) expect(() => backupSqlite(path, itself)).toThrow(`${itself} is the service's database itself: a backup goes to a new file, elsewhere`);
       // A rollback journal beside the database, where none is now: the next opening would play it back and delete it.
       for (const own of [`${path}-journal`, `${dir}/./live.db-journal`, `${path}-lock-journal`]) {
         expect(() => backupSqlite(path, own)).toThrow("is a file SQLite or the service keeps beside the database");
@@ -405,6 +409,7 @@ describe("restoreSqlite", () => {
     other.exec("CREATE TABLE t (n INTEGER)");
     other.close();
     expect(() => restoreSqlite("orders", join(dir, "target.db"), notOne)).toThrow("has no schema_migrations table, so it is no service's database");
+    expect(() => restoreSqlite("orders", join(dir, "target.db"), dir)).toThrow(`${dir} is a directory, not a backup: name a backup's file`);
     writeFileSync(join(dir, "text.db"), "not a database at all, just some text that is long enough to have a header");
     expect(() => restoreSqlite("orders", join(dir, "target.db"), join(dir, "text.db"))).toThrow(/cannot be (read|opened)|damaged/);
     // Refused before the database is claimed: no claim file, nor folder for it, is left where there was none.

@@ -118,6 +118,18 @@ function moveIntoNewPlace(from: string, to: string): void {
 export const toReplaceIt = (backup: string): string => `name another FILE, or, to replace that backup, remove ${backup} and ${recordFileOf(backup)} first`;
 
 /**
+ * What `taken`, found where a backup of the database `source` was to go, is
+ * when it is no backup that could be replaced: a directory, or the database
+ * itself (for which "remove it first" would be the wrong advice); else undefined.
+ */
+export function notABackup(taken: string, source: string): string | undefined {
+  const found = statSync(taken, { throwIfNoEntry: false });
+  if (found?.isDirectory()) return `${taken} is a directory: name the backup's file in it (${join(taken, basename(source))}, say)`;
+  if (found && existsSync(source) && sameFile(taken, source)) return `${taken} is the service's database itself: a backup goes to a new file, elsewhere`;
+  return undefined;
+}
+
+/**
  * The files beside a SQLite database that belong to it: its log and shared
  * memory, a rollback journal (which a connection opening the database plays
  * back and deletes), and the service's claim on it and that claim's journal.
@@ -194,7 +206,7 @@ function removeAsLastConnection(path: string, file: string): void {
  * Resolves with its size.
  */
 export function backupSqlite(source: string, target: string): { readonly bytes: number } {
-  if (existsSync(target)) throw new Error(`${target} exists: a backup goes to a new file; ${toReplaceIt(target)}`);
+  if (existsSync(target)) throw new Error(notABackup(target, source) ?? `${target} exists: a backup goes to a new file; ${toReplaceIt(target)}`);
   if (!existsSync(source)) throw new Error(`${source} does not exist`);
   // Any database's, not only `source`'s: the other service's next start would delete it as well.
   const own = databaseFileSuffixes.find((suffix) => target.endsWith(suffix) && statSync(target.slice(0, -suffix.length), { throwIfNoEntry: false })?.isFile());
@@ -383,6 +395,8 @@ function servicesClaiming(path: string): string[] {
  */
 export function restoreSqlite(service: string, path: string, backup: string, now = new Date()): { readonly asideTo: string | undefined; readonly moved: readonly string[] } {
   if (!existsSync(backup)) throw new Error(`${backup} does not exist`);
+  const given = statSync(backup);
+  if (!given.isFile()) throw new Error(`${backup} is ${given.isDirectory() ? "a directory" : "no regular file"}, not a backup: name a backup's file`);
   if (existsSync(path) && sameFile(path, backup)) throw new Error(`${backup} is the service's database itself, not a backup of it: nothing to restore`);
   // Looked at before the database is claimed: a backup refused leaves no claim file, nor folder for it, behind.
   const problem = backupProblem(backup, service);

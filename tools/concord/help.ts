@@ -184,7 +184,8 @@ until then, and one there already stops it), the copy is deleted and it
 exits 1. A backup is never replaced: FILE or FILE.json there already
 (another backup's, even one to FILE that ended while this one copied) is
 refused, exit 1; name another FILE, or remove both first to replace that
-backup.
+backup (a FILE that is a directory, or the database itself, is refused
+saying which).
   --database PATH     the service's SQLite file (default: as the service's,
                       $PRODUCTS_DATABASE_URL or $ORDERS_DATABASE_URL, else
                       $DATABASE_URL, else the database \`npm start -- --postgres\`
