@@ -177,11 +177,11 @@ saying so; the backup is taken all the same. A database a restore would
 refuse, one that is not the service's (another service's or none's, as
 schema_owner says), or not yet migrated in full (empty, or without the
 outbox's or inbox's table, as in the service's first start: back it up once
-the service has started), is refused, nothing written. The copy is flushed to disk before it takes the name FILE
-(FILE.partial until then: one there already, another backup's to FILE or one
-cut short, stops it); where FILE.json cannot be written (FILE.json.partial
-until then, and one there already stops it), the copy is deleted and it
-exits 1. A backup is never replaced: FILE or FILE.json there already
+the service has started), is refused, nothing written. The copy is flushed
+to disk before it takes the name FILE (FILE.partial until then: one there
+already, another backup's to FILE or one cut short, stops it); where
+FILE.json cannot be written (FILE.json.partial until then, and one there
+already stops it), the copy is deleted and it exits 1. A backup is never replaced: FILE or FILE.json there already
 (another backup's, even one to FILE that ended while this one copied) is
 refused, exit 1; name another FILE, or remove both first to replace that
 backup (a FILE that is a directory, or the database itself, is refused
@@ -213,11 +213,11 @@ service running as another user than the restore (root, say) can still open
 it (a user who may not give them is refused, nothing changed; with no
 database there, the copy is mode 0600 and the restoring user's, or, run as
 root, the owner's and group's of the database's folder, as is the
-<database>-lock it makes there). Then it prints,
-one a line, for each of the service's durable consumers, the \`npx concord
-consumer redeliver DURABLE --from SEQ\` command (SEQ one past its floor in
-FILE.json) that delivers again the events it handled after the backup: run
-them once the service runs again. Its inbox, as restored, skips those it had
+<database>-lock it makes there). Then it prints, one a line, for each of the
+service's durable consumers, the \`npx concord consumer redeliver DURABLE
+--from SEQ\` command (SEQ one past its floor in FILE.json) that delivers
+again the events it handled after the backup: run them once the service
+runs again. Its inbox, as restored, skips those it had
 handled by the backup. A FILE.json that is no record of the service's
 consumers' floors (whole numbers) stops the restore before anything is
 changed; one that leaves out some of the service's consumers (a backup taken
