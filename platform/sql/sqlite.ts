@@ -212,7 +212,13 @@ export function claimSqliteFile(path: string): { release(): void } {
   const file = `${path}-lock`;
   mkdirSync(dirname(file), { recursive: true });
   if (!existsSync(file)) closeSync(openSync(file, "a", 0o600));
-  const connection = new BetterSqlite3(file, { timeout: 0 });
+  let connection: BetterSqlite3.Database;
+  try {
+    connection = new BetterSqlite3(file, { timeout: 0 });
+  } catch (err) {
+    // SQLite's own words ("unable to open database file") name no file: another user's claim file, say.
+    throw new Error(`claiming the SQLite database ${path} (${file}) failed: ${(err as Error).message}`, { cause: err });
+  }
   try {
     connection.pragma("locking_mode = EXCLUSIVE");
     connection.exec(`CREATE TABLE IF NOT EXISTS held_by (pid INTEGER NOT NULL); DELETE FROM held_by; INSERT INTO held_by VALUES (${process.pid})`);

@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { describe, expect, it } from "vitest";
@@ -232,6 +232,22 @@ describe("restoreSqlite", () => {
     } finally {
       await db.close();
     }
+  });
+
+  it("names the claim file it could not open, and restores nothing", async () => {
+    const path = join(dir, "unclaimable.db");
+    const backup = join(dir, "unclaimable-backup.db");
+    await (await serviceDatabase(path)).close();
+    backupSqlite(path, backup);
+    const before = readFileSync(path);
+    // A claim file SQLite cannot open (as another user's, mode 0600, is to any other user but root).
+    rmSync(`${path}-lock`);
+    mkdirSync(`${path}-lock`);
+    expect(() => restoreSqlite("orders", path, backup)).toThrow(
+      `claiming the SQLite database ${path} (${path}-lock) failed: unable to open database file; nothing was restored (may this user write ${path}-lock? run the restore as the user the service runs as, or as root)`,
+    );
+    expect(readFileSync(path).equals(before)).toBe(true);
+    expect(readdirSync(dir).filter((f) => f.startsWith("unclaimable.db")).sort()).toEqual(["unclaimable.db", "unclaimable.db-lock"]);
   });
 
   it("moves the database there aside with its log, and puts a copy of the backup in its place", async () => {

@@ -455,7 +455,9 @@ function claimNamed(path: string, service: string): { release(): void } {
   try {
     claim = claimSqliteFile(path);
   } catch (err) {
-    if (!(err instanceof StatusError && err.code === Code.FAILED_PRECONDITION)) throw err;
+    if (!(err instanceof StatusError && err.code === Code.FAILED_PRECONDITION)) {
+      throw new Error(`${(err as Error).message}; nothing was restored (may this user write ${path}-lock? run the restore as the user the service runs as, or as root)`, { cause: err });
+    }
     throw new Error(`the SQLite database ${path} is in use by another process (the ${service} service, running or starting on it, say): stop it first (under npm start, Ctrl-C stops everything); nothing was restored`, { cause: err });
   }
   try {
