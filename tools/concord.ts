@@ -310,8 +310,7 @@ async function databaseBackup(args: string[]): Promise<number> {
   // A backup that a restore would refuse is no backup: said now, not on the day it is needed.
   const problem = sourceProblem(database, service);
   if (problem) {
-    const advice = problem.unfinished ? `back it up once the ${service} service has started on it` : `name the ${service} service's with --database`;
-    console.error(`concord ${command}: ${database} cannot be backed up as the ${service} service's database: ${problem.reason}; ${advice} (nothing was written)`);
+    console.error(`concord ${command}: ${database} cannot be backed up as the ${service} service's database: ${problem.reason}; ${problem.advice} (nothing was written)`);
     return 1;
   }
   // Said before NATS is waited for; backupSqlite and writeBackupRecord look again, for a backup to FILE made meanwhile.

@@ -1,6 +1,7 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { join, relative } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { describe, expect, it } from "vitest";
@@ -441,11 +442,28 @@ describe("restoreSqlite", () => {
     db.exec("CREATE TABLE schema_migrations (id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL); CREATE TABLE schema_owner (service TEXT PRIMARY KEY); INSERT INTO schema_owner VALUES ('orders')");
     db.close();
     const reason = "it is the orders service's database, but its migrations have not all run: it has no event_outbox table yet, as while the service first starts";
-    expect(sourceProblem(unfinished, "orders")).toEqual({ reason, unfinished: true });
+    expect(sourceProblem(unfinished, "orders")).toEqual({ reason, advice: "back it up once the orders service has started on it" });
     expect(() => restoreSqlite("orders", join(dir, "unfinished-target.db"), unfinished)).toThrow(`${unfinished} cannot be restored: ${reason}`);
     writeFileSync(join(dir, "empty.db"), "");
-    expect(sourceProblem(join(dir, "empty.db"), "orders")).toMatchObject({ reason: expect.stringContaining("it holds no tables yet"), unfinished: true });
-    expect(sourceProblem(unfinished, "products")).toEqual({ reason: "it is the orders service's database, not the products service's", unfinished: false });
+    expect(sourceProblem(join(dir, "empty.db"), "orders")).toMatchObject({ reason: expect.stringContaining("it holds no tables yet"), advice: "back it up once the orders service has started on it" });
+    expect(sourceProblem(unfinished, "products")).toEqual({ reason: "it is the orders service's database, not the products service's", advice: "name the products service's with --database" });
+    mkdirSync(join(dir, "folder.db"));
+    expect(sourceProblem(join(dir, "folder.db"), "orders")).toEqual({ reason: "it is a directory, not a SQLite file", advice: "name the orders service's with --database" });
+  });
+
+  it("says to run the backup as the service's user where it cannot open the database", async () => {
+    // A file SQLite cannot open, as another user's (mode 0600) is to any user but root: a socket, to root too.
+    const socket = join(dir, "unopenable.db");
+    const server = createServer().listen(socket);
+    await once(server, "listening");
+    try {
+      expect(sourceProblem(socket, "orders")).toEqual({
+        reason: "it cannot be opened: unable to open database file",
+        advice: "may this user read it? run the backup as the user the service runs as, or as root",
+      });
+    } finally {
+      server.close();
+    }
   });
 
   it("refuses another service's database, and one that names no service", async () => {

@@ -331,21 +331,25 @@ function ownerProblem(db: BetterSqlite3.Database, service: string): { readonly r
 /**
  * Why the SQLite database at `path` is no database of `service` to back up
  * (one whose backup a restore would refuse: another service's, none's, or
- * not migrated in full, `unfinished`, as while the service first starts),
- * or undefined. Reads it on a read-only connection of its own, the service
- * going on.
+ * not migrated in full, as while the service first starts; or one this
+ * user cannot open), and what to do about it; or undefined. Reads it on a
+ * read-only connection of its own, the service going on.
  */
-export function sourceProblem(path: string, service: string): { readonly reason: string; readonly unfinished: boolean } | undefined {
+export function sourceProblem(path: string, service: string): { readonly reason: string; readonly advice: string } | undefined {
+  const mistaken = `name the ${service} service's with --database`;
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) return { reason: "it is a directory, not a SQLite file", advice: mistaken };
   try {
     return readingOnly(path, (db) => {
       try {
-        return ownerProblem(db, service);
+        const problem = ownerProblem(db, service);
+        return problem && { reason: problem.reason, advice: problem.unfinished ? `back it up once the ${service} service has started on it` : mistaken };
       } catch (err) {
-        return { reason: `it cannot be read as a SQLite database: ${(err as Error).message}`, unfinished: false };
+        return { reason: `it cannot be read as a SQLite database: ${(err as Error).message}`, advice: mistaken };
       }
     });
   } catch (err) {
-    return { reason: `it cannot be opened: ${(err as Error).message}`, unfinished: false };
+    // SQLite says "unable to open database file" of a file this user may not read (the service's, mode 0600).
+    return { reason: `it cannot be opened: ${(err as Error).message}`, advice: "may this user read it? run the backup as the user the service runs as, or as root" };
   }
 }
 
