@@ -119,6 +119,38 @@ describe("the order saga", () => {
     expect(await reserved()).toHaveLength(1);
   });
 
+  it("takes an event whose UUIDs are in upper case (another SDK's) as naming the same order and products, and one ce-id in both cases as one event", async () => {
+    const productId = await newProduct(10);
+    const orderId = uuidv7();
+    const [ORDER, PRODUCT, EVENT] = [orderId.toUpperCase(), productId.toUpperCase(), uuidv7().toUpperCase()];
+    const line = { productId: PRODUCT, productName: "Teapot", quantity: 3, unitPrice: eur(1000), lineTotal: eur(3000) };
+    const placed = OrderPlaced.encode({ orderId: ORDER, customerId: "c-upper", lines: [line], total: eur(3000), linesVersion: 1 }).finish();
+    await publishRaw(nc, `shop.orders.v1.order.${ORDER}.placed`, "shop.orders.v1.OrderPlaced", placed, EVENT);
+    // The product was found by its id in upper case: its stock is reserved, and the answer names the order as the services write ids.
+    await expect.poll(() => stockOf(productId)).toBe(7);
+    const reserved = async () => (await readStream(shop.products.service.events.bus.jsm, "SHOP_PRODUCTS")).filter((e) => e.subject === `shop.products.v1.reservation.${orderId}.reserved`);
+    await expect.poll(async () => (await reserved()).length).toBe(1);
+    // The same event again, its ce-id now in lower case (a Nats-Msg-Id of its own, so JetStream keeps it): the inbox knows it.
+    await publishRaw(nc, `shop.orders.v1.order.${orderId}.placed`, "shop.orders.v1.OrderPlaced", placed, EVENT.toLowerCase());
+    const inboxRows = () => {
+      const db = new BetterSqlite3(shop.products.databasePath, { readonly: true });
+      try {
+        return db.prepare("SELECT event_id FROM event_inbox WHERE consumer = 'products-order-placed' AND lower(event_id) = ?").all(EVENT.toLowerCase());
+      } finally {
+        db.close();
+      }
+    };
+    const consumer = () => shop.products.service.events.bus.jsm.consumers.info("SHOP_ORDERS", "products-order-placed");
+    await expect.poll(async () => ((c) => c.num_pending + c.num_ack_pending)(await consumer())).toBe(0);
+    expect(inboxRows()).toEqual([{ event_id: EVENT.toLowerCase() }]);
+    expect(await stockOf(productId)).toBe(7);
+    expect(await reserved()).toHaveLength(1);
+    // A cancel naming the order in upper case returns its stock.
+    const cancelled = OrderCancelled.encode({ orderId: ORDER, customerId: "c-upper", reason: "" }).finish();
+    await publishRaw(nc, `shop.orders.v1.order.${ORDER}.cancelled`, "shop.orders.v1.OrderCancelled", cancelled, uuidv7().toUpperCase());
+    await expect.poll(() => stockOf(productId)).toBe(10);
+  });
+
   it("keeps every state right when a cancellation overtakes the order it cancels", async () => {
     const productId = await newProduct(10);
     const orderId = uuidv7();

@@ -4,12 +4,11 @@ import type { Logger } from "../log/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 import { type Database, isDatabaseTakingNoWrites, isLockTimeout, limitLockWaits } from "../sql/index.js";
 import { batchLocker, type BatchLocker } from "./batch-locks.js";
-import { eventHeaders } from "./cloud-events.js";
 import { deadLetterPrefix, deadLetterStreamSpec, fileDeadLetter, reasonOf } from "./dead-letter.js";
-import { BatchConflictError, headerValue, SavepointNeededError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
+import { BatchConflictError, SavepointNeededError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 import type { ConsumerBinding } from "./event-handler.js";
 import { receivedHeaders } from "./nats-internals.js";
-import { countAttempt, countFailure, createBatchClaims, createInbox, eventIdProblem, noteDeadLetter, uncountAttempt, type BatchClaims } from "./inbox.js";
+import { countAttempt, countFailure, createBatchClaims, createInbox, eventIdOf, eventIdProblem, noteDeadLetter, uncountAttempt, type BatchClaims } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
 import { consumerPipeline } from "./pipeline.js";
 import { createPullIntake, type PullIntake } from "./pull-intake.js";
@@ -177,7 +176,7 @@ function deliveryOf(msg: JsMsg, consumer: string): Delivery {
 function eventIdsOf(deliveries: readonly Delivery[], from: number, end: number): string[] {
   const ids: string[] = [];
   for (let i = from; i < end; i++) {
-    const id = headerValue(deliveries[i].headers, eventHeaders.id);
+    const id = eventIdOf(deliveries[i]);
     if (id !== undefined && eventIdProblem(id) === undefined) ids.push(id);
   }
   return ids;

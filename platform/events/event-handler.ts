@@ -1,8 +1,9 @@
-import type { MessageChecker } from "../contracts/index.js";
+import { encodeMessage, type MessageChecker } from "../contracts/index.js";
 import type { Transaction } from "../sql/index.js";
 import { eventHeaders, protobufContentType } from "./cloud-events.js";
 import { headerValue, UnprocessableEventError, type Delivery, type DeliveryHandler } from "./delivery.js";
 import { describeViolations } from "./event-rules.js";
+import { eventIdOf } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
 import { subjectFor } from "./subject.js";
 import { traceparentFrom, tracestateFrom } from "./trace-context.js";
@@ -86,7 +87,7 @@ export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandle
   const { binding, outbox, checker } = options;
   return async (delivery, tx) => {
     const event = checkedEvent(delivery, binding, checker);
-    const eventId = headerValue(delivery.headers, eventHeaders.id) ?? "";
+    const eventId = eventIdOf(delivery) ?? "";
     const time = new Date(headerValue(delivery.headers, eventHeaders.time) ?? Number.NaN);
     const given = delivery.trace?.traceparent ?? headerValue(delivery.headers, eventHeaders.traceparent) ?? headerValue(delivery.headers, eventHeaders.ceTraceparent);
     const traceparent = traceparentFrom(given);
@@ -122,16 +123,25 @@ export function checkedEvent<T>(delivery: Delivery, binding: ConsumerBinding<T>,
     const why = named.length > 0 ? `breaks its contract's rules: ${describeViolations(named)}` : `cannot be decoded: ${(err as Error).message}`;
     throw new UnprocessableEventError(`the ${type} payload ${why}`, { cause: err });
   }
-  const violations = checker && (checker.checkDecoded(type, event) ?? checker.check(type, delivery.data));
-  if (violations && violations.length > 0) throw new UnprocessableEventError(`the ${type} event breaks its contract's rules: ${describeViolations(violations)}`);
-  // Consumers are routed by subject: one that does not match the event's own fields was forged or misrouted.
-  let expected: string;
+  // The subject its producer made from its fields as they came, before their UUIDs are put in lower case.
+  let expected: string | undefined;
+  let noSubject: unknown;
   try {
     expected = subjectFor(descriptor, event);
   } catch (err) {
-    throw new UnprocessableEventError(`the ${type} event has no subject of its own: ${(err as Error).message}`, { cause: err });
+    noSubject = err;
   }
-  if (expected !== delivery.subject) throw new UnprocessableEventError(`the ${type} event came on ${delivery.subject}, but its fields make its subject ${expected}`);
+  // Ids in the case the services issue and store them, as a request's are (bind-service.ts): an event from a
+  // producer that writes UUIDs in upper case names the same order or product, and its handler finds it.
+  const lowered = checker?.lowerCaseUuids(type, event) ?? false;
+  const violations = checker && (checker.checkDecoded(type, event) ?? checker.check(type, lowered ? encodeMessage(descriptor.codec, event) : delivery.data));
+  if (violations && violations.length > 0) throw new UnprocessableEventError(`the ${type} event breaks its contract's rules: ${describeViolations(violations)}`);
+  // Consumers are routed by subject: one that does not match the event's own fields was forged or misrouted.
+  if (expected === undefined) throw new UnprocessableEventError(`the ${type} event has no subject of its own: ${(noSubject as Error).message}`, { cause: noSubject });
+  // A producer that lowered its ids for the subject alone made it from the same fields.
+  if (expected !== delivery.subject && !(lowered && subjectFor(descriptor, event) === delivery.subject)) {
+    throw new UnprocessableEventError(`the ${type} event came on ${delivery.subject}, but its fields make its subject ${expected}`);
+  }
   return event;
 }
 

@@ -59,7 +59,7 @@ export const failedAttemptsMigrations: Migration[] = [
  * inbox step refuses it), and its stream sequence tells it apart.
  */
 function attemptsKey(delivery: Delivery): string {
-  const id = headerValue(delivery.headers, eventHeaders.id);
+  const id = eventIdOf(delivery);
   return id !== undefined && eventIdProblem(id) === undefined ? id : "";
 }
 
@@ -316,6 +316,24 @@ export function eventIdProblem(id: string | undefined): string | undefined {
   return undefined;
 }
 
+const upperCaseHex = /[A-F]/;
+const uuidText = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * The delivery's event id (`ce-id`) as the inbox and its handler know it:
+ * one that is a UUID in lower case, as UUIDs compare case-insensitively
+ * (RFC 9562), so an event published again by a producer that writes its
+ * ids in upper case one time and lower the next (another SDK, a relay that
+ * reads them back from a database's uuid column) is one event, not two;
+ * any other id as it came, as a CloudEvents id is opaque text whose case
+ * counts. The header itself is left as it came (dead letters keep it).
+ * Costs one regex test on the id unless it holds an upper-case A to F.
+ */
+export function eventIdOf(delivery: Delivery): string | undefined {
+  const id = headerValue(delivery.headers, eventHeaders.id);
+  return id !== undefined && upperCaseHex.test(id) && uuidText.test(id) ? id.toLowerCase() : id;
+}
+
 /**
  * The pipeline step that runs the rest of it once per event id and
  * consumer: a delivery whose event was processed already is acked without
@@ -326,7 +344,7 @@ export function eventIdProblem(id: string | undefined): string | undefined {
  */
 export function inboxStep(inbox: Inbox, logger: Logger, batch?: BatchClaims): DeliveryMiddleware {
   return (next) => async (delivery, tx) => {
-    const eventId = headerValue(delivery.headers, eventHeaders.id);
+    const eventId = eventIdOf(delivery);
     const problem = eventIdProblem(eventId);
     if (problem || !eventId) throw new UnprocessableEventError(`the ${headerValue(delivery.headers, eventHeaders.type) ?? "event"} message ${problem}, so it cannot be deduplicated`);
     const claimed = batch?.covers(eventId) ? batch.claim(tx, delivery.consumer, eventId) : await inbox.claim(tx, delivery.consumer, eventId);
