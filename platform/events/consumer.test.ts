@@ -344,6 +344,37 @@ describe("startConsumers", () => {
     await t.settled();
   });
 
+  it("dead-letters at once an event that carries a CloudEvents attribute twice with different values, one it had as a duplicate of a processed id too; the same value twice is taken", async () => {
+    const t = await setup("repeated");
+    const raw = (id: string, thingId: string, repeat: Record<string, string>) => {
+      const h = natsHeaders();
+      const all = { "ce-specversion": "1.0", "ce-id": id, "ce-type": thingHappenedType, "ce-source": "test" };
+      for (const [name, value] of Object.entries(all)) h.set(name, value);
+      for (const [name, value] of Object.entries(repeat)) h.append(name, value);
+      return bus.js.publish(`test.repeated.thing.${thingId}.happened`, ThingHappened.encode({ thingId, note: `${id}-${thingId}` }).finish(), { headers: h });
+    };
+    const reasons: string[] = [];
+    const filed = async (why: RegExp) => {
+      await eventually(`a dead letter matching ${why}`, async () => why.test((await t.deadLetter())?.header.get("concord-dlq-reason") ?? ""));
+      reasons.push((await t.deadLetter())!.header.get("concord-dlq-reason")!);
+    };
+    await t.publish("first");
+    await eventually("the first event is handled", async () => (await t.effects()) === 1);
+    const processed = t.contexts[0].eventId;
+    // nats-py takes the last value of a header, nats.js and nats.go the first: a Python consumer would see another event.
+    await raw("two-types", "t-a", { "ce-type": "concord.test.v1.SomethingElse" });
+    await filed(/message carries ce-type more than once, with different values/);
+    await raw(processed, "t-first", { "ce-id": "a-new-id" });
+    await filed(/message carries ce-id more than once, with different values/);
+    await raw("two-versions", "t-b", { "ce-specversion": "0.3" });
+    await filed(/message carries ce-specversion more than once/);
+    expect(await t.effects(), "none of them handled").toBe(1);
+    await raw("same-twice", "t-c", { "ce-type": thingHappenedType, "ce-id": "same-twice" });
+    await eventually("an attribute repeated with its own value is taken", async () => (await t.effects()) === 2);
+    await t.settled();
+    expect(reasons).toHaveLength(3);
+  });
+
   it("files an event near the server's max_payload without its payload when the dead letter's headers would not fit, and acks it", async () => {
     const t = await setup("huge");
     const h = natsHeaders();

@@ -159,14 +159,19 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
   };
 }
 
+/** Filled by receivedHeaders with the headers a message repeats with other values; emptied for each message. */
+const repeated: string[] = [];
+
 function deliveryOf(msg: JsMsg, consumer: string): Delivery {
+  const headers = receivedHeaders(msg, repeated);
   return {
     consumer,
     stream: msg.info.stream,
     subject: msg.subject,
     streamSequence: msg.info.streamSequence,
     deliveryCount: msg.info.redeliveryCount,
-    headers: receivedHeaders(msg),
+    headers,
+    ...(repeated.length > 0 && { repeatedHeaders: repeated.splice(0) }),
     data: msg.data,
     storedAt: new Date(Math.floor(msg.info.timestampNanos / 1e6)),
   };

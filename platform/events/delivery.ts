@@ -28,6 +28,11 @@ export interface Delivery {
    */
   readonly deadLetterReason?: string;
   readonly headers: Readonly<Record<string, string>>;
+  /**
+   * Names of the headers the message carries more than once with different
+   * values (`headers` holds the first): undefined when there are none.
+   */
+  readonly repeatedHeaders?: readonly string[];
   readonly data: Uint8Array;
   /** When JetStream stored the message. */
   readonly storedAt: Date;
@@ -87,6 +92,23 @@ export type DeliveryMiddleware = (next: DeliveryHandler) => DeliveryHandler;
  */
 export class UnprocessableEventError extends Error {
   override readonly name: string = "UnprocessableEventError";
+}
+
+/**
+ * The first CloudEvents attribute (a `ce-` header) the delivery carries more
+ * than once with different values, or undefined. Each attribute has one
+ * value (CloudEvents): readers differ on which of several they take
+ * (nats.js and nats.go the first, nats-py the last), so consumers in two
+ * languages would see two different events in one message.
+ */
+export function repeatedAttribute(delivery: Delivery): string | undefined {
+  return delivery.repeatedHeaders?.find((name) => /^ce-/i.test(name));
+}
+
+/** Why a delivery that repeats `name` (see repeatedAttribute) is refused, for its dead letter. */
+export function repeatedAttributeProblem(delivery: Delivery, name: string): string {
+  const type = headerValue(delivery.headers, "ce-type") ?? "event";
+  return `the ${type} message carries ${name} more than once, with different values: consumers in other languages may read another value than this one, so it is refused (a CloudEvents attribute is sent once)`;
 }
 
 /** A header by name, ignoring case: other publishers may capitalise CloudEvents headers. */

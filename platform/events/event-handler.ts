@@ -1,7 +1,7 @@
 import { encodeMessage, type MessageChecker } from "../contracts/index.js";
 import type { Transaction } from "../sql/index.js";
 import { eventHeaders, protobufContentType } from "./cloud-events.js";
-import { headerValue, UnprocessableEventError, type Delivery, type DeliveryHandler } from "./delivery.js";
+import { headerValue, repeatedAttribute, repeatedAttributeProblem, UnprocessableEventError, type Delivery, type DeliveryHandler } from "./delivery.js";
 import { describeViolations } from "./event-rules.js";
 import { eventIdOf } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
@@ -104,6 +104,8 @@ export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandle
  */
 export function checkedEvent<T>(delivery: Delivery, binding: ConsumerBinding<T>, checker: MessageChecker | undefined): T {
   const { spec, descriptor } = binding;
+  const repeated = repeatedAttribute(delivery);
+  if (repeated !== undefined) throw new UnprocessableEventError(repeatedAttributeProblem(delivery, repeated));
   const type = headerValue(delivery.headers, eventHeaders.type);
   if (type !== spec.eventType) {
     throw new UnprocessableEventError(`consumer ${spec.durable} takes ${spec.eventType}, but the message's ce-type is ${type === undefined ? "missing" : JSON.stringify(type)}`);

@@ -2,7 +2,7 @@ import type { Logger } from "../log/index.js";
 import { checkOptions } from "../options/index.js";
 import { placeholderRows, sqlByRowCount, startRetention, type Database, type Migration, type Queryable, type Retention, type StagedWrites, type Transaction } from "../sql/index.js";
 import { eventHeaders } from "./cloud-events.js";
-import { headerValue, UnprocessableEventError, type Delivery, type DeliveryMiddleware } from "./delivery.js";
+import { headerValue, repeatedAttribute, repeatedAttributeProblem, UnprocessableEventError, type Delivery, type DeliveryMiddleware } from "./delivery.js";
 
 /**
  * The failed attempts at each message a consumer has not yet settled, kept
@@ -347,6 +347,9 @@ export function inboxStep(inbox: Inbox, logger: Logger, batch?: BatchClaims): De
     const eventId = eventIdOf(delivery);
     const problem = eventIdProblem(eventId);
     if (problem || !eventId) throw new UnprocessableEventError(`the ${headerValue(delivery.headers, eventHeaders.type) ?? "event"} message ${problem}, so it cannot be deduplicated`);
+    // Refused before the inbox is asked: with two ids, which one it has is not known, so it is not acked as a processed first one.
+    const repeated = repeatedAttribute(delivery);
+    if (repeated !== undefined) throw new UnprocessableEventError(repeatedAttributeProblem(delivery, repeated));
     const claimed = batch?.covers(eventId) ? batch.claim(tx, delivery.consumer, eventId) : await inbox.claim(tx, delivery.consumer, eventId);
     if (claimed) return next(delivery, tx);
     logger.debug({ eventId, streamSequence: delivery.streamSequence }, "event already processed; acked without running the handler");

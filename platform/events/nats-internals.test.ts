@@ -27,6 +27,8 @@ describe("nats.js internals", () => {
     h.set("ce-type", thingHappenedType);
     h.append("x-multi", "first");
     h.append("x-multi", "second");
+    h.append("x-same", "one");
+    h.append("x-same", " one ");
     h.set("x-colon", "a:b: c");
     h.set("x-unicode", "café ✓");
     h.set("X-Case", " padded ");
@@ -38,11 +40,16 @@ describe("nats.js internals", () => {
     const core = (msg as unknown as { msg: Msg & { _headers?: unknown; _rdata?: unknown; _msg?: { hdr?: unknown } } }).msg;
     expect(core._rdata).toBeInstanceOf(Uint8Array);
     expect(typeof core._msg?.hdr).toBe("number");
-    const fast = receivedHeaders(msg!);
+    const repeated: string[] = [];
+    const fast = receivedHeaders(msg!, repeated);
     // The fast path read the wire form: nats.js has not decoded the headers yet.
     expect(core._headers).toBeUndefined();
-    const expected = headersRecord(msg!.headers);
+    const repeatedPublicly: string[] = [];
+    const expected = headersRecord(msg!.headers, repeatedPublicly);
     expect(fast).toEqual(expected);
+    // A header given again with another value is named; one given again with its own value is not.
+    expect(repeated).toEqual(["x-multi"]);
+    expect(repeatedPublicly).toEqual(["x-multi"]);
     expect(expected).toMatchObject({ "ce-id": "an-id", "x-multi": "first", "x-colon": "a:b: c", "x-unicode": "café ✓", "X-Case": "padded", "x-tabs": "tabbed", "x-nbsp": "non-breaking" });
     // Any other object with headers goes through the public getter.
     expect(receivedHeaders({ headers: msg!.headers } as unknown as Msg)).toEqual(expected);
