@@ -149,6 +149,14 @@ describe("the order saga", () => {
     const cancelled = OrderCancelled.encode({ orderId: ORDER, customerId: "c-upper", reason: "" }).finish();
     await publishRaw(nc, `shop.orders.v1.order.${ORDER}.cancelled`, "shop.orders.v1.OrderCancelled", cancelled, uuidv7().toUpperCase());
     await expect.poll(() => stockOf(productId)).toBe(10);
+    // One product named in both cases is named twice: the lines' unique rule sends the event to the dead letter stream.
+    const twice = uuidv7();
+    const both = OrderPlaced.encode({ orderId: twice, customerId: "c-upper", lines: [line, { ...line, productId }], total: eur(6000), linesVersion: 1 }).finish();
+    await publishRaw(nc, `shop.orders.v1.order.${twice}.placed`, "shop.orders.v1.OrderPlaced", both, uuidv7());
+    const letters = async () => (await readStream(shop.products.service.events.bus.jsm, "CONCORD_DLQ")).filter((e) => e.headers.get("concord-dlq-subject") === `shop.orders.v1.order.${twice}.placed`);
+    await expect.poll(async () => (await letters()).length).toBe(1);
+    expect((await letters())[0].headers.get("concord-dlq-reason")).toMatch(/lines: each product may appear in one line only/);
+    expect(await stockOf(productId)).toBe(10);
   });
 
   it("keeps every state right when a cancellation overtakes the order it cancels", async () => {
