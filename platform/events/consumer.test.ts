@@ -331,6 +331,9 @@ describe("startConsumers", () => {
     await filed(/not a CloudEvents 1\.0 event: its ce-specversion is "0\.3"/);
     await raw("json", "test.forged.thing.t-d.happened", "t-d", { "ce-datacontenttype": "application/json" });
     await filed(/declared "application\/json" \(ce-datacontenttype\)/);
+    // CloudEvents SDKs declare it in the plain content-type alone.
+    await raw("plain-json", "test.forged.thing.t-i.happened", "t-i", { "content-type": "application/json" });
+    await filed(/declared "application\/json" \(content-type\)/);
     expect(await t.effects()).toBe(0);
     await raw("x".repeat(5_000), "test.forged.thing.t-f.happened", "t-f");
     await filed(/has a ce-id of 5000 characters, more than 256, so it cannot be deduplicated/);

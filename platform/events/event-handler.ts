@@ -78,8 +78,8 @@ export interface TypedHandlerOptions<T> {
 }
 
 /**
- * The innermost step of the pipeline: checks `ce-type`, `ce-specversion` and
- * `ce-datacontenttype`, decodes, checks the payload against its contract's
+ * The innermost step of the pipeline: checks `ce-type`, `ce-specversion`,
+ * `ce-datacontenttype` and `content-type`, decodes, checks the payload against its contract's
  * rules and the subject against the one its fields make, and runs the
  * handler. Problems with the message itself throw `UnprocessableEventError`.
  */
@@ -99,7 +99,7 @@ export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandle
 
 /**
  * The delivery's event, decoded, once its `ce-type`, `ce-specversion`,
- * `ce-datacontenttype`, contract rules and subject are checked; throws
+ * `ce-datacontenttype` and `content-type`, contract rules and subject are checked; throws
  * `UnprocessableEventError` naming what is wrong with the message.
  */
 export function checkedEvent<T>(delivery: Delivery, binding: ConsumerBinding<T>, checker: MessageChecker | undefined): T {
@@ -112,9 +112,14 @@ export function checkedEvent<T>(delivery: Delivery, binding: ConsumerBinding<T>,
   }
   const version = headerValue(delivery.headers, eventHeaders.specversion);
   if (version !== "1.0") throw new UnprocessableEventError(`the ${type} message is not a CloudEvents 1.0 event: its ce-specversion is ${version === undefined ? "missing" : JSON.stringify(version)}`);
-  const contentType = headerValue(delivery.headers, eventHeaders.dataContentType);
-  if (contentType !== undefined && contentType !== protobufContentType) {
-    throw new UnprocessableEventError(`the ${type} payload is declared ${JSON.stringify(contentType)} (ce-datacontenttype), but events here are ${protobufContentType}`);
+  // The binding's own header for datacontenttype is the plain content-type (CloudEvents SDKs write that alone), so
+  // a payload either one declares as something else is not read as protobuf: a JSON event failed as "premature EOF",
+  // and protobuf declared JSON was handled here and not by a consumer that believes the header.
+  for (const header of [eventHeaders.dataContentType, eventHeaders.contentType]) {
+    const contentType = headerValue(delivery.headers, header);
+    if (contentType !== undefined && contentType !== protobufContentType) {
+      throw new UnprocessableEventError(`the ${type} payload is declared ${JSON.stringify(contentType)} (${header}), but events here are ${protobufContentType}`);
+    }
   }
   let event: T;
   try {
