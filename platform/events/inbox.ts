@@ -338,7 +338,8 @@ export function eventIdOf(delivery: Delivery): string | undefined {
  * The pipeline step that runs the rest of it once per event id and
  * consumer: a delivery whose event was processed already is acked without
  * running the handler; one without a usable `ce-id` (eventIdProblem) cannot
- * be deduplicated and is unprocessable. Its inbox row commits with the handler's effects. With
+ * be deduplicated and is unprocessable, as is one that repeats a CloudEvents
+ * attribute with another value (repeatedAttribute), whose id is not known. Its inbox row commits with the handler's effects. With
  * `batch`, the events its transaction began with are claimed through it. `logger` is the
  * consumer's (consumerPipeline), which names the consumer on its lines.
  */
