@@ -11,7 +11,7 @@ import type { ConsumerSpec, EventDescriptor } from "./types.js";
 
 /** What a handler knows about the event besides its payload, the transaction it runs in, and how it emits events of its own. */
 export interface EventContext {
-  /** `ce-id`: the same on every redelivery and re-publish of this event. */
+  /** `ce-id`: the same on every redelivery and re-publish of this event; one that is a UUID in lower case (see eventIdOf). */
   readonly eventId: string;
   readonly subject: string;
   /** `ce-time`, when the event happened (the store time when the header is missing). */
