@@ -125,15 +125,20 @@ export async function connectEventBus(options: EventBusOptions): Promise<EventBu
   };
 }
 
-/** The seed in `file`, or an error naming the file; the seed itself is never part of a message. */
+/** A NATS nkey seed file that cannot be read or holds no user seed. */
+export class SeedFileError extends Error {
+  override readonly name: string = "SeedFileError";
+}
+
+/** The seed in `file`, or a SeedFileError naming the file; the seed itself is never part of a message. */
 function readSeed(file: string): Uint8Array {
   let text: string;
   try {
     text = readFileSync(file, "utf8").trim();
   } catch (err) {
-    throw new Error(`reading the NATS nkey seed file ${file} failed: ${(err as Error).message}`, { cause: err });
+    throw new SeedFileError(`reading the NATS nkey seed file ${file} failed: ${(err as Error).message}`, { cause: err });
   }
-  if (!/^SU[A-Z2-7]+$/.test(text)) throw new Error(`${file} does not hold a NATS user nkey seed (one line starting with SU)`);
+  if (!/^SU[A-Z2-7]+$/.test(text)) throw new SeedFileError(`${file} does not hold a NATS user nkey seed (one line starting with SU)`);
   return new TextEncoder().encode(text);
 }
 

@@ -3,13 +3,14 @@ import type { Logger } from "../log/index.js";
 import type { Database, Retention } from "../sql/index.js";
 import type { DeliveryMiddleware } from "./delivery.js";
 import type { ConsumerBinding } from "./event-handler.js";
-import { connectEventBus, isNatsUnreachable, type EventBus } from "./event-bus.js";
+import { connectEventBus, isNatsUnreachable, SeedFileError, type EventBus } from "./event-bus.js";
 import { defaultMaxPayloadBytes } from "./event-rules.js";
 import { defaultInboxRetentionMs, inboxRetention } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
 import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
 import { startConsumers, type RunningConsumers } from "./consumer.js";
-import { ensureStreams, validateStreamSpec } from "./provision.js";
+import { ConsumerConflictError, ensureStreams, permissionDenied, StreamConflictError, StreamMissingError, validateStreamSpec } from "./provision.js";
+import { Code, StatusError } from "../errors/index.js";
 import type { StreamSpec } from "./types.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
 
@@ -59,8 +60,8 @@ export interface EventRuntime {
    * does not answer (`onWaiting` hears why, logged once and then every
    * `waitLogIntervalMs`), provisions the streams, starts the relay and the
    * service's consumers (see bindConsumers). Resolves once all of that runs.
-   * Rejects on what trying again cannot fix (a stream that conflicts with
-   * its spec), or when stopped first. Call once.
+   * Rejects on what trying again cannot fix, with FAILED_PRECONDITION where
+   * the operator can (see asRefusal), or when stopped first. Call once.
    */
   start(consumers: readonly ConsumerBinding<any>[], hooks?: { readonly onWaiting?: (reason: string) => void }): Promise<void>;
   /** Stops whatever runs, in any phase: waiting for NATS ends, consumers finish in-flight handlers, committed events are published, the connection drains. */
@@ -145,7 +146,7 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
         return;
       } catch (err) {
         checkNotStopping();
-        if (!isNatsUnreachable(err)) throw err;
+        if (!isNatsUnreachable(err)) throw asRefusal(err, natsUrl);
         const reason = (err as Error).message;
         const now = performance.now();
         waitingSince ??= now;
@@ -205,4 +206,31 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
       return stopped;
     },
   };
+}
+
+/** Whether `err`, or an error it was caused by, is the server's refusal of the connection's credentials. */
+function credentialsRefused(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 4; e = e.cause ?? (e as { chainedError?: unknown }).chainedError, depth++) {
+    const code = String((e as { code?: unknown }).code);
+    if (code === "AUTHORIZATION_VIOLATION" || code === "AUTHENTICATION_EXPIRED") return true;
+  }
+  return false;
+}
+
+/**
+ * A start-up failure that trying again cannot fix and the operator can, as
+ * FAILED_PRECONDITION (which the service's entry point logs as one line,
+ * exiting 2): a stream or durable consumer at odds with its spec, a stream
+ * this user may not create, anything else this user may not do, a seed file
+ * that cannot be read, credentials the server refuses. Any other error is returned as it is.
+ */
+function asRefusal(err: unknown, natsUrl: string): unknown {
+  if (!(err instanceof Error)) return err;
+  const refuse = (message: string) => new StatusError(Code.FAILED_PRECONDITION, message, { cause: err });
+  if (err instanceof StreamConflictError || err instanceof ConsumerConflictError || err instanceof StreamMissingError || err instanceof SeedFileError) return refuse(err.message);
+  if (credentialsRefused(err)) {
+    return refuse(`NATS at ${natsUrl} refused this service's credentials (${err.message}): give it the nkey seed file of its own NATS user, one the server's authorization names`);
+  }
+  if (permissionDenied(err)) return refuse(`NATS refused this service's user what start-up needs (${err.message}): the server's permissions for it must be those the contracts give (README "Security")`);
+  return err;
 }

@@ -1,4 +1,4 @@
-import { AckPolicy, DeliverPolicy, millis, nanos, StorageType, type JetStreamManager, type NatsError, type StreamInfo, type StreamConfig, type ConsumerInfo } from "nats";
+import { AckPolicy, DeliverPolicy, RetentionPolicy, millis, nanos, StorageType, type JetStreamManager, type NatsError, type StreamInfo, type StreamConfig, type ConsumerInfo } from "nats";
 import type { Logger } from "../log/index.js";
 import { checkOptions } from "../options/index.js";
 import type { ConsumerSpec, StreamSpec } from "./types.js";
@@ -13,7 +13,7 @@ const placementWaitMs = 15_000;
 const serverDefaultDuplicateWindowMs = 120_000;
 
 /** Whether `err`, or an error it wraps, is nats-server's refusal of a subject the connection's user may not publish to. */
-const permissionDenied = (err: unknown): boolean => {
+export const permissionDenied = (err: unknown): boolean => {
   for (let e = err, depth = 0; typeof e === "object" && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
     if ((e as { isPermissionError?: () => boolean }).isPermissionError?.() === true) return true;
   }
@@ -94,9 +94,22 @@ export class StreamConflictError extends Error {
   readonly conflict: string;
   constructor(readonly stream: string, conflicts: readonly string[]) {
     const conflict = `stream ${stream} exists with settings that conflict with its spec (${conflicts.join("; ")})`;
-    super(`${conflict}; change the spec back, or migrate the stream deliberately (for example with the nats CLI) before starting`);
+    super(
+      `${conflict}: left as it is; migrate the stream deliberately (for example with the nats CLI: edit it, or remove it if its messages may go), ` +
+        "or change the contract back to what the stream has, then start again",
+    );
     this.conflict = conflict;
   }
+}
+
+/** An existing durable consumer that cannot be made into its spec (a push consumer, another ack policy or filter), which ensureConsumers leaves as it is. */
+export class ConsumerConflictError extends Error {
+  override readonly name: string = "ConsumerConflictError";
+}
+
+/** A stream that is missing where this NATS user may not create it: the operator provisions it. */
+export class StreamMissingError extends Error {
+  override readonly name: string = "StreamMissingError";
 }
 
 /** What provisioning found the streams to allow. */
@@ -172,7 +185,7 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boo
     } catch (err) {
       // Another instance may have created it in the meantime; then compare with that one.
       info = await streamInfo(jsm, spec.name);
-      if (!info && permissionDenied(err)) throw new Error(`stream ${spec.name} does not exist, and this NATS user may not create it: ${provisionHint}`, { cause: err });
+      if (!info && permissionDenied(err)) throw new StreamMissingError(`stream ${spec.name} does not exist, and this NATS user may not create it: ${provisionHint}`, { cause: err });
       if (!info) throw new Error(`creating stream ${spec.name} (subjects ${spec.subjects.join(", ")}, ${spec.replicas} replicas) failed: ${(err as Error).message}`, { cause: err });
     }
   }
@@ -183,6 +196,8 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boo
   };
   differs("subjects", [...(config.subjects ?? [])].sort(), [...spec.subjects].sort());
   differs("storage", config.storage, spec.storage);
+  // Work-queue or interest retention would delete events once one consumer took them: other consumers, replays and redeliveries need them kept.
+  differs("retention", config.retention, RetentionPolicy.Limits);
   differs("max_age (ms)", millis(config.max_age), spec.maxAgeMs);
   differs("duplicate_window (ms)", millis(config.duplicate_window), wantedDuplicateWindowMs(spec));
   for (const setting of serverPublishingSettings) {
@@ -268,12 +283,12 @@ async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, logger:
     }
   }
   const { config } = info;
-  if (config.deliver_subject) throw new Error(`${where} exists as a push consumer; Concord needs a pull consumer: delete it or pick another durable name`);
+  if (config.deliver_subject) throw new ConsumerConflictError(`${where} exists as a push consumer; Concord needs a pull consumer: delete it or pick another durable name`);
   if (config.ack_policy !== AckPolicy.Explicit) {
-    throw new Error(`${where} exists with ack policy ${config.ack_policy}, wanted explicit; delete it or pick another durable name`);
+    throw new ConsumerConflictError(`${where} exists with ack policy ${config.ack_policy}, wanted explicit; delete it or pick another durable name`);
   }
   if ((config.filter_subject ?? "") !== spec.filterSubject) {
-    throw new Error(
+    throw new ConsumerConflictError(
       `${where} exists with filter subject ${JSON.stringify(config.filter_subject ?? "")}, wanted ${JSON.stringify(spec.filterSubject)}; ` +
         `a durable consumer's filter cannot be changed in place: give the consumer a new durable name, or delete the old one`,
     );

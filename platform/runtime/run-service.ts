@@ -54,8 +54,9 @@ const orphanStopMs = 15_000;
  * STOP_ON_STDIN_CLOSE=1, when its standard input closes, in every phase,
  * waiting for a dependency included (exit code 0). A start-up refused with
  * FAILED_PRECONDITION (a database URL to correct, a database that is
- * another's) stops it with exit code 2 too, one log line saying what to
- * change; one that fails otherwise (a conflicting stream) with exit code 1. Traces are
+ * another's, a stream that conflicts with its spec, credentials NATS
+ * refuses) stops it with exit code 2 too, one log line saying what to
+ * change, whether before it listens or after; one that fails otherwise with exit code 1. Traces are
  * exported when the standard OTEL_* variables name an OTLP endpoint (see
  * platform/tracing), and flushed when it stops.
  */
@@ -87,6 +88,17 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
     logger.error({ err }, "tracing could not start; running without it");
   }
 
+  /** Logs why start-up ended and sets the exit code: a refusal that says what to change on one line (a stack would only bury it), exit 2; anything else with its stack, exit 1. */
+  const reportStartFailure = (err: unknown): string => {
+    if (err instanceof StatusError && err.code === Code.FAILED_PRECONDITION) {
+      logger.fatal({ code: codeName(err.code) }, `start-up refused: ${err.message}`);
+      process.exitCode = refusedExitCode;
+      return "start-up refused";
+    }
+    logger.fatal({ err }, "start-up failed");
+    process.exitCode = 1;
+    return "start-up failed";
+  };
   let running: RunningService | undefined;
   let stopping: string | undefined;
   const starting = new AbortController();
@@ -139,13 +151,8 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
   } catch (err) {
     if (starting.signal.aborted) {
       logger.info({ signal: stopping }, "stopped before start-up was over");
-    } else if (err instanceof StatusError && err.code === Code.FAILED_PRECONDITION) {
-      // A refusal that says what to change (a database URL, a pooler's settings): a stack would only bury it.
-      logger.fatal({ code: codeName(err.code) }, `start-up refused: ${err.message}`);
-      process.exitCode = refusedExitCode;
     } else {
-      logger.fatal({ err }, "start-up failed");
-      process.exitCode = 1;
+      reportStartFailure(err);
     }
     logger.flush();
     process.off("SIGTERM", onSignal);
@@ -163,8 +170,6 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
   }
   running.ready.catch((err: unknown) => {
     if (stopping) return;
-    logger.fatal({ err }, "start-up failed");
-    process.exitCode = 1;
-    void stop("start-up failed");
+    void stop(reportStartFailure(err));
   });
 }

@@ -1,0 +1,111 @@
+import { join } from "node:path";
+import { AckPolicy, connect, nanos, RetentionPolicy, type NatsConnection } from "nats";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { allStreams } from "../gen/ts/concord_streams.js";
+import { ShopProductsStream } from "../gen/ts/shop/products/v1/product_events_jetstream.js";
+import { ProductServiceConsumers as productConsumers } from "../gen/ts/shop/products/v1/product_service_jetstream.js";
+import { ensureStreams } from "../platform/events/index.js";
+import { freePort, useNatsServer } from "./support/nats-server.js";
+import { readmeProse } from "./support/readme.js";
+import { startServiceProcess } from "./support/service-process.js";
+import { tempDirForSuite } from "./support/temp-dir.js";
+
+const dir = tempDirForSuite("concord-nats-refusals-");
+
+/** Runs the product service as its own process against `natsUrl` until it exits (within 20 s): its exit code and its log lines past "info". */
+async function startProducts(key: string, natsUrl: string, env: Record<string, string> = {}) {
+  const svc = startServiceProcess("products", {
+    NATS_URL: natsUrl,
+    PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`,
+    PRODUCTS_DATABASE_URL: join(dir, `${key}.db`),
+    LOG_LEVEL: "info",
+    ...env,
+  });
+  const timer = setTimeout(() => void svc.kill(), 20_000);
+  const exit = await svc.exited;
+  clearTimeout(timer);
+  return { exit, lines: svc.logs().filter((l) => l.level !== "info" && l.level !== "debug" && !/not clustered/.test(String(l.msg))) };
+}
+
+describe("a service whose JetStream streams or consumers conflict with its contracts", () => {
+  const nats = useNatsServer();
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    nc = await connect({ servers: nats().url });
+  });
+  afterAll(async () => {
+    await nc?.close();
+  });
+  afterEach(async () => {
+    const jsm = await nc.jetstreamManager();
+    for await (const s of jsm.streams.list()) await jsm.streams.delete(s.config.name);
+  });
+
+  it("refuses to start on a stream made by hand with other subjects and retention: one line naming the stream, what differs and what to do, exit 2; the stream left as it is", async () => {
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.add({ name: ShopProductsStream.name, subjects: ["by-hand.>"], retention: RetentionPolicy.Workqueue, max_age: nanos(ShopProductsStream.maxAgeMs) });
+    const { exit, lines } = await startProducts("stream-by-hand", nats().url);
+    // It exited 1 with "start-up failed" and the error's stack, which npm start called "exited unexpectedly".
+    expect(exit).toBe(2);
+    expect(lines).toEqual([
+      {
+        level: "fatal",
+        time: expect.any(String),
+        service: "products",
+        code: "FAILED_PRECONDITION",
+        msg:
+          `start-up refused: stream SHOP_PRODUCTS exists with settings that conflict with its spec (subjects: existing ["by-hand.>"], wanted ["shop.products.v1.>"]; retention: existing "workqueue", wanted "limits"): ` +
+          "left as it is; migrate the stream deliberately (for example with the nats CLI: edit it, or remove it if its messages may go), or change the contract back to what the stream has, then start again",
+      },
+    ]);
+    // As README "Two commands" quotes it.
+    expect(readmeProse()).toContain("`start-up refused: stream SHOP_PRODUCTS exists with settings that conflict with its spec (...): left as it is; ...`");
+    const { config } = await jsm.streams.info(ShopProductsStream.name);
+    expect([config.subjects, config.retention]).toEqual([["by-hand.>"], RetentionPolicy.Workqueue]);
+  });
+
+  it("refuses to start on a durable consumer of its made by hand as a push consumer: one line naming it, exit 2", async () => {
+    const jsm = await nc.jetstreamManager();
+    await ensureStreams(jsm, allStreams);
+    const durable = productConsumers.orderPlaced.spec;
+    await jsm.consumers.add(durable.stream, { durable_name: durable.durable, deliver_subject: "by-hand.deliveries", ack_policy: AckPolicy.Explicit });
+    const { exit, lines } = await startProducts("push-consumer", nats().url);
+    expect(exit).toBe(2);
+    expect(lines).toEqual([
+      expect.objectContaining({
+        level: "fatal",
+        code: "FAILED_PRECONDITION",
+        msg: `start-up refused: consumer ${durable.durable} on stream ${durable.stream} exists as a push consumer; Concord needs a pull consumer: delete it or pick another durable name`,
+      }),
+    ]);
+  });
+});
+
+describe("a service whose NATS user the server refuses", () => {
+  const nats = useNatsServer({ credentialsDir: join(dir, "credentials"), provision: false });
+
+  it("refuses to start without credentials the server takes: one line, exit 2, not a wait", async () => {
+    const { exit, lines } = await startProducts("no-credentials", nats().url);
+    expect(exit).toBe(2);
+    expect(lines).toEqual([
+      expect.objectContaining({
+        level: "fatal",
+        code: "FAILED_PRECONDITION",
+        msg: `start-up refused: NATS at ${nats().url} refused this service's credentials (connecting to NATS at ${nats().url} failed: 'Authorization Violation'): give it the nkey seed file of its own NATS user, one the server's authorization names`,
+      }),
+    ]);
+  });
+
+  it("refuses to start when its stream is missing and its user may not create it: one line saying the operator provisions it, exit 2", async () => {
+    const { exit, lines } = await startProducts("stream-missing", nats().url, { NATS_NKEY_SEED: nats().seedFile("products") });
+    expect(exit).toBe(2);
+    // Before it, the connection's own error line names the subject the server refused ($JS.API.STREAM.CREATE.SHOP_ORDERS).
+    expect(lines.filter((l) => l.level === "fatal")).toEqual([
+      expect.objectContaining({
+        level: "fatal",
+        code: "FAILED_PRECONDITION",
+        msg: expect.stringMatching(/^start-up refused: stream SHOP_\w+ does not exist, and this NATS user may not create it: the operator provisions streams \(npx concord streams provision/),
+      }),
+    ]);
+  });
+});
