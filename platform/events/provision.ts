@@ -45,8 +45,8 @@ export interface EnsureStreamsOptions {
 /**
  * Creates each stream that is missing and checks each one that exists.
  * Idempotent. Throws, naming the stream, the setting and the existing and
- * wanted values, when an existing stream differs in subjects, storage, max
- * age or duplicate window, or has any of republish, sources, mirror or a
+ * wanted values, when an existing stream differs in subjects, storage,
+ * retention (limits), max age or duplicate window, or has any of republish, sources, mirror or a
  * subject transform: those are not changed behind an operator's back, so
  * start-up stops instead.
  *
