@@ -1,11 +1,13 @@
 import { constants as http2Constants, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { Code, StatusError } from "../errors/index.js";
-import { isStorageFull } from "../sql/storage-full.js";
+import { isStorageFailure, isStorageFull } from "../sql/storage-full.js";
 import { decodeStatusDetails, encodeBadRequestStatus } from "./status-details.js";
 
 /** What a caller is told when the service's database could not write for want of space. */
 export const storageFullMessage = "the service's storage is full: its database could not write; try again later";
+/** What a caller is told when the service's database met an I/O error of its storage. */
+export const storageFailedMessage = "the service's storage failed: its database could not read or write; try again later";
 
 /**
  * The status a caller sees for `err`, the one place a StatusError becomes a
@@ -13,8 +15,10 @@ export const storageFullMessage = "the service's storage is full: its database c
  * violations as a google.rpc.BadRequest in `grpc-status-details-bin`. A
  * database's storage full (isStorageFull) is UNAVAILABLE, saying so: it
  * passes once space is freed, and the platform's client and consumers take
- * UNAVAILABLE as try-again-later. Any other error is INTERNAL "internal
- * error". Neither sends the error's own message.
+ * UNAVAILABLE as try-again-later. So is an I/O error of its storage
+ * (isStorageFailure): the caller's request is not at fault, nor the
+ * service's code, and the operator's repair brings it back. Any other error
+ * is INTERNAL "internal error". None sends the error's own message.
  */
 export function toGrpcError(err: unknown): Partial<ServiceError> {
   if (err instanceof StatusError) {
@@ -25,6 +29,7 @@ export function toGrpcError(err: unknown): Partial<ServiceError> {
     return { code: err.code as number as status, details: err.message, metadata };
   }
   if (isStorageFull(err)) return { code: status.UNAVAILABLE, details: storageFullMessage };
+  if (isStorageFailure(err)) return { code: status.UNAVAILABLE, details: storageFailedMessage };
   return { code: status.INTERNAL, details: "internal error" };
 }
 

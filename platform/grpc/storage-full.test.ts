@@ -4,8 +4,11 @@
  * driver's error logged at error for the operator. On SQLite the file is
  * held at its size (max_page_count: SQLITE_FULL, as on a full disk); on
  * PostgreSQL a trigger raises disk_full (53100), as a server out of space.
+ * Likewise a call whose database's storage fails (an I/O error): UNAVAILABLE.
  */
+import { mkdirSync, rmdirSync } from "node:fs";
 import { status } from "@grpc/grpc-js";
+import BetterSqlite3 from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
@@ -84,5 +87,82 @@ describe("a call whose writes find the database's storage full", () => {
     await db.run("CREATE TRIGGER notes_full BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION refuse_for_space()");
     const { err, lines } = await callWriting(db);
     expectStorageFull(err, lines, /53100/);
+  });
+});
+
+describe("a call whose database's storage fails to read or write", () => {
+  const dir = tempDirForSuite("storage-failed-");
+  const postgres = usePostgresServer();
+  let server: GrpcServer | undefined;
+  let db: Database | undefined;
+  afterEach(async () => {
+    await server?.shutdown();
+    await db?.close();
+    server = db = undefined;
+  });
+
+  /** GetProduct served by `write`: its answer's error, and the server's log lines. */
+  const callWriting = async (write: () => unknown) => {
+    const { lines, logger } = capturedLogger();
+    server = createGrpcServer({ descriptorSet, logger });
+    const unused = async (): Promise<never> => {
+      throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
+    };
+    const impl: ServiceImpl<typeof ProductServiceService> = {
+      getProduct: async () => {
+        await write();
+        throw new StatusError(Code.NOT_FOUND, "written");
+      },
+      batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused,
+    };
+    server.addService(ProductServiceService, impl);
+    const { port } = await server.start("127.0.0.1:0");
+    const client = createClient(ProductServiceService, { address: `127.0.0.1:${port}`, maxAttempts: 1 });
+    try {
+      return { err: await client.getProduct({ id: productId }).then(() => undefined, (e: StatusError) => e), lines };
+    } finally {
+      client.close();
+    }
+  };
+
+  const expectStorageFailed = (err: StatusError | undefined, lines: Array<Record<string, unknown>>, cause: RegExp) => {
+    // It answered INTERNAL "internal error", as for a fault of the service's own code.
+    expect(err).toMatchObject({ code: status.UNAVAILABLE, message: "the service's storage failed: its database could not read or write; try again later" });
+    const logged = lines.filter((l) => l.method === ProductServiceService.getProduct.path);
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toMatchObject({ level: "error", msg: "call failed", code: "UNAVAILABLE" });
+    expect(JSON.stringify(logged[0].err)).toMatch(cause);
+  };
+
+  it("answers UNAVAILABLE on SQLite's I/O errors (SQLITE_IOERR_READ: its journal cannot be read), logging the cause at error once, and writes again once repaired", async () => {
+    // A rollback journal that is a directory: SQLite's own file layer fails to read it (EISDIR), as it would a failing
+    // disk. A service's database is in WAL mode, whose files stay open and cannot be made to fail so; this one stays
+    // in SQLite's default journal mode, written outside openDatabase.
+    const path = `${dir}/io-error.db`;
+    const sqlite = new BetterSqlite3(path);
+    try {
+      sqlite.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)");
+      const write = () => sqlite.prepare("INSERT INTO notes (body) VALUES (?)").run("x");
+      mkdirSync(`${path}-journal`);
+      const { err, lines } = await callWriting(write);
+      expectStorageFailed(err, lines, /SQLITE_IOERR_READ/);
+      await server?.shutdown();
+      rmdirSync(`${path}-journal`);
+      expect((await callWriting(write)).err).toMatchObject({ code: status.NOT_FOUND, message: "written" });
+    } finally {
+      sqlite.close();
+    }
+  });
+
+  it("answers UNAVAILABLE on PostgreSQL's io_error (58030), logging the cause at error once", async () => {
+    db = await openDatabase({ path: await postgres().createDatabase("storage_failed"), migrations: [notes] });
+    await db.run(
+      "CREATE FUNCTION fail_to_write() RETURNS trigger LANGUAGE plpgsql AS " +
+        "$$ BEGIN RAISE EXCEPTION 'could not write to file: Input/output error' USING ERRCODE = 'io_error'; END $$",
+    );
+    await db.run("CREATE TRIGGER notes_failing BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION fail_to_write()");
+    const written = db;
+    const { err, lines } = await callWriting(() => written.transaction((tx) => tx.run("INSERT INTO notes (body) VALUES ($1)", ["x"])));
+    expectStorageFailed(err, lines, /58030/);
   });
 });

@@ -2,9 +2,9 @@
  * Codes of a database that could not write for want of space: PostgreSQL's
  * disk_full (53100) and SQLite's SQLITE_FULL, which SQLite answers both for
  * a disk with no room and for a file at its max_page_count. Not PostgreSQL's
- * out_of_memory (53200) nor SQLite's SQLITE_IOERR variants: a statement's own
- * values can run a server out of memory, and an I/O error says nothing of
- * space (SQLite reports a write short of room, ENOSPC, as SQLITE_FULL).
+ * out_of_memory (53200): a statement's own values can run a server out of
+ * memory. An I/O error says nothing of space (SQLite reports a write short
+ * of room, ENOSPC, as SQLITE_FULL): see isStorageFailure.
  */
 const storageFullCodes = new Set(["53100", "SQLITE_FULL"]);
 
@@ -18,6 +18,22 @@ export function isStorageFull(err: unknown): boolean {
   for (let e = err, depth = 0; e !== undefined && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === "string" && storageFullCodes.has(code)) return true;
+  }
+  return false;
+}
+
+/**
+ * Whether `err`, or an error in its chain of causes, says the database's
+ * storage failed to read or write: PostgreSQL's io_error (58030) and
+ * SQLite's SQLITE_IOERR with each of its extended codes (SQLITE_IOERR_READ,
+ * _WRITE, _FSYNC, ...) but SQLITE_IOERR_NOMEM, which is memory. Nothing a
+ * caller did nor a fault of the service's code: its disk or file system,
+ * which an operator sees to.
+ */
+export function isStorageFailure(err: unknown): boolean {
+  for (let e = err, depth = 0; e !== undefined && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (code === "58030" || code === "SQLITE_IOERR" || (typeof code === "string" && code.startsWith("SQLITE_IOERR_") && code !== "SQLITE_IOERR_NOMEM")) return true;
   }
   return false;
 }
