@@ -1,11 +1,12 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { type AddressInfo, createServer, type Socket } from "node:net";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "./support/nats-server.js";
+import { readmeProse } from "./support/readme.js";
 import { type Shop, startShop } from "./support/shop.js";
 
 /** Runs tools/try-order.ts as a user would; resolves with its exit code and output. */
@@ -108,6 +109,35 @@ describe("tools/try-order.ts", () => {
     } finally {
       for (const socket of accepted) socket.destroy();
       silent.close();
+    }
+  });
+
+  it("says on one line which step failed, at which service, when the service is gone after its health was asked, without grpc-js's wording", { timeout: 90_000 }, async () => {
+    // The product service stops between the health check and the first call: its one connection is passed on, and
+    // nothing listens at its address after that.
+    const [host, port] = shop.products.service.address.split(":");
+    const passed = new Set<Socket>();
+    const once = createServer((socket) => {
+      once.close();
+      const upstream = connect(Number(port), host);
+      for (const s of [socket, upstream]) passed.add(s);
+      socket.pipe(upstream).pipe(socket);
+      socket.on("error", () => upstream.destroy());
+      upstream.on("error", () => socket.destroy());
+    });
+    await new Promise<void>((resolve) => once.listen(0, "127.0.0.1", resolve));
+    const at = `127.0.0.1:${(once.address() as AddressInfo).port}`;
+    try {
+      const result = await tryOrder(["--products", at, "--orders", shop.orders.service.address], { DATA_DIR: shop.dir });
+      expect(result.code).toBe(1);
+      // It printed "try-order: round_robin: No connection established. Last error: No connection established. Last error: Error: connect ECONNREFUSED ... Resolution note: ".
+      expect(result.stderr).toBe(
+        `try-order: creating the product failed: the product service at ${at} cannot be reached (connect ECONNREFUSED ${at}); has it stopped? \`npx concord status\` shows what runs\n`,
+      );
+      expect(result.stdout).toBe("");
+      expect(readmeProse()).toContain("`try-order: creating the product failed: the product service at 127.0.0.1:50051 cannot be reached (connect ECONNREFUSED 127.0.0.1:50051); has it stopped? ...`");
+    } finally {
+      for (const socket of passed) socket.destroy();
     }
   });
 

@@ -66,12 +66,24 @@ export function toolClientSecurity(claims: TokenClaims, env: NodeJS.ProcessEnv =
 /**
  * Why a call found no server, without grpc-js's wrapping: "connect
  * ECONNREFUSED 127.0.0.1:1" rather than "No connection established. Last
- * error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: ".
+ * error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: ", the
+ * innermost of the errors grpc-js nests so ("round_robin: No connection
+ * established. Last error: No connection established. Last error: ...").
  */
 export function whyUnreachable(err: Error): string {
   const details = (err as { details?: string }).details || err.message;
-  const last = /Last error: (?:Error: )?(.*?)\.?(?: Resolution note: (.*))?$/.exec(details);
-  if (!last) return details;
+  const last = /.*Last error: (?:Error: )?(.*?)\.?(?: Resolution note: (.*))?$/.exec(details);
+  if (!last) return details.replace(/^(?:round_robin|pick_first): /, "");
   const note = last[2]?.trim();
   return note ? `${last[1]} (${note})` : last[1];
+}
+
+/**
+ * Whether a failed call's error is grpc-js's own, the client's, for a call
+ * that got no answer from the server (none reached, the connection lost),
+ * rather than a status the server answered with, whose message is its own.
+ */
+export function noAnswer(err: Error): boolean {
+  const details = (err as { details?: string }).details || err.message;
+  return /^(?:(?:round_robin|pick_first): )?(?:No connection established|Name resolution failed|Connection dropped|Received RST_STREAM|Stream refused by server|Failed to start call)/.test(details);
 }

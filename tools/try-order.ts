@@ -14,7 +14,8 @@ import { OrderServiceMethods } from "../gen/ts/shop/orders/v1/order_service_rpc.
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { ProductServiceMethods } from "../gen/ts/shop/products/v1/product_service_rpc.js";
 import { checkHealth, createClient } from "../platform/grpc/index.js";
-import { dataDir, toolClientSecurity, whyUnreachable } from "./client-security.js";
+import { codeName, StatusError } from "../platform/errors/index.js";
+import { dataDir, noAnswer, toolClientSecurity, whyUnreachable } from "./client-security.js";
 import { endProcess, exitQuietlyOnClosedOutput } from "./event-watch.js";
 import { toolArgs } from "./parse-args-problem.js";
 import { readStartedServices } from "./started-services.js";
@@ -87,22 +88,28 @@ async function main(args: string[]): Promise<void> {
   const customerId = "customer-1";
   const products = createClient(ProductServiceService, { address: productsAddress, methods: ProductServiceMethods, ...toolClientSecurity({ subject: "admin", roles: ["admin"] }) });
   const orders = createClient(OrderServiceService, { address: ordersAddress, methods: OrderServiceMethods, ...toolClientSecurity({ subject: customerId, roles: ["customer"] }) });
+  const productService = { name: "product service", address: productsAddress };
+  const orderService = { name: "order service", address: ordersAddress };
   try {
-    const { product } = await products.createProduct({ name: "Teapot", description: "Blue porcelain", price: { currencyCode: "EUR", amountMinor: 1999 }, initialStock: 3, requestId: randomUUID() });
+    const { product } = await step("creating the product", productService, () =>
+      products.createProduct({ name: "Teapot", description: "Blue porcelain", price: { currencyCode: "EUR", amountMinor: 1999 }, initialStock: 3, requestId: randomUUID() }),
+    );
     console.log(`created product ${product!.id}: ${product!.name}, stock ${product!.stock}`);
-    const { order } = await orders.createOrder({
-      customerId,
-      lines: [{ productId: product!.id, quantity: 2 }],
-      shippingAddress: { recipient: "Ada Lovelace", line1: "12 St James's Square", line2: "", city: "London", postalCode: "SW1Y 4JH", countryCode: "GB" },
-      // Safe to retry: a repeat with this id returns this order instead of placing another.
-      requestId: randomUUID(),
-    });
+    const { order } = await step(`placing an order for product ${product!.id}`, orderService, () =>
+      orders.createOrder({
+        customerId,
+        lines: [{ productId: product!.id, quantity: 2 }],
+        shippingAddress: { recipient: "Ada Lovelace", line1: "12 St James's Square", line2: "", city: "London", postalCode: "SW1Y 4JH", countryCode: "GB" },
+        // Safe to retry: a repeat with this id returns this order instead of placing another.
+        requestId: randomUUID(),
+      }),
+    );
     console.log(`placed order ${order!.id}: ${OrderState[order!.state]}, total ${order!.total!.amountMinor} ${order!.total!.currencyCode}`);
     // Followed until settled or out of time: an order left PENDING is said to be so, not passed over in silence.
     const until = Date.now() + waitSeconds * 1000;
     let settled = false;
     for (;;) {
-      const { order: now } = await orders.getOrder({ id: order!.id });
+      const { order: now } = await step(`reading order ${order!.id}`, orderService, () => orders.getOrder({ id: order!.id }));
       if (now!.state !== OrderState.ORDER_STATE_PENDING) {
         console.log(`order ${now!.id} is ${OrderState[now!.state]}${now!.rejectionReason ? `: ${now!.rejectionReason}` : ""}`);
         settled = true;
@@ -111,7 +118,7 @@ async function main(args: string[]): Promise<void> {
       if (Date.now() >= until) break;
       await new Promise((r) => setTimeout(r, Math.min(followEveryMs, Math.max(0, until - Date.now()))));
     }
-    const { product: after } = await products.getProduct({ id: product!.id });
+    const { product: after } = await step(`reading product ${product!.id}`, productService, () => products.getProduct({ id: product!.id }));
     console.log(`product ${after!.id} now has stock ${after!.stock}`);
     if (!settled) {
       console.error(
@@ -123,6 +130,28 @@ async function main(args: string[]): Promise<void> {
   } finally {
     products.close();
     orders.close();
+  }
+}
+
+/**
+ * `call`'s answer; its failure as one line saying which step failed, at which
+ * service, and why: a service that gave no answer (stopped since its health
+ * was asked, say) is said to be unreachable, without grpc-js's wording, and
+ * what to do; a status it answered with is given with its own message.
+ */
+async function step<T>(what: string, service: { readonly name: string; readonly address: string }, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    if (!(err instanceof Error)) throw err;
+    const at = `the ${service.name} at ${service.address}`;
+    const code = err instanceof StatusError ? err.code : undefined;
+    const why =
+      noAnswer(err) ? `${at} cannot be reached (${whyUnreachable(err)}); has it stopped? \`npx concord status\` shows what runs`
+      : /^Deadline exceeded after/.test(err.message) ? `${at} gave no answer in time; \`npx concord status\` shows whether it serves`
+      : code !== undefined ? `${at} answered ${codeName(code)}: ${err.message}`
+      : err.message;
+    throw new Error(`${what} failed: ${why}`, { cause: err });
   }
 }
 
