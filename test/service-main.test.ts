@@ -2,9 +2,15 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
+import { status } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
+import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
+import { checkHealth, createClient } from "../platform/grpc/index.js";
 import { claimSqliteFile, openDatabase } from "../platform/sql/index.js";
+import { freePort } from "./support/nats-server.js";
 import { readmeProse } from "./support/readme.js";
+import { startServiceProcess } from "./support/service-process.js";
+import { grpcError } from "./support/shop.js";
 import { tempDirForSuite } from "./support/temp-dir.js";
 
 const run = (script: string, env: Record<string, string>, args: string[] = []) =>
@@ -152,5 +158,35 @@ describe("service entry points", () => {
     expect(result.stdout).toMatch(/PRODUCTS_LISTEN\s+host:port to serve gRPC on \(default: 127\.0\.0\.1:50051\)/);
     expect(result.stdout).toMatch(/INBOX_RETENTION\s+.*\(default: 7d\)/);
     expect(result.stdout).toMatch(/NATS_NKEY_SEED\s+file holding the service's NATS user nkey seed \(npm start makes DATA_DIR\/nats-credentials\/products\.nk\); empty: connect without credentials/);
+  });
+});
+
+describe("a service waiting for its database", () => {
+  it("holds its gRPC address meanwhile, answering health NOT_SERVING and calls UNAVAILABLE saying why, and frees it when stopped", { timeout: 60_000 }, async () => {
+    const listen = `127.0.0.1:${await freePort()}`;
+    // No PostgreSQL server there: the service waits for one, as it would for a server still starting or a long migration.
+    const svc = startServiceProcess("products", { PRODUCTS_LISTEN: listen, PRODUCTS_DATABASE_URL: `postgres://postgres@127.0.0.1:${await freePort()}/products`, NATS_URL: "nats://127.0.0.1:1" });
+    const client = createClient(ProductServiceService, { address: listen, maxAttempts: 1 });
+    try {
+      await expect.poll(() => svc.logs().some((line) => line.msg === "the database cannot be reached; waiting for it"), { timeout: 20_000 }).toBe(true);
+      // It only checked the address before opening its database: another process could take it meanwhile.
+      const taker = createServer();
+      const taken = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+        taker.once("error", resolve);
+        taker.listen(Number(listen.split(":")[1]), "127.0.0.1", () => resolve(undefined));
+      });
+      taker.close();
+      expect(taken?.code).toBe("EADDRINUSE");
+      expect(await checkHealth(listen)).toBe("NOT_SERVING");
+      expect(await grpcError(client.getProduct({ id: "01890a5d-ac96-774b-bcce-b302099a8057" }))).toMatchObject({
+        code: status.UNAVAILABLE,
+        message: "products is starting: it opens and migrates its database; try again shortly",
+      });
+      expect(await svc.stop()).toBe(0);
+      await expect(checkHealth(listen, "", 1_000)).rejects.toThrow(/ECONNREFUSED/);
+    } finally {
+      client.close();
+      await svc.kill();
+    }
   });
 });

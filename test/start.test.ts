@@ -665,13 +665,14 @@ describe("npm start", () => {
     expect(result.stdout).not.toContain("Concord is up");
   });
 
-  it("says a service that never listened at start is waiting (for its database, say), not that its port refused, and stops everything", { timeout: 120_000 }, async () => {
+  it("says a service that reports NOT_SERVING at start is waiting (for its database, say), not that its port refused, and stops everything", { timeout: 120_000 }, async () => {
     const databasePort = await freePort();
     // No PostgreSQL server there: the service waits for one, as it would for a server still starting.
     const { ports, result } = await startOnFreePorts(dir.path, () => ({ PRODUCTS_DATABASE_URL: `postgres://postgres@127.0.0.1:${databasePort}/products` }));
     expect(result.status, result.stdout + result.stderr).toBe(1);
     expect(result.stderr).toContain(
-      `start: products: 127.0.0.1:${ports.products} did not report SERVING within 30 s: it does not listen yet, as a service does once its database is open and migrated; its log lines above say what it waits for`,
+      // It holds its address from before it opens its database (it listened only once that was open and migrated).
+      `start: products: 127.0.0.1:${ports.products} did not report SERVING within 30 s: it reported NOT_SERVING, as a service does while it opens and migrates its database and until it has reached NATS; its log lines above say what it waits for`,
     );
     const waiting = result.stdout.split("\n").find((line) => line.includes("the database cannot be reached; waiting for it"));
     // Where and why, without a stack.

@@ -772,13 +772,17 @@ async function main(): Promise<void> {
     );
     await Promise.all(
       addresses.map((a, i) =>
-        waitForServing(a, 30_000, grpc.credentials).then(() => void (started[i].serving = true)).catch((err: Error) => {
-          // Refused connections the whole time: the service has not listened yet, which it does once its database is
-          // open and migrated; grpc-js's "No connection established" reads as if the fault were the service's port.
+        waitForServing(a, 30_000, grpc.credentials).then(() => void (started[i].serving = true)).catch((err: Error & { reported?: string }) => {
+          // A service listens from before it opens its database: NOT_SERVING while it waits for that or for NATS.
+          // Refused connections the whole time: it has not got as far as listening; grpc-js's "No connection
+          // established" reads as if the fault were the service's port.
           const refused = (err.cause as { code?: number } | undefined)?.code === grpcStatus.UNAVAILABLE && /ECONNREFUSED/.test(err.message);
-          const message = refused
-            ? `${a} did not report SERVING within 30 s: it does not listen yet, as a service does once its database is open and migrated; its log lines above say what it waits for (a database it cannot reach, say)`
-            : err.message;
+          const message =
+            err.reported === "NOT_SERVING"
+              ? `${a} did not report SERVING within 30 s: it reported NOT_SERVING, as a service does while it opens and migrates its database and until it has reached NATS; its log lines above say what it waits for (a database it cannot reach, say)`
+              : refused
+                ? `${a} did not report SERVING within 30 s: nothing listens there, as before a service has read its settings; its log lines above say what it is doing`
+                : err.message;
           throw new Error(`${names[i]}: ${message}`, { cause: err });
         }),
       ),

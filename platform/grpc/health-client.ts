@@ -34,20 +34,29 @@ export function checkHealth(address: string, service = "", timeoutMs = 1_000, cr
 
 /**
  * Polls until the server reports SERVING; rejects after `timeoutMs` with a
- * message naming `address` and the last error. Over TLS with `credentials`.
+ * message naming `address` and the last error, or the status it last
+ * reported (also in the error's `reported`: "NOT_SERVING", say). Over TLS
+ * with `credentials`.
  */
 export async function waitForServing(address: string, timeoutMs = 15_000, credentials?: ChannelCredentials): Promise<void> {
   const until = Date.now() + timeoutMs;
   let last: (Error & { code?: number }) | undefined;
+  let reported: string | undefined;
   while (Date.now() < until) {
     try {
       // The last attempt ends when the wait does.
-      if ((await checkHealth(address, "", Math.max(1, Math.min(1_000, until - Date.now())), credentials)) === "SERVING") return;
+      reported = await checkHealth(address, "", Math.max(1, Math.min(1_000, until - Date.now())), credentials);
+      if (reported === "SERVING") return;
+      last = undefined;
     } catch (err) {
       last = err as Error;
+      reported = undefined;
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  const why = last?.code === grpcStatus.DEADLINE_EXCEEDED ? "it gave no answer within 1 s, try after try (a process that took the connection and is stopped or wedged, say)" : last?.message;
-  throw new Error(`${address} did not report SERVING within ${timeoutMs / 1000} s${why ? `: ${why}` : ""}`, { cause: last });
+  const why =
+    reported !== undefined ? `it reported ${reported}, try after try`
+    : last?.code === grpcStatus.DEADLINE_EXCEEDED ? "it gave no answer within 1 s, try after try (a process that took the connection and is stopped or wedged, say)"
+    : last?.message;
+  throw Object.assign(new Error(`${address} did not report SERVING within ${timeoutMs / 1000} s${why ? `: ${why}` : ""}`, { cause: last }), { reported });
 }

@@ -127,8 +127,21 @@ const refusalLogIntervalMs = 10_000;
 export interface GrpcServer {
   /** Registers an implementation of a generated service; before `start`. */
   addService<D extends ServiceDefinition>(definition: D, impl: ServiceImpl<D>): void;
-  /** Binds and starts serving; resolves with the bound port (useful with port 0). */
-  start(address: string): Promise<{ readonly port: number }>;
+  /**
+   * Binds `address` and holds it before the server can serve (while its
+   * service opens its database, say): health answers NOT_SERVING, every
+   * other call UNAVAILABLE with the reason given to `setUnavailable` (else
+   * that the service is starting), before grpc-js sees it. Resolves with
+   * the bound port; rejects, with `code` EADDRINUSE where another process
+   * holds the address, as `start` does.
+   */
+  listen(address: string): Promise<{ readonly port: number }>;
+  /**
+   * Starts serving, binding `address` first unless `listen` has bound it
+   * (then `address` is that one, or left out); resolves with the bound port
+   * (useful with port 0).
+   */
+  start(address?: string): Promise<{ readonly port: number }>;
   /**
    * Health goes NOT_SERVING, new calls are refused after the drain delay,
    * in-flight calls get up to shutdownTimeoutMs to finish, then the rest are
@@ -188,7 +201,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const health = new HealthService({ "": "NOT_SERVING" });
   health.addToServer(server);
 
-  let state: "created" | "serving" | "stopping" | "stopped" = "created";
+  let state: "created" | "listening" | "serving" | "stopping" | "stopped" = "created";
+  let listened: { readonly address: string; readonly port: number } | undefined;
   let ready = true;
   let unavailable: string | undefined;
   let readinessTimer: NodeJS.Timeout | undefined;
@@ -214,7 +228,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
 
   return {
     addService(definition, impl) {
-      if (state !== "created") throw new Error("addService must be called before start");
+      if (state !== "created" && state !== "listening") throw new Error("addService must be called before start");
       const bound = bindService(definition, gated(definition, impl, () => unavailable), {
         checker,
         logger,
@@ -239,12 +253,10 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       if (first) serviceNames.push(first.path.split("/")[1]);
       setAll("NOT_SERVING");
     },
-    async start(address) {
-      if (state !== "created") throw new Error(`cannot start a server that is ${state}`);
-      // Reflection lists what this server serves: its own services and health.
-      addServerReflection(server, { index: descriptors, services: [...serviceNames, "grpc.health.v1.Health"] });
+    async listen(address) {
+      if (state !== "created") throw new Error(`cannot listen with a server that is ${state}`);
       const port = await new Promise<number>((resolve, reject) =>
-        server.bindAsync(address, options.credentials ? withHandshakeTimeout(options.credentials, prefaceTimeoutMs) : ServerCredentials.createInsecure(), (err, p) => (err ? reject(new Error(`listening on ${address} failed: ${err.message}`, { cause: err })) : resolve(p))),
+        server.bindAsync(address, options.credentials ? withHandshakeTimeout(options.credentials, prefaceTimeoutMs) : ServerCredentials.createInsecure(), (err, p) => (err ? reject(listenFailure(address, err)) : resolve(p))),
       );
       for (const listener of http2ServersOf(server)) {
         boundConnections(listener, maxConnections, (peer) => refusals.connectionDropped("too_many_connections", peer));
@@ -254,6 +266,13 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         const grpcJs = takeStreamListener(listener);
         listener.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
           const path = headers[http2Constants.HTTP2_HEADER_PATH] as string | undefined;
+          if (state === "listening" && !healthMethodPaths.includes(String(path))) {
+            // Its services may not be added yet: grpc-js would answer UNIMPLEMENTED.
+            stream.on("error", ignoreError);
+            respondWithStatus(stream, status.UNAVAILABLE, unavailable ?? "the service is starting; try again shortly");
+            unreadRequests.resetWhenWritten(stream);
+            return;
+          }
           if (clampTimeout(headers)) refusals.timeoutClamped(path, stream.session?.socket?.remoteAddress);
           if (refuseCompressedRequest(stream, headers, path, served, refused) || refuseOverflowingRequest(stream, path, unfinished, maxUnfinishedRequests, refused)) {
             unreadRequests.resetWhenWritten(stream);
@@ -266,6 +285,22 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
           unread.watch(stream, headers);
         });
       }
+      listened = { address, port };
+      state = "listening";
+      return { port };
+    },
+    async start(address) {
+      if (state === "created") {
+        if (address === undefined) throw new Error("start needs an address to listen on, as listen was not called");
+        await this.listen(address);
+      } else if (state !== "listening") {
+        throw new Error(`cannot start a server that is ${state}`);
+      } else if (address !== undefined && address !== listened!.address) {
+        throw new Error(`start was given ${address}, and the server listens on ${listened!.address}`);
+      }
+      // Reflection lists what this server serves: its own services and health.
+      addServerReflection(server, { index: descriptors, services: [...serviceNames, "grpc.health.v1.Health"] });
+      const { port } = listened!;
       state = "serving";
       setAll(unavailable === undefined ? "SERVING" : "NOT_SERVING");
       await checkReadiness();
@@ -314,6 +349,18 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       setAll(ready && unavailable === undefined ? "SERVING" : "NOT_SERVING");
     },
   };
+}
+
+/**
+ * The error of a bind that failed: grpc-js says "No address added out of
+ * total 1 resolved errors: [listen EADDRINUSE: ...]", with no code; the
+ * listen's own words are kept, and `code` EADDRINUSE set where another
+ * process holds the address.
+ */
+function listenFailure(address: string, err: Error): Error & { code?: string } {
+  const inUse = /\[(listen EADDRINUSE[^\]]*)\]/.exec(err.message);
+  if (!inUse) return new Error(`listening on ${address} failed: ${err.message}`, { cause: err });
+  return Object.assign(new Error(inUse[1], { cause: err }), { code: "EADDRINUSE" });
 }
 
 /** Hears a call refused before any handler ran: its stream, the method it named, the code it was answered with, why. */

@@ -8,7 +8,7 @@ import { type Database, isPostgresUrl, type Migration, openDatabase, type Retent
 import { redact } from "../sql/postgres.js";
 import { type GrpcSecurity, serverSecurity } from "./grpc-security.js";
 import type { HostVariables } from "./service-settings.js";
-import { refuseTakenAddress } from "./listen-address.js";
+import { addressTaken } from "./listen-address.js";
 import { startMetricsServer } from "./metrics-server.js";
 import type { RunningService } from "./run-service.js";
 
@@ -87,10 +87,11 @@ export interface ServiceHost {
   /** Where the service's metrics are kept, for counters of its own; none while `metricsListen` is not set. */
   readonly registry?: Registry;
   /**
-   * Serves gRPC at once, reporting NOT_SERVING (calls answer UNAVAILABLE)
-   * until NATS has been reached, the streams provisioned and the relay and
-   * subscriptions started; then SERVING. Resolves once it listens; `ready`
-   * says when it serves. The returned stop works in every phase and
+   * Serves gRPC at once on the address held since createServiceHost,
+   * reporting NOT_SERVING (calls answer UNAVAILABLE) until NATS has been
+   * reached, the streams provisioned and the relay and subscriptions
+   * started; then SERVING. Resolves once it serves its services; `ready`
+   * says when it reports SERVING. The returned stop works in every phase and
    * reverses it: gRPC drains, consumers finish, the outbox flushes, NATS
    * drains, `onStop` runs (clients of other services), the database closes.
    * `tasks` (work of the service's own on a timer) stop once gRPC has
@@ -104,22 +105,42 @@ export interface ServiceHost {
 }
 
 /**
- * The life cycle every Concord service shares: its addresses (one another
- * process holds is refused with FAILED_PRECONDITION before anything is
- * written), its database (with
+ * The life cycle every Concord service shares: its addresses, held from
+ * the start (one another process holds is refused with FAILED_PRECONDITION
+ * before anything is written; gRPC answers UNAVAILABLE, health NOT_SERVING,
+ * until the service serves), its database (with
  * migrations; a Postgres server that cannot be reached yet is waited for), a gRPC server with health and reflection, then JetStream
  * (streams provisioned, outbox relay) and its consumers, waited for while
  * NATS cannot be reached; stopped in reverse.
  */
 export async function createServiceHost(options: ServiceHostOptions): Promise<ServiceHost> {
   const { logger, name } = options;
-  // Before the database is opened and migrated, so that an address another process holds refuses the start with
-  // nothing written: the gRPC address is checked (grpc-js serves as soon as it listens, and the service listens once
-  // it can answer), the metrics address held, its endpoint answering 503 until the service has started.
   const { variables } = options;
-  await refuseTakenAddress("the gRPC address", options.listen, variables?.listen);
   const registry = options.metricsListen === undefined ? undefined : new Registry();
-  const metrics = registry && options.metricsListen !== undefined ? await startMetricsServer(options.metricsListen, registry, logger, variables?.metricsListen) : undefined;
+  // The database is opened below; the server's readiness check runs only once it serves.
+  let opened: Database | undefined;
+  const server = createGrpcServer({
+    descriptorSet: options.descriptorSet,
+    logger,
+    shutdownTimeoutMs: options.shutdownTimeoutMs,
+    readinessCheck: () => opened!.ping(),
+    ...serverSecurity(options.security),
+    ...(registry && { callObserver: grpcCallMetrics(registry), refusalObserver: grpcRefusalMetrics(registry) }),
+  });
+  // Both addresses are held before the database is opened and migrated, so that one another process holds refuses
+  // the start with nothing written, and none is taken in the meantime: gRPC answers UNAVAILABLE (health NOT_SERVING)
+  // and the metrics endpoint 503 until the service has started.
+  server.setUnavailable(`${name} is starting: it opens and migrates its database; try again shortly`);
+  await server.listen(options.listen).catch((err: Error & { code?: string }) => {
+    throw err.code === "EADDRINUSE" ? addressTaken("the gRPC address", options.listen, err, variables?.listen) : err;
+  });
+  const metrics =
+    registry && options.metricsListen !== undefined
+      ? await startMetricsServer(options.metricsListen, registry, logger, variables?.metricsListen).catch(async (err: unknown) => {
+          await server.shutdown();
+          throw err;
+        })
+      : undefined;
   let loggedAt = -Infinity;
   const db = await openDatabase({
     path: options.database,
@@ -144,11 +165,12 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       logger.error({ err }, "checkpointing the SQLite database failed; SQLite checkpoints inside commits from now on");
     },
   }).catch(async (err: unknown) => {
+    await server.shutdown();
     await metrics?.close();
     throw err;
   });
+  opened = db;
   let events: EventRuntime;
-  let server: GrpcServer;
   try {
     const middleware = [...(registry ? [consumerMetrics(registry)] : []), ...(options.consumerMiddleware ?? [])];
     events = createEventRuntime({
@@ -163,14 +185,6 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       ...(options.natsSeedFile !== undefined && { nkeySeedFile: options.natsSeedFile }),
       ...(options.streamSources && { streamSources: options.streamSources }),
     });
-    server = createGrpcServer({
-      descriptorSet: options.descriptorSet,
-      logger,
-      shutdownTimeoutMs: options.shutdownTimeoutMs,
-      readinessCheck: () => db.ping(),
-      ...serverSecurity(options.security),
-      ...(registry && { callObserver: grpcCallMetrics(registry), refusalObserver: grpcRefusalMetrics(registry) }),
-    });
     if (registry) {
       collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: eventLoopSampleMs });
       outboxMetrics(registry, db);
@@ -179,6 +193,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       unreadAnswerMetrics(registry, server.unreadAnswers);
     }
   } catch (err) {
+    await server.shutdown();
     await db.close();
     await metrics?.close();
     throw err;
@@ -206,7 +221,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       requestIdsKept = requestIdRetention({ db, logger, ...(options.requestIdRetentionMs !== undefined && { retentionMs: options.requestIdRetentionMs }) });
       let port: number;
       try {
-        ({ port } = await server.start(options.listen));
+        ({ port } = await server.start());
         if (registry && metrics) {
           consumerLagMetrics({ registry, consumers: consumers.map((c) => c.spec), jsm: () => busOf(events)?.jsm });
           metrics.serve();
