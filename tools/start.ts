@@ -781,7 +781,7 @@ async function main(): Promise<void> {
             err.reported === "NOT_SERVING"
               ? `${a} did not report SERVING within 30 s: it reported NOT_SERVING, as a service does while it opens and migrates its database and until it has reached NATS; its log lines above say what it waits for (a database it cannot reach, say)`
               : refused
-                ? `${a} did not report SERVING within 30 s: nothing listens there, as before a service has read its settings; its log lines above say what it is doing`
+                ? `${a} did not report SERVING within 30 s: nothing listens there: the service has not got as far as listening, which it does once it has read its settings; its log lines above say what it is doing`
                 : err.message;
           throw new Error(`${names[i]}: ${message}`, { cause: err });
         }),
