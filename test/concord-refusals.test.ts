@@ -208,6 +208,14 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     }
   });
 
+  it("status says who makes a consumer its NATS does not have yet (the services never started there), not the server's error code", async () => {
+    const run = await concord("status", "--nats", nats().url, "--products", "127.0.0.1:1", "--orders", "127.0.0.1:1", "--products-metrics", "127.0.0.1:1", "--orders-metrics", "127.0.0.1:1");
+    expect(run.status).toBe(1);
+    // It said "unknown (consumer not found (err_code 10014))".
+    expect(run.stdout).toContain("  consumer orders-stock-reserved on SHOP_PRODUCTS: unknown (no such consumer on this NATS: its service makes it when it first starts here)\n");
+    expect(run.stdout).not.toContain("err_code");
+  });
+
   it("ends with status 0 and no stack trace when what reads its output closes it (status | head -1)", async () => {
     const hung = `127.0.0.1:${(silent.address() as { port: number }).port}`;
     const child = start("status", "--nats", nats().url, "--products", hung, "--orders", hung, "--products-metrics", hung, "--orders-metrics", hung);

@@ -67,12 +67,20 @@ const healthTimeoutMs = 2_000;
 const metricsTimeoutMs = 3_000;
 const jetStreamTimeoutMs = 5_000;
 
+// JetStream API error codes (nats-server errors.json).
+const consumerNotFound = 10014;
+const streamNotFound = 10059;
+
 /** Why a JetStream request failed, as a user can act on it. */
 function jetStreamProblem(err: unknown): string {
   const code = (err as NatsError).code;
   if (code === ErrorCode.Timeout) return `JetStream did not answer within ${jetStreamTimeoutMs / 1000} s`;
   // No subscriber on the JetStream API's subjects: the server runs without JetStream, or the account has none.
   if (code === ErrorCode.NoResponders) return "JetStream does not answer: nothing serves its API on this NATS server (is JetStream enabled there?)";
+  // A NATS the system has not run on yet (or whose store was wiped): said so, not as the server's error code.
+  const apiCode = (err as NatsError).api_error?.err_code;
+  if (apiCode === consumerNotFound) return "no such consumer on this NATS: its service makes it when it first starts here";
+  if (apiCode === streamNotFound) return "its stream is not on this NATS: `npm start` or `npx concord streams provision` makes it";
   return reason(err);
 }
 
