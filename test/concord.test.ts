@@ -315,7 +315,7 @@ describe("npx concord", () => {
       const status = await concord("status", ...args);
       expect(status.status, status.stdout + status.stderr).toBe(1);
       for (const spec of consumers) {
-        expect(status.stdout).toContain(`  consumer ${spec.durable} on ${spec.stream}: pending 0, unacked 0, redelivered 0, dead letters unknown (CONCORD_DLQ: stream not found (err_code 10059))\n`);
+        expect(status.stdout).toContain(`  consumer ${spec.durable} on ${spec.stream}: pending 0, unacked 0, redelivered 0, dead letters unknown (CONCORD_DLQ: stream not on this NATS: \`npm start\` or \`npx concord streams provision\` makes it)\n`);
       }
     } finally {
       await bareNc.close();

@@ -80,7 +80,7 @@ function jetStreamProblem(err: unknown): string {
   // A NATS the system has not run on yet (or whose store was wiped): said so, not as the server's error code.
   const apiCode = (err as NatsError).api_error?.err_code;
   if (apiCode === consumerNotFound) return "no such consumer on this NATS: its service makes it when it first starts here";
-  if (apiCode === streamNotFound) return "its stream is not on this NATS: `npm start` or `npx concord streams provision` makes it";
+  if (apiCode === streamNotFound) return "stream not on this NATS: `npm start` or `npx concord streams provision` makes it";
   return reason(err);
 }
 
