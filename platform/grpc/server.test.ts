@@ -119,6 +119,28 @@ describe("createGrpcServer", () => {
     client.close();
   });
 
+  it("holds its address from listen on, answering health NOT_SERVING and calls UNAVAILABLE with the reason, and serves services added meanwhile once started", async () => {
+    server = createGrpcServer({ descriptorSet, logger });
+    server.setUnavailable("opening the database");
+    const { port } = await server.listen("127.0.0.1:0");
+    const address = `127.0.0.1:${port}`;
+    const client = createClient(ProductServiceService, { address, maxAttempts: 1 });
+    try {
+      expect(await checkHealth(address)).toBe("NOT_SERVING");
+      // grpc-js, which looks a method up at each call, would answer UNIMPLEMENTED for a service not added yet.
+      expect(await client.getProduct({ id: product.id }).catch((e: StatusError) => e)).toMatchObject({ code: status.UNAVAILABLE, message: "opening the database" });
+      server.addService(ProductServiceService, impl(async () => ({ product })));
+      expect(await client.getProduct({ id: product.id }).catch((e: StatusError) => e)).toMatchObject({ code: status.UNAVAILABLE, message: "opening the database" });
+      await expect(server.start("127.0.0.1:1")).rejects.toThrow("start was given 127.0.0.1:1, and the server listens on 127.0.0.1:0");
+      server.setUnavailable(undefined);
+      expect(await server.start()).toEqual({ port });
+      expect(await checkHealth(address)).toBe("SERVING");
+      expect((await client.getProduct({ id: product.id })).product?.id).toBe(product.id);
+    } finally {
+      client.close();
+    }
+  });
+
   it("reports NOT_SERVING while the readiness check fails, and SERVING again after", async () => {
     let databaseUp = true;
     server = createGrpcServer({ descriptorSet, logger, readinessIntervalMs: 20, readinessCheck: () => {
