@@ -24,7 +24,7 @@ import { createGrpcServer, type GrpcServer } from "./server.js";
 const notes = { id: "test_0001_notes", sql: "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)" };
 const productId = "01890a5d-ac96-774b-bcce-b302099a8057";
 
-describe("a call whose writes find the database's storage full", () => {
+describe("a call whose database's storage is full or fails", () => {
   const dir = tempDirForSuite("storage-full-");
   const postgres = usePostgresServer();
   let server: GrpcServer | undefined;
@@ -35,73 +35,7 @@ describe("a call whose writes find the database's storage full", () => {
     server = db = undefined;
   });
 
-  /** GetProduct served by writing a 100 KB note: its answer's error, and the server's log lines. */
-  const callWriting = async (database: Database) => {
-    const { lines, logger } = capturedLogger();
-    server = createGrpcServer({ descriptorSet, logger });
-    const unused = async (): Promise<never> => {
-      throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
-    };
-    const impl: ServiceImpl<typeof ProductServiceService> = {
-      getProduct: async () => {
-        await database.transaction((tx) => tx.run("INSERT INTO notes (body) VALUES ($1)", ["x".repeat(100_000)]));
-        throw new StatusError(Code.NOT_FOUND, "written");
-      },
-      batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused,
-    };
-    server.addService(ProductServiceService, impl);
-    const { port } = await server.start("127.0.0.1:0");
-    const client = createClient(ProductServiceService, { address: `127.0.0.1:${port}`, maxAttempts: 1 });
-    try {
-      return { err: await client.getProduct({ id: productId }).then(() => undefined, (e: StatusError) => e), lines };
-    } finally {
-      client.close();
-    }
-  };
-
-  const expectStorageFull = (err: StatusError | undefined, lines: Array<Record<string, unknown>>, cause: RegExp) => {
-    expect(err).toMatchObject({ code: status.UNAVAILABLE, message: "the service's storage is full: its database could not write; try again later" });
-    const logged = lines.filter((l) => l.method === ProductServiceService.getProduct.path);
-    expect(logged).toHaveLength(1);
-    expect(logged[0]).toMatchObject({ level: "error", msg: "call failed", code: "UNAVAILABLE" });
-    expect(JSON.stringify(logged[0].err)).toMatch(cause);
-  };
-
-  it("answers UNAVAILABLE on SQLite (SQLITE_FULL), logging the cause at error once, and writes again once there is room", async () => {
-    db = await openDatabase({ path: `${dir}/full.db`, migrations: [notes] });
-    const [{ page_count: pages }] = await db.query<{ page_count: number }>("PRAGMA page_count");
-    await db.run(`PRAGMA max_page_count = ${pages}`);
-    const { err, lines } = await callWriting(db);
-    expectStorageFull(err, lines, /SQLITE_FULL/);
-    await server?.shutdown();
-    await db.run("PRAGMA max_page_count = 1073741823");
-    expect((await callWriting(db)).err).toMatchObject({ code: status.NOT_FOUND, message: "written" });
-  });
-
-  it("answers UNAVAILABLE on PostgreSQL's disk_full (53100), logging the cause at error once", async () => {
-    db = await openDatabase({ path: await postgres().createDatabase("storage_full"), migrations: [notes] });
-    await db.run(
-      "CREATE FUNCTION refuse_for_space() RETURNS trigger LANGUAGE plpgsql AS " +
-        "$$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$",
-    );
-    await db.run("CREATE TRIGGER notes_full BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION refuse_for_space()");
-    const { err, lines } = await callWriting(db);
-    expectStorageFull(err, lines, /53100/);
-  });
-});
-
-describe("a call whose database's storage fails to read or write", () => {
-  const dir = tempDirForSuite("storage-failed-");
-  const postgres = usePostgresServer();
-  let server: GrpcServer | undefined;
-  let db: Database | undefined;
-  afterEach(async () => {
-    await server?.shutdown();
-    await db?.close();
-    server = db = undefined;
-  });
-
-  /** GetProduct served by `write`: its answer's error, and the server's log lines. */
+  /** GetProduct served by `write`, then NOT_FOUND "written": its answer's error, and the server's log lines. */
   const callWriting = async (write: () => unknown) => {
     const { lines, logger } = capturedLogger();
     server = createGrpcServer({ descriptorSet, logger });
@@ -124,15 +58,41 @@ describe("a call whose database's storage fails to read or write", () => {
       client.close();
     }
   };
+  /** A 100 KB note, in a transaction of its own. */
+  const writeNote = (database: Database) => database.transaction((tx) => tx.run("INSERT INTO notes (body) VALUES ($1)", ["x".repeat(100_000)]));
 
-  const expectStorageFailed = (err: StatusError | undefined, lines: Array<Record<string, unknown>>, cause: RegExp) => {
-    // It answered INTERNAL "internal error", as for a fault of the service's own code.
-    expect(err).toMatchObject({ code: status.UNAVAILABLE, message: "the service's storage failed: its database could not read or write; try again later" });
+  const full = "the service's storage is full: its database could not write; try again later";
+  const failed = "the service's storage failed: its database could not read or write; try again later";
+  /** Answered `message` with UNAVAILABLE (INTERNAL "internal error" before, as for a fault of the service's own code), the cause logged at error once. */
+  const expectRefused = (err: StatusError | undefined, lines: Array<Record<string, unknown>>, message: string, cause: RegExp) => {
+    expect(err).toMatchObject({ code: status.UNAVAILABLE, message });
     const logged = lines.filter((l) => l.method === ProductServiceService.getProduct.path);
     expect(logged).toHaveLength(1);
     expect(logged[0]).toMatchObject({ level: "error", msg: "call failed", code: "UNAVAILABLE" });
     expect(JSON.stringify(logged[0].err)).toMatch(cause);
   };
+
+  it("answers UNAVAILABLE on SQLite (SQLITE_FULL), logging the cause at error once, and writes again once there is room", async () => {
+    db = await openDatabase({ path: `${dir}/full.db`, migrations: [notes] });
+    const [{ page_count: pages }] = await db.query<{ page_count: number }>("PRAGMA page_count");
+    await db.run(`PRAGMA max_page_count = ${pages}`);
+    const { err, lines } = await callWriting(() => writeNote(db!));
+    expectRefused(err, lines, full, /SQLITE_FULL/);
+    await server?.shutdown();
+    await db.run("PRAGMA max_page_count = 1073741823");
+    expect((await callWriting(() => writeNote(db!))).err).toMatchObject({ code: status.NOT_FOUND, message: "written" });
+  });
+
+  it("answers UNAVAILABLE on PostgreSQL's disk_full (53100), logging the cause at error once", async () => {
+    db = await openDatabase({ path: await postgres().createDatabase("storage_full"), migrations: [notes] });
+    await db.run(
+      "CREATE FUNCTION refuse_for_space() RETURNS trigger LANGUAGE plpgsql AS " +
+        "$$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$",
+    );
+    await db.run("CREATE TRIGGER notes_full BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION refuse_for_space()");
+    const { err, lines } = await callWriting(() => writeNote(db!));
+    expectRefused(err, lines, full, /53100/);
+  });
 
   it("answers UNAVAILABLE on SQLite's I/O errors (SQLITE_IOERR_READ: its journal cannot be read), logging the cause at error once, and writes again once repaired", async () => {
     // A rollback journal that is a directory: SQLite's own file layer fails to read it (EISDIR), as it would a failing
@@ -145,7 +105,7 @@ describe("a call whose database's storage fails to read or write", () => {
       const write = () => sqlite.prepare("INSERT INTO notes (body) VALUES (?)").run("x");
       mkdirSync(`${path}-journal`);
       const { err, lines } = await callWriting(write);
-      expectStorageFailed(err, lines, /SQLITE_IOERR_READ/);
+      expectRefused(err, lines, failed, /SQLITE_IOERR_READ/);
       await server?.shutdown();
       rmdirSync(`${path}-journal`);
       expect((await callWriting(write)).err).toMatchObject({ code: status.NOT_FOUND, message: "written" });
@@ -161,8 +121,7 @@ describe("a call whose database's storage fails to read or write", () => {
         "$$ BEGIN RAISE EXCEPTION 'could not write to file: Input/output error' USING ERRCODE = 'io_error'; END $$",
     );
     await db.run("CREATE TRIGGER notes_failing BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION fail_to_write()");
-    const written = db;
-    const { err, lines } = await callWriting(() => written.transaction((tx) => tx.run("INSERT INTO notes (body) VALUES ($1)", ["x"])));
-    expectStorageFailed(err, lines, /58030/);
+    const { err, lines } = await callWriting(() => writeNote(db!));
+    expectRefused(err, lines, failed, /58030/);
   });
 });
