@@ -116,6 +116,22 @@ describe("provisioning", () => {
     );
   });
 
+  it("refuses a durable consumer made by hand with another ack policy, saying how the service makes it again and what that delivers again", async () => {
+    const sample = sampleStream("ackpolicy");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const spec = sample.consumerSpec("ackpolicy-worker");
+    await bus.jsm.consumers.add(sample.stream.name, { durable_name: spec.durable, filter_subject: spec.filterSubject, ack_policy: AckPolicy.None });
+    await expect(ensureConsumers(bus.jsm, [spec])).rejects.toThrow(
+      "consumer ackpolicy-worker on stream TEST_ACKPOLICY exists with ack policy none, and the service acks each event (explicit): " +
+        "delete it (nats consumer rm TEST_ACKPOLICY ackpolicy-worker) and the service makes it again as it starts, from the stream's first event " +
+        "(its inbox skips the events it handled within its retention, 7 days by default; older ones would be handled again); its durable name comes from the contract",
+    );
+    // Deleted as the message says, it is made again as the spec has it.
+    await bus.jsm.consumers.delete(sample.stream.name, spec.durable);
+    await ensureConsumers(bus.jsm, [spec]);
+    expect((await bus.jsm.consumers.info(sample.stream.name, spec.durable)).config.ack_policy).toBe(AckPolicy.Explicit);
+  });
+
   it("warns of events an earlier max_deliver left behind, with their sequences; a consumer made to start at the first of them delivers them again", async () => {
     const sample = sampleStream("abandoned");
     await ensureStreams(bus.jsm, [sample.stream]);

@@ -283,10 +283,14 @@ async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, logger:
     }
   }
   const { config } = info;
-  if (config.deliver_subject) throw new ConsumerConflictError(`${where} exists as a push consumer; Concord needs a pull consumer: delete it or pick another durable name`);
-  if (config.ack_policy !== AckPolicy.Explicit) {
-    throw new ConsumerConflictError(`${where} exists with ack policy ${config.ack_policy}, wanted explicit; delete it or pick another durable name`);
-  }
+  // The durable name is the contract's: the operator's way out is to delete the consumer, which the service then makes
+  // again from the stream's first event.
+  const remake =
+    `: delete it (nats consumer rm ${spec.stream} ${spec.durable}) and the service makes it again as it starts, from the stream's first event ` +
+    `(its inbox skips the events it handled within its retention, 7 days by default; older ones would be handled again); ` +
+    `its durable name comes from the contract`;
+  if (config.deliver_subject) throw new ConsumerConflictError(`${where} exists as a push consumer, and the service reads through a pull consumer${remake}`);
+  if (config.ack_policy !== AckPolicy.Explicit) throw new ConsumerConflictError(`${where} exists with ack policy ${config.ack_policy}, and the service acks each event (explicit)${remake}`);
   if ((config.filter_subject ?? "") !== spec.filterSubject) {
     throw new ConsumerConflictError(
       `${where} exists with filter subject ${JSON.stringify(config.filter_subject ?? "")}, wanted ${JSON.stringify(spec.filterSubject)}; ` +
