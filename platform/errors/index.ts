@@ -3,3 +3,4 @@
  * handlers and callers use it, and platform/grpc maps it to and from gRPC.
  */
 export { Code, codeName, StatusError, type FieldViolation } from "./status-error.js";
+export { causeChain } from "./cause-chain.js";

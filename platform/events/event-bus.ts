@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { connect, nkeyAuthenticator, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import { causeChain } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
 
@@ -167,10 +168,6 @@ const unreachableCodes = new Set([
  * unlike a refusal such as a stream that conflicts with its spec.
  */
 export function isNatsUnreachable(err: unknown): boolean {
-  let e: unknown = err;
-  for (let depth = 0; depth < 8 && e instanceof Error; depth++) {
-    if (unreachableCodes.has(String((e as { code?: unknown }).code))) return true;
-    e = e.cause ?? (e as { chainedError?: unknown }).chainedError;
-  }
+  for (const e of causeChain(err, 8)) if (unreachableCodes.has(String((e as { code?: unknown }).code))) return true;
   return false;
 }

@@ -10,7 +10,7 @@ import { createOutbox, type Outbox } from "./outbox.js";
 import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
 import { startConsumers, type RunningConsumers } from "./consumer.js";
 import { ConsumerConflictError, ensureStreams, permissionDenied, StreamConflictError, StreamMissingError, validateStreamSpec } from "./provision.js";
-import { Code, StatusError } from "../errors/index.js";
+import { causeChain, Code, StatusError } from "../errors/index.js";
 import type { StreamSpec } from "./types.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
 
@@ -210,7 +210,7 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
 
 /** Whether `err`, or an error it was caused by, is the server's refusal of the connection's credentials. */
 function credentialsRefused(err: unknown): boolean {
-  for (let e = err, depth = 0; e instanceof Error && depth < 4; e = e.cause ?? (e as { chainedError?: unknown }).chainedError, depth++) {
+  for (const e of causeChain(err)) {
     const code = String((e as { code?: unknown }).code);
     if (code === "AUTHORIZATION_VIOLATION" || code === "AUTHENTICATION_EXPIRED") return true;
   }

@@ -1,6 +1,7 @@
 import { AckPolicy, DeliverPolicy, RetentionPolicy, millis, nanos, StorageType, type JetStreamManager, type NatsError, type StreamInfo, type StreamConfig, type ConsumerInfo } from "nats";
 import type { Logger } from "../log/index.js";
 import { checkOptions } from "../options/index.js";
+import { causeChain } from "../errors/index.js";
 import type { ConsumerSpec, StreamSpec } from "./types.js";
 
 // JetStream API error codes (nats-server errors.json).
@@ -14,9 +15,7 @@ const serverDefaultDuplicateWindowMs = 120_000;
 
 /** Whether `err`, or an error it wraps, is nats-server's refusal of a subject the connection's user may not publish to. */
 export const permissionDenied = (err: unknown): boolean => {
-  for (let e = err, depth = 0; typeof e === "object" && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
-    if ((e as { isPermissionError?: () => boolean }).isPermissionError?.() === true) return true;
-  }
+  for (const e of causeChain(err)) if ((e as { isPermissionError?: () => boolean }).isPermissionError?.() === true) return true;
   return false;
 };
 

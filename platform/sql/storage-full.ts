@@ -1,3 +1,5 @@
+import { causeChain } from "../errors/cause-chain.js";
+
 /**
  * Codes of a database that could not write for want of space: PostgreSQL's
  * disk_full (53100) and SQLite's SQLITE_FULL, which SQLite answers both for
@@ -11,15 +13,11 @@ const storageFullCodes = new Set(["53100", "SQLITE_FULL"]);
 /**
  * Whether `err`, or an error in its chain of causes, says the database could
  * not write because its storage is full: nothing a caller did, and gone once
- * space is freed. Either store; this file imports nothing, so the gRPC edge
- * reads it without loading a database driver.
+ * space is freed. Either store; this file loads no database driver, so the gRPC edge
+ * reads it alone.
  */
 export function isStorageFull(err: unknown): boolean {
-  for (let e = err, depth = 0; e !== undefined && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === "string" && storageFullCodes.has(code)) return true;
-  }
-  return false;
+  return hasCode(err, (code) => storageFullCodes.has(code));
 }
 
 /**
@@ -31,9 +29,14 @@ export function isStorageFull(err: unknown): boolean {
  * which an operator sees to.
  */
 export function isStorageFailure(err: unknown): boolean {
-  for (let e = err, depth = 0; e !== undefined && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+  return hasCode(err, (code) => code === "58030" || code === "SQLITE_IOERR" || (code.startsWith("SQLITE_IOERR_") && code !== "SQLITE_IOERR_NOMEM"));
+}
+
+/** Whether an error of `err`'s chain of causes has a string `code` that `matches`. */
+function hasCode(err: unknown, matches: (code: string) => boolean): boolean {
+  for (const e of causeChain(err, 8)) {
     const code = (e as { code?: unknown }).code;
-    if (code === "58030" || code === "SQLITE_IOERR" || (typeof code === "string" && code.startsWith("SQLITE_IOERR_") && code !== "SQLITE_IOERR_NOMEM")) return true;
+    if (typeof code === "string" && matches(code)) return true;
   }
   return false;
 }

@@ -1,3 +1,4 @@
+import { causeChain } from "../errors/index.js";
 import type { Dialect, Queryable, SqlValue, StagedWrites, Transaction } from "./types.js";
 
 /** What a store's connection gives the shared transaction logic: statements and its dialect. */
@@ -54,9 +55,7 @@ export function sentAheadFailure<E>(err: E, serial?: number): E {
 
 /** The first error of `err`'s cause chain that is marked as a failure sent ahead. */
 function markedIn(err: unknown): object | undefined {
-  for (let e = err, depth = 0; typeof e === "object" && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    if (sentAheadFailures.has(e)) return e;
-  }
+  for (const e of causeChain(err, 5)) if (sentAheadFailures.has(e)) return e;
   return undefined;
 }
 
