@@ -77,7 +77,8 @@ describe("a service whose JetStream streams or consumers conflict with its contr
         code: "FAILED_PRECONDITION",
         msg:
           `start-up refused: consumer ${durable.durable} on stream ${durable.stream} exists as a push consumer, and the service reads through a pull consumer: ` +
-          `delete it (nats consumer rm ${durable.stream} ${durable.durable}) and the service makes it again as it starts, from the stream's first event ` +
+          `delete it (nats consumer rm ${durable.stream} ${durable.durable}, as a NATS user that may: neither the services' users nor the operator's do) ` +
+            `and the service makes it again as it starts, from the stream's first event ` +
           `(its inbox skips the events it handled within its retention, 7 days by default; older ones would be handled again); its durable name comes from the contract`,
       }),
     ]);

@@ -123,7 +123,8 @@ describe("provisioning", () => {
     await bus.jsm.consumers.add(sample.stream.name, { durable_name: spec.durable, filter_subject: spec.filterSubject, ack_policy: AckPolicy.None });
     await expect(ensureConsumers(bus.jsm, [spec])).rejects.toThrow(
       "consumer ackpolicy-worker on stream TEST_ACKPOLICY exists with ack policy none, and the service acks each event (explicit): " +
-        "delete it (nats consumer rm TEST_ACKPOLICY ackpolicy-worker) and the service makes it again as it starts, from the stream's first event " +
+        "delete it (nats consumer rm TEST_ACKPOLICY ackpolicy-worker, as a NATS user that may: neither the services' users nor the operator's do) " +
+        "and the service makes it again as it starts, from the stream's first event " +
         "(its inbox skips the events it handled within its retention, 7 days by default; older ones would be handled again); its durable name comes from the contract",
     );
     // Deleted as the message says, it is made again as the spec has it.

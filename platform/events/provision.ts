@@ -285,7 +285,8 @@ async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, logger:
   // The durable name is the contract's: the operator's way out is to delete the consumer, which the service then makes
   // again from the stream's first event.
   const remake =
-    `: delete it (nats consumer rm ${spec.stream} ${spec.durable}) and the service makes it again as it starts, from the stream's first event ` +
+    `: delete it (nats consumer rm ${spec.stream} ${spec.durable}, as a NATS user that may: neither the services' users nor the operator's do) ` +
+    `and the service makes it again as it starts, from the stream's first event ` +
     `(its inbox skips the events it handled within its retention, 7 days by default; older ones would be handled again); ` +
     `its durable name comes from the contract`;
   if (config.deliver_subject) throw new ConsumerConflictError(`${where} exists as a push consumer, and the service reads through a pull consumer${remake}`);
