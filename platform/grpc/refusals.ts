@@ -17,12 +17,14 @@ import { Code, codeName } from "../errors/index.js";
  * for their requests: RESOURCE_EXHAUSTED), `unfinished_bytes` (its request
  * took what such calls had received past maxUnfinishedRequestBytes:
  * RESOURCE_EXHAUSTED),
+ * `starting` (sent before the service had started, its methods not added
+ * yet: UNAVAILABLE, with the reason the server was given),
  * and grpc-js's own: `too_large` (a length prefix over the receive cap:
  * RESOURCE_EXHAUSTED), `deadline` (its deadline passed before its request
  * arrived: DEADLINE_EXCEEDED), `unknown_method` (no such method here:
  * UNIMPLEMENTED), `malformed` (any other, today an invalid grpc-timeout: INTERNAL).
  */
-export type CallRefusal = "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "malformed";
+export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "malformed";
 
 /**
  * Why a connection was dropped before it carried a call: `no_preface` (no
@@ -44,6 +46,7 @@ export interface RefusalObserver {
 
 /** What the log says of each kind of refusal. */
 const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", string> = {
+  starting: "answered calls UNAVAILABLE that came before the service had started (it opens and migrates its database first)",
   compressed: "refused calls sent compressed (grpc-encoding other than identity) before reading them",
   request_timeout: "cancelled calls whose requests had not arrived in full (half-closed) within requestTimeoutMs",
   unfinished_overflow: "refused new calls while maxUnfinishedRequests calls were waiting for their requests to arrive in full",
@@ -91,8 +94,9 @@ export interface RefusalReport {
  * Tells each refusal to `observer` and logs it: the first of a kind (its
  * reason) at once, then at most one line per kind every `intervalMs`,
  * saying how many came since the last (`count`, `sinceMs`) and naming up to
- * five of their methods and peers. Refusals warn; clamped timeouts, whose
- * calls were served, are info. Nothing runs for calls that are not refused.
+ * five of their methods and peers. Refusals warn; calls that came while
+ * the service was starting, which a caller retries, and clamped timeouts,
+ * whose calls were served, are info. Nothing runs for calls that are not refused.
  * The observer is told a method only when `isServed` knows it (a caller's
  * made-up name is no metric label); the log names it either way, cut short.
  */
@@ -110,7 +114,7 @@ export function refusalReport(logger: Logger, observer: RefusalObserver | undefi
       ...(tally.methods.size > 0 && { methods: [...tally.methods] }),
       ...(tally.peers.size > 0 && { peers: [...tally.peers] }),
     };
-    if (kind === "timeout_clamped") logger.info(fields, messages[kind]);
+    if (kind === "timeout_clamped" || kind === "starting") logger.info(fields, messages[kind]);
     else logger.warn(fields, messages[kind]);
     tally.count = 0;
     tally.methods.clear();

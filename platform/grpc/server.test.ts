@@ -120,7 +120,9 @@ describe("createGrpcServer", () => {
   });
 
   it("holds its address from listen on, answering health NOT_SERVING and calls UNAVAILABLE with the reason, and serves services added meanwhile once started", async () => {
-    server = createGrpcServer({ descriptorSet, logger });
+    const registry = new Registry();
+    const { lines, logger } = capturedLogger();
+    server = createGrpcServer({ descriptorSet, logger, callObserver: grpcCallMetrics(registry), refusalObserver: grpcRefusalMetrics(registry) });
     server.setUnavailable("opening the database");
     const { port } = await server.listen("127.0.0.1:0");
     const address = `127.0.0.1:${port}`;
@@ -136,6 +138,19 @@ describe("createGrpcServer", () => {
       expect(await server.start()).toEqual({ port });
       expect(await checkHealth(address)).toBe("SERVING");
       expect((await client.getProduct({ id: product.id })).product?.id).toBe(product.id);
+      // The calls answered while it started are counted and logged as refusals (at info: a caller retries them), apart
+      // from the calls served; the first under `unknown`, as a method not added yet cannot be told from a made-up one.
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { grpc_service: "unknown", grpc_method: "unknown", grpc_code: "UNAVAILABLE", reason: "starting" })).toBe(1);
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { grpc_service: "shop.products.v1.ProductService", grpc_method: "GetProduct", grpc_code: "UNAVAILABLE", reason: "starting" })).toBe(1);
+      expect(await sampleOf(registry, "grpc_server_handled_total", { grpc_service: "shop.products.v1.ProductService", grpc_method: "GetProduct", grpc_code: "OK" })).toBe(1);
+      expect((await registry.metrics()).match(/^grpc_server_handled_total\{.*$/gm)).toHaveLength(1);
+      expect(lines.find((l) => l.reason === "starting")).toMatchObject({
+        level: "info",
+        code: "UNAVAILABLE",
+        count: 1,
+        methods: [ProductServiceService.getProduct.path],
+        msg: "answered calls UNAVAILABLE that came before the service had started (it opens and migrates its database first)",
+      });
     } finally {
       client.close();
     }

@@ -270,6 +270,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
             // Its services may not be added yet: grpc-js would answer UNIMPLEMENTED.
             stream.on("error", ignoreError);
             respondWithStatus(stream, status.UNAVAILABLE, unavailable ?? "the service is starting; try again shortly");
+            refused(stream, path, Code.UNAVAILABLE, "starting");
             unreadRequests.resetWhenWritten(stream);
             return;
           }
