@@ -29,6 +29,29 @@ export const eventHeaders = {
 /** The payload of every event is the binary protobuf message. */
 export const protobufContentType = "application/protobuf";
 
+/** Media types (RFC 6838: their type and subtype in any case) other SDKs and brokers give a protobuf payload. */
+const protobufMediaTypes = new Set([protobufContentType, "application/x-protobuf"]);
+
+/**
+ * Why `declared` (a `content-type` or `ce-datacontenttype`) does not declare
+ * a payload of the protobuf message `typeName`; undefined when it does:
+ * `application/protobuf` or `application/x-protobuf`, in any case, with any
+ * parameters, save a `proto` parameter (a message name, as some producers
+ * add) that names another message.
+ */
+export function contentTypeProblem(declared: string, typeName: string): string | undefined {
+  if (declared === protobufContentType) return undefined;
+  const [essence, ...parameters] = declared.split(";");
+  if (!protobufMediaTypes.has(essence.trim().toLowerCase())) return `is not a protobuf payload (${protobufContentType})`;
+  for (const parameter of parameters) {
+    const at = parameter.indexOf("=");
+    if (at < 0 || parameter.slice(0, at).trim().toLowerCase() !== "proto") continue;
+    const named = parameter.slice(at + 1).trim().replace(/^"(.*)"$/, "$1");
+    if (named !== typeName) return `names the message ${JSON.stringify(named)}, not ${typeName}`;
+  }
+  return undefined;
+}
+
 /** An event ready for the wire: what the outbox stores and the relay publishes. */
 export interface EncodedEvent {
   /** UUIDv7; `ce-id` and `Nats-Msg-Id`. */

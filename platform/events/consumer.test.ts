@@ -333,7 +333,10 @@ describe("startConsumers", () => {
     await filed(/declared "application\/json" \(ce-datacontenttype\)/);
     // CloudEvents SDKs declare it in the plain content-type alone.
     await raw("plain-json", "test.forged.thing.t-i.happened", "t-i", { "content-type": "application/json" });
-    await filed(/declared "application\/json" \(content-type\)/);
+    await filed(/declared "application\/json" \(content-type\), which is not a protobuf payload \(application\/protobuf\)/);
+    // Protobuf, but of another message, as the parameter some producers add says.
+    await raw("other-message", "test.forged.thing.t-j.happened", "t-j", { "content-type": "application/protobuf; proto=concord.test.v1.SomethingElse" });
+    await filed(/\(content-type\), which names the message "concord\.test\.v1\.SomethingElse", not concord\.test\.v1\.ThingHappened/);
     expect(await t.effects()).toBe(0);
     await raw("x".repeat(5_000), "test.forged.thing.t-f.happened", "t-f");
     await filed(/has a ce-id of 5000 characters, more than 256, so it cannot be deduplicated/);
@@ -344,6 +347,9 @@ describe("startConsumers", () => {
     expect((await t.db.query<{ n: number }>("SELECT count(*) AS n FROM event_inbox"))[0].n, "nothing of theirs in the inbox").toBe(0);
     await raw("fine", "test.forged.thing.t-e.happened", "t-e", { "ce-datacontenttype": "application/protobuf" });
     await eventually("the well-formed event is handled", async () => (await t.effects("fine")) === 1);
+    // Media types are matched as RFC 6838 has it (any case, parameters), and the older x-protobuf name other SDKs write is taken.
+    await raw("fine-too", "test.forged.thing.t-k.happened", "t-k", { "ce-datacontenttype": "Application/X-Protobuf", "content-type": `application/protobuf ; proto="${thingHappenedType}"` });
+    await eventually("the event declared in other words is handled", async () => (await t.effects("fine-too")) === 1);
     await t.settled();
   });
 

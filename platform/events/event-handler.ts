@@ -1,6 +1,6 @@
 import { encodeMessage, type MessageChecker } from "../contracts/index.js";
 import type { Transaction } from "../sql/index.js";
-import { eventHeaders, protobufContentType } from "./cloud-events.js";
+import { contentTypeProblem, eventHeaders } from "./cloud-events.js";
 import { headerValue, repeatedAttribute, repeatedAttributeProblem, UnprocessableEventError, type Delivery, type DeliveryHandler } from "./delivery.js";
 import { describeViolations } from "./event-rules.js";
 import { eventIdOf } from "./inbox.js";
@@ -117,9 +117,8 @@ export function checkedEvent<T>(delivery: Delivery, binding: ConsumerBinding<T>,
   // and protobuf declared JSON was handled here and not by a consumer that believes the header.
   for (const header of [eventHeaders.dataContentType, eventHeaders.contentType]) {
     const contentType = headerValue(delivery.headers, header);
-    if (contentType !== undefined && contentType !== protobufContentType) {
-      throw new UnprocessableEventError(`the ${type} payload is declared ${JSON.stringify(contentType)} (${header}), but events here are ${protobufContentType}`);
-    }
+    const problem = contentType === undefined ? undefined : contentTypeProblem(contentType, type);
+    if (problem !== undefined) throw new UnprocessableEventError(`the ${type} payload is declared ${JSON.stringify(contentType)} (${header}), which ${problem}`);
   }
   let event: T;
   try {
