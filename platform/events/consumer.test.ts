@@ -311,6 +311,23 @@ describe("startConsumers", () => {
     await t.settled();
   });
 
+  it("logs a flood of dead letters ten a window, one line each, and the rest in one line that counts them (at the latest when it stops)", async () => {
+    const t = await setup("flood");
+    const h = natsHeaders();
+    for (const [name, value] of Object.entries({ "ce-specversion": "1.0", "ce-type": thingHappenedType, "ce-source": "test" })) h.set(name, value);
+    for (let i = 0; i < 25; i++) {
+      h.set("ce-id", `flood-${i}`);
+      await bus.js.publish("test.flood.thing.t-x.happened", Uint8Array.of(0x0a, 0x05, 0x61), { headers: h }); // does not decode
+    }
+    await t.settled();
+    await t.stop();
+    const mine = logged.filter((l) => l.consumer === t.consumerSpec.durable);
+    expect(mine.filter((l) => String(l.msg).startsWith("event sent to the dead letter stream as "))).toHaveLength(10);
+    const told = mine.filter((l) => l.deadLettered !== undefined);
+    expect(told.reduce((n, l) => n + Number(l.deadLettered), 0)).toBe(15);
+    expect(told[0].msg).toMatch(/more events sent to the dead letter stream, as \d+ to \d+ .*`npx concord dlq list --consumer flood-worker` lists them$/);
+  });
+
   it("dead-letters at once an event whose subject its fields do not make, that is not CloudEvents 1.0 protobuf, or whose ce-id cannot key the inbox; later events keep flowing", async () => {
     const t = await setup("forged");
     const raw = (id: string, subject: string, thingId: string, extra: Record<string, string> = {}) => {

@@ -16,6 +16,7 @@ import { ensureConsumers, ensureStreams, validateConsumerSpec, validateStreamSpe
 import { validateSource } from "./publisher.js";
 import { backoffDelay } from "./retry.js";
 import type { StreamSpec } from "./types.js";
+import { DeadLetterLines } from "./dead-letter-lines.js";
 
 export interface StartConsumersOptions {
   readonly nc: NatsConnection;
@@ -119,6 +120,7 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
       budgetMs: spec.ackWaitMs / 8,
       stopping: stopping.signal,
       logger: log,
+      deadLetterLines: new DeadLetterLines(log, spec.durable),
     };
     for (let batch = await intake.take(pullBatch); batch; batch = await intake.take(pullBatch)) {
       try {
@@ -129,6 +131,7 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
         for (const msg of batch) intake.forget(msg);
       }
     }
+    step.deadLetterLines.flush();
   };
 
   const intakes = consumers.map(({ spec }) =>
@@ -213,6 +216,8 @@ interface BatchStep {
   /** Aborted when the consumers are asked to stop: a transaction waiting for a connection gives up. */
   readonly stopping: AbortSignal;
   readonly logger: Logger;
+  /** The consumer's dead letters' lines, at most a dozen every ten seconds. */
+  readonly deadLetterLines: DeadLetterLines;
 }
 
 /** The pause before a batch whose transaction failed is tried again: doubling from 250 ms after each failure in a row, at most 5 s. */
@@ -579,9 +584,11 @@ async function fileThenAck(msg: JsMsg, delivery: Delivery, settlement: Extract<S
     return;
   }
   // The line an operator reads first: it names the dead letter as the commands that show and replay it take it.
-  logger.error(
-    { reason, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject, deadLetterSequence: sequence },
-    `event sent to the dead letter stream as ${sequence}: \`npx concord dlq show ${sequence}\` shows it; once what failed is put right, \`npx concord dlq replay ${sequence}\` sends it again`,
+  step.deadLetterLines.filed(sequence, () =>
+    logger.error(
+      { reason, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject, deadLetterSequence: sequence },
+      `event sent to the dead letter stream as ${sequence}: \`npx concord dlq show ${sequence}\` shows it; once what failed is put right, \`npx concord dlq replay ${sequence}\` sends it again`,
+    ),
   );
   // Filed before (the ack of that filing was lost, or its process died before acking): counted then, not again.
   if (!duplicate) settlement.filed?.();
