@@ -1,3 +1,4 @@
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { connect } from "nats";
@@ -5,7 +6,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { checkHealth, createClient, waitForServing } from "../platform/grpc/index.js";
 import { freePort, startNatsServer, type NatsServerHandle } from "./support/nats-server.js";
-import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
+import { resolvingLater, startServiceProcess, type ServiceProcess } from "./support/service-process.js";
 import { grpcError } from "./support/shop.js";
 import { readStream } from "./support/streams.js";
 import { tempDirForSuite } from "./support/temp-dir.js";
@@ -21,15 +22,16 @@ describe("a service started while NATS is not there", () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  /** The product service as its own process, pointed at a NATS port nothing listens on yet. */
-  const startProductsBeforeNats = async (key: string) => {
+  /** The product service as its own process, pointed at a NATS port nothing listens on yet, on `natsHost`, with `env` besides. */
+  const startProductsBeforeNats = async (key: string, natsHost = "127.0.0.1", env: Record<string, string> = {}) => {
     const natsPort = await freePort();
     const address = `127.0.0.1:${await freePort()}`;
     const svc = startServiceProcess("products", {
-      NATS_URL: `nats://127.0.0.1:${natsPort}`,
+      NATS_URL: `nats://${natsHost}:${natsPort}`,
       PRODUCTS_LISTEN: address,
       PRODUCTS_DATABASE_URL: join(dir, `${key}.db`),
       LOG_LEVEL: "info",
+      ...env,
     });
     cleanups.push(() => svc.kill());
     await expect.poll(() => checkHealth(address).catch(() => "no answer"), { timeout: 20_000, interval: 100 }).toBe("NOT_SERVING");
@@ -67,6 +69,39 @@ describe("a service started while NATS is not there", () => {
       .toContain(`shop.products.v1.product.${product!.id}.created`);
     await expect.poll(() => svc.logs().some((l) => l.msg === "reached NATS; events flow")).toBe(true);
 
+    expect(await svc.stop()).toBe(0);
+  }, 60_000);
+
+  it("waits for a host name that does not resolve (yet), saying so once with the name as given and the variable to correct, and stops with exit code 0 on SIGTERM", async () => {
+    // RFC 6761: .invalid never resolves. In docker compose or Kubernetes NATS's name appears once its container or pod exists.
+    const { svc, natsPort } = await startProductsBeforeNats("unresolved", "nats.invalid");
+    await sleep(2_500);
+    expect(svc.process.exitCode).toBeNull();
+    expect(waitingLines(svc)).toEqual([
+      expect.objectContaining({
+        natsUrl: `nats://nats.invalid:${natsPort}`,
+        host: "nats.invalid",
+        reason: `connecting to NATS at nats://nats.invalid:${natsPort} failed: getaddrinfo ENOTFOUND nats.invalid`,
+        msg: "NATS's host nats.invalid does not resolve: waiting for it, not serving meanwhile, as for a server not up yet (a name that a container or pod brings resolves once it exists); if nats.invalid is not the host meant, correct it in NATS_URL",
+      }),
+    ]);
+    const asked = performance.now();
+    expect(await svc.stop()).toBe(0);
+    expect(performance.now() - asked).toBeLessThan(5_000);
+    expect(svc.logs().map((l) => l.msg)).toContain("stopped");
+  }, 60_000);
+
+  it("serves once the host name resolves and NATS is there", async () => {
+    const resolvable = join(dir, "nats-late-resolves");
+    const { svc, address, natsPort } = await startProductsBeforeNats("resolves-later", "nats-late.invalid", resolvingLater("nats-late.invalid", resolvable));
+    await expect.poll(() => waitingLines(svc).map((l) => l.host)).toEqual(["nats-late.invalid"]);
+    const nats: NatsServerHandle = await startNatsServer({ port: natsPort, storeDir: join(dir, "resolves-later-nats") });
+    cleanups.push(() => nats.stop());
+    await sleep(1_500);
+    expect(await checkHealth(address)).toBe("NOT_SERVING");
+    writeFileSync(resolvable, "");
+    await waitForServing(address, 20_000);
+    await expect.poll(() => svc.logs().find((l) => l.msg === "reached NATS; events flow")).toMatchObject({ natsUrl: `nats://nats-late.invalid:${natsPort}` });
     expect(await svc.stop()).toBe(0);
   }, 60_000);
 

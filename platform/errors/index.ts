@@ -4,3 +4,4 @@
  */
 export { Code, codeName, StatusError, type FieldViolation } from "./status-error.js";
 export { causeChain } from "./cause-chain.js";
+export { unresolvedHost, unresolvedHostWait } from "./unresolved-host.js";

@@ -10,7 +10,7 @@ import { createOutbox, type Outbox } from "./outbox.js";
 import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
 import { startConsumers, type RunningConsumers } from "./consumer.js";
 import { ConsumerConflictError, ensureStreams, permissionDenied, StreamConflictError, StreamMissingError, validateStreamSpec } from "./provision.js";
-import { causeChain, Code, StatusError } from "../errors/index.js";
+import { causeChain, Code, StatusError, unresolvedHost, unresolvedHostWait } from "../errors/index.js";
 import type { StreamSpec } from "./types.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
 
@@ -19,6 +19,8 @@ export interface EventRuntimeOptions {
   readonly db: Database;
   /** NATS server URL. */
   readonly natsUrl: string;
+  /** How a wait for a host of `natsUrl` that does not resolve names the URL, the setting it came from (`NATS_URL`); default "the NATS URL". */
+  readonly urlName?: string;
   /** Service name: `ce-source` of its events and its NATS connection name. */
   readonly service: string;
   /** Streams the service publishes to or consumes from, provisioned at start. */
@@ -56,10 +58,10 @@ export interface EventRuntime {
   /** The outbox relay; throws until `start` has reached NATS. */
   readonly relay: OutboxRelay;
   /**
-   * Connects to NATS, trying again while it cannot be reached or JetStream
-   * does not answer (`onWaiting` hears why, logged once and then every
-   * `waitLogIntervalMs`), provisions the streams, starts the relay and the
-   * service's consumers (see bindConsumers). Resolves once all of that runs.
+   * Connects to NATS, trying again while its host does not resolve, it
+   * cannot be reached or JetStream does not answer (`onWaiting` hears why,
+   * logged once and then every `waitLogIntervalMs`), provisions the
+   * streams, starts the relay and the service's consumers (see bindConsumers). Resolves once all of that runs.
    * Rejects on what trying again cannot fix, with FAILED_PRECONDITION where
    * the operator can (see asRefusal), or when stopped first. Call once.
    */
@@ -79,12 +81,13 @@ export interface EventRuntime {
  * dead-lettered.
  */
 export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
-  checkOptions("createEventRuntime", options, ["db", "natsUrl", "service", "streams", "descriptorSet", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs", "inboxRetentionMs", "middleware", "nkeySeedFile", "streamSources"]);
+  checkOptions("createEventRuntime", options, ["db", "natsUrl", "urlName", "service", "streams", "descriptorSet", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs", "inboxRetentionMs", "middleware", "nkeySeedFile", "streamSources"]);
   const { db, natsUrl, service, streams, streamSources } = options;
   const flushTimeoutMs = options.flushTimeoutMs ?? 5_000;
   const retryMinMs = options.retryMinMs ?? 200;
   const retryMaxMs = options.retryMaxMs ?? 1_000;
   const waitLogIntervalMs = options.waitLogIntervalMs ?? 30_000;
+  const urlName = options.urlName ?? "the NATS URL";
   const inboxRetentionMs = options.inboxRetentionMs ?? defaultInboxRetentionMs;
   for (const [name, v] of Object.entries({ flushTimeoutMs, retryMinMs, retryMaxMs, waitLogIntervalMs, inboxRetentionMs })) positiveInteger("createEventRuntime", name, v, v);
   for (const spec of streams) validateStreamSpec(spec);
@@ -148,14 +151,21 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
         checkNotStopping();
         if (!isNatsUnreachable(err)) throw asRefusal(err, natsUrl);
         const reason = (err as Error).message;
+        const host = unresolvedHost(err);
+        // A name that does not resolve is one wait whatever getaddrinfo says each time (ENOTFOUND, EAI_AGAIN).
+        const why = host ?? reason;
         const now = performance.now();
         waitingSince ??= now;
-        if (reason !== lastReason || now - lastLogged >= waitLogIntervalMs) {
+        if (why !== lastReason || now - lastLogged >= waitLogIntervalMs) {
           const waitedMs = Math.round(now - waitingSince);
-          const message = waitedMs === 0 ? "NATS cannot be reached; not serving until it can, trying again" : "still waiting for NATS";
-          logger.warn({ natsUrl, reason, waitedMs, retryEveryMs: retryMaxMs }, message);
+          if (host !== undefined && why !== lastReason) {
+            logger.warn({ natsUrl, host, reason, waitedMs, retryEveryMs: retryMaxMs }, unresolvedHostWait("NATS", host, urlName));
+          } else {
+            const message = waitedMs === 0 ? "NATS cannot be reached; not serving until it can, trying again" : "still waiting for NATS";
+            logger.warn({ natsUrl, reason, waitedMs, retryEveryMs: retryMaxMs }, message);
+          }
           lastLogged = now;
-          lastReason = reason;
+          lastReason = why;
         }
         onWaiting?.(reason);
         await pause(delay);

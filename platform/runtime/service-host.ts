@@ -3,6 +3,7 @@ import type { ConsumerBinding, DeliveryMiddleware, EventRuntime } from "../event
 import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, natsConnectionMetrics, outboxMetrics, type StreamSpec } from "../events/index.js";
 import { createGrpcServer, grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
+import { unresolvedHost, unresolvedHostWait } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { type Database, isPostgresUrl, type Migration, openDatabase, type Retention } from "../sql/index.js";
 import { redact } from "../sql/postgres.js";
@@ -141,7 +142,10 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
           throw err;
         })
       : undefined;
+  const shownDatabase = isPostgresUrl(options.database) ? redact(options.database) : options.database;
   let loggedAt = -Infinity;
+  let loggedHost: string | undefined;
+  let waitingSince: number | undefined;
   const db = await openDatabase({
     path: options.database,
     migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations],
@@ -149,11 +153,17 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     ...(variables && { urlName: variables.database, ownerAdvice: ownerAdvice(variables.ownDatabase, variables.database) }),
     ...(options.signal && { signal: options.signal }),
     onWaiting(err) {
-      if (performance.now() - loggedAt < waitLogEveryMs) return;
-      loggedAt = performance.now();
+      const now = performance.now();
+      waitingSince ??= now;
+      // A host that does not resolve is said at once, and so is the change when it does and its server is not up yet.
+      const host = unresolvedHost(err);
+      if (host === loggedHost && now - loggedAt < waitLogEveryMs) return;
+      loggedAt = now;
+      loggedHost = host;
       // Where and why, on one line: the stack of a refused connection says nothing an operator can act on.
       const reason = err instanceof Error && err.cause instanceof Error ? err.cause.message : err instanceof Error ? err.message : String(err);
-      logger.warn({ database: isPostgresUrl(options.database) ? redact(options.database) : options.database, reason }, "the database cannot be reached; waiting for it");
+      if (host === undefined) logger.warn({ database: shownDatabase, reason }, "the database cannot be reached; waiting for it");
+      else logger.warn({ database: shownDatabase, host, reason }, unresolvedHostWait("the database", host, variables?.database ?? "the database URL"));
     },
     onMigrationLockRetry({ migration, attempt, retryInMs, statement, cause }) {
       logger.warn(
@@ -170,12 +180,14 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     throw err;
   });
   opened = db;
+  if (waitingSince !== undefined) logger.info({ database: shownDatabase, waitedMs: Math.round(performance.now() - waitingSince) }, "reached the database; it is open and migrated");
   let events: EventRuntime;
   try {
     const middleware = [...(registry ? [consumerMetrics(registry)] : []), ...(options.consumerMiddleware ?? [])];
     events = createEventRuntime({
       db,
       natsUrl: options.natsUrl,
+      ...(variables && { urlName: variables.nats }),
       service: name,
       streams: options.streams,
       descriptorSet: options.descriptorSet,

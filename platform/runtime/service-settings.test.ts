@@ -38,6 +38,7 @@ describe("a service's settings", () => {
       metricsListen: "SHELF_METRICS_LISTEN",
       database: "DATABASE_URL",
       ownDatabase: "SHELF_DATABASE_URL",
+      nats: "NATS_URL",
     });
     // The default is the service's own variable's.
     expect(hostOptions({}).variables.database).toBe("SHELF_DATABASE_URL");

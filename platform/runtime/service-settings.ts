@@ -69,6 +69,8 @@ export interface HostVariables {
   readonly database: string;
   /** Its own for its database (`ORDERS_DATABASE_URL`). */
   readonly ownDatabase: string;
+  /** The one its NATS URL was read from (`NATS_URL`). */
+  readonly nats: string;
 }
 
 /** The service host's options the settings above give (see ServiceHostOptions). */
@@ -97,6 +99,7 @@ export function hostSettingsOf<P extends string>(prefix: P, config: ConfigOf<Add
       metricsListen: `${prefix}_METRICS_LISTEN`,
       database: variableRead(config, `${prefix}_DATABASE_URL`),
       ownDatabase: `${prefix}_DATABASE_URL`,
+      nats: "NATS_URL",
     },
     natsUrl: config.NATS_URL,
     security: grpcSecurityOf(config),

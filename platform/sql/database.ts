@@ -15,7 +15,7 @@ export interface DatabaseOptions {
   readonly migrations: readonly Migration[];
   /**
    * Called each time a Postgres server that cannot be reached (not up yet,
-   * restarting) is waited for; it is asked again every second. Without it,
+   * restarting, its host name not resolving yet) is waited for; it is asked again every second. Without it,
    * opening fails at once with the UNAVAILABLE error.
    */
   readonly onWaiting?: (err: unknown) => void;

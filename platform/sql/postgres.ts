@@ -101,7 +101,8 @@ const maxAttempts = 4;
 
 /**
  * Whether `err` says the database could not be reached or went away
- * (connection refused or broken, the server shutting down or starting):
+ * (its host name not resolving, connection refused or broken, the server
+ * shutting down or starting):
  * nothing the caller did, and worth trying again shortly.
  */
 export function isDatabaseUnavailable(err: unknown): boolean {
@@ -112,8 +113,8 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   if (poolerRefusal(err) !== undefined) return false;
   return (
     // 25P03: the server ended the session after it idled in a transaction past idle_in_transaction_session_timeout.
-    // EAI_AGAIN: the name server did not answer (ENOTFOUND, a name it does not know, is serverRefusal's).
-    ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EAI_AGAIN", "57P01", "57P02", "57P03", "53300", "25P03"].includes(code) ||
+    // ENOTFOUND, EAI_AGAIN: the host name does not resolve (yet), as a compose service's or pod's does until it exists.
+    ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "ENOTFOUND", "EAI_AGAIN", "57P01", "57P02", "57P03", "53300", "25P03"].includes(code) ||
     code.startsWith("08") ||
     // "timeout expired": no answer within the connect timeout (PostgresOptions.connectTimeoutMs).
     /Connection terminated|connection is closed|Client has encountered a connection error|^timeout expired$/i.test(message)
@@ -146,9 +147,10 @@ function poolerRefusal(err: unknown): string | undefined {
 /**
  * What PostgreSQL's refusal of a connection means and what to change, when
  * `err` is one that waiting does not cure: a wrong password, a user or
- * database the server does not know, a host name that does not resolve
- * (each a mistake in the database URL, which would otherwise end the
- * service's start with the driver's bare error).
+ * database the server does not know (each a mistake in the database URL,
+ * which would otherwise end the service's start with the driver's bare
+ * error). A host name that does not resolve is waited for
+ * (isDatabaseUnavailable): it may be a server not up yet.
  */
 function serverRefusal(err: unknown, urlName: string): string | undefined {
   if (!(err instanceof Error)) return undefined;
@@ -157,10 +159,6 @@ function serverRefusal(err: unknown, urlName: string): string | undefined {
     return `PostgreSQL refuses the connection: ${err.message}. Correct the user or password in ${urlName}, or let the server admit them (pg_hba.conf)`;
   }
   if (code === "3D000") return `PostgreSQL refuses the connection: ${err.message}. Create it (createdb), or correct the database name in ${urlName}`;
-  if (code === "ENOTFOUND") {
-    const host = (err as { hostname?: unknown }).hostname;
-    return `${urlName}'s host${typeof host === "string" ? ` ${host}` : ""} is not known (${err.message}). Correct the host in ${urlName}`;
-  }
   return undefined;
 }
 

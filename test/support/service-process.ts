@@ -70,3 +70,17 @@ export function startServiceProcess(name: ServiceName, env: Record<string, strin
     },
   };
 }
+
+/**
+ * The environment under which a service process's `names` do not resolve
+ * until the file `once` exists, and then resolve to 127.0.0.1 (see
+ * resolve-later.mjs): a dependency whose name appears only once its
+ * container or pod exists, without touching the machine's resolver.
+ */
+export function resolvingLater(names: string, once: string): Record<string, string> {
+  return {
+    NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${new URL("./resolve-later.mjs", import.meta.url).href}`,
+    RESOLVE_LATER_NAMES: names,
+    RESOLVE_LATER_ONCE: once,
+  };
+}
