@@ -9,7 +9,7 @@ import { checkHealth, createClient } from "../platform/grpc/index.js";
 import { claimSqliteFile, openDatabase } from "../platform/sql/index.js";
 import { freePort } from "./support/nats-server.js";
 import { readmeProse } from "./support/readme.js";
-import { startServiceProcess } from "./support/service-process.js";
+import { resolvingLater, startServiceProcess, type ServiceProcess } from "./support/service-process.js";
 import { grpcError } from "./support/shop.js";
 import { tempDirForSuite } from "./support/temp-dir.js";
 
@@ -177,6 +177,14 @@ describe("a service waiting for its database", () => {
     }
   });
 
+  /** SIGTERM ends `svc`'s wait for its database cleanly (exit 0) within `withinMs`. */
+  const expectStoppedOnSigterm = async (svc: ServiceProcess, withinMs: number) => {
+    const asked = performance.now();
+    expect(await svc.stop()).toBe(0);
+    expect(performance.now() - asked).toBeLessThan(withinMs);
+    expect(svc.logs().map((line) => line.msg)).toContain("stopped before start-up was over");
+  };
+
   it("waits for a host name that does not resolve (yet), saying so once with the name as given and the variable to correct, and stops at once on SIGTERM", { timeout: 60_000 }, async () => {
     const listen = `127.0.0.1:${await freePort()}`;
     // RFC 6761: .invalid never resolves. In docker compose or Kubernetes the database's name appears once its container or pod exists.
@@ -195,10 +203,24 @@ describe("a service waiting for its database", () => {
           msg: "the database's host db.invalid does not resolve: waiting for it, not serving meanwhile, as for a server not up yet (a name that a container or pod brings resolves once it exists); if db.invalid is not the host meant, correct it in PRODUCTS_DATABASE_URL",
         }),
       ]);
-      const asked = performance.now();
-      expect(await svc.stop()).toBe(0);
-      expect(performance.now() - asked).toBeLessThan(5_000);
-      expect(svc.logs().map((line) => line.msg)).toContain("stopped before start-up was over");
+      await expectStoppedOnSigterm(svc, 5_000);
+    } finally {
+      await svc.kill();
+    }
+  });
+
+  it("exits on SIGTERM while a lookup of its database's host gets no answer, which would hold the process for as long as the resolver waits", { timeout: 60_000 }, async () => {
+    // A name server that does not answer: each attempt gives up at the connect timeout (5 s), its lookup still pending.
+    const svc = startServiceProcess("products", {
+      PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`,
+      PRODUCTS_DATABASE_URL: "postgres://postgres@db-silent.invalid:5432/products",
+      NATS_URL: "nats://127.0.0.1:1",
+      ...resolvingLater("db-silent.invalid", "/nonexistent/never", { silent: true }),
+    });
+    try {
+      await expect.poll(() => svc.logs().find((line) => line.msg === "the database cannot be reached; waiting for it"), { timeout: 20_000 }).toMatchObject({ reason: "timeout expired" });
+      // 2 s after start-up ended: at once between attempts (here, most likely), at the connect timeout during one.
+      await expectStoppedOnSigterm(svc, 9_000);
     } finally {
       await svc.kill();
     }

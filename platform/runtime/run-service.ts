@@ -48,6 +48,16 @@ export const refusedExitCode = 2;
 const orphanStopMs = 15_000;
 
 /**
+ * Once everything is closed, exits within 2 s: a connection attempt to an
+ * absent NATS, or a host name lookup the name server does not answer (an
+ * attempt to reach the database abandoned at its connect timeout), may
+ * still hold the event loop, as long as the system's resolver waits.
+ */
+function exitSoon(): void {
+  setTimeout(() => process.exit(), 2_000).unref();
+}
+
+/**
  * The process entry point of a service: reads and validates its environment
  * (a bad value stops it with exit code 2 and a message naming the
  * variable), starts it, and stops it cleanly on SIGTERM or SIGINT, or, with
@@ -122,8 +132,7 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
     logger.flush();
     // Reading standard input would keep the process alive.
     if (watchStdin) process.stdin.destroy();
-    // Everything is closed; a connection attempt to an absent NATS may still hold the event loop.
-    setTimeout(() => process.exit(), 2_000).unref();
+    exitSoon();
   };
   const onSignal = (signal: NodeJS.Signals) => void stop(signal);
   process.once("SIGTERM", onSignal);
@@ -151,6 +160,7 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
   } catch (err) {
     if (starting.signal.aborted) {
       logger.info({ signal: stopping }, "stopped before start-up was over");
+      exitSoon();
     } else {
       reportStartFailure(err);
     }

@@ -76,11 +76,14 @@ export function startServiceProcess(name: ServiceName, env: Record<string, strin
  * until the file `once` exists, and then resolve to 127.0.0.1 (see
  * resolve-later.mjs): a dependency whose name appears only once its
  * container or pod exists, without touching the machine's resolver.
+ * `silent`: a lookup gets no answer until then, as from a name server that
+ * does not answer, rather than ENOTFOUND.
  */
-export function resolvingLater(names: string, once: string): Record<string, string> {
+export function resolvingLater(names: string, once: string, { silent = false } = {}): Record<string, string> {
   return {
     NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${new URL("./resolve-later.mjs", import.meta.url).href}`,
     RESOLVE_LATER_NAMES: names,
     RESOLVE_LATER_ONCE: once,
+    ...(silent && { RESOLVE_LATER_SILENT: "1" }),
   };
 }
