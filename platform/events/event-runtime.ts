@@ -61,9 +61,10 @@ export interface EventRuntime {
    * Connects to NATS, trying again while its host does not resolve, it
    * cannot be reached or JetStream does not answer (`onWaiting` hears why,
    * logged once and then every `waitLogIntervalMs`), provisions the
-   * streams, starts the relay and the service's consumers (see bindConsumers). Resolves once all of that runs.
-   * Rejects on what trying again cannot fix, with FAILED_PRECONDITION where
-   * the operator can (see asRefusal), or when stopped first. Call once.
+   * streams, starts the relay and the service's consumers (see
+   * bindConsumers). Resolves once all of that runs. Rejects on what trying
+   * again cannot fix, with FAILED_PRECONDITION where the operator can (see
+   * asRefusal), or when stopped first. Call once.
    */
   start(consumers: readonly ConsumerBinding<any>[], hooks?: { readonly onWaiting?: (reason: string) => void }): Promise<void>;
   /** Stops whatever runs, in any phase: waiting for NATS ends, consumers finish in-flight handlers, committed events are published, the connection drains. */

@@ -110,7 +110,7 @@ export interface ServiceHost {
  * the start (one another process holds is refused with FAILED_PRECONDITION
  * before anything is written; gRPC answers UNAVAILABLE, health NOT_SERVING,
  * until the service serves), its database (with
- * migrations; a Postgres server that cannot be reached yet is waited for), a gRPC server with health and reflection, then JetStream
+ * migrations; a Postgres server that cannot be reached yet, or whose host does not resolve yet, is waited for), a gRPC server with health and reflection, then JetStream
  * (streams provisioned, outbox relay) and its consumers, waited for while
  * NATS cannot be reached; stopped in reverse.
  */
