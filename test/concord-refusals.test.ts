@@ -80,6 +80,15 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(help.stdout).not.toContain("dlq list");
   });
 
+  it("says in status --help each thing the status fails on (exit 1), as it does", async () => {
+    const help = await concord("status", "--help");
+    expect(help.status).toBe(0);
+    const exits = help.stdout.slice(help.stdout.indexOf("Exits with 1")).replace(/\s+/g, " ");
+    for (const reason of ["unreachable", "not SERVING", "not connected to NATS", "an outbox is held up (its oldest event waiting 30 s or more)", "a part cannot be read"]) {
+      expect(exits, reason).toContain(reason);
+    }
+  });
+
   it("answers bad usage of traces with exit status 2 and its usage, a missing span file with 1", async () => {
     for (const args of [["traces", "show"], ["traces", "bogus"], ["traces", "serve", "--port", "x"]]) {
       const out = await concord(...args);

@@ -72,7 +72,9 @@ services being asked meanwhile: one that takes the connection and says nothing
 (stopped, hung) is reported so, and the rest is shown without it. JetStream is asked everything at once, each request
 given 5 s: one that does not answer leaves every consumer unknown, saying so;
 a dead letter stream that cannot be read leaves the dead letters unknown, saying why.
-Exits with 1 when an instance is unreachable or not SERVING, or a part cannot be read.
+Exits with 1 when an instance is unreachable, not SERVING or not connected to NATS (its
+concord_nats_connected 0), an outbox is held up (its oldest event waiting 30 s or more), or a part
+cannot be read; dead letters and parked events are shown, not failed on.
   --products HOST:PORT[,...]          the product service's gRPC address, one per instance
                                       (default: as above; without a start, $PRODUCTS_LISTEN or 127.0.0.1:50051)
   --orders HOST:PORT[,...]            the order service's gRPC address, one per instance
