@@ -1,7 +1,10 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Code } from "../errors/index.js";
-import { refusalReport, type RefusalObserver } from "./refusals.js";
+import { type CallRefusal, type ConnectionRefusal, refusalReport, type RefusalObserver } from "./refusals.js";
 import { capturedLogger } from "../../test/support/captured-logger.js";
+import { repoRoot } from "../../tools/repo-root.js";
 
 const getProduct = "/shop.products.v1.ProductService/GetProduct";
 
@@ -46,5 +49,30 @@ describe("refusalReport", () => {
     expect(lines.slice(6).map((l) => [l.reason, l.count])).toEqual([["compressed", 1]]);
     expect(heard).toHaveLength(1_000 + 1 + 1 + 1 + 2);
     expect(heard.slice(998, 1_002)).toEqual([`${getProduct} ${Code.UNIMPLEMENTED} compressed`, `${getProduct} ${Code.UNIMPLEMENTED} compressed`, "no_preface", `undefined ${Code.UNIMPLEMENTED} unknown_method`]);
+  });
+
+  it("writes for every reason a line README.md's Metrics section quotes", () => {
+    // Every reason, so that one added without its line in the README fails here (the types make the lists complete).
+    const callReasons: Record<CallRefusal, Code> = {
+      starting: Code.UNAVAILABLE,
+      compressed: Code.UNIMPLEMENTED,
+      request_timeout: Code.CANCELLED,
+      unfinished_overflow: Code.RESOURCE_EXHAUSTED,
+      unfinished_bytes: Code.RESOURCE_EXHAUSTED,
+      too_large: Code.RESOURCE_EXHAUSTED,
+      deadline: Code.DEADLINE_EXCEEDED,
+      unknown_method: Code.UNIMPLEMENTED,
+      malformed: Code.INTERNAL,
+    };
+    const connectionReasons: Record<ConnectionRefusal, true> = { no_preface: true, no_tls_handshake: true, too_many_connections: true };
+    const { lines, logger } = capturedLogger();
+    const report = refusalReport(logger, undefined, 60_000, () => true);
+    for (const [reason, code] of Object.entries(callReasons)) report.callRefused(getProduct, code, reason as CallRefusal);
+    for (const reason of Object.keys(connectionReasons)) report.connectionDropped(reason as ConnectionRefusal);
+    report.stop();
+    const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
+    const metrics = readme.slice(readme.indexOf("### Metrics"), readme.indexOf("### The `concord` command")).replace(/\s+/g, " ");
+    expect(lines).toHaveLength(Object.keys(callReasons).length + Object.keys(connectionReasons).length);
+    for (const line of lines) expect(metrics, String(line.reason)).toContain(String(line.msg));
   });
 });
