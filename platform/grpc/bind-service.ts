@@ -289,7 +289,7 @@ function unaryHandler(
         callback(null, response);
       } else {
         const grpcError = toGrpcError(err);
-        // INTERNAL, and a database's storage full (UNAVAILABLE, from an error that is no StatusError), are the operator's to put right.
+        // INTERNAL, and a database's storage full or failing (UNAVAILABLE, from an error that is no StatusError), are the operator's to put right.
         if (grpcError.code === status.INTERNAL || !(err instanceof StatusError)) log.error({ code: codeName(grpcError.code as number as Code), ms, err }, "call failed");
         else log.info({ code: codeName((grpcError.code ?? Code.UNKNOWN) as number as Code), ms, reason: grpcError.details }, "call");
         callback(grpcError);
