@@ -1,6 +1,9 @@
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { OrderServiceConsumers } from "../../gen/ts/shop/orders/v1/order_service_jetstream.js";
+import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_service_jetstream.js";
+import { backoffDelay } from "../../platform/events/retry.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { protoFile, streamOption } from "../protoc-gen-events/compile-snippets.js";
 import { repoRoot } from "../repo-root.js";
@@ -84,5 +87,16 @@ message Counted { option (concord.v1.event) = { subject: "zeta.v1.counted.{n}" }
     expect(() => withEventTable(`${eventTableEnd}\n${eventTableStart}`, "| t |")).toThrow(message);
     const unmarked = readmeCopy("unmarked", (r) => r.replace(eventTableStart, ""));
     expect(() => checkReadmeEventTable(unmarked, eventTableOfContracts())).toThrow(message);
+  });
+});
+
+describe("the README's figure of a handler that keeps failing", () => {
+  it("is how long the contracts' consumers take from an event's first attempt to its dead letter", () => {
+    const specs = [...Object.values(ProductServiceConsumers), ...Object.values(OrderServiceConsumers)].map((c) => c.spec);
+    // The pauses between attempts: after the last one, the event is filed at once.
+    const pausesMs = specs.map((spec) => Array.from({ length: spec.maxDeliver - 1 }, (_, i) => backoffDelay(spec.backoffMs, i + 1)).reduce((a, b) => a + b, 0));
+    expect(new Set(pausesMs).size).toBe(1);
+    const readme = readFileSync(join(repoRoot, "README.md"), "utf8").replace(/\s+/g, " ");
+    expect(readme).toContain(`after ${specs[0].maxDeliver} attempts (about ${pausesMs[0] / 1000} s`);
   });
 });
