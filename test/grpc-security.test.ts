@@ -355,11 +355,23 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
     expect(broken.lines().join("\n")).toContain('GRPC_AUTH_MAX_TOKEN_TTL="30s" is invalid: expected at least 1m');
   });
 
-  it("will not start with a public keys file that holds no key, saying which", async () => {
+  it("refuses to start with a public keys file that holds no key, or a TLS file it cannot read: exit code 2, one line naming the file", async () => {
+    // A file to put right, as a bad setting is: they failed the start with a stack and exit code 1, which `npm start`
+    // called "exited unexpectedly" as it does a crash.
     const bad = join(dir.path, "empty.pem");
     writeFileSync(bad, "no key here\n");
-    const broken = startServiceProcess("products", { ...env(bad), PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_DATABASE_URL: join(dir.path, "broken.db") });
-    expect(await broken.exited).not.toBe(0);
-    expect(broken.lines().join("\n")).toContain(`${bad} holds no PEM public key`);
+    const missing = join(dir.path, "tls-missing", "products.pem");
+    for (const [extra, why] of [
+      [{ GRPC_AUTH_PUBLIC_KEYS: bad }, `${bad} holds no PEM public key`],
+      [{ GRPC_INSECURE: "0", GRPC_TLS_CERT: missing, GRPC_TLS_KEY: missing, GRPC_TLS_CA: missing }, `cannot read the TLS CA certificate ${missing}: ENOENT`],
+    ] as const) {
+      const broken = startServiceProcess("products", { ...env(""), ...extra, PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_DATABASE_URL: join(dir.path, "broken.db") });
+      expect(await broken.exited, why).toBe(2);
+      const fatal = broken.lines().filter((l) => l.includes('"level":"fatal"'));
+      expect(fatal, why).toHaveLength(1);
+      expect(fatal[0]).toContain(`"msg":"start-up refused: ${why}`);
+      expect(fatal[0]).toContain("GRPC_AUTH_PUBLIC_KEYS name the files");
+      expect(fatal[0]).not.toContain('"stack"');
+    }
   });
 });

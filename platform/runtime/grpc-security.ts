@@ -1,6 +1,7 @@
 import type { ChannelCredentials, ServerCredentials } from "@grpc/grpc-js";
 import { createTokenVerifier, defaultMaxTokenTtlMs, readTokenPublicKeys, readTokenSecret, renewingToken, signToken } from "../auth/index.js";
 import { durationAtLeast, oneOf, text, type ConfigOf, type Setting } from "../config/index.js";
+import { Code, StatusError } from "../errors/index.js";
 import { type AccessControl, clientTlsCredentials, serverTlsCredentials, type ServerTlsFiles } from "../grpc/index.js";
 
 /**
@@ -91,9 +92,27 @@ export function grpcSecurityOf(config: ConfigOf<ReturnType<typeof grpcSecuritySe
   };
 }
 
-/** What a server needs from a GrpcSecurity; throws naming a file that cannot be read. */
+/**
+ * Runs `read`, which reads the service's TLS or token files. One that cannot
+ * be read or holds no usable key is the operator's to put right, as a bad
+ * setting is: FAILED_PRECONDITION naming the file, which refuses the start
+ * (exit 2, one log line) rather than failing it with a stack.
+ */
+function readingSecurityFiles<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    throw new StatusError(
+      Code.FAILED_PRECONDITION,
+      `${(err as Error).message} (GRPC_TLS_CERT, GRPC_TLS_KEY, GRPC_TLS_CA, GRPC_AUTH_KEY_FILE and GRPC_AUTH_PUBLIC_KEYS name the files; \`npm start\` makes the development ones under DATA_DIR/tls and DATA_DIR/auth)`,
+      { cause: err },
+    );
+  }
+}
+
+/** What a server needs from a GrpcSecurity; throws FAILED_PRECONDITION naming a file that cannot be read or holds no usable key. */
 export function serverSecurity(security: GrpcSecurity): { credentials?: ServerCredentials; access?: AccessControl } {
-  return {
+  return readingSecurityFiles(() => ({
     ...(security.tls !== "plaintext" && { credentials: serverTlsCredentials(security.tls) }),
     ...(security.auth !== "none" && {
       access: {
@@ -102,7 +121,7 @@ export function serverSecurity(security: GrpcSecurity): { credentials?: ServerCr
         }),
       },
     }),
-  };
+  }));
 }
 
 /** How long the tokens a service signs for its own calls live, unless tokens may not live that long. */
@@ -116,10 +135,10 @@ const serviceTokenTtlSeconds = 600;
  */
 export function serviceCallSecurity(security: GrpcSecurity, service: string): { credentials?: ChannelCredentials; token?: () => Promise<string> } {
   const tls = security.tls;
-  return {
+  return readingSecurityFiles(() => ({
     ...(tls !== "plaintext" && { credentials: clientTlsCredentials({ caFile: tls.caFile, certFile: tls.certFile, keyFile: tls.keyFile }) }),
     ...(security.auth !== "none" && { token: serviceToken(security.auth, service) }),
-  };
+  }));
 }
 
 function serviceToken(auth: Exclude<GrpcSecurity["auth"], "none">, service: string): () => Promise<string> {
