@@ -280,6 +280,20 @@ describe("npx concord database", () => {
     expect(restore.stderr).toContain("`npx concord consumer redeliver DURABLE --from SEQ` with SEQ at or below its acknowledgement floor before the backup");
   }, 60_000);
 
+  it("says, restoring a backup taken without its consumers' positions (NATS away), to deliver their events again from a sequence on, as redeliver's --from alone does", async () => {
+    const database = join(dir, "no-positions.db");
+    await serviceDatabase(database, "orders");
+    const backup = join(dir, "no-positions", "orders.db");
+    const taken = await run("database", "backup", "orders", backup, "--database", database, "--nats", "nats://127.0.0.1:1");
+    expect(taken.status, taken.stderr).toBe(0);
+    expect(taken.stderr).toContain("without its consumers' positions");
+    const restore = await run("database", "restore", "orders", backup, "--database", join(dir, "no-positions-restored.db"));
+    expect(restore.status, restore.stderr).toBe(0);
+    expect(restore.stdout).toBe("");
+    expect(restore.stderr).toContain("no consumer positions: after starting orders, deliver again what its consumers handled after the backup with `npx concord consumer redeliver DURABLE --from SEQ` (up to its last delivery)");
+    expect(restore.stderr).not.toContain("--to");
+  }, 60_000);
+
   it("says in one line, changing nothing, that a backup is the other service's, and that a database not migrated in full is to be backed up once its service has started", async () => {
     const products = join(dir, "one-line-products.db");
     await serviceDatabase(products, "products");

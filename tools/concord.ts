@@ -382,7 +382,7 @@ async function databaseRestore(args: string[]): Promise<number> {
   console.error(`concord ${command}: ${file} restored as ${database}${movedAside(restored)}`);
   if (!record?.positions) {
     console.error(
-      `concord ${command}: ${record ? "the backup's record holds" : `there is no ${recordFileOf(file)}, so there are`} no consumer positions: after starting ${service}, deliver again what its consumers handled after the backup with \`npx concord consumer redeliver DURABLE --from SEQ --to SEQ\`, from a stream sequence at or below each one's acknowledgement floor before the backup`,
+      `concord ${command}: ${record ? "the backup's record holds" : `there is no ${recordFileOf(file)}, so there are`} no consumer positions: after starting ${service}, deliver again what its consumers handled after the backup with \`npx concord consumer redeliver DURABLE --from SEQ\` (up to its last delivery), SEQ at or below each one's acknowledgement floor before the backup (1 if it did not exist then)`,
     );
     return 0;
   }
