@@ -1,4 +1,6 @@
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { createUser } from "nkeys.js";
 import { AckPolicy, connect, nanos, RetentionPolicy, type NatsConnection } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
@@ -95,7 +97,23 @@ describe("a service whose NATS user the server refuses", () => {
       expect.objectContaining({
         level: "fatal",
         code: "FAILED_PRECONDITION",
-        msg: `start-up refused: NATS at ${nats().url} refused this service's credentials (connecting to NATS at ${nats().url} failed: 'Authorization Violation'): give it the nkey seed file of its own NATS user, one the server's authorization names`,
+        msg:
+          `start-up refused: NATS at ${nats().url} refused this service's connection without credentials (connecting to NATS at ${nats().url} failed: 'Authorization Violation'): ` +
+          "name the nkey seed file of its own NATS user, one the server's authorization names, in NATS_NKEY_SEED (npm start, given NATS_URL, passes it the one PRODUCTS_NATS_NKEY_SEED names)",
+      }),
+    ]);
+  });
+
+  it("refuses to start with a seed the server's authorization does not name, saying which setting holds it: one line, exit 2", async () => {
+    const stranger = join(dir, "stranger.nk");
+    writeFileSync(stranger, new TextDecoder().decode(createUser().getSeed()), { mode: 0o600 });
+    const { exit, lines } = await startProducts("stranger-seed", nats().url, { NATS_NKEY_SEED: stranger });
+    expect(exit).toBe(2);
+    expect(lines).toEqual([
+      expect.objectContaining({
+        level: "fatal",
+        code: "FAILED_PRECONDITION",
+        msg: `start-up refused: NATS at ${nats().url} refused this service's credentials (connecting to NATS at ${nats().url} failed: 'Authorization Violation'): the nkey seed file in NATS_NKEY_SEED must be its own NATS user's, one the server's authorization names`,
       }),
     ]);
   });

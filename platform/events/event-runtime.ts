@@ -21,6 +21,8 @@ export interface EventRuntimeOptions {
   readonly natsUrl: string;
   /** How a wait for a host of `natsUrl` that does not resolve names the URL, the setting it came from (`NATS_URL`); default "the NATS URL". */
   readonly urlName?: string;
+  /** How a refusal of the connection's credentials names the setting of the seed file (`NATS_NKEY_SEED`); default "the service's nkey seed file setting". */
+  readonly seedName?: string;
   /** Service name: `ce-source` of its events and its NATS connection name. */
   readonly service: string;
   /** Streams the service publishes to or consumes from, provisioned at start. */
@@ -82,13 +84,14 @@ export interface EventRuntime {
  * dead-lettered.
  */
 export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
-  checkOptions("createEventRuntime", options, ["db", "natsUrl", "urlName", "service", "streams", "descriptorSet", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs", "inboxRetentionMs", "middleware", "nkeySeedFile", "streamSources"]);
+  checkOptions("createEventRuntime", options, ["db", "natsUrl", "urlName", "seedName", "service", "streams", "descriptorSet", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs", "inboxRetentionMs", "middleware", "nkeySeedFile", "streamSources"]);
   const { db, natsUrl, service, streams, streamSources } = options;
   const flushTimeoutMs = options.flushTimeoutMs ?? 5_000;
   const retryMinMs = options.retryMinMs ?? 200;
   const retryMaxMs = options.retryMaxMs ?? 1_000;
   const waitLogIntervalMs = options.waitLogIntervalMs ?? 30_000;
   const urlName = options.urlName ?? "the NATS URL";
+  const seedName = options.seedName ?? "the service's nkey seed file setting";
   const inboxRetentionMs = options.inboxRetentionMs ?? defaultInboxRetentionMs;
   for (const [name, v] of Object.entries({ flushTimeoutMs, retryMinMs, retryMaxMs, waitLogIntervalMs, inboxRetentionMs })) positiveInteger("createEventRuntime", name, v, v);
   for (const spec of streams) validateStreamSpec(spec);
@@ -150,7 +153,7 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
         return;
       } catch (err) {
         checkNotStopping();
-        if (!isNatsUnreachable(err)) throw asRefusal(err, natsUrl);
+        if (!isNatsUnreachable(err)) throw asRefusal(err, { natsUrl, service, seedName, seeded: Boolean(options.nkeySeedFile) });
         const reason = (err as Error).message;
         const host = unresolvedHost(err);
         // A name that does not resolve is one wait whatever getaddrinfo says each time (ENOTFOUND, EAI_AGAIN).
@@ -235,12 +238,18 @@ function credentialsRefused(err: unknown): boolean {
  * this user may not create, anything else this user may not do, a seed file
  * that cannot be read, credentials the server refuses. Any other error is returned as it is.
  */
-function asRefusal(err: unknown, natsUrl: string): unknown {
+function asRefusal(err: unknown, connection: { readonly natsUrl: string; readonly service: string; readonly seedName: string; readonly seeded: boolean }): unknown {
   if (!(err instanceof Error)) return err;
+  const { natsUrl, seedName } = connection;
   const refuse = (message: string) => new StatusError(Code.FAILED_PRECONDITION, message, { cause: err });
   if (err instanceof StreamConflictError || err instanceof ConsumerConflictError || err instanceof StreamMissingError || err instanceof SeedFileError) return refuse(err.message);
   if (credentialsRefused(err)) {
-    return refuse(`NATS at ${natsUrl} refused this service's credentials (${err.message}): give it the nkey seed file of its own NATS user, one the server's authorization names`);
+    if (connection.seeded) return refuse(`NATS at ${natsUrl} refused this service's credentials (${err.message}): the nkey seed file in ${seedName} must be its own NATS user's, one the server's authorization names`);
+    // npm start with NATS_URL set (a server of the operator's) passes each service the seed its <SERVICE>_NATS_NKEY_SEED names.
+    return refuse(
+      `NATS at ${natsUrl} refused this service's connection without credentials (${err.message}): name the nkey seed file of its own NATS user, one the server's authorization names, in ${seedName} ` +
+        `(npm start, given NATS_URL, passes it the one ${connection.service.toUpperCase()}_NATS_NKEY_SEED names)`,
+    );
   }
   if (permissionDenied(err)) return refuse(`NATS refused this service's user what start-up needs (${err.message}): the server's permissions for it must be those the contracts give (README "Security")`);
   return err;

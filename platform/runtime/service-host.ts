@@ -187,7 +187,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     events = createEventRuntime({
       db,
       natsUrl: options.natsUrl,
-      ...(variables && { urlName: variables.nats }),
+      ...(variables && { urlName: variables.nats, seedName: variables.natsSeed }),
       service: name,
       streams: options.streams,
       descriptorSet: options.descriptorSet,

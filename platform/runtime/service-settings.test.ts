@@ -39,6 +39,7 @@ describe("a service's settings", () => {
       database: "DATABASE_URL",
       ownDatabase: "SHELF_DATABASE_URL",
       nats: "NATS_URL",
+      natsSeed: "NATS_NKEY_SEED",
     });
     // The default is the service's own variable's.
     expect(hostOptions({}).variables.database).toBe("SHELF_DATABASE_URL");

@@ -71,6 +71,8 @@ export interface HostVariables {
   readonly ownDatabase: string;
   /** The one its NATS URL was read from (`NATS_URL`). */
   readonly nats: string;
+  /** The one naming its NATS user's nkey seed file (`NATS_NKEY_SEED`). */
+  readonly natsSeed: string;
 }
 
 /** The service host's options the settings above give (see ServiceHostOptions). */
@@ -100,6 +102,7 @@ export function hostSettingsOf<P extends string>(prefix: P, config: ConfigOf<Add
       database: variableRead(config, `${prefix}_DATABASE_URL`),
       ownDatabase: `${prefix}_DATABASE_URL`,
       nats: "NATS_URL",
+      natsSeed: "NATS_NKEY_SEED",
     },
     natsUrl: config.NATS_URL,
     security: grpcSecurityOf(config),
