@@ -370,7 +370,7 @@ describe("startConsumers", () => {
     await t.settled();
   });
 
-  it("dead-letters at once an event that carries a CloudEvents attribute twice with different values, one it had as a duplicate of a processed id too; the same value twice is taken", async () => {
+  it("dead-letters at once an event that carries a CloudEvents attribute twice with different values, keeping every value in the dead letter, one it had as a duplicate of a processed id too; the same value twice is taken", async () => {
     const t = await setup("repeated");
     const raw = (id: string, thingId: string, repeat: Record<string, string>) => {
       const h = natsHeaders();
@@ -390,8 +390,11 @@ describe("startConsumers", () => {
     // nats-py takes the last value of a header, nats.js and nats.go the first: a Python consumer would see another event.
     await raw("two-types", "t-a", { "ce-type": "concord.test.v1.SomethingElse" });
     await filed(/message carries ce-type more than once, with different values/);
+    // The dead letter shows what was sent: every value of the repeated header, in order.
+    expect((await t.deadLetter())!.header.values("ce-type")).toEqual([thingHappenedType, "concord.test.v1.SomethingElse"]);
     await raw(processed, "t-first", { "ce-id": "a-new-id" });
     await filed(/message carries ce-id more than once, with different values/);
+    expect((await t.deadLetter())!.header.values("ce-id")).toEqual([processed, "a-new-id"]);
     await raw("two-versions", "t-b", { "ce-specversion": "0.3" });
     await filed(/message carries ce-specversion more than once/);
     expect(await t.effects(), "none of them handled").toBe(1);

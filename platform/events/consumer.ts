@@ -162,11 +162,13 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
   };
 }
 
-/** Filled by receivedHeaders with the headers a message repeats with other values; emptied for each message. */
-const repeated: string[] = [];
+/** Filled by receivedHeaders with the headers a message repeats, every value of each; emptied for each message. */
+const repeats = new Map<string, string[]>();
 
 function deliveryOf(msg: JsMsg, consumer: string): Delivery {
-  const headers = receivedHeaders(msg, repeated);
+  const headers = receivedHeaders(msg, repeats);
+  const repeatedHeaders = repeats.size > 0 ? Object.fromEntries(repeats) : undefined;
+  repeats.clear();
   return {
     consumer,
     stream: msg.info.stream,
@@ -174,7 +176,7 @@ function deliveryOf(msg: JsMsg, consumer: string): Delivery {
     streamSequence: msg.info.streamSequence,
     deliveryCount: msg.info.redeliveryCount,
     headers,
-    ...(repeated.length > 0 && { repeatedHeaders: repeated.splice(0) }),
+    ...(repeatedHeaders && { repeatedHeaders }),
     data: msg.data,
     storedAt: new Date(Math.floor(msg.info.timestampNanos / 1e6)),
   };

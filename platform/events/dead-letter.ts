@@ -101,10 +101,10 @@ export async function fileDeadLetter(
   // with the headers added here: it is filed without its payload, then if need be with only its CloudEvents
   // identity among its own headers, rather than come back forever and, at max_deliver, stay unacknowledged
   // and unfiled.
-  const attempts: Array<[Uint8Array, Record<string, string>]> = [
+  const attempts: Array<[Uint8Array, Record<string, string | readonly string[]>]> = [
     [delivery.data, full],
     [new Uint8Array(0), { ...full, ...omitted }],
-    [new Uint8Array(0), { ...deadLetterHeadersFor({ ...delivery, headers: identityOf(delivery.headers) }, reason), ...omitted }],
+    [new Uint8Array(0), { ...deadLetterHeadersFor(identityOf(delivery), reason), ...omitted }],
   ];
   for (const [i, [data, headers]] of attempts.entries()) {
     try {
@@ -135,18 +135,31 @@ function sendable(name: string, value: string): boolean {
   return /^[!-9;-~]+$/.test(name) && !/[\r\n]/.test(value);
 }
 
-/** The CloudEvents headers that say which event it was. */
-function identityOf(headers: Readonly<Record<string, string>>): Record<string, string> {
-  const kept: Record<string, string> = {};
-  for (const name of [eventHeaders.specversion, eventHeaders.id, eventHeaders.type, eventHeaders.source, eventHeaders.time]) if (headers[name] !== undefined) kept[name] = headers[name].slice(0, 256);
-  return kept;
+/** How many values of a CloudEvents header given more than once the smallest filing keeps, so that it fits whatever was sent. */
+const identityValues = 16;
+
+/** The delivery with only the CloudEvents headers that say which event it was, each value cut to 256 characters. */
+function identityOf(delivery: Delivery): Delivery {
+  const headers: Record<string, string> = {};
+  const repeats: Record<string, string[]> = {};
+  for (const name of [eventHeaders.specversion, eventHeaders.id, eventHeaders.type, eventHeaders.source, eventHeaders.time]) {
+    if (delivery.headers[name] === undefined) continue;
+    headers[name] = delivery.headers[name].slice(0, 256);
+    const values = delivery.repeatedHeaders?.[name];
+    if (values) repeats[name] = values.slice(0, identityValues).map((value) => value.slice(0, 256));
+  }
+  return { ...delivery, headers, repeatedHeaders: repeats };
 }
 
-function deadLetterHeadersFor(delivery: Delivery, reason: string): Record<string, string> {
-  const headers: Record<string, string> = {};
+function deadLetterHeadersFor(delivery: Delivery, reason: string): Record<string, string | readonly string[]> {
+  const headers: Record<string, string | readonly string[]> = {};
   // Nats-* headers steer JetStream (Nats-Msg-Id would collide with the dead letter's own id). One nats.js cannot
-  // send is left out (the source stream keeps it), or no filing would ever go out.
-  for (const [name, value] of Object.entries(delivery.headers)) if (!/^nats-/i.test(name) && sendable(name, value)) headers[name] = value;
+  // send is left out (the source stream keeps it), or no filing would ever go out. A header given more than once
+  // keeps every value, in order: a dead letter for values that differ shows what was sent.
+  for (const [name, first] of Object.entries(delivery.headers)) {
+    const values = delivery.repeatedHeaders?.[name] ?? [first];
+    if (!/^nats-/i.test(name) && values.every((value) => sendable(name, value))) headers[name] = values.length === 1 ? first : values;
+  }
   headers[deadLetterHeaders.reason] = reason;
   headers[deadLetterHeaders.subject] = delivery.subject;
   headers[deadLetterHeaders.stream] = delivery.stream;

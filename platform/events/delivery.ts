@@ -29,10 +29,10 @@ export interface Delivery {
   readonly deadLetterReason?: string;
   readonly headers: Readonly<Record<string, string>>;
   /**
-   * Names of the headers the message carries more than once with different
-   * values (`headers` holds the first): undefined when there are none.
+   * Every value, in the order received, of each header the message carries
+   * more than once (`headers` holds the first): undefined when there are none.
    */
-  readonly repeatedHeaders?: readonly string[];
+  readonly repeatedHeaders?: Readonly<Record<string, readonly string[]>>;
   readonly data: Uint8Array;
   /** When JetStream stored the message. */
   readonly storedAt: Date;
@@ -102,7 +102,9 @@ export class UnprocessableEventError extends Error {
  * languages would see two different events in one message.
  */
 export function repeatedAttribute(delivery: Delivery): string | undefined {
-  return delivery.repeatedHeaders?.find((name) => /^ce-/i.test(name));
+  const repeats = delivery.repeatedHeaders;
+  if (repeats === undefined) return undefined;
+  return Object.keys(repeats).find((name) => /^ce-/i.test(name) && repeats[name].some((value) => value !== repeats[name][0]));
 }
 
 /** Why a delivery that repeats `name` (see repeatedAttribute) is refused, for its dead letter. */

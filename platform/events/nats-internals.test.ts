@@ -40,16 +40,17 @@ describe("nats.js internals", () => {
     const core = (msg as unknown as { msg: Msg & { _headers?: unknown; _rdata?: unknown; _msg?: { hdr?: unknown } } }).msg;
     expect(core._rdata).toBeInstanceOf(Uint8Array);
     expect(typeof core._msg?.hdr).toBe("number");
-    const repeated: string[] = [];
-    const fast = receivedHeaders(msg!, repeated);
+    const repeats = new Map<string, string[]>();
+    const fast = receivedHeaders(msg!, repeats);
     // The fast path read the wire form: nats.js has not decoded the headers yet.
     expect(core._headers).toBeUndefined();
-    const repeatedPublicly: string[] = [];
-    const expected = headersRecord(msg!.headers, repeatedPublicly);
+    const repeatsPublicly = new Map<string, string[]>();
+    const expected = headersRecord(msg!.headers, repeatsPublicly);
     expect(fast).toEqual(expected);
-    // A header given again with another value is named; one given again with its own value is not.
-    expect(repeated).toEqual(["x-multi"]);
-    expect(repeatedPublicly).toEqual(["x-multi"]);
+    // A header given more than once has every value, in order, one given again with its own value too.
+    const every = new Map([["x-multi", ["first", "second"]], ["x-same", ["one", "one"]]]);
+    expect(repeats).toEqual(every);
+    expect(repeatsPublicly).toEqual(every);
     expect(expected).toMatchObject({ "ce-id": "an-id", "x-multi": "first", "x-colon": "a:b: c", "x-unicode": "café ✓", "X-Case": "padded", "x-tabs": "tabbed", "x-nbsp": "non-breaking" });
     // Any other object with headers goes through the public getter.
     expect(receivedHeaders({ headers: msg!.headers } as unknown as Msg)).toEqual(expected);

@@ -12,15 +12,15 @@ import { createInbox, headers as natsHeaders, MsgHdrsImpl, type ConsumerMessages
  * value of each). Fast path: the header block as it came off the wire
  * (`JsMsgImpl.msg`, then `MsgImpl._rdata` up to `_msg.hdr`), read in one
  * pass, which costs a consumer far less than nats.js's general decoder.
- * Otherwise the public `headers` getter. With `repeated`, the name of each
- * header the message carries again with another value is pushed to it
- * (once per repeat): readers disagree on which value such a header has.
+ * Otherwise the public `headers` getter. With `repeats`, every value of each
+ * header the message carries more than once is set in it, in the order
+ * received (readers disagree on which value such a header has).
  */
-export function receivedHeaders(msg: JsMsg | Msg, repeated?: string[]): Record<string, string> {
+export function receivedHeaders(msg: JsMsg | Msg, repeats?: Map<string, string[]>): Record<string, string> {
   const core = ((msg as unknown as { msg?: Msg }).msg ?? msg) as unknown as { _rdata?: unknown; _msg?: { hdr?: unknown } };
   const hdr = core._msg?.hdr;
   const data = core._rdata;
-  if (typeof hdr !== "number" || !(data instanceof Uint8Array)) return headersRecord(msg.headers, repeated);
+  if (typeof hdr !== "number" || !(data instanceof Uint8Array)) return headersRecord(msg.headers, repeats);
   const record: Record<string, string> = {};
   if (hdr <= 0) return record;
   const block = Buffer.from(data.buffer, data.byteOffset, hdr).toString("utf8");
@@ -32,8 +32,8 @@ export function receivedHeaders(msg: JsMsg | Msg, repeated?: string[]): Record<s
     const colon = block.indexOf(":", start);
     if (colon > start && colon < end) {
       const name = block.slice(start, colon);
-      const again = name in record;
-      if (!again || repeated) {
+      const again = Object.hasOwn(record, name);
+      if (!again || repeats) {
         // The value trimmed of white space in place (one string per value instead of two);
         // String.prototype.trim for the rare value that begins or ends past ASCII.
         let from = colon + 1;
@@ -43,7 +43,11 @@ export function receivedHeaders(msg: JsMsg | Msg, repeated?: string[]): Record<s
         const raw = block.slice(from, to);
         const value = from < to && (block.charCodeAt(from) > 127 || block.charCodeAt(to - 1) > 127) ? raw.trim() : raw;
         if (!again) record[name] = value;
-        else if (value !== record[name]) repeated!.push(name);
+        else {
+          const values = repeats!.get(name);
+          if (values) values.push(value);
+          else repeats!.set(name, [record[name], value]);
+        }
       }
     }
     start = end + 2;
@@ -54,15 +58,15 @@ export function receivedHeaders(msg: JsMsg | Msg, repeated?: string[]): Record<s
 /** Tab, line feed, vertical tab, form feed, carriage return, space: the ASCII white space String.prototype.trim removes. */
 const asciiSpace = (c: number): boolean => c === 32 || (c >= 9 && c <= 13);
 
-/** A plain record of headers (first value of each), through the public API; `repeated` as for receivedHeaders. */
-export function headersRecord(h: MsgHdrs | undefined, repeated?: string[]): Record<string, string> {
+/** A plain record of headers (first value of each), through the public API; `repeats` as for receivedHeaders. */
+export function headersRecord(h: MsgHdrs | undefined, repeats?: Map<string, string[]>): Record<string, string> {
   const record: Record<string, string> = {};
   if (!h) return record;
   // Iterating the entries once: h.get(name) looks every name up by walking all of them.
   for (const [name, values] of h) {
     if (values.length === 0) continue;
     record[name] = values[0];
-    if (repeated) for (let i = 1; i < values.length; i++) if (values[i] !== values[0]) repeated.push(name);
+    if (repeats && values.length > 1) repeats.set(name, [...values]);
   }
   return record;
 }
@@ -101,10 +105,10 @@ export function stopStatusIterator(statuses: AsyncIterable<unknown>): void {
   (statuses as { stop?: () => void }).stop?.();
 }
 
-/** Plain headers from a record, for publishing through the public API. */
-export function toNatsHeaders(record: Readonly<Record<string, string>>): MsgHdrs {
+/** Plain headers from a record, for publishing through the public API: a header given several values is sent once with each, in order. */
+export function toNatsHeaders(record: Readonly<Record<string, string | readonly string[]>>): MsgHdrs {
   const h = natsHeaders();
-  for (const [name, value] of Object.entries(record)) h.set(name, value);
+  for (const [name, value] of Object.entries(record)) for (const one of typeof value === "string" ? [value] : value) h.append(name, one);
   return h;
 }
 

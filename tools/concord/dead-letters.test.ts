@@ -104,6 +104,41 @@ describe("a dead letter filed without its payload", () => {
   });
 });
 
+describe("a dead letter of an event that repeats a header", () => {
+  const twice = { name: "TWICE", subjects: ["twice.>"], storage: "file" as const, replicas: 1, maxAgeMs: 0, duplicateWindowMs: 120_000 };
+  const nc = useNatsConnection(useNatsServer(), { streams: [twice, deadLetterStreamSpec] });
+
+  it("is shown and listed with every value of the header, in the order sent, and replays the event with them all", async () => {
+    const h = natsHeaders();
+    for (const [name, value] of [["ce-specversion", "1.0"], ["ce-id", "e-1"], ["ce-type", "concord.test.v1.One"], ["ce-type", "concord.test.v1.Other"], ["ce-source", "test"]]) h.append(name, value);
+    const { seq } = await nc().jetstream().publish("twice.e-1", new Uint8Array([1]), { headers: h });
+    const delivery: Delivery = {
+      consumer: "twice-worker",
+      stream: twice.name,
+      subject: "twice.e-1",
+      streamSequence: seq,
+      deliveryCount: 1,
+      headers: { "ce-specversion": "1.0", "ce-id": "e-1", "ce-type": "concord.test.v1.One", "ce-source": "test" },
+      repeatedHeaders: { "ce-type": ["concord.test.v1.One", "concord.test.v1.Other"] },
+      data: new Uint8Array([1]),
+      storedAt: new Date(),
+    };
+    await fileDeadLetter(nc().jetstream(), deadLetterStreamSpec, delivery, "ce-type twice");
+    const expected = { "ce-specversion": "1.0", "ce-id": "e-1", "ce-type": ["concord.test.v1.One", "concord.test.v1.Other"], "ce-source": "test" };
+    const listed: DeadLetter[] = [];
+    for await (const letter of readDeadLetters(nc())) listed.push(letter);
+    expect(listed.map((l) => l.headers)).toEqual([expected]);
+    const shown = await getDeadLetter(nc(), listed[0].seq);
+    expect(shown.headers).toEqual(expected);
+    expect(shown.type).toBe("concord.test.v1.One");
+
+    await replayDeadLetter(nc(), shown);
+    const again = await (await nc().jetstreamManager()).streams.getMessage(twice.name, { last_by_subj: "twice.e-1" });
+    expect(again.seq).toBeGreaterThan(seq);
+    expect(again.header.values("ce-type")).toEqual(["concord.test.v1.One", "concord.test.v1.Other"]);
+  });
+});
+
 describe("dead letters and events with a header nats.js would not send", () => {
   const odd = { name: "ODD", subjects: ["odd.>"], storage: "file" as const, replicas: 1, maxAgeMs: 0, duplicateWindowMs: 120_000 };
   const nc = useNatsConnection(useNatsServer(), { streams: [odd, deadLetterStreamSpec] });

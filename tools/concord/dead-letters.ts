@@ -35,8 +35,11 @@ export interface DeadLetter {
    * A replay then reads the event from its source stream.
    */
   readonly payloadOmittedBytes?: number;
-  /** The event's own headers (the concord-dlq-* ones left out): what a replay publishes. */
-  readonly headers: Readonly<Record<string, string>>;
+  /**
+   * The event's own headers as filed (the concord-dlq-* ones left out): one
+   * given more than once has every value, in order, in an array.
+   */
+  readonly headers: Readonly<Record<string, string | readonly string[]>>;
   readonly data: Uint8Array;
 }
 
@@ -61,10 +64,13 @@ export function matchesFilter(letter: DeadLetter, filter: DeadLetterFilter): boo
 
 const dlqHeaderNames = new Set(Object.values(deadLetterHeaders));
 
-/** A message of the dead letter stream, decoded. */
-export function deadLetterOf(seq: number, dlqSubject: string, filed: Date, get: (name: string) => string | undefined, names: readonly string[], data: Uint8Array): DeadLetter {
-  const headers: Record<string, string> = {};
-  for (const name of names) if (!dlqHeaderNames.has(name.toLowerCase() as never) && !/^nats-/i.test(name)) headers[name] = get(name) ?? "";
+/** A message of the dead letter stream, decoded from its headers' names, each with every value it was given. */
+export function deadLetterOf(seq: number, dlqSubject: string, filed: Date, stored: ReadonlyMap<string, readonly string[]>, data: Uint8Array): DeadLetter {
+  const get = (name: string) => stored.get(name)?.[0] || undefined;
+  const headers: Record<string, string | readonly string[]> = {};
+  for (const [name, values] of stored) {
+    if (!dlqHeaderNames.has(name.toLowerCase() as never) && !/^nats-/i.test(name)) headers[name] = values.length === 1 ? values[0] : values;
+  }
   const type = get("ce-type") ?? "";
   const omitted = get(deadLetterHeaders.payloadOmitted);
   const traceparent = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(get("traceparent") ?? "");
@@ -92,8 +98,10 @@ export function deadLetterOf(seq: number, dlqSubject: string, filed: Date, get: 
 
 function fromJsMsg(msg: JsMsg): DeadLetter {
   // Read from the block as it came (see eventLine): one dead letter with a header nats.js would not send stopped the listing.
-  const h = receivedHeaders(msg);
-  return deadLetterOf(msg.seq, msg.subject, new Date(Math.floor(msg.info.timestampNanos / 1e6)), (name) => h[name] || undefined, Object.keys(h), msg.data);
+  const repeats = new Map<string, string[]>();
+  const h = receivedHeaders(msg, repeats);
+  const stored = new Map(Object.entries(h).map(([name, first]) => [name, repeats.get(name) ?? [first]]));
+  return deadLetterOf(msg.seq, msg.subject, new Date(Math.floor(msg.info.timestampNanos / 1e6)), stored, msg.data);
 }
 
 /**
@@ -222,10 +230,10 @@ export async function nextDeadLetter(nc: NatsConnection, seq: number, last: numb
 function deadLetterOfStored(stored: StoredMsg): DeadLetter {
   const h = storedHeaders(stored);
   if ("unreadable" in h) {
-    const letter = deadLetterOf(stored.seq, stored.subject, stored.time, () => undefined, [], stored.data);
+    const letter = deadLetterOf(stored.seq, stored.subject, stored.time, new Map(), stored.data);
     return { ...letter, reason: `(the dead letter's headers cannot be read: ${h.unreadable})` };
   }
-  return deadLetterOf(stored.seq, stored.subject, stored.time, (name) => h.get(name) || undefined, h.keys(), stored.data);
+  return deadLetterOf(stored.seq, stored.subject, stored.time, new Map(h.keys().map((name) => [name, h.values(name)])), stored.data);
 }
 
 /**

@@ -104,7 +104,8 @@ ${filterOptions}
 ${natsOption}`,
   "dlq show": `Usage: npx concord dlq show SEQ [--nats URL]
 
-Prints one dead letter, decoded, with every header it carries.
+Prints one dead letter, decoded, with every header it carries (a header
+the event gave more than once as an array of its values, in the order sent).
 ${natsOption}`,
   "dlq replay": `Usage: npx concord dlq replay (SEQ ... | --all | FILTER) [--dry-run] [--rate N/s] [--nats URL]
 
