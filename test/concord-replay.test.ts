@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { deadLetterStreamSpec } from "../platform/events/index.js";
 import { fileDeadLetter } from "../platform/events/dead-letter.js";
 import { type ChosenDeadLetter, replayChosenDeadLetters } from "../tools/concord/dead-letter-replay.js";
-import { getDeadLetter, readDeadLetters, replayDeadLetter } from "../tools/concord/dead-letters.js";
+import { getDeadLetter, readDeadLetters, replayDeadLetter, replayMsgId, sourceEventOf } from "../tools/concord/dead-letters.js";
 import { type ConcordRun, runConcord } from "./support/concord.js";
 import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
@@ -67,7 +67,36 @@ describe("npx concord dlq replay", () => {
     const [seq] = await fileLetters(1, 10);
     const letter = await getDeadLetter(nc(), seq);
     await (await nc().jetstreamManager()).streams.deleteMessage(deadLetterStreamSpec.name, seq);
-    await expect(replayDeadLetter(nc(), letter)).resolves.toBeUndefined();
+    await expect(replayDeadLetter(nc(), letter)).resolves.toEqual({ duplicate: false });
+  });
+
+  it("skips, saying so, a dead letter whose replay another run published first, so two runs at once count each replay once", { timeout: 60_000 }, async () => {
+    // Two operators replaying the same dead letters went through them in step: both published each (JetStream kept
+    // one) and both counted it, 4,549 + 4,456 "replayed" of 5,005.
+    const [first, taken] = await fileLetters(2, 10);
+    const replayed: number[] = [];
+    const skipped: Array<[number, string]> = [];
+    const outcome = await replayChosenDeadLetters(
+      nc(),
+      { seqs: [first, taken] },
+      {
+        replayed: (l) => replayed.push(l.seq),
+        skipped: (l, why) => skipped.push([l.seq, why]),
+        betweenPasses: async () => {
+          // The other run has published its replay of `taken` and not yet deleted it.
+          const letter = await getDeadLetter(nc(), taken);
+          const source = await sourceEventOf(nc(), letter);
+          if ("refusal" in source) throw new Error(source.refusal);
+          await nc().jetstream().publish(letter.subject, source.data, { headers: source.headers, msgID: replayMsgId(letter) });
+        },
+      },
+    );
+    expect(outcome).toEqual({ kind: "replayed", chosen: 2, replayed: 1, skipped: 1 });
+    expect(replayed).toEqual([first]);
+    expect(skipped).toEqual([[taken, expect.stringMatching(/^dead letter \d+ was replayed already \(JetStream held its replay/)]]);
+    expect(await remaining()).toEqual([]);
+    const stored = (await (await nc().jetstreamManager()).streams.info(big.name, { subjects_filter: `big.${filed}` })).state.subjects;
+    expect(stored, "the event and one replay of it").toEqual({ [`big.${filed}`]: 2 });
   });
 
   it("stops at a dead letter that no longer passes the check when its turn comes, saying how many it replayed", { timeout: 60_000 }, async () => {

@@ -205,7 +205,7 @@ async function dlqReplay(args: string[]): Promise<number> {
 
 /** How a replay's last line counts the dead letters gone before their turn. */
 function skippedNote(skipped: number): string {
-  return skipped > 0 ? ` (${skipped} skipped: gone from the dead letter stream since they were checked)` : "";
+  return skipped > 0 ? ` (${skipped} skipped: gone from the dead letter stream since they were checked, or replayed already by another run)` : "";
 }
 
 async function consumerRedeliver(args: string[]): Promise<number> {

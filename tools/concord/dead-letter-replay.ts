@@ -33,7 +33,10 @@ export interface ReplayOptions {
   readonly wouldReplay?: (letter: ChosenDeadLetter) => void;
   /** A dead letter replayed and deleted. */
   readonly replayed?: (letter: ChosenDeadLetter) => void;
-  /** A dead letter checked in the first pass and gone in the second (another replay or a purge took it), with why. */
+  /**
+   * A dead letter checked in the first pass and gone in the second (another replay or a purge took it), or whose
+   * replay JetStream held already (another replay published it first), with why.
+   */
   readonly skipped?: (letter: ChosenDeadLetter, why: string) => void;
   /** After each dead letter of the second pass: how many were replayed and skipped so far, of how many chosen. */
   readonly progress?: (replayed: number, skipped: number, chosen: number) => void;
@@ -54,7 +57,8 @@ export type ReplayOutcome =
  * at a time and checks each against its source stream (sourceEventOf), and
  * a refusal ends the run before anything is replayed ("refused"); a dry run
  * ends there ("checked"). The second pass reads each again by its sequence:
- * one gone meanwhile is skipped, saying so; one that no longer passes the
+ * one gone meanwhile, or whose replay JetStream held already (another run
+ * replayed it first), is skipped, saying so; one that no longer passes the
  * check (its source stream changed), or whose event JetStream does not
  * take, stops the run there ("failed", with how many were replayed). Rejects
  * when a dead letter named by sequence does not exist, or a stream cannot
@@ -94,10 +98,18 @@ export async function replayChosenDeadLetters(nc: NatsConnection, choice: Replay
       options.progress?.(replayed, skipped, count);
       continue;
     }
+    let duplicate;
     try {
-      await replayDeadLetter(nc, letter!);
+      ({ duplicate } = await replayDeadLetter(nc, letter!));
     } catch (err) {
       return { kind: "failed", chosen: count, replayed, skipped, seq: summary.seq, error: err as Error };
+    }
+    if (duplicate) {
+      // Two runs at once read it in turn: counted by both, the letters replayed added up to more than there were.
+      skipped++;
+      options.skipped?.(summary, `dead letter ${summary.seq} was replayed already (JetStream held its replay, published by another run at the same time or one cut short), so this run stored nothing; it is deleted`);
+      options.progress?.(replayed, skipped, count);
+      continue;
     }
     replayed++;
     options.replayed?.(summary);

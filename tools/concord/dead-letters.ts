@@ -313,19 +313,23 @@ export async function sourceEventOf(nc: NatsConnection, letter: DeadLetter): Pro
  * Publishes a dead letter's event again to its original subject, as its
  * source stream holds it (see sourceEventOf), then deletes it from the dead
  * letter stream (one deleted meanwhile by another replay or a purge is no
- * error: it is gone, and a second replay of it is stored once). Rejects
+ * error: it is gone, and a second replay of it is stored once). Resolves
+ * with `duplicate` when JetStream stored nothing, holding this replay
+ * already (another replay of the dead letter published it within the
+ * duplicate window: one run at the same time, or one cut short). Rejects
  * (the dead letter kept) when the source stream does not vouch for it or
  * JetStream does not take the event. `source`, when given, is what
  * sourceEventOf found for it already.
  */
-export async function replayDeadLetter(nc: NatsConnection, letter: DeadLetter, source?: SourceEvent): Promise<void> {
+export async function replayDeadLetter(nc: NatsConnection, letter: DeadLetter, source?: SourceEvent): Promise<{ readonly duplicate: boolean }> {
   const found = source ?? (await sourceEventOf(nc, letter));
   if ("refusal" in found) throw new Error(found.refusal);
-  await nc.jetstream().publish(letter.subject, found.data, { headers: found.headers, msgID: replayMsgId(letter) });
+  const { duplicate } = await nc.jetstream().publish(letter.subject, found.data, { headers: found.headers, msgID: replayMsgId(letter) });
   const jsm = await nc.jetstreamManager();
   await jsm.streams.deleteMessage(deadLetterStreamSpec.name, letter.seq, false).catch((err: unknown) => {
     if (!isGoneAlready(err)) throw err;
   });
+  return { duplicate };
 }
 
 /**

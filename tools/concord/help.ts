@@ -123,7 +123,8 @@ It goes in two passes, holding one dead letter at a time however many there
 are: the first checks each chosen dead letter against the event its source
 stream holds, and one that fails the check stops the run before anything is
 replayed; the second reads each again, checks it again and replays it. One
-gone by then (replayed or purged by someone else meanwhile) is skipped, said,
+gone by then (replayed or purged by someone else meanwhile), or whose replay
+JetStream holds already (another run published it first), is skipped, said,
 and counted in the last line; one that no longer passes the check stops the
 run there, saying how many were replayed (exit status 1).
   SEQ ...             these dead letters (sequences from \`dlq list\`)
