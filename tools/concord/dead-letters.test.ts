@@ -170,6 +170,18 @@ describe("dead letters and events with a header nats.js would not send", () => {
   });
 });
 
+describe("deleteDeadLetters", () => {
+  const nc = useNatsConnection(useNatsServer(), { streams: [deadLetterStreamSpec] });
+
+  it("names as not held a sequence past the stream's last, as it does one deleted, and deletes the others", async () => {
+    // JetStream answers a delete past the last sequence "stream store EOF" (10057): `dlq purge 20000 --yes` failed with it.
+    const js = nc().jetstream();
+    const [a, b] = [(await js.publish("concord.dlq.S.worker", new Uint8Array([1]))).seq, (await js.publish("concord.dlq.S.worker", new Uint8Array([2]))).seq];
+    expect(await deleteDeadLetters(nc(), [a, b + 1000, b])).toEqual({ deleted: [a, b], missing: [b + 1000] });
+    expect(await deleteDeadLetters(nc(), [a])).toEqual({ deleted: [], missing: [a] });
+  });
+});
+
 describe("readDeadLetters", () => {
   const server = useNatsServer();
   const nc = useNatsConnection(server, { streams: [deadLetterStreamSpec] });

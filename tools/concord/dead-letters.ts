@@ -335,12 +335,13 @@ export async function replayDeadLetter(nc: NatsConnection, letter: DeadLetter, s
 /**
  * Whether a delete failed because the stream holds that sequence no more
  * (or never did): 10057 is any failed delete, its description saying so
- * for a message at either end of the stream ("no message found"); 10043
- * is one deleted from among others ("sequence 2 not found").
+ * for a message at either end of the stream ("no message found") and for
+ * one past its last ("stream store EOF"); 10043 is one deleted from among
+ * others ("sequence 2 not found").
  */
 function isGoneAlready(err: unknown): boolean {
   const api = (err as NatsError).api_error;
-  return api?.err_code === 10043 || (api?.err_code === 10057 && api.description === "no message found");
+  return api?.err_code === 10043 || (api?.err_code === 10057 && (api.description === "no message found" || api.description === "stream store EOF"));
 }
 
 /**
