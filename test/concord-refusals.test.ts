@@ -53,6 +53,14 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(listed.stderr).toContain('no event type "Nope"');
   });
 
+  it("refuses a sequence past 2^53, which would be read as another (exit 2)", async () => {
+    for (const args of [["dlq", "show", "9007199254740993"], ["dlq", "purge", "9007199254740993", "--yes"], ["consumer", "redeliver", "products-order-placed", "--from", "9007199254740993"]]) {
+      const out = await concord(...args, "--nats", nats().url);
+      expect(out.status, args.join(" ")).toBe(2);
+      expect(out.stderr.split("\n")[0]).toMatch(/^concord: .*9007199254740993.*a whole number from 1 to 9007199254740991|^concord: .*from 1 to 9007199254740991.*9007199254740993/);
+    }
+  });
+
   it("says a consumer does not exist, naming those that do (exit 1); one that exists and has no dead letters lists none", async () => {
     const missing = await concord("dlq", "list", "--consumer", "nope", "--nats", nats().url);
     expect(missing.status).toBe(1);

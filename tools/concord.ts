@@ -138,7 +138,8 @@ async function unknownConsumer(nc: NatsConnection, filter: DeadLetterFilter | un
 }
 
 function sequenceOf(raw: string, command: string): number {
-  if (!/^[1-9]\d{0,15}$/.test(raw)) throw new UsageError(`${JSON.stringify(raw)} is not a dead letter sequence (a whole number from 1)`, helps[command]);
+  // Past 2^53 a number is not the one typed: `dlq show 9007199254740993` read dead letter 9007199254740992.
+  if (!/^[1-9]\d{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new UsageError(`${JSON.stringify(raw)} is not a dead letter sequence (a whole number from 1 to ${Number.MAX_SAFE_INTEGER})`, helps[command]);
   return Number(raw);
 }
 
@@ -410,7 +411,7 @@ function movedAside({ asideTo, moved }: { readonly asideTo: string | undefined; 
 }
 
 function streamSequenceOf(raw: string, flag: string): number {
-  if (!/^[1-9]\d{0,15}$/.test(raw)) throw new UsageError(`${flag} takes a stream sequence (a whole number from 1), got ${JSON.stringify(raw)}`, helps["consumer redeliver"]);
+  if (!/^[1-9]\d{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new UsageError(`${flag} takes a stream sequence (a whole number from 1 to ${Number.MAX_SAFE_INTEGER}), got ${JSON.stringify(raw)}`, helps["consumer redeliver"]);
   return Number(raw);
 }
 
