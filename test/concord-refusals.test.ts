@@ -53,6 +53,16 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(listed.stderr).toContain('no event type "Nope"');
   });
 
+  it("refuses a seed given as NATS_NKEY_SEED, where its file's path goes, without printing it", async () => {
+    const seed = "SUAEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLE234567";
+    for (const args of [["dlq", "list"], ["dlq", "replay", "1"], ["status"]]) {
+      const out = await runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: seed }, [...args, "--nats", nats().url], 30_000);
+      expect(out.status, args.join(" ")).toBe(1);
+      expect(out.stderr + out.stdout).toContain("the nkey seed file given (NATS_NKEY_SEED) is a seed itself, not shown");
+      expect(out.stderr + out.stdout, args.join(" ")).not.toContain(seed);
+    }
+  });
+
   it("refuses a sequence past 2^53, which would be read as another (exit 2)", async () => {
     for (const args of [["dlq", "show", "9007199254740993"], ["dlq", "purge", "9007199254740993", "--yes"], ["consumer", "redeliver", "products-order-placed", "--from", "9007199254740993"]]) {
       const out = await concord(...args, "--nats", nats().url);

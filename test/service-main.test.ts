@@ -34,6 +34,14 @@ describe("service entry points", () => {
     expect(result.stderr).toMatch(/ORDERS_PENDING_TIMEOUT="never" is invalid: expected a duration such as .*, or 0 or off/);
   });
 
+  it("refuse a seed given as NATS_NKEY_SEED, where its file's path goes, without printing it", () => {
+    const seed = "SUAEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLE234567";
+    const result = run("services/orders/main.ts", { ORDERS_LISTEN: "127.0.0.1:0", NATS_NKEY_SEED: seed });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/NATS_NKEY_SEED=<a seed, not shown> is invalid: a seed itself, where the path of a file holding one goes/);
+    expect(result.stderr + result.stdout).not.toContain(seed);
+  });
+
   it("refuse a saga timeout shorter than the product service's retries of an order's OrderPlaced", () => {
     // With an address that is refused too, so that nothing starts however the timeout is read.
     const result = run("services/orders/main.ts", { ORDERS_PENDING_TIMEOUT: "1s", ORDERS_LISTEN: "nowhere" });

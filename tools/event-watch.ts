@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DeliverPolicy, type JsMsg, type NatsConnection, type NatsError, connect, nkeyAuthenticator } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
-import { deadLetterStreamSpec, type EventDescriptor, receivedHeaders } from "../platform/events/index.js";
+import { deadLetterStreamSpec, type EventDescriptor, receivedHeaders, seedGivenForItsFile } from "../platform/events/index.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { openObserverReader, type ReaderStart } from "./nats/observer-consumer.js";
 import { readStartedServices } from "./started-services.js";
@@ -50,6 +50,8 @@ export function seedFileToUse(given: string | undefined, user: "observer" | "ope
 
 /** An nkey authenticator for the seed in `file`; the seed never appears in a message. */
 function authenticatorOf(file: string) {
+  const seedGiven = seedGivenForItsFile(file);
+  if (seedGiven !== undefined) throw new Error(seedGiven);
   let seed: string;
   try {
     seed = readFileSync(file, "utf8").trim();

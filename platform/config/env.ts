@@ -16,6 +16,8 @@ export interface Setting<T> {
   readonly fallback?: string;
   /** Turns the raw text into a value; throws an Error saying what is wrong. */
   readonly parse: (raw: string) => T;
+  /** How a bad value is quoted in the error: a secret given by mistake is left out. Default: as it is, in JSON quotes. */
+  readonly shown?: (raw: string) => string;
 }
 
 export type Settings = Record<string, Setting<unknown>>;
@@ -47,7 +49,7 @@ export function readConfig<S extends Settings>(settings: S, env: NodeJS.ProcessE
     try {
       out[name] = setting.parse(text);
     } catch (err) {
-      problems.push(`${name}=${JSON.stringify(text)} is invalid: ${(err as Error).message} (${setting.description})`);
+      problems.push(`${name}=${setting.shown?.(text) ?? JSON.stringify(text)} is invalid: ${(err as Error).message} (${setting.description})`);
     }
   }
   if (problems.length > 0) throw new ConfigError(`bad configuration:\n  ${problems.join("\n  ")}`);

@@ -131,8 +131,20 @@ export class SeedFileError extends Error {
   override readonly name: string = "SeedFileError";
 }
 
+/**
+ * Why `file`, given as the name of a seed file, cannot be one: it looks like
+ * a seed itself (NATS_NKEY_SEED=SU...), which a message naming the file would
+ * print into the terminal and the logs. Undefined for any other name.
+ */
+export function seedGivenForItsFile(file: string): string | undefined {
+  if (!/^\s*SU[A-Z2-7]{20,}\s*$/.test(file)) return undefined;
+  return "the nkey seed file given (NATS_NKEY_SEED) is a seed itself, not shown, where the path of a file holding one goes: put the seed in a file and give its path";
+}
+
 /** The seed in `file`, or a SeedFileError naming the file; the seed itself is never part of a message. */
 function readSeed(file: string): Uint8Array {
+  const seedGiven = seedGivenForItsFile(file);
+  if (seedGiven !== undefined) throw new SeedFileError(seedGiven);
   let text: string;
   try {
     text = readFileSync(file, "utf8").trim();

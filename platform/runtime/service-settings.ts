@@ -1,4 +1,5 @@
 import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, optionalFile, optionalHostPort, text, variableRead, type ConfigOf, type Setting } from "../config/index.js";
+import { seedGivenForItsFile } from "../events/index.js";
 import { grpcSecurityOf, grpcSecuritySettings, type GrpcSecurity } from "./grpc-security.js";
 
 /**
@@ -41,7 +42,12 @@ export function platformSettings(service: string) {
     NATS_NKEY_SEED: {
       description: `file holding the service's NATS user nkey seed (npm start makes DATA_DIR/nats-credentials/${service}.nk); empty: connect without credentials`,
       default: "",
-      parse: optionalFile,
+      parse: (raw: string) => {
+        if (seedGivenForItsFile(raw) !== undefined) throw new Error("a seed itself, where the path of a file holding one goes: put the seed in a file and give its path");
+        return optionalFile(raw);
+      },
+      // The seed itself, set where its file's path goes, would be printed into the logs.
+      shown: (raw: string) => (seedGivenForItsFile(raw) === undefined ? JSON.stringify(raw) : "<a seed, not shown>"),
     },
     INBOX_RETENTION: {
       description: "how long the inbox remembers a processed event, to ignore it if it comes again (at least 1h)",
