@@ -370,7 +370,7 @@ describe("startConsumers", () => {
     await t.settled();
   });
 
-  it("dead-letters at once an event that carries a CloudEvents attribute twice with different values, keeping every value in the dead letter, one it had as a duplicate of a processed id too; the same value twice is taken", async () => {
+  it("dead-letters at once an event that carries a CloudEvents attribute twice with different values, keeping every value in the dead letter, or under two spellings of its name, one it had as a duplicate of a processed id too; the same value twice is taken", async () => {
     const t = await setup("repeated");
     const raw = (id: string, thingId: string, repeat: Record<string, string>) => {
       const h = natsHeaders();
@@ -397,11 +397,14 @@ describe("startConsumers", () => {
     expect((await t.deadLetter())!.header.values("ce-id")).toEqual([processed, "a-new-id"]);
     await raw("two-versions", "t-b", { "ce-specversion": "0.3" });
     await filed(/message carries ce-specversion more than once/);
+    // A reader that ignores the case of names (as headerValue does for a name missing in lower case) sees two ce-types.
+    await raw("two-spellings", "t-d", { "CE-Type": "concord.test.v1.SomethingElse" });
+    await filed(/message carries CE-Type more than once, with different values/);
     expect(await t.effects(), "none of them handled").toBe(1);
-    await raw("same-twice", "t-c", { "ce-type": thingHappenedType, "ce-id": "same-twice" });
+    await raw("same-twice", "t-c", { "ce-type": thingHappenedType, "ce-id": "same-twice", "Ce-Source": "test" });
     await eventually("an attribute repeated with its own value is taken", async () => (await t.effects()) === 2);
     await t.settled();
-    expect(reasons).toHaveLength(3);
+    expect(reasons).toHaveLength(4);
   });
 
   it("files an event near the server's max_payload without its payload when the dead letter's headers would not fit, and acks it", async () => {

@@ -103,8 +103,40 @@ export class UnprocessableEventError extends Error {
  */
 export function repeatedAttribute(delivery: Delivery): string | undefined {
   const repeats = delivery.repeatedHeaders;
-  if (repeats === undefined) return undefined;
-  return Object.keys(repeats).find((name) => /^ce-/i.test(name) && repeats[name].some((value) => value !== repeats[name][0]));
+  const repeated = repeats && Object.keys(repeats).find((name) => /^ce-/i.test(name) && repeats[name].some((value) => value !== repeats[name][0]));
+  return repeated ?? attributeSpelledTwice(delivery.headers);
+}
+
+/**
+ * A `ce-` header the headers give under two spellings of its name (`ce-type`
+ * and `CE-Type`) with different values, or undefined: the same attribute
+ * twice to a reader that ignores case, as headerValue does when the
+ * lower-case name is missing. Compares names of equal length in place, so
+ * the usual event, each name once and in lower case, costs no allocation.
+ */
+function attributeSpelledTwice(headers: Readonly<Record<string, string>>): string | undefined {
+  for (const a in headers) {
+    if (!isAttributeName(a)) continue;
+    for (const b in headers) {
+      if (b === a) break;
+      if (b.length === a.length && headers[a] !== headers[b] && isAttributeName(b) && sameIgnoringAsciiCase(a, b)) return a;
+    }
+  }
+  return undefined;
+}
+
+/** Whether `name` begins with `ce-` in any case. */
+function isAttributeName(name: string): boolean {
+  return name.length > 3 && (name.charCodeAt(0) | 32) === 99 && (name.charCodeAt(1) | 32) === 101 && name.charCodeAt(2) === 45;
+}
+
+function sameIgnoringAsciiCase(a: string, b: string): boolean {
+  for (let i = 0; i < a.length; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y && !((x | 32) === (y | 32) && (x | 32) >= 97 && (x | 32) <= 122)) return false;
+  }
+  return true;
 }
 
 /** Why a delivery that repeats `name` (see repeatedAttribute) is refused, for its dead letter. */
