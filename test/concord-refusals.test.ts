@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { createServer, type Server, type Socket } from "node:net";
-import { AckPolicy } from "nats";
+import { AckPolicy, headers as natsHeaders } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec } from "../platform/events/index.js";
@@ -61,6 +61,18 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
       expect(out.stderr + out.stdout).toContain("the nkey seed file given (NATS_NKEY_SEED) is a seed itself, not shown");
       expect(out.stderr + out.stdout, args.join(" ")).not.toContain(seed);
     }
+  });
+
+  it("shows a dead letter's payload bytes as stored, one that does not decode too", async () => {
+    const h = natsHeaders();
+    for (const [name, value] of [["ce-id", "e-raw"], ["ce-type", "shop.orders.v1.Nonsense"], ["concord-dlq-reason", "no such type"]]) h.set(name, value);
+    const { seq } = await nc().jetstream().publish("concord.dlq.SHOP_ORDERS.products-order-placed", Buffer.from("garbage\u0000\u00ff"), { headers: h });
+    const out = await concord("dlq", "show", String(seq), "--nats", nats().url);
+    expect(out.status, out.stderr).toBe(0);
+    const shown = JSON.parse(out.stdout) as { payload: unknown; payloadBase64: string };
+    expect(shown.payload).toBe(`<${Buffer.byteLength("garbage\u0000\u00ff")} bytes of an unknown type>`);
+    expect(shown.payloadBase64).toBe(Buffer.from("garbage\u0000\u00ff").toString("base64"));
+    await (await nc().jetstreamManager()).streams.deleteMessage(deadLetterStreamSpec.name, seq);
   });
 
   it("refuses a sequence past 2^53, which would be read as another (exit 2)", async () => {

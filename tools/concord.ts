@@ -529,7 +529,9 @@ export async function concord(argv: string[]): Promise<number> {
         const seq = sequenceOf(positionals[0], command);
         return withNats(values.nats as string | undefined, async (nc) => {
           const letter = await getDeadLetter(nc, seq);
-          console.log(JSON.stringify({ ...summary(letter), headers: letter.headers }, null, 2));
+          // The bytes as stored too: a payload that does not decode, or of a type no contract declares, was shown only as its size or the decoder's complaint.
+          const kept = letter.payloadOmittedBytes === undefined && { payloadBase64: Buffer.from(letter.data).toString("base64") };
+          console.log(JSON.stringify({ ...summary(letter), ...kept, headers: letter.headers }, null, 2));
           return 0;
         });
       }

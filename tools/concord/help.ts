@@ -8,8 +8,8 @@ Commands:
                               (metrics), each service's consumers' lag and dead letters (JetStream)
   events tail                 follow the events as they go by, decoded, one JSON line each
   dlq list                    the dead letters, one JSON line each
-  dlq show SEQ                one dead letter: decoded payload, reason, original
-                              subject, delivery count, trace id
+  dlq show SEQ                one dead letter: decoded payload and its bytes, reason,
+                              original subject, delivery count, trace id, headers
   dlq replay SEQ|--all|FILTER publish dead letters again to their original subject,
                               then delete them from the dead letter stream
   dlq purge [SEQ ...] --yes   delete the dead letters named, or every one
@@ -104,8 +104,9 @@ ${filterOptions}
 ${natsOption}`,
   "dlq show": `Usage: npx concord dlq show SEQ [--nats URL]
 
-Prints one dead letter, decoded, with every header it carries (a header
-the event gave more than once as an array of its values, in the order sent).
+Prints one dead letter, decoded, with its payload's bytes in base64
+(payloadBase64) and every header it carries (a header the event gave more
+than once as an array of its values, in the order sent).
 ${natsOption}`,
   "dlq replay": `Usage: npx concord dlq replay (SEQ ... | --all | FILTER) [--dry-run] [--rate N/s] [--nats URL]
 
