@@ -63,6 +63,15 @@ describe("npx concord dlq replay", () => {
     expect(await remaining()).toEqual([]);
   });
 
+  it("replays a dead letter named twice once, choosing it once", { timeout: 60_000 }, async () => {
+    const [seq] = await fileLetters(1, 10);
+    const skipped: number[] = [];
+    const outcome = await replayChosenDeadLetters(nc(), { seqs: [seq, seq] }, { skipped: (l) => skipped.push(l.seq) });
+    expect(outcome).toEqual({ kind: "replayed", chosen: 1, replayed: 1, skipped: 0 });
+    expect(skipped).toEqual([]);
+    expect(await remaining()).toEqual([]);
+  });
+
   it("counts as replayed a dead letter another replay deleted between its reading and its deletion", { timeout: 60_000 }, async () => {
     const [seq] = await fileLetters(1, 10);
     const letter = await getDeadLetter(nc(), seq);

@@ -126,7 +126,8 @@ export async function replayChosenDeadLetters(nc: NatsConnection, choice: Replay
  */
 async function* chosenDeadLetters(nc: NatsConnection, choice: ReplayChoice): AsyncGenerator<DeadLetter> {
   if ("seqs" in choice) {
-    for (const seq of choice.seqs) yield await getDeadLetter(nc, seq);
+    // A sequence named twice is one dead letter: its second turn found it gone and blamed another run.
+    for (const seq of new Set(choice.seqs)) yield await getDeadLetter(nc, seq);
     return;
   }
   const jsm = await nc.jetstreamManager();
