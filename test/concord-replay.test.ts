@@ -63,6 +63,29 @@ describe("npx concord dlq replay", () => {
     expect(await remaining()).toEqual([]);
   });
 
+  it("stops between two dead letters once asked to, the one in hand replayed and deleted, the others left", { timeout: 60_000 }, async () => {
+    const seqs = await fileLetters(3, 10);
+    const stop = new AbortController();
+    const outcome = await replayChosenDeadLetters(nc(), { seqs }, { stop: stop.signal, replayed: () => stop.abort() });
+    expect(outcome).toEqual({ kind: "stopped", chosen: 3, replayed: 1, skipped: 0 });
+    expect(await remaining()).toEqual(seqs.slice(1));
+    await (await nc().jetstreamManager()).streams.purge(deadLetterStreamSpec.name);
+  });
+
+  it("says on Ctrl-C how many it replayed, and leaves the others", { timeout: 60_000 }, async () => {
+    // Killed by the signal, the run said nothing more than its last progress line, a second behind: 648 where 833 were replayed.
+    const seqs = await fileLetters(4, 10);
+    const run = runConcord({ NATS_URL: server().url, NATS_NKEY_SEED: undefined, DATA_DIR: dir.path }, ["dlq", "replay", ...seqs.map(String), "--rate", "1/s"], 30_000, (child) => {
+      child.stdout!.once("data", () => child.kill("SIGINT"));
+    });
+    const out = await run;
+    expect(out.status, out.stderr).toBe(130);
+    const replayed = out.stdout.split("\n").filter((l) => l.includes('"replayed"')).length;
+    expect(out.stderr).toContain(`concord dlq replay: stopped: replayed ${replayed} dead letter(s) and deleted them; the others are left in the dead letter stream`);
+    expect(await remaining()).toEqual(seqs.slice(replayed));
+    await (await nc().jetstreamManager()).streams.purge(deadLetterStreamSpec.name);
+  });
+
   it("replays a dead letter named twice once, choosing it once", { timeout: 60_000 }, async () => {
     const [seq] = await fileLetters(1, 10);
     const skipped: number[] = [];

@@ -164,10 +164,20 @@ async function dlqReplay(args: string[]): Promise<number> {
     if (!(perSecond > 0)) throw new UsageError(`--rate takes replays per second, as 50/s, got ${JSON.stringify(values.rate)}`, helps[command]);
   }
   const dryRun = values["dry-run"] === true;
+  // Ctrl-C ends the run between two dead letters, saying how far it got; a second one ends the process there.
+  const stop = new AbortController();
+  const onSignal = () => {
+    if (stop.signal.aborted) process.exit(130);
+    console.error("concord dlq replay: stopping once the dead letter in hand is replayed (Ctrl-C again stops at once, which may leave it replayed and not deleted)");
+    stop.abort();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   return withOperator(values.nats as string | undefined, async (nc) => {
     let lastProgress = performance.now();
     const outcome = await replayChosenDeadLetters(nc, seqs.length > 0 ? { seqs } : { filter }, {
       dryRun,
+      stop: stop.signal,
       ...(perSecond !== undefined && { perSecond }),
       refused: (refusal) => console.error(`concord dlq replay: ${refusal}`),
       wouldReplay: (letter) => console.log(JSON.stringify({ wouldReplay: letter.seq, to: letter.subject, type: letter.type, id: letter.id, consumer: letter.consumer, reason: letter.reason })),
@@ -200,6 +210,9 @@ async function dlqReplay(args: string[]): Promise<number> {
       case "replayed":
         console.error(`concord dlq replay: replayed ${outcome.replayed} dead letter(s) and deleted them from the dead letter stream${skippedNote(outcome.skipped)}`);
         return 0;
+      case "stopped":
+        console.error(`concord dlq replay: stopped: replayed ${outcome.replayed} dead letter(s) and deleted them${skippedNote(outcome.skipped)}; the others are left in the dead letter stream`);
+        return 130;
     }
   });
 }

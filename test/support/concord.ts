@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 
 /** What a `concord` run ended with. */
 export interface ConcordRun {
@@ -10,9 +10,9 @@ export interface ConcordRun {
 /**
  * Runs the `concord` bin (tools/concord.mjs) to its end with `env` on top of
  * this process's environment (a name set to undefined is removed), and
- * kills it after `timeoutMs`.
+ * kills it after `timeoutMs`; `started` is handed the process (to signal it).
  */
-export function runConcord(env: Record<string, string | undefined>, args: readonly string[], timeoutMs = 60_000): Promise<ConcordRun> {
+export function runConcord(env: Record<string, string | undefined>, args: readonly string[], timeoutMs = 60_000, started?: (child: ChildProcess) => void): Promise<ConcordRun> {
   const merged: NodeJS.ProcessEnv = { ...process.env };
   for (const [name, value] of Object.entries(env)) {
     if (value === undefined) delete merged[name];
@@ -23,6 +23,7 @@ export function runConcord(env: Record<string, string | undefined>, args: readon
   let stderr = "";
   child.stdout.on("data", (d) => (stdout += d));
   child.stderr.on("data", (d) => (stderr += d));
+  started?.(child);
   const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
   return new Promise((resolve) =>
     child.once("exit", (status) => {

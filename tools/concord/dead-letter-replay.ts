@@ -42,6 +42,8 @@ export interface ReplayOptions {
   readonly progress?: (replayed: number, skipped: number, chosen: number) => void;
   /** Runs once every chosen dead letter has been checked, before the second pass. */
   readonly betweenPasses?: () => Promise<void>;
+  /** Once aborted (Ctrl-C), the run stops before its next dead letter: the first pass replays nothing, the second replays and deletes the one in hand first. */
+  readonly stop?: AbortSignal;
 }
 
 /** How a replay ended. */
@@ -50,6 +52,7 @@ export type ReplayOutcome =
   | { readonly kind: "refused"; readonly refusals: number; readonly chosen: number }
   | { readonly kind: "checked"; readonly chosen: number }
   | { readonly kind: "replayed"; readonly chosen: number; readonly replayed: number; readonly skipped: number }
+  | { readonly kind: "stopped"; readonly chosen: number; readonly replayed: number; readonly skipped: number }
   | { readonly kind: "failed"; readonly chosen: number; readonly replayed: number; readonly skipped: number; readonly seq: number; readonly error: Error };
 
 /**
@@ -60,7 +63,8 @@ export type ReplayOutcome =
  * one gone meanwhile, or whose replay JetStream held already (another run
  * replayed it first), is skipped, saying so; one that no longer passes the
  * check (its source stream changed), or whose event JetStream does not
- * take, stops the run there ("failed", with how many were replayed). Rejects
+ * take, stops the run there ("failed", with how many were replayed), as
+ * an aborted `stop` does between two dead letters ("stopped"). Rejects
  * when a dead letter named by sequence does not exist, or a stream cannot
  * be read.
  */
@@ -68,6 +72,7 @@ export async function replayChosenDeadLetters(nc: NatsConnection, choice: Replay
   const chosen: ChosenDeadLetter[] = [];
   let refusals = 0;
   for await (const letter of chosenDeadLetters(nc, choice)) {
+    if (options.stop?.aborted) return { kind: "stopped", chosen: chosen.length + refusals, replayed: 0, skipped: 0 };
     const source = await sourceEventOf(nc, letter);
     if ("refusal" in source) {
       refusals++;
@@ -88,8 +93,9 @@ export async function replayChosenDeadLetters(nc: NatsConnection, choice: Replay
   for (const summary of chosen) {
     if (options.perSecond !== undefined) {
       const wait = started + (replayed * 1000) / options.perSecond - performance.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      if (wait > 0) await pause(wait, options.stop);
     }
+    if (options.stop?.aborted) return { kind: "stopped", chosen: count, replayed, skipped };
     const letter = await findDeadLetter(nc, summary.seq);
     const gone = whyGone(summary, letter);
     if (gone !== undefined) {
@@ -138,6 +144,19 @@ async function* chosenDeadLetters(nc: NatsConnection, choice: ReplayChoice): Asy
   for (let letter = await nextDeadLetter(nc, 1, last); letter; letter = await nextDeadLetter(nc, letter.seq + 1, last)) {
     if (!choice.filter || matchesFilter(letter, choice.filter)) yield letter;
   }
+}
+
+/** Waits `ms`, or less once `stop` is aborted. */
+function pause(ms: number, stop: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    stop?.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      stop?.removeEventListener("abort", done);
+      resolve();
+    }
+  });
 }
 
 function summaryOf(letter: DeadLetter): ChosenDeadLetter {

@@ -127,7 +127,8 @@ replayed; the second reads each again, checks it again and replays it. One
 gone by then (replayed or purged by someone else meanwhile), or whose replay
 JetStream holds already (another run published it first), is skipped, said,
 and counted in the last line; one that no longer passes the check stops the
-run there, saying how many were replayed (exit status 1).
+run there, saying how many were replayed (exit status 1). Ctrl-C stops it
+before the next dead letter, saying how many were replayed (exit status 130).
   SEQ ...             these dead letters (sequences from \`dlq list\`)
   --all               every dead letter
 ${filterOptions}
