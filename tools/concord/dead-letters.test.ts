@@ -6,7 +6,7 @@ import type { Delivery } from "../../platform/events/delivery.js";
 import { useNatsConnection, useNatsServer } from "../../test/support/nats-server.js";
 import { wireHeaders } from "../../platform/events/nats-internals.js";
 import { eventLine } from "../event-watch.js";
-import { type DeadLetter, deleteDeadLetters, getDeadLetter, readDeadLetters, replayDeadLetter } from "./dead-letters.js";
+import { type DeadLetter, deadLetterOf, deleteDeadLetters, getDeadLetter, matchesFilter, readDeadLetters, replayDeadLetter } from "./dead-letters.js";
 
 const stream = { name: "HUGE", subjects: ["huge.>"], storage: "file" as const, replicas: 1, maxAgeMs: 0, duplicateWindowMs: 120_000 };
 
@@ -167,6 +167,19 @@ describe("dead letters and events with a header nats.js would not send", () => {
     expect((await getDeadLetter(nc(), forged.seq)).reason).toMatch(/^\(the dead letter's headers cannot be read: ' ' is not a valid character/);
     await expect(replayDeadLetter(nc(), await getDeadLetter(nc(), filed.seq))).rejects.toThrow(/names the event at sequence \d+ of stream ODD, whose headers cannot be read .*; it is not replayed/);
     expect((await getDeadLetter(nc(), filed.seq)).id).toBe("e-1");
+  });
+});
+
+describe("matchesFilter", () => {
+  it("takes a dead letter's consumer from the subject it was filed on, as status counts it, not from its headers", () => {
+    // Filed by a service's user under its own consumer's subject without the header: status counted it, `dlq list --consumer` did not.
+    const bare = deadLetterOf(1, "concord.dlq.SHOP_ORDERS.products-order-placed", new Date(), new Map([["concord-dlq-reason", ["forged"]]]), new Uint8Array());
+    expect(matchesFilter(bare, { consumer: "products-order-placed" })).toBe(true);
+    expect(matchesFilter(bare, { consumer: "" })).toBe(false);
+    const claiming = deadLetterOf(2, "concord.dlq.SHOP_ORDERS.products-order-placed", new Date(), new Map([["concord-dlq-consumer", ["orders-stock-reserved"]]]), new Uint8Array());
+    expect(claiming.consumer).toBe("orders-stock-reserved");
+    expect(matchesFilter(claiming, { consumer: "orders-stock-reserved" })).toBe(false);
+    expect(matchesFilter(claiming, { consumer: "products-order-placed" })).toBe(true);
   });
 });
 

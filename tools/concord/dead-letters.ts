@@ -53,13 +53,23 @@ export interface DeadLetterFilter {
   readonly type?: string;
 }
 
-/** Whether a dead letter passes every part of the filter given. */
+/** Whether a dead letter passes every part of the filter given, its consumer being the one it was filed under (filedUnder). */
 export function matchesFilter(letter: DeadLetter, filter: DeadLetterFilter): boolean {
   return (
-    (filter.consumer === undefined || letter.consumer === filter.consumer) &&
+    (filter.consumer === undefined || filedUnder(letter) === filter.consumer) &&
     (filter.subject === undefined || subjectMatches(filter.subject, letter.subject)) &&
     (filter.type === undefined || letter.type === filter.type)
   );
+}
+
+/**
+ * The durable consumer whose subject (concord.dlq.<stream>.<durable>) the
+ * dead letter was filed on: what `status` counts it under, and what the
+ * server's permissions vouch for (a service's user files only under its own
+ * consumers'), where its concord-dlq-consumer header is the filer's word.
+ */
+export function filedUnder(letter: DeadLetter): string {
+  return letter.dlqSubject.slice(letter.dlqSubject.lastIndexOf(".") + 1);
 }
 
 const dlqHeaderNames = new Set(Object.values(deadLetterHeaders));
