@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { headers as natsHeaders } from "nats";
+import { connect, headers as natsHeaders } from "nats";
 import { afterAll, describe, expect, it } from "vitest";
 import { deadLetterStreamSpec } from "../platform/events/index.js";
 import { fileDeadLetter } from "../platform/events/dead-letter.js";
@@ -83,6 +83,16 @@ describe("npx concord dlq replay", () => {
     const replayed = out.stdout.split("\n").filter((l) => l.includes('"replayed"')).length;
     expect(out.stderr).toContain(`concord dlq replay: stopped: replayed ${replayed} dead letter(s) and deleted them; the others are left in the dead letter stream`);
     expect(await remaining()).toEqual(seqs.slice(replayed));
+    await (await nc().jetstreamManager()).streams.purge(deadLetterStreamSpec.name);
+  });
+
+  it("says how far it got when reading a dead letter again fails in the second pass, as when replaying it fails", { timeout: 60_000 }, async () => {
+    // NATS stopped for 12 s during a replay: a read that timed out ended the run with a bare "TIMEOUT", not how many it had replayed.
+    const seqs = await fileLetters(2, 10);
+    const own = await connect({ servers: server().url });
+    const outcome = await replayChosenDeadLetters(own, { seqs }, { betweenPasses: () => own.close() });
+    expect(outcome).toMatchObject({ kind: "failed", chosen: 2, replayed: 0, skipped: 0, seq: seqs[0] });
+    expect(await remaining()).toEqual(seqs);
     await (await nc().jetstreamManager()).streams.purge(deadLetterStreamSpec.name);
   });
 

@@ -96,16 +96,17 @@ export async function replayChosenDeadLetters(nc: NatsConnection, choice: Replay
       if (wait > 0) await pause(wait, options.stop);
     }
     if (options.stop?.aborted) return { kind: "stopped", chosen: count, replayed, skipped };
-    const letter = await findDeadLetter(nc, summary.seq);
-    const gone = whyGone(summary, letter);
-    if (gone !== undefined) {
-      skipped++;
-      options.skipped?.(summary, gone);
-      options.progress?.(replayed, skipped, count);
-      continue;
-    }
     let duplicate;
     try {
+      // Reading it again fails as replaying it does (NATS stopped answering, say): either way the run says how far it got.
+      const letter = await findDeadLetter(nc, summary.seq);
+      const gone = whyGone(summary, letter);
+      if (gone !== undefined) {
+        skipped++;
+        options.skipped?.(summary, gone);
+        options.progress?.(replayed, skipped, count);
+        continue;
+      }
       ({ duplicate } = await replayDeadLetter(nc, letter!));
     } catch (err) {
       return { kind: "failed", chosen: count, replayed, skipped, seq: summary.seq, error: err as Error };
