@@ -6,6 +6,7 @@ import { AckPolicy, headers as natsHeaders } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec } from "../platform/events/index.js";
+import { reason } from "../tools/event-watch.js";
 import { type ConcordRun, runConcord } from "./support/concord.js";
 import { freePort, useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
@@ -73,6 +74,14 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(shown.payload).toBe(`<${Buffer.byteLength("garbage\u0000\u00ff")} bytes of an unknown type>`);
     expect(shown.payloadBase64).toBe(Buffer.from("garbage\u0000\u00ff").toString("base64"));
     await (await nc().jetstreamManager()).streams.deleteMessage(deadLetterStreamSpec.name, seq);
+  });
+
+  it("says a replay that fails before the second pass replayed nothing, and what a request no answer came to means", async () => {
+    const out = await concord("dlq", "replay", "424242", "--nats", nats().url);
+    expect(out.status).toBe(1);
+    expect(out.stderr).toBe("concord dlq replay: there is no dead letter 424242 in CONCORD_DLQ: replayed or purged since, or never filed (`concord dlq list` shows those there are); nothing replayed\n");
+    expect(reason(Object.assign(new Error("TIMEOUT"), { code: "TIMEOUT" }))).toMatch(/^TIMEOUT: NATS did not answer in time \(its server stopped, hung or overloaded\?/);
+    expect(reason(new Error("reading stream CONCORD_DLQ at sequence 7 failed: TIMEOUT"))).toMatch(/failed: TIMEOUT: NATS did not answer in time/);
   });
 
   it("refuses a sequence past 2^53, which would be read as another (exit 2)", async () => {

@@ -175,6 +175,7 @@ async function dlqReplay(args: string[]): Promise<number> {
   process.on("SIGTERM", onSignal);
   return withOperator(values.nats as string | undefined, async (nc) => {
     let lastProgress = performance.now();
+    // It rejects only in the first pass, before anything is replayed.
     const outcome = await replayChosenDeadLetters(nc, seqs.length > 0 ? { seqs } : { filter }, {
       dryRun,
       stop: stop.signal,
@@ -192,7 +193,11 @@ async function dlqReplay(args: string[]): Promise<number> {
           console.error(`concord dlq replay: ${done} of ${chosen} replayed${skipped > 0 ? `, ${skipped} skipped` : ""}`);
         }
       },
-    });
+    }).catch((err: unknown) => err as Error);
+    if (outcome instanceof Error) {
+      console.error(`concord dlq replay: ${reason(outcome)}; nothing replayed${dryRun ? " (--dry-run)" : ""}`);
+      return 1;
+    }
     switch (outcome.kind) {
       case "none":
         if (await unknownConsumer(nc, filter, command)) return 1;

@@ -142,6 +142,10 @@ export function reason(err: unknown): string {
   if (/^'?Permissions Violation for Publish to "/.test(message)) {
     return `${message.replace(/^'|'$/g, "")}: the seed connected with is not the operator's; dlq replay, dlq purge, consumer redeliver and streams provision act as the operator: leave NATS_NKEY_SEED unset for npm start's operator.nk, in DATA_DIR/nats-credentials, or name the operator's seed in it`;
   }
+  if (/(^|: )TIMEOUT$/.test(message)) {
+    // nats.js says no more when a request gets no answer in time.
+    return `${message}: NATS did not answer in time (its server stopped, hung or overloaded?; \`concord status\` says whether it answers)`;
+  }
   return apiError?.err_code ? `${message} (err_code ${apiError.err_code})` : message;
 }
 
