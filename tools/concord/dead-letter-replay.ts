@@ -6,7 +6,7 @@
  */
 import type { NatsConnection } from "nats";
 import { deadLetterStreamSpec } from "../../platform/events/index.js";
-import { type DeadLetter, type DeadLetterFilter, findDeadLetter, getDeadLetter, matchesFilter, nextDeadLetter, replayDeadLetter, sourceEventOf } from "./dead-letters.js";
+import { type DeadLetter, type DeadLetterFilter, findDeadLetter, getDeadLetter, jetStreamManagerOf, matchesFilter, nextDeadLetter, replayDeadLetter, sourceEventOf } from "./dead-letters.js";
 
 /** What a replay keeps of a chosen dead letter between its passes: what finds it again and what is printed, never its payload or headers. */
 export interface ChosenDeadLetter {
@@ -137,7 +137,7 @@ async function* chosenDeadLetters(nc: NatsConnection, choice: ReplayChoice): Asy
     for (const seq of new Set(choice.seqs)) yield await getDeadLetter(nc, seq);
     return;
   }
-  const jsm = await nc.jetstreamManager();
+  const jsm = await jetStreamManagerOf(nc);
   const info = await jsm.streams.info(deadLetterStreamSpec.name).catch((err: unknown) => {
     throw new Error(`the dead letter stream ${deadLetterStreamSpec.name} cannot be read (have the services started?): ${(err as Error).message}`, { cause: err });
   });

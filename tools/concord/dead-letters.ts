@@ -127,6 +127,23 @@ export function storedHeaders(stored: StoredMsg): MsgHdrs | { readonly unreadabl
   }
 }
 
+const managers = new WeakMap<NatsConnection, Promise<JetStreamManager>>();
+
+/**
+ * The connection's JetStream manager, made once: nats.js asks the server for
+ * the account's info each time one is made, a round trip more for each dead
+ * letter a listing or replay reads, checks, publishes or deletes.
+ */
+export function jetStreamManagerOf(nc: NatsConnection): Promise<JetStreamManager> {
+  let jsm = managers.get(nc);
+  if (jsm === undefined) {
+    jsm = nc.jetstreamManager();
+    managers.set(nc, jsm);
+    jsm.catch(() => managers.delete(nc));
+  }
+  return jsm;
+}
+
 /** JetStream's answer when a stream holds no message at (or after) the sequence asked for. */
 const noMessageFound = 10037;
 /** JetStream's answer when there is no stream of the name asked for. */
@@ -150,7 +167,7 @@ const quietMs = 1_000;
  * would otherwise wait for for ever. Rejects when the stream cannot be read.
  */
 export async function* readDeadLetters(nc: NatsConnection): AsyncGenerator<DeadLetter> {
-  const jsm = await nc.jetstreamManager();
+  const jsm = await jetStreamManagerOf(nc);
   const info = await jsm.streams.info(deadLetterStreamSpec.name).catch((err: unknown) => {
     throw new Error(`the dead letter stream ${deadLetterStreamSpec.name} cannot be read (have the services started?): ${(err as Error).message}`, { cause: err });
   });
@@ -208,7 +225,7 @@ export async function storedMessage(jsm: JetStreamManager, stream: string, seq: 
 
 /** One dead letter by its sequence; rejects saying so when there is none, and with the server's reason when it cannot be read. */
 export async function getDeadLetter(nc: NatsConnection, seq: number): Promise<DeadLetter> {
-  const jsm = await nc.jetstreamManager();
+  const jsm = await jetStreamManagerOf(nc);
   const stored = await jsm.streams.getMessage(deadLetterStreamSpec.name, { seq }).catch((err: unknown) => {
     if ((err as NatsError).api_error?.err_code === noMessageFound) {
       throw new Error(`there is no dead letter ${seq} in ${deadLetterStreamSpec.name}: replayed or purged since, or never filed (\`concord dlq list\` shows those there are)`, { cause: err });
@@ -223,7 +240,7 @@ export async function getDeadLetter(nc: NatsConnection, seq: number): Promise<De
  * holds it (replayed or purged). Rejects when the stream cannot be read.
  */
 export async function findDeadLetter(nc: NatsConnection, seq: number): Promise<DeadLetter | undefined> {
-  const stored = await storedMessage(await nc.jetstreamManager(), deadLetterStreamSpec.name, seq);
+  const stored = await storedMessage(await jetStreamManagerOf(nc), deadLetterStreamSpec.name, seq);
   return stored && deadLetterOfStored(stored);
 }
 
@@ -233,7 +250,7 @@ export async function findDeadLetter(nc: NatsConnection, seq: number): Promise<D
  * Rejects when the stream cannot be read.
  */
 export async function nextDeadLetter(nc: NatsConnection, seq: number, last: number): Promise<DeadLetter | undefined> {
-  const stored = await storedMessage(await nc.jetstreamManager(), deadLetterStreamSpec.name, seq, ">");
+  const stored = await storedMessage(await jetStreamManagerOf(nc), deadLetterStreamSpec.name, seq, ">");
   return stored && stored.seq <= last ? deadLetterOfStored(stored) : undefined;
 }
 
@@ -299,7 +316,7 @@ export async function sourceEventOf(nc: NatsConnection, letter: DeadLetter): Pro
     return why(`was filed on ${letter.dlqSubject} but names stream ${JSON.stringify(letter.stream)} and consumer ${JSON.stringify(letter.consumer)}`);
   }
   if (!(Number.isSafeInteger(letter.streamSequence) && letter.streamSequence > 0)) return why(`names no sequence in stream ${letter.stream}`);
-  const jsm = await nc.jetstreamManager();
+  const jsm = await jetStreamManagerOf(nc);
   let stored;
   try {
     stored = await storedMessage(jsm, letter.stream, letter.streamSequence);
@@ -335,7 +352,7 @@ export async function replayDeadLetter(nc: NatsConnection, letter: DeadLetter, s
   const found = source ?? (await sourceEventOf(nc, letter));
   if ("refusal" in found) throw new Error(found.refusal);
   const { duplicate } = await nc.jetstream().publish(letter.subject, found.data, { headers: found.headers, msgID: replayMsgId(letter) });
-  const jsm = await nc.jetstreamManager();
+  const jsm = await jetStreamManagerOf(nc);
   await jsm.streams.deleteMessage(deadLetterStreamSpec.name, letter.seq, false).catch((err: unknown) => {
     if (!isGoneAlready(err)) throw err;
   });
@@ -361,7 +378,7 @@ function isGoneAlready(err: unknown): boolean {
  * never filed). Rejects when JetStream refuses a delete for another reason.
  */
 export async function deleteDeadLetters(nc: NatsConnection, seqs: readonly number[]): Promise<{ readonly deleted: number[]; readonly missing: number[] }> {
-  const jsm = await nc.jetstreamManager();
+  const jsm = await jetStreamManagerOf(nc);
   const deleted: number[] = [];
   const missing: number[] = [];
   for (const seq of new Set(seqs)) {
@@ -378,7 +395,7 @@ export async function deleteDeadLetters(nc: NatsConnection, seqs: readonly numbe
 
 /** Deletes every dead letter; resolves with how many there were. */
 export async function purgeDeadLetters(nc: NatsConnection): Promise<number> {
-  const jsm = await nc.jetstreamManager();
+  const jsm = await jetStreamManagerOf(nc);
   const { purged } = await jsm.streams.purge(deadLetterStreamSpec.name);
   return purged;
 }
