@@ -41,7 +41,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     dir.remove();
   });
 
-  it("refuses an event type the contracts do not declare, naming those they do, and a subject that is not one (exit 2)", async () => {
+  it("refuses an event type the contracts do not declare to events tail, naming those they do, and a subject that is not one (exit 2)", async () => {
     const type = await concord("events", "tail", "--type", "Nope", "--nats", nats().url);
     expect(type.status).toBe(2);
     expect(type.stderr).toContain('--type: no event type "Nope" in the contracts; they declare ');
@@ -49,9 +49,28 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     const subject = await concord("events", "tail", "--subject", "a..b", "--nats", nats().url);
     expect(subject.status).toBe(2);
     expect(subject.stderr).toContain('--subject: "a..b" is not a valid subject (token 2)');
-    const listed = await concord("dlq", "list", "--type", "Nope", "--nats", nats().url);
-    expect(listed.status).toBe(2);
-    expect(listed.stderr).toContain('no event type "Nope"');
+  });
+
+  it("lists and replays dead letters of a type the contracts do not declare, and fails naming those they do when none is of it", async () => {
+    // A dead letter filed for its wrong ce-type was listed with that type, and \`--type\` with it was refused (exit 2).
+    const h = natsHeaders();
+    for (const [name, value] of [["ce-id", "e-wrong"], ["ce-type", "shop.orders.v1.Nonsense"]]) h.set(name, value);
+    const { seq } = await nc().jetstream().publish("concord.dlq.SHOP_ORDERS.products-order-placed", new Uint8Array([1]), { headers: h });
+    try {
+      const listed = await concord("dlq", "list", "--type", "shop.orders.v1.Nonsense", "--nats", nats().url);
+      expect(listed.status, listed.stderr).toBe(0);
+      expect(listed.stdout.trim().split("\n").map((l) => (JSON.parse(l) as { seq: number }).seq)).toEqual([seq]);
+      const replay = await concord("dlq", "replay", "--type", "shop.orders.v1.Nonsense", "--dry-run", "--nats", nats().url);
+      expect(replay.stderr).toContain(`dead letter ${seq} does not say which subject it came from`);
+      for (const command of ["list", "replay"]) {
+        const none = await concord("dlq", command, "--type", "Nope", "--nats", nats().url);
+        expect(none.status, command).toBe(1);
+        expect(none.stderr).toContain(`concord dlq ${command}: no dead letter of type "Nope", which the contracts do not declare; they declare `);
+        expect(none.stderr).toContain("shop.orders.v1.OrderPlaced");
+      }
+    } finally {
+      await (await nc().jetstreamManager()).streams.deleteMessage(deadLetterStreamSpec.name, seq);
+    }
   });
 
   it("refuses a seed given as NATS_NKEY_SEED, where its file's path goes, without printing it", async () => {

@@ -106,13 +106,18 @@ function withOperator<T>(url: string | undefined, work: (nc: NatsConnection) => 
 
 const eventTypes: string[] = allEvents.map((e) => e.typeName).sort();
 
-/** Refuses (bad usage) a --subject that is not a NATS subject or filter, and a --type the contracts do not declare. */
+/**
+ * Refuses (bad usage) a --subject that is not a NATS subject or filter, and
+ * a --type the contracts do not declare, but for the dlq commands: a dead
+ * letter's event may be of any type (one filed for its wrong ce-type, say),
+ * and one that matches none is said so after (unknownFilterName).
+ */
 function checkSubjectAndType(values: Record<string, unknown>, command: string): void {
   if (values.subject !== undefined) {
     const problem = subjectProblem(String(values.subject));
     if (problem) throw new UsageError(`--subject: ${problem}: tokens are separated by single dots, "*" stands for one token, a final ">" for the rest`, helps[command]);
   }
-  if (values.type !== undefined && !eventTypes.includes(String(values.type))) {
+  if (values.type !== undefined && !command.startsWith("dlq ") && !eventTypes.includes(String(values.type))) {
     throw new UsageError(`--type: no event type ${JSON.stringify(values.type)} in the contracts; they declare ${eventTypes.join(", ")}`, helps[command]);
   }
 }
@@ -125,11 +130,16 @@ function filterOf(values: Record<string, unknown>, command: string): DeadLetterF
 
 /**
  * Says, failing the command, that the consumer a filter names does not exist,
- * when no dead letter matched and none of the streams has it: a name
- * mistyped would otherwise match nothing in silence. Resolves with the exit
- * status: 1 when it does not exist, 0 when it does.
+ * when no dead letter matched and none of the streams has it, or that its
+ * type is none the contracts declare: a name mistyped would otherwise match
+ * nothing in silence. Resolves with the exit status: 1 when one is unknown,
+ * else 0.
  */
-async function unknownConsumer(nc: NatsConnection, filter: DeadLetterFilter | undefined, command: string): Promise<number> {
+async function unknownFilterName(nc: NatsConnection, filter: DeadLetterFilter | undefined, command: string): Promise<number> {
+  if (filter?.type !== undefined && !eventTypes.includes(filter.type)) {
+    console.error(`concord ${command}: no dead letter of type ${JSON.stringify(filter.type)}, which the contracts do not declare; they declare ${eventTypes.join(", ")}`);
+    return 1;
+  }
   if (filter?.consumer === undefined) return 0;
   const durables = await durableConsumers(await nc.jetstreamManager());
   if (durables.includes(filter.consumer)) return 0;
@@ -200,7 +210,7 @@ async function dlqReplay(args: string[]): Promise<number> {
     }
     switch (outcome.kind) {
       case "none":
-        if (await unknownConsumer(nc, filter, command)) return 1;
+        if (await unknownFilterName(nc, filter, command)) return 1;
         console.error("concord dlq replay: no dead letter matches; nothing replayed");
         return 0;
       case "refused":
@@ -535,7 +545,7 @@ export async function concord(argv: string[]): Promise<number> {
             count++;
             console.log(JSON.stringify(summary(letter)));
           }
-          if (count === 0 && (await unknownConsumer(nc, filter, command))) return 1;
+          if (count === 0 && (await unknownFilterName(nc, filter, command))) return 1;
           console.error(`concord dlq list: ${count} dead letter(s)`);
           return 0;
         });

@@ -40,8 +40,9 @@ const natsOption = `  --nats URL          NATS server, several comma-separated f
 const filterOptions = `  --consumer DURABLE  only dead letters of this consumer (when none matches and no
                       stream has the consumer, exits with 1 naming those that exist)
   --subject PATTERN   only those whose original subject matches (NATS wildcards * and >)
-  --type TYPE         only those of this ce-type, one the contracts declare
-                      (shop.orders.v1.OrderPlaced)`;
+  --type TYPE         only those of this ce-type (shop.orders.v1.OrderPlaced; when none
+                      matches and the contracts declare no such type, exits with 1
+                      naming those they do)`;
 
 /** Each command's --help, by command. */
 export const helps: Record<string, string> = {
