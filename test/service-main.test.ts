@@ -34,6 +34,13 @@ describe("service entry points", () => {
     expect(result.stderr).toMatch(/ORDERS_PENDING_TIMEOUT="never" is invalid: expected a duration such as .*, or 0 or off/);
   });
 
+  it("refuse a database URL of an unknown scheme without printing its password", () => {
+    const result = run("services/orders/main.ts", { ORDERS_LISTEN: "127.0.0.1:0", ORDERS_DATABASE_URL: "mysql://shop:s3cr@t@db.example/orders" });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain('ORDERS_DATABASE_URL="mysql://shop:***@db.example/orders" is invalid: unsupported database scheme');
+    expect(result.stderr).not.toContain("s3cr");
+  });
+
   it("refuse a seed given as NATS_NKEY_SEED, where its file's path goes, without printing it", () => {
     const seed = "SUAEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLE234567";
     const result = run("services/orders/main.ts", { ORDERS_LISTEN: "127.0.0.1:0", NATS_NKEY_SEED: seed });

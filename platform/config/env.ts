@@ -173,6 +173,11 @@ export function optionalFile(raw: string): string | undefined {
   return raw;
 }
 
+/** A URL as an error may quote it: a password in it (`scheme://user:password@host`) replaced by `***`. */
+export function withoutPassword(raw: string): string {
+  return JSON.stringify(raw.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:)[^/?#]*@/i, "$1***@"));
+}
+
 /**
  * Where a service keeps its data. SQLite is the embedded default: a file
  * path, or a `file:` / `sqlite:` URL. Other stores come with their own URL

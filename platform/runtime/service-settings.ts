@@ -1,4 +1,4 @@
-import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, optionalFile, optionalHostPort, text, variableRead, type ConfigOf, type Setting } from "../config/index.js";
+import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, optionalFile, optionalHostPort, text, variableRead, withoutPassword, type ConfigOf, type Setting } from "../config/index.js";
 import { seedGivenForItsFile } from "../events/index.js";
 import { grpcSecurityOf, grpcSecuritySettings, type GrpcSecurity } from "./grpc-security.js";
 
@@ -31,6 +31,7 @@ export function addressSettings<P extends string>(prefix: P, defaults: { readonl
       fallback: "DATABASE_URL",
       default: defaults.database,
       parse: databaseUrl,
+      shown: withoutPassword,
     },
   } as AddressSettings<P>;
 }
