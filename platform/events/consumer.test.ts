@@ -428,7 +428,7 @@ describe("startConsumers", () => {
     await eventually("the later event is handled", async () => (await t.effects("after")) === 1);
   });
 
-  it("files an event whose headers nats.js cannot send again (a name with a space, a bare line feed) or that fill a message's 64 KiB of headers, and acks it", async () => {
+  it("files an event whose headers nats.js cannot send again (a name with a space, a bare line feed) or that fill a message's 64 KiB of headers (with one attribute's values too), and acks it", async () => {
     const t = await setup("oddheaders");
     // Header blocks as another client may send them: the server stores them, nats.js refuses to encode such a name or value.
     const raw = (id: string, extra: string) => {
@@ -452,6 +452,12 @@ describe("startConsumers", () => {
     await raw("padded", `x-pad: ${"a".repeat(64_800)}`);
     const padded = await filed("padded");
     expect(padded.header.get("concord-dlq-reason")).toMatch(/SomethingElse/);
+    // As full of one CloudEvents attribute given again and again: the smallest filing keeps 16 of its values.
+    const line = (i: number) => `ce-type: concord.test.v1.Other${String(i).padStart(5, "0")}`;
+    await raw("repeated", Array.from({ length: Math.floor(65_200 / (line(0).length + 2)) }, (_, i) => line(i)).join("\r\n"));
+    const repeated = await filed("repeated");
+    expect(repeated.header.get("concord-dlq-reason")).toMatch(/carries ce-type more than once/);
+    expect(repeated.header.values("ce-type")).toEqual(["concord.test.v1.SomethingElse", ...Array.from({ length: 15 }, (_, i) => line(i).slice("ce-type: ".length))]);
     await t.settled();
     await t.publish("after");
     await eventually("the later event is handled", async () => (await t.effects("after")) === 1);
