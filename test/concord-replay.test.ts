@@ -117,6 +117,20 @@ describe("npx concord dlq replay", () => {
     }
   });
 
+  it("refuses, replaying none, a dead letter whose event is older than the inboxes' retention, as consumer redeliver does", { timeout: 60_000 }, async () => {
+    // Every consumer of the subject receives a replay: one that handled the event a week ago has forgotten it, and
+    // took effect again, where `consumer redeliver` stopped short of such events unless given --past-inbox.
+    const seqs = await fileLetters(2, 10);
+    const refusals: string[] = [];
+    const outcome = await replayChosenDeadLetters(nc(), { seqs }, { notBefore: new Date(Date.now() + 86_400_000), refused: (why) => refusals.push(why) });
+    expect(outcome).toEqual({ kind: "refused", refusals: 2, chosen: 2, pastInbox: 2 });
+    expect(refusals[0]).toMatch(/^dead letter \d+ is of an event stored at .*, longer ago than the inboxes' retention: every consumer of big\.\d+ receives a replay/);
+    expect(await remaining()).toEqual(seqs);
+    const cli = await runConcord({ NATS_URL: server().url, NATS_NKEY_SEED: undefined, DATA_DIR: dir.path }, ["dlq", "replay", ...seqs.map(String), "--past-inbox"]);
+    expect(cli.status, cli.stderr).toBe(0);
+    expect(await remaining()).toEqual([]);
+  });
+
   it("replays a dead letter named twice once, choosing it once", { timeout: 60_000 }, async () => {
     const [seq] = await fileLetters(1, 10);
     const skipped: number[] = [];

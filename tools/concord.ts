@@ -54,7 +54,7 @@ const optionsOf: Readonly<Record<string, Options>> = {
   "events tail": { all: { type: "boolean" }, subject: { type: "string" }, type: { type: "string" } },
   "dlq list": filters,
   "dlq show": {},
-  "dlq replay": { ...filters, all: { type: "boolean" }, "dry-run": { type: "boolean" }, rate: { type: "string" } },
+  "dlq replay": { ...filters, all: { type: "boolean" }, "dry-run": { type: "boolean" }, rate: { type: "string" }, "past-inbox": { type: "boolean" } },
   "dlq purge": { yes: { type: "boolean" } },
   "consumer redeliver": { from: { type: "string" }, to: { type: "string" }, "dry-run": { type: "boolean" }, "past-inbox": { type: "boolean" } },
   "database backup": { database: { type: "string" } },
@@ -189,6 +189,7 @@ async function dlqReplay(args: string[]): Promise<number> {
     const outcome = await replayChosenDeadLetters(nc, seqs.length > 0 ? { seqs } : { filter }, {
       dryRun,
       stop: stop.signal,
+      ...(values["past-inbox"] !== true && { notBefore: new Date(Date.now() - defaultInboxRetentionMs) }),
       ...(perSecond !== undefined && { perSecond }),
       refused: (refusal) => console.error(`concord dlq replay: ${refusal}`),
       wouldReplay: (letter) => console.log(JSON.stringify({ wouldReplay: letter.seq, to: letter.subject, type: letter.type, id: letter.id, consumer: letter.consumer, reason: letter.reason })),
@@ -214,7 +215,7 @@ async function dlqReplay(args: string[]): Promise<number> {
         console.error("concord dlq replay: no dead letter matches; nothing replayed");
         return 0;
       case "refused":
-        console.error(`concord dlq replay: ${outcome.refusals} of ${outcome.chosen} dead letter(s) cannot be replayed; nothing replayed${dryRun ? " (--dry-run)" : ""}`);
+        console.error(`concord dlq replay: ${outcome.refusals} of ${outcome.chosen} dead letter(s) cannot be replayed; nothing replayed${dryRun ? " (--dry-run)" : ""}${outcome.pastInbox > 0 ? " (give --past-inbox to replay those older than the inboxes' retention anyway, having checked that their effects are not there)" : ""}`);
         return 1;
       case "checked":
         console.error(`concord dlq replay: would replay ${outcome.chosen} dead letter(s); nothing changed (--dry-run)`);

@@ -6,7 +6,7 @@
  */
 import type { NatsConnection } from "nats";
 import { deadLetterStreamSpec } from "../../platform/events/index.js";
-import { type DeadLetter, type DeadLetterFilter, findDeadLetter, getDeadLetter, jetStreamManagerOf, matchesFilter, nextDeadLetter, replayDeadLetter, sourceEventOf } from "./dead-letters.js";
+import { type DeadLetter, type DeadLetterFilter, findDeadLetter, getDeadLetter, jetStreamManagerOf, matchesFilter, nextDeadLetter, replayDeadLetter, type SourceEvent, sourceEventOf } from "./dead-letters.js";
 
 /** What a replay keeps of a chosen dead letter between its passes: what finds it again and what is printed, never its payload or headers. */
 export interface ChosenDeadLetter {
@@ -25,6 +25,12 @@ export type ReplayChoice = { readonly seqs: readonly number[] } | { readonly fil
 export interface ReplayOptions {
   /** Check and say what would be replayed; publish and delete nothing. */
   readonly dryRun?: boolean;
+  /**
+   * Refuse a dead letter whose event its source stream stored before this:
+   * every consumer of its subject receives a replay, and one that handled it
+   * knows so only for its inbox's retention. Default: none refused.
+   */
+  readonly notBefore?: Date;
   /** At most this many replays a second. Default: as fast as JetStream takes them. */
   readonly perSecond?: number;
   /** A dead letter the first pass refuses, with why. */
@@ -49,7 +55,7 @@ export interface ReplayOptions {
 /** How a replay ended. */
 export type ReplayOutcome =
   | { readonly kind: "none" }
-  | { readonly kind: "refused"; readonly refusals: number; readonly chosen: number }
+  | { readonly kind: "refused"; readonly refusals: number; readonly chosen: number; /** How many of them for their age (notBefore). */ readonly pastInbox: number }
   | { readonly kind: "checked"; readonly chosen: number }
   | { readonly kind: "replayed"; readonly chosen: number; readonly replayed: number; readonly skipped: number }
   | { readonly kind: "stopped"; readonly chosen: number; readonly replayed: number; readonly skipped: number }
@@ -71,17 +77,19 @@ export type ReplayOutcome =
 export async function replayChosenDeadLetters(nc: NatsConnection, choice: ReplayChoice, options: ReplayOptions = {}): Promise<ReplayOutcome> {
   const chosen: ChosenDeadLetter[] = [];
   let refusals = 0;
+  let pastInbox = 0;
   for await (const letter of chosenDeadLetters(nc, choice)) {
     if (options.stop?.aborted) return { kind: "stopped", chosen: chosen.length + refusals, replayed: 0, skipped: 0 };
-    const source = await sourceEventOf(nc, letter);
+    const source = checkedSource(letter, await sourceEventOf(nc, letter), options.notBefore);
     if ("refusal" in source) {
       refusals++;
+      if ("pastInbox" in source) pastInbox++;
       options.refused?.(source.refusal);
     } else chosen.push(summaryOf(letter));
   }
   const count = chosen.length + refusals;
   if (count === 0) return { kind: "none" };
-  if (refusals > 0) return { kind: "refused", refusals, chosen: count };
+  if (refusals > 0) return { kind: "refused", refusals, chosen: count, pastInbox };
   if (options.dryRun) {
     for (const letter of chosen) options.wouldReplay?.(letter);
     return { kind: "checked", chosen: count };
@@ -107,7 +115,9 @@ export async function replayChosenDeadLetters(nc: NatsConnection, choice: Replay
         options.progress?.(replayed, skipped, count);
         continue;
       }
-      ({ duplicate } = await replayDeadLetter(nc, letter!));
+      const source = checkedSource(letter!, await sourceEventOf(nc, letter!), options.notBefore);
+      if ("refusal" in source) throw new Error(source.refusal);
+      ({ duplicate } = await replayDeadLetter(nc, letter!, source));
     } catch (err) {
       return { kind: "failed", chosen: count, replayed, skipped, seq: summary.seq, error: err as Error };
     }
@@ -158,6 +168,15 @@ function pause(ms: number, stop: AbortSignal | undefined): Promise<void> {
       resolve();
     }
   });
+}
+
+/** The source event, or a refusal for an event stored before `notBefore` (see ReplayOptions.notBefore). */
+function checkedSource(letter: DeadLetter, source: SourceEvent | { readonly refusal: string }, notBefore: Date | undefined): SourceEvent | { readonly refusal: string; readonly pastInbox?: true } {
+  if ("refusal" in source || notBefore === undefined || source.storedAt.getTime() >= notBefore.getTime()) return source;
+  return {
+    pastInbox: true,
+    refusal: `dead letter ${letter.seq} is of an event stored at ${source.storedAt.toISOString()}, longer ago than the inboxes' retention: every consumer of ${letter.subject} receives a replay, and one that handled it may no longer know so and would take effect again; it is not replayed`,
+  };
 }
 
 function summaryOf(letter: DeadLetter): ChosenDeadLetter {

@@ -284,6 +284,8 @@ export function whyNotReplayable(letter: DeadLetter): string | undefined {
 
 /** The event a dead letter stands for, as its source stream holds it: what a replay publishes. */
 export interface SourceEvent {
+  /** When its source stream stored it. */
+  readonly storedAt: Date;
   readonly data: Uint8Array;
   /** Its headers as stored, every value (the server's Nats-* ones left out). */
   readonly headers: MsgHdrs;
@@ -333,7 +335,7 @@ export async function sourceEventOf(nc: NatsConnection, letter: DeadLetter): Pro
   if (stored.subject !== letter.subject || headers.get("ce-id") !== letter.id || (kept && !Buffer.from(stored.data).equals(Buffer.from(letter.data)))) {
     return why(`does not match the event at sequence ${letter.streamSequence} of stream ${letter.stream} (its subject, ce-id or payload differ)`);
   }
-  return { data: stored.data, headers: republishedHeaders(stored) };
+  return { storedAt: stored.time, data: stored.data, headers: republishedHeaders(stored) };
 }
 
 /**

@@ -109,7 +109,7 @@ Prints one dead letter, decoded, with its payload's bytes in base64
 (payloadBase64) and every header it carries (a header the event gave more
 than once as an array of its values, in the order sent).
 ${natsOption}`,
-  "dlq replay": `Usage: npx concord dlq replay (SEQ ... | --all | FILTER) [--dry-run] [--rate N/s] [--nats URL]
+  "dlq replay": `Usage: npx concord dlq replay (SEQ ... | --all | FILTER) [--dry-run] [--rate N/s] [--past-inbox] [--nats URL]
 
 Publishes each chosen dead letter's event again, with its own headers and
 payload, to the subject it was first published to, then deletes it from the
@@ -117,10 +117,13 @@ dead letter stream (one a purge deleted between the two was replayed all the
 same, and is counted so). Every consumer of that subject receives it again; the
 event keeps its ce-id, so a consumer that processed it already (its inbox
 has the id) drops it, and a replay takes effect at most once per consumer,
-however often it is replayed. Replay once the cause is fixed: an event that
-fails again is dead-lettered again. A dead letter filed without its payload
-(concord-dlq-payload-omitted: the event was too large to carry it) is
-replayed from its source stream, which must still hold it.
+however often it is replayed, within the inboxes' retention (7 days): the
+event of a dead letter older than that is not replayed without --past-inbox,
+as a consumer that handled it may have forgotten it. Replay once the cause
+is fixed: an event that fails again is dead-lettered again. A dead letter
+filed without its payload (concord-dlq-payload-omitted: the event was too
+large to carry it) is replayed from its source stream, which must still
+hold it.
 It goes in two passes, holding one dead letter at a time however many there
 are: the first checks each chosen dead letter against the event its source
 stream holds, and one that fails the check stops the run before anything is
@@ -135,6 +138,7 @@ before the next dead letter, saying how many were replayed (exit status 130).
 ${filterOptions}
   --dry-run           say what would be replayed; publish and delete nothing
   --rate N/s          at most N replays per second (default: as fast as JetStream takes them)
+  --past-inbox        replay events older than the inboxes' retention (7 days) too
 ${natsOption}`,
   "dlq purge": `Usage: npx concord dlq purge [SEQ ...] --yes [--nats URL]
 
