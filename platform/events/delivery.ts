@@ -111,15 +111,15 @@ export function repeatedAttribute(delivery: Delivery): string | undefined {
  * A `ce-` header the headers give under two spellings of its name (`ce-type`
  * and `CE-Type`) with different values, or undefined: the same attribute
  * twice to a reader that ignores case, as headerValue does when the
- * lower-case name is missing. Compares names of equal length in place, so
- * the usual event, each name once and in lower case, costs no allocation.
+ * lower-case name is missing. One of two such spellings is not in lower
+ * case: only such a name is compared with the others, so the usual event,
+ * its names in lower case, costs a look at each name and no allocation.
  */
 function attributeSpelledTwice(headers: Readonly<Record<string, string>>): string | undefined {
   for (const a in headers) {
-    if (!isAttributeName(a)) continue;
+    if (!isAttributeName(a) || a === a.toLowerCase()) continue;
     for (const b in headers) {
-      if (b === a) break;
-      if (b.length === a.length && headers[a] !== headers[b] && isAttributeName(b) && sameIgnoringAsciiCase(a, b)) return a;
+      if (b !== a && b.length === a.length && headers[a] !== headers[b] && isAttributeName(b) && sameIgnoringAsciiCase(a, b)) return a;
     }
   }
   return undefined;
