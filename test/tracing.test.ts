@@ -150,6 +150,48 @@ describe("tracing of an order through both services", () => {
     await expect.poll(async () => (await client.getOrder({ id: orderId })).order!.state, { timeout: 30_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
   });
 
+  it("exports no span of a batch's run that was rolled back: one consumer span per delivery, and no producer span of an event never sent", { timeout: 60_000 }, async () => {
+    // Two orders' OrderPlaced reach the product service in one batch, the second's reservation refused: the
+    // batch runs without savepoints, fails at the second, is rolled back and runs again with a savepoint each.
+    const db = new Database(join(dir, "products.db"));
+    db.pragma("busy_timeout = 5000");
+    db.exec("CREATE TABLE refused_orders (order_id TEXT PRIMARY KEY)");
+    db.exec("CREATE TRIGGER refuse_listed BEFORE INSERT ON reservations WHEN NEW.order_id IN (SELECT order_id FROM refused_orders) BEGIN SELECT RAISE(ABORT, 'order refused'); END");
+    const [first, second] = [hex(16), hex(16)];
+    const { product } = await catalog.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 2500 }, initialStock: 10 });
+    const place = async (traceId: string) =>
+      (await client.createOrder({ customerId: "c-trace", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address }, { headers: { traceparent: `00-${traceId}-${hex(8)}-01` } })).order!.id;
+    products.process.kill("SIGSTOP");
+    let orderId: string;
+    try {
+      orderId = await place(first);
+      const refused = await place(second);
+      db.prepare("INSERT INTO refused_orders VALUES (?)").run(refused);
+    } finally {
+      products.process.kill("SIGCONT");
+    }
+    try {
+      const attempts = () => spansOf(second).filter((s) => s.name === "process shop.orders.v1.OrderPlaced");
+      await eventually("the refused order's event is given back twice", async () => attempts().filter((s) => s.attributes["concord.settlement"] === "retry").length >= 2);
+      const deliveries = attempts().map((s) => s.attributes["messaging.nats.delivery_count"]);
+      expect(deliveries).toEqual([...new Set(deliveries)]);
+      for (const span of attempts()) expect(span.status).toEqual({ code: 2, message: "order refused" });
+    } finally {
+      db.exec("DROP TRIGGER refuse_listed");
+      db.exec("DROP TABLE refused_orders");
+      db.close();
+    }
+    await expect.poll(async () => (await client.getOrder({ id: orderId })).order!.state, { timeout: 15_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
+    await expect.poll(() => spansOf(first).some((s) => s.name === "send shop.orders.v1.OrderConfirmed"), { timeout: 15_000 }).toBe(true);
+    const spans = spansOf(first);
+    const reserving = one(spans, "process shop.orders.v1.OrderPlaced", "CONSUMER");
+    expect(reserving.attributes["concord.settlement"]).toBe("ack");
+    const reserved = one(spans, "create shop.products.v1.StockReserved", "PRODUCER");
+    expect(reserved.parentSpanId).toBe(reserving.spanId);
+    const events = await eventsOf(nc(), orderId);
+    expect(events.get("shop.products.v1.StockReserved")!.get("traceparent")).toBe(`00-${first}-${reserved.spanId}-01`);
+  });
+
   it("records nothing for an unsampled caller, and its events carry the unsampled flag", async () => {
     const traceId = hex(16);
     const orderId = await placeConfirmedOrder(`00-${traceId}-${hex(8)}-00`);

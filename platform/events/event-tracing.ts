@@ -15,12 +15,15 @@ import { headerValue, type DeliveryMiddleware } from "./delivery.js";
 import type { PublishOutcome } from "./publish-window.js";
 import type { TraceHeaders } from "./trace-context.js";
 import type { ConsumerSpec } from "./types.js";
+import type { Transaction } from "../sql/index.js";
 
 /** A producer span just started: the trace context its event is to carry, and how to end it. */
 export interface ProducerSpan {
   readonly trace: TraceHeaders;
-  /** Ends the span: with the event written, or with the error that stopped it. */
-  end(event: EncodedEvent | undefined, err?: unknown): void;
+  /** Ends the span with the event staged in `tx`, exported once `tx` commits (not at all if it rolls back). */
+  written(event: EncodedEvent, tx: Transaction): void;
+  /** Ends the span with the error that stopped the event's writing. */
+  failed(event: EncodedEvent | undefined, err: unknown): void;
 }
 
 /** Starts the producer span of an event of `type` about to be written, child of `parent`; undefined when tracing is off. */
@@ -28,11 +31,17 @@ export function startProducerSpan(type: string, parent: Partial<TraceHeaders> | 
   const tracer = activeTracer();
   if (!tracer) return undefined;
   const span = tracer.startSpan(`create ${type}`, { kind: SpanKind.PRODUCER, attributes: { "messaging.system": "nats", "messaging.operation.type": "create", "messaging.operation.name": "create", "cloudevents.event_type": type } }, parentContext(parent));
+  const describe = (event: EncodedEvent) =>
+    span.setAttributes({ "messaging.destination.name": event.subject, "messaging.message.id": event.id, "cloudevents.event_id": event.id, "cloudevents.event_source": event.headers[eventHeaders.source] });
   return {
     trace: traceHeadersOf(span),
-    end(event, err) {
-      if (event) span.setAttributes({ "messaging.destination.name": event.subject, "messaging.message.id": event.id, "cloudevents.event_id": event.id, "cloudevents.event_source": event.headers[eventHeaders.source] });
-      if (err !== undefined) failed(span, err);
+    written(event, tx) {
+      describe(event);
+      endOnCommit(span, tx);
+    },
+    failed(event, err) {
+      if (event) describe(event);
+      failed(span, err);
       span.end();
     },
   };
@@ -79,7 +88,8 @@ export function recordSend(row: SentRow, outcome: PublishOutcome): void {
  * The consumer's tracing step, outermost in its pipeline while tracing is
  * on (undefined when off): one span per delivery, child of the event's
  * producer span, covering retries, inbox and handler; the handler's events
- * continue the span's trace (`delivery.trace`).
+ * continue the span's trace (`delivery.trace`). Exported once the batch's
+ * transaction commits: a run rolled back to go again has none.
  */
 export function traceDeliveries(spec: ConsumerSpec): DeliveryMiddleware | undefined {
   const tracer = activeTracer();
@@ -109,19 +119,24 @@ export function traceDeliveries(spec: ConsumerSpec): DeliveryMiddleware | undefi
       },
       parentContext(parent),
     );
-    try {
-      const settlement = await next({ ...delivery, trace: traceHeadersOf(span) }, tx);
-      span.setAttribute("concord.settlement", settlement.kind);
-      // A failed attempt given back for a retry failed all the same: its span says why, as a dead letter's does.
-      if (settlement.kind === "deadLetter" || (settlement.kind === "retry" && settlement.reason !== undefined)) span.setStatus({ code: spanError, message: settlement.reason });
-      return settlement;
-    } catch (err) {
-      failed(span, err);
-      throw err;
-    } finally {
-      span.end();
-    }
+    const settlement = await next({ ...delivery, trace: traceHeadersOf(span) }, tx);
+    span.setAttribute("concord.settlement", settlement.kind);
+    // A failed attempt given back for a retry failed all the same: its span says why, as a dead letter's does.
+    if (settlement.kind === "deadLetter" || (settlement.kind === "retry" && settlement.reason !== undefined)) span.setStatus({ code: spanError, message: settlement.reason });
+    endOnCommit(span, tx);
+    return settlement;
   };
+}
+
+/**
+ * Ends `span` now, as far as its duration goes, but only once `tx` has
+ * committed: a span never ended is never exported, so a run rolled back (a
+ * batch run again with a savepoint per event, a transaction that failed)
+ * leaves no span saying it handled or emitted what it did not.
+ */
+function endOnCommit(span: Span, tx: Transaction): void {
+  const at = performance.now();
+  tx.afterCommit(() => span.end(at));
 }
 
 function failed(span: Span, err: unknown): void {

@@ -232,10 +232,10 @@ export function createOutbox(options: OutboxOptions): Outbox {
         assertEventFits(event.type, message, payload, headers.byteLength, checker, maxPayloadBytes());
         tx.stage(writes, { id: event.id, subject: event.subject, type: event.type, payload, headers, createdAt: Date.now() });
       } catch (err) {
-        span?.end(event, err);
+        span?.failed(event, err);
         throw err;
       }
-      span?.end(event);
+      span?.written(event, tx);
       return event.id;
     },
     async pending() {
