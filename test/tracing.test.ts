@@ -89,10 +89,13 @@ describe("tracing of an order through both services", () => {
     expect(placedSent).toMatchObject({ service: "orders", parentSpanId: placed.spanId });
     const reserving = one(spans, "process shop.orders.v1.OrderPlaced", "CONSUMER");
     expect(reserving).toMatchObject({ service: "products", parentSpanId: placed.spanId, attributes: { "concord.settlement": "ack" } });
+    // Linked to the producer span as well, as the messaging conventions ask and Zipkin shows (the `link` tag).
+    expect(reserving.links).toEqual([{ traceId, spanId: placed.spanId }]);
     const reserved = one(spans, "create shop.products.v1.StockReserved", "PRODUCER");
     expect(reserved).toMatchObject({ service: "products", parentSpanId: reserving.spanId });
     const confirming = one(spans, "process shop.products.v1.StockReserved", "CONSUMER");
     expect(confirming).toMatchObject({ service: "orders", parentSpanId: reserved.spanId });
+    expect(confirming.links).toEqual([{ traceId, spanId: reserved.spanId }]);
     const confirmed = one(spans, "create shop.orders.v1.OrderConfirmed", "PRODUCER");
     expect(confirmed).toMatchObject({ service: "orders", parentSpanId: confirming.spanId });
     // A span for the event's wait in the outbox and its publish: from the outbox write to the PubAck.

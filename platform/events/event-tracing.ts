@@ -9,7 +9,7 @@
  * conventions. With tracing off each function returns at once.
  */
 import type { Attributes, Span } from "@opentelemetry/api";
-import { activeTracer, parentContext, SpanKind, spanError, traceHeadersOf } from "../tracing/index.js";
+import { activeTracer, linksToParent, parentContext, SpanKind, spanError, traceHeadersOf } from "../tracing/index.js";
 import { eventHeaders, type EncodedEvent } from "./cloud-events.js";
 import { headerValue, type DeliveryMiddleware } from "./delivery.js";
 import type { PublishOutcome } from "./publish-window.js";
@@ -87,7 +87,7 @@ export function recordSend(row: SentRow, outcome: PublishOutcome): void {
 /**
  * The consumer's tracing step, outermost in its pipeline while tracing is
  * on (undefined when off): one span per delivery, child of the event's
- * producer span, covering retries, inbox and handler; the handler's events
+ * producer span and linked to it, covering retries, inbox and handler; the handler's events
  * continue the span's trace (`delivery.trace`). Exported once the batch's
  * transaction commits: a run rolled back to go again has none.
  */
@@ -101,6 +101,7 @@ export function traceDeliveries(spec: ConsumerSpec): DeliveryMiddleware | undefi
       tracestate: headerValue(headers, eventHeaders.tracestate) ?? headerValue(headers, eventHeaders.ceTracestate),
     };
     const eventId = headerValue(headers, eventHeaders.id);
+    const context = parentContext(parent);
     const span = tracer.startSpan(
       `process ${spec.eventType}`,
       {
@@ -116,8 +117,10 @@ export function traceDeliveries(spec: ConsumerSpec): DeliveryMiddleware | undefi
           "messaging.nats.delivery_count": delivery.deliveryCount,
           ...(eventId !== undefined && { "messaging.message.id": eventId, "cloudevents.event_id": eventId }),
         },
+        // Its parent too: the messaging conventions ask for the link, which viewers show where a trace is cut.
+        links: linksToParent(context),
       },
-      parentContext(parent),
+      context,
     );
     const settlement = await next({ ...delivery, trace: traceHeadersOf(span) }, tx);
     span.setAttribute("concord.settlement", settlement.kind);

@@ -1,5 +1,5 @@
 // Types only: the OpenTelemetry API, like the SDK, is loaded by startTracing, so a process that does not trace loads neither.
-import type { Context, Span, SpanKind as OtelSpanKind, SpanStatusCode, Tracer } from "@opentelemetry/api";
+import type { Context, Link, Span, SpanKind as OtelSpanKind, SpanStatusCode, Tracer } from "@opentelemetry/api";
 import { parseTraceparent, type TraceHeaders, tracestateFrom } from "./trace-context.js";
 
 type OtelApi = typeof import("@opentelemetry/api");
@@ -88,6 +88,12 @@ export function parentContext(headers: Partial<TraceHeaders> | undefined): Conte
     isRemote: true,
     ...(tracestate !== undefined && { traceState: api.createTraceState(tracestate) }),
   });
+}
+
+/** A link to the remote parent of `context` (from parentContext), or none when it starts a new trace. Only while tracing is on. */
+export function linksToParent(context: Context): Link[] {
+  const parent = api?.trace.getSpanContext(context);
+  return parent ? [{ context: parent }] : [];
 }
 
 /** The W3C headers that make a receiver's spans children of `span`; its sampled flag goes with them. */
