@@ -35,4 +35,15 @@ describe("formatTraces", () => {
     expect(out).toContain("ERROR the shop.products.v1.StockReserved event came on shop.products.v1.reservation.\\u001b[2J\\u001b]0;owned\\u0007.reserved, but");
     expect(out).toContain("create \\u009b31m  [orders\\u000d CONSUMER]");
   });
+
+  it("says of a failed consumer span whether its attempt was given back for a retry or dead-lettered, and which delivery it was", () => {
+    const attempt = (spanId: string, deliveryCount: number, settlement: string) =>
+      span(spanId, "c".repeat(16), "process shop.orders.v1.OrderPlaced", {
+        attributes: { "messaging.destination.name": "shop.orders.v1.order.o-1.placed", "messaging.nats.delivery_count": deliveryCount, "concord.settlement": settlement },
+        status: { code: 2, message: "reservations refused" },
+      });
+    const out = formatTraces([span("c".repeat(16), "", "create shop.orders.v1.OrderPlaced", { kind: "PRODUCER" }), attempt("d".repeat(16), 1, "retry"), attempt("e".repeat(16), 5, "deadLetter")], "o-1");
+    expect(out).toContain("ERROR (delivery 1, retried) reservations refused");
+    expect(out).toContain("ERROR (delivery 5, dead-lettered) reservations refused");
+  });
 });

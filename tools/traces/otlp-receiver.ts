@@ -157,12 +157,23 @@ function printable(text: string): string {
   return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
+const settlements: Record<string, string> = { retry: "retried", deadLetter: "dead-lettered" };
+
+/** ` (delivery 2, retried)` for a consumer's failed attempt: its spans' errors read alike whatever became of the event. */
+function attemptOf(span: ReceivedSpan): string {
+  const settled = settlements[String(span.attributes["concord.settlement"])];
+  if (!settled) return "";
+  const delivery = span.attributes["messaging.nats.delivery_count"];
+  return typeof delivery === "number" ? ` (delivery ${delivery}, ${settled})` : ` (${settled})`;
+}
+
 /**
  * The traces that hold a span with an attribute value containing `text`
  * (an order id is in the subjects of its events), or whose id is `text`;
  * each as a tree, one line per span, children under their parent in start
  * order: name, service, kind, start offset and duration in ms, and ERROR
- * with the message for a failed span. Spans whose parent was not received
+ * with the message for a failed span (a consumer's attempt saying its
+ * delivery and whether it was retried or dead-lettered). Spans whose parent was not received
  * are shown at the top level.
  */
 export function formatTraces(spans: readonly ReceivedSpan[], text: string): string {
@@ -175,7 +186,7 @@ export function formatTraces(spans: readonly ReceivedSpan[], text: string): stri
     const ms = (ns: bigint) => (Number(ns) / 1e6).toFixed(1);
     const lines = [`trace ${printable(traceId)} (${own.length} spans)`];
     const print = (span: ReceivedSpan, depth: number) => {
-      const failed = span.status.code === 2 ? `  ERROR${span.status.message ? ` ${printable(span.status.message)}` : ""}` : "";
+      const failed = span.status.code === 2 ? `  ERROR${attemptOf(span)}${span.status.message ? ` ${printable(span.status.message)}` : ""}` : "";
       lines.push(`${"  ".repeat(depth + 1)}${printable(span.name)}  [${printable(span.service)} ${printable(span.kind)}]  +${ms(BigInt(span.startNs) - t0)} ms  ${ms(BigInt(span.endNs) - BigInt(span.startNs))} ms${failed}`);
       for (const child of own.filter((s) => s.parentSpanId === span.spanId)) print(child, depth + 1);
     };
