@@ -116,6 +116,23 @@ describe("two instances of each service on one Postgres", () => {
     expect(listed.code).toBe(Code.INVALID_ARGUMENT);
     expect(listed.violations).toEqual([{ field: "customer_id", description: nul }]);
   });
+
+  it("refuses a forged page token whose id holds a NUL character or is not as the service writes it as INVALID_ARGUMENT naming page_token, not INTERNAL (it reached PostgreSQL)", async () => {
+    const refused = [{ field: "page_token", description: "is not a token returned by this service" }];
+    const token = (text: string | Buffer) => Buffer.from(text).toString("base64url");
+    for (const pageToken of [token("after:\u0000"), token("after:x\u0000y"), token(Buffer.from([...Buffer.from("after:"), 0xff, 0xfe]))]) {
+      const listedProducts = await grpcError(products[0].client.listProducts({ pageSize: 10, pageToken }));
+      expect([listedProducts.code, listedProducts.violations], pageToken).toEqual([Code.INVALID_ARGUMENT, refused]);
+      const listedOrders = await grpcError(orders[0].client.listOrders({ customerId: "c-1", pageSize: 10, pageToken }));
+      expect([listedOrders.code, listedOrders.violations], pageToken).toEqual([Code.INVALID_ARGUMENT, refused]);
+    }
+    // A token the service wrote still goes on from its id.
+    await newProduct(1);
+    await newProduct(1);
+    const first = await products[0].client.listProducts({ pageSize: 1, pageToken: "" });
+    const next = await products[0].client.listProducts({ pageSize: 1, pageToken: first.nextPageToken });
+    expect(next.products[0].id > first.products[0].id).toBe(true);
+  });
 });
 
 describe("the outbox relay of two order service processes on one Postgres", () => {

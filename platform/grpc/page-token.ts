@@ -12,14 +12,21 @@ export function encodePageToken(lastId: string): string {
   return Buffer.from(prefix + lastId, "utf8").toString("base64url");
 }
 
-/** The id a token continues after, "" for no token; INVALID_ARGUMENT on `page_token` when it is not one of ours. */
+/**
+ * The id a token continues after, "" for no token; INVALID_ARGUMENT on
+ * `page_token` when it is not one of ours: only what `encodePageToken`
+ * makes is taken, and never an id holding a NUL character, which reached
+ * PostgreSQL as the id to go on after and failed there as INTERNAL.
+ */
 export function decodePageToken(token: string): string {
   if (token === "") return "";
   const text = /^[A-Za-z0-9_-]+$/.test(token) ? Buffer.from(token, "base64url").toString("utf8") : "";
-  if (!text.startsWith(prefix) || text.length === prefix.length) {
+  const id = text.slice(prefix.length);
+  // Encoding the id again gives the token back only when its bytes were UTF-8 and its base64url was as ours is.
+  if (!text.startsWith(prefix) || id === "" || id.includes("\u0000") || encodePageToken(id) !== token) {
     throw StatusError.invalidArgument([{ field: "page_token", description: "is not a token returned by this service" }]);
   }
-  return text.slice(prefix.length);
+  return id;
 }
 
 /** The page size of a list call that asks for none (page_size 0). */

@@ -18,6 +18,14 @@ describe("page tokens", () => {
     expect(decodePageToken("")).toBe("");
     for (const bad of ["abc", "!!", Buffer.from("before:x").toString("base64url")]) expect(() => decodePageToken(bad)).toThrow(/page_token/);
   });
+
+  it("refuses a token that is not as encodePageToken writes it: an id holding NUL, bytes that are not UTF-8, base64 padded", () => {
+    const forged = [Buffer.from("after:a\u0000b"), Buffer.from([...Buffer.from("after:"), 0xff]), Buffer.from("after:")];
+    for (const bad of [...forged.map((b) => b.toString("base64url")), `${encodePageToken("abcd")}=`, Buffer.from("after:abcd").toString("base64")]) {
+      expect(() => decodePageToken(bad), bad).toThrow(/page_token/);
+    }
+    expect(decodePageToken(encodePageToken("0190a5b4-7c4e-7d3e-9f1a-000000000001"))).toBe("0190a5b4-7c4e-7d3e-9f1a-000000000001");
+  });
 });
 
 describe("fromGrpcError", () => {
