@@ -17,14 +17,16 @@ import { Code, codeName } from "../errors/index.js";
  * for their requests: RESOURCE_EXHAUSTED), `unfinished_bytes` (its request
  * took what such calls had received past maxUnfinishedRequestBytes:
  * RESOURCE_EXHAUSTED),
+ * `bad_timeout` (a grpc-timeout that is not 1 to 8 digits and a unit:
+ * INVALID_ARGUMENT),
  * `starting` (sent before the service had started, its methods not added
  * yet: UNAVAILABLE, with the reason the server was given),
  * and grpc-js's own: `too_large` (a length prefix over the receive cap:
  * RESOURCE_EXHAUSTED), `deadline` (its deadline passed before its request
  * arrived: DEADLINE_EXCEEDED), `unknown_method` (no such method here:
- * UNIMPLEMENTED), `malformed` (any other, today an invalid grpc-timeout: INTERNAL).
+ * UNIMPLEMENTED), `malformed` (any other, under grpc-js's code).
  */
-export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "malformed";
+export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "bad_timeout" | "malformed";
 
 /**
  * Why a connection was dropped before it carried a call: `no_preface` (no
@@ -54,7 +56,8 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   too_large: "refused requests whose length prefix is over the receive cap (maxReceiveMessageBytes), before reading them",
   deadline: "calls whose deadline passed before their requests had arrived; grpc-js answered them",
   unknown_method: "refused calls of methods this server does not serve",
-  malformed: "refused calls grpc-js could not take (an invalid grpc-timeout)",
+  bad_timeout: "refused calls whose grpc-timeout is not 1 to 8 digits and a unit (H, M, S, m, u or n)",
+  malformed: "refused calls grpc-js could not take",
   no_preface: "dropped connections that sent no HTTP/2 preface within prefaceTimeoutMs",
   no_tls_handshake: "dropped connections whose TLS handshake had not ended within prefaceTimeoutMs",
   too_many_connections: "closed connections accepted while maxConnections were open",

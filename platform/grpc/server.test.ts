@@ -774,46 +774,66 @@ describe("createGrpcServer", () => {
     }
   }, 20_000);
 
-  it("counts and logs the calls grpc-js refuses before they reach a handler: too large, past their deadline, of no such method, malformed", async () => {
+  it("counts and logs the calls grpc-js refuses before they reach a handler: too large, past their deadline, of no such method", async () => {
     const { counted, session, registry, lines } = await observedServer();
     try {
-      const [tooLarge, late, unknown, malformed] = await Promise.all([
+      const [tooLarge, late, unknown] = await Promise.all([
         Promise.all([answerOf(session, {}, lengthPrefix(4 * 1024 * 1024), false), answerOf(session, {}, Buffer.concat([lengthPrefix(300_000), Buffer.alloc(300_000)]))]),
         // Its deadline passes while its request is still coming.
         answerOf(session, { "grpc-timeout": "100m" }, Buffer.concat([lengthPrefix(1000), Buffer.alloc(10)]), false),
         Promise.all([answerOf(session, { ":path": "/shop.products.v1.ProductService/Nope" }, framed(request)), answerOf(session, { ":path": "/made.Up/Method" }, framed(request), false)]),
-        answerOf(session, { "grpc-timeout": "soon" }, framed(request)),
       ]);
       for (const answer of tooLarge) expect(answer["grpc-status"]).toBe(String(status.RESOURCE_EXHAUSTED));
       expect(late["grpc-status"]).toBe(String(status.DEADLINE_EXCEEDED));
       for (const answer of unknown) expect(answer["grpc-status"]).toBe(String(status.UNIMPLEMENTED));
-      expect(malformed["grpc-status"]).toBe(String(status.INTERNAL));
       expect(counted.ran).toBe(0);
 
       expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "RESOURCE_EXHAUSTED", reason: "too_large" })).toBe(2);
       expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "DEADLINE_EXCEEDED", reason: "deadline" })).toBe(1);
       // A method the server does not serve is no label: a caller could make up any number of them.
       expect(await sampleOf(registry, "concord_grpc_refused_total", { grpc_service: "unknown", grpc_method: "unknown", grpc_code: "UNIMPLEMENTED", reason: "unknown_method" })).toBe(2);
-      expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "INTERNAL", reason: "malformed" })).toBe(1);
       expect(await registry.metrics()).not.toMatch(/Nope|made\.Up|^grpc_server_handled_total\{/m);
       expect(lines.filter((l) => l.msg === "call")).toEqual([]);
 
       const refusalLines = () => lines.filter((l) => l.reason !== undefined).map((l) => [l.reason, l.code, l.count]);
       expect(refusalLines().sort()).toEqual([
         ["deadline", "DEADLINE_EXCEEDED", 1],
-        ["malformed", "INTERNAL", 1],
         ["too_large", "RESOURCE_EXHAUSTED", 1],
         ["unknown_method", "UNIMPLEMENTED", 1],
       ]);
       session.close();
       await server!.shutdown();
       server = undefined;
-      expect(refusalLines().slice(4).sort()).toEqual([
+      expect(refusalLines().slice(3).sort()).toEqual([
         ["too_large", "RESOURCE_EXHAUSTED", 1],
         ["unknown_method", "UNIMPLEMENTED", 1],
       ]);
       // The log names the methods asked for, known or not.
       expect(lines.filter((l) => l.reason === "unknown_method").flatMap((l) => l.methods as string[]).sort()).toEqual(["/made.Up/Method", "/shop.products.v1.ProductService/Nope"]);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("answers a grpc-timeout that is not 1 to 8 digits and a unit INVALID_ARGUMENT saying so, where grpc-js answered INTERNAL or misread it, and counts and logs it", async () => {
+    const { counted, session, registry, lines } = await observedServer();
+    try {
+      // grpc-js answered the first three INTERNAL, took -1S and 1S 1S as a second, and wrapped 100000000H round to a deadline already past.
+      const malformed = ["soon", "", "1x", "-1S", "1S 1S", "100000000H", "1.5S"];
+      for (const timeout of malformed) {
+        const answer = await answerOf(session, { "grpc-timeout": timeout }, framed(request));
+        expect([answer["grpc-status"], decodeURIComponent(String(answer["grpc-message"]))], timeout).toEqual([
+          String(status.INVALID_ARGUMENT),
+          `grpc-timeout ${JSON.stringify(timeout)} is not a timeout: send 1 to 8 digits and a unit (H, M, S, m, u or n), e.g. 5S, or no grpc-timeout for none`,
+        ]);
+      }
+      expect(counted.ran).toBe(0);
+      // Well-formed ones are served, the longest clamped as before.
+      for (const timeout of ["5S", "99999999H", "1000000u"]) expect((await answerOf(session, { "grpc-timeout": timeout }, framed(request)))["grpc-status"], timeout).toBe(String(status.OK));
+      expect(counted.ran).toBe(3);
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "INVALID_ARGUMENT", reason: "bad_timeout" })).toBe(malformed.length);
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "INTERNAL", reason: "malformed" })).toBe(0);
+      expect(lines.find((l) => l.reason === "bad_timeout")).toMatchObject({ code: "INVALID_ARGUMENT", count: 1, methods: [ProductServiceService.getProduct.path] });
     } finally {
       session.close();
     }

@@ -274,6 +274,10 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
             unreadRequests.resetWhenWritten(stream);
             return;
           }
+          if (refuseMalformedTimeout(stream, headers, path, refused)) {
+            unreadRequests.resetWhenWritten(stream);
+            return;
+          }
           if (clampTimeout(headers)) refusals.timeoutClamped(path, stream.session?.socket?.remoteAddress);
           if (refuseCompressedRequest(stream, headers, path, served, refused) || refuseOverflowingRequest(stream, path, unfinished, maxUnfinishedRequests, refused)) {
             unreadRequests.resetWhenWritten(stream);
@@ -501,6 +505,28 @@ function ignoreError(): void {}
 /** The longest timeout grpc-js takes: it counts milliseconds in a signed 32-bit integer (about 24.8 days). */
 const longestTimeoutMs = 2 ** 31 - 1;
 const timeoutUnitMs: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000001 };
+
+/** A `grpc-timeout` as gRPC's HTTP/2 protocol writes it: 1 to 8 digits, then the unit. */
+const timeoutSyntax = /^\d{1,8}[HMSmun]$/;
+
+/**
+ * A gRPC call whose `grpc-timeout` is not 1 to 8 digits and a unit is
+ * answered INVALID_ARGUMENT, saying so, before grpc-js sees it: grpc-js
+ * answered `abc` or an empty value INTERNAL, the caller's mistake in the
+ * code of the server's own, and read `-1S` or `1S 1S` as one second and a
+ * value of nine digits or more wrapped round 32 bits (`100000000H`, past
+ * at once). True when the call is answered (`refused` hears it).
+ */
+function refuseMalformedTimeout(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, path: string | undefined, refused: Refused): boolean {
+  const timeout = headers["grpc-timeout"];
+  if (timeout === undefined || (typeof timeout === "string" && timeoutSyntax.test(timeout))) return false;
+  if (!String(headers[http2Constants.HTTP2_HEADER_CONTENT_TYPE]).startsWith("application/grpc")) return false;
+  stream.on("error", ignoreError);
+  const message = `grpc-timeout ${JSON.stringify(String(timeout)).slice(0, 40)} is not a timeout: send 1 to 8 digits and a unit (H, M, S, m, u or n), e.g. 5S, or no grpc-timeout for none`;
+  respondWithStatus(stream, status.INVALID_ARGUMENT, message);
+  refused(stream, path, Code.INVALID_ARGUMENT, "bad_timeout");
+  return true;
+}
 
 /**
  * A `grpc-timeout` of more than about 24.8 days (`600H`, `2592000S` for a
