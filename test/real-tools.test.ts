@@ -191,6 +191,22 @@ describe("grpcurl and the nats CLI against the running services", () => {
     expect(stderr).not.toContain("error getting request data");
   });
 
+  it("refuses a call carrying two authorization headers with UNAUTHENTICATED, whichever comes first, where the first was taken and the other ignored; health still answers", async () => {
+    const products = shop.products.service.address;
+    const forged = `${toolEnv.ADMIN_TOKEN!.slice(0, toolEnv.ADMIN_TOKEN!.lastIndexOf(".") + 1)}${"A".repeat(43)}`;
+    const create = ["-d", '{"name":"Twice","price":{"currency_code":"EUR","amount_minor":100},"initial_stock":1}', products, "shop.products.v1.ProductService/CreateProduct"];
+    for (const tokens of [[toolEnv.ADMIN_TOKEN!, forged], [forged, toolEnv.ADMIN_TOKEN!], [toolEnv.ADMIN_TOKEN!, toolEnv.ADMIN_TOKEN!]]) {
+      const { code, stderr } = await grpcurl(...tokens.flatMap((t) => ["-H", `authorization: Bearer ${t}`]), ...create);
+      expect(code).not.toBe(0);
+      expect(stderr).toContain("Code: Unauthenticated");
+      expect(stderr).toContain('Message: the call carries 2 authorization headers; send one, "authorization: Bearer <token>"');
+    }
+    const listed = await succeeds(grpcurl("-H", `authorization: Bearer ${toolEnv.ADMIN_TOKEN}`, "-d", '{"page_size":500}', products, "shop.products.v1.ProductService/ListProducts"), "ListProducts");
+    expect(listed).not.toContain("Twice");
+    const twice = ["-H", `authorization: Bearer ${forged}`, "-H", `authorization: Bearer ${forged}`];
+    expect(JSON.parse(await succeeds(grpcurl(...twice, products, "grpc.health.v1.Health/Check"), "Health/Check"))).toEqual({ status: "SERVING" });
+  });
+
   it("checks health per service and lists the statuses (grpc.health.v1's map resolves)", async () => {
     const orders = shop.orders.service.address;
     const check = await succeeds(grpcurl("-d", '{"service":"shop.orders.v1.OrderService"}', orders, "grpc.health.v1.Health/Check"), "Health/Check");

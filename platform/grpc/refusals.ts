@@ -19,6 +19,8 @@ import { Code, codeName } from "../errors/index.js";
  * RESOURCE_EXHAUSTED),
  * `bad_timeout` (a grpc-timeout that is not 1 to 8 digits and a unit:
  * INVALID_ARGUMENT),
+ * `several_authorizations` (more than one authorization header, to a
+ * method that takes a token: UNAUTHENTICATED),
  * `starting` (sent before the service had started, its methods not added
  * yet: UNAVAILABLE, with the reason the server was given),
  * and grpc-js's own: `too_large` (a length prefix over the receive cap:
@@ -26,7 +28,7 @@ import { Code, codeName } from "../errors/index.js";
  * arrived: DEADLINE_EXCEEDED), `unknown_method` (no such method here:
  * UNIMPLEMENTED), `malformed` (any other, under grpc-js's code).
  */
-export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "bad_timeout" | "malformed";
+export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "bad_timeout" | "several_authorizations" | "malformed";
 
 /**
  * Why a connection was dropped before it carried a call: `no_preface` (no
@@ -57,6 +59,7 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   deadline: "calls whose deadline passed before their requests had arrived; grpc-js answered them",
   unknown_method: "refused calls of methods this server does not serve",
   bad_timeout: "refused calls whose grpc-timeout is not 1 to 8 digits and a unit (H, M, S, m, u or n)",
+  several_authorizations: "refused calls carrying more than one authorization header",
   malformed: "refused calls grpc-js could not take",
   no_preface: "dropped connections that sent no HTTP/2 preface within prefaceTimeoutMs",
   no_tls_handshake: "dropped connections whose TLS handshake had not ended within prefaceTimeoutMs",

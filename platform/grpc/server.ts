@@ -274,7 +274,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
             unreadRequests.resetWhenWritten(stream);
             return;
           }
-          if (refuseMalformedTimeout(stream, headers, path, refused)) {
+          if (refuseMalformedTimeout(stream, headers, path, refused) || (options.access && refuseSeveralAuthorizations(stream, rawHeaders, path, served, refused))) {
             unreadRequests.resetWhenWritten(stream);
             return;
           }
@@ -505,6 +505,25 @@ function ignoreError(): void {}
 /** The longest timeout grpc-js takes: it counts milliseconds in a signed 32-bit integer (about 24.8 days). */
 const longestTimeoutMs = 2 ** 31 - 1;
 const timeoutUnitMs: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000001 };
+
+/**
+ * A call of a method that takes a token whose headers carry more than one
+ * `authorization` is answered UNAUTHENTICATED before grpc-js sees it: Node
+ * keeps the first of them and drops the others before grpc-js reads the
+ * headers, so the first was checked and the rest ignored, while a proxy in
+ * front may have checked another. Health and reflection take no token and
+ * are let be. True when the call is answered (`refused` hears it).
+ */
+function refuseSeveralAuthorizations(stream: ServerHttp2Stream, rawHeaders: readonly string[], path: string | undefined, served: ReadonlySet<string>, refused: Refused): boolean {
+  if (path === undefined || !served.has(path) || healthMethodPaths.includes(path) || reflectionMethodPaths.includes(path)) return false;
+  let count = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i] === "authorization") count++;
+  if (count < 2) return false;
+  stream.on("error", ignoreError);
+  respondWithStatus(stream, status.UNAUTHENTICATED, `the call carries ${count} authorization headers; send one, "authorization: Bearer <token>"`);
+  refused(stream, path, Code.UNAUTHENTICATED, "several_authorizations");
+  return true;
+}
 
 /** A `grpc-timeout` as gRPC's HTTP/2 protocol writes it: 1 to 8 digits, then the unit. */
 const timeoutSyntax = /^\d{1,8}[HMSmun]$/;
