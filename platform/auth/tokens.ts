@@ -113,8 +113,8 @@ export interface TokenVerifierOptions {
  * A verifier for tokens signed with `key` (HS256), or with the private key
  * of any of `publicKeys` (an issuer's: ES256, RS256 or EdDSA, as the key
  * is), and nothing else: issuer and audience "concord", a subject, an
- * expiry no further ahead than `maxTtlMs` (see `lifetimeProblem`), and
- * roles as a list of strings. A token that passed is remembered until it
+ * expiry no further ahead than `maxTtlMs` (see `lifetimeProblem`), a
+ * subject without NUL (U+0000), and roles as a list of strings. A token that passed is remembered until it
  * expires (the newest 1024), so only a client's first call with it pays for
  * the signature check; its times are checked again at every call. Throws
  * when given no key or a bad option.
@@ -178,7 +178,10 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
     if (alg === algorithm && issuerKeys.length > 0 && !roles.every((r) => r === serviceRole)) {
       throw new TokenError(`a token signed with the services' own key (HS256) may carry only the role "${serviceRole}" while an issuer's keys are configured; get one from the issuer`);
     }
-    if (typeof payload.sub !== "string" || payload.sub === "") throw new TokenError("the bearer token has an empty subject");
+    if (typeof payload.sub !== "string") throw new TokenError("the bearer token's subject (sub) is not a string");
+    if (payload.sub === "") throw new TokenError("the bearer token has an empty subject");
+    // The subject keys the caller's request ids, and PostgreSQL's text cannot hold NUL: the call failed there as INTERNAL.
+    if (payload.sub.includes("\u0000")) throw new TokenError("the bearer token's subject holds the NUL character (U+0000)");
     const claims: TokenClaims = { subject: payload.sub, roles: Object.freeze([...roles]) };
     if (verified.size >= cacheSize) verified.delete(verified.keys().next().value!);
     verified.set(token, { claims, exp, iat: payload.iat });

@@ -52,6 +52,17 @@ describe("token keys and tokens", () => {
     await expect(verify(await base().setAudience("elsewhere").sign(key))).rejects.toThrow(/aud claim is not valid/);
   });
 
+  it("refuses a subject that is not a string, or holds the NUL character, which reached PostgreSQL as the caller of a request id and failed there as INTERNAL", async () => {
+    const key = readTokenSecret(keyFile("subjects.key", hex, 0o600));
+    const verify = createTokenVerifier(key);
+    const { SignJWT } = await import("jose");
+    const withSubject = (sub: unknown) => new SignJWT({ roles: ["admin"], sub } as never).setProtectedHeader({ alg: "HS256" }).setIssuer("concord").setAudience("concord").setExpirationTime("1m").sign(key);
+    await expect(verify(await withSubject("op\u0000s"))).rejects.toThrow(new TokenError("the bearer token's subject holds the NUL character (U+0000)"));
+    await expect(verify(await withSubject(42))).rejects.toThrow(new TokenError("the bearer token's subject (sub) is not a string"));
+    await expect(verify(await withSubject(""))).rejects.toThrow(new TokenError("the bearer token has an empty subject"));
+    expect(await verify(await withSubject("op\u202es"))).toEqual({ subject: "op\u202es", roles: ["admin"] });
+  });
+
   describe("an issuer's public keys", () => {
     const pem = (key: KeyObject) => key.export({ type: "spki", format: "pem" }) as string;
     const ec = () => generateKeyPairSync("ec", { namedCurve: "P-256" });
