@@ -26,9 +26,10 @@ import { Code, codeName } from "../errors/index.js";
  * and grpc-js's own: `too_large` (a length prefix over the receive cap:
  * RESOURCE_EXHAUSTED), `deadline` (its deadline passed before its request
  * arrived: DEADLINE_EXCEEDED), `unknown_method` (no such method here:
- * UNIMPLEMENTED), `malformed` (any other, under grpc-js's code).
+ * UNIMPLEMENTED), `request_count` (a unary call whose request held no
+ * message, or more than one: UNIMPLEMENTED), `malformed` (any other, under grpc-js's code).
  */
-export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "bad_timeout" | "several_authorizations" | "malformed";
+export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "request_count" | "bad_timeout" | "several_authorizations" | "malformed";
 
 /**
  * Why a connection was dropped before it carried a call: `no_preface` (no
@@ -58,6 +59,7 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   too_large: "refused requests whose length prefix is over the receive cap (maxReceiveMessageBytes), before reading them",
   deadline: "calls whose deadline passed before their requests had arrived; grpc-js answered them",
   unknown_method: "refused calls of methods this server does not serve",
+  request_count: "refused unary calls whose request held no message, or more than one (grpc-js)",
   bad_timeout: "refused calls whose grpc-timeout is not 1 to 8 digits and a unit (H, M, S, m, u or n)",
   several_authorizations: "refused calls carrying more than one authorization header",
   malformed: "refused calls grpc-js could not take",

@@ -815,6 +815,32 @@ describe("createGrpcServer", () => {
     }
   });
 
+  it("counts and logs grpc-js's refusals of unary calls whose request held no message or two, which it counted nowhere or as of a method not served", async () => {
+    const { counted, session, registry, lines } = await observedServer();
+    try {
+      const answers = [
+        await answerOf(session, {}, Buffer.alloc(0)),
+        // A length prefix cut short, and one promising more than came.
+        await answerOf(session, {}, Buffer.from([0, 0, 0])),
+        await answerOf(session, {}, Buffer.concat([lengthPrefix(50), Buffer.alloc(10)])),
+        await answerOf(session, {}, Buffer.concat([framed(request), framed(request)])),
+        // Two messages with the request still open: answered before its end.
+        await answerOf(session, {}, Buffer.concat([framed(request), framed(request)]), false),
+      ];
+      for (const answer of answers) expect(answer["grpc-status"]).toBe(String(status.UNIMPLEMENTED));
+      expect(counted.ran).toBe(0);
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "UNIMPLEMENTED", reason: "request_count" })).toBe(answers.length);
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { reason: "unknown_method" })).toBe(0);
+      expect(await registry.metrics()).not.toMatch(/^grpc_server_handled_total\{/m);
+      expect(lines.find((l) => l.reason === "request_count")).toMatchObject({ code: "UNIMPLEMENTED", count: 1, methods: [ProductServiceService.getProduct.path] });
+      // A whole request is served as ever, and counted as handled.
+      expect((await answerOf(session, {}, framed(request)))["grpc-status"]).toBe(String(status.OK));
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "UNIMPLEMENTED", reason: "request_count" })).toBe(answers.length);
+    } finally {
+      session.close();
+    }
+  });
+
   it("answers a grpc-timeout that is not 1 to 8 digits and a unit INVALID_ARGUMENT saying so, where grpc-js answered INTERNAL or misread it, and counts and logs it", async () => {
     const { counted, session, registry, lines } = await observedServer();
     try {

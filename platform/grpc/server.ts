@@ -183,7 +183,10 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const unfinished = watchUnfinishedRequests(requestTimeoutMs, { count: maxUnfinishedRequests, bytes: maxUnfinishedRequestBytes }, (stream, path, reason) =>
     refused(stream, path, reason === "request_timeout" ? Code.CANCELLED : Code.RESOURCE_EXHAUSTED, reason),
   );
-  const unreadRequests = stopUnreadRequests((stream, path) => noteGrpcJsRefusal(stream, path, refused));
+  const unreadRequests = stopUnreadRequests(
+    (stream, path) => noteGrpcJsRefusal(stream, path, served, refused),
+    (stream, path) => noteRequestCountRefusal(stream, path, served, refused),
+  );
 
   // No channelz service is exposed, so its per-call counters and timestamps are switched off. A client may open
   // on one connection about as many streams as admission holds calls (plus room for health checks and for calls
@@ -380,11 +383,26 @@ type Refused = (stream: ServerHttp2Stream, path: string | undefined, code: Code,
  * is closed as it is answered). Its status is in the answer's headers (a
  * trailers-only answer), and `refused` hears it.
  */
-function noteGrpcJsRefusal(stream: ServerHttp2Stream, path: string | undefined, refused: Refused): void {
+function noteGrpcJsRefusal(stream: ServerHttp2Stream, path: string | undefined, served: ReadonlySet<string>, refused: Refused): void {
   const sent = stream.sentHeaders["grpc-status"];
   if (sent === undefined || reflectionMethodPaths.includes(String(path))) return;
   const code = Number(sent);
-  refused(stream, path, code, grpcJsRefusals[code] ?? "malformed");
+  // UNIMPLEMENTED for a method served here is grpc-js refusing a second message on a unary method, not an unknown method.
+  const reason = code === Code.UNIMPLEMENTED && path !== undefined && served.has(path) ? "request_count" : grpcJsRefusals[code];
+  refused(stream, path, code, reason ?? "malformed");
+}
+
+/**
+ * A call of a method served here answered UNIMPLEMENTED after its request
+ * ended was refused by grpc-js for the count of its request's messages (a
+ * unary call's request that held none, or two sent with its end): its
+ * handlers never answer UNIMPLEMENTED, and their calls are counted as
+ * handled. These were counted nowhere, and one sent so that its answer
+ * came before its end was counted as of a method not served here.
+ */
+function noteRequestCountRefusal(stream: ServerHttp2Stream, path: string | undefined, served: ReadonlySet<string>, refused: Refused): void {
+  if (path === undefined || !served.has(path) || reflectionMethodPaths.includes(path)) return;
+  if (Number(stream.sentHeaders["grpc-status"]) === Code.UNIMPLEMENTED) refused(stream, path, Code.UNIMPLEMENTED, "request_count");
 }
 
 /** What grpc-js refuses a call for before its request has ended, by the code it answers with. */

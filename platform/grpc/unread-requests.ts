@@ -39,8 +39,14 @@ const longestCheckMs = 100;
  * since its answer is only queued; one whose request had ended is closed
  * once the answer is out and needs no reset. Sent as soon as the answer was
  * queued, the reset lost 8 in 400 such answers to whole requests over TLS.
+ * `answeredLate` hears each watched call answered after its request ended,
+ * as its answer is queued (grpc-js's refusal of a unary call whose request
+ * held no message, among the answers of handlers: see the server).
  */
-export function stopUnreadRequests(answeredEarly: (stream: ServerHttp2Stream, path: string | undefined) => void): UnreadRequests {
+export function stopUnreadRequests(
+  answeredEarly: (stream: ServerHttp2Stream, path: string | undefined) => void,
+  answeredLate: (stream: ServerHttp2Stream, path: string | undefined) => void = () => {},
+): UnreadRequests {
   const waiting = new Set<ServerHttp2Stream>();
   let scheduled: { readonly cancel: () => void } | undefined;
   let idleChecks = 0;
@@ -73,7 +79,9 @@ export function stopUnreadRequests(answeredEarly: (stream: ServerHttp2Stream, pa
     scheduled = { cancel: () => clearImmediate(immediate) };
   };
   const stopWhenWritten = (stream: ServerHttp2Stream, path: string | undefined): void => {
-    if (stream.readableEnded || stream.closed || stream.destroyed) return;
+    if (stream.destroyed) return;
+    if (stream.readableEnded) return answeredLate(stream, path);
+    if (stream.closed) return;
     answeredEarly(stream, path);
     hold(stream);
   };
