@@ -84,6 +84,15 @@ export interface AccessControl {
 
 const bearer = /^Bearer\s+(\S+)\s*$/i;
 
+/** The most roles a refusal names: a token may carry thousands, which went whole into the answer and the call's log line. */
+const rolesShown = 5;
+
+/** A token's roles as a refusal names them: the first few, then how many more. */
+function rolesNamed(roles: readonly string[]): string {
+  const shown = roles.slice(0, rolesShown).join(", ");
+  return roles.length > rolesShown ? `${shown} and ${roles.length - rolesShown} more` : shown;
+}
+
 /**
  * The guard of one method. A method whose contract declares no access rule
  * cannot be called at all while tokens are checked (PERMISSION_DENIED), so
@@ -109,7 +118,7 @@ export function methodGuard(control: AccessControl, methodName: string, access: 
       if (!access) throw new StatusError(Code.PERMISSION_DENIED, `${methodName} is open to no one: its contract declares no concord.v1.access`);
       if (claims.roles.some((r) => access.roles.includes(r))) return { subject: claims.subject, roles: claims.roles, ownerOnly: false };
       if (claims.roles.some((r) => access.ownerRoles.includes(r))) return { subject: claims.subject, roles: claims.roles, ownerOnly: true };
-      const has = claims.roles.length > 0 ? `roles ${claims.roles.join(", ")}` : "no role";
+      const has = claims.roles.length > 0 ? `roles ${rolesNamed(claims.roles)}` : "no role";
       throw new StatusError(Code.PERMISSION_DENIED, `${claims.subject} (${has}) may not call ${methodName}: it takes role ${needs.join(" or ")}`);
     },
     checkOwner(principal, request) {
