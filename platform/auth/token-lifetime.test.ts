@@ -43,6 +43,19 @@ describe("createTokenVerifier's maximum token lifetime", () => {
     await expect(verify(await issued(2 * 3_600))).rejects.toThrow(/expires in 2h, later than tokens may live here/);
   });
 
+  it("takes a minute of clock skew for nbf, as for iat, and says how far ahead an nbf beyond it is; exp has none", async () => {
+    const verify = createTokenVerifier(secret, [issuer.publicKey]);
+    const notBefore = (nbfIn: number, expIn = 600) =>
+      new SignJWT({ roles: ["admin"] }).setProtectedHeader({ alg: "ES256" }).setSubject("ops").setIssuer("concord").setAudience("concord").setNotBefore(now() + nbfIn).setExpirationTime(now() + expIn).sign(issuer.privateKey);
+    // An issuer whose clock runs 30 s ahead sets nbf (and iat) 30 s after this server's now: it was refused for those 30 s.
+    expect(await verify(await notBefore(30))).toEqual({ subject: "ops", roles: ["admin"] });
+    await expect(verify(await notBefore(3_600, 7_200))).rejects.toThrow(new TokenError("the bearer token is not valid yet: its nbf claim is 1h ahead of this server's clock"));
+    // The skew does not stretch a token's end: expired a second ago is expired.
+    await expect(verify(await issued(-1))).rejects.toThrow(new TokenError("the bearer token has expired; get a new one"));
+    await expect(verify(await issued(0))).rejects.toThrow(new TokenError("the bearer token has expired; get a new one"));
+    expect(await verify(await issued(1))).toEqual({ subject: "ops", roles: ["admin"] });
+  });
+
   it("checks an issuer's iat when there is one: issued to live longer than the maximum, or in the future, is refused", async () => {
     const verify = createTokenVerifier(secret, [issuer.publicKey], { maxTtlMs: 3_600_000 });
     // Made ten days ago to live ten days and a few minutes: near its end now, and still refused.

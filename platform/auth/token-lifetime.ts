@@ -31,6 +31,11 @@ export function lifetimeProblem(exp: number, iat: number | undefined, nowSeconds
   return undefined;
 }
 
+/** The refusal of a token whose `nbf` lies beyond the clock skew ahead of `nowSeconds`. */
+export function notYetValid(nbf: number, nowSeconds: number): string {
+  return `the bearer token is not valid yet: its nbf claim is ${spanOf(nbf - nowSeconds)} ahead of this server's clock`;
+}
+
 /**
  * A source of tokens from `sign`, each living `ttlSeconds`: it hands out the
  * current one until a minute (or half its life, if shorter) is left, then

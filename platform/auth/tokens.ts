@@ -2,7 +2,7 @@ import { createPublicKey, createSecretKey, type KeyObject } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { decodeProtectedHeader, errors as joseErrors, type JWTPayload, jwtVerify, SignJWT } from "jose";
 import { checkOptions } from "../options/index.js";
-import { defaultMaxTokenTtlMs, leastMaxTokenTtlMs, lifetimeProblem } from "./token-lifetime.js";
+import { clockSkewSeconds, defaultMaxTokenTtlMs, leastMaxTokenTtlMs, lifetimeProblem, notYetValid } from "./token-lifetime.js";
 
 /** Who made a call, as its verified bearer token says. */
 export interface TokenClaims {
@@ -131,7 +131,9 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
   const verified = new Map<string, { claims: TokenClaims; exp: number; iat: number | undefined }>();
   const issuerKeys = publicKeys.map((k, i) => ({ key: k, alg: algorithmOf(k, "the public keys", i + 1) }));
   const algorithms = [...(key ? [algorithm] : []), ...new Set(issuerKeys.map((k) => k.alg))];
-  const jwtOptions = { algorithms, issuer, audience, requiredClaims: ["sub", "exp"] };
+  // The clock skew is for nbf, as for iat (lifetimeProblem): a token whose issuer's clock runs a few seconds ahead was refused
+  // until this server's clock caught up. It would stretch exp as much, so exp is checked again without it below.
+  const jwtOptions = { algorithms, issuer, audience, requiredClaims: ["sub", "exp"], clockTolerance: clockSkewSeconds };
   /** The keys a token of this alg may be signed with; each is tried until one fits (several while a key is rotated). */
   const candidates = (alg: unknown): KeyObject[] => (alg === algorithm ? (key ? [key] : []) : issuerKeys.filter((k) => k.alg === alg).map((k) => k.key));
   const check = async (token: string): Promise<{ payload: JWTPayload; alg: unknown }> => {
@@ -169,6 +171,7 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
     }
     // jose has checked that exp is a number, and iat too where there is one.
     const exp = payload.exp as number;
+    if (exp <= Math.floor(Date.now() / 1000)) throw new TokenError(expired);
     const tooLong = lifetimeProblem(exp, payload.iat, Math.floor(Date.now() / 1000), maxSeconds);
     if (tooLong !== undefined) throw new TokenError(tooLong);
     const roles = payload.roles;
@@ -192,8 +195,13 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
 /** A shell variable's reference (`${ADMIN_TOKEN}`, `$TOKEN`), sent as the token by a client that did not expand it: no secret, so it can be named. */
 const variableReference = /^\$(\{\w+\}|\w+)$/;
 
+const expired = "the bearer token has expired; get a new one";
+
 function reasonOf(err: unknown, algorithms: readonly string[], token: string): string {
-  if (err instanceof joseErrors.JWTExpired) return "the bearer token has expired; get a new one";
+  if (err instanceof joseErrors.JWTExpired) return expired;
+  if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === "nbf" && typeof err.payload.nbf === "number") {
+    return notYetValid(err.payload.nbf, Math.floor(Date.now() / 1000));
+  }
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return "the bearer token's signature does not match this server's keys";
   if (err instanceof joseErrors.JWTClaimValidationFailed) return `the bearer token's ${err.claim} claim is not valid: ${err.reason === "missing" ? "it is missing" : err.message}`;
   if (err instanceof joseErrors.JOSEAlgNotAllowed) return `the bearer token is not signed with ${algorithms.join(" or ")}`;
