@@ -99,6 +99,21 @@ export type TokenVerifier = (token: string) => Promise<TokenClaims>;
 /** How many verified tokens are remembered, so a client's repeated token costs one map lookup. */
 const cacheSize = 1024;
 
+/**
+ * How much memory the remembered tokens may take, counted by `weightOf`: a
+ * token may carry thousands of roles, and 1,024 of 56 KB with 3,000 roles
+ * each took the product service's heap past its 128 MiB limit, and the
+ * process down.
+ */
+const cacheBytes = 4 * 1024 * 1024;
+
+/** About what a remembered token holds of the heap: its text, and each role's text and its place in the list. */
+function weightOf(token: string, roles: readonly string[]): number {
+  let bytes = 128 + token.length;
+  for (const role of roles) bytes += 32 + role.length;
+  return bytes;
+}
+
 /** What else a verifier checks. */
 export interface TokenVerifierOptions {
   /**
@@ -114,9 +129,11 @@ export interface TokenVerifierOptions {
  * of any of `publicKeys` (an issuer's: ES256, RS256 or EdDSA, as the key
  * is), and nothing else: issuer and audience "concord", a subject, an
  * expiry no further ahead than `maxTtlMs` (see `lifetimeProblem`), a
- * subject without NUL (U+0000), and roles as a list of strings. A token that passed is remembered until it
- * expires (the newest 1024), so only a client's first call with it pays for
- * the signature check; its times are checked again at every call. Throws
+ * subject without NUL (U+0000), and roles as a list of strings. A token
+ * that passed is remembered until it expires (the newest 1024, within
+ * 4 MiB; one of over 256 KiB with its roles is not), so only a client's
+ * first call with it pays for the signature check; its times are checked
+ * again at every call. Throws
  * when given no key or a bad option.
  */
 export function createTokenVerifier(key: KeyObject | undefined, publicKeys: readonly KeyObject[] = [], options: TokenVerifierOptions = {}): TokenVerifier {
@@ -128,7 +145,12 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
   }
   // Whole seconds, as a token gives its times: a maximum of 90500ms takes the token of 91s that `signToken` makes for it.
   const maxSeconds = Math.ceil(maxTtlMs / 1000);
-  const verified = new Map<string, { claims: TokenClaims; exp: number; iat: number | undefined }>();
+  const verified = new Map<string, { claims: TokenClaims; exp: number; iat: number | undefined; weight: number }>();
+  let verifiedBytes = 0;
+  const forget = (token: string): void => {
+    verifiedBytes -= verified.get(token)?.weight ?? 0;
+    verified.delete(token);
+  };
   const issuerKeys = publicKeys.map((k, i) => ({ key: k, alg: algorithmOf(k, "the public keys", i + 1) }));
   const algorithms = [...(key ? [algorithm] : []), ...new Set(issuerKeys.map((k) => k.alg))];
   // The clock skew is for nbf, as for iat (lifetimeProblem): a token whose issuer's clock runs a few seconds ahead was refused
@@ -160,7 +182,7 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
       // Times are checked again, not only the expiry: a clock set back after the first check must not stretch a token's life.
       const nowMs = Date.now();
       if (nowMs < known.exp * 1000 && lifetimeProblem(known.exp, known.iat, Math.floor(nowMs / 1000), maxSeconds) === undefined) return known.claims;
-      verified.delete(token);
+      forget(token);
     }
     let payload: JWTPayload;
     let alg: unknown;
@@ -186,8 +208,11 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
     // The subject keys the caller's request ids, and PostgreSQL's text cannot hold NUL: the call failed there as INTERNAL.
     if (payload.sub.includes("\u0000")) throw new TokenError("the bearer token's subject holds the NUL character (U+0000)");
     const claims: TokenClaims = { subject: payload.sub, roles: Object.freeze([...roles]) };
-    if (verified.size >= cacheSize) verified.delete(verified.keys().next().value!);
-    verified.set(token, { claims, exp, iat: payload.iat });
+    const weight = weightOf(token, claims.roles);
+    if (weight > cacheBytes / 16) return claims;
+    while (verified.size >= cacheSize || verifiedBytes + weight > cacheBytes) forget(verified.keys().next().value!);
+    verified.set(token, { claims, exp, iat: payload.iat, weight });
+    verifiedBytes += weight;
     return claims;
   };
 }
