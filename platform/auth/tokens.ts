@@ -228,7 +228,11 @@ function reasonOf(err: unknown, algorithms: readonly string[], token: string): s
     return notYetValid(err.payload.nbf, Math.floor(Date.now() / 1000));
   }
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return "the bearer token's signature does not match this server's keys";
-  if (err instanceof joseErrors.JWTClaimValidationFailed) return `the bearer token's ${err.claim} claim is not valid: ${err.reason === "missing" ? "it is missing" : err.message}`;
+  if (err instanceof joseErrors.JWTClaimValidationFailed) {
+    // jose's words for a wrong issuer or audience, 'unexpected "aud" claim value', leave out what it should be.
+    const should = err.claim === "iss" ? `it must be "${issuer}"` : err.claim === "aud" ? `it must name "${audience}"` : err.message;
+    return `the bearer token's ${err.claim} claim is not valid: ${err.reason === "missing" ? "it is missing" : should}`;
+  }
   if (err instanceof joseErrors.JOSEAlgNotAllowed) return `the bearer token is not signed with ${algorithms.join(" or ")}`;
   if (err instanceof joseErrors.JWSInvalid || err instanceof joseErrors.JWTInvalid) {
     if (variableReference.test(token)) {

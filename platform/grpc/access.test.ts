@@ -51,7 +51,11 @@ describe("token keys and tokens", () => {
     const { SignJWT } = await import("jose");
     const base = () => new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setSubject("x").setIssuer("concord").setExpirationTime("1m");
     await expect(verify(await base().setAudience("concord").sign(key))).rejects.toThrow(new TokenError("the bearer token has no roles claim (a list of strings)"));
-    await expect(verify(await base().setAudience("elsewhere").sign(key))).rejects.toThrow(/aud claim is not valid/);
+    await expect(verify(await base().setAudience("elsewhere").sign(key))).rejects.toThrow(new TokenError(`the bearer token's aud claim is not valid: it must name "concord"`));
+    await expect(verify(await base().setAudience("concord").setIssuer("elsewhere").sign(key))).rejects.toThrow(new TokenError(`the bearer token's iss claim is not valid: it must be "concord"`));
+    await expect(verify(await new SignJWT({ roles: [] }).setProtectedHeader({ alg: "HS256" }).setSubject("x").setIssuer("concord").setExpirationTime("1m").sign(key))).rejects.toThrow(
+      new TokenError("the bearer token's aud claim is not valid: it is missing"),
+    );
   });
 
   it("refuses a subject that is not a string, or holds the NUL character, which reached PostgreSQL as the caller of a request id and failed there as INTERNAL", async () => {
