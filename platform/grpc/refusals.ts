@@ -21,6 +21,8 @@ import { Code, codeName } from "../errors/index.js";
  * INVALID_ARGUMENT),
  * `several_authorizations` (more than one authorization header, to a
  * method that takes a token: UNAUTHENTICATED),
+ * `reflection_overflow` (a server reflection stream opened while
+ * maxReflectionStreams were open: RESOURCE_EXHAUSTED),
  * `starting` (sent before the service had started, its methods not added
  * yet: UNAVAILABLE, with the reason the server was given),
  * and grpc-js's own: `too_large` (a length prefix over the receive cap:
@@ -29,7 +31,7 @@ import { Code, codeName } from "../errors/index.js";
  * UNIMPLEMENTED), `request_count` (a unary call whose request held no
  * message, or more than one: UNIMPLEMENTED), `malformed` (any other, under grpc-js's code).
  */
-export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "request_count" | "bad_timeout" | "several_authorizations" | "malformed";
+export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "request_count" | "bad_timeout" | "several_authorizations" | "reflection_overflow" | "malformed";
 
 /**
  * Why a connection was dropped before it carried a call: `no_preface` (no
@@ -62,6 +64,7 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   request_count: "refused unary calls whose request held no message, or more than one (grpc-js)",
   bad_timeout: "refused calls whose grpc-timeout is not 1 to 8 digits and a unit (H, M, S, m, u or n)",
   several_authorizations: "refused calls carrying more than one authorization header",
+  reflection_overflow: "refused server reflection streams opened while maxReflectionStreams were open",
   malformed: "refused calls grpc-js could not take",
   no_preface: "dropped connections that sent no HTTP/2 preface within prefaceTimeoutMs",
   no_tls_handshake: "dropped connections whose TLS handshake had not ended within prefaceTimeoutMs",

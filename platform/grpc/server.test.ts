@@ -841,6 +841,42 @@ describe("createGrpcServer", () => {
     }
   });
 
+  it("holds maxReflectionStreams server reflection streams open at once and answers one past them RESOURCE_EXHAUSTED, where 42,000 open ones took a service's heap past its limit", async () => {
+    const { session, registry, lines } = await observedServer({ maxReflectionStreams: 3 });
+    const path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    const open = () => {
+      const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
+      stream.on("error", () => {});
+      stream.on("data", () => {});
+      // A length prefix and nothing more, as the attack sent.
+      stream.write(lengthPrefix(100));
+      return stream;
+    };
+    try {
+      const held = [open(), open(), open()];
+      const refused = await answerOf(session, { ":path": path }, lengthPrefix(100), false);
+      expect([refused["grpc-status"], decodeURIComponent(String(refused["grpc-message"]))]).toEqual([
+        String(status.RESOURCE_EXHAUSTED),
+        "the server holds 3 open server reflection streams; close one, or try again shortly",
+      ]);
+      for (const stream of held) expect(stream.closed).toBe(false);
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { grpc_service: "grpc.reflection.v1.ServerReflection", grpc_method: "ServerReflectionInfo", grpc_code: "RESOURCE_EXHAUSTED", reason: "reflection_overflow" })).toBe(1);
+      expect(lines.find((l) => l.reason === "reflection_overflow")).toMatchObject({ code: "RESOURCE_EXHAUSTED", count: 1 });
+      // One closed makes room for the next, which is answered as reflection answers.
+      held[0].close(http2Constants.NGHTTP2_CANCEL);
+      await once(held[0], "close");
+      const listed = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
+      const chunks: Buffer[] = [];
+      listed.on("data", (chunk: Buffer) => chunks.push(chunk));
+      listed.end(framed(Buffer.from([0x3a, 0x00])));
+      await once(listed, "close");
+      expect(Buffer.concat(chunks).toString("latin1")).toContain("shop.products.v1.ProductService");
+      for (const stream of held) stream.close(http2Constants.NGHTTP2_CANCEL);
+    } finally {
+      session.close();
+    }
+  });
+
   it("answers a grpc-timeout that is not 1 to 8 digits and a unit INVALID_ARGUMENT saying so, where grpc-js answered INTERNAL or misread it, and counts and logs it", async () => {
     const { counted, session, registry, lines } = await observedServer();
     try {

@@ -56,6 +56,13 @@ export interface GrpcServerOptions {
    */
   readonly maxUnfinishedRequestBytes?: number;
   /**
+   * How many server reflection streams the server holds open at once, on
+   * all its connections (they need no token, and are let be by the bound
+   * above, as a client may keep one open while it asks); one opened past
+   * that is answered RESOURCE_EXHAUSTED before grpc-js sees it. Default 1,024.
+   */
+  readonly maxReflectionStreams?: number;
+  /**
    * How long a new connection may take to send HTTP/2's preface (its
    * SETTINGS) once accepted (after its TLS handshake), and, over TLS, to end
    * its handshake once accepted; one that has not is dropped. Default 10 s.
@@ -163,13 +170,14 @@ export interface GrpcServer {
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const factory = "createGrpcServer";
-  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "maxUnfinishedRequests", "maxUnfinishedRequestBytes", "prefaceTimeoutMs", "maxConnections", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "refusalObserver", "unreadResponses"]);
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "maxUnfinishedRequests", "maxUnfinishedRequestBytes", "maxReflectionStreams", "prefaceTimeoutMs", "maxConnections", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "refusalObserver", "unreadResponses"]);
   const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
   const requestTimeoutMs = positiveInteger(factory, "requestTimeoutMs", options.requestTimeoutMs, 30_000);
   const maxUnfinishedRequests = positiveInteger(factory, "maxUnfinishedRequests", options.maxUnfinishedRequests, 4_096);
   const maxUnfinishedRequestBytes = positiveInteger(factory, "maxUnfinishedRequestBytes", options.maxUnfinishedRequestBytes, 64 * 1024 * 1024);
   const prefaceTimeoutMs = positiveInteger(factory, "prefaceTimeoutMs", options.prefaceTimeoutMs, 10_000);
   const maxConnections = positiveInteger(factory, "maxConnections", options.maxConnections, 4_096);
+  const reflectionStreams = boundReflectionStreams(positiveInteger(factory, "maxReflectionStreams", options.maxReflectionStreams, 1_024));
   const shutdownTimeoutMs = nonNegativeInteger(factory, "shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000);
   const drainDelayMs = nonNegativeInteger(factory, "drainDelayMs", options.drainDelayMs, 0);
   const readinessIntervalMs = positiveInteger(factory, "readinessIntervalMs", options.readinessIntervalMs, 2_000);
@@ -282,7 +290,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
             return;
           }
           if (clampTimeout(headers)) refusals.timeoutClamped(path, stream.session?.socket?.remoteAddress);
-          if (refuseCompressedRequest(stream, headers, path, served, refused) || refuseOverflowingRequest(stream, path, unfinished, maxUnfinishedRequests, refused)) {
+          if (refuseCompressedRequest(stream, headers, path, served, refused) || refuseOverflowingRequest(stream, path, unfinished, maxUnfinishedRequests, refused) || reflectionStreams.refuse(stream, path, refused)) {
             unreadRequests.resetWhenWritten(stream);
             return;
           }
@@ -516,6 +524,36 @@ function refuseOverflowingRequest(stream: ServerHttp2Stream, path: string | unde
   respondWithStatus(stream, status.RESOURCE_EXHAUSTED, `the server holds ${max} calls whose requests have not arrived in full; nothing was done, try again shortly`);
   refused(stream, path, Code.RESOURCE_EXHAUSTED, "unfinished_overflow");
   return true;
+}
+
+/**
+ * Server reflection's streams, held to `max` open at once: they need no
+ * token, and are let be by the bound on unfinished requests, as a client
+ * may keep one open while it asks. 60 connections of 700 reflection streams
+ * that each sent a length prefix and nothing more took the product
+ * service's heap past its 128 MiB limit, and the process down (npm start
+ * with it). `refuse` answers a new one past `max` RESOURCE_EXHAUSTED
+ * before grpc-js sees it (`refused` hears it), true when it did.
+ */
+function boundReflectionStreams(max: number): { refuse(stream: ServerHttp2Stream, path: string | undefined, refused: Refused): boolean } {
+  let open = 0;
+  const closed = (): void => {
+    open--;
+  };
+  return {
+    refuse(stream, path, refused) {
+      if (!path?.startsWith("/grpc.reflection.")) return false;
+      if (open < max) {
+        open++;
+        stream.once("close", closed);
+        return false;
+      }
+      stream.on("error", ignoreError);
+      respondWithStatus(stream, status.RESOURCE_EXHAUSTED, `the server holds ${max} open server reflection streams; close one, or try again shortly`);
+      refused(stream, path, Code.RESOURCE_EXHAUSTED, "reflection_overflow");
+      return true;
+    },
+  };
 }
 
 function ignoreError(): void {}
