@@ -30,6 +30,9 @@ describe("createTokenVerifier's maximum token lifetime", () => {
     // Refused again, not remembered: the second call says the same.
     await expect(verify(tenYears)).rejects.toThrow(/expires in 3650d/);
     expect(await verify(await signToken(secret, { subject: "ops", roles: ["admin"] }, day))).toEqual({ subject: "ops", roles: ["admin"] });
+    // An exp no clock reaches is said as such, not as 1.1574074074074075e+295d 17h 36m.
+    const never = await new SignJWT({ roles: ["admin"] }).setProtectedHeader({ alg: "HS256" }).setSubject("ops").setIssuer("concord").setAudience("concord").setExpirationTime(1e300).sign(secret);
+    await expect(verify(never)).rejects.toThrow(new TokenError("the bearer token expires in more than 100 years, later than tokens may live here; get one valid for at most 24h"));
   });
 
   it("takes the maximum it is given, and a minute of clock skew for a token without iat", async () => {

@@ -59,14 +59,18 @@ export function renewingToken(sign: (ttlSeconds: number) => Promise<string>, ttl
   };
 }
 
+const centurySeconds = 100 * 365 * 86_400;
+
 /**
  * A span of seconds in days (from two on), hours, minutes and seconds, the
- * parts that are not 0: 3650d, 24h, 1h 2m, 45s. From an hour on it is
- * rounded up to the minute: a token checked a second after it was made
- * expires in 2h, not in 1h 59m 59s, and one a little too long never reads
- * as the maximum.
+ * parts that are not 0: 3650d, 24h, 1h 2m, 45s; past a hundred years, only
+ * that it is. From an hour on it is rounded up to the minute: a token
+ * checked a second after it was made expires in 2h, not in 1h 59m 59s, and
+ * one a little too long never reads as the maximum.
  */
 function spanOf(seconds: number): string {
+  // A token may say it expires in 10^300 seconds: said in days, that read 1.1574074074074075e+295d 17h 36m.
+  if (seconds > centurySeconds) return "more than 100 years";
   const whole = Math.max(0, Math.ceil(seconds));
   let rest = whole >= 3_600 ? Math.ceil(whole / 60) * 60 : whole;
   const parts: string[] = [];
