@@ -55,6 +55,10 @@ describe("refusalReport", () => {
     // Every reason, so that one added without its line in the README fails here (the types make the lists complete).
     const callReasons: Record<CallRefusal, Code> = {
       starting: Code.UNAVAILABLE,
+      request_count: Code.UNIMPLEMENTED,
+      bad_timeout: Code.INVALID_ARGUMENT,
+      several_authorizations: Code.UNAUTHENTICATED,
+      reflection_overflow: Code.RESOURCE_EXHAUSTED,
       compressed: Code.UNIMPLEMENTED,
       request_timeout: Code.CANCELLED,
       unfinished_overflow: Code.RESOURCE_EXHAUSTED,
