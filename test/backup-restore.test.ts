@@ -263,12 +263,18 @@ describe("npx concord database", () => {
     }
   }, 60_000);
 
-  it("warns of the service's consumers its backup's record holds no floor for, naming them and what to run", async () => {
-    const database = join(dir, "partial-record.db");
+  /** A backup of a new order service database `name`.db, taken while NATS cannot be reached (so without consumers' positions). */
+  const backupWithoutNats = async (name: string) => {
+    const database = join(dir, `${name}.db`);
     await serviceDatabase(database, "orders");
-    const backup = join(dir, "partial-record", "orders.db");
+    const backup = join(dir, name, "orders.db");
     const taken = await run("database", "backup", "orders", backup, "--database", database, "--nats", "nats://127.0.0.1:1");
     expect(taken.status, taken.stderr).toBe(0);
+    return { database, backup, taken };
+  };
+
+  it("warns of the service's consumers its backup's record holds no floor for, naming them and what to run", async () => {
+    const { database, backup } = await backupWithoutNats("partial-record");
     // As a backup taken before the contracts gave the service its other consumers would have it.
     writeFileSync(`${backup}.json`, JSON.stringify({ service: "orders", database, takenAt: "2026-12-05T10:00:00.000Z", positions: [{ stream: "SHOP_PRODUCTS", durable: "orders-stock-reserved", ackFloor: 3 }] }));
     const restore = await run("database", "restore", "orders", backup, "--database", join(dir, "partial-record-restored.db"));
@@ -281,11 +287,7 @@ describe("npx concord database", () => {
   }, 60_000);
 
   it("says, restoring a backup taken without its consumers' positions (NATS away), to deliver their events again from a sequence on, as redeliver's --from alone does", async () => {
-    const database = join(dir, "no-positions.db");
-    await serviceDatabase(database, "orders");
-    const backup = join(dir, "no-positions", "orders.db");
-    const taken = await run("database", "backup", "orders", backup, "--database", database, "--nats", "nats://127.0.0.1:1");
-    expect(taken.status, taken.stderr).toBe(0);
+    const { backup, taken } = await backupWithoutNats("no-positions");
     expect(taken.stderr).toContain("without its consumers' positions");
     const restore = await run("database", "restore", "orders", backup, "--database", join(dir, "no-positions-restored.db"));
     expect(restore.status, restore.stderr).toBe(0);
