@@ -99,7 +99,7 @@ export function grpcRefusalMetrics(registry: Registry): RefusalObserver {
   });
   const dropped = counterFamily(registry, {
     name: "concord_grpc_connections_dropped_total",
-    help: "Connections the gRPC server dropped before they carried a call, by reason",
+    help: "Connections the gRPC server dropped to protect itself (before they carried a call, or holding the most open streams while it held its bound), by reason",
     labelNames: ["reason"],
   });
   const clamped = counterFamily(registry, {
@@ -111,6 +111,7 @@ export function grpcRefusalMetrics(registry: Registry): RefusalObserver {
   dropped({ reason: "no_preface" });
   dropped({ reason: "no_tls_handshake" });
   dropped({ reason: "too_many_connections" });
+  dropped({ reason: "too_many_streams" });
   return {
     callRefused(method, code, reason: CallRefusal) {
       refused({ ...methodLabels(method), grpc_code: codeName(code), reason }).inc();

@@ -37,9 +37,11 @@ export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfin
  * Why a connection was dropped before it carried a call: `no_preface` (no
  * HTTP/2 preface within prefaceTimeoutMs), `no_tls_handshake` (its TLS
  * handshake not ended within prefaceTimeoutMs of its acceptance),
- * `too_many_connections` (accepted while maxConnections were open).
+ * `too_many_connections` (accepted while maxConnections were open),
+ * `too_many_streams` (closed, holding the most open streams, when a stream
+ * came while maxOpenStreams were open).
  */
-export type ConnectionRefusal = "no_preface" | "no_tls_handshake" | "too_many_connections";
+export type ConnectionRefusal = "no_preface" | "no_tls_handshake" | "too_many_connections" | "too_many_streams";
 
 /** Hears what a server refuses before any handler runs (metrics: grpcRefusalMetrics). */
 export interface RefusalObserver {
@@ -69,6 +71,7 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   no_preface: "dropped connections that sent no HTTP/2 preface within prefaceTimeoutMs",
   no_tls_handshake: "dropped connections whose TLS handshake had not ended within prefaceTimeoutMs",
   too_many_connections: "closed connections accepted while maxConnections were open",
+  too_many_streams: "closed the connections holding the most open streams when a stream came while maxOpenStreams were open",
   timeout_clamped: "took grpc-timeout values beyond about 24.8 days (2^31 - 1 ms, the most grpc-js holds) as that; the calls were served",
 };
 

@@ -19,6 +19,7 @@ import { serverTlsCredentials } from "./tls.js";
 import { ensureDevCredentials } from "../../tools/dev-credentials.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { capturedLogger } from "../../test/support/captured-logger.js";
+import { rawHttp2Connection, type RawHttp2Connection } from "../../test/support/raw-http2.js";
 
 const logger = createLogger({ service: "test", level: "silent" });
 const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
@@ -456,6 +457,101 @@ describe("createGrpcServer", () => {
       session.close();
     }
   }, 20_000);
+
+  it("tells each connection its share of maxOpenStreams, lower as connections come and higher as they go, and HTTP/2 turns away a stream past it before the server sees it", async () => {
+    const { counted, port, session, registry } = await observedServer({ maxOpenStreams: 64, maxUnfinishedRequests: 16 });
+    const last = (raw: RawHttp2Connection) => raw.seen.maxStreams.at(-1);
+    const raws: RawHttp2Connection[] = [];
+    try {
+      await expect.poll(() => session.remoteSettings.maxConcurrentStreams).toBe(64);
+      // Four connections: 64 / 4, told to the one already there too. These three acknowledge none of it.
+      raws.push(...Array.from({ length: 3 }, () => rawHttp2Connection(port, { acknowledge: false })));
+      await expect.poll(() => raws.map(last)).toEqual([16, 16, 16]);
+      await expect.poll(() => session.remoteSettings.maxConcurrentStreams).toBe(16);
+      // Twenty streams that send a length prefix and never end, in one write: HTTP/2 refuses the four past the share
+      // (REFUSED_STREAM, which a client may retry). The server holds 16 such calls at most, so a 17th that reached it
+      // would have been answered RESOURCE_EXHAUSTED; none was.
+      raws[0].open(20, ProductServiceService.getProduct.path, lengthPrefix(1000));
+      await raws[0].ping();
+      expect(raws[0].seen.resets.get(http2Constants.NGHTTP2_REFUSED_STREAM)).toBe(4);
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, reason: "unfinished_overflow" })).toBe(0);
+      // A client that acknowledged its share and opens more has broken HTTP/2's rule: its connection is closed.
+      const acknowledged = rawHttp2Connection(port);
+      raws.push(acknowledged);
+      await expect.poll(() => last(acknowledged)).toBe(8);
+      acknowledged.open(12, ProductServiceService.getProduct.path, lengthPrefix(1000));
+      await expect.poll(() => acknowledged.seen.closed).toBe(true);
+      expect(acknowledged.seen.goaway).toBeDefined();
+      // The eight within its share reached the server, which turned them away as 16 calls already waited; no more did.
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, reason: "unfinished_overflow" })).toBe(8);
+      expect(counted.ran).toBe(0);
+      // Three gone: 64 / 2.
+      raws.splice(1, 3).forEach((raw) => raw.destroy());
+      await expect.poll(() => last(raws[0])).toBe(32);
+      await expect.poll(() => session.remoteSettings.maxConcurrentStreams).toBe(32);
+      expect(raws[0].seen.closed).toBe(false);
+      // Its 16 calls gone, the server has room for others again.
+      raws[0].destroy();
+      await expect.poll(async () => (await answerOf(session, {}, framed(request)))["grpc-status"]).toBe(String(status.OK));
+    } finally {
+      for (const raw of raws) raw.destroy();
+      session.close();
+    }
+  }, 20_000);
+
+  it("closes the connection that holds the most streams when a stream comes while maxOpenStreams are open, counted and logged, and serves the rest", async () => {
+    const { port, session, registry, lines } = await observedServer({ maxOpenStreams: 64 });
+    session.close();
+    const first = rawHttp2Connection(port);
+    const second = rawHttp2Connection(port);
+    try {
+      await expect.poll(() => first.seen.maxStreams.at(-1)).toBe(32);
+      second.destroy();
+      await expect.poll(() => first.seen.maxStreams.at(-1)).toBe(64);
+      // 40 streams under a share of 64, kept when a new connection halves the share.
+      first.open(40, ProductServiceService.getProduct.path, lengthPrefix(1000));
+      await first.ping();
+      const next = rawHttp2Connection(port);
+      try {
+        await expect.poll(() => next.seen.maxStreams.at(-1)).toBe(32);
+        await expect.poll(() => first.seen.maxStreams.at(-1)).toBe(32);
+        // The 25th of these is the 65th stream open: the first connection, holding 40, is closed to make room.
+        next.open(30, ProductServiceService.getProduct.path, lengthPrefix(1000));
+        await next.ping();
+        await expect.poll(() => first.seen.closed).toBe(true);
+        expect(first.seen.goaway).toBe(http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
+        expect(next.seen.resets.size).toBe(0);
+        expect(next.seen.closed).toBe(false);
+        expect(await sampleOf(registry, "concord_grpc_connections_dropped_total", { reason: "too_many_streams" })).toBe(1);
+        expect(lines.find((l) => l.reason === "too_many_streams")).toMatchObject({ level: "warn", peers: ["127.0.0.1"] });
+      } finally {
+        next.destroy();
+      }
+    } finally {
+      first.destroy();
+      second.destroy();
+    }
+  }, 20_000);
+
+  it("closes a connection that leaves the server's SETTINGS unacknowledged while its share keeps changing", async () => {
+    const { port, session, registry } = await observedServer({ maxOpenStreams: 64 });
+    session.close();
+    const deaf = rawHttp2Connection(port, { acknowledge: false });
+    try {
+      await expect.poll(() => deaf.seen.maxStreams.at(-1)).toBe(64);
+      // Each connection that comes and goes halves its share and restores it: two SETTINGS it does not acknowledge.
+      for (let round = 0; round < 8 && !deaf.seen.closed; round++) {
+        const passing = rawHttp2Connection(port);
+        await expect.poll(() => passing.seen.maxStreams.at(-1)).toBe(32);
+        passing.destroy();
+        await expect.poll(() => deaf.seen.closed || deaf.seen.maxStreams.at(-1) === 64).toBe(true);
+      }
+      expect(deaf.seen.closed).toBe(true);
+      expect(await sampleOf(registry, "concord_grpc_connections_dropped_total", { reason: "too_many_streams" })).toBe(1);
+    } finally {
+      deaf.destroy();
+    }
+  }, 30_000);
 
   it("drops a TLS connection whose handshake has not ended within prefaceTimeoutMs, and counts and logs it", async () => {
     const made = ensureDevCredentials(tempDirForSuite("concord-handshake-"), ["products"]);

@@ -18,6 +18,7 @@ import { type UnreadResponseOptions, watchUnreadResponses } from "./unread-respo
 import { type UnfinishedRequests, watchUnfinishedRequests } from "./unfinished-requests.js";
 import { stopUnreadRequests } from "./unread-requests.js";
 import { respondWithStatus } from "./grpc-status.js";
+import { shareOpenStreams } from "./open-streams.js";
 import { Code, StatusError } from "../errors/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 
@@ -73,6 +74,14 @@ export interface GrpcServerOptions {
    * is closed at once, before its TLS handshake. Default 4,096.
    */
   readonly maxConnections?: number;
+  /**
+   * How many streams the server lets be open at once, on all its
+   * connections: each connection may open admission's capacity and some
+   * headroom while they are few, else this shared among them, and a stream
+   * opened past it closes the connection that holds the most (see
+   * shareOpenStreams). Default 8,192.
+   */
+  readonly maxOpenStreams?: number;
   /** How long shutdown waits for in-flight calls before cancelling them. Default 10 s. */
   readonly shutdownTimeoutMs?: number;
   /** How long health reports NOT_SERVING before the server stops accepting calls. Default 0. */
@@ -170,13 +179,14 @@ export interface GrpcServer {
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const factory = "createGrpcServer";
-  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "maxUnfinishedRequests", "maxUnfinishedRequestBytes", "maxReflectionStreams", "prefaceTimeoutMs", "maxConnections", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "refusalObserver", "unreadResponses"]);
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "maxUnfinishedRequests", "maxUnfinishedRequestBytes", "maxReflectionStreams", "prefaceTimeoutMs", "maxConnections", "maxOpenStreams", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "refusalObserver", "unreadResponses"]);
   const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
   const requestTimeoutMs = positiveInteger(factory, "requestTimeoutMs", options.requestTimeoutMs, 30_000);
   const maxUnfinishedRequests = positiveInteger(factory, "maxUnfinishedRequests", options.maxUnfinishedRequests, 4_096);
   const maxUnfinishedRequestBytes = positiveInteger(factory, "maxUnfinishedRequestBytes", options.maxUnfinishedRequestBytes, 64 * 1024 * 1024);
   const prefaceTimeoutMs = positiveInteger(factory, "prefaceTimeoutMs", options.prefaceTimeoutMs, 10_000);
   const maxConnections = positiveInteger(factory, "maxConnections", options.maxConnections, 4_096);
+  const maxOpenStreams = positiveInteger(factory, "maxOpenStreams", options.maxOpenStreams, 8_192);
   const reflectionStreams = boundReflectionStreams(positiveInteger(factory, "maxReflectionStreams", options.maxReflectionStreams, 1_024));
   const shutdownTimeoutMs = nonNegativeInteger(factory, "shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000);
   const drainDelayMs = nonNegativeInteger(factory, "drainDelayMs", options.drainDelayMs, 0);
@@ -187,6 +197,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   // The methods grpc-js serves here: a refusal's metrics name one of these, or none.
   const served = new Set<string>([...healthMethodPaths, ...reflectionMethodPaths]);
   const refusals = refusalReport(logger, options.refusalObserver, refusalLogIntervalMs, (path) => served.has(path));
+  const openStreams = shareOpenStreams(maxOpenStreams, admission.capacity + streamHeadroom, (peer) => refusals.connectionDropped("too_many_streams", peer));
   const refused: Refused = (stream, path, code, reason) => refusals.callRefused(path, code, reason, stream.session?.socket?.remoteAddress);
   const unfinished = watchUnfinishedRequests(requestTimeoutMs, { count: maxUnfinishedRequests, bytes: maxUnfinishedRequestBytes }, (stream, path, reason) =>
     refused(stream, path, reason === "request_timeout" ? Code.CANCELLED : Code.RESOURCE_EXHAUSTED, reason),
@@ -271,11 +282,17 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       );
       for (const listener of http2ServersOf(server)) {
         boundConnections(listener, maxConnections, (peer) => refusals.connectionDropped("too_many_connections", peer));
+        openStreams.attach(listener);
         dropSilentConnections(listener, prefaceTimeoutMs, (socket) => refusals.connectionDropped("no_preface", socket.remoteAddress));
         if (listener instanceof TlsServer) noteHandshakeTimeouts(listener, (socket) => refusals.connectionDropped("no_tls_handshake", socket.remoteAddress));
         // One listener in place of grpc-js's: the server's checks, then grpc-js, which never sees a call they answered.
         const grpcJs = takeStreamListener(listener);
         listener.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+          if (!openStreams.admit(stream)) {
+            // Its connection is gone, and its streams with an error no one else hears.
+            stream.on("error", ignoreError);
+            return;
+          }
           const path = headers[http2Constants.HTTP2_HEADER_PATH] as string | undefined;
           if (state === "listening" && !healthMethodPaths.includes(String(path))) {
             // Its services may not be added yet: grpc-js would answer UNIMPLEMENTED.

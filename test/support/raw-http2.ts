@@ -1,0 +1,126 @@
+import { connect as connectTcp, type Socket } from "node:net";
+
+/** What a server sent one raw HTTP/2 connection so far. */
+export interface RawHttp2Seen {
+  /** Each SETTINGS_MAX_CONCURRENT_STREAMS the server sent, in order. */
+  readonly maxStreams: number[];
+  /** RST_STREAM frames received, by error code. */
+  readonly resets: Map<number, number>;
+  /** The error code of the first GOAWAY received, if any. */
+  goaway: number | undefined;
+  /** PING acknowledgements received. */
+  pings: number;
+  closed: boolean;
+}
+
+export interface RawHttp2Connection {
+  readonly seen: RawHttp2Seen;
+  /**
+   * Opens `count` streams of a POST to `path` (gRPC's headers, over plain
+   * HTTP/2) in one write, each sending `body` and not ending, whatever the
+   * server's SETTINGS allow.
+   */
+  open(count: number, path: string, body: Buffer): void;
+  /** Sends a PING and resolves once it is acknowledged: the server has read every frame sent before it. */
+  ping(): Promise<void>;
+  destroy(): void;
+}
+
+const clientPreface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+const frameTypes = { data: 0, headers: 1, rstStream: 3, settings: 4, ping: 6, goaway: 7 } as const;
+const settingsMaxConcurrentStreams = 3;
+
+function frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const header = Buffer.alloc(9);
+  header.writeUIntBE(payload.length, 0, 3);
+  header[3] = type;
+  header[4] = flags;
+  header.writeUInt32BE(streamId, 5);
+  return Buffer.concat([header, payload]);
+}
+
+/** A string literal of HPACK (no Huffman), up to 126 bytes. */
+function literal(text: string): Buffer {
+  if (text.length > 126) throw new Error("literal: up to 126 bytes");
+  return Buffer.concat([Buffer.from([text.length]), Buffer.from(text)]);
+}
+
+/** A gRPC request's header block in HPACK, its names from the static table where they are there. */
+function requestHeaders(path: string): Buffer {
+  return Buffer.concat([
+    Buffer.from([0x83, 0x86]), // :method POST, :scheme http
+    Buffer.from([0x01]), // :authority, not indexed (nghttp2 wants it, or host)
+    literal("127.0.0.1"),
+    Buffer.from([0x04]), // :path, not indexed
+    literal(path),
+    Buffer.from([0x0f, 0x10]), // content-type, not indexed
+    literal("application/grpc"),
+    Buffer.from([0x00]),
+    literal("te"),
+    literal("trailers"),
+  ]);
+}
+
+/**
+ * A plain-text HTTP/2 connection to 127.0.0.1:`port` written frame by frame,
+ * for what a well-behaved client would not do (open streams past the
+ * server's limit). It reads every frame the server sends, noting what
+ * `seen` lists, and acknowledges the server's SETTINGS unless `acknowledge`
+ * is false.
+ */
+export function rawHttp2Connection(port: number, options: { acknowledge?: boolean } = {}): RawHttp2Connection {
+  const seen: RawHttp2Seen = { maxStreams: [], resets: new Map(), goaway: undefined, pings: 0, closed: false };
+  const socket: Socket = connectTcp(port, "127.0.0.1");
+  const pinged: Array<() => void> = [];
+  let nextStreamId = 1;
+  let buffered = Buffer.alloc(0);
+  socket.on("error", () => {});
+  socket.on("close", () => (seen.closed = true));
+  socket.on("data", (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    while (buffered.length >= 9) {
+      const length = buffered.readUIntBE(0, 3);
+      if (buffered.length < 9 + length) break;
+      const [type, flags] = [buffered[3], buffered[4]];
+      const payload = buffered.subarray(9, 9 + length);
+      buffered = buffered.subarray(9 + length);
+      if (type === frameTypes.settings && (flags & 1) === 0) {
+        for (let at = 0; at + 6 <= payload.length; at += 6) {
+          if (payload.readUInt16BE(at) === settingsMaxConcurrentStreams) seen.maxStreams.push(payload.readUInt32BE(at + 2));
+        }
+        if (options.acknowledge !== false) socket.write(frame(frameTypes.settings, 1, 0));
+      } else if (type === frameTypes.rstStream) {
+        const code = payload.readUInt32BE(0);
+        seen.resets.set(code, (seen.resets.get(code) ?? 0) + 1);
+      } else if (type === frameTypes.goaway) {
+        seen.goaway ??= payload.readUInt32BE(4);
+      } else if (type === frameTypes.ping && (flags & 1) === 1) {
+        seen.pings++;
+        pinged.shift()?.();
+      }
+    }
+  });
+  socket.write(Buffer.concat([clientPreface, frame(frameTypes.settings, 0, 0)]));
+  return {
+    seen,
+    open(count, path, body) {
+      const block = requestHeaders(path);
+      const frames: Buffer[] = [];
+      for (let i = 0; i < count; i++) {
+        const id = nextStreamId;
+        nextStreamId += 2;
+        frames.push(frame(frameTypes.headers, 4, id, block), frame(frameTypes.data, 0, id, body));
+      }
+      socket.write(Buffer.concat(frames));
+    },
+    ping() {
+      return new Promise((resolve) => {
+        pinged.push(resolve);
+        socket.write(frame(frameTypes.ping, 0, 0, Buffer.alloc(8)));
+      });
+    },
+    destroy() {
+      socket.destroy();
+    },
+  };
+}
