@@ -82,7 +82,7 @@ describe("tracing of an order through both services", () => {
     const spans = spansOf(traceId);
 
     const server = one(spans, "shop.orders.v1.OrderService/CreateOrder", "SERVER");
-    expect(server).toMatchObject({ service: "orders", parentSpanId: callerSpan, attributes: { "rpc.system": "grpc", "rpc.method": "CreateOrder", "rpc.grpc.status_code": 0 } });
+    expect(server).toMatchObject({ service: "orders", parentSpanId: callerSpan, attributes: { "rpc.system": "grpc", "rpc.method": "CreateOrder", "rpc.grpc.status_code": 0, "network.peer.address": "127.0.0.1", "network.peer.port": expect.any(Number) } });
     const placed = one(spans, "create shop.orders.v1.OrderPlaced", "PRODUCER");
     expect(placed).toMatchObject({ service: "orders", parentSpanId: server.spanId, attributes: { "messaging.destination.name": `shop.orders.v1.order.${orderId}.placed` } });
     const placedSent = one(spans, "send shop.orders.v1.OrderPlaced", "CLIENT");
@@ -123,6 +123,8 @@ describe("tracing of an order through both services", () => {
     expect(shown.stdout).toContain(`trace ${traceId}`);
     expect(shown.stdout).toMatch(/\n {6}process shop\.orders\.v1\.OrderPlaced {2}\[products CONSUMER\]/);
     expect(tree).toMatch(/\n {2}shop\.orders\.v1\.OrderService\/CreateOrder {2}\[orders SERVER\][^\n]*\n {4}create shop\.orders\.v1\.OrderPlaced {2}\[orders PRODUCER\]/);
+    // The caller's address, as README Tracing shows it.
+    expect(shown.stdout).toMatch(new RegExp(`\\n {2}shop\\.orders\\.v1\\.OrderService/CreateOrder {2}\\[orders SERVER\\] {2}\\+0\\.0 ms {2}[0-9.]+ ms {2}from 127\\.0\\.0\\.1:${server.attributes["network.peer.port"]}\\n`));
   });
 
   it("marks the span of each failed attempt of a handler as an error with the handler's own error, not a lock conflict", { timeout: 60_000 }, async () => {

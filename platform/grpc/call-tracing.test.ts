@@ -7,6 +7,7 @@ import { createLogger } from "../log/index.js";
 import { startTracing, type Tracing } from "../tracing/index.js";
 import type { ServiceImpl } from "./bind-service.js";
 import type { CallContext } from "./call-context.js";
+import { serverAttributes } from "./call-tracing.js";
 import { createClient, type PromiseClient } from "./client.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
 
@@ -20,6 +21,7 @@ describe("gRPC call tracing", () => {
   let tracing: Tracing;
   let server: GrpcServer;
   let client: PromiseClient<typeof ProductServiceService>;
+  let port: number;
   const seen: CallContext[] = [];
 
   beforeAll(async () => {
@@ -40,7 +42,7 @@ describe("gRPC call tracing", () => {
       batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused,
     };
     server.addService(ProductServiceService, impl);
-    const { port } = await server.start("127.0.0.1:0");
+    ({ port } = await server.start("127.0.0.1:0"));
     client = createClient(ProductServiceService, { address: `127.0.0.1:${port}`, maxAttempts: 1 });
   });
   afterAll(async () => {
@@ -77,6 +79,20 @@ describe("gRPC call tracing", () => {
     expect(servers.map((c) => [c.attributes["rpc.grpc.status_code"], c.status.code]).sort()).toEqual([[0, 0], [Code.NOT_FOUND, 0]]);
   });
 
+  it("names the server on a client span (server.address, server.port) and the caller's address on the server span (network.peer.*)", async () => {
+    const parent = { traceparent: `00-${"c".repeat(32)}-00f067aa0ba902b7-01`, deadline: undefined, signal: new AbortController().signal };
+    await client.getProduct({ id: product.id }, { context: parent });
+    await expect.poll(() => receiver.spans().filter((s) => s.traceId === "c".repeat(32)).length, { timeout: 10_000 }).toBe(2);
+    const own = receiver.spans().filter((s) => s.traceId === "c".repeat(32));
+    const clientSpan = own.find((s) => s.kind === "CLIENT")!;
+    const serverSpan = own.find((s) => s.kind === "SERVER")!;
+    expect(clientSpan.attributes).toMatchObject({ "server.address": "127.0.0.1", "server.port": port });
+    expect(clientSpan.attributes).not.toHaveProperty("network.peer.address");
+    expect(serverSpan.attributes).toMatchObject({ "network.peer.address": "127.0.0.1", "network.peer.port": expect.any(Number) });
+    expect(serverSpan.attributes["network.peer.port"]).not.toBe(port);
+    expect(serverSpan.attributes).not.toHaveProperty("server.address");
+  });
+
   it("records a call of an unsampled caller in no span, and passes the unsampled flag on", async () => {
     const before = receiver.spans().length;
     const unsampled = `00-${"a".repeat(32)}-00f067aa0ba902b7-00`;
@@ -86,5 +102,21 @@ describe("gRPC call tracing", () => {
     await client.getProduct({ id: product.id }, { context: { traceparent: `00-${"b".repeat(32)}-00f067aa0ba902b7-01`, deadline: undefined, signal: new AbortController().signal } });
     await expect.poll(() => receiver.spans().filter((s) => s.traceId === "b".repeat(32)).length, { timeout: 10_000 }).toBe(2);
     expect(receiver.spans().slice(before).filter((s) => s.traceId === "a".repeat(32))).toEqual([]);
+  });
+});
+
+describe("serverAttributes", () => {
+  it("takes the host and port a client's address names, whatever the resolver's scheme, and none from a list of several", () => {
+    expect(serverAttributes("127.0.0.1:50051")).toEqual({ "server.address": "127.0.0.1", "server.port": 50051 });
+    expect(serverAttributes("products:50052")).toEqual({ "server.address": "products", "server.port": 50052 });
+    expect(serverAttributes("dns:///products.shop.svc:50052")).toEqual({ "server.address": "products.shop.svc", "server.port": 50052 });
+    expect(serverAttributes("dns://10.0.0.2:53/products:50052")).toEqual({ "server.address": "products", "server.port": 50052 });
+    expect(serverAttributes("[::1]:50051")).toEqual({ "server.address": "::1", "server.port": 50051 });
+    expect(serverAttributes("ipv6:[::1]:50051")).toEqual({ "server.address": "::1", "server.port": 50051 });
+    // grpc-js's port when none is given.
+    expect(serverAttributes("products")).toEqual({ "server.address": "products", "server.port": 443 });
+    expect(serverAttributes("::1")).toEqual({ "server.address": "::1", "server.port": 443 });
+    expect(serverAttributes("unix:///run/products.sock")).toEqual({ "server.address": "/run/products.sock" });
+    expect(serverAttributes("127.0.0.1:50051,127.0.0.2:50051")).toEqual({});
   });
 });

@@ -2,7 +2,7 @@ import { Client, credentials as grpcCredentials, Metadata, type CallOptions, typ
 import { Code, StatusError } from "../errors/index.js";
 import type { RequestOf, ResponseOf, ServiceDefinition } from "./bind-service.js";
 import type { CallContext } from "./call-context.js";
-import { traceClientCall } from "./call-tracing.js";
+import { clientSpanAttributes, traceClientCall } from "./call-tracing.js";
 import { fromGrpcError } from "./grpc-status.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
 
@@ -150,6 +150,7 @@ export function createClient<D extends ServiceDefinition>(definition: D, options
   const out: Record<string, unknown> = { close: () => client.close() };
   for (const [name, method] of Object.entries(definition)) {
     const traits = options.methods?.[name];
+    const spanAttributes = clientSpanAttributes(method.path, options.address);
     const requestIdField = traits?.requestIdField ?? "requestId";
     const repeatable = (request: unknown): boolean => {
       if (traits?.idempotent) return true;
@@ -195,7 +196,7 @@ export function createClient<D extends ServiceDefinition>(definition: D, options
             await new Promise((r) => setTimeout(r, pause));
           }
         }
-      });
+      }, spanAttributes);
     };
   }
   return out as PromiseClient<D>;

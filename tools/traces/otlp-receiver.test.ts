@@ -46,4 +46,12 @@ describe("formatTraces", () => {
     expect(out).toContain("ERROR (delivery 1, retried) reservations refused");
     expect(out).toContain("ERROR (delivery 5, dead-lettered) reservations refused");
   });
+
+  it("names the server a call went to on its client span and the peer it came from on its server span", () => {
+    const call = span("f".repeat(16), "", "shop.products.v1.ProductService/GetProduct", { kind: "CLIENT", attributes: { "server.address": "products", "server.port": 50052 } });
+    const served = span("0".repeat(16), "f".repeat(16), "shop.products.v1.ProductService/GetProduct", { service: "products", kind: "SERVER", attributes: { "network.peer.address": "::1", "network.peer.port": 41234 } });
+    const out = formatTraces([call, served], traceId);
+    expect(out).toContain("shop.products.v1.ProductService/GetProduct  [orders CLIENT]  +0.0 ms  2.0 ms  to products:50052");
+    expect(out).toContain("shop.products.v1.ProductService/GetProduct  [products SERVER]  +0.0 ms  2.0 ms  from [::1]:41234");
+  });
 });

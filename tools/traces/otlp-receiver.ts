@@ -157,6 +157,22 @@ function printable(text: string): string {
   return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
+/** `host:port`, an IPv6 host in brackets; the host alone without a port. */
+function hostPort(address: string | number | boolean | undefined, port: string | number | boolean | undefined): string | undefined {
+  if (typeof address !== "string" || address === "") return undefined;
+  const host = address.includes(":") ? `[${address}]` : address;
+  return typeof port === "number" ? `${host}:${port}` : address;
+}
+
+/** `  to 10.0.0.7:50051` for a client span of a call (server.*), `  from 10.0.0.9:41234` for a server span (network.peer.*); empty for other spans. */
+function peerOf(span: ReceivedSpan): string {
+  const a = span.attributes;
+  const server = hostPort(a["server.address"], a["server.port"]);
+  if (server !== undefined) return `  to ${printable(server)}`;
+  const peer = hostPort(a["network.peer.address"], a["network.peer.port"]);
+  return peer === undefined ? "" : `  from ${printable(peer)}`;
+}
+
 const settlements: Record<string, string> = { retry: "retried", deadLetter: "dead-lettered" };
 
 /** ` (delivery 2, retried)` for a consumer's failed attempt: its spans' errors read alike whatever became of the event. */
@@ -171,8 +187,9 @@ function attemptOf(span: ReceivedSpan): string {
  * The traces that hold a span with an attribute value containing `text`
  * (an order id is in the subjects of its events), or whose id is `text`;
  * each as a tree, one line per span, children under their parent in start
- * order: name, service, kind, start offset and duration in ms, and ERROR
- * with the message for a failed span (a consumer's attempt saying its
+ * order: name, service, kind, start offset and duration in ms, the server
+ * a client span called (`to host:port`) or the peer that called a server
+ * span (`from host:port`), and ERROR with the message for a failed span (a consumer's attempt saying its
  * delivery and whether it was retried or dead-lettered). Spans whose parent was not received
  * are shown at the top level.
  */
@@ -187,7 +204,7 @@ export function formatTraces(spans: readonly ReceivedSpan[], text: string): stri
     const lines = [`trace ${printable(traceId)} (${own.length} spans)`];
     const print = (span: ReceivedSpan, depth: number) => {
       const failed = span.status.code === 2 ? `  ERROR${attemptOf(span)}${span.status.message ? ` ${printable(span.status.message)}` : ""}` : "";
-      lines.push(`${"  ".repeat(depth + 1)}${printable(span.name)}  [${printable(span.service)} ${printable(span.kind)}]  +${ms(BigInt(span.startNs) - t0)} ms  ${ms(BigInt(span.endNs) - BigInt(span.startNs))} ms${failed}`);
+      lines.push(`${"  ".repeat(depth + 1)}${printable(span.name)}  [${printable(span.service)} ${printable(span.kind)}]  +${ms(BigInt(span.startNs) - t0)} ms  ${ms(BigInt(span.endNs) - BigInt(span.startNs))} ms${peerOf(span)}${failed}`);
       for (const child of own.filter((s) => s.parentSpanId === span.spanId)) print(child, depth + 1);
     };
     for (const root of own.filter((s) => !ids.has(s.parentSpanId))) print(root, 0);
