@@ -23,12 +23,12 @@ const spanFile = join(dir, "traces.jsonl");
  * receiver in the test, which plays the caller: it sends its own traceparent
  * on CreateOrder and follows the order's saga to OrderConfirmed.
  */
-/** The stored events of one order, OrderPlaced, StockReserved and OrderConfirmed, by type. */
-async function eventsOf(nc: NatsConnection, orderId: string) {
+/** The stored events of one order, OrderPlaced, StockReserved and OrderConfirmed, by type, once `atLeast` of them are. */
+async function eventsOf(nc: NatsConnection, orderId: string, atLeast = 3) {
   const jsm = await nc.jetstreamManager();
   const read = async () => [...(await readStream(jsm, "SHOP_ORDERS")), ...(await readStream(jsm, "SHOP_PRODUCTS"))].filter((e) => e.subject.includes(orderId));
   // The order reads CONFIRMED once its transaction commits; its relay publishes OrderConfirmed a moment later.
-  await eventually("the order's three events are stored", async () => (await read()).length >= 3);
+  await eventually(`the order's ${atLeast} events are stored`, async () => (await read()).length >= atLeast);
   return new Map((await read()).map((e) => [e.headers.get("ce-type"), e.headers]));
 }
 
@@ -148,6 +148,15 @@ describe("tracing of an order through both services", () => {
       expect(attempts().map((s) => s.status.message ?? "").join("\n")).not.toMatch(/concurrent transaction's locks/);
       // The run given back for a retry is an error too, saying why.
       for (const span of attempts().filter((s) => s.attributes["concord.settlement"] === "retry")) expect(span.status).toEqual({ code: 2, message: "reservations refused" });
+      // The product service's line of each retry names the event and the span of its attempt.
+      const eventId = (await eventsOf(nc(), orderId, 1)).get("shop.orders.v1.OrderPlaced")!.get("ce-id");
+      const retries = () => products.logs().filter((l) => l.msg === "event handler failed; retrying" && l.trace_id === traceId);
+      await eventually("the retries are logged", async () => retries().length >= 2);
+      const retrySpans = new Set(attempts().filter((s) => s.attributes["concord.settlement"] === "retry").map((s) => s.spanId));
+      for (const line of retries()) {
+        expect(line).toMatchObject({ level: "warn", eventId });
+        expect(retrySpans.has(String(line.span_id))).toBe(true);
+      }
     } finally {
       db.exec("DROP TRIGGER refuse_reservations");
       db.close();

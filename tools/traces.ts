@@ -19,11 +19,12 @@ const usageOf = (prog: string) => `Usage:
       and hands it every span: open http://127.0.0.1:9411/zipkin/.
   ${prog} show <text> [--file DATA_DIR/traces.jsonl]
       Prints every trace with a span whose attributes contain <text> (an order
-      id: it is in the subjects of the order's events), or whose id is <text>,
-      as a tree: span, service, kind, start offset, duration, and the server
-      a call went to (to host:port) or the peer a call came from (from
-      host:port). The services send their spans every 5 s, so an order
-      placed just now shows a few seconds later.
+      id: it is in the subjects of the order's events), or whose id or trace
+      id is <text> (a log line's span_id or trace_id), as a tree: span,
+      service, kind, start offset, duration, and the server a call went to
+      (to host:port) or the peer a call came from (from host:port). The
+      services send their spans every 5 s, so an order placed just now shows
+      a few seconds later.
   DATA_DIR defaults to .data, as for \`npm start\`.`;
 
 /** Bad usage: the command answers with exit status 2 and its usage. */

@@ -243,7 +243,9 @@ describe("startConsumers", () => {
     expect(h.get("ce-type")).toBe(thingHappenedType);
     // The log names the dead letter as `concord dlq show` and `replay` take it.
     const line = logged.find((l) => l.consumer === t.consumerSpec.durable && l.deadLetterSequence !== undefined);
-    expect(line).toMatchObject({ level: "error", reason: "cannot handle this one", streamSequence: published.streamSequence, deadLetterSequence: dead.seq });
+    expect(line).toMatchObject({ level: "error", reason: "cannot handle this one", streamSequence: published.streamSequence, deadLetterSequence: dead.seq, eventId: published.eventId });
+    // Tracing is off: no span to name.
+    expect(line).not.toHaveProperty("trace_id");
     expect(line!.msg).toBe(`event sent to the dead letter stream as ${dead.seq}: \`npx concord dlq show ${dead.seq}\` shows it; once what failed is put right, \`npx concord dlq replay ${dead.seq}\` sends it again`);
     await t.settled();
   });

@@ -17,6 +17,7 @@ import { validateSource } from "./publisher.js";
 import { backoffDelay } from "./retry.js";
 import type { StreamSpec } from "./types.js";
 import { DeadLetterLines } from "./dead-letter-lines.js";
+import { deliveryLogFields } from "./delivery-log.js";
 
 export interface StartConsumersOptions {
   readonly nc: NatsConnection;
@@ -408,7 +409,7 @@ async function failedAttempt(msg: JsMsg, delivery: Delivery, err: unknown, step:
     return undefined;
   }
   const retryInMs = backoffDelay(step.backoffMs, attempt ?? 1);
-  step.logger.warn({ err, streamSequence: delivery.streamSequence, attempt, deliveryCount: delivery.deliveryCount, maxDeliver: step.maxDeliver, retryInMs }, "the event's transaction failed; retrying");
+  step.logger.warn({ err, streamSequence: delivery.streamSequence, attempt, deliveryCount: delivery.deliveryCount, maxDeliver: step.maxDeliver, retryInMs, ...deliveryLogFields(delivery) }, "the event's transaction failed; retrying");
   step.intake.settle(msg, { kind: "retry", delayMs: retryInMs });
   return undefined;
 }
@@ -516,7 +517,7 @@ async function handleChunk(
           }
           // Only a failure of a pipeline step (a service's middleware) gets here, maybe after the handler's
           // writes: the transaction fails, so none of them stays, and the event is then tried on its own.
-          logger.error({ err, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount }, "the consumer pipeline failed");
+          logger.error({ err, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, ...deliveryLogFields(delivery) }, "the consumer pipeline failed");
           throw err;
         }
         end++;
@@ -581,14 +582,14 @@ async function fileThenAck(msg: JsMsg, delivery: Delivery, settlement: Extract<S
   } catch (err) {
     // Redelivered to be decided and filed again, after 1 s at its first delivery, doubling with each one, at most 30 s.
     const retryInMs = Math.min(1_000 * 2 ** Math.min(Math.max(delivery.deliveryCount - 1, 0), 5), 30_000);
-    logger.error({ err, reason, streamSequence: delivery.streamSequence, retryInMs }, "publishing to the dead letter stream failed; the event will be redelivered");
+    logger.error({ err, reason, streamSequence: delivery.streamSequence, retryInMs, ...deliveryLogFields(delivery, settlement.trace) }, "publishing to the dead letter stream failed; the event will be redelivered");
     intake.settle(msg, { kind: "retry", delayMs: retryInMs });
     return;
   }
   // The line an operator reads first: it names the dead letter as the commands that show and replay it take it.
   step.deadLetterLines.filed(sequence, () =>
     logger.error(
-      { reason, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject, deadLetterSequence: sequence },
+      { reason, streamSequence: delivery.streamSequence, attempt: delivery.deliveryCount, deadLetterSubject: subject, deadLetterSequence: sequence, ...deliveryLogFields(delivery, settlement.trace) },
       `event sent to the dead letter stream as ${sequence}: \`npx concord dlq show ${sequence}\` shows it; once what failed is put right, \`npx concord dlq replay ${sequence}\` sends it again`,
     ),
   );

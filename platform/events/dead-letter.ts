@@ -56,7 +56,8 @@ export function deadLetterPrefix(dlqStream: StreamSpec): string {
 
 /**
  * Catches what is left after retries and settles it as a dead letter with
- * the reason: the consumer files it in the dead letter stream once the
+ * the reason (and the trace context of its attempt's span, for the line
+ * that tells it): the consumer files it in the dead letter stream once the
  * batch has committed, then acks it at the source so later events flow.
  */
 export function deadLetter(): DeliveryMiddleware {
@@ -75,7 +76,7 @@ export function deadLetter(): DeliveryMiddleware {
         // the note fails there too (the batch then runs one event a transaction).
         throw isDatabaseRefusingWrites(noted) ? new BatchConflictError(noted) : new SavepointNeededError(noted, undefined);
       }
-      return { kind: "deadLetter", reason };
+      return delivery.trace ? { kind: "deadLetter", reason, trace: delivery.trace } : { kind: "deadLetter", reason };
     }
   };
 }

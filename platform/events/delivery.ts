@@ -67,6 +67,8 @@ export type Settlement =
        * event once counts here, not at the commit.
        */
       readonly filed?: () => void;
+      /** The trace context of the consumer span of the attempt that decided it (`Delivery.trace`), for its log line. */
+      readonly trace?: TraceHeaders;
     };
 
 /**

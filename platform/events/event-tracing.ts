@@ -64,10 +64,12 @@ const storedLines = { traceparent: lineOf(eventHeaders.traceparent), tracestate:
  * Records the send span of one outbox row once JetStream has answered for
  * it: from the outbox write to the answer (the wait in the outbox and the
  * publish), child of the event's producer span, read from the stored headers.
+ * Returns a failed send's span context, for the line that tells the
+ * failure; undefined for one that succeeded, and while tracing is off.
  */
-export function recordSend(row: SentRow, outcome: PublishOutcome): void {
+export function recordSend(row: SentRow, outcome: PublishOutcome): TraceHeaders | undefined {
   const tracer = activeTracer();
-  if (!tracer) return;
+  if (!tracer) return undefined;
   const block = Buffer.from(row.headers.buffer, row.headers.byteOffset, row.headers.byteLength).toString("latin1");
   const parent = { traceparent: storedLines.traceparent.exec(block)?.[1], tracestate: storedLines.tracestate.exec(block)?.[1] };
   const type = storedLines.type.exec(block)?.[1] ?? row.subject;
@@ -80,8 +82,13 @@ export function recordSend(row: SentRow, outcome: PublishOutcome): void {
   };
   if (outcome.ok) attributes["concord.outbox.duplicate"] = outcome.duplicate;
   const span = tracer.startSpan(`send ${type}`, { kind: SpanKind.CLIENT, startTime: row.createdAt, attributes }, parentContext(parent));
-  if (!outcome.ok) span.setStatus({ code: spanError, message: outcome.error });
+  if (outcome.ok) {
+    span.end();
+    return undefined;
+  }
+  span.setStatus({ code: spanError, message: outcome.error });
   span.end();
+  return traceHeadersOf(span);
 }
 
 /**

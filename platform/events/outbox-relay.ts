@@ -5,6 +5,8 @@ import { type Database, isDatabaseRefusingWrites, type SessionLock } from "../sq
 import { stopStatusIterator } from "./nats-internals.js";
 import { createBatchTrial } from "./batch-trial.js";
 import { recordSend } from "./event-tracing.js";
+import type { TraceHeaders } from "./trace-context.js";
+import { spanLogFields, type SpanLogFields } from "../tracing/index.js";
 import { onOutboxCommit, outboxChannel } from "./outbox.js";
 import { createOutboxStore, type OutboxRow } from "./outbox-store.js";
 import { createPublishWindow, type PublishOutcome } from "./publish-window.js";
@@ -86,6 +88,9 @@ function subjectMatches(filter: string, subject: string): boolean {
   }
   return f.length === t.length;
 }
+
+/** What ties a line about an event the relay failed to publish to the event and to its send span (see spanLogFields). */
+type FailedEventFields = { readonly eventId: string } & Partial<SpanLogFields>;
 
 interface Flusher {
   readonly upTo: number;
@@ -171,9 +176,13 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   /** Answered since the loop last looked: acknowledged ones, those to park, and the first failure. */
   let acked: OutboxRow[] = [];
   let ackedDuplicates = 0;
-  let toPark: Array<{ readonly row: OutboxRow; readonly reason: string }> = [];
+  let toPark: Array<{ readonly row: OutboxRow; readonly reason: string; readonly trace: TraceHeaders | undefined }> = [];
   let failures = 0;
   let firstFailure: string | undefined;
+  /** The event the first failure was of, when it was one event's: its id and its send span's ids, for the line that tells it. */
+  let firstFailed: FailedEventFields | undefined;
+  /** The fields that tie a line about `row` to it and to the span of its failed send, `trace` (recordSend's). */
+  const failedEventFields = (row: OutboxRow, trace: TraceHeaders | undefined): FailedEventFields => ({ eventId: row.eventId, ...spanLogFields(trace) });
   /** Since when publishing has been held up, from the first failure logged until an event is acknowledged again. */
   let heldUpSince: number | undefined;
   /** Logs, once an outage is over, that events are published again: how long they were held up, and how many wait. */
@@ -207,16 +216,19 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     nc,
     publishTimeoutMs,
     onOutcome(row, outcome: PublishOutcome) {
-      recordSend(row, outcome);
+      const failedSend = recordSend(row, outcome);
       if (outcome.ok && batchWhen === "faster") trial.acked(batchInFlight);
       if (outcome.ok) {
         acked.push(row);
         if (outcome.duplicate) ackedDuplicates++;
-      } else if (outcome.permanent) toPark.push({ row, reason: outcome.error });
+      } else if (outcome.permanent) toPark.push({ row, reason: outcome.error, trace: failedSend });
       else {
         taken.delete(row.seq);
         failures++;
-        firstFailure ??= outcome.error;
+        if (firstFailure === undefined) {
+          firstFailure = outcome.error;
+          firstFailed = failedEventFields(row, failedSend);
+        }
       }
       interrupt?.("ack");
     },
@@ -276,19 +288,22 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const parkRefused = async (): Promise<void> => {
     const refused = toPark;
     toPark = [];
-    for (const { row, reason } of refused) {
+    for (const { row, reason, trace } of refused) {
       taken.delete(row.seq);
       try {
         await store.park(row, reason);
       } catch (err) {
-        logger.error({ err, eventId: row.eventId, reason }, "parking an outbox event that cannot be published failed; it is retried");
+        logger.error({ err, reason, ...failedEventFields(row, trace) }, "parking an outbox event that cannot be published failed; it is retried");
         failures++;
-        firstFailure ??= reason;
+        if (firstFailure === undefined) {
+          firstFailure = reason;
+          firstFailed = failedEventFields(row, trace);
+        }
         continue;
       }
       parked++;
       logger.error(
-        { eventId: row.eventId, subject: row.subject, reason },
+        { subject: row.subject, reason, ...failedEventFields(row, trace) },
         "an outbox event can never be published; it is parked so that later events flow (`tools/outbox.ts <service> list` shows it, `retry` sends it again)",
       );
     }
@@ -538,6 +553,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     maybeMore = true;
     failures = 0;
     firstFailure = undefined;
+    firstFailed = undefined;
     // Acknowledged before, their deletion failed (the database away): left out of reads, and deleted first (a
     // failure again counts, and is retried as the loop retries any).
     for (const row of acked) taken.add(row.seq);
@@ -615,11 +631,13 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         // What was acknowledged meanwhile (answers that came while a refused event was parked) is deleted first, so
         // that the next pass starts again from the oldest event left, the failed ones included.
         await markAcked();
-        logger.warn({ failed: failures, reason: firstFailure, retryInMs: retryMs }, "publishing outbox events failed; they stay in the outbox and are retried (logged at info once they are published again)");
+        // The reason is the first failure's, and so are the event and span named with it (set by callbacks the compiler does not follow here).
+        logger.warn({ failed: failures, reason: firstFailure, ...(firstFailed ?? {}), retryInMs: retryMs }, "publishing outbox events failed; they stay in the outbox and are retried (logged at info once they are published again)");
         heldUpSince ??= Date.now();
         oneByOne = batchStreams.length > 0 ? maxInFlight : 0;
         failures = 0;
         firstFailure = undefined;
+        firstFailed = undefined;
         maybeMore = true;
         probe = true;
         await wait(retryMs, { wake: false, ack: false });

@@ -1,6 +1,7 @@
 import type { Logger } from "../log/index.js";
 import { BatchConflictError, UnprocessableEventError, type DeliveryMiddleware } from "./delivery.js";
 import { countFailure } from "./inbox.js";
+import { deliveryLogFields } from "./delivery-log.js";
 
 export interface RetryOptions {
   /** Attempts in all; the error of the last one propagates (to the dead letter middleware). */
@@ -18,6 +19,8 @@ export interface RetryOptions {
  * counted in the database (countFailure, inbox.ts): a first delivery's with
  * the settlement, a redelivery's before it runs (`Delivery.attempt`). A
  * delivery handed back without being tried (a consumer stopping) is not one.
+ * Each retry is logged with the event's id and its attempt's span ids
+ * (deliveryLogFields).
  */
 export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
   const { maxDeliver, backoffMs, logger } = options;
@@ -33,7 +36,7 @@ export function retryWithBackoff(options: RetryOptions): DeliveryMiddleware {
       if (attempt >= maxDeliver) throw err;
       const delayMs = backoffDelay(backoffMs, attempt);
       logger.warn(
-        { err, streamSequence: delivery.streamSequence, attempt, deliveryCount: delivery.deliveryCount, maxDeliver, retryInMs: delayMs },
+        { err, streamSequence: delivery.streamSequence, attempt, deliveryCount: delivery.deliveryCount, maxDeliver, retryInMs: delayMs, ...deliveryLogFields(delivery) },
         "event handler failed; retrying",
       );
       return { kind: "retry", delayMs, reason: err instanceof Error ? err.message : String(err) };

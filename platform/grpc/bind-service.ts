@@ -8,7 +8,8 @@ import { Code, codeName, StatusError, type FieldViolation } from "../errors/inde
 import { type AccessControl, methodAccess, methodGuard, type MethodGuard, type Principal, unrestricted } from "./access.js";
 import { type CallContext, requestDigester, UnaryCallContext } from "./call-context.js";
 import { type CallObserver, observeCalls } from "./call-metrics.js";
-import { traceServerCalls } from "./call-tracing.js";
+import { callTrace, traceServerCalls } from "./call-tracing.js";
+import { spanLogFields } from "../tracing/index.js";
 import { toGrpcError } from "./grpc-status.js";
 import { http2StreamOf } from "./grpc-internals.js";
 import { defaultPageSize, maxPageBytes } from "./page-token.js";
@@ -225,7 +226,8 @@ export function requestLimit(bound: number, cap: number): number {
  * mapped here and nowhere else (toGrpcError): a StatusError keeps its code;
  * a database's storage full is UNAVAILABLE and anything else INTERNAL, both
  * logged at error with their cause, never sent to the caller. While
- * tracing is on, each call is a server span (see call-tracing.ts).
+ * tracing is on, each call is a server span (see call-tracing.ts), whose
+ * trace_id and span_id the error line carries when it records.
  *
  * Returns the definition to register (its deserializer keeps the raw bytes
  * for validation) together with the handlers.
@@ -290,7 +292,8 @@ function unaryHandler(
       } else {
         const grpcError = toGrpcError(err);
         // INTERNAL, and a database's storage full or failing (UNAVAILABLE, from an error that is no StatusError), are the operator's to put right.
-        if (grpcError.code === status.INTERNAL || !(err instanceof StatusError)) log.error({ code: codeName(grpcError.code as number as Code), ms, err }, "call failed");
+        // Its server span's ids, while tracing is on, tie the line to the call's trace (the span is still open here).
+        if (grpcError.code === status.INTERNAL || !(err instanceof StatusError)) log.error({ code: codeName(grpcError.code as number as Code), ms, err, ...spanLogFields(callTrace(call)) }, "call failed");
         else log.info({ code: codeName((grpcError.code ?? Code.UNKNOWN) as number as Code), ms, reason: grpcError.details }, "call");
         callback(grpcError);
       }

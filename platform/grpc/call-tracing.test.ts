@@ -11,7 +11,10 @@ import { serverAttributes } from "./call-tracing.js";
 import { createClient, type PromiseClient } from "./client.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
 
-const logger = createLogger({ service: "test", level: "silent" });
+/** The server's log lines, parsed. */
+const lines: Array<Record<string, unknown>> = [];
+const logger = createLogger({ service: "test", level: "warn", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } });
+const failing = "01890a5d-ac96-774b-bcce-b302099a8059";
 const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
 const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -37,6 +40,7 @@ describe("gRPC call tracing", () => {
       async getProduct(req, context) {
         seen.push(context);
         if (req.id === product.id) return { product };
+        if (req.id === failing) throw new Error("the store broke");
         throw StatusError.notFound(`product ${req.id} does not exist`);
       },
       batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused,
@@ -91,6 +95,22 @@ describe("gRPC call tracing", () => {
     expect(serverSpan.attributes).toMatchObject({ "network.peer.address": "127.0.0.1", "network.peer.port": expect.any(Number) });
     expect(serverSpan.attributes["network.peer.port"]).not.toBe(port);
     expect(serverSpan.attributes).not.toHaveProperty("server.address");
+  });
+
+  it("puts the server span's trace_id and span_id on the line of a call that failed, when its trace is sampled", async () => {
+    const signal = new AbortController().signal;
+    const sampled = "d".repeat(32);
+    await expect(client.getProduct({ id: failing }, { context: { traceparent: `00-${sampled}-00f067aa0ba902b7-01`, deadline: undefined, signal } })).rejects.toMatchObject({ code: Code.INTERNAL });
+    await expect.poll(() => receiver.spans().filter((s) => s.traceId === sampled && s.kind === "SERVER").length, { timeout: 10_000 }).toBe(1);
+    const served = receiver.spans().find((s) => s.traceId === sampled && s.kind === "SERVER")!;
+    const failed = lines.filter((l) => l.msg === "call failed");
+    expect(failed.at(-1)).toMatchObject({ level: "error", code: "INTERNAL", trace_id: sampled, span_id: served.spanId, err: { message: "the store broke" } });
+    // Unsampled, the span records nothing: ids that no trace holds would send a reader looking for nothing.
+    await expect(client.getProduct({ id: failing }, { context: { traceparent: `00-${"e".repeat(32)}-00f067aa0ba902b7-00`, deadline: undefined, signal } })).rejects.toMatchObject({ code: Code.INTERNAL });
+    const unsampled = lines.filter((l) => l.msg === "call failed").at(-1)!;
+    expect(unsampled).not.toBe(failed.at(-1));
+    expect(unsampled).not.toHaveProperty("trace_id");
+    expect(unsampled).not.toHaveProperty("span_id");
   });
 
   it("records a call of an unsampled caller in no span, and passes the unsampled flag on", async () => {

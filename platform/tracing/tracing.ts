@@ -2,6 +2,12 @@
 import type { Context, Link, Span, SpanKind as OtelSpanKind, SpanStatusCode, Tracer } from "@opentelemetry/api";
 import { parseTraceparent, type TraceHeaders, tracestateFrom } from "./trace-context.js";
 
+/** What ties a log line to the span it was written in: the span's trace id and its own, under the names W3C gives them. */
+export interface SpanLogFields {
+  readonly trace_id: string;
+  readonly span_id: string;
+}
+
 type OtelApi = typeof import("@opentelemetry/api");
 
 /** OpenTelemetry's span kinds and error status, as values that need no import of the API. */
@@ -102,4 +108,16 @@ export function traceHeadersOf(span: Span): TraceHeaders {
   const traceparent = `00-${c.traceId}-${c.spanId}-${c.traceFlags & sampledFlag ? "01" : "00"}`;
   const tracestate = c.traceState?.serialize();
   return tracestate ? { traceparent, tracestate } : { traceparent };
+}
+
+/**
+ * `trace_id` and `span_id` of the span whose context is `trace` (from
+ * traceHeadersOf), for the log lines written about its work: undefined
+ * while tracing is off, when there is no such span, and when its trace is
+ * not sampled, as its span then records nothing and no trace holds it.
+ */
+export function spanLogFields(trace: Partial<TraceHeaders> | undefined): SpanLogFields | undefined {
+  if (!tracer || trace?.traceparent === undefined) return undefined;
+  const parsed = parseTraceparent(trace.traceparent);
+  return parsed && parsed.flags & sampledFlag ? { trace_id: parsed.traceId, span_id: parsed.spanId } : undefined;
 }

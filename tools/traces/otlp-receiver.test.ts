@@ -53,5 +53,7 @@ describe("formatTraces", () => {
     const out = formatTraces([call, served], traceId);
     expect(out).toContain("shop.products.v1.ProductService/GetProduct  [orders CLIENT]  +0.0 ms  2.0 ms  to products:50052");
     expect(out).toContain("shop.products.v1.ProductService/GetProduct  [products SERVER]  +0.0 ms  2.0 ms  from [::1]:41234");
+    // A log line's span_id finds its trace as well as its trace_id does.
+    expect(formatTraces([call, served], "0".repeat(16))).toBe(out);
   });
 });

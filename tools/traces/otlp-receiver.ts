@@ -185,7 +185,8 @@ function attemptOf(span: ReceivedSpan): string {
 
 /**
  * The traces that hold a span with an attribute value containing `text`
- * (an order id is in the subjects of its events), or whose id is `text`;
+ * (an order id is in the subjects of its events), or whose id or trace id
+ * is `text` (a log line's span_id or trace_id);
  * each as a tree, one line per span, children under their parent in start
  * order: name, service, kind, start offset and duration in ms, the server
  * a client span called (`to host:port`) or the peer that called a server
@@ -194,7 +195,7 @@ function attemptOf(span: ReceivedSpan): string {
  * are shown at the top level.
  */
 export function formatTraces(spans: readonly ReceivedSpan[], text: string): string {
-  const traceIds = new Set(spans.filter((s) => s.traceId === text || Object.values(s.attributes).some((v) => typeof v === "string" && v.includes(text))).map((s) => s.traceId));
+  const traceIds = new Set(spans.filter((s) => s.traceId === text || s.spanId === text || Object.values(s.attributes).some((v) => typeof v === "string" && v.includes(text))).map((s) => s.traceId));
   const blocks: string[] = [];
   for (const traceId of traceIds) {
     const own = spans.filter((s) => s.traceId === traceId).sort((a, b) => (BigInt(a.startNs) < BigInt(b.startNs) ? -1 : 1));
