@@ -158,6 +158,38 @@ describe("gRPC security: TLS and bearer tokens checked against the contracts' ac
     expect((await alice.cancelOrder({ id: mine.id, reason: "changed my mind" })).order!.state).toBe(OrderState.ORDER_STATE_CANCELLED);
   });
 
+  it("takes a page token only with the method, caller and customer_id of the page it came from, page_size free to change, and refuses it elsewhere as INVALID_ARGUMENT naming page_token", async () => {
+    const p = await newProduct(10);
+    const placed = [await placeFor("carol", p.id), await placeFor("carol", p.id), await placeFor("carol", p.id)].map((o) => o.id);
+    const carol = ordersAs(customer("carol"));
+    const first = await carol.listOrders({ customerId: "carol", pageSize: 1, pageToken: "" });
+    expect(first.orders.map((o) => o.id)).toEqual(placed.slice(0, 1));
+    const rest = await carol.listOrders({ customerId: "carol", pageSize: 5, pageToken: first.nextPageToken });
+    expect(rest.orders.map((o) => o.id)).toEqual(placed.slice(1));
+    const elsewhere = {
+      "an admin, for carol's orders": ordersAs(admin).listOrders({ customerId: "carol", pageSize: 1, pageToken: first.nextPageToken }),
+      "an admin, for dave's orders": ordersAs(admin).listOrders({ customerId: "dave", pageSize: 1, pageToken: first.nextPageToken }),
+      "dave, for his own orders": ordersAs(customer("dave")).listOrders({ customerId: "dave", pageSize: 1, pageToken: first.nextPageToken }),
+      "carol, for products": productsAs(customer("carol")).listProducts({ pageSize: 1, pageToken: first.nextPageToken }),
+    };
+    for (const [who, call] of Object.entries(elsewhere)) {
+      const err = await grpcError(call);
+      expect([err.code, err.violations], who).toEqual([
+        Code.INVALID_ARGUMENT,
+        [{ field: "page_token", description: "was returned for another method, caller or query: send it with the request its page came from (only page_size may change)" }],
+      ]);
+    }
+    // ListProducts' tokens are the caller's too.
+    await newProduct();
+    const products1 = await productsAs(admin).listProducts({ pageSize: 1, pageToken: "" });
+    expect((await productsAs(admin).listProducts({ pageSize: 1, pageToken: products1.nextPageToken })).products).toHaveLength(1);
+    const asService = await grpcError(productsAs(() => token({ subject: "orders", roles: ["service"] })).listProducts({ pageSize: 1, pageToken: products1.nextPageToken }));
+    expect(asService.code).toBe(Code.INVALID_ARGUMENT);
+    // A token of the unbound kind the services wrote before is refused, saying what to do.
+    const unbound = await grpcError(carol.listOrders({ customerId: "carol", pageSize: 1, pageToken: Buffer.from(`after:${placed[0]}`).toString("base64url") }));
+    expect(unbound.violations).toEqual([{ field: "page_token", description: "is of the kind this service returned before its tokens were bound to their query; list again from the first page" }]);
+  });
+
   it("keeps each caller's request ids its own: two customers with one id both place their order, a retry gets the caller's own, and another's request cannot be sent", async () => {
     const p = await newProduct(10);
     const requestId = randomUUID();

@@ -7,7 +7,7 @@ export { createGrpcServer, type GrpcServer, type GrpcServerOptions } from "./ser
 export { createAdmission, type Admission, type AdmissionOptions } from "./admission.js";
 export { fromGrpcError, toGrpcError } from "./grpc-status.js";
 export { decodeStatusDetails, encodeBadRequestStatus, type DecodedStatus } from "./status-details.js";
-export { decodePageToken, encodePageToken, fitPage, listPage, maxPageBytes, pageSizeOf } from "./page-token.js";
+export { decodePageToken, encodePageToken, fitPage, listPage, maxPageBytes, pageScope, pageSizeOf, type PageScope } from "./page-token.js";
 export { checkHealth, waitForServing } from "./health-client.js";
 export { mayAccessOwnedBy, methodAccess, notTheOwner, unrestricted, type AccessControl, type MethodAccess, type Principal } from "./access.js";
 export { clientTlsCredentials, serverTlsCredentials, type ClientTlsFiles, type ServerTlsFiles } from "./tls.js";

@@ -1,30 +1,74 @@
+import { hash } from "node:crypto";
 import { encodeMessage, type MessageEncoder } from "../contracts/index.js";
 import { StatusError } from "../errors/index.js";
-
-const prefix = "after:";
+import type { CallContext } from "./call-context.js";
 
 /**
- * Opaque page tokens for keyset pagination over sortable ids: the token
- * names the last id of the previous page, so pages stay stable while rows
- * are added.
+ * What a page token is bound to: the method, the caller's subject and the
+ * request's other parameters (all but page_size and page_token), as an
+ * 8-byte digest. Made by `pageScope`.
  */
-export function encodePageToken(lastId: string): string {
-  return Buffer.from(prefix + lastId, "utf8").toString("base64url");
+export interface PageScope {
+  readonly digest: Buffer;
+}
+
+/** The first byte of a token as `encodePageToken` writes it, so that a later layout can be told apart. */
+const layout = 1;
+const digestBytes = 8;
+/** What tokens began with before they were bound: "after:" and the id. */
+const unboundPrefix = Buffer.from("after:");
+
+/**
+ * The scope of a list call: `context`'s method and subject, and `filters`,
+ * the values of every request field but page_size and page_token, in the
+ * order of their fields. A token made in one scope is refused in any other
+ * (AIP-158): another method, caller or query. The digest is not a secret;
+ * it keeps a token to the query it was made for, while what a page may
+ * hold is still the store's query and the owner check, as for the first page.
+ */
+export function pageScope(context: Pick<CallContext, "method" | "principal">, filters: readonly (string | number | boolean)[] = []): PageScope {
+  const text = JSON.stringify([context.method, context.principal.subject ?? null, ...filters]);
+  // The one-shot hash: a Hash object for each call cost about a microsecond more.
+  return { digest: hash("sha256", text, "buffer").subarray(0, digestBytes) };
 }
 
 /**
- * The id a token continues after, "" for no token; INVALID_ARGUMENT on
- * `page_token` when it is not one of ours: only what `encodePageToken`
- * makes is taken, and never an id holding a NUL character, which reached
- * PostgreSQL as the id to go on after and failed there as INTERNAL.
+ * An opaque page token for keyset pagination over sortable ids: it names
+ * the last id of the previous page, so pages stay stable while rows are
+ * added, and carries `scope`, so that it goes on only the query it came from.
  */
-export function decodePageToken(token: string): string {
+export function encodePageToken(lastId: string, scope: PageScope): string {
+  return Buffer.concat([Buffer.of(layout), scope.digest, Buffer.from(lastId, "utf8")]).toString("base64url");
+}
+
+const notOurs = () => StatusError.invalidArgument([{ field: "page_token", description: "is not a token returned by this service" }]);
+
+/**
+ * The id a token continues after, "" for no token; INVALID_ARGUMENT on
+ * `page_token` when it is not one of ours (only what `encodePageToken`
+ * makes is taken, and never an id holding a NUL character, which reached
+ * PostgreSQL as the id to go on after and failed there as INTERNAL), when
+ * it was made in another `scope` (another method, caller, or request
+ * parameters other than page_size), and when it is of the unbound kind
+ * tokens were before, saying to start again from the first page.
+ */
+export function decodePageToken(token: string, scope: PageScope): string {
   if (token === "") return "";
-  const text = /^[A-Za-z0-9_-]+$/.test(token) ? Buffer.from(token, "base64url").toString("utf8") : "";
-  const id = text.slice(prefix.length);
-  // Encoding the id again gives the token back only when its bytes were UTF-8 and its base64url was as ours is.
-  if (!text.startsWith(prefix) || id === "" || id.includes("\u0000") || encodePageToken(id) !== token) {
-    throw StatusError.invalidArgument([{ field: "page_token", description: "is not a token returned by this service" }]);
+  const bytes = /^[A-Za-z0-9_-]+$/.test(token) ? Buffer.from(token, "base64url") : Buffer.alloc(0);
+  // Encoding the bytes again gives the token back only when its base64url was as ours is.
+  if (bytes.length === 0 || bytes.toString("base64url") !== token) throw notOurs();
+  if (bytes.length > unboundPrefix.length && bytes.subarray(0, unboundPrefix.length).equals(unboundPrefix)) {
+    throw StatusError.invalidArgument([{ field: "page_token", description: "is of the kind this service returned before its tokens were bound to their query; list again from the first page" }]);
+  }
+  if (bytes.length <= 1 + digestBytes || bytes[0] !== layout) throw notOurs();
+  const idBytes = bytes.subarray(1 + digestBytes);
+  const id = idBytes.toString("utf8");
+  // Encoding the id again gives its bytes back only when they were UTF-8.
+  if (id.includes("\u0000") || !Buffer.from(id, "utf8").equals(idBytes)) throw notOurs();
+  if (!bytes.subarray(1, 1 + digestBytes).equals(scope.digest)) {
+    throw StatusError.invalidArgument([
+      { field: "page_token", description: "was returned for another method, caller or query: send it with the request its page came from (only page_size may change)" },
+    ]);
   }
   return id;
 }
@@ -66,7 +110,7 @@ export function fitPage<T>(items: readonly T[], sizeOf: (item: T) => number, max
  * One page of a list call, from the rows read for it (`limit` + 1, the one
  * past the page telling whether more follow): the first `limit` as
  * messages, fewer when they would pass `maxBytes` encoded, and the token
- * that continues after the last of them ("" when none follow).
+ * that continues after the last of them in `scope` ("" when none follow).
  */
 export function listPage<R, M>(
   rows: readonly R[],
@@ -74,9 +118,10 @@ export function listPage<R, M>(
   toMessage: (row: R) => M,
   encoder: MessageEncoder<M>,
   idOf: (message: M) => string,
+  scope: PageScope,
   maxBytes: number = maxPageBytes,
 ): { readonly items: M[]; readonly nextPageToken: string } {
   const items = fitPage(rows.slice(0, limit).map(toMessage), (m) => encodeMessage(encoder, m).byteLength, maxBytes) as M[];
   const more = rows.length > items.length;
-  return { items, nextPageToken: more && items.length > 0 ? encodePageToken(idOf(items[items.length - 1])) : "" };
+  return { items, nextPageToken: more && items.length > 0 ? encodePageToken(idOf(items[items.length - 1]), scope) : "" };
 }

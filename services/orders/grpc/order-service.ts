@@ -3,7 +3,7 @@ import { CreateOrderResponse, Order, OrderServiceService } from "../../../gen/ts
 import type { ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import { StatusError } from "../../../platform/errors/index.js";
 import type { Outbox } from "../../../platform/events/index.js";
-import { type CallContext, decodePageToken, listPage, mayAccessOwnedBy, notTheOwner, pageSizeOf, type PromiseClient, type ServiceImpl } from "../../../platform/grpc/index.js";
+import { type CallContext, decodePageToken, listPage, mayAccessOwnedBy, notTheOwner, pageScope, pageSizeOf, type PromiseClient, type ServiceImpl } from "../../../platform/grpc/index.js";
 import type { RequestIds } from "../../../platform/idempotency/index.js";
 import { uuidv7 } from "../../../platform/ids/index.js";
 import type { Database } from "../../../platform/sql/index.js";
@@ -117,10 +117,12 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
       }, { signal: () => context.signal });
     },
 
-    async listOrders(req) {
+    async listOrders(req, context) {
       const limit = pageSizeOf(req.pageSize);
-      const rows = await store.listByCustomer(db, req.customerId, decodePageToken(req.pageToken), limit + 1);
-      const page = listPage(rows, limit, toOrderMessage, Order, (o) => o.id);
+      // A token goes on only the list it came from: this caller's, of this customer's orders.
+      const scope = pageScope(context, [req.customerId]);
+      const rows = await store.listByCustomer(db, req.customerId, decodePageToken(req.pageToken, scope), limit + 1);
+      const page = listPage(rows, limit, toOrderMessage, Order, (o) => o.id, scope);
       return { orders: page.items, nextPageToken: page.nextPageToken };
     },
   };

@@ -2,7 +2,7 @@ import { ProductCreatedEvent, ProductUpdatedEvent, StockAdjustedEvent } from "..
 import { AdjustStockResponse, CreateProductResponse, Product, ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import { StatusError } from "../../../platform/errors/index.js";
 import type { Outbox } from "../../../platform/events/index.js";
-import { decodePageToken, listPage, pageSizeOf, type ServiceImpl } from "../../../platform/grpc/index.js";
+import { decodePageToken, listPage, pageScope, pageSizeOf, type ServiceImpl } from "../../../platform/grpc/index.js";
 import type { RequestIds } from "../../../platform/idempotency/index.js";
 import { uuidv7 } from "../../../platform/ids/index.js";
 import type { Database } from "../../../platform/sql/index.js";
@@ -85,10 +85,12 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
       }, { signal: () => context.signal });
     },
 
-    async listProducts(req) {
+    async listProducts(req, context) {
       const limit = pageSizeOf(req.pageSize);
-      const rows = await store.list(db, decodePageToken(req.pageToken), limit + 1);
-      const page = listPage(rows, limit, toProductMessage, Product, (p) => p.id);
+      // The request has no filter: a token goes on only this method's list for this caller.
+      const scope = pageScope(context);
+      const rows = await store.list(db, decodePageToken(req.pageToken, scope), limit + 1);
+      const page = listPage(rows, limit, toProductMessage, Product, (p) => p.id, scope);
       return { products: page.items, nextPageToken: page.nextPageToken };
     },
 
