@@ -17,6 +17,8 @@ const issuer = "concord";
 const audience = "concord";
 /** What the services' own key signs with. */
 const algorithm = "HS256";
+/** The longest subject taken, in UTF-8 bytes: far more than any issuer's ids or e-mail addresses take. */
+const maxSubjectBytes = 1024;
 /** The role of the services' calls to each other, the only one their key signs for while an issuer's keys are configured. */
 const serviceRole = "service";
 
@@ -129,7 +131,8 @@ export interface TokenVerifierOptions {
  * of any of `publicKeys` (an issuer's: ES256, RS256 or EdDSA, as the key
  * is), and nothing else: issuer and audience "concord", a subject, an
  * expiry no further ahead than `maxTtlMs` (see `lifetimeProblem`), a
- * subject without NUL (U+0000), and roles as a list of strings. A token
+ * subject without NUL (U+0000) of at most 1,024 bytes, and roles as a list
+ * of strings. A token
  * that passed is remembered until it expires (the newest 1024, within
  * 4 MiB; one of over 256 KiB with its roles is not), so only a client's
  * first call with it pays for the signature check; its times are checked
@@ -207,6 +210,10 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
     if (payload.sub === "") throw new TokenError("the bearer token has an empty subject");
     // The subject keys the caller's request ids, and PostgreSQL's text cannot hold NUL: the call failed there as INTERNAL.
     if (payload.sub.includes("\u0000")) throw new TokenError("the bearer token's subject holds the NUL character (U+0000)");
+    // The subject is part of the request ids' key, and PostgreSQL indexes at most 2,704 bytes a row: an admin's
+    // CreateProduct with a request_id under a subject of 3,000 random characters failed there as INTERNAL.
+    const subjectBytes = Buffer.byteLength(payload.sub);
+    if (subjectBytes > maxSubjectBytes) throw new TokenError(`the bearer token's subject is ${subjectBytes} bytes long; it may be at most ${maxSubjectBytes} (UTF-8)`);
     const claims: TokenClaims = { subject: payload.sub, roles: Object.freeze([...roles]) };
     const weight = weightOf(token, claims.roles);
     if (weight > cacheBytes / 16) return claims;

@@ -69,6 +69,16 @@ describe("token keys and tokens", () => {
     expect(await verify(await withSubject("op\u202es"))).toEqual({ subject: "op\u202es", roles: ["admin"] });
   });
 
+  it("refuses a subject of more than 1,024 bytes, which as the caller of a request id passed what PostgreSQL indexes and failed there as INTERNAL", async () => {
+    const key = readTokenSecret(keyFile("long-subjects.key", hex, 0o600));
+    const verify = createTokenVerifier(key);
+    const signed = (subject: string) => signToken(key, { subject, roles: ["admin"] }, 60);
+    expect(await verify(await signed("s".repeat(1024)))).toEqual({ subject: "s".repeat(1024), roles: ["admin"] });
+    expect(await verify(await signed("\u00e9".repeat(512)))).toEqual({ subject: "\u00e9".repeat(512), roles: ["admin"] });
+    await expect(verify(await signed("s".repeat(1025)))).rejects.toThrow(new TokenError("the bearer token's subject is 1025 bytes long; it may be at most 1024 (UTF-8)"));
+    await expect(verify(await signed("\u00e9".repeat(513)))).rejects.toThrow(new TokenError("the bearer token's subject is 1026 bytes long; it may be at most 1024 (UTF-8)"));
+  });
+
   it("remembers verified tokens within a few MiB, however many roles each carries: 1,024 tokens of 3,000 roles had taken a service's heap past its limit", async () => {
     setFlagsFromString("--expose-gc");
     const gc = runInNewContext("gc") as () => void;
