@@ -58,6 +58,19 @@ describe("token keys and tokens", () => {
     );
   });
 
+  it("refuses, with no issuer's keys configured, a token of the services' key (HS256) whose iss is missing, another, or not the string \"concord\"", async () => {
+    const key = readTokenSecret(keyFile("issuers.key", hex, 0o600));
+    const verify = createTokenVerifier(key);
+    const { SignJWT } = await import("jose");
+    const withIssuer = (iss: unknown) =>
+      new SignJWT({ roles: ["admin"], ...(iss !== undefined && { iss }) } as never).setProtectedHeader({ alg: "HS256" }).setSubject("ops").setAudience("concord").setExpirationTime("1m").sign(key);
+    await expect(verify(await withIssuer(undefined))).rejects.toThrow(new TokenError("the bearer token's iss claim is not valid: it is missing"));
+    for (const iss of ["elsewhere", "", "Concord", ["concord"], null, 1]) {
+      await expect(verify(await withIssuer(iss)), JSON.stringify(iss)).rejects.toThrow(new TokenError(`the bearer token's iss claim is not valid: it must be "concord"`));
+    }
+    expect(await verify(await withIssuer("concord"))).toEqual({ subject: "ops", roles: ["admin"] });
+  });
+
   it("refuses a subject that is not a string, or holds the NUL character, which reached PostgreSQL as the caller of a request id and failed there as INTERNAL", async () => {
     const key = readTokenSecret(keyFile("subjects.key", hex, 0o600));
     const verify = createTokenVerifier(key);
