@@ -44,6 +44,18 @@ describe("grpc.health.v1", () => {
     expect(await checkHealth(address)).toBe("NOT_SERVING");
   });
 
+  it("refuses a Check request over 1 KiB with INVALID_ARGUMENT, not naming in its answer the service it asks for", async () => {
+    const { reference } = await start();
+    const longest = "x".repeat(1021);
+    expect(encodeHealthCheckRequest(longest)).toHaveLength(1024);
+    await expect(unary(reference, "check", { service: longest })).rejects.toMatchObject({ code: status.NOT_FOUND, details: `Health status unknown for service ${longest}` });
+    for (const service of [`${longest}x`, "\u20ac".repeat(85_000)]) {
+      const err = await unary(reference, "check", { service }).catch((e: ServiceError) => e);
+      expect(err, `${service.length} characters`).toMatchObject({ code: status.INVALID_ARGUMENT, details: "a Check request may have at most 1024 bytes" });
+    }
+    expect(await unary(reference, "check", { service: "" })).toEqual({ status: "SERVING" });
+  });
+
   it("refuses a request that is not a HealthCheckRequest with INVALID_ARGUMENT", async () => {
     const { address } = await start();
     const raw = new Client(address, credentials.createInsecure());

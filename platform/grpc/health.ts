@@ -19,8 +19,9 @@ const servicePath = "/grpc.health.v1.Health";
 /** Services List reports at most, as grpc-health-check did; more is RESOURCE_EXHAUSTED. */
 const listLimit = 100;
 /**
- * What one Watch may hold, as callers need no token: a request (its service
- * name) of at most this many bytes, kept while the stream is open...
+ * What one Check or Watch may send, as callers need no token: a request (its
+ * service name) of at most this many bytes. A Watch keeps it while its stream
+ * is open; a Check for a service it does not know names it in its answer...
  */
 export const watchRequestLimit = 1024;
 /** ...and at most this many Watch streams open at once, over every connection. */
@@ -139,6 +140,10 @@ export class HealthService {
   addToServer(server: Server): void {
     server.addService(definition, {
       Check: (call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>) => {
+        // The NOT_FOUND below names the service: a name of 255 KB went back whole, 765 KB percent-encoded, to anyone.
+        if (call.request.length > watchRequestLimit) {
+          return callback({ code: grpcStatus.INVALID_ARGUMENT, details: `a Check request may have at most ${watchRequestLimit} bytes` });
+        }
         const service = this.serviceOf(call.request);
         if (service === undefined) return callback({ code: grpcStatus.INVALID_ARGUMENT, details: "not a grpc.health.v1.HealthCheckRequest" });
         const status = this.statuses.get(service);
