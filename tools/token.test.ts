@@ -52,6 +52,13 @@ describe("tools/token.ts", () => {
     }
   });
 
+  it("refuses a --subject of more than 1024 bytes, which the services refuse, before it reads any key", () => {
+    const run = token(["--role", "admin", "--subject", "s".repeat(1025)], { DATA_DIR: "/nonexistent" });
+    expect(run.status).toBe(2);
+    expect(run.stderr).toBe("token: --subject is 1025 bytes long: the services refuse a subject of more than 1024 (UTF-8)\n");
+    expect(run.stdout).toBe("");
+  });
+
   it("makes a token of up to the maximum, and by default one of an hour or the maximum if that is shorter", () => {
     const keyFile = join(tempDirForSuite("concord-token-"), "token-hs256.key");
     writeFileSync(keyFile, "ef".repeat(32), { mode: 0o600 });

@@ -6,6 +6,7 @@
 import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { descriptorSet } from "../gen/ts/descriptor_set.js";
+import { maxSubjectBytes } from "../platform/auth/index.js";
 import { duration } from "../platform/config/index.js";
 import { methodAccess } from "../platform/grpc/index.js";
 import { maxTokenTtlSetting } from "../platform/runtime/index.js";
@@ -35,7 +36,8 @@ concord.v1.access option in proto/ (see the README's Security section).
   --role ROLE       a role the contracts' access rules name (admin, customer or
                     service); repeat for several roles
   --subject NAME    who the token speaks for; a customer's id for the
-                    customer role (default: the role's name, e.g. "admin")
+                    customer role (default: the role's name, e.g. "admin");
+                    at most 1024 bytes, the longest the services take
   --ttl DURATION    how long it is valid, from 1s to GRPC_AUTH_MAX_TOKEN_TTL (the
                     longest the services take, default 24h): e.g. 15m, 1h, 8h
                     (default 1h, or GRPC_AUTH_MAX_TOKEN_TTL if that is shorter)`;
@@ -95,6 +97,11 @@ async function main(): Promise<void> {
   const subject = values.subject ?? roles[0];
   if (subject === "") {
     console.error("token: --subject must not be empty");
+    process.exitCode = 2;
+    return;
+  }
+  if (Buffer.byteLength(subject) > maxSubjectBytes) {
+    console.error(`token: --subject is ${Buffer.byteLength(subject)} bytes long: the services refuse a subject of more than ${maxSubjectBytes} (UTF-8)`);
     process.exitCode = 2;
     return;
   }

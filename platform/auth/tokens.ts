@@ -18,7 +18,7 @@ const audience = "concord";
 /** What the services' own key signs with. */
 const algorithm = "HS256";
 /** The longest subject taken, in UTF-8 bytes: far more than any issuer's ids or e-mail addresses take. */
-const maxSubjectBytes = 1024;
+export const maxSubjectBytes = 1024;
 /** The role of the services' calls to each other, the only one their key signs for while an issuer's keys are configured. */
 const serviceRole = "service";
 
