@@ -1,3 +1,4 @@
+import http2 from "node:http2";
 import { Client, credentials, Server, ServerCredentials, status } from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
@@ -242,6 +243,43 @@ describe("server reflection", () => {
     const truncated = await reflect([{ raw: Uint8Array.of(0x22, 100, 0x61, 0x62) }]);
     expect(truncated.code).toBe(status.INVALID_ARGUMENT);
     expect(truncated.details).toContain("invalid ServerReflectionRequest");
+  });
+
+  it("reads a stream's next request only while its caller takes the answers, and answers every request once it reads again", async () => {
+    let asked = 0;
+    const index = createDescriptorIndex([descriptorSet, grpcDescriptorSet]);
+    const counting = { ...index, fileOfSymbol: (name: string) => (asked++, index.fileOfSymbol(name)) };
+    const own = new Server();
+    addServerReflection(own, { index: counting, services: served });
+    // Those it looked up to check the services it lists.
+    asked = 0;
+    const port = await new Promise<number>((resolve, reject) => own.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    try {
+      const stream = session.request({ ":method": "POST", ":path": "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "content-type": "application/grpc", te: "trailers" });
+      stream.pause();
+      const ask = encodeAsk({ fileContainingSymbol: "shop.products.v1.ProductService" });
+      const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, ask.length]), ask]);
+      const requests = 1_000;
+      stream.end(Buffer.concat(Array.from({ length: requests }, () => frame)));
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      // Answered while unread: about 11 KB each, every one of them before.
+      console.log(`answered while unread: ${asked} of ${requests}`);
+      expect(asked).toBeGreaterThan(0);
+      expect(asked).toBeLessThan(20);
+      const chunks: Buffer[] = [];
+      stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+      const trailers = new Promise<http2.IncomingHttpHeaders>((resolve) => stream.on("trailers", resolve));
+      stream.resume();
+      expect((await trailers)["grpc-status"]).toBe("0");
+      const received = Buffer.concat(chunks);
+      let answers = 0;
+      for (let at = 0; at < received.length; at += 5 + received.readUInt32BE(at + 1)) answers++;
+      expect([answers, asked]).toEqual([requests, requests]);
+    } finally {
+      session.destroy();
+      own.forceShutdown();
+    }
   });
 
   it("refuses to list a service it has no descriptor of", () => {
