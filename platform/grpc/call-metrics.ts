@@ -160,15 +160,36 @@ export function unreadAnswerMetrics(registry: Registry, answers: { readonly stal
  * `concord_grpc_serving`: 1 while the server's health reports SERVING, 0
  * while it reports NOT_SERVING (its readiness check failing, as with the
  * database away; waiting for NATS at start; stopping), read at each scrape.
- * Health was seen only by asking grpc.health.v1, not in the metrics.
+ * Health was seen only by asking grpc.health.v1, not in the metrics. And
+ * `concord_grpc_open_streams` and `concord_grpc_connection_stream_share`:
+ * the streams open on all connections, and how many each connection may
+ * open at once now, which falls as connections grow many (see
+ * shareOpenStreams): a client held to a few streams by a crowd of others'
+ * connections shows here.
  */
-export function grpcServingMetrics(registry: Registry, server: { servingStatus(): string }): void {
+export function grpcServingMetrics(registry: Registry, server: { servingStatus(): string; readonly openStreams: { readonly open: number; readonly share: number } }): void {
   new Gauge({
     name: "concord_grpc_serving",
     help: "1 while the server's grpc.health.v1 status is SERVING, 0 while it is NOT_SERVING",
     registers: [registry],
     collect() {
       this.set(server.servingStatus() === "SERVING" ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "concord_grpc_open_streams",
+    help: "HTTP/2 streams open on all of the gRPC server's connections",
+    registers: [registry],
+    collect() {
+      this.set(server.openStreams.open);
+    },
+  });
+  new Gauge({
+    name: "concord_grpc_connection_stream_share",
+    help: "Streams each connection may open at once now (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS): maxOpenStreams shared among the connections once they are many",
+    registers: [registry],
+    collect() {
+      this.set(server.openStreams.share);
     },
   });
 }

@@ -460,10 +460,12 @@ describe("createGrpcServer", () => {
 
   it("tells each connection its share of maxOpenStreams, lower as connections come and higher as they go, and HTTP/2 turns away a stream past it before the server sees it", async () => {
     const { counted, port, session, registry } = await observedServer({ maxOpenStreams: 64, maxUnfinishedRequests: 16 });
+    grpcServingMetrics(registry, server!);
     const last = (raw: RawHttp2Connection) => raw.seen.maxStreams.at(-1);
     const raws: RawHttp2Connection[] = [];
     try {
       await expect.poll(() => session.remoteSettings.maxConcurrentStreams).toBe(64);
+      expect(await sampleOf(registry, "concord_grpc_connection_stream_share")).toBe(64);
       // Four connections: 64 / 4, told to the one already there too. These three acknowledge none of it.
       raws.push(...Array.from({ length: 3 }, () => rawHttp2Connection(port, { acknowledge: false })));
       await expect.poll(() => raws.map(last)).toEqual([16, 16, 16]);
@@ -474,6 +476,8 @@ describe("createGrpcServer", () => {
       raws[0].open(20, ProductServiceService.getProduct.path, lengthPrefix(1000));
       await raws[0].ping();
       expect(raws[0].seen.resets.get(http2Constants.NGHTTP2_REFUSED_STREAM)).toBe(4);
+      expect(await sampleOf(registry, "concord_grpc_connection_stream_share")).toBe(16);
+      expect(await sampleOf(registry, "concord_grpc_open_streams")).toBe(16);
       expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, reason: "unfinished_overflow" })).toBe(0);
       // A client that acknowledged its share and opens more has broken HTTP/2's rule: its connection is closed.
       const acknowledged = rawHttp2Connection(port);

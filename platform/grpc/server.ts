@@ -173,6 +173,8 @@ export interface GrpcServer {
    * and reflection still answer. Without one, it serves again. Any time.
    */
   setUnavailable(reason: string | undefined): void;
+  /** Streams open on all connections, and how many each connection may open at once now (see shareOpenStreams), for metrics. */
+  readonly openStreams: { readonly open: number; readonly share: number };
   /** Answers waiting on stalled connections and calls cancelled for them so far (see watchUnreadResponses), for metrics. */
   readonly unreadAnswers: { readonly stalledBytes: number; readonly cancelled: number };
 }
@@ -373,6 +375,9 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     },
     get unreadAnswers() {
       return unread;
+    },
+    get openStreams() {
+      return openStreams;
     },
     setUnavailable(reason) {
       if (reason !== undefined && (typeof reason !== "string" || reason === "")) throw new Error("setUnavailable: the reason must be a non-empty string");
