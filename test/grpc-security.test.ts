@@ -166,14 +166,15 @@ describe("gRPC security: TLS and bearer tokens checked against the contracts' ac
     expect(first.orders.map((o) => o.id)).toEqual(placed.slice(0, 1));
     const rest = await carol.listOrders({ customerId: "carol", pageSize: 5, pageToken: first.nextPageToken });
     expect(rest.orders.map((o) => o.id)).toEqual(placed.slice(1));
+    // Each call made as its turn comes: made at once, those awaited later were rejections no one had heard yet.
     const elsewhere = {
-      "an admin, for carol's orders": ordersAs(admin).listOrders({ customerId: "carol", pageSize: 1, pageToken: first.nextPageToken }),
-      "an admin, for dave's orders": ordersAs(admin).listOrders({ customerId: "dave", pageSize: 1, pageToken: first.nextPageToken }),
-      "dave, for his own orders": ordersAs(customer("dave")).listOrders({ customerId: "dave", pageSize: 1, pageToken: first.nextPageToken }),
-      "carol, for products": productsAs(customer("carol")).listProducts({ pageSize: 1, pageToken: first.nextPageToken }),
+      "an admin, for carol's orders": () => ordersAs(admin).listOrders({ customerId: "carol", pageSize: 1, pageToken: first.nextPageToken }),
+      "an admin, for dave's orders": () => ordersAs(admin).listOrders({ customerId: "dave", pageSize: 1, pageToken: first.nextPageToken }),
+      "dave, for his own orders": () => ordersAs(customer("dave")).listOrders({ customerId: "dave", pageSize: 1, pageToken: first.nextPageToken }),
+      "carol, for products": () => productsAs(customer("carol")).listProducts({ pageSize: 1, pageToken: first.nextPageToken }),
     };
     for (const [who, call] of Object.entries(elsewhere)) {
-      const err = await grpcError(call);
+      const err = await grpcError(call());
       expect([err.code, err.violations], who).toEqual([
         Code.INVALID_ARGUMENT,
         [{ field: "page_token", description: "was returned for another method, caller or query: send it with the request its page came from (only page_size may change)" }],
