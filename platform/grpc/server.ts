@@ -431,8 +431,9 @@ function noteGrpcJsRefusal(stream: ServerHttp2Stream, path: string | undefined, 
  * came before its end was counted as of a method not served here.
  */
 function noteRequestCountRefusal(stream: ServerHttp2Stream, path: string | undefined, served: ReadonlySet<string>, refused: Refused): void {
-  if (path === undefined || !served.has(path) || reflectionMethodPaths.includes(path)) return;
-  if (Number(stream.sentHeaders["grpc-status"]) === Code.UNIMPLEMENTED) refused(stream, path, Code.UNIMPLEMENTED, "request_count");
+  // The status first: every call answered after its request ended comes here, and few are UNIMPLEMENTED.
+  if (Number(stream.sentHeaders["grpc-status"]) !== Code.UNIMPLEMENTED) return;
+  if (path !== undefined && served.has(path) && !reflectionMethodPaths.includes(path)) refused(stream, path, Code.UNIMPLEMENTED, "request_count");
 }
 
 /** What grpc-js refuses a call for before its request has ended, by the code it answers with. */
