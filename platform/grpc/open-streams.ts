@@ -39,9 +39,14 @@ export interface OpenStreams {
  * connections crosses a power of two. HTTP/2's own layer (nghttp2) turns a
  * stream past that away (RST_STREAM REFUSED_STREAM, which clients may
  * retry) before Node makes anything of it, from the moment the server has
- * sent the new figure, before the client acknowledges it. A client holds
- * its own calls past that until some end, as clients do with any server's
- * limit.
+ * sent the new figure, before the client acknowledges it; a client that
+ * acknowledged it and opens more anyway has broken HTTP/2's rules, and
+ * nghttp2 closes its connection. A well-behaved client holds its own calls
+ * past that until some end, as clients do with any server's limit. The
+ * 600 connections above now leave the heap at 48 MiB. The price: many
+ * connections, idle ones too, hold every connection to a small share (2
+ * each at 4,096), as many connections already keep new clients out; a
+ * proxy with a per-client limit is the answer to both.
  *
  * A connection keeps the streams it opened under an earlier, higher
  * share, so the sum can pass `max` while connections come and go; then a
@@ -50,9 +55,10 @@ export interface OpenStreams {
  * peer's address and how many streams it held), and is served as any
  * other unless it came on that connection. A client that leaves ten of
  * the server's SETTINGS unacknowledged is closed by Node (GOAWAY
- * INTERNAL_ERROR), and `closed` hears of it too. `max` is well above what a server serves at once (admission's
- * capacity, calls whose requests are still coming in, reflection
- * streams), so it binds only when the connections are many.
+ * INTERNAL_ERROR), and `closed` hears of it too. `max` is well above
+ * what a server serves at once (admission's capacity, calls whose requests
+ * are still coming in, reflection streams), so it binds only when the
+ * connections are many.
  */
 export function shareOpenStreams(max: number, perConnection: number, closed: (peer: string | undefined, streams: number) => void): OpenStreams {
   const listeners: Array<Http2Server | Http2SecureServer> = [];
