@@ -57,7 +57,7 @@ describe("npx concord dlq replay", () => {
         },
       },
     );
-    expect(outcome).toEqual({ kind: "replayed", chosen: 3, replayed: 2, skipped: 1 });
+    expect(outcome).toEqual({ kind: "replayed", chosen: 3, replayed: 2, skipped: 1, refused: 0, pastInbox: 0 });
     expect(replayed).toEqual([first, last]);
     expect(skipped).toEqual([[gone, `dead letter ${gone} is gone since it was checked (replayed or purged meanwhile)`]]);
     expect(await remaining()).toEqual([]);
@@ -67,7 +67,7 @@ describe("npx concord dlq replay", () => {
     const seqs = await fileLetters(3, 10);
     const stop = new AbortController();
     const outcome = await replayChosenDeadLetters(nc(), { seqs }, { stop: stop.signal, replayed: () => stop.abort() });
-    expect(outcome).toEqual({ kind: "stopped", chosen: 3, replayed: 1, skipped: 0 });
+    expect(outcome).toEqual({ kind: "stopped", chosen: 3, replayed: 1, skipped: 0, refused: 0, pastInbox: 0 });
     expect(await remaining()).toEqual(seqs.slice(1));
     await (await nc().jetstreamManager()).streams.purge(deadLetterStreamSpec.name);
   });
@@ -117,13 +117,13 @@ describe("npx concord dlq replay", () => {
     }
   });
 
-  it("refuses, replaying none, a dead letter whose event is older than the inboxes' retention, as consumer redeliver does", { timeout: 60_000 }, async () => {
+  it("refuses a dead letter whose event is older than the inboxes' retention, as consumer redeliver does", { timeout: 60_000 }, async () => {
     // Every consumer of the subject receives a replay: one that handled the event a week ago has forgotten it, and
     // took effect again, where `consumer redeliver` stopped short of such events unless given --past-inbox.
     const seqs = await fileLetters(2, 10);
     const refusals: string[] = [];
-    const outcome = await replayChosenDeadLetters(nc(), { seqs }, { notBefore: new Date(Date.now() + 86_400_000), refused: (why) => refusals.push(why) });
-    expect(outcome).toEqual({ kind: "refused", refusals: 2, chosen: 2, pastInbox: 2 });
+    const outcome = await replayChosenDeadLetters(nc(), { seqs }, { notBefore: new Date(Date.now() + 86_400_000), refused: (_letter, why) => refusals.push(why) });
+    expect(outcome).toEqual({ kind: "replayed", chosen: 0, replayed: 0, skipped: 0, refused: 2, pastInbox: 2 });
     expect(refusals[0]).toMatch(/^dead letter \d+ is of an event stored at .*, longer ago than the inboxes' retention: every consumer of big\.\d+ receives a replay/);
     expect(await remaining()).toEqual(seqs);
     const cli = await runConcord({ NATS_URL: server().url, NATS_NKEY_SEED: undefined, DATA_DIR: dir.path }, ["dlq", "replay", ...seqs.map(String), "--past-inbox"]);
@@ -135,7 +135,7 @@ describe("npx concord dlq replay", () => {
     const [seq] = await fileLetters(1, 10);
     const skipped: number[] = [];
     const outcome = await replayChosenDeadLetters(nc(), { seqs: [seq, seq] }, { skipped: (l) => skipped.push(l.seq) });
-    expect(outcome).toEqual({ kind: "replayed", chosen: 1, replayed: 1, skipped: 0 });
+    expect(outcome).toEqual({ kind: "replayed", chosen: 1, replayed: 1, skipped: 0, refused: 0, pastInbox: 0 });
     expect(skipped).toEqual([]);
     expect(await remaining()).toEqual([]);
   });
@@ -168,7 +168,7 @@ describe("npx concord dlq replay", () => {
         },
       },
     );
-    expect(outcome).toEqual({ kind: "replayed", chosen: 2, replayed: 1, skipped: 1 });
+    expect(outcome).toEqual({ kind: "replayed", chosen: 2, replayed: 1, skipped: 1, refused: 0, pastInbox: 0 });
     expect(replayed).toEqual([first]);
     expect(skipped).toEqual([[taken, expect.stringMatching(/^dead letter \d+ was replayed already \(JetStream held its replay/)]]);
     expect(await remaining()).toEqual([]);
@@ -176,14 +176,16 @@ describe("npx concord dlq replay", () => {
     expect(stored, "the event and one replay of it").toEqual({ [`big.${filed}`]: 2 });
   });
 
-  it("stops at a dead letter that no longer passes the check when its turn comes, saying how many it replayed", { timeout: 60_000 }, async () => {
+  it("leaves a dead letter that no longer passes the check when its turn comes, saying why, and replays the others", { timeout: 60_000 }, async () => {
     const [first, changed, last] = await fileLetters(3, 10);
     const replayed: number[] = [];
+    const refused: Array<[number, string]> = [];
     const outcome = await replayChosenDeadLetters(
       nc(),
       { seqs: [first, changed, last] },
       {
         replayed: (l) => replayed.push(l.seq),
+        refused: (l, why) => refused.push([l.seq, why]),
         betweenPasses: async () => {
           // Its event is removed from the source stream (by its limits, say): nothing vouches for it any more.
           const letter = await getDeadLetter(nc(), changed);
@@ -191,10 +193,35 @@ describe("npx concord dlq replay", () => {
         },
       },
     );
-    expect(outcome).toMatchObject({ kind: "failed", chosen: 3, replayed: 1, skipped: 0, seq: changed });
-    expect(outcome.kind === "failed" && outcome.error.message).toMatch(/which no longer holds it/);
-    expect(replayed).toEqual([first]);
-    expect(await remaining()).toEqual([changed, last]);
+    expect(outcome).toEqual({ kind: "replayed", chosen: 3, replayed: 2, skipped: 0, refused: 1, pastInbox: 0 });
+    expect(refused).toEqual([[changed, expect.stringMatching(/which no longer holds it/)]]);
+    expect(replayed).toEqual([first, last]);
+    expect(await remaining()).toEqual([changed]);
+    await (await nc().jetstreamManager()).streams.purge(deadLetterStreamSpec.name);
+  });
+
+  it("replays every dead letter of --all that can be, leaving those that cannot (one a service's user filed to hold the rest up) with why, and exits 1", { timeout: 60_000 }, async () => {
+    // One dead letter that could not be replayed held up every other: a `dlq replay --all` replayed none, and the
+    // user of any service may file one under its own consumers' dead letter subjects.
+    const [first, last] = await fileLetters(2, 10);
+    const h = natsHeaders();
+    for (const [name, value] of Object.entries({ "ce-id": "forged", "concord-dlq-subject": "big.forged", "concord-dlq-stream": big.name, "concord-dlq-consumer": "big-worker", "concord-dlq-stream-sequence": "1" })) h.set(name, value);
+    const forged = (await nc().jetstream().publish(`concord.dlq.${big.name}.big-worker`, new Uint8Array([1]), { headers: h })).seq;
+    const env = { NATS_URL: server().url, NATS_NKEY_SEED: undefined, DATA_DIR: dir.path };
+    const dry = await runConcord(env, ["dlq", "replay", "--all", "--dry-run"]);
+    expect(dry.status, dry.stderr).toBe(1);
+    expect(dry.stdout.trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>)).toEqual([
+      expect.objectContaining({ notReplayed: forged, why: expect.stringMatching(/does not match the event at sequence 1 of stream BIG/) }),
+      expect.objectContaining({ wouldReplay: first }),
+      expect.objectContaining({ wouldReplay: last }),
+    ]);
+    expect(dry.stderr).toMatch(/would replay 2 dead letter\(s\); nothing changed \(--dry-run\); 1 dead letter\(s\) cannot be replayed, said above with why/);
+    expect(await remaining()).toEqual([first, last, forged].sort((a, b) => a - b));
+    const run = await runConcord(env, ["dlq", "replay", "--all"]);
+    expect(run.status, run.stderr).toBe(1);
+    expect(run.stderr).toContain(`concord dlq replay: dead letter ${forged} does not match the event at sequence 1 of stream BIG`);
+    expect(run.stderr).toContain('concord dlq replay: replayed 2 dead letter(s) and deleted them from the dead letter stream; 1 dead letter(s) cannot be replayed, said above with why (the "notReplayed" lines), and are left in the dead letter stream\n');
+    expect(await remaining()).toEqual([forged]);
     await (await nc().jetstreamManager()).streams.purge(deadLetterStreamSpec.name);
   });
 

@@ -162,21 +162,21 @@ describe("npx concord", () => {
     broken = "still closed";
     const { orderId } = await placeConfirmedOrder(1, 1);
     await expect.poll(async () => (await listed("--subject", `shop.orders.v1.order.${orderId}.*`)).length, { timeout: 15_000 }).toBe(1);
-    // A dead letter without a ce-id cannot be replayed: a replay of all of them, dry or not, says so and changes nothing.
+    // A dead letter without a ce-id cannot be replayed: a replay says so, leaves it (exit 1), and would replay the others.
     const h = natsHeaders();
     h.set("concord-dlq-subject", `shop.orders.v1.order.${orderId}.placed`);
     h.set("concord-dlq-reason", "written by hand");
     await nc().jetstream().publish("concord.dlq.SHOP_ORDERS.fulfilment-order-placed", new Uint8Array([1]), { headers: h });
     const before = await dlqMessages();
-    for (const dry of [["--dry-run"], []]) {
-      const refused = await concord("dlq", "replay", "--all", ...dry, "--nats", nats().url);
-      expect(refused.status, dry.join(" ")).toBe(1);
+    const handWritten = (await listed()).find((l) => l.reason === "written by hand")!.seq;
+    for (const args of [["--all", "--dry-run"], [String(handWritten)]]) {
+      const refused = await concord("dlq", "replay", ...args, "--nats", nats().url);
+      expect(refused.status, args.join(" ")).toBe(1);
       expect(refused.stderr).toMatch(/has no ce-id, so a replay could not be deduplicated/);
-      expect(refused.stderr).toMatch(/cannot be replayed; nothing replayed/);
+      expect(refused.stderr).toMatch(/1 dead letter\(s\) cannot be replayed, said above with why/);
       expect(await dlqMessages()).toBe(before);
     }
     // The one written by hand alone, by its sequence: the others stay to be replayed.
-    const handWritten = (await listed()).find((l) => l.reason === "written by hand")!.seq;
     const askedOne = await concord("dlq", "purge", String(handWritten), "--nats", nats().url);
     expect(askedOne.status).toBe(2);
     expect(askedOne.stderr).toBe(`concord dlq purge: this deletes dead letter(s) ${handWritten} and no other; run again with --yes to do it\n`);

@@ -13,7 +13,7 @@ import { deadLetterStreamSpec, defaultInboxRetentionMs, subjectProblem } from ".
 import { connectNats, defaultNatsUrl, endProcess, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
 import { optionsElsewhere, parseArgsProblem } from "./parse-args-problem.js";
 import { type DeadLetter, type DeadLetterFilter, deleteDeadLetters, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
-import { replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
+import { type Refusals, replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
 import { helps, usage } from "./concord/help.js";
 import { abandonedRange, durableConsumers, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
 import { printStatus, serviceTargets } from "./concord/status.js";
@@ -191,17 +191,20 @@ async function dlqReplay(args: string[]): Promise<number> {
       stop: stop.signal,
       ...(values["past-inbox"] !== true && { notBefore: new Date(Date.now() - defaultInboxRetentionMs) }),
       ...(perSecond !== undefined && { perSecond }),
-      refused: (refusal) => console.error(`concord dlq replay: ${refusal}`),
+      refused: (letter, refusal) => {
+        console.log(JSON.stringify({ notReplayed: letter.seq, to: letter.subject, type: letter.type, id: letter.id, why: refusal }));
+        console.error(`concord dlq replay: ${refusal}`);
+      },
       wouldReplay: (letter) => console.log(JSON.stringify({ wouldReplay: letter.seq, to: letter.subject, type: letter.type, id: letter.id, consumer: letter.consumer, reason: letter.reason })),
       betweenPasses: async () => {
         lastProgress = performance.now();
       },
       replayed: (letter) => console.log(JSON.stringify({ replayed: letter.seq, to: letter.subject, type: letter.type, id: letter.id })),
       skipped: (_letter, why) => console.error(`concord dlq replay: ${why}; skipped`),
-      progress: (done, skipped, chosen) => {
-        if (chosen > 1 && (performance.now() - lastProgress >= 1_000 || done + skipped === chosen)) {
+      progress: (done, skipped, chosen, refused) => {
+        if (chosen > 1 && (performance.now() - lastProgress >= 1_000 || done + skipped + refused === chosen)) {
           lastProgress = performance.now();
-          console.error(`concord dlq replay: ${done} of ${chosen} replayed${skipped > 0 ? `, ${skipped} skipped` : ""}`);
+          console.error(`concord dlq replay: ${done} of ${chosen} replayed${skipped > 0 ? `, ${skipped} skipped` : ""}${refused > 0 ? `, ${refused} refused at their turn` : ""}`);
         }
       },
     }).catch((err: unknown) => err as Error);
@@ -209,28 +212,36 @@ async function dlqReplay(args: string[]): Promise<number> {
       console.error(`concord dlq replay: ${reason(outcome)}; nothing replayed${dryRun ? " (--dry-run)" : ""}`);
       return 1;
     }
+    if (outcome.kind === "none") {
+      if (await unknownFilterName(nc, filter, command)) return 1;
+      console.error("concord dlq replay: no dead letter matches; nothing replayed");
+      return 0;
+    }
+    // A dead letter refused fails the run (exit 1) once the others are replayed: it is still there to see to.
+    const refused = refusedNote(outcome);
+    const status = outcome.refused > 0 ? 1 : 0;
     switch (outcome.kind) {
-      case "none":
-        if (await unknownFilterName(nc, filter, command)) return 1;
-        console.error("concord dlq replay: no dead letter matches; nothing replayed");
-        return 0;
-      case "refused":
-        console.error(`concord dlq replay: ${outcome.refusals} of ${outcome.chosen} dead letter(s) cannot be replayed; nothing replayed${dryRun ? " (--dry-run)" : ""}${outcome.pastInbox > 0 ? " (give --past-inbox to replay those older than the inboxes' retention anyway, having checked that their effects are not there)" : ""}`);
-        return 1;
       case "checked":
-        console.error(`concord dlq replay: would replay ${outcome.chosen} dead letter(s); nothing changed (--dry-run)`);
-        return 0;
+        console.error(`concord dlq replay: would replay ${outcome.chosen} dead letter(s); nothing changed (--dry-run)${refused}`);
+        return status;
       case "failed":
-        console.error(`concord dlq replay: replaying dead letter ${outcome.seq} failed after ${outcome.replayed} of ${outcome.chosen}${skippedNote(outcome.skipped)}: ${reason(outcome.error)}`);
+        console.error(`concord dlq replay: replaying dead letter ${outcome.seq} failed after ${outcome.replayed} of ${outcome.chosen}${skippedNote(outcome.skipped)}: ${reason(outcome.error)}${refused}`);
         return 1;
       case "replayed":
-        console.error(`concord dlq replay: replayed ${outcome.replayed} dead letter(s) and deleted them from the dead letter stream${skippedNote(outcome.skipped)}`);
-        return 0;
+        console.error(`concord dlq replay: replayed ${outcome.replayed} dead letter(s) and deleted them from the dead letter stream${skippedNote(outcome.skipped)}${refused}`);
+        return status;
       case "stopped":
-        console.error(`concord dlq replay: stopped: replayed ${outcome.replayed} dead letter(s) and deleted them${skippedNote(outcome.skipped)}; the others are left in the dead letter stream`);
+        console.error(`concord dlq replay: stopped: replayed ${outcome.replayed} dead letter(s) and deleted them${skippedNote(outcome.skipped)}; the others are left in the dead letter stream${refused}`);
         return 130;
     }
   });
+}
+
+/** How a replay's last line counts the dead letters refused, each said above with why, and left in the dead letter stream. */
+function refusedNote({ refused, pastInbox }: Refusals): string {
+  if (refused === 0) return "";
+  const past = pastInbox > 0 ? ` (give --past-inbox to replay the ${pastInbox} older than the inboxes' retention anyway, having checked that their effects are not there)` : "";
+  return `; ${refused} dead letter(s) cannot be replayed, said above with why (the "notReplayed" lines), and are left in the dead letter stream${past}`;
 }
 
 /** How a replay's last line counts the dead letters gone before their turn. */

@@ -33,8 +33,8 @@ export interface ReplayOptions {
   readonly notBefore?: Date;
   /** At most this many replays a second. Default: as fast as JetStream takes them. */
   readonly perSecond?: number;
-  /** A dead letter the first pass refuses, with why. */
-  readonly refused?: (refusal: string) => void;
+  /** A dead letter that fails the check (in either pass), with why: it is left in the dead letter stream and the run goes on. */
+  readonly refused?: (letter: ChosenDeadLetter, refusal: string) => void;
   /** A dead letter a dry run would replay. */
   readonly wouldReplay?: (letter: ChosenDeadLetter) => void;
   /** A dead letter replayed and deleted. */
@@ -44,56 +44,67 @@ export interface ReplayOptions {
    * replay JetStream held already (another replay published it first), with why.
    */
   readonly skipped?: (letter: ChosenDeadLetter, why: string) => void;
-  /** After each dead letter of the second pass: how many were replayed and skipped so far, of how many chosen. */
-  readonly progress?: (replayed: number, skipped: number, chosen: number) => void;
+  /** After each dead letter of the second pass: how many were replayed, skipped and refused at their turn so far, of how many passed the first. */
+  readonly progress?: (replayed: number, skipped: number, chosen: number, refusedAtTurn: number) => void;
   /** Runs once every chosen dead letter has been checked, before the second pass. */
   readonly betweenPasses?: () => Promise<void>;
   /** Once aborted (Ctrl-C), the run stops before its next dead letter: the first pass replays nothing, the second replays and deletes the one in hand first. */
   readonly stop?: AbortSignal;
 }
 
+/** What every outcome but "none" counts besides: the dead letters that failed the check, left in the dead letter stream. */
+export interface Refusals {
+  readonly refused: number;
+  /** How many of them for their age (notBefore). */
+  readonly pastInbox: number;
+}
+
 /** How a replay ended. */
 export type ReplayOutcome =
   | { readonly kind: "none" }
-  | { readonly kind: "refused"; readonly refusals: number; readonly chosen: number; /** How many of them for their age (notBefore). */ readonly pastInbox: number }
-  | { readonly kind: "checked"; readonly chosen: number }
-  | { readonly kind: "replayed"; readonly chosen: number; readonly replayed: number; readonly skipped: number }
-  | { readonly kind: "stopped"; readonly chosen: number; readonly replayed: number; readonly skipped: number }
-  | { readonly kind: "failed"; readonly chosen: number; readonly replayed: number; readonly skipped: number; readonly seq: number; readonly error: Error };
+  | ({ readonly kind: "checked"; readonly chosen: number } & Refusals)
+  | ({ readonly kind: "replayed"; readonly chosen: number; readonly replayed: number; readonly skipped: number } & Refusals)
+  | ({ readonly kind: "stopped"; readonly chosen: number; readonly replayed: number; readonly skipped: number } & Refusals)
+  | ({ readonly kind: "failed"; readonly chosen: number; readonly replayed: number; readonly skipped: number; readonly seq: number; readonly error: Error } & Refusals);
 
 /**
- * Replays the chosen dead letters, or none: the first pass reads them one
- * at a time and checks each against its source stream (sourceEventOf), and
- * a refusal ends the run before anything is replayed ("refused"); a dry run
- * ends there ("checked"). The second pass reads each again by its sequence:
- * one gone meanwhile, or whose replay JetStream held already (another run
- * replayed it first), is skipped, saying so; one that no longer passes the
- * check (its source stream changed), or whose event JetStream does not
- * take, stops the run there ("failed", with how many were replayed), as
- * an aborted `stop` does between two dead letters ("stopped"). Rejects
- * when a dead letter named by sequence does not exist, or a stream cannot
- * be read.
+ * Replays the chosen dead letters that pass the check: the first pass reads
+ * them one at a time and checks each against its source stream
+ * (sourceEventOf); one refused is said (`refused`), left in the dead letter
+ * stream, and counted in the outcome, and the others go on to be replayed.
+ * A refusal is the dead letter's own: another's cannot hold it up, nor can
+ * one a service's user filed under its own consumers to hold up a replay of
+ * all. A dry run ends after the first pass ("checked"). The second pass
+ * reads each again by its sequence: one gone meanwhile, or whose replay
+ * JetStream held already (another run replayed it first), is skipped,
+ * saying so; one that no longer passes the check (its source stream
+ * changed) is refused as in the first pass; one whose event JetStream does
+ * not take, or that cannot be read again, stops the run there ("failed",
+ * with how many were replayed), as an aborted `stop` does between two dead
+ * letters ("stopped"). Rejects when a dead letter named by sequence does
+ * not exist, or a stream cannot be read in the first pass.
  */
 export async function replayChosenDeadLetters(nc: NatsConnection, choice: ReplayChoice, options: ReplayOptions = {}): Promise<ReplayOutcome> {
   const chosen: ChosenDeadLetter[] = [];
-  let refusals = 0;
-  let pastInbox = 0;
+  const refusals = { refused: 0, pastInbox: 0 };
+  const refuse = (letter: ChosenDeadLetter, source: { readonly refusal: string; readonly pastInbox?: true }) => {
+    refusals.refused++;
+    if (source.pastInbox) refusals.pastInbox++;
+    options.refused?.(letter, source.refusal);
+  };
   for await (const letter of chosenDeadLetters(nc, choice)) {
-    if (options.stop?.aborted) return { kind: "stopped", chosen: chosen.length + refusals, replayed: 0, skipped: 0 };
+    if (options.stop?.aborted) return { kind: "stopped", chosen: chosen.length, replayed: 0, skipped: 0, ...refusals };
     const source = checkedSource(letter, await sourceEventOf(nc, letter), options.notBefore);
-    if ("refusal" in source) {
-      refusals++;
-      if ("pastInbox" in source) pastInbox++;
-      options.refused?.(source.refusal);
-    } else chosen.push(summaryOf(letter));
+    if ("refusal" in source) refuse(summaryOf(letter), source);
+    else chosen.push(summaryOf(letter));
   }
-  const count = chosen.length + refusals;
-  if (count === 0) return { kind: "none" };
-  if (refusals > 0) return { kind: "refused", refusals, chosen: count, pastInbox };
+  const count = chosen.length;
+  if (count + refusals.refused === 0) return { kind: "none" };
   if (options.dryRun) {
     for (const letter of chosen) options.wouldReplay?.(letter);
-    return { kind: "checked", chosen: count };
+    return { kind: "checked", chosen: count, ...refusals };
   }
+  const refusedFirst = refusals.refused;
   await options.betweenPasses?.();
   let replayed = 0;
   let skipped = 0;
@@ -103,7 +114,7 @@ export async function replayChosenDeadLetters(nc: NatsConnection, choice: Replay
       const wait = started + (replayed * 1000) / options.perSecond - performance.now();
       if (wait > 0) await pause(wait, options.stop);
     }
-    if (options.stop?.aborted) return { kind: "stopped", chosen: count, replayed, skipped };
+    if (options.stop?.aborted) return { kind: "stopped", chosen: count, replayed, skipped, ...refusals };
     let duplicate;
     try {
       // Reading it again fails as replaying it does (NATS stopped answering, say): either way the run says how far it got.
@@ -112,27 +123,31 @@ export async function replayChosenDeadLetters(nc: NatsConnection, choice: Replay
       if (gone !== undefined) {
         skipped++;
         options.skipped?.(summary, gone);
-        options.progress?.(replayed, skipped, count);
+        options.progress?.(replayed, skipped, count, refusals.refused - refusedFirst);
         continue;
       }
       const source = checkedSource(letter!, await sourceEventOf(nc, letter!), options.notBefore);
-      if ("refusal" in source) throw new Error(source.refusal);
+      if ("refusal" in source) {
+        refuse(summary, source);
+        options.progress?.(replayed, skipped, count, refusals.refused - refusedFirst);
+        continue;
+      }
       ({ duplicate } = await replayDeadLetter(nc, letter!, source));
     } catch (err) {
-      return { kind: "failed", chosen: count, replayed, skipped, seq: summary.seq, error: err as Error };
+      return { kind: "failed", chosen: count, replayed, skipped, seq: summary.seq, error: err as Error, ...refusals };
     }
     if (duplicate) {
       // Two runs at once read it in turn: counted by both, the letters replayed added up to more than there were.
       skipped++;
       options.skipped?.(summary, `dead letter ${summary.seq} was replayed already (JetStream held its replay, published by another run at the same time or one cut short), so this run stored nothing; it is deleted`);
-      options.progress?.(replayed, skipped, count);
+      options.progress?.(replayed, skipped, count, refusals.refused - refusedFirst);
       continue;
     }
     replayed++;
     options.replayed?.(summary);
-    options.progress?.(replayed, skipped, count);
+    options.progress?.(replayed, skipped, count, refusals.refused - refusedFirst);
   }
-  return { kind: "replayed", chosen: count, replayed, skipped };
+  return { kind: "replayed", chosen: count, replayed, skipped, ...refusals };
 }
 
 /**

@@ -126,13 +126,16 @@ large to carry it) is replayed from its source stream, which must still
 hold it.
 It goes in two passes, holding one dead letter at a time however many there
 are: the first checks each chosen dead letter against the event its source
-stream holds, and one that fails the check stops the run before anything is
-replayed; the second reads each again, checks it again and replays it. One
-gone by then (replayed or purged by someone else meanwhile), or whose replay
-JetStream holds already (another run published it first), is skipped, said,
-and counted in the last line; one that no longer passes the check stops the
-run there, saying how many were replayed (exit status 1). Ctrl-C stops it
-before the next dead letter, saying how many were replayed (exit status 130).
+stream holds, the second reads each again, checks it again and replays it.
+One that fails the check (in either pass) is not replayed: it is named with
+why, on standard error and as a "notReplayed" line on standard output, left
+in the dead letter stream and counted in the last line; the others are
+replayed, and the command exits 1. One gone by then (replayed or purged by
+someone else meanwhile), or whose replay JetStream holds already (another
+run published it first), is skipped, said, and counted in the last line. A
+replay JetStream does not take stops the run there, saying how many were
+replayed (exit status 1). Ctrl-C stops it before the next dead letter,
+saying how many were replayed (exit status 130).
   SEQ ...             these dead letters (sequences from \`dlq list\`)
   --all               every dead letter
 ${filterOptions}
