@@ -52,7 +52,7 @@ const withoutNats: ReadonlySet<string> = new Set(["database restore"]);
 const optionsOf: Readonly<Record<string, Options>> = {
   status: { products: { type: "string" }, orders: { type: "string" }, "products-metrics": { type: "string" }, "orders-metrics": { type: "string" } },
   "events tail": { all: { type: "boolean" }, subject: { type: "string" }, type: { type: "string" } },
-  "dlq list": filters,
+  "dlq list": { ...filters, from: { type: "string" }, limit: { type: "string" } },
   "dlq show": {},
   "dlq replay": { ...filters, all: { type: "boolean" }, "dry-run": { type: "boolean" }, rate: { type: "string" }, "past-inbox": { type: "boolean" } },
   "dlq purge": { yes: { type: "boolean" } },
@@ -147,9 +147,9 @@ async function unknownFilterName(nc: NatsConnection, filter: DeadLetterFilter | 
   return 1;
 }
 
-function sequenceOf(raw: string, command: string): number {
+function sequenceOf(raw: string, command: string, flag?: string): number {
   // Past 2^53 a number is not the one typed: `dlq show 9007199254740993` read dead letter 9007199254740992.
-  if (!/^[1-9]\d{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new UsageError(`${JSON.stringify(raw)} is not a dead letter sequence (a whole number from 1 to ${Number.MAX_SAFE_INTEGER})`, helps[command]);
+  if (!/^[1-9]\d{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new UsageError(`${flag ? `${flag}: ` : ""}${JSON.stringify(raw)} is not a dead letter sequence (a whole number from 1 to ${Number.MAX_SAFE_INTEGER})`, helps[command]);
   return Number(raw);
 }
 
@@ -157,6 +157,62 @@ function sequenceOf(raw: string, command: string): number {
 function summary(letter: DeadLetter) {
   const { headers: _headers, data: _data, ...rest } = letter;
   return rest;
+}
+
+/** How many dead letters `dlq list` prints unless given --limit: a screenful or two, not the thousands a flood files. */
+const listLimit = 100;
+
+async function dlqList(args: string[]): Promise<number> {
+  const command = "dlq list";
+  const { values, positionals } = parse(command, args);
+  if (values.help) return help(command);
+  if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
+  const filter = filterOf(values, command);
+  const from = values.from === undefined ? 1 : sequenceOf(String(values.from), command, "--from");
+  const limit = values.limit === undefined ? listLimit : wholeNumberOf(String(values.limit), "--limit", command);
+  return withNats(values.nats as string | undefined, async (nc) => {
+    let count = 0;
+    let first: number | undefined;
+    let last: number | undefined;
+    let next: number | undefined;
+    for await (const letter of readDeadLetters(nc, from)) {
+      if (filter && !matchesFilter(letter, filter)) continue;
+      // One more that matches is read, not printed: the listing then says where the next page starts.
+      if (count === limit) {
+        next = letter.seq;
+        break;
+      }
+      count++;
+      first ??= letter.seq;
+      last = letter.seq;
+      console.log(JSON.stringify(summary(letter)));
+    }
+    if (count === 0 && (await unknownFilterName(nc, filter, command))) return 1;
+    const range = first === undefined || first === last ? "" : ` (sequences ${first} to ${last})`;
+    if (next === undefined) {
+      console.error(`concord dlq list: ${count} dead letter(s)${from > 1 ? ` from sequence ${from} on` : ""}${range}`);
+      return 0;
+    }
+    const again = ["npx concord dlq list", "--from", String(next), ...optionArgs(values, ["consumer", "subject", "type", "limit", "nats"])].join(" ");
+    console.error(`concord dlq list: the first ${count} dead letter(s)${from > 1 ? ` from sequence ${from} on` : ""}${range}; more follow: \`${again}\` lists the next ${limit}`);
+    return 0;
+  });
+}
+
+/** The options among `names` given in `values`, as they would be typed again in a shell. */
+function optionArgs(values: Record<string, unknown>, names: readonly string[]): string[] {
+  return names.flatMap((name) => (values[name] === undefined ? [] : [`--${name}`, shellWord(String(values[name]))]));
+}
+
+/** `word` as one shell word: as it is when nothing in it is special to a shell, else in single quotes. */
+function shellWord(word: string): string {
+  return /^[\w.,:/@%+=-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
+/** A whole number from 1 up, given to `flag`; bad usage otherwise. */
+function wholeNumberOf(raw: string, flag: string, command: string): number {
+  if (!/^[1-9]\d{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new UsageError(`${flag}: ${JSON.stringify(raw)} is not a whole number from 1 to ${Number.MAX_SAFE_INTEGER}`, helps[command]);
+  return Number(raw);
 }
 
 async function dlqReplay(args: string[]): Promise<number> {
@@ -545,23 +601,8 @@ export async function concord(argv: string[]): Promise<number> {
         }
         return 0;
       }
-      case "dlq list": {
-        const { values, positionals } = parse(command, rest);
-        if (values.help) return help(command);
-        if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
-        const filter = filterOf(values, command);
-        return withNats(values.nats as string | undefined, async (nc) => {
-          let count = 0;
-          for await (const letter of readDeadLetters(nc)) {
-            if (filter && !matchesFilter(letter, filter)) continue;
-            count++;
-            console.log(JSON.stringify(summary(letter)));
-          }
-          if (count === 0 && (await unknownFilterName(nc, filter, command))) return 1;
-          console.error(`concord dlq list: ${count} dead letter(s)`);
-          return 0;
-        });
-      }
+      case "dlq list":
+        return await dlqList(rest);
       case "dlq show": {
         const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);

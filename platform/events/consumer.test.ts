@@ -327,7 +327,7 @@ describe("startConsumers", () => {
     expect(mine.filter((l) => String(l.msg).startsWith("event sent to the dead letter stream as "))).toHaveLength(10);
     const told = mine.filter((l) => l.deadLettered !== undefined);
     expect(told.reduce((n, l) => n + Number(l.deadLettered), 0)).toBe(15);
-    expect(told[0].msg).toMatch(/more events sent to the dead letter stream, as \d+ to \d+ .*`npx concord dlq list --consumer flood-worker` lists them$/);
+    expect(told[0].msg).toMatch(/more events sent to the dead letter stream, as \d+ to \d+ .*`npx concord dlq list --consumer flood-worker --from \d+` lists them$/);
   });
 
   it("dead-letters at once an event whose subject its fields do not make, that is not CloudEvents 1.0 protobuf, or whose ce-id cannot key the inbox; later events keep flowing", async () => {

@@ -15,7 +15,7 @@ describe("DeadLetterLines", () => {
       deadLettered: 7,
       firstDeadLetterSequence: 14,
       lastDeadLetterSequence: 20,
-      msg: "7 more events sent to the dead letter stream, as 14 to 20 (some of those may be other consumers'), past the 3 logged one by one in 0.3 s: `npx concord dlq list --consumer orders-stock-reserved` lists them",
+      msg: "7 more events sent to the dead letter stream, as 14 to 20 (some of those may be other consumers'), past the 3 logged one by one in 0.3 s: `npx concord dlq list --consumer orders-stock-reserved --from 14` lists them",
     });
     // A new window: lines of their own again.
     deadLetters.filed(21, own(21));

@@ -59,7 +59,7 @@ export class DeadLetterLines {
     this.held = 0;
     this.logger.error(
       { deadLettered: held, firstDeadLetterSequence: first, lastDeadLetterSequence: last },
-      `${held} more events sent to the dead letter stream, as ${first} to ${last} (some of those may be other consumers'), past the ${this.perWindow} logged one by one in ${this.windowMs / 1000} s: \`npx concord dlq list --consumer ${this.consumer}\` lists them`,
+      `${held} more events sent to the dead letter stream, as ${first} to ${last} (some of those may be other consumers'), past the ${this.perWindow} logged one by one in ${this.windowMs / 1000} s: \`npx concord dlq list --consumer ${this.consumer} --from ${first}\` lists them`,
     );
   }
 }

@@ -158,7 +158,8 @@ function pullAheadBytes(nc: NatsConnection): number {
 const quietMs = 1_000;
 
 /**
- * Every dead letter stored now, oldest first, read in order through a
+ * Every dead letter stored now, oldest first, from sequence `from` on (1 by
+ * default), read in order through a
  * consumer of the observer's names (tools/nats/observer-consumer.ts;
  * nothing is changed). One pull of a few megabytes at a time, the
  * next asked for once the last is handed on, so a slow reader (a pager) holds
@@ -166,16 +167,16 @@ const quietMs = 1_000;
  * meanwhile (a replay or a purge run at the same time), which the consumer
  * would otherwise wait for for ever. Rejects when the stream cannot be read.
  */
-export async function* readDeadLetters(nc: NatsConnection): AsyncGenerator<DeadLetter> {
+export async function* readDeadLetters(nc: NatsConnection, from = 1): AsyncGenerator<DeadLetter> {
   const jsm = await jetStreamManagerOf(nc);
   const info = await jsm.streams.info(deadLetterStreamSpec.name).catch((err: unknown) => {
     throw new Error(`the dead letter stream ${deadLetterStreamSpec.name} cannot be read (have the services started?): ${(err as Error).message}`, { cause: err });
   });
-  if (info.state.messages === 0) return;
   const lastSeq = info.state.last_seq;
-  const reader = await openObserverReader(nc, { stream: deadLetterStreamSpec.name, start: { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 1 } });
+  if (info.state.messages === 0 || from > lastSeq) return;
+  const reader = await openObserverReader(nc, { stream: deadLetterStreamSpec.name, start: { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from } });
   try {
-    let read = 0;
+    let read = from - 1;
     for (;;) {
       // By bytes, not the default 100 messages: 100 dead letters near max_payload are 90 MB in flight, over the
       // server's 64 MB of pending output for a client, and it drops the connection as a slow consumer. A consumer

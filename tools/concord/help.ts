@@ -7,7 +7,7 @@ Commands:
   status                      each service instance's health (grpc.health.v1) and outbox
                               (metrics), each service's consumers' lag and dead letters (JetStream)
   events tail                 follow the events as they go by, decoded, one JSON line each
-  dlq list                    the dead letters, one JSON line each
+  dlq list                    the dead letters, one JSON line each, 100 at a time
   dlq show SEQ                one dead letter: decoded payload and its bytes, reason,
                               original subject, delivery count, trace id, headers
   dlq replay SEQ|--all|FILTER publish dead letters again to their original subject,
@@ -96,12 +96,16 @@ letter stream. Ctrl-C stops.
   --type TYPE         only events of this ce-type, one the contracts declare
                       (shop.orders.v1.OrderPlaced)
 ${natsOption}`,
-  "dlq list": `Usage: npx concord dlq list [FILTER] [--nats URL]
+  "dlq list": `Usage: npx concord dlq list [FILTER] [--from SEQ] [--limit N] [--nats URL]
 
-Prints each dead letter as a JSON line: its sequence in the dead letter
-stream, reason, original subject and consumer, delivery count, type, id,
-trace id and decoded payload.
+Prints each dead letter as a JSON line, oldest first: its sequence in the
+dead letter stream, reason, original subject and consumer, delivery count,
+type, id, trace id and decoded payload. Prints at most 100 (--limit); when
+more follow, its last line (on standard error) gives the command that lists
+the next ones (\`--from\` the next one's sequence, with the same options).
 ${filterOptions}
+  --from SEQ          start at the dead letter of this sequence (or the first after it)
+  --limit N           print at most N dead letters (default 100)
 ${natsOption}`,
   "dlq show": `Usage: npx concord dlq show SEQ [--nats URL]
 
