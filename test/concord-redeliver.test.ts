@@ -136,7 +136,7 @@ describe("npx concord consumer redeliver", () => {
     const info = await jsm.consumers.info("SHOP_PRODUCTS", durable);
     const published: number[] = [];
     const skipped: Array<[number, string]> = [];
-    const count = await redeliver(operator, info, { from: odd.seq, to: good.seq }, { dryRun: false, each: (e) => published.push(e.seq), skipped: (seq, why) => skipped.push([seq, why]) });
+    const { count } = await redeliver(operator, info, { from: odd.seq, to: good.seq }, { dryRun: false, each: (e) => published.push(e.seq), skipped: (seq, why) => skipped.push([seq, why]) });
     expect(count).toBe(1);
     expect(published).toEqual([good.seq]);
     expect(skipped).toEqual([[odd.seq, expect.stringMatching(/^its headers cannot be read \(' ' is not a valid character/)]]);
@@ -254,7 +254,7 @@ describe("redeliver", () => {
     }
     const published: number[] = [];
     const skipped: Array<[number, string]> = [];
-    const count = await redeliver(nc(), info, { from: seqs[0], to: seqs[2] }, {
+    const { count } = await redeliver(nc(), info, { from: seqs[0], to: seqs[2] }, {
       dryRun: false,
       each: (e) => published.push(e.seq),
       skipped: (seq, why) => skipped.push([seq, why]),
@@ -265,5 +265,54 @@ describe("redeliver", () => {
     expect(count).toBe(2);
     expect(published).toEqual([seqs[0], seqs[2]]);
     expect(skipped).toEqual([[seqs[1], "it is gone from the stream since the range was read"]]);
+  });
+
+  /** `count` events on late-reader's subject; resolves with their stream sequences. */
+  const publishReserved = async (count: number): Promise<number[]> => {
+    const seqs: number[] = [];
+    for (let n = 0; n < count; n++) {
+      const h = natsHeaders();
+      h.set("ce-id", uuidv7());
+      h.set("ce-type", "shop.products.v1.StockReserved");
+      seqs.push((await nc().jetstream().publish(`shop.products.v1.reservation.order-${n}.reserved`, new Uint8Array([1]), { headers: h })).seq);
+    }
+    return seqs;
+  };
+
+  it("stops before the next event once asked to, the one in hand published, saying where", async () => {
+    const info = await (await nc().jetstreamManager()).consumers.info("SHOP_PRODUCTS", "late-reader");
+    const seqs = await publishReserved(4);
+    const stop = new AbortController();
+    const published: number[] = [];
+    const outcome = await redeliver(nc(), info, { from: seqs[0], to: seqs[3] }, {
+      dryRun: false,
+      stop: stop.signal,
+      each: (e) => {
+        published.push(e.seq);
+        if (published.length === 2) stop.abort();
+      },
+      skipped: () => undefined,
+    });
+    expect(outcome).toEqual({ count: 2, stoppedAt: seqs[2] });
+    expect(published).toEqual(seqs.slice(0, 2));
+  });
+
+  it("says on Ctrl-C how many it published and the command that publishes the rest (exit 130)", { timeout: 60_000 }, async () => {
+    // It had no Ctrl-C handling: killed by the signal, it said nothing of how far it got.
+    const seqs = await publishReserved(3_000);
+    const before = (await (await nc().jetstreamManager()).streams.info("SHOP_PRODUCTS")).state.messages;
+    const url = nc().getServer();
+    const run = await runConcord({ NATS_URL: `nats://${url}`, NATS_NKEY_SEED: undefined, DATA_DIR: "/nonexistent" }, ["consumer", "redeliver", "late-reader", "--from", String(seqs[0]), "--to", String(seqs.at(-1))], 30_000, (child) => {
+      child.stdout!.once("data", () => child.kill("SIGINT"));
+    });
+    expect(run.status, run.stderr).toBe(130);
+    const lines = run.stdout.trim().split("\n").map((l) => JSON.parse(l) as { redelivered: number });
+    const next = lines.at(-1)!.redelivered + 1;
+    expect(lines.length).toBeLessThan(seqs.length);
+    expect(run.stderr).toContain("concord consumer redeliver: stopping once the event in hand is published");
+    expect(run.stderr).toContain(
+      `concord consumer redeliver: stopped: published ${lines.length} event(s) of stream SHOP_PRODUCTS sequences ${seqs[0]} to ${seqs.at(-1)} again for late-reader, those before sequence ${next}; \`npx concord consumer redeliver late-reader --from ${next} --to ${seqs.at(-1)}\` publishes the rest`,
+    );
+    expect((await (await nc().jetstreamManager()).streams.info("SHOP_PRODUCTS")).state.messages).toBe(before + lines.length);
   });
 });

@@ -230,21 +230,13 @@ async function dlqReplay(args: string[]): Promise<number> {
     if (!(perSecond > 0)) throw new UsageError(`--rate takes replays per second, as 50/s, got ${JSON.stringify(values.rate)}`, helps[command]);
   }
   const dryRun = values["dry-run"] === true;
-  // Ctrl-C ends the run between two dead letters, saying how far it got; a second one ends the process there.
-  const stop = new AbortController();
-  const onSignal = () => {
-    if (stop.signal.aborted) process.exit(130);
-    console.error("concord dlq replay: stopping once the dead letter in hand is replayed (Ctrl-C again stops at once, which may leave it replayed and not deleted)");
-    stop.abort();
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  const stop = stopOnSignals(command, "the dead letter in hand is replayed", "which may leave it replayed and not deleted");
   return withOperator(values.nats as string | undefined, async (nc) => {
     let lastProgress = performance.now();
     // It rejects only in the first pass, before anything is replayed.
     const outcome = await replayChosenDeadLetters(nc, seqs.length > 0 ? { seqs } : { filter }, {
       dryRun,
-      stop: stop.signal,
+      stop,
       ...(values["past-inbox"] !== true && { notBefore: new Date(Date.now() - defaultInboxRetentionMs) }),
       ...(perSecond !== undefined && { perSecond }),
       refused: (letter, refusal) => {
@@ -293,6 +285,23 @@ async function dlqReplay(args: string[]): Promise<number> {
   });
 }
 
+/**
+ * A signal that Ctrl-C (or SIGTERM) aborts, for a command that goes through
+ * many things to stop between two, saying how far it got; a second one
+ * ends the process there, exit status 130.
+ */
+function stopOnSignals(command: string, inHand: string, atOnce: string): AbortSignal {
+  const stop = new AbortController();
+  const onSignal = () => {
+    if (stop.signal.aborted) process.exit(130);
+    console.error(`concord ${command}: stopping once ${inHand} (Ctrl-C again stops at once, ${atOnce})`);
+    stop.abort();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  return stop.signal;
+}
+
 /** How a replay's last line counts the dead letters refused, each said above with why, and left in the dead letter stream. */
 function refusedNote({ refused, pastInbox }: Refusals): string {
   if (refused === 0) return "";
@@ -316,6 +325,7 @@ async function consumerRedeliver(args: string[]): Promise<number> {
   const to = values.to === undefined ? undefined : streamSequenceOf(String(values.to), "--to");
   if (from !== undefined && to !== undefined && from > to) throw new UsageError(`--from ${from} is after --to ${to}`, helps[command]);
   const dryRun = values["dry-run"] === true;
+  const stop = stopOnSignals(command, "the event in hand is published", "which may leave it published and not said so");
   return withOperator(values.nats as string | undefined, async (nc) => {
     const info = await findConsumer(await nc.jetstreamManager(), durable);
     // --from alone: up to the last event the consumer was given (a restore's redelivery, see "Backups and restores").
@@ -332,17 +342,30 @@ async function consumerRedeliver(args: string[]): Promise<number> {
     const where = `stream ${info.stream_name} sequences ${range.from} to ${range.to}`;
     const notBefore = values["past-inbox"] === true ? undefined : new Date(Date.now() - defaultInboxRetentionMs);
     let count: number;
+    let stoppedAt: number | undefined;
     try {
-      count = await redeliver(nc, info, range, {
+      ({ count, stoppedAt } = await redeliver(nc, info, range, {
         dryRun,
+        stop,
         ...(notBefore && { notBefore }),
         each: (e) => console.log(JSON.stringify(dryRun ? { wouldRedeliver: e.seq, to: e.subject, type: e.type, id: e.id } : { redelivered: e.seq, to: e.subject, type: e.type, id: e.id, ...(e.duplicate && { duplicate: true }) })),
         skipped: (seq, why) => console.error(`concord consumer redeliver: stream sequence ${seq} left out: ${why}`),
-      });
+      }));
     } catch (err) {
       if (!(err instanceof PastInboxError)) throw err;
       console.error(`concord consumer redeliver: ${err.message}; nothing published (give --past-inbox to publish them anyway, having checked that their effects are not there)`);
       return 1;
+    }
+    if (stoppedAt !== undefined) {
+      const rest = `npx concord consumer redeliver ${durable} --from ${stoppedAt} --to ${range.to}${values.nats === undefined ? "" : ` --nats ${shellWord(String(values.nats))}`}`;
+      console.error(
+        dryRun
+          ? `concord consumer redeliver: stopped before sequence ${stoppedAt}, ${count} event(s) of ${where} said up to there; nothing changed (--dry-run)`
+          : stoppedAt === range.from
+            ? `concord consumer redeliver: stopped while finding the events of ${where}; nothing published (\`${rest}\` publishes them)`
+            : `concord consumer redeliver: stopped: published ${count} event(s) of ${where} again for ${durable}, those before sequence ${stoppedAt}; \`${rest}\` publishes the rest`,
+      );
+      return 130;
     }
     console.error(
       dryRun

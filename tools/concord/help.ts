@@ -167,7 +167,9 @@ a consumer whose inbox has it (handled within the inbox's retention, 7 days by
 default) drops it. Runs as the operator, with the services running. Holds one
 event at a time: it finds the range's events and checks their age first, then
 reads each again to publish it; one gone from the stream meanwhile is left out,
-saying so.
+saying so. Ctrl-C stops it before the next event, the one in hand published,
+saying how many were and the command that publishes the rest (exit status 130;
+a second Ctrl-C stops at once).
   DURABLE             the consumer, as the warning names it (orders-stock-reserved)
   --from SEQ --to SEQ the stream sequences, both included, from the warning;
                       without them, those after the consumer's acknowledgement

@@ -95,6 +95,12 @@ export class PastInboxError extends Error {
   }
 }
 
+/** How a redelivery ended: how many events it published (or would have, in a dry run), and, when `stop` ended it early, the first stream sequence of the range it did not go through. */
+export interface RedeliverOutcome {
+  readonly count: number;
+  readonly stoppedAt?: number;
+}
+
 /**
  * Publishes again every event of `consumer`'s filter subjects that its
  * stream holds in `range`, oldest first, to the subject it was published
@@ -110,7 +116,8 @@ export class PastInboxError extends Error {
  * Two passes, holding one event at a time however many the range holds:
  * the first finds the events' sequences and checks their age, the second
  * reads each again by its sequence and publishes it; `betweenPasses` runs
- * between them.
+ * between them. Once `stop` is aborted (Ctrl-C), it ends before the next
+ * event, the one in hand published, and says where (`stoppedAt`).
  */
 export async function redeliver(
   nc: NatsConnection,
@@ -122,8 +129,9 @@ export async function redeliver(
     readonly each: (event: Redelivered) => void;
     readonly skipped: (seq: number, why: string) => void;
     readonly betweenPasses?: () => Promise<void>;
+    readonly stop?: AbortSignal;
   },
-): Promise<number> {
+): Promise<RedeliverOutcome> {
   const jsm = await nc.jetstreamManager();
   const js = nc.jetstream();
   const stream = consumer.stream_name;
@@ -133,6 +141,7 @@ export async function redeliver(
   let oldest: Date | undefined;
   for (const filter of filters) {
     for (let seq = range.from; seq <= range.to; ) {
+      if (options.stop?.aborted) return { count: 0, stoppedAt: range.from };
       const stored = await storedMessage(jsm, stream, seq, filter);
       if (!stored || stored.seq > range.to) break;
       seq = stored.seq + 1;
@@ -148,6 +157,7 @@ export async function redeliver(
   await options.betweenPasses?.();
   let count = 0;
   for (const seq of seqs) {
+    if (options.stop?.aborted) return { count, stoppedAt: seq };
     const stored = await storedMessage(jsm, stream, seq);
     if (!stored) {
       options.skipped(seq, "it is gone from the stream since the range was read");
@@ -170,6 +180,6 @@ export async function redeliver(
     count++;
     options.each({ seq: stored.seq, subject: stored.subject, type: headers.get("ce-type"), id, duplicate });
   }
-  return count;
+  return { count };
 }
 
