@@ -122,10 +122,24 @@ describe("npx concord dlq replay", () => {
     // took effect again, where `consumer redeliver` stopped short of such events unless given --past-inbox.
     const seqs = await fileLetters(2, 10);
     const refusals: string[] = [];
-    const outcome = await replayChosenDeadLetters(nc(), { seqs }, { notBefore: new Date(Date.now() + 86_400_000), refused: (_letter, why) => refusals.push(why) });
+    const outcome = await replayChosenDeadLetters(nc(), { seqs }, { notBefore: new Date(Date.now() + 86_400_000), retention: "2d, from INBOX_RETENTION", refused: (_letter, why) => refusals.push(why) });
     expect(outcome).toEqual({ kind: "replayed", chosen: 0, replayed: 0, skipped: 0, refused: 2, pastInbox: 2 });
-    expect(refusals[0]).toMatch(/^dead letter \d+ is of an event stored at .*, longer ago than the inboxes' retention: every consumer of big\.\d+ receives a replay/);
+    expect(refusals[0]).toMatch(/^dead letter \d+ is of an event stored at .*, longer ago than the inboxes' retention \(2d, from INBOX_RETENTION\): every consumer of big\.\d+ receives a replay/);
     expect(await remaining()).toEqual(seqs);
+    // The retention is the services' (INBOX_RETENTION, or --inbox-retention), checked as they check it; --past-inbox checks none.
+    const env = { NATS_URL: server().url, NATS_NKEY_SEED: undefined, DATA_DIR: dir.path };
+    for (const [given, problem] of [
+      [{ INBOX_RETENTION: "10m" }, 'concord: from INBOX_RETENTION: "10m" is no inbox retention: expected at least 1h'],
+      [{ args: ["--inbox-retention", "forever"] }, 'concord: from --inbox-retention: "forever" is no inbox retention: expected a duration'],
+      [{ args: ["--inbox-retention", "2d", "--past-inbox"] }, "concord: --past-inbox checks no event's age, and --inbox-retention sets the age to check: give one of them"],
+    ] as const) {
+      const refused = await runConcord({ ...env, ...("INBOX_RETENTION" in given && given) }, ["dlq", "replay", ...seqs.map(String), ...("args" in given ? given.args : [])]);
+      expect(refused.status, problem).toBe(2);
+      expect(refused.stderr).toContain(problem);
+      expect(await remaining()).toEqual(seqs);
+    }
+    const kept = await runConcord({ ...env, INBOX_RETENTION: "2d" }, ["dlq", "replay", ...seqs.map(String), "--dry-run"]);
+    expect(kept.status, kept.stderr).toBe(0);
     const cli = await runConcord({ NATS_URL: server().url, NATS_NKEY_SEED: undefined, DATA_DIR: dir.path }, ["dlq", "replay", ...seqs.map(String), "--past-inbox"]);
     expect(cli.status, cli.stderr).toBe(0);
     expect(await remaining()).toEqual([]);

@@ -9,7 +9,7 @@ import { pathToFileURL } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { NatsConnection } from "nats";
 import { allEvents } from "../gen/ts/concord_streams.js";
-import { deadLetterStreamSpec, defaultInboxRetentionMs, subjectProblem } from "../platform/events/index.js";
+import { deadLetterStreamSpec, subjectProblem } from "../platform/events/index.js";
 import { connectNats, defaultNatsUrl, endProcess, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
 import { optionsElsewhere, parseArgsProblem } from "./parse-args-problem.js";
 import { type DeadLetter, type DeadLetterFilter, deleteDeadLetters, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
@@ -17,6 +17,7 @@ import { type Refusals, replayChosenDeadLetters } from "./concord/dead-letter-re
 import { helps, usage } from "./concord/help.js";
 import { abandonedRange, durableConsumers, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
 import { printStatus, serviceTargets } from "./concord/status.js";
+import { type InboxRetention, inboxRetentionOf } from "./concord/inbox-retention.js";
 import { provisionStreams } from "./concord/provision.js";
 import { createLogger } from "../platform/log/index.js";
 import { outboxCommand, outboxOptions, runningStartPostgres } from "./outbox.js";
@@ -54,9 +55,9 @@ const optionsOf: Readonly<Record<string, Options>> = {
   "events tail": { all: { type: "boolean" }, subject: { type: "string" }, type: { type: "string" } },
   "dlq list": { ...filters, from: { type: "string" }, limit: { type: "string" } },
   "dlq show": {},
-  "dlq replay": { ...filters, all: { type: "boolean" }, "dry-run": { type: "boolean" }, rate: { type: "string" }, "past-inbox": { type: "boolean" } },
+  "dlq replay": { ...filters, all: { type: "boolean" }, "dry-run": { type: "boolean" }, rate: { type: "string" }, "past-inbox": { type: "boolean" }, "inbox-retention": { type: "string" } },
   "dlq purge": { yes: { type: "boolean" } },
-  "consumer redeliver": { from: { type: "string" }, to: { type: "string" }, "dry-run": { type: "boolean" }, "past-inbox": { type: "boolean" } },
+  "consumer redeliver": { from: { type: "string" }, to: { type: "string" }, "dry-run": { type: "boolean" }, "past-inbox": { type: "boolean" }, "inbox-retention": { type: "string" } },
   "database backup": { database: { type: "string" } },
   "database restore": { database: { type: "string" } },
   "streams provision": {},
@@ -159,6 +160,24 @@ function summary(letter: DeadLetter) {
   return rest;
 }
 
+/**
+ * The inboxes' retention a replay or a redelivery checks events' age
+ * against, or undefined with --past-inbox, which checks none; bad usage
+ * when both are given, or the retention is not one the services take.
+ */
+function retentionToCheck(values: Record<string, unknown>, command: string): InboxRetention | undefined {
+  const given = values["inbox-retention"] as string | undefined;
+  if (values["past-inbox"] === true) {
+    if (given !== undefined) throw new UsageError("--past-inbox checks no event's age, and --inbox-retention sets the age to check: give one of them", helps[command]);
+    return undefined;
+  }
+  try {
+    return inboxRetentionOf(given, dataDirOf());
+  } catch (err) {
+    throw new UsageError((err as Error).message, helps[command]);
+  }
+}
+
 /** How many dead letters `dlq list` prints unless given --limit: a screenful or two, not the thousands a flood files. */
 const listLimit = 100;
 
@@ -230,6 +249,7 @@ async function dlqReplay(args: string[]): Promise<number> {
     if (!(perSecond > 0)) throw new UsageError(`--rate takes replays per second, as 50/s, got ${JSON.stringify(values.rate)}`, helps[command]);
   }
   const dryRun = values["dry-run"] === true;
+  const retention = retentionToCheck(values, command);
   const stop = stopOnSignals(command, "the dead letter in hand is replayed", "which may leave it replayed and not deleted");
   return withOperator(values.nats as string | undefined, async (nc) => {
     let lastProgress = performance.now();
@@ -237,7 +257,7 @@ async function dlqReplay(args: string[]): Promise<number> {
     const outcome = await replayChosenDeadLetters(nc, seqs.length > 0 ? { seqs } : { filter }, {
       dryRun,
       stop,
-      ...(values["past-inbox"] !== true && { notBefore: new Date(Date.now() - defaultInboxRetentionMs) }),
+      ...(retention && { notBefore: new Date(Date.now() - retention.ms), retention: retention.said }),
       ...(perSecond !== undefined && { perSecond }),
       refused: (letter, refusal) => {
         console.log(JSON.stringify({ notReplayed: letter.seq, to: letter.subject, type: letter.type, id: letter.id, why: refusal }));
@@ -305,7 +325,7 @@ function stopOnSignals(command: string, inHand: string, atOnce: string): AbortSi
 /** How a replay's last line counts the dead letters refused, each said above with why, and left in the dead letter stream. */
 function refusedNote({ refused, pastInbox }: Refusals): string {
   if (refused === 0) return "";
-  const past = pastInbox > 0 ? ` (give --past-inbox to replay the ${pastInbox} older than the inboxes' retention anyway, having checked that their effects are not there)` : "";
+  const past = pastInbox > 0 ? ` (give --past-inbox to replay the ${pastInbox} older than the inboxes' retention anyway, having checked that their effects are not there, or --inbox-retention the retention the services' inboxes keep)` : "";
   return `; ${refused} dead letter(s) cannot be replayed, said above with why (the "notReplayed" lines), and are left in the dead letter stream${past}`;
 }
 
@@ -325,6 +345,7 @@ async function consumerRedeliver(args: string[]): Promise<number> {
   const to = values.to === undefined ? undefined : streamSequenceOf(String(values.to), "--to");
   if (from !== undefined && to !== undefined && from > to) throw new UsageError(`--from ${from} is after --to ${to}`, helps[command]);
   const dryRun = values["dry-run"] === true;
+  const retention = retentionToCheck(values, command);
   const stop = stopOnSignals(command, "the event in hand is published", "which may leave it published and not said so");
   return withOperator(values.nats as string | undefined, async (nc) => {
     const info = await findConsumer(await nc.jetstreamManager(), durable);
@@ -340,20 +361,20 @@ async function consumerRedeliver(args: string[]): Promise<number> {
       return given === undefined && info.num_ack_pending > 0 ? 1 : 0;
     }
     const where = `stream ${info.stream_name} sequences ${range.from} to ${range.to}`;
-    const notBefore = values["past-inbox"] === true ? undefined : new Date(Date.now() - defaultInboxRetentionMs);
+    const notBefore = retention && new Date(Date.now() - retention.ms);
     let count: number;
     let stoppedAt: number | undefined;
     try {
       ({ count, stoppedAt } = await redeliver(nc, info, range, {
         dryRun,
         stop,
-        ...(notBefore && { notBefore }),
+        ...(notBefore && retention && { notBefore, retention: retention.said }),
         each: (e) => console.log(JSON.stringify(dryRun ? { wouldRedeliver: e.seq, to: e.subject, type: e.type, id: e.id } : { redelivered: e.seq, to: e.subject, type: e.type, id: e.id, ...(e.duplicate && { duplicate: true }) })),
         skipped: (seq, why) => console.error(`concord consumer redeliver: stream sequence ${seq} left out: ${why}`),
       }));
     } catch (err) {
       if (!(err instanceof PastInboxError)) throw err;
-      console.error(`concord consumer redeliver: ${err.message}; nothing published (give --past-inbox to publish them anyway, having checked that their effects are not there)`);
+      console.error(`concord consumer redeliver: ${err.message}; nothing published (give --past-inbox to publish them anyway, having checked that their effects are not there, or --inbox-retention the retention the services' inboxes keep)`);
       return 1;
     }
     if (stoppedAt !== undefined) {

@@ -715,7 +715,7 @@ async function main(): Promise<void> {
   claimDataDir(dataDir);
   // For `concord status`, which then finds every instance, and says they are starting until they all serve.
   const instancesOf = (grpc: string[], metrics: string[]) => grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] }));
-  const record = recordStartedServices(dataDir, { products: instancesOf(productsAddresses, metricsAddresses.products), orders: instancesOf(ordersAddresses, metricsAddresses.orders) });
+  const record = recordStartedServices(dataDir, { products: instancesOf(productsAddresses, metricsAddresses.products), orders: instancesOf(ordersAddresses, metricsAddresses.orders) }, process.env.INBOX_RETENTION);
 
   if (flags.postgres) {
     if (!findPostgresBinDir()) {

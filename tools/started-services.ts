@@ -20,9 +20,10 @@ export type StartedServices = Readonly<Record<"products" | "orders", readonly St
 
 /**
  * The services of a running `npm start`, whether it is still starting them,
- * and the NATS URL(s) it gave them (comma-separated; unset until it knows them).
+ * the NATS URL(s) it gave them (comma-separated; unset until it knows them),
+ * and the INBOX_RETENTION it gave them, when it was set.
  */
-export type StartedRecord = StartedServices & { readonly starting: boolean; readonly nats?: string };
+export type StartedRecord = StartedServices & { readonly starting: boolean; readonly nats?: string; readonly inboxRetention?: string };
 
 const fileIn = (dataDir: string) => join(dataDir, "start-services.json");
 
@@ -44,17 +45,18 @@ export function isStartScript(pid: number): boolean {
 
 /**
  * Records this process's services in `dataDir` as starting (replacing a file
- * a start killed outright left); `nats` records the NATS URL(s) given to the
- * services once they are known, `up` records the services as up once they
- * serve. Removed at exit.
+ * a start killed outright left), with the INBOX_RETENTION given them, if any
+ * (for the tools that replay events, which go by it); `nats` records the
+ * NATS URL(s) given to the services once they are known, `up` records the
+ * services as up once they serve. Removed at exit.
  */
-export function recordStartedServices(dataDir: string, services: StartedServices): { nats(url: string): void; up(): void } {
+export function recordStartedServices(dataDir: string, services: StartedServices, inboxRetention?: string): { nats(url: string): void; up(): void } {
   const file = fileIn(dataDir);
   let starting = true;
   let nats: string | undefined;
   const write = () => {
     const partial = `${file}.${process.pid}`;
-    writeFileSync(partial, `${JSON.stringify({ pid: process.pid, starting, ...(nats !== undefined && { nats }), ...services })}\n`);
+    writeFileSync(partial, `${JSON.stringify({ pid: process.pid, starting, ...(nats !== undefined && { nats }), ...(inboxRetention && { inboxRetention }), ...services })}\n`);
     renameSync(partial, file);
   };
   write();
@@ -73,7 +75,7 @@ export function recordStartedServices(dataDir: string, services: StartedServices
   };
 }
 
-type StoredRecord = StartedServices & { pid: number; starting?: unknown; nats?: unknown };
+type StoredRecord = StartedServices & { pid: number; starting?: unknown; nats?: unknown; inboxRetention?: unknown };
 
 function readStartedBy(dataDir: string): StoredRecord | undefined {
   try {
@@ -96,5 +98,11 @@ export function readStartedServices(dataDir: string): StartedRecord | undefined 
   const products = instances(record.products);
   const orders = instances(record.orders);
   if (!products || !orders) return undefined;
-  return { products, orders, starting: record.starting === true, ...(typeof record.nats === "string" && record.nats !== "" && { nats: record.nats }) };
+  return {
+    products,
+    orders,
+    starting: record.starting === true,
+    ...(typeof record.nats === "string" && record.nats !== "" && { nats: record.nats }),
+    ...(typeof record.inboxRetention === "string" && record.inboxRetention !== "" && { inboxRetention: record.inboxRetention }),
+  };
 }

@@ -31,6 +31,8 @@ export interface ReplayOptions {
    * knows so only for its inbox's retention. Default: none refused.
    */
   readonly notBefore?: Date;
+  /** The retention notBefore comes from, as a refusal names it (`2d, from INBOX_RETENTION`). */
+  readonly retention?: string;
   /** At most this many replays a second. Default: as fast as JetStream takes them. */
   readonly perSecond?: number;
   /** A dead letter that fails the check (in either pass), with why: it is left in the dead letter stream and the run goes on. */
@@ -94,7 +96,7 @@ export async function replayChosenDeadLetters(nc: NatsConnection, choice: Replay
   };
   for await (const letter of chosenDeadLetters(nc, choice)) {
     if (options.stop?.aborted) return { kind: "stopped", chosen: chosen.length, replayed: 0, skipped: 0, ...refusals };
-    const source = checkedSource(letter, await sourceEventOf(nc, letter), options.notBefore);
+    const source = checkedSource(letter, await sourceEventOf(nc, letter), options.notBefore, options.retention);
     if ("refusal" in source) refuse(summaryOf(letter), source);
     else chosen.push(summaryOf(letter));
   }
@@ -126,7 +128,7 @@ export async function replayChosenDeadLetters(nc: NatsConnection, choice: Replay
         options.progress?.(replayed, skipped, count, refusals.refused - refusedFirst);
         continue;
       }
-      const source = checkedSource(letter!, await sourceEventOf(nc, letter!), options.notBefore);
+      const source = checkedSource(letter!, await sourceEventOf(nc, letter!), options.notBefore, options.retention);
       if ("refusal" in source) {
         refuse(summary, source);
         options.progress?.(replayed, skipped, count, refusals.refused - refusedFirst);
@@ -186,11 +188,11 @@ function pause(ms: number, stop: AbortSignal | undefined): Promise<void> {
 }
 
 /** The source event, or a refusal for an event stored before `notBefore` (see ReplayOptions.notBefore). */
-function checkedSource(letter: DeadLetter, source: SourceEvent | { readonly refusal: string }, notBefore: Date | undefined): SourceEvent | { readonly refusal: string; readonly pastInbox?: true } {
+function checkedSource(letter: DeadLetter, source: SourceEvent | { readonly refusal: string }, notBefore: Date | undefined, retention: string | undefined): SourceEvent | { readonly refusal: string; readonly pastInbox?: true } {
   if ("refusal" in source || notBefore === undefined || source.storedAt.getTime() >= notBefore.getTime()) return source;
   return {
     pastInbox: true,
-    refusal: `dead letter ${letter.seq} is of an event stored at ${source.storedAt.toISOString()}, longer ago than the inboxes' retention: every consumer of ${letter.subject} receives a replay, and one that handled it may no longer know so and would take effect again; it is not replayed`,
+    refusal: `dead letter ${letter.seq} is of an event stored at ${source.storedAt.toISOString()}, longer ago than the inboxes' retention${retention ? ` (${retention})` : ""}: every consumer of ${letter.subject} receives a replay, and one that handled it may no longer know so and would take effect again; it is not replayed`,
   };
 }
 

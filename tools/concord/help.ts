@@ -37,6 +37,12 @@ const natsOption = `  --nats URL          NATS server, several comma-separated f
                       nats://127.0.0.1:$NATS_PORT when set, else the server(s) the \`npm start\`
                       running on DATA_DIR gave its services, else nats://127.0.0.1:4222)`;
 
+const inboxRetentionOption = `  --inbox-retention D how long the services' inboxes remember the events they
+                      handled, as their INBOX_RETENTION (2d, 36h; at least 1h):
+                      events older than that are held back (default:
+                      $INBOX_RETENTION, else the one the \`npm start\` running on
+                      DATA_DIR gave the services, else their default, 7d)`;
+
 const filterOptions = `  --consumer DURABLE  only dead letters of this consumer (when none matches and no
                       stream has the consumer, exits with 1 naming those that exist)
   --subject PATTERN   only those whose original subject matches (NATS wildcards * and >)
@@ -113,7 +119,7 @@ Prints one dead letter, decoded, with its payload's bytes in base64
 (payloadBase64) and every header it carries (a header the event gave more
 than once as an array of its values, in the order sent).
 ${natsOption}`,
-  "dlq replay": `Usage: npx concord dlq replay (SEQ ... | --all | FILTER) [--dry-run] [--rate N/s] [--past-inbox] [--nats URL]
+  "dlq replay": `Usage: npx concord dlq replay (SEQ ... | --all | FILTER) [--dry-run] [--rate N/s] [--past-inbox | --inbox-retention D] [--nats URL]
 
 Publishes each chosen dead letter's event again, with its own headers and
 payload, to the subject it was first published to, then deletes it from the
@@ -121,9 +127,10 @@ dead letter stream (one a purge deleted between the two was replayed all the
 same, and is counted so). Every consumer of that subject receives it again; the
 event keeps its ce-id, so a consumer that processed it already (its inbox
 has the id) drops it, and a replay takes effect at most once per consumer,
-however often it is replayed, within the inboxes' retention (7 days): the
-event of a dead letter older than that is not replayed without --past-inbox,
-as a consumer that handled it may have forgotten it. Replay once the cause
+however often it is replayed, within the inboxes' retention (see
+--inbox-retention): the event of a dead letter older than that is not
+replayed without --past-inbox, as a consumer that handled it may have
+forgotten it. Replay once the cause
 is fixed: an event that fails again is dead-lettered again. A dead letter
 filed without its payload (concord-dlq-payload-omitted: the event was too
 large to carry it) is replayed from its source stream, which must still
@@ -145,7 +152,8 @@ saying how many were replayed (exit status 130).
 ${filterOptions}
   --dry-run           say what would be replayed; publish and delete nothing
   --rate N/s          at most N replays per second (default: as fast as JetStream takes them)
-  --past-inbox        replay events older than the inboxes' retention (7 days) too
+  --past-inbox        replay events older than the inboxes' retention too
+${inboxRetentionOption}
 ${natsOption}`,
   "dlq purge": `Usage: npx concord dlq purge [SEQ ...] --yes [--nats URL]
 
@@ -154,7 +162,7 @@ poison event, say, among dead letters still to replay); one the stream does not 
 the command exits 1 once it has deleted the others. Without --yes, says what it would delete and
 changes nothing (exit 2).
 ${natsOption}`,
-  "consumer redeliver": `Usage: npx concord consumer redeliver DURABLE [--from SEQ --to SEQ] [--dry-run] [--past-inbox] [--nats URL]
+  "consumer redeliver": `Usage: npx concord consumer redeliver DURABLE [--from SEQ --to SEQ] [--dry-run] [--past-inbox | --inbox-retention D] [--nats URL]
 
 For a durable consumer whose server stopped delivering events to it (a
 max_deliver reached, as earlier versions set it; its service warns at start
@@ -163,8 +171,8 @@ a backup (\`database restore\` prints the commands): publishes again each event 
 subject from its stream in that range, with its own headers and payload, to
 the subject it was published to. The consumer is left as it is. Every
 consumer of that subject receives the events again; each keeps its ce-id, so
-a consumer whose inbox has it (handled within the inbox's retention, 7 days by
-default) drops it. Runs as the operator, with the services running. Holds one
+a consumer whose inbox has it (handled within the inbox's retention, see
+--inbox-retention) drops it. Runs as the operator, with the services running. Holds one
 event at a time: it finds the range's events and checks their age first, then
 reads each again to publish it; one gone from the stream meanwhile is left out,
 saying so. Ctrl-C stops it before the next event, the one in hand published,
@@ -177,10 +185,11 @@ a second Ctrl-C stops at once).
                       --from alone: from SEQ up to its last delivery (what
                       \`database restore\` prints)
   --dry-run           say what would be published; publish nothing
-  --past-inbox        publish events older than the inboxes' retention (7 days)
-                      too; without it, such an event stops the command before
+  --past-inbox        publish events older than the inboxes' retention too;
+                      without it, such an event stops the command before
                       anything is published, as a consumer may have handled it
                       and forgotten its id
+${inboxRetentionOption}
 ${natsOption}`,
   "database backup": `Usage: npx concord database backup (products|orders) FILE [--database PATH] [--nats URL]
 

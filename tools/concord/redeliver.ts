@@ -90,8 +90,9 @@ export class PastInboxError extends Error {
   constructor(
     readonly count: number,
     readonly oldest: Date,
+    retention = "",
   ) {
-    super(`${count} event(s) in the range are older than the inboxes' retention (the oldest from ${oldest.toISOString()}): one handled already may no longer be known there and would take effect again`);
+    super(`${count} event(s) in the range are older than the inboxes' retention (${retention ? `${retention}; ` : ""}the oldest from ${oldest.toISOString()}): one handled already may no longer be known there and would take effect again`);
   }
 }
 
@@ -126,6 +127,8 @@ export async function redeliver(
   options: {
     readonly dryRun: boolean;
     readonly notBefore?: Date;
+    /** The retention notBefore comes from, as its refusal names it (`2d, from INBOX_RETENTION`). */
+    readonly retention?: string;
     readonly each: (event: Redelivered) => void;
     readonly skipped: (seq: number, why: string) => void;
     readonly betweenPasses?: () => Promise<void>;
@@ -152,7 +155,7 @@ export async function redeliver(
       }
     }
   }
-  if (oldest) throw new PastInboxError(old, oldest);
+  if (oldest) throw new PastInboxError(old, oldest, options.retention);
   seqs.sort((a, b) => a - b);
   await options.betweenPasses?.();
   let count = 0;
