@@ -222,7 +222,7 @@ describe("npx concord database", () => {
     for (const args of [["database", "backup"], ["database", "backup", "payments", "x.db"], ["database", "restore", "orders"], ["database", "backup", "orders", "x.db", "y.db"]]) {
       const out = await run(...args);
       expect(out.status, args.join(" ")).toBe(2);
-      expect(out.stderr).toContain("Usage: npx concord database");
+      expect(out.stderr).toMatch(/^concord: [^\n]+ \(`npx concord database (backup|restore) --help` shows the usage\)\n$/);
     }
     const postgres = await runConcord({ DATA_DIR: dir, ORDERS_DATABASE_URL: "postgres://postgres@127.0.0.1:1/orders" }, ["database", "backup", "orders", join(dir, "pg.db")]);
     expect(postgres.status).toBe(2);
@@ -236,7 +236,8 @@ describe("npx concord database", () => {
     const started = await runConcord({ DATA_DIR: startDir, ORDERS_DATABASE_URL: undefined, DATABASE_URL: undefined }, ["database", "backup", "orders", join(dir, "pg-start.db")]);
     expect(started.status).toBe(2);
     expect(started.stderr).toContain("orders's database is postgres://postgres@127.0.0.1:54399/orders, a PostgreSQL one: this command copies SQLite files");
-    expect(started.stderr).toContain("else the database `npm start -- --postgres`\n                      gives it while that start's PostgreSQL server runs");
+    expect(started.stderr).toMatch(/ \(`npx concord database backup --help` shows the usage\)\n$/);
+    expect((await run("database", "backup", "--help")).stdout).toContain("else the database `npm start -- --postgres`\n                      gives it while that start's PostgreSQL server runs");
     const missing = await run("database", "backup", "orders", join(dir, "none.db"), "--database", join(dir, "missing.db"), "--nats", "nats://127.0.0.1:1");
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain(`${join(dir, "missing.db")} does not exist`);

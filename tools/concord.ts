@@ -31,11 +31,16 @@ export { endProcess, exitQuietlyOnClosedOutput };
 /** How long `status` waits for NATS to greet it: it is a quick look, and says what it found without NATS too. */
 const statusNatsTimeoutMs = 5_000;
 
-/** Bad usage: exit status 2 with the command's help. */
+/**
+ * Bad usage: exit status 2, with one line naming the problem and where the
+ * usage is (`npx concord <command> --help`, of the command, the group, or
+ * none for `concord` itself), not the whole help, which hid the problem
+ * above a screenful.
+ */
 class UsageError extends Error {
   constructor(
     message: string,
-    readonly help: string,
+    readonly command: string,
   ) {
     super(message);
   }
@@ -86,7 +91,7 @@ function parse(command: string, args: string[]) {
   try {
     return parseArgs({ args, options: all, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new UsageError(parseArgsProblem(err, Object.keys(all), elsewhereOf(command)), helps[command]);
+    throw new UsageError(parseArgsProblem(err, Object.keys(all), elsewhereOf(command)), command);
   }
 }
 
@@ -116,10 +121,10 @@ const eventTypes: string[] = allEvents.map((e) => e.typeName).sort();
 function checkSubjectAndType(values: Record<string, unknown>, command: string): void {
   if (values.subject !== undefined) {
     const problem = subjectProblem(String(values.subject));
-    if (problem) throw new UsageError(`--subject: ${problem}: tokens are separated by single dots, "*" stands for one token, a final ">" for the rest`, helps[command]);
+    if (problem) throw new UsageError(`--subject: ${problem}: tokens are separated by single dots, "*" stands for one token, a final ">" for the rest`, command);
   }
   if (values.type !== undefined && !command.startsWith("dlq ") && !eventTypes.includes(String(values.type))) {
-    throw new UsageError(`--type: no event type ${JSON.stringify(values.type)} in the contracts; they declare ${eventTypes.join(", ")}`, helps[command]);
+    throw new UsageError(`--type: no event type ${JSON.stringify(values.type)} in the contracts; they declare ${eventTypes.join(", ")}`, command);
   }
 }
 
@@ -150,7 +155,7 @@ async function unknownFilterName(nc: NatsConnection, filter: DeadLetterFilter | 
 
 function sequenceOf(raw: string, command: string, flag?: string): number {
   // Past 2^53 a number is not the one typed: `dlq show 9007199254740993` read dead letter 9007199254740992.
-  if (!/^[1-9]\d{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new UsageError(`${flag ? `${flag}: ` : ""}${JSON.stringify(raw)} is not a dead letter sequence (a whole number from 1 to ${Number.MAX_SAFE_INTEGER})`, helps[command]);
+  if (!/^[1-9]\d{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new UsageError(`${flag ? `${flag}: ` : ""}${JSON.stringify(raw)} is not a dead letter sequence (a whole number from 1 to ${Number.MAX_SAFE_INTEGER})`, command);
   return Number(raw);
 }
 
@@ -168,13 +173,13 @@ function summary(letter: DeadLetter) {
 function retentionToCheck(values: Record<string, unknown>, command: string): InboxRetention | undefined {
   const given = values["inbox-retention"] as string | undefined;
   if (values["past-inbox"] === true) {
-    if (given !== undefined) throw new UsageError("--past-inbox checks no event's age, and --inbox-retention sets the age to check: give one of them", helps[command]);
+    if (given !== undefined) throw new UsageError("--past-inbox checks no event's age, and --inbox-retention sets the age to check: give one of them", command);
     return undefined;
   }
   try {
     return inboxRetentionOf(given, dataDirOf());
   } catch (err) {
-    throw new UsageError((err as Error).message, helps[command]);
+    throw new UsageError((err as Error).message, command);
   }
 }
 
@@ -185,7 +190,7 @@ async function dlqList(args: string[]): Promise<number> {
   const command = "dlq list";
   const { values, positionals } = parse(command, args);
   if (values.help) return help(command);
-  if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
+  if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, command);
   const filter = filterOf(values, command);
   const from = values.from === undefined ? 1 : sequenceOf(String(values.from), command, "--from");
   const limit = values.limit === undefined ? listLimit : wholeNumberOf(String(values.limit), "--limit", command);
@@ -230,7 +235,7 @@ function shellWord(word: string): string {
 
 /** A whole number from 1 up, given to `flag`; bad usage otherwise. */
 function wholeNumberOf(raw: string, flag: string, command: string): number {
-  if (!/^[1-9]\d{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new UsageError(`${flag}: ${JSON.stringify(raw)} is not a whole number from 1 to ${Number.MAX_SAFE_INTEGER}`, helps[command]);
+  if (!/^[1-9]\d{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new UsageError(`${flag}: ${JSON.stringify(raw)} is not a whole number from 1 to ${Number.MAX_SAFE_INTEGER}`, command);
   return Number(raw);
 }
 
@@ -241,12 +246,12 @@ async function dlqReplay(args: string[]): Promise<number> {
   const seqs = positionals.map((p) => sequenceOf(p, command));
   const filter = filterOf(values, command);
   const ways = [seqs.length > 0, values.all === true, filter !== undefined].filter(Boolean).length;
-  if (ways !== 1) throw new UsageError("name the dead letters to replay: their sequences, --all, or a filter (one of these)", helps[command]);
+  if (ways !== 1) throw new UsageError("name the dead letters to replay: their sequences, --all, or a filter (one of these)", command);
   let perSecond: number | undefined;
   if (values.rate !== undefined) {
     const match = /^(\d+(?:\.\d+)?)(?:\/s)?$/.exec(String(values.rate));
     perSecond = match ? Number(match[1]) : Number.NaN;
-    if (!(perSecond > 0)) throw new UsageError(`--rate takes replays per second, as 50/s, got ${JSON.stringify(values.rate)}`, helps[command]);
+    if (!(perSecond > 0)) throw new UsageError(`--rate takes replays per second, as 50/s, got ${JSON.stringify(values.rate)}`, command);
   }
   const dryRun = values["dry-run"] === true;
   const retention = retentionToCheck(values, command);
@@ -338,12 +343,12 @@ async function consumerRedeliver(args: string[]): Promise<number> {
   const command = "consumer redeliver";
   const { values, positionals } = parse(command, args);
   if (values.help) return help(command);
-  if (positionals.length !== 1) throw new UsageError("name one durable consumer", helps[command]);
+  if (positionals.length !== 1) throw new UsageError("name one durable consumer", command);
   const [durable] = positionals;
-  if (values.to !== undefined && values.from === undefined) throw new UsageError("--to needs a --from", helps[command]);
+  if (values.to !== undefined && values.from === undefined) throw new UsageError("--to needs a --from", command);
   const from = values.from === undefined ? undefined : streamSequenceOf(String(values.from), "--from");
   const to = values.to === undefined ? undefined : streamSequenceOf(String(values.to), "--to");
-  if (from !== undefined && to !== undefined && from > to) throw new UsageError(`--from ${from} is after --to ${to}`, helps[command]);
+  if (from !== undefined && to !== undefined && from > to) throw new UsageError(`--from ${from} is after --to ${to}`, command);
   const dryRun = values["dry-run"] === true;
   const retention = retentionToCheck(values, command);
   const stop = stopOnSignals(command, "the event in hand is published", "which may leave it published and not said so");
@@ -416,15 +421,15 @@ function databaseArguments(command: string, args: string[]) {
   const { values, positionals } = parse(command, args);
   if (values.help) return { help: true as const };
   const [service, file, ...more] = positionals;
-  if (service !== "products" && service !== "orders") throw new UsageError(service === undefined ? "name the service: products or orders" : `unknown service ${JSON.stringify(service)}: expected products or orders`, helps[command]);
-  if (file === undefined) throw new UsageError("name the backup file", helps[command]);
-  if (more.length > 0) throw new UsageError(`unexpected ${more.join(" ")}`, helps[command]);
+  if (service !== "products" && service !== "orders") throw new UsageError(service === undefined ? "name the service: products or orders" : `unknown service ${JSON.stringify(service)}: expected products or orders`, command);
+  if (file === undefined) throw new UsageError("name the backup file", command);
+  if (more.length > 0) throw new UsageError(`unexpected ${more.join(" ")}`, command);
   const dataDir = dataDirOf();
   const database =
     (values.database as string | undefined) ??
     (process.env[`${service.toUpperCase()}_DATABASE_URL`] || process.env.DATABASE_URL || runningStartPostgres(dataDir, service) || join(dataDir, `${service}.db`));
   if (isPostgresUrl(database)) {
-    throw new UsageError(`${service}'s database is ${database}, a PostgreSQL one: this command copies SQLite files; back it up with pg_dump and restore it with pg_restore (README, "Backups and restores")`, helps[command]);
+    throw new UsageError(`${service}'s database is ${database}, a PostgreSQL one: this command copies SQLite files; back it up with pg_dump and restore it with pg_restore (README, "Backups and restores")`, command);
   }
   return { help: false as const, service, file, database, nats: values.nats as string | undefined };
 }
@@ -551,7 +556,7 @@ function movedAside({ asideTo, moved }: { readonly asideTo: string | undefined; 
 }
 
 function streamSequenceOf(raw: string, flag: string): number {
-  if (!/^[1-9]\d{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new UsageError(`${flag} takes a stream sequence (a whole number from 1 to ${Number.MAX_SAFE_INTEGER}), got ${JSON.stringify(raw)}`, helps["consumer redeliver"]);
+  if (!/^[1-9]\d{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new UsageError(`${flag} takes a stream sequence (a whole number from 1 to ${Number.MAX_SAFE_INTEGER}), got ${JSON.stringify(raw)}`, "consumer redeliver");
   return Number(raw);
 }
 
@@ -595,13 +600,19 @@ export async function concord(argv: string[]): Promise<number> {
         console.log(group);
         return 0;
       }
-      throw new UsageError(second === undefined ? `${first} takes a command` : `${first} has no command ${JSON.stringify(second)}`, group);
+      if (second === undefined) {
+        // `concord dlq` alone lists the group's commands, as `concord` alone lists every command.
+        console.error(`concord: ${first} takes a command\n\n${group}`);
+        return 2;
+      }
+      const commands = Object.keys(helps).filter((c) => c.startsWith(`${first} `)).map((c) => c.slice(first.length + 1));
+      throw new UsageError(`${first} has no command ${JSON.stringify(second)}; its commands are ${commands.join(", ")}`, first);
     }
     switch (command) {
       case "status": {
         const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);
-        if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
+        if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, command);
         let targets;
         try {
           targets = serviceTargets({
@@ -611,7 +622,7 @@ export async function concord(argv: string[]): Promise<number> {
             ordersMetrics: values["orders-metrics"] as string | undefined,
           });
         } catch (err) {
-          throw new UsageError((err as Error).message, helps[command]);
+          throw new UsageError((err as Error).message, command);
         }
         const url = (values.nats as string | undefined) ?? defaultNatsUrl();
         const connection = connectNats(url, "concord", undefined, statusNatsTimeoutMs);
@@ -626,7 +637,7 @@ export async function concord(argv: string[]): Promise<number> {
       case "events tail": {
         const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);
-        if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
+        if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, command);
         checkSubjectAndType(values, command);
         const subject = values.subject as string | undefined;
         const type = values.type as string | undefined;
@@ -650,7 +661,7 @@ export async function concord(argv: string[]): Promise<number> {
       case "dlq show": {
         const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);
-        if (positionals.length !== 1) throw new UsageError("name one dead letter by its sequence", helps[command]);
+        if (positionals.length !== 1) throw new UsageError("name one dead letter by its sequence", command);
         const seq = sequenceOf(positionals[0], command);
         return withNats(values.nats as string | undefined, async (nc) => {
           const letter = await getDeadLetter(nc, seq);
@@ -696,7 +707,7 @@ export async function concord(argv: string[]): Promise<number> {
       case "streams provision": {
         const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);
-        if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, helps[command]);
+        if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, command);
         return await withOperator(values.nats as string | undefined, async (nc) => {
           // Its warnings (a standalone server keeping 1 replica) go to standard error, the streams to standard output.
           const provisioned = await provisionStreams(nc, createLogger({ service: "concord", level: "warn", destination: process.stderr }));
@@ -709,18 +720,18 @@ export async function concord(argv: string[]): Promise<number> {
         if (rest.includes("--help") || rest.includes("-h")) return help(command);
         // The service (or --database PATH) comes first for tools/outbox.ts; here the action does.
         const [action, ...more] = rest;
-        if (action !== "list" && action !== "retry") throw new UsageError("say list or retry", helps[command]);
+        if (action !== "list" && action !== "retry") throw new UsageError("say list or retry", command);
         const args = more[0] !== undefined && !more[0].startsWith("-") ? [more[0], action, ...more.slice(1)] : [action, ...more];
         return outboxCommand(args, "concord outbox parked", helps[command], elsewhereOf(command));
       }
       case "traces":
         return await tracesCommand(rest, "npx concord traces", elsewhereOf(command));
       default:
-        throw new UsageError(`unknown command ${JSON.stringify(command)}`, usage);
+        throw new UsageError(`unknown command ${JSON.stringify(command)}`, "");
     }
   } catch (err) {
     if (err instanceof UsageError) {
-      console.error(`concord: ${err.message}\n\n${err.help}`);
+      console.error(`concord: ${err.message} (\`npx concord ${err.command ? `${err.command} ` : ""}--help\` shows the usage)`);
       return 2;
     }
     throw err;
