@@ -559,6 +559,37 @@ describe("npm start", () => {
     expect(existsSync(dataDir)).toBe(false);
   });
 
+  it("refuses a NATS_PORT or POSTGRES_PORT that is not a port, and a NATS port already taken, before making anything", { timeout: 60_000 }, async () => {
+    const dataDir = join(dir.path, "never-made");
+    const startWith = (env: NodeJS.ProcessEnv, ...args: string[]) =>
+      spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", ...args], { env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "", ...env }, encoding: "utf8", timeout: 20_000 });
+    // Node refused "abc" and 70000 once the development CA was made, "0" was waited on for 10 s, and "1e3" was port 1000.
+    for (const [value, args, highest] of [["abc", [], 65535], ["70000", [], 65535], ["0", [], 65535], ["1e3", [], 65535], ["62000", ["--cluster"], 61533]] as const) {
+      const result = startWith({ NATS_PORT: value }, ...args);
+      expect(result.status).toBe(2);
+      expect(result.stderr).toContain(`start: NATS_PORT=${JSON.stringify(value)} is not a port: give a whole number from 1 to ${highest}`);
+      expect(existsSync(dataDir)).toBe(false);
+    }
+    const postgres = startWith({ POSTGRES_PORT: "5432x" }, "--postgres");
+    expect(postgres.status).toBe(2);
+    expect(postgres.stderr).toContain('start: POSTGRES_PORT="5432x" is not a port: give a whole number from 1 to 65535');
+    expect(existsSync(dataDir)).toBe(false);
+    // A NATS port taken, the cluster's route port say, was found once the CA, certificates and token key were made.
+    const natsPort = await freeClusterPort();
+    const blocker = createServer();
+    try {
+      await new Promise<void>((resolve) => blocker.listen(natsPort + 2000, "127.0.0.1", resolve));
+      const ports = { PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}` };
+      const taken = startWith({ ...ports, NATS_PORT: String(natsPort) }, "--cluster");
+      expect(taken.status).toBe(1);
+      expect(taken.stderr).toContain(`start: port ${natsPort + 2000} (NATS_PORT+2000, which --cluster takes too) is already in use; set NATS_PORT to another port`);
+      expect(taken.stdout).not.toContain("made the development CA");
+      expect(existsSync(dataDir)).toBe(false);
+    } finally {
+      blocker.close();
+    }
+  });
+
   it("refuses one database named for both services before starting anything, where the second to start used to refuse it and stop everything", () => {
     const dataDir = join(dir.path, "never-made");
     const bothOn = (products: string, orders: string, ...args: string[]) =>

@@ -430,6 +430,23 @@ async function checkFree(hostPort: string, variable: string): Promise<void> {
   if (problem?.code === "EADDRINUSE") throw new Error(`${hostPort} (${variable}) is already in use; set ${variable} to another ${variable.endsWith("_PORT") ? "port" : "address"}`);
 }
 
+/** How far above NATS_PORT a --cluster's ports go: clients +0..2, routes +2000..2002, monitoring +4000..4002. */
+const clusterPortOffsets = [0, 1, 2, 2000, 2001, 2002, 4000, 4001, 4002];
+
+/**
+ * The port a `*_PORT` variable gives (`fallback` when unset or empty); throws,
+ * naming the variable, unless it is a whole number of 1 to 65535 that leaves
+ * room for `above` ports after it.
+ */
+function portSetting(variable: string, value: string | undefined, fallback: number, above = 0): number {
+  if (value === undefined || value === "") return fallback;
+  const highest = 65535 - above;
+  const port = /^[0-9]{1,5}$/.test(value) ? Number(value) : Number.NaN;
+  if (port >= 1 && port <= highest) return port;
+  const room = above > 0 ? ` (--cluster also takes the ports up to ${variable}+${above})` : "";
+  throw new Error(`${variable}=${JSON.stringify(value)} is not a port: give a whole number from 1 to ${highest}${room}`);
+}
+
 /** Whether a nats-server's JetStream store directory holds any stream (`jetstream/<account>/streams/<stream>`). */
 function holdsStreams(storeDir: string): boolean {
   const jetstream = join(storeDir, "jetstream");
@@ -464,18 +481,14 @@ function natsCredentialsDir(dataDir: string): string {
  * written into `dataDir`; resolves with the URL(s) for the services and the
  * pipes that tether the servers to them.
  */
-async function startNats(dataDir: string, env: NodeJS.ProcessEnv, cluster: boolean): Promise<{ url: string; tethers: StdioOptions }> {
+async function startNats(dataDir: string, env: NodeJS.ProcessEnv, port: number, cluster: boolean): Promise<{ url: string; tethers: StdioOptions }> {
   const found = findNatsServer();
   if (!found) throw new Error("nats-server is not installed; `npm start` builds the pinned one (node tools/setup.mjs)");
   if (found.warning) console.error(`start: ${found.warning}`);
-  const port = Number(process.env.NATS_PORT || 4222);
   const nodes = cluster ? 3 : 1;
   const clientPorts = Array.from({ length: nodes }, (_, i) => port + i);
   const routePorts = clientPorts.map((p) => p + 2000);
   const monitorPorts = clientPorts.map((p) => p + 4000);
-  for (const p of [...clientPorts, ...(cluster ? [...routePorts, ...monitorPorts] : [])]) {
-    if (await isListening(p)) throw new Error(`port ${p} is already in use; set NATS_PORT to another port, or NATS_URL to use the NATS server there`);
-  }
   const base = cluster ? join(dataDir, "nats-cluster") : dataDir;
   mkdirSync(base, { recursive: true });
   const credentials = ensureNatsCredentials(natsCredentialsDir(dataDir));
@@ -616,6 +629,23 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
+  if (process.env.NATS_URL && flags.cluster) {
+    console.error("start: --cluster starts a local cluster, NATS_URL names one of your own: use one or the other");
+    process.exitCode = 2;
+    return;
+  }
+  // Read before anything is made: Node's own refusal of a bad port came once the development CA was written, and
+  // "1e3" or " 4222" were taken as ports.
+  let natsPort: number;
+  let postgresPort: number;
+  try {
+    natsPort = portSetting("NATS_PORT", process.env.NATS_URL ? undefined : process.env.NATS_PORT, 4222, flags.cluster ? 4002 : 0);
+    postgresPort = portSetting("POSTGRES_PORT", flags.postgres ? process.env.POSTGRES_PORT : undefined, 54320);
+  } catch (err) {
+    console.error(`start: ${(err as Error).message}`);
+    process.exitCode = 2;
+    return;
+  }
   const sharedDatabases = flags.postgres || [process.env.PRODUCTS_DATABASE_URL, process.env.ORDERS_DATABASE_URL].every((u) => u && /^postgres(ql)?:/.test(u));
   if (instances > 1 && !sharedDatabases) {
     console.error("start: several instances of a service share its database, which takes PostgreSQL: add --postgres (or set PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL to postgres:// URLs)");
@@ -710,7 +740,16 @@ async function main(): Promise<void> {
   ] as const) {
     for (const a of addresses) await checkFree(a, variable);
   }
-  if (flags.postgres) await checkFree(`127.0.0.1:${Number(process.env.POSTGRES_PORT || 54320)}`, "POSTGRES_PORT");
+  if (flags.postgres) await checkFree(`127.0.0.1:${postgresPort}`, "POSTGRES_PORT");
+  if (!process.env.NATS_URL) {
+    for (const offset of flags.cluster ? clusterPortOffsets : [0]) {
+      const p = natsPort + offset;
+      if (await isListening(p)) {
+        const which = offset === 0 ? "" : ` (NATS_PORT+${offset}, which --cluster takes too)`;
+        throw new Error(`port ${p}${which} is already in use; set NATS_PORT to another port, or NATS_URL to use the NATS server there`);
+      }
+    }
+  }
   mkdirSync(dataDir, { recursive: true });
   claimDataDir(dataDir);
   // For `concord status`, which then finds every instance, and says they are starting until they all serve.
@@ -724,7 +763,6 @@ async function main(): Promise<void> {
       if (setup.status !== 0) throw new Error("installing the PostgreSQL server failed; see above");
     }
     const pgDir = join(dataDir, "postgres");
-    const postgresPort = Number(process.env.POSTGRES_PORT || 54320);
     postgres = await startLocalPostgres({ dataDir: pgDir, port: postgresPort, logFile: join(dataDir, "postgres.log") }).catch((err: Error) => {
       // Free when checked above, taken since: a second system started at the same moment, on the same port.
       if (!/could not bind .*Address already in use/.test(err.message)) throw err;
@@ -740,10 +778,9 @@ async function main(): Promise<void> {
 
   let natsUrl = process.env.NATS_URL;
   const seeds: Record<"products" | "orders", string | undefined> = { products: process.env.PRODUCTS_NATS_NKEY_SEED, orders: process.env.ORDERS_NATS_NKEY_SEED };
-  if (natsUrl && flags.cluster) throw new Error("--cluster starts a local cluster, NATS_URL names one of your own: use one or the other");
   if (natsUrl) record.nats(natsUrl);
   if (!natsUrl) {
-    const nats = await startNats(dataDir, env, flags.cluster === true);
+    const nats = await startNats(dataDir, env, natsPort, flags.cluster === true);
     natsUrl = nats.url;
     natsTether = nats.tethers;
     // For the tools, which find this server without NATS_PORT (or --cluster's three) given again.
