@@ -297,6 +297,30 @@ describe("npx concord database", () => {
     expect(restore.stderr).not.toContain("--to");
   }, 60_000);
 
+  it("refuses, making nothing, to restore into a DATA_DIR that does not exist (no start ran with it), and says so of a backup from there", async () => {
+    const source = join(dir, "elsewhere-source.db");
+    await serviceDatabase(source, "orders");
+    const backup = join(dir, "elsewhere", "orders.db");
+    expect((await run("database", "backup", "orders", backup, "--database", source, "--nats", "nats://127.0.0.1:1")).status).toBe(0);
+    // DATA_DIR left out of the restore's command, say, where npm start was given one: the restore made it (.data) and
+    // a database in it that no start would open, and said it had restored the backup.
+    const missing = join(dir, "no-start-ran-here");
+    const env = { DATA_DIR: missing, ORDERS_DATABASE_URL: undefined, DATABASE_URL: undefined };
+    const restore = await runConcord(env, ["database", "restore", "orders", backup]);
+    expect(restore.status).toBe(1);
+    expect(restore.stderr).toBe(
+      `concord database restore: DATA_DIR ${missing} does not exist, so no \`npm start\` has run with it: set DATA_DIR as \`npm start\` was given it, or name the service's database with --database; nothing was restored\n`,
+    );
+    expect(existsSync(missing)).toBe(false);
+    const backupFromThere = await runConcord(env, ["database", "backup", "orders", join(dir, "from-nowhere.db"), "--nats", "nats://127.0.0.1:1"]);
+    expect(backupFromThere.status).toBe(1);
+    expect(backupFromThere.stderr).toContain(`${join(missing, "orders.db")} does not exist; DATA_DIR ${missing} does not exist, so no \`npm start\` has run with it: set DATA_DIR as`);
+    // Named, a database not made yet is restored, its folder made, as README says.
+    const named = join(missing, "orders.db");
+    expect((await runConcord(env, ["database", "restore", "orders", backup, "--database", named])).status).toBe(0);
+    expect(readFileSync(named).equals(readFileSync(backup))).toBe(true);
+  }, 60_000);
+
   it("says in one line, changing nothing, that a backup is the other service's, and that a database not migrated in full is to be backed up once its service has started", async () => {
     const products = join(dir, "one-line-products.db");
     await serviceDatabase(products, "products");

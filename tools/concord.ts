@@ -425,14 +425,21 @@ function databaseArguments(command: string, args: string[]) {
   if (file === undefined) throw new UsageError("name the backup file", command);
   if (more.length > 0) throw new UsageError(`unexpected ${more.join(" ")}`, command);
   const dataDir = dataDirOf();
-  const database =
+  const named =
     (values.database as string | undefined) ??
-    (process.env[`${service.toUpperCase()}_DATABASE_URL`] || process.env.DATABASE_URL || runningStartPostgres(dataDir, service) || join(dataDir, `${service}.db`));
+    (process.env[`${service.toUpperCase()}_DATABASE_URL`] || process.env.DATABASE_URL || runningStartPostgres(dataDir, service) || undefined);
+  const database = named ?? join(dataDir, `${service}.db`);
   if (isPostgresUrl(database)) {
     throw new UsageError(`${service}'s database is ${database}, a PostgreSQL one: this command copies SQLite files; back it up with pg_dump and restore it with pg_restore (README, "Backups and restores")`, command);
   }
-  return { help: false as const, service, file, database, nats: values.nats as string | undefined };
+  // Nothing named the database: it is npm start's file in DATA_DIR, whose absence says DATA_DIR is not the start's.
+  const dataDirMissing = named === undefined && !existsSync(dataDir) ? dataDir : undefined;
+  return { help: false as const, service, file, database, dataDirMissing, nats: values.nats as string | undefined };
 }
+
+/** What to do when DATA_DIR, where the database was looked for, does not exist: a start given another DATA_DIR, most likely. */
+const setDataDir = (dataDir: string) =>
+  `DATA_DIR ${dataDir} does not exist, so no \`npm start\` has run with it: set DATA_DIR as \`npm start\` was given it, or name the service's database with --database`;
 
 /** Connects as the observer for reading consumers, or says why it could not and resolves with undefined. */
 async function observerIfReachable(url: string | undefined, command: string, without: string): Promise<NatsConnection | undefined> {
@@ -448,9 +455,10 @@ async function databaseBackup(args: string[]): Promise<number> {
   const command = "database backup";
   const given = databaseArguments(command, args);
   if (given.help) return help(command);
-  const { service, file, database } = given;
+  const { service, file, database, dataDirMissing } = given;
   if (!existsSync(database)) {
-    console.error(`concord ${command}: ${database} does not exist; name the service's database with --database, or set ${service.toUpperCase()}_DATABASE_URL as for the service`);
+    const fix = dataDirMissing ? setDataDir(dataDirMissing) : `name the service's database with --database, or set ${service.toUpperCase()}_DATABASE_URL as for the service`;
+    console.error(`concord ${command}: ${database} does not exist; ${fix}`);
     return 1;
   }
   // A backup that a restore would refuse is no backup: said now, not on the day it is needed.
@@ -506,7 +514,12 @@ async function databaseRestore(args: string[]): Promise<number> {
   const command = "database restore";
   const given = databaseArguments(command, args);
   if (given.help) return help(command);
-  const { service, file, database } = given;
+  const { service, file, database, dataDirMissing } = given;
+  if (dataDirMissing) {
+    // The restore would make DATA_DIR and a database there that no start uses, and say it was restored.
+    console.error(`concord ${command}: ${setDataDir(dataDirMissing)}; nothing was restored`);
+    return 1;
+  }
   let record;
   try {
     record = readBackupRecord(file);

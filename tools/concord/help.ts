@@ -254,7 +254,9 @@ before the contracts gave it them) is warned of, naming them: deliver their
 events again by hand, from a stream sequence at or below each one's floor
 before the backup (1 if it did not exist then). It never connects to NATS,
 and refuses --nats: the commands it prints do.
-  --database PATH     the service's SQLite file (default: as for \`database backup\`)`,
+  --database PATH     the service's SQLite file (default: as for \`database backup\`;
+                      when that is DATA_DIR/<service>.db and DATA_DIR does not
+                      exist, no start has run with it, and the restore is refused)`,
   "streams provision": `Usage: npx concord streams provision [--nats URL]
 
 Creates each stream the contracts declare, and the dead letter stream, where
