@@ -20,7 +20,7 @@ import { printStatus, serviceTargets } from "./concord/status.js";
 import { type InboxRetention, inboxRetentionOf } from "./concord/inbox-retention.js";
 import { provisionStreams } from "./concord/provision.js";
 import { createLogger } from "../platform/log/index.js";
-import { outboxCommand, outboxOptions, runningStartPostgres } from "./outbox.js";
+import { noStartRanIn, outboxCommand, outboxOptions, runningStartPostgres } from "./outbox.js";
 import { backupSqlite, type ConsumerPosition, consumerPositions, consumersNotRecorded, notABackup, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
@@ -437,10 +437,6 @@ function databaseArguments(command: string, args: string[]) {
   return { help: false as const, service, file, database, dataDirMissing, nats: values.nats as string | undefined };
 }
 
-/** What to do when DATA_DIR, where the database was looked for, does not exist: a start given another DATA_DIR, most likely. */
-const setDataDir = (dataDir: string) =>
-  `DATA_DIR ${dataDir} does not exist, so no \`npm start\` has run with it: set DATA_DIR as \`npm start\` was given it, or name the service's database with --database`;
-
 /** Connects as the observer for reading consumers, or says why it could not and resolves with undefined. */
 async function observerIfReachable(url: string | undefined, command: string, without: string): Promise<NatsConnection | undefined> {
   try {
@@ -457,7 +453,7 @@ async function databaseBackup(args: string[]): Promise<number> {
   if (given.help) return help(command);
   const { service, file, database, dataDirMissing } = given;
   if (!existsSync(database)) {
-    const fix = dataDirMissing ? setDataDir(dataDirMissing) : `name the service's database with --database, or set ${service.toUpperCase()}_DATABASE_URL as for the service`;
+    const fix = dataDirMissing ? noStartRanIn(dataDirMissing) : `name the service's database with --database, or set ${service.toUpperCase()}_DATABASE_URL as for the service`;
     console.error(`concord ${command}: ${database} does not exist; ${fix}`);
     return 1;
   }
@@ -517,7 +513,7 @@ async function databaseRestore(args: string[]): Promise<number> {
   const { service, file, database, dataDirMissing } = given;
   if (dataDirMissing) {
     // The restore would make DATA_DIR and a database there that no start uses, and say it was restored.
-    console.error(`concord ${command}: ${setDataDir(dataDirMissing)}; nothing was restored`);
+    console.error(`concord ${command}: ${noStartRanIn(dataDirMissing)}; nothing was restored`);
     return 1;
   }
   let record;

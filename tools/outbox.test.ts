@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import BetterSqlite3 from "better-sqlite3";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -71,6 +71,19 @@ describe("tools/outbox.ts", () => {
     expect(readFileSync(path).equals(before)).toBe(true);
     expect(readdirSync(dir).filter((f) => f.startsWith("someone-elses.db"))).toEqual(["someone-elses.db"]);
   }, 60_000);
+
+  it("says to set DATA_DIR as npm start was given it when the DATA_DIR it looked in does not exist", () => {
+    const missing = join(dir, "no-start-ran-here");
+    const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: missing };
+    delete env.ORDERS_DATABASE_URL;
+    delete env.DATABASE_URL;
+    const out = spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "orders", "list"], { encoding: "utf8", timeout: 20_000, env });
+    expect(out.status).toBe(2);
+    expect(out.stderr).toBe(
+      `outbox: ${join(missing, "orders.db")} does not exist; DATA_DIR ${missing} does not exist, so no \`npm start\` has run with it: set DATA_DIR as \`npm start\` was given it, or name the service's database with --database\n`,
+    );
+    expect(existsSync(missing)).toBe(false);
+  });
 
   it("says where npm start -- --postgres keeps a service's database when DATA_DIR holds no SQLite file of it", () => {
     mkdirSync(join(dir, "pg-data", "postgres"), { recursive: true });

@@ -38,6 +38,10 @@ changed.`;
 /** The outbox tool's options. */
 export const outboxOptions = { database: { type: "string" }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } } as const;
 
+/** What to say of a DATA_DIR that does not exist, where a service's database was looked for: a start given another one, most likely. */
+export const noStartRanIn = (dataDir: string): string =>
+  `DATA_DIR ${dataDir} does not exist, so no \`npm start\` has run with it: set DATA_DIR as \`npm start\` was given it, or name the service's database with --database`;
+
 /**
  * The outbox tool with `argv`, saying `program` in its messages and `help`
  * for --help and bad arguments, and naming, for an option it lacks, the
@@ -77,7 +81,12 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
     const postgresHint = service && existsSync(join(dataDir, "postgres"))
       ? ` (npm start -- --postgres keeps it in postgres://postgres@127.0.0.1:${process.env.POSTGRES_PORT || 54320}/${service})`
       : "";
-    console.error(`${program}: ${path} does not exist; name the service's database with --database, or set ${service ? `${service.toUpperCase()}_DATABASE_URL` : "it"} as for the service${postgresHint}`);
+    // The file npm start keeps in DATA_DIR, and no DATA_DIR: a start given another one, most likely.
+    const fix =
+      service && path === join(dataDir, `${service}.db`) && !existsSync(dataDir)
+        ? noStartRanIn(dataDir)
+        : `name the service's database with --database, or set ${service ? `${service.toUpperCase()}_DATABASE_URL` : "it"} as for the service${postgresHint}`;
+    console.error(`${program}: ${path} does not exist; ${fix}`);
     return 2;
   }
   if (values.database === undefined && service && path === join(dataDir, `${service}.db`) && existsSync(join(dataDir, "postgres", "PG_VERSION")) && readStartedServices(dataDir) === undefined) {
