@@ -19,10 +19,12 @@ import { findBinary } from "./find-binary.mjs";
 import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
 import { natsServerVersionOf, pinnedNatsServer } from "./nats/find-nats-server.mjs";
 
-const usage = `Usage: node tools/setup.mjs [--for-tests] [--for-gen] [--postgres]
+const usage = `Usage: node tools/setup.mjs [--for-tests] [--for-gen] [--for-tools] [--postgres]
 
 Installs what is missing: npm packages (npm ci), the pinned nats-server
 (go install into .tools/bin; Go from the OS packages when missing) and, with
+--for-tools, the pinned grpcurl and nats CLI (.tools/bin) that README's
+commands call a running system with, and nothing else; with
 --for-tests or --for-gen, protoc, Python 3, the pinned Go and Python
 SDK generators (.tools/bin, .venv) and the interop tests' Go modules; with
 --for-tests also the pinned grpcurl and nats CLI (.tools/bin), the
@@ -36,7 +38,7 @@ if (args.includes("--help")) {
   console.log(usage);
   process.exit(0);
 }
-const unknown = args.filter((a) => !["--for-tests", "--for-gen", "--postgres"].includes(a));
+const unknown = args.filter((a) => !["--for-tests", "--for-gen", "--for-tools", "--postgres"].includes(a));
 if (unknown.length > 0) {
   console.error(`setup: unknown argument ${unknown.join(" ")}\n\n${usage}`);
   process.exit(2);
@@ -232,7 +234,7 @@ async function installTestTools() {
   for (const tool of testTools) {
     if (goModuleOf(join(binDir, tool.binary)) === `${tool.module} ${tool.version}`) continue;
     mkdirSync(binDir, { recursive: true });
-    await runLongStep(`downloading and building ${tool.binary} ${tool.version} into .tools/bin (the tests run it)`, `go install ${tool.binary}`, tool.usualSeconds, "go", ["install", `${tool.path}@${tool.version}`], {
+    await runLongStep(`downloading and building ${tool.binary} ${tool.version} into .tools/bin (the tests and README's commands run it)`, `go install ${tool.binary}`, tool.usualSeconds, "go", ["install", `${tool.path}@${tool.version}`], {
       cwd: root,
       env: { ...goEnv, GOBIN: binDir },
     });
@@ -300,6 +302,11 @@ async function prepareGoModules(compile) {
 
 await installNpmPackages();
 await installNatsServer();
+if (args.includes("--for-tools") && !args.includes("--for-tests")) {
+  // What a running system is called with, without the tests' generators, interop modules and PostgreSQL (minutes).
+  ensureOsPackage("go", "golang-go");
+  await installTestTools();
+}
 if (args.includes("--for-tests") || args.includes("--postgres")) await ensurePostgres();
 if (args.includes("--for-tests") || args.includes("--for-gen")) {
   ensureOsPackage("protoc", "protobuf-compiler");
