@@ -590,6 +590,35 @@ describe("npm start", () => {
     }
   });
 
+  it("refuses two of its listeners on one port (an instance's gRPC port on another's metrics port, say), naming both settings, before making anything", async () => {
+    const dataDir = join(dir.path, "never-made");
+    const products = await freePort();
+    const env = {
+      ...process.env,
+      DATA_DIR: dataDir,
+      NATS_URL: "",
+      NATS_PORT: String(await freePort()),
+      POSTGRES_PORT: String(await freePort()),
+      PRODUCTS_LISTEN: `127.0.0.1:${products}`,
+      ORDERS_LISTEN: `127.0.0.1:${await freePort()}`,
+      PRODUCTS_METRICS_LISTEN: `127.0.0.1:${products + 2}`,
+      ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`,
+    };
+    // products#2 took products#1's metrics port, and refused to start once PostgreSQL, nats-server and the CA were made,
+    // "in use by another process", saying to set PRODUCTS_LISTEN.
+    const instances = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--postgres", "--instances", "2"], { env, encoding: "utf8", timeout: 20_000 });
+    expect(instances.status).toBe(2);
+    expect(instances.stderr).toBe(
+      `start: PRODUCTS_LISTEN+2 (products#2) and PRODUCTS_METRICS_LISTEN would both listen on 127.0.0.1:${products + 2}: set them apart (with --instances, each instance of a service listens 2 ports above the one before)\n`,
+    );
+    expect(existsSync(dataDir)).toBe(false);
+    // A wildcard address takes the port on every address, the local nats-server's too.
+    const wildcard = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...env, ORDERS_METRICS_LISTEN: `0.0.0.0:${env.NATS_PORT}` }, encoding: "utf8", timeout: 20_000 });
+    expect(wildcard.status).toBe(2);
+    expect(wildcard.stderr).toBe(`start: ORDERS_METRICS_LISTEN and NATS_PORT would both listen on port ${env.NATS_PORT} (0.0.0.0:${env.NATS_PORT} and 127.0.0.1:${env.NATS_PORT}): set them apart\n`);
+    expect(existsSync(dataDir)).toBe(false);
+  });
+
   it("refuses one database named for both services before starting anything, where the second to start used to refuse it and stop everything", () => {
     const dataDir = join(dir.path, "never-made");
     const bothOn = (products: string, orders: string, ...args: string[]) =>

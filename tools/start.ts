@@ -447,6 +447,36 @@ function portSetting(variable: string, value: string | undefined, fallback: numb
   throw new Error(`${variable}=${JSON.stringify(value)} is not a port: give a whole number from 1 to ${highest}${room}`);
 }
 
+/** An address a start would listen on, and the setting it comes from (`PRODUCTS_LISTEN+2 (products#2)`, say). */
+interface Listener {
+  readonly address: string;
+  readonly setting: string;
+}
+
+/** The addresses of a service's instances, each 2 ports above the one before, named after `variable`. */
+function listenersOf(addresses: readonly string[], variable: string, service: string): Listener[] {
+  return addresses.map((address, i) => ({ address, setting: i === 0 ? variable : `${variable}+${2 * i} (${service}#${i + 1})` }));
+}
+
+/** The first two listeners that one port cannot hold both of: the same port on the same host, or on a wildcard one. */
+function portClash(listeners: readonly Listener[]): [Listener, Listener] | undefined {
+  const parse = (address: string) => {
+    const match = /^\[?(.*?)\]?:(\d+)$/.exec(address);
+    if (!match) return undefined; // a malformed address is the service's to name
+    const host = match[1] === "localhost" ? "127.0.0.1" : match[1];
+    return { host, port: Number(match[2]) };
+  };
+  const wildcard = (host: string) => host === "" || host === "0.0.0.0" || host === "::";
+  for (let i = 0; i < listeners.length; i++) {
+    const a = parse(listeners[i].address);
+    for (let j = i + 1; a && j < listeners.length; j++) {
+      const b = parse(listeners[j].address);
+      if (b && a.port === b.port && (a.host === b.host || wildcard(a.host) || wildcard(b.host))) return [listeners[i], listeners[j]];
+    }
+  }
+  return undefined;
+}
+
 /** Whether a nats-server's JetStream store directory holds any stream (`jetstream/<account>/streams/<stream>`). */
 function holdsStreams(storeDir: string): boolean {
   const jetstream = join(storeDir, "jetstream");
@@ -731,6 +761,25 @@ async function main(): Promise<void> {
     orders: Array.from({ length: instances }, (_, i) => shiftPort(process.env.ORDERS_METRICS_LISTEN || "127.0.0.1:9102", 2 * i)),
   };
   env.PRODUCTS_ADDRESS = process.env.PRODUCTS_ADDRESS || productsAddresses.join(",");
+  // Two on one port: the second to listen (products#2 on products#1's metrics port, say) refused at start, once
+  // PostgreSQL, nats-server and the CA were made, saying another process held it.
+  const listeners: Listener[] = [
+    ...listenersOf(productsAddresses, "PRODUCTS_LISTEN", "products"),
+    ...listenersOf(ordersAddresses, "ORDERS_LISTEN", "orders"),
+    ...listenersOf(metricsAddresses.products, "PRODUCTS_METRICS_LISTEN", "products"),
+    ...listenersOf(metricsAddresses.orders, "ORDERS_METRICS_LISTEN", "orders"),
+    ...(process.env.NATS_URL ? [] : (flags.cluster ? clusterPortOffsets : [0]).map((offset) => ({ address: `127.0.0.1:${natsPort + offset}`, setting: offset === 0 ? "NATS_PORT" : `NATS_PORT+${offset}` }))),
+    ...(flags.postgres ? [{ address: `127.0.0.1:${postgresPort}`, setting: "POSTGRES_PORT" }] : []),
+  ];
+  const clash = portClash(listeners);
+  if (clash) {
+    const [a, b] = clash;
+    const spread = instances > 1 ? " (with --instances, each instance of a service listens 2 ports above the one before)" : "";
+    const where = a.address === b.address ? a.address : `port ${b.address.replace(/.*:/, "")} (${a.address} and ${b.address})`;
+    console.error(`start: ${a.setting} and ${b.setting} would both listen on ${where}: set them apart${spread}`);
+    process.exitCode = 2;
+    return;
+  }
   // Before anything starts: a service that cannot listen would otherwise stop everything once nats-server is up.
   for (const [addresses, variable] of [
     [productsAddresses, "PRODUCTS_LISTEN"],
