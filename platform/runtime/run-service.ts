@@ -49,9 +49,9 @@ const orphanStopMs = 15_000;
 
 /**
  * Once everything is closed, exits within 2 s: a connection attempt to an
- * absent NATS, or a host name lookup the name server does not answer (an
- * attempt to reach the database abandoned at its connect timeout), may
- * still hold the event loop, as long as the system's resolver waits.
+ * absent NATS, or a host name lookup the name server does not answer (of
+ * an attempt to reach the database, abandoned), may still hold the event
+ * loop, as long as the system's resolver waits.
  */
 function exitSoon(): void {
   setTimeout(() => process.exit(), 2_000).unref();

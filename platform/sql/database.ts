@@ -19,7 +19,7 @@ export interface DatabaseOptions {
    * opening fails at once with the UNAVAILABLE error.
    */
   readonly onWaiting?: (err: unknown) => void;
-  /** Ends the waiting: opening rejects with the signal's reason. */
+  /** Ends the waiting, and a Postgres connection being made meanwhile: opening rejects with the signal's reason. */
   readonly signal?: AbortSignal;
   /** The service the database belongs to: one that another service claimed is refused (see `migrate`). */
   readonly owner?: string;
@@ -91,6 +91,9 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   const db: Database = claim ? releasingOnClose(opened, claim) : opened;
   let sessionsChecked = false;
   const { onWaiting, signal } = options;
+  // A stop asked for while a connection is being made ends it now, not at its connect timeout (close() ends those being made).
+  const closeOnAbort = () => void db.close().catch(() => undefined);
+  if (postgres) signal?.addEventListener("abort", closeOnAbort, { once: true });
   try {
     for (;;) {
       signal?.throwIfAborted();
@@ -110,6 +113,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
         });
         return db;
       } catch (err) {
+        signal?.throwIfAborted();
         // Migrations already applied are skipped when they run again.
         const cause = err instanceof Error ? err.cause : undefined;
         if (!onWaiting || !(isDatabaseUnavailable(err) || isDatabaseUnavailable(cause))) throw err;
@@ -120,5 +124,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   } catch (err) {
     await db.close();
     throw err;
+  } finally {
+    signal?.removeEventListener("abort", closeOnAbort);
   }
 }

@@ -1,4 +1,5 @@
 import { createRequire } from "node:module";
+import { Socket } from "node:net";
 import type pg from "pg";
 import { Code, StatusError } from "../errors/index.js";
 import { nonNegativeInteger, positiveInteger } from "../options/index.js";
@@ -569,10 +570,29 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
     options: ["-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3", settings.options].filter(Boolean).join(" "),
     ...(statementTimeoutMs > 0 && { statement_timeout: statementTimeoutMs, idle_in_transaction_session_timeout: statementTimeoutMs }),
   };
+  // The sockets of connections still being made (TCP, TLS, the start-up exchange), which close() destroys: a server that
+  // does not answer would otherwise hold the process until connectionTimeoutMillis, though a stop was asked for.
+  const connecting = new Set<Socket>();
+  /** clientConfig with a socket of its own, in `connecting` until `client` has connected or the socket has closed. */
+  const configFor = (socket: Socket) => ({ ...clientConfig, stream: () => socket });
+  const heldWhileConnecting = (client: pg.Client, socket: Socket): void => {
+    connecting.add(socket);
+    const done = () => connecting.delete(socket);
+    client.once("connect", done);
+    socket.once("close", done);
+  };
+  const newClient = (): pg.Client => {
+    const socket = new Socket();
+    const client = new pg.Client(configFor(socket));
+    heldWhileConnecting(client, socket);
+    return client;
+  };
   // The timeout goes to each connection the pool makes, not to the pool: there it would also fail callers queued for a busy one.
   class Connection extends pg.Client {
     constructor() {
-      super(clientConfig);
+      const socket = new Socket();
+      super(configFor(socket));
+      heldWhileConnecting(this, socket);
     }
   }
   const pool = new pg.Pool({ max: options.poolSize ?? 10, Client: Connection });
@@ -675,7 +695,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
     async runAlone(sql, options) {
       const timeoutMs = nonNegativeInteger("runAlone", "statementTimeoutMs", options.statementTimeoutMs, statementTimeoutMs);
       // Not a pooled connection: its session's statement timeout would stay changed for whoever has it next.
-      const client = new pg.Client(clientConfig);
+      const client = newClient();
       client.on("error", () => undefined);
       await client.connect().catch((err: unknown) => {
         throw unavailable(err, urlName);
@@ -700,7 +720,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       // B's then gets. So each round (A, A, B) shows one or the other unless other clients, in the instants between
       // the check's statements, take exactly the sessions that would have shown it, which three rounds in a row would need every time.
       // Pids alone could match on two servers behind one pooler: a session is its pid and its server's start time.
-      const connections = [new pg.Client(clientConfig), new pg.Client(clientConfig)];
+      const connections = [newClient(), newClient()];
       for (const c of connections) c.on("error", () => undefined);
       try {
         await Promise.all(connections.map((c) => c.connect())).catch((err: unknown) => {
@@ -739,7 +759,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       }
     },
     async tryLock(key) {
-      const client = new pg.Client(clientConfig);
+      const client = newClient();
       let lost!: () => void;
       const gone = new Promise<void>((resolve) => (lost = resolve));
       client.on("error", () => lost());
@@ -787,7 +807,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
         }, 1_000);
       };
       const connect = async (): Promise<void> => {
-        const c = new pg.Client(clientConfig);
+        const c = newClient();
         c.on("notification", (n) => n.channel === channel && listener());
         // A broken connection is made again; notifications sent meanwhile are lost, and the listener is called once it is back.
         c.on("error", () => undefined);
@@ -826,7 +846,11 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       };
     },
     close() {
-      closed ??= pool.end();
+      if (closed === undefined) {
+        closed = pool.end();
+        // Connections already made end once their work is over; those still being made end now, failing whoever waits for them.
+        for (const socket of connecting) socket.destroy();
+      }
       return closed;
     },
   };
