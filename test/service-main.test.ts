@@ -41,6 +41,20 @@ describe("service entry points", () => {
     expect(result.stderr).not.toContain("s3cr");
   });
 
+  it("refuse a NATS URL that is not one with exit code 2 and one line naming the variable, as a database URL, without a stack", () => {
+    for (const [url, why] of [
+      ["nats://127.0.0.1:notaport", 'the port "notaport" is not a number'],
+      ["nats://127.0.0.1:4222,not a url", '"not a url": expected nats://host:port'],
+      ["tls://nats:s3cr@127.0.0.1:4222", 'the scheme is "tls://"'],
+    ]) {
+      const result = start("products", { NATS_URL: url, PRODUCTS_DATABASE_URL: join(dir, "never.db") });
+      expect(result.status).toBe(2);
+      expect(result.stderr).toContain(`NATS_URL=${JSON.stringify(url.replace("s3cr", "***"))} is invalid: ${why}`);
+      expect(result.stderr + result.stdout).not.toMatch(/ at |s3cr/);
+    }
+    expect(existsSync(join(dir, "never.db"))).toBe(false);
+  });
+
   it("refuse a seed given as NATS_NKEY_SEED, where its file's path goes, without printing it", () => {
     const seed = "SUAEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLE234567";
     const result = run("services/orders/main.ts", { ORDERS_LISTEN: "127.0.0.1:0", NATS_NKEY_SEED: seed });

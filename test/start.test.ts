@@ -557,6 +557,11 @@ describe("npm start", () => {
     expect(orders.status).toBe(2);
     expect(orders.stderr).toMatch(/the orders service would refuse its bad configuration:\n {2}ORDERS_PENDING_TIMEOUT="1m" is invalid: expected at least 2m/);
     expect(existsSync(dataDir)).toBe(false);
+    // A NATS URL of the operator's, which the services would have failed on once started.
+    const nats = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "nats://nats:notaport" }, encoding: "utf8", timeout: 20_000 });
+    expect(nats.status).toBe(2);
+    expect(nats.stderr).toMatch(/the products service would refuse its bad configuration:\n {2}NATS_URL="nats:\/\/nats:notaport" is invalid: the port "notaport" is not a number/);
+    expect(existsSync(dataDir)).toBe(false);
   });
 
   it("refuses a NATS_PORT or POSTGRES_PORT that is not a port, and a NATS port already taken, before making anything", { timeout: 60_000 }, async () => {

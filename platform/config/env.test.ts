@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, databaseUrl, duration, durationAtLeast, durationAtLeastOrOff, durationOrOff, hostPort, integer, readConfig } from "./env.js";
+import { ConfigError, databaseUrl, duration, durationAtLeast, durationAtLeastOrOff, durationOrOff, hostPort, integer, natsUrl, readConfig, urlsWithoutPasswords } from "./env.js";
 
 const settings = {
   LISTEN: { description: "address", default: "127.0.0.1:50051", parse: hostPort },
@@ -52,5 +52,34 @@ describe("databaseUrl", () => {
     expect(databaseUrl("postgres://app@db:5432/shop")).toEqual({ kind: "postgres", location: "postgres://app@db:5432/shop" });
     expect(() => databaseUrl("postgres://db")).toThrow(/needs a host and a database/);
     expect(() => databaseUrl("mysql://db/shop")).toThrow(/unsupported database scheme "mysql:"/);
+  });
+});
+
+describe("natsUrl", () => {
+  it("accepts nats://host:port, host:port or a host, several separated by commas", () => {
+    expect(natsUrl("nats://127.0.0.1:4222")).toBe("nats://127.0.0.1:4222");
+    expect(natsUrl("nats://n1:4222, nats://n2:4223,nats://[::1]:4224")).toBe("nats://n1:4222,nats://n2:4223,nats://[::1]:4224");
+    expect(["NATS://nats_1", "nats:4222", "127.0.0.1:4222", "nats://db.example/"].map(natsUrl)).toEqual(["NATS://nats_1", "nats:4222", "127.0.0.1:4222", "nats://db.example/"]);
+  });
+
+  it("refuses what nats.js would throw on at its first connection, or not use, saying which part", () => {
+    expect(() => natsUrl("nats://host:notaport")).toThrow('the port "notaport" is not a number: expected nats://host:port');
+    expect(() => natsUrl("nats://host:4222x")).toThrow('the port "4222x" is not a number');
+    expect(() => natsUrl("nats://host:99999")).toThrow("the port 99999 is not one from 1 to 65535");
+    expect(() => natsUrl("nats://host:0")).toThrow("the port 0 is not one from 1 to 65535");
+    expect(() => natsUrl("not a url")).toThrow("expected nats://host:port, host a name or an address (IPv6 in brackets)");
+    expect(() => natsUrl("nats://:::")).toThrow("expected nats://host:port");
+    expect(() => natsUrl("nats://")).toThrow("expected nats://host:port");
+    expect(() => natsUrl("tls://host:4222")).toThrow('the scheme is "tls://", which is not NATS\'s');
+    expect(() => natsUrl("http://host:8222")).toThrow('the scheme is "http://"');
+    expect(() => natsUrl("nats://u:p@host:4222")).toThrow("credentials in the URL are not used: the NATS user's nkey seed goes in a file NATS_NKEY_SEED names");
+    expect(() => natsUrl("nats://host:4222/x")).toThrow("a NATS URL has no path or query");
+    expect(() => natsUrl(",")).toThrow("an empty URL between commas");
+    expect(() => natsUrl("nats://n1:4222,nats://n2:x")).toThrow('"nats://n2:x": the port "x" is not a number');
+  });
+
+  it("is quoted in a refusal without the password of any of the URLs", () => {
+    expect(() => natsUrl("nats://n1:4222,nats://a:s3cr@n2:4222")).toThrow('"nats://a:***@n2:4222": credentials in the URL are not used');
+    expect(urlsWithoutPasswords("nats://a:s3cr@n1:4222,nats://b:t0p@n2:4222")).toBe('"nats://a:***@n1:4222,nats://b:***@n2:4222"');
   });
 });

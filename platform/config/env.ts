@@ -105,6 +105,39 @@ export function serviceAddress(raw: string): string {
   return parts.join(",");
 }
 
+/**
+ * NATS server URL(s) as nats.js dials them: `nats://host:port`, `host:port`
+ * or `host` (port 4222), several separated by commas for a cluster; an IPv6
+ * address in brackets. What nats.js would throw on when it first connects (a
+ * port that is not a number) or would quietly not use (another scheme, such
+ * as tls://, credentials, a path) is refused here, saying which part.
+ */
+export function natsUrl(raw: string): string {
+  const parts = raw.split(",").map((p) => p.trim());
+  for (const part of parts) {
+    if (part === "") throw new Error("an empty URL between commas; expected nats://host:port, several separated by commas");
+    const match = /^(?:([^:/?#@]*):\/\/)?([^/?#]*)(.*)$/.exec(part)!;
+    const [, scheme, authority, rest] = match as unknown as [string, string | undefined, string, string];
+    const where = parts.length > 1 ? `${withoutPassword(part)}: ` : "";
+    if (scheme !== undefined && scheme.toLowerCase() !== "nats") throw new Error(`${where}the scheme is "${scheme}://", which is not NATS's: expected nats://host:port`);
+    if (authority.includes("@")) throw new Error(`${where}credentials in the URL are not used: the NATS user's nkey seed goes in a file NATS_NKEY_SEED names`);
+    if (rest !== "" && rest !== "/") throw new Error(`${where}a NATS URL has no path or query: expected nats://host:port`);
+    const hostAndPort = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(?::(\d+))?$/.exec(authority);
+    if (!hostAndPort) {
+      const port = /^(?:\[[^\]]*\]|[^:]*):(.*)$/.exec(authority)?.[1];
+      throw new Error(port === undefined || port === "" || /^\d+$/.test(port) ? `${where}expected nats://host:port, host a name or an address (IPv6 in brackets)` : `${where}the port ${JSON.stringify(port)} is not a number: expected nats://host:port`);
+    }
+    const port = hostAndPort[2];
+    if (port !== undefined && (port.length > 5 || Number(port) < 1 || Number(port) > 65535)) throw new Error(`${where}the port ${port} is not one from 1 to 65535`);
+  }
+  return parts.join(",");
+}
+
+/** Each of several comma-separated URLs as an error may quote it (see `withoutPassword`). */
+export function urlsWithoutPasswords(raw: string): string {
+  return JSON.stringify(raw.split(",").map((part) => JSON.parse(withoutPassword(part)) as string).join(","));
+}
+
 /** A whole number within bounds. */
 export function integer(min: number, max: number): (raw: string) => number {
   return (raw) => {

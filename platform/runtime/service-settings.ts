@@ -1,4 +1,4 @@
-import { databaseUrl, duration, durationAtLeast, hostPort, oneOf, optionalFile, optionalHostPort, text, variableRead, withoutPassword, type ConfigOf, type Setting } from "../config/index.js";
+import { databaseUrl, duration, durationAtLeast, hostPort, natsUrl, oneOf, optionalFile, optionalHostPort, urlsWithoutPasswords, variableRead, withoutPassword, type ConfigOf, type Setting } from "../config/index.js";
 import { seedGivenForItsFile } from "../events/index.js";
 import { grpcSecurityOf, grpcSecuritySettings, type GrpcSecurity } from "./grpc-security.js";
 
@@ -39,7 +39,12 @@ export function addressSettings<P extends string>(prefix: P, defaults: { readonl
 /** What every service reads under the same names: NATS, how long the inbox and request ids remember, gRPC security, stopping, logging. */
 export function platformSettings(service: string) {
   return {
-    NATS_URL: { description: "NATS server with JetStream (several comma-separated for a cluster)", default: "nats://127.0.0.1:4222", parse: text },
+    NATS_URL: {
+      description: "NATS server with JetStream, nats://host:port (several comma-separated for a cluster)",
+      default: "nats://127.0.0.1:4222",
+      parse: natsUrl,
+      shown: urlsWithoutPasswords,
+    },
     NATS_NKEY_SEED: {
       description: `file holding the service's NATS user nkey seed (npm start makes DATA_DIR/nats-credentials/${service}.nk); empty: connect without credentials`,
       default: "",
