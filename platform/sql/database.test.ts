@@ -85,6 +85,22 @@ describe("openDatabase (SQLite)", () => {
     await again.close();
   });
 
+  it("keeps <file>-lock-journal, the claim's rollback journal, only while the file is claimed, holding nothing to play back, as README Backups and restores says", async () => {
+    const path = join(dir, "journal.db");
+    const journal = `${path}-lock-journal`;
+    const db = await openDatabase({ path, migrations, owner: "things" });
+    await db.run("INSERT INTO notes (text) VALUES ('kept')");
+    // SQLite keeps the journal of a file it locks exclusively, its header zeroed once the claim's write committed.
+    expect(readFileSync(journal).subarray(0, 28).every((byte) => byte === 0)).toBe(true);
+    await db.close();
+    expect(existsSync(journal)).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.startsWith("journal.db"))).toEqual(["journal.db", "journal.db-lock"]);
+    // A copy of the database alone, without either file beside it, is the whole database.
+    const copy = new BetterSqlite3(path, { readonly: true });
+    expect(copy.prepare("SELECT text FROM notes").all()).toEqual([{ text: "kept" }]);
+    copy.close();
+  });
+
   it("runs migrations once, across restarts", async () => {
     const path = join(dir, "migrate.db");
     await (await openDatabase({ path, migrations })).close();
