@@ -237,7 +237,12 @@ describe("npx concord database", () => {
     expect(started.status).toBe(2);
     expect(started.stderr).toContain("orders's database is postgres://postgres@127.0.0.1:54399/orders, a PostgreSQL one: this command copies SQLite files");
     expect(started.stderr).toMatch(/ \(`npx concord database backup --help` shows the usage\)\n$/);
-    expect((await run("database", "backup", "--help")).stdout).toContain("else the database `npm start -- --postgres`\n                      gives it while that start's PostgreSQL server runs");
+    expect((await run("database", "backup", "--help")).stdout).toContain("else the database\n                      `npm start -- --postgres` gives it while that start's\n                      PostgreSQL server runs");
+    // DATABASE_URL, which npm start does not give its services, is not taken either, and the note says so.
+    const shared = await runConcord({ DATA_DIR: startDir, ORDERS_DATABASE_URL: undefined, DATABASE_URL: join(dir, "elsewhere.db") }, ["database", "backup", "orders", join(dir, "pg-start.db")]);
+    expect(shared.status).toBe(2);
+    expect(shared.stderr).toContain("concord database backup: note: DATABASE_URL is not used, as `npm start` does not use it (the two services need a database each): set ORDERS_DATABASE_URL, or name the database with --database, for one of your own\n");
+    expect(shared.stderr).toContain("orders's database is postgres://postgres@127.0.0.1:54399/orders, a PostgreSQL one");
     const missing = await run("database", "backup", "orders", join(dir, "none.db"), "--database", join(dir, "missing.db"), "--nats", "nats://127.0.0.1:1");
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain(`${join(dir, "missing.db")} does not exist`);

@@ -20,7 +20,7 @@ import { printStatus, serviceTargets } from "./concord/status.js";
 import { type InboxRetention, inboxRetentionOf } from "./concord/inbox-retention.js";
 import { provisionStreams } from "./concord/provision.js";
 import { createLogger } from "../platform/log/index.js";
-import { noStartRanIn, outboxCommand, outboxOptions, runningStartPostgres } from "./outbox.js";
+import { noStartRanIn, outboxCommand, outboxOptions, serviceDatabase, unusedDatabaseUrlNote } from "./outbox.js";
 import { backupSqlite, type ConsumerPosition, consumerPositions, consumersNotRecorded, notABackup, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
@@ -425,15 +425,15 @@ function databaseArguments(command: string, args: string[]) {
   if (file === undefined) throw new UsageError("name the backup file", command);
   if (more.length > 0) throw new UsageError(`unexpected ${more.join(" ")}`, command);
   const dataDir = dataDirOf();
-  const named =
-    (values.database as string | undefined) ??
-    (process.env[`${service.toUpperCase()}_DATABASE_URL`] || process.env.DATABASE_URL || runningStartPostgres(dataDir, service) || undefined);
-  const database = named ?? join(dataDir, `${service}.db`);
+  const given = values.database as string | undefined;
+  const database = given ?? serviceDatabase(service, dataDir);
+  const note = given === undefined ? unusedDatabaseUrlNote(service) : undefined;
+  if (note) console.error(`concord ${command}: ${note}`);
   if (isPostgresUrl(database)) {
     throw new UsageError(`${service}'s database is ${database}, a PostgreSQL one: this command copies SQLite files; back it up with pg_dump and restore it with pg_restore (README, "Backups and restores")`, command);
   }
   // Nothing named the database: it is npm start's file in DATA_DIR, whose absence says DATA_DIR is not the start's.
-  const dataDirMissing = named === undefined && !existsSync(dataDir) ? dataDir : undefined;
+  const dataDirMissing = given === undefined && database === join(dataDir, `${service}.db`) && !existsSync(dataDir) ? dataDir : undefined;
   return { help: false as const, service, file, database, dataDirMissing, nats: values.nats as string | undefined };
 }
 

@@ -95,6 +95,26 @@ describe("tools/outbox.ts", () => {
     expect(out.stderr).toContain("products.db does not exist; name the service's database with --database, or set PRODUCTS_DATABASE_URL as for the service (npm start -- --postgres keeps it in postgres://postgres@127.0.0.1:54999/products)");
   });
 
+  it("reads the database npm start gives the service, not DATABASE_URL's, which npm start does not use either, saying so", async () => {
+    const dataDir = join(dir, "start-data");
+    const started = await openDatabase({ path: join(dataDir, "products.db"), migrations: outboxMigrations });
+    await started.close();
+    // Another database with an outbox, as a service started alone on DATABASE_URL would have made.
+    const alone = await openDatabase({ path: join(dir, "alone.db"), migrations: outboxMigrations });
+    await alone.run("INSERT INTO event_outbox_parked (event_id, subject, type, payload, headers, created_at, parked_at, reason) VALUES ($1, 'a.b', 't.T', x'00', x'00', 1, 2, 'too big')", ["0190a5b4-7c4e-7d3e-9f1a-000000000009"]);
+    await alone.close();
+    const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, DATABASE_URL: join(dir, "alone.db") };
+    delete env.PRODUCTS_DATABASE_URL;
+    const out = spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "products", "list"], { encoding: "utf8", timeout: 20_000, env });
+    expect(out.status, out.stderr).toBe(0);
+    expect(out.stdout).toContain(`${join(dataDir, "products.db")}: 0 event(s) waiting to be published, 0 parked`);
+    expect(out.stderr).toBe("outbox: note: DATABASE_URL is not used, as `npm start` does not use it (the two services need a database each): set PRODUCTS_DATABASE_URL, or name the database with --database, for one of your own\n");
+    // Named, it is read, and nothing is said.
+    const named = spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "products", "list"], { encoding: "utf8", timeout: 20_000, env: { ...env, PRODUCTS_DATABASE_URL: join(dir, "alone.db") } });
+    expect(named.stdout).toContain("0 event(s) waiting to be published, 1 parked");
+    expect(named.stderr).toBe("");
+  }, 60_000);
+
   it("reads the database of a running npm start -- --postgres, not a SQLite file an earlier start left in DATA_DIR", async () => {
     // DATA_DIR as npm start leaves it after a start without --postgres and, now running, one with it.
     const dataDir = join(dir, "both");

@@ -22,12 +22,13 @@ const usage = `Usage: npx tsx tools/outbox.ts <products|orders|--database PATH> 
                           the service's relay publishes them within a second
   retry --all             put every parked event back
   --database PATH         the service's database: SQLite file or postgres:// URL (default: as the
-                          service's, $PRODUCTS_DATABASE_URL or $ORDERS_DATABASE_URL, else
-                          $DATABASE_URL, else the database \`npm start -- --postgres\` gives it
-                          while that start's PostgreSQL server runs in $DATA_DIR/postgres, else
+                          service's under \`npm start\`, $PRODUCTS_DATABASE_URL or
+                          $ORDERS_DATABASE_URL, else the database \`npm start -- --postgres\` gives
+                          it while that start's PostgreSQL server runs in $DATA_DIR/postgres, else
                           $DATA_DIR/<service>.db, DATA_DIR defaulting to .data; read with a
-                          note when $DATA_DIR/postgres holds data and no start runs there); one
-                          that holds no outbox is refused (exit 2), left as it was
+                          note when $DATA_DIR/postgres holds data and no start runs there;
+                          $DATABASE_URL is not used, as \`npm start\` does not use it, saying so);
+                          one that holds no outbox is refused (exit 2), left as it was
 
 Parked events are those the relay can never publish as they are: larger than
 the server's max_payload or the stream's max_msg_size (or with headers over
@@ -66,17 +67,15 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
   const [first, ...rest] = positionals;
   const service = first === "products" || first === "orders" ? first : undefined;
   const [command = "list", ...ids] = service ? rest : positionals;
-  // The service's own default: its *_DATABASE_URL, else DATABASE_URL, else the database npm start gives it (on the
-  // PostgreSQL server of `npm start -- --postgres` while one runs in DATA_DIR, else a SQLite file there).
   const dataDir = dataDirOf();
-  const path =
-    values.database ??
-    (service ? process.env[`${service.toUpperCase()}_DATABASE_URL`] || process.env.DATABASE_URL || runningStartPostgres(dataDir, service) || join(dataDir, `${service}.db`) : undefined);
+  const path = values.database ?? (service ? serviceDatabase(service, dataDir) : undefined);
   const problem = argumentProblem(first, path, command, ids, values.all === true);
   if (problem || !path) {
     console.error(`${program}: ${problem}\n\n${help}`);
     return 2;
   }
+  const note = values.database === undefined && service ? unusedDatabaseUrlNote(service) : undefined;
+  if (note) console.error(`${program}: ${note}`);
   if (!isPostgresUrl(path) && !existsSync(path)) {
     const postgresHint = service && existsSync(join(dataDir, "postgres"))
       ? ` (npm start -- --postgres keeps it in postgres://postgres@127.0.0.1:${process.env.POSTGRES_PORT || 54320}/${service})`
@@ -125,6 +124,25 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
   } finally {
     await db.close();
   }
+}
+
+/**
+ * The database `npm start` gives `service`, which the tools take unless
+ * named: its own variable (`PRODUCTS_DATABASE_URL`), else the database of
+ * the `npm start -- --postgres` running on `dataDir`, else
+ * `dataDir/<service>.db`. DATABASE_URL, which a service started alone
+ * reads, is not used, as `npm start` does not use it: it names one
+ * database, and each service needs its own (see `unusedDatabaseUrlNote`).
+ */
+export function serviceDatabase(service: string, dataDir: string, env: NodeJS.ProcessEnv = process.env): string {
+  return env[`${service.toUpperCase()}_DATABASE_URL`] || runningStartPostgres(dataDir, service) || join(dataDir, `${service}.db`);
+}
+
+/** A note saying DATABASE_URL is not used for `service`'s database when it is set and the service's own variable is not; else undefined. */
+export function unusedDatabaseUrlNote(service: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const own = `${service.toUpperCase()}_DATABASE_URL`;
+  if (!env.DATABASE_URL || env[own]) return undefined;
+  return `note: DATABASE_URL is not used, as \`npm start\` does not use it (the two services need a database each): set ${own}, or name the database with --database, for one of your own`;
 }
 
 /**

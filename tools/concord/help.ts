@@ -215,13 +215,15 @@ already stops it), the copy is deleted and it exits 1. A backup is never replace
 refused, exit 1; name another FILE, or remove both first to replace that
 backup (a FILE that is a directory, or the database itself, is refused
 saying which).
-  --database PATH     the service's SQLite file (default: as the service's,
-                      $PRODUCTS_DATABASE_URL or $ORDERS_DATABASE_URL, else
-                      $DATABASE_URL, else the database \`npm start -- --postgres\`
-                      gives it while that start's PostgreSQL server runs in
-                      $DATA_DIR/postgres, else $DATA_DIR/<service>.db, DATA_DIR
-                      defaulting to .data); a PostgreSQL database is refused:
-                      back it up with pg_dump
+  --database PATH     the service's SQLite file (default: as the service's
+                      under \`npm start\`, $PRODUCTS_DATABASE_URL or
+                      $ORDERS_DATABASE_URL, else the database
+                      \`npm start -- --postgres\` gives it while that start's
+                      PostgreSQL server runs in $DATA_DIR/postgres, else
+                      $DATA_DIR/<service>.db, DATA_DIR defaulting to .data;
+                      $DATABASE_URL is not used, as \`npm start\` does not use
+                      it, saying so); a PostgreSQL database is refused: back it
+                      up with pg_dump
 ${natsOption}`,
   "database restore": `Usage: npx concord database restore (products|orders) FILE [--database PATH]
 
@@ -278,14 +280,15 @@ ${natsOption}`,
                       service's relay publishes them within a second
   retry --all         put every parked event back
   --database PATH     the service's database: SQLite file or postgres:// URL
-                      (default: as the service's, $PRODUCTS_DATABASE_URL or
-                      $ORDERS_DATABASE_URL, else $DATABASE_URL, else the
+                      (default: as the service's under \`npm start\`,
+                      $PRODUCTS_DATABASE_URL or $ORDERS_DATABASE_URL, else the
                       database \`npm start -- --postgres\` gives it while that
                       start's PostgreSQL server runs in $DATA_DIR/postgres,
                       else $DATA_DIR/<service>.db, DATA_DIR defaulting to .data;
                       read with a note when $DATA_DIR/postgres holds data and
-                      no start runs there); one that holds no outbox is
-                      refused (exit 2), left as it was
+                      no start runs there; $DATABASE_URL is not used, as
+                      \`npm start\` does not use it, saying so); one that holds
+                      no outbox is refused (exit 2), left as it was
 
 Parked events are those the relay can never publish as they are: larger than
 the server's max_payload or the stream's max_msg_size (or with headers over
