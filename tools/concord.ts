@@ -239,6 +239,20 @@ function wholeNumberOf(raw: string, flag: string, command: string): number {
   return Number(raw);
 }
 
+/**
+ * Replays a second from `--rate`: `N/s`, N above 0 and below a million, with
+ * at most 3 decimals (0.5/s is one every 2 s). Anything else is refused on
+ * one line, a number without its unit too: no rate is read in a unit it was
+ * not meant in.
+ */
+function rateOf(given: string): number {
+  const match = /^(\d{1,6}(?:\.\d{1,3})?)\/s$/.exec(given);
+  const perSecond = match ? Number(match[1]) : 0;
+  if (perSecond > 0) return perSecond;
+  const why = /^\d+(\.\d+)?$/.test(given) ? "; the unit, /s, is part of it" : "";
+  throw new UsageError(`--rate takes replays per second as N/s, N above 0 and below a million with at most 3 decimals (50/s, or 0.5/s for one every 2 s), not ${JSON.stringify(given)}${why}`, "dlq replay");
+}
+
 async function dlqReplay(args: string[]): Promise<number> {
   const command = "dlq replay";
   const { values, positionals } = parse(command, args);
@@ -247,12 +261,7 @@ async function dlqReplay(args: string[]): Promise<number> {
   const filter = filterOf(values, command);
   const ways = [seqs.length > 0, values.all === true, filter !== undefined].filter(Boolean).length;
   if (ways !== 1) throw new UsageError("name the dead letters to replay: their sequences, --all, or a filter (one of these)", command);
-  let perSecond: number | undefined;
-  if (values.rate !== undefined) {
-    const match = /^(\d+(?:\.\d+)?)(?:\/s)?$/.exec(String(values.rate));
-    perSecond = match ? Number(match[1]) : Number.NaN;
-    if (!(perSecond > 0)) throw new UsageError(`--rate takes replays per second, as 50/s, got ${JSON.stringify(values.rate)}`, command);
-  }
+  const perSecond = values.rate === undefined ? undefined : rateOf(String(values.rate));
   const dryRun = values["dry-run"] === true;
   const retention = retentionToCheck(values, command);
   const stop = stopOnSignals(command, "the dead letter in hand is replayed", "which may leave it replayed and not deleted");

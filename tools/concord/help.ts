@@ -151,7 +151,9 @@ saying how many were replayed (exit status 130).
   --all               every dead letter
 ${filterOptions}
   --dry-run           say what would be replayed; publish and delete nothing
-  --rate N/s          at most N replays per second (default: as fast as JetStream takes them)
+  --rate N/s          at most N replays per second, N above 0 and below a million with at most
+                      3 decimals (0.5/s: one every 2 s); the /s is needed (default: as fast as
+                      JetStream takes them)
   --past-inbox        replay events older than the inboxes' retention too
 ${inboxRetentionOption}
 ${natsOption}`,
