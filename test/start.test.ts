@@ -10,11 +10,12 @@ import { ProductServiceService } from "../gen/ts/shop/products/v1/product_servic
 import { Code } from "../platform/errors/index.js";
 import { clientTlsCredentials, createClient } from "../platform/grpc/index.js";
 import { openDatabase } from "../platform/sql/index.js";
+import { findPostgresBinDir } from "../tools/postgres/find-postgres.mjs";
 import { repoRoot } from "../tools/repo-root.js";
 import { toolClientSecurity } from "../tools/client-security.js";
 import { freePort } from "./support/nats-server.js";
 import { runConcord } from "./support/concord.js";
-import { readmeProse } from "./support/readme.js";
+import { readmeBlock, readmeProse } from "./support/readme.js";
 import { address, grpcError, tempDir } from "./support/shop.js";
 
 const isListening = (port: number) =>
@@ -443,6 +444,80 @@ describe("npm start", () => {
     expect(system.output()).toContain("everything stopped");
     expect(await isListening(postgresPort)).toBe(false);
     expect(existsSync(join(dir.path, "start-services.json"))).toBe(false);
+  });
+
+  it("restores a service's database on PostgreSQL with README Backups and restores' commands: pg_dump while it runs, pg_restore with --postgres-only's server alone", { timeout: 240_000 }, async () => {
+    chmodSync(dir.path, 0o755); // the postgres user runs the server (as root), and needs to reach its data dir
+    const postgresPort = String(await freePort());
+    const backups = join(dir.path, "backups");
+    mkdirSync(backups);
+    /** A README command (`program` ...) on this test's server and backup file, run to its end. */
+    const runReadme = (marker: string, program: string) => {
+      const command = readmeBlock(marker).find((c) => c.argv[0] === program);
+      expect(command, `${program} after ${marker}`).toBeDefined();
+      const argv = command!.argv.map((word) => word.replace("127.0.0.1:54320", `127.0.0.1:${postgresPort}`).replace("/var/backups", backups));
+      // The programs of the server the start runs first, as a reader's PATH would have that installation's.
+      return spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8", timeout: 60_000, env: { ...process.env, PATH: `${findPostgresBinDir()}:${process.env.PATH}` } });
+    };
+    const onPostgres = "On PostgreSQL (`npm start -- --postgres`";
+    const restoreSteps = "so start that server again alone";
+    expect(readmeBlock(restoreSteps).map((c) => c.text)).toEqual(["npm start -- --postgres-only", expect.stringMatching(/^pg_restore /), "npm start -- --postgres"]);
+    const withCluster = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--postgres-only", "--cluster"], { env: { ...process.env, DATA_DIR: join(dir.path, "never-made") }, encoding: "utf8", timeout: 20_000 });
+    expect(withCluster.status).toBe(2);
+    expect(withCluster.stderr).toContain("start: --postgres-only starts the PostgreSQL server alone; --instances and --cluster are for the services and nats-server, which it does not start\n");
+
+    let system = await startSystem(dir.path, { args: ["--postgres"], env: { POSTGRES_PORT: postgresPort }, upTimeoutMs: 90_000 });
+    child = system.child;
+    const security = (subject: string, roles: string[]) => toolClientSecurity({ subject, roles }, { DATA_DIR: dir.path });
+    const products = createClient(ProductServiceService, { address: system.productsAddress, ...security("ops", ["admin"]) });
+    const { product } = await products.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 5 });
+    products.close();
+    const place = async (port: number) => {
+      const orders = createClient(OrderServiceService, { address: `127.0.0.1:${port}`, ...security("c", ["customer"]) });
+      try {
+        let id: string | undefined;
+        await expect.poll(async () => orders.createOrder({ customerId: "c", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address }).then((r) => ((id = r.order!.id), true), () => false), { timeout: 20_000 }).toBe(true);
+        return id!;
+      } finally {
+        orders.close();
+      }
+    };
+    const before = await place(system.ports.orders);
+    const dumped = runReadme(onPostgres, "pg_dump");
+    expect(dumped.status, dumped.stderr).toBe(0);
+    const after = await place(system.ports.orders);
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+
+    // The services stopped, their PostgreSQL server alone again, as the README has it.
+    const alone = spawn(process.execPath, ["--import", "tsx", "tools/start.ts", "--postgres-only"], { env: { ...startEnv(dir.path, system.ports), POSTGRES_PORT: postgresPort }, stdio: ["ignore", "pipe", "pipe"] });
+    child = alone;
+    let output = "";
+    alone.stdout.on("data", (d) => (output += d));
+    alone.stderr.on("data", (d) => (output += d));
+    const aloneExited = new Promise<number | null>((resolve) => alone.once("exit", (code) => resolve(code)));
+    await expect.poll(() => output, { timeout: 60_000, interval: 100 }).toContain("Only PostgreSQL runs (--postgres-only)");
+    expect(output).toContain(`postgres://postgres@127.0.0.1:${postgresPort}/orders; no nats-server, no service. Ctrl-C stops it.`);
+    expect(await isListening(system.ports.orders)).toBe(false);
+    expect(await isListening(system.ports.nats)).toBe(false);
+    const restored = runReadme(restoreSteps, "pg_restore");
+    expect(restored.status, restored.stderr).toBe(0);
+    alone.kill("SIGINT");
+    expect(await aloneExited).toBe(0);
+    expect(output).toContain("start: everything stopped");
+    expect(await isListening(Number(postgresPort))).toBe(false);
+
+    system = await startSystem(dir.path, { ports: system.ports, args: ["--postgres"], env: { POSTGRES_PORT: postgresPort }, upTimeoutMs: 90_000 });
+    child = system.child;
+    const orders = createClient(OrderServiceService, { address: `127.0.0.1:${system.ports.orders}`, ...security("c", ["customer"]) });
+    try {
+      expect((await orders.getOrder({ id: before })).order!.id).toBe(before);
+      expect(await grpcError(orders.getOrder({ id: after }))).toMatchObject({ code: Code.NOT_FOUND });
+    } finally {
+      orders.close();
+    }
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
   });
 
   it("records its services as starting until they serve: `concord status` meanwhile says so, rather than that they failed", { timeout: 120_000 }, async () => {

@@ -58,6 +58,7 @@ import { isStartScript, recordStartedServices, shiftPort } from "./started-servi
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
 
 const usage = `Usage: npm start [-- [--postgres] [--instances N] [--cluster]]
+       npm start -- --postgres-only
 
 Starts nats-server (unless NATS_URL is set), the product service and the order
 service. nats-server runs with sync_interval: always (every write on disk
@@ -66,6 +67,10 @@ before it is acknowledged). Options:
                     own (data in DATA_DIR/postgres, port POSTGRES_PORT), a database
                     per service, instead of a SQLite file per service; installs
                     Debian's postgresql package first when it is missing
+  --postgres-only   start that PostgreSQL server alone, nothing else, until
+                    Ctrl-C: the services' databases on it, with no service
+                    running on them, for pg_restore (README "Backups and
+                    restores")
   --instances N     run N instances of each service (1 to 8, default 1), which share their
                     database and their durable consumers; more than one needs
                     --postgres (or postgres:// URLs in the *_DATABASE_URL variables).
@@ -638,7 +643,7 @@ async function main(): Promise<void> {
     return;
   }
   let flags;
-  const options = { postgres: { type: "boolean" }, instances: { type: "string" }, cluster: { type: "boolean" }, help: { type: "boolean" } } as const;
+  const options = { postgres: { type: "boolean" }, "postgres-only": { type: "boolean" }, instances: { type: "string" }, cluster: { type: "boolean" }, help: { type: "boolean" } } as const;
   try {
     flags = parseArgs({ args: process.argv.slice(2), options }).values;
   } catch (err) {
@@ -653,6 +658,13 @@ async function main(): Promise<void> {
     console.log(usage);
     return;
   }
+  const postgresOnly = flags["postgres-only"] === true;
+  if (postgresOnly && (flags.instances !== undefined || flags.cluster)) {
+    console.error(`start: --postgres-only starts the PostgreSQL server alone; --instances and --cluster are for the services and nats-server, which it does not start\n\n${usage}`);
+    process.exitCode = 2;
+    return;
+  }
+  if (postgresOnly) flags.postgres = true;
   const instances = Number(flags.instances ?? "1");
   if (!Number.isInteger(instances) || instances < 1 || instances > 8) {
     console.error(`start: --instances takes a whole number from 1 to 8, got ${flags.instances}\n\n${usage}`);
@@ -683,10 +695,11 @@ async function main(): Promise<void> {
     return;
   }
   // The services' own settings, read as they will read them, before anything starts (a bad one would otherwise
-  // end a service, and so everything, once nats-server is up). Their NATS seed is the one this script makes, and
-  // their databases, when unset, files in DATA_DIR or --postgres's (DATABASE_URL is not theirs then).
+  // end a service, and so everything, once nats-server is up); none with --postgres-only, which starts none. Their
+  // NATS seed is the one this script makes, and their databases, when unset, files in DATA_DIR or --postgres's
+  // (DATABASE_URL is not theirs then).
   const probe = { ...process.env, PRODUCTS_DATABASE_URL: process.env.PRODUCTS_DATABASE_URL || "products.db", ORDERS_DATABASE_URL: process.env.ORDERS_DATABASE_URL || "orders.db" };
-  for (const [service, settings] of [["products", productSettings], ["orders", orderSettings]] as const) {
+  for (const [service, settings] of postgresOnly ? [] : ([["products", productSettings], ["orders", orderSettings]] as const)) {
     const { NATS_NKEY_SEED: _made, ...own } = settings as Settings;
     try {
       readConfig(own, probe);
@@ -697,7 +710,7 @@ async function main(): Promise<void> {
       return;
     }
   }
-  if (process.env.DATABASE_URL && !(process.env.PRODUCTS_DATABASE_URL && process.env.ORDERS_DATABASE_URL)) {
+  if (!postgresOnly && process.env.DATABASE_URL && !(process.env.PRODUCTS_DATABASE_URL && process.env.ORDERS_DATABASE_URL)) {
     // A service started alone reads DATABASE_URL; two services cannot share one database (each claims its own).
     console.error(
       `start: DATABASE_URL is not used: the two services need a database each; set PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL${flags.postgres ? "" : " (or add --postgres)"}. ` +
@@ -787,7 +800,7 @@ async function main(): Promise<void> {
     [metricsAddresses.products, "PRODUCTS_METRICS_LISTEN"],
     [metricsAddresses.orders, "ORDERS_METRICS_LISTEN"],
   ] as const) {
-    for (const a of addresses) await checkFree(a, variable);
+    for (const a of postgresOnly ? [] : addresses) await checkFree(a, variable);
   }
   if (flags.postgres) await checkFree(`127.0.0.1:${postgresPort}`, "POSTGRES_PORT");
   if (!process.env.NATS_URL) {
@@ -803,7 +816,9 @@ async function main(): Promise<void> {
   claimDataDir(dataDir);
   // For `concord status`, which then finds every instance, and says they are starting until they all serve.
   const instancesOf = (grpc: string[], metrics: string[]) => grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] }));
-  const record = recordStartedServices(dataDir, { products: instancesOf(productsAddresses, metricsAddresses.products), orders: instancesOf(ordersAddresses, metricsAddresses.orders) }, process.env.INBOX_RETENTION);
+  // None with --postgres-only (whose start returns before the record is used): `concord status` then says nothing
+  // runs, rather than services that never start.
+  const record = postgresOnly ? { nats() {}, up() {} } : recordStartedServices(dataDir, { products: instancesOf(productsAddresses, metricsAddresses.products), orders: instancesOf(ordersAddresses, metricsAddresses.orders) }, process.env.INBOX_RETENTION);
 
   if (flags.postgres) {
     if (!findPostgresBinDir()) {
@@ -820,6 +835,11 @@ async function main(): Promise<void> {
     env.PRODUCTS_DATABASE_URL = await postgres.createDatabase("products");
     env.ORDERS_DATABASE_URL = await postgres.createDatabase("orders");
     console.log(`PostgreSQL on 127.0.0.1:${postgres.port}, data in ${shown(pgDir)}, log in ${shown(join(dataDir, "postgres.log"))} (databases products and orders)`);
+  }
+  if (postgresOnly) {
+    // Until a signal stops it (stopAll): the server's process keeps this one going.
+    console.log(`Only PostgreSQL runs (--postgres-only): ${redact(env.PRODUCTS_DATABASE_URL!)}, ${redact(env.ORDERS_DATABASE_URL!)}; no nats-server, no service. Ctrl-C stops it.`);
+    return;
   }
   env[stopOnStdinCloseVariable] = "1";
   const grpc = grpcSecurityEnv(dataDir, env, [...productsAddresses, ...ordersAddresses]);
