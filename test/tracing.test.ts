@@ -175,6 +175,11 @@ describe("tracing of an order through both services", () => {
     const { product } = await catalog.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 2500 }, initialStock: 10 });
     const place = async (traceId: string) =>
       (await client.createOrder({ customerId: "c-trace", lines: [{ productId: product!.id, quantity: 1 }], shippingAddress: address }, { headers: { traceparent: `00-${traceId}-${hex(8)}-01` } })).order!.id;
+    // The order service prices the product from its own catalogue once it has it (from ProductCreated, or asked for
+    // once): an order placed through to CONFIRMED first makes sure, as the two below are placed while the product
+    // service is stopped. On a loaded machine ProductCreated had not arrived yet, and CreateOrder's lookup timed out.
+    const warm = await place(hex(16));
+    await expect.poll(async () => (await client.getOrder({ id: warm })).order!.state, { timeout: 15_000 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
     products.process.kill("SIGSTOP");
     let orderId: string;
     try {
