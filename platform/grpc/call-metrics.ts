@@ -112,6 +112,7 @@ export function grpcRefusalMetrics(registry: Registry): RefusalObserver {
   dropped({ reason: "no_tls_handshake" });
   dropped({ reason: "too_many_connections" });
   dropped({ reason: "too_many_streams" });
+  dropped({ reason: "no_ping_answer" });
   return {
     callRefused(method, code, reason: CallRefusal) {
       refused({ ...methodLabels(method), grpc_code: codeName(code), reason }).inc();

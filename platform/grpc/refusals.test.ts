@@ -68,7 +68,7 @@ describe("refusalReport", () => {
       unknown_method: Code.UNIMPLEMENTED,
       malformed: Code.INTERNAL,
     };
-    const connectionReasons: Record<ConnectionRefusal, true> = { no_preface: true, no_tls_handshake: true, too_many_connections: true, too_many_streams: true };
+    const connectionReasons: Record<ConnectionRefusal, true> = { no_preface: true, no_tls_handshake: true, too_many_connections: true, too_many_streams: true, no_ping_answer: true };
     const { lines, logger } = capturedLogger();
     const report = refusalReport(logger, undefined, 60_000, () => true);
     for (const [reason, code] of Object.entries(callReasons)) report.callRefused(getProduct, code, reason as CallRefusal);

@@ -39,9 +39,10 @@ export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfin
  * handshake not ended within prefaceTimeoutMs of its acceptance),
  * `too_many_connections` (accepted while maxConnections were open),
  * `too_many_streams` (closed, holding the most open streams, when a stream
- * came while maxOpenStreams were open).
+ * came while maxOpenStreams were open), `no_ping_answer` (its last PING
+ * unanswered after pingIntervalMs).
  */
-export type ConnectionRefusal = "no_preface" | "no_tls_handshake" | "too_many_connections" | "too_many_streams";
+export type ConnectionRefusal = "no_preface" | "no_tls_handshake" | "too_many_connections" | "too_many_streams" | "no_ping_answer";
 
 /** Hears what a server refuses before any handler runs (metrics: grpcRefusalMetrics). */
 export interface RefusalObserver {
@@ -72,6 +73,7 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   no_tls_handshake: "dropped connections whose TLS handshake had not ended within prefaceTimeoutMs",
   too_many_connections: "closed connections accepted while maxConnections were open",
   too_many_streams: "closed the connections holding the most open streams when a stream came while maxOpenStreams were open",
+  no_ping_answer: "closed connections that had not answered the server's last PING after pingIntervalMs",
   timeout_clamped: "took grpc-timeout values beyond about 24.8 days (2^31 - 1 ms, the most grpc-js holds) as that; the calls were served",
 };
 

@@ -503,6 +503,38 @@ describe("createGrpcServer", () => {
     }
   }, 20_000);
 
+  it("closes a connection that has not answered its last PING by the next, which lets go of a connection Node left stuck, its streams and its share", async () => {
+    const made = ensureDevCredentials(tempDirForSuite("concord-stuck-"), ["products"]);
+    const { port, session, registry } = await observedServer({ pingIntervalMs: 300, credentials: serverTlsCredentials({ ...made.certs.products, caFile: made.caFile }) });
+    session.on("error", () => {});
+    grpcServingMetrics(registry, server!);
+    const raws: RawHttp2Connection[] = [];
+    try {
+      const share = await sampleOf(registry, "concord_grpc_connection_stream_share");
+      // Requests of headers alone, each with a header of 3,000 bytes, written while the server answers, and the
+      // connections dropped mid-flood: Node leaves some of them stuck, open with their streams, until they are closed.
+      for (let round = 0; round < 3; round++) {
+        const flood = Array.from({ length: 4 }, () => rawHttp2Connection(port, { tls: true }));
+        raws.push(...flood);
+        for (const ends = Date.now() + 500; Date.now() < ends; ) {
+          for (const raw of flood) raw.openEnded(100, ProductServiceService.getProduct.path, 3000);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+        for (const raw of flood) raw.destroy();
+      }
+      await expect.poll(() => sampleOf(registry, "concord_grpc_open_streams"), { timeout: 3000 }).toBe(0);
+      await expect.poll(() => sampleOf(registry, "concord_grpc_connection_stream_share"), { timeout: 3000 }).toBe(share);
+      expect(await sampleOf(registry, "concord_grpc_connections_dropped_total", { reason: "no_ping_answer" })).toBeGreaterThan(0);
+      // A live connection answers its PINGs and is left alone, idle as it was.
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      expect(session.closed || session.destroyed).toBe(false);
+      expect(await answerOf(session, {}, framed(request))).toMatchObject({ "grpc-status": String(status.OK) });
+    } finally {
+      for (const raw of raws) raw.destroy();
+      session.close();
+    }
+  }, 20_000);
+
   it("closes the connection that holds the most streams when a stream comes while maxOpenStreams are open, counted and logged, and serves the rest", async () => {
     const { port, session, registry, lines } = await observedServer({ maxOpenStreams: 64 });
     session.close();

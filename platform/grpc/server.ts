@@ -70,6 +70,11 @@ export interface GrpcServerOptions {
    */
   readonly prefaceTimeoutMs?: number;
   /**
+   * How often the server PINGs each connection; one that has not answered
+   * the last PING by the next is closed (see dropDeadConnections). Default 30 s.
+   */
+  readonly pingIntervalMs?: number;
+  /**
    * How many connections the server holds at once; one accepted past that
    * is closed at once, before its TLS handshake. Default 4,096.
    */
@@ -181,12 +186,13 @@ export interface GrpcServer {
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const factory = "createGrpcServer";
-  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "maxUnfinishedRequests", "maxUnfinishedRequestBytes", "maxReflectionStreams", "prefaceTimeoutMs", "maxConnections", "maxOpenStreams", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "refusalObserver", "unreadResponses"]);
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "maxUnfinishedRequests", "maxUnfinishedRequestBytes", "maxReflectionStreams", "prefaceTimeoutMs", "pingIntervalMs", "maxConnections", "maxOpenStreams", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "refusalObserver", "unreadResponses"]);
   const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
   const requestTimeoutMs = positiveInteger(factory, "requestTimeoutMs", options.requestTimeoutMs, 30_000);
   const maxUnfinishedRequests = positiveInteger(factory, "maxUnfinishedRequests", options.maxUnfinishedRequests, 4_096);
   const maxUnfinishedRequestBytes = positiveInteger(factory, "maxUnfinishedRequestBytes", options.maxUnfinishedRequestBytes, 64 * 1024 * 1024);
   const prefaceTimeoutMs = positiveInteger(factory, "prefaceTimeoutMs", options.prefaceTimeoutMs, 10_000);
+  const pingIntervalMs = positiveInteger(factory, "pingIntervalMs", options.pingIntervalMs, 30_000);
   const maxConnections = positiveInteger(factory, "maxConnections", options.maxConnections, 4_096);
   const maxOpenStreams = positiveInteger(factory, "maxOpenStreams", options.maxOpenStreams, 8_192);
   const reflectionStreams = boundReflectionStreams(positiveInteger(factory, "maxReflectionStreams", options.maxReflectionStreams, 1_024));
@@ -286,6 +292,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         boundConnections(listener, maxConnections, (peer) => refusals.connectionDropped("too_many_connections", peer));
         openStreams.attach(listener);
         dropSilentConnections(listener, prefaceTimeoutMs, (socket) => refusals.connectionDropped("no_preface", socket.remoteAddress));
+        dropDeadConnections(listener, pingIntervalMs, (socket) => refusals.connectionDropped("no_ping_answer", socket.remoteAddress));
         if (listener instanceof TlsServer) noteHandshakeTimeouts(listener, (socket) => refusals.connectionDropped("no_tls_handshake", socket.remoteAddress));
         // One listener in place of grpc-js's: the server's checks, then grpc-js, which never sees a call they answered.
         const grpcJs = takeStreamListener(listener);
@@ -470,6 +477,59 @@ function dropSilentConnections(listener: Http2Server | Http2SecureServer, timeou
     session.once("remoteSettings", settled);
     socket.once("close", settled);
   });
+}
+
+/**
+ * PINGs every connection of `listener` each `intervalMs`, and closes one
+ * whose last PING is still unanswered at the next (its socket: `dropped`
+ * hears it). A client that floods a connection with requests, each with a
+ * header of 3,000 bytes and no body, and drops it mid-flood can leave the
+ * server's end stuck: Node neither writes what it has queued nor reads
+ * again, so it never learns that the peer is gone, and the socket, its
+ * session and every stream on it stay open for good, each still counted
+ * against maxOpenStreams and in the connections that set each one's share.
+ * Four such connections, dropped after 2 s, left 30 to 50 streams of the
+ * product service open each time, its share down from 704 to 128 after
+ * ten; repeated, they would hold maxOpenStreams and starve every caller.
+ * A stuck connection sends no PING either, and closing its socket lets it
+ * all go. Any HTTP/2 client answers a PING as it reads, so a live one,
+ * idle or not, is left alone; one that reads nothing for a whole interval
+ * while answers are queued for it is closed as the dead are.
+ */
+function dropDeadConnections(listener: Http2Server | Http2SecureServer, intervalMs: number, dropped: (socket: Socket) => void): void {
+  // As dropSilentConnections: the session just made is the one of the socket this listener is given next.
+  let made: ServerHttp2Session | undefined;
+  listener.on("session", (session: ServerHttp2Session) => (made = session));
+  /** Each connection's session, and whether its last PING is still unanswered. */
+  const live = new Map<Socket, { session: ServerHttp2Session; waiting: boolean }>();
+  listener.on(listener instanceof TlsServer ? "secureConnection" : "connection", (socket: Socket) => {
+    const session = made;
+    made = undefined;
+    if (!session) return;
+    live.set(socket, { session, waiting: false });
+    socket.once("close", () => live.delete(socket));
+  });
+  const timer = setInterval(() => {
+    for (const [socket, state] of live) {
+      if (state.waiting) {
+        live.delete(socket);
+        dropped(socket);
+        socket.destroy();
+        continue;
+      }
+      if (state.session.destroyed) continue;
+      state.waiting = true;
+      try {
+        // False when ten PINGs are unanswered already: the connection stays waiting, and is closed at the next.
+        state.session.ping((err) => {
+          if (!err) state.waiting = false;
+        });
+      } catch {
+        // Closing already: its socket closes, or is closed at the next.
+      }
+    }
+  }, intervalMs).unref();
+  listener.once("close", () => clearInterval(timer));
 }
 
 /**

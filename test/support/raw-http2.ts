@@ -1,4 +1,5 @@
 import { connect as connectTcp, type Socket } from "node:net";
+import { connect as connectTls } from "node:tls";
 
 /** What a server sent one raw HTTP/2 connection so far. */
 export interface RawHttp2Seen {
@@ -21,6 +22,12 @@ export interface RawHttp2Connection {
    * server's SETTINGS allow.
    */
   open(count: number, path: string, body: Buffer): void;
+  /**
+   * Opens `count` streams of a POST to `path` in one write, each a request
+   * of headers alone (END_STREAM) that also carries a header of `padding`
+   * bytes, added to HPACK's dynamic table.
+   */
+  openEnded(count: number, path: string, padding: number): void;
   /** Sends a PING and resolves once it is acknowledged: the server has read every frame sent before it. */
   ping(): Promise<void>;
   destroy(): void;
@@ -39,10 +46,15 @@ function frame(type: number, flags: number, streamId: number, payload: Buffer = 
   return Buffer.concat([header, payload]);
 }
 
-/** A string literal of HPACK (no Huffman), up to 126 bytes. */
+/** A string literal of HPACK (no Huffman). */
 function literal(text: string): Buffer {
-  if (text.length > 126) throw new Error("literal: up to 126 bytes");
-  return Buffer.concat([Buffer.from([text.length]), Buffer.from(text)]);
+  if (text.length < 127) return Buffer.concat([Buffer.from([text.length]), Buffer.from(text)]);
+  // The length as HPACK's integer with a 7-bit prefix: 127, then the rest in 7-bit groups, low first.
+  const length = [127];
+  let rest = text.length - 127;
+  for (; rest >= 128; rest >>= 7) length.push((rest & 127) | 128);
+  length.push(rest);
+  return Buffer.concat([Buffer.from(length), Buffer.from(text)]);
 }
 
 /** A gRPC request's header block in HPACK, its names from the static table where they are there. */
@@ -66,11 +78,11 @@ function requestHeaders(path: string): Buffer {
  * for what a well-behaved client would not do (open streams past the
  * server's limit). It reads every frame the server sends, noting what
  * `seen` lists, and acknowledges the server's SETTINGS unless `acknowledge`
- * is false.
+ * is false; over TLS (any certificate taken) when `tls` is true.
  */
-export function rawHttp2Connection(port: number, options: { acknowledge?: boolean } = {}): RawHttp2Connection {
+export function rawHttp2Connection(port: number, options: { acknowledge?: boolean; tls?: boolean } = {}): RawHttp2Connection {
   const seen: RawHttp2Seen = { maxStreams: [], resets: new Map(), goaway: undefined, pings: 0, closed: false };
-  const socket: Socket = connectTcp(port, "127.0.0.1");
+  const socket: Socket = options.tls ? connectTls({ port, host: "127.0.0.1", ALPNProtocols: ["h2"], rejectUnauthorized: false }) : connectTcp(port, "127.0.0.1");
   const pinged: Array<() => void> = [];
   let nextStreamId = 1;
   let buffered = Buffer.alloc(0);
@@ -110,6 +122,17 @@ export function rawHttp2Connection(port: number, options: { acknowledge?: boolea
         const id = nextStreamId;
         nextStreamId += 2;
         frames.push(frame(frameTypes.headers, 4, id, block), frame(frameTypes.data, 0, id, body));
+      }
+      socket.write(Buffer.concat(frames));
+    },
+    openEnded(count, path, padding) {
+      const frames: Buffer[] = [];
+      for (let i = 0; i < count; i++) {
+        const id = nextStreamId;
+        nextStreamId += 2;
+        // 0x40: a literal header added to the dynamic table, its name new too.
+        const block = Buffer.concat([requestHeaders(path), Buffer.from([0x40]), literal(`x-pad-${id}`), literal("p".repeat(padding))]);
+        frames.push(frame(frameTypes.headers, 5, id, block));
       }
       socket.write(Buffer.concat(frames));
     },
