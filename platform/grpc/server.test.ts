@@ -535,6 +535,32 @@ describe("createGrpcServer", () => {
     }
   }, 20_000);
 
+  it("raises the share only once a quarter more connections would still leave it, so one connection opened and closed across a power of two costs the others one SETTINGS", async () => {
+    const { port, session } = await observedServer({ maxOpenStreams: 64 });
+    const held = Array.from({ length: 3 }, () => rawHttp2Connection(port));
+    try {
+      // Four connections: 64 / 4.
+      await expect.poll(() => held.map((raw) => raw.seen.maxStreams.at(-1))).toEqual([16, 16, 16]);
+      const told = held[0].seen.maxStreams.length;
+      for (let turn = 0; turn < 5; turn++) {
+        const fifth = rawHttp2Connection(port);
+        await expect.poll(() => fifth.seen.maxStreams.at(-1)).toBe(8);
+        fifth.destroy();
+        await expect.poll(() => fifth.seen.closed).toBe(true);
+      }
+      await held[0].ping();
+      // Lowered to 8 once, when the fifth first came; four again is not a quarter below five.
+      expect(held[0].seen.maxStreams.slice(told)).toEqual([8]);
+      // Three: a quarter more (three) would still leave 16 each.
+      held.pop()!.destroy();
+      await expect.poll(() => held[0].seen.maxStreams.at(-1)).toBe(16);
+      await expect.poll(() => session.remoteSettings.maxConcurrentStreams).toBe(16);
+    } finally {
+      for (const raw of held) raw.destroy();
+      session.close();
+    }
+  }, 20_000);
+
   it("closes the connection that holds the most streams when a stream comes while maxOpenStreams are open, counted and logged, and serves the rest", async () => {
     const { port, session, registry, lines } = await observedServer({ maxOpenStreams: 64 });
     session.close();
