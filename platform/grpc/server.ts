@@ -1,4 +1,4 @@
-import { constants as http2Constants, type Http2SecureServer, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
+import { constants as http2Constants, type Http2SecureServer, type Http2Server, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
 import type { Socket } from "node:net";
 import { Server as TlsServer } from "node:tls";
 import { Server, ServerCredentials, status, type ChannelOptions } from "@grpc/grpc-js";
@@ -305,9 +305,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
           const path = headers[http2Constants.HTTP2_HEADER_PATH] as string | undefined;
           if (state === "listening" && !healthMethodPaths.includes(String(path))) {
             // Its services may not be added yet: grpc-js would answer UNIMPLEMENTED.
-            stream.on("error", ignoreError);
-            respondWithStatus(stream, status.UNAVAILABLE, unavailable ?? "the service is starting; try again shortly");
-            refused(stream, path, Code.UNAVAILABLE, "starting");
+            answerRefused(stream, path, Code.UNAVAILABLE, "starting", unavailable ?? "the service is starting; try again shortly", refused);
             unreadRequests.resetWhenWritten(stream);
             return;
           }
@@ -461,14 +459,7 @@ const grpcJsRefusals: Partial<Record<number, CallRefusal>> = {
  * hears each connection dropped.
  */
 function dropSilentConnections(listener: Http2Server | Http2SecureServer, timeoutMs: number, dropped: (socket: Socket) => void): void {
-  // Node makes a connection's session in its own listener, which runs before this one: the session just made is
-  // the one of the socket this listener is given next.
-  let made: ServerHttp2Session | undefined;
-  listener.on("session", (session: ServerHttp2Session) => (made = session));
-  listener.on(listener instanceof TlsServer ? "secureConnection" : "connection", (socket: Socket) => {
-    const session = made;
-    made = undefined;
-    if (!session) return;
+  eachConnection(listener, (socket, session) => {
     const timer = setTimeout(() => {
       dropped(socket);
       socket.destroy();
@@ -476,6 +467,23 @@ function dropSilentConnections(listener: Http2Server | Http2SecureServer, timeou
     const settled = () => clearTimeout(timer);
     session.once("remoteSettings", settled);
     socket.once("close", settled);
+  });
+}
+
+/**
+ * Calls `accepted` with each connection's raw socket (the one whose
+ * `destroy` frees it whatever its session is doing) and its HTTP/2 session,
+ * once both are made. Node makes a connection's session in its own
+ * listener, which runs before this one: the session just made is the one of
+ * the socket this listener is given next.
+ */
+function eachConnection(listener: Http2Server | Http2SecureServer, accepted: (socket: Socket, session: ServerHttp2Session) => void): void {
+  let made: ServerHttp2Session | undefined;
+  listener.on("session", (session: ServerHttp2Session) => (made = session));
+  listener.on(listener instanceof TlsServer ? "secureConnection" : "connection", (socket: Socket) => {
+    const session = made;
+    made = undefined;
+    if (session) accepted(socket, session);
   });
 }
 
@@ -497,15 +505,9 @@ function dropSilentConnections(listener: Http2Server | Http2SecureServer, timeou
  * while answers are queued for it is closed as the dead are.
  */
 function dropDeadConnections(listener: Http2Server | Http2SecureServer, intervalMs: number, dropped: (socket: Socket) => void): void {
-  // As dropSilentConnections: the session just made is the one of the socket this listener is given next.
-  let made: ServerHttp2Session | undefined;
-  listener.on("session", (session: ServerHttp2Session) => (made = session));
   /** Each connection's session, and whether its last PING is still unanswered. */
   const live = new Map<Socket, { session: ServerHttp2Session; waiting: boolean }>();
-  listener.on(listener instanceof TlsServer ? "secureConnection" : "connection", (socket: Socket) => {
-    const session = made;
-    made = undefined;
-    if (!session) return;
+  eachConnection(listener, (socket, session) => {
     live.set(socket, { session, waiting: false });
     socket.once("close", () => live.delete(socket));
   });
@@ -581,11 +583,8 @@ function refuseCompressedRequest(stream: ServerHttp2Stream, headers: IncomingHtt
   const encoding = headers["grpc-encoding"];
   if (encoding === undefined || encoding === "identity") return false;
   if (path === undefined || !served.has(path) || !String(headers[http2Constants.HTTP2_HEADER_CONTENT_TYPE]).startsWith("application/grpc")) return false;
-  // grpc-js, which hears the errors of the streams it answers, never sees this one (a reset from the client with an error code).
-  stream.on("error", ignoreError);
   const message = `requests compressed with ${JSON.stringify(String(encoding)).slice(0, 80)} are not accepted here; send them uncompressed (grpc-encoding identity)`;
-  respondWithStatus(stream, status.UNIMPLEMENTED, message, { "grpc-accept-encoding": "identity" });
-  refused(stream, path, Code.UNIMPLEMENTED, "compressed");
+  answerRefused(stream, path, Code.UNIMPLEMENTED, "compressed", message, refused, { "grpc-accept-encoding": "identity" });
   return true;
 }
 
@@ -603,9 +602,7 @@ function refuseCompressedRequest(stream: ServerHttp2Stream, headers: IncomingHtt
  */
 function refuseOverflowingRequest(stream: ServerHttp2Stream, path: string | undefined, unfinished: UnfinishedRequests, max: number, refused: Refused): boolean {
   if (stream.readableEnded || path?.startsWith("/grpc.reflection.") || !unfinished.full()) return false;
-  stream.on("error", ignoreError);
-  respondWithStatus(stream, status.RESOURCE_EXHAUSTED, `the server holds ${max} calls whose requests have not arrived in full; nothing was done, try again shortly`);
-  refused(stream, path, Code.RESOURCE_EXHAUSTED, "unfinished_overflow");
+  answerRefused(stream, path, Code.RESOURCE_EXHAUSTED, "unfinished_overflow", `the server holds ${max} calls whose requests have not arrived in full; nothing was done, try again shortly`, refused);
   return true;
 }
 
@@ -631,12 +628,22 @@ function boundReflectionStreams(max: number): { refuse(stream: ServerHttp2Stream
         stream.once("close", closed);
         return false;
       }
-      stream.on("error", ignoreError);
-      respondWithStatus(stream, status.RESOURCE_EXHAUSTED, `the server holds ${max} open server reflection streams; close one, or try again shortly`);
-      refused(stream, path, Code.RESOURCE_EXHAUSTED, "reflection_overflow");
+      answerRefused(stream, path, Code.RESOURCE_EXHAUSTED, "reflection_overflow", `the server holds ${max} open server reflection streams; close one, or try again shortly`, refused);
       return true;
     },
   };
+}
+
+/**
+ * Answers a call the server refuses before grpc-js sees it: its status and
+ * message (and `headers`), told to `refused` with `reason`. grpc-js, which
+ * hears the errors of the streams it answers, never sees this one, whose
+ * client may reset it.
+ */
+function answerRefused(stream: ServerHttp2Stream, path: string | undefined, code: Code, reason: CallRefusal, message: string, refused: Refused, headers?: OutgoingHttpHeaders): void {
+  stream.on("error", ignoreError);
+  respondWithStatus(stream, code as number as status, message, headers);
+  refused(stream, path, code, reason);
 }
 
 function ignoreError(): void {}
@@ -658,9 +665,7 @@ function refuseSeveralAuthorizations(stream: ServerHttp2Stream, rawHeaders: read
   let count = 0;
   for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i] === "authorization") count++;
   if (count < 2) return false;
-  stream.on("error", ignoreError);
-  respondWithStatus(stream, status.UNAUTHENTICATED, `the call carries ${count} authorization headers; send one, "authorization: Bearer <token>"`);
-  refused(stream, path, Code.UNAUTHENTICATED, "several_authorizations");
+  answerRefused(stream, path, Code.UNAUTHENTICATED, "several_authorizations", `the call carries ${count} authorization headers; send one, "authorization: Bearer <token>"`, refused);
   return true;
 }
 
@@ -679,10 +684,8 @@ function refuseMalformedTimeout(stream: ServerHttp2Stream, headers: IncomingHttp
   const timeout = headers["grpc-timeout"];
   if (timeout === undefined || (typeof timeout === "string" && timeoutSyntax.test(timeout))) return false;
   if (!String(headers[http2Constants.HTTP2_HEADER_CONTENT_TYPE]).startsWith("application/grpc")) return false;
-  stream.on("error", ignoreError);
   const message = `grpc-timeout ${JSON.stringify(String(timeout)).slice(0, 40)} is not a timeout: send 1 to 8 digits and a unit (H, M, S, m, u or n), e.g. 5S, or no grpc-timeout for none`;
-  respondWithStatus(stream, status.INVALID_ARGUMENT, message);
-  refused(stream, path, Code.INVALID_ARGUMENT, "bad_timeout");
+  answerRefused(stream, path, Code.INVALID_ARGUMENT, "bad_timeout", message, refused);
   return true;
 }
 
