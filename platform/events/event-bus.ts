@@ -3,6 +3,7 @@ import { connect, nkeyAuthenticator, type JetStreamClient, type JetStreamManager
 import { causeChain } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
+import { closeAbandonedDials } from "./nats-internals.js";
 
 export interface EventBusOptions {
   /** NATS server URL(s), e.g. "nats://127.0.0.1:4222"; several comma-separated for a cluster. */
@@ -54,6 +55,7 @@ export async function connectEventBus(options: EventBusOptions): Promise<EventBu
   const inboxPrefix = options.inboxPrefix ?? `_INBOX_${name}`;
   const authenticator = options.nkeySeedFile === undefined ? undefined : nkeyAuthenticator(readSeed(options.nkeySeedFile));
 
+  closeAbandonedDials();
   let nc: NatsConnection;
   try {
     nc = await connect({

@@ -1,9 +1,10 @@
 import { AckPolicy, connect, headers as natsHeaders, type Msg, type NatsConnection } from "nats";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createServer, type AddressInfo, type Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { startNatsCluster, useNatsServer } from "../../test/support/nats-server.js";
 import { sampleStream, thingHappenedType } from "../../test/support/sample-events.js";
 import { ensureStreams } from "./provision.js";
-import { headersRecord, onLeadershipChange, receivedHeaders, replyInbox, stopStatusIterator, wireHeaders } from "./nats-internals.js";
+import { closeAbandonedDials, headersRecord, onLeadershipChange, receivedHeaders, replyInbox, stopStatusIterator, wireHeaders } from "./nats-internals.js";
 
 /**
  * Canaries: each test fails when a fast path of nats-internals.ts stops
@@ -128,6 +129,29 @@ describe("nats.js internals on a cluster", () => {
     } finally {
       await nc.close();
       await cluster.stop();
+    }
+  });
+});
+
+describe("nats.js connection attempts that time out", () => {
+  it("leave no socket open to a server that accepts and never answers (closeAbandonedDials)", async () => {
+    expect(closeAbandonedDials()).toBe(true);
+    // What a stopped nats-server looks like from outside: the kernel accepts the connection, no INFO ever comes.
+    const held = new Set<Socket>();
+    const hung = createServer((socket) => {
+      held.add(socket);
+      socket.on("close", () => held.delete(socket));
+    });
+    await new Promise<void>((resolve) => hung.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (hung.address() as AddressInfo).port;
+      for (let attempt = 0; attempt < 3; attempt++) {
+        await expect(connect({ servers: `127.0.0.1:${port}`, timeout: 200, reconnect: false })).rejects.toThrow(/timeout/i);
+      }
+      await vi.waitFor(() => expect(held.size).toBe(0), { timeout: 2_000 });
+    } finally {
+      for (const socket of held) socket.destroy();
+      await new Promise((resolve) => hung.close(resolve));
     }
   });
 });

@@ -5,6 +5,8 @@
  * fast path stops being taken, so a client upgrade is this file's work.
  * Written against the `nats` package 2.29.
  */
+import { createRequire } from "node:module";
+import type { Socket } from "node:net";
 import { createInbox, headers as natsHeaders, MsgHdrsImpl, type ConsumerMessages, type JsMsg, type Msg, type MsgHdrs, type NatsConnection } from "nats";
 
 /**
@@ -127,4 +129,44 @@ export async function onLeadershipChange(messages: ConsumerMessages, onChange: (
       if (status.type === "debug" && /^409 leadership change/i.test(String(status.data))) onChange();
     }
   })().catch(() => undefined);
+}
+
+/** What closeAbandonedDials reads of nats.js's Node transport: one per connection attempt. */
+interface NodeTransportShape {
+  connected?: boolean;
+  socket?: Socket;
+  close(err?: Error): Promise<void>;
+}
+
+let abandonedDialsClosed = false;
+
+/**
+ * Makes nats.js close the socket of a connection attempt it gave up on.
+ * An attempt waits for the server's INFO for the connection's `timeout`
+ * (20 s by default), then closes its transport; but the transport
+ * (`NodeTransport` in nats/lib/src/node_transport.js) closes a socket only
+ * once it has connected. Against a server that hangs (a stopped process: the
+ * kernel still accepts connections, nothing answers) every reconnect
+ * attempt left its socket open for as long as the server hung, and the
+ * server got them all when it resumed. Now closing a transport that never
+ * connected destroys its socket too. Applied once per process; false when
+ * the transport is not where this looks (its canary test then fails).
+ */
+export function closeAbandonedDials(): boolean {
+  if (abandonedDialsClosed) return true;
+  let transport: { prototype?: NodeTransportShape } | undefined;
+  try {
+    transport = (createRequire(import.meta.url)("nats/lib/src/node_transport.js") as { NodeTransport?: { prototype?: NodeTransportShape } }).NodeTransport;
+  } catch {
+    return false;
+  }
+  const proto = transport?.prototype;
+  if (!proto || typeof proto.close !== "function") return false;
+  const close = proto.close;
+  proto.close = function (this: NodeTransportShape, err?: Error): Promise<void> {
+    if (this.connected !== true && this.socket && !this.socket.destroyed) this.socket.destroy();
+    return close.call(this, err);
+  };
+  abandonedDialsClosed = true;
+  return true;
 }
