@@ -587,6 +587,46 @@ describe("a consumer's batch on Postgres", () => {
     }
   });
 
+  it("decodes a batch's events once: each handler gets the event its batch's locks were given", async () => {
+    const db = await openDatabase({ path: await postgres().createDatabase("locks_decoded_once"), migrations: [...eventMigrations, effectsTable] });
+    const sample = sampleStream("locksdecodedonce");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const things = createEventPublisher({ nc: bus.nc, source: "things" });
+    const notes = ["one", "two", "three", "four", "five"];
+    for (const note of notes) await things.publish(sample.event, { thingId: `t-${note}`, note });
+    const durable = "locksdecodedonce-worker";
+    const locked = new Set<ThingHappened>();
+    const handled: Array<{ note: string; locked: boolean }> = [];
+    const consumers = await startConsumers({
+      nc: bus.nc,
+      db,
+      service: "worker",
+      logger,
+      consumers: [
+        bindConsumer({
+          spec: sample.consumerSpec(durable),
+          descriptor: sample.event,
+          async handle(event, context) {
+            handled.push({ note: event.note, locked: locked.has(event) });
+            await recordEffect(event, context);
+          },
+          async lockBatch(events) {
+            for (const event of events) locked.add(event);
+          },
+        }),
+      ],
+    });
+    try {
+      await settled(sample, durable);
+      expect(locked.size).toBe(notes.length);
+      expect(handled).toEqual(notes.map((note) => ({ note, locked: true })));
+      expect((await db.query<{ note: string }>("SELECT note FROM effects ORDER BY note")).map((r) => r.note)).toEqual([...notes].sort());
+    } finally {
+      await consumers.stop();
+      await db.close();
+    }
+  });
+
   it("hands batch locks only the events that pass their checks; one that does not is dead-lettered as before", async () => {
     const db = await openDatabase({ path: await postgres().createDatabase("locks_checked"), migrations: [...eventMigrations, effectsTable] });
     const sample = sampleStream("lockschecked");

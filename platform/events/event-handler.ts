@@ -86,7 +86,7 @@ export interface TypedHandlerOptions<T> {
 export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandler {
   const { binding, outbox, checker } = options;
   return async (delivery, tx) => {
-    const event = checkedEvent(delivery, binding, checker);
+    const event = (takeLockedEvent(delivery) as T | undefined) ?? checkedEvent(delivery, binding, checker);
     const eventId = eventIdOf(delivery) ?? "";
     const time = new Date(headerValue(delivery.headers, eventHeaders.time) ?? Number.NaN);
     const given = delivery.trace?.traceparent ?? headerValue(delivery.headers, eventHeaders.traceparent) ?? headerValue(delivery.headers, eventHeaders.ceTraceparent);
@@ -95,6 +95,24 @@ export function typedHandler<T>(options: TypedHandlerOptions<T>): DeliveryHandle
     await binding.handle(event, new DeliveryContext(delivery, eventId, Number.isNaN(time.getTime()) ? delivery.storedAt : time, traceparent, tracestate, tx, outbox));
     return { kind: "ack" };
   };
+}
+
+/** Events a batch's locks were taken for (batch-locks.ts), decoded and checked already, until their handlers run. */
+const lockedEvents = new WeakMap<Delivery, unknown>();
+
+/**
+ * Keeps `event`, checked and decoded from `delivery` for the batch's locks,
+ * for its handler's first run, which then neither checks nor decodes it
+ * again. A run after a rollback decodes it afresh.
+ */
+export function keepLockedEvent(delivery: Delivery, event: unknown): void {
+  lockedEvents.set(delivery, event);
+}
+
+function takeLockedEvent(delivery: Delivery): unknown {
+  const event = lockedEvents.get(delivery);
+  if (event !== undefined) lockedEvents.delete(delivery);
+  return event;
 }
 
 /**
