@@ -351,7 +351,7 @@ describe("NATS permissions derived from the contracts", () => {
 
   it("gives each service exactly its own events, dead letters and durable consumers", () => {
     const orders = natsAuthorization.services.find((s) => s.name === "orders")!;
-    expect(orders.events).toEqual(["shop.orders.v1.order.*.cancelled", "shop.orders.v1.order.*.confirmed", "shop.orders.v1.order.*.placed", "shop.orders.v1.order.*.rejected", "shop.orders.v1.order.*.updated"]);
+    expect(orders.events).toEqual(["shop.orders.v1.order.*.cancelled", "shop.orders.v1.order.*.confirmed", "shop.orders.v1.order.*.placed", "shop.orders.v1.order.*.rejected", "shop.orders.v1.order.*.unknown", "shop.orders.v1.order.*.updated"]);
     const allow: readonly string[] = orders.permissions.publish.allow;
     expect(allow.filter((s) => s.startsWith("shop."))).toEqual(orders.events);
     expect(allow).toContain("$JS.API.CONSUMER.MSG.NEXT.SHOP_PRODUCTS.orders-stock-reserved");

@@ -1,6 +1,6 @@
 import { connect, headers as natsHeaders, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { OrderCancelled, OrderPlaced } from "../gen/ts/shop/orders/v1/order_events_pb.js";
+import { OrderCancelled, OrderPlaced, OrderUnknown } from "../gen/ts/shop/orders/v1/order_events_pb.js";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import BetterSqlite3 from "better-sqlite3";
 import { ProductCreated, StockReserved } from "../gen/ts/shop/products/v1/product_events_pb.js";
@@ -103,20 +103,24 @@ describe("the order saga", () => {
 
   it("gives a redelivered or duplicated event no second effect", async () => {
     const productId = await newProduct(10);
-    const orderId = uuidv7();
-    const placed = OrderPlaced.encode({ orderId, customerId: "c-dup", lines: [{ productId, productName: "Teapot", quantity: 3, unitPrice: eur(1000), lineTotal: eur(3000) }], total: eur(3000), linesVersion: 1 }).finish();
-    const subject = `shop.orders.v1.order.${orderId}.placed`;
-    const ceId = uuidv7();
-    // The same event three times: once, again past JetStream's dedup (new Nats-Msg-Id, same ce-id), and as a new event about the same lines.
-    await publishRaw(nc, subject, "shop.orders.v1.OrderPlaced", placed, ceId);
-    await publishRaw(nc, subject, "shop.orders.v1.OrderPlaced", placed, ceId, uuidv7());
-    await publishRaw(nc, subject, "shop.orders.v1.OrderPlaced", placed, uuidv7());
-    await expect.poll(() => stockOf(productId)).toBe(7);
-    const reserved = async () => (await readStream(shop.products.service.events.bus.jsm, "SHOP_PRODUCTS")).filter((e) => e.subject === `shop.products.v1.reservation.${orderId}.reserved`);
-    await expect.poll(async () => (await reserved()).length).toBeGreaterThan(0);
+    // An order the order service has: one it does not have would have its stock given back (OrderUnknown, test/unknown-order.test.ts).
+    const order = await placeOrder(productId, 3, "c-dup");
+    await expect.poll(() => stateOf(order.id)).toBe(CONFIRMED);
+    expect(await stockOf(productId)).toBe(7);
+    const jsm = shop.products.service.events.bus.jsm;
+    const subject = `shop.orders.v1.order.${order.id}.placed`;
+    const [sent] = (await readStream(jsm, "SHOP_ORDERS")).filter((e) => e.subject === subject);
+    const ceId = sent.headers.get("ce-id");
+    // The same event twice more: again past JetStream's dedup (new Nats-Msg-Id, same ce-id), and as a new event about the same lines.
+    await publishRaw(nc, subject, "shop.orders.v1.OrderPlaced", sent.data, ceId, uuidv7());
+    await publishRaw(nc, subject, "shop.orders.v1.OrderPlaced", sent.data, uuidv7());
+    const consumer = () => jsm.consumers.info("SHOP_ORDERS", "products-order-placed");
+    await expect.poll(async () => ((c) => c.num_pending + c.num_ack_pending)(await consumer())).toBe(0);
+    const reserved = async () => (await readStream(jsm, "SHOP_PRODUCTS")).filter((e) => e.subject === `shop.products.v1.reservation.${order.id}.reserved`);
     await new Promise((r) => setTimeout(r, 300));
     expect(await stockOf(productId)).toBe(7);
     expect(await reserved()).toHaveLength(1);
+    expect(await stateOf(order.id)).toBe(CONFIRMED);
   });
 
   it("takes an event whose UUIDs are in upper case (another SDK's) as naming the same order and products, and one ce-id in both cases as one event", async () => {
@@ -126,10 +130,12 @@ describe("the order saga", () => {
     const line = { productId: PRODUCT, productName: "Teapot", quantity: 3, unitPrice: eur(1000), lineTotal: eur(3000) };
     const placed = OrderPlaced.encode({ orderId: ORDER, customerId: "c-upper", lines: [line], total: eur(3000), linesVersion: 1 }).finish();
     await publishRaw(nc, `shop.orders.v1.order.${ORDER}.placed`, "shop.orders.v1.OrderPlaced", placed, EVENT);
-    // The product was found by its id in upper case: its stock is reserved, and the answer names the order as the services write ids.
-    await expect.poll(() => stockOf(productId)).toBe(7);
+    // The product was found by its id in upper case: its stock is reserved, and the answer names the order and the product as the services write ids.
     const reserved = async () => (await readStream(shop.products.service.events.bus.jsm, "SHOP_PRODUCTS")).filter((e) => e.subject === `shop.products.v1.reservation.${orderId}.reserved`);
     await expect.poll(async () => (await reserved()).length).toBe(1);
+    expect(StockReserved.decode((await reserved())[0].data)).toEqual({ orderId, lines: [{ productId, quantity: 3 }], linesVersion: 1 });
+    // The order service has no such order and answers OrderUnknown, naming it in lower case: the stock the upper-case event reserved is given back.
+    await expect.poll(() => stockOf(productId)).toBe(10);
     // The same event again, its ce-id now in lower case (a Nats-Msg-Id of its own, so JetStream keeps it): the inbox knows it.
     await publishRaw(nc, `shop.orders.v1.order.${orderId}.placed`, "shop.orders.v1.OrderPlaced", placed, EVENT.toLowerCase());
     const inboxRows = () => {
@@ -143,12 +149,19 @@ describe("the order saga", () => {
     const consumer = () => shop.products.service.events.bus.jsm.consumers.info("SHOP_ORDERS", "products-order-placed");
     await expect.poll(async () => ((c) => c.num_pending + c.num_ack_pending)(await consumer())).toBe(0);
     expect(inboxRows()).toEqual([{ event_id: EVENT.toLowerCase() }]);
-    expect(await stockOf(productId)).toBe(7);
+    expect(await stockOf(productId)).toBe(10);
     expect(await reserved()).toHaveLength(1);
-    // A cancel naming the order in upper case returns its stock.
-    const cancelled = OrderCancelled.encode({ orderId: ORDER, customerId: "c-upper", reason: "" }).finish();
-    await publishRaw(nc, `shop.orders.v1.order.${ORDER}.cancelled`, "shop.orders.v1.OrderCancelled", cancelled, uuidv7().toUpperCase());
-    await expect.poll(() => stockOf(productId)).toBe(10);
+    // A cancel naming another order in upper case, ahead of its OrderPlaced in lower case: the same order, for which nothing is reserved then.
+    const later = uuidv7();
+    const cancelled = OrderCancelled.encode({ orderId: later.toUpperCase(), customerId: "c-upper", reason: "" }).finish();
+    await publishRaw(nc, `shop.orders.v1.order.${later.toUpperCase()}.cancelled`, "shop.orders.v1.OrderCancelled", cancelled, uuidv7().toUpperCase());
+    const cancels = () => shop.products.service.events.bus.jsm.consumers.info("SHOP_ORDERS", "products-order-cancelled");
+    await expect.poll(async () => ((c) => c.num_pending + c.num_ack_pending)(await cancels())).toBe(0);
+    const placedLater = OrderPlaced.encode({ orderId: later, customerId: "c-upper", lines: [{ ...line, productId }], total: eur(3000), linesVersion: 1 }).finish();
+    await publishRaw(nc, `shop.orders.v1.order.${later}.placed`, "shop.orders.v1.OrderPlaced", placedLater, uuidv7());
+    await expect.poll(async () => ((c) => c.num_pending + c.num_ack_pending)(await consumer())).toBe(0);
+    expect((await readStream(shop.products.service.events.bus.jsm, "SHOP_PRODUCTS")).filter((e) => e.subject.startsWith(`shop.products.v1.reservation.${later}.`))).toEqual([]);
+    expect(await stockOf(productId)).toBe(10);
     // One product named in both cases is named twice: the lines' unique rule sends the event to the dead letter stream.
     const twice = uuidv7();
     const both = OrderPlaced.encode({ orderId: twice, customerId: "c-upper", lines: [line, { ...line, productId }], total: eur(6000), linesVersion: 1 }).finish();
@@ -186,17 +199,16 @@ describe("the order saga", () => {
     await expect.poll(() => stateOf(next.id)).toBe(CONFIRMED);
   });
 
-  it("dead-letters at once an answer about an order the order service does not have", async () => {
+  it("answers OrderUnknown to a StockReserved about an order the order service does not have, and dead-letters nothing", async () => {
     const orderId = uuidv7();
     const subject = `shop.products.v1.reservation.${orderId}.reserved`;
     const payload = StockReserved.encode({ orderId, lines: [{ productId: uuidv7(), quantity: 1 }], linesVersion: 1 }).finish();
     await publishRaw(nc, subject, "shop.products.v1.StockReserved", payload, uuidv7(), undefined, "products");
     const jsm = shop.orders.service.events.bus.jsm;
-    const letters = async () => (await readStream(jsm, "CONCORD_DLQ")).filter((e) => e.headers.get("concord-dlq-subject") === subject);
-    await expect.poll(async () => (await letters()).length).toBe(1);
-    const [letter] = await letters();
-    expect(letter.headers.get("concord-dlq-reason")).toMatch(/order .* is unknown to this service, so there is nothing to settle/);
-    expect(letter.headers.get("concord-dlq-delivery-count"), "not retried first").toBe("1");
+    const unknown = async () => (await readStream(jsm, "SHOP_ORDERS")).filter((e) => e.subject === `shop.orders.v1.order.${orderId}.unknown`);
+    await expect.poll(async () => (await unknown()).length).toBe(1);
+    expect(OrderUnknown.decode((await unknown())[0].data)).toEqual({ orderId, linesVersion: 1 });
+    expect((await readStream(jsm, "CONCORD_DLQ")).filter((e) => e.headers.get("concord-dlq-subject") === subject)).toEqual([]);
   });
 
   it("dead-letters at once, with the reason, an event that breaks its contract, and changes no stock", async () => {

@@ -226,6 +226,40 @@ def order_rejected_subject(order_id: str) -> str:
     return build_subject(ORDER_REJECTED, {"order_id": order_id})
 
 
+# shop.orders.v1.OrderUnknown, published on
+# shop.orders.v1.order.{order_id}.unknown in stream SHOP_ORDERS. The product
+# service answered StockReserved for an order the order service does not have:
+# one placed by an OrderPlaced it never sent (forged), or lost when its database
+# was restored from a backup older than the product service's. The product
+# service releases whatever stock it holds for the order (StockReleased, when it
+# held any) and reserves nothing for it afterwards. Sent once per such
+# StockReserved; the order service never stores an order of this id later, as it
+# makes each order's id (a UUIDv7) when it stores the order, which commits
+# before its OrderPlaced is sent.
+ORDER_UNKNOWN_TYPE_NAME = "shop.orders.v1.OrderUnknown"
+ORDER_UNKNOWN_STREAM = "SHOP_ORDERS"
+ORDER_UNKNOWN_SUBJECT_TEMPLATE = "shop.orders.v1.order.{order_id}.unknown"
+ORDER_UNKNOWN_FILTER_SUBJECT = "shop.orders.v1.order.*.unknown"
+ORDER_UNKNOWN = EventSpec(
+    type_name=ORDER_UNKNOWN_TYPE_NAME,
+    stream=ORDER_UNKNOWN_STREAM,
+    subject_template=ORDER_UNKNOWN_SUBJECT_TEMPLATE,
+    filter_subject=ORDER_UNKNOWN_FILTER_SUBJECT,
+    tokens=("order_id",),
+    module="shop.orders.v1.order_events_pb2",
+    message="OrderUnknown",
+)
+
+
+def order_unknown_subject(order_id: str) -> str:
+    """The subject for shop.orders.v1.OrderUnknown.
+
+    Raises SubjectTokenError, so that nothing is published, when a value is
+    empty or holds ".", "*", ">" or white space.
+    """
+    return build_subject(ORDER_UNKNOWN, {"order_id": order_id})
+
+
 # shop.orders.v1.OrderUpdated, published on
 # shop.orders.v1.order.{order_id}.updated in stream SHOP_ORDERS. A PENDING
 # order's shipping address or lines changed. Sent once per successful
@@ -341,7 +375,8 @@ def stock_adjusted_subject(product_id: str) -> str:
 # shop.products.v1.StockReleased, published on
 # shop.products.v1.reservation.{order_id}.released in stream SHOP_PRODUCTS.
 # Stock held for an order was returned to the shelf, because the order was
-# cancelled. Sent once per order, and only when stock had been reserved.
+# cancelled (OrderCancelled) or the order service does not have it
+# (OrderUnknown). Sent once per order, and only when stock had been reserved.
 STOCK_RELEASED_TYPE_NAME = "shop.products.v1.StockReleased"
 STOCK_RELEASED_STREAM = "SHOP_PRODUCTS"
 STOCK_RELEASED_SUBJECT_TEMPLATE = "shop.products.v1.reservation.{order_id}.released"
@@ -434,6 +469,7 @@ EVENTS: Tuple[EventSpec, ...] = (
     ORDER_CONFIRMED,
     ORDER_PLACED,
     ORDER_REJECTED,
+    ORDER_UNKNOWN,
     ORDER_UPDATED,
     PRODUCT_CREATED,
     PRODUCT_UPDATED,
@@ -504,6 +540,16 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
         durable="products-order-placed",
         stream="SHOP_ORDERS",
         filter_subject="shop.orders.v1.order.*.placed",
+        max_deliver=5,
+        backoff_ms=(1000, 5000, 30000),
+        ack_wait_ms=5000,
+    ),
+    SubscriptionSpec(
+        service="shop.products.v1.ProductService",
+        event="shop.orders.v1.OrderUnknown",
+        durable="products-order-unknown",
+        stream="SHOP_ORDERS",
+        filter_subject="shop.orders.v1.order.*.unknown",
         max_deliver=5,
         backoff_ms=(1000, 5000, 30000),
         ack_wait_ms=5000,

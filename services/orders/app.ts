@@ -78,7 +78,16 @@ export async function startOrders(options: OrdersOptions): Promise<RunningOrders
     ...serviceCallSecurity(options.security, "orders"),
   });
   server.addService(OrderServiceService, createOrderService({ db, store, catalog, products, outbox: events.outbox, requestIds }));
-  const handlers = { ...createOrderSaga(store), ...createCatalogFeed(catalog) };
+  const unknownOrderAnswers =
+    registry &&
+    new Counter({
+      name: "concord_orders_unknown_order_answers_total",
+      help: "Answers about stock that came for orders the order service does not have (a StockReserved is answered with OrderUnknown, so that its stock is released)",
+      labelNames: ["answer"],
+      registers: [registry],
+    });
+  const saga = createOrderSaga({ store, logger: options.logger, ...(unknownOrderAnswers && { onUnknownOrder: (answer) => unknownOrderAnswers.inc({ answer }) }) });
+  const handlers = { ...saga.handlers, ...createCatalogFeed(catalog) };
   const timedOut =
     registry &&
     new Counter({ name: "concord_orders_timed_out_total", help: "PENDING orders the order service cancelled because no answer about their stock came in time", registers: [registry] });
@@ -98,7 +107,11 @@ export async function startOrders(options: OrdersOptions): Promise<RunningOrders
     pendingTimeoutMs > 0
       ? [startSagaTimeout({ db, store, outbox: events.outbox, timeoutMs: pendingTimeoutMs, logger: options.logger, ...(timedOut && { onTimedOut: () => timedOut.inc() }) })]
       : [];
-  return host.start({ consumers: bindConsumers(OrderServiceConsumers, handlers), tasks, onStop: () => products.close() });
+  const onStop = () => {
+    saga.flushWarnings();
+    products.close();
+  };
+  return host.start({ consumers: bindConsumers(OrderServiceConsumers, handlers), tasks, onStop });
 }
 
 /** How long an order may stay PENDING by default (ORDERS_PENDING_TIMEOUT). */

@@ -19,7 +19,7 @@ import { productMigrations } from "../../services/products/store/migrations.js";
 import { createProductStore } from "../../services/products/store/product-store.js";
 import { createReservationStore } from "../../services/products/store/reservation-store.js";
 import { lockStockAhead } from "../../services/products/events/stock-reservations.js";
-import { OrderCancelled, OrderPlaced, OrderUpdated } from "../../gen/ts/shop/orders/v1/order_events_pb.js";
+import { OrderCancelled, OrderPlaced, OrderUnknown, OrderUpdated } from "../../gen/ts/shop/orders/v1/order_events_pb.js";
 import { sampleStream } from "../support/sample-events.js";
 
 /** Gives each test group a database of its own: a fresh SQLite file, or a fresh Postgres database. */
@@ -174,6 +174,7 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
         ),
       ).toEqual([id(2), id(3), id(4), id(5)]);
       expect(await freeWhile((tx) => ahead.orderCancelled!([OrderCancelled.fromPartial({ orderId: id(702) }), OrderCancelled.fromPartial({ orderId: id(701) })], tx))).toEqual([id(1), id(2), id(3)]);
+      expect(await freeWhile((tx) => ahead.orderUnknown!([OrderUnknown.fromPartial({ orderId: id(702) }), OrderUnknown.fromPartial({ orderId: id(703) })], tx))).toEqual([id(1), id(2), id(3)]);
     });
 
     it("makes an order's reservation handlers take turns, even before the order has a reservation row", async () => {

@@ -51,10 +51,11 @@ describe("generated JetStream bindings", () => {
       orderPlaced: async () => {},
       orderUpdated: async () => {},
       orderCancelled: async () => {},
+      orderUnknown: async () => {},
     };
     expect(Object.keys(ProductServiceConsumers).sort()).toEqual(Object.keys(handlers).sort());
     // @ts-expect-error orderCancelled is missing
-    const incomplete: ProductServiceEventHandlers<string> = { orderPlaced() {}, orderUpdated() {} };
+    const incomplete: ProductServiceEventHandlers<string> = { orderPlaced() {}, orderUpdated() {}, orderUnknown() {} };
     expect(incomplete).toBeDefined();
   });
 });

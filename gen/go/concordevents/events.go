@@ -242,6 +242,44 @@ func OrderRejectedSubjectOf(e *shopordersv1.OrderRejected) (string, error) {
 	return OrderRejectedSubject(e.GetOrderId())
 }
 
+// shop.orders.v1.OrderUnknown, published on
+// shop.orders.v1.order.{order_id}.unknown in stream SHOP_ORDERS. The product
+// service answered StockReserved for an order the order service does not have:
+// one placed by an OrderPlaced it never sent (forged), or lost when its
+// database was restored from a backup older than the product service's. The
+// product service releases whatever stock it holds for the order
+// (StockReleased, when it held any) and reserves nothing for it afterwards.
+// Sent once per such StockReserved; the order service never stores an order of
+// this id later, as it makes each order's id (a UUIDv7) when it stores the
+// order, which commits before its OrderPlaced is sent.
+const (
+	OrderUnknownTypeName        = "shop.orders.v1.OrderUnknown"
+	OrderUnknownStream          = "SHOP_ORDERS"
+	OrderUnknownSubjectTemplate = "shop.orders.v1.order.{order_id}.unknown"
+	OrderUnknownFilterSubject   = "shop.orders.v1.order.*.unknown"
+)
+
+// OrderUnknownEvent describes shop.orders.v1.OrderUnknown.
+var OrderUnknownEvent = EventSpec{
+	TypeName:        OrderUnknownTypeName,
+	Stream:          OrderUnknownStream,
+	SubjectTemplate: OrderUnknownSubjectTemplate,
+	FilterSubject:   OrderUnknownFilterSubject,
+	Tokens:          []string{"order_id"},
+}
+
+// OrderUnknownSubject returns the subject for shop.orders.v1.OrderUnknown with
+// order_id orderID. It fails, so that nothing is published, when a value is
+// empty or holds ".", "*", ">" or white space.
+func OrderUnknownSubject(orderID string) (string, error) {
+	return buildSubject(OrderUnknownTypeName, OrderUnknownSubjectTemplate, []string{"order_id"}, []string{orderID})
+}
+
+// OrderUnknownSubjectOf is the subject of event e, from its own fields.
+func OrderUnknownSubjectOf(e *shopordersv1.OrderUnknown) (string, error) {
+	return OrderUnknownSubject(e.GetOrderId())
+}
+
 // shop.orders.v1.OrderUpdated, published on
 // shop.orders.v1.order.{order_id}.updated in stream SHOP_ORDERS. A PENDING
 // order's shipping address or lines changed. Sent once per successful
@@ -373,7 +411,8 @@ func StockAdjustedSubjectOf(e *shopproductsv1.StockAdjusted) (string, error) {
 // shop.products.v1.StockReleased, published on
 // shop.products.v1.reservation.{order_id}.released in stream SHOP_PRODUCTS.
 // Stock held for an order was returned to the shelf, because the order was
-// cancelled. Sent once per order, and only when stock had been reserved.
+// cancelled (OrderCancelled) or the order service does not have it
+// (OrderUnknown). Sent once per order, and only when stock had been reserved.
 const (
 	StockReleasedTypeName        = "shop.products.v1.StockReleased"
 	StockReleasedStream          = "SHOP_PRODUCTS"
@@ -477,6 +516,7 @@ var Events = []EventSpec{
 	OrderConfirmedEvent,
 	OrderPlacedEvent,
 	OrderRejectedEvent,
+	OrderUnknownEvent,
 	OrderUpdatedEvent,
 	ProductCreatedEvent,
 	ProductUpdatedEvent,
@@ -550,6 +590,16 @@ var Subscriptions = []SubscriptionSpec{
 	},
 	{
 		Service:       "shop.products.v1.ProductService",
+		Event:         OrderUnknownTypeName,
+		Durable:       "products-order-unknown",
+		Stream:        "SHOP_ORDERS",
+		FilterSubject: "shop.orders.v1.order.*.unknown",
+		MaxDeliver:    5,
+		Backoff:       []time.Duration{1 * time.Second, 5 * time.Second, 30 * time.Second},
+		AckWait:       5 * time.Second,
+	},
+	{
+		Service:       "shop.products.v1.ProductService",
 		Event:         OrderUpdatedTypeName,
 		Durable:       "products-order-updated",
 		Stream:        "SHOP_ORDERS",
@@ -584,6 +634,8 @@ func NewEvent(typeName string) (proto.Message, bool) {
 		return &shopordersv1.OrderPlaced{}, true
 	case OrderRejectedTypeName:
 		return &shopordersv1.OrderRejected{}, true
+	case OrderUnknownTypeName:
+		return &shopordersv1.OrderUnknown{}, true
 	case OrderUpdatedTypeName:
 		return &shopordersv1.OrderUpdated{}, true
 	case ProductCreatedTypeName:

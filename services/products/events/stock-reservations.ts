@@ -1,4 +1,4 @@
-import type { OrderCancelled, OrderPlaced, OrderUpdated } from "../../../gen/ts/shop/orders/v1/order_events_pb.js";
+import type { OrderCancelled, OrderPlaced, OrderUnknown, OrderUpdated } from "../../../gen/ts/shop/orders/v1/order_events_pb.js";
 import { StockReleasedEvent, StockReservationFailedEvent, StockReservedEvent } from "../../../gen/ts/shop/products/v1/product_events_jetstream.js";
 import type { ProductServiceConsumers, ProductServiceEventHandlers } from "../../../gen/ts/shop/products/v1/product_service_jetstream.js";
 import type { BatchLocksFor, EventContext } from "../../../platform/events/index.js";
@@ -10,7 +10,9 @@ import type { ReservationStore } from "../store/reservation-store.js";
  * The product side of the order saga. Each handler runs in one transaction
  * (`context.tx`) with its inbox row and the events it emits, so stock,
  * reservation record and reply commit together or not at all. Duplicates,
- * stale lines versions and events arriving out of order change nothing.
+ * stale lines versions and events arriving out of order change nothing. An
+ * order cancelled (OrderCancelled), or one the order service does not have
+ * (OrderUnknown), gets what it holds back once and is reserved nothing after.
  */
 export function createStockReservations(store: ReservationStore, now: () => number = Date.now): ProductServiceEventHandlers<EventContext> {
   /** Gives back what the order holds now, if anything. */
@@ -21,6 +23,17 @@ export function createStockReservations(store: ReservationStore, now: () => numb
     await store.stockOf(context.tx, existing.lines.map((l) => l.productId));
     await store.moveStock(context.tx, existing.lines, 1, at);
     return existing.lines;
+  };
+
+  /** Gives back what the order holds, once, and has every later request for it reserve nothing. */
+  const releaseForGood = async (orderId: string, context: EventContext): Promise<void> => {
+    const existing = await store.get(context.tx, orderId);
+    if (existing?.status === "released") return;
+    const at = now();
+    const released = await releaseHeld(context, orderId, at);
+    // Remembered even when nothing was held, so an OrderPlaced that arrives late reserves nothing.
+    await store.put(context.tx, { orderId, linesVersion: cancelledLinesVersion, status: "released", lines: released }, at);
+    if (released.length > 0) context.emit(StockReleasedEvent, { orderId, lines: [...released] });
   };
 
   const reserve = async (orderId: string, linesVersion: number, lines: readonly ReservedUnits[], context: EventContext): Promise<void> => {
@@ -60,13 +73,10 @@ export function createStockReservations(store: ReservationStore, now: () => numb
       await reserve(event.orderId, event.linesVersion, unitsOf(event.order.lines), context);
     },
     async orderCancelled(event: OrderCancelled, context) {
-      const existing = await store.get(context.tx, event.orderId);
-      if (existing?.status === "released") return;
-      const at = now();
-      const released = await releaseHeld(context, event.orderId, at);
-      // Remembered even when nothing was held, so an OrderPlaced that arrives late reserves nothing.
-      await store.put(context.tx, { orderId: event.orderId, linesVersion: cancelledLinesVersion, status: "released", lines: released }, at);
-      if (released.length > 0) context.emit(StockReleasedEvent, { orderId: event.orderId, lines: [...released] });
+      await releaseForGood(event.orderId, context);
+    },
+    async orderUnknown(event: OrderUnknown, context) {
+      await releaseForGood(event.orderId, context);
     },
   };
 }
@@ -93,5 +103,6 @@ export function lockStockAhead(store: ReservationStore): BatchLocksFor<typeof Pr
       return lockProducts(tx, relining.map((e) => e.orderId), relining.flatMap((e) => e.order!.lines.map((l) => l.productId)));
     },
     orderCancelled: (events, tx) => lockProducts(tx, events.map((e) => e.orderId), []),
+    orderUnknown: (events, tx) => lockProducts(tx, events.map((e) => e.orderId), []),
   };
 }

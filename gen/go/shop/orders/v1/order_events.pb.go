@@ -378,6 +378,68 @@ func (x *OrderCancelled) GetReason() string {
 	return ""
 }
 
+// The product service answered StockReserved for an order the order service
+// does not have: one placed by an OrderPlaced it never sent (forged), or lost
+// when its database was restored from a backup older than the product
+// service's. The product service releases whatever stock it holds for the
+// order (StockReleased, when it held any) and reserves nothing for it
+// afterwards. Sent once per such StockReserved; the order service never
+// stores an order of this id later, as it makes each order's id (a UUIDv7)
+// when it stores the order, which commits before its OrderPlaced is sent.
+type OrderUnknown struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the order, as the StockReserved named it.
+	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// The lines version the StockReserved was for.
+	LinesVersion  int64 `protobuf:"varint,2,opt,name=lines_version,json=linesVersion,proto3" json:"lines_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OrderUnknown) Reset() {
+	*x = OrderUnknown{}
+	mi := &file_shop_orders_v1_order_events_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OrderUnknown) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OrderUnknown) ProtoMessage() {}
+
+func (x *OrderUnknown) ProtoReflect() protoreflect.Message {
+	mi := &file_shop_orders_v1_order_events_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OrderUnknown.ProtoReflect.Descriptor instead.
+func (*OrderUnknown) Descriptor() ([]byte, []int) {
+	return file_shop_orders_v1_order_events_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *OrderUnknown) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *OrderUnknown) GetLinesVersion() int64 {
+	if x != nil {
+		return x.LinesVersion
+	}
+	return 0
+}
+
 var File_shop_orders_v1_order_events_proto protoreflect.FileDescriptor
 
 const file_shop_orders_v1_order_events_proto_rawDesc = "" +
@@ -416,7 +478,11 @@ const file_shop_orders_v1_order_events_proto_rawDesc = "" +
 	"\vcustomer_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\n" +
 	"customerId\x12 \n" +
 	"\x06reason\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\x06reason:/\xd2\xf3\x18+\n" +
-	")shop.orders.v1.order.{order_id}.cancelledB\xd8\x01\xca\xf3\x18,\n" +
+	")shop.orders.v1.order.{order_id}.cancelled\"\x99\x01\n" +
+	"\fOrderUnknown\x12#\n" +
+	"\border_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\aorderId\x125\n" +
+	"\rlines_version\x18\x02 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\flinesVersion:-\xd2\xf3\x18)\n" +
+	"'shop.orders.v1.order.{order_id}.unknownB\xd8\x01\xca\xf3\x18,\n" +
 	"\vSHOP_ORDERS\x12\x10shop.orders.v1.> \x03*\x05\b\x80\x9a\x9e\x012\x02\bx\n" +
 	"\x12com.shop.orders.v1B\x10OrderEventsProtoP\x01Z&concord/gen/go/shop/orders/v1;ordersv1\xa2\x02\x03SOX\xaa\x02\x0eShop.Orders.V1\xca\x02\x0eShop\\Orders\\V1\xe2\x02\x1aShop\\Orders\\V1\\GPBMetadata\xea\x02\x10Shop::Orders::V1b\x06proto3"
 
@@ -432,22 +498,23 @@ func file_shop_orders_v1_order_events_proto_rawDescGZIP() []byte {
 	return file_shop_orders_v1_order_events_proto_rawDescData
 }
 
-var file_shop_orders_v1_order_events_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_shop_orders_v1_order_events_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_shop_orders_v1_order_events_proto_goTypes = []any{
 	(*OrderPlaced)(nil),    // 0: shop.orders.v1.OrderPlaced
 	(*OrderUpdated)(nil),   // 1: shop.orders.v1.OrderUpdated
 	(*OrderConfirmed)(nil), // 2: shop.orders.v1.OrderConfirmed
 	(*OrderRejected)(nil),  // 3: shop.orders.v1.OrderRejected
 	(*OrderCancelled)(nil), // 4: shop.orders.v1.OrderCancelled
-	(*OrderLine)(nil),      // 5: shop.orders.v1.OrderLine
-	(*v1.Money)(nil),       // 6: shop.common.v1.Money
-	(*Order)(nil),          // 7: shop.orders.v1.Order
+	(*OrderUnknown)(nil),   // 5: shop.orders.v1.OrderUnknown
+	(*OrderLine)(nil),      // 6: shop.orders.v1.OrderLine
+	(*v1.Money)(nil),       // 7: shop.common.v1.Money
+	(*Order)(nil),          // 8: shop.orders.v1.Order
 }
 var file_shop_orders_v1_order_events_proto_depIdxs = []int32{
-	5, // 0: shop.orders.v1.OrderPlaced.lines:type_name -> shop.orders.v1.OrderLine
-	6, // 1: shop.orders.v1.OrderPlaced.total:type_name -> shop.common.v1.Money
-	7, // 2: shop.orders.v1.OrderUpdated.order:type_name -> shop.orders.v1.Order
-	6, // 3: shop.orders.v1.OrderConfirmed.total:type_name -> shop.common.v1.Money
+	6, // 0: shop.orders.v1.OrderPlaced.lines:type_name -> shop.orders.v1.OrderLine
+	7, // 1: shop.orders.v1.OrderPlaced.total:type_name -> shop.common.v1.Money
+	8, // 2: shop.orders.v1.OrderUpdated.order:type_name -> shop.orders.v1.Order
+	7, // 3: shop.orders.v1.OrderConfirmed.total:type_name -> shop.common.v1.Money
 	4, // [4:4] is the sub-list for method output_type
 	4, // [4:4] is the sub-list for method input_type
 	4, // [4:4] is the sub-list for extension type_name
@@ -467,7 +534,7 @@ func file_shop_orders_v1_order_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shop_orders_v1_order_events_proto_rawDesc), len(file_shop_orders_v1_order_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

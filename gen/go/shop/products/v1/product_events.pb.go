@@ -497,7 +497,8 @@ func (x *StockReservationFailed) GetLinesVersion() int64 {
 }
 
 // Stock held for an order was returned to the shelf, because the order was
-// cancelled. Sent once per order, and only when stock had been reserved.
+// cancelled (OrderCancelled) or the order service does not have it
+// (OrderUnknown). Sent once per order, and only when stock had been reserved.
 type StockReleased struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The order.

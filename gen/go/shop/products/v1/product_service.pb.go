@@ -905,7 +905,7 @@ const file_shop_products_v1_product_service_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\trequestId\x88\x01\x01B\r\n" +
 	"\v_request_id\"J\n" +
 	"\x13AdjustStockResponse\x123\n" +
-	"\aproduct\x18\x01 \x01(\v2\x19.shop.products.v1.ProductR\aproduct2\x95\a\n" +
+	"\aproduct\x18\x01 \x01(\v2\x19.shop.products.v1.ProductR\aproduct2\xce\a\n" +
 	"\x0eProductService\x12m\n" +
 	"\rCreateProduct\x12&.shop.products.v1.CreateProductRequest\x1a'.shop.products.v1.CreateProductResponse\"\v\xe2\xf3\x18\a\n" +
 	"\x05admin\x12z\n" +
@@ -925,10 +925,11 @@ const file_shop_products_v1_product_service_proto_rawDesc = "" +
 	"\aservice\n" +
 	"\bcustomer\x90\x02\x01\x12g\n" +
 	"\vAdjustStock\x12$.shop.products.v1.AdjustStockRequest\x1a%.shop.products.v1.AdjustStockResponse\"\v\xe2\xf3\x18\a\n" +
-	"\x05admin\x1a\xad\x01\xda\xf3\x183\n" +
+	"\x05admin\x1a\xe6\x01\xda\xf3\x183\n" +
 	"\x1ashop.orders.v1.OrderPlaced\x12\x15products-order-placed\xda\xf3\x185\n" +
 	"\x1bshop.orders.v1.OrderUpdated\x12\x16products-order-updated\xda\xf3\x189\n" +
-	"\x1dshop.orders.v1.OrderCancelled\x12\x18products-order-cancelledB\xb9\x01\n" +
+	"\x1dshop.orders.v1.OrderCancelled\x12\x18products-order-cancelled\xda\xf3\x185\n" +
+	"\x1bshop.orders.v1.OrderUnknown\x12\x16products-order-unknownB\xb9\x01\n" +
 	"\x14com.shop.products.v1B\x13ProductServiceProtoP\x01Z*concord/gen/go/shop/products/v1;productsv1\xa2\x02\x03SPX\xaa\x02\x10Shop.Products.V1\xca\x02\x10Shop\\Products\\V1\xe2\x02\x1cShop\\Products\\V1\\GPBMetadata\xea\x02\x12Shop::Products::V1b\x06proto3"
 
 var (

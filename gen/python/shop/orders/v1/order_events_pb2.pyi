@@ -66,3 +66,11 @@ class OrderCancelled(_message.Message):
     customer_id: str
     reason: str
     def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class OrderUnknown(_message.Message):
+    __slots__ = ("order_id", "lines_version")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    LINES_VERSION_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    lines_version: int
+    def __init__(self, order_id: _Optional[str] = ..., lines_version: _Optional[int] = ...) -> None: ...

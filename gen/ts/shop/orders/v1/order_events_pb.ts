@@ -88,6 +88,23 @@ export interface OrderCancelled {
   reason: string;
 }
 
+/**
+ * The product service answered StockReserved for an order the order service
+ * does not have: one placed by an OrderPlaced it never sent (forged), or lost
+ * when its database was restored from a backup older than the product
+ * service's. The product service releases whatever stock it holds for the
+ * order (StockReleased, when it held any) and reserves nothing for it
+ * afterwards. Sent once per such StockReserved; the order service never
+ * stores an order of this id later, as it makes each order's id (a UUIDv7)
+ * when it stores the order, which commits before its OrderPlaced is sent.
+ */
+export interface OrderUnknown {
+  /** Id of the order, as the StockReserved named it. */
+  orderId: string;
+  /** The lines version the StockReserved was for. */
+  linesVersion: number;
+}
+
 function createBaseOrderPlaced(): OrderPlaced {
   return { orderId: "", customerId: "", lines: [], total: undefined, linesVersion: 0 };
 }
@@ -685,6 +702,99 @@ export const OrderCancelled: MessageFns<OrderCancelled> = {
     message.orderId = object.orderId ?? "";
     message.customerId = object.customerId ?? "";
     message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseOrderUnknown(): OrderUnknown {
+  return { orderId: "", linesVersion: 0 };
+}
+
+export const OrderUnknown: MessageFns<OrderUnknown> = {
+  encode(message: OrderUnknown, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.orderId !== "") {
+      writer.uint32(10).string(message.orderId);
+    }
+    if (message.linesVersion !== 0) {
+      writer.uint32(16).int64(message.linesVersion);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OrderUnknown {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOrderUnknown();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.orderId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.linesVersion = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OrderUnknown {
+    return {
+      orderId: isSet(object.orderId)
+        ? globalThis.String(object.orderId)
+        : isSet(object.order_id)
+        ? globalThis.String(object.order_id)
+        : "",
+      linesVersion: isSet(object.linesVersion)
+        ? globalThis.Number(object.linesVersion)
+        : isSet(object.lines_version)
+        ? globalThis.Number(object.lines_version)
+        : 0,
+    };
+  },
+
+  toJSON(message: OrderUnknown): unknown {
+    const obj: any = {};
+    if (message.orderId !== "") {
+      obj.orderId = message.orderId;
+    }
+    if (message.linesVersion !== 0) {
+      obj.linesVersion = Math.round(message.linesVersion);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OrderUnknown>, I>>(base?: I): OrderUnknown {
+    return OrderUnknown.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OrderUnknown>, I>>(object: I): OrderUnknown {
+    const message = createBaseOrderUnknown();
+    message.orderId = object.orderId ?? "";
+    message.linesVersion = object.linesVersion ?? 0;
     return message;
   },
 };

@@ -97,7 +97,8 @@ export const StockReservationFailedEvent = {
 
 /**
  * Stock held for an order was returned to the shelf, because the order was
- * cancelled. Sent once per order, and only when stock had been reserved.
+ * cancelled (OrderCancelled) or the order service does not have it
+ * (OrderUnknown). Sent once per order, and only when stock had been reserved.
  *
  * Event shop.products.v1.StockReleased, published on `shop.products.v1.reservation.{order_id}.released` in stream SHOP_PRODUCTS.
  */

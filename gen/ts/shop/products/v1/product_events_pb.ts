@@ -107,7 +107,8 @@ export interface StockReservationFailed {
 
 /**
  * Stock held for an order was returned to the shelf, because the order was
- * cancelled. Sent once per order, and only when stock had been reserved.
+ * cancelled (OrderCancelled) or the order service does not have it
+ * (OrderUnknown). Sent once per order, and only when stock had been reserved.
  */
 export interface StockReleased {
   /** The order. */
