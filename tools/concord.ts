@@ -740,20 +740,23 @@ export async function concord(argv: string[]): Promise<number> {
         const [action, ...more] = rest;
         if (action !== "list" && action !== "retry") throw new UsageError("say list or retry", command);
         const args = more[0] !== undefined && !more[0].startsWith("-") ? [more[0], action, ...more.slice(1)] : [action, ...more];
-        return outboxCommand(args, "concord outbox parked", helps[command], elsewhereOf(command));
+        return outboxCommand(args, { program: "concord outbox parked", help: helps[command], elsewhere: elsewhereOf(command), badUsage: (problem) => refuseUsage(problem, command) });
       }
       case "traces":
-        return await tracesCommand(rest, "npx concord traces", elsewhereOf(command));
+        return await tracesCommand(rest, "npx concord traces", elsewhereOf(command), (problem, of) => refuseUsage(problem, of === undefined ? command : `${command} ${of}`));
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)}`, "");
     }
   } catch (err) {
-    if (err instanceof UsageError) {
-      console.error(`concord: ${err.message} (\`npx concord ${err.command ? `${err.command} ` : ""}--help\` shows the usage)`);
-      return 2;
-    }
+    if (err instanceof UsageError) return refuseUsage(err.message, err.command);
     throw err;
   }
+}
+
+/** Says bad usage in one line, the problem and the --help of `command` (none: of `concord` itself); returns exit status 2. */
+function refuseUsage(problem: string, command: string): number {
+  console.error(`concord: ${problem} (\`npx concord ${command ? `${command} ` : ""}--help\` shows the usage)`);
+  return 2;
 }
 
 /** Says why a command failed (the server's reason, for NATS's refusals) and gives its exit status, 1. */

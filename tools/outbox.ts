@@ -43,21 +43,36 @@ export const outboxOptions = { database: { type: "string" }, all: { type: "boole
 export const noStartRanIn = (dataDir: string): string =>
   `DATA_DIR ${dataDir} does not exist, so no \`npm start\` has run with it: set DATA_DIR as \`npm start\` was given it, or name the service's database with --database`;
 
+/** How a caller of `outboxCommand` has it say its messages, its help, and bad usage. */
+export interface OutboxCommandOptions {
+  /** Begins its messages (default `outbox`). */
+  readonly program?: string;
+  /** Printed for --help (default the tool's own usage). */
+  readonly help?: string;
+  /** For an option it lacks, the command lines of the caller's that take it. */
+  readonly elsewhere?: Readonly<Record<string, readonly string[]>>;
+  /** Says a problem with the arguments and returns the exit code (default: the problem, then `help`, exit 2). */
+  readonly badUsage?: (problem: string) => number;
+}
+
 /**
- * The outbox tool with `argv`, saying `program` in its messages and `help`
- * for --help and bad arguments, and naming, for an option it lacks, the
- * command lines `elsewhere` gives for it; resolves with its exit code (2: bad
+ * The outbox tool with `argv`; resolves with its exit code (2: bad
  * arguments, each named; 1: an event id to retry that is not parked).
- * Shared by `concord outbox parked`.
+ * Shared by `concord outbox parked`, which says bad usage in one line.
  */
-export async function outboxCommand(argv: string[], program = "outbox", help = usage, elsewhere: Readonly<Record<string, readonly string[]>> = {}): Promise<number> {
+export async function outboxCommand(argv: string[], { program = "outbox", help = usage, elsewhere = {}, badUsage }: OutboxCommandOptions = {}): Promise<number> {
+  const refuse =
+    badUsage ??
+    ((problem: string) => {
+      console.error(`${program}: ${problem}\n\n${help}`);
+      return 2;
+    });
   let parsed;
   const options = outboxOptions;
   try {
     parsed = parseArgs({ args: argv, allowPositionals: true, options });
   } catch (err) {
-    console.error(`${program}: ${parseArgsProblem(err, Object.keys(options), elsewhere)}\n\n${help}`);
-    return 2;
+    return refuse(parseArgsProblem(err, Object.keys(options), elsewhere));
   }
   const { values, positionals } = parsed;
   if (values.help) {
@@ -70,10 +85,7 @@ export async function outboxCommand(argv: string[], program = "outbox", help = u
   const dataDir = dataDirOf();
   const path = values.database ?? (service ? serviceDatabase(service, dataDir) : undefined);
   const problem = argumentProblem(first, path, command, ids, values.all === true);
-  if (problem || !path) {
-    console.error(`${program}: ${problem}\n\n${help}`);
-    return 2;
-  }
+  if (problem || !path) return refuse(problem ?? "name the service or its database");
   const note = values.database === undefined && service ? unusedDatabaseUrlNote(service) : undefined;
   if (note) console.error(`${program}: ${note}`);
   if (!isPostgresUrl(path) && !existsSync(path)) {

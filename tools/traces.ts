@@ -27,8 +27,16 @@ const usageOf = (prog: string) => `Usage:
       a few seconds later.
   DATA_DIR defaults to .data, as for \`npm start\`.`;
 
-/** Bad usage: the command answers with exit status 2 and its usage. */
-class UsageError extends Error {}
+/** Bad usage: exit status 2, with the usage, or as the calling tool says it (`badUsage` of tracesCommand). */
+class UsageError extends Error {
+  constructor(
+    message: string,
+    /** The command it was given to, when it names one (serve, show). */
+    readonly command?: string,
+  ) {
+    super(message);
+  }
+}
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 const common: Options = { file: { type: "string" }, help: { type: "boolean", short: "h" } };
@@ -50,14 +58,14 @@ function parse(command: string, args: string[], prog: string, beyond: Readonly<R
   } catch (err) {
     const elsewhere = optionsElsewhere(tracesOptions, prog, (other) => other === command);
     for (const [name, lines] of Object.entries(beyond)) (elsewhere[name] ??= []).push(...lines);
-    throw new UsageError(parseArgsProblem(err, Object.keys(options), elsewhere));
+    throw new UsageError(parseArgsProblem(err, Object.keys(options), elsewhere), command);
   }
 }
 
 function portOf(value: unknown, name: string, fallback: number): number {
   if (value === undefined) return fallback;
   const port = Number(value);
-  if (typeof value !== "string" || !/^\d+$/.test(value) || port > 65535) throw new UsageError(`--${name} must be a port number`);
+  if (typeof value !== "string" || !/^\d+$/.test(value) || port > 65535) throw new UsageError(`--${name} must be a port number`, "serve");
   return port;
 }
 
@@ -65,13 +73,22 @@ function portOf(value: unknown, name: string, fallback: number): number {
  * Runs the traces command with `argv` (after the program name); `prog` is how
  * the user called it, for the help text, and `elsewhere` the command lines of
  * the calling tool's other commands that take an option traces lacks, to name
- * them when it is given here. Resolves with the exit status.
+ * them when it is given here. Bad usage is said by `badUsage`, given the
+ * problem and the command it was given to (serve, show; none when it named
+ * none), which resolves with the exit status; by default, the problem and the
+ * usage, exit 2. Resolves with the exit status.
  */
-export async function tracesCommand(argv: string[], prog = "npx tsx tools/traces.ts", elsewhere: Readonly<Record<string, readonly string[]>> = {}): Promise<number> {
+export async function tracesCommand(
+  argv: string[],
+  prog = "npx tsx tools/traces.ts",
+  elsewhere: Readonly<Record<string, readonly string[]>> = {},
+  badUsage?: (problem: string, command: string | undefined) => number,
+): Promise<number> {
   try {
     return await run(argv, prog, elsewhere);
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
+    if (badUsage) return badUsage(err.message, err.command);
     console.error(`${prog.replace(/^npx (tsx )?/, "")}: ${err.message}\n\n${usageOf(prog)}`);
     return 2;
   }
@@ -81,7 +98,7 @@ async function run(argv: string[], prog: string, elsewhere: Readonly<Record<stri
   const usage = usageOf(prog);
   const [command = "", ...rest] = argv;
   if (!Object.hasOwn(tracesOptions, command)) {
-    if (argv.length > 0 && !argv.includes("--help") && !argv.includes("-h")) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+    if (argv.length > 0 && !argv.includes("--help") && !argv.includes("-h")) throw new UsageError(`unknown command ${JSON.stringify(command)}; the commands are ${Object.keys(tracesOptions).join(", ")}`);
     console.log(usage);
     return argv.length === 0 ? 2 : 0;
   }
@@ -95,7 +112,7 @@ async function run(argv: string[], prog: string, elsewhere: Readonly<Record<stri
   if (command === "serve") {
     const port = portOf(values.port, "port", 4318);
     const zipkinPort = portOf(values["zipkin-port"], "zipkin-port", 9411);
-    if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`);
+    if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, command);
     mkdirSync(dirname(file), { recursive: true });
     let zipkin: RunningZipkin | undefined;
     if (values.zipkin) {
@@ -126,7 +143,7 @@ async function run(argv: string[], prog: string, elsewhere: Readonly<Record<stri
   }
   // show
   const [text] = positionals;
-  if (!text || positionals.length > 1) throw new UsageError("show takes one <text>");
+  if (!text || positionals.length > 1) throw new UsageError("show takes one <text>", command);
   if (!existsSync(file)) throw new Error(`${file} does not exist; run \`${prog} serve\` while the services run (it makes the file once the first spans come; the services send theirs every 5 s by default)`);
   const { spans, skipped } = readSpans(file);
   // A receiver killed while it appended leaves a line cut short, which the next append continues: the rest still shows.
