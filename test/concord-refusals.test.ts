@@ -237,6 +237,24 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(typo.stderr).toBe("concord: unknown option --dry; did you mean --dry-run? (`npx concord consumer redeliver --help` shows the usage)\n");
   });
 
+  it("names the option a mistyped one likely meant when another command takes it, and those commands (exit 2, in one line)", async () => {
+    // Each said only "unknown option --inbox-retension", though the option meant is another command's.
+    const refusals: [string[], string][] = [
+      [["dlq", "list", "--inbox-retension", "1d"], "concord: unknown option --inbox-retension; did you mean --inbox-retention, an option of `npx concord dlq replay` and `consumer redeliver`? (`npx concord dlq list --help` shows the usage)\n"],
+      [["status", "--zipkn"], "concord: unknown option --zipkn; did you mean --zipkin, an option of `npx concord traces serve`? (`npx concord status --help` shows the usage)\n"],
+      [["outbox", "parked", "list", "products", "--past-inbx"], "concord: unknown option --past-inbx; did you mean --past-inbox, an option of `npx concord dlq replay` and `consumer redeliver`? (`npx concord outbox parked --help` shows the usage)\n"],
+      [["traces", "show", "x", "--consumr", "y"], "concord: unknown option --consumr; did you mean --consumer, an option of `npx concord dlq list` and `dlq replay`? (`npx concord traces show --help` shows the usage)\n"],
+      // The command's own option comes first.
+      [["dlq", "list", "--limt", "5"], "concord: unknown option --limt; did you mean --limit? (`npx concord dlq list --help` shows the usage)\n"],
+    ];
+    for (const [args, said] of refusals) {
+      const out = await concord(...args);
+      expect(out.status, args.join(" ")).toBe(2);
+      expect(out.stderr, args.join(" ")).toBe(said);
+      expect(out.stdout, args.join(" ")).toBe("");
+    }
+  });
+
   it("shows the traces of a span file with a line cut short (its receiver killed while it appended), saying which line it skipped", async () => {
     const span = (spanId: string) =>
       JSON.stringify({ service: "orders", traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId, parentSpanId: "", name: `span ${spanId}`, kind: "SERVER", startNs: "1000000", endNs: "3000000", attributes: { "messaging.destination.name": "shop.orders.v1.order.o-1.placed" }, status: { code: 0 }, links: [] });

@@ -11,7 +11,8 @@ import { type ParseArgsConfig, parseArgs } from "node:util";
  * The message for `err`, thrown by parseArgs given `options`: an unknown option
  * is named, with the option it most likely meant. `elsewhere` maps an option of
  * other subcommands to their command lines (one, or several said in the order
- * given), so that such an option, given to the wrong one, is told where it belongs.
+ * given), so that such an option, given to the wrong one, is told where it
+ * belongs, and one mistyped too, when none of `options` is close to it.
  */
 export function parseArgsProblem(err: unknown, options: readonly string[], elsewhere: Readonly<Record<string, string | readonly string[]>> = {}): string {
   const message = err instanceof Error ? err.message : String(err);
@@ -19,12 +20,19 @@ export function parseArgsProblem(err: unknown, options: readonly string[], elsew
   const given = /^Unknown option '([^']*)'/.exec(message)?.[1];
   if (given === undefined) return message;
   const name = given.replace(/^-+/, "").split("=")[0]!;
-  if (given.startsWith("--") && Object.hasOwn(elsewhere, name)) {
-    const lines = ([] as string[]).concat(elsewhere[name]!).map((line) => `\`${line}\``);
-    return `--${name} is an option of ${lines.length > 1 ? `${lines.slice(0, -1).join(", ")} and ${lines.at(-1)}` : lines[0]}`;
-  }
+  if (given.startsWith("--") && Object.hasOwn(elsewhere, name)) return `--${name} is an option of ${commandsOf(elsewhere[name]!)}`;
   const meant = likelyMeant(name, options);
-  return `unknown option ${given}${meant === undefined ? "" : `; did you mean --${meant}?`}`;
+  if (meant !== undefined) return `unknown option ${given}; did you mean --${meant}?`;
+  // Mistyped and given to another command (`dlq list --inbox-retension`): the option meant, and where it belongs.
+  const meantElsewhere = given.startsWith("--") ? likelyMeant(name, Object.keys(elsewhere)) : undefined;
+  if (meantElsewhere !== undefined) return `unknown option ${given}; did you mean --${meantElsewhere}, an option of ${commandsOf(elsewhere[meantElsewhere]!)}?`;
+  return `unknown option ${given}`;
+}
+
+/** Command lines as a message lists them: each in backquotes, the last after "and". */
+function commandsOf(lines: string | readonly string[]): string {
+  const quoted = ([] as string[]).concat(lines).map((line) => `\`${line}\``);
+  return quoted.length > 1 ? `${quoted.slice(0, -1).join(", ")} and ${quoted.at(-1)}` : quoted[0]!;
 }
 
 /**
