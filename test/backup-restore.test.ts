@@ -330,6 +330,23 @@ describe("npx concord database", () => {
     expect(readFileSync(named).equals(readFileSync(backup))).toBe(true);
   }, 60_000);
 
+  it("refuses a --nats or NATS_URL that is not a NATS URL before taking anything (exit 2, one line), as the services refuse NATS_URL", async () => {
+    const source = join(dir, "bad-nats-source.db");
+    await serviceDatabase(source, "orders");
+    // The backup was taken, without its consumers' positions, once connecting had failed on "Invalid URL".
+    for (const [env, args, said] of [
+      [{}, ["--nats", "nats://127.0.0.1:notaport"], '--nats "nats://127.0.0.1:notaport" is invalid: the port "notaport" is not a number: expected nats://host:port'],
+      [{ NATS_URL: "nats://127.0.0.1:99999" }, [], 'NATS_URL="nats://127.0.0.1:99999" is invalid: the port 99999 is not one from 1 to 65535'],
+    ] as const) {
+      const backup = join(dir, `bad-nats-${args.length}.db`);
+      const out = await runConcord({ DATA_DIR: dir, ORDERS_DATABASE_URL: undefined, DATABASE_URL: undefined, ...env }, ["database", "backup", "orders", backup, "--database", source, ...args]);
+      expect(out.status, out.stderr).toBe(2);
+      expect(out.stderr).toBe(`concord: ${said} (\`npx concord database backup --help\` shows the usage)\n`);
+      expect(existsSync(backup)).toBe(false);
+      expect(existsSync(`${backup}.json`)).toBe(false);
+    }
+  }, 60_000);
+
   it("says in one line, changing nothing, that a backup is the other service's, and that a database not migrated in full is to be backed up once its service has started", async () => {
     const products = join(dir, "one-line-products.db");
     await serviceDatabase(products, "products");

@@ -48,6 +48,28 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(subject.stderr).toContain('--subject: "a..b" is not a valid subject (token 2)');
   });
 
+  it("refuses a --nats or NATS_URL that is not a NATS URL as the services refuse NATS_URL, in one line, before connecting (exit 2)", async () => {
+    // Each was tried: "cannot reach NATS at nats://host:notaport: Invalid URL" (exit 1), or a line of status's report.
+    const usage = (command: string) => ` (\`npx concord ${command} --help\` shows the usage)\n`;
+    const refusals: [Record<string, string>, string[], string][] = [
+      [{}, ["dlq", "list", "--nats", "nats://host:notaport"], `concord: --nats "nats://host:notaport" is invalid: the port "notaport" is not a number: expected nats://host:port${usage("dlq list")}`],
+      [{}, ["status", "--nats", "nats://host:99999"], `concord: --nats "nats://host:99999" is invalid: the port 99999 is not one from 1 to 65535${usage("status")}`],
+      [{}, ["events", "tail", "--nats", "tls://host:4222"], `concord: --nats "tls://host:4222" is invalid: the scheme is "tls://", which is not NATS's: expected nats://host:port${usage("events tail")}`],
+      [{}, ["dlq", "purge", "--yes", "--nats", "nats://u:s3cret@host:4222"], `concord: --nats "nats://u:***@host:4222" is invalid: credentials in the URL are not used: the NATS user's nkey seed goes in a file NATS_NKEY_SEED names${usage("dlq purge")}`],
+      [{ NATS_URL: "nats://host:notaport" }, ["consumer", "redeliver", "x"], `concord: NATS_URL="nats://host:notaport" is invalid: the port "notaport" is not a number: expected nats://host:port${usage("consumer redeliver")}`],
+      [{ NATS_URL: "garbage:" }, ["streams", "provision"], `concord: NATS_URL="garbage:" is invalid: expected nats://host:port, host a name or an address (IPv6 in brackets)${usage("streams provision")}`],
+    ];
+    for (const [env, args, said] of refusals) {
+      const out = await runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: undefined, NATS_URL: undefined, ...env }, args, 30_000);
+      expect(out.status, args.join(" ")).toBe(2);
+      expect(out.stderr, args.join(" ")).toBe(said);
+      expect(out.stdout, args.join(" ")).toBe("");
+    }
+    // --nats wins over NATS_URL, as it does for connecting: a good one is used, a bad NATS_URL aside.
+    const given = await runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: undefined, NATS_URL: "nats://host:notaport" }, ["dlq", "list", "--consumer", "products-order-placed", "--nats", nats().url], 30_000);
+    expect(given.status, given.stderr).toBe(0);
+  });
+
   it("lists and replays dead letters of a type the contracts do not declare, and fails naming those they do when none is of it", async () => {
     // A dead letter filed for its wrong ce-type was listed with that type, and \`--type\` with it was refused (exit 2).
     const h = natsHeaders();

@@ -10,7 +10,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { NatsConnection } from "nats";
 import { allEvents } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, subjectProblem } from "../platform/events/index.js";
-import { connectNats, defaultNatsUrl, endProcess, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
+import { connectNats, defaultNatsUrl, endProcess, natsUrlProblem, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
 import { optionsElsewhere, parseArgsProblem } from "./parse-args-problem.js";
 import { type DeadLetter, type DeadLetterFilter, deleteDeadLetters, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
 import { type Refusals, replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
@@ -84,15 +84,21 @@ const elsewhereOf = (command: string): Record<string, string[]> => optionsElsewh
 
 /**
  * The command's options and operands; a mistyped option is named with the one
- * it likely meant, and an option of other commands with those commands.
+ * it likely meant, an option of other commands with those commands, and a
+ * NATS URL (--nats, else NATS_URL) that is not one as the services say it.
  */
 function parse(command: string, args: string[]) {
   const all = everyOptionOf[command]!;
+  let parsed;
   try {
-    return parseArgs({ args, options: all, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options: all, allowPositionals: true, strict: true });
   } catch (err) {
     throw new UsageError(parseArgsProblem(err, Object.keys(all), elsewhereOf(command)), command);
   }
+  // Before anything is done: nats://host:notaport failed only once connecting, a database backup taken by then.
+  const natsProblem = !parsed.values.help && Object.hasOwn(all, "nats") ? natsUrlProblem(parsed.values.nats as string | undefined) : undefined;
+  if (natsProblem) throw new UsageError(natsProblem, command);
+  return parsed;
 }
 
 /** Connects for the length of `work`: as the operator to change dead letters, as the observer to read. */

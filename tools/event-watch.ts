@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { DeliverPolicy, type JsMsg, type NatsConnection, type NatsError, connect, nkeyAuthenticator } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, type EventDescriptor, receivedHeaders, seedGivenForItsFile } from "../platform/events/index.js";
+import { natsUrl, urlsWithoutPasswords } from "../platform/config/index.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { openObserverReader, type ReaderStart } from "./nats/observer-consumer.js";
 import { readStartedServices } from "./started-services.js";
@@ -38,6 +39,23 @@ export function defaultNatsUrl(env: NodeJS.ProcessEnv = process.env): string {
   if (env.NATS_URL) return env.NATS_URL;
   if (env.NATS_PORT) return `nats://127.0.0.1:${env.NATS_PORT}`;
   return readStartedServices(dataDirOf(env))?.nats ?? "nats://127.0.0.1:4222";
+}
+
+/**
+ * What is wrong with the NATS URL(s) a tool was given, by its --nats or
+ * else NATS_URL, read as the services read NATS_URL (`natsUrl`): one line
+ * naming the option or the variable, without a password; undefined when
+ * nothing is.
+ */
+export function natsUrlProblem(given: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const [source, raw] = given !== undefined ? ["--nats ", given] : env.NATS_URL ? ["NATS_URL=", env.NATS_URL] : [undefined, undefined];
+  if (source === undefined) return undefined; // a port, npm start's record, or the default: nothing to read as a URL
+  try {
+    natsUrl(raw);
+    return undefined;
+  } catch (err) {
+    return `${source}${urlsWithoutPasswords(raw)} is invalid: ${(err as Error).message}`;
+  }
 }
 
 /** The seed file to connect with, if any: --nkey, $NATS_NKEY_SEED, or the seed of `user` (the observer, or the operator) that `npm start` made. */

@@ -33,9 +33,11 @@ Exit status: 0 done, 1 failed (for status: an instance of a service unreachable,
 connected to NATS, a part unreadable, or an outbox held up, its oldest event waiting 30 s or more), 2 bad
 usage.`;
 
-const natsOption = `  --nats URL          NATS server, several comma-separated for a cluster (default: $NATS_URL, else
-                      nats://127.0.0.1:$NATS_PORT when set, else the server(s) the \`npm start\`
-                      running on DATA_DIR gave its services, else nats://127.0.0.1:4222)`;
+const natsOption = `  --nats URL          NATS server, nats://host:port, several comma-separated for a cluster (default:
+                      $NATS_URL, else nats://127.0.0.1:$NATS_PORT when set, else the server(s) the
+                      \`npm start\` running on DATA_DIR gave its services, else nats://127.0.0.1:4222);
+                      one that is not a NATS URL, given here or as NATS_URL, is refused as the
+                      services refuse NATS_URL (exit 2), before anything is done`;
 
 const inboxRetentionOption = `  --inbox-retention D how long the services' inboxes remember the events they
                       handled, as their INBOX_RETENTION (2d, 36h; at least 1h):
