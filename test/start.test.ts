@@ -717,6 +717,30 @@ describe("npm start", () => {
     expect(existsSync(dataDir)).toBe(false);
   });
 
+  it("refuses --postgres with PRODUCTS_DATABASE_URL or ORDERS_DATABASE_URL set, naming them, before making anything", () => {
+    const dataDir = join(dir.path, "never-made-postgres");
+    const withPostgres = (named: Record<string, string>) =>
+      spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--postgres"], {
+        env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "", PRODUCTS_DATABASE_URL: "", ORDERS_DATABASE_URL: "", ...named },
+        encoding: "utf8",
+        timeout: 20_000,
+      });
+    // The services ran on --postgres's databases, the one named dropped without a word, while the tools read the one named.
+    const one = withPostgres({ ORDERS_DATABASE_URL: "postgres://postgres:secret@db.example/orders" });
+    expect(one.status).toBe(2);
+    expect(one.stderr).toBe("start: --postgres gives each service a database on a PostgreSQL server of its own, and ORDERS_DATABASE_URL names another: use one or the other (unset it, or leave out --postgres to use it)\n");
+    const both = withPostgres({ PRODUCTS_DATABASE_URL: join(dataDir, "products.db"), ORDERS_DATABASE_URL: "postgres://db.example/orders" });
+    expect(both.status).toBe(2);
+    expect(both.stderr).toBe("start: --postgres gives each service a database on a PostgreSQL server of its own, and PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL name others: use one or the other (unset them, or leave out --postgres to use them)\n");
+    expect(existsSync(dataDir)).toBe(false);
+    // DATABASE_URL left over is said to go unused, without telling to set the two --postgres refuses (the start then
+    // refused for the port POSTGRES_PORT shares with NATS_PORT).
+    const leftOver = withPostgres({ DATABASE_URL: "postgres://db.example/shop", NATS_PORT: "4222", POSTGRES_PORT: "4222" });
+    expect(leftOver.stderr).toContain("start: DATABASE_URL is not used: the two services need a database each, which --postgres gives them on its PostgreSQL server. Going on with those\n");
+    expect(leftOver.stderr).toContain("start: NATS_PORT and POSTGRES_PORT would both listen on 127.0.0.1:4222");
+    expect(existsSync(dataDir)).toBe(false);
+  });
+
   it("refuses a second start on the same DATA_DIR while the first runs, and a service address already taken, before starting anything", { timeout: 90_000 }, async () => {
     // A start.pid left by a start killed outright, naming a process that is not a start, is taken over.
     writeFileSync(join(dir.path, "start.pid"), `${process.pid}\n`);

@@ -66,7 +66,9 @@ before it is acknowledged). Options:
   --postgres        keep the services' data in a local PostgreSQL server of its
                     own (data in DATA_DIR/postgres, port POSTGRES_PORT), a database
                     per service, instead of a SQLite file per service; installs
-                    Debian's postgresql package first when it is missing
+                    Debian's postgresql package first when it is missing. It is
+                    refused with PRODUCTS_DATABASE_URL or ORDERS_DATABASE_URL set,
+                    which name other databases
   --postgres-only   start that PostgreSQL server alone, nothing else, until
                     Ctrl-C: the services' databases on it, with no service
                     running on them, for pg_restore (README "Backups and
@@ -111,7 +113,7 @@ Environment (all optional):
                     the services' databases (default: SQLite files in DATA_DIR;
                     DATABASE_URL, which one service started alone reads, is
                     not used: the two need a database each, and two naming
-                    one database are refused)
+                    one database are refused); with --postgres, refused
   LOG_LEVEL         services' log level (default info)
   GRPC_INSECURE     1: the services serve and call each other in plaintext;
                     otherwise TLS with the development CA, certificates and
@@ -676,6 +678,15 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
+  // --postgres gave the services its own server's databases in place of these without a word, while the tools, which
+  // take these first, read the databases they name.
+  const namedDatabases = postgresOnly || !flags.postgres ? [] : ["PRODUCTS_DATABASE_URL", "ORDERS_DATABASE_URL"].filter((name) => process.env[name]);
+  if (namedDatabases.length > 0) {
+    const them = namedDatabases.length > 1 ? "them" : "it";
+    console.error(`start: --postgres gives each service a database on a PostgreSQL server of its own, and ${namedDatabases.join(" and ")} ${namedDatabases.length > 1 ? "name others" : "names another"}: use one or the other (unset ${them}, or leave out --postgres to use ${them})`);
+    process.exitCode = 2;
+    return;
+  }
   // Read before anything is made: Node's own refusal of a bad port came once the development CA was written, and
   // "1e3" or " 4222" were taken as ports.
   let natsPort: number;
@@ -713,8 +724,9 @@ async function main(): Promise<void> {
   if (!postgresOnly && process.env.DATABASE_URL && !(process.env.PRODUCTS_DATABASE_URL && process.env.ORDERS_DATABASE_URL)) {
     // A service started alone reads DATABASE_URL; two services cannot share one database (each claims its own).
     console.error(
-      `start: DATABASE_URL is not used: the two services need a database each; set PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL${flags.postgres ? "" : " (or add --postgres)"}. ` +
-        `Going on with ${flags.postgres ? "the local PostgreSQL server" : "SQLite files in DATA_DIR"} where those are unset`,
+      flags.postgres
+        ? "start: DATABASE_URL is not used: the two services need a database each, which --postgres gives them on its PostgreSQL server. Going on with those"
+        : "start: DATABASE_URL is not used: the two services need a database each; set PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL (or add --postgres). Going on with SQLite files in DATA_DIR where those are unset",
     );
   }
   const shared = sameDatabase(process.env.PRODUCTS_DATABASE_URL, process.env.ORDERS_DATABASE_URL);
