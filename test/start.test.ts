@@ -662,11 +662,54 @@ describe("npm start", () => {
       const ports = { PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}` };
       const taken = startWith({ ...ports, NATS_PORT: String(natsPort) }, "--cluster");
       expect(taken.status).toBe(1);
-      expect(taken.stderr).toContain(`start: port ${natsPort + 2000} (NATS_PORT+2000, which --cluster takes too) is already in use; set NATS_PORT to another port`);
+      expect(taken.stderr).toContain(`start: port ${natsPort + 2000} (NATS_PORT+2000, which --cluster takes for its routes) is already in use; set NATS_ROUTE_PORT to another port (the first of three)`);
+      expect(readmeProse()).toContain("`start: port 6222 (NATS_PORT+2000, which --cluster takes for its routes) is already in use; set NATS_ROUTE_PORT to another port (the first of three)`");
       expect(taken.stdout).not.toContain("made the development CA");
       expect(existsSync(dataDir)).toBe(false);
     } finally {
       blocker.close();
+    }
+  });
+
+  it("moves --cluster's route and monitoring ports with NATS_ROUTE_PORT and NATS_MONITOR_PORT, refusing one that is not a port or is taken, naming it", { timeout: 120_000 }, async () => {
+    const dataDir = join(dir.path, "never-made");
+    const startWith = (env: NodeJS.ProcessEnv) =>
+      spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--cluster"], { env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "", ...env }, encoding: "utf8", timeout: 20_000 });
+    for (const [variable, value] of [["NATS_ROUTE_PORT", "abc"], ["NATS_MONITOR_PORT", "65534"]] as const) {
+      const bad = startWith({ [variable]: value });
+      expect(bad.status, variable).toBe(2);
+      expect(bad.stderr).toBe(`start: ${variable}=${JSON.stringify(value)} is not a port: give a whole number from 1 to 65533 (--cluster also takes the ports up to ${variable}+2)\n`);
+      expect(existsSync(dataDir)).toBe(false);
+    }
+    // The route ports NATS_PORT gives taken (another system's, say): the routes could be moved only with NATS_PORT.
+    const natsPort = await freeClusterPort();
+    const routes = await freePort({ alsoFree: [1, 2] });
+    const monitoring = await freePort({ alsoFree: [1, 2] });
+    const listening = (port: number) =>
+      new Promise<ReturnType<typeof createServer>>((resolve) => {
+        const server = createServer();
+        server.listen(port, "127.0.0.1", () => resolve(server));
+      });
+    const defaultRoutes = await listening(natsPort + 2000);
+    try {
+      const moved = { NATS_PORT: String(natsPort), NATS_ROUTE_PORT: String(routes), NATS_MONITOR_PORT: String(monitoring) };
+      const secondTaken = await listening(routes + 1);
+      const services = { PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}` };
+      const taken = startWith({ ...services, ...moved });
+      secondTaken.close();
+      expect(taken.status).toBe(1);
+      expect(taken.stderr).toContain(`start: port ${routes + 1} (NATS_ROUTE_PORT+1, which --cluster takes for its routes) is already in use; set NATS_ROUTE_PORT to another port (the first of three)`);
+      expect(existsSync(dataDir)).toBe(false);
+      const system = await startSystem(dir.path, { args: ["--cluster"], ports: { nats: natsPort, products: await freePort(), orders: await freePort() }, env: { NATS_ROUTE_PORT: moved.NATS_ROUTE_PORT, NATS_MONITOR_PORT: moved.NATS_MONITOR_PORT } });
+      child = system.child;
+      // n1 serves its monitoring on the port given, and is routed to the other two through the route ports given.
+      const routez = (await (await fetch(`http://127.0.0.1:${monitoring}/routez`)).json()) as { routes?: { remote_name: string }[] };
+      expect([...new Set(routez.routes?.map((r) => r.remote_name))].sort()).toEqual(["n2", "n3"]);
+      expect(readFileSync(join(dir.path, "nats-cluster", "n3.conf"), "utf8")).toContain(`127.0.0.1:${routes + 2}`);
+      system.child.kill("SIGINT");
+      expect(await system.exited).toBe(0);
+    } finally {
+      defaultRoutes.close();
     }
   });
 

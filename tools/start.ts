@@ -82,7 +82,7 @@ before it is acknowledged). Options:
                     product service's
   --cluster         three nats-servers in a cluster on 127.0.0.1 instead of
                     one (client ports NATS_PORT to NATS_PORT+2, routes on
-                    NATS_PORT+2000.., monitoring on NATS_PORT+4000..; stores
+                    NATS_ROUTE_PORT.., monitoring on NATS_MONITOR_PORT..; stores
                     in DATA_DIR/nats-cluster): streams get the 3 replicas
                     their contracts declare, and each service is given all
                     three URLs. The cluster's stores are not the one
@@ -99,6 +99,10 @@ Environment (all optional):
                     connect without credentials unless PRODUCTS_NATS_NKEY_SEED
                     and ORDERS_NATS_NKEY_SEED name their seed files
   NATS_PORT         (first) client port of the local nats-server (default 4222)
+  NATS_ROUTE_PORT, NATS_MONITOR_PORT
+                    with --cluster, the first of its three route ports and of
+                    its three monitoring ports (defaults NATS_PORT+2000 and
+                    NATS_PORT+4000); a start refuses one taken, naming it
   GOMAXPROCS        Go scheduler threads of the local nats-server(s) (default 1:
                     they share the machine with the services)
   POSTGRES_PORT     port of the local PostgreSQL server with --postgres (default 54320);
@@ -437,8 +441,39 @@ async function checkFree(hostPort: string, variable: string): Promise<void> {
   if (problem?.code === "EADDRINUSE") throw new Error(`${hostPort} (${variable}) is already in use; set ${variable} to another ${variable.endsWith("_PORT") ? "port" : "address"}`);
 }
 
-/** How far above NATS_PORT a --cluster's ports go: clients +0..2, routes +2000..2002, monitoring +4000..4002. */
-const clusterPortOffsets = [0, 1, 2, 2000, 2001, 2002, 4000, 4001, 4002];
+/** The first ports of a --cluster's three routes and three monitoring listeners. */
+interface ClusterPorts {
+  readonly routes: number;
+  readonly monitoring: number;
+}
+
+/**
+ * The ports a local nats-server, or --cluster's three, would listen on, each
+ * named after the setting that gives it (`NATS_PORT+2000` when a variable of
+ * the cluster's is unset, `NATS_ROUTE_PORT+1` when set), and what it is for.
+ */
+function natsListeners(natsPort: number, cluster: ClusterPorts | undefined): { readonly port: number; readonly setting: string; readonly role: string }[] {
+  if (!cluster) return [{ port: natsPort, setting: "NATS_PORT", role: "clients" }];
+  const three = (first: number, variable: string, offset: number, role: string) =>
+    [0, 1, 2].map((i) => {
+      const given = process.env[variable] ? variable : "NATS_PORT";
+      const above = (given === variable ? 0 : offset) + i;
+      return { port: first + i, setting: above === 0 ? given : `${given}+${above}`, role };
+    });
+  return [...three(natsPort, "NATS_PORT", 0, "clients"), ...three(cluster.routes, "NATS_ROUTE_PORT", 2000, "routes"), ...three(cluster.monitoring, "NATS_MONITOR_PORT", 4000, "monitoring")];
+}
+
+/**
+ * The first of --cluster's three route or monitoring ports: `variable`, else
+ * NATS_PORT plus `offset`; throws, naming the variable, unless the three are
+ * ports.
+ */
+function clusterPortSetting(variable: string, natsPort: number, offset: number): number {
+  const given = process.env[variable];
+  if (given) return portSetting(variable, given, 0, 2);
+  // NATS_PORT was read leaving room for the offsets of the variables unset.
+  return natsPort + offset;
+}
 
 /**
  * The port a `*_PORT` variable gives (`fallback` when unset or empty); throws,
@@ -450,7 +485,8 @@ function portSetting(variable: string, value: string | undefined, fallback: numb
   const highest = 65535 - above;
   const port = /^[0-9]{1,5}$/.test(value) ? Number(value) : Number.NaN;
   if (port >= 1 && port <= highest) return port;
-  const room = above > 0 ? ` (--cluster also takes the ports up to ${variable}+${above})` : "";
+  const moves = above > 2 ? `, unless ${above > 2002 ? "NATS_MONITOR_PORT moves its monitoring ports" : "NATS_ROUTE_PORT moves its route ports"}` : "";
+  const room = above > 0 ? ` (--cluster also takes the ports up to ${variable}+${above}${moves})` : "";
   throw new Error(`${variable}=${JSON.stringify(value)} is not a port: give a whole number from 1 to ${highest}${room}`);
 }
 
@@ -518,14 +554,15 @@ function natsCredentialsDir(dataDir: string): string {
  * written into `dataDir`; resolves with the URL(s) for the services and the
  * pipes that tether the servers to them.
  */
-async function startNats(dataDir: string, env: NodeJS.ProcessEnv, port: number, cluster: boolean): Promise<{ url: string; tethers: StdioOptions }> {
+async function startNats(dataDir: string, env: NodeJS.ProcessEnv, port: number, clusterPorts: ClusterPorts | undefined): Promise<{ url: string; tethers: StdioOptions }> {
+  const cluster = clusterPorts !== undefined;
   const found = findNatsServer();
   if (!found) throw new Error("nats-server is not installed; `npm start` builds the pinned one (node tools/setup.mjs)");
   if (found.warning) console.error(`start: ${found.warning}`);
   const nodes = cluster ? 3 : 1;
   const clientPorts = Array.from({ length: nodes }, (_, i) => port + i);
-  const routePorts = clientPorts.map((p) => p + 2000);
-  const monitorPorts = clientPorts.map((p) => p + 4000);
+  const routePorts = clusterPorts ? clientPorts.map((_, i) => clusterPorts.routes + i) : [];
+  const monitorPorts = clusterPorts ? clientPorts.map((_, i) => clusterPorts.monitoring + i) : [];
   const base = cluster ? join(dataDir, "nats-cluster") : dataDir;
   mkdirSync(base, { recursive: true });
   const credentials = ensureNatsCredentials(natsCredentialsDir(dataDir));
@@ -691,8 +728,12 @@ async function main(): Promise<void> {
   // "1e3" or " 4222" were taken as ports.
   let natsPort: number;
   let postgresPort: number;
+  let clusterPorts: ClusterPorts | undefined;
   try {
-    natsPort = portSetting("NATS_PORT", process.env.NATS_URL ? undefined : process.env.NATS_PORT, 4222, flags.cluster ? 4002 : 0);
+    // With --cluster, NATS_PORT leaves room for the route and monitoring ports NATS_ROUTE_PORT and NATS_MONITOR_PORT do not move.
+    const above = !flags.cluster ? 0 : !process.env.NATS_MONITOR_PORT ? 4002 : !process.env.NATS_ROUTE_PORT ? 2002 : 2;
+    natsPort = portSetting("NATS_PORT", process.env.NATS_URL ? undefined : process.env.NATS_PORT, 4222, above);
+    if (flags.cluster) clusterPorts = { routes: clusterPortSetting("NATS_ROUTE_PORT", natsPort, 2000), monitoring: clusterPortSetting("NATS_MONITOR_PORT", natsPort, 4000) };
     postgresPort = portSetting("POSTGRES_PORT", flags.postgres ? process.env.POSTGRES_PORT : undefined, 54320);
   } catch (err) {
     console.error(`start: ${(err as Error).message}`);
@@ -793,7 +834,7 @@ async function main(): Promise<void> {
     ...listenersOf(ordersAddresses, "ORDERS_LISTEN", "orders"),
     ...listenersOf(metricsAddresses.products, "PRODUCTS_METRICS_LISTEN", "products"),
     ...listenersOf(metricsAddresses.orders, "ORDERS_METRICS_LISTEN", "orders"),
-    ...(process.env.NATS_URL ? [] : (flags.cluster ? clusterPortOffsets : [0]).map((offset) => ({ address: `127.0.0.1:${natsPort + offset}`, setting: offset === 0 ? "NATS_PORT" : `NATS_PORT+${offset}` }))),
+    ...(process.env.NATS_URL ? [] : natsListeners(natsPort, clusterPorts).map(({ port, setting }) => ({ address: `127.0.0.1:${port}`, setting }))),
     ...(flags.postgres ? [{ address: `127.0.0.1:${postgresPort}`, setting: "POSTGRES_PORT" }] : []),
   ];
   const clash = portClash(listeners);
@@ -816,12 +857,14 @@ async function main(): Promise<void> {
   }
   if (flags.postgres) await checkFree(`127.0.0.1:${postgresPort}`, "POSTGRES_PORT");
   if (!process.env.NATS_URL) {
-    for (const offset of flags.cluster ? clusterPortOffsets : [0]) {
-      const p = natsPort + offset;
-      if (await isListening(p)) {
-        const which = offset === 0 ? "" : ` (NATS_PORT+${offset}, which --cluster takes too)`;
-        throw new Error(`port ${p}${which} is already in use; set NATS_PORT to another port, or NATS_URL to use the NATS server there`);
+    for (const { port, setting, role } of natsListeners(natsPort, clusterPorts)) {
+      if (!(await isListening(port))) continue;
+      if (role === "clients") {
+        const which = setting === "NATS_PORT" ? "" : ` (${setting}, which --cluster takes too)`;
+        throw new Error(`port ${port}${which} is already in use; set NATS_PORT to another port, or NATS_URL to use the NATS server there`);
       }
+      const variable = role === "routes" ? "NATS_ROUTE_PORT" : "NATS_MONITOR_PORT";
+      throw new Error(`port ${port} (${setting}, which --cluster takes for its ${role}) is already in use; set ${variable} to another port (the first of three)`);
     }
   }
   mkdirSync(dataDir, { recursive: true });
@@ -861,7 +904,7 @@ async function main(): Promise<void> {
   const seeds: Record<"products" | "orders", string | undefined> = { products: process.env.PRODUCTS_NATS_NKEY_SEED, orders: process.env.ORDERS_NATS_NKEY_SEED };
   if (natsUrl) record.nats(natsUrl);
   if (!natsUrl) {
-    const nats = await startNats(dataDir, env, natsPort, flags.cluster === true);
+    const nats = await startNats(dataDir, env, natsPort, clusterPorts);
     natsUrl = nats.url;
     natsTether = nats.tethers;
     // For the tools, which find this server without NATS_PORT (or --cluster's three) given again.
