@@ -43,6 +43,20 @@ describe("tools/watch-events.ts", () => {
     }
   });
 
+  it("refuses a --nats or NATS_URL that is not a NATS URL as the services refuse NATS_URL, in one line, before connecting (exit 2)", async () => {
+    // It said "cannot reach NATS at nats://127.0.0.1:notaport: Invalid URL" (exit 1).
+    for (const [args, env, says] of [
+      [["--nats", "nats://127.0.0.1:notaport"], {}, 'watch-events: --nats "nats://127.0.0.1:notaport" is invalid: the port "notaport" is not a number: expected nats://host:port\n'],
+      [[], { NATS_URL: "tls://127.0.0.1:4222" }, 'watch-events: NATS_URL="tls://127.0.0.1:4222" is invalid: the scheme is "tls://", which is not NATS\'s: expected nats://host:port\n'],
+    ] as const) {
+      const tool = watchEvents([...args], env);
+      started.push(tool.child);
+      expect(await tool.exited, args.join(" ")).toBe(2);
+      expect(tool.stderr()).toBe(says);
+      expect(tool.stdout()).toBe("");
+    }
+  });
+
   describe("against a running shop", () => {
     let shop: Shop;
     beforeAll(async () => {

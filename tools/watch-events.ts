@@ -4,7 +4,7 @@
  * declare, plus the dead letter stream, in order through consumers of the
  * observer's names, deleted when it ends (nothing is acknowledged or changed).
  */
-import { connectNats, defaultNatsUrl, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, watchEvents } from "./event-watch.js";
+import { connectNats, defaultNatsUrl, exitOnSignals, exitQuietlyOnClosedOutput, natsUrlProblem, reason, seedFileToUse, watchEvents } from "./event-watch.js";
 import { toolArgs } from "./parse-args-problem.js";
 
 const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--nats URL] [--nkey FILE]
@@ -14,10 +14,12 @@ time and the decoded payload. Ctrl-C stops. A stream that is missing, or on
 which the server refuses a consumer, is named on standard error; when no
 stream can be read, it exits with status 1.
   --all        start from the first stored event instead of new ones only
-  --nats URL   NATS server, several comma-separated for a cluster (default: $NATS_URL,
-               else nats://127.0.0.1:$NATS_PORT when set, else the server(s) the
-               \`npm start\` running on DATA_DIR gave its services, DATA_DIR
-               defaulting to .data; else nats://127.0.0.1:4222)
+  --nats URL   NATS server, nats://host:port, several comma-separated for a cluster
+               (default: $NATS_URL, else nats://127.0.0.1:$NATS_PORT when set, else
+               the server(s) the \`npm start\` running on DATA_DIR gave its services,
+               DATA_DIR defaulting to .data; else nats://127.0.0.1:4222); one that
+               is not a NATS URL, given here or as NATS_URL, is refused as the
+               services refuse NATS_URL (exit 2)
   --nkey FILE  the nkey seed to connect with, the observer's for a server that
                \`npm start\` runs (default: $NATS_NKEY_SEED, else
                $DATA_DIR/nats-credentials/observer.nk when it exists, DATA_DIR
@@ -30,6 +32,12 @@ async function main(args: string[]): Promise<void> {
   if (!parsed) return;
   const { values } = parsed;
   if (values.help) return console.log(usage);
+  const natsProblem = natsUrlProblem(values.nats);
+  if (natsProblem) {
+    console.error(`watch-events: ${natsProblem}`);
+    process.exitCode = 2;
+    return;
+  }
   const nc = await connectNats(values.nats ?? defaultNatsUrl(), "watch-events", seedFileToUse(values.nkey));
   exitOnSignals(nc);
   try {
