@@ -20,7 +20,7 @@ import { printStatus, serviceTargets } from "./concord/status.js";
 import { type InboxRetention, inboxRetentionOf } from "./concord/inbox-retention.js";
 import { provisionStreams } from "./concord/provision.js";
 import { createLogger } from "../platform/log/index.js";
-import { noStartRanIn, outboxCommand, outboxOptions, serviceDatabase, unusedDatabaseUrlNote } from "./outbox.js";
+import { noStartRanIn, otherThanRunningStartNote, outboxCommand, outboxOptions, serviceDatabase, unusedDatabaseUrlNote } from "./outbox.js";
 import { backupSqlite, type ConsumerPosition, consumerPositions, consumersNotRecorded, notABackup, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
@@ -442,7 +442,7 @@ function databaseArguments(command: string, args: string[]) {
   const dataDir = dataDirOf();
   const given = values.database as string | undefined;
   const database = given ?? serviceDatabase(service, dataDir);
-  const note = given === undefined ? unusedDatabaseUrlNote(service) : undefined;
+  const note = given === undefined ? (unusedDatabaseUrlNote(service) ?? otherThanRunningStartNote(service, dataDir)) : undefined;
   if (note) console.error(`concord ${command}: ${note}`);
   if (isPostgresUrl(database)) {
     throw new UsageError(`${service}'s database is ${database}, a PostgreSQL one: this command copies SQLite files; back it up with pg_dump and restore it with pg_restore (README, "Backups and restores")`, command);

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import BetterSqlite3 from "better-sqlite3";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -113,6 +113,26 @@ describe("tools/outbox.ts", () => {
     const named = spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "products", "list"], { encoding: "utf8", timeout: 20_000, env: { ...env, PRODUCTS_DATABASE_URL: join(dir, "alone.db") } });
     expect(named.stdout).toContain("0 event(s) waiting to be published, 1 parked");
     expect(named.stderr).toBe("");
+  }, 60_000);
+
+  it("says which database it reads when the service's variable names one and a running npm start -- --postgres runs the service on another", async () => {
+    // That start refuses the variable, so the database it names is not the one the service runs on: it was read in silence.
+    const dataDir = join(dir, "named-beside-start");
+    mkdirSync(join(dataDir, "postgres"), { recursive: true });
+    writeFileSync(join(dataDir, "postgres", "postmaster.pid"), `${process.pid}\n${join(dataDir, "postgres")}\n1733400000\n54398\n`);
+    const named = join(dataDir, "named.db");
+    const db = await openDatabase({ path: named, migrations: outboxMigrations });
+    await db.close();
+    const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PRODUCTS_DATABASE_URL: named };
+    delete env.DATABASE_URL;
+    const listed = spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "products", "list"], { encoding: "utf8", timeout: 20_000, env });
+    expect(listed.status, listed.stderr).toBe(0);
+    expect(listed.stdout).toContain(`${named}: 0 event(s) waiting to be published, 0 parked`);
+    expect(listed.stderr).toBe(`outbox: note: reading ${named}, which PRODUCTS_DATABASE_URL names; the \`npm start -- --postgres\` running on ${dataDir} runs products on postgres://postgres@127.0.0.1:54398/products (unset PRODUCTS_DATABASE_URL to read that one)\n`);
+    // Without the variable, the start's database is the one read, and nothing is noted.
+    delete env.PRODUCTS_DATABASE_URL;
+    const unset = spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "products", "list"], { encoding: "utf8", timeout: 20_000, env });
+    expect(unset.stderr).not.toContain("note:");
   }, 60_000);
 
   it("reads the database of a running npm start -- --postgres, not a SQLite file an earlier start left in DATA_DIR", async () => {

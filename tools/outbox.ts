@@ -27,7 +27,9 @@ const usage = `Usage: npx tsx tools/outbox.ts <products|orders|--database PATH> 
                           it while that start's PostgreSQL server runs in $DATA_DIR/postgres, else
                           $DATA_DIR/<service>.db, DATA_DIR defaulting to .data; read with a
                           note when $DATA_DIR/postgres holds data and no start runs there;
-                          $DATABASE_URL is not used, as \`npm start\` does not use it, saying so);
+                          $DATABASE_URL is not used, as \`npm start\` does not use it, saying so;
+                          a note says which is read when $<SERVICE>_DATABASE_URL is set and
+                          an \`npm start -- --postgres\` runs in DATA_DIR, which refuses it);
                           one that holds no outbox is refused (exit 2), left as it was
 
 Parked events are those the relay can never publish as they are: larger than
@@ -86,7 +88,7 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
   const path = values.database ?? (service ? serviceDatabase(service, dataDir) : undefined);
   const problem = argumentProblem(first, path, command, ids, values.all === true);
   if (problem || !path) return refuse(problem ?? "name the service or its database");
-  const note = values.database === undefined && service ? unusedDatabaseUrlNote(service) : undefined;
+  const note = values.database === undefined && service ? (unusedDatabaseUrlNote(service) ?? otherThanRunningStartNote(service, dataDir)) : undefined;
   if (note) console.error(`${program}: ${note}`);
   if (!isPostgresUrl(path) && !existsSync(path)) {
     const postgresHint = service && existsSync(join(dataDir, "postgres"))
@@ -155,6 +157,20 @@ export function unusedDatabaseUrlNote(service: string, env: NodeJS.ProcessEnv = 
   const own = `${service.toUpperCase()}_DATABASE_URL`;
   if (!env.DATABASE_URL || env[own]) return undefined;
   return `note: DATABASE_URL is not used, as \`npm start\` does not use it (the two services need a database each): set ${own}, or name the database with --database, for one of your own`;
+}
+
+/**
+ * A note, when `service`'s own variable names a database and the `npm start
+ * -- --postgres` running on `dataDir` runs the service on another, saying
+ * which is read: the variable's, as for any tool, though that start (which
+ * refuses the variable) does not use it; else undefined.
+ */
+export function otherThanRunningStartNote(service: string, dataDir: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const own = `${service.toUpperCase()}_DATABASE_URL`;
+  const named = env[own];
+  const running = named ? runningStartPostgres(dataDir, service) : undefined;
+  if (!named || running === undefined || named === running) return undefined;
+  return `note: reading ${isPostgresUrl(named) ? redact(named) : named}, which ${own} names; the \`npm start -- --postgres\` running on ${dataDir} runs ${service} on ${running} (unset ${own} to read that one)`;
 }
 
 /**

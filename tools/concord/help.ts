@@ -226,8 +226,10 @@ saying which).
                       PostgreSQL server runs in $DATA_DIR/postgres, else
                       $DATA_DIR/<service>.db, DATA_DIR defaulting to .data;
                       $DATABASE_URL is not used, as \`npm start\` does not use
-                      it, saying so); a PostgreSQL database is refused: back it
-                      up with pg_dump
+                      it, saying so, and a note says which is read when
+                      $<SERVICE>_DATABASE_URL is set and an \`npm start --
+                      --postgres\` runs in DATA_DIR, which refuses it); a
+                      PostgreSQL database is refused: back it up with pg_dump
 ${natsOption}`,
   "database restore": `Usage: npx concord database restore (products|orders) FILE [--database PATH]
 
@@ -291,7 +293,10 @@ ${natsOption}`,
                       else $DATA_DIR/<service>.db, DATA_DIR defaulting to .data;
                       read with a note when $DATA_DIR/postgres holds data and
                       no start runs there; $DATABASE_URL is not used, as
-                      \`npm start\` does not use it, saying so); one that holds
+                      \`npm start\` does not use it, saying so; a note says
+                      which is read when $<SERVICE>_DATABASE_URL is set and an
+                      \`npm start -- --postgres\` runs in DATA_DIR, which
+                      refuses it); one that holds
                       no outbox is refused (exit 2), left as it was
 
 Parked events are those the relay can never publish as they are: larger than
