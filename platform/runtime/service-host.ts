@@ -174,6 +174,25 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     onCheckpointFailure(err) {
       logger.error({ err }, "checkpointing the SQLite database failed; SQLite checkpoints inside commits from now on");
     },
+    onDetached(detached) {
+      const what = `the SQLite database ${options.database} was ${detached.how} while the service ran: it refuses every write from now on (UNAVAILABLE) and reports NOT_SERVING, as what it wrote would be lost when it stops`;
+      if ("savedTo" in detached) {
+        const kept = detached.how === "replaced" ? " (or keep the file put in its place, losing what was written since it was made)" : "";
+        logger.error(
+          { database: options.database, savedTo: detached.savedTo },
+          `${what}; its data is saved in ${detached.savedTo}: stop the service, delete ${options.database}-wal and ${options.database}-shm ` +
+            `(the lost file's log, whose writes the saved copy holds), ` +
+            `move the saved file to ${options.database}${kept}, and start it again`,
+        );
+      } else {
+        const held = detached.heldAt;
+        const read = held
+          ? `; until it stops, its data can be read at ${held.database} and its log at ${held.log}: copy them, before stopping the service, to ${options.database} and ${options.database}-wal, ` +
+            `with no ${options.database}-shm there, and start it again`
+          : `: stop the service, delete ${options.database}-wal and ${options.database}-shm, and put its database back (README "Backups and restores") before starting it again`;
+        logger.error({ database: options.database, err: detached.saveError, ...(held && { heldAt: held }) }, `${what}; saving its data beside it failed${read}`);
+      }
+    },
   }).catch(async (err: unknown) => {
     await server.shutdown();
     await metrics?.close();

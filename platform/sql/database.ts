@@ -1,7 +1,7 @@
 import { migrate, type MigrationLockRetry } from "./migrate.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isDatabaseUnavailable, openPostgres } from "./postgres.js";
-import { claimSqliteFile, openSqlite, sqliteMayHaveMigration } from "./sqlite.js";
+import { claimSqliteFile, openSqlite, sqliteMayHaveMigration, type SqliteDetached } from "./sqlite.js";
 import { Code, StatusError } from "../errors/index.js";
 import type { Database, Migration } from "./types.js";
 
@@ -31,6 +31,8 @@ export interface DatabaseOptions {
   readonly poolSize?: number;
   /** SQLite: its checkpoints failed (a flush to disk), and SQLite's own, inside commits, took over. */
   readonly onCheckpointFailure?: (err: Error) => void;
+  /** SQLite: its file was deleted or replaced while open; writes are refused from then on (see `SqliteOptions.onDetached`). */
+  readonly onDetached?: (detached: SqliteDetached) => void;
   /** Postgres: how long a migration's statement waits for a lock before the migration is rolled back and tried again, ms (see `migrate`; default 2,000). */
   readonly migrationLockTimeoutMs?: number;
   /** Postgres: how long a migration is tried again while another transaction holds a lock it needs, ms (see `migrate`; default 180,000). */
@@ -82,7 +84,10 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   let opened: Database;
   try {
     const postgresOptions = { ...(options.poolSize !== undefined && { poolSize: options.poolSize }), ...(options.urlName !== undefined && { urlName: options.urlName }) };
-    opened = postgres ? openPostgres(options.path, postgresOptions) : openSqlite(options.path, options.onCheckpointFailure ? { onCheckpointFailure: options.onCheckpointFailure } : {});
+    opened = postgres ? openPostgres(options.path, postgresOptions) : openSqlite(options.path, {
+          ...(options.onCheckpointFailure && { onCheckpointFailure: options.onCheckpointFailure }),
+          ...(options.onDetached && { onDetached: options.onDetached }),
+        });
   } catch (err) {
     claim?.release();
     throw err;

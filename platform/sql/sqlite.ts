@@ -1,5 +1,5 @@
-import { closeSync, existsSync, mkdirSync, openSync, readSync } from "node:fs";
-import { dirname } from "node:path";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readlinkSync, readSync, realpathSync, statSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { Code, StatusError } from "../errors/index.js";
 import { startCheckpointer, type Checkpointer } from "./sqlite-checkpointer.js";
@@ -195,7 +195,19 @@ export function sqliteMayHaveMigration(path: string, id: string): boolean {
 export interface SqliteOptions {
   /** Checkpointing failed and SQLite's own checkpoints, in commits, took over (see sqlite-checkpointer.ts). */
   readonly onCheckpointFailure?: (err: Error) => void;
+  /** The file was deleted or replaced while open: writes are refused from then on (see watchDetachment). */
+  readonly onDetached?: (detached: SqliteDetached) => void;
 }
+
+/**
+ * What became of a SQLite database whose file was deleted or replaced while
+ * open: where its data, as it was when writes stopped, was saved, or why it
+ * could not be, and then, for a deleted file, where this process can still
+ * read it (Linux's /proc) until it stops.
+ */
+export type SqliteDetached =
+  | { readonly how: "deleted" | "replaced"; readonly savedTo: string }
+  | { readonly how: "deleted" | "replaced"; readonly saveError: Error; readonly heldAt?: { readonly database: string; readonly log: string } };
 
 /**
  * Holds `path` for this process as a service's database, until `release`:
@@ -270,6 +282,23 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
   }
   const writer = new SqliteRunner(writerConnection);
   const reader = readerConnection ? new SqliteRunner(readerConnection) : undefined;
+  const detachment = path === ":memory:" ? undefined : watchDetachment(path, (how) => void saveDetached(how));
+  // The name /proc gives the open file, its folder's links resolved, taken while the folder is there.
+  const realPath = path === ":memory:" ? path : join(realpathSync(dirname(path)), basename(path));
+  /** The data of a file deleted or replaced under it, copied from the connection (its log included) to a file beside it. */
+  const saveDetached = async (how: "deleted" | "replaced"): Promise<void> => {
+    const savedTo = `${path}.saved-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+    const heldAt = heldDescriptors(realPath);
+    try {
+      // Its owner's alone, as the database it copies (see below). In the transaction queue, so that a close waits
+      // for it; writes are refused from now on.
+      closeSync(openSync(savedTo, "wx", 0o600));
+      await exclusive(() => writerConnection.backup(savedTo));
+      options.onDetached?.({ how, savedTo });
+    } catch (err) {
+      options.onDetached?.({ how, saveError: err as Error, ...(heldAt && { heldAt }) });
+    }
+  };
   /** Undefined once it has failed: SQLite's own checkpoints in the committing connection then take over. */
   let checkpointer: Checkpointer | undefined;
   let checkpointerToClose: Checkpointer | undefined;
@@ -335,8 +364,12 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     // A lazy signal is asked for only when the transaction waits: with nothing ahead of it,
     // it starts before any I/O could cancel its caller. A signal given as it is is always checked.
     const signal = queued > 0 || typeof options?.signal !== "function" ? signalOf(options) : undefined;
+    const refused = detachment?.refusal();
+    if (refused) return Promise.reject(refused);
     return exclusive(() => {
       signal?.throwIfAborted();
+      const refused = detachment?.refusal();
+      if (refused) throw refused;
       writer.runSync("BEGIN IMMEDIATE");
       return runTransaction(
         writer,
@@ -360,6 +393,8 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
 
   const run = (sql: string, params?: readonly SqlValue[]): Promise<number> =>
     exclusive(async () => {
+      const refused = detachment?.refusal();
+      if (refused) throw refused;
       const changes = await writer.run(sql, params);
       checkpointed();
       return changes;
@@ -375,6 +410,8 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     // Its statements wait on no server: no timeout to set.
     runAlone: (sql) => run(sql),
     async ping() {
+      const refused = detachment?.check();
+      if (refused) throw refused;
       (reader ?? writer).querySync("SELECT 1");
     },
     async tryLock() {
@@ -404,5 +441,84 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     };
     if (checkpointerToClose) await checkpointerToClose.close(closeConnections);
     else closeConnections();
+  }
+}
+
+/**
+ * Watches that `path` still names the file the connections opened. A file
+ * deleted (or replaced, by a copy put in its place) while the service runs
+ * goes on taking its writes, through the descriptors it holds, and they are
+ * gone when the process ends: the next start made an empty database there,
+ * and every order of the old one answered NOT_FOUND. `check` (the readiness
+ * check's ping, every 2 s) looks at the path; once it names another file or
+ * none, `refusal` is the UNAVAILABLE error every write is refused with, and
+ * `detached` is told once, with how. A write looks too, at most every
+ * `writeCheckMs`, so that at most that long of writes (not the readiness
+ * check's 2 s) go to the lost file.
+ */
+function watchDetachment(path: string, detached: (how: "deleted" | "replaced") => void): { check(): StatusError | undefined; refusal(): StatusError | undefined } {
+  const identityOf = (): { dev: number; ino: number } | undefined => statSync(path, { throwIfNoEntry: false });
+  const opened = identityOf();
+  let refused = false;
+  // Made for each refusal, so that its stack is the refused write's.
+  // Callers are told what to do, not where the server keeps its files: the log says that (`detached`).
+  const refusal = () => new StatusError(Code.UNAVAILABLE, "the service's database file was deleted or replaced while it ran: it takes no writes until it is put back and the service started again");
+  let checkedAt = performance.now();
+  const watch = {
+    refusal(): StatusError | undefined {
+      if (refused) return refusal();
+      if (performance.now() - checkedAt < writeCheckMs) return undefined;
+      return watch.check();
+    },
+    check(): StatusError | undefined {
+      checkedAt = performance.now();
+      if (refused) return refusal();
+      if (!opened) return undefined;
+      let now: { dev: number; ino: number } | undefined;
+      try {
+        now = identityOf();
+      } catch {
+        // A path that cannot be looked at (a directory made unreadable) says nothing of the file: left to SQLite.
+        return undefined;
+      }
+      if (now && now.dev === opened.dev && now.ino === opened.ino) return undefined;
+      refused = true;
+      detached(now ? "replaced" : "deleted");
+      return refusal();
+    },
+  };
+  return watch;
+}
+
+/** How often, at most, a write looks whether its database file is still there (one stat of the path). */
+const writeCheckMs = 100;
+
+/**
+ * Where this process's descriptors of the deleted file it opened as
+ * `realPath` (its folder's links resolved), and of its log
+ * (`<realPath>-wal`), deleted or not, can be read (Linux's /proc), when
+ * both are found: the two copied back under their names make the database
+ * as it was, the log's commits applied at its next opening.
+ */
+function heldDescriptors(realPath: string): { database: string; log: string } | undefined {
+  try {
+    const full = realPath;
+    let database: string | undefined;
+    let log: string | undefined;
+    for (const fd of readdirSync("/proc/self/fd")) {
+      let target: string;
+      try {
+        target = readlinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        continue; // closed meanwhile
+      }
+      const at = `/proc/${process.pid}/fd/${fd}`;
+      if (target === `${full} (deleted)`) database ??= at;
+      else if (target === `${full}-wal` || target === `${full}-wal (deleted)`) log ??= at;
+    }
+    return database && log ? { database, log } : undefined;
+  } catch {
+    // No /proc: nothing to point at.
+    return undefined;
   }
 }
