@@ -164,6 +164,17 @@ describe("metrics", () => {
     await expect.poll(async () => sample(await scrape(orders.service.metricsAddress), "concord_nats_connected"), { timeout: 20_000 }).toBe(1);
   });
 
+  it("reads the event loop's delay as its lateness, not the 100 ms between samples: near 0 while the process idles", async () => {
+    // Node's histogram holds the samples since the last scrape.
+    await scrape(products.service.metricsAddress);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const text = await scrape(products.service.metricsAddress);
+    // The whole interval was read, 0.099 to 0.101 s at every percentile, for a loop late by a millisecond or so.
+    for (const name of ["min", "p50", "mean"]) expect(sample(text, `nodejs_eventloop_lag_${name}_seconds`), name).toBeLessThan(0.05);
+    for (const name of ["min", "max", "mean", "p50", "p90", "p99"]) expect(sample(text, `nodejs_eventloop_lag_${name}_seconds`), name).toBeGreaterThanOrEqual(0);
+    expect(sample(text, "nodejs_eventloop_lag_p99_seconds")).toBeGreaterThanOrEqual(sample(text, "nodejs_eventloop_lag_p50_seconds")!);
+  });
+
   it("holds its address while the database is opened, answering 503 until the service has started", { timeout: 30_000 }, async () => {
     const metricsPort = await freePort();
     const stop = new AbortController();

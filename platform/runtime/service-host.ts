@@ -2,6 +2,7 @@ import { collectDefaultMetrics, Registry } from "prom-client";
 import type { ConsumerBinding, DeliveryMiddleware, EventRuntime } from "../events/index.js";
 import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, natsConnectionMetrics, outboxMetrics, type StreamSpec } from "../events/index.js";
 import { createGrpcServer, grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
+import { netEventLoopDelay } from "../metrics/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
 import { unresolvedHost, unresolvedHostWait } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
@@ -218,6 +219,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     });
     if (registry) {
       collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: eventLoopSampleMs });
+      netEventLoopDelay(registry, eventLoopSampleMs);
       outboxMetrics(registry, db);
       natsConnectionMetrics(registry, () => busOf(events));
       grpcServingMetrics(registry, server);
