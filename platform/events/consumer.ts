@@ -46,6 +46,8 @@ export interface StartConsumersOptions {
    * consumed stream must be named. Not checked when not set.
    */
   readonly streamSources?: Readonly<Record<string, string>>;
+  /** The database was made at this start: consumers that acknowledged events already are warned of (see ensureConsumers). */
+  readonly newDatabase?: boolean;
 }
 
 /** The running consumers of a service. */
@@ -66,7 +68,7 @@ export interface RunningConsumers {
  */
 export async function startConsumers(options: StartConsumersOptions): Promise<RunningConsumers> {
   const factory = "startConsumers";
-  checkOptions(factory, options, ["nc", "db", "service", "consumers", "logger", "dlqStream", "outbox", "pullBatch", "reopenDelayMs", "checker", "middleware", "streamSources"]);
+  checkOptions(factory, options, ["nc", "db", "service", "consumers", "logger", "dlqStream", "outbox", "pullBatch", "reopenDelayMs", "checker", "middleware", "streamSources", "newDatabase"]);
   const { nc, db, service, consumers, streamSources } = options;
   const dlqStream = options.dlqStream ?? deadLetterStreamSpec;
   const pullBatch = positiveInteger(factory, "pullBatch", options.pullBatch, 64);
@@ -93,7 +95,7 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
   // With stream owners known (NATS permissions in force), no service changes the shared dead letter stream: a
   // service's user could otherwise shorten its retention, which is deleting dead letters by another name.
   await ensureStreams(jsm, [dlqStream], { logger, ...(streamSources && { foreign: [dlqStream.name] }) });
-  await ensureConsumers(jsm, consumers.map((c) => c.spec), { logger });
+  await ensureConsumers(jsm, consumers.map((c) => c.spec), { logger, ...(options.newDatabase && { newDatabase: true }) });
   const js = nc.jetstream();
 
   const consume = async (binding: ConsumerBinding<unknown>, intake: PullIntake): Promise<void> => {

@@ -49,6 +49,8 @@ export interface EventRuntimeOptions {
    * streams the service does not own are created when missing but never changed.
    */
   readonly streamSources?: Readonly<Record<string, string>>;
+  /** `db` was made at this start (see ensureConsumers): its consumers that acknowledged events already are warned of. */
+  readonly newDatabase?: boolean;
 }
 
 /** A service's event machinery: the outbox at once, the rest once NATS has been reached. */
@@ -84,7 +86,7 @@ export interface EventRuntime {
  * dead-lettered.
  */
 export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
-  checkOptions("createEventRuntime", options, ["db", "natsUrl", "urlName", "seedName", "service", "streams", "descriptorSet", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs", "inboxRetentionMs", "middleware", "nkeySeedFile", "streamSources"]);
+  checkOptions("createEventRuntime", options, ["db", "natsUrl", "urlName", "seedName", "service", "streams", "descriptorSet", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs", "inboxRetentionMs", "middleware", "nkeySeedFile", "streamSources", "newDatabase"]);
   const { db, natsUrl, service, streams, streamSources } = options;
   const flushTimeoutMs = options.flushTimeoutMs ?? 5_000;
   const retryMinMs = options.retryMinMs ?? 200;
@@ -148,7 +150,7 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
         const { atomicBatch } = await ensureStreams(bus.jsm, streams, { logger, ...(streamSources && { foreign: streams.map((s) => s.name).filter((name) => streamSources[name] !== service) }) });
         checkNotStopping();
         relay ??= createOutboxRelay({ db, nc: bus.nc, logger: options.logger, batchStreams: atomicBatch });
-        consumers = await startConsumers({ nc: bus.nc, db, service, consumers: bindings, logger: options.logger, outbox, checker, ...(options.middleware && { middleware: options.middleware }), ...(streamSources && { streamSources }) });
+        consumers = await startConsumers({ nc: bus.nc, db, service, consumers: bindings, logger: options.logger, outbox, checker, ...(options.middleware && { middleware: options.middleware }), ...(streamSources && { streamSources }), ...(options.newDatabase && { newDatabase: true }) });
         if (waitingSince !== undefined) logger.info({ natsUrl, waitedMs: Math.round(performance.now() - waitingSince) }, "reached NATS; events flow");
         return;
       } catch (err) {

@@ -128,11 +128,39 @@ type NewerStreamConfig = { allow_atomic?: boolean };
  * of existing ones.
  * Throws a clear error when the stream is missing or an existing consumer
  * cannot be changed into the spec (filter subject, push consumer, ack policy).
+ * With `newDatabase` (the service's database was made at this start), warns
+ * of consumers that acknowledged events already: their effects are not in it.
  */
-export async function ensureConsumers(jsm: JetStreamManager, specs: readonly ConsumerSpec[], options: { readonly logger?: Logger } = {}): Promise<void> {
-  checkOptions("ensureConsumers", options, ["logger"]);
+export async function ensureConsumers(
+  jsm: JetStreamManager,
+  specs: readonly ConsumerSpec[],
+  options: { readonly logger?: Logger; readonly newDatabase?: boolean } = {},
+): Promise<void> {
+  checkOptions("ensureConsumers", options, ["logger", "newDatabase"]);
   for (const spec of specs) validateConsumerSpec(spec);
-  for (const spec of specs) await ensureConsumer(jsm, spec, options.logger);
+  const handledBefore: { consumer: string; stream: string; ackFloor: number }[] = [];
+  for (const spec of specs) {
+    const floor = await ensureConsumer(jsm, spec, options.logger);
+    if (floor > 0) handledBefore.push({ consumer: spec.durable, stream: spec.stream, ackFloor: floor });
+  }
+  if (options.newDatabase && handledBefore.length > 0) warnOfNewDatabase(handledBefore, options.logger);
+}
+
+/**
+ * A database made at this start, while the service's durable consumers had
+ * acknowledged events, is most likely not the one they were handled into: a
+ * file deleted or lost, or a DATA_DIR or database URL other than before.
+ * The service runs on it as on any (those events are not delivered again),
+ * so it says so once, at start.
+ */
+function warnOfNewDatabase(handledBefore: readonly { consumer: string; stream: string; ackFloor: number }[], logger: Logger | undefined): void {
+  const which = handledBefore.map((c) => `${c.consumer} up to ${c.stream} sequence ${c.ackFloor}`).join(", ");
+  logger?.warn(
+    { consumers: handledBefore },
+    `the service's database was made new at this start, yet its consumers have acknowledged events already (${which}): ` +
+      "what those events did is not in it. If its database was deleted or lost, or the DATA_DIR or database URL is not the one it ran on, " +
+      'stop it and put that database back (README "Backups and restores"); if it is meant to start empty, nothing is to be done',
+  );
 }
 
 const apiErrorCode = (err: unknown): number | undefined => (err as NatsError).api_error?.err_code;
@@ -260,7 +288,8 @@ async function moveReplicas(jsm: JetStreamManager, spec: StreamSpec, existing: n
  */
 const serverMaxDeliver = -1;
 
-async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, logger: Logger | undefined): Promise<void> {
+/** Makes or updates the consumer; resolves with its acknowledgement floor's stream sequence, 0 while it has acknowledged nothing. */
+async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, logger: Logger | undefined): Promise<number> {
   const where = `consumer ${spec.durable} on stream ${spec.stream}`;
   const maxDeliver = serverMaxDeliver;
   let info = await consumerInfo(jsm, spec);
@@ -275,7 +304,7 @@ async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, logger:
         max_deliver: maxDeliver,
         ack_wait: nanos(spec.ackWaitMs),
       });
-      return;
+      return 0;
     } catch (err) {
       info = await consumerInfo(jsm, spec);
       if (!info) throw new Error(`creating ${where} (filter ${spec.filterSubject}) failed: ${(err as Error).message}`, { cause: err });
@@ -305,6 +334,9 @@ async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, logger:
       throw new Error(`updating ${where} to max_deliver ${maxDeliver} (none) and ack_wait ${spec.ackWaitMs} ms failed: ${(err as Error).message}`, { cause: err });
     }
   }
+  // Told by the consumer's own sequence, one per delivery: the stream sequence of a filtered consumer can move past
+  // other subjects' events it never had (see warnOfAbandoned).
+  return info.ack_floor.consumer_seq > 0 ? info.ack_floor.stream_seq : 0;
 }
 
 /**

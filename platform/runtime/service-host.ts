@@ -147,6 +147,8 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
   let loggedAt = -Infinity;
   let loggedHost: string | undefined;
   let waitingSince: number | undefined;
+  /** Set when the database had none of its migrations: made at this start (or empty). */
+  let newDatabase = false;
   const db = await openDatabase({
     path: options.database,
     migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations],
@@ -171,6 +173,9 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
         { migration, attempt, retryInMs, statement, err: cause },
         "a migration waited for a lock another transaction holds on its table; rolled back so that queries on the table go on, it is tried again",
       );
+    },
+    onNew() {
+      newDatabase = true;
     },
     onCheckpointFailure(err) {
       logger.error({ err }, "checkpointing the SQLite database failed; SQLite checkpoints inside commits from now on");
@@ -216,6 +221,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       ...(middleware.length > 0 && { middleware }),
       ...(options.natsSeedFile !== undefined && { nkeySeedFile: options.natsSeedFile }),
       ...(options.streamSources && { streamSources: options.streamSources }),
+      newDatabase,
     });
     if (registry) {
       collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: eventLoopSampleMs });

@@ -1,4 +1,4 @@
-import { migrate, type MigrationLockRetry } from "./migrate.js";
+import { isApplied, migrate, type MigrationLockRetry } from "./migrate.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isDatabaseUnavailable, openPostgres } from "./postgres.js";
 import { claimSqliteFile, openSqlite, sqliteMayHaveMigration, type SqliteDetached } from "./sqlite.js";
@@ -39,6 +39,8 @@ export interface DatabaseOptions {
   readonly migrationLockRetryLimitMs?: number;
   /** Postgres: told of each time a migration is rolled back because a lock it waited for was held elsewhere, before its next attempt. */
   readonly onMigrationLockRetry?: (retry: MigrationLockRetry) => void;
+  /** Told once, before migrating, when the database has none of its migrations yet: it is new (made now, or empty). */
+  readonly onNew?: () => void;
   /** A migration the database must have already, or opening fails with FAILED_PRECONDITION, nothing changed (see `migrate`). */
   readonly requireApplied?: string;
 }
@@ -95,6 +97,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   const postgresDb = postgres ? (opened as ReturnType<typeof openPostgres>) : undefined;
   const db: Database = claim ? releasingOnClose(opened, claim) : opened;
   let sessionsChecked = false;
+  let toldNew = false;
   const { onWaiting, signal } = options;
   // A stop asked for while a connection is being made ends it now, not at its connect timeout (close() ends those being made).
   const closeOnAbort = () => void db.close().catch(() => undefined);
@@ -106,6 +109,10 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
         // Before anything is written: a database reached through a pooler that does not keep sessions is refused untouched.
         if (postgresDb && !sessionsChecked) await postgresDb.checkSessions();
         sessionsChecked = true;
+        if (!toldNew && options.onNew && options.migrations.length > 0 && !(await isApplied(db, options.migrations[0]!.id))) {
+          toldNew = true;
+          options.onNew();
+        }
         await migrate(db, options.migrations, {
           lockKey: postgres ? migrationLockKey : undefined,
           owner: options.owner,

@@ -142,7 +142,7 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
 }
 
 /** Whether `db` records migration `id` as applied; false when it has no schema_migrations table yet. */
-async function isApplied(db: Database, id: string): Promise<boolean> {
+export async function isApplied(db: Database, id: string): Promise<boolean> {
   const table =
     db.dialect.name === "postgres"
       ? await db.query("SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_migrations'")
