@@ -219,8 +219,10 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
       expect(header("ce-id")).toBe(published.id);
       expect(header("Nats-Msg-Id")).toBe(published.id);
       expect(header("ce-source")).toBe("orders"); // it stands in for the order service, the only publisher SHOP_ORDERS takes events from
+      expect(header("ce-datacontenttype")).toBe("application/protobuf");
       expect(header("content-type")).toBe("application/protobuf");
       expect(header("traceparent")).toMatch(traceparent);
+      expect(header("ce-traceparent")).toBe(header("traceparent"));
       expect(Number.isNaN(Date.parse(header("ce-time")))).toBe(false);
       expect(OrderCancelled.decode(stored.data)).toEqual({ orderId: placed.orderId, customerId: customer, reason: "changed my mind" });
 

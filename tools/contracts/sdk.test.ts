@@ -3,6 +3,7 @@ import { copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFile
 import { join, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTempDir } from "../../test/support/temp-dir.js";
+import { eventHeaders } from "../../platform/events/index.js";
 import { repoRoot } from "../repo-root.js";
 import { buildImage } from "./image.js";
 import { generateSdks } from "./sdk.js";
@@ -94,6 +95,17 @@ describe("generateSdks", () => {
     ].join("\n");
     const out = execFileSync(venvPython, ["-c", script], { env: { ...process.env, PYTHONPATH: join(first, "python"), PYTHONDONTWRITEBYTECODE: "1" } });
     expect(JSON.parse(out.toString())).toEqual({ subject: "shop.orders.v1.order.o-1.placed", refused: ["", "a.b", "a*", "a>", "a b"], of: "shop.orders.v1.order.o-1.placed", decoded: "o-1" });
+  });
+
+  it("names every header the TypeScript services write on an event, in Go and in Python", () => {
+    const go = readFileSync(join(first, "go/concordevents/events.go"), "utf8");
+    const python = readFileSync(join(first, "python/concord_events.py"), "utf8");
+    const goNames = new Set([...go.matchAll(/^\tHeader\w+\s+= "([^"]+)"$/gm)].map((m) => m[1]));
+    const pythonNames = new Set([...python.matchAll(/^HEADER_\w+ = "([^"]+)"$/gm)].map((m) => m[1]));
+    for (const header of [...Object.values(eventHeaders), "Nats-Msg-Id"]) {
+      expect(goNames.has(header), `Go constant for ${header}`).toBe(true);
+      expect(pythonNames.has(header), `Python constant for ${header}`).toBe(true);
+    }
   });
 });
 

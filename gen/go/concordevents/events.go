@@ -30,15 +30,25 @@ const (
 	// HeaderSource names the publishing service.
 	HeaderSource = "ce-source"
 	// HeaderTime is when the event happened, RFC 3339.
-	HeaderTime        = "ce-time"
-	HeaderContentType = "content-type"
-	HeaderTraceparent = "traceparent"
+	HeaderTime = "ce-time"
+	// HeaderDataContentType is the CloudEvents datacontenttype, ContentType;
+	// it is sent again as HeaderContentType, which CloudEvents SDKs read.
+	HeaderDataContentType = "ce-datacontenttype"
+	HeaderContentType     = "content-type"
+	// HeaderCETraceparent is the W3C trace context of the span that produced
+	// the event (the CloudEvents distributed tracing extension); it is sent
+	// again as HeaderTraceparent. HeaderCETracestate and HeaderTracestate carry
+	// its tracestate, when it has one.
+	HeaderCETraceparent = "ce-traceparent"
+	HeaderTraceparent   = "traceparent"
+	HeaderCETracestate  = "ce-tracestate"
+	HeaderTracestate    = "tracestate"
 	// HeaderMsgID repeats ce-id, so that JetStream drops a re-published event within the stream's duplicate window.
 	HeaderMsgID = "Nats-Msg-Id"
 
 	// SpecVersion is the ce-specversion of every event.
 	SpecVersion = "1.0"
-	// ContentType is the content-type of every event.
+	// ContentType is the ce-datacontenttype and content-type of every event.
 	ContentType = "application/protobuf"
 )
 

@@ -187,6 +187,8 @@ func decodeOrderEvent(msg jetstream.Msg, order *ordersv1.Order) (*receivedEvent,
 		check(typeName+" subject", event.Subject, wantSubject),
 		check(typeName+" ce-specversion", h.Get(concordevents.HeaderSpecVersion), concordevents.SpecVersion),
 		check(typeName+" content-type", h.Get(concordevents.HeaderContentType), concordevents.ContentType),
+		check(typeName+" ce-datacontenttype", h.Get(concordevents.HeaderDataContentType), concordevents.ContentType),
+		check(typeName+" ce-traceparent", h.Get(concordevents.HeaderCETraceparent), event.Traceparent),
 		check(typeName+" Nats-Msg-Id", h.Get(concordevents.HeaderMsgID), event.ID),
 		check(typeName+" has a ce-id", event.ID != "", true),
 		check(typeName+" has a ce-source", event.Source != "", true),
@@ -248,8 +250,11 @@ func publishCancelled(ctx context.Context, args []string) (any, error) {
 	msg.Header.Set(concordevents.HeaderType, concordevents.OrderCancelledTypeName)
 	msg.Header.Set(concordevents.HeaderSource, "orders")
 	msg.Header.Set(concordevents.HeaderTime, time.Now().UTC().Format(time.RFC3339Nano))
+	msg.Header.Set(concordevents.HeaderDataContentType, concordevents.ContentType)
 	msg.Header.Set(concordevents.HeaderContentType, concordevents.ContentType)
-	msg.Header.Set(concordevents.HeaderTraceparent, "00-"+randomHex(16)+"-"+randomHex(8)+"-01")
+	traceparent := "00-" + randomHex(16) + "-" + randomHex(8) + "-01"
+	msg.Header.Set(concordevents.HeaderCETraceparent, traceparent)
+	msg.Header.Set(concordevents.HeaderTraceparent, traceparent)
 
 	nc, err := nats.Connect(natsURL, nats.Name("concord-interop-go"))
 	if err != nil {

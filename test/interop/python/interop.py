@@ -264,6 +264,8 @@ def decode_order_event(msg, order) -> Dict[str, Any] | None:
     check(f"{type_name} subject", msg.subject, concord_events.subject_of(event))
     check(f"{type_name} ce-specversion", headers.get(concord_events.HEADER_SPEC_VERSION), concord_events.SPEC_VERSION)
     check(f"{type_name} content-type", headers.get(concord_events.HEADER_CONTENT_TYPE), concord_events.CONTENT_TYPE)
+    check(f"{type_name} ce-datacontenttype", headers.get(concord_events.HEADER_DATA_CONTENT_TYPE), concord_events.CONTENT_TYPE)
+    check(f"{type_name} ce-traceparent", headers.get(concord_events.HEADER_CE_TRACEPARENT), result["traceparent"])
     check(f"{type_name} Nats-Msg-Id", headers.get(concord_events.HEADER_MSG_ID), result["id"])
     check(f"{type_name} has a ce-id", result["id"] != "", True)
     check(f"{type_name} has a ce-source", result["source"] != "", True)
@@ -277,6 +279,7 @@ async def publish_cancelled(args: argparse.Namespace) -> Dict[str, Any]:
     event = order_events_pb2.OrderCancelled(order_id=args.order, customer_id=args.customer, reason=args.reason)
     subject = concord_events.subject_of(event)
     event_id = str(uuid.uuid4())
+    traceparent = f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
     headers = {
         concord_events.HEADER_SPEC_VERSION: concord_events.SPEC_VERSION,
         concord_events.HEADER_ID: event_id,
@@ -284,8 +287,10 @@ async def publish_cancelled(args: argparse.Namespace) -> Dict[str, Any]:
         concord_events.HEADER_TYPE: concord_events.ORDER_CANCELLED_TYPE_NAME,
         concord_events.HEADER_SOURCE: "orders",
         concord_events.HEADER_TIME: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        concord_events.HEADER_DATA_CONTENT_TYPE: concord_events.CONTENT_TYPE,
         concord_events.HEADER_CONTENT_TYPE: concord_events.CONTENT_TYPE,
-        concord_events.HEADER_TRACEPARENT: f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01",
+        concord_events.HEADER_CE_TRACEPARENT: traceparent,
+        concord_events.HEADER_TRACEPARENT: traceparent,
     }
     nc = await nats.connect(args.nats, name="concord-interop-python")
     try:
