@@ -168,6 +168,12 @@ const pythonPackages = [
   "grpcio-status==1.85.3",
   "googleapis-common-protos==1.76.0",
   "nats-py==2.16.0",
+  // nats-py's nkeys_seed takes the nkeys package (nats-py[nkeys]); the interop
+  // tests connect with the users' seeds, as README has a client do.
+  "nkeys==0.2.1",
+  "PyNaCl==1.6.2",
+  "cffi==2.1.1",
+  "pycparser==3.12",
   "setuptools==84.2.1",
   "typing_extensions==4.16.0",
 ];

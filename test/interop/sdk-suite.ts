@@ -2,6 +2,10 @@
  * One interop suite, run once per SDK language (go.test.ts, python.test.ts):
  * a real nats-server and the real TypeScript services with their events
  * runtime, driven by the Go or Python program built on gen/go or gen/python.
+ * The server runs with the generated authorization, as under `npm start`, so
+ * the programs connect as README's "Using Concord from another language"
+ * says: they read with the observer's seed through a durable of the
+ * observer's names, and publish with the order service's seed on its inbox.
  * The tests of one suite run in order and follow the order the first one
  * places through the saga: placed, confirmed, then cancelled by the program.
  */
@@ -68,8 +72,10 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
     const customer = `${language}-customer-1`;
     let dir: TempDir;
     let program: InteropProgram;
-    const nats = useNatsServer();
-    const nc = useNatsConnection(nats);
+    const credentials = createTempDir(`concord-interop-${language}-nats-`);
+    afterAll(() => credentials.remove());
+    const nats = useNatsServer({ credentialsDir: credentials.path });
+    const nc = useNatsConnection(nats, { user: "observer" });
     let products: RunningProducts;
     let orders: RunningOrders;
     let placed: PlacedOrder;
@@ -83,8 +89,8 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
       const key = readTokenSecret(join(dir.path, "auth", "token-hs256.key"));
       const caFile = join(dir.path, "tls", "ca.pem");
       const ownClient = { credentials: clientTlsCredentials({ caFile }), token: () => signToken(key, { subject: "ops", roles: ["admin"] }, 600) };
-      products = await startTestProducts(dir.path, nats().url, { security: security.products }, ownClient);
-      orders = await startTestOrders(dir.path, products.service.address, nats().url, { security: security.orders }, ownClient);
+      products = await startTestProducts(dir.path, nats().url, { security: security.products, natsSeedFile: nats().seedFile("products") }, ownClient);
+      orders = await startTestOrders(dir.path, products.service.address, nats().url, { security: security.orders, natsSeedFile: nats().seedFile("orders") }, ownClient);
       const [admin, owner] = await Promise.all([signToken(key, { subject: "ops", roles: ["admin"] }, 600), signToken(key, { subject: customer, roles: ["customer"] }, 600)]);
       programEnv = { INTEROP_TLS_CA: caFile, INTEROP_ADMIN_TOKEN: admin, INTEROP_CUSTOMER_TOKEN: owner };
     }, 300_000);
@@ -95,7 +101,7 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
       dir?.remove();
     });
 
-    it("finds the streams the services provisioned as gen/events.json describes them (one replica on a standalone server)", async () => {
+    it("finds the streams provisioned as npm start does, as gen/events.json describes them (one replica on a standalone server)", async () => {
       const jsm = await nc().jetstreamManager();
       for (const stream of manifest.streams) {
         const { config } = await jsm.streams.info(stream.name);
@@ -160,11 +166,11 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
       expect(result.refused["tab\t"]).toContain("holds white space");
     });
 
-    it("consumes OrderPlaced and OrderConfirmed through a durable consumer, decoding by ce-type", async () => {
-      const durable = `interop-${language}`;
+    it("consumes OrderPlaced and OrderConfirmed as the observer, through a durable of its names, decoding by ce-type", async () => {
+      const durable = "observer-1";
       const result = await program.run<{ placed: ReceivedEvent; confirmed: ReceivedEvent; consumer: { durable: string; stream: string; ackPending: number } }>(
         "consume-order-events",
-        { nats: nats().url, orders: orders.service.address, order: placed.orderId, durable },
+        { nats: nats().url, seed: nats().seedFile("observer"), orders: orders.service.address, order: placed.orderId, durable },
         programEnv,
       );
 
@@ -197,13 +203,16 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
       expect(info.ack_floor.stream_seq).toBeGreaterThanOrEqual(2);
     });
 
-    it("publishes OrderCancelled that the TypeScript product service decodes and acts on: the stock comes back", async () => {
+    it("publishes OrderCancelled as the order service, which the TypeScript product service decodes and acts on: the stock comes back", async () => {
       const quantity = placed.lines[0].quantity;
       const stock = async () => (await products.client.getProduct({ id: placed.productId })).product!.stock;
       expect(await stock()).toBe(10 - quantity); // held for the confirmed order
 
+      // As the order service, SHOP_ORDERS's only publisher, on the one reply inbox its user may subscribe to.
       const published = await program.run<{ id: string; subject: string; stream: string; sequence: number }>("publish-cancelled", {
         nats: nats().url,
+        seed: nats().seedFile("orders"),
+        "inbox-prefix": "_INBOX_orders",
         order: placed.orderId,
         customer,
         reason: "changed my mind",

@@ -301,18 +301,22 @@ export function useNatsServer(options: NatsServerOptions = {}): () => NatsServer
 export interface NatsConnectionOptions {
   /** Streams ensured (created, or checked against their specs) through the connection once it is open. Default none. */
   readonly streams?: readonly StreamSpec[];
+  /** Connect as this user of the generated authorization ("observer", ...), with its seed, on the default inbox. Default: no credentials. */
+  readonly user?: string;
 }
 
 /**
- * A nats.js connection, without credentials, to the `useNatsServer` server
- * of the enclosing block: opened (and `streams` ensured) before its tests,
- * closed after them, before the server stops. The returned function gives it.
+ * A nats.js connection, without credentials unless `user` names whose, to
+ * the `useNatsServer` server of the enclosing block: opened (and `streams`
+ * ensured) before its tests, closed after them, before the server stops.
+ * The returned function gives it.
  */
 export function useNatsConnection(server: () => NatsServerHandle, options: NatsConnectionOptions = {}): () => NatsConnection {
-  for (const key of Object.keys(options)) if (key !== "streams") throw new Error(`useNatsConnection: unknown option ${key}`);
+  for (const key of Object.keys(options)) if (key !== "streams" && key !== "user") throw new Error(`useNatsConnection: unknown option ${key}`);
   let nc: NatsConnection | undefined;
   beforeAll(async () => {
-    nc = await connect({ servers: server().url });
+    const seed = options.user === undefined ? undefined : new TextEncoder().encode(readFileSync(server().seedFile(options.user), "utf8").trim());
+    nc = await connect({ servers: server().url, ...(seed && { authenticator: nkeyAuthenticator(seed) }) });
     if (options.streams) await ensureStreams(await nc.jetstreamManager(), options.streams);
   });
   afterAll(async () => {

@@ -65,9 +65,10 @@ var traceparentPattern = regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a
 // by its ce-type header, and checks them against the order as GetOrder
 // returns it.
 func consumeOrderEvents(ctx context.Context, args []string) (any, error) {
-	var natsURL, ordersAddr, orderID, durable string
+	var natsURL, seed, ordersAddr, orderID, durable string
 	err := parseFlags("consume-order-events", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&natsURL, "nats", "", "NATS server URL")
+		fs.StringVar(&seed, "seed", "", "nkey seed file to connect with (none: no credentials)")
 		fs.StringVar(&ordersAddr, "orders", "", "order service host:port")
 		fs.StringVar(&orderID, "order", "", "order id")
 		fs.StringVar(&durable, "durable", "", "durable consumer name")
@@ -86,7 +87,7 @@ func consumeOrderEvents(ctx context.Context, args []string) (any, error) {
 	}
 	order := got.GetOrder()
 
-	nc, err := nats.Connect(natsURL, nats.Name("concord-interop-go"))
+	nc, err := connectNATS(natsURL, seed, "")
 	if err != nil {
 		return nil, err
 	}
@@ -223,9 +224,11 @@ func keys(m map[string]receivedEvent) []string {
 // would: subject from the generated template, CloudEvents headers, the event
 // id as Nats-Msg-Id, and the binary Protobuf payload.
 func publishCancelled(ctx context.Context, args []string) (any, error) {
-	var natsURL, orderID, customer, reason string
+	var natsURL, seed, inboxPrefix, orderID, customer, reason string
 	err := parseFlags("publish-cancelled", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&natsURL, "nats", "", "NATS server URL")
+		fs.StringVar(&seed, "seed", "", "nkey seed file to connect with (none: no credentials)")
+		fs.StringVar(&inboxPrefix, "inbox-prefix", "", "reply inbox prefix, on which JetStream's acknowledgement comes (default _INBOX)")
 		fs.StringVar(&orderID, "order", "", "order id")
 		fs.StringVar(&customer, "customer", "", "customer id")
 		fs.StringVar(&reason, "reason", "", "why the order was cancelled")
@@ -256,7 +259,7 @@ func publishCancelled(ctx context.Context, args []string) (any, error) {
 	msg.Header.Set(concordevents.HeaderCETraceparent, traceparent)
 	msg.Header.Set(concordevents.HeaderTraceparent, traceparent)
 
-	nc, err := nats.Connect(natsURL, nats.Name("concord-interop-go"))
+	nc, err := connectNATS(natsURL, seed, inboxPrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -290,4 +293,23 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// connectNATS connects as README's "Using Concord from another language" has
+// it: with a user's nkey seed (nats.NkeyOptionFromSeed) when seed names one,
+// and on the reply inbox that user may subscribe to when inboxPrefix names
+// one (nats.CustomInboxPrefix; empty: the default _INBOX).
+func connectNATS(url, seed, inboxPrefix string) (*nats.Conn, error) {
+	options := []nats.Option{nats.Name("concord-interop-go")}
+	if inboxPrefix != "" {
+		options = append(options, nats.CustomInboxPrefix(inboxPrefix))
+	}
+	if seed != "" {
+		nkey, err := nats.NkeyOptionFromSeed(seed)
+		if err != nil {
+			return nil, fmt.Errorf("reading the nkey seed %s: %w", seed, err)
+		}
+		options = append(options, nkey)
+	}
+	return nats.Connect(url, options...)
 }

@@ -9,8 +9,8 @@ test/interop/*.test.ts to check again. Run with gen/python on PYTHONPATH:
     interop.py place-order --products ADDR --orders ADDR --customer ID
     interop.py invalid-order --orders ADDR --request FILE
     interop.py subjects
-    interop.py consume-order-events --nats URL --orders ADDR --order ID --durable NAME
-    interop.py publish-cancelled --nats URL --order ID --customer ID --reason TEXT
+    interop.py consume-order-events --nats URL [--seed FILE] --orders ADDR --order ID --durable NAME
+    interop.py publish-cancelled --nats URL [--seed FILE] [--inbox-prefix PREFIX] --order ID --customer ID --reason TEXT
 """
 
 from __future__ import annotations
@@ -192,6 +192,17 @@ def subjects(_: argparse.Namespace) -> Dict[str, Any]:
     }
 
 
+async def connect_nats(args: argparse.Namespace) -> nats.NATS:
+    """Connects as README's "Using Concord from another language" has it: with a user's nkey seed (nkeys_seed, which
+    takes the nkeys package) when --seed names one, and on the reply inbox that user may subscribe to."""
+    options: Dict[str, Any] = {"name": "concord-interop-python"}
+    if args.seed:
+        options["nkeys_seed"] = args.seed
+    if getattr(args, "inbox_prefix", None):
+        options["inbox_prefix"] = args.inbox_prefix
+    return await nats.connect(args.nats, **options)
+
+
 async def consume_order_events(args: argparse.Namespace) -> Dict[str, Any]:
     """Reads SHOP_ORDERS through a durable pull consumer until OrderPlaced and OrderConfirmed of the order are in,
     decoding by ce-type, and checks them against the order as GetOrder returns it."""
@@ -199,7 +210,7 @@ async def consume_order_events(args: argparse.Namespace) -> Dict[str, Any]:
         order = order_service_pb2_grpc.OrderServiceStub(orders_channel).GetOrder(
             order_service_pb2.GetOrderRequest(id=args.order), timeout=TIMEOUT_S
         ).order
-    nc = await nats.connect(args.nats, name="concord-interop-python")
+    nc = await connect_nats(args)
     try:
         js = nc.jetstream()
         stream = concord_events.SHOP_ORDERS_STREAM
@@ -292,7 +303,7 @@ async def publish_cancelled(args: argparse.Namespace) -> Dict[str, Any]:
         concord_events.HEADER_CE_TRACEPARENT: traceparent,
         concord_events.HEADER_TRACEPARENT: traceparent,
     }
-    nc = await nats.connect(args.nats, name="concord-interop-python")
+    nc = await connect_nats(args)
     try:
         ack = await nc.jetstream().publish(subject, event.SerializeToString(), headers=headers, timeout=TIMEOUT_S)
     finally:
@@ -324,11 +335,14 @@ def main() -> int:
     sub.add_parser("subjects")
     consume = sub.add_parser("consume-order-events")
     consume.add_argument("--nats", required=True)
+    consume.add_argument("--seed", default="")
     consume.add_argument("--orders", required=True)
     consume.add_argument("--order", required=True)
     consume.add_argument("--durable", required=True)
     publish = sub.add_parser("publish-cancelled")
     publish.add_argument("--nats", required=True)
+    publish.add_argument("--seed", default="")
+    publish.add_argument("--inbox-prefix", default="")
     publish.add_argument("--order", required=True)
     publish.add_argument("--customer", required=True)
     publish.add_argument("--reason", default="")
