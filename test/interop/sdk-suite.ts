@@ -197,10 +197,23 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
         expect(Number.isNaN(Date.parse(event.time))).toBe(false);
       }
       expect(result.placed.id).not.toBe(result.confirmed.id);
-      expect(result.consumer).toEqual({ durable, stream: "SHOP_ORDERS", ackPending: 0 });
+      expect(result.consumer).toEqual({ durable, stream: "SHOP_ORDERS", ackPending: 0, filters: ["shop.orders.v1.>"] });
       const info = await (await nc().jetstreamManager()).consumers.info("SHOP_ORDERS", durable);
       expect(info.config.durable_name).toBe(durable);
       expect(info.ack_floor.stream_seq).toBeGreaterThanOrEqual(2);
+    });
+
+    it("consumes them as the observer through a durable that filters on the two events' filter subjects", async () => {
+      const durable = "observer-2";
+      const result = await program.run<{ placed: ReceivedEvent; confirmed: ReceivedEvent; consumer: { durable: string; filters: string[] } }>(
+        "consume-order-events",
+        { nats: nats().url, seed: nats().seedFile("observer"), orders: orders.service.address, order: placed.orderId, durable, filter: "events" },
+        programEnv,
+      );
+      expect(result.placed).toMatchObject({ type: "shop.orders.v1.OrderPlaced", orderId: placed.orderId });
+      expect(result.confirmed).toMatchObject({ type: "shop.orders.v1.OrderConfirmed", orderId: placed.orderId });
+      const filterOf = (type: string) => manifest.events.find((e) => e.type === type)!.filterSubject;
+      expect(result.consumer).toMatchObject({ durable, filters: [filterOf("shop.orders.v1.OrderPlaced"), filterOf("shop.orders.v1.OrderConfirmed")] });
     });
 
     it("publishes OrderCancelled as the order service, which the TypeScript product service decodes and acts on: the stock comes back", async () => {

@@ -66,15 +66,20 @@ var traceparentPattern = regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a
 // returns it.
 func consumeOrderEvents(ctx context.Context, args []string) (any, error) {
 	var natsURL, seed, ordersAddr, orderID, durable string
+	var filter string
 	err := parseFlags("consume-order-events", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&natsURL, "nats", "", "NATS server URL")
 		fs.StringVar(&seed, "seed", "", "nkey seed file to connect with (none: no credentials)")
+		fs.StringVar(&filter, "filter", "stream", `"stream": filter on the stream's subjects; "events": on OrderPlaced's and OrderConfirmed's filter subjects`)
 		fs.StringVar(&ordersAddr, "orders", "", "order service host:port")
 		fs.StringVar(&orderID, "order", "", "order id")
 		fs.StringVar(&durable, "durable", "", "durable consumer name")
 	}, "nats", "orders", "order", "durable")
 	if err != nil {
 		return nil, err
+	}
+	if filter != "stream" && filter != "events" {
+		return nil, fmt.Errorf(`--filter is "stream" or "events", not %q`, filter)
 	}
 	conn, err := dial(ordersAddr, "INTEROP_CUSTOMER_TOKEN")
 	if err != nil {
@@ -97,12 +102,17 @@ func consumeOrderEvents(ctx context.Context, args []string) (any, error) {
 		return nil, err
 	}
 	stream := concordevents.ShopOrdersStream
-	consumer, err := js.CreateOrUpdateConsumer(ctx, stream.Name, jetstream.ConsumerConfig{
+	config := jetstream.ConsumerConfig{
 		Durable:       durable,
 		FilterSubject: stream.Subjects[0],
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	}
+	if filter == "events" {
+		config.FilterSubject = ""
+		config.FilterSubjects = []string{concordevents.OrderPlacedFilterSubject, concordevents.OrderConfirmedFilterSubject}
+	}
+	consumer, err := js.CreateOrUpdateConsumer(ctx, stream.Name, config)
 	if err != nil {
 		return nil, fmt.Errorf("creating durable consumer %s on %s: %w", durable, stream.Name, err)
 	}
@@ -137,8 +147,16 @@ func consumeOrderEvents(ctx context.Context, args []string) (any, error) {
 	return map[string]any{
 		"placed":    found[concordevents.OrderPlacedTypeName],
 		"confirmed": found[concordevents.OrderConfirmedTypeName],
-		"consumer":  map[string]any{"durable": info.Config.Durable, "stream": info.Stream, "ackPending": info.NumAckPending},
+		"consumer":  map[string]any{"durable": info.Config.Durable, "stream": info.Stream, "ackPending": info.NumAckPending, "filters": filtersOf(info.Config)},
 	}, nil
+}
+
+// filtersOf lists the subjects a consumer filters on, one or several.
+func filtersOf(config jetstream.ConsumerConfig) []string {
+	if config.FilterSubject != "" {
+		return []string{config.FilterSubject}
+	}
+	return config.FilterSubjects
 }
 
 // decodeOrderEvent decodes one message by its ce-type and checks its headers

@@ -7,7 +7,7 @@
 //	interop place-order --products ADDR --orders ADDR --customer ID
 //	interop invalid-order --orders ADDR --request FILE
 //	interop subjects
-//	interop consume-order-events --nats URL [--seed FILE] --orders ADDR --order ID --durable NAME
+//	interop consume-order-events --nats URL [--seed FILE] --orders ADDR --order ID --durable NAME [--filter stream|events]
 //	interop publish-cancelled --nats URL [--seed FILE] [--inbox-prefix PREFIX] --order ID --customer ID --reason TEXT
 //	interop cloudevents --nats URL --streams NAMES --match TEXT
 package main
@@ -30,7 +30,7 @@ var commands = map[string]command{
 	"place-order":          {"--products ADDR --orders ADDR --customer ID", placeOrder},
 	"invalid-order":        {"--orders ADDR --request FILE", invalidOrder},
 	"subjects":             {"", checkSubjects},
-	"consume-order-events": {"--nats URL [--seed FILE] --orders ADDR --order ID --durable NAME", consumeOrderEvents},
+	"consume-order-events": {"--nats URL [--seed FILE] --orders ADDR --order ID --durable NAME [--filter stream|events]", consumeOrderEvents},
 	"publish-cancelled":    {"--nats URL [--seed FILE] [--inbox-prefix PREFIX] --order ID --customer ID --reason TEXT", publishCancelled},
 	"cloudevents":          {"--nats URL --streams NAMES --match TEXT", readCloudEvents},
 }

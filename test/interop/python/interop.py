@@ -9,7 +9,7 @@ test/interop/*.test.ts to check again. Run with gen/python on PYTHONPATH:
     interop.py place-order --products ADDR --orders ADDR --customer ID
     interop.py invalid-order --orders ADDR --request FILE
     interop.py subjects
-    interop.py consume-order-events --nats URL [--seed FILE] --orders ADDR --order ID --durable NAME
+    interop.py consume-order-events --nats URL [--seed FILE] --orders ADDR --order ID --durable NAME [--filter stream|events]
     interop.py publish-cancelled --nats URL [--seed FILE] [--inbox-prefix PREFIX] --order ID --customer ID --reason TEXT
 """
 
@@ -218,7 +218,12 @@ async def consume_order_events(args: argparse.Namespace) -> Dict[str, Any]:
             stream.subjects[0],
             durable=args.durable,
             stream=stream.name,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL),
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                # Several filter subjects (nats-server 2.10 and later) in place of the stream's.
+                filter_subjects=[concord_events.ORDER_PLACED_FILTER_SUBJECT, concord_events.ORDER_CONFIRMED_FILTER_SUBJECT] if args.filter == "events" else None,
+            ),
         )
         wanted = {concord_events.ORDER_PLACED_TYPE_NAME, concord_events.ORDER_CONFIRMED_TYPE_NAME}
         found: Dict[str, Dict[str, Any]] = {}
@@ -239,7 +244,12 @@ async def consume_order_events(args: argparse.Namespace) -> Dict[str, Any]:
         return {
             "placed": found[concord_events.ORDER_PLACED_TYPE_NAME],
             "confirmed": found[concord_events.ORDER_CONFIRMED_TYPE_NAME],
-            "consumer": {"durable": info.config.durable_name, "stream": info.stream_name, "ackPending": info.num_ack_pending},
+            "consumer": {
+                "durable": info.config.durable_name,
+                "stream": info.stream_name,
+                "ackPending": info.num_ack_pending,
+                "filters": [info.config.filter_subject] if info.config.filter_subject else info.config.filter_subjects,
+            },
         }
     finally:
         await nc.close()
@@ -339,6 +349,7 @@ def main() -> int:
     consume.add_argument("--orders", required=True)
     consume.add_argument("--order", required=True)
     consume.add_argument("--durable", required=True)
+    consume.add_argument("--filter", choices=["stream", "events"], default="stream")
     publish = sub.add_parser("publish-cancelled")
     publish.add_argument("--nats", required=True)
     publish.add_argument("--seed", default="")
