@@ -88,7 +88,7 @@ class SubscriptionSpec:
 
 
 class SubjectTokenError(ValueError):
-    """A subject token value is missing, empty, or holds ".", "*", ">" or white space."""
+    """A subject token value is missing, empty, or holds ".", "*", ">", white space or a control character."""
 
 
 # Stream SHOP_ORDERS, which holds the events of
@@ -146,7 +146,8 @@ def order_cancelled_subject(order_id: str) -> str:
     """The subject for shop.orders.v1.OrderCancelled.
 
     Raises SubjectTokenError, so that nothing is published, when a value is
-    empty or holds ".", "*", ">" or white space.
+    empty or holds ".", "*", ">", white space or a control character, as
+    the TypeScript runtime refuses it.
     """
     return build_subject(ORDER_CANCELLED, {"order_id": order_id})
 
@@ -173,7 +174,8 @@ def order_confirmed_subject(order_id: str) -> str:
     """The subject for shop.orders.v1.OrderConfirmed.
 
     Raises SubjectTokenError, so that nothing is published, when a value is
-    empty or holds ".", "*", ">" or white space.
+    empty or holds ".", "*", ">", white space or a control character, as
+    the TypeScript runtime refuses it.
     """
     return build_subject(ORDER_CONFIRMED, {"order_id": order_id})
 
@@ -201,7 +203,8 @@ def order_placed_subject(order_id: str) -> str:
     """The subject for shop.orders.v1.OrderPlaced.
 
     Raises SubjectTokenError, so that nothing is published, when a value is
-    empty or holds ".", "*", ">" or white space.
+    empty or holds ".", "*", ">", white space or a control character, as
+    the TypeScript runtime refuses it.
     """
     return build_subject(ORDER_PLACED, {"order_id": order_id})
 
@@ -228,7 +231,8 @@ def order_rejected_subject(order_id: str) -> str:
     """The subject for shop.orders.v1.OrderRejected.
 
     Raises SubjectTokenError, so that nothing is published, when a value is
-    empty or holds ".", "*", ">" or white space.
+    empty or holds ".", "*", ">", white space or a control character, as
+    the TypeScript runtime refuses it.
     """
     return build_subject(ORDER_REJECTED, {"order_id": order_id})
 
@@ -262,7 +266,8 @@ def order_unknown_subject(order_id: str) -> str:
     """The subject for shop.orders.v1.OrderUnknown.
 
     Raises SubjectTokenError, so that nothing is published, when a value is
-    empty or holds ".", "*", ">" or white space.
+    empty or holds ".", "*", ">", white space or a control character, as
+    the TypeScript runtime refuses it.
     """
     return build_subject(ORDER_UNKNOWN, {"order_id": order_id})
 
@@ -292,7 +297,8 @@ def order_updated_subject(order_id: str) -> str:
     """The subject for shop.orders.v1.OrderUpdated.
 
     Raises SubjectTokenError, so that nothing is published, when a value is
-    empty or holds ".", "*", ">" or white space.
+    empty or holds ".", "*", ">", white space or a control character, as
+    the TypeScript runtime refuses it.
     """
     return build_subject(ORDER_UPDATED, {"order_id": order_id})
 
@@ -319,7 +325,8 @@ def product_created_subject(product_id: str) -> str:
     """The subject for shop.products.v1.ProductCreated.
 
     Raises SubjectTokenError, so that nothing is published, when a value is
-    empty or holds ".", "*", ">" or white space.
+    empty or holds ".", "*", ">", white space or a control character, as
+    the TypeScript runtime refuses it.
     """
     return build_subject(PRODUCT_CREATED, {"product_id": product_id})
 
@@ -347,7 +354,8 @@ def product_updated_subject(product_id: str) -> str:
     """The subject for shop.products.v1.ProductUpdated.
 
     Raises SubjectTokenError, so that nothing is published, when a value is
-    empty or holds ".", "*", ">" or white space.
+    empty or holds ".", "*", ">", white space or a control character, as
+    the TypeScript runtime refuses it.
     """
     return build_subject(PRODUCT_UPDATED, {"product_id": product_id})
 
@@ -374,7 +382,8 @@ def stock_adjusted_subject(product_id: str) -> str:
     """The subject for shop.products.v1.StockAdjusted.
 
     Raises SubjectTokenError, so that nothing is published, when a value is
-    empty or holds ".", "*", ">" or white space.
+    empty or holds ".", "*", ">", white space or a control character, as
+    the TypeScript runtime refuses it.
     """
     return build_subject(STOCK_ADJUSTED, {"product_id": product_id})
 
@@ -403,7 +412,8 @@ def stock_released_subject(order_id: str) -> str:
     """The subject for shop.products.v1.StockReleased.
 
     Raises SubjectTokenError, so that nothing is published, when a value is
-    empty or holds ".", "*", ">" or white space.
+    empty or holds ".", "*", ">", white space or a control character, as
+    the TypeScript runtime refuses it.
     """
     return build_subject(STOCK_RELEASED, {"order_id": order_id})
 
@@ -431,7 +441,8 @@ def stock_reservation_failed_subject(order_id: str) -> str:
     """The subject for shop.products.v1.StockReservationFailed.
 
     Raises SubjectTokenError, so that nothing is published, when a value is
-    empty or holds ".", "*", ">" or white space.
+    empty or holds ".", "*", ">", white space or a control character, as
+    the TypeScript runtime refuses it.
     """
     return build_subject(STOCK_RESERVATION_FAILED, {"order_id": order_id})
 
@@ -460,7 +471,8 @@ def stock_reserved_subject(order_id: str) -> str:
     """The subject for shop.products.v1.StockReserved.
 
     Raises SubjectTokenError, so that nothing is published, when a value is
-    empty or holds ".", "*", ">" or white space.
+    empty or holds ".", "*", ">", white space or a control character, as
+    the TypeScript runtime refuses it.
     """
     return build_subject(STOCK_RESERVED, {"order_id": order_id})
 
@@ -575,7 +587,11 @@ SUBSCRIPTIONS: Tuple[SubscriptionSpec, ...] = (
 """The durable consumers the services declare (concord.v1.subscribe)."""
 
 
-_FORBIDDEN = re.compile(r"[.*>\s]")
+# JavaScript's \s, which the TypeScript runtime refuses: Python's \s also takes
+# U+0085, which the runtime allows, and not U+FEFF, which it refuses.
+_WHITE_SPACE = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_FORBIDDEN = re.compile(r"[.*>\x00-\x1f\x7f" + _WHITE_SPACE + "]")
+_IS_WHITE_SPACE = re.compile("[" + _WHITE_SPACE + "]")
 
 
 def build_subject(event: EventSpec, values: Mapping[str, Union[str, int, bool]]) -> str:
@@ -594,11 +610,17 @@ def build_subject(event: EventSpec, values: Mapping[str, Union[str, int, bool]])
         else:
             found = _FORBIDDEN.search(text)
             if found:
-                problem = "holds white space" if found.group().isspace() else f'holds "{found.group()}"'
+                char = found.group()
+                if _IS_WHITE_SPACE.match(char):
+                    problem = "holds white space"
+                elif char in ".*>":
+                    problem = f'holds "{char}"'
+                else:
+                    problem = f"holds the control character U+{ord(char):04X}"
         if problem:
             raise SubjectTokenError(
                 f"cannot build the subject of {event.type_name}: the value {json.dumps(text)} of token {{{token}}} {problem}; "
-                'subject token values may not be empty or hold ".", "*", ">" or white space'
+                'subject token values may not be empty or hold ".", "*", ">", white space or control characters'
             )
         subject = subject.replace("{" + token + "}", text, 1)
     return subject

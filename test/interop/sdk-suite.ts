@@ -13,7 +13,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { OrderCancelled } from "../../gen/ts/shop/orders/v1/order_events_pb.js";
+import { OrderCancelled, OrderPlaced } from "../../gen/ts/shop/orders/v1/order_events_pb.js";
+import { OrderPlacedEvent } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
+import { subjectFor } from "../../platform/events/index.js";
 import { CreateOrderRequest, OrderState } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { StockReleased } from "../../gen/ts/shop/products/v1/product_events_pb.js";
 import { useNatsConnection, useNatsServer } from "../support/nats-server.js";
@@ -157,13 +159,21 @@ export function describeInterop(language: InteropProgram["language"], prepare: (
     });
 
     it("builds subjects from the generated templates and refuses unsafe token values", async () => {
-      const result = await program.run<{ subject: string; fromMessage: string; refused: Record<string, string> }>("subjects");
+      const result = await program.run<{ subject: string; fromMessage: string; refused: Record<string, string>; taken: string[] }>("subjects");
       expect(result.subject).toBe(subjectOf(manifest, "shop.orders.v1.OrderPlaced", { order_id: "0190a3c2-7d1e-7b4a-9c1f-2b3c4d5e6f70" }));
       expect(result.fromMessage).toBe("shop.orders.v1.order.o-1.cancelled");
-      expect(Object.keys(result.refused).sort()).toEqual(["", "a b", "a*", "a.b", "a>", "tab\t"]);
+      expect(Object.keys(result.refused).sort()).toEqual(["", "a b", "a*", "a.b", "a>", "bom\ufeff", "del\x7f", "nbsp\u00a0", "nul\x00", "tab\t"]);
       expect(result.refused["a.b"]).toContain('the value "a.b" of token {order_id} holds "."');
       expect(result.refused[""]).toContain("is empty");
       expect(result.refused["tab\t"]).toContain("holds white space");
+      expect(result.refused["bom\ufeff"]).toContain("holds white space");
+      expect(result.refused["nul\x00"]).toContain("holds the control character U+0000");
+      expect(result.refused["del\x7f"]).toContain("holds the control character U+007F");
+      expect(result.taken).toEqual(["nel\u0085", "zero-width\u200b", "caf\u00e9"]);
+      // The TypeScript runtime, whose rule the SDKs follow, refuses and takes the very same values.
+      const builds = (orderId: string) => { try { subjectFor(OrderPlacedEvent, OrderPlaced.fromPartial({ orderId })); return true; } catch { return false; } };
+      expect(Object.keys(result.refused).filter(builds)).toEqual([]);
+      expect(result.taken.every(builds)).toBe(true);
     });
 
     it("consumes OrderPlaced and OrderConfirmed as the observer, through a durable of its names, decoding by ce-type", async () => {

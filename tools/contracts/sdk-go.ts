@@ -85,7 +85,7 @@ export function printGoEvents(modulePath: string, manifest: EventsManifest, file
   line(`package ${goEventsPackage}`);
   line();
   line("import (");
-  for (const pkg of ["fmt", "strings", "time", "unicode"]) line(`\t"${pkg}"`);
+  for (const pkg of ["fmt", "strings", "time"]) line(`\t"${pkg}"`);
   line();
   line('\t"google.golang.org/protobuf/proto"');
   line();
@@ -181,7 +181,7 @@ function printGoEvent(line: (text?: string) => void, event: EventManifest, name:
   line("}");
   line();
   const described = params.map((p) => `${p.field} ${p.param}`).join(", ");
-  const doc = `${name}Subject returns the subject for ${event.type}${params.length > 0 ? ` with ${described}` : ""}. It fails, so that nothing is published, when a value is empty or holds ".", "*", ">" or white space.`;
+  const doc = `${name}Subject returns the subject for ${event.type}${params.length > 0 ? ` with ${described}` : ""}. It fails, so that nothing is published, when a value is empty or holds ".", "*", ">", white space or a control character, as the TypeScript runtime refuses it.`;
   for (const l of commentLines(doc, "// ")) line(l);
   line(`func ${name}Subject(${params.map((p) => `${p.param} ${p.goType}`).join(", ")}) (string, error) {`);
   const values = params.map((p) => (p.goType === "string" ? p.param : `fmt.Sprint(${p.param})`));
@@ -279,13 +279,15 @@ func buildSubject(typeName, template string, tokens, values []string) (string, e
 	for i, token := range tokens {
 		value := values[i]
 		if problem := tokenProblem(value); problem != "" {
-			return "", fmt.Errorf("cannot build the subject of %s: the value %q of token {%s} %s; subject token values may not be empty or hold \\".\\", \\"*\\", \\">\\" or white space", typeName, value, token, problem)
+			return "", fmt.Errorf("cannot build the subject of %s: the value %q of token {%s} %s; subject token values may not be empty or hold \\".\\", \\"*\\", \\">\\", white space or control characters", typeName, value, token, problem)
 		}
 		subject = strings.Replace(subject, "{"+token+"}", value, 1)
 	}
 	return subject, nil
 }
 
+// tokenProblem says why value may not be a subject token, as the TypeScript
+// runtime does; "" when it may.
 func tokenProblem(value string) string {
 	if value == "" {
 		return "is empty"
@@ -294,11 +296,24 @@ func tokenProblem(value string) string {
 		switch {
 		case r == '.' || r == '*' || r == '>':
 			return fmt.Sprintf("holds %q", string(r))
-		case unicode.IsSpace(r):
+		case isWhiteSpace(r):
 			return "holds white space"
+		case r < 0x20 || r == 0x7f:
+			return fmt.Sprintf("holds the control character U+%04X", r)
 		}
 	}
 	return ""
+}
+
+// isWhiteSpace is JavaScript's \\s, which the TypeScript runtime refuses:
+// unicode.IsSpace also takes U+0085, which the runtime allows, and not
+// U+FEFF, which it refuses.
+func isWhiteSpace(r rune) bool {
+	switch r {
+	case '\\t', '\\n', '\\v', '\\f', '\\r', ' ', '\\u00a0', '\\u1680', '\\u2028', '\\u2029', '\\u202f', '\\u205f', '\\u3000', '\\ufeff':
+		return true
+	}
+	return r >= '\\u2000' && r <= '\\u200a'
 }`;
 
 /** Go names of the events: the message name, or package and name where two packages share a name. */

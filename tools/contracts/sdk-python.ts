@@ -138,7 +138,8 @@ function printPythonEvent(line: (text?: string) => void, event: EventManifest, n
   line(`    """The subject for ${event.type}.`);
   line();
   line('    Raises SubjectTokenError, so that nothing is published, when a value is');
-  line('    empty or holds ".", "*", ">" or white space.');
+  line('    empty or holds ".", "*", ">", white space or a control character, as');
+  line("    the TypeScript runtime refuses it.");
   line('    """');
   line(`    return build_subject(${name}, {${params.map((p) => `${pyString(p.field)}: ${p.param}`).join(", ")}})`);
 }
@@ -232,11 +233,15 @@ class SubscriptionSpec:
 
 
 class SubjectTokenError(ValueError):
-    """A subject token value is missing, empty, or holds ".", "*", ">" or white space."""`;
+    """A subject token value is missing, empty, or holds ".", "*", ">", white space or a control character."""`;
 
 const pythonFunctions = `
 
-_FORBIDDEN = re.compile(r"[.*>\\s]")
+# JavaScript's \\s, which the TypeScript runtime refuses: Python's \\s also takes
+# U+0085, which the runtime allows, and not U+FEFF, which it refuses.
+_WHITE_SPACE = r"\\t\\n\\v\\f\\r \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
+_FORBIDDEN = re.compile(r"[.*>\\x00-\\x1f\\x7f" + _WHITE_SPACE + "]")
+_IS_WHITE_SPACE = re.compile("[" + _WHITE_SPACE + "]")
 
 
 def build_subject(event: EventSpec, values: Mapping[str, Union[str, int, bool]]) -> str:
@@ -255,11 +260,17 @@ def build_subject(event: EventSpec, values: Mapping[str, Union[str, int, bool]])
         else:
             found = _FORBIDDEN.search(text)
             if found:
-                problem = "holds white space" if found.group().isspace() else f'holds "{found.group()}"'
+                char = found.group()
+                if _IS_WHITE_SPACE.match(char):
+                    problem = "holds white space"
+                elif char in ".*>":
+                    problem = f'holds "{char}"'
+                else:
+                    problem = f"holds the control character U+{ord(char):04X}"
         if problem:
             raise SubjectTokenError(
                 f"cannot build the subject of {event.type_name}: the value {json.dumps(text)} of token {{{token}}} {problem}; "
-                'subject token values may not be empty or hold ".", "*", ">" or white space'
+                'subject token values may not be empty or hold ".", "*", ">", white space or control characters'
             )
         subject = subject.replace("{" + token + "}", text, 1)
     return subject

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
 
 	"google.golang.org/protobuf/proto"
 
@@ -148,7 +147,8 @@ var OrderCancelledEvent = EventSpec{
 
 // OrderCancelledSubject returns the subject for shop.orders.v1.OrderCancelled
 // with order_id orderID. It fails, so that nothing is published, when a value
-// is empty or holds ".", "*", ">" or white space.
+// is empty or holds ".", "*", ">", white space or a control character, as the
+// TypeScript runtime refuses it.
 func OrderCancelledSubject(orderID string) (string, error) {
 	return buildSubject(OrderCancelledTypeName, OrderCancelledSubjectTemplate, []string{"order_id"}, []string{orderID})
 }
@@ -179,7 +179,8 @@ var OrderConfirmedEvent = EventSpec{
 
 // OrderConfirmedSubject returns the subject for shop.orders.v1.OrderConfirmed
 // with order_id orderID. It fails, so that nothing is published, when a value
-// is empty or holds ".", "*", ">" or white space.
+// is empty or holds ".", "*", ">", white space or a control character, as the
+// TypeScript runtime refuses it.
 func OrderConfirmedSubject(orderID string) (string, error) {
 	return buildSubject(OrderConfirmedTypeName, OrderConfirmedSubjectTemplate, []string{"order_id"}, []string{orderID})
 }
@@ -211,7 +212,8 @@ var OrderPlacedEvent = EventSpec{
 
 // OrderPlacedSubject returns the subject for shop.orders.v1.OrderPlaced with
 // order_id orderID. It fails, so that nothing is published, when a value is
-// empty or holds ".", "*", ">" or white space.
+// empty or holds ".", "*", ">", white space or a control character, as the
+// TypeScript runtime refuses it.
 func OrderPlacedSubject(orderID string) (string, error) {
 	return buildSubject(OrderPlacedTypeName, OrderPlacedSubjectTemplate, []string{"order_id"}, []string{orderID})
 }
@@ -242,7 +244,8 @@ var OrderRejectedEvent = EventSpec{
 
 // OrderRejectedSubject returns the subject for shop.orders.v1.OrderRejected
 // with order_id orderID. It fails, so that nothing is published, when a value
-// is empty or holds ".", "*", ">" or white space.
+// is empty or holds ".", "*", ">", white space or a control character, as the
+// TypeScript runtime refuses it.
 func OrderRejectedSubject(orderID string) (string, error) {
 	return buildSubject(OrderRejectedTypeName, OrderRejectedSubjectTemplate, []string{"order_id"}, []string{orderID})
 }
@@ -280,7 +283,8 @@ var OrderUnknownEvent = EventSpec{
 
 // OrderUnknownSubject returns the subject for shop.orders.v1.OrderUnknown with
 // order_id orderID. It fails, so that nothing is published, when a value is
-// empty or holds ".", "*", ">" or white space.
+// empty or holds ".", "*", ">", white space or a control character, as the
+// TypeScript runtime refuses it.
 func OrderUnknownSubject(orderID string) (string, error) {
 	return buildSubject(OrderUnknownTypeName, OrderUnknownSubjectTemplate, []string{"order_id"}, []string{orderID})
 }
@@ -314,7 +318,8 @@ var OrderUpdatedEvent = EventSpec{
 
 // OrderUpdatedSubject returns the subject for shop.orders.v1.OrderUpdated with
 // order_id orderID. It fails, so that nothing is published, when a value is
-// empty or holds ".", "*", ">" or white space.
+// empty or holds ".", "*", ">", white space or a control character, as the
+// TypeScript runtime refuses it.
 func OrderUpdatedSubject(orderID string) (string, error) {
 	return buildSubject(OrderUpdatedTypeName, OrderUpdatedSubjectTemplate, []string{"order_id"}, []string{orderID})
 }
@@ -345,7 +350,8 @@ var ProductCreatedEvent = EventSpec{
 
 // ProductCreatedSubject returns the subject for shop.products.v1.ProductCreated
 // with product_id productID. It fails, so that nothing is published, when a
-// value is empty or holds ".", "*", ">" or white space.
+// value is empty or holds ".", "*", ">", white space or a control character, as
+// the TypeScript runtime refuses it.
 func ProductCreatedSubject(productID string) (string, error) {
 	return buildSubject(ProductCreatedTypeName, ProductCreatedSubjectTemplate, []string{"product_id"}, []string{productID})
 }
@@ -377,7 +383,8 @@ var ProductUpdatedEvent = EventSpec{
 
 // ProductUpdatedSubject returns the subject for shop.products.v1.ProductUpdated
 // with product_id productID. It fails, so that nothing is published, when a
-// value is empty or holds ".", "*", ">" or white space.
+// value is empty or holds ".", "*", ">", white space or a control character, as
+// the TypeScript runtime refuses it.
 func ProductUpdatedSubject(productID string) (string, error) {
 	return buildSubject(ProductUpdatedTypeName, ProductUpdatedSubjectTemplate, []string{"product_id"}, []string{productID})
 }
@@ -408,7 +415,8 @@ var StockAdjustedEvent = EventSpec{
 
 // StockAdjustedSubject returns the subject for shop.products.v1.StockAdjusted
 // with product_id productID. It fails, so that nothing is published, when a
-// value is empty or holds ".", "*", ">" or white space.
+// value is empty or holds ".", "*", ">", white space or a control character, as
+// the TypeScript runtime refuses it.
 func StockAdjustedSubject(productID string) (string, error) {
 	return buildSubject(StockAdjustedTypeName, StockAdjustedSubjectTemplate, []string{"product_id"}, []string{productID})
 }
@@ -441,7 +449,8 @@ var StockReleasedEvent = EventSpec{
 
 // StockReleasedSubject returns the subject for shop.products.v1.StockReleased
 // with order_id orderID. It fails, so that nothing is published, when a value
-// is empty or holds ".", "*", ">" or white space.
+// is empty or holds ".", "*", ">", white space or a control character, as the
+// TypeScript runtime refuses it.
 func StockReleasedSubject(orderID string) (string, error) {
 	return buildSubject(StockReleasedTypeName, StockReleasedSubjectTemplate, []string{"order_id"}, []string{orderID})
 }
@@ -473,8 +482,8 @@ var StockReservationFailedEvent = EventSpec{
 
 // StockReservationFailedSubject returns the subject for
 // shop.products.v1.StockReservationFailed with order_id orderID. It fails, so
-// that nothing is published, when a value is empty or holds ".", "*", ">" or
-// white space.
+// that nothing is published, when a value is empty or holds ".", "*", ">",
+// white space or a control character, as the TypeScript runtime refuses it.
 func StockReservationFailedSubject(orderID string) (string, error) {
 	return buildSubject(StockReservationFailedTypeName, StockReservationFailedSubjectTemplate, []string{"order_id"}, []string{orderID})
 }
@@ -507,7 +516,8 @@ var StockReservedEvent = EventSpec{
 
 // StockReservedSubject returns the subject for shop.products.v1.StockReserved
 // with order_id orderID. It fails, so that nothing is published, when a value
-// is empty or holds ".", "*", ">" or white space.
+// is empty or holds ".", "*", ">", white space or a control character, as the
+// TypeScript runtime refuses it.
 func StockReservedSubject(orderID string) (string, error) {
 	return buildSubject(StockReservedTypeName, StockReservedSubjectTemplate, []string{"order_id"}, []string{orderID})
 }
@@ -671,13 +681,15 @@ func buildSubject(typeName, template string, tokens, values []string) (string, e
 	for i, token := range tokens {
 		value := values[i]
 		if problem := tokenProblem(value); problem != "" {
-			return "", fmt.Errorf("cannot build the subject of %s: the value %q of token {%s} %s; subject token values may not be empty or hold \".\", \"*\", \">\" or white space", typeName, value, token, problem)
+			return "", fmt.Errorf("cannot build the subject of %s: the value %q of token {%s} %s; subject token values may not be empty or hold \".\", \"*\", \">\", white space or control characters", typeName, value, token, problem)
 		}
 		subject = strings.Replace(subject, "{"+token+"}", value, 1)
 	}
 	return subject, nil
 }
 
+// tokenProblem says why value may not be a subject token, as the TypeScript
+// runtime does; "" when it may.
 func tokenProblem(value string) string {
 	if value == "" {
 		return "is empty"
@@ -686,9 +698,22 @@ func tokenProblem(value string) string {
 		switch {
 		case r == '.' || r == '*' || r == '>':
 			return fmt.Sprintf("holds %q", string(r))
-		case unicode.IsSpace(r):
+		case isWhiteSpace(r):
 			return "holds white space"
+		case r < 0x20 || r == 0x7f:
+			return fmt.Sprintf("holds the control character U+%04X", r)
 		}
 	}
 	return ""
+}
+
+// isWhiteSpace is JavaScript's \s, which the TypeScript runtime refuses:
+// unicode.IsSpace also takes U+0085, which the runtime allows, and not
+// U+FEFF, which it refuses.
+func isWhiteSpace(r rune) bool {
+	switch r {
+	case '\t', '\n', '\v', '\f', '\r', ' ', '\u00a0', '\u1680', '\u2028', '\u2029', '\u202f', '\u205f', '\u3000', '\ufeff':
+		return true
+	}
+	return r >= '\u2000' && r <= '\u200a'
 }

@@ -20,7 +20,8 @@ import (
 )
 
 // checkSubjects builds subjects with the generated helpers and expects every
-// unsafe token value to be refused.
+// unsafe token value to be refused and the others, which the TypeScript
+// runtime takes too, to be taken.
 func checkSubjects(_ context.Context, args []string) (any, error) {
 	if err := parseFlags("subjects", args, func(*flag.FlagSet) {}); err != nil {
 		return nil, err
@@ -34,14 +35,21 @@ func checkSubjects(_ context.Context, args []string) (any, error) {
 		return nil, err
 	}
 	refused := map[string]string{}
-	for _, bad := range []string{"", "a.b", "a*", "a>", "a b", "tab\t"} {
+	for _, bad := range []string{"", "a.b", "a*", "a>", "a b", "tab\t", "nul\x00", "del\x7f", "bom\ufeff", "nbsp\u00a0"} {
 		_, err := concordevents.OrderPlacedSubject(bad)
 		if err == nil {
 			return nil, fmt.Errorf("OrderPlacedSubject(%q) was not refused", bad)
 		}
 		refused[bad] = err.Error()
 	}
-	return map[string]any{"subject": subject, "fromMessage": fromMessage, "refused": refused}, nil
+	var taken []string
+	for _, good := range []string{"nel\u0085", "zero-width\u200b", "caf\u00e9"} {
+		if _, err := concordevents.OrderPlacedSubject(good); err != nil {
+			return nil, fmt.Errorf("OrderPlacedSubject(%q) was refused: %w", good, err)
+		}
+		taken = append(taken, good)
+	}
+	return map[string]any{"subject": subject, "fromMessage": fromMessage, "refused": refused, "taken": taken}, nil
 }
 
 type receivedEvent struct {

@@ -176,16 +176,25 @@ def invalid_order(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def subjects(_: argparse.Namespace) -> Dict[str, Any]:
-    """Builds subjects with the generated helpers; every unsafe token value must be refused."""
+    """Builds subjects with the generated helpers; every unsafe token value must be refused, and the others, which
+    the TypeScript runtime takes too, taken."""
     refused = {}
-    for bad in ["", "a.b", "a*", "a>", "a b", "tab\t"]:
+    for bad in ["", "a.b", "a*", "a>", "a b", "tab\t", "nul\x00", "del\x7f", "bom\ufeff", "nbsp\u00a0"]:
         try:
             concord_events.order_placed_subject(bad)
         except concord_events.SubjectTokenError as err:
             refused[bad] = str(err)
         else:
             raise Mismatch(f"order_placed_subject({bad!r}) was not refused")
+    taken = []
+    for good in ["nel\u0085", "zero-width\u200b", "caf\u00e9"]:
+        try:
+            concord_events.order_placed_subject(good)
+        except concord_events.SubjectTokenError as err:
+            raise Mismatch(f"order_placed_subject({good!r}) was refused: {err}") from err
+        taken.append(good)
     return {
+        "taken": taken,
         "subject": concord_events.order_placed_subject("0190a3c2-7d1e-7b4a-9c1f-2b3c4d5e6f70"),
         "fromMessage": concord_events.subject_of(order_events_pb2.OrderCancelled(order_id="o-1")),
         "refused": refused,
