@@ -167,6 +167,35 @@ describe("the outbox relay on Postgres", () => {
     }
   });
 
+  it("takes the relay over as soon as the relaying process stops, publishing at once what another commits meanwhile, not at its next ask", async () => {
+    const url = await postgres().createDatabase("handover");
+    // Two instances of one service, each with its relay; they would ask for the lock only every 10 s.
+    const [first, second] = await Promise.all([0, 1].map(() => openDatabase({ path: url, migrations: outboxMigrations })));
+    const sample = sampleStream("handover");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const outbox = createOutbox({ db: second, source: "things" });
+    const relayOf = (db: Database) => createOutboxRelay({ db, nc: bus.nc, logger, sweepIntervalMs: 600_000, leaderPollMs: 10_000 });
+    const advisoryLocks = async () =>
+      Number((await second.query<{ n: number }>("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"))[0].n);
+    const leading = relayOf(first);
+    let waiting: ReturnType<typeof createOutboxRelay> | undefined;
+    try {
+      await eventually("the first relay holds the lock", async () => (await advisoryLocks()) === 1);
+      waiting = relayOf(second);
+      // The second has asked (it asks at once), and would ask again 10 s later.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await leading.stop();
+      const id = await second.transaction(async (tx) => outbox.add(tx, sample.event, { thingId: "a", note: "after the stop" }));
+      const committed = Date.now();
+      await eventually("the event is published", async () => (await readStream(bus.jsm, sample.stream.name)).length === 1, 15_000);
+      expect(Date.now() - committed, "ms from the commit to the event stored, against 10 s between asks").toBeLessThan(3_000);
+      expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([id]);
+    } finally {
+      await Promise.all([leading.stop(), waiting?.stop()]);
+      await Promise.all([first.close(), second.close()]);
+    }
+  });
+
   it("still deletes what it publishes after its lock's connection broke while a deletion was pending", async () => {
     const db = await openDatabase({ path: await postgres().createDatabase("lease_lost"), migrations: outboxMigrations });
     const sample = sampleStream("leaselost");

@@ -25,7 +25,10 @@ export interface OutboxRelayOptions {
   /** First and largest pause after a failed attempt; doubles in between. Defaults 100 ms and 5 s. */
   readonly retryMinMs?: number;
   readonly retryMaxMs?: number;
-  /** How often a relay that another process's relay keeps out asks again to take over (Postgres). Default 1 s. */
+  /**
+   * How often a relay that another process's relay keeps out asks again to take over (Postgres); it asks at once
+   * when the holder says it gave the lock up. Default 1 s.
+   */
   readonly leaderPollMs?: number;
   /** How long acknowledged events wait to be deleted, so that one statement covers many. Default 20 ms; a crash in between only repeats them. */
   readonly markDelayMs?: number;
@@ -100,6 +103,14 @@ interface Flusher {
 
 /** The database lock of the one process that relays a service's outbox. */
 const relayLockKey = 0x436f6e65;
+
+/**
+ * Postgres: the channel on which a relay that gave the lock up says so, once
+ * it has, to the processes waiting for it, which ask at once rather than at
+ * their next ask (what other processes committed since the holder's last
+ * read waited for that). The death of a holder is noticed at the next ask.
+ */
+const handoverChannel = "concord_outbox_relay";
 
 /**
  * Starts the relay of `db`'s outbox: the select / mark / back-off loop here,
@@ -477,8 +488,11 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   /**
    * The relay of one service runs in one process at a time: the one holding
    * the database's relay lock (Postgres; with SQLite, the one process). The
-   * others wait, ask again every leaderPollMs, and take over within about
-   * that long once the holder's connection is gone (its process died).
+   * others ask again every leaderPollMs, and take over within about that
+   * long once the holder's connection is gone (its process died); one that
+   * gives the lock up (it stops, or NATS is out of its reach) says so on
+   * handoverChannel, and a waiting process asks at once, so what was
+   * committed meanwhile goes out at once.
    * Events are published in the order they are read (see `fromHead`) by
    * whichever process holds the lock; one that dies between publish and
    * delete leaves its last events to its successor, which publishes them
@@ -486,6 +500,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
    */
   const run = async (): Promise<void> => {
     let waitingLogged = false;
+    /** While this process waits for the lock (Postgres): its LISTEN for a holder giving the lock up. */
+    let handoverHeard: (() => Promise<void>) | undefined;
+    /** A holder said it gave the lock up since this process last asked. */
+    let handedOver = false;
     /** While asking for the lock fails (the database away): since when, and how often, so an outage is logged once, not at every ask. */
     let lockFailing: { since: number; times: number } | undefined;
     while (!stopping) {
@@ -496,6 +514,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         continue;
       }
       let lease: SessionLock | undefined;
+      handedOver = false;
       try {
         lease = await db.tryLock(relayLockKey);
         if (lockFailing) {
@@ -510,10 +529,17 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       if (!lease) {
         if (!waitingLogged) logger.info({ pollMs: leaderPollMs }, "another process relays this outbox; this one takes over if it goes");
         waitingLogged = true;
+        // A holder that gives the lock up says so (see handoverChannel): then this one asks at once, not at its next ask.
+        handoverHeard ??= await db.listen(handoverChannel, () => {
+          handedOver = true;
+          currentWait?.();
+        }).catch(() => undefined);
         await settleFlushers();
-        await wait(leaderPollMs, { wake: false, ack: false });
+        if (!handedOver) await wait(leaderPollMs, { wake: false, ack: false });
         continue;
       }
+      await handoverHeard?.();
+      handoverHeard = undefined;
       if (waitingLogged) logger.info("took over relaying this outbox");
       waitingLogged = false;
       leaseLost = false;
@@ -535,6 +561,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         leading = false;
         await unlisten();
         await lease.release();
+        // Given up, not lost (its session broke, the database most likely away): the processes waiting ask at once.
+        if (!lostLease && fromHead) await db.query("SELECT pg_notify($1, '')", [handoverChannel]).catch(() => undefined);
       }
       // A connection closed under the relay (not by stop()) takes no publishes any more: the relay ends, its events stay.
       if (nc.isClosed()) break;
@@ -544,6 +572,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         logger.warn({ disconnectedForMs: Date.now() - disconnectedAt! }, "NATS cannot be reached from this process; the outbox relay is left to a process that reaches it, and taken again once NATS answers");
       }
     }
+    await handoverHeard?.();
   };
 
   /** Publishes the outbox while this process holds the relay's lock. */
