@@ -4,6 +4,7 @@
  * relay must still publish it, and before any later event of the same
  * aggregate, which waited for the first transaction's lock.
  */
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { useNatsServer } from "../../test/support/nats-server.js";
 import { usePostgresServer } from "../../test/support/postgres.js";
@@ -192,6 +193,61 @@ describe("the outbox relay on Postgres", () => {
       expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([id]);
     } finally {
       await Promise.all([leading.stop(), waiting?.stop()]);
+      await Promise.all([first.close(), second.close()]);
+    }
+  });
+
+  it("deletes what it published, once the database is back, though another process took the relay first, which then does not publish it again past the duplicate window", async () => {
+    const url = await postgres().createDatabase("outage_handover");
+    const [first, second] = await Promise.all([0, 1].map(() => openDatabase({ path: url, migrations: outboxMigrations })));
+    // JetStream drops a copy for a second only, so that an outage can outlast the window.
+    const sample = sampleStream("outagehandover");
+    const stream = { ...sample.stream, duplicateWindowMs: 1_000 };
+    await ensureStreams(bus.jsm, [stream]);
+    const outbox = createOutbox({ db: first, source: "things" });
+    // The database refuses the first process's deletions, as one that is away does.
+    let away = false;
+    let refused = 0;
+    const flaky: Database = {
+      ...first,
+      async run(sql, params) {
+        if (away && sql.startsWith("DELETE FROM event_outbox")) {
+          refused++;
+          throw Object.assign(new Error("could not extend file: No space left on device"), { code: "53100" });
+        }
+        return first.run(sql, params);
+      },
+    };
+    const relayLock = async (granted: boolean) =>
+      (await second.query<{ pid: number }>(`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND ${granted ? "" : "NOT "}granted`, [0x436f6e65])).map((r) => r.pid);
+    const relay = createOutboxRelay({ db: flaky, nc: bus.nc, logger, sweepIntervalMs: 100, leaderPollMs: 100, retryMaxMs: 300 });
+    const other = new pg.Client({ connectionString: url });
+    let taking: ReturnType<typeof createOutboxRelay> | undefined;
+    try {
+      await eventually("the first process relays", async () => (await relayLock(true)).length === 1);
+      away = true;
+      const id = await first.transaction(async (tx) => outbox.add(tx, sample.event, { thingId: "a", note: "published before the outage" }));
+      await eventually("the event is published and its deletion refused", async () => (await readStream(bus.jsm, stream.name)).length === 1 && refused > 0);
+      // Another process queues for the lock, and gets it as the outage ends the first one's lock session.
+      await other.connect();
+      const otherHolds = other.query("SELECT pg_advisory_lock($1)", [0x436f6e65]);
+      await eventually("another process waits for the lock", async () => (await relayLock(false)).length === 1);
+      await second.query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted", [0x436f6e65]);
+      await otherHolds;
+      away = false;
+      await eventually("the first process deletes what it published, though it relays no more", async () => (await outbox.pending()) === 0);
+      // The first process stops; the other one's relay starts after a wait longer than the duplicate window.
+      await relay.stop();
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      await other.end();
+      taking = createOutboxRelay({ db: second, nc: bus.nc, logger, sweepIntervalMs: 100, leaderPollMs: 100 });
+      await eventually("the other process relays", async () => (await relayLock(true)).length === 1);
+      await taking.flush();
+      expect((await readStream(bus.jsm, stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([id]);
+    } finally {
+      await relay.stop();
+      await taking?.stop();
+      await other.end().catch(() => undefined);
       await Promise.all([first.close(), second.close()]);
     }
   });

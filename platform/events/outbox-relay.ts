@@ -388,6 +388,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
    * the end of the mark wakes the loop to read again.
    */
   let floored = false;
+  /** A deletion failed with the database away, and none has worked since. */
+  let deletionHeldUp = false;
   const markAcked = (): Promise<boolean> => {
     marking = marking.then(async () => {
       if (acked.length === 0) return false;
@@ -399,6 +401,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       try {
         beforeMarkSent?.(done.map((r) => r.eventId));
         await store.remove(done.map((r) => r.seq));
+        deletionHeldUp = false;
         markingUpTo = 0;
         release(done);
         if (floored) {
@@ -412,7 +415,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
           // away for longer than JetStream's duplicate window would have them stored twice), and not read meanwhile.
           acked = [...done, ...acked];
           ackedDuplicates += dup;
-          logger.warn({ err, events: done.length }, "deleting published outbox events failed while the database is away; deleting them again once it answers");
+          // Tried again at every pass and every ask for the lock: said once, until a deletion works.
+          if (!deletionHeldUp) logger.warn({ err, events: done.length }, "deleting published outbox events failed while the database is away; deleting them again once it answers");
+          deletionHeldUp = true;
         } else {
           release(done);
           logger.error({ err, events: done.length }, "marking published outbox events failed; they will be published again (JetStream drops the copies)");
@@ -513,6 +518,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         await wait(leaderPollMs, { wake: false, ack: false });
         continue;
       }
+      // Published while this process relayed, their deletion failed (the database away, which ended the lock's session
+      // too): deleted before asking, as another process that takes the relay first would publish them again, and after
+      // an outage longer than JetStream's duplicate window they would be stored twice. A failure is retried at the next ask.
+      if (acked.length > 0) await markAcked();
       let lease: SessionLock | undefined;
       handedOver = false;
       try {
