@@ -1,6 +1,6 @@
 import type { CallContext, PromiseClient } from "../../../platform/grpc/index.js";
 import { Code, StatusError } from "../../../platform/errors/index.js";
-import type { Database } from "../../../platform/sql/index.js";
+import { type Database, isLockTimeout, limitLockWaits } from "../../../platform/sql/index.js";
 import type { ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import type { ProductQuote } from "../domain/order.js";
 import { catalogEntryOf } from "../contract.js";
@@ -43,15 +43,26 @@ export async function quoteProducts(sources: ProductSources, productIds: readonl
     // Written in id order, so two orders learning the same products at once
     // never lock their rows in opposite orders and wait on each other (a deadlock on PostgreSQL).
     entries.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    await db.transaction(async (tx) => {
-      for (const entry of entries) await catalog.upsert(tx, entry);
-    }, { signal: () => context.signal });
+    try {
+      await db.transaction(async (tx) => {
+        // What is learnt only saves the next order a call: an entry another transaction is writing (another
+        // instance's catalogue feed, or one whose process hangs and holds it until the server ends its session)
+        // is left to it, rather than have this call wait for it.
+        await limitLockWaits(tx, catalogueLockWaitMs);
+        for (const entry of entries) await catalog.upsert(tx, entry);
+      }, { signal: () => context.signal });
+    } catch (err) {
+      if (!isLockTimeout(err)) throw err;
+    }
     for (const entry of entries) quotes.set(entry.id, entry);
   }
   const missing = productIds.findIndex((id) => !quotes.has(id));
   if (missing >= 0) throw StatusError.notFound(`product ${productIds[missing]} (lines[${missing}].product_id) does not exist`);
   return quotes;
 }
+
+/** How long adding what a lookup learnt to the catalogue waits for a row another transaction holds (PostgreSQL). */
+const catalogueLockWaitMs = 200;
 
 function upstreamError(err: unknown): StatusError {
   const code = err instanceof StatusError ? err.code : undefined;
