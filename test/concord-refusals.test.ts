@@ -155,6 +155,11 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     const unknown = await concord("nonsense");
     expect(unknown.status).toBe(2);
     expect(unknown.stderr).toBe('concord: unknown command "nonsense" (`npx concord --help` shows the usage)\n');
+    // traces, no group but with commands all the same, listed them on standard output.
+    const traces = await concord("traces");
+    expect(traces.status).toBe(2);
+    expect(traces.stderr).toMatch(/^concord: traces takes a command\n\nUsage:\n  npx concord traces serve /);
+    expect(traces.stdout).toBe("");
     const help = await concord("events", "--help");
     expect(help.status).toBe(0);
     expect(help.stdout).toContain("  events tail ");

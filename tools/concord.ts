@@ -24,7 +24,7 @@ import { noStartRanIn, otherThanRunningStartNote, outboxCommand, outboxOptions, 
 import { backupSqlite, type ConsumerPosition, consumerPositions, consumersNotRecorded, notABackup, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
-import { tracesCommand, tracesOptions } from "./traces.js";
+import { tracesCommand, tracesOptions, usageOf as usageOfTraces } from "./traces.js";
 
 export { endProcess, exitQuietlyOnClosedOutput };
 
@@ -749,6 +749,11 @@ export async function concord(argv: string[]): Promise<number> {
         return outboxCommand(args, { program: "concord outbox parked", help: helps[command], elsewhere: elsewhereOf(command), badUsage: (problem) => refuseUsage(problem, command) });
       }
       case "traces":
+        if (rest.length === 0) {
+          // As `concord dlq` alone: its commands, on standard error (exit 2).
+          console.error(`concord: traces takes a command\n\n${usageOfTraces("npx concord traces")}`);
+          return 2;
+        }
         return await tracesCommand(rest, "npx concord traces", elsewhereOf(command), (problem, of) => refuseUsage(problem, of === undefined ? command : `${command} ${of}`));
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)}`, "");

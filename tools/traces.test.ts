@@ -14,6 +14,17 @@ describe("tools/traces.ts", () => {
     }
   });
 
+  it("lists its commands on standard error given none (exit 2), on standard output for --help (exit 0)", () => {
+    const alone = traces();
+    expect(alone.status).toBe(2);
+    expect(alone.stderr).toMatch(/^tools\/traces\.ts: name a command, serve or show\n\nUsage:\n  npx tsx tools\/traces\.ts serve /);
+    expect(alone.stdout).toBe("");
+    const help = traces("--help");
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/^Usage:\n  npx tsx tools\/traces\.ts serve /);
+    expect(help.stderr).toBe("");
+  });
+
   it("still names a mistyped option with the one it likely meant, and an option neither command takes as unknown", () => {
     const typo = traces("serve", "--zipkn");
     expect(typo.status).toBe(2);

@@ -10,7 +10,8 @@ import { formatTraces, type ReceivedSpan, startTraceReceiver } from "./traces/ot
 import { pinnedZipkin, type RunningZipkin, startZipkin } from "./traces/zipkin.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 
-const usageOf = (prog: string) => `Usage:
+/** The usage of the traces commands, called as `prog`. */
+export const usageOf = (prog: string) => `Usage:
   ${prog} serve [--port 4318] [--file DATA_DIR/traces.jsonl] [--zipkin [--zipkin-port 9411]]
       Receives spans over OTLP/HTTP (JSON) and appends them to the file.
       Start the services with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318.
@@ -98,9 +99,14 @@ async function run(argv: string[], prog: string, elsewhere: Readonly<Record<stri
   const usage = usageOf(prog);
   const [command = "", ...rest] = argv;
   if (!Object.hasOwn(tracesOptions, command)) {
-    if (argv.length > 0 && !argv.includes("--help") && !argv.includes("-h")) throw new UsageError(`unknown command ${JSON.stringify(command)}; the commands are ${Object.keys(tracesOptions).join(", ")}`);
+    if (argv.length === 0) {
+      // Bad usage, said on standard error as `concord dlq` alone says it: the commands, exit 2.
+      console.error(`${prog.replace(/^npx (tsx )?/, "")}: name a command, ${Object.keys(tracesOptions).join(" or ")}\n\n${usage}`);
+      return 2;
+    }
+    if (!argv.includes("--help") && !argv.includes("-h")) throw new UsageError(`unknown command ${JSON.stringify(command)}; the commands are ${Object.keys(tracesOptions).join(", ")}`);
     console.log(usage);
-    return argv.length === 0 ? 2 : 0;
+    return 0;
   }
   const { values, positionals } = parse(command, rest, prog, elsewhere);
   if (values.help) {
