@@ -239,14 +239,14 @@ describe("npx concord database", () => {
     writeFileSync(join(startDir, "postgres", "postmaster.pid"), `${process.pid}\n${join(startDir, "postgres")}\n1733400000\n54399\n`);
     const started = await runConcord({ DATA_DIR: startDir, ORDERS_DATABASE_URL: undefined, DATABASE_URL: undefined }, ["database", "backup", "orders", join(dir, "pg-start.db")]);
     expect(started.status).toBe(2);
-    expect(started.stderr).toContain("orders's database is postgres://postgres@127.0.0.1:54399/orders, a PostgreSQL one: this command copies SQLite files");
+    expect(started.stderr).toContain("the orders service's database is postgres://postgres@127.0.0.1:54399/orders, a PostgreSQL one: this command copies SQLite files");
     expect(started.stderr).toMatch(/ \(`npx concord database backup --help` shows the usage\)\n$/);
     expect((await run("database", "backup", "--help")).stdout).toContain("else the database\n                      `npm start -- --postgres` gives it while that start's\n                      PostgreSQL server runs");
     // DATABASE_URL, which npm start does not give its services, is not taken either, and the note says so.
     const shared = await runConcord({ DATA_DIR: startDir, ORDERS_DATABASE_URL: undefined, DATABASE_URL: join(dir, "elsewhere.db") }, ["database", "backup", "orders", join(dir, "pg-start.db")]);
     expect(shared.status).toBe(2);
     expect(shared.stderr).toContain("concord database backup: note: DATABASE_URL is not used, as `npm start` does not use it (the two services need a database each): set ORDERS_DATABASE_URL, or name the database with --database, for one of your own\n");
-    expect(shared.stderr).toContain("orders's database is postgres://postgres@127.0.0.1:54399/orders, a PostgreSQL one");
+    expect(shared.stderr).toContain("the orders service's database is postgres://postgres@127.0.0.1:54399/orders, a PostgreSQL one");
     const missing = await run("database", "backup", "orders", join(dir, "none.db"), "--database", join(dir, "missing.db"), "--nats", "nats://127.0.0.1:1");
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain(`${join(dir, "missing.db")} does not exist`);
@@ -292,12 +292,14 @@ describe("npx concord database", () => {
     expect(restore.stdout.trim().split("\n")).toEqual(["npx concord consumer redeliver orders-stock-reserved --from 4"]);
     const missing = serviceConsumers("orders").map((c) => c.durable).filter((d) => d !== "orders-stock-reserved");
     expect(missing.length).toBeGreaterThan(0);
-    expect(restore.stderr).toContain(`warning: ${backup}.json holds no floor for ${missing.length} of orders's consumers (${missing.join(", ")})`);
+    expect(restore.stderr).toContain(`warning: ${backup}.json holds no floor for ${missing.length} of the orders service's consumers (${missing.join(", ")})`);
     expect(restore.stderr).toContain("`npx concord consumer redeliver DURABLE --from SEQ` with SEQ at or below its acknowledgement floor before the backup");
   }, 60_000);
 
   it("says, restoring a backup taken without its consumers' positions (NATS away), to deliver their events again from a sequence on, as redeliver's --from alone does", async () => {
     const { backup, taken } = await backupWithoutNats("no-positions");
+    // It said "orders's database".
+    expect(taken.stderr).toContain(`concord database backup: the orders service's database backed up to ${backup} (`);
     expect(taken.stderr).toContain("without its consumers' positions");
     const restore = await run("database", "restore", "orders", backup, "--database", join(dir, "no-positions-restored.db"));
     expect(restore.status, restore.stderr).toBe(0);

@@ -445,7 +445,7 @@ function databaseArguments(command: string, args: string[]) {
   const note = given === undefined ? (unusedDatabaseUrlNote(service) ?? otherThanRunningStartNote(service, dataDir)) : undefined;
   if (note) console.error(`concord ${command}: ${note}`);
   if (isPostgresUrl(database)) {
-    throw new UsageError(`${service}'s database is ${database}, a PostgreSQL one: this command copies SQLite files; back it up with pg_dump and restore it with pg_restore (README, "Backups and restores")`, command);
+    throw new UsageError(`the ${service} service's database is ${database}, a PostgreSQL one: this command copies SQLite files; back it up with pg_dump and restore it with pg_restore (README, "Backups and restores")`, command);
   }
   // Nothing named the database: it is npm start's file in DATA_DIR, whose absence says DATA_DIR is not the start's.
   const dataDirMissing = given === undefined && database === join(dataDir, `${service}.db`) && !existsSync(dataDir) ? dataDir : undefined;
@@ -515,8 +515,8 @@ async function databaseBackup(args: string[]): Promise<number> {
   console.log(JSON.stringify({ backup: file, service, database, bytes, takenAt, positions }));
   console.error(
     positions
-      ? `concord ${command}: ${service}'s database backed up to ${file} (${bytes} bytes); its consumers' positions are in ${recordFileOf(file)}, for a restore`
-      : `concord ${command}: ${service}'s database backed up to ${file} (${bytes} bytes), without its consumers' positions: after a restore, redeliver each consumer's events from a stream sequence at or below its acknowledgement floor before this backup`,
+      ? `concord ${command}: the ${service} service's database backed up to ${file} (${bytes} bytes); its consumers' positions are in ${recordFileOf(file)}, for a restore`
+      : `concord ${command}: the ${service} service's database backed up to ${file} (${bytes} bytes), without its consumers' positions: after a restore, redeliver each consumer's events from a stream sequence at or below its acknowledgement floor before this backup`,
   );
   return 0;
 }
@@ -563,7 +563,7 @@ async function databaseRestore(args: string[]): Promise<number> {
     // Taken before the contracts gave the service these consumers, or a record edited: their events handled after the
     // backup are in no command above, and would stay unhandled by the restored database.
     console.error(
-      `concord ${command}: warning: ${recordFileOf(file)} holds no floor for ${missing.length} of ${service}'s consumers (${missing.join(", ")}), so no command above delivers again what they handled after the backup: ` +
+      `concord ${command}: warning: ${recordFileOf(file)} holds no floor for ${missing.length} of the ${service} service's consumers (${missing.join(", ")}), so no command above delivers again what they handled after the backup: ` +
         "for each, run `npx concord consumer redeliver DURABLE --from SEQ` with SEQ at or below its acknowledgement floor before the backup (1 if it did not exist then; its inbox skips what the backup holds as handled)",
     );
   }
