@@ -48,7 +48,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(subject.stderr).toContain('--subject: "a..b" is not a valid subject (token 2)');
   });
 
-  it("refuses a --nats or NATS_URL that is not a NATS URL as the services refuse NATS_URL, in one line, before connecting (exit 2)", async () => {
+  it("refuses a --nats or NATS_URL that is not a NATS URL as the services refuse NATS_URL, and a NATS_PORT npm start refuses, in one line, before connecting (exit 2)", async () => {
     // Each was tried: "cannot reach NATS at nats://host:notaport: Invalid URL" (exit 1), or a line of status's report.
     const usage = (command: string) => ` (\`npx concord ${command} --help\` shows the usage)\n`;
     const refusals: [Record<string, string>, string[], string][] = [
@@ -58,6 +58,10 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
       [{}, ["dlq", "purge", "--yes", "--nats", "nats://u:s3cret@host:4222"], `concord: --nats "nats://u:***@host:4222" is invalid: credentials in the URL are not used: the NATS user's nkey seed goes in a file NATS_NKEY_SEED names${usage("dlq purge")}`],
       [{ NATS_URL: "nats://host:notaport" }, ["consumer", "redeliver", "x"], `concord: NATS_URL="nats://host:notaport" is invalid: the port "notaport" is not a number: expected nats://host:port${usage("consumer redeliver")}`],
       [{ NATS_URL: "garbage:" }, ["streams", "provision"], `concord: NATS_URL="garbage:" is invalid: expected nats://host:port, host a name or an address (IPv6 in brackets)${usage("streams provision")}`],
+      // NATS_PORT, read as npm start reads it: "Invalid URL" once connecting (exit 1), or a port npm start refuses.
+      [{ NATS_PORT: "42x" }, ["dlq", "list"], `concord: NATS_PORT="42x" is not a port: give a whole number from 1 to 65535${usage("dlq list")}`],
+      [{ NATS_PORT: "70000" }, ["status"], `concord: NATS_PORT="70000" is not a port: give a whole number from 1 to 65535${usage("status")}`],
+      [{ NATS_PORT: " 4222" }, ["events", "tail"], `concord: NATS_PORT=" 4222" is not a port: give a whole number from 1 to 65535${usage("events tail")}`],
     ];
     for (const [env, args, said] of refusals) {
       const out = await runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: undefined, NATS_URL: undefined, ...env }, args, 30_000);
@@ -68,6 +72,12 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     // --nats wins over NATS_URL, as it does for connecting: a good one is used, a bad NATS_URL aside.
     const given = await runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: undefined, NATS_URL: "nats://host:notaport" }, ["dlq", "list", "--consumer", "products-order-placed", "--nats", nats().url], 30_000);
     expect(given.status, given.stderr).toBe(0);
+    // NATS_PORT is not read when --nats or NATS_URL names the server.
+    for (const env of [{}, { NATS_URL: nats().url }]) {
+      const args = ["dlq", "list", "--consumer", "products-order-placed", ...("NATS_URL" in env ? [] : ["--nats", nats().url])];
+      const named = await runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: undefined, NATS_URL: undefined, NATS_PORT: "42x", ...env }, args, 30_000);
+      expect(named.status, named.stderr).toBe(0);
+    }
   });
 
   it("lists and replays dead letters of a type the contracts do not declare, and fails naming those they do when none is of it", async () => {

@@ -43,11 +43,12 @@ describe("tools/watch-events.ts", () => {
     }
   });
 
-  it("refuses a --nats or NATS_URL that is not a NATS URL as the services refuse NATS_URL, in one line, before connecting (exit 2)", async () => {
+  it("refuses a --nats or NATS_URL that is not a NATS URL as the services refuse NATS_URL, and a NATS_PORT npm start refuses, in one line, before connecting (exit 2)", async () => {
     // It said "cannot reach NATS at nats://127.0.0.1:notaport: Invalid URL" (exit 1).
     for (const [args, env, says] of [
       [["--nats", "nats://127.0.0.1:notaport"], {}, 'watch-events: --nats "nats://127.0.0.1:notaport" is invalid: the port "notaport" is not a number: expected nats://host:port\n'],
       [[], { NATS_URL: "tls://127.0.0.1:4222" }, 'watch-events: NATS_URL="tls://127.0.0.1:4222" is invalid: the scheme is "tls://", which is not NATS\'s: expected nats://host:port\n'],
+      [[], { NATS_URL: "", NATS_PORT: "42x" }, 'watch-events: NATS_PORT="42x" is not a port: give a whole number from 1 to 65535\n'],
     ] as const) {
       const tool = watchEvents([...args], env);
       started.push(tool.child);

@@ -12,6 +12,7 @@ import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, type EventDescriptor, receivedHeaders, seedGivenForItsFile } from "../platform/events/index.js";
 import { natsUrl, urlsWithoutPasswords } from "../platform/config/index.js";
 import { dataDir as dataDirOf } from "./client-security.js";
+import { portSetting } from "./port-setting.js";
 import { openObserverReader, type ReaderStart } from "./nats/observer-consumer.js";
 import { readStartedServices } from "./started-services.js";
 
@@ -43,13 +44,21 @@ export function defaultNatsUrl(env: NodeJS.ProcessEnv = process.env): string {
 
 /**
  * What is wrong with the NATS URL(s) a tool was given, by its --nats or
- * else NATS_URL, read as the services read NATS_URL (`natsUrl`): one line
- * naming the option or the variable, without a password; undefined when
- * nothing is.
+ * else NATS_URL, read as the services read NATS_URL (`natsUrl`), or else with
+ * NATS_PORT, read as `npm start` reads it: one line naming the option or the
+ * variable, without a password; undefined when nothing is.
  */
 export function natsUrlProblem(given: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
   const [source, raw] = given !== undefined ? ["--nats ", given] : env.NATS_URL ? ["NATS_URL=", env.NATS_URL] : [undefined, undefined];
-  if (source === undefined) return undefined; // a port, npm start's record, or the default: nothing to read as a URL
+  if (source === undefined) {
+    // NATS_PORT, read as `npm start` reads it: "42x" failed only once connecting, as "Invalid URL". Else npm start's record or the default.
+    try {
+      portSetting("NATS_PORT", env.NATS_PORT, 4222);
+      return undefined;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  }
   try {
     natsUrl(raw);
     return undefined;

@@ -40,6 +40,7 @@ import { redact } from "../platform/sql/postgres.js";
 import { refusedExitCode, stopOnStdinCloseVariable } from "../platform/runtime/index.js";
 import { repoRoot } from "./repo-root.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
+import { portSetting } from "./port-setting.js";
 import { findNatsServer } from "./nats/find-nats-server.mjs";
 import { ensureNatsCredentials, writeAuthorizationConfig } from "./nats/authorization.js";
 import { natsServerEnv, writeNatsServerConfig } from "./nats/server-config.js";
@@ -473,21 +474,6 @@ function clusterPortSetting(variable: string, natsPort: number, offset: number):
   if (given) return portSetting(variable, given, 0, 2);
   // NATS_PORT was read leaving room for the offsets of the variables unset.
   return natsPort + offset;
-}
-
-/**
- * The port a `*_PORT` variable gives (`fallback` when unset or empty); throws,
- * naming the variable, unless it is a whole number of 1 to 65535 that leaves
- * room for `above` ports after it.
- */
-function portSetting(variable: string, value: string | undefined, fallback: number, above = 0): number {
-  if (value === undefined || value === "") return fallback;
-  const highest = 65535 - above;
-  const port = /^[0-9]{1,5}$/.test(value) ? Number(value) : Number.NaN;
-  if (port >= 1 && port <= highest) return port;
-  const moves = above > 2 ? `, unless ${above > 2002 ? "NATS_MONITOR_PORT moves its monitoring ports" : "NATS_ROUTE_PORT moves its route ports"}` : "";
-  const room = above > 0 ? ` (--cluster also takes the ports up to ${variable}+${above}${moves})` : "";
-  throw new Error(`${variable}=${JSON.stringify(value)} is not a port: give a whole number from 1 to ${highest}${room}`);
 }
 
 /** An address a start would listen on, and the setting it comes from (`PRODUCTS_LISTEN+2 (products#2)`, say). */

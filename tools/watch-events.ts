@@ -19,7 +19,8 @@ stream can be read, it exits with status 1.
                the server(s) the \`npm start\` running on DATA_DIR gave its services,
                DATA_DIR defaulting to .data; else nats://127.0.0.1:4222); one that
                is not a NATS URL, given here or as NATS_URL, is refused as the
-               services refuse NATS_URL (exit 2)
+               services refuse NATS_URL (exit 2), and so is a NATS_PORT that
+               \`npm start\` refuses (not a whole number from 1 to 65535)
   --nkey FILE  the nkey seed to connect with, the observer's for a server that
                \`npm start\` runs (default: $NATS_NKEY_SEED, else
                $DATA_DIR/nats-credentials/observer.nk when it exists, DATA_DIR

@@ -37,7 +37,8 @@ const natsOption = `  --nats URL          NATS server, nats://host:port, several
                       $NATS_URL, else nats://127.0.0.1:$NATS_PORT when set, else the server(s) the
                       \`npm start\` running on DATA_DIR gave its services, else nats://127.0.0.1:4222);
                       one that is not a NATS URL, given here or as NATS_URL, is refused as the
-                      services refuse NATS_URL (exit 2), before anything is done`;
+                      services refuse NATS_URL (exit 2), before anything is done, and so is
+                      a NATS_PORT that \`npm start\` refuses (not a whole number from 1 to 65535)`;
 
 const inboxRetentionOption = `  --inbox-retention D how long the services' inboxes remember the events they
                       handled, as their INBOX_RETENTION (2d, 36h; at least 1h):
