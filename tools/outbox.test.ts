@@ -36,7 +36,7 @@ describe("tools/outbox.ts", () => {
     expect(run("--help").stdout).toContain("Usage: npx tsx tools/outbox.ts");
   }, 120_000); // runs the tool three times, each a Node start-up with the TypeScript loader
 
-  it("names what is wrong with its arguments, and an event id that is not parked", async () => {
+  it("names what is wrong with its arguments in one line naming --help, and an event id that is not parked", async () => {
     const path = join(dir, "named.db");
     const db = await openDatabase({ path, migrations: outboxMigrations });
     await db.run("INSERT INTO event_outbox_parked (event_id, subject, type, payload, headers, created_at, parked_at, reason) VALUES ($1, 'a.b', 't.T', x'00', x'00', 1, 2, 'too big')", ["0190a5b4-7c4e-7d3e-9f1a-000000000004"]);
@@ -44,12 +44,13 @@ describe("tools/outbox.ts", () => {
     const refused = (args: string[], problem: string) => {
       const out = run(...args);
       expect(out.status, out.stderr).toBe(2);
-      expect(out.stderr).toContain(`outbox: ${problem}`);
+      // One line, and where the usage is: the whole usage, 23 lines, followed it.
+      expect(out.stderr).toBe(`outbox: ${problem} (\`npx tsx tools/outbox.ts --help\` shows the usage)\n`);
     };
     refused(["widgets", "list"], 'unknown service "widgets": expected products or orders (or --database PATH)');
     refused(["list"], "name the service (products or orders) or its database (--database PATH) first");
     refused(["products", "frob"], 'unknown action "frob": expected list or retry');
-    refused(["products", "list", "--datbase", path], "unknown option --datbase; did you mean --database?\n");
+    refused(["products", "list", "--datbase", path], "unknown option --datbase; did you mean --database?");
     refused(["products", "retry"], "retry needs the ids of the parked events to put back, or --all");
     refused(["--database", path, "retry", "--all", "0190a5b4-7c4e-7d3e-9f1a-000000000004"], "retry takes event ids or --all, not both");
 

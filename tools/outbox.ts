@@ -10,7 +10,7 @@ import { outboxMigrations, parkedEvents, retryParked } from "../platform/events/
 import { Code, StatusError } from "../platform/errors/index.js";
 import { isPostgresUrl, openDatabase } from "../platform/sql/index.js";
 import { redact } from "../platform/sql/postgres.js";
-import { parseArgsProblem } from "./parse-args-problem.js";
+import { parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 import { readStartedServices } from "./started-services.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 
@@ -53,7 +53,7 @@ export interface OutboxCommandOptions {
   readonly help?: string;
   /** For an option it lacks, the command lines of the caller's that take it. */
   readonly elsewhere?: Readonly<Record<string, readonly string[]>>;
-  /** Says a problem with the arguments and returns the exit code (default: the problem, then `help`, exit 2). */
+  /** Says a problem with the arguments and returns the exit code (default: the problem and where the usage is, in one line, exit 2). */
   readonly badUsage?: (problem: string) => number;
 }
 
@@ -66,7 +66,7 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
   const refuse =
     badUsage ??
     ((problem: string) => {
-      console.error(`${program}: ${problem}\n\n${help}`);
+      console.error(usageProblemLine(program, problem, "npx tsx tools/outbox.ts --help"));
       return 2;
     });
   let parsed;

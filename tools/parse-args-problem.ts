@@ -68,6 +68,15 @@ function editDistance(a: string, b: string): number {
 }
 
 /**
+ * Bad usage said in one line, as `concord` says it: `<program>: <problem>` and
+ * the command that prints the usage, rather than the whole usage, which hid
+ * the problem above a screenful.
+ */
+export function usageProblemLine(program: string, problem: string, helpCommand: string): string {
+  return `${program}: ${problem} (\`${helpCommand}\` shows the usage)`;
+}
+
+/**
  * parseArgs for a tool's command line: what it refuses is printed as
  * `<program>: <problem>` with the usage, and the exit code set to 2;
  * undefined then, for the caller to return.

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, readFileSync, realpathSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { optionsElsewhere, parseArgsProblem } from "./parse-args-problem.js";
+import { optionsElsewhere, parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 import { formatTraces, type ReceivedSpan, startTraceReceiver } from "./traces/otlp-receiver.js";
 import { pinnedZipkin, type RunningZipkin, startZipkin } from "./traces/zipkin.js";
 import { dataDir as dataDirOf } from "./client-security.js";
@@ -28,7 +28,7 @@ export const usageOf = (prog: string) => `Usage:
       a few seconds later.
   DATA_DIR defaults to .data, as for \`npm start\`.`;
 
-/** Bad usage: exit status 2, with the usage, or as the calling tool says it (`badUsage` of tracesCommand). */
+/** Bad usage: exit status 2, in one line naming --help, or as the calling tool says it (`badUsage` of tracesCommand). */
 class UsageError extends Error {
   constructor(
     message: string,
@@ -76,8 +76,8 @@ function portOf(value: unknown, name: string, fallback: number): number {
  * the calling tool's other commands that take an option traces lacks, to name
  * them when it is given here. Bad usage is said by `badUsage`, given the
  * problem and the command it was given to (serve, show; none when it named
- * none), which resolves with the exit status; by default, the problem and the
- * usage, exit 2. Resolves with the exit status.
+ * none), which resolves with the exit status; by default, the problem and
+ * where the usage is, in one line, exit 2. Resolves with the exit status.
  */
 export async function tracesCommand(
   argv: string[],
@@ -90,7 +90,7 @@ export async function tracesCommand(
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     if (badUsage) return badUsage(err.message, err.command);
-    console.error(`${prog.replace(/^npx (tsx )?/, "")}: ${err.message}\n\n${usageOf(prog)}`);
+    console.error(usageProblemLine(prog.replace(/^npx (tsx )?/, ""), err.message, `${prog} --help`));
     return 2;
   }
 }

@@ -5,7 +5,8 @@
  * observer's names, deleted when it ends (nothing is acknowledged or changed).
  */
 import { connectNats, defaultNatsUrl, exitOnSignals, exitQuietlyOnClosedOutput, natsUrlProblem, reason, seedFileToUse, watchEvents } from "./event-watch.js";
-import { toolArgs } from "./parse-args-problem.js";
+import { parseArgs } from "node:util";
+import { parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 
 const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--nats URL] [--nkey FILE]
 
@@ -29,9 +30,14 @@ stream can be read, it exits with status 1.
 const options = { all: { type: "boolean" }, nats: { type: "string" }, nkey: { type: "string" }, help: { type: "boolean" } } as const;
 
 async function main(args: string[]): Promise<void> {
-  const parsed = toolArgs("watch-events", { args, options }, usage);
-  if (!parsed) return;
-  const { values } = parsed;
+  let values;
+  try {
+    values = parseArgs({ args, options }).values;
+  } catch (err) {
+    console.error(usageProblemLine("watch-events", parseArgsProblem(err, Object.keys(options)), "npx tsx tools/watch-events.ts --help"));
+    process.exitCode = 2;
+    return;
+  }
   if (values.help) return console.log(usage);
   const natsProblem = natsUrlProblem(values.nats);
   if (natsProblem) {
