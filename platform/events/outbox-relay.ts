@@ -104,6 +104,9 @@ interface Flusher {
 /** The database lock of the one process that relays a service's outbox. */
 const relayLockKey = 0x436f6e65;
 
+/** How often, at most, marks that go on failing are logged again after the first failure's line. */
+const markFailureLogMs = 60_000;
+
 /**
  * Postgres: the channel on which a relay that gave the lock up says so, once
  * it has, to the processes waiting for it, which ask at once rather than at
@@ -388,8 +391,26 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
    * the end of the mark wakes the loop to read again.
    */
   let floored = false;
-  /** A deletion failed with the database away, and none has worked since. */
-  let deletionHeldUp = false;
+  /**
+   * While marks fail (a database file deleted under the service fails every one, retried every retryMaxMs): since
+   * when, when a line last said so, and how many failed since. The first failure is logged with its stack; the
+   * same again at most every markFailureLogMs, by its message and count, and once when a mark works again.
+   */
+  let markFailing: { since: number; loggedAt: number; failedSince: number } | undefined;
+  const markFailed = (err: unknown, events: number, level: "warn" | "error", message: string): void => {
+    const now = Date.now();
+    if (!markFailing) {
+      markFailing = { since: now, loggedAt: now, failedSince: 0 };
+      logger[level]({ err, events }, message);
+      return;
+    }
+    markFailing.failedSince++;
+    if (now - markFailing.loggedAt < markFailureLogMs) return;
+    const error = err instanceof Error ? err.message : String(err);
+    logger[level]({ error, events, failedSince: markFailing.failedSince, failingForMs: now - markFailing.since }, `${message} (still failing; the first failure's line has its stack)`);
+    markFailing.loggedAt = now;
+    markFailing.failedSince = 0;
+  };
   const markAcked = (): Promise<boolean> => {
     marking = marking.then(async () => {
       if (acked.length === 0) return false;
@@ -401,7 +422,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       try {
         beforeMarkSent?.(done.map((r) => r.eventId));
         await store.remove(done.map((r) => r.seq));
-        deletionHeldUp = false;
+        if (markFailing) {
+          logger.info({ failingForMs: Date.now() - markFailing.since }, "deleting published outbox events works again");
+          markFailing = undefined;
+        }
         markingUpTo = 0;
         release(done);
         if (floored) {
@@ -415,12 +439,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
           // away for longer than JetStream's duplicate window would have them stored twice), and not read meanwhile.
           acked = [...done, ...acked];
           ackedDuplicates += dup;
-          // Tried again at every pass and every ask for the lock: said once, until a deletion works.
-          if (!deletionHeldUp) logger.warn({ err, events: done.length }, "deleting published outbox events failed while the database is away; deleting them again once it answers");
-          deletionHeldUp = true;
+          markFailed(err, done.length, "warn", "deleting published outbox events failed while the database is away; deleting them again once it answers");
         } else {
           release(done);
-          logger.error({ err, events: done.length }, "marking published outbox events failed; they will be published again (JetStream drops the copies)");
+          markFailed(err, done.length, "error", "marking published outbox events failed; they will be published again (JetStream drops the copies)");
         }
         failures++;
         firstFailure ??= "marking published events failed";

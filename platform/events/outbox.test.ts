@@ -11,6 +11,7 @@ import { openDatabase, type Database, type Transaction } from "../sql/index.js";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { OrderPlacedEvent } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
 import { createMessageChecker } from "../contracts/index.js";
+import { Code, StatusError } from "../errors/index.js";
 import { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, InvalidEventError, outboxMigrations, parkedEvents, retryParked, type EventBus, type OutboxRelay } from "./index.js";
 
 const logger = createLogger({ service: "outbox-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -177,6 +178,31 @@ describe("outbox and relay", () => {
     // Deleted, not published again: JetStream has each once, and none went out twice.
     expect(relay.stats()).toEqual({ published: 10, duplicates: 0, parked: 0 });
     expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual(ids);
+  });
+
+  it("logs a mark that goes on failing once with its stack, not at every retry, and once that it works again", async () => {
+    const { sample, db, outbox, commit } = await setup("failing-mark");
+    const captured = capturedLogger("outbox-test");
+    // As a service whose SQLite file was deleted under it refuses every write: the relay logged a stack at each retry.
+    let refusals = 0;
+    const relay = startRelay(db, {
+      logger: captured.logger,
+      beforeMarkSent: () => {
+        if (refusals < 6) {
+          refusals++;
+          throw new StatusError(Code.UNAVAILABLE, "the service's database file was deleted or replaced while it ran");
+        }
+      },
+    });
+    const ids = await commit((tx) => Array.from({ length: 5 }, (_, i) => outbox.add(tx, sample.event, { thingId: `t-${i}`, note: "" })));
+    await eventually("the marks were refused six times", () => refusals === 6, 10_000);
+    await eventually("the outbox is emptied", async () => (await outbox.pending()) === 0, 5_000);
+    const failed = captured.lines.filter((l) => /^(deleting|marking) published outbox events failed/.test(String(l.msg)));
+    expect(failed).toHaveLength(1);
+    expect((failed[0].err as { stack?: string }).stack).toMatch(/deleted or replaced/);
+    expect(captured.lines.filter((l) => l.msg === "deleting published outbox events works again")).toHaveLength(1);
+    expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual(ids);
+    expect(relay.stats().published).toBe(5);
   });
 
   it("keeps an event no stream captures, publishes the ones after it, and sends it once a stream does", async () => {
