@@ -671,6 +671,33 @@ describe("npm start", () => {
     }
   });
 
+  it("refuses a DATA_DIR it cannot write, naming DATA_DIR, and writes nothing (exit 2)", { timeout: 60_000 }, async () => {
+    const ports = { PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`, NATS_PORT: String(await freePort()) };
+    const startOn = (dataDir: string) => spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...process.env, ...ports, DATA_DIR: dataDir, NATS_URL: "" }, encoding: "utf8", timeout: 20_000 });
+    const file = join(dir.path, "a-file");
+    writeFileSync(file, "kept\n");
+    // Said as "start: EEXIST: file already exists, mkdir '...'" or ENOTDIR, or EROFS for start.pid on a read-only file system (exit 1).
+    const cases: Array<[string, string]> = [
+      [file, "it is a file, not a directory"],
+      [join(file, "data"), "a part of its path is a file, not a directory"],
+    ];
+    // Root writes whatever the mode says; another user may not.
+    if (process.getuid?.() !== 0) {
+      const locked = join(dir.path, "locked");
+      mkdirSync(locked, { mode: 0o555 });
+      cases.push([locked, "this user may not write there"], [join(locked, "data"), "this user may not write there"]);
+    }
+    for (const [dataDir, why] of cases) {
+      const result = startOn(dataDir);
+      expect(result.status, dataDir).toBe(2);
+      expect(result.stderr).toBe(`start: DATA_DIR ${dataDir} cannot be written: ${why}; set DATA_DIR to a directory this user may write (default .data)\n`);
+      expect(result.stdout).toBe("");
+    }
+    expect(readFileSync(file, "utf8")).toBe("kept\n");
+    expect(readmeProse()).toContain("`start: DATA_DIR /mnt/ro/concord cannot be written: it is on a read-only file system; set DATA_DIR to a directory this user may write (default .data)`");
+    if (process.getuid?.() !== 0) expect(readdirSync(join(dir.path, "locked"))).toEqual([]);
+  });
+
   it("moves --cluster's route and monitoring ports with NATS_ROUTE_PORT and NATS_MONITOR_PORT, refusing one that is not a port or is taken, naming it", { timeout: 120_000 }, async () => {
     const dataDir = join(dir.path, "never-made");
     const startWith = (env: NodeJS.ProcessEnv) =>

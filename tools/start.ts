@@ -29,10 +29,10 @@
 import { randomBytes } from "node:crypto";
 import { type ChildProcess, spawn, spawnSync, type StdioOptions } from "node:child_process";
 import { parseArgs } from "node:util";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { constants } from "node:os";
-import { basename, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
+import { basename, dirname, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
 import { type ChannelCredentials, status as grpcStatus } from "@grpc/grpc-js";
 import { clientTlsCredentials, waitForServing } from "../platform/grpc/index.js";
 import { isPostgresUrl } from "../platform/sql/database.js";
@@ -94,7 +94,9 @@ before it is acknowledged). Options:
 Environment (all optional):
   DATA_DIR          where databases, the JetStream store and the NATS
                     credentials live (default .data); one start at a time
-                    holds it (DATA_DIR/start.pid): a second is refused
+                    holds it (DATA_DIR/start.pid): a second is refused; so
+                    is a DATA_DIR this user cannot write (read-only, or a
+                    file in its place or on its path; exit 2)
   NATS_URL          use this NATS server instead of starting one (several
                     comma-separated URLs for a cluster); the services then
                     connect without credentials unless PRODUCTS_NATS_NKEY_SEED
@@ -411,6 +413,39 @@ function claimDataDir(dataDir: string): void {
       // gone already
     }
   });
+}
+
+/**
+ * Makes `dir` and the directories missing on its path, one at a time: a
+ * recursive mkdir refused on a read-only file system says ENOENT, where this
+ * throws the error of the level that could not be made (EROFS).
+ */
+function makeDirectory(dir: string): void {
+  const parent = dirname(dir);
+  if (parent !== dir && !existsSync(parent)) makeDirectory(parent);
+  try {
+    mkdirSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST" && statSync(dir).isDirectory()) return;
+    throw err;
+  }
+}
+
+/** Why DATA_DIR could not be made or written, from the error of making it or its start.pid; undefined for other errors. */
+function unwritableDataDir(err: unknown): string | undefined {
+  switch ((err as NodeJS.ErrnoException).code) {
+    case "EROFS":
+      return "it is on a read-only file system";
+    case "EACCES":
+    case "EPERM":
+      return "this user may not write there";
+    case "EEXIST":
+      return "it is a file, not a directory";
+    case "ENOTDIR":
+      return "a part of its path is a file, not a directory";
+    default:
+      return undefined;
+  }
 }
 
 /** The pid of the running start (not this one) whose DATA_DIR/start.pid names it; undefined when there is none. */
@@ -853,8 +888,17 @@ async function main(): Promise<void> {
       throw new Error(`port ${port} (${setting}, which --cluster takes for its ${role}) is already in use; set ${variable} to another port (the first of three)`);
     }
   }
-  mkdirSync(dataDir, { recursive: true });
-  claimDataDir(dataDir);
+  try {
+    makeDirectory(dataDir);
+    claimDataDir(dataDir);
+  } catch (err) {
+    // Said as "EROFS: read-only file system, open '.../start.pid'" (exit 1), naming neither DATA_DIR nor what to do.
+    const why = unwritableDataDir(err);
+    if (why === undefined) throw err;
+    console.error(`start: DATA_DIR ${dataDir} cannot be written: ${why}; set DATA_DIR to a directory this user may write (default .data)`);
+    process.exitCode = 2;
+    return;
+  }
   // For `concord status`, which then finds every instance, and says they are starting until they all serve.
   const instancesOf = (grpc: string[], metrics: string[]) => grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] }));
   // None with --postgres-only (whose start returns before the record is used): `concord status` then says nothing
