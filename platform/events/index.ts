@@ -31,6 +31,7 @@ export { startConsumers, type RunningConsumers, type StartConsumersOptions } fro
 export { ensureConsumers, ensureStreams, type EnsureStreamsOptions, type ProvisionedStreams, StreamConflictError, subjectProblem } from "./provision.js";
 export { connectEventBus, isNatsUnreachable, seedGivenForItsFile, type EventBus, type EventBusOptions } from "./event-bus.js";
 export { receivedHeaders } from "./nats-internals.js";
+export { streamsOfService, type ServiceStreamUse } from "./streams-of-service.js";
 
 import { inboxMigrations } from "./inbox.js";
 import { outboxMigrations } from "./outbox.js";

@@ -1,12 +1,12 @@
 import { Counter } from "prom-client";
-import { streamSources } from "../../gen/ts/concord_nats.js";
+import { natsAuthorization, streamSources } from "../../gen/ts/concord_nats.js";
 import { allStreams } from "../../gen/ts/concord_streams.js";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { OrderServiceService } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { OrderServiceConsumers } from "../../gen/ts/shop/orders/v1/order_service_jetstream.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { ProductServiceMethods } from "../../gen/ts/shop/products/v1/product_service_rpc.js";
-import { bindConsumers, type EventRuntime } from "../../platform/events/index.js";
+import { bindConsumers, type EventRuntime, streamsOfService } from "../../platform/events/index.js";
 import { createClient } from "../../platform/grpc/index.js";
 import { sampledGauges } from "../../platform/metrics/index.js";
 import type { Logger } from "../../platform/log/index.js";
@@ -67,7 +67,7 @@ export interface RunningOrders extends RunningService {
  */
 export async function startOrders(options: OrdersOptions): Promise<RunningOrders> {
   const { productsAddress, productsTimeoutMs = 2_000, pendingTimeoutMs = defaultPendingTimeoutMs, ...hostOptions } = options;
-  const host = await createServiceHost({ name: "orders", migrations: orderMigrations, streams: allStreams, streamSources, descriptorSet, ...hostOptions });
+  const host = await createServiceHost({ name: "orders", migrations: orderMigrations, streams: streamsOfService("orders", natsAuthorization, allStreams), streamSources, descriptorSet, ...hostOptions });
   const { db, events, server, requestIds, registry } = host;
   const store = createOrderStore();
   const catalog = createCatalogStore();

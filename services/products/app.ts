@@ -1,9 +1,9 @@
-import { streamSources } from "../../gen/ts/concord_nats.js";
+import { natsAuthorization, streamSources } from "../../gen/ts/concord_nats.js";
 import { allStreams } from "../../gen/ts/concord_streams.js";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_service_jetstream.js";
-import { bindConsumers, type ConsumerBinding, type EventRuntime } from "../../platform/events/index.js";
+import { bindConsumers, type ConsumerBinding, type EventRuntime, streamsOfService } from "../../platform/events/index.js";
 import type { Logger } from "../../platform/log/index.js";
 import { createServiceHost, type GrpcSecurity, type HostVariables, type RunningService } from "../../platform/runtime/index.js";
 import { createStockReservations, lockStockAhead } from "./events/stock-reservations.js";
@@ -44,7 +44,7 @@ export interface RunningProducts extends RunningService {
 
 /** Starts the product service: the catalogue over gRPC, and the stock side of the order saga. */
 export async function startProducts(options: ProductsOptions): Promise<RunningProducts> {
-  const host = await createServiceHost({ name: "products", migrations: productMigrations, streams: allStreams, streamSources, descriptorSet, ...options });
+  const host = await createServiceHost({ name: "products", migrations: productMigrations, streams: streamsOfService("products", natsAuthorization, allStreams), streamSources, descriptorSet, ...options });
   const { db, events, server, requestIds } = host;
   server.addService(ProductServiceService, createProductService({ db, store: createProductStore(), outbox: events.outbox, requestIds }));
   return host.start({ consumers: productConsumers() });

@@ -1,0 +1,23 @@
+import type { StreamSpec } from "./types.js";
+
+/** What `streamsOfService` reads of the generated NATS authorization (gen/ts/concord_nats.ts). */
+export interface ServiceStreamUse {
+  readonly services: ReadonlyArray<{ readonly name: string; readonly streams: readonly string[]; readonly consumers: ReadonlyArray<{ readonly stream: string }> }>;
+}
+
+/**
+ * The streams of `all` that the service `name` publishes to or consumes
+ * from, as the authorization derived from the contracts gives its NATS user:
+ * the only ones it may read, and so the only ones to hand its event runtime
+ * (another service's stream it neither consumes nor publishes to would be
+ * refused at start). Throws when the authorization has no such service, or
+ * names a stream `all` lacks.
+ */
+export function streamsOfService(name: string, authorization: ServiceStreamUse, all: readonly StreamSpec[]): StreamSpec[] {
+  const user = authorization.services.find((s) => s.name === name);
+  if (!user) throw new Error(`the NATS authorization has no service ${JSON.stringify(name)} (the last name of its proto package before the version): has \`npm run gen\` run since the service was added?`);
+  const used = new Set([...user.streams, ...user.consumers.map((c) => c.stream)]);
+  const missing = [...used].filter((stream) => !all.some((s) => s.name === stream));
+  if (missing.length > 0) throw new Error(`the NATS authorization gives ${name} stream(s) ${missing.join(", ")}, which the stream specs lack: run \`npm run gen\``);
+  return all.filter((s) => used.has(s.name));
+}
