@@ -16,7 +16,7 @@ import { type DeadLetter, type DeadLetterFilter, deleteDeadLetters, getDeadLette
 import { type Refusals, replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
 import { helps, usage } from "./concord/help.js";
 import { abandonedRange, durableConsumers, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
-import { printStatus, serviceTargets } from "./concord/status.js";
+import { printStatus, serviceTargets, targetOptions } from "./concord/status.js";
 import { type InboxRetention, inboxRetentionOf } from "./concord/inbox-retention.js";
 import { provisionStreams } from "./concord/provision.js";
 import { createLogger } from "../platform/log/index.js";
@@ -24,6 +24,7 @@ import { noStartRanIn, otherThanRunningStartNote, outboxCommand, outboxOptions, 
 import { backupSqlite, type ConsumerPosition, consumerPositions, consumersNotRecorded, notABackup, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
+import { eitherOf, isServiceName, serviceNames } from "./services.js";
 import { tracesCommand, tracesOptions, usageOf as usageOfTraces } from "./traces.js";
 
 export { endProcess, exitQuietlyOnClosedOutput };
@@ -56,7 +57,7 @@ const withoutNats: ReadonlySet<string> = new Set(["database restore"]);
 
 /** The options of each command parsed here, besides --help and, but for those `withoutNats`, --nats. */
 const optionsOf: Readonly<Record<string, Options>> = {
-  status: { products: { type: "string" }, orders: { type: "string" }, "products-metrics": { type: "string" }, "orders-metrics": { type: "string" } },
+  status: targetOptions,
   "events tail": { all: { type: "boolean" }, subject: { type: "string" }, type: { type: "string" } },
   "dlq list": { ...filters, from: { type: "string" }, limit: { type: "string" } },
   "dlq show": {},
@@ -436,7 +437,7 @@ function databaseArguments(command: string, args: string[]) {
   const { values, positionals } = parse(command, args);
   if (values.help) return { help: true as const };
   const [service, file, ...more] = positionals;
-  if (service !== "products" && service !== "orders") throw new UsageError(service === undefined ? "name the service: products or orders" : `unknown service ${JSON.stringify(service)}: expected products or orders`, command);
+  if (!isServiceName(service)) throw new UsageError(service === undefined ? `name the service: ${eitherOf(serviceNames)}` : `unknown service ${JSON.stringify(service)}: expected ${eitherOf(serviceNames)}`, command);
   if (file === undefined) throw new UsageError("name the backup file", command);
   if (more.length > 0) throw new UsageError(`unexpected ${more.join(" ")}`, command);
   const dataDir = dataDirOf();
@@ -639,12 +640,7 @@ export async function concord(argv: string[]): Promise<number> {
         if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, command);
         let targets;
         try {
-          targets = serviceTargets({
-            products: values.products as string | undefined,
-            orders: values.orders as string | undefined,
-            productsMetrics: values["products-metrics"] as string | undefined,
-            ordersMetrics: values["orders-metrics"] as string | undefined,
-          });
+          targets = serviceTargets(Object.fromEntries(Object.keys(targetOptions).map((option) => [option, values[option] as string | undefined])));
         } catch (err) {
           throw new UsageError((err as Error).message, command);
         }

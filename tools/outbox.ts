@@ -12,9 +12,10 @@ import { isPostgresUrl, openDatabase } from "../platform/sql/index.js";
 import { redact } from "../platform/sql/postgres.js";
 import { parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 import { readStartedServices } from "./started-services.js";
+import { eitherOf, isServiceName, serviceNames, servicesCounted } from "./services.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 
-const usage = `Usage: npx tsx tools/outbox.ts <products|orders|--database PATH> [list | retry [EVENT_ID ...|--all]]
+const usage = `Usage: npx tsx tools/outbox.ts <${serviceNames.join("|")}|--database PATH> [list | retry [EVENT_ID ...|--all]]
 
   list                    events waiting in the outbox, and the parked ones with
                           why JetStream refused them (the default)
@@ -82,7 +83,7 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
     return 0;
   }
   const [first, ...rest] = positionals;
-  const service = first === "products" || first === "orders" ? first : undefined;
+  const service = isServiceName(first) ? first : undefined;
   const [command = "list", ...ids] = service ? rest : positionals;
   const dataDir = dataDirOf();
   const path = values.database ?? (service ? serviceDatabase(service, dataDir) : undefined);
@@ -156,7 +157,7 @@ export function serviceDatabase(service: string, dataDir: string, env: NodeJS.Pr
 export function unusedDatabaseUrlNote(service: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
   const own = `${service.toUpperCase()}_DATABASE_URL`;
   if (!env.DATABASE_URL || env[own]) return undefined;
-  return `note: DATABASE_URL is not used, as \`npm start\` does not use it (the two services need a database each): set ${own}, or name the database with --database, for one of your own`;
+  return `note: DATABASE_URL is not used, as \`npm start\` does not use it (the ${servicesCounted} services need a database each): set ${own}, or name the database with --database, for one of your own`;
 }
 
 /**
@@ -203,8 +204,8 @@ export function runningStartPostgres(dataDir: string, service: string): string |
 /** What is wrong with the arguments, or undefined when nothing is. */
 function argumentProblem(first: string | undefined, path: string | undefined, command: string, ids: readonly string[], all: boolean): string | undefined {
   if (!path) {
-    if (first === undefined || first === "list" || first === "retry") return "name the service (products or orders) or its database (--database PATH) first";
-    return `unknown service ${JSON.stringify(first)}: expected products or orders (or --database PATH)`;
+    if (first === undefined || first === "list" || first === "retry") return `name the service (${eitherOf(serviceNames)}) or its database (--database PATH) first`;
+    return `unknown service ${JSON.stringify(first)}: expected ${eitherOf(serviceNames)} (or --database PATH)`;
   }
   if (command !== "list" && command !== "retry") return `unknown action ${JSON.stringify(command)}: expected list or retry`;
   if (command === "list" && (ids.length > 0 || all)) return `list takes no event ids and no --all (got ${[...ids, ...(all ? ["--all"] : [])].join(" ")})`;

@@ -1,10 +1,9 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { repoRoot } from "./repo-root.js";
+import type { ServiceName } from "./services.js";
 
-/** The services `npm start` runs, in start order. */
-export const serviceNames = ["products", "orders"] as const;
-export type ServiceName = (typeof serviceNames)[number];
+export { serviceNames, type ServiceName } from "./services.js";
 
 /**
  * V8 flags for service processes. A smaller young generation (each

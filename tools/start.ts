@@ -49,12 +49,11 @@ import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgre
 import { serviceCommand } from "./service-launch.js";
 import { connectNats } from "./event-watch.js";
 import { ConfigError, readConfig, type Settings } from "../platform/config/index.js";
-import { orderSettings } from "../services/orders/config.js";
-import { productSettings } from "../services/products/config.js";
 import { provisionStreams } from "./concord/provision.js";
 import { ensureDevCredentials } from "./dev-credentials.js";
 import { dataDir as dataDirOf } from "./client-security.js";
-import { isStartScript, recordStartedServices, shiftPort } from "./started-services.js";
+import { isStartScript, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
+import { grpcListenOf, listed, serviceOf, services, servicesCounted, type ServiceName } from "./services.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
 
@@ -641,7 +640,7 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, port: number, 
 function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: readonly string[]): { caFile?: string; clientCert?: { certFile: string; keyFile: string }; credentials?: ChannelCredentials } {
   if (process.env.GRPC_INSECURE === "1") return {};
   const hosts = [...new Set(addresses.map((a) => a.replace(/:\d+$/, "").replace(/^\[|\]$/g, "")))];
-  const made = ensureDevCredentials(dataDir, ["products", "orders", "client"], hosts);
+  const made = ensureDevCredentials(dataDir, [...services.map((s) => s.name), "client"], hosts);
   if (made.made.length > 0) console.log(`made the development CA, certificates and token key under ${shown(dataDir)}: ${made.made.map((f) => basename(f)).join(", ")}`);
   const caFile = process.env.GRPC_TLS_CA || made.caFile;
   env.GRPC_TLS_CA = caFile;
@@ -653,7 +652,7 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
 }
 
 /** The variables that give one service its own certificate, unless set already. */
-function serviceTlsEnv(dataDir: string, service: "products" | "orders"): NodeJS.ProcessEnv {
+function serviceTlsEnv(dataDir: string, service: ServiceName): NodeJS.ProcessEnv {
   if (process.env.GRPC_INSECURE === "1") return {};
   return {
     GRPC_TLS_CERT: process.env.GRPC_TLS_CERT || join(dataDir, "tls", `${service}.pem`),
@@ -738,7 +737,8 @@ async function main(): Promise<void> {
   }
   // --postgres gave the services its own server's databases in place of these without a word, while the tools, which
   // take these first, read the databases they name.
-  const namedDatabases = postgresOnly || !flags.postgres ? [] : ["PRODUCTS_DATABASE_URL", "ORDERS_DATABASE_URL"].filter((name) => process.env[name]);
+  const databaseVariables = services.map((s) => `${s.envPrefix}_DATABASE_URL`);
+  const namedDatabases = postgresOnly || !flags.postgres ? [] : databaseVariables.filter((name) => process.env[name]);
   if (namedDatabases.length > 0) {
     const them = namedDatabases.length > 1 ? "them" : "it";
     console.error(`start: --postgres gives each service a database on a PostgreSQL server of its own, and ${namedDatabases.join(" and ")} ${namedDatabases.length > 1 ? "name others" : "names another"}: use one or the other (unset ${them}, or leave out --postgres to use ${them})`);
@@ -761,9 +761,9 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  const sharedDatabases = flags.postgres || [process.env.PRODUCTS_DATABASE_URL, process.env.ORDERS_DATABASE_URL].every((u) => u && /^postgres(ql)?:/.test(u));
+  const sharedDatabases = flags.postgres || databaseVariables.every((name) => /^postgres(ql)?:/.test(process.env[name] ?? ""));
   if (instances > 1 && !sharedDatabases) {
-    console.error("start: several instances of a service share its database, which takes PostgreSQL: add --postgres (or set PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL to postgres:// URLs)");
+    console.error(`start: several instances of a service share its database, which takes PostgreSQL: add --postgres (or set ${listed(databaseVariables)} to postgres:// URLs)`);
     process.exitCode = 2;
     return;
   }
@@ -771,8 +771,8 @@ async function main(): Promise<void> {
   // end a service, and so everything, once nats-server is up); none with --postgres-only, which starts none. Their
   // NATS seed is the one this script makes, and their databases, when unset, files in DATA_DIR or --postgres's
   // (DATABASE_URL is not theirs then).
-  const probe = { ...process.env, PRODUCTS_DATABASE_URL: process.env.PRODUCTS_DATABASE_URL || "products.db", ORDERS_DATABASE_URL: process.env.ORDERS_DATABASE_URL || "orders.db" };
-  for (const [service, settings] of postgresOnly ? [] : ([["products", productSettings], ["orders", orderSettings]] as const)) {
+  const probe = { ...process.env, ...Object.fromEntries(services.map((s) => [`${s.envPrefix}_DATABASE_URL`, process.env[`${s.envPrefix}_DATABASE_URL`] || `${s.name}.db`])) };
+  for (const { name: service, settings } of postgresOnly ? [] : services) {
     const { NATS_NKEY_SEED: _made, ...own } = settings as Settings;
     try {
       readConfig(own, probe);
@@ -783,20 +783,23 @@ async function main(): Promise<void> {
       return;
     }
   }
-  if (!postgresOnly && process.env.DATABASE_URL && !(process.env.PRODUCTS_DATABASE_URL && process.env.ORDERS_DATABASE_URL)) {
+  if (!postgresOnly && process.env.DATABASE_URL && !databaseVariables.every((name) => process.env[name])) {
     // A service started alone reads DATABASE_URL; two services cannot share one database (each claims its own).
     console.error(
       flags.postgres
-        ? "start: DATABASE_URL is not used: the two services need a database each, which --postgres gives them on its PostgreSQL server. Going on with those"
-        : "start: DATABASE_URL is not used: the two services need a database each; set PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL (or add --postgres). Going on with SQLite files in DATA_DIR where those are unset",
+        ? `start: DATABASE_URL is not used: the ${servicesCounted} services need a database each, which --postgres gives them on its PostgreSQL server. Going on with those`
+        : `start: DATABASE_URL is not used: the ${servicesCounted} services need a database each; set ${listed(databaseVariables)} (or add --postgres). Going on with SQLite files in DATA_DIR where those are unset`,
     );
   }
-  const shared = sameDatabase(process.env.PRODUCTS_DATABASE_URL, process.env.ORDERS_DATABASE_URL);
-  if (shared !== undefined) {
-    // The services would start, and the second to migrate it would refuse it (it is the first's), stopping everything.
-    console.error(`start: PRODUCTS_DATABASE_URL and ORDERS_DATABASE_URL name one database (${shared}): each service needs a database of its own`);
-    process.exitCode = 2;
-    return;
+  for (const [i, a] of databaseVariables.entries()) {
+    for (const b of databaseVariables.slice(i + 1)) {
+      const shared = sameDatabase(process.env[a], process.env[b]);
+      if (shared === undefined) continue;
+      // The services would start, and the second to migrate it would refuse it (it is the first's), stopping everything.
+      console.error(`start: ${a} and ${b} name one database (${shared}): each service needs a database of its own`);
+      process.exitCode = 2;
+      return;
+    }
   }
   process.once("exit", () => children.forEach(killGroup));
   // A closed terminal still gets everything stopped: its SIGHUP is a request
@@ -836,25 +839,28 @@ async function main(): Promise<void> {
   if (holder !== undefined) throw heldBy(dataDir, holder);
   const env: NodeJS.ProcessEnv = {
     ...process.env,
-    PRODUCTS_DATABASE_URL: process.env.PRODUCTS_DATABASE_URL || join(dataDir, "products.db"),
-    ORDERS_DATABASE_URL: process.env.ORDERS_DATABASE_URL || join(dataDir, "orders.db"),
+    ...Object.fromEntries(services.map((s) => [`${s.envPrefix}_DATABASE_URL`, process.env[`${s.envPrefix}_DATABASE_URL`] || join(dataDir, `${s.name}.db`)])),
   };
-  const productsListen = process.env.PRODUCTS_LISTEN || "127.0.0.1:50051";
-  const ordersListen = process.env.ORDERS_LISTEN || "127.0.0.1:50052";
-  const productsAddresses = Array.from({ length: instances }, (_, i) => shiftPort(productsListen, 2 * i));
-  const ordersAddresses = Array.from({ length: instances }, (_, i) => shiftPort(ordersListen, 2 * i));
-  const metricsAddresses = {
-    products: Array.from({ length: instances }, (_, i) => shiftPort(process.env.PRODUCTS_METRICS_LISTEN || "127.0.0.1:9101", 2 * i)),
-    orders: Array.from({ length: instances }, (_, i) => shiftPort(process.env.ORDERS_METRICS_LISTEN || "127.0.0.1:9102", 2 * i)),
-  };
-  env.PRODUCTS_ADDRESS = process.env.PRODUCTS_ADDRESS || productsAddresses.join(",");
+  // Each service's instances, gRPC and metrics, from its variables (`ORDERS_LISTEN`, `ORDERS_METRICS_LISTEN`), 2 ports apart.
+  const spread = (first: string) => Array.from({ length: instances }, (_, i) => shiftPort(first, 2 * i));
+  const placed = services.map((s) => ({
+    service: s,
+    listenVariable: `${s.envPrefix}_LISTEN`,
+    metricsVariable: `${s.envPrefix}_METRICS_LISTEN`,
+    addresses: spread(process.env[`${s.envPrefix}_LISTEN`] || grpcListenOf(s)),
+    metrics: spread(process.env[`${s.envPrefix}_METRICS_LISTEN`] || s.metricsListen),
+  }));
+  const placedOf = (name: string) => placed.find((p) => p.service.name === name)!;
+  // A service that calls another is given all its instances' addresses, unless set already.
+  for (const callee of new Set(services.flatMap((s) => s.calls))) {
+    const variable = `${serviceOf(callee).envPrefix}_ADDRESS`;
+    env[variable] = process.env[variable] || placedOf(callee).addresses.join(",");
+  }
   // Two on one port: the second to listen (products#2 on products#1's metrics port, say) refused at start, once
   // PostgreSQL, nats-server and the CA were made, saying another process held it.
   const listeners: Listener[] = [
-    ...listenersOf(productsAddresses, "PRODUCTS_LISTEN", "products"),
-    ...listenersOf(ordersAddresses, "ORDERS_LISTEN", "orders"),
-    ...listenersOf(metricsAddresses.products, "PRODUCTS_METRICS_LISTEN", "products"),
-    ...listenersOf(metricsAddresses.orders, "ORDERS_METRICS_LISTEN", "orders"),
+    ...placed.flatMap((p) => listenersOf(p.addresses, p.listenVariable, p.service.name)),
+    ...placed.flatMap((p) => listenersOf(p.metrics, p.metricsVariable, p.service.name)),
     ...(process.env.NATS_URL ? [] : natsListeners(natsPort, clusterPorts).map(({ port, setting }) => ({ address: `127.0.0.1:${port}`, setting }))),
     ...(flags.postgres ? [{ address: `127.0.0.1:${postgresPort}`, setting: "POSTGRES_PORT" }] : []),
   ];
@@ -869,11 +875,9 @@ async function main(): Promise<void> {
   }
   // Before anything starts: a service that cannot listen would otherwise stop everything once nats-server is up.
   for (const [addresses, variable] of [
-    [productsAddresses, "PRODUCTS_LISTEN"],
-    [ordersAddresses, "ORDERS_LISTEN"],
-    [metricsAddresses.products, "PRODUCTS_METRICS_LISTEN"],
-    [metricsAddresses.orders, "ORDERS_METRICS_LISTEN"],
-  ] as const) {
+    ...placed.map((p) => [p.addresses, p.listenVariable] as const),
+    ...placed.map((p) => [p.metrics, p.metricsVariable] as const),
+  ]) {
     for (const a of postgresOnly ? [] : addresses) await checkFree(a, variable);
   }
   if (flags.postgres) await checkFree(`127.0.0.1:${postgresPort}`, "POSTGRES_PORT");
@@ -900,10 +904,11 @@ async function main(): Promise<void> {
     return;
   }
   // For `concord status`, which then finds every instance, and says they are starting until they all serve.
-  const instancesOf = (grpc: string[], metrics: string[]) => grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] }));
+  const instancesOf = (grpc: string[], metrics: string[]): StartedInstance[] => grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] }));
+  const startedServices = Object.fromEntries(placed.map((p) => [p.service.name, instancesOf(p.addresses, p.metrics)])) as Record<ServiceName, StartedInstance[]>;
   // None with --postgres-only (whose start returns before the record is used): `concord status` then says nothing
   // runs, rather than services that never start.
-  const record = postgresOnly ? { nats() {}, up() {} } : recordStartedServices(dataDir, { products: instancesOf(productsAddresses, metricsAddresses.products), orders: instancesOf(ordersAddresses, metricsAddresses.orders) }, process.env.INBOX_RETENTION);
+  const record = postgresOnly ? { nats() {}, up() {} } : recordStartedServices(dataDir, startedServices, process.env.INBOX_RETENTION);
 
   if (flags.postgres) {
     if (!findPostgresBinDir()) {
@@ -917,21 +922,20 @@ async function main(): Promise<void> {
       if (!/could not bind .*Address already in use/.test(err.message)) throw err;
       throw new Error(`127.0.0.1:${postgresPort} (POSTGRES_PORT) was taken while PostgreSQL was being set up (another system started at the same time, say); set POSTGRES_PORT to another port. ${err.message}`, { cause: err });
     });
-    env.PRODUCTS_DATABASE_URL = await postgres.createDatabase("products");
-    env.ORDERS_DATABASE_URL = await postgres.createDatabase("orders");
-    console.log(`PostgreSQL on 127.0.0.1:${postgres.port}, data in ${shown(pgDir)}, log in ${shown(join(dataDir, "postgres.log"))} (databases products and orders)`);
+    for (const s of services) env[`${s.envPrefix}_DATABASE_URL`] = await postgres.createDatabase(s.name);
+    console.log(`PostgreSQL on 127.0.0.1:${postgres.port}, data in ${shown(pgDir)}, log in ${shown(join(dataDir, "postgres.log"))} (databases ${listed(services.map((s) => s.name))})`);
   }
   if (postgresOnly) {
     // Until a signal stops it (stopAll): the server's process keeps this one going.
-    console.log(`Only PostgreSQL runs (--postgres-only): ${redact(env.PRODUCTS_DATABASE_URL!)}, ${redact(env.ORDERS_DATABASE_URL!)}; no nats-server, no service. Ctrl-C stops it.`);
+    console.log(`Only PostgreSQL runs (--postgres-only): ${databaseVariables.map((name) => redact(env[name]!)).join(", ")}; no nats-server, no service. Ctrl-C stops it.`);
     return;
   }
   env[stopOnStdinCloseVariable] = "1";
-  const grpc = grpcSecurityEnv(dataDir, env, [...productsAddresses, ...ordersAddresses]);
+  const grpc = grpcSecurityEnv(dataDir, env, placed.flatMap((p) => p.addresses));
   let natsTether: StdioOptions = [];
 
   let natsUrl = process.env.NATS_URL;
-  const seeds: Record<"products" | "orders", string | undefined> = { products: process.env.PRODUCTS_NATS_NKEY_SEED, orders: process.env.ORDERS_NATS_NKEY_SEED };
+  const seeds = new Map<string, string | undefined>(services.map((s) => [s.name, process.env[`${s.envPrefix}_NATS_NKEY_SEED`]]));
   if (natsUrl) record.nats(natsUrl);
   if (!natsUrl) {
     const nats = await startNats(dataDir, env, natsPort, clusterPorts);
@@ -940,8 +944,7 @@ async function main(): Promise<void> {
     // For the tools, which find this server without NATS_PORT (or --cluster's three) given again.
     record.nats(natsUrl);
     const dir = natsCredentialsDir(dataDir);
-    seeds.products = join(dir, "products.nk");
-    seeds.orders = join(dir, "orders.nk");
+    for (const s of services) seeds.set(s.name, join(dir, `${s.name}.nk`));
     // The services' users may read their streams but not create or change them: the operator provisions them first.
     const operator = await connectNats(natsUrl, "concord-provision", join(dir, "operator.nk"));
     try {
@@ -953,13 +956,12 @@ async function main(): Promise<void> {
   }
   env.NATS_URL = natsUrl;
 
-  const start = async (service: "products" | "orders", addresses: string[], listenVariable: string): Promise<string[]> => {
+  const start = async ({ service: { name: service, envPrefix }, addresses, metrics, listenVariable, metricsVariable }: (typeof placed)[number]): Promise<string[]> => {
     const command = serviceCommand(service);
-    const metricsVariable = service === "products" ? "PRODUCTS_METRICS_LISTEN" : "ORDERS_METRICS_LISTEN";
     const names = addresses.map((_, i) => (instances > 1 ? `${service}#${i + 1}` : service));
     // The instances of one service start together, as a deployment's do.
     const started = addresses.map((listen, i) =>
-      launch(names[i], command.command, command.args, { ...env, ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metricsAddresses[service][i], NATS_NKEY_SEED: seeds[service] ?? "" }, natsTether),
+      launch(names[i], command.command, command.args, { ...env, ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metrics[i], NATS_NKEY_SEED: seeds.get(service) ?? "" }, natsTether),
     );
     await Promise.all(
       addresses.map((a, i) =>
@@ -980,17 +982,19 @@ async function main(): Promise<void> {
     );
     return started.map((child, i) => {
       const name = instances > 1 ? `${service}#${i + 1}:` : `${service}:`;
-      return `${name.padEnd(instances > 1 ? 11 : 9)} gRPC on ${addresses[i]}, metrics on http://${metricsAddresses[service][i]}/metrics (database ${shownDatabase(env[service === "products" ? "PRODUCTS_DATABASE_URL" : "ORDERS_DATABASE_URL"] ?? "")}, pid ${child.process.pid})`;
+      return `${name.padEnd(instances > 1 ? 11 : 9)} gRPC on ${addresses[i]}, metrics on http://${metrics[i]}/metrics (database ${shownDatabase(env[`${envPrefix}_DATABASE_URL`] ?? "")}, pid ${child.process.pid})`;
     });
   };
-  const lines = [...(await start("products", productsAddresses, "PRODUCTS_LISTEN")), ...(await start("orders", ordersAddresses, "ORDERS_LISTEN"))];
+  // One service after another, in the list's order: a service finds those it calls serving.
+  const lines: string[] = [];
+  for (const p of placed) lines.push(...(await start(p)));
   for (const line of lines) console.log(line);
   up = true;
   record.up();
   const grpcurl = !grpc.caFile
     ? "grpcurl -plaintext"
     : `grpcurl -cacert ${shown(grpc.caFile)}${grpc.clientCert ? ` -cert ${shown(grpc.clientCert.certFile)} -key ${shown(grpc.clientCert.keyFile)}` : ""}`;
-  console.log(`Concord is up. Try: ${grpcurl} ${ordersListen} list    (Ctrl-C stops everything)`);
+  console.log(`Concord is up. Try: ${grpcurl} ${placedOf("orders").addresses[0]} list    (Ctrl-C stops everything)`);
 }
 
 main().catch((err) => {

@@ -9,6 +9,7 @@
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { serviceNames, type ServiceName } from "./services.js";
 
 /** One instance of a service: its gRPC address and its metrics endpoint (host:port). */
 export interface StartedInstance {
@@ -16,7 +17,7 @@ export interface StartedInstance {
   readonly metrics: string;
 }
 
-export type StartedServices = Readonly<Record<"products" | "orders", readonly StartedInstance[]>>;
+export type StartedServices = Readonly<Record<ServiceName, readonly StartedInstance[]>>;
 
 /**
  * The services of a running `npm start`, whether it is still starting them,
@@ -95,12 +96,15 @@ export function readStartedServices(dataDir: string): StartedRecord | undefined 
   if (!record || !Number.isInteger(record.pid) || !isStartScript(record.pid)) return undefined;
   const instances = (list: unknown): StartedInstance[] | undefined =>
     Array.isArray(list) && list.length > 0 && list.every((i) => typeof i?.grpc === "string" && typeof i?.metrics === "string") ? list : undefined;
-  const products = instances(record.products);
-  const orders = instances(record.orders);
-  if (!products || !orders) return undefined;
+  const services: Partial<Record<ServiceName, StartedInstance[]>> = {};
+  for (const name of serviceNames) {
+    const listed = instances(record[name]);
+    // A start of before a service was added leaves it out: it is no start of these services.
+    if (!listed) return undefined;
+    services[name] = listed;
+  }
   return {
-    products,
-    orders,
+    ...(services as Record<ServiceName, StartedInstance[]>),
     starting: record.starting === true,
     ...(typeof record.nats === "string" && record.nats !== "" && { nats: record.nats }),
     ...(typeof record.inboxRetention === "string" && record.inboxRetention !== "" && { inboxRetention: record.inboxRetention }),

@@ -6,13 +6,12 @@
  */
 import { status } from "@grpc/grpc-js";
 import { ErrorCode, type NatsConnection, type NatsError } from "nats";
-import { OrderServiceConsumers } from "../../gen/ts/shop/orders/v1/order_service_jetstream.js";
-import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_service_jetstream.js";
 import { deadLetterStreamSpec, deadLetterSubject } from "../../platform/events/index.js";
 import type { ConsumerSpec } from "../../platform/events/index.js";
 import { checkHealth } from "../../platform/grpc/index.js";
 import { dataDir, toolClientSecurity, whyUnreachable } from "../client-security.js";
 import { reason } from "../event-watch.js";
+import { grpcListenOf, services } from "../services.js";
 import { readStartedServices, shiftPort, type StartedInstance } from "../started-services.js";
 
 /** Where a service's instances are and what it consumes (its instances share its durable consumers). */
@@ -24,13 +23,16 @@ export interface ServiceTarget {
   readonly starting?: boolean;
 }
 
-/** What the flags say: a service's gRPC addresses and metrics endpoints, each a comma-separated list. */
-export interface TargetFlags {
-  readonly products?: string;
-  readonly orders?: string;
-  readonly productsMetrics?: string;
-  readonly ordersMetrics?: string;
-}
+/**
+ * What the flags say, by option name: a service's gRPC addresses (`products`)
+ * and metrics endpoints (`products-metrics`), each a comma-separated list.
+ */
+export type TargetFlags = Readonly<Record<string, string | undefined>>;
+
+/** The options of `concord status` that say where the services are: --<service> and --<service>-metrics, for each service. */
+export const targetOptions: Readonly<Record<string, { type: "string" }>> = Object.fromEntries(
+  [...services.map(({ name }) => name), ...services.map(({ name }) => `${name}-metrics`)].map((option) => [option, { type: "string" as const }]),
+);
 
 /**
  * The services where the flags say; else where the environment variables say
@@ -42,7 +44,13 @@ export interface TargetFlags {
 export function serviceTargets(flags: TargetFlags, env: NodeJS.ProcessEnv = process.env): ServiceTarget[] {
   const started = readStartedServices(dataDir(env));
   const list = (value: string | undefined) => value?.split(",").map((a) => a.trim());
-  const targetOf = (name: "products" | "orders", consumers: ConsumerSpec[], grpcFlag: string | undefined, metricsFlag: string | undefined, grpcVariable: string, metricsVariable: string, grpcDefault: string, metricsDefault: string): ServiceTarget => {
+  return services.map((service): ServiceTarget => {
+    const { name, envPrefix } = service;
+    const consumers: ConsumerSpec[] = Object.values(service.consumers).map((c) => c.spec);
+    const grpcFlag = flags[name];
+    const metricsFlag = flags[`${name}-metrics`];
+    const grpcVariable = `${envPrefix}_LISTEN`;
+    const metricsVariable = `${envPrefix}_METRICS_LISTEN`;
     if (grpcFlag === undefined && metricsFlag === undefined && started) {
       // Explicit wins over the record, as for the NATS URL; but only the record knows a start's other instances, so
       // variables that name where that start put the first one (set in the shell it ran in, say) keep them all.
@@ -50,17 +58,13 @@ export function serviceTargets(flags: TargetFlags, env: NodeJS.ProcessEnv = proc
       const agrees = (variable: string, recorded: string) => !env[variable] || env[variable] === recorded;
       if (agrees(grpcVariable, first.grpc) && agrees(metricsVariable, first.metrics)) return { name, instances: [...started[name]], consumers, starting: started.starting };
     }
-    const grpc = list(grpcFlag) ?? [env[grpcVariable] || grpcDefault];
-    const metrics = list(metricsFlag) ?? grpc.map((_, i) => shiftPort(env[metricsVariable] || metricsDefault, 2 * i));
+    const grpc = list(grpcFlag) ?? [env[grpcVariable] || grpcListenOf(service)];
+    const metrics = list(metricsFlag) ?? grpc.map((_, i) => shiftPort(env[metricsVariable] || service.metricsListen, 2 * i));
     if (metrics.length !== grpc.length) {
       throw new Error(`--${name} names ${grpc.length} instance(s) and --${name}-metrics ${metrics.length}: give one metrics endpoint per gRPC address, in the same order`);
     }
     return { name, instances: grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] })), consumers, starting: false };
-  };
-  return [
-    targetOf("products", Object.values(ProductServiceConsumers).map((c) => c.spec), flags.products, flags.productsMetrics, "PRODUCTS_LISTEN", "PRODUCTS_METRICS_LISTEN", "127.0.0.1:50051", "127.0.0.1:9101"),
-    targetOf("orders", Object.values(OrderServiceConsumers).map((c) => c.spec), flags.orders, flags.ordersMetrics, "ORDERS_LISTEN", "ORDERS_METRICS_LISTEN", "127.0.0.1:50052", "127.0.0.1:9102"),
-  ];
+  });
 }
 
 const healthTimeoutMs = 2_000;

@@ -1,0 +1,55 @@
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { natsAuthorization } from "../gen/ts/concord_nats.js";
+import { repoRoot } from "./repo-root.js";
+import { grpcListenOf, serviceNames, services } from "./services.js";
+
+/** The folders of services/ that hold a main.ts: the services there are. */
+const serviceFolders = readdirSync(join(repoRoot, "services"), { withFileTypes: true })
+  .filter((entry) => entry.isDirectory() && existsSync(join(repoRoot, "services", entry.name, "main.ts")))
+  .map((entry) => entry.name);
+
+/** The port of host:port. */
+const portOf = (address: string) => Number(/:(\d+)$/.exec(address)![1]);
+
+describe("tools/services.ts", () => {
+  it("lists every service of services/ once, and nothing else", () => {
+    expect([...serviceNames].sort()).toEqual([...serviceFolders].sort());
+    expect(new Set(serviceNames).size).toBe(serviceNames.length);
+  });
+
+  it("names each service's proto service and NATS user as the contracts generate them, and its consumers", () => {
+    for (const entry of services) {
+      const user = natsAuthorization.services.find((u) => u.name === entry.name);
+      expect(user, `${entry.name}: no NATS user of that name in gen/ts/concord_nats.ts (is its proto package shop.${entry.name}.v1, and has \`npm run gen\` run?)`).toBeDefined();
+      expect(user!.services, `${entry.name}: grpcService`).toContain(entry.grpcService);
+      const durables = Object.values(entry.consumers).map((c) => c.spec.durable);
+      expect([...durables].sort(), `${entry.name}: consumers`).toEqual(user!.consumers.map((c) => c.durable).sort());
+    }
+    // A service the contracts give a NATS user to, and `npm start` would not start.
+    expect(natsAuthorization.services.map((u) => u.name).sort()).toEqual([...serviceNames].sort());
+  });
+
+  it("agrees with each service's main.ts and settings: its name, its variables' prefix, its gRPC address", () => {
+    for (const entry of services) {
+      const main = readFileSync(join(repoRoot, "services", entry.name, "main.ts"), "utf8");
+      expect(main, `services/${entry.name}/main.ts runs the service under another name`).toContain(`name: "${entry.name}"`);
+      expect(main, `services/${entry.name}/main.ts reads other variables`).toContain(`hostSettingsOf("${entry.envPrefix}"`);
+      for (const suffix of ["LISTEN", "METRICS_LISTEN", "DATABASE_URL"]) expect(Object.keys(entry.settings)).toContain(`${entry.envPrefix}_${suffix}`);
+      expect(grpcListenOf(entry)).toMatch(/^127\.0\.0\.1:\d+$/);
+      for (const callee of entry.calls) {
+        expect(serviceNames, `${entry.name} calls ${callee}`).toContain(callee);
+        expect(Object.keys(entry.settings), `${entry.name} calls ${callee}`).toContain(`${services.find((s) => s.name === callee)!.envPrefix}_ADDRESS`);
+      }
+    }
+    expect(new Set(services.map((s) => s.envPrefix)).size).toBe(services.length);
+  });
+
+  it("gives the services default ports that none of `npm start --instances 8`'s instances share", () => {
+    // Instance i listens 2 ports above instance i-1, up to 8 instances.
+    const ports = services.flatMap((s) => [grpcListenOf(s), s.metricsListen].flatMap((address) => Array.from({ length: 8 }, (_, i) => portOf(address) + 2 * i)));
+    const taken = ports.filter((port, i) => ports.indexOf(port) !== i);
+    expect(taken, "ports two services' instances would share").toEqual([]);
+  });
+});

@@ -1,0 +1,97 @@
+/**
+ * The services Concord runs, in the order `npm start` starts them: the one
+ * list that `npm start`, `concord status`, the database and outbox commands
+ * and the tests that launch a service read. Adding a service to them is an
+ * entry here plus the service's own code (README, "Adding a service").
+ */
+import type { ConsumerSpec } from "../platform/events/index.js";
+import type { Settings } from "../platform/config/index.js";
+import { OrderServiceConsumers } from "../gen/ts/shop/orders/v1/order_service_jetstream.js";
+import { ProductServiceConsumers } from "../gen/ts/shop/products/v1/product_service_jetstream.js";
+import { orderSettings } from "../services/orders/config.js";
+import { productSettings } from "../services/products/config.js";
+
+/** One service as the tools know it. */
+export interface ServiceEntry {
+  /**
+   * Its folder under services/ (started from dist/services/<name>/main.js),
+   * its NATS user and `ce-source` (the proto package's name, as
+   * gen/ts/concord_nats.ts has it), its certificate under DATA_DIR/tls and
+   * its database (DATA_DIR/<name>.db, or database <name> with --postgres).
+   */
+  readonly name: string;
+  /** What messages call it: "the product service". */
+  readonly title: string;
+  /** Prefix of its own variables: <PREFIX>_LISTEN, _METRICS_LISTEN, _DATABASE_URL, _NATS_NKEY_SEED, _ADDRESS (its address, for those calling it). */
+  readonly envPrefix: string;
+  /** Its gRPC service, as proto/ declares it. */
+  readonly grpcService: string;
+  /** Its environment (services/<name>/config.ts), which `npm start` checks before starting anything; <PREFIX>_LISTEN's default is its gRPC address. */
+  readonly settings: Settings;
+  /** Where `npm start` has it serve metrics when <PREFIX>_METRICS_LISTEN is unset (the service itself serves none then). */
+  readonly metricsListen: string;
+  /** Its durable consumers, in the order `concord status` lists them. */
+  readonly consumers: Readonly<Record<string, { readonly spec: ConsumerSpec }>>;
+  /** The services it calls over gRPC: `npm start` gives it <PREFIX>_ADDRESS of each, every instance's address. */
+  readonly calls: readonly string[];
+}
+
+export const services = [
+  {
+    name: "products",
+    title: "the product service",
+    envPrefix: "PRODUCTS",
+    grpcService: "shop.products.v1.ProductService",
+    settings: productSettings,
+    metricsListen: "127.0.0.1:9101",
+    consumers: ProductServiceConsumers,
+    calls: [],
+  },
+  {
+    name: "orders",
+    title: "the order service",
+    envPrefix: "ORDERS",
+    grpcService: "shop.orders.v1.OrderService",
+    settings: orderSettings,
+    metricsListen: "127.0.0.1:9102",
+    consumers: OrderServiceConsumers,
+    calls: ["products"],
+  },
+] as const satisfies readonly ServiceEntry[];
+
+export type ServiceName = (typeof services)[number]["name"];
+
+/** The services' names, in start order. */
+export const serviceNames: readonly ServiceName[] = services.map((s) => s.name);
+
+/** Whether `name` is one of the services. */
+export function isServiceName(name: string | undefined): name is ServiceName {
+  return (serviceNames as readonly string[]).includes(name as string);
+}
+
+/** The entry of the service named `name`; throws when there is none. */
+export function serviceOf(name: string): ServiceEntry {
+  const entry = services.find((s) => s.name === name);
+  if (!entry) throw new Error(`no service ${JSON.stringify(name)} in tools/services.ts`);
+  return entry;
+}
+
+/** Where the service serves gRPC when <PREFIX>_LISTEN is unset: the default of its own settings. */
+export function grpcListenOf(entry: ServiceEntry): string {
+  const setting = entry.settings[`${entry.envPrefix}_LISTEN`] as { default?: string } | undefined;
+  if (typeof setting?.default !== "string") throw new Error(`${entry.name}'s settings have no ${entry.envPrefix}_LISTEN with a default`);
+  return setting.default;
+}
+
+/** "a and b", "a, b and c": the words as a sentence lists them. */
+export function listed(words: readonly string[]): string {
+  return words.length < 2 ? (words[0] ?? "") : `${words.slice(0, -1).join(", ")} and ${words.at(-1)}`;
+}
+
+/** "a or b", "a, b or c". */
+export function eitherOf(words: readonly string[]): string {
+  return words.length < 2 ? (words[0] ?? "") : `${words.slice(0, -1).join(", ")} or ${words.at(-1)}`;
+}
+
+/** How many services there are, in a word ("two"), as messages say it. */
+export const servicesCounted = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"][services.length] ?? String(services.length);
