@@ -1,4 +1,4 @@
-import type { Logger } from "../log/index.js";
+import { LineWindow, type Logger } from "../log/index.js";
 
 /** Dead letters of one consumer logged one line each in a window, before the rest are told together. */
 export const deadLetterLinesPerWindow = 10;
@@ -14,49 +14,38 @@ export const deadLetterWindowMs = 10_000;
  * one per event; `concord_consumer_dead_lettered_total` counts them all.
  */
 export class DeadLetterLines {
-  private windowStart = -Infinity;
-  private written = 0;
-  private held = 0;
+  private readonly window: LineWindow;
   private first = 0;
   private last = 0;
-  private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly logger: Logger,
     private readonly consumer: string,
     private readonly perWindow = deadLetterLinesPerWindow,
     private readonly windowMs = deadLetterWindowMs,
-  ) {}
+  ) {
+    this.window = new LineWindow(perWindow, windowMs, (held) => this.tell(held));
+  }
 
   /** A dead letter filed as `sequence`: `line` writes its own line, now or never. */
   filed(sequence: number, line: () => void): void {
-    const now = performance.now();
-    if (now - this.windowStart >= this.windowMs) {
-      this.flush();
-      this.windowStart = now;
-      this.written = 0;
-    }
-    if (this.written < this.perWindow) {
-      this.written++;
+    if (this.window.admit()) {
       line();
       return;
     }
-    if (this.held === 0) {
-      this.first = sequence;
-      this.timer = setTimeout(() => this.flush(), this.windowStart + this.windowMs - now).unref();
-    }
-    this.held++;
-    this.first = Math.min(this.first, sequence);
+    this.first = this.first === 0 ? sequence : Math.min(this.first, sequence);
     this.last = Math.max(this.last, sequence);
   }
 
   /** Tells what is held back, if anything. */
   flush(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    if (this.held === 0) return;
-    const { held, first, last } = this;
-    this.held = 0;
+    this.window.flush();
+  }
+
+  private tell(held: number): void {
+    const { first, last } = this;
+    this.first = 0;
+    this.last = 0;
     this.logger.error(
       { deadLettered: held, firstDeadLetterSequence: first, lastDeadLetterSequence: last },
       `${held} more events sent to the dead letter stream, as ${first} to ${last} (some of those may be other consumers'), past the ${this.perWindow} logged one by one in ${this.windowMs / 1000} s: \`npx concord dlq list --consumer ${this.consumer} --from ${first}\` lists them`,

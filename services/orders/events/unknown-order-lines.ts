@@ -1,4 +1,4 @@
-import type { Logger } from "../../../platform/log/index.js";
+import { LineWindow, type Logger } from "../../../platform/log/index.js";
 
 /** Answers about unknown orders logged one line each in a window, before the rest are told together. */
 export const unknownOrderLinesPerWindow = 10;
@@ -16,43 +16,33 @@ const namedOrdersMax = 20;
  * `concord_orders_unknown_order_answers_total` counts them all.
  */
 export class UnknownOrderLines {
-  private windowStart = -Infinity;
-  private written = 0;
-  private held = 0;
+  private readonly window: LineWindow;
   private named: string[] = [];
-  private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly logger: Logger,
     private readonly perWindow = unknownOrderLinesPerWindow,
     private readonly windowMs = unknownOrderWindowMs,
-  ) {}
+  ) {
+    this.window = new LineWindow(perWindow, windowMs, (held) => this.tell(held));
+  }
 
   /** An answer about `orderId`: `line` writes its own line, now or never. */
   seen(orderId: string, line: () => void): void {
-    const now = performance.now();
-    if (now - this.windowStart >= this.windowMs) {
-      this.flush();
-      this.windowStart = now;
-      this.written = 0;
-    }
-    if (this.written < this.perWindow) {
-      this.written++;
+    if (this.window.admit()) {
       line();
       return;
     }
-    if (this.held === 0) this.timer = setTimeout(() => this.flush(), this.windowStart + this.windowMs - now).unref();
-    this.held++;
     if (this.named.length < namedOrdersMax) this.named.push(orderId);
   }
 
   /** Tells what is held back, if anything. */
   flush(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    if (this.held === 0) return;
-    const { held, named } = this;
-    this.held = 0;
+    this.window.flush();
+  }
+
+  private tell(held: number): void {
+    const named = this.named;
     this.named = [];
     this.logger.warn(
       { count: held, orderIds: named },
