@@ -11,7 +11,7 @@ import type { NatsConnection } from "nats";
 import { allEvents } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, subjectProblem } from "../platform/events/index.js";
 import { connectNats, defaultNatsUrl, endProcess, natsUrlProblem, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
-import { optionsElsewhere, parseArgsProblem } from "./parse-args-problem.js";
+import { optionsElsewhere, parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 import { type DeadLetter, type DeadLetterFilter, deleteDeadLetters, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
 import { type Refusals, replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
 import { helps, usage } from "./concord/help.js";
@@ -762,7 +762,7 @@ export async function concord(argv: string[]): Promise<number> {
 
 /** Says bad usage in one line, the problem and the --help of `command` (none: of `concord` itself); returns exit status 2. */
 function refuseUsage(problem: string, command: string): number {
-  console.error(`concord: ${problem} (\`npx concord ${command ? `${command} ` : ""}--help\` shows the usage)`);
+  console.error(usageProblemLine("concord", problem, `npx concord ${command ? `${command} ` : ""}--help`));
   return 2;
 }
 

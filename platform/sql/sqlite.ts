@@ -502,7 +502,6 @@ const writeCheckMs = 100;
  */
 function heldDescriptors(realPath: string): { database: string; log: string } | undefined {
   try {
-    const full = realPath;
     let database: string | undefined;
     let log: string | undefined;
     for (const fd of readdirSync("/proc/self/fd")) {
@@ -513,8 +512,8 @@ function heldDescriptors(realPath: string): { database: string; log: string } | 
         continue; // closed meanwhile
       }
       const at = `/proc/${process.pid}/fd/${fd}`;
-      if (target === `${full} (deleted)`) database ??= at;
-      else if (target === `${full}-wal` || target === `${full}-wal (deleted)`) log ??= at;
+      if (target === `${realPath} (deleted)`) database ??= at;
+      else if (target === `${realPath}-wal` || target === `${realPath}-wal (deleted)`) log ??= at;
     }
     return database && log ? { database, log } : undefined;
   } catch {
