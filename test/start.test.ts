@@ -576,7 +576,7 @@ describe("npm start", () => {
     try {
       await expect.poll(() => existsSync(join(dir.path, "postgres")), { timeout: 30_000, interval: 10 }).toBe(true);
       await new Promise<void>((resolve) => blocker.listen(postgresPort, "127.0.0.1", resolve));
-      expect(await exited, output).toBe(1);
+      expect(await exited, output).toBe(2);
       expect(output).toContain(`start: 127.0.0.1:${postgresPort} (POSTGRES_PORT) was taken while PostgreSQL was being set up (another system started at the same time, say); set POSTGRES_PORT to another port. postgres on port ${postgresPort}`);
     } finally {
       blocker.close();
@@ -661,7 +661,7 @@ describe("npm start", () => {
       await new Promise<void>((resolve) => blocker.listen(natsPort + 2000, "127.0.0.1", resolve));
       const ports = { PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}` };
       const taken = startWith({ ...ports, NATS_PORT: String(natsPort) }, "--cluster");
-      expect(taken.status).toBe(1);
+      expect(taken.status).toBe(2);
       expect(taken.stderr).toContain(`start: port ${natsPort + 2000} (NATS_PORT+2000, which --cluster takes for its routes) is already in use; set NATS_ROUTE_PORT to another port (the first of three)`);
       expect(readmeProse()).toContain("`start: port 6222 (NATS_PORT+2000, which --cluster takes for its routes) is already in use; set NATS_ROUTE_PORT to another port (the first of three)`");
       expect(taken.stdout).not.toContain("made the development CA");
@@ -724,7 +724,7 @@ describe("npm start", () => {
       const services = { PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}` };
       const taken = startWith({ ...services, ...moved });
       secondTaken.close();
-      expect(taken.status).toBe(1);
+      expect(taken.status).toBe(2);
       expect(taken.stderr).toContain(`start: port ${routes + 1} (NATS_ROUTE_PORT+1, which --cluster takes for its routes) is already in use; set NATS_ROUTE_PORT to another port (the first of three)`);
       expect(existsSync(dataDir)).toBe(false);
       const system = await startSystem(dir.path, { args: ["--cluster"], ports: { nats: natsPort, products: await freePort(), orders: await freePort() }, env: { NATS_ROUTE_PORT: moved.NATS_ROUTE_PORT, NATS_MONITOR_PORT: moved.NATS_MONITOR_PORT } });
@@ -820,7 +820,7 @@ describe("npm start", () => {
     expect(pid).toBe(String(system.child.pid));
     const others = { NATS_PORT: String(await freePort()), PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}` };
     const second = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...process.env, ...others, DATA_DIR: dir.path, NATS_URL: "" }, encoding: "utf8", timeout: 30_000 });
-    expect(second.status).toBe(1);
+    expect(second.status).toBe(2);
     expect(second.stderr).toContain(`${dir.path} is in use by another \`npm start\` (pid ${pid}); stop that one first, or set DATA_DIR to another directory`);
     expect(second.stdout).not.toContain("nats-server");
     expect(second.stderr).not.toContain("everything stopped");
@@ -828,14 +828,14 @@ describe("npm start", () => {
     // Another DATA_DIR, with the product service's address the first system's.
     const otherDir = join(dir.path, "other");
     const taken = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...process.env, ...others, PRODUCTS_LISTEN: system.productsAddress, DATA_DIR: otherDir, NATS_URL: "" }, encoding: "utf8", timeout: 30_000 });
-    expect(taken.status).toBe(1);
+    expect(taken.status).toBe(2);
     expect(taken.stderr).toContain(`${system.productsAddress} (PRODUCTS_LISTEN) is already in use; set PRODUCTS_LISTEN to another address`);
     expect(taken.stdout).not.toContain("nats-server");
     // Nothing was made, and nothing is said to have stopped.
     expect(existsSync(otherDir)).toBe(false);
     expect(taken.stderr).not.toContain("everything stopped");
     const postgresTaken = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--postgres"], { env: { ...process.env, ...others, POSTGRES_PORT: String(system.ports.products), DATA_DIR: otherDir, NATS_URL: "" }, encoding: "utf8", timeout: 30_000 });
-    expect(postgresTaken.status).toBe(1);
+    expect(postgresTaken.status).toBe(2);
     expect(postgresTaken.stderr).toContain(`127.0.0.1:${system.ports.products} (POSTGRES_PORT) is already in use; set POSTGRES_PORT to another port`);
     expect(existsSync(otherDir)).toBe(false);
     // The first system carries on, and its file goes with it.

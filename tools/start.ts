@@ -458,9 +458,15 @@ function startHolding(dataDir: string): number | undefined {
   return Number.isInteger(holder) && holder > 0 && holder !== process.pid && isStartScript(holder) ? holder : undefined;
 }
 
+/**
+ * A refusal to start over something the user can change (a port taken, a DATA_DIR held), thrown before anything
+ * starts (or while PostgreSQL starts): exit status 2, as for a bad setting, where other failures exit 1.
+ */
+class StartRefused extends Error {}
+
 /** The refusal of a DATA_DIR another start holds. */
 function heldBy(dataDir: string, holder: number): Error {
-  return new Error(`${dataDir} is in use by another \`npm start\` (pid ${holder}); stop that one first, or set DATA_DIR to another directory (and other ports) to run a second system`);
+  return new StartRefused(`${dataDir} is in use by another \`npm start\` (pid ${holder}); stop that one first, or set DATA_DIR to another directory (and other ports) to run a second system`);
 }
 
 /** Refuses, naming the variable, an address a service would listen on that something else holds already. */
@@ -473,7 +479,7 @@ async function checkFree(hostPort: string, variable: string): Promise<void> {
     server.once("error", (err: NodeJS.ErrnoException) => resolve(err));
     server.listen(Number(port), host, () => server.close(() => resolve(undefined)));
   });
-  if (problem?.code === "EADDRINUSE") throw new Error(`${hostPort} (${variable}) is already in use; set ${variable} to another ${variable.endsWith("_PORT") ? "port" : "address"}`);
+  if (problem?.code === "EADDRINUSE") throw new StartRefused(`${hostPort} (${variable}) is already in use; set ${variable} to another ${variable.endsWith("_PORT") ? "port" : "address"}`);
 }
 
 /** The first ports of a --cluster's three routes and three monitoring listeners. */
@@ -886,10 +892,10 @@ async function main(): Promise<void> {
       if (!(await isListening(port))) continue;
       if (role === "clients") {
         const which = setting === "NATS_PORT" ? "" : ` (${setting}, which --cluster takes too)`;
-        throw new Error(`port ${port}${which} is already in use; set NATS_PORT to another port, or NATS_URL to use the NATS server there`);
+        throw new StartRefused(`port ${port}${which} is already in use; set NATS_PORT to another port, or NATS_URL to use the NATS server there`);
       }
       const variable = role === "routes" ? "NATS_ROUTE_PORT" : "NATS_MONITOR_PORT";
-      throw new Error(`port ${port} (${setting}, which --cluster takes for its ${role}) is already in use; set ${variable} to another port (the first of three)`);
+      throw new StartRefused(`port ${port} (${setting}, which --cluster takes for its ${role}) is already in use; set ${variable} to another port (the first of three)`);
     }
   }
   try {
@@ -920,7 +926,7 @@ async function main(): Promise<void> {
     postgres = await startLocalPostgres({ dataDir: pgDir, port: postgresPort, logFile: join(dataDir, "postgres.log") }).catch((err: Error) => {
       // Free when checked above, taken since: a second system started at the same moment, on the same port.
       if (!/could not bind .*Address already in use/.test(err.message)) throw err;
-      throw new Error(`127.0.0.1:${postgresPort} (POSTGRES_PORT) was taken while PostgreSQL was being set up (another system started at the same time, say); set POSTGRES_PORT to another port. ${err.message}`, { cause: err });
+      throw new StartRefused(`127.0.0.1:${postgresPort} (POSTGRES_PORT) was taken while PostgreSQL was being set up (another system started at the same time, say); set POSTGRES_PORT to another port. ${err.message}`, { cause: err });
     });
     for (const s of services) env[`${s.envPrefix}_DATABASE_URL`] = await postgres.createDatabase(s.name);
     console.log(`PostgreSQL on 127.0.0.1:${postgres.port}, data in ${shown(pgDir)}, log in ${shown(join(dataDir, "postgres.log"))} (databases ${listed(services.map((s) => s.name))})`);
@@ -999,5 +1005,5 @@ async function main(): Promise<void> {
 
 main().catch((err) => {
   console.error(`start: ${err instanceof Error ? err.message : err}`);
-  void stopAll(1);
+  void stopAll(err instanceof StartRefused ? refusedExitCode : 1);
 });
