@@ -19,7 +19,9 @@ import { createEventPublisher, deadLetterStreamSpec, type EventPublisher } from 
 import { fileDeadLetter } from "../platform/events/dead-letter.js";
 import { uuidv7 } from "../platform/ids/index.js";
 import { createLogger } from "../platform/log/index.js";
-import { runConcord } from "./support/concord.js";
+import { openDatabase } from "../platform/sql/index.js";
+import { orderMigrations } from "../services/orders/store/migrations.js";
+import { runConcord, runTool } from "./support/concord.js";
 import { useNatsServer } from "./support/nats-server.js";
 import { address, grpcError, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 import { readStream } from "./support/streams.js";
@@ -167,4 +169,59 @@ describe("an answer about stock for an order the order service does not have", (
     expect((await events("SHOP_ORDERS", `${forgedId}.unknown`)).map((e) => OrderUnknown.decode(e.data))).toEqual([{ orderId: forgedId, linesVersion: 1 }]);
     expect(await readStream(await operator.jetstreamManager(), "CONCORD_DLQ")).toEqual([]);
   }, 90_000);
+
+  it("tools/reservations.ts check lists the stock held for an order whose StockReserved will not come again, and --release gives it back; it refuses an order database that has none of the orders", async () => {
+    const productId = await newProduct(6);
+    // A real order, confirmed: its reservation is the order database's, and never listed.
+    const placed = (await orders.client.createOrder({ customerId: "c-real", lines: [{ productId, quantity: 1 }], shippingAddress: address })).order!;
+    await expect.poll(async () => (await orders.client.getOrder({ id: placed.id })).order!.state, { timeout: 15_000, interval: 100 }).toBe(OrderState.ORDER_STATE_CONFIRMED);
+    // An order lost to a restore, say: reserved while the order service was away, and its StockReserved taken off the
+    // stream's consumer without an answer, as when the event is no longer in the stream to deliver again.
+    await orders.stop();
+    const lostId = uuidv7();
+    const line = { productId, productName: "Teapot", quantity: 2, unitPrice: eur(1000), lineTotal: eur(2000) };
+    await (await publisherAs("orders")).publish(OrderPlacedEvent, { orderId: lostId, customerId: "c-lost", lines: [line], total: eur(2000), linesVersion: 1 });
+    await expect.poll(async () => (await events("SHOP_PRODUCTS", `${lostId}.reserved`)).length, { timeout: 15_000, interval: 100 }).toBe(1);
+    const seed = new TextEncoder().encode(readFileSync(nats().seedFile("orders"), "utf8").trim());
+    const asOrders = await connect({ servers: nats().url, authenticator: nkeyAuthenticator(seed), inboxPrefix: "_INBOX_orders" });
+    connections.push(asOrders);
+    const answer = await (await asOrders.jetstream().consumers.get("SHOP_PRODUCTS", "orders-stock-reserved")).next({ expires: 5_000 });
+    expect(answer?.subject).toBe(`shop.products.v1.reservation.${lostId}.reserved`);
+    expect(await answer!.ackAck()).toBe(true);
+    orders = await startOrders();
+    await expect.poll(settled, { timeout: 15_000, interval: 100 }).toBe(true);
+    expect(await stockOf(productId)).toBe(3);
+
+    const tool = (...args: string[]) => runTool(["--import", "tsx", "tools/reservations.ts"], { DATA_DIR: dir.path, NATS_NKEY_SEED: undefined, PRODUCTS_DATABASE_URL: undefined, ORDERS_DATABASE_URL: undefined }, args);
+    const listed = (stdout: string) => stdout.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as { orderId: string; linesVersion: number; lines: unknown });
+    const checked = await tool("check");
+    expect(checked.status, checked.stderr).toBe(1);
+    expect(listed(checked.stdout).map(({ orderId, linesVersion, lines }) => ({ orderId, linesVersion, lines }))).toContainEqual({ orderId: lostId, linesVersion: 1, lines: [{ productId, quantity: 2 }] });
+    expect(listed(checked.stdout).map((r) => r.orderId)).not.toContain(placed.id);
+    expect(checked.stderr).toContain(`for orders ${join(dir.path, "orders.db")} does not have; run again with --release to give their stock back`);
+
+    // An order database with none of the orders: the wrong one far more often than every order lost; nothing is sent.
+    const empty = join(dir.path, "orders-empty.db");
+    await (await openDatabase({ path: empty, migrations: orderMigrations })).close();
+    const refused = await tool("check", "--release", "--nats", nats().url, "--orders-database", empty);
+    expect(refused.status, refused.stderr).toBe(2);
+    expect(refused.stderr).toContain(`is ${empty} this system's order database? Name it with --orders-database; if every order was lost, add --all-unknown (nothing was released)`);
+    const notOrders = await tool("check", "--orders-database", join(dir.path, "products.db"));
+    expect(notOrders.status).toBe(2);
+    expect(notOrders.stderr).toContain(`${join(dir.path, "products.db")} is not the orders service's database (it has none of its tables)`);
+    const usage = await tool("check", "--relase");
+    expect([usage.status, usage.stderr.trim()]).toEqual([2, "reservations: unknown option --relase; did you mean --release? (`npx tsx tools/reservations.ts --help` shows the usage)"]);
+    expect(await events("SHOP_ORDERS", `${lostId}.unknown`)).toEqual([]);
+
+    const released = await tool("check", "--release", "--nats", nats().url);
+    expect(released.status, released.stderr).toBe(0);
+    expect(released.stderr).toContain("published OrderUnknown for each");
+    await expect.poll(() => stockOf(productId), { timeout: 15_000, interval: 100 }).toBe(5);
+    expect((await events("SHOP_ORDERS", `${lostId}.unknown`)).map((e) => OrderUnknown.decode(e.data))).toEqual([{ orderId: lostId, linesVersion: 1 }]);
+    expect((await events("SHOP_PRODUCTS", `${lostId}.released`)).map((e) => StockReleased.decode(e.data))).toEqual([{ orderId: lostId, lines: [{ productId, quantity: 2 }] }]);
+    await expect.poll(settled, { timeout: 15_000, interval: 100 }).toBe(true);
+    const after = await tool("check");
+    expect(listed(after.stdout).map((r) => r.orderId)).not.toContain(lostId);
+    expect(await stockOf(productId)).toBe(5);
+  }, 120_000);
 });

@@ -134,3 +134,10 @@ export function createOrderStore(): OrderStore {
     },
   };
 }
+
+/** Which of `ids` name orders this database has, read in one statement (callers bound how many). */
+export async function existingOrderIds(q: Queryable, ids: readonly string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await q.query<{ id: string }>(`SELECT id FROM orders WHERE id ${q.dialect.anyOf("$1")}`, [[...new Set(ids)]]);
+  return new Set(rows.map((r) => r.id));
+}

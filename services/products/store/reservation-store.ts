@@ -1,4 +1,4 @@
-import { sendAhead, type SqlValue, type Transaction } from "../../../platform/sql/index.js";
+import { type Queryable, sendAhead, type SqlValue, type Transaction } from "../../../platform/sql/index.js";
 import type { ReservationRecord, ReservedUnits } from "../domain/reservation.js";
 
 /**
@@ -98,4 +98,26 @@ export function createReservationStore(): ReservationStore {
       );
     },
   };
+}
+
+/** A reservation holding stock, as `heldReservations` reads it. */
+export interface HeldReservation {
+  readonly orderId: string;
+  readonly linesVersion: number;
+  readonly lines: readonly ReservedUnits[];
+  /** When it was last written (ms since the epoch). */
+  readonly updatedAt: number;
+}
+
+/**
+ * Up to `limit` reservations holding stock whose order id sorts after
+ * `afterOrderId` ("" for the first), in order id order, locking nothing:
+ * a page of them, for a tool reading the database beside the service.
+ */
+export async function heldReservations(q: Queryable, afterOrderId: string, limit: number): Promise<HeldReservation[]> {
+  const rows = await q.query<Row & { updated_at: number | string }>(
+    "SELECT order_id, lines_version, status, lines_json, updated_at FROM reservations WHERE status = 'reserved' AND order_id > $1 ORDER BY order_id LIMIT $2",
+    [afterOrderId, limit],
+  );
+  return rows.map((r) => ({ orderId: r.order_id, linesVersion: Number(r.lines_version), lines: JSON.parse(r.lines_json) as ReservedUnits[], updatedAt: Number(r.updated_at) }));
 }
