@@ -6,7 +6,7 @@
 // with it). For the contract checks and
 // tests it also installs the pinned Go and Python SDK generators (Go plugins
 // into .tools/bin, Python packages into .venv) and fetches and compiles the
-// Go modules of the interop tests; for the tests alone, the pinned grpcurl and
+// Go modules of the interop tests and of the metrics linter; for the tests alone, the pinned grpcurl and
 // nats CLI (.tools/bin), which the tests run against the services, the
 // PostgreSQL server and PgBouncer (the tests start instances of their own;
 // a system pgbouncer service the package may start is never used). Plain
@@ -26,7 +26,8 @@ Installs what is missing: npm packages (npm ci), the pinned nats-server
 --for-tools, the pinned grpcurl and nats CLI (.tools/bin) that README's
 commands call a running system with, and nothing else; with
 --for-tests or --for-gen, protoc, Python 3, the pinned Go and Python
-SDK generators (.tools/bin, .venv) and the interop tests' Go modules; with
+SDK generators (.tools/bin, .venv) and the Go modules of the interop tests
+and the metrics linter (test/metrics-lint); with
 --for-tests also the pinned grpcurl and nats CLI (.tools/bin), the
 PostgreSQL server (initdb and postgres, Debian's postgresql package), which
 --postgres adds on its own, and PgBouncer (Debian's pgbouncer package). OS
@@ -279,15 +280,20 @@ async function installPythonPackages() {
 }
 
 /**
- * Fetches the Go modules that generating gen/go (its `go mod tidy`) and
- * building test/interop/go need, so both work offline afterwards; with
- * `compile`, also compiles the interop program's dependencies.
+ * Fetches the Go modules that generating gen/go (its `go mod tidy`),
+ * building test/interop/go and building test/metrics-lint (the Prometheus
+ * linter the metrics tests run) need, so all of them work offline
+ * afterwards; with `compile`, also compiles the test programs' dependencies.
  */
 async function prepareGoModules(compile) {
   const stampFile = join(root, ".tools", "interop-go-build-stamp");
-  const interop = join(root, "test/interop/go");
-  const hasInterop = existsSync(join(interop, "go.mod"));
-  const want = hasInterop ? createHash("sha256").update(readFileSync(join(interop, "go.sum"))).update(capture("go", ["version"]) ?? "").digest("hex") : "";
+  const programs = [
+    { dir: join(root, "test/interop/go"), name: "test/interop/go", download: [2, 5], build: [55, 125] },
+    { dir: join(root, "test/metrics-lint"), name: "test/metrics-lint", download: [1, 5], build: [15, 40] },
+  ].filter((p) => existsSync(join(p.dir, "go.mod")));
+  const hash = createHash("sha256");
+  for (const p of programs) hash.update(readFileSync(join(p.dir, "go.sum")));
+  const want = programs.length > 0 ? hash.update(capture("go", ["version"]) ?? "").digest("hex") : "";
   const warm = existsSync(stampFile) && readFileSync(stampFile, "utf8") === want;
   const genGo = join(root, "gen/go");
   // `tidy -diff` changes no file; it only fetches what tidy needs (its exit status says whether gen/go is tidy, which gen:check judges).
@@ -295,13 +301,17 @@ async function prepareGoModules(compile) {
     if (!warm) log("fetching the Go modules gen/go needs (go mod tidy -diff)");
     spawnSync("go", ["mod", "tidy", "-diff"], { cwd: genGo, env: goEnv, stdio: "ignore" });
   }
-  if (!hasInterop) return;
-  if (warm) runOrExit("downloading the Go modules of test/interop/go", "go", ["mod", "download"], { cwd: interop, env: goEnv });
-  else await runLongStep("downloading the Go modules of test/interop/go", "go mod download", [2, 5], "go", ["mod", "download"], { cwd: interop, env: goEnv });
+  if (programs.length === 0) return;
+  for (const { dir, name, download } of programs) {
+    if (warm) runOrExit(`downloading the Go modules of ${name}`, "go", ["mod", "download"], { cwd: dir, env: goEnv });
+    else await runLongStep(`downloading the Go modules of ${name}`, "go mod download", download, "go", ["mod", "download"], { cwd: dir, env: goEnv });
+  }
   if (!compile) return;
-  // -o /dev/null: compile and link only to fill the build cache; the tests build their own binary.
-  if (warm) runOrExit("compiling test/interop/go", "go", ["build", "-o", "/dev/null", "./..."], { cwd: interop, env: goEnv });
-  else await runLongStep("compiling the Go modules of test/interop/go (to fill Go's build cache)", "go build", [55, 125], "go", ["build", "-o", "/dev/null", "./..."], { cwd: interop, env: goEnv });
+  // -o /dev/null: compile and link only to fill the build cache; the tests build their own binaries.
+  for (const { dir, name, build } of programs) {
+    if (warm) runOrExit(`compiling ${name}`, "go", ["build", "-o", "/dev/null", "./..."], { cwd: dir, env: goEnv });
+    else await runLongStep(`compiling the Go modules of ${name} (to fill Go's build cache)`, "go build", build, "go", ["build", "-o", "/dev/null", "./..."], { cwd: dir, env: goEnv });
+  }
   mkdirSync(join(root, ".tools"), { recursive: true });
   writeFileSync(stampFile, want);
 }

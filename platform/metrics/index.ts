@@ -2,3 +2,4 @@
 export { counterFamily, histogramFamily, type CounterChild, type HistogramChild } from "./label-families.js";
 export { sampledGauges, type SampledGauge } from "./sampled-gauges.js";
 export { netEventLoopDelay } from "./event-loop-delay.js";
+export { dropGaugeTotals } from "./gauge-totals.js";

@@ -2,7 +2,7 @@ import { collectDefaultMetrics, Registry } from "prom-client";
 import type { ConsumerBinding, DeliveryMiddleware, EventRuntime } from "../events/index.js";
 import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, natsConnectionMetrics, outboxMetrics, type StreamSpec } from "../events/index.js";
 import { createGrpcServer, grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
-import { netEventLoopDelay } from "../metrics/index.js";
+import { dropGaugeTotals, netEventLoopDelay } from "../metrics/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
 import { unresolvedHost, unresolvedHostWait } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
@@ -226,6 +226,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     if (registry) {
       collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: eventLoopSampleMs });
       netEventLoopDelay(registry, eventLoopSampleMs);
+      dropGaugeTotals(registry);
       outboxMetrics(registry, db);
       natsConnectionMetrics(registry, () => busOf(events));
       grpcServingMetrics(registry, server);
