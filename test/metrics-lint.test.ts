@@ -1,4 +1,7 @@
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { connect as connectHttp2 } from "node:http2";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { headers as natsHeaders } from "nats";
@@ -42,6 +45,38 @@ async function scrape(metricsAddress: string | undefined): Promise<{ contentType
   const res = await fetch(`http://${metricsAddress}/metrics`, { headers: { accept: prometheusAccept } });
   expect(res.status).toBe(200);
   return { contentType: res.headers.get("content-type") ?? "", text: await res.text() };
+}
+
+/** The series of a scrape: each sample line's name and labels. */
+function seriesOf(text: string): string[] {
+  return text.split("\n").filter((line) => line !== "" && !line.startsWith("#")).map((line) => line.slice(0, line.lastIndexOf(" ")));
+}
+
+/**
+ * Sends each of `calls` (a path and extra headers) to the gRPC server at
+ * `address` on one HTTP/2 connection, an empty request each, as a client
+ * of its own could; resolves once every answer has ended.
+ */
+async function sendCalls(address: string, calls: ReadonlyArray<{ readonly path: string; readonly headers?: Record<string, string> }>): Promise<void> {
+  const session = connectHttp2(`http://${address}`);
+  try {
+    for (let i = 0; i < calls.length; i += 50) {
+      await Promise.all(
+        calls.slice(i, i + 50).map(async ({ path, headers = {} }) => {
+          const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", ...headers });
+          stream.on("data", () => {}).on("error", () => {}).end(Buffer.from([0, 0, 0, 0, 0]));
+          await once(stream, "close");
+        }),
+      );
+    }
+  } finally {
+    session.close();
+  }
+}
+
+/** How many dead letters the product service's OrderPlaced consumer has filed, in a scrape. */
+function deadLettered(text: string): number {
+  return Number(/^concord_consumer_dead_lettered_total\{consumer="products-order-placed"\} (\d+)$/m.exec(text)?.[1] ?? 0);
 }
 
 describe("metrics, as Prometheus reads them", () => {
@@ -102,5 +137,47 @@ describe("metrics, as Prometheus reads them", () => {
       expect(contentType, service).toBe("text/plain; version=0.0.4; charset=utf-8");
       expect(await lint(text), service).toEqual({ status: 0, problems: "" });
     }
+  });
+
+  it("keeps the names callers make up out of its labels: made-up methods, services, timeouts and event subjects add no series", { timeout: 60_000 }, async () => {
+    const hostile = async (made: readonly string[]): Promise<void> => {
+      const calls = (service: string): Array<{ path: string; headers?: Record<string, string> }> =>
+        made.flatMap((name): Array<{ path: string; headers?: Record<string, string> }> => [
+          { path: `/${service}/${name}` },
+          { path: `/${name}.v1.Service/${name}` },
+          { path: `/${name}` },
+          { path: `/${service}/${name}`, headers: { "grpc-encoding": "gzip" } },
+          { path: `/${service}/${name}`, headers: { "grpc-timeout": "99999999H" } },
+          { path: `/${name}/${name}`, headers: { "grpc-timeout": name } },
+        ]);
+      await sendCalls(products.service.address, calls("shop.products.v1.ProductService"));
+      await sendCalls(orders.service.address, calls("shop.orders.v1.OrderService"));
+      // Events on made-up subjects, of made-up types and sources: dead letters of the consumer whose filter takes the subject.
+      const dead = deadLettered((await scrape(products.service.metricsAddress)).text);
+      for (const name of made) {
+        const h = natsHeaders();
+        h.set("ce-specversion", "1.0");
+        h.set("ce-id", uuidv7());
+        h.set("ce-type", `shop.orders.v1.${name}`);
+        h.set("ce-source", name);
+        h.set("content-type", "application/protobuf");
+        await nc().jetstream().publish(`shop.orders.v1.order.${name}.placed`, new Uint8Array([0xff, 0xff, 0xff]), { headers: h });
+      }
+      await expect.poll(async () => deadLettered((await scrape(products.service.metricsAddress)).text)).toBe(dead + made.length);
+    };
+    const madeUp = (count: number) => Array.from({ length: count }, () => `x${randomBytes(6).toString("hex")}`);
+    // A few first, for the series any such call adds once (refusals by reason, the consumer's outcomes); then many.
+    await hostile(madeUp(2));
+    const before = { products: seriesOf((await scrape(products.service.metricsAddress)).text), orders: seriesOf((await scrape(orders.service.metricsAddress)).text) };
+    const made = madeUp(100);
+    await hostile(made);
+    for (const [service, address] of [["products", products.service.metricsAddress], ["orders", orders.service.metricsAddress]] as const) {
+      const { text } = await scrape(address);
+      expect(made.filter((name) => text.includes(name)), service).toEqual([]);
+      // Node's own may show a kind of garbage collection or a type of handle they had not had yet; none of the service's.
+      expect(seriesOf(text).filter((s) => !before[service].includes(s) && !s.startsWith("nodejs_")), service).toEqual([]);
+      expect(await lint(text), service).toEqual({ status: 0, problems: "" });
+    }
+    expect((await scrape(products.service.metricsAddress)).text).toMatch(/^concord_grpc_refused_total\{grpc_service="unknown",grpc_method="unknown",grpc_code="UNIMPLEMENTED",reason="unknown_method"\} [1-9]\d{2,}$/m);
   });
 });
