@@ -1,0 +1,78 @@
+import { once } from "node:events";
+import { connect, type Socket } from "node:net";
+import { Gauge, Registry } from "prom-client";
+import { afterEach, describe, expect, it } from "vitest";
+import { createLogger } from "../log/index.js";
+import { type MetricsLimits, type MetricsServer, startMetricsServer } from "./metrics-server.js";
+
+describe("startMetricsServer", () => {
+  const opened: Array<MetricsServer | Socket> = [];
+  afterEach(async () => {
+    for (const o of opened.splice(0)) "destroy" in o ? o.destroy() : await o.close();
+  });
+
+  /** A serving endpoint whose one gauge counts the times it is collected, each collection taking `collectMs`. */
+  async function endpoint(collectMs: number, limits?: MetricsLimits): Promise<{ readonly server: MetricsServer; collections(): number }> {
+    const registry = new Registry();
+    let collections = 0;
+    new Gauge({
+      name: "test_collections",
+      help: "Times this gauge was collected",
+      registers: [registry],
+      async collect() {
+        collections++;
+        await new Promise((resolve) => setTimeout(resolve, collectMs));
+        this.set(collections);
+      },
+    });
+    const server = await startMetricsServer("127.0.0.1:0", registry, createLogger({ service: "test", level: "silent" }), undefined, limits);
+    opened.push(server);
+    server.serve();
+    return { server, collections: () => collections };
+  }
+
+  /** A TCP connection to `address`, resolved once it is open; `closed` settles when the server closes it. */
+  async function connection(address: string): Promise<{ readonly socket: Socket; readonly closed: Promise<string> }> {
+    const [host, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.slice(address.lastIndexOf(":") + 1))];
+    const socket = connect(port, host);
+    opened.push(socket);
+    let answer = "";
+    socket.on("data", (chunk) => (answer += String(chunk))).on("error", () => {});
+    const closed = once(socket, "close").then(() => answer);
+    await once(socket, "connect");
+    return { socket, closed };
+  }
+
+  it("renders once for the scrapes that come while it renders, each answered with that text", async () => {
+    // Long enough for the 50 to come while the first is rendered, on a busy machine too.
+    const { server, collections } = await endpoint(1_000);
+    const answers = await Promise.all(Array.from({ length: 50 }, async () => (await fetch(`http://${server.address}/metrics`)).text()));
+    // Each scrape rendered the registry anew: 50 renderings, 1,000 of them held the event loop 3.7 s.
+    expect(collections()).toBeLessThanOrEqual(2);
+    expect(answers.every((a) => a.includes("test_collections "))).toBe(true);
+    // One after them is rendered anew.
+    expect(await (await fetch(`http://${server.address}/metrics`)).text()).toContain(`test_collections ${collections()}`);
+    expect(collections()).toBeGreaterThan(1);
+  });
+
+  it("holds at most maxConnections connections, closing those past it as they come, and serves again once they go", async () => {
+    const { server } = await endpoint(0, { maxConnections: 4 });
+    const connections = await Promise.all(Array.from({ length: 10 }, () => connection(server.address)));
+    const closedByServer = await Promise.all(connections.map(({ closed }) => Promise.race([closed.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 1_000))])));
+    expect(closedByServer.filter(Boolean).length).toBe(6);
+    for (const { socket } of connections) socket.destroy();
+    await expect.poll(async () => (await fetch(`http://${server.address}/metrics`).catch(() => undefined))?.status).toBe(200);
+  });
+
+  it("closes a connection that sends no whole request within the timeout, 408 to it", { timeout: 15_000 }, async () => {
+    const { server } = await endpoint(0, { requestTimeoutMs: 500 });
+    const silent = await connection(server.address);
+    const partial = await connection(server.address);
+    partial.socket.write("GET /metrics HTTP/1.1\r\nHost: x\r\n");
+    const started = performance.now();
+    // Node held both until it looked at its connections, every 30 s.
+    expect(await silent.closed).toMatch(/^HTTP\/1\.1 408/);
+    expect(await partial.closed).toMatch(/^HTTP\/1\.1 408/);
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+});
