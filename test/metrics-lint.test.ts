@@ -15,7 +15,7 @@ import { address, grpcError, rawCall, type RunningOrders, type RunningProducts, 
 
 const run = promisify(execFile);
 
-/** test/metrics-lint (promlint, as `promtool check metrics` runs it) built into `dir`. */
+/** test/metrics-lint (promlint, as `promtool check metrics` runs it, and histograms' series checked) built into `dir`. */
 async function buildMetricsLint(dir: string): Promise<(scrape: string) => Promise<{ status: number; problems: string }>> {
   const binary = join(dir, "metrics-lint");
   const env = { ...process.env, GOWORK: "off", GOFLAGS: "-mod=readonly" };
@@ -97,12 +97,21 @@ describe("metrics, as Prometheus reads them", () => {
     await products?.stop();
   });
 
-  it("finds what it is there to find: a gauge named as a counter, a counter that is not, a duplicate series, text that does not parse", async () => {
+  it("finds what it is there to find: a gauge named as a counter, a counter that is not, a duplicate series, text that does not parse, a histogram's series out of shape", async () => {
     const scrapeWith = (lines: string[]) => lint(lines.join("\n") + "\n");
     expect(await scrapeWith(["# HELP a_total A gauge.", "# TYPE a_total gauge", "a_total 1"])).toEqual({ status: 1, problems: 'a_total: non-counter metrics should not have "_total" suffix' });
     expect(await scrapeWith(["# HELP b Calls.", "# TYPE b counter", "b 1"])).toEqual({ status: 1, problems: 'b: counter metrics should have "_total" suffix' });
     expect((await scrapeWith(["# HELP c_total Calls.", "# TYPE c_total counter", 'c_total{x="1"} 1', 'c_total{x="1"} 2'])).problems).toMatch(/^c_total: metric not unique/);
     expect((await scrapeWith(["# HELP d Things.", "# TYPE d gauge", "d{x=1} 1"])).status).toBe(2);
+    // Histograms as histogram_quantile reads them, which promlint leaves: buckets cumulative, +Inf holding _count, a _sum.
+    const histogram = (lines: string[]) => scrapeWith(["# HELP e_seconds Time.", "# TYPE e_seconds histogram", ...lines]);
+    expect(await histogram(['e_seconds_bucket{m="a",le="1"} 3', 'e_seconds_bucket{m="a",le="2"} 2', 'e_seconds_bucket{m="a",le="+Inf"} 3', 'e_seconds_sum{m="a"} 1', 'e_seconds_count{m="a"} 3'])).toEqual({
+      status: 1,
+      problems: 'e_seconds: series {m="a"}: bucket le=2 does not follow le=1 cumulatively',
+    });
+    expect(await histogram(['e_seconds_bucket{le="1"} 3', 'e_seconds_bucket{le="+Inf"} 4', "e_seconds_sum 1", "e_seconds_count 5"])).toEqual({ status: 1, problems: "e_seconds: series {}: the +Inf bucket is not _count" });
+    expect(await histogram(['e_seconds_bucket{le="1"} 3', "e_seconds_sum 1", "e_seconds_count 3"])).toEqual({ status: 1, problems: "e_seconds: series {} has no +Inf bucket" });
+    expect(await histogram(['e_seconds_bucket{le="1"} 3', 'e_seconds_bucket{le="+Inf"} 3', "e_seconds_count 3"])).toEqual({ status: 1, problems: "e_seconds: series {} lacks its _count or _sum" });
   });
 
   it("serves both services' metrics under load, errors and a dead letter with no parse error or lint problem", { timeout: 60_000 }, async () => {
