@@ -21,6 +21,7 @@ import { createReservationStore } from "../../services/products/store/reservatio
 import { lockStockAhead } from "../../services/products/events/stock-reservations.js";
 import { OrderCancelled, OrderPlaced, OrderUnknown, OrderUpdated } from "../../gen/ts/shop/orders/v1/order_events_pb.js";
 import { sampleStream } from "../support/sample-events.js";
+import { findOrphanedReservations } from "../../tools/reservations.js";
 
 /** Gives each test group a database of its own: a fresh SQLite file, or a fresh Postgres database. */
 export type OpenLocation = (name: string) => Promise<string>;
@@ -201,6 +202,29 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
       await Promise.all([cancelled, reserved]);
       expect((await db.transaction((tx) => store.get(tx, id(600))))!.status).toBe("released");
       expect(await products.get(db, id(1))).toMatchObject({ stock: 5, reserved: 0 });
+    });
+
+    it("finds the reservations holding stock for orders the order database does not have, a page at a time", async () => {
+      const products = await open("orphans-products", productMigrations);
+      const orders = await open("orphans-orders", orderMigrations);
+      const reservations = createReservationStore();
+      const orderStore = createOrderStore();
+      await products.transaction(async (tx) => {
+        await createProductStore().insert(tx, product(1, { stock: 50 }));
+        // Orders 1 to 7 reserved, 8 failed, 9 released; the order database has 2, 4 and 6 of them.
+        for (const n of [1, 2, 3, 4, 5, 6, 7]) await reservations.put(tx, { orderId: id(1000 + n), linesVersion: n, status: "reserved", lines: [{ productId: id(1), quantity: n }] }, 100 + n);
+        await reservations.put(tx, { orderId: id(1008), linesVersion: 1, status: "failed", lines: [] }, 108);
+        await reservations.put(tx, { orderId: id(1009), linesVersion: 1, status: "released", lines: [] }, 109);
+      });
+      await orders.transaction(async (tx) => {
+        for (const n of [2, 4, 6, 8]) await orderStore.insert(tx, order(n));
+      });
+      for (const pageSize of [2, 3, 500]) {
+        const found = await findOrphanedReservations(products, orders, pageSize);
+        expect({ checked: found.checked, known: found.known }).toEqual({ checked: 7, known: 3 });
+        expect(found.orphaned).toEqual([1, 3, 5, 7].map((n) => ({ orderId: id(1000 + n), linesVersion: n, lines: [{ productId: id(1), quantity: n }], updatedAt: 100 + n })));
+      }
+      expect(await findOrphanedReservations(await open("orphans-none", productMigrations), orders)).toEqual({ checked: 0, known: 0, orphaned: [] });
     });
 
     it("keeps orders: insert, read, replace only at the expected version, one customer's pages", async () => {
