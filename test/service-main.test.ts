@@ -41,6 +41,28 @@ describe("service entry points", () => {
     expect(result.stderr).not.toContain("s3cr");
   });
 
+  it("refuse a database URL whose password holds an unencoded / without printing the password", () => {
+    const result = run("services/orders/main.ts", { ORDERS_LISTEN: "127.0.0.1:0", ORDERS_DATABASE_URL: "postgres://shop:s3cr/t#x@db.example/orders" });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain('ORDERS_DATABASE_URL="postgres://shop:***@db.example/orders" is invalid: not a valid postgres:// URL');
+    expect(result.stderr + result.stdout).not.toContain("s3cr");
+  });
+
+  it("log the database it waits for without a password given in the URL's query", { timeout: 60_000 }, async () => {
+    const listen = `127.0.0.1:${await freePort()}`;
+    const nobody = await freePort();
+    const svc = startServiceProcess("orders", { ORDERS_LISTEN: listen, ORDERS_DATABASE_URL: `postgres://shop@127.0.0.1:${nobody}/orders?password=s3cret&sslpassword=t0p`, NATS_URL: "nats://127.0.0.1:1" });
+    try {
+      await expect.poll(() => svc.logs().filter((line) => line.level === "warn"), { timeout: 20_000, interval: 100 }).toEqual([
+        expect.objectContaining({ database: `postgres://shop@127.0.0.1:${nobody}/orders?password=***&sslpassword=***`, msg: "the database cannot be reached; waiting for it" }),
+      ]);
+      expect(svc.lines().join("\n")).not.toMatch(/s3cret|t0p/);
+      expect(await svc.stop()).toBe(0);
+    } finally {
+      await svc.kill();
+    }
+  });
+
   it("refuse a NATS URL that is not one with exit code 2 and one line naming the variable, as a database URL, without a stack", () => {
     for (const [url, why] of [
       ["nats://127.0.0.1:notaport", 'the port "notaport" is not a number'],

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, databaseUrl, duration, durationAtLeast, durationAtLeastOrOff, durationOrOff, hostPort, integer, natsUrl, readConfig, urlsWithoutPasswords } from "./env.js";
+import { ConfigError, databaseUrl, duration, durationAtLeast, durationAtLeastOrOff, durationOrOff, hostPort, integer, natsUrl, readConfig, urlsWithoutPasswords, urlWithoutSecrets, withoutPassword } from "./env.js";
 
 const settings = {
   LISTEN: { description: "address", default: "127.0.0.1:50051", parse: hostPort },
@@ -81,5 +81,19 @@ describe("natsUrl", () => {
   it("is quoted in a refusal without the password of any of the URLs", () => {
     expect(() => natsUrl("nats://n1:4222,nats://a:s3cr@n2:4222")).toThrow('"nats://a:***@n2:4222": credentials in the URL are not used');
     expect(urlsWithoutPasswords("nats://a:s3cr@n1:4222,nats://b:t0p@n2:4222")).toBe('"nats://a:***@n1:4222,nats://b:***@n2:4222"');
+  });
+});
+
+describe("urlWithoutSecrets", () => {
+  it("leaves no part of a password out of a quoted URL, wherever it sits", () => {
+    // Unencoded, a password's "/", "?" or "#" ends the URL's authority early: the URL does not parse, or the password lands in its path.
+    expect(urlWithoutSecrets("postgres://shop:s3/cr@db:5432/orders")).toBe("postgres://shop:***@db:5432/orders");
+    expect(urlWithoutSecrets("postgres://shop:12?cr@db/orders")).toBe("postgres://shop:***@db/orders");
+    expect(urlWithoutSecrets("postgres://shop:12#c@r@db/orders")).toBe("postgres://shop:***@db/orders");
+    expect(urlWithoutSecrets("postgres://shop@db/orders?sslmode=require&password=s3cr&sslpassword=t0p")).toBe("postgres://shop@db/orders?sslmode=require&password=***&sslpassword=***");
+    expect(withoutPassword("postgres://shop:s3/cr@db/orders")).toBe('"postgres://shop:***@db/orders"');
+    // Nothing to hide: as written.
+    expect(urlWithoutSecrets("postgres://shop@[::1]:5432/orders?statement_timeout=60000")).toBe("postgres://shop@[::1]:5432/orders?statement_timeout=60000");
+    expect(urlWithoutSecrets("/var/lib/concord/orders.db")).toBe("/var/lib/concord/orders.db");
   });
 });

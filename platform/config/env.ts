@@ -206,9 +206,29 @@ export function optionalFile(raw: string): string | undefined {
   return raw;
 }
 
-/** A URL as an error may quote it: a password in it (`scheme://user:password@host`) replaced by `***`. */
+/** A URL as an error may quote it, in JSON quotes: its passwords replaced by `***` (see `urlWithoutSecrets`). */
 export function withoutPassword(raw: string): string {
-  return JSON.stringify(raw.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#@:]*:)[^/?#]*@/i, "$1***@"));
+  return JSON.stringify(urlWithoutSecrets(raw));
+}
+
+/**
+ * A URL as a log line or an error may show it: the password of its user
+ * (`scheme://user:password@host`) and a `password` or `sslpassword` in its
+ * query (which node-postgres and libpq take too) replaced by `***`. A
+ * password the URL leaves unencoded may hold `/`, `?`, `#` or `@`, which
+ * make the URL unparsable or move the password into its path: everything
+ * from the user's `:` to the last `@` goes, so a URL with an `@` in its
+ * query and no password is shown with less of it than it has, never more.
+ * Text without a `scheme://` (a SQLite path) is returned as it is.
+ */
+export function urlWithoutSecrets(raw: string): string {
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(raw)?.[0];
+  if (scheme === undefined) return raw;
+  let rest = raw.slice(scheme.length);
+  const colon = rest.indexOf(":");
+  const at = rest.lastIndexOf("@");
+  if (colon >= 0 && colon < at) rest = `${rest.slice(0, colon + 1)}***${rest.slice(at)}`;
+  return scheme + rest.replace(/([?&](?:ssl)?password=)[^&#]*/gi, "$1***");
 }
 
 /**

@@ -509,5 +509,7 @@ describe("redact", () => {
     expect(redact("postgres://shop:s3cret@db.internal:5432/orders?sslmode=require")).toBe("postgres://shop:***@db.internal:5432/orders?sslmode=require");
     expect(redact("postgres://postgres@127.0.0.1:54320/orders")).toBe("postgres://postgres@127.0.0.1:54320/orders");
     expect(redact("postgres://shop:s3cret@[bad")).not.toContain("s3cret");
+    expect(redact("postgres://shop:s3/cret@db.internal/orders")).toBe("postgres://shop:***@db.internal/orders");
+    expect(redact("postgres://shop@db.internal/orders?password=s3cret")).toBe("postgres://shop@db.internal/orders?password=***");
   });
 });

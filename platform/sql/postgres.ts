@@ -1,6 +1,7 @@
 import { createRequire } from "node:module";
 import { Socket } from "node:net";
 import type pg from "pg";
+import { urlWithoutSecrets } from "../config/index.js";
 import { Code, StatusError } from "../errors/index.js";
 import { nonNegativeInteger, positiveInteger } from "../options/index.js";
 import { type AheadCheck, runTransaction, sendAhead, sentAheadFailure, type StatementRunner } from "./transaction-scope.js";
@@ -880,13 +881,7 @@ function sessionSettings(url: string, urlName: string): { url: string; options?:
   return { url: url.slice(0, query) + (rest ? `?${rest}` : ""), ...(options && { options }), ...(statementTimeoutMs !== undefined && { statementTimeoutMs }) };
 }
 
-/** A connection URL without its password, for logs. */
+/** A connection URL without its passwords, for logs (see `urlWithoutSecrets`). */
 export function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    return u.toString();
-  } catch {
-    return "postgres://(unparsable URL)";
-  }
+  return urlWithoutSecrets(url);
 }
