@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "pg";
 import { describe, expect, it } from "vitest";
@@ -25,6 +25,30 @@ describe("startLocalPostgres", () => {
     }
     expect(existsSync(join(dataDir, "PG_VERSION"))).toBe(true);
     expect(readFileSync(logFile, "utf8")).toContain("database system is shut down");
+  });
+
+  it("keeps its log file its owner's alone, one an earlier start left readable by others too", async () => {
+    const logFile = join(dir, "readable.log");
+    writeFileSync(logFile, "", { mode: 0o644 });
+    chmodSync(logFile, 0o644);
+    const server = await startLocalPostgres({ fsync: false, dataDir: join(dir, "readable"), logFile });
+    try {
+      // A failing statement's entry quotes the key it broke.
+      const client = new Client({ connectionString: server.url });
+      await client.connect();
+      await client.query("CREATE TABLE customers (email TEXT PRIMARY KEY)");
+      await client.query("INSERT INTO customers VALUES ('ada@example.com')");
+      await expect(client.query("INSERT INTO customers VALUES ('ada@example.com')")).rejects.toThrow(/duplicate key/);
+      await client.end();
+      await expect.poll(() => readFileSync(logFile, "utf8")).toContain("(email)=(ada@example.com)");
+      expect(statSync(logFile).mode & 0o777).toBe(0o600);
+    } finally {
+      await server.stop();
+    }
+    const fresh = join(dir, "fresh.log");
+    const again = await startLocalPostgres({ fsync: false, dataDir: join(dir, "fresh"), logFile: fresh });
+    await again.stop();
+    expect(statSync(fresh).mode & 0o777).toBe(0o600);
   });
 
   it("listens on TCP alone when the data dir's path is too long for a Unix socket", async () => {

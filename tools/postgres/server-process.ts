@@ -3,7 +3,7 @@
  * outright (with its backends) and read the log of.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { closeSync, fchmodSync, openSync, readdirSync, readFileSync } from "node:fs";
 
 const logLinesKept = 60;
 
@@ -31,7 +31,10 @@ export interface ServerProcess {
  */
 export function spawnServer(program: string, args: string[], dataDir: string, logFile: string | undefined, user: { uid?: number; gid?: number }): ServerProcess {
   const output: string[] = [];
-  const logFd = logFile === undefined ? undefined : openSync(logFile, "a");
+  // Its owner's alone, as PostgreSQL's own log files are (log_file_mode 0600): a failing statement's entry quotes the
+  // values of its row or key, customers' data among them. A log an earlier start left readable is narrowed too.
+  const logFd = logFile === undefined ? undefined : openSync(logFile, "a", 0o600);
+  if (logFd !== undefined) fchmodSync(logFd, 0o600);
   let proc: ChildProcess;
   try {
     // Its own process group: a Ctrl-C meant for the parent does not reach it, the parent decides when it stops.
