@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { type AddressInfo, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
+import { createAccount, createUser } from "nkeys.js";
 import { describe, expect, it } from "vitest";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { checkHealth, createClient } from "../platform/grpc/index.js";
@@ -83,6 +84,16 @@ describe("service entry points", () => {
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/NATS_NKEY_SEED=<a seed, not shown> is invalid: a seed itself, where the path of a file holding one goes/);
     expect(result.stderr + result.stdout).not.toContain(seed);
+    // An account's seed, or the text of a .creds file, which holds a user's seed after its JWT.
+    const accountSeed = createAccount().getSeed();
+    const userSeed = createUser().getSeed();
+    const creds = `-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.e30.c2ln\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n${new TextDecoder().decode(userSeed)}\n------END USER NKEY SEED------\n`;
+    for (const given of [new TextDecoder().decode(accountSeed), creds]) {
+      const refused = run("services/orders/main.ts", { ORDERS_LISTEN: "127.0.0.1:0", NATS_NKEY_SEED: given });
+      expect(refused.status).toBe(2);
+      expect(refused.stderr).toMatch(/NATS_NKEY_SEED=<a seed, not shown> is invalid: a seed itself/);
+      expect(refused.stderr + refused.stdout).not.toMatch(/S[AU][A-Z2-7]{56}/);
+    }
   });
 
   it("refuse a saga timeout shorter than the product service's retries of an order's OrderPlaced", () => {

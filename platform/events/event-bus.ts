@@ -135,11 +135,13 @@ export class SeedFileError extends Error {
 
 /**
  * Why `file`, given as the name of a seed file, cannot be one: it looks like
- * a seed itself (NATS_NKEY_SEED=SU...), which a message naming the file would
- * print into the terminal and the logs. Undefined for any other name.
+ * a seed itself (NATS_NKEY_SEED=SU...), or an account's or an operator's
+ * (SA..., SO...), or holds one (a .creds file's text), which a message naming
+ * the file would print into the terminal and the logs. Undefined for any
+ * other name.
  */
 export function seedGivenForItsFile(file: string): string | undefined {
-  if (!/^\s*SU[A-Z2-7]{20,}\s*$/.test(file)) return undefined;
+  if (!/^\s*S[UAONCX][A-Z2-7]{20,}\s*$/.test(file) && !/(?<![A-Z2-7])S[UAONCX][A-Z2-7]{56}(?![A-Z2-7])/.test(file)) return undefined;
   return "the nkey seed file given (NATS_NKEY_SEED) is a seed itself, not shown, where the path of a file holding one goes: put the seed in a file and give its path";
 }
 
