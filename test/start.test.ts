@@ -216,6 +216,15 @@ describe("npm start", () => {
     expect(system.output()).toContain(`store in ${join(dir.path, "nats")}, log in ${join(dir.path, "nats-server.log")}`);
     expect(system.output()).toContain(`Concord is up. Try: grpcurl -cacert ${join(dir.path, "tls", "ca.pem")} `);
     expect(statSync(join(dir.path, "auth", "token-hs256.key")).mode & 0o777).toBe(0o600);
+    // Database URLs may hold passwords: each service is handed its own alone, nats-server none.
+    const databaseVariables = (pid: number | undefined) =>
+      readFileSync(`/proc/${pid}/environ`, "utf8")
+        .split("\0")
+        .filter((v) => /^(\w+_)?DATABASE_URL=/.test(v))
+        .map((v) => v.slice(0, v.indexOf("=")));
+    expect(databaseVariables(natsServerPid(dir.path, "nats-server.conf"))).toEqual([]);
+    expect(databaseVariables(Number(/products: .*pid (\d+)\)/.exec(system.output())?.[1]))).toEqual(["PRODUCTS_DATABASE_URL"]);
+    expect(databaseVariables(Number(/orders: .*pid (\d+)\)/.exec(system.output())?.[1]))).toEqual(["ORDERS_DATABASE_URL"]);
     const client = createClient(ProductServiceService, { address: system.productsAddress, ...toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dir.path }) });
     const { product } = await client.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 1 });
     expect(product?.name).toBe("Teapot");

@@ -119,7 +119,8 @@ Environment (all optional):
                     the services' databases (default: SQLite files in DATA_DIR;
                     DATABASE_URL, which one service started alone reads, is
                     not used: the two need a database each, and two naming
-                    one database are refused); with --postgres, refused
+                    one database are refused); with --postgres, refused.
+                    Each service is handed its own alone, nats-server neither
   LOG_LEVEL         services' log level (default info)
   GRPC_INSECURE     1: the services serve and call each other in plaintext;
                     otherwise TLS with the development CA, certificates and
@@ -569,6 +570,20 @@ function shown(path: string): string {
 /** A database as start-up prints it: a SQLite path as \`shown\`, a postgres:// URL without its password. */
 const shownDatabase = (location: string): string => (/^postgres(ql)?:/.test(location) ? redact(location) : shown(location));
 
+/**
+ * `env` with no database URL but `service`'s own (none when undefined): the
+ * URLs may hold passwords, and a process is handed none it does not use
+ * (nats-server none, the product service not the order service's).
+ * DATABASE_URL, which the services fall back to, goes too: each is given
+ * its own variable.
+ */
+function databaseUrlsOf(env: NodeJS.ProcessEnv, service?: ServiceName): NodeJS.ProcessEnv {
+  const kept = { ...env };
+  delete kept.DATABASE_URL;
+  for (const s of services) if (s.name !== service) delete kept[`${s.envPrefix}_DATABASE_URL`];
+  return kept;
+}
+
 /** Where `npm start` keeps the NATS users' nkey seeds. */
 function natsCredentialsDir(dataDir: string): string {
   return join(dataDir, "nats-credentials");
@@ -611,7 +626,7 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, port: number, 
       ...(cluster && { monitorPort: monitorPorts[i], cluster: { name: "concord", port: routePorts[i], routePorts, secret: routeSecret } }),
     });
     const whenBack = cluster ? () => waitForHealthy(`nats-server ${name}`, monitorPorts[i], 30_000) : () => waitForPort(clientPort, 10_000);
-    const child = superviseNatsServer(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [tetherScript, found.path, ...args], natsServerEnv(env), whenBack);
+    const child = superviseNatsServer(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [tetherScript, found.path, ...args], natsServerEnv(databaseUrlsOf(env)), whenBack);
     return { name, url: `nats://127.0.0.1:${clientPort}`, storeDir, logFile, child };
   });
   await Promise.all(clientPorts.map((p) => waitForPort(p, 10_000)));
@@ -967,7 +982,7 @@ async function main(): Promise<void> {
     const names = addresses.map((_, i) => (instances > 1 ? `${service}#${i + 1}` : service));
     // The instances of one service start together, as a deployment's do.
     const started = addresses.map((listen, i) =>
-      launch(names[i], command.command, command.args, { ...env, ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metrics[i], NATS_NKEY_SEED: seeds.get(service) ?? "" }, natsTether),
+      launch(names[i], command.command, command.args, { ...databaseUrlsOf(env, service), ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metrics[i], NATS_NKEY_SEED: seeds.get(service) ?? "" }, natsTether),
     );
     await Promise.all(
       addresses.map((a, i) =>
