@@ -8,7 +8,7 @@ import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { createTokenVerifier, readTokenPublicKeys, readTokenSecret, signToken, TokenError } from "../auth/index.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { methodAccess } from "./access.js";
-import { createTempDir } from "../../test/support/temp-dir.js";
+import { tempDirForSuite } from "../../test/support/temp-dir.js";
 
 describe("methodAccess", () => {
   const { registry } = createMessageChecker(descriptorSet);
@@ -29,9 +29,9 @@ describe("methodAccess", () => {
 });
 
 describe("token keys and tokens", () => {
-  const dir = createTempDir("concord-tokens-");
+  const dir = tempDirForSuite("concord-tokens-");
   const keyFile = (name: string, text: string, mode: number) => {
-    const path = join(dir.path, name);
+    const path = join(dir, name);
     writeFileSync(path, text, { mode });
     chmodSync(path, mode);
     return path;
@@ -41,7 +41,7 @@ describe("token keys and tokens", () => {
   it("refuses a key file others can read, or one shorter than 32 bytes", () => {
     expect(() => readTokenSecret(keyFile("open.key", hex, 0o644))).toThrow(/readable by others \(mode 644\); chmod 600 it/);
     expect(() => readTokenSecret(keyFile("short.key", "ab".repeat(16), 0o600))).toThrow(/at least 32 bytes as hex/);
-    expect(() => readTokenSecret(join(dir.path, "missing.key"))).toThrow(/cannot read the token key/);
+    expect(() => readTokenSecret(join(dir, "missing.key"))).toThrow(/cannot read the token key/);
   });
 
   it("verifies a token it signed, and refuses one without roles or with another audience", async () => {
@@ -168,7 +168,7 @@ describe("token keys and tokens", () => {
       expect(() => readTokenPublicKeys(keyFile("p384.pem", pem(p384.publicKey), 0o644))).toThrow(/public key 1 in .* is not one tokens are checked with/);
       const small = generateKeyPairSync("rsa", { modulusLength: 1024 });
       expect(() => readTokenPublicKeys(keyFile("small.pem", pem(ec().publicKey) + pem(small.publicKey), 0o644))).toThrow(/public key 2 in/);
-      expect(() => readTokenPublicKeys(join(dir.path, "missing.pem"))).toThrow(/cannot read the token public keys/);
+      expect(() => readTokenPublicKeys(join(dir, "missing.pem"))).toThrow(/cannot read the token public keys/);
     });
   });
 });

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll } from "vitest";
+import { afterAll, expect, onTestFinished } from "vitest";
 
 /** A directory under the system temp dir; `remove` deletes it with everything inside. */
 export interface TempDir {
@@ -17,11 +17,13 @@ export function createTempDir(prefix = "concord-test-"): TempDir {
 
 /**
  * Creates a temporary directory that is removed after the current test file,
- * so a test cannot forget to clean up. Call it while tests are collected (in a
- * describe body or at the top of the file), where vitest accepts hooks.
+ * so a test cannot forget to clean up; called inside a test, once that test
+ * has finished (vitest takes an afterAll there without a word and never runs
+ * it: such directories, development keys in them, stayed in the temp dir).
  */
 export function tempDirForSuite(prefix = "concord-test-"): string {
   const dir = createTempDir(prefix);
-  afterAll(() => dir.remove());
+  if (expect.getState().currentTestName === undefined) afterAll(() => dir.remove());
+  else onTestFinished(() => dir.remove());
   return dir.path;
 }
