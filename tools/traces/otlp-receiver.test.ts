@@ -1,5 +1,8 @@
+import { chmodSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { formatTraces, type ReceivedSpan } from "./otlp-receiver.js";
+import { tempDirForSuite } from "../../test/support/temp-dir.js";
+import { formatTraces, type ReceivedSpan, startTraceReceiver } from "./otlp-receiver.js";
 
 const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
 const span = (spanId: string, parentSpanId: string, name: string, extra: Partial<ReceivedSpan> = {}): ReceivedSpan => ({
@@ -55,5 +58,51 @@ describe("formatTraces", () => {
     expect(out).toContain("shop.products.v1.ProductService/GetProduct  [products SERVER]  +0.0 ms  2.0 ms  from [::1]:41234");
     // A log line's span_id finds its trace as well as its trace_id does.
     expect(formatTraces([call, served], "0".repeat(16))).toBe(out);
+  });
+});
+
+describe("startTraceReceiver", () => {
+  const dir = tempDirForSuite("concord-otlp-");
+
+  it("keeps the spans' file its owner's alone, one an earlier run left readable by others too: spans name callers' addresses and customers", async () => {
+    const file = join(dir, "traces.jsonl");
+    writeFileSync(file, "", { mode: 0o644 });
+    chmodSync(file, 0o644);
+    const receiver = await startTraceReceiver({ file });
+    try {
+      const attr = (key: string, stringValue: string) => ({ key, value: { stringValue } });
+      const body = {
+        resourceSpans: [
+          {
+            resource: { attributes: [attr("service.name", "orders")] },
+            scopeSpans: [
+              {
+                spans: [
+                  {
+                    traceId,
+                    spanId: "00f067aa0ba902b7",
+                    name: "shop.orders.v1.OrderService/CreateOrder",
+                    kind: 2,
+                    startTimeUnixNano: "1764650000000000000",
+                    endTimeUnixNano: "1764650000002000000",
+                    attributes: [attr("network.peer.address", "192.0.2.7")],
+                    status: { code: 2, message: 'c-1 may call CreateOrder only with customer_id "c-1", not "c-2"' },
+                  },
+                ],
+              },
+            ],
+          },
+        ],
+      };
+      const posted = await fetch(`${receiver.url}/v1/traces`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      expect(posted.status).toBe(200);
+      expect(readFileSync(file, "utf8")).toContain("192.0.2.7");
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+    } finally {
+      await receiver.close();
+    }
+    const fresh = join(dir, "fresh.jsonl");
+    await (await startTraceReceiver({ file: fresh })).close();
+    expect(statSync(fresh).mode & 0o777).toBe(0o600);
   });
 });

@@ -5,7 +5,7 @@
  * status), and appends it to a JSON-lines file when given one. For tests,
  * the bench and `tools/traces.ts serve`; a trace viewer does more.
  */
-import { appendFileSync } from "node:fs";
+import { appendFileSync, closeSync, fchmodSync, openSync } from "node:fs";
 import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import { gunzipSync } from "node:zlib";
@@ -46,7 +46,7 @@ export interface TraceReceiverOptions {
   readonly port?: number;
   /** Default 127.0.0.1. */
   readonly host?: string;
-  /** Appends each span to this file as one JSON line. */
+  /** Appends each span to this file as one JSON line; the file is its owner's alone (mode 0600). */
   readonly file?: string;
   /** Keep the spans for `spans()`; default true. A long load keeps count only. */
   readonly keepSpans?: boolean;
@@ -133,6 +133,22 @@ export async function startTraceReceiver(options: TraceReceiverOptions = {}): Pr
     server.once("error", reject);
     server.listen(options.port ?? 0, options.host ?? "127.0.0.1", () => resolve());
   });
+  // Spans carry the callers' addresses and the services' refusals, which name customers: the file is its owner's
+  // alone, as the services' logs would be, one an earlier run left readable too. Made once listening: a port
+  // taken leaves nothing behind.
+  if (options.file) {
+    try {
+      const fd = openSync(options.file, "a", 0o600);
+      try {
+        fchmodSync(fd, 0o600);
+      } finally {
+        closeSync(fd);
+      }
+    } catch (err) {
+      server.close();
+      throw err;
+    }
+  }
   const { address, port } = server.address() as AddressInfo;
   return {
     url: `http://${address.includes(":") ? `[${address}]` : address}:${port}`,
