@@ -13,9 +13,10 @@ const usage = `Usage: tsx tools/buf.ts lint
        tsx tools/buf.ts breaking [REVISION]
 
 lint       buf lint (STANDARD rules, see buf.yaml) on proto/
-breaking   fail on wire- or JSON-incompatible changes of proto/ against
-           proto/ at REVISION (default: $BREAKING_AGAINST or HEAD~1); a
-           REVISION or $BREAKING_AGAINST that is no commit fails (exit 2)`;
+breaking   fail on wire- or JSON-incompatible changes of proto/, or an RPC
+           or service removed or renamed, against proto/ at REVISION
+           (default: $BREAKING_AGAINST or HEAD~1); a REVISION or
+           $BREAKING_AGAINST that is no commit fails (exit 2)`;
 
 function main(args: string[]): number {
   const [command, ...rest] = args;

@@ -39,6 +39,17 @@ describe("contract checks", () => {
     expect(breakingChanges(renumbered, join(repoRoot, "proto")).ok).toBe(false);
   });
 
+  it("fails buf breaking on an RPC or a service removed, which the callers of the running version still call", () => {
+    const noRpc = editedContracts(dir.path, productService, (t) => t.replace(/  \/\/ Adds a signed delta[\s\S]*?rpc AdjustStock\([\s\S]*?\n  }\n/, ""));
+    const result = breakingChanges(noRpc, join(repoRoot, "proto"));
+    expect(result.ok).toBe(false);
+    expect(result.output).toContain(`${productService}:15:1:Previously present RPC "AdjustStock" on service "ProductService" was deleted.`);
+    const noService = editedContracts(dir.path, productService, (t) => t.slice(0, t.indexOf("// ProductService owns")) + t.slice(t.indexOf("// A product that can be ordered.")));
+    const gone = breakingChanges(noService, join(repoRoot, "proto"));
+    expect(gone.ok).toBe(false);
+    expect(gone.output).toContain('Previously present service "ProductService" was deleted from package "shop.products.v1".');
+  });
+
   it("npm run breaking fails on a revision that is no commit, named or in BREAKING_AGAINST, rather than passing having compared nothing", () => {
     const breaking = (args: string[], env: NodeJS.ProcessEnv = {}) =>
       spawnSync(process.execPath, ["--import", "tsx", "tools/buf.ts", "breaking", ...args], { cwd: repoRoot, encoding: "utf8", timeout: 30_000, env: { ...process.env, ...env } });
