@@ -17,6 +17,7 @@ import { natsPermissionTable, type NatsAuthorization } from "../tools/contracts/
 import { openObserverReader } from "../tools/nats/observer-consumer.js";
 import { repoRoot } from "../tools/repo-root.js";
 import { useNatsServer } from "./support/nats-server.js";
+import { eventually } from "./support/streams.js";
 import { createTempDir } from "./support/temp-dir.js";
 import { runConcord } from "./support/concord.js";
 import { address, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts } from "./support/shop.js";
@@ -316,6 +317,21 @@ describe("NATS permissions derived from the contracts", () => {
     const reason = await deadLetterReason(observer, "concord.dlq.SHOP_ORDERS.products-order-placed", subject);
     expect(reason).toMatch(/lines\[0\]\.quantity: must be greater than 0/);
     expect(await stockOf(product.id)).toBe(100);
+  });
+
+  it("takes an OrderPlaced from a newer order service, whose contract has fields this one lacks: they are skipped, the stock reserved (StockReserved), nothing dead-lettered", async () => {
+    const product = await newProduct(100);
+    const orderId = uuidv7();
+    const placed = OrderPlaced.encode({ orderId, customerId: "c-newer", lines: [{ productId: product.id, productName: "Teapot", quantity: 2, unitPrice: eur(1000), lineTotal: eur(2000) }], total: eur(2000), linesVersion: 1 }).finish();
+    // string note = 6 ("leave at the door") and a varint field 99, as a later contract might add them.
+    const note = new TextEncoder().encode("leave at the door");
+    const newer = Uint8Array.from([...placed, 0x32, note.length, ...note, 0x98, 0x06, 0x01]);
+    const observer = await (await connectAs("observer")).jetstreamManager();
+    const dlqBefore = await countOn(observer, "CONCORD_DLQ", "concord.dlq.SHOP_ORDERS.products-order-placed");
+    await (await connectAs("orders")).jetstream().publish(`shop.orders.v1.order.${orderId}.placed`, newer, eventHeaders("shop.orders.v1.OrderPlaced", "orders"));
+    // The order service does not know the order and answers OrderUnknown, which releases the stock again: the StockReserved tells.
+    await eventually("StockReserved is published", async () => (await countOn(observer, "SHOP_PRODUCTS", `shop.products.v1.reservation.${orderId}.reserved`)) === 1);
+    expect(await countOn(observer, "CONCORD_DLQ", "concord.dlq.SHOP_ORDERS.products-order-placed")).toBe(dlqBefore);
   });
 
   it("dead-letters an event whose ce-source is not its stream's owner, with the reason", async () => {

@@ -1,7 +1,8 @@
 /**
  * Contract checks on the image built from proto/ (see tools/contracts/image.ts):
  *   tsx tools/buf.ts lint                  buf lint with the rules in buf.yaml
- *   tsx tools/buf.ts breaking [REVISION]   buf breaking against proto/ at REVISION
+ *   tsx tools/buf.ts breaking [REVISION]   buf breaking, and the events' own check
+ *                                          (contracts/event-changes.ts), against proto/ at REVISION
  *                                          (default: HEAD~1, the previous commit on main;
  *                                          or BREAKING_AGAINST from the environment)
  */
@@ -13,8 +14,9 @@ const usage = `Usage: tsx tools/buf.ts lint
        tsx tools/buf.ts breaking [REVISION]
 
 lint       buf lint (STANDARD rules, see buf.yaml) on proto/
-breaking   fail on wire- or JSON-incompatible changes of proto/, or an RPC
-           or service removed or renamed, against proto/ at REVISION
+breaking   fail on wire- or JSON-incompatible changes of proto/, an RPC
+           or service removed or renamed, or an event removed, renamed or
+           given another subject or stream, against proto/ at REVISION
            (default: $BREAKING_AGAINST or HEAD~1); a REVISION or
            $BREAKING_AGAINST that is no commit fails (exit 2)`;
 

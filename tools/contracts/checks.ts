@@ -1,9 +1,12 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { parse } from "yaml";
 import { repoRoot } from "../repo-root.js";
+import { incompatibleEventChanges } from "./event-changes.js";
 import { bufBin, buildImage } from "./image.js";
+import { loadImageFiles } from "./sdk-manifest.js";
 
 /** Result of a buf check: ok, or the findings buf printed. */
 export interface CheckResult {
@@ -29,7 +32,16 @@ export function lintContracts(protoDir = join(repoRoot, "proto")): CheckResult {
   }
 }
 
-/** `buf breaking` (rules from buf.yaml): the contracts in `protoDir` against those in `againstDir`. */
+/** What to do instead of a breaking change, under the findings of a failed check. */
+export const breakingAdvice = `Keep what the running version uses: reserve a removed field's number and name (reserved 5; reserved "lines_version";)
+and add a new field rather than retyping one; put a changed RPC or event beside the old one, under a new name,
+and remove the old one once nothing calls or consumes it. README.md, "Breaking changes", says how.`;
+
+/**
+ * `buf breaking` (rules from buf.yaml), then the events' own rules
+ * (event-changes.ts): the contracts in `protoDir` against those in
+ * `againstDir`, every finding of both in `output`, then breakingAdvice.
+ */
 export function breakingChanges(protoDir: string, againstDir: string): CheckResult {
   const work = mkdtempSync(join(tmpdir(), "concord-breaking-"));
   try {
@@ -37,10 +49,20 @@ export function breakingChanges(protoDir: string, againstDir: string): CheckResu
     const previous = join(work, "previous.binpb");
     buildImage(protoDir, current);
     buildImage(againstDir, previous);
-    return runBuf(["breaking", current, "--against", previous, "--config", join(repoRoot, "buf.yaml"), "--error-format", "text"]);
+    const buf = runBuf(["breaking", current, "--against", previous, "--config", join(repoRoot, "buf.yaml"), "--error-format", "text"]);
+    const events = incompatibleEventChanges(loadImageFiles(readFileSync(current)), loadImageFiles(readFileSync(previous)), breakingIgnored());
+    if (buf.ok && events.length === 0) return buf;
+    return { ok: false, output: `${[buf.output, ...events].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** The paths buf.yaml's `breaking.ignore` lists, relative to proto/. */
+function breakingIgnored(): string[] {
+  const config = parse(readFileSync(join(repoRoot, "buf.yaml"), "utf8")) as { breaking?: { ignore?: unknown } } | null;
+  const ignore = config?.breaking?.ignore;
+  return Array.isArray(ignore) ? ignore.filter((p): p is string => typeof p === "string") : [];
 }
 
 /**

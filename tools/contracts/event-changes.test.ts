@@ -1,0 +1,81 @@
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { DescFile } from "@bufbuild/protobuf";
+import { afterAll, describe, expect, it } from "vitest";
+import { tempDir } from "../../test/support/shop.js";
+import { repoRoot } from "../repo-root.js";
+import { breakingAdvice, breakingChanges } from "./checks.js";
+import { incompatibleEventChanges } from "./event-changes.js";
+import { buildImage } from "./image.js";
+import { loadImageFiles } from "./sdk-manifest.js";
+
+const orderEvents = "shop/orders/v1/order_events.proto";
+const productService = "shop/products/v1/product_service.proto";
+
+describe("incompatibleEventChanges", () => {
+  const dir = tempDir();
+  afterAll(() => dir.remove());
+  let n = 0;
+
+  /** A copy of proto/ with each file of `edits` edited. */
+  const edited = (edits: Record<string, (text: string) => string>): string => {
+    const copy = join(dir.path, `proto-${n++}`);
+    cpSync(join(repoRoot, "proto"), copy, { recursive: true });
+    for (const [file, edit] of Object.entries(edits)) {
+      const text = readFileSync(join(copy, file), "utf8");
+      const changed = edit(text);
+      expect(changed, `the edit of ${file} changes it`).not.toBe(text);
+      writeFileSync(join(copy, file), changed);
+    }
+    return copy;
+  };
+  const filesOf = (protoDir: string): DescFile[] => {
+    const image = join(dir.path, `image-${n++}.binpb`);
+    buildImage(protoDir, image);
+    return loadImageFiles(readFileSync(image));
+  };
+  const original = filesOf(join(repoRoot, "proto"));
+
+  it("refuses, in npm run breaking, an event given another subject, which buf lets through, naming where and what to do instead", () => {
+    const moved = edited({ [orderEvents]: (t) => t.replace("shop.orders.v1.order.{order_id}.placed", "shop.orders.v1.order.{order_id}.created") });
+    const result = breakingChanges(moved, join(repoRoot, "proto"));
+    expect(result.ok).toBe(false);
+    expect(result.output).toBe(
+      `${orderEvents}:26:1:Event "shop.orders.v1.OrderPlaced" changed its subject from "shop.orders.v1.order.{order_id}.placed" to "shop.orders.v1.order.{order_id}.created"; its consumers filter on "shop.orders.v1.order.*.placed" and would receive nothing.\n\n${breakingAdvice}`,
+    );
+  });
+
+  it("refuses an event renamed, no longer an event, or moved to another stream", () => {
+    const renamed = edited({
+      [orderEvents]: (t) => t.replace("message OrderPlaced {", "message OrderSubmitted {"),
+      [productService]: (t) => t.replace('event: "shop.orders.v1.OrderPlaced"', 'event: "shop.orders.v1.OrderSubmitted"'),
+    });
+    expect(incompatibleEventChanges(filesOf(renamed), original)).toEqual([
+      `${orderEvents}:1:1:Event "shop.orders.v1.OrderPlaced" was removed or renamed (consumers take events by this name, their ce-type); its consumers would receive nothing.`,
+    ]);
+    const unmarked = edited({
+      [orderEvents]: (t) => t.replace('  option (concord.v1.event) = {subject: "shop.orders.v1.order.{order_id}.placed"};\n', ""),
+      [productService]: (t) => t.replace(/  \/\/ Reserves stock for each placed order\.\n  option \(concord\.v1\.subscribe\) = \{[^}]*\};\n/, ""),
+    });
+    expect(incompatibleEventChanges(filesOf(unmarked), original)).toEqual([
+      `${orderEvents}:26:1:Event "shop.orders.v1.OrderPlaced" is no longer an event (its (concord.v1.event) option is gone); its consumers would receive nothing.`,
+    ]);
+    const restreamed = edited({ [orderEvents]: (t) => t.replace('name: "SHOP_ORDERS"', 'name: "SHOP_ORDERS_2"') });
+    const found = incompatibleEventChanges(filesOf(restreamed), original);
+    expect(found).toHaveLength(6);
+    expect(found).toContain(`${orderEvents}:26:1:Event "shop.orders.v1.OrderPlaced" moved from stream SHOP_ORDERS to SHOP_ORDERS_2; its consumers read SHOP_ORDERS.`);
+  });
+
+  it("lets through what the running consumers still take: a new field, a new event; and skips the paths buf.yaml ignores", () => {
+    const compatible = edited({
+      [orderEvents]: (t) =>
+        t.replace("  int64 lines_version = 5 [", "  // A note.\n  string note = 6;\n  int64 lines_version = 5 [") +
+        '\n// Test only.\nmessage OrderNoted {\n  option (concord.v1.event) = {subject: "shop.orders.v1.order.{order_id}.noted"};\n  // Id of the order.\n  string order_id = 1;\n}\n',
+    });
+    expect(incompatibleEventChanges(filesOf(compatible), original)).toEqual([]);
+    const moved = edited({ [orderEvents]: (t) => t.replace("shop.orders.v1.order.{order_id}.placed", "shop.orders.v1.order.{order_id}.created") });
+    expect(incompatibleEventChanges(filesOf(moved), original, ["shop/orders"])).toEqual([]);
+    expect(incompatibleEventChanges(filesOf(moved), original, [orderEvents])).toEqual([]);
+    expect(incompatibleEventChanges(filesOf(moved), original, ["shop/order"])).toHaveLength(1);
+  });
+});
