@@ -1,8 +1,8 @@
 /**
- * Regenerates gen/ and README.md's event table from proto/: `tsx
- * tools/gen.ts` writes them, `--check` regenerates into a temporary directory
- * and fails, naming the files, when gen/ or the table differs from what the
- * contracts produce, and `--image PATH` writes the compiled contracts as a
+ * Regenerates gen/ and README.md's event and NATS users' tables from
+ * proto/: `tsx tools/gen.ts` writes them, `--check` regenerates into a
+ * temporary directory and fails, naming the files, when gen/ or a table
+ * differs from what the contracts produce, and `--image PATH` writes the compiled contracts as a
  * buf image for `buf generate` with a template of one's own.
  */
 import { execFileSync } from "node:child_process";
@@ -12,7 +12,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { listFiles } from "./contracts/files.js";
 import { buildGrpcDescriptorSet } from "./contracts/grpc-descriptors.js";
 import { bufBin, buildImage, protoFiles } from "./contracts/image.js";
-import { checkReadmeEventTable, eventTableOfContracts, withEventTable } from "./contracts/readme-events.js";
+import { checkReadmeEventTable, checkReadmeNatsTable, eventTableOfContracts, natsTableOfContracts, withEventTable, withNatsTable } from "./contracts/readme-events.js";
 import { repoRoot } from "./repo-root.js";
 import { type EventManifest, natsAuthorizationModule, natsAuthorizationOf } from "./contracts/nats-permissions.js";
 import { generateSdks, sdkTemplate } from "./contracts/sdk.js";
@@ -25,9 +25,10 @@ grpc-js services, protoc-gen-events bindings, the descriptor sets, the NATS
 users and permissions in concord_nats.ts), the output
 of every plugin in buf.gen.sdk.yaml (gen/go and gen/python, the Go and Python
 SDKs, and any language added there) and gen/events.json (the event manifest);
-and the event table of README.md, between its marker comments.
+and the event table and the NATS users' table of README.md, each between its
+marker comments.
   --check        regenerate into a temporary directory and fail, naming the
-                 files, when gen/ or README.md's event table differs from it
+                 files, when gen/ or a table of README.md differs from it
                  (nothing is written)
   --image PATH   write the compiled contracts, with their imports and source
                  info, as a buf image (binary FileDescriptorSet) to PATH, for
@@ -189,21 +190,24 @@ function main(args: string[]): number {
   const genDir = join(repoRoot, "gen");
   const readmePath = join(repoRoot, "README.md");
   const eventTable = eventTableOfContracts();
+  const natsTable = natsTableOfContracts();
   if (args.includes("--check")) {
-    const differing = [...checkGenerated(genDir).map((f) => `gen/${f}`), ...checkReadmeEventTable(readmePath, eventTable)];
+    const differing = [...checkGenerated(genDir).map((f) => `gen/${f}`), ...checkReadmeEventTable(readmePath, eventTable), ...checkReadmeNatsTable(readmePath, natsTable)];
     if (differing.length > 0) {
       console.error(`gen/ or README.md does not match proto/; run \`npm run gen\` and commit the result. Differing files:\n${differing.map((f) => `  ${f}`).join("\n")}`);
       return 1;
     }
-    console.log(`gen/ and README.md's event table match proto/ (${contracts} contract files)`);
+    console.log(`gen/ and README.md's event and NATS users' tables match proto/ (${contracts} contract files)`);
     return 0;
   }
-  // Read first: a README without the table's markers fails before anything is written.
+  // Read first: a README without a table's markers fails before anything is written.
   const readme = readFileSync(readmePath, "utf8");
-  const updatedReadme = withEventTable(readme, eventTable);
+  const withEvents = withEventTable(readme, eventTable);
+  const updatedReadme = withNatsTable(withEvents, natsTable);
   writeGenerated(genDir);
   if (updatedReadme !== readme) writeFileSync(readmePath, updatedReadme);
-  console.log(`generated gen/ from ${contracts} contract files${updatedReadme !== readme ? "; rewrote the event table of README.md" : ""}`);
+  const rewrote = [...(withEvents !== readme ? ["event table"] : []), ...(updatedReadme !== withEvents ? ["NATS users' table"] : [])];
+  console.log(`generated gen/ from ${contracts} contract files${rewrote.length > 0 ? `; rewrote the ${rewrote.join(" and the ")} of README.md` : ""}`);
   return 0;
 }
 

@@ -7,7 +7,7 @@ import { backoffDelay } from "../../platform/events/retry.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { protoFile, streamOption } from "../protoc-gen-events/compile-snippets.js";
 import { repoRoot } from "../repo-root.js";
-import { checkReadmeEventTable, eventTableEnd, eventTableOfContracts, eventTableStart, withEventTable } from "./readme-events.js";
+import { checkReadmeEventTable, checkReadmeNatsTable, eventTableEnd, eventTableOfContracts, eventTableStart, natsTableEnd, natsTableOfContracts, natsTableStart, withEventTable, withNatsTable } from "./readme-events.js";
 
 const tmp = tempDirForSuite("concord-readme-events-");
 
@@ -87,6 +87,33 @@ message Counted { option (concord.v1.event) = { subject: "zeta.v1.counted.{n}" }
     expect(() => withEventTable(`${eventTableEnd}\n${eventTableStart}`, "| t |")).toThrow(message);
     const unmarked = readmeCopy("unmarked", (r) => r.replace(eventTableStart, ""));
     expect(() => checkReadmeEventTable(unmarked, eventTableOfContracts())).toThrow(message);
+  });
+});
+
+describe("the README's NATS users' table", () => {
+  it("has a row per service user with its events and its durables, from the contracts, so a new event or subscriber needs no hand edit", () => {
+    const dir = protoDir("nats-users", {
+      "shop/returns/v1/returns.proto": protoFile(
+        "shop.returns.v1",
+        `${streamOption("SHOP_RETURNS", ["shop.returns.v1.>"])}
+message ReturnOpened { option (concord.v1.event) = { subject: "shop.returns.v1.return.{return_id}.opened" }; string return_id = 1; }
+service ReturnService { option (concord.v1.subscribe) = { event: "shop.returns.v1.ReturnOpened" durable: "returns-return-opened" }; }`,
+      ),
+    });
+    const table = natsTableOfContracts(dir);
+    expect(table).toContain("| `returns` | `shop.returns.v1.return.*.opened`, its dead letters (`concord.dlq.<stream>.<its durable>`) | `SHOP_RETURNS`: returns-return-opened |");
+    expect(table.split("\n").map((row) => row.split(" | ")[0])).toEqual(["| user", "|---|---|---|", "| `returns`", "| `observer`", "| `operator`"]);
+  });
+
+  it("in README.md is the one proto/ produces, and gen:check's comparison names it when a row drifted", () => {
+    const table = natsTableOfContracts();
+    expect(readFileSync(join(repoRoot, "README.md"), "utf8")).toContain(`${natsTableStart}\n\n${table}\n\n${natsTableEnd}`);
+    expect(checkReadmeNatsTable(join(repoRoot, "README.md"), table)).toEqual([]);
+    const stale = readmeCopy("stale-nats-row", (r) => r.replace("`shop.orders.v1.order.*.confirmed`, ", ""));
+    expect(checkReadmeNatsTable(stale, table)).toEqual(["README.md (NATS users' table)"]);
+    expect(withNatsTable(readFileSync(stale, "utf8"), table)).toBe(readFileSync(join(repoRoot, "README.md"), "utf8"));
+    const unmarked = readmeCopy("unmarked-nats", (r) => r.replace(natsTableEnd, ""));
+    expect(() => checkReadmeNatsTable(unmarked, table)).toThrow(/README\.md needs the NATS users' table between the lines[\s\S]*section "NATS: who may do what"/);
   });
 });
 

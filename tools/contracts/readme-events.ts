@@ -1,9 +1,11 @@
 /**
- * The event table of README.md (section "Events"), generated from the
- * contracts: a row per stream the concord.v1 options declare, with its
- * subjects and its events in declaration order, then the runtime's dead
- * letter stream. `npm run gen` writes it between two marker comments;
- * `npm run gen:check` fails, naming README.md, when the README holds another.
+ * The tables of README.md generated from the contracts: the event table
+ * (section "Events"), a row per stream the concord.v1 options declare, with
+ * its subjects and its events in declaration order, then the runtime's dead
+ * letter stream; and the NATS users' table (section "NATS: who may do
+ * what"), a row per user of the generated authorization. `npm run gen`
+ * writes each between two marker comments; `npm run gen:check` fails, naming
+ * README.md and the table, when the README holds another.
  */
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,12 +17,29 @@ import type { Contracts } from "../protoc-gen-events/contract-model.js";
 import { readContracts } from "../protoc-gen-events/read-contracts.js";
 import { repoRoot } from "../repo-root.js";
 import { buildImage } from "./image.js";
-import { loadImageFiles } from "./sdk-manifest.js";
+import { natsAuthorizationOf, natsPermissionTable } from "./nats-permissions.js";
+import { loadImageFiles, readEventsManifest } from "./sdk-manifest.js";
 
 /** The line before the table. */
 export const eventTableStart = "<!-- The event table is generated from proto/ by `npm run gen`: edit the contracts, not the table. -->";
 /** The line after the table. */
 export const eventTableEnd = "<!-- End of the generated event table. -->";
+/** The line before the NATS users' table. */
+export const natsTableStart = "<!-- The NATS users' table is generated from proto/ by `npm run gen`: edit the contracts, not the table. -->";
+/** The line after the NATS users' table. */
+export const natsTableEnd = "<!-- End of the generated NATS users' table. -->";
+
+/** Where a generated table sits in README.md, and how its drift is named. */
+interface TablePlace {
+  readonly start: string;
+  readonly end: string;
+  /** "event table": said in errors and in gen:check's list. */
+  readonly what: string;
+  readonly section: string;
+}
+
+const eventTablePlace: TablePlace = { start: eventTableStart, end: eventTableEnd, what: "event table", section: "Events" };
+const natsTablePlace: TablePlace = { start: natsTableStart, end: natsTableEnd, what: "NATS users' table", section: "NATS: who may do what" };
 
 /** The table for `contracts`, with `deadLetters` as its last row; no trailing newline. */
 export function formatEventTable(contracts: Contracts, deadLetters: StreamSpec): string {
@@ -44,13 +63,22 @@ export function eventTableOf(files: readonly DescFile[]): string {
  * naming them, when either marker is missing, repeated or out of order.
  */
 export function withEventTable(readme: string, table: string, name = "README.md"): string {
-  const start = readme.indexOf(eventTableStart);
-  const end = readme.indexOf(eventTableEnd);
+  return withTable(readme, table, eventTablePlace, name);
+}
+
+/** withEventTable for the NATS users' table. */
+export function withNatsTable(readme: string, table: string, name = "README.md"): string {
+  return withTable(readme, table, natsTablePlace, name);
+}
+
+function withTable(readme: string, table: string, place: TablePlace, name: string): string {
+  const start = readme.indexOf(place.start);
+  const end = readme.indexOf(place.end);
   const once = (marker: string, at: number) => at >= 0 && readme.indexOf(marker, at + 1) < 0;
-  if (!once(eventTableStart, start) || !once(eventTableEnd, end) || end < start) {
-    throw new Error(`${name} needs the event table between the lines\n  ${eventTableStart}\nand\n  ${eventTableEnd}\neach once, in that order (section "Events")`);
+  if (!once(place.start, start) || !once(place.end, end) || end < start) {
+    throw new Error(`${name} needs the ${place.what} between the lines\n  ${place.start}\nand\n  ${place.end}\neach once, in that order (section "${place.section}")`);
   }
-  return `${readme.slice(0, start + eventTableStart.length)}\n\n${table}\n\n${readme.slice(end)}`;
+  return `${readme.slice(0, start + place.start.length)}\n\n${table}\n\n${readme.slice(end)}`;
 }
 
 /** The event table of the contracts under `protoDir`. */
@@ -65,10 +93,31 @@ export function eventTableOfContracts(protoDir = join(repoRoot, "proto")): strin
   }
 }
 
+/** The NATS users' table of the contracts under `protoDir`: the users and rights `npm run gen` writes to gen/ts/concord_nats.ts. */
+export function natsTableOfContracts(protoDir = join(repoRoot, "proto")): string {
+  const work = mkdtempSync(join(tmpdir(), "concord-readme-"));
+  try {
+    const image = join(work, "image.binpb");
+    buildImage(protoDir, image);
+    return natsPermissionTable(natsAuthorizationOf(readEventsManifest(loadImageFiles(readFileSync(image)))));
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
 /** `["README.md (event table)"]` (the file's own name) when the table in `readmePath` is not `table`, else `[]`. Throws when the markers are missing. */
 export function checkReadmeEventTable(readmePath: string, table: string): string[] {
+  return checkTable(readmePath, table, eventTablePlace);
+}
+
+/** checkReadmeEventTable for the NATS users' table: `["README.md (NATS users' table)"]` when it differs. */
+export function checkReadmeNatsTable(readmePath: string, table: string): string[] {
+  return checkTable(readmePath, table, natsTablePlace);
+}
+
+function checkTable(readmePath: string, table: string, place: TablePlace): string[] {
   const readme = readFileSync(readmePath, "utf8");
-  return withEventTable(readme, table, basename(readmePath)) === readme ? [] : [`${basename(readmePath)} (event table)`];
+  return withTable(readme, table, place, basename(readmePath)) === readme ? [] : [`${basename(readmePath)} (${place.what})`];
 }
 
 /** A Markdown code span; a `|` is escaped so that it cannot end the cell. */
