@@ -15,8 +15,9 @@ const usage = `Usage: tsx tools/buf.ts lint
 
 lint       buf lint (STANDARD rules, see buf.yaml) on proto/
 breaking   fail on wire- or JSON-incompatible changes of proto/, an RPC
-           or service removed or renamed, or an event removed, renamed or
-           given another subject or stream, against proto/ at REVISION
+           or service removed or renamed, an event removed, renamed or
+           given another subject or stream, or a subscription's durable
+           renamed, against proto/ at REVISION
            (default: $BREAKING_AGAINST or HEAD~1); a REVISION or
            $BREAKING_AGAINST that is no commit fails (exit 2)`;
 

@@ -35,7 +35,7 @@ export function lintContracts(protoDir = join(repoRoot, "proto")): CheckResult {
 /** What to do instead of a breaking change, under the findings of a failed check. */
 export const breakingAdvice = `Keep what the running version uses: reserve a removed field's number and name (reserved 5; reserved "lines_version";)
 and add a new field rather than retyping one; put a changed RPC or event beside the old one, under a new name,
-and remove the old one once nothing calls or consumes it. README.md, "Breaking changes", says how.`;
+and remove the old one once nothing calls or consumes it; keep a subscription's durable name. README.md, "Breaking changes", says how.`;
 
 /**
  * `buf breaking` (rules from buf.yaml), then the events' own rules

@@ -66,6 +66,15 @@ describe("incompatibleEventChanges", () => {
     expect(found).toContain(`${orderEvents}:26:1:Event "shop.orders.v1.OrderPlaced" moved from stream SHOP_ORDERS to SHOP_ORDERS_2; its consumers read SHOP_ORDERS.`);
   });
 
+  it("refuses a subscription's durable renamed, which would take the stream's events again from its oldest", () => {
+    const renamed = edited({ [productService]: (t) => t.replace('durable: "products-order-placed"', 'durable: "products-placed"') });
+    expect(incompatibleEventChanges(filesOf(renamed), original)).toEqual([
+      `${productService}:15:1:Service "shop.products.v1.ProductService" takes "shop.orders.v1.OrderPlaced" through durable products-placed, no longer products-order-placed; a new durable starts at the stream's oldest event and its handler takes each again, while products-order-placed stays on the server.`,
+    ]);
+    const moved = edited({ [productService]: (t) => t.replace(/  \/\/ Reserves stock for each placed order\.\n  option \(concord\.v1\.subscribe\) = \{[^}]*\};\n/, "") });
+    expect(incompatibleEventChanges(filesOf(moved), original), "a subscription dropped is the service's own affair").toEqual([]);
+  });
+
   it("lets through what the running consumers still take: a new field, a new event; and skips the paths buf.yaml ignores", () => {
     const compatible = edited({
       [orderEvents]: (t) =>

@@ -3,40 +3,56 @@
  * field, but what a running consumer holds on to is an event's full name
  * (its `ce-type`), its stream and the filter subject of its durable. A
  * change to any of them goes past buf's rules and leaves the consumers of
- * the version still running without the event, so it is refused here.
+ * the version still running without the event, so it is refused here; so
+ * is a durable renamed, whose new name would take the stream over again.
  */
-import type { DescFile, DescMessage } from "@bufbuild/protobuf";
+import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
 import { readEventsManifest } from "./sdk-manifest.js";
 
 /**
  * One line per event of `previous` that a consumer built on it would no
  * longer receive from a producer built on `current`: removed or renamed,
- * moved to another stream, or on a subject its durable does not match.
- * Lines start `file:line:column:`, as buf's own. An event whose file was
- * under one of the `ignored` paths (buf.yaml's `breaking.ignore`, relative
- * to proto/) is left out, as buf leaves it. Throws protoc-gen-events'
+ * moved to another stream, or on a subject its durable does not match; and
+ * per subscription whose durable was renamed, which a new durable would
+ * take from the stream's oldest event again.
+ * Lines start `file:line:column:`, as buf's own. An event or a service
+ * whose file is under one of the `ignored` paths (buf.yaml's
+ * `breaking.ignore`, relative to proto/) is left out, as buf leaves it. Throws protoc-gen-events'
  * ContractError when either side's options break a contract rule.
  */
 export function incompatibleEventChanges(current: readonly DescFile[], previous: readonly DescFile[], ignored: readonly string[] = []): string[] {
-  const now = new Map(readEventsManifest(current).events.map((e) => [e.type, e]));
+  const currentManifest = readEventsManifest(current);
+  const previousManifest = readEventsManifest(previous);
+  const now = new Map(currentManifest.events.map((e) => [e.type, e]));
   const isIgnored = (file: string) => ignored.some((path) => file === path || file.startsWith(`${path.replace(/\/+$/, "")}/`));
   const found: string[] = [];
-  for (const before of readEventsManifest(previous).events) {
+  for (const before of previousManifest.events) {
     if (isIgnored(before.file)) continue;
     const after = now.get(before.type);
     if (!after) {
       const message = findMessage(current, before.type);
       const why = message ? "is no longer an event (its (concord.v1.event) option is gone)" : "was removed or renamed (consumers take events by this name, their ce-type)";
-      found.push(`${message ? locate(message) : `${before.file}:1:1`}:Event "${before.type}" ${why}; its consumers would receive nothing.`);
+      found.push(`${message ? locateMessage(message) : `${before.file}:1:1`}:Event "${before.type}" ${why}; its consumers would receive nothing.`);
       continue;
     }
-    const at = locate(findMessage(current, after.type)!);
+    const at = locateMessage(findMessage(current, after.type)!);
     if (after.stream !== before.stream) {
       found.push(`${at}:Event "${before.type}" moved from stream ${before.stream} to ${after.stream}; its consumers read ${before.stream}.`);
     }
     if (after.filterSubject !== before.filterSubject) {
       found.push(`${at}:Event "${before.type}" changed its subject from "${before.subjectTemplate}" to "${after.subjectTemplate}"; its consumers filter on "${before.filterSubject}" and would receive nothing.`);
     }
+  }
+  const durables = new Map<string, string[]>();
+  for (const s of currentManifest.subscriptions) durables.set(`${s.service} ${s.event}`, [...(durables.get(`${s.service} ${s.event}`) ?? []), s.durable]);
+  for (const before of previousManifest.subscriptions) {
+    const after = durables.get(`${before.service} ${before.event}`);
+    if (!after || after.includes(before.durable)) continue;
+    const service = findService(current, before.service)!;
+    if (isIgnored(`${service.file.name}.proto`)) continue;
+    found.push(
+      `${locateService(service)}:Service "${before.service}" takes "${before.event}" through durable ${after.join(", ")}, no longer ${before.durable}; a new durable starts at the stream's oldest event and its handler takes each again, while ${before.durable} stays on the server.`,
+    );
   }
   return found;
 }
@@ -58,13 +74,27 @@ function findMessage(files: readonly DescFile[], typeName: string): DescMessage 
 }
 
 /** `file.proto:line:column` of a message's declaration, 1-based, as buf prints it. */
-function locate(message: DescMessage): string {
+function locateMessage(message: DescMessage): string {
   const path: number[] = [];
   for (let m: DescMessage | undefined = message; m; m = m.parent) {
     const siblings = m.parent ? m.parent.proto.nestedType : m.file.proto.messageType;
     path.unshift(m.parent ? 3 : 4, siblings.indexOf(m.proto));
   }
-  const location = message.file.proto.sourceCodeInfo?.location.find((l) => l.path.length === path.length && l.path.every((p, i) => p === path[i]));
+  return locate(message.file, path);
+}
+
+/** locateMessage for a service. */
+function locateService(service: DescService): string {
+  return locate(service.file, [6, service.file.services.indexOf(service)]);
+}
+
+/** Where the element at a SourceCodeInfo `path` of `file` begins. */
+function locate(file: DescFile, path: readonly number[]): string {
+  const location = file.proto.sourceCodeInfo?.location.find((l) => l.path.length === path.length && l.path.every((p, i) => p === path[i]));
   const [line, column] = location ? [location.span[0] + 1, location.span[1] + 1] : [1, 1];
-  return `${message.file.name}.proto:${line}:${column}`;
+  return `${file.name}.proto:${line}:${column}`;
+}
+
+function findService(files: readonly DescFile[], typeName: string): DescService | undefined {
+  return files.flatMap((f) => f.services).find((s) => s.typeName === typeName);
 }
