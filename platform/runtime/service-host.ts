@@ -177,6 +177,11 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     onNew() {
       newDatabase = true;
     },
+    onMigrated(applied) {
+      // An upgrade's migrations are named, so the operator sees what changed in the data; a new database's are counted.
+      if (newDatabase) logger.info({ database: shownDatabase, migrations: applied.length }, `made the database: applied its ${applied.length} migrations`);
+      else logger.info({ database: shownDatabase, migrations: applied }, `migrated the database: applied ${applied.join(", ")}`);
+    },
     onCheckpointFailure(err) {
       logger.error({ err }, "checkpointing the SQLite database failed; SQLite checkpoints inside commits from now on");
     },

@@ -109,6 +109,21 @@ describe("openDatabase (SQLite)", () => {
     await db.close();
   });
 
+  it("tells which migrations an opening applied, in order, and nothing when it applied none", async () => {
+    const path = join(dir, "told.db");
+    const first = { id: "0001_notes", sql: "CREATE TABLE notes (text TEXT NOT NULL)" };
+    const later = [
+      { id: "0002_notes_by_text", sql: "CREATE INDEX notes_by_text ON notes (text)" },
+      { id: "0003_tags", sql: "CREATE TABLE tags (name TEXT NOT NULL)" },
+    ];
+    const told: (readonly string[])[] = [];
+    const onMigrated = (applied: readonly string[]) => void told.push(applied);
+    await (await openDatabase({ path, migrations: [first], onMigrated })).close();
+    await (await openDatabase({ path, migrations: [first, ...later].reverse(), onMigrated })).close();
+    await (await openDatabase({ path, migrations: [first, ...later], onMigrated })).close();
+    expect(told).toEqual([["0001_notes"], ["0002_notes_by_text", "0003_tags"]]);
+  });
+
   it("refuses, byte for byte as it was, a database without the migration it requires: one in another journal mode kept in it, one missing not made", async () => {
     // Another program's database, named by mistake: in SQLite's default rollback journal mode, which a writing
     // connection of the platform would switch to WAL, rewriting its header.

@@ -43,6 +43,8 @@ export interface DatabaseOptions {
   readonly onNew?: () => void;
   /** A migration the database must have already, or opening fails with FAILED_PRECONDITION, nothing changed (see `migrate`). */
   readonly requireApplied?: string;
+  /** Told, once the migrations are done, of those this opening applied, in order; not told when there were none to apply. */
+  readonly onMigrated?: (applied: readonly string[]) => void;
 }
 
 /** `db`, its close made to give up `claim` too, once the database has closed. */
@@ -113,7 +115,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
           toldNew = true;
           options.onNew();
         }
-        await migrate(db, options.migrations, {
+        const applied = await migrate(db, options.migrations, {
           lockKey: postgres ? migrationLockKey : undefined,
           owner: options.owner,
           ownerAdvice: options.ownerAdvice,
@@ -123,6 +125,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
           requireApplied: options.requireApplied,
           signal,
         });
+        if (applied.length > 0) options.onMigrated?.(applied);
         return db;
       } catch (err) {
         signal?.throwIfAborted();

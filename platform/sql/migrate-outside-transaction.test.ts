@@ -84,4 +84,15 @@ describe("a PostgreSQL migration outside a transaction (CREATE INDEX CONCURRENTL
     expect(await index(a, "notes_by_text")).toEqual([{ oid: expect.any(Number), valid: true }]);
     expect(await a.query("SELECT id FROM schema_migrations ORDER BY id")).toEqual(migrations.map((m) => ({ id: m.id })));
   });
+
+  it("tells the migrations an opening applied, one outside a transaction among them", async () => {
+    const url = await postgres().createDatabase("versions");
+    const told: (readonly string[])[] = [];
+    const onMigrated = (applied: readonly string[]) => void told.push(applied);
+    opened.push(await openDatabase({ path: url, migrations: [notes], onMigrated }));
+    opened.push(await openDatabase({ path: url, migrations: [notes, byText], onMigrated }));
+    const db = await openDatabase({ path: url, migrations: [notes, byText], onMigrated });
+    opened.push(db);
+    expect(told).toEqual([[notes.id], [byText.id]]);
+  });
 });

@@ -44,9 +44,10 @@ const unbounded = { statementTimeoutMs: 0 };
  * kept up by every write, and IF NOT EXISTS would take it as built. Such a
  * leftover is dropped (DROP INDEX CONCURRENTLY) before the index is built
  * again, and the migration is recorded only once its index is valid.
+ * Resolves to false when it was recorded already (nothing ran), else true.
  */
-export async function applyOutsideTransaction(db: Database, id: string, statement: string): Promise<void> {
-  if ((await db.query("SELECT 1 AS applied FROM schema_migrations WHERE id = $1", [id])).length > 0) return;
+export async function applyOutsideTransaction(db: Database, id: string, statement: string): Promise<boolean> {
+  if ((await db.query("SELECT 1 AS applied FROM schema_migrations WHERE id = $1", [id])).length > 0) return false;
   const build = indexBuildOf(id, [statement]);
   if (build) {
     const [left] = await existingIndex(db, build);
@@ -57,6 +58,7 @@ export async function applyOutsideTransaction(db: Database, id: string, statemen
     throw new Error(`it left no valid index ${build.index} on ${build.table} (is the name another table's or index's?)`);
   }
   await db.run("INSERT INTO schema_migrations (id, applied_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING", [id, Date.now()]);
+  return true;
 }
 
 /** The index `build` names on its table, if there is one: its name as SQL (quoted, and with its schema where needed) and whether it is valid. */

@@ -101,8 +101,11 @@ const lockPollMs = 500;
  * refused before anything is migrated: two services on one database would
  * share its outbox, and the relay of either would publish the other's events
  * (under its own NATS user, which may not publish them: they are parked).
+ *
+ * Resolves to the ids of the migrations this call applied, in the order it
+ * applied them (none when the database had them all).
  */
-export async function migrate(db: Database, migrations: readonly Migration[], options: MigrateOptions = {}): Promise<void> {
+export async function migrate(db: Database, migrations: readonly Migration[], options: MigrateOptions = {}): Promise<string[]> {
   const { owner, lockKey, onLockRetry, signal } = options;
   const limits = {
     lockTimeoutMs: positiveInteger("migrate", "lockTimeoutMs", options.lockTimeoutMs, 2_000),
@@ -120,6 +123,7 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
   const held = lockKey === undefined ? undefined : await takeLock(db, lockKey, signal);
   let lost = false;
   void held?.lost.then(() => (lost = true));
+  const applied: string[] = [];
   try {
     await db.transaction(async (tx) => {
       await tx.run(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at ${db.dialect.name === "postgres" ? "BIGINT" : "INTEGER"} NOT NULL)`);
@@ -129,16 +133,18 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
       if (lost) throw StatusError.unavailable("the lock under which instances migrate was lost (its connection broke); migrating again will take it again");
       if (migration.transaction === false && db.dialect.name === "postgres") {
         const [statement] = splitStatements(migrationSql(migration, db.dialect));
-        await applyOutsideTransaction(db, migration.id, statement).catch((err: unknown) => {
+        const ran = await applyOutsideTransaction(db, migration.id, statement).catch((err: unknown) => {
           throw new Error(`migration ${migration.id} failed: ${(err as Error).message}`, { cause: err });
         });
-      } else {
-        await applyInTransaction(db, migration, limits);
+        if (ran) applied.push(migration.id);
+      } else if (await applyInTransaction(db, migration, limits)) {
+        applied.push(migration.id);
       }
     }
   } finally {
     await held?.release();
   }
+  return applied;
 }
 
 /** Whether `db` records migration `id` as applied; false when it has no schema_migrations table yet. */
@@ -162,25 +168,28 @@ async function takeLock(db: Database, key: number, signal: AbortSignal | undefin
   }
 }
 
-/** Applies `migration` in one transaction with its row in schema_migrations, tried again while its locks are held elsewhere (see `migrate`). */
+/**
+ * Applies `migration` in one transaction with its row in schema_migrations, tried again while its locks are held
+ * elsewhere (see `migrate`). Resolves to false when it was recorded already (nothing ran), else true.
+ */
 async function applyInTransaction(
   db: Database,
   migration: Migration,
   limits: Pick<MigrateOptions, "onLockRetry" | "signal"> & { readonly lockTimeoutMs: number; readonly lockRetryLimitMs: number },
-): Promise<void> {
+): Promise<boolean> {
   const { lockTimeoutMs, lockRetryLimitMs, onLockRetry, signal } = limits;
   const started = performance.now();
   for (let attempt = 1; ; attempt++) {
     let statement = "";
     try {
-      await db.transaction(async (tx) => {
+      return await db.transaction(async (tx) => {
         await limitLockWaits(tx, lockTimeoutMs);
         const [applied] = await tx.query("SELECT 1 AS applied FROM schema_migrations WHERE id = $1", [migration.id]);
-        if (applied) return;
+        if (applied) return false;
         for (statement of splitStatements(migrationSql(migration, tx.dialect))) await tx.run(statement);
         await tx.run("INSERT INTO schema_migrations (id, applied_at) VALUES ($1, $2)", [migration.id, Date.now()]);
+        return true;
       }, unbounded);
-      return;
     } catch (err) {
       if (!isLockTimeout(err)) throw new Error(`migration ${migration.id} failed: ${(err as Error).message}`, { cause: err });
       const retryInMs = Math.round(Math.min(maxRetryPauseMs, lockTimeoutMs * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2));
