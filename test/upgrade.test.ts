@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { eventMigrations } from "../platform/events/index.js";
@@ -5,6 +6,7 @@ import { requestIdMigrations } from "../platform/idempotency/index.js";
 import { openDatabase } from "../platform/sql/index.js";
 import { orderMigrations } from "../services/orders/store/migrations.js";
 import { freePort } from "./support/nats-server.js";
+import { readmeProse } from "./support/readme.js";
 import { startServiceProcess, type ServiceProcess } from "./support/service-process.js";
 import { tempDirForSuite } from "./support/temp-dir.js";
 
@@ -69,5 +71,31 @@ describe("a service started on the database of another version", () => {
     } finally {
       await service.stop();
     }
+  });
+
+  it("refuses a database a newer version migrated, in one line naming what it lacks, and leaves the file as it was", async () => {
+    const database = join(dir, "orders-newer.db");
+    const newer = await openDatabase({
+      path: database,
+      migrations: [...orderMigrations, ...eventMigrations, ...requestIdMigrations, { id: "orders_9999_from_a_later_version", sql: "ALTER TABLE orders ADD COLUMN later TEXT" }],
+      owner: "orders",
+    });
+    await newer.close();
+    const before = readFileSync(database);
+    const service = startServiceProcess("orders", { ORDERS_LISTEN: "127.0.0.1:0", ORDERS_DATABASE_URL: database, NATS_URL: `nats://127.0.0.1:${await freePort()}` });
+    expect(await service.exited, service.lines().join("\n")).toBe(2);
+    // Without the check it started, and would have written orders without the later column's values.
+    expect(service.logs()).toEqual([
+      expect.objectContaining({
+        level: "fatal",
+        code: "FAILED_PRECONDITION",
+        msg:
+          "start-up refused: the orders service's database was migrated by a newer version of the code: it records migration " +
+          "orders_9999_from_a_later_version, which this version does not have and whose changes it would misread. Start the newer " +
+          'version again, or restore the backup taken before the upgrade (README "Upgrades"); nothing was changed',
+      }),
+    ]);
+    expect(readFileSync(database).equals(before)).toBe(true);
+    expect(readmeProse()).toContain("refuses to start on a database a newer version migrated");
   });
 });

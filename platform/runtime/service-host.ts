@@ -152,6 +152,8 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
   const db = await openDatabase({
     path: options.database,
     migrations: [...options.migrations, ...eventMigrations, ...requestIdMigrations],
+    // A downgrade is refused: this code would misread what a newer version's migrations changed.
+    refuseNewer: true,
     owner: name,
     ...(variables && { urlName: variables.database, ownerAdvice: ownerAdvice(variables.ownDatabase, variables.database) }),
     ...(options.signal && { signal: options.signal }),

@@ -124,6 +124,30 @@ describe("openDatabase (SQLite)", () => {
     expect(told).toEqual([["0001_notes"], ["0002_notes_by_text", "0003_tags"]]);
   });
 
+  it("refuses, byte for byte as it was, a database a newer version of the code migrated, naming the migrations it lacks", async () => {
+    const path = join(dir, "newer.db");
+    const newer = [...migrations, { id: "0002_tags", sql: "CREATE TABLE tags (name TEXT NOT NULL)" }, { id: "0003_tag_colour", sql: "ALTER TABLE tags ADD COLUMN colour TEXT" }];
+    const db = await openDatabase({ path, migrations: newer, owner: "notes" });
+    await db.run("INSERT INTO notes (text) VALUES ('kept')");
+    await db.close();
+    const before = readFileSync(path);
+    const refused = await openDatabase({ path, migrations: [...migrations, { id: "0002_other", sql: "CREATE TABLE other (n INTEGER)" }], owner: "notes", refuseNewer: true }).catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(StatusError);
+    expect((refused as StatusError).code).toBe(Code.FAILED_PRECONDITION);
+    expect((refused as StatusError).message).toBe(
+      "the notes service's database was migrated by a newer version of the code: it records migrations 0002_tags, 0003_tag_colour, " +
+        "which this version does not have and whose changes it would misread. Start the newer version again, or restore the backup " +
+        'taken before the upgrade (README "Upgrades"); nothing was changed',
+    );
+    expect(readFileSync(path).equals(before)).toBe(true);
+    // Without refuseNewer (a tool that migrates a part of the database) it opens; the newer version opens it as before.
+    await (await openDatabase({ path, migrations })).close();
+    const again = await openDatabase({ path, migrations: newer, owner: "notes", refuseNewer: true });
+    expect(await again.query("SELECT text FROM notes")).toEqual([{ text: "kept" }]);
+    expect(await again.query("SELECT count(*) AS n FROM schema_migrations")).toEqual([{ n: 3 }]);
+    await again.close();
+  });
+
   it("refuses, byte for byte as it was, a database without the migration it requires: one in another journal mode kept in it, one missing not made", async () => {
     // Another program's database, named by mistake: in SQLite's default rollback journal mode, which a writing
     // connection of the platform would switch to WAL, rewriting its header.

@@ -43,6 +43,8 @@ export interface DatabaseOptions {
   readonly onNew?: () => void;
   /** A migration the database must have already, or opening fails with FAILED_PRECONDITION, nothing changed (see `migrate`). */
   readonly requireApplied?: string;
+  /** `migrations` are all the database may hold: one migrated by a newer version of the code is refused, nothing changed (see `MigrateOptions.refuseNewer`). */
+  readonly refuseNewer?: boolean;
   /** Told, once the migrations are done, of those this opening applied, in order; not told when there were none to apply. */
   readonly onMigrated?: (applied: readonly string[]) => void;
 }
@@ -123,6 +125,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
           lockRetryLimitMs: options.migrationLockRetryLimitMs,
           onLockRetry: options.onMigrationLockRetry,
           requireApplied: options.requireApplied,
+          refuseNewer: options.refuseNewer,
           signal,
         });
         if (applied.length > 0) options.onMigrated?.(applied);

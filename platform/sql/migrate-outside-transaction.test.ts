@@ -85,7 +85,7 @@ describe("a PostgreSQL migration outside a transaction (CREATE INDEX CONCURRENTL
     expect(await a.query("SELECT id FROM schema_migrations ORDER BY id")).toEqual(migrations.map((m) => ({ id: m.id })));
   });
 
-  it("tells the migrations an opening applied, one outside a transaction among them", async () => {
+  it("tells the migrations an opening applied, one outside a transaction among them, and on a database a newer version migrated, refuses it unchanged", async () => {
     const url = await postgres().createDatabase("versions");
     const told: (readonly string[])[] = [];
     const onMigrated = (applied: readonly string[]) => void told.push(applied);
@@ -94,5 +94,10 @@ describe("a PostgreSQL migration outside a transaction (CREATE INDEX CONCURRENTL
     const db = await openDatabase({ path: url, migrations: [notes, byText], onMigrated });
     opened.push(db);
     expect(told).toEqual([[notes.id], [byText.id]]);
+    // Unclaimed so far: the refusal must roll back the claim it makes before it looks.
+    const refused = openDatabase({ path: url, migrations: [notes], owner: "notes", refuseNewer: true });
+    await expect(refused).rejects.toThrow(/^the notes service's database was migrated by a newer version of the code: it records migration t_0003_notes_by_text, which this version does not have/);
+    expect(await db.query("SELECT to_regclass('schema_owner') IS NULL AS unclaimed")).toEqual([{ unclaimed: true }]);
+    expect(await db.query("SELECT id FROM schema_migrations ORDER BY id")).toEqual([{ id: notes.id }, { id: byText.id }]);
   });
 });

@@ -42,6 +42,14 @@ export interface MigrateOptions {
    * migrate fails with FAILED_PRECONDITION and changes nothing.
    */
   readonly requireApplied?: string;
+  /**
+   * `migrations` are every migration the database may hold (a service's own,
+   * its outbox's, its inbox's): one it records that is not among them was
+   * applied by a newer version of the code, whose tables and rows this one
+   * would misread, so migrate fails with FAILED_PRECONDITION, naming them,
+   * and changes nothing. Not for a tool that migrates a part of the database.
+   */
+  readonly refuseNewer?: boolean;
 }
 
 /** A migration rolled back after waiting for a lock (`MigrateOptions.onLockRetry`). */
@@ -128,6 +136,8 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
     await db.transaction(async (tx) => {
       await tx.run(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at ${db.dialect.name === "postgres" ? "BIGINT" : "INTEGER"} NOT NULL)`);
       if (owner !== undefined) await claimFor(tx, owner, options.ownerAdvice ?? "give it a database of its own");
+      // After the owner's check (another service's migrations are not a newer version's); a refusal rolls the claim back.
+      if (options.refuseNewer) await refuseNewer(tx, ids, owner);
     }, unbounded);
     for (const migration of [...migrations].sort(byId)) {
       if (lost) throw StatusError.unavailable("the lock under which instances migrate was lost (its connection broke); migrating again will take it again");
@@ -145,6 +155,24 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
     await held?.release();
   }
   return applied;
+}
+
+/**
+ * Throws FAILED_PRECONDITION when the database records a migration not in
+ * `known`: a newer version of the code migrated it (see `MigrateOptions.refuseNewer`).
+ */
+async function refuseNewer(tx: Transaction, known: readonly string[], owner: string | undefined): Promise<void> {
+  const knownIds = new Set(known);
+  const recorded = (await tx.query<{ id: string }>("SELECT id FROM schema_migrations")).map((r) => r.id);
+  const unknown = recorded.filter((id) => !knownIds.has(id)).sort();
+  if (unknown.length === 0) return;
+  const whose = owner === undefined ? "the database" : `the ${owner} service's database`;
+  throw new StatusError(
+    Code.FAILED_PRECONDITION,
+    `${whose} was migrated by a newer version of the code: it records migration${unknown.length === 1 ? "" : "s"} ${unknown.join(", ")}, ` +
+      `which this version does not have and whose changes it would misread. Start the newer version again, or restore ` +
+      `the backup taken before the upgrade (README "Upgrades"); nothing was changed`,
+  );
 }
 
 /** Whether `db` records migration `id` as applied; false when it has no schema_migrations table yet. */
