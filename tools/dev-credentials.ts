@@ -5,12 +5,16 @@
  * client certificate), one for command-line clients (tls/client.pem), and
  * the HS256 key that signs and checks bearer tokens (auth/token-hs256.key).
  * Keys are written with mode 0600. What exists is kept; delete a file (or
- * the directory) and start again to make it anew. Certificates come from
+ * the directory) and start again to make it anew. A certificate is made
+ * anew, with its key, when it expires within 30 days, was not issued by the
+ * CA in ca.pem, or lacks a host asked for (and the CA, with every
+ * certificate, when it expires within 30 days): a DATA_DIR kept across
+ * versions and years needs nothing deleted. Certificates come from
  * Debian's `openssl`; the token key from the system's random source.
  */
 import { execFileSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { randomBytes, X509Certificate } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 /** Where the material is, relative to nothing: absolute when `dataDir` is. */
@@ -21,6 +25,26 @@ export interface DevCredentials {
   readonly tokenKeyFile: string;
   /** What was made on this run, for a line on the console; empty when all was there. */
   readonly made: readonly string[];
+  /** The certificates among `made` that were there and were replaced, each with why. */
+  readonly renewed: readonly { readonly file: string; readonly why: string }[];
+}
+
+/** A certificate this close to its end is made anew: a start a little before it would leave the services with one that soon fails. */
+const renewWithinMs = 30 * 24 * 60 * 60 * 1000;
+
+/** The certificate in `file`, or an error naming the file and what to do (nothing is written over a file that is no certificate). */
+function readCertificate(file: string): X509Certificate {
+  try {
+    return new X509Certificate(readFileSync(file));
+  } catch (err) {
+    throw new Error(`${file} holds no certificate that can be read (${(err as Error).message}); move it away, or delete it to have a new one made`, { cause: err });
+  }
+}
+
+/** Why the certificate should be made anew (it expires within renewWithinMs), or undefined. */
+function expiring(cert: X509Certificate, now: number): string | undefined {
+  const end = Date.parse(cert.validTo);
+  return end - now < renewWithinMs ? `it ${end <= now ? "expired" : "expires"} on ${new Date(end).toISOString().slice(0, 10)}` : undefined;
 }
 
 function openssl(args: readonly string[]): void {
@@ -39,9 +63,15 @@ export function ensureDevCredentials(dataDir: string, names: readonly string[], 
   mkdirSync(tlsDir, { recursive: true, mode: 0o700 });
   mkdirSync(authDir, { recursive: true, mode: 0o700 });
   const made: string[] = [];
+  const renewed: { file: string; why: string }[] = [];
+  const now = Date.now();
   const caFile = join(tlsDir, "ca.pem");
   const caKeyFile = join(tlsDir, "ca-key.pem");
-  if (!existsSync(caFile) || !existsSync(caKeyFile)) {
+  // Each certificate there is read before anything is written: one that cannot be is refused with nothing changed.
+  for (const file of [caFile, ...names.map((name) => join(tlsDir, `${name}.pem`))]) if (existsSync(file)) readCertificate(file);
+  const caExpiring = existsSync(caFile) && existsSync(caKeyFile) ? expiring(readCertificate(caFile), now) : undefined;
+  if (caExpiring) renewed.push({ file: caFile, why: caExpiring });
+  if (!existsSync(caFile) || !existsSync(caKeyFile) || caExpiring) {
     // A new CA: certificates of the old one would no longer be trusted, so they go too.
     for (const name of names) for (const f of [`${name}.pem`, `${name}-key.pem`]) rmSync(join(tlsDir, f), { force: true });
     openssl([
@@ -52,13 +82,18 @@ export function ensureDevCredentials(dataDir: string, names: readonly string[], 
     chmodSync(caKeyFile, 0o600);
     made.push(caFile);
   }
+  const ca = readCertificate(caFile);
   const altNames = ["DNS:localhost", "IP:127.0.0.1", "IP:::1", ...hosts.filter((h) => !["localhost", "127.0.0.1", "::1"].includes(h)).map((h) => (/^[\d.]+$|:/.test(h) ? `IP:${h}` : `DNS:${h}`))];
   const certs: Record<string, { certFile: string; keyFile: string }> = {};
   for (const name of names) {
     const certFile = join(tlsDir, `${name}.pem`);
     const keyFile = join(tlsDir, `${name}-key.pem`);
     certs[name] = { certFile, keyFile };
-    if (existsSync(certFile) && existsSync(keyFile)) continue;
+    if (existsSync(certFile) && existsSync(keyFile)) {
+      const why = staleCertificate(readCertificate(certFile), ca, hosts, now);
+      if (why === undefined) continue;
+      renewed.push({ file: certFile, why });
+    }
     const csr = join(tlsDir, `${name}.csr`);
     const ext = join(tlsDir, `${name}.ext`);
     writeFileSync(ext, `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=${altNames.join(",")}\n`);
@@ -77,5 +112,14 @@ export function ensureDevCredentials(dataDir: string, names: readonly string[], 
     writeFileSync(tokenKeyFile, `${randomBytes(32).toString("hex")}\n`, { mode: 0o600, flag: "wx" });
     made.push(tokenKeyFile);
   }
-  return { caFile, certs, tokenKeyFile, made };
+  return { caFile, certs, tokenKeyFile, made, renewed };
+}
+
+/** Why `cert` should be made anew: it expires soon, another CA issued it, or it lacks one of `hosts`; undefined when it is sound. */
+function staleCertificate(cert: X509Certificate, ca: X509Certificate, hosts: readonly string[], now: number): string | undefined {
+  const ends = expiring(cert, now);
+  if (ends) return ends;
+  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) return "the CA in ca.pem did not issue it";
+  const missing = ["localhost", "127.0.0.1", "::1", ...hosts].filter((h) => (/^[\d.]+$|:/.test(h) ? cert.checkIP(h) : cert.checkHost(h)) === undefined);
+  return missing.length > 0 ? `it is not for ${missing.join(", ")}` : undefined;
 }

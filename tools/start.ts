@@ -125,8 +125,10 @@ Environment (all optional):
   GRPC_INSECURE     1: the services serve and call each other in plaintext;
                     otherwise TLS with the development CA, certificates and
                     token key made on the first run under DATA_DIR/tls and
-                    DATA_DIR/auth (kept; delete them and start again to make
-                    new ones, see the README's Security section)
+                    DATA_DIR/auth (kept, a certificate made anew when it ends
+                    within 30 days, another CA issued it or it is not for
+                    the address a service listens on; delete them and start
+                    again to make new ones, see the README's Security section)
   GRPC_TLS_CLIENT_AUTH
                     require: the services refuse clients without a
                     certificate from the CA (DATA_DIR/tls/client.pem is one,
@@ -662,6 +664,7 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
   if (process.env.GRPC_INSECURE === "1") return {};
   const hosts = [...new Set(addresses.map((a) => a.replace(/:\d+$/, "").replace(/^\[|\]$/g, "")))];
   const made = ensureDevCredentials(dataDir, [...services.map((s) => s.name), "client"], hosts);
+  for (const { file, why } of made.renewed) console.log(`renewing ${shown(file)}: ${why}`);
   if (made.made.length > 0) console.log(`made the development CA, certificates and token key under ${shown(dataDir)}: ${made.made.map((f) => basename(f)).join(", ")}`);
   const caFile = process.env.GRPC_TLS_CA || made.caFile;
   env.GRPC_TLS_CA = caFile;
