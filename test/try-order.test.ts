@@ -152,18 +152,19 @@ describe("tools/try-order.ts", () => {
     }
   });
 
-  it("says so in --help, and refuses a flag without an address, and a mistyped one naming the flag it likely meant (exit 2)", async () => {
+  it("says so in --help, and refuses bad usage in one line naming --help (a flag without an address, a mistyped one naming the flag it likely meant, a bad --wait), exit 2", async () => {
     const help = await tryOrder(["--help"], {});
     expect(help.stdout).toContain("$PRODUCTS_LISTEN");
     expect(help.stdout).toContain("$ORDERS_LISTEN");
-    const bad = await tryOrder(["--orders"], {});
-    expect(bad.code).toBe(2);
-    expect(bad.stderr).toContain("try-order: Option '--orders <value>' argument missing\n\nUsage: npx tsx tools/try-order.ts");
-    const empty = await tryOrder(["--orders="], {});
-    expect(empty.code).toBe(2);
-    expect(empty.stderr).toContain("try-order: --products and --orders need HOST:PORT\n\nUsage: npx tsx tools/try-order.ts");
-    const typo = await tryOrder(["--product", "127.0.0.1:1"], {});
-    expect(typo.code).toBe(2);
-    expect(typo.stderr).toContain("try-order: unknown option --product; did you mean --products?\n\nUsage: npx tsx tools/try-order.ts");
+    for (const [args, says] of [
+      [["--orders"], "Option '--orders <value>' argument missing"],
+      [["--orders="], "--products and --orders need HOST:PORT"],
+      [["--product", "127.0.0.1:1"], "unknown option --product; did you mean --products?"],
+      [["--wait", "soon"], '--wait takes seconds from 0 to 3600, not "soon"'],
+    ] as const) {
+      const run = await tryOrder([...args], {});
+      expect(run.code, args.join(" ")).toBe(2);
+      expect(run.stderr).toBe(`try-order: ${says} (\`npx tsx tools/try-order.ts --help\` shows the usage)\n`);
+    }
   });
 });

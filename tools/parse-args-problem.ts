@@ -77,15 +77,15 @@ export function usageProblemLine(program: string, problem: string, helpCommand: 
 }
 
 /**
- * parseArgs for a tool's command line: what it refuses is printed as
- * `<program>: <problem>` with the usage, and the exit code set to 2;
+ * parseArgs for a tool's command line: what it refuses is printed in one line
+ * (`usageProblemLine`, naming `helpCommand`), and the exit code set to 2;
  * undefined then, for the caller to return.
  */
-export function toolArgs<T extends ParseArgsConfig>(program: string, config: T, usage: string): ReturnType<typeof parseArgs<T>> | undefined {
+export function toolArgs<T extends ParseArgsConfig>(program: string, config: T, helpCommand: string): ReturnType<typeof parseArgs<T>> | undefined {
   try {
     return parseArgs(config);
   } catch (err) {
-    console.error(`${program}: ${parseArgsProblem(err, Object.keys(config.options ?? {}))}\n\n${usage}`);
+    console.error(usageProblemLine(program, parseArgsProblem(err, Object.keys(config.options ?? {})), helpCommand));
     process.exitCode = 2;
     return undefined;
   }

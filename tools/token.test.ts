@@ -21,11 +21,18 @@ describe("tools/token.ts", () => {
     expect(run.stdout).toBe("");
   });
 
-  it("refuses a mistyped option, naming the one it likely meant, with its usage (exit 2)", () => {
-    const run = token(["--rol", "admin"], { DATA_DIR: "/nonexistent" });
-    expect(run.status).toBe(2);
-    expect(run.stderr).toContain("token: unknown option --rol; did you mean --role?\n\nUsage: npx tsx tools/token.ts");
-    expect(run.stdout).toBe("");
+  it("refuses bad usage in one line naming --help, not with the whole usage (exit 2)", () => {
+    for (const [args, says] of [
+      [["--rol", "admin"], "unknown option --rol; did you mean --role?"],
+      [["--role"], "Option '--role <value>' argument missing"],
+      [["--subject", "c-1"], "give at least one --role"],
+    ] as const) {
+      const run = token([...args], { DATA_DIR: "/nonexistent" });
+      expect(run.status, args.join(" ")).toBe(2);
+      expect(run.stderr).toBe(`token: ${says} (\`npx tsx tools/token.ts --help\` shows the usage)\n`);
+      expect(run.stdout).toBe("");
+    }
+    expect(token(["--help"], {}).stdout).toContain("Usage: npx tsx tools/token.ts --role ROLE");
   });
 
   it("refuses a --ttl under a second as bad usage, before it reads any key", () => {

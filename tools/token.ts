@@ -11,7 +11,7 @@ import { duration } from "../platform/config/index.js";
 import { methodAccess } from "../platform/grpc/index.js";
 import { maxTokenTtlSetting } from "../platform/runtime/index.js";
 import { localToken, maxTokenTtlMs, tokenKeyFile } from "./client-security.js";
-import { toolArgs } from "./parse-args-problem.js";
+import { toolArgs, usageProblemLine } from "./parse-args-problem.js";
 
 /** Every role some method's concord.v1.access rule names, as the contracts say. */
 function rolesInContracts(): Set<string> {
@@ -42,16 +42,19 @@ concord.v1.access option in proto/ (see the README's Security section).
                     longest the services take, default 24h): e.g. 15m, 1h, 8h
                     (default 1h, or GRPC_AUTH_MAX_TOKEN_TTL if that is shorter)`;
 
+/** The command that prints the usage, named by a refusal of bad usage. */
+const helpCommand = "npx tsx tools/token.ts --help";
+
 async function main(): Promise<void> {
   const options = { role: { type: "string", multiple: true }, subject: { type: "string" }, ttl: { type: "string" }, help: { type: "boolean" } } as const;
-  const parsed = toolArgs("token", { options }, usage);
+  const parsed = toolArgs("token", { options }, helpCommand);
   if (!parsed) return;
   const { values } = parsed;
   if (values.help) return void console.log(usage);
   const roles = values.role ?? [];
   // A role the contracts do not name (a typo, "Admin") is refused below, naming those they do.
   if (roles.length === 0) {
-    console.error(`token: give at least one --role\n\n${usage}`);
+    console.error(usageProblemLine("token", "give at least one --role", helpCommand));
     process.exitCode = 2;
     return;
   }

@@ -17,7 +17,7 @@ import { checkHealth, createClient } from "../platform/grpc/index.js";
 import { codeName, StatusError } from "../platform/errors/index.js";
 import { dataDir, noAnswer, toolClientSecurity, whyUnreachable } from "./client-security.js";
 import { endProcess, exitQuietlyOnClosedOutput } from "./event-watch.js";
-import { toolArgs } from "./parse-args-problem.js";
+import { toolArgs, usageProblemLine } from "./parse-args-problem.js";
 import { readStartedServices } from "./started-services.js";
 
 const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT] [--wait SECONDS]
@@ -41,10 +41,13 @@ const healthTimeoutMs = 5_000;
 /** How often the order is read while it is PENDING: each read is a line in the order service's log. */
 const followEveryMs = 100;
 
+/** The command that prints the usage, named by a refusal of bad usage. */
+const helpCommand = "npx tsx tools/try-order.ts --help";
+
 const options = { products: { type: "string" }, orders: { type: "string" }, wait: { type: "string" }, help: { type: "boolean" } } as const;
 
 async function main(args: string[]): Promise<void> {
-  const parsed = toolArgs("try-order", { args, options }, usage);
+  const parsed = toolArgs("try-order", { args, options }, helpCommand);
   if (!parsed) return;
   const { values } = parsed;
   if (values.help) {
@@ -56,13 +59,13 @@ async function main(args: string[]): Promise<void> {
   const productsAddress = values.products ?? (process.env.PRODUCTS_LISTEN || started?.products[0]!.grpc || "127.0.0.1:50051");
   const ordersAddress = values.orders ?? (process.env.ORDERS_LISTEN || started?.orders[0]!.grpc || "127.0.0.1:50052");
   if (productsAddress === "" || ordersAddress === "") {
-    console.error(`try-order: --products and --orders need HOST:PORT\n\n${usage}`);
+    console.error(usageProblemLine("try-order", "--products and --orders need HOST:PORT", helpCommand));
     process.exitCode = 2;
     return;
   }
   const waitSeconds = values.wait === undefined ? 10 : Number(values.wait);
   if (values.wait !== undefined && (values.wait.trim() === "" || !Number.isFinite(waitSeconds) || waitSeconds < 0 || waitSeconds > 3600)) {
-    console.error(`try-order: --wait takes seconds from 0 to 3600, not ${JSON.stringify(values.wait)}\n\n${usage}`);
+    console.error(usageProblemLine("try-order", `--wait takes seconds from 0 to 3600, not ${JSON.stringify(values.wait)}`, helpCommand));
     process.exitCode = 2;
     return;
   }
