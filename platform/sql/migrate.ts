@@ -69,8 +69,17 @@ export interface MigrationLockRetry {
 /** The longest pause between attempts of a migration whose locks are held elsewhere. */
 const maxRetryPauseMs = 15_000;
 
-/** How often an instance asks for the lock under which instances migrate while another holds it, at most. */
+/**
+ * How often an instance asks for the lock under which instances migrate while another holds it, at most: it asks
+ * at once when the holder says it gave the lock up (lockFreedChannel); this finds a holder that died.
+ */
 const lockPollMs = 500;
+
+/**
+ * Postgres: the channel on which an instance that held the lock under which instances migrate says, once it has
+ * given it up, that it is free; the instances waiting for it LISTEN on it and ask at once, not at their next ask.
+ */
+const lockFreedChannel = "concord_migration_lock";
 
 /**
  * Applies the migrations `db` has not seen yet, in order of id (by UTF-16
@@ -96,8 +105,10 @@ const lockPollMs = 500;
  * transaction as any other.
  *
  * With `lockKey`, an instance first takes that session advisory lock (on a
- * connection of its own) and holds it until its last migration is done;
- * while another instance holds it, it asks again every half second or so.
+ * connection of its own) and holds it until its last migration is done,
+ * then says so (NOTIFY); while another instance holds it, it LISTENs, asks
+ * again as soon as the holder says it is free, and else every half second
+ * or so (a holder that died says nothing).
  * Not a wait inside a transaction: a waiting statement holds a snapshot,
  * and CREATE INDEX CONCURRENTLY waits for every snapshot older than its own,
  * so the holder's index build and the waiter would wait for each other for
@@ -152,7 +163,11 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
       }
     }
   } finally {
-    await held?.release();
+    if (held) {
+      await held.release();
+      // Once the lock is free: an instance waiting for it asks now, not at its next ask.
+      await db.query("SELECT pg_notify($1, '')", [lockFreedChannel]).catch(() => undefined);
+    }
   }
   return applied;
 }
@@ -187,12 +202,47 @@ export async function isApplied(db: Database, id: string): Promise<boolean> {
 /** Without a statement timeout: a migration may rewrite a large table. */
 const unbounded = { statementTimeoutMs: 0 };
 
-/** The session lock `key`, once no other instance holds it. */
+/**
+ * The session lock `key`, once no other instance holds it: asked for again as soon as its holder says it gave it up
+ * (lockFreedChannel), else at most every lockPollMs. Rejects (an AbortError) when `signal` aborts meanwhile.
+ */
 async function takeLock(db: Database, key: number, signal: AbortSignal | undefined): Promise<SessionLock> {
-  for (;;) {
-    const held = await db.tryLock(key);
-    if (held) return held;
-    await sleep(lockPollMs * (0.5 + Math.random() / 2), undefined, signal ? { signal } : undefined);
+  const first = await db.tryLock(key);
+  if (first) return first;
+  let freed = false;
+  let wake: (() => void) | undefined;
+  // Listening before asking again: a holder that gives the lock up after this ask is heard. Without LISTEN (it failed), asked every lockPollMs.
+  const unlisten = await db
+    .listen(lockFreedChannel, () => {
+      freed = true;
+      wake?.();
+    })
+    .catch(() => undefined);
+  try {
+    for (;;) {
+      freed = false;
+      const held = await db.tryLock(key);
+      if (held) return held;
+      if (freed) continue;
+      await new Promise<void>((resolve, reject) => {
+        signal?.throwIfAborted();
+        const done = () => {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", aborted);
+          wake = undefined;
+          resolve();
+        };
+        const aborted = () => {
+          reject(signal!.reason);
+          done();
+        };
+        const timer = setTimeout(done, lockPollMs * (0.5 + Math.random() / 2));
+        signal?.addEventListener("abort", aborted, { once: true });
+        wake = done;
+      });
+    }
+  } finally {
+    await unlisten?.();
   }
 }
 
