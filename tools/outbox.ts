@@ -12,10 +12,13 @@ import { isPostgresUrl, openDatabase } from "../platform/sql/index.js";
 import { redact } from "../platform/sql/postgres.js";
 import { parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 import { readStartedServices } from "./started-services.js";
-import { eitherOf, isServiceName, serviceNames, servicesCounted } from "./services.js";
+import { eitherOf, isServiceName, serviceNames, services, servicesCounted, type ServiceEntry } from "./services.js";
+import { brokenAtLast } from "./help-text.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 
-const usage = `Usage: npx tsx tools/outbox.ts <${serviceNames.join("|")}|--database PATH> [list | retry [EVENT_ID ...|--all]]
+/** The tool's usage for the services of `list` (default: the services). */
+export function outboxUsage(list: readonly ServiceEntry[] = services): string {
+  return `Usage: npx tsx tools/outbox.ts <${list.map((s) => s.name).join("|")}|--database PATH> [list | retry [EVENT_ID ...|--all]]
 
   list                    events waiting in the outbox, and the parked ones with
                           why JetStream refused them (the default)
@@ -23,8 +26,7 @@ const usage = `Usage: npx tsx tools/outbox.ts <${serviceNames.join("|")}|--datab
                           the service's relay publishes them within a second
   retry --all             put every parked event back
   --database PATH         the service's database: SQLite file or postgres:// URL (default: as the
-                          service's under \`npm start\`, $PRODUCTS_DATABASE_URL or
-                          $ORDERS_DATABASE_URL, else the database \`npm start -- --postgres\` gives
+                          service's under \`npm start\`, ${brokenAtLast(eitherOf(list.map((s) => `$${s.envPrefix}_DATABASE_URL`)), "or", "after", 26)}, else the database \`npm start -- --postgres\` gives
                           it while that start's PostgreSQL server runs in $DATA_DIR/postgres, else
                           $DATA_DIR/<service>.db, DATA_DIR defaulting to .data; read with a
                           note when $DATA_DIR/postgres holds data and no start runs there;
@@ -38,6 +40,7 @@ the server's max_payload or the stream's max_msg_size (or with headers over
 64 KiB), with a subject or header NATS cannot carry, or on a subject the
 service's NATS user may not publish to. Retry them once what refused them has
 changed.`;
+}
 
 /** The outbox tool's options. */
 export const outboxOptions = { database: { type: "string" }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } } as const;
@@ -63,7 +66,7 @@ export interface OutboxCommandOptions {
  * arguments, each named; 1: an event id to retry that is not parked).
  * Shared by `concord outbox parked`, which says bad usage in one line.
  */
-export async function outboxCommand(argv: string[], { program = "outbox", help = usage, elsewhere = {}, badUsage }: OutboxCommandOptions = {}): Promise<number> {
+export async function outboxCommand(argv: string[], { program = "outbox", help = outboxUsage(), elsewhere = {}, badUsage }: OutboxCommandOptions = {}): Promise<number> {
   const refuse =
     badUsage ??
     ((problem: string) => {

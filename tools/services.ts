@@ -1,8 +1,9 @@
 /**
  * The services Concord runs, in the order `npm start` starts them: the one
- * list that `npm start`, `concord status`, the database and outbox commands
- * and the tests that launch a service read. Adding a service to them is an
- * entry here plus the service's own code (README, "Adding a service").
+ * list that `npm start`, `concord status`, the database and outbox commands,
+ * their --help texts and the tests that launch a service read. Adding a
+ * service to them is an entry here plus the service's own code (README,
+ * "Adding a service").
  */
 import type { ConsumerSpec } from "../platform/events/index.js";
 import type { Settings } from "../platform/config/index.js";
@@ -93,5 +94,10 @@ export function eitherOf(words: readonly string[]): string {
   return words.length < 2 ? (words[0] ?? "") : `${words.slice(0, -1).join(", ")} or ${words.at(-1)}`;
 }
 
+/** `n` in a word ("two"), as messages say it; figures past nine. */
+export function counted(n: number): string {
+  return ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"][n] ?? String(n);
+}
+
 /** How many services there are, in a word ("two"), as messages say it. */
-export const servicesCounted = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"][services.length] ?? String(services.length);
+export const servicesCounted = counted(services.length);

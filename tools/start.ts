@@ -54,115 +54,11 @@ import { ensureDevCredentials } from "./dev-credentials.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isStartScript, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
 import { grpcListenOf, listed, serviceOf, services, servicesCounted, type ServiceName } from "./services.js";
+import { startUsage } from "./start-usage.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
 
-const usage = `Usage: npm start [-- [--postgres] [--instances N] [--cluster]]
-       npm start -- --postgres-only
-
-Starts nats-server (unless NATS_URL is set), the product service and the order
-service. nats-server runs with sync_interval: always (every write on disk
-before it is acknowledged). Options:
-  --postgres        keep the services' data in a local PostgreSQL server of its
-                    own (data in DATA_DIR/postgres, port POSTGRES_PORT), a database
-                    per service, instead of a SQLite file per service; installs
-                    Debian's postgresql package first when it is missing. It is
-                    refused with PRODUCTS_DATABASE_URL or ORDERS_DATABASE_URL set,
-                    which name other databases
-  --postgres-only   start that PostgreSQL server alone, nothing else, until
-                    Ctrl-C: the services' databases on it, with no service
-                    running on them, for pg_restore (README "Backups and
-                    restores")
-  --instances N     run N instances of each service (1 to 8, default 1), which share their
-                    database and their durable consumers; more than one needs
-                    --postgres (or postgres:// URLs in the *_DATABASE_URL variables).
-                    Instance i listens on the port after instance i-1's plus 2
-                    (products 50051, 50053, ...; orders 50052, 50054, ...), and the
-                    order service's instances spread their calls over all the
-                    product service's
-  --cluster         three nats-servers in a cluster on 127.0.0.1 instead of
-                    one (client ports NATS_PORT to NATS_PORT+2, routes on
-                    NATS_ROUTE_PORT.., monitoring on NATS_MONITOR_PORT..; stores
-                    in DATA_DIR/nats-cluster): streams get the 3 replicas
-                    their contracts declare, and each service is given all
-                    three URLs. The cluster's stores are not the one
-                    server's (DATA_DIR/nats): events and dead letters of one
-                    mode are not seen in the other, and a start says so
-                    when the other mode's store holds streams
-
-Environment (all optional):
-  DATA_DIR          where databases, the JetStream store and the NATS
-                    credentials live (default .data); one start at a time
-                    holds it (DATA_DIR/start.pid): a second is refused; so
-                    is a DATA_DIR this user cannot write (read-only, or a
-                    file in its place or on its path; exit 2)
-  NATS_URL          use this NATS server instead of starting one (several
-                    comma-separated URLs for a cluster); the services then
-                    connect without credentials unless PRODUCTS_NATS_NKEY_SEED
-                    and ORDERS_NATS_NKEY_SEED name their seed files
-  NATS_PORT         (first) client port of the local nats-server (default 4222)
-  NATS_ROUTE_PORT, NATS_MONITOR_PORT
-                    with --cluster, the first of its three route ports and of
-                    its three monitoring ports (defaults NATS_PORT+2000 and
-                    NATS_PORT+4000); a start refuses one taken, naming it
-  GOMAXPROCS        Go scheduler threads of the local nats-server(s) (default 1:
-                    they share the machine with the services)
-  POSTGRES_PORT     port of the local PostgreSQL server with --postgres (default 54320);
-                    a second system with --postgres needs one of its own
-  PRODUCTS_LISTEN   product service address (default 127.0.0.1:50051)
-  ORDERS_LISTEN     order service address (default 127.0.0.1:50052)
-  PRODUCTS_METRICS_LISTEN, ORDERS_METRICS_LISTEN
-                    where the services serve Prometheus metrics (GET /metrics;
-                    defaults 127.0.0.1:9101 and 127.0.0.1:9102, moved up by 2 per
-                    instance like the gRPC ports)
-  PRODUCTS_DATABASE_URL, ORDERS_DATABASE_URL
-                    the services' databases (default: SQLite files in DATA_DIR;
-                    DATABASE_URL, which one service started alone reads, is
-                    not used: the two need a database each, and two naming
-                    one database are refused); with --postgres, refused.
-                    Each service is handed its own alone, nats-server neither
-  LOG_LEVEL         services' log level (default info)
-  GRPC_INSECURE     1: the services serve and call each other in plaintext;
-                    otherwise TLS with the development CA, certificates and
-                    token key made on the first run under DATA_DIR/tls and
-                    DATA_DIR/auth (kept, a certificate made anew when it ends
-                    within 30 days, another CA issued it or it is not for
-                    the address a service listens on; delete them and start
-                    again to make new ones, see the README's Security section)
-  GRPC_TLS_CLIENT_AUTH
-                    require: the services refuse clients without a
-                    certificate from the CA (DATA_DIR/tls/client.pem is one,
-                    which the grpcurl command printed once up shows)
-  GRPC_AUTH         none: the services check no bearer tokens (default jwt)
-  GRPC_AUTH_MAX_TOKEN_TTL
-                    the longest a bearer token may live: the services refuse
-                    one that lives longer (default 24h, at least 1m); set it
-                    for tools/token.ts too, which will not make such a token
-  Every other variable of the services (\`npx tsx services/<name>/main.ts
-  --help\` lists them) is passed on. They are read as the services will read
-  them before anything starts: a bad one exits 2, naming it, with nothing started.
-
-The local nats-server admits only the users of gen/ts/concord_nats.ts (see
-README "Security"): each service's nkey seed, the read-only observer's, and
-the operator's (\`concord dlq replay\`, \`dlq purge\`, \`consumer redeliver\`,
-\`streams provision\`) are made on first start in
-DATA_DIR/nats-credentials/<user>.nk (mode 0600) and kept; delete a file and
-start again to replace that key. The services' users may not create or
-change streams: this script provisions them as the operator before the
-services start (as \`npx concord streams provision\` does). With NATS_URL,
-provisioning is yours.
-
-Ctrl-C, SIGTERM or SIGHUP stops the services, then nats-server, and so
-does the end of the process that started this script (npm, killed
-outright), noticed within a second. If this script is killed outright, the
-services stop on their own when their standard input closes, and
-nats-server after them.
-
-Once everything is up, a nats-server that exits (killed, stopped, crashed) is
-started again after 1 s, and says so; the services reconnect to it, and in a
-cluster keep running on the other two meanwhile. After 5 exits of one server
-within 60 s it is not started again and everything stops. A service that
-exits, or a nats-server that exits at start-up, stops everything.`;
+const usage = startUsage();
 
 interface Child {
   readonly name: string;

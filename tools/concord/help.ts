@@ -1,4 +1,10 @@
-/** The help texts of `concord` and its commands. */
+/**
+ * The help texts of `concord` and its commands; those that name the services
+ * (status, database backup and restore, outbox parked) read them from their
+ * list (tools/services.ts).
+ */
+import { eitherOf, grpcListenOf, services, type ServiceEntry } from "../services.js";
+import { brokenAtLast } from "../help-text.js";
 
 /** `concord --help`. */
 export const usage = `Usage: npx concord <command> [options]
@@ -53,10 +59,26 @@ const filterOptions = `  --consumer DURABLE  only dead letters of this consumer 
                       matches and the contracts declare no such type, exits with 1
                       naming those they do)`;
 
-/** Each command's --help, by command. */
-export const helps: Record<string, string> = {
-  status: `Usage: npx concord status [--nats URL] [--products HOST:PORT[,HOST:PORT...]] [--orders HOST:PORT[,...]]
-                           [--products-metrics HOST:PORT[,...]] [--orders-metrics HOST:PORT[,...]]
+/** Each command's --help, by command, for the services of `list`. */
+export function helpsFor(list: readonly ServiceEntry[]): Record<string, string> {
+  const variables = (suffix: string) => list.map((s) => `${s.envPrefix}${suffix}`);
+  const names = list.map((s) => s.name).join("|");
+  // An option of `status` and its description, from column 38.
+  const option = (flag: string, lines: readonly string[]) => `${`  ${flag}`.padEnd(36)}  ${lines.join(`\n${" ".repeat(38)}`)}`;
+  const statusOptions = [
+    ...list.map((s) => option(`--${s.name} HOST:PORT[,...]`, [`${s.title}'s gRPC address, one per instance`, `(default: as above; without a start, $${s.envPrefix}_LISTEN or ${grpcListenOf(s)})`])),
+    ...list.map((s, i) =>
+      option(
+        `--${s.name}-metrics HOST:PORT[,...]`,
+        i === 0
+          ? [`${s.title}'s metrics endpoint, one per instance in`, `the same order (default: $${s.envPrefix}_METRICS_LISTEN or`, `${s.metricsListen}, 2 ports up for each next instance)`]
+          : [`${s.title}'s metrics endpoint, as above`, `(default: $${s.envPrefix}_METRICS_LISTEN or ${s.metricsListen}, ...)`],
+      ),
+    ),
+  ].join("\n");
+  return {
+    status: `Usage: npx concord status [--nats URL] ${list.map((s, i) => `[--${s.name} HOST:PORT[,${i === 0 ? "HOST:PORT" : ""}...]]`).join(" ")}
+                           ${list.map((s) => `[--${s.name}-metrics HOST:PORT[,...]]`).join(" ")}
 
 For each instance of each service: its health over grpc.health.v1 and its
 outbox (events waiting, age of the oldest, parked) from its metrics endpoint;
@@ -70,11 +92,11 @@ else where the \`npm start\` running on DATA_DIR put every instance
 (DATA_DIR/start-services.json, kept while it runs: \`--instances N\` is found
 without being given; until it has brought them up, an instance that does not
 answer is said to be starting, and the status still exits 1), unless
-PRODUCTS_LISTEN, ORDERS_LISTEN or their _METRICS_LISTEN name another address
+${variables("_LISTEN").join(", ")} or their _METRICS_LISTEN name another address
 than that start's first instance of the service: what is set wins over the
 record, as with try-order, and that service is then the one instance they name;
 else one instance each where \`npm start\` puts them (the same variables). Several instances are named as \`npm start\` names
-them (products#1, products#2, ...). They are asked over TLS trusting
+them (${list[0]?.name}#1, ${list[0]?.name}#2, ...). They are asked over TLS trusting
 DATA_DIR/tls/ca.pem (or GRPC_TLS_CA), as \`npm start\` serves them;
 GRPC_INSECURE=1 asks in plaintext. An instance that takes the connection and
 does not answer within 2 s is unreachable. NATS gets 5 s to answer, the
@@ -85,17 +107,9 @@ a dead letter stream that cannot be read leaves the dead letters unknown, saying
 Exits with 1 when an instance is unreachable, not SERVING or not connected to NATS (its
 concord_nats_connected 0), an outbox is held up (its oldest event waiting 30 s or more), or a part
 cannot be read; dead letters and parked events are shown, not failed on.
-  --products HOST:PORT[,...]          the product service's gRPC address, one per instance
-                                      (default: as above; without a start, $PRODUCTS_LISTEN or 127.0.0.1:50051)
-  --orders HOST:PORT[,...]            the order service's gRPC address, one per instance
-                                      (default: as above; without a start, $ORDERS_LISTEN or 127.0.0.1:50052)
-  --products-metrics HOST:PORT[,...]  the product service's metrics endpoint, one per instance in
-                                      the same order (default: $PRODUCTS_METRICS_LISTEN or
-                                      127.0.0.1:9101, 2 ports up for each next instance)
-  --orders-metrics HOST:PORT[,...]    the order service's metrics endpoint, as above
-                                      (default: $ORDERS_METRICS_LISTEN or 127.0.0.1:9102, ...)
+${statusOptions}
 ${natsOption}`,
-  "events tail": `Usage: npx concord events tail [--all] [--subject PATTERN] [--type TYPE] [--nats URL]
+    "events tail": `Usage: npx concord events tail [--all] [--subject PATTERN] [--type TYPE] [--nats URL]
 
 Prints each event as a JSON line (stream, sequence, subject, type, id, source,
 time, decoded payload) as it is published, from every stream and the dead
@@ -105,7 +119,7 @@ letter stream. Ctrl-C stops.
   --type TYPE         only events of this ce-type, one the contracts declare
                       (shop.orders.v1.OrderPlaced)
 ${natsOption}`,
-  "dlq list": `Usage: npx concord dlq list [FILTER] [--from SEQ] [--limit N] [--nats URL]
+    "dlq list": `Usage: npx concord dlq list [FILTER] [--from SEQ] [--limit N] [--nats URL]
 
 Prints each dead letter as a JSON line, oldest first: its sequence in the
 dead letter stream, reason, original subject and consumer, delivery count,
@@ -116,13 +130,13 @@ ${filterOptions}
   --from SEQ          start at the dead letter of this sequence (or the first after it)
   --limit N           print at most N dead letters (default 100)
 ${natsOption}`,
-  "dlq show": `Usage: npx concord dlq show SEQ [--nats URL]
+    "dlq show": `Usage: npx concord dlq show SEQ [--nats URL]
 
 Prints one dead letter, decoded, with its payload's bytes in base64
 (payloadBase64) and every header it carries (a header the event gave more
 than once as an array of its values, in the order sent).
 ${natsOption}`,
-  "dlq replay": `Usage: npx concord dlq replay (SEQ ... | --all | FILTER) [--dry-run] [--rate N/s] [--past-inbox | --inbox-retention D] [--nats URL]
+    "dlq replay": `Usage: npx concord dlq replay (SEQ ... | --all | FILTER) [--dry-run] [--rate N/s] [--past-inbox | --inbox-retention D] [--nats URL]
 
 Publishes each chosen dead letter's event again, with its own headers and
 payload, to the subject it was first published to, then deletes it from the
@@ -160,14 +174,14 @@ ${filterOptions}
   --past-inbox        replay events older than the inboxes' retention too
 ${inboxRetentionOption}
 ${natsOption}`,
-  "dlq purge": `Usage: npx concord dlq purge [SEQ ...] --yes [--nats URL]
+    "dlq purge": `Usage: npx concord dlq purge [SEQ ...] --yes [--nats URL]
 
 Deletes every dead letter, or with SEQ ... those dead letters alone (sequences from \`dlq list\`: a
 poison event, say, among dead letters still to replay); one the stream does not hold is named, and
 the command exits 1 once it has deleted the others. Without --yes, says what it would delete and
 changes nothing (exit 2).
 ${natsOption}`,
-  "consumer redeliver": `Usage: npx concord consumer redeliver DURABLE [--from SEQ --to SEQ] [--dry-run] [--past-inbox | --inbox-retention D] [--nats URL]
+    "consumer redeliver": `Usage: npx concord consumer redeliver DURABLE [--from SEQ --to SEQ] [--dry-run] [--past-inbox | --inbox-retention D] [--nats URL]
 
 For a durable consumer whose server stopped delivering events to it (a
 max_deliver reached, as earlier versions set it; its service warns at start
@@ -196,7 +210,7 @@ a second Ctrl-C stops at once).
                       and forgotten its id
 ${inboxRetentionOption}
 ${natsOption}`,
-  "database backup": `Usage: npx concord database backup (products|orders) FILE [--database PATH] [--nats URL]
+    "database backup": `Usage: npx concord database backup (${names}) FILE [--database PATH] [--nats URL]
 
 Copies the service's SQLite database to FILE, a new file (not one SQLite
 keeps beside a database, such as <database>-journal, which it would take for
@@ -221,8 +235,7 @@ refused, exit 1; name another FILE, or remove both first to replace that
 backup (a FILE that is a directory, or the database itself, is refused
 saying which).
   --database PATH     the service's SQLite file (default: as the service's
-                      under \`npm start\`, $PRODUCTS_DATABASE_URL or
-                      $ORDERS_DATABASE_URL, else the database
+                      under \`npm start\`, ${brokenAtLast(eitherOf(variables("_DATABASE_URL").map((v) => `$${v}`)), "or", "after", 22)}, else the database
                       \`npm start -- --postgres\` gives it while that start's
                       PostgreSQL server runs in $DATA_DIR/postgres, else
                       $DATA_DIR/<service>.db, DATA_DIR defaulting to .data;
@@ -232,7 +245,7 @@ saying which).
                       --postgres\` runs in DATA_DIR, which refuses it); a
                       PostgreSQL database is refused: back it up with pg_dump
 ${natsOption}`,
-  "database restore": `Usage: npx concord database restore (products|orders) FILE [--database PATH]
+    "database restore": `Usage: npx concord database restore (${names}) FILE [--database PATH]
 
 Puts the backup FILE (made by \`database backup\`) in place of the service's
 SQLite database. The service must be stopped: the file is claimed as the
@@ -266,7 +279,7 @@ and refuses --nats: the commands it prints do.
   --database PATH     the service's SQLite file (default: as for \`database backup\`;
                       when that is DATA_DIR/<service>.db and DATA_DIR does not
                       exist, no start has run with it, and the restore is refused)`,
-  "streams provision": `Usage: npx concord streams provision [--nats URL]
+    "streams provision": `Usage: npx concord streams provision [--nats URL]
 
 Creates each stream the contracts declare, and the dead letter stream, where
 it is missing, and brings existing ones in line with their specs
@@ -278,8 +291,8 @@ Prints each stream as a JSON line (subjects, replicas, messages, atomic batch).
 \`npm start\` runs it before the services start; a deployment runs it before
 its services, and again when a contract changes a stream's settings.
 ${natsOption}`,
-  "outbox parked": `Usage: npx concord outbox parked list (products|orders|--database PATH)
-       npx concord outbox parked retry (products|orders|--database PATH) (EVENT_ID ... | --all)
+    "outbox parked": `Usage: npx concord outbox parked list (${names}|--database PATH)
+       npx concord outbox parked retry (${names}|--database PATH) (EVENT_ID ... | --all)
 
   list                the events waiting in the service's outbox, and the parked
                       ones with why JetStream refused them
@@ -288,7 +301,7 @@ ${natsOption}`,
   retry --all         put every parked event back
   --database PATH     the service's database: SQLite file or postgres:// URL
                       (default: as the service's under \`npm start\`,
-                      $PRODUCTS_DATABASE_URL or $ORDERS_DATABASE_URL, else the
+                      ${eitherOf(variables("_DATABASE_URL").map((v) => `$${v}`))}, else the
                       database \`npm start -- --postgres\` gives it while that
                       start's PostgreSQL server runs in $DATA_DIR/postgres,
                       else $DATA_DIR/<service>.db, DATA_DIR defaulting to .data;
@@ -305,4 +318,8 @@ the server's max_payload or the stream's max_msg_size (or with headers over
 64 KiB), with a subject or header NATS cannot carry, or on a subject the
 service's NATS user may not publish to. Retry them once what refused them has
 changed.`,
-};
+  };
+}
+
+/** Each command's --help, by command. */
+export const helps: Record<string, string> = helpsFor(services);
