@@ -58,6 +58,11 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
       [{}, ["dlq", "purge", "--yes", "--nats", "nats://u:s3cret@host:4222"], `concord: --nats "nats://u:***@host:4222" is invalid: credentials in the URL are not used: the NATS user's nkey seed goes in a file NATS_NKEY_SEED names${usage("dlq purge")}`],
       [{ NATS_URL: "nats://host:notaport" }, ["consumer", "redeliver", "x"], `concord: NATS_URL="nats://host:notaport" is invalid: the port "notaport" is not a number: expected nats://host:port${usage("consumer redeliver")}`],
       [{ NATS_URL: "garbage:" }, ["streams", "provision"], `concord: NATS_URL="garbage:" is invalid: expected nats://host:port, host a name or an address (IPv6 in brackets)${usage("streams provision")}`],
+      // A host nats.js cannot dial as written: "Invalid URL" once connecting (exit 1), or a port taken for an address (0.0.16.126), dialled until a timeout.
+      [{}, ["dlq", "list", "--nats", "4222"], `concord: --nats "4222" is invalid: the host "4222" is a number, read as the address 0.0.16.126: a port goes after its host (nats://127.0.0.1:4222)${usage("dlq list")}`],
+      [{ NATS_URL: "nats://999.1.1.1:4222" }, ["status"], `concord: NATS_URL="nats://999.1.1.1:4222" is invalid: the host "999.1.1.1" is neither an IPv4 address (four numbers from 0 to 255, as 127.0.0.1) nor a name (whose last label is no number)${usage("status")}`],
+      [{}, ["events", "tail", "--nats", "nats://[1::2::3]:4222"], `concord: --nats "nats://[1::2::3]:4222" is invalid: the host [1::2::3] is not an IPv6 address${usage("events tail")}`],
+      [{}, ["streams", "provision", "--nats", "nats..local:4222"], `concord: --nats "nats..local:4222" is invalid: the host "nats..local" has an empty label (two dots together, or a dot first)${usage("streams provision")}`],
       // NATS_PORT, read as npm start reads it: "Invalid URL" once connecting (exit 1), or a port npm start refuses.
       [{ NATS_PORT: "42x" }, ["dlq", "list"], `concord: NATS_PORT="42x" is not a port: give a whole number from 1 to 65535${usage("dlq list")}`],
       [{ NATS_PORT: "70000" }, ["status"], `concord: NATS_PORT="70000" is not a port: give a whole number from 1 to 65535${usage("status")}`],

@@ -69,6 +69,9 @@ describe("service entry points", () => {
       ["nats://127.0.0.1:notaport", 'the port "notaport" is not a number'],
       ["nats://127.0.0.1:4222,not a url", '"not a url": expected nats://host:port'],
       ["tls://nats:s3cr@127.0.0.1:4222", 'the scheme is "tls://"'],
+      // Dialled as 0.0.16.126, and "Invalid URL" at each try.
+      ["4222", 'the host "4222" is a number, read as the address 0.0.16.126'],
+      ["nats://999.1.1.1:4222", 'the host "999.1.1.1" is neither an IPv4 address'],
     ]) {
       const result = start("products", { NATS_URL: url, PRODUCTS_DATABASE_URL: join(dir, "never.db") });
       expect(result.status).toBe(2);

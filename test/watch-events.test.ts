@@ -50,6 +50,9 @@ describe("tools/watch-events.ts", () => {
       [["--nats", "nats://127.0.0.1:notaport"], {}, 'watch-events: --nats "nats://127.0.0.1:notaport" is invalid: the port "notaport" is not a number: expected nats://host:port\n'],
       [[], { NATS_URL: "tls://127.0.0.1:4222" }, 'watch-events: NATS_URL="tls://127.0.0.1:4222" is invalid: the scheme is "tls://", which is not NATS\'s: expected nats://host:port\n'],
       [[], { NATS_URL: "", NATS_PORT: "42x" }, 'watch-events: NATS_PORT="42x" is not a port: give a whole number from 1 to 65535\n'],
+      // It dialled 0.0.16.126 until "read ECONNRESET" (exit 1, 11 s), and said "Invalid URL" of 999.1.1.1 (exit 1).
+      [["--nats", "4222"], {}, 'watch-events: --nats "4222" is invalid: the host "4222" is a number, read as the address 0.0.16.126: a port goes after its host (nats://127.0.0.1:4222)\n'],
+      [[], { NATS_URL: "999.1.1.1:4222" }, 'watch-events: NATS_URL="999.1.1.1:4222" is invalid: the host "999.1.1.1" is neither an IPv4 address (four numbers from 0 to 255, as 127.0.0.1) nor a name (whose last label is no number)\n'],
     ] as const) {
       const tool = watchEvents([...args], env);
       started.push(tool.child);

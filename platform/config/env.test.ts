@@ -78,6 +78,19 @@ describe("natsUrl", () => {
     expect(() => natsUrl("nats://n1:4222,nats://n2:x")).toThrow('"nats://n2:x": the port "x" is not a number');
   });
 
+  it("refuses a host nats.js cannot dial as written, and takes a name that may not resolve yet", () => {
+    expect(() => natsUrl("nats://999.1.1.1:4222")).toThrow('the host "999.1.1.1" is neither an IPv4 address (four numbers from 0 to 255, as 127.0.0.1) nor a name');
+    expect(() => natsUrl("1.2.3.4.5")).toThrow('the host "1.2.3.4.5" is neither an IPv4 address');
+    expect(() => natsUrl("nats.123")).toThrow('the host "nats.123" is neither an IPv4 address');
+    expect(() => natsUrl("nats://[1::2::3]:4222")).toThrow("the host [1::2::3] is not an IPv6 address");
+    expect(() => natsUrl("4222")).toThrow('the host "4222" is a number, read as the address 0.0.16.126: a port goes after its host (nats://127.0.0.1:4222)');
+    expect(() => natsUrl("nats://n1:4222,0x7f000001:4222")).toThrow('"0x7f000001:4222": the host "0x7f000001" is a number, read as the address 127.0.0.1');
+    expect(() => natsUrl("nats://a..b:4222")).toThrow('the host "a..b" has an empty label');
+    expect(() => natsUrl(".nats")).toThrow('the host ".nats" has an empty label');
+    const taken = ["garbage", "nats.invalid", "nats.example.", "NATS_1", "[::1]:4222", "[::ffff:127.0.0.1]:4222", "10.1.2.3:4222", "127.1"];
+    expect(taken.map(natsUrl)).toEqual(taken);
+  });
+
   it("is quoted in a refusal without the password of any of the URLs", () => {
     expect(() => natsUrl("nats://n1:4222,nats://a:s3cr@n2:4222")).toThrow('"nats://a:***@n2:4222": credentials in the URL are not used');
     expect(urlsWithoutPasswords("nats://a:s3cr@n1:4222,nats://b:t0p@n2:4222")).toBe('"nats://a:***@n1:4222,nats://b:***@n2:4222"');

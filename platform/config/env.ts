@@ -5,6 +5,7 @@
  */
 
 import { existsSync, statSync } from "node:fs";
+import { isIPv6 } from "node:net";
 
 /** How to read one variable. */
 export interface Setting<T> {
@@ -129,8 +130,33 @@ export function natsUrl(raw: string): string {
     }
     const port = hostAndPort[2];
     if (port !== undefined && (port.length > 5 || Number(port) < 1 || Number(port) > 65535)) throw new Error(`${where}the port ${port} is not one from 1 to 65535`);
+    const hostProblem = natsHostProblem(hostAndPort[1]!);
+    if (hostProblem !== undefined) throw new Error(`${where}${hostProblem}`);
   }
   return parts.join(",");
+}
+
+/**
+ * What is wrong with the host of a NATS URL that no lookup could mend: an
+ * address that is none (999.1.1.1, [1::2::3]), on which nats.js throws
+ * "Invalid URL" once it connects; a lone number, which its URL parser reads
+ * as an address (4222 as 0.0.16.126: a port given without its host, dialled
+ * until a timeout); an empty label (a..b). A name that does not resolve
+ * (yet) is none of these: the services wait for it.
+ */
+function natsHostProblem(host: string): string | undefined {
+  if (host.startsWith("[")) return isIPv6(host.slice(1, -1)) ? undefined : `the host ${host} is not an IPv6 address`;
+  let read: string;
+  try {
+    // As nats.js reads it.
+    read = new URL(`http://${host}`).hostname;
+  } catch {
+    return `the host "${host}" is neither an IPv4 address (four numbers from 0 to 255, as 127.0.0.1) nor a name (whose last label is no number)`;
+  }
+  // 127.1 is 127.0.0.1 as meant; a lone number is a port that lost its host, more likely than an address.
+  if (read !== host.toLowerCase() && !host.includes(".")) return `the host "${host}" is a number, read as the address ${read}: a port goes after its host (nats://127.0.0.1:4222)`;
+  if (host.replace(/\.$/, "").split(".").some((label) => label === "")) return `the host "${host}" has an empty label (two dots together, or a dot first)`;
+  return undefined;
 }
 
 /** Each of several comma-separated URLs as an error may quote it (see `withoutPassword`). */
