@@ -377,6 +377,24 @@ describe("npm start", () => {
     expect(processesOf(dir.path)).toEqual([]);
   });
 
+  it("starts its PostgreSQL server again when it is killed (--postgres), and the services carry on with it", { timeout: 120_000 }, async () => {
+    chmodSync(dir.path, 0o755); // the postgres user runs the server (as root), and needs to reach its data dir
+    const postgresPort = await freePort();
+    const system = await startSystem(dir.path, { args: ["--postgres"], env: { POSTGRES_PORT: String(postgresPort) }, upTimeoutMs: 90_000 });
+    child = system.child;
+    const postmaster = Number(readFileSync(join(dir.path, "postgres", "postmaster.pid"), "utf8").split("\n")[0]);
+    process.kill(postmaster, "SIGKILL");
+    await expect.poll(() => system.output(), { timeout: 40_000, interval: 100 }).toContain("start: PostgreSQL is running again");
+    expect(system.output()).toContain("start: PostgreSQL ended by SIGKILL; starting it again in 1 s");
+    expect(system.output()).not.toContain("stopping everything");
+    // The services' pools find the old connections broken and make new ones: a call may meet one first.
+    await expect.poll(() => orderConfirmed(dir.path, system.ports, 20_000).then(() => true, () => false), { timeout: 60_000, interval: 500 }).toBe(true);
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+    expect(await isListening(postgresPort)).toBe(false);
+    expect(processesOf(dir.path)).toEqual([]);
+  });
+
   it("says at start when the store of the other mode, one server or --cluster, holds streams it does not see", { timeout: 120_000 }, async () => {
     const ports = { nats: await freeClusterPort(), products: await freePort(), orders: await freePort() };
     const oneServer = await startSystem(dir.path, { ports });

@@ -115,7 +115,9 @@ nats-server after them.
 Once everything is up, a nats-server that exits (killed, stopped, crashed) is
 started again after 1 s, and says so; the services reconnect to it, and in a
 cluster keep running on the other two meanwhile. After 5 exits of one server
-within 60 s it is not started again and everything stops. A service that
+within 60 s it is not started again and everything stops. So with
+--postgres for its PostgreSQL server, once it is up: the services wait for
+their database meanwhile, answering calls UNAVAILABLE. A service that
 exits, or a nats-server that exits at start-up, stops everything.`,
     90,
   );

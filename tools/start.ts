@@ -9,7 +9,8 @@
  * second). A nats-server that exits once
  * everything is up is started again a second later (the services reconnect;
  * in a cluster they run on the other two servers meanwhile), unless it has
- * exited 5 times within a minute; if a service dies, or a nats-server at
+ * exited 5 times within a minute, and so is the PostgreSQL server of
+ * --postgres; if a service dies, or a nats-server at
  * start-up, says which and stops the rest: a service that dies has met a
  * fault that starting it again would hide.
  *
@@ -191,6 +192,42 @@ function superviseNatsServer(name: string, command: string, args: string[], env:
     return child;
   };
   return start();
+}
+
+const postgresExits: number[] = [];
+
+/**
+ * PostgreSQL's `onExit`: the server `npm start` runs exited while nothing
+ * stopped it (killed, crashed). Started again after the nats-server's pause,
+ * as a supervisor would: the services wait for their database meanwhile,
+ * answering calls `UNAVAILABLE`, and carry on once it is back. After
+ * `natsMaxExits` exits within `natsRestartWindowMs`, or when it cannot be
+ * started again, says so and stops everything.
+ */
+function restartPostgres(status: string): void {
+  if (stopping) return;
+  const now = Date.now();
+  postgresExits.push(now);
+  while (postgresExits[0] <= now - natsRestartWindowMs) postgresExits.shift();
+  if (postgresExits.length >= natsMaxExits) {
+    console.error(`start: PostgreSQL ${status}, ${postgresExits.length} times within ${natsRestartWindowMs / 1000} s; not starting it again; stopping everything`);
+    void stopAll(1);
+    return;
+  }
+  console.error(`start: PostgreSQL ${status}; starting it again in ${natsRestartPauseMs / 1000} s`);
+  setTimeout(() => {
+    if (stopping) return;
+    postgres!.restart().then(
+      () => {
+        if (!stopping) console.error("start: PostgreSQL is running again");
+      },
+      (err: unknown) => {
+        if (stopping) return;
+        console.error(`start: PostgreSQL could not be started again: ${(err as Error).message}; stopping everything`);
+        void stopAll(1);
+      },
+    );
+  }, natsRestartPauseMs);
 }
 
 function isRunning(child: Child): boolean {
@@ -837,7 +874,7 @@ async function main(): Promise<void> {
       if (setup.status !== 0) throw new Error("installing the PostgreSQL server failed; see above");
     }
     const pgDir = join(dataDir, "postgres");
-    postgres = await startLocalPostgres({ dataDir: pgDir, port: postgresPort, logFile: join(dataDir, "postgres.log") }).catch((err: Error) => {
+    postgres = await startLocalPostgres({ dataDir: pgDir, port: postgresPort, logFile: join(dataDir, "postgres.log"), onExit: restartPostgres }).catch((err: Error) => {
       // Free when checked above, taken since: a second system started at the same moment, on the same port.
       if (!/could not bind .*Address already in use/.test(err.message)) throw err;
       throw new StartRefused(`127.0.0.1:${postgresPort} (POSTGRES_PORT) was taken while PostgreSQL was being set up (another system started at the same time, say); set POSTGRES_PORT to another port. ${err.message}`, { cause: err });

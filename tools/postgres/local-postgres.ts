@@ -36,6 +36,12 @@ export interface LocalPostgresOptions {
   readonly fsync?: boolean;
   /** File the server's log is appended to. Default: kept in memory; its last lines are shown when starting fails. */
   readonly logFile?: string;
+  /**
+   * Called when a server that had started exits while nothing here asked it
+   * to (killed, crashed), with how it ended ("ended by SIGKILL"): `restart`
+   * starts it again. Default: nothing is told.
+   */
+  readonly onExit?: (status: string) => void;
 }
 
 /** A running local PostgreSQL server, owned by whoever started it. */
@@ -74,7 +80,7 @@ const maxSocketPath = 107;
  * server is not installed, the data dir is unusable or it does not start.
  */
 export async function startLocalPostgres(options: LocalPostgresOptions = {}): Promise<LocalPostgres> {
-  const known = new Set(["dataDir", "port", "database", "fsync", "logFile"]);
+  const known = new Set(["dataDir", "port", "database", "fsync", "logFile", "onExit"]);
   for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startLocalPostgres: unknown option ${key}`);
   const database = options.database ?? "concord";
   checkDatabaseName(database);
@@ -117,6 +123,8 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
 
   let server: ServerProcess | undefined;
   let stopped = false;
+  /** Set while this code stops or kills the server: its exit then is no news to `onExit`. */
+  let stopAsked = false;
   // A crashed test run must not leave servers behind: the exit handler acts
   // when Node exits on its own, the watchdog when it is killed by a signal.
   const killOnExit = () => {
@@ -129,12 +137,19 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
   const launch = async (): Promise<void> => {
     const deadline = Date.now() + readyTimeoutMs;
     for (;;) {
-      server = spawnServer(join(binDir, "postgres"), args, dataDir, options.logFile, runAs(account));
-      const failure = await untilReady(server, admin, dataDir, deadline);
-      if (failure === undefined) return;
-      server.kill();
-      await server.exited;
-      const log = server.log();
+      const run = spawnServer(join(binDir, "postgres"), args, dataDir, options.logFile, runAs(account));
+      server = run;
+      const failure = await untilReady(run, admin, dataDir, deadline);
+      if (failure === undefined) {
+        stopAsked = false;
+        void run.exited.then(() => {
+          if (!stopAsked && server === run) options.onExit?.(run.exitStatus() ?? "exited");
+        });
+        return;
+      }
+      run.kill();
+      await run.exited;
+      const log = run.log();
       // Backends of a killed server may take a moment to go; until then the server refuses to start.
       if (Date.now() < deadline && log.some((line) => line.includes("pre-existing shared memory block"))) {
         await new Promise((r) => setTimeout(r, 100));
@@ -155,6 +170,7 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
 
   // SIGINT is PostgreSQL's fast shutdown: clients are disconnected rather than waited for.
   const shutDown = async (): Promise<void> => {
+    stopAsked = true;
     server?.signal("SIGINT");
     await server?.exited;
   };
@@ -163,6 +179,7 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
     await launch();
     await createDatabase(database);
   } catch (err) {
+    stopAsked = true;
     server?.kill();
     await server?.exited;
     process.off("exit", killOnExit);
@@ -191,6 +208,7 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
     },
     stopForRestart: shutDown,
     async kill() {
+      stopAsked = true;
       server?.kill();
       await server?.exited;
     },
