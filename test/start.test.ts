@@ -414,7 +414,7 @@ describe("npm start", () => {
     expect(await again.exited).toBe(0);
   });
 
-  it("runs two instances of each service on a PostgreSQL server of its own with --postgres --instances 2, and stops it all", { timeout: 120_000 }, async () => {
+  it("runs two instances of each service on a PostgreSQL server of its own with --postgres --instances 2, names the one relaying each outbox, and stops it all", { timeout: 180_000 }, async () => {
     // The postgres user runs the server (as root), and needs to reach its data dir.
     chmodSync(dir.path, 0o755);
     /** A port p with p + 2 free too, for the second instance. */
@@ -453,6 +453,9 @@ describe("npm start", () => {
       expect.stringMatching(/^products {2}outbox, one in the database its 2 instances share: depth \d+, oldest [\d.]+s, parked 0 \(read through products#1\)$/),
       expect.stringMatching(/^orders {2}outbox, one in the database its 2 instances share: depth \d+, oldest [\d.]+s, parked 0 \(read through orders#1\)$/),
     ]);
+    // One instance of each relays its outbox, the one holding the relay's lock, and is named.
+    expect(status.stdout).toMatch(/\nproducts {2}relayed by products#[12]\n/);
+    expect(status.stdout).toMatch(/\norders {2}relayed by orders#[12]\n/);
     // One instance stopped (it holds its connections and answers nothing): named, and the status fails.
     const stopped = Number(/orders#2: .*, pid (\d+)\)/.exec(out)![1]);
     process.kill(stopped, "SIGSTOP");
@@ -463,6 +466,11 @@ describe("npm start", () => {
       expect(down.stdout).toMatch(/\norders {2}outbox, one in the database its 2 instances share: depth \d+, oldest [\d.]+s, parked 0 \(read through orders#1\)\n/);
       expect(down.stdout).toContain(`orders#1  gRPC 127.0.0.1:${ports.orders}: SERVING\n`);
       expect(down.stdout).toContain(`products#2  gRPC 127.0.0.1:${ports.products + 2}: SERVING\n`);
+      // Stopped, orders#2 relays nothing: orders#1 holds the relay, at once or once the server has ended the stopped
+      // holder's session (15 s without a statement), and is named.
+      await expect
+        .poll(async () => (await runConcord(statusEnv, ["status"])).stdout.split("\n").find((line) => line.startsWith("orders  relayed by")), { timeout: 40_000, interval: 1_000 })
+        .toBe("orders  relayed by orders#1");
     } finally {
       process.kill(stopped, "SIGCONT");
     }

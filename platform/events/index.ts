@@ -21,7 +21,7 @@ export { createOutboxRelay, type OutboxRelay, type OutboxRelayOptions, type Outb
 export { createInbox, defaultInboxRetentionMs, inboxMigrations, inboxRetention, type Inbox, type InboxRetentionOptions } from "./inbox.js";
 export { BatchConflictError, SavepointNeededError, UnprocessableEventError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
 export { consumerLagMetrics, consumerMetrics, type ConsumerLagOptions } from "./consumer-metrics.js";
-export { outboxMetrics } from "./outbox-metrics.js";
+export { outboxMetrics, outboxRelayMetrics } from "./outbox-metrics.js";
 export { natsConnectionMetrics } from "./nats-metrics.js";
 export { consumerPipeline, noSavepointStep, savepointStep, type PipelineOptions } from "./pipeline.js";
 export { bindConsumer, type BatchLocks, type ConsumerBinding, type EventContext, type EventHandler } from "./event-handler.js";

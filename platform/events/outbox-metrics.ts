@@ -1,4 +1,4 @@
-import type { Registry } from "prom-client";
+import { Gauge, type Registry } from "prom-client";
 import { sampledGauges } from "../metrics/index.js";
 import type { Database } from "../sql/index.js";
 
@@ -25,4 +25,21 @@ export function outboxMetrics(registry: Registry, db: Database): void {
     { name: "concord_outbox_oldest_age_seconds", help: "How long the oldest event in the outbox has waited to be published (0 when none waits)", value: (s) => s.oldestAgeSeconds },
     { name: "concord_outbox_parked", help: "Outbox events JetStream refused for good, parked until retried", value: (s) => s.parked },
   ]);
+}
+
+/**
+ * `concord_outbox_relaying`: 1 while this process relays its service's
+ * outbox (it holds the relay's lock; of several instances on one database,
+ * one at a time), 0 while another does or before the relay has started.
+ * `concord status` names the instance from it.
+ */
+export function outboxRelayMetrics(registry: Registry, relaying: () => boolean): void {
+  new Gauge({
+    name: "concord_outbox_relaying",
+    help: "1 while this process relays its service's outbox (it holds the relay's lock), 0 while another process does or before the relay has started",
+    registers: [registry],
+    collect() {
+      this.set(relaying() ? 1 : 0);
+    },
+  });
 }

@@ -79,6 +79,8 @@ export interface OutboxRelay {
   /** Stops sending, waits for the PubAcks in flight (at most publishTimeoutMs), marks what was acknowledged; the rest waits for the next start. Safe to call twice. */
   stop(): Promise<void>;
   stats(): OutboxRelayStats;
+  /** Whether this process relays the outbox now: it holds the relay's lock (PostgreSQL), and not another instance. */
+  relaying(): boolean;
 }
 
 /** Whether `subject` falls under the stream subject `filter` (`*` one token, `>` the rest). */
@@ -756,5 +758,6 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     stats() {
       return { published, duplicates, parked };
     },
+    relaying: () => leading,
   };
 }

@@ -1,6 +1,6 @@
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { ConsumerBinding, DeliveryMiddleware, EventRuntime } from "../events/index.js";
-import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, natsConnectionMetrics, outboxMetrics, type StreamSpec } from "../events/index.js";
+import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, natsConnectionMetrics, outboxMetrics, outboxRelayMetrics, type StreamSpec } from "../events/index.js";
 import { createGrpcServer, grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
 import { dropGaugeTotals, netEventLoopDelay } from "../metrics/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
@@ -236,6 +236,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       dropGaugeTotals(registry);
       outboxMetrics(registry, db);
       natsConnectionMetrics(registry, () => busOf(events));
+      outboxRelayMetrics(registry, () => relayOf(events)?.relaying() ?? false);
       grpcServingMetrics(registry, server);
       unreadAnswerMetrics(registry, server.unreadAnswers);
     }
@@ -302,6 +303,15 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       };
     },
   };
+}
+
+/** The runtime's outbox relay, or undefined while it has not reached NATS (and started none). */
+function relayOf(events: EventRuntime) {
+  try {
+    return events.relay;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The runtime's NATS connection, or undefined while it has not reached NATS. */

@@ -84,7 +84,8 @@ For each instance of each service: its health over grpc.health.v1 and its
 outbox (events waiting, age of the oldest, parked) from its metrics endpoint;
 a service's several instances share its database and so one outbox, shown
 once, read through the first instance whose metrics have it (an instance it
-could not be read through is named, and fails the status);
+could not be read through is named, and fails the status), and which of
+them relays it (holds the relay's lock: concord_outbox_relaying);
 for each service, for each of its consumers (which its instances share), the
 messages pending in JetStream, those delivered and not yet acknowledged,
 redeliveries and dead letters. The services are found where the flags say;

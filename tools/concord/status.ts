@@ -89,7 +89,7 @@ function jetStreamProblem(err: unknown): string {
 }
 
 /** The outbox's samples of a service's metrics, and whether its process is connected to NATS. */
-async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAgeSeconds?: number; parked?: number; natsConnected?: number }> {
+async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAgeSeconds?: number; parked?: number; natsConnected?: number; relaying?: number }> {
   const res = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(metricsTimeoutMs) });
   if (!res.ok) {
     // A service that is starting (opening and migrating its database) answers 503 saying so: its first line tells why.
@@ -106,6 +106,7 @@ async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAg
     oldestAgeSeconds: values.get("concord_outbox_oldest_age_seconds"),
     parked: values.get("concord_outbox_parked"),
     natsConnected: values.get("concord_nats_connected"),
+    relaying: values.get("concord_outbox_relaying"),
   };
 }
 
@@ -141,6 +142,8 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
   const ask = async (instance: StartedInstance, starting: boolean) => {
     // Said only when the service's own connection is down, which this command's connection to NATS does not show.
     let natsDown: string | undefined;
+    /** Whether its metrics say it relays its service's outbox (`concord_outbox_relaying` 1). */
+    let relaying = false;
     const [health, outbox] = await Promise.all([
       credentials
         .then((c) => checkHealth(instance.grpc, "", healthTimeoutMs, c))
@@ -148,6 +151,7 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
         .catch((err: Error) => `unreachable (${(err as { code?: number }).code === status.DEADLINE_EXCEEDED ? `no answer within ${healthTimeoutMs / 1000} s` : whyUnreachable(err)})`),
       scrapeOutbox(instance.metrics).then(
         (o): OutboxAnswer => {
+          relaying = o.relaying === 1;
           if (o.natsConnected === 0) {
             healthy = false;
             natsDown = `NATS: not connected from this process (concord_nats_connected 0); its log says why ("component":"event-bus")`;
@@ -177,12 +181,13 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     ]);
     if (health !== "SERVING") healthy = false;
     // Not up yet rather than failed; still not serving, so the status still fails.
-    if (!starting) return { health, outbox, natsDown };
+    if (!starting) return { health, outbox, natsDown, relaying };
     const startingNote = "starting: `npm start` has not brought it up yet";
     return {
       health: health === "SERVING" ? health : `${startingNote} (${health})`,
       outbox: "unknown" in outbox ? { unknown: `${startingNote}; ${outbox.unknown}` } : outbox,
       natsDown,
+      relaying,
     };
   };
   // Asked before NATS answers: a NATS that does not answer costs its timeout once, not on top of the services' own.
@@ -220,6 +225,15 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
       const first = answered.findIndex(({ outbox }) => "reading" in outbox);
       const shared = first < 0 ? "unknown (read through none of them, as said above)" : `${(answered[first].outbox as { reading: string }).reading} (read through ${nameOf(first)})`;
       print(`${target.name}  outbox, one in the database its ${target.instances.length} instances share: ${shared}`);
+      // One instance at a time publishes it, the one holding the relay's lock: the one to look at when events wait.
+      const relayers = answered.flatMap(({ relaying }, i) => (relaying ? [nameOf(i)] : []));
+      print(
+        `${target.name}  relayed by ${
+          relayers.length > 0
+            ? relayers.join(" and ")
+            : "none of the instances whose metrics answered (a handover under way, or the one relaying did not answer, as said above)"
+        }`,
+      );
       print(`${target.name}  consumers, shared by its ${target.instances.length} instances:`);
     }
     for (const spec of target.consumers) {
