@@ -733,6 +733,24 @@ describe("npm start", () => {
     if (process.getuid?.() !== 0) expect(readdirSync(join(dir.path, "locked"))).toEqual([]);
   });
 
+  it("refuses a certificate file under DATA_DIR/tls that holds no certificate, naming it, before PostgreSQL or nats-server starts (exit 2)", { timeout: 60_000 }, async () => {
+    const ports = { PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`, NATS_PORT: String(await freePort()), POSTGRES_PORT: String(await freePort()) };
+    const tls = join(dir.path, "tls");
+    mkdirSync(tls);
+    const certFile = join(tls, "products.pem");
+    writeFileSync(certFile, "not a certificate\n");
+    // Exited 1, the status of a failure once started; with --postgres, once initdb had written DATA_DIR/postgres.
+    for (const args of [[], ["--postgres"]]) {
+      const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", ...args], { env: { ...process.env, ...ports, DATA_DIR: dir.path, NATS_URL: "" }, encoding: "utf8", timeout: 30_000 });
+      expect(result.status, result.stderr).toBe(2);
+      expect(result.stderr).toMatch(new RegExp(`^start: ${certFile.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} holds no certificate that can be read \\(.*\\); move it away, or delete it to have a new one made\\n$`));
+      expect(readdirSync(dir.path).sort(), args.join(" ")).toEqual(["tls"]);
+      expect(readdirSync(tls)).toEqual(["products.pem"]);
+      expect(readFileSync(certFile, "utf8")).toBe("not a certificate\n");
+    }
+    expect(readmeProse()).toContain("A certificate file that holds no certificate is refused, naming it, with nothing written (exit 2).");
+  });
+
   it("moves --cluster's route and monitoring ports with NATS_ROUTE_PORT and NATS_MONITOR_PORT, refusing one that is not a port or is taken, naming it", { timeout: 120_000 }, async () => {
     const dataDir = join(dir.path, "never-made");
     const startWith = (env: NodeJS.ProcessEnv) =>

@@ -32,12 +32,15 @@ export interface DevCredentials {
 /** A certificate this close to its end is made anew: a start a little before it would leave the services with one that soon fails. */
 const renewWithinMs = 30 * 24 * 60 * 60 * 1000;
 
+/** A certificate file under DATA_DIR/tls that holds no certificate: the user's to move or delete, nothing written over it. */
+export class UnreadableCertificate extends Error {}
+
 /** The certificate in `file`, or an error naming the file and what to do (nothing is written over a file that is no certificate). */
 function readCertificate(file: string): X509Certificate {
   try {
     return new X509Certificate(readFileSync(file));
   } catch (err) {
-    throw new Error(`${file} holds no certificate that can be read (${(err as Error).message}); move it away, or delete it to have a new one made`, { cause: err });
+    throw new UnreadableCertificate(`${file} holds no certificate that can be read (${(err as Error).message}); move it away, or delete it to have a new one made`, { cause: err });
   }
 }
 
@@ -60,15 +63,15 @@ function openssl(args: readonly string[]): void {
 export function ensureDevCredentials(dataDir: string, names: readonly string[], hosts: readonly string[] = []): DevCredentials {
   const tlsDir = join(dataDir, "tls");
   const authDir = join(dataDir, "auth");
+  const caFile = join(tlsDir, "ca.pem");
+  const caKeyFile = join(tlsDir, "ca-key.pem");
+  // Each certificate there is read before anything is written, a directory included: one that cannot be is refused with nothing changed.
+  for (const file of [caFile, ...names.map((name) => join(tlsDir, `${name}.pem`))]) if (existsSync(file)) readCertificate(file);
   mkdirSync(tlsDir, { recursive: true, mode: 0o700 });
   mkdirSync(authDir, { recursive: true, mode: 0o700 });
   const made: string[] = [];
   const renewed: { file: string; why: string }[] = [];
   const now = Date.now();
-  const caFile = join(tlsDir, "ca.pem");
-  const caKeyFile = join(tlsDir, "ca-key.pem");
-  // Each certificate there is read before anything is written: one that cannot be is refused with nothing changed.
-  for (const file of [caFile, ...names.map((name) => join(tlsDir, `${name}.pem`))]) if (existsSync(file)) readCertificate(file);
   const caExpiring = existsSync(caFile) && existsSync(caKeyFile) ? expiring(readCertificate(caFile), now) : undefined;
   if (caExpiring) renewed.push({ file: caFile, why: caExpiring });
   if (!existsSync(caFile) || !existsSync(caKeyFile) || caExpiring) {

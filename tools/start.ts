@@ -51,7 +51,7 @@ import { serviceCommand } from "./service-launch.js";
 import { connectNats } from "./event-watch.js";
 import { ConfigError, readConfig, type Settings } from "../platform/config/index.js";
 import { provisionStreams } from "./concord/provision.js";
-import { ensureDevCredentials } from "./dev-credentials.js";
+import { ensureDevCredentials, UnreadableCertificate } from "./dev-credentials.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isStartScript, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
 import { grpcListenOf, listed, serviceOf, services, servicesCounted, type ServiceName } from "./services.js";
@@ -596,7 +596,14 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, port: number, 
 function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: readonly string[]): { caFile?: string; clientCert?: { certFile: string; keyFile: string }; credentials?: ChannelCredentials } {
   if (process.env.GRPC_INSECURE === "1") return {};
   const hosts = [...new Set(addresses.map((a) => a.replace(/:\d+$/, "").replace(/^\[|\]$/g, "")))];
-  const made = ensureDevCredentials(dataDir, [...services.map((s) => s.name), "client"], hosts);
+  let made;
+  try {
+    made = ensureDevCredentials(dataDir, [...services.map((s) => s.name), "client"], hosts);
+  } catch (err) {
+    // A file the user is to move or delete, as a bad setting is theirs to correct: exit 2, where it exited 1.
+    if (err instanceof UnreadableCertificate) throw new StartRefused(err.message, { cause: err });
+    throw err;
+  }
   for (const { file, why } of made.renewed) console.log(`renewing ${shown(file)}: ${why}`);
   if (made.made.length > 0) console.log(`made the development CA, certificates and token key under ${shown(dataDir)}: ${made.made.map((f) => basename(f)).join(", ")}`);
   const caFile = process.env.GRPC_TLS_CA || made.caFile;
@@ -867,6 +874,8 @@ async function main(): Promise<void> {
   // runs, rather than services that never start.
   const record = postgresOnly ? { nats() {}, up() {} } : recordStartedServices(dataDir, startedServices, process.env.INBOX_RETENTION);
 
+  // Before PostgreSQL starts: a certificate file that holds none is refused with nothing made or started.
+  const grpc = postgresOnly ? {} : grpcSecurityEnv(dataDir, env, placed.flatMap((p) => p.addresses));
   if (flags.postgres) {
     if (!findPostgresBinDir()) {
       // `npm start`'s own setup installs what every start needs; PostgreSQL only this one.
@@ -888,7 +897,6 @@ async function main(): Promise<void> {
     return;
   }
   env[stopOnStdinCloseVariable] = "1";
-  const grpc = grpcSecurityEnv(dataDir, env, placed.flatMap((p) => p.addresses));
   let natsTether: StdioOptions = [];
 
   let natsUrl = process.env.NATS_URL;
