@@ -3,6 +3,7 @@ import { X509Certificate } from "node:crypto";
 import { copyFileSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { readmeProse } from "../test/support/readme.js";
 import { tempDirForSuite } from "../test/support/temp-dir.js";
 import { ensureDevCredentials } from "./dev-credentials.js";
 
@@ -49,6 +50,16 @@ describe("ensureDevCredentials", () => {
     expect(moved.renewed.map((r) => r.why)).toEqual(["it is not for 10.1.2.3", "it is not for 10.1.2.3", "it is not for 10.1.2.3"]);
     expect(new X509Certificate(readFileSync(join(dataDir, "tls", "orders.pem"))).checkIP("10.1.2.3")).toBe("10.1.2.3");
     expect(ensureDevCredentials(dataDir, names, ["127.0.0.1", "10.1.2.3"]).made).toEqual([]);
+  });
+
+  it("makes each certificate for localhost, 127.0.0.1, ::1 and the hosts the services listen on from its first start, as README says", () => {
+    const dataDir = join(dir, "first-moved");
+    ensureDevCredentials(dataDir, names, ["10.1.2.3", "shop.internal"]);
+    for (const name of names) {
+      const cert = new X509Certificate(readFileSync(join(dataDir, "tls", `${name}.pem`)));
+      expect([cert.checkHost("localhost"), cert.checkIP("127.0.0.1"), cert.checkIP("::1"), cert.checkIP("10.1.2.3"), cert.checkHost("shop.internal")], name).toEqual(["localhost", "127.0.0.1", "::1", "10.1.2.3", "shop.internal"]);
+    }
+    expect(readmeProse()).toContain("(P-256, for `localhost`, `127.0.0.1`, `::1` and the hosts the services listen on, 825 days)");
   });
 
   it("makes a CA that expires within 30 days anew, with every certificate", () => {

@@ -1,8 +1,9 @@
 /**
  * The development TLS and token material `npm start` makes on its first run,
  * under DATA_DIR: a CA of its own (tls/ca.pem), a certificate per service
- * signed by it (for 127.0.0.1, ::1 and localhost, usable as server and as
- * client certificate), one for command-line clients (tls/client.pem), and
+ * signed by it (for 127.0.0.1, ::1, localhost and the hosts asked for,
+ * usable as server and as client certificate), one for command-line clients
+ * (tls/client.pem), and
  * the HS256 key that signs and checks bearer tokens (auth/token-hs256.key).
  * Keys are written with mode 0600. What exists is kept; delete a file (or
  * the directory) and start again to make it anew. A certificate is made
