@@ -1,0 +1,19 @@
+import { spawnSync } from "node:child_process";
+import { describe, expect, it } from "vitest";
+import { repoRoot } from "../tools/repo-root.js";
+import { readmeProse } from "./support/readme.js";
+
+/** The day (UTC) git records `commit` as made, or undefined when this clone lacks it (a shallow one, say). */
+function commitDay(commit: string): string | undefined {
+  const log = spawnSync("git", ["log", "-1", "--format=%cd", "--date=format-local:%Y-%m-%d", commit, "--"], { cwd: repoRoot, encoding: "utf8", env: { ...process.env, TZ: "UTC" } });
+  return log.status === 0 ? log.stdout.trim() : undefined;
+}
+
+describe("README", () => {
+  it("dates each commit it names with a date, `2ec546f (2026-12-02, ...)`, as git does", () => {
+    const dated = [...readmeProse().matchAll(/\b([0-9a-f]{7,12}) \((\d{4}-\d\d-\d\d)\b/g)].map((m) => ({ commit: m[1], said: m[2] }));
+    expect(dated.length).toBeGreaterThan(0);
+    const found = dated.filter(({ commit }) => commitDay(commit) !== undefined);
+    expect(found.map(({ commit, said }) => ({ commit, said: commitDay(commit) === said ? said : `${said}, git says ${commitDay(commit)}` }))).toEqual(found);
+  });
+});
