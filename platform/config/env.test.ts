@@ -17,6 +17,12 @@ describe("readConfig", () => {
     expect(read).toThrow(ConfigError);
     expect(read).toThrow(/LISTEN="localhost" is invalid[\s\S]*TIMEOUT="soon" is invalid[\s\S]*WORKERS is required/);
   });
+
+  it("names the variable a bad value was read from, its fallback when only that was set", () => {
+    const database = { ORDERS_DATABASE_URL: { description: "database", default: "orders.db", fallback: "DATABASE_URL", parse: databaseUrl } };
+    expect(() => readConfig(database, { DATABASE_URL: "postgres://db.example" })).toThrow(/^bad configuration:\n {2}DATABASE_URL="postgres:\/\/db.example" is invalid: a postgres URL needs a host and a database/);
+    expect(() => readConfig(database, { ORDERS_DATABASE_URL: "postgres://db.example", DATABASE_URL: "orders.db" })).toThrow(/^bad configuration:\n {2}ORDERS_DATABASE_URL="postgres:\/\/db.example" is invalid/);
+  });
 });
 
 describe("duration", () => {

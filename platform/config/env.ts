@@ -50,7 +50,9 @@ export function readConfig<S extends Settings>(settings: S, env: NodeJS.ProcessE
     try {
       out[name] = setting.parse(text);
     } catch (err) {
-      problems.push(`${name}=${setting.shown?.(text) ?? JSON.stringify(text)} is invalid: ${(err as Error).message} (${setting.description})`);
+      // Named as set: a bad DATABASE_URL was said to be ORDERS_DATABASE_URL, which was not set.
+      const from = raw === undefined || raw === "" ? name : variables[name];
+      problems.push(`${from}=${setting.shown?.(text) ?? JSON.stringify(text)} is invalid: ${(err as Error).message} (${setting.description})`);
     }
   }
   if (problems.length > 0) throw new ConfigError(`bad configuration:\n  ${problems.join("\n  ")}`);
