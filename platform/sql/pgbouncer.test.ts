@@ -1,9 +1,10 @@
 /**
- * PostgreSQL behind a real PgBouncer. In transaction pooling a server session
- * goes from client to client between transactions, so the relay's session
- * lock and LISTEN would not be one instance's own: such a database is refused
- * when a service opens it, before anything is written. Session pooling keeps a
- * session per client, and the platform works through it.
+ * PostgreSQL behind a real PgBouncer. In transaction (or statement) pooling a
+ * server session goes from client to client between transactions (or
+ * statements), so the relay's session lock and LISTEN would not be one
+ * instance's own: such a database is refused when a service opens it, before
+ * anything is written. Session pooling keeps a session per client, and the
+ * platform works through it.
  */
 import { Client } from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -42,12 +43,14 @@ describe("PostgreSQL through PgBouncer", () => {
   const nats = useNatsServer();
   let bus: EventBus;
   let transactionPooler: PgBouncerHandle;
+  let statementPooler: PgBouncerHandle;
   let sessionPooler: PgBouncerHandle;
   let strictPooler: PgBouncerHandle;
 
   beforeAll(async () => {
-    [transactionPooler, sessionPooler, strictPooler] = await Promise.all([
+    [transactionPooler, statementPooler, sessionPooler, strictPooler] = await Promise.all([
       startPgBouncer(postgres(), { poolMode: "transaction" }),
+      startPgBouncer(postgres(), { poolMode: "statement" }),
       startPgBouncer(postgres(), { poolMode: "session" }),
       startPgBouncer(postgres(), { poolMode: "session", ignoreStartupParameters: false }),
     ]);
@@ -55,14 +58,15 @@ describe("PostgreSQL through PgBouncer", () => {
   }, 60_000);
   afterAll(async () => {
     await bus?.close();
-    await Promise.all([transactionPooler?.stop(), sessionPooler?.stop(), strictPooler?.stop()]);
+    await Promise.all([transactionPooler?.stop(), statementPooler?.stop(), sessionPooler?.stop(), strictPooler?.stop()]);
   });
 
-  it("refuses a database behind transaction pooling when a service opens it, saying why and what to use, before any migration", async () => {
-    const direct = await postgres().createDatabase("transaction_pooled");
+  it.each(["transaction", "statement"] as const)("refuses a database behind %s pooling when a service opens it, saying why and what to use, before any migration", async (mode) => {
+    const pooler = mode === "transaction" ? transactionPooler : statementPooler;
+    const direct = await postgres().createDatabase(`${mode}_pooled`);
     const waited: unknown[] = [];
     const opening = openDatabase({
-      path: transactionPooler.urlOf("transaction_pooled"),
+      path: pooler.urlOf(`${mode}_pooled`),
       migrations: [...outboxMigrations, aggregates],
       owner: "things",
       onWaiting: (err) => waited.push(err),

@@ -16,8 +16,8 @@ import { freePort } from "../../tools/free-port.js";
 import type { PostgresServerHandle } from "./postgres.js";
 
 export interface PgBouncerOptions {
-  /** How server sessions are shared between clients: "session" (one client's until it leaves) or "transaction". */
-  readonly poolMode: "session" | "transaction";
+  /** How server sessions are shared between clients: "session" (one client's until it leaves), "transaction" or "statement". */
+  readonly poolMode: "session" | "transaction" | "statement";
   /** Whether the startup parameters PgBouncer does not know are ignored, as the README says to configure it (default), or refused. */
   readonly ignoreStartupParameters?: boolean;
 }
