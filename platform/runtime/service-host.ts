@@ -176,6 +176,12 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
         "a migration waited for a lock another transaction holds on its table; rolled back so that queries on the table go on, it is tried again",
       );
     },
+    onStartupSettingsDropped(settings) {
+      logger.info(
+        { database: shownDatabase, settings },
+        `the pooler in front of PostgreSQL drops the timeouts a connection sends at start-up (PgBouncer's ignore_startup_parameters): each connection sets ${settings.join(" and ")} itself once connected`,
+      );
+    },
     onNew() {
       newDatabase = true;
     },

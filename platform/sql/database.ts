@@ -1,6 +1,6 @@
 import { isApplied, migrate, type MigrationLockRetry } from "./migrate.js";
 import { setTimeout as sleep } from "node:timers/promises";
-import { isDatabaseUnavailable, openPostgres } from "./postgres.js";
+import { isDatabaseUnavailable, openPostgres, type StartupTimeout } from "./postgres.js";
 import { claimSqliteFile, openSqlite, sqliteMayHaveMigration, type SqliteDetached } from "./sqlite.js";
 import { Code, StatusError } from "../errors/index.js";
 import type { Database, Migration } from "./types.js";
@@ -39,6 +39,11 @@ export interface DatabaseOptions {
   readonly migrationLockRetryLimitMs?: number;
   /** Postgres: told of each time a migration is rolled back because a lock it waited for was held elsewhere, before its next attempt. */
   readonly onMigrationLockRetry?: (retry: MigrationLockRetry) => void;
+  /**
+   * Postgres: told once, at start, of the timeouts a pooler in front dropped from the connections' start-up
+   * (PgBouncer's ignore_startup_parameters), which each connection then sets itself once connected.
+   */
+  readonly onStartupSettingsDropped?: (settings: readonly StartupTimeout[]) => void;
   /** Told once, before migrating, when the database has none of its migrations yet: it is new (made now, or empty). */
   readonly onNew?: () => void;
   /** A migration the database must have already, or opening fails with FAILED_PRECONDITION, nothing changed (see `migrate`). */
@@ -111,7 +116,10 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
       signal?.throwIfAborted();
       try {
         // Before anything is written: a database reached through a pooler that does not keep sessions is refused untouched.
-        if (postgresDb && !sessionsChecked) await postgresDb.checkSessions();
+        if (postgresDb && !sessionsChecked) {
+          const dropped = await postgresDb.checkSessions();
+          if (dropped.length > 0) options.onStartupSettingsDropped?.(dropped);
+        }
         sessionsChecked = true;
         if (!toldNew && options.onNew && options.migrations.length > 0 && !(await isApplied(db, options.migrations[0]!.id))) {
           toldNew = true;

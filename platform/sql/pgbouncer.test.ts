@@ -94,6 +94,31 @@ describe("PostgreSQL through PgBouncer", () => {
     expect(await tablesOf(direct)).toEqual([]);
   });
 
+  it("behind a pooler that drops the timeouts a connection sends at start-up, sets them on each connection itself and says so once", async () => {
+    const direct = await postgres().createDatabase("session_timeouts");
+    const told: (readonly string[])[] = [];
+    const open = (url: string) =>
+      openDatabase({ path: `${url}?statement_timeout=2000`, migrations: [aggregates], owner: "things", onStartupSettingsDropped: (names) => told.push(names) });
+    const shown = "SELECT current_setting('statement_timeout') AS statement, current_setting('idle_in_transaction_session_timeout') AS idle";
+    const db = await open(sessionPooler.urlOf("session_timeouts"));
+    try {
+      // Each of several pooled connections at once, not only the first, and statements outside transactions too.
+      const inTransactions = await Promise.all(Array.from({ length: 5 }, () => db.transaction(async (tx) => (await tx.query(shown))[0])));
+      expect([...inTransactions, ...(await db.query(shown))]).toEqual(Array(6).fill({ statement: "2s", idle: "2s" }));
+      expect(told).toEqual([["idle_in_transaction_session_timeout", "statement_timeout"]]);
+    } finally {
+      await db.close();
+    }
+    // Reached directly, the server takes them at start-up: nothing to set, nothing said.
+    const directly = await open(direct);
+    try {
+      expect(await directly.query(shown)).toEqual([{ statement: "2s", idle: "2s" }]);
+      expect(told).toHaveLength(1);
+    } finally {
+      await directly.close();
+    }
+  });
+
   it("works behind session pooling: two instances migrate, one holds the relay's lock, LISTEN wakes it, events go out in order", async () => {
     const direct = await postgres().createDatabase("session_pooled");
     const url = sessionPooler.urlOf("session_pooled");

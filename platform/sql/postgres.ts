@@ -523,6 +523,9 @@ function watchSession(client: pg.Client, everyMs: number): () => void {
 /** Rounds of the session check's statements (see `checkSessions`). */
 const sessionCheckRounds = 3;
 
+/** The settings a connection sends at start-up that bound its statements and its transactions' idle time. */
+export type StartupTimeout = "idle_in_transaction_session_timeout" | "statement_timeout";
+
 /** A server session: its backend's pid, and when its server started, since a pooler may lead to several servers. */
 interface ServerSession {
   readonly pid: number;
@@ -536,9 +539,11 @@ export type PostgresDatabase = Database & {
    * Fails when the server session behind a connection does not stay with it
    * (a pooler that hands sessions out per transaction or statement, such as
    * PgBouncer's pool_mode = transaction): the relay's lock and LISTEN need a
-   * session of their own. Resolves when each connection kept its session.
+   * session of their own. Resolves when each connection kept its session, with
+   * the timeouts sent at start-up that did not take (a pooler dropped them,
+   * PgBouncer's ignore_startup_parameters): each new connection sets those itself from then on.
    */
-  checkSessions(): Promise<void>;
+  checkSessions(): Promise<readonly StartupTimeout[]>;
 };
 
 /**
@@ -596,7 +601,13 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       heldWhileConnecting(this, socket);
     }
   }
-  const pool = new pg.Pool({ max: options.poolSize ?? 10, Client: Connection });
+  /** Set by checkSessions when the start-up timeouts did not take: statements each new pooled connection runs first. */
+  let setOnConnect: string | undefined;
+  const pool = new pg.Pool({
+    max: options.poolSize ?? 10,
+    Client: Connection,
+    onConnect: (client) => (setOnConnect === undefined ? undefined : answered(client as pg.Client, answerWithin(statementTimeoutMs), () => client.query(setOnConnect!))),
+  });
   // An idle connection that breaks (the server restarted) is dropped; its next user gets a new one.
   pool.on("error", () => undefined);
   /** A statement outside any transaction, on a pooled connection of its own. */
@@ -755,6 +766,16 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
           await session(0);
           await session(1);
         }
+        if (statementTimeoutMs === 0) return [];
+        // The server marks what a connection's start-up set as the client's; a pooler that drops the parameters leaves the
+        // server's or the role's value (none by default), and statements and idle transactions would go unbounded.
+        const asked = () =>
+          connections[0].query<{ name: StartupTimeout }>(
+            "SELECT name FROM pg_settings WHERE name IN ('statement_timeout', 'idle_in_transaction_session_timeout') AND source <> 'client' ORDER BY name",
+          );
+        const dropped = (await answered(connections[0], answerWithin(statementTimeoutMs), asked)).rows.map((r) => r.name);
+        if (dropped.length > 0) setOnConnect = dropped.map((name) => `SET ${name} = ${statementTimeoutMs}`).join("; ");
+        return dropped;
       } finally {
         await Promise.all(connections.map((c) => c.end().catch(() => undefined)));
       }
