@@ -46,19 +46,21 @@ describe("PostgreSQL through PgBouncer", () => {
   let statementPooler: PgBouncerHandle;
   let sessionPooler: PgBouncerHandle;
   let strictPooler: PgBouncerHandle;
+  let smallPooler: PgBouncerHandle;
 
   beforeAll(async () => {
-    [transactionPooler, statementPooler, sessionPooler, strictPooler] = await Promise.all([
+    [transactionPooler, statementPooler, sessionPooler, strictPooler, smallPooler] = await Promise.all([
       startPgBouncer(postgres(), { poolMode: "transaction" }),
       startPgBouncer(postgres(), { poolMode: "statement" }),
       startPgBouncer(postgres(), { poolMode: "session" }),
       startPgBouncer(postgres(), { poolMode: "session", ignoreStartupParameters: false }),
+      startPgBouncer(postgres(), { poolMode: "session", poolSize: 1, queryWaitTimeoutS: 1 }),
     ]);
     bus = await connectEventBus({ url: nats().url, name: "pgbouncer-test", logger });
   }, 60_000);
   afterAll(async () => {
     await bus?.close();
-    await Promise.all([transactionPooler?.stop(), statementPooler?.stop(), sessionPooler?.stop(), strictPooler?.stop()]);
+    await Promise.all([transactionPooler?.stop(), statementPooler?.stop(), sessionPooler?.stop(), strictPooler?.stop(), smallPooler?.stop()]);
   });
 
   it.each(["transaction", "statement"] as const)("refuses a database behind %s pooling when a service opens it, saying why and what to use, before any migration", async (mode) => {
@@ -117,6 +119,16 @@ describe("PostgreSQL through PgBouncer", () => {
     } finally {
       await directly.close();
     }
+  });
+
+  it("says, when the pooler had no server connection free for a statement, that its pool must hold every instance's connections", async () => {
+    const direct = await postgres().createDatabase("small_pooled");
+    // The check at start holds two connections at once; a pool of one server connection makes the second wait past query_wait_timeout.
+    const opening = openDatabase({ path: smallPooler.urlOf("small_pooled"), migrations: [...outboxMigrations, aggregates], owner: "things" });
+    // Still UNAVAILABLE, for it passes once connections are given back: PgBouncer answers it with SQLSTATE 08P01 and the bare "query_wait_timeout".
+    await expect(opening).rejects.toMatchObject({ code: Code.UNAVAILABLE, cause: { code: "08P01", message: "query_wait_timeout" } });
+    await expect(opening).rejects.toThrow(/no server connection free .*query_wait_timeout.*default_pool_size.*every instance's connections/);
+    expect(await tablesOf(direct)).toEqual([]);
   });
 
   it("works behind session pooling: two instances migrate, one holds the relay's lock, LISTEN wakes it, events go out in order", async () => {

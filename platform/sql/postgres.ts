@@ -177,6 +177,16 @@ function unavailable(err: unknown, urlName = defaultUrlName): unknown {
   if (refused !== undefined) return new StatusError(Code.FAILED_PRECONDITION, refused, { cause: err });
   if (codeOf(err) === "57014") return new StatusError(Code.DEADLINE_EXCEEDED, `the database cancelled a statement: ${(err as Error).message}`, { cause: err });
   if (!isDatabaseUnavailable(err)) return err;
+  if (codeOf(err) === "08P01" && (err as Error).message === "query_wait_timeout") {
+    // It passes once other clients give connections back, but it comes again under load unless the pool is made larger.
+    return StatusError.unavailable(
+      "the pooler in front of PostgreSQL had no server connection free for a statement within its query_wait_timeout; try again " +
+        "shortly. In session pooling each client connection holds a server connection while it lasts: the pool for this " +
+        "database (PgBouncer's default_pool_size, or pool_size in [databases]) must hold every instance's connections, up to " +
+        "the pool's 10 and 3 more each",
+      err,
+    );
+  }
   return StatusError.unavailable("the database is unavailable; try again shortly", err);
 }
 

@@ -20,6 +20,10 @@ export interface PgBouncerOptions {
   readonly poolMode: "session" | "transaction" | "statement";
   /** Whether the startup parameters PgBouncer does not know are ignored, as the README says to configure it (default), or refused. */
   readonly ignoreStartupParameters?: boolean;
+  /** Server connections per database (default_pool_size; default 20, PgBouncer's own default). */
+  readonly poolSize?: number;
+  /** How long a client's statement waits for a free server connection before PgBouncer fails it, s (query_wait_timeout; default 120, PgBouncer's). */
+  readonly queryWaitTimeoutS?: number;
 }
 
 /** A running PgBouncer, owned by the test that started it. */
@@ -66,7 +70,8 @@ export async function startPgBouncer(postgres: PostgresServerHandle, options: Pg
         `pool_mode = ${options.poolMode}`,
         ...(options.ignoreStartupParameters === false ? [] : ["ignore_startup_parameters = options,statement_timeout,idle_in_transaction_session_timeout"]),
         "max_client_conn = 200",
-        "default_pool_size = 20",
+        `default_pool_size = ${options.poolSize ?? 20}`,
+        `query_wait_timeout = ${options.queryWaitTimeoutS ?? 120}`,
         "",
       ].join("\n"),
     );
