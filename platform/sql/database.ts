@@ -39,6 +39,8 @@ export interface DatabaseOptions {
   readonly migrationLockRetryLimitMs?: number;
   /** Postgres: told of each time a migration is rolled back because a lock it waited for was held elsewhere, before its next attempt. */
   readonly onMigrationLockRetry?: (retry: MigrationLockRetry) => void;
+  /** Postgres: how often, at most, an instance waiting for another's migrations asks for their lock without word from its holder, ms (see `migrate`; default 500). */
+  readonly migrationLockPollMs?: number;
   /**
    * Postgres: told once, at start, of the timeouts a pooler in front dropped from the connections' start-up
    * (PgBouncer's ignore_startup_parameters), which each connection then sets itself once connected.
@@ -131,6 +133,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
           ownerAdvice: options.ownerAdvice,
           lockTimeoutMs: options.migrationLockTimeoutMs,
           lockRetryLimitMs: options.migrationLockRetryLimitMs,
+          lockPollMs: options.migrationLockPollMs,
           onLockRetry: options.onMigrationLockRetry,
           requireApplied: options.requireApplied,
           refuseNewer: options.refuseNewer,

@@ -34,6 +34,11 @@ export interface MigrateOptions {
   readonly lockRetryLimitMs?: number;
   /** Postgres: told of each time a migration is rolled back because a lock it waited for was held elsewhere, before its next attempt. */
   readonly onLockRetry?: (retry: MigrationLockRetry) => void;
+  /**
+   * Postgres: how often, at most, an instance waiting for `lockKey` asks for it again without word from its holder
+   * (which says when it gives the lock up), ms; this finds a holder that died. Default 500.
+   */
+  readonly lockPollMs?: number;
   /** Ends a pause between attempts, or the wait for another instance's migrations, early: migrate rejects (an AbortError). */
   readonly signal?: AbortSignal;
   /**
@@ -70,10 +75,11 @@ export interface MigrationLockRetry {
 const maxRetryPauseMs = 15_000;
 
 /**
- * How often an instance asks for the lock under which instances migrate while another holds it, at most: it asks
- * at once when the holder says it gave the lock up (lockFreedChannel); this finds a holder that died.
+ * How often an instance asks for the lock under which instances migrate while another holds it, at most, unless
+ * told otherwise (MigrateOptions.lockPollMs): it asks at once when the holder says it gave the lock up
+ * (lockFreedChannel); this finds a holder that died.
  */
-const lockPollMs = 500;
+const defaultLockPollMs = 500;
 
 /**
  * Postgres: the channel on which an instance that held the lock under which instances migrate says, once it has
@@ -132,6 +138,7 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
     onLockRetry,
     signal,
   };
+  const lockPollMs = positiveInteger("migrate", "lockPollMs", options.lockPollMs, defaultLockPollMs);
   const ids = migrations.map((m) => m.id);
   if (new Set(ids).size !== ids.length) throw new Error(`duplicate migration ids: ${ids.join(", ")}`);
   // Checked on either store: a migration written on SQLite runs on Postgres too.
@@ -139,7 +146,7 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
   if (options.requireApplied !== undefined && !(await isApplied(db, options.requireApplied))) {
     throw new StatusError(Code.FAILED_PRECONDITION, `the database has no migration ${options.requireApplied}; nothing was changed`);
   }
-  const held = lockKey === undefined ? undefined : await takeLock(db, lockKey, signal);
+  const held = lockKey === undefined ? undefined : await takeLock(db, lockKey, signal, lockPollMs);
   let lost = false;
   void held?.lost.then(() => (lost = true));
   const applied: string[] = [];
@@ -204,14 +211,14 @@ const unbounded = { statementTimeoutMs: 0 };
 
 /**
  * The session lock `key`, once no other instance holds it: asked for again as soon as its holder says it gave it up
- * (lockFreedChannel), else at most every lockPollMs. Rejects (an AbortError) when `signal` aborts meanwhile.
+ * (lockFreedChannel), else at most every `pollMs`. Rejects (an AbortError) when `signal` aborts meanwhile.
  */
-async function takeLock(db: Database, key: number, signal: AbortSignal | undefined): Promise<SessionLock> {
+async function takeLock(db: Database, key: number, signal: AbortSignal | undefined, pollMs: number): Promise<SessionLock> {
   const first = await db.tryLock(key);
   if (first) return first;
   let freed = false;
   let wake: (() => void) | undefined;
-  // Listening before asking again: a holder that gives the lock up after this ask is heard. Without LISTEN (it failed), asked every lockPollMs.
+  // Listening before asking again: a holder that gives the lock up after this ask is heard. Without LISTEN (it failed), asked every pollMs.
   const unlisten = await db
     .listen(lockFreedChannel, () => {
       freed = true;
@@ -236,7 +243,7 @@ async function takeLock(db: Database, key: number, signal: AbortSignal | undefin
           reject(signal!.reason);
           done();
         };
-        const timer = setTimeout(done, lockPollMs * (0.5 + Math.random() / 2));
+        const timer = setTimeout(done, pollMs * (0.5 + Math.random() / 2));
         signal?.addEventListener("abort", aborted, { once: true });
         wake = done;
       });
