@@ -45,7 +45,7 @@ describe("startMetricsServer", () => {
 
   it("renders once for the scrapes that come while it renders, each answered with that text", async () => {
     // Long enough for the 50 to come while the first is rendered, on a busy machine too.
-    const { server, collections } = await endpoint(1_000);
+    const { server, collections } = await endpoint(3_000);
     const answers = await Promise.all(Array.from({ length: 50 }, async () => (await fetch(`http://${server.address}/metrics`)).text()));
     // Each scrape rendered the registry anew: 50 renderings, 1,000 of them held the event loop 3.7 s.
     expect(collections()).toBeLessThanOrEqual(2);
@@ -69,10 +69,8 @@ describe("startMetricsServer", () => {
     const silent = await connection(server.address);
     const partial = await connection(server.address);
     partial.socket.write("GET /metrics HTTP/1.1\r\nHost: x\r\n");
-    const started = performance.now();
-    // Node held both until it looked at its connections, every 30 s.
+    // Node held both until it looked at its connections, every 30 s: past the test's 15 s.
     expect(await silent.closed).toMatch(/^HTTP\/1\.1 408/);
     expect(await partial.closed).toMatch(/^HTTP\/1\.1 408/);
-    expect(performance.now() - started).toBeLessThan(5_000);
   });
 });
