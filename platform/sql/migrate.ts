@@ -217,12 +217,12 @@ async function takeLock(db: Database, key: number, signal: AbortSignal | undefin
   const first = await db.tryLock(key);
   if (first) return first;
   let freed = false;
-  let wake: (() => void) | undefined;
+  let pause: AbortController | undefined;
   // Listening before asking again: a holder that gives the lock up after this ask is heard. Without LISTEN (it failed), asked every pollMs.
   const unlisten = await db
     .listen(lockFreedChannel, () => {
       freed = true;
-      wake?.();
+      pause?.abort();
     })
     .catch(() => undefined);
   try {
@@ -231,21 +231,10 @@ async function takeLock(db: Database, key: number, signal: AbortSignal | undefin
       const held = await db.tryLock(key);
       if (held) return held;
       if (freed) continue;
-      await new Promise<void>((resolve, reject) => {
+      pause = new AbortController();
+      await sleep(pollMs * (0.5 + Math.random() / 2), undefined, { signal: signal ? AbortSignal.any([signal, pause.signal]) : pause.signal }).catch(() => {
+        // Ended early: by the holder's word (ask now), or by `signal` (give up).
         signal?.throwIfAborted();
-        const done = () => {
-          clearTimeout(timer);
-          signal?.removeEventListener("abort", aborted);
-          wake = undefined;
-          resolve();
-        };
-        const aborted = () => {
-          reject(signal!.reason);
-          done();
-        };
-        const timer = setTimeout(done, pollMs * (0.5 + Math.random() / 2));
-        signal?.addEventListener("abort", aborted, { once: true });
-        wake = done;
       });
     }
   } finally {

@@ -115,6 +115,26 @@ describe("the lock under which PostgreSQL instances migrate", () => {
     for (const db of opened.splice(0)) await db.close().catch(() => undefined);
   });
 
+  it("gives up waiting for it when the opening's signal aborts, rejecting with the signal's reason", { timeout: 50_000 }, async () => {
+    const url = await postgres().createDatabase("lock_wait_aborted");
+    const holder = new pg.Client({ connectionString: url });
+    holder.on("error", () => undefined);
+    await holder.connect();
+    try {
+      // The key openDatabase migrates under ("Conc"), held by another session that never lets it go.
+      await holder.query("SELECT pg_advisory_lock($1)", [0x436f6e63]);
+      const stop = new AbortController();
+      const opening = openDatabase({ path: url, migrations: [notes], migrationLockPollMs: 120_000, signal: stop.signal });
+      // Waiting for the lock: its LISTEN is up.
+      await expect.poll(async () => (await holder.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'")).rows[0].n, { interval: 20 }).toBe(1);
+      const reason = new Error("stopping");
+      stop.abort(reason);
+      await expect(opening).rejects.toBe(reason);
+    } finally {
+      await holder.end();
+    }
+  });
+
   it("goes to an instance waiting for it as soon as its holder is done, not at the waiter's next ask", { timeout: 50_000 }, async () => {
     // Long enough for the second instance to be waiting by the time the first is done.
     const pause = { id: "t_0002_pause", sql: "SELECT pg_sleep(0.6)" };
