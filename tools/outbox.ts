@@ -45,9 +45,12 @@ changed.`;
 /** The outbox tool's options. */
 export const outboxOptions = { database: { type: "string" }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } } as const;
 
-/** What to say of a DATA_DIR that does not exist, where a service's database was looked for: a start given another one, most likely. */
-export const noStartRanIn = (dataDir: string): string =>
-  `DATA_DIR ${dataDir} does not exist, so no \`npm start\` has run with it: set DATA_DIR as \`npm start\` was given it, or name the service's database with --database`;
+/**
+ * What to say of a DATA_DIR that does not exist, where a service's database was looked for: a start given another
+ * one, most likely. `option` is the command's option that names the database.
+ */
+export const noStartRanIn = (dataDir: string, option = "--database"): string =>
+  `DATA_DIR ${dataDir} does not exist, so no \`npm start\` has run with it: set DATA_DIR as \`npm start\` was given it, or name the service's database with ${option}`;
 
 /** How a caller of `outboxCommand` has it say its messages, its help, and bad usage. */
 export interface OutboxCommandOptions {

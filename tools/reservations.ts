@@ -121,7 +121,7 @@ async function openServiceDatabase(service: "products" | "orders", path: string,
   const shown = isPostgresUrl(path) ? redact(path) : path;
   const variable = `${service.toUpperCase()}_DATABASE_URL`;
   if (!isPostgresUrl(path) && !existsSync(path)) {
-    const fix = !existsSync(dataDir) ? noStartRanIn(dataDir).replace("with --database", `with ${option}`) : `name it with ${option}, or set ${variable} as for the service`;
+    const fix = !existsSync(dataDir) ? noStartRanIn(dataDir, option) : `name it with ${option}, or set ${variable} as for the service`;
     throw new Refusal(`the ${service} service's database ${shown} does not exist; ${fix}`, 2);
   }
   try {

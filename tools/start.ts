@@ -135,6 +135,40 @@ const natsMaxExits = 5;
 const natsRestartWindowMs = 60_000;
 
 /**
+ * A supervisor's answer to the unexpected exits of the server `name` (a
+ * nats-server, PostgreSQL) once everything is up: each said (`how`, "exited
+ * (code 1)"), and the server started again (`restart`, resolving once it
+ * serves) after `natsRestartPauseMs`, unless it has exited `natsMaxExits`
+ * times within `natsRestartWindowMs`: then it cannot run, and everything
+ * stops. A restart that fails is `failed`'s to say.
+ */
+function restarter(name: string, failed: (err: Error) => void): (how: string, restart: () => Promise<void>) => void {
+  const exits: number[] = [];
+  return (how, restart) => {
+    const now = Date.now();
+    exits.push(now);
+    while (exits[0] <= now - natsRestartWindowMs) exits.shift();
+    if (exits.length >= natsMaxExits) {
+      console.error(`start: ${name} ${how}, ${exits.length} times within ${natsRestartWindowMs / 1000} s; not starting it again; stopping everything`);
+      void stopAll(1);
+      return;
+    }
+    console.error(`start: ${name} ${how}; starting it again in ${natsRestartPauseMs / 1000} s`);
+    setTimeout(() => {
+      if (stopping) return;
+      restart().then(
+        () => {
+          if (!stopping) console.error(`start: ${name} is running again`);
+        },
+        (err: Error) => {
+          if (!stopping) failed(err);
+        },
+      );
+    }, natsRestartPauseMs);
+  };
+}
+
+/**
  * Launches a nats-server under tools/run-tethered.mjs and starts it again,
  * as a supervisor would, whenever it exits once everything is up and while
  * nothing is stopping (at start-up, its exit stops everything): the
@@ -151,7 +185,7 @@ const natsRestartWindowMs = 60_000;
  * into the other servers meanwhile.
  */
 function superviseNatsServer(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, whenBack: () => Promise<void>): Child {
-  const exits: number[] = [];
+  const restartAfter = restarter(name, (err) => console.error(`start: ${name} was started again, but ${err.message}`));
   const start = (): Child => {
     const child: Child = launch(name, command, args, env, [], (code) => {
       if (!up) {
@@ -160,74 +194,38 @@ function superviseNatsServer(name: string, command: string, args: string[], env:
         void stopAll(1);
         return;
       }
-      const now = Date.now();
-      exits.push(now);
-      while (exits[0] <= now - natsRestartWindowMs) exits.shift();
       // What died may be the tether script; the server under it, in its process group, must not keep the ports.
       try {
         process.kill(-child.process.pid!, "SIGKILL");
       } catch {
         // the group is gone
       }
-      if (exits.length >= natsMaxExits) {
-        console.error(`start: ${name} exited (code ${code}), ${exits.length} times within ${natsRestartWindowMs / 1000} s; not starting it again; stopping everything`);
-        void stopAll(1);
-        return;
-      }
-      console.error(`start: ${name} exited (code ${code}); starting it again in ${natsRestartPauseMs / 1000} s`);
-      setTimeout(() => {
-        if (stopping) return;
+      restartAfter(`exited (code ${code})`, () => {
         children.splice(children.indexOf(child), 1);
         start();
-        whenBack().then(
-          () => {
-            if (!stopping) console.error(`start: ${name} is running again`);
-          },
-          (err: unknown) => {
-            if (!stopping) console.error(`start: ${name} was started again, but ${(err as Error).message}`);
-          },
-        );
-      }, natsRestartPauseMs);
+        return whenBack();
+      });
     });
     return child;
   };
   return start();
 }
 
-const postgresExits: number[] = [];
-
 /**
  * PostgreSQL's `onExit`: the server `npm start` runs exited while nothing
- * stopped it (killed, crashed). Started again after the nats-server's pause,
- * as a supervisor would: the services wait for their database meanwhile,
- * answering calls `UNAVAILABLE`, and carry on once it is back. After
- * `natsMaxExits` exits within `natsRestartWindowMs`, or when it cannot be
- * started again, says so and stops everything.
+ * stopped it (killed, crashed). Started again as a nats-server is
+ * (`restarter`): the services wait for their database meanwhile, answering
+ * calls `UNAVAILABLE`, and carry on once it is back. One that cannot be
+ * started again stops everything.
  */
+const restartPostgresAfter = restarter("PostgreSQL", (err) => {
+  console.error(`start: PostgreSQL could not be started again: ${err.message}; stopping everything`);
+  void stopAll(1);
+});
+
 function restartPostgres(status: string): void {
   if (stopping) return;
-  const now = Date.now();
-  postgresExits.push(now);
-  while (postgresExits[0] <= now - natsRestartWindowMs) postgresExits.shift();
-  if (postgresExits.length >= natsMaxExits) {
-    console.error(`start: PostgreSQL ${status}, ${postgresExits.length} times within ${natsRestartWindowMs / 1000} s; not starting it again; stopping everything`);
-    void stopAll(1);
-    return;
-  }
-  console.error(`start: PostgreSQL ${status}; starting it again in ${natsRestartPauseMs / 1000} s`);
-  setTimeout(() => {
-    if (stopping) return;
-    postgres!.restart().then(
-      () => {
-        if (!stopping) console.error("start: PostgreSQL is running again");
-      },
-      (err: unknown) => {
-        if (stopping) return;
-        console.error(`start: PostgreSQL could not be started again: ${(err as Error).message}; stopping everything`);
-        void stopAll(1);
-      },
-    );
-  }, natsRestartPauseMs);
+  restartPostgresAfter(status, () => postgres!.restart());
 }
 
 function isRunning(child: Child): boolean {
