@@ -241,8 +241,8 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       netEventLoopDelay(registry, eventLoopSampleMs);
       dropGaugeTotals(registry);
       outboxMetrics(registry, db);
-      natsConnectionMetrics(registry, () => busOf(events));
-      outboxRelayMetrics(registry, () => relayOf(events)?.relaying() ?? false);
+      natsConnectionMetrics(registry, () => onceReached(() => events.bus));
+      outboxRelayMetrics(registry, () => onceReached(() => events.relay)?.relaying() ?? false);
       grpcServingMetrics(registry, server);
       unreadAnswerMetrics(registry, server.unreadAnswers);
     }
@@ -277,7 +277,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       try {
         ({ port } = await server.start());
         if (registry && metrics) {
-          consumerLagMetrics({ registry, consumers: consumers.map((c) => c.spec), jsm: () => busOf(events)?.jsm });
+          consumerLagMetrics({ registry, consumers: consumers.map((c) => c.spec), jsm: () => onceReached(() => events.bus)?.jsm });
           metrics.serve();
         }
       } catch (err) {
@@ -311,19 +311,10 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
   };
 }
 
-/** The runtime's outbox relay, or undefined while it has not reached NATS (and started none). */
-function relayOf(events: EventRuntime) {
+/** What `read` gives of the runtime (its `bus`, its `relay`), or undefined while it has not reached NATS (they throw until then). */
+function onceReached<T>(read: () => T): T | undefined {
   try {
-    return events.relay;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The runtime's NATS connection, or undefined while it has not reached NATS. */
-function busOf(events: EventRuntime) {
-  try {
-    return events.bus;
+    return read();
   } catch {
     return undefined;
   }
