@@ -12,7 +12,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { listFiles } from "./contracts/files.js";
 import { buildGrpcDescriptorSet } from "./contracts/grpc-descriptors.js";
 import { bufBin, buildImage, protoFiles } from "./contracts/image.js";
-import { checkReadmeEventTable, checkReadmeNatsTable, eventTableOfContracts, natsTableOfContracts, withEventTable, withNatsTable } from "./contracts/readme-events.js";
+import { checkReadmeEventTable, checkReadmeNatsTable, readmeTablesOfContracts, withEventTable, withNatsTable } from "./contracts/readme-events.js";
 import { repoRoot } from "./repo-root.js";
 import { type EventManifest, natsAuthorizationModule, natsAuthorizationOf } from "./contracts/nats-permissions.js";
 import { generateSdks, sdkTemplate } from "./contracts/sdk.js";
@@ -189,8 +189,8 @@ function main(args: string[]): number {
   }
   const genDir = join(repoRoot, "gen");
   const readmePath = join(repoRoot, "README.md");
-  const eventTable = eventTableOfContracts();
-  const natsTable = natsTableOfContracts();
+  // Both from one build of the contracts.
+  const { events: eventTable, nats: natsTable } = readmeTablesOfContracts();
   if (args.includes("--check")) {
     const differing = [...checkGenerated(genDir).map((f) => `gen/${f}`), ...checkReadmeEventTable(readmePath, eventTable), ...checkReadmeNatsTable(readmePath, natsTable)];
     if (differing.length > 0) {

@@ -81,28 +81,27 @@ function withTable(readme: string, table: string, place: TablePlace, name: strin
   return `${readme.slice(0, start + place.start.length)}\n\n${table}\n\n${readme.slice(end)}`;
 }
 
-/** The event table of the contracts under `protoDir`. */
-export function eventTableOfContracts(protoDir = join(repoRoot, "proto")): string {
+/** README's generated tables of the contracts under `protoDir`, from one build of them: the event table and the NATS users' table. */
+export function readmeTablesOfContracts(protoDir = join(repoRoot, "proto")): { readonly events: string; readonly nats: string } {
   const work = mkdtempSync(join(tmpdir(), "concord-readme-"));
   try {
     const image = join(work, "image.binpb");
     buildImage(protoDir, image);
-    return eventTableOf(loadImageFiles(readFileSync(image)));
+    const files = loadImageFiles(readFileSync(image));
+    return { events: eventTableOf(files), nats: natsPermissionTable(natsAuthorizationOf(readEventsManifest(files))) };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
 }
 
+/** The event table of the contracts under `protoDir`. */
+export function eventTableOfContracts(protoDir = join(repoRoot, "proto")): string {
+  return readmeTablesOfContracts(protoDir).events;
+}
+
 /** The NATS users' table of the contracts under `protoDir`: the users and rights `npm run gen` writes to gen/ts/concord_nats.ts. */
 export function natsTableOfContracts(protoDir = join(repoRoot, "proto")): string {
-  const work = mkdtempSync(join(tmpdir(), "concord-readme-"));
-  try {
-    const image = join(work, "image.binpb");
-    buildImage(protoDir, image);
-    return natsPermissionTable(natsAuthorizationOf(readEventsManifest(loadImageFiles(readFileSync(image)))));
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
+  return readmeTablesOfContracts(protoDir).nats;
 }
 
 /** `["README.md (event table)"]` (the file's own name) when the table in `readmePath` is not `table`, else `[]`. Throws when the markers are missing. */
