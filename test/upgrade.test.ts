@@ -100,4 +100,26 @@ describe("a service started on the database of another version", () => {
     expect(readFileSync(database).equals(before)).toBe(true);
     expect(readmeProse()).toContain("refuses to start on a database a newer version migrated");
   });
+
+  it("starts on a database whose newer migration is marked as one older code works with, saying so in a warning", async () => {
+    const database = join(dir, "orders-expanded.db");
+    const later = { id: "orders_9999_from_a_later_version", sql: "CREATE TABLE later_things (id TEXT PRIMARY KEY)", olderCodeWorks: true };
+    const newer = await openDatabase({ path: database, migrations: [...orderMigrations, ...eventMigrations, ...requestIdMigrations, later], owner: "orders" });
+    await newer.close();
+    const service = startServiceProcess("orders", { ORDERS_LISTEN: "127.0.0.1:0", ORDERS_DATABASE_URL: database, NATS_URL: `nats://127.0.0.1:${await freePort()}` });
+    try {
+      // It goes on to wait for NATS (none listens there), the database opened.
+      const warning = await logged(service, (line) => line.level === "warn" && Array.isArray(line.migrations));
+      expect(warning).toMatchObject({
+        migrations: ["orders_9999_from_a_later_version"],
+        msg:
+          "the database records migration orders_9999_from_a_later_version of a newer version of the code, which this version does not have; " +
+          "it is marked as one older code works with (olderCodeWorks), so this version runs on it",
+      });
+      await logged(service, (line) => String(line.msg).startsWith("NATS cannot be reached"));
+    } finally {
+      await service.stop();
+    }
+    expect(service.logs().filter((line) => line.level === "fatal")).toEqual([]);
+  });
 });

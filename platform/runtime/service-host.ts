@@ -185,6 +185,14 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     onNew() {
       newDatabase = true;
     },
+    onNewerMigrations(ids) {
+      // A rollback, or an instance not yet upgraded: the newer code marked each of these as one older code works with.
+      logger.warn(
+        { database: shownDatabase, migrations: ids },
+        `the database records migration${ids.length === 1 ? "" : "s"} ${ids.join(", ")} of a newer version of the code, which this version does not have; ` +
+          `${ids.length === 1 ? "it is" : "each is"} marked as one older code works with (olderCodeWorks), so this version runs on it`,
+      );
+    },
     onMigrated(applied) {
       // An upgrade's migrations are named, so the operator sees what changed in the data; a new database's are counted.
       if (newDatabase) logger.info({ database: shownDatabase, migrations: applied.length }, `made the database: applied its ${applied.length} migrations`);

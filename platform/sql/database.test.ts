@@ -148,6 +148,51 @@ describe("openDatabase (SQLite)", () => {
     await again.close();
   });
 
+  it("runs older code on a database whose newer migrations are each marked as ones older code works with, and refuses it where one is not", async () => {
+    const path = join(dir, "expanded.db");
+    // A schema_migrations made before it had the flag's column, as every database of an earlier version has.
+    const before = new BetterSqlite3(path);
+    before.exec("CREATE TABLE schema_migrations (id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL); CREATE TABLE notes (text TEXT NOT NULL)");
+    before.prepare("INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)").run("0001_notes", Date.now());
+    before.close();
+    const tags = { id: "0002_tags", sql: "CREATE TABLE tags (name TEXT NOT NULL)", olderCodeWorks: true };
+    const colour = { id: "0003_note_colour", sql: "ALTER TABLE notes ADD COLUMN colour TEXT", olderCodeWorks: true };
+    const flags = async (db: Awaited<ReturnType<typeof openDatabase>>) => db.query("SELECT id, older_code_works AS works FROM schema_migrations ORDER BY id");
+    const newer = await openDatabase({ path, migrations: [...migrations, tags, colour], owner: "notes", refuseNewer: true });
+    expect(await flags(newer)).toEqual([
+      { id: "0001_notes", works: 0 },
+      { id: "0002_tags", works: 1 },
+      { id: "0003_note_colour", works: 1 },
+    ]);
+    await newer.close();
+    // The older code opens it, told of the two, and reads and writes as it did.
+    const told: (readonly string[])[] = [];
+    const older = await openDatabase({ path, migrations, owner: "notes", refuseNewer: true, onNewerMigrations: (ids) => void told.push(ids) });
+    expect(told).toEqual([["0002_tags", "0003_note_colour"]]);
+    await older.run("INSERT INTO notes (text) VALUES ('by the older code')");
+    expect(await older.query("SELECT text, colour FROM notes")).toEqual([{ text: "by the older code", colour: null }]);
+    // It leaves the newer code's flags as they are: it does not know those migrations.
+    expect(await flags(older)).toEqual([
+      { id: "0001_notes", works: 0 },
+      { id: "0002_tags", works: 1 },
+      { id: "0003_note_colour", works: 1 },
+    ]);
+    await older.close();
+    // A newer version whose migration older code does not work with: refused as before, that one named alone.
+    const renamed = { id: "0004_rename_text", sql: "ALTER TABLE notes RENAME COLUMN text TO body" };
+    await (await openDatabase({ path, migrations: [...migrations, tags, colour, renamed], owner: "notes", refuseNewer: true })).close();
+    const unchanged = readFileSync(path);
+    const refused = await openDatabase({ path, migrations, owner: "notes", refuseNewer: true, onNewerMigrations: (ids) => void told.push(ids) }).catch((err: unknown) => err);
+    expect((refused as StatusError).code).toBe(Code.FAILED_PRECONDITION);
+    expect((refused as StatusError).message).toMatch(/^the notes service's database was migrated by a newer version of the code: it records migration 0004_rename_text, which this version/);
+    expect(told).toHaveLength(1);
+    expect(readFileSync(path).equals(unchanged)).toBe(true);
+    // The flag follows the newest code to start: a later version that marks 0004 sets it in the row an earlier one wrote.
+    const marked = await openDatabase({ path, migrations: [...migrations, tags, colour, { ...renamed, olderCodeWorks: true }], owner: "notes", refuseNewer: true });
+    expect((await flags(marked)).at(-1)).toEqual({ id: "0004_rename_text", works: 1 });
+    await marked.close();
+  });
+
   it("refuses, byte for byte as it was, a database without the migration it requires: one in another journal mode kept in it, one missing not made", async () => {
     // Another program's database, named by mistake: in SQLite's default rollback journal mode, which a writing
     // connection of the platform would switch to WAL, rewriting its header.

@@ -50,8 +50,13 @@ export interface DatabaseOptions {
   readonly onNew?: () => void;
   /** A migration the database must have already, or opening fails with FAILED_PRECONDITION, nothing changed (see `migrate`). */
   readonly requireApplied?: string;
-  /** `migrations` are all the database may hold: one migrated by a newer version of the code is refused, nothing changed (see `MigrateOptions.refuseNewer`). */
+  /**
+   * `migrations` are all the database may hold: one migrated by a newer version of the code is refused, nothing
+   * changed, unless older code works with it (see `MigrateOptions.refuseNewer`).
+   */
   readonly refuseNewer?: boolean;
+  /** With `refuseNewer`: told, before migrating, of a newer version's migrations the database records that older code works with. */
+  readonly onNewerMigrations?: (ids: readonly string[]) => void;
   /** Told, once the migrations are done, of those this opening applied, in order; not told when there were none to apply. */
   readonly onMigrated?: (applied: readonly string[]) => void;
 }
@@ -137,6 +142,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
           onLockRetry: options.onMigrationLockRetry,
           requireApplied: options.requireApplied,
           refuseNewer: options.refuseNewer,
+          onNewerMigrations: options.onNewerMigrations,
           signal,
         });
         if (applied.length > 0) options.onMigrated?.(applied);

@@ -100,4 +100,21 @@ describe("a PostgreSQL migration outside a transaction (CREATE INDEX CONCURRENTL
     expect(await db.query("SELECT to_regclass('schema_owner') IS NULL AS unclaimed")).toEqual([{ unclaimed: true }]);
     expect(await db.query("SELECT id FROM schema_migrations ORDER BY id")).toEqual([{ id: notes.id }, { id: byText.id }]);
   });
+
+  it("runs an instance of the older code on a database whose newer migration older code works with, an index built outside a transaction among them", async () => {
+    const url = await postgres().createDatabase("older_code");
+    // A schema_migrations of an earlier version, without the flag's column.
+    const earlier = await open(url, [notes]);
+    await earlier.run("ALTER TABLE schema_migrations DROP COLUMN older_code_works");
+    const newer = await open(url, [notes, { ...byText, olderCodeWorks: true }]);
+    expect(await newer.query("SELECT id, older_code_works AS works FROM schema_migrations ORDER BY id")).toEqual([
+      { id: notes.id, works: 0 },
+      { id: byText.id, works: 1 },
+    ]);
+    const told: (readonly string[])[] = [];
+    const older = await openDatabase({ path: url, migrations: [notes], owner: "notes", refuseNewer: true, onNewerMigrations: (ids) => void told.push(ids) });
+    opened.push(older);
+    expect(told).toEqual([[byText.id]]);
+    expect(await older.query("SELECT count(*)::int AS n FROM notes")).toEqual([{ n: 1000 }]);
+  });
 });

@@ -52,9 +52,14 @@ export interface MigrateOptions {
    * its outbox's, its inbox's): one it records that is not among them was
    * applied by a newer version of the code, whose tables and rows this one
    * would misread, so migrate fails with FAILED_PRECONDITION, naming them,
-   * and changes nothing. Not for a tool that migrates a part of the database.
+   * and changes nothing, unless each such migration was marked, by the code
+   * that applied it, as one older code works with (`Migration.olderCodeWorks`):
+   * then migrate goes on and tells `onNewerMigrations`. Not for a tool that
+   * migrates a part of the database.
    */
   readonly refuseNewer?: boolean;
+  /** With `refuseNewer`: told of the migrations of a newer version the database records, each marked `olderCodeWorks`, before migrating. */
+  readonly onNewerMigrations?: (ids: readonly string[]) => void;
 }
 
 /** A migration rolled back after waiting for a lock (`MigrateOptions.onLockRetry`). */
@@ -151,12 +156,16 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
   void held?.lost.then(() => (lost = true));
   const applied: string[] = [];
   try {
-    await db.transaction(async (tx) => {
-      await tx.run(`CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at ${db.dialect.name === "postgres" ? "BIGINT" : "INTEGER"} NOT NULL)`);
+    const newer = await db.transaction(async (tx) => {
+      await tx.run(
+        `CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at ${db.dialect.name === "postgres" ? "BIGINT" : "INTEGER"} NOT NULL, ${olderCodeWorksColumn} INTEGER NOT NULL DEFAULT 0)`,
+      );
+      await addOlderCodeWorksColumn(tx);
       if (owner !== undefined) await claimFor(tx, owner, options.ownerAdvice ?? "give it a database of its own");
       // After the owner's check (another service's migrations are not a newer version's); a refusal rolls the claim back.
-      if (options.refuseNewer) await refuseNewer(tx, ids, owner);
+      return options.refuseNewer ? await refuseNewer(tx, ids, owner) : [];
     }, unbounded);
+    if (newer.length > 0) options.onNewerMigrations?.(newer);
     for (const migration of [...migrations].sort(byId)) {
       if (lost) throw StatusError.unavailable("the lock under which instances migrate was lost (its connection broke); migrating again will take it again");
       if (migration.transaction === false && db.dialect.name === "postgres") {
@@ -169,6 +178,7 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
         applied.push(migration.id);
       }
     }
+    await recordOlderCodeWorks(db, migrations);
   } finally {
     if (held) {
       await held.release();
@@ -179,15 +189,45 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
   return applied;
 }
 
+/** schema_migrations' column saying, 1 or 0, whether code that lacks the migration works on the database (`Migration.olderCodeWorks`). */
+const olderCodeWorksColumn = "older_code_works";
+
+/** Adds olderCodeWorksColumn to a schema_migrations made before it (0 in each row: until said otherwise, older code is refused). */
+async function addOlderCodeWorksColumn(tx: Transaction): Promise<void> {
+  const postgres = tx.dialect.name === "postgres";
+  const has = postgres
+    ? await tx.query("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'schema_migrations' AND column_name = $1", [olderCodeWorksColumn])
+    : await tx.query("SELECT 1 FROM pragma_table_info('schema_migrations') WHERE name = $1", [olderCodeWorksColumn]);
+  if (has.length > 0) return;
+  // Looked for first: the ALTER takes the table's strongest lock even when IF NOT EXISTS finds the column.
+  await tx.run(`ALTER TABLE schema_migrations ADD COLUMN ${postgres ? "IF NOT EXISTS " : ""}${olderCodeWorksColumn} INTEGER NOT NULL DEFAULT 0`);
+}
+
+/**
+ * Writes each of `migrations`' `olderCodeWorks` into its row, where the row says otherwise: the rows this call
+ * added, and those an earlier version added before the flag was set (or set otherwise).
+ */
+async function recordOlderCodeWorks(db: Database, migrations: readonly Migration[]): Promise<void> {
+  for (const flag of [1, 0]) {
+    const ids = migrations.filter((m) => (m.olderCodeWorks === true ? 1 : 0) === flag).map((m) => m.id);
+    if (ids.length === 0) continue;
+    const list = ids.map((_, i) => `$${i + 2}`).join(", ");
+    await db.run(`UPDATE schema_migrations SET ${olderCodeWorksColumn} = $1 WHERE ${olderCodeWorksColumn} <> $1 AND id IN (${list})`, [flag, ...ids]);
+  }
+}
+
 /**
  * Throws FAILED_PRECONDITION when the database records a migration not in
- * `known`: a newer version of the code migrated it (see `MigrateOptions.refuseNewer`).
+ * `known` that older code does not work with: a newer version of the code
+ * migrated it (see `MigrateOptions.refuseNewer`). Resolves to those not in
+ * `known` that older code works with.
  */
-async function refuseNewer(tx: Transaction, known: readonly string[], owner: string | undefined): Promise<void> {
+async function refuseNewer(tx: Transaction, known: readonly string[], owner: string | undefined): Promise<string[]> {
   const knownIds = new Set(known);
-  const recorded = (await tx.query<{ id: string }>("SELECT id FROM schema_migrations")).map((r) => r.id);
-  const unknown = recorded.filter((id) => !knownIds.has(id)).sort();
-  if (unknown.length === 0) return;
+  const recorded = await tx.query<{ id: string; works: number | string }>(`SELECT id, ${olderCodeWorksColumn} AS works FROM schema_migrations`);
+  const newer = recorded.filter((r) => !knownIds.has(r.id)).sort(byId);
+  const unknown = newer.filter((r) => Number(r.works) !== 1).map((r) => r.id);
+  if (unknown.length === 0) return newer.map((r) => r.id);
   const whose = owner === undefined ? "the database" : `the ${owner} service's database`;
   throw new StatusError(
     Code.FAILED_PRECONDITION,
@@ -309,7 +349,7 @@ async function claimFor(tx: Transaction, owner: string, advice: string): Promise
  * comes second), so one set of migrations could run in different orders on
  * different machines, and it loads ICU's collation data into every service.
  */
-const byId = (a: Migration, b: Migration): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+const byId = (a: { readonly id: string }, b: { readonly id: string }): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 /** A migration's statements, split at their semicolons (migrations hold none inside a statement). */
 function splitStatements(sql: string): string[] {

@@ -161,4 +161,15 @@ export type Migration = {
    * `migrate`). SQLite runs it in a transaction as any other. Default true.
    */
   readonly transaction?: boolean;
+  /**
+   * true: code written before this migration still works on the database
+   * after it, reading and writing as it did: an expand step (a new table, a
+   * column older inserts may leave out, an index), never a column renamed,
+   * dropped or given another meaning. A version of the code that lacks this
+   * migration (a rollback, or an instance not yet upgraded) runs on such a
+   * database, with a warning, where it refuses one holding any other migration
+   * it lacks (see `MigrateOptions.refuseNewer`); the database records the flag
+   * with the migration, as the newest code to start on it says. Default false.
+   */
+  readonly olderCodeWorks?: boolean;
 } & ({ readonly sql: string } | { readonly sqlite: string; readonly postgres: string });
