@@ -246,7 +246,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
       // A restore never connects to NATS: the commands it prints do.
       [
         ["database", "restore", "products", "f", "--nats", "nats://127.0.0.1:1"],
-        "concord: --nats is an option of `npx concord status`, `events tail`, `dlq list`, `dlq show`, `dlq replay`, `dlq purge`, `consumer redeliver`, `database backup` and `streams provision` (`npx concord database restore --help` shows the usage)\n",
+        "concord: --nats is an option of `npx concord status`, `events tail`, `dlq list`, `dlq show`, `dlq replay`, `dlq purge`, `consumer redeliver`, `consumer stale`, `database backup` and `streams provision` (`npx concord database restore --help` shows the usage)\n",
       ],
       [["dlq", "show", "1", "--zipkin"], "concord: --zipkin is an option of `npx concord traces serve` (`npx concord dlq show --help` shows the usage)\n"],
     ];

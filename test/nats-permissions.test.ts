@@ -304,6 +304,10 @@ describe("NATS permissions derived from the contracts", () => {
     await expect(jsm.streams.purge("SHOP_ORDERS")).rejects.toThrow(refused);
     await expect(jsm.streams.delete("CONCORD_DLQ")).rejects.toThrow(refused);
     await expect(jsm.consumers.delete("SHOP_ORDERS", "products-order-placed")).rejects.toThrow(refused);
+    await expect(jsm.consumers.delete("SHOP_PRODUCTS", "orders-stock-reserved")).rejects.toThrow(refused);
+    // A durable no contract declares (`concord consumer stale --delete`) it may delete: the server looks for it.
+    await expect(jsm.consumers.delete("SHOP_ORDERS", "products-order-placed-v0")).rejects.toThrow(/consumer not found/i);
+    await expect(jsm.consumers.delete("CONCORD_DLQ", "anything")).rejects.toThrow(refused);
     expect(await stockOf(product.id)).toBe(5);
   });
 

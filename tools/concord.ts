@@ -19,6 +19,7 @@ import { abandonedRange, durableConsumers, findConsumer, PastInboxError, redeliv
 import { printStatus, serviceTargets, targetOptions } from "./concord/status.js";
 import { type InboxRetention, inboxRetentionOf } from "./concord/inbox-retention.js";
 import { provisionStreams } from "./concord/provision.js";
+import { deleteStaleConsumers, inUse, staleConsumers } from "./concord/stale-consumers.js";
 import { createLogger } from "../platform/log/index.js";
 import { noStartRanIn, otherThanRunningStartNote, outboxCommand, outboxOptions, serviceDatabase, unusedDatabaseUrlNote } from "./outbox.js";
 import { backupSqlite, type ConsumerPosition, consumerPositions, consumersNotRecorded, notABackup, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, writeBackupRecord } from "./concord/database-backup.js";
@@ -64,6 +65,7 @@ const optionsOf: Readonly<Record<string, Options>> = {
   "dlq replay": { ...filters, all: { type: "boolean" }, "dry-run": { type: "boolean" }, rate: { type: "string" }, "past-inbox": { type: "boolean" }, "inbox-retention": { type: "string" } },
   "dlq purge": { yes: { type: "boolean" } },
   "consumer redeliver": { from: { type: "string" }, to: { type: "string" }, "dry-run": { type: "boolean" }, "past-inbox": { type: "boolean" }, "inbox-retention": { type: "string" } },
+  "consumer stale": { delete: { type: "boolean" } },
   "database backup": { database: { type: "string" } },
   "database restore": { database: { type: "string" } },
   "streams provision": {},
@@ -599,6 +601,40 @@ function groupOf(first: string): string | undefined {
   return `Usage: npx concord ${first} <command> [options]\n\n${listed.join("\n")}\n\nRun \`npx concord ${first} <command> --help\` for a command's options.`;
 }
 
+/** `concord consumer stale [--delete]`: lists the durables no contract declares; deletes, as the operator, those not in use. */
+async function consumerStale(rest: string[]): Promise<number> {
+  const command = "consumer stale";
+  const { values, positionals } = parse(command, rest);
+  if (values.help) return help(command);
+  if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, command);
+  const deleting = values.delete === true;
+  const say = (line: string) => console.error(`concord consumer stale: ${line}`);
+  return withNats(
+    values.nats as string | undefined,
+    async (nc) => {
+      const jsm = await nc.jetstreamManager();
+      const stale = await staleConsumers(jsm);
+      const now = Date.now();
+      for (const consumer of stale) {
+        const busy = inUse(consumer, now);
+        console.log(JSON.stringify({ ...consumer, ...(busy !== undefined && { inUse: busy }) }));
+      }
+      if (!deleting) {
+        say(`${stale.length} durable consumer(s) no contract declares${stale.length > 0 ? "; --delete deletes those not in use" : ""}`);
+        return 0;
+      }
+      const kept = stale.filter((consumer) => inUse(consumer, now) !== undefined);
+      for (const consumer of kept) say(`kept ${consumer.durable} of ${consumer.stream}: ${inUse(consumer, now)}; stop what reads it, then run this again`);
+      const deletable = stale.filter((consumer) => !kept.includes(consumer));
+      const gone = await deleteStaleConsumers(jsm, deletable);
+      const deleted = deletable.filter((consumer) => !gone.includes(consumer));
+      say(`deleted ${deleted.length} durable consumer(s)${deleted.length > 0 ? `: ${deleted.map((c) => `${c.durable} of ${c.stream}`).join(", ")}` : ""}${gone.length > 0 ? ` (${gone.length} deleted meanwhile by another)` : ""}`);
+      return kept.length > 0 ? 1 : 0;
+    },
+    deleting ? "operator" : "observer",
+  );
+}
+
 function help(command: string): number {
   console.log(helps[command]);
   return 0;
@@ -720,6 +756,8 @@ export async function concord(argv: string[]): Promise<number> {
       }
       case "consumer redeliver":
         return await consumerRedeliver(rest);
+      case "consumer stale":
+        return await consumerStale(rest);
       case "database backup":
         return await databaseBackup(rest);
       case "database restore":

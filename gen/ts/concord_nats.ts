@@ -460,7 +460,9 @@ export const natsAuthorization = {
           "$JS.API.STREAM.CREATE.SHOP_ORDERS",
           "$JS.API.STREAM.UPDATE.SHOP_ORDERS",
           "$JS.API.STREAM.CREATE.SHOP_PRODUCTS",
-          "$JS.API.STREAM.UPDATE.SHOP_PRODUCTS"
+          "$JS.API.STREAM.UPDATE.SHOP_PRODUCTS",
+          "$JS.API.CONSUMER.DELETE.SHOP_ORDERS.*",
+          "$JS.API.CONSUMER.DELETE.SHOP_PRODUCTS.*"
         ],
         "deny": [
           "$JS.API.CONSUMER.CREATE.SHOP_PRODUCTS.orders-product-created",

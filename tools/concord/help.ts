@@ -5,6 +5,7 @@
  */
 import { eitherOf, grpcListenOf, services, type ServiceEntry } from "../services.js";
 import { brokenAtLast } from "../help-text.js";
+import { inUseWithinMs } from "./stale-consumers.js";
 
 /** `concord --help`. */
 export const usage = `Usage: npx concord <command> [options]
@@ -21,6 +22,8 @@ Commands:
   dlq purge [SEQ ...] --yes   delete the dead letters named, or every one
   consumer redeliver DURABLE  publish again the events a consumer's server stopped
                               delivering (a max_deliver reached)
+  consumer stale [--delete]   the durable consumers no contract declares any more;
+                              delete those nothing reads through (as the operator)
   database backup SERVICE FILE
                               copy a service's SQLite database while it runs, with its
                               consumers' positions in JetStream beside it
@@ -210,6 +213,21 @@ a second Ctrl-C stops at once).
                       anything is published, as a consumer may have handled it
                       and forgotten its id
 ${inboxRetentionOption}
+${natsOption}`,
+    "consumer stale": `Usage: npx concord consumer stale [--delete] [--nats URL]
+
+Lists, one JSON line each, the durable consumers on the contracts' streams
+that no contract declares: left on the server by a subscription the
+contracts dropped or renamed (README "Breaking changes"). Each keeps its
+place in its stream and counts against the stream's consumers, and no
+service reads through it any more. The observer's consumers (observer-1 to
+observer-16) are not listed.
+  --delete            delete them, as the operator, whose NATS user may delete
+                      these and no durable a contract declares. One with a pull
+                      request waiting, or that delivered or had a message
+                      acknowledged in the last ${inUseWithinMs / 60_000} minutes, is kept, saying so
+                      (exit status 1): an instance of an older version may still
+                      read through it during a rolling deploy
 ${natsOption}`,
     "database backup": `Usage: npx concord database backup (${names}) FILE [--database PATH] [--nats URL]
 

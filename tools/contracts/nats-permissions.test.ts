@@ -51,16 +51,24 @@ describe("natsAuthorizationOf", () => {
       "$JS.API.STREAM.CREATE.ZOO_KEEPERS",
       "$JS.API.STREAM.UPDATE.ZOO_KEEPERS",
     ]);
+    // And to delete the durables no contract declares any more on the contracts' streams: the declared ones are denied it.
+    expect(auth.operator.permissions.publish.allow.filter((s) => s.startsWith("$JS.API.CONSUMER.DELETE.") && !s.includes(".observer-"))).toEqual([
+      "$JS.API.CONSUMER.DELETE.ZOO_ANIMALS.*",
+      "$JS.API.CONSUMER.DELETE.ZOO_KEEPERS.*",
+    ]);
+    expect(auth.operator.permissions.publish.deny).toContain("$JS.API.CONSUMER.DELETE.ZOO_ANIMALS.keepers-fed");
     expect(keepers.permissions.subscribe.allow).toEqual(["_INBOX_keepers.>"]);
     const observer = auth.observer.permissions.publish;
     expect(observer.allow.some((s) => /^(zoo|concord)\./.test(s) || /PURGE|UPDATE|STREAM\.CREATE|STREAM\.DELETE|MSG\.DELETE/.test(s))).toBe(false);
     expect(observer.deny).toEqual(expect.arrayContaining(["$JS.API.CONSUMER.MSG.NEXT.ZOO_ANIMALS.keepers-fed", "$JS.API.CONSUMER.DELETE.ZOO_ANIMALS.keepers-fed", "$JS.ACK.ZOO_ANIMALS.keepers-fed.>"]));
   });
 
-  it("lets the observer (and the operator, who reads as it does) make, pull from, ack for and delete consumers of its sixteen names only", () => {
+  it("lets the observer (and the operator, who reads as it does) make, pull from, ack for and delete consumers of its sixteen names only; the operator deletes the undeclared durables too", () => {
     const auth = natsAuthorizationOf(manifest);
     expect(auth.observer.consumerNames).toEqual(Array.from({ length: 16 }, (_, i) => `observer-${i + 1}`));
-    for (const allow of [auth.observer.permissions.publish.allow, auth.operator.permissions.publish.allow]) {
+    const staleDeletion = (s: string) => /^\$JS\.API\.CONSUMER\.DELETE\.ZOO_(ANIMALS|KEEPERS)\.\*$/.test(s);
+    expect(auth.observer.permissions.publish.allow.filter(staleDeletion)).toEqual([]);
+    for (const allow of [auth.observer.permissions.publish.allow, auth.operator.permissions.publish.allow.filter((s) => !staleDeletion(s))]) {
       const consumerApi = allow.filter((s) => /^\$JS\.API\.CONSUMER\.(CREATE|DURABLE|MSG\.NEXT|DELETE)|^\$JS\.ACK/.test(s));
       expect(consumerApi).toHaveLength(16 * 5);
       expect(consumerApi.filter((s) => !/\.observer-([1-9]|1[0-6])(\.>)?$/.test(s))).toEqual([]);

@@ -201,6 +201,9 @@ export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization 
           `$JS.API.STREAM.PURGE.${dlq}`,
           // Provisioning (`npx concord streams provision`, run by npm start): the contracts' streams and the dead letter stream.
           ...[...manifest.streams.map((st) => st.name), dlq].sort().flatMap((st) => [`$JS.API.STREAM.CREATE.${st}`, `$JS.API.STREAM.UPDATE.${st}`]),
+          // The durables no contract declares any more (`npx concord consumer stale --delete`): the denials below keep
+          // every declared one out, as deny wins over allow.
+          ...manifest.streams.map((st) => `$JS.API.CONSUMER.DELETE.${st.name}.*`).sort(),
         ],
         deny: observer.permissions.publish.deny,
       },
@@ -243,6 +246,6 @@ export function natsPermissionTable(authorization: NatsAuthorization): string {
   });
   const names = authorization.observer.consumerNames;
   rows.push([code(authorization.observer.name), "nothing", `any stream, through at most ${names.length} consumers of its own there (${code(names[0]!)} to ${code(names.at(-1)!)})`]);
-  rows.push([code(authorization.operator.name), "any event (a dead letter replayed, an event a consumer was left without); deletes and purges dead letters; creates and updates the streams (`npx concord streams provision`)", "as the observer"]);
+  rows.push([code(authorization.operator.name), "any event (a dead letter replayed, an event a consumer was left without); deletes and purges dead letters; creates and updates the streams (`npx concord streams provision`); deletes the durable consumers no contract declares (`npx concord consumer stale --delete`)", "as the observer"]);
   return ["| user | may publish | reads through its durable consumers |", "|---|---|---|", ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
 }
