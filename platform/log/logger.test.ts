@@ -21,6 +21,23 @@ describe("createLogger", () => {
   });
 });
 
+describe("an error logged as err", () => {
+  it("keeps its message, code, constraint and table, but not the fields quoting rows, in errors inside it too", () => {
+    const { lines, stream } = memory();
+    const logger = createLogger({ service: "things", destination: stream });
+    const quoting = () =>
+      Object.assign(new Error("duplicate key value violates unique constraint \"people_email_key\""), {
+        code: "23505", constraint: "people_email_key", table: "people", detail: "Key (email)=(a@b.c) already exists.", where: "COPY people, line 1: \"a@b.c\"", internalQuery: "SELECT 'a@b.c'",
+      });
+    const outer = Object.assign(new AggregateError([quoting()], "both failed"), { first: quoting(), parameters: ["a@b.c"] });
+    logger.error({ err: outer }, "failed");
+    const { err } = JSON.parse(lines[0]);
+    expect(lines[0]).not.toContain("a@b.c");
+    expect(err.aggregateErrors[0]).toMatchObject({ code: "23505", constraint: "people_email_key", table: "people", message: expect.stringContaining("people_email_key") });
+    expect(err.first).toMatchObject({ code: "23505", table: "people" });
+  });
+});
+
 describe("infoLineWriter", () => {
   it("writes the same line as logger.info would", () => {
     const { lines, stream } = memory();

@@ -15,7 +15,9 @@ export interface LoggerOptions {
  * Structured JSON logs, one object per line. Nothing logs request or event
  * payloads, so no secret reaches a log line; top-level fields that commonly
  * carry secrets are redacted all the same (redaction at fixed paths is cheap,
- * wildcard paths would cost on every line).
+ * wildcard paths would cost on every line). An error logged as `err` keeps
+ * its message, code, constraint, table and column but not the fields that
+ * quote rows (see errorFields).
  */
 export function createLogger(options: LoggerOptions): Logger {
   const logger = pino(
@@ -25,6 +27,7 @@ export function createLogger(options: LoggerOptions): Logger {
       timestamp: isoTime,
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: ["password", "token", "authorization"], censor: "[redacted]" },
+      serializers: { err: errorFields },
     },
     options.destination ?? bufferedStdout(),
   );
@@ -34,6 +37,38 @@ export function createLogger(options: LoggerOptions): Logger {
 }
 
 const linesOfConcordShape = Symbol("concord.log.shape");
+
+/**
+ * Fields of a database error that quote the data it was about: PostgreSQL's
+ * `detail` ("Key (email)=(a@b.c) already exists.", "Failing row contains
+ * (...)"), `where` (a COPY's line, a function's arguments) and
+ * `internalQuery`, and the parameters or values a wrapper may attach.
+ * SQLite's errors carry only a code and a message naming the constraint.
+ */
+const rowQuotingFields = ["detail", "where", "internalQuery", "parameters", "values"];
+
+/**
+ * pino's error serialiser (type, message with its causes', stack, own
+ * fields), less the fields that quote rows, in the error and in the errors
+ * serialised inside it. Only lines that log an `err` pay for it.
+ */
+export function errorFields(err: unknown): unknown {
+  return withoutRowQuotes(pino.stdSerializers.err(err as Error), 0);
+}
+
+function withoutRowQuotes(value: unknown, depth: number): unknown {
+  if (typeof value !== "object" || value === null || depth > 8) return value;
+  if (Array.isArray(value)) {
+    for (const item of value) withoutRowQuotes(item, depth + 1);
+    return value;
+  }
+  const fields = value as Record<string, unknown>;
+  // Only what the serialiser made of an error (its message is always there): other objects are the caller's own.
+  if (typeof fields.message !== "string") return value;
+  for (const key of rowQuotingFields) delete fields[key];
+  for (const key of Object.keys(fields)) withoutRowQuotes(fields[key], depth + 1);
+  return value;
+}
 
 let lastMs = -1;
 let lastTime = "";
