@@ -80,6 +80,10 @@ describe("the --help texts that name the services", () => {
     expect(helps["database backup"]).toContain("under `npm start`, $PRODUCTS_DATABASE_URL or\n                      $ORDERS_DATABASE_URL, else the database");
     expect(outboxUsage()).toContain("$PRODUCTS_DATABASE_URL or\n                          $ORDERS_DATABASE_URL, else the database");
   });
+
+  it("say to keep a database's password off the command line, where --database takes a postgres:// URL", () => {
+    for (const text of [outboxUsage(), helps["outbox parked"]]) expect(text.replace(/\s+/g, " ")).toContain("a password in a URL given here shows in the process list (ps): leave it out and set PGPASSWORD (or ~/.pgpass), or set the variable");
+  });
 });
 
 describe("refilledWhereTooWide", () => {

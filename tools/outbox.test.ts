@@ -178,11 +178,18 @@ describe("tools/outbox.ts", () => {
       const listed = run("--database", url, "list");
       expect(listed.status, listed.stderr).toBe(0);
       expect(listed.stdout).toContain("0 event(s) waiting to be published, 1 parked");
+      expect(listed.stderr).toBe("");
+      // A password on the command line is in every user's process list: said on standard error, the command done all the same.
+      const withPassword = run("--database", url.replace("postgres@", "postgres:pass-in-ps@"), "list");
+      expect(withPassword.status, withPassword.stderr).toBe(0);
+      expect(withPassword.stderr).toBe("outbox: note: the --database URL holds a password, which every user of this machine can read in the process list (ps); leave it out of the URL and set PGPASSWORD (or put it in ~/.pgpass), or give the URL in the service's <SERVICE>_DATABASE_URL instead\n");
+      expect(run("--database", `${url}?password=pass-in-ps`, "list").stderr).toContain("outbox: note: the --database URL holds a password");
       expect(run("--database", url, "retry", "--all").stdout).toContain("put 1 parked event(s) back");
       // Without --database, the service's own variable names it, as for the service.
-      const byVariable = spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "products", "list"], { encoding: "utf8", timeout: 20_000, env: { ...process.env, PRODUCTS_DATABASE_URL: url } });
+      const byVariable = spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "products", "list"], { encoding: "utf8", timeout: 20_000, env: { ...process.env, PRODUCTS_DATABASE_URL: url.replace("postgres@", "postgres:pass-in-env@") } });
       expect(byVariable.status, byVariable.stderr).toBe(0);
-      expect(byVariable.stdout).toContain(`${url.replace(/:[^:@/]*@/, "@")}: 1 event(s) waiting to be published, 0 parked`);
+      expect(byVariable.stderr).toBe("");
+      expect(byVariable.stdout).toContain(`${url.replace("postgres@", "postgres:***@")}: 1 event(s) waiting to be published, 0 parked`);
 
       // A database no service made its outbox in is refused and left as it was, rather than given an empty outbox and listed.
       const other = await postgres.createDatabase("not_a_service");

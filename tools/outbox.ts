@@ -33,13 +33,25 @@ export function outboxUsage(list: readonly ServiceEntry[] = services): string {
                           $DATABASE_URL is not used, as \`npm start\` does not use it, saying so;
                           a note says which is read when $<SERVICE>_DATABASE_URL is set and
                           an \`npm start -- --postgres\` runs in DATA_DIR, which refuses it);
-                          one that holds no outbox is refused (exit 2), left as it was
+                          one that holds no outbox is refused (exit 2), left as it was;
+                          a password in a URL given here shows in the process list (ps):
+                          leave it out and set PGPASSWORD (or ~/.pgpass), or set the variable
 
 Parked events are those the relay can never publish as they are: larger than
 the server's max_payload or the stream's max_msg_size (or with headers over
 64 KiB), with a subject or header NATS cannot carry, or on a subject the
 service's NATS user may not publish to. Retry them once what refused them has
 changed.`;
+}
+
+/**
+ * What to say of a postgres:// URL given on the command line with a password
+ * in it (the user's, or `password=` in its query): every user of the machine
+ * reads a command line in the process list. Undefined for any other.
+ */
+export function passwordInArgumentNote(url: string, option = "--database"): string | undefined {
+  if (!isPostgresUrl(url) || redact(url) === url) return undefined;
+  return `note: the ${option} URL holds a password, which every user of this machine can read in the process list (ps); leave it out of the URL and set PGPASSWORD (or put it in ~/.pgpass), or give the URL in the service's <SERVICE>_DATABASE_URL instead`;
 }
 
 /** The outbox tool's options. */
@@ -95,7 +107,7 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
   const path = values.database ?? (service ? serviceDatabase(service, dataDir) : undefined);
   const problem = argumentProblem(first, path, command, ids, values.all === true);
   if (problem || !path) return refuse(problem ?? "name the service or its database");
-  const note = values.database === undefined && service ? (unusedDatabaseUrlNote(service) ?? otherThanRunningStartNote(service, dataDir)) : undefined;
+  const note = values.database === undefined && service ? (unusedDatabaseUrlNote(service) ?? otherThanRunningStartNote(service, dataDir)) : passwordInArgumentNote(path);
   if (note) console.error(`${program}: ${note}`);
   if (!isPostgresUrl(path) && !existsSync(path)) {
     const postgresHint = service && existsSync(join(dataDir, "postgres"))

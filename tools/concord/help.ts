@@ -330,7 +330,10 @@ ${natsOption}`,
                       which is read when $<SERVICE>_DATABASE_URL is set and an
                       \`npm start -- --postgres\` runs in DATA_DIR, which
                       refuses it); one that holds
-                      no outbox is refused (exit 2), left as it was
+                      no outbox is refused (exit 2), left as it was; a
+                      password in a URL given here shows in the process list
+                      (ps): leave it out and set PGPASSWORD (or ~/.pgpass),
+                      or set the variable
 
 Parked events are those the relay can never publish as they are: larger than
 the server's max_payload or the stream's max_msg_size (or with headers over
