@@ -1,5 +1,5 @@
 import { createSecretKey, generateKeyPairSync, type KeyObject, randomUUID } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -399,23 +399,32 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
     expect(broken.lines().join("\n")).toContain('GRPC_AUTH_MAX_TOKEN_TTL="30s" is invalid: expected at least 1m');
   });
 
-  it("refuses to start with a public keys file that holds no key, or a TLS file it cannot read: exit code 2, one line naming the file", async () => {
+  it("refuses to start with a public keys file that holds no key, or a TLS file it cannot read or that holds no certificate or key of its own: exit code 2, one line naming the file and its variable, nothing made", async () => {
     // A file to put right, as a bad setting is: they failed the start with a stack and exit code 1, which `npm start`
-    // called "exited unexpectedly" as it does a crash.
+    // called "exited unexpectedly" as it does a crash; a CA file of no certificate was taken, and then trusted no one.
     const bad = join(dir.path, "empty.pem");
     writeFileSync(bad, "no key here\n");
     const missing = join(dir.path, "tls-missing", "products.pem");
-    for (const [extra, why] of [
-      [{ GRPC_AUTH_PUBLIC_KEYS: bad }, `${bad} holds no PEM public key`],
-      [{ GRPC_INSECURE: "0", GRPC_TLS_CERT: missing, GRPC_TLS_KEY: missing, GRPC_TLS_CA: missing }, `cannot read the TLS CA certificate ${missing}: ENOENT`],
+    const dev = ensureDevCredentials(dir.path, ["products", "orders"]);
+    const tls = { GRPC_INSECURE: "0", GRPC_TLS_CERT: dev.certs.products.certFile, GRPC_TLS_KEY: dev.certs.products.keyFile, GRPC_TLS_CA: dev.caFile };
+    const database = join(dir.path, "broken.db");
+    for (const [extra, why, named] of [
+      [{ GRPC_AUTH_PUBLIC_KEYS: bad }, `${bad} holds no PEM public key`, "GRPC_AUTH_PUBLIC_KEYS name the files"],
+      [{ GRPC_INSECURE: "0", GRPC_TLS_CERT: missing, GRPC_TLS_KEY: missing, GRPC_TLS_CA: missing }, `cannot read the TLS CA certificate ${missing}: ENOENT`, "(GRPC_TLS_CA names it;"],
+      [{ ...tls, GRPC_TLS_CERT: bad }, `the TLS certificate ${bad} holds no PEM certificate`, "(GRPC_TLS_CERT names it;"],
+      [{ ...tls, GRPC_TLS_KEY: bad }, `the TLS key ${bad} holds no PEM private key that can be read (`, "(GRPC_TLS_KEY names it;"],
+      [{ ...tls, GRPC_TLS_KEY: dev.certs.orders.keyFile }, `the TLS key ${dev.certs.orders.keyFile} is not the key of the certificate ${dev.certs.products.certFile}`, "(GRPC_TLS_KEY names it;"],
+      [{ ...tls, GRPC_TLS_CA: bad }, `the TLS CA certificate ${bad} holds no PEM certificate`, "(GRPC_TLS_CA names it;"],
+      [{ ...tls, GRPC_TLS_CA: dir.path }, `cannot read the TLS CA certificate ${dir.path}: EISDIR`, "(GRPC_TLS_CA names it;"],
     ] as const) {
-      const broken = startServiceProcess("products", { ...env(""), ...extra, PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_DATABASE_URL: join(dir.path, "broken.db") });
+      const broken = startServiceProcess("products", { ...env(""), ...extra, PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_DATABASE_URL: database });
       expect(await broken.exited, why).toBe(2);
       const fatal = broken.lines().filter((l) => l.includes('"level":"fatal"'));
       expect(fatal, why).toHaveLength(1);
       expect(fatal[0]).toContain(`"msg":"start-up refused: ${why}`);
-      expect(fatal[0]).toContain("GRPC_AUTH_PUBLIC_KEYS name the files");
+      expect(fatal[0]).toContain(named);
       expect(fatal[0]).not.toContain('"stack"');
+      expect(existsSync(database), why).toBe(false);
     }
   });
 });

@@ -13,6 +13,7 @@ import { openDatabase } from "../platform/sql/index.js";
 import { findPostgresBinDir } from "../tools/postgres/find-postgres.mjs";
 import { repoRoot } from "../tools/repo-root.js";
 import { toolClientSecurity } from "../tools/client-security.js";
+import { ensureDevCredentials } from "../tools/dev-credentials.js";
 import { freePort } from "./support/nats-server.js";
 import { runConcord } from "./support/concord.js";
 import { readmeBlock, readmeProse } from "./support/readme.js";
@@ -749,6 +750,32 @@ describe("npm start", () => {
       expect(readFileSync(certFile, "utf8")).toBe("not a certificate\n");
     }
     expect(readmeProse()).toContain("A certificate file that holds no certificate is refused, naming it, with nothing written (exit 2).");
+  });
+
+  it("refuses a GRPC_TLS_CERT, GRPC_TLS_KEY or GRPC_TLS_CA that is no certificate, no key, a directory or another certificate's key, naming the variable and the file, before nats-server starts (exit 2)", { timeout: 90_000 }, async () => {
+    const garbage = join(dir.path, "garbage.pem");
+    writeFileSync(garbage, "not pem at all\n");
+    // Development files as a first start makes them: the orders key is no key of products.pem.
+    ensureDevCredentials(join(dir.path, "dev"), ["products", "orders"]);
+    const tls = join(dir.path, "dev", "tls");
+    for (const [variable, file, why] of [
+      ["GRPC_TLS_CERT", garbage, `the TLS certificate ${garbage} holds no PEM certificate`],
+      ["GRPC_TLS_KEY", garbage, `the TLS key ${garbage} holds no PEM private key that can be read (`],
+      ["GRPC_TLS_KEY", tls, `cannot read the TLS key ${tls}: EISDIR`],
+      ["GRPC_TLS_CA", garbage, `the TLS CA certificate ${garbage} holds no PEM certificate`],
+    ] as const) {
+      const dataDir = join(dir.path, `${variable}-${basename(file)}`);
+      const { result } = await startOnFreePorts(dataDir, () => ({ [variable]: file }));
+      expect(result.status, result.stderr).toBe(2);
+      expect(result.stderr).toMatch(new RegExp(`^start: [^\n]*\\(${variable} names it\\)\\n$`));
+      expect(result.stderr).toContain(`start: ${why}`);
+      // The development CA, certificates and token key made, nothing started.
+      expect(readdirSync(dataDir).sort()).toEqual(["auth", "tls"]);
+    }
+    const { result } = await startOnFreePorts(join(dir.path, "mismatch"), () => ({ GRPC_TLS_CERT: join(tls, "products.pem"), GRPC_TLS_KEY: join(tls, "orders-key.pem") }));
+    expect(result.status, result.stderr).toBe(2);
+    expect(result.stderr).toBe(`start: the TLS key ${join(tls, "orders-key.pem")} is not the key of the certificate ${join(tls, "products.pem")} (GRPC_TLS_KEY names it)\n`);
+    expect(readdirSync(join(dir.path, "mismatch")).sort()).toEqual(["auth", "tls"]);
   });
 
   it("moves --cluster's route and monitoring ports with NATS_ROUTE_PORT and NATS_MONITOR_PORT, refusing one that is not a port or is taken, naming it", { timeout: 120_000 }, async () => {

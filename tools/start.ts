@@ -35,10 +35,10 @@ import { connect, createServer } from "node:net";
 import { constants } from "node:os";
 import { basename, dirname, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
 import { type ChannelCredentials, status as grpcStatus } from "@grpc/grpc-js";
-import { clientTlsCredentials, waitForServing } from "../platform/grpc/index.js";
+import { clientTlsCredentials, serverTlsCredentials, TlsFileError, waitForServing } from "../platform/grpc/index.js";
 import { isPostgresUrl } from "../platform/sql/database.js";
 import { redact } from "../platform/sql/postgres.js";
-import { refusedExitCode, stopOnStdinCloseVariable } from "../platform/runtime/index.js";
+import { refusedExitCode, stopOnStdinCloseVariable, tlsFileVariables } from "../platform/runtime/index.js";
 import { repoRoot } from "./repo-root.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
 import { portSetting } from "./port-setting.js";
@@ -610,7 +610,19 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
   const client = made.certs.client;
   // Clients must show a certificate when the services require one: the hint printed at start-up gives the client's.
   const clientCert = env.GRPC_TLS_CLIENT_AUTH === "require" ? { certFile: client.certFile, keyFile: client.keyFile } : undefined;
-  return { caFile, clientCert, credentials: clientTlsCredentials({ caFile, certFile: client.certFile, keyFile: client.keyFile }) };
+  try {
+    // What each service will read at its start, read here first: a file given that is no certificate or key, or a key of
+    // another certificate, refuses the start before anything runs, where a service refused it after nats-server had started.
+    for (const { name } of services) {
+      const own = serviceTlsEnv(dataDir, name);
+      serverTlsCredentials({ certFile: own.GRPC_TLS_CERT!, keyFile: own.GRPC_TLS_KEY!, caFile });
+    }
+    return { caFile, clientCert, credentials: clientTlsCredentials({ caFile, certFile: client.certFile, keyFile: client.keyFile }) };
+  } catch (err) {
+    if (!(err instanceof TlsFileError)) throw err;
+    const variable = tlsFileVariables[err.role];
+    throw new StartRefused(`${err.message}${process.env[variable] === err.file ? ` (${variable} names it)` : ""}`, { cause: err });
+  }
 }
 
 /** The variables that give one service its own certificate, unless set already. */

@@ -1,3 +1,4 @@
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { credentials, ServerCredentials, type ChannelCredentials } from "@grpc/grpc-js";
 
@@ -20,20 +21,74 @@ export interface ClientTlsFiles {
   readonly keyFile?: string;
 }
 
-function readPem(path: string, what: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw new Error(`cannot read the ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+/** Which of a server's or client's TLS files a file is. */
+export type TlsFileRole = "certificate" | "key" | "ca";
+
+const whatIs: Record<TlsFileRole, string> = { certificate: "TLS certificate", key: "TLS key", ca: "TLS CA certificate" };
+
+/**
+ * A TLS file that cannot be read, or does not hold what its role needs: a
+ * setting to put right, so its message is one line naming the file.
+ */
+export class TlsFileError extends Error {
+  constructor(
+    message: string,
+    readonly file: string,
+    readonly role: TlsFileRole,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
   }
 }
 
-/** grpc-js server credentials for TLS (with client certificates when required); throws naming a file that cannot be read. */
+function readPem(path: string, role: TlsFileRole): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new TlsFileError(`cannot read the ${whatIs[role]} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, path, role, { cause: err });
+  }
+}
+
+const pemCertificate = /-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g;
+
+/**
+ * A file of PEM certificates, each of them read: Node takes a CA file with
+ * none in it without a word (then no peer is trusted), and a certificate
+ * file only when the server first listens, failing it with OpenSSL's words
+ * alone. Returns the file and its first certificate.
+ */
+function readCertificates(path: string, role: "certificate" | "ca"): { pem: Buffer; first: X509Certificate } {
+  const pem = readPem(path, role);
+  const blocks = pem.toString("latin1").match(pemCertificate) ?? [];
+  if (blocks.length === 0) throw new TlsFileError(`the ${whatIs[role]} ${path} holds no PEM certificate`, path, role);
+  try {
+    const [first] = blocks.map((block) => new X509Certificate(block));
+    return { pem, first: first! };
+  } catch (err) {
+    throw new TlsFileError(`the ${whatIs[role]} ${path} holds a PEM certificate that cannot be read (${(err as Error).message})`, path, role, { cause: err });
+  }
+}
+
+/** The PEM files of a certificate and its private key, checked to be a pair. */
+function readKeyPair(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
+  const cert = readCertificates(certFile, "certificate");
+  const key = readPem(keyFile, "key");
+  let privateKey;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (err) {
+    throw new TlsFileError(`the TLS key ${keyFile} holds no PEM private key that can be read (${(err as Error).message})`, keyFile, "key", { cause: err });
+  }
+  if (!cert.first.checkPrivateKey(privateKey)) throw new TlsFileError(`the TLS key ${keyFile} is not the key of the certificate ${certFile}`, keyFile, "key");
+  return { cert: cert.pem, key };
+}
+
+/** grpc-js server credentials for TLS (with client certificates when required); throws a TlsFileError naming a file that cannot be read or does not hold what it should. */
 export function serverTlsCredentials(tls: ServerTlsFiles): ServerCredentials {
   if (tls.requireClientCert && !tls.caFile) throw new Error("requiring client certificates needs the CA file they must chain to");
-  const ca = tls.caFile ? readPem(tls.caFile, "TLS CA certificate") : null;
-  const pair = { cert_chain: readPem(tls.certFile, "TLS certificate"), private_key: readPem(tls.keyFile, "TLS key") };
-  return ServerCredentials.createSsl(ca, [pair], tls.requireClientCert ?? false);
+  const ca = tls.caFile ? readCertificates(tls.caFile, "ca").pem : null;
+  const { cert, key } = readKeyPair(tls.certFile, tls.keyFile);
+  return ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], tls.requireClientCert ?? false);
 }
 
 let ipServerNameWarningMuted = false;
@@ -57,12 +112,11 @@ function muteIpServerNameWarning(): void {
   }) as typeof process.emitWarning;
 }
 
-/** grpc-js channel credentials for TLS (with a client certificate when given); throws naming a file that cannot be read. */
+/** grpc-js channel credentials for TLS (with a client certificate when given); throws a TlsFileError naming a file that cannot be read or does not hold what it should. */
 export function clientTlsCredentials(tls: ClientTlsFiles): ChannelCredentials {
   muteIpServerNameWarning();
   if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) throw new Error("a client certificate needs its key, and a key its certificate");
-  const ca = tls.caFile ? readPem(tls.caFile, "TLS CA certificate") : null;
-  const key = tls.keyFile ? readPem(tls.keyFile, "TLS key") : null;
-  const cert = tls.certFile ? readPem(tls.certFile, "TLS certificate") : null;
-  return credentials.createSsl(ca, key, cert);
+  const ca = tls.caFile ? readCertificates(tls.caFile, "ca").pem : null;
+  const pair = tls.certFile && tls.keyFile ? readKeyPair(tls.certFile, tls.keyFile) : undefined;
+  return credentials.createSsl(ca, pair?.key ?? null, pair?.cert ?? null);
 }

@@ -2,7 +2,7 @@ import type { ChannelCredentials, ServerCredentials } from "@grpc/grpc-js";
 import { createTokenVerifier, defaultMaxTokenTtlMs, readTokenPublicKeys, readTokenSecret, renewingToken, signToken } from "../auth/index.js";
 import { durationAtLeast, oneOf, text, type ConfigOf, type Setting } from "../config/index.js";
 import { Code, StatusError } from "../errors/index.js";
-import { type AccessControl, clientTlsCredentials, serverTlsCredentials, type ServerTlsFiles } from "../grpc/index.js";
+import { type AccessControl, clientTlsCredentials, serverTlsCredentials, TlsFileError, type TlsFileRole, type ServerTlsFiles } from "../grpc/index.js";
 
 /**
  * How a service's gRPC is protected: TLS (optionally mutual) for what it
@@ -102,13 +102,13 @@ function readingSecurityFiles<T>(read: () => T): T {
   try {
     return read();
   } catch (err) {
-    throw new StatusError(
-      Code.FAILED_PRECONDITION,
-      `${(err as Error).message} (GRPC_TLS_CERT, GRPC_TLS_KEY, GRPC_TLS_CA, GRPC_AUTH_KEY_FILE and GRPC_AUTH_PUBLIC_KEYS name the files; \`npm start\` makes the development ones under DATA_DIR/tls and DATA_DIR/auth)`,
-      { cause: err },
-    );
+    const named = err instanceof TlsFileError ? `${tlsFileVariables[err.role]} names it` : "GRPC_TLS_CERT, GRPC_TLS_KEY, GRPC_TLS_CA, GRPC_AUTH_KEY_FILE and GRPC_AUTH_PUBLIC_KEYS name the files";
+    throw new StatusError(Code.FAILED_PRECONDITION, `${(err as Error).message} (${named}; \`npm start\` makes the development ones under DATA_DIR/tls and DATA_DIR/auth)`, { cause: err });
   }
 }
+
+/** The setting that names each of a service's TLS files (its certificate serves it and is shown to the services it calls). */
+export const tlsFileVariables: Readonly<Record<TlsFileRole, string>> = { certificate: "GRPC_TLS_CERT", key: "GRPC_TLS_KEY", ca: "GRPC_TLS_CA" };
 
 /** What a server needs from a GrpcSecurity; throws FAILED_PRECONDITION naming a file that cannot be read or holds no usable key. */
 export function serverSecurity(security: GrpcSecurity): { credentials?: ServerCredentials; access?: AccessControl } {
