@@ -9,7 +9,6 @@ import { afterEach, describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { GetProductRequest, ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { createLogger } from "../log/index.js";
-import type { ServiceImpl } from "./bind-service.js";
 import { createClient } from "./client.js";
 import { checkHealth } from "./health-client.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
@@ -19,17 +18,13 @@ import { serverTlsCredentials } from "./tls.js";
 import { ensureDevCredentials } from "../../tools/dev-credentials.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { capturedLogger } from "../../test/support/captured-logger.js";
+import { getProductOnly } from "../../test/support/get-product-only.js";
 import { rawHttp2Connection, type RawHttp2Connection } from "../../test/support/raw-http2.js";
 
 const logger = createLogger({ service: "test", level: "silent" });
 const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
 
-function impl(getProduct: ServiceImpl<typeof ProductServiceService>["getProduct"]): ServiceImpl<typeof ProductServiceService> {
-  const unused = async (): Promise<never> => {
-    throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
-  };
-  return { getProduct, batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused };
-}
+const impl = getProductOnly;
 
 /** The headers and trailers a raw HTTP/2 call of GetProduct ends with (its answer's status within 5 s, or none). */
 async function answerOf(session: ClientHttp2Session, headers: Record<string, string>, body: Buffer, end = true): Promise<IncomingHttpHeaders> {

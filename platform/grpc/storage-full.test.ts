@@ -13,11 +13,11 @@ import { afterEach, describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { capturedLogger } from "../../test/support/captured-logger.js";
+import { getProductOnly } from "../../test/support/get-product-only.js";
 import { usePostgresServer } from "../../test/support/postgres.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { Code, StatusError } from "../errors/index.js";
 import { openDatabase, type Database } from "../sql/index.js";
-import type { ServiceImpl } from "./bind-service.js";
 import { createClient } from "./client.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
 
@@ -39,17 +39,13 @@ describe("a call whose database's storage is full or fails", () => {
   const callWriting = async (write: () => unknown) => {
     const { lines, logger } = capturedLogger();
     server = createGrpcServer({ descriptorSet, logger });
-    const unused = async (): Promise<never> => {
-      throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
-    };
-    const impl: ServiceImpl<typeof ProductServiceService> = {
-      getProduct: async () => {
+    server.addService(
+      ProductServiceService,
+      getProductOnly(async () => {
         await write();
         throw new StatusError(Code.NOT_FOUND, "written");
-      },
-      batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused,
-    };
-    server.addService(ProductServiceService, impl);
+      }),
+    );
     const { port } = await server.start("127.0.0.1:0");
     const client = createClient(ProductServiceService, { address: `127.0.0.1:${port}`, maxAttempts: 1 });
     try {
