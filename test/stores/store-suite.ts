@@ -21,7 +21,7 @@ import { createReservationStore } from "../../services/products/store/reservatio
 import { lockStockAhead } from "../../services/products/events/stock-reservations.js";
 import { OrderCancelled, OrderPlaced, OrderUnknown, OrderUpdated } from "../../gen/ts/shop/orders/v1/order_events_pb.js";
 import { sampleStream } from "../support/sample-events.js";
-import { findOrphanedReservations } from "../../tools/reservations.js";
+import { findOrdersNotHeld, findOrphanedReservations } from "../../tools/reservations.js";
 
 /** Gives each test group a database of its own: a fresh SQLite file, or a fresh Postgres database. */
 export type OpenLocation = (name: string) => Promise<string>;
@@ -225,6 +225,60 @@ export function describeStores(kind: "sqlite" | "postgres", setup: () => Promise
         expect(found.orphaned).toEqual([1, 3, 5, 7].map((n) => ({ orderId: id(1000 + n), linesVersion: n, lines: [{ productId: id(1), quantity: n }], updatedAt: 100 + n })));
       }
       expect(await findOrphanedReservations(await open("orphans-none", productMigrations), orders)).toEqual({ checked: 0, known: 0, orphaned: [] });
+    });
+
+    it("finds the orders whose stock the product database does not hold as they say, orders read first, a page at a time, those changed after the given time left out", async () => {
+      const products = await open("not-held-products", productMigrations);
+      const orders = await open("not-held-orders", orderMigrations);
+      const reservations = createReservationStore();
+      const orderStore = createOrderStore();
+      const units = [{ productId: id(1), quantity: 2 }];
+      const t = 1_700_000_000_000;
+      // n: the order (state, lines version, last change) and the product database's record of it, if any.
+      const cases: Array<[number, Partial<OrderRecord>, { status: "reserved" | "failed" | "released"; linesVersion: number } | undefined]> = [
+        [1, { state: "CONFIRMED" }, { status: "reserved", linesVersion: 1 }],
+        [2, { state: "CONFIRMED" }, undefined],
+        [3, { state: "PENDING" }, undefined],
+        [4, { state: "PENDING", updatedAt: t + 10, pendingSince: t + 10 }, undefined],
+        [5, { state: "CONFIRMED", linesVersion: 3 }, { status: "reserved", linesVersion: 2 }],
+        [6, { state: "CONFIRMED", linesVersion: 2 }, { status: "reserved", linesVersion: 3 }],
+        [7, { state: "CONFIRMED" }, { status: "failed", linesVersion: 1 }],
+        [8, { state: "PENDING" }, { status: "failed", linesVersion: 1 }],
+        [9, { state: "CONFIRMED" }, { status: "released", linesVersion: Number.MAX_SAFE_INTEGER }],
+        [10, { state: "CANCELLED" }, { status: "reserved", linesVersion: 1 }],
+        [11, { state: "REJECTED", linesVersion: 2 }, { status: "reserved", linesVersion: 1 }],
+        [12, { state: "CANCELLED" }, undefined],
+        [13, { state: "REJECTED" }, { status: "failed", linesVersion: 1 }],
+        [14, { state: "CANCELLED" }, { status: "released", linesVersion: Number.MAX_SAFE_INTEGER }],
+        [15, { state: "PENDING", linesVersion: 2 }, { status: "failed", linesVersion: 1 }],
+      ];
+      await orders.transaction(async (tx) => {
+        for (const [n, overrides] of cases) await orderStore.insert(tx, order(n, overrides));
+      });
+      await products.transaction(async (tx) => {
+        for (const [n, , r] of cases) if (r) await reservations.put(tx, { orderId: id(1000 + n), ...r, lines: r.status === "failed" ? [] : units }, t);
+      });
+      const expected = [
+        [2, "unreserved", "reserve"],
+        [3, "unreserved", "reserve"],
+        [5, "lines-version", "reserve"],
+        [6, "lines-version", undefined],
+        [7, "refused", undefined],
+        [9, "released", undefined],
+        [10, "held", "release"],
+        [11, "held", "release"],
+        [15, "lines-version", "reserve"],
+      ];
+      for (const pageSize of [2, 5, 500]) {
+        const found = await findOrdersNotHeld(orders, products, t + 5, pageSize);
+        expect({ checked: found.checked, recent: found.recent }).toEqual({ checked: cases.length, recent: 1 });
+        expect(found.found.map((f) => [Number(f.order.id.slice(-4)) - 1000, f.problem, f.remedy])).toEqual(expected);
+        expect(found.found[0]).toEqual({ order: order(2, { state: "CONFIRMED" }), problem: "unreserved", reservation: undefined, remedy: "reserve" });
+        expect(found.found[2].reservation).toEqual({ orderId: id(1005), linesVersion: 2, status: "reserved", lines: units });
+      }
+      // Once its time has come, the young PENDING order is judged too.
+      expect((await findOrdersNotHeld(orders, products, t + 10)).found.map((f) => f.order.id)).toContain(id(1004));
+      expect(await findOrdersNotHeld(await open("not-held-none", orderMigrations), products, t)).toEqual({ checked: 0, recent: 0, found: [] });
     });
 
     it("keeps orders: insert, read, replace only at the expected version, one customer's pages", async () => {

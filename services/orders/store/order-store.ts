@@ -141,3 +141,8 @@ export async function existingOrderIds(q: Queryable, ids: readonly string[]): Pr
   const rows = await q.query<{ id: string }>(`SELECT id FROM orders WHERE id ${q.dialect.anyOf("$1")}`, [[...new Set(ids)]]);
   return new Set(rows.map((r) => r.id));
 }
+
+/** Up to `limit` orders, any state, whose ids sort after `afterId` ("" for the first), in id order, locking nothing: a page of them, for a tool reading the database beside the service. */
+export async function ordersAfter(q: Queryable, afterId: string, limit: number): Promise<OrderRecord[]> {
+  return (await q.query<Row>(`SELECT ${columns} FROM orders WHERE id > $1 ORDER BY id LIMIT $2`, [afterId, limit])).map(fromRow);
+}

@@ -121,3 +121,15 @@ export async function heldReservations(q: Queryable, afterOrderId: string, limit
   );
   return rows.map((r) => ({ orderId: r.order_id, linesVersion: Number(r.lines_version), lines: JSON.parse(r.lines_json) as ReservedUnits[], updatedAt: Number(r.updated_at) }));
 }
+
+/**
+ * The reservation records, whatever their status, of those of `orderIds`
+ * that have one, by order id, read in one statement locking nothing
+ * (callers bound how many): for a tool reading the database beside the
+ * service.
+ */
+export async function reservationsOf(q: Queryable, orderIds: readonly string[]): Promise<Map<string, ReservationRecord>> {
+  if (orderIds.length === 0) return new Map();
+  const rows = await q.query<Row>(`SELECT order_id, lines_version, status, lines_json FROM reservations WHERE order_id ${q.dialect.anyOf("$1")}`, [[...new Set(orderIds)]]);
+  return new Map(rows.map((r) => [r.order_id, { orderId: r.order_id, linesVersion: Number(r.lines_version), status: r.status as ReservationRecord["status"], lines: JSON.parse(r.lines_json) as ReservedUnits[] }]));
+}
