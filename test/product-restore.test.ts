@@ -115,6 +115,7 @@ describe("the product service's database restored from a backup older than the o
     const restore = await concord("database", "restore", "products", backupFile);
     expect(restore.status, restore.stderr).toBe(0);
     expect(restore.stdout).toContain("npx concord consumer redeliver products-order-placed --from ");
+    expect(restore.stderr).toContain("then, once the consumers have caught up (`npx concord status`: nothing pending), run `npx tsx tools/reservations.ts check`");
     products = await startProducts();
     await expect.poll(settled, { timeout: 15_000, interval: 100 }).toBe(true);
 

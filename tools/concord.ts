@@ -557,6 +557,7 @@ async function databaseRestore(args: string[]): Promise<number> {
     console.error(
       `concord ${command}: ${record ? "the backup's record holds" : `there is no ${recordFileOf(file)}, so there are`} no consumer positions: after starting ${service}, deliver again what its consumers handled after the backup with \`npx concord consumer redeliver DURABLE --from SEQ\` (up to its last delivery), SEQ at or below each one's acknowledgement floor before the backup (1 if it did not exist then)`,
     );
+    sayReservationsCheck(command, service);
     return 0;
   }
   console.error(`concord ${command}: start ${service}, then deliver again to its consumers what they handled after the backup (its inbox skips what the backup holds as handled):`);
@@ -570,7 +571,16 @@ async function databaseRestore(args: string[]): Promise<number> {
         "for each, run `npx concord consumer redeliver DURABLE --from SEQ` with SEQ at or below its acknowledgement floor before the backup (1 if it did not exist then; its inbox skips what the backup holds as handled)",
     );
   }
+  sayReservationsCheck(command, service);
   return 0;
+}
+
+/** After a restore of either side of the order saga: the check that finds what events no longer in their streams would have set right. */
+function sayReservationsCheck(command: string, service: string): void {
+  if (service !== "products" && service !== "orders") return;
+  console.error(
+    `concord ${command}: then, once the consumers have caught up (\`npx concord status\`: nothing pending), run \`npx tsx tools/reservations.ts check\`: it lists the stock the product service's reservations and the order service's orders disagree on (events gone from their streams, or commands not run), and says what --release and --reserve do about them`,
+  );
 }
 
 /** Where a restore put what was there: the database, and the log and journal beside it, which SQLite would have applied to the restored file. */

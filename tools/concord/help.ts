@@ -293,7 +293,11 @@ consumers' floors (whole numbers) stops the restore before anything is
 changed; one that leaves out some of the service's consumers (a backup taken
 before the contracts gave it them) is warned of, naming them: deliver their
 events again by hand, from a stream sequence at or below each one's floor
-before the backup (1 if it did not exist then). It never connects to NATS,
+before the backup (1 if it did not exist then). Restoring products or
+orders, it ends by naming \`npx tsx tools/reservations.ts check\`, to run
+once the consumers have caught up: it finds the stock the two services'
+databases disagree on, which the events of an older backup, gone from their
+streams, no longer set right. It never connects to NATS,
 and refuses --nats: the commands it prints do.
   --database PATH     the service's SQLite file (default: as for \`database backup\`;
                       when that is DATA_DIR/<service>.db and DATA_DIR does not
