@@ -8,6 +8,7 @@
  */
 import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
 import { readEventsManifest } from "./sdk-manifest.js";
+import { isIgnoredPath, locateMessage, locateService } from "./source-locations.js";
 
 /**
  * One line per event of `previous` that a consumer built on it would no
@@ -24,7 +25,7 @@ export function incompatibleEventChanges(current: readonly DescFile[], previous:
   const currentManifest = readEventsManifest(current);
   const previousManifest = readEventsManifest(previous);
   const now = new Map(currentManifest.events.map((e) => [e.type, e]));
-  const isIgnored = (file: string) => ignored.some((path) => file === path || file.startsWith(`${path.replace(/\/+$/, "")}/`));
+  const isIgnored = (file: string) => isIgnoredPath(file, ignored);
   const found: string[] = [];
   for (const before of previousManifest.events) {
     if (isIgnored(before.file)) continue;
@@ -71,28 +72,6 @@ function findMessage(files: readonly DescFile[], typeName: string): DescMessage 
     if (hit) return hit;
   }
   return undefined;
-}
-
-/** `file.proto:line:column` of a message's declaration, 1-based, as buf prints it. */
-function locateMessage(message: DescMessage): string {
-  const path: number[] = [];
-  for (let m: DescMessage | undefined = message; m; m = m.parent) {
-    const siblings = m.parent ? m.parent.proto.nestedType : m.file.proto.messageType;
-    path.unshift(m.parent ? 3 : 4, siblings.indexOf(m.proto));
-  }
-  return locate(message.file, path);
-}
-
-/** locateMessage for a service. */
-function locateService(service: DescService): string {
-  return locate(service.file, [6, service.file.services.indexOf(service)]);
-}
-
-/** Where the element at a SourceCodeInfo `path` of `file` begins. */
-function locate(file: DescFile, path: readonly number[]): string {
-  const location = file.proto.sourceCodeInfo?.location.find((l) => l.path.length === path.length && l.path.every((p, i) => p === path[i]));
-  const [line, column] = location ? [location.span[0] + 1, location.span[1] + 1] : [1, 1];
-  return `${file.name}.proto:${line}:${column}`;
 }
 
 function findService(files: readonly DescFile[], typeName: string): DescService | undefined {
