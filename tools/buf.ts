@@ -1,8 +1,9 @@
 /**
  * Contract checks on the image built from proto/ (see tools/contracts/image.ts):
  *   tsx tools/buf.ts lint                  buf lint with the rules in buf.yaml
- *   tsx tools/buf.ts breaking [REVISION]   buf breaking, and the events' own check
- *                                          (contracts/event-changes.ts), against proto/ at REVISION
+ *   tsx tools/buf.ts breaking [REVISION]   buf breaking, the events' own check
+ *                                          (contracts/event-changes.ts) and the validation
+ *                                          rules' (contracts/rule-changes.ts), against proto/ at REVISION
  *                                          (default: HEAD~1, the previous commit on main;
  *                                          or BREAKING_AGAINST from the environment)
  */
@@ -16,8 +17,9 @@ const usage = `Usage: tsx tools/buf.ts lint
 lint       buf lint (STANDARD rules, see buf.yaml) on proto/
 breaking   fail on wire- or JSON-incompatible changes of proto/, an RPC
            or service removed or renamed, an event removed, renamed or
-           given another subject or stream, or a subscription's durable
-           renamed, against proto/ at REVISION
+           given another subject or stream, a subscription's durable
+           renamed, or a validation rule of a request or an event
+           made tighter, against proto/ at REVISION
            (default: $BREAKING_AGAINST or HEAD~1); a REVISION or
            $BREAKING_AGAINST that is no commit fails (exit 2)`;
 

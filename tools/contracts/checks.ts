@@ -6,6 +6,7 @@ import { parse } from "yaml";
 import { repoRoot } from "../repo-root.js";
 import { incompatibleEventChanges } from "./event-changes.js";
 import { bufBin, buildImage } from "./image.js";
+import { tighterValidationRules } from "./rule-changes.js";
 import { loadImageFiles } from "./sdk-manifest.js";
 
 /** Result of a buf check: ok, or the findings buf printed. */
@@ -35,12 +36,14 @@ export function lintContracts(protoDir = join(repoRoot, "proto")): CheckResult {
 /** What to do instead of a breaking change, under the findings of a failed check. */
 export const breakingAdvice = `Keep what the running version uses: reserve a removed field's number and name (reserved 5; reserved "lines_version";)
 and add a new field rather than retyping one; put a changed RPC or event beside the old one, under a new name,
-and remove the old one once nothing calls or consumes it; keep a subscription's durable name. README.md, "Breaking changes", says how.`;
+and remove the old one once nothing calls or consumes it; keep a subscription's durable name; tighten a validation rule
+only once every sender keeps to it, in a commit of its own. README.md, "Breaking changes", says how.`;
 
 /**
  * `buf breaking` (rules from buf.yaml), then the events' own rules
- * (event-changes.ts): the contracts in `protoDir` against those in
- * `againstDir`, every finding of both in `output`, then breakingAdvice.
+ * (event-changes.ts) and the validation rules' (rule-changes.ts): the
+ * contracts in `protoDir` against those in `againstDir`, every finding of
+ * each in `output`, then breakingAdvice.
  */
 export function breakingChanges(protoDir: string, againstDir: string): CheckResult {
   const work = mkdtempSync(join(tmpdir(), "concord-breaking-"));
@@ -50,9 +53,10 @@ export function breakingChanges(protoDir: string, againstDir: string): CheckResu
     buildImage(protoDir, current);
     buildImage(againstDir, previous);
     const buf = runBuf(["breaking", current, "--against", previous, "--config", join(repoRoot, "buf.yaml"), "--error-format", "text"]);
-    const events = incompatibleEventChanges(loadImageFiles(readFileSync(current)), loadImageFiles(readFileSync(previous)), breakingIgnored());
-    if (buf.ok && events.length === 0) return buf;
-    return { ok: false, output: `${[buf.output, ...events].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
+    const [now, then, ignored] = [loadImageFiles(readFileSync(current)), loadImageFiles(readFileSync(previous)), breakingIgnored()];
+    const found = [...incompatibleEventChanges(now, then, ignored), ...tighterValidationRules(now, then, ignored)];
+    if (buf.ok && found.length === 0) return buf;
+    return { ok: false, output: `${[buf.output, ...found].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

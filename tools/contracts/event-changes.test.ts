@@ -1,13 +1,10 @@
-import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { DescFile } from "@bufbuild/protobuf";
 import { afterAll, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/support/shop.js";
 import { repoRoot } from "../repo-root.js";
 import { breakingAdvice, breakingChanges } from "./checks.js";
+import { contractEditor } from "../../test/support/edited-contracts.js";
 import { incompatibleEventChanges } from "./event-changes.js";
-import { buildImage } from "./image.js";
-import { loadImageFiles } from "./sdk-manifest.js";
 
 const orderEvents = "shop/orders/v1/order_events.proto";
 const productService = "shop/products/v1/product_service.proto";
@@ -15,25 +12,7 @@ const productService = "shop/products/v1/product_service.proto";
 describe("incompatibleEventChanges", () => {
   const dir = tempDir();
   afterAll(() => dir.remove());
-  let n = 0;
-
-  /** A copy of proto/ with each file of `edits` edited. */
-  const edited = (edits: Record<string, (text: string) => string>): string => {
-    const copy = join(dir.path, `proto-${n++}`);
-    cpSync(join(repoRoot, "proto"), copy, { recursive: true });
-    for (const [file, edit] of Object.entries(edits)) {
-      const text = readFileSync(join(copy, file), "utf8");
-      const changed = edit(text);
-      expect(changed, `the edit of ${file} changes it`).not.toBe(text);
-      writeFileSync(join(copy, file), changed);
-    }
-    return copy;
-  };
-  const filesOf = (protoDir: string): DescFile[] => {
-    const image = join(dir.path, `image-${n++}.binpb`);
-    buildImage(protoDir, image);
-    return loadImageFiles(readFileSync(image));
-  };
+  const { edited, filesOf } = contractEditor(dir.path);
   const original = filesOf(join(repoRoot, "proto"));
 
   it("refuses, in npm run breaking, an event given another subject, which buf lets through, naming where and what to do instead", () => {

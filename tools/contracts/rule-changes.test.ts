@@ -1,0 +1,132 @@
+import { join } from "node:path";
+import type { DescFile } from "@bufbuild/protobuf";
+import { afterAll, describe, expect, it } from "vitest";
+import { tempDir } from "../../test/support/shop.js";
+import { repoRoot } from "../repo-root.js";
+import { breakingAdvice, breakingChanges } from "./checks.js";
+import { contractEditor } from "../../test/support/edited-contracts.js";
+import { tighterValidationRules } from "./rule-changes.js";
+
+const orderEvents = "shop/orders/v1/order_events.proto";
+const orderService = "shop/orders/v1/order_service.proto";
+const money = "shop/common/v1/money.proto";
+
+const refusedRequest = "a request an older client sends could be refused with INVALID_ARGUMENT";
+const deadLettered = "an event an older producer sends, or its stream holds, could be dead-lettered";
+
+describe("tighterValidationRules", () => {
+  const dir = tempDir();
+  afterAll(() => dir.remove());
+  const editor = contractEditor(dir.path);
+  const { filesOf } = editor;
+  /** The contracts of proto/ with each file of `edits` edited. */
+  const edited = (edits: Record<string, (text: string) => string>): DescFile[] => filesOf(editor.edited(edits));
+  const original = filesOf(join(repoRoot, "proto"));
+  /** The findings of `after` against `before`, and none the other way round (the same change undone loosens). */
+  const tighter = (before: DescFile[], after: DescFile[]): string[] => {
+    expect(tighterValidationRules(before, after), "the change undone").toEqual([]);
+    return tighterValidationRules(after, before);
+  };
+
+  const pageToken = "string page_token = 3 [(buf.validate.field).string.max_len = 200];";
+  /** ListOrdersRequest's page_token (a request's field) with `rules` in place of its own. */
+  const pageTokenWith = (rules: string) => edited({ [orderService]: (t) => t.replace(pageToken, `string page_token = 3 [${rules}];`) });
+  const pageTokenAt = `${orderService}:313:3:Field "page_token" of message "shop.orders.v1.ListOrdersRequest"`;
+  const both = `${deadLettered}, and ${refusedRequest}`;
+
+  it("refuses, in npm run breaking, a rule made tighter on an event, naming where and what to do instead", () => {
+    const shorter = editor.edited({ [orderEvents]: (t) => t.replace("string reason = 3 [(buf.validate.field).string.max_len = 200];\n}\n\n// The product service", "string reason = 3 [(buf.validate.field).string.max_len = 100];\n}\n\n// The product service") });
+    const result = breakingChanges(shorter, join(repoRoot, "proto"));
+    expect(result.ok).toBe(false);
+    expect(result.output).toBe(
+      `${orderEvents}:133:3:Field "reason" of message "shop.orders.v1.OrderCancelled": (buf.validate.field).string.max_len was lowered from 200 to 100; ${deadLettered}.\n\n${breakingAdvice}`,
+    );
+    expect(breakingChanges(join(repoRoot, "proto"), shorter), "the change undone").toMatchObject({ ok: true });
+  });
+
+  it("refuses each kind of tightening of a request's or an event's rules with its file:line, and lets the same change undone through", () => {
+    expect(tighter(original, pageTokenWith("(buf.validate.field).string = {\n    min_len: 1\n    max_len: 200\n  }"))).toEqual([
+      `${pageTokenAt}: (buf.validate.field).string.min_len = 1 was added; ${refusedRequest}.`,
+    ]);
+    expect(tighter(original, pageTokenWith("(buf.validate.field).string = {\n    max_len: 200\n    uuid: true\n  }"))).toEqual([
+      `${pageTokenAt}: (buf.validate.field).string.uuid was set; ${refusedRequest}.`,
+    ]);
+    expect(tighter(original, edited({ [orderService]: (t) => t.replace("  Address shipping_address = 4;", "  Address shipping_address = 4 [(buf.validate.field).required = true];") }))).toEqual([
+      `${orderService}:266:3:Field "shipping_address" of message "shop.orders.v1.UpdateOrderRequest": (buf.validate.field).required was set; ${refusedRequest}.`,
+    ]);
+    expect(tighter(original, edited({ [orderService]: (t) => t.replace("  int32 quantity = 2 [(buf.validate.field).int32 = {\n    gt: 0", "  int32 quantity = 2 [(buf.validate.field).int32 = {\n    gt: 1") }))).toEqual([
+      `${orderService}:96:3:Field "quantity" of message "shop.orders.v1.LineItem": (buf.validate.field).int32 bound narrowed from gt 0 to gt 1; ${refusedRequest}.`,
+    ]);
+    expect(tighter(original, edited({ [money]: (t) => t.replace("lte: 100000000000000", "lt: 100000000000000") }))).toEqual([
+      `${money}:14:3:Field "amount_minor" of message "shop.common.v1.Money": (buf.validate.field).int64 bound narrowed from lte 100000000000000 to lt 100000000000000; ${both}.`,
+    ]);
+    expect(tighter(original, edited({ [orderService]: (t) => t.replace("  repeated LineItem lines = 2 [\n    (buf.validate.field).repeated = {\n      min_items: 1", "  repeated LineItem lines = 2 [\n    (buf.validate.field).repeated = {\n      min_items: 2") }))).toEqual([
+      `${orderService}:197:3:Field "lines" of message "shop.orders.v1.CreateOrderRequest": (buf.validate.field).repeated.min_items was raised from 1 to 2; ${refusedRequest}.`,
+    ]);
+    expect(tighter(original, edited({ [orderService]: (t) => t.replace("(buf.validate.field).repeated.max_items = 50,", "(buf.validate.field).repeated.max_items = 40,") }))).toEqual([
+      `${orderService}:268:3:Field "lines" of message "shop.orders.v1.UpdateOrderRequest": (buf.validate.field).repeated.max_items was lowered from 50 to 40; ${refusedRequest}.`,
+    ]);
+    const stateIn = (values: string) =>
+      edited({ [orderService]: (t) => t.replace("OrderState state = 3 [(buf.validate.field).enum.defined_only = true];", `OrderState state = 3 [(buf.validate.field).enum = {\n    defined_only: true\n    in: [${values}]\n  }];`) });
+    const stateAt = `${orderService}:160:3:Field "state" of message "shop.orders.v1.Order"`;
+    expect(tighter(original, stateIn("1, 2, 3, 4"))).toEqual([`${stateAt}: (buf.validate.field).enum.in = [1, 2, 3, 4] was added; ${deadLettered}.`]);
+    expect(tighter(stateIn("1, 2, 3, 4"), stateIn("1, 2, 4"))).toEqual([`${stateAt}: (buf.validate.field).enum.in no longer holds 3; ${deadLettered}.`]);
+    const notIn = (values: string) => pageTokenWith(`(buf.validate.field).string = {not_in: [${values}]}`);
+    expect(tighter(notIn('"a"'), notIn('"a", "b"'))).toEqual([`${pageTokenAt}: (buf.validate.field).string.not_in now also holds "b"; ${refusedRequest}.`]);
+    expect(tighter(original, edited({ [money]: (t) => t.replace('[(buf.validate.field).string.pattern = "^[A-Z]{3}$"]', '[(buf.validate.field).string = {\n    pattern: "^[A-Z]{3}$"\n    const: "EUR"\n  }]') }))).toEqual([
+      `${money}:12:3:Field "currency_code" of message "shop.common.v1.Money": (buf.validate.field).string.const = "EUR" was added; ${both}.`,
+    ]);
+    expect(tighter(original, pageTokenWith('(buf.validate.field).string.max_len = 200,\n    (buf.validate.field).cel = {\n      id: "page_token.short"\n      message: "short"\n      expression: "size(this) < 100"\n    }'))).toEqual([
+      `${pageTokenAt}: (buf.validate.field).cel "page_token.short" was added or its expression changed ("size(this) < 100"), which cannot be proved looser; ${refusedRequest}.`,
+    ]);
+    const ignoring = (ignore: string) => pageTokenWith(`(buf.validate.field).string.min_len = 4,\n    (buf.validate.field).ignore = ${ignore}`);
+    expect(tighter(ignoring("IGNORE_IF_ZERO_VALUE"), ignoring("IGNORE_UNSPECIFIED"))).toEqual([
+      `${pageTokenAt}: (buf.validate.field).ignore changed from IGNORE_IF_ZERO_VALUE to IGNORE_UNSPECIFIED, so its rules check values they skipped; ${refusedRequest}.`,
+    ]);
+    expect(tighter(ignoring("IGNORE_ALWAYS"), ignoring("IGNORE_IF_ZERO_VALUE"))).toEqual([
+      `${pageTokenAt}: (buf.validate.field).ignore changed from IGNORE_ALWAYS to IGNORE_IF_ZERO_VALUE, so its rules check values they skipped; ${refusedRequest}.`,
+    ]);
+    const updateOneof = (rule: string) => edited({ [orderService]: (t) => t.replace("message UpdateOrderRequest {\n", `message UpdateOrderRequest {\n  option (buf.validate.message).oneof = ${rule};\n`) });
+    const updateAt = `${orderService}:237:1:Message "shop.orders.v1.UpdateOrderRequest"`;
+    expect(tighter(original, updateOneof('{fields: ["shipping_address", "lines"]}'))).toEqual([
+      `${updateAt}: (buf.validate.message).oneof {fields: [shipping_address, lines]} was added or made stricter; ${refusedRequest}.`,
+    ]);
+    expect(tighter(updateOneof('{fields: ["shipping_address", "lines"]}'), updateOneof('{fields: ["shipping_address", "lines"], required: true}'))).toEqual([
+      `${updateAt}: (buf.validate.message).oneof {fields: [shipping_address, lines], required: true} was added or made stricter; ${refusedRequest}.`,
+    ]);
+  });
+
+  it("refuses a pattern or a CEL expression changed either way, which cannot be proved looser", () => {
+    const wider = edited({ [money]: (t) => t.replace('pattern = "^[A-Z]{3}$"', 'pattern = "^[A-Z]{3,4}$"') });
+    expect(tighterValidationRules(wider, original)).toEqual([
+      `${money}:12:3:Field "currency_code" of message "shop.common.v1.Money": (buf.validate.field).string.pattern changed from "^[A-Z]{3}$" to "^[A-Z]{3,4}$", which cannot be proved looser; ${both}.`,
+    ]);
+    expect(tighterValidationRules(original, wider)).toHaveLength(1);
+    const celChanged = edited({ [orderService]: (t) => t.replace("|| size(this.lines) > 0\"", "|| size(this.lines) > 1\"") });
+    expect(tighterValidationRules(celChanged, original)).toEqual([
+      `${orderService}:237:1:Message "shop.orders.v1.UpdateOrderRequest": (buf.validate.message).cel "lines" was added or its expression changed ("!('lines' in this.update_mask.paths) || size(this.lines) > 1"), which cannot be proved looser; ${refusedRequest}.`,
+    ]);
+    expect(tighterValidationRules(original, celChanged)).toHaveLength(1);
+  });
+
+  it("refuses a new field only when its rules refuse the zero value an older sender leaves in it", () => {
+    const added = edited({
+      [orderService]: (t) => t.replace(pageToken, `${pageToken}\n  // New.\n  string cursor = 4 [(buf.validate.field).string.uuid = true];\n  // New.\n  string note = 5 [(buf.validate.field).string.max_len = 10];`),
+    });
+    expect(tighterValidationRules(added, original)).toEqual([
+      `${orderService}:315:3:Field "cursor" of message "shop.orders.v1.ListOrdersRequest": a new field whose rules refuse its zero value (unset, "", 0), which is what an older sender leaves in it; ${refusedRequest}.`,
+    ]);
+  });
+
+  it("passes the contracts against themselves, a rule rewritten to the same (gt 0 as gte 1, min_len 0), rules on answers, and skips the paths buf.yaml ignores", () => {
+    expect(tighterValidationRules(original, filesOf(join(repoRoot, "proto")))).toEqual([]);
+    expect(tighter(original, edited({ [orderService]: (t) => t.replace("  int32 quantity = 2 [(buf.validate.field).int32 = {\n    gt: 0", "  int32 quantity = 2 [(buf.validate.field).int32 = {\n    gte: 1") }))).toEqual([]);
+    expect(tighter(original, pageTokenWith("(buf.validate.field).string = {\n    min_len: 0\n    max_len: 200\n  }"))).toEqual([]);
+    // ListOrdersResponse is an answer only: no client of this project checks it.
+    expect(tighter(original, edited({ [orderService]: (t) => t.replace("  string next_page_token = 2;", "  string next_page_token = 2 [(buf.validate.field).string.min_len = 5];") }))).toEqual([]);
+    const shorter = edited({ [money]: (t) => t.replace("lte: 100000000000000", "lt: 100000000000000") });
+    expect(tighterValidationRules(shorter, original, [money])).toEqual([]);
+    expect(tighterValidationRules(shorter, original, ["shop/common/"])).toEqual([]);
+    expect(tighterValidationRules(shorter, original, ["shop/orders"])).toHaveLength(1);
+  });
+});
