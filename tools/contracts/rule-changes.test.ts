@@ -129,4 +129,47 @@ describe("tighterValidationRules", () => {
     expect(tighterValidationRules(shorter, original, ["shop/common/"])).toEqual([]);
     expect(tighterValidationRules(shorter, original, ["shop/orders"])).toHaveLength(1);
   });
+
+  it("compares rules held deeper and on every kind of value: a list's items, a map's values, doubles, durations, a range outside its bounds, a oneof", () => {
+    /** ListOrdersRequest with `fields` (numbers from 9) after its own. */
+    const listOrders = (fields: string) =>
+      edited({
+        [orderService]: (t) => t.replace('import "google/protobuf/field_mask.proto";', 'import "google/protobuf/duration.proto";\nimport "google/protobuf/field_mask.proto";').replace(pageToken, `${pageToken}\n${fields}`),
+      });
+    const at = `${orderService}:315:3`;
+    const cases: [string, string, string][] = [
+      [
+        "  repeated string tags = 9 [(buf.validate.field).repeated.items.string.max_len = 10];",
+        "  repeated string tags = 9 [(buf.validate.field).repeated.items.string.max_len = 5];",
+        `${at}:Field "tags" of message "shop.orders.v1.ListOrdersRequest": (buf.validate.field).repeated.items.string.max_len was lowered from 10 to 5`,
+      ],
+      [
+        "  map<string, int32> counts = 9 [(buf.validate.field).map.values.int32.lt = 10];",
+        "  map<string, int32> counts = 9 [(buf.validate.field).map.values.int32.lt = 5];",
+        `${at}:Field "counts" of message "shop.orders.v1.ListOrdersRequest": (buf.validate.field).map.values.int32 bound narrowed from lt 10 to lt 5`,
+      ],
+      [
+        "  double weight = 9 [(buf.validate.field).double.gte = 0];",
+        "  double weight = 9 [(buf.validate.field).double.gt = 0];",
+        `${at}:Field "weight" of message "shop.orders.v1.ListOrdersRequest": (buf.validate.field).double bound narrowed from gte 0 to gt 0`,
+      ],
+      [
+        "  google.protobuf.Duration wait = 9 [(buf.validate.field).duration.lte = {seconds: 60}];",
+        "  google.protobuf.Duration wait = 9 [(buf.validate.field).duration.lte = {seconds: 30}];",
+        `${at}:Field "wait" of message "shop.orders.v1.ListOrdersRequest": (buf.validate.field).duration bound narrowed from lte 60s to lte 30s`,
+      ],
+      [
+        "  oneof filter {\n    // A.\n    string status = 9;\n    // B.\n    string sku = 10;\n  }",
+        "  oneof filter {\n    option (buf.validate.oneof).required = true;\n    // A.\n    string status = 9;\n    // B.\n    string sku = 10;\n  }",
+        `${at}:Oneof "filter" of message "shop.orders.v1.ListOrdersRequest": (buf.validate.oneof).required was set`,
+      ],
+    ];
+    for (const [before, after, finding] of cases) expect(tighter(listOrders(before), listOrders(after))).toEqual([`${finding}; ${refusedRequest}.`]);
+    // gt above lt keeps the values outside them: compared only as a whole, either way.
+    const outside = (gt: number) => listOrders(`  int32 size = 9 [(buf.validate.field).int32 = {\n    gt: ${gt}\n    lt: 5\n  }];`);
+    expect(tighterValidationRules(outside(11), outside(10))).toEqual([
+      `${at}:Field "size" of message "shop.orders.v1.ListOrdersRequest": (buf.validate.field).int32 bounds changed from gt 10 and lt 5 to gt 11 and lt 5, a range outside its bounds, which cannot be proved looser; ${refusedRequest}.`,
+    ]);
+    expect(tighterValidationRules(outside(10), outside(11))).toHaveLength(1);
+  });
 });
