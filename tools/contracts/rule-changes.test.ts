@@ -69,8 +69,8 @@ describe("tighterValidationRules", () => {
     const stateIn = (values: string) =>
       edited({ [orderService]: (t) => t.replace("OrderState state = 3 [(buf.validate.field).enum.defined_only = true];", `OrderState state = 3 [(buf.validate.field).enum = {\n    defined_only: true\n    in: [${values}]\n  }];`) });
     const stateAt = `${orderService}:160:3:Field "state" of message "shop.orders.v1.Order"`;
-    expect(tighter(original, stateIn("1, 2, 3, 4"))).toEqual([`${stateAt}: (buf.validate.field).enum.in = [1, 2, 3, 4] was added; ${deadLettered}.`]);
-    expect(tighter(stateIn("1, 2, 3, 4"), stateIn("1, 2, 4"))).toEqual([`${stateAt}: (buf.validate.field).enum.in no longer holds 3; ${deadLettered}.`]);
+    expect(tighter(original, stateIn("1, 2, 3, 4"))).toEqual([`${stateAt}: (buf.validate.field).enum.in = [1 (ORDER_STATE_PENDING), 2 (ORDER_STATE_CONFIRMED), 3 (ORDER_STATE_REJECTED), 4 (ORDER_STATE_CANCELLED)] was added; ${deadLettered}.`]);
+    expect(tighter(stateIn("1, 2, 3, 4"), stateIn("1, 2, 4"))).toEqual([`${stateAt}: (buf.validate.field).enum.in no longer holds 3 (ORDER_STATE_REJECTED); ${deadLettered}.`]);
     const notIn = (values: string) => pageTokenWith(`(buf.validate.field).string = {not_in: [${values}]}`);
     expect(tighter(notIn('"a"'), notIn('"a", "b"'))).toEqual([`${pageTokenAt}: (buf.validate.field).string.not_in now also holds "b"; ${refusedRequest}.`]);
     expect(tighter(original, edited({ [money]: (t) => t.replace('[(buf.validate.field).string.pattern = "^[A-Z]{3}$"]', '[(buf.validate.field).string = {\n    pattern: "^[A-Z]{3}$"\n    const: "EUR"\n  }]') }))).toEqual([
@@ -79,6 +79,8 @@ describe("tighterValidationRules", () => {
     expect(tighter(original, pageTokenWith('(buf.validate.field).string.max_len = 200,\n    (buf.validate.field).cel = {\n      id: "page_token.short"\n      message: "short"\n      expression: "size(this) < 100"\n    }'))).toEqual([
       `${pageTokenAt}: (buf.validate.field).cel "page_token.short" was added or its expression changed ("size(this) < 100"), which cannot be proved looser; ${refusedRequest}.`,
     ]);
+    const headerValue = (strict: string) => pageTokenWith(`(buf.validate.field).string = {\n    well_known_regex: KNOWN_REGEX_HTTP_HEADER_VALUE${strict}\n  }`);
+    expect(tighter(headerValue("\n    strict: false"), headerValue(""))).toEqual([`${pageTokenAt}: (buf.validate.field).string.strict was set to true or unset (true); ${refusedRequest}.`]);
     const ignoring = (ignore: string) => pageTokenWith(`(buf.validate.field).string.min_len = 4,\n    (buf.validate.field).ignore = ${ignore}`);
     expect(tighter(ignoring("IGNORE_IF_ZERO_VALUE"), ignoring("IGNORE_UNSPECIFIED"))).toEqual([
       `${pageTokenAt}: (buf.validate.field).ignore changed from IGNORE_IF_ZERO_VALUE to IGNORE_UNSPECIFIED, so its rules check values they skipped; ${refusedRequest}.`,

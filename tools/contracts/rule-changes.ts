@@ -10,7 +10,7 @@
  * compared: the server checks requests, the consumer checks events, and no
  * client of this project checks an answer.
  */
-import { create, createRegistry, getOption, hasOption, isFieldSet, ScalarType, type DescField, type DescFile, type DescMessage, type DescOneof, type Message } from "@bufbuild/protobuf";
+import { create, createRegistry, getOption, hasOption, isFieldSet, ScalarType, type DescEnum, type DescField, type DescFile, type DescMessage, type DescOneof, type Message } from "@bufbuild/protobuf";
 import { createValidator } from "@bufbuild/protovalidate";
 import {
   FieldRulesSchema,
@@ -87,7 +87,7 @@ export function tighterValidationRules(current: readonly DescFile[], previous: r
       if (!rules) continue;
       const what = `Field "${field.name}" of message "${after.typeName}"`;
       if (old) {
-        report(locateField(field), what, tighterFieldRules(fieldRules(old), rules, "(buf.validate.field)"));
+        report(locateField(field), what, tighterFieldRules(fieldRules(old), rules, "(buf.validate.field)", field.enum));
         continue;
       }
       zeroRefused ??= fieldsRefusingZero(after);
@@ -136,7 +136,7 @@ function messageOf(field: DescField): DescMessage | undefined {
 const ignoreRank: Record<number, number> = { [Ignore.UNSPECIFIED]: 0, [Ignore.IF_ZERO_VALUE]: 1, [Ignore.ALWAYS]: 2 };
 
 /** What in `after` (a field's rules, or a list's items, or a map's keys or values) may refuse what `before` let through. */
-function tighterFieldRules(before: FieldRules | undefined, after: FieldRules, name: string): string[] {
+function tighterFieldRules(before: FieldRules | undefined, after: FieldRules, name: string, enumType: DescEnum | undefined): string[] {
   if (after.ignore === Ignore.ALWAYS) return [];
   const was = before ?? create(FieldRulesSchema);
   const changes: string[] = [];
@@ -149,7 +149,7 @@ function tighterFieldRules(before: FieldRules | undefined, after: FieldRules, na
   changes.push(...tighterCel(was, after, name), ...tighterExtensions(was, after, name));
   if (after.type.case !== undefined) {
     const old = was.type.case === after.type.case ? was.type.value : undefined;
-    changes.push(...tighterTypedRules(old, after.type.value, `${name}.${after.type.case}`));
+    changes.push(...tighterTypedRules(old, after.type.value, `${name}.${after.type.case}`, enumType));
   }
   return changes;
 }
@@ -193,8 +193,11 @@ const maximums = new Set(["max_len", "max_bytes", "max_items", "max_pairs", "wit
  * flag (uuid, defined_only, unique...) may not be set; any other rule
  * (const, len, pattern...) may not be added or changed.
  */
-function tighterTypedRules(before: Message | undefined, after: Message, name: string): string[] {
+function tighterTypedRules(before: Message | undefined, after: Message, name: string, enumType: DescEnum | undefined): string[] {
   const schema = schemaOf(after);
+  // An enum's values are written as numbers; its names say more.
+  const show = (value: unknown): string =>
+    Array.isArray(value) ? `[${value.map(show).join(", ")}]` : enumType && typeof value === "number" && schema.typeName === "buf.validate.EnumRules" ? `${value} (${enumType.value[value]?.name ?? "no value"})` : showValue(value);
   const changes = [...tighterExtensions(before, after, name)];
   const was = (field: DescField): unknown => (before && isFieldSet(before, field) ? valueOf(before, field) : undefined);
   for (const field of schema.fields) {
@@ -204,11 +207,16 @@ function tighterTypedRules(before: Message | undefined, after: Message, name: st
       if (field === field.oneof.fields[0] && field.oneof.name === "greater_than") changes.push(...narrowerRange(schema, before, after, name));
       continue;
     }
+    if (field.name === "strict") {
+      // Unset is true: a well-known regex is strict unless told otherwise.
+      if (isFieldSet(after, field) ? valueOf(after, field) === true : was(field) === false) changes.push(`${rule} was set to true or unset (true)`);
+      continue;
+    }
     if (!isFieldSet(after, field)) continue;
     const now = valueOf(after, field);
     const then = was(field);
     if (field.fieldKind === "message" && field.message.typeName === FieldRulesSchema.typeName) {
-      changes.push(...tighterFieldRules(then as FieldRules | undefined, now as FieldRules, rule));
+      changes.push(...tighterFieldRules(then as FieldRules | undefined, now as FieldRules, rule, enumType));
     } else if (field.name === "in") {
       const lost = (then as unknown[] | undefined)?.filter((v) => !(now as unknown[]).some((n) => keyOf(n) === keyOf(v)));
       if (then === undefined || (then as unknown[]).length === 0) changes.push(`${rule} = ${show(now)} was added`);
@@ -222,9 +230,6 @@ function tighterTypedRules(before: Message | undefined, after: Message, name: st
       if (then === undefined) {
         if (!higher || numeric(now) > 0) changes.push(`${rule} = ${show(now)} was added`);
       } else if (higher ? numeric(now) > numeric(then) : numeric(now) < numeric(then)) changes.push(`${rule} was ${higher ? "raised" : "lowered"} from ${show(then)} to ${show(now)}`);
-    } else if (field.name === "strict") {
-      // Unset means true: a well-known regex is strict unless told otherwise.
-      if (now === true && then === false) changes.push(`${rule} was set to true`);
     } else if (field.fieldKind === "scalar" && typeof now === "boolean") {
       if (now && then !== true) changes.push(`${rule} was set`);
     } else if (then === undefined) {
@@ -295,7 +300,7 @@ function boundOf(message: Message, oneof: DescOneof): Bound | "now" | undefined 
   if (typeof value === "boolean") return "now";
   const at = numeric(value);
   const open = field.name === "gt" || field.name === "lt";
-  const shown = show(value);
+  const shown = showValue(value);
   if (typeof at === "number" && !isWhole(field)) return { rule: field.name, at, open, shown };
   const whole = typeof at === "number" ? BigInt(at) : at;
   return { rule: field.name, at: open ? whole + (oneof.name === "greater_than" ? 1n : -1n) : whole, open: false, shown };
@@ -336,14 +341,14 @@ function keyOf(value: unknown): string {
 }
 
 /** A rule's value as the contract writes it, near enough: strings quoted, durations and timestamps in seconds. */
-function show(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(show).join(", ")}]`;
+function showValue(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(showValue).join(", ")}]`;
   if (typeof value === "string") return JSON.stringify(value);
   if (value instanceof Uint8Array) return `bytes 0x${Buffer.from(value).toString("hex")}`;
   if (typeof value === "object" && value !== null && "seconds" in value) {
     const { seconds, nanos } = value as { seconds: bigint; nanos: number };
     return `${seconds}${nanos ? `.${String(nanos).padStart(9, "0").replace(/0+$/, "")}` : ""}s`;
   }
-  if (typeof value === "object" && value !== null && "paths" in value) return `{paths: ${show((value as { paths: string[] }).paths)}}`;
+  if (typeof value === "object" && value !== null && "paths" in value) return `{paths: ${showValue((value as { paths: string[] }).paths)}}`;
   return String(value);
 }
