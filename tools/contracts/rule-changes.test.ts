@@ -120,6 +120,13 @@ describe("tighterValidationRules", () => {
     ]);
   });
 
+  it("refuses a field made no longer optional when its rules refuse the zero value it then has unset", () => {
+    const required = edited({ [orderService]: (t) => t.replace("  optional string request_id = 4", "  string request_id = 4") });
+    expect(tighter(original, required)).toEqual([
+      `${orderService}:215:3:Field "request_id" of message "shop.orders.v1.CreateOrderRequest": no longer optional (nor in a oneof), so its rules check it when unset, and refuse the zero value ("", 0) it has then, which an older sender that leaves it unset sends; ${refusedRequest}.`,
+    ]);
+  });
+
   it("passes the contracts against themselves, a rule rewritten to the same (gt 0 as gte 1, min_len 0), rules on answers, and skips the paths buf.yaml ignores", () => {
     expect(tighterValidationRules(original, filesOf(join(repoRoot, "proto")))).toEqual([]);
     expect(tighter(original, edited({ [orderService]: (t) => t.replace("  int32 quantity = 2 [(buf.validate.field).int32 = {\n    gt: 0", "  int32 quantity = 2 [(buf.validate.field).int32 = {\n    gte: 1") }))).toEqual([]);

@@ -11,6 +11,7 @@
  * client of this project checks an answer.
  */
 import { create, createRegistry, getOption, hasOption, isFieldSet, ScalarType, type DescEnum, type DescField, type DescFile, type DescMessage, type DescOneof, type Message } from "@bufbuild/protobuf";
+import { FeatureSet_FieldPresence } from "@bufbuild/protobuf/wkt";
 import { createValidator } from "@bufbuild/protovalidate";
 import {
   FieldRulesSchema,
@@ -86,14 +87,17 @@ export function tighterValidationRules(current: readonly DescFile[], previous: r
       const rules = fieldRules(field);
       if (!rules) continue;
       const what = `Field "${field.name}" of message "${after.typeName}"`;
-      if (old) {
-        report(locateField(field), what, tighterFieldRules(fieldRules(old), rules, "(buf.validate.field)", field.enum));
-        continue;
-      }
+      if (old) report(locateField(field), what, tighterFieldRules(fieldRules(old), rules, "(buf.validate.field)", field.enum));
+      // A field that had presence (optional, or in a oneof) and has none now is checked when unset, as its zero value.
+      const lostPresence = old && (old.fieldKind === "scalar" || old.fieldKind === "enum") && old.presence !== IMPLICIT && field.presence === IMPLICIT;
+      if (old && !lostPresence) continue;
       zeroRefused ??= fieldsRefusingZero(after);
-      if (zeroRefused.has(field.number)) {
-        report(locateField(field), what, ["a new field whose rules refuse its zero value (unset, \"\", 0), which is what an older sender leaves in it"]);
-      }
+      if (!zeroRefused.has(field.number)) continue;
+      report(locateField(field), what, [
+        old
+          ? "no longer optional (nor in a oneof), so its rules check it when unset, and refuse the zero value (\"\", 0) it has then, which an older sender that leaves it unset sends"
+          : "a new field whose rules refuse its zero value (unset, \"\", 0), which is what an older sender leaves in it",
+      ]);
     }
   }
   return found;
@@ -131,6 +135,8 @@ function messageOf(field: DescField): DescMessage | undefined {
   if (field.fieldKind === "map" && field.mapKind === "message") return field.message;
   return undefined;
 }
+
+const IMPLICIT = FeatureSet_FieldPresence.IMPLICIT;
 
 /** How much `ignore` skips: a higher rank checks fewer values. */
 const ignoreRank: Record<number, number> = { [Ignore.UNSPECIFIED]: 0, [Ignore.IF_ZERO_VALUE]: 1, [Ignore.ALWAYS]: 2 };
