@@ -32,8 +32,8 @@ type Reader = "server" | "consumer";
 /**
  * One line per validation rule of `current` that may refuse a request or an
  * event that `previous`'s rules let through: a rule added (on a field both
- * sides have, or on a new field where it refuses the zero value an older
- * sender leaves there), a bound narrowed, an `in` list shrunk or a `not_in`
+ * sides have, or on a new field, or one no longer optional, where it
+ * refuses the zero value an older sender leaves there), a bound narrowed, an `in` list shrunk or a `not_in`
  * list grown, `ignore` changed to skip less, and a CEL expression, pattern,
  * const or other value changed, which cannot be proved looser. Loosening
  * passes. Lines start `file:line:column:`, as buf's own; one whose file is
