@@ -311,6 +311,8 @@ services' own NATS users may read their streams but not create or change
 them. Stops, changing nothing of that stream, where one differs in subjects,
 storage, max age or duplicate window, or republishes, sources or mirrors.
 Prints each stream as a JSON line (subjects, replicas, messages, atomic batch).
+Asks again, for up to 30 s, while JetStream does not answer (a cluster just
+started answers for a stream once the stream has elected its leader).
 \`npm start\` runs it before the services start; a deployment runs it before
 its services, and again when a contract changes a stream's settings.
 ${natsOption}`,

@@ -8,7 +8,7 @@
  */
 import type { NatsConnection } from "nats";
 import { allStreams } from "../../gen/ts/concord_streams.js";
-import { deadLetterStreamSpec, ensureStreams, StreamConflictError, type StreamSpec } from "../../platform/events/index.js";
+import { deadLetterStreamSpec, ensureStreams, isNatsUnreachable, StreamConflictError, type StreamSpec } from "../../platform/events/index.js";
 import type { Logger } from "../../platform/log/index.js";
 
 /** The streams the operator provisions: the contracts' own and the dead letter stream. */
@@ -24,11 +24,34 @@ export interface ProvisionedStream {
 }
 
 /**
+ * How long provisioning asks again while JetStream gives no answer. A cluster
+ * whose servers have all just started reports healthy (`/healthz`) once it has
+ * a meta leader, while each stream elects a leader of its own in the seconds
+ * after, and a request about a stream without one goes unanswered (TIMEOUT):
+ * `npm start -- --cluster` on a DATA_DIR whose cluster held streams stopped
+ * there, every time.
+ */
+const unansweredWaitMs = 30_000;
+
+/**
  * Provisions `provisionedStreams` over `nc` (the operator's connection); resolves with each as the server now has it.
  * Throws, saying what the operator can do, at a stream whose settings conflict with its spec: it and the streams
- * after it are left as they are.
+ * after it are left as they are. JetStream not answering is asked again, for up to `unansweredWaitMs`.
  */
 export async function provisionStreams(nc: NatsConnection, logger?: Logger): Promise<ProvisionedStream[]> {
+  const until = Date.now() + unansweredWaitMs;
+  for (let told = false; ; told = true) {
+    try {
+      return await provisionOnce(nc, logger);
+    } catch (err) {
+      if (!isNatsUnreachable(err) || Date.now() >= until) throw err;
+      if (!told) logger?.warn({ err: (err as Error).message }, "JetStream did not answer (a cluster just started elects its streams' leaders); asking again");
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+}
+
+async function provisionOnce(nc: NatsConnection, logger: Logger | undefined): Promise<ProvisionedStream[]> {
   const jsm = await nc.jetstreamManager();
   const { atomicBatch } = await ensureStreams(jsm, provisionedStreams, logger ? { logger } : {}).catch((err: unknown) => {
     if (!(err instanceof StreamConflictError)) throw err;
