@@ -19,6 +19,7 @@ import { runConcord, runTool } from "./support/concord.js";
 import { freePort, useNatsServer } from "./support/nats-server.js";
 import { address, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 import { readStream } from "./support/streams.js";
+import { capturedLogger } from "./support/captured-logger.js";
 
 const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
 
@@ -38,6 +39,7 @@ describe("the product service's database restored from a backup older than the o
   let orders: RunningOrders | undefined;
   let operator: NatsConnection;
   let productsListen: string;
+  const ordersLog = capturedLogger("orders");
 
   const startProducts = () => startTestProducts(dir.path, nats().url, { natsSeedFile: nats().seedFile("products"), listen: productsListen, metricsListen: "127.0.0.1:0" });
 
@@ -46,7 +48,7 @@ describe("the product service's database restored from a backup older than the o
     operator = await connect({ servers: nats().url, authenticator: nkeyAuthenticator(seed), inboxPrefix: "_INBOX" });
     productsListen = `127.0.0.1:${await freePort()}`;
     products = await startProducts();
-    orders = await startTestOrders(dir.path, productsListen, nats().url, { natsSeedFile: nats().seedFile("orders"), metricsListen: "127.0.0.1:0" });
+    orders = await startTestOrders(dir.path, productsListen, nats().url, { natsSeedFile: nats().seedFile("orders"), metricsListen: "127.0.0.1:0", logger: ordersLog.logger });
   }, 60_000);
   afterAll(async () => {
     await operator?.close();
@@ -179,6 +181,15 @@ describe("the product service's database restored from a backup older than the o
     ]);
     expect(await events("SHOP_PRODUCTS", `${e}.failed`)).toHaveLength(1);
     expect(await Promise.all([b, e, f].map(stateOf))).toEqual(Array(3).fill(OrderState.ORDER_STATE_CONFIRMED));
+    // The order service says so, once: the refusal of an order it had confirmed.
+    expect(ordersLog.lines.filter((line) => line.level === "warn" && line.orderId === e)).toEqual([
+      expect.objectContaining({
+        answer: "StockReservationFailed",
+        msg:
+          `StockReservationFailed came for order ${e}, which is CONFIRMED: the product service holds no stock for it (its database restored from an older backup, say); ` +
+          "the order stays CONFIRMED, and `npx tsx tools/reservations.ts check` lists it for a person to decide",
+      }),
+    ]);
 
     // Left for a person: E, refused. Run again, nothing is published and nothing changes.
     const published = await streamMessages("SHOP_ORDERS");

@@ -49,7 +49,12 @@ export function createOrderSaga(options: OrderSagaOptions): OrderSaga {
     const order = await store.getForUpdate(context.tx, orderId);
     if (!order) return false;
     const next = settleReservation(order, linesVersion, outcome, now());
-    if (!next) return true;
+    if (!next) {
+      // The product service answers an order's lines once: a refusal of a CONFIRMED order's is its database
+      // restored from a backup older than this one's, the order reserved again and refused (tools/reservations.ts).
+      if (!outcome.reserved && order.state === "CONFIRMED" && order.linesVersion === linesVersion) refusedAfterConfirmed(orderId, linesVersion, context);
+      return true;
+    }
     // Sent with the next statement: the row is locked, so the version cannot have moved.
     await store.replaceLocked(context.tx, next, order.version);
     const total = { currencyCode: next.currency, amountMinor: next.totalMinor };
@@ -66,6 +71,18 @@ export function createOrderSaga(options: OrderSagaOptions): OrderSaga {
       onUnknownOrder?.(answer);
       lines.seen(orderId, () => logger.warn({ orderId, linesVersion, answer, eventId }, `${answer} came for order ${orderId}, which this service does not have: ${what}`));
     });
+  };
+
+  const refusedAfterConfirmed = (orderId: string, linesVersion: number, context: EventContext): void => {
+    const { eventId } = context;
+    // A line each: only an operator's `tools/reservations.ts check --reserve` sends these, once per order.
+    context.tx.afterCommit(() =>
+      logger.warn(
+        { orderId, linesVersion, answer: "StockReservationFailed", eventId },
+        `StockReservationFailed came for order ${orderId}, which is CONFIRMED: the product service holds no stock for it ` +
+          "(its database restored from an older backup, say); the order stays CONFIRMED, and `npx tsx tools/reservations.ts check` lists it for a person to decide",
+      ),
+    );
   };
 
   const handlers: OrderSaga["handlers"] = {
