@@ -16,6 +16,9 @@ import { type ParseArgsConfig, parseArgs } from "node:util";
  */
 export function parseArgsProblem(err: unknown, options: readonly string[], elsewhere: Readonly<Record<string, string | readonly string[]>> = {}): string {
   const message = err instanceof Error ? err.message : String(err);
+  // `--recent -5`: node says it in three lines; one does.
+  const ambiguous = /^Option '(--[^']*)' argument is ambiguous\./.exec(message)?.[1];
+  if (ambiguous !== undefined) return `${ambiguous} takes a value, and one that starts with a dash is written ${ambiguous}=-VALUE`;
   if ((err as { code?: unknown })?.code !== "ERR_PARSE_ARGS_UNKNOWN_OPTION") return message;
   const given = /^Unknown option '([^']*)'/.exec(message)?.[1];
   if (given === undefined) return message;

@@ -25,6 +25,8 @@ describe("tools/token.ts", () => {
     for (const [args, says] of [
       [["--rol", "admin"], "unknown option --rol; did you mean --role?"],
       [["--role"], "Option '--role <value>' argument missing"],
+      // A value that starts with a dash: node's three lines, said in one.
+      [["--role", "admin", "--subject", "-c1"], "--subject takes a value, and one that starts with a dash is written --subject=-VALUE"],
       [["--subject", "c-1"], "give at least one --role"],
     ] as const) {
       const run = token([...args], { DATA_DIR: "/nonexistent" });
