@@ -139,6 +139,15 @@ describe("tighterValidationRules", () => {
     expect(tighterValidationRules(shorter, original, ["shop/orders"])).toHaveLength(1);
   });
 
+  it("refuses a value taken out of an enum that a field holds under defined_only, its number reserved, which buf passes", () => {
+    const withoutCancelled = edited({
+      [orderService]: (t) => t.replace("  // Withdrawn by the customer; any reserved stock is released.\n  ORDER_STATE_CANCELLED = 4;\n", '  reserved 4;\n  reserved "ORDER_STATE_CANCELLED";\n'),
+    });
+    expect(tighter(original, withoutCancelled)).toEqual([
+      `${orderService}:160:3:Field "state" of message "shop.orders.v1.Order": (buf.validate.field).enum.defined_only now refuses 4 (ORDER_STATE_CANCELLED), taken out of enum shop.orders.v1.OrderState; ${deadLettered}.`,
+    ]);
+  });
+
   it("compares rules held deeper and on every kind of value: a list's items, a map's values, doubles, durations, a range outside its bounds, a oneof", () => {
     /** ListOrdersRequest with `fields` (numbers from 9) after its own. */
     const listOrders = (fields: string) =>

@@ -34,7 +34,7 @@ type Reader = "server" | "consumer";
  * event that `previous`'s rules let through: a rule added (on a field both
  * sides have, or on a new field, or one no longer optional, where it
  * refuses the zero value an older sender leaves there), a bound narrowed, an `in` list shrunk or a `not_in`
- * list grown, `ignore` changed to skip less, and a CEL expression, pattern,
+ * list grown, an enum's value taken out under `defined_only`, `ignore` changed to skip less, and a CEL expression, pattern,
  * const or other value changed, which cannot be proved looser. Loosening
  * passes. Lines start `file:line:column:`, as buf's own; one whose file is
  * under one of the `ignored` paths (buf.yaml's `breaking.ignore`, relative
@@ -87,7 +87,7 @@ export function tighterValidationRules(current: readonly DescFile[], previous: r
       const rules = fieldRules(field);
       if (!rules) continue;
       const what = `Field "${field.name}" of message "${after.typeName}"`;
-      if (old) report(locateField(field), what, tighterFieldRules(fieldRules(old), rules, "(buf.validate.field)", field.enum));
+      if (old) report(locateField(field), what, tighterFieldRules(fieldRules(old), rules, "(buf.validate.field)", { now: field.enum, then: old.enum }));
       // A field that had presence (optional, or in a oneof) and has none now is checked when unset, as its zero value.
       const lostPresence = old && (old.fieldKind === "scalar" || old.fieldKind === "enum") && old.presence !== IMPLICIT && field.presence === IMPLICIT;
       if (old && !lostPresence) continue;
@@ -141,8 +141,14 @@ const IMPLICIT = FeatureSet_FieldPresence.IMPLICIT;
 /** How much `ignore` skips: a higher rank checks fewer values. */
 const ignoreRank: Record<number, number> = { [Ignore.UNSPECIFIED]: 0, [Ignore.IF_ZERO_VALUE]: 1, [Ignore.ALWAYS]: 2 };
 
+/** The enum a field holds (alone, in a list, or as a map's value), in the contract as it is now and as it was. */
+interface Enums {
+  readonly now: DescEnum | undefined;
+  readonly then: DescEnum | undefined;
+}
+
 /** What in `after` (a field's rules, or a list's items, or a map's keys or values) may refuse what `before` let through. */
-function tighterFieldRules(before: FieldRules | undefined, after: FieldRules, name: string, enumType: DescEnum | undefined): string[] {
+function tighterFieldRules(before: FieldRules | undefined, after: FieldRules, name: string, enums: Enums): string[] {
   if (after.ignore === Ignore.ALWAYS) return [];
   const was = before ?? create(FieldRulesSchema);
   const changes: string[] = [];
@@ -155,7 +161,7 @@ function tighterFieldRules(before: FieldRules | undefined, after: FieldRules, na
   changes.push(...tighterCel(was, after, name), ...tighterExtensions(was, after, name));
   if (after.type.case !== undefined) {
     const old = was.type.case === after.type.case ? was.type.value : undefined;
-    changes.push(...tighterTypedRules(old, after.type.value, `${name}.${after.type.case}`, enumType));
+    changes.push(...tighterTypedRules(old, after.type.value, `${name}.${after.type.case}`, enums));
   }
   return changes;
 }
@@ -196,10 +202,12 @@ const maximums = new Set(["max_len", "max_bytes", "max_items", "max_pairs", "wit
  * field by field, by what each rule means: a minimum may not rise, a
  * maximum may not fall, the bounds of `greater_than` and `less_than` may not
  * narrow, an `in` list may not lose a value nor a `not_in` list gain one, a
- * flag (uuid, defined_only, unique...) may not be set; any other rule
- * (const, len, pattern...) may not be added or changed.
+ * flag (uuid, defined_only, unique...) may not be set, nor an enum lose a
+ * value under defined_only; any other rule (const, len, pattern...) may not
+ * be added or changed.
  */
-function tighterTypedRules(before: Message | undefined, after: Message, name: string, enumType: DescEnum | undefined): string[] {
+function tighterTypedRules(before: Message | undefined, after: Message, name: string, enums: Enums): string[] {
+  const enumType = enums.now;
   const schema = schemaOf(after);
   // An enum's values are written as numbers; its names say more.
   const show = (value: unknown): string =>
@@ -222,7 +230,7 @@ function tighterTypedRules(before: Message | undefined, after: Message, name: st
     const now = valueOf(after, field);
     const then = was(field);
     if (field.fieldKind === "message" && field.message.typeName === FieldRulesSchema.typeName) {
-      changes.push(...tighterFieldRules(then as FieldRules | undefined, now as FieldRules, rule, enumType));
+      changes.push(...tighterFieldRules(then as FieldRules | undefined, now as FieldRules, rule, enums));
     } else if (field.name === "in") {
       const lost = (then as unknown[] | undefined)?.filter((v) => !(now as unknown[]).some((n) => keyOf(n) === keyOf(v)));
       if (then === undefined || (then as unknown[]).length === 0) changes.push(`${rule} = ${show(now)} was added`);
@@ -238,6 +246,11 @@ function tighterTypedRules(before: Message | undefined, after: Message, name: st
       } else if (higher ? numeric(now) > numeric(then) : numeric(now) < numeric(then)) changes.push(`${rule} was ${higher ? "raised" : "lowered"} from ${show(then)} to ${show(now)}`);
     } else if (field.fieldKind === "scalar" && typeof now === "boolean") {
       if (now && then !== true) changes.push(`${rule} was set`);
+      // A value taken out of the enum (its number reserved, which buf passes) is one defined_only now refuses.
+      else if (now && field.name === "defined_only") {
+        const gone = enums.then?.values.filter((v) => enumType?.value[v.number] === undefined) ?? [];
+        if (gone.length > 0) changes.push(`${rule} now refuses ${gone.map((v) => `${v.number} (${v.name})`).join(", ")}, taken out of enum ${enumType!.typeName}`);
+      }
     } else if (then === undefined) {
       changes.push(`${rule} = ${show(now)} was added`);
     } else if (keyOf(now) !== keyOf(then) && !impliedText(field.name, then, now)) {
