@@ -183,6 +183,11 @@ describe("tighterValidationRules", () => {
       ],
     ];
     for (const [before, after, finding] of cases) expect(tighter(listOrders(before), listOrders(after))).toEqual([`${finding}; ${refusedRequest}.`]);
+    // A member taken out of a required oneof, its number reserved (two lines above the oneof): an older client that sets it alone sends the oneof unset.
+    const required = "  oneof filter {\n    option (buf.validate.oneof).required = true;\n    // A.\n    string status = 9;\n";
+    expect(tighter(listOrders(`${required}    // B.\n    string sku = 10;\n  }`), listOrders(`  reserved 10;\n  reserved "sku";\n${required}  }`))).toEqual([
+      `${orderService}:317:3:Oneof "filter" of message "shop.orders.v1.ListOrdersRequest": (buf.validate.oneof).required, and sku (10) taken out of it, which an older sender may set alone; ${refusedRequest}.`,
+    ]);
     // gt above lt keeps the values outside them: compared only as a whole, either way.
     const outside = (gt: number) => listOrders(`  int32 size = 9 [(buf.validate.field).int32 = {\n    gt: ${gt}\n    lt: 5\n  }];`);
     expect(tighterValidationRules(outside(11), outside(10))).toEqual([

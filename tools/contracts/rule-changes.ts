@@ -79,6 +79,14 @@ export function tighterValidationRules(current: readonly DescFile[], previous: r
       const old = before.oneofs.find((o) => o.name === oneof.name);
       if (oneofRequired(oneof) && !oneofRequired(old)) {
         report(locateOneof(oneof), `Oneof "${oneof.name}" of message "${after.typeName}"`, ["(buf.validate.oneof).required was set"]);
+      } else if (oneofRequired(oneof) && old) {
+        // An older sender that sets only a member taken out (its number reserved, which buf passes) sends the oneof unset.
+        const gone = old.fields.filter((f) => !oneof.fields.some((n) => n.number === f.number));
+        if (gone.length > 0) {
+          report(locateOneof(oneof), `Oneof "${oneof.name}" of message "${after.typeName}"`, [
+            `(buf.validate.oneof).required, and ${gone.map((f) => `${f.name} (${f.number})`).join(", ")} taken out of it, which an older sender may set alone`,
+          ]);
+        }
       }
     }
     let zeroRefused: Set<number> | undefined;
