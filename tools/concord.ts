@@ -4,6 +4,7 @@
  * looks after the dead letter stream and the parked outbox events.
  */
 import { existsSync, realpathSync, rmSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
@@ -19,7 +20,7 @@ import { abandonedRange, durableConsumers, findConsumer, PastInboxError, redeliv
 import { printStatus, serviceTargets, targetOptions } from "./concord/status.js";
 import { type InboxRetention, inboxRetentionOf } from "./concord/inbox-retention.js";
 import { provisionStreams } from "./concord/provision.js";
-import { deleteStaleConsumers, inUse, staleConsumers } from "./concord/stale-consumers.js";
+import { deleteStaleConsumers, inUse, inUseWhileWatched, staleConsumers, watchMs } from "./concord/stale-consumers.js";
 import { createLogger } from "../platform/log/index.js";
 import { noStartRanIn, otherThanRunningStartNote, outboxCommand, outboxOptions, serviceDatabase, unusedDatabaseUrlNote } from "./outbox.js";
 import { backupSqlite, type ConsumerPosition, consumerPositions, consumersNotRecorded, notABackup, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, writeBackupRecord } from "./concord/database-backup.js";
@@ -633,10 +634,18 @@ async function consumerStale(rest: string[]): Promise<number> {
         say(`${stale.length} durable consumer(s) no contract declares${stale.length > 0 ? "; --delete deletes those not in use" : ""}`);
         return 0;
       }
-      const kept = stale.filter((consumer) => inUse(consumer, now) !== undefined);
-      for (const consumer of kept) say(`kept ${consumer.durable} of ${consumer.stream}: ${inUse(consumer, now)}; stop what reads it, then run this again`);
-      const deletable = stale.filter((consumer) => !kept.includes(consumer));
-      const gone = await deleteStaleConsumers(jsm, deletable);
+      if (stale.length === 0) {
+        say("deleted 0 durable consumer(s)");
+        return 0;
+      }
+      say(`watching them ${watchMs / 1_000} s for a client reading through one before deleting`);
+      await sleep(watchMs);
+      const later = new Map((await staleConsumers(jsm)).map((consumer) => [`${consumer.stream}/${consumer.durable}`, consumer]));
+      const why = new Map(stale.map((consumer) => [consumer, inUseWhileWatched(consumer, later.get(`${consumer.stream}/${consumer.durable}`))]));
+      const kept = stale.filter((consumer) => why.get(consumer) !== undefined && why.get(consumer) !== "gone");
+      for (const consumer of kept) say(`kept ${consumer.durable} of ${consumer.stream}: ${why.get(consumer)}; stop what reads it, then run this again`);
+      const deletable = stale.filter((consumer) => why.get(consumer) === undefined);
+      const gone = [...stale.filter((consumer) => why.get(consumer) === "gone"), ...(await deleteStaleConsumers(jsm, deletable))];
       const deleted = deletable.filter((consumer) => !gone.includes(consumer));
       say(`deleted ${deleted.length} durable consumer(s)${deleted.length > 0 ? `: ${deleted.map((c) => `${c.durable} of ${c.stream}`).join(", ")}` : ""}${gone.length > 0 ? ` (${gone.length} deleted meanwhile by another)` : ""}`);
       return kept.length > 0 ? 1 : 0;

@@ -5,7 +5,7 @@
  */
 import { eitherOf, grpcListenOf, services, type ServiceEntry } from "../services.js";
 import { brokenAtLast } from "../help-text.js";
-import { inUseWithinMs } from "./stale-consumers.js";
+import { inUseWithinMs, watchMs } from "./stale-consumers.js";
 
 /** `concord --help`. */
 export const usage = `Usage: npx concord <command> [options]
@@ -223,11 +223,16 @@ place in its stream and counts against the stream's consumers, and no
 service reads through it any more. The observer's consumers (observer-1 to
 observer-16) are not listed.
   --delete            delete them, as the operator, whose NATS user may delete
-                      these and no durable a contract declares. One with a pull
-                      request waiting, or that delivered or had a message
-                      acknowledged in the last ${inUseWithinMs / 60_000} minutes, is kept, saying so
-                      (exit status 1): an instance of an older version may still
-                      read through it during a rolling deploy
+                      these and no durable a contract declares. It watches them
+                      ${watchMs / 1_000} s first, and keeps, saying so (exit status 1), one with
+                      a pull request waiting, one a client reads through
+                      meanwhile, and one that delivered or had a message
+                      acknowledged in the last ${inUseWithinMs / 60_000} minutes (a time nats-server
+                      forgets when it restarts): an instance of an older version
+                      may still read through it during a rolling deploy. Run it
+                      once no older instance runs: one that starts again finds
+                      its durable gone and makes it anew, from its stream's
+                      oldest event
 ${natsOption}`,
     "database backup": `Usage: npx concord database backup (${names}) FILE [--database PATH] [--nats URL]
 

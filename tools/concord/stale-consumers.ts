@@ -14,6 +14,15 @@ import { allStreams } from "../../gen/ts/concord_streams.js";
 /** A consumer that was in use this recently (a message delivered or acknowledged) is not deleted. */
 export const inUseWithinMs = 15 * 60_000;
 
+/**
+ * How long `--delete` watches the consumers before it deletes: one a client
+ * reads through meanwhile (a pull request waiting, its position moved) is
+ * kept. nats-server keeps the times inUseWithinMs reads in memory only, so
+ * after its restart they say nothing of a consumer that has not delivered
+ * since; a running client's pull requests and deliveries show all the same.
+ */
+export const watchMs = 10_000;
+
 /** A durable consumer no contract declares, as the server has it. */
 export interface StaleConsumer {
   readonly stream: string;
@@ -24,7 +33,10 @@ export interface StaleConsumer {
   readonly unacknowledged: number;
   /** Pull requests waiting on it now: a client reads through it. */
   readonly waitingPulls: number;
-  /** When it last delivered or had a message acknowledged (ISO 8601); none when it never did. */
+  /** The stream sequence of the last message it delivered, and below which every one is acknowledged. */
+  readonly lastDelivered: number;
+  readonly ackFloor: number;
+  /** When it last delivered or had a message acknowledged (ISO 8601); none when it never did, or nats-server has not seen it since it started. */
   readonly lastActive?: string;
 }
 
@@ -53,6 +65,8 @@ export async function staleConsumers(jsm: JetStreamManager): Promise<StaleConsum
         pending: info.num_pending,
         unacknowledged: info.num_ack_pending,
         waitingPulls: info.num_waiting,
+        lastDelivered: info.delivered.stream_seq,
+        ackFloor: info.ack_floor.stream_seq,
         ...(lastActive !== undefined && { lastActive }),
       });
     }
@@ -66,6 +80,18 @@ export function inUse(consumer: StaleConsumer, now = Date.now()): string | undef
   if (consumer.lastActive !== undefined && now - Date.parse(consumer.lastActive) < inUseWithinMs) {
     return `it delivered or had a message acknowledged at ${consumer.lastActive}, within the last ${inUseWithinMs / 60_000} minutes`;
   }
+  return undefined;
+}
+
+/**
+ * Why `consumer` is not to be deleted, read again as `later` after watchMs: in use at either read, or read through
+ * between them. Undefined when neither; "gone" when `later` is missing (another deleted it meanwhile).
+ */
+export function inUseWhileWatched(consumer: StaleConsumer, later: StaleConsumer | undefined, now = Date.now()): string | undefined {
+  if (later === undefined) return "gone";
+  const busy = inUse(consumer, now) ?? inUse(later, now);
+  if (busy !== undefined) return busy;
+  if (later.lastDelivered !== consumer.lastDelivered || later.ackFloor !== consumer.ackFloor) return `a client read through it in the ${watchMs / 1_000} s it was watched`;
   return undefined;
 }
 
