@@ -33,8 +33,9 @@ export interface StaleConsumer {
   readonly unacknowledged: number;
   /** Pull requests waiting on it now: a client reads through it. */
   readonly waitingPulls: number;
-  /** The stream sequence of the last message it delivered, and below which every one is acknowledged. */
+  /** The stream sequence of the last message it delivered. */
   readonly lastDelivered: number;
+  /** The stream sequence up to which every message it delivered is acknowledged. */
   readonly ackFloor: number;
   /** When it last delivered or had a message acknowledged (ISO 8601); none when it never did, or nats-server has not seen it since it started. */
   readonly lastActive?: string;
