@@ -69,11 +69,13 @@ import BetterSqlite3 from "better-sqlite3";
  */
 export interface Checkpointer {
   /**
-   * Called after a commit: a checkpoint follows within `intervalMs`.
+   * Called after a commit of `transactions` transactions (several when
+   * they were committed as a group; `maxBehind` counts them, as each
+   * writes its own pages): a checkpoint follows within `intervalMs`.
    * "rewind" when the log is to be started again: the caller then runs
    * `rewind()` while no write transaction is under way or starts.
    */
-  committed(): "scheduled" | "rewind";
+  committed(transactions?: number): "scheduled" | "rewind";
   /**
    * Waits for the checkpoint under way (writes go on), then calls
    * `holdWrites`, which returns once no write transaction is under way or
@@ -100,7 +102,7 @@ export interface CheckpointerOptions {
   readonly intervalMs?: number;
   /** Frames in the log (pages written) that ask for a rewind. Default 1,000, SQLite's own checkpoint threshold. */
   readonly maxLogFrames?: number;
-  /** Commits without a checkpoint ending that ask for a rewind. Default 1,000. */
+  /** Transactions committed without a checkpoint ending (a group commit counts each of its own) that ask for a rewind. Default 1,000. */
   readonly maxBehind?: number;
   /** Checkpointing failed (a flush or a copy): the caller checkpoints on its own again. */
   readonly onFailure: (err: Error) => void;
@@ -280,10 +282,10 @@ export function startCheckpointer(options: CheckpointerOptions): Checkpointer {
   };
 
   return {
-    committed() {
+    committed(transactions = 1) {
       if (failed || closing) return "scheduled";
-      behind++;
-      commits++;
+      behind += transactions;
+      commits += transactions;
       if (!rewindAsked && commits >= rewindNotBefore && (behind >= maxBehind || logFrames >= maxLogFrames)) {
         rewindAsked = true;
         rewindFor = behind >= maxBehind ? "commits" : "frames";

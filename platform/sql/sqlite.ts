@@ -3,7 +3,7 @@ import { basename, dirname, join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { Code, StatusError } from "../errors/index.js";
 import { startCheckpointer, type Checkpointer } from "./sqlite-checkpointer.js";
-import { runTransaction, type StatementRunner } from "./transaction-scope.js";
+import { runUnit, type StatementRunner } from "./transaction-scope.js";
 import { signalOf, type Database, type Dialect, type SqlValue, type Transaction, type TransactionOptions } from "./types.js";
 
 export const sqliteDialect: Dialect = {
@@ -293,7 +293,7 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
       // Its owner's alone, as the database it copies (see below). In the transaction queue, so that a close waits
       // for it; writes are refused from now on.
       closeSync(openSync(savedTo, "wx", 0o600));
-      await exclusive(() => writerConnection.backup(savedTo));
+      await alone(() => writerConnection.backup(savedTo));
       options.onDetached?.({ how, savedTo });
     } catch (err) {
       options.onDetached?.({ how, saveError: err as Error, ...(heldAt && { heldAt }) });
@@ -322,6 +322,40 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
   const dequeued = () => {
     queued--;
   };
+  /**
+   * Group commit. A transaction that ends while others wait in the queue
+   * leaves its BEGIN open for them: each runs in a savepoint of it, and one
+   * COMMIT ends them all, after which each caller is answered. A COMMIT
+   * costs SQLite its log writes and file locks whatever it holds, so under
+   * load that is most of a small transaction's cost; with nothing waiting,
+   * a transaction commits as soon as its work is done, as alone. A unit of
+   * work that fails rolls back its savepoint only; a COMMIT that fails, or
+   * a failure SQLite answers by rolling back the whole transaction (a full
+   * disk, say), fails every transaction of the group with that error: none
+   * of them was answered yet, and none is kept.
+   */
+  let group: CommitGroup | undefined;
+  /** Transactions queued that have not started: while some are, one that ends leaves the group open for them. */
+  let transactionsWaiting = 0;
+  const commitGroup = (): void => {
+    const ending = group;
+    if (!ending) return;
+    group = undefined;
+    try {
+      writer.runSync("COMMIT");
+    } catch (err) {
+      // A COMMIT that fails (a deferred constraint, a full disk) leaves the transaction open: ended here, or every later BEGIN would fail.
+      if (writerConnection.inTransaction) writer.runSync("ROLLBACK");
+      ending.failed(err);
+      return;
+    }
+    ending.done();
+    checkpointed(ending.units);
+  };
+  /** Ends the open group when no transaction waits to join it. */
+  const commitUnlessJoined = (): void => {
+    if (transactionsWaiting === 0 || (group && group.units >= maxGroupUnits)) commitGroup();
+  };
   /** While set, a write task waits for it before it starts (a rewind of the log); the write task under way. */
   let held: Promise<void> | undefined;
   let underWay: Promise<unknown> | undefined;
@@ -341,6 +375,8 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     const gate = new Promise<void>((resolve) => (release = resolve));
     held = gate;
     await underWay?.catch(() => undefined);
+    // No write transaction may be open while the log is rewound: a group left open for transactions now held back ends here.
+    commitGroup();
     return () => {
       if (held === gate) held = undefined;
       release();
@@ -355,44 +391,82 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     queue = run.then(dequeued, dequeued);
     return run;
   };
-  /** After each commit; a rewind of the log holds write transactions back while it copies the log (holdWrites). */
-  const checkpointed = () => {
+  /** A write task that is no transaction's: the group left open before it ends first. */
+  const alone = <T>(work: () => Promise<T>): Promise<T> =>
+    exclusive(() => {
+      commitGroup();
+      return work();
+    });
+  /** After each commit (of `transactions` transactions); a rewind of the log holds write transactions back while it copies the log (holdWrites). */
+  const checkpointed = (transactions = 1) => {
     const active = checkpointer;
-    if (active?.committed() === "rewind") void active.rewind(holdWrites);
+    if (active?.committed(transactions) === "rewind") void active.rewind(holdWrites);
   };
-  const transaction = <T>(work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> => {
+  const transaction = async <T>(work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> => {
     // A lazy signal is asked for only when the transaction waits: with nothing ahead of it,
     // it starts before any I/O could cancel its caller. A signal given as it is is always checked.
     const signal = queued > 0 || typeof options?.signal !== "function" ? signalOf(options) : undefined;
     const refused = detachment?.refusal();
-    if (refused) return Promise.reject(refused);
-    return exclusive(() => {
-      signal?.throwIfAborted();
-      const refused = detachment?.refusal();
-      if (refused) throw refused;
-      writer.runSync("BEGIN IMMEDIATE");
-      return runTransaction(
-        writer,
-        work,
-        async () => {
-          try {
-            writer.runSync("COMMIT");
-          } catch (err) {
-            // A COMMIT that fails (a deferred constraint, a full disk) leaves the transaction open: ended here, or every later BEGIN would fail.
-            if (writerConnection.inTransaction) writer.runSync("ROLLBACK");
-            throw err;
-          }
-          checkpointed();
-        },
-        async () => {
+    if (refused) throw refused;
+    transactionsWaiting++;
+    const { done, committed } = await exclusive(async () => {
+      transactionsWaiting--;
+      let joined: CommitGroup;
+      // The first unit of a group needs no savepoint: while it runs, it is the transaction's only one.
+      let first = false;
+      try {
+        signal?.throwIfAborted();
+        const refused = detachment?.refusal();
+        if (refused) throw refused;
+        if (group) writer.runSync("SAVEPOINT concord_unit");
+        else {
+          writer.runSync("BEGIN IMMEDIATE");
+          group = new CommitGroup();
+          first = true;
+        }
+        joined = group;
+        joined.units++;
+      } catch (err) {
+        commitUnlessJoined();
+        throw err;
+      }
+      /** The whole transaction rolled back (by SQLite, a full disk say, or as its first unit's): its other units with it. */
+      const lost = (err: unknown): void => {
+        try {
           if (writerConnection.inTransaction) writer.runSync("ROLLBACK");
-        },
-      );
+        } finally {
+          if (group === joined) group = undefined;
+          joined.failed(err);
+        }
+      };
+      try {
+        const done = await runUnit(writer, work, async (err) => {
+          try {
+            if (first || !writerConnection.inTransaction) return lost(err);
+            writer.runSync("ROLLBACK TO concord_unit");
+            writer.runSync("RELEASE concord_unit");
+          } catch (undoing) {
+            lost(undoing);
+          }
+        });
+        try {
+          if (!first) writer.runSync("RELEASE concord_unit");
+        } catch (err) {
+          lost(err);
+          throw err;
+        }
+        return { done, committed: joined.committed };
+      } finally {
+        if (group === joined) commitUnlessJoined();
+      }
     });
+    await committed;
+    done.afterCommit();
+    return done.result;
   };
 
   const run = (sql: string, params?: readonly SqlValue[]): Promise<number> =>
-    exclusive(async () => {
+    alone(async () => {
       const refused = detachment?.refusal();
       if (refused) throw refused;
       const changes = await writer.run(sql, params);
@@ -405,7 +479,7 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     location: path,
     writer: writerConnection,
     transaction,
-    query: (sql, params) => (!writerConnection.inTransaction ? writer.query(sql, params) : reader ? reader.query(sql, params) : exclusive(() => writer.query(sql, params))),
+    query: (sql, params) => (!writerConnection.inTransaction ? writer.query(sql, params) : reader ? reader.query(sql, params) : alone(() => writer.query(sql, params))),
     run,
     // Its statements wait on no server: no timeout to set.
     runAlone: (sql) => run(sql),
@@ -519,5 +593,37 @@ function heldDescriptors(realPath: string): { database: string; log: string } | 
   } catch {
     // No /proc: nothing to point at.
     return undefined;
+  }
+}
+
+/** Transactions a group commits at most: the first of them waits for the others' work before it is answered. */
+const maxGroupUnits = 64;
+
+/** The transactions that share one SQLite transaction (see openSqlite's group commit) and its COMMIT. */
+class CommitGroup {
+  units = 0;
+  readonly committed: Promise<void>;
+  private settled = false;
+  private resolve!: () => void;
+  private reject!: (err: unknown) => void;
+  constructor() {
+    this.committed = new Promise<void>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    // A group whose only unit failed is rejected with no one awaiting it.
+    this.committed.catch(() => undefined);
+  }
+  /** Committed: its transactions are answered. */
+  done(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.resolve();
+  }
+  /** Ended without committing: its transactions fail with `err`. */
+  failed(err: unknown): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.reject(err);
   }
 }

@@ -124,6 +124,25 @@ export function caughtStatementFailure(tx: Transaction): unknown {
  * parent when it is released and dropped when it rolls back.
  */
 export async function runTransaction<T>(runner: StatementRunner, work: (tx: Transaction) => Promise<T>, commit: () => Promise<void>, rollback: () => Promise<void>): Promise<T> {
+  const done = await runUnit(runner, work, rollback);
+  await commit();
+  done.afterCommit();
+  return done.result;
+}
+
+/** A unit of work done, its writes flushed, not yet committed. */
+export interface UnitDone<T> {
+  readonly result: T;
+  /** Runs the callbacks the work asked for after its commit: call once that commit is done. */
+  afterCommit(): void;
+}
+
+/**
+ * Runs `work` as runTransaction does, up to its commit, which is the
+ * caller's: a unit of work that shares its transaction with others (SQLite's
+ * group commit). On a throw, `rollback` runs with the error, which propagates.
+ */
+export async function runUnit<T>(runner: StatementRunner, work: (tx: Transaction) => Promise<T>, rollback: (err: unknown) => Promise<void>): Promise<UnitDone<T>> {
   const root: Scope = { staged: new Map(), afterCommit: [] };
   let result: T;
   try {
@@ -131,12 +150,15 @@ export async function runTransaction<T>(runner: StatementRunner, work: (tx: Tran
     if (root.failed !== undefined) throw new CaughtStatementError(root.failed);
     for (const [writes, items] of root.staged) await writes.flush(new ScopedTransaction(runner, root, 0), items);
   } catch (err) {
-    await rollback().catch(() => undefined);
+    await rollback(err).catch(() => undefined);
     throw err;
   }
-  await commit();
-  for (const callback of root.afterCommit) callback();
-  return result;
+  return {
+    result,
+    afterCommit: () => {
+      for (const callback of root.afterCommit) callback();
+    },
+  };
 }
 
 /** The first half of every keyed advisory lock (`Transaction.lock`); the second is a hash of the key. */
