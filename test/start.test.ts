@@ -79,6 +79,15 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/** The environment of process `pid`, one variable an entry; none when it is gone. */
+function environOf(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+  } catch {
+    return [];
+  }
+}
+
 /** The pid of the nats-server (not the script that tethers it) whose configuration file is `conf`, among `dataDir`'s processes. */
 function natsServerPid(dataDir: string, conf: string): number | undefined {
   return processesOf(dataDir).find((pid) => {
@@ -89,6 +98,11 @@ function natsServerPid(dataDir: string, conf: string): number | undefined {
       return false;
     }
   });
+}
+
+/** The pids `npm start` gave, in order, for `name` ("orders#2") each time it said it was running again. */
+function pidsRunningAgain(output: string, name: string): number[] {
+  return [...output.matchAll(new RegExp(`start: ${name} is running again \\(pid (\\d+)\\)`, "g"))].map((m) => Number(m[1]));
 }
 
 /** Ports of a system's own, all free now. */
@@ -393,6 +407,44 @@ describe("npm start", () => {
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);
     expect(await isListening(postgresPort)).toBe(false);
+    expect(processesOf(dir.path)).toEqual([]);
+  });
+
+  it("with --instances 2, starts a killed instance again on its ports while the other answers meanwhile (--postgres)", { timeout: 180_000 }, async () => {
+    chmodSync(dir.path, 0o755); // the postgres user runs the server (as root), and needs to reach its data dir
+    /** A port p with p + 2 free too, for the second instance. */
+    const pairOfPorts = () => freePort({ alsoFree: [2] });
+    const ports = { nats: await freePort(), products: await pairOfPorts(), orders: await pairOfPorts(), productsMetrics: await pairOfPorts(), ordersMetrics: await pairOfPorts() };
+    // An order service started once the test has removed this file waits, before it runs, until the file is back.
+    const go = join(dir.path, "let-orders-start");
+    writeFileSync(go, "");
+    const hold = {
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(repoRoot, "test", "support", "hold-start.mjs")).href}`,
+      HOLD_START_SCRIPT: join("services", "orders", "main.js"),
+      HOLD_START_UNTIL: go,
+      POSTGRES_PORT: String(await freePort()),
+    };
+    const system = await startSystem(dir.path, { ports, args: ["--postgres", "--instances", "2"], env: hold, upTimeoutMs: 90_000 });
+    child = system.child;
+    const killed = Number(/orders#2: .*pid (\d+)/.exec(system.output())![1]);
+    rmSync(go);
+    process.kill(killed, "SIGKILL");
+    // Away (started again, and held before it listens), orders#2 leaves orders#1 to answer: an order placed through it is confirmed.
+    await expect.poll(() => system.output(), { timeout: 20_000, interval: 100 }).toContain("start: orders#2 exited (killed by SIGKILL); starting it again in 1 s");
+    const orders2 = () => processesOf(dir.path).filter((pid) => pid !== killed && isAlive(pid) && environOf(pid).includes(`ORDERS_LISTEN=127.0.0.1:${ports.orders + 2}`));
+    await expect.poll(() => orders2().length, { timeout: 20_000, interval: 100 }).toBe(1);
+    expect(await isListening(ports.orders + 2)).toBe(false);
+    await orderConfirmed(dir.path, { products: ports.products, orders: ports.orders }, 30_000);
+    expect(system.output()).not.toContain("orders#2 is running again");
+    // Let go, it serves on its port again, and an order placed through it is confirmed.
+    writeFileSync(go, "");
+    await expect.poll(() => pidsRunningAgain(system.output(), "orders#2"), { timeout: 40_000, interval: 100 }).toHaveLength(1);
+    await orderConfirmed(dir.path, { products: ports.products + 2, orders: ports.orders + 2 }, 30_000);
+    const metrics = await fetch(`http://127.0.0.1:${ports.ordersMetrics + 2}/metrics`);
+    expect(metrics.status).toBe(200);
+    expect(system.output()).not.toContain("stopping everything");
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
     expect(processesOf(dir.path)).toEqual([]);
   });
 
@@ -1009,15 +1061,100 @@ describe("npm start", () => {
     expect(result.stderr).toContain("start: everything stopped");
   });
 
-  it("says which process died and stops the rest", { timeout: 60_000 }, async () => {
+  it("starts a killed service again on the same gRPC and metrics ports, saying which and how, and calls through it work again", { timeout: 120_000 }, async () => {
     const system = await startSystem(dir.path);
     child = system.child;
     const pid = Number(/products: .*pid (\d+)/.exec(system.output())![1]);
     process.kill(pid, "SIGKILL");
+    await expect.poll(() => pidsRunningAgain(system.output(), "products"), { timeout: 40_000, interval: 100 }).toHaveLength(1);
+    // It said "start: products exited unexpectedly (killed by SIGKILL); stopping everything", and stopped everything.
+    expect(system.output()).toContain("start: products exited (killed by SIGKILL); starting it again in 1 s");
+    expect(pidsRunningAgain(system.output(), "products")[0]).not.toBe(pid);
+    // A call to it, and the saga's call through the order service to it.
+    await orderConfirmed(dir.path, system.ports, 30_000);
+    const metrics = await fetch(`http://127.0.0.1:${system.ports.productsMetrics}/metrics`);
+    expect(metrics.status).toBe(200);
+    expect(await metrics.text()).toContain("grpc_server_handled_total");
+    // An exit of its own (SIGTERM from elsewhere: exit code 0) is said by its code.
+    const orders = Number(/orders: .*pid (\d+)/.exec(system.output())![1]);
+    process.kill(orders, "SIGTERM");
+    await expect.poll(() => pidsRunningAgain(system.output(), "orders"), { timeout: 40_000, interval: 100 }).toHaveLength(1);
+    expect(system.output()).toContain("start: orders exited (code 0); starting it again in 1 s");
+    await orderConfirmed(dir.path, system.ports, 30_000);
+    expect(system.output()).not.toContain("stopping everything");
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+    expect(processesOf(dir.path)).toEqual([]);
+  });
+
+  it("stops everything when a service exits 5 times within a minute, saying so (exit 1)", { timeout: 120_000 }, async () => {
+    const system = await startSystem(dir.path);
+    child = system.child;
+    let pid = Number(/products: .*pid (\d+)/.exec(system.output())![1]);
+    for (let exit = 1; exit < 5; exit++) {
+      process.kill(pid, "SIGKILL");
+      await expect.poll(() => pidsRunningAgain(system.output(), "products"), { timeout: 40_000, interval: 100 }).toHaveLength(exit);
+      pid = pidsRunningAgain(system.output(), "products")[exit - 1];
+    }
+    process.kill(pid, "SIGKILL");
     expect(await system.exited).toBe(1);
-    // It said "code 128", which told nothing of the kill.
-    expect(system.output()).toContain("start: products exited unexpectedly (killed by SIGKILL); stopping everything");
+    expect(system.output()).toContain("start: products exited (killed by SIGKILL), 5 times within 60 s; not starting it again; stopping everything");
     expect(system.output()).toContain("everything stopped");
+    expect(processesOf(dir.path)).toEqual([]);
+  });
+
+  it("starts nothing again when Ctrl-C comes during the pause before a killed service's start, and stops cleanly", { timeout: 90_000 }, async () => {
+    const system = await startSystem(dir.path, { logLevel: "info" });
+    child = system.child;
+    const pid = Number(/products: .*pid (\d+)/.exec(system.output())![1]);
+    const pause = "start: products exited (killed by SIGKILL); starting it again in 1 s";
+    // Ctrl-C as soon as the pause begins, not a poll's interval later.
+    let signalled = false;
+    system.child.stderr!.on("data", () => {
+      if (signalled || !system.output().includes(pause)) return;
+      signalled = true;
+      system.child.kill("SIGINT");
+    });
+    process.kill(pid, "SIGKILL");
+    expect(await system.exited).toBe(0);
+    const after = system.output().slice(system.output().indexOf(pause));
+    expect(after).not.toContain("is running again");
+    // A product service started again would have logged, if only that it stopped before start-up was over.
+    expect(after).not.toContain('"service":"products"');
+    expect(after).toContain("everything stopped");
+    expect(processesOf(dir.path)).toEqual([]);
+  });
+
+  it("still stops everything when a service exits while the system is starting, saying which and how", { timeout: 90_000 }, async () => {
+    // The order service waits, before it runs, until the test lets it go: the product service serves meanwhile.
+    const go = join(dir.path, "let-orders-start");
+    const hold = {
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(repoRoot, "test", "support", "hold-start.mjs")).href}`,
+      HOLD_START_SCRIPT: join("services", "orders", "main.js"),
+      HOLD_START_UNTIL: go,
+    };
+    const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort() };
+    const started = spawn(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...startEnv(dir.path, ports), ...hold }, stdio: ["ignore", "pipe", "pipe"] });
+    child = started;
+    let output = "";
+    started.stdout.on("data", (d) => (output += d));
+    started.stderr.on("data", (d) => (output += d));
+    const exited = new Promise<number | null>((resolve) => started.once("exit", (code) => resolve(code)));
+    const products = () =>
+      processesOf(dir.path).find((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(join("services", "products", "main.js"));
+        } catch {
+          return false; // gone meanwhile
+        }
+      });
+    await expect.poll(async () => (await isListening(ports.products)) && products() !== undefined, { timeout: 40_000, interval: 100 }).toBe(true);
+    process.kill(products()!, "SIGKILL");
+    expect(await exited).toBe(1);
+    expect(output).toContain("start: products exited unexpectedly (killed by SIGKILL); stopping everything");
+    expect(output).not.toContain("starting it again");
+    expect(output).toContain("everything stopped");
+    expect(output).not.toContain("Concord is up");
   });
 
   it("leaves at once on a second Ctrl-C while a stop hangs, and what it started stops anyway", { timeout: 90_000 }, async () => {

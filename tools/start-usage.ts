@@ -114,11 +114,15 @@ nats-server after them.
 
 Once everything is up, a nats-server that exits (killed, stopped, crashed) is
 started again after 1 s, and says so; the services reconnect to it, and in a
-cluster keep running on the other two meanwhile. After 5 exits of one server
-within 60 s it is not started again and everything stops. So with
---postgres for its PostgreSQL server, once it is up: the services wait for
-their database meanwhile, answering calls UNAVAILABLE. A service that
-exits, or a nats-server that exits at start-up, stops everything.`,
+cluster keep running on the other two meanwhile. So is the PostgreSQL server of
+--postgres (the services wait for their database meanwhile, answering calls
+UNAVAILABLE), and so is each instance of a service, on the same gRPC and
+metrics ports, said with its name and its exit code or signal (with
+--instances, the other instances answer meanwhile). After 5 exits of one of
+them within 60 s it is not started again and everything stops (exit 1), as
+it does when an instance started again refuses to run (its exit code 2, its
+log saying why), and when a service or a nats-server exits at start-up. A
+stop asked for (Ctrl-C, SIGTERM, SIGHUP) starts nothing again.`,
     90,
   );
 }

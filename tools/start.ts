@@ -9,10 +9,10 @@
  * second). A nats-server that exits once
  * everything is up is started again a second later (the services reconnect;
  * in a cluster they run on the other two servers meanwhile), unless it has
- * exited 5 times within a minute, and so is the PostgreSQL server of
- * --postgres; if a service dies, or a nats-server at
- * start-up, says which and stops the rest: a service that dies has met a
- * fault that starting it again would hide.
+ * exited 5 times within a minute, and so are the PostgreSQL server of
+ * --postgres and each instance of a service (on its own ports; the other
+ * instances carry on meanwhile); one that exits while the system starts
+ * says which and stops the rest, trying nothing again.
  *
  * Should this script itself die without stopping them (SIGKILL, a crash),
  * its children still stop, through pipes rather than signals: each service
@@ -83,17 +83,15 @@ let stopping = false;
 let up = false;
 let postgres: LocalPostgres | undefined;
 
-/** What happens when a child exits and nothing asked it to: by default, everything stops. */
-type OnUnexpectedExit = (code: number | null) => void;
+/** What happens when a child exits and nothing asked it to (`how`: "code 1", "killed by SIGKILL"): by default, everything stops. */
+type OnUnexpectedExit = (code: number | null, how: string) => void;
 
 /**
  * Starts a child in its own process group (Ctrl-C reaches only this script,
  * which stops the services before the broker they drain into), with a pipe
  * from this script on its standard input, and `extraFds` from fd 3 on.
  * Should it exit while nothing is stopping, `onUnexpectedExit` runs; by
- * default this script says so and stops everything: that it refused to
- * start, when it exited with `refusedExitCode` before it reported SERVING
- * (having logged why), or else that it exited unexpectedly, and how.
+ * default `stopForExit`.
  */
 function launch(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, extraFds: StdioOptions = [], onUnexpectedExit?: OnUnexpectedExit): Child {
   if (stopping) throw new Error(`not starting ${name}: stopping`);
@@ -116,99 +114,201 @@ function launch(name: string, command: string, args: string[], env: NodeJS.Proce
   children.push(child);
   void exited.then((code) => {
     if (stopping) return;
-    if (onUnexpectedExit) return onUnexpectedExit(code);
-    if (code === refusedExitCode && !child.serving) {
-      // Its reason is the last thing it logged (a database URL to correct, a database another service owns).
-      console.error(`start: ${name} refused to start (exit code ${code}): its log line above says why; stopping everything`);
-    } else {
-      console.error(`start: ${name} exited unexpectedly (${how}); stopping everything`);
-    }
-    void stopAll(1);
+    if (onUnexpectedExit) return onUnexpectedExit(code, how);
+    stopForExit(child, code, how);
   });
   return child;
 }
 
-/** A nats-server that exits is started again after this pause... */
-const natsRestartPauseMs = 1_000;
-/** ...unless it has exited this many times within `natsRestartWindowMs`: then it cannot run, and everything stops. */
-const natsMaxExits = 5;
-const natsRestartWindowMs = 60_000;
+/**
+ * An exit that starting the child again would not help: says so and stops
+ * everything: that it refused to start, when it exited with
+ * `refusedExitCode` before it reported SERVING (having logged why), or else
+ * that it exited unexpectedly, and how.
+ */
+function stopForExit(child: Child, code: number | null, how: string): void {
+  if (code === refusedExitCode && !child.serving) {
+    // Its reason is the last thing it logged (a database URL to correct, a database another service owns).
+    console.error(`start: ${child.name} refused to start (exit code ${code}): its log line above says why; stopping everything`);
+  } else {
+    console.error(`start: ${child.name} exited unexpectedly (${how}); stopping everything`);
+  }
+  void stopAll(1);
+}
+
+/** A server or service that exits is started again after this pause... */
+const restartPauseMs = 1_000;
+/** ...unless it has exited this many times within `restartWindowMs`: then it cannot run, and everything stops. */
+const maxExits = 5;
+const restartWindowMs = 60_000;
 
 /**
- * A supervisor's answer to the unexpected exits of the server `name` (a
- * nats-server, PostgreSQL) once everything is up: each said (`how`, "exited
- * (code 1)"), and the server started again (`restart`, resolving once it
- * serves) after `natsRestartPauseMs`, unless it has exited `natsMaxExits`
- * times within `natsRestartWindowMs`: then it cannot run, and everything
- * stops. A restart that fails is `failed`'s to say.
+ * What starting a child again comes to: a few words for its "running again"
+ * line ("(pid 1234)"; nothing to add when void), or false when it exited
+ * again before it served (its exit says so).
  */
-function restarter(name: string, failed: (err: Error) => void): (how: string, restart: () => Promise<void>) => void {
+type Restarted = Promise<string | false | void>;
+
+/**
+ * A supervisor's answer to the unexpected exits of `name` (a nats-server,
+ * PostgreSQL, an instance of a service) once everything is up: each said
+ * (`how`, "exited (code 1)"), and `name` started again (`restart`,
+ * resolving once it serves) after `restartPauseMs`, unless it has exited
+ * `maxExits` times within `restartWindowMs`: then it cannot run, and
+ * everything stops. A stop asked for meanwhile starts nothing. A restart
+ * that fails is `failed`'s to say.
+ */
+function restarter(name: string, failed: (err: Error) => void): (how: string, restart: () => Restarted) => void {
   const exits: number[] = [];
   return (how, restart) => {
     const now = Date.now();
     exits.push(now);
-    while (exits[0] <= now - natsRestartWindowMs) exits.shift();
-    if (exits.length >= natsMaxExits) {
-      console.error(`start: ${name} ${how}, ${exits.length} times within ${natsRestartWindowMs / 1000} s; not starting it again; stopping everything`);
+    while (exits[0] <= now - restartWindowMs) exits.shift();
+    if (exits.length >= maxExits) {
+      console.error(`start: ${name} ${how}, ${exits.length} times within ${restartWindowMs / 1000} s; not starting it again; stopping everything`);
       void stopAll(1);
       return;
     }
-    console.error(`start: ${name} ${how}; starting it again in ${natsRestartPauseMs / 1000} s`);
+    console.error(`start: ${name} ${how}; starting it again in ${restartPauseMs / 1000} s`);
     setTimeout(() => {
       if (stopping) return;
       restart().then(
-        () => {
-          if (!stopping) console.error(`start: ${name} is running again`);
+        (back) => {
+          if (!stopping && back !== false) console.error(`start: ${name} is running again${back ? ` ${back}` : ""}`);
         },
         (err: Error) => {
           if (!stopping) failed(err);
         },
       );
-    }, natsRestartPauseMs);
+    }, restartPauseMs);
   };
 }
 
+/** How `supervise` starts a child, and again: what it is handed, and what it waits for. */
+interface Supervised {
+  readonly name: string;
+  readonly command: string;
+  readonly args: string[];
+  readonly env: NodeJS.ProcessEnv;
+  /** The file descriptors from 3 on, as they are at each start. */
+  readonly fds: () => StdioOptions;
+  /** Resolves once a child started again serves (see `Restarted`); rejects when it does not in time. */
+  readonly whenBack: (child: Child) => Restarted;
+  /**
+   * Whether an exit is one to stop everything for rather than start the
+   * child again after, having said so: any at start-up, when it says the
+   * child cannot run here (a port taken, a bad store, a bad setting).
+   */
+  readonly stopsAtOnce: (child: Child, code: number | null, how: string) => boolean;
+}
+
 /**
- * Launches a nats-server under tools/run-tethered.mjs and starts it again,
- * as a supervisor would, whenever it exits once everything is up and while
- * nothing is stopping (at start-up, its exit stops everything): the
- * services reconnect to it (or, in a cluster, run on the other two servers
- * meanwhile). After `natsMaxExits` exits within `natsRestartWindowMs`, says
- * so and stops everything. `whenBack` resolves once a restarted server
- * serves again (rejects when it does not in time).
- *
- * A restarted server's tether, the pipe on its standard input, is held by
- * this script alone: the services got the first server's as file
- * descriptors when they started, and cannot be handed another. Should this
- * script be killed outright, a restarted server therefore stops at the same
- * time as the services, not after them; in a cluster the services drain
- * into the other servers meanwhile.
+ * Launches a child and starts it again, as a supervisor would, with the
+ * same command, environment and so ports, whenever it exits while nothing
+ * is stopping and `stopsAtOnce` does not stop everything for it
+ * (`restarter`: after a pause, and at most `maxExits` times within
+ * `restartWindowMs`).
  */
-function superviseNatsServer(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, whenBack: () => Promise<void>): Child {
+function supervise(spec: Supervised): Child {
+  const { name } = spec;
   const restartAfter = restarter(name, (err) => console.error(`start: ${name} was started again, but ${err.message}`));
   const start = (): Child => {
-    const child: Child = launch(name, command, args, env, [], (code) => {
-      if (!up) {
-        // At start-up an exit says the server cannot run here (a port taken, a bad store): trying again would not help.
-        console.error(`start: ${name} exited unexpectedly (code ${code}); stopping everything`);
-        void stopAll(1);
-        return;
-      }
-      // What died may be the tether script; the server under it, in its process group, must not keep the ports.
+    const child: Child = launch(name, spec.command, spec.args, spec.env, spec.fds(), (code, how) => {
+      if (spec.stopsAtOnce(child, code, how)) return;
+      // What died may be the group's leader alone (nats-server's tether script): the rest must not keep the ports.
       try {
         process.kill(-child.process.pid!, "SIGKILL");
       } catch {
         // the group is gone
       }
-      restartAfter(`exited (code ${code})`, () => {
+      restartAfter(`exited (${how})`, () => {
         children.splice(children.indexOf(child), 1);
-        start();
-        return whenBack();
+        return spec.whenBack(start());
       });
     });
     return child;
   };
   return start();
+}
+
+/**
+ * A nats-server under tools/run-tethered.mjs, started again once
+ * everything is up (`supervise`; at start-up, its exit stops everything):
+ * the services reconnect to it (or, in a cluster, run on the other two
+ * servers meanwhile). `whenBack` resolves once a restarted server serves
+ * again (rejects when it does not in time).
+ *
+ * A restarted server's tether, the pipe on its standard input, is held by
+ * this script and by the services started (or started again) after it, not
+ * by those that got the first server's as file descriptors when they
+ * started and cannot be handed another. Should this script be killed
+ * outright, a restarted server may therefore stop at the same time as those
+ * services, not after them; in a cluster they drain into the other servers
+ * meanwhile.
+ */
+function superviseNatsServer(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, whenBack: () => Promise<void>): Child {
+  return supervise({
+    name,
+    command,
+    args,
+    env,
+    fds: () => [],
+    whenBack,
+    stopsAtOnce: (_, code) => {
+      if (up) return false;
+      console.error(`start: ${name} exited unexpectedly (code ${code}); stopping everything`);
+      void stopAll(1);
+      return true;
+    },
+  });
+}
+
+/**
+ * The pipes that tether the running nats-servers (`startNats`), for a
+ * service's file descriptors from 3 on: the servers stop once the services
+ * holding them have (none with NATS_URL).
+ */
+function natsTethers(): StdioOptions {
+  return children.filter((c) => isNatsServer(c) && isRunning(c)).map((c) => c.process.stdin!);
+}
+
+function isNatsServer(child: Child): boolean {
+  return child.name.startsWith("nats-server");
+}
+
+/**
+ * An instance of a service (`name`, "orders#2"), listening on `address`,
+ * started again as a nats-server is once everything is up (`supervise`),
+ * on the same gRPC and metrics ports, with the tethers of the nats-servers
+ * running then; back once it reports SERVING. An exit at start-up, or a
+ * start again it refused (exit 2 before SERVING: its log line says why),
+ * stops everything at once (`stopForExit`).
+ */
+function superviseService(name: string, command: { command: string; args: string[] }, env: NodeJS.ProcessEnv, address: string, credentials: ChannelCredentials | undefined): Child {
+  return supervise({
+    name,
+    ...command,
+    env,
+    fds: natsTethers,
+    whenBack: (child) =>
+      waitForServing(address, 30_000, credentials).then(
+        () => {
+          // What answered may be the instance started after this one, should this one have exited meanwhile.
+          if (!isRunning(child)) return false;
+          child.serving = true;
+          return `(pid ${child.process.pid})`;
+        },
+        (err: Error) => {
+          if (!isRunning(child)) return false;
+          throw err;
+        },
+      ),
+    stopsAtOnce: (child, code, how) => {
+      if (up && !(code === refusedExitCode && !child.serving)) return false;
+      stopForExit(child, code, how);
+      return true;
+    },
+  });
 }
 
 /**
@@ -271,8 +371,8 @@ async function stopAll(exitCode: number): Promise<void> {
       }),
     );
   };
-  await stop(children.filter((c) => !c.name.startsWith("nats-server")));
-  await stop(children.filter((c) => c.name.startsWith("nats-server")));
+  await stop(children.filter((c) => !isNatsServer(c)));
+  await stop(children.filter(isNatsServer));
   await postgres?.stop().catch((err: unknown) => console.error(`start: stopping PostgreSQL failed: ${(err as Error).message}`));
   // A start refused before it started anything has nothing to say it stopped.
   if (children.length > 0 || postgres) console.error("start: everything stopped");
@@ -525,10 +625,10 @@ function natsCredentialsDir(dataDir: string): string {
 /**
  * Starts the local nats-server, or with `cluster` three of them routed to
  * each other, each under tools/run-tethered.mjs from a configuration file
- * written into `dataDir`; resolves with the URL(s) for the services and the
- * pipes that tether the servers to them.
+ * written into `dataDir`; resolves with the URL(s) for the services. The
+ * pipes that tether the servers to the services are `natsTethers()`.
  */
-async function startNats(dataDir: string, env: NodeJS.ProcessEnv, port: number, clusterPorts: ClusterPorts | undefined): Promise<{ url: string; tethers: StdioOptions }> {
+async function startNats(dataDir: string, env: NodeJS.ProcessEnv, port: number, clusterPorts: ClusterPorts | undefined): Promise<{ url: string }> {
   const cluster = clusterPorts !== undefined;
   const found = findNatsServer();
   if (!found) throw new Error("nats-server is not installed; `npm start` builds the pinned one (node tools/setup.mjs)");
@@ -581,7 +681,7 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, port: number, 
     console.log(`  ${shown(join(dataDir, "nats-cluster"))} holds the streams (events, dead letters) of \`npm start -- --cluster\`, which this server does not see`);
   }
   console.log(`  NATS users: ${credentials.map((c) => c.name).join(", ")}; nkey seeds in ${shown(natsCredentialsDir(dataDir))} (the observer's reads: nats --nkey ${shown(join(natsCredentialsDir(dataDir), "observer.nk"))} ...)`);
-  return { url: servers.map((s) => s.url).join(","), tethers: servers.map((s) => s.child.process.stdin!) };
+  return { url: servers.map((s) => s.url).join(",") };
 }
 
 /**
@@ -907,7 +1007,6 @@ async function main(): Promise<void> {
     return;
   }
   env[stopOnStdinCloseVariable] = "1";
-  let natsTether: StdioOptions = [];
 
   let natsUrl = process.env.NATS_URL;
   const seeds = new Map<string, string | undefined>(services.map((s) => [s.name, process.env[`${s.envPrefix}_NATS_NKEY_SEED`]]));
@@ -915,7 +1014,6 @@ async function main(): Promise<void> {
   if (!natsUrl) {
     const nats = await startNats(dataDir, env, natsPort, clusterPorts);
     natsUrl = nats.url;
-    natsTether = nats.tethers;
     // For the tools, which find this server without NATS_PORT (or --cluster's three) given again.
     record.nats(natsUrl);
     const dir = natsCredentialsDir(dataDir);
@@ -936,7 +1034,7 @@ async function main(): Promise<void> {
     const names = addresses.map((_, i) => (instances > 1 ? `${service}#${i + 1}` : service));
     // The instances of one service start together, as a deployment's do.
     const started = addresses.map((listen, i) =>
-      launch(names[i], command.command, command.args, { ...databaseUrlsOf(env, service), ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metrics[i], NATS_NKEY_SEED: seeds.get(service) ?? "" }, natsTether),
+      superviseService(names[i], command, { ...databaseUrlsOf(env, service), ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metrics[i], NATS_NKEY_SEED: seeds.get(service) ?? "" }, listen, grpc.credentials),
     );
     await Promise.all(
       addresses.map((a, i) =>
