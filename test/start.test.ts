@@ -1125,6 +1125,33 @@ describe("npm start", () => {
     expect(processesOf(dir.path)).toEqual([]);
   });
 
+  it("stops everything when a service started again refuses to start (a database another service owns), saying it refused", { timeout: 90_000 }, async () => {
+    // A product service started once the test has removed this file waits, before it runs, until the file is back.
+    const go = join(dir.path, "let-products-start");
+    writeFileSync(go, "");
+    const hold = {
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(repoRoot, "test", "support", "hold-start.mjs")).href}`,
+      HOLD_START_SCRIPT: join("services", "products", "main.js"),
+      HOLD_START_UNTIL: go,
+    };
+    const system = await startSystem(dir.path, { env: hold });
+    child = system.child;
+    rmSync(go);
+    process.kill(Number(/products: .*pid (\d+)/.exec(system.output())![1]), "SIGKILL");
+    await expect.poll(() => system.output(), { timeout: 20_000, interval: 100 }).toContain("start: products exited (killed by SIGKILL); starting it again in 1 s");
+    // While it is away, its database is replaced by one of the order service's.
+    const database = join(dir.path, "products.db");
+    for (const file of [database, `${database}-wal`, `${database}-shm`]) rmSync(file, { force: true });
+    await (await openDatabase({ path: database, migrations: [], owner: "orders" })).close();
+    writeFileSync(go, "");
+    expect(await system.exited).toBe(1);
+    expect(system.output()).toContain("start-up refused: the database belongs to the orders service, not to products");
+    expect(system.output()).toContain("start: products refused to start (exit code 2): its log line above says why; stopping everything");
+    expect(system.output()).not.toContain("is running again");
+    expect(system.output()).toContain("everything stopped");
+    expect(processesOf(dir.path)).toEqual([]);
+  });
+
   it("still stops everything when a service exits while the system is starting, saying which and how", { timeout: 90_000 }, async () => {
     // The order service waits, before it runs, until the test lets it go: the product service serves meanwhile.
     const go = join(dir.path, "let-orders-start");
