@@ -105,6 +105,15 @@ function pidsRunningAgain(output: string, name: string): number[] {
   return [...output.matchAll(new RegExp(`start: ${name} is running again \\(pid (\\d+)\\)`, "g"))].map((m) => Number(m[1]));
 }
 
+/** The variables that hold `service`'s processes, before they run, while the file `until` is missing (test/support/hold-start.mjs). */
+function holdStart(service: string, until: string): Record<string, string> {
+  return {
+    NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(repoRoot, "test", "support", "hold-start.mjs")).href}`,
+    HOLD_START_SCRIPT: join("services", service, "main.js"),
+    HOLD_START_UNTIL: until,
+  };
+}
+
 /** Ports of a system's own, all free now. */
 interface StartPorts {
   readonly nats: number;
@@ -418,12 +427,7 @@ describe("npm start", () => {
     // An order service started once the test has removed this file waits, before it runs, until the file is back.
     const go = join(dir.path, "let-orders-start");
     writeFileSync(go, "");
-    const hold = {
-      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(repoRoot, "test", "support", "hold-start.mjs")).href}`,
-      HOLD_START_SCRIPT: join("services", "orders", "main.js"),
-      HOLD_START_UNTIL: go,
-      POSTGRES_PORT: String(await freePort()),
-    };
+    const hold = { ...holdStart("orders", go), POSTGRES_PORT: String(await freePort()) };
     const system = await startSystem(dir.path, { ports, args: ["--postgres", "--instances", "2"], env: hold, upTimeoutMs: 90_000 });
     child = system.child;
     const killed = Number(/orders#2: .*pid (\d+)/.exec(system.output())![1]);
@@ -612,11 +616,7 @@ describe("npm start", () => {
     const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort() };
     // The product service waits, before it runs, until the test lets it go; the order service starts after it.
     const go = join(dir.path, "let-products-start");
-    const hold = {
-      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(repoRoot, "test", "support", "hold-start.mjs")).href}`,
-      HOLD_START_SCRIPT: join("services", "products", "main.js"),
-      HOLD_START_UNTIL: go,
-    };
+    const hold = holdStart("products", go);
     const starting = startSystem(dir.path, { ports, env: hold, upTimeoutMs: 90_000 });
     starting.catch(() => {});
     await expect.poll(() => existsSync(join(dir.path, "start-services.json")), { timeout: 30_000, interval: 100 }).toBe(true);
@@ -1129,11 +1129,7 @@ describe("npm start", () => {
     // A product service started once the test has removed this file waits, before it runs, until the file is back.
     const go = join(dir.path, "let-products-start");
     writeFileSync(go, "");
-    const hold = {
-      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(repoRoot, "test", "support", "hold-start.mjs")).href}`,
-      HOLD_START_SCRIPT: join("services", "products", "main.js"),
-      HOLD_START_UNTIL: go,
-    };
+    const hold = holdStart("products", go);
     const system = await startSystem(dir.path, { env: hold });
     child = system.child;
     rmSync(go);
@@ -1155,11 +1151,7 @@ describe("npm start", () => {
   it("still stops everything when a service exits while the system is starting, saying which and how", { timeout: 90_000 }, async () => {
     // The order service waits, before it runs, until the test lets it go: the product service serves meanwhile.
     const go = join(dir.path, "let-orders-start");
-    const hold = {
-      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(repoRoot, "test", "support", "hold-start.mjs")).href}`,
-      HOLD_START_SCRIPT: join("services", "orders", "main.js"),
-      HOLD_START_UNTIL: go,
-    };
+    const hold = holdStart("orders", go);
     const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort() };
     const started = spawn(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...startEnv(dir.path, ports), ...hold }, stdio: ["ignore", "pipe", "pipe"] });
     child = started;
