@@ -489,6 +489,29 @@ describe("outbox and relay", () => {
     expect((await parkedEvents(db)).map((p) => p.eventId)).toEqual([huge]);
   });
 
+  it("parks a row whose subject NATS cannot carry (white space in it), alone or in a batch, without the server dropping the connection", async () => {
+    const { sample, db, outbox, commit, batchStreams } = await setup("badsubject");
+    const clientIdBefore = bus.nc.info?.client_id;
+    const first = await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-0", note: "" }));
+    // Rows the outbox itself would not write (it checks each subject token): put there by hand, or by an older version.
+    const spaced = "0190a5b4-7c4e-7d3e-9f1a-123456789ac1";
+    const crlf = "0190a5b4-7c4e-7d3e-9f1a-123456789ac2";
+    for (const [id, subject] of [[spaced, "test.badsubject.thing.t 1.happened"], [crlf, "test.badsubject.thing.t-2.happened\r\nPUB x 0"]]) {
+      await db.run("INSERT INTO event_outbox (event_id, subject, type, payload, headers, created_at) VALUES ($1, $2, $3, $4, $5, $6)", [
+        id, subject, sample.event.typeName, Buffer.alloc(0), Buffer.from(`NATS/1.0\r\nce-id: ${id}\r\nNats-Msg-Id: ${id}\r\n\r\n`), Date.now(),
+      ]);
+    }
+    const later = await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-3", note: "" }));
+    const relay = startRelay(db, { sweepIntervalMs: 100, batchStreams, minBatch: 2, batchWhen: "backlog" });
+    await relay.flush();
+    expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([first, later]);
+    const parked = await parkedEvents(db);
+    expect(parked.map((p) => p.eventId).sort()).toEqual([spaced, crlf].sort());
+    for (const p of parked) expect(p.reason).toMatch(/subject .* cannot be sent: NATS subjects hold no white space/);
+    // The server gives a connection made again another client id.
+    expect(bus.nc.info?.client_id).toBe(clientIdBefore);
+  });
+
   it("validates its options", async () => {
     const { db } = await setup("options");
     expect(() => createOutboxRelay({ db, nc: bus.nc, logger, maxInFlight: 0 })).toThrow(/maxInFlight/);

@@ -63,6 +63,17 @@ const permanentApiErrors = new Set([10054, 10097]);
 /** nats.js errors thrown on publish for what the message is: over max_payload, a subject or header it cannot send. */
 const permanentClientErrors = new Set(["MAX_PAYLOAD_EXCEEDED", "BAD_SUBJECT", "BAD_HEADER"]);
 
+/**
+ * Why the server could not read `subject` off a PUB line, or undefined. It
+ * splits the line at spaces and tabs and ends it at a line break, nats.js
+ * checks neither, and the server answers such a line by closing the
+ * connection: a row holding one (written by hand, or by an older version)
+ * dropped the service's connection at each retry, its consumers' with it.
+ */
+function unsendableSubject(subject: string): string | undefined {
+  return /[ \t\r\n]/.test(subject) ? `the subject ${JSON.stringify(subject)} cannot be sent: NATS subjects hold no white space` : undefined;
+}
+
 /** Opens a publish window on `nc`. */
 export function createPublishWindow<T>(options: PublishWindowOptions<T>): PublishWindow<T> {
   const { nc, publishTimeoutMs, onOutcome } = options;
@@ -117,6 +128,8 @@ export function createPublishWindow<T>(options: PublishWindowOptions<T>): Publis
       const sendId = ++lastSendId;
       inFlight.set(sendId, { tags: [tag], subjects: [event.subject], sentAt: Date.now() });
       events++;
+      const unsendable = unsendableSubject(event.subject);
+      if (unsendable) return settle(sendId, { ok: false, error: unsendable, permanent: true });
       try {
         nc.publish(event.subject, event.payload, { reply: `${prefix}.${sendId}`, headers: wireHeaders(event.headers) });
       } catch (err) {
@@ -129,6 +142,10 @@ export function createPublishWindow<T>(options: PublishWindowOptions<T>): Publis
       inFlight.set(sendId, { tags: batch.map((b) => b.tag), subjects: batch.map((b) => b.event.subject), sentAt: Date.now() });
       events += batch.length;
       const batchId = randomUUID();
+      // Failed whole, not for good: sent alone, the others are stored and that one parked.
+      let unsendable: string | undefined;
+      for (const { event } of batch) if ((unsendable = unsendableSubject(event.subject))) break;
+      if (unsendable) return settle(sendId, { ok: false, error: unsendable, permanent: false });
       try {
         batch.forEach(({ event }, i) => {
           const commit = i === batch.length - 1;
