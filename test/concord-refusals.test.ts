@@ -1,4 +1,6 @@
 import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { createUser } from "nkeys.js";
 import { writeFileSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { createServer, type Server, type Socket } from "node:net";
@@ -116,6 +118,19 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
       expect(out.status, args.join(" ")).toBe(1);
       expect(out.stderr + out.stdout).toContain("the nkey seed file given (NATS_NKEY_SEED) is a seed itself, not shown");
       expect(out.stderr + out.stdout, args.join(" ")).not.toContain(seed);
+    }
+  });
+
+  it("names a seed file whose seed is damaged (its checksum wrong), where it said NATS could not be reached", async () => {
+    const seed = new TextDecoder().decode(createUser().getSeed());
+    const damaged = join(dir.path, "damaged.nk");
+    // One character changed, as a bad copy or an edit leaves it: still SU and base32, its checksum wrong.
+    writeFileSync(damaged, `${seed.slice(0, 20)}${seed[20] === "A" ? "B" : "A"}${seed.slice(21)}\n`, { mode: 0o600 });
+    for (const args of [["dlq", "list"], ["status"]]) {
+      const out = await runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: damaged }, [...args, "--nats", nats().url], 30_000);
+      expect(out.status, args.join(" ")).toBe(1);
+      expect(out.stderr + out.stdout, args.join(" ")).toContain(`${damaged} does not hold a valid NATS user nkey seed: its checksum does not match (the file is damaged, or was edited)`);
+      expect(out.stderr + out.stdout, args.join(" ")).not.toContain("cannot reach NATS");
     }
   });
 

@@ -118,6 +118,20 @@ describe("a service whose NATS user the server refuses", () => {
     ]);
   });
 
+  it("refuses to start with a seed file whose seed is damaged (its checksum wrong), naming the file: one line, exit 2", async () => {
+    const seed = new TextDecoder().decode(createUser().getSeed());
+    const damaged = join(dir, "damaged.nk");
+    writeFileSync(damaged, `${seed.slice(0, 20)}${seed[20] === "A" ? "B" : "A"}${seed.slice(21)}\n`, { mode: 0o600 });
+    const { exit, lines } = await startProducts("damaged-seed", nats().url, { NATS_NKEY_SEED: damaged });
+    expect(exit).toBe(2);
+    expect(lines).toEqual([
+      expect.objectContaining({
+        level: "fatal",
+        msg: expect.stringContaining(`start-up refused: ${damaged} does not hold a valid NATS user nkey seed: its checksum does not match (the file is damaged, or was edited)`),
+      }),
+    ]);
+  });
+
   it("refuses to start when its stream is missing and its user may not create it: one line saying the operator provisions it, exit 2", async () => {
     const { exit, lines } = await startProducts("stream-missing", nats().url, { NATS_NKEY_SEED: nats().seedFile("products") });
     expect(exit).toBe(2);

@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DeliverPolicy, type JsMsg, type NatsConnection, type NatsError, connect, nkeyAuthenticator } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
-import { deadLetterStreamSpec, type EventDescriptor, receivedHeaders, seedGivenForItsFile } from "../platform/events/index.js";
+import { deadLetterStreamSpec, type EventDescriptor, receivedHeaders, seedGivenForItsFile, userSeedOf } from "../platform/events/index.js";
 import { natsUrl, urlsWithoutPasswords } from "../platform/config/index.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { portSetting } from "./port-setting.js";
@@ -85,8 +85,7 @@ function authenticatorOf(file: string) {
   } catch (err) {
     throw new Error(`cannot read the nkey seed file ${file}: ${(err as Error).message}`);
   }
-  if (!/^SU[A-Z2-7]+$/.test(seed)) throw new Error(`${file} does not hold a NATS user nkey seed (one line starting with SU)`);
-  return nkeyAuthenticator(new TextEncoder().encode(seed));
+  return nkeyAuthenticator(userSeedOf(file, seed));
 }
 
 /**

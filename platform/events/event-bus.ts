@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { connect, nkeyAuthenticator, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import { connect, nkeyAuthenticator, nkeys, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
 import { causeChain } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
@@ -155,8 +155,27 @@ function readSeed(file: string): Uint8Array {
   } catch (err) {
     throw new SeedFileError(`reading the NATS nkey seed file ${file} failed: ${(err as Error).message}`, { cause: err });
   }
+  return userSeedOf(file, text);
+}
+
+/**
+ * `text`, read from `file`, as a NATS user's nkey seed, or a SeedFileError
+ * naming the file. A seed with a character changed (a bad copy, an edit)
+ * keeps its form but not its checksum, which nats.js found only as it
+ * connected: the tools said NATS could not be reached, the service failed
+ * its start with the bare nkeys error.
+ */
+export function userSeedOf(file: string, text: string): Uint8Array {
   if (!/^SU[A-Z2-7]+$/.test(text)) throw new SeedFileError(`${file} does not hold a NATS user nkey seed (one line starting with SU)`);
-  return new TextEncoder().encode(text);
+  const seed = new TextEncoder().encode(text);
+  try {
+    nkeys.fromSeed(seed);
+  } catch {
+    throw new SeedFileError(
+      `${file} does not hold a valid NATS user nkey seed: its checksum does not match (the file is damaged, or was edited); put the seed back from a backup, or, with the system stopped, delete the file and start again to have a new one made`,
+    );
+  }
+  return seed;
 }
 
 // nats.js codes (and the Node system errors behind them) of a server that is not there, not reachable,

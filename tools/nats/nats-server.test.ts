@@ -1,11 +1,12 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { findNatsServer, natsServerLacks, parseNatsServerVersion, pinnedNatsServer, takesSyncInterval } from "./find-nats-server.mjs";
 import { freePort } from "../free-port.js";
 import { natsServerConfigText, natsServerEnv, writeNatsServerConfig } from "./server-config.js";
+import { ensureNatsCredentials } from "./authorization.js";
 
 describe("findNatsServer", () => {
   const dir = tempDirForSuite("concord-find-nats-");
@@ -111,5 +112,21 @@ describe("a cluster's routes", () => {
     await new Promise((resolve) => setTimeout(resolve, 3_000));
     expect(await routesOf(m1)).toEqual(["n2"]);
     expect(await routesOf(m2)).toEqual(["n1"]);
+  });
+});
+
+describe("ensureNatsCredentials", () => {
+  const dir = tempDirForSuite("concord-nats-credentials-");
+
+  it("names a seed file whose seed lost its checksum (a character changed) as damaged, and one that holds no seed as such", () => {
+    const credentials = join(dir, "credentials");
+    const [first] = ensureNatsCredentials(credentials);
+    const seed = readFileSync(first.seedFile, "utf8").trim();
+    writeFileSync(first.seedFile, `${seed.slice(0, 20)}${seed[20] === "A" ? "B" : "A"}${seed.slice(21)}\n`);
+    expect(() => ensureNatsCredentials(credentials)).toThrow(
+      `${first.seedFile} does not hold a valid NATS user nkey seed: its checksum does not match (the file is damaged, or was edited); put the seed back from a backup, or, with the system stopped, delete the file and start again to have a new one made`,
+    );
+    writeFileSync(first.seedFile, "not a seed\n");
+    expect(() => ensureNatsCredentials(credentials)).toThrow(`${first.seedFile} does not hold a NATS user nkey seed (a line starting with SU); delete it and start again to have a new one made`);
   });
 });
