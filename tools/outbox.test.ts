@@ -73,6 +73,18 @@ describe("tools/outbox.ts", () => {
     expect(readdirSync(dir).filter((f) => f.startsWith("someone-elses.db"))).toEqual(["someone-elses.db"]);
   }, 60_000);
 
+  it("refuses a file that is no SQLite database (a backup's .json named by mistake) in one line, exit 2, leaving it as it was", () => {
+    const path = join(dir, "orders.db.json");
+    writeFileSync(path, '{"service":"orders","positions":[]}\n');
+    const refused = run("--database", path, "list");
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toBe(
+      `outbox: ${path} is not a SQLite database (file is not a database): it is no service's database; name the service's database with --database, or set it as for the service (nothing was changed)\n`,
+    );
+    expect(readFileSync(path, "utf8")).toBe('{"service":"orders","positions":[]}\n');
+    expect(readdirSync(dir).filter((f) => f.startsWith("orders.db.json"))).toEqual(["orders.db.json"]);
+  }, 60_000);
+
   it("says to set DATA_DIR as npm start was given it when the DATA_DIR it looked in does not exist", () => {
     const missing = join(dir, "no-start-ran-here");
     const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: missing };

@@ -137,7 +137,12 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
       console.error(`${program}: ${shownPath} holds no outbox: it is no service's database, or its service has not started on it yet; name the service's database with --database, or set ${service ? `${service.toUpperCase()}_DATABASE_URL` : "it"} as for the service (nothing was changed)`);
       return 2;
     }
-    const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : "";
+    if (err instanceof Error && (err.cause as { code?: unknown } | undefined)?.code === "SQLITE_NOTADB") {
+      // A file SQLite does not take for a database at all (a backup's .json, say): no outbox either, and left as it was.
+      console.error(`${program}: ${shownPath} is not a SQLite database (file is not a database): it is no service's database; name the service's database with --database, or set ${service ? `${service.toUpperCase()}_DATABASE_URL` : "it"} as for the service (nothing was changed)`);
+      return 2;
+    }
+    const cause = err instanceof Error && err.cause instanceof Error && !err.message.includes(err.cause.message) ? `: ${err.cause.message}` : "";
     throw new Error(`${shownPath}: ${err instanceof Error ? err.message : err}${cause}`, { cause: err });
   }
   try {
