@@ -5,7 +5,7 @@
  * backup-restore.test.ts); real nats-server with the generated
  * authorization, real services on SQLite.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect, type NatsConnection, nkeyAuthenticator } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -209,6 +209,13 @@ describe("an answer about stock for an order the order service does not have", (
     const notOrders = await tool("check", "--orders-database", join(dir.path, "products.db"));
     expect(notOrders.status).toBe(2);
     expect(notOrders.stderr).toContain(`${join(dir.path, "products.db")} is not the orders service's database (it has none of its tables)`);
+    // A backup's record named for its database: refused as none of the service's, in one line.
+    writeFileSync(join(dir.path, "orders-backup.db.json"), '{"service":"orders","positions":[]}\n');
+    const notSqlite = await tool("check", "--orders-database", join(dir.path, "orders-backup.db.json"));
+    expect([notSqlite.status, notSqlite.stderr.trim()]).toEqual([
+      2,
+      `reservations: ${join(dir.path, "orders-backup.db.json")} is not a SQLite database (file is not a database), nor the orders service's; name it with --orders-database, or set ORDERS_DATABASE_URL as for the service (nothing was changed)`,
+    ]);
     const usage = await tool("check", "--relase");
     expect([usage.status, usage.stderr.trim()]).toEqual([2, "reservations: unknown option --relase; did you mean --release? (`npx tsx tools/reservations.ts --help` shows the usage)"]);
     expect(await events("SHOP_ORDERS", `${lostId}.unknown`)).toEqual([]);

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { outboxMigrations, parkedEvents, retryParked } from "../platform/events/index.js";
 import { Code, StatusError } from "../platform/errors/index.js";
-import { isPostgresUrl, openDatabase } from "../platform/sql/index.js";
+import { isNotSqliteFile, isPostgresUrl, openDatabase } from "../platform/sql/index.js";
 import { redact } from "../platform/sql/postgres.js";
 import { parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 import { readStartedServices } from "./started-services.js";
@@ -137,7 +137,7 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
       console.error(`${program}: ${shownPath} holds no outbox: it is no service's database, or its service has not started on it yet; name the service's database with --database, or set ${service ? `${service.toUpperCase()}_DATABASE_URL` : "it"} as for the service (nothing was changed)`);
       return 2;
     }
-    if (err instanceof Error && (err.cause as { code?: unknown } | undefined)?.code === "SQLITE_NOTADB") {
+    if (isNotSqliteFile(err)) {
       // A file SQLite does not take for a database at all (a backup's .json, say): no outbox either, and left as it was.
       console.error(`${program}: ${shownPath} is not a SQLite database (file is not a database): it is no service's database; name the service's database with --database, or set ${service ? `${service.toUpperCase()}_DATABASE_URL` : "it"} as for the service (nothing was changed)`);
       return 2;

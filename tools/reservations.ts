@@ -22,7 +22,7 @@ import { pathToFileURL } from "node:url";
 import { OrderCancelledEvent, OrderPlacedEvent, OrderUnknownEvent } from "../gen/ts/shop/orders/v1/order_events_jetstream.js";
 import { createEventPublisher } from "../platform/events/index.js";
 import { Code, StatusError } from "../platform/errors/index.js";
-import { type Database, isPostgresUrl, openDatabase, type Queryable } from "../platform/sql/index.js";
+import { type Database, isNotSqliteFile, isPostgresUrl, openDatabase, type Queryable } from "../platform/sql/index.js";
 import { redact } from "../platform/sql/postgres.js";
 import { toOrderMessage } from "../services/orders/contract.js";
 import type { OrderRecord } from "../services/orders/domain/order.js";
@@ -255,7 +255,10 @@ async function openServiceDatabase(service: "products" | "orders", path: string,
     if (err instanceof StatusError && err.code === Code.FAILED_PRECONDITION && /has no migration/.test(err.message)) {
       throw new Refusal(`${shown} is not the ${service} service's database (it has none of its tables); name it with ${option}, or set ${variable} as for the service (nothing was changed)`, 2);
     }
-    const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : "";
+    if (isNotSqliteFile(err)) {
+      throw new Refusal(`${shown} is not a SQLite database (file is not a database), nor the ${service} service's; name it with ${option}, or set ${variable} as for the service (nothing was changed)`, 2);
+    }
+    const cause = err instanceof Error && err.cause instanceof Error && !err.message.includes(err.cause.message) ? `: ${err.cause.message}` : "";
     throw new Error(`${shown}: ${err instanceof Error ? err.message : err}${cause}`, { cause: err });
   }
 }

@@ -2,7 +2,7 @@ export type { Database, Dialect, Migration, Queryable, SessionLock, SqlValue, St
 export { isPostgresUrl, openDatabase, type DatabaseOptions } from "./database.js";
 export { isDatabaseRefusingWrites, isDatabaseTakingNoWrites, isDatabaseUnavailable, isLockTimeout, isWriteConflict, limitLockWaits } from "./postgres.js";
 export { migrate, migrationSql, type MigrateOptions, type MigrationLockRetry } from "./migrate.js";
-export { claimSqliteFile } from "./sqlite.js";
+export { claimSqliteFile, isNotSqliteFile } from "./sqlite.js";
 export { isStorageFailure, isStorageFull } from "./storage-full.js";
 export { startRetention, type Retention, type RetentionOptions } from "./retention.js";
 export { placeholderRows, sqlByRowCount } from "./statements.js";

@@ -254,6 +254,11 @@ export function claimSqliteFile(path: string): { release(): void } {
   };
 }
 
+/** Whether `err`, from opening a database, says its file is no SQLite database at all (a JSON or text file named by mistake). */
+export function isNotSqliteFile(err: unknown): boolean {
+  return err instanceof Error && (err.cause as { code?: unknown } | undefined)?.code === "SQLITE_NOTADB";
+}
+
 /**
  * A SQLite database in WAL mode (better-sqlite3 at major version 12): one
  * writing connection, whose transactions run one at a time (a queue, as
