@@ -52,6 +52,14 @@ describe("metrics", () => {
     await products?.stop();
   });
 
+  it("shows each consumer's counters at 0 from the start, before its first event: rate() and increase() see the first dead letter", async () => {
+    const [productsText, ordersText] = [await scrape(products.service.metricsAddress), await scrape(orders.service.metricsAddress)];
+    for (const name of ["concord_consumer_handled_total", "concord_consumer_retried_total", "concord_consumer_dead_lettered_total"]) {
+      for (const consumer of ["products-order-placed", "products-order-cancelled", "products-order-updated", "products-order-unknown"]) expect(sample(productsText, name, { consumer }), `${name} ${consumer}`).toBe(0);
+      for (const consumer of ["orders-stock-reserved", "orders-stock-reservation-failed", "orders-product-created", "orders-product-updated"]) expect(sample(ordersText, name, { consumer }), `${name} ${consumer}`).toBe(0);
+    }
+  });
+
   it("counts calls by method and status code, with their latency", async () => {
     const before = await scrape(products.service.metricsAddress);
     const createProduct = { grpc_service: "shop.products.v1.ProductService", grpc_method: "CreateProduct" };

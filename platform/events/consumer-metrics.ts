@@ -17,9 +17,10 @@ type Outcomes = { readonly handled: CounterChild; readonly retried: CounterChild
  * it is filed), and how long the pipeline took for it
  * (`concord_consumer_handling_seconds`), each once its batch's transaction
  * has committed: a batch run again (a failing event, a write conflict)
- * counts each delivery once.
+ * counts each delivery once. `expect(consumers)` shows those consumers'
+ * counters at 0 before their first delivery.
  */
-export function consumerMetrics(registry: Registry): DeliveryMiddleware {
+export function consumerMetrics(registry: Registry): DeliveryMiddleware & { readonly expect: (consumers: readonly string[]) => void } {
   const labelNames = ["consumer"] as const;
   const handled = counterFamily(registry, { name: "concord_consumer_handled_total", help: "Events a consumer handled and acked (duplicates its inbox dropped included)", labelNames });
   const retried = counterFamily(registry, { name: "concord_consumer_retried_total", help: "Deliveries whose handler failed and that were given back for a later retry", labelNames });
@@ -34,7 +35,7 @@ export function consumerMetrics(registry: Registry): DeliveryMiddleware {
     }
     return outcomes;
   };
-  return (next) => async (delivery, tx) => {
+  const middleware: DeliveryMiddleware = (next) => async (delivery, tx) => {
     const started = performance.now();
     const settlement = await next(delivery, tx);
     const took = (performance.now() - started) / 1000;
@@ -56,6 +57,9 @@ export function consumerMetrics(registry: Registry): DeliveryMiddleware {
       },
     };
   };
+  // Each consumer's counters from 0 at start: a series that first appears at 1 is no increase to rate() or
+  // increase(), so an alert on dead letters missed the first of each process.
+  return Object.assign(middleware, { expect: (consumers: readonly string[]) => void consumers.forEach(outcomesOf) });
 }
 
 export interface ConsumerLagOptions {

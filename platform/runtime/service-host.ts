@@ -228,8 +228,10 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
   opened = db;
   if (waitingSince !== undefined) logger.info({ database: shownDatabase, waitedMs: Math.round(performance.now() - waitingSince) }, "reached the database; it is open and migrated");
   let events: EventRuntime;
+  let counting: ReturnType<typeof consumerMetrics> | undefined;
   try {
-    const middleware = [...(registry ? [consumerMetrics(registry)] : []), ...(options.consumerMiddleware ?? [])];
+    counting = registry ? consumerMetrics(registry) : undefined;
+    const middleware = [...(counting ? [counting] : []), ...(options.consumerMiddleware ?? [])];
     events = createEventRuntime({
       db,
       natsUrl: options.natsUrl,
@@ -286,6 +288,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
         ({ port } = await server.start());
         if (registry && metrics) {
           consumerLagMetrics({ registry, consumers: consumers.map((c) => c.spec), jsm: () => onceReached(() => events.bus)?.jsm });
+          counting?.expect(consumers.map((c) => c.spec.durable));
           metrics.serve();
         }
       } catch (err) {
