@@ -58,6 +58,7 @@ describe("metrics", () => {
       for (const consumer of ["products-order-placed", "products-order-cancelled", "products-order-updated", "products-order-unknown"]) expect(sample(productsText, name, { consumer }), `${name} ${consumer}`).toBe(0);
       for (const consumer of ["orders-stock-reserved", "orders-stock-reservation-failed", "orders-product-created", "orders-product-updated"]) expect(sample(ordersText, name, { consumer }), `${name} ${consumer}`).toBe(0);
     }
+    for (const answer of ["StockReserved", "StockReservationFailed"]) expect(sample(ordersText, "concord_orders_unknown_order_answers_total", { answer }), answer).toBe(0);
   });
 
   it("counts calls by method and status code, with their latency", async () => {

@@ -12,7 +12,7 @@ import { sampledGauges } from "../../platform/metrics/index.js";
 import type { Logger } from "../../platform/log/index.js";
 import { createServiceHost, type GrpcSecurity, type HostVariables, type RunningService, serviceCallSecurity } from "../../platform/runtime/index.js";
 import { createCatalogFeed } from "./events/catalog-feed.js";
-import { createOrderSaga } from "./events/order-saga.js";
+import { createOrderSaga, type StockAnswer } from "./events/order-saga.js";
 import { startSagaTimeout } from "./events/saga-timeout.js";
 import { createOrderService } from "./grpc/order-service.js";
 import { createCatalogStore } from "./store/catalog-store.js";
@@ -86,6 +86,8 @@ export async function startOrders(options: OrdersOptions): Promise<RunningOrders
       labelNames: ["answer"],
       registers: [registry],
     });
+  // Both answers from 0, as the consumers' counters: increase() sees the first of each.
+  for (const answer of ["StockReserved", "StockReservationFailed"] satisfies StockAnswer[]) unknownOrderAnswers?.inc({ answer }, 0);
   const saga = createOrderSaga({ store, logger: options.logger, ...(unknownOrderAnswers && { onUnknownOrder: (answer) => unknownOrderAnswers.inc({ answer }) }) });
   const handlers = { ...saga.handlers, ...createCatalogFeed(catalog) };
   const timedOut =
