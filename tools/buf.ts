@@ -3,12 +3,14 @@
  *   tsx tools/buf.ts lint                  buf lint with the rules in buf.yaml
  *   tsx tools/buf.ts breaking [REVISION]   buf breaking, the events' own check
  *                                          (contracts/event-changes.ts) and the validation
- *                                          rules' (contracts/rule-changes.ts), against proto/ at REVISION
- *                                          (default: HEAD~1, the previous commit on main;
- *                                          or BREAKING_AGAINST from the environment)
+ *                                          rules' (contracts/rule-changes.ts): proto/ as the
+ *                                          work tree holds it, uncommitted changes included,
+ *                                          against proto/ at REVISION (default: HEAD~1, the
+ *                                          previous commit on main; or BREAKING_AGAINST from
+ *                                          the environment)
  */
 import { spawnSync } from "node:child_process";
-import { breakingAgainstRevision, lintContracts } from "./contracts/checks.js";
+import { breakingAgainstRevision, comparedContracts, lintContracts } from "./contracts/checks.js";
 import { repoRoot } from "./repo-root.js";
 
 const usage = `Usage: tsx tools/buf.ts lint
@@ -19,8 +21,10 @@ breaking   fail on wire- or JSON-incompatible changes of proto/, an RPC
            or service removed or renamed, an event removed, renamed or
            given another subject or stream, a subscription's durable
            renamed, or a validation rule of a request or an event
-           made tighter, against proto/ at REVISION
-           (default: $BREAKING_AGAINST or HEAD~1); a REVISION or
+           made tighter: proto/ as the work tree holds it, uncommitted
+           changes included, against proto/ at REVISION (default:
+           $BREAKING_AGAINST or HEAD~1; HEAD for the uncommitted changes
+           alone); its first line says which it compared. A REVISION or
            $BREAKING_AGAINST that is no commit fails (exit 2)`;
 
 function main(args: string[]): number {
@@ -53,11 +57,12 @@ function main(args: string[]): number {
       console.log(`buf breaking: ${revision} has no contracts; nothing to compare against`);
       return 0;
     }
+    const compared = comparedContracts(revision);
     if (!result.ok) {
-      console.error(`buf breaking: incompatible changes against ${revision}:\n${result.output}`);
+      console.error(`buf breaking: incompatible changes in ${compared}:\n${result.output}`);
       return 1;
     }
-    console.log(`buf breaking: no incompatible changes against ${revision}`);
+    console.log(`buf breaking: no incompatible changes in ${compared}`);
     return 0;
   }
   console.error(usage);

@@ -1,5 +1,5 @@
-import { spawnSync } from "node:child_process";
-import { cpSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { cpSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/support/shop.js";
@@ -59,5 +59,34 @@ describe("contract checks", () => {
     const fromEnv = breaking([], { BREAKING_AGAINST: "no-such-revision" });
     expect(fromEnv.status).toBe(2);
     expect(fromEnv.stderr).toContain('buf breaking: no commit "no-such-revision" (BREAKING_AGAINST) in this repository');
+  });
+
+  it("npm run breaking says what it compared: proto/ at HEAD, or the work tree's with its uncommitted files named, against the revision", () => {
+    // A copy of this work tree in a repository of its own, whose commits the test makes, running its own tools/buf.ts.
+    const clone = join(dir.path, "repo");
+    cpSync(repoRoot, clone, { recursive: true, filter: (path) => ![".git", "node_modules", "dist", ".data"].some((skip) => path === join(repoRoot, skip)) });
+    symlinkSync(join(repoRoot, "node_modules"), join(clone, "node_modules"));
+    const git = (...args: string[]) => execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], { cwd: clone, encoding: "utf8" }).trim();
+    git("init", "-q");
+    git("add", "-A");
+    git("commit", "-qm", "the contracts");
+    const breaking = (...args: string[]) => spawnSync(process.execPath, ["--import", "tsx", "tools/buf.ts", "breaking", ...args], { cwd: clone, encoding: "utf8", timeout: 60_000 });
+    const money = join(clone, "proto", "shop", "common", "v1", "money.proto");
+    writeFileSync(money, readFileSync(money, "utf8").replace("// An amount of money", "// A sum of money"));
+    git("commit", "-qam", "a comment");
+    const [head, previous] = [git("rev-parse", "--short", "HEAD"), git("rev-parse", "--short", "HEAD~1")];
+    const clean = breaking();
+    expect(clean.stdout.trim()).toBe(`buf breaking: no incompatible changes in proto/ at HEAD (${head}) against HEAD~1 (${previous})`);
+
+    writeFileSync(money, readFileSync(money, "utf8").replace("string currency_code = 1", "bytes currency_code = 1"));
+    const dirty = breaking();
+    expect(dirty.status).toBe(1);
+    expect(dirty.stderr.split("\n")[0]).toBe(
+      `buf breaking: incompatible changes in proto/ as the work tree holds it, uncommitted changes to proto/shop/common/v1/money.proto included, against HEAD~1 (${previous}): ` +
+        "the changes committed since HEAD~1 and the uncommitted ones together (npm run breaking -- HEAD compares the uncommitted ones alone):",
+    );
+    const alone = breaking("HEAD");
+    expect(alone.status).toBe(1);
+    expect(alone.stderr.split("\n")[0]).toBe(`buf breaking: incompatible changes in proto/ as the work tree holds it, uncommitted changes to proto/shop/common/v1/money.proto included, against HEAD (${head}):`);
   });
 });

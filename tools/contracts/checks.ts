@@ -70,6 +70,32 @@ function breakingIgnored(): string[] {
 }
 
 /**
+ * What `npm run breaking` compares with `revision`, for its messages:
+ * `proto/ at HEAD (abc1234) against HEAD~1 (def5678)` when neither proto/
+ * nor buf.yaml has uncommitted changes; else proto/ as the work tree holds
+ * it, naming the files changed, and, when `revision` is not HEAD, that the
+ * changes committed since are compared together with them.
+ */
+export function comparedContracts(revision: string, root = repoRoot): string {
+  const git = (...args: string[]): string => execFileSync("git", args, { cwd: root, encoding: "utf8" });
+  const commit = (rev: string): string => git("rev-parse", "--short", "--verify", `${rev}^{commit}`).trim();
+  const against = `${revision} (${commit(revision)})`;
+  const entries = git("status", "--porcelain", "-z", "--untracked-files=all", "--", "proto", "buf.yaml").split("\0");
+  const changed: string[] = [];
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]!;
+    if (entry.length < 4) continue;
+    changed.push(entry.slice(3));
+    // A rename or a copy is followed by the path it came from.
+    if (entry[0] === "R" || entry[0] === "C") i++;
+  }
+  if (changed.length === 0) return `proto/ at HEAD (${commit("HEAD")}) against ${against}`;
+  const named = changed.length > 3 ? `${changed.slice(0, 3).join(", ")} and ${changed.length - 3} more` : changed.join(", ");
+  const since = commit(revision) === commit("HEAD") ? "" : `: the changes committed since ${revision} and the uncommitted ones together (npm run breaking -- HEAD compares the uncommitted ones alone)`;
+  return `proto/ as the work tree holds it, uncommitted changes to ${named} included, against ${against}${since}`;
+}
+
+/**
  * Checks proto/ in the work tree against proto/ at a git revision. Returns
  * undefined when that revision has no contracts (nothing to compare).
  */
