@@ -54,6 +54,14 @@ describe("incompatibleEventChanges", () => {
     expect(incompatibleEventChanges(filesOf(moved), original), "a subscription dropped is the service's own affair").toEqual([]);
   });
 
+  it("refuses a durable given another event, whose filter subject the server keeps, so the new build would not start", () => {
+    const reused = edited({ [productService]: (t) => t.replace('event: "shop.orders.v1.OrderCancelled"\n    durable: "products-order-cancelled"', 'event: "shop.orders.v1.OrderRejected"\n    durable: "products-order-cancelled"') });
+    expect(incompatibleEventChanges(filesOf(reused), original)).toEqual([
+      `${productService}:15:1:Service "shop.products.v1.ProductService" takes "shop.orders.v1.OrderRejected" through durable products-order-cancelled, which took "shop.orders.v1.OrderCancelled"; the server keeps its filter "shop.orders.v1.order.*.cancelled", and the new build refuses to start with a durable that filters on another subject, while the running build still reads "shop.orders.v1.OrderCancelled" through it.`,
+    ]);
+    expect(incompatibleEventChanges(filesOf(reused), original, [productService])).toEqual([]);
+  });
+
   it("lets through what the running consumers still take: a new field, a new event; and skips the paths buf.yaml ignores", () => {
     const compatible = edited({
       [orderEvents]: (t) =>

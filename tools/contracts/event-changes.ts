@@ -4,7 +4,8 @@
  * (its `ce-type`), its stream and the filter subject of its durable. A
  * change to any of them goes past buf's rules and leaves the consumers of
  * the version still running without the event, so it is refused here; so
- * is a durable renamed, whose new name would take the stream over again.
+ * is a durable renamed, whose new name would take the stream over again,
+ * or given another event, whose filter the server keeps.
  */
 import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
 import { readEventsManifest } from "./sdk-manifest.js";
@@ -15,7 +16,8 @@ import { isIgnoredPath, locateMessage, locateService } from "./source-locations.
  * longer receive from a producer built on `current`: removed or renamed,
  * moved to another stream, or on a subject its durable does not match; and
  * per subscription whose durable was renamed, which a new durable would
- * take from the stream's oldest event again.
+ * take from the stream's oldest event again, or whose durable took another
+ * event before, whose filter subject the server keeps.
  * Lines start `file:line:column:`, as buf's own. An event or a service
  * whose file is under one of the `ignored` paths (buf.yaml's
  * `breaking.ignore`, relative to proto/) is left out, as buf leaves it. Throws protoc-gen-events'
@@ -53,6 +55,17 @@ export function incompatibleEventChanges(current: readonly DescFile[], previous:
     if (isIgnored(`${service.file.name}.proto`)) continue;
     found.push(
       `${locateService(service)}:Service "${before.service}" takes "${before.event}" through durable ${after.join(", ")}, no longer ${before.durable}; a new durable starts at the stream's oldest event and its handler takes each again, while ${before.durable} stays on the server.`,
+    );
+  }
+  // The server keeps a durable's filter subject, and a service whose durable filters on another subject refuses to start.
+  const tookBefore = new Map(previousManifest.subscriptions.map((s) => [`${s.stream} ${s.durable}`, s]));
+  for (const now of currentManifest.subscriptions) {
+    const before = tookBefore.get(`${now.stream} ${now.durable}`);
+    if (!before || before.event === now.event || before.filterSubject === now.filterSubject) continue;
+    const service = findService(current, now.service)!;
+    if (isIgnored(`${service.file.name}.proto`)) continue;
+    found.push(
+      `${locateService(service)}:Service "${now.service}" takes "${now.event}" through durable ${now.durable}, which took "${before.event}"; the server keeps its filter "${before.filterSubject}", and the new build refuses to start with a durable that filters on another subject, while the running build still reads "${before.event}" through it.`,
     );
   }
   return found;
