@@ -4,7 +4,7 @@ import { tempDir } from "../../test/support/shop.js";
 import { repoRoot } from "../repo-root.js";
 import { breakingAdvice, breakingChanges } from "./checks.js";
 import { contractEditor } from "../../test/support/edited-contracts.js";
-import { incompatibleEventChanges } from "./event-changes.js";
+import { incompatibleEventChanges, newEventAdvice } from "./event-changes.js";
 
 const orderEvents = "shop/orders/v1/order_events.proto";
 const productService = "shop/products/v1/product_service.proto";
@@ -20,7 +20,7 @@ describe("incompatibleEventChanges", () => {
     const result = breakingChanges(moved, join(repoRoot, "proto"));
     expect(result.ok).toBe(false);
     expect(result.output).toBe(
-      `${orderEvents}:26:1:Event "shop.orders.v1.OrderPlaced" changed its subject from "shop.orders.v1.order.{order_id}.placed" to "shop.orders.v1.order.{order_id}.created"; its consumers filter on "shop.orders.v1.order.*.placed" and would receive nothing.\n\n${breakingAdvice}`,
+      `${orderEvents}:26:1:Event "shop.orders.v1.OrderPlaced" changed its subject from "shop.orders.v1.order.{order_id}.placed" to "shop.orders.v1.order.{order_id}.created"; its consumers filter on "shop.orders.v1.order.*.placed" and would receive nothing. ${newEventAdvice}\n\n${breakingAdvice}`,
     );
   });
 
@@ -30,25 +30,25 @@ describe("incompatibleEventChanges", () => {
       [productService]: (t) => t.replace('event: "shop.orders.v1.OrderPlaced"', 'event: "shop.orders.v1.OrderSubmitted"'),
     });
     expect(incompatibleEventChanges(filesOf(renamed), original)).toEqual([
-      `${orderEvents}:1:1:Event "shop.orders.v1.OrderPlaced" was removed or renamed (consumers take events by this name, their ce-type); its consumers would receive nothing.`,
+      `${orderEvents}:1:1:Event "shop.orders.v1.OrderPlaced" was removed or renamed (consumers take events by this name, their ce-type); its consumers would receive nothing. ${newEventAdvice}`,
     ]);
     const unmarked = edited({
       [orderEvents]: (t) => t.replace('  option (concord.v1.event) = {subject: "shop.orders.v1.order.{order_id}.placed"};\n', ""),
       [productService]: (t) => t.replace(/  \/\/ Reserves stock for each placed order\.\n  option \(concord\.v1\.subscribe\) = \{[^}]*\};\n/, ""),
     });
     expect(incompatibleEventChanges(filesOf(unmarked), original)).toEqual([
-      `${orderEvents}:26:1:Event "shop.orders.v1.OrderPlaced" is no longer an event (its (concord.v1.event) option is gone); its consumers would receive nothing.`,
+      `${orderEvents}:26:1:Event "shop.orders.v1.OrderPlaced" is no longer an event (its (concord.v1.event) option is gone); its consumers would receive nothing. ${newEventAdvice}`,
     ]);
     const restreamed = edited({ [orderEvents]: (t) => t.replace('name: "SHOP_ORDERS"', 'name: "SHOP_ORDERS_2"') });
     const found = incompatibleEventChanges(filesOf(restreamed), original);
     expect(found).toHaveLength(6);
-    expect(found).toContain(`${orderEvents}:26:1:Event "shop.orders.v1.OrderPlaced" moved from stream SHOP_ORDERS to SHOP_ORDERS_2; its consumers read SHOP_ORDERS.`);
+    expect(found).toContain(`${orderEvents}:26:1:Event "shop.orders.v1.OrderPlaced" moved from stream SHOP_ORDERS to SHOP_ORDERS_2; its consumers read SHOP_ORDERS. ${newEventAdvice}`);
   });
 
   it("refuses a subscription's durable renamed, which would take the stream's events again from its oldest", () => {
     const renamed = edited({ [productService]: (t) => t.replace('durable: "products-order-placed"', 'durable: "products-placed"') });
     expect(incompatibleEventChanges(filesOf(renamed), original)).toEqual([
-      `${productService}:15:1:Service "shop.products.v1.ProductService" takes "shop.orders.v1.OrderPlaced" through durable products-placed, no longer products-order-placed; a new durable starts at the stream's oldest event and its handler takes each again, while products-order-placed stays on the server.`,
+      `${productService}:15:1:Service "shop.products.v1.ProductService" takes "shop.orders.v1.OrderPlaced" through durable products-placed, no longer products-order-placed; a new durable starts at the stream's oldest event and its handler takes each again, while products-order-placed stays on the server. Instead: keep the name products-order-placed.`,
     ]);
     const moved = edited({ [productService]: (t) => t.replace(/  \/\/ Reserves stock for each placed order\.\n  option \(concord\.v1\.subscribe\) = \{[^}]*\};\n/, "") });
     expect(incompatibleEventChanges(filesOf(moved), original), "a subscription dropped is the service's own affair").toEqual([]);
@@ -57,7 +57,7 @@ describe("incompatibleEventChanges", () => {
   it("refuses a durable given another event, whose filter subject the server keeps, so the new build would not start", () => {
     const reused = edited({ [productService]: (t) => t.replace('event: "shop.orders.v1.OrderCancelled"\n    durable: "products-order-cancelled"', 'event: "shop.orders.v1.OrderRejected"\n    durable: "products-order-cancelled"') });
     expect(incompatibleEventChanges(filesOf(reused), original)).toEqual([
-      `${productService}:15:1:Service "shop.products.v1.ProductService" takes "shop.orders.v1.OrderRejected" through durable products-order-cancelled, which took "shop.orders.v1.OrderCancelled"; the server keeps its filter "shop.orders.v1.order.*.cancelled", and the new build refuses to start with a durable that filters on another subject, while the running build still reads "shop.orders.v1.OrderCancelled" through it.`,
+      `${productService}:15:1:Service "shop.products.v1.ProductService" takes "shop.orders.v1.OrderRejected" through durable products-order-cancelled, which took "shop.orders.v1.OrderCancelled"; the server keeps its filter "shop.orders.v1.order.*.cancelled", and the new build refuses to start with a durable that filters on another subject, while the running build still reads "shop.orders.v1.OrderCancelled" through it. Instead: take "shop.orders.v1.OrderRejected" through a durable of a new name.`,
     ]);
     expect(incompatibleEventChanges(filesOf(reused), original, [productService])).toEqual([]);
   });

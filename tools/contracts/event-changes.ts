@@ -11,6 +11,10 @@ import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
 import { readEventsManifest } from "./sdk-manifest.js";
 import { isIgnoredPath, locateMessage, locateService } from "./source-locations.js";
 
+/** What to do instead of an event removed, renamed or moved, after each such finding. */
+export const newEventAdvice =
+  "Instead: declare the new event beside it and emit both, move its consumers to the new one through new durables, then remove the old one in a commit that lists its file under breaking: ignore (README.md, Breaking changes).";
+
 /**
  * One line per event of `previous` that a consumer built on it would no
  * longer receive from a producer built on `current`: removed or renamed,
@@ -35,15 +39,15 @@ export function incompatibleEventChanges(current: readonly DescFile[], previous:
     if (!after) {
       const message = findMessage(current, before.type);
       const why = message ? "is no longer an event (its (concord.v1.event) option is gone)" : "was removed or renamed (consumers take events by this name, their ce-type)";
-      found.push(`${message ? locateMessage(message) : `${before.file}:1:1`}:Event "${before.type}" ${why}; its consumers would receive nothing.`);
+      found.push(`${message ? locateMessage(message) : `${before.file}:1:1`}:Event "${before.type}" ${why}; its consumers would receive nothing. ${newEventAdvice}`);
       continue;
     }
     const at = locateMessage(findMessage(current, after.type)!);
     if (after.stream !== before.stream) {
-      found.push(`${at}:Event "${before.type}" moved from stream ${before.stream} to ${after.stream}; its consumers read ${before.stream}.`);
+      found.push(`${at}:Event "${before.type}" moved from stream ${before.stream} to ${after.stream}; its consumers read ${before.stream}. ${newEventAdvice}`);
     }
     if (after.filterSubject !== before.filterSubject) {
-      found.push(`${at}:Event "${before.type}" changed its subject from "${before.subjectTemplate}" to "${after.subjectTemplate}"; its consumers filter on "${before.filterSubject}" and would receive nothing.`);
+      found.push(`${at}:Event "${before.type}" changed its subject from "${before.subjectTemplate}" to "${after.subjectTemplate}"; its consumers filter on "${before.filterSubject}" and would receive nothing. ${newEventAdvice}`);
     }
   }
   const durables = new Map<string, string[]>();
@@ -54,7 +58,7 @@ export function incompatibleEventChanges(current: readonly DescFile[], previous:
     const service = findService(current, before.service)!;
     if (isIgnored(`${service.file.name}.proto`)) continue;
     found.push(
-      `${locateService(service)}:Service "${before.service}" takes "${before.event}" through durable ${after.join(", ")}, no longer ${before.durable}; a new durable starts at the stream's oldest event and its handler takes each again, while ${before.durable} stays on the server.`,
+      `${locateService(service)}:Service "${before.service}" takes "${before.event}" through durable ${after.join(", ")}, no longer ${before.durable}; a new durable starts at the stream's oldest event and its handler takes each again, while ${before.durable} stays on the server. Instead: keep the name ${before.durable}.`,
     );
   }
   // The server keeps a durable's filter subject, and a service whose durable filters on another subject refuses to start.
@@ -65,7 +69,7 @@ export function incompatibleEventChanges(current: readonly DescFile[], previous:
     const service = findService(current, now.service)!;
     if (isIgnored(`${service.file.name}.proto`)) continue;
     found.push(
-      `${locateService(service)}:Service "${now.service}" takes "${now.event}" through durable ${now.durable}, which took "${before.event}"; the server keeps its filter "${before.filterSubject}", and the new build refuses to start with a durable that filters on another subject, while the running build still reads "${before.event}" through it.`,
+      `${locateService(service)}:Service "${now.service}" takes "${now.event}" through durable ${now.durable}, which took "${before.event}"; the server keeps its filter "${before.filterSubject}", and the new build refuses to start with a durable that filters on another subject, while the running build still reads "${before.event}" through it. Instead: take "${now.event}" through a durable of a new name.`,
     );
   }
   return found;

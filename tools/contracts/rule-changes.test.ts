@@ -5,7 +5,7 @@ import { tempDir } from "../../test/support/shop.js";
 import { repoRoot } from "../repo-root.js";
 import { breakingAdvice, breakingChanges } from "./checks.js";
 import { contractEditor } from "../../test/support/edited-contracts.js";
-import { tighterValidationRules } from "./rule-changes.js";
+import { tightenAdvice, tighterValidationRules, unsetAdvice } from "./rule-changes.js";
 
 const orderEvents = "shop/orders/v1/order_events.proto";
 const orderService = "shop/orders/v1/order_service.proto";
@@ -39,74 +39,74 @@ describe("tighterValidationRules", () => {
     const result = breakingChanges(shorter, join(repoRoot, "proto"));
     expect(result.ok).toBe(false);
     expect(result.output).toBe(
-      `${orderEvents}:133:3:Field "reason" of message "shop.orders.v1.OrderCancelled": (buf.validate.field).string.max_len was lowered from 200 to 100; ${deadLettered}.\n\n${breakingAdvice}`,
+      `${orderEvents}:133:3:Field "reason" of message "shop.orders.v1.OrderCancelled": (buf.validate.field).string.max_len was lowered from 200 to 100; ${deadLettered}. ${tightenAdvice}\n\n${breakingAdvice}`,
     );
     expect(breakingChanges(join(repoRoot, "proto"), shorter), "the change undone").toMatchObject({ ok: true });
   });
 
   it("refuses each kind of tightening of a request's or an event's rules with its file:line, and lets the same change undone through", () => {
     expect(tighter(original, pageTokenWith("(buf.validate.field).string = {\n    min_len: 1\n    max_len: 200\n  }"))).toEqual([
-      `${pageTokenAt}: (buf.validate.field).string.min_len = 1 was added; ${refusedRequest}.`,
+      `${pageTokenAt}: (buf.validate.field).string.min_len = 1 was added; ${refusedRequest}. ${tightenAdvice}`,
     ]);
     expect(tighter(original, pageTokenWith("(buf.validate.field).string = {\n    max_len: 200\n    uuid: true\n  }"))).toEqual([
-      `${pageTokenAt}: (buf.validate.field).string.uuid was set; ${refusedRequest}.`,
+      `${pageTokenAt}: (buf.validate.field).string.uuid was set; ${refusedRequest}. ${tightenAdvice}`,
     ]);
     expect(tighter(original, edited({ [orderService]: (t) => t.replace("  Address shipping_address = 4;", "  Address shipping_address = 4 [(buf.validate.field).required = true];") }))).toEqual([
-      `${orderService}:266:3:Field "shipping_address" of message "shop.orders.v1.UpdateOrderRequest": (buf.validate.field).required was set; ${refusedRequest}.`,
+      `${orderService}:266:3:Field "shipping_address" of message "shop.orders.v1.UpdateOrderRequest": (buf.validate.field).required was set; ${refusedRequest}. ${tightenAdvice}`,
     ]);
     expect(tighter(original, edited({ [orderService]: (t) => t.replace("  int32 quantity = 2 [(buf.validate.field).int32 = {\n    gt: 0", "  int32 quantity = 2 [(buf.validate.field).int32 = {\n    gt: 1") }))).toEqual([
-      `${orderService}:96:3:Field "quantity" of message "shop.orders.v1.LineItem": (buf.validate.field).int32 bound narrowed from gt 0 to gt 1; ${refusedRequest}.`,
+      `${orderService}:96:3:Field "quantity" of message "shop.orders.v1.LineItem": (buf.validate.field).int32 bound narrowed from gt 0 to gt 1; ${refusedRequest}. ${tightenAdvice}`,
     ]);
     expect(tighter(original, edited({ [money]: (t) => t.replace("lte: 100000000000000", "lt: 100000000000000") }))).toEqual([
-      `${money}:14:3:Field "amount_minor" of message "shop.common.v1.Money": (buf.validate.field).int64 bound narrowed from lte 100000000000000 to lt 100000000000000; ${both}.`,
+      `${money}:14:3:Field "amount_minor" of message "shop.common.v1.Money": (buf.validate.field).int64 bound narrowed from lte 100000000000000 to lt 100000000000000; ${both}. ${tightenAdvice}`,
     ]);
     expect(tighter(original, edited({ [orderService]: (t) => t.replace("  repeated LineItem lines = 2 [\n    (buf.validate.field).repeated = {\n      min_items: 1", "  repeated LineItem lines = 2 [\n    (buf.validate.field).repeated = {\n      min_items: 2") }))).toEqual([
-      `${orderService}:197:3:Field "lines" of message "shop.orders.v1.CreateOrderRequest": (buf.validate.field).repeated.min_items was raised from 1 to 2; ${refusedRequest}.`,
+      `${orderService}:197:3:Field "lines" of message "shop.orders.v1.CreateOrderRequest": (buf.validate.field).repeated.min_items was raised from 1 to 2; ${refusedRequest}. ${tightenAdvice}`,
     ]);
     expect(tighter(original, edited({ [orderService]: (t) => t.replace("(buf.validate.field).repeated.max_items = 50,", "(buf.validate.field).repeated.max_items = 40,") }))).toEqual([
-      `${orderService}:268:3:Field "lines" of message "shop.orders.v1.UpdateOrderRequest": (buf.validate.field).repeated.max_items was lowered from 50 to 40; ${refusedRequest}.`,
+      `${orderService}:268:3:Field "lines" of message "shop.orders.v1.UpdateOrderRequest": (buf.validate.field).repeated.max_items was lowered from 50 to 40; ${refusedRequest}. ${tightenAdvice}`,
     ]);
     const stateIn = (values: string) =>
       edited({ [orderService]: (t) => t.replace("OrderState state = 3 [(buf.validate.field).enum.defined_only = true];", `OrderState state = 3 [(buf.validate.field).enum = {\n    defined_only: true\n    in: [${values}]\n  }];`) });
     const stateAt = `${orderService}:160:3:Field "state" of message "shop.orders.v1.Order"`;
-    expect(tighter(original, stateIn("1, 2, 3, 4"))).toEqual([`${stateAt}: (buf.validate.field).enum.in = [1 (ORDER_STATE_PENDING), 2 (ORDER_STATE_CONFIRMED), 3 (ORDER_STATE_REJECTED), 4 (ORDER_STATE_CANCELLED)] was added; ${deadLettered}.`]);
-    expect(tighter(stateIn("1, 2, 3, 4"), stateIn("1, 2, 4"))).toEqual([`${stateAt}: (buf.validate.field).enum.in no longer holds 3 (ORDER_STATE_REJECTED); ${deadLettered}.`]);
+    expect(tighter(original, stateIn("1, 2, 3, 4"))).toEqual([`${stateAt}: (buf.validate.field).enum.in = [1 (ORDER_STATE_PENDING), 2 (ORDER_STATE_CONFIRMED), 3 (ORDER_STATE_REJECTED), 4 (ORDER_STATE_CANCELLED)] was added; ${deadLettered}. ${tightenAdvice}`]);
+    expect(tighter(stateIn("1, 2, 3, 4"), stateIn("1, 2, 4"))).toEqual([`${stateAt}: (buf.validate.field).enum.in no longer holds 3 (ORDER_STATE_REJECTED); ${deadLettered}. ${tightenAdvice}`]);
     const notIn = (values: string) => pageTokenWith(`(buf.validate.field).string = {not_in: [${values}]}`);
-    expect(tighter(notIn('"a"'), notIn('"a", "b"'))).toEqual([`${pageTokenAt}: (buf.validate.field).string.not_in now also holds "b"; ${refusedRequest}.`]);
+    expect(tighter(notIn('"a"'), notIn('"a", "b"'))).toEqual([`${pageTokenAt}: (buf.validate.field).string.not_in now also holds "b"; ${refusedRequest}. ${tightenAdvice}`]);
     expect(tighter(original, edited({ [money]: (t) => t.replace('[(buf.validate.field).string.pattern = "^[A-Z]{3}$"]', '[(buf.validate.field).string = {\n    pattern: "^[A-Z]{3}$"\n    const: "EUR"\n  }]') }))).toEqual([
-      `${money}:12:3:Field "currency_code" of message "shop.common.v1.Money": (buf.validate.field).string.const = "EUR" was added; ${both}.`,
+      `${money}:12:3:Field "currency_code" of message "shop.common.v1.Money": (buf.validate.field).string.const = "EUR" was added; ${both}. ${tightenAdvice}`,
     ]);
     expect(tighter(original, pageTokenWith('(buf.validate.field).string.max_len = 200,\n    (buf.validate.field).cel = {\n      id: "page_token.short"\n      message: "short"\n      expression: "size(this) < 100"\n    }'))).toEqual([
-      `${pageTokenAt}: (buf.validate.field).cel "page_token.short" was added or its expression changed ("size(this) < 100"), which cannot be proved looser; ${refusedRequest}.`,
+      `${pageTokenAt}: (buf.validate.field).cel "page_token.short" was added or its expression changed ("size(this) < 100"), which cannot be proved looser; ${refusedRequest}. ${tightenAdvice}`,
     ]);
     const headerValue = (strict: string) => pageTokenWith(`(buf.validate.field).string = {\n    well_known_regex: KNOWN_REGEX_HTTP_HEADER_VALUE${strict}\n  }`);
-    expect(tighter(headerValue("\n    strict: false"), headerValue(""))).toEqual([`${pageTokenAt}: (buf.validate.field).string.strict was set to true or unset (true); ${refusedRequest}.`]);
+    expect(tighter(headerValue("\n    strict: false"), headerValue(""))).toEqual([`${pageTokenAt}: (buf.validate.field).string.strict was set to true or unset (true); ${refusedRequest}. ${tightenAdvice}`]);
     const ignoring = (ignore: string) => pageTokenWith(`(buf.validate.field).string.min_len = 4,\n    (buf.validate.field).ignore = ${ignore}`);
     expect(tighter(ignoring("IGNORE_IF_ZERO_VALUE"), ignoring("IGNORE_UNSPECIFIED"))).toEqual([
-      `${pageTokenAt}: (buf.validate.field).ignore changed from IGNORE_IF_ZERO_VALUE to IGNORE_UNSPECIFIED, so its rules check values they skipped; ${refusedRequest}.`,
+      `${pageTokenAt}: (buf.validate.field).ignore changed from IGNORE_IF_ZERO_VALUE to IGNORE_UNSPECIFIED, so its rules check values they skipped; ${refusedRequest}. ${tightenAdvice}`,
     ]);
     expect(tighter(ignoring("IGNORE_ALWAYS"), ignoring("IGNORE_IF_ZERO_VALUE"))).toEqual([
-      `${pageTokenAt}: (buf.validate.field).ignore changed from IGNORE_ALWAYS to IGNORE_IF_ZERO_VALUE, so its rules check values they skipped; ${refusedRequest}.`,
+      `${pageTokenAt}: (buf.validate.field).ignore changed from IGNORE_ALWAYS to IGNORE_IF_ZERO_VALUE, so its rules check values they skipped; ${refusedRequest}. ${tightenAdvice}`,
     ]);
     const updateOneof = (rule: string) => edited({ [orderService]: (t) => t.replace("message UpdateOrderRequest {\n", `message UpdateOrderRequest {\n  option (buf.validate.message).oneof = ${rule};\n`) });
     const updateAt = `${orderService}:237:1:Message "shop.orders.v1.UpdateOrderRequest"`;
     expect(tighter(original, updateOneof('{fields: ["shipping_address", "lines"]}'))).toEqual([
-      `${updateAt}: (buf.validate.message).oneof {fields: [shipping_address, lines]} was added or made stricter; ${refusedRequest}.`,
+      `${updateAt}: (buf.validate.message).oneof {fields: [shipping_address, lines]} was added or made stricter; ${refusedRequest}. ${tightenAdvice}`,
     ]);
     expect(tighter(updateOneof('{fields: ["shipping_address", "lines"]}'), updateOneof('{fields: ["shipping_address", "lines"], required: true}'))).toEqual([
-      `${updateAt}: (buf.validate.message).oneof {fields: [shipping_address, lines], required: true} was added or made stricter; ${refusedRequest}.`,
+      `${updateAt}: (buf.validate.message).oneof {fields: [shipping_address, lines], required: true} was added or made stricter; ${refusedRequest}. ${tightenAdvice}`,
     ]);
   });
 
   it("refuses a pattern or a CEL expression changed either way, which cannot be proved looser", () => {
     const wider = edited({ [money]: (t) => t.replace('pattern = "^[A-Z]{3}$"', 'pattern = "^[A-Z]{3,4}$"') });
     expect(tighterValidationRules(wider, original)).toEqual([
-      `${money}:12:3:Field "currency_code" of message "shop.common.v1.Money": (buf.validate.field).string.pattern changed from "^[A-Z]{3}$" to "^[A-Z]{3,4}$", which cannot be proved looser; ${both}.`,
+      `${money}:12:3:Field "currency_code" of message "shop.common.v1.Money": (buf.validate.field).string.pattern changed from "^[A-Z]{3}$" to "^[A-Z]{3,4}$", which cannot be proved looser; ${both}. ${tightenAdvice}`,
     ]);
     expect(tighterValidationRules(original, wider)).toHaveLength(1);
     const celChanged = edited({ [orderService]: (t) => t.replace("|| size(this.lines) > 0\"", "|| size(this.lines) > 1\"") });
     expect(tighterValidationRules(celChanged, original)).toEqual([
-      `${orderService}:237:1:Message "shop.orders.v1.UpdateOrderRequest": (buf.validate.message).cel "lines" was added or its expression changed ("!('lines' in this.update_mask.paths) || size(this.lines) > 1"), which cannot be proved looser; ${refusedRequest}.`,
+      `${orderService}:237:1:Message "shop.orders.v1.UpdateOrderRequest": (buf.validate.message).cel "lines" was added or its expression changed ("!('lines' in this.update_mask.paths) || size(this.lines) > 1"), which cannot be proved looser; ${refusedRequest}. ${tightenAdvice}`,
     ]);
     expect(tighterValidationRules(original, celChanged)).toHaveLength(1);
   });
@@ -116,14 +116,14 @@ describe("tighterValidationRules", () => {
       [orderService]: (t) => t.replace(pageToken, `${pageToken}\n  // New.\n  string cursor = 4 [(buf.validate.field).string.uuid = true];\n  // New.\n  string note = 5 [(buf.validate.field).string.max_len = 10];`),
     });
     expect(tighterValidationRules(added, original)).toEqual([
-      `${orderService}:315:3:Field "cursor" of message "shop.orders.v1.ListOrdersRequest": a new field whose rules refuse its zero value (unset, "", 0), which is what an older sender leaves in it; ${refusedRequest}.`,
+      `${orderService}:315:3:Field "cursor" of message "shop.orders.v1.ListOrdersRequest": a new field whose rules refuse its zero value (unset, "", 0), which is what an older sender leaves in it; ${refusedRequest}. ${unsetAdvice}`,
     ]);
   });
 
   it("refuses a field made no longer optional when its rules refuse the zero value it then has unset", () => {
     const required = edited({ [orderService]: (t) => t.replace("  optional string request_id = 4", "  string request_id = 4") });
     expect(tighter(original, required)).toEqual([
-      `${orderService}:215:3:Field "request_id" of message "shop.orders.v1.CreateOrderRequest": no longer optional (nor in a oneof), so its rules check it when unset, and refuse the zero value ("", 0) it has then, which an older sender that leaves it unset sends; ${refusedRequest}.`,
+      `${orderService}:215:3:Field "request_id" of message "shop.orders.v1.CreateOrderRequest": no longer optional (nor in a oneof), so its rules check it when unset, and refuse the zero value ("", 0) it has then, which an older sender that leaves it unset sends; ${refusedRequest}. ${unsetAdvice}`,
     ]);
   });
 
@@ -144,7 +144,7 @@ describe("tighterValidationRules", () => {
       [orderService]: (t) => t.replace("  // Withdrawn by the customer; any reserved stock is released.\n  ORDER_STATE_CANCELLED = 4;\n", '  reserved 4;\n  reserved "ORDER_STATE_CANCELLED";\n'),
     });
     expect(tighter(original, withoutCancelled)).toEqual([
-      `${orderService}:160:3:Field "state" of message "shop.orders.v1.Order": (buf.validate.field).enum.defined_only now refuses 4 (ORDER_STATE_CANCELLED), taken out of enum shop.orders.v1.OrderState; ${deadLettered}.`,
+      `${orderService}:160:3:Field "state" of message "shop.orders.v1.Order": (buf.validate.field).enum.defined_only now refuses 4 (ORDER_STATE_CANCELLED), taken out of enum shop.orders.v1.OrderState; ${deadLettered}. ${tightenAdvice}`,
     ]);
   });
 
@@ -182,16 +182,16 @@ describe("tighterValidationRules", () => {
         `${at}:Oneof "filter" of message "shop.orders.v1.ListOrdersRequest": (buf.validate.oneof).required was set`,
       ],
     ];
-    for (const [before, after, finding] of cases) expect(tighter(listOrders(before), listOrders(after))).toEqual([`${finding}; ${refusedRequest}.`]);
+    for (const [before, after, finding] of cases) expect(tighter(listOrders(before), listOrders(after))).toEqual([`${finding}; ${refusedRequest}. ${tightenAdvice}`]);
     // A member taken out of a required oneof, its number reserved (two lines above the oneof): an older client that sets it alone sends the oneof unset.
     const required = "  oneof filter {\n    option (buf.validate.oneof).required = true;\n    // A.\n    string status = 9;\n";
     expect(tighter(listOrders(`${required}    // B.\n    string sku = 10;\n  }`), listOrders(`  reserved 10;\n  reserved "sku";\n${required}  }`))).toEqual([
-      `${orderService}:317:3:Oneof "filter" of message "shop.orders.v1.ListOrdersRequest": (buf.validate.oneof).required, and sku (10) taken out of it, which an older sender may set alone; ${refusedRequest}.`,
+      `${orderService}:317:3:Oneof "filter" of message "shop.orders.v1.ListOrdersRequest": (buf.validate.oneof).required, and sku (10) taken out of it, which an older sender may set alone; ${refusedRequest}. ${tightenAdvice}`,
     ]);
     // gt above lt keeps the values outside them: compared only as a whole, either way.
     const outside = (gt: number) => listOrders(`  int32 size = 9 [(buf.validate.field).int32 = {\n    gt: ${gt}\n    lt: 5\n  }];`);
     expect(tighterValidationRules(outside(11), outside(10))).toEqual([
-      `${at}:Field "size" of message "shop.orders.v1.ListOrdersRequest": (buf.validate.field).int32 bounds changed from gt 10 and lt 5 to gt 11 and lt 5, a range outside its bounds, which cannot be proved looser; ${refusedRequest}.`,
+      `${at}:Field "size" of message "shop.orders.v1.ListOrdersRequest": (buf.validate.field).int32 bounds changed from gt 10 and lt 5 to gt 11 and lt 5, a range outside its bounds, which cannot be proved looser; ${refusedRequest}. ${tightenAdvice}`,
     ]);
     expect(tighterValidationRules(outside(10), outside(11))).toHaveLength(1);
   });

@@ -26,6 +26,12 @@ import {
 import { findMessage, readEventsManifest } from "./sdk-manifest.js";
 import { isIgnoredPath, locateField, locateMessage, locateOneof } from "./source-locations.js";
 
+/** What to do instead of a rule made tighter, after each such finding. */
+export const tightenAdvice = "Instead: first ship every sender keeping to the new rule (sending nothing it refuses), then tighten it in a commit of its own that lists its file under breaking: ignore.";
+
+/** What to do instead of a field whose rules refuse it unset, where an older sender leaves it unset. */
+export const unsetAdvice = "Instead: let it pass unset (optional, or ignore: IGNORE_IF_ZERO_VALUE, and not required) until every sender sets it.";
+
 /** Who checks a message against its rules: the server (a request) or the consumer (an event). */
 type Reader = "server" | "consumer";
 
@@ -70,9 +76,9 @@ export function tighterValidationRules(current: readonly DescFile[], previous: r
   const found: string[] = [];
   for (const { after, before, readers } of pairs.values()) {
     const harm = [...readers].sort().map((r) => (r === "server" ? "a request an older client sends could be refused with INVALID_ARGUMENT" : "an event an older producer sends, or its stream holds, could be dead-lettered")).join(", and ");
-    const report = (at: string, what: string, changes: readonly string[]): void => {
+    const report = (at: string, what: string, changes: readonly string[], advice = tightenAdvice): void => {
       if (isIgnoredPath(at.slice(0, at.indexOf(":")), ignored)) return;
-      for (const change of changes) found.push(`${at}:${what}: ${change}; ${harm}.`);
+      for (const change of changes) found.push(`${at}:${what}: ${change}; ${harm}. ${advice}`);
     };
     report(locateMessage(after), `Message "${after.typeName}"`, tighterMessageRules(messageRules(before), messageRules(after)));
     for (const oneof of after.oneofs) {
@@ -105,7 +111,7 @@ export function tighterValidationRules(current: readonly DescFile[], previous: r
         old
           ? "no longer optional (nor in a oneof), so its rules check it when unset, and refuse the zero value (\"\", 0) it has then, which an older sender that leaves it unset sends"
           : "a new field whose rules refuse its zero value (unset, \"\", 0), which is what an older sender leaves in it",
-      ]);
+      ], unsetAdvice);
     }
   }
   return found;
