@@ -28,22 +28,34 @@ describe("contract checks", () => {
     expect(result.output).toMatch(/nextPageToken/);
   });
 
-  it("lets compatible changes through and fails buf breaking on wire-incompatible ones", () => {
+  it("lets compatible changes through and fails buf breaking on wire-incompatible ones, each finding saying what to do instead", () => {
     const added = editedContracts(dir.path, productService, (t) => t.replace("  string next_page_token = 2;\n}", "  string next_page_token = 2;\n  // Added.\n  string sku = 3;\n}"));
     expect(breakingChanges(added, join(repoRoot, "proto"))).toMatchObject({ ok: true });
     const retyped = editedContracts(dir.path, productService, (t) => t.replace("string next_page_token = 2;", "int32 next_page_token = 2;"));
     const result = breakingChanges(retyped, join(repoRoot, "proto"));
     expect(result.ok).toBe(false);
-    expect(result.output).toMatch(/next_page_token/);
+    expect(result.output.split("\n")[0]).toBe(
+      `${productService}:237:3:Field "2" with name "next_page_token" on message "ListProductsResponse" changed type from "string" to "int32". ` +
+        "See https://developers.google.com/protocol-buffers/docs/proto3#updating for wire compatibility rules and https://developers.google.com/protocol-buffers/docs/proto3#json for JSON compatibility rules. " +
+        "Instead: add a field of the new type, under a new number and name, beside it; write both while builds that read the old one run, then remove the old one with its number and name reserved.",
+    );
     const renumbered = editedContracts(dir.path, productService, (t) => t.replace("repeated Product products = 1;", "repeated Product products = 11;"));
-    expect(breakingChanges(renumbered, join(repoRoot, "proto")).ok).toBe(false);
+    const moved = breakingChanges(renumbered, join(repoRoot, "proto"));
+    expect(moved.ok).toBe(false);
+    expect(moved.output).toContain(
+      `${productService}:170:1:Previously present field "1" with name "products" on message "BatchGetProductsResponse" was deleted without reserving the number "1". ` +
+        'Instead: keep it until no running build reads it, then remove it with its number and name reserved (reserved 5; reserved "lines_version";).',
+    );
   });
 
   it("fails buf breaking on an RPC or a service removed, which the callers of the running version still call", () => {
     const noRpc = editedContracts(dir.path, productService, (t) => t.replace(/  \/\/ Adds a signed delta[\s\S]*?rpc AdjustStock\([\s\S]*?\n  }\n/, ""));
     const result = breakingChanges(noRpc, join(repoRoot, "proto"));
     expect(result.ok).toBe(false);
-    expect(result.output).toContain(`${productService}:15:1:Previously present RPC "AdjustStock" on service "ProductService" was deleted.`);
+    expect(result.output).toContain(
+      `${productService}:15:1:Previously present RPC "AdjustStock" on service "ProductService" was deleted. ` +
+        "Instead: add the new RPC (or service) beside it, move its callers, then remove the old one in a commit that lists its file under breaking: ignore.",
+    );
     const noService = editedContracts(dir.path, productService, (t) => t.slice(0, t.indexOf("// ProductService owns")) + t.slice(t.indexOf("// A product that can be ordered.")));
     const gone = breakingChanges(noService, join(repoRoot, "proto"));
     expect(gone.ok).toBe(false);
@@ -88,5 +100,5 @@ describe("contract checks", () => {
     const alone = breaking("HEAD");
     expect(alone.status).toBe(1);
     expect(alone.stderr.split("\n")[0]).toBe(`buf breaking: incompatible changes in proto/ as the work tree holds it, uncommitted changes to proto/shop/common/v1/money.proto included, against HEAD (${head}):`);
-  });
+  }, 120_000);
 });

@@ -33,17 +33,64 @@ export function lintContracts(protoDir = join(repoRoot, "proto")): CheckResult {
   }
 }
 
-/** What to do instead of a breaking change, under the findings of a failed check. */
-export const breakingAdvice = `Keep what the running version uses: reserve a removed field's number and name (reserved 5; reserved "lines_version";)
-and add a new field rather than retyping one; put a changed RPC or event beside the old one, under a new name,
-and remove the old one once nothing calls or consumes it; keep a subscription's durable name; tighten a validation rule
-only once every sender keeps to it, in a commit of its own. README.md, "Breaking changes", says how.`;
+/** Under the findings of a failed check, each of which says what to do instead. */
+export const breakingAdvice = `Each finding says what to do instead; README.md, "Breaking changes", says more. A change that must ship all the same
+(an RPC or an event nothing uses any more, a rule every sender keeps to) goes in a commit of its own that lists its file
+under breaking: ignore in buf.yaml, taken out again in the next commit.`;
+
+const keepField = "Instead: keep it until no running build reads it, then remove it with its number and name reserved (reserved 5; reserved \"lines_version\";).";
+const newField = "Instead: add a field of the new type, under a new number and name, beside it; write both while builds that read the old one run, then remove the old one with its number and name reserved.";
+const newMethod = "Instead: add the new RPC (or service) beside it, move its callers, then remove the old one in a commit that lists its file under breaking: ignore.";
+
+/** What to do instead, by the rule of buf's that a finding breaks (buf.yaml's `breaking.use`). */
+const bufAdvice: Record<string, string> = {
+  FIELD_NO_DELETE_UNLESS_NAME_RESERVED: keepField,
+  FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED: keepField,
+  ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED: "Instead: keep the value until no running build sends or reads it, then remove it with its number and name reserved.",
+  ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED: "Instead: keep the value until no running build sends or reads it, then remove it with its number and name reserved.",
+  FIELD_WIRE_JSON_COMPATIBLE_TYPE: newField,
+  FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY: newField,
+  FIELD_SAME_ONEOF: newField,
+  FIELD_SAME_DEFAULT: newField,
+  MESSAGE_SAME_REQUIRED_FIELDS: newField,
+  FIELD_SAME_NAME: "Instead: keep the name, which JSON and update masks carry; a field under a new name is a new field, added beside the old one.",
+  FIELD_SAME_JSON_NAME: "Instead: keep the name, which JSON and update masks carry; a field under a new name is a new field, added beside the old one.",
+  ENUM_VALUE_SAME_NAME: "Instead: keep the name, which JSON reads; a value under a new name needs a new number.",
+  RESERVED_MESSAGE_NO_DELETE: "Instead: keep the reservation: a number or name an older build may still send is never used again.",
+  RESERVED_ENUM_NO_DELETE: "Instead: keep the reservation: a number or name an older build may still send is never used again.",
+  RPC_NO_DELETE: newMethod,
+  PACKAGE_SERVICE_NO_DELETE: newMethod,
+  RPC_SAME_REQUEST_TYPE: newMethod,
+  RPC_SAME_RESPONSE_TYPE: newMethod,
+  RPC_SAME_CLIENT_STREAMING: newMethod,
+  RPC_SAME_SERVER_STREAMING: newMethod,
+  RPC_SAME_IDEMPOTENCY_LEVEL: "Instead: keep the level, which clients read to retry; a method with another one is a new RPC, added beside it.",
+  FILE_SAME_PACKAGE: "Instead: keep the package: it is part of every type's and method's full name; a new package is new types, added beside the old ones.",
+};
+
+/** buf's JSON findings as its text ones (`file:line:column:message`), each followed by what to do instead; any other line as it is. */
+function withBufAdvice(output: string): string {
+  return output
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .map((line) => {
+      let finding: { path?: string; start_line?: number; start_column?: number; type?: string; message?: string };
+      try {
+        finding = JSON.parse(line) as typeof finding;
+      } catch {
+        return line;
+      }
+      const advice = bufAdvice[finding.type ?? ""] ?? `Instead: see README.md, "Breaking changes" (buf's rule ${finding.type}).`;
+      return `${finding.path}:${finding.start_line ?? 1}:${finding.start_column ?? 1}:${finding.message} ${advice}`;
+    })
+    .join("\n");
+}
 
 /**
  * `buf breaking` (rules from buf.yaml), then the events' own rules
  * (event-changes.ts) and the validation rules' (rule-changes.ts): the
  * contracts in `protoDir` against those in `againstDir`, every finding of
- * each in `output`, then breakingAdvice.
+ * each in `output`, each saying what to do instead, then breakingAdvice.
  */
 export function breakingChanges(protoDir: string, againstDir: string): CheckResult {
   const work = mkdtempSync(join(tmpdir(), "concord-breaking-"));
@@ -52,11 +99,11 @@ export function breakingChanges(protoDir: string, againstDir: string): CheckResu
     const previous = join(work, "previous.binpb");
     buildImage(protoDir, current);
     buildImage(againstDir, previous);
-    const buf = runBuf(["breaking", current, "--against", previous, "--config", join(repoRoot, "buf.yaml"), "--error-format", "text"]);
+    const buf = runBuf(["breaking", current, "--against", previous, "--config", join(repoRoot, "buf.yaml"), "--error-format", "json"]);
     const [now, then, ignored] = [loadImageFiles(readFileSync(current)), loadImageFiles(readFileSync(previous)), breakingIgnored()];
     const found = [...incompatibleEventChanges(now, then, ignored), ...tighterValidationRules(now, then, ignored)];
     if (buf.ok && found.length === 0) return buf;
-    return { ok: false, output: `${[buf.output, ...found].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
+    return { ok: false, output: `${[withBufAdvice(buf.output), ...found].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
