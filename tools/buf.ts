@@ -20,8 +20,9 @@ lint       buf lint (STANDARD rules, see buf.yaml) on proto/
 breaking   fail on wire- or JSON-incompatible changes of proto/, an RPC
            or service removed or renamed, an event removed, renamed or
            given another subject or stream, a subscription's durable
-           renamed or given another event, or a validation rule of a request or an event
-           made tighter: proto/ as the work tree holds it, uncommitted
+           renamed or given another event, a method's access narrowed
+           (a role taken out), or a validation rule of a request or an
+           event made tighter: proto/ as the work tree holds it, uncommitted
            changes included, against proto/ at REVISION (default:
            $BREAKING_AGAINST or HEAD~1; HEAD for the uncommitted changes
            alone); its first line says which it compared. A REVISION or

@@ -4,7 +4,9 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/support/shop.js";
 import { repoRoot } from "../repo-root.js";
-import { breakingChanges, lintContracts } from "./checks.js";
+import { accessAdvice, narrowerAccess } from "./access-changes.js";
+import { breakingAdvice, breakingChanges, lintContracts } from "./checks.js";
+import { contractEditor } from "../../test/support/edited-contracts.js";
 
 const productService = "shop/products/v1/product_service.proto";
 
@@ -19,6 +21,7 @@ function editedContracts(dir: string, file: string, edit: (text: string) => stri
 describe("contract checks", () => {
   const dir = tempDir();
   afterAll(() => dir.remove());
+  const { filesOf } = contractEditor(dir.path);
 
   it("passes buf lint, and fails it on a badly named field", () => {
     expect(lintContracts()).toMatchObject({ ok: true });
@@ -60,6 +63,27 @@ describe("contract checks", () => {
     const gone = breakingChanges(noService, join(repoRoot, "proto"));
     expect(gone.ok).toBe(false);
     expect(gone.output).toContain('Previously present service "ProductService" was deleted from package "shop.products.v1".');
+  });
+
+  it("fails npm run breaking on a method's access narrowed, which refuses the running callers with PERMISSION_DENIED, and passes it widened", () => {
+    const batchGet = 'rpc BatchGetProducts(BatchGetProductsRequest) returns (BatchGetProductsResponse) {\n    option (concord.v1.access) = { roles: ["admin", "service", "customer"] };';
+    const withAccess = (access: string) => editedContracts(dir.path, productService, (t) => t.replace(batchGet, batchGet.replace('{ roles: ["admin", "service", "customer"] }', access)));
+    const at = `${productService}:51:3:RPC "shop.products.v1.ProductService.BatchGetProducts"`;
+    const refused = `a running caller's call could be refused with PERMISSION_DENIED. ${accessAdvice}`;
+    const narrowed = breakingChanges(withAccess('{ roles: ["admin", "customer"] }'), join(repoRoot, "proto"));
+    expect(narrowed).toEqual({ ok: false, output: `${at}: role "service" may no longer call it; ${refused}\n\n${breakingAdvice}` });
+    const [now, then] = [filesOf(withAccess('{ roles: ["admin"] owner_roles: ["customer", "service"] }')), filesOf(join(repoRoot, "proto"))];
+    expect(narrowerAccess(now, then)).toEqual([`${at}: role "service", "customer" may now call it only on what it owns; ${refused}`]);
+    expect(narrowerAccess(then, now), "widened").toEqual([]);
+    const closed = filesOf(editedContracts(dir.path, productService, (t) => t.replace(batchGet, batchGet.replace(/\n    option \(concord\.v1\.access\)[^\n]*/, ""))));
+    expect(narrowerAccess(closed, then)).toEqual([`${productService}:51:3:RPC "shop.products.v1.ProductService.BatchGetProducts": its (concord.v1.access) option is gone, so no one may call it; ${refused}`]);
+    expect(narrowerAccess(then, closed), "opened to callers").toEqual([]);
+    expect(narrowerAccess(closed, then, [productService])).toEqual([]);
+    const orderService = "shop/orders/v1/order_service.proto";
+    const owner = filesOf(editedContracts(dir.path, orderService, (t) => t.replace('owner_roles: ["customer"] owner_field: "customer_id" };\n  }\n  // Returns one order', 'owner_roles: ["customer"] owner_field: "request_id" };\n  }\n  // Returns one order')));
+    expect(narrowerAccess(owner, then)).toEqual([
+      `${orderService}:49:3:RPC "shop.orders.v1.OrderService.CreateOrder": owner_field changed from "customer_id" to "request_id", which cannot be proved looser; ${refused}`,
+    ]);
   });
 
   it("npm run breaking fails on a revision that is no commit, named or in BREAKING_AGAINST, rather than passing having compared nothing", () => {

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
 import { repoRoot } from "../repo-root.js";
+import { narrowerAccess } from "./access-changes.js";
 import { incompatibleEventChanges } from "./event-changes.js";
 import { bufBin, buildImage } from "./image.js";
 import { tighterValidationRules } from "./rule-changes.js";
@@ -88,7 +89,8 @@ function withBufAdvice(output: string): string {
 
 /**
  * `buf breaking` (rules from buf.yaml), then the events' own rules
- * (event-changes.ts) and the validation rules' (rule-changes.ts): the
+ * (event-changes.ts), the validation rules' (rule-changes.ts) and the
+ * methods' access (access-changes.ts): the
  * contracts in `protoDir` against those in `againstDir`, every finding of
  * each in `output`, each saying what to do instead, then breakingAdvice.
  */
@@ -101,7 +103,7 @@ export function breakingChanges(protoDir: string, againstDir: string): CheckResu
     buildImage(againstDir, previous);
     const buf = runBuf(["breaking", current, "--against", previous, "--config", join(repoRoot, "buf.yaml"), "--error-format", "json"]);
     const [now, then, ignored] = [loadImageFiles(readFileSync(current)), loadImageFiles(readFileSync(previous)), breakingIgnored()];
-    const found = [...incompatibleEventChanges(now, then, ignored), ...tighterValidationRules(now, then, ignored)];
+    const found = [...incompatibleEventChanges(now, then, ignored), ...tighterValidationRules(now, then, ignored), ...narrowerAccess(now, then, ignored)];
     if (buf.ok && found.length === 0) return buf;
     return { ok: false, output: `${[withBufAdvice(buf.output), ...found].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
   } finally {

@@ -4,7 +4,7 @@
  * leaves a file out: shared by the checks of `npm run breaking` that buf
  * does not make itself.
  */
-import type { DescField, DescFile, DescMessage, DescOneof, DescService } from "@bufbuild/protobuf";
+import type { DescField, DescFile, DescMessage, DescMethod, DescOneof, DescService } from "@bufbuild/protobuf";
 
 /** `file.proto:line:column` of a message's declaration, 1-based, as buf prints it. */
 export function locateMessage(message: DescMessage): string {
@@ -24,6 +24,12 @@ export function locateOneof(oneof: DescOneof): string {
 /** locateMessage for a service. */
 export function locateService(service: DescService): string {
   return locate(service.file, [6, service.file.services.indexOf(service)]);
+}
+
+/** locateMessage for a method of a service. */
+export function locateMethod(method: DescMethod): string {
+  const service = method.parent;
+  return locate(service.file, [6, service.file.services.indexOf(service), 2, service.methods.indexOf(method)]);
 }
 
 /** Whether `file` (relative to proto/) is one of the `ignored` paths or below one, as buf.yaml's `breaking.ignore` means them. */
