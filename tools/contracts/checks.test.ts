@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { cpSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/support/shop.js";
@@ -97,7 +97,7 @@ describe("contract checks", () => {
     expect(fromEnv.stderr).toContain('buf breaking: no commit "no-such-revision" (BREAKING_AGAINST) in this repository');
   });
 
-  it("npm run breaking says what it compared: proto/ at HEAD, or the work tree's with its uncommitted files named, against the revision", () => {
+  it("npm run breaking says what it compared: proto/ at HEAD, or the work tree's with its uncommitted files named, against the revision, whose name no shell reads", () => {
     // A copy of this work tree in a repository of its own, whose commits the test makes, running its own tools/buf.ts.
     const clone = join(dir.path, "repo");
     cpSync(repoRoot, clone, { recursive: true, filter: (path) => ![".git", "node_modules", "dist", ".data"].some((skip) => path === join(repoRoot, skip)) });
@@ -124,5 +124,12 @@ describe("contract checks", () => {
     const alone = breaking("HEAD");
     expect(alone.status).toBe(1);
     expect(alone.stderr.split("\n")[0]).toBe(`buf breaking: incompatible changes in proto/ as the work tree holds it, uncommitted changes to proto/shop/common/v1/money.proto included, against HEAD (${head}):`);
+
+    // A branch's name is no shell code: this one ran touch when a shell took the revision.
+    const branch = "old$(touch${IFS}touched)";
+    git("branch", branch, "HEAD~1");
+    const named = breaking(branch);
+    expect(named.stderr.split("\n")[0]).toContain(`against ${branch} (${previous}): the changes committed since`);
+    expect(existsSync(join(clone, "touched"))).toBe(false);
   }, 120_000);
 });

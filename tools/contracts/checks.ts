@@ -151,9 +151,12 @@ export function comparedContracts(revision: string, root = repoRoot): string {
 export function breakingAgainstRevision(revision: string): CheckResult | undefined {
   const work = mkdtempSync(join(tmpdir(), "concord-against-"));
   try {
-    const hasProto = spawnSync("git", ["cat-file", "-e", `${revision}:proto`], { cwd: repoRoot }).status === 0;
+    // The commit's id, not its name, goes on to git and no shell sees either: a branch may be named `x$(rm${IFS}-r${IFS}~)`.
+    const commit = execFileSync("git", ["rev-parse", "--verify", "--quiet", `${revision}^{commit}`], { cwd: repoRoot, encoding: "utf8" }).trim();
+    const hasProto = spawnSync("git", ["cat-file", "-e", `${commit}:proto`], { cwd: repoRoot }).status === 0;
     if (!hasProto) return undefined;
-    execFileSync("sh", ["-c", `git archive "${revision}" proto | tar -x -C "${work}"`], { cwd: repoRoot });
+    const archive = execFileSync("git", ["archive", "--format=tar", commit, "proto"], { cwd: repoRoot, maxBuffer: 1 << 30 });
+    execFileSync("tar", ["-x", "-C", work], { input: archive });
     const againstDir = join(work, "proto");
     if (!existsSync(againstDir)) return undefined;
     return breakingChanges(join(repoRoot, "proto"), againstDir);
