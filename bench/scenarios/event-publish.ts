@@ -46,6 +46,9 @@ function combine(runs: PublishResult[]): PublishResult & { rounds: number[] } {
   };
 }
 
+/** Transactions at once in the info row on group commit: a service serving that many calls that write. */
+const COMMITS_AT_ONCE = 16;
+
 // "raw" connects as Concord's event bus does (noAsyncTraces: true); "raw-default" with nats.js defaults, for reference.
 type Side = "raw" | "outbox" | "raw-default";
 
@@ -115,6 +118,7 @@ export async function measurePublish(ctx: BenchContext, run: PublishRun): Promis
     }),
   ];
   let commitsAlone: PublishResult | undefined;
+  let commitsAtOnce: PublishResult | undefined;
   if (judged) {
     rows.push(cpuRatioRow(rows[0], PUBLISH_CPU_TARGET_RATIO));
     // What the raw side never pays: the producer's own commits, measured alone in the same run.
@@ -135,6 +139,25 @@ export async function measurePublish(ctx: BenchContext, run: PublishRun): Promis
         concordCpuUsPerOp: commitUs,
         baselineCpuUsPerOp: rawUs,
         note: `${commitsAlone.perSecond.toFixed(0)} transactions/s; the relay's share of the outbox side: ${(outboxUs - commitUs).toFixed(0)} µs per event`,
+      }),
+    );
+    // A service under concurrent calls: transactions that queue for SQLite's one writer commit together.
+    commitsAtOnce = await runWorker<PublishResult>("bench/workers/events-publish.ts", { mode: "commit", natsUrl: nats.url, window, warmupMs, measureMs, producers: COMMITS_AT_ONCE } satisfies PublishConfig);
+    const atOnceUs = (commitsAtOnce.cpuMs * 1000) / commitsAtOnce.acked;
+    ctx.log(`  commits alone, ${COMMITS_AT_ONCE} at once ${commitsAtOnce.perSecond.toFixed(0).padStart(7)} transactions/s, ${atOnceUs.toFixed(0)} µs CPU each`);
+    rows.push(
+      row({
+        scenario: run.scenario,
+        case: `the same transactions, ${COMMITS_AT_ONCE} at once (group commit; info): ratio raw / them`,
+        view: "SQLite",
+        inFlight: COMMITS_AT_ONCE,
+        unit: "µs CPU/op",
+        concord: atOnceUs,
+        baseline: rawUs,
+        ratio: rawUs / atOnceUs,
+        concordCpuUsPerOp: atOnceUs,
+        baselineCpuUsPerOp: rawUs,
+        note: `${commitsAtOnce.perSecond.toFixed(0)} transactions/s`,
       }),
     );
   }
@@ -165,6 +188,7 @@ export async function measurePublish(ctx: BenchContext, run: PublishRun): Promis
       outbox,
       rawDefaultOptions: fast,
       commitsAlone,
+      commitsAtOnce,
       profiles,
     },
   };

@@ -41,7 +41,7 @@ export interface PublishConfig {
   readonly noAsyncTraces?: boolean;
   /** Outbox mode: a postgres:// URL of an empty database; a SQLite file in a temp dir by default. */
   readonly databaseUrl?: string;
-  /** Outbox mode: transactions committing at once (default 1; a Postgres server commits side by side). */
+  /** Outbox and commit modes: transactions committing at once (default 1; a Postgres server commits side by side, SQLite as a group). */
   readonly producers?: number;
 }
 
@@ -156,7 +156,7 @@ async function commitsAlone(config: PublishConfig): Promise<PublishResult> {
         await new Promise((r) => setImmediate(r));
       }
     };
-    const producing = produce();
+    const producing = Promise.all(Array.from({ length: config.producers ?? 1 }, produce));
     await sleep(config.warmupMs);
     const before = committed;
     const start = performance.now();
