@@ -414,7 +414,7 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     const refused = detachment?.refusal();
     if (refused) throw refused;
     transactionsWaiting++;
-    const { done, committed } = await exclusive(async () => {
+    const { done, joined } = await exclusive(async () => {
       transactionsWaiting--;
       let joined: CommitGroup;
       // The first unit of a group needs no savepoint: while it runs, it is the transaction's only one.
@@ -460,12 +460,13 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
           lost(err);
           throw err;
         }
-        return { done, committed: joined.committed };
+        return { done, joined };
       } finally {
         if (group === joined) commitUnlessJoined();
       }
     });
-    await committed;
+    const committed = joined.committed();
+    if (committed) await committed;
     done.afterCommit();
     return done.result;
   };
@@ -607,28 +608,37 @@ const maxGroupUnits = 64;
 /** The transactions that share one SQLite transaction (see openSqlite's group commit) and its COMMIT. */
 class CommitGroup {
   units = 0;
-  readonly committed: Promise<void>;
-  private settled = false;
-  private resolve!: () => void;
-  private reject!: (err: unknown) => void;
-  constructor() {
-    this.committed = new Promise<void>((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
-    });
-    // A group whose only unit failed is rejected with no one awaiting it.
-    this.committed.catch(() => undefined);
+  private outcome: { readonly ok: true } | { readonly ok: false; readonly err: unknown } | undefined;
+  private waiting: { readonly promise: Promise<void>; resolve(): void; reject(err: unknown): void } | undefined;
+  /**
+   * Undefined once committed; otherwise a promise of the COMMIT, rejected
+   * when the group ends without one. Made only when asked for while the
+   * group is open: a transaction alone is committed before it asks.
+   */
+  committed(): Promise<void> | undefined {
+    if (this.outcome?.ok) return undefined;
+    if (this.outcome) return Promise.reject(this.outcome.err);
+    if (!this.waiting) {
+      let resolve!: () => void;
+      let reject!: (err: unknown) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      this.waiting = { promise, resolve, reject };
+    }
+    return this.waiting.promise;
   }
   /** Committed: its transactions are answered. */
   done(): void {
-    if (this.settled) return;
-    this.settled = true;
-    this.resolve();
+    if (this.outcome) return;
+    this.outcome = { ok: true };
+    this.waiting?.resolve();
   }
   /** Ended without committing: its transactions fail with `err`. */
   failed(err: unknown): void {
-    if (this.settled) return;
-    this.settled = true;
-    this.reject(err);
+    if (this.outcome) return;
+    this.outcome = { ok: false, err };
+    this.waiting?.reject(err);
   }
 }
