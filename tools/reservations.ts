@@ -56,7 +56,9 @@ are no longer delivered (README, "Backups and restores"):
   "problem":"refused"        a CONFIRMED order whose stock the product
                              service refused when reserved again
   "problem":"released"       a PENDING or CONFIRMED order whose stock the
-                             product service gave back for good
+                             product service gave back for good (its
+                             reservation's linesVersion null, "forGood" saying
+                             no lines of the order are reserved again)
   "problem":"held"           stock held for a CANCELLED or REJECTED order
 
 Reads both databases, changes neither; then a summary line for each side.
@@ -306,6 +308,19 @@ const forAPerson: Record<OrderProblem, string> = {
   held: "--release gives their stock back",
 };
 
+/**
+ * The product database's record of an order as a check line shows it. A
+ * released one carries no lines version of the order (the product service
+ * stores one above any real one, so that nothing reserves for it again):
+ * that is said in words instead.
+ */
+export function reservationShown(reservation: ReservationRecord): Record<string, unknown> {
+  if (reservation.status === "released") return { status: reservation.status, linesVersion: null, forGood: releasedForGood, lines: reservation.lines };
+  return { status: reservation.status, linesVersion: reservation.linesVersion, lines: reservation.lines };
+}
+
+const releasedForGood = "given back for good: no lines version of this order is reserved again";
+
 /** The tool with `argv`; resolves with its exit status. */
 export async function reservationsCommand(argv: string[]): Promise<number> {
   const refuse = (problem: string) => {
@@ -350,7 +365,7 @@ export async function reservationsCommand(argv: string[]): Promise<number> {
     for (const r of orphaned) console.log(JSON.stringify({ orderId: r.orderId, problem: "no-order", linesVersion: r.linesVersion, lines: r.lines, reservedAt: new Date(r.updatedAt).toISOString() }));
     for (const { order, problem, reservation, remedy } of notHeld.found) {
       const lines = order.lines.map((l) => ({ productId: l.productId, quantity: l.quantity }));
-      const held = reservation && { status: reservation.status, linesVersion: reservation.linesVersion, lines: reservation.lines };
+      const held = reservation && reservationShown(reservation);
       console.log(JSON.stringify({ orderId: order.id, problem, state: order.state, linesVersion: order.linesVersion, lines, reservation: held ?? null, remedy: remedy ? `--${remedy}` : null }));
     }
     const found = `${checked} reservation(s) holding stock in ${products.location}; ${orphaned.length} for orders ${orders.location} does not have`;
