@@ -14,6 +14,7 @@ import { findPostgresBinDir } from "../tools/postgres/find-postgres.mjs";
 import { repoRoot } from "../tools/repo-root.js";
 import { toolClientSecurity } from "../tools/client-security.js";
 import { ensureDevCredentials } from "../tools/dev-credentials.js";
+import { ensureNatsCredentials } from "../tools/nats/authorization.js";
 import { freePort } from "./support/nats-server.js";
 import { runConcord } from "./support/concord.js";
 import { readmeBlock, readmeProse } from "./support/readme.js";
@@ -784,6 +785,23 @@ describe("npm start", () => {
     expect(readFileSync(file, "utf8")).toBe("kept\n");
     expect(readmeProse()).toContain("`start: DATA_DIR /mnt/ro/concord cannot be written: it is on a read-only file system; set DATA_DIR to a directory this user may write (default .data)`");
     if (process.getuid?.() !== 0) expect(readdirSync(join(dir.path, "locked"))).toEqual([]);
+  });
+
+  it("refuses a seed file under DATA_DIR/nats-credentials with a character changed (its checksum wrong), naming it, in one line, before nats-server starts (exit 2)", { timeout: 60_000 }, async () => {
+    const dataDir = join(dir.path, "damaged-seed");
+    const credentials = ensureNatsCredentials(join(dataDir, "nats-credentials"));
+    const damaged = credentials.find((c) => c.name === "orders")!.seedFile;
+    const seed = readFileSync(damaged, "utf8").trim();
+    // Still one line of the seed's form: only its checksum tells.
+    const changed = `${seed.slice(0, 10)}${seed[10] === "A" ? "B" : "A"}${seed.slice(11)}\n`;
+    writeFileSync(damaged, changed);
+    const { result } = await startOnFreePorts(dataDir, () => ({}));
+    expect(result.status, result.stderr).toBe(2);
+    expect(result.stderr).toBe(
+      `start: ${damaged} does not hold a valid NATS user nkey seed: its checksum does not match (the file is damaged, or was edited); put the seed back from a backup, or, with the system stopped, delete the file and start again to have a new one made\n`,
+    );
+    expect(readFileSync(damaged, "utf8")).toBe(changed);
+    expect(existsSync(join(dataDir, "nats"))).toBe(false);
   });
 
   it("refuses a certificate file under DATA_DIR/tls that holds no certificate, naming it, before PostgreSQL or nats-server starts (exit 2)", { timeout: 60_000 }, async () => {

@@ -37,6 +37,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve as resolvePath, 
 import { type ChannelCredentials, status as grpcStatus } from "@grpc/grpc-js";
 import { clientTlsCredentials, serverTlsCredentials, TlsFileError, waitForServing } from "../platform/grpc/index.js";
 import { isPostgresUrl } from "../platform/sql/database.js";
+import { SeedFileError } from "../platform/events/index.js";
 import { redact } from "../platform/sql/postgres.js";
 import { refusedExitCode, stopOnStdinCloseVariable, tlsFileVariables } from "../platform/runtime/index.js";
 import { repoRoot } from "./repo-root.js";
@@ -639,7 +640,14 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, port: number, 
   const monitorPorts = clusterPorts ? clientPorts.map((_, i) => clusterPorts.monitoring + i) : [];
   const base = cluster ? join(dataDir, "nats-cluster") : dataDir;
   mkdirSync(base, { recursive: true });
-  const credentials = ensureNatsCredentials(natsCredentialsDir(dataDir));
+  let credentials;
+  try {
+    credentials = ensureNatsCredentials(natsCredentialsDir(dataDir));
+  } catch (err) {
+    // A seed file that holds no good seed (damaged, edited) is a setting to correct, refused as the others (exit 2).
+    if (err instanceof SeedFileError) throw new StartRefused(err.message, { cause: err });
+    throw err;
+  }
   writeAuthorizationConfig(join(base, "nats-authorization.conf"), credentials);
   // The nodes' routes authenticate with a secret of this run (in the 0600 config files): an open route port would let
   // any local process join as a server and act with none of the users' permissions.

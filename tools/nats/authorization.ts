@@ -9,7 +9,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, w
 import { join } from "node:path";
 import { nkeys } from "nats";
 import { natsAuthorization } from "../../gen/ts/concord_nats.js";
-import { userSeedOf } from "../../platform/events/index.js";
+import { SeedFileError, userSeedOf } from "../../platform/events/index.js";
 
 /** A user of the authorization: name, permissions, and where its seed is. */
 export interface NatsCredential {
@@ -59,7 +59,7 @@ export function ensureNatsCredentials(dir: string): NatsCredential[] {
 /** The public key of the user seed in `seedFile`; throws, naming the file, when it holds none. */
 export function publicKeyOf(seedFile: string): string {
   const text = readFileSync(seedFile, "utf8").trim();
-  if (!/^SU[A-Z2-7]+$/.test(text)) throw new Error(`${seedFile} does not hold a NATS user nkey seed (a line starting with SU); delete it and start again to have a new one made`);
+  if (!/^SU[A-Z2-7]+$/.test(text)) throw new SeedFileError(`${seedFile} does not hold a NATS user nkey seed (a line starting with SU); delete it and start again to have a new one made`);
   // A seed of that form with a character changed: said to be damaged, as the services and tools say it.
   return nkeys.fromSeed(userSeedOf(seedFile, text)).getPublicKey();
 }
