@@ -44,6 +44,7 @@ import { repoRoot } from "./repo-root.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
 import { portSetting } from "./port-setting.js";
 import { findNatsServer } from "./nats/find-nats-server.mjs";
+import { childEnding, unexpectedEndLine } from "./child-ending.js";
 import { ensureNatsCredentials, writeAuthorizationConfig } from "./nats/authorization.js";
 import { natsServerEnv, writeNatsServerConfig } from "./nats/server-config.js";
 import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
@@ -99,14 +100,15 @@ function launch(name: string, command: string, args: string[], env: NodeJS.Proce
   const proc = spawn(command, args, { cwd: repoRoot, env, stdio: ["pipe", "inherit", "inherit", ...(extraFds as [])], detached: true });
   // How it ended, as said when nothing asked it to: a signal by its name (a kill -9, the kernel's OOM killer, an
   // abort), which "code 128" hid.
+  // One that could not be spawned at all: the spawn error's message, said once, in the line that stops everything.
   let how = "";
   const exited = new Promise<number | null>((resolve) => {
     proc.once("exit", (code, signal) => {
-      how = signal ? `killed by ${signal}` : `code ${code}`;
+      how = childEnding(code, signal);
       resolve(code ?? (signal ? 128 + (constants.signals[signal] ?? 0) : null));
     });
     proc.once("error", (err) => {
-      console.error(`start: ${name} could not be started: ${err.message}`);
+      how = childEnding(null, null, err);
       resolve(127);
     });
   });
@@ -132,7 +134,7 @@ function stopForExit(child: Child, code: number | null, how: string): void {
     // Its reason is the last thing it logged (a database URL to correct, a database another service owns).
     console.error(`start: ${child.name} refused to start (exit code ${code}): its log line above says why; stopping everything`);
   } else {
-    console.error(`start: ${child.name} exited unexpectedly (${how}); stopping everything`);
+    console.error(unexpectedEndLine(child.name, how, child.process.pid !== undefined));
   }
   void stopAll(1);
 }
@@ -255,9 +257,9 @@ function superviseNatsServer(name: string, command: string, args: string[], env:
     env,
     fds: () => [],
     whenBack,
-    stopsAtOnce: (_, code) => {
+    stopsAtOnce: (child, _, how) => {
       if (up) return false;
-      console.error(`start: ${name} exited unexpectedly (code ${code}); stopping everything`);
+      console.error(unexpectedEndLine(name, how, child.process.pid !== undefined));
       void stopAll(1);
       return true;
     },
