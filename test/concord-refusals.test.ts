@@ -276,6 +276,8 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
       [["outbox", "parked", "list", "products", "--yes"], "concord: --yes is an option of `npx concord dlq purge` (`npx concord outbox parked --help` shows the usage)\n"],
       [["outbox", "parked", "list", "widgets"], 'concord: unknown service "widgets": expected products or orders (or --database PATH) (`npx concord outbox parked --help` shows the usage)\n'],
       [["outbox", "parked", "retry", "products"], "concord: retry needs the ids of the parked events to put back, or --all (`npx concord outbox parked --help` shows the usage)\n"],
+      [["outbox", "parked", "drop", "products", "a", "b"], "concord: drop takes the id of one parked event (got a b) (`npx concord outbox parked --help` shows the usage)\n"],
+      [["outbox", "parked", "frob", "products"], "concord: say list, retry or drop (`npx concord outbox parked --help` shows the usage)\n"],
       [["traces", "show", "x", "--consumer", "y"], "concord: --consumer is an option of `npx concord dlq list` and `dlq replay` (`npx concord traces show --help` shows the usage)\n"],
     ] as const) {
       const out = await concord(...args);

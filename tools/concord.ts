@@ -797,7 +797,7 @@ export async function concord(argv: string[]): Promise<number> {
         if (rest.includes("--help") || rest.includes("-h")) return help(command);
         // The service (or --database PATH) comes first for tools/outbox.ts; here the action does.
         const [action, ...more] = rest;
-        if (action !== "list" && action !== "retry") throw new UsageError("say list or retry", command);
+        if (action !== "list" && action !== "retry" && action !== "drop") throw new UsageError("say list, retry or drop", command);
         const args = more[0] !== undefined && !more[0].startsWith("-") ? [more[0], action, ...more.slice(1)] : [action, ...more];
         return outboxCommand(args, { program: "concord outbox parked", help: helps[command], elsewhere: elsewhereOf(command), badUsage: (problem) => refuseUsage(problem, command) });
       }

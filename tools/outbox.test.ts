@@ -49,7 +49,10 @@ describe("tools/outbox.ts", () => {
     };
     refused(["widgets", "list"], 'unknown service "widgets": expected products or orders (or --database PATH)');
     refused(["list"], "name the service (products or orders) or its database (--database PATH) first");
-    refused(["products", "frob"], 'unknown action "frob": expected list or retry');
+    refused(["products", "frob"], 'unknown action "frob": expected list, retry or drop');
+    refused(["products", "drop"], "drop takes the id of one parked event");
+    refused(["products", "drop", "a", "b"], "drop takes the id of one parked event (got a b)");
+    refused(["products", "drop", "--all"], "drop takes the id of one parked event (got --all)");
     refused(["products", "list", "--datbase", path], "unknown option --datbase; did you mean --database?");
     refused(["products", "retry"], "retry needs the ids of the parked events to put back, or --all");
     refused(["--database", path, "retry", "--all", "0190a5b4-7c4e-7d3e-9f1a-000000000004"], "retry takes event ids or --all, not both");
@@ -58,6 +61,46 @@ describe("tools/outbox.ts", () => {
     expect(mixed.status).toBe(1);
     expect(mixed.stdout).toContain("put 1 parked event(s) back");
     expect(mixed.stderr).toContain(`outbox: not-parked is not a parked event of ${path}`);
+  }, 120_000);
+
+  it("drops one parked event for good after printing it as list does, and refuses an id that is not parked (exit 2, one line, nothing deleted)", async () => {
+    const path = join(dir, "drop.db");
+    const db = await openDatabase({ path, migrations: outboxMigrations });
+    const park = (id: string) =>
+      db.run("INSERT INTO event_outbox_parked (event_id, subject, type, payload, headers, created_at, parked_at, reason) VALUES ($1, 'a.b', 't.T', x'0000', x'00', 1, 2, 'too big')", [id]);
+    const [kept, dropped] = ["0190a5b4-7c4e-7d3e-9f1a-000000000011", "0190a5b4-7c4e-7d3e-9f1a-000000000012"];
+    await park(kept);
+    await park(dropped);
+    await db.run("INSERT INTO event_outbox (event_id, subject, type, payload, headers, created_at) VALUES ($1, 'a.b', 't.T', x'00', x'00', 3)", ["0190a5b4-7c4e-7d3e-9f1a-000000000013"]);
+    await db.close();
+    const listedLine = run("--database", path, "list").stdout.split("\n").find((l) => l.includes(dropped));
+    expect(listedLine).toBeDefined();
+
+    const out = run("--database", path, "drop", dropped);
+    expect(out.status, out.stderr).toBe(0);
+    expect(out.stdout).toBe(`${listedLine}\ndropped parked event ${dropped} from ${path}: it will not be published\n`);
+    expect(out.stderr).toBe("");
+    const after = run("--database", path, "list").stdout;
+    expect(after).toContain("1 event(s) waiting to be published, 1 parked");
+    expect(after).toContain(kept);
+    expect(after).not.toContain(dropped);
+
+    // Dropped already, or never parked: refused, and nothing else deleted.
+    for (const id of [dropped, "0190a5b4-7c4e-7d3e-9f1a-000000000013"]) {
+      const refused = run("--database", path, "drop", id);
+      expect([refused.status, refused.stdout, refused.stderr]).toEqual([2, "", `outbox: ${id} is not a parked event of ${path} (\`list\` shows those that are); nothing dropped\n`]);
+    }
+    expect(run("--database", path, "list").stdout).toContain("1 event(s) waiting to be published, 1 parked");
+
+    // As \`concord outbox parked drop\`, the action first.
+    const concord = (...args: string[]) => spawnSync(process.execPath, ["--import", "tsx", "tools/concord.ts", "outbox", "parked", ...args], { encoding: "utf8", timeout: 20_000 });
+    const viaConcord = concord("drop", "--database", path, kept);
+    expect(viaConcord.status, viaConcord.stderr).toBe(0);
+    expect(viaConcord.stdout).toContain(`dropped parked event ${kept} from ${path}: it will not be published`);
+    const notParked = concord("drop", "--database", path, kept);
+    expect([notParked.status, notParked.stderr]).toEqual([2, `concord outbox parked: ${kept} is not a parked event of ${path} (\`list\` shows those that are); nothing dropped\n`]);
+    expect(run("--database", path, "list").stdout).toContain("1 event(s) waiting to be published, 0 parked");
+    expect(concord("--help").stdout).toContain("npx concord outbox parked drop (products|orders|--database PATH) EVENT_ID");
   }, 120_000);
 
   it("refuses a SQLite file that holds no outbox and leaves it byte for byte as it was (its journal mode too), as README and --help say", () => {
@@ -184,9 +227,12 @@ describe("tools/outbox.ts", () => {
     const postgres = await startPostgresServer();
     try {
       const url = await postgres.createDatabase("outbox_tool");
-      const db = await openDatabase({ path: url, migrations: outboxMigrations });
-      await db.run("INSERT INTO event_outbox_parked (event_id, subject, type, payload, headers, created_at, parked_at, reason) VALUES ($1, 'a.b', 't.T', $2, $2, 1, 2, 'too big')", ["0190a5b4-7c4e-7d3e-9f1a-000000000003", new Uint8Array([0])]);
-      await db.close();
+      const parkIt = async () => {
+        const db = await openDatabase({ path: url, migrations: outboxMigrations });
+        await db.run("INSERT INTO event_outbox_parked (event_id, subject, type, payload, headers, created_at, parked_at, reason) VALUES ($1, 'a.b', 't.T', $2, $2, 1, 2, 'too big')", ["0190a5b4-7c4e-7d3e-9f1a-000000000003", new Uint8Array([0])]);
+        await db.close();
+      };
+      await parkIt();
       const listed = run("--database", url, "list");
       expect(listed.status, listed.stderr).toBe(0);
       expect(listed.stdout).toContain("0 event(s) waiting to be published, 1 parked");
@@ -196,6 +242,10 @@ describe("tools/outbox.ts", () => {
       expect(withPassword.status, withPassword.stderr).toBe(0);
       expect(withPassword.stderr).toBe("outbox: note: the --database URL holds a password, which every user of this machine can read in the process list (ps); leave it out of the URL and set PGPASSWORD (or put it in ~/.pgpass), or give the URL in the service's <SERVICE>_DATABASE_URL instead\n");
       expect(run("--database", `${url}?password=pass-in-ps`, "list").stderr).toContain("outbox: note: the --database URL holds a password");
+      expect(run("--database", url, "drop", "0190a5b4-7c4e-7d3e-9f1a-000000000003").stdout).toContain(`dropped parked event 0190a5b4-7c4e-7d3e-9f1a-000000000003 from ${url}: it will not be published`);
+      expect(run("--database", url, "list").stdout).toContain("0 event(s) waiting to be published, 0 parked");
+      expect(run("--database", url, "drop", "0190a5b4-7c4e-7d3e-9f1a-000000000003").status).toBe(2);
+      await parkIt();
       expect(run("--database", url, "retry", "--all").stdout).toContain("put 1 parked event(s) back");
       // Without --database, the service's own variable names it, as for the service.
       const byVariable = spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "products", "list"], { encoding: "utf8", timeout: 20_000, env: { ...process.env, PRODUCTS_DATABASE_URL: url.replace("postgres@", "postgres:pass-in-env@") } });

@@ -1,12 +1,13 @@
 /**
  * Looks at a service's outbox: how many events wait, which were parked
- * (JetStream refuses them for good) and why, and sends parked events again.
+ * (JetStream refuses them for good) and why, and sends parked events again
+ * or deletes one.
  */
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { outboxMigrations, parkedEvents, retryParked } from "../platform/events/index.js";
+import { dropParked, outboxMigrations, parkedEvents, retryParked, type ParkedEvent } from "../platform/events/index.js";
 import { Code, StatusError } from "../platform/errors/index.js";
 import { isNotSqliteFile, isPostgresUrl, openDatabase } from "../platform/sql/index.js";
 import { redact } from "../platform/sql/postgres.js";
@@ -18,13 +19,16 @@ import { dataDir as dataDirOf } from "./client-security.js";
 
 /** The tool's usage for the services of `list` (default: the services). */
 export function outboxUsage(list: readonly ServiceEntry[] = services): string {
-  return `Usage: npx tsx tools/outbox.ts <${list.map((s) => s.name).join("|")}|--database PATH> [list | retry [EVENT_ID ...|--all]]
+  return `Usage: npx tsx tools/outbox.ts <${list.map((s) => s.name).join("|")}|--database PATH> [list | retry [EVENT_ID ...|--all] | drop EVENT_ID]
 
   list                    events waiting in the outbox, and the parked ones with
                           why JetStream refused them (the default)
   retry EVENT_ID ...      put these parked events back at the end of the outbox;
                           the service's relay publishes them within a second
   retry --all             put every parked event back
+  drop EVENT_ID           delete this parked event for good (it is never
+                          published), after printing it as list does; an id
+                          that is not parked is refused (exit 2)
   --database PATH         the service's database: SQLite file or postgres:// URL (default: as the
                           service's under \`npm start\`, ${brokenAtLast(eitherOf(list.map((s) => `$${s.envPrefix}_DATABASE_URL`)), "or", "after", 26)}, else the database \`npm start -- --postgres\` gives
                           it while that start's PostgreSQL server runs in $DATA_DIR/postgres, else
@@ -41,7 +45,7 @@ Parked events are those the relay can never publish as they are: larger than
 the server's max_payload or the stream's max_msg_size (or with headers over
 64 KiB), with a subject or header NATS cannot carry, or on a subject the
 service's NATS user may not publish to. Retry them once what refused them has
-changed.`;
+changed, or drop one that is not to be published at all.`;
 }
 
 /**
@@ -78,7 +82,8 @@ export interface OutboxCommandOptions {
 
 /**
  * The outbox tool with `argv`; resolves with its exit code (2: bad
- * arguments, each named; 1: an event id to retry that is not parked).
+ * arguments, each named, or an event id to drop that is not parked; 1: an
+ * event id to retry that is not parked).
  * Shared by `concord outbox parked`, which says bad usage in one line.
  */
 export async function outboxCommand(argv: string[], { program = "outbox", help = outboxUsage(), elsewhere = {}, badUsage }: OutboxCommandOptions = {}): Promise<number> {
@@ -154,14 +159,35 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
       for (const id of notParked) console.error(`${program}: ${id} is not a parked event of ${db.location} (\`list\` shows those that are); nothing put back for it`);
       return notParked.length > 0 ? 1 : 0;
     }
+    if (command === "drop") {
+      const [id] = ids as [string];
+      const event = (await parkedEvents(db)).find((p) => p.eventId === id);
+      if (!event) {
+        console.error(`${program}: ${id} is not a parked event of ${db.location} (\`list\` shows those that are); nothing dropped`);
+        return 2;
+      }
+      console.log(parkedLine(event));
+      // Put back or dropped by another run since it was read: said, as nothing was dropped here.
+      if (!(await dropParked(db, id))) {
+        console.error(`${program}: ${id} is no longer parked in ${db.location} (put back or dropped meanwhile); nothing dropped`);
+        return 1;
+      }
+      console.log(`dropped parked event ${id} from ${db.location}: it will not be published`);
+      return 0;
+    }
     const [{ waiting }] = await db.query<{ waiting: number }>("SELECT count(*) AS waiting FROM event_outbox");
     const parked = await parkedEvents(db);
     console.log(`${db.location}: ${waiting} event(s) waiting to be published, ${parked.length} parked`);
-    for (const p of parked) console.log(JSON.stringify({ eventId: p.eventId, type: p.type, subject: p.subject, bytes: p.size, createdAt: p.createdAt, parkedAt: p.parkedAt, reason: p.reason }));
+    for (const p of parked) console.log(parkedLine(p));
     return 0;
   } finally {
     await db.close();
   }
+}
+
+/** A parked event as `list` and `drop` print it: one JSON line. */
+function parkedLine(p: ParkedEvent): string {
+  return JSON.stringify({ eventId: p.eventId, type: p.type, subject: p.subject, bytes: p.size, createdAt: p.createdAt, parkedAt: p.parkedAt, reason: p.reason });
 }
 
 /**
@@ -227,13 +253,15 @@ export function runningStartPostgres(dataDir: string, service: string): string |
 /** What is wrong with the arguments, or undefined when nothing is. */
 function argumentProblem(first: string | undefined, path: string | undefined, command: string, ids: readonly string[], all: boolean): string | undefined {
   if (!path) {
-    if (first === undefined || first === "list" || first === "retry") return `name the service (${eitherOf(serviceNames)}) or its database (--database PATH) first`;
+    if (first === undefined || first === "list" || first === "retry" || first === "drop") return `name the service (${eitherOf(serviceNames)}) or its database (--database PATH) first`;
     return `unknown service ${JSON.stringify(first)}: expected ${eitherOf(serviceNames)} (or --database PATH)`;
   }
-  if (command !== "list" && command !== "retry") return `unknown action ${JSON.stringify(command)}: expected list or retry`;
-  if (command === "list" && (ids.length > 0 || all)) return `list takes no event ids and no --all (got ${[...ids, ...(all ? ["--all"] : [])].join(" ")})`;
+  const given = [...ids, ...(all ? ["--all"] : [])].join(" ");
+  if (command !== "list" && command !== "retry" && command !== "drop") return `unknown action ${JSON.stringify(command)}: expected list, retry or drop`;
+  if (command === "list" && (ids.length > 0 || all)) return `list takes no event ids and no --all (got ${given})`;
   if (command === "retry" && ids.length === 0 && !all) return "retry needs the ids of the parked events to put back, or --all";
   if (command === "retry" && ids.length > 0 && all) return "retry takes event ids or --all, not both";
+  if (command === "drop" && (ids.length !== 1 || all)) return `drop takes the id of one parked event${ids.length > 1 || all ? ` (got ${given})` : ""}`;
   return undefined;
 }
 

@@ -15,7 +15,7 @@ export { subjectFor } from "./subject.js";
 export { eventHeaders, protobufContentType } from "./cloud-events.js";
 export { isTraceparent, newTraceparent } from "./trace-context.js";
 export { createEventPublisher, type EventPublisher, type EventPublisherOptions, type PublishedEvent } from "./publisher.js";
-export { createOutbox, outboxMigrations, parkedEvents, retryParked, type Outbox, type OutboxOptions, type ParkedEvent } from "./outbox.js";
+export { createOutbox, outboxMigrations, dropParked, parkedEvents, retryParked, type Outbox, type OutboxOptions, type ParkedEvent } from "./outbox.js";
 export { InvalidEventError, defaultMaxPayloadBytes } from "./event-rules.js";
 export { createOutboxRelay, type OutboxRelay, type OutboxRelayOptions, type OutboxRelayStats } from "./outbox-relay.js";
 export { createInbox, defaultInboxRetentionMs, inboxMigrations, inboxRetention, type Inbox, type InboxRetentionOptions } from "./inbox.js";

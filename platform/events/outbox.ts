@@ -300,3 +300,12 @@ export async function retryParked(db: Database, eventIds?: readonly string[]): P
     return moved;
   });
 }
+
+/**
+ * Deletes the parked event `eventId` for good: it is never published.
+ * Returns whether it was parked (false: no such parked event, or put back
+ * or deleted meanwhile).
+ */
+export async function dropParked(db: Database, eventId: string): Promise<boolean> {
+  return (await db.run("DELETE FROM event_outbox_parked WHERE event_id = $1", [eventId])) > 0;
+}

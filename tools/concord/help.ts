@@ -32,7 +32,9 @@ Commands:
                               say which events to deliver again
   streams provision           create the contracts' streams and the dead letter stream,
                               or bring them in line with their specs (as the operator)
-  outbox parked list|retry    the parked outbox events of a service; put them back
+  outbox parked list|retry|drop
+                              the parked outbox events of a service; put them back, or
+                              delete one for good
   traces serve [--zipkin]     receive the services' spans (OTLP/HTTP), keep them in a
                               file, and show them in Zipkin, a trace viewer
   traces show TEXT            print the traces of an order (or a trace id) as a tree
@@ -323,12 +325,16 @@ its services, and again when a contract changes a stream's settings.
 ${natsOption}`,
     "outbox parked": `Usage: npx concord outbox parked list (${names}|--database PATH)
        npx concord outbox parked retry (${names}|--database PATH) (EVENT_ID ... | --all)
+       npx concord outbox parked drop (${names}|--database PATH) EVENT_ID
 
   list                the events waiting in the service's outbox, and the parked
                       ones with why JetStream refused them
   retry EVENT_ID ...  put these parked events back at the end of the outbox; the
                       service's relay publishes them within a second
   retry --all         put every parked event back
+  drop EVENT_ID       delete this parked event for good (it is never
+                      published), after printing it as list does; an id that
+                      is not parked is refused (exit 2)
   --database PATH     the service's database: SQLite file or postgres:// URL
                       (default: as the service's under \`npm start\`,
                       ${eitherOf(variables("_DATABASE_URL").map((v) => `$${v}`))}, else the
@@ -350,7 +356,7 @@ Parked events are those the relay can never publish as they are: larger than
 the server's max_payload or the stream's max_msg_size (or with headers over
 64 KiB), with a subject or header NATS cannot carry, or on a subject the
 service's NATS user may not publish to. Retry them once what refused them has
-changed.`,
+changed, or drop one that is not to be published at all.`,
   };
 }
 
