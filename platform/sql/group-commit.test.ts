@@ -4,6 +4,8 @@ import { describe, expect, it, onTestFinished } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { openDatabase } from "./database.js";
 import type { Database } from "./types.js";
+import { createOutbox, onOutboxCommit, outboxMigrations } from "../events/outbox.js";
+import { sampleStream } from "../../test/support/sample-events.js";
 
 const dir = tempDirForSuite();
 const migrations = [
@@ -127,6 +129,212 @@ describe("SQLite group commit", () => {
     await Promise.all([a, run, b]);
     expect(seenAfterRun).toEqual(["a", "run"]);
     expect(committed()).toEqual(["a", "run", "b"]);
+    await db.close();
+  });
+});
+
+describe("SQLite group commit, the hard cases", () => {
+  type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
+
+  it("keeps the other transactions' writes when one, joining the group, fails in a nested savepoint or catches a statement error", async () => {
+    const { db, committed } = await fresh();
+    const results = await Promise.allSettled([
+      db.transaction(insert("first")),
+      // A savepoint that fails and is caught: its writes go, the rest of the transaction stays.
+      db.transaction(async (tx: Tx) => {
+        await insert("outer")(tx);
+        await tx
+          .savepoint(async (sp) => {
+            await insert("inner lost")(sp);
+            throw new Error("inner failed");
+          })
+          .catch(() => undefined);
+        await tx.savepoint(insert("inner kept"));
+      }),
+      // A statement error caught by the work: the transaction cannot commit, and only its writes go.
+      db.transaction(async (tx: Tx) => {
+        await insert("caught")(tx);
+        await tx.run("INSERT INTO nowhere VALUES (1)").catch(() => undefined);
+      }),
+      // The same, inside a savepoint that the work lets fail.
+      db.transaction(async (tx: Tx) => {
+        await insert("caught in savepoint")(tx);
+        await tx.savepoint(async (sp) => {
+          await sp.run("INSERT INTO nowhere VALUES (1)").catch(() => undefined);
+        });
+      }),
+      db.transaction(insert("last")),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "rejected", "rejected", "fulfilled"]);
+    expect((results[2] as PromiseRejectedResult).reason.name).toBe("CaughtStatementError");
+    expect((results[3] as PromiseRejectedResult).reason.name).toBe("CaughtStatementError");
+    expect(committed()).toEqual(["first", "outer", "inner kept", "last"]);
+    await db.close();
+  });
+
+  it("answers every transaction of a group that fills the database (SQLITE_FULL), and keeps the writes of none that failed", async () => {
+    const path = join(dir, `group-${++opened}.db`);
+    const db = (await openDatabase({ path, migrations })) as Database & { writer: BetterSqlite3.Database };
+    const other = new BetterSqlite3(path, { readonly: true });
+    onTestFinished(() => void other.close());
+    const pages = (db.writer.pragma("page_count", { simple: true }) as number) + 2;
+    db.writer.pragma(`max_page_count = ${pages}`);
+    const big = "x".repeat(64 * 1024);
+    const results = await Promise.allSettled([
+      db.transaction(insert("small a")),
+      db.transaction(insert(big)),
+      db.transaction(insert("small c")),
+    ]);
+    // SQLite answers the full database by rolling back the whole transaction: the group's earlier transaction with it,
+    // failed with that error; the one after starts a group of its own.
+    expect(results.map((r) => r.status)).toEqual(["rejected", "rejected", "fulfilled"]);
+    for (const r of results.slice(0, 2)) expect((r as PromiseRejectedResult).reason.code).toMatch(/^SQLITE_FULL/);
+    const kept = ["small c"];
+    expect((other.prepare("SELECT text FROM notes ORDER BY rowid").all() as Array<{ text: string }>).map((r) => r.text)).toEqual(kept);
+    db.writer.pragma("max_page_count = 1073741823");
+    await db.transaction(insert("after"));
+    expect((other.prepare("SELECT text FROM notes ORDER BY rowid").all() as Array<{ text: string }>).map((r) => r.text)).toEqual([...kept, "after"]);
+    await db.close();
+  });
+
+  it("answers and commits every one of many transactions queued at once, across groups of 64 and the log's rewinds", async () => {
+    const { db, committed } = await fresh();
+    // More than 1,000 transactions committed without a checkpoint ask for a rewind of the log, which holds the queued ones back.
+    const n = 2_100;
+    const afterCommitSaw: number[] = [];
+    await Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        db.transaction(async (tx: Tx) => {
+          await insert(String(i))(tx);
+          tx.afterCommit(() => {
+            if (i % 500 === 0) afterCommitSaw.push(committed().length > i ? 1 : 0);
+          });
+        }),
+      ),
+    );
+    expect(committed()).toEqual(Array.from({ length: n }, (_, i) => String(i)));
+    expect(afterCommitSaw).toEqual([1, 1, 1, 1, 1]);
+    await db.close();
+  });
+
+  it("runs a read on an in-memory database, made while a group is open, after it: never amid its uncommitted writes", async () => {
+    const db = await openDatabase({ path: ":memory:", migrations });
+    let started!: () => void;
+    const bStarted = new Promise<void>((resolve) => (started = resolve));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const a = db.transaction(insert("a"));
+    const b = db.transaction(async (tx: Tx) => {
+      started();
+      await gate;
+      await insert("b")(tx);
+    });
+    await bStarted;
+    // a's write is in the open group, b's work under way: the read waits for both to be committed.
+    const read = db.query<{ text: string }>("SELECT text FROM notes ORDER BY rowid");
+    release();
+    await Promise.all([a, b]);
+    expect((await read).map((r) => r.text)).toEqual(["a", "b"]);
+    await db.transaction(insert("c"));
+    expect(await db.query("SELECT count(*) AS n FROM notes")).toEqual([{ n: 3 }]);
+    await db.close();
+  });
+
+  it("commits what is queued when closed, answering every caller first", async () => {
+    const { db, committed } = await fresh();
+    const answered: string[] = [];
+    const all = ["a", "b", "c"].map((t) => db.transaction(insert(t)).then(() => answered.push(t)));
+    const closing = db.close();
+    await Promise.all([...all, closing]);
+    expect(answered).toEqual(["a", "b", "c"]);
+    expect(committed()).toEqual(["a", "b", "c"]);
+  });
+
+  it("commits the group of a file deleted under it when the transaction it waits for is refused, and saves it", async () => {
+    const path = join(dir, `group-${++opened}.db`);
+    let saved: string | undefined;
+    let told!: () => void;
+    const detachedTold = new Promise<void>((resolve) => (told = resolve));
+    const db = await openDatabase({
+      path,
+      migrations,
+      onDetached: (d) => {
+        if ("savedTo" in d) saved = d.savedTo;
+        told();
+      },
+    });
+    const { unlinkSync } = await import("node:fs");
+    const a = db.transaction(async (tx: Tx) => {
+      await insert("a")(tx);
+      unlinkSync(path);
+      // The readiness check sees it at once: writes are refused from now on (c, asked for now, at once), and the data is
+      // saved once b, queued for the group, has been refused and has committed it.
+      await expect(db.ping()).rejects.toThrow(/deleted or replaced/);
+      c = db.transaction(insert("c"));
+    });
+    const b = db.transaction(insert("b"));
+    let c!: Promise<number>;
+    await expect(b).rejects.toThrow(/deleted or replaced/);
+    await expect(c).rejects.toThrow(/deleted or replaced/);
+    await a;
+    await detachedTold;
+    expect(saved).toBeDefined();
+    const copy = new BetterSqlite3(saved!, { readonly: true });
+    onTestFinished(() => void copy.close());
+    expect(copy.prepare("SELECT text FROM notes ORDER BY rowid").all()).toEqual([{ text: "a" }]);
+    await db.close();
+  });
+
+  it("writes the outbox events of exactly the grouped transactions that commit, and wakes the relay only once they are visible", async () => {
+    const path = join(dir, `group-${++opened}.db`);
+    const db = await openDatabase({ path, migrations: [...outboxMigrations, ...migrations] });
+    const other = new BetterSqlite3(path, { readonly: true });
+    onTestFinished(() => void other.close());
+    const stored = () => (other.prepare("SELECT event_id FROM event_outbox ORDER BY seq").all() as Array<{ event_id: string }>).map((r) => r.event_id);
+    const outbox = createOutbox({ db, source: "group-commit-test" });
+    const { event } = sampleStream("group");
+    // What another connection (the relay's reads) saw of a transaction's own event once it was answered, and at each wake.
+    const unseenWhenAnswered: string[] = [];
+    let wakes = 0;
+    let unseenAtWake = 0;
+    const off = onOutboxCommit(db, () => {
+      wakes++;
+      const visible = new Set(stored());
+      unseenAtWake += answered.filter((id) => !visible.has(id)).length;
+      return true;
+    });
+    onTestFinished(off);
+    const answered: string[] = [];
+    const results = await Promise.allSettled(
+      Array.from({ length: 200 }, (_, i) =>
+        db.transaction(async (tx: Tx) => {
+          const kept = outbox.add(tx, event, { thingId: `t-${i}`, note: "" });
+          tx.afterCommit(() => {
+            if (!stored().includes(kept)) unseenWhenAnswered.push(kept);
+          });
+          // Every fifth adds a second event in a savepoint that fails, which drops it; every seventh fails whole.
+          if (i % 5 === 0) {
+            await tx
+              .savepoint(async (sp) => {
+                outbox.add(sp, event, { thingId: `dropped-${i}`, note: "" });
+                throw new Error("dropped");
+              })
+              .catch(() => undefined);
+          }
+          if (i % 7 === 0) throw new Error(`${i} failed`);
+          return kept;
+        }).then((id) => {
+          answered.push(id);
+          return id;
+        }),
+      ),
+    );
+    const committedIds = results.filter((r) => r.status === "fulfilled").map((r) => (r as PromiseFulfilledResult<string>).value);
+    expect(committedIds).toHaveLength(200 - Math.ceil(200 / 7));
+    expect(stored()).toEqual(committedIds);
+    expect(unseenWhenAnswered).toEqual([]);
+    expect(wakes).toBeGreaterThan(0);
+    expect(unseenAtWake).toBe(0);
     await db.close();
   });
 });
