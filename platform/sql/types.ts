@@ -109,7 +109,10 @@ export interface Database extends Queryable {
    * Runs `work` in one transaction and commits (staged writes first, then
    * COMMIT, then the after-commit callbacks), or rolls back and rethrows
    * when it throws. `work` must not wait on anything outside the database
-   * (a remote call): SQLite has one writer, so others wait meanwhile.
+   * (a remote call): SQLite has one writer, so others wait meanwhile. Nor
+   * on another transaction's answer: on SQLite, one queued ahead of it is
+   * answered only once the group it left open for this one commits (see
+   * openSqlite), so the two would wait for each other for good.
    */
   transaction<T>(work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /**
