@@ -250,6 +250,22 @@ describe("SQLite group commit, the hard cases", () => {
     expect(committed()).toEqual(["a", "b", "c"]);
   });
 
+  it("commits a transaction asked for before close, whatever is asked for after it, which is refused without joining its group", async () => {
+    for (const path of [join(dir, `group-${++opened}.db`), ":memory:"]) {
+      const db = await openDatabase({ path, migrations });
+      const a = db.transaction(insert("a"));
+      const closing = db.close();
+      const b = db.transaction(insert("b"));
+      const results = await Promise.allSettled([a, closing, b]);
+      expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "rejected"]);
+      expect((results[2] as PromiseRejectedResult).reason.message).toBe("the database is closed: no transaction starts on it");
+      if (path === ":memory:") continue;
+      const copy = new BetterSqlite3(path, { readonly: true });
+      expect(copy.prepare("SELECT text FROM notes").all()).toEqual([{ text: "a" }]);
+      copy.close();
+    }
+  });
+
   it("commits the group of a file deleted under it when the transaction it waits for is refused, and saves it", async () => {
     const path = join(dir, `group-${++opened}.db`);
     let saved: string | undefined;

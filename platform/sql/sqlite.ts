@@ -413,6 +413,9 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     const signal = queued > 0 || typeof options?.signal !== "function" ? signalOf(options) : undefined;
     const refused = detachment?.refusal();
     if (refused) throw refused;
+    // Refused before it is counted as waiting: the group of one asked for before the close would be left open for it,
+    // and end without a COMMIT when the connections close.
+    if (closed) throw new StatusError(Code.UNAVAILABLE, "the database is closed: no transaction starts on it");
     transactionsWaiting++;
     const { done, joined } = await exclusive(async () => {
       transactionsWaiting--;
