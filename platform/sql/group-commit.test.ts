@@ -197,6 +197,27 @@ describe("SQLite group commit, the hard cases", () => {
     await db.close();
   });
 
+  it("commits nothing a transaction runs after a statement error that rolled back the whole transaction, caught by its work", async () => {
+    const path = join(dir, `group-${++opened}.db`);
+    const db = (await openDatabase({ path, migrations })) as Database & { writer: BetterSqlite3.Database };
+    const other = new BetterSqlite3(path, { readonly: true });
+    onTestFinished(() => void other.close());
+    db.writer.pragma(`max_page_count = ${(db.writer.pragma("page_count", { simple: true }) as number) + 2}`);
+    const big = "x".repeat(64 * 1024);
+    const catching = (name: string) => async (tx: Tx) => {
+      await insert(big)(tx).catch(() => undefined);
+      // SQLite has rolled the whole transaction back: these must not run on their own, outside it, and stay.
+      await insert(`${name} after`)(tx);
+      await tx.savepoint(insert(`${name} in savepoint`)).catch(() => undefined);
+    };
+    const alone = await Promise.allSettled([db.transaction(catching("alone"))]);
+    const grouped = await Promise.allSettled([db.transaction(insert("a")), db.transaction(catching("joined")), db.transaction(insert("c"))]);
+    expect([...alone, ...grouped].map((r) => r.status)).toEqual(["rejected", "rejected", "rejected", "fulfilled"]);
+    expect((grouped[0] as PromiseRejectedResult).reason.message).toMatch(/database or disk is full/);
+    expect((other.prepare("SELECT text FROM notes ORDER BY rowid").all() as Array<{ text: string }>).map((r) => r.text)).toEqual(["c"]);
+    await db.close();
+  });
+
   it("answers and commits every one of many transactions queued at once, across groups of 64 and the log's rewinds", async () => {
     const { db, committed } = await fresh();
     // More than 1,000 transactions committed without a checkpoint ask for a rewind of the log, which holds the queued ones back.

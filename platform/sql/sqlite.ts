@@ -51,8 +51,30 @@ function rowsOf(raws: unknown[][], columns: readonly string[]): Record<string, u
 class SqliteRunner implements StatementRunner {
   readonly dialect = sqliteDialect;
   private readonly prepared = new Map<string, Prepared>();
+  /** Set while a transaction's work runs on this connection (see ended). */
+  inWork = false;
+  /**
+   * The error of a statement SQLite answered by rolling back the whole
+   * transaction (a full disk, say) while its work ran, undefined otherwise.
+   * A transaction is begun again at once, so that what the work runs after
+   * catching it is rolled back with it, not committed statement by statement.
+   */
+  ended: unknown;
 
   constructor(readonly connection: BetterSqlite3.Database) {}
+
+  /** A failed statement's error, after noting whether it ended the transaction its work runs in. */
+  private failed(err: unknown): Promise<never> {
+    if (this.inWork && this.ended === undefined && !this.connection.inTransaction) {
+      this.ended = err;
+      try {
+        this.connection.exec("BEGIN");
+      } catch {
+        // A connection that takes no BEGIN takes no statement either: nothing the work runs can be committed.
+      }
+    }
+    return Promise.reject(err);
+  }
 
   private prepare(sql: string, params: readonly SqlValue[] | undefined): Prepared {
     let key = sql;
@@ -110,7 +132,7 @@ class SqliteRunner implements StatementRunner {
     try {
       return Promise.resolve(this.querySync<R>(sql, params));
     } catch (err) {
-      return Promise.reject(err);
+      return this.failed(err);
     }
   }
 
@@ -118,7 +140,7 @@ class SqliteRunner implements StatementRunner {
     try {
       return Promise.resolve(this.runSync(sql, params));
     } catch (err) {
-      return Promise.reject(err);
+      return this.failed(err);
     }
   }
 }
@@ -434,6 +456,7 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
         }
         joined = group;
         joined.units++;
+        writer.inWork = true;
       } catch (err) {
         commitUnlessJoined();
         throw err;
@@ -449,15 +472,19 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
       };
       try {
         const done = await runUnit(writer, work, async (err) => {
+          writer.inWork = false;
           try {
-            if (first || !writerConnection.inTransaction) return lost(err);
+            if (first || writer.ended !== undefined || !writerConnection.inTransaction) return lost(writer.ended ?? err);
             writer.runSync("ROLLBACK TO concord_unit");
             writer.runSync("RELEASE concord_unit");
           } catch (undoing) {
             lost(undoing);
           }
         });
+        writer.inWork = false;
         try {
+          // Its work caught the failure that ended the transaction, and that of the savepoint it was in.
+          if (writer.ended !== undefined) throw writer.ended;
           if (!first) writer.runSync("RELEASE concord_unit");
         } catch (err) {
           lost(err);
@@ -465,6 +492,8 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
         }
         return { done, joined };
       } finally {
+        writer.inWork = false;
+        writer.ended = undefined;
         if (group === joined) commitUnlessJoined();
       }
     });
