@@ -208,6 +208,14 @@ describe("SQLite group commit, the hard cases", () => {
       await tx.savepoint(insert(`${name} in savepoint`)).catch(() => undefined);
     };
     const alone = await Promise.allSettled([db.transaction(catching("alone"))]);
+    // The same failure in a savepoint the work lets fail and goes on from: nothing of its scope was caught.
+    const inSavepoint = await Promise.allSettled([
+      db.transaction(async (tx: Tx) => {
+        await tx.savepoint(insert(big)).catch(() => undefined);
+        await insert("after the savepoint")(tx);
+      }),
+    ]);
+    expect(inSavepoint[0].status).toBe("rejected");
     const grouped = await Promise.allSettled([db.transaction(insert("a")), db.transaction(catching("joined")), db.transaction(insert("c"))]);
     expect([...alone, ...grouped].map((r) => r.status)).toEqual(["rejected", "rejected", "rejected", "fulfilled"]);
     expect((grouped[0] as PromiseRejectedResult).reason.message).toMatch(/database or disk is full/);
