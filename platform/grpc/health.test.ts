@@ -177,6 +177,27 @@ describe("checkHealth and waitForServing", () => {
       silent.close();
     }
   });
+
+  it("say what the server last reported when the wait's last attempt, cut short by its end, gets no answer in time", { timeout: 30_000 }, async () => {
+    // A server that answers NOT_SERVING (a service waiting for its database) slowly: 600 ms a check, as under load.
+    const slow = new Server();
+    slow.register(
+      "/grpc.health.v1.Health/Check",
+      (_call: unknown, callback: (err: null, value: Buffer) => void) => void setTimeout(() => callback(null, Buffer.from([0x08, 0x02])), 600),
+      (value: Buffer) => value,
+      (bytes: Buffer) => bytes,
+      "unary",
+    );
+    const port = await new Promise<number>((resolve, reject) => slow.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const at = `127.0.0.1:${port}`;
+    try {
+      expect(await checkHealth(at, "", 5_000)).toBe("NOT_SERVING");
+      // Tries at about 0, 0.7, 1.4 and 2.1 s: the last has 0.4 s, less than an answer takes.
+      await expect(waitForServing(at, 2_500)).rejects.toThrow(`${at} did not report SERVING within 2.5 s: it reported NOT_SERVING, try after try`);
+    } finally {
+      slow.forceShutdown();
+    }
+  });
 });
 
 describe("the services' processes", () => {
