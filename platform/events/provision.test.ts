@@ -209,6 +209,9 @@ describe("provisioning on a cluster", () => {
     await expect
       .poll(() => js.publish("test.passed.other.t-a", new Uint8Array([1]), { msgID: "passed-a" }).then(() => true, () => false), { timeout: 20_000, interval: 100 })
       .toBe(true);
+    // A consumer just made on a cluster can answer its first pull "no responders" (503) until its leader serves pulls
+    // (nats.js takes no expiry under 1 s).
+    await expect.poll(() => consumer.next({ expires: 1_000 }).then(() => true, () => false), { timeout: 20_000, interval: 100 }).toBe(true);
     // The others published while the consumer waits for its next event, as a running service's consumer does.
     const waiting = consumer.next({ expires: 1_500 });
     await new Promise((r) => setTimeout(r, 300));
