@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/support/shop.js";
 import { repoRoot } from "../repo-root.js";
-import { accessAdvice, narrowerAccess } from "./access-changes.js";
+import { accessAdvice, narrowerAccess, ownerFieldAdvice } from "./access-changes.js";
 import { breakingAdvice, breakingChanges, lintContracts } from "./checks.js";
 import { contractEditor } from "../../test/support/edited-contracts.js";
 
@@ -84,6 +84,13 @@ describe("contract checks", () => {
     expect(narrowerAccess(owner, then)).toEqual([
       `${orderService}:49:3:RPC "shop.orders.v1.OrderService.CreateOrder": owner_field changed from "customer_id" to "request_id", which cannot be proved looser; ${refused}`,
     ]);
+    // Where the handler judged ownership from stored data, the server now refuses a customer's call whose id field is not its own id.
+    const getOrder = 'rpc GetOrder(GetOrderRequest) returns (GetOrderResponse) {\n    option (concord.v1.access) = { roles: ["admin"] owner_roles: ["customer"]';
+    const ownerAdded = filesOf(editedContracts(dir.path, orderService, (t) => t.replace(getOrder, `${getOrder} owner_field: "id"`)));
+    expect(narrowerAccess(ownerAdded, then)).toEqual([
+      `${orderService}:53:3:RPC "shop.orders.v1.OrderService.GetOrder": owner_field "id" was added, so role "customer" may call it only with its own id in that field; a running caller's call could be refused with PERMISSION_DENIED. ${ownerFieldAdvice}`,
+    ]);
+    expect(narrowerAccess(then, ownerAdded), "owner_field removed leaves the check to the handler").toEqual([]);
   });
 
   it("npm run breaking fails on a revision that is no commit, named or in BREAKING_AGAINST, rather than passing having compared nothing", () => {
