@@ -148,6 +148,22 @@ describe("tighterValidationRules", () => {
     ]);
   });
 
+  it("leaves a field's type change to buf, whose one finding it is, and reads the rules of an interchangeable type (int32, uint32) as the same rules", () => {
+    const pageSize = "int32 page_size = 2 [(buf.validate.field).int32 = {\n    gte: 0";
+    const pageSizeAs = (declared: string) => editor.edited({ [orderService]: (t) => t.replace(pageSize, declared) });
+    const at = `${orderService}:308:3:`;
+    const wider = pageSizeAs("int64 page_size = 2 [(buf.validate.field).int64 = {\n    gte: 0");
+    const result = breakingChanges(wider, join(repoRoot, "proto"));
+    expect(result.output.split("\n").filter((line) => line.startsWith(at))).toEqual([expect.stringContaining('Field "2" with name "page_size" on message "ListOrdersRequest" changed type from "int32" to "int64".')]);
+    expect(tighterValidationRules(filesOf(wider), original)).toEqual([]);
+    const listed = pageSizeAs("repeated int32 page_size = 2 [(buf.validate.field).repeated.items.int32 = {\n    gte: 0");
+    expect(tighterValidationRules(filesOf(listed), original), "a cardinality change, buf's too").toEqual([]);
+    expect(tighter(original, filesOf(pageSizeAs("uint32 page_size = 2 [(buf.validate.field).uint32 = {\n    gte: 0"))), "uint32, which buf passes, with the same rules").toEqual([]);
+    expect(tighterValidationRules(filesOf(pageSizeAs("uint32 page_size = 2 [(buf.validate.field).uint32 = {\n    gte: 1")), original)).toEqual([
+      `${at}Field "page_size" of message "shop.orders.v1.ListOrdersRequest": (buf.validate.field).uint32 bound narrowed from gte 0 to gte 1; ${refusedRequest}. ${tightenAdvice}`,
+    ]);
+  });
+
   it("compares rules held deeper and on every kind of value: a list's items, a map's values, doubles, durations, a range outside its bounds, a oneof", () => {
     /** ListOrdersRequest with `fields` (numbers from 9) after its own. */
     const listOrders = (fields: string) =>

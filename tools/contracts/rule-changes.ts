@@ -42,7 +42,7 @@ type Reader = "server" | "consumer";
  * refuses the zero value an older sender leaves there), a bound narrowed, an `in` list shrunk or a `not_in`
  * list grown, an enum's value taken out under `defined_only`, `ignore` changed to skip less, and a CEL expression, pattern,
  * const or other value changed, which cannot be proved looser. Loosening
- * passes. Lines start `file:line:column:`, as buf's own; one whose file is
+ * passes. A field whose type changed, which buf reports, is left to buf. Lines start `file:line:column:`, as buf's own; one whose file is
  * under one of the `ignored` paths (buf.yaml's `breaking.ignore`, relative
  * to proto/) is left out, as buf leaves it.
  */
@@ -57,7 +57,8 @@ export function tighterValidationRules(current: readonly DescFile[], previous: r
     // Only through fields an older sender knows: one it lacks arrives unset, and what its message would hold is never checked.
     for (const field of after.fields) {
       const old = before.fields.find((f) => f.number === field.number);
-      const [now, then] = [messageOf(field), old && messageOf(old)];
+      if (!old || retyped(old, field)) continue;
+      const [now, then] = [messageOf(field), messageOf(old)];
       if (now && then) visit(now, then, reader);
     }
   };
@@ -99,7 +100,8 @@ export function tighterValidationRules(current: readonly DescFile[], previous: r
     for (const field of after.fields) {
       const old = before.fields.find((f) => f.number === field.number);
       const rules = fieldRules(field);
-      if (!rules) continue;
+      // buf reports the type change, which its readers cannot decode; its rules, written for another type, say nothing more.
+      if (!rules || (old && retyped(old, field))) continue;
       const what = `Field "${field.name}" of message "${after.typeName}"`;
       if (old) report(locateField(field), what, tighterFieldRules(fieldRules(old), rules, "(buf.validate.field)", { now: field.enum, then: old.enum }));
       // A field that had presence (optional, or in a oneof) and has none now is checked when unset, as its zero value.
@@ -142,6 +144,41 @@ function oneofRequired(oneof: DescOneof | undefined): boolean {
   return oneof !== undefined && hasOption(oneof, oneofRulesExt) && getOption(oneof, oneofRulesExt).required;
 }
 
+/**
+ * Scalar types between which buf's WIRE_JSON rules let a field change, as
+ * they read the same numbers on the wire and in JSON; their rules messages
+ * (Int32Rules and UInt32Rules...) have the same fields and are compared
+ * with each other.
+ */
+const interchangeable: ReadonlyArray<readonly [ScalarType, ScalarType]> = [
+  [ScalarType.INT32, ScalarType.UINT32],
+  [ScalarType.INT64, ScalarType.UINT64],
+  [ScalarType.FIXED32, ScalarType.SFIXED32],
+  [ScalarType.FIXED64, ScalarType.SFIXED64],
+];
+
+/** A scalar type's name, the same for two interchangeable ones. */
+const scalarKey = (type: ScalarType): string => ScalarType[interchangeable.find((pair) => pair.includes(type))?.[0] ?? type];
+
+/** A FieldRules type case ("uint32", "string", "repeated"...), the same for the rules of two interchangeable scalar types. */
+function ruleKey(rules: string): string {
+  const scalar = (ScalarType as unknown as Record<string, ScalarType | undefined>)[rules.toUpperCase()];
+  return scalar === undefined ? rules : scalarKey(scalar);
+}
+
+/** What a field holds: a scalar type, enum or message, alone, as a list's items or as a map's values (and the map's key). */
+function valueType(field: DescField): string {
+  const element = field.message ? `message ${field.message.typeName}` : field.enum ? `enum ${field.enum.typeName}` : scalarKey(field.scalar!);
+  if (field.fieldKind === "list") return `list of ${element}`;
+  if (field.fieldKind === "map") return `map of ${scalarKey(field.mapKey)} to ${element}`;
+  return element;
+}
+
+/** Whether a field changed type in a way buf reports (FIELD_WIRE_JSON_COMPATIBLE_TYPE or _CARDINALITY). */
+function retyped(old: DescField, now: DescField): boolean {
+  return valueType(old) !== valueType(now);
+}
+
 /** The message a field holds (alone, in a list, or as a map's value), if any. */
 function messageOf(field: DescField): DescMessage | undefined {
   if (field.fieldKind === "message") return field.message;
@@ -174,7 +211,9 @@ function tighterFieldRules(before: FieldRules | undefined, after: FieldRules, na
   if (after.required && !was.required) changes.push(`${name}.required was set`);
   changes.push(...tighterCel(was, after, name), ...tighterExtensions(was, after, name));
   if (after.type.case !== undefined) {
-    const old = was.type.case === after.type.case ? was.type.value : undefined;
+    // A field moved to an interchangeable type (int32 to uint32) has its old rules read as the new type's.
+    const sameShape = was.type.case !== undefined && ruleKey(was.type.case) === ruleKey(after.type.case);
+    const old = was.type.case === after.type.case ? was.type.value : sameShape ? create(schemaOf(after.type.value), was.type.value as never) : undefined;
     changes.push(...tighterTypedRules(old, after.type.value, `${name}.${after.type.case}`, enums));
   }
   return changes;
