@@ -10,7 +10,7 @@ import { subjectsOverlap } from "./subjects.js";
  * Records a problem for each stream name declared twice, each pair of
  * streams with overlapping subjects, each pair of events of one stream whose
  * filter subjects overlap (a consumer of one would receive the other), each
- * durable name used twice in one stream, and each service that would get two
+ * durable name used twice, in one stream or in two, and each service that would get two
  * handler methods of the same name.
  */
 export function checkContracts(contracts: Contracts, problems: ContractProblems): void {
@@ -42,9 +42,17 @@ export function checkContracts(contracts: Contracts, problems: ContractProblems)
 
   for (const [i, a] of subscriptions.entries()) {
     for (const b of subscriptions.slice(i + 1)) {
-      if (a.spec.stream === b.spec.stream && a.spec.durable === b.spec.durable) {
+      if (a.spec.durable === b.spec.durable) {
         const owner = a.service === b.service ? "this service" : `service ${a.service.typeName} (${a.service.file.name}.proto)`;
-        problems.add(b.service, `(concord.v1.subscribe) durable "${b.spec.durable}" is already used in stream ${b.spec.stream} by ${owner}; durable names are unique within a stream`);
+        // NATS would take one name in two streams; Concord's inbox, dead letters and commands know a consumer by its name alone.
+        const why =
+          a.spec.stream === b.spec.stream
+            ? "durable names are unique within a stream"
+            : a.service === b.service
+              ? "a service refuses to start with one durable name on two streams, as its inbox tells its consumers apart by name"
+              : "npx concord consumer redeliver and dlq --consumer name a consumer by its durable alone, and would take one for the other";
+        const used = a.spec.stream === b.spec.stream ? `is already used in stream ${a.spec.stream}` : `of stream ${b.spec.stream} is already used in stream ${a.spec.stream}`;
+        problems.add(b.service, `(concord.v1.subscribe) durable "${b.spec.durable}" ${used} by ${owner}; ${why}`);
       } else if (a.service === b.service && a.method === b.method) {
         const what = a.event === b.event ? `subscribes to ${a.spec.eventType} twice` : `subscribes to ${a.spec.eventType} and ${b.spec.eventType}, which share the handler name ${a.method}`;
         problems.add(b.service, `(concord.v1.subscribe) ${what}`);

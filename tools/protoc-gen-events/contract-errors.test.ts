@@ -136,7 +136,21 @@ describe("protoc-gen-events contract checks", () => {
         ...withSubscriber(validEvent, `event: "t.v1.A" durable: "same"`),
         "w/v1/w.proto": protoFile("w.v1", `service W { option (concord.v1.subscribe) = { event: "t.v1.A" durable: "same" }; }`, ["t/v1/a.proto"]),
       };
-      expect(problems(snippets)).toEqual([expect.stringMatching(/^w\/v1\/w\.proto: service w\.v1\.W: .*durable "same" is already used in stream T_EVENTS by service u\.v1\.S/)]);
+      expect(problems(snippets)).toEqual([expect.stringMatching(/^w\/v1\/w\.proto: service w\.v1\.W: .*durable "same" is already used in stream T_EVENTS by service u\.v1\.S \(u\/v1\/s\.proto\); durable names are unique within a stream/)]);
+    });
+
+    it("refuses a durable name used in two streams, by one service (which would not start) or by two (whose commands name a consumer by it alone)", () => {
+      const twoStreams = { ...validEvent, "t/v2/b.proto": protoFile("t.v2", `${streamOption("T_MORE", ["t.v2.>"])}\nmessage B { option (concord.v1.event) = {subject: "t.v2.b.{id}"}; string id = 1; }`) };
+      expect(problems(withSubscriber(twoStreams, `event: "t.v1.A" durable: "same"`, `event: "t.v2.B" durable: "same"`))).toEqual([
+        expect.stringMatching(/^u\/v1\/s\.proto: service u\.v1\.S: .*durable "same" of stream T_MORE is already used in stream T_EVENTS by this service; a service refuses to start with one durable name on two streams/),
+      ]);
+      const snippets = {
+        ...withSubscriber(twoStreams, `event: "t.v1.A" durable: "same"`),
+        "w/v1/w.proto": protoFile("w.v1", `service W { option (concord.v1.subscribe) = { event: "t.v2.B" durable: "same" }; }`, ["t/v2/b.proto"]),
+      };
+      expect(problems(snippets)).toEqual([
+        expect.stringMatching(/^w\/v1\/w\.proto: service w\.v1\.W: .*durable "same" of stream T_MORE is already used in stream T_EVENTS by service u\.v1\.S .*; npx concord consumer redeliver and dlq --consumer name a consumer by its durable alone/),
+      ]);
     });
 
     it("refuses a subscription to the same event twice in one service", () => {

@@ -221,7 +221,8 @@ type SubscriptionOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Full name of the event message, for example "shop.orders.v1.OrderPlaced".
 	Event string `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
-	// Durable consumer name, unique within the event's stream.
+	// Durable consumer name, unique across all streams: Concord's tools and a
+	// service's inbox know a consumer by its name alone.
 	Durable string `protobuf:"bytes,2,opt,name=durable,proto3" json:"durable,omitempty"`
 	// Attempts before the event goes to the dead letter stream; 5 when not set.
 	MaxDeliver int32 `protobuf:"varint,3,opt,name=max_deliver,json=maxDeliver,proto3" json:"max_deliver,omitempty"`

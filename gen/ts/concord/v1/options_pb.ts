@@ -90,7 +90,10 @@ export interface EventOptions {
 export interface SubscriptionOptions {
   /** Full name of the event message, for example "shop.orders.v1.OrderPlaced". */
   event: string;
-  /** Durable consumer name, unique within the event's stream. */
+  /**
+   * Durable consumer name, unique across all streams: Concord's tools and a
+   * service's inbox know a consumer by its name alone.
+   */
   durable: string;
   /** Attempts before the event goes to the dead letter stream; 5 when not set. */
   maxDeliver: number;
