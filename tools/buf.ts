@@ -20,7 +20,8 @@ lint       buf lint (STANDARD rules, see buf.yaml) on proto/
 breaking   fail on wire- or JSON-incompatible changes of proto/, an RPC
            or service removed or renamed, an event removed, renamed or
            given another subject or stream, a subscription's durable
-           renamed or given another event, a method's access narrowed
+           renamed or given another event, a stream's subjects, storage,
+           max_age or duplicate_window changed, a method's access narrowed
            (a role taken out), or a validation rule of a request or an
            event made tighter: proto/ as the work tree holds it, uncommitted
            changes included, against proto/ at REVISION (default:

@@ -4,10 +4,11 @@ import { tempDir } from "../../test/support/shop.js";
 import { repoRoot } from "../repo-root.js";
 import { breakingAdvice, breakingChanges } from "./checks.js";
 import { contractEditor } from "../../test/support/edited-contracts.js";
-import { incompatibleEventChanges, newEventAdvice } from "./event-changes.js";
+import { incompatibleEventChanges, newEventAdvice, streamEditAdvice } from "./event-changes.js";
 
 const orderEvents = "shop/orders/v1/order_events.proto";
 const productService = "shop/products/v1/product_service.proto";
+const productEvents = "shop/products/v1/product_events.proto";
 
 describe("incompatibleEventChanges", () => {
   const dir = tempDir();
@@ -60,6 +61,32 @@ describe("incompatibleEventChanges", () => {
       `${productService}:15:1:Service "shop.products.v1.ProductService" takes "shop.orders.v1.OrderRejected" through durable products-order-cancelled, which took "shop.orders.v1.OrderCancelled"; the server keeps its filter "shop.orders.v1.order.*.cancelled", and the new build refuses to start with a durable that filters on another subject, while the running build still reads "shop.orders.v1.OrderCancelled" through it. Instead: take "shop.orders.v1.OrderRejected" through a durable of a new name.`,
     ]);
     expect(incompatibleEventChanges(filesOf(reused), original, [productService])).toEqual([]);
+  });
+
+  it("refuses a stream's subjects, storage, max age or duplicate window changed, which the services of either build refuse to start against, saying what each loses; passes its replicas", () => {
+    const orders = (edit: (t: string) => string) => incompatibleEventChanges(filesOf(edited({ [orderEvents]: edit })), original);
+    const refused = "The new build's services refuse to start (exit 2) against the stream until it is changed (npx concord streams provision does not change it), and the running build's, once it is.";
+    expect(orders((t) => t.replace("max_age: {seconds: 2592000}", "max_age: {seconds: 3600}"))).toEqual([
+      `${orderEvents}:14:1:Stream SHOP_ORDERS: max_age shortened from 30d to 1h; once it is changed so, nats-server deletes at once every event older than 1h, which a consumer further behind, and a new durable (which starts at the stream's oldest event), never receive. ${refused} ${streamEditAdvice}`,
+    ]);
+    // Nothing lost, yet a deploy the services refuse all the same.
+    expect(orders((t) => t.replace("max_age: {seconds: 2592000}", "max_age: {seconds: 7776000}"))).toEqual([
+      `${orderEvents}:14:1:Stream SHOP_ORDERS: max_age lengthened from 30d to 90d; that loses no event. ${refused} ${streamEditAdvice}`,
+    ]);
+    expect(orders((t) => t.replace("  max_age: {seconds: 2592000}\n", ""))).toEqual([expect.stringContaining("max_age lengthened from 30d to none (kept forever); that loses no event.")]);
+    expect(orders((t) => t.replace("replicas: 3", "replicas: 3\n  storage: STORAGE_MEMORY"))).toEqual([
+      `${orderEvents}:14:1:Stream SHOP_ORDERS: storage changed from file to memory; nats-server refuses to change a stream's storage: the stream would have to be deleted and made again, losing every event it holds. ${refused} Instead: keep the storage; events kept otherwise need a stream of their own: declare them in a new file with its stream, beside these (README.md, Breaking changes).`,
+    ]);
+    expect(orders((t) => t.replace("duplicate_window: {seconds: 120}", "duplicate_window: {seconds: 60}"))).toEqual([expect.stringContaining("Stream SHOP_ORDERS: duplicate_window shortened from 2m to 1m; an event published again later than that")]);
+    const subjects = (list: string) => incompatibleEventChanges(filesOf(edited({ [productEvents]: (t) => t.replace('subjects: ["shop.products.v1.>"]', `subjects: [${list}]`) })), original);
+    expect(subjects('"shop.products.v1.product.>", "shop.products.v1.reservation.>"')).toEqual([
+      `${productEvents}:13:1:Stream SHOP_PRODUCTS: subjects changed from shop.products.v1.> to shop.products.v1.product.>, shop.products.v1.reservation.>; once it is changed so, an event published outside shop.products.v1.product.>, shop.products.v1.reservation.> is stored nowhere (its producer's outbox holds it back). ${refused} ${streamEditAdvice}`,
+    ]);
+    expect(subjects('"shop.products.v1.>", "shop.products.v2.>"')).toEqual([expect.stringContaining("subjects changed from shop.products.v1.> to shop.products.v1.>, shop.products.v2.>; that loses no event.")]);
+    // Provisioning moves a stream to its replicas while it serves; the description follows the comment.
+    expect(orders((t) => t.replace("replicas: 3", "replicas: 1").replace("// Events of the order service.", "// Events of the order service, described anew."))).toEqual([]);
+    const shorter = filesOf(edited({ [orderEvents]: (t) => t.replace("max_age: {seconds: 2592000}", "max_age: {seconds: 3600}") }));
+    expect(incompatibleEventChanges(shorter, original, [orderEvents])).toEqual([]);
   });
 
   it("lets through what the running consumers still take: a new field, a new event; and skips the paths buf.yaml ignores", () => {

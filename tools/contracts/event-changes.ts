@@ -5,11 +5,17 @@
  * change to any of them goes past buf's rules and leaves the consumers of
  * the version still running without the event, so it is refused here; so
  * is a durable renamed, whose new name would take the stream over again,
- * or given another event, whose filter the server keeps.
+ * or given another event, whose filter the server keeps. A stream's
+ * subjects, storage, max age or duplicate window changed is refused too:
+ * every service checks its streams at start and refuses to run against one
+ * that differs from its contract, which provisioning does not change (see
+ * platform/events/provision.ts), so the change needs the operator, and
+ * some of them lose events.
  */
 import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
-import { readEventsManifest } from "./sdk-manifest.js";
-import { isIgnoredPath, locateMessage, locateService } from "./source-locations.js";
+import { findConcordOptions } from "../protoc-gen-events/concord-options.js";
+import { readEventsManifest, type StreamManifest } from "./sdk-manifest.js";
+import { isIgnoredPath, locateFileOption, locateMessage, locateService } from "./source-locations.js";
 
 /** What to do instead of an event removed, renamed or moved, after each such finding. */
 export const newEventAdvice =
@@ -21,7 +27,8 @@ export const newEventAdvice =
  * moved to another stream, or on a subject its durable does not match; and
  * per subscription whose durable was renamed, which a new durable would
  * take from the stream's oldest event again, or whose durable took another
- * event before, whose filter subject the server keeps.
+ * event before, whose filter subject the server keeps; and per setting of a
+ * stream the services would refuse to start against (streamChanges).
  * Lines start `file:line:column:`, as buf's own. An event or a service
  * whose file is under one of the `ignored` paths (buf.yaml's
  * `breaking.ignore`, relative to proto/) is left out, as buf leaves it. Throws protoc-gen-events'
@@ -72,7 +79,76 @@ export function incompatibleEventChanges(current: readonly DescFile[], previous:
       `${locateService(service)}:Service "${now.service}" takes "${now.event}" through durable ${now.durable}, which took "${before.event}"; the server keeps its filter "${before.filterSubject}", and the new build refuses to start with a durable that filters on another subject, while the running build still reads "${before.event}" through it. Instead: take "${now.event}" through a durable of a new name.`,
     );
   }
+  found.push(...streamChanges(currentManifest.streams, previousManifest.streams, current, isIgnored));
   return found;
+}
+
+/** What to do instead of a stream's setting changed that the operator can change in place, after each such finding. */
+export const streamEditAdvice =
+  "Instead: ship it in a commit of its own that lists its file under breaking: ignore, the operator changing the stream to match (nats stream edit) just before the new build rolls out (README.md, Breaking changes).";
+
+/**
+ * One line per setting of a stream of both sides that the services, of the
+ * build running and of the new, would refuse to start against: each checks
+ * at start the subjects, storage, max age and duplicate window of the
+ * streams it publishes to or reads, and `npx concord streams provision`
+ * leaves those as they are. Each line also says what the change does to the
+ * stream's events once made. Replicas (which provisioning moves, the server
+ * copying the events while it serves) and the description pass.
+ */
+function streamChanges(current: readonly StreamManifest[], previous: readonly StreamManifest[], files: readonly DescFile[], isIgnored: (file: string) => boolean): string[] {
+  const options = findConcordOptions(files);
+  if (!options) return [];
+  const found: string[] = [];
+  for (const before of previous) {
+    const after = current.find((s) => s.name === before.name);
+    if (!after || isIgnored(after.file) || isIgnored(before.file)) continue;
+    const at = locateFileOption(files.find((f) => `${f.name}.proto` === after.file)!, options.streamNumber);
+    const report = (change: string, effect: string, advice = streamEditAdvice) =>
+      found.push(
+        `${at}:Stream ${before.name}: ${change}; ${effect}. The new build's services refuse to start (exit 2) against the stream until it is changed ` +
+          `(npx concord streams provision does not change it), and the running build's, once it is. ${advice}`,
+      );
+    const [was, is] = [[...new Set(before.subjects)].sort(), [...new Set(after.subjects)].sort()];
+    if (was.join(" ") !== is.join(" ")) {
+      const narrowed = was.some((s) => !is.includes(s));
+      report(
+        `subjects changed from ${was.join(", ")} to ${is.join(", ")}`,
+        narrowed ? `once it is changed so, an event published outside ${is.join(", ")} is stored nowhere (its producer's outbox holds it back)` : "that loses no event",
+      );
+    }
+    if (after.storage !== before.storage) {
+      report(
+        `storage changed from ${before.storage} to ${after.storage}`,
+        "nats-server refuses to change a stream's storage: the stream would have to be deleted and made again, losing every event it holds",
+        "Instead: keep the storage; events kept otherwise need a stream of their own: declare them in a new file with its stream, beside these (README.md, Breaking changes).",
+      );
+    }
+    if (after.maxAgeMs !== before.maxAgeMs) {
+      const shorter = after.maxAgeMs !== 0 && (before.maxAgeMs === 0 || after.maxAgeMs < before.maxAgeMs);
+      report(
+        `max_age ${shorter ? "shortened" : "lengthened"} from ${age(before.maxAgeMs)} to ${age(after.maxAgeMs)}`,
+        shorter
+          ? `once it is changed so, nats-server deletes at once every event older than ${age(after.maxAgeMs)}, which a consumer further behind, and a new durable (which starts at the stream's oldest event), never receive`
+          : "that loses no event",
+      );
+    }
+    if (after.duplicateWindowMs !== before.duplicateWindowMs) {
+      const shorter = after.duplicateWindowMs < before.duplicateWindowMs;
+      report(
+        `duplicate_window ${shorter ? "shortened" : "lengthened"} from ${age(before.duplicateWindowMs)} to ${age(after.duplicateWindowMs)}`,
+        shorter ? "an event published again later than that (an outbox relay retrying after a crash) is stored twice, and the consumers' inboxes drop the repeat" : "that loses no event",
+      );
+    }
+  }
+  return found;
+}
+
+/** A duration in milliseconds in its largest whole unit (30d, 2m, 1500ms); 0 is a max_age's "forever". */
+function age(ms: number): string {
+  if (ms === 0) return "none (kept forever)";
+  const unit = ([["d", 86_400_000], ["h", 3_600_000], ["m", 60_000], ["s", 1_000]] as const).find(([, size]) => ms % size === 0);
+  return unit ? `${ms / unit[1]}${unit[0]}` : `${ms}ms`;
 }
 
 function findMessage(files: readonly DescFile[], typeName: string): DescMessage | undefined {

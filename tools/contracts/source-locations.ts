@@ -32,6 +32,11 @@ export function locateMethod(method: DescMethod): string {
   return locate(service.file, [6, service.file.services.indexOf(service), 2, service.methods.indexOf(method)]);
 }
 
+/** locateMessage for a file's option statement, `option (ext) = ...;`, by the extension's number. */
+export function locateFileOption(file: DescFile, extension: number): string {
+  return locate(file, [8, extension]);
+}
+
 /** Whether `file` (relative to proto/) is one of the `ignored` paths or below one, as buf.yaml's `breaking.ignore` means them. */
 export function isIgnoredPath(file: string, ignored: readonly string[]): boolean {
   return ignored.some((path) => file === path || file.startsWith(`${path.replace(/\/+$/, "")}/`));
