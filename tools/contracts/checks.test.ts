@@ -38,7 +38,7 @@ describe("contract checks", () => {
     const result = breakingChanges(retyped, join(repoRoot, "proto"));
     expect(result.ok).toBe(false);
     expect(result.output.split("\n")[0]).toBe(
-      `${productService}:237:3:Field "2" with name "next_page_token" on message "ListProductsResponse" changed type from "string" to "int32". ` +
+      `${join(retyped, productService)}:237:3:Field "2" with name "next_page_token" on message "ListProductsResponse" changed type from "string" to "int32". ` +
         "See https://developers.google.com/protocol-buffers/docs/proto3#updating for wire compatibility rules and https://developers.google.com/protocol-buffers/docs/proto3#json for JSON compatibility rules. " +
         "Instead: add a field of the new type, under a new number and name, beside it; write both while builds that read the old one run, then remove the old one with its number and name reserved.",
     );
@@ -46,7 +46,7 @@ describe("contract checks", () => {
     const moved = breakingChanges(renumbered, join(repoRoot, "proto"));
     expect(moved.ok).toBe(false);
     expect(moved.output).toContain(
-      `${productService}:170:1:Previously present field "1" with name "products" on message "BatchGetProductsResponse" was deleted without reserving the number "1". ` +
+      `${join(renumbered, productService)}:170:1:Previously present field "1" with name "products" on message "BatchGetProductsResponse" was deleted without reserving the number "1". ` +
         'Instead: keep it until no running build reads it, then remove it with its number and name reserved (reserved 5; reserved "lines_version";).',
     );
   });
@@ -70,8 +70,8 @@ describe("contract checks", () => {
     const withAccess = (access: string) => editedContracts(dir.path, productService, (t) => t.replace(batchGet, batchGet.replace('{ roles: ["admin", "service", "customer"] }', access)));
     const at = `${productService}:51:3:RPC "shop.products.v1.ProductService.BatchGetProducts"`;
     const refused = `a running caller's call could be refused with PERMISSION_DENIED. ${accessAdvice}`;
-    const narrowed = breakingChanges(withAccess('{ roles: ["admin", "customer"] }'), join(repoRoot, "proto"));
-    expect(narrowed).toEqual({ ok: false, output: `${at}: role "service" may no longer call it; ${refused}\n\n${breakingAdvice}` });
+    const narrower = withAccess('{ roles: ["admin", "customer"] }');
+    expect(breakingChanges(narrower, join(repoRoot, "proto"))).toEqual({ ok: false, output: `${join(narrower, at)}: role "service" may no longer call it; ${refused}\n\n${breakingAdvice}` });
     const [now, then] = [filesOf(withAccess('{ roles: ["admin"] owner_roles: ["customer", "service"] }')), filesOf(join(repoRoot, "proto"))];
     expect(narrowerAccess(now, then)).toEqual([`${at}: role "service", "customer" may now call it only on what it owns; ${refused}`]);
     expect(narrowerAccess(then, now), "widened").toEqual([]);
@@ -121,13 +121,17 @@ describe("contract checks", () => {
     const clean = breaking();
     expect(clean.stdout.trim()).toBe(`buf breaking: no incompatible changes in proto/ at HEAD (${head}) against HEAD~1 (${previous})`);
 
-    writeFileSync(money, readFileSync(money, "utf8").replace("string currency_code = 1", "bytes currency_code = 1"));
+    writeFileSync(money, readFileSync(money, "utf8").replace("string currency_code = 1", "bytes currency_code = 1").replace("lte: 100000000000000", "lte: 100000000000"));
     const dirty = breaking();
     expect(dirty.status).toBe(1);
     expect(dirty.stderr.split("\n")[0]).toBe(
       `buf breaking: incompatible changes in proto/ as the work tree holds it, uncommitted changes to proto/shop/common/v1/money.proto included, against HEAD~1 (${previous}): ` +
         "the changes committed since HEAD~1 and the uncommitted ones together (npm run breaking -- HEAD compares the uncommitted ones alone):",
     );
+    // Its findings name their files as they are opened from the repository's root, buf's as well as its own.
+    const [bufs, own] = dirty.stderr.split("\n").slice(1, 3);
+    expect(bufs).toMatch(/^proto\/shop\/common\/v1\/money\.proto:12:3:Field "1" with name "currency_code" on message "Money" changed type from "string" to "bytes"\./);
+    expect(own).toMatch(/^proto\/shop\/common\/v1\/money\.proto:14:3:Field "amount_minor" of message "shop\.common\.v1\.Money": \(buf\.validate\.field\)\.int64 bound narrowed/);
     const alone = breaking("HEAD");
     expect(alone.status).toBe(1);
     expect(alone.stderr.split("\n")[0]).toBe(`buf breaking: incompatible changes in proto/ as the work tree holds it, uncommitted changes to proto/shop/common/v1/money.proto included, against HEAD (${head}):`);

@@ -1,7 +1,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { isAbsolute, join, relative } from "node:path";
 import { parse } from "yaml";
 import { repoRoot } from "../repo-root.js";
 import { narrowerAccess } from "./access-changes.js";
@@ -69,8 +69,8 @@ const bufAdvice: Record<string, string> = {
   FILE_SAME_PACKAGE: "Instead: keep the package: it is part of every type's and method's full name; a new package is new types, added beside the old ones.",
 };
 
-/** buf's JSON findings as its text ones (`file:line:column:message`), each followed by what to do instead; any other line as it is. */
-function withBufAdvice(output: string): string {
+/** buf's JSON findings as its text ones (`file:line:column:message`, the file as `shown` names it), each followed by what to do instead; any other line as it is. */
+function withBufAdvice(output: string, shown: (file: string) => string): string {
   return output
     .split("\n")
     .filter((line) => line.trim() !== "")
@@ -82,7 +82,7 @@ function withBufAdvice(output: string): string {
         return line;
       }
       const advice = bufAdvice[finding.type ?? ""] ?? `Instead: see README.md, "Breaking changes" (buf's rule ${finding.type}).`;
-      return `${finding.path}:${finding.start_line ?? 1}:${finding.start_column ?? 1}:${finding.message} ${advice}`;
+      return `${shown(finding.path ?? "")}:${finding.start_line ?? 1}:${finding.start_column ?? 1}:${finding.message} ${advice}`;
     })
     .join("\n");
 }
@@ -93,6 +93,8 @@ function withBufAdvice(output: string): string {
  * methods' access (access-changes.ts): the
  * contracts in `protoDir` against those in `againstDir`, every finding of
  * each in `output`, each saying what to do instead, then breakingAdvice.
+ * A finding names its file as one can open it from the repository's root
+ * (proto/shop/...), or by its full path when `protoDir` is elsewhere.
  */
 export function breakingChanges(protoDir: string, againstDir: string): CheckResult {
   const work = mkdtempSync(join(tmpdir(), "concord-breaking-"));
@@ -105,10 +107,22 @@ export function breakingChanges(protoDir: string, againstDir: string): CheckResu
     const [now, then, ignored] = [loadImageFiles(readFileSync(current)), loadImageFiles(readFileSync(previous)), breakingIgnored()];
     const found = [...incompatibleEventChanges(now, then, ignored), ...tighterValidationRules(now, then, ignored), ...narrowerAccess(now, then, ignored)];
     if (buf.ok && found.length === 0) return buf;
-    return { ok: false, output: `${[withBufAdvice(buf.output), ...found].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
+    const shown = shownPath(protoDir);
+    return { ok: false, output: `${[withBufAdvice(buf.output, shown), ...found.map(shown)].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * Puts before a path relative to `protoDir` (or a finding that starts with
+ * one, as buf's and this check's do) the folder as a user at the
+ * repository's root names it: `proto/`, or the full path of a folder elsewhere.
+ */
+function shownPath(protoDir: string): (file: string) => string {
+  const dir = relative(repoRoot, protoDir);
+  const base = dir === "" ? "" : dir.startsWith("..") || isAbsolute(dir) ? protoDir : dir;
+  return (file) => (base === "" ? file : `${base}/${file}`);
 }
 
 /** The paths buf.yaml's `breaking.ignore` lists, relative to proto/. */

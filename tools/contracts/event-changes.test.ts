@@ -21,7 +21,7 @@ describe("incompatibleEventChanges", () => {
     const result = breakingChanges(moved, join(repoRoot, "proto"));
     expect(result.ok).toBe(false);
     expect(result.output).toBe(
-      `${orderEvents}:26:1:Event "shop.orders.v1.OrderPlaced" changed its subject from "shop.orders.v1.order.{order_id}.placed" to "shop.orders.v1.order.{order_id}.created"; its consumers filter on "shop.orders.v1.order.*.placed" and would receive nothing. ${newEventAdvice}\n\n${breakingAdvice}`,
+      `${join(moved, orderEvents)}:26:1:Event "shop.orders.v1.OrderPlaced" changed its subject from "shop.orders.v1.order.{order_id}.placed" to "shop.orders.v1.order.{order_id}.created"; its consumers filter on "shop.orders.v1.order.*.placed" and would receive nothing. ${newEventAdvice}\n\n${breakingAdvice}`,
     );
   });
 

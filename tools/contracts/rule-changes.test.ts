@@ -39,7 +39,7 @@ describe("tighterValidationRules", () => {
     const result = breakingChanges(shorter, join(repoRoot, "proto"));
     expect(result.ok).toBe(false);
     expect(result.output).toBe(
-      `${orderEvents}:133:3:Field "reason" of message "shop.orders.v1.OrderCancelled": (buf.validate.field).string.max_len was lowered from 200 to 100; ${deadLettered}. ${tightenAdvice}\n\n${breakingAdvice}`,
+      `${join(shorter, orderEvents)}:133:3:Field "reason" of message "shop.orders.v1.OrderCancelled": (buf.validate.field).string.max_len was lowered from 200 to 100; ${deadLettered}. ${tightenAdvice}\n\n${breakingAdvice}`,
     );
     expect(breakingChanges(join(repoRoot, "proto"), shorter), "the change undone").toMatchObject({ ok: true });
   });
@@ -154,7 +154,7 @@ describe("tighterValidationRules", () => {
     const at = `${orderService}:308:3:`;
     const wider = pageSizeAs("int64 page_size = 2 [(buf.validate.field).int64 = {\n    gte: 0");
     const result = breakingChanges(wider, join(repoRoot, "proto"));
-    expect(result.output.split("\n").filter((line) => line.startsWith(at))).toEqual([expect.stringContaining('Field "2" with name "page_size" on message "ListOrdersRequest" changed type from "int32" to "int64".')]);
+    expect(result.output.split("\n").filter((line) => line.startsWith(join(wider, at)))).toEqual([expect.stringContaining('Field "2" with name "page_size" on message "ListOrdersRequest" changed type from "int32" to "int64".')]);
     expect(tighterValidationRules(filesOf(wider), original)).toEqual([]);
     const listed = pageSizeAs("repeated int32 page_size = 2 [(buf.validate.field).repeated.items.int32 = {\n    gte: 0");
     expect(tighterValidationRules(filesOf(listed), original), "a cardinality change, buf's too").toEqual([]);
