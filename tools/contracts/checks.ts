@@ -8,7 +8,8 @@ import { narrowerAccess } from "./access-changes.js";
 import { incompatibleEventChanges } from "./event-changes.js";
 import { bufBin, buildImage } from "./image.js";
 import { tighterValidationRules } from "./rule-changes.js";
-import { loadImageFiles } from "./sdk-manifest.js";
+import { ContractError } from "../protoc-gen-events/contract-error.js";
+import { loadImageFiles, readEventsManifest } from "./sdk-manifest.js";
 
 /** Result of a buf check: ok, or the findings buf printed. */
 export interface CheckResult {
@@ -105,9 +106,16 @@ export function breakingChanges(protoDir: string, againstDir: string): CheckResu
     buildImage(againstDir, previous);
     const buf = runBuf(["breaking", current, "--against", previous, "--config", join(repoRoot, "buf.yaml"), "--error-format", "json"]);
     const [now, then, ignored] = [loadImageFiles(readFileSync(current)), loadImageFiles(readFileSync(previous)), breakingIgnored()];
+    const shown = shownPath(protoDir);
+    try {
+      readEventsManifest(now);
+    } catch (err) {
+      // The contracts' own problems, which `npm run gen` reports too, name their files as the findings do.
+      if (err instanceof ContractError) throw new ContractError(err.problems.map(shown));
+      throw err;
+    }
     const found = [...incompatibleEventChanges(now, then, ignored), ...tighterValidationRules(now, then, ignored), ...narrowerAccess(now, then, ignored)];
     if (buf.ok && found.length === 0) return buf;
-    const shown = shownPath(protoDir);
     return { ok: false, output: `${[withBufAdvice(buf.output, shown), ...found.map(shown)].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
   } finally {
     rmSync(work, { recursive: true, force: true });

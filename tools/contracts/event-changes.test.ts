@@ -89,6 +89,11 @@ describe("incompatibleEventChanges", () => {
     expect(incompatibleEventChanges(shorter, original, [orderEvents])).toEqual([]);
   });
 
+  it("names, in npm run breaking, the file of a contract problem as it names a finding's, openable from where the command runs", () => {
+    const reused = edited({ [productService]: (t) => t.replace('durable: "products-order-cancelled"', 'durable: "products-order-placed"') });
+    expect(() => breakingChanges(reused, join(repoRoot, "proto"))).toThrow(`1 contract problem:\n  - ${join(reused, productService)}: service shop.products.v1.ProductService: (concord.v1.subscribe) durable "products-order-placed"`);
+  });
+
   it("lets through what the running consumers still take: a new field, a new event; and skips the paths buf.yaml ignores", () => {
     const compatible = edited({
       [orderEvents]: (t) =>
