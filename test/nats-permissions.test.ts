@@ -442,23 +442,30 @@ describe("streams the operator provisions", () => {
     await products.stop();
   });
 
-  it("leaves a stream whose settings conflict with its spec as it is, and tells the operator what to do", { timeout: 60_000 }, async () => {
+  it("leaves a stream whose settings conflict with its spec as it is, and tells the operator what to do; widens one that keeps less, leaves one that keeps more", { timeout: 60_000 }, async () => {
     const provision = () => runConcord({ NATS_URL: nats().url, NATS_NKEY_SEED: nats().seedFile("operator") }, ["streams", "provision"]);
     expect((await provision()).status).toBe(0);
     const nc = await connect({ servers: nats().url, authenticator: nkeyAuthenticator(new TextEncoder().encode(readFileSync(nats().seedFile("operator"), "utf8").trim())) });
     try {
       const jsm = await nc.jetstreamManager();
-      const wanted = allStreams.find((s) => s.name === "SHOP_ORDERS")!.maxAgeMs;
-      await jsm.streams.update("SHOP_ORDERS", { max_age: nanos(wanted + 1_000) });
+      const spec = allStreams.find((s) => s.name === "SHOP_ORDERS")!;
+      await jsm.streams.update("SHOP_ORDERS", { subjects: ["by-hand.>"] });
       const run = await provision();
       expect(run.status).toBe(1);
       expect(run.stderr).toBe(
-        `concord: stream SHOP_ORDERS exists with settings that conflict with its spec (max_age (ms): existing ${wanted + 1_000}, wanted ${wanted}): ` +
+        `concord: stream SHOP_ORDERS exists with settings that conflict with its spec (subjects: existing ["by-hand.>"], wanted ${JSON.stringify([...spec.subjects].sort())}): ` +
           "left as it is, and SHOP_PRODUCTS, CONCORD_DLQ not provisioned; change the contract back to what the stream has, or migrate the stream deliberately " +
           "(for example with the nats CLI), then run `npx concord streams provision` (or `npm start`) again\n",
       );
-      await jsm.streams.update("SHOP_ORDERS", { max_age: nanos(wanted) });
+      expect((await jsm.streams.info("SHOP_ORDERS")).config.subjects).toEqual(["by-hand.>"]);
+      // A stream made by hand to keep less than its spec is widened to it; one that keeps more is left so.
+      await jsm.streams.update("SHOP_ORDERS", { subjects: [...spec.subjects], max_age: nanos(spec.maxAgeMs / 2) });
       expect((await provision()).status).toBe(0);
+      expect((await jsm.streams.info("SHOP_ORDERS")).config.max_age).toBe(nanos(spec.maxAgeMs));
+      await jsm.streams.update("SHOP_ORDERS", { max_age: nanos(spec.maxAgeMs * 2) });
+      expect((await provision()).status).toBe(0);
+      expect((await jsm.streams.info("SHOP_ORDERS")).config.max_age).toBe(nanos(spec.maxAgeMs * 2));
+      await jsm.streams.update("SHOP_ORDERS", { max_age: nanos(spec.maxAgeMs) });
     } finally {
       await nc.close();
     }

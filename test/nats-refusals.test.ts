@@ -1,12 +1,13 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createUser } from "nkeys.js";
-import { AckPolicy, connect, nanos, RetentionPolicy, type NatsConnection } from "nats";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { AckPolicy, connect, millis as nanosToMs, nanos, RetentionPolicy, type NatsConnection } from "nats";
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
 import { ShopProductsStream } from "../gen/ts/shop/products/v1/product_events_jetstream.js";
 import { ProductServiceConsumers as productConsumers } from "../gen/ts/shop/products/v1/product_service_jetstream.js";
 import { ensureStreams } from "../platform/events/index.js";
+import { connectNats } from "../tools/event-watch.js";
 import { freePort, useNatsServer } from "./support/nats-server.js";
 import { readmeProse } from "./support/readme.js";
 import { startServiceProcess } from "./support/service-process.js";
@@ -143,5 +144,26 @@ describe("a service whose NATS user the server refuses", () => {
         msg: expect.stringMatching(/^start-up refused: stream SHOP_\w+ does not exist, and this NATS user may not create it: the operator provisions streams \(npx concord streams provision/),
       }),
     ]);
+  });
+
+  it("refuses to start when its stream keeps less than its contract (a shorter max age) and its user may not widen it: one line, exit 2; the operator's provisioning widens it", async () => {
+    const operator = await connectNats(nats().url, "test-operator", nats().seedFile("operator"));
+    onTestFinished(() => operator.close());
+    const jsm = await operator.jetstreamManager();
+    const shorter = ShopProductsStream.maxAgeMs / 2;
+    await ensureStreams(jsm, allStreams.map((s) => (s.name === ShopProductsStream.name ? { ...s, maxAgeMs: shorter, duplicateWindowMs: Math.min(s.duplicateWindowMs || 120_000, shorter) } : s)));
+    const { exit, lines } = await startProducts("stream-short", nats().url, { NATS_NKEY_SEED: nats().seedFile("products") });
+    expect(exit).toBe(2);
+    expect(lines.filter((l) => l.level === "fatal")).toEqual([
+      expect.objectContaining({
+        code: "FAILED_PRECONDITION",
+        msg:
+          `start-up refused: stream SHOP_PRODUCTS keeps less than its spec (max_age (ms): existing ${shorter}, wanted ${ShopProductsStream.maxAgeMs}), ` +
+          "and this NATS user may not widen it: the operator provisions streams (npx concord streams provision; npm start does it before the services start)",
+      }),
+    ]);
+    expect(nanosToMs((await jsm.streams.info(ShopProductsStream.name)).config.max_age)).toBe(shorter);
+    await ensureStreams(jsm, allStreams);
+    expect(nanosToMs((await jsm.streams.info(ShopProductsStream.name)).config.max_age)).toBe(ShopProductsStream.maxAgeMs);
   });
 });

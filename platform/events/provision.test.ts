@@ -46,19 +46,56 @@ describe("provisioning", () => {
     await bus.nc.flush();
     expect(updates.getReceived()).toBe(0);
     expect((await bus.jsm.streams.info(spec.name)).config.description).toBe("the owner's");
-    await expect(ensureStreams(bus.jsm, [{ ...spec, maxAgeMs: 1_000 }], { foreign: [spec.name] })).rejects.toThrow(/stream TEST_FOREIGN exists with settings that conflict/);
+    // Keeping more than its spec is the owner's affair; keeping less, too: it is refused, not widened.
+    await ensureStreams(bus.jsm, [{ ...spec, maxAgeMs: 1_000, duplicateWindowMs: 1_000 }], { foreign: [spec.name] });
+    await expect(ensureStreams(bus.jsm, [{ ...spec, subjects: [...spec.subjects, "test.foreign2.>"] }], { foreign: [spec.name] })).rejects.toThrow(
+      /^stream TEST_FOREIGN keeps less than its spec \(subjects: existing \["test\.foreign\.>"\], wanted \["test\.foreign\.>","test\.foreign2\.>"\]\), and it is another service's to widen: the operator provisions streams/,
+    );
+    await expect(ensureStreams(bus.jsm, [{ ...spec, subjects: ["test.foreign.other.>"] }], { foreign: [spec.name] })).rejects.toThrow(/stream TEST_FOREIGN exists with settings that conflict/);
+    await bus.nc.flush();
+    expect(updates.getReceived()).toBe(0);
     updates.unsubscribe();
+  });
+
+  it("widens a stream that keeps less than its spec (subjects, max age, duplicate window), keeping its events, and leaves one that keeps more as it is", async () => {
+    const { stream } = sampleStream("widen");
+    const narrow = { ...stream, subjects: ["test.widen.a.>"], maxAgeMs: 3_600_000, duplicateWindowMs: 60_000 };
+    await ensureStreams(bus.jsm, [narrow]);
+    await bus.js.publish("test.widen.a.1", new Uint8Array([1]));
+    const kept = keptLogger();
+    const wide = { ...narrow, subjects: ["test.widen.a.>", "test.widen.b.>"], maxAgeMs: 7_200_000, duplicateWindowMs: 120_000 };
+    await ensureStreams(bus.jsm, [wide], { logger: kept.logger });
+    const widened = await bus.jsm.streams.info(stream.name);
+    expect(widened.config).toMatchObject({ subjects: ["test.widen.a.>", "test.widen.b.>"], max_age: 7_200_000 * 1e6, duplicate_window: 120_000 * 1e6 });
+    expect(widened.state.messages).toBe(1);
+    expect(kept.messages).toEqual([
+      'stream TEST_WIDEN widened to its spec, which keeps more (subjects: existing ["test.widen.a.>"], wanted ["test.widen.a.>","test.widen.b.>"]; max_age (ms): existing 3600000, wanted 7200000; duplicate_window (ms): existing 60000, wanted 120000)',
+    ]);
+    await bus.js.publish("test.widen.b.1", new Uint8Array([2]));
+    // A max age of 0 keeps events for ever: more than any other.
+    await ensureStreams(bus.jsm, [{ ...wide, maxAgeMs: 0 }]);
+    expect((await bus.jsm.streams.info(stream.name)).config.max_age).toBe(0);
+    // The spec of the version before: the stream keeps more than it, and is left so (narrowing it would drop events).
+    const updates = bus.nc.subscribe(`$JS.API.STREAM.UPDATE.${stream.name}`);
+    await ensureStreams(bus.jsm, [narrow], { logger: kept.logger });
+    await bus.nc.flush();
+    expect(updates.getReceived()).toBe(0);
+    updates.unsubscribe();
+    const left = await bus.jsm.streams.info(stream.name);
+    expect(left.config).toMatchObject({ subjects: ["test.widen.a.>", "test.widen.b.>"], max_age: 0, duplicate_window: 120_000 * 1e6 });
+    expect(left.state.messages).toBe(2);
   });
 
   it("refuses to start against a stream whose settings conflict, naming stream, setting and values", async () => {
     const { stream } = sampleStream("conflict");
     await ensureStreams(bus.jsm, [stream]);
-    const conflicting = { ...stream, subjects: ["test.conflict.other.>"], maxAgeMs: 86_400_000 };
+    // Subjects some gone and some new: neither keeps more than the other.
+    const conflicting = { ...stream, subjects: ["test.conflict.other.>"], storage: "memory" as const };
     await expect(ensureStreams(bus.jsm, [conflicting])).rejects.toThrow(
-      /stream TEST_CONFLICT .*subjects: existing \["test\.conflict\.>"\], wanted \["test\.conflict\.other\.>"\].*max_age \(ms\): existing 0, wanted 86400000/,
+      /^stream TEST_CONFLICT exists with settings that conflict with its spec \(subjects: existing \["test\.conflict\.>"\], wanted \["test\.conflict\.other\.>"\]; storage: existing "file", wanted "memory"\)/,
     );
-    await expect(ensureStreams(bus.jsm, [{ ...stream, storage: "memory" }])).rejects.toThrow(/storage: existing "file", wanted "memory"/);
-    await expect(ensureStreams(bus.jsm, [{ ...stream, duplicateWindowMs: 1_000 }])).rejects.toThrow(/duplicate_window \(ms\): existing 120000, wanted 1000/);
+    await expect(ensureStreams(bus.jsm, [{ ...stream, subjects: ["test.conflict.>", "test.conflict2.>"], storage: "memory" }])).rejects.toThrow(/\(storage: existing "file", wanted "memory"\): left as it is/);
+    expect((await bus.jsm.streams.info(stream.name)).config.subjects).toEqual(["test.conflict.>"]);
   });
 
   it("refuses a stream that republishes, sources or mirrors, which its spec never declares: the server would publish with nobody's permissions", async () => {

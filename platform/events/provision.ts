@@ -44,10 +44,19 @@ export interface EnsureStreamsOptions {
 /**
  * Creates each stream that is missing and checks each one that exists.
  * Idempotent. Throws, naming the stream, the setting and the existing and
- * wanted values, when an existing stream differs in subjects, storage,
- * retention (limits), max age or duplicate window, or has any of republish, sources, mirror or a
- * subject transform: those are not changed behind an operator's back, so
- * start-up stops instead.
+ * wanted values, when an existing stream differs in storage or retention
+ * (limits), has subjects some of which its spec lacks while it lacks some
+ * of the spec's, or has any of republish, sources, mirror or a subject
+ * transform: those are not changed behind an operator's back, so start-up
+ * stops instead.
+ *
+ * What a stream keeps may grow with its contract, never shrink: an
+ * existing stream that keeps less than its spec (fewer subjects, a shorter
+ * max age or duplicate window) is widened to it, which loses nothing, and
+ * one that keeps more is left so (shrinking it would delete events at once
+ * or leave published subjects without a stream; the operator does that by
+ * hand, see README "Breaking changes"). Where this user may not widen it,
+ * or the stream is another service's, StreamShortOfSpecError.
  *
  * Under the generated NATS permissions a service's user may read its
  * streams but not create or change them (no subject permission can refuse
@@ -109,6 +118,52 @@ export class ConsumerConflictError extends Error {
 /** A stream that is missing where this NATS user may not create it: the operator provisions it. */
 export class StreamMissingError extends Error {
   override readonly name: string = "StreamMissingError";
+}
+
+/**
+ * A stream that keeps less than its spec (fewer subjects, a shorter max age
+ * or duplicate window) where this NATS user may not widen it, or that
+ * another service owns: the operator provisions it.
+ */
+export class StreamShortOfSpecError extends Error {
+  override readonly name: string = "StreamShortOfSpecError";
+}
+
+/**
+ * How an existing stream's setting compares with its spec's: the same;
+ * keeping more (more subjects, events or message ids kept longer), left as
+ * it is, as nothing the spec promises is missing and narrowing it would
+ * drop events; keeping less, widened to the spec, which loses nothing; or
+ * neither (subjects some added, some gone), a conflict.
+ */
+type Reach = "same" | "more" | "less" | "other";
+
+interface KeptSetting {
+  readonly setting: string;
+  readonly reach: Reach;
+  readonly existing: unknown;
+  readonly wanted: unknown;
+  /** The update that gives the stream its spec's value. */
+  readonly widen: Partial<StreamConfig>;
+}
+
+/** The settings that say what a stream keeps, compared with its spec's (see Reach). */
+function keptSettings(config: StreamConfig, spec: StreamSpec): KeptSetting[] {
+  const existingSubjects = [...new Set(config.subjects ?? [])].sort();
+  const wantedSubjects = [...new Set(spec.subjects)].sort();
+  const extra = existingSubjects.some((s) => !wantedSubjects.includes(s));
+  const missing = wantedSubjects.some((s) => !existingSubjects.includes(s));
+  const span = (existing: number, wanted: number): Reach => (existing === wanted ? "same" : existing > wanted ? "more" : "less");
+  // A max age of 0 keeps events for ever.
+  const forever = (ms: number) => (ms === 0 ? Number.POSITIVE_INFINITY : ms);
+  const maxAge = millis(config.max_age);
+  const window = millis(config.duplicate_window);
+  const wantedWindow = wantedDuplicateWindowMs(spec);
+  return [
+    { setting: "subjects", reach: extra ? (missing ? "other" : "more") : missing ? "less" : "same", existing: existingSubjects, wanted: wantedSubjects, widen: { subjects: wantedSubjects } },
+    { setting: "max_age (ms)", reach: span(forever(maxAge), forever(spec.maxAgeMs)), existing: maxAge, wanted: spec.maxAgeMs, widen: { max_age: nanos(spec.maxAgeMs) } },
+    { setting: "duplicate_window (ms)", reach: span(window, wantedWindow), existing: window, wanted: wantedWindow, widen: { duplicate_window: nanos(wantedWindow) } },
+  ];
 }
 
 /** What provisioning found the streams to allow. */
@@ -218,21 +273,43 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boo
   }
   const { config } = info;
   const conflicts: string[] = [];
+  const values = (setting: string, existing: unknown, wanted: unknown) => `${setting}: existing ${JSON.stringify(existing)}, wanted ${JSON.stringify(wanted)}`;
   const differs = (setting: string, existing: unknown, wanted: unknown) => {
-    if (JSON.stringify(existing) !== JSON.stringify(wanted)) conflicts.push(`${setting}: existing ${JSON.stringify(existing)}, wanted ${JSON.stringify(wanted)}`);
+    if (JSON.stringify(existing) !== JSON.stringify(wanted)) conflicts.push(values(setting, existing, wanted));
   };
-  differs("subjects", [...(config.subjects ?? [])].sort(), [...spec.subjects].sort());
+  // What the stream keeps: one that keeps more than its spec is left so, one that keeps less is widened to it.
+  const short: string[] = [];
+  const widening: Partial<StreamConfig> = {};
+  for (const kept of keptSettings(config, spec)) {
+    if (kept.reach === "other") conflicts.push(values(kept.setting, kept.existing, kept.wanted));
+    else if (kept.reach === "less") {
+      short.push(values(kept.setting, kept.existing, kept.wanted));
+      Object.assign(widening, kept.widen);
+    }
+  }
   differs("storage", config.storage, spec.storage);
   // Work-queue or interest retention would delete events once one consumer took them: other consumers, replays and redeliveries need them kept.
   differs("retention", config.retention, RetentionPolicy.Limits);
-  differs("max_age (ms)", millis(config.max_age), spec.maxAgeMs);
-  differs("duplicate_window (ms)", millis(config.duplicate_window), wantedDuplicateWindowMs(spec));
   for (const setting of serverPublishingSettings) {
     const existing = (config as unknown as Record<string, unknown>)[setting];
     if (existing !== undefined && existing !== null && !(Array.isArray(existing) && existing.length === 0)) conflicts.push(`${setting}: existing ${JSON.stringify(existing)}, wanted none`);
   }
   if (conflicts.length > 0) throw new StreamConflictError(spec.name, conflicts);
-  if (foreign) return allowsAtomic(info);
+  const shortOfSpec = (why: string, cause?: unknown) =>
+    new StreamShortOfSpecError(`stream ${spec.name} keeps less than its spec (${short.join("; ")}), and ${why}: ${provisionHint}`, cause === undefined ? undefined : { cause });
+  if (foreign) {
+    if (short.length > 0) throw shortOfSpec("it is another service's to widen");
+    return allowsAtomic(info);
+  }
+  if (short.length > 0) {
+    try {
+      info = await jsm.streams.update(spec.name, widening);
+    } catch (err) {
+      if (permissionDenied(err)) throw shortOfSpec("this NATS user may not widen it", err);
+      throw new Error(`widening stream ${spec.name} to its spec (${short.join("; ")}) failed: ${(err as Error).message}`, { cause: err });
+    }
+    logger?.info({ stream: spec.name, widened: short }, `stream ${spec.name} widened to its spec, which keeps more (${short.join("; ")})`);
+  }
   /** Brings one setting in line; where this user may not change streams, says so and goes on with the stream as it is. */
   const update = async <T>(setting: string, change: () => Promise<T>): Promise<T | undefined> => {
     try {

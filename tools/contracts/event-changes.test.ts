@@ -63,26 +63,31 @@ describe("incompatibleEventChanges", () => {
     expect(incompatibleEventChanges(filesOf(reused), original, [productService])).toEqual([]);
   });
 
-  it("refuses a stream's subjects, storage, max age or duplicate window changed, which the services of either build refuse to start against, saying what each loses; passes its replicas", () => {
+  it("refuses a stream made to keep less (subjects dropped, a shorter max age or duplicate window) or given another storage, saying what each does; passes one made to keep more, and its replicas", () => {
     const orders = (edit: (t: string) => string) => incompatibleEventChanges(filesOf(edited({ [orderEvents]: edit })), original);
-    const refused = "The new build's services refuse to start (exit 2) against the stream until it is changed (npx concord streams provision does not change it), and the running build's, once it is.";
+    const kept = "provisioning never narrows a stream, so it keeps what it kept (every service accepts a stream that keeps more than its contract) until the operator narrows it by hand;";
     expect(orders((t) => t.replace("max_age: {seconds: 2592000}", "max_age: {seconds: 3600}"))).toEqual([
-      `${orderEvents}:14:1:Stream SHOP_ORDERS: max_age shortened from 30d to 1h; once it is changed so, nats-server deletes at once every event older than 1h, which a consumer further behind, and a new durable (which starts at the stream's oldest event), never receive. ${refused} ${streamEditAdvice}`,
+      `${orderEvents}:14:1:Stream SHOP_ORDERS: max_age shortened from 30d to 1h; ${kept} once it is, nats-server deletes at once every event older than 1h, which a consumer further behind, and a new durable (which starts at the stream's oldest event), never receive. ${streamEditAdvice}.`,
     ]);
-    // Nothing lost, yet a deploy the services refuse all the same.
-    expect(orders((t) => t.replace("max_age: {seconds: 2592000}", "max_age: {seconds: 7776000}"))).toEqual([
-      `${orderEvents}:14:1:Stream SHOP_ORDERS: max_age lengthened from 30d to 90d; that loses no event. ${refused} ${streamEditAdvice}`,
-    ]);
-    expect(orders((t) => t.replace("  max_age: {seconds: 2592000}\n", ""))).toEqual([expect.stringContaining("max_age lengthened from 30d to none (kept forever); that loses no event.")]);
+    // Provisioning widens the stream, and the running build accepts one that keeps more.
+    expect(orders((t) => t.replace("max_age: {seconds: 2592000}", "max_age: {seconds: 7776000}"))).toEqual([]);
+    expect(orders((t) => t.replace("  max_age: {seconds: 2592000}\n", ""))).toEqual([]);
+    expect(orders((t) => t.replace("duplicate_window: {seconds: 120}", "duplicate_window: {seconds: 300}"))).toEqual([]);
     expect(orders((t) => t.replace("replicas: 3", "replicas: 3\n  storage: STORAGE_MEMORY"))).toEqual([
-      `${orderEvents}:14:1:Stream SHOP_ORDERS: storage changed from file to memory; nats-server refuses to change a stream's storage: the stream would have to be deleted and made again, losing every event it holds. ${refused} Instead: keep the storage; events kept otherwise need a stream of their own: declare them in a new file with its stream, beside these (README.md, Breaking changes).`,
+      `${orderEvents}:14:1:Stream SHOP_ORDERS: storage changed from file to memory; the new build's services refuse to start (exit 2) against the stream, and nats-server refuses to change a stream's storage: the stream would have to be deleted and made again, losing every event it holds. Instead: keep the storage; events kept otherwise need a stream of their own: declare them in a new file with its stream, beside these (README.md, Breaking changes).`,
     ]);
-    expect(orders((t) => t.replace("duplicate_window: {seconds: 120}", "duplicate_window: {seconds: 60}"))).toEqual([expect.stringContaining("Stream SHOP_ORDERS: duplicate_window shortened from 2m to 1m; an event published again later than that")]);
+    expect(orders((t) => t.replace("duplicate_window: {seconds: 120}", "duplicate_window: {seconds: 60}"))).toEqual([
+      expect.stringContaining(`Stream SHOP_ORDERS: duplicate_window shortened from 2m to 1m; ${kept} once it is, an event published again later than that`),
+    ]);
     const subjects = (list: string) => incompatibleEventChanges(filesOf(edited({ [productEvents]: (t) => t.replace('subjects: ["shop.products.v1.>"]', `subjects: [${list}]`) })), original);
     expect(subjects('"shop.products.v1.product.>", "shop.products.v1.reservation.>"')).toEqual([
-      `${productEvents}:13:1:Stream SHOP_PRODUCTS: subjects changed from shop.products.v1.> to shop.products.v1.product.>, shop.products.v1.reservation.>; once it is changed so, an event published outside shop.products.v1.product.>, shop.products.v1.reservation.> is stored nowhere (its producer's outbox holds it back). ${refused} ${streamEditAdvice}`,
+      `${productEvents}:13:1:Stream SHOP_PRODUCTS: subjects changed from shop.products.v1.> to shop.products.v1.product.>, shop.products.v1.reservation.>; the new build's services refuse to start (exit 2) against the stream, which keeps subjects the contract lacks and lacks some it has, and npx concord streams provision refuses to change it; Instead: add the new subjects in one release (provisioning adds them to the stream, which loses nothing) and drop the old ones in a later one.`,
     ]);
-    expect(subjects('"shop.products.v1.>", "shop.products.v2.>"')).toEqual([expect.stringContaining("subjects changed from shop.products.v1.> to shop.products.v1.>, shop.products.v2.>; that loses no event.")]);
+    expect(subjects('"shop.products.v1.>", "shop.products.v2.>"')).toEqual([]);
+    const twoSubjects = filesOf(edited({ [productEvents]: (t) => t.replace('subjects: ["shop.products.v1.>"]', 'subjects: ["shop.products.v1.>", "shop.products.v2.>"]') }));
+    expect(incompatibleEventChanges(filesOf(edited({})), twoSubjects)).toEqual([
+      expect.stringContaining(`Stream SHOP_PRODUCTS: subjects changed from shop.products.v1.>, shop.products.v2.> to shop.products.v1.>; ${kept} once it is, an event published on shop.products.v2.> is stored nowhere`),
+    ]);
     // Provisioning moves a stream to its replicas while it serves; the description follows the comment.
     expect(orders((t) => t.replace("replicas: 3", "replicas: 1").replace("// Events of the order service.", "// Events of the order service, described anew."))).toEqual([]);
     const shorter = filesOf(edited({ [orderEvents]: (t) => t.replace("max_age: {seconds: 2592000}", "max_age: {seconds: 3600}") }));

@@ -5,12 +5,10 @@
  * change to any of them goes past buf's rules and leaves the consumers of
  * the version still running without the event, so it is refused here; so
  * is a durable renamed, whose new name would take the stream over again,
- * or given another event, whose filter the server keeps. A stream's
- * subjects, storage, max age or duplicate window changed is refused too:
- * every service checks its streams at start and refuses to run against one
- * that differs from its contract, which provisioning does not change (see
- * platform/events/provision.ts), so the change needs the operator, and
- * some of them lose events.
+ * or given another event, whose filter the server keeps. A stream that
+ * keeps less than before (subjects dropped, a shorter max age or duplicate
+ * window) or another storage is refused too; one that keeps more passes,
+ * as provisioning widens the stream (see streamChanges).
  */
 import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
 import { findConcordOptions } from "../protoc-gen-events/concord-options.js";
@@ -28,7 +26,7 @@ export const newEventAdvice =
  * per subscription whose durable was renamed, which a new durable would
  * take from the stream's oldest event again, or whose durable took another
  * event before, whose filter subject the server keeps; and per setting of a
- * stream the services would refuse to start against (streamChanges).
+ * stream that keeps less than before, or changes storage (streamChanges).
  * Lines start `file:line:column:`, as buf's own. An event or a service
  * whose file is under one of the `ignored` paths (buf.yaml's
  * `breaking.ignore`, relative to proto/) is left out, as buf leaves it. Throws protoc-gen-events'
@@ -83,18 +81,28 @@ export function incompatibleEventChanges(current: readonly DescFile[], previous:
   return found;
 }
 
-/** What to do instead of a stream's setting changed that the operator can change in place, after each such finding. */
+/** What to do instead of narrowing what a stream keeps, after each such finding. */
 export const streamEditAdvice =
-  "Instead: ship it in a commit of its own that lists its file under breaking: ignore, the operator changing the stream to match (nats stream edit) just before the new build rolls out (README.md, Breaking changes).";
+  "Instead: ship it in a commit of its own that lists its file under breaking: ignore, and have the operator narrow the stream by hand (nats stream edit) once no consumer needs what it drops (README.md, Breaking changes)";
+
+/** What a change to a stream's subjects that drops some while adding others does, and what to do instead. */
+const subjectsSwapped =
+  "the new build's services refuse to start (exit 2) against the stream, which keeps subjects the contract lacks and lacks some it has, and npx concord streams provision refuses to change it; " +
+  "Instead: add the new subjects in one release (provisioning adds them to the stream, which loses nothing) and drop the old ones in a later one";
 
 /**
- * One line per setting of a stream of both sides that the services, of the
- * build running and of the new, would refuse to start against: each checks
- * at start the subjects, storage, max age and duplicate window of the
- * streams it publishes to or reads, and `npx concord streams provision`
- * leaves those as they are. Each line also says what the change does to the
- * stream's events once made. Replicas (which provisioning moves, the server
- * copying the events while it serves) and the description pass.
+ * One line per stream setting of both sides that does not simply keep
+ * more. What a stream keeps may grow with its contract: `npx concord
+ * streams provision` widens a stream to more subjects, a longer max age or
+ * duplicate window, and every service accepts a stream that keeps more than
+ * its contract, so such changes pass. A narrowing is never applied by
+ * provisioning (it would delete events or leave subjects without a stream):
+ * the stream keeps what it kept, and the contract says otherwise until the
+ * operator narrows it by hand, which drops events; each line says which.
+ * Subjects some dropped and some added, and another storage (which
+ * nats-server cannot change), stop the new build's services at start.
+ * Replicas (which provisioning moves, the server copying the events while
+ * it serves) and the description pass.
  */
 function streamChanges(current: readonly StreamManifest[], previous: readonly StreamManifest[], files: readonly DescFile[], isIgnored: (file: string) => boolean): string[] {
   const options = findConcordOptions(files);
@@ -104,44 +112,47 @@ function streamChanges(current: readonly StreamManifest[], previous: readonly St
     const after = current.find((s) => s.name === before.name);
     if (!after || isIgnored(after.file) || isIgnored(before.file)) continue;
     const at = locateFileOption(files.find((f) => `${f.name}.proto` === after.file)!, options.streamNumber);
-    const report = (change: string, effect: string, advice = streamEditAdvice) =>
-      found.push(
-        `${at}:Stream ${before.name}: ${change}; ${effect}. The new build's services refuse to start (exit 2) against the stream until it is changed ` +
-          `(npx concord streams provision does not change it), and the running build's, once it is. ${advice}`,
-      );
+    const report = (change: string, effect: string) => found.push(`${at}:Stream ${before.name}: ${change}; ${effect}.`);
+    const narrowed = (effect: string) =>
+      `provisioning never narrows a stream, so it keeps what it kept (every service accepts a stream that keeps more than its contract) until the operator narrows it by hand; ${effect}. ${streamEditAdvice}`;
     const [was, is] = [[...new Set(before.subjects)].sort(), [...new Set(after.subjects)].sort()];
-    if (was.join(" ") !== is.join(" ")) {
-      const narrowed = was.some((s) => !is.includes(s));
+    const dropped = was.filter((s) => !is.includes(s));
+    const added = is.filter((s) => !was.includes(s));
+    if (dropped.length > 0) {
       report(
         `subjects changed from ${was.join(", ")} to ${is.join(", ")}`,
-        narrowed ? `once it is changed so, an event published outside ${is.join(", ")} is stored nowhere (its producer's outbox holds it back)` : "that loses no event",
+        added.length > 0 ? subjectsSwapped : narrowed(`once it is, an event published on ${dropped.join(", ")} is stored nowhere (its producer's outbox holds it back)`),
       );
     }
     if (after.storage !== before.storage) {
       report(
         `storage changed from ${before.storage} to ${after.storage}`,
-        "nats-server refuses to change a stream's storage: the stream would have to be deleted and made again, losing every event it holds",
-        "Instead: keep the storage; events kept otherwise need a stream of their own: declare them in a new file with its stream, beside these (README.md, Breaking changes).",
+        "the new build's services refuse to start (exit 2) against the stream, and nats-server refuses to change a stream's storage: the stream would have to be deleted and made again, losing every event it holds. " +
+          "Instead: keep the storage; events kept otherwise need a stream of their own: declare them in a new file with its stream, beside these (README.md, Breaking changes)",
       );
     }
-    if (after.maxAgeMs !== before.maxAgeMs) {
-      const shorter = after.maxAgeMs !== 0 && (before.maxAgeMs === 0 || after.maxAgeMs < before.maxAgeMs);
+    const forever = (ms: number) => (ms === 0 ? Number.POSITIVE_INFINITY : ms);
+    if (forever(after.maxAgeMs) < forever(before.maxAgeMs)) {
       report(
-        `max_age ${shorter ? "shortened" : "lengthened"} from ${age(before.maxAgeMs)} to ${age(after.maxAgeMs)}`,
-        shorter
-          ? `once it is changed so, nats-server deletes at once every event older than ${age(after.maxAgeMs)}, which a consumer further behind, and a new durable (which starts at the stream's oldest event), never receive`
-          : "that loses no event",
+        `max_age shortened from ${age(before.maxAgeMs)} to ${age(after.maxAgeMs)}`,
+        narrowed(`once it is, nats-server deletes at once every event older than ${age(after.maxAgeMs)}, which a consumer further behind, and a new durable (which starts at the stream's oldest event), never receive`),
       );
     }
-    if (after.duplicateWindowMs !== before.duplicateWindowMs) {
-      const shorter = after.duplicateWindowMs < before.duplicateWindowMs;
+    const [windowBefore, windowAfter] = [duplicateWindowOf(before), duplicateWindowOf(after)];
+    if (windowAfter < windowBefore) {
       report(
-        `duplicate_window ${shorter ? "shortened" : "lengthened"} from ${age(before.duplicateWindowMs)} to ${age(after.duplicateWindowMs)}`,
-        shorter ? "an event published again later than that (an outbox relay retrying after a crash) is stored twice, and the consumers' inboxes drop the repeat" : "that loses no event",
+        `duplicate_window shortened from ${age(windowBefore)} to ${age(windowAfter)}`,
+        narrowed("once it is, an event published again later than that (an outbox relay retrying after a crash) is stored twice, and the consumers' inboxes drop the repeat"),
       );
     }
   }
   return found;
+}
+
+/** The duplicate window a stream of `manifest` gets: its own, or nats-server's 2 minutes, never longer than its max age (see platform/events/provision.ts). */
+function duplicateWindowOf(manifest: StreamManifest): number {
+  const window = manifest.duplicateWindowMs || 120_000;
+  return manifest.maxAgeMs > 0 ? Math.min(window, manifest.maxAgeMs) : window;
 }
 
 /** A duration in milliseconds in its largest whole unit (30d, 2m, 1500ms); 0 is a max_age's "forever". */
