@@ -801,7 +801,31 @@ describe("npm start", () => {
       `start: ${damaged} does not hold a valid NATS user nkey seed: its checksum does not match (the file is damaged, or was edited); put the seed back from a backup, or, with the system stopped, delete the file and start again to have a new one made\n`,
     );
     expect(readFileSync(damaged, "utf8")).toBe(changed);
-    expect(existsSync(join(dataDir, "nats"))).toBe(false);
+    // Nothing written: the CA, certificates and token key, start.pid and the NATS store were made before the refusal.
+    expect(readdirSync(dataDir)).toEqual(["nats-credentials"]);
+  });
+
+  it("refuses a seed file that holds no seed, writing nothing, not even the other users' seeds; corrected, the next start makes what is missing and comes up", { timeout: 90_000 }, async () => {
+    const dataDir = join(dir.path, "seedless");
+    const credentials = join(dataDir, "nats-credentials");
+    mkdirSync(credentials, { recursive: true });
+    const emptied = join(credentials, "products.nk");
+    writeFileSync(emptied, "\n");
+    const { ports, result } = await startOnFreePorts(dataDir, () => ({}));
+    expect(result.status, result.stderr).toBe(2);
+    expect(result.stderr).toBe(`start: ${emptied} does not hold a NATS user nkey seed (a line starting with SU); delete it and start again to have a new one made\n`);
+    expect(result.stdout).toBe("");
+    expect(readdirSync(dataDir)).toEqual(["nats-credentials"]);
+    expect(readdirSync(credentials)).toEqual(["products.nk"]);
+    // Done as the message says: the file deleted, the same start again.
+    rmSync(emptied);
+    const system = await startSystem(dataDir, { ports });
+    child = system.child;
+    expect(system.output()).toContain("made the development CA, certificates and token key");
+    expect(readdirSync(credentials).sort()).toEqual(["observer.nk", "operator.nk", "orders.nk", "products.nk"]);
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+    expect(readdirSync(dataDir)).not.toContain("start.pid");
   });
 
   it("refuses a certificate file under DATA_DIR/tls that holds no certificate, naming it, before PostgreSQL or nats-server starts (exit 2)", { timeout: 60_000 }, async () => {

@@ -45,7 +45,7 @@ import { parseArgsProblem } from "./parse-args-problem.js";
 import { portSetting } from "./port-setting.js";
 import { findNatsServer } from "./nats/find-nats-server.mjs";
 import { childEnding, unexpectedEndLine } from "./child-ending.js";
-import { ensureNatsCredentials, writeAuthorizationConfig } from "./nats/authorization.js";
+import { checkNatsSeedFiles, ensureNatsCredentials, writeAuthorizationConfig } from "./nats/authorization.js";
 import { natsServerEnv, writeNatsServerConfig } from "./nats/server-config.js";
 import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
 import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgres.js";
@@ -974,6 +974,16 @@ async function main(): Promise<void> {
       }
       const variable = role === "routes" ? "NATS_ROUTE_PORT" : "NATS_MONITOR_PORT";
       throw new StartRefused(`port ${port} (${setting}, which --cluster takes for its ${role}) is already in use; set ${variable} to another port (the first of three)`);
+    }
+  }
+  // A seed file that holds no good seed (damaged, emptied) is a setting to correct: refused before the CA, start.pid or
+  // PostgreSQL's data are made, where it was found once they were.
+  if (!process.env.NATS_URL && !postgresOnly) {
+    try {
+      checkNatsSeedFiles(natsCredentialsDir(dataDir));
+    } catch (err) {
+      if (err instanceof SeedFileError) throw new StartRefused(err.message, { cause: err });
+      throw err;
     }
   }
   try {

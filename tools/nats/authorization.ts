@@ -56,6 +56,19 @@ export function ensureNatsCredentials(dir: string): NatsCredential[] {
   });
 }
 
+/**
+ * Reads the seed files `dir` already holds, writing nothing: throws a
+ * SeedFileError naming the first that holds no user seed, as
+ * `ensureNatsCredentials` would once it had made what is missing. For a
+ * start that is to refuse such a file before it makes anything.
+ */
+export function checkNatsSeedFiles(dir: string): void {
+  for (const { name } of natsUsers()) {
+    const seedFile = seedFileOf(dir, name);
+    if (existsSync(seedFile)) publicKeyOf(seedFile);
+  }
+}
+
 /** The public key of the user seed in `seedFile`; throws, naming the file, when it holds none. */
 export function publicKeyOf(seedFile: string): string {
   const text = readFileSync(seedFile, "utf8").trim();
