@@ -1129,6 +1129,27 @@ describe("npm start", () => {
     expect(processesOf(dir.path)).toEqual([]);
   });
 
+  it("says an instance started again that is not SERVING within 30 s is waited for, and that it runs again once it serves", { timeout: 120_000 }, async () => {
+    // A product service started once the test has removed this file waits, before it runs, until the file is back.
+    const go = join(dir.path, "let-products-start");
+    writeFileSync(go, "");
+    const system = await startSystem(dir.path, { env: holdStart("products", go) });
+    child = system.child;
+    rmSync(go);
+    process.kill(Number(/products: .*pid (\d+)/.exec(system.output())![1]), "SIGKILL");
+    const waited = `start: products was started again, but 127.0.0.1:${system.ports.products} did not report SERVING within 30 s: nothing listens there`;
+    await expect.poll(() => system.output(), { timeout: 60_000, interval: 200 }).toContain(waited);
+    expect(system.output()).toContain("still waiting for it (a line saying it is running again comes once it is)");
+    expect(pidsRunningAgain(system.output(), "products")).toEqual([]);
+    writeFileSync(go, "");
+    // It never said so, however long after it served.
+    await expect.poll(() => pidsRunningAgain(system.output(), "products"), { timeout: 40_000, interval: 200 }).toHaveLength(1);
+    await orderConfirmed(dir.path, system.ports, 30_000);
+    expect(system.output()).not.toContain("stopping everything");
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+  });
+
   it("stops everything when a service exits 5 times within a minute, saying so (exit 1)", { timeout: 120_000 }, async () => {
     const system = await startSystem(dir.path);
     child = system.child;

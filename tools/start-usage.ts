@@ -118,7 +118,9 @@ cluster keep running on the other two meanwhile. So is the PostgreSQL server of
 --postgres (the services wait for their database meanwhile, answering calls
 UNAVAILABLE), and so is each instance of a service, on the same gRPC and
 metrics ports, said with its name and its exit code or signal (with
---instances, the other instances answer meanwhile). After 5 exits of one of
+--instances, the other instances answer meanwhile), and said to run again
+once it serves (one not serving within 30 s is said to be waited for, and
+said to run again once it does). After 5 exits of one of
 them within 60 s it is not started again and everything stops (exit 1), as
 it does when an instance started again refuses to run (its exit code 2, its
 log saying why), and when a service or a nats-server exits at start-up. A

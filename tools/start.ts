@@ -195,7 +195,10 @@ interface Supervised {
   readonly env: NodeJS.ProcessEnv;
   /** The file descriptors from 3 on, as they are at each start. */
   readonly fds: () => StdioOptions;
-  /** Resolves once a child started again serves (see `Restarted`); rejects when it does not in time. */
+  /**
+   * Resolves once a child started again serves (see `Restarted`); rejects when it does not in time, and is then
+   * tried again for as long as the child runs, so that the line saying it runs again comes late rather than never.
+   */
   readonly whenBack: (child: Child) => Restarted;
   /**
    * Whether an exit is one to stop everything for rather than start the
@@ -210,11 +213,24 @@ interface Supervised {
  * same command, environment and so ports, whenever it exits while nothing
  * is stopping and `stopsAtOnce` does not stop everything for it
  * (`restarter`: after a pause, and at most `maxExits` times within
- * `restartWindowMs`).
+ * `restartWindowMs`). One not back in time is said to be waited for, and
+ * said to run again once it is.
  */
 function supervise(spec: Supervised): Child {
   const { name } = spec;
   const restartAfter = restarter(name, (err) => console.error(`start: ${name} was started again, but ${err.message}`));
+  // Not back in time: said once, and waited for on, so that its "running again" line comes late rather than never.
+  const back = async (child: Child): Restarted => {
+    for (let late = false; ; late = true) {
+      try {
+        return await spec.whenBack(child);
+      } catch (err) {
+        // Exited meanwhile (its exit is said), or a stop was asked for.
+        if (stopping || !isRunning(child)) return false;
+        if (!late) console.error(`start: ${name} was started again, but ${(err as Error).message}; still waiting for it (a line saying it is running again comes once it is)`);
+      }
+    }
+  };
   const start = (): Child => {
     const child: Child = launch(name, spec.command, spec.args, spec.env, spec.fds(), (code, how) => {
       if (spec.stopsAtOnce(child, code, how)) return;
@@ -226,7 +242,7 @@ function supervise(spec: Supervised): Child {
       }
       restartAfter(`exited (${how})`, () => {
         children.splice(children.indexOf(child), 1);
-        return spec.whenBack(start());
+        return back(start());
       });
     });
     return child;
@@ -301,9 +317,9 @@ function superviseService(name: string, command: { command: string; args: string
           child.serving = true;
           return `(pid ${child.process.pid})`;
         },
-        (err: Error) => {
+        (err: Error & { reported?: string }) => {
           if (!isRunning(child)) return false;
-          throw err;
+          throw new Error(notServingMessage(address, err), { cause: err });
         },
       ),
     stopsAtOnce: (child, code, how) => {
@@ -312,6 +328,23 @@ function superviseService(name: string, command: { command: string; args: string
       return true;
     },
   });
+}
+
+/**
+ * Why the service at `address` did not report SERVING within 30 s, from
+ * `waitForServing`'s error: a service listens from before it opens its
+ * database, and reports NOT_SERVING while it waits for that or for NATS;
+ * refused connections the whole time mean it has not got as far as
+ * listening (grpc-js's "No connection established" reads as if the fault
+ * were the service's port).
+ */
+function notServingMessage(address: string, err: Error & { reported?: string }): string {
+  const refused = (err.cause as { code?: number } | undefined)?.code === grpcStatus.UNAVAILABLE && /ECONNREFUSED/.test(err.message);
+  return err.reported === "NOT_SERVING"
+    ? `${address} did not report SERVING within 30 s: it reported NOT_SERVING, as a service does while it opens and migrates its database and until it has reached NATS; its log lines above say what it waits for (a database it cannot reach, say)`
+    : refused
+      ? `${address} did not report SERVING within 30 s: nothing listens there: the service has not got as far as listening, which it does once it has read its settings; its log lines above say what it is doing`
+      : err.message;
 }
 
 /**
@@ -1059,17 +1092,7 @@ async function main(): Promise<void> {
     await Promise.all(
       addresses.map((a, i) =>
         waitForServing(a, 30_000, grpc.credentials).then(() => void (started[i].serving = true)).catch((err: Error & { reported?: string }) => {
-          // A service listens from before it opens its database: NOT_SERVING while it waits for that or for NATS.
-          // Refused connections the whole time: it has not got as far as listening; grpc-js's "No connection
-          // established" reads as if the fault were the service's port.
-          const refused = (err.cause as { code?: number } | undefined)?.code === grpcStatus.UNAVAILABLE && /ECONNREFUSED/.test(err.message);
-          const message =
-            err.reported === "NOT_SERVING"
-              ? `${a} did not report SERVING within 30 s: it reported NOT_SERVING, as a service does while it opens and migrates its database and until it has reached NATS; its log lines above say what it waits for (a database it cannot reach, say)`
-              : refused
-                ? `${a} did not report SERVING within 30 s: nothing listens there: the service has not got as far as listening, which it does once it has read its settings; its log lines above say what it is doing`
-                : err.message;
-          throw new Error(`${names[i]}: ${message}`, { cause: err });
+          throw new Error(`${names[i]}: ${notServingMessage(a, err)}`, { cause: err });
         }),
       ),
     );
