@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { connect, createServer } from "node:net";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { basename, join, relative } from "node:path";
 import { pathToFileURL } from "node:url";
 import { connect as natsConnect, nkeyAuthenticator } from "nats";
@@ -1144,6 +1144,56 @@ describe("npm start", () => {
     writeFileSync(go, "");
     // It never said so, however long after it served.
     await expect.poll(() => pidsRunningAgain(system.output(), "products"), { timeout: 40_000, interval: 200 }).toHaveLength(1);
+    await orderConfirmed(dir.path, system.ports, 30_000);
+    expect(system.output()).not.toContain("stopping everything");
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+  });
+
+  it("starts a killed service again once its port, held meanwhile by an outgoing connection, is free, saying so, where it refused to start and everything stopped", { timeout: 120_000 }, async () => {
+    const system = await startSystem(dir.path);
+    child = system.child;
+    const pid = Number(/products: .*pid (\d+)/.exec(system.output())![1]);
+    // While start.ts is stopped, the product service dies and a connection of another process is given its metrics
+    // port as its own, as the kernel gives free ports of its range to outgoing connections. Made by Python: Node sets
+    // SO_REUSEADDR on every socket it binds, which a listener may then share the port with; a connection the kernel
+    // gave the port to has no such option. (Not the gRPC port: the service's connections there leave it in TIME_WAIT,
+    // which such a bind is refused.)
+    const peer = createServer();
+    const accepted: Socket[] = [];
+    peer.on("connection", (socket) => accepted.push(socket));
+    await new Promise<void>((resolve) => peer.listen(0, "127.0.0.1", resolve));
+    const client = [
+      "import socket, sys",
+      "s = socket.socket()",
+      "s.bind(('127.0.0.1', int(sys.argv[1])))",
+      "s.connect(('127.0.0.1', int(sys.argv[2])))",
+      "print('connected', flush=True)",
+      "s.recv(1)", // until the peer closes: the close is then this side's second, leaving no TIME_WAIT on the port
+    ].join("\n");
+    process.kill(system.child.pid!, "SIGSTOP");
+    let holder: ChildProcess;
+    try {
+      process.kill(pid, "SIGKILL");
+      await expect.poll(() => isAlive(pid), { timeout: 10_000, interval: 50 }).toBe(false);
+      holder = spawn("python3", ["-c", client, String(system.ports.productsMetrics), String((peer.address() as AddressInfo).port)], { stdio: ["ignore", "pipe", "inherit"] });
+      let said = "";
+      holder.stdout!.on("data", (d) => (said += d));
+      await expect.poll(() => said, { timeout: 10_000, interval: 50 }).toContain("connected");
+    } finally {
+      process.kill(system.child.pid!, "SIGCONT");
+    }
+    await expect.poll(() => system.output(), { timeout: 20_000, interval: 100 }).toContain(
+      `start: not starting products again yet: 127.0.0.1:${system.ports.productsMetrics} (PRODUCTS_METRICS_LISTEN) is taken: a socket that does not listen holds it`,
+    );
+    expect(pidsRunningAgain(system.output(), "products")).toEqual([]);
+    // The connection ends, the peer's side first.
+    const holderExited = new Promise((resolve) => holder.once("exit", resolve));
+    for (const socket of accepted) socket.destroy();
+    await holderExited;
+    peer.close();
+    await expect.poll(() => pidsRunningAgain(system.output(), "products"), { timeout: 40_000, interval: 100 }).toHaveLength(1);
+    expect(system.output()).toContain(`start: 127.0.0.1:${system.ports.productsMetrics} is free again; starting products`);
     await orderConfirmed(dir.path, system.ports, 30_000);
     expect(system.output()).not.toContain("stopping everything");
     system.child.kill("SIGINT");

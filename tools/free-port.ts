@@ -1,7 +1,8 @@
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ephemeralPortRange } from "./ephemeral-ports.js";
 
 export interface FreePortOptions {
   /**
@@ -128,12 +129,8 @@ function sweep(period: number): void {
 
 /** The first port of the OS's range for outgoing connections (Linux's ip_local_port_range), 32768 when unknown. */
 function ephemeralPortsStart(): number {
-  try {
-    const first = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
-    return Number.isInteger(first) && first > 12_000 ? first : 32_768;
-  } catch {
-    return 32_768;
-  }
+  const first = ephemeralPortRange()?.first;
+  return first !== undefined && first > 12_000 ? first : 32_768;
 }
 
 function canListen(port: number): Promise<boolean> {

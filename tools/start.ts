@@ -58,6 +58,7 @@ import { dataDir as dataDirOf } from "./client-security.js";
 import { isStartScript, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
 import { grpcListenOf, listed, serviceOf, services, servicesCounted, type ServiceName } from "./services.js";
 import { startUsage } from "./start-usage.js";
+import { ephemeralPortRange } from "./ephemeral-ports.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
 
@@ -206,6 +207,8 @@ interface Supervised {
    * child cannot run here (a port taken, a bad store, a bad setting).
    */
   readonly stopsAtOnce: (child: Child, code: number | null, how: string) => boolean;
+  /** The addresses it listens on, each with the setting that gives it: it is started again once they are free (`whenFree`). */
+  readonly listeners: readonly Listener[];
 }
 
 /**
@@ -240,9 +243,10 @@ function supervise(spec: Supervised): Child {
       } catch {
         // the group is gone
       }
-      restartAfter(`exited (${how})`, () => {
+      restartAfter(`exited (${how})`, async () => {
         children.splice(children.indexOf(child), 1);
-        return back(start());
+        await whenFree(name, spec.listeners);
+        return stopping ? false : back(start());
       });
     });
     return child;
@@ -265,12 +269,13 @@ function supervise(spec: Supervised): Child {
  * services, not after them; in a cluster they drain into the other servers
  * meanwhile.
  */
-function superviseNatsServer(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, whenBack: () => Promise<void>): Child {
+function superviseNatsServer(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, whenBack: () => Promise<void>, listeners: readonly Listener[]): Child {
   return supervise({
     name,
     command,
     args,
     env,
+    listeners,
     fds: () => [],
     whenBack,
     stopsAtOnce: (child, _, how) => {
@@ -303,11 +308,12 @@ function isNatsServer(child: Child): boolean {
  * start again it refused (exit 2 before SERVING: its log line says why),
  * stops everything at once (`stopForExit`).
  */
-function superviseService(name: string, command: { command: string; args: string[] }, env: NodeJS.ProcessEnv, address: string, credentials: ChannelCredentials | undefined): Child {
+function superviseService(name: string, command: { command: string; args: string[] }, env: NodeJS.ProcessEnv, address: string, credentials: ChannelCredentials | undefined, listeners: readonly Listener[]): Child {
   return supervise({
     name,
     ...command,
     env,
+    listeners,
     fds: natsTethers,
     whenBack: (child) =>
       waitForServing(address, 30_000, credentials).then(
@@ -361,7 +367,10 @@ const restartPostgresAfter = restarter("PostgreSQL", (err) => {
 
 function restartPostgres(status: string): void {
   if (stopping) return;
-  restartPostgresAfter(status, () => postgres!.restart());
+  restartPostgresAfter(status, async () => {
+    await whenFree("PostgreSQL", [{ address: `127.0.0.1:${postgres!.port}`, setting: "POSTGRES_PORT" }]);
+    return stopping ? false : postgres!.restart();
+  });
 }
 
 function isRunning(child: Child): boolean {
@@ -415,9 +424,9 @@ async function stopAll(exitCode: number): Promise<void> {
   process.exit(exitCode);
 }
 
-function isListening(port: number): Promise<boolean> {
+function isListening(port: number, host = "127.0.0.1"): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = connect(port, "127.0.0.1");
+    const socket = connect(port, host);
     socket.once("connect", () => {
       socket.destroy();
       resolve(true);
@@ -539,17 +548,66 @@ function heldBy(dataDir: string, holder: number): Error {
   return new StartRefused(`${dataDir} is in use by another \`npm start\` (pid ${holder}); stop that one first, or set DATA_DIR to another directory (and other ports) to run a second system`);
 }
 
-/** Refuses, naming the variable, an address a service would listen on that something else holds already. */
-async function checkFree(hostPort: string, variable: string): Promise<void> {
+/** Whether something holds `hostPort` so that a listener there would meet EADDRINUSE (false for a malformed address, which its user names). */
+async function isTaken(hostPort: string): Promise<boolean> {
   const match = /^\[?(.*?)\]?:(\d+)$/.exec(hostPort);
-  if (!match) return; // the service itself names a malformed address
+  if (!match) return false;
   const [, host, port] = match;
   const problem = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
     const server = createServer();
     server.once("error", (err: NodeJS.ErrnoException) => resolve(err));
     server.listen(Number(port), host, () => server.close(() => resolve(undefined)));
   });
-  if (problem?.code === "EADDRINUSE") throw new StartRefused(`${hostPort} (${variable}) is already in use; set ${variable} to another ${variable.endsWith("_PORT") ? "port" : "address"}`);
+  return problem?.code === "EADDRINUSE";
+}
+
+/** Refuses, naming the variable, an address a service would listen on that something else holds already. */
+async function checkFree(hostPort: string, variable: string): Promise<void> {
+  if (await isTaken(hostPort)) throw new StartRefused(`${hostPort} (${variable}) is already in use; set ${variable} to another ${variable.endsWith("_PORT") ? "port" : "address"}`);
+}
+
+/**
+ * What holds `hostPort`, taken: a process listening there, or a socket that
+ * does not listen, which a port of the kernel's range for outgoing
+ * connections most likely is: a connection given it while it was free (the
+ * services' own reconnections among them), until that connection closes.
+ */
+async function portHolder(hostPort: string): Promise<string> {
+  const match = /^\[?(.*?)\]?:(\d+)$/.exec(hostPort)!;
+  const port = Number(match[2]);
+  const host = ["", "0.0.0.0"].includes(match[1]) ? "127.0.0.1" : match[1] === "::" ? "::1" : match[1];
+  if (await isListening(port, host)) return "another process listens there";
+  const range = ephemeralPortRange();
+  const inRange = range !== undefined && port >= range.first && port <= range.last;
+  return `a socket that does not listen holds it${inRange ? `, most likely an outgoing connection the kernel gave it to while it was free (it is in the range of ports for those, ${range.first}-${range.last}, /proc/sys/net/ipv4/ip_local_port_range)` : ""}`;
+}
+
+/**
+ * Resolves once every one of `listeners` can be listened on again, or a stop
+ * is asked for, for a child started again on them (`name`): a port held
+ * meanwhile (an outgoing connection given it while it was down, say) would
+ * have it refuse to start, which stops everything. Says once which is held
+ * and by what, and once it is free again; tries every second.
+ */
+async function whenFree(name: string, listeners: readonly Listener[]): Promise<void> {
+  let held: Listener | undefined;
+  for (;;) {
+    let taken: Listener | undefined;
+    for (const listener of listeners) {
+      if (await isTaken(listener.address)) {
+        taken = listener;
+        break;
+      }
+    }
+    if (stopping) return;
+    if (!taken) {
+      if (held) console.error(`start: ${held.address} is free again; starting ${name}`);
+      return;
+    }
+    if (!held) console.error(`start: not starting ${name} again yet: ${taken.address} (${taken.setting}) is taken: ${await portHolder(taken.address)}; starting it once it is free (tried every second)`);
+    held ??= taken;
+    await new Promise((r) => setTimeout(r, 1_000));
+  }
 }
 
 /** The first ports of a --cluster's three routes and three monitoring listeners. */
@@ -702,7 +760,9 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, port: number, 
       ...(cluster && { monitorPort: monitorPorts[i], cluster: { name: "concord", port: routePorts[i], routePorts, secret: routeSecret } }),
     });
     const whenBack = cluster ? () => waitForHealthy(`nats-server ${name}`, monitorPorts[i], 30_000) : () => waitForPort(clientPort, 10_000);
-    const child = superviseNatsServer(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [tetherScript, found.path, ...args], natsServerEnv(databaseUrlsOf(env)), whenBack);
+    const own = [clientPort, routePorts[i], monitorPorts[i]];
+    const listeners = natsListeners(port, clusterPorts).filter((l) => own.includes(l.port)).map(({ port: p, setting }) => ({ address: `127.0.0.1:${p}`, setting }));
+    const child = superviseNatsServer(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [tetherScript, found.path, ...args], natsServerEnv(databaseUrlsOf(env)), whenBack, listeners);
     return { name, url: `nats://127.0.0.1:${clientPort}`, storeDir, logFile, child };
   });
   await Promise.all(clientPorts.map((p) => waitForPort(p, 10_000)));
@@ -1085,9 +1145,11 @@ async function main(): Promise<void> {
   const start = async ({ service: { name: service, envPrefix }, addresses, metrics, listenVariable, metricsVariable }: (typeof placed)[number]): Promise<string[]> => {
     const command = serviceCommand(service);
     const names = addresses.map((_, i) => (instances > 1 ? `${service}#${i + 1}` : service));
+    const grpcListeners = listenersOf(addresses, listenVariable, service);
+    const metricsListeners = listenersOf(metrics, metricsVariable, service);
     // The instances of one service start together, as a deployment's do.
     const started = addresses.map((listen, i) =>
-      superviseService(names[i], command, { ...databaseUrlsOf(env, service), ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metrics[i], NATS_NKEY_SEED: seeds.get(service) ?? "" }, listen, grpc.credentials),
+      superviseService(names[i], command, { ...databaseUrlsOf(env, service), ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metrics[i], NATS_NKEY_SEED: seeds.get(service) ?? "" }, listen, grpc.credentials, [grpcListeners[i], metricsListeners[i]]),
     );
     await Promise.all(
       addresses.map((a, i) =>
