@@ -1370,6 +1370,34 @@ describe("npm start", () => {
     expect(stops.map((line) => (JSON.parse(line) as { service: string }).service).sort()).toEqual(["orders", "products"]);
   });
 
+  it("stops a nats-server it started again only once the services started before it are gone, when it is killed outright", { timeout: 120_000 }, async () => {
+    // Once its standard input has closed, the product service waits, before it stops, until the test lets it go.
+    const go = join(dir.path, "let-products-stop");
+    const hold = {
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --import ${pathToFileURL(join(repoRoot, "test", "support", "hold-stop.mjs")).href}`,
+      HOLD_STOP_SCRIPT: join("services", "products", "main.js"),
+      HOLD_STOP_UNTIL: go,
+    };
+    const system = await startSystem(dir.path, { detached: true, logLevel: "info", env: hold });
+    child = system.child;
+    process.kill(natsServerPid(dir.path, "nats-server.conf")!, "SIGKILL");
+    await expect.poll(() => system.output(), { timeout: 30_000, interval: 100 }).toContain("start: nats-server is running again");
+    // The services hold the first server's tether, not this one's.
+    const server = natsServerPid(dir.path, "nats-server.conf")!;
+    process.kill(system.child.pid!, "SIGKILL");
+    const stopped = (service: string) => system.output().split("\n").some((line) => line.includes('"msg":"stopped"') && line.includes(`"service":"${service}"`));
+    await expect.poll(() => stopped("orders"), { timeout: 30_000, interval: 100 }).toBe(true);
+    // The product service, still stopping, keeps the server up; it used to be stopped at the same moment as this script.
+    const heldSince = Date.now();
+    await expect.poll(() => !isAlive(server) || Date.now() - heldSince >= 3_000, { timeout: 20_000, interval: 50 }).toBe(true);
+    const endedFirst = !isAlive(server);
+    writeFileSync(go, "");
+    await expect.poll(() => processesOf(dir.path), { timeout: 30_000, interval: 100 }).toEqual([]);
+    expect(endedFirst).toBe(false);
+    expect(stopped("products")).toBe(true);
+    expect(system.output()).not.toMatch(/"msg":"stop failed"/);
+  });
+
   it("stops the services gracefully, then nats-server, when it is killed outright", { timeout: 90_000 }, async () => {
     const system = await startSystem(dir.path, { detached: true, logLevel: "info" });
     child = system.child;

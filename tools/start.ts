@@ -22,7 +22,8 @@
  * standard input closes; the write end of that pipe is held by this script
  * and, as file descriptor 3 (3 to 5 for the three servers of a cluster), by
  * every service, so the broker stops only after the services that drain
- * into it have exited. Pipes close however a
+ * into it have exited (a server started again is also given the pids of the
+ * services that hold its predecessor's pipe, and waits for them). Pipes close however a
  * process ends and work wherever Node does, unlike a parent-death signal
  * (Linux's PR_SET_PDEATHSIG), which would also stop the broker and the
  * services at the same moment.
@@ -192,7 +193,8 @@ function restarter(name: string, failed: (err: Error) => void): (how: string, re
 interface Supervised {
   readonly name: string;
   readonly command: string;
-  readonly args: string[];
+  /** Its arguments, as they are at each start. */
+  readonly args: () => string[];
   readonly env: NodeJS.ProcessEnv;
   /** The file descriptors from 3 on, as they are at each start. */
   readonly fds: () => StdioOptions;
@@ -235,7 +237,7 @@ function supervise(spec: Supervised): Child {
     }
   };
   const start = (): Child => {
-    const child: Child = launch(name, spec.command, spec.args, spec.env, spec.fds(), (code, how) => {
+    const child: Child = launch(name, spec.command, spec.args(), spec.env, spec.fds(), (code, how) => {
       if (spec.stopsAtOnce(child, code, how)) return;
       // What died may be the group's leader alone (nats-server's tether script): the rest must not keep the ports.
       try {
@@ -264,16 +266,20 @@ function supervise(spec: Supervised): Child {
  * A restarted server's tether, the pipe on its standard input, is held by
  * this script and by the services started (or started again) after it, not
  * by those that got the first server's as file descriptors when they
- * started and cannot be handed another. Should this script be killed
- * outright, a restarted server may therefore stop at the same time as those
- * services, not after them; in a cluster they drain into the other servers
- * meanwhile.
+ * started and cannot be handed another: the tether script is given their
+ * pids instead (`--after`), and, should this script be killed outright,
+ * stops the server once they have exited too (or 20 s on), where it
+ * stopped it at the same time as them, while they drained into it.
  */
 function superviseNatsServer(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, whenBack: () => Promise<void>, listeners: readonly Listener[]): Child {
   return supervise({
     name,
     command,
-    args,
+    // Started again, it also waits for the services running then, which hold the tether of the server before it.
+    args: () => {
+      const services = children.filter((c) => !isNatsServer(c) && isRunning(c)).map((c) => c.process.pid!);
+      return [tetherScript, ...(services.length > 0 ? ["--after", services.join(",")] : []), ...args];
+    },
     env,
     listeners,
     fds: () => [],
@@ -311,7 +317,8 @@ function isNatsServer(child: Child): boolean {
 function superviseService(name: string, command: { command: string; args: string[] }, env: NodeJS.ProcessEnv, address: string, credentials: ChannelCredentials | undefined, listeners: readonly Listener[]): Child {
   return supervise({
     name,
-    ...command,
+    command: command.command,
+    args: () => command.args,
     env,
     listeners,
     fds: natsTethers,
@@ -762,7 +769,7 @@ async function startNats(dataDir: string, env: NodeJS.ProcessEnv, port: number, 
     const whenBack = cluster ? () => waitForHealthy(`nats-server ${name}`, monitorPorts[i], 30_000) : () => waitForPort(clientPort, 10_000);
     const own = [clientPort, routePorts[i], monitorPorts[i]];
     const listeners = natsListeners(port, clusterPorts).filter((l) => own.includes(l.port)).map(({ port: p, setting }) => ({ address: `127.0.0.1:${p}`, setting }));
-    const child = superviseNatsServer(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [tetherScript, found.path, ...args], natsServerEnv(databaseUrlsOf(env)), whenBack, listeners);
+    const child = superviseNatsServer(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [found.path, ...args], natsServerEnv(databaseUrlsOf(env)), whenBack, listeners);
     return { name, url: `nats://127.0.0.1:${clientPort}`, storeDir, logFile, child };
   });
   await Promise.all(clientPorts.map((p) => waitForPort(p, 10_000)));

@@ -1,0 +1,31 @@
+import { spawn, spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { repoRoot } from "./repo-root.js";
+
+const script = join(repoRoot, "tools", "run-tethered.mjs");
+
+describe("run-tethered", () => {
+  it("refuses an --after that is not a list of pids in one line (exit 2), running nothing", () => {
+    for (const given of [["--after"], ["--after", "12,x", "true"], ["--after", "", "true"]]) {
+      const result = spawnSync(process.execPath, [script, ...given], { encoding: "utf8" });
+      expect(result.status, given.join(" ")).toBe(2);
+      expect(result.stderr).toMatch(/^run-tethered: --after takes pids separated by commas \(--after 1234,1240\), got "[^"\n]*"\n$/);
+    }
+  });
+
+  it("stops its command once its standard input has closed and the processes of --after have exited, not before", { timeout: 30_000 }, async () => {
+    const other = spawn(process.execPath, ["-e", "process.stdin.resume()"], { stdio: ["pipe", "ignore", "ignore"] });
+    const tethered = spawn(process.execPath, [script, "--after", String(other.pid), process.execPath, "-e", "setInterval(() => {}, 1000)"], { stdio: ["pipe", "ignore", "inherit"] });
+    const ended = new Promise<number | null>((resolve) => tethered.once("exit", resolve));
+    let over = false;
+    void ended.then(() => (over = true));
+    tethered.stdin!.end();
+    // Its tether closed, it waits while the other process runs: that one ends only once the test lets it.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(over).toBe(false);
+    other.stdin!.end();
+    // The command, ended by SIGTERM.
+    expect(await ended).toBe(128 + 15);
+  });
+});
