@@ -203,6 +203,18 @@ async function startSystem(dataDir: string, options: SystemOptions = {}) {
   return { child, exited, output: () => output, ports, productsAddress: `127.0.0.1:${ports.products}` };
 }
 
+/**
+ * Waits until `npm start` says its product service, started again, is running again, places an order through it,
+ * checks that nothing stopped meanwhile, and stops the system with Ctrl-C (exit 0).
+ */
+async function productsBackThenCtrlC(dataDir: string, system: Awaited<ReturnType<typeof startSystem>>): Promise<void> {
+  await expect.poll(() => pidsRunningAgain(system.output(), "products"), { timeout: 40_000, interval: 100 }).toHaveLength(1);
+  await orderConfirmed(dataDir, system.ports, 30_000);
+  expect(system.output()).not.toContain("stopping everything");
+  system.child.kill("SIGINT");
+  expect(await system.exited).toBe(0);
+}
+
 describe("npm start", () => {
   const dir = tempDir();
   let child: ChildProcess | undefined;
@@ -1143,11 +1155,7 @@ describe("npm start", () => {
     expect(pidsRunningAgain(system.output(), "products")).toEqual([]);
     writeFileSync(go, "");
     // It never said so, however long after it served.
-    await expect.poll(() => pidsRunningAgain(system.output(), "products"), { timeout: 40_000, interval: 200 }).toHaveLength(1);
-    await orderConfirmed(dir.path, system.ports, 30_000);
-    expect(system.output()).not.toContain("stopping everything");
-    system.child.kill("SIGINT");
-    expect(await system.exited).toBe(0);
+    await productsBackThenCtrlC(dir.path, system);
   });
 
   it("starts a killed service again once its port, held meanwhile by an outgoing connection, is free, saying so, where it refused to start and everything stopped", { timeout: 120_000 }, async () => {
@@ -1192,12 +1200,8 @@ describe("npm start", () => {
     for (const socket of accepted) socket.destroy();
     await holderExited;
     peer.close();
-    await expect.poll(() => pidsRunningAgain(system.output(), "products"), { timeout: 40_000, interval: 100 }).toHaveLength(1);
+    await productsBackThenCtrlC(dir.path, system);
     expect(system.output()).toContain(`start: 127.0.0.1:${system.ports.productsMetrics} is free again; starting products`);
-    await orderConfirmed(dir.path, system.ports, 30_000);
-    expect(system.output()).not.toContain("stopping everything");
-    system.child.kill("SIGINT");
-    expect(await system.exited).toBe(0);
   });
 
   it("stops everything when a service exits 5 times within a minute, saying so (exit 1)", { timeout: 120_000 }, async () => {
