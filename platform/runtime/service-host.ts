@@ -198,6 +198,10 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       if (newDatabase) logger.info({ database: shownDatabase, migrations: applied.length }, `made the database: applied its ${applied.length} migrations`);
       else logger.info({ database: shownDatabase, migrations: applied }, `migrated the database: applied ${applied.join(", ")}`);
     },
+    onAfterCommitFailure(err) {
+      // A bug in the callback: the write it followed is made, and its caller was answered with its result.
+      logger.error({ err }, "a callback run after a transaction committed failed; the transaction's writes are kept and its caller was answered");
+    },
     onCheckpointFailure(err) {
       logger.error({ err }, "checkpointing the SQLite database failed; SQLite checkpoints inside commits from now on");
     },

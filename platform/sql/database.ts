@@ -33,6 +33,11 @@ export interface DatabaseOptions {
   readonly onCheckpointFailure?: (err: Error) => void;
   /** SQLite: its file was deleted or replaced while open; writes are refused from then on (see `SqliteOptions.onDetached`). */
   readonly onDetached?: (detached: SqliteDetached) => void;
+  /**
+   * A callback a transaction asked for with `afterCommit` threw, or returned a promise that rejected: told once, with its
+   * error. The transaction is committed, and its caller gets its result all the same. Default: a message on standard error.
+   */
+  readonly onAfterCommitFailure?: (err: unknown) => void;
   /** Postgres: how long a migration's statement waits for a lock before the migration is rolled back and tried again, ms (see `migrate`; default 2,000). */
   readonly migrationLockTimeoutMs?: number;
   /** Postgres: how long a migration is tried again while another transaction holds a lock it needs, ms (see `migrate`; default 180,000). */
@@ -101,10 +106,16 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   const claim = !postgres && options.owner !== undefined && options.path !== ":memory:" ? claimSqliteFile(options.path) : undefined;
   let opened: Database;
   try {
-    const postgresOptions = { ...(options.poolSize !== undefined && { poolSize: options.poolSize }), ...(options.urlName !== undefined && { urlName: options.urlName }) };
+    const onAfterCommitFailure = options.onAfterCommitFailure && { onAfterCommitFailure: options.onAfterCommitFailure };
+    const postgresOptions = {
+      ...(options.poolSize !== undefined && { poolSize: options.poolSize }),
+      ...(options.urlName !== undefined && { urlName: options.urlName }),
+      ...onAfterCommitFailure,
+    };
     opened = postgres ? openPostgres(options.path, postgresOptions) : openSqlite(options.path, {
           ...(options.onCheckpointFailure && { onCheckpointFailure: options.onCheckpointFailure }),
           ...(options.onDetached && { onDetached: options.onDetached }),
+          ...onAfterCommitFailure,
         });
   } catch (err) {
     claim?.release();

@@ -120,6 +120,40 @@ describe("SQLite group commit", () => {
     await db.close();
   });
 
+  it("answers a committed transaction whose after-commit callback throws, alone or in a group, runs its other callbacks, and tells of the failure once", async () => {
+    const failures: unknown[] = [];
+    const path = join(dir, `group-${++opened}.db`);
+    const db = await openDatabase({ path, migrations, onAfterCommitFailure: (err) => failures.push(err) });
+    const other = new BetterSqlite3(path, { readonly: true });
+    onTestFinished(() => void other.close());
+    const committed = () => (other.prepare("SELECT text FROM notes ORDER BY rowid").all() as Array<{ text: string }>).map((r) => r.text);
+    const ran: string[] = [];
+    const throwing = (text: string) => async (tx: Parameters<Parameters<Database["transaction"]>[0]>[0]) => {
+      await insert(text)(tx);
+      tx.afterCommit(() => {
+        throw new Error(`${text}'s callback failed`);
+      });
+      tx.afterCommit(() => ran.push(`${text}'s second callback`));
+      return `${text} done`;
+    };
+    expect(await db.transaction(throwing("alone"))).toBe("alone done");
+    const grouped = await Promise.allSettled([db.transaction(insert("a")), db.transaction(throwing("b")), db.transaction(insert("c"))]);
+    expect(grouped.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "fulfilled"]);
+    expect((grouped[1] as PromiseFulfilledResult<string>).value).toBe("b done");
+    // A callback that returns a promise which rejects is told of too, instead of rejecting unheard.
+    await db.transaction(async (tx) => {
+      await insert("async")(tx);
+      tx.afterCommit((async () => {
+        throw new Error("async's callback failed");
+      }) as () => void);
+    });
+    await expect.poll(() => failures.length).toBe(3);
+    expect(failures.map((err) => (err as Error).message)).toEqual(["alone's callback failed", "b's callback failed", "async's callback failed"]);
+    expect(ran).toEqual(["alone's second callback", "b's second callback"]);
+    expect(committed()).toEqual(["alone", "a", "b", "c", "async"]);
+    await db.close();
+  });
+
   it("commits the group before a statement run alone, which is committed when it is answered", async () => {
     const { db, committed } = await fresh();
     let seenAfterRun: string[] = [];

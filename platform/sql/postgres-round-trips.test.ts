@@ -237,6 +237,36 @@ describe("a PostgreSQL transaction's round trips", () => {
     expect(pool.totalCount).toBe(connections);
   });
 
+  it("answers a committed transaction whose after-commit callback throws, runs its work once, and tells of the failure once", async () => {
+    const failures: unknown[] = [];
+    const own = await openDatabase({ path: await postgres().createDatabase("after_commit"), migrations: [], onAfterCommitFailure: (err) => failures.push(err) });
+    try {
+      await own.run("CREATE TABLE notes (id INTEGER PRIMARY KEY)");
+      let runs = 0;
+      const ran: string[] = [];
+      // An error that reads as a lost write conflict (or as an unreachable server) must not make the committed work run
+      // again, nor make its caller, answered UNAVAILABLE or ABORTED, send it again.
+      for (const code of ["40001", "ECONNREFUSED", undefined]) {
+        const result = await own.transaction(async (tx) => {
+          runs++;
+          await tx.run("INSERT INTO notes (id) VALUES ($1)", [runs]);
+          tx.afterCommit(() => {
+            throw Object.assign(new Error(`the callback failed (${code})`), { code });
+          });
+          tx.afterCommit(() => ran.push(`second ${code}`));
+          return runs;
+        });
+        expect(result).toBe(runs);
+      }
+      expect(runs).toBe(3);
+      expect(failures.map((err) => (err as Error).message)).toEqual(["the callback failed (40001)", "the callback failed (ECONNREFUSED)", "the callback failed (undefined)"]);
+      expect(ran).toEqual(["second 40001", "second ECONNREFUSED", "second undefined"]);
+      expect(await own.query("SELECT id FROM notes ORDER BY id")).toEqual([{ id: 1 }, { id: 2 }, { id: 3 }]);
+    } finally {
+      await own.close();
+    }
+  });
+
   it("sends a savepoint with its first statement, and rolls back to one whose work failed before any", async () => {
     const sent = recordStatements(db);
     await db.transaction(async (tx) => {

@@ -4,7 +4,7 @@ import type pg from "pg";
 import { urlWithoutSecrets } from "../config/index.js";
 import { Code, StatusError } from "../errors/index.js";
 import { nonNegativeInteger, positiveInteger } from "../options/index.js";
-import { type AheadCheck, runTransaction, sendAhead, sentAheadFailure, type StatementRunner } from "./transaction-scope.js";
+import { type AfterCommitFailure, type AheadCheck, runTransaction, sendAhead, sentAheadFailure, type StatementRunner } from "./transaction-scope.js";
 import { signalOf, type Database, type Dialect, type SqlValue, type Transaction } from "./types.js";
 
 export const postgresDialect: Dialect = {
@@ -482,6 +482,11 @@ export interface PostgresOptions {
    * was read from (`ORDERS_DATABASE_URL`). Default "the database URL".
    */
   readonly urlName?: string;
+  /**
+   * An after-commit callback failed; its transaction is committed and
+   * answered all the same, never tried again (see UnitDone.afterCommit).
+   */
+  readonly onAfterCommitFailure?: AfterCommitFailure;
 }
 
 const defaultUrlName = "the database URL";
@@ -689,6 +694,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
           if (ended?.command === "ROLLBACK") throw new Error("PostgreSQL rolled the transaction back at its COMMIT: a statement in it had failed");
         },
         async () => void (await tx.finish("ROLLBACK").catch(broke)),
+        options.onAfterCommitFailure,
       );
     });
   };

@@ -3,7 +3,7 @@ import { basename, dirname, join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { Code, StatusError } from "../errors/index.js";
 import { startCheckpointer, type Checkpointer } from "./sqlite-checkpointer.js";
-import { runUnit, type StatementRunner } from "./transaction-scope.js";
+import { type AfterCommitFailure, runUnit, type StatementRunner } from "./transaction-scope.js";
 import { signalOf, type Database, type Dialect, type SqlValue, type Transaction, type TransactionOptions } from "./types.js";
 
 export const sqliteDialect: Dialect = {
@@ -219,6 +219,8 @@ export interface SqliteOptions {
   readonly onCheckpointFailure?: (err: Error) => void;
   /** The file was deleted or replaced while open: writes are refused from then on (see watchDetachment). */
   readonly onDetached?: (detached: SqliteDetached) => void;
+  /** An after-commit callback failed; its transaction is committed and answered all the same (see UnitDone.afterCommit). */
+  readonly onAfterCommitFailure?: AfterCommitFailure;
 }
 
 /**
@@ -429,6 +431,7 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     const active = checkpointer;
     if (active?.committed(transactions) === "rewind") void active.rewind(holdWrites);
   };
+  const { onAfterCommitFailure } = options;
   const transaction = async <T>(work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> => {
     // A lazy signal is asked for only when the transaction waits: with nothing ahead of it,
     // it starts before any I/O could cancel its caller. A signal given as it is is always checked.
@@ -499,7 +502,7 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     });
     const committed = joined.committed();
     if (committed) await committed;
-    done.afterCommit();
+    done.afterCommit(onAfterCommitFailure);
     return done.result;
   };
 

@@ -123,18 +123,48 @@ export function caughtStatementFailure(tx: Transaction): unknown {
  * inside, each with its own staged writes and callbacks, merged into its
  * parent when it is released and dropped when it rolls back.
  */
-export async function runTransaction<T>(runner: StatementRunner, work: (tx: Transaction) => Promise<T>, commit: () => Promise<void>, rollback: () => Promise<void>): Promise<T> {
+export async function runTransaction<T>(
+  runner: StatementRunner,
+  work: (tx: Transaction) => Promise<T>,
+  commit: () => Promise<void>,
+  rollback: () => Promise<void>,
+  onCallbackFailure?: AfterCommitFailure,
+): Promise<T> {
   const done = await runUnit(runner, work, rollback);
   await commit();
-  done.afterCommit();
+  done.afterCommit(onCallbackFailure);
   return done.result;
+}
+
+/**
+ * Told of an after-commit callback that threw (or returned a promise that
+ * rejected), with its error: the transaction is committed all the same, and
+ * its caller gets its result. Without one, the error goes to standard error.
+ */
+export type AfterCommitFailure = (err: unknown) => void;
+
+const printAfterCommitFailure: AfterCommitFailure = (err) =>
+  console.error(`a callback run after its transaction committed failed (the transaction's writes are kept): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+
+/** Tells `told` of `err`; a teller that throws in turn is not let turn the committed transaction into a failed one. */
+function tell(told: AfterCommitFailure, err: unknown): void {
+  try {
+    told(err);
+  } catch {
+    // Nothing more to do: the writes are kept and the caller is answered.
+  }
 }
 
 /** A unit of work done, its writes flushed, not yet committed. */
 export interface UnitDone<T> {
   readonly result: T;
-  /** Runs the callbacks the work asked for after its commit: call once that commit is done. */
-  afterCommit(): void;
+  /**
+   * Runs the callbacks the work asked for after its commit: call once that
+   * commit is done. A callback that fails is told to `failed` and the others
+   * run: the commit happened, so the caller is to be answered with its result
+   * (a caller answered with an error would try again a write that was made).
+   */
+  afterCommit(failed?: AfterCommitFailure): void;
 }
 
 /**
@@ -155,8 +185,16 @@ export async function runUnit<T>(runner: StatementRunner, work: (tx: Transaction
   }
   return {
     result,
-    afterCommit: () => {
-      for (const callback of root.afterCommit) callback();
+    afterCommit: (failed = printAfterCommitFailure) => {
+      for (const callback of root.afterCommit) {
+        try {
+          // Typed as returning nothing, which an async function passes for: its rejection would otherwise go unheard.
+          const returned: unknown = callback();
+          if (returned instanceof Promise) returned.catch((err: unknown) => tell(failed, err));
+        } catch (err) {
+          tell(failed, err);
+        }
+      }
     },
   };
 }

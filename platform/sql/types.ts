@@ -52,7 +52,11 @@ export interface Transaction extends Queryable {
    * what it staged and registered) are undone, and the error propagates.
    */
   savepoint<T>(work: (tx: Transaction) => Promise<T>): Promise<T>;
-  /** Runs `callback` once the whole transaction has committed; dropped when it (or this savepoint) rolls back. */
+  /**
+   * Runs `callback` once the whole transaction has committed; dropped when it (or this savepoint) rolls back. One that
+   * throws fails neither the transaction, which is committed, nor the other callbacks: it is reported (the database's
+   * `onAfterCommitFailure`), and the caller gets its result.
+   */
   afterCommit(callback: () => void): void;
   /** Stages `item` to be written by `writes.flush` just before the commit. */
   stage<T>(writes: StagedWrites<T>, item: T): void;
