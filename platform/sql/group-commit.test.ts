@@ -1,8 +1,11 @@
 import BetterSqlite3 from "better-sqlite3";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { openDatabase } from "./database.js";
+import type { FlushedFile } from "./sqlite-checkpointer.js";
+import { openSqlite } from "./sqlite.js";
 import type { Database } from "./types.js";
 import { createOutbox, onOutboxCommit, outboxMigrations } from "../events/outbox.js";
 import { sampleStream } from "../../test/support/sample-events.js";
@@ -274,6 +277,71 @@ describe("SQLite group commit, the hard cases", () => {
     );
     expect(committed()).toEqual(Array.from({ length: n }, (_, i) => String(i)));
     expect(afterCommitSaw).toEqual([1, 1, 1, 1, 1]);
+    await db.close();
+  });
+
+  it("commits the group open when a rewind of the log, asked for by its length, holds writes back, and answers it before the rewind", async () => {
+    const path = join(dir, `group-${++opened}.db`);
+    await (await openDatabase({ path, migrations })).close();
+    // Each flush a checkpoint asks for waits, while `holding`, until the test lets it through.
+    const flushes: FlushedFile[] = [];
+    const waiting: (() => void)[] = [];
+    let holding = true;
+    const letThrough = () => {
+      for (const go of waiting.splice(0)) go();
+    };
+    const db = openSqlite(path, {
+      checkpointFlush: (_fd, file) => {
+        flushes.push(file);
+        return holding ? new Promise<void>((resolve) => waiting.push(resolve)) : Promise.resolve();
+      },
+    });
+    onTestFinished(() => {
+      holding = false;
+      letThrough();
+    });
+    const other = new BetterSqlite3(path, { readonly: true });
+    onTestFinished(() => void other.close());
+    const committed = () => (other.prepare("SELECT text FROM notes WHERE length(text) < 10 ORDER BY rowid").all() as Array<{ text: string }>).map((r) => r.text);
+    /** The log header's salts: SQLite changes them when it starts the log again. */
+    const salts = () => readFileSync(`${path}-wal`).subarray(16, 24).toString("hex");
+    // Over 1,000 pages in the log: once a checkpoint has seen them, the next commit asks for a rewind.
+    await db.transaction(insert("x".repeat(5_000_000)));
+    await expect.poll(() => flushes).toEqual(["log"]);
+    // Committed while that checkpoint flushes the log: another checkpoint follows it.
+    await db.transaction(insert("s1"));
+    letThrough();
+    await expect.poll(() => flushes).toEqual(["log", "database"]);
+    letThrough();
+    await expect.poll(() => flushes).toEqual(["log", "database", "log"]);
+    const before = salts();
+    // This commit asks for the rewind, which waits for the checkpoint under way, writes going on.
+    await db.transaction(insert("t0"));
+    let finishT1!: () => void;
+    const t1Held = new Promise<void>((resolve) => (finishT1 = resolve));
+    const answered: string[] = [];
+    const seenByT2: string[][] = [];
+    const t1 = db.transaction(async (tx: Tx) => {
+      await insert("t1")(tx);
+      await t1Held;
+    }).then(() => answered.push("t1"));
+    const t2 = db.transaction(async (tx: Tx) => {
+      seenByT2.push(committed());
+      await insert("t2")(tx);
+    }).then(() => answered.push("t2"));
+    letThrough();
+    await expect.poll(() => flushes).toEqual(["log", "database", "log", "database"]);
+    holding = false;
+    letThrough();
+    // The checkpoint ends; the rewind holds writes back and waits for t1, which leaves its group open for t2, queued.
+    await new Promise((resolve) => setImmediate(resolve));
+    finishT1();
+    await Promise.all([t1, t2]);
+    // t1's group was committed before the rewind, and t2 started the log again after it, in a group of its own.
+    expect(seenByT2).toEqual([["s1", "t0", "t1"]]);
+    expect(answered).toEqual(["t1", "t2"]);
+    expect(salts()).not.toBe(before);
+    expect(committed()).toEqual(["s1", "t0", "t1", "t2"]);
     await db.close();
   });
 

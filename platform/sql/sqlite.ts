@@ -2,7 +2,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readlinkSync, 
 import { basename, dirname, join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { Code, StatusError } from "../errors/index.js";
-import { startCheckpointer, type Checkpointer } from "./sqlite-checkpointer.js";
+import { startCheckpointer, type Checkpointer, type CheckpointerOptions } from "./sqlite-checkpointer.js";
 import { type AfterCommitFailure, runUnit, type StatementRunner } from "./transaction-scope.js";
 import { signalOf, type Database, type Dialect, type SqlValue, type Transaction, type TransactionOptions } from "./types.js";
 
@@ -221,6 +221,8 @@ export interface SqliteOptions {
   readonly onDetached?: (detached: SqliteDetached) => void;
   /** An after-commit callback failed; its transaction is committed and answered all the same (see UnitDone.afterCommit). */
   readonly onAfterCommitFailure?: AfterCommitFailure;
+  /** How the checkpoints flush a file (`CheckpointerOptions.flush`): tests hold a flush with it. */
+  readonly checkpointFlush?: CheckpointerOptions["flush"];
 }
 
 /**
@@ -320,7 +322,9 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     const heldAt = heldDescriptors(realPath);
     try {
       // Its owner's alone, as the database it copies (see below). In the transaction queue, so that a close waits
-      // for it; writes are refused from now on.
+      // for it; writes are refused from now on. No group is open when its turn comes (alone's commit of one is run's):
+      // a transaction asked for from now on is refused before it counts as waiting, and those that counted are ahead
+      // of it in the queue, so the last of them, with none waiting, commits the group.
       closeSync(openSync(savedTo, "wx", 0o600));
       await alone(() => writerConnection.backup(savedTo));
       options.onDetached?.({ how, savedTo });
@@ -339,7 +343,7 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
   if (path !== ":memory:") {
     writerConnection.pragma("wal_autocheckpoint = 0");
     try {
-      checkpointer = checkpointerToClose = startCheckpointer({ path, onFailure: checkpointOnCommit });
+      checkpointer = checkpointerToClose = startCheckpointer({ path, onFailure: checkpointOnCommit, ...(options.checkpointFlush && { flush: options.checkpointFlush }) });
     } catch (err) {
       checkpointOnCommit(err as Error);
     }
