@@ -218,6 +218,38 @@ describe("SQLite group commit, the hard cases", () => {
     await db.close();
   });
 
+  it("refuses a statement run through a transaction after its work has ended (not awaited), which would otherwise run in the next one's", async () => {
+    const { db, committed } = await fresh();
+    /** What each statement not awaited came to, its error taken at once. */
+    const strays: Promise<unknown>[] = [];
+    const stray = (running: Promise<unknown>) => void strays.push(running.then((result) => result, (err: unknown) => err));
+    const results = await Promise.allSettled([
+      db.transaction(insert("first")),
+      // A savepoint not awaited: its SAVEPOINT would go after this work's rollback, into the next transaction's unit.
+      db.transaction(async (tx: Tx) => {
+        await insert("failed")(tx);
+        stray(tx.savepoint(insert("stray savepoint")));
+        throw new Error("failed");
+      }),
+      // A statement run after something outside the database, not awaited, by work that has returned.
+      db.transaction(async (tx: Tx) => {
+        await insert("kept")(tx);
+        stray(new Promise((resolve) => setImmediate(resolve)).then(() => insert("stray statement")(tx)));
+      }),
+      db.transaction(async (tx: Tx) => {
+        await new Promise((resolve) => setImmediate(resolve));
+        await new Promise((resolve) => setImmediate(resolve));
+        await insert("last")(tx);
+      }),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled", "fulfilled"]);
+    const outcomes = await Promise.all(strays);
+    expect(committed()).toEqual(["first", "kept", "last"]);
+    expect(outcomes).toHaveLength(2);
+    for (const outcome of outcomes) expect(outcome).toMatchObject({ message: expect.stringMatching(/^the transaction's work had ended/) });
+    await db.close();
+  });
+
   it("answers every transaction of a group that fills the database (SQLITE_FULL), and keeps the writes of none that failed", async () => {
     const { db, committed, writer } = await nearlyFull();
     const results = await Promise.allSettled([

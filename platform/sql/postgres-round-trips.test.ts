@@ -267,6 +267,32 @@ describe("a PostgreSQL transaction's round trips", () => {
     }
   });
 
+  it("refuses a statement run through a transaction once its work is over (not awaited), instead of running it in the connection's next one", async () => {
+    const own = await openDatabase({ path: await postgres().createDatabase("ended_work"), migrations: [], poolSize: 1 });
+    try {
+      await own.run("CREATE TABLE notes (note TEXT NOT NULL)");
+      let stray!: Promise<unknown>;
+      const first = own.transaction(async (tx) => {
+        await tx.run("INSERT INTO notes (note) VALUES ('first')");
+        stray = new Promise((resolve) => setImmediate(resolve))
+          .then(() => tx.run("INSERT INTO notes (note) VALUES ('stray')"))
+          .then((changed) => changed, (err: unknown) => err);
+      });
+      // The pool's one connection goes to this one next; it fails, and nothing it holds is to be kept.
+      const next = own.transaction(async (tx) => {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        await tx.run("INSERT INTO notes (note) VALUES ('next')");
+        throw new Error("next failed");
+      });
+      await first;
+      await expect(next).rejects.toThrow("next failed");
+      expect(await stray).toMatchObject({ message: expect.stringMatching(/^the transaction's work had ended/) });
+      expect(await own.query("SELECT note FROM notes")).toEqual([{ note: "first" }]);
+    } finally {
+      await own.close();
+    }
+  });
+
   it("sends a savepoint with its first statement, and rolls back to one whose work failed before any", async () => {
     const sent = recordStatements(db);
     await db.transaction(async (tx) => {

@@ -90,7 +90,22 @@ interface Scope {
   afterCommit: Array<() => void>;
   /** The error of the first statement that failed in this scope (not in a savepoint inside it that rolled back). */
   failed?: unknown;
+  /** The scope a savepoint's is inside. */
+  readonly parent?: Scope;
+  /**
+   * Set once its work is over (the unit of work returned or threw, the
+   * savepoint was released or rolled back): a statement run through it
+   * later, by work that did not await it, would run in whatever
+   * transaction is open then (on SQLite, another caller's unit of work in
+   * the same group; on PostgreSQL, the next user of the pooled connection),
+   * and is refused instead.
+   */
+  ended?: boolean;
 }
+
+/** The refusal of a statement run through a transaction, or a savepoint, whose work is over. */
+const endedError = () =>
+  new Error("the transaction's work had ended when a statement was run through it (a statement or savepoint not awaited): it was not run");
 
 /**
  * A statement failed inside a transaction (or savepoint) whose work caught
@@ -180,9 +195,11 @@ export async function runUnit<T>(runner: StatementRunner, work: (tx: Transaction
     if (root.failed !== undefined) throw new CaughtStatementError(root.failed);
     for (const [writes, items] of root.staged) await writes.flush(new ScopedTransaction(runner, root, 0), items);
   } catch (err) {
+    root.ended = true;
     await rollback(err).catch(() => undefined);
     throw err;
   }
+  root.ended = true;
   return {
     result,
     afterCommit: (failed = printAfterCommitFailure) => {
@@ -215,10 +232,17 @@ class ScopedTransaction implements Transaction {
   get failure(): unknown {
     return this.scope.failed;
   }
+  /** Whether this scope's work, or that of one it is inside, is over (see Scope.ended). */
+  private ended(): boolean {
+    for (let scope: Scope | undefined = this.scope; scope; scope = scope.parent) if (scope.ended) return true;
+    return false;
+  }
   query<R = Record<string, unknown>>(sql: string, params?: readonly SqlValue[]): Promise<R[]> {
+    if (this.ended()) return Promise.reject(endedError());
     return this.runner.query<R>(sql, params).catch(this.failed);
   }
   run(sql: string, params?: readonly SqlValue[]): Promise<number> {
+    if (this.ended()) return Promise.reject(endedError());
     return this.runner.run(sql, params).catch(this.failed);
   }
   /** Records the first failed statement of the scope, then rethrows. */
@@ -240,6 +264,7 @@ class ScopedTransaction implements Transaction {
   }
   /** See sendAhead. */
   async ahead(sql: string, params?: readonly SqlValue[], check?: AheadCheck): Promise<void> {
+    if (this.ended()) throw endedError();
     if (this.runner.defer) {
       this.runner.defer(sql, params, check);
       return;
@@ -252,9 +277,12 @@ class ScopedTransaction implements Transaction {
   }
   async savepoint<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
     const name = `sp_${this.depth + 1}`;
-    const inner: Scope = { staged: new Map(), afterCommit: [] };
+    const inner: Scope = { staged: new Map(), afterCommit: [], parent: this.scope };
+    if (this.ended()) throw endedError();
     // Row counts this scope sent ahead to be checked are its own, not the savepoint's: checked before it opens.
     await this.runner.settleChecks?.().catch(this.failed);
+    // Called by work that did not await it, it may open only once that work is over.
+    if (this.ended()) throw endedError();
     // Sent with the savepoint's first statement, and what it defers last with its RELEASE: a failure of that is its own.
     const before = this.aheadMark();
     const opened = this.runner.defer ? this.runner.defer(`SAVEPOINT ${name}`) : await this.runner.run(`SAVEPOINT ${name}`);
@@ -264,8 +292,13 @@ class ScopedTransaction implements Transaction {
       if (inner.failed !== undefined) throw new CaughtStatementError(inner.failed);
       // What it sent ahead with a row count to check is its own: checked before the savepoint ends.
       await this.runner.settleChecks?.();
+      inner.ended = true;
+      if (this.ended()) throw endedError();
       await this.runner.run(`RELEASE SAVEPOINT ${name}`);
     } catch (err) {
+      inner.ended = true;
+      // The work around it is over (it did not await this savepoint): a savepoint of this name now is another's.
+      if (this.ended()) throw err;
       // What it deferred is not sent; nothing is undone when nothing of it was (its SAVEPOINT had not gone yet).
       const reached = typeof opened !== "object" || !this.runner.undefer?.(opened);
       if (reached) {

@@ -45,7 +45,11 @@ export interface StagedWrites<T> {
   flush(tx: Transaction, items: readonly T[]): Promise<void>;
 }
 
-/** One transaction, or a savepoint inside one. Statements run in order; it sees its own writes. */
+/**
+ * One transaction, or a savepoint inside one. Statements run in order; it sees its own writes. A statement (or
+ * savepoint) run through it once its work is over, by work that did not await it, is refused: it would run in
+ * whatever transaction holds the connection then.
+ */
 export interface Transaction extends Queryable {
   /**
    * Runs `work` in a savepoint: when it throws, only its own writes (and
