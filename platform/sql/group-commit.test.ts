@@ -251,6 +251,36 @@ describe("SQLite group commit, the hard cases", () => {
     await db.close();
   });
 
+  it("fails, keeping none of its writes, a transaction whose work returns while a savepoint of it still runs", async () => {
+    const { db, committed } = await fresh();
+    let savepointOutcome: unknown;
+    let goOn!: () => void;
+    const later = new Promise<void>((resolve) => (goOn = resolve));
+    const results = await Promise.allSettled([
+      db.transaction(insert("first")),
+      db.transaction(async (tx: Tx) => {
+        await insert("outer")(tx);
+        // Not awaited: its first statement runs inside this transaction, its second after the work has returned.
+        void tx
+          .savepoint(async (sp) => {
+            await insert("inner 1")(sp);
+            await later;
+            await insert("inner 2")(sp);
+          })
+          .catch((err: unknown) => (savepointOutcome = err));
+        await new Promise((resolve) => setImmediate(resolve));
+        return "returned";
+      }),
+      db.transaction(insert("last")),
+    ]);
+    goOn();
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    expect((results[1] as PromiseRejectedResult).reason.message).toMatch(/^a savepoint was still running when the transaction's work returned/);
+    expect(committed()).toEqual(["first", "last"]);
+    await expect.poll(() => savepointOutcome).toMatchObject({ message: expect.stringMatching(/^the transaction's work had ended/) });
+    await db.close();
+  });
+
   it("answers every transaction of a group that fills the database (SQLITE_FULL), and keeps the writes of none that failed", async () => {
     const { db, committed, writer } = await nearlyFull();
     const results = await Promise.allSettled([

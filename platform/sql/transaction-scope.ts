@@ -92,6 +92,8 @@ interface Scope {
   failed?: unknown;
   /** The scope a savepoint's is inside. */
   readonly parent?: Scope;
+  /** Savepoints opened directly in it that have not ended: none may be left when its work returns. */
+  running: number;
   /**
    * Set once its work is over (the unit of work returned or threw, the
    * savepoint was released or rolled back): a statement run through it
@@ -102,6 +104,10 @@ interface Scope {
    */
   ended?: boolean;
 }
+
+/** The failure of work (a transaction's, or a savepoint's) that returned while a savepoint of it still ran, not awaited. */
+const savepointStillRunning = (whose: string) =>
+  new Error(`a savepoint was still running when the ${whose} work returned (it was not awaited): nothing of that work is kept`);
 
 /** The refusal of a statement run through a transaction, or a savepoint, whose work is over. */
 const endedError = () =>
@@ -188,10 +194,11 @@ export interface UnitDone<T> {
  * group commit). On a throw, `rollback` runs with the error, which propagates.
  */
 export async function runUnit<T>(runner: StatementRunner, work: (tx: Transaction) => Promise<T>, rollback: (err: unknown) => Promise<void>): Promise<UnitDone<T>> {
-  const root: Scope = { staged: new Map(), afterCommit: [] };
+  const root: Scope = { staged: new Map(), afterCommit: [], running: 0 };
   let result: T;
   try {
     result = await work(new ScopedTransaction(runner, root, 0));
+    if (root.running > 0) throw savepointStillRunning("transaction's");
     if (root.failed !== undefined) throw new CaughtStatementError(root.failed);
     for (const [writes, items] of root.staged) await writes.flush(new ScopedTransaction(runner, root, 0), items);
   } catch (err) {
@@ -276,9 +283,17 @@ class ScopedTransaction implements Transaction {
     if (this.dialect.name === "postgres") await this.ahead("SELECT pg_advisory_xact_lock($1, hashtext($2))", [keyedLockClass, key]);
   }
   async savepoint<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
-    const name = `sp_${this.depth + 1}`;
-    const inner: Scope = { staged: new Map(), afterCommit: [], parent: this.scope };
     if (this.ended()) throw endedError();
+    this.scope.running++;
+    try {
+      return await this.inSavepoint(work);
+    } finally {
+      this.scope.running--;
+    }
+  }
+  private async inSavepoint<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
+    const name = `sp_${this.depth + 1}`;
+    const inner: Scope = { staged: new Map(), afterCommit: [], parent: this.scope, running: 0 };
     // Row counts this scope sent ahead to be checked are its own, not the savepoint's: checked before it opens.
     await this.runner.settleChecks?.().catch(this.failed);
     // Called by work that did not await it, it may open only once that work is over.
@@ -289,6 +304,7 @@ class ScopedTransaction implements Transaction {
     let result: T;
     try {
       result = await work(new ScopedTransaction(this.runner, inner, this.depth + 1));
+      if (inner.running > 0) throw savepointStillRunning("savepoint's");
       if (inner.failed !== undefined) throw new CaughtStatementError(inner.failed);
       // What it sent ahead with a row count to check is its own: checked before the savepoint ends.
       await this.runner.settleChecks?.();

@@ -54,6 +54,8 @@ export interface Transaction extends Queryable {
   /**
    * Runs `work` in a savepoint: when it throws, only its own writes (and
    * what it staged and registered) are undone, and the error propagates.
+   * To be awaited: work (of the transaction, or of a savepoint around this
+   * one) that returns while it still runs fails, nothing of it kept.
    */
   savepoint<T>(work: (tx: Transaction) => Promise<T>): Promise<T>;
   /**
