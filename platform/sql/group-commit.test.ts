@@ -28,6 +28,7 @@ async function fresh(): Promise<{ db: Database; committed: () => string[] }> {
   return { db, committed };
 }
 
+type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
 const insert = (text: string) => (tx: { run(sql: string, params: string[]): Promise<number> }) => tx.run("INSERT INTO notes (text) VALUES ($1)", [text]);
 
 describe("SQLite group commit", () => {
@@ -158,6 +159,61 @@ describe("SQLite group commit", () => {
     await db.close();
   });
 
+  it("runs a transaction an after-commit callback starts after the group it follows, and tells of one that fails", async () => {
+    const failures: unknown[] = [];
+    const path = join(dir, `group-${++opened}.db`);
+    const db = await openDatabase({ path, migrations, onAfterCommitFailure: (err) => failures.push(err) });
+    const started: Promise<unknown>[] = [];
+    const seenByFollower: string[][] = [];
+    const results = await Promise.allSettled([
+      db.transaction(async (tx: Tx) => {
+        await insert("a")(tx);
+        tx.afterCommit(() => {
+          started.push(
+            db.transaction(async (follower: Tx) => {
+              seenByFollower.push((await follower.query<{ text: string }>("SELECT text FROM notes ORDER BY rowid")).map((r) => r.text));
+              await insert("after a")(follower);
+            }),
+          );
+        });
+      }),
+      db.transaction(async (tx: Tx) => {
+        await insert("b")(tx);
+        // Returned, so that its failure is told of.
+        tx.afterCommit(() => db.transaction((follower: Tx) => follower.run("INSERT INTO nowhere VALUES (1)")) as unknown as void);
+      }),
+      db.transaction(insert("c")),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "fulfilled"]);
+    await Promise.all(started);
+    await expect.poll(() => failures.length).toBe(1);
+    expect((failures[0] as Error).message).toMatch(/no such table: nowhere/);
+    expect(seenByFollower).toEqual([["a", "b", "c"]]);
+    expect(await db.query("SELECT text FROM notes ORDER BY rowid")).toEqual([{ text: "a" }, { text: "b" }, { text: "c" }, { text: "after a" }]);
+    await db.close();
+  });
+
+  it("answers and commits a group left open across the event loop's turns when closed meanwhile, then closes", async () => {
+    const { db, committed } = await fresh();
+    let goOn!: () => void;
+    const later = new Promise<void>((resolve) => (goOn = resolve));
+    const answered: string[] = [];
+    const a = db.transaction(async (tx: Tx) => {
+      await insert("a")(tx);
+      await later;
+    }).then(() => answered.push("a"));
+    const b = db.transaction(insert("b")).then(() => answered.push("b"));
+    let closed = false;
+    const closing = db.close().then(() => (closed = true));
+    // The event loop turns with the group open: the close waits for it.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(closed).toBe(false);
+    goOn();
+    await Promise.all([a, b, closing]);
+    expect(answered).toEqual(["a", "b"]);
+    expect(committed()).toEqual(["a", "b"]);
+  });
+
   it("commits the group before a statement run alone, which is committed when it is answered", async () => {
     const { db, committed } = await fresh();
     let seenAfterRun: string[] = [];
@@ -172,7 +228,6 @@ describe("SQLite group commit", () => {
 });
 
 describe("SQLite group commit, the hard cases", () => {
-  type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
   /** A row that fills a database made `nearlyFull`. */
   const big = "x".repeat(64 * 1024);
   /** A database of its own that takes two pages more (SQLITE_FULL then), and its writing connection. */
