@@ -336,6 +336,29 @@ describe("SQLite group commit, the hard cases", () => {
     await db.close();
   });
 
+  it("fails every transaction of a group whose COMMIT and ROLLBACK both fail, none left waiting, and takes transactions again once they can run", async () => {
+    const { db, committed } = await fresh();
+    const writer = (db as Database & { writer: BetterSqlite3.Database }).writer;
+    // A query left open on the writing connection: better-sqlite3 refuses every other statement there, COMMIT and ROLLBACK too.
+    let open: IterableIterator<unknown> | undefined;
+    // Opened by the first transaction's work: the next, queued, cannot open its savepoint, and the group's COMMIT fails.
+    const results = await Promise.allSettled([
+      db.transaction(async (tx: Tx) => {
+        await insert("a")(tx);
+        open = writer.prepare("SELECT text FROM notes").iterate();
+        open.next();
+      }),
+      db.transaction(insert("b")),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(["rejected", "rejected"]);
+    for (const r of results) expect((r as PromiseRejectedResult).reason.message).toMatch(/busy/);
+    open!.return?.();
+    expect(committed()).toEqual([]);
+    await db.transaction(insert("later"));
+    expect(committed()).toEqual(["later"]);
+    await db.close();
+  });
+
   it("answers every transaction of a group that fills the database (SQLITE_FULL), and keeps the writes of none that failed", async () => {
     const { db, committed, writer } = await nearlyFull();
     const results = await Promise.allSettled([
@@ -398,7 +421,10 @@ describe("SQLite group commit, the hard cases", () => {
     await db.close();
   });
 
-  it("commits the group open when a rewind of the log, asked for by its length, holds writes back, and answers it before the rewind", async () => {
+  it.each([
+    ["commits and answers", false],
+    ["fails (its COMMIT and ROLLBACK failing), holding writes back no longer than the rewind,", true],
+  ])("%s a group left open when a rewind of the log, asked for by its length, holds writes back", async (_, commitFails) => {
     const path = join(dir, `group-${++opened}.db`);
     await (await openDatabase({ path, migrations })).close();
     // Each flush a checkpoint asks for waits, while `holding`, until the test lets it through.
@@ -439,10 +465,19 @@ describe("SQLite group commit, the hard cases", () => {
     const t1Held = new Promise<void>((resolve) => (finishT1 = resolve));
     const answered: string[] = [];
     const seenByT2: string[][] = [];
+    let t1Failed = () => {};
     const t1 = db.transaction(async (tx: Tx) => {
       await insert("t1")(tx);
       await t1Held;
-    }).then(() => answered.push("t1"));
+      if (!commitFails) return;
+      // A query left open on the writing connection: better-sqlite3 refuses the COMMIT there, and the ROLLBACK; closed once t1 is answered.
+      const open = db.writer.prepare("SELECT text FROM notes").iterate();
+      open.next();
+      t1Failed = () => void open.return?.();
+    }).then(() => answered.push("t1"), (err: Error) => {
+      t1Failed();
+      answered.push(`t1 failed: ${err.message}`);
+    });
     const t2 = db.transaction(async (tx: Tx) => {
       seenByT2.push(committed());
       await insert("t2")(tx);
@@ -455,6 +490,14 @@ describe("SQLite group commit, the hard cases", () => {
     await new Promise((resolve) => setImmediate(resolve));
     finishT1();
     await Promise.all([t1, t2]);
+    if (commitFails) {
+      // t1 failed with the COMMIT's error; the writes held back went on, t2 first, the transaction left open ended then.
+      expect(answered).toEqual([expect.stringMatching(/^t1 failed: .*busy/), "t2"]);
+      expect(seenByT2).toEqual([["s1", "t0"]]);
+      expect(committed()).toEqual(["s1", "t0", "t2"]);
+      await db.close();
+      return;
+    }
     // t1's group was committed before the rewind, and t2 started the log again after it, in a group of its own.
     expect(seenByT2).toEqual([["s1", "t0", "t1"]]);
     expect(answered).toEqual(["t1", "t2"]);

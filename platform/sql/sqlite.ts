@@ -377,9 +377,13 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     try {
       writer.runSync("COMMIT");
     } catch (err) {
-      // A COMMIT that fails (a deferred constraint, a full disk) leaves the transaction open: ended here, or every later BEGIN would fail.
-      if (writerConnection.inTransaction) writer.runSync("ROLLBACK");
-      ending.failed(err);
+      // A COMMIT that fails (a deferred constraint, a full disk) leaves the transaction open: ended here, or every later BEGIN
+      // would fail. Its transactions fail whatever the ROLLBACK does: none of them may wait for good.
+      try {
+        if (writerConnection.inTransaction) writer.runSync("ROLLBACK");
+      } finally {
+        ending.failed(err);
+      }
       return;
     }
     ending.done();
@@ -409,7 +413,12 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     held = gate;
     await underWay?.catch(() => undefined);
     // No write transaction may be open while the log is rewound: a group left open for transactions now held back ends here.
-    commitGroup();
+    try {
+      commitGroup();
+    } catch {
+      // Its COMMIT and ROLLBACK both failed: its transactions have failed with the COMMIT's error, and the next BEGIN
+      // ends what is left open (see transaction). Writes are not to be held back for good for it.
+    }
     return () => {
       if (held === gate) held = undefined;
       release();
@@ -457,7 +466,14 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
         if (refused) throw refused;
         if (group) writer.runSync("SAVEPOINT concord_unit");
         else {
-          writer.runSync("BEGIN IMMEDIATE");
+          try {
+            writer.runSync("BEGIN IMMEDIATE");
+          } catch (err) {
+            // A transaction a failed COMMIT left open, its ROLLBACK failing too (see commitGroup): ended now, if it can be.
+            if (!writerConnection.inTransaction) throw err;
+            writer.runSync("ROLLBACK");
+            writer.runSync("BEGIN IMMEDIATE");
+          }
           group = new CommitGroup();
           first = true;
         }
