@@ -354,8 +354,11 @@ describe("SQLite group commit, the hard cases", () => {
     for (const r of results) expect((r as PromiseRejectedResult).reason.message).toMatch(/busy/);
     open!.return?.();
     expect(committed()).toEqual([]);
+    // A statement run alone is not run inside the transaction left open, to be answered and never committed.
+    await db.run("INSERT INTO notes (text) VALUES ('run')");
+    expect(committed()).toEqual(["run"]);
     await db.transaction(insert("later"));
-    expect(committed()).toEqual(["later"]);
+    expect(committed()).toEqual(["run", "later"]);
     await db.close();
   });
 

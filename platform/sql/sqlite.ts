@@ -370,6 +370,8 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
   let group: CommitGroup | undefined;
   /** Transactions queued that have not started: while some are, one that ends leaves the group open for them. */
   let transactionsWaiting = 0;
+  /** A ROLLBACK that ended a failed group failed too: its transaction is still open (see endLeftOpen). */
+  let leftOpen = false;
   const commitGroup = (): void => {
     const ending = group;
     if (!ending) return;
@@ -382,12 +384,23 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
       try {
         if (writerConnection.inTransaction) writer.runSync("ROLLBACK");
       } finally {
+        leftOpen = writerConnection.inTransaction;
         ending.failed(err);
       }
       return;
     }
     ending.done();
     checkpointed(ending.units);
+  };
+  /**
+   * Ends a transaction a failed COMMIT left open, its ROLLBACK failing too
+   * (see commitGroup), once it can be: its transactions have failed, and
+   * what ran in it since (a statement run alone) would be answered and
+   * never committed.
+   */
+  const endLeftOpen = (): void => {
+    if (!group && writerConnection.inTransaction) writer.runSync("ROLLBACK");
+    leftOpen = false;
   };
   /** Ends the open group when no transaction waits to join it. */
   const commitUnlessJoined = (): void => {
@@ -437,6 +450,7 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
   const alone = <T>(work: () => Promise<T>): Promise<T> =>
     exclusive(() => {
       commitGroup();
+      if (leftOpen) endLeftOpen();
       return work();
     });
   /** After each commit (of `transactions` transactions); a rewind of the log holds write transactions back while it copies the log (holdWrites). */
@@ -469,9 +483,8 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
           try {
             writer.runSync("BEGIN IMMEDIATE");
           } catch (err) {
-            // A transaction a failed COMMIT left open, its ROLLBACK failing too (see commitGroup): ended now, if it can be.
             if (!writerConnection.inTransaction) throw err;
-            writer.runSync("ROLLBACK");
+            endLeftOpen();
             writer.runSync("BEGIN IMMEDIATE");
           }
           group = new CommitGroup();
@@ -489,6 +502,7 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
         try {
           if (writerConnection.inTransaction) writer.runSync("ROLLBACK");
         } finally {
+          leftOpen = writerConnection.inTransaction;
           if (group === joined) group = undefined;
           joined.failed(err);
         }
