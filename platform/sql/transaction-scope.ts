@@ -90,8 +90,8 @@ interface Scope {
   afterCommit: Array<() => void>;
   /** The error of the first statement that failed in this scope (not in a savepoint inside it that rolled back). */
   failed?: unknown;
-  /** The scope a savepoint's is inside. */
-  readonly parent?: Scope;
+  /** The scope a savepoint's is inside; undefined for a transaction's own. */
+  readonly parent: Scope | undefined;
   /** Savepoints opened directly in it that have not ended: none may be left when its work returns. */
   running: number;
   /**
@@ -102,7 +102,7 @@ interface Scope {
    * the same group; on PostgreSQL, the next user of the pooled connection),
    * and is refused instead.
    */
-  ended?: boolean;
+  ended: boolean;
 }
 
 /** The failure of work (a transaction's, or a savepoint's) that returned while a savepoint of it still ran, not awaited. */
@@ -194,7 +194,8 @@ export interface UnitDone<T> {
  * group commit). On a throw, `rollback` runs with the error, which propagates.
  */
 export async function runUnit<T>(runner: StatementRunner, work: (tx: Transaction) => Promise<T>, rollback: (err: unknown) => Promise<void>): Promise<UnitDone<T>> {
-  const root: Scope = { staged: new Map(), afterCommit: [], running: 0 };
+  // Every field set here, as in a savepoint's: one shape for all scopes.
+  const root: Scope = { staged: new Map(), afterCommit: [], parent: undefined, running: 0, ended: false };
   let result: T;
   try {
     result = await work(new ScopedTransaction(runner, root, 0));
@@ -293,7 +294,7 @@ class ScopedTransaction implements Transaction {
   }
   private async inSavepoint<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
     const name = `sp_${this.depth + 1}`;
-    const inner: Scope = { staged: new Map(), afterCommit: [], parent: this.scope, running: 0 };
+    const inner: Scope = { staged: new Map(), afterCommit: [], parent: this.scope, running: 0, ended: false };
     // Row counts this scope sent ahead to be checked are its own, not the savepoint's: checked before it opens.
     await this.runner.settleChecks?.().catch(this.failed);
     // Called by work that did not await it, it may open only once that work is over.
