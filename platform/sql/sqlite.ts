@@ -549,6 +549,7 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
       return changes;
     });
   let closed = false;
+  let closing: Promise<void> | undefined;
   return {
     dialect: sqliteDialect,
     location: path,
@@ -569,16 +570,16 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     async listen() {
       return async () => {};
     },
-    async close() {
-      if (closed) return;
+    close() {
       closed = true;
-      try {
-        await closeAll();
-      } catch (err) {
+      // A second close, while the first waits for the transactions queued, is done when that one is.
+      closing ??= closeAll().catch((err: unknown) => {
         // A connection refused to close (a statement of its still open): a later close tries again.
         closed = false;
+        closing = undefined;
         throw err;
-      }
+      });
+      return closing;
     },
   };
 
