@@ -460,10 +460,20 @@ describe("streams the operator provisions", () => {
       expect((await jsm.streams.info("SHOP_ORDERS")).config.subjects).toEqual(["by-hand.>"]);
       // A stream made by hand to keep less than its spec is widened to it; one that keeps more is left so.
       await jsm.streams.update("SHOP_ORDERS", { subjects: [...spec.subjects], max_age: nanos(spec.maxAgeMs / 2) });
-      expect((await provision()).status).toBe(0);
+      const widening = await provision();
+      expect(widening.status).toBe(0);
+      const told = `max_age (ms): existing ${spec.maxAgeMs / 2}, wanted ${spec.maxAgeMs}`;
+      expect(widening.stderr).toContain(`concord streams provision: 3 streams as their specs declare (SHOP_ORDERS widened to its contract: ${told})`);
+      expect(widening.stdout.split("\n").filter(Boolean).map((line) => JSON.parse(line) as { stream: string; widened: string[] }).map((st) => [st.stream, st.widened])).toEqual([
+        ["SHOP_ORDERS", [told]],
+        ["SHOP_PRODUCTS", []],
+        ["CONCORD_DLQ", []],
+      ]);
       expect((await jsm.streams.info("SHOP_ORDERS")).config.max_age).toBe(nanos(spec.maxAgeMs));
       await jsm.streams.update("SHOP_ORDERS", { max_age: nanos(spec.maxAgeMs * 2) });
-      expect((await provision()).status).toBe(0);
+      const left = await provision();
+      expect(left.status).toBe(0);
+      expect(left.stderr).toContain("concord streams provision: 3 streams as their specs declare\n");
       expect((await jsm.streams.info("SHOP_ORDERS")).config.max_age).toBe(nanos(spec.maxAgeMs * 2));
       await jsm.streams.update("SHOP_ORDERS", { max_age: nanos(spec.maxAgeMs) });
     } finally {

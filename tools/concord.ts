@@ -789,7 +789,8 @@ export async function concord(argv: string[]): Promise<number> {
           // Its warnings (a standalone server keeping 1 replica) go to standard error, the streams to standard output.
           const provisioned = await provisionStreams(nc, createLogger({ service: "concord", level: "warn", destination: process.stderr }));
           for (const stream of provisioned) console.log(JSON.stringify(stream));
-          console.error(`concord streams provision: ${provisioned.length} streams as their specs declare`);
+          const widened = provisioned.filter((st) => st.widened.length > 0).map((st) => `${st.stream} widened to its contract: ${st.widened.join("; ")}`);
+          console.error(`concord streams provision: ${provisioned.length} streams as their specs declare${widened.length > 0 ? ` (${widened.join(", ")})` : ""}`);
           return 0;
         });
       }

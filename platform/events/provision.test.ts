@@ -64,7 +64,12 @@ describe("provisioning", () => {
     await bus.js.publish("test.widen.a.1", new Uint8Array([1]));
     const kept = keptLogger();
     const wide = { ...narrow, subjects: ["test.widen.a.>", "test.widen.b.>"], maxAgeMs: 7_200_000, duplicateWindowMs: 120_000 };
-    await ensureStreams(bus.jsm, [wide], { logger: kept.logger });
+    expect((await ensureStreams(bus.jsm, [wide], { logger: kept.logger })).widened).toEqual([
+      {
+        stream: stream.name,
+        settings: ['subjects: existing ["test.widen.a.>"], wanted ["test.widen.a.>","test.widen.b.>"]', "max_age (ms): existing 3600000, wanted 7200000", "duplicate_window (ms): existing 60000, wanted 120000"],
+      },
+    ]);
     const widened = await bus.jsm.streams.info(stream.name);
     expect(widened.config).toMatchObject({ subjects: ["test.widen.a.>", "test.widen.b.>"], max_age: 7_200_000 * 1e6, duplicate_window: 120_000 * 1e6 });
     expect(widened.state.messages).toBe(1);
@@ -77,7 +82,7 @@ describe("provisioning", () => {
     expect((await bus.jsm.streams.info(stream.name)).config.max_age).toBe(0);
     // The spec of the version before: the stream keeps more than it, and is left so (narrowing it would drop events).
     const updates = bus.nc.subscribe(`$JS.API.STREAM.UPDATE.${stream.name}`);
-    await ensureStreams(bus.jsm, [narrow], { logger: kept.logger });
+    expect((await ensureStreams(bus.jsm, [narrow], { logger: kept.logger })).widened).toEqual([]);
     await bus.nc.flush();
     expect(updates.getReceived()).toBe(0);
     updates.unsubscribe();

@@ -87,8 +87,12 @@ export async function ensureStreams(jsm: JetStreamManager, specs: readonly Strea
   const { api } = await jsm.getAccountInfo();
   const atomic = ((api as { level?: number }).level ?? 0) >= atomicBatchApiLevel;
   const atomicBatch: StreamSpec[] = [];
-  for (const spec of specs) if (await ensureStream(jsm, spec, atomic, options.logger, foreign.has(spec.name))) atomicBatch.push(spec);
-  return { atomicBatch };
+  const widened: WidenedStream[] = [];
+  for (const spec of specs) {
+    const onWidened = (settings: readonly string[]) => widened.push({ stream: spec.name, settings });
+    if (await ensureStream(jsm, spec, atomic, options.logger, foreign.has(spec.name), onWidened)) atomicBatch.push(spec);
+  }
+  return { atomicBatch, widened };
 }
 
 /**
@@ -170,6 +174,14 @@ function keptSettings(config: StreamConfig, spec: StreamSpec): KeptSetting[] {
 export interface ProvisionedStreams {
   /** The streams that take atomic batch publishes. */
   readonly atomicBatch: readonly StreamSpec[];
+  /** The streams widened to their specs at this call, each with what was widened ("max_age (ms): existing 3600000, wanted 7200000"). */
+  readonly widened: readonly WidenedStream[];
+}
+
+/** A stream that kept less than its spec, widened to it. */
+export interface WidenedStream {
+  readonly stream: string;
+  readonly settings: readonly string[];
 }
 
 /** The JetStream API level of nats-server 2.12, the first with atomic batch publish. */
@@ -225,7 +237,14 @@ const standaloneWarning = (spec: StreamSpec) =>
   `a crash of this server's machine can lose what it acknowledged last (run a cluster, see README "Durability")`;
 
 /** Creates or checks one stream; resolves with whether it takes atomic batch publishes. */
-async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boolean, logger: Logger | undefined, foreign: boolean): Promise<boolean> {
+async function ensureStream(
+  jsm: JetStreamManager,
+  spec: StreamSpec,
+  atomic: boolean,
+  logger: Logger | undefined,
+  foreign: boolean,
+  onWidened: (settings: readonly string[]) => void,
+): Promise<boolean> {
   const allowsAtomic = (i: StreamInfo) => (i.config as NewerStreamConfig).allow_atomic === true;
   let info = await streamInfo(jsm, spec.name);
   if (!info) {
@@ -309,6 +328,7 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, atomic: boo
       throw new Error(`widening stream ${spec.name} to its spec (${short.join("; ")}) failed: ${(err as Error).message}`, { cause: err });
     }
     logger?.info({ stream: spec.name, widened: short }, `stream ${spec.name} widened to its spec, which keeps more (${short.join("; ")})`);
+    onWidened(short);
   }
   /** Brings one setting in line; where this user may not change streams, says so and goes on with the stream as it is. */
   const update = async <T>(setting: string, change: () => Promise<T>): Promise<T | undefined> => {

@@ -21,6 +21,8 @@ export interface ProvisionedStream {
   readonly replicas: number;
   readonly messages: number;
   readonly atomicBatch: boolean;
+  /** What provisioning widened to the contract, this time ("max_age (ms): existing ..., wanted ..."); empty when nothing. */
+  readonly widened: readonly string[];
 }
 
 /**
@@ -53,7 +55,7 @@ export async function provisionStreams(nc: NatsConnection, logger?: Logger): Pro
 
 async function provisionOnce(nc: NatsConnection, logger: Logger | undefined): Promise<ProvisionedStream[]> {
   const jsm = await nc.jetstreamManager();
-  const { atomicBatch } = await ensureStreams(jsm, provisionedStreams, logger ? { logger } : {}).catch((err: unknown) => {
+  const { atomicBatch, widened } = await ensureStreams(jsm, provisionedStreams, logger ? { logger } : {}).catch((err: unknown) => {
     if (!(err instanceof StreamConflictError)) throw err;
     const rest = provisionedStreams.slice(provisionedStreams.findIndex((spec) => spec.name === err.stream) + 1).map((spec) => spec.name);
     throw new Error(
@@ -65,7 +67,14 @@ async function provisionOnce(nc: NatsConnection, logger: Logger | undefined): Pr
   const provisioned: ProvisionedStream[] = [];
   for (const spec of provisionedStreams) {
     const { config, state } = await jsm.streams.info(spec.name);
-    provisioned.push({ stream: spec.name, subjects: config.subjects ?? [], replicas: config.num_replicas, messages: state.messages, atomicBatch: atomicBatch.includes(spec) });
+    provisioned.push({
+      stream: spec.name,
+      subjects: config.subjects ?? [],
+      replicas: config.num_replicas,
+      messages: state.messages,
+      atomicBatch: atomicBatch.includes(spec),
+      widened: widened.find((w) => w.stream === spec.name)?.settings ?? [],
+    });
   }
   return provisioned;
 }
