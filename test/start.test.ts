@@ -738,6 +738,12 @@ describe("npm start", () => {
     expect(nats.status).toBe(2);
     expect(nats.stderr).toMatch(/the products service would refuse its bad configuration:\n {2}NATS_URL="nats:\/\/nats:notaport" is invalid: the port "notaport" is not a number/);
     expect(existsSync(dataDir)).toBe(false);
+    // An OTLP endpoint the services' exporter would not take for one (no scheme): it sent their spans to localhost:4318 instead.
+    const otlp = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "", OTEL_EXPORTER_OTLP_ENDPOINT: "127.0.0.1:47318" }, encoding: "utf8", timeout: 20_000 });
+    expect(otlp.status).toBe(2);
+    expect(otlp.stderr).toContain('start: the services would refuse OTEL_EXPORTER_OTLP_ENDPOINT="127.0.0.1:47318" is not an http:// or https:// URL');
+    expect(otlp.stderr.trim().split("\n")).toHaveLength(1);
+    expect(existsSync(dataDir)).toBe(false);
   });
 
   it("refuses a NATS_PORT or POSTGRES_PORT that is not a port, and a NATS port already taken, before making anything", { timeout: 60_000 }, async () => {

@@ -41,6 +41,7 @@ import { isPostgresUrl } from "../platform/sql/database.js";
 import { SeedFileError } from "../platform/events/index.js";
 import { redact } from "../platform/sql/postgres.js";
 import { refusedExitCode, stopOnStdinCloseVariable, tlsFileVariables } from "../platform/runtime/index.js";
+import { otlpEndpointProblem } from "../platform/tracing/index.js";
 import { repoRoot } from "./repo-root.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
 import { portSetting } from "./port-setting.js";
@@ -966,6 +967,13 @@ async function main(): Promise<void> {
       process.exitCode = 2;
       return;
     }
+  }
+  // Read by the services' tracing rather than their settings, and refused by them as well.
+  const endpointProblem = postgresOnly ? undefined : otlpEndpointProblem();
+  if (endpointProblem) {
+    console.error(`start: the services would refuse ${endpointProblem}`);
+    process.exitCode = 2;
+    return;
   }
   if (!postgresOnly && process.env.DATABASE_URL && !databaseVariables.every((name) => process.env[name])) {
     // A service started alone reads DATABASE_URL; two services cannot share one database (each claims its own).

@@ -1,7 +1,7 @@
 import { ConfigError, describeConfig, readConfig, type ConfigOf, type Settings } from "../config/index.js";
 import { Code, codeName, StatusError } from "../errors/index.js";
 import { createLogger, type Logger } from "../log/index.js";
-import { startTracing, type Tracing } from "../tracing/index.js";
+import { otlpEndpointProblem, startTracing, type Tracing } from "../tracing/index.js";
 
 /** A started service: where it listens and how to stop it. */
 export interface RunningService {
@@ -74,7 +74,8 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
   if (process.argv.includes("--help") || process.argv.includes("-h")) {
     console.log(
       `${options.name}: ${options.summary}\n\nConfigured by environment variables:\n${describeConfig(options.settings)}\n\n` +
-        "Traces are exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set; the other standard OTEL_* variables\n" +
+        "Traces are exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set (an http:// or https:// URL; another\n" +
+        "value is refused, exit 2); the other standard OTEL_* variables\n" +
         "apply (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_SDK_DISABLED, ...).",
     );
     return;
@@ -88,12 +89,18 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
     process.exitCode = refusedExitCode;
     return;
   }
+  const endpointProblem = otlpEndpointProblem();
+  if (endpointProblem) {
+    console.error(`${options.name}: ${endpointProblem}`);
+    process.exitCode = refusedExitCode;
+    return;
+  }
   const level = (config as Record<string, unknown>).LOG_LEVEL;
   const logger = createLogger({ service: options.name, level: typeof level === "string" ? level : "info" });
   let tracing: Tracing = { enabled: false, shutdown: async () => {} };
   try {
     tracing = await startTracing({ service: options.name });
-    if (tracing.enabled) logger.info("exporting traces over OTLP");
+    if (tracing.enabled) logger.info({ endpoint: tracing.endpoint }, `exporting traces over OTLP to ${tracing.endpoint}`);
   } catch (err) {
     logger.error({ err }, "tracing could not start; running without it");
   }

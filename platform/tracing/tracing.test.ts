@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { tracingWanted } from "./tracing.js";
+import { otlpEndpointProblem, tracingWanted } from "./tracing.js";
 
 /**
  * Loads the services' code and starts tracing in a fresh process, then
@@ -32,6 +32,41 @@ describe("tracing", () => {
     expect(tracingWanted({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318", OTEL_SDK_DISABLED: "TRUE" })).toBe(false);
     expect(tracingWanted({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318", OTEL_TRACES_EXPORTER: "none" })).toBe(false);
   });
+
+  it("refuses an OTLP endpoint that is not an http or https URL, which the exporter would replace by its default unsaid", () => {
+    // The exporter took "127.0.0.1:4318" for no URL and sent to http://localhost:4318, and "localhost:4318" for a URL of scheme localhost.
+    for (const value of ["127.0.0.1:4318", "localhost:4318", "ftp://127.0.0.1:4318", "http://"]) {
+      expect(otlpEndpointProblem({ OTEL_EXPORTER_OTLP_ENDPOINT: value })).toBe(
+        `OTEL_EXPORTER_OTLP_ENDPOINT=${JSON.stringify(value)} is not an http:// or https:// URL, which the OTLP exporter needs (it would send the spans elsewhere or nowhere, saying nothing): write it whole, as http://127.0.0.1:4318`,
+      );
+    }
+    expect(otlpEndpointProblem({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "collector:4318" })).toMatch(/^OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="collector:4318" is not/);
+    expect(otlpEndpointProblem({ OTEL_EXPORTER_OTLP_ENDPOINT: " https://collector.example:4318/ " })).toBeUndefined();
+    // Not read when tracing is off.
+    expect(otlpEndpointProblem({ OTEL_EXPORTER_OTLP_ENDPOINT: "127.0.0.1:4318", OTEL_SDK_DISABLED: "true" })).toBeUndefined();
+    // A service refuses it at start, one line and exit 2, as it does a bad setting of its own.
+    const service = spawnSync(process.execPath, ["--import", "tsx", "services/products/main.ts"], {
+      encoding: "utf8",
+      env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: "127.0.0.1:4318", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "", OTEL_SDK_DISABLED: "" },
+      timeout: 60_000,
+    });
+    expect(service.status).toBe(2);
+    expect(service.stderr).toBe(`products: ${otlpEndpointProblem({ OTEL_EXPORTER_OTLP_ENDPOINT: "127.0.0.1:4318" })}\n`);
+  }, 60_000);
+
+  it("says where the spans go, as the exporter makes the URL from the variables", () => {
+    const endpoint = (env: Record<string, string>) => {
+      const child = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", `const { startTracing } = await import("./platform/tracing/index.ts"); const t = await startTracing({ service: "probe" }); console.log(JSON.stringify(t.endpoint)); await t.shutdown();`], {
+        encoding: "utf8",
+        env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: "", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "", OTEL_SDK_DISABLED: "", ...env },
+        timeout: 60_000,
+      });
+      if (child.status !== 0) throw new Error(child.stderr);
+      return JSON.parse(child.stdout.trim().split("\n").at(-1)!);
+    };
+    expect(endpoint({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9" })).toBe("http://127.0.0.1:9/v1/traces");
+    expect(endpoint({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9/", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://127.0.0.1:8/spans" })).toBe("http://127.0.0.1:8/spans");
+  }, 120_000);
 
   it("loads no OpenTelemetry SDK or exporter in a service that does not trace, and the SDK once it does", () => {
     // The API alone may be there: prom-client's process metrics import it.

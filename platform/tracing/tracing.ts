@@ -19,6 +19,8 @@ const sampledFlag = 1;
 export interface Tracing {
   /** Whether spans are recorded and exported. */
   readonly enabled: boolean;
+  /** Where the spans are sent, while they are. */
+  readonly endpoint?: string;
   /** Exports the spans not sent yet, then stops; tracing is off afterwards. */
   shutdown(): Promise<void>;
 }
@@ -52,6 +54,43 @@ export function tracingWanted(env: Readonly<Record<string, string | undefined>> 
   return isSet(env.OTEL_EXPORTER_OTLP_ENDPOINT) || isSet(env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
 }
 
+/** The OTLP endpoint variables, the traces' own first: the exporter sends to it as given, or else to the other with /v1/traces added. */
+const endpointVariables = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"] as const;
+
+/** `value` as an http or https URL with a host, or undefined when it is not one. */
+function httpUrl(value: string): URL | undefined {
+  if (!URL.canParse(value)) return undefined;
+  const url = new URL(value);
+  return (url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "" ? url : undefined;
+}
+
+/**
+ * Why the OTLP endpoint the variables name cannot be used, while tracing is
+ * wanted; undefined when it can. The exporter takes a value that is not a
+ * URL (`127.0.0.1:4318`, its scheme left out) for none, with a warning no
+ * one hears, and sends the spans to http://localhost:4318, and one read as
+ * another scheme (`localhost:4318`) nowhere: the service said it exported
+ * traces while they went elsewhere or were lost.
+ */
+export function otlpEndpointProblem(env: Readonly<Record<string, string | undefined>> = process.env): string | undefined {
+  if (!tracingWanted(env)) return undefined;
+  for (const name of endpointVariables) {
+    const value = env[name]?.trim();
+    if (value && !httpUrl(value)) {
+      return `${name}=${JSON.stringify(env[name])} is not an http:// or https:// URL, which the OTLP exporter needs (it would send the spans elsewhere or nowhere, saying nothing): write it whole, as http://127.0.0.1:4318`;
+    }
+  }
+  return undefined;
+}
+
+/** The URL the spans are sent to, as the exporter makes it from the variables (which otlpEndpointProblem found good). */
+function otlpTracesUrl(env: Readonly<Record<string, string | undefined>>): string {
+  const own = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim();
+  if (own) return httpUrl(own)!.href;
+  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT!.trim();
+  return `${base.endsWith("/") ? base : `${base}/`}v1/traces`;
+}
+
 /**
  * Turns tracing on when the OTEL_* variables ask for it: loads the
  * OpenTelemetry SDK, which exports spans in batches over OTLP/HTTP to the
@@ -63,6 +102,8 @@ export async function startTracing(options: TracingOptions): Promise<Tracing> {
   const env = options.env ?? process.env;
   if (!tracingWanted(env)) return { enabled: false, shutdown: async () => {} };
   if (tracer) throw new Error("startTracing: tracing is on already in this process");
+  const problem = otlpEndpointProblem(env);
+  if (problem) throw new Error(problem);
   const [otel, { createTracerProvider }] = await Promise.all([import("@opentelemetry/api"), import("./sdk.js")]);
   const provider = createTracerProvider(options.service);
   otel.trace.setGlobalTracerProvider(provider);
@@ -70,6 +111,7 @@ export async function startTracing(options: TracingOptions): Promise<Tracing> {
   tracer = provider.getTracer("concord");
   return {
     enabled: true,
+    endpoint: otlpTracesUrl(env),
     async shutdown() {
       tracer = undefined;
       otel.trace.disable();
