@@ -99,7 +99,11 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
   const logger = createLogger({ service: options.name, level: typeof level === "string" ? level : "info" });
   let tracing: Tracing = { enabled: false, shutdown: async () => {} };
   try {
-    tracing = await startTracing({ service: options.name });
+    tracing = await startTracing({
+      service: options.name,
+      onProblem: (problem, left) =>
+        logger.warn({ component: "tracing", ...(left > 0 && { notToldSinceLast: left }) }, `tracing: ${problem} (each such warning said at most once a minute)`),
+    });
     if (tracing.enabled) logger.info({ endpoint: tracing.endpoint }, `exporting traces over OTLP to ${tracing.endpoint}`);
   } catch (err) {
     logger.error({ err }, "tracing could not start; running without it");

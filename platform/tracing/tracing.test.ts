@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { otlpEndpointProblem, tracingWanted } from "./tracing.js";
+import { otlpEndpointProblem, problemLogger, tracingWanted } from "./tracing.js";
 
 /**
  * Loads the services' code and starts tracing in a fresh process, then
@@ -67,6 +67,43 @@ describe("tracing", () => {
     expect(endpoint({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9" })).toBe("http://127.0.0.1:9/v1/traces");
     expect(endpoint({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9/", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://127.0.0.1:8/spans" })).toBe("http://127.0.0.1:8/spans");
   }, 120_000);
+
+  it("tells of spans it cannot export, in one line saying why, where the SDK said nothing", () => {
+    // Nothing listens on port 9 of loopback: every batch fails, as with a collector that is down.
+    const script = `
+      const { startTracing, activeTracer } = await import("./platform/tracing/index.ts");
+      const tracing = await startTracing({ service: "probe", onProblem: (problem, left) => { console.log(JSON.stringify({ problem, left })); process.exit(0); } });
+      activeTracer().startSpan("lost").end();
+      setInterval(() => {}, 1000);`;
+    const child = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      encoding: "utf8",
+      env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "", OTEL_SDK_DISABLED: "", OTEL_BSP_SCHEDULE_DELAY: "50", OTEL_EXPORTER_OTLP_TIMEOUT: "500" },
+      timeout: 60_000,
+    });
+    expect(child.status).toBe(0);
+    expect(JSON.parse(child.stdout.trim())).toEqual({ problem: "connect ECONNREFUSED 127.0.0.1:9", left: 0 });
+  }, 90_000);
+
+  it("tells each kind of the SDK's warnings at most once a minute, counting those left untold, each on one line", () => {
+    const told: [string, number][] = [];
+    let now = 1_000_000;
+    const logger = problemLogger((problem, left) => told.push([problem, left]), () => now);
+    const failure = JSON.stringify({ stack: "Error: connect ECONNREFUSED 127.0.0.1:9\n    at TCPConnectWrap", message: "connect ECONNREFUSED 127.0.0.1:9", code: "ECONNREFUSED" });
+    logger.error(failure);
+    logger.error(failure);
+    now += 1_000;
+    // Another kind is not hidden by the first; the same words with other numbers are the same kind.
+    logger.warn("Dropped 3 spans because maxQueueSize reached");
+    logger.warn("Dropped 40 spans because maxQueueSize reached");
+    now += 58_999;
+    logger.error(failure);
+    logger.info("not a problem");
+    expect(told).toEqual([["connect ECONNREFUSED 127.0.0.1:9", 0], ["Dropped 3 spans because maxQueueSize reached", 0]]);
+    now += 1;
+    logger.error(failure);
+    logger.warn("a warning\nover two lines");
+    expect(told.slice(2)).toEqual([["connect ECONNREFUSED 127.0.0.1:9", 2], ["a warning over two lines", 0]]);
+  });
 
   it("loads no OpenTelemetry SDK or exporter in a service that does not trace, and the SDK once it does", () => {
     // The API alone may be there: prom-client's process metrics import it.

@@ -1,5 +1,5 @@
 // Types only: the OpenTelemetry API, like the SDK, is loaded by startTracing, so a process that does not trace loads neither.
-import type { Context, Link, Span, SpanKind as OtelSpanKind, SpanStatusCode, Tracer } from "@opentelemetry/api";
+import type { Context, DiagLogger, Link, Span, SpanKind as OtelSpanKind, SpanStatusCode, Tracer } from "@opentelemetry/api";
 import { parseTraceparent, type TraceHeaders, tracestateFrom } from "./trace-context.js";
 
 /** What ties a log line to the span it was written in: the span's trace id and its own, under the names W3C gives them. */
@@ -30,6 +30,61 @@ export interface TracingOptions {
   readonly service: string;
   /** Where the OTEL_* variables are read; default `process.env`. */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /**
+   * Told what the SDK warns of, spans it could not export above all, each
+   * kind at most once a minute (`left` of that kind not told since its
+   * last); unset, they go unsaid.
+   */
+  readonly onProblem?: (message: string, left: number) => void;
+}
+
+/** How often onProblem is told at most: an unreachable collector fails every batch. */
+const problemEveryMs = 60_000;
+
+/**
+ * What the SDK reports (through the API's diagnostic logger) as one line:
+ * an export failure comes as its error in JSON, stack included, of which
+ * the message is what says why.
+ */
+function problemLine(args: unknown[]): string {
+  return args
+    .map((arg) => {
+      if (typeof arg !== "string") return arg instanceof Error ? arg.message : JSON.stringify(arg);
+      try {
+        const parsed: unknown = JSON.parse(arg);
+        if (parsed && typeof parsed === "object" && typeof (parsed as { message?: unknown }).message === "string") return (parsed as { message: string }).message;
+      } catch {
+        // Not JSON: the SDK's own words.
+      }
+      return arg;
+    })
+    .join(" ")
+    .replace(/\s*\n\s*/g, " ");
+}
+
+/**
+ * A diagnostic logger that tells `onProblem` warnings and errors, each kind
+ * (its words, numbers aside) at once and then at most once per
+ * problemEveryMs, so that one kind (every batch failing) does not hide another.
+ */
+export function problemLogger(onProblem: NonNullable<TracingOptions["onProblem"]>, clock: () => number = Date.now): DiagLogger {
+  const told = new Map<string, { at: number; left: number }>();
+  const tell = (...args: unknown[]) => {
+    const now = clock();
+    const line = problemLine(args);
+    const kind = line.replace(/\d+/g, "#");
+    const last = told.get(kind);
+    if (last && now - last.at < problemEveryMs) {
+      last.left++;
+      return;
+    }
+    // Kinds not seen for a minute are forgotten, so that numbers the SDK varies never pile up.
+    for (const [k, { at }] of told) if (now - at >= problemEveryMs) told.delete(k);
+    told.set(kind, { at: now, left: 0 });
+    onProblem(line, last?.left ?? 0);
+  };
+  const quiet = () => {};
+  return { error: tell, warn: tell, info: quiet, debug: quiet, verbose: quiet };
 }
 
 let tracer: Tracer | undefined;
@@ -105,6 +160,7 @@ export async function startTracing(options: TracingOptions): Promise<Tracing> {
   const problem = otlpEndpointProblem(env);
   if (problem) throw new Error(problem);
   const [otel, { createTracerProvider }] = await Promise.all([import("@opentelemetry/api"), import("./sdk.js")]);
+  if (options.onProblem) otel.diag.setLogger(problemLogger(options.onProblem), otel.DiagLogLevel.WARN);
   const provider = createTracerProvider(options.service);
   otel.trace.setGlobalTracerProvider(provider);
   api = otel;
@@ -115,6 +171,7 @@ export async function startTracing(options: TracingOptions): Promise<Tracing> {
     async shutdown() {
       tracer = undefined;
       otel.trace.disable();
+      otel.diag.disable();
       await provider.shutdown();
     },
   };
