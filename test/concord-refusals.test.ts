@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { createUser } from "nkeys.js";
 import { writeFileSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
-import { createServer, type Server, type Socket } from "node:net";
+import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
 import { AckPolicy, headers as natsHeaders } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
@@ -218,6 +218,19 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
       expect(out.status, args.join(" ")).toBe(2);
       expect(out.stderr, args.join(" ")).toBe(said);
       expect(out.stdout, args.join(" ")).toBe("");
+    }
+    // A port taken was "traces: listen EADDRINUSE: address already in use 127.0.0.1:N", exit 1, naming no way out.
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (taken.address() as AddressInfo).port;
+      const serve = await concord("traces", "serve", "--port", String(port), "--file", `${dir.path}/served.jsonl`);
+      expect(serve.status).toBe(2);
+      expect(serve.stderr).toBe(
+        `concord: port ${port} on 127.0.0.1 is in use (another traces serve, or another OTLP receiver?); give another with --port, and start the services with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:<that port> (\`npx concord traces serve --help\` shows the usage)\n`,
+      );
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
     }
     const missing = await concord("traces", "show", "abc", "--file", `${dir.path}/none.jsonl`);
     expect(missing.status).toBe(1);

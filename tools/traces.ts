@@ -135,6 +135,13 @@ async function run(argv: string[], prog: string, elsewhere: Readonly<Record<stri
           // Said once, then every 100th time: the spans are in the file all the same.
           if (refusals++ % 100 === 0) console.error(`traces: ${err.message}`);
         }),
+    }).catch(async (err: NodeJS.ErrnoException) => {
+      await zipkin?.stop();
+      if (err.code !== "EADDRINUSE") throw err;
+      throw new UsageError(
+        `port ${port} on 127.0.0.1 is in use (another traces serve, or another OTLP receiver?); give another with --port, and start the services with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:<that port>`,
+        command,
+      );
     });
     console.log(`receiving traces on ${receiver.url}/v1/traces, appending to ${file}`);
     console.log(`start the services with OTEL_EXPORTER_OTLP_ENDPOINT=${receiver.url}`);
