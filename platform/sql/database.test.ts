@@ -9,10 +9,23 @@ import { openDatabase } from "./database.js";
 import { sendAhead } from "./transaction-scope.js";
 import { openSqlite } from "./sqlite.js";
 import { redact } from "./postgres.js";
-import type { StagedWrites } from "./types.js";
+import type { StagedWrites, Transaction } from "./types.js";
 
 const dir = tempDirForSuite("concord-db-");
 const migrations = [{ id: "0001_notes", sql: "CREATE TABLE notes (text TEXT NOT NULL)" }];
+
+/** Staged writes that insert their items into notes, and the items of each flush, in order. */
+function stagedNotes(): { flushed: string[][]; notes: StagedWrites<string> } {
+  const flushed: string[][] = [];
+  const notes: StagedWrites<string> = {
+    name: "notes",
+    async flush(tx, items) {
+      flushed.push([...items]);
+      for (const text of items) await tx.run("INSERT INTO notes (text) VALUES ($1)", [text]);
+    },
+  };
+  return { flushed, notes };
+}
 
 describe("openDatabase (SQLite)", () => {
   it("gives each row as an object keyed by its column names, values as SQLite stores them, whether the query names its columns or takes *", async () => {
@@ -263,14 +276,7 @@ describe("openDatabase (SQLite)", () => {
 
   it("writes staged items just before the commit, without those of a savepoint that rolled back", async () => {
     const db = await openDatabase({ path: join(dir, "staged.db"), migrations });
-    const flushed: string[][] = [];
-    const notes: StagedWrites<string> = {
-      name: "notes",
-      async flush(tx, items) {
-        flushed.push([...items]);
-        for (const text of items) await tx.run("INSERT INTO notes (text) VALUES ($1)", [text]);
-      },
-    };
+    const { flushed, notes } = stagedNotes();
     await db.transaction(async (tx) => {
       tx.stage(notes, "a");
       await tx.savepoint(async (inner) => inner.stage(notes, "b"));
@@ -285,6 +291,66 @@ describe("openDatabase (SQLite)", () => {
     });
     expect(flushed).toEqual([["a", "b", "c"]]);
     expect((await db.query<{ text: string }>("SELECT text FROM notes ORDER BY rowid")).map((r) => r.text)).toEqual(["a", "b", "c"]);
+    await db.close();
+  });
+
+  it("refuses a write staged or a callback asked for through a transaction or savepoint whose work is over, instead of dropping it without a word", async () => {
+    const db = await openDatabase({ path: join(dir, "staged-late.db"), migrations });
+    const { flushed, notes } = stagedNotes();
+    const ran: string[] = [];
+    /** What each late call came to: "done", or its error's message. */
+    const late = (call: () => void): string => {
+      try {
+        call();
+        return "done";
+      } catch (err) {
+        return (err as Error).message;
+      }
+    };
+    const refusedStage = /^the transaction's work had ended when a write was staged through it \(by work not awaited\): it will not be written$/;
+    const refusedCallback = /^the transaction's work had ended when an after-commit callback was asked for through it \(by work not awaited\): it will not run$/;
+    let committedTx!: Transaction;
+    let released!: Transaction;
+    let lateInSavepoint: string[] = [];
+    await db.transaction(async (tx) => {
+      committedTx = tx;
+      tx.stage(notes, "kept");
+      await tx.savepoint(async (inner) => void (released = inner));
+      // The savepoint is released; the transaction around it still runs.
+      lateInSavepoint = [late(() => released.stage(notes, "late in savepoint")), late(() => released.afterCommit(() => ran.push("late in savepoint")))];
+    });
+    let failedTx!: Transaction;
+    await expect(
+      db.transaction(async (tx) => {
+        failedTx = tx;
+        throw new Error("failed");
+      }),
+    ).rejects.toThrow("failed");
+    const outcomes = [
+      ...lateInSavepoint,
+      late(() => committedTx.stage(notes, "late")),
+      late(() => committedTx.afterCommit(() => ran.push("late"))),
+      late(() => released.stage(notes, "late in savepoint")),
+      late(() => failedTx.stage(notes, "late in failed")),
+      late(() => failedTx.afterCommit(() => ran.push("late in failed"))),
+    ];
+    expect(outcomes).toEqual([
+      expect.stringMatching(refusedStage),
+      expect.stringMatching(refusedCallback),
+      expect.stringMatching(refusedStage),
+      expect.stringMatching(refusedCallback),
+      expect.stringMatching(refusedStage),
+      expect.stringMatching(refusedStage),
+      expect.stringMatching(refusedCallback),
+    ]);
+    // Nothing refused went anywhere: the next transaction writes and calls back only its own.
+    await db.transaction(async (tx) => {
+      tx.stage(notes, "next");
+      tx.afterCommit(() => ran.push("next"));
+    });
+    expect(flushed).toEqual([["kept"], ["next"]]);
+    expect(ran).toEqual(["next"]);
+    expect((await db.query<{ text: string }>("SELECT text FROM notes ORDER BY rowid")).map((r) => r.text)).toEqual(["kept", "next"]);
     await db.close();
   });
 

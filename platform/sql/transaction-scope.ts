@@ -109,9 +109,13 @@ interface Scope {
 const savepointStillRunning = (whose: string) =>
   new Error(`a savepoint was still running when the ${whose} work returned (it was not awaited): nothing of that work is kept`);
 
-/** The refusal of a statement run through a transaction, or a savepoint, whose work is over. */
-const endedError = () =>
-  new Error("the transaction's work had ended when a statement was run through it (a statement or savepoint not awaited): it was not run");
+/**
+ * The refusal of a statement run, a write staged or a callback asked for
+ * through a transaction, or a savepoint, whose work is over: `what` says
+ * which, and what became of it.
+ */
+const endedError = (what = "a statement was run through it (a statement or savepoint not awaited): it was not run") =>
+  new Error(`the transaction's work had ended when ${what}`);
 
 /**
  * A statement failed inside a transaction (or savepoint) whose work caught
@@ -259,9 +263,13 @@ class ScopedTransaction implements Transaction {
     throw err;
   };
   afterCommit(callback: () => void): void {
+    // Its scope's callbacks were run (or dropped) already: this one would be lost without a word.
+    if (this.ended()) throw endedError("an after-commit callback was asked for through it (by work not awaited): it will not run");
     this.scope.afterCommit.push(callback);
   }
   stage<T>(writes: StagedWrites<T>, item: T): void {
+    // Its scope's staged writes are flushed (or dropped) already: the write would be lost without a word.
+    if (this.ended()) throw endedError("a write was staged through it (by work not awaited): it will not be written");
     let items = this.scope.staged.get(writes as StagedWrites<unknown>);
     if (!items) this.scope.staged.set(writes as StagedWrites<unknown>, (items = []));
     items.push(item);

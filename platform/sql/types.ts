@@ -48,7 +48,8 @@ export interface StagedWrites<T> {
 /**
  * One transaction, or a savepoint inside one. Statements run in order; it sees its own writes. A statement (or
  * savepoint) run through it once its work is over, by work that did not await it, is refused: it would run in
- * whatever transaction holds the connection then.
+ * whatever transaction holds the connection then. So are a write staged and a callback asked for then (they throw):
+ * its staged writes and callbacks are already flushed, run or dropped, so they would be lost without a word.
  */
 export interface Transaction extends Queryable {
   /**
