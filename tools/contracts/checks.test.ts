@@ -18,6 +18,12 @@ function editedContracts(dir: string, file: string, edit: (text: string) => stri
   return copy;
 }
 
+/** A copy of this work tree at `clone`, without its git history or builds, running its own tools on the repository's node_modules. */
+function copyOfWorkTree(clone: string): void {
+  cpSync(repoRoot, clone, { recursive: true, filter: (path) => ![".git", "node_modules", "dist", ".data"].some((skip) => path === join(repoRoot, skip)) });
+  symlinkSync(join(repoRoot, "node_modules"), join(clone, "node_modules"));
+}
+
 describe("contract checks", () => {
   const dir = tempDir();
   afterAll(() => dir.remove());
@@ -28,8 +34,21 @@ describe("contract checks", () => {
     const bad = editedContracts(dir.path, productService, (t) => t.replace("string next_page_token = 2;", "string nextPageToken = 2;"));
     const result = lintContracts(bad);
     expect(result.ok).toBe(false);
-    expect(result.output).toMatch(/nextPageToken/);
+    expect(result.output).toBe(`${join(bad, productService)}:237:10:Field name "nextPageToken" should be lower_snake_case, such as "next_page_token".`);
   });
+
+  it("npm run lint:proto names the files of its findings as they are opened from the repository's root, as npm run breaking does", () => {
+    const clone = join(dir.path, "lint-repo");
+    copyOfWorkTree(clone);
+    const service = join(clone, "proto", productService);
+    writeFileSync(service, readFileSync(service, "utf8").replace("string next_page_token = 2;", "string nextPageToken = 2;"));
+    const lint = spawnSync(process.execPath, ["--import", "tsx", "tools/buf.ts", "lint"], { cwd: clone, encoding: "utf8", timeout: 60_000 });
+    expect(lint.status).toBe(1);
+    expect(lint.stderr.trim().split("\n")).toEqual([
+      "buf lint found problems:",
+      `proto/${productService}:237:10:Field name "nextPageToken" should be lower_snake_case, such as "next_page_token".`,
+    ]);
+  }, 60_000);
 
   it("lets compatible changes through and fails buf breaking on wire-incompatible ones, each finding saying what to do instead", () => {
     const added = editedContracts(dir.path, productService, (t) => t.replace("  string next_page_token = 2;\n}", "  string next_page_token = 2;\n  // Added.\n  string sku = 3;\n}"));
@@ -107,8 +126,7 @@ describe("contract checks", () => {
   it("npm run breaking says what it compared: proto/ at HEAD, or the work tree's with its uncommitted files named, against the revision, whose name no shell reads", () => {
     // A copy of this work tree in a repository of its own, whose commits the test makes, running its own tools/buf.ts.
     const clone = join(dir.path, "repo");
-    cpSync(repoRoot, clone, { recursive: true, filter: (path) => ![".git", "node_modules", "dist", ".data"].some((skip) => path === join(repoRoot, skip)) });
-    symlinkSync(join(repoRoot, "node_modules"), join(clone, "node_modules"));
+    copyOfWorkTree(clone);
     const git = (...args: string[]) => execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], { cwd: clone, encoding: "utf8" }).trim();
     git("init", "-q");
     git("add", "-A");

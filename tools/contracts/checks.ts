@@ -23,13 +23,19 @@ function runBuf(args: string[]): CheckResult {
   return { ok: result.status === 0, output: `${result.stdout}${result.stderr}`.trim() };
 }
 
-/** `buf lint` (rules from buf.yaml) on the contracts in `protoDir`. */
+/**
+ * `buf lint` (rules from buf.yaml) on the contracts in `protoDir`, each
+ * finding naming its file as breakingChanges' do: as opened from the
+ * repository's root (proto/shop/...), or by its full path when `protoDir`
+ * is elsewhere.
+ */
 export function lintContracts(protoDir = join(repoRoot, "proto")): CheckResult {
   const work = mkdtempSync(join(tmpdir(), "concord-lint-"));
   try {
     const image = join(work, "image.binpb");
     buildImage(protoDir, image);
-    return runBuf(["lint", image, "--config", join(repoRoot, "buf.yaml"), "--error-format", "text"]);
+    const lint = runBuf(["lint", image, "--config", join(repoRoot, "buf.yaml"), "--error-format", "json"]);
+    return { ok: lint.ok, output: bufFindings(lint.output, shownPath(protoDir)) };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
@@ -70,23 +76,39 @@ const bufAdvice: Record<string, string> = {
   FILE_SAME_PACKAGE: "Instead: keep the package: it is part of every type's and method's full name; a new package is new types, added beside the old ones.",
 };
 
-/** buf's JSON findings as its text ones (`file:line:column:message`, the file as `shown` names it), each followed by what to do instead; any other line as it is. */
-function withBufAdvice(output: string, shown: (file: string) => string): string {
+/** One finding of buf's, as `--error-format json` prints it. */
+interface BufFinding {
+  path?: string;
+  start_line?: number;
+  start_column?: number;
+  type?: string;
+  message?: string;
+}
+
+/**
+ * buf's JSON findings as its text ones (`file:line:column:message`, the
+ * file as `shown` names it), each followed by `after(finding)` where it is
+ * given; any other line as it is.
+ */
+function bufFindings(output: string, shown: (file: string) => string, after?: (finding: BufFinding) => string): string {
   return output
     .split("\n")
     .filter((line) => line.trim() !== "")
     .map((line) => {
-      let finding: { path?: string; start_line?: number; start_column?: number; type?: string; message?: string };
+      let finding: BufFinding;
       try {
-        finding = JSON.parse(line) as typeof finding;
+        finding = JSON.parse(line) as BufFinding;
       } catch {
         return line;
       }
-      const advice = bufAdvice[finding.type ?? ""] ?? `Instead: see README.md, "Breaking changes" (buf's rule ${finding.type}).`;
-      return `${shown(finding.path ?? "")}:${finding.start_line ?? 1}:${finding.start_column ?? 1}:${finding.message} ${advice}`;
+      const text = `${shown(finding.path ?? "")}:${finding.start_line ?? 1}:${finding.start_column ?? 1}:${finding.message}`;
+      return after ? `${text} ${after(finding)}` : text;
     })
     .join("\n");
 }
+
+/** What to do instead of what a finding of buf breaking breaks. */
+const adviceFor = (finding: BufFinding): string => bufAdvice[finding.type ?? ""] ?? `Instead: see README.md, "Breaking changes" (buf's rule ${finding.type}).`;
 
 /**
  * `buf breaking` (rules from buf.yaml), then the events' own rules
@@ -116,7 +138,7 @@ export function breakingChanges(protoDir: string, againstDir: string): CheckResu
     }
     const found = [...incompatibleEventChanges(now, then, ignored), ...tighterValidationRules(now, then, ignored), ...narrowerAccess(now, then, ignored)];
     if (buf.ok && found.length === 0) return buf;
-    return { ok: false, output: `${[withBufAdvice(buf.output, shown), ...found.map(shown)].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
+    return { ok: false, output: `${[bufFindings(buf.output, shown, adviceFor), ...found.map(shown)].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
