@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { basename, join, relative } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -775,6 +775,26 @@ describe("npm start", () => {
       expect(existsSync(dataDir)).toBe(false);
     } finally {
       blocker.close();
+    }
+  });
+
+  // A machine with a nats-server in an sbin directory (Debian's package, say) has one to find whatever PATH says.
+  const sbinNatsServer = ["/usr/sbin", "/usr/local/sbin", "/sbin"].some((d) => existsSync(join(d, "nats-server")));
+  it.skipIf(sbinNatsServer)("refuses a start with no nats-server to run before making anything: DATA_DIR, the CA, PostgreSQL's data (exit 1)", { timeout: 120_000 }, async () => {
+    // A copy of this work tree without its .tools (so without the pinned nats-server), on a PATH without one.
+    const copy = join(dir.path, "repo");
+    cpSync(repoRoot, copy, { recursive: true, filter: (path) => ![".git", "node_modules", "dist", ".data", ".tools"].some((skip) => path === join(repoRoot, skip)) });
+    symlinkSync(join(repoRoot, "node_modules"), join(copy, "node_modules"));
+    const path = (process.env.PATH ?? "").split(":").filter((d) => d !== "" && !existsSync(join(d, "nats-server"))).join(":");
+    const ports = { PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`, NATS_PORT: String(await freePort()), POSTGRES_PORT: String(await freePort()) };
+    // It made DATA_DIR, the development CA, certificates and token key (and with --postgres, PostgreSQL's data) first.
+    for (const args of [[], ["--postgres"]]) {
+      const dataDir = join(dir.path, `data${args.join("")}`);
+      const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", ...args], { cwd: copy, env: { ...process.env, ...ports, PATH: path, DATA_DIR: dataDir, NATS_URL: "" }, encoding: "utf8", timeout: 60_000 });
+      expect(result.status, result.stderr).toBe(1);
+      expect(result.stderr).toBe("start: nats-server is not installed; `npm start` builds the pinned one (node tools/setup.mjs)\n");
+      expect(result.stdout).toBe("");
+      expect(existsSync(dataDir), args.join(" ")).toBe(false);
     }
   });
 

@@ -724,16 +724,17 @@ function natsCredentialsDir(dataDir: string): string {
   return join(dataDir, "nats-credentials");
 }
 
+/** The nats-server findNatsServer found. */
+type NatsServer = NonNullable<ReturnType<typeof findNatsServer>>;
+
 /**
- * Starts the local nats-server, or with `cluster` three of them routed to
+ * Starts the local nats-server `found`, or with `cluster` three of them routed to
  * each other, each under tools/run-tethered.mjs from a configuration file
  * written into `dataDir`; resolves with the URL(s) for the services. The
  * pipes that tether the servers to the services are `natsTethers()`.
  */
-async function startNats(dataDir: string, env: NodeJS.ProcessEnv, port: number, clusterPorts: ClusterPorts | undefined): Promise<{ url: string }> {
+async function startNats(found: NatsServer, dataDir: string, env: NodeJS.ProcessEnv, port: number, clusterPorts: ClusterPorts | undefined): Promise<{ url: string }> {
   const cluster = clusterPorts !== undefined;
-  const found = findNatsServer();
-  if (!found) throw new Error("nats-server is not installed; `npm start` builds the pinned one (node tools/setup.mjs)");
   if (found.warning) console.error(`start: ${found.warning}`);
   const nodes = cluster ? 3 : 1;
   const clientPorts = Array.from({ length: nodes }, (_, i) => port + i);
@@ -1094,6 +1095,10 @@ async function main(): Promise<void> {
       throw err;
     }
   }
+  // The nats-server to run, found before DATA_DIR, start.pid, the CA or PostgreSQL's data are made: a start without one
+  // made them all, then failed.
+  const natsServer = process.env.NATS_URL || postgresOnly ? undefined : findNatsServer();
+  if (!process.env.NATS_URL && !postgresOnly && !natsServer) throw new Error("nats-server is not installed; `npm start` builds the pinned one (node tools/setup.mjs)");
   try {
     makeDirectory(dataDir);
     claimDataDir(dataDir);
@@ -1140,7 +1145,7 @@ async function main(): Promise<void> {
   const seeds = new Map<string, string | undefined>(services.map((s) => [s.name, process.env[`${s.envPrefix}_NATS_NKEY_SEED`]]));
   if (natsUrl) record.nats(natsUrl);
   if (!natsUrl) {
-    const nats = await startNats(dataDir, env, natsPort, clusterPorts);
+    const nats = await startNats(natsServer!, dataDir, env, natsPort, clusterPorts);
     natsUrl = nats.url;
     // For the tools, which find this server without NATS_PORT (or --cluster's three) given again.
     record.nats(natsUrl);
