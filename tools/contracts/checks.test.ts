@@ -160,5 +160,15 @@ describe("contract checks", () => {
     const named = breaking(branch);
     expect(named.stderr.split("\n")[0]).toContain(`against ${branch} (${previous}): the changes committed since`);
     expect(existsSync(join(clone, "touched"))).toBe(false);
+
+    // An event removed is named where the revision declared it, saying so: the work tree's file has another line there.
+    const orderEvents = join(clone, "proto", "shop", "orders", "v1", "order_events.proto");
+    const events = readFileSync(orderEvents, "utf8");
+    const rejected = events.slice(events.lastIndexOf("\n\n", events.indexOf("message OrderRejected {")), events.indexOf("\n}\n", events.indexOf("message OrderRejected {")) + 2);
+    const line = events.slice(0, events.indexOf("message OrderRejected {")).split("\n").length;
+    writeFileSync(orderEvents, events.replace(rejected, ""));
+    const removed = breaking("HEAD");
+    expect(removed.status).toBe(1);
+    expect(removed.stderr).toContain(`\nproto/shop/orders/v1/order_events.proto:${line}:1:Event "shop.orders.v1.OrderRejected" (declared there in HEAD) was removed or renamed (consumers take events by this name, their ce-type);`);
   }, 120_000);
 });

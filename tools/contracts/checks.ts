@@ -117,9 +117,11 @@ const adviceFor = (finding: BufFinding): string => bufAdvice[finding.type ?? ""]
  * contracts in `protoDir` against those in `againstDir`, every finding of
  * each in `output`, each saying what to do instead, then breakingAdvice.
  * A finding names its file as one can open it from the repository's root
- * (proto/shop/...), or by its full path when `protoDir` is elsewhere.
+ * (proto/shop/...), or by its full path when `protoDir` is elsewhere; one
+ * of an event removed, where `againstDir` declared it, saying so with
+ * `againstName` (the revision it was taken from).
  */
-export function breakingChanges(protoDir: string, againstDir: string): CheckResult {
+export function breakingChanges(protoDir: string, againstDir: string, againstName = againstDir): CheckResult {
   const work = mkdtempSync(join(tmpdir(), "concord-breaking-"));
   try {
     const current = join(work, "current.binpb");
@@ -136,7 +138,7 @@ export function breakingChanges(protoDir: string, againstDir: string): CheckResu
       if (err instanceof ContractError) throw new ContractError(err.problems.map(shown));
       throw err;
     }
-    const found = [...incompatibleEventChanges(now, then, ignored), ...tighterValidationRules(now, then, ignored), ...narrowerAccess(now, then, ignored)];
+    const found = [...incompatibleEventChanges(now, then, ignored, againstName), ...tighterValidationRules(now, then, ignored), ...narrowerAccess(now, then, ignored)];
     if (buf.ok && found.length === 0) return buf;
     return { ok: false, output: `${[bufFindings(buf.output, shown, adviceFor), ...found.map(shown)].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
   } finally {
@@ -203,7 +205,7 @@ export function breakingAgainstRevision(revision: string): CheckResult | undefin
     execFileSync("tar", ["-x", "-C", work], { input: archive });
     const againstDir = join(work, "proto");
     if (!existsSync(againstDir)) return undefined;
-    return breakingChanges(join(repoRoot, "proto"), againstDir);
+    return breakingChanges(join(repoRoot, "proto"), againstDir, revision);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -30,8 +30,9 @@ describe("incompatibleEventChanges", () => {
       [orderEvents]: (t) => t.replace("message OrderPlaced {", "message OrderSubmitted {"),
       [productService]: (t) => t.replace('event: "shop.orders.v1.OrderPlaced"', 'event: "shop.orders.v1.OrderSubmitted"'),
     });
-    expect(incompatibleEventChanges(filesOf(renamed), original)).toEqual([
-      `${orderEvents}:1:1:Event "shop.orders.v1.OrderPlaced" was removed or renamed (consumers take events by this name, their ce-type); its consumers would receive nothing. ${newEventAdvice}`,
+    // Where the revision compared against declared it, saying so: that line of the work tree's file is another.
+    expect(incompatibleEventChanges(filesOf(renamed), original, [], "HEAD~1")).toEqual([
+      `${orderEvents}:26:1:Event "shop.orders.v1.OrderPlaced" (declared there in HEAD~1) was removed or renamed (consumers take events by this name, their ce-type); its consumers would receive nothing. ${newEventAdvice}`,
     ]);
     const unmarked = edited({
       [orderEvents]: (t) => t.replace('  option (concord.v1.event) = {subject: "shop.orders.v1.order.{order_id}.placed"};\n', ""),

@@ -27,12 +27,16 @@ export const newEventAdvice =
  * take from the stream's oldest event again, or whose durable took another
  * event before, whose filter subject the server keeps; and per setting of a
  * stream that keeps less than before, or changes storage (streamChanges).
- * Lines start `file:line:column:`, as buf's own. An event or a service
- * whose file is under one of the `ignored` paths (buf.yaml's
- * `breaking.ignore`, relative to proto/) is left out, as buf leaves it. Throws protoc-gen-events'
- * ContractError when either side's options break a contract rule.
+ * Lines start `file:line:column:`, as buf's own, where `current` declares
+ * what they are about; an event `current` no longer has at all, where
+ * `previous` declared it, saying so with `previousName` (the revision it is
+ * of: "HEAD~1"), as that line may be another or gone in the work tree. An
+ * event or a service whose file is under one of the `ignored` paths
+ * (buf.yaml's `breaking.ignore`, relative to proto/) is left out, as buf
+ * leaves it. Throws protoc-gen-events' ContractError when either side's
+ * options break a contract rule.
  */
-export function incompatibleEventChanges(current: readonly DescFile[], previous: readonly DescFile[], ignored: readonly string[] = []): string[] {
+export function incompatibleEventChanges(current: readonly DescFile[], previous: readonly DescFile[], ignored: readonly string[] = [], previousName = "the contracts compared against"): string[] {
   const currentManifest = readEventsManifest(current);
   const previousManifest = readEventsManifest(previous);
   const now = new Map(currentManifest.events.map((e) => [e.type, e]));
@@ -43,8 +47,10 @@ export function incompatibleEventChanges(current: readonly DescFile[], previous:
     const after = now.get(before.type);
     if (!after) {
       const message = findMessage(current, before.type);
-      const why = message ? "is no longer an event (its (concord.v1.event) option is gone)" : "was removed or renamed (consumers take events by this name, their ce-type)";
-      found.push(`${message ? locateMessage(message) : `${before.file}:1:1`}:Event "${before.type}" ${why}; its consumers would receive nothing. ${newEventAdvice}`);
+      const finding = message
+        ? `${locateMessage(message)}:Event "${before.type}" is no longer an event (its (concord.v1.event) option is gone)`
+        : `${locateMessage(findMessage(previous, before.type)!)}:Event "${before.type}" (declared there in ${previousName}) was removed or renamed (consumers take events by this name, their ce-type)`;
+      found.push(`${finding}; its consumers would receive nothing. ${newEventAdvice}`);
       continue;
     }
     const at = locateMessage(findMessage(current, after.type)!);
