@@ -51,7 +51,7 @@ describe("provisioning", () => {
     await expect(ensureStreams(bus.jsm, [{ ...spec, subjects: [...spec.subjects, "test.foreign2.>"] }], { foreign: [spec.name] })).rejects.toThrow(
       /^stream TEST_FOREIGN keeps less than its spec \(subjects: existing \["test\.foreign\.>"\], wanted \["test\.foreign\.>","test\.foreign2\.>"\]\), and it is another service's to widen: the operator provisions streams/,
     );
-    await expect(ensureStreams(bus.jsm, [{ ...spec, subjects: ["test.foreign.other.>"] }], { foreign: [spec.name] })).rejects.toThrow(/stream TEST_FOREIGN exists with settings that conflict/);
+    await expect(ensureStreams(bus.jsm, [{ ...spec, subjects: ["test.foreignother.>"] }], { foreign: [spec.name] })).rejects.toThrow(/stream TEST_FOREIGN exists with settings that conflict/);
     await bus.nc.flush();
     expect(updates.getReceived()).toBe(0);
     updates.unsubscribe();
@@ -91,13 +91,34 @@ describe("provisioning", () => {
     expect(left.state.messages).toBe(2);
   });
 
+  it("judges subjects by what they match: a stream on a.> keeps all a spec on a.b.> asks for, and one on a.b.> is widened to a spec on a.>", async () => {
+    const { stream } = sampleStream("cover");
+    const inner = { ...stream, subjects: ["test.cover.b.>"] };
+    await ensureStreams(bus.jsm, [inner]);
+    await bus.js.publish("test.cover.b.1", new Uint8Array([1]));
+    const kept = keptLogger();
+    await ensureStreams(bus.jsm, [stream], { logger: kept.logger });
+    expect(kept.messages).toEqual(['stream TEST_COVER widened to its spec, which keeps more (subjects: existing ["test.cover.b.>"], wanted ["test.cover.>"])']);
+    const widened = await bus.jsm.streams.info(stream.name);
+    expect(widened.config.subjects).toEqual(["test.cover.>"]);
+    expect(widened.state.messages).toBe(1);
+    // The spec of the version before, and one on two subjects within the stream's: it keeps more than either, left as it is.
+    const updates = bus.nc.subscribe(`$JS.API.STREAM.UPDATE.${stream.name}`);
+    await ensureStreams(bus.jsm, [inner]);
+    await ensureStreams(bus.jsm, [{ ...stream, subjects: ["test.cover.b.>", "test.cover.*.c"] }]);
+    await bus.nc.flush();
+    expect(updates.getReceived()).toBe(0);
+    updates.unsubscribe();
+    expect((await bus.jsm.streams.info(stream.name)).config.subjects).toEqual(["test.cover.>"]);
+  });
+
   it("refuses to start against a stream whose settings conflict, naming stream, setting and values", async () => {
     const { stream } = sampleStream("conflict");
     await ensureStreams(bus.jsm, [stream]);
     // Subjects some gone and some new: neither keeps more than the other.
-    const conflicting = { ...stream, subjects: ["test.conflict.other.>"], storage: "memory" as const };
+    const conflicting = { ...stream, subjects: ["test.conflictother.>"], storage: "memory" as const };
     await expect(ensureStreams(bus.jsm, [conflicting])).rejects.toThrow(
-      /^stream TEST_CONFLICT exists with settings that conflict with its spec \(subjects: existing \["test\.conflict\.>"\], wanted \["test\.conflict\.other\.>"\]; storage: existing "file", wanted "memory"\)/,
+      /^stream TEST_CONFLICT exists with settings that conflict with its spec \(subjects: existing \["test\.conflict\.>"\], wanted \["test\.conflictother\.>"\]; storage: existing "file", wanted "memory"\)/,
     );
     await expect(ensureStreams(bus.jsm, [{ ...stream, subjects: ["test.conflict.>", "test.conflict2.>"], storage: "memory" }])).rejects.toThrow(/\(storage: existing "file", wanted "memory"\): left as it is/);
     expect((await bus.jsm.streams.info(stream.name)).config.subjects).toEqual(["test.conflict.>"]);

@@ -2,6 +2,7 @@ import { AckPolicy, DeliverPolicy, RetentionPolicy, millis, nanos, StorageType, 
 import type { Logger } from "../log/index.js";
 import { checkOptions } from "../options/index.js";
 import { causeChain } from "../errors/index.js";
+import { subjectIsWithin } from "./subject-match.js";
 import type { ConsumerSpec, StreamSpec } from "./types.js";
 
 // JetStream API error codes (nats-server errors.json).
@@ -52,7 +53,9 @@ export interface EnsureStreamsOptions {
  *
  * What a stream keeps may grow with its contract, never shrink: an
  * existing stream that keeps less than its spec (fewer subjects, a shorter
- * max age or duplicate window) is widened to it, which loses nothing, and
+ * max age or duplicate window; subjects are judged by what they match, so
+ * a stream on `a.>` keeps all a spec on `a.b.>` asks for, and one on
+ * `a.b.>` less than a spec on `a.>`) is widened to it, which loses nothing, and
  * one that keeps more is left so (shrinking it would delete events at once
  * or leave published subjects without a stream; the operator does that by
  * hand, see README "Breaking changes"). Where this user may not widen it,
@@ -155,8 +158,9 @@ interface KeptSetting {
 function keptSettings(config: StreamConfig, spec: StreamSpec): KeptSetting[] {
   const existingSubjects = [...new Set(config.subjects ?? [])].sort();
   const wantedSubjects = [...new Set(spec.subjects)].sort();
-  const extra = existingSubjects.some((s) => !wantedSubjects.includes(s));
-  const missing = wantedSubjects.some((s) => !existingSubjects.includes(s));
+  // Judged by what the subjects match, as nats-server does: a stream on `a.>` keeps all a spec on `a.b.>` asks for.
+  const extra = existingSubjects.some((s) => !wantedSubjects.some((w) => subjectIsWithin(s, w)));
+  const missing = wantedSubjects.some((w) => !existingSubjects.some((s) => subjectIsWithin(w, s)));
   const span = (existing: number, wanted: number): Reach => (existing === wanted ? "same" : existing > wanted ? "more" : "less");
   // A max age of 0 keeps events for ever.
   const forever = (ms: number) => (ms === 0 ? Number.POSITIVE_INFINITY : ms);

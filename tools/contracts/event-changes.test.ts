@@ -80,14 +80,21 @@ describe("incompatibleEventChanges", () => {
     expect(orders((t) => t.replace("duplicate_window: {seconds: 120}", "duplicate_window: {seconds: 60}"))).toEqual([
       expect.stringContaining(`Stream SHOP_ORDERS: duplicate_window shortened from 2m to 1m; ${kept} once it is, an event published again later than that`),
     ]);
-    const subjects = (list: string) => incompatibleEventChanges(filesOf(edited({ [productEvents]: (t) => t.replace('subjects: ["shop.products.v1.>"]', `subjects: [${list}]`) })), original);
+    const subjects = (list: string, before = original) => incompatibleEventChanges(filesOf(edited({ [productEvents]: (t) => t.replace('subjects: ["shop.products.v1.>"]', `subjects: [${list}]`) })), before);
+    // Subjects are judged by what they match: shop.products.v1.> keeps all its two subjects within it do, and more.
     expect(subjects('"shop.products.v1.product.>", "shop.products.v1.reservation.>"')).toEqual([
-      `${productEvents}:13:1:Stream SHOP_PRODUCTS: subjects changed from shop.products.v1.> to shop.products.v1.product.>, shop.products.v1.reservation.>; the new build's services refuse to start (exit 2) against the stream, which keeps subjects the contract lacks and lacks some it has, and npx concord streams provision refuses to change it; Instead: add the new subjects in one release (provisioning adds them to the stream, which loses nothing) and drop the old ones in a later one.`,
+      expect.stringContaining(
+        `Stream SHOP_PRODUCTS: subjects changed from shop.products.v1.> to shop.products.v1.product.>, shop.products.v1.reservation.>; ${kept} once it is, an event published on shop.products.v1.> outside shop.products.v1.product.>, shop.products.v1.reservation.> is stored nowhere`,
+      ),
     ]);
     expect(subjects('"shop.products.v1.>", "shop.products.v2.>"')).toEqual([]);
+    expect(subjects('"shop.products.>"')).toEqual([]);
     const twoSubjects = filesOf(edited({ [productEvents]: (t) => t.replace('subjects: ["shop.products.v1.>"]', 'subjects: ["shop.products.v1.>", "shop.products.v2.>"]') }));
     expect(incompatibleEventChanges(filesOf(edited({})), twoSubjects)).toEqual([
       expect.stringContaining(`Stream SHOP_PRODUCTS: subjects changed from shop.products.v1.>, shop.products.v2.> to shop.products.v1.>; ${kept} once it is, an event published on shop.products.v2.> is stored nowhere`),
+    ]);
+    expect(subjects('"shop.products.v1.>", "shop.products.v3.>"', twoSubjects)).toEqual([
+      `${productEvents}:13:1:Stream SHOP_PRODUCTS: subjects changed from shop.products.v1.>, shop.products.v2.> to shop.products.v1.>, shop.products.v3.>; the new build's services refuse to start (exit 2) against the stream, which keeps subjects the contract lacks and lacks some it has, and npx concord streams provision refuses to change it; Instead: add the new subjects in one release (provisioning adds them to the stream, which loses nothing) and drop the old ones in a later one.`,
     ]);
     // Provisioning moves a stream to its replicas while it serves; the description follows the comment.
     expect(orders((t) => t.replace("replicas: 3", "replicas: 1").replace("// Events of the order service.", "// Events of the order service, described anew."))).toEqual([]);

@@ -11,6 +11,7 @@
  * as provisioning widens the stream (see streamChanges).
  */
 import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
+import { subjectIsWithin } from "../../platform/events/subject-match.js";
 import { findConcordOptions } from "../protoc-gen-events/concord-options.js";
 import { readEventsManifest, type StreamManifest } from "./sdk-manifest.js";
 import { isIgnoredPath, locateFileOption, locateMessage, locateService } from "./source-locations.js";
@@ -122,12 +123,14 @@ function streamChanges(current: readonly StreamManifest[], previous: readonly St
     const narrowed = (effect: string) =>
       `provisioning never narrows a stream, so it keeps what it kept (every service accepts a stream that keeps more than its contract) until the operator narrows it by hand; ${effect}. ${streamEditAdvice}`;
     const [was, is] = [[...new Set(before.subjects)].sort(), [...new Set(after.subjects)].sort()];
-    const dropped = was.filter((s) => !is.includes(s));
-    const added = is.filter((s) => !was.includes(s));
+    // Judged by what they match, as provisioning judges them: `a.>` covers `a.b.>`, so a change between them is a narrowing or a widening.
+    const dropped = was.filter((s) => !is.some((i) => subjectIsWithin(s, i)));
+    const added = is.filter((i) => !was.some((s) => subjectIsWithin(i, s)));
     if (dropped.length > 0) {
+      const outside = is.some((i) => dropped.some((s) => subjectIsWithin(i, s))) ? ` outside ${is.join(", ")}` : "";
       report(
         `subjects changed from ${was.join(", ")} to ${is.join(", ")}`,
-        added.length > 0 ? subjectsSwapped : narrowed(`once it is, an event published on ${dropped.join(", ")} is stored nowhere (its producer's outbox holds it back)`),
+        added.length > 0 ? subjectsSwapped : narrowed(`once it is, an event published on ${dropped.join(", ")}${outside} is stored nowhere (its producer's outbox holds it back)`),
       );
     }
     if (after.storage !== before.storage) {
