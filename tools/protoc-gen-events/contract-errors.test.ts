@@ -103,6 +103,15 @@ describe("protoc-gen-events contract checks", () => {
       ]);
     });
 
+    it("refuses a stream whose own subjects overlap, as nats-server would at provisioning: one given twice, or one within another", () => {
+      const header = streamOption("T_EVENTS", ["t.v1.>", "t.v1.>", "t.v1.a.>", "t.v2.*", "t.*.x"]);
+      expect(problems(eventsFile("", header))).toEqual([
+        expect.stringMatching(/^t\/v1\/a\.proto: \(concord\.v1\.stream\) subject "t\.v1\.>" overlaps "t\.v1\.>" of the same stream: nats-server refuses a stream whose subjects both match one subject \(keep the wider, or neither overlapping\)$/),
+        expect.stringMatching(/subject "t\.v1\.a\.>" overlaps "t\.v1\.>" of the same stream/),
+        expect.stringMatching(/subject "t\.\*\.x" overlaps "t\.v1\.>" of the same stream/),
+      ]);
+    });
+
     it("refuses two files with the same stream name or overlapping stream subjects", () => {
       const snippets = {
         "t/v1/a.proto": protoFile("t.v1", streamOption("T_EVENTS", ["t.v1.>"])),

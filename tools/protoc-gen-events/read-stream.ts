@@ -6,7 +6,7 @@ import type { ContractProblems } from "./contract-error.js";
 import type { StreamSpec } from "../../platform/events/index.js";
 import { defaults, type StreamContract } from "./contract-model.js";
 import { toMillis } from "./durations.js";
-import { subjectProblem } from "./subjects.js";
+import { subjectProblem, subjectsOverlap } from "./subjects.js";
 
 const streamName = /^[A-Z][A-Z0-9_]*$/;
 const storages: Record<number, StreamSpec["storage"]> = { 0: "file", 1: "file", 2: "memory" };
@@ -21,9 +21,12 @@ export function readStream(file: DescFile, value: StreamOptionsValue, optionNumb
 
   if (!streamName.test(value.name)) bad(`name "${value.name}" must be upper case letters, digits and underscores, for example "SHOP_ORDERS"`);
   if (value.subjects.length === 0) bad("has no subjects; name the subjects it captures, for example \"shop.orders.v1.>\"");
-  for (const subject of value.subjects) {
+  for (const [i, subject] of value.subjects.entries()) {
     const problem = subjectProblem(subject);
     if (problem) bad(`subject "${subject}" is not a valid NATS subject: ${problem}`);
+    // nats-server refuses a stream whose subjects overlap each other (a subject given twice, or "a.>" beside "a.b.>").
+    const earlier = problem ? undefined : value.subjects.slice(0, i).find((e) => !subjectProblem(e) && subjectsOverlap(e, subject));
+    if (earlier !== undefined) bad(`subject "${subject}" overlaps "${earlier}" of the same stream: nats-server refuses a stream whose subjects both match one subject (keep the wider, or neither overlapping)`);
   }
   const storage = storages[value.storage];
   if (storage === undefined) bad(`storage ${value.storage} is not a concord.v1.Storage value`);
