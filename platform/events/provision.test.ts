@@ -112,6 +112,20 @@ describe("provisioning", () => {
     expect((await bus.jsm.streams.info(stream.name)).config.subjects).toEqual(["test.cover.>"]);
   });
 
+  it("names the stream that holds subjects a stream is created or widened with, which nats-server refuses without naming it", async () => {
+    const holder = { ...sampleStream("holder").stream, subjects: ["test.holder.>", "test.held.>"] };
+    await ensureStreams(bus.jsm, [holder]);
+    const named =
+      '(stream TEST_HOLDER holds test.holder.>, test.held.>); a subject belongs to one stream only: where a contract moved these subjects from that stream, it keeps them until the operator narrows it by hand (nats stream edit), once nothing needs them there (README "Breaking changes")';
+    const moved = { ...sampleStream("moved").stream, subjects: ["test.holder.moved.>"] };
+    await expect(ensureStreams(bus.jsm, [moved])).rejects.toThrow(`creating stream TEST_MOVED (subjects test.holder.moved.>, 1 replicas) failed: subjects overlap with an existing stream ${named}`);
+    const { stream } = sampleStream("growing");
+    await ensureStreams(bus.jsm, [stream]);
+    await expect(ensureStreams(bus.jsm, [{ ...stream, subjects: [...stream.subjects, "test.held.x"] }])).rejects.toThrow(
+      `widening stream TEST_GROWING to its spec (subjects: existing ["test.growing.>"], wanted ["test.growing.>","test.held.x"]) failed: subjects overlap with an existing stream ${named}`,
+    );
+  });
+
   it("refuses to start against a stream whose settings conflict, naming stream, setting and values", async () => {
     const { stream } = sampleStream("conflict");
     await ensureStreams(bus.jsm, [stream]);

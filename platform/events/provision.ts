@@ -10,6 +10,7 @@ const streamNotFound = 10059;
 const consumerNotFound = 10014;
 const replicasNotSupported = 10074; // "replicas > 1 not supported in non-clustered mode"
 const noSuitablePeers = 10005; // "no suitable peers for placement": too few servers online for the replicas, for now
+const subjectsOfAnotherStream = 10065; // "subjects overlap with an existing stream", which it does not name
 /** How long a stream's creation is retried while a cluster has too few servers online (forming, one restarting). */
 const placementWaitMs = 15_000;
 const serverDefaultDuplicateWindowMs = 120_000;
@@ -291,7 +292,7 @@ async function ensureStream(
       // Another instance may have created it in the meantime; then compare with that one.
       info = await streamInfo(jsm, spec.name);
       if (!info && permissionDenied(err)) throw new StreamMissingError(`stream ${spec.name} does not exist, and this NATS user may not create it: ${provisionHint}`, { cause: err });
-      if (!info) throw new Error(`creating stream ${spec.name} (subjects ${spec.subjects.join(", ")}, ${spec.replicas} replicas) failed: ${(err as Error).message}`, { cause: err });
+      if (!info) throw new Error(`creating stream ${spec.name} (subjects ${spec.subjects.join(", ")}, ${spec.replicas} replicas) failed: ${await withOverlapNamed(jsm, spec, err)}`, { cause: err });
     }
   }
   const { config } = info;
@@ -329,7 +330,7 @@ async function ensureStream(
       info = await jsm.streams.update(spec.name, widening);
     } catch (err) {
       if (permissionDenied(err)) throw shortOfSpec("this NATS user may not widen it", err);
-      throw new Error(`widening stream ${spec.name} to its spec (${short.join("; ")}) failed: ${(err as Error).message}`, { cause: err });
+      throw new Error(`widening stream ${spec.name} to its spec (${short.join("; ")}) failed: ${await withOverlapNamed(jsm, spec, err)}`, { cause: err });
     }
     logger?.info({ stream: spec.name, widened: short }, `stream ${spec.name} widened to its spec, which keeps more (${short.join("; ")})`);
     onWidened(short);
@@ -365,6 +366,33 @@ async function ensureStream(
   }
   await update("num_replicas", () => moveReplicas(jsm, spec, config.num_replicas, logger));
   return atomicAllowed;
+}
+
+/**
+ * The server's reason for refusing `spec`'s stream, naming, where it is that
+ * another stream holds some of its subjects, that stream and its subjects
+ * (nats-server names neither): a stream keeps the subjects a newer contract
+ * dropped until the operator narrows it by hand.
+ */
+async function withOverlapNamed(jsm: JetStreamManager, spec: StreamSpec, err: unknown): Promise<string> {
+  const reason = (err as Error).message;
+  if (apiErrorCode(err) !== subjectsOfAnotherStream) return reason;
+  const holders = new Map<string, readonly string[]>();
+  try {
+    for (const subject of spec.subjects) {
+      for await (const name of jsm.streams.names(subject)) {
+        if (name !== spec.name && !holders.has(name)) holders.set(name, (await jsm.streams.info(name)).config.subjects ?? []);
+      }
+    }
+  } catch {
+    return reason; // This user may not list the streams: the server's reason alone.
+  }
+  if (holders.size === 0) return reason;
+  const named = [...holders].map(([name, subjects]) => `stream ${name} holds ${subjects.join(", ")}`).join("; ");
+  return (
+    `${reason} (${named}); a subject belongs to one stream only: where a contract moved these subjects from that stream, ` +
+    `it keeps them until the operator narrows it by hand (nats stream edit), once nothing needs them there (README "Breaking changes")`
+  );
 }
 
 /** Moves an existing stream of a cluster from `existing` replicas to its spec's. */
