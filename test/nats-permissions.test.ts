@@ -473,7 +473,9 @@ describe("streams the operator provisions", () => {
       await jsm.streams.update("SHOP_ORDERS", { max_age: nanos(spec.maxAgeMs * 2) });
       const left = await provision();
       expect(left.status).toBe(0);
-      expect(left.stderr).toContain("concord streams provision: 3 streams as their specs declare\n");
+      const more = `max_age (ms): existing ${spec.maxAgeMs * 2}, wanted ${spec.maxAgeMs}`;
+      expect(left.stderr).toContain(`concord streams provision: 3 streams as their specs declare (SHOP_ORDERS keeps more than its contract, left so: ${more})\n`);
+      expect(left.stdout.split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { keepsMore: string[] }).keepsMore)).toEqual([[more], [], []]);
       expect((await jsm.streams.info("SHOP_ORDERS")).config.max_age).toBe(nanos(spec.maxAgeMs * 2));
       await jsm.streams.update("SHOP_ORDERS", { max_age: nanos(spec.maxAgeMs) });
     } finally {

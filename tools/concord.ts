@@ -790,7 +790,9 @@ export async function concord(argv: string[]): Promise<number> {
           const provisioned = await provisionStreams(nc, createLogger({ service: "concord", level: "warn", destination: process.stderr }));
           for (const stream of provisioned) console.log(JSON.stringify(stream));
           const widened = provisioned.filter((st) => st.widened.length > 0).map((st) => `${st.stream} widened to its contract: ${st.widened.join("; ")}`);
-          console.error(`concord streams provision: ${provisioned.length} streams as their specs declare${widened.length > 0 ? ` (${widened.join(", ")})` : ""}`);
+          const more = provisioned.filter((st) => st.keepsMore.length > 0).map((st) => `${st.stream} keeps more than its contract, left so: ${st.keepsMore.join("; ")}`);
+          const told = [...widened, ...more];
+          console.error(`concord streams provision: ${provisioned.length} streams as their specs declare${told.length > 0 ? ` (${told.join(", ")})` : ""}`);
           return 0;
         });
       }

@@ -1156,7 +1156,8 @@ async function main(): Promise<void> {
     try {
       const streams = await provisionStreams(operator);
       const widened = (st: ProvisionedStream) => (st.widened.length > 0 ? `; widened to its contract: ${st.widened.join("; ")}` : "");
-      console.log(`  streams provisioned as the operator: ${streams.map((st) => `${st.stream} (${st.replicas} ${st.replicas === 1 ? "replica" : "replicas"}${widened(st)})`).join(", ")}`);
+      const more = (st: ProvisionedStream) => (st.keepsMore.length > 0 ? `; keeps more than its contract, left so: ${st.keepsMore.join("; ")}` : "");
+      console.log(`  streams provisioned as the operator: ${streams.map((st) => `${st.stream} (${st.replicas} ${st.replicas === 1 ? "replica" : "replicas"}${widened(st)}${more(st)})`).join(", ")}`);
     } finally {
       await operator.close();
     }

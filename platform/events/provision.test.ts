@@ -82,10 +82,22 @@ describe("provisioning", () => {
     expect((await bus.jsm.streams.info(stream.name)).config.max_age).toBe(0);
     // The spec of the version before: the stream keeps more than it, and is left so (narrowing it would drop events).
     const updates = bus.nc.subscribe(`$JS.API.STREAM.UPDATE.${stream.name}`);
-    expect((await ensureStreams(bus.jsm, [narrow], { logger: kept.logger })).widened).toEqual([]);
+    expect(await ensureStreams(bus.jsm, [narrow], { logger: kept.logger })).toMatchObject({
+      widened: [],
+      keepsMore: [
+        {
+          stream: stream.name,
+          settings: ['subjects: existing ["test.widen.a.>","test.widen.b.>"], wanted ["test.widen.a.>"]', "max_age (ms): existing 0, wanted 3600000", "duplicate_window (ms): existing 120000, wanted 60000"],
+        },
+      ],
+    });
     await bus.nc.flush();
     expect(updates.getReceived()).toBe(0);
     updates.unsubscribe();
+    expect(kept.messages.at(-1)).toBe(
+      'stream TEST_WIDEN keeps more than its spec (subjects: existing ["test.widen.a.>","test.widen.b.>"], wanted ["test.widen.a.>"]; max_age (ms): existing 0, wanted 3600000; duplicate_window (ms): existing 120000, wanted 60000): ' +
+        'left as it is, as provisioning never narrows a stream; the operator narrows it by hand once nothing needs what that drops (README "Breaking changes")',
+    );
     const left = await bus.jsm.streams.info(stream.name);
     expect(left.config).toMatchObject({ subjects: ["test.widen.a.>", "test.widen.b.>"], max_age: 0, duplicate_window: 120_000 * 1e6 });
     expect(left.state.messages).toBe(2);

@@ -92,11 +92,13 @@ export async function ensureStreams(jsm: JetStreamManager, specs: readonly Strea
   const atomic = ((api as { level?: number }).level ?? 0) >= atomicBatchApiLevel;
   const atomicBatch: StreamSpec[] = [];
   const widened: WidenedStream[] = [];
+  const keepsMore: StreamKeepingMore[] = [];
   for (const spec of specs) {
     const onWidened = (settings: readonly string[]) => widened.push({ stream: spec.name, settings });
-    if (await ensureStream(jsm, spec, atomic, options.logger, foreign.has(spec.name), onWidened)) atomicBatch.push(spec);
+    const onKeepsMore = (settings: readonly string[]) => keepsMore.push({ stream: spec.name, settings });
+    if (await ensureStream(jsm, spec, atomic, options.logger, foreign.has(spec.name), onWidened, onKeepsMore)) atomicBatch.push(spec);
   }
-  return { atomicBatch, widened };
+  return { atomicBatch, widened, keepsMore };
 }
 
 /**
@@ -181,10 +183,18 @@ export interface ProvisionedStreams {
   readonly atomicBatch: readonly StreamSpec[];
   /** The streams widened to their specs at this call, each with what was widened ("max_age (ms): existing 3600000, wanted 7200000"). */
   readonly widened: readonly WidenedStream[];
+  /** The streams left keeping more than their specs, which provisioning never narrows, each with what it keeps more of ("max_age (ms): existing 7200000, wanted 3600000"). */
+  readonly keepsMore: readonly StreamKeepingMore[];
 }
 
 /** A stream that kept less than its spec, widened to it. */
 export interface WidenedStream {
+  readonly stream: string;
+  readonly settings: readonly string[];
+}
+
+/** A stream that keeps more than its spec, left so. */
+export interface StreamKeepingMore {
   readonly stream: string;
   readonly settings: readonly string[];
 }
@@ -249,6 +259,7 @@ async function ensureStream(
   logger: Logger | undefined,
   foreign: boolean,
   onWidened: (settings: readonly string[]) => void,
+  onKeepsMore: (settings: readonly string[]) => void,
 ): Promise<boolean> {
   const allowsAtomic = (i: StreamInfo) => (i.config as NewerStreamConfig).allow_atomic === true;
   let info = await streamInfo(jsm, spec.name);
@@ -303,14 +314,26 @@ async function ensureStream(
   };
   // What the stream keeps: one that keeps more than its spec is left so, one that keeps less is widened to it.
   const short: string[] = [];
+  const more: string[] = [];
   const widening: Partial<StreamConfig> = {};
   for (const kept of keptSettings(config, spec)) {
     if (kept.reach === "other") conflicts.push(values(kept.setting, kept.existing, kept.wanted));
+    else if (kept.reach === "more") more.push(values(kept.setting, kept.existing, kept.wanted));
     else if (kept.reach === "less") {
       short.push(values(kept.setting, kept.existing, kept.wanted));
       Object.assign(widening, kept.widen);
     }
   }
+  // Said at each start, so that the operator hears of the narrowing a contract left to them.
+  const tellMore = () => {
+    if (more.length === 0) return;
+    logger?.info(
+      { stream: spec.name, keepsMore: more },
+      `stream ${spec.name} keeps more than its spec (${more.join("; ")}): left as it is, as provisioning never narrows a stream; ` +
+        `the operator narrows it by hand once nothing needs what that drops (README "Breaking changes")`,
+    );
+    onKeepsMore(more);
+  };
   differs("storage", config.storage, spec.storage);
   // Work-queue or interest retention would delete events once one consumer took them: other consumers, replays and redeliveries need them kept.
   differs("retention", config.retention, RetentionPolicy.Limits);
@@ -323,6 +346,7 @@ async function ensureStream(
     new StreamShortOfSpecError(`stream ${spec.name} keeps less than its spec (${short.join("; ")}), and ${why}: ${provisionHint}`, cause === undefined ? undefined : { cause });
   if (foreign) {
     if (short.length > 0) throw shortOfSpec("it is another service's to widen");
+    tellMore();
     return allowsAtomic(info);
   }
   if (short.length > 0) {
@@ -335,6 +359,7 @@ async function ensureStream(
     logger?.info({ stream: spec.name, widened: short }, `stream ${spec.name} widened to its spec, which keeps more (${short.join("; ")})`);
     onWidened(short);
   }
+  tellMore();
   /** Brings one setting in line; where this user may not change streams, says so and goes on with the stream as it is. */
   const update = async <T>(setting: string, change: () => Promise<T>): Promise<T | undefined> => {
     try {

@@ -23,6 +23,8 @@ export interface ProvisionedStream {
   readonly atomicBatch: boolean;
   /** What provisioning widened to the contract, this time ("max_age (ms): existing ..., wanted ..."); empty when nothing. */
   readonly widened: readonly string[];
+  /** What the stream keeps more of than its contract, left so, as provisioning never narrows a stream; empty when nothing. */
+  readonly keepsMore: readonly string[];
 }
 
 /**
@@ -55,7 +57,7 @@ export async function provisionStreams(nc: NatsConnection, logger?: Logger): Pro
 
 async function provisionOnce(nc: NatsConnection, logger: Logger | undefined): Promise<ProvisionedStream[]> {
   const jsm = await nc.jetstreamManager();
-  const { atomicBatch, widened } = await ensureStreams(jsm, provisionedStreams, logger ? { logger } : {}).catch((err: unknown) => {
+  const { atomicBatch, widened, keepsMore } = await ensureStreams(jsm, provisionedStreams, logger ? { logger } : {}).catch((err: unknown) => {
     if (!(err instanceof StreamConflictError)) throw err;
     const rest = provisionedStreams.slice(provisionedStreams.findIndex((spec) => spec.name === err.stream) + 1).map((spec) => spec.name);
     throw new Error(
@@ -74,6 +76,7 @@ async function provisionOnce(nc: NatsConnection, logger: Logger | undefined): Pr
       messages: state.messages,
       atomicBatch: atomicBatch.includes(spec),
       widened: widened.find((w) => w.stream === spec.name)?.settings ?? [],
+      keepsMore: keepsMore.find((k) => k.stream === spec.name)?.settings ?? [],
     });
   }
   return provisioned;
