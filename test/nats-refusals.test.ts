@@ -67,6 +67,31 @@ describe("a service whose JetStream streams or consumers conflict with its contr
     expect([config.subjects, config.retention]).toEqual([["by-hand.>"], RetentionPolicy.Workqueue]);
   });
 
+  it("refuses to start, in one line naming the stream that holds them, where its stream cannot be created or widened to subjects another stream holds: exit 2", async () => {
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.add({ name: "BY_HAND", subjects: ["shop.products.v1.reservation.>"] });
+    const held = '(stream BY_HAND holds shop.products.v1.reservation.>); a subject belongs to one stream only';
+    const created = await startProducts("held-create", nats().url);
+    // It exited 1 with "start-up failed" and the error's stack.
+    expect(created.exit).toBe(2);
+    expect(created.lines).toEqual([
+      expect.objectContaining({ level: "fatal", code: "FAILED_PRECONDITION", msg: expect.stringContaining(`start-up refused: stream SHOP_PRODUCTS does not exist, and nats-server refuses to create it: subjects overlap with an existing stream ${held}`) }),
+    ]);
+    await jsm.streams.add({ name: ShopProductsStream.name, subjects: ["shop.products.v1.product.>"], max_age: nanos(ShopProductsStream.maxAgeMs) });
+    const widened = await startProducts("held-widen", nats().url);
+    expect(widened.exit).toBe(2);
+    expect(widened.lines).toEqual([
+      expect.objectContaining({
+        level: "fatal",
+        code: "FAILED_PRECONDITION",
+        msg: expect.stringContaining(
+          `start-up refused: stream SHOP_PRODUCTS keeps less than its spec (subjects: existing ["shop.products.v1.product.>"], wanted ["shop.products.v1.>"]), and nats-server refuses to widen it: subjects overlap with an existing stream ${held}`,
+        ),
+      }),
+    ]);
+    expect((await jsm.streams.info(ShopProductsStream.name)).config.subjects).toEqual(["shop.products.v1.product.>"]);
+  });
+
   it("refuses to start on a durable consumer of its made by hand as a push consumer: one line naming it, exit 2", async () => {
     const jsm = await nc.jetstreamManager();
     await ensureStreams(jsm, allStreams);

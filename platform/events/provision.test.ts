@@ -130,11 +130,11 @@ describe("provisioning", () => {
     const named =
       '(stream TEST_HOLDER holds test.holder.>, test.held.>); a subject belongs to one stream only: where a contract moved these subjects from that stream, it keeps them until the operator narrows it by hand (nats stream edit), once nothing needs them there (README "Breaking changes")';
     const moved = { ...sampleStream("moved").stream, subjects: ["test.holder.moved.>"] };
-    await expect(ensureStreams(bus.jsm, [moved])).rejects.toThrow(`creating stream TEST_MOVED (subjects test.holder.moved.>, 1 replicas) failed: subjects overlap with an existing stream ${named}`);
+    await expect(ensureStreams(bus.jsm, [moved])).rejects.toThrow(`stream TEST_MOVED does not exist, and nats-server refuses to create it: subjects overlap with an existing stream ${named}`);
     const { stream } = sampleStream("growing");
     await ensureStreams(bus.jsm, [stream]);
     await expect(ensureStreams(bus.jsm, [{ ...stream, subjects: [...stream.subjects, "test.held.x"] }])).rejects.toThrow(
-      `widening stream TEST_GROWING to its spec (subjects: existing ["test.growing.>"], wanted ["test.growing.>","test.held.x"]) failed: subjects overlap with an existing stream ${named}`,
+      `stream TEST_GROWING keeps less than its spec (subjects: existing ["test.growing.>"], wanted ["test.growing.>","test.held.x"]), and nats-server refuses to widen it: subjects overlap with an existing stream ${named}`,
     );
   });
 

@@ -125,7 +125,7 @@ export class ConsumerConflictError extends Error {
   override readonly name: string = "ConsumerConflictError";
 }
 
-/** A stream that is missing where this NATS user may not create it: the operator provisions it. */
+/** A stream that is missing where this NATS user may not create it (the operator provisions it), or where another stream holds its subjects. */
 export class StreamMissingError extends Error {
   override readonly name: string = "StreamMissingError";
 }
@@ -133,7 +133,8 @@ export class StreamMissingError extends Error {
 /**
  * A stream that keeps less than its spec (fewer subjects, a shorter max age
  * or duplicate window) where this NATS user may not widen it, or that
- * another service owns: the operator provisions it.
+ * another service owns (the operator provisions it), or where another
+ * stream holds the subjects it would be widened to.
  */
 export class StreamShortOfSpecError extends Error {
   override readonly name: string = "StreamShortOfSpecError";
@@ -303,7 +304,9 @@ async function ensureStream(
       // Another instance may have created it in the meantime; then compare with that one.
       info = await streamInfo(jsm, spec.name);
       if (!info && permissionDenied(err)) throw new StreamMissingError(`stream ${spec.name} does not exist, and this NATS user may not create it: ${provisionHint}`, { cause: err });
-      if (!info) throw new Error(`creating stream ${spec.name} (subjects ${spec.subjects.join(", ")}, ${spec.replicas} replicas) failed: ${await withOverlapNamed(jsm, spec, err)}`, { cause: err });
+      // Another stream holding its subjects is the operator's to settle: refused in one line, as a stream missing is.
+      if (!info && apiErrorCode(err) === subjectsOfAnotherStream) throw new StreamMissingError(`stream ${spec.name} does not exist, and nats-server refuses to create it: ${await withOverlapNamed(jsm, spec, err)}`, { cause: err });
+      if (!info) throw new Error(`creating stream ${spec.name} (subjects ${spec.subjects.join(", ")}, ${spec.replicas} replicas) failed: ${(err as Error).message}`, { cause: err });
     }
   }
   const { config } = info;
@@ -343,9 +346,9 @@ async function ensureStream(
   }
   if (conflicts.length > 0) throw new StreamConflictError(spec.name, conflicts);
   const shortOfSpec = (why: string, cause?: unknown) =>
-    new StreamShortOfSpecError(`stream ${spec.name} keeps less than its spec (${short.join("; ")}), and ${why}: ${provisionHint}`, cause === undefined ? undefined : { cause });
+    new StreamShortOfSpecError(`stream ${spec.name} keeps less than its spec (${short.join("; ")}), and ${why}`, cause === undefined ? undefined : { cause });
   if (foreign) {
-    if (short.length > 0) throw shortOfSpec("it is another service's to widen");
+    if (short.length > 0) throw shortOfSpec(`it is another service's to widen: ${provisionHint}`);
     tellMore();
     return allowsAtomic(info);
   }
@@ -353,8 +356,9 @@ async function ensureStream(
     try {
       info = await jsm.streams.update(spec.name, widening);
     } catch (err) {
-      if (permissionDenied(err)) throw shortOfSpec("this NATS user may not widen it", err);
-      throw new Error(`widening stream ${spec.name} to its spec (${short.join("; ")}) failed: ${await withOverlapNamed(jsm, spec, err)}`, { cause: err });
+      if (permissionDenied(err)) throw shortOfSpec(`this NATS user may not widen it: ${provisionHint}`, err);
+      if (apiErrorCode(err) === subjectsOfAnotherStream) throw shortOfSpec(`nats-server refuses to widen it: ${await withOverlapNamed(jsm, spec, err)}`, err);
+      throw new Error(`widening stream ${spec.name} to its spec (${short.join("; ")}) failed: ${(err as Error).message}`, { cause: err });
     }
     logger?.info({ stream: spec.name, widened: short }, `stream ${spec.name} widened to its spec, which keeps more (${short.join("; ")})`);
     onWidened(short);
