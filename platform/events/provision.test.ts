@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startNatsCluster, useNatsServer, type NatsClusterHandle } from "../../test/support/nats-server.js";
 import { sampleStream } from "../../test/support/sample-events.js";
 import { createLogger, type Logger } from "../log/index.js";
-import { connectEventBus, ensureConsumers, ensureStreams, type EventBus } from "./index.js";
+import { connectEventBus, deadLetterStreamSpec, ensureConsumers, ensureStreams, type EventBus } from "./index.js";
 
 const logger = createLogger({ service: "provision-test", level: "silent" });
 
@@ -49,9 +49,16 @@ describe("provisioning", () => {
     // Keeping more than its spec is the owner's affair; keeping less, too: it is refused, not widened.
     await ensureStreams(bus.jsm, [{ ...spec, maxAgeMs: 1_000, duplicateWindowMs: 1_000 }], { foreign: [spec.name] });
     await expect(ensureStreams(bus.jsm, [{ ...spec, subjects: [...spec.subjects, "test.foreign2.>"] }], { foreign: [spec.name] })).rejects.toThrow(
-      /^stream TEST_FOREIGN keeps less than its spec \(subjects: existing \["test\.foreign\.>"\], wanted \["test\.foreign\.>","test\.foreign2\.>"\]\), and it is another service's to widen: the operator provisions streams/,
+      /^stream TEST_FOREIGN keeps less than its spec \(subjects: existing \["test\.foreign\.>"\], wanted \["test\.foreign\.>","test\.foreign2\.>"\]\), and it is not this service's to widen: the operator provisions streams/,
     );
     await expect(ensureStreams(bus.jsm, [{ ...spec, subjects: ["test.foreignother.>"] }], { foreign: [spec.name] })).rejects.toThrow(/stream TEST_FOREIGN exists with settings that conflict/);
+    // The dead letter stream is every service's foreign stream: its max age bounded by hand is the operator's to widen back.
+    await ensureStreams(bus.jsm, [deadLetterStreamSpec]);
+    await bus.jsm.streams.update(deadLetterStreamSpec.name, { max_age: 90 * 86_400_000 * 1e6 });
+    await expect(ensureStreams(bus.jsm, [deadLetterStreamSpec], { foreign: [deadLetterStreamSpec.name] })).rejects.toThrow(
+      /^stream CONCORD_DLQ keeps less than its spec \(max_age \(ms\): existing 7776000000, wanted 0\), and it is not this service's to widen: the operator provisions streams/,
+    );
+    await bus.jsm.streams.delete(deadLetterStreamSpec.name);
     await bus.nc.flush();
     expect(updates.getReceived()).toBe(0);
     updates.unsubscribe();

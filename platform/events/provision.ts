@@ -348,7 +348,8 @@ async function ensureStream(
   const shortOfSpec = (why: string, cause?: unknown) =>
     new StreamShortOfSpecError(`stream ${spec.name} keeps less than its spec (${short.join("; ")}), and ${why}`, cause === undefined ? undefined : { cause });
   if (foreign) {
-    if (short.length > 0) throw shortOfSpec(`it is another service's to widen: ${provisionHint}`);
+    // Another service's, or the dead letter stream, which is no service's own.
+    if (short.length > 0) throw shortOfSpec(`it is not this service's to widen: ${provisionHint}`);
     tellMore();
     return allowsAtomic(info);
   }
