@@ -542,8 +542,8 @@ async function consumerInfo(jsm: JetStreamManager, spec: ConsumerSpec): Promise<
   }
 }
 
-/** The duplicate window the server will hold: 0 means its 2-minute default, never longer than max age. */
-function wantedDuplicateWindowMs(spec: StreamSpec): number {
+/** The duplicate window the server will hold for a stream of `spec`: 0 means its 2-minute default, never longer than max age. */
+export function wantedDuplicateWindowMs(spec: Pick<StreamSpec, "maxAgeMs" | "duplicateWindowMs">): number {
   const window = spec.duplicateWindowMs || serverDefaultDuplicateWindowMs;
   return spec.maxAgeMs > 0 ? Math.min(window, spec.maxAgeMs) : window;
 }

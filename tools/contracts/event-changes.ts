@@ -11,6 +11,7 @@
  * as provisioning widens the stream (see streamChanges).
  */
 import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
+import { wantedDuplicateWindowMs } from "../../platform/events/provision.js";
 import { subjectIsWithin } from "../../platform/events/subject-match.js";
 import { findConcordOptions } from "../protoc-gen-events/concord-options.js";
 import { readEventsManifest, type StreamManifest } from "./sdk-manifest.js";
@@ -147,7 +148,7 @@ function streamChanges(current: readonly StreamManifest[], previous: readonly St
         narrowed(`once it is, nats-server deletes at once every event older than ${age(after.maxAgeMs)}, which a consumer further behind, and a new durable (which starts at the stream's oldest event), never receive`),
       );
     }
-    const [windowBefore, windowAfter] = [duplicateWindowOf(before), duplicateWindowOf(after)];
+    const [windowBefore, windowAfter] = [wantedDuplicateWindowMs(before), wantedDuplicateWindowMs(after)];
     if (windowAfter < windowBefore) {
       report(
         `duplicate_window shortened from ${age(windowBefore)} to ${age(windowAfter)}`,
@@ -156,12 +157,6 @@ function streamChanges(current: readonly StreamManifest[], previous: readonly St
     }
   }
   return found;
-}
-
-/** The duplicate window a stream of `manifest` gets: its own, or nats-server's 2 minutes, never longer than its max age (see platform/events/provision.ts). */
-function duplicateWindowOf(manifest: StreamManifest): number {
-  const window = manifest.duplicateWindowMs || 120_000;
-  return manifest.maxAgeMs > 0 ? Math.min(window, manifest.maxAgeMs) : window;
 }
 
 /** A duration in milliseconds in its largest whole unit (30d, 2m, 1500ms); 0 is a max_age's "forever". */
