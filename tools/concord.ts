@@ -19,7 +19,7 @@ import { helps, usage } from "./concord/help.js";
 import { abandonedRange, durableConsumers, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
 import { printStatus, serviceTargets, targetOptions } from "./concord/status.js";
 import { type InboxRetention, inboxRetentionOf } from "./concord/inbox-retention.js";
-import { provisionStreams } from "./concord/provision.js";
+import { differencesSaid, provisionStreams } from "./concord/provision.js";
 import { deleteStaleConsumers, inUse, inUseWhileWatched, staleConsumers, watchMs } from "./concord/stale-consumers.js";
 import { createLogger } from "../platform/log/index.js";
 import { noStartRanIn, otherThanRunningStartNote, outboxCommand, outboxOptions, serviceDatabase, unusedDatabaseUrlNote } from "./outbox.js";
@@ -789,9 +789,7 @@ export async function concord(argv: string[]): Promise<number> {
           // Its warnings (a standalone server keeping 1 replica) go to standard error, the streams to standard output.
           const provisioned = await provisionStreams(nc, createLogger({ service: "concord", level: "warn", destination: process.stderr }));
           for (const stream of provisioned) console.log(JSON.stringify(stream));
-          const widened = provisioned.filter((st) => st.widened.length > 0).map((st) => `${st.stream} widened to its contract: ${st.widened.join("; ")}`);
-          const more = provisioned.filter((st) => st.keepsMore.length > 0).map((st) => `${st.stream} keeps more than its contract, left so: ${st.keepsMore.join("; ")}`);
-          const told = [...widened, ...more];
+          const told = provisioned.flatMap((st) => differencesSaid(st).map((d) => `${st.stream} ${d}`));
           console.error(`concord streams provision: ${provisioned.length} streams as their specs declare${told.length > 0 ? ` (${told.join(", ")})` : ""}`);
           return 0;
         });

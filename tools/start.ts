@@ -54,7 +54,7 @@ import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgre
 import { serviceCommand } from "./service-launch.js";
 import { connectNats } from "./event-watch.js";
 import { ConfigError, readConfig, type Settings } from "../platform/config/index.js";
-import { type ProvisionedStream, provisionStreams } from "./concord/provision.js";
+import { differencesSaid, type ProvisionedStream, provisionStreams } from "./concord/provision.js";
 import { ensureDevCredentials, UnreadableCertificate } from "./dev-credentials.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isStartScript, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
@@ -1155,9 +1155,8 @@ async function main(): Promise<void> {
     const operator = await connectNats(natsUrl, "concord-provision", join(dir, "operator.nk"));
     try {
       const streams = await provisionStreams(operator);
-      const widened = (st: ProvisionedStream) => (st.widened.length > 0 ? `; widened to its contract: ${st.widened.join("; ")}` : "");
-      const more = (st: ProvisionedStream) => (st.keepsMore.length > 0 ? `; keeps more than its contract, left so: ${st.keepsMore.join("; ")}` : "");
-      console.log(`  streams provisioned as the operator: ${streams.map((st) => `${st.stream} (${st.replicas} ${st.replicas === 1 ? "replica" : "replicas"}${widened(st)}${more(st)})`).join(", ")}`);
+      const said = (st: ProvisionedStream) => differencesSaid(st).map((d) => `; ${d}`).join("");
+      console.log(`  streams provisioned as the operator: ${streams.map((st) => `${st.stream} (${st.replicas} ${st.replicas === 1 ? "replica" : "replicas"}${said(st)})`).join(", ")}`);
     } finally {
       await operator.close();
     }

@@ -91,12 +91,13 @@ export async function ensureStreams(jsm: JetStreamManager, specs: readonly Strea
   const { api } = await jsm.getAccountInfo();
   const atomic = ((api as { level?: number }).level ?? 0) >= atomicBatchApiLevel;
   const atomicBatch: StreamSpec[] = [];
-  const widened: WidenedStream[] = [];
-  const keepsMore: StreamKeepingMore[] = [];
+  const widened: StreamSettings[] = [];
+  const keepsMore: StreamSettings[] = [];
   for (const spec of specs) {
-    const onWidened = (settings: readonly string[]) => widened.push({ stream: spec.name, settings });
-    const onKeepsMore = (settings: readonly string[]) => keepsMore.push({ stream: spec.name, settings });
-    if (await ensureStream(jsm, spec, atomic, options.logger, foreign.has(spec.name), onWidened, onKeepsMore)) atomicBatch.push(spec);
+    const found: FoundSettings = { widened: [], keepsMore: [] };
+    if (await ensureStream(jsm, spec, atomic, options.logger, foreign.has(spec.name), found)) atomicBatch.push(spec);
+    if (found.widened.length > 0) widened.push({ stream: spec.name, settings: found.widened });
+    if (found.keepsMore.length > 0) keepsMore.push({ stream: spec.name, settings: found.keepsMore });
   }
   return { atomicBatch, widened, keepsMore };
 }
@@ -183,21 +184,21 @@ export interface ProvisionedStreams {
   /** The streams that take atomic batch publishes. */
   readonly atomicBatch: readonly StreamSpec[];
   /** The streams widened to their specs at this call, each with what was widened ("max_age (ms): existing 3600000, wanted 7200000"). */
-  readonly widened: readonly WidenedStream[];
+  readonly widened: readonly StreamSettings[];
   /** The streams left keeping more than their specs, which provisioning never narrows, each with what it keeps more of ("max_age (ms): existing 7200000, wanted 3600000"). */
-  readonly keepsMore: readonly StreamKeepingMore[];
+  readonly keepsMore: readonly StreamSettings[];
 }
 
-/** A stream that kept less than its spec, widened to it. */
-export interface WidenedStream {
+/** A stream and settings of it that differ from its spec, each as "setting: existing ..., wanted ...". */
+export interface StreamSettings {
   readonly stream: string;
   readonly settings: readonly string[];
 }
 
-/** A stream that keeps more than its spec, left so. */
-export interface StreamKeepingMore {
-  readonly stream: string;
-  readonly settings: readonly string[];
+/** What ensureStream found of one stream's settings (see ProvisionedStreams), filled in as it goes. */
+interface FoundSettings {
+  readonly widened: string[];
+  readonly keepsMore: string[];
 }
 
 /** The JetStream API level of nats-server 2.12, the first with atomic batch publish. */
@@ -259,8 +260,7 @@ async function ensureStream(
   atomic: boolean,
   logger: Logger | undefined,
   foreign: boolean,
-  onWidened: (settings: readonly string[]) => void,
-  onKeepsMore: (settings: readonly string[]) => void,
+  found: FoundSettings,
 ): Promise<boolean> {
   const allowsAtomic = (i: StreamInfo) => (i.config as NewerStreamConfig).allow_atomic === true;
   let info = await streamInfo(jsm, spec.name);
@@ -335,7 +335,7 @@ async function ensureStream(
       `stream ${spec.name} keeps more than its spec (${more.join("; ")}): left as it is, as provisioning never narrows a stream; ` +
         `the operator narrows it by hand once nothing needs what that drops (README "Breaking changes")`,
     );
-    onKeepsMore(more);
+    found.keepsMore.push(...more);
   };
   differs("storage", config.storage, spec.storage);
   // Work-queue or interest retention would delete events once one consumer took them: other consumers, replays and redeliveries need them kept.
@@ -362,7 +362,7 @@ async function ensureStream(
       throw new Error(`widening stream ${spec.name} to its spec (${short.join("; ")}) failed: ${(err as Error).message}`, { cause: err });
     }
     logger?.info({ stream: spec.name, widened: short }, `stream ${spec.name} widened to its spec, which keeps more (${short.join("; ")})`);
-    onWidened(short);
+    found.widened.push(...short);
   }
   tellMore();
   /** Brings one setting in line; where this user may not change streams, says so and goes on with the stream as it is. */

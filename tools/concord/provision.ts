@@ -27,6 +27,14 @@ export interface ProvisionedStream {
   readonly keepsMore: readonly string[];
 }
 
+/** What provisioning did to `stream` beyond its spec, or left, each said as a phrase ("widened to its contract: ..."); none when nothing. */
+export function differencesSaid(stream: ProvisionedStream): string[] {
+  return [
+    ...(stream.widened.length > 0 ? [`widened to its contract: ${stream.widened.join("; ")}`] : []),
+    ...(stream.keepsMore.length > 0 ? [`keeps more than its contract, left so: ${stream.keepsMore.join("; ")}`] : []),
+  ];
+}
+
 /**
  * How long provisioning asks again while JetStream gives no answer. A cluster
  * whose servers have all just started reports healthy (`/healthz`) once it has
