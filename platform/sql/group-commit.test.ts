@@ -100,7 +100,8 @@ describe("SQLite group commit", () => {
       db.transaction(insert("a")),
       db.transaction(async (tx) => {
         await insert("b")(tx);
-        await tx.run("ROLLBACK");
+        // As SQLite itself ends it (a transaction's own ROLLBACK is refused).
+        (db as Database & { writer: BetterSqlite3.Database }).writer.exec("ROLLBACK");
         throw new Error("the whole transaction is gone");
       }),
       db.transaction(insert("c")),
@@ -306,6 +307,41 @@ describe("SQLite group commit, the hard cases", () => {
     expect(committed()).toEqual(["first", "kept", "last"]);
     expect(outcomes).toHaveLength(2);
     for (const outcome of outcomes) expect(outcome).toMatchObject({ message: expect.stringMatching(/^the transaction's work had ended/) });
+    await db.close();
+  });
+
+  it("refuses transaction control run through a transaction or the database, which would commit the group early or leave the writer inside a transaction", async () => {
+    const { db, committed } = await fresh();
+    const caught: unknown[] = [];
+    const results = await Promise.allSettled([
+      db.transaction(insert("first")),
+      // Its COMMIT would commit the group so far, and the group's own COMMIT would then fail every caller in it.
+      db.transaction(async (tx: Tx) => {
+        await insert("second")(tx);
+        await tx.run("COMMIT");
+      }),
+      // Refused, not run: work that catches the refusal goes on, and what it wrote is kept.
+      db.transaction(async (tx: Tx) => {
+        await insert("third")(tx);
+        for (const control of ["/* the group's */ -- own\n  release savepoint concord_unit", "ROLLBACK", "savepoint mine", "END TRANSACTION", "BEGIN"]) {
+          await tx.query(control).catch((err: unknown) => caught.push(err));
+        }
+      }),
+      db.transaction(insert("last")),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled", "fulfilled"]);
+    expect((results[1] as PromiseRejectedResult).reason.message).toMatch(/^COMMIT was refused, nothing run: a transaction is begun by the database's transaction\(\)/);
+    expect(caught.map((err) => (err as Error).message.split(" was refused")[0])).toEqual(["RELEASE", "ROLLBACK", "SAVEPOINT", "END", "BEGIN"]);
+    // Through the database, outside any transaction: a BEGIN would hold the writer inside one for good.
+    await expect(db.run("BEGIN IMMEDIATE")).rejects.toThrow(/^BEGIN was refused, nothing run/);
+    await expect(db.query("commit")).rejects.toThrow(/^COMMIT was refused, nothing run/);
+    await expect(db.runAlone("SAVEPOINT x", { statementTimeoutMs: 0 })).rejects.toThrow(/^SAVEPOINT was refused/);
+    await db.transaction(insert("after"));
+    expect(committed()).toEqual(["first", "third", "last", "after"]);
+    // Words that only contain a control word are statements like any other.
+    await db.run("CREATE TABLE ended (commit_count INTEGER)");
+    await db.transaction((tx: Tx) => tx.run("INSERT INTO ended (commit_count) VALUES (1)"));
+    expect(await db.query("SELECT commit_count FROM ended")).toEqual([{ commit_count: 1 }]);
     await db.close();
   });
 

@@ -267,6 +267,34 @@ describe("a PostgreSQL transaction's round trips", () => {
     }
   });
 
+  it("refuses transaction control run through a transaction or the database: a COMMIT would leave the rest of the work outside any transaction, a BEGIN a pooled connection inside one", async () => {
+    const own = await openDatabase({ path: await postgres().createDatabase("control"), migrations: [], poolSize: 1 });
+    try {
+      await own.run("CREATE TABLE notes (note TEXT NOT NULL)");
+      await expect(
+        own.transaction(async (tx) => {
+          await tx.run("INSERT INTO notes (note) VALUES ('before')");
+          await tx.run("COMMIT");
+          await tx.run("INSERT INTO notes (note) VALUES ('after')");
+        }),
+      ).rejects.toThrow(/^COMMIT was refused, nothing run/);
+      for (const control of ["BEGIN", "start  transaction", "ABORT", "prepare transaction 'x'"]) {
+        await expect(own.run(control)).rejects.toThrow(/ was refused, nothing run/);
+      }
+      await expect(own.runAlone("ROLLBACK", { statementTimeoutMs: 0 })).rejects.toThrow(/^ROLLBACK was refused/);
+      // The pool's one connection is in no transaction: a failed transaction on it keeps nothing.
+      await expect(
+        own.transaction(async (tx) => {
+          await tx.run("INSERT INTO notes (note) VALUES ('failed')");
+          throw new Error("failed");
+        }),
+      ).rejects.toThrow("failed");
+      expect(await own.query("SELECT note FROM notes")).toEqual([]);
+    } finally {
+      await own.close();
+    }
+  });
+
   it("refuses a statement run through a transaction once its work is over (not awaited), instead of running it in the connection's next one", async () => {
     const own = await openDatabase({ path: await postgres().createDatabase("ended_work"), migrations: [], poolSize: 1 });
     try {

@@ -4,7 +4,7 @@ import type pg from "pg";
 import { urlWithoutSecrets } from "../config/index.js";
 import { Code, StatusError } from "../errors/index.js";
 import { nonNegativeInteger, positiveInteger } from "../options/index.js";
-import { type AfterCommitFailure, type AheadCheck, runTransaction, sendAhead, sentAheadFailure, type StatementRunner } from "./transaction-scope.js";
+import { type AfterCommitFailure, type AheadCheck, runTransaction, sendAhead, sentAheadFailure, type StatementRunner, transactionControlRefusal } from "./transaction-scope.js";
 import { signalOf, type Database, type Dialect, type SqlValue, type Transaction } from "./types.js";
 
 export const postgresDialect: Dialect = {
@@ -626,6 +626,11 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
   // An idle connection that breaks (the server restarted) is dropped; its next user gets a new one.
   pool.on("error", () => undefined);
   /** A statement outside any transaction, on a pooled connection of its own. */
+  /** Runs `go` unless `sql` begins or ends a transaction: on a pooled connection that would outlast this statement. */
+  const unlessControl = <T>(sql: string, go: () => Promise<T>): Promise<T> => {
+    const refused = transactionControlRefusal(sql);
+    return refused ? Promise.reject(refused) : go();
+  };
   const pooled = async <T>(use: (runner: ClientRunner) => Promise<T>): Promise<T> => {
     let client: pg.PoolClient;
     try {
@@ -718,9 +723,11 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
         }
       }
     },
-    query: (sql, params) => pooled((runner) => runner.query(sql, params)),
-    run: (sql, params) => pooled((runner) => runner.run(sql, params)),
+    query: (sql, params) => unlessControl(sql, () => pooled((runner) => runner.query(sql, params))),
+    run: (sql, params) => unlessControl(sql, () => pooled((runner) => runner.run(sql, params))),
     async runAlone(sql, options) {
+      const refused = transactionControlRefusal(sql);
+      if (refused) throw refused;
       const timeoutMs = nonNegativeInteger("runAlone", "statementTimeoutMs", options.statementTimeoutMs, statementTimeoutMs);
       // Not a pooled connection: its session's statement timeout would stay changed for whoever has it next.
       const client = newClient();

@@ -3,7 +3,7 @@ import { basename, dirname, join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { Code, StatusError } from "../errors/index.js";
 import { startCheckpointer, type Checkpointer, type CheckpointerOptions } from "./sqlite-checkpointer.js";
-import { type AfterCommitFailure, runUnit, type StatementRunner } from "./transaction-scope.js";
+import { type AfterCommitFailure, runUnit, type StatementRunner, transactionControlRefusal } from "./transaction-scope.js";
 import { signalOf, type Database, type Dialect, type SqlValue, type Transaction, type TransactionOptions } from "./types.js";
 
 export const sqliteDialect: Dialect = {
@@ -542,7 +542,7 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
 
   const run = (sql: string, params?: readonly SqlValue[]): Promise<number> =>
     alone(async () => {
-      const refused = detachment?.refusal();
+      const refused = transactionControlRefusal(sql) ?? detachment?.refusal();
       if (refused) throw refused;
       const changes = await writer.run(sql, params);
       checkpointed();
@@ -555,7 +555,11 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     location: path,
     writer: writerConnection,
     transaction,
-    query: (sql, params) => (!writerConnection.inTransaction ? writer.query(sql, params) : reader ? reader.query(sql, params) : alone(() => writer.query(sql, params))),
+    query(sql, params) {
+      const refused = transactionControlRefusal(sql);
+      if (refused) return Promise.reject(refused);
+      return !writerConnection.inTransaction ? writer.query(sql, params) : reader ? reader.query(sql, params) : alone(() => writer.query(sql, params));
+    },
     run,
     // Its statements wait on no server: no timeout to set.
     runAlone: (sql) => run(sql),

@@ -1,5 +1,5 @@
 import { causeChain } from "../errors/index.js";
-import type { Dialect, Queryable, SqlValue, StagedWrites, Transaction } from "./types.js";
+import type { Dialect, SqlValue, StagedWrites, Transaction } from "./types.js";
 
 /** What a store's connection gives the shared transaction logic: statements and its dialect. */
 export interface StatementRunner {
@@ -103,6 +103,30 @@ interface Scope {
    * and is refused instead.
    */
   ended: boolean;
+}
+
+/**
+ * A statement that begins or ends a transaction or a savepoint, after any
+ * comments before it. Run through a transaction it would end the transaction
+ * its work runs in (on SQLite, the group's, which other callers' work
+ * shares: they would be committed early, then answered with the group's
+ * failed COMMIT); run through the database, it would leave the connection
+ * inside a transaction for whoever uses it next.
+ */
+const transactionControl = /^(?:\s|--[^\n]*(?:\n|$)|\/\*(?:[^*]|\*(?!\/))*\*\/)*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE|ABORT|START\s+TRANSACTION|PREPARE\s+TRANSACTION)\b/i;
+
+/**
+ * The refusal of `sql` when it begins or ends a transaction or savepoint
+ * (see transactionControl), else undefined: transactions are the
+ * database's `transaction`, savepoints `tx.savepoint`.
+ */
+export function transactionControlRefusal(sql: string): Error | undefined {
+  const control = transactionControl.exec(sql);
+  if (control === null) return undefined;
+  return new Error(
+    `${control[1].replace(/\s+/g, " ").toUpperCase()} was refused, nothing run: a transaction is begun by the database's transaction() and ends with its work ` +
+      "(committed when the work returns, rolled back when it throws); a part of it that may fail alone runs in tx.savepoint()",
+  );
 }
 
 /** The failure of work (a transaction's, or a savepoint's) that returned while a savepoint of it still ran, not awaited. */
@@ -250,12 +274,18 @@ class ScopedTransaction implements Transaction {
     return false;
   }
   query<R = Record<string, unknown>>(sql: string, params?: readonly SqlValue[]): Promise<R[]> {
-    if (this.ended()) return Promise.reject(endedError());
+    const refused = this.refusal(sql);
+    if (refused) return Promise.reject(refused);
     return this.runner.query<R>(sql, params).catch(this.failed);
   }
   run(sql: string, params?: readonly SqlValue[]): Promise<number> {
-    if (this.ended()) return Promise.reject(endedError());
+    const refused = this.refusal(sql);
+    if (refused) return Promise.reject(refused);
     return this.runner.run(sql, params).catch(this.failed);
+  }
+  /** Why `sql` may not run through this transaction now, if it may not: its work is over, or it is transaction control. */
+  private refusal(sql: string): Error | undefined {
+    return this.ended() ? endedError() : transactionControlRefusal(sql);
   }
   /** Records the first failed statement of the scope, then rethrows. */
   private readonly failed = (err: unknown): never => {
@@ -280,7 +310,8 @@ class ScopedTransaction implements Transaction {
   }
   /** See sendAhead. */
   async ahead(sql: string, params?: readonly SqlValue[], check?: AheadCheck): Promise<void> {
-    if (this.ended()) throw endedError();
+    const refused = this.refusal(sql);
+    if (refused) throw refused;
     if (this.runner.defer) {
       this.runner.defer(sql, params, check);
       return;
@@ -367,9 +398,4 @@ export async function sendAhead(tx: Transaction, sql: string, params?: readonly 
   }
   const changed = await tx.run(sql, params);
   if (check && changed !== check.rows) throw check.error(changed);
-}
-
-/** A queryable that is only a runner: reads and single statements outside any transaction. */
-export function asQueryable(runner: StatementRunner): Queryable {
-  return { dialect: runner.dialect, query: (sql, params) => runner.query(sql, params), run: (sql, params) => runner.run(sql, params) };
 }

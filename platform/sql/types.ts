@@ -50,6 +50,8 @@ export interface StagedWrites<T> {
  * savepoint) run through it once its work is over, by work that did not await it, is refused: it would run in
  * whatever transaction holds the connection then. So are a write staged and a callback asked for then (they throw):
  * its staged writes and callbacks are already flushed, run or dropped, so they would be lost without a word.
+ * Statements that begin or end a transaction or savepoint (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE...) are
+ * refused, through a transaction and through the database alike: `savepoint` is the way to let a part fail alone.
  */
 export interface Transaction extends Queryable {
   /**
