@@ -104,7 +104,9 @@ DATA_DIR/nats-credentials/<user>.nk (mode 0600) and kept; delete a file and
 start again to replace that key. The services' users may not create or
 change streams: this script provisions them as the operator before the
 services start (as \`npx concord streams provision\` does). With NATS_URL,
-provisioning is yours.
+provisioning is yours: a server without authorization lets the services
+create their streams and raise replicas, never lower them or rewrite a
+description, which \`npx concord streams provision\` does.
 
 Ctrl-C, SIGTERM or SIGHUP stops the services, then nats-server, and so
 does the end of the process that started this script (npm, killed

@@ -32,8 +32,25 @@ describe("provisioning", () => {
     await ensureStreams(bus.jsm, [spec]);
     const { config } = await bus.jsm.streams.info(spec.name);
     expect(config).toMatchObject({ subjects: ["test.create.>"], storage: "file", num_replicas: 1, max_age: 3_600_000 * 1e6, duplicate_window: 60_000 * 1e6, description: "first" });
-    await ensureStreams(bus.jsm, [{ ...spec, description: "second" }]);
-    expect((await bus.jsm.streams.info(spec.name)).config.description).toBe("second");
+  });
+
+  it("leaves an existing stream's description as it is where a service provisions, saying so at info; the operator sets it", async () => {
+    const { stream } = sampleStream("described");
+    await ensureStreams(bus.jsm, [{ ...stream, description: "the newer contract's" }]);
+    // An instance of an older build, starting with its contract's description, as a user that may change streams.
+    const kept = keptLogger();
+    const updates = bus.nc.subscribe(`$JS.API.STREAM.UPDATE.${stream.name}`);
+    await ensureStreams(bus.jsm, [{ ...stream, description: "the older contract's" }], { logger: kept.logger });
+    await bus.nc.flush();
+    expect(updates.getReceived()).toBe(0);
+    updates.unsubscribe();
+    expect((await bus.jsm.streams.info(stream.name)).config.description).toBe("the newer contract's");
+    expect(kept.messages).toEqual([
+      "stream TEST_DESCRIBED's description differs from its contract's: left as it is, as a service never rewrites it; " +
+        "the operator's provisioning does (npx concord streams provision, which npm start runs before the services start)",
+    ]);
+    await ensureStreams(bus.jsm, [{ ...stream, description: "the older contract's" }], { operator: true });
+    expect((await bus.jsm.streams.info(stream.name)).config.description).toBe("the older contract's");
   });
 
   it("never changes a stream another service owns (foreign): created when missing, checked, not updated", async () => {
@@ -343,6 +360,33 @@ describe("provisioning on a cluster", () => {
     expect(moved.config.num_replicas).toBe(3);
     expect(moved.state.messages).toBe(1);
     expect(kept.messages).toEqual(["stream TEST_MOVING moved from 1 to 3 replicas, as its spec declares"]);
+  });
+
+  it("leaves a stream with more replicas than its spec so where a service provisions, saying so once at info", async () => {
+    const { stream } = sampleStream("morereplicas");
+    await ensureStreams(bus.jsm, [{ ...stream, replicas: 3 }]);
+    // An instance of an older build, whose contract declared 1, starting as a user that may change streams.
+    const kept = keptLogger();
+    const updates = bus.nc.subscribe(`$JS.API.STREAM.UPDATE.${stream.name}`);
+    expect(await ensureStreams(bus.jsm, [stream], { logger: kept.logger })).toMatchObject({ lowered: [] });
+    await bus.nc.flush();
+    expect(updates.getReceived()).toBe(0);
+    updates.unsubscribe();
+    expect((await bus.jsm.streams.info(stream.name)).config.num_replicas).toBe(3);
+    expect(kept.messages).toEqual([
+      "stream TEST_MOREREPLICAS has 3 replicas, more than the 1 its contract declares: left so, as a service never lowers a stream's replicas; " +
+        "the operator's provisioning does (npx concord streams provision, which npm start runs before the services start)",
+    ]);
+  });
+
+  it("moves a stream with more replicas than its spec down to them where the operator provisions, saying so in lowered", async () => {
+    const { stream } = sampleStream("lowered");
+    await ensureStreams(bus.jsm, [{ ...stream, replicas: 3 }]);
+    const kept = keptLogger();
+    expect((await ensureStreams(bus.jsm, [stream], { operator: true, logger: kept.logger })).lowered).toEqual([{ stream: stream.name, settings: ["num_replicas: existing 3, wanted 1"] }]);
+    expect((await bus.jsm.streams.info(stream.name)).config.num_replicas).toBe(1);
+    expect(kept.messages).toEqual(["stream TEST_LOWERED moved from 3 to 1 replicas, as its spec declares"]);
+    expect((await ensureStreams(bus.jsm, [stream], { operator: true })).lowered).toEqual([]);
   });
 
   it("refuses, with the server's reason, more replicas than the cluster has servers", async () => {

@@ -24,6 +24,9 @@ export const permissionDenied = (err: unknown): boolean => {
 /** What tells how to provision streams where the services may not. */
 const provisionHint = "the operator provisions streams (npx concord streams provision; npm start does it before the services start)";
 
+/** Who changes what a service leaves as it is (an existing stream's description, replicas above its spec's). */
+const operatorSets = "the operator's provisioning does (npx concord streams provision, which npm start runs before the services start)";
+
 /**
  * Stream settings that make the server itself publish or copy messages:
  * what it sends goes out with no user's permissions, so a stream with one a
@@ -33,8 +36,16 @@ const provisionHint = "the operator provisions streams (npx concord streams prov
 const serverPublishingSettings = ["republish", "sources", "mirror", "subject_transform"] as const;
 
 export interface EnsureStreamsOptions {
-  /** Hears of replicas changed or left at 1 (see ensureStreams). */
+  /** Hears of replicas changed, left at 1 or left above the spec's, and of what was widened or left (see ensureStreams). */
   readonly logger?: Logger;
+  /**
+   * Provisioning as the operator (npx concord streams provision, npm start):
+   * an existing stream's replicas are moved down to its spec's as well as
+   * up, and its description is set to the spec's. Without it, as a service
+   * provisions at its start, replicas are only raised and an existing
+   * stream's description is left as it is (see ensureStreams).
+   */
+  readonly operator?: boolean;
   /**
    * Streams another service owns: created when missing, checked, never
    * changed (description, atomic batch, replicas are their owner's to set;
@@ -65,18 +76,28 @@ export interface EnsureStreamsOptions {
  * Under the generated NATS permissions a service's user may read its
  * streams but not create or change them (no subject permission can refuse
  * a stream's configuration, and a stream that republishes escapes them):
- * the operator provisions them with the same function. A missing stream
- * is then an error that says so, and a setting the operator has not yet
- * brought in line (description, atomic batch, replicas) a warning.
+ * the operator provisions them with the same function (`operator`). A
+ * missing stream is then an error that says so, and a setting the operator
+ * has not yet brought in line (atomic batch, fewer replicas than the spec)
+ * a warning.
  *
- * Replicas follow the spec: a stream is created with the replicas its
- * contract declares, and an existing one with other replicas is moved to
- * them (JetStream copies the data to the new peers while it serves). A
- * standalone server, which refuses more than one replica, keeps the stream
- * at 1, logged as a warning: a contract declares what a cluster must give,
- * and one development server still runs the same contracts. A cluster with
- * fewer servers than declared refuses the stream, and start-up stops with
- * the server's reason.
+ * Replicas follow the spec upwards: a stream is created with the replicas
+ * its contract declares, and an existing one with fewer is moved up to them
+ * (JetStream copies the data to the new peers while it serves). Only the
+ * operator (`operator`) moves one with more replicas down to its spec, and
+ * says so (`lowered`); a service leaves it so and logs it at info. Nor does
+ * a service rewrite an existing stream's description, which the operator
+ * sets. During a rolling deploy an instance of the older build, starting
+ * with its older contract as a user that may change streams (a deployment
+ * without the generated permissions), would otherwise move the replicas
+ * the newer contract raised back down, and the description back, while the
+ * newer build runs.
+ *
+ * A standalone server, which refuses more than one replica, keeps the
+ * stream at 1, logged as a warning: a contract declares what a cluster must
+ * give, and one development server still runs the same contracts. A
+ * cluster with fewer servers than declared refuses the stream, and
+ * start-up stops with the server's reason.
  *
  * On a server that has atomic batch publish (nats-server 2.12 and later,
  * JetStream API level 2), every stream allows it (`allow_atomic`, set on
@@ -85,7 +106,7 @@ export interface EnsureStreamsOptions {
  * that allow it.
  */
 export async function ensureStreams(jsm: JetStreamManager, specs: readonly StreamSpec[], options: EnsureStreamsOptions = {}): Promise<ProvisionedStreams> {
-  checkOptions("ensureStreams", options, ["logger", "foreign"]);
+  checkOptions("ensureStreams", options, ["logger", "foreign", "operator"]);
   const foreign = new Set(options.foreign ?? []);
   for (const spec of specs) validateStreamSpec(spec);
   const { api } = await jsm.getAccountInfo();
@@ -93,13 +114,15 @@ export async function ensureStreams(jsm: JetStreamManager, specs: readonly Strea
   const atomicBatch: StreamSpec[] = [];
   const widened: StreamSettings[] = [];
   const keepsMore: StreamSettings[] = [];
+  const lowered: StreamSettings[] = [];
   for (const spec of specs) {
-    const found: FoundSettings = { widened: [], keepsMore: [] };
-    if (await ensureStream(jsm, spec, atomic, options.logger, foreign.has(spec.name), found)) atomicBatch.push(spec);
+    const found: FoundSettings = { widened: [], keepsMore: [], lowered: [] };
+    if (await ensureStream(jsm, spec, atomic, options.logger, foreign.has(spec.name), options.operator === true, found)) atomicBatch.push(spec);
     if (found.widened.length > 0) widened.push({ stream: spec.name, settings: found.widened });
     if (found.keepsMore.length > 0) keepsMore.push({ stream: spec.name, settings: found.keepsMore });
+    if (found.lowered.length > 0) lowered.push({ stream: spec.name, settings: found.lowered });
   }
-  return { atomicBatch, widened, keepsMore };
+  return { atomicBatch, widened, keepsMore, lowered };
 }
 
 /**
@@ -187,6 +210,8 @@ export interface ProvisionedStreams {
   readonly widened: readonly StreamSettings[];
   /** The streams left keeping more than their specs, which provisioning never narrows, each with what it keeps more of ("max_age (ms): existing 7200000, wanted 3600000"). */
   readonly keepsMore: readonly StreamSettings[];
+  /** The streams moved down to their specs' replicas at this call, which only the operator does ("num_replicas: existing 3, wanted 1"). */
+  readonly lowered: readonly StreamSettings[];
 }
 
 /** A stream and settings of it that differ from its spec, each as "setting: existing ..., wanted ...". */
@@ -199,6 +224,7 @@ export interface StreamSettings {
 interface FoundSettings {
   readonly widened: string[];
   readonly keepsMore: string[];
+  readonly lowered: string[];
 }
 
 /** The JetStream API level of nats-server 2.12, the first with atomic batch publish. */
@@ -260,6 +286,7 @@ async function ensureStream(
   atomic: boolean,
   logger: Logger | undefined,
   foreign: boolean,
+  operator: boolean,
   found: FoundSettings,
 ): Promise<boolean> {
   const allowsAtomic = (i: StreamInfo) => (i.config as NewerStreamConfig).allow_atomic === true;
@@ -376,7 +403,8 @@ async function ensureStream(
     }
   };
   if ((config.description ?? "") !== (spec.description ?? "")) {
-    await update("description", () => jsm.streams.update(spec.name, { description: spec.description ?? "" }));
+    if (operator) await update("description", () => jsm.streams.update(spec.name, { description: spec.description ?? "" }));
+    else logger?.info({ stream: spec.name, description: config.description ?? "" }, `stream ${spec.name}'s description differs from its contract's: left as it is, as a service never rewrites it; ${operatorSets}`);
   }
   let atomicAllowed = allowsAtomic(info);
   if (atomic && !atomicAllowed) {
@@ -394,7 +422,14 @@ async function ensureStream(
     if (config.num_replicas === 1) logger?.warn({ stream: spec.name, declaredReplicas: spec.replicas, replicas: 1 }, standaloneWarning(spec));
     return atomicAllowed;
   }
-  await update("num_replicas", () => moveReplicas(jsm, spec, config.num_replicas, logger));
+  if (config.num_replicas > spec.replicas && !operator) {
+    logger?.info(
+      { stream: spec.name, replicas: config.num_replicas, declaredReplicas: spec.replicas },
+      `stream ${spec.name} has ${config.num_replicas} replicas, more than the ${spec.replicas} its contract declares: left so, as a service never lowers a stream's replicas; ${operatorSets}`,
+    );
+    return atomicAllowed;
+  }
+  await update("num_replicas", () => moveReplicas(jsm, spec, config.num_replicas, logger, found));
   return atomicAllowed;
 }
 
@@ -425,13 +460,14 @@ async function withOverlapNamed(jsm: JetStreamManager, spec: StreamSpec, err: un
   );
 }
 
-/** Moves an existing stream of a cluster from `existing` replicas to its spec's. */
-async function moveReplicas(jsm: JetStreamManager, spec: StreamSpec, existing: number, logger: Logger | undefined): Promise<void> {
+/** Moves an existing stream of a cluster from `existing` replicas to its spec's; a move down goes into `found.lowered`. */
+async function moveReplicas(jsm: JetStreamManager, spec: StreamSpec, existing: number, logger: Logger | undefined, found: FoundSettings): Promise<void> {
   try {
     await jsm.streams.update(spec.name, { num_replicas: spec.replicas });
   } catch (err) {
     throw new Error(`moving stream ${spec.name} from ${existing} to ${spec.replicas} replicas (as its spec declares) failed: ${(err as Error).message}`, { cause: err });
   }
+  if (spec.replicas < existing) found.lowered.push(`num_replicas: existing ${existing}, wanted ${spec.replicas}`);
   const log = spec.replicas < existing ? logger?.warn.bind(logger) : logger?.info.bind(logger);
   log?.({ stream: spec.name, from: existing, to: spec.replicas }, `stream ${spec.name} moved from ${existing} to ${spec.replicas} replicas, as its spec declares`);
 }

@@ -315,14 +315,18 @@ Creates each stream the contracts declare, and the dead letter stream, where
 it is missing, and brings existing ones in line with their specs
 (description, atomic batch publish, replicas), as the operator: the
 services' own NATS users may read their streams but not create or change
-them. A stream that keeps less than its spec is widened to it (more
-subjects, a longer max age or duplicate window: nothing is lost); one that
-keeps more is left so, as narrowing it would drop events (the operator does
-that by hand: README "Breaking changes"). Stops, changing nothing of that
-stream, where one's subjects lack some of its spec's while holding others,
-or its storage differs, or it republishes, sources or mirrors. Prints each
-stream as a JSON line (subjects, replicas, messages, atomic batch, what it
-widened, what it keeps more of), and a summary naming those on standard error.
+them. Replicas are moved up or down to the contract's; a service starting
+only raises them, and leaves an existing stream's description, so that an
+older build's instance does not undo a newer contract. A stream that keeps
+less than its spec is widened to it (more subjects, a longer max age or
+duplicate window: nothing is lost); one that keeps more is left so, as
+narrowing it would drop events (the operator does that by hand: README
+"Breaking changes"). Stops, changing nothing of that stream, where one's
+subjects lack some of its spec's while holding others, or its storage
+differs, or it republishes, sources or mirrors. Prints each stream as a
+JSON line (subjects, replicas, messages, atomic batch, what it widened,
+what it keeps more of, the replicas it lowered), and a summary naming
+those on standard error.
 Asks again, for up to 30 s, while JetStream does not answer (a cluster just
 started answers for a stream once the stream has elected its leader).
 \`npm start\` runs it before the services start; a deployment runs it before

@@ -1,6 +1,8 @@
 import { connect } from "nats";
 import { afterAll, describe, expect, it } from "vitest";
+import { runConcord } from "../../test/support/concord.js";
 import { startNatsCluster, type NatsClusterHandle } from "../../test/support/nats-server.js";
+import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { provisionStreams, provisionedStreams } from "./provision.js";
 
 describe("provisionStreams on a cluster whose servers have just started", () => {
@@ -24,6 +26,36 @@ describe("provisionStreams on a cluster whose servers have just started", () => 
       await Promise.all([n1Back, ...others.map((node) => node.restart())]);
       const streams = await provisioning;
       expect(streams.map((s) => [s.stream, s.replicas])).toEqual(provisionedStreams.map((spec) => [spec.name, spec.replicas]));
+    } finally {
+      await nc.close();
+    }
+  });
+});
+
+describe("concord streams provision on a cluster of four", () => {
+  let cluster: NatsClusterHandle | undefined;
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it("moves a stream with more replicas than its contract down to them, saying so in its JSON line and summary", { timeout: 120_000 }, async () => {
+    cluster = await startNatsCluster({ nodes: 4 });
+    const nc = await connect({ servers: cluster.url.split(",") });
+    try {
+      await provisionStreams(nc);
+      const jsm = await nc.jetstreamManager();
+      // Raised by hand, as by a newer contract (the cluster runs without authorization, as a deployment without the generated permissions).
+      await jsm.streams.update("SHOP_ORDERS", { num_replicas: 4 });
+      const run = await runConcord({ DATA_DIR: tempDirForSuite(), NATS_NKEY_SEED: undefined, NATS_URL: undefined }, ["streams", "provision", "--nats", cluster.url]);
+      expect(run.status).toBe(0);
+      const told = "num_replicas: existing 4, wanted 3";
+      expect(run.stderr).toContain(`concord streams provision: 3 streams as their specs declare (SHOP_ORDERS lowered to its contract: ${told})\n`);
+      expect(run.stdout.split("\n").filter(Boolean).map((line) => JSON.parse(line) as { stream: string; replicas: number; lowered: string[] }).map((st) => [st.stream, st.replicas, st.lowered])).toEqual([
+        ["SHOP_ORDERS", 3, [told]],
+        ["SHOP_PRODUCTS", 3, []],
+        ["CONCORD_DLQ", 3, []],
+      ]);
+      expect((await jsm.streams.info("SHOP_ORDERS")).config.num_replicas).toBe(3);
     } finally {
       await nc.close();
     }

@@ -1,8 +1,9 @@
 /**
  * `npx concord streams provision`: the operator creates the streams the
  * contracts declare and the dead letter stream, and brings existing ones in
- * line with their specs (ensureStreams), as the services' own users may
- * only read them. `npm start` runs it before the services start; a
+ * line with their specs (ensureStreams as the operator: replicas moved down
+ * as well as up, the description set), as the services' own users may only
+ * read them, and a service's own provisioning does neither. `npm start` runs it before the services start; a
  * deployment runs it before its services, and again after a contract
  * changes a stream's settings.
  */
@@ -25,6 +26,8 @@ export interface ProvisionedStream {
   readonly widened: readonly string[];
   /** What the stream keeps more of than its contract, left so, as provisioning never narrows a stream; empty when nothing. */
   readonly keepsMore: readonly string[];
+  /** The replicas provisioning moved down to the contract's, this time ("num_replicas: existing 3, wanted 1"), which the services never do; empty when not. */
+  readonly lowered: readonly string[];
 }
 
 /** What provisioning did to `stream` beyond its spec, or left, each said as a phrase ("widened to its contract: ..."); none when nothing. */
@@ -32,6 +35,7 @@ export function differencesSaid(stream: ProvisionedStream): string[] {
   return [
     ...(stream.widened.length > 0 ? [`widened to its contract: ${stream.widened.join("; ")}`] : []),
     ...(stream.keepsMore.length > 0 ? [`keeps more than its contract, left so: ${stream.keepsMore.join("; ")}`] : []),
+    ...(stream.lowered.length > 0 ? [`lowered to its contract: ${stream.lowered.join("; ")}`] : []),
   ];
 }
 
@@ -65,7 +69,7 @@ export async function provisionStreams(nc: NatsConnection, logger?: Logger): Pro
 
 async function provisionOnce(nc: NatsConnection, logger: Logger | undefined): Promise<ProvisionedStream[]> {
   const jsm = await nc.jetstreamManager();
-  const { atomicBatch, widened, keepsMore } = await ensureStreams(jsm, provisionedStreams, logger ? { logger } : {}).catch((err: unknown) => {
+  const { atomicBatch, widened, keepsMore, lowered } = await ensureStreams(jsm, provisionedStreams, { operator: true, ...(logger && { logger }) }).catch((err: unknown) => {
     if (!(err instanceof StreamConflictError)) throw err;
     const rest = provisionedStreams.slice(provisionedStreams.findIndex((spec) => spec.name === err.stream) + 1).map((spec) => spec.name);
     throw new Error(
@@ -85,6 +89,7 @@ async function provisionOnce(nc: NatsConnection, logger: Logger | undefined): Pr
       atomicBatch: atomicBatch.includes(spec),
       widened: widened.find((w) => w.stream === spec.name)?.settings ?? [],
       keepsMore: keepsMore.find((k) => k.stream === spec.name)?.settings ?? [],
+      lowered: lowered.find((l) => l.stream === spec.name)?.settings ?? [],
     });
   }
   return provisioned;
