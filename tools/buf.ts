@@ -21,8 +21,8 @@ breaking   fail on wire- or JSON-incompatible changes of proto/, an RPC
            or service removed or renamed, an event removed, renamed or
            given another subject or stream, a subscription's durable
            renamed or given another event, a stream made to keep less
-           (subjects dropped, a shorter max_age or duplicate_window) or
-           given another storage, a method's access narrowed
+           (subjects dropped, a shorter max_age or duplicate_window),
+           given another storage or fewer replicas, a method's access narrowed
            (a role taken out), or a validation rule of a request or an
            event made tighter: proto/ as the work tree holds it, uncommitted
            changes included, against proto/ at REVISION (default:

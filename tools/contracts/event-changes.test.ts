@@ -64,7 +64,7 @@ describe("incompatibleEventChanges", () => {
     expect(incompatibleEventChanges(filesOf(reused), original, [productService])).toEqual([]);
   });
 
-  it("refuses a stream made to keep less (subjects dropped, a shorter max age or duplicate window) or given another storage, saying what each does; passes one made to keep more, and its replicas", () => {
+  it("refuses a stream made to keep less (subjects dropped, a shorter max age or duplicate window) or given another storage, saying what each does; passes one made to keep more, and its description", () => {
     const orders = (edit: (t: string) => string) => incompatibleEventChanges(filesOf(edited({ [orderEvents]: edit })), original);
     const kept = "provisioning never narrows a stream, so it keeps what it kept (every service accepts a stream that keeps more than its contract) until the operator narrows it by hand;";
     expect(orders((t) => t.replace("max_age: {seconds: 2592000}", "max_age: {seconds: 3600}"))).toEqual([
@@ -96,10 +96,27 @@ describe("incompatibleEventChanges", () => {
     expect(subjects('"shop.products.v1.>", "shop.products.v3.>"', twoSubjects)).toEqual([
       `${productEvents}:13:1:Stream SHOP_PRODUCTS: subjects changed from shop.products.v1.>, shop.products.v2.> to shop.products.v1.>, shop.products.v3.>; the new build's services refuse to start (exit 2) against the stream, which keeps subjects the contract lacks and lacks some it has, and npx concord streams provision refuses to change it; Instead: add the new subjects in one release (provisioning adds them to the stream, which loses nothing) and drop the old ones in a later one.`,
     ]);
-    // Provisioning moves a stream to its replicas while it serves; the description follows the comment.
-    expect(orders((t) => t.replace("replicas: 3", "replicas: 1").replace("// Events of the order service.", "// Events of the order service, described anew."))).toEqual([]);
+    // The description follows the comment.
+    expect(orders((t) => t.replace("// Events of the order service.", "// Events of the order service, described anew."))).toEqual([]);
     const shorter = filesOf(edited({ [orderEvents]: (t) => t.replace("max_age: {seconds: 2592000}", "max_age: {seconds: 3600}") }));
     expect(incompatibleEventChanges(shorter, original, [orderEvents])).toEqual([]);
+  });
+
+  it("refuses a stream's replicas lowered, saying what durability that costs; passes them raised", () => {
+    const replicas = (n: number) => incompatibleEventChanges(filesOf(edited({ [orderEvents]: (t) => t.replace("replicas: 3", `replicas: ${n}`) })), original);
+    expect(replicas(1)).toEqual([
+      `${orderEvents}:14:1:Stream SHOP_ORDERS: replicas lowered from 3 to 1; a service never lowers a stream's replicas, so the stream keeps 3 until the operator next provisions the streams ` +
+        "(npx concord streams provision, as npm start does), which moves it down to 1: then an acknowledged event is on 1 server where it was on 2, " +
+        "and the stream stays up through the loss of no server where it did through 1 (README.md, Durability). " +
+        "Instead: keep the replicas; where fewer are meant, ship the change in a commit of its own that lists its file under breaking: ignore (README.md, Breaking changes).",
+    ]);
+    // Both keep an event on 2 servers before its ack; 2 stop with one lost.
+    expect(replicas(2)).toEqual([expect.stringContaining("moves it down to 2: then the stream stays up through the loss of no server where it did through 1 (README.md, Durability)")]);
+    expect(replicas(5)).toEqual([]);
+    expect(incompatibleEventChanges(original, filesOf(edited({ [orderEvents]: (t) => t.replace("replicas: 3", "replicas: 5") })))).toEqual([
+      expect.stringContaining("moves it down to 3: then an acknowledged event is on 2 servers where it was on 3, and the stream stays up through the loss of 1 server where it did through 2"),
+    ]);
+    expect(incompatibleEventChanges(filesOf(edited({ [orderEvents]: (t) => t.replace("replicas: 3", "replicas: 1") })), original, [orderEvents])).toEqual([]);
   });
 
   it("names, in npm run breaking, the file of a contract problem as it names a finding's, openable from where the command runs", () => {

@@ -7,8 +7,9 @@
  * is a durable renamed, whose new name would take the stream over again,
  * or given another event, whose filter the server keeps. A stream that
  * keeps less than before (subjects dropped, a shorter max age or duplicate
- * window) or another storage is refused too; one that keeps more passes,
- * as provisioning widens the stream (see streamChanges).
+ * window), another storage, or fewer replicas, is refused too; one that
+ * keeps more passes, as provisioning widens the stream, and so do more
+ * replicas (see streamChanges).
  */
 import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
 import { wantedDuplicateWindowMs } from "../../platform/events/provision.js";
@@ -28,7 +29,8 @@ export const newEventAdvice =
  * per subscription whose durable was renamed, which a new durable would
  * take from the stream's oldest event again, or whose durable took another
  * event before, whose filter subject the server keeps; and per setting of a
- * stream that keeps less than before, or changes storage (streamChanges).
+ * stream that keeps less than before, changes storage or has fewer
+ * replicas (streamChanges).
  * Lines start `file:line:column:`, as buf's own, where `current` declares
  * what they are about; an event `current` no longer has at all, where
  * `previous` declared it, saying so with `previousName` (the revision it is
@@ -109,8 +111,11 @@ const subjectsSwapped =
  * operator narrows it by hand, which drops events; each line says which.
  * Subjects some dropped and some added, and another storage (which
  * nats-server cannot change), stop the new build's services at start.
- * Replicas (which provisioning moves, the server copying the events while
- * it serves) and the description pass.
+ * Fewer replicas cost durability once the operator's provisioning moves the
+ * stream down to them (a service never does); each line says how much.
+ * More replicas (which provisioning, and each service as it starts, moves
+ * the stream up to, the server copying the events while it serves) and the
+ * description pass.
  */
 function streamChanges(current: readonly StreamManifest[], previous: readonly StreamManifest[], files: readonly DescFile[], isIgnored: (file: string) => boolean): string[] {
   const options = findConcordOptions(files);
@@ -155,8 +160,28 @@ function streamChanges(current: readonly StreamManifest[], previous: readonly St
         narrowed("once it is, an event published again later than that (an outbox relay retrying after a crash) is stored twice, and the consumers' inboxes drop the repeat"),
       );
     }
+    if (after.replicas < before.replicas) report(`replicas lowered from ${before.replicas} to ${after.replicas}`, replicasLowered(before.replicas, after.replicas));
   }
   return found;
+}
+
+/**
+ * What a stream moved from `before` replicas down to `after` gives up: an
+ * event is acknowledged once a majority of its replicas stored it, and the
+ * stream stays up while a majority is left.
+ */
+function replicasLowered(before: number, after: number): string {
+  const majority = (replicas: number) => Math.floor(replicas / 2) + 1;
+  const servers = (n: number) => (n === 0 ? "no server" : n === 1 ? "1 server" : `${n} servers`);
+  const costs = [
+    ...(majority(after) < majority(before) ? [`an acknowledged event is on ${servers(majority(after))} where it was on ${majority(before)}`] : []),
+    ...(after - majority(after) < before - majority(before) ? [`the stream stays up through the loss of ${servers(after - majority(after))} where it did through ${before - majority(before)}`] : []),
+  ];
+  return (
+    `a service never lowers a stream's replicas, so the stream keeps ${before} until the operator next provisions the streams (npx concord streams provision, as npm start does), which moves it down to ${after}: ` +
+    `then ${costs.join(", and ")} (README.md, Durability). ` +
+    "Instead: keep the replicas; where fewer are meant, ship the change in a commit of its own that lists its file under breaking: ignore (README.md, Breaking changes)"
+  );
 }
 
 /** A duration in milliseconds in its largest whole unit (30d, 2m, 1500ms); 0 is a max_age's "forever". */
