@@ -4,6 +4,7 @@ import { startNatsCluster, useNatsServer, type NatsClusterHandle } from "../../t
 import { sampleStream } from "../../test/support/sample-events.js";
 import { createLogger, type Logger } from "../log/index.js";
 import { connectEventBus, deadLetterStreamSpec, ensureConsumers, ensureStreams, type EventBus } from "./index.js";
+import { compareKeeping } from "./provision.js";
 
 const logger = createLogger({ service: "provision-test", level: "silent" });
 
@@ -13,6 +14,20 @@ function keptLogger(): { logger: Logger; messages: string[] } {
   const destination = { write: (line: string) => void messages.push(String(JSON.parse(line).msg)) };
   return { logger: createLogger({ service: "provision-test", level: "info", destination }), messages };
 }
+
+describe("what a stream keeps, compared (provisioning's and the breaking check's one comparison)", () => {
+  const keeping = (subjects: string[], maxAgeMs = 60_000, duplicateWindowMs = 1_000) => ({ subjects, maxAgeMs, duplicateWindowMs });
+  it("judges subjects by what they match, a max age of 0 as for ever, and says which subjects each side lacks", () => {
+    expect(compareKeeping(keeping(["a.>", "a.>"]), keeping(["a.b.>"]))).toEqual({
+      subjects: { existing: ["a.>"], wanted: ["a.b.>"], dropped: ["a.>"], added: [], reach: "more" },
+      maxAge: "same",
+      duplicateWindow: "same",
+    });
+    expect(compareKeeping(keeping(["a.b.>"], 0, 500), keeping(["a.>"], 60_000, 1_000))).toMatchObject({ subjects: { dropped: [], added: ["a.>"], reach: "less" }, maxAge: "more", duplicateWindow: "less" });
+    expect(compareKeeping(keeping(["x.*", "y.>"], 60_000), keeping(["y.z", "x.*", "w.>"], 0)).subjects).toEqual({ existing: ["x.*", "y.>"], wanted: ["w.>", "x.*", "y.z"], dropped: ["y.>"], added: ["w.>"], reach: "other" });
+    expect(compareKeeping(keeping(["x.*", "y.>"], 60_000), keeping(["y.z", "x.*", "w.>"], 0)).maxAge).toBe("less");
+  });
+});
 
 describe("provisioning", () => {
   const server = useNatsServer();

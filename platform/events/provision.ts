@@ -171,7 +171,7 @@ export class StreamShortOfSpecError extends Error {
  * drop events; keeping less, widened to the spec, which loses nothing; or
  * neither (subjects some added, some gone), a conflict.
  */
-type Reach = "same" | "more" | "less" | "other";
+export type Reach = "same" | "more" | "less" | "other";
 
 interface KeptSetting {
   readonly setting: string;
@@ -182,23 +182,51 @@ interface KeptSetting {
   readonly widen: Partial<StreamConfig>;
 }
 
+/** What a stream keeps, as its settings say: duplicate window as the server holds it (see wantedDuplicateWindowMs). */
+export interface Keeping {
+  readonly subjects: readonly string[];
+  /** 0 keeps events for ever. */
+  readonly maxAgeMs: number;
+  readonly duplicateWindowMs: number;
+}
+
+/**
+ * What `existing` keeps compared with `wanted`, setting by setting (see
+ * Reach: "more" is `existing` keeping more): the one comparison that both
+ * provisioning (an existing stream against its spec) and the breaking check
+ * (a contract's stream before against after) make. Subjects are judged by
+ * what they match, as nats-server does: a stream on `a.>` keeps all a spec
+ * on `a.b.>` asks for. `dropped` are those of `existing` that `wanted`
+ * does not match, `added` those of `wanted` that `existing` does not; each
+ * side's subjects are given sorted and without repeats.
+ */
+export function compareKeeping(existing: Keeping, wanted: Keeping) {
+  const was = [...new Set(existing.subjects)].sort();
+  const is = [...new Set(wanted.subjects)].sort();
+  const dropped = was.filter((s) => !is.some((w) => subjectIsWithin(s, w)));
+  const added = is.filter((w) => !was.some((s) => subjectIsWithin(w, s)));
+  const span = (a: number, b: number): Reach => (a === b ? "same" : a > b ? "more" : "less");
+  const forever = (ms: number) => (ms === 0 ? Number.POSITIVE_INFINITY : ms);
+  return {
+    subjects: { existing: was, wanted: is, dropped, added, reach: (dropped.length > 0 ? (added.length > 0 ? "other" : "more") : added.length > 0 ? "less" : "same") as Reach },
+    maxAge: span(forever(existing.maxAgeMs), forever(wanted.maxAgeMs)),
+    duplicateWindow: span(existing.duplicateWindowMs, wanted.duplicateWindowMs),
+  };
+}
+
 /** The settings that say what a stream keeps, compared with its spec's (see Reach). */
 function keptSettings(config: StreamConfig, spec: StreamSpec): KeptSetting[] {
-  const existingSubjects = [...new Set(config.subjects ?? [])].sort();
-  const wantedSubjects = [...new Set(spec.subjects)].sort();
-  // Judged by what the subjects match, as nats-server does: a stream on `a.>` keeps all a spec on `a.b.>` asks for.
-  const extra = existingSubjects.some((s) => !wantedSubjects.some((w) => subjectIsWithin(s, w)));
-  const missing = wantedSubjects.some((w) => !existingSubjects.some((s) => subjectIsWithin(w, s)));
-  const span = (existing: number, wanted: number): Reach => (existing === wanted ? "same" : existing > wanted ? "more" : "less");
-  // A max age of 0 keeps events for ever.
-  const forever = (ms: number) => (ms === 0 ? Number.POSITIVE_INFINITY : ms);
   const maxAge = millis(config.max_age);
   const window = millis(config.duplicate_window);
   const wantedWindow = wantedDuplicateWindowMs(spec);
+  const { subjects, maxAge: ageReach, duplicateWindow } = compareKeeping(
+    { subjects: config.subjects ?? [], maxAgeMs: maxAge, duplicateWindowMs: window },
+    { subjects: spec.subjects, maxAgeMs: spec.maxAgeMs, duplicateWindowMs: wantedWindow },
+  );
   return [
-    { setting: "subjects", reach: extra ? (missing ? "other" : "more") : missing ? "less" : "same", existing: existingSubjects, wanted: wantedSubjects, widen: { subjects: wantedSubjects } },
-    { setting: "max_age (ms)", reach: span(forever(maxAge), forever(spec.maxAgeMs)), existing: maxAge, wanted: spec.maxAgeMs, widen: { max_age: nanos(spec.maxAgeMs) } },
-    { setting: "duplicate_window (ms)", reach: span(window, wantedWindow), existing: window, wanted: wantedWindow, widen: { duplicate_window: nanos(wantedWindow) } },
+    { setting: "subjects", reach: subjects.reach, existing: subjects.existing, wanted: subjects.wanted, widen: { subjects: subjects.wanted } },
+    { setting: "max_age (ms)", reach: ageReach, existing: maxAge, wanted: spec.maxAgeMs, widen: { max_age: nanos(spec.maxAgeMs) } },
+    { setting: "duplicate_window (ms)", reach: duplicateWindow, existing: window, wanted: wantedWindow, widen: { duplicate_window: nanos(wantedWindow) } },
   ];
 }
 

@@ -12,7 +12,7 @@
  * replicas (see streamChanges).
  */
 import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
-import { wantedDuplicateWindowMs } from "../../platform/events/provision.js";
+import { compareKeeping, wantedDuplicateWindowMs } from "../../platform/events/provision.js";
 import { subjectIsWithin } from "../../platform/events/subject-match.js";
 import { findConcordOptions } from "../protoc-gen-events/concord-options.js";
 import { readEventsManifest, type StreamManifest } from "./sdk-manifest.js";
@@ -128,10 +128,13 @@ function streamChanges(current: readonly StreamManifest[], previous: readonly St
     const report = (change: string, effect: string) => found.push(`${at}:Stream ${before.name}: ${change}; ${effect}.`);
     const narrowed = (effect: string) =>
       `provisioning never narrows a stream, so it keeps what it kept (every service accepts a stream that keeps more than its contract) until the operator narrows it by hand; ${effect}. ${streamEditAdvice}`;
-    const [was, is] = [[...new Set(before.subjects)].sort(), [...new Set(after.subjects)].sort()];
-    // Judged by what they match, as provisioning judges them: `a.>` covers `a.b.>`, so a change between them is a narrowing or a widening.
-    const dropped = was.filter((s) => !is.some((i) => subjectIsWithin(s, i)));
-    const added = is.filter((i) => !was.some((s) => subjectIsWithin(i, s)));
+    // Compared as provisioning compares a stream with its contract, the stream as it was standing for the existing one.
+    const [windowBefore, windowAfter] = [wantedDuplicateWindowMs(before), wantedDuplicateWindowMs(after)];
+    const kept = compareKeeping(
+      { subjects: before.subjects, maxAgeMs: before.maxAgeMs, duplicateWindowMs: windowBefore },
+      { subjects: after.subjects, maxAgeMs: after.maxAgeMs, duplicateWindowMs: windowAfter },
+    );
+    const { existing: was, wanted: is, dropped, added } = kept.subjects;
     if (dropped.length > 0) {
       const outside = is.some((i) => dropped.some((s) => subjectIsWithin(i, s))) ? ` outside ${is.join(", ")}` : "";
       report(
@@ -146,15 +149,13 @@ function streamChanges(current: readonly StreamManifest[], previous: readonly St
           "Instead: keep the storage; events kept otherwise need a stream of their own: declare them in a new file with its stream, beside these (README.md, Breaking changes)",
       );
     }
-    const forever = (ms: number) => (ms === 0 ? Number.POSITIVE_INFINITY : ms);
-    if (forever(after.maxAgeMs) < forever(before.maxAgeMs)) {
+    if (kept.maxAge === "more") {
       report(
         `max_age shortened from ${age(before.maxAgeMs)} to ${age(after.maxAgeMs)}`,
         narrowed(`once it is, nats-server deletes at once every event older than ${age(after.maxAgeMs)}, which a consumer further behind, and a new durable (which starts at the stream's oldest event), never receive`),
       );
     }
-    const [windowBefore, windowAfter] = [wantedDuplicateWindowMs(before), wantedDuplicateWindowMs(after)];
-    if (windowAfter < windowBefore) {
+    if (kept.duplicateWindow === "more") {
       report(
         `duplicate_window shortened from ${age(windowBefore)} to ${age(windowAfter)}`,
         narrowed("once it is, an event published again later than that (an outbox relay retrying after a crash) is stored twice, and the consumers' inboxes drop the repeat"),
