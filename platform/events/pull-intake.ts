@@ -1,6 +1,7 @@
 import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg, NatsConnection } from "nats";
 import type { Logger } from "../log/index.js";
 import { onLeadershipChange } from "./nats-internals.js";
+import { PullFailureLines } from "./pull-failure-lines.js";
 
 export interface PullIntakeOptions {
   readonly nc: NatsConnection;
@@ -13,6 +14,7 @@ export interface PullIntakeOptions {
   readonly ackWaitMs: number;
   /** Pause before pulling again after pulling failed. */
   readonly reopenDelayMs: number;
+  /** Where failed pulls are told, a warning per consumer every 10 s at most (see PullFailureLines). */
   readonly logger: Logger;
 }
 
@@ -80,6 +82,7 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
   /** Messages asked for by the pull requests under way and not received yet. */
   let outstanding = 0;
   const requests = new Set<ConsumerMessages>();
+  const failureLines = new PullFailureLines(logger, stream, durable, reopenDelayMs);
   let failure: unknown;
   let closed = false;
   let arrived: (() => void) | undefined;
@@ -125,14 +128,15 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
     notifyArrival();
   };
 
-  /** Takes in what one pull request brings until it is filled, expires or fails. */
-  const drain = async (messages: ConsumerMessages, asked: number): Promise<void> => {
+  /** Takes in what one pull request, sent at `sentAt`, brings until it is filled, expires or fails. */
+  const drain = async (messages: ConsumerMessages, asked: number, sentAt: number): Promise<void> => {
     let received = 0;
     try {
       for await (const msg of messages) {
         if (received++ < asked) outstanding--;
         receive(msg);
       }
+      if (!closed) failureLines.pulled(sentAt);
     } catch (err) {
       failure ??= err;
     } finally {
@@ -146,7 +150,7 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
     let consumer: Consumer | undefined;
     while (!closed && !nc.isClosed()) {
       if (failure !== undefined) {
-        logger.warn({ err: failure, retryInMs: reopenDelayMs }, "pulling messages failed; pulling again");
+        failureLines.failed(failure);
         failure = undefined;
         consumer = undefined;
         await untilNudged(reopenDelayMs);
@@ -160,13 +164,14 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
       try {
         consumer ??= await js.consumers.get(stream, durable);
         if (closed) break;
+        const sentAt = performance.now();
         const messages = await fetchUntraced(consumer, room);
         outstanding += room;
         requests.add(messages);
         // The request is gone with the old leader: end it, and the loop asks the new one.
         await onLeadershipChange(messages, () => messages.stop());
         if (closed) messages.stop();
-        void drain(messages, room);
+        void drain(messages, room, sentAt);
       } catch (err) {
         failure ??= err;
       }
