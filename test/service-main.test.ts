@@ -1,5 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
+import { hostname } from "node:os";
 import { type AddressInfo, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
@@ -115,6 +116,20 @@ describe("service entry points", () => {
       code: "FAILED_PRECONDITION",
       msg: "start-up refused: statement_timeout=30s in PRODUCTS_DATABASE_URL: it takes a whole number of milliseconds (30000 for 30 s; 0: none)",
     });
+  });
+
+  it("name the process on each log line: INSTANCE, else the host name and the port it serves gRPC on", async () => {
+    const refusing = { PRODUCTS_DATABASE_URL: "postgres://postgres@127.0.0.1:1/products?statement_timeout=30s" };
+    const named = start("products", { ...refusing, INSTANCE: "products#2" });
+    expect(named.status, named.stdout + named.stderr).toBe(2);
+    expect(JSON.parse(named.stdout.trim())).toMatchObject({ service: "products", instance: "products#2", msg: expect.stringMatching(/^start-up refused: /) });
+    const port = await freePort();
+    const derived = start("products", { ...refusing, PRODUCTS_LISTEN: `127.0.0.1:${port}` });
+    expect(JSON.parse(derived.stdout.trim())).toMatchObject({ service: "products", instance: `${hostname()}:${port}` });
+    const bad = start("products", { ...refusing, INSTANCE: "products\t2" });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('INSTANCE="products\\t2" is invalid: it holds a control character (a line feed, a tab)');
+    expect(bad.stdout).toBe("");
   });
 
   it("name DATABASE_URL in a refusal of the database URL when the service read that one", () => {

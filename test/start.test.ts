@@ -498,6 +498,19 @@ describe("npm start", () => {
     for (const [name, port] of [["products#1", ports.products], ["products#2", ports.products + 2], ["orders#1", ports.orders], ["orders#2", ports.orders + 2]] as const) {
       expect(out).toMatch(new RegExp(`${name}: +gRPC on 127\\.0\\.0\\.1:${port}, metrics on http://127\\.0\\.0\\.1:\\d+/metrics \\(database postgres://`));
     }
+    // The instances of a service write lines alike: each line says which wrote it, by the name above.
+    const logged = () =>
+      system.output().split("\n").flatMap((line) => {
+        try {
+          return [JSON.parse(line) as Record<string, unknown>];
+        } catch {
+          return [];
+        }
+      });
+    // At warn, as this start logs: a standalone server keeps each stream 1 replica, not the contract's 3.
+    const notClustered = (name: string) => logged().filter((l) => l.instance === name && String(l.msg).startsWith("nats-server is not clustered")).length;
+    for (const name of ["products#1", "products#2", "orders#1", "orders#2"]) await expect.poll(() => notClustered(name), { message: name }).toBeGreaterThan(0);
+    expect(logged().filter((l) => l.instance === undefined)).toEqual([]);
     const products = createClient(ProductServiceService, { address: `127.0.0.1:${ports.products + 2}`, ...toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dir.path }) });
     const { product } = await products.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 5 });
     // Both order instances know it and place orders that the saga confirms.

@@ -67,7 +67,8 @@ describe("the --help texts that name the services", () => {
     expect(startUsage()).toContain(
       "                    (products 50051, 50053, ...; orders 50052, 50054, ...), and the\n" +
         "                    order service's instances spread their calls over all the\n" +
-        "                    product service's\n",
+        "                    product service's. Each instance's log lines name it as this script\n" +
+        "                    does (\"instance\":\"products#2\")\n",
     );
     expect(startUsage()).toContain("\n  PRODUCTS_LISTEN   product service address (default 127.0.0.1:50051)\n  ORDERS_LISTEN     order service address (default 127.0.0.1:50052)\n");
     expect(startUsage()).toContain("unless PRODUCTS_NATS_NKEY_SEED\n                    and ORDERS_NATS_NKEY_SEED name their seed files");

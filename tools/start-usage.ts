@@ -35,7 +35,7 @@ before it is acknowledged). Options:
                     database and their durable consumers; more than one needs
                     --postgres (or postgres:// URLs in the *_DATABASE_URL variables).
                     Instance i listens on the port after instance i-1's plus 2
-                    (${list.map((s) => `${s.name} ${portOf(s)}, ${portOf(s) + 2}, ...`).join("; ")})${callsSpread}
+                    (${list.map((s) => `${s.name} ${portOf(s)}, ${portOf(s) + 2}, ...`).join("; ")})${callsSpread}. Each instance's log lines name it as this script does ("instance":"${list[0].name}#2")
   --cluster         three nats-servers in a cluster on 127.0.0.1 instead of
                     one (client ports NATS_PORT to NATS_PORT+2, routes on
                     NATS_ROUTE_PORT.., monitoring on NATS_MONITOR_PORT..; stores

@@ -1168,9 +1168,16 @@ async function main(): Promise<void> {
     const names = addresses.map((_, i) => (instances > 1 ? `${service}#${i + 1}` : service));
     const grpcListeners = listenersOf(addresses, listenVariable, service);
     const metricsListeners = listenersOf(metrics, metricsVariable, service);
-    // The instances of one service start together, as a deployment's do.
+    // The instances of one service start together, as a deployment's do; each one's log lines say which it is, by the name said here.
     const started = addresses.map((listen, i) =>
-      superviseService(names[i], command, { ...databaseUrlsOf(env, service), ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metrics[i], NATS_NKEY_SEED: seeds.get(service) ?? "" }, listen, grpc.credentials, [grpcListeners[i], metricsListeners[i]]),
+      superviseService(
+        names[i],
+        command,
+        { ...databaseUrlsOf(env, service), ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metrics[i], NATS_NKEY_SEED: seeds.get(service) ?? "", ...(instances > 1 && { INSTANCE: names[i] }) },
+        listen,
+        grpc.credentials,
+        [grpcListeners[i], metricsListeners[i]],
+      ),
     );
     await Promise.all(
       addresses.map((a, i) =>

@@ -19,6 +19,18 @@ describe("createLogger", () => {
     expect(Math.abs(Date.parse(line.time) - Date.now())).toBeLessThan(5_000);
     expect(lines[0].endsWith("\n")).toBe(true);
   });
+
+  it("puts the instance given after the service on every line, those of infoLineWriter too", () => {
+    const { lines, stream } = memory();
+    const logger = createLogger({ service: "things", instance: "things#2", destination: stream }).child({ method: "/a.B/C" });
+    logger.warn("slow");
+    infoLineWriter(logger, "call")(`"code":"OK"`);
+    expect(lines.map((l) => Object.keys(JSON.parse(l)).slice(2, 4))).toEqual([["service", "instance"], ["service", "instance"]]);
+    expect(lines.map((l) => JSON.parse(l).instance)).toEqual(["things#2", "things#2"]);
+    // Without one, lines are as they were.
+    createLogger({ service: "things", destination: stream }).info("alone");
+    expect(JSON.parse(lines[2])).not.toHaveProperty("instance");
+  });
 });
 
 describe("an error logged as err", () => {

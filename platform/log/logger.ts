@@ -5,6 +5,8 @@ export type Logger = pino.Logger;
 export interface LoggerOptions {
   /** Service name, on every line as `service`. */
   readonly service: string;
+  /** Which process of the service this is, on every line as `instance`: instances of one service write lines alike. Default none. */
+  readonly instance?: string;
   /** pino level; "silent" turns logging off. Default "info". */
   readonly level?: string;
   /** Where lines go; standard output by default. */
@@ -23,7 +25,7 @@ export function createLogger(options: LoggerOptions): Logger {
   const logger = pino(
     {
       level: options.level ?? "info",
-      base: { service: options.service },
+      base: { service: options.service, ...(options.instance !== undefined && { instance: options.instance }) },
       timestamp: isoTime,
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: ["password", "token", "authorization"], censor: "[redacted]" },

@@ -25,6 +25,8 @@ export interface RunServiceOptions<S extends Settings> {
   /** One line on what the service does, for --help. */
   readonly summary: string;
   readonly settings: S;
+  /** What its log lines call this process (`instance`), from its configuration; see `instanceOf`. Default: not said. */
+  readonly instance?: (config: ConfigOf<S>) => string;
   /** Starts the service; `signal` aborts when it is to stop before start-up is over (while it waits for its database). */
   readonly start: (config: ConfigOf<S>, logger: Logger, signal: AbortSignal) => Promise<RunningService>;
 }
@@ -96,7 +98,8 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
     return;
   }
   const level = (config as Record<string, unknown>).LOG_LEVEL;
-  const logger = createLogger({ service: options.name, level: typeof level === "string" ? level : "info" });
+  const instance = options.instance?.(config);
+  const logger = createLogger({ service: options.name, ...(instance !== undefined && { instance }), level: typeof level === "string" ? level : "info" });
   let tracing: Tracing = { enabled: false, shutdown: async () => {} };
   try {
     tracing = await startTracing({

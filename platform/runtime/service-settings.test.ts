@@ -1,9 +1,10 @@
 import { writeFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { createTempDir } from "../../test/support/temp-dir.js";
 import { ConfigError, readConfig } from "../config/index.js";
-import { addressSettings, hostSettingsOf, platformSettings } from "./service-settings.js";
+import { addressSettings, hostSettingsOf, instanceOf, platformSettings } from "./service-settings.js";
 
 describe("a service's settings", () => {
   const dir = createTempDir("concord-service-settings-");
@@ -48,5 +49,22 @@ describe("a service's settings", () => {
   it("refuse a bad value, naming the service's variable", () => {
     expect(() => hostOptions({ SHELF_LISTEN: "nowhere" })).toThrow(ConfigError);
     expect(() => hostOptions({ SHELF_LISTEN: "nowhere" })).toThrow('SHELF_LISTEN="nowhere" is invalid');
+  });
+});
+
+describe("instanceOf", () => {
+  const settings = { ...addressSettings("SHELF", { listen: "127.0.0.1:50060", database: ".data/shelf.db" }), ...platformSettings("shelf") };
+  const config = (env: NodeJS.ProcessEnv) => readConfig(settings, { GRPC_INSECURE: "1", ...env });
+
+  it("names the process by INSTANCE, else by the host name and the port it serves gRPC on, or its pid on port 0", () => {
+    expect(instanceOf("SHELF", config({ INSTANCE: "shelf#2" }))).toBe("shelf#2");
+    expect(instanceOf("SHELF", config({}))).toBe(`${hostname()}:50060`);
+    expect(instanceOf("SHELF", config({ SHELF_LISTEN: "[::]:7000" }))).toBe(`${hostname()}:7000`);
+    expect(instanceOf("SHELF", config({ SHELF_LISTEN: "127.0.0.1:0" }))).toBe(`${hostname()} pid ${process.pid}`);
+  });
+
+  it("refuses an INSTANCE over 100 characters or holding a control character, naming the variable", () => {
+    expect(() => config({ INSTANCE: "x".repeat(101) })).toThrow(/INSTANCE="x+" is invalid: 101 characters, where at most 100 go/);
+    expect(() => config({ INSTANCE: "shelf\n#2" })).toThrow('INSTANCE="shelf\\n#2" is invalid: it holds a control character (a line feed, a tab)');
   });
 });

@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { databaseUrl, duration, durationAtLeast, hostPort, natsUrl, oneOf, optionalFile, optionalHostPort, urlsWithoutPasswords, variableRead, withoutPassword, type ConfigOf, type Setting } from "../config/index.js";
 import { seedGivenForItsFile } from "../events/index.js";
 import { grpcSecurityOf, grpcSecuritySettings, type GrpcSecurity } from "./grpc-security.js";
@@ -67,8 +68,34 @@ export function platformSettings(service: string) {
     },
     ...grpcSecuritySettings(service),
     SHUTDOWN_TIMEOUT: { description: "how long a stop waits for in-flight calls", default: "10s", parse: duration },
+    INSTANCE: {
+      description: "what this process is called on each of its log lines (`instance`), to tell the service's instances apart; empty: <host name>:<port it serves gRPC on> (<host name> pid <pid> on port 0)",
+      default: "",
+      parse: instanceName,
+    },
     LOG_LEVEL: { description: "log level", default: "info", parse: oneOf("fatal", "error", "warn", "info", "debug", "trace", "silent") },
   };
+}
+
+/** A name for log lines: at most 100 characters, none of them a control character. */
+function instanceName(raw: string): string {
+  if (raw.length > 100) throw new Error(`${raw.length} characters, where at most 100 go`);
+  if (/[\u0000-\u001f\u007f]/.test(raw)) throw new Error("it holds a control character (a line feed, a tab)");
+  return raw;
+}
+
+/**
+ * What the log lines of a service configured by `addressSettings(prefix)`
+ * call this process: INSTANCE when set, else the machine's host name and
+ * the port it serves gRPC on (`shop-7f9c:50052`), which tell apart both
+ * instances on one machine and pods that listen on one port; on port 0
+ * (the system picks one, as tests do) its process id instead.
+ */
+export function instanceOf<P extends string>(prefix: P, config: ConfigOf<AddressSettings<P>> & ConfigOf<PlatformSettings>): string {
+  if (config.INSTANCE !== "") return config.INSTANCE;
+  const listen = (config as unknown as Record<string, string>)[`${prefix}_LISTEN`];
+  const port = listen.slice(listen.lastIndexOf(":") + 1);
+  return port === "0" ? `${hostname()} pid ${process.pid}` : `${hostname()}:${port}`;
 }
 
 /** The variables a service's addresses and database were read from, for refusals that say what to change. */

@@ -1,4 +1,4 @@
-import { hostSettingsOf, runService } from "../../platform/runtime/index.js";
+import { hostSettingsOf, instanceOf, runService } from "../../platform/runtime/index.js";
 import { startOrders } from "./app.js";
 import { orderSettings } from "./config.js";
 
@@ -6,6 +6,7 @@ await runService({
   name: "orders",
   summary: "the order service: places and tracks orders (gRPC shop.orders.v1.OrderService)",
   settings: orderSettings,
+  instance: (config) => instanceOf("ORDERS", config),
   start: (config, logger, signal) =>
     startOrders({
       ...hostSettingsOf("ORDERS", config),
