@@ -386,7 +386,7 @@ describe("npm start", () => {
     let killed = natsServerPid(dir.path, "n1.conf")!;
     process.kill(killed, "SIGKILL");
     await expect.poll(() => system.output(), { timeout: 40_000, interval: 100 }).toContain("start: nats-server n1 is running again");
-    expect(system.output()).toContain("start: nats-server n1 exited (code 137); starting it again in 1 s");
+    expect(system.output()).toContain("start: nats-server n1 exited (killed by SIGKILL); starting it again in 1 s");
     for (const pid of servicePids) expect(() => process.kill(pid, 0)).not.toThrow();
     await orderConfirmed(dir.path, system.ports, 30_000);
     // Four more exits within the minute: a crash loop, which stops everything.
@@ -397,7 +397,7 @@ describe("npm start", () => {
       process.kill(killed, "SIGKILL");
     }
     expect(await system.exited).toBe(1);
-    expect(system.output()).toContain("start: nats-server n1 exited (code 137), 5 times within 60 s; not starting it again; stopping everything");
+    expect(system.output()).toContain("start: nats-server n1 exited (killed by SIGKILL), 5 times within 60 s; not starting it again; stopping everything");
     expect(system.output()).toContain("everything stopped");
     expect(processesOf(dir.path)).toEqual([]);
   });
@@ -407,7 +407,7 @@ describe("npm start", () => {
     child = system.child;
     process.kill(natsServerPid(dir.path, "nats-server.conf")!, "SIGKILL");
     await expect.poll(() => system.output(), { timeout: 20_000, interval: 100 }).toContain("start: nats-server is running again");
-    expect(system.output()).toContain("start: nats-server exited (code 137); starting it again in 1 s");
+    expect(system.output()).toContain("start: nats-server exited (killed by SIGKILL); starting it again in 1 s");
     await orderConfirmed(dir.path, system.ports, 30_000);
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);

@@ -11,8 +11,10 @@
 // closed it stops when those have exited too, or 20 s on (a service stops
 // within 17 s of its own standard input closing; a pid taken meanwhile by
 // another process must not keep the broker running). SIGTERM, SIGINT and
-// SIGHUP are passed on as SIGTERM, at once. Exits with COMMAND's status (128
-// + signal number when a signal ended it). Plain Node, no dependencies.
+// SIGHUP are passed on as SIGTERM, at once. Exits with COMMAND's status, or
+// ends by the signal that ended COMMAND, so that whoever started this script
+// sees that signal (`npm start`: "killed by SIGKILL"), not the exit status
+// 128 + its number a shell would give. Plain Node, no dependencies.
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { constants } from "node:os";
@@ -39,7 +41,15 @@ child.once("error", (err) => {
   console.error(`run-tethered: ${command} could not be started: ${err.message}`);
   process.exit(127);
 });
-child.once("exit", (code, signal) => process.exit(code ?? 128 + (constants.signals[signal] ?? 0)));
+child.once("exit", (code, signal) => {
+  if (signal) {
+    // Its default action, not the handlers below: ended by it as COMMAND was.
+    for (const passedOn of ["SIGTERM", "SIGINT", "SIGHUP"]) process.removeAllListeners(passedOn);
+    process.kill(process.pid, signal);
+  }
+  // Reached for a signal whose default action is not to end a process (Node ignores SIGPIPE): the shell's status.
+  process.exit(code ?? 128 + (constants.signals[signal] ?? 0));
+});
 
 let stopping = false;
 function stop() {
