@@ -46,7 +46,8 @@ async function waitListening(port: number, proc: ManagedProcess): Promise<void> 
       s.once("error", () => (s.destroy(), resolve(false)));
     });
     if (ok) return;
-    if (proc.child.exitCode !== null) throw new Error(`nats-server exited at start; see ${proc.logFile}`);
+    // Ended by a signal too: it then has no exit code.
+    if (proc.ending() !== undefined) throw new Error(`nats-server exited at start (${proc.ending()}); see ${proc.logFile}`);
     if (Date.now() > until) throw new Error(`nats-server did not listen on ${port} within 10 s; see ${proc.logFile}`);
     await sleep(50);
   }

@@ -1,6 +1,8 @@
 import { type ChildProcess, fork, spawn } from "node:child_process";
 import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { constants } from "node:os";
 import { join } from "node:path";
+import { childEnding } from "../../tools/child-ending.js";
 import { repoRoot } from "../../tools/repo-root.js";
 
 /** Every process the bench started, killed on exit whatever happens. */
@@ -100,8 +102,10 @@ export interface ManagedProcess {
   readonly child: ChildProcess;
   /** Where its stdout and stderr go. */
   readonly logFile: string;
-  /** Resolves with the exit code (or 128 + signal) when it ends. */
+  /** Resolves with the exit code (or 128 + the signal's number) when it ends. */
   readonly exited: Promise<number>;
+  /** How it ended ("code 1", "killed by SIGKILL"); undefined while it runs. */
+  ending(): string | undefined;
   /** SIGTERM, then SIGKILL after `graceMs`. */
   stop(graceMs?: number): Promise<number>;
 }
@@ -128,12 +132,17 @@ export function startProcess(options: StartOptions): ManagedProcess {
   const child = spawn(options.command, [...options.args], { cwd: repoRoot, env: options.env ?? process.env, stdio: ["ignore", fd, fd] });
   closeSync(fd);
   started.add(child);
+  let ending: string | undefined;
   const exited = new Promise<number>((resolve) => {
     child.once("exit", (code, signal) => {
       started.delete(child);
-      resolve(code ?? (signal ? 128 : 1));
+      ending = childEnding(code, signal);
+      resolve(code ?? (signal ? 128 + (constants.signals[signal] ?? 0) : 1));
     });
-    child.once("error", () => resolve(127));
+    child.once("error", (err) => {
+      ending = childEnding(null, null, err);
+      resolve(127);
+    });
   });
   if (child.pid === undefined) throw new Error(`${options.name}: could not start ${options.command}`);
   return {
@@ -142,6 +151,7 @@ export function startProcess(options: StartOptions): ManagedProcess {
     child,
     logFile,
     exited,
+    ending: () => ending,
     async stop(graceMs = 15_000) {
       if (child.exitCode !== null || child.signalCode !== null) return exited;
       child.kill("SIGTERM");
@@ -219,7 +229,7 @@ export function runWorker<R>(
       else if (msg.type === "error") finish(new Error(`${script}: ${msg.message}`));
       else onEvent?.(msg.name, msg.data);
     });
-    child.once("exit", (code) => finish(new Error(`${script} exited with code ${code} before reporting a result`)));
+    child.once("exit", (code, signal) => finish(new Error(`${script} exited (${childEnding(code, signal)}) before reporting a result`)));
     child.once("error", (err) => finish(err));
     child.send(config as object);
   });

@@ -48,7 +48,7 @@ async function startService(launch: ServiceLaunch, service: ServiceName, env: No
   try {
     await Promise.race([
       waitForServing(address, 30_000, launch.healthCredentials),
-      proc.exited.then((code) => Promise.reject(new Error(`${launch.name} exited with code ${code} during start-up; see ${proc.logFile}`))),
+      proc.exited.then(() => Promise.reject(new Error(`${launch.name} exited (${proc.ending()}) during start-up; see ${proc.logFile}`))),
     ]);
   } catch (err) {
     await proc.stop(2_000);
