@@ -897,7 +897,7 @@ describe("npm start", () => {
     expect(readmeProse()).toContain("A certificate file that holds no certificate is refused, naming it, with nothing written (exit 2).");
   });
 
-  it("refuses a GRPC_TLS_CERT, GRPC_TLS_KEY or GRPC_TLS_CA that is no certificate, no key, a directory or another certificate's key, naming the variable and the file, before nats-server starts (exit 2)", { timeout: 90_000 }, async () => {
+  it("refuses a GRPC_TLS_CERT, GRPC_TLS_KEY or GRPC_TLS_CA that is no certificate, no key, a directory or another certificate's key, or a certificate without its key, naming the variable, before anything is made (exit 2)", { timeout: 90_000 }, async () => {
     const garbage = join(dir.path, "garbage.pem");
     writeFileSync(garbage, "not pem at all\n");
     // Development files as a first start makes them: the orders key is no key of products.pem.
@@ -914,13 +914,20 @@ describe("npm start", () => {
       expect(result.status, result.stderr).toBe(2);
       expect(result.stderr).toMatch(new RegExp(`^start: [^\n]*\\(${variable} names it\\)\\n$`));
       expect(result.stderr).toContain(`start: ${why}`);
-      // The development CA, certificates and token key made, nothing started.
-      expect(readdirSync(dataDir).sort()).toEqual(["auth", "tls"]);
+      // It had made DATA_DIR, the development CA, certificates and token key first.
+      expect(existsSync(dataDir)).toBe(false);
     }
     const { result } = await startOnFreePorts(join(dir.path, "mismatch"), () => ({ GRPC_TLS_CERT: join(tls, "products.pem"), GRPC_TLS_KEY: join(tls, "orders-key.pem") }));
     expect(result.status, result.stderr).toBe(2);
     expect(result.stderr).toBe(`start: the TLS key ${join(tls, "orders-key.pem")} is not the key of the certificate ${join(tls, "products.pem")} (GRPC_TLS_KEY names it)\n`);
-    expect(readdirSync(join(dir.path, "mismatch")).sort()).toEqual(["auth", "tls"]);
+    expect(existsSync(join(dir.path, "mismatch"))).toBe(false);
+    // A good certificate without its key: each service paired it with a development key of its own, which it is not the key of.
+    const alone = await startOnFreePorts(join(dir.path, "alone"), () => ({ GRPC_TLS_CERT: join(tls, "products.pem") }));
+    expect(alone.result.status, alone.result.stderr).toBe(2);
+    expect(alone.result.stderr).toBe(
+      "start: GRPC_TLS_CERT is set and GRPC_TLS_KEY is not: each service would pair the file it names with a development key of its own, which cannot match; set both, or neither (the development ones, made under DATA_DIR/tls)\n",
+    );
+    expect(existsSync(join(dir.path, "alone"))).toBe(false);
   });
 
   it("moves --cluster's route and monitoring ports with NATS_ROUTE_PORT and NATS_MONITOR_PORT, refusing one that is not a port or is taken, naming it", { timeout: 120_000 }, async () => {

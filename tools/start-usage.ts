@@ -83,6 +83,13 @@ ${list.map((s) => `  ${`${s.envPrefix}_LISTEN`.padEnd(17)} ${s.title.replace(/^t
                     within 30 days, another CA issued it or it is not for
                     the address a service listens on; delete them and start
                     again to make new ones, see the README's Security section)
+  GRPC_TLS_CERT, GRPC_TLS_KEY, GRPC_TLS_CA
+                    a certificate, its key and a CA (PEM) for every service in
+                    place of the development ones; the certificate and key
+                    go together. Read before anything is made: a file that
+                    cannot be read or holds no certificate or key, a key of
+                    another certificate, or one of the pair alone exits 2,
+                    naming the variable
   GRPC_TLS_CLIENT_AUTH
                     require: the services refuse clients without a
                     certificate from the CA (DATA_DIR/tls/client.pem is one,

@@ -36,7 +36,7 @@ import { connect, createServer } from "node:net";
 import { constants } from "node:os";
 import { basename, dirname, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
 import { type ChannelCredentials, status as grpcStatus } from "@grpc/grpc-js";
-import { clientTlsCredentials, serverTlsCredentials, TlsFileError, waitForServing } from "../platform/grpc/index.js";
+import { checkTlsFiles, clientTlsCredentials, serverTlsCredentials, TlsFileError, waitForServing } from "../platform/grpc/index.js";
 import { isPostgresUrl } from "../platform/sql/database.js";
 import { SeedFileError } from "../platform/events/index.js";
 import { redact } from "../platform/sql/postgres.js";
@@ -822,14 +822,39 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
   const client = made.certs.client;
   // Clients must show a certificate when the services require one: the hint printed at start-up gives the client's.
   const clientCert = env.GRPC_TLS_CLIENT_AUTH === "require" ? { certFile: client.certFile, keyFile: client.keyFile } : undefined;
-  try {
-    // What each service will read at its start, read here first: a file given that is no certificate or key, or a key of
-    // another certificate, refuses the start before anything runs, where a service refused it after nats-server had started.
+  return refusingTlsFiles(() => {
+    // What each service will read at its start, read here first: a development key that is no key (a file damaged or
+    // edited) refuses the start before anything runs, where a service refused it after nats-server had started.
     for (const { name } of services) {
       const own = serviceTlsEnv(dataDir, name);
       serverTlsCredentials({ certFile: own.GRPC_TLS_CERT!, keyFile: own.GRPC_TLS_KEY!, caFile });
     }
     return { caFile, clientCert, credentials: clientTlsCredentials({ caFile, certFile: client.certFile, keyFile: client.keyFile }) };
+  });
+}
+
+/**
+ * Refuses, before anything is made, the files GRPC_TLS_CERT, GRPC_TLS_KEY
+ * and GRPC_TLS_CA name when the services could not use them, read as they
+ * will read them: one that cannot be read, holds no PEM certificate or
+ * key, or a key of another certificate. So is a certificate given without
+ * its key, or a key without its certificate: each service would be handed
+ * the one given and a development file of its own for the other, which
+ * cannot pair with it. Nothing to refuse with GRPC_INSECURE=1.
+ */
+function checkGivenTlsFiles(): void {
+  if (process.env.GRPC_INSECURE === "1") return;
+  const { GRPC_TLS_CERT: certFile, GRPC_TLS_KEY: keyFile, GRPC_TLS_CA: caFile } = process.env;
+  refusingTlsFiles(() => checkTlsFiles({ certFile: certFile || undefined, keyFile: keyFile || undefined, caFile: caFile || undefined }));
+  if (!certFile === !keyFile) return;
+  const [given, unset, other] = certFile ? ["GRPC_TLS_CERT", "GRPC_TLS_KEY", "key"] : ["GRPC_TLS_KEY", "GRPC_TLS_CERT", "certificate"];
+  throw new StartRefused(`${given} is set and ${unset} is not: each service would pair the file it names with a development ${other} of its own, which cannot match; set both, or neither (the development ones, made under DATA_DIR/tls)`);
+}
+
+/** Runs `read`, which reads TLS files; a TlsFileError is a refusal (exit 2), naming the variable that names the file, if one does. */
+function refusingTlsFiles<T>(read: () => T): T {
+  try {
+    return read();
   } catch (err) {
     if (!(err instanceof TlsFileError)) throw err;
     const variable = tlsFileVariables[err.role];
@@ -1095,6 +1120,9 @@ async function main(): Promise<void> {
       throw err;
     }
   }
+  // The TLS files the variables name, read before DATA_DIR, start.pid and the development CA are made: a bad one was
+  // refused once they were.
+  if (!postgresOnly) checkGivenTlsFiles();
   // The nats-server to run, found before DATA_DIR, start.pid, the CA or PostgreSQL's data are made: a start without one
   // made them all, then failed.
   const natsServer = process.env.NATS_URL || postgresOnly ? undefined : findNatsServer();

@@ -1,4 +1,4 @@
-import { createPrivateKey, X509Certificate } from "node:crypto";
+import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { credentials, ServerCredentials, type ChannelCredentials } from "@grpc/grpc-js";
 
@@ -69,18 +69,35 @@ function readCertificates(path: string, role: "certificate" | "ca"): { pem: Buff
   }
 }
 
-/** The PEM files of a certificate and its private key, checked to be a pair. */
-function readKeyPair(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
-  const cert = readCertificates(certFile, "certificate");
-  const key = readPem(keyFile, "key");
-  let privateKey;
+/** A PEM private key file, and the key it holds. */
+function readPrivateKey(keyFile: string): { pem: Buffer; key: KeyObject } {
+  const pem = readPem(keyFile, "key");
   try {
-    privateKey = createPrivateKey(key);
+    return { pem, key: createPrivateKey(pem) };
   } catch (err) {
     throw new TlsFileError(`the TLS key ${keyFile} holds no PEM private key that can be read (${(err as Error).message})`, keyFile, "key", { cause: err });
   }
-  if (!cert.first.checkPrivateKey(privateKey)) throw new TlsFileError(`the TLS key ${keyFile} is not the key of the certificate ${certFile}`, keyFile, "key");
-  return { cert: cert.pem, key };
+}
+
+/** The PEM files of a certificate and its private key, checked to be a pair. */
+function readKeyPair(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
+  const cert = readCertificates(certFile, "certificate");
+  const key = readPrivateKey(keyFile);
+  if (!cert.first.checkPrivateKey(key.key)) throw new TlsFileError(`the TLS key ${keyFile} is not the key of the certificate ${certFile}`, keyFile, "key");
+  return { cert: cert.pem, key: key.pem };
+}
+
+/**
+ * Reads whichever of a server's or client's TLS files are given, as the
+ * credentials below would (a certificate and key given together are
+ * checked to be a pair), making nothing: for a caller that hands them on.
+ * Throws a TlsFileError naming the first that cannot be used.
+ */
+export function checkTlsFiles(files: ClientTlsFiles): void {
+  if (files.caFile) readCertificates(files.caFile, "ca");
+  if (files.certFile && files.keyFile) readKeyPair(files.certFile, files.keyFile);
+  else if (files.certFile) readCertificates(files.certFile, "certificate");
+  else if (files.keyFile) readPrivateKey(files.keyFile);
 }
 
 /** grpc-js server credentials for TLS (with client certificates when required); throws a TlsFileError naming a file that cannot be read or does not hold what it should. */
