@@ -8,7 +8,8 @@ import { ShopProductsStream } from "../gen/ts/shop/products/v1/product_events_je
 import { ProductServiceConsumers as productConsumers } from "../gen/ts/shop/products/v1/product_service_jetstream.js";
 import { ensureStreams } from "../platform/events/index.js";
 import { connectNats } from "../tools/event-watch.js";
-import { freePort, useNatsServer } from "./support/nats-server.js";
+import { runConcord } from "./support/concord.js";
+import { freePort, startNatsServer, useNatsServer } from "./support/nats-server.js";
 import { readmeProse } from "./support/readme.js";
 import { startServiceProcess } from "./support/service-process.js";
 import { tempDirForSuite } from "./support/temp-dir.js";
@@ -190,5 +191,55 @@ describe("a service whose NATS user the server refuses", () => {
     expect(nanosToMs((await jsm.streams.info(ShopProductsStream.name)).config.max_age)).toBe(shorter);
     await ensureStreams(jsm, allStreams);
     expect(nanosToMs((await jsm.streams.info(ShopProductsStream.name)).config.max_age)).toBe(ShopProductsStream.maxAgeMs);
+  });
+});
+
+describe("a service, or `concord streams provision`, on a nats-server whose JetStream limits leave no room for a stream or consumer", () => {
+  /** A nats-server that puts clients without credentials in an account with these JetStream limits ("max_streams: 1"); stopped after the test. */
+  async function serverLimitedTo(limits: string) {
+    const server = await startNatsServer({ extraConfig: `no_auth_user: limited\naccounts { LIMITED { jetstream { ${limits} }, users [ { user: limited, password: limited } ] } }` });
+    onTestFinished(() => server.stop());
+    return server;
+  }
+  /** `concord streams provision` as the operator of that server (no credentials: the account's user). */
+  const provision = (url: string) => runConcord({ NATS_URL: url, NATS_NKEY_SEED: undefined, DATA_DIR: join(dir, "no-credentials") }, ["streams", "provision"]);
+  /** Its lines on standard error but its logger's (the standalone server's replicas). */
+  const saidBy = (stderr: string) => stderr.split("\n").filter((line) => line !== "" && !line.startsWith("{"));
+  const refusal = (what: string) => `${what} does not exist, and nats-server refuses to create it: `;
+
+  const maxStreams =
+    "maximum number of streams reached (err_code 10027): the account of this NATS user may hold no more streams: raise its max_streams (1, with 1 in use) " +
+    "in the server's configuration (accounts { <account> { jetstream { max_streams: ... } } }), or delete streams nothing needs";
+  const maxFile =
+    "insufficient storage resources available (err_code 10047): JetStream's file storage has no room for it: raise the server's jetstream { max_file_store }, " +
+    "or the account's max_file (0 bytes, with 0 bytes in use), whichever binds, or free space on the disk of the server's store";
+  it.each([
+    ["may hold no more streams", "max_streams: 1", "SHOP_PRODUCTS", maxStreams, "SHOP_PRODUCTS, CONCORD_DLQ"],
+    ["has no room in its file storage", "max_file: 0", "SHOP_ORDERS", maxFile, "SHOP_ORDERS, SHOP_PRODUCTS, CONCORD_DLQ"],
+  ])("refuses, where the account %s, in one line naming the stream, the server's reason and the limit: exit 2 from the provisioning and from the service's start", { timeout: 60_000 }, async (_, limits, stream, limit, left) => {
+    const server = await serverLimitedTo(limits);
+    // It ended with "concord: creating stream ... failed: <the server's reason>", exit 1.
+    const run = await provision(server.url);
+    expect(run.status, run.stderr).toBe(2);
+    expect(saidBy(run.stderr)).toEqual([`concord: ${refusal(`stream ${stream}`)}${limit}; ${left} not provisioned`]);
+    // It logged "start-up failed" with the error's stack, exit 1.
+    const { exit, lines } = await startProducts(`limited-${stream}`, server.url);
+    expect(exit).toBe(2);
+    expect(lines).toEqual([expect.objectContaining({ level: "fatal", code: "FAILED_PRECONDITION", msg: `start-up refused: ${refusal(`stream ${stream}`)}${limit}` })]);
+  });
+
+  it("quotes the refusal of a stream over max_streams in the README", () => {
+    expect(readmeProse()).toContain(`\`start-up refused: ${refusal("stream SHOP_PRODUCTS")}${maxStreams.slice(0, maxStreams.indexOf(" in the server's"))} ...\``);
+  });
+
+  it("refuses to start where the account may hold no more consumers, in one line naming the consumer and max_consumers: exit 2", { timeout: 60_000 }, async () => {
+    const server = await serverLimitedTo("max_consumers: 1");
+    expect((await provision(server.url)).status).toBe(0);
+    const { exit, lines } = await startProducts("max-consumers", server.url);
+    const limit =
+      "maximum consumers limit reached (err_code 10026): the account of this NATS user, or the stream, may hold no more consumers: raise the account's max_consumers (1, with 1 in use) " +
+      "in the server's configuration, or the stream's, or delete consumers nothing reads (npx concord consumer stale lists those no contract declares)";
+    expect(exit).toBe(2);
+    expect(lines).toEqual([expect.objectContaining({ level: "fatal", code: "FAILED_PRECONDITION", msg: `start-up refused: ${refusal(`consumer ${productConsumers.orderUpdated.spec.durable} on stream SHOP_ORDERS`)}${limit}` })]);
   });
 });

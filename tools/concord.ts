@@ -19,7 +19,7 @@ import { helps, usage } from "./concord/help.js";
 import { abandonedRange, durableConsumers, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
 import { printStatus, serviceTargets, targetOptions } from "./concord/status.js";
 import { type InboxRetention, inboxRetentionOf } from "./concord/inbox-retention.js";
-import { differencesSaid, provisionStreams } from "./concord/provision.js";
+import { differencesSaid, ProvisionRefused, provisionStreams } from "./concord/provision.js";
 import { deleteStaleConsumers, inUse, inUseWhileWatched, staleConsumers, watchMs } from "./concord/stale-consumers.js";
 import { createLogger } from "../platform/log/index.js";
 import { noStartRanIn, otherThanRunningStartNote, outboxCommand, outboxOptions, serviceDatabase, unusedDatabaseUrlNote } from "./outbox.js";
@@ -787,7 +787,12 @@ export async function concord(argv: string[]): Promise<number> {
         if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, command);
         return await withOperator(values.nats as string | undefined, async (nc) => {
           // Its warnings (a standalone server keeping 1 replica) go to standard error, the streams to standard output.
-          const provisioned = await provisionStreams(nc, createLogger({ service: "concord", level: "warn", destination: process.stderr }));
+          const provisioned = await provisionStreams(nc, createLogger({ service: "concord", level: "warn", destination: process.stderr })).catch((err: unknown) => {
+            if (!(err instanceof ProvisionRefused)) throw err;
+            console.error(`concord: ${err.message}`);
+            return undefined;
+          });
+          if (!provisioned) return 2;
           for (const stream of provisioned) console.log(JSON.stringify(stream));
           const told = provisioned.flatMap((st) => differencesSaid(st).map((d) => `${st.stream} ${d}`));
           console.error(`concord streams provision: ${provisioned.length} streams as their specs declare${told.length > 0 ? ` (${told.join(", ")})` : ""}`);

@@ -9,7 +9,7 @@ import { defaultInboxRetentionMs, inboxRetention } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
 import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
 import { startConsumers, type RunningConsumers } from "./consumer.js";
-import { ConsumerConflictError, ensureStreams, permissionDenied, StreamConflictError, StreamMissingError, StreamShortOfSpecError, validateStreamSpec } from "./provision.js";
+import { ConsumerConflictError, ensureStreams, JetStreamLimitError, permissionDenied, StreamConflictError, StreamMissingError, StreamShortOfSpecError, validateStreamSpec } from "./provision.js";
 import { causeChain, Code, StatusError, unresolvedHost, unresolvedHostWait } from "../errors/index.js";
 import type { StreamSpec } from "./types.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
@@ -237,14 +237,16 @@ function credentialsRefused(err: unknown): boolean {
  * A start-up failure that trying again cannot fix and the operator can, as
  * FAILED_PRECONDITION (which the service's entry point logs as one line,
  * exiting 2): a stream or durable consumer at odds with its spec, a stream
- * this user may not create, anything else this user may not do, a seed file
- * that cannot be read, credentials the server refuses. Any other error is returned as it is.
+ * this user may not create, a stream or consumer JetStream's limits leave
+ * no room for, anything else this user may not do, a seed file that cannot
+ * be read, credentials the server refuses. Any other error is returned as it is.
  */
 function asRefusal(err: unknown, connection: { readonly natsUrl: string; readonly service: string; readonly seedName: string; readonly seeded: boolean }): unknown {
   if (!(err instanceof Error)) return err;
   const { natsUrl, seedName } = connection;
   const refuse = (message: string) => new StatusError(Code.FAILED_PRECONDITION, message, { cause: err });
-  if (err instanceof StreamConflictError || err instanceof ConsumerConflictError || err instanceof StreamMissingError || err instanceof StreamShortOfSpecError || err instanceof SeedFileError) return refuse(err.message);
+  const refusals = [StreamConflictError, ConsumerConflictError, StreamMissingError, StreamShortOfSpecError, JetStreamLimitError, SeedFileError];
+  if (refusals.some((refusal) => err instanceof refusal)) return refuse(err.message);
   if (credentialsRefused(err)) {
     if (connection.seeded) return refuse(`NATS at ${natsUrl} refused this service's credentials (${err.message}): the nkey seed file in ${seedName} must be its own NATS user's, one the server's authorization names`);
     // npm start with NATS_URL set (a server of the operator's) passes each service the seed its <SERVICE>_NATS_NKEY_SEED names.

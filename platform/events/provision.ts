@@ -1,4 +1,4 @@
-import { AckPolicy, DeliverPolicy, RetentionPolicy, millis, nanos, StorageType, type JetStreamManager, type NatsError, type StreamInfo, type StreamConfig, type ConsumerInfo } from "nats";
+import { AckPolicy, DeliverPolicy, RetentionPolicy, millis, nanos, StorageType, type JetStreamAccountStats, type JetStreamManager, type NatsError, type StreamInfo, type StreamConfig, type ConsumerInfo } from "nats";
 import type { Logger } from "../log/index.js";
 import { checkOptions } from "../options/index.js";
 import { causeChain } from "../errors/index.js";
@@ -155,6 +155,20 @@ export class StreamMissingError extends Error {
 }
 
 /**
+ * A stream or durable consumer that nats-server refuses to create because a
+ * JetStream limit of its own or of the account leaves no room for it (see
+ * `limitRefusals`): the operator's to raise, not something that trying
+ * again mends.
+ */
+export class JetStreamLimitError extends Error {
+  override readonly name: string = "JetStreamLimitError";
+  /** The stream refused, or the stream of the consumer refused. */
+  constructor(message: string, readonly stream: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/**
  * A stream that keeps less than its spec (fewer subjects, a shorter max age
  * or duplicate window) where this NATS user may not widen it, or that
  * another service owns (the operator provisions it), or where another
@@ -303,6 +317,42 @@ function warnOfNewDatabase(handledBefore: readonly { consumer: string; stream: s
 
 const apiErrorCode = (err: unknown): number | undefined => (err as NatsError).api_error?.err_code;
 
+/**
+ * An account's limit and how much of it is in use, to follow its name (" (2, with 2 in use)"), or " (none set)" (then
+ * the server's binds, where it has one); nothing when the account's figures could not be read.
+ */
+const accountFigure = (used: number | undefined, max: number | undefined, unit = ""): string =>
+  used === undefined || max === undefined ? "" : max < 0 ? " (none set)" : ` (${max}${unit}, with ${used}${unit} in use)`;
+
+/**
+ * JetStream's refusals of a new stream or consumer (by err_code, nats-server
+ * errors.json) for want of room under a limit of the server's
+ * configuration or of the account's: each says which limit, from the
+ * account's figures where this user may read them, and what to do.
+ */
+const limitRefusals: ReadonlyMap<number, (account: JetStreamAccountStats | undefined) => string> = new Map([
+  [10027, (a) => `the account of this NATS user may hold no more streams: raise its max_streams${accountFigure(a?.streams, a?.limits.max_streams)} in the server's configuration (accounts { <account> { jetstream { max_streams: ... } } }), or delete streams nothing needs`],
+  [10026, (a) => `the account of this NATS user, or the stream, may hold no more consumers: raise the account's max_consumers${accountFigure(a?.consumers, a?.limits.max_consumers)} in the server's configuration, or the stream's, or delete consumers nothing reads (npx concord consumer stale lists those no contract declares)`],
+  [10047, (a) => `JetStream's file storage has no room for it: raise the server's jetstream { max_file_store }, or the account's max_file${accountFigure(a?.storage, a?.limits.max_storage, " bytes")}, whichever binds, or free space on the disk of the server's store`],
+  [10028, (a) => `JetStream's memory storage has no room for it: raise the server's jetstream { max_memory_store }, or the account's max_mem${accountFigure(a?.memory, a?.limits.max_memory, " bytes")}, whichever binds`],
+  [10023, (a) => `JetStream's limits leave no room for it: raise the server's jetstream { max_file_store, max_memory_store }, or the account's max_file${accountFigure(a?.storage, a?.limits.max_storage, " bytes")} and max_mem${accountFigure(a?.memory, a?.limits.max_memory, " bytes")}, whichever binds`],
+  [10002, () => "the account's JetStream limits (accounts { <account> { jetstream { ... } } } in the server's configuration) leave no room for it: raise them"],
+  [10113, () => "the account requires every stream to set max_bytes (its jetstream max_bytes_required), and the contracts' streams keep events by age, not by size: lift that requirement for the account the services use"],
+  [10120, () => "the account has JetStream limits for some numbers of replicas (tiered limits), and none for this stream's: give it limits for that tier too, or limits for every stream"],
+]);
+
+/**
+ * The server's reason for refusing a new stream or consumer, with the limit to raise, when `err` is one of
+ * `limitRefusals`; undefined for any other error.
+ */
+async function limitRefusal(jsm: JetStreamManager, err: unknown): Promise<string | undefined> {
+  const code = apiErrorCode(err);
+  const advice = code === undefined ? undefined : limitRefusals.get(code);
+  if (!advice) return undefined;
+  const account = await jsm.getAccountInfo().catch(() => undefined); // a user that may not read it is told without figures
+  return `${(err as Error).message} (err_code ${code}): ${advice(account)}`;
+}
+
 const standaloneWarning = (spec: StreamSpec) =>
   `nats-server is not clustered: stream ${spec.name} keeps 1 replica, not the ${spec.replicas} its contract declares; ` +
   `a crash of this server's machine can lose what it acknowledged last (run a cluster, see README "Durability")`;
@@ -361,6 +411,8 @@ async function ensureStream(
       if (!info && permissionDenied(err)) throw new StreamMissingError(`stream ${spec.name} does not exist, and this NATS user may not create it: ${provisionHint}`, { cause: err });
       // Another stream holding its subjects is the operator's to settle: refused in one line, as a stream missing is.
       if (!info && apiErrorCode(err) === subjectsOfAnotherStream) throw new StreamMissingError(`stream ${spec.name} does not exist, and nats-server refuses to create it: ${await withOverlapNamed(jsm, spec, err)}`, { cause: err });
+      const limit = info ? undefined : await limitRefusal(jsm, err);
+      if (limit) throw new JetStreamLimitError(`stream ${spec.name} does not exist, and nats-server refuses to create it: ${limit}`, spec.name, { cause: err });
       if (!info) throw new Error(`creating stream ${spec.name} (subjects ${spec.subjects.join(", ")}, ${spec.replicas} replicas) failed: ${(err as Error).message}`, { cause: err });
     }
   }
@@ -530,6 +582,8 @@ async function ensureConsumer(jsm: JetStreamManager, spec: ConsumerSpec, logger:
       return 0;
     } catch (err) {
       info = await consumerInfo(jsm, spec);
+      const limit = info ? undefined : await limitRefusal(jsm, err);
+      if (limit) throw new JetStreamLimitError(`${where} does not exist, and nats-server refuses to create it: ${limit}`, spec.stream, { cause: err });
       if (!info) throw new Error(`creating ${where} (filter ${spec.filterSubject}) failed: ${(err as Error).message}`, { cause: err });
     }
   }

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -33,6 +33,11 @@ export interface NatsServerOptions {
   readonly credentialsDir?: string;
   /** With `credentialsDir`: provision the streams as the operator at start. Default true. */
   readonly provision?: boolean;
+  /**
+   * Lines added to the end of the server's configuration: accounts with JetStream limits, say
+   * (`no_auth_user` then puts clients without credentials in one of them). Default none.
+   */
+  readonly extraConfig?: string;
 }
 
 /** A real nats-server with JetStream, owned by one test suite. */
@@ -104,6 +109,8 @@ interface NodeSpec {
   readonly cluster?: ClusterRoutes;
   /** The authorization block's file name next to `configPath`, and a seed that may ask JetStream whether it answers. */
   readonly authorization?: { readonly include: string; readonly readinessSeed: string };
+  /** Added to the end of the configuration (NatsServerOptions.extraConfig). */
+  readonly extraConfig?: string;
 }
 
 interface Node {
@@ -147,6 +154,7 @@ function createNode(spec: NodeSpec): Node {
     ...(spec.cluster && { cluster: spec.cluster }),
     ...(spec.authorization && { authorizationInclude: spec.authorization.include }),
   });
+  if (spec.extraConfig !== undefined) appendFileSync(spec.configPath, `${spec.extraConfig}\n`);
 
   const node: Node = {
     get pid() {
@@ -217,7 +225,7 @@ function createNode(spec: NodeSpec): Node {
  * connect and JetStream answers, so tests never race the server's start-up.
  */
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServerHandle> {
-  const known = new Set(["storeDir", "port", "syncAlways", "credentialsDir", "provision"]);
+  const known = new Set(["storeDir", "port", "syncAlways", "credentialsDir", "provision", "extraConfig"]);
   for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startNatsServer: unknown option ${key}`);
   const server = serverBinary();
   const ownsStore = options.storeDir === undefined;
@@ -232,7 +240,16 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     writeAuthorizationConfig(join(configDir, "authorization.conf"), ensureNatsCredentials(credentialsDir));
     authorization = { include: "authorization.conf", readinessSeed: seedFileOf(credentialsDir, "observer") };
   }
-  const node = createNode({ binary: server.path, serverName: `concord-${port}`, port, storeDir, configPath: join(configDir, "nats-server.conf"), syncAlways, ...(authorization && { authorization }) });
+  const node = createNode({
+    binary: server.path,
+    serverName: `concord-${port}`,
+    port,
+    storeDir,
+    configPath: join(configDir, "nats-server.conf"),
+    syncAlways,
+    ...(authorization && { authorization }),
+    ...(options.extraConfig !== undefined && { extraConfig: options.extraConfig }),
+  });
   let stopped = false;
   await node.launch(true);
   if (credentialsDir !== undefined && options.provision !== false) {
