@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { hostname } from "node:os";
 import { type AddressInfo, createServer, type Socket } from "node:net";
@@ -210,6 +210,28 @@ describe("service entry points", () => {
       expect(existsSync(`${database}-lock`)).toBe(false);
     } finally {
       holder.close();
+    }
+  });
+
+  it("refuse an address a socket that does not listen holds, an outgoing connection's, say, saying so rather than that another process listens there", async () => {
+    const port = await freePort();
+    const taken = `127.0.0.1:${port}`;
+    // Bound without SO_REUSEADDR, as the kernel binds a connection's own port (Node would set it, and share the port).
+    const holder = spawn("python3", ["-c", `import socket, sys\ns = socket.socket()\ns.bind(("127.0.0.1", ${port}))\nprint("bound", flush=True)\nsys.stdin.read()`], { stdio: ["pipe", "pipe", "inherit"] });
+    try {
+      let said = "";
+      holder.stdout!.on("data", (d) => (said += d));
+      await expect.poll(() => said, { timeout: 10_000, interval: 50 }).toContain("bound");
+      const result = start("products", { PRODUCTS_DATABASE_URL: join(dir, "behind-socket.db"), PRODUCTS_METRICS_LISTEN: taken });
+      expect(result.status, result.stdout + result.stderr).toBe(2);
+      // It said "is in use by another process ...: stop that process", of a process that listened nowhere.
+      expect(JSON.parse(result.stdout.trim())).toMatchObject({
+        level: "fatal",
+        code: "FAILED_PRECONDITION",
+        msg: `start-up refused: the metrics address ${taken} is taken (listen EADDRINUSE: address already in use ${taken}): a socket that does not listen holds it; set PRODUCTS_METRICS_LISTEN to another address, or start again once that socket has closed`,
+      });
+    } finally {
+      holder.kill();
     }
   });
 

@@ -115,6 +115,26 @@ function holdStart(service: string, until: string): Record<string, string> {
   };
 }
 
+/** The pid of `service`'s process (one running services/<service>/main.js) among `dataDir`'s processes, but `except`. */
+function servicePid(dataDir: string, service: string, except?: number): number | undefined {
+  return processesOf(dataDir).find((pid) => {
+    try {
+      return pid !== except && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(join("services", service, "main.js"));
+    } catch {
+      return false; // gone meanwhile
+    }
+  });
+}
+
+/** A listener of this process's on 127.0.0.1:`port`, as another process holding it would be. */
+function holdPort(port: number): Promise<ReturnType<typeof createServer>> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", () => resolve(server));
+  });
+}
+
 /** Ports of a system's own, all free now. */
 interface StartPorts {
   readonly nats: number;
@@ -201,6 +221,21 @@ async function startSystem(dataDir: string, options: SystemOptions = {}) {
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   await expect.poll(() => output, { timeout: options.upTimeoutMs ?? 40_000, interval: 100 }).toContain("Concord is up");
   return { child, exited, output: () => output, ports, productsAddress: `127.0.0.1:${ports.products}` };
+}
+
+/**
+ * Brings a system up whose product service, started again, waits before it
+ * runs until the file `go` exists, and kills its product service: the test
+ * acts while the one started again waits, and writes `go` to let it run.
+ */
+async function killProductsHeldAtRestart(dataDir: string) {
+  const go = join(dataDir, "let-products-start");
+  writeFileSync(go, "");
+  const system = await startSystem(dataDir, { env: holdStart("products", go) });
+  rmSync(go);
+  const pid = Number(/products: .*pid (\d+)/.exec(system.output())![1]);
+  process.kill(pid, "SIGKILL");
+  return { system, go, pid };
 }
 
 /**
@@ -1188,13 +1223,8 @@ describe("npm start", () => {
   });
 
   it("says an instance started again that is not SERVING within 30 s is waited for, and that it runs again once it serves", { timeout: 120_000 }, async () => {
-    // A product service started once the test has removed this file waits, before it runs, until the file is back.
-    const go = join(dir.path, "let-products-start");
-    writeFileSync(go, "");
-    const system = await startSystem(dir.path, { env: holdStart("products", go) });
+    const { system, go } = await killProductsHeldAtRestart(dir.path);
     child = system.child;
-    rmSync(go);
-    process.kill(Number(/products: .*pid (\d+)/.exec(system.output())![1]), "SIGKILL");
     const waited = `start: products was started again, but 127.0.0.1:${system.ports.products} did not report SERVING within 30 s: nothing listens there`;
     await expect.poll(() => system.output(), { timeout: 60_000, interval: 200 }).toContain(waited);
     expect(system.output()).toContain("still waiting for it (a line saying it is running again comes once it is)");
@@ -1250,6 +1280,25 @@ describe("npm start", () => {
     expect(system.output()).toContain(`start: 127.0.0.1:${system.ports.productsMetrics} is free again; starting products`);
   });
 
+  it("starts a killed service again once its port, taken while it started again, is free, where its refusal to listen stopped everything", { timeout: 120_000 }, async () => {
+    const { system, go, pid } = await killProductsHeldAtRestart(dir.path);
+    child = system.child;
+    // Started again once its ports were found free, and held before it listens: another process takes its port then.
+    await expect.poll(() => servicePid(dir.path, "products", pid), { timeout: 20_000, interval: 100 }).toBeDefined();
+    const taker = await holdPort(system.ports.products);
+    try {
+      writeFileSync(go, "");
+      await expect.poll(() => system.output(), { timeout: 20_000, interval: 100 }).toContain(
+        `start: not starting products again yet: 127.0.0.1:${system.ports.products} (PRODUCTS_LISTEN) is taken: another process listens there; starting it once it is free (tried every second)`,
+      );
+      expect(system.output()).toContain(`start: products could not listen on 127.0.0.1:${system.ports.products} (PRODUCTS_LISTEN), taken while it started; starting it again in 1 s`);
+    } finally {
+      taker.close();
+    }
+    await productsBackThenCtrlC(dir.path, system);
+    expect(system.output()).not.toContain("refused to start");
+  });
+
   it("stops everything when a service exits 5 times within a minute, saying so (exit 1)", { timeout: 120_000 }, async () => {
     const system = await startSystem(dir.path);
     child = system.child;
@@ -1289,14 +1338,8 @@ describe("npm start", () => {
   });
 
   it("stops everything when a service started again refuses to start (a database another service owns), saying it refused", { timeout: 90_000 }, async () => {
-    // A product service started once the test has removed this file waits, before it runs, until the file is back.
-    const go = join(dir.path, "let-products-start");
-    writeFileSync(go, "");
-    const hold = holdStart("products", go);
-    const system = await startSystem(dir.path, { env: hold });
+    const { system, go } = await killProductsHeldAtRestart(dir.path);
     child = system.child;
-    rmSync(go);
-    process.kill(Number(/products: .*pid (\d+)/.exec(system.output())![1]), "SIGKILL");
     await expect.poll(() => system.output(), { timeout: 20_000, interval: 100 }).toContain("start: products exited (killed by SIGKILL); starting it again in 1 s");
     // While it is away, its database is replaced by one of the order service's.
     const database = join(dir.path, "products.db");
@@ -1309,6 +1352,34 @@ describe("npm start", () => {
     expect(system.output()).not.toContain("is running again");
     expect(system.output()).toContain("everything stopped");
     expect(processesOf(dir.path)).toEqual([]);
+  });
+
+  it.each([
+    ["before it starts the service, by its own check", "products", (port: number) => `start: 127.0.0.1:${port} (ORDERS_LISTEN) was free when the start checked it and is taken now: another process listens there; set ORDERS_LISTEN to another address\n`],
+    ["by the service's refusal to listen", "orders", (port: number) => `start: orders could not listen on 127.0.0.1:${port} (ORDERS_LISTEN), free when the start checked it: another process listens there; set ORDERS_LISTEN to another address; stopping everything\n`],
+  ])("refuses the order service's address taken since the start checked it, %s, in one line naming what holds it (exit 2)", { timeout: 90_000 }, async (_, held, said) => {
+    // The held service waits, before it runs, until the test lets it go; meanwhile another process takes the order service's port.
+    const go = join(dir.path, `let-${held}-start`);
+    const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort() };
+    const started = spawn(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...startEnv(dir.path, ports), ...holdStart(held, go) }, stdio: ["ignore", "pipe", "pipe"] });
+    child = started;
+    let output = "";
+    started.stdout.on("data", (d) => (output += d));
+    started.stderr.on("data", (d) => (output += d));
+    const exited = new Promise<number | null>((resolve) => started.once("exit", (code) => resolve(code)));
+    await expect.poll(() => servicePid(dir.path, held), { timeout: 40_000, interval: 100 }).toBeDefined();
+    const taker = await holdPort(ports.orders);
+    try {
+      writeFileSync(go, "");
+      // The order service's refusal stopped everything with "start: orders refused to start (exit code 2): its log line above says why", exit 1.
+      expect(await exited).toBe(2);
+    } finally {
+      taker.close();
+    }
+    expect(output).toContain(said(ports.orders));
+    expect(output).not.toContain("refused to start");
+    expect(output).toContain("everything stopped");
+    expect(output).not.toContain("Concord is up");
   });
 
   it("still stops everything when a service exits while the system is starting, saying which and how", { timeout: 90_000 }, async () => {

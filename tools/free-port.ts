@@ -2,7 +2,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, rmS
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ephemeralPortRange } from "./ephemeral-ports.js";
+import { ephemeralPortRange } from "../platform/runtime/ephemeral-ports.js";
 
 export interface FreePortOptions {
   /**

@@ -130,7 +130,8 @@ metrics ports, said with its name and its exit code or signal (with
 --instances, the other instances answer meanwhile), and said to run again
 once it serves (one not serving within 30 s is said to be waited for, and
 said to run again once it does). Each is started again once its ports are
-free, saying which is held meanwhile and by what (the default gRPC ports and
+free, saying which is held meanwhile and by what, and so is an instance
+that finds one taken as it starts again (the default gRPC ports and
 POSTGRES_PORT lie in Linux's range for outgoing connections' own ports, any
 of which a connection may hold while a service is down). After 5 exits of one of
 them within 60 s it is not started again and everything stops (exit 1), as

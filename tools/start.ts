@@ -32,7 +32,7 @@ import { randomBytes } from "node:crypto";
 import { type ChildProcess, spawn, spawnSync, type StdioOptions } from "node:child_process";
 import { parseArgs } from "node:util";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { connect, createServer } from "node:net";
+import { createServer } from "node:net";
 import { constants } from "node:os";
 import { basename, dirname, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
 import { type ChannelCredentials, status as grpcStatus } from "@grpc/grpc-js";
@@ -40,7 +40,7 @@ import { checkTlsFiles, clientTlsCredentials, serverTlsCredentials, TlsFileError
 import { isPostgresUrl } from "../platform/sql/database.js";
 import { SeedFileError } from "../platform/events/index.js";
 import { redact } from "../platform/sql/postgres.js";
-import { refusedExitCode, stopOnStdinCloseVariable, tlsFileVariables } from "../platform/runtime/index.js";
+import { isListening, portHolder, refusedExitCode, stopOnStdinCloseVariable, tlsFileVariables } from "../platform/runtime/index.js";
 import { otlpEndpointProblem } from "../platform/tracing/index.js";
 import { repoRoot } from "./repo-root.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
@@ -60,7 +60,6 @@ import { dataDir as dataDirOf } from "./client-security.js";
 import { isStartScript, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
 import { grpcListenOf, listed, serviceOf, services, servicesCounted, type ServiceName } from "./services.js";
 import { startUsage } from "./start-usage.js";
-import { ephemeralPortRange } from "./ephemeral-ports.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
 
@@ -212,6 +211,12 @@ interface Supervised {
   readonly stopsAtOnce: (child: Child, code: number | null, how: string) => boolean;
   /** The addresses it listens on, each with the setting that gives it: it is started again once they are free (`whenFree`). */
   readonly listeners: readonly Listener[];
+  /**
+   * Whether an exit may be the child's refusal of one of `listeners` taken (a service's: exit 2 before it served).
+   * One of them taken then is what it met, since it was found free: a start says so and stops everything (exit 2);
+   * once everything is up, the child is started again once they are free, as after any exit.
+   */
+  readonly mayMeetTakenPort?: (child: Child, code: number | null) => boolean;
 }
 
 /**
@@ -237,21 +242,31 @@ function supervise(spec: Supervised): Child {
       }
     }
   };
-  const start = (): Child => {
-    const child: Child = launch(name, spec.command, spec.args(), spec.env, spec.fds(), (code, how) => {
-      if (spec.stopsAtOnce(child, code, how)) return;
-      // What died may be the group's leader alone (nats-server's tether script): the rest must not keep the ports.
-      try {
-        process.kill(-child.process.pid!, "SIGKILL");
-      } catch {
-        // the group is gone
-      }
-      restartAfter(`exited (${how})`, async () => {
-        children.splice(children.indexOf(child), 1);
-        await whenFree(name, spec.listeners);
-        return stopping ? false : back(start());
-      });
+  const exited = async (child: Child, code: number | null, how: string): Promise<void> => {
+    const taken = spec.mayMeetTakenPort?.(child, code) ? await firstTaken(spec.listeners) : undefined;
+    if (stopping) return;
+    if (taken && !up) {
+      // Free when checked, taken before the child listened (another system starting at the same moment, or an outgoing
+      // connection given the port): the setting to change, where it was "refused to start: its log line says why".
+      console.error(`start: ${name} could not listen on ${taken.address} (${taken.setting}), free when the start checked it: ${(await portHolder(taken.address)).said}; set ${variableOf(taken)} to another address; stopping everything`);
+      void stopAll(refusedExitCode);
+      return;
+    }
+    if (!taken && spec.stopsAtOnce(child, code, how)) return;
+    // What died may be the group's leader alone (nats-server's tether script): the rest must not keep the ports.
+    try {
+      process.kill(-child.process.pid!, "SIGKILL");
+    } catch {
+      // the group is gone
+    }
+    restartAfter(taken ? `could not listen on ${taken.address} (${taken.setting}), taken while it started` : `exited (${how})`, async () => {
+      children.splice(children.indexOf(child), 1);
+      await whenFree(name, spec.listeners);
+      return stopping ? false : back(start());
     });
+  };
+  const start = (): Child => {
+    const child: Child = launch(name, spec.command, spec.args(), spec.env, spec.fds(), (code, how) => void exited(child, code, how));
     return child;
   };
   return start();
@@ -313,7 +328,9 @@ function isNatsServer(child: Child): boolean {
  * on the same gRPC and metrics ports, with the tethers of the nats-servers
  * running then; back once it reports SERVING. An exit at start-up, or a
  * start again it refused (exit 2 before SERVING: its log line says why),
- * stops everything at once (`stopForExit`).
+ * stops everything at once (`stopForExit`), but for a refusal with one of
+ * its ports taken then, which it met: said with what holds it, and once
+ * everything is up, started again once the port is free.
  */
 function superviseService(name: string, command: { command: string; args: string[] }, env: NodeJS.ProcessEnv, address: string, credentials: ChannelCredentials | undefined, listeners: readonly Listener[]): Child {
   return supervise({
@@ -341,6 +358,7 @@ function superviseService(name: string, command: { command: string; args: string
       stopForExit(child, code, how);
       return true;
     },
+    mayMeetTakenPort: (child, code) => code === refusedExitCode && !child.serving,
   });
 }
 
@@ -430,20 +448,6 @@ async function stopAll(exitCode: number): Promise<void> {
   // A start refused before it started anything has nothing to say it stopped.
   if (children.length > 0 || postgres) console.error("start: everything stopped");
   process.exit(exitCode);
-}
-
-function isListening(port: number, host = "127.0.0.1"): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, host);
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => {
-      socket.destroy();
-      resolve(false);
-    });
-  });
 }
 
 async function waitForPort(port: number, timeoutMs: number): Promise<void> {
@@ -575,22 +579,6 @@ async function checkFree(hostPort: string, variable: string): Promise<void> {
 }
 
 /**
- * What holds `hostPort`, taken: a process listening there, or a socket that
- * does not listen, which a port of the kernel's range for outgoing
- * connections most likely is: a connection given it while it was free (the
- * services' own reconnections among them), until that connection closes.
- */
-async function portHolder(hostPort: string): Promise<string> {
-  const match = /^\[?(.*?)\]?:(\d+)$/.exec(hostPort)!;
-  const port = Number(match[2]);
-  const host = ["", "0.0.0.0"].includes(match[1]) ? "127.0.0.1" : match[1] === "::" ? "::1" : match[1];
-  if (await isListening(port, host)) return "another process listens there";
-  const range = ephemeralPortRange();
-  const inRange = range !== undefined && port >= range.first && port <= range.last;
-  return `a socket that does not listen holds it${inRange ? `, most likely an outgoing connection the kernel gave it to while it was free (it is in the range of ports for those, ${range.first}-${range.last}, /proc/sys/net/ipv4/ip_local_port_range)` : ""}`;
-}
-
-/**
  * Resolves once every one of `listeners` can be listened on again, or a stop
  * is asked for, for a child started again on them (`name`): a port held
  * meanwhile (an outgoing connection given it while it was down, say) would
@@ -600,22 +588,33 @@ async function portHolder(hostPort: string): Promise<string> {
 async function whenFree(name: string, listeners: readonly Listener[]): Promise<void> {
   let held: Listener | undefined;
   for (;;) {
-    let taken: Listener | undefined;
-    for (const listener of listeners) {
-      if (await isTaken(listener.address)) {
-        taken = listener;
-        break;
-      }
-    }
+    const taken = await firstTaken(listeners);
     if (stopping) return;
     if (!taken) {
       if (held) console.error(`start: ${held.address} is free again; starting ${name}`);
       return;
     }
-    if (!held) console.error(`start: not starting ${name} again yet: ${taken.address} (${taken.setting}) is taken: ${await portHolder(taken.address)}; starting it once it is free (tried every second)`);
+    if (!held) console.error(`start: not starting ${name} again yet: ${taken.address} (${taken.setting}) is taken: ${(await portHolder(taken.address)).said}; starting it once it is free (tried every second)`);
     held ??= taken;
     await new Promise((r) => setTimeout(r, 1_000));
   }
+}
+
+/** The first of `listeners` whose address something holds; undefined when all are free. */
+async function firstTaken(listeners: readonly Listener[]): Promise<Listener | undefined> {
+  for (const listener of listeners) if (await isTaken(listener.address)) return listener;
+  return undefined;
+}
+
+/**
+ * Refuses, naming what holds it, an address of `listeners` taken since the
+ * start found them free (by a connection of a service started before, say),
+ * before the service that would meet it is started.
+ */
+async function checkStillFree(listeners: readonly Listener[]): Promise<void> {
+  const taken = await firstTaken(listeners);
+  if (!taken) return;
+  throw new StartRefused(`${taken.address} (${taken.setting}) was free when the start checked it and is taken now: ${(await portHolder(taken.address)).said}; set ${variableOf(taken)} to another address`);
 }
 
 /** The first ports of a --cluster's three routes and three monitoring listeners. */
@@ -656,6 +655,11 @@ function clusterPortSetting(variable: string, natsPort: number, offset: number):
 interface Listener {
   readonly address: string;
   readonly setting: string;
+}
+
+/** The variable that gives a listener's address ("PRODUCTS_LISTEN" of "PRODUCTS_LISTEN+2 (products#2)"). */
+function variableOf(listener: Listener): string {
+  return listener.setting.replace(/[+ ].*/, "");
 }
 
 /** The addresses of a service's instances, each 2 ports above the one before, named after `variable`. */
@@ -1196,6 +1200,7 @@ async function main(): Promise<void> {
     const names = addresses.map((_, i) => (instances > 1 ? `${service}#${i + 1}` : service));
     const grpcListeners = listenersOf(addresses, listenVariable, service);
     const metricsListeners = listenersOf(metrics, metricsVariable, service);
+    await checkStillFree([...grpcListeners, ...metricsListeners]);
     // The instances of one service start together, as a deployment's do; each one's log lines say which it is, by the name said here.
     const started = addresses.map((listen, i) =>
       superviseService(

@@ -62,9 +62,10 @@ export async function startMetricsServer(listen: string, registry: Registry, log
   server.headersTimeout = requestTimeoutMs;
   server.requestTimeout = requestTimeoutMs;
   await new Promise<void>((resolve, reject) => {
-    server.once("error", (err: NodeJS.ErrnoException) =>
-      reject(err.code === "EADDRINUSE" ? addressTaken("the metrics address", listen, err, variable) : new Error(`serving metrics on ${listen} failed: ${err.message}`, { cause: err })),
-    );
+    server.once("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EADDRINUSE") void addressTaken("the metrics address", listen, err, variable).then(reject);
+      else reject(new Error(`serving metrics on ${listen} failed: ${err.message}`, { cause: err }));
+    });
     server.listen(port, host, () => resolve());
   });
   const bound = (server.address() as AddressInfo).port;

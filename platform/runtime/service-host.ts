@@ -133,8 +133,8 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
   // the start with nothing written, and none is taken in the meantime: gRPC answers UNAVAILABLE (health NOT_SERVING)
   // and the metrics endpoint 503 until the service has started.
   server.setUnavailable(`${name} is starting: it opens and migrates its database; try again shortly`);
-  await server.listen(options.listen).catch((err: Error & { code?: string }) => {
-    throw err.code === "EADDRINUSE" ? addressTaken("the gRPC address", options.listen, err, variables?.listen) : err;
+  await server.listen(options.listen).catch(async (err: Error & { code?: string }) => {
+    throw err.code === "EADDRINUSE" ? await addressTaken("the gRPC address", options.listen, err, variables?.listen) : err;
   });
   const metrics =
     registry && options.metricsListen !== undefined
