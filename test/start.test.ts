@@ -965,6 +965,22 @@ describe("npm start", () => {
     expect(existsSync(join(dir.path, "alone"))).toBe(false);
   });
 
+  it("refuses a GRPC_AUTH_KEY_FILE or GRPC_AUTH_PUBLIC_KEYS the services would refuse, naming the variable, before anything is made (exit 2)", { timeout: 60_000 }, async () => {
+    const garbage = join(dir.path, "garbage.key");
+    writeFileSync(garbage, "not a key\n", { mode: 0o600 });
+    for (const [variable, why] of [
+      ["GRPC_AUTH_KEY_FILE", `the token key ${garbage} must hold at least 32 bytes as hex (64 hex digits)`],
+      ["GRPC_AUTH_PUBLIC_KEYS", `${garbage} holds no PEM public key (-----BEGIN PUBLIC KEY-----)`],
+    ] as const) {
+      const dataDir = join(dir.path, variable);
+      // The product service refused it once nats-server had started, and everything stopped (exit 1).
+      const { result } = await startOnFreePorts(dataDir, () => ({ [variable]: garbage }));
+      expect(result.status, result.stderr).toBe(2);
+      expect(result.stderr).toBe(`start: ${why} (${variable} names it)\n`);
+      expect(existsSync(dataDir)).toBe(false);
+    }
+  });
+
   it("moves --cluster's route and monitoring ports with NATS_ROUTE_PORT and NATS_MONITOR_PORT, refusing one that is not a port or is taken, naming it", { timeout: 120_000 }, async () => {
     const dataDir = join(dir.path, "never-made");
     const startWith = (env: NodeJS.ProcessEnv) =>

@@ -95,6 +95,10 @@ ${list.map((s) => `  ${`${s.envPrefix}_LISTEN`.padEnd(17)} ${s.title.replace(/^t
                     certificate from the CA (DATA_DIR/tls/client.pem is one,
                     which the grpcurl command printed once up shows)
   GRPC_AUTH         none: the services check no bearer tokens (default jwt)
+  GRPC_AUTH_KEY_FILE, GRPC_AUTH_PUBLIC_KEYS
+                    the token key in place of the development one, and an
+                    issuer's public keys; read before anything is made, as
+                    the TLS files are
   GRPC_AUTH_MAX_TOKEN_TTL
                     the longest a bearer token may live: the services refuse
                     one that lives longer (default 24h, at least 1m); set it

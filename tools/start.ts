@@ -37,6 +37,7 @@ import { constants } from "node:os";
 import { basename, dirname, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
 import { type ChannelCredentials, status as grpcStatus } from "@grpc/grpc-js";
 import { checkTlsFiles, clientTlsCredentials, serverTlsCredentials, TlsFileError, waitForServing } from "../platform/grpc/index.js";
+import { readTokenPublicKeys, readTokenSecret } from "../platform/auth/index.js";
 import { isPostgresUrl } from "../platform/sql/database.js";
 import { SeedFileError } from "../platform/events/index.js";
 import { redact } from "../platform/sql/postgres.js";
@@ -855,6 +856,26 @@ function checkGivenTlsFiles(): void {
   throw new StartRefused(`${given} is set and ${unset} is not: each service would pair the file it names with a development ${other} of its own, which cannot match; set both, or neither (the development ones, made under DATA_DIR/tls)`);
 }
 
+/**
+ * Refuses, before anything is made, a file GRPC_AUTH_KEY_FILE or
+ * GRPC_AUTH_PUBLIC_KEYS names that the services would refuse, read as they
+ * will read it (one that cannot be read, a key others may read, one that
+ * holds no key of its kind), where each service refused it once nats-server
+ * had started. Nothing to refuse with GRPC_AUTH=none.
+ */
+function checkGivenTokenKeyFiles(): void {
+  if (process.env.GRPC_AUTH === "none") return;
+  for (const [variable, read] of [["GRPC_AUTH_KEY_FILE", readTokenSecret], ["GRPC_AUTH_PUBLIC_KEYS", readTokenPublicKeys]] as const) {
+    const file = process.env[variable];
+    if (!file) continue;
+    try {
+      read(file);
+    } catch (err) {
+      throw new StartRefused(`${(err as Error).message} (${variable} names it)`, { cause: err });
+    }
+  }
+}
+
 /** Runs `read`, which reads TLS files; a TlsFileError is a refusal (exit 2), naming the variable that names the file, if one does. */
 function refusingTlsFiles<T>(read: () => T): T {
   try {
@@ -1124,9 +1145,12 @@ async function main(): Promise<void> {
       throw err;
     }
   }
-  // The TLS files the variables name, read before DATA_DIR, start.pid and the development CA are made: a bad one was
-  // refused once they were.
-  if (!postgresOnly) checkGivenTlsFiles();
+  // The TLS and token key files the variables name, read before DATA_DIR, start.pid and the development CA are made: a
+  // bad one was refused once they were (a token key's by the services, once nats-server had started).
+  if (!postgresOnly) {
+    checkGivenTlsFiles();
+    checkGivenTokenKeyFiles();
+  }
   // The nats-server to run, found before DATA_DIR, start.pid, the CA or PostgreSQL's data are made: a start without one
   // made them all, then failed.
   const natsServer = process.env.NATS_URL || postgresOnly ? undefined : findNatsServer();
