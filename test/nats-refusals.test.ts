@@ -56,6 +56,7 @@ describe("a service whose JetStream streams or consumers conflict with its contr
         level: "fatal",
         time: expect.any(String),
         service: "products",
+        instance: expect.any(String),
         code: "FAILED_PRECONDITION",
         msg:
           `start-up refused: stream SHOP_PRODUCTS exists with settings that conflict with its spec (subjects: existing ["by-hand.>"], wanted ["shop.products.v1.>"]; retention: existing "workqueue", wanted "limits"): ` +
