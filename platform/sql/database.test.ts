@@ -413,6 +413,29 @@ describe("openDatabase (SQLite)", () => {
     await db.close();
   });
 
+  it("refuses a migration whose SQL SQLite refuses (a typo, an unknown column, a constraint its rows break), naming it, its statement and what to do, on one line", async () => {
+    const path = join(dir, "typo-migration.db");
+    const typo = { id: "0002_kind", sqlite: "ALTER TABLE notes ADD COLUMN kind TEXT NOT NULL DEFAUT ''", postgres: "ALTER TABLE notes ADD COLUMN kind TEXT NOT NULL DEFAULT ''" };
+    const refused = await openDatabase({ path, migrations: [...migrations, typo] }).catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(StatusError);
+    expect((refused as StatusError).code).toBe(Code.FAILED_PRECONDITION);
+    expect((refused as StatusError).message).toBe(
+      `migration 0002_kind failed: near "DEFAUT": syntax error (statement "ALTER TABLE notes ADD COLUMN kind TEXT NOT NULL DEFAUT ''"), on SQLite; ` +
+        "it was rolled back, nothing of it is applied. Correct its sqlite SQL (or the rows it trips on) and start again",
+    );
+    const db = await openDatabase({ path, migrations });
+    await db.run("INSERT INTO notes (text) VALUES ('a'), ('a')");
+    await db.close();
+    const unique = { id: "0002_unique", sql: "CREATE TABLE tags (name TEXT);\nCREATE UNIQUE INDEX notes_text ON notes (text)" };
+    await expect(openDatabase({ path, migrations: [...migrations, unique] })).rejects.toMatchObject({
+      code: Code.FAILED_PRECONDITION,
+      message: expect.stringMatching(/^migration 0002_unique failed: UNIQUE constraint failed: notes\.text \(statement "CREATE UNIQUE INDEX notes_text ON notes \(text\)"\), on SQLite; .* Correct its SQL \(or/),
+    });
+    const again = await openDatabase({ path, migrations });
+    expect(await again.query("SELECT name FROM sqlite_master WHERE name IN ('tags', 'notes_text')")).toEqual([]);
+    await again.close();
+  });
+
   it("runs a migration marked to run outside a transaction in one, as any other, and refuses one it could not run so on PostgreSQL before migrating", async () => {
     const path = join(dir, "outside-transaction.db");
     const byText = { id: "0002_by_text", transaction: false, sqlite: "CREATE INDEX notes_by_text ON notes (text)", postgres: "CREATE INDEX CONCURRENTLY IF NOT EXISTS notes_by_text ON notes (text)" };

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Code, StatusError } from "../errors/index.js";
 import { positiveInteger } from "../options/index.js";
 import { applyOutsideTransaction, indexBuildOf } from "./migrate-outside-transaction.js";
+import { hasErrorCode } from "./storage-full.js";
 import { isLockTimeout, limitLockWaits } from "./postgres.js";
 import type { Database, Migration, SessionLock, Transaction } from "./types.js";
 
@@ -305,7 +306,7 @@ async function applyInTransaction(
         return true;
       }, unbounded);
     } catch (err) {
-      if (!isLockTimeout(err)) throw new Error(`migration ${migration.id} failed: ${(err as Error).message}`, { cause: err });
+      if (!isLockTimeout(err)) throw migrationFailure(migration, db.dialect, statement, err);
       const retryInMs = Math.round(Math.min(maxRetryPauseMs, lockTimeoutMs * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2));
       const waitedMs = performance.now() - started;
       if (waitedMs + retryInMs > lockRetryLimitMs) {
@@ -321,6 +322,31 @@ async function applyInTransaction(
       await sleep(retryInMs, undefined, signal ? { signal } : undefined);
     }
   }
+}
+
+/**
+ * Why `migration` failed. A statement the database refused for what it says (SQLite's SQLITE_ERROR: a syntax
+ * error, a table or column it does not know; PostgreSQL's classes 42, syntax and names, 22, data, and 23,
+ * constraints; either's constraint failures) fails the same way at every start until the migration, or the rows
+ * it meets, is corrected: a refusal (FAILED_PRECONDITION, which a service's start says on one line and exits 2
+ * on), naming the statement. Anything else (a connection lost, a disk full) keeps its cause as it was.
+ */
+function migrationFailure(migration: Migration, dialect: Database["dialect"], statement: string, err: unknown): Error {
+  const message = `migration ${migration.id} failed: ${(err as Error).message}`;
+  if (!refusesItsStatement(err)) return new Error(message, { cause: err });
+  const store = dialect.name === "postgres" ? "PostgreSQL" : "SQLite";
+  const sql = "sql" in migration ? "SQL" : `${dialect.name} SQL`;
+  const at = statement === "" ? "" : ` (statement ${JSON.stringify(abridged(statement))})`;
+  return new StatusError(
+    Code.FAILED_PRECONDITION,
+    `${message}${at}, on ${store}; it was rolled back, nothing of it is applied. Correct its ${sql} (or the rows it trips on) and start again`,
+    { cause: err },
+  );
+}
+
+/** Whether the database refused a statement for its own text or the rows it met (see migrationFailure), by the code of `err` or of its causes. */
+function refusesItsStatement(err: unknown): boolean {
+  return hasErrorCode(err, (code) => code === "SQLITE_ERROR" || code.startsWith("SQLITE_CONSTRAINT") || /^(42|22|23)[0-9A-Z]{3}$/.test(code));
 }
 
 /** A statement on one line, cut short, for messages. */

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { usePostgresServer } from "../../test/support/postgres.js";
+import { Code, StatusError } from "../errors/index.js";
 import { type Database, type MigrationLockRetry, openDatabase } from "./index.js";
 
 const notes = {
@@ -105,6 +106,22 @@ describe("a PostgreSQL migration whose table another transaction holds", () => {
     expect(await hasKind(observer)).toBe(false);
     expect(await recorded(observer, addKind.id)).toBe(0);
     expect(await recorded(observer, notes.id)).toBe(1);
+  });
+
+  it("refuses a migration whose SQL PostgreSQL refuses (a typo, an unknown column) at once, naming it, its statement and what to do, with nothing of it applied", async () => {
+    const url = await postgres().createDatabase("migration_typo");
+    await opened(await openDatabase({ path: url, migrations: [notes] })).close();
+    const typo = { id: "t_0002_notes_kind", sqlite: "ALTER TABLE notes ADD COLUMN kind TEXT NOT NULL DEFAULT ''", postgres: "ALTER TABLE notes ADD COLUMN kind TEXT NOT NULL DEFAULT '';\nUPDATE notes SET knd = 'plain'" };
+    const refused = await openDatabase({ path: url, migrations: [notes, typo] }).then(opened, (err: unknown) => err);
+    expect(refused).toBeInstanceOf(StatusError);
+    expect((refused as StatusError).code).toBe(Code.FAILED_PRECONDITION);
+    expect((refused as StatusError).message).toBe(
+      `migration t_0002_notes_kind failed: column "knd" of relation "notes" does not exist (statement "UPDATE notes SET knd = 'plain'"), on PostgreSQL; ` +
+        "it was rolled back, nothing of it is applied. Correct its postgres SQL (or the rows it trips on) and start again",
+    );
+    const observer = await session(url);
+    expect(await hasKind(observer)).toBe(false);
+    expect(await recorded(observer, typo.id)).toBe(0);
   });
 });
 

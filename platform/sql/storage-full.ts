@@ -17,7 +17,7 @@ const storageFullCodes = new Set(["53100", "SQLITE_FULL"]);
  * reads it alone.
  */
 export function isStorageFull(err: unknown): boolean {
-  return hasCode(err, (code) => storageFullCodes.has(code));
+  return hasErrorCode(err, (code) => storageFullCodes.has(code));
 }
 
 /**
@@ -29,11 +29,11 @@ export function isStorageFull(err: unknown): boolean {
  * which an operator sees to.
  */
 export function isStorageFailure(err: unknown): boolean {
-  return hasCode(err, (code) => code === "58030" || code === "SQLITE_IOERR" || (code.startsWith("SQLITE_IOERR_") && code !== "SQLITE_IOERR_NOMEM"));
+  return hasErrorCode(err, (code) => code === "58030" || code === "SQLITE_IOERR" || (code.startsWith("SQLITE_IOERR_") && code !== "SQLITE_IOERR_NOMEM"));
 }
 
-/** Whether an error of `err`'s chain of causes has a string `code` that `matches`. */
-function hasCode(err: unknown, matches: (code: string) => boolean): boolean {
+/** Whether an error of `err`'s chain of causes has a string `code` (a SQLite code's name, a PostgreSQL SQLSTATE) that `matches`. */
+export function hasErrorCode(err: unknown, matches: (code: string) => boolean): boolean {
   for (const e of causeChain(err, 8)) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === "string" && matches(code)) return true;
