@@ -1,21 +1,19 @@
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { natsAuthorization } from "../gen/ts/concord_nats.js";
+import { tempDirForSuite } from "../test/support/temp-dir.js";
 import { repoRoot } from "./repo-root.js";
-import { grpcListenOf, serviceNames, services } from "./services.js";
+import { grpcListenOf, serviceFolders, serviceNames, services, unlistedServices, unlistedServicesSaid } from "./services.js";
 
-/** The folders of services/ that hold a main.ts: the services there are. */
-const serviceFolders = readdirSync(join(repoRoot, "services"), { withFileTypes: true })
-  .filter((entry) => entry.isDirectory() && existsSync(join(repoRoot, "services", entry.name, "main.ts")))
-  .map((entry) => entry.name);
+const dir = tempDirForSuite("concord-services-");
 
 /** The port of host:port. */
 const portOf = (address: string) => Number(/:(\d+)$/.exec(address)![1]);
 
 describe("tools/services.ts", () => {
   it("lists every service of services/ once, and nothing else", () => {
-    expect([...serviceNames].sort()).toEqual([...serviceFolders].sort());
+    expect([...serviceNames].sort()).toEqual(serviceFolders(repoRoot));
     expect(new Set(serviceNames).size).toBe(serviceNames.length);
   });
 
@@ -44,6 +42,31 @@ describe("tools/services.ts", () => {
       }
     }
     expect(new Set(services.map((s) => s.envPrefix)).size).toBe(services.length);
+  });
+
+  it("has npm start refuse a services/<name>/main.ts it lacks, naming the file and the step that lists it, and note a service the contracts alone declare", () => {
+    const root = join(dir, "repo");
+    for (const [name, files] of [["products", ["main.ts"]], ["orders", ["main.ts"]], ["shipping", ["main.ts", "app.ts"]], ["notes", ["README.md"]]] as const) {
+      mkdirSync(join(root, "services", name), { recursive: true });
+      for (const file of files) writeFileSync(join(root, "services", name, file), "");
+    }
+    const folders = serviceFolders(root);
+    expect(folders).toEqual(["orders", "products", "shipping"]);
+    expect(unlistedServices(serviceFolders(repoRoot), natsAuthorization.services.map((u) => u.name))).toEqual([]);
+    expect(unlistedServicesSaid([])).toBeUndefined();
+    const written = unlistedServices(folders, ["orders", "products", "shipping", "billing"]);
+    expect(written).toEqual([
+      { name: "billing", hasMain: false },
+      { name: "shipping", hasMain: true },
+    ]);
+    expect(unlistedServicesSaid(written)).toEqual({
+      refused: true,
+      message: 'services/shipping/main.ts runs a service that tools/services.ts does not list, so npm start would leave it out: add its entry there (README "Adding a service", step 4)',
+    });
+    expect(unlistedServicesSaid(unlistedServices(["orders", "products"], ["orders", "products", "shipping"]))).toEqual({
+      refused: false,
+      message: "the contracts declare shipping, a service with no services/shipping/main.ts and no entry in tools/services.ts yet: npm start does not start it",
+    });
   });
 
   it("gives the services default ports that none of `npm start --instances 8`'s instances share", () => {

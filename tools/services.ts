@@ -5,6 +5,8 @@
  * service to them is an entry here plus the service's own code (README,
  * "Adding a service").
  */
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
 import type { ConsumerSpec } from "../platform/events/index.js";
 import type { Settings } from "../platform/config/index.js";
 import { OrderServiceConsumers } from "../gen/ts/shop/orders/v1/order_service_jetstream.js";
@@ -82,6 +84,59 @@ export function grpcListenOf(entry: ServiceEntry): string {
   const setting = entry.settings[`${entry.envPrefix}_LISTEN`] as { default?: string } | undefined;
   if (typeof setting?.default !== "string") throw new Error(`${entry.name}'s settings have no ${entry.envPrefix}_LISTEN with a default`);
   return setting.default;
+}
+
+/** The folders of `root`/services that hold a main.ts: the services the code has, listed or not. */
+export function serviceFolders(root: string): string[] {
+  const dir = join(root, "services");
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((entry) => entry.isDirectory() && existsSync(join(dir, entry.name, "main.ts")))
+    .map((entry) => entry.name)
+    .sort();
+}
+
+/** A service the code or the contracts have and this list lacks: `npm start` would leave it out. */
+export interface UnlistedService {
+  readonly name: string;
+  /** Whether services/<name>/main.ts exists; when not, the contracts alone declare it (a NATS user of theirs). */
+  readonly hasMain: boolean;
+}
+
+/**
+ * The services of `folders` (serviceFolders) and of `natsUsers` (the NATS
+ * users of gen/ts/concord_nats.ts, one per service the contracts declare)
+ * that this list lacks, by name.
+ */
+export function unlistedServices(folders: readonly string[], natsUsers: readonly string[]): UnlistedService[] {
+  const names = [...new Set([...folders, ...natsUsers])].filter((name) => !isServiceName(name)).sort();
+  return names.map((name) => ({ name, hasMain: folders.includes(name) }));
+}
+
+/**
+ * What `npm start` says of `unlisted`: a refusal, when one of them has a
+ * main.ts (its service written, its entry forgotten), else a note naming
+ * those the contracts alone declare; undefined when there are none.
+ */
+export function unlistedServicesSaid(unlisted: readonly UnlistedService[]): { readonly refused: boolean; readonly message: string } | undefined {
+  const written = unlisted.filter((u) => u.hasMain).map((u) => u.name);
+  if (written.length > 0) {
+    const files = written.map((name) => `services/${name}/main.ts`);
+    return {
+      refused: true,
+      message:
+        `${listed(files)} ${written.length === 1 ? "runs a service" : "run services"} that tools/services.ts does not list, ` +
+        `so npm start would leave ${written.length === 1 ? "it" : "them"} out: add ${written.length === 1 ? "its entry" : "an entry for each"} there (README "Adding a service", step 4)`,
+    };
+  }
+  if (unlisted.length === 0) return undefined;
+  const names = unlisted.map((u) => u.name);
+  const one = names.length === 1;
+  return {
+    refused: false,
+    message:
+      `the contracts declare ${listed(names)}, ${one ? "a service" : "services"} with no services/${one ? names[0] : "<name>"}/main.ts and no entry in tools/services.ts yet: ` +
+      `npm start does not start ${one ? "it" : "them"}`,
+  };
 }
 
 /** "a and b", "a, b and c": the words as a sentence lists them. */

@@ -43,6 +43,7 @@ import { SeedFileError } from "../platform/events/index.js";
 import { redact } from "../platform/sql/postgres.js";
 import { isListening, portHolder, refusedExitCode, stopOnStdinCloseVariable, tlsFileVariables } from "../platform/runtime/index.js";
 import { otlpEndpointProblem } from "../platform/tracing/index.js";
+import { natsAuthorization } from "../gen/ts/concord_nats.js";
 import { repoRoot } from "./repo-root.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
 import { portSetting } from "./port-setting.js";
@@ -59,7 +60,7 @@ import { differencesSaid, type ProvisionedStream, provisionStreams } from "./con
 import { ensureDevCredentials, UnreadableCertificate } from "./dev-credentials.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isStartScript, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
-import { grpcListenOf, listed, serviceOf, services, servicesCounted, type ServiceName } from "./services.js";
+import { grpcListenOf, listed, serviceFolders, serviceOf, services, servicesCounted, type ServiceName, unlistedServices, unlistedServicesSaid } from "./services.js";
 import { startUsage } from "./start-usage.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
@@ -1003,6 +1004,14 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
+  // A service written (or declared in the contracts) and missing from tools/services.ts was left out without a word.
+  const unlisted = postgresOnly ? undefined : unlistedServicesSaid(unlistedServices(serviceFolders(repoRoot), natsAuthorization.services.map((u) => u.name)));
+  if (unlisted?.refused) {
+    console.error(`start: ${unlisted.message}`);
+    process.exitCode = 2;
+    return;
+  }
+  if (unlisted) console.log(`start: ${unlisted.message}`);
   // The services' own settings, read as they will read them, before anything starts (a bad one would otherwise
   // end a service, and so everything, once nats-server is up); none with --postgres-only, which starts none. Their
   // NATS seed is the one this script makes, and their databases, when unset, files in DATA_DIR or --postgres's
