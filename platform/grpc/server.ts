@@ -171,6 +171,8 @@ export interface GrpcServer {
   shutdown(): Promise<void>;
   /** The overall serving status reported by grpc.health.v1. */
   servingStatus(): ServingStatus;
+  /** The full names of the services added with `addService`, in the order they were added (health and reflection are not among them). */
+  readonly services: readonly string[];
   /**
    * With a reason, the server is up but not ready (a dependency is still
    * missing): health reports NOT_SERVING and every call of an added service
@@ -373,6 +375,9 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         state = "stopped";
       })();
       return stopped;
+    },
+    get services() {
+      return [...serviceNames];
     },
     servingStatus() {
       if (state !== "serving") return "NOT_SERVING";

@@ -1,8 +1,15 @@
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
+import { ShopOrdersStream } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
+import { ShopProductsStream } from "../../gen/ts/shop/products/v1/product_events_jetstream.js";
+import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_service_jetstream.js";
+import { bindConsumers } from "../events/index.js";
+import { getProductOnly } from "../../test/support/get-product-only.js";
 import { capturedLogger } from "../../test/support/captured-logger.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
+import { Code } from "../errors/index.js";
 import { insecureGrpc } from "./grpc-security.js";
 import { createServiceHost } from "./service-host.js";
 
@@ -41,5 +48,41 @@ describe("createServiceHost", () => {
       await host.events.stop();
       await host.db.close();
     }
+  });
+
+  it("refuses to start, stopping what it opened, a service that added no gRPC service or bound no consumer on a stream of another service its contract subscribes to", async () => {
+    const hostOf = (file: string) =>
+      createServiceHost({
+        name: "products",
+        listen: "127.0.0.1:0",
+        database: join(dir, file),
+        migrations: [],
+        // Never reached: the start is refused before it connects.
+        natsUrl: "nats://127.0.0.1:1",
+        streams: [ShopProductsStream, ShopOrdersStream],
+        streamSources: { SHOP_PRODUCTS: "products", SHOP_ORDERS: "orders" },
+        descriptorSet,
+        security: insecureGrpc,
+        logger: capturedLogger("products").logger,
+      });
+    const noService = await hostOf("no-service.db");
+    const consumers = bindConsumers(ProductServiceConsumers, { orderPlaced: async () => {}, orderUpdated: async () => {}, orderCancelled: async () => {}, orderUnknown: async () => {} });
+    await expect(noService.start({ consumers })).rejects.toMatchObject({
+      code: Code.FAILED_PRECONDITION,
+      message: 'products adds no gRPC service to its host: add its implementation with host.server.addService(<Service>Service, impl) before host.start (README "Adding a service", step 3)',
+    });
+    // Stopped: the database is closed.
+    await expect(noService.db.query("SELECT 1")).rejects.toThrow();
+    const noConsumers = await hostOf("no-consumers.db");
+    noConsumers.server.addService(ProductServiceService, getProductOnly(async () => ({ product: undefined })));
+    expect(noConsumers.server.services).toEqual(["shop.products.v1.ProductService"]);
+    await expect(noConsumers.start({ consumers: [] })).rejects.toMatchObject({
+      code: Code.FAILED_PRECONDITION,
+      message:
+        "products is given stream SHOP_ORDERS of another service and binds no consumer on it: " +
+        "bind the handlers of its contract's subscriptions with host.start({ consumers: bindConsumers(<Service>Consumers, handlers) }), " +
+        'or, subscribing to nothing there, give createServiceHost streams: streamsOfService(name, natsAuthorization, allStreams) (README "Adding a service", step 3)',
+    });
+    await expect(noConsumers.db.query("SELECT 1")).rejects.toThrow();
   });
 });

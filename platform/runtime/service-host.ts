@@ -4,7 +4,7 @@ import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigration
 import { createGrpcServer, grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
 import { dropGaugeTotals, netEventLoopDelay } from "../metrics/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
-import { unresolvedHost, unresolvedHostWait } from "../errors/index.js";
+import { Code, StatusError, unresolvedHost, unresolvedHostWait } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { type Database, isPostgresUrl, type Migration, openDatabase, type Retention } from "../sql/index.js";
 import { redact } from "../sql/postgres.js";
@@ -97,7 +97,12 @@ export interface ServiceHost {
    * reverses it: gRPC drains, consumers finish, the outbox flushes, NATS
    * drains, `onStop` runs (clients of other services), the database closes.
    * `tasks` (work of the service's own on a timer) stop once gRPC has
-   * drained, before the events, so none runs on a closed database.
+   * drained, before the events, so none runs on a closed database. Refused
+   * (FAILED_PRECONDITION), with everything stopped, when `server` has no
+   * service added, or when no consumer of `consumers` reads a stream of
+   * `streams` that another service owns (`streamSources`), which only a
+   * subscription of its contract gives it (streamsOfService): its handlers
+   * left unbound, or streams given that are not its own to read.
    */
   start(options: {
     readonly consumers: readonly ConsumerBinding<any>[];
@@ -285,6 +290,11 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     ...(registry && { registry }),
     async start({ consumers, tasks: own = [], onStop }) {
       tasks = own;
+      const unbound = unboundParts(name, server.services, options.streams, options.streamSources, consumers);
+      if (unbound) {
+        await stopAll(onStop);
+        throw new StatusError(Code.FAILED_PRECONDITION, unbound);
+      }
       server.setUnavailable(`${name} is starting and waits for NATS, which carries its events; try again shortly`);
       requestIdsKept = requestIdRetention({ db, logger, ...(options.requestIdRetentionMs !== undefined && { retentionMs: options.requestIdRetentionMs }) });
       let port: number;
@@ -324,6 +334,29 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       };
     },
   };
+}
+
+/**
+ * What the service left out of its host, said with what to do, or undefined: its gRPC service (none added to the
+ * server), or its handlers of the streams of other services it may read (no consumer on one of them).
+ */
+function unboundParts(
+  name: string,
+  services: readonly string[],
+  streams: readonly StreamSpec[],
+  sources: Readonly<Record<string, string>> | undefined,
+  consumers: readonly ConsumerBinding<any>[],
+): string | undefined {
+  if (services.length === 0) return `${name} adds no gRPC service to its host: add its implementation with host.server.addService(<Service>Service, impl) before host.start (README "Adding a service", step 3)`;
+  const consumed = streams.filter((s) => sources?.[s.name] !== undefined && sources[s.name] !== name).map((s) => s.name);
+  const unread = consumed.filter((stream) => !consumers.some((c) => c.spec.stream === stream));
+  if (unread.length === 0) return undefined;
+  const them = unread.length === 1 ? "it" : "them";
+  return (
+    `${name} is given ${unread.length === 1 ? "stream" : "streams"} ${unread.join(", ")} of another service and binds no consumer on ${them}: ` +
+    `bind the handlers of its contract's subscriptions with host.start({ consumers: bindConsumers(<Service>Consumers, handlers) }), ` +
+    `or, subscribing to nothing there, give createServiceHost streams: streamsOfService(name, natsAuthorization, allStreams) (README "Adding a service", step 3)`
+  );
 }
 
 /** What `read` gives of the runtime (its `bus`, its `relay`), or undefined while it has not reached NATS (they throw until then). */
