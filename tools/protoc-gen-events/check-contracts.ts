@@ -24,7 +24,7 @@ export function checkContracts(contracts: Contracts, problems: ContractProblems)
       }
       const overlap = pairs(a.spec.subjects, b.spec.subjects).find(([x, y]) => subjectsOverlap(x, y));
       if (overlap) {
-        problems.add(b.file, `(concord.v1.stream) subject "${overlap[1]}" of ${b.spec.name} overlaps "${overlap[0]}" of ${a.spec.name} (${a.file.name}.proto); a subject can belong to one stream only`);
+        problems.add(b.file, `(concord.v1.stream) subject "${overlap[1]}" of ${b.spec.name} overlaps "${overlap[0]}" of ${a.spec.name} (${a.file.name}.proto); a subject can belong to one stream only: give ${b.spec.name} subjects of its own, such as its package's ("<package>.>")`);
       }
     }
   }
@@ -35,7 +35,7 @@ export function checkContracts(contracts: Contracts, problems: ContractProblems)
       const same = a.filterSubject === b.filterSubject ? "the same filter subject" : "overlapping filter subjects";
       problems.add(
         b.message,
-        `(concord.v1.event) subject "${b.subjectTemplate}" and "${a.subjectTemplate}" of ${a.message.typeName} have ${same} ("${b.filterSubject}", "${a.filterSubject}"); a consumer of one would receive the other`,
+        `(concord.v1.event) subject "${b.subjectTemplate}" and "${a.subjectTemplate}" of ${a.message.typeName} have ${same} ("${b.filterSubject}", "${a.filterSubject}"); a consumer of one would receive the other: give one of them a subject the other's cannot match`,
       );
     }
   }
@@ -52,7 +52,7 @@ export function checkContracts(contracts: Contracts, problems: ContractProblems)
               ? "a service refuses to start with one durable name on two streams, as its inbox tells its consumers apart by name"
               : "npx concord consumer redeliver and dlq --consumer name a consumer by its durable alone, and would take one for the other";
         const used = a.spec.stream === b.spec.stream ? `is already used in stream ${a.spec.stream}` : `of stream ${b.spec.stream} is already used in stream ${a.spec.stream}`;
-        problems.add(b.service, `(concord.v1.subscribe) durable "${b.spec.durable}" ${used} by ${owner}; ${why}`);
+        problems.add(b.service, `(concord.v1.subscribe) durable "${b.spec.durable}" ${used} by ${owner}; ${why}: give this subscription a durable of its own, such as its service's name and its event's ("<service>-<event>")`);
       } else if (a.service === b.service && a.method === b.method) {
         const what = a.event === b.event ? `subscribes to ${a.spec.eventType} twice` : `subscribes to ${a.spec.eventType} and ${b.spec.eventType}, which share the handler name ${a.method}`;
         problems.add(b.service, `(concord.v1.subscribe) ${what}`);

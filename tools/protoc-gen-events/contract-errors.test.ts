@@ -90,7 +90,7 @@ describe("protoc-gen-events contract checks", () => {
 
     it("refuses two events whose filter subjects overlap", () => {
       const file = eventsFile(`${eventA("t.v1.{id}.placed")}\nmessage B { option (concord.v1.event) = {subject: "t.v1.order.{key}"}; string key = 1; }`);
-      expect(problems(file)).toEqual([expect.stringMatching(/message t\.v1\.B: .*have overlapping filter subjects .*a consumer of one would receive the other/)]);
+      expect(problems(file)).toEqual([expect.stringMatching(/message t\.v1\.B: .*have overlapping filter subjects .*a consumer of one would receive the other: give one of them a subject the other's cannot match$/)]);
     });
 
     it("refuses a malformed stream option", () => {
@@ -120,7 +120,7 @@ describe("protoc-gen-events contract checks", () => {
       };
       expect(problems(snippets)).toEqual([
         expect.stringMatching(/^t\/v2\/b\.proto: .*name T_EVENTS is already the stream of t\/v1\/a\.proto/),
-        expect.stringMatching(/^t\/v3\/c\.proto: .*subject "t\.\*\.x" of T_MORE overlaps "t\.v1\.>" of T_EVENTS/),
+        expect.stringMatching(/^t\/v3\/c\.proto: .*subject "t\.\*\.x" of T_MORE overlaps "t\.v1\.>" of T_EVENTS .*: give T_MORE subjects of its own, such as its package's \("<package>\.>"\)$/),
         expect.stringMatching(/^t\/v3\/c\.proto: .*subject "t\.\*\.x" of T_MORE overlaps "t\.v2\.>" of T_EVENTS/),
       ]);
     });
@@ -145,7 +145,7 @@ describe("protoc-gen-events contract checks", () => {
         ...withSubscriber(validEvent, `event: "t.v1.A" durable: "same"`),
         "w/v1/w.proto": protoFile("w.v1", `service W { option (concord.v1.subscribe) = { event: "t.v1.A" durable: "same" }; }`, ["t/v1/a.proto"]),
       };
-      expect(problems(snippets)).toEqual([expect.stringMatching(/^w\/v1\/w\.proto: service w\.v1\.W: .*durable "same" is already used in stream T_EVENTS by service u\.v1\.S \(u\/v1\/s\.proto\); durable names are unique within a stream/)]);
+      expect(problems(snippets)).toEqual([expect.stringMatching(/^w\/v1\/w\.proto: service w\.v1\.W: .*durable "same" is already used in stream T_EVENTS by service u\.v1\.S \(u\/v1\/s\.proto\); durable names are unique within a stream: give this subscription a durable of its own, such as its service's name and its event's \("<service>-<event>"\)$/)]);
     });
 
     it("refuses a durable name used in two streams, by one service (which would not start) or by two (whose commands name a consumer by it alone)", () => {
