@@ -86,6 +86,15 @@ describe("natsAuthorizationOf", () => {
     expect(() => natsAuthorizationOf(clash)).toThrow(/packages zoo\.animals\.v1 and old\.animals\.v1 would share the NATS user animals/);
   });
 
+  it("refuses a package that would take the observer's or the operator's user", () => {
+    for (const name of ["observer", "operator"]) {
+      const taken = { ...manifest, streams: [...manifest.streams, { name: "SHOP_WATCH", file: `shop/${name}/v1/watch_events.proto` }] };
+      expect(() => natsAuthorizationOf(taken)).toThrow(
+        `package shop.${name}.v1 would take the NATS user ${name}, which is Concord's own ${name}'s (and so its nkey seed): give the package another name before its version`,
+      );
+    }
+  });
+
   it("is what gen/ts/concord_nats.ts holds for the contracts", () => {
     expect(natsAuthorization.services.map((u) => u.name)).toEqual(["orders", "products"]);
   });

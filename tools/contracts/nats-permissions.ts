@@ -92,6 +92,9 @@ export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization 
     if (!user) byName.set(name, (user = { packages: new Set(), services: new Set(), streams: new Set(), events: [], consumers: [] }));
     user.packages.add(pkg);
     if (user.packages.size > 1) throw new Error(`packages ${[...user.packages].join(" and ")} would share the NATS user ${name}`);
+    if (name === observerName || name === operatorName) {
+      throw new Error(`package ${pkg} would take the NATS user ${name}, which is Concord's own ${name}'s (and so its nkey seed): give the package another name before its version`);
+    }
     return user;
   };
   const streamSources: Record<string, string> = {};
