@@ -57,6 +57,8 @@ describe("the --help texts that name the services", () => {
     expect(texts["database backup"]).toContain("$PRODUCTS_DATABASE_URL, $ORDERS_DATABASE_URL or\n                      $SHIPPING_DATABASE_URL, else the database");
     expect(texts["outbox parked"]).toContain("npx concord outbox parked retry (products|orders|shipping|--database PATH)");
     expect(texts["outbox parked"]).toContain("$PRODUCTS_DATABASE_URL, $ORDERS_DATABASE_URL or $SHIPPING_DATABASE_URL, else the");
+    // Words that counted two services, wrong once there is a third.
+    for (const [command, text] of Object.entries(texts)) expect(flowing(text), command).not.toMatch(/\bthe other service\b|\bboth services\b/);
     const outbox = outboxUsage(three);
     expect(outbox).toMatch(/^Usage: npx tsx tools\/outbox\.ts <products\|orders\|shipping\|--database PATH>/);
     expect(outbox).toContain("$PRODUCTS_DATABASE_URL, $ORDERS_DATABASE_URL or\n                          $SHIPPING_DATABASE_URL, else the database");

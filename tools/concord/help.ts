@@ -276,7 +276,7 @@ ${natsOption}`,
 Puts the backup FILE (made by \`database backup\`) in place of the service's
 SQLite database. The service must be stopped: the file is claimed as the
 service claims it, and the restore fails, changing nothing, while a process
-runs on it. The backup is checked first, a FILE.json that names the other
+runs on it. The backup is checked first, a FILE.json that names another
 service refusing it at once (SQLite's quick_check, the service's tables,
 that it is this service's database; the database itself is refused,
 as is a database at --database that names another service) and copied beside
