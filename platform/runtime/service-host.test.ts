@@ -50,7 +50,7 @@ describe("createServiceHost", () => {
     }
   });
 
-  it("refuses to start, stopping what it opened, a service that added no gRPC service or bound no consumer on a stream of another service its contract subscribes to", async () => {
+  it("refuses to start, stopping what it opened, a service that bound no consumer on a stream of another service its contract subscribes to, and warns of one that added no gRPC service", async () => {
     const hostOf = (file: string) =>
       createServiceHost({
         name: "products",
@@ -63,14 +63,15 @@ describe("createServiceHost", () => {
         streamSources: { SHOP_PRODUCTS: "products", SHOP_ORDERS: "orders" },
         descriptorSet,
         security: insecureGrpc,
-        logger: capturedLogger("products").logger,
+        logger: captured.logger,
       });
+    const captured = capturedLogger("products");
     const noService = await hostOf("no-service.db");
-    const consumers = bindConsumers(ProductServiceConsumers, { orderPlaced: async () => {}, orderUpdated: async () => {}, orderCancelled: async () => {}, orderUnknown: async () => {} });
-    await expect(noService.start({ consumers })).rejects.toMatchObject({
-      code: Code.FAILED_PRECONDITION,
-      message: 'products adds no gRPC service to its host: add its implementation with host.server.addService(<Service>Service, impl) before host.start (README "Adding a service", step 3)',
-    });
+    // Neither: refused for its consumers, and told of its gRPC service first (a service of events alone has none to add).
+    await expect(noService.start({ consumers: [] })).rejects.toMatchObject({ code: Code.FAILED_PRECONDITION, message: expect.stringMatching(/^products is given stream SHOP_ORDERS of another service/) });
+    expect(captured.lines.filter((l) => l.level === "warn").map((l) => l.msg)).toEqual([
+      'products adds no gRPC service to its host: it serves health alone. Where its contract\'s service has methods, add their implementation with host.server.addService(<Service>Service, impl) before host.start (README "Adding a service", step 3)',
+    ]);
     // Stopped: the database is closed.
     await expect(noService.db.query("SELECT 1")).rejects.toThrow();
     const noConsumers = await hostOf("no-consumers.db");

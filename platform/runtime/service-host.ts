@@ -98,11 +98,12 @@ export interface ServiceHost {
    * drains, `onStop` runs (clients of other services), the database closes.
    * `tasks` (work of the service's own on a timer) stop once gRPC has
    * drained, before the events, so none runs on a closed database. Refused
-   * (FAILED_PRECONDITION), with everything stopped, when `server` has no
-   * service added, or when no consumer of `consumers` reads a stream of
-   * `streams` that another service owns (`streamSources`), which only a
-   * subscription of its contract gives it (streamsOfService): its handlers
-   * left unbound, or streams given that are not its own to read.
+   * (FAILED_PRECONDITION), with everything stopped, when no consumer of
+   * `consumers` reads a stream of `streams` that another service owns
+   * (`streamSources`), which only a subscription of its contract gives it
+   * (streamsOfService): its handlers left unbound, or streams given that
+   * are not its own to read. A `server` with no service added is warned
+   * of: a service of events alone has none to add.
    */
   start(options: {
     readonly consumers: readonly ConsumerBinding<any>[];
@@ -290,7 +291,14 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
     ...(registry && { registry }),
     async start({ consumers, tasks: own = [], onStop }) {
       tasks = own;
-      const unbound = unboundParts(name, server.services, options.streams, options.streamSources, consumers);
+      // A service of events alone is one: grpc-js refuses to add a service without methods, so it cannot add its own.
+      if (server.services.length === 0) {
+        logger.warn(
+          `${name} adds no gRPC service to its host: it serves health alone. Where its contract's service has methods, ` +
+            `add their implementation with host.server.addService(<Service>Service, impl) before host.start (README "Adding a service", step 3)`,
+        );
+      }
+      const unbound = unboundConsumers(name, options.streams, options.streamSources, consumers);
       if (unbound) {
         await stopAll(onStop);
         throw new StatusError(Code.FAILED_PRECONDITION, unbound);
@@ -337,17 +345,15 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
 }
 
 /**
- * What the service left out of its host, said with what to do, or undefined: its gRPC service (none added to the
- * server), or its handlers of the streams of other services it may read (no consumer on one of them).
+ * What the service left out of its host, said with what to do, or undefined: its handlers of the streams of other
+ * services it may read (no consumer on one of them).
  */
-function unboundParts(
+function unboundConsumers(
   name: string,
-  services: readonly string[],
   streams: readonly StreamSpec[],
   sources: Readonly<Record<string, string>> | undefined,
   consumers: readonly ConsumerBinding<any>[],
 ): string | undefined {
-  if (services.length === 0) return `${name} adds no gRPC service to its host: add its implementation with host.server.addService(<Service>Service, impl) before host.start (README "Adding a service", step 3)`;
   const consumed = streams.filter((s) => sources?.[s.name] !== undefined && sources[s.name] !== name).map((s) => s.name);
   const unread = consumed.filter((stream) => !consumers.some((c) => c.spec.stream === stream));
   if (unread.length === 0) return undefined;
