@@ -1,5 +1,8 @@
 import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { tempDirForSuite } from "../test/support/temp-dir.js";
 
 /** Runs the tool as a user would. */
 const traces = (...args: string[]) => spawnSync(process.execPath, ["--import", "tsx", "tools/traces.ts", ...args], { encoding: "utf8", timeout: 30_000, env: { ...process.env, DATA_DIR: "/nonexistent" } });
@@ -33,5 +36,19 @@ describe("tools/traces.ts", () => {
     const neither = traces("show", "abc", "--bogus");
     expect(neither.status).toBe(2);
     expect(neither.stderr).toBe("tools/traces.ts: unknown option --bogus (`npx tsx tools/traces.ts --help` shows the usage)\n");
+  });
+
+  const dir = tempDirForSuite("concord-traces-");
+
+  it("show skips a line whose times are not whole nanoseconds, saying so, and prints the rest of the trace", () => {
+    const file = join(dir, "traces.jsonl");
+    const line = (spanId: string, startNs: unknown) =>
+      JSON.stringify({ service: "orders", traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId, parentSpanId: "", name: `span ${spanId}`, kind: "SERVER", startNs, endNs: "1764650000002000000", attributes: { order: "o-1" }, status: { code: 0 }, links: [] });
+    // A receiver before it checked times wrote what it was sent; show then stopped on "Cannot convert soon to a BigInt" (exit 1).
+    writeFileSync(file, [line("00f067aa0ba902b7", "1764650000000000000"), line("00f067aa0ba902b8", "soon")].join("\n") + "\n");
+    const run = traces("show", "o-1", "--file", file);
+    expect(run.stderr).toBe(`${file}: 1 line(s) hold no whole span and were skipped (line 2)\n`);
+    expect(run.status).toBe(0);
+    expect(run.stdout).toContain("span 00f067aa0ba902b7  [orders SERVER]");
   });
 });

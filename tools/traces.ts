@@ -180,7 +180,9 @@ function readSpans(file: string): { spans: ReceivedSpan[]; skipped: number[] } {
       if (line.trim() === "") return;
       try {
         const span = JSON.parse(line) as ReceivedSpan | null;
-        if (typeof span?.traceId === "string" && typeof span.spanId === "string") return void spans.push(span);
+        // Times that are not whole nanoseconds (an older receiver took any) could not be placed in the tree.
+        const nanos = (value: unknown) => typeof value === "string" && /^\d{1,20}$/.test(value);
+        if (typeof span?.traceId === "string" && typeof span.spanId === "string" && nanos(span.startNs) && nanos(span.endNs)) return void spans.push(span);
       } catch {
         // Not JSON: counted as skipped below.
       }

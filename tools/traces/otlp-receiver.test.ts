@@ -1,4 +1,5 @@
 import { chmodSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { gzipSync } from "node:zlib";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
@@ -59,6 +60,17 @@ describe("formatTraces", () => {
     // A log line's span_id finds its trace as well as its trace_id does.
     expect(formatTraces([call, served], "0".repeat(16))).toBe(out);
   });
+
+  it("prints each span once: one received twice, one naming itself its parent, and spans whose parents go round in a circle", () => {
+    const root = span("a".repeat(16), "", "create shop.orders.v1.OrderPlaced", { kind: "PRODUCER" });
+    const child = span("b".repeat(16), "a".repeat(16), "process shop.orders.v1.OrderPlaced");
+    // A batch sent again, and a copy of the root naming itself its parent, which printed it under itself until the stack overflowed.
+    const out = formatTraces([root, child, root, child, { ...root, parentSpanId: root.spanId }], "o-1");
+    expect(out.split("\n")).toEqual([`trace ${traceId} (2 spans)`, "  create shop.orders.v1.OrderPlaced  [orders PRODUCER]  +0.0 ms  2.0 ms", "    process shop.orders.v1.OrderPlaced  [orders CONSUMER]  +0.0 ms  2.0 ms"]);
+    const circle = formatTraces([span("c".repeat(16), "d".repeat(16), "one"), span("d".repeat(16), "c".repeat(16), "two")], "o-1");
+    expect(circle).toContain("  one  [orders CONSUMER]");
+    expect(circle).toContain("    two  [orders CONSUMER]");
+  });
 });
 
 describe("startTraceReceiver", () => {
@@ -104,5 +116,39 @@ describe("startTraceReceiver", () => {
     const fresh = join(dir, "fresh.jsonl");
     await (await startTraceReceiver({ file: fresh })).close();
     expect(statSync(fresh).mode & 0o777).toBe(0o600);
+  });
+
+  const post = (url: string, body: Buffer | string, headers: Record<string, string> = {}) =>
+    fetch(`${url}/v1/traces`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
+  const oneSpan = (times: Record<string, unknown>) =>
+    JSON.stringify({ resourceSpans: [{ scopeSpans: [{ spans: [{ traceId, spanId: "00f067aa0ba902b7", name: "x", kind: 2, ...times }] }] }] });
+
+  it("refuses an export past its size, sent so or once inflated (a gzip bomb), with 413, and takes the next", async () => {
+    const receiver = await startTraceReceiver({ maxBodyBytes: 64 * 1024 });
+    try {
+      // 40 KB of gzip that inflates to 40 MB: without the bound it was inflated whole, then failed to parse (400).
+      const bomb = await post(receiver.url, gzipSync(Buffer.alloc(40 * 1024 * 1024, 0x20)), { "content-encoding": "gzip" });
+      expect(bomb.status).toBe(413);
+      expect(await bomb.json()).toEqual({ message: "an export may hold at most 65536 bytes, sent or inflated" });
+      expect((await post(receiver.url, " ".repeat(65 * 1024))).status).toBe(413);
+      const fine = await post(receiver.url, gzipSync(oneSpan({ startTimeUnixNano: "1764650000000000000", endTimeUnixNano: 1764650000 })), { "content-encoding": "gzip" });
+      expect(fine.status).toBe(200);
+      expect(receiver.spans().map((s) => [s.startNs, s.endNs])).toEqual([["1764650000000000000", "1764650000"]]);
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it("refuses a span whose times are not whole nanoseconds (400, naming the field), which traces show could not place", async () => {
+    const receiver = await startTraceReceiver();
+    try {
+      const soon = await post(receiver.url, oneSpan({ startTimeUnixNano: "soon", endTimeUnixNano: "1" }));
+      expect(soon.status).toBe(400);
+      expect(await soon.json()).toEqual({ message: 'not OTLP/JSON: a span\'s startTimeUnixNano is not a whole number of nanoseconds: "soon"' });
+      expect((await post(receiver.url, oneSpan({ startTimeUnixNano: "1", endTimeUnixNano: 1e21 }))).status).toBe(400);
+      expect(receiver.count()).toBe(0);
+    } finally {
+      await receiver.close();
+    }
   });
 });

@@ -52,6 +52,8 @@ export interface TraceReceiverOptions {
   readonly keepSpans?: boolean;
   /** Hears each export's spans (to hand them on to a viewer). */
   readonly onSpans?: (spans: readonly ReceivedSpan[]) => void;
+  /** Largest export taken, as sent and once inflated (413 past it); default 16 MiB, where an exporter's batch of 512 spans is well under 1 MiB. */
+  readonly maxBodyBytes?: number;
 }
 
 type AnyValue = { stringValue?: string; intValue?: string | number; doubleValue?: number; boolValue?: boolean; [other: string]: unknown };
@@ -69,7 +71,15 @@ const attributesOf = (list: KeyValue[] | undefined): Record<string, string | num
 // OTLP/JSON gives ids as hex; accept base64 too, as some encoders send it.
 const hexId = (id: unknown): string => (typeof id !== "string" || id === "" ? "" : /^[0-9a-fA-F]+$/.test(id) ? id.toLowerCase() : Buffer.from(id, "base64").toString("hex"));
 
-/** The spans of one ExportTraceServiceRequest in its JSON encoding. */
+/** A span's time as decimal nanoseconds; anything else (`"soon"`, `1e21`) throws, as `traces show` could not place the span. */
+function nanosOf(value: unknown, field: string): string {
+  // A number (some encoders send one, past 2^53 rounded) is taken when it is a whole one a fixed64 holds.
+  const text = typeof value === "number" && Number.isInteger(value) && value >= 0 && value < 2 ** 64 ? BigInt(value).toString() : value ?? "0";
+  if (typeof text !== "string" || !/^\d{1,20}$/.test(text)) throw new Error(`a span's ${field} is not a whole number of nanoseconds: ${JSON.stringify(value)?.slice(0, 40)}`);
+  return text;
+}
+
+/** The spans of one ExportTraceServiceRequest in its JSON encoding; throws on a span whose times are not whole nanoseconds. */
 export function spansOfExport(body: unknown): ReceivedSpan[] {
   const out: ReceivedSpan[] = [];
   for (const rs of (body as { resourceSpans?: any[] }).resourceSpans ?? []) {
@@ -83,8 +93,8 @@ export function spansOfExport(body: unknown): ReceivedSpan[] {
           parentSpanId: hexId(s.parentSpanId),
           name: String(s.name ?? ""),
           kind: spanKinds[Number(s.kind ?? 0)] ?? String(s.kind),
-          startNs: String(s.startTimeUnixNano ?? "0"),
-          endNs: String(s.endTimeUnixNano ?? "0"),
+          startNs: nanosOf(s.startTimeUnixNano, "startTimeUnixNano"),
+          endNs: nanosOf(s.endTimeUnixNano, "endTimeUnixNano"),
           attributes: attributesOf(s.attributes),
           status: { code: Number(s.status?.code ?? 0), ...(s.status?.message && { message: String(s.status.message) }) },
           links: (s.links ?? []).map((l: { traceId: unknown; spanId: unknown }) => ({ traceId: hexId(l.traceId), spanId: hexId(l.spanId) })),
@@ -95,24 +105,47 @@ export function spansOfExport(body: unknown): ReceivedSpan[] {
   return out;
 }
 
-async function bodyOf(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
+/** An export past the receiver's size, as sent or once inflated. */
+class TooLarge extends Error {}
+
+/** The request's body, inflated when gzip: at most `max` bytes either way, past which it rejects with TooLarge, reading or inflating no more. */
+async function bodyOf(req: IncomingMessage, max: number): Promise<Buffer> {
+  const tooLarge = () => new TooLarge(`an export may hold at most ${max} bytes, sent or inflated`);
+  const chunks = await new Promise<Buffer[]>((resolve, reject) => {
+    if (Number(req.headers["content-length"] ?? 0) > max) return reject(tooLarge());
+    const read: Buffer[] = [];
+    let size = 0;
+    const take = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= max) return void read.push(chunk);
+      // Paused rather than destroyed, which would reset the connection before the 413 went out.
+      req.off("data", take).pause();
+      reject(tooLarge());
+    };
+    req.on("data", take).once("end", () => resolve(read)).once("error", reject);
+  });
   const raw = Buffer.concat(chunks);
-  return req.headers["content-encoding"] === "gzip" ? gunzipSync(raw) : raw;
+  if (req.headers["content-encoding"] !== "gzip") return raw;
+  try {
+    return gunzipSync(raw, { maxOutputLength: max });
+  } catch (err) {
+    // A gzip bomb of 500 KB inflated to 500 MB held 1.6 GB of the receiver before it failed to parse.
+    throw (err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE" ? tooLarge() : err;
+  }
 }
 
 /** Starts a receiver; resolves once it listens. */
 export async function startTraceReceiver(options: TraceReceiverOptions = {}): Promise<TraceReceiver> {
   const received: ReceivedSpan[] = [];
   let count = 0;
+  const maxBodyBytes = options.maxBodyBytes ?? 16 * 1024 * 1024;
   const server = createServer((req, res) => {
     const reply = (status: number, body: object) => res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
     if (req.method !== "POST" || req.url?.split("?")[0] !== "/v1/traces") return void reply(404, { message: "only POST /v1/traces is served" });
     if (!String(req.headers["content-type"] ?? "").startsWith("application/json")) {
       return void reply(415, { message: "only OTLP/JSON is read (the exporter of @opentelemetry/exporter-trace-otlp-http)" });
     }
-    bodyOf(req).then(
+    bodyOf(req, maxBodyBytes).then(
       (body) => {
         let spans: ReceivedSpan[];
         try {
@@ -126,7 +159,12 @@ export async function startTraceReceiver(options: TraceReceiverOptions = {}): Pr
         if (spans.length > 0) options.onSpans?.(spans);
         reply(200, {});
       },
-      (err: Error) => reply(400, { message: err.message }),
+      (err: Error) => {
+        if (!(err instanceof TooLarge)) return reply(400, { message: err.message });
+        // Closed once answered, so the rest of the upload is not read.
+        res.setHeader("connection", "close");
+        reply(413, { message: err.message });
+      },
     );
   });
   await new Promise<void>((resolve, reject) => {
@@ -204,7 +242,8 @@ function attemptOf(span: ReceivedSpan): string {
  * (an order id is in the subjects of its events), or whose id or trace id
  * is `text` (a log line's span_id or trace_id);
  * each as a tree, one line per span, children under their parent in start
- * order: name, service, kind, start offset and duration in ms, the server
+ * order (one span an id, the first received; spans whose parents go round in
+ * a circle at the top level): name, service, kind, start offset and duration in ms, the server
  * a client span called (`to host:port`) or the peer that called a server
  * span (`from host:port`), and ERROR with the message for a failed span (a consumer's attempt saying its
  * delivery and whether it was retried or dead-lettered). Spans whose parent was not received
@@ -214,17 +253,25 @@ export function formatTraces(spans: readonly ReceivedSpan[], text: string): stri
   const traceIds = new Set(spans.filter((s) => s.traceId === text || s.spanId === text || Object.values(s.attributes).some((v) => typeof v === "string" && v.includes(text))).map((s) => s.traceId));
   const blocks: string[] = [];
   for (const traceId of traceIds) {
-    const own = spans.filter((s) => s.traceId === traceId).sort((a, b) => (BigInt(a.startNs) < BigInt(b.startNs) ? -1 : 1));
-    const ids = new Set(own.map((s) => s.spanId));
+    // One span an id: a batch the exporter sent again (or a sender reusing an id) printed each child under every copy of its parent, and a copy naming itself its parent for ever.
+    const byId = new Map<string, ReceivedSpan>();
+    for (const s of spans) if (s.traceId === traceId && !byId.has(s.spanId)) byId.set(s.spanId, s);
+    const own = [...byId.values()].sort((a, b) => (BigInt(a.startNs) < BigInt(b.startNs) ? -1 : 1));
+    const ids = new Set(byId.keys());
+    const printed = new Set<string>();
     const t0 = BigInt(own[0].startNs);
     const ms = (ns: bigint) => (Number(ns) / 1e6).toFixed(1);
     const lines = [`trace ${printable(traceId)} (${own.length} spans)`];
     const print = (span: ReceivedSpan, depth: number) => {
+      if (printed.has(span.spanId)) return;
+      printed.add(span.spanId);
       const failed = span.status.code === 2 ? `  ERROR${attemptOf(span)}${span.status.message ? ` ${printable(span.status.message)}` : ""}` : "";
       lines.push(`${"  ".repeat(depth + 1)}${printable(span.name)}  [${printable(span.service)} ${printable(span.kind)}]  +${ms(BigInt(span.startNs) - t0)} ms  ${ms(BigInt(span.endNs) - BigInt(span.startNs))} ms${peerOf(span)}${failed}`);
       for (const child of own.filter((s) => s.parentSpanId === span.spanId)) print(child, depth + 1);
     };
     for (const root of own.filter((s) => !ids.has(s.parentSpanId))) print(root, 0);
+    // Spans whose parents lead round in a circle reach no root: shown at the top level too, each once.
+    for (const span of own) print(span, 0);
     blocks.push(lines.join("\n"));
   }
   return blocks.join("\n\n");
