@@ -1,7 +1,10 @@
+import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { connect, type Socket } from "node:net";
 import { Gauge, Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
+import { serviceNodeFlags } from "../../tools/service-launch.js";
+import { repoRoot } from "../../tools/repo-root.js";
 import { createLogger } from "../log/index.js";
 import { type MetricsLimits, type MetricsServer, startMetricsServer } from "./metrics-server.js";
 
@@ -45,7 +48,7 @@ describe("startMetricsServer", () => {
 
   it("renders once for the scrapes that come while it renders, each answered with that text", async () => {
     // Long enough for the 50 to come while the first is rendered, on a busy machine too.
-    const { server, collections } = await endpoint(3_000);
+    const { server, collections } = await endpoint(3_000, { maxConnections: 64 });
     const answers = await Promise.all(Array.from({ length: 50 }, async () => (await fetch(`http://${server.address}/metrics`)).text()));
     // Each scrape rendered the registry anew: 50 renderings, 1,000 of them held the event loop 3.7 s.
     expect(collections()).toBeLessThanOrEqual(2);
@@ -72,5 +75,67 @@ describe("startMetricsServer", () => {
     // Node held both until it looked at its connections, every 30 s: past the test's 15 s.
     expect(await silent.closed).toMatch(/^HTTP\/1\.1 408/);
     expect(await partial.closed).toMatch(/^HTTP\/1\.1 408/);
+  });
+
+  it("closes a connection that sends a request while its scrape renders (pipelining), so a flood of them leaves a service's heap as it was", { timeout: 60_000 }, async () => {
+    // An endpoint in a process of its own, with a service's heap and a service's scrape (about 30 KB of text).
+    const child = spawn(
+      process.execPath,
+      [...serviceNodeFlags, "--import", "tsx", "--input-type=module", "-e", `
+        import { Gauge, Registry } from "prom-client";
+        import { startMetricsServer } from "./platform/runtime/metrics-server.js";
+        import { createLogger } from "./platform/log/index.js";
+        const registry = new Registry();
+        const gauge = new Gauge({ name: "test_series", help: "Series of a scrape's size", labelNames: ["n"], registers: [registry] });
+        for (let n = 0; n < 600; n++) gauge.set({ n: "series-" + n }, n);
+        const server = await startMetricsServer("127.0.0.1:0", registry, createLogger({ service: "test", level: "silent" }));
+        server.serve();
+        console.log(server.address);`],
+      { cwd: repoRoot, stdio: ["ignore", "pipe", "inherit"] },
+    );
+    const exited = once(child, "exit");
+    try {
+      const [address] = String((await once(child.stdout!, "data"))[0]).trim().split("\n");
+      const port = Number(address!.slice(address!.lastIndexOf(":") + 1));
+      // 64 connections, each sending 20,000 scrapes at once and reading none of the answers: four such
+      // connections took the product service past its heap limit, and down.
+      const flood = await Promise.all(
+        Array.from({ length: 64 }, async () => {
+          const socket = connect(port, "127.0.0.1").on("error", () => {});
+          opened.push(socket);
+          await new Promise((resolve) => socket.once("connect", resolve).once("close", resolve));
+          socket.pause();
+          if (!socket.destroyed) socket.write("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(20_000));
+          return socket;
+        }),
+      );
+      // Each is closed: past the connections held as it came, or for its second request.
+      await Promise.race([Promise.all(flood.map((socket) => socket.destroyed || new Promise((resolve) => socket.once("close", resolve)))), exited]);
+      expect(child.exitCode).toBe(null);
+      const scrape = await fetch(`http://${address}/metrics`);
+      expect(scrape.status).toBe(200);
+      expect(await scrape.text()).toContain('test_series{n="series-599"} 599');
+      // One request after another on a connection is no pipelining: each is answered, the connection kept.
+      const oneAfterAnother = async (): Promise<number> => {
+        const socket = connect(port, "127.0.0.1").on("error", () => {});
+        opened.push(socket);
+        let answers = "";
+        socket.on("data", (chunk) => (answers += String(chunk)));
+        const answered = () => answers.split('test_series{n="series-599"} 599').length - 1;
+        for (let i = 1; i <= 3 && !socket.destroyed; i++) {
+          socket.write("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+          await new Promise<void>((resolve) => {
+            const look = () => (answered() >= i || socket.destroyed ? resolve() : setTimeout(look, 10));
+            look();
+          });
+        }
+        socket.destroy();
+        return answered();
+      };
+      // The server may still count a flooding connection for a moment after it closed it.
+      await expect.poll(oneAfterAnother, { timeout: 10_000 }).toBe(3);    } finally {
+      child.kill();
+      await exited;
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import type { Registry } from "prom-client";
 import type { Logger } from "../log/index.js";
 import { addressTaken, hostAndPort } from "./listen-address.js";
@@ -16,7 +16,7 @@ export interface MetricsServer {
 
 /** What a metrics endpoint holds: connections at once, and how long each has to send its request. */
 export interface MetricsLimits {
-  /** Connections held at once; those past it are closed as they come. Default 64: a scraper needs one or two. */
+  /** Connections held at once; those past it are closed as they come. Default 8: a scraper needs one or two, and each connection may have Node parse one read's worth of pipelined requests (about 1,900, 3 MB of heap) before it is closed. */
   readonly maxConnections?: number;
   /** How long a connection has to send its whole request (408 and closed up to 5 s after it). Default 10 s. */
   readonly requestTimeoutMs?: number;
@@ -29,7 +29,8 @@ export interface MetricsLimits {
  * one is being rendered are answered with its text, rendered once, and the
  * connections are bounded by `limits`. Listening before the
  * service has started holds its address while its database is opened and
- * migrated. Rejects when it cannot listen: FAILED_PRECONDITION when another
+ * migrated. A request sent on a connection whose scrape is still being
+ * rendered (HTTP pipelining) closes that connection. Rejects when it cannot listen: FAILED_PRECONDITION when another
  * process holds the address, naming the `variable` that gave it.
  */
 export async function startMetricsServer(listen: string, registry: Registry, logger: Logger, variable?: string, limits: MetricsLimits = {}): Promise<MetricsServer> {
@@ -39,8 +40,13 @@ export async function startMetricsServer(listen: string, registry: Registry, log
   let rendering: Promise<string> | undefined;
   const render = (): Promise<string> => (rendering ??= registry.metrics().finally(() => (rendering = undefined)));
   const requestTimeoutMs = limits.requestTimeoutMs ?? 10_000;
+  // Connections whose scrape is being rendered: a request on one of them is pipelined, which no scraper does.
+  const scraping = new WeakSet<Socket>();
   // Node reads the request timeouts every 30 s by default, which held a connection that sent nothing up to 40 s; not every second, which would wake an idle service.
   const server: Server = createServer({ connectionsCheckingInterval: Math.min(5_000, requestTimeoutMs) }, (req, res) => {
+    // Node parses every request a read brought before the first is answered, and queues their answers: four
+    // connections of 20,000 pipelined scrapes, their answers unread, took the product service past its heap limit.
+    if (scraping.has(req.socket)) return void req.socket.destroy();
     if (req.method !== "GET" || (req.url ?? "").split("?")[0] !== "/metrics") {
       res.writeHead(404, { "content-type": "text/plain" }).end("metrics are served at GET /metrics\n");
       return;
@@ -49,16 +55,21 @@ export async function startMetricsServer(listen: string, registry: Registry, log
       res.writeHead(503, { "content-type": "text/plain" }).end("the service is starting (opening and migrating its database); its metrics are served once it has started\n");
       return;
     }
+    scraping.add(req.socket);
     render().then(
-      (text) => res.writeHead(200, { "content-type": registry.contentType }).end(text),
+      (text) => {
+        scraping.delete(req.socket);
+        res.writeHead(200, { "content-type": registry.contentType }).end(text);
+      },
       (err: unknown) => {
+        scraping.delete(req.socket);
         logger.error({ err }, "collecting metrics failed");
         res.writeHead(500, { "content-type": "text/plain" }).end("collecting metrics failed; see the service's log\n");
       },
     );
   });
   // Each connection holds a descriptor, from the process's share that the gRPC server's and the database's come from too.
-  server.maxConnections = limits.maxConnections ?? 64;
+  server.maxConnections = limits.maxConnections ?? 8;
   server.headersTimeout = requestTimeoutMs;
   server.requestTimeout = requestTimeoutMs;
   await new Promise<void>((resolve, reject) => {
