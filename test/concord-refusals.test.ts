@@ -154,6 +154,14 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(reason(new Error("reading stream CONCORD_DLQ at sequence 7 failed: TIMEOUT"))).toMatch(/failed: TIMEOUT: NATS did not answer in time/);
   });
 
+  it("refuses an empty backup file name to database backup and restore (exit 2), where a backup copied the database to .partial in the working directory", async () => {
+    for (const command of ["backup", "restore"]) {
+      const run = await concord("database", command, "orders", "", "--database", join(dir.path, "orders.db"));
+      expect(run.stderr).toBe(`concord: the backup file's name is empty (\`npx concord database ${command} --help\` shows the usage)\n`);
+      expect(run.status).toBe(2);
+    }
+  });
+
   it("refuses a sequence past 2^53, which would be read as another (exit 2)", async () => {
     for (const args of [["dlq", "show", "9007199254740993"], ["dlq", "purge", "9007199254740993", "--yes"], ["consumer", "redeliver", "products-order-placed", "--from", "9007199254740993"]]) {
       const out = await concord(...args, "--nats", nats().url);

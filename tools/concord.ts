@@ -441,7 +441,8 @@ function databaseArguments(command: string, args: string[]) {
   if (values.help) return { help: true as const };
   const [service, file, ...more] = positionals;
   if (!isServiceName(service)) throw new UsageError(service === undefined ? `name the service: ${eitherOf(serviceNames)}` : `unknown service ${JSON.stringify(service)}: expected ${eitherOf(serviceNames)}`, command);
-  if (file === undefined) throw new UsageError("name the backup file", command);
+  // An empty name made the backup's copy as .partial in the current folder, then failed to link it to "".
+  if (file === undefined || file === "") throw new UsageError(file === "" ? "the backup file's name is empty" : "name the backup file", command);
   if (more.length > 0) throw new UsageError(`unexpected ${more.join(" ")}`, command);
   const dataDir = dataDirOf();
   const given = values.database as string | undefined;

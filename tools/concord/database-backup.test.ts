@@ -77,6 +77,10 @@ describe("backupSqlite", () => {
         expect(() => backupSqlite(path, own)).toThrow("is a file SQLite or the service keeps beside the database");
         expect(existsSync(own)).toBe(false);
       }
+      // Nor the log the database keeps now: "remove it first" would have the commits in it lost.
+      const log = readFileSync(`${path}-wal`);
+      for (const own of [`${path}-wal`, `${path}-shm`]) expect(() => backupSqlite(path, own)).toThrow(`${own} is a file SQLite or the service keeps beside the database ${path} (its ${own.slice(-4)})`);
+      expect(readFileSync(`${path}-wal`)).toEqual(log);
       // Another backup to the same file, still being written, is neither taken for this one's nor deleted.
       const other = join(dir, "live-other.db");
       writeFileSync(`${other}.partial`, "another backup's, half-written");

@@ -126,7 +126,15 @@ export function notABackup(taken: string, source: string): string | undefined {
   const found = statSync(taken, { throwIfNoEntry: false });
   if (found?.isDirectory()) return `${taken} is a directory: name the backup's file in it (${join(taken, basename(source))}, say)`;
   if (found && existsSync(source) && sameFile(taken, source)) return `${taken} is the service's database itself: a backup goes to a new file, elsewhere`;
-  return undefined;
+  // "Remove it first" would have a running service's log deleted, and the commits it holds lost with it.
+  return besideADatabase(taken);
+}
+
+/** What `target` is when it is a file SQLite or the service keeps beside a database there (its log, say), which a backup must not take; else undefined. */
+function besideADatabase(target: string): string | undefined {
+  // Any database's, not only the one backed up: the other service's next start would delete it as well.
+  const own = databaseFileSuffixes.find((suffix) => target.endsWith(suffix) && statSync(target.slice(0, -suffix.length), { throwIfNoEntry: false })?.isFile());
+  return own === undefined ? undefined : `${target} is a file SQLite or the service keeps beside the database ${target.slice(0, -own.length)} (its ${own}), which would take the backup for its own and delete it: a backup goes elsewhere`;
 }
 
 /**
@@ -208,9 +216,8 @@ function removeAsLastConnection(path: string, file: string): void {
 export function backupSqlite(source: string, target: string): { readonly bytes: number } {
   if (existsSync(target)) throw new Error(notABackup(target, source) ?? `${target} exists: a backup goes to a new file; ${toReplaceIt(target)}`);
   if (!existsSync(source)) throw new Error(`${source} does not exist`);
-  // Any database's, not only `source`'s: the other service's next start would delete it as well.
-  const own = databaseFileSuffixes.find((suffix) => target.endsWith(suffix) && statSync(target.slice(0, -suffix.length), { throwIfNoEntry: false })?.isFile());
-  if (own !== undefined) throw new Error(`${target} is a file SQLite or the service keeps beside the database ${target.slice(0, -own.length)} (its ${own}), which would take the backup for its own and delete it: a backup goes elsewhere`);
+  const beside = besideADatabase(target);
+  if (beside !== undefined) throw new Error(beside);
   const partial = `${target}.partial`;
   let made = false;
   try {
