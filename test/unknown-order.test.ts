@@ -216,6 +216,9 @@ describe("an answer about stock for an order the order service does not have", (
       2,
       `reservations: ${join(dir.path, "orders-backup.db.json")} is not a SQLite database (file is not a database), nor the orders service's; name it with --orders-database, or set ORDERS_DATABASE_URL as for the service (nothing was changed)`,
     ]);
+    // A device: SQLite said "disk I/O error" (exit 1); a FIFO was waited on for ever.
+    const device = await tool("check", "--orders-database", "/dev/zero");
+    expect([device.status, device.stderr.trim()]).toEqual([2, "reservations: /dev/zero is no regular file (a FIFO, a socket or a device), not a SQLite database file; name the database's file (nothing was changed)"]);
     const usage = await tool("check", "--relase");
     expect([usage.status, usage.stderr.trim()]).toEqual([2, "reservations: unknown option --relase; did you mean --release? (`npx tsx tools/reservations.ts --help` shows the usage)"]);
     expect(await events("SHOP_ORDERS", `${lostId}.unknown`)).toEqual([]);

@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import BetterSqlite3 from "better-sqlite3";
 import { join } from "node:path";
@@ -126,6 +126,16 @@ describe("tools/outbox.ts", () => {
     );
     expect(readFileSync(path, "utf8")).toBe('{"service":"orders","positions":[]}\n');
     expect(readdirSync(dir).filter((f) => f.startsWith("orders.db.json"))).toEqual(["orders.db.json"]);
+  }, 60_000);
+
+  it("refuses a FIFO or a device named as the database in one line, exit 2, where it waited for ever on the FIFO", () => {
+    const fifo = join(dir, "products.fifo");
+    execFileSync("mkfifo", [fifo]);
+    for (const path of [fifo, "/dev/zero"]) {
+      const refused = run("--database", path, "list");
+      expect(refused.stderr).toBe(`outbox: ${path} is no regular file (a FIFO, a socket or a device), not a SQLite database file; name the database's file (nothing was changed)\n`);
+      expect(refused.status).toBe(2);
+    }
   }, 60_000);
 
   it("says to set DATA_DIR as npm start was given it when the DATA_DIR it looked in does not exist", () => {

@@ -142,6 +142,11 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
       console.error(`${program}: ${shownPath} holds no outbox: it is no service's database, or its service has not started on it yet; name the service's database with --database, or set ${service ? `${service.toUpperCase()}_DATABASE_URL` : "it"} as for the service (nothing was changed)`);
       return 2;
     }
+    if (err instanceof StatusError && err.code === Code.FAILED_PRECONDITION) {
+      // A directory, a FIFO or a device: said as openDatabase says it.
+      console.error(`${program}: ${err.message}`);
+      return 2;
+    }
     if (isNotSqliteFile(err)) {
       // A file SQLite does not take for a database at all (a backup's .json, say): no outbox either, and left as it was.
       console.error(`${program}: ${shownPath} is not a SQLite database (file is not a database): it is no service's database; name the service's database with --database, or set ${service ? `${service.toUpperCase()}_DATABASE_URL` : "it"} as for the service (nothing was changed)`);

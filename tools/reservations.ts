@@ -257,6 +257,7 @@ async function openServiceDatabase(service: "products" | "orders", path: string,
     if (err instanceof StatusError && err.code === Code.FAILED_PRECONDITION && /has no migration/.test(err.message)) {
       throw new Refusal(`${shown} is not the ${service} service's database (it has none of its tables); name it with ${option}, or set ${variable} as for the service (nothing was changed)`, 2);
     }
+    if (err instanceof StatusError && err.code === Code.FAILED_PRECONDITION) throw new Refusal(err.message, 2);
     if (isNotSqliteFile(err)) {
       throw new Refusal(`${shown} is not a SQLite database (file is not a database), nor the ${service} service's; name it with ${option}, or set ${variable} as for the service (nothing was changed)`, 2);
     }

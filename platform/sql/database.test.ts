@@ -1,5 +1,5 @@
-import { spawn, spawnSync } from "node:child_process";
-import { chmodSync, existsSync, readdirSync, readFileSync, statSync, symlinkSync } from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync } from "node:fs";
 import BetterSqlite3 from "better-sqlite3";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -227,6 +227,23 @@ describe("openDatabase (SQLite)", () => {
     const db = await openDatabase({ path: migrated, migrations, requireApplied: "0001_notes" });
     expect(await db.query("SELECT count(*) AS n FROM notes")).toEqual([{ n: 0 }]);
     await db.close();
+  });
+
+  it("refuses a directory, a FIFO or a device named as its file (FAILED_PRECONDITION), before opening anything: SQLite said 'disk I/O error', and a FIFO's header was waited for ever", async () => {
+    const folder = join(dir, "a-folder.db");
+    mkdirSync(folder);
+    const fifo = join(dir, "a-fifo.db");
+    execFileSync("mkfifo", [fifo]);
+    for (const [path, what] of [[folder, "a directory"], [fifo, "no regular file (a FIFO, a socket or a device)"], ["/dev/null", "no regular file (a FIFO, a socket or a device)"]] as const) {
+      for (const requireApplied of [undefined, "0001_notes"]) {
+        const refused = await openDatabase({ path, migrations, requireApplied }).catch((err: unknown) => err);
+        expect(refused, path).toBeInstanceOf(StatusError);
+        expect((refused as StatusError).code).toBe(Code.FAILED_PRECONDITION);
+        expect((refused as StatusError).message).toBe(`${path} is ${what}, not a SQLite database file; name the database's file (nothing was changed)`);
+      }
+    }
+    expect(readdirSync(folder)).toEqual([]);
+    expect(readdirSync(dir).filter((f) => f.startsWith("a-fifo.db"))).toEqual(["a-fifo.db"]);
   });
 
   it("applies migrations in the code-unit order of their ids, whatever the locale's collation says", async () => {

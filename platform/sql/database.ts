@@ -1,4 +1,5 @@
 import { isApplied, migrate, type MigrationLockRetry } from "./migrate.js";
+import { statSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isDatabaseUnavailable, openPostgres, type StartupTimeout } from "./postgres.js";
 import { claimSqliteFile, openSqlite, sqliteMayHaveMigration, type SqliteDetached } from "./sqlite.js";
@@ -94,10 +95,17 @@ export function isPostgresUrl(location: string): boolean {
  * applies its pending migrations (on Postgres under an advisory lock, so
  * instances starting together migrate one after the other). A Postgres
  * database whose connections do not keep their server session (a pooler in
- * transaction mode) is refused first (`checkSessions`).
+ * transaction mode) is refused first (`checkSessions`), and a SQLite path
+ * that is a directory, a FIFO or a device (FAILED_PRECONDITION) before anything is opened.
  */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const postgres = isPostgresUrl(options.path);
+  // SQLite said "unable to open database file" of a directory and "disk I/O error" of a device (a service exited 1 with a
+  // stack), and the outbox tool, reading a FIFO's header, waited for ever for a writer.
+  const found = postgres || options.path === ":memory:" ? undefined : statSync(options.path, { throwIfNoEntry: false });
+  if (found && !found.isFile()) {
+    throw new StatusError(Code.FAILED_PRECONDITION, `${options.path} is ${found.isDirectory() ? "a directory" : "no regular file (a FIFO, a socket or a device)"}, not a SQLite database file; name the database's file (nothing was changed)`);
+  }
   // Checked before a writing connection opens a SQLite file, which would make it, or switch it to WAL, before migrate looks.
   if (!postgres && options.requireApplied !== undefined && options.path !== ":memory:" && !sqliteMayHaveMigration(options.path, options.requireApplied)) {
     throw new StatusError(Code.FAILED_PRECONDITION, `the database has no migration ${options.requireApplied}; nothing was changed`);
