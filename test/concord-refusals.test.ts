@@ -154,12 +154,17 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     expect(reason(new Error("reading stream CONCORD_DLQ at sequence 7 failed: TIMEOUT"))).toMatch(/failed: TIMEOUT: NATS did not answer in time/);
   });
 
-  it("refuses an empty backup file name to database backup and restore (exit 2), where a backup copied the database to .partial in the working directory", async () => {
+  it("refuses an empty backup file name or --database to database backup and restore, and an empty --database to outbox parked (exit 2), where a backup copied the database to .partial in the working directory", async () => {
     for (const command of ["backup", "restore"]) {
       const run = await concord("database", command, "orders", "", "--database", join(dir.path, "orders.db"));
       expect(run.stderr).toBe(`concord: the backup file's name is empty (\`npx concord database ${command} --help\` shows the usage)\n`);
       expect(run.status).toBe(2);
+      // An empty --database: backup said " does not exist", outbox parked named the service given unknown.
+      const database = await concord("database", command, "orders", join(dir.path, "x.db"), "--database", "");
+      expect([database.status, database.stderr]).toEqual([2, `concord: --database is empty: name the database's file or its postgres:// URL (\`npx concord database ${command} --help\` shows the usage)\n`]);
     }
+    const parked = await concord("outbox", "parked", "list", "products", "--database", "");
+    expect([parked.status, parked.stderr]).toEqual([2, "concord: --database is empty: name the database's file or its postgres:// URL (`npx concord outbox parked --help` shows the usage)\n"]);
   });
 
   it("refuses a sequence past 2^53, which would be read as another (exit 2)", async () => {

@@ -12,7 +12,7 @@ import type { NatsConnection } from "nats";
 import { allEvents } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, subjectProblem } from "../platform/events/index.js";
 import { connectNats, defaultNatsUrl, endProcess, natsUrlProblem, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
-import { optionsElsewhere, parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
+import { emptyDatabaseOption, optionsElsewhere, parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 import { type DeadLetter, type DeadLetterFilter, deleteDeadLetters, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
 import { type Refusals, replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
 import { helps, usage } from "./concord/help.js";
@@ -444,6 +444,8 @@ function databaseArguments(command: string, args: string[]) {
   // An empty name made the backup's copy as .partial in the current folder, then failed to link it to "".
   if (file === undefined || file === "") throw new UsageError(file === "" ? "the backup file's name is empty" : "name the backup file", command);
   if (more.length > 0) throw new UsageError(`unexpected ${more.join(" ")}`, command);
+  const emptyDatabase = emptyDatabaseOption(values, ["database"]);
+  if (emptyDatabase) throw new UsageError(emptyDatabase, command);
   const dataDir = dataDirOf();
   const given = values.database as string | undefined;
   const database = given ?? serviceDatabase(service, dataDir);

@@ -55,6 +55,8 @@ describe("tools/outbox.ts", () => {
     refused(["products", "drop", "--all"], "drop takes the id of one parked event (got --all)");
     refused(["products", "list", "--datbase", path], "unknown option --datbase; did you mean --database?");
     refused(["products", "retry"], "retry needs the ids of the parked events to put back, or --all");
+    // Taken for no --database, which named the service given "unknown".
+    refused(["products", "list", "--database", ""], "--database is empty: name the database's file or its postgres:// URL");
     refused(["--database", path, "retry", "--all", "0190a5b4-7c4e-7d3e-9f1a-000000000004"], "retry takes event ids or --all, not both");
 
     const mixed = run("--database", path, "retry", "0190a5b4-7c4e-7d3e-9f1a-000000000004", "not-parked");

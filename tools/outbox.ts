@@ -11,7 +11,7 @@ import { dropParked, outboxMigrations, parkedEvents, retryParked, type ParkedEve
 import { Code, StatusError } from "../platform/errors/index.js";
 import { isNotSqliteFile, isPostgresUrl, openDatabase } from "../platform/sql/index.js";
 import { redact } from "../platform/sql/postgres.js";
-import { parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
+import { emptyDatabaseOption, parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 import { readStartedServices } from "./started-services.js";
 import { eitherOf, isServiceName, serviceNames, services, servicesCounted, type ServiceEntry } from "./services.js";
 import { brokenAtLast } from "./help-text.js";
@@ -110,7 +110,7 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
   const [command = "list", ...ids] = service ? rest : positionals;
   const dataDir = dataDirOf();
   const path = values.database ?? (service ? serviceDatabase(service, dataDir) : undefined);
-  const problem = argumentProblem(first, path, command, ids, values.all === true);
+  const problem = emptyDatabaseOption(values, ["database"]) ?? argumentProblem(first, path, command, ids, values.all === true);
   if (problem || !path) return refuse(problem ?? "name the service or its database");
   const note = values.database === undefined && service ? (unusedDatabaseUrlNote(service) ?? otherThanRunningStartNote(service, dataDir)) : passwordInArgumentNote(path);
   if (note) console.error(`${program}: ${note}`);

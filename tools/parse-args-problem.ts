@@ -71,6 +71,16 @@ function editDistance(a: string, b: string): number {
 }
 
 /**
+ * The problem of a database option given an empty value (`--database ""`),
+ * which the tools took for none (an unknown service) or for a file of no
+ * name; undefined when none of `names` is empty.
+ */
+export function emptyDatabaseOption(values: Readonly<Record<string, unknown>>, names: readonly string[]): string | undefined {
+  const empty = names.find((name) => values[name] === "");
+  return empty === undefined ? undefined : `--${empty} is empty: name the database's file or its postgres:// URL`;
+}
+
+/**
  * Bad usage said in one line, as `concord` says it: `<program>: <problem>` and
  * the command that prints the usage, rather than the whole usage, which hid
  * the problem above a screenful.

@@ -32,7 +32,7 @@ import { type HeldReservation, heldReservations, reservationsOf } from "../servi
 import { dataDir as dataDirOf } from "./client-security.js";
 import { connectNats, defaultNatsUrl, endProcess, exitQuietlyOnClosedOutput, natsUrlProblem, reason, seedFileToUse } from "./event-watch.js";
 import { noStartRanIn, otherThanRunningStartNote, serviceDatabase, unusedDatabaseUrlNote } from "./outbox.js";
-import { parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
+import { emptyDatabaseOption, parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 
 const program = "reservations";
 
@@ -342,6 +342,8 @@ export async function reservationsCommand(argv: string[]): Promise<number> {
   const [command, ...more] = positionals;
   if (command !== "check") return refuse(command === undefined ? "say check" : `unknown command ${JSON.stringify(command)}: expected check`);
   if (more.length > 0) return refuse(`unexpected ${more.join(" ")}`);
+  const emptyDatabase = emptyDatabaseOption(values, ["products-database", "orders-database"]);
+  if (emptyDatabase) return refuse(emptyDatabase);
   if (values["all-unknown"] && !values.release) return refuse("--all-unknown goes with --release");
   const publishing = values.release || values.reserve;
   if (values.nats !== undefined && !publishing) return refuse("--nats goes with --release or --reserve: the check itself reads the databases only");
