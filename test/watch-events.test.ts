@@ -1,5 +1,7 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { AckPolicy, connect, nkeyAuthenticator } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
@@ -41,6 +43,20 @@ describe("tools/watch-events.ts", () => {
       // The whole usage, 18 lines, followed it.
       expect(tool.stderr()).toBe(`${says} (\`npx tsx tools/watch-events.ts --help\` shows the usage)\n`);
       expect(tool.stdout()).toBe("");
+    }
+  });
+
+  it("refuses a --nkey that is a FIFO or a device in one line (exit 1), where it waited for ever on the FIFO and read /dev/zero until memory ran out", async () => {
+    const fifo = join(tmpdir(), `concord-watch-fifo-${process.pid}`);
+    execFileSync("mkfifo", [fifo]);
+    try {
+      for (const nkey of [fifo, "/dev/zero"]) {
+        const tool = run(["--nats", "nats://127.0.0.1:1", "--nkey", nkey]);
+        expect(await tool.exited, nkey).toBe(1);
+        expect(tool.stderr()).toBe(`watch-events: cannot read the nkey seed file ${nkey}: it is no regular file (a FIFO, a socket or a device)\n`);
+      }
+    } finally {
+      rmSync(fifo, { force: true });
     }
   });
 

@@ -5,11 +5,11 @@
  * stream in order through consumers of the observer's names (nothing is
  * acknowledged or changed).
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { DeliverPolicy, type JsMsg, type NatsConnection, type NatsError, connect, nkeyAuthenticator } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
-import { deadLetterStreamSpec, type EventDescriptor, receivedHeaders, seedGivenForItsFile, userSeedOf } from "../platform/events/index.js";
+import { deadLetterStreamSpec, type EventDescriptor, receivedHeaders, seedFileText, seedGivenForItsFile, userSeedOf } from "../platform/events/index.js";
 import { natsUrl, urlsWithoutPasswords } from "../platform/config/index.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { portSetting } from "./port-setting.js";
@@ -81,7 +81,7 @@ function authenticatorOf(file: string) {
   if (seedGiven !== undefined) throw new Error(seedGiven);
   let seed: string;
   try {
-    seed = readFileSync(file, "utf8").trim();
+    seed = seedFileText(file);
   } catch (err) {
     throw new Error(`cannot read the nkey seed file ${file}: ${(err as Error).message}`);
   }

@@ -1,5 +1,6 @@
 import { createPublicKey, createSecretKey, type KeyObject } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
+import { readSettingFile } from "../config/index.js";
 import { decodeProtectedHeader, errors as joseErrors, type JWTPayload, jwtVerify, SignJWT } from "jose";
 import { checkOptions } from "../options/index.js";
 import { clockSkewSeconds, defaultMaxTokenTtlMs, leastMaxTokenTtlMs, lifetimeProblem, notYetValid } from "./token-lifetime.js";
@@ -37,7 +38,7 @@ export function readTokenSecret(path: string): KeyObject {
   let text: string;
   try {
     mode = statSync(path).mode;
-    text = readFileSync(path, "utf8").trim();
+    text = readSettingFile(path, 64 * 1024).toString("utf8").trim();
   } catch (err) {
     throw new Error(`cannot read the token key ${path}: ${(err as Error).message}`, { cause: err });
   }
@@ -64,7 +65,7 @@ function algorithmOf(key: KeyObject, path: string, n: number): string {
 export function readTokenPublicKeys(path: string): readonly KeyObject[] {
   let text: string;
   try {
-    text = readFileSync(path, "utf8");
+    text = readSettingFile(path, 1024 * 1024).toString("utf8");
   } catch (err) {
     throw new Error(`cannot read the token public keys ${path}: ${(err as Error).message}`, { cause: err });
   }

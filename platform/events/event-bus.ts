@@ -1,5 +1,5 @@
-import { readFileSync } from "node:fs";
 import { connect, nkeyAuthenticator, nkeys, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import { readSettingFile } from "../config/index.js";
 import { causeChain } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
@@ -151,12 +151,15 @@ function readSeed(file: string): Uint8Array {
   if (seedGiven !== undefined) throw new SeedFileError(seedGiven);
   let text: string;
   try {
-    text = readFileSync(file, "utf8").trim();
+    text = seedFileText(file);
   } catch (err) {
     throw new SeedFileError(`reading the NATS nkey seed file ${file} failed: ${(err as Error).message}`, { cause: err });
   }
   return userSeedOf(file, text);
 }
+
+/** The text of a seed file, trimmed: a seed is one line of 58 characters, so a file of more than 4 KiB is none. Throws as readSettingFile. */
+export const seedFileText = (file: string): string => readSettingFile(file, 4096).toString("utf8").trim();
 
 /**
  * `text`, read from `file`, as a NATS user's nkey seed, or a SeedFileError

@@ -1,5 +1,5 @@
 import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readSettingFile } from "../config/index.js";
 import { credentials, ServerCredentials, type ChannelCredentials } from "@grpc/grpc-js";
 
 /** A server's TLS material, as PEM files. */
@@ -43,7 +43,7 @@ export class TlsFileError extends Error {
 
 function readPem(path: string, role: TlsFileRole): Buffer {
   try {
-    return readFileSync(path);
+    return readSettingFile(path, 1024 * 1024);
   } catch (err) {
     throw new TlsFileError(`cannot read the ${whatIs[role]} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, path, role, { cause: err });
   }

@@ -5,11 +5,11 @@
  * (mode 0600, never logged); the server's configuration gets only the
  * public keys, with each user's permissions, in an `authorization` block.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { nkeys } from "nats";
 import { natsAuthorization } from "../../gen/ts/concord_nats.js";
-import { SeedFileError, userSeedOf } from "../../platform/events/index.js";
+import { SeedFileError, seedFileText, userSeedOf } from "../../platform/events/index.js";
 
 /** A user of the authorization: name, permissions, and where its seed is. */
 export interface NatsCredential {
@@ -71,7 +71,12 @@ export function checkNatsSeedFiles(dir: string): void {
 
 /** The public key of the user seed in `seedFile`; throws, naming the file, when it holds none. */
 export function publicKeyOf(seedFile: string): string {
-  const text = readFileSync(seedFile, "utf8").trim();
+  let text: string;
+  try {
+    text = seedFileText(seedFile);
+  } catch (err) {
+    throw new SeedFileError(`reading the NATS nkey seed file ${seedFile} failed: ${(err as Error).message}`, { cause: err });
+  }
   if (!/^SU[A-Z2-7]+$/.test(text)) throw new SeedFileError(`${seedFile} does not hold a NATS user nkey seed (a line starting with SU); delete it and start again to have a new one made`);
   // A seed of that form with a character changed: said to be damaged, as the services and tools say it.
   return nkeys.fromSeed(userSeedOf(seedFile, text)).getPublicKey();

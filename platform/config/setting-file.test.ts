@@ -1,0 +1,29 @@
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { tempDirForSuite } from "../../test/support/temp-dir.js";
+import { readSettingFile } from "./setting-file.js";
+
+const dir = tempDirForSuite("concord-setting-file-");
+
+describe("readSettingFile", () => {
+  it("reads a regular file of at most its bound", () => {
+    const file = join(dir, "seed.nk");
+    writeFileSync(file, "SUAB\n");
+    expect(readSettingFile(file, 5).toString()).toBe("SUAB\n");
+    expect(() => readSettingFile(file, 4)).toThrow("it holds 5 bytes, more than such a file does (at most 4)");
+  });
+
+  it("refuses a FIFO at once, where it waited for ever for a writer, and a device, where /dev/zero was read until memory ran out", () => {
+    const fifo = join(dir, "seed.fifo");
+    execFileSync("mkfifo", [fifo]);
+    for (const path of [fifo, "/dev/zero", "/dev/null"]) expect(() => readSettingFile(path, 4096), path).toThrow("it is no regular file (a FIFO, a socket or a device)");
+  });
+
+  it("throws what reading throws for a file that is not there or a directory", () => {
+    expect(() => readSettingFile(join(dir, "none.nk"), 4096)).toThrow("ENOENT");
+    mkdirSync(join(dir, "a-dir"));
+    expect(() => readSettingFile(join(dir, "a-dir"), 4096)).toThrow("EISDIR");
+  });
+});
