@@ -130,6 +130,16 @@ describe("tools/outbox.ts", () => {
     expect(readdirSync(dir).filter((f) => f.startsWith("orders.db.json"))).toEqual(["orders.db.json"]);
   }, 60_000);
 
+  it("refuses the other service's database named for a service (its schema_owner), exit 2, where it listed and put back its events as that service's", async () => {
+    const path = join(dir, "orders-owned.db");
+    await (await openDatabase({ path, migrations: outboxMigrations, owner: "orders" })).close();
+    const refused = run("products", "--database", path, "retry", "--all");
+    expect(refused.stderr).toBe(`outbox: ${path} is the orders service's database (its schema_owner), not the products service's; name the products service's with --database, or name orders (nothing was changed)\n`);
+    expect(refused.status).toBe(2);
+    expect(run("orders", "--database", path, "list").status).toBe(0);
+    expect(run("--database", path, "list").status).toBe(0);
+  }, 60_000);
+
   it("refuses a FIFO or a device named as the database in one line, exit 2, where it waited for ever on the FIFO", () => {
     const fifo = join(dir, "products.fifo");
     execFileSync("mkfifo", [fifo]);

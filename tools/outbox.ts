@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { dropParked, outboxMigrations, parkedEvents, retryParked, type ParkedEvent } from "../platform/events/index.js";
 import { Code, StatusError } from "../platform/errors/index.js";
-import { isNotSqliteFile, isPostgresUrl, openDatabase } from "../platform/sql/index.js";
+import { type Database, isNotSqliteFile, isPostgresUrl, openDatabase } from "../platform/sql/index.js";
 import { redact } from "../platform/sql/postgres.js";
 import { emptyDatabaseOption, parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 import { readStartedServices } from "./started-services.js";
@@ -37,7 +37,8 @@ export function outboxUsage(list: readonly ServiceEntry[] = services): string {
                           $DATABASE_URL is not used, as \`npm start\` does not use it, saying so;
                           a note says which is read when $<SERVICE>_DATABASE_URL is set and
                           an \`npm start -- --postgres\` runs in DATA_DIR, which refuses it);
-                          one that holds no outbox is refused (exit 2), left as it was;
+                          one that holds no outbox is refused (exit 2), left as it was,
+                          and so is the other service's, by its schema_owner;
                           a password in a URL given here shows in the process list (ps):
                           leave it out and set PGPASSWORD (or ~/.pgpass), or set the variable
 
@@ -156,6 +157,12 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
     throw new Error(`${shownPath}: ${err instanceof Error ? err.message : err}${cause}`, { cause: err });
   }
   try {
+    // The other service's database, named for this one: its events were listed, put back or dropped as this one's.
+    const owner = service && (await ownerOf(db));
+    if (owner && owner !== service) {
+      console.error(`${program}: ${shownPath} is the ${owner} service's database (its schema_owner), not the ${service} service's; name the ${service} service's with --database, or name ${owner} (nothing was changed)`);
+      return 2;
+    }
     if (command === "retry") {
       const parked = new Set((await parkedEvents(db)).map((p) => p.eventId));
       const notParked = values.all ? [] : ids.filter((id) => !parked.has(id));
@@ -253,6 +260,16 @@ export function runningStartPostgres(dataDir: string, service: string): string |
     if ((err as NodeJS.ErrnoException).code !== "EPERM") return undefined; // gone: a file left by a server that was killed
   }
   return `postgres://postgres@127.0.0.1:${port}/${service}`;
+}
+
+/** The service a database says it is of (`schema_owner`, written at its service's first start), or undefined where it names none. */
+async function ownerOf(db: Database): Promise<string | undefined> {
+  try {
+    return (await db.query<{ service: string }>("SELECT service FROM schema_owner"))[0]?.service;
+  } catch {
+    // A database made before services wrote their name into it.
+    return undefined;
+  }
 }
 
 /** What is wrong with the arguments, or undefined when nothing is. */
