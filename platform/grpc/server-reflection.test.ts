@@ -245,6 +245,15 @@ describe("server reflection", () => {
     expect(truncated.details).toContain("invalid ServerReflectionRequest");
   });
 
+  it("ends the stream with INVALID_ARGUMENT for a request over 4 KiB, where its name went back twice, to a caller without a token", async () => {
+    const name = `shop.${"a".repeat(5_000)}`;
+    const long = await reflect([{ fileContainingSymbol: name }, { listServices: "" }]);
+    expect([long.code, long.answers.length]).toEqual([status.INVALID_ARGUMENT, 0]);
+    expect(long.details).toBe(`a ServerReflectionRequest may have at most 4096 bytes; this one has ${encodeAsk({ fileContainingSymbol: name }).length}`);
+    // The longest names the contracts have are far below it.
+    expect((await reflect([{ fileContainingSymbol: "shop.products.v1.ProductService.AdjustStock" }])).code).toBe(status.OK);
+  });
+
   it("reads a stream's next request only while its caller takes the answers, and answers every request once it reads again", async () => {
     let asked = 0;
     const index = createDescriptorIndex([descriptorSet, grpcDescriptorSet]);

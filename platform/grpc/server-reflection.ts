@@ -51,6 +51,13 @@ export function addServerReflection(server: Server, options: ServerReflectionOpt
         let ended = false;
         call.on("data", (request: Buffer) => {
           if (ended) return;
+          // Every answer holds its request (original_request) and a NOT_FOUND names what was asked: a name of 120 KB went
+          // back twice over to a caller without a token. The contracts' names and files are a few hundred bytes.
+          if (request.length > reflectionRequestLimit) {
+            ended = true;
+            call.emit("error", { code: status.INVALID_ARGUMENT, details: `a ServerReflectionRequest may have at most ${reflectionRequestLimit} bytes; this one has ${request.length}` });
+            return;
+          }
           let response: Uint8Array;
           try {
             response = answer(decodeRequest(request), request, index, services, sent);
@@ -75,6 +82,9 @@ export function addServerReflection(server: Server, options: ServerReflectionOpt
     });
   }
 }
+
+/** The largest ServerReflectionRequest answered; a larger one ends its stream with INVALID_ARGUMENT. */
+export const reflectionRequestLimit = 4096;
 
 type Request =
   | { kind: "fileByFilename" | "fileContainingSymbol" | "allExtensionNumbersOfType" | "listServices"; host: string; value: string }
