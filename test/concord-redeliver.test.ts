@@ -163,6 +163,10 @@ describe("npx concord consumer redeliver", () => {
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain("there is no durable consumer nope on stream SHOP_ORDERS or SHOP_PRODUCTS; the durable consumers are ");
     expect(missing.stderr).toMatch(/the durable consumers are [a-z-, ]*\borders-stock-reserved\b/);
+    // A name no consumer may have: "reading consumer ../x on stream SHOP_ORDERS failed: invalid durable name - ...".
+    const unnamable = await concord(dir.path, "consumer", "redeliver", "../x", "--nats", nats().url);
+    expect(unnamable.status).toBe(1);
+    expect(unnamable.stderr).toContain("there is no durable consumer ../x on stream SHOP_ORDERS or SHOP_PRODUCTS; the durable consumers are ");
     const backwards = await concord(dir.path, "consumer", "redeliver", durable, "--from", "5", "--to", "2", "--nats", nats().url);
     expect(backwards.status).toBe(2);
     expect(backwards.stderr).toContain("--from 5 is after --to 2");
