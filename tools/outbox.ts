@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { dropParked, outboxMigrations, parkedEvents, retryParked, type ParkedEvent } from "../platform/events/index.js";
 import { Code, StatusError } from "../platform/errors/index.js";
-import { type Database, isNotSqliteFile, isPostgresUrl, openDatabase } from "../platform/sql/index.js";
+import { databaseOwners, isNotSqliteFile, isPostgresUrl, openDatabase } from "../platform/sql/index.js";
 import { redact } from "../platform/sql/postgres.js";
 import { emptyDatabaseOption, parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 import { readStartedServices } from "./started-services.js";
@@ -158,8 +158,9 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
   }
   try {
     // The other service's database, named for this one: its events were listed, put back or dropped as this one's.
-    const owner = service && (await ownerOf(db));
-    if (owner && owner !== service) {
+    const owners = service ? await databaseOwners(db).catch(() => []) : []; // none in a database made before services wrote their name into it
+    const owner = owners.includes(service!) ? undefined : owners[0];
+    if (owner) {
       console.error(`${program}: ${shownPath} is the ${owner} service's database (its schema_owner), not the ${service} service's; name the ${service} service's with --database, or name ${owner} (nothing was changed)`);
       return 2;
     }
@@ -260,16 +261,6 @@ export function runningStartPostgres(dataDir: string, service: string): string |
     if ((err as NodeJS.ErrnoException).code !== "EPERM") return undefined; // gone: a file left by a server that was killed
   }
   return `postgres://postgres@127.0.0.1:${port}/${service}`;
-}
-
-/** The service a database says it is of (`schema_owner`, written at its service's first start), or undefined where it names none. */
-async function ownerOf(db: Database): Promise<string | undefined> {
-  try {
-    return (await db.query<{ service: string }>("SELECT service FROM schema_owner"))[0]?.service;
-  } catch {
-    // A database made before services wrote their name into it.
-    return undefined;
-  }
 }
 
 /** What is wrong with the arguments, or undefined when nothing is. */

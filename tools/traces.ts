@@ -6,7 +6,7 @@ import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { optionsElsewhere, parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
-import { formatTraces, type ReceivedSpan, startTraceReceiver } from "./traces/otlp-receiver.js";
+import { formatTraces, isWholeNanos, type ReceivedSpan, startTraceReceiver } from "./traces/otlp-receiver.js";
 import { pinnedZipkin, type RunningZipkin, startZipkin } from "./traces/zipkin.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 
@@ -181,8 +181,7 @@ function readSpans(file: string): { spans: ReceivedSpan[]; skipped: number[] } {
       try {
         const span = JSON.parse(line) as ReceivedSpan | null;
         // Times that are not whole nanoseconds (an older receiver took any) could not be placed in the tree.
-        const nanos = (value: unknown) => typeof value === "string" && /^\d{1,20}$/.test(value);
-        if (typeof span?.traceId === "string" && typeof span.spanId === "string" && nanos(span.startNs) && nanos(span.endNs)) return void spans.push(span);
+        if (typeof span?.traceId === "string" && typeof span.spanId === "string" && isWholeNanos(span.startNs) && isWholeNanos(span.endNs)) return void spans.push(span);
       } catch {
         // Not JSON: counted as skipped below.
       }

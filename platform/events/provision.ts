@@ -666,7 +666,8 @@ export function wantedDuplicateWindowMs(spec: Pick<StreamSpec, "maxAgeMs" | "dup
   return spec.maxAgeMs > 0 ? Math.min(window, spec.maxAgeMs) : window;
 }
 
-const nameProblem = (name: unknown): string | undefined =>
+/** Why `name` cannot name a stream or a durable consumer, or undefined when it can. */
+export const nameProblem = (name: unknown): string | undefined =>
   typeof name !== "string" || name === "" || /[.*>\s/\\]/.test(name) ? `${JSON.stringify(name)} is not a valid name (non-empty, no ".", "*", ">", "/", "\\" or white space)` : undefined;
 
 /** Why `subject` is not a valid subject or filter (tokens non-empty, no white space, wildcards alone, ">" last). */

@@ -1,7 +1,7 @@
 export type { Database, Dialect, Migration, Queryable, SessionLock, SqlValue, StagedWrites, Transaction, TransactionOptions } from "./types.js";
 export { isPostgresUrl, openDatabase, type DatabaseOptions } from "./database.js";
 export { isDatabaseRefusingWrites, isDatabaseTakingNoWrites, isDatabaseUnavailable, isLockTimeout, isWriteConflict, limitLockWaits } from "./postgres.js";
-export { migrate, migrationSql, type MigrateOptions, type MigrationLockRetry } from "./migrate.js";
+export { databaseOwners, migrate, migrationSql, type MigrateOptions, type MigrationLockRetry } from "./migrate.js";
 export { claimSqliteFile, isNotSqliteFile } from "./sqlite.js";
 export { isStorageFailure, isStorageFull } from "./storage-full.js";
 export { startRetention, type Retention, type RetentionOptions } from "./retention.js";

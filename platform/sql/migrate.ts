@@ -4,7 +4,7 @@ import { positiveInteger } from "../options/index.js";
 import { applyOutsideTransaction, indexBuildOf } from "./migrate-outside-transaction.js";
 import { hasErrorCode } from "./storage-full.js";
 import { isLockTimeout, limitLockWaits } from "./postgres.js";
-import type { Database, Migration, SessionLock, Transaction } from "./types.js";
+import type { Database, Migration, Queryable, SessionLock, Transaction } from "./types.js";
 
 /** The text of a migration for `db`'s store. */
 export function migrationSql(migration: Migration, dialect: Database["dialect"]): string {
@@ -355,11 +355,16 @@ function abridged(statement: string): string {
   return line.length <= 100 ? line : `${line.slice(0, 99)}…`;
 }
 
+/** The services a database's schema_owner names (one, claimed by the first to migrate it); throws where it has no such table. */
+export async function databaseOwners(db: Queryable): Promise<string[]> {
+  return (await db.query<{ service: string }>("SELECT service FROM schema_owner")).map((r) => r.service);
+}
+
 /** Claims the database for service `owner`, or throws FAILED_PRECONDITION, saying `advice`, when another service claimed it (see `migrate`). */
 async function claimFor(tx: Transaction, owner: string, advice: string): Promise<void> {
   await tx.run("CREATE TABLE IF NOT EXISTS schema_owner (service TEXT PRIMARY KEY)");
   await tx.run("INSERT INTO schema_owner (service) SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM schema_owner)", [owner]);
-  const claimed = (await tx.query<{ service: string }>("SELECT service FROM schema_owner")).map((r) => r.service);
+  const claimed = await databaseOwners(tx);
   if (!claimed.includes(owner)) {
     // FAILED_PRECONDITION: the database to change is the operator's to give, and the refusal says which.
     throw new StatusError(

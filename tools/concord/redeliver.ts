@@ -8,6 +8,7 @@
 import { type ConsumerInfo, type JetStreamManager, type NatsConnection, type NatsError } from "nats";
 import { allStreams } from "../../gen/ts/concord_streams.js";
 import { republishedHeaders, storedHeaders, storedMessage } from "./dead-letters.js";
+import { nameProblem } from "../../platform/events/provision.js";
 
 const consumerNotFound = 10014;
 const streamNotFound = 10059;
@@ -29,7 +30,7 @@ export async function durableConsumers(jsm: JetStreamManager): Promise<string[]>
 export async function findConsumer(jsm: JetStreamManager, durable: string): Promise<ConsumerInfo> {
   const streams = allStreams.map((s) => s.name);
   // A name no consumer may have ("../x", "a.b"): nats.js refused it as "invalid durable name", said as reading it failed.
-  for (const stream of /[.*>\s]/.test(durable) ? [] : streams) {
+  for (const stream of nameProblem(durable) === undefined ? streams : []) {
     try {
       return await jsm.consumers.info(stream, durable);
     } catch (err) {

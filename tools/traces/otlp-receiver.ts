@@ -71,11 +71,14 @@ const attributesOf = (list: KeyValue[] | undefined): Record<string, string | num
 // OTLP/JSON gives ids as hex; accept base64 too, as some encoders send it.
 const hexId = (id: unknown): string => (typeof id !== "string" || id === "" ? "" : /^[0-9a-fA-F]+$/.test(id) ? id.toLowerCase() : Buffer.from(id, "base64").toString("hex"));
 
+/** A span's time as the receiver keeps it: decimal nanoseconds, as a fixed64 holds them. */
+export const isWholeNanos = (value: unknown): value is string => typeof value === "string" && /^\d{1,20}$/.test(value);
+
 /** A span's time as decimal nanoseconds; anything else (`"soon"`, `1e21`) throws, as `traces show` could not place the span. */
 function nanosOf(value: unknown, field: string): string {
   // A number (some encoders send one, past 2^53 rounded) is taken when it is a whole one a fixed64 holds.
   const text = typeof value === "number" && Number.isInteger(value) && value >= 0 && value < 2 ** 64 ? BigInt(value).toString() : value ?? "0";
-  if (typeof text !== "string" || !/^\d{1,20}$/.test(text)) throw new Error(`a span's ${field} is not a whole number of nanoseconds: ${JSON.stringify(value)?.slice(0, 40)}`);
+  if (!isWholeNanos(text)) throw new Error(`a span's ${field} is not a whole number of nanoseconds: ${JSON.stringify(value)?.slice(0, 40)}`);
   return text;
 }
 
