@@ -28,7 +28,8 @@ async function startProducts(key: string, natsUrl: string, env: Record<string, s
   const timer = setTimeout(() => void svc.kill(), 20_000);
   const exit = await svc.exited;
   clearTimeout(timer);
-  return { exit, lines: svc.logs().filter((l) => l.level !== "info" && l.level !== "debug" && !/not clustered/.test(String(l.msg))) };
+  const past = svc.logs().filter((l) => l.level !== "info" && l.level !== "debug");
+  return { exit, lines: past.filter((l) => !/not clustered/.test(String(l.msg))), replicasWarned: past.filter((l) => /not clustered/.test(String(l.msg))).map((l) => l.stream) };
 }
 
 describe("a service whose JetStream streams or consumers conflict with its contracts", () => {
@@ -227,6 +228,30 @@ describe("a service, or `concord streams provision`, on a nats-server whose JetS
     const { exit, lines } = await startProducts(`limited-${stream}`, server.url);
     expect(exit).toBe(2);
     expect(lines).toEqual([expect.objectContaining({ level: "fatal", code: "FAILED_PRECONDITION", msg: `start-up refused: ${refusal(`stream ${stream}`)}${limit}` })]);
+  });
+
+  it.each([
+    ["max_file: 0", [], "SHOP_ORDERS"],
+    ["max_streams: 1", ["SHOP_ORDERS"], "SHOP_PRODUCTS"],
+  ])("with %s, warns that a stream keeps 1 replica only of the streams made, not of the one the server then refuses", { timeout: 60_000 }, async (limits, made, refused) => {
+    const server = await serverLimitedTo(limits);
+    const run = await provision(server.url);
+    expect(run.status, run.stderr).toBe(2);
+    // The refused stream's warning came first, then its refusal: a replica it never got.
+    const lines = run.stderr
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => (line.startsWith("{") ? `${(JSON.parse(line) as { level: string }).level}: ${(JSON.parse(line) as { msg: string }).msg}` : line));
+    const startingWith = (text: string) => expect.stringMatching(new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
+    expect(lines).toEqual([
+      ...made.map((stream) => startingWith(`warn: nats-server is not clustered: stream ${stream} keeps 1 replica, not the 3 its contract declares; `)),
+      startingWith(`concord: ${refusal(`stream ${refused}`)}`),
+    ]);
+    // The service's own provisioning, likewise.
+    const { exit, lines: logged, replicasWarned } = await startProducts(`limited-replicas-said-${made.length}`, server.url);
+    expect(exit).toBe(2);
+    expect(logged).toEqual([expect.objectContaining({ level: "fatal", msg: expect.stringContaining(`start-up refused: ${refusal(`stream ${refused}`)}`) })]);
+    expect(replicasWarned).toEqual([]);
   });
 
   it("quotes the refusal of a stream over max_streams in the README", () => {

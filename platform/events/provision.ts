@@ -402,8 +402,10 @@ async function ensureStream(
         return allowsAtomic(await placed(spec.replicas));
       } catch (err) {
         if (spec.replicas === 1 || apiErrorCode(err) !== replicasNotSupported) throw err;
+        // Said once the stream is made: one the server refuses (a limit) is said to be refused, and nothing else.
+        const made = await add(1);
         logger?.warn({ stream: spec.name, declaredReplicas: spec.replicas, replicas: 1 }, standaloneWarning(spec));
-        return allowsAtomic(await add(1));
+        return allowsAtomic(made);
       }
     } catch (err) {
       // Another instance may have created it in the meantime; then compare with that one.
