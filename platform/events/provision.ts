@@ -36,7 +36,10 @@ const operatorSets = "the operator's provisioning does (npx concord streams prov
 const serverPublishingSettings = ["republish", "sources", "mirror", "subject_transform"] as const;
 
 export interface EnsureStreamsOptions {
-  /** Hears of replicas changed, left at 1 or left above the spec's, and of what was widened or left (see ensureStreams). */
+  /**
+   * Hears of replicas raised, left at 1 or left above the spec's, and of what was widened or left (see ensureStreams);
+   * not of replicas lowered, which `lowered` gives the caller to say.
+   */
   readonly logger?: Logger;
   /**
    * Provisioning as the operator (npx concord streams provision, npm start):
@@ -542,7 +545,10 @@ async function withOverlapNamed(jsm: JetStreamManager, spec: StreamSpec, err: un
   );
 }
 
-/** Moves an existing stream of a cluster from `existing` replicas to its spec's; a move down goes into `found.lowered`. */
+/**
+ * Moves an existing stream of a cluster from `existing` replicas to its spec's; a move up is logged, a move down goes
+ * into `found.lowered` alone, for the operator's provisioning to say once (it said it twice, logged and in its summary).
+ */
 async function moveReplicas(jsm: JetStreamManager, spec: StreamSpec, existing: number, logger: Logger | undefined, found: FoundSettings): Promise<void> {
   try {
     await jsm.streams.update(spec.name, { num_replicas: spec.replicas });
@@ -550,8 +556,7 @@ async function moveReplicas(jsm: JetStreamManager, spec: StreamSpec, existing: n
     throw new Error(`moving stream ${spec.name} from ${existing} to ${spec.replicas} replicas (as its spec declares) failed: ${(err as Error).message}`, { cause: err });
   }
   if (spec.replicas < existing) found.lowered.push(`num_replicas: existing ${existing}, wanted ${spec.replicas}`);
-  const log = spec.replicas < existing ? logger?.warn.bind(logger) : logger?.info.bind(logger);
-  log?.({ stream: spec.name, from: existing, to: spec.replicas }, `stream ${spec.name} moved from ${existing} to ${spec.replicas} replicas, as its spec declares`);
+  else logger?.info({ stream: spec.name, from: existing, to: spec.replicas }, `stream ${spec.name} moved from ${existing} to ${spec.replicas} replicas, as its spec declares`);
 }
 
 /**
