@@ -15,7 +15,7 @@ import { repoRoot } from "../tools/repo-root.js";
 import { toolClientSecurity } from "../tools/client-security.js";
 import { ensureDevCredentials } from "../tools/dev-credentials.js";
 import { ensureNatsCredentials } from "../tools/nats/authorization.js";
-import { freePort } from "./support/nats-server.js";
+import { freePort, startNatsServer } from "./support/nats-server.js";
 import { runConcord } from "./support/concord.js";
 import { readmeBlock, readmeProse } from "./support/readme.js";
 import { address, grpcError, tempDir } from "./support/shop.js";
@@ -912,6 +912,33 @@ describe("npm start", () => {
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);
     expect(readdirSync(dataDir)).not.toContain("start.pid");
+  });
+
+  it("refuses, in the one line `concord streams provision` gives and exit 2, streams its nats-server has no room for, starting no service", { timeout: 90_000 }, async () => {
+    const dataDir = join(dir.path, "reserved");
+    const storeDir = join(dataDir, "nats");
+    // A stream made by hand in the store npm start's server will run on, reserving 32 PiB (max_bytes): more than any
+    // disk's three quarters, which nats-server takes for its file storage when its configuration sets no max_file_store.
+    // The server that makes it is told of an exbibyte, in a jetstream block that stands for the one written first.
+    const maker = await startNatsServer({ storeDir, extraConfig: `jetstream { store_dir: ${JSON.stringify(storeDir)}, max_file_store: ${2 ** 60} }` });
+    try {
+      const nc = await natsConnect({ servers: maker.url });
+      await (await nc.jetstreamManager()).streams.add({ name: "HOARD", subjects: ["hoard.>"], max_bytes: 2 ** 55 });
+      await nc.close();
+    } finally {
+      await maker.stop();
+    }
+    const { result } = await startOnFreePorts(dataDir, () => ({}));
+    // It ended with "start: stream SHOP_ORDERS does not exist, ..." and exit 1, as for a failure.
+    expect(result.status, result.stderr).toBe(2);
+    expect(result.stderr.split("\n")).toEqual([
+      "start: stream SHOP_ORDERS does not exist, and nats-server refuses to create it: insufficient storage resources available (err_code 10047): JetStream's file storage has no room for it: " +
+        "raise the server's jetstream { max_file_store }, or the account's max_file (none set), whichever binds, or free space on the disk of the server's store; SHOP_ORDERS, SHOP_PRODUCTS, CONCORD_DLQ not provisioned",
+      "start: everything stopped",
+      "",
+    ]);
+    expect(result.stdout).not.toMatch(/gRPC on|Concord is up/);
+    expect(processesOf(dataDir)).toEqual([]);
   });
 
   it("refuses a certificate file under DATA_DIR/tls that holds no certificate, naming it, before PostgreSQL or nats-server starts (exit 2)", { timeout: 60_000 }, async () => {

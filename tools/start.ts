@@ -56,7 +56,7 @@ import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgre
 import { serviceCommand } from "./service-launch.js";
 import { connectNats } from "./event-watch.js";
 import { ConfigError, readConfig, type Settings } from "../platform/config/index.js";
-import { differencesSaid, type ProvisionedStream, provisionStreams } from "./concord/provision.js";
+import { differencesSaid, type ProvisionedStream, ProvisionRefused, provisionStreams } from "./concord/provision.js";
 import { ensureDevCredentials, UnreadableCertificate } from "./dev-credentials.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isStartScript, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
@@ -552,8 +552,9 @@ function startHolding(dataDir: string): number | undefined {
 }
 
 /**
- * A refusal to start over something the user can change (a port taken, a DATA_DIR held), thrown before anything
- * starts (or while PostgreSQL starts): exit status 2, as for a bad setting, where other failures exit 1.
+ * A refusal to start over something the user can change (a port taken, a DATA_DIR held, a JetStream limit), thrown
+ * before anything starts (or while PostgreSQL starts, or the streams are provisioned, before any service): exit status
+ * 2, as for a bad setting, where other failures exit 1.
  */
 class StartRefused extends Error {}
 
@@ -1219,7 +1220,12 @@ async function main(): Promise<void> {
     // The services' users may read their streams but not create or change them: the operator provisions them first.
     const operator = await connectNats(natsUrl, "concord-provision", join(dir, "operator.nk"));
     try {
-      const streams = await provisionStreams(operator);
+      const streams = await provisionStreams(operator).catch((err: unknown) => {
+        // A JetStream limit the server's store or configuration sets (its file storage reserved by streams there, say):
+        // the operator's to raise, refused in the line `concord streams provision` gives, exit 2, no service started.
+        if (err instanceof ProvisionRefused) throw new StartRefused(err.message, { cause: err });
+        throw err;
+      });
       const said = (st: ProvisionedStream) => differencesSaid(st).map((d) => `; ${d}`).join("");
       console.log(`  streams provisioned as the operator: ${streams.map((st) => `${st.stream} (${st.replicas} ${st.replicas === 1 ? "replica" : "replicas"}${said(st)})`).join(", ")}`);
     } finally {
