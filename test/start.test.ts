@@ -992,6 +992,34 @@ describe("npm start", () => {
     expect(existsSync(join(dir.path, "alone"))).toBe(false);
   });
 
+  it("refuses a GRPC_TLS_CA without GRPC_TLS_CERT and GRPC_TLS_KEY that does not hold the development CA, at once, before anything is made (exit 2); one that holds it is taken", { timeout: 90_000 }, async () => {
+    // Another CA: the services presented development certificates it did not issue, and the start waited 30 s for them.
+    ensureDevCredentials(join(dir.path, "other"), ["client"]);
+    const otherCa = join(dir.path, "other", "tls", "ca.pem");
+    const fresh = join(dir.path, "fresh");
+    const refusal = (devCa: string) =>
+      `start: GRPC_TLS_CA is set and GRPC_TLS_CERT and GRPC_TLS_KEY are not, and the file it names does not hold the development CA (${devCa}): ` +
+      "the services would present development certificates it did not issue, which neither this start nor a service calling another would trust; " +
+      "set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate of that CA and its key, add the development CA to that file, or unset GRPC_TLS_CA\n";
+    const { result } = await startOnFreePorts(fresh, () => ({ GRPC_TLS_CA: otherCa }));
+    expect(result.status, result.stderr).toBe(2);
+    expect(result.stderr).toBe(refusal(`${join(fresh, "tls", "ca.pem")}, not made yet`));
+    expect(existsSync(fresh)).toBe(false);
+    // A DATA_DIR whose development CA is made already: the other CA's file is still refused.
+    const made = join(dir.path, "made");
+    ensureDevCredentials(made, ["products", "orders", "client"]);
+    const again = await startOnFreePorts(made, () => ({ GRPC_TLS_CA: otherCa }));
+    expect(again.result.status, again.result.stderr).toBe(2);
+    expect(again.result.stderr).toBe(refusal(join(made, "tls", "ca.pem")));
+    // The development CA and another in one file (clients with certificates of their own CA, say): taken, and up.
+    const both = join(dir.path, "both-cas.pem");
+    writeFileSync(both, readFileSync(otherCa, "utf8") + readFileSync(join(made, "tls", "ca.pem"), "utf8"));
+    const system = await startSystem(made, { env: { GRPC_TLS_CA: both } });
+    child = system.child;
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+  });
+
   it("refuses a GRPC_AUTH_KEY_FILE or GRPC_AUTH_PUBLIC_KEYS the services would refuse, naming the variable, before anything is made (exit 2)", { timeout: 60_000 }, async () => {
     const garbage = join(dir.path, "garbage.key");
     writeFileSync(garbage, "not a key\n", { mode: 0o600 });

@@ -91,7 +91,10 @@ ${list.map((s) => `  ${`${s.envPrefix}_LISTEN`.padEnd(17)} ${s.title.replace(/^t
                     go together. Read before anything is made: a file that
                     cannot be read or holds no certificate or key, a key of
                     another certificate, or one of the pair alone exits 2,
-                    naming the variable
+                    naming the variable; so does GRPC_TLS_CA without the pair
+                    when its file does not hold the development CA
+                    (DATA_DIR/tls/ca.pem), which issued the certificates the
+                    services then present
   GRPC_TLS_CLIENT_AUTH
                     require: the services refuse clients without a
                     certificate from the CA (DATA_DIR/tls/client.pem is one,

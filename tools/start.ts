@@ -28,7 +28,7 @@
  * (Linux's PR_SET_PDEATHSIG), which would also stop the broker and the
  * services at the same moment.
  */
-import { randomBytes } from "node:crypto";
+import { randomBytes, X509Certificate } from "node:crypto";
 import { type ChildProcess, spawn, spawnSync, type StdioOptions } from "node:child_process";
 import { parseArgs } from "node:util";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -36,7 +36,7 @@ import { createServer } from "node:net";
 import { constants } from "node:os";
 import { basename, dirname, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
 import { type ChannelCredentials, status as grpcStatus } from "@grpc/grpc-js";
-import { checkTlsFiles, clientTlsCredentials, serverTlsCredentials, TlsFileError, waitForServing } from "../platform/grpc/index.js";
+import { caCertificates, checkTlsFiles, clientTlsCredentials, serverTlsCredentials, TlsFileError, waitForServing } from "../platform/grpc/index.js";
 import { readTokenPublicKeys, readTokenSecret } from "../platform/auth/index.js";
 import { isPostgresUrl } from "../platform/sql/database.js";
 import { SeedFileError } from "../platform/events/index.js";
@@ -849,13 +849,41 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
  * the one given and a development file of its own for the other, which
  * cannot pair with it. Nothing to refuse with GRPC_INSECURE=1.
  */
-function checkGivenTlsFiles(): void {
+function checkGivenTlsFiles(dataDir: string): void {
   if (process.env.GRPC_INSECURE === "1") return;
   const { GRPC_TLS_CERT: certFile, GRPC_TLS_KEY: keyFile, GRPC_TLS_CA: caFile } = process.env;
   refusingTlsFiles(() => checkTlsFiles({ certFile: certFile || undefined, keyFile: keyFile || undefined, caFile: caFile || undefined }));
+  if (caFile && !certFile && !keyFile) checkCaOfDevelopmentCertificates(caFile, dataDir);
   if (!certFile === !keyFile) return;
   const [given, unset, other] = certFile ? ["GRPC_TLS_CERT", "GRPC_TLS_KEY", "key"] : ["GRPC_TLS_KEY", "GRPC_TLS_CERT", "certificate"];
   throw new StartRefused(`${given} is set and ${unset} is not: each service would pair the file it names with a development ${other} of its own, which cannot match; set both, or neither (the development ones, made under DATA_DIR/tls)`);
+}
+
+/**
+ * Refuses a GRPC_TLS_CA given without GRPC_TLS_CERT and GRPC_TLS_KEY whose
+ * file does not hold the development CA (DATA_DIR/tls/ca.pem, as it is):
+ * the services would present development certificates no CA in it issued,
+ * which neither this start's health checks nor the order service calling
+ * the product service trust, and the start ended 30 s on, on the first
+ * service not reported SERVING. A file that holds it (beside the CA of
+ * clients' certificates of one's own, say) is taken. A development CA that
+ * cannot be read is left to its own refusal (ensureDevCredentials).
+ */
+function checkCaOfDevelopmentCertificates(caFile: string, dataDir: string): void {
+  const devCaFile = join(dataDir, "tls", "ca.pem");
+  let devCa: X509Certificate | undefined;
+  try {
+    devCa = new X509Certificate(readFileSync(devCaFile));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") return;
+  }
+  const held = devCa !== undefined && refusingTlsFiles(() => caCertificates(caFile)).some((ca) => ca.fingerprint256 === devCa.fingerprint256);
+  if (held) return;
+  throw new StartRefused(
+    `GRPC_TLS_CA is set and GRPC_TLS_CERT and GRPC_TLS_KEY are not, and the file it names does not hold the development CA (${devCaFile}${devCa ? "" : ", not made yet"}): ` +
+      "the services would present development certificates it did not issue, which neither this start nor a service calling another would trust; " +
+      "set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate of that CA and its key, add the development CA to that file, or unset GRPC_TLS_CA",
+  );
 }
 
 /**
@@ -1158,7 +1186,7 @@ async function main(): Promise<void> {
   // The TLS and token key files the variables name, read before DATA_DIR, start.pid and the development CA are made: a
   // bad one was refused once they were (a token key's by the services, once nats-server had started).
   if (!postgresOnly) {
-    checkGivenTlsFiles();
+    checkGivenTlsFiles(dataDir);
     checkGivenTokenKeyFiles();
   }
   // The nats-server to run, found before DATA_DIR, start.pid, the CA or PostgreSQL's data are made: a start without one

@@ -57,13 +57,13 @@ const pemCertificate = /-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE----
  * file only when the server first listens, failing it with OpenSSL's words
  * alone. Returns the file and its first certificate.
  */
-function readCertificates(path: string, role: "certificate" | "ca"): { pem: Buffer; first: X509Certificate } {
+function readCertificates(path: string, role: "certificate" | "ca"): { pem: Buffer; first: X509Certificate; all: X509Certificate[] } {
   const pem = readPem(path, role);
   const blocks = pem.toString("latin1").match(pemCertificate) ?? [];
   if (blocks.length === 0) throw new TlsFileError(`the ${whatIs[role]} ${path} holds no PEM certificate`, path, role);
   try {
-    const [first] = blocks.map((block) => new X509Certificate(block));
-    return { pem, first: first! };
+    const all = blocks.map((block) => new X509Certificate(block));
+    return { pem, first: all[0]!, all };
   } catch (err) {
     throw new TlsFileError(`the ${whatIs[role]} ${path} holds a PEM certificate that cannot be read (${(err as Error).message})`, path, role, { cause: err });
   }
@@ -98,6 +98,11 @@ export function checkTlsFiles(files: ClientTlsFiles): void {
   if (files.certFile && files.keyFile) readKeyPair(files.certFile, files.keyFile);
   else if (files.certFile) readCertificates(files.certFile, "certificate");
   else if (files.keyFile) readPrivateKey(files.keyFile);
+}
+
+/** The certificates of a CA file, each read (a TlsFileError naming the file when one cannot be, or it holds none). */
+export function caCertificates(caFile: string): X509Certificate[] {
+  return readCertificates(caFile, "ca").all;
 }
 
 /** grpc-js server credentials for TLS (with client certificates when required); throws a TlsFileError naming a file that cannot be read or does not hold what it should. */
