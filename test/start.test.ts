@@ -933,7 +933,8 @@ describe("npm start", () => {
     expect(result.status, result.stderr).toBe(2);
     expect(result.stderr.split("\n")).toEqual([
       "start: stream SHOP_ORDERS does not exist, and nats-server refuses to create it: insufficient storage resources available (err_code 10047): JetStream's file storage has no room for it: " +
-        "raise the server's jetstream { max_file_store }, or the account's max_file (none set), whichever binds, or free space on the disk of the server's store; SHOP_ORDERS, SHOP_PRODUCTS, CONCORD_DLQ not provisioned",
+        "raise the server's jetstream { max_file_store }, or the account's max_file (none set), whichever binds, or free space on the disk of the server's store; " +
+        `the account's streams reserve ${2 ** 55} bytes of it by their max_bytes: lower the max_bytes of those that reserve more than they need; SHOP_ORDERS, SHOP_PRODUCTS, CONCORD_DLQ not provisioned`,
       "start: everything stopped",
       "",
     ]);

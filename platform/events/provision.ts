@@ -328,6 +328,16 @@ const accountFigure = (used: number | undefined, max: number | undefined, unit =
   used === undefined || max === undefined ? "" : max < 0 ? " (none set)" : ` (${max}${unit}, with ${used}${unit} in use)`;
 
 /**
+ * What the account's streams hold back of a storage by their max_bytes (nats-server's `reserved_storage` and
+ * `reserved_memory`, which nats.js does not type), to follow the advice: a stream made with a large max_bytes takes
+ * that much of the limit before it holds a byte. Nothing when none is, or the figures could not be read.
+ */
+const reservedSaid = (account: JetStreamAccountStats | undefined, storage: "storage" | "memory"): string => {
+  const reserved = (account as { reserved_storage?: number; reserved_memory?: number } | undefined)?.[`reserved_${storage}`] ?? 0;
+  return reserved > 0 ? `; the account's streams reserve ${reserved} bytes of it by their max_bytes: lower the max_bytes of those that reserve more than they need` : "";
+};
+
+/**
  * JetStream's refusals of a new stream or consumer (by err_code, nats-server
  * errors.json) for want of room under a limit of the server's
  * configuration or of the account's: each says which limit, from the
@@ -336,8 +346,8 @@ const accountFigure = (used: number | undefined, max: number | undefined, unit =
 const limitRefusals: ReadonlyMap<number, (account: JetStreamAccountStats | undefined) => string> = new Map([
   [10027, (a) => `the account of this NATS user may hold no more streams: raise its max_streams${accountFigure(a?.streams, a?.limits.max_streams)} in the server's configuration (accounts { <account> { jetstream { max_streams: ... } } }), or delete streams nothing needs`],
   [10026, (a) => `the account of this NATS user, or the stream, may hold no more consumers: raise the account's max_consumers${accountFigure(a?.consumers, a?.limits.max_consumers)} in the server's configuration, or the stream's, or delete consumers nothing reads (npx concord consumer stale lists those no contract declares)`],
-  [10047, (a) => `JetStream's file storage has no room for it: raise the server's jetstream { max_file_store }, or the account's max_file${accountFigure(a?.storage, a?.limits.max_storage, " bytes")}, whichever binds, or free space on the disk of the server's store`],
-  [10028, (a) => `JetStream's memory storage has no room for it: raise the server's jetstream { max_memory_store }, or the account's max_mem${accountFigure(a?.memory, a?.limits.max_memory, " bytes")}, whichever binds`],
+  [10047, (a) => `JetStream's file storage has no room for it: raise the server's jetstream { max_file_store }, or the account's max_file${accountFigure(a?.storage, a?.limits.max_storage, " bytes")}, whichever binds, or free space on the disk of the server's store${reservedSaid(a, "storage")}`],
+  [10028, (a) => `JetStream's memory storage has no room for it: raise the server's jetstream { max_memory_store }, or the account's max_mem${accountFigure(a?.memory, a?.limits.max_memory, " bytes")}, whichever binds${reservedSaid(a, "memory")}`],
   [10023, (a) => `JetStream's limits leave no room for it: raise the server's jetstream { max_file_store, max_memory_store }, or the account's max_file${accountFigure(a?.storage, a?.limits.max_storage, " bytes")} and max_mem${accountFigure(a?.memory, a?.limits.max_memory, " bytes")}, whichever binds`],
   [10002, () => "the account's JetStream limits (accounts { <account> { jetstream { ... } } } in the server's configuration) leave no room for it: raise them"],
   [10113, () => "the account requires every stream to set max_bytes (its jetstream max_bytes_required), and the contracts' streams keep events by age, not by size: lift that requirement for the account the services use"],
