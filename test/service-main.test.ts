@@ -33,6 +33,10 @@ describe("service entry points", () => {
     expect(result.stderr).toMatch(/ORDERS_DATABASE_URL="mysql:\/\/x\/y" is invalid: unsupported database scheme/);
     expect(result.stderr).toMatch(/INBOX_RETENTION="10m" is invalid: expected at least 1h/);
     expect(result.stderr).toMatch(/NATS_NKEY_SEED="\/nonexistent\/orders\.nk" is invalid: no such file/);
+    // A device was said to be no such file.
+    const device = run("services/orders/main.ts", { ORDERS_LISTEN: "127.0.0.1:0", NATS_NKEY_SEED: "/dev/zero" });
+    expect(device.status).toBe(2);
+    expect(device.stderr).toContain('NATS_NKEY_SEED="/dev/zero" is invalid: it is a character device, not a regular file (');
     expect(result.stderr).toMatch(/ORDERS_PENDING_TIMEOUT="never" is invalid: expected a duration such as .*, or 0 or off/);
   });
 

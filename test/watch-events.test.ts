@@ -53,7 +53,7 @@ describe("tools/watch-events.ts", () => {
       for (const nkey of [fifo, "/dev/zero"]) {
         const tool = run(["--nats", "nats://127.0.0.1:1", "--nkey", nkey]);
         expect(await tool.exited, nkey).toBe(1);
-        expect(tool.stderr()).toBe(`watch-events: cannot read the nkey seed file ${nkey}: it is no regular file (a FIFO, a socket or a device)\n`);
+        expect(tool.stderr()).toBe(`watch-events: cannot read the nkey seed file ${nkey}: it is ${nkey === fifo ? "a FIFO" : "a character device"}, not a regular file\n`);
       }
     } finally {
       rmSync(fifo, { force: true });

@@ -1,5 +1,9 @@
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { ConfigError, databaseUrl, duration, durationAtLeast, durationAtLeastOrOff, durationOrOff, hostPort, integer, natsUrl, readConfig, urlsWithoutPasswords, urlWithoutSecrets, withoutPassword } from "./env.js";
+import { tempDirForSuite } from "../../test/support/temp-dir.js";
+import { ConfigError, databaseUrl, duration, durationAtLeast, durationAtLeastOrOff, durationOrOff, hostPort, integer, natsUrl, optionalFile, readConfig, urlsWithoutPasswords, urlWithoutSecrets, withoutPassword } from "./env.js";
 
 const settings = {
   LISTEN: { description: "address", default: "127.0.0.1:50051", parse: hostPort },
@@ -114,5 +118,26 @@ describe("urlWithoutSecrets", () => {
     // Nothing to hide: as written.
     expect(urlWithoutSecrets("postgres://shop@[::1]:5432/orders?statement_timeout=60000")).toBe("postgres://shop@[::1]:5432/orders?statement_timeout=60000");
     expect(urlWithoutSecrets("/var/lib/concord/orders.db")).toBe("/var/lib/concord/orders.db");
+  });
+});
+
+describe("optionalFile", () => {
+  const dir = tempDirForSuite("concord-optional-file-");
+
+  it("takes a regular file or nothing, and says of any other path what it is, where it said 'no such file' of /dev/zero", () => {
+    const file = join(dir, "seed.nk");
+    writeFileSync(file, "SUAB\n");
+    expect(optionalFile(file)).toBe(file);
+    expect(optionalFile("")).toBeUndefined();
+    const fifo = join(dir, "seed.fifo");
+    execFileSync("mkfifo", [fifo]);
+    mkdirSync(join(dir, "a-dir"));
+    for (const [path, says] of [
+      ["/dev/zero", "it is a character device, not a regular file"],
+      [fifo, "it is a FIFO, not a regular file"],
+      [join(dir, "a-dir"), "it is a directory, not a regular file"],
+      [join(dir, "none.nk"), "no such file"],
+      [join(file, "inside"), "no such file"],
+    ]) expect(() => optionalFile(path), path).toThrow(new Error(says));
   });
 });

@@ -4,7 +4,8 @@
  * starts half-configured.
  */
 
-import { existsSync, statSync } from "node:fs";
+import { statSync, type Stats } from "node:fs";
+import { notRegularFile } from "./setting-file.js";
 import { isIPv6 } from "node:net";
 
 /** How to read one variable. */
@@ -227,10 +228,19 @@ export function text(raw: string): string {
   return raw;
 }
 
-/** A path to a file that exists, or undefined for an empty value. */
+/** A path to a regular file that exists, or undefined for an empty value; a device, a FIFO or a directory is refused, saying which it is. */
 export function optionalFile(raw: string): string | undefined {
   if (raw === "") return undefined;
-  if (!existsSync(raw) || !statSync(raw).isFile()) throw new Error("no such file");
+  let found: Stats | undefined;
+  try {
+    found = statSync(raw, { throwIfNoEntry: false });
+  } catch (err) {
+    // A path through a file (ENOTDIR) names none either; a directory it may not search (EACCES) is said as such.
+    if ((err as NodeJS.ErrnoException).code !== "ENOTDIR") throw new Error(`it cannot be looked at (${(err as NodeJS.ErrnoException).code})`, { cause: err });
+  }
+  if (!found) throw new Error("no such file");
+  const kind = notRegularFile(found);
+  if (kind) throw new Error(`it is ${kind}, not a regular file`);
   return raw;
 }
 

@@ -15,10 +15,11 @@ describe("readSettingFile", () => {
     expect(() => readSettingFile(file, 4)).toThrow("it holds 5 bytes, more than such a file does (at most 4)");
   });
 
-  it("refuses a FIFO at once, where it waited for ever for a writer, and a device, where /dev/zero was read until memory ran out", () => {
+  it("refuses a FIFO at once, where it waited for ever for a writer, and a device, where /dev/zero was read until memory ran out, saying which it is", () => {
     const fifo = join(dir, "seed.fifo");
     execFileSync("mkfifo", [fifo]);
-    for (const path of [fifo, "/dev/zero", "/dev/null"]) expect(() => readSettingFile(path, 4096), path).toThrow("it is no regular file (a FIFO, a socket or a device)");
+    expect(() => readSettingFile(fifo, 4096)).toThrow(/^it is a FIFO, not a regular file$/);
+    for (const path of ["/dev/zero", "/dev/null"]) expect(() => readSettingFile(path, 4096), path).toThrow(/^it is a character device, not a regular file$/);
   });
 
   it("throws what reading throws for a file that is not there or a directory", () => {
