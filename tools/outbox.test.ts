@@ -59,10 +59,15 @@ describe("tools/outbox.ts", () => {
     refused(["products", "list", "--database", ""], "--database is empty: name the database's file or its postgres:// URL");
     refused(["--database", path, "retry", "--all", "0190a5b4-7c4e-7d3e-9f1a-000000000004"], "retry takes event ids or --all, not both");
 
+    // An id that is not parked refuses the retry as it refuses a drop: exit 2, naming it, none of the others put back (they were, exit 1).
     const mixed = run("--database", path, "retry", "0190a5b4-7c4e-7d3e-9f1a-000000000004", "not-parked");
-    expect(mixed.status).toBe(1);
-    expect(mixed.stdout).toContain("put 1 parked event(s) back");
-    expect(mixed.stderr).toContain(`outbox: not-parked is not a parked event of ${path}`);
+    expect([mixed.status, mixed.stdout, mixed.stderr]).toEqual([2, "", `outbox: not-parked is not a parked event of ${path} (\`list\` shows those that are); nothing put back\n`]);
+    const unknown = run("--database", path, "retry", "gone-1", "gone-2");
+    expect([unknown.status, unknown.stdout, unknown.stderr]).toEqual([2, "", `outbox: gone-1, gone-2 are not parked events of ${path} (\`list\` shows those that are); nothing put back\n`]);
+    expect(run("--database", path, "list").stdout).toContain("0 event(s) waiting to be published, 1 parked");
+    // The same id twice is put back once, and said as such.
+    const twice = run("--database", path, "retry", "0190a5b4-7c4e-7d3e-9f1a-000000000004", "0190a5b4-7c4e-7d3e-9f1a-000000000004");
+    expect([twice.status, twice.stdout, twice.stderr]).toEqual([0, `put 1 parked event(s) back in the outbox of ${path}\n`, ""]);
   }, 120_000);
 
   it("drops one parked event for good after printing it as list does, and refuses an id that is not parked (exit 2, one line, nothing deleted)", async () => {

@@ -24,7 +24,8 @@ export function outboxUsage(list: readonly ServiceEntry[] = services): string {
   list                    events waiting in the outbox, and the parked ones with
                           why JetStream refused them (the default)
   retry EVENT_ID ...      put these parked events back at the end of the outbox;
-                          the service's relay publishes them within a second
+                          the service's relay publishes them within a second; an
+                          id that is not parked refuses them all (exit 2)
   retry --all             put every parked event back
   drop EVENT_ID           delete this parked event for good (it is never
                           published), after printing it as list does; an id
@@ -83,8 +84,9 @@ export interface OutboxCommandOptions {
 
 /**
  * The outbox tool with `argv`; resolves with its exit code (2: bad
- * arguments, each named, or an event id to drop that is not parked; 1: an
- * event id to retry that is not parked).
+ * arguments, each named, or an event id to retry or drop that is not
+ * parked, nothing changed; 1: events put back or dropped by another run
+ * between reading and changing them).
  * Shared by `concord outbox parked`, which says bad usage in one line.
  */
 export async function outboxCommand(argv: string[], { program = "outbox", help = outboxUsage(), elsewhere = {}, badUsage }: OutboxCommandOptions = {}): Promise<number> {
@@ -166,11 +168,22 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
     }
     if (command === "retry") {
       const parked = new Set((await parkedEvents(db)).map((p) => p.eventId));
-      const notParked = values.all ? [] : ids.filter((id) => !parked.has(id));
-      const moved = await retryParked(db, values.all ? undefined : ids);
+      const given = values.all ? undefined : [...new Set(ids)];
+      // Refused as drop refuses one: a mistyped id among others put those back and said so only at exit 1.
+      const notParked = (given ?? []).filter((id) => !parked.has(id));
+      if (notParked.length > 0) {
+        const named = notParked.length > 5 ? `${notParked.slice(0, 5).join(", ")} and ${notParked.length - 5} more` : notParked.join(", ");
+        console.error(`${program}: ${named} ${notParked.length === 1 ? "is not a parked event" : "are not parked events"} of ${db.location} (\`list\` shows those that are); nothing put back`);
+        return 2;
+      }
+      const moved = await retryParked(db, given);
       console.log(`put ${moved} parked event(s) back in the outbox of ${db.location}`);
-      for (const id of notParked) console.error(`${program}: ${id} is not a parked event of ${db.location} (\`list\` shows those that are); nothing put back for it`);
-      return notParked.length > 0 ? 1 : 0;
+      // Put back or dropped by another run since they were read: said, as they were not put back here.
+      if (given && moved < given.length) {
+        console.error(`${program}: ${given.length - moved} of the ${given.length} event(s) are no longer parked in ${db.location} (put back or dropped meanwhile)`);
+        return 1;
+      }
+      return 0;
     }
     if (command === "drop") {
       const [id] = ids as [string];

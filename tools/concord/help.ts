@@ -339,7 +339,8 @@ ${natsOption}`,
   list                the events waiting in the service's outbox, and the parked
                       ones with why JetStream refused them
   retry EVENT_ID ...  put these parked events back at the end of the outbox; the
-                      service's relay publishes them within a second
+                      service's relay publishes them within a second; an id
+                      that is not parked refuses them all (exit 2)
   retry --all         put every parked event back
   drop EVENT_ID       delete this parked event for good (it is never
                       published), after printing it as list does; an id that
