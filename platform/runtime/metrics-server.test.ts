@@ -58,13 +58,78 @@ describe("startMetricsServer", () => {
     expect(collections()).toBeGreaterThan(1);
   });
 
-  it("holds at most maxConnections connections, closing those past it as they come, and serves again once they go", async () => {
+  it("holds at most maxConnections connections, each that comes past it closing the oldest idle one, and serves again once they go", async () => {
     const { server } = await endpoint(0, { maxConnections: 4 });
     const connections = await Promise.all(Array.from({ length: 10 }, () => connection(server.address)));
     const closedByServer = await Promise.all(connections.map(({ closed }) => Promise.race([closed.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 1_000))])));
     expect(closedByServer.filter(Boolean).length).toBe(6);
     for (const { socket } of connections) socket.destroy();
     await expect.poll(async () => (await fetch(`http://${server.address}/metrics`).catch(() => undefined))?.status).toBe(200);
+  });
+
+  it("lets a scrape in while connections that send their request a byte at a time hold every place, closing the oldest of them", async () => {
+    const { server } = await endpoint(0);
+    const dripping: Array<ReturnType<typeof setInterval>> = [];
+    try {
+      // 8, the default bound, each sending its request line a byte at a time: Node's own bound closed the scrape
+      // that came after them, and every other, until the request timeout (10 s) closed them.
+      const slow = [];
+      for (let i = 0; i < 8; i++) {
+        const c = await connection(server.address);
+        const request = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        let sent = 0;
+        c.socket.write(request[sent++]!);
+        dripping.push(setInterval(() => sent < request.length - 4 && !c.socket.destroyed && c.socket.write(request[sent++]!), 200));
+        slow.push(c);
+      }
+      const scrape = await fetch(`http://${server.address}/metrics`, { headers: { connection: "close" } });
+      expect(scrape.status).toBe(200);
+      expect(await scrape.text()).toContain("test_collections ");
+      // The oldest made room; the others are still held.
+      expect(await slow[0]!.closed).toBe("");
+      expect(slow.slice(1).every((c) => !c.socket.destroyed)).toBe(true);
+    } finally {
+      for (const timer of dripping) clearInterval(timer);
+    }
+  });
+
+  it("leaves a connection whose scrape is being answered open when one comes at the bound, closing an idle one, or the one that came when none is", async () => {
+    /** An endpoint held to `maxConnections` whose scrapes are rendered once `release` is called. */
+    const gated = async (maxConnections: number) => {
+      const registry = new Registry();
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      let collecting = false;
+      new Gauge({
+        name: "test_gated",
+        help: "Collected once the test lets it",
+        registers: [registry],
+        async collect() {
+          collecting = true;
+          await released;
+          this.set(1);
+        },
+      });
+      const server = await startMetricsServer("127.0.0.1:0", registry, createLogger({ service: "test", level: "silent" }), undefined, { maxConnections });
+      opened.push(server);
+      server.serve();
+      const answered = await connection(server.address);
+      answered.socket.write("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      await expect.poll(() => collecting).toBe(true);
+      return { server, answered, release };
+    };
+    const two = await gated(2);
+    const idle = await connection(two.server.address);
+    await connection(two.server.address);
+    // The oldest is being answered: the idle one made room.
+    expect(await idle.closed).toBe("");
+    two.release();
+    expect(await two.answered.closed).toMatch(/^HTTP\/1\.1 200[\s\S]*test_gated 1/);
+
+    const one = await gated(1);
+    expect(await (await connection(one.server.address)).closed).toBe("");
+    one.release();
+    expect(await one.answered.closed).toMatch(/^HTTP\/1\.1 200[\s\S]*test_gated 1/);
   });
 
   it("closes a connection that sends no whole request within the timeout, 408 to it", { timeout: 15_000 }, async () => {

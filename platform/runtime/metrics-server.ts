@@ -2,6 +2,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import type { Registry } from "prom-client";
 import type { Logger } from "../log/index.js";
+import { holdConnections } from "./held-connections.js";
 import { addressTaken, hostAndPort } from "./listen-address.js";
 
 /** A listening metrics endpoint. */
@@ -16,7 +17,7 @@ export interface MetricsServer {
 
 /** What a metrics endpoint holds: connections at once, and how long each has to send its request. */
 export interface MetricsLimits {
-  /** Connections held at once; those past it are closed as they come. Default 8: a scraper needs one or two, and each connection may have Node parse one read's worth of pipelined requests (about 1,900, 3 MB of heap) before it is closed. */
+  /** Connections held at once: one that comes past it closes the oldest whose request is not being answered (idle, or still sending it), or is closed itself when each is being answered. Default 8: a scraper needs one or two, and each connection may have Node parse one read's worth of pipelined requests (about 1,900, 3 MB of heap) before it is closed. */
   readonly maxConnections?: number;
   /** How long a connection has to send its whole request (408 and closed up to 5 s after it). Default 10 s. */
   readonly requestTimeoutMs?: number;
@@ -27,7 +28,9 @@ export interface MetricsLimits {
  * /metrics`, which answers 503 until `serve` is called, then `registry` in
  * Prometheus' text format; anything else gets 404. Scrapes that come while
  * one is being rendered are answered with its text, rendered once, and the
- * connections are bounded by `limits`. Listening before the
+ * connections are bounded by `limits`: one that comes at the bound closes
+ * the oldest connection whose request is not being answered, so connections
+ * that send their request slowly, or none, keep no scrape out. Listening before the
  * service has started holds its address while its database is opened and
  * migrated. A request sent on a connection whose scrape is still being
  * rendered (HTTP pipelining) closes that connection. Rejects when it cannot listen: FAILED_PRECONDITION when another
@@ -69,7 +72,8 @@ export async function startMetricsServer(listen: string, registry: Registry, log
     );
   });
   // Each connection holds a descriptor, from the process's share that the gRPC server's and the database's come from too.
-  server.maxConnections = limits.maxConnections ?? 8;
+  // Node's own bound closed the newest: 8 connections sending a request a byte at a time kept every scrape out for 10 s.
+  holdConnections(server, limits.maxConnections ?? 8);
   server.headersTimeout = requestTimeoutMs;
   server.requestTimeout = requestTimeoutMs;
   await new Promise<void>((resolve, reject) => {
