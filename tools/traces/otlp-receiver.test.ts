@@ -1,4 +1,6 @@
+import { once } from "node:events";
 import { chmodSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { connect, type Socket } from "node:net";
 import { gzipSync } from "node:zlib";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -135,6 +137,37 @@ describe("startTraceReceiver", () => {
       expect(fine.status).toBe(200);
       expect(receiver.spans().map((s) => [s.startNs, s.endNs])).toEqual([["1764650000000000000", "1764650000"]]);
     } finally {
+      await receiver.close();
+    }
+  });
+
+  it("holds at most 32 connections, each past them closing the oldest idle one, and takes an export while they are open", async () => {
+    const receiver = await startTraceReceiver();
+    const sockets: Socket[] = [];
+    try {
+      const { hostname, port } = new URL(receiver.url);
+      const open = async () => {
+        const socket = connect(Number(port), hostname).on("error", () => {});
+        sockets.push(socket);
+        await once(socket, "connect");
+        return { socket, closed: once(socket, "close") };
+      };
+      // Each sends half a request and no more: without a bound every one of them was held, as many as came.
+      const held = [];
+      for (let i = 0; i < 34; i++) {
+        const c = await open();
+        c.socket.write("POST /v1/traces HTTP/1.1\r\nHost: x\r\n");
+        held.push(c);
+      }
+      await Promise.all(held.slice(0, 2).map((c) => c.closed));
+      const taken = await post(receiver.url, oneSpan({ startTimeUnixNano: "1", endTimeUnixNano: "2" }), { connection: "close" });
+      expect(taken.status).toBe(200);
+      expect(receiver.count()).toBe(1);
+      // The export's connection made room too: the third oldest.
+      await held[2]!.closed;
+      expect(held.slice(3).every((c) => !c.socket.destroyed)).toBe(true);
+    } finally {
+      for (const socket of sockets) socket.destroy();
       await receiver.close();
     }
   });

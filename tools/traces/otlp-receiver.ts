@@ -9,6 +9,7 @@ import { appendFileSync, closeSync, fchmodSync, openSync } from "node:fs";
 import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import { gunzipSync } from "node:zlib";
+import { holdConnections } from "../../platform/runtime/held-connections.js";
 
 /** OTLP span kinds (SpanKind in trace.proto). */
 export const spanKinds = ["UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"] as const;
@@ -54,6 +55,12 @@ export interface TraceReceiverOptions {
   readonly onSpans?: (spans: readonly ReceivedSpan[]) => void;
   /** Largest export taken, as sent and once inflated (413 past it); default 16 MiB, where an exporter's batch of 512 spans is well under 1 MiB. */
   readonly maxBodyBytes?: number;
+  /**
+   * Connections held at once (default 32: each service's exporter keeps one or two): one that comes past them closes the
+   * oldest whose export is not being taken (idle, or still sending its request), or is closed itself when all are, as the
+   * services' metrics endpoints do. Each may hold an export of up to `maxBodyBytes` in memory.
+   */
+  readonly maxConnections?: number;
 }
 
 type AnyValue = { stringValue?: string; intValue?: string | number; doubleValue?: number; boolValue?: boolean; [other: string]: unknown };
@@ -170,6 +177,8 @@ export async function startTraceReceiver(options: TraceReceiverOptions = {}): Pr
       },
     );
   });
+  // Unbounded, connections that sent nothing were held, each a descriptor, as many as came (and an export of 16 MiB each).
+  holdConnections(server, options.maxConnections ?? 32);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port ?? 0, options.host ?? "127.0.0.1", () => resolve());
