@@ -172,6 +172,23 @@ describe("startTraceReceiver", () => {
     }
   });
 
+  it("closes a connection that sends no whole export within its request timeout, 408 to it, where one sending its body slowly was held 300 s", { timeout: 15_000 }, async () => {
+    const receiver = await startTraceReceiver({ requestTimeoutMs: 500 });
+    try {
+      const { hostname, port } = new URL(receiver.url);
+      const socket = connect(Number(port), hostname).on("error", () => {});
+      let answer = "";
+      socket.on("data", (chunk) => (answer += String(chunk)));
+      await once(socket, "connect");
+      socket.write("POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{");
+      await once(socket, "close");
+      expect(answer).toMatch(/^HTTP\/1\.1 408/);
+      expect((await post(receiver.url, oneSpan({ startTimeUnixNano: "1", endTimeUnixNano: "2" }))).status).toBe(200);
+    } finally {
+      await receiver.close();
+    }
+  });
+
   it("refuses a span whose times are not whole nanoseconds (400, naming the field), which traces show could not place", async () => {
     const receiver = await startTraceReceiver();
     try {
