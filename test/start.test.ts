@@ -765,6 +765,28 @@ describe("npm start", () => {
     expect(both.stderr).toContain("start: npm took --instances --cluster as its own configuration, given before its --, and passed them to no script; put the options after one --: npm start -- --instances 2 --cluster\n");
   });
 
+  it("refuses a contract edited since `npm run gen` last ran, naming it, before making anything (exit 2); once gen has run, goes on", { timeout: 120_000 }, () => {
+    // A copy of this work tree, its contracts edited; gen/ as it was.
+    const copy = join(dir.path, "repo");
+    cpSync(repoRoot, copy, { recursive: true, filter: (path) => ![".git", "node_modules", "dist", ".data", ".tools", ".venv"].some((skip) => path === join(repoRoot, skip)) });
+    for (const linked of ["node_modules", ".tools", ".venv"]) if (existsSync(join(repoRoot, linked))) symlinkSync(join(repoRoot, linked), join(copy, linked));
+    const events = join(copy, "proto", "shop", "orders", "v1", "order_events.proto");
+    writeFileSync(events, readFileSync(events, "utf8").replace("// Who placed it.", "// The customer who placed it."));
+    const dataDir = join(dir.path, "never-made");
+    // A setting the order service refuses, which start checks after the contracts: the start ends there once they match.
+    const start = () => spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { cwd: copy, env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "", ORDERS_PENDING_TIMEOUT: "1m" }, encoding: "utf8", timeout: 30_000 });
+    const edited = start();
+    expect(edited.stderr).toBe("start: proto/ differs from what gen/ was generated from (shop/orders/v1/order_events.proto (changed)): run `npm run gen`, then npm start again\n");
+    expect(edited.status).toBe(2);
+    expect(existsSync(dataDir)).toBe(false);
+    const gen = spawnSync(process.execPath, ["--import", "tsx", "tools/gen.ts"], { cwd: copy, encoding: "utf8", timeout: 90_000 });
+    expect(gen.status, gen.stderr).toBe(0);
+    const generated = start();
+    expect(generated.stderr).not.toContain("proto/ differs");
+    expect(generated.stderr).toContain('ORDERS_PENDING_TIMEOUT="1m" is invalid');
+    expect(generated.status).toBe(2);
+  });
+
   it("refuses a setting the services would refuse before starting anything, naming the service and the variable", () => {
     const dataDir = join(dir.path, "never-made");
     const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], {

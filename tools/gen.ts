@@ -12,6 +12,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { listFiles } from "./contracts/files.js";
 import { buildGrpcDescriptorSet } from "./contracts/grpc-descriptors.js";
 import { bufBin, buildImage, protoFiles } from "./contracts/image.js";
+import { protoDigestFile, protoDigestText, protoDigests } from "./contracts/proto-digest.js";
 import { checkReadmeEventTable, checkReadmeNatsTable, readmeTablesOfContracts, withEventTable, withNatsTable } from "./contracts/readme-events.js";
 import { repoRoot } from "./repo-root.js";
 import { type EventManifest, natsAuthorizationModule, natsAuthorizationOf } from "./contracts/nats-permissions.js";
@@ -22,9 +23,10 @@ const usage = `Usage: tsx tools/gen.ts [--check | --image PATH]
 
 Regenerates gen/ from the contracts in proto/: gen/ts (ts-proto messages and
 grpc-js services, protoc-gen-events bindings, the descriptor sets, the NATS
-users and permissions in concord_nats.ts), the output
-of every plugin in buf.gen.sdk.yaml (gen/go and gen/python, the Go and Python
-SDKs, and any language added there) and gen/events.json (the event manifest);
+users and permissions in concord_nats.ts), the output of every plugin in
+buf.gen.sdk.yaml (gen/go and gen/python, the Go and Python SDKs, and any
+language added there), gen/events.json (the event manifest) and
+gen/proto.sha256 (each contract file's digest, which npm start compares);
 and the event table and the NATS users' table of README.md, each between its
 marker comments.
   --check        regenerate into a temporary directory and fail, naming the
@@ -67,6 +69,8 @@ export function generate(outDir: string, options: GenerateOptions = {}): void {
     generateSdks(image, outDir, options.sdkTemplate ?? sdkTemplate);
     const manifest = JSON.parse(readFileSync(join(outDir, "events.json"), "utf8")) as EventManifest;
     writeFileSync(join(outDir, "ts", "concord_nats.ts"), header + natsAuthorizationModule(natsAuthorizationOf(manifest)));
+    // What npm start compares proto/ with, to refuse contracts edited since.
+    writeFileSync(join(outDir, protoDigestFile), protoDigestText(protoDigests(join(repoRoot, "proto"))));
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -61,6 +61,7 @@ import { ensureDevCredentials, UnreadableCertificate } from "./dev-credentials.j
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isStartScript, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
 import { grpcListenOf, listed, serviceFolders, serviceOf, services, servicesCounted, type ServiceName, unlistedServices, unlistedServicesSaid } from "./services.js";
+import { contractsChangedSinceGen, protoDigestFile } from "./contracts/proto-digest.js";
 import { startUsage } from "./start-usage.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
@@ -1030,6 +1031,13 @@ async function main(): Promise<void> {
   const sharedDatabases = flags.postgres || databaseVariables.every((name) => /^postgres(ql)?:/.test(process.env[name] ?? ""));
   if (instances > 1 && !sharedDatabases) {
     console.error(`start: several instances of a service share its database, which takes PostgreSQL: add --postgres (or set ${listed(databaseVariables)} to postgres:// URLs)`);
+    process.exitCode = 2;
+    return;
+  }
+  // A contract edited without `npm run gen`: the services would run the one gen/ was made from, without a word.
+  const contractsChanged = postgresOnly ? [] : contractsChangedSinceGen(join(repoRoot, "proto"), join(repoRoot, "gen", protoDigestFile));
+  if (contractsChanged.length > 0) {
+    console.error(`start: proto/ differs from what gen/ was generated from (${contractsChanged.join(", ")}): run \`npm run gen\`, then npm start again`);
     process.exitCode = 2;
     return;
   }
