@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { natsAuthorization } from "../gen/ts/concord_nats.js";
 import { tempDirForSuite } from "../test/support/temp-dir.js";
 import { repoRoot } from "./repo-root.js";
-import { grpcListenOf, serviceFolders, serviceNames, services, unlistedServices, unlistedServicesSaid } from "./services.js";
+import { grpcListenOf, serviceFolders, serviceNames, services, servicesWithoutNatsUserSaid, unlistedServices, unlistedServicesSaid } from "./services.js";
 
 const dir = tempDirForSuite("concord-services-");
 
@@ -67,6 +67,15 @@ describe("tools/services.ts", () => {
       refused: false,
       message: "the contracts declare shipping, a service with no services/shipping/main.ts and no entry in tools/services.ts yet: npm start does not start it",
     });
+  });
+
+  it("has npm start refuse a listed service the contracts give no NATS user (no stream, no subscription: gRPC alone), naming it", () => {
+    expect(servicesWithoutNatsUserSaid(natsAuthorization.services.map((u) => u.name))).toBeUndefined();
+    expect(servicesWithoutNatsUserSaid(["orders", "products"], ["products", "orders", "billing"])).toBe(
+      'tools/services.ts lists billing, which has no NATS user in gen/ts/concord_nats.ts: no proto package of that name (shop.billing.v1) declares a stream or a (concord.v1.subscribe), ' +
+        "and every service connects to NATS as a user of its own, so a service of gRPC alone cannot start; " +
+        'declare its events or its subscriptions (README "Adding a service", step 1) and run `npm run gen`, or give the entry its package\'s name',
+    );
   });
 
   it("gives the services default ports that none of `npm start --instances 8`'s instances share", () => {

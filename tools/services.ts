@@ -139,6 +139,24 @@ export function unlistedServicesSaid(unlisted: readonly UnlistedService[]): { re
   };
 }
 
+/**
+ * What `npm start` refuses when a service of this list (`listedNames`) has no
+ * NATS user in the generated authorization (`natsUsers`): no proto package
+ * of that name declares a stream or a subscription, and every service
+ * connects to NATS (its outbox, its consumers, its health) as a user of its
+ * own. Undefined when each has one.
+ */
+export function servicesWithoutNatsUserSaid(natsUsers: readonly string[], listedNames: readonly string[] = serviceNames): string | undefined {
+  const without = listedNames.filter((name) => !natsUsers.includes(name));
+  if (without.length === 0) return undefined;
+  const one = without.length === 1;
+  return (
+    `tools/services.ts lists ${listed(without)}, ${one ? "which has" : "which have"} no NATS user in gen/ts/concord_nats.ts: no proto package of ${one ? "that name" : "those names"} ` +
+    `(shop.${without[0]}.v1) declares a stream or a (concord.v1.subscribe), and every service connects to NATS as a user of its own, so a service of gRPC alone cannot start; ` +
+    `declare its events or its subscriptions (README "Adding a service", step 1) and run \`npm run gen\`, or give the entry its package's name`
+  );
+}
+
 /** "a and b", "a, b and c": the words as a sentence lists them. */
 export function listed(words: readonly string[]): string {
   return words.length < 2 ? (words[0] ?? "") : `${words.slice(0, -1).join(", ")} and ${words.at(-1)}`;

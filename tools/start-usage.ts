@@ -22,8 +22,9 @@ export function startUsage(list: readonly ServiceEntry[] = services): string {
 Starts nats-server (unless NATS_URL is set), ${lastWordOnNextLine(listed(titles))}. nats-server runs with sync_interval: always (every write on disk
 before it is acknowledged). Refused before anything starts (exit 2): a contract
 in proto/ edited since \`npm run gen\` last ran (gen/proto.sha256 records what it
-read), and a services/<name>/main.ts that tools/services.ts does not list
-(add its entry, README "Adding a service"). Options:
+read), a services/<name>/main.ts that tools/services.ts does not list (add its
+entry, README "Adding a service"), and a listed service the contracts give no
+NATS user (no stream and no subscription). Options:
   --postgres        keep the services' data in a local PostgreSQL server of its
                     own (data in DATA_DIR/postgres, port POSTGRES_PORT), a database
                     per service, instead of a SQLite file per service; installs

@@ -60,7 +60,7 @@ import { differencesSaid, type ProvisionedStream, ProvisionRefused, provisionStr
 import { ensureDevCredentials, UnreadableCertificate } from "./dev-credentials.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isStartScript, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
-import { grpcListenOf, listed, serviceFolders, serviceOf, services, servicesCounted, type ServiceName, unlistedServices, unlistedServicesSaid } from "./services.js";
+import { grpcListenOf, listed, serviceFolders, serviceOf, services, servicesCounted, type ServiceName, servicesWithoutNatsUserSaid, unlistedServices, unlistedServicesSaid } from "./services.js";
 import { contractsChangedSinceGen, protoDigestFile } from "./contracts/proto-digest.js";
 import { startUsage } from "./start-usage.js";
 
@@ -1038,6 +1038,12 @@ async function main(): Promise<void> {
   const contractsChanged = postgresOnly ? [] : contractsChangedSinceGen(join(repoRoot, "proto"), join(repoRoot, "gen", protoDigestFile));
   if (contractsChanged.length > 0) {
     console.error(`start: proto/ differs from what gen/ was generated from (${contractsChanged.join(", ")}): run \`npm run gen\`, then npm start again`);
+    process.exitCode = 2;
+    return;
+  }
+  const userless = postgresOnly ? undefined : servicesWithoutNatsUserSaid(natsAuthorization.services.map((u) => u.name));
+  if (userless) {
+    console.error(`start: ${userless}`);
     process.exitCode = 2;
     return;
   }
