@@ -1,0 +1,200 @@
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import Database from "better-sqlite3";
+import { afterAll, describe, expect, it } from "vitest";
+import { repoRoot } from "../tools/repo-root.js";
+import { freePort } from "./support/nats-server.js";
+import { readmeProse } from "./support/readme.js";
+import { createTempDir } from "./support/temp-dir.js";
+
+/** The shipping service of README "Adding a service", as its steps have it written. */
+const fixture = join(repoRoot, "test", "fixtures", "shipping");
+/** A service of gRPC alone: no stream, no subscription. */
+const billing = join(repoRoot, "test", "fixtures", "billing");
+
+/** README's "Adding a service" section, white space as one space. */
+function section(): string {
+  const prose = readmeProse();
+  const start = prose.indexOf("### Adding a service");
+  return prose.slice(start, prose.indexOf(" ## ", start));
+}
+
+/** The text of every file under `dir`, joined. */
+function textsUnder(dir: string): string {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => readFileSync(join(entry.parentPath, entry.name), "utf8"))
+    .join("\n");
+}
+
+/** A copy of the repository's files as the work tree has them (tracked, and new ones it does not ignore), with its node_modules and installed tools linked. */
+function copyOfRepository(to: string): void {
+  const tracked = execFileSync("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], { cwd: repoRoot, encoding: "utf8" }).split("\0").filter((f) => f !== "" && !f.startsWith("test/fixtures/"));
+  for (const file of tracked) {
+    if (!existsSync(join(repoRoot, file))) continue;
+    mkdirSync(dirname(join(to, file)), { recursive: true });
+    cpSync(join(repoRoot, file), join(to, file));
+  }
+  for (const linked of ["node_modules", ".tools", ".venv"]) if (existsSync(join(repoRoot, linked))) symlinkSync(join(repoRoot, linked), join(to, linked));
+}
+
+/**
+ * Step 4 in the copy at `repo`: the entry of `fixtureDir`'s services-entry.txt
+ * appended to tools/services.ts's list, with the imports it takes.
+ */
+function addEntry(repo: string, fixtureDir: string, imports: string): void {
+  const path = join(repo, "tools", "services.ts");
+  const list = readFileSync(path, "utf8");
+  const entry = readFileSync(join(fixtureDir, "services-entry.txt"), "utf8");
+  const edited = list.replace(/^(import .*\n)(?!import)/m, `$1${imports}`).replace("] as const satisfies readonly ServiceEntry[];", `${entry}] as const satisfies readonly ServiceEntry[];`);
+  expect(edited.split("\n").length).toBe(list.split("\n").length + imports.split("\n").length - 1 + entry.split("\n").length - 1);
+  writeFileSync(path, edited);
+}
+
+describe('README "Adding a service", followed in a copy of the repository', () => {
+  const dir = createTempDir("concord-add-service-");
+  let system: ChildProcess | undefined;
+  afterAll(() => {
+    system?.kill("SIGKILL");
+    dir.remove();
+  });
+
+  it("names what the shipping fixture calls and writes", () => {
+    const steps = section();
+    const code = textsUnder(join(fixture, "services"));
+    // Each piece the README gives the service, found both in its prose and in the files the test below writes.
+    const entry = readFileSync(join(fixture, "services-entry.txt"), "utf8");
+    for (const [said, written = said] of [
+      ['addressSettings("SHIPPING", { listen, database })', 'addressSettings("SHIPPING", { listen: '],
+      ['platformSettings("shipping")'],
+      ['instance: (config) => instanceOf("SHIPPING", config)'],
+      ['hostSettingsOf("SHIPPING", config)'],
+      ['streamsOfService("shipping", natsAuthorization, allStreams)'],
+      ['name: "shipping"'],
+      ["runService"],
+      ["createServiceHost"],
+      ["host.server", "host.server.addService"],
+      ["bindConsumers"],
+      ["context.emit"],
+      ["ShipmentPreparedEvent"],
+      ["ShippingServiceConsumers"],
+    ]) {
+      expect(steps).toContain(said);
+      expect(code + entry).toContain(written);
+    }
+    const contracts = textsUnder(join(fixture, "proto"));
+    for (const name of ["shipping_service.proto", "shipping_events.proto"]) expect(existsSync(join(fixture, "proto", "shop", "shipping", "v1", name)), name).toBe(true);
+    for (const piece of ["shop.shipping.v1", "ShippingService", "(concord.v1.access)", "(concord.v1.subscribe)", "shop.orders.v1.OrderConfirmed", "shipping-order-confirmed", "(concord.v1.stream)", "SHOP_SHIPPING", "shop.shipping.v1.>", "ShipmentPrepared", "(concord.v1.event)"]) {
+      expect(steps).toContain(piece);
+      expect(contracts).toContain(piece);
+    }
+    // The default ports the README says the steps used.
+    expect(steps).toContain("the steps above used 50070 and 9120");
+    expect(code).toContain('"127.0.0.1:50070"');
+    expect(entry).toContain('"127.0.0.1:9120"');
+  });
+
+  it("adds a shipping service: refused by npm start until `npm run gen`, then an order confirmed becomes a stored shipment and a ShipmentPrepared, and concord status shows it", { timeout: 300_000 }, async () => {
+    const repo = join(dir.path, "shipping");
+    const dataDir = join(dir.path, "shipping-data");
+    copyOfRepository(repo);
+    const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), shipping: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort(), shippingMetrics: await freePort() };
+    const env = {
+      ...process.env,
+      DATA_DIR: dataDir,
+      NATS_URL: "",
+      NATS_PORT: String(ports.nats),
+      PRODUCTS_LISTEN: `127.0.0.1:${ports.products}`,
+      ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
+      SHIPPING_LISTEN: `127.0.0.1:${ports.shipping}`,
+      PRODUCTS_METRICS_LISTEN: `127.0.0.1:${ports.productsMetrics}`,
+      ORDERS_METRICS_LISTEN: `127.0.0.1:${ports.ordersMetrics}`,
+      SHIPPING_METRICS_LISTEN: `127.0.0.1:${ports.shippingMetrics}`,
+      LOG_LEVEL: "warn",
+    };
+    const run = (command: string, args: string[]) => spawnSync(command, args, { cwd: repo, env, encoding: "utf8", timeout: 120_000 });
+
+    // Step 1: the contracts.
+    cpSync(join(fixture, "proto"), join(repo, "proto"), { recursive: true });
+    // Not generated yet: npm start refuses before it makes anything, naming the new files.
+    const early = run(process.execPath, ["--import", "tsx", "tools/start.ts"]);
+    expect(early.stderr).toBe(
+      "start: proto/ differs from what gen/ was generated from (shop/shipping/v1/shipping_events.proto (added), shop/shipping/v1/shipping_service.proto (added)): run `npm run gen`, then npm start again\n",
+    );
+    expect(early.status).toBe(2);
+    expect(existsSync(dataDir)).toBe(false);
+
+    // Step 2: npm run gen writes the contract side.
+    const gen = run("npm", ["run", "-s", "gen"]);
+    expect(gen.status, gen.stderr).toBe(0);
+    for (const file of ["shipping_service_pb.ts", "shipping_service_jetstream.ts", "shipping_events_jetstream.ts"]) expect(existsSync(join(repo, "gen", "ts", "shop", "shipping", "v1", file)), file).toBe(true);
+    expect(readFileSync(join(repo, "gen", "ts", "concord_nats.ts"), "utf8")).toContain('"name": "shipping"');
+
+    // Step 3: the service; step 4: its entry in tools/services.ts.
+    cpSync(join(fixture, "services"), join(repo, "services"), { recursive: true });
+    addEntry(repo, fixture, 'import { ShippingServiceConsumers } from "../gen/ts/shop/shipping/v1/shipping_service_jetstream.js";\nimport { shippingSettings } from "../services/shipping/config.js";\n');
+
+    // npm start: its pre-scripts check the tools and build, then everything starts, the new service among them.
+    let output = "";
+    system = spawn("npm", ["start"], { cwd: repo, env, stdio: ["ignore", "pipe", "pipe"] });
+    system.stdout!.on("data", (d) => (output += d));
+    system.stderr!.on("data", (d) => (output += d));
+    const exited = new Promise<number | null>((resolve) => system!.once("exit", resolve));
+    await expect.poll(() => output, { timeout: 150_000, interval: 200 }).toContain("Concord is up");
+    expect(output).toMatch(new RegExp(`shipping: gRPC on 127\\.0\\.0\\.1:${ports.shipping}, metrics on http://127\\.0\\.0\\.1:${ports.shippingMetrics}/metrics \\(database .*shipping\\.db`));
+    expect(output).toContain("SHOP_SHIPPING (1 replica)");
+
+    // An order confirmed, as tools/try-order.ts places it.
+    const tried = run(process.execPath, ["--import", "tsx", "tools/try-order.ts"]);
+    expect(tried.stderr).toBe("");
+    const orderId = /order (\S+) is ORDER_STATE_CONFIRMED/.exec(tried.stdout)?.[1];
+    expect(orderId, tried.stdout).toBeDefined();
+
+    // Its shipment stored, and ShipmentPrepared on SHOP_SHIPPING.
+    const shipping = new Database(join(dataDir, "shipping.db"), { readonly: true });
+    try {
+      await expect.poll(() => shipping.prepare("SELECT order_id FROM shipments").pluck().all(), { timeout: 60_000 }).toContain(orderId);
+    } finally {
+      shipping.close();
+    }
+    const tail = spawn(process.execPath, ["--import", "tsx", "tools/concord.ts", "events", "tail", "--all", "--type", "shop.shipping.v1.ShipmentPrepared"], { cwd: repo, env, stdio: ["ignore", "pipe", "pipe"] });
+    let events = "";
+    tail.stdout.on("data", (d) => (events += d));
+    try {
+      await expect.poll(() => events, { timeout: 60_000 }).toContain(`"subject":"shop.shipping.v1.shipment.${orderId}.prepared"`);
+      expect(JSON.parse(events.split("\n")[0]!)).toMatchObject({ stream: "SHOP_SHIPPING", type: "shop.shipping.v1.ShipmentPrepared", source: "shipping", payload: { orderId } });
+    } finally {
+      tail.kill();
+    }
+
+    // concord status names the service and its consumer, caught up.
+    await expect
+      .poll(() => run(process.execPath, ["--import", "tsx", "tools/concord.ts", "status"]).stdout, { timeout: 60_000, interval: 1_000 })
+      .toMatch(new RegExp(`^shipping {2}gRPC 127\\.0\\.0\\.1:${ports.shipping}: SERVING\\n {2}outbox: depth 0, .*\\n {2}consumer shipping-order-confirmed on SHOP_ORDERS: pending 0, unacked 0, redelivered 0, dead letters 0$`, "m"));
+
+    system.kill("SIGINT");
+    expect(await exited).toBe(0);
+    expect(output).toContain("everything stopped");
+  });
+
+  it("has npm start refuse a service of gRPC alone, which the contracts give no NATS user, naming it, before it makes anything (exit 2)", { timeout: 120_000 }, async () => {
+    const natsPort = await freePort();
+    const repo = join(dir.path, "billing");
+    const dataDir = join(dir.path, "billing-data");
+    copyOfRepository(repo);
+    cpSync(join(billing, "proto"), join(repo, "proto"), { recursive: true });
+    cpSync(join(billing, "services"), join(repo, "services"), { recursive: true });
+    const run = (command: string, args: string[]) => spawnSync(command, args, { cwd: repo, env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "", NATS_PORT: String(natsPort) }, encoding: "utf8", timeout: 120_000 });
+    const gen = run("npm", ["run", "-s", "gen"]);
+    expect(gen.status, gen.stderr).toBe(0);
+    expect(readFileSync(join(repo, "gen", "ts", "concord_nats.ts"), "utf8")).not.toContain('"name": "billing"');
+    addEntry(repo, billing, 'import { billingSettings } from "../services/billing/config.js";\n');
+    const start = run(process.execPath, ["--import", "tsx", "tools/start.ts"]);
+    expect(start.stderr).toBe(
+      'start: tools/services.ts lists billing, which has no NATS user in gen/ts/concord_nats.ts: no proto package of that name (shop.billing.v1) declares a stream or a (concord.v1.subscribe), and every service connects to NATS as a user of its own, so a service of gRPC alone cannot start; declare its events or its subscriptions (README "Adding a service", step 1) and run `npm run gen`, or give the entry its package\'s name\n',
+    );
+    expect(start.status).toBe(2);
+    expect(existsSync(dataDir)).toBe(false);
+  });
+});
