@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -42,6 +43,8 @@ describe("the order saga on a three-node cluster, a node lost under load", () =>
   let cluster: NatsClusterHandle;
   let products: ServiceProcess;
   let orders: ServiceProcess;
+  /** The port the order service serves gRPC on, which its instance name (and so its NATS connection's) holds. */
+  let ordersPort: number;
   let nc: NatsConnection;
   let jsm: JetStreamManager;
   let js: JetStreamClient;
@@ -52,7 +55,8 @@ describe("the order saga on a three-node cluster, a node lost under load", () =>
   beforeAll(async () => {
     cluster = await startNatsCluster({ storeDir: join(dir, "nats") });
     const productsAddress = `127.0.0.1:${await freePort()}`;
-    const ordersAddress = `127.0.0.1:${await freePort()}`;
+    ordersPort = await freePort();
+    const ordersAddress = `127.0.0.1:${ordersPort}`;
     products = startServiceProcess("products", { PRODUCTS_LISTEN: productsAddress, PRODUCTS_DATABASE_URL: databases.products, NATS_URL: cluster.url, LOG_LEVEL: "warn" });
     await waitForServing(productsAddress, 30_000);
     orders = startServiceProcess("orders", {
@@ -87,7 +91,7 @@ describe("the order saga on a three-node cluster, a node lost under load", () =>
     for (const c of sagaConsumers) if ((await consumerLeader(c.stream, c.durable)) === node) led.push(c.durable);
     return led;
   };
-  /** The node that holds the named client connection (a service's), from each node's /connz. */
+  /** The node that holds the named client connection (a service's: `orders (<host>:<port>)`, by its instance), from each node's /connz. */
   const nodeHolding = async (connectionName: string): Promise<NatsClusterNode> => {
     for (const node of cluster.nodes) {
       const connz = (await (await fetch(`http://127.0.0.1:${node.monitorPort}/connz`)).json()) as { connections?: Array<{ name?: string }> };
@@ -192,7 +196,7 @@ describe("the order saga on a three-node cluster, a node lost under load", () =>
 
   it("keeps every order when a node hangs for 10 s (SIGSTOP) and resumes", { timeout: 240_000 }, async () => {
     await underLoad("SIGSTOP a node for 10 s", async () => {
-      const victim = await nodeHolding("orders");
+      const victim = await nodeHolding(`orders (${hostname()}:${ordersPort})`);
       const led = await ledBy(victim.name);
       victim.pause();
       await sleep(10_000);

@@ -7,9 +7,9 @@ import { status } from "@grpc/grpc-js";
 import { createAccount, createUser } from "nkeys.js";
 import { describe, expect, it } from "vitest";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
-import { checkHealth, createClient } from "../platform/grpc/index.js";
+import { checkHealth, createClient, waitForServing } from "../platform/grpc/index.js";
 import { claimSqliteFile, openDatabase } from "../platform/sql/index.js";
-import { freePort } from "./support/nats-server.js";
+import { freePort, useNatsServer } from "./support/nats-server.js";
 import { readmeProse } from "./support/readme.js";
 import { resolvingLater, startServiceProcess, type ServiceProcess } from "./support/service-process.js";
 import { grpcError } from "./support/shop.js";
@@ -251,6 +251,31 @@ describe("service entry points", () => {
     expect(result.stdout).toMatch(/PRODUCTS_LISTEN\s+host:port to serve gRPC on \(default: 127\.0\.0\.1:50051\)/);
     expect(result.stdout).toMatch(/INBOX_RETENTION\s+.*\(default: 7d\)/);
     expect(result.stdout).toMatch(/NATS_NKEY_SEED\s+file holding the service's NATS user nkey seed \(npm start makes DATA_DIR\/nats-credentials\/products\.nk\); empty: connect without credentials/);
+  });
+});
+
+describe("a service's instance outside its log", () => {
+  const dir = tempDirForSuite();
+  const nats = useNatsServer({ monitor: true });
+  const connectionNames = async (): Promise<string[]> => {
+    const connz = (await (await fetch(`http://127.0.0.1:${nats().monitorPort}/connz`)).json()) as { connections?: Array<{ name?: string }> };
+    return (connz.connections ?? []).map((c) => c.name ?? "").sort();
+  };
+
+  it("names its NATS connection by its instance: INSTANCE, else the host name and the port it serves gRPC on", { timeout: 90_000 }, async () => {
+    const named = `127.0.0.1:${await freePort()}`;
+    const derived = `127.0.0.1:${await freePort()}`;
+    const services = [
+      startServiceProcess("products", { INSTANCE: "products#2", PRODUCTS_LISTEN: named, PRODUCTS_DATABASE_URL: join(dir, "named.db"), NATS_URL: nats().url, LOG_LEVEL: "warn" }),
+      startServiceProcess("products", { INSTANCE: "", PRODUCTS_LISTEN: derived, PRODUCTS_DATABASE_URL: join(dir, "derived.db"), NATS_URL: nats().url, LOG_LEVEL: "warn" }),
+    ];
+    try {
+      await Promise.all([waitForServing(named, 30_000), waitForServing(derived, 30_000)]);
+      // As `nats server report connections` shows them: two instances of one service, told apart.
+      expect(await connectionNames()).toEqual([`products (${hostname()}:${derived.split(":")[1]})`, "products (products#2)"].sort());
+    } finally {
+      for (const svc of services) await svc.stop();
+    }
   });
 });
 

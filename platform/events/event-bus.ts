@@ -1,15 +1,21 @@
 import { connect, nkeyAuthenticator, nkeys, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
 import { readSettingFile } from "../config/index.js";
 import { causeChain } from "../errors/index.js";
-import type { Logger } from "../log/index.js";
+import { processName, type Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
 import { closeAbandonedDials } from "./nats-internals.js";
 
 export interface EventBusOptions {
   /** NATS server URL(s), e.g. "nats://127.0.0.1:4222"; several comma-separated for a cluster. */
   readonly url: string;
-  /** Connection name shown by the server (`nats server report connections`): the service name. */
+  /** The service's name: the connection's name shown by the server (`nats server report connections`, /connz), with `instance`. */
   readonly name: string;
+  /**
+   * Which process of the service this is (the `instance` of its log lines):
+   * the connection is named `<name> (<instance>)`, so that two instances'
+   * connections can be told apart. Default: named `name` alone.
+   */
+  readonly instance?: string;
   readonly logger: Logger;
   /** Pause between reconnect attempts. Default 250 ms (with jitter). */
   readonly reconnectTimeWaitMs?: number;
@@ -20,7 +26,7 @@ export interface EventBusOptions {
   readonly nkeySeedFile?: string;
   /**
    * Prefix of the connection's reply subjects: the server lets a user's
-   * replies through on its own prefix only. Default `_INBOX_<name>`.
+   * replies through on its own prefix only. Default `_INBOX_<name>`, whatever the instance.
    */
   readonly inboxPrefix?: string;
 }
@@ -45,7 +51,7 @@ export interface EventBus {
  * Fails at once when the first connection or JetStream cannot be reached.
  */
 export async function connectEventBus(options: EventBusOptions): Promise<EventBus> {
-  checkOptions("connectEventBus", options, ["url", "name", "logger", "reconnectTimeWaitMs", "nkeySeedFile", "inboxPrefix"]);
+  checkOptions("connectEventBus", options, ["url", "name", "instance", "logger", "reconnectTimeWaitMs", "nkeySeedFile", "inboxPrefix"]);
   const { url, name } = options;
   if (typeof url !== "string" || url.trim() === "") throw new Error("connectEventBus: url is required");
   if (typeof name !== "string" || name.trim() === "") throw new Error("connectEventBus: name is required");
@@ -60,7 +66,7 @@ export async function connectEventBus(options: EventBusOptions): Promise<EventBu
   try {
     nc = await connect({
       servers: url.split(",").map((s) => s.trim()),
-      name,
+      name: processName(name, options.instance),
       inboxPrefix,
       ...(authenticator && { authenticator }),
       maxReconnectAttempts: -1,

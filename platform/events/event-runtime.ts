@@ -25,6 +25,8 @@ export interface EventRuntimeOptions {
   readonly seedName?: string;
   /** Service name: `ce-source` of its events and its NATS connection name. */
   readonly service: string;
+  /** Which process of the service this is (its log lines' `instance`), named in its NATS connection's name (see connectEventBus). Default: none. */
+  readonly instance?: string;
   /** Streams the service publishes to or consumes from, provisioned at start. */
   readonly streams: readonly StreamSpec[];
   /** The generated descriptor set: the events' contract rules, checked when they are emitted and consumed. */
@@ -86,7 +88,7 @@ export interface EventRuntime {
  * dead-lettered.
  */
 export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
-  checkOptions("createEventRuntime", options, ["db", "natsUrl", "urlName", "seedName", "service", "streams", "descriptorSet", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs", "inboxRetentionMs", "middleware", "nkeySeedFile", "streamSources", "newDatabase"]);
+  checkOptions("createEventRuntime", options, ["db", "natsUrl", "urlName", "seedName", "service", "instance", "streams", "descriptorSet", "logger", "flushTimeoutMs", "retryMinMs", "retryMaxMs", "waitLogIntervalMs", "inboxRetentionMs", "middleware", "nkeySeedFile", "streamSources", "newDatabase"]);
   const { db, natsUrl, service, streams, streamSources } = options;
   const flushTimeoutMs = options.flushTimeoutMs ?? 5_000;
   const retryMinMs = options.retryMinMs ?? 200;
@@ -125,7 +127,13 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
 
   /** One attempt to connect; abandoned when a stop comes first, and then closed once it lands. */
   const connect = async (): Promise<EventBus> => {
-    const attempt = connectEventBus({ url: natsUrl, name: service, logger: options.logger, ...(options.nkeySeedFile !== undefined && { nkeySeedFile: options.nkeySeedFile }) });
+    const attempt = connectEventBus({
+      url: natsUrl,
+      name: service,
+      ...(options.instance !== undefined && { instance: options.instance }),
+      logger: options.logger,
+      ...(options.nkeySeedFile !== undefined && { nkeySeedFile: options.nkeySeedFile }),
+    });
     const connected = await unlessStopped(attempt);
     if (connected) return connected;
     void attempt.then((late) => late.close(), () => undefined);

@@ -1,2 +1,2 @@
-export { createLogger, infoLineWriter, type Logger, type LoggerOptions } from "./logger.js";
+export { createLogger, infoLineWriter, processName, type Logger, type LoggerOptions } from "./logger.js";
 export { LineWindow } from "./line-window.js";

@@ -17,6 +17,8 @@ import type { RunningService } from "./run-service.js";
 export interface ServiceHostOptions {
   /** Service name: logs, `ce-source`, NATS connection name. */
   readonly name: string;
+  /** Which process of the service this is (its log lines' `instance`; see instanceOf): its NATS connection is named `<name> (<instance>)`. Default: `<name>` alone. */
+  readonly instance?: string;
   /** host:port to serve gRPC on; port 0 picks a free port. */
   readonly listen: string;
   /** The service's own database: a SQLite file, or a postgres:// URL. */
@@ -247,6 +249,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       natsUrl: options.natsUrl,
       ...(variables && { urlName: variables.nats, seedName: variables.natsSeed }),
       service: name,
+      ...(options.instance !== undefined && { instance: options.instance }),
       streams: options.streams,
       descriptorSet: options.descriptorSet,
       logger,

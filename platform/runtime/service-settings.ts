@@ -69,7 +69,7 @@ export function platformSettings(service: string) {
     ...grpcSecuritySettings(service),
     SHUTDOWN_TIMEOUT: { description: "how long a stop waits for in-flight calls", default: "10s", parse: duration },
     INSTANCE: {
-      description: "what this process is called on each of its log lines (`instance`), to tell the service's instances apart; empty: <host name>:<port it serves gRPC on> (<host name> pid <pid> on port 0)",
+      description: "what this process is called on each of its log lines (`instance`), in its NATS connection's name, to tell the service's instances apart; empty: <host name>:<port it serves gRPC on> (<host name> pid <pid> on port 0)",
       default: "",
       parse: instanceName,
     },
@@ -117,6 +117,7 @@ export interface HostVariables {
 /** The service host's options the settings above give (see ServiceHostOptions). */
 export interface HostSettingsOptions {
   readonly listen: string;
+  readonly instance: string;
   readonly database: string;
   readonly variables: HostVariables;
   readonly natsUrl: string;
@@ -134,6 +135,7 @@ export function hostSettingsOf<P extends string>(prefix: P, config: ConfigOf<Add
   const metricsListen = own[`${prefix}_METRICS_LISTEN`] as string | undefined;
   return {
     listen: own[`${prefix}_LISTEN`] as string,
+    instance: instanceOf(prefix, config),
     database: (own[`${prefix}_DATABASE_URL`] as ReturnType<typeof databaseUrl>).location,
     variables: {
       listen: `${prefix}_LISTEN`,

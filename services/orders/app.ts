@@ -24,6 +24,8 @@ export interface OrdersOptions {
   readonly listen: string;
   /** The service's database: a SQLite file, or a postgres:// URL. */
   readonly database: string;
+  /** Which process of the service this is (its log lines' `instance`), named in its NATS connection's name (see ServiceHostOptions). */
+  readonly instance?: string;
   /** The variables its addresses and database were read from, which refusals name (see ServiceHostOptions). */
   readonly variables?: HostVariables;
   /** host:port of the product service. */

@@ -17,6 +17,8 @@ export interface ProductsOptions {
   readonly listen: string;
   /** The service's database: a SQLite file, or a postgres:// URL. */
   readonly database: string;
+  /** Which process of the service this is (its log lines' `instance`), named in its NATS connection's name (see ServiceHostOptions). */
+  readonly instance?: string;
   /** The variables its addresses and database were read from, which refusals name (see ServiceHostOptions). */
   readonly variables?: HostVariables;
   /** NATS server with JetStream. */

@@ -38,6 +38,8 @@ export interface NatsServerOptions {
    * (`no_auth_user` then puts clients without credentials in one of them). Default none.
    */
   readonly extraConfig?: string;
+  /** Serves the monitoring endpoints (`/connz`, `/healthz`) on 127.0.0.1 at a free port, `monitorPort`. Default false. */
+  readonly monitor?: boolean;
 }
 
 /** A real nats-server with JetStream, owned by one test suite. */
@@ -48,6 +50,8 @@ export interface NatsServerHandle {
   /** The seed file of a user of the generated authorization ("orders", "observer", ...); throws without `credentialsDir`. */
   seedFile(user: string): string;
   readonly storeDir: string;
+  /** Its monitoring port on 127.0.0.1, with `monitor`. */
+  readonly monitorPort?: number;
   /** SIGTERM, waits for exit, and removes the store dir unless it was given. Final: no restart after it. */
   stop(): Promise<void>;
   /** Stops (when running) and starts again on the same port and store dir; resolves when JetStream answers. */
@@ -225,13 +229,14 @@ function createNode(spec: NodeSpec): Node {
  * connect and JetStream answers, so tests never race the server's start-up.
  */
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServerHandle> {
-  const known = new Set(["storeDir", "port", "syncAlways", "credentialsDir", "provision", "extraConfig"]);
+  const known = new Set(["storeDir", "port", "syncAlways", "credentialsDir", "provision", "extraConfig", "monitor"]);
   for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startNatsServer: unknown option ${key}`);
   const server = serverBinary();
   const ownsStore = options.storeDir === undefined;
   const storeDir = options.storeDir ?? mkdtempSync(join(tmpdir(), "concord-nats-"));
   mkdirSync(storeDir, { recursive: true });
   const port = options.port ?? (await freePort());
+  const monitorPort = options.monitor === true ? await freePort() : undefined;
   const configDir = mkdtempSync(join(tmpdir(), "concord-nats-conf-"));
   const syncAlways = (options.syncAlways ?? false) && server.syncInterval;
   const { credentialsDir } = options;
@@ -247,6 +252,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     storeDir,
     configPath: join(configDir, "nats-server.conf"),
     syncAlways,
+    ...(monitorPort !== undefined && { monitorPort }),
     ...(authorization && { authorization }),
     ...(options.extraConfig !== undefined && { extraConfig: options.extraConfig }),
   });
@@ -273,6 +279,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     url: `nats://127.0.0.1:${port}`,
     port,
     storeDir,
+    ...(monitorPort !== undefined && { monitorPort }),
     seedFile(user) {
       if (credentialsDir === undefined) throw new Error("this nats-server runs without authorization (no credentialsDir)");
       return seedFileOf(credentialsDir, user);
