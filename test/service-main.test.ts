@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { checkHealth, createClient, waitForServing } from "../platform/grpc/index.js";
 import { claimSqliteFile, openDatabase } from "../platform/sql/index.js";
+import { startTraceReceiver } from "../tools/traces/otlp-receiver.js";
 import { freePort, useNatsServer } from "./support/nats-server.js";
 import { readmeProse } from "./support/readme.js";
 import { resolvingLater, startServiceProcess, type ServiceProcess } from "./support/service-process.js";
@@ -262,19 +263,31 @@ describe("a service's instance outside its log", () => {
     return (connz.connections ?? []).map((c) => c.name ?? "").sort();
   };
 
-  it("names its NATS connection by its instance: INSTANCE, else the host name and the port it serves gRPC on", { timeout: 90_000 }, async () => {
+  it("names its NATS connection and its spans' service.instance.id: INSTANCE, else the host name and the port it serves gRPC on", { timeout: 90_000 }, async () => {
+    const receiver = await startTraceReceiver();
     const named = `127.0.0.1:${await freePort()}`;
     const derived = `127.0.0.1:${await freePort()}`;
+    const otel = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "", OTEL_SDK_DISABLED: "", OTEL_RESOURCE_ATTRIBUTES: "", OTEL_BSP_SCHEDULE_DELAY: "100" };
     const services = [
-      startServiceProcess("products", { INSTANCE: "products#2", PRODUCTS_LISTEN: named, PRODUCTS_DATABASE_URL: join(dir, "named.db"), NATS_URL: nats().url, LOG_LEVEL: "warn" }),
-      startServiceProcess("products", { INSTANCE: "", PRODUCTS_LISTEN: derived, PRODUCTS_DATABASE_URL: join(dir, "derived.db"), NATS_URL: nats().url, LOG_LEVEL: "warn" }),
+      startServiceProcess("products", { ...otel, INSTANCE: "products#2", PRODUCTS_LISTEN: named, PRODUCTS_DATABASE_URL: join(dir, "named.db"), NATS_URL: nats().url, LOG_LEVEL: "warn" }),
+      startServiceProcess("products", { ...otel, INSTANCE: "", PRODUCTS_LISTEN: derived, PRODUCTS_DATABASE_URL: join(dir, "derived.db"), NATS_URL: nats().url, LOG_LEVEL: "warn" }),
     ];
     try {
       await Promise.all([waitForServing(named, 30_000), waitForServing(derived, 30_000)]);
       // As `nats server report connections` shows them: two instances of one service, told apart.
       expect(await connectionNames()).toEqual([`products (${hostname()}:${derived.split(":")[1]})`, "products (products#2)"].sort());
+      // One call to each in turn: the server span of each comes from the instance called.
+      const createSpans = () => receiver.spans().filter((s) => s.kind === "SERVER" && s.name.endsWith("/CreateProduct"));
+      for (const [i, [address, instance]] of [[named, "products#2"], [derived, `${hostname()}:${derived.split(":")[1]}`]].entries()) {
+        const catalog = createClient(ProductServiceService, { address });
+        await catalog.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 2500 }, initialStock: 1 });
+        catalog.close();
+        await expect.poll(() => createSpans().length, { timeout: 20_000, message: instance }).toBe(i + 1);
+        expect(createSpans()[i]).toMatchObject({ service: "products", instance });
+      }
     } finally {
       for (const svc of services) await svc.stop();
+      await receiver.close();
     }
   });
 });

@@ -25,7 +25,7 @@ export interface RunServiceOptions<S extends Settings> {
   /** One line on what the service does, for --help. */
   readonly summary: string;
   readonly settings: S;
-  /** What its log lines call this process (`instance`), from its configuration; see `instanceOf`. Default: not said. */
+  /** What its log lines call this process (`instance`), and its spans (`service.instance.id`), from its configuration; see `instanceOf`. Default: not said. */
   readonly instance?: (config: ConfigOf<S>) => string;
   /** Starts the service; `signal` aborts when it is to stop before start-up is over (while it waits for its database). */
   readonly start: (config: ConfigOf<S>, logger: Logger, signal: AbortSignal) => Promise<RunningService>;
@@ -104,6 +104,7 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
   try {
     tracing = await startTracing({
       service: options.name,
+      ...(instance !== undefined && { instance }),
       onProblem: (problem, left) =>
         logger.warn({ component: "tracing", ...(left > 0 && { notToldSinceLast: left }) }, `tracing: ${problem} (each such warning said at most once a minute)`),
     });

@@ -69,7 +69,7 @@ export function platformSettings(service: string) {
     ...grpcSecuritySettings(service),
     SHUTDOWN_TIMEOUT: { description: "how long a stop waits for in-flight calls", default: "10s", parse: duration },
     INSTANCE: {
-      description: "what this process is called on each of its log lines (`instance`), in its NATS connection's name, to tell the service's instances apart; empty: <host name>:<port it serves gRPC on> (<host name> pid <pid> on port 0)",
+      description: "what this process is called on each of its log lines (`instance`), in its NATS connection's name and as its spans' service.instance.id, to tell the service's instances apart; empty: <host name>:<port it serves gRPC on> (<host name> pid <pid> on port 0)",
       default: "",
       parse: instanceName,
     },

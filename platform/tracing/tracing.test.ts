@@ -1,5 +1,7 @@
-import { spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
+import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
+import { startTraceReceiver } from "../../tools/traces/otlp-receiver.js";
 import { otlpEndpointProblem, problemLogger, tracingWanted } from "./tracing.js";
 
 /**
@@ -67,6 +69,27 @@ describe("tracing", () => {
     expect(endpoint({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9" })).toBe("http://127.0.0.1:9/v1/traces");
     expect(endpoint({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9/", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://127.0.0.1:8/spans" })).toBe("http://127.0.0.1:8/spans");
   }, 120_000);
+
+  it("exports the instance as the resource's service.instance.id, unless OTEL_RESOURCE_ATTRIBUTES names another", { timeout: 120_000 }, async () => {
+    const receiver = await startTraceReceiver();
+    try {
+      // In a process of its own (the SDK reads the variables itself), not waited for synchronously: the receiver here answers it.
+      const exportOne = (env: Record<string, string>) =>
+        promisify(execFile)(
+          process.execPath,
+          ["--import", "tsx", "--input-type=module", "-e", `const { startTracing, activeTracer } = await import("./platform/tracing/index.ts"); const t = await startTracing({ service: "probe", instance: "probe#2" }); activeTracer().startSpan("one").end(); await t.shutdown();`],
+          { env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "", OTEL_SDK_DISABLED: "", OTEL_SERVICE_NAME: "", OTEL_RESOURCE_ATTRIBUTES: "", ...env }, timeout: 60_000 },
+        );
+      await exportOne({});
+      await exportOne({ OTEL_RESOURCE_ATTRIBUTES: "service.instance.id=probe-7f9c" });
+      expect(receiver.spans().map((s) => [s.service, s.instance])).toEqual([
+        ["probe", "probe#2"],
+        ["probe", "probe-7f9c"],
+      ]);
+    } finally {
+      await receiver.close();
+    }
+  });
 
   it("tells of spans it cannot export, in one line saying why, where the SDK said nothing", () => {
     // Nothing listens on port 9 of loopback: every batch fails, as with a collector that is down.

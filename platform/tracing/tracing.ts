@@ -28,6 +28,8 @@ export interface Tracing {
 export interface TracingOptions {
   /** `service.name` of the spans, unless OTEL_SERVICE_NAME says otherwise. */
   readonly service: string;
+  /** `service.instance.id` of the spans (which process of the service made them), unless OTEL_RESOURCE_ATTRIBUTES says otherwise. Default: none. */
+  readonly instance?: string;
   /** Where the OTEL_* variables are read; default `process.env`. */
   readonly env?: Readonly<Record<string, string | undefined>>;
   /**
@@ -161,7 +163,7 @@ export async function startTracing(options: TracingOptions): Promise<Tracing> {
   if (problem) throw new Error(problem);
   const [otel, { createTracerProvider }] = await Promise.all([import("@opentelemetry/api"), import("./sdk.js")]);
   if (options.onProblem) otel.diag.setLogger(problemLogger(options.onProblem), otel.DiagLogLevel.WARN);
-  const provider = createTracerProvider(options.service);
+  const provider = createTracerProvider(options.service, options.instance);
   otel.trace.setGlobalTracerProvider(provider);
   api = otel;
   tracer = provider.getTracer("concord");

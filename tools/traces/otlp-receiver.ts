@@ -1,8 +1,8 @@
 /**
  * A small OTLP/HTTP trace receiver: takes what OpenTelemetry's JSON
  * exporter (`@opentelemetry/exporter-trace-otlp-http`) posts to /v1/traces,
- * keeps each span flattened (service, ids, name, kind, times, attributes,
- * status), and appends it to a JSON-lines file when given one. For tests,
+ * keeps each span flattened (service and instance, ids, name, kind, times,
+ * attributes, status), and appends it to a JSON-lines file when given one. For tests,
  * the bench and `tools/traces.ts serve`; a trace viewer does more.
  */
 import { appendFileSync, closeSync, fchmodSync, openSync } from "node:fs";
@@ -17,6 +17,8 @@ export const spanKinds = ["UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUC
 /** One span as received. Times are nanoseconds since the epoch, as decimal strings (they exceed 2^53). */
 export interface ReceivedSpan {
   readonly service: string;
+  /** Which process of the service sent it (its resource's `service.instance.id`), when the exporter said. */
+  readonly instance?: string;
   readonly traceId: string;
   readonly spanId: string;
   /** Empty for a root span. */
@@ -95,11 +97,14 @@ function nanosOf(value: unknown, field: string): string {
 export function spansOfExport(body: unknown): ReceivedSpan[] {
   const out: ReceivedSpan[] = [];
   for (const rs of (body as { resourceSpans?: any[] }).resourceSpans ?? []) {
-    const service = String(attributesOf(rs.resource?.attributes)["service.name"] ?? "");
+    const resource = attributesOf(rs.resource?.attributes);
+    const service = String(resource["service.name"] ?? "");
+    const instance = resource["service.instance.id"];
     for (const ss of rs.scopeSpans ?? []) {
       for (const s of ss.spans ?? []) {
         out.push({
           service,
+          ...(instance !== undefined && { instance: String(instance) }),
           traceId: hexId(s.traceId),
           spanId: hexId(s.spanId),
           parentSpanId: hexId(s.parentSpanId),
