@@ -137,6 +137,23 @@ describe("service entry points", () => {
     expect(bad.stdout).toBe("");
   });
 
+  it("name the process in a refusal of their environment where INSTANCE or the address they would serve on says it", async () => {
+    const port = await freePort();
+    const refusal = (env: Record<string, string>) => {
+      const result = run("services/products/main.ts", { GRPC_INSECURE: "1", GRPC_AUTH: "none", NATS_URL: "nats://127.0.0.1:notaport", ...env });
+      expect(result.status).toBe(2);
+      expect(result.stdout).toBe("");
+      return result.stderr;
+    };
+    const bad = 'bad configuration:\n  NATS_URL="nats://127.0.0.1:notaport" is invalid: the port "notaport" is not a number';
+    expect(refusal({ INSTANCE: "products#2", PRODUCTS_LISTEN: "nowhere" })).toMatch(/^products \(products#2\): bad configuration:\n {2}PRODUCTS_LISTEN="nowhere" is invalid/);
+    expect(refusal({ PRODUCTS_LISTEN: `127.0.0.1:${port}` }).startsWith(`products (${hostname()}:${port}): ${bad}: expected nats://host:port`)).toBe(true);
+    expect(refusal({ PRODUCTS_LISTEN: "127.0.0.1:0" }).startsWith(`products (${hostname()} pid `)).toBe(true);
+    // Not known: INSTANCE is itself refused, or unset with the address refused.
+    expect(refusal({ INSTANCE: "x".repeat(101), PRODUCTS_LISTEN: `127.0.0.1:${port}` })).toMatch(/^products: bad configuration:\n/);
+    expect(refusal({ PRODUCTS_LISTEN: "nowhere" })).toMatch(/^products: bad configuration:\n {2}PRODUCTS_LISTEN="nowhere" is invalid/);
+  });
+
   it("name DATABASE_URL in a refusal of the database URL when the service read that one", () => {
     const result = start("orders", {
       ORDERS_DATABASE_URL: "",

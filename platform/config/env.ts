@@ -28,6 +28,13 @@ export type ConfigOf<S extends Settings> = { readonly [K in keyof S]: S[K] exten
 /** Thrown by `readConfig`; its message lists every bad variable. */
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
+  /** The values of the settings that were read well, by name: what can be said of the process all the same. */
+  readonly read: Readonly<Record<string, unknown>>;
+
+  constructor(message: string, read: Readonly<Record<string, unknown>> = {}) {
+    super(message);
+    this.read = read;
+  }
 }
 
 /** For each configuration `readConfig` returned, the variable each setting's value was read from. */
@@ -56,7 +63,7 @@ export function readConfig<S extends Settings>(settings: S, env: NodeJS.ProcessE
       problems.push(`${from}=${setting.shown?.(text) ?? JSON.stringify(text)} is invalid: ${(err as Error).message} (${setting.description})`);
     }
   }
-  if (problems.length > 0) throw new ConfigError(`bad configuration:\n  ${problems.join("\n  ")}`);
+  if (problems.length > 0) throw new ConfigError(`bad configuration:\n  ${problems.join("\n  ")}`, out);
   readFrom.set(out, variables);
   return out as ConfigOf<S>;
 }

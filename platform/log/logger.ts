@@ -16,8 +16,8 @@ export interface LoggerOptions {
 /**
  * What names a process of `service` where one name must say both the
  * service and the instance (the `instance` of its log lines): its NATS
- * connection's. `products (products#2)`, `orders (shop-7f9c:50052)`; the
- * service alone when the instance is not known.
+ * connection's, a refusal it prints before it logs. `products (products#2)`,
+ * `orders (shop-7f9c:50052)`; the service alone when the instance is not known.
  */
 export function processName(service: string, instance: string | undefined): string {
   return instance === undefined ? service : `${service} (${instance})`;

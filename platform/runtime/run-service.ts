@@ -1,6 +1,6 @@
 import { ConfigError, describeConfig, readConfig, type ConfigOf, type Settings } from "../config/index.js";
 import { Code, codeName, StatusError } from "../errors/index.js";
-import { createLogger, type Logger } from "../log/index.js";
+import { createLogger, processName, type Logger } from "../log/index.js";
 import { otlpEndpointProblem, startTracing, type Tracing } from "../tracing/index.js";
 
 /** A started service: where it listens and how to stop it. */
@@ -25,8 +25,12 @@ export interface RunServiceOptions<S extends Settings> {
   /** One line on what the service does, for --help. */
   readonly summary: string;
   readonly settings: S;
-  /** What its log lines call this process (`instance`), and its spans (`service.instance.id`), from its configuration; see `instanceOf`. Default: not said. */
-  readonly instance?: (config: ConfigOf<S>) => string;
+  /**
+   * What this process is called (see `instanceOf`), from its configuration: its log lines' `instance` and its
+   * spans' `service.instance.id`. Given, too, the settings read well of a configuration refused, to name the
+   * process in the refusal (and in that of its OTLP endpoint); undefined when they do not say. Default: not said.
+   */
+  readonly instance?: (config: Partial<ConfigOf<S>>) => string | undefined;
   /** Starts the service; `signal` aborts when it is to stop before start-up is over (while it waits for its database). */
   readonly start: (config: ConfigOf<S>, logger: Logger, signal: AbortSignal) => Promise<RunningService>;
 }
@@ -87,18 +91,18 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
     config = readConfig(options.settings);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    console.error(`${options.name}: ${err.message}`);
+    console.error(`${processName(options.name, options.instance?.(err.read as Partial<ConfigOf<S>>))}: ${err.message}`);
     process.exitCode = refusedExitCode;
     return;
   }
+  const instance = options.instance?.(config);
   const endpointProblem = otlpEndpointProblem();
   if (endpointProblem) {
-    console.error(`${options.name}: ${endpointProblem}`);
+    console.error(`${processName(options.name, instance)}: ${endpointProblem}`);
     process.exitCode = refusedExitCode;
     return;
   }
   const level = (config as Record<string, unknown>).LOG_LEVEL;
-  const instance = options.instance?.(config);
   const logger = createLogger({ service: options.name, ...(instance !== undefined && { instance }), level: typeof level === "string" ? level : "info" });
   let tracing: Tracing = { enabled: false, shutdown: async () => {} };
   try {

@@ -63,6 +63,21 @@ describe("instanceOf", () => {
     expect(instanceOf("SHELF", config({ SHELF_LISTEN: "127.0.0.1:0" }))).toBe(`${hostname()} pid ${process.pid}`);
   });
 
+  it("names it from the settings read well of a configuration refused, where they say, and leaves it unsaid where not", () => {
+    const readWell = (env: NodeJS.ProcessEnv) => {
+      try {
+        config(env);
+      } catch (err) {
+        return (err as ConfigError).read;
+      }
+      throw new Error("not refused");
+    };
+    expect(instanceOf("SHELF", readWell({ INSTANCE: "shelf#2", SHELF_LISTEN: "nowhere" }))).toBe("shelf#2");
+    expect(instanceOf("SHELF", readWell({ NATS_URL: "nats://x:y", SHELF_LISTEN: "[::]:7000" }))).toBe(`${hostname()}:7000`);
+    expect(instanceOf("SHELF", readWell({ SHELF_LISTEN: "nowhere" }))).toBeUndefined();
+    expect(instanceOf("SHELF", readWell({ INSTANCE: "shelf\t2" }))).toBeUndefined();
+  });
+
   it("refuses an INSTANCE over 100 characters or holding a control character, naming the variable", () => {
     expect(() => config({ INSTANCE: "x".repeat(101) })).toThrow(/INSTANCE="x+" is invalid: 101 characters, where at most 100 go/);
     expect(() => config({ INSTANCE: "shelf\n#2" })).toThrow('INSTANCE="shelf\\n#2" is invalid: it holds a control character (a line feed, a tab)');

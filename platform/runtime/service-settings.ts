@@ -89,11 +89,17 @@ function instanceName(raw: string): string {
  * call this process: INSTANCE when set, else the machine's host name and
  * the port it serves gRPC on (`shop-7f9c:50052`), which tell apart both
  * instances on one machine and pods that listen on one port; on port 0
- * (the system picks one, as tests do) its process id instead.
+ * (the system picks one, as tests do) its process id instead. Given only
+ * the settings read well of a configuration refused (ConfigError's
+ * `read`), undefined when those do not say: INSTANCE bad, or unset and
+ * the address bad.
  */
-export function instanceOf<P extends string>(prefix: P, config: ConfigOf<AddressSettings<P>> & ConfigOf<PlatformSettings>): string {
+export function instanceOf<P extends string>(prefix: P, config: ConfigOf<AddressSettings<P>> & ConfigOf<PlatformSettings>): string;
+export function instanceOf<P extends string>(prefix: P, config: Partial<ConfigOf<AddressSettings<P>> & ConfigOf<PlatformSettings>>): string | undefined;
+export function instanceOf<P extends string>(prefix: P, config: Partial<ConfigOf<AddressSettings<P>> & ConfigOf<PlatformSettings>>): string | undefined {
   if (config.INSTANCE !== "") return config.INSTANCE;
-  const listen = (config as unknown as Record<string, string>)[`${prefix}_LISTEN`];
+  const listen = (config as unknown as Record<string, string | undefined>)[`${prefix}_LISTEN`];
+  if (listen === undefined) return undefined;
   const port = listen.slice(listen.lastIndexOf(":") + 1);
   return port === "0" ? `${hostname()} pid ${process.pid}` : `${hostname()}:${port}`;
 }

@@ -49,11 +49,12 @@ describe("tracing", () => {
     // A service refuses it at start, one line and exit 2, as it does a bad setting of its own.
     const service = spawnSync(process.execPath, ["--import", "tsx", "services/products/main.ts"], {
       encoding: "utf8",
-      env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: "127.0.0.1:4318", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "", OTEL_SDK_DISABLED: "" },
+      env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: "127.0.0.1:4318", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "", OTEL_SDK_DISABLED: "", INSTANCE: "products#1" },
       timeout: 60_000,
     });
     expect(service.status).toBe(2);
-    expect(service.stderr).toBe(`products: ${otlpEndpointProblem({ OTEL_EXPORTER_OTLP_ENDPOINT: "127.0.0.1:4318" })}\n`);
+    // Its settings read, the refusal names the process, as its log lines would.
+    expect(service.stderr).toBe(`products (products#1): ${otlpEndpointProblem({ OTEL_EXPORTER_OTLP_ENDPOINT: "127.0.0.1:4318" })}\n`);
   }, 60_000);
 
   it("says where the spans go, as the exporter makes the URL from the variables", () => {
