@@ -251,11 +251,11 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     // Without --file, the span file is the one `traces serve` keeps in DATA_DIR, beside the rest of the system's.
     const inDataDir = await concord("traces", "show", "abc");
     expect(inDataDir.status).toBe(1);
-    expect(inDataDir.stderr).toContain(`concord: ${dir.path}/traces.jsonl does not exist; run \`npx concord traces serve\` while the services run (it makes the file once the first spans come; the services send theirs every 5 s by default)`);
+    expect(inDataDir.stderr).toContain(`concord: ${dir.path}/traces.jsonl does not exist; run \`npx concord traces serve\` and start the services with OTEL_EXPORTER_OTLP_ENDPOINT set to the URL it prints (http://127.0.0.1:4318 by default): without it they export no spans (it makes the file once the first spans come; the services send theirs every 5 s by default)`);
     writeFileSync(`${dir.path}/traces.jsonl`, "");
     const none = await concord("traces", "show", "abc");
     expect(none.status).toBe(1);
-    expect(none.stderr).toContain(`no trace in ${dir.path}/traces.jsonl has a span mentioning "abc" (the services send their spans every 5 s by default: for an order placed just now, try again in a few seconds)`);
+    expect(none.stderr).toContain(`no trace in ${dir.path}/traces.jsonl has a span mentioning "abc" (the services send their spans every 5 s by default: for an order placed just now, try again in a few seconds; one placed while they ran without OTEL_EXPORTER_OTLP_ENDPOINT naming \`npx concord traces serve\` has none)`);
   });
 
   it("names a mistyped option of traces with the one it likely meant, exit status 2, in one line", async () => {

@@ -157,13 +157,13 @@ async function run(argv: string[], prog: string, elsewhere: Readonly<Record<stri
   // show
   const [text] = positionals;
   if (!text || positionals.length > 1) throw new UsageError("show takes one <text>", command);
-  if (!existsSync(file)) throw new Error(`${file} does not exist; run \`${prog} serve\` while the services run (it makes the file once the first spans come; the services send theirs every 5 s by default)`);
+  if (!existsSync(file)) throw new Error(`${file} does not exist; run \`${prog} serve\` and start the services with OTEL_EXPORTER_OTLP_ENDPOINT set to the URL it prints (http://127.0.0.1:4318 by default): without it they export no spans (it makes the file once the first spans come; the services send theirs every 5 s by default)`);
   const { spans, skipped } = readSpans(file);
   // A receiver killed while it appended leaves a line cut short, which the next append continues: the rest still shows.
   if (skipped.length > 0) console.error(`${file}: ${skipped.length} line(s) hold no whole span and were skipped (line ${skipped.slice(0, 5).join(", ")}${skipped.length > 5 ? ", ..." : ""})`);
   const out = formatTraces(spans, text);
   if (out === "") {
-    console.error(`no trace in ${file} has a span mentioning ${JSON.stringify(text)} (the services send their spans every 5 s by default: for an order placed just now, try again in a few seconds)`);
+    console.error(`no trace in ${file} has a span mentioning ${JSON.stringify(text)} (the services send their spans every 5 s by default: for an order placed just now, try again in a few seconds; one placed while they ran without OTEL_EXPORTER_OTLP_ENDPOINT naming \`${prog} serve\` has none)`);
     return 1;
   }
   console.log(out);
