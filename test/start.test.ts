@@ -848,6 +848,35 @@ describe("npm start", () => {
     }
   });
 
+  it("refuses every port it would listen on that is taken in one line (a second system on the default ports), before making anything", { timeout: 60_000 }, async () => {
+    const dataDir = join(dir.path, "never-made");
+    const [products, ordersMetrics, nats] = [await freePort(), await freePort(), await freePort()];
+    const blockers = [products, ordersMetrics, nats].map(() => createServer());
+    try {
+      await Promise.all(blockers.map((b, i) => new Promise<void>((resolve) => b.listen([products, ordersMetrics, nats][i], "127.0.0.1", resolve))));
+      const env = {
+        ...process.env,
+        DATA_DIR: dataDir,
+        NATS_URL: "",
+        NATS_PORT: String(nats),
+        PRODUCTS_LISTEN: `127.0.0.1:${products}`,
+        ORDERS_LISTEN: `127.0.0.1:${await freePort()}`,
+        PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`,
+        ORDERS_METRICS_LISTEN: `127.0.0.1:${ordersMetrics}`,
+      };
+      // It named PRODUCTS_LISTEN alone; set apart, the next start named ORDERS_METRICS_LISTEN, and the one after NATS_PORT.
+      const taken = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env, encoding: "utf8", timeout: 20_000 });
+      expect(taken.status).toBe(2);
+      expect(taken.stderr).toBe(
+        `start: 127.0.0.1:${products} (PRODUCTS_LISTEN), 127.0.0.1:${ordersMetrics} (ORDERS_METRICS_LISTEN) and port ${nats} are already in use; set PRODUCTS_LISTEN, ORDERS_METRICS_LISTEN and NATS_PORT to others (or NATS_URL to use the NATS server there): a second system takes a DATA_DIR and ports of its own\n`,
+      );
+      expect(taken.stdout).toBe("");
+      expect(existsSync(dataDir)).toBe(false);
+    } finally {
+      for (const b of blockers) b.close();
+    }
+  });
+
   // A machine with a nats-server in an sbin directory (Debian's package, say) has one to find whatever PATH says.
   const sbinNatsServer = ["/usr/sbin", "/usr/local/sbin", "/sbin"].some((d) => existsSync(join(d, "nats-server")));
   it.skipIf(sbinNatsServer)("refuses a start with no nats-server to run before making anything: DATA_DIR, the CA, PostgreSQL's data (exit 1)", { timeout: 120_000 }, async () => {

@@ -577,9 +577,33 @@ async function isTaken(hostPort: string): Promise<boolean> {
   return problem?.code === "EADDRINUSE";
 }
 
-/** Refuses, naming the variable, an address a service would listen on that something else holds already. */
-async function checkFree(hostPort: string, variable: string): Promise<void> {
-  if (await isTaken(hostPort)) throw new StartRefused(`${hostPort} (${variable}) is already in use; set ${variable} to another ${variable.endsWith("_PORT") ? "port" : "address"}`);
+/** A port the start would listen on that something else holds already: what it is, and the variable that moves it. */
+interface TakenPort {
+  readonly said: string;
+  readonly variable: string;
+  /** What to do about it when it is the only one. */
+  readonly advice: string;
+}
+
+/**
+ * Refuses, in one line, every port the start would listen on that is taken:
+ * a second system on the default ports was refused once per variable, one
+ * more start for each.
+ */
+function refuseTaken(taken: readonly TakenPort[]): void {
+  if (taken.length === 0) return;
+  if (taken.length === 1) throw new StartRefused(`${taken[0].said} is already in use; ${taken[0].advice}`);
+  const list = (words: readonly string[]) => `${words.slice(0, -1).join(", ")} and ${words[words.length - 1]}`;
+  const natsUrl = taken.some((t) => t.variable === "NATS_PORT") ? " (or NATS_URL to use the NATS server there)" : "";
+  throw new StartRefused(
+    `${list(taken.map((t) => t.said))} are already in use; set ${list(taken.map((t) => t.variable))} to others${natsUrl}: a second system takes a DATA_DIR and ports of its own`,
+  );
+}
+
+/** An address a service would listen on, if something else holds it already. */
+async function takenAddress(hostPort: string, variable: string): Promise<TakenPort | undefined> {
+  if (!(await isTaken(hostPort))) return undefined;
+  return { said: `${hostPort} (${variable})`, variable, advice: `set ${variable} to another ${variable.endsWith("_PORT") ? "port" : "address"}` };
 }
 
 /**
@@ -1169,24 +1193,34 @@ async function main(): Promise<void> {
     return;
   }
   // Before anything starts: a service that cannot listen would otherwise stop everything once nats-server is up.
+  const taken: TakenPort[] = [];
   for (const [addresses, variable] of [
     ...placed.map((p) => [p.addresses, p.listenVariable] as const),
     ...placed.map((p) => [p.metrics, p.metricsVariable] as const),
   ]) {
-    for (const a of postgresOnly ? [] : addresses) await checkFree(a, variable);
+    for (const a of postgresOnly ? [] : addresses) {
+      const held = await takenAddress(a, variable);
+      // Several instances' addresses come from one variable: it is named once.
+      if (held && !taken.some((t) => t.variable === variable)) taken.push(held);
+    }
   }
-  if (flags.postgres) await checkFree(`127.0.0.1:${postgresPort}`, "POSTGRES_PORT");
+  const postgresHeld = flags.postgres ? await takenAddress(`127.0.0.1:${postgresPort}`, "POSTGRES_PORT") : undefined;
+  if (postgresHeld) taken.push(postgresHeld);
   if (!process.env.NATS_URL) {
     for (const { port, setting, role } of natsListeners(natsPort, clusterPorts)) {
       if (!(await isListening(port))) continue;
       if (role === "clients") {
         const which = setting === "NATS_PORT" ? "" : ` (${setting}, which --cluster takes too)`;
-        throw new StartRefused(`port ${port}${which} is already in use; set NATS_PORT to another port, or NATS_URL to use the NATS server there`);
+        taken.push({ said: `port ${port}${which}`, variable: "NATS_PORT", advice: "set NATS_PORT to another port, or NATS_URL to use the NATS server there" });
+      } else {
+        const variable = role === "routes" ? "NATS_ROUTE_PORT" : "NATS_MONITOR_PORT";
+        taken.push({ said: `port ${port} (${setting}, which --cluster takes for its ${role})`, variable, advice: `set ${variable} to another port (the first of three)` });
       }
-      const variable = role === "routes" ? "NATS_ROUTE_PORT" : "NATS_MONITOR_PORT";
-      throw new StartRefused(`port ${port} (${setting}, which --cluster takes for its ${role}) is already in use; set ${variable} to another port (the first of three)`);
+      // One NATS port taken is named: the others move with the variable that moves it.
+      break;
     }
   }
+  refuseTaken(taken);
   // A seed file that holds no good seed (damaged, emptied) is a setting to correct: refused before the CA, start.pid or
   // PostgreSQL's data are made, where it was found once they were.
   if (!process.env.NATS_URL && !postgresOnly) {
