@@ -16,4 +16,12 @@ describe("README", () => {
     const found = dated.filter(({ commit }) => commitDay(commit) !== undefined);
     expect(found.map(({ commit, said }) => ({ commit, said: commitDay(commit) === said ? said : `${said}, git says ${commitDay(commit)}` }))).toEqual(found);
   });
+
+  it("says by its Python consumer what to install for it past gen/python's requirements: nats-py with nkeys, which nkeys_seed takes", () => {
+    // It said only "with `nats-py`": a plain `pip install nats-py` failed at connect with "No module named 'nkeys'".
+    const prose = readmeProse();
+    const start = prose.indexOf("### A consumer and a publisher");
+    const section = prose.slice(start, prose.indexOf("## Security", start));
+    expect(section).toContain('`pip install "nats-py[nkeys]"`');
+  });
 });
