@@ -180,8 +180,10 @@ describe("npx concord consumer redeliver", () => {
     // A range past the stream's end publishes nothing, and says what the stream holds.
     const past = await concord(dir.path, "consumer", "redeliver", durable, "--from", "1000", "--to", "1002", "--nats", nats().url);
     expect(past.status, past.stderr).toBe(0);
-    expect(past.stderr).toContain("published 0 event(s) of stream SHOP_PRODUCTS sequences 1000 to 1002 again");
-    expect(past.stderr).toContain(`stream SHOP_PRODUCTS has no event on shop.products.v1.reservation.*.reserved (orders-stock-reserved's subject) in sequences 1000 to 1002; it holds sequences 1 to ${last.seq}\n`);
+    // It said first "published 0 event(s) ...; its inbox skips those it handled already", then why.
+    expect(past.stderr).toBe(
+      `concord consumer redeliver: stream SHOP_PRODUCTS has no event on shop.products.v1.reservation.*.reserved (orders-stock-reserved's subject) in sequences 1000 to 1002; it holds sequences 1 to ${last.seq}; nothing published\n`,
+    );
   });
 
   it("says, given a service's seed, that the tools take the observer's or the operator's", async () => {

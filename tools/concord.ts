@@ -412,18 +412,20 @@ async function consumerRedeliver(args: string[]): Promise<number> {
       );
       return 130;
     }
+    if (count === 0 && given) {
+      // A range given by hand that holds nothing (mistyped, or past the stream's end) says what the stream does hold, in
+      // place of "published 0 event(s) ...; its inbox skips those it handled already".
+      const { state } = await (await nc.jetstreamManager()).streams.info(info.stream_name);
+      const filters = info.config.filter_subjects?.length ? info.config.filter_subjects : [info.config.filter_subject || ">"];
+      const holds = state.messages === 0 ? "it holds no events" : `it holds sequences ${state.first_seq} to ${state.last_seq}`;
+      console.error(`concord consumer redeliver: stream ${info.stream_name} has no event on ${filters.join(", ")} (${durable}'s subject) in sequences ${range.from} to ${range.to}; ${holds}; nothing published`);
+      return 0;
+    }
     console.error(
       dryRun
         ? `concord consumer redeliver: would publish ${count} event(s) of ${where} again for ${durable}; nothing changed (--dry-run)`
         : `concord consumer redeliver: published ${count} event(s) of ${where} again for ${durable}; its inbox skips those it handled already`,
     );
-    if (count === 0 && given) {
-      // A range given by hand that holds nothing (mistyped, or past the stream's end) says what the stream does hold.
-      const { state } = await (await nc.jetstreamManager()).streams.info(info.stream_name);
-      const filters = info.config.filter_subjects?.length ? info.config.filter_subjects : [info.config.filter_subject || ">"];
-      const holds = state.messages === 0 ? "it holds no events" : `it holds sequences ${state.first_seq} to ${state.last_seq}`;
-      console.error(`concord consumer redeliver: stream ${info.stream_name} has no event on ${filters.join(", ")} (${durable}'s subject) in sequences ${range.from} to ${range.to}; ${holds}`);
-    }
     return 0;
   });
 }
