@@ -284,7 +284,8 @@ describe("npm start", () => {
     expect(system.output()).toMatch(new RegExp(`orders: {3}gRPC on 127\\.0\\.0\\.1:\\d+, metrics on http://127\\.0\\.0\\.1:${ordersMetrics}/metrics`));
     // TLS with the CA and token key made under DATA_DIR on this first run; plaintext and token-less calls are refused.
     // A DATA_DIR outside the working directory is shown by its absolute path, not as ../../tmp/... .
-    expect(system.output()).toContain(`made the development CA, certificates and token key under ${dir.path}: ca.pem`);
+    // It named the files alone (ca.pem, ...), which are not in DATA_DIR but in its tls and auth folders.
+    expect(system.output()).toContain(`made the development CA, certificates and token key under ${dir.path}: tls/ca.pem, tls/products.pem, tls/orders.pem, tls/client.pem, auth/token-hs256.key\n`);
     expect(system.output()).toContain(`store in ${join(dir.path, "nats")}, log in ${join(dir.path, "nats-server.log")}`);
     expect(system.output()).toContain(`Concord is up. Try: grpcurl -cacert ${join(dir.path, "tls", "ca.pem")} `);
     expect(statSync(join(dir.path, "auth", "token-hs256.key")).mode & 0o777).toBe(0o600);
@@ -1262,7 +1263,7 @@ describe("npm start", () => {
     try {
       const system = await startSystem(inside);
       child = system.child;
-      expect(system.output()).toContain(`made the development CA, certificates and token key under ${shown}: ca.pem`);
+      expect(system.output()).toContain(`made the development CA, certificates and token key under ${shown}: tls/ca.pem`);
       expect(system.output()).toContain(`store in ${shown}/nats, log in ${shown}/nats-server.log`);
       expect(system.output()).toContain(`nkey seeds in ${shown}/nats-credentials (the observer's reads: nats --nkey ${shown}/nats-credentials/observer.nk ...)`);
       expect(system.output()).toContain(`(database ${shown}/products.db, pid`);

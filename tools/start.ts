@@ -34,7 +34,7 @@ import { parseArgs } from "node:util";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { constants } from "node:os";
-import { basename, dirname, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
 import { type ChannelCredentials, status as grpcStatus } from "@grpc/grpc-js";
 import { caCertificates, checkTlsFiles, clientTlsCredentials, serverTlsCredentials, TlsFileError, waitForServing } from "../platform/grpc/index.js";
 import { readTokenPublicKeys, readTokenSecret } from "../platform/auth/index.js";
@@ -847,7 +847,7 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
     throw err;
   }
   for (const { file, why } of made.renewed) console.log(`renewing ${shown(file)}: ${why}`);
-  if (made.made.length > 0) console.log(`made the development CA, certificates and token key under ${shown(dataDir)}: ${made.made.map((f) => basename(f)).join(", ")}`);
+  if (made.made.length > 0) console.log(`made the development CA, certificates and token key under ${shown(dataDir)}: ${made.made.map((f) => relative(dataDir, f)).join(", ")}`);
   const caFile = process.env.GRPC_TLS_CA || made.caFile;
   env.GRPC_TLS_CA = caFile;
   env.GRPC_AUTH_KEY_FILE = process.env.GRPC_AUTH_KEY_FILE || made.tokenKeyFile;
