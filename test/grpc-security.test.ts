@@ -423,6 +423,8 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
       expect(fatal, why).toHaveLength(1);
       expect(fatal[0]).toContain(`"msg":"start-up refused: ${why}`);
       expect(fatal[0]).toContain(named);
+      // It pointed at DATA_DIR/tls, which a service started alone does not read.
+      expect(fatal[0]).toContain("a service started alone reads no DATA_DIR, and takes them from these variables, .data/tls and .data/auth unless set)");
       expect(fatal[0]).not.toContain('"stack"');
       expect(existsSync(database), why).toBe(false);
     }

@@ -103,7 +103,12 @@ function readingSecurityFiles<T>(read: () => T): T {
     return read();
   } catch (err) {
     const named = err instanceof TlsFileError ? `${tlsFileVariables[err.role]} names it` : "GRPC_TLS_CERT, GRPC_TLS_KEY, GRPC_TLS_CA, GRPC_AUTH_KEY_FILE and GRPC_AUTH_PUBLIC_KEYS name the files";
-    throw new StatusError(Code.FAILED_PRECONDITION, `${(err as Error).message} (${named}; \`npm start\` makes the development ones under DATA_DIR/tls and DATA_DIR/auth)`, { cause: err });
+    // A service reads no DATA_DIR: one started alone with DATA_DIR set looked in .data all the same, which this said nothing of.
+    throw new StatusError(
+      Code.FAILED_PRECONDITION,
+      `${(err as Error).message} (${named}; \`npm start\` makes the development ones under DATA_DIR/tls and DATA_DIR/auth and gives the services their paths: a service started alone reads no DATA_DIR, and takes them from these variables, .data/tls and .data/auth unless set)`,
+      { cause: err },
+    );
   }
 }
 
