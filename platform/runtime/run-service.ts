@@ -82,7 +82,9 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
       `${options.name}: ${options.summary}\n\nConfigured by environment variables:\n${describeConfig(options.settings)}\n\n` +
         "Traces are exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set (an http:// or https:// URL; another\n" +
         "value is refused, exit 2); the other standard OTEL_* variables\n" +
-        "apply (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_SDK_DISABLED, ...).",
+        "apply (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_SDK_DISABLED, ...).\n\n" +
+        "DATA_DIR is not read: the .data/... defaults above are in the working directory. `npm start` gives each\n" +
+        "service the files under its DATA_DIR in these variables; to start one alone on another DATA_DIR, set them so.",
     );
     return;
   }
