@@ -409,6 +409,27 @@ describe("npx concord", () => {
     }
   });
 
+  it("connects through the other servers a start's record names when NATS_PORT names its first, down, where it said NATS could not be reached", { timeout: 60_000 }, async () => {
+    const dataDir = tempDir();
+    // Stands in for a running `npm start --cluster` whose first server is down: nothing listens on its port.
+    const start = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)", join("tools", "start.ts")], { stdio: "ignore" });
+    try {
+      const down = await freePort();
+      const cluster = `nats://127.0.0.1:${down},${nats().url}`;
+      const real = (service: RunningProducts | RunningOrders) => ({ grpc: service.service.address, metrics: service.service.metricsAddress! });
+      writeFileSync(join(dataDir.path, "start-services.json"), JSON.stringify({ pid: start.pid, starting: false, nats: cluster, products: [real(products)], orders: [real(orders)] }));
+      const status = await concordWith({ GRPC_INSECURE: "1", DATA_DIR: dataDir.path, NATS_PORT: String(down) }, "status");
+      expect(status.stdout, status.stderr).toMatch(new RegExp(`^NATS ${cluster}: connected to `));
+      // A NATS_PORT the start did not put its first server on is that server alone, as before.
+      const other = await freePort();
+      const elsewhere = await concordWith({ GRPC_INSECURE: "1", DATA_DIR: dataDir.path, NATS_PORT: String(other) }, "status");
+      expect(elsewhere.stdout).toMatch(new RegExp(`^NATS nats://127\\.0\\.0\\.1:${other}: cannot reach NATS at nats://127\\.0\\.0\\.1:${other}: CONNECTION_REFUSED`));
+    } finally {
+      start.kill();
+      dataDir.remove();
+    }
+  });
+
   it("asks services that serve over TLS, as `npm start` runs them, trusting the development CA", { timeout: 120_000 }, async () => {
     const secureDir = tempDir();
     const secure = await startTestProducts(secureDir.path, nats().url, { metricsListen: "127.0.0.1:0", security: devSecurity(secureDir.path, "products") }, {

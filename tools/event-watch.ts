@@ -32,14 +32,20 @@ export function exitQuietlyOnClosedOutput(): void {
 
 /**
  * The NATS URL(s) the tools use unless told otherwise: $NATS_URL; else the
- * server `npm start` runs on $NATS_PORT; else those the `npm start` running
- * on DATA_DIR gave its services (DATA_DIR/start-services.json: its NATS_PORT,
- * its three with --cluster); else nats://127.0.0.1:4222.
+ * server `npm start` runs on $NATS_PORT (all three of a cluster when the
+ * `npm start` running on DATA_DIR put its first there); else those the
+ * `npm start` running on DATA_DIR gave its services
+ * (DATA_DIR/start-services.json: its NATS_PORT, its three with --cluster);
+ * else nats://127.0.0.1:4222.
  */
 export function defaultNatsUrl(env: NodeJS.ProcessEnv = process.env): string {
   if (env.NATS_URL) return env.NATS_URL;
-  if (env.NATS_PORT) return `nats://127.0.0.1:${env.NATS_PORT}`;
-  return readStartedServices(dataDirOf(env))?.nats ?? "nats://127.0.0.1:4222";
+  const recorded = readStartedServices(dataDirOf(env))?.nats;
+  if (!env.NATS_PORT) return recorded ?? "nats://127.0.0.1:4222";
+  const named = `nats://127.0.0.1:${env.NATS_PORT}`;
+  // The port the running start gave its first server (set in the shell it was started from, say): its record keeps a
+  // cluster's other two, through which a tool still connects while that server is down.
+  return recorded?.split(",")[0]?.trim() === named ? recorded : named;
 }
 
 /**
