@@ -93,6 +93,13 @@ describe("a service whose JetStream streams or consumers conflict with its contr
       }),
     ]);
     expect((await jsm.streams.info(ShopProductsStream.name)).config.subjects).toEqual(["shop.products.v1.product.>"]);
+    // The operator's provisioning, likewise: it exited 1, as for a failure, where the stream is the operator's to narrow.
+    const provisioned = await runConcord({ NATS_URL: nats().url, NATS_NKEY_SEED: undefined, DATA_DIR: join(dir, "no-credentials") }, ["streams", "provision"]);
+    expect(provisioned.status, provisioned.stderr).toBe(2);
+    expect(provisioned.stderr.split("\n").filter((line) => line !== "" && !line.startsWith("{"))).toEqual([
+      `concord: stream SHOP_PRODUCTS keeps less than its spec (subjects: existing ["shop.products.v1.product.>"], wanted ["shop.products.v1.>"]), and nats-server refuses to widen it: subjects overlap with an existing stream ${held}: ` +
+        'where a contract moved these subjects from that stream, it keeps them until the operator narrows it by hand (nats stream edit), once nothing needs them there (README "Breaking changes"); SHOP_PRODUCTS, CONCORD_DLQ not provisioned',
+    ]);
   });
 
   it("refuses to start on a durable consumer of its made by hand as a push consumer: one line naming it, exit 2", async () => {

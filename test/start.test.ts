@@ -3,7 +3,7 @@ import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rea
 import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { basename, join, relative } from "node:path";
 import { pathToFileURL } from "node:url";
-import { connect as natsConnect, nkeyAuthenticator } from "nats";
+import { connect as natsConnect, type JetStreamManager, nkeyAuthenticator, RetentionPolicy } from "nats";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
@@ -992,6 +992,46 @@ describe("npm start", () => {
     ]);
     expect(result.stdout).not.toMatch(/gRPC on|Concord is up/);
     expect(processesOf(dataDir)).toEqual([]);
+  });
+
+  it("refuses, in the one line `concord streams provision` gives and exit 2, a stream made by hand whose retention conflicts with its contract, or that holds another's subjects, starting no service", { timeout: 90_000 }, async () => {
+    const dataDir = join(dir.path, "by-hand");
+    const storeDir = join(dataDir, "nats");
+    /** Runs `change` against a server on the store npm start's server will run on, stopped after. */
+    const byHand = async (change: (jsm: JetStreamManager) => Promise<unknown>) => {
+      const maker = await startNatsServer({ storeDir, extraConfig: `jetstream { store_dir: ${JSON.stringify(storeDir)} }` });
+      try {
+        const nc = await natsConnect({ servers: maker.url });
+        await change(await nc.jetstreamManager());
+        await nc.close();
+      } finally {
+        await maker.stop();
+      }
+    };
+    // A retention nats-server does not change in place, and a stream holding some of SHOP_PRODUCTS's subjects.
+    await byHand(async (jsm) => {
+      await jsm.streams.add({ name: "SHOP_ORDERS", subjects: ["shop.orders.v1.>"], retention: RetentionPolicy.Workqueue });
+      await jsm.streams.add({ name: "BY_HAND", subjects: ["shop.products.v1.reservation.>"] });
+    });
+    /** Starts on `dataDir`, which refuses in `line` alone, exit 2, with no service started and nothing left running. */
+    const refusedIn = async (line: string) => {
+      const { result } = await startOnFreePorts(dataDir, () => ({}));
+      // It ended with "start: <the same words>" and exit 1, as for a failure.
+      expect(result.status, result.stderr).toBe(2);
+      expect(result.stderr.split("\n")).toEqual([`start: ${line}`, "start: everything stopped", ""]);
+      expect(result.stdout).not.toMatch(/gRPC on|Concord is up/);
+      expect(processesOf(dataDir)).toEqual([]);
+    };
+    await refusedIn(
+      'stream SHOP_ORDERS exists with settings that conflict with its spec (retention: existing "workqueue", wanted "limits"): left as it is, and SHOP_PRODUCTS, CONCORD_DLQ not provisioned; ' +
+        "change the contract back to what the stream has, or migrate the stream deliberately (for example with the nats CLI), then run `npx concord streams provision` (or `npm start`) again",
+    );
+    await byHand((jsm) => jsm.streams.delete("SHOP_ORDERS"));
+    await refusedIn(
+      "stream SHOP_PRODUCTS does not exist, and nats-server refuses to create it: subjects overlap with an existing stream (stream BY_HAND holds shop.products.v1.reservation.>); " +
+        "a subject belongs to one stream only: where a contract moved these subjects from that stream, it keeps them until the operator narrows it by hand (nats stream edit), " +
+        'once nothing needs them there (README "Breaking changes"); SHOP_PRODUCTS, CONCORD_DLQ not provisioned',
+    );
   });
 
   it("refuses a certificate file under DATA_DIR/tls that holds no certificate, naming it, before PostgreSQL or nats-server starts (exit 2)", { timeout: 60_000 }, async () => {

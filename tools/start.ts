@@ -1297,8 +1297,9 @@ async function main(): Promise<void> {
     const operator = await connectNats(natsUrl, "concord-provision", join(dir, "operator.nk"));
     try {
       const streams = await provisionStreams(operator).catch((err: unknown) => {
-        // A JetStream limit the server's store or configuration sets (its file storage reserved by streams there, say):
-        // the operator's to raise, refused in the line `concord streams provision` gives, exit 2, no service started.
+        // A JetStream limit the server's store or configuration sets (its file storage reserved by streams there, say), a
+        // stream there whose settings conflict with its contract, or one holding another's subjects: the operator's to
+        // settle, refused in the line `concord streams provision` gives, exit 2, no service started (it exited 1).
         if (err instanceof ProvisionRefused) throw new StartRefused(err.message, { cause: err });
         throw err;
       });

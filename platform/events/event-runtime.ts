@@ -9,7 +9,7 @@ import { defaultInboxRetentionMs, inboxRetention } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
 import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
 import { startConsumers, type RunningConsumers } from "./consumer.js";
-import { ConsumerConflictError, ensureStreams, JetStreamLimitError, permissionDenied, StreamConflictError, StreamMissingError, StreamShortOfSpecError, validateStreamSpec } from "./provision.js";
+import { ConsumerConflictError, ensureStreams, JetStreamLimitError, permissionDenied, StreamConflictError, StreamMissingError, StreamShortOfSpecError, StreamSubjectsHeldError, validateStreamSpec } from "./provision.js";
 import { causeChain, Code, StatusError, unresolvedHost, unresolvedHostWait } from "../errors/index.js";
 import type { StreamSpec } from "./types.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
@@ -253,7 +253,7 @@ function asRefusal(err: unknown, connection: { readonly natsUrl: string; readonl
   if (!(err instanceof Error)) return err;
   const { natsUrl, seedName } = connection;
   const refuse = (message: string) => new StatusError(Code.FAILED_PRECONDITION, message, { cause: err });
-  const refusals = [StreamConflictError, ConsumerConflictError, StreamMissingError, StreamShortOfSpecError, JetStreamLimitError, SeedFileError];
+  const refusals = [StreamConflictError, ConsumerConflictError, StreamMissingError, StreamShortOfSpecError, StreamSubjectsHeldError, JetStreamLimitError, SeedFileError];
   if (refusals.some((refusal) => err instanceof refusal)) return refuse(err.message);
   if (credentialsRefused(err)) {
     if (connection.seeded) return refuse(`NATS at ${natsUrl} refused this service's credentials (${err.message}): the nkey seed file in ${seedName} must be its own NATS user's, one the server's authorization names`);

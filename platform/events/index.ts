@@ -28,7 +28,7 @@ export { bindConsumer, type BatchLocks, type ConsumerBinding, type EventContext,
 export { bindConsumers, type BatchLocksFor, type ConsumerMap, type EventOf, type HandlersFor } from "./bind-consumers.js";
 export { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject } from "./dead-letter.js";
 export { startConsumers, type RunningConsumers, type StartConsumersOptions } from "./consumer.js";
-export { ensureConsumers, ensureStreams, type EnsureStreamsOptions, JetStreamLimitError, type ProvisionedStreams, StreamConflictError, StreamShortOfSpecError, subjectProblem } from "./provision.js";
+export { ensureConsumers, ensureStreams, type EnsureStreamsOptions, JetStreamLimitError, type ProvisionedStreams, StreamConflictError, StreamShortOfSpecError, StreamSubjectsHeldError, subjectProblem } from "./provision.js";
 export { connectEventBus, isNatsUnreachable, seedFileText, seedGivenForItsFile, SeedFileError, userSeedOf, type EventBus, type EventBusOptions } from "./event-bus.js";
 export { receivedHeaders } from "./nats-internals.js";
 export { streamsOfService, type ServiceStreamUse } from "./streams-of-service.js";

@@ -74,7 +74,9 @@ export interface EnsureStreamsOptions {
  * one that keeps more is left so (shrinking it would delete events at once
  * or leave published subjects without a stream; the operator does that by
  * hand, see README "Breaking changes"). Where this user may not widen it,
- * or the stream is another service's, StreamShortOfSpecError.
+ * or the stream is another service's, StreamShortOfSpecError; where another
+ * stream holds the subjects it would be created or widened with,
+ * StreamSubjectsHeldError.
  *
  * Under the generated NATS permissions a service's user may read its
  * streams but not create or change them (no subject permission can refuse
@@ -152,7 +154,7 @@ export class ConsumerConflictError extends Error {
   override readonly name: string = "ConsumerConflictError";
 }
 
-/** A stream that is missing where this NATS user may not create it (the operator provisions it), or where another stream holds its subjects. */
+/** A stream that is missing where this NATS user may not create it (the operator provisions it). */
 export class StreamMissingError extends Error {
   override readonly name: string = "StreamMissingError";
 }
@@ -174,11 +176,24 @@ export class JetStreamLimitError extends Error {
 /**
  * A stream that keeps less than its spec (fewer subjects, a shorter max age
  * or duplicate window) where this NATS user may not widen it, or that
- * another service owns (the operator provisions it), or where another
- * stream holds the subjects it would be widened to.
+ * another service owns (the operator provisions it). Where another stream
+ * holds the subjects it would be widened to, StreamSubjectsHeldError.
  */
 export class StreamShortOfSpecError extends Error {
   override readonly name: string = "StreamShortOfSpecError";
+}
+
+/**
+ * A stream that nats-server refuses to create, or to widen to its spec,
+ * because another stream holds some of its subjects (the message names that
+ * stream): the operator's to settle by narrowing the other stream, not
+ * something that trying again would change.
+ */
+export class StreamSubjectsHeldError extends Error {
+  override readonly name: string = "StreamSubjectsHeldError";
+  constructor(message: string, readonly stream: string, options?: ErrorOptions) {
+    super(message, options);
+  }
 }
 
 /**
@@ -425,7 +440,7 @@ async function ensureStream(
       info = await streamInfo(jsm, spec.name);
       if (!info && permissionDenied(err)) throw new StreamMissingError(`stream ${spec.name} does not exist, and this NATS user may not create it: ${provisionHint}`, { cause: err });
       // Another stream holding its subjects is the operator's to settle: refused in one line, as a stream missing is.
-      if (!info && apiErrorCode(err) === subjectsOfAnotherStream) throw new StreamMissingError(`stream ${spec.name} does not exist, and nats-server refuses to create it: ${await withOverlapNamed(jsm, spec, err)}`, { cause: err });
+      if (!info && apiErrorCode(err) === subjectsOfAnotherStream) throw new StreamSubjectsHeldError(`stream ${spec.name} does not exist, and nats-server refuses to create it: ${await withOverlapNamed(jsm, spec, err)}`, spec.name, { cause: err });
       const limit = info ? undefined : await limitRefusal(jsm, err);
       if (limit) throw new JetStreamLimitError(`stream ${spec.name} does not exist, and nats-server refuses to create it: ${limit}`, spec.name, { cause: err });
       if (!info) throw new Error(`creating stream ${spec.name} (subjects ${spec.subjects.join(", ")}, ${spec.replicas} replicas) failed: ${(err as Error).message}`, { cause: err });
@@ -467,8 +482,8 @@ async function ensureStream(
     if (existing !== undefined && existing !== null && !(Array.isArray(existing) && existing.length === 0)) conflicts.push(`${setting}: existing ${JSON.stringify(existing)}, wanted none`);
   }
   if (conflicts.length > 0) throw new StreamConflictError(spec.name, conflicts);
-  const shortOfSpec = (why: string, cause?: unknown) =>
-    new StreamShortOfSpecError(`stream ${spec.name} keeps less than its spec (${short.join("; ")}), and ${why}`, cause === undefined ? undefined : { cause });
+  const shortOfSpecSaid = (why: string) => `stream ${spec.name} keeps less than its spec (${short.join("; ")}), and ${why}`;
+  const shortOfSpec = (why: string, cause?: unknown) => new StreamShortOfSpecError(shortOfSpecSaid(why), cause === undefined ? undefined : { cause });
   if (foreign) {
     // Another service's, or the dead letter stream, which is no service's own.
     if (short.length > 0) throw shortOfSpec(`it is not this service's to widen: ${provisionHint}`);
@@ -480,7 +495,9 @@ async function ensureStream(
       info = await jsm.streams.update(spec.name, widening);
     } catch (err) {
       if (permissionDenied(err)) throw shortOfSpec(`this NATS user may not widen it: ${provisionHint}`, err);
-      if (apiErrorCode(err) === subjectsOfAnotherStream) throw shortOfSpec(`nats-server refuses to widen it: ${await withOverlapNamed(jsm, spec, err)}`, err);
+      if (apiErrorCode(err) === subjectsOfAnotherStream) {
+        throw new StreamSubjectsHeldError(shortOfSpecSaid(`nats-server refuses to widen it: ${await withOverlapNamed(jsm, spec, err)}`), spec.name, { cause: err });
+      }
       throw new Error(`widening stream ${spec.name} to its spec (${short.join("; ")}) failed: ${(err as Error).message}`, { cause: err });
     }
     logger?.info({ stream: spec.name, widened: short }, `stream ${spec.name} widened to its spec, which keeps more (${short.join("; ")})`);

@@ -323,9 +323,12 @@ older build's instance does not undo a newer contract. A stream that keeps
 less than its spec is widened to it (more subjects, a longer max age or
 duplicate window: nothing is lost); one that keeps more is left so, as
 narrowing it would drop events (the operator does that by hand: README
-"Breaking changes"). Stops, changing nothing of that stream, where one's
-subjects lack some of its spec's while holding others, or its storage
-differs, or it republishes, sources or mirrors. Prints each stream as a
+"Breaking changes"). Stops (exit 2, one line naming the stream, what
+differs and what to do), changing nothing of that stream, where one's
+subjects lack some of its spec's while holding others, its storage or
+retention differs, or it republishes, sources or mirrors; where another
+stream holds some of its subjects; or where a JetStream limit leaves no
+room for it. Prints each stream as a
 JSON line (subjects, replicas, messages, atomic batch, what it widened,
 what it keeps more of, the replicas it lowered), and a summary naming
 those on standard error.

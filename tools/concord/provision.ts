@@ -9,16 +9,19 @@
  */
 import type { NatsConnection } from "nats";
 import { allStreams } from "../../gen/ts/concord_streams.js";
-import { deadLetterStreamSpec, ensureStreams, isNatsUnreachable, JetStreamLimitError, StreamConflictError, type StreamSpec } from "../../platform/events/index.js";
+import { deadLetterStreamSpec, ensureStreams, isNatsUnreachable, JetStreamLimitError, StreamConflictError, StreamSubjectsHeldError, type StreamSpec } from "../../platform/events/index.js";
 import type { Logger } from "../../platform/log/index.js";
 
 /** The streams the operator provisions: the contracts' own and the dead letter stream. */
 export const provisionedStreams: readonly StreamSpec[] = [...allStreams, deadLetterStreamSpec];
 
 /**
- * Provisioning refused over a limit of the server's or the account's
- * configuration, which the operator is to raise: a setting, as bad usage
- * is (`concord streams provision` and `npm start` exit 2), not a failure.
+ * Provisioning refused over what the operator is to settle: a limit of the
+ * server's or the account's configuration to raise, an existing stream whose
+ * settings conflict with its contract (storage, retention, subjects) to
+ * migrate, or another stream holding a stream's subjects to narrow. A
+ * setting, as bad usage is (`concord streams provision` and `npm start` exit
+ * 2), not a failure.
  */
 export class ProvisionRefused extends Error {}
 
@@ -58,8 +61,9 @@ const unansweredWaitMs = 30_000;
 
 /**
  * Provisions `provisionedStreams` over `nc` (the operator's connection); resolves with each as the server now has it.
- * Throws, saying what the operator can do, at a stream whose settings conflict with its spec, or that JetStream's
- * limits leave no room for (ProvisionRefused): it and the streams after it are left as they are. JetStream not answering is asked again, for up to `unansweredWaitMs`.
+ * Throws ProvisionRefused, saying what the operator can do, at a stream whose settings conflict with its spec, whose
+ * subjects another stream holds, or that JetStream's limits leave no room for: it and the streams after it are left as
+ * they are. JetStream not answering is asked again, for up to `unansweredWaitMs`.
  */
 export async function provisionStreams(nc: NatsConnection, logger?: Logger): Promise<ProvisionedStream[]> {
   const until = Date.now() + unansweredWaitMs;
@@ -77,12 +81,12 @@ export async function provisionStreams(nc: NatsConnection, logger?: Logger): Pro
 async function provisionOnce(nc: NatsConnection, logger: Logger | undefined): Promise<ProvisionedStream[]> {
   const jsm = await nc.jetstreamManager();
   const { atomicBatch, widened, keepsMore, lowered } = await ensureStreams(jsm, provisionedStreams, { operator: true, ...(logger && { logger }) }).catch((err: unknown) => {
-    if (!(err instanceof StreamConflictError || err instanceof JetStreamLimitError)) throw err;
+    if (!(err instanceof StreamConflictError || err instanceof JetStreamLimitError || err instanceof StreamSubjectsHeldError)) throw err;
     const rest = provisionedStreams.slice(provisionedStreams.findIndex((spec) => spec.name === err.stream) + 1).map((spec) => spec.name);
-    if (err instanceof JetStreamLimitError) {
+    if (!(err instanceof StreamConflictError)) {
       throw new ProvisionRefused(`${err.message}; ${[err.stream, ...rest].join(", ")} not provisioned`, { cause: err });
     }
-    throw new Error(
+    throw new ProvisionRefused(
       `${err.conflict}: left as it is${rest.length > 0 ? `, and ${rest.join(", ")} not provisioned` : ""}; ` +
         "change the contract back to what the stream has, or migrate the stream deliberately (for example with the nats CLI), then run `npx concord streams provision` (or `npm start`) again",
       { cause: err },
