@@ -1350,7 +1350,8 @@ describe("npm start", () => {
     const database = join(dir.path, "orders-own.db");
     await (await openDatabase({ path: database, migrations: [], owner: "orders" })).close();
     const { result } = await startOnFreePorts(dir.path, () => ({ PRODUCTS_DATABASE_URL: database }));
-    expect(result.status, result.stdout + result.stderr).toBe(1);
+    // It ended with exit 1, as for a failure, where the refusal is a setting to correct, as npm start's own are.
+    expect(result.status, result.stdout + result.stderr).toBe(2);
     expect(result.stdout).toContain("start-up refused: the database belongs to the orders service, not to products");
     // It said "start: products exited unexpectedly (code 1)", as of a crash.
     const refused = "start: products refused to start (exit code 2): its log line above says why; stopping everything";
@@ -1358,6 +1359,23 @@ describe("npm start", () => {
     expect(readmeProse()).toContain(`\`${refused}\``);
     expect(result.stderr).not.toContain("exited unexpectedly");
     expect(result.stderr).toContain("start: everything stopped");
+  });
+
+  it("ends with exit 2 when a service refuses its first start on the nats-server NATS_URL names (a JetStream limit), its line pointing at the service's", { timeout: 90_000 }, async () => {
+    // A server of the operator's whose account may hold one stream: the product service makes SHOP_ORDERS, and is refused SHOP_PRODUCTS.
+    const server = await startNatsServer({ extraConfig: "no_auth_user: limited\naccounts { LIMITED { jetstream { max_streams: 1 }, users [ { user: limited, password: limited } ] } }" });
+    try {
+      const dataDir = join(dir.path, "limited");
+      const { result } = await startOnFreePorts(dataDir, () => ({ NATS_URL: server.url }));
+      // It ended with exit 1, as for a failure.
+      expect(result.status, result.stdout + result.stderr).toBe(2);
+      expect(result.stdout).toMatch(/"msg":"start-up refused: stream SHOP_\w+ does not exist, and nats-server refuses to create it: maximum number of streams reached \(err_code 10027\)/);
+      expect(result.stderr.split("\n")).toEqual(["start: products refused to start (exit code 2): its log line above says why; stopping everything", "start: everything stopped", ""]);
+      expect(result.stdout).not.toMatch(/gRPC on|Concord is up/);
+      expect(processesOf(dataDir)).toEqual([]);
+    } finally {
+      await server.stop();
+    }
   });
 
   it("starts a killed service again on the same gRPC and metrics ports, saying which and how, and calls through it work again", { timeout: 120_000 }, async () => {

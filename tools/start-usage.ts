@@ -121,10 +121,13 @@ the operator's (\`concord dlq replay\`, \`dlq purge\`, \`consumer redeliver\`,
 DATA_DIR/nats-credentials/<user>.nk (mode 0600) and kept; delete a file and
 start again to replace that key. The services' users may not create or
 change streams: this script provisions them as the operator before the
-services start (as \`npx concord streams provision\` does). With NATS_URL,
-provisioning is yours: a server without authorization lets the services
-create their streams and raise replicas, never lower them or rewrite a
-description, which \`npx concord streams provision\` does.
+services start (as \`npx concord streams provision\` does), and what that
+refuses (a stream whose settings conflict with its contract, one holding
+another's subjects, a JetStream limit) exits 2, one line, no service
+started. With NATS_URL, provisioning is yours: a server without
+authorization lets the services create their streams and raise replicas,
+never lower them or rewrite a description, which \`npx concord streams
+provision\` does.
 
 Ctrl-C, SIGTERM or SIGHUP stops the services, then nats-server, and so
 does the end of the process that started this script (npm, killed
@@ -148,7 +151,9 @@ of which a connection may hold while a service is down). After 5 exits of one of
 them within 60 s it is not started again and everything stops (exit 1), as
 it does when an instance started again refuses to run (its exit code 2, its
 log saying why), and when a service or a nats-server exits at start-up. A
-stop asked for (Ctrl-C, SIGTERM, SIGHUP) starts nothing again.`,
+service that refuses its first start (exit 2, its log line saying why: a
+database another service owns, with NATS_URL a JetStream limit of that
+server) stops everything with exit 2 too. A stop asked for (Ctrl-C, SIGTERM, SIGHUP) starts nothing again.`,
     90,
   );
 }

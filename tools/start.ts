@@ -132,15 +132,19 @@ function launch(name: string, command: string, args: string[], env: NodeJS.Proce
  * An exit that starting the child again would not help: says so and stops
  * everything: that it refused to start, when it exited with
  * `refusedExitCode` before it reported SERVING (having logged why), or else
- * that it exited unexpectedly, and how.
+ * that it exited unexpectedly, and how. A refusal while the system starts
+ * ends this script with `refusedExitCode` too, as its own refusals do: a
+ * setting to correct, not a failure; once everything was up, with 1.
  */
 function stopForExit(child: Child, code: number | null, how: string): void {
   if (code === refusedExitCode && !child.serving) {
-    // Its reason is the last thing it logged (a database URL to correct, a database another service owns).
+    // Its reason is the last thing it logged (a database URL to correct, a database another service owns, and with
+    // NATS_URL, a stream the server's JetStream limits leave no room for).
     console.error(`start: ${child.name} refused to start (exit code ${code}): its log line above says why; stopping everything`);
-  } else {
-    console.error(unexpectedEndLine(child.name, how, child.process.pid !== undefined));
+    void stopAll(up ? 1 : refusedExitCode);
+    return;
   }
+  console.error(unexpectedEndLine(child.name, how, child.process.pid !== undefined));
   void stopAll(1);
 }
 
