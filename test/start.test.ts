@@ -1,7 +1,8 @@
-import { type ChildProcess, spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { basename, join, relative } from "node:path";
+import { X509Certificate } from "node:crypto";
 import { pathToFileURL } from "node:url";
 import { connect as natsConnect, type JetStreamManager, nkeyAuthenticator, RetentionPolicy } from "nats";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -1111,6 +1112,57 @@ describe("npm start", () => {
     child = system.child;
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);
+  });
+
+  it("refuses GRPC_TLS_CERT, GRPC_TLS_KEY and GRPC_TLS_CA together where no CA of that file issued the certificate, at once, before anything is made (exit 2); a file holding its CA is taken", { timeout: 90_000 }, async () => {
+    ensureDevCredentials(join(dir.path, "own"), ["products"]);
+    ensureDevCredentials(join(dir.path, "other"), ["client"]);
+    const certFile = join(dir.path, "own", "tls", "products.pem");
+    const given = { GRPC_TLS_CERT: certFile, GRPC_TLS_KEY: join(dir.path, "own", "tls", "products-key.pem") };
+    const otherCa = join(dir.path, "other", "tls", "ca.pem");
+    const dataDir = join(dir.path, "data");
+    // The services presented a certificate this start did not trust, and it ended 30 s on with products not SERVING (exit 1).
+    const { result } = await startOnFreePorts(dataDir, () => ({ ...given, GRPC_TLS_CA: otherCa }));
+    expect(result.status, result.stderr).toBe(2);
+    expect(result.stderr).toBe(
+      `start: GRPC_TLS_CERT names a certificate (${certFile}, issued by CN=Concord development CA) that no CA in the file GRPC_TLS_CA names (${otherCa}) issued: ` +
+        "the services would present it, and neither this start nor a service calling another would trust it; " +
+        "set GRPC_TLS_CA to the file of the CA that issued it (or add that CA to the file), or GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate of that file's CA and its key\n",
+    );
+    expect(existsSync(dataDir)).toBe(false);
+    // Its CA beside the other in one file: taken, and up.
+    const both = join(dir.path, "both-cas.pem");
+    writeFileSync(both, readFileSync(otherCa, "utf8") + readFileSync(join(dir.path, "own", "tls", "ca.pem"), "utf8"));
+    const system = await startSystem(dataDir, { env: { ...given, GRPC_TLS_CA: both } });
+    child = system.child;
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+  });
+
+  it("refuses a GRPC_TLS_CA without GRPC_TLS_CERT and GRPC_TLS_KEY that holds the development CA this start makes anew (expiring, or its key gone), before anything is written (exit 2)", { timeout: 60_000 }, async () => {
+    const dataDir = join(dir.path, "expiring");
+    ensureDevCredentials(dataDir, ["products", "orders", "client"]);
+    const tls = join(dataDir, "tls");
+    // A development CA 5 days from its end, which the start makes anew, with every certificate, from a new CA.
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", join(tls, "ca-key.pem"), "-out", join(tls, "ca.pem"), "-days", "5", "-subj", "/CN=old CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"], { stdio: "pipe" });
+    const copy = join(dir.path, "old-ca.pem");
+    cpSync(join(tls, "ca.pem"), copy);
+    const before = readdirSync(tls).map((f) => readFileSync(join(tls, f), "utf8"));
+    const refusal = (why: string) =>
+      `start: GRPC_TLS_CA is set and GRPC_TLS_CERT and GRPC_TLS_KEY are not, and this start makes the development CA (${join(tls, "ca.pem")}) anew, as ${why}, with the services' certificates: ` +
+      "the file GRPC_TLS_CA names cannot hold the new CA yet, and neither this start nor a service calling another would trust them; " +
+      "start once without GRPC_TLS_CA, then put the new development CA in that file; or set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate of that file's CA and its key\n";
+    // The file held the CA as it was before this start renewed it, and was taken: the start ended 30 s on, products not SERVING (exit 1).
+    const expiring = await startOnFreePorts(dataDir, () => ({ GRPC_TLS_CA: copy }));
+    expect(expiring.result.status, expiring.result.stderr).toBe(2);
+    const ends = new Date(Date.parse(new X509Certificate(readFileSync(copy)).validTo)).toISOString().slice(0, 10);
+    expect(expiring.result.stderr).toBe(refusal(`it expires on ${ends}`));
+    expect(readdirSync(tls).map((f) => readFileSync(join(tls, f), "utf8"))).toEqual(before);
+    expect(existsSync(join(dataDir, "start.pid"))).toBe(false);
+    rmSync(join(tls, "ca-key.pem"));
+    const keyless = await startOnFreePorts(dataDir, () => ({ GRPC_TLS_CA: copy }));
+    expect(keyless.result.status, keyless.result.stderr).toBe(2);
+    expect(keyless.result.stderr).toBe(refusal("its key, ca-key.pem beside it, is missing"));
   });
 
   it("refuses a GRPC_AUTH_KEY_FILE or GRPC_AUTH_PUBLIC_KEYS the services would refuse, naming the variable, before anything is made (exit 2)", { timeout: 60_000 }, async () => {

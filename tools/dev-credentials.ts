@@ -51,6 +51,20 @@ function expiring(cert: X509Certificate, now: number): string | undefined {
   return end - now < renewWithinMs ? `it ${end <= now ? "expired" : "expires"} on ${new Date(end).toISOString().slice(0, 10)}` : undefined;
 }
 
+/**
+ * Why the next ensureDevCredentials on `dataDir` makes the development CA
+ * there anew, and every certificate with it ("it expires on 2026-12-20",
+ * or its key is missing); undefined when it keeps the CA, or there is
+ * none yet. A CA that cannot be read throws UnreadableCertificate, as it
+ * does there.
+ */
+export function developmentCaRenewal(dataDir: string, now = Date.now()): string | undefined {
+  const caFile = join(dataDir, "tls", "ca.pem");
+  if (!existsSync(caFile)) return undefined;
+  if (!existsSync(join(dataDir, "tls", "ca-key.pem"))) return "its key, ca-key.pem beside it, is missing";
+  return expiring(readCertificate(caFile), now);
+}
+
 function openssl(args: readonly string[]): void {
   try {
     execFileSync("openssl", args, { stdio: ["ignore", "pipe", "pipe"] });

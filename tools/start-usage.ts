@@ -96,7 +96,10 @@ ${list.map((s) => `  ${`${s.envPrefix}_LISTEN`.padEnd(17)} ${s.title.replace(/^t
                     naming the variable; so does GRPC_TLS_CA without the pair
                     when its file does not hold the development CA
                     (DATA_DIR/tls/ca.pem), which issued the certificates the
-                    services then present
+                    services then present, or when this start makes that CA
+                    anew (within 30 days of its end, or its key gone), and
+                    the three together when no CA in GRPC_TLS_CA's file
+                    issued the certificate
   GRPC_TLS_CLIENT_AUTH
                     require: the services refuse clients without a
                     certificate from the CA (DATA_DIR/tls/client.pem is one,

@@ -36,7 +36,7 @@ import { createServer } from "node:net";
 import { constants } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
 import { type ChannelCredentials, status as grpcStatus } from "@grpc/grpc-js";
-import { caCertificates, checkTlsFiles, clientTlsCredentials, serverTlsCredentials, TlsFileError, waitForServing } from "../platform/grpc/index.js";
+import { caCertificates, certificateChain, checkTlsFiles, clientTlsCredentials, serverTlsCredentials, TlsFileError, waitForServing } from "../platform/grpc/index.js";
 import { readTokenPublicKeys, readTokenSecret } from "../platform/auth/index.js";
 import { isPostgresUrl } from "../platform/sql/database.js";
 import { SeedFileError } from "../platform/events/index.js";
@@ -57,7 +57,7 @@ import { serviceCommand } from "./service-launch.js";
 import { connectNats } from "./event-watch.js";
 import { ConfigError, readConfig, type Settings } from "../platform/config/index.js";
 import { differencesSaid, type ProvisionedStream, ProvisionRefused, provisionStreams } from "./concord/provision.js";
-import { ensureDevCredentials, UnreadableCertificate } from "./dev-credentials.js";
+import { developmentCaRenewal, ensureDevCredentials, UnreadableCertificate } from "./dev-credentials.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isStartScript, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
 import { grpcListenOf, listed, serviceFolders, serviceOf, services, servicesCounted, type ServiceName, servicesWithoutNatsUserSaid, unlistedServices, unlistedServicesSaid } from "./services.js";
@@ -883,9 +883,43 @@ function checkGivenTlsFiles(dataDir: string): void {
   const { GRPC_TLS_CERT: certFile, GRPC_TLS_KEY: keyFile, GRPC_TLS_CA: caFile } = process.env;
   refusingTlsFiles(() => checkTlsFiles({ certFile: certFile || undefined, keyFile: keyFile || undefined, caFile: caFile || undefined }));
   if (caFile && !certFile && !keyFile) checkCaOfDevelopmentCertificates(caFile, dataDir);
+  if (caFile && certFile && keyFile) checkCertificateOfCa(certFile, caFile);
   if (!certFile === !keyFile) return;
   const [given, unset, other] = certFile ? ["GRPC_TLS_CERT", "GRPC_TLS_KEY", "key"] : ["GRPC_TLS_KEY", "GRPC_TLS_CERT", "certificate"];
   throw new StartRefused(`${given} is set and ${unset} is not: each service would pair the file it names with a development ${other} of its own, which cannot match; set both, or neither (the development ones, made under DATA_DIR/tls)`);
+}
+
+/**
+ * Refuses a GRPC_TLS_CERT that no CA in GRPC_TLS_CA issued, directly or
+ * through the intermediates after it in its file: every service presents
+ * it, and this start's health checks and a service calling another trust
+ * the CAs of that file alone, so the start ended 30 s on, on the first
+ * service not reported SERVING.
+ */
+function checkCertificateOfCa(certFile: string, caFile: string): void {
+  const chain = refusingTlsFiles(() => certificateChain(certFile));
+  if (chainsTo(chain, refusingTlsFiles(() => caCertificates(caFile)))) return;
+  throw new StartRefused(
+    `GRPC_TLS_CERT names a certificate (${certFile}, issued by ${chain[0].issuer.replace(/\n/g, ", ")}) that no CA in the file GRPC_TLS_CA names (${caFile}) issued: ` +
+      "the services would present it, and neither this start nor a service calling another would trust it; " +
+      "set GRPC_TLS_CA to the file of the CA that issued it (or add that CA to the file), or GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate of that file's CA and its key",
+  );
+}
+
+/**
+ * Whether a certificate of `cas` is `chain`'s first or issued it, directly or through the certificates after it in
+ * `chain` (the intermediates it presents), as a peer that trusts `cas` alone judges it.
+ */
+function chainsTo(chain: readonly X509Certificate[], cas: readonly X509Certificate[]): boolean {
+  const issued = (cert: X509Certificate, by: X509Certificate) => cert.checkIssued(by) && cert.verify(by.publicKey);
+  let cert = chain[0];
+  for (let step = 0; step < chain.length; step++) {
+    if (cas.some((ca) => ca.fingerprint256 === cert.fingerprint256 || issued(cert, ca))) return true;
+    const next = chain.find((c) => c !== cert && issued(cert, c));
+    if (next === undefined) return false;
+    cert = next;
+  }
+  return false;
 }
 
 /**
@@ -895,8 +929,11 @@ function checkGivenTlsFiles(dataDir: string): void {
  * which neither this start's health checks nor the order service calling
  * the product service trust, and the start ended 30 s on, on the first
  * service not reported SERVING. A file that holds it (beside the CA of
- * clients' certificates of one's own, say) is taken. A development CA that
- * cannot be read is left to its own refusal (ensureDevCredentials).
+ * clients' certificates of one's own, say) is taken, unless this start
+ * makes the development CA anew (it expires within 30 days, or its key is
+ * gone): the services' certificates then come from the new one, which the
+ * file cannot hold yet. A development CA that cannot be read is left to
+ * its own refusal (ensureDevCredentials).
  */
 function checkCaOfDevelopmentCertificates(caFile: string, dataDir: string): void {
   const devCaFile = join(dataDir, "tls", "ca.pem");
@@ -906,8 +943,16 @@ function checkCaOfDevelopmentCertificates(caFile: string, dataDir: string): void
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") return;
   }
-  const held = devCa !== undefined && refusingTlsFiles(() => caCertificates(caFile)).some((ca) => ca.fingerprint256 === devCa.fingerprint256);
-  if (held) return;
+  const cas = refusingTlsFiles(() => caCertificates(caFile));
+  const renewal = devCa === undefined ? undefined : developmentCaRenewal(dataDir);
+  if (renewal !== undefined) {
+    throw new StartRefused(
+      `GRPC_TLS_CA is set and GRPC_TLS_CERT and GRPC_TLS_KEY are not, and this start makes the development CA (${devCaFile}) anew, as ${renewal}, with the services' certificates: ` +
+        "the file GRPC_TLS_CA names cannot hold the new CA yet, and neither this start nor a service calling another would trust them; " +
+        "start once without GRPC_TLS_CA, then put the new development CA in that file; or set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate of that file's CA and its key",
+    );
+  }
+  if (devCa !== undefined && cas.some((ca) => ca.fingerprint256 === devCa.fingerprint256)) return;
   throw new StartRefused(
     `GRPC_TLS_CA is set and GRPC_TLS_CERT and GRPC_TLS_KEY are not, and the file it names does not hold the development CA (${devCaFile}${devCa ? "" : ", not made yet"}): ` +
       "the services would present development certificates it did not issue, which neither this start nor a service calling another would trust; " +

@@ -100,6 +100,11 @@ export function checkTlsFiles(files: ClientTlsFiles): void {
   else if (files.keyFile) readPrivateKey(files.keyFile);
 }
 
+/** The certificates of a certificate file, the certificate first and the chain it presents after it, each read (a TlsFileError naming the file when one cannot be, or it holds none). */
+export function certificateChain(certFile: string): X509Certificate[] {
+  return readCertificates(certFile, "certificate").all;
+}
+
 /** The certificates of a CA file, each read (a TlsFileError naming the file when one cannot be, or it holds none). */
 export function caCertificates(caFile: string): X509Certificate[] {
   return readCertificates(caFile, "ca").all;
