@@ -1139,6 +1139,33 @@ describe("npm start", () => {
     expect(await system.exited).toBe(0);
   });
 
+  it("takes a GRPC_TLS_CERT issued through an intermediate CA in its own file by the root in GRPC_TLS_CA, and refuses it under another root", { timeout: 60_000 }, async () => {
+    const pki = join(dir.path, "pki");
+    mkdirSync(pki);
+    const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: pki, stdio: "pipe" });
+    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    const caExt = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"];
+    for (const root of ["root", "other-root"]) openssl("req", "-x509", ...ec, "-keyout", `${root}-key.pem`, "-out", `${root}.pem`, "-days", "30", "-subj", `/CN=${root}`, ...caExt);
+    writeFileSync(join(pki, "ca.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n");
+    writeFileSync(join(pki, "leaf.ext"), "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n");
+    openssl("req", "-new", ...ec, "-keyout", "intermediate-key.pem", "-out", "intermediate.csr", "-subj", "/CN=intermediate");
+    openssl("x509", "-req", "-in", "intermediate.csr", "-CA", "root.pem", "-CAkey", "root-key.pem", "-set_serial", "1", "-days", "30", "-extfile", "ca.ext", "-out", "intermediate.pem");
+    openssl("req", "-new", ...ec, "-keyout", "leaf-key.pem", "-out", "leaf.csr", "-subj", "/CN=leaf");
+    openssl("x509", "-req", "-in", "leaf.csr", "-CA", "intermediate.pem", "-CAkey", "intermediate-key.pem", "-set_serial", "2", "-days", "30", "-extfile", "leaf.ext", "-out", "leaf.pem");
+    const chain = join(pki, "chain.pem");
+    writeFileSync(chain, readFileSync(join(pki, "leaf.pem"), "utf8") + readFileSync(join(pki, "intermediate.pem"), "utf8"));
+    // A token key the services would refuse, checked after the TLS files: its refusal says the TLS files were taken.
+    const garbage = join(pki, "garbage.key");
+    writeFileSync(garbage, "not a key\n", { mode: 0o600 });
+    const given = (root: string) => ({ GRPC_TLS_CERT: chain, GRPC_TLS_KEY: join(pki, "leaf-key.pem"), GRPC_TLS_CA: join(pki, `${root}.pem`), GRPC_AUTH_KEY_FILE: garbage });
+    const taken = await startOnFreePorts(join(dir.path, "taken"), () => given("root"));
+    expect(taken.result.status, taken.result.stderr).toBe(2);
+    expect(taken.result.stderr).toMatch(/^start: the token key .* \(GRPC_AUTH_KEY_FILE names it\)\n$/);
+    const refused = await startOnFreePorts(join(dir.path, "refused"), () => given("other-root"));
+    expect(refused.result.status, refused.result.stderr).toBe(2);
+    expect(refused.result.stderr).toMatch(/^start: GRPC_TLS_CERT names a certificate \(.*chain\.pem, issued by CN=intermediate\) that no CA in the file GRPC_TLS_CA names \(.*other-root\.pem\) issued: /);
+  });
+
   it("refuses a GRPC_TLS_CA without GRPC_TLS_CERT and GRPC_TLS_KEY that holds the development CA this start makes anew (expiring, or its key gone), before anything is written (exit 2)", { timeout: 60_000 }, async () => {
     const dataDir = join(dir.path, "expiring");
     ensureDevCredentials(dataDir, ["products", "orders", "client"]);
