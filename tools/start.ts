@@ -67,6 +67,8 @@ import { startUsage } from "./start-usage.js";
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
 
 const usage = startUsage();
+/** Ends a refusal of the command line: one line, as concord's, where the whole usage pushed it off the screen. */
+const usageHint = "(`npm start -- --help` shows the usage)";
 
 interface Child {
   readonly name: string;
@@ -1037,7 +1039,7 @@ function sameDatabase(a: string | undefined, b: string | undefined): string | un
 async function main(): Promise<void> {
   const takenByNpm = optionsTakenByNpm(process.env, process.argv.slice(2));
   if (takenByNpm) {
-    console.error(`start: ${takenByNpm}\n\n${usage}`);
+    console.error(`start: ${takenByNpm} ${usageHint}`);
     process.exitCode = 2;
     return;
   }
@@ -1049,7 +1051,7 @@ async function main(): Promise<void> {
     // npm passes on what follows its first `--`, so a second one (npm start -- --postgres -- --instances 2) reaches
     // this script, where it ends the options and leaves the rest as arguments it does not take.
     const hint = process.argv.slice(2).includes("--") ? " (the options all go after one --: npm start -- --postgres --instances 2)" : "";
-    console.error(`start: ${parseArgsProblem(err, Object.keys(options))}${hint}\n\n${usage}`);
+    console.error(`start: ${parseArgsProblem(err, Object.keys(options))}${hint} ${usageHint}`);
     process.exitCode = 2;
     return;
   }
@@ -1059,14 +1061,14 @@ async function main(): Promise<void> {
   }
   const postgresOnly = flags["postgres-only"] === true;
   if (postgresOnly && (flags.instances !== undefined || flags.cluster)) {
-    console.error(`start: --postgres-only starts the PostgreSQL server alone; --instances and --cluster are for the services and nats-server, which it does not start\n\n${usage}`);
+    console.error(`start: --postgres-only starts the PostgreSQL server alone; --instances and --cluster are for the services and nats-server, which it does not start ${usageHint}`);
     process.exitCode = 2;
     return;
   }
   if (postgresOnly) flags.postgres = true;
   const instances = Number(flags.instances ?? "1");
   if (!Number.isInteger(instances) || instances < 1 || instances > 8) {
-    console.error(`start: --instances takes a whole number from 1 to 8, got ${flags.instances}\n\n${usage}`);
+    console.error(`start: --instances takes a whole number from 1 to 8, got ${flags.instances} ${usageHint}`);
     process.exitCode = 2;
     return;
   }
