@@ -190,7 +190,8 @@ export function decodedPayload(type: string, data: Uint8Array): unknown {
   try {
     return (descriptor.codec as unknown as { toJSON(m: unknown): unknown }).toJSON(descriptor.codec.decode(data));
   } catch (err) {
-    return `<undecodable: ${(err as Error).message}>`;
+    // The decoder's own words ("cant skip wire type 7") say little alone: what the bytes were meant to be comes first.
+    return `<${data.length} bytes that do not decode as ${type}: ${(err as Error).message}>`;
   }
 }
 
