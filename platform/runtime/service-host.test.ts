@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { ShopOrdersStream } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
-import { ShopProductsStream } from "../../gen/ts/shop/products/v1/product_events_jetstream.js";
+import { ProductCreatedEvent, ShopProductsStream } from "../../gen/ts/shop/products/v1/product_events_jetstream.js";
 import { ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { ProductServiceConsumers } from "../../gen/ts/shop/products/v1/product_service_jetstream.js";
 import { bindConsumers } from "../events/index.js";
@@ -10,6 +10,7 @@ import { getProductOnly } from "../../test/support/get-product-only.js";
 import { capturedLogger } from "../../test/support/captured-logger.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { Code } from "../errors/index.js";
+import { checkHealth } from "../grpc/index.js";
 import { insecureGrpc } from "./grpc-security.js";
 import { createServiceHost } from "./service-host.js";
 
@@ -85,5 +86,50 @@ describe("createServiceHost", () => {
         'or, subscribing to nothing there, give createServiceHost streams: streamsOfService(name, natsAuthorization, allStreams) (README "Adding a service", step 3)',
     });
     await expect(noConsumers.db.query("SELECT 1")).rejects.toThrow();
+  });
+
+  it("serves a service given no stream (gRPC alone) without NATS: SERVING at once, refusing consumers and events", async () => {
+    const captured = capturedLogger("billing");
+    const hostOf = (file: string) =>
+      createServiceHost({
+        name: "billing",
+        listen: "127.0.0.1:0",
+        database: join(dir, file),
+        migrations: [],
+        // Nothing listens there: a service that tried to reach it would wait, NOT_SERVING.
+        natsUrl: "nats://127.0.0.1:1",
+        streams: [],
+        descriptorSet,
+        security: insecureGrpc,
+        logger: captured.logger,
+      });
+    const host = await hostOf("grpc-alone.db");
+    host.server.addService(ProductServiceService, getProductOnly(async () => ({ product: undefined })));
+    const running = await host.start({ consumers: [] });
+    try {
+      await running.ready;
+      expect(await checkHealth(running.address)).toBe("SERVING");
+      expect(captured.lines.filter((l) => l.level === "info").map((l) => l.msg)).toContain(
+        "serves gRPC alone: its contract declares no stream and no subscription, so it does not connect to NATS; reporting SERVING",
+      );
+      expect(() => running.events.bus).toThrow();
+      const emitted = host.db.transaction(async (tx) => host.events.outbox.add(tx, ProductCreatedEvent, {} as never));
+      await expect(emitted).rejects.toMatchObject({
+        code: Code.FAILED_PRECONDITION,
+        message:
+          "billing emits shop.products.v1.ProductCreated, an event of stream SHOP_PRODUCTS, and is given no stream: declare its stream in its contract ((concord.v1.stream)), run `npm run gen` " +
+          'and give createServiceHost streams: streamsOfService(name, natsAuthorization, allStreams) (README "Adding a service", steps 1 and 3)',
+      });
+      expect(await host.events.outbox.pending()).toBe(0);
+    } finally {
+      await running.stop();
+    }
+    const consuming = await hostOf("grpc-alone-consumers.db");
+    consuming.server.addService(ProductServiceService, getProductOnly(async () => ({ product: undefined })));
+    await expect(consuming.start({ consumers: bindConsumers(ProductServiceConsumers, Object.fromEntries(Object.keys(ProductServiceConsumers).map((key) => [key, async () => {}])) as never) })).rejects.toMatchObject({
+      code: Code.FAILED_PRECONDITION,
+      message: expect.stringMatching(/^billing binds consumers products-order-\S+, .* and is given no stream: give createServiceHost streams: streamsOfService\(name, natsAuthorization, allStreams\)/),
+    });
+    await expect(consuming.db.query("SELECT 1")).rejects.toThrow();
   });
 });

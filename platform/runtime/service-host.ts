@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Registry } from "prom-client";
-import type { ConsumerBinding, DeliveryMiddleware, EventRuntime } from "../events/index.js";
+import type { ConsumerBinding, DeliveryMiddleware, EventRuntime, Outbox } from "../events/index.js";
 import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, natsConnectionMetrics, outboxMetrics, outboxRelayMetrics, type StreamSpec } from "../events/index.js";
 import { createGrpcServer, grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
 import { dropGaugeTotals, netEventLoopDelay } from "../metrics/index.js";
@@ -28,7 +28,12 @@ export interface ServiceHostOptions {
   /** The service's migrations; the outbox, inbox and request id tables are added. */
   readonly migrations: readonly Migration[];
   readonly natsUrl: string;
-  /** Streams the service publishes to or consumes from, provisioned at start. */
+  /**
+   * Streams the service publishes to or consumes from, provisioned at start.
+   * None (a service of gRPC alone, whose contract declares no stream and no
+   * subscription): it never connects to NATS, reports SERVING once it serves,
+   * refuses consumers at start and events at `outbox.add`.
+   */
   readonly streams: readonly StreamSpec[];
   /** The generated descriptor set (validation, reflection, access rules). */
   readonly descriptorSet: Uint8Array;
@@ -104,7 +109,8 @@ export interface ServiceHost {
    * `consumers` reads a stream of `streams` that another service owns
    * (`streamSources`), which only a subscription of its contract gives it
    * (streamsOfService): its handlers left unbound, or streams given that
-   * are not its own to read. A `server` with no service added is warned
+   * are not its own to read; and, given no stream at all, when it binds any
+   * consumer. A `server` with no service added is warned
    * of: a service of events alone has none to add.
    */
   start(options: {
@@ -121,7 +127,8 @@ export interface ServiceHost {
  * until the service serves), its database (with
  * migrations; a Postgres server that cannot be reached yet, or whose host does not resolve yet, is waited for), a gRPC server with health and reflection, then JetStream
  * (streams provisioned, outbox relay) and its consumers, waited for while
- * NATS cannot be reached; stopped in reverse.
+ * NATS cannot be reached (none of it for a service given no stream, which
+ * serves gRPC alone); stopped in reverse.
  */
 export async function createServiceHost(options: ServiceHostOptions): Promise<ServiceHost> {
   const { logger, name } = options;
@@ -239,6 +246,8 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
   });
   opened = db;
   if (waitingSince !== undefined) logger.info({ database: shownDatabase, waitedMs: Math.round(performance.now() - waitingSince) }, "reached the database; it is open and migrated");
+  /** No stream to publish to or read: the contract declares none and subscribes to none, so NATS is never reached. */
+  const grpcAlone = options.streams.length === 0;
   let events: EventRuntime;
   let counting: ReturnType<typeof consumerMetrics> | undefined;
   try {
@@ -259,13 +268,17 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       ...(options.streamSources && { streamSources: options.streamSources }),
       newDatabase,
     });
+    if (grpcAlone) events = withoutEvents(events, name);
     if (registry) {
       collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: eventLoopSampleMs });
       netEventLoopDelay(registry, eventLoopSampleMs);
       dropGaugeTotals(registry);
-      outboxMetrics(registry, db);
-      natsConnectionMetrics(registry, () => onceReached(() => events.bus));
-      outboxRelayMetrics(registry, () => onceReached(() => events.relay)?.relaying() ?? false);
+      // A service of gRPC alone never connects to NATS: no outbox, connection or relay gauges to read as down.
+      if (!grpcAlone) {
+        outboxMetrics(registry, db);
+        natsConnectionMetrics(registry, () => onceReached(() => events.bus));
+        outboxRelayMetrics(registry, () => onceReached(() => events.relay)?.relaying() ?? false);
+      }
       grpcServingMetrics(registry, server);
       unreadAnswerMetrics(registry, server.unreadAnswers);
     }
@@ -301,12 +314,12 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
             `add their implementation with host.server.addService(<Service>Service, impl) before host.start (README "Adding a service", step 3)`,
         );
       }
-      const unbound = unboundConsumers(name, options.streams, options.streamSources, consumers);
+      const unbound = grpcAlone ? consumersWithoutStreams(name, consumers) : unboundConsumers(name, options.streams, options.streamSources, consumers);
       if (unbound) {
         await stopAll(onStop);
         throw new StatusError(Code.FAILED_PRECONDITION, unbound);
       }
-      server.setUnavailable(`${name} is starting and waits for NATS, which carries its events; try again shortly`);
+      if (!grpcAlone) server.setUnavailable(`${name} is starting and waits for NATS, which carries its events; try again shortly`);
       requestIdsKept = requestIdRetention({ db, logger, ...(options.requestIdRetentionMs !== undefined && { retentionMs: options.requestIdRetentionMs }) });
       let port: number;
       try {
@@ -320,10 +333,11 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
         await stopAll(onStop);
         throw err;
       }
-      const ready = events.start(consumers).then(
+      const ready = (grpcAlone ? Promise.resolve() : events.start(consumers)).then(
         () => {
           server.setUnavailable(undefined);
-          logger.info("events flow; reporting SERVING");
+          if (grpcAlone) logger.info("serves gRPC alone: its contract declares no stream and no subscription, so it does not connect to NATS; reporting SERVING");
+          else logger.info("events flow; reporting SERVING");
         },
         (err: unknown) => {
           server.setUnavailable(`${name} could not start; see its log`);
@@ -366,6 +380,48 @@ function unboundConsumers(
     `bind the handlers of its contract's subscriptions with host.start({ consumers: bindConsumers(<Service>Consumers, handlers) }), ` +
     `or, subscribing to nothing there, give createServiceHost streams: streamsOfService(name, natsAuthorization, allStreams) (README "Adding a service", step 3)`
   );
+}
+
+/**
+ * What a service given no stream (`streams: []`) that binds consumers is told: a
+ * consumer reads a stream its contract's subscription gives it, and there is none.
+ */
+function consumersWithoutStreams(name: string, consumers: readonly ConsumerBinding<any>[]): string | undefined {
+  if (consumers.length === 0) return undefined;
+  return (
+    `${name} binds ${consumers.length === 1 ? "consumer" : "consumers"} ${consumers.map((c) => c.spec.durable).join(", ")} and is given no stream: ` +
+    `give createServiceHost streams: streamsOfService(name, natsAuthorization, allStreams), which its contract's subscriptions fill (README "Adding a service", step 3)`
+  );
+}
+
+/**
+ * The runtime of a service of gRPC alone: never started, and its outbox refuses
+ * every event (FAILED_PRECONDITION) where it would keep it for a relay that
+ * never runs.
+ */
+function withoutEvents(events: EventRuntime, name: string): EventRuntime {
+  const outbox: Outbox = {
+    add(_tx, descriptor) {
+      throw new StatusError(
+        Code.FAILED_PRECONDITION,
+        `${name} emits ${descriptor.typeName}, an event of stream ${descriptor.stream}, and is given no stream: declare its stream in its contract ((concord.v1.stream)), run \`npm run gen\` and give createServiceHost ` +
+          `streams: streamsOfService(name, natsAuthorization, allStreams) (README "Adding a service", steps 1 and 3)`,
+      );
+    },
+    pending: () => events.outbox.pending(),
+    oldestAddedAt: () => events.outbox.oldestAddedAt(),
+  };
+  return {
+    outbox,
+    get bus() {
+      return events.bus;
+    },
+    get relay() {
+      return events.relay;
+    },
+    start: () => Promise.reject(new Error(`${name} is given no stream: it does not connect to NATS`)),
+    stop: () => events.stop(),
+  };
 }
 
 /** What `read` gives of the runtime (its `bus`, its `relay`), or undefined while it has not reached NATS (they throw until then). */
