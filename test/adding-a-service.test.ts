@@ -178,23 +178,61 @@ describe('README "Adding a service", followed in a copy of the repository', () =
     expect(output).toContain("everything stopped");
   });
 
-  it("has npm start refuse a service of gRPC alone, which the contracts give no NATS user, naming it, before it makes anything (exit 2)", { timeout: 120_000 }, async () => {
-    const natsPort = await freePort();
+  it("adds billing, a service of gRPC alone (no stream, no subscription): npm start gives it no NATS user and starts it, it answers grpcurl, concord status shows it SERVING, and Ctrl-C stops it", { timeout: 300_000 }, async () => {
     const repo = join(dir.path, "billing");
     const dataDir = join(dir.path, "billing-data");
     copyOfRepository(repo);
+    const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), billing: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort(), billingMetrics: await freePort() };
+    const env = {
+      ...process.env,
+      DATA_DIR: dataDir,
+      NATS_URL: "",
+      NATS_PORT: String(ports.nats),
+      PRODUCTS_LISTEN: `127.0.0.1:${ports.products}`,
+      ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
+      BILLING_LISTEN: `127.0.0.1:${ports.billing}`,
+      PRODUCTS_METRICS_LISTEN: `127.0.0.1:${ports.productsMetrics}`,
+      ORDERS_METRICS_LISTEN: `127.0.0.1:${ports.ordersMetrics}`,
+      BILLING_METRICS_LISTEN: `127.0.0.1:${ports.billingMetrics}`,
+      LOG_LEVEL: "info",
+    };
+    const run = (command: string, args: string[]) => spawnSync(command, args, { cwd: repo, env, encoding: "utf8", timeout: 120_000 });
     cpSync(join(billing, "proto"), join(repo, "proto"), { recursive: true });
-    cpSync(join(billing, "services"), join(repo, "services"), { recursive: true });
-    const run = (command: string, args: string[]) => spawnSync(command, args, { cwd: repo, env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "", NATS_PORT: String(natsPort) }, encoding: "utf8", timeout: 120_000 });
     const gen = run("npm", ["run", "-s", "gen"]);
     expect(gen.status, gen.stderr).toBe(0);
     expect(readFileSync(join(repo, "gen", "ts", "concord_nats.ts"), "utf8")).not.toContain('"name": "billing"');
+    cpSync(join(billing, "services"), join(repo, "services"), { recursive: true });
     addEntry(repo, billing, 'import { billingSettings } from "../services/billing/config.js";\n');
-    const start = run(process.execPath, ["--import", "tsx", "tools/start.ts"]);
-    expect(start.stderr).toBe(
-      'start: tools/services.ts lists billing, which has no NATS user in gen/ts/concord_nats.ts: no proto package of that name (shop.billing.v1) declares a stream or a (concord.v1.subscribe), and every service connects to NATS as a user of its own, so a service of gRPC alone cannot start; declare its events or its subscriptions (README "Adding a service", step 1) and run `npm run gen`, or give the entry its package\'s name\n',
-    );
-    expect(start.status).toBe(2);
-    expect(existsSync(dataDir)).toBe(false);
+
+    let output = "";
+    const started = spawn("npm", ["start"], { cwd: repo, env, stdio: ["ignore", "pipe", "pipe"] });
+    system = started;
+    started.stdout!.on("data", (d) => (output += d));
+    started.stderr!.on("data", (d) => (output += d));
+    const exited = new Promise<number | null>((resolve) => started.once("exit", resolve));
+    await expect.poll(() => output, { timeout: 150_000, interval: 200 }).toContain("Concord is up");
+    expect(output).toMatch(new RegExp(`billing: {2}gRPC on 127\\.0\\.0\\.1:${ports.billing}, metrics on http://127\\.0\\.0\\.1:${ports.billingMetrics}/metrics`));
+    // No NATS user, so no seed; and the service says why it does not connect.
+    expect(/NATS users: ([^;]*);/.exec(output)?.[1]).not.toContain("billing");
+    expect(existsSync(join(dataDir, "nats-credentials", "billing.nk"))).toBe(false);
+    // Its log line and npm start's come through two pipes: either may be read first.
+    await expect.poll(() => output, { timeout: 10_000 }).toMatch(/"service":"billing".*serves gRPC alone: its contract declares no stream and no subscription, so it does not connect to NATS; reporting SERVING/);
+
+    // A call, as the README makes them: grpcurl over TLS with an admin's token.
+    const token = run(process.execPath, ["--import", "tsx", "tools/token.ts", "--role", "admin"]);
+    expect(token.status, token.stderr).toBe(0);
+    const grpcurl = run(join(repoRoot, ".tools", "bin", "grpcurl"), [
+      "-max-time", "10", "-cacert", join(dataDir, "tls", "ca.pem"), "-H", `authorization: Bearer ${token.stdout.trim()}`, "-d", "{}", `127.0.0.1:${ports.billing}`, "shop.billing.v1.BillingService/Ping",
+    ]);
+    expect(grpcurl.stderr).toBe("");
+    expect(grpcurl.stdout).toBe("{}\n");
+
+    await expect
+      .poll(() => run(process.execPath, ["--import", "tsx", "tools/concord.ts", "status"]).stdout, { timeout: 60_000, interval: 1_000 })
+      .toMatch(new RegExp(`^billing {2}gRPC 127\\.0\\.0\\.1:${ports.billing}: SERVING\\n {2}outbox: none: it serves gRPC alone \\(its contract declares no stream and no subscription\\) and does not connect to NATS$`, "m"));
+
+    started.kill("SIGINT");
+    expect(await exited).toBe(0);
+    expect(output).toContain("everything stopped");
   });
 });

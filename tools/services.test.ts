@@ -1,10 +1,14 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { natsAuthorization } from "../gen/ts/concord_nats.js";
+import { descriptorSet } from "../gen/ts/descriptor_set.js";
 import { tempDirForSuite } from "../test/support/temp-dir.js";
+import { identityOfPackage } from "./contracts/nats-permissions.js";
 import { repoRoot } from "./repo-root.js";
-import { grpcListenOf, serviceFolders, serviceNames, services, servicesWithoutNatsUserSaid, unlistedServices, unlistedServicesSaid } from "./services.js";
+import { grpcListenOf, type ServiceEntry, serviceFolders, serviceNames, services, servicesWithoutNatsUserSaid, unlistedServices, unlistedServicesSaid } from "./services.js";
 
 const dir = tempDirForSuite("concord-services-");
 
@@ -17,16 +21,19 @@ describe("tools/services.ts", () => {
     expect(new Set(serviceNames).size).toBe(serviceNames.length);
   });
 
-  it("names each service's proto service and NATS user as the contracts generate them, and its consumers", () => {
-    for (const entry of services) {
-      const user = natsAuthorization.services.find((u) => u.name === entry.name);
-      expect(user, `${entry.name}: no NATS user of that name in gen/ts/concord_nats.ts (is its proto package shop.${entry.name}.v1, and has \`npm run gen\` run?)`).toBeDefined();
-      expect(user!.services, `${entry.name}: grpcService`).toContain(entry.grpcService);
+  it("names each service's proto service as the contracts declare it, in the package of its name, and its consumers as its NATS user has them (none without one: gRPC alone)", () => {
+    const contracts = createFileRegistry(fromBinary(FileDescriptorSetSchema, descriptorSet));
+    for (const entry of services as readonly ServiceEntry[]) {
+      const declared = contracts.getService(entry.grpcService);
+      expect(declared, `${entry.name}: grpcService ${entry.grpcService} is not in the contracts (has \`npm run gen\` run?)`).toBeDefined();
+      expect(identityOfPackage(declared!.file.proto.package ?? ""), `${entry.name}: grpcService ${entry.grpcService} is of another package`).toBe(entry.name);
       const durables = Object.values(entry.consumers).map((c) => c.spec.durable);
-      expect([...durables].sort(), `${entry.name}: consumers`).toEqual(user!.consumers.map((c) => c.durable).sort());
+      const user = natsAuthorization.services.find((u) => u.name === entry.name);
+      // None: a service of gRPC alone (no stream, no subscription), which has no consumers either.
+      expect([...durables].sort(), `${entry.name}: consumers`).toEqual((user?.consumers ?? []).map((c) => c.durable).sort());
     }
     // A service the contracts give a NATS user to, and `npm start` would not start.
-    expect(natsAuthorization.services.map((u) => u.name).sort()).toEqual([...serviceNames].sort());
+    for (const user of natsAuthorization.services) expect(serviceNames, `${user.name}: a NATS user tools/services.ts does not list`).toContain(user.name);
   });
 
   it("agrees with each service's main.ts and settings: its name, its variables' prefix, its gRPC address", () => {
@@ -69,12 +76,14 @@ describe("tools/services.ts", () => {
     });
   });
 
-  it("has npm start refuse a listed service the contracts give no NATS user (no stream, no subscription: gRPC alone), naming it", () => {
+  it("has npm start refuse a listed service with consumers that the contracts give no NATS user (its name not its package's), naming it, and take one without consumers as gRPC alone", () => {
     expect(servicesWithoutNatsUserSaid(natsAuthorization.services.map((u) => u.name))).toBeUndefined();
-    expect(servicesWithoutNatsUserSaid(["orders", "products"], ["products", "orders", "billing"])).toBe(
-      'tools/services.ts lists billing, which has no NATS user in gen/ts/concord_nats.ts: no proto package of that name (shop.billing.v1) declares a stream or a (concord.v1.subscribe), ' +
-        "and every service connects to NATS as a user of its own, so a service of gRPC alone cannot start; " +
-        'declare its events or its subscriptions (README "Adding a service", step 1) and run `npm run gen`, or give the entry its package\'s name',
+    const billing = { ...services[0], name: "billing", consumers: {} };
+    expect(servicesWithoutNatsUserSaid(["orders", "products"], [...services, billing])).toBeUndefined();
+    const product = { ...services[0], name: "product" };
+    expect(servicesWithoutNatsUserSaid(["orders"], [product, services[1], billing])).toBe(
+      "tools/services.ts lists product with consumers, and it has no NATS user in gen/ts/concord_nats.ts: no proto package of that name (shop.product.v1) declares a stream or a (concord.v1.subscribe), " +
+        "so its consumers have nothing to read; give the entry its package's name (the one before its version), or run `npm run gen` if the contract changed",
     );
   });
 

@@ -140,20 +140,21 @@ export function unlistedServicesSaid(unlisted: readonly UnlistedService[]): { re
 }
 
 /**
- * What `npm start` refuses when a service of this list (`listedNames`) has no
- * NATS user in the generated authorization (`natsUsers`): no proto package
- * of that name declares a stream or a subscription, and every service
- * connects to NATS (its outbox, its consumers, its health) as a user of its
- * own. Undefined when each has one.
+ * What `npm start` refuses when an entry of `list` lists consumers and the
+ * generated authorization (`natsUsers`) has no NATS user of its name: its
+ * consumers come from a subscription of another package than the one its
+ * name says, so it would start with no stream to read them from. Undefined
+ * when there is none. An entry with no consumers and no user is a service
+ * of gRPC alone, which never connects to NATS: `npm start` makes it no seed.
  */
-export function servicesWithoutNatsUserSaid(natsUsers: readonly string[], listedNames: readonly string[] = serviceNames): string | undefined {
-  const without = listedNames.filter((name) => !natsUsers.includes(name));
+export function servicesWithoutNatsUserSaid(natsUsers: readonly string[], list: readonly ServiceEntry[] = services): string | undefined {
+  const without = list.filter((s) => Object.keys(s.consumers).length > 0 && !natsUsers.includes(s.name));
   if (without.length === 0) return undefined;
   const one = without.length === 1;
   return (
-    `tools/services.ts lists ${listed(without)}, ${one ? "which has" : "which have"} no NATS user in gen/ts/concord_nats.ts: no proto package of ${one ? "that name" : "those names"} ` +
-    `(shop.${without[0]}.v1) declares a stream or a (concord.v1.subscribe), and every service connects to NATS as a user of its own, so a service of gRPC alone cannot start; ` +
-    `declare its events or its subscriptions (README "Adding a service", step 1) and run \`npm run gen\`, or give the entry its package's name`
+    `tools/services.ts lists ${listed(without.map((s) => s.name))} with consumers, and ${one ? "it has" : "they have"} no NATS user in gen/ts/concord_nats.ts: no proto package of ${one ? "that name" : "those names"} ` +
+    `(shop.${without[0].name}.v1) declares a stream or a (concord.v1.subscribe), so ${one ? "its consumers have" : "their consumers have"} nothing to read; ` +
+    `give the entry its package's name (the one before its version), or run \`npm run gen\` if the contract changed`
   );
 }
 

@@ -1116,14 +1116,15 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  const userless = postgresOnly ? undefined : servicesWithoutNatsUserSaid(natsAuthorization.services.map((u) => u.name));
+  const natsUsers = natsAuthorization.services.map((u) => u.name);
+  const userless = postgresOnly ? undefined : servicesWithoutNatsUserSaid(natsUsers);
   if (userless) {
     console.error(`start: ${userless}`);
     process.exitCode = 2;
     return;
   }
   // A service written (or declared in the contracts) and missing from tools/services.ts was left out without a word.
-  const unlisted = postgresOnly ? undefined : unlistedServicesSaid(unlistedServices(serviceFolders(repoRoot), natsAuthorization.services.map((u) => u.name)));
+  const unlisted = postgresOnly ? undefined : unlistedServicesSaid(unlistedServices(serviceFolders(repoRoot), natsUsers));
   if (unlisted?.refused) {
     console.error(`start: ${unlisted.message}`);
     process.exitCode = 2;
@@ -1343,7 +1344,8 @@ async function main(): Promise<void> {
     // For the tools, which find this server without NATS_PORT (or --cluster's three) given again.
     record.nats(natsUrl);
     const dir = natsCredentialsDir(dataDir);
-    for (const s of services) seeds.set(s.name, join(dir, `${s.name}.nk`));
+    // A service of gRPC alone has no NATS user (its contract declares no stream and no subscription), and so no seed.
+    for (const s of services) if (natsUsers.includes(s.name)) seeds.set(s.name, join(dir, `${s.name}.nk`));
     // The services' users may read their streams but not create or change them: the operator provisions them first.
     const operator = await connectNats(natsUrl, "concord-provision", join(dir, "operator.nk"));
     try {
@@ -1373,7 +1375,7 @@ async function main(): Promise<void> {
       superviseService(
         names[i],
         command,
-        { ...databaseUrlsOf(env, service), ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metrics[i], NATS_NKEY_SEED: seeds.get(service) ?? "", ...(instances > 1 && { INSTANCE: names[i] }) },
+        { ...databaseUrlsOf(env, service), ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metrics[i], NATS_NKEY_SEED: seeds.get(service) ?? "", ...(!natsUsers.includes(service) && { NATS_URL: "" }), ...(instances > 1 && { INSTANCE: names[i] }) },
         listen,
         grpc.credentials,
         [grpcListeners[i], metricsListeners[i]],

@@ -92,7 +92,8 @@ outbox (events waiting, age of the oldest, parked) from its metrics endpoint;
 a service's several instances share its database and so one outbox, shown
 once, read through the first instance whose metrics have it (an instance it
 could not be read through is named, and fails the status), and which of
-them relays it (holds the relay's lock: concord_outbox_relaying);
+them relays it (holds the relay's lock: concord_outbox_relaying); a service
+of gRPC alone (no NATS user: no stream, no subscription) has none, said so;
 for each service, for each of its consumers (which its instances share), the
 messages pending in JetStream, those delivered and not yet acknowledged,
 redeliveries and dead letters. The services are found where the flags say;

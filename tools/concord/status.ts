@@ -11,6 +11,7 @@ import type { ConsumerSpec } from "../../platform/events/index.js";
 import { checkHealth } from "../../platform/grpc/index.js";
 import { dataDir, toolClientSecurity, whyUnreachable } from "../client-security.js";
 import { reason } from "../event-watch.js";
+import { natsAuthorization } from "../../gen/ts/concord_nats.js";
 import { grpcListenOf, services } from "../services.js";
 import { readStartedServices, shiftPort, type StartedInstance } from "../started-services.js";
 
@@ -21,6 +22,8 @@ export interface ServiceTarget {
   readonly consumers: readonly ConsumerSpec[];
   /** Found in the record of an `npm start` that has not brought it up yet: an instance not answering is starting. */
   readonly starting?: boolean;
+  /** No NATS user in gen/ts/concord_nats.ts (no stream, no subscription): it serves gRPC alone, with no outbox to read. */
+  readonly grpcAlone?: boolean;
 }
 
 /**
@@ -47,6 +50,7 @@ export function serviceTargets(flags: TargetFlags, env: NodeJS.ProcessEnv = proc
   return services.map((service): ServiceTarget => {
     const { name, envPrefix } = service;
     const consumers: ConsumerSpec[] = Object.values(service.consumers).map((c) => c.spec);
+    const grpcAlone = !natsAuthorization.services.some((u) => u.name === name);
     const grpcFlag = flags[name];
     const metricsFlag = flags[`${name}-metrics`];
     const grpcVariable = `${envPrefix}_LISTEN`;
@@ -56,18 +60,20 @@ export function serviceTargets(flags: TargetFlags, env: NodeJS.ProcessEnv = proc
       // variables that name where that start put the first one (set in the shell it ran in, say) keep them all.
       const [first] = started[name];
       const agrees = (variable: string, recorded: string) => !env[variable] || env[variable] === recorded;
-      if (agrees(grpcVariable, first.grpc) && agrees(metricsVariable, first.metrics)) return { name, instances: [...started[name]], consumers, starting: started.starting };
+      if (agrees(grpcVariable, first.grpc) && agrees(metricsVariable, first.metrics)) return { name, instances: [...started[name]], consumers, starting: started.starting, grpcAlone };
     }
     const grpc = list(grpcFlag) ?? [env[grpcVariable] || grpcListenOf(service)];
     const metrics = list(metricsFlag) ?? grpc.map((_, i) => shiftPort(env[metricsVariable] || service.metricsListen, 2 * i));
     if (metrics.length !== grpc.length) {
       throw new Error(`--${name} names ${grpc.length} instance(s) and --${name}-metrics ${metrics.length}: give one metrics endpoint per gRPC address, in the same order`);
     }
-    return { name, instances: grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] })), consumers, starting: false };
+    return { name, instances: grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] })), consumers, starting: false, grpcAlone };
   });
 }
 
 const healthTimeoutMs = 2_000;
+/** What status says of the outbox of a service of gRPC alone. */
+const grpcAloneOutbox = "none: it serves gRPC alone (its contract declares no stream and no subscription) and does not connect to NATS";
 const metricsTimeoutMs = 3_000;
 const jetStreamTimeoutMs = 5_000;
 
@@ -139,7 +145,7 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
   // makes every service unreachable, saying why.
   const credentials = Promise.resolve().then(() => toolClientSecurity({ subject: "concord", roles: [] }).credentials);
   credentials.catch(() => undefined);
-  const ask = async (instance: StartedInstance, starting: boolean) => {
+  const ask = async (instance: StartedInstance, starting: boolean, grpcAlone: boolean) => {
     // Said only when the service's own connection is down, which this command's connection to NATS does not show.
     let natsDown: string | undefined;
     /** Whether its metrics say it relays its service's outbox (`concord_outbox_relaying` 1). */
@@ -149,7 +155,8 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
         .then((c) => checkHealth(instance.grpc, "", healthTimeoutMs, c))
         // Connected, and no answer: a process stopped or wedged.
         .catch((err: Error) => `unreachable (${(err as { code?: number }).code === status.DEADLINE_EXCEEDED ? `no answer within ${healthTimeoutMs / 1000} s` : whyUnreachable(err)})`),
-      scrapeOutbox(instance.metrics).then(
+      // Nothing to scrape for: it has no outbox in use and no connection to NATS.
+      grpcAlone ? { reading: grpcAloneOutbox } : scrapeOutbox(instance.metrics).then(
         (o): OutboxAnswer => {
           relaying = o.relaying === 1;
           if (o.natsConnected === 0) {
@@ -191,7 +198,7 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     };
   };
   // Asked before NATS answers: a NATS that does not answer costs its timeout once, not on top of the services' own.
-  const answers = targets.map((target) => Promise.all(target.instances.map((instance) => ask(instance, target.starting === true))));
+  const answers = targets.map((target) => Promise.all(target.instances.map((instance) => ask(instance, target.starting === true, target.grpcAlone === true))));
   const { nc, problem: natsProblem } = await nats.connection.then(
     (connection) => ({ nc: connection, problem: undefined }),
     (err: Error) => ({ nc: undefined, problem: err.message }),
@@ -221,7 +228,8 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
       // The instances' one outbox is shown once, below; an instance it could not be read through is named here.
       else if ("unknown" in outbox) print(`  outbox not read through it: ${outbox.unknown}`);
     }
-    if (several) {
+    if (several && target.grpcAlone) print(`${target.name}  outbox: ${grpcAloneOutbox}`);
+    else if (several) {
       const first = answered.findIndex(({ outbox }) => "reading" in outbox);
       const shared = first < 0 ? "unknown (read through none of them, as said above)" : `${(answered[first].outbox as { reading: string }).reading} (read through ${nameOf(first)})`;
       print(`${target.name}  outbox, one in the database its ${target.instances.length} instances share: ${shared}`);
