@@ -52,6 +52,32 @@ function addEntry(repo: string, fixtureDir: string, imports: string): void {
   writeFileSync(path, edited);
 }
 
+/**
+ * A copy of the repository in `dir`/`name` and the environment of an `npm start` there with a service added whose
+ * variables start with `prefix`: its data in `dir`/`name`-data, nats-server and the three services on free ports.
+ */
+async function systemWith(dir: string, name: string, prefix: string, logLevel: string) {
+  const repo = join(dir, name);
+  const dataDir = join(dir, `${name}-data`);
+  copyOfRepository(repo);
+  const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), added: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort(), addedMetrics: await freePort() };
+  const env = {
+    ...process.env,
+    DATA_DIR: dataDir,
+    NATS_URL: "",
+    NATS_PORT: String(ports.nats),
+    PRODUCTS_LISTEN: `127.0.0.1:${ports.products}`,
+    ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
+    [`${prefix}_LISTEN`]: `127.0.0.1:${ports.added}`,
+    PRODUCTS_METRICS_LISTEN: `127.0.0.1:${ports.productsMetrics}`,
+    ORDERS_METRICS_LISTEN: `127.0.0.1:${ports.ordersMetrics}`,
+    [`${prefix}_METRICS_LISTEN`]: `127.0.0.1:${ports.addedMetrics}`,
+    LOG_LEVEL: logLevel,
+  };
+  const run = (command: string, args: string[]) => spawnSync(command, args, { cwd: repo, env, encoding: "utf8", timeout: 120_000 });
+  return { repo, dataDir, ports, env, run };
+}
+
 describe('README "Adding a service", followed in a copy of the repository', () => {
   const dir = createTempDir("concord-add-service-");
   let system: ChildProcess | undefined;
@@ -96,24 +122,7 @@ describe('README "Adding a service", followed in a copy of the repository', () =
   });
 
   it("adds a shipping service: refused by npm start until `npm run gen`, then an order confirmed becomes a stored shipment and a ShipmentPrepared, and concord status shows it", { timeout: 300_000 }, async () => {
-    const repo = join(dir.path, "shipping");
-    const dataDir = join(dir.path, "shipping-data");
-    copyOfRepository(repo);
-    const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), shipping: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort(), shippingMetrics: await freePort() };
-    const env = {
-      ...process.env,
-      DATA_DIR: dataDir,
-      NATS_URL: "",
-      NATS_PORT: String(ports.nats),
-      PRODUCTS_LISTEN: `127.0.0.1:${ports.products}`,
-      ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
-      SHIPPING_LISTEN: `127.0.0.1:${ports.shipping}`,
-      PRODUCTS_METRICS_LISTEN: `127.0.0.1:${ports.productsMetrics}`,
-      ORDERS_METRICS_LISTEN: `127.0.0.1:${ports.ordersMetrics}`,
-      SHIPPING_METRICS_LISTEN: `127.0.0.1:${ports.shippingMetrics}`,
-      LOG_LEVEL: "warn",
-    };
-    const run = (command: string, args: string[]) => spawnSync(command, args, { cwd: repo, env, encoding: "utf8", timeout: 120_000 });
+    const { repo, dataDir, ports, env, run } = await systemWith(dir.path, "shipping", "SHIPPING", "warn");
 
     // Step 1: the contracts.
     cpSync(join(fixture, "proto"), join(repo, "proto"), { recursive: true });
@@ -142,7 +151,7 @@ describe('README "Adding a service", followed in a copy of the repository', () =
     system.stderr!.on("data", (d) => (output += d));
     const exited = new Promise<number | null>((resolve) => system!.once("exit", resolve));
     await expect.poll(() => output, { timeout: 150_000, interval: 200 }).toContain("Concord is up");
-    expect(output).toMatch(new RegExp(`shipping: gRPC on 127\\.0\\.0\\.1:${ports.shipping}, metrics on http://127\\.0\\.0\\.1:${ports.shippingMetrics}/metrics \\(database .*shipping\\.db`));
+    expect(output).toMatch(new RegExp(`shipping: gRPC on 127\\.0\\.0\\.1:${ports.added}, metrics on http://127\\.0\\.0\\.1:${ports.addedMetrics}/metrics \\(database .*shipping\\.db`));
     expect(output).toContain("SHOP_SHIPPING (1 replica)");
 
     // An order confirmed, as tools/try-order.ts places it.
@@ -171,7 +180,7 @@ describe('README "Adding a service", followed in a copy of the repository', () =
     // concord status names the service and its consumer, caught up.
     await expect
       .poll(() => run(process.execPath, ["--import", "tsx", "tools/concord.ts", "status"]).stdout, { timeout: 60_000, interval: 1_000 })
-      .toMatch(new RegExp(`^shipping {2}gRPC 127\\.0\\.0\\.1:${ports.shipping}: SERVING\\n {2}outbox: depth 0, .*\\n {2}consumer shipping-order-confirmed on SHOP_ORDERS: pending 0, unacked 0, redelivered 0, dead letters 0$`, "m"));
+      .toMatch(new RegExp(`^shipping {2}gRPC 127\\.0\\.0\\.1:${ports.added}: SERVING\\n {2}outbox: depth 0, .*\\n {2}consumer shipping-order-confirmed on SHOP_ORDERS: pending 0, unacked 0, redelivered 0, dead letters 0$`, "m"));
 
     system.kill("SIGINT");
     expect(await exited).toBe(0);
@@ -179,24 +188,7 @@ describe('README "Adding a service", followed in a copy of the repository', () =
   });
 
   it("adds billing, a service of gRPC alone (no stream, no subscription): npm start gives it no NATS user and starts it, it answers grpcurl, concord status shows it SERVING, and Ctrl-C stops it", { timeout: 300_000 }, async () => {
-    const repo = join(dir.path, "billing");
-    const dataDir = join(dir.path, "billing-data");
-    copyOfRepository(repo);
-    const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), billing: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort(), billingMetrics: await freePort() };
-    const env = {
-      ...process.env,
-      DATA_DIR: dataDir,
-      NATS_URL: "",
-      NATS_PORT: String(ports.nats),
-      PRODUCTS_LISTEN: `127.0.0.1:${ports.products}`,
-      ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
-      BILLING_LISTEN: `127.0.0.1:${ports.billing}`,
-      PRODUCTS_METRICS_LISTEN: `127.0.0.1:${ports.productsMetrics}`,
-      ORDERS_METRICS_LISTEN: `127.0.0.1:${ports.ordersMetrics}`,
-      BILLING_METRICS_LISTEN: `127.0.0.1:${ports.billingMetrics}`,
-      LOG_LEVEL: "info",
-    };
-    const run = (command: string, args: string[]) => spawnSync(command, args, { cwd: repo, env, encoding: "utf8", timeout: 120_000 });
+    const { repo, dataDir, ports, env, run } = await systemWith(dir.path, "billing", "BILLING", "info");
     cpSync(join(billing, "proto"), join(repo, "proto"), { recursive: true });
     const gen = run("npm", ["run", "-s", "gen"]);
     expect(gen.status, gen.stderr).toBe(0);
@@ -211,7 +203,7 @@ describe('README "Adding a service", followed in a copy of the repository', () =
     started.stderr!.on("data", (d) => (output += d));
     const exited = new Promise<number | null>((resolve) => started.once("exit", resolve));
     await expect.poll(() => output, { timeout: 150_000, interval: 200 }).toContain("Concord is up");
-    expect(output).toMatch(new RegExp(`billing: {2}gRPC on 127\\.0\\.0\\.1:${ports.billing}, metrics on http://127\\.0\\.0\\.1:${ports.billingMetrics}/metrics`));
+    expect(output).toMatch(new RegExp(`billing: {2}gRPC on 127\\.0\\.0\\.1:${ports.added}, metrics on http://127\\.0\\.0\\.1:${ports.addedMetrics}/metrics`));
     // No NATS user, so no seed; and the service says why it does not connect.
     expect(/NATS users: ([^;]*);/.exec(output)?.[1]).not.toContain("billing");
     expect(existsSync(join(dataDir, "nats-credentials", "billing.nk"))).toBe(false);
@@ -222,14 +214,14 @@ describe('README "Adding a service", followed in a copy of the repository', () =
     const token = run(process.execPath, ["--import", "tsx", "tools/token.ts", "--role", "admin"]);
     expect(token.status, token.stderr).toBe(0);
     const grpcurl = run(join(repoRoot, ".tools", "bin", "grpcurl"), [
-      "-max-time", "10", "-cacert", join(dataDir, "tls", "ca.pem"), "-H", `authorization: Bearer ${token.stdout.trim()}`, "-d", "{}", `127.0.0.1:${ports.billing}`, "shop.billing.v1.BillingService/Ping",
+      "-max-time", "10", "-cacert", join(dataDir, "tls", "ca.pem"), "-H", `authorization: Bearer ${token.stdout.trim()}`, "-d", "{}", `127.0.0.1:${ports.added}`, "shop.billing.v1.BillingService/Ping",
     ]);
     expect(grpcurl.stderr).toBe("");
     expect(grpcurl.stdout).toBe("{}\n");
 
     await expect
       .poll(() => run(process.execPath, ["--import", "tsx", "tools/concord.ts", "status"]).stdout, { timeout: 60_000, interval: 1_000 })
-      .toMatch(new RegExp(`^billing {2}gRPC 127\\.0\\.0\\.1:${ports.billing}: SERVING\\n {2}outbox: none: it serves gRPC alone \\(its contract declares no stream and no subscription\\) and does not connect to NATS$`, "m"));
+      .toMatch(new RegExp(`^billing {2}gRPC 127\\.0\\.0\\.1:${ports.added}: SERVING\\n {2}outbox: none: it serves gRPC alone \\(its contract declares no stream and no subscription\\) and does not connect to NATS$`, "m"));
 
     started.kill("SIGINT");
     expect(await exited).toBe(0);
