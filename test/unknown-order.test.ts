@@ -218,7 +218,7 @@ describe("an answer about stock for an order the order service does not have", (
     ]);
     // A device: SQLite said "disk I/O error" (exit 1); a FIFO was waited on for ever.
     const device = await tool("check", "--orders-database", "/dev/zero");
-    expect([device.status, device.stderr.trim()]).toEqual([2, "reservations: /dev/zero is no regular file (a FIFO, a socket or a device), not a SQLite database file; name the database's file (nothing was changed)"]);
+    expect([device.status, device.stderr.trim()]).toEqual([2, "reservations: /dev/zero is a character device, not a SQLite database file; name the database's file (nothing was changed)"]);
     const emptyOption = await tool("check", "--products-database", "");
     expect([emptyOption.status, emptyOption.stderr.trim()]).toEqual([2, "reservations: --products-database is empty: name the database's file or its postgres:// URL (`npx tsx tools/reservations.ts --help` shows the usage)"]);
     const usage = await tool("check", "--relase");

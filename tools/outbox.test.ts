@@ -148,9 +148,9 @@ describe("tools/outbox.ts", () => {
   it("refuses a FIFO or a device named as the database in one line, exit 2, where it waited for ever on the FIFO", () => {
     const fifo = join(dir, "products.fifo");
     execFileSync("mkfifo", [fifo]);
-    for (const path of [fifo, "/dev/zero"]) {
+    for (const [path, kind] of [[fifo, "a FIFO"], ["/dev/zero", "a character device"]] as const) {
       const refused = run("--database", path, "list");
-      expect(refused.stderr).toBe(`outbox: ${path} is no regular file (a FIFO, a socket or a device), not a SQLite database file; name the database's file (nothing was changed)\n`);
+      expect(refused.stderr).toBe(`outbox: ${path} is ${kind}, not a SQLite database file; name the database's file (nothing was changed)\n`);
       expect(refused.status).toBe(2);
     }
   }, 60_000);

@@ -234,7 +234,7 @@ describe("openDatabase (SQLite)", () => {
     mkdirSync(folder);
     const fifo = join(dir, "a-fifo.db");
     execFileSync("mkfifo", [fifo]);
-    for (const [path, what] of [[folder, "a directory"], [fifo, "no regular file (a FIFO, a socket or a device)"], ["/dev/null", "no regular file (a FIFO, a socket or a device)"]] as const) {
+    for (const [path, what] of [[folder, "a directory"], [fifo, "a FIFO"], ["/dev/null", "a character device"]] as const) {
       for (const requireApplied of [undefined, "0001_notes"]) {
         const refused = await openDatabase({ path, migrations, requireApplied }).catch((err: unknown) => err);
         expect(refused, path).toBeInstanceOf(StatusError);

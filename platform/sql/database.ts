@@ -3,6 +3,7 @@ import { statSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isDatabaseUnavailable, openPostgres, type StartupTimeout } from "./postgres.js";
 import { claimSqliteFile, openSqlite, sqliteMayHaveMigration, type SqliteDetached } from "./sqlite.js";
+import { notRegularFile } from "../config/setting-file.js";
 import { Code, StatusError } from "../errors/index.js";
 import type { Database, Migration } from "./types.js";
 
@@ -103,9 +104,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   // SQLite said "unable to open database file" of a directory and "disk I/O error" of a device (a service exited 1 with a
   // stack), and the outbox tool, reading a FIFO's header, waited for ever for a writer.
   const found = postgres || options.path === ":memory:" ? undefined : statSync(options.path, { throwIfNoEntry: false });
-  if (found && !found.isFile()) {
-    throw new StatusError(Code.FAILED_PRECONDITION, `${options.path} is ${found.isDirectory() ? "a directory" : "no regular file (a FIFO, a socket or a device)"}, not a SQLite database file; name the database's file (nothing was changed)`);
-  }
+  const kind = found && notRegularFile(found);
+  if (kind) throw new StatusError(Code.FAILED_PRECONDITION, `${options.path} is ${kind}, not a SQLite database file; name the database's file (nothing was changed)`);
   // Checked before a writing connection opens a SQLite file, which would make it, or switch it to WAL, before migrate looks.
   if (!postgres && options.requireApplied !== undefined && options.path !== ":memory:" && !sqliteMayHaveMigration(options.path, options.requireApplied)) {
     throw new StatusError(Code.FAILED_PRECONDITION, `the database has no migration ${options.requireApplied}; nothing was changed`);

@@ -431,6 +431,7 @@ describe("restoreSqlite", () => {
     other.close();
     expect(() => restoreSqlite("orders", join(dir, "target.db"), notOne)).toThrow("has no schema_migrations table, so it is no service's database");
     expect(() => restoreSqlite("orders", join(dir, "target.db"), dir)).toThrow(`${dir} is a directory, not a backup: name a backup's file`);
+    expect(() => restoreSqlite("orders", join(dir, "target.db"), "/dev/null")).toThrow("/dev/null is a character device, not a backup: name a backup's file");
     writeFileSync(join(dir, "text.db"), "not a database at all, just some text that is long enough to have a header");
     expect(() => restoreSqlite("orders", join(dir, "target.db"), join(dir, "text.db"))).toThrow(/cannot be (read|opened)|damaged/);
     // Refused before the database is claimed: no claim file, nor folder for it, is left where there was none.

@@ -12,6 +12,7 @@ import BetterSqlite3 from "better-sqlite3";
 import type { NatsConnection, NatsError } from "nats";
 import { natsAuthorization } from "../../gen/ts/concord_nats.js";
 import { Code, StatusError } from "../../platform/errors/index.js";
+import { notRegularFile } from "../../platform/config/setting-file.js";
 import { claimSqliteFile } from "../../platform/sql/index.js";
 
 /** A durable consumer's acknowledgement floor: every event of its stream up to this sequence was handled and acked. */
@@ -406,8 +407,8 @@ function servicesClaiming(path: string): string[] {
  */
 export function restoreSqlite(service: string, path: string, backup: string, now = new Date()): { readonly asideTo: string | undefined; readonly moved: readonly string[] } {
   if (!existsSync(backup)) throw new Error(`${backup} does not exist`);
-  const given = statSync(backup);
-  if (!given.isFile()) throw new Error(`${backup} is ${given.isDirectory() ? "a directory" : "no regular file"}, not a backup: name a backup's file`);
+  const kind = notRegularFile(statSync(backup));
+  if (kind) throw new Error(`${backup} is ${kind}, not a backup: name a backup's file`);
   if (existsSync(path) && sameFile(path, backup)) throw new Error(`${backup} is the service's database itself, not a backup of it: nothing to restore`);
   // Looked at before the database is claimed: a backup refused leaves no claim file, nor folder for it, behind.
   const problem = backupProblem(backup, service);
