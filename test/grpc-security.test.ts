@@ -415,7 +415,7 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
       [{ ...tls, GRPC_TLS_KEY: bad }, `the TLS key ${bad} holds no PEM private key that can be read (`, "(GRPC_TLS_KEY names it;"],
       [{ ...tls, GRPC_TLS_KEY: dev.certs.orders.keyFile }, `the TLS key ${dev.certs.orders.keyFile} is not the key of the certificate ${dev.certs.products.certFile}`, "(GRPC_TLS_KEY names it;"],
       [{ ...tls, GRPC_TLS_CA: bad }, `the TLS CA certificate ${bad} holds no PEM certificate`, "(GRPC_TLS_CA names it;"],
-      [{ ...tls, GRPC_TLS_CA: dir.path }, `cannot read the TLS CA certificate ${dir.path}: EISDIR`, "(GRPC_TLS_CA names it;"],
+      [{ ...tls, GRPC_TLS_CA: dir.path }, `cannot read the TLS CA certificate ${dir.path}: it is a directory, not a regular file`, "(GRPC_TLS_CA names it;"],
     ] as const) {
       const broken = startServiceProcess("products", { ...env(""), ...extra, PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_DATABASE_URL: database });
       expect(await broken.exited, why).toBe(2);

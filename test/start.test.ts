@@ -1062,7 +1062,7 @@ describe("npm start", () => {
     for (const [variable, file, why] of [
       ["GRPC_TLS_CERT", garbage, `the TLS certificate ${garbage} holds no PEM certificate`],
       ["GRPC_TLS_KEY", garbage, `the TLS key ${garbage} holds no PEM private key that can be read (`],
-      ["GRPC_TLS_KEY", tls, `cannot read the TLS key ${tls}: EISDIR`],
+      ["GRPC_TLS_KEY", tls, `cannot read the TLS key ${tls}: it is a directory, not a regular file`],
       ["GRPC_TLS_CA", garbage, `the TLS CA certificate ${garbage} holds no PEM certificate`],
     ] as const) {
       const dataDir = join(dir.path, `${variable}-${basename(file)}`);

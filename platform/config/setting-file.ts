@@ -19,9 +19,9 @@ export function notRegularFile(stats: Stats): string | undefined {
  * The bytes of a file a setting or an option names (a key, a certificate, a
  * NATS seed), which holds at most `maxBytes`: a FIFO named by mistake was
  * waited on for ever, and `/dev/zero` read until memory ran out (1.2 GB in
- * 6 s). Throws what opening or reading throws (ENOENT, EISDIR, EACCES), or an
+ * 6 s). Throws what opening or reading throws (ENOENT, EACCES), or an
  * Error saying what the file is when it is no regular file (`it is a
- * character device, not a regular file`) or that it is larger, without its
+ * character device, not a regular file`, `it is a directory, ...`) or that it is larger, without its
  * path, which the caller's message names.
  */
 export function readSettingFile(path: string, maxBytes: number): Buffer {
@@ -29,8 +29,7 @@ export function readSettingFile(path: string, maxBytes: number): Buffer {
   const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
     const found = fstatSync(fd);
-    // A directory is left to the read, which says EISDIR as before.
-    const kind = found.isDirectory() ? undefined : notRegularFile(found);
+    const kind = notRegularFile(found);
     if (kind) throw new Error(`it is ${kind}, not a regular file`);
     if (found.size > maxBytes) throw new Error(`it holds ${found.size} bytes, more than such a file does (at most ${maxBytes})`);
     return readFileSync(fd);
