@@ -145,6 +145,22 @@ interface StartPorts {
   readonly ordersMetrics: number;
 }
 
+/**
+ * `npm start -- --postgres-only` with `env` (handed to `started` at once, for a
+ * failed test to kill it), once it says PostgreSQL alone runs: the process,
+ * what it has printed so far, and its exit status.
+ */
+async function startPostgresOnly(env: NodeJS.ProcessEnv, started: (child: ChildProcess) => void): Promise<{ child: ChildProcess; output: () => string; exited: Promise<number | null> }> {
+  const child = spawn(process.execPath, ["--import", "tsx", "tools/start.ts", "--postgres-only"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  started(child);
+  let output = "";
+  child.stdout.on("data", (d) => (output += d));
+  child.stderr.on("data", (d) => (output += d));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  await expect.poll(() => output, { timeout: 90_000, interval: 100 }).toContain("Only PostgreSQL runs (--postgres-only)");
+  return { child, output: () => output, exited };
+}
+
 /** The environment of a start with DATA_DIR `dataDir` on `ports`, LOG_LEVEL warn, starting a nats-server of its own. */
 function startEnv(dataDir: string, ports: StartPorts): NodeJS.ProcessEnv {
   return {
@@ -645,21 +661,15 @@ describe("npm start", () => {
     expect(await system.exited).toBe(0);
 
     // The services stopped, their PostgreSQL server alone again, as the README has it.
-    const alone = spawn(process.execPath, ["--import", "tsx", "tools/start.ts", "--postgres-only"], { env: { ...startEnv(dir.path, system.ports), POSTGRES_PORT: postgresPort }, stdio: ["ignore", "pipe", "pipe"] });
-    child = alone;
-    let output = "";
-    alone.stdout.on("data", (d) => (output += d));
-    alone.stderr.on("data", (d) => (output += d));
-    const aloneExited = new Promise<number | null>((resolve) => alone.once("exit", (code) => resolve(code)));
-    await expect.poll(() => output, { timeout: 60_000, interval: 100 }).toContain("Only PostgreSQL runs (--postgres-only)");
-    expect(output).toContain(`postgres://postgres@127.0.0.1:${postgresPort}/orders; no nats-server, no service. Ctrl-C stops it.`);
+    const alone = await startPostgresOnly({ ...startEnv(dir.path, system.ports), POSTGRES_PORT: postgresPort }, (started) => (child = started));
+    expect(alone.output()).toContain(`postgres://postgres@127.0.0.1:${postgresPort}/orders; no nats-server, no service. Ctrl-C stops it.`);
     expect(await isListening(system.ports.orders)).toBe(false);
     expect(await isListening(system.ports.nats)).toBe(false);
     const restored = runReadme(restoreSteps, "pg_restore");
     expect(restored.status, restored.stderr).toBe(0);
-    alone.kill("SIGINT");
-    expect(await aloneExited).toBe(0);
-    expect(output).toContain("start: everything stopped");
+    alone.child.kill("SIGINT");
+    expect(await alone.exited).toBe(0);
+    expect(alone.output()).toContain("start: everything stopped");
     expect(await isListening(Number(postgresPort))).toBe(false);
 
     system = await startSystem(dir.path, { ports: system.ports, args: ["--postgres"], env: { POSTGRES_PORT: postgresPort }, upTimeoutMs: 90_000 });
@@ -673,6 +683,24 @@ describe("npm start", () => {
     }
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);
+  });
+
+  it("records a --postgres-only start as running PostgreSQL alone: `concord status` says so in one line, exit 1, where it asked the default ports whether the system was running", { timeout: 120_000 }, async () => {
+    chmodSync(dir.path, 0o755); // the postgres user runs the server (as root), and needs to reach its data dir
+    const postgresPort = String(await freePort());
+    const alone = await startPostgresOnly({ ...process.env, DATA_DIR: dir.path, POSTGRES_PORT: postgresPort, NATS_URL: "", LOG_LEVEL: "warn" }, (started) => (child = started));
+    const statusEnv = { DATA_DIR: dir.path, NATS_URL: undefined, NATS_PORT: undefined, GRPC_INSECURE: undefined };
+    const said = await runConcord(statusEnv, ["status"]);
+    expect([said.status, said.stdout, said.stderr]).toEqual([1, `npm start -- --postgres-only runs PostgreSQL alone on DATA_DIR ${dir.path}; the services and NATS are not running\n`, ""]);
+    // Told where to look, it looks there, as before.
+    const elsewhere = await runConcord(statusEnv, ["status", "--nats", `nats://127.0.0.1:${await freePort()}`]);
+    expect(elsewhere.status).toBe(1);
+    expect(elsewhere.stdout).toContain("is the system running?");
+    alone.child.kill("SIGINT");
+    expect(await alone.exited).toBe(0);
+    expect(existsSync(join(dir.path, "start-services.json"))).toBe(false);
+    const after = await runConcord(statusEnv, ["status"]);
+    expect(after.stdout).not.toContain("--postgres-only");
   });
 
   it("records its services as starting until they serve: `concord status` meanwhile says so, rather than that they failed", { timeout: 120_000 }, async () => {

@@ -17,7 +17,7 @@ import { type DeadLetter, type DeadLetterFilter, deleteDeadLetters, getDeadLette
 import { type Refusals, replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
 import { helps, usage } from "./concord/help.js";
 import { abandonedRange, durableConsumers, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
-import { printStatus, serviceTargets, targetOptions } from "./concord/status.js";
+import { postgresOnlySaid, printStatus, serviceTargets, targetOptions } from "./concord/status.js";
 import { type InboxRetention, inboxRetentionOf } from "./concord/inbox-retention.js";
 import { differencesSaid, ProvisionRefused, provisionStreams } from "./concord/provision.js";
 import { deleteStaleConsumers, inUse, inUseWhileWatched, staleConsumers, watchMs } from "./concord/stale-consumers.js";
@@ -698,6 +698,12 @@ export async function concord(argv: string[]): Promise<number> {
         const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);
         if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, command);
+        // Told nowhere else to look, the start on DATA_DIR is the system asked after: one of PostgreSQL alone is said so.
+        const alone = Object.keys(values).some((option) => option === "nats" || option in targetOptions) ? undefined : postgresOnlySaid();
+        if (alone) {
+          console.log(alone);
+          return 1;
+        }
         let targets;
         try {
           targets = serviceTargets(Object.fromEntries(Object.keys(targetOptions).map((option) => [option, values[option] as string | undefined])));

@@ -36,7 +36,7 @@ user, no nkey seed, no NATS_URL. Options:
   --postgres-only   start that PostgreSQL server alone, nothing else, until
                     Ctrl-C: the services' databases on it, with no service
                     running on them, for pg_restore (README "Backups and
-                    restores")
+                    restores"); \`npx concord status\` says so meanwhile
   --instances N     run N instances of each service (1 to 8, default 1), which share their
                     database and their durable consumers; more than one needs
                     --postgres (or postgres:// URLs in the *_DATABASE_URL variables).

@@ -59,7 +59,7 @@ import { ConfigError, readConfig, type Settings } from "../platform/config/index
 import { differencesSaid, type ProvisionedStream, ProvisionRefused, provisionStreams } from "./concord/provision.js";
 import { developmentCaRenewal, ensureDevCredentials, UnreadableCertificate } from "./dev-credentials.js";
 import { dataDir as dataDirOf } from "./client-security.js";
-import { isStartScript, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
+import { isStartScript, recordPostgresOnly, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
 import { grpcListenOf, listed, serviceFolders, serviceOf, services, servicesCounted, type ServiceName, servicesWithoutNatsUserSaid, unlistedServices, unlistedServicesSaid } from "./services.js";
 import { contractsChangedSinceGen, protoDigestFile } from "./contracts/proto-digest.js";
 import { startUsage } from "./start-usage.js";
@@ -1307,8 +1307,9 @@ async function main(): Promise<void> {
   // For `concord status`, which then finds every instance, and says they are starting until they all serve.
   const instancesOf = (grpc: string[], metrics: string[]): StartedInstance[] => grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] }));
   const startedServices = Object.fromEntries(placed.map((p) => [p.service.name, instancesOf(p.addresses, p.metrics)])) as Record<ServiceName, StartedInstance[]>;
-  // None with --postgres-only (whose start returns before the record is used): `concord status` then says nothing
-  // runs, rather than services that never start.
+  // With --postgres-only no services (its start returns before the record is used), but that it runs PostgreSQL
+  // alone: `concord status` then says so, where it looked for the services where a start of its defaults puts them.
+  if (postgresOnly) recordPostgresOnly(dataDir);
   const record = postgresOnly ? { nats() {}, up() {} } : recordStartedServices(dataDir, startedServices, process.env.INBOX_RETENTION);
 
   // Before PostgreSQL starts: a certificate file that holds none is refused with nothing made or started.

@@ -5,7 +5,8 @@
  * i two ports above instance i-1) without being told how many there are, and
  * NATS on whatever NATS_PORT (or --cluster) that start was given; and whether
  * it is still starting them (an instance not answering then is not yet up,
- * rather than failed).
+ * rather than failed). A start of `--postgres-only` records only that it
+ * runs PostgreSQL alone.
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -52,18 +53,11 @@ export function isStartScript(pid: number): boolean {
  * services as up once they serve. Removed at exit.
  */
 export function recordStartedServices(dataDir: string, services: StartedServices, inboxRetention?: string): { nats(url: string): void; up(): void } {
-  const file = fileIn(dataDir);
   let starting = true;
   let nats: string | undefined;
-  const write = () => {
-    const partial = `${file}.${process.pid}`;
-    writeFileSync(partial, `${JSON.stringify({ pid: process.pid, starting, ...(nats !== undefined && { nats }), ...(inboxRetention && { inboxRetention }), ...services })}\n`);
-    renameSync(partial, file);
-  };
+  const write = () => writeRecord(dataDir, { starting, ...(nats !== undefined && { nats }), ...(inboxRetention && { inboxRetention }), ...services });
   write();
-  process.once("exit", () => {
-    if (readStartedBy(dataDir)?.pid === process.pid) rmSync(file, { force: true });
-  });
+  removeAtExit(dataDir);
   return {
     nats: (url) => {
       nats = url;
@@ -76,7 +70,41 @@ export function recordStartedServices(dataDir: string, services: StartedServices
   };
 }
 
-type StoredRecord = StartedServices & { pid: number; starting?: unknown; nats?: unknown; inboxRetention?: unknown };
+/**
+ * Records in `dataDir` that this process (`npm start -- --postgres-only`)
+ * runs the PostgreSQL server alone, with no service and no NATS, for
+ * `concord status` to say so (see `runsPostgresOnly`). Removed at exit.
+ */
+export function recordPostgresOnly(dataDir: string): void {
+  writeRecord(dataDir, { postgresOnly: true });
+  removeAtExit(dataDir);
+}
+
+/**
+ * Whether the `npm start` running on `dataDir` is one of `--postgres-only`,
+ * which runs PostgreSQL alone (its record says so, and its process runs).
+ */
+export function runsPostgresOnly(dataDir: string): boolean {
+  const record = readStartedBy(dataDir);
+  return record?.postgresOnly === true && Number.isInteger(record.pid) && isStartScript(record.pid);
+}
+
+/** Writes this process's record in `dataDir` whole (through a file renamed into place), replacing any there. */
+function writeRecord(dataDir: string, fields: object): void {
+  const file = fileIn(dataDir);
+  const partial = `${file}.${process.pid}`;
+  writeFileSync(partial, `${JSON.stringify({ pid: process.pid, ...fields })}\n`);
+  renameSync(partial, file);
+}
+
+/** Removes the record in `dataDir` when this process exits, unless another start's has replaced it. */
+function removeAtExit(dataDir: string): void {
+  process.once("exit", () => {
+    if (readStartedBy(dataDir)?.pid === process.pid) rmSync(fileIn(dataDir), { force: true });
+  });
+}
+
+type StoredRecord = StartedServices & { pid: number; starting?: unknown; nats?: unknown; inboxRetention?: unknown; postgresOnly?: unknown };
 
 function readStartedBy(dataDir: string): StoredRecord | undefined {
   try {

@@ -100,7 +100,9 @@ redeliveries and dead letters. The services are found where the flags say;
 else where the \`npm start\` running on DATA_DIR put every instance
 (DATA_DIR/start-services.json, kept while it runs: \`--instances N\` is found
 without being given; until it has brought them up, an instance that does not
-answer is said to be starting, and the status still exits 1), unless
+answer is said to be starting, and the status still exits 1; one of
+--postgres-only, which runs PostgreSQL alone, is said so in one line, exit 1,
+unless a flag names where to look), unless
 ${variables("_LISTEN").join(", ")} or their _METRICS_LISTEN name another address
 than that start's first instance of the service: what is set wins over the
 record, as with try-order, and that service is then the one instance they name;

@@ -13,7 +13,7 @@ import { dataDir, toolClientSecurity, whyUnreachable } from "../client-security.
 import { reason } from "../event-watch.js";
 import { natsAuthorization } from "../../gen/ts/concord_nats.js";
 import { grpcListenOf, services } from "../services.js";
-import { readStartedServices, shiftPort, type StartedInstance } from "../started-services.js";
+import { readStartedServices, runsPostgresOnly, shiftPort, type StartedInstance } from "../started-services.js";
 
 /** Where a service's instances are and what it consumes (its instances share its durable consumers). */
 export interface ServiceTarget {
@@ -69,6 +69,18 @@ export function serviceTargets(flags: TargetFlags, env: NodeJS.ProcessEnv = proc
     }
     return { name, instances: grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] })), consumers, starting: false, grpcAlone };
   });
+}
+
+/**
+ * What status says, in place of the services, when the `npm start` running on
+ * DATA_DIR is one of `--postgres-only`: they and NATS are not running, where
+ * they were looked for at the default ports and said unreachable. Undefined
+ * otherwise.
+ */
+export function postgresOnlySaid(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const dir = dataDir(env);
+  if (!runsPostgresOnly(dir)) return undefined;
+  return `npm start -- --postgres-only runs PostgreSQL alone on DATA_DIR ${dir}; the services and NATS are not running`;
 }
 
 const healthTimeoutMs = 2_000;
