@@ -1194,6 +1194,37 @@ describe("npm start", () => {
     expect(refused.result.stderr).toMatch(/^start: GRPC_TLS_CERT names a certificate \(.*chain\.pem, issued by CN=intermediate\) that no CA in the file GRPC_TLS_CA names \(.*other-root\.pem\) issued: /);
   });
 
+  it("refuses a GRPC_TLS_CERT that does not cover the host the start's health checks or the order service dial, naming the names it covers, at once, before anything is made (exit 2)", { timeout: 60_000 }, async () => {
+    const pki = join(dir.path, "pki");
+    mkdirSync(pki);
+    const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: pki, stdio: "pipe" });
+    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl("req", "-x509", ...ec, "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "30", "-subj", "/CN=own CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
+    for (const [name, names] of [["elsewhere", "DNS:shop.example.com"], ["loopback", "IP:127.0.0.1"]]) {
+      writeFileSync(join(pki, `${name}.ext`), `basicConstraints=CA:FALSE\nsubjectAltName=${names}\n`);
+      openssl("req", "-new", ...ec, "-keyout", `${name}-key.pem`, "-out", `${name}.csr`, "-subj", `/CN=${name}`);
+      openssl("x509", "-req", "-in", `${name}.csr`, "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-set_serial", "1", "-days", "30", "-extfile", `${name}.ext`, "-out", `${name}.pem`);
+    }
+    const given = (name: string) => ({ GRPC_TLS_CERT: join(pki, `${name}.pem`), GRPC_TLS_KEY: join(pki, `${name}-key.pem`), GRPC_TLS_CA: join(pki, "ca.pem") });
+    // Its CA trusted, the certificate for another host: the health checks' TLS handshake failed, and the start ended 30 s on (exit 1).
+    const elsewhere = await startOnFreePorts(join(dir.path, "elsewhere"), () => given("elsewhere"));
+    expect(elsewhere.result.status, elsewhere.result.stderr).toBe(2);
+    expect(elsewhere.result.stderr).toBe(
+      `start: GRPC_TLS_CERT names a certificate (${join(pki, "elsewhere.pem")}, for DNS:shop.example.com) that does not cover 127.0.0.1, the host of PRODUCTS_LISTEN, which this start's health checks dial: ` +
+        "neither this start nor a service calling another would take it there; set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate for that host and its key, or PRODUCTS_LISTEN to an address on a host the certificate covers\n",
+    );
+    expect(existsSync(join(dir.path, "elsewhere"))).toBe(false);
+    // The listen addresses covered, the order service given the product service by a name the certificate is not for: the
+    // system came up, and every call of the order service's to the product service failed its handshake.
+    const byName = await startOnFreePorts(join(dir.path, "by-name"), (ports) => ({ ...given("loopback"), PRODUCTS_ADDRESS: `localhost:${ports.products}` }));
+    expect(byName.result.status, byName.result.stderr).toBe(2);
+    expect(byName.result.stderr).toBe(
+      `start: GRPC_TLS_CERT names a certificate (${join(pki, "loopback.pem")}, for IP Address:127.0.0.1) that does not cover localhost, the host of PRODUCTS_ADDRESS, which the order service dials: ` +
+        "neither this start nor a service calling another would take it there; set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate for that host and its key, or PRODUCTS_ADDRESS to an address on a host the certificate covers\n",
+    );
+    expect(existsSync(join(dir.path, "by-name"))).toBe(false);
+  });
+
   it("refuses a GRPC_TLS_CA without GRPC_TLS_CERT and GRPC_TLS_KEY that holds the development CA this start makes anew (expiring, or its key gone), before anything is written (exit 2)", { timeout: 60_000 }, async () => {
     const dataDir = join(dir.path, "expiring");
     ensureDevCredentials(dataDir, ["products", "orders", "client"]);

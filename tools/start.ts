@@ -32,7 +32,7 @@ import { randomBytes, X509Certificate } from "node:crypto";
 import { type ChildProcess, spawn, spawnSync, type StdioOptions } from "node:child_process";
 import { parseArgs } from "node:util";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { createServer, isIP } from "node:net";
 import { constants } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
 import { type ChannelCredentials, status as grpcStatus } from "@grpc/grpc-js";
@@ -878,14 +878,16 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
  * key, or a key of another certificate. So is a certificate given without
  * its key, or a key without its certificate: each service would be handed
  * the one given and a development file of its own for the other, which
- * cannot pair with it. Nothing to refuse with GRPC_INSECURE=1.
+ * cannot pair with it. So is a certificate given that does not cover a host
+ * in `dialled`. Nothing to refuse with GRPC_INSECURE=1.
  */
-function checkGivenTlsFiles(dataDir: string): void {
+function checkGivenTlsFiles(dataDir: string, dialled: readonly DialledHost[]): void {
   if (process.env.GRPC_INSECURE === "1") return;
   const { GRPC_TLS_CERT: certFile, GRPC_TLS_KEY: keyFile, GRPC_TLS_CA: caFile } = process.env;
   refusingTlsFiles(() => checkTlsFiles({ certFile: certFile || undefined, keyFile: keyFile || undefined, caFile: caFile || undefined }));
   if (caFile && !certFile && !keyFile) checkCaOfDevelopmentCertificates(caFile, dataDir);
   if (caFile && certFile && keyFile) checkCertificateOfCa(certFile, caFile);
+  if (certFile && keyFile) checkHostsOfCertificate(certFile, dialled);
   if (!certFile === !keyFile) return;
   const [given, unset, other] = certFile ? ["GRPC_TLS_CERT", "GRPC_TLS_KEY", "key"] : ["GRPC_TLS_KEY", "GRPC_TLS_CERT", "certificate"];
   throw new StartRefused(`${given} is set and ${unset} is not: each service would pair the file it names with a development ${other} of its own, which cannot match; set both, or neither (the development ones, made under DATA_DIR/tls)`);
@@ -922,6 +924,47 @@ function chainsTo(chain: readonly X509Certificate[], cas: readonly X509Certifica
     cert = next;
   }
   return false;
+}
+
+/** A host a TLS connection to a service is made to, and so the name its certificate is checked against, and who dials it. */
+interface DialledHost {
+  readonly host: string;
+  /** The variable whose address names it. */
+  readonly variable: string;
+  /** Who dials it, for a message: "this start's health checks dial", "the order service dials". */
+  readonly by: string;
+}
+
+/**
+ * The host grpc-js checks a server's certificate against when it dials
+ * `address` (the platform sets no ssl_target_name_override): that of its
+ * first host:port, a dns:/// one's as well as of several separated by commas.
+ */
+function dialledHost(address: string): string {
+  const first = address.replace(/^dns:\/\/\//, "").split(",")[0]!.trim();
+  return first.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+}
+
+/**
+ * Refuses a GRPC_TLS_CERT that does not cover a host in `dialled`, checked
+ * as Node's TLS checks a server's certificate: an IP address against the
+ * certificate's IP names alone, a name against its DNS names, or its
+ * subject's CN when it has no alternative names at all. Every service
+ * presents it, so the start's health checks failed each handshake, and the
+ * start ended 30 s on; or, for the order service's PRODUCTS_ADDRESS, every
+ * call to the product service failed its handshake.
+ */
+function checkHostsOfCertificate(certFile: string, dialled: readonly DialledHost[]): void {
+  const cert = refusingTlsFiles(() => certificateChain(certFile))[0]!;
+  const covers = (host: string) => (isIP(host) ? cert.checkIP(host) : cert.checkHost(host, { subject: cert.subjectAltName ? "never" : "always" })) !== undefined;
+  const uncovered = dialled.find((d) => !covers(d.host));
+  if (uncovered === undefined) return;
+  const names = cert.subjectAltName ?? `no subject alternative name, ${cert.subject.replace(/\n/g, ", ")}`;
+  throw new StartRefused(
+    `GRPC_TLS_CERT names a certificate (${certFile}, for ${names}) that does not cover ${uncovered.host}, the host of ${uncovered.variable}, which ${uncovered.by}: ` +
+      "neither this start nor a service calling another would take it there; " +
+      `set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate for that host and its key, or ${uncovered.variable} to an address on a host the certificate covers`,
+  );
 }
 
 /**
@@ -1286,7 +1329,18 @@ async function main(): Promise<void> {
   // The TLS and token key files the variables name, read before DATA_DIR, start.pid and the development CA are made: a
   // bad one was refused once they were (a token key's by the services, once nats-server had started).
   if (!postgresOnly) {
-    checkGivenTlsFiles(dataDir);
+    // The hosts the start's health checks dial (each service's listen addresses, one host per variable) and those the
+    // services calling others dial: the certificate every service presents must cover them.
+    const dialled: DialledHost[] = [
+      ...placed.map((p) => ({ host: dialledHost(p.addresses[0]!), variable: p.listenVariable, by: "this start's health checks dial" })),
+      ...services.flatMap((caller) =>
+        caller.calls.map((callee) => {
+          const variable = `${serviceOf(callee).envPrefix}_ADDRESS`;
+          return { host: dialledHost(env[variable]!), variable, by: `${caller.title} dials` };
+        }),
+      ),
+    ];
+    checkGivenTlsFiles(dataDir, dialled);
     checkGivenTokenKeyFiles();
   }
   // The nats-server to run, found before DATA_DIR, start.pid, the CA or PostgreSQL's data are made: a start without one
