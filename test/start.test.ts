@@ -1225,6 +1225,45 @@ describe("npm start", () => {
     expect(existsSync(join(dir.path, "by-name"))).toBe(false);
   });
 
+  it("refuses GRPC_TLS_CLIENT_AUTH=require with GRPC_TLS_CERT, GRPC_TLS_KEY and GRPC_TLS_CA whose file does not hold the development CA, which issued the client certificate of the start's health checks, at once (exit 2); one holding both CAs is taken", { timeout: 90_000 }, async () => {
+    ensureDevCredentials(join(dir.path, "own"), ["products"]);
+    const ownCa = join(dir.path, "own", "tls", "ca.pem");
+    const given = { GRPC_TLS_CERT: join(dir.path, "own", "tls", "products.pem"), GRPC_TLS_KEY: join(dir.path, "own", "tls", "products-key.pem"), GRPC_TLS_CA: ownCa, GRPC_TLS_CLIENT_AUTH: "require" };
+    const dataDir = join(dir.path, "data");
+    const refusal = (devCa: string) =>
+      `start: GRPC_TLS_CLIENT_AUTH=require, and the file GRPC_TLS_CA names (${ownCa}) does not hold the development CA (${devCa}), which issued the client certificate this start's health checks present (${join(dataDir, "tls", "client.pem")}): ` +
+      "the services would refuse it in the handshake; add the development CA to that file (a start without GRPC_TLS_CLIENT_AUTH=require makes it), or unset GRPC_TLS_CLIENT_AUTH\n";
+    // The services refused the health checks' client certificate, and the start ended 30 s on (exit 1).
+    const fresh = await startOnFreePorts(dataDir, () => given);
+    expect(fresh.result.status, fresh.result.stderr).toBe(2);
+    expect(fresh.result.stderr).toBe(refusal(`${join(dataDir, "tls", "ca.pem")}, not made yet`));
+    expect(existsSync(dataDir)).toBe(false);
+    ensureDevCredentials(dataDir, ["products", "orders", "client"]);
+    const made = await startOnFreePorts(dataDir, () => given);
+    expect(made.result.status, made.result.stderr).toBe(2);
+    expect(made.result.stderr).toBe(refusal(join(dataDir, "tls", "ca.pem")));
+    // Both CAs in one file: the services' certificate and the development client certificate are trusted, and it comes up.
+    const both = join(dir.path, "both-cas.pem");
+    writeFileSync(both, readFileSync(ownCa, "utf8") + readFileSync(join(dataDir, "tls", "ca.pem"), "utf8"));
+    const system = await startSystem(dataDir, { env: { ...given, GRPC_TLS_CA: both } });
+    child = system.child;
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+    // A development CA 5 days from its end, in the file: this start would make it anew, and the client certificate from the new one.
+    const tls = join(dataDir, "tls");
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", join(tls, "ca-key.pem"), "-out", join(tls, "ca.pem"), "-days", "5", "-subj", "/CN=old CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"], { stdio: "pipe" });
+    writeFileSync(both, readFileSync(ownCa, "utf8") + readFileSync(join(tls, "ca.pem"), "utf8"));
+    const before = readdirSync(tls).map((f) => readFileSync(join(tls, f), "utf8"));
+    const expiring = await startOnFreePorts(dataDir, () => ({ ...given, GRPC_TLS_CA: both }));
+    expect(expiring.result.status, expiring.result.stderr).toBe(2);
+    const ends = new Date(Date.parse(new X509Certificate(readFileSync(join(tls, "ca.pem"))).validTo)).toISOString().slice(0, 10);
+    expect(expiring.result.stderr).toBe(
+      `start: GRPC_TLS_CLIENT_AUTH=require, and this start makes the development CA (${join(tls, "ca.pem")}) anew, as it expires on ${ends}, with the client certificate its health checks present (${join(tls, "client.pem")}): ` +
+        `the file GRPC_TLS_CA names (${both}) cannot hold the new CA yet, and the services would refuse it in the handshake; start once without GRPC_TLS_CLIENT_AUTH=require, then put the new development CA in that file\n`,
+    );
+    expect(readdirSync(tls).map((f) => readFileSync(join(tls, f), "utf8"))).toEqual(before);
+  });
+
   it("refuses a GRPC_TLS_CA without GRPC_TLS_CERT and GRPC_TLS_KEY that holds the development CA this start makes anew (expiring, or its key gone), before anything is written (exit 2)", { timeout: 60_000 }, async () => {
     const dataDir = join(dir.path, "expiring");
     ensureDevCredentials(dataDir, ["products", "orders", "client"]);

@@ -108,7 +108,10 @@ ${list.map((s) => `  ${`${s.envPrefix}_LISTEN`.padEnd(17)} ${s.title.replace(/^t
   GRPC_TLS_CLIENT_AUTH
                     require: the services refuse clients without a
                     certificate from the CA (DATA_DIR/tls/client.pem is one,
-                    which the grpcurl command printed once up shows)
+                    which the grpcurl command printed once up shows, and
+                    this start's health checks present: with the three
+                    above, GRPC_TLS_CA's file must hold the development CA,
+                    or the start exits 2)
   GRPC_AUTH         none: the services check no bearer tokens (default jwt)
   GRPC_AUTH_KEY_FILE, GRPC_AUTH_PUBLIC_KEYS
                     the token key in place of the development one, and an

@@ -879,7 +879,10 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
  * its key, or a key without its certificate: each service would be handed
  * the one given and a development file of its own for the other, which
  * cannot pair with it. So is a certificate given that does not cover a host
- * in `dialled`. Nothing to refuse with GRPC_INSECURE=1.
+ * in `dialled`, and with GRPC_TLS_CLIENT_AUTH=require, a CA file given with
+ * it that does not hold the development CA, which issued the client
+ * certificate of this start's health checks. Nothing to refuse with
+ * GRPC_INSECURE=1.
  */
 function checkGivenTlsFiles(dataDir: string, dialled: readonly DialledHost[]): void {
   if (process.env.GRPC_INSECURE === "1") return;
@@ -888,6 +891,7 @@ function checkGivenTlsFiles(dataDir: string, dialled: readonly DialledHost[]): v
   if (caFile && !certFile && !keyFile) checkCaOfDevelopmentCertificates(caFile, dataDir);
   if (caFile && certFile && keyFile) checkCertificateOfCa(certFile, caFile);
   if (certFile && keyFile) checkHostsOfCertificate(certFile, dialled);
+  if (caFile && certFile && keyFile && process.env.GRPC_TLS_CLIENT_AUTH === "require") checkCaOfClientCertificate(caFile, dataDir);
   if (!certFile === !keyFile) return;
   const [given, unset, other] = certFile ? ["GRPC_TLS_CERT", "GRPC_TLS_KEY", "key"] : ["GRPC_TLS_KEY", "GRPC_TLS_CERT", "certificate"];
   throw new StartRefused(`${given} is set and ${unset} is not: each service would pair the file it names with a development ${other} of its own, which cannot match; set both, or neither (the development ones, made under DATA_DIR/tls)`);
@@ -968,6 +972,54 @@ function checkHostsOfCertificate(certFile: string, dialled: readonly DialledHost
 }
 
 /**
+ * The development CA (DATA_DIR/tls/ca.pem) as this start will have it, and
+ * whether the file `caFile` holds it: "held"; "unreadable" (left to its own
+ * refusal, ensureDevCredentials); why this start makes it anew (it expires
+ * within 30 days, or its key is gone), which the file cannot hold yet; or,
+ * as a message says it, the CA the file lacks.
+ */
+function developmentCaInFile(caFile: string, dataDir: string): "held" | "unreadable" | { renewal: string; devCaFile: string } | { lacks: string } {
+  const devCaFile = join(dataDir, "tls", "ca.pem");
+  let devCa: X509Certificate | undefined;
+  try {
+    devCa = new X509Certificate(readFileSync(devCaFile));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") return "unreadable";
+  }
+  const cas = refusingTlsFiles(() => caCertificates(caFile));
+  const renewal = devCa === undefined ? undefined : developmentCaRenewal(dataDir);
+  if (renewal !== undefined) return { renewal, devCaFile };
+  if (devCa !== undefined && cas.some((ca) => ca.fingerprint256 === devCa.fingerprint256)) return "held";
+  return { lacks: `${devCaFile}${devCa ? "" : ", not made yet"}` };
+}
+
+/**
+ * Refuses GRPC_TLS_CLIENT_AUTH=require with GRPC_TLS_CERT, GRPC_TLS_KEY and
+ * GRPC_TLS_CA whose file does not hold the development CA (as it is, or as
+ * this start makes it anew): this start's health checks present the
+ * development client certificate (DATA_DIR/tls/client.pem, as the grpcurl
+ * command it prints does), which the services, trusting that file alone,
+ * refused in the handshake, and the start ended 30 s on. The services
+ * present GRPC_TLS_CERT to each other, which checkCertificateOfCa checks.
+ */
+function checkCaOfClientCertificate(caFile: string, dataDir: string): void {
+  const found = developmentCaInFile(caFile, dataDir);
+  if (found === "held" || found === "unreadable") return;
+  const clientCert = join(dataDir, "tls", "client.pem");
+  if ("renewal" in found) {
+    throw new StartRefused(
+      `GRPC_TLS_CLIENT_AUTH=require, and this start makes the development CA (${found.devCaFile}) anew, as ${found.renewal}, with the client certificate its health checks present (${clientCert}): ` +
+        `the file GRPC_TLS_CA names (${caFile}) cannot hold the new CA yet, and the services would refuse it in the handshake; ` +
+        "start once without GRPC_TLS_CLIENT_AUTH=require, then put the new development CA in that file",
+    );
+  }
+  throw new StartRefused(
+    `GRPC_TLS_CLIENT_AUTH=require, and the file GRPC_TLS_CA names (${caFile}) does not hold the development CA (${found.lacks}), which issued the client certificate this start's health checks present (${clientCert}): ` +
+      "the services would refuse it in the handshake; add the development CA to that file (a start without GRPC_TLS_CLIENT_AUTH=require makes it), or unset GRPC_TLS_CLIENT_AUTH",
+  );
+}
+
+/**
  * Refuses a GRPC_TLS_CA given without GRPC_TLS_CERT and GRPC_TLS_KEY whose
  * file does not hold the development CA (DATA_DIR/tls/ca.pem, as it is):
  * the services would present development certificates no CA in it issued,
@@ -981,25 +1033,17 @@ function checkHostsOfCertificate(certFile: string, dialled: readonly DialledHost
  * its own refusal (ensureDevCredentials).
  */
 function checkCaOfDevelopmentCertificates(caFile: string, dataDir: string): void {
-  const devCaFile = join(dataDir, "tls", "ca.pem");
-  let devCa: X509Certificate | undefined;
-  try {
-    devCa = new X509Certificate(readFileSync(devCaFile));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") return;
-  }
-  const cas = refusingTlsFiles(() => caCertificates(caFile));
-  const renewal = devCa === undefined ? undefined : developmentCaRenewal(dataDir);
-  if (renewal !== undefined) {
+  const found = developmentCaInFile(caFile, dataDir);
+  if (found === "held" || found === "unreadable") return;
+  if ("renewal" in found) {
     throw new StartRefused(
-      `GRPC_TLS_CA is set and GRPC_TLS_CERT and GRPC_TLS_KEY are not, and this start makes the development CA (${devCaFile}) anew, as ${renewal}, with the services' certificates: ` +
+      `GRPC_TLS_CA is set and GRPC_TLS_CERT and GRPC_TLS_KEY are not, and this start makes the development CA (${found.devCaFile}) anew, as ${found.renewal}, with the services' certificates: ` +
         "the file GRPC_TLS_CA names cannot hold the new CA yet, and neither this start nor a service calling another would trust them; " +
         "start once without GRPC_TLS_CA, then put the new development CA in that file; or set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate of that file's CA and its key",
     );
   }
-  if (devCa !== undefined && cas.some((ca) => ca.fingerprint256 === devCa.fingerprint256)) return;
   throw new StartRefused(
-    `GRPC_TLS_CA is set and GRPC_TLS_CERT and GRPC_TLS_KEY are not, and the file it names does not hold the development CA (${devCaFile}${devCa ? "" : ", not made yet"}): ` +
+    `GRPC_TLS_CA is set and GRPC_TLS_CERT and GRPC_TLS_KEY are not, and the file it names does not hold the development CA (${found.lacks}): ` +
       "the services would present development certificates it did not issue, which neither this start nor a service calling another would trust; " +
       "set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate of that CA and its key, add the development CA to that file, or unset GRPC_TLS_CA",
   );
