@@ -1214,8 +1214,8 @@ describe("npm start", () => {
         "neither this start nor a service calling another would take it there; set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate for that host and its key, or PRODUCTS_LISTEN to an address on a host the certificate covers\n",
     );
     expect(existsSync(join(dir.path, "elsewhere"))).toBe(false);
-    // The listen addresses covered, the order service given the product service by a name the certificate is not for: the
-    // system came up, and every call of the order service's to the product service failed its handshake.
+    // The listen addresses covered, the order service given the product service by a name the certificate is not for:
+    // every call of the order service's to the product service would fail its handshake.
     const byName = await startOnFreePorts(join(dir.path, "by-name"), (ports) => ({ ...given("loopback"), PRODUCTS_ADDRESS: `localhost:${ports.products}` }));
     expect(byName.result.status, byName.result.stderr).toBe(2);
     expect(byName.result.stderr).toBe(
