@@ -35,5 +35,9 @@ describe("gen/proto.sha256", () => {
       writeFileSync(join(d, "x.proto"), text);
     }
     expect(protoDigests(b)).toEqual(protoDigests(a));
+    // The digest file itself written with \r\n, as such a checkout writes gen/: it still matches.
+    const digest = join(dir, "crlf.sha256");
+    writeFileSync(digest, protoDigestText(protoDigests(a)).replaceAll("\n", "\r\n"));
+    expect(contractsChangedSinceGen(b, digest)).toEqual([]);
   });
 });

@@ -35,7 +35,8 @@ export function contractsChangedSinceGen(protoDir: string, digestPath: string): 
   if (!existsSync(digestPath)) return [`${protoDigestFile} (missing from gen/)`];
   const recorded = new Map(
     readFileSync(digestPath, "utf8")
-      .split("\n")
+      // A checkout that writes \r\n writes this file so too: its paths would end with \r, and none would match.
+      .split(/\r?\n/)
       .filter((line) => line !== "")
       .map((line) => {
         const at = line.indexOf("  ");
