@@ -191,6 +191,22 @@ async function startOnFreePorts(dataDir: string, extra: (ports: StartPorts) => N
   return { ports, result };
 }
 
+/**
+ * Starts on DATA_DIR `dataDir` with `env`, once with nothing there and once with its development credentials made,
+ * each to be refused (exit 2) with the line `refusal` gives for the development CA as it is then named ("<its file>,
+ * not made yet", then its file), the first making nothing.
+ */
+async function refusedFreshAndMade(dataDir: string, env: NodeJS.ProcessEnv, refusal: (devCa: string) => string): Promise<void> {
+  const fresh = await startOnFreePorts(dataDir, () => env);
+  expect(fresh.result.status, fresh.result.stderr).toBe(2);
+  expect(fresh.result.stderr).toBe(refusal(`${join(dataDir, "tls", "ca.pem")}, not made yet`));
+  expect(existsSync(dataDir)).toBe(false);
+  ensureDevCredentials(dataDir, ["products", "orders", "client"]);
+  const made = await startOnFreePorts(dataDir, () => env);
+  expect(made.result.status, made.result.stderr).toBe(2);
+  expect(made.result.stderr).toBe(refusal(join(dataDir, "tls", "ca.pem")));
+}
+
 /** Places an order for a new product and waits until the saga has confirmed it. */
 async function orderConfirmed(dataDir: string, ports: { products: number; orders: number }, timeout: number): Promise<void> {
   const admin = toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dataDir });
@@ -1167,6 +1183,40 @@ describe("npm start", () => {
     expect(await system.exited).toBe(0);
   });
 
+  it("refuses GRPC_TLS_CERT and GRPC_TLS_KEY without GRPC_TLS_CA where the development CA, which the services then trust, did not issue the certificate, at once (exit 2); one it issued is taken", { timeout: 90_000 }, async () => {
+    ensureDevCredentials(join(dir.path, "own"), ["products"]);
+    const certFile = join(dir.path, "own", "tls", "products.pem");
+    const given = { GRPC_TLS_CERT: certFile, GRPC_TLS_KEY: join(dir.path, "own", "tls", "products-key.pem") };
+    const dataDir = join(dir.path, "data");
+    const refusal = (devCa: string) =>
+      `start: GRPC_TLS_CERT and GRPC_TLS_KEY are set and GRPC_TLS_CA is not, and the development CA (${devCa}), which the services and this start's health checks then trust, did not issue the certificate (${certFile}, issued by CN=Concord development CA): ` +
+      "neither this start nor a service calling another would trust it; set GRPC_TLS_CA to the file of the CA that issued it\n";
+    // The services presented a certificate of another CA than the development one this start and they trusted: it ended 30 s on, products not SERVING (exit 1).
+    await refusedFreshAndMade(dataDir, given, refusal);
+    // A certificate the development CA issued: taken, and up.
+    const system = await startSystem(dataDir, { env: { GRPC_TLS_CERT: join(dataDir, "tls", "products.pem"), GRPC_TLS_KEY: join(dataDir, "tls", "products-key.pem") } });
+    child = system.child;
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+    // A development CA 5 days from its end, which issued the certificate: this start would make it anew, and trust the new one alone.
+    const tls = join(dataDir, "tls");
+    const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: tls, stdio: "pipe" });
+    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl("req", "-x509", ...ec, "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "5", "-subj", "/CN=old CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
+    writeFileSync(join(dir.path, "leaf.ext"), "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n");
+    openssl("req", "-new", ...ec, "-keyout", join(dir.path, "leaf-key.pem"), "-out", join(dir.path, "leaf.csr"), "-subj", "/CN=leaf");
+    openssl("x509", "-req", "-in", join(dir.path, "leaf.csr"), "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-set_serial", "1", "-days", "5", "-extfile", join(dir.path, "leaf.ext"), "-out", join(dir.path, "leaf.pem"));
+    const before = readdirSync(tls).map((f) => readFileSync(join(tls, f), "utf8"));
+    const expiring = await startOnFreePorts(dataDir, () => ({ GRPC_TLS_CERT: join(dir.path, "leaf.pem"), GRPC_TLS_KEY: join(dir.path, "leaf-key.pem") }));
+    expect(expiring.result.status, expiring.result.stderr).toBe(2);
+    const ends = new Date(Date.parse(new X509Certificate(readFileSync(join(tls, "ca.pem"))).validTo)).toISOString().slice(0, 10);
+    expect(expiring.result.stderr).toBe(
+      `start: GRPC_TLS_CERT and GRPC_TLS_KEY are set and GRPC_TLS_CA is not, and this start makes the development CA (${join(tls, "ca.pem")}), which issued the certificate (${join(dir.path, "leaf.pem")}), anew, as it expires on ${ends}: ` +
+        "the services and this start's health checks would trust the new CA alone, and neither this start nor a service calling another would trust the certificate; set GRPC_TLS_CA to a copy of that CA's file as it is now, kept outside DATA_DIR/tls\n",
+    );
+    expect(readdirSync(tls).map((f) => readFileSync(join(tls, f), "utf8"))).toEqual(before);
+  });
+
   it("takes a GRPC_TLS_CERT issued through an intermediate CA in its own file by the root in GRPC_TLS_CA, and refuses it under another root", { timeout: 60_000 }, async () => {
     const pki = join(dir.path, "pki");
     mkdirSync(pki);
@@ -1234,14 +1284,7 @@ describe("npm start", () => {
       `start: GRPC_TLS_CLIENT_AUTH=require, and the file GRPC_TLS_CA names (${ownCa}) does not hold the development CA (${devCa}), which issued the client certificate this start's health checks present (${join(dataDir, "tls", "client.pem")}): ` +
       "the services would refuse it in the handshake; add the development CA to that file (a start without GRPC_TLS_CLIENT_AUTH=require makes it), or unset GRPC_TLS_CLIENT_AUTH\n";
     // The services refused the health checks' client certificate, and the start ended 30 s on (exit 1).
-    const fresh = await startOnFreePorts(dataDir, () => given);
-    expect(fresh.result.status, fresh.result.stderr).toBe(2);
-    expect(fresh.result.stderr).toBe(refusal(`${join(dataDir, "tls", "ca.pem")}, not made yet`));
-    expect(existsSync(dataDir)).toBe(false);
-    ensureDevCredentials(dataDir, ["products", "orders", "client"]);
-    const made = await startOnFreePorts(dataDir, () => given);
-    expect(made.result.status, made.result.stderr).toBe(2);
-    expect(made.result.stderr).toBe(refusal(join(dataDir, "tls", "ca.pem")));
+    await refusedFreshAndMade(dataDir, given, refusal);
     // Both CAs in one file: the services' certificate and the development client certificate are trusted, and it comes up.
     const both = join(dir.path, "both-cas.pem");
     writeFileSync(both, readFileSync(ownCa, "utf8") + readFileSync(join(dataDir, "tls", "ca.pem"), "utf8"));

@@ -101,10 +101,13 @@ ${list.map((s) => `  ${`${s.envPrefix}_LISTEN`.padEnd(17)} ${s.title.replace(/^t
                     services then present, or when this start makes that CA
                     anew (within 30 days of its end, or its key gone), and
                     the three together when no CA in GRPC_TLS_CA's file
-                    issued the certificate, and a certificate that does not
-                    cover the host of a listen address (which this start's
-                    health checks dial) or of a service's <PREFIX>_ADDRESS
-                    (which the services calling it dial)
+                    issued the certificate; the pair without GRPC_TLS_CA
+                    when the development CA, which the services then trust,
+                    did not issue it, or this start makes that CA anew; a
+                    certificate that does not cover the host of a listen
+                    address (which this start's health checks dial) or of a
+                    service's <PREFIX>_ADDRESS (which the services calling
+                    it dial)
   GRPC_TLS_CLIENT_AUTH
                     require: the services refuse clients without a
                     certificate from the CA (DATA_DIR/tls/client.pem is one,

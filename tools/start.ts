@@ -878,11 +878,11 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
  * key, or a key of another certificate. So is a certificate given without
  * its key, or a key without its certificate: each service would be handed
  * the one given and a development file of its own for the other, which
- * cannot pair with it. So is a certificate given that does not cover a host
- * in `dialled`, and with GRPC_TLS_CLIENT_AUTH=require, a CA file given with
- * it that does not hold the development CA, which issued the client
- * certificate of this start's health checks. Nothing to refuse with
- * GRPC_INSECURE=1.
+ * cannot pair with it. So is a certificate given that the CA the services
+ * then trust did not issue, or that does not cover a host in `dialled`, and
+ * with GRPC_TLS_CLIENT_AUTH=require, a CA file given with it that does not
+ * hold the development CA, which issued the client certificate of this
+ * start's health checks. Nothing to refuse with GRPC_INSECURE=1.
  */
 function checkGivenTlsFiles(dataDir: string, dialled: readonly DialledHost[]): void {
   if (process.env.GRPC_INSECURE === "1") return;
@@ -890,6 +890,7 @@ function checkGivenTlsFiles(dataDir: string, dialled: readonly DialledHost[]): v
   refusingTlsFiles(() => checkTlsFiles({ certFile: certFile || undefined, keyFile: keyFile || undefined, caFile: caFile || undefined }));
   if (caFile && !certFile && !keyFile) checkCaOfDevelopmentCertificates(caFile, dataDir);
   if (caFile && certFile && keyFile) checkCertificateOfCa(certFile, caFile);
+  if (!caFile && certFile && keyFile) checkCertificateOfDevelopmentCa(certFile, dataDir);
   if (certFile && keyFile) checkHostsOfCertificate(certFile, dialled);
   if (caFile && certFile && keyFile && process.env.GRPC_TLS_CLIENT_AUTH === "require") checkCaOfClientCertificate(caFile, dataDir);
   if (!certFile === !keyFile) return;
@@ -928,6 +929,36 @@ function chainsTo(chain: readonly X509Certificate[], cas: readonly X509Certifica
     cert = next;
   }
   return false;
+}
+
+/**
+ * Refuses GRPC_TLS_CERT and GRPC_TLS_KEY given without GRPC_TLS_CA whose
+ * certificate the development CA (DATA_DIR/tls/ca.pem, as it is) did not
+ * issue, or one it issued that this start makes anew (it expires within 30
+ * days, or its key is gone): the services are then handed the development
+ * CA as GRPC_TLS_CA, and this start's health checks trust it alone, so the
+ * start ended 30 s on, on the first service not reported SERVING. A
+ * development CA that cannot be read is left to its own refusal
+ * (ensureDevCredentials).
+ */
+function checkCertificateOfDevelopmentCa(certFile: string, dataDir: string): void {
+  const dev = developmentCa(dataDir);
+  if (dev === "unreadable") return;
+  const chain = refusingTlsFiles(() => certificateChain(certFile));
+  const given = "GRPC_TLS_CERT and GRPC_TLS_KEY are set and GRPC_TLS_CA is not";
+  if (dev.cert === undefined || !chainsTo(chain, [dev.cert])) {
+    throw new StartRefused(
+      `${given}, and the development CA (${dev.file}${dev.cert ? "" : ", not made yet"}), which the services and this start's health checks then trust, did not issue the certificate (${certFile}, issued by ${chain[0].issuer.replace(/\n/g, ", ")}): ` +
+        "neither this start nor a service calling another would trust it; set GRPC_TLS_CA to the file of the CA that issued it",
+    );
+  }
+  const renewal = developmentCaRenewal(dataDir);
+  if (renewal === undefined) return;
+  throw new StartRefused(
+    `${given}, and this start makes the development CA (${dev.file}), which issued the certificate (${certFile}), anew, as ${renewal}: ` +
+      "the services and this start's health checks would trust the new CA alone, and neither this start nor a service calling another would trust the certificate; " +
+      "set GRPC_TLS_CA to a copy of that CA's file as it is now, kept outside DATA_DIR/tls",
+  );
 }
 
 /** A host a TLS connection to a service is made to, and so the name its certificate is checked against, and who dials it. */
@@ -979,18 +1010,24 @@ function checkHostsOfCertificate(certFile: string, dialled: readonly DialledHost
  * as a message says it, the CA the file lacks.
  */
 function developmentCaInFile(caFile: string, dataDir: string): "held" | "unreadable" | { renewal: string; devCaFile: string } | { lacks: string } {
-  const devCaFile = join(dataDir, "tls", "ca.pem");
-  let devCa: X509Certificate | undefined;
-  try {
-    devCa = new X509Certificate(readFileSync(devCaFile));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") return "unreadable";
-  }
+  const dev = developmentCa(dataDir);
+  if (dev === "unreadable") return "unreadable";
+  const { file: devCaFile, cert: devCa } = dev;
   const cas = refusingTlsFiles(() => caCertificates(caFile));
   const renewal = devCa === undefined ? undefined : developmentCaRenewal(dataDir);
   if (renewal !== undefined) return { renewal, devCaFile };
   if (devCa !== undefined && cas.some((ca) => ca.fingerprint256 === devCa.fingerprint256)) return "held";
   return { lacks: `${devCaFile}${devCa ? "" : ", not made yet"}` };
+}
+
+/** The development CA (DATA_DIR/tls/ca.pem) as it is: its file, and its certificate unless not made yet; "unreadable" when it cannot be read. */
+function developmentCa(dataDir: string): { file: string; cert?: X509Certificate } | "unreadable" {
+  const file = join(dataDir, "tls", "ca.pem");
+  try {
+    return { file, cert: new X509Certificate(readFileSync(file)) };
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ENOENT" ? { file } : "unreadable";
+  }
 }
 
 /**
