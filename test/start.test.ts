@@ -1273,6 +1273,16 @@ describe("npm start", () => {
         "neither this start nor a service calling another would take it there; set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate for that host and its key, or PRODUCTS_ADDRESS to an address on a host the certificate covers\n",
     );
     expect(existsSync(join(dir.path, "by-name"))).toBe(false);
+    // Several instances' addresses: grpc-js checks every instance's certificate against the first host alone, so that one is checked.
+    const garbage = join(pki, "garbage.key");
+    writeFileSync(garbage, "not a key\n", { mode: 0o600 });
+    const firstElsewhere = await startOnFreePorts(join(dir.path, "first-elsewhere"), (ports) => ({ ...given("loopback"), PRODUCTS_ADDRESS: `127.0.0.2:${ports.products},127.0.0.1:${ports.products}` }));
+    expect(firstElsewhere.result.status, firstElsewhere.result.stderr).toBe(2);
+    expect(firstElsewhere.result.stderr).toContain("that does not cover 127.0.0.2, the host of PRODUCTS_ADDRESS, which the order service dials: ");
+    // The first covered: the TLS files are taken, and the token key the services would refuse, checked after them, is refused.
+    const firstCovered = await startOnFreePorts(join(dir.path, "first-covered"), (ports) => ({ ...given("loopback"), GRPC_AUTH_KEY_FILE: garbage, PRODUCTS_ADDRESS: `127.0.0.1:${ports.products},127.0.0.2:${ports.products}` }));
+    expect(firstCovered.result.status, firstCovered.result.stderr).toBe(2);
+    expect(firstCovered.result.stderr).toMatch(/^start: the token key .* \(GRPC_AUTH_KEY_FILE names it\)\n$/);
   });
 
   it("refuses GRPC_TLS_CLIENT_AUTH=require with GRPC_TLS_CERT, GRPC_TLS_KEY and GRPC_TLS_CA whose file does not hold the development CA, which issued the client certificate of the start's health checks, at once (exit 2); one holding both CAs is taken", { timeout: 90_000 }, async () => {

@@ -107,7 +107,7 @@ ${list.map((s) => `  ${`${s.envPrefix}_LISTEN`.padEnd(17)} ${s.title.replace(/^t
                     certificate that does not cover the host of a listen
                     address (which this start's health checks dial) or of a
                     service's <PREFIX>_ADDRESS (which the services calling
-                    it dial)
+                    it dial, the first when several)
   GRPC_TLS_CLIENT_AUTH
                     require: the services refuse clients without a
                     certificate from the CA (DATA_DIR/tls/client.pem is one,
