@@ -207,6 +207,19 @@ async function refusedFreshAndMade(dataDir: string, env: NodeJS.ProcessEnv, refu
   expect(made.result.stderr).toBe(refusal(join(dataDir, "tls", "ca.pem")));
 }
 
+/**
+ * A directory `pki` made under `parent`, openssl run in it, and the options of a new P-256 key without a passphrase
+ * and of a CA's extensions, for certificates of a test's own.
+ */
+function pkiDir(parent: string) {
+  const pki = join(parent, "pki");
+  mkdirSync(pki);
+  const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: pki, stdio: "pipe" });
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  const caExt = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"];
+  return { pki, openssl, ec, caExt };
+}
+
 /** Places an order for a new product and waits until the saga has confirmed it. */
 async function orderConfirmed(dataDir: string, ports: { products: number; orders: number }, timeout: number): Promise<void> {
   const admin = toolClientSecurity({ subject: "ops", roles: ["admin"] }, { DATA_DIR: dataDir });
@@ -1217,12 +1230,57 @@ describe("npm start", () => {
     expect(readdirSync(tls).map((f) => readFileSync(join(tls, f), "utf8"))).toEqual(before);
   });
 
+  it("refuses a GRPC_TLS_CERT whose extendedKeyUsage, or its CA's, lacks serverAuth, or clientAuth with GRPC_TLS_CLIENT_AUTH=require, at once, before anything is made (exit 2)", { timeout: 60_000 }, async () => {
+    const { pki, openssl, ec, caExt } = pkiDir(dir.path);
+    openssl("req", "-x509", ...ec, "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "30", "-subj", "/CN=own CA", ...caExt);
+    openssl("req", "-x509", ...ec, "-keyout", "clients-ca-key.pem", "-out", "clients-ca.pem", "-days", "30", "-subj", "/CN=clients CA", ...caExt, "-addext", "extendedKeyUsage=clientAuth");
+    for (const [name, ca, usage] of [["client-only", "ca", "clientAuth"], ["server-only", "ca", "serverAuth"], ["any", "ca", "anyExtendedKeyUsage"], ["both", "clients-ca", "serverAuth,clientAuth"]]) {
+      writeFileSync(join(pki, `${name}.ext`), `basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=${usage}\n`);
+      openssl("req", "-new", ...ec, "-keyout", `${name}-key.pem`, "-out", `${name}.csr`, "-subj", `/CN=${name}`);
+      openssl("x509", "-req", "-in", `${name}.csr`, "-CA", `${ca}.pem`, "-CAkey", `${ca}-key.pem`, "-set_serial", "1", "-days", "30", "-extfile", `${name}.ext`, "-out", `${name}.pem`);
+    }
+    // A token key the services would refuse, checked after the TLS files: its refusal says the TLS files were taken.
+    const garbage = join(pki, "garbage.key");
+    writeFileSync(garbage, "not a key\n", { mode: 0o600 });
+    const given = (name: string, ca = "ca") => ({ GRPC_TLS_CERT: join(pki, `${name}.pem`), GRPC_TLS_KEY: join(pki, `${name}-key.pem`), GRPC_TLS_CA: join(pki, `${ca}.pem`), GRPC_AUTH_KEY_FILE: garbage });
+    const serverRefusal = (whose: string, usage: string) =>
+      `start: GRPC_TLS_CERT names a certificate (${join(pki, whose === "" ? "client-only.pem" : "both.pem")}) ${whose}whose extendedKeyUsage (${usage}) lacks serverAuth, which OpenSSL checks in the handshake: ` +
+      "the services present it as servers, and neither this start nor a service calling another would take it; set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate whose extendedKeyUsage, and its CAs', has serverAuth (or that has none), and its key\n";
+    // The start's health checks failed every handshake ("unsuitable certificate purpose"), and it ended 30 s on (exit 1).
+    const clientOnly = await startOnFreePorts(join(dir.path, "client-only"), () => given("client-only"));
+    expect(clientOnly.result.status, clientOnly.result.stderr).toBe(2);
+    expect(clientOnly.result.stderr).toBe(serverRefusal("", "clientAuth"));
+    expect(existsSync(join(dir.path, "client-only"))).toBe(false);
+    // anyExtendedKeyUsage alone is no serverAuth to OpenSSL.
+    const any = await startOnFreePorts(join(dir.path, "any"), () => given("any"));
+    expect(any.result.status, any.result.stderr).toBe(2);
+    expect(any.result.stderr).toContain("(anyExtendedKeyUsage) lacks serverAuth");
+    // The certificate may serve both, its CA not: OpenSSL checks the CA's too.
+    const throughCa = await startOnFreePorts(join(dir.path, "through-ca"), () => given("both", "clients-ca"));
+    expect(throughCa.result.status, throughCa.result.stderr).toBe(2);
+    expect(throughCa.result.stderr).toBe(serverRefusal("issued through a CA (CN=clients CA) ", "clientAuth"));
+    // serverAuth alone is taken without GRPC_TLS_CLIENT_AUTH=require: the services then ask no client for its certificate.
+    const serverOnly = await startOnFreePorts(join(dir.path, "server-only"), () => given("server-only"));
+    expect(serverOnly.result.status, serverOnly.result.stderr).toBe(2);
+    expect(serverOnly.result.stderr).toMatch(/^start: the token key .* \(GRPC_AUTH_KEY_FILE names it\)\n$/);
+    // With it, and a CA file that holds the development CA too (the health checks' client certificate): the system came up, and
+    // the product service refused the order service's certificate on every call it made.
+    const dataDir = join(dir.path, "require");
+    ensureDevCredentials(dataDir, ["products", "orders", "client"]);
+    const both = join(pki, "both-cas.pem");
+    writeFileSync(both, readFileSync(join(pki, "ca.pem"), "utf8") + readFileSync(join(dataDir, "tls", "ca.pem"), "utf8"));
+    const required = await startOnFreePorts(dataDir, () => ({ ...given("server-only"), GRPC_TLS_CA: both, GRPC_TLS_CLIENT_AUTH: "require" }));
+    expect(required.result.status, required.result.stderr).toBe(2);
+    expect(required.result.stderr).toBe(
+      `start: GRPC_TLS_CERT names a certificate (${join(pki, "server-only.pem")}) whose extendedKeyUsage (serverAuth) lacks clientAuth, which OpenSSL checks in the handshake: ` +
+        "with GRPC_TLS_CLIENT_AUTH=require the services present it to each other as clients, and every call one made to another would fail its handshake; " +
+        "set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate whose extendedKeyUsage, and its CAs', has serverAuth and clientAuth (or that has none), and its key\n",
+    );
+    expect(existsSync(join(dataDir, "start.pid"))).toBe(false);
+  });
+
   it("takes a GRPC_TLS_CERT issued through an intermediate CA in its own file by the root in GRPC_TLS_CA, and refuses it under another root", { timeout: 60_000 }, async () => {
-    const pki = join(dir.path, "pki");
-    mkdirSync(pki);
-    const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: pki, stdio: "pipe" });
-    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    const caExt = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"];
+    const { pki, openssl, ec, caExt } = pkiDir(dir.path);
     for (const root of ["root", "other-root"]) openssl("req", "-x509", ...ec, "-keyout", `${root}-key.pem`, "-out", `${root}.pem`, "-days", "30", "-subj", `/CN=${root}`, ...caExt);
     writeFileSync(join(pki, "ca.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n");
     writeFileSync(join(pki, "leaf.ext"), "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n");
@@ -1245,11 +1303,8 @@ describe("npm start", () => {
   });
 
   it("refuses a GRPC_TLS_CERT that does not cover the host the start's health checks or the order service dial, naming the names it covers, at once, before anything is made (exit 2)", { timeout: 60_000 }, async () => {
-    const pki = join(dir.path, "pki");
-    mkdirSync(pki);
-    const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: pki, stdio: "pipe" });
-    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl("req", "-x509", ...ec, "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "30", "-subj", "/CN=own CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
+    const { pki, openssl, ec, caExt } = pkiDir(dir.path);
+    openssl("req", "-x509", ...ec, "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "30", "-subj", "/CN=own CA", ...caExt);
     for (const [name, names] of [["elsewhere", "DNS:shop.example.com"], ["loopback", "IP:127.0.0.1"]]) {
       writeFileSync(join(pki, `${name}.ext`), `basicConstraints=CA:FALSE\nsubjectAltName=${names}\n`);
       openssl("req", "-new", ...ec, "-keyout", `${name}-key.pem`, "-out", `${name}.csr`, "-subj", `/CN=${name}`);

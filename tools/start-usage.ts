@@ -107,14 +107,18 @@ ${list.map((s) => `  ${`${s.envPrefix}_LISTEN`.padEnd(17)} ${s.title.replace(/^t
                     certificate that does not cover the host of a listen
                     address (which this start's health checks dial) or of a
                     service's <PREFIX>_ADDRESS (which the services calling
-                    it dial, the first when several)
+                    it dial, the first when several); and one whose
+                    extendedKeyUsage, or a CA's it chains to, lacks
+                    serverAuth
   GRPC_TLS_CLIENT_AUTH
                     require: the services refuse clients without a
                     certificate from the CA (DATA_DIR/tls/client.pem is one,
                     which the grpcurl command printed once up shows, and
                     this start's health checks present: with the three
-                    above, GRPC_TLS_CA's file must hold the development CA,
-                    or the start exits 2)
+                    above, GRPC_TLS_CA's file must hold the development CA;
+                    as the services present GRPC_TLS_CERT to each other as
+                    clients, its extendedKeyUsage needs clientAuth too; or
+                    the start exits 2)
   GRPC_AUTH         none: the services check no bearer tokens (default jwt)
   GRPC_AUTH_KEY_FILE, GRPC_AUTH_PUBLIC_KEYS
                     the token key in place of the development one, and an

@@ -879,19 +879,22 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
  * its key, or a key without its certificate: each service would be handed
  * the one given and a development file of its own for the other, which
  * cannot pair with it. So is a certificate given that the CA the services
- * then trust did not issue, or that does not cover a host in `dialled`, and
- * with GRPC_TLS_CLIENT_AUTH=require, a CA file given with it that does not
- * hold the development CA, which issued the client certificate of this
- * start's health checks. Nothing to refuse with GRPC_INSECURE=1.
+ * then trust did not issue, that does not cover a host in `dialled`, or
+ * whose extendedKeyUsage lacks a purpose it is presented for, and with
+ * GRPC_TLS_CLIENT_AUTH=require, a CA file given with it that does not hold
+ * the development CA, which issued the client certificate of this start's
+ * health checks. Nothing to refuse with GRPC_INSECURE=1.
  */
 function checkGivenTlsFiles(dataDir: string, dialled: readonly DialledHost[]): void {
   if (process.env.GRPC_INSECURE === "1") return;
   const { GRPC_TLS_CERT: certFile, GRPC_TLS_KEY: keyFile, GRPC_TLS_CA: caFile } = process.env;
   refusingTlsFiles(() => checkTlsFiles({ certFile: certFile || undefined, keyFile: keyFile || undefined, caFile: caFile || undefined }));
   if (caFile && !certFile && !keyFile) checkCaOfDevelopmentCertificates(caFile, dataDir);
-  if (caFile && certFile && keyFile) checkCertificateOfCa(certFile, caFile);
-  if (!caFile && certFile && keyFile) checkCertificateOfDevelopmentCa(certFile, dataDir);
-  if (certFile && keyFile) checkHostsOfCertificate(certFile, dialled);
+  if (certFile && keyFile) {
+    const trusted = caFile ? checkCertificateOfCa(certFile, caFile) : checkCertificateOfDevelopmentCa(certFile, dataDir);
+    checkHostsOfCertificate(certFile, dialled);
+    checkPurposesOfCertificate(certFile, trusted ?? refusingTlsFiles(() => certificateChain(certFile)));
+  }
   if (caFile && certFile && keyFile && process.env.GRPC_TLS_CLIENT_AUTH === "require") checkCaOfClientCertificate(caFile, dataDir);
   if (!certFile === !keyFile) return;
   const [given, unset, other] = certFile ? ["GRPC_TLS_CERT", "GRPC_TLS_KEY", "key"] : ["GRPC_TLS_KEY", "GRPC_TLS_CERT", "certificate"];
@@ -903,11 +906,13 @@ function checkGivenTlsFiles(dataDir: string, dialled: readonly DialledHost[]): v
  * through the intermediates after it in its file: every service presents
  * it, and this start's health checks and a service calling another trust
  * the CAs of that file alone, so the start ended 30 s on, on the first
- * service not reported SERVING.
+ * service not reported SERVING. Returns the certificates from it to the CA
+ * of that file that issued it.
  */
-function checkCertificateOfCa(certFile: string, caFile: string): void {
+function checkCertificateOfCa(certFile: string, caFile: string): X509Certificate[] {
   const chain = refusingTlsFiles(() => certificateChain(certFile));
-  if (chainsTo(chain, refusingTlsFiles(() => caCertificates(caFile)))) return;
+  const trusted = trustedPath(chain, refusingTlsFiles(() => caCertificates(caFile)));
+  if (trusted !== undefined) return trusted;
   throw new StartRefused(
     `GRPC_TLS_CERT names a certificate (${certFile}, issued by ${chain[0].issuer.replace(/\n/g, ", ")}) that no CA in the file GRPC_TLS_CA names (${caFile}) issued: ` +
       "the services would present it, and neither this start nor a service calling another would trust it; " +
@@ -916,19 +921,23 @@ function checkCertificateOfCa(certFile: string, caFile: string): void {
 }
 
 /**
- * Whether a certificate of `cas` is `chain`'s first or issued it, directly or through the certificates after it in
- * `chain` (the intermediates it presents), as a peer that trusts `cas` alone judges it.
+ * The certificates from `chain`'s first to a certificate of `cas` that is it or issued it, directly or through the
+ * certificates after it in `chain` (the intermediates it presents), as a peer that trusts `cas` alone judges it; that
+ * certificate of `cas` last, unless it is the first. Undefined when none of `cas` did.
  */
-function chainsTo(chain: readonly X509Certificate[], cas: readonly X509Certificate[]): boolean {
+function trustedPath(chain: readonly X509Certificate[], cas: readonly X509Certificate[]): X509Certificate[] | undefined {
   const issued = (cert: X509Certificate, by: X509Certificate) => cert.checkIssued(by) && cert.verify(by.publicKey);
   let cert = chain[0];
+  const path = [cert];
   for (let step = 0; step < chain.length; step++) {
-    if (cas.some((ca) => ca.fingerprint256 === cert.fingerprint256 || issued(cert, ca))) return true;
+    if (cas.some((ca) => ca.fingerprint256 === cert.fingerprint256)) return path;
+    const anchor = cas.find((ca) => issued(cert, ca));
+    if (anchor !== undefined) return [...path, anchor];
     const next = chain.find((c) => c !== cert && issued(cert, c));
-    if (next === undefined) return false;
-    cert = next;
+    if (next === undefined) return undefined;
+    path.push((cert = next));
   }
-  return false;
+  return undefined;
 }
 
 /**
@@ -937,28 +946,79 @@ function chainsTo(chain: readonly X509Certificate[], cas: readonly X509Certifica
  * issue, or one it issued that this start makes anew (it expires within 30
  * days, or its key is gone): the services are then handed the development
  * CA as GRPC_TLS_CA, and this start's health checks trust it alone, so the
- * start ended 30 s on, on the first service not reported SERVING. A
- * development CA that cannot be read is left to its own refusal
+ * start ended 30 s on, on the first service not reported SERVING. Returns
+ * the certificates from GRPC_TLS_CERT's to the development CA; undefined
+ * when that CA cannot be read, which is left to its own refusal
  * (ensureDevCredentials).
  */
-function checkCertificateOfDevelopmentCa(certFile: string, dataDir: string): void {
+function checkCertificateOfDevelopmentCa(certFile: string, dataDir: string): X509Certificate[] | undefined {
   const dev = developmentCa(dataDir);
-  if (dev === "unreadable") return;
+  if (dev === "unreadable") return undefined;
   const chain = refusingTlsFiles(() => certificateChain(certFile));
+  const trusted = dev.cert && trustedPath(chain, [dev.cert]);
   const given = "GRPC_TLS_CERT and GRPC_TLS_KEY are set and GRPC_TLS_CA is not";
-  if (dev.cert === undefined || !chainsTo(chain, [dev.cert])) {
+  if (trusted === undefined) {
     throw new StartRefused(
       `${given}, and the development CA (${dev.file}${dev.cert ? "" : ", not made yet"}), which the services and this start's health checks then trust, did not issue the certificate (${certFile}, issued by ${chain[0].issuer.replace(/\n/g, ", ")}): ` +
         "neither this start nor a service calling another would trust it; set GRPC_TLS_CA to the file of the CA that issued it",
     );
   }
   const renewal = developmentCaRenewal(dataDir);
-  if (renewal === undefined) return;
+  if (renewal === undefined) return trusted;
   throw new StartRefused(
     `${given}, and this start makes the development CA (${dev.file}), which issued the certificate (${certFile}), anew, as ${renewal}: ` +
       "the services and this start's health checks would trust the new CA alone, and neither this start nor a service calling another would trust the certificate; " +
       "set GRPC_TLS_CA to a copy of that CA's file as it is now, kept outside DATA_DIR/tls",
   );
+}
+
+// The extendedKeyUsage purposes OpenSSL takes from a TLS server (serverAuth, or Netscape's or Microsoft's Server Gated
+// Crypto in its place) and from a client, and the names an OpenSSL extension file gives them.
+const serverPurposes = ["1.3.6.1.5.5.7.3.1", "2.16.840.1.113730.4.1", "1.3.6.1.4.1.311.10.3.3"];
+const clientPurposes = ["1.3.6.1.5.5.7.3.2"];
+const purposeNames: Readonly<Record<string, string>> = {
+  "1.3.6.1.5.5.7.3.1": "serverAuth",
+  "1.3.6.1.5.5.7.3.2": "clientAuth",
+  "1.3.6.1.5.5.7.3.3": "codeSigning",
+  "1.3.6.1.5.5.7.3.4": "emailProtection",
+  "1.3.6.1.5.5.7.3.8": "timeStamping",
+  "1.3.6.1.5.5.7.3.9": "OCSPSigning",
+  "2.5.29.37.0": "anyExtendedKeyUsage",
+  "2.16.840.1.113730.4.1": "nsSGC",
+  "1.3.6.1.4.1.311.10.3.3": "msSGC",
+};
+
+/**
+ * Refuses a GRPC_TLS_CERT whose certificate, or a CA in `trusted` (the
+ * certificates from it to the CA the services trust), has an
+ * extendedKeyUsage without serverAuth; with GRPC_TLS_CLIENT_AUTH=require,
+ * or without clientAuth. OpenSSL checks each of them in the handshake
+ * ("unsuitable certificate purpose"), anyExtendedKeyUsage alone not
+ * standing in: without serverAuth, this start's health checks failed every
+ * handshake, and the start ended 30 s on; without clientAuth, the services
+ * came up, and refused each other's certificate on every call one made to
+ * another. A certificate with no extendedKeyUsage serves any purpose.
+ */
+function checkPurposesOfCertificate(certFile: string, trusted: readonly X509Certificate[]): void {
+  const requireClient = process.env.GRPC_TLS_CLIENT_AUTH === "require";
+  const needs = [
+    { purpose: "serverAuth", oids: serverPurposes, why: "the services present it as servers, and neither this start nor a service calling another would take it" },
+    ...(requireClient ? [{ purpose: "clientAuth", oids: clientPurposes, why: "with GRPC_TLS_CLIENT_AUTH=require the services present it to each other as clients, and every call one made to another would fail its handshake" }] : []),
+  ];
+  for (const { purpose, oids, why } of needs) {
+    // Node 20 gives a certificate's extendedKeyUsage as keyUsage, OIDs; undefined when it has none.
+    const limited = trusted.find((cert) => {
+      const usage = cert.keyUsage as string[] | undefined;
+      return usage !== undefined && !usage.some((oid) => oids.includes(oid));
+    });
+    if (limited === undefined) continue;
+    const usage = (limited.keyUsage as string[]).map((oid) => purposeNames[oid] ?? oid).join(", ");
+    const whose = limited === trusted[0] ? "whose extendedKeyUsage" : `issued through a CA (${limited.subject.replace(/\n/g, ", ")}) whose extendedKeyUsage`;
+    throw new StartRefused(
+      `GRPC_TLS_CERT names a certificate (${certFile}) ${whose} (${usage}) lacks ${purpose}, which OpenSSL checks in the handshake: ${why}; ` +
+        `set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate whose extendedKeyUsage, and its CAs', has ${requireClient ? "serverAuth and clientAuth" : "serverAuth"} (or that has none), and its key`,
+    );
+  }
 }
 
 /** A host a TLS connection to a service is made to, and so the name its certificate is checked against, and who dials it. */
