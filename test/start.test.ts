@@ -862,6 +862,11 @@ describe("npm start", () => {
     expect(orders.status).toBe(2);
     expect(orders.stderr).toMatch(/the orders service would refuse its bad configuration:\n {2}ORDERS_PENDING_TIMEOUT="1m" is invalid: expected at least 2m/);
     expect(existsSync(dataDir)).toBe(false);
+    // Several instances by host name, which the order service's client refused once it had reached NATS, and the start waited 30 s for it.
+    const names = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "", PRODUCTS_ADDRESS: "localhost:50051,localhost:50053" }, encoding: "utf8", timeout: 20_000 });
+    expect(names.status).toBe(2);
+    expect(names.stderr).toMatch(/the orders service would refuse its bad configuration:\n {2}PRODUCTS_ADDRESS="localhost:50051,localhost:50053" is invalid: several addresses must all be IPv4 or all IPv6 host:port; for host names give one DNS name/);
+    expect(existsSync(dataDir)).toBe(false);
     // A NATS URL of the operator's, which the services would have failed on once started.
     const nats = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "nats://nats:notaport" }, encoding: "utf8", timeout: 20_000 });
     expect(nats.status).toBe(2);

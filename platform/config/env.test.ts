@@ -3,7 +3,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
-import { ConfigError, databaseUrl, duration, durationAtLeast, durationAtLeastOrOff, durationOrOff, hostPort, integer, natsUrl, optionalFile, readConfig, urlsWithoutPasswords, urlWithoutSecrets, withoutPassword } from "./env.js";
+import { ConfigError, databaseUrl, duration, durationAtLeast, durationAtLeastOrOff, durationOrOff, hostPort, integer, natsUrl, optionalFile, readConfig, serviceAddress, urlsWithoutPasswords, urlWithoutSecrets, withoutPassword } from "./env.js";
 
 const settings = {
   LISTEN: { description: "address", default: "127.0.0.1:50051", parse: hostPort },
@@ -62,6 +62,23 @@ describe("databaseUrl", () => {
     expect(databaseUrl("postgres://app@db:5432/shop")).toEqual({ kind: "postgres", location: "postgres://app@db:5432/shop" });
     expect(() => databaseUrl("postgres://db")).toThrow(/needs a host and a database/);
     expect(() => databaseUrl("mysql://db/shop")).toThrow(/unsupported database scheme "mysql:"/);
+  });
+});
+
+describe("serviceAddress", () => {
+  it("takes one host:port, several IPv4 or several IPv6 ones separated by commas, or a dns:/// name", () => {
+    expect(serviceAddress("products:50051")).toBe("products:50051");
+    expect(serviceAddress("127.0.0.1:50051, 10.0.0.2:50051")).toBe("127.0.0.1:50051,10.0.0.2:50051");
+    expect(serviceAddress("[::1]:50051,[fd00::2]:50051")).toBe("[::1]:50051,[fd00::2]:50051");
+    expect(serviceAddress("dns:///products:50051")).toBe("dns:///products:50051");
+  });
+
+  it("refuses several addresses grpc-js cannot dial as one list: a name among them, or IPv4 and IPv6 mixed", () => {
+    const several = "several addresses must all be IPv4 or all IPv6 host:port; for host names give one DNS name that resolves to every instance, dns:///name:port";
+    expect(() => serviceAddress("localhost:50051,localhost:50053")).toThrow(several);
+    expect(() => serviceAddress("127.0.0.1:50051,products:50053")).toThrow(several);
+    expect(() => serviceAddress("127.0.0.1:50051,[::1]:50053")).toThrow(several);
+    expect(() => serviceAddress("127.0.0.1:50051,")).toThrow("expected host:port, several separated by commas, or dns:///host:port");
   });
 });
 

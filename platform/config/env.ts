@@ -97,8 +97,21 @@ export function optionalHostPort(raw: string): string | undefined {
 }
 
 /**
+ * The family of several `host:port`s that grpc-js dials as one list of
+ * addresses (`ipv4:` or `ipv6:`): all IPv4, or all IPv6 in brackets.
+ * Undefined for any other mix, names among them: grpc-js has no list of
+ * names, and a name that resolves to every instance (`dns:///`) does that.
+ */
+export function addressListFamily(parts: readonly string[]): "ipv4" | "ipv6" | undefined {
+  if (parts.every((p) => /^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(p))) return "ipv4";
+  if (parts.every((p) => /^\[[0-9a-fA-F:]+\]:\d+$/.test(p))) return "ipv6";
+  return undefined;
+}
+
+/**
  * Where the instances of a service are: one `host:port`, several separated
- * by commas, or `dns:///host:port` for a name that resolves to all of them.
+ * by commas (all IPv4 or all IPv6, as `addressListFamily`), or
+ * `dns:///host:port` for a name that resolves to all of them.
  */
 export function serviceAddress(raw: string): string {
   if (/^dns:\/\/\/[^/]+$/.test(raw)) {
@@ -112,6 +125,10 @@ export function serviceAddress(raw: string): string {
     } catch {
       throw new Error("expected host:port, several separated by commas, or dns:///host:port");
     }
+  }
+  // The client refused them once the service had opened its database and reached NATS, and the service hung on there.
+  if (parts.length > 1 && addressListFamily(parts) === undefined) {
+    throw new Error("several addresses must all be IPv4 or all IPv6 host:port; for host names give one DNS name that resolves to every instance, dns:///name:port");
   }
   return parts.join(",");
 }

@@ -5,6 +5,7 @@ import type { CallContext } from "./call-context.js";
 import { clientSpanAttributes, traceClientCall } from "./call-tracing.js";
 import { fromGrpcError } from "./grpc-status.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
+import { addressListFamily } from "../config/index.js";
 
 
 /**
@@ -100,8 +101,8 @@ const addressParts = (address: string): string[] =>
 export function channelTarget(address: string): string {
   const parts = addressParts(address);
   if (parts.length <= 1) return address;
-  if (parts.every((p) => /^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(p))) return `ipv4:${parts.join(",")}`;
-  if (parts.every((p) => /^\[[0-9a-fA-F:]+\]:\d+$/.test(p))) return `ipv6:${parts.join(",")}`;
+  const family = addressListFamily(parts);
+  if (family !== undefined) return `${family}:${parts.join(",")}`;
   throw new Error(`createClient: several addresses must all be IPv4 or all IPv6 host:port (got ${address}); for host names use one DNS name that resolves to every instance, dns:///name:port`);
 }
 

@@ -5,7 +5,7 @@ import { addressSettings, platformSettings } from "../../platform/runtime/index.
 export const orderSettings = {
   ...addressSettings("ORDERS", { listen: "127.0.0.1:50052", database: ".data/orders.db" }),
   PRODUCTS_ADDRESS: {
-    description: "the product service: host:port, the instances' host:port separated by commas, or dns:///host:port (calls are spread over them)",
+    description: "the product service: host:port, the instances' IP host:port (all IPv4 or all IPv6) separated by commas, or dns:///host:port (calls are spread over them)",
     default: "127.0.0.1:50051",
     parse: serviceAddress,
   },
