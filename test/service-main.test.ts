@@ -191,6 +191,13 @@ describe("service entry points", () => {
     ]);
   });
 
+  it("exit with code 1 when their own set-up fails after their host listens, where the host kept them up answering NOT_SERVING", () => {
+    // Without the exit the process stayed up until spawnSync's timeout killed it (status null).
+    const result = run("test/fixtures/failing-setup/main.ts", { FAILING_SETUP_DATABASE: join(dir, "failing-setup.db") });
+    expect(result.status, result.stdout + result.stderr).toBe(1);
+    expect(result.stdout).toContain('"msg":"start-up failed"');
+  });
+
   it("refuse a SQLite database another process runs on with one line saying so, without a stack", () => {
     const database = join(dir, "held.db");
     const held = claimSqliteFile(database);

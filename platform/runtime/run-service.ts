@@ -179,12 +179,11 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
   try {
     running = await options.start(config, logger, starting.signal);
   } catch (err) {
-    if (starting.signal.aborted) {
-      logger.info({ signal: stopping }, "stopped before start-up was over");
-      exitSoon();
-    } else {
-      reportStartFailure(err);
-    }
+    if (starting.signal.aborted) logger.info({ signal: stopping }, "stopped before start-up was over");
+    else reportStartFailure(err);
+    // What start made before it failed (a host listening, its database, its NATS connection) is not the
+    // caller's to close and would keep the process up, answering NOT_SERVING.
+    exitSoon();
     logger.flush();
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
