@@ -59,6 +59,7 @@ describe("refusalReport", () => {
       bad_timeout: Code.INVALID_ARGUMENT,
       several_authorizations: Code.UNAUTHENTICATED,
       reflection_overflow: Code.RESOURCE_EXHAUSTED,
+      reflection_burst: Code.RESOURCE_EXHAUSTED,
       compressed: Code.UNIMPLEMENTED,
       request_timeout: Code.CANCELLED,
       unfinished_overflow: Code.RESOURCE_EXHAUSTED,

@@ -8,6 +8,7 @@
  */
 import type { Logger } from "../log/index.js";
 import { Code, codeName } from "../errors/index.js";
+import { reflectionRequestsPerRead } from "./reflection-reads.js";
 
 /**
  * Why a call was answered before it reached a handler:
@@ -22,7 +23,10 @@ import { Code, codeName } from "../errors/index.js";
  * `several_authorizations` (more than one authorization header, to a
  * method that takes a token: UNAUTHENTICATED),
  * `reflection_overflow` (a server reflection stream opened while
- * maxReflectionStreams were open: RESOURCE_EXHAUSTED),
+ * maxReflectionStreams were open: RESOURCE_EXHAUSTED), `reflection_burst`
+ * (a server reflection stream closed for a read that completed more than
+ * 16 requests: RST_STREAM ENHANCE_YOUR_CALM, RESOURCE_EXHAUSTED to gRPC
+ * clients),
  * `starting` (sent before the service had started, its methods not added
  * yet: UNAVAILABLE, with the reason the server was given),
  * and grpc-js's own: `too_large` (a length prefix over the receive cap:
@@ -31,7 +35,7 @@ import { Code, codeName } from "../errors/index.js";
  * UNIMPLEMENTED), `request_count` (a unary call whose request held no
  * message, or more than one: UNIMPLEMENTED), `malformed` (any other, under grpc-js's code).
  */
-export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "request_count" | "bad_timeout" | "several_authorizations" | "reflection_overflow" | "malformed";
+export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "request_count" | "bad_timeout" | "several_authorizations" | "reflection_overflow" | "reflection_burst" | "malformed";
 
 /**
  * Why a connection was dropped before it carried a call: `no_preface` (no
@@ -68,6 +72,7 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   bad_timeout: "refused calls whose grpc-timeout is not 1 to 8 digits and a unit (H, M, S, m, u or n)",
   several_authorizations: "refused calls carrying more than one authorization header",
   reflection_overflow: "refused server reflection streams opened while maxReflectionStreams were open",
+  reflection_burst: `closed server reflection streams a read of which completed more than ${reflectionRequestsPerRead} requests, before grpc-js took it`,
   malformed: "refused calls grpc-js could not take",
   no_preface: "dropped connections that sent no HTTP/2 preface within prefaceTimeoutMs",
   no_tls_handshake: "dropped connections whose TLS handshake had not ended within prefaceTimeoutMs",

@@ -1030,6 +1030,50 @@ describe("createGrpcServer", () => {
     }
   });
 
+  it("closes a server reflection stream one read of which completes more than 16 requests, before grpc-js takes them, where 1,020 such streams unread took a service's heap past its limit, and answers one of 16 a read", async () => {
+    const { session, registry, lines } = await observedServer();
+    const path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    const listServices = framed(Buffer.from([0x3a, 0x00]));
+    const open = () => {
+      const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
+      const answer = { chunks: [] as Buffer[], headers: {} as IncomingHttpHeaders };
+      stream.on("error", () => {});
+      stream.on("response", (h) => Object.assign(answer.headers, h));
+      stream.on("trailers", (h) => Object.assign(answer.headers, h));
+      stream.on("data", (chunk: Buffer) => answer.chunks.push(chunk));
+      return { stream, answer };
+    };
+    /** How many whole gRPC messages `chunks` hold. */
+    const messagesIn = (chunks: Buffer[]): number => {
+      const bytes = Buffer.concat(chunks);
+      let count = 0;
+      for (let at = 0; at + 5 <= bytes.length; at += 5 + bytes.readUInt32BE(at + 1)) if (at + 5 + bytes.readUInt32BE(at + 1) <= bytes.length) count++;
+      return count;
+    };
+    try {
+      // 17 requests in one write: one DATA frame, one read of the server's.
+      const burst = open();
+      burst.stream.write(Buffer.concat(Array.from({ length: 17 }, () => listServices)));
+      // Closed, or answered as it was before: not events' once, which rejects on the stream's error (the reset).
+      await new Promise((resolve) => {
+        burst.stream.once("close", resolve);
+        burst.stream.once("data", resolve);
+      });
+      expect([burst.stream.rstCode, messagesIn(burst.answer.chunks)]).toEqual([http2Constants.NGHTTP2_ENHANCE_YOUR_CALM, 0]);
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { grpc_service: "grpc.reflection.v1.ServerReflection", grpc_method: "ServerReflectionInfo", grpc_code: "RESOURCE_EXHAUSTED", reason: "reflection_burst" })).toBe(1);
+      expect(lines.find((l) => l.reason === "reflection_burst")).toMatchObject({ code: "RESOURCE_EXHAUSTED", count: 1 });
+      // 16 a read are answered, every one, read after read: the bound is on one read, not on the stream.
+      const asking = open();
+      asking.stream.write(Buffer.concat(Array.from({ length: 16 }, () => listServices)));
+      while (messagesIn(asking.answer.chunks) < 16) await once(asking.stream, "data");
+      asking.stream.end(Buffer.concat(Array.from({ length: 16 }, () => listServices)));
+      await once(asking.stream, "close");
+      expect([asking.stream.rstCode, asking.answer.headers["grpc-status"], messagesIn(asking.answer.chunks)]).toEqual([http2Constants.NGHTTP2_NO_ERROR, String(status.OK), 32]);
+    } finally {
+      session.close();
+    }
+  });
+
   it("answers a grpc-timeout that is not 1 to 8 digits and a unit INVALID_ARGUMENT saying so, where grpc-js answered INTERNAL or misread it, and counts and logs it", async () => {
     const { counted, session, registry, lines } = await observedServer();
     try {

@@ -19,6 +19,7 @@ import { type UnfinishedRequests, watchUnfinishedRequests } from "./unfinished-r
 import { stopUnreadRequests } from "./unread-requests.js";
 import { respondWithStatus } from "./grpc-status.js";
 import { shareOpenStreams } from "./open-streams.js";
+import { guardReflectionReads, reflectionRequestsPerRead } from "./reflection-reads.js";
 import { Code, StatusError } from "../errors/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 
@@ -321,6 +322,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
             return;
           }
           grpcJs(stream, headers, flags, rawHeaders);
+          if (path?.startsWith("/grpc.reflection.")) guardReflectionReads(stream, reflectionRequestsPerRead, () => refused(stream, path, Code.RESOURCE_EXHAUSTED, "reflection_burst"));
           // grpc-js may have refused the call already (an unknown method): that is heard when its answer ends.
           unreadRequests.watch(stream, path);
           unfinished.watch(stream, path);
