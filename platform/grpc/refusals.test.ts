@@ -60,6 +60,7 @@ describe("refusalReport", () => {
       several_authorizations: Code.UNAUTHENTICATED,
       reflection_overflow: Code.RESOURCE_EXHAUSTED,
       reflection_burst: Code.RESOURCE_EXHAUSTED,
+      reflection_too_large: Code.RESOURCE_EXHAUSTED,
       compressed: Code.UNIMPLEMENTED,
       request_timeout: Code.CANCELLED,
       unfinished_overflow: Code.RESOURCE_EXHAUSTED,

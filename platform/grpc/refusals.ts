@@ -8,7 +8,8 @@
  */
 import type { Logger } from "../log/index.js";
 import { Code, codeName } from "../errors/index.js";
-import { reflectionRequestsPerRead } from "./reflection-reads.js";
+import { type ReflectionReadRefusal, reflectionRequestsPerRead } from "./reflection-reads.js";
+import { reflectionRequestLimit } from "./server-reflection.js";
 
 /**
  * Why a call was answered before it reached a handler:
@@ -24,9 +25,9 @@ import { reflectionRequestsPerRead } from "./reflection-reads.js";
  * method that takes a token: UNAUTHENTICATED),
  * `reflection_overflow` (a server reflection stream opened while
  * maxReflectionStreams were open: RESOURCE_EXHAUSTED), `reflection_burst`
- * (a server reflection stream closed for a read that completed more than
- * 16 requests: RST_STREAM ENHANCE_YOUR_CALM, RESOURCE_EXHAUSTED to gRPC
- * clients),
+ * and `reflection_too_large` (a server reflection stream closed for a read
+ * that completed more than 16 requests, or for a request announced over
+ * 4 KiB: RST_STREAM ENHANCE_YOUR_CALM, RESOURCE_EXHAUSTED to gRPC clients),
  * `starting` (sent before the service had started, its methods not added
  * yet: UNAVAILABLE, with the reason the server was given),
  * and grpc-js's own: `too_large` (a length prefix over the receive cap:
@@ -35,7 +36,7 @@ import { reflectionRequestsPerRead } from "./reflection-reads.js";
  * UNIMPLEMENTED), `request_count` (a unary call whose request held no
  * message, or more than one: UNIMPLEMENTED), `malformed` (any other, under grpc-js's code).
  */
-export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "request_count" | "bad_timeout" | "several_authorizations" | "reflection_overflow" | "reflection_burst" | "malformed";
+export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfinished_overflow" | "unfinished_bytes" | "too_large" | "deadline" | "unknown_method" | "request_count" | "bad_timeout" | "several_authorizations" | "reflection_overflow" | ReflectionReadRefusal | "malformed";
 
 /**
  * Why a connection was dropped before it carried a call: `no_preface` (no
@@ -73,6 +74,7 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   several_authorizations: "refused calls carrying more than one authorization header",
   reflection_overflow: "refused server reflection streams opened while maxReflectionStreams were open",
   reflection_burst: `closed server reflection streams a read of which completed more than ${reflectionRequestsPerRead} requests, before grpc-js took it`,
+  reflection_too_large: `closed server reflection streams whose request's length prefix is over ${reflectionRequestLimit} bytes, before grpc-js read it`,
   malformed: "refused calls grpc-js could not take",
   no_preface: "dropped connections that sent no HTTP/2 preface within prefaceTimeoutMs",
   no_tls_handshake: "dropped connections whose TLS handshake had not ended within prefaceTimeoutMs",

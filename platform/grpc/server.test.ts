@@ -1074,6 +1074,32 @@ describe("createGrpcServer", () => {
     }
   });
 
+  it("closes a server reflection stream whose request's length prefix is over 4 KiB before grpc-js reads any of it, where 1,020 of 200 KB each held 230 MB, and answers one of 4 KiB", async () => {
+    const { session, registry, lines } = await observedServer();
+    const path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    /** A file_containing_symbol request of `size` bytes in all (a name of size - 3), framed. */
+    const asking = (size: number) => framed(Buffer.concat([Buffer.from([0x22, ((size - 3) & 0x7f) | 0x80, (size - 3) >> 7]), Buffer.alloc(size - 3, "a")]));
+    const send = async (body: Buffer) => {
+      const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
+      const chunks: Buffer[] = [];
+      stream.on("error", () => {});
+      stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+      stream.end(body);
+      // Not events' once, which rejects on the stream's error (the reset).
+      await new Promise((resolve) => stream.once("close", resolve));
+      return { rstCode: stream.rstCode, answered: Buffer.concat(chunks).length > 0 };
+    };
+    try {
+      // Whole, so that without the bound the handler answers it INVALID_ARGUMENT once all of it is in.
+      expect(await send(asking(4_097))).toEqual({ rstCode: http2Constants.NGHTTP2_ENHANCE_YOUR_CALM, answered: false });
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { grpc_service: "grpc.reflection.v1.ServerReflection", grpc_method: "ServerReflectionInfo", grpc_code: "RESOURCE_EXHAUSTED", reason: "reflection_too_large" })).toBe(1);
+      expect(lines.find((l) => l.reason === "reflection_too_large")).toMatchObject({ code: "RESOURCE_EXHAUSTED", count: 1 });
+      expect(await send(asking(4_096))).toEqual({ rstCode: http2Constants.NGHTTP2_NO_ERROR, answered: true });
+    } finally {
+      session.close();
+    }
+  });
+
   it("answers a grpc-timeout that is not 1 to 8 digits and a unit INVALID_ARGUMENT saying so, where grpc-js answered INTERNAL or misread it, and counts and logs it", async () => {
     const { counted, session, registry, lines } = await observedServer();
     try {

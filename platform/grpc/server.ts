@@ -12,7 +12,7 @@ import type { CallObserver } from "./call-metrics.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { createDescriptorIndex } from "./descriptor-index.js";
 import { http2ServersOf, http2StreamOf, takeStreamListener, withHandshakeTimeout } from "./grpc-internals.js";
-import { addServerReflection, reflectionMethodPaths } from "./server-reflection.js";
+import { addServerReflection, reflectionMethodPaths, reflectionRequestLimit } from "./server-reflection.js";
 import { type CallRefusal, type RefusalObserver, refusalReport } from "./refusals.js";
 import { type UnreadResponseOptions, watchUnreadResponses } from "./unread-responses.js";
 import { type UnfinishedRequests, watchUnfinishedRequests } from "./unfinished-requests.js";
@@ -322,7 +322,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
             return;
           }
           grpcJs(stream, headers, flags, rawHeaders);
-          if (path?.startsWith("/grpc.reflection.")) guardReflectionReads(stream, reflectionRequestsPerRead, () => refused(stream, path, Code.RESOURCE_EXHAUSTED, "reflection_burst"));
+          if (path?.startsWith("/grpc.reflection.")) guardReflectionReads(stream, { maxPerRead: reflectionRequestsPerRead, maxRequestBytes: reflectionRequestLimit }, (why) => refused(stream, path, Code.RESOURCE_EXHAUSTED, why));
           // grpc-js may have refused the call already (an unknown method): that is heard when its answer ends.
           unreadRequests.watch(stream, path);
           unfinished.watch(stream, path);
