@@ -78,6 +78,46 @@ async function systemWith(dir: string, name: string, prefix: string, logLevel: s
   return { repo, dataDir, ports, env, run };
 }
 
+type System = Awaited<ReturnType<typeof systemWith>>;
+
+/**
+ * `npm start` with `args` in `system`'s copy, handed to `started` at once (for
+ * the suite to kill should the test fail); returns once it says Concord is up.
+ */
+async function npmStart(system: System, args: readonly string[], started: (child: ChildProcess) => void) {
+  let output = "";
+  const child = spawn("npm", ["start", ...(args.length > 0 ? ["--", ...args] : [])], { cwd: system.repo, env: system.env, stdio: ["ignore", "pipe", "pipe"] });
+  started(child);
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  await expect.poll(() => output, { timeout: 150_000, interval: 200 }).toContain("Concord is up");
+  return { child, output: () => output, exited };
+}
+
+/** Steps 1 to 4 for billing, a service of gRPC alone, in `system`'s copy: its contract, `npm run gen`, its code and its entry. */
+function addBilling({ repo, run }: System): void {
+  cpSync(join(billing, "proto"), join(repo, "proto"), { recursive: true });
+  const gen = run("npm", ["run", "-s", "gen"]);
+  expect(gen.status, gen.stderr).toBe(0);
+  // No NATS user of its own: the generated authorization knows it as a service of gRPC alone.
+  const nats = readFileSync(join(repo, "gen", "ts", "concord_nats.ts"), "utf8");
+  expect(nats).toContain('"grpcAlone": [\n    {\n      "name": "billing",\n      "services": [\n        "shop.billing.v1.BillingService"\n      ]\n    }\n  ]');
+  expect(nats.match(/"name": "billing"/g)).toHaveLength(1);
+  cpSync(join(billing, "services"), join(repo, "services"), { recursive: true });
+  addEntry(repo, billing, 'import { billingSettings } from "../services/billing/config.js";\n');
+}
+
+/** BillingService/Ping at `address`, as the README makes calls: grpcurl over TLS with an admin's token. */
+function pingBilling({ dataDir, run }: System, address: string) {
+  const token = run(process.execPath, ["--import", "tsx", "tools/token.ts", "--role", "admin"]);
+  expect(token.status, token.stderr).toBe(0);
+  return run(join(repoRoot, ".tools", "bin", "grpcurl"), ["-max-time", "10", "-cacert", join(dataDir, "tls", "ca.pem"), "-H", `authorization: Bearer ${token.stdout.trim()}`, "-d", "{}", address, "shop.billing.v1.BillingService/Ping"]);
+}
+
+/** What `concord status` says of a service of gRPC alone in place of its outbox. */
+const noOutbox = "outbox: none: it serves gRPC alone \\(its contract declares no stream and no subscription\\) and does not connect to NATS";
+
 describe('README "Adding a service", followed in a copy of the repository', () => {
   const dir = createTempDir("concord-add-service-");
   let system: ChildProcess | undefined;
@@ -122,7 +162,8 @@ describe('README "Adding a service", followed in a copy of the repository', () =
   });
 
   it("adds a shipping service: refused by npm start until `npm run gen`, then an order confirmed becomes a stored shipment and a ShipmentPrepared, and concord status shows it", { timeout: 300_000 }, async () => {
-    const { repo, dataDir, ports, env, run } = await systemWith(dir.path, "shipping", "SHIPPING", "warn");
+    const shippingSystem = await systemWith(dir.path, "shipping", "SHIPPING", "warn");
+    const { repo, dataDir, ports, env, run } = shippingSystem;
 
     // Step 1: the contracts.
     cpSync(join(fixture, "proto"), join(repo, "proto"), { recursive: true });
@@ -145,12 +186,8 @@ describe('README "Adding a service", followed in a copy of the repository', () =
     addEntry(repo, fixture, 'import { ShippingServiceConsumers } from "../gen/ts/shop/shipping/v1/shipping_service_jetstream.js";\nimport { shippingSettings } from "../services/shipping/config.js";\n');
 
     // npm start: its pre-scripts check the tools and build, then everything starts, the new service among them.
-    let output = "";
-    system = spawn("npm", ["start"], { cwd: repo, env, stdio: ["ignore", "pipe", "pipe"] });
-    system.stdout!.on("data", (d) => (output += d));
-    system.stderr!.on("data", (d) => (output += d));
-    const exited = new Promise<number | null>((resolve) => system!.once("exit", resolve));
-    await expect.poll(() => output, { timeout: 150_000, interval: 200 }).toContain("Concord is up");
+    const started = await npmStart(shippingSystem, [], (child) => (system = child));
+    const output = started.output();
     expect(output).toMatch(new RegExp(`shipping: gRPC on 127\\.0\\.0\\.1:${ports.added}, metrics on http://127\\.0\\.0\\.1:${ports.addedMetrics}/metrics \\(database .*shipping\\.db`));
     expect(output).toContain("SHOP_SHIPPING (1 replica)");
 
@@ -182,49 +219,48 @@ describe('README "Adding a service", followed in a copy of the repository', () =
       .poll(() => run(process.execPath, ["--import", "tsx", "tools/concord.ts", "status"]).stdout, { timeout: 60_000, interval: 1_000 })
       .toMatch(new RegExp(`^shipping {2}gRPC 127\\.0\\.0\\.1:${ports.added}: SERVING\\n {2}outbox: depth 0, .*\\n {2}consumer shipping-order-confirmed on SHOP_ORDERS: pending 0, unacked 0, redelivered 0, dead letters 0$`, "m"));
 
-    system.kill("SIGINT");
-    expect(await exited).toBe(0);
-    expect(output).toContain("everything stopped");
+    started.child.kill("SIGINT");
+    expect(await started.exited).toBe(0);
+    expect(started.output()).toContain("everything stopped");
   });
 
-  it("adds billing, a service of gRPC alone (no stream, no subscription): npm start gives it no NATS user and starts it, it answers grpcurl, concord status shows it SERVING, and Ctrl-C stops it", { timeout: 300_000 }, async () => {
-    const { repo, dataDir, ports, env, run } = await systemWith(dir.path, "billing", "BILLING", "info");
-    cpSync(join(billing, "proto"), join(repo, "proto"), { recursive: true });
-    const gen = run("npm", ["run", "-s", "gen"]);
-    expect(gen.status, gen.stderr).toBe(0);
-    expect(readFileSync(join(repo, "gen", "ts", "concord_nats.ts"), "utf8")).not.toContain('"name": "billing"');
-    cpSync(join(billing, "services"), join(repo, "services"), { recursive: true });
-    addEntry(repo, billing, 'import { billingSettings } from "../services/billing/config.js";\n');
+  it("adds billing, a service of gRPC alone (no stream, no subscription): npm start refuses its entry mistyped, gives it no NATS user and starts it, it answers grpcurl, concord status shows it SERVING, and Ctrl-C stops it", { timeout: 300_000 }, async () => {
+    const billingSystem = await systemWith(dir.path, "billing", "BILLING", "info");
+    const { repo, dataDir, ports, run } = billingSystem;
+    addBilling(billingSystem);
 
-    let output = "";
-    const started = spawn("npm", ["start"], { cwd: repo, env, stdio: ["ignore", "pipe", "pipe"] });
-    system = started;
-    started.stdout!.on("data", (d) => (output += d));
-    started.stderr!.on("data", (d) => (output += d));
-    const exited = new Promise<number | null>((resolve) => started.once("exit", resolve));
-    await expect.poll(() => output, { timeout: 150_000, interval: 200 }).toContain("Concord is up");
+    // Its entry under a name no package has: refused before anything starts, naming the services the contracts have.
+    const list = join(repo, "tools", "services.ts");
+    const entered = readFileSync(list, "utf8");
+    writeFileSync(list, entered.replace('name: "billing"', 'name: "biling"'));
+    const mistyped = run(process.execPath, ["--import", "tsx", "tools/start.ts"]);
+    expect(mistyped.stderr).toBe(
+      "start: tools/services.ts lists biling, and no proto package of that name (shop.biling.v1) declares a gRPC service, a stream or a (concord.v1.subscribe): " +
+        "the contracts' services are billing, orders and products; give the entry its package's name (the one before its version), or run `npm run gen` if the contract is new\n",
+    );
+    expect(mistyped.status).toBe(2);
+    expect(existsSync(dataDir)).toBe(false);
+    writeFileSync(list, entered);
+
+    const started = await npmStart(billingSystem, [], (child) => (system = child));
+    const output = started.output();
     expect(output).toMatch(new RegExp(`billing: {2}gRPC on 127\\.0\\.0\\.1:${ports.added}, metrics on http://127\\.0\\.0\\.1:${ports.addedMetrics}/metrics`));
     // No NATS user, so no seed; and the service says why it does not connect.
     expect(/NATS users: ([^;]*);/.exec(output)?.[1]).not.toContain("billing");
     expect(existsSync(join(dataDir, "nats-credentials", "billing.nk"))).toBe(false);
     // Its log line and npm start's come through two pipes: either may be read first.
-    await expect.poll(() => output, { timeout: 10_000 }).toMatch(/"service":"billing".*serves gRPC alone: its contract declares no stream and no subscription, so it does not connect to NATS; reporting SERVING/);
+    await expect.poll(started.output, { timeout: 10_000 }).toMatch(/"service":"billing".*serves gRPC alone: its contract declares no stream and no subscription, so it does not connect to NATS; reporting SERVING/);
 
-    // A call, as the README makes them: grpcurl over TLS with an admin's token.
-    const token = run(process.execPath, ["--import", "tsx", "tools/token.ts", "--role", "admin"]);
-    expect(token.status, token.stderr).toBe(0);
-    const grpcurl = run(join(repoRoot, ".tools", "bin", "grpcurl"), [
-      "-max-time", "10", "-cacert", join(dataDir, "tls", "ca.pem"), "-H", `authorization: Bearer ${token.stdout.trim()}`, "-d", "{}", `127.0.0.1:${ports.added}`, "shop.billing.v1.BillingService/Ping",
-    ]);
+    const grpcurl = pingBilling(billingSystem, `127.0.0.1:${ports.added}`);
     expect(grpcurl.stderr).toBe("");
     expect(grpcurl.stdout).toBe("{}\n");
 
     await expect
       .poll(() => run(process.execPath, ["--import", "tsx", "tools/concord.ts", "status"]).stdout, { timeout: 60_000, interval: 1_000 })
-      .toMatch(new RegExp(`^billing {2}gRPC 127\\.0\\.0\\.1:${ports.added}: SERVING\\n {2}outbox: none: it serves gRPC alone \\(its contract declares no stream and no subscription\\) and does not connect to NATS$`, "m"));
+      .toMatch(new RegExp(`^billing {2}gRPC 127\\.0\\.0\\.1:${ports.added}: SERVING\\n {2}${noOutbox}$`, "m"));
 
-    started.kill("SIGINT");
-    expect(await exited).toBe(0);
-    expect(output).toContain("everything stopped");
+    started.child.kill("SIGINT");
+    expect(await started.exited).toBe(0);
+    expect(started.output()).toContain("everything stopped");
   });
 });

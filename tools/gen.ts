@@ -17,15 +17,17 @@ import { checkReadmeEventTable, checkReadmeNatsTable, readmeTablesOfContracts, w
 import { repoRoot } from "./repo-root.js";
 import { type EventManifest, natsAuthorizationModule, natsAuthorizationOf } from "./contracts/nats-permissions.js";
 import { generateSdks, sdkTemplate } from "./contracts/sdk.js";
+import { loadImageFiles } from "./contracts/sdk-manifest.js";
 import { generatedHeader as eventsPluginHeader } from "./protoc-gen-events/plugin.js";
 
 const usage = `Usage: tsx tools/gen.ts [--check | --image PATH]
 
 Regenerates gen/ from the contracts in proto/: gen/ts (ts-proto messages and
 grpc-js services, protoc-gen-events bindings, the descriptor sets, the NATS
-users and permissions in concord_nats.ts), the output of every plugin in
-buf.gen.sdk.yaml (gen/go and gen/python, the Go and Python SDKs, and any
-language added there), gen/events.json (the event manifest) and
+users and permissions and the services of gRPC alone in concord_nats.ts),
+the output of every plugin in buf.gen.sdk.yaml (gen/go and gen/python, the
+Go and Python SDKs, and any language added there), gen/events.json (the
+event manifest) and
 gen/proto.sha256 (each contract file's digest, which npm start compares);
 and the event table and the NATS users' table of README.md, each between its
 marker comments.
@@ -68,12 +70,18 @@ export function generate(outDir: string, options: GenerateOptions = {}): void {
     cpSync(join(work, "gen"), outDir, { recursive: true });
     generateSdks(image, outDir, options.sdkTemplate ?? sdkTemplate);
     const manifest = JSON.parse(readFileSync(join(outDir, "events.json"), "utf8")) as EventManifest;
-    writeFileSync(join(outDir, "ts", "concord_nats.ts"), header + natsAuthorizationModule(natsAuthorizationOf(manifest)));
+    writeFileSync(join(outDir, "ts", "concord_nats.ts"), header + natsAuthorizationModule(natsAuthorizationOf(manifest, grpcServicesOf(readFileSync(image)))));
     // What npm start compares proto/ with, to refuse contracts edited since.
     writeFileSync(join(outDir, protoDigestFile), protoDigestText(protoDigests(join(repoRoot, "proto"))));
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** The full names of the gRPC services of our own contracts in the image `image`. */
+function grpcServicesOf(image: Uint8Array): string[] {
+  const own = loadImageFiles(image).filter((f) => ownRoots.some((r) => f.name.startsWith(`${r}/`)));
+  return own.flatMap((f) => f.services.map((s) => s.typeName));
 }
 
 /**

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
-import { natsAuthorization } from "../gen/ts/concord_nats.js";
+import { grpcAlone, natsAuthorization } from "../gen/ts/concord_nats.js";
 import { descriptorSet } from "../gen/ts/descriptor_set.js";
 import { tempDirForSuite } from "../test/support/temp-dir.js";
 import { identityOfPackage } from "./contracts/nats-permissions.js";
@@ -32,8 +32,9 @@ describe("tools/services.ts", () => {
       // None: a service of gRPC alone (no stream, no subscription), which has no consumers either.
       expect([...durables].sort(), `${entry.name}: consumers`).toEqual((user?.consumers ?? []).map((c) => c.durable).sort());
     }
-    // A service the contracts give a NATS user to, and `npm start` would not start.
+    // A service the contracts declare, and `npm start` would not start.
     for (const user of natsAuthorization.services) expect(serviceNames, `${user.name}: a NATS user tools/services.ts does not list`).toContain(user.name);
+    for (const alone of grpcAlone) expect(serviceNames, `${alone.name}: a service of gRPC alone tools/services.ts does not list`).toContain(alone.name);
   });
 
   it("agrees with each service's main.ts and settings: its name, its variables' prefix, its gRPC address", () => {
@@ -77,14 +78,24 @@ describe("tools/services.ts", () => {
   });
 
   it("has npm start refuse a listed service with consumers that the contracts give no NATS user (its name not its package's), naming it, and take one without consumers as gRPC alone", () => {
-    expect(servicesWithoutNatsUserSaid(natsAuthorization.services.map((u) => u.name))).toBeUndefined();
+    expect(servicesWithoutNatsUserSaid(natsAuthorization.services.map((u) => u.name), grpcAlone.map((s) => s.name))).toBeUndefined();
     const billing = { ...services[0], name: "billing", consumers: {} };
-    expect(servicesWithoutNatsUserSaid(["orders", "products"], [...services, billing])).toBeUndefined();
+    expect(servicesWithoutNatsUserSaid(["orders", "products"], ["billing"], [...services, billing])).toBeUndefined();
     const product = { ...services[0], name: "product" };
-    expect(servicesWithoutNatsUserSaid(["orders"], [product, services[1], billing])).toBe(
+    expect(servicesWithoutNatsUserSaid(["orders"], ["billing"], [product, services[1], billing])).toBe(
       "tools/services.ts lists product with consumers, and it has no NATS user in gen/ts/concord_nats.ts: no proto package of that name (shop.product.v1) declares a stream or a (concord.v1.subscribe), " +
         "so its consumers have nothing to read; give the entry its package's name (the one before its version), or run `npm run gen` if the contract changed",
     );
+  });
+
+  it("has npm start refuse a listed service without consumers that is neither a NATS user nor a service of gRPC alone (a name mistyped, or contracts not generated), naming it and the contracts' services", () => {
+    const biling = { ...services[0], name: "biling", consumers: {} };
+    expect(servicesWithoutNatsUserSaid(["orders", "products"], ["billing"], [...services, biling])).toBe(
+      "tools/services.ts lists biling, and no proto package of that name (shop.biling.v1) declares a gRPC service, a stream or a (concord.v1.subscribe): " +
+        "the contracts' services are billing, orders and products; give the entry its package's name (the one before its version), or run `npm run gen` if the contract is new",
+    );
+    // Not yet generated: no service of gRPC alone known.
+    expect(servicesWithoutNatsUserSaid(["orders", "products"], [], [...services, { ...biling, name: "billing" }])).toMatch(/^tools\/services\.ts lists billing, and no proto package of that name \(shop\.billing\.v1\)/);
   });
 
   it("gives the services default ports that none of `npm start --instances 8`'s instances share", () => {

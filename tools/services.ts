@@ -103,12 +103,12 @@ export interface UnlistedService {
 }
 
 /**
- * The services of `folders` (serviceFolders) and of `natsUsers` (the NATS
- * users of gen/ts/concord_nats.ts, one per service the contracts declare)
- * that this list lacks, by name.
+ * The services of `folders` (serviceFolders) and of `declared` (those the
+ * contracts declare: the NATS users of gen/ts/concord_nats.ts and its
+ * services of gRPC alone) that this list lacks, by name.
  */
-export function unlistedServices(folders: readonly string[], natsUsers: readonly string[]): UnlistedService[] {
-  const names = [...new Set([...folders, ...natsUsers])].filter((name) => !isServiceName(name)).sort();
+export function unlistedServices(folders: readonly string[], declared: readonly string[]): UnlistedService[] {
+  const names = [...new Set([...folders, ...declared])].filter((name) => !isServiceName(name)).sort();
   return names.map((name) => ({ name, hasMain: folders.includes(name) }));
 }
 
@@ -140,15 +140,27 @@ export function unlistedServicesSaid(unlisted: readonly UnlistedService[]): { re
 }
 
 /**
- * What `npm start` refuses when an entry of `list` lists consumers and the
- * generated authorization (`natsUsers`) has no NATS user of its name: its
- * consumers come from a subscription of another package than the one its
- * name says, so it would start with no stream to read them from. Undefined
- * when there is none. An entry with no consumers and no user is a service
- * of gRPC alone, which never connects to NATS: `npm start` makes it no seed.
+ * What `npm start` refuses when an entry of `list` has no NATS user in the
+ * generated authorization (`natsUsers`) and lists consumers (they come from
+ * a subscription of another package than the one its name says, so it would
+ * start with no stream to read them from), or is not one of its services of
+ * gRPC alone (`grpcAlone`) either: no contract declares a service of its
+ * name, a name mistyped or one `npm run gen` has not seen. Undefined when
+ * there is none. An entry of gRPC alone never connects to NATS: `npm start`
+ * makes it no seed.
  */
-export function servicesWithoutNatsUserSaid(natsUsers: readonly string[], list: readonly ServiceEntry[] = services): string | undefined {
-  const without = list.filter((s) => Object.keys(s.consumers).length > 0 && !natsUsers.includes(s.name));
+export function servicesWithoutNatsUserSaid(natsUsers: readonly string[], grpcAlone: readonly string[], list: readonly ServiceEntry[] = services): string | undefined {
+  const userless = list.filter((s) => !natsUsers.includes(s.name));
+  const without = userless.filter((s) => Object.keys(s.consumers).length > 0);
+  const unknown = userless.filter((s) => !grpcAlone.includes(s.name));
+  if (without.length === 0 && unknown.length > 0) {
+    const one = unknown.length === 1;
+    const known = [...natsUsers, ...grpcAlone].sort();
+    return (
+      `tools/services.ts lists ${listed(unknown.map((s) => s.name))}, and no proto package of ${one ? "that name" : "those names"} (shop.${unknown[0].name}.v1) declares a gRPC service, a stream or a (concord.v1.subscribe): ` +
+      `the contracts' services are ${listed(known) || "none"}; give the entry its package's name (the one before its version), or run \`npm run gen\` if the contract is new`
+    );
+  }
   if (without.length === 0) return undefined;
   const one = without.length === 1;
   return (

@@ -23,10 +23,12 @@ Starts nats-server (unless NATS_URL is set), ${lastWordOnNextLine(listed(titles)
 before it is acknowledged). Refused before anything starts (exit 2): a contract
 in proto/ edited since \`npm run gen\` last ran (gen/proto.sha256 records what it
 read), a services/<name>/main.ts that tools/services.ts does not list (add its
-entry, README "Adding a service"), and a listed service with consumers that
-the contracts give no NATS user (its entry named other than its package). A
-service with neither a stream nor a subscription serves gRPC alone: no NATS
-user, no nkey seed, no NATS_URL. Options:
+entry, README "Adding a service"), a listed service with consumers that the
+contracts give no NATS user (its entry named other than its package), and one
+that is neither a NATS user nor a service of gRPC alone of the contracts (a
+name mistyped, or \`npm run gen\` not run). A service with neither a stream
+nor a subscription serves gRPC alone: no NATS user, no nkey seed, no NATS_URL.
+Options:
   --postgres        keep the services' data in a local PostgreSQL server of its
                     own (data in DATA_DIR/postgres, port POSTGRES_PORT), a database
                     per service, instead of a SQLite file per service; installs

@@ -43,7 +43,7 @@ import { SeedFileError } from "../platform/events/index.js";
 import { redact } from "../platform/sql/postgres.js";
 import { isListening, portHolder, refusedExitCode, stopOnStdinCloseVariable, tlsFileVariables } from "../platform/runtime/index.js";
 import { otlpEndpointProblem } from "../platform/tracing/index.js";
-import { natsAuthorization } from "../gen/ts/concord_nats.js";
+import { grpcAlone, natsAuthorization } from "../gen/ts/concord_nats.js";
 import { repoRoot } from "./repo-root.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
 import { portSetting } from "./port-setting.js";
@@ -1301,14 +1301,15 @@ async function main(): Promise<void> {
     return;
   }
   const natsUsers = natsAuthorization.services.map((u) => u.name);
-  const userless = postgresOnly ? undefined : servicesWithoutNatsUserSaid(natsUsers);
+  const grpcAloneNames = grpcAlone.map((s) => s.name);
+  const userless = postgresOnly ? undefined : servicesWithoutNatsUserSaid(natsUsers, grpcAloneNames);
   if (userless) {
     console.error(`start: ${userless}`);
     process.exitCode = 2;
     return;
   }
   // A service written (or declared in the contracts) and missing from tools/services.ts was left out without a word.
-  const unlisted = postgresOnly ? undefined : unlistedServicesSaid(unlistedServices(serviceFolders(repoRoot), natsUsers));
+  const unlisted = postgresOnly ? undefined : unlistedServicesSaid(unlistedServices(serviceFolders(repoRoot), [...natsUsers, ...grpcAloneNames]));
   if (unlisted?.refused) {
     console.error(`start: ${unlisted.message}`);
     process.exitCode = 2;

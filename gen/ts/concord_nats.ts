@@ -5,7 +5,9 @@
  * Who may do what on NATS, derived from the contracts: one user per service
  * (its name is also its `ce-source`), with its own events, dead letters and
  * the JetStream API of its streams and durable consumers, and a read-only
- * observer. `streamSources` names the service whose events each stream holds.
+ * observer. `streamSources` names the service whose events each stream holds;
+ * `grpcAlone` the services with no NATS user, whose packages declare gRPC
+ * services and neither a stream nor a subscription.
  */
 export const natsAuthorization = {
   "services": [
@@ -517,8 +519,12 @@ export const natsAuthorization = {
   "streamSources": {
     "SHOP_ORDERS": "orders",
     "SHOP_PRODUCTS": "products"
-  }
+  },
+  "grpcAlone": []
 } as const;
 
 /** The `ce-source` every event of a stream carries: the service that owns the stream. */
 export const streamSources: Readonly<Record<string, string>> = natsAuthorization.streamSources;
+
+/** The services of gRPC alone, by name, with their gRPC services: they have no NATS user. */
+export const grpcAlone: ReadonlyArray<{ readonly name: string; readonly services: readonly string[] }> = natsAuthorization.grpcAlone;

@@ -11,6 +11,7 @@ const authorization = {
     { name: "products", streams: ["SHOP_PRODUCTS"], consumers: [{ stream: "SHOP_ORDERS" }, { stream: "SHOP_ORDERS" }] },
     { name: "shipping", streams: ["SHOP_SHIPPING"], consumers: [{ stream: "SHOP_ORDERS" }] },
   ],
+  grpcAlone: [{ name: "billing" }],
 };
 
 describe("streamsOfService", () => {
@@ -19,8 +20,14 @@ describe("streamsOfService", () => {
     expect(streamsOfService("shipping", authorization, all).map((s) => s.name)).toEqual(["SHOP_ORDERS", "SHOP_SHIPPING"]);
   });
 
-  it("refuses a service the authorization lacks, and a stream the specs lack", () => {
-    expect(() => streamsOfService("billing", authorization, all)).toThrow(/no service "billing"/);
+  it("gives a service of gRPC alone no stream", () => {
+    expect(streamsOfService("billing", authorization, all)).toEqual([]);
+  });
+
+  it("refuses a name the contracts have no service of, naming those they have, and a stream the specs lack", () => {
+    expect(() => streamsOfService("biling", authorization, all)).toThrow(
+      'the contracts have no service "biling" (the last name of its proto package before the version; they have billing, orders, products, shipping): has `npm run gen` run since the service was added?',
+    );
     expect(() => streamsOfService("shipping", authorization, all.slice(0, 2))).toThrow(/SHOP_SHIPPING, which the stream specs lack/);
   });
 });

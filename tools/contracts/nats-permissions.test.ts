@@ -76,6 +76,22 @@ describe("natsAuthorizationOf", () => {
     }
   });
 
+  it("gives each user the gRPC services of its package, and lists the packages with gRPC services and no user as services of gRPC alone", () => {
+    const grpcServices = ["zoo.keepers.v2.KeeperService", "zoo.animals.v1.AnimalService", "zoo.tickets.v1.TicketService", "zoo.tickets.v1.RefundService", "zoo.gates.v1.GateService"];
+    const auth = natsAuthorizationOf(manifest, grpcServices);
+    expect(auth.services.map((u) => [u.name, u.services])).toEqual([
+      ["animals", ["zoo.animals.v1.AnimalService"]],
+      ["keepers", ["zoo.keepers.v2.KeeperService"]],
+    ]);
+    expect(auth.grpcAlone).toEqual([
+      { name: "gates", services: ["zoo.gates.v1.GateService"] },
+      { name: "tickets", services: ["zoo.tickets.v1.RefundService", "zoo.tickets.v1.TicketService"] },
+    ]);
+    // No user, no rights: the observer's and the operator's are those of the streams alone.
+    expect(natsAuthorizationOf(manifest).operator).toEqual(auth.operator);
+    expect(natsAuthorizationOf(manifest).grpcAlone).toEqual([]);
+  });
+
   it("refuses a contract durable named as one of the observer's consumers", () => {
     const taken = { ...manifest, subscriptions: [{ ...manifest.subscriptions[0]!, durable: "observer-2" }] };
     expect(() => natsAuthorizationOf(taken)).toThrow("durable observer-2 on stream ZOO_ANIMALS takes a name kept for the observer's consumers (observer-1 to observer-16); rename it");
@@ -96,6 +112,10 @@ describe("natsAuthorizationOf", () => {
   });
 
   it("is what gen/ts/concord_nats.ts holds for the contracts", () => {
-    expect(natsAuthorization.services.map((u) => u.name)).toEqual(["orders", "products"]);
+    expect(natsAuthorization.services.map((u) => [u.name, u.services])).toEqual([
+      ["orders", ["shop.orders.v1.OrderService"]],
+      ["products", ["shop.products.v1.ProductService"]],
+    ]);
+    expect(natsAuthorization.grpcAlone).toEqual([]);
   });
 });

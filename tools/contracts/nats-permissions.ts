@@ -25,7 +25,7 @@ export interface NatsPermissions {
 export interface NatsServiceUser {
   /** User name, connection name and `ce-source`: the package's name before its version ("orders" for shop.orders.v1). */
   readonly name: string;
-  /** The gRPC services of its package, for people reading the manifest. */
+  /** The gRPC services of its package (those its name comes from), for people reading the manifest. */
   readonly services: readonly string[];
   /** Its replies come on `<inboxPrefix>.>` (nats.js `inboxPrefix`). */
   readonly inboxPrefix: string;
@@ -57,6 +57,13 @@ export interface NatsAuthorization {
   readonly operator: { readonly name: string; readonly inboxPrefix: string; readonly permissions: NatsPermissions };
   /** The `ce-source` every event of a stream must carry: the service that owns it. */
   readonly streamSources: Readonly<Record<string, string>>;
+  /**
+   * The services of gRPC alone: packages with gRPC services and neither a
+   * stream nor a (concord.v1.subscribe), by the name a user would have. They
+   * have no NATS user and never connect to NATS; listed so that a name
+   * neither here nor among the users is known to be no service at all.
+   */
+  readonly grpcAlone: ReadonlyArray<{ readonly name: string; readonly services: readonly string[] }>;
 }
 
 export const observerName = "observer";
@@ -82,8 +89,12 @@ export function identityOfPackage(pkg: string): string {
 const packageOfFile = (file: string): string => file.split("/").slice(0, -1).join(".");
 const packageOfName = (fullName: string): string => fullName.split(".").slice(0, -1).join(".");
 
-/** The users and rights the contracts in `manifest` call for. Throws when two packages map to one user name. */
-export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization {
+/**
+ * The users and rights the contracts in `manifest` call for, and the
+ * services of gRPC alone among `grpcServices` (the full names of every gRPC
+ * service of the contracts). Throws when two packages map to one user name.
+ */
+export function natsAuthorizationOf(manifest: EventManifest, grpcServices: readonly string[] = []): NatsAuthorization {
   const dlq = deadLetterStreamSpec.name;
   const byName = new Map<string, { packages: Set<string>; services: Set<string>; streams: Set<string>; events: string[]; consumers: Array<{ stream: string; durable: string }> }>();
   const userOf = (pkg: string) => {
@@ -113,6 +124,15 @@ export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization 
     user.services.add(sub.service);
     user.consumers.push({ stream: sub.stream, durable: sub.durable });
   }
+  // Each gRPC service goes to the user of its package's name; with none, that name serves gRPC alone.
+  const grpcAloneByName = new Map<string, Set<string>>();
+  for (const service of grpcServices) {
+    const name = identityOfPackage(packageOfName(service));
+    const user = byName.get(name);
+    if (user) user.services.add(service);
+    else grpcAloneByName.set(name, (grpcAloneByName.get(name) ?? new Set()).add(service));
+  }
+  const grpcAlone = [...grpcAloneByName.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([name, services]) => ({ name, services: [...services].sort() }));
   const allDurables = manifest.subscriptions.map((s) => ({ stream: s.stream, durable: s.durable }));
 
   const services = [...byName.entries()]
@@ -213,7 +233,7 @@ export function natsAuthorizationOf(manifest: EventManifest): NatsAuthorization 
       subscribe: observer.permissions.subscribe,
     },
   };
-  return { services, observer, operator, streamSources };
+  return { services, observer, operator, streamSources, grpcAlone };
 }
 
 /** gen/ts/concord_nats.ts: the authorization as data, for the runtime (stream sources) and the tools. */
@@ -225,12 +245,17 @@ export function natsAuthorizationModule(authorization: NatsAuthorization): strin
     " * Who may do what on NATS, derived from the contracts: one user per service",
     " * (its name is also its `ce-source`), with its own events, dead letters and",
     " * the JetStream API of its streams and durable consumers, and a read-only",
-    " * observer. `streamSources` names the service whose events each stream holds.",
+    " * observer. `streamSources` names the service whose events each stream holds;",
+    " * `grpcAlone` the services with no NATS user, whose packages declare gRPC",
+    " * services and neither a stream nor a subscription.",
     " */",
     `export const natsAuthorization = ${JSON.stringify(authorization, null, 2)} as const;`,
     "",
     "/** The `ce-source` every event of a stream carries: the service that owns the stream. */",
     "export const streamSources: Readonly<Record<string, string>> = natsAuthorization.streamSources;",
+    "",
+    "/** The services of gRPC alone, by name, with their gRPC services: they have no NATS user. */",
+    "export const grpcAlone: ReadonlyArray<{ readonly name: string; readonly services: readonly string[] }> = natsAuthorization.grpcAlone;",
     "",
   ].join("\n");
 }
