@@ -1,8 +1,9 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, describe, expect, it } from "vitest";
+import { isListening } from "../platform/runtime/index.js";
 import { repoRoot } from "../tools/repo-root.js";
 import { freePort } from "./support/nats-server.js";
 import { readmeProse } from "./support/readme.js";
@@ -54,18 +55,21 @@ function addEntry(repo: string, fixtureDir: string, imports: string): void {
 
 /**
  * A copy of the repository in `dir`/`name` and the environment of an `npm start` there with a service added whose
- * variables start with `prefix`: its data in `dir`/`name`-data, nats-server and the three services on free ports.
+ * variables start with `prefix`: its data in `dir`/`name`-data, nats-server, PostgreSQL (with --postgres) and the
+ * three services on free ports, each service's two ports above free too (a second instance's).
  */
 async function systemWith(dir: string, name: string, prefix: string, logLevel: string) {
   const repo = join(dir, name);
   const dataDir = join(dir, `${name}-data`);
   copyOfRepository(repo);
-  const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), added: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort(), addedMetrics: await freePort() };
+  const pair = () => freePort({ alsoFree: [2] });
+  const ports = { nats: await freePort(), postgres: await freePort(), products: await pair(), orders: await pair(), added: await pair(), productsMetrics: await pair(), ordersMetrics: await pair(), addedMetrics: await pair() };
   const env = {
     ...process.env,
     DATA_DIR: dataDir,
     NATS_URL: "",
     NATS_PORT: String(ports.nats),
+    POSTGRES_PORT: String(ports.postgres),
     PRODUCTS_LISTEN: `127.0.0.1:${ports.products}`,
     ORDERS_LISTEN: `127.0.0.1:${ports.orders}`,
     [`${prefix}_LISTEN`]: `127.0.0.1:${ports.added}`,
@@ -262,5 +266,51 @@ describe('README "Adding a service", followed in a copy of the repository', () =
     started.child.kill("SIGINT");
     expect(await started.exited).toBe(0);
     expect(started.output()).toContain("everything stopped");
+  });
+
+  it("runs billing on PostgreSQL: with --postgres --instances 2 each instance answers grpcurl and concord status shows both SERVING and no outbox, then with --postgres alone on the same data; Ctrl-C stops everything each time", { timeout: 400_000 }, async () => {
+    const billingSystem = await systemWith(dir.path, "billing-postgres", "BILLING", "warn");
+    const { ports, run } = billingSystem;
+    // The postgres user runs the server (as root), and needs to reach its data dir.
+    chmodSync(dir.path, 0o755);
+    addBilling(billingSystem);
+    const status = () => run(process.execPath, ["--import", "tsx", "tools/concord.ts", "status"]);
+    const stopped = async (started: Awaited<ReturnType<typeof npmStart>>) => {
+      started.child.kill("SIGINT");
+      expect(await started.exited).toBe(0);
+      expect(started.output()).toContain("everything stopped");
+      expect(await isListening(ports.postgres)).toBe(false);
+      for (const port of [ports.added, ports.added + 2]) expect(await isListening(port), `port ${port}`).toBe(false);
+    };
+
+    const two = await npmStart(billingSystem, ["--postgres", "--instances", "2"], (child) => (system = child));
+    expect(two.output()).toContain(`PostgreSQL on 127.0.0.1:${ports.postgres}, data in ${billingSystem.dataDir}/postgres, log in ${billingSystem.dataDir}/postgres.log (databases products, orders and billing)\n`);
+    for (const [instance, offset] of [["billing#1", 0], ["billing#2", 2]] as const) {
+      expect(two.output()).toMatch(
+        new RegExp(`^${instance}: {2}gRPC on 127\\.0\\.0\\.1:${ports.added + offset}, metrics on http://127\\.0\\.0\\.1:${ports.addedMetrics + offset}/metrics \\(database postgres://postgres@127\\.0\\.0\\.1:${ports.postgres}/billing, pid \\d+\\)$`, "m"),
+      );
+      const grpcurl = pingBilling(billingSystem, `127.0.0.1:${ports.added + offset}`);
+      expect(grpcurl.stderr, instance).toBe("");
+      expect(grpcurl.stdout, instance).toBe("{}\n");
+    }
+    // Both instances, from what the start recorded; one line for the outbox they do not have, and no relay to name.
+    await expect
+      .poll(() => status().stdout, { timeout: 60_000, interval: 1_000 })
+      .toMatch(new RegExp(`^billing#1 {2}gRPC 127\\.0\\.0\\.1:${ports.added}: SERVING\\nbilling#2 {2}gRPC 127\\.0\\.0\\.1:${ports.added + 2}: SERVING\\nbilling {2}${noOutbox}$`, "m"));
+    const both = status();
+    expect(both.status, both.stdout + both.stderr).toBe(0);
+    expect(both.stdout).not.toMatch(/^billing {2}(relayed|consumers)/m);
+    await stopped(two);
+
+    const one = await npmStart(billingSystem, ["--postgres"], (child) => (system = child));
+    expect(one.output()).toMatch(new RegExp(`^billing: {2}gRPC on 127\\.0\\.0\\.1:${ports.added}, metrics on .* \\(database postgres://postgres@127\\.0\\.0\\.1:${ports.postgres}/billing, pid \\d+\\)$`, "m"));
+    const grpcurl = pingBilling(billingSystem, `127.0.0.1:${ports.added}`);
+    expect(grpcurl.stderr).toBe("");
+    expect(grpcurl.stdout).toBe("{}\n");
+    await expect
+      .poll(() => status().stdout, { timeout: 60_000, interval: 1_000 })
+      .toMatch(new RegExp(`^billing {2}gRPC 127\\.0\\.0\\.1:${ports.added}: SERVING\\n {2}${noOutbox}$`, "m"));
+    expect(status().status).toBe(0);
+    await stopped(one);
   });
 });
