@@ -263,9 +263,22 @@ describe('README "Adding a service", followed in a copy of the repository', () =
       .poll(() => run(process.execPath, ["--import", "tsx", "tools/concord.ts", "status"]).stdout, { timeout: 60_000, interval: 1_000 })
       .toMatch(new RegExp(`^billing {2}gRPC 127\\.0\\.0\\.1:${ports.added}: SERVING\\n {2}${noOutbox}$`, "m"));
 
+    // Its database backed up while it runs, with no consumers' positions to keep: it has none.
+    const backup = join(dir.path, "billing-backup.db");
+    const concord = (...args: string[]) => run(process.execPath, ["--import", "tsx", "tools/concord.ts", ...args]);
+    const backedUp = concord("database", "backup", "billing", backup);
+    expect(backedUp.status, backedUp.stderr).toBe(0);
+    expect(backedUp.stderr).toMatch(new RegExp(`^concord database backup: the billing service's database backed up to ${backup} \\(\\d+ bytes\\); it has no durable consumers, so a restore has nothing to deliver again\\n$`));
+    expect(JSON.parse(readFileSync(`${backup}.json`, "utf8"))).toMatchObject({ service: "billing", positions: [] });
+
     started.child.kill("SIGINT");
     expect(await started.exited).toBe(0);
     expect(started.output()).toContain("everything stopped");
+
+    // Restored in place of its stopped database, with nothing to deliver again.
+    const restored = concord("database", "restore", "billing", backup);
+    expect(restored.status, restored.stderr).toBe(0);
+    expect(restored.stderr).toMatch(new RegExp(`^concord database restore: ${backup} restored as ${dataDir}/billing\\.db; the database that was there is now \\S+\\n$`));
   });
 
   it("runs billing on PostgreSQL: with --postgres --instances 2 each instance answers grpcurl and concord status shows both SERVING and no outbox, then with --postgres alone on the same data; Ctrl-C stops everything each time", { timeout: 400_000 }, async () => {

@@ -23,7 +23,7 @@ import { differencesSaid, ProvisionRefused, provisionStreams } from "./concord/p
 import { deleteStaleConsumers, inUse, inUseWhileWatched, staleConsumers, watchMs } from "./concord/stale-consumers.js";
 import { createLogger } from "../platform/log/index.js";
 import { noStartRanIn, otherThanRunningStartNote, outboxCommand, outboxOptions, serviceDatabase, unusedDatabaseUrlNote } from "./outbox.js";
-import { backupSqlite, type ConsumerPosition, consumerPositions, consumersNotRecorded, notABackup, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, writeBackupRecord } from "./concord/database-backup.js";
+import { backupSqlite, type ConsumerPosition, consumerPositions, consumersOf, consumersNotRecorded, notABackup, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
 import { eitherOf, isServiceName, serviceNames } from "./services.js";
@@ -494,8 +494,10 @@ async function databaseBackup(args: string[]): Promise<number> {
     return 1;
   }
   // Read before the snapshot: every event at or below a consumer's floor then was handled in a transaction the snapshot holds.
-  let positions: ConsumerPosition[] | null = null;
-  const nc = await observerIfReachable(given.nats, command, "the backup is taken without its consumers' positions");
+  // A service with no durable consumer (one of gRPC alone, say) has no floor to read, and NATS is not asked.
+  const consumerless = consumersOf(service)?.length === 0;
+  let positions: ConsumerPosition[] | null = consumerless ? [] : null;
+  const nc = consumerless ? undefined : await observerIfReachable(given.nats, command, "the backup is taken without its consumers' positions");
   if (nc) {
     try {
       positions = await consumerPositions(nc, service);
@@ -523,7 +525,9 @@ async function databaseBackup(args: string[]): Promise<number> {
   }
   console.log(JSON.stringify({ backup: file, service, database, bytes, takenAt, positions }));
   console.error(
-    positions
+    consumerless
+      ? `concord ${command}: the ${service} service's database backed up to ${file} (${bytes} bytes); it has no durable consumers, so a restore has nothing to deliver again`
+      : positions
       ? `concord ${command}: the ${service} service's database backed up to ${file} (${bytes} bytes); its consumers' positions are in ${recordFileOf(file)}, for a restore`
       : `concord ${command}: the ${service} service's database backed up to ${file} (${bytes} bytes), without its consumers' positions: after a restore, redeliver each consumer's events from a stream sequence at or below its acknowledgement floor before this backup`,
   );
@@ -559,6 +563,8 @@ async function databaseRestore(args: string[]): Promise<number> {
     return 1;
   }
   console.error(`concord ${command}: ${file} restored as ${database}${movedAside(restored)}`);
+  // A service with no durable consumer (one of gRPC alone, say) has nothing to be delivered again.
+  if (consumersOf(service)?.length === 0) return 0;
   if (!record?.positions) {
     console.error(
       `concord ${command}: ${record ? "the backup's record holds" : `there is no ${recordFileOf(file)}, so there are`} no consumer positions: after starting ${service}, deliver again what its consumers handled after the backup with \`npx concord consumer redeliver DURABLE --from SEQ\` (up to its last delivery), SEQ at or below each one's acknowledgement floor before the backup (1 if it did not exist then)`,

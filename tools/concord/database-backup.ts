@@ -10,7 +10,7 @@ import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, fsyncSync, l
 import { basename, dirname, join, resolve } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import type { NatsConnection, NatsError } from "nats";
-import { natsAuthorization } from "../../gen/ts/concord_nats.js";
+import { grpcAlone, natsAuthorization } from "../../gen/ts/concord_nats.js";
 import { Code, StatusError } from "../../platform/errors/index.js";
 import { notRegularFile } from "../../platform/config/setting-file.js";
 import { claimSqliteFile } from "../../platform/sql/index.js";
@@ -34,11 +34,21 @@ export interface BackupRecord {
 /** The file beside a backup that records where the service's consumers stood. */
 export const recordFileOf = (backup: string): string => `${backup}.json`;
 
-/** The durable consumers the contracts give `service`, with their streams. */
+/** The durable consumers the contracts give `service`, with their streams (none to a service of gRPC alone); undefined when they have no such service. */
+export function consumersOf(service: unknown): ReadonlyArray<{ readonly stream: string; readonly durable: string }> | undefined {
+  const user = natsAuthorization.services.find((s) => s.name === service);
+  if (user) return user.consumers;
+  return grpcAlone.some((s) => s.name === service) ? [] : undefined;
+}
+
+/** The services the contracts declare, as messages list them. */
+const contractServices = (): string => [...natsAuthorization.services, ...grpcAlone].map((s) => s.name).join(", ");
+
+/** The durable consumers the contracts give `service`, with their streams. Throws when they have no such service. */
 export function serviceConsumers(service: string): ReadonlyArray<{ readonly stream: string; readonly durable: string }> {
-  const found = natsAuthorization.services.find((s) => s.name === service);
-  if (!found) throw new Error(`no service ${JSON.stringify(service)} in the contracts; they name ${natsAuthorization.services.map((s) => s.name).join(", ")}`);
-  return found.consumers;
+  const consumers = consumersOf(service);
+  if (!consumers) throw new Error(`no service ${JSON.stringify(service)} in the contracts; they name ${contractServices()}`);
+  return consumers;
 }
 
 const consumerNotFound = 10014;
@@ -304,8 +314,8 @@ export function consumersNotRecorded(record: BackupRecord): string[] {
 function recordProblem(record: unknown): string | undefined {
   if (typeof record !== "object" || record === null || Array.isArray(record)) return "it holds no JSON object";
   const { service, positions } = record as Record<string, unknown>;
-  const consumers = natsAuthorization.services.find((s) => s.name === service)?.consumers;
-  if (!consumers) return `its service is ${JSON.stringify(service)}, none of the contracts' (${natsAuthorization.services.map((s) => s.name).join(", ")})`;
+  const consumers = consumersOf(service);
+  if (!consumers) return `its service is ${JSON.stringify(service)}, none of the contracts' (${contractServices()})`;
   if (positions === null) return undefined;
   if (!Array.isArray(positions)) return "its positions are neither a list nor null";
   for (const p of positions as unknown[]) {

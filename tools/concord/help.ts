@@ -252,7 +252,9 @@ before, it reads the acknowledgement floor of each of the service's durable
 consumers from JetStream (as the observer) and writes them with the time to
 FILE.json: every event up to a consumer's floor was handled in a transaction
 the backup holds. NATS that does not answer within 5 s leaves them out,
-saying so; the backup is taken all the same. A database a restore would
+saying so; the backup is taken all the same. A service with no durable
+consumer (one of gRPC alone, say) has no floor to read: NATS is not asked,
+FILE.json holds an empty list, and its restore prints no command. A database a restore would
 refuse, one that is not the service's (another service's or none's, as
 schema_owner says), or not yet migrated in full (empty, or without the
 outbox's or inbox's table, as in the service's first start: back it up once
