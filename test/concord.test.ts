@@ -33,9 +33,11 @@ function concordWith(env: Record<string, string>, ...args: string[]): Promise<Co
 function concordRunning(...args: string[]) {
   const child = spawn(process.execPath, ["tools/concord.mjs", ...args], { stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
+  let stderr = "";
   child.stdout.on("data", (d) => (stdout += d));
+  child.stderr.on("data", (d) => (stderr += d));
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return { child, exited, stdout: () => stdout };
+  return { child, exited, stdout: () => stdout, stderr: () => stderr };
 }
 
 const fulfilmentTable = { id: "test_0001_fulfilled", sqlite: "CREATE TABLE fulfilled (order_id TEXT NOT NULL, event_id TEXT NOT NULL);", postgres: "CREATE TABLE fulfilled (order_id TEXT NOT NULL, event_id TEXT NOT NULL);" };
@@ -469,6 +471,32 @@ describe("npx concord", () => {
     } finally {
       bySubject.child.kill("SIGINT");
       await bySubject.exited;
+    }
+  });
+
+  it("says once on standard error what it follows, from where on, and which events, before any comes; standard output holds the events alone", { timeout: 60_000 }, async () => {
+    const tail = concordRunning("events", "tail", "--type", "shop.products.v1.ProductCreated", "--subject", "shop.products.>", "--nats", nats().url);
+    try {
+      // It printed nothing at all until an event came, and looked hung.
+      const following = `concord events tail: following SHOP_ORDERS, SHOP_PRODUCTS and CONCORD_DLQ at ${nats().url.replace("nats://", "")}: printing each new event from now on (only those on a subject matching shop.products.>, of type shop.products.v1.ProductCreated); Ctrl-C stops\n`;
+      await expect.poll(() => tail.stderr(), { timeout: 20_000 }).toBe(following);
+      expect(tail.stdout()).toBe("");
+      const { product } = await products.client.createProduct({ name: "Waited-for teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 1 });
+      await expect.poll(() => tail.stdout(), { timeout: 20_000 }).toContain(product!.id);
+      const lines = tail.stdout().trim().split("\n");
+      expect(lines).toHaveLength(1);
+      expect(JSON.parse(lines[0]!)).toMatchObject({ stream: "SHOP_PRODUCTS", type: "shop.products.v1.ProductCreated" });
+      expect(tail.stderr()).toBe(following);
+    } finally {
+      tail.child.kill("SIGINT");
+      await tail.exited;
+    }
+    const all = concordRunning("events", "tail", "--all", "--nats", nats().url);
+    try {
+      await expect.poll(() => all.stderr(), { timeout: 20_000 }).toMatch(/^concord events tail: following SHOP_ORDERS, SHOP_PRODUCTS and CONCORD_DLQ at \S+: printing the stored events from the first, then each new one; Ctrl-C stops\n$/);
+    } finally {
+      all.child.kill("SIGINT");
+      await all.exited;
     }
   });
 

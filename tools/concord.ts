@@ -26,7 +26,7 @@ import { noStartRanIn, otherThanRunningStartNote, outboxCommand, outboxOptions, 
 import { backupSqlite, type ConsumerPosition, consumerPositions, consumersOf, consumersNotRecorded, notABackup, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
-import { eitherOf, isServiceName, serviceNames } from "./services.js";
+import { eitherOf, isServiceName, listed, serviceNames } from "./services.js";
 import { tracesCommand, tracesOptions, usageOf as usageOfTraces } from "./traces.js";
 
 export { endProcess, exitQuietlyOnClosedOutput };
@@ -742,6 +742,8 @@ export async function concord(argv: string[]): Promise<number> {
             all: values.all === true,
             matches: (line) => (subject === undefined || subjectMatches(subject, line.subject)) && (type === undefined || line.type === type),
             print: (line) => console.log(JSON.stringify(line)),
+            // Nothing is printed until an event comes: standard error says, once, that it is alive and on what; standard output stays the events'.
+            following: (streams) => console.error(`concord events tail: ${followingSaid(streams, nc.getServer(), values.all === true, subject, type)}`),
           });
         } finally {
           await nc.close();
@@ -838,6 +840,13 @@ export async function concord(argv: string[]): Promise<number> {
     if (err instanceof UsageError) return refuseUsage(err.message, err.command);
     throw err;
   }
+}
+
+/** What `events tail` waits for, once its streams are open: where, from where on, and which events it prints. */
+function followingSaid(streams: readonly string[], server: string, all: boolean, subject: string | undefined, type: string | undefined): string {
+  const only = [subject !== undefined && `on a subject matching ${subject}`, type !== undefined && `of type ${type}`].filter(Boolean).join(", ");
+  const from = all ? "the stored events from the first, then each new one" : "each new event from now on";
+  return `following ${listed(streams)} at ${server}: printing ${from}${only ? ` (only those ${only})` : ""}; Ctrl-C stops`;
 }
 
 /** Says bad usage in one line, the problem and the --help of `command` (none: of `concord` itself); returns exit status 2. */

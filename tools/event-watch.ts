@@ -232,6 +232,8 @@ export interface WatchOptions {
   /** Which events are printed; all when absent. */
   readonly matches?: (line: EventLine) => boolean;
   readonly print: (line: EventLine) => void;
+  /** Told once, when every stream that can be read is open, which are followed: a tool says it is waiting on them. */
+  readonly following?: (streams: readonly string[]) => void;
 }
 
 /**
@@ -241,7 +243,7 @@ export interface WatchOptions {
  * no stream can be read. Runs until the connection closes.
  */
 export async function watchEvents(options: WatchOptions): Promise<void> {
-  const { nc, name, all, matches, print } = options;
+  const { nc, name, all, matches, print, following } = options;
   const jsm = await nc.jetstreamManager();
   const streams = [...allStreams.map((s) => s.name), deadLetterStreamSpec.name];
   /** The stream's messages, or undefined (said on standard error) when it cannot be read. */
@@ -262,6 +264,7 @@ export async function watchEvents(options: WatchOptions): Promise<void> {
   };
   const opened = await Promise.all(streams.map(async (stream) => ({ stream, reader: await open(stream) })));
   if (opened.every((o) => o.reader === undefined)) throw new Error(`no stream can be read (${streams.join(", ")})`);
+  following?.(opened.filter((o) => o.reader !== undefined).map((o) => o.stream));
   await Promise.all(
     opened.map(async ({ stream, reader }) => {
       if (!reader) return;

@@ -124,7 +124,9 @@ ${natsOption}`,
 
 Prints each event as a JSON line (stream, sequence, subject, type, id, source,
 time, decoded payload) as it is published, from every stream and the dead
-letter stream. Ctrl-C stops.
+letter stream. Once it follows them, it says so on standard error, naming
+the streams, the server, from where on it prints and which events; standard
+output holds the events alone. Ctrl-C stops.
   --all               start from the first stored event instead of new ones only
   --subject PATTERN   only events whose subject matches (NATS wildcards * and >)
   --type TYPE         only events of this ce-type, one the contracts declare
