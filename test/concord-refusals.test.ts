@@ -279,7 +279,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
 
   it("names the commands an option belongs to when it is given to another (exit 2, in one line), and still the one a mistyped option likely meant", { timeout: 60_000 }, async () => {
     const refusals: [string[], string][] = [
-      [["dlq", "list", "--yes"], "concord: --yes is an option of `npx concord dlq purge` (`npx concord dlq list --help` shows the usage)\n"],
+      [["dlq", "list", "--yes"], "concord: --yes is an option of `npx concord dlq purge` and `outbox parked` (`npx concord dlq list --help` shows the usage)\n"],
       [["consumer", "redeliver", "x", "--all"], "concord: --all is an option of `npx concord events tail`, `dlq replay` and `outbox parked` (`npx concord consumer redeliver --help` shows the usage)\n"],
       [["status", "--consumer=x"], "concord: --consumer is an option of `npx concord dlq list` and `dlq replay` (`npx concord status --help` shows the usage)\n"],
       [["streams", "provision", "--database", "x"], "concord: --database is an option of `npx concord database backup`, `database restore` and `outbox parked` (`npx concord streams provision --help` shows the usage)\n"],
@@ -299,7 +299,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     }
     // The outbox and traces tools parse their own, and say it in one line as the others do (their usage followed it).
     for (const [args, said] of [
-      [["outbox", "parked", "list", "products", "--yes"], "concord: --yes is an option of `npx concord dlq purge` (`npx concord outbox parked --help` shows the usage)\n"],
+      [["outbox", "parked", "list", "products", "--yes"], "concord: --yes confirms a drop; list deletes nothing and takes none (`npx concord outbox parked --help` shows the usage)\n"],
       [["outbox", "parked", "list", "widgets"], 'concord: unknown service "widgets": expected products or orders (or --database PATH) (`npx concord outbox parked --help` shows the usage)\n'],
       [["outbox", "parked", "retry", "products"], "concord: retry needs the ids of the parked events to put back, or --all (`npx concord outbox parked --help` shows the usage)\n"],
       [["outbox", "parked", "drop", "products", "a", "b"], "concord: drop takes the id of one parked event (got a b) (`npx concord outbox parked --help` shows the usage)\n"],

@@ -53,6 +53,7 @@ describe("tools/outbox.ts", () => {
     refused(["products", "drop"], "drop takes the id of one parked event");
     refused(["products", "drop", "a", "b"], "drop takes the id of one parked event (got a b)");
     refused(["products", "drop", "--all"], "drop takes the id of one parked event (got --all)");
+    refused(["products", "retry", "--all", "--yes"], "--yes confirms a drop; retry deletes nothing and takes none");
     refused(["products", "list", "--datbase", path], "unknown option --datbase; did you mean --database?");
     refused(["products", "retry"], "retry needs the ids of the parked events to put back, or --all");
     // Taken for no --database, which named the service given "unknown".
@@ -70,7 +71,7 @@ describe("tools/outbox.ts", () => {
     expect([twice.status, twice.stdout, twice.stderr]).toEqual([0, `put 1 parked event(s) back in the outbox of ${path}\n`, ""]);
   }, 120_000);
 
-  it("drops one parked event for good after printing it as list does, and refuses an id that is not parked (exit 2, one line, nothing deleted)", async () => {
+  it("drops one parked event for good after printing it as list does, given --yes, and refuses an id that is not parked (exit 2, one line, nothing deleted)", async () => {
     const path = join(dir, "drop.db");
     const db = await openDatabase({ path, migrations: outboxMigrations });
     const park = (id: string) =>
@@ -83,7 +84,12 @@ describe("tools/outbox.ts", () => {
     const listedLine = run("--database", path, "list").stdout.split("\n").find((l) => l.includes(dropped));
     expect(listedLine).toBeDefined();
 
-    const out = run("--database", path, "drop", dropped);
+    // Without --yes, it is shown and kept: it was deleted at once, unasked, where `concord dlq purge` asks for --yes.
+    const asked = run("--database", path, "drop", dropped);
+    expect([asked.status, asked.stdout, asked.stderr]).toEqual([2, `${listedLine}\n`, `outbox: this deletes parked event ${dropped} from ${path} for good (it is never published); run again with --yes to do it\n`]);
+    expect(run("--database", path, "list").stdout).toContain("1 event(s) waiting to be published, 2 parked");
+
+    const out = run("--database", path, "drop", dropped, "--yes");
     expect(out.status, out.stderr).toBe(0);
     expect(out.stdout).toBe(`${listedLine}\ndropped parked event ${dropped} from ${path}: it will not be published\n`);
     expect(out.stderr).toBe("");
@@ -94,20 +100,22 @@ describe("tools/outbox.ts", () => {
 
     // Dropped already, or never parked: refused, and nothing else deleted.
     for (const id of [dropped, "0190a5b4-7c4e-7d3e-9f1a-000000000013"]) {
-      const refused = run("--database", path, "drop", id);
+      const refused = run("--database", path, "drop", id, "--yes");
       expect([refused.status, refused.stdout, refused.stderr]).toEqual([2, "", `outbox: ${id} is not a parked event of ${path} (\`list\` shows those that are); nothing dropped\n`]);
     }
     expect(run("--database", path, "list").stdout).toContain("1 event(s) waiting to be published, 1 parked");
 
     // As \`concord outbox parked drop\`, the action first.
     const concord = (...args: string[]) => spawnSync(process.execPath, ["--import", "tsx", "tools/concord.ts", "outbox", "parked", ...args], { encoding: "utf8", timeout: 20_000 });
-    const viaConcord = concord("drop", "--database", path, kept);
+    const unconfirmed = concord("drop", "--database", path, kept);
+    expect([unconfirmed.status, unconfirmed.stderr]).toEqual([2, `concord outbox parked: this deletes parked event ${kept} from ${path} for good (it is never published); run again with --yes to do it\n`]);
+    const viaConcord = concord("drop", "--database", path, kept, "--yes");
     expect(viaConcord.status, viaConcord.stderr).toBe(0);
     expect(viaConcord.stdout).toContain(`dropped parked event ${kept} from ${path}: it will not be published`);
-    const notParked = concord("drop", "--database", path, kept);
+    const notParked = concord("drop", "--database", path, kept, "--yes");
     expect([notParked.status, notParked.stderr]).toEqual([2, `concord outbox parked: ${kept} is not a parked event of ${path} (\`list\` shows those that are); nothing dropped\n`]);
     expect(run("--database", path, "list").stdout).toContain("1 event(s) waiting to be published, 0 parked");
-    expect(concord("--help").stdout).toContain("npx concord outbox parked drop (products|orders|--database PATH) EVENT_ID");
+    expect(concord("--help").stdout).toContain("npx concord outbox parked drop (products|orders|--database PATH) EVENT_ID --yes");
   }, 120_000);
 
   it("refuses a SQLite file that holds no outbox and leaves it byte for byte as it was (its journal mode too), as README and --help say", () => {
@@ -269,7 +277,7 @@ describe("tools/outbox.ts", () => {
       expect(withPassword.status, withPassword.stderr).toBe(0);
       expect(withPassword.stderr).toBe("outbox: note: the --database URL holds a password, which every user of this machine can read in the process list (ps); leave it out of the URL and set PGPASSWORD (or put it in ~/.pgpass), or give the URL in the service's <SERVICE>_DATABASE_URL instead\n");
       expect(run("--database", `${url}?password=pass-in-ps`, "list").stderr).toContain("outbox: note: the --database URL holds a password");
-      expect(run("--database", url, "drop", "0190a5b4-7c4e-7d3e-9f1a-000000000003").stdout).toContain(`dropped parked event 0190a5b4-7c4e-7d3e-9f1a-000000000003 from ${url}: it will not be published`);
+      expect(run("--database", url, "drop", "0190a5b4-7c4e-7d3e-9f1a-000000000003", "--yes").stdout).toContain(`dropped parked event 0190a5b4-7c4e-7d3e-9f1a-000000000003 from ${url}: it will not be published`);
       expect(run("--database", url, "list").stdout).toContain("0 event(s) waiting to be published, 0 parked");
       expect(run("--database", url, "drop", "0190a5b4-7c4e-7d3e-9f1a-000000000003").status).toBe(2);
       await parkIt();

@@ -19,7 +19,7 @@ import { dataDir as dataDirOf } from "./client-security.js";
 
 /** The tool's usage for the services of `list` (default: the services). */
 export function outboxUsage(list: readonly ServiceEntry[] = services): string {
-  return `Usage: npx tsx tools/outbox.ts <${list.map((s) => s.name).join("|")}|--database PATH> [list | retry [EVENT_ID ...|--all] | drop EVENT_ID]
+  return `Usage: npx tsx tools/outbox.ts <${list.map((s) => s.name).join("|")}|--database PATH> [list | retry [EVENT_ID ...|--all] | drop EVENT_ID --yes]
 
   list                    events waiting in the outbox, and the parked ones with
                           why JetStream refused them (the default)
@@ -27,9 +27,11 @@ export function outboxUsage(list: readonly ServiceEntry[] = services): string {
                           the service's relay publishes them within a second; an
                           id that is not parked refuses them all (exit 2)
   retry --all             put every parked event back
-  drop EVENT_ID           delete this parked event for good (it is never
-                          published), after printing it as list does; an id
-                          that is not parked is refused (exit 2)
+  drop EVENT_ID --yes     delete this parked event for good (it is never
+                          published), after printing it as list does; without
+                          --yes, prints it, says it would delete it and deletes
+                          nothing (exit 2); an id that is not parked is refused
+                          (exit 2)
   --database PATH         the service's database: SQLite file or postgres:// URL (default: as the
                           service's under \`npm start\`, ${brokenAtLast(eitherOf(list.map((s) => `$${s.envPrefix}_DATABASE_URL`)), "or", "after", 26)}, else the database \`npm start -- --postgres\` gives
                           it while that start's PostgreSQL server runs in $DATA_DIR/postgres, else
@@ -61,7 +63,7 @@ export function passwordInArgumentNote(url: string, option = "--database"): stri
 }
 
 /** The outbox tool's options. */
-export const outboxOptions = { database: { type: "string" }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } } as const;
+export const outboxOptions = { database: { type: "string" }, all: { type: "boolean" }, yes: { type: "boolean" }, help: { type: "boolean", short: "h" } } as const;
 
 /**
  * What to say of a DATA_DIR that does not exist, where a service's database was looked for: a start given another
@@ -113,7 +115,7 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
   const [command = "list", ...ids] = service ? rest : positionals;
   const dataDir = dataDirOf();
   const path = values.database ?? (service ? serviceDatabase(service, dataDir) : undefined);
-  const problem = emptyDatabaseOption(values, ["database"]) ?? argumentProblem(first, path, command, ids, values.all === true);
+  const problem = emptyDatabaseOption(values, ["database"]) ?? argumentProblem(first, path, command, ids, values.all === true, values.yes === true);
   if (problem || !path) return refuse(problem ?? "name the service or its database");
   const note = values.database === undefined && service ? (unusedDatabaseUrlNote(service) ?? otherThanRunningStartNote(service, dataDir)) : passwordInArgumentNote(path);
   if (note) console.error(`${program}: ${note}`);
@@ -193,6 +195,11 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
         return 2;
       }
       console.log(parkedLine(event));
+      // As `concord dlq purge` does: what would go is shown, and nothing is deleted for good unless confirmed.
+      if (values.yes !== true) {
+        console.error(`${program}: this deletes parked event ${id} from ${db.location} for good (it is never published); run again with --yes to do it`);
+        return 2;
+      }
       // Put back or dropped by another run since it was read: said, as nothing was dropped here.
       if (!(await dropParked(db, id))) {
         console.error(`${program}: ${id} is no longer parked in ${db.location} (put back or dropped meanwhile); nothing dropped`);
@@ -277,7 +284,7 @@ export function runningStartPostgres(dataDir: string, service: string): string |
 }
 
 /** What is wrong with the arguments, or undefined when nothing is. */
-function argumentProblem(first: string | undefined, path: string | undefined, command: string, ids: readonly string[], all: boolean): string | undefined {
+function argumentProblem(first: string | undefined, path: string | undefined, command: string, ids: readonly string[], all: boolean, yes: boolean): string | undefined {
   if (!path) {
     if (first === undefined || first === "list" || first === "retry" || first === "drop") return `name the service (${eitherOf(serviceNames)}) or its database (--database PATH) first`;
     return `unknown service ${JSON.stringify(first)}: expected ${eitherOf(serviceNames)} (or --database PATH)`;
@@ -288,6 +295,7 @@ function argumentProblem(first: string | undefined, path: string | undefined, co
   if (command === "retry" && ids.length === 0 && !all) return "retry needs the ids of the parked events to put back, or --all";
   if (command === "retry" && ids.length > 0 && all) return "retry takes event ids or --all, not both";
   if (command === "drop" && (ids.length !== 1 || all)) return `drop takes the id of one parked event${ids.length > 1 || all ? ` (got ${given})` : ""}`;
+  if (command !== "drop" && yes) return `--yes confirms a drop; ${command} deletes nothing and takes none`;
   return undefined;
 }
 

@@ -34,7 +34,7 @@ Commands:
                               or bring them in line with their specs (as the operator)
   outbox parked list|retry|drop
                               the parked outbox events of a service; put them back, or
-                              delete one for good
+                              delete one for good (drop ... --yes)
   traces serve [--zipkin]     receive the services' spans (OTLP/HTTP), keep them in a
                               file, and show them in Zipkin, a trace viewer
   traces show TEXT            print the traces of an order (or a trace id) as a tree
@@ -346,7 +346,7 @@ its services, and again when a contract changes a stream's settings.
 ${natsOption}`,
     "outbox parked": `Usage: npx concord outbox parked list (${names}|--database PATH)
        npx concord outbox parked retry (${names}|--database PATH) (EVENT_ID ... | --all)
-       npx concord outbox parked drop (${names}|--database PATH) EVENT_ID
+       npx concord outbox parked drop (${names}|--database PATH) EVENT_ID --yes
 
   list                the events waiting in the service's outbox, and the parked
                       ones with why JetStream refused them
@@ -354,9 +354,11 @@ ${natsOption}`,
                       service's relay publishes them within a second; an id
                       that is not parked refuses them all (exit 2)
   retry --all         put every parked event back
-  drop EVENT_ID       delete this parked event for good (it is never
-                      published), after printing it as list does; an id that
-                      is not parked is refused (exit 2)
+  drop EVENT_ID --yes delete this parked event for good (it is never
+                      published), after printing it as list does; without
+                      --yes, prints it, says it would delete it and deletes
+                      nothing (exit 2); an id that is not parked is refused
+                      (exit 2)
   --database PATH     the service's database: SQLite file or postgres:// URL
                       (default: as the service's under \`npm start\`,
                       ${eitherOf(variables("_DATABASE_URL").map((v) => `$${v}`))}, else the
