@@ -226,7 +226,7 @@ describe("npx concord database", () => {
     for (const args of [["database", "backup"], ["database", "backup", "payments", "x.db"], ["database", "restore", "orders"], ["database", "backup", "orders", "x.db", "y.db"]]) {
       const out = await run(...args);
       expect(out.status, args.join(" ")).toBe(2);
-      expect(out.stderr).toMatch(/^concord: [^\n]+ \(`npx concord database (backup|restore) --help` shows the usage\)\n$/);
+      expect(out.stderr).toMatch(/^concord database (backup|restore): [^\n]+ \(`npx concord database \1 --help` shows the usage\)\n$/);
     }
     const postgres = await runConcord({ DATA_DIR: dir, ORDERS_DATABASE_URL: "postgres://postgres@127.0.0.1:1/orders" }, ["database", "backup", "orders", join(dir, "pg.db")]);
     expect(postgres.status).toBe(2);
@@ -343,7 +343,7 @@ describe("npx concord database", () => {
       const backup = join(dir, `bad-nats-${args.length}.db`);
       const out = await runConcord({ DATA_DIR: dir, ORDERS_DATABASE_URL: undefined, DATABASE_URL: undefined, ...env }, ["database", "backup", "orders", backup, "--database", source, ...args]);
       expect(out.status, out.stderr).toBe(2);
-      expect(out.stderr).toBe(`concord: ${said} (\`npx concord database backup --help\` shows the usage)\n`);
+      expect(out.stderr).toBe(`concord database backup: ${said} (\`npx concord database backup --help\` shows the usage)\n`);
       expect(existsSync(backup)).toBe(false);
       expect(existsSync(`${backup}.json`)).toBe(false);
     }

@@ -190,7 +190,7 @@ describe("npx concord consumer redeliver", () => {
     // A service's user takes replies only on _INBOX_<service>, so the server refuses the tool's first request's inbox.
     const run = await runConcord({ DATA_DIR: dir.path, NATS_NKEY_SEED: nats().seedFile("products") }, ["consumer", "redeliver", durable, "--nats", nats().url]);
     expect(run.status).toBe(1);
-    expect(run.stderr).toMatch(/^concord: Permissions Violation for Subscription to "_INBOX\.[^"]+": the seed connected with is not the observer's or the operator's/);
+    expect(run.stderr).toMatch(/^concord consumer redeliver: Permissions Violation for Subscription to "_INBOX\.[^"]+": the seed connected with is not the observer's or the operator's/);
     expect(run.stderr).toContain("leave NATS_NKEY_SEED (and watch-events' --nkey) unset for npm start's, in DATA_DIR/nats-credentials");
   });
 
@@ -200,7 +200,7 @@ describe("npx concord consumer redeliver", () => {
       const none = await runConcord({ DATA_DIR: elsewhere.path, NATS_NKEY_SEED: undefined }, ["dlq", "list", "--nats", nats().url]);
       expect(none.status).toBe(1);
       expect(none.stderr).toContain(
-        `concord: NATS at ${nats().url} refused the connection: Authorization Violation: it wants credentials, and no seed was given: NATS_NKEY_SEED is unset and ${join(elsewhere.path, "nats-credentials")} holds none`,
+        `concord dlq list: NATS at ${nats().url} refused the connection: Authorization Violation: it wants credentials, and no seed was given: NATS_NKEY_SEED is unset and ${join(elsewhere.path, "nats-credentials")} holds none`,
       );
       const stranger = join(elsewhere.path, "stranger.nk");
       writeFileSync(stranger, new TextDecoder().decode(createUser().getSeed()), { mode: 0o600 });

@@ -54,21 +54,21 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     // Each was tried: "cannot reach NATS at nats://host:notaport: Invalid URL" (exit 1), or a line of status's report.
     const usage = (command: string) => ` (\`npx concord ${command} --help\` shows the usage)\n`;
     const refusals: [Record<string, string>, string[], string][] = [
-      [{}, ["dlq", "list", "--nats", "nats://host:notaport"], `concord: --nats "nats://host:notaport" is invalid: the port "notaport" is not a number: expected nats://host:port${usage("dlq list")}`],
-      [{}, ["status", "--nats", "nats://host:99999"], `concord: --nats "nats://host:99999" is invalid: the port 99999 is not one from 1 to 65535${usage("status")}`],
-      [{}, ["events", "tail", "--nats", "tls://host:4222"], `concord: --nats "tls://host:4222" is invalid: the scheme is "tls://", which is not NATS's: expected nats://host:port${usage("events tail")}`],
-      [{}, ["dlq", "purge", "--yes", "--nats", "nats://u:s3cret@host:4222"], `concord: --nats "nats://u:***@host:4222" is invalid: credentials in the URL are not used: the NATS user's nkey seed goes in a file NATS_NKEY_SEED names${usage("dlq purge")}`],
-      [{ NATS_URL: "nats://host:notaport" }, ["consumer", "redeliver", "x"], `concord: NATS_URL="nats://host:notaport" is invalid: the port "notaport" is not a number: expected nats://host:port${usage("consumer redeliver")}`],
-      [{ NATS_URL: "garbage:" }, ["streams", "provision"], `concord: NATS_URL="garbage:" is invalid: expected nats://host:port, host a name or an address (IPv6 in brackets)${usage("streams provision")}`],
+      [{}, ["dlq", "list", "--nats", "nats://host:notaport"], `concord dlq list: --nats "nats://host:notaport" is invalid: the port "notaport" is not a number: expected nats://host:port${usage("dlq list")}`],
+      [{}, ["status", "--nats", "nats://host:99999"], `concord status: --nats "nats://host:99999" is invalid: the port 99999 is not one from 1 to 65535${usage("status")}`],
+      [{}, ["events", "tail", "--nats", "tls://host:4222"], `concord events tail: --nats "tls://host:4222" is invalid: the scheme is "tls://", which is not NATS's: expected nats://host:port${usage("events tail")}`],
+      [{}, ["dlq", "purge", "--yes", "--nats", "nats://u:s3cret@host:4222"], `concord dlq purge: --nats "nats://u:***@host:4222" is invalid: credentials in the URL are not used: the NATS user's nkey seed goes in a file NATS_NKEY_SEED names${usage("dlq purge")}`],
+      [{ NATS_URL: "nats://host:notaport" }, ["consumer", "redeliver", "x"], `concord consumer redeliver: NATS_URL="nats://host:notaport" is invalid: the port "notaport" is not a number: expected nats://host:port${usage("consumer redeliver")}`],
+      [{ NATS_URL: "garbage:" }, ["streams", "provision"], `concord streams provision: NATS_URL="garbage:" is invalid: expected nats://host:port, host a name or an address (IPv6 in brackets)${usage("streams provision")}`],
       // A host nats.js cannot dial as written: "Invalid URL" once connecting (exit 1), or a port taken for an address (0.0.16.126), dialled until a timeout.
-      [{}, ["dlq", "list", "--nats", "4222"], `concord: --nats "4222" is invalid: the host "4222" is a number, read as the address 0.0.16.126: a port goes after its host (nats://127.0.0.1:4222)${usage("dlq list")}`],
-      [{ NATS_URL: "nats://999.1.1.1:4222" }, ["status"], `concord: NATS_URL="nats://999.1.1.1:4222" is invalid: the host "999.1.1.1" is neither an IPv4 address (four numbers from 0 to 255, as 127.0.0.1) nor a name (whose last label is no number)${usage("status")}`],
-      [{}, ["events", "tail", "--nats", "nats://[1::2::3]:4222"], `concord: --nats "nats://[1::2::3]:4222" is invalid: the host [1::2::3] is not an IPv6 address${usage("events tail")}`],
-      [{}, ["streams", "provision", "--nats", "nats..local:4222"], `concord: --nats "nats..local:4222" is invalid: the host "nats..local" has an empty label (two dots together, or a dot first)${usage("streams provision")}`],
+      [{}, ["dlq", "list", "--nats", "4222"], `concord dlq list: --nats "4222" is invalid: the host "4222" is a number, read as the address 0.0.16.126: a port goes after its host (nats://127.0.0.1:4222)${usage("dlq list")}`],
+      [{ NATS_URL: "nats://999.1.1.1:4222" }, ["status"], `concord status: NATS_URL="nats://999.1.1.1:4222" is invalid: the host "999.1.1.1" is neither an IPv4 address (four numbers from 0 to 255, as 127.0.0.1) nor a name (whose last label is no number)${usage("status")}`],
+      [{}, ["events", "tail", "--nats", "nats://[1::2::3]:4222"], `concord events tail: --nats "nats://[1::2::3]:4222" is invalid: the host [1::2::3] is not an IPv6 address${usage("events tail")}`],
+      [{}, ["streams", "provision", "--nats", "nats..local:4222"], `concord streams provision: --nats "nats..local:4222" is invalid: the host "nats..local" has an empty label (two dots together, or a dot first)${usage("streams provision")}`],
       // NATS_PORT, read as npm start reads it: "Invalid URL" once connecting (exit 1), or a port npm start refuses.
-      [{ NATS_PORT: "42x" }, ["dlq", "list"], `concord: NATS_PORT="42x" is not a port: give a whole number from 1 to 65535${usage("dlq list")}`],
-      [{ NATS_PORT: "70000" }, ["status"], `concord: NATS_PORT="70000" is not a port: give a whole number from 1 to 65535${usage("status")}`],
-      [{ NATS_PORT: " 4222" }, ["events", "tail"], `concord: NATS_PORT=" 4222" is not a port: give a whole number from 1 to 65535${usage("events tail")}`],
+      [{ NATS_PORT: "42x" }, ["dlq", "list"], `concord dlq list: NATS_PORT="42x" is not a port: give a whole number from 1 to 65535${usage("dlq list")}`],
+      [{ NATS_PORT: "70000" }, ["status"], `concord status: NATS_PORT="70000" is not a port: give a whole number from 1 to 65535${usage("status")}`],
+      [{ NATS_PORT: " 4222" }, ["events", "tail"], `concord events tail: NATS_PORT=" 4222" is not a port: give a whole number from 1 to 65535${usage("events tail")}`],
     ];
     // Run together: one after another, the thirteen starts of concord took past the test's 30 s on a loaded machine.
     const outs = await Promise.all(refusals.map(([env, args]) => runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: undefined, NATS_URL: undefined, ...env }, args, 60_000)));
@@ -157,21 +157,21 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
   it("refuses an empty backup file name or --database to database backup and restore, and an empty --database to outbox parked (exit 2), where a backup copied the database to .partial in the working directory", async () => {
     for (const command of ["backup", "restore"]) {
       const run = await concord("database", command, "orders", "", "--database", join(dir.path, "orders.db"));
-      expect(run.stderr).toBe(`concord: the backup file's name is empty (\`npx concord database ${command} --help\` shows the usage)\n`);
+      expect(run.stderr).toBe(`concord database ${command}: the backup file's name is empty (\`npx concord database ${command} --help\` shows the usage)\n`);
       expect(run.status).toBe(2);
       // An empty --database: backup said " does not exist", outbox parked named the service given unknown.
       const database = await concord("database", command, "orders", join(dir.path, "x.db"), "--database", "");
-      expect([database.status, database.stderr]).toEqual([2, `concord: --database is empty: name the database's file or its postgres:// URL (\`npx concord database ${command} --help\` shows the usage)\n`]);
+      expect([database.status, database.stderr]).toEqual([2, `concord database ${command}: --database is empty: name the database's file or its postgres:// URL (\`npx concord database ${command} --help\` shows the usage)\n`]);
     }
     const parked = await concord("outbox", "parked", "list", "products", "--database", "");
-    expect([parked.status, parked.stderr]).toEqual([2, "concord: --database is empty: name the database's file or its postgres:// URL (`npx concord outbox parked --help` shows the usage)\n"]);
+    expect([parked.status, parked.stderr]).toEqual([2, "concord outbox parked: --database is empty: name the database's file or its postgres:// URL (`npx concord outbox parked --help` shows the usage)\n"]);
   });
 
   it("refuses a sequence past 2^53, which would be read as another (exit 2)", async () => {
     for (const args of [["dlq", "show", "9007199254740993"], ["dlq", "purge", "9007199254740993", "--yes"], ["consumer", "redeliver", "products-order-placed", "--from", "9007199254740993"]]) {
       const out = await concord(...args, "--nats", nats().url);
       expect(out.status, args.join(" ")).toBe(2);
-      expect(out.stderr.split("\n")[0]).toMatch(/^concord: .*9007199254740993.*a whole number from 1 to 9007199254740991|^concord: .*from 1 to 9007199254740991.*9007199254740993/);
+      expect(out.stderr.split("\n")[0]).toMatch(new RegExp(`^concord ${args[0]} ${args[1]}: (.*9007199254740993.*a whole number from 1 to 9007199254740991|.*from 1 to 9007199254740991.*9007199254740993)`));
     }
   });
 
@@ -190,20 +190,20 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
   it("names a group's commands when given the group alone or a command it lacks (exit 2), and on --help (exit 0)", async () => {
     const alone = await concord("dlq");
     expect(alone.status).toBe(2);
-    expect(alone.stderr).toContain("concord: dlq takes a command");
+    expect(alone.stderr).toContain("concord dlq: name a command\n");
     expect(alone.stderr).toContain("Usage: npx concord dlq <command> [options]");
     for (const command of ["dlq list", "dlq show SEQ", "dlq replay", "dlq purge [SEQ ...] --yes"]) expect(alone.stderr).toContain(`  ${command}`);
     // A command it lacks: one line, naming them.
     const mistyped = await concord("dlq", "lsit");
     expect(mistyped.status).toBe(2);
-    expect(mistyped.stderr).toBe('concord: dlq has no command "lsit"; its commands are list, show, replay, purge (`npx concord dlq --help` shows the usage)\n');
+    expect(mistyped.stderr).toBe('concord dlq: no command "lsit"; its commands are list, show, replay, purge (`npx concord dlq --help` shows the usage)\n');
     const unknown = await concord("nonsense");
     expect(unknown.status).toBe(2);
     expect(unknown.stderr).toBe('concord: unknown command "nonsense" (`npx concord --help` shows the usage)\n');
     // traces, no group but with commands all the same, listed them on standard output.
     const traces = await concord("traces");
     expect(traces.status).toBe(2);
-    expect(traces.stderr).toMatch(/^concord: traces takes a command\n\nUsage:\n  npx concord traces serve /);
+    expect(traces.stderr).toMatch(/^concord traces: name a command\n\nUsage:\n  npx concord traces serve /);
     expect(traces.stdout).toBe("");
     const help = await concord("events", "--help");
     expect(help.status).toBe(0);
@@ -223,9 +223,9 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
   it("answers bad usage of traces with exit status 2 and one line, as the other commands do, a missing span file with 1", async () => {
     // Each was followed by the whole usage of traces, 17 lines, where the other commands say the problem in one.
     for (const [args, said] of [
-      [["traces", "show"], "concord: show takes one <text> (`npx concord traces show --help` shows the usage)\n"],
-      [["traces", "bogus"], 'concord: unknown command "bogus"; the commands are serve, show (`npx concord traces --help` shows the usage)\n'],
-      [["traces", "serve", "--port", "x"], "concord: --port must be a port number (`npx concord traces serve --help` shows the usage)\n"],
+      [["traces", "show"], "concord traces show: show takes one <text> (`npx concord traces show --help` shows the usage)\n"],
+      [["traces", "bogus"], 'concord traces: unknown command "bogus"; the commands are serve, show (`npx concord traces --help` shows the usage)\n'],
+      [["traces", "serve", "--port", "x"], "concord traces serve: --port must be a port number (`npx concord traces serve --help` shows the usage)\n"],
     ] as const) {
       const out = await concord(...args);
       expect(out.status, args.join(" ")).toBe(2);
@@ -240,7 +240,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
       const serve = await concord("traces", "serve", "--port", String(port), "--file", `${dir.path}/served.jsonl`);
       expect(serve.status).toBe(2);
       expect(serve.stderr).toBe(
-        `concord: port ${port} on 127.0.0.1 is in use (another traces serve, or another OTLP receiver?); give another with --port, and start the services with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:<that port> (\`npx concord traces serve --help\` shows the usage)\n`,
+        `concord traces serve: port ${port} on 127.0.0.1 is in use (another traces serve, or another OTLP receiver?); give another with --port, and start the services with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:<that port> (\`npx concord traces serve --help\` shows the usage)\n`,
       );
     } finally {
       await new Promise((resolve) => taken.close(resolve));
@@ -251,7 +251,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     // Without --file, the span file is the one `traces serve` keeps in DATA_DIR, beside the rest of the system's.
     const inDataDir = await concord("traces", "show", "abc");
     expect(inDataDir.status).toBe(1);
-    expect(inDataDir.stderr).toContain(`concord: ${dir.path}/traces.jsonl does not exist; run \`npx concord traces serve\` and start the services with OTEL_EXPORTER_OTLP_ENDPOINT set to the URL it prints (http://127.0.0.1:4318 by default): without it they export no spans (it makes the file once the first spans come; the services send theirs every 5 s by default)`);
+    expect(inDataDir.stderr).toContain(`concord traces show: ${dir.path}/traces.jsonl does not exist; run \`npx concord traces serve\` and start the services with OTEL_EXPORTER_OTLP_ENDPOINT set to the URL it prints (http://127.0.0.1:4318 by default): without it they export no spans (it makes the file once the first spans come; the services send theirs every 5 s by default)`);
     writeFileSync(`${dir.path}/traces.jsonl`, "");
     const none = await concord("traces", "show", "abc");
     expect(none.status).toBe(1);
@@ -261,15 +261,15 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
   it("names a mistyped option of traces with the one it likely meant, exit status 2, in one line", async () => {
     const serve = await concord("traces", "serve", "--zipkn");
     expect(serve.status).toBe(2);
-    expect(serve.stderr).toBe("concord: unknown option --zipkn; did you mean --zipkin? (`npx concord traces serve --help` shows the usage)\n");
+    expect(serve.stderr).toBe("concord traces serve: unknown option --zipkn; did you mean --zipkin? (`npx concord traces serve --help` shows the usage)\n");
     const show = await concord("traces", "show", "x", "--fil", "y");
     expect(show.status).toBe(2);
-    expect(show.stderr).toBe("concord: unknown option --fil; did you mean --file? (`npx concord traces show --help` shows the usage)\n");
+    expect(show.stderr).toBe("concord traces show: unknown option --fil; did you mean --file? (`npx concord traces show --help` shows the usage)\n");
     // serve's options are not show's: each is told where it belongs.
     for (const option of ["--port", "--zipkin", "--zipkin-port"]) {
       const other = await concord("traces", "show", "x", option, ...(option === "--zipkin" ? [] : ["4318"]));
       expect(other.status, option).toBe(2);
-      expect(other.stderr, option).toBe(`concord: ${option} is an option of \`npx concord traces serve\` (\`npx concord traces show --help\` shows the usage)\n`);
+      expect(other.stderr, option).toBe(`concord traces show: ${option} is an option of \`npx concord traces serve\` (\`npx concord traces show --help\` shows the usage)\n`);
     }
     // As the other tools take them: --file=PATH.
     const equals = await concord("traces", "show", "abc", `--file=${dir.path}/none.jsonl`);
@@ -279,17 +279,17 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
 
   it("names the commands an option belongs to when it is given to another (exit 2, in one line), and still the one a mistyped option likely meant", { timeout: 60_000 }, async () => {
     const refusals: [string[], string][] = [
-      [["dlq", "list", "--yes"], "concord: --yes is an option of `npx concord dlq purge` and `outbox parked` (`npx concord dlq list --help` shows the usage)\n"],
-      [["consumer", "redeliver", "x", "--all"], "concord: --all is an option of `npx concord events tail`, `dlq replay` and `outbox parked` (`npx concord consumer redeliver --help` shows the usage)\n"],
-      [["status", "--consumer=x"], "concord: --consumer is an option of `npx concord dlq list` and `dlq replay` (`npx concord status --help` shows the usage)\n"],
-      [["streams", "provision", "--database", "x"], "concord: --database is an option of `npx concord database backup`, `database restore` and `outbox parked` (`npx concord streams provision --help` shows the usage)\n"],
-      [["database", "restore", "products", "f", "--dry-run"], "concord: --dry-run is an option of `npx concord dlq replay` and `consumer redeliver` (`npx concord database restore --help` shows the usage)\n"],
+      [["dlq", "list", "--yes"], "concord dlq list: --yes is an option of `npx concord dlq purge` and `outbox parked` (`npx concord dlq list --help` shows the usage)\n"],
+      [["consumer", "redeliver", "x", "--all"], "concord consumer redeliver: --all is an option of `npx concord events tail`, `dlq replay` and `outbox parked` (`npx concord consumer redeliver --help` shows the usage)\n"],
+      [["status", "--consumer=x"], "concord status: --consumer is an option of `npx concord dlq list` and `dlq replay` (`npx concord status --help` shows the usage)\n"],
+      [["streams", "provision", "--database", "x"], "concord streams provision: --database is an option of `npx concord database backup`, `database restore` and `outbox parked` (`npx concord streams provision --help` shows the usage)\n"],
+      [["database", "restore", "products", "f", "--dry-run"], "concord database restore: --dry-run is an option of `npx concord dlq replay` and `consumer redeliver` (`npx concord database restore --help` shows the usage)\n"],
       // A restore never connects to NATS: the commands it prints do.
       [
         ["database", "restore", "products", "f", "--nats", "nats://127.0.0.1:1"],
-        "concord: --nats is an option of `npx concord status`, `events tail`, `dlq list`, `dlq show`, `dlq replay`, `dlq purge`, `consumer redeliver`, `consumer stale`, `database backup` and `streams provision` (`npx concord database restore --help` shows the usage)\n",
+        "concord database restore: --nats is an option of `npx concord status`, `events tail`, `dlq list`, `dlq show`, `dlq replay`, `dlq purge`, `consumer redeliver`, `consumer stale`, `database backup` and `streams provision` (`npx concord database restore --help` shows the usage)\n",
       ],
-      [["dlq", "show", "1", "--zipkin"], "concord: --zipkin is an option of `npx concord traces serve` (`npx concord dlq show --help` shows the usage)\n"],
+      [["dlq", "show", "1", "--zipkin"], "concord dlq show: --zipkin is an option of `npx concord traces serve` (`npx concord dlq show --help` shows the usage)\n"],
     ];
     for (const [args, said] of refusals) {
       const out = await concord(...args);
@@ -299,12 +299,12 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     }
     // The outbox and traces tools parse their own, and say it in one line as the others do (their usage followed it).
     for (const [args, said] of [
-      [["outbox", "parked", "list", "products", "--yes"], "concord: --yes confirms a drop; list deletes nothing and takes none (`npx concord outbox parked --help` shows the usage)\n"],
-      [["outbox", "parked", "list", "widgets"], 'concord: unknown service "widgets": expected products or orders (or --database PATH) (`npx concord outbox parked --help` shows the usage)\n'],
-      [["outbox", "parked", "retry", "products"], "concord: retry needs the ids of the parked events to put back, or --all (`npx concord outbox parked --help` shows the usage)\n"],
-      [["outbox", "parked", "drop", "products", "a", "b"], "concord: drop takes the id of one parked event (got a b) (`npx concord outbox parked --help` shows the usage)\n"],
-      [["outbox", "parked", "frob", "products"], "concord: say list, retry or drop (`npx concord outbox parked --help` shows the usage)\n"],
-      [["traces", "show", "x", "--consumer", "y"], "concord: --consumer is an option of `npx concord dlq list` and `dlq replay` (`npx concord traces show --help` shows the usage)\n"],
+      [["outbox", "parked", "list", "products", "--yes"], "concord outbox parked: --yes confirms a drop; list deletes nothing and takes none (`npx concord outbox parked --help` shows the usage)\n"],
+      [["outbox", "parked", "list", "widgets"], 'concord outbox parked: unknown service "widgets": expected products or orders (or --database PATH) (`npx concord outbox parked --help` shows the usage)\n'],
+      [["outbox", "parked", "retry", "products"], "concord outbox parked: retry needs the ids of the parked events to put back, or --all (`npx concord outbox parked --help` shows the usage)\n"],
+      [["outbox", "parked", "drop", "products", "a", "b"], "concord outbox parked: drop takes the id of one parked event (got a b) (`npx concord outbox parked --help` shows the usage)\n"],
+      [["outbox", "parked", "frob", "products"], "concord outbox parked: say list, retry or drop (`npx concord outbox parked --help` shows the usage)\n"],
+      [["traces", "show", "x", "--consumer", "y"], "concord traces show: --consumer is an option of `npx concord dlq list` and `dlq replay` (`npx concord traces show --help` shows the usage)\n"],
     ] as const) {
       const out = await concord(...args);
       expect(out.status, args.join(" ")).toBe(2);
@@ -314,25 +314,25 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     // --nats belongs to every command but outbox parked, traces and database restore.
     const natsGiven = await concord("outbox", "parked", "list", "products", "--nats", "nats://127.0.0.1:1");
     expect(natsGiven.status).toBe(2);
-    expect(natsGiven.stderr).toMatch(/^concord: --nats is an option of `npx concord status`, `events tail`, `dlq list`, .*, `database backup` and `streams provision` \(`npx concord outbox parked --help` shows the usage\)\n$/);
+    expect(natsGiven.stderr).toMatch(/^concord outbox parked: --nats is an option of `npx concord status`, `events tail`, `dlq list`, .*, `database backup` and `streams provision` \(`npx concord outbox parked --help` shows the usage\)\n$/);
     // An option no command takes, and one mistyped, are said as before.
     const bogus = await concord("consumer", "redeliver", "x", "--bogus");
     expect(bogus.status).toBe(2);
-    expect(bogus.stderr).toBe("concord: unknown option --bogus (`npx concord consumer redeliver --help` shows the usage)\n");
+    expect(bogus.stderr).toBe("concord consumer redeliver: unknown option --bogus (`npx concord consumer redeliver --help` shows the usage)\n");
     const typo = await concord("consumer", "redeliver", "x", "--dry");
     expect(typo.status).toBe(2);
-    expect(typo.stderr).toBe("concord: unknown option --dry; did you mean --dry-run? (`npx concord consumer redeliver --help` shows the usage)\n");
+    expect(typo.stderr).toBe("concord consumer redeliver: unknown option --dry; did you mean --dry-run? (`npx concord consumer redeliver --help` shows the usage)\n");
   });
 
   it("names the option a mistyped one likely meant when another command takes it, and those commands (exit 2, in one line)", async () => {
     // Each said only "unknown option --inbox-retension", though the option meant is another command's.
     const refusals: [string[], string][] = [
-      [["dlq", "list", "--inbox-retension", "1d"], "concord: unknown option --inbox-retension; did you mean --inbox-retention, an option of `npx concord dlq replay` and `consumer redeliver`? (`npx concord dlq list --help` shows the usage)\n"],
-      [["status", "--zipkn"], "concord: unknown option --zipkn; did you mean --zipkin, an option of `npx concord traces serve`? (`npx concord status --help` shows the usage)\n"],
-      [["outbox", "parked", "list", "products", "--past-inbx"], "concord: unknown option --past-inbx; did you mean --past-inbox, an option of `npx concord dlq replay` and `consumer redeliver`? (`npx concord outbox parked --help` shows the usage)\n"],
-      [["traces", "show", "x", "--consumr", "y"], "concord: unknown option --consumr; did you mean --consumer, an option of `npx concord dlq list` and `dlq replay`? (`npx concord traces show --help` shows the usage)\n"],
+      [["dlq", "list", "--inbox-retension", "1d"], "concord dlq list: unknown option --inbox-retension; did you mean --inbox-retention, an option of `npx concord dlq replay` and `consumer redeliver`? (`npx concord dlq list --help` shows the usage)\n"],
+      [["status", "--zipkn"], "concord status: unknown option --zipkn; did you mean --zipkin, an option of `npx concord traces serve`? (`npx concord status --help` shows the usage)\n"],
+      [["outbox", "parked", "list", "products", "--past-inbx"], "concord outbox parked: unknown option --past-inbx; did you mean --past-inbox, an option of `npx concord dlq replay` and `consumer redeliver`? (`npx concord outbox parked --help` shows the usage)\n"],
+      [["traces", "show", "x", "--consumr", "y"], "concord traces show: unknown option --consumr; did you mean --consumer, an option of `npx concord dlq list` and `dlq replay`? (`npx concord traces show --help` shows the usage)\n"],
       // The command's own option comes first.
-      [["dlq", "list", "--limt", "5"], "concord: unknown option --limt; did you mean --limit? (`npx concord dlq list --help` shows the usage)\n"],
+      [["dlq", "list", "--limt", "5"], "concord dlq list: unknown option --limt; did you mean --limit? (`npx concord dlq list --help` shows the usage)\n"],
     ];
     for (const [args, said] of refusals) {
       const out = await concord(...args);
@@ -378,7 +378,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     const run = await runConcord({ DATA_DIR: dir.path, NATS_NKEY_SEED: undefined, NATS_URL: undefined, NATS_PORT: String(closed) }, ["dlq", "list"], 30_000);
     expect(run.status).toBe(1);
     expect(run.stderr).toBe(
-      `concord: cannot reach NATS at nats://127.0.0.1:${closed}: CONNECTION_REFUSED: nothing listens there (is the system running? --nats, or NATS_URL or NATS_PORT as \`npm start\` was given them, names another server)\n`,
+      `concord dlq list: cannot reach NATS at nats://127.0.0.1:${closed}: CONNECTION_REFUSED: nothing listens there (is the system running? --nats, or NATS_URL or NATS_PORT as \`npm start\` was given them, names another server)\n`,
     );
   });
 

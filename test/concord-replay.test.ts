@@ -129,9 +129,9 @@ describe("npx concord dlq replay", () => {
     // The retention is the services' (INBOX_RETENTION, or --inbox-retention), checked as they check it; --past-inbox checks none.
     const env = { NATS_URL: server().url, NATS_NKEY_SEED: undefined, DATA_DIR: dir.path };
     for (const [given, problem] of [
-      [{ INBOX_RETENTION: "10m" }, 'concord: from INBOX_RETENTION: "10m" is no inbox retention: expected at least 1h'],
-      [{ args: ["--inbox-retention", "forever"] }, 'concord: from --inbox-retention: "forever" is no inbox retention: expected a duration'],
-      [{ args: ["--inbox-retention", "2d", "--past-inbox"] }, "concord: --past-inbox checks no event's age, and --inbox-retention sets the age to check: give one of them"],
+      [{ INBOX_RETENTION: "10m" }, 'concord dlq replay: from INBOX_RETENTION: "10m" is no inbox retention: expected at least 1h'],
+      [{ args: ["--inbox-retention", "forever"] }, 'concord dlq replay: from --inbox-retention: "forever" is no inbox retention: expected a duration'],
+      [{ args: ["--inbox-retention", "2d", "--past-inbox"] }, "concord dlq replay: --past-inbox checks no event's age, and --inbox-retention sets the age to check: give one of them"],
     ] as const) {
       const refused = await runConcord({ ...env, ...("INBOX_RETENTION" in given && given) }, ["dlq", "replay", ...seqs.map(String), ...("args" in given ? given.args : [])]);
       expect(refused.status, problem).toBe(2);

@@ -94,7 +94,7 @@ describe("npx concord consumer stale", () => {
   it("refuses what it does not take, changing nothing (exit 2)", async () => {
     const run = await concord("consumer", "stale", "products-order-placed");
     expect(run.status).toBe(2);
-    expect(run.stderr).toBe("concord: unexpected products-order-placed (`npx concord consumer stale --help` shows the usage)\n");
+    expect(run.stderr).toBe("concord consumer stale: unexpected products-order-placed (`npx concord consumer stale --help` shows the usage)\n");
     expect(run.stdout).toBe("");
   });
 });

@@ -514,25 +514,25 @@ describe("npx concord", () => {
       const out = await concord(...args);
       expect(out.status, args.join(" ")).toBe(2);
       const command = args[0] === "nonsense" ? "" : `${args[0]} ${args[1]} `;
-      expect(out.stderr, args.join(" ")).toMatch(new RegExp(`^concord: [^\n]+ \\(\`npx concord ${command}--help\` shows the usage\\)\n$`));
+      expect(out.stderr, args.join(" ")).toMatch(new RegExp(`^${`concord ${command}`.trim()}: [^\n]+ \\(\`npx concord ${command}--help\` shows the usage\\)\n$`));
     }
     // A rate is N/s, its unit written: one line says so, and nothing is replayed (no NATS is asked).
     for (const rate of ["50", "fast", "50/m", "0/s", "0.0001/s", "1e3/s", "1000000/s"]) {
       const out = await concord("dlq", "replay", "--all", "--rate", rate, "--nats", "nats://127.0.0.1:1");
       expect(out.status, rate).toBe(2);
       expect(out.stderr).toBe(
-        `concord: --rate takes replays per second as N/s, N above 0 and below a million with at most 3 decimals (50/s, or 0.5/s for one every 2 s), not ${JSON.stringify(rate)}${rate === "50" ? "; the unit, /s, is part of it" : ""} (\`npx concord dlq replay --help\` shows the usage)\n`,
+        `concord dlq replay: --rate takes replays per second as N/s, N above 0 and below a million with at most 3 decimals (50/s, or 0.5/s for one every 2 s), not ${JSON.stringify(rate)}${rate === "50" ? "; the unit, /s, is part of it" : ""} (\`npx concord dlq replay --help\` shows the usage)\n`,
       );
     }
-    for (const rate of ["50/s", "0.5/s", "999999.999/s"]) expect((await concord("dlq", "replay", "--all", "--rate", rate, "--nats", "nats://127.0.0.1:1")).stderr).toMatch(/^concord: cannot reach NATS/);
+    for (const rate of ["50/s", "0.5/s", "999999.999/s"]) expect((await concord("dlq", "replay", "--all", "--rate", rate, "--nats", "nats://127.0.0.1:1")).stderr).toMatch(/^concord dlq replay: cannot reach NATS/);
     // A mistyped option is named, with the option it most likely meant, not parseArgs's advice on positionals after "--".
     const typo = await concord("events", "tail", "--typ", "shop.orders.v1.OrderPlaced");
     expect(typo.status).toBe(2);
-    expect(typo.stderr).toBe("concord: unknown option --typ; did you mean --type? (`npx concord events tail --help` shows the usage)\n");
-    expect((await concord("dlq", "list", "--bogus")).stderr).toBe("concord: unknown option --bogus (`npx concord dlq list --help` shows the usage)\n");
+    expect(typo.stderr).toBe("concord events tail: unknown option --typ; did you mean --type? (`npx concord events tail --help` shows the usage)\n");
+    expect((await concord("dlq", "list", "--bogus")).stderr).toBe("concord dlq list: unknown option --bogus (`npx concord dlq list --help` shows the usage)\n");
     const missing = await concord("dlq", "show", "999999", "--nats", nats().url);
     expect(missing.status).toBe(1);
-    expect(missing.stderr).toBe("concord: there is no dead letter 999999 in CONCORD_DLQ: replayed or purged since, or never filed (`concord dlq list` shows those there are)\n");
+    expect(missing.stderr).toBe("concord dlq show: there is no dead letter 999999 in CONCORD_DLQ: replayed or purged since, or never filed (`concord dlq list` shows those there are)\n");
     const unreachable = await concord("dlq", "list", "--nats", "nats://127.0.0.1:1");
     expect(unreachable.status).toBe(1);
     expect(unreachable.stderr).toMatch(/cannot reach NATS at nats:\/\/127\.0\.0\.1:1/);

@@ -454,7 +454,7 @@ describe("streams the operator provisions", () => {
       // It exited 1, as for a failure: the stream is the operator's to migrate, a setting as a limit to raise is.
       expect(run.status).toBe(2);
       expect(run.stderr).toBe(
-        `concord: stream SHOP_ORDERS exists with settings that conflict with its spec (subjects: existing ["by-hand.>"], wanted ${JSON.stringify([...spec.subjects].sort())}): ` +
+        `concord streams provision: stream SHOP_ORDERS exists with settings that conflict with its spec (subjects: existing ["by-hand.>"], wanted ${JSON.stringify([...spec.subjects].sort())}): ` +
           "left as it is, and SHOP_PRODUCTS, CONCORD_DLQ not provisioned; change the contract back to what the stream has, or migrate the stream deliberately " +
           "(for example with the nats CLI), then run `npx concord streams provision` (or `npm start`) again\n",
       );

@@ -97,7 +97,7 @@ describe("a service whose JetStream streams or consumers conflict with its contr
     const provisioned = await runConcord({ NATS_URL: nats().url, NATS_NKEY_SEED: undefined, DATA_DIR: join(dir, "no-credentials") }, ["streams", "provision"]);
     expect(provisioned.status, provisioned.stderr).toBe(2);
     expect(provisioned.stderr.split("\n").filter((line) => line !== "" && !line.startsWith("{"))).toEqual([
-      `concord: stream SHOP_PRODUCTS keeps less than its spec (subjects: existing ["shop.products.v1.product.>"], wanted ["shop.products.v1.>"]), and nats-server refuses to widen it: subjects overlap with an existing stream ${held}: ` +
+      `concord streams provision: stream SHOP_PRODUCTS keeps less than its spec (subjects: existing ["shop.products.v1.product.>"], wanted ["shop.products.v1.>"]), and nats-server refuses to widen it: subjects overlap with an existing stream ${held}: ` +
         'where a contract moved these subjects from that stream, it keeps them until the operator narrows it by hand (nats stream edit), once nothing needs them there (README "Breaking changes"); SHOP_PRODUCTS, CONCORD_DLQ not provisioned',
     ]);
   });
@@ -230,7 +230,7 @@ describe("a service, or `concord streams provision`, on a nats-server whose JetS
     // It ended with "concord: creating stream ... failed: <the server's reason>", exit 1.
     const run = await provision(server.url);
     expect(run.status, run.stderr).toBe(2);
-    expect(saidBy(run.stderr)).toEqual([`concord: ${refusal(`stream ${stream}`)}${limit}; ${left} not provisioned`]);
+    expect(saidBy(run.stderr)).toEqual([`concord streams provision: ${refusal(`stream ${stream}`)}${limit}; ${left} not provisioned`]);
     // It logged "start-up failed" with the error's stack, exit 1.
     const { exit, lines } = await startProducts(`limited-${stream}`, server.url);
     expect(exit).toBe(2);
@@ -252,7 +252,7 @@ describe("a service, or `concord streams provision`, on a nats-server whose JetS
     const startingWith = (text: string) => expect.stringMatching(new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
     expect(lines).toEqual([
       ...made.map((stream) => startingWith(`warn: nats-server is not clustered: stream ${stream} keeps 1 replica, not the 3 its contract declares; `)),
-      startingWith(`concord: ${refusal(`stream ${refused}`)}`),
+      startingWith(`concord streams provision: ${refusal(`stream ${refused}`)}`),
     ]);
     // The service's own provisioning, likewise.
     const { exit, lines: logged, replicasWarned } = await startProducts(`limited-replicas-said-${made.length}`, server.url);

@@ -693,11 +693,11 @@ export async function concord(argv: string[]): Promise<number> {
       }
       if (second === undefined) {
         // `concord dlq` alone lists the group's commands, as `concord` alone lists every command.
-        console.error(`concord: ${first} takes a command\n\n${group}`);
+        console.error(`concord ${first}: name a command\n\n${group}`);
         return 2;
       }
       const commands = Object.keys(helps).filter((c) => c.startsWith(`${first} `)).map((c) => c.slice(first.length + 1));
-      throw new UsageError(`${first} has no command ${JSON.stringify(second)}; its commands are ${commands.join(", ")}`, first);
+      throw new UsageError(`no command ${JSON.stringify(second)}; its commands are ${commands.join(", ")}`, first);
     }
     switch (command) {
       case "status": {
@@ -757,7 +757,7 @@ export async function concord(argv: string[]): Promise<number> {
         if (values.help) return help(command);
         if (positionals.length !== 1) throw new UsageError("name one dead letter by its sequence", command);
         const seq = sequenceOf(positionals[0], command);
-        return withNats(values.nats as string | undefined, async (nc) => {
+        return await withNats(values.nats as string | undefined, async (nc) => {
           const letter = await getDeadLetter(nc, seq);
           // The bytes as stored too: a payload that does not decode, or of a type no contract declares, was shown only as its size or the decoder's complaint.
           const kept = letter.payloadOmittedBytes === undefined && { payloadBase64: Buffer.from(letter.data).toString("base64") };
@@ -771,7 +771,7 @@ export async function concord(argv: string[]): Promise<number> {
         const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);
         const seqs = positionals.map((p) => sequenceOf(p, command));
-        return withOperator(values.nats as string | undefined, async (nc) => {
+        return await withOperator(values.nats as string | undefined, async (nc) => {
           if (seqs.length > 0) {
             if (values.yes !== true) {
               console.error(`concord dlq purge: this deletes dead letter(s) ${seqs.join(", ")} and no other; run again with --yes to do it`);
@@ -808,7 +808,7 @@ export async function concord(argv: string[]): Promise<number> {
           // Its warnings (a standalone server keeping 1 replica) go to standard error, the streams to standard output.
           const provisioned = await provisionStreams(nc, createLogger({ service: "concord", level: "warn", destination: process.stderr })).catch((err: unknown) => {
             if (!(err instanceof ProvisionRefused)) throw err;
-            console.error(`concord: ${err.message}`);
+            console.error(`concord ${command}: ${err.message}`);
             return undefined;
           });
           if (!provisioned) return 2;
@@ -824,12 +824,12 @@ export async function concord(argv: string[]): Promise<number> {
         const [action, ...more] = rest;
         if (action !== "list" && action !== "retry" && action !== "drop") throw new UsageError("say list, retry or drop", command);
         const args = more[0] !== undefined && !more[0].startsWith("-") ? [more[0], action, ...more.slice(1)] : [action, ...more];
-        return outboxCommand(args, { program: "concord outbox parked", help: helps[command], elsewhere: elsewhereOf(command), badUsage: (problem) => refuseUsage(problem, command) });
+        return await outboxCommand(args, { program: "concord outbox parked", help: helps[command], elsewhere: elsewhereOf(command), badUsage: (problem) => refuseUsage(problem, command) });
       }
       case "traces":
         if (rest.length === 0) {
           // As `concord dlq` alone: its commands, on standard error (exit 2).
-          console.error(`concord: traces takes a command\n\n${usageOfTraces("npx concord traces")}`);
+          console.error(`concord traces: name a command\n\n${usageOfTraces("npx concord traces")}`);
           return 2;
         }
         return await tracesCommand(rest, "npx concord traces", elsewhereOf(command), (problem, of) => refuseUsage(problem, of === undefined ? command : `${command} ${of}`));
@@ -838,7 +838,8 @@ export async function concord(argv: string[]): Promise<number> {
     }
   } catch (err) {
     if (err instanceof UsageError) return refuseUsage(err.message, err.command);
-    throw err;
+    // Named as the command's own lines are: `concord dlq show: there is no dead letter 7 ...`.
+    return failed(err, command === "traces" && rest[0] !== undefined && Object.hasOwn(tracesOptions, rest[0]) ? `traces ${rest[0]}` : command);
   }
 }
 
@@ -849,15 +850,18 @@ function followingSaid(streams: readonly string[], server: string, all: boolean,
   return `following ${listed(streams)} at ${server}: printing ${from}${only ? ` (only those ${only})` : ""}; Ctrl-C stops`;
 }
 
+/** What begins the lines of `command`: `concord dlq list`, or `concord` for none. */
+const programOf = (command: string | undefined): string => (command ? `concord ${command}` : "concord");
+
 /** Says bad usage in one line, the problem and the --help of `command` (none: of `concord` itself); returns exit status 2. */
 function refuseUsage(problem: string, command: string): number {
-  console.error(usageProblemLine("concord", problem, `npx concord ${command ? `${command} ` : ""}--help`));
+  console.error(usageProblemLine(programOf(command), problem, `npx concord ${command ? `${command} ` : ""}--help`));
   return 2;
 }
 
-/** Says why a command failed (the server's reason, for NATS's refusals) and gives its exit status, 1. */
-export function failed(err: unknown): number {
-  console.error(`concord: ${reason(err)}`);
+/** Says why `command` (none: concord itself) failed (the server's reason, for NATS's refusals) and gives its exit status, 1. */
+export function failed(err: unknown, command?: string): number {
+  console.error(`${programOf(command)}: ${reason(err)}`);
   return 1;
 }
 

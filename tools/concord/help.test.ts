@@ -14,7 +14,8 @@ const groups = new Set([...commands].map((c) => c.split(" ")[0]));
 function unknownCommands(prose: string): string[] {
   const unknown: string[] = [];
   for (const m of prose.matchAll(/`(?:npx )?concord ([^`]*)`/g)) {
-    const [first, second] = m[1].split(" ");
+    // A line a command prints begins with its name and a colon: `concord dlq list: unknown option --limt`.
+    const [first, second] = m[1].split(" ").map((word) => word.replace(/:$/, ""));
     if (commands.has(first) || commands.has(`${first} ${second}`) || first === "<command>") continue;
     const alone = second === undefined && prose.startsWith(" alone", m.index + m[0].length);
     if (groups.has(first) && (alone || second === "--help")) continue;
@@ -29,5 +30,6 @@ describe("concord's usage", () => {
     expect(unknownCommands(readmeProse())).toEqual([]);
     expect(unknownCommands("stay: `concord outbox`, `concord dlq list` and `concord dlq replay` take them")).toEqual(["`concord outbox`"]);
     expect(unknownCommands("`npx concord dlq` alone, or `npx concord dlq --help`, lists them; `npx concord dlqs list`")).toEqual(["`npx concord dlqs list`"]);
+    expect(unknownCommands("it says ``concord dlq list: unknown option --limt`` and ``concord dlqs list: ...``")).toEqual(["`concord dlqs list: ...`"]);
   });
 });
