@@ -454,18 +454,31 @@ describe("restoreSqlite", () => {
     expect(sourceProblem(unfinished, "products")).toEqual({ reason: "it is the orders service's database, not the products service's", advice: "name the products service's with --database" });
     mkdirSync(join(dir, "folder.db"));
     expect(sourceProblem(join(dir, "folder.db"), "orders")).toEqual({ reason: "it is a directory, not a SQLite file", advice: "name the orders service's with --database" });
+    // A FIFO was waited on for ever for a writer, and a device said to be an empty database, to back up once the service started.
+    const fifo = join(dir, "fifo.db");
+    execFileSync("mkfifo", [fifo]);
+    for (const [path, kind] of [[fifo, "a FIFO"], ["/dev/zero", "a character device"], ["/dev/null", "a character device"]]) {
+      expect(sourceProblem(path, "orders"), path).toEqual({ reason: `it is ${kind}, not a SQLite file`, advice: "name the orders service's with --database" });
+    }
   });
 
-  it("says to run the backup as the service's user where it cannot open the database", async () => {
-    // A file SQLite cannot open, as another user's (mode 0600) is to any user but root: a socket, to root too.
+  it("says to run the backup as the service's user where it cannot open the database, and what a socket is", async () => {
+    // A file SQLite cannot open, as another user's (mode 0600) is to any user but root.
+    const unreadable = join(dir, "unreadable.db");
+    await (await serviceDatabase(unreadable)).close();
+    chmodSync(unreadable, 0o000);
+    if (process.getuid?.() !== 0) {
+      expect(sourceProblem(unreadable, "orders")).toEqual({
+        reason: "it cannot be opened: unable to open database file",
+        advice: "may this user read it? run the backup as the user the service runs as, or as root",
+      });
+    }
+    // A socket, which root cannot open either, is said as what it is.
     const socket = join(dir, "unopenable.db");
     const server = createServer().listen(socket);
     await once(server, "listening");
     try {
-      expect(sourceProblem(socket, "orders")).toEqual({
-        reason: "it cannot be opened: unable to open database file",
-        advice: "may this user read it? run the backup as the user the service runs as, or as root",
-      });
+      expect(sourceProblem(socket, "orders")).toEqual({ reason: "it is a socket, not a SQLite file", advice: "name the orders service's with --database" });
     } finally {
       server.close();
     }

@@ -349,13 +349,16 @@ function ownerProblem(db: BetterSqlite3.Database, service: string): { readonly r
 /**
  * Why the SQLite database at `path` is no database of `service` to back up
  * (one whose backup a restore would refuse: another service's, none's, or
- * not migrated in full, as while the service first starts; or one this
- * user cannot open), and what to do about it; or undefined. Reads it on a
+ * not migrated in full, as while the service first starts; no regular file;
+ * or one this user cannot open), and what to do about it; or undefined. Reads it on a
  * read-only connection of its own, the service going on.
  */
 export function sourceProblem(path: string, service: string): { readonly reason: string; readonly advice: string } | undefined {
   const mistaken = `name the ${service} service's with --database`;
-  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) return { reason: "it is a directory, not a SQLite file", advice: mistaken };
+  // Said as what it is, as a restore says of its backup: SQLite waited for ever on a FIFO for a writer, and took a device for an empty database.
+  const found = statSync(path, { throwIfNoEntry: false });
+  const kind = found && notRegularFile(found);
+  if (kind) return { reason: `it is ${kind}, not a SQLite file`, advice: mistaken };
   try {
     return readingOnly(path, (db) => {
       try {

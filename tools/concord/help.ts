@@ -260,7 +260,8 @@ FILE.json holds an empty list, and its restore prints no command. A database a r
 refuse, one that is not the service's (another service's or none's, as
 schema_owner says), or not yet migrated in full (empty, or without the
 outbox's or inbox's table, as in the service's first start: back it up once
-the service has started), is refused, nothing written. The copy is flushed
+the service has started), or no regular file (a directory, a FIFO, a
+device, said which), is refused, nothing written. The copy is flushed
 to disk before it takes the name FILE (FILE.partial until then: one there
 already, another backup's to FILE or one cut short, stops it); where
 FILE.json cannot be written (FILE.json.partial until then, and one there
