@@ -725,6 +725,14 @@ describe("npm start", () => {
     const elsewhere = await runConcord(statusEnv, ["status", "--nats", `nats://127.0.0.1:${await freePort()}`]);
     expect(elsewhere.status).toBe(1);
     expect(elsewhere.stdout).toContain("is the system running?");
+    // So do the variables that name where the services and NATS are (run by hand beside that PostgreSQL, say): they were passed over.
+    const natsPort = String(await freePort());
+    for (const variables of [{ NATS_URL: `nats://127.0.0.1:${natsPort}` }, { NATS_PORT: natsPort }, { PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}` }, { ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}` }]) {
+      const named = await runConcord({ ...statusEnv, ...variables }, ["status"]);
+      expect(named.status, JSON.stringify(variables)).toBe(1);
+      expect(named.stdout, JSON.stringify(variables)).not.toContain("--postgres-only");
+      expect(named.stdout, JSON.stringify(variables)).toContain(`${Object.keys(variables)[0]!.startsWith("NATS") ? `127.0.0.1:${natsPort}` : Object.values(variables)[0]}`);
+    }
     alone.child.kill("SIGINT");
     expect(await alone.exited).toBe(0);
     expect(existsSync(join(dir.path, "start-services.json"))).toBe(false);

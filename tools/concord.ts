@@ -704,7 +704,7 @@ export async function concord(argv: string[]): Promise<number> {
         const { values, positionals } = parse(command, rest);
         if (values.help) return help(command);
         if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, command);
-        // Told nowhere else to look, the start on DATA_DIR is the system asked after: one of PostgreSQL alone is said so.
+        // Told nowhere else to look (no flag; no variable, which postgresOnlySaid sees), the start on DATA_DIR is the system asked after: one of PostgreSQL alone is said so.
         const alone = Object.keys(values).some((option) => option === "nats" || option in targetOptions) ? undefined : postgresOnlySaid();
         if (alone) {
           console.log(alone);

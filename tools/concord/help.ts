@@ -102,7 +102,8 @@ else where the \`npm start\` running on DATA_DIR put every instance
 without being given; until it has brought them up, an instance that does not
 answer is said to be starting, and the status still exits 1; one of
 --postgres-only, which runs PostgreSQL alone, is said so in one line, exit 1,
-unless a flag names where to look), unless
+unless a flag, NATS_URL, NATS_PORT or a service's _LISTEN or _METRICS_LISTEN
+names where to look), unless
 ${variables("_LISTEN").join(", ")} or their _METRICS_LISTEN name another address
 than that start's first instance of the service: what is set wins over the
 record, as with try-order, and that service is then the one instance they name;

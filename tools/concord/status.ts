@@ -75,11 +75,14 @@ export function serviceTargets(flags: TargetFlags, env: NodeJS.ProcessEnv = proc
  * What status says, in place of the services, when the `npm start` running on
  * DATA_DIR is one of `--postgres-only`: they and NATS are not running, where
  * they were looked for at the default ports and said unreachable. Undefined
- * otherwise.
+ * otherwise, and when a variable names where to look (NATS_URL, NATS_PORT,
+ * a service's _LISTEN or _METRICS_LISTEN), as a flag does: services run by
+ * hand beside that PostgreSQL are asked after so.
  */
 export function postgresOnlySaid(env: NodeJS.ProcessEnv = process.env): string | undefined {
   const dir = dataDir(env);
-  if (!runsPostgresOnly(dir)) return undefined;
+  const placeVariables = ["NATS_URL", "NATS_PORT", ...services.flatMap(({ envPrefix }) => [`${envPrefix}_LISTEN`, `${envPrefix}_METRICS_LISTEN`])];
+  if (placeVariables.some((variable) => env[variable]) || !runsPostgresOnly(dir)) return undefined;
   return `npm start -- --postgres-only runs PostgreSQL alone on DATA_DIR ${dir}; the services and NATS are not running`;
 }
 
