@@ -1469,6 +1469,33 @@ describe("npm start", () => {
     }
   });
 
+  it("serves its one nats-server's monitoring on 127.0.0.1:NATS_MONITOR_PORT when that is set, where /connz names each service's connection; refuses one that is not a port or is taken, making nothing", { timeout: 120_000 }, async () => {
+    const dataDir = join(dir.path, "never-made");
+    const startWith = (env: NodeJS.ProcessEnv) => spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "", ...env }, encoding: "utf8", timeout: 20_000 });
+    // It served no monitoring without --cluster, NATS_MONITOR_PORT read by --cluster alone: /connz could not be asked.
+    const bad = startWith({ NATS_MONITOR_PORT: "8222x" });
+    expect([bad.status, bad.stderr]).toEqual([2, 'start: NATS_MONITOR_PORT="8222x" is not a port: give a whole number from 1 to 65535\n']);
+    const held = await freePort();
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(held, "127.0.0.1", resolve));
+    try {
+      const services = { NATS_PORT: String(await freePort()), PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}` };
+      const taken = startWith({ ...services, NATS_MONITOR_PORT: String(held) });
+      expect([taken.status, taken.stderr]).toEqual([2, `start: port ${held} (NATS_MONITOR_PORT, nats-server's monitoring) is already in use; set NATS_MONITOR_PORT to another port\n`]);
+    } finally {
+      holder.close();
+    }
+    expect(existsSync(dataDir)).toBe(false);
+    const monitoring = await freePort();
+    const system = await startSystem(dir.path, { env: { NATS_MONITOR_PORT: String(monitoring) } });
+    child = system.child;
+    expect(system.output()).toContain(`  monitoring on http://127.0.0.1:${monitoring} (NATS_MONITOR_PORT): /connz names each connection by its service and instance\n`);
+    const names = async () => ((await (await fetch(`http://127.0.0.1:${monitoring}/connz`)).json()) as { connections?: { name?: string }[] }).connections?.map((c) => c.name ?? "") ?? [];
+    await expect.poll(names, { timeout: 20_000 }).toEqual(expect.arrayContaining([expect.stringMatching(new RegExp(`^products \\(.*:${system.ports.products}\\)$`)), expect.stringMatching(new RegExp(`^orders \\(.*:${system.ports.orders}\\)$`))]));
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+  });
+
   it("refuses two of its listeners on one port (an instance's gRPC port on another's metrics port, say), naming both settings, before making anything", async () => {
     const dataDir = join(dir.path, "never-made");
     const products = await freePort();

@@ -67,7 +67,10 @@ Environment (all optional):
   NATS_ROUTE_PORT, NATS_MONITOR_PORT
                     with --cluster, the first of its three route ports and of
                     its three monitoring ports (defaults NATS_PORT+2000 and
-                    NATS_PORT+4000); a start refuses one taken, naming it
+                    NATS_PORT+4000); a start refuses one taken, naming it;
+                    without --cluster, NATS_MONITOR_PORT gives the one
+                    nats-server a monitoring endpoint on 127.0.0.1 (/connz
+                    names the connections), which it has none of unless set
   GOMAXPROCS        Go scheduler threads of the local nats-server(s) (default 1:
                     they share the machine with the services)
   POSTGRES_PORT     port of the local PostgreSQL server with --postgres (default 54320);

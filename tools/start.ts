@@ -660,10 +660,11 @@ interface ClusterPorts {
 /**
  * The ports a local nats-server, or --cluster's three, would listen on, each
  * named after the setting that gives it (`NATS_PORT+2000` when a variable of
- * the cluster's is unset, `NATS_ROUTE_PORT+1` when set), and what it is for.
+ * the cluster's is unset, `NATS_ROUTE_PORT+1` when set), and what it is for;
+ * the one server's monitoring port only where NATS_MONITOR_PORT gives it (`monitorPort`).
  */
-function natsListeners(natsPort: number, cluster: ClusterPorts | undefined): { readonly port: number; readonly setting: string; readonly role: string }[] {
-  if (!cluster) return [{ port: natsPort, setting: "NATS_PORT", role: "clients" }];
+function natsListeners(natsPort: number, cluster: ClusterPorts | undefined, monitorPort?: number): { readonly port: number; readonly setting: string; readonly role: string }[] {
+  if (!cluster) return [{ port: natsPort, setting: "NATS_PORT", role: "clients" }, ...(monitorPort === undefined ? [] : [{ port: monitorPort, setting: "NATS_MONITOR_PORT", role: "monitoring" }])];
   const three = (first: number, variable: string, offset: number, role: string) =>
     [0, 1, 2].map((i) => {
       const given = process.env[variable] ? variable : "NATS_PORT";
@@ -771,13 +772,13 @@ type NatsServer = NonNullable<ReturnType<typeof findNatsServer>>;
  * written into `dataDir`; resolves with the URL(s) for the services. The
  * pipes that tether the servers to the services are `natsTethers()`.
  */
-async function startNats(found: NatsServer, dataDir: string, env: NodeJS.ProcessEnv, port: number, clusterPorts: ClusterPorts | undefined): Promise<{ url: string }> {
+async function startNats(found: NatsServer, dataDir: string, env: NodeJS.ProcessEnv, port: number, clusterPorts: ClusterPorts | undefined, monitorPort: number | undefined): Promise<{ url: string }> {
   const cluster = clusterPorts !== undefined;
   if (found.warning) console.error(`start: ${found.warning}`);
   const nodes = cluster ? 3 : 1;
   const clientPorts = Array.from({ length: nodes }, (_, i) => port + i);
   const routePorts = clusterPorts ? clientPorts.map((_, i) => clusterPorts.routes + i) : [];
-  const monitorPorts = clusterPorts ? clientPorts.map((_, i) => clusterPorts.monitoring + i) : [];
+  const monitorPorts = clusterPorts ? clientPorts.map((_, i) => clusterPorts.monitoring + i) : monitorPort === undefined ? [] : [monitorPort];
   const base = cluster ? join(dataDir, "nats-cluster") : dataDir;
   mkdirSync(base, { recursive: true });
   let credentials;
@@ -804,11 +805,12 @@ async function startNats(found: NatsServer, dataDir: string, env: NodeJS.Process
       syncAlways: found.syncInterval,
       logFile,
       authorizationInclude: "nats-authorization.conf",
-      ...(cluster && { monitorPort: monitorPorts[i], cluster: { name: "concord", port: routePorts[i], routePorts, secret: routeSecret } }),
+      ...(monitorPorts[i] !== undefined && { monitorPort: monitorPorts[i] }),
+      ...(cluster && { cluster: { name: "concord", port: routePorts[i], routePorts, secret: routeSecret } }),
     });
     const whenBack = cluster ? () => waitForHealthy(`nats-server ${name}`, monitorPorts[i], 30_000) : () => waitForPort(clientPort, 10_000);
     const own = [clientPort, routePorts[i], monitorPorts[i]];
-    const listeners = natsListeners(port, clusterPorts).filter((l) => own.includes(l.port)).map(({ port: p, setting }) => ({ address: `127.0.0.1:${p}`, setting }));
+    const listeners = natsListeners(port, clusterPorts, monitorPort).filter((l) => own.includes(l.port)).map(({ port: p, setting }) => ({ address: `127.0.0.1:${p}`, setting }));
     const child = superviseNatsServer(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [found.path, ...args], natsServerEnv(databaseUrlsOf(env)), whenBack, listeners);
     return { name, url: `nats://127.0.0.1:${clientPort}`, storeDir, logFile, child };
   });
@@ -821,6 +823,7 @@ async function startNats(found: NatsServer, dataDir: string, env: NodeJS.Process
     console.log(`  stores in ${shown(base)}/n1..n3, logs in ${shown(base)}/n1.log..n3.log`);
   } else {
     console.log(`${version} (JetStream, ${sync}) on ${servers[0].url}, store in ${shown(servers[0].storeDir)}, log in ${shown(servers[0].logFile)}`);
+    if (monitorPort !== undefined) console.log(`  monitoring on http://127.0.0.1:${monitorPort} (NATS_MONITOR_PORT): /connz names each connection by its service and instance`);
   }
   // The two modes keep separate stores: say so when the other one holds events this run will not see.
   const oneServerStore = join(dataDir, "nats");
@@ -1276,11 +1279,14 @@ async function main(): Promise<void> {
   let natsPort: number;
   let postgresPort: number;
   let clusterPorts: ClusterPorts | undefined;
+  let monitorPort: number | undefined;
   try {
     // With --cluster, NATS_PORT leaves room for the route and monitoring ports NATS_ROUTE_PORT and NATS_MONITOR_PORT do not move.
     const above = !flags.cluster ? 0 : !process.env.NATS_MONITOR_PORT ? 4002 : !process.env.NATS_ROUTE_PORT ? 2002 : 2;
     natsPort = portSetting("NATS_PORT", process.env.NATS_URL ? undefined : process.env.NATS_PORT, 4222, above);
     if (flags.cluster) clusterPorts = { routes: clusterPortSetting("NATS_ROUTE_PORT", natsPort, 2000), monitoring: clusterPortSetting("NATS_MONITOR_PORT", natsPort, 4000) };
+    // The one server serves monitoring only when asked: a default port would refuse starts where another nats-server's (8222) is.
+    else if (!process.env.NATS_URL && !postgresOnly && process.env.NATS_MONITOR_PORT) monitorPort = portSetting("NATS_MONITOR_PORT", process.env.NATS_MONITOR_PORT, 0);
     postgresPort = portSetting("POSTGRES_PORT", flags.postgres ? process.env.POSTGRES_PORT : undefined, 54320);
   } catch (err) {
     console.error(`start: ${(err as Error).message}`);
@@ -1417,7 +1423,7 @@ async function main(): Promise<void> {
   const listeners: Listener[] = [
     ...placed.flatMap((p) => listenersOf(p.addresses, p.listenVariable, p.service.name)),
     ...placed.flatMap((p) => listenersOf(p.metrics, p.metricsVariable, p.service.name)),
-    ...(process.env.NATS_URL ? [] : natsListeners(natsPort, clusterPorts).map(({ port, setting }) => ({ address: `127.0.0.1:${port}`, setting }))),
+    ...(process.env.NATS_URL ? [] : natsListeners(natsPort, clusterPorts, monitorPort).map(({ port, setting }) => ({ address: `127.0.0.1:${port}`, setting }))),
     ...(flags.postgres ? [{ address: `127.0.0.1:${postgresPort}`, setting: "POSTGRES_PORT" }] : []),
   ];
   const clash = portClash(listeners);
@@ -1444,14 +1450,15 @@ async function main(): Promise<void> {
   const postgresHeld = flags.postgres ? await takenAddress(`127.0.0.1:${postgresPort}`, "POSTGRES_PORT") : undefined;
   if (postgresHeld) taken.push(postgresHeld);
   if (!process.env.NATS_URL) {
-    for (const { port, setting, role } of natsListeners(natsPort, clusterPorts)) {
+    for (const { port, setting, role } of natsListeners(natsPort, clusterPorts, monitorPort)) {
       if (!(await isListening(port))) continue;
       if (role === "clients") {
         const which = setting === "NATS_PORT" ? "" : ` (${setting}, which --cluster takes too)`;
         taken.push({ said: `port ${port}${which}`, variable: "NATS_PORT", advice: "set NATS_PORT to another port, or NATS_URL to use the NATS server there" });
       } else {
         const variable = role === "routes" ? "NATS_ROUTE_PORT" : "NATS_MONITOR_PORT";
-        taken.push({ said: `port ${port} (${setting}, which --cluster takes for its ${role})`, variable, advice: `set ${variable} to another port (the first of three)` });
+        const whose = clusterPorts ? `which --cluster takes for its ${role}` : "nats-server's monitoring";
+        taken.push({ said: `port ${port} (${setting}, ${whose})`, variable, advice: `set ${variable} to another port${clusterPorts ? " (the first of three)" : ""}` });
       }
       // One NATS port taken is named: the others move with the variable that moves it.
       break;
@@ -1536,7 +1543,7 @@ async function main(): Promise<void> {
   const seeds = new Map<string, string | undefined>(services.map((s) => [s.name, process.env[`${s.envPrefix}_NATS_NKEY_SEED`]]));
   if (natsUrl) record.nats(natsUrl);
   if (!natsUrl) {
-    const nats = await startNats(natsServer!, dataDir, env, natsPort, clusterPorts);
+    const nats = await startNats(natsServer!, dataDir, env, natsPort, clusterPorts, monitorPort);
     natsUrl = nats.url;
     // For the tools, which find this server without NATS_PORT (or --cluster's three) given again.
     record.nats(natsUrl);
