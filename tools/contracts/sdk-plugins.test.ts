@@ -34,6 +34,18 @@ describe("SDK plugins of buf.gen.sdk.yaml", () => {
     expect(listFiles(out)).toEqual(expect.arrayContaining(["go/go.mod", "python/concord_events.py", "events.json"]));
   }, 120_000);
 
+  it("gives the added language's code validate.proto's own package, the one protovalidate's library for it provides", () => {
+    const out = join(tmp.path, "java-imports");
+    generateSdks(image, out, templateWith(tmp.path, "java-imports", java));
+    const javaFiles = listFiles(join(out, "java"));
+    const code = javaFiles.map((f) => readFileSync(join(out, "java", f), "utf8")).join("\n");
+    // buf/validate/validate.proto declares java_package build.buf.validate, which build.buf:protovalidate ships; the
+    // contracts' Java files read its descriptor from there. Managed mode's default prefix made it com.buf.validate,
+    // a package nothing provides, so javac refused every contract file that has a rule.
+    expect([...new Set(code.match(/[\w.]+\.ValidateProto\b/g))]).toEqual(["build.buf.validate.ValidateProto"]);
+    expect(javaFiles.some((f) => f.startsWith("build/") || f.startsWith("com/buf/"))).toBe(false);
+  }, 120_000);
+
   it("fails, naming the plugin and writing nothing, when a plugin's out is outside gen/", () => {
     const out = join(tmp.path, "outside");
     const template = templateWith(tmp.path, "outside", "  - protoc_builtin: java\n    out: java");
