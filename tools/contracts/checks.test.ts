@@ -64,9 +64,22 @@ describe("contract checks", () => {
     const renumbered = editedContracts(dir.path, productService, (t) => t.replace("repeated Product products = 1;", "repeated Product products = 11;"));
     const moved = breakingChanges(renumbered, join(repoRoot, "proto"));
     expect(moved.ok).toBe(false);
+    // Renumbered, the field keeps its name, which a reservation of it would clash with: the advice says to give the number back.
     expect(moved.output).toContain(
       `${join(renumbered, productService)}:170:1:Previously present field "1" with name "products" on message "BatchGetProductsResponse" was deleted without reserving the number "1". ` +
-        'Instead: keep it until no running build reads it, then remove it with its number and name reserved (reserved 5; reserved "lines_version";).',
+        'It was renumbered: "products" is now field 11, which running builds skip as unknown, and they find 1 unset. Instead: give it back number 1; to move it, add a field under a new number and a new name beside it, ' +
+        'write both while builds that read this one run, then remove it with its number and name reserved (reserved 1; reserved "products";).',
+    );
+    // Deleted, it is to be reserved under its own number and name.
+    const deleted = editedContracts(dir.path, productService, (t) => t.replace(/  \/\/ Free-text description; may be empty\.\n  string description = 3 [^\n]*\n/, ""));
+    const gone = breakingChanges(deleted, join(repoRoot, "proto"));
+    expect(gone.ok).toBe(false);
+    expect(gone.output.split("\n").slice(0, 2)).toEqual(
+      ["name", "number"].map(
+        (what) =>
+          `${join(deleted, productService)}:78:1:Previously present field "3" with name "description" on message "Product" was deleted without reserving the ${what} "${what === "name" ? "description" : "3"}". ` +
+          'Instead: keep it until no running build reads it, then remove it with its number and name reserved (reserved 3; reserved "description";).',
+      ),
     );
   });
 

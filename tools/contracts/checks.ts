@@ -2,6 +2,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { isAbsolute, join, relative } from "node:path";
+import { createRegistry, type DescFile } from "@bufbuild/protobuf";
 import { parse } from "yaml";
 import { repoRoot } from "../repo-root.js";
 import { narrowerAccess } from "./access-changes.js";
@@ -46,14 +47,11 @@ export const breakingAdvice = `Each finding says what to do instead; README.md, 
 (an RPC or an event nothing uses any more, a rule every sender keeps to) goes in a commit of its own that lists its file
 under breaking: ignore in buf.yaml, taken out again in the next commit.`;
 
-const keepField = "Instead: keep it until no running build reads it, then remove it with its number and name reserved (reserved 5; reserved \"lines_version\";).";
 const newField = "Instead: add a field of the new type, under a new number and name, beside it; write both while builds that read the old one run, then remove the old one with its number and name reserved.";
 const newMethod = "Instead: add the new RPC (or service) beside it, move its callers, then remove the old one in a commit that lists its file under breaking: ignore.";
 
-/** What to do instead, by the rule of buf's that a finding breaks (buf.yaml's `breaking.use`). */
+/** What to do instead, by the rule of buf's that a finding breaks (buf.yaml's `breaking.use`); a field deleted is deletedFieldAdvice's. */
 const bufAdvice: Record<string, string> = {
-  FIELD_NO_DELETE_UNLESS_NAME_RESERVED: keepField,
-  FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED: keepField,
   ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED: "Instead: keep the value until no running build sends or reads it, then remove it with its number and name reserved.",
   ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED: "Instead: keep the value until no running build sends or reads it, then remove it with its number and name reserved.",
   FIELD_WIRE_JSON_COMPATIBLE_TYPE: newField,
@@ -107,8 +105,29 @@ function bufFindings(output: string, shown: (file: string) => string, after?: (f
     .join("\n");
 }
 
-/** What to do instead of what a finding of buf breaking breaks. */
-const adviceFor = (finding: BufFinding): string => bufAdvice[finding.type ?? ""] ?? `Instead: see README.md, "Breaking changes" (buf's rule ${finding.type}).`;
+/** How buf words a field deleted: its number, its name and its message's name within the package. */
+const deletedField = /^Previously present field "(\d+)" with name "([^"]+)" on message "([^"]+)" was deleted/;
+
+/**
+ * What to do instead of a field deleted, with its own number and name to
+ * reserve; where the message in `now` holds a field of that name under
+ * another number, the field was renumbered, which reserving cannot mend
+ * (protoc refuses a reserved name that a field still has).
+ */
+function deletedFieldAdvice(finding: BufFinding, now: readonly DescFile[]): string | undefined {
+  const [, number, name, message] = deletedField.exec(finding.message ?? "") ?? [];
+  if (number === undefined || name === undefined) return undefined;
+  const reserve = `remove it with its number and name reserved (reserved ${number}; reserved "${name}";)`;
+  const file = now.find((f) => f.proto.name === finding.path);
+  const moved = file && createRegistry(file).getMessage(`${file.proto.package}.${message}`)?.fields.find((f) => f.name === name);
+  if (moved)
+    return `It was renumbered: "${name}" is now field ${moved.number}, which running builds skip as unknown, and they find ${number} unset. Instead: give it back number ${number}; to move it, add a field under a new number and a new name beside it, write both while builds that read this one run, then ${reserve}.`;
+  return `Instead: keep it until no running build reads it, then ${reserve}.`;
+}
+
+/** What to do instead of what a finding of buf breaking breaks, `now` being the contracts as changed. */
+const adviceFor = (finding: BufFinding, now: readonly DescFile[]): string =>
+  deletedFieldAdvice(finding, now) ?? bufAdvice[finding.type ?? ""] ?? `Instead: see README.md, "Breaking changes" (buf's rule ${finding.type}).`;
 
 /**
  * `buf breaking` (rules from buf.yaml), then the events' own rules
@@ -140,7 +159,7 @@ export function breakingChanges(protoDir: string, againstDir: string, againstNam
     }
     const found = [...incompatibleEventChanges(now, then, ignored, againstName), ...tighterValidationRules(now, then, ignored), ...narrowerAccess(now, then, ignored)];
     if (buf.ok && found.length === 0) return buf;
-    return { ok: false, output: `${[bufFindings(buf.output, shown, adviceFor), ...found.map(shown)].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
+    return { ok: false, output: `${[bufFindings(buf.output, shown, (finding) => adviceFor(finding, now)), ...found.map(shown)].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
