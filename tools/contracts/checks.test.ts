@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { cpSync, existsSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/support/shop.js";
@@ -7,6 +7,9 @@ import { repoRoot } from "../repo-root.js";
 import { accessAdvice, narrowerAccess, ownerFieldAdvice } from "./access-changes.js";
 import { breakingAdvice, breakingChanges, lintContracts } from "./checks.js";
 import { contractEditor } from "../../test/support/edited-contracts.js";
+import { readmeProse } from "../../test/support/readme.js";
+import { natsAuthorizationOf } from "./nats-permissions.js";
+import { readEventsManifest } from "./sdk-manifest.js";
 
 const productService = "shop/products/v1/product_service.proto";
 
@@ -95,6 +98,27 @@ describe("contract checks", () => {
     const gone = breakingChanges(noService, join(repoRoot, "proto"));
     expect(gone.ok).toBe(false);
     expect(gone.output).toContain('Previously present service "ProductService" was deleted from package "shop.products.v1".');
+  });
+
+  it('takes the next version of a package beside the last, as README "Breaking changes" has it: shop.products.v2 with a field retyped passes npm run breaking, and its stream and events are the product service\'s', () => {
+    const copy = join(dir.path, "proto-v2");
+    cpSync(join(repoRoot, "proto"), copy, { recursive: true });
+    mkdirSync(join(copy, "shop", "products", "v2"));
+    const v2 = (file: string, edit: (text: string) => string) => {
+      const text = readFileSync(join(copy, "shop", "products", "v1", file), "utf8").replaceAll("shop.products.v1", "shop.products.v2").replaceAll("shop/products/v1/", "shop/products/v2/");
+      writeFileSync(join(copy, "shop", "products", "v2", file), edit(text));
+    };
+    // The service without v1's subscriptions, which stay on v1's service; stock an int64 where v1 has an int32.
+    v2("product_service.proto", (t) => t.replace(/  \/\/ [^\n]*\n  option \(concord\.v1\.subscribe\) = \{[^}]*\};\n/g, "").replace("int32 stock = 5 [(buf.validate.field).int32 = {", "int64 stock = 5 [(buf.validate.field).int64 = {"));
+    v2("product_events.proto", (t) => t.replace('name: "SHOP_PRODUCTS"', 'name: "SHOP_PRODUCTS_V2"'));
+    expect(breakingChanges(copy, join(repoRoot, "proto"))).toMatchObject({ ok: true });
+    const auth = natsAuthorizationOf(readEventsManifest(filesOf(copy)));
+    expect(auth.streamSources).toMatchObject({ SHOP_PRODUCTS: "products", SHOP_PRODUCTS_V2: "products" });
+    expect(auth.services.map((user) => user.name)).toEqual(["orders", "products"]);
+    expect(auth.services.find((user) => user.name === "products")!.events).toEqual(expect.arrayContaining(["shop.products.v1.product.*.created", "shop.products.v2.product.*.created"]));
+    const prose = readmeProse();
+    const section = prose.slice(prose.indexOf("### Breaking changes"), prose.indexOf("### Adding a service"));
+    for (const said of ["proto/shop/products/v2/", "shop.products.v2", "SHOP_PRODUCTS_V2", "shop.products.v2.>", "host.server.addService", "grpcService"]) expect(section).toContain(said);
   });
 
   it("fails npm run breaking on a method's access narrowed, which refuses the running callers with PERMISSION_DENIED, and passes it widened", () => {

@@ -102,6 +102,20 @@ describe("natsAuthorizationOf", () => {
     expect(() => natsAuthorizationOf(clash)).toThrow(/packages zoo\.animals\.v1 and old\.animals\.v1 would share the NATS user animals/);
   });
 
+  it("gives the versions of one package, a v2 declared beside v1 to change its contracts incompatibly, one user: the service's, with the events and streams of both", () => {
+    const v2 = {
+      ...manifest,
+      streams: [...manifest.streams, { name: "ZOO_ANIMALS_V2", file: "zoo/animals/v2/animal_events.proto" }],
+      events: [...manifest.events, { type: "zoo.animals.v2.Fed", stream: "ZOO_ANIMALS_V2", filterSubject: "zoo.animals.v2.animal.*.fed" }],
+      subscriptions: [...manifest.subscriptions, { service: "zoo.animals.v2.AnimalService", event: "zoo.keepers.v2.ShiftStarted", durable: "animals-shift-started", stream: "ZOO_KEEPERS" }],
+    };
+    const auth = natsAuthorizationOf(v2);
+    expect(auth.streamSources).toEqual({ ZOO_ANIMALS: "animals", ZOO_ANIMALS_V2: "animals", ZOO_KEEPERS: "keepers" });
+    const animals = auth.services.find((u) => u.name === "animals")!;
+    expect(animals).toMatchObject({ streams: ["ZOO_ANIMALS", "ZOO_ANIMALS_V2"], events: ["zoo.animals.v1.animal.*.fed", "zoo.animals.v2.animal.*.fed"], consumers: [{ stream: "ZOO_KEEPERS", durable: "animals-shift-started" }] });
+    expect(auth.services.map((u) => u.name)).toEqual(["animals", "keepers"]);
+  });
+
   it("refuses a package that would take the observer's or the operator's user", () => {
     for (const name of ["observer", "operator"]) {
       const taken = { ...manifest, streams: [...manifest.streams, { name: "SHOP_WATCH", file: `shop/${name}/v1/watch_events.proto` }] };

@@ -77,10 +77,12 @@ export const operatorName = "operator";
  */
 export const observerConsumerCount = 16;
 
+/** The names of a package that are not its version ("shop", "orders" of "shop.orders.v1"). */
+const namesOfPackage = (pkg: string): string[] => pkg.split(".").filter((p) => p !== "" && !/^v\d+((alpha|beta)\d*)?$/.test(p));
+
 /** "orders" for "shop.orders.v1" (the package's last name that is not a version). */
 export function identityOfPackage(pkg: string): string {
-  const parts = pkg.split(".").filter((p) => p !== "");
-  const named = parts.filter((p) => !/^v\d+((alpha|beta)\d*)?$/.test(p));
+  const named = namesOfPackage(pkg);
   const name = named.at(-1);
   if (!name || !/^[a-z][a-z0-9_-]*$/.test(name)) throw new Error(`package ${JSON.stringify(pkg)} gives no NATS user name (lower case letters, digits, "-" and "_")`);
   return name;
@@ -90,9 +92,10 @@ const packageOfFile = (file: string): string => file.split("/").slice(0, -1).joi
 const packageOfName = (fullName: string): string => fullName.split(".").slice(0, -1).join(".");
 
 /**
- * The users and rights the contracts in `manifest` call for, and the
- * services of gRPC alone among `grpcServices` (the full names of every gRPC
- * service of the contracts). Throws when two packages map to one user name.
+ * The users and rights the contracts in `manifest` call for (the versions of
+ * one package are one user), and the services of gRPC alone among
+ * `grpcServices` (the full names of every gRPC service of the contracts).
+ * Throws when two other packages map to one user name.
  */
 export function natsAuthorizationOf(manifest: EventManifest, grpcServices: readonly string[] = []): NatsAuthorization {
   const dlq = deadLetterStreamSpec.name;
@@ -102,7 +105,10 @@ export function natsAuthorizationOf(manifest: EventManifest, grpcServices: reado
     let user = byName.get(name);
     if (!user) byName.set(name, (user = { packages: new Set(), services: new Set(), streams: new Set(), events: [], consumers: [] }));
     user.packages.add(pkg);
-    if (user.packages.size > 1) throw new Error(`packages ${[...user.packages].join(" and ")} would share the NATS user ${name}`);
+    // Versions of one package (shop.orders.v1 and a v2 beside it) are one service's; other packages are other services.
+    if (new Set([...user.packages].map((p) => namesOfPackage(p).join("."))).size > 1) {
+      throw new Error(`packages ${[...user.packages].join(" and ")} would share the NATS user ${name}: give one of them another name before its version`);
+    }
     if (name === observerName || name === operatorName) {
       throw new Error(`package ${pkg} would take the NATS user ${name}, which is Concord's own ${name}'s (and so its nkey seed): give the package another name before its version`);
     }
