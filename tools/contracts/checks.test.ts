@@ -86,6 +86,16 @@ describe("contract checks", () => {
     );
   });
 
+  it("refuses a breaking: ignore path that names no contract file or folder, which ignores nothing, saying its paths are relative to proto/", () => {
+    const deleted = editedContracts(dir.path, productService, (t) => t.replace(/  \/\/ Free-text description; may be empty\.\n  string description = 3 [^\n]*\n/, ""));
+    // As the findings name the file: from the repository's root, where buf.yaml's paths start at proto/.
+    const result = breakingChanges(deleted, join(repoRoot, "proto"), undefined, ["buf/validate", "google", `proto/${productService}`]);
+    expect(result.ok).toBe(false);
+    expect(result.output.split("\n")).toContain(
+      `buf.yaml: breaking: ignore lists proto/${productService}, which is no file or folder of the contracts, so it ignores nothing: its paths are relative to proto/ (${productService})`,
+    );
+  });
+
   it("fails buf breaking on an RPC or a service removed, which the callers of the running version still call", () => {
     const noRpc = editedContracts(dir.path, productService, (t) => t.replace(/  \/\/ Adds a signed delta[\s\S]*?rpc AdjustStock\([\s\S]*?\n  }\n/, ""));
     const result = breakingChanges(noRpc, join(repoRoot, "proto"));

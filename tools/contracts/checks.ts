@@ -45,7 +45,7 @@ export function lintContracts(protoDir = join(repoRoot, "proto")): CheckResult {
 /** Under the findings of a failed check, each of which says what to do instead. */
 export const breakingAdvice = `Each finding says what to do instead; README.md, "Breaking changes", says more. A change that must ship all the same
 (an RPC or an event nothing uses any more, a rule every sender keeps to) goes in a commit of its own that lists its file
-under breaking: ignore in buf.yaml, taken out again in the next commit.`;
+under breaking: ignore in buf.yaml, relative to proto/ (shop/...), taken out again in the next commit.`;
 
 const newField = "Instead: add a field of the new type, under a new number and name, beside it; write both while builds that read the old one run, then remove the old one with its number and name reserved.";
 const newMethod = "Instead: add the new RPC (or service) beside it, move its callers, then remove the old one in a commit that lists its file under breaking: ignore.";
@@ -138,9 +138,11 @@ const adviceFor = (finding: BufFinding, now: readonly DescFile[]): string =>
  * A finding names its file as one can open it from the repository's root
  * (proto/shop/...), or by its full path when `protoDir` is elsewhere; one
  * of an event removed, where `againstDir` declared it, saying so with
- * `againstName` (the revision it was taken from).
+ * `againstName` (the revision it was taken from). The checks skip the
+ * files under `ignored` (buf.yaml's `breaking.ignore`, as buf does), and a
+ * path there that names no contract file or folder is a finding itself.
  */
-export function breakingChanges(protoDir: string, againstDir: string, againstName = againstDir): CheckResult {
+export function breakingChanges(protoDir: string, againstDir: string, againstName = againstDir, ignored = breakingIgnored()): CheckResult {
   const work = mkdtempSync(join(tmpdir(), "concord-breaking-"));
   try {
     const current = join(work, "current.binpb");
@@ -148,7 +150,7 @@ export function breakingChanges(protoDir: string, againstDir: string, againstNam
     buildImage(protoDir, current);
     buildImage(againstDir, previous);
     const buf = runBuf(["breaking", current, "--against", previous, "--config", join(repoRoot, "buf.yaml"), "--error-format", "json"]);
-    const [now, then, ignored] = [loadImageFiles(readFileSync(current)), loadImageFiles(readFileSync(previous)), breakingIgnored()];
+    const [now, then] = [loadImageFiles(readFileSync(current)), loadImageFiles(readFileSync(previous))];
     const shown = shownPath(protoDir);
     try {
       readEventsManifest(now);
@@ -158,8 +160,9 @@ export function breakingChanges(protoDir: string, againstDir: string, againstNam
       throw err;
     }
     const found = [...incompatibleEventChanges(now, then, ignored, againstName), ...tighterValidationRules(now, then, ignored), ...narrowerAccess(now, then, ignored)];
-    if (buf.ok && found.length === 0) return buf;
-    return { ok: false, output: `${[bufFindings(buf.output, shown, (finding) => adviceFor(finding, now)), ...found.map(shown)].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
+    const misnamed = ignoredNothing(ignored, [...now, ...then]);
+    if (buf.ok && found.length === 0 && misnamed.length === 0) return buf;
+    return { ok: false, output: `${[...misnamed, bufFindings(buf.output, shown, (finding) => adviceFor(finding, now)), ...found.map(shown)].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
@@ -174,6 +177,23 @@ function shownPath(protoDir: string): (file: string) => string {
   const dir = relative(repoRoot, protoDir);
   const base = dir === "" ? "" : dir.startsWith("..") || isAbsolute(dir) ? protoDir : dir;
   return (file) => (base === "" ? file : `${base}/${file}`);
+}
+
+/**
+ * A line for each path of `ignored` that is neither a file of `files` nor a
+ * folder holding one: buf and these checks would ignore nothing by it, and a
+ * change meant to ship under it would be refused with no word why (a path
+ * written from the repository's root, as the findings name files, is one).
+ */
+function ignoredNothing(ignored: readonly string[], files: readonly DescFile[]): string[] {
+  const names = files.map((f) => f.proto.name);
+  const contracts = (path: string): boolean => names.some((name) => name === path || name.startsWith(`${path.replace(/\/+$/, "")}/`));
+  return ignored
+    .filter((path) => !contracts(path))
+    .map((path) => {
+      const fromProto = path.startsWith("proto/") && contracts(path.slice("proto/".length)) ? ` (${path.slice("proto/".length)})` : "";
+      return `buf.yaml: breaking: ignore lists ${path}, which is no file or folder of the contracts, so it ignores nothing: its paths are relative to proto/${fromProto}`;
+    });
 }
 
 /** The paths buf.yaml's `breaking.ignore` lists, relative to proto/. */
