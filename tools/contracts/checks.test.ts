@@ -86,6 +86,20 @@ describe("contract checks", () => {
     );
   });
 
+  it("names the reserved lines of an enum value deleted, and says a value renumbered, whose name the enum still uses, is to be given its number back", () => {
+    const orderService = "shop/orders/v1/order_service.proto";
+    const at = (copy: string) => `${join(copy, orderService)}:78:1:Previously present enum value "4" on enum "OrderState" was deleted`;
+    const renumbered = editedContracts(dir.path, orderService, (t) => t.replace("  ORDER_STATE_CANCELLED = 4;", "  ORDER_STATE_CANCELLED = 5;"));
+    expect(breakingChanges(renumbered, join(repoRoot, "proto")).output.split("\n")).toContain(
+      `${at(renumbered)} without reserving the number "4". It was renumbered: ORDER_STATE_CANCELLED is now 5, a value running builds do not know, and they send 4 for it. ` +
+        'Instead: give it back number 4; a value under a new number takes a new name, beside it; once no running build sends or reads this one, remove it with its number and name reserved (reserved 4; reserved "ORDER_STATE_CANCELLED";).',
+    );
+    const deleted = editedContracts(dir.path, orderService, (t) => t.replace(/  \/\/ Withdrawn by the customer[^\n]*\n  ORDER_STATE_CANCELLED = 4;\n/, ""));
+    expect(breakingChanges(deleted, join(repoRoot, "proto")).output.split("\n")).toContain(
+      `${at(deleted)} without reserving the number "4". Instead: keep the value until no running build sends or reads it, then remove it with its number and name reserved (reserved 4; reserved "ORDER_STATE_CANCELLED";).`,
+    );
+  });
+
   it("refuses a breaking: ignore path that names no contract file or folder, which ignores nothing, saying its paths are relative to proto/", () => {
     const deleted = editedContracts(dir.path, productService, (t) => t.replace(/  \/\/ Free-text description; may be empty\.\n  string description = 3 [^\n]*\n/, ""));
     // As the findings name the file: from the repository's root, where buf.yaml's paths start at proto/.

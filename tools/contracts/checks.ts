@@ -50,7 +50,7 @@ under breaking: ignore in buf.yaml, relative to proto/ (shop/...), taken out aga
 const newField = "Instead: add a field of the new type, under a new number and name, beside it; write both while builds that read the old one run, then remove the old one with its number and name reserved.";
 const newMethod = "Instead: add the new RPC (or service) beside it, move its callers, then remove the old one in a commit that lists its file under breaking: ignore.";
 
-/** What to do instead, by the rule of buf's that a finding breaks (buf.yaml's `breaking.use`); a field deleted is deletedFieldAdvice's. */
+/** What to do instead, by the rule of buf's that a finding breaks (buf.yaml's `breaking.use`); a field or an enum value deleted is deletedFieldAdvice's or deletedEnumValueAdvice's. */
 const bufAdvice: Record<string, string> = {
   ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED: "Instead: keep the value until no running build sends or reads it, then remove it with its number and name reserved.",
   ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED: "Instead: keep the value until no running build sends or reads it, then remove it with its number and name reserved.",
@@ -125,9 +125,34 @@ function deletedFieldAdvice(finding: BufFinding, now: readonly DescFile[]): stri
   return `Instead: keep it until no running build reads it, then ${reserve}.`;
 }
 
-/** What to do instead of what a finding of buf breaking breaks, `now` being the contracts as changed. */
-const adviceFor = (finding: BufFinding, now: readonly DescFile[]): string =>
-  deletedFieldAdvice(finding, now) ?? bufAdvice[finding.type ?? ""] ?? `Instead: see README.md, "Breaking changes" (buf's rule ${finding.type}).`;
+/** How buf words an enum value deleted: its number and its enum's name within the package. */
+const deletedEnumValue = /^Previously present enum value "(-?\d+)" on enum "([^"]+)" was deleted/;
+
+/**
+ * What to do instead of an enum value deleted, as deletedFieldAdvice does
+ * for a field: its name, read from `then`, is to be reserved with its
+ * number, unless the enum in `now` still has it under another number.
+ */
+function deletedEnumValueAdvice(finding: BufFinding, now: readonly DescFile[], then: readonly DescFile[]): string | undefined {
+  const [, number, enumName] = deletedEnumValue.exec(finding.message ?? "") ?? [];
+  const pkg = [...now, ...then].find((f) => f.proto.name === finding.path)?.proto.package;
+  if (number === undefined || pkg === undefined) return undefined;
+  const typeName = `${pkg}.${enumName}`;
+  const value = createRegistry(...then).getEnum(typeName)?.values.find((v) => v.number === Number(number));
+  if (!value) return undefined;
+  const reserve = `remove it with its number and name reserved (reserved ${number}; reserved "${value.name}";)`;
+  const moved = createRegistry(...now).getEnum(typeName)?.values.find((v) => v.name === value.name);
+  if (moved)
+    return `It was renumbered: ${value.name} is now ${moved.number}, a value running builds do not know, and they send ${number} for it. Instead: give it back number ${number}; a value under a new number takes a new name, beside it; once no running build sends or reads this one, ${reserve}.`;
+  return `Instead: keep the value until no running build sends or reads it, then ${reserve}.`;
+}
+
+/** What to do instead of what a finding of buf breaking breaks, `now` and `then` being the contracts as changed and as before. */
+const adviceFor = (finding: BufFinding, now: readonly DescFile[], then: readonly DescFile[]): string =>
+  deletedFieldAdvice(finding, now) ??
+  deletedEnumValueAdvice(finding, now, then) ??
+  bufAdvice[finding.type ?? ""] ??
+  `Instead: see README.md, "Breaking changes" (buf's rule ${finding.type}).`;
 
 /**
  * `buf breaking` (rules from buf.yaml), then the events' own rules
@@ -162,7 +187,7 @@ export function breakingChanges(protoDir: string, againstDir: string, againstNam
     const found = [...incompatibleEventChanges(now, then, ignored, againstName), ...tighterValidationRules(now, then, ignored), ...narrowerAccess(now, then, ignored)];
     const misnamed = ignoredNothing(ignored, [...now, ...then]);
     if (buf.ok && found.length === 0 && misnamed.length === 0) return buf;
-    return { ok: false, output: `${[...misnamed, bufFindings(buf.output, shown, (finding) => adviceFor(finding, now)), ...found.map(shown)].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
+    return { ok: false, output: `${[...misnamed, bufFindings(buf.output, shown, (finding) => adviceFor(finding, now, then)), ...found.map(shown)].filter((part) => part !== "").join("\n")}\n\n${breakingAdvice}` };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
