@@ -9,7 +9,9 @@ import { breakingAdvice, breakingChanges, lintContracts } from "./checks.js";
 import { contractEditor } from "../../test/support/edited-contracts.js";
 import { readmeProse } from "../../test/support/readme.js";
 import { natsAuthorizationOf } from "./nats-permissions.js";
+import { printGoEvents } from "./sdk-go.js";
 import { readEventsManifest } from "./sdk-manifest.js";
+import { printPythonEvents } from "./sdk-python.js";
 
 const productService = "shop/products/v1/product_service.proto";
 
@@ -136,13 +138,24 @@ describe("contract checks", () => {
     v2("product_service.proto", (t) => t.replace(/  \/\/ [^\n]*\n  option \(concord\.v1\.subscribe\) = \{[^}]*\};\n/g, "").replace("int32 stock = 5 [(buf.validate.field).int32 = {", "int64 stock = 5 [(buf.validate.field).int64 = {"));
     v2("product_events.proto", (t) => t.replace('name: "SHOP_PRODUCTS"', 'name: "SHOP_PRODUCTS_V2"'));
     expect(breakingChanges(copy, join(repoRoot, "proto"))).toMatchObject({ ok: true });
-    const auth = natsAuthorizationOf(readEventsManifest(filesOf(copy)));
+    const files = filesOf(copy);
+    const manifest = readEventsManifest(files);
+    const auth = natsAuthorizationOf(manifest);
     expect(auth.streamSources).toMatchObject({ SHOP_PRODUCTS: "products", SHOP_PRODUCTS_V2: "products" });
     expect(auth.services.map((user) => user.name)).toEqual(["orders", "products"]);
     expect(auth.services.find((user) => user.name === "products")!.events).toEqual(expect.arrayContaining(["shop.products.v1.product.*.created", "shop.products.v2.product.*.created"]));
+    // The SDKs keep v1's event names; v2's take their package.
+    const go = printGoEvents("concord/gen/go", manifest, files);
+    expect(go).toMatch(/^\tProductCreatedTypeName\s+= "shop\.products\.v1\.ProductCreated"$/m);
+    expect(go).toMatch(/^\tShopProductsV2ProductCreatedTypeName\s+= "shop\.products\.v2\.ProductCreated"$/m);
+    const python = printPythonEvents(manifest, files);
+    expect(python).toMatch(/^PRODUCT_CREATED_TYPE_NAME = "shop\.products\.v1\.ProductCreated"$/m);
+    expect(python).toMatch(/^SHOP_PRODUCTS_V2_PRODUCT_CREATED_TYPE_NAME = "shop\.products\.v2\.ProductCreated"$/m);
     const prose = readmeProse();
     const section = prose.slice(prose.indexOf("### Breaking changes"), prose.indexOf("### Adding a service"));
-    for (const said of ["proto/shop/products/v2/", "shop.products.v2", "SHOP_PRODUCTS_V2", "shop.products.v2.>", "host.server.addService", "grpcService"]) expect(section).toContain(said);
+    for (const said of ["proto/shop/products/v2/", "shop.products.v2", "SHOP_PRODUCTS_V2", "shop.products.v2.>", "host.server.addService", "grpcService", "ShopProductsV2ProductCreatedTypeName", "SHOP_PRODUCTS_V2_PRODUCT_CREATED_TYPE_NAME"]) {
+      expect(section).toContain(said);
+    }
   });
 
   it("fails npm run breaking on a method's access narrowed, which refuses the running callers with PERMISSION_DENIED, and passes it widened", () => {

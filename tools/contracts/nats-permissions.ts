@@ -77,8 +77,11 @@ export const operatorName = "operator";
  */
 export const observerConsumerCount = 16;
 
-/** The names of a package that are not its version ("shop", "orders" of "shop.orders.v1"). */
-const namesOfPackage = (pkg: string): string[] => pkg.split(".").filter((p) => p !== "" && !/^v\d+((alpha|beta)\d*)?$/.test(p));
+/** A name of a package that is its version: v1, v2beta1. */
+export const packageVersionPattern = /^v(\d+)(?:(alpha|beta)(\d*))?$/;
+
+/** The names of a package that are not its version ("shop", "orders" of "shop.orders.v1"): the same for every version of a service's contracts. */
+export const namesOfPackage = (pkg: string): string[] => pkg.split(".").filter((p) => p !== "" && !packageVersionPattern.test(p));
 
 /** "orders" for "shop.orders.v1" (the package's last name that is not a version). */
 export function identityOfPackage(pkg: string): string {

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import type { DescFile } from "@bufbuild/protobuf";
 import { streamConstPrefix } from "../protoc-gen-events/ts-proto-names.js";
 import { compare, findMessage, type EventManifest, type EventsManifest } from "./sdk-manifest.js";
+import { sdkEventNames } from "./sdk-event-names.js";
 import { commentLines, sdkHeader } from "./sdk-tools.js";
 
 /**
@@ -316,12 +317,13 @@ func isWhiteSpace(r rune) bool {
 	return r >= '\\u2000' && r <= '\\u200a'
 }`;
 
-/** Go names of the events: the message name, or package and name where two packages share a name. */
+/** Go names of the events: the message name, or package and name where two packages share a name (see sdkEventNames). */
 function goEventNames(events: readonly EventManifest[]): Map<string, string> {
-  const short = (type: string) => goCamelCase(type.split(".").at(-1)!);
-  const counts = new Map<string, number>();
-  for (const e of events) counts.set(short(e.type), (counts.get(short(e.type)) ?? 0) + 1);
-  return new Map(events.map((e) => [e.type, counts.get(short(e.type))! > 1 ? e.type.split(".").map(goCamelCase).join("") : short(e.type)]));
+  return sdkEventNames(
+    events.map((e) => e.type),
+    goCamelCase,
+    (type) => type.split(".").map(goCamelCase).join(""),
+  );
 }
 
 /** protoc-gen-go's GoCamelCase (google.golang.org/protobuf/internal/strs), for type and getter names. */

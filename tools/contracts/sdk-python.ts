@@ -9,6 +9,7 @@ import { dirname, join, relative } from "node:path";
 import type { DescFile } from "@bufbuild/protobuf";
 import { streamConstPrefix } from "../protoc-gen-events/ts-proto-names.js";
 import { findMessage, type EventManifest, type EventsManifest } from "./sdk-manifest.js";
+import { sdkEventNames } from "./sdk-event-names.js";
 import { commentLines, sdkHeader } from "./sdk-tools.js";
 import { listFiles } from "./files.js";
 
@@ -297,12 +298,13 @@ def decode(type_name: str, payload: bytes) -> Message:
     message.ParseFromString(payload)
     return message`;
 
-/** Python names of the events: OrderPlaced becomes ORDER_PLACED, qualified by package where two packages share a name. */
+/** Python names of the events: OrderPlaced becomes ORDER_PLACED, qualified by package where two packages share a name (see sdkEventNames). */
 function pythonEventNames(events: readonly EventManifest[]): Map<string, string> {
-  const short = (type: string) => upperSnake(type.split(".").at(-1)!);
-  const counts = new Map<string, number>();
-  for (const e of events) counts.set(short(e.type), (counts.get(short(e.type)) ?? 0) + 1);
-  return new Map(events.map((e) => [e.type, counts.get(short(e.type))! > 1 ? e.type.split(".").map(upperSnake).join("_") : short(e.type)]));
+  return sdkEventNames(
+    events.map((e) => e.type),
+    upperSnake,
+    (type) => type.split(".").map(upperSnake).join("_"),
+  );
 }
 
 /** `StockReservationFailed` becomes `STOCK_RESERVATION_FAILED`. */

@@ -158,6 +158,30 @@ message Ticked {
     expect(printPythonEvents(manifest, files)).toContain("BETA_V1_TICKED_TYPE_NAME = ");
   });
 
+  it("keeps an event's names when the next version of its package declares one of the same name: the earlier version's stay short, the later one's are qualified", () => {
+    const version = (v: string) => `syntax = "proto3";
+package alpha.${v};
+import "concord/v1/options.proto";
+option (concord.v1.stream) = { name: "ALPHA_${v.toUpperCase()}", subjects: ["alpha.${v}.>"] };
+message Ticked {
+  option (concord.v1.event) = { subject: "alpha.${v}.counter.{counter_id}.ticked" };
+  string counter_id = 1;
+}
+`;
+    // v10 sorts after v2 as a number, and a pre-release before its release.
+    const versions = compile({ "alpha/v1/a.proto": version("v1"), "alpha/v2/a.proto": version("v2"), "alpha/v10/a.proto": version("v10"), "alpha/v2beta1/a.proto": version("v2beta1") });
+    const go = printGoEvents("example.com/sdk", versions.manifest, versions.files);
+    const python = printPythonEvents(versions.manifest, versions.files);
+    expect([...go.matchAll(/^\t(\w*Ticked)TypeName\s/gm)].map((m) => m[1]).sort()).toEqual(["AlphaV10Ticked", "AlphaV2Beta1Ticked", "AlphaV2Ticked", "Ticked"]);
+    expect(go).toMatch(/^\tTickedTypeName\s+= "alpha\.v1\.Ticked"$/m);
+    expect([...python.matchAll(/^(\w*TICKED)_TYPE_NAME = "([^"]+)"$/gm)].map((m) => `${m[1]} ${m[2]}`).sort()).toEqual([
+      "ALPHA_V10_TICKED alpha.v10.Ticked",
+      "ALPHA_V2BETA1_TICKED alpha.v2beta1.Ticked",
+      "ALPHA_V2_TICKED alpha.v2.Ticked",
+      "TICKED alpha.v1.Ticked",
+    ]);
+  });
+
   it("prints Go source that parses", () => {
     const file = join(tmp.path, "events.go");
     writeFileSync(file, printGoEvents("example.com/sdk", manifest, files));
