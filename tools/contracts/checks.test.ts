@@ -151,9 +151,20 @@ describe("contract checks", () => {
     const python = printPythonEvents(manifest, files);
     expect(python).toMatch(/^PRODUCT_CREATED_TYPE_NAME = "shop\.products\.v1\.ProductCreated"$/m);
     expect(python).toMatch(/^SHOP_PRODUCTS_V2_PRODUCT_CREATED_TYPE_NAME = "shop\.products\.v2\.ProductCreated"$/m);
+    // Once v1's service goes, its subscriptions move to v2's under the same durables, which takes nothing from the consumers.
+    const subscriptions = /  \/\/ [^\n]*\n  option \(concord\.v1\.subscribe\) = \{[^}]*\};\n/g;
+    const v1Service = join(copy, "shop", "products", "v1", "product_service.proto");
+    const v2Service = join(copy, "shop", "products", "v2", "product_service.proto");
+    const moved = readFileSync(v1Service, "utf8").match(subscriptions)!;
+    expect(moved).toHaveLength(4);
+    writeFileSync(v1Service, readFileSync(v1Service, "utf8").replace(subscriptions, ""));
+    writeFileSync(v2Service, readFileSync(v2Service, "utf8").replace("service ProductService {\n", `service ProductService {\n${moved.join("")}`));
+    expect(breakingChanges(copy, join(repoRoot, "proto"))).toMatchObject({ ok: true });
+    const durables = (user: { consumers: ReadonlyArray<{ durable: string }> }) => user.consumers.map((c) => c.durable);
+    expect(durables(natsAuthorizationOf(readEventsManifest(filesOf(copy))).services.find((user) => user.name === "products")!)).toEqual(durables(auth.services.find((user) => user.name === "products")!));
     const prose = readmeProse();
     const section = prose.slice(prose.indexOf("### Breaking changes"), prose.indexOf("### Adding a service"));
-    for (const said of ["proto/shop/products/v2/", "shop.products.v2", "SHOP_PRODUCTS_V2", "shop.products.v2.>", "host.server.addService", "grpcService", "ShopProductsV2ProductCreatedTypeName", "SHOP_PRODUCTS_V2_PRODUCT_CREATED_TYPE_NAME"]) {
+    for (const said of ["proto/shop/products/v2/", "shop.products.v2", "SHOP_PRODUCTS_V2", "shop.products.v2.>", "host.server.addService", "grpcService", "ShopProductsV2ProductCreatedTypeName", "SHOP_PRODUCTS_V2_PRODUCT_CREATED_TYPE_NAME", "under the same durables"]) {
       expect(section).toContain(said);
     }
   });
