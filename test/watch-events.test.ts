@@ -99,7 +99,21 @@ describe("tools/watch-events.ts", () => {
       expect(created).toMatchObject({ stream: "SHOP_PRODUCTS", seq: 1, source: "products" });
       expect(JSON.stringify(created!.payload)).toContain(product!.id);
       expect(lines.map((l) => l.type)).toEqual(expect.arrayContaining(["shop.orders.v1.OrderPlaced", "shop.products.v1.StockReserved", "shop.orders.v1.OrderConfirmed"]));
-      expect(tool.stderr()).toBe("");
+      expect(tool.stderr()).toBe(`watch-events: following SHOP_ORDERS, SHOP_PRODUCTS and CONCORD_DLQ at ${shop.nats.url.replace("nats://", "")}: printing the stored events from the first, then each new one; Ctrl-C stops\n`);
+      tool.child.kill("SIGINT");
+      expect(await tool.exited).toBe(0);
+    });
+
+    it("says once on standard error what it follows and from where on, before any event comes; standard output holds the events alone", async () => {
+      const tool = run(["--nats", shop.nats.url]);
+      // It printed nothing at all until an event came, and looked hung.
+      const following = `watch-events: following SHOP_ORDERS, SHOP_PRODUCTS and CONCORD_DLQ at ${shop.nats.url.replace("nats://", "")}: printing each new event from now on; Ctrl-C stops\n`;
+      await expect.poll(() => tool.stderr(), { timeout: 20_000, interval: 100 }).toBe(following);
+      expect(tool.stdout()).toBe("");
+      const { product } = await shop.products.client.createProduct({ name: "Awaited teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 1 });
+      await expect.poll(() => tool.stdout(), { timeout: 20_000, interval: 100 }).toContain(product!.id);
+      expect(JSON.parse(tool.stdout().trim().split("\n")[0]!)).toMatchObject({ stream: "SHOP_PRODUCTS", type: "shop.products.v1.ProductCreated" });
+      expect(tool.stderr()).toBe(following);
       tool.child.kill("SIGINT");
       expect(await tool.exited).toBe(0);
     });
@@ -136,7 +150,7 @@ describe("tools/watch-events.ts", () => {
       const { product } = await shop.products.client.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1999 }, initialStock: 5 });
       const tool = run(["--all", "--nats", shop.nats.url, "--nkey", shop.nats.seedFile("observer")]);
       await expect.poll(() => tool.stdout(), { timeout: 20_000, interval: 100 }).toContain(product!.id);
-      expect(tool.stderr()).toBe("");
+      expect(tool.stderr()).toMatch(/^watch-events: following SHOP_ORDERS, SHOP_PRODUCTS and CONCORD_DLQ at \S+: printing the stored events from the first, then each new one; Ctrl-C stops\n$/);
       const observer = await connect({ servers: shop.nats.url, authenticator: nkeyAuthenticator(new TextEncoder().encode(readFileSync(shop.nats.seedFile("observer"), "utf8").trim())) });
       const jsm = await observer.jetstreamManager();
       const readers = async () => {
@@ -172,6 +186,7 @@ describe("tools/watch-events.ts", () => {
       expect(await tool.exited).toBe(1);
       for (const stream of ["SHOP_ORDERS", "SHOP_PRODUCTS", "CONCORD_DLQ"]) expect(tool.stderr()).toContain(`stream ${stream} does not exist yet`);
       expect(tool.stderr()).toContain("no stream can be read");
+      expect(tool.stderr()).not.toContain("following");
     });
 
     it("prints the server's refusal of its consumer and exits with status 1 when nothing can be read", async () => {

@@ -11,7 +11,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { NatsConnection } from "nats";
 import { allEvents } from "../gen/ts/concord_streams.js";
 import { deadLetterStreamSpec, subjectProblem } from "../platform/events/index.js";
-import { connectNats, defaultNatsUrl, endProcess, natsUrlProblem, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, subjectMatches, watchEvents } from "./event-watch.js";
+import { connectNats, defaultNatsUrl, endProcess, natsUrlProblem, exitOnSignals, exitQuietlyOnClosedOutput, reason, seedFileToUse, watchEvents } from "./event-watch.js";
 import { emptyDatabaseOption, optionsElsewhere, parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 import { type DeadLetter, type DeadLetterFilter, deleteDeadLetters, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
 import { type Refusals, replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
@@ -26,7 +26,7 @@ import { noStartRanIn, otherThanRunningStartNote, outboxCommand, outboxOptions, 
 import { backupSqlite, type ConsumerPosition, consumerPositions, consumersOf, consumersNotRecorded, notABackup, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
-import { eitherOf, isServiceName, listed, serviceNames } from "./services.js";
+import { eitherOf, isServiceName, serviceNames } from "./services.js";
 import { tracesCommand, tracesOptions, usageOf as usageOfTraces } from "./traces.js";
 
 export { endProcess, exitQuietlyOnClosedOutput };
@@ -736,15 +736,7 @@ export async function concord(argv: string[]): Promise<number> {
         const nc = await connectNats((values.nats as string | undefined) ?? defaultNatsUrl(), "concord");
         exitOnSignals(nc);
         try {
-          await watchEvents({
-            nc,
-            name: "concord events tail",
-            all: values.all === true,
-            matches: (line) => (subject === undefined || subjectMatches(subject, line.subject)) && (type === undefined || line.type === type),
-            print: (line) => console.log(JSON.stringify(line)),
-            // Nothing is printed until an event comes: standard error says, once, that it is alive and on what; standard output stays the events'.
-            following: (streams) => console.error(`concord events tail: ${followingSaid(streams, nc.getServer(), values.all === true, subject, type)}`),
-          });
+          await watchEvents({ nc, name: "concord events tail", all: values.all === true, subject, type, print: (line) => console.log(JSON.stringify(line)) });
         } finally {
           await nc.close();
         }
@@ -841,13 +833,6 @@ export async function concord(argv: string[]): Promise<number> {
     // Named as the command's own lines are: `concord dlq show: there is no dead letter 7 ...`.
     return failed(err, command === "traces" && rest[0] !== undefined && Object.hasOwn(tracesOptions, rest[0]) ? `traces ${rest[0]}` : command);
   }
-}
-
-/** What `events tail` waits for, once its streams are open: where, from where on, and which events it prints. */
-function followingSaid(streams: readonly string[], server: string, all: boolean, subject: string | undefined, type: string | undefined): string {
-  const only = [subject !== undefined && `on a subject matching ${subject}`, type !== undefined && `of type ${type}`].filter(Boolean).join(", ");
-  const from = all ? "the stored events from the first, then each new one" : "each new event from now on";
-  return `following ${listed(streams)} at ${server}: printing ${from}${only ? ` (only those ${only})` : ""}; Ctrl-C stops`;
 }
 
 /** What begins the lines of `command`: `concord dlq list`, or `concord` for none. */

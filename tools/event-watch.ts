@@ -15,6 +15,7 @@ import { dataDir as dataDirOf } from "./client-security.js";
 import { portSetting } from "./port-setting.js";
 import { openObserverReader, type ReaderStart } from "./nats/observer-consumer.js";
 import { readStartedServices } from "./started-services.js";
+import { listed } from "./services.js";
 
 /**
  * Ends the process quietly, with status 0, when what reads its output stops
@@ -229,21 +230,33 @@ export interface WatchOptions {
   readonly name: string;
   /** From the first stored event instead of new ones only. */
   readonly all: boolean;
-  /** Which events are printed; all when absent. */
-  readonly matches?: (line: EventLine) => boolean;
+  /** Only events on a subject matching this NATS subject filter; all when absent. */
+  readonly subject?: string;
+  /** Only events of this ce-type; all when absent. */
+  readonly type?: string;
   readonly print: (line: EventLine) => void;
-  /** Told once, when every stream that can be read is open, which are followed: a tool says it is waiting on them. */
-  readonly following?: (streams: readonly string[]) => void;
+}
+
+/** What a watcher waits for, once its streams are open: where, from where on, and which events it prints. */
+function followingSaid(streams: readonly string[], server: string, { all, subject, type }: Pick<WatchOptions, "all" | "subject" | "type">): string {
+  const only = [subject !== undefined && `on a subject matching ${subject}`, type !== undefined && `of type ${type}`].filter(Boolean).join(", ");
+  const from = all ? "the stored events from the first, then each new one" : "each new event from now on";
+  return `following ${listed(streams)} at ${server}: printing ${from}${only ? ` (only those ${only})` : ""}; Ctrl-C stops`;
 }
 
 /**
  * Follows every stream the contracts declare, plus the dead letter stream,
  * printing each event that matches. A stream that is missing, or on which
- * the server refuses a consumer, is named on standard error; rejects when
- * no stream can be read. Runs until the connection closes.
+ * the server refuses a consumer, is named on standard error; once the
+ * others are open, it says there, once, which it follows, where, from where
+ * on and which events it prints (nothing is printed until an event comes,
+ * and a quiet system looked like a hung tool), standard output keeping the
+ * events alone. Rejects when no stream can be read. Runs until the
+ * connection closes.
  */
 export async function watchEvents(options: WatchOptions): Promise<void> {
-  const { nc, name, all, matches, print, following } = options;
+  const { nc, name, all, subject, type, print } = options;
+  const matches = (line: EventLine) => (subject === undefined || subjectMatches(subject, line.subject)) && (type === undefined || line.type === type);
   const jsm = await nc.jetstreamManager();
   const streams = [...allStreams.map((s) => s.name), deadLetterStreamSpec.name];
   /** The stream's messages, or undefined (said on standard error) when it cannot be read. */
@@ -264,7 +277,7 @@ export async function watchEvents(options: WatchOptions): Promise<void> {
   };
   const opened = await Promise.all(streams.map(async (stream) => ({ stream, reader: await open(stream) })));
   if (opened.every((o) => o.reader === undefined)) throw new Error(`no stream can be read (${streams.join(", ")})`);
-  following?.(opened.filter((o) => o.reader !== undefined).map((o) => o.stream));
+  console.error(`${name}: ${followingSaid(opened.filter((o) => o.reader !== undefined).map((o) => o.stream), nc.getServer(), options)}`);
   await Promise.all(
     opened.map(async ({ stream, reader }) => {
       if (!reader) return;
@@ -273,7 +286,7 @@ export async function watchEvents(options: WatchOptions): Promise<void> {
       try {
         for await (const msg of reader.messages()) {
           const line = eventLine(stream, msg);
-          if (!matches || matches(line)) print(line);
+          if (matches(line)) print(line);
         }
       } catch (err) {
         console.error(`${name}: stream ${stream} can no longer be read: ${reason(err)}`);

@@ -11,8 +11,10 @@ import { parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--nats URL] [--nkey FILE]
 
 Prints each event as a JSON line: stream, sequence, subject, type, id, source,
-time and the decoded payload. Ctrl-C stops. A stream that is missing, or on
-which the server refuses a consumer, is named on standard error; when no
+time and the decoded payload. Ctrl-C stops. Once it follows the streams, it
+says so on standard error, naming them, the server and from where on it
+prints; standard output holds the events alone. A stream that is missing, or
+on which the server refuses a consumer, is named on standard error; when no
 stream can be read, it exits with status 1.
   --all        start from the first stored event instead of new ones only
   --nats URL   NATS server, nats://host:port, several comma-separated for a cluster
