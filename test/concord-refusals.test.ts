@@ -255,7 +255,8 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     writeFileSync(`${dir.path}/traces.jsonl`, "");
     const none = await concord("traces", "show", "abc");
     expect(none.status).toBe(1);
-    expect(none.stderr).toContain(`no trace in ${dir.path}/traces.jsonl has a span mentioning "abc" (the services send their spans every 5 s by default: for an order placed just now, try again in a few seconds; one placed while they ran without OTEL_EXPORTER_OTLP_ENDPOINT naming \`npx concord traces serve\` has none)`);
+    // Named as the other commands' lines are: it began "no trace in".
+    expect(none.stderr).toBe(`concord traces show: no trace in ${dir.path}/traces.jsonl has a span mentioning "abc" (the services send their spans every 5 s by default: for an order placed just now, try again in a few seconds; one placed while they ran without OTEL_EXPORTER_OTLP_ENDPOINT naming \`npx concord traces serve\` has none)\n`);
   });
 
   it("names a mistyped option of traces with the one it likely meant, exit status 2, in one line", async () => {
@@ -351,7 +352,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     const out = await concord("traces", "show", "o-1", "--file", file);
     expect(out.status, out.stderr).toBe(0);
     expect(out.stdout).toContain("trace 4bf92f3577b34da6a3ce929d0e0e4736 (2 spans)");
-    expect(out.stderr).toContain("torn.jsonl: 1 line(s) hold no whole span and were skipped (line 2)");
+    expect(out.stderr).toBe(`concord traces show: ${file}: 1 line(s) hold no whole span and were skipped (line 2)\n`);
   });
 
   it("finds the NATS server `npm start` runs on NATS_PORT when NATS_URL is not set", async () => {

@@ -824,7 +824,12 @@ export async function concord(argv: string[]): Promise<number> {
           console.error(`concord traces: name a command\n\n${usageOfTraces("npx concord traces")}`);
           return 2;
         }
-        return await tracesCommand(rest, "npx concord traces", elsewhereOf(command), (problem, of) => refuseUsage(problem, of === undefined ? command : `${command} ${of}`));
+        return await tracesCommand(rest, {
+          prog: "npx concord traces",
+          elsewhere: elsewhereOf(command),
+          badUsage: (problem, of) => refuseUsage(problem, of === undefined ? command : `${command} ${of}`),
+          nameOf: (of) => programOf(`${command} ${of}`),
+        });
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)}`, "");
     }

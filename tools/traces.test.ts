@@ -47,8 +47,19 @@ describe("tools/traces.ts", () => {
     // A receiver before it checked times wrote what it was sent; show then stopped on "Cannot convert soon to a BigInt" (exit 1).
     writeFileSync(file, [line("00f067aa0ba902b7", "1764650000000000000"), line("00f067aa0ba902b8", "soon")].join("\n") + "\n");
     const run = traces("show", "o-1", "--file", file);
-    expect(run.stderr).toBe(`${file}: 1 line(s) hold no whole span and were skipped (line 2)\n`);
+    expect(run.stderr).toBe(`tools/traces.ts: ${file}: 1 line(s) hold no whole span and were skipped (line 2)\n`);
     expect(run.status).toBe(0);
     expect(run.stdout).toContain("span 00f067aa0ba902b7  [orders SERVER]");
+  });
+
+  it("names itself at the start of what show says on standard error, as it does of bad usage, where those lines began with the file, \"no trace\" or \"traces:\"", () => {
+    const file = join(dir, "one.jsonl");
+    writeFileSync(file, `${JSON.stringify({ service: "orders", traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", parentSpanId: "", name: "a span", kind: "SERVER", startNs: "1", endNs: "2", attributes: {}, status: { code: 0 }, links: [] })}\n`);
+    const none = traces("show", "o-2", "--file", file);
+    expect(none.status).toBe(1);
+    expect(none.stderr.startsWith(`tools/traces.ts: no trace in ${file} has a span mentioning "o-2" (`), none.stderr).toBe(true);
+    const missing = traces("show", "o-2", "--file", join(dir, "none.jsonl"));
+    expect(missing.status).toBe(1);
+    expect(missing.stderr.startsWith(`tools/traces.ts: ${join(dir, "none.jsonl")} does not exist; `), missing.stderr).toBe(true);
   });
 });

@@ -70,38 +70,48 @@ function portOf(value: unknown, name: string, fallback: number): number {
   return port;
 }
 
-/**
- * Runs the traces command with `argv` (after the program name); `prog` is how
- * the user called it, for the help text, and `elsewhere` the command lines of
- * the calling tool's other commands that take an option traces lacks, to name
- * them when it is given here. Bad usage is said by `badUsage`, given the
- * problem and the command it was given to (serve, show; none when it named
- * none), which resolves with the exit status; by default, the problem and
- * where the usage is, in one line, exit 2. Resolves with the exit status.
- */
-export async function tracesCommand(
-  argv: string[],
-  prog = "npx tsx tools/traces.ts",
-  elsewhere: Readonly<Record<string, readonly string[]>> = {},
-  badUsage?: (problem: string, command: string | undefined) => number,
-): Promise<number> {
+/** How a tool runs the traces commands as its own (`npx concord traces`); by default, tools/traces.ts itself. */
+export interface TracesCaller {
+  /** How the user called them, for the help text: `npx concord traces`. */
+  readonly prog: string;
+  /** The command lines of the calling tool's other commands that take an option traces lacks, to name them when it is given here. */
+  readonly elsewhere?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * Says bad usage, given the problem and the command it was given to
+   * (serve, show; none when it named none); resolves with the exit status.
+   * By default, the problem and where the usage is, in one line, exit 2.
+   */
+  readonly badUsage?: (problem: string, command: string | undefined) => number;
+  /** What begins the lines a command says on standard error (`concord traces show`); by default the program, as its bad usage says it. */
+  readonly nameOf?: (command: string) => string;
+}
+
+/** How tools/traces.ts names itself on standard error: as it was called, without npx. */
+const programOf = (prog: string) => prog.replace(/^npx (tsx )?/, "");
+
+/** tools/traces.ts run by itself. */
+const standalone: TracesCaller = { prog: "npx tsx tools/traces.ts" };
+
+/** Runs the traces command with `argv` (after the program name), called as `caller` says; resolves with the exit status. */
+export async function tracesCommand(argv: string[], caller = standalone): Promise<number> {
+  const { prog, elsewhere = {}, badUsage } = caller;
   try {
-    return await run(argv, prog, elsewhere);
+    return await run(argv, prog, elsewhere, caller.nameOf ?? (() => programOf(prog)));
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     if (badUsage) return badUsage(err.message, err.command);
-    console.error(usageProblemLine(prog.replace(/^npx (tsx )?/, ""), err.message, `${prog} --help`));
+    console.error(usageProblemLine(programOf(prog), err.message, `${prog} --help`));
     return 2;
   }
 }
 
-async function run(argv: string[], prog: string, elsewhere: Readonly<Record<string, readonly string[]>>): Promise<number> {
+async function run(argv: string[], prog: string, elsewhere: Readonly<Record<string, readonly string[]>>, nameOf: (command: string) => string): Promise<number> {
   const usage = usageOf(prog);
   const [command = "", ...rest] = argv;
   if (!Object.hasOwn(tracesOptions, command)) {
     if (argv.length === 0) {
       // Bad usage, said on standard error as `concord dlq` alone says it: the commands, exit 2.
-      console.error(`${prog.replace(/^npx (tsx )?/, "")}: name a command, ${Object.keys(tracesOptions).join(" or ")}\n\n${usage}`);
+      console.error(`${programOf(prog)}: name a command, ${Object.keys(tracesOptions).join(" or ")}\n\n${usage}`);
       return 2;
     }
     if (!argv.includes("--help") && !argv.includes("-h")) throw new UsageError(`unknown command ${JSON.stringify(command)}; the commands are ${Object.keys(tracesOptions).join(", ")}`);
@@ -133,7 +143,7 @@ async function run(argv: string[], prog: string, elsewhere: Readonly<Record<stri
       onSpans: (spans) =>
         void zipkin?.send(spans).catch((err: Error) => {
           // Said once, then every 100th time: the spans are in the file all the same.
-          if (refusals++ % 100 === 0) console.error(`traces: ${err.message}`);
+          if (refusals++ % 100 === 0) console.error(`${nameOf(command)}: ${err.message}`);
         }),
     }).catch(async (err: NodeJS.ErrnoException) => {
       await zipkin?.stop();
@@ -160,10 +170,10 @@ async function run(argv: string[], prog: string, elsewhere: Readonly<Record<stri
   if (!existsSync(file)) throw new Error(`${file} does not exist; run \`${prog} serve\` and start the services with OTEL_EXPORTER_OTLP_ENDPOINT set to the URL it prints (http://127.0.0.1:4318 by default): without it they export no spans (it makes the file once the first spans come; the services send theirs every 5 s by default)`);
   const { spans, skipped } = readSpans(file);
   // A receiver killed while it appended leaves a line cut short, which the next append continues: the rest still shows.
-  if (skipped.length > 0) console.error(`${file}: ${skipped.length} line(s) hold no whole span and were skipped (line ${skipped.slice(0, 5).join(", ")}${skipped.length > 5 ? ", ..." : ""})`);
+  if (skipped.length > 0) console.error(`${nameOf(command)}: ${file}: ${skipped.length} line(s) hold no whole span and were skipped (line ${skipped.slice(0, 5).join(", ")}${skipped.length > 5 ? ", ..." : ""})`);
   const out = formatTraces(spans, text);
   if (out === "") {
-    console.error(`no trace in ${file} has a span mentioning ${JSON.stringify(text)} (the services send their spans every 5 s by default: for an order placed just now, try again in a few seconds; one placed while they ran without OTEL_EXPORTER_OTLP_ENDPOINT naming \`${prog} serve\` has none)`);
+    console.error(`${nameOf(command)}: no trace in ${file} has a span mentioning ${JSON.stringify(text)} (the services send their spans every 5 s by default: for an order placed just now, try again in a few seconds; one placed while they ran without OTEL_EXPORTER_OTLP_ENDPOINT naming \`${prog} serve\` has none)`);
     return 1;
   }
   console.log(out);
@@ -194,7 +204,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.ar
   tracesCommand(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (err: Error) => {
-      console.error(`traces: ${err.message}`);
+      console.error(`${programOf(standalone.prog)}: ${err.message}`);
       process.exit(1);
     },
   );

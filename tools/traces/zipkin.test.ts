@@ -6,7 +6,7 @@
  * its web UI answers.
  */
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -140,6 +140,23 @@ describe("Zipkin as the trace viewer", () => {
       const ui = await fetch(`http://127.0.0.1:${zipkinPort}/zipkin/`);
       expect(ui.status).toBe(200);
       expect(await ui.text()).toContain("<!DOCTYPE html>");
+    });
+
+    it("says under its command's name that Zipkin did not take the spans, once Zipkin is gone, and keeps them in the file", async () => {
+      // Zipkin is the serve's child: killed, it refuses nothing and answers nothing.
+      const children = readdirSync(`/proc/${serve.pid}/task`).flatMap((task) => readFileSync(`/proc/${serve.pid}/task/${task}/children`, "utf8").split(" ").filter(Boolean).map(Number));
+      const java = children.find((pid) => readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "java");
+      expect(java).toBeDefined();
+      process.kill(java!, "SIGKILL");
+      await expect.poll(() => fetch(`http://127.0.0.1:${zipkinPort}/health`).then(() => "answers", () => "gone"), { timeout: 20_000 }).toBe("gone");
+      const spansIn = () => (existsSync(join(dir, "traces.jsonl")) ? readFileSync(join(dir, "traces.jsonl"), "utf8").trim().split("\n").filter(Boolean).length : 0);
+      const before = spansIn();
+      const posted = await fetch(`http://127.0.0.1:${otlpPort}/v1/traces`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(exportBody) });
+      expect(posted.status).toBe(200);
+      // It said "traces: fetch failed", not the command it was run as.
+      await expect.poll(() => output, { timeout: 20_000 }).toContain("concord traces serve: fetch failed\n");
+      expect(output).not.toMatch(/^traces: /m);
+      expect(spansIn()).toBe(before + 3);
     });
   });
 });
