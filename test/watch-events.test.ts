@@ -46,6 +46,14 @@ describe("tools/watch-events.ts", () => {
     }
   });
 
+  it("says in its --help what each line holds, a dead letter's reason too, and what it says on standard error once it follows the streams", async () => {
+    const tool = run(["--help"]);
+    expect(await tool.exited).toBe(0);
+    const help = tool.stdout().replace(/\s+/g, " ");
+    expect(help).toContain("stream, sequence, subject, type, id, source, time, a dead letter's reason and the decoded payload");
+    expect(help).toContain("Once it follows the streams, it says so on standard error, naming them, the server and from where on it prints; standard output holds the events alone.");
+  });
+
   it("refuses a --nkey that is a FIFO or a device in one line (exit 1), where it waited for ever on the FIFO and read /dev/zero until memory ran out", async () => {
     const fifo = join(tmpdir(), `concord-watch-fifo-${process.pid}`);
     execFileSync("mkfifo", [fifo]);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { hostPort, type Settings } from "../platform/config/index.js";
-import { helps, helpsFor } from "./concord/help.js";
+import { helps, helpsFor, usage } from "./concord/help.js";
 import { brokenAtLast, refilledWhereTooWide } from "./help-text.js";
 import { outboxUsage } from "./outbox.js";
 import { services, type ServiceEntry } from "./services.js";
@@ -82,6 +82,14 @@ describe("the --help texts that name the services", () => {
     );
     expect(helps["database backup"]).toContain("under `npm start`, $PRODUCTS_DATABASE_URL or\n                      $ORDERS_DATABASE_URL, else the database");
     expect(outboxUsage()).toContain("$PRODUCTS_DATABASE_URL or\n                          $ORDERS_DATABASE_URL, else the database");
+  });
+
+  it("say what the commands do today: a database of another service refused by its schema_owner, a redelivery after a restore, a span id shown, a dead letter's reason printed", () => {
+    // outbox parked's said nothing of the first, and the outbox tool's said "the other service's", wrong with a third.
+    for (const text of [helpsFor(three)["outbox parked"]!, outboxUsage(three)]) expect(flowing(text)).toContain("one that holds no outbox, or that is another service's (its schema_owner), is refused (exit 2), left as it was");
+    expect(flowing(usage)).toContain("consumer redeliver DURABLE publish again the events a consumer's server stopped delivering (a max_deliver reached), or those it handled after a backup that was restored");
+    expect(usage).toContain("traces show TEXT            print the traces of an order (or a trace or span id) as a tree\n");
+    expect(flowing(helps["events tail"]!)).toContain("(stream, sequence, subject, type, id, source, time, a dead letter's reason, decoded payload)");
   });
 
   it("say to keep a database's password off the command line, where --database takes a postgres:// URL", () => {

@@ -40,8 +40,8 @@ export function outboxUsage(list: readonly ServiceEntry[] = services): string {
                           $DATABASE_URL is not used, as \`npm start\` does not use it, saying so;
                           a note says which is read when $<SERVICE>_DATABASE_URL is set and
                           an \`npm start -- --postgres\` runs in DATA_DIR, which refuses it);
-                          one that holds no outbox is refused (exit 2), left as it was,
-                          and so is the other service's, by its schema_owner;
+                          one that holds no outbox, or that is another service's (its
+                          schema_owner), is refused (exit 2), left as it was;
                           a password in a URL given here shows in the process list (ps):
                           leave it out and set PGPASSWORD (or ~/.pgpass), or set the variable
 

@@ -11,7 +11,7 @@ import { parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
 const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--nats URL] [--nkey FILE]
 
 Prints each event as a JSON line: stream, sequence, subject, type, id, source,
-time and the decoded payload. Ctrl-C stops. Once it follows the streams, it
+time, a dead letter's reason and the decoded payload. Ctrl-C stops. Once it follows the streams, it
 says so on standard error, naming them, the server and from where on it
 prints; standard output holds the events alone. A stream that is missing, or
 on which the server refuses a consumer, is named on standard error; when no

@@ -21,7 +21,8 @@ Commands:
                               then delete them from the dead letter stream
   dlq purge [SEQ ...] --yes   delete the dead letters named, or every one
   consumer redeliver DURABLE  publish again the events a consumer's server stopped
-                              delivering (a max_deliver reached)
+                              delivering (a max_deliver reached), or those it handled
+                              after a backup that was restored
   consumer stale [--delete]   the durable consumers no contract declares any more;
                               delete those nothing reads through (as the operator)
   database backup SERVICE FILE
@@ -37,7 +38,7 @@ Commands:
                               delete one for good (drop ... --yes)
   traces serve [--zipkin]     receive the services' spans (OTLP/HTTP), keep them in a
                               file, and show them in Zipkin, a trace viewer
-  traces show TEXT            print the traces of an order (or a trace id) as a tree
+  traces show TEXT            print the traces of an order (or a trace or span id) as a tree
 
 Run \`npx concord <command> --help\` for a command's options.
 Exit status: 0 done, 1 failed (for status: an instance of a service unreachable, not SERVING or not
@@ -124,8 +125,8 @@ ${natsOption}`,
     "events tail": `Usage: npx concord events tail [--all] [--subject PATTERN] [--type TYPE] [--nats URL]
 
 Prints each event as a JSON line (stream, sequence, subject, type, id, source,
-time, decoded payload) as it is published, from every stream and the dead
-letter stream. Once it follows them, it says so on standard error, naming
+time, a dead letter's reason, decoded payload) as it is published, from every
+stream and the dead letter stream. Once it follows them, it says so on standard error, naming
 the streams, the server, from where on it prints and which events; standard
 output holds the events alone. Ctrl-C stops.
   --all               start from the first stored event instead of new ones only
@@ -373,7 +374,8 @@ ${natsOption}`,
                       which is read when $<SERVICE>_DATABASE_URL is set and an
                       \`npm start -- --postgres\` runs in DATA_DIR, which
                       refuses it); one that holds
-                      no outbox is refused (exit 2), left as it was; a
+                      no outbox, or that is another service's (its
+                      schema_owner), is refused (exit 2), left as it was; a
                       password in a URL given here shows in the process list
                       (ps): leave it out and set PGPASSWORD (or ~/.pgpass),
                       or set the variable
