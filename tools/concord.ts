@@ -798,7 +798,7 @@ export async function concord(argv: string[]): Promise<number> {
         if (positionals.length > 0) throw new UsageError(`unexpected ${positionals.join(" ")}`, command);
         return await withOperator(values.nats as string | undefined, async (nc) => {
           // Its warnings (a standalone server keeping 1 replica) go to standard error, the streams to standard output.
-          const provisioned = await provisionStreams(nc, createLogger({ service: "concord", level: "warn", destination: process.stderr })).catch((err: unknown) => {
+          const provisioned = await provisionStreams(nc, warningsAsLinesOf(command)).catch((err: unknown) => {
             if (!(err instanceof ProvisionRefused)) throw err;
             console.error(`concord ${command}: ${err.message}`);
             return undefined;
@@ -844,6 +844,20 @@ export async function concord(argv: string[]): Promise<number> {
 const programOf = (command: string | undefined): string => (command ? `concord ${command}` : "concord");
 
 /** Says bad usage in one line, the problem and the --help of `command` (none: of `concord` itself); returns exit status 2. */
+/**
+ * A logger for what the platform's code warns of while a command runs: each
+ * warning one line on standard error, named as the command's own lines are
+ * (`concord streams provision: nats-server is not clustered: ...`), not a
+ * JSON log line.
+ */
+function warningsAsLinesOf(command: string) {
+  return createLogger({
+    service: "concord",
+    level: "warn",
+    destination: { write: (line: string) => void process.stderr.write(`concord ${command}: ${(JSON.parse(line) as { msg: string }).msg}\n`) },
+  });
+}
+
 function refuseUsage(problem: string, command: string): number {
   console.error(usageProblemLine(programOf(command), problem, `npx concord ${command ? `${command} ` : ""}--help`));
   return 2;
