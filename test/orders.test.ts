@@ -185,6 +185,19 @@ describe("OrderService", () => {
     expect(over.message).toMatch(/CreateOrder request may have at most \d+ bytes; this one has \d+/);
   });
 
+  it("refuses an update_mask of thousands of paths as INVALID_ARGUMENT naming update_mask, and 60,000 (180 KB) on its size", async () => {
+    const id = "01890a5d-ac96-774b-bcce-b302099a8057";
+    const paths = (n: number) => Array.from({ length: n }, () => "a");
+    // 3,000 paths fit UpdateOrder's limit: counted before any CEL rule looks through them (27 ms of CPU for 60,000).
+    const many = await grpcError(orders.client.updateOrder({ id, expectedVersion: 1, updateMask: paths(3_000), shippingAddress: undefined, lines: [] }));
+    expect(many.code).toBe(status.INVALID_ARGUMENT);
+    expect(many.violations).toEqual([{ field: "update_mask", description: "paths must be one or more of shipping_address, lines, each once" }]);
+    // Its contract bounds the mask (2 paths of the names it lists), so UpdateOrder's limit is a few KiB, not the server's 256.
+    const more = await grpcError(orders.client.updateOrder({ id, expectedVersion: 1, updateMask: paths(60_000), shippingAddress: undefined, lines: [] }));
+    expect(more.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(more.message).toMatch(/UpdateOrder request may have at most \d+ bytes; this one has 1800\d\d/);
+  });
+
   it("answers NOT_FOUND for an unknown product and stores nothing", async () => {
     const err = await grpcError(orders.client.createOrder({ customerId: "c-unknown", lines: [{ productId: cup, quantity: 1 }, { productId: unknownId, quantity: 1 }], shippingAddress: address }));
     expect(err.code).toBe(status.NOT_FOUND);

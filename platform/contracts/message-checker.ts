@@ -6,6 +6,7 @@ import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import type { Validator } from "@bufbuild/protovalidate";
 import { RepeatedRulesSchema, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { type CompiledCheck, createRuleCompiler, propertyName } from "./compiled-rules.js";
+import { fieldMaskBound } from "./field-mask.js";
 import { createNulChecks, type NulCheck } from "./nul-text.js";
 import { refuseInvalidUtf8 } from "./strict-utf8.js";
 import { createUuidLowerings, type UuidLowering } from "./uuid-case.js";
@@ -19,16 +20,18 @@ export interface MessageChecker {
   /**
    * Every rule the message of `typeName` encoded in `bytes` breaks; empty
    * when it is valid. A string field holding U+0000 is a violation, in
-   * every message (no store takes such text alike). Item counts come first: a list over its max_items is
-   * reported alone, without running the contract's other rules, so an
-   * oversized list never reaches a costly one (a CEL rule over every item).
+   * every message (no store takes such text alike). Item counts come first: a list over its max_items, or
+   * a FieldMask with more paths than its CEL rule's `size(this.paths) <= N`
+   * (see field-mask.ts), is reported alone, without running the contract's
+   * other rules, so an oversized list never reaches a costly one (a CEL rule
+   * over every item).
    * 64-bit integers beyond what a JavaScript number holds exactly are
    * violations too. Undecodable bytes are one violation on field "".
    * Throws when `typeName` is not in the descriptor set.
    */
   check(typeName: string, bytes: Uint8Array): FieldViolation[];
   /**
-   * Only the cheap part of `check`: the lists over their max_items, without
+   * Only the cheap part of `check`: the lists (and masks) over their limits, without
    * the contract's other rules; empty when every list is within its limit.
    */
   checkItemCounts(typeName: string, bytes: Uint8Array): FieldViolation[];
@@ -36,7 +39,9 @@ export interface MessageChecker {
    * The same as `check`, on the object ts-proto decoded (or a handler built):
    * the contract's rules compiled into plain checks, with no second decode.
    * Undefined for a type whose rules are not compiled (message-level CEL,
-   * say): call `check` with its bytes then.
+   * say) and whose lists and FieldMasks are within their limits: call
+   * `check` with its bytes then. One over its limit is reported alone, as
+   * `check` reports it, without the second decode.
    */
   checkDecoded(typeName: string, message: unknown): FieldViolation[] | undefined;
   /**
@@ -57,6 +62,7 @@ const safeLimit = BigInt(Number.MAX_SAFE_INTEGER);
 
 type Check =
   | { readonly kind: "items"; readonly field: DescField; readonly max: number }
+  | { readonly kind: "paths"; readonly field: DescField; readonly max: number; readonly description: string }
   | { readonly kind: "wide"; readonly field: DescField }
   | { readonly kind: "nested"; readonly field: DescField; readonly message: DescMessage };
 
@@ -129,6 +135,8 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
       if (field.fieldKind === "list" && rules?.type.case === "repeated" && isFieldSet(rules.type.value, RepeatedRulesSchema.field.maxItems)) {
         plan.push({ kind: "items", field, max: Number(rules.type.value.maxItems) });
       }
+      const mask = fieldMaskBound(field);
+      if (mask) plan.push({ kind: "paths", field, max: mask.maxPaths, description: mask.description });
       const scalar = field.fieldKind === "scalar" || field.fieldKind === "list" ? field.scalar : undefined;
       if (scalar !== undefined && wideScalars.has(scalar)) plan.push({ kind: "wide", field });
       if (field.fieldKind === "message" || (field.fieldKind === "list" && field.listKind === "message")) {
@@ -138,11 +146,15 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
     return plan;
   };
 
-  /** Appends the cheap violations of `message`: lists over their limit to `items`, numbers out of range to `wide`. */
-  const walk = (schema: DescMessage, message: Record<string, unknown>, path: string, items: FieldViolation[], wide: FieldViolation[]): void => {
+  /**
+   * Appends the cheap violations of `message`: lists (and FieldMasks' paths) over their limit to `items`, numbers
+   * out of range to `wide`. `read` takes a field's value from a @bufbuild/protobuf message (valueOf) or from
+   * ts-proto's (decodedValueOf).
+   */
+  const walk = (schema: DescMessage, message: Record<string, unknown>, path: string, items: FieldViolation[], wide: FieldViolation[], read = valueOf): void => {
     for (const check of planOf(schema)) {
       const { field } = check;
-      const value = valueOf(message, field);
+      const value = read(message, field);
       if (value === undefined) continue;
       const name = path + field.name;
       const values: unknown[] = Array.isArray(value) ? value : [value];
@@ -151,6 +163,12 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
         case "items":
           if (values.length > check.max) items.push({ field: name, description: `${tooManyItems} ${check.max} item(s)` });
           break;
+        case "paths": {
+          // ts-proto gives a FieldMask as its list of paths.
+          const paths = Array.isArray(value) ? value : (value as { paths?: unknown[] }).paths;
+          if (paths && paths.length > check.max) items.push({ field: name, description: check.description });
+          break;
+        }
         case "wide":
           values.forEach((v, i) => {
             if (typeof v === "bigint" && (v > safeLimit || v < -safeLimit)) {
@@ -162,7 +180,7 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
           // An item count already over its limit is not looked into: that is the costly case.
           if (Array.isArray(value) && items.some((v) => v.field === name)) break;
           values.forEach((v, i) => {
-            if (v && typeof v === "object") walk(check.message, v as Record<string, unknown>, `${at(i)}.`, items, wide);
+            if (v && typeof v === "object") walk(check.message, v as Record<string, unknown>, `${at(i)}.`, items, wide, read);
           });
           break;
       }
@@ -205,7 +223,13 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
         const rules = compile(schema);
         compiledChecks.set(typeName, (check = rules ? { rules, text: nulInDecoded(schema) } : null));
       }
-      if (check === null) return undefined;
+      if (check === null) {
+        // The counts, on the object at hand, before the bytes are decoded again for protovalidate: an oversized list or
+        // mask is refused on one decode, and its CEL rules never look through it.
+        const items: FieldViolation[] = [];
+        walk(schemaOf(typeName), message as Record<string, unknown>, "", items, [], decodedValueOf);
+        return items.length > 0 ? items : undefined;
+      }
       const out: FieldViolation[] = [];
       check.rules(message, "", out);
       check.text(message, out);
@@ -241,6 +265,11 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
       return [...found, ...wide.filter((c) => !found.some((f) => f.field === c.field)), ...text];
     },
   };
+}
+
+/** A field's value in a ts-proto message (its property, camel-cased); undefined when unset. */
+function decodedValueOf(message: Record<string, unknown>, field: DescField): unknown {
+  return message[propertyName(field.name)] ?? undefined;
 }
 
 /** A field's value in a @bufbuild/protobuf message, oneof members included; undefined when unset. */

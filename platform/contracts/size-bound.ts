@@ -1,11 +1,13 @@
 import { type DescField, type DescMessage, ScalarType, getOption, hasOption, isFieldSet } from "@bufbuild/protobuf";
 import { RepeatedRulesSchema, StringRulesSchema, BytesRulesSchema, type FieldRules, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { fieldMaskBound, isFieldMask } from "./field-mask.js";
 
 /**
  * The most bytes a valid message of this type can take on the wire, worked
  * out from its contract's rules: a string's max_len (4 bytes a character at
  * most), uuid, or a pattern of fixed length ("^[A-Z]{2}$"), a list's
- * max_items, nested messages in turn. Infinity when
+ * max_items, a FieldMask's paths as its CEL rules bound them (see
+ * field-mask.ts), nested messages in turn. Infinity when
  * any field is unbounded (a string or list without a limit, a recursive
  * type). Unknown fields are not counted.
  */
@@ -39,7 +41,7 @@ function fieldBound(field: DescField, visiting: Set<DescMessage>): number {
     case "enum":
       return tag + valueBound(field.fieldKind === "enum" ? ScalarType.INT32 : field.scalar, rules);
     case "message": {
-      const inner = boundOf(field.message, visiting);
+      const inner = isFieldMask(field) ? maskBound(field) : boundOf(field.message, visiting);
       return tag + varintSize(inner) + inner;
     }
     case "list": {
@@ -57,6 +59,13 @@ function fieldBound(field: DescField, visiting: Set<DescMessage>): number {
     case "map":
       return Number.POSITIVE_INFINITY;
   }
+}
+
+/** A FieldMask's bytes: its paths' count times their length, where its rules bound both (see field-mask.ts). */
+function maskBound(field: DescField): number {
+  const bound = fieldMaskBound(field);
+  if (bound?.maxPathBytes === undefined) return Number.POSITIVE_INFINITY;
+  return bound.maxPaths * (1 + varintSize(bound.maxPathBytes) + bound.maxPathBytes);
 }
 
 function valueBound(scalar: ScalarType, rules: FieldRules | undefined): number {

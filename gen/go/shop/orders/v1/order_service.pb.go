@@ -678,7 +678,7 @@ type UpdateOrderRequest struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The version the caller last saw (Order.version).
 	ExpectedVersion int64 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
-	// Which fields to change: "shipping_address", "lines" or both.
+	// Which fields to change: "shipping_address", "lines" or both; 2 at most.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	// New shipping address, when in the mask.
 	ShippingAddress *Address `protobuf:"bytes,4,opt,name=shipping_address,json=shippingAddress,proto3" json:"shipping_address,omitempty"`
@@ -1084,18 +1084,18 @@ const file_shop_orders_v1_order_service_proto_rawDesc = "" +
 	"\x0fGetOrderRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"?\n" +
 	"\x10GetOrderResponse\x12+\n" +
-	"\x05order\x18\x01 \x01(\v2\x15.shop.orders.v1.OrderR\x05order\"\xfb\x06\n" +
+	"\x05order\x18\x01 \x01(\v2\x15.shop.orders.v1.OrderR\x05order\"\xdd\a\n" +
 	"\x12UpdateOrderRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12;\n" +
-	"\x10expected_version\x18\x02 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x0fexpectedVersion\x12\x83\x02\n" +
-	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskB\xc5\x01\xbaH\xc1\x01\xba\x01\xba\x01\n" +
-	"\x11update_mask.paths\x12?paths must be one or more of shipping_address, lines, each once\x1adsize(this.paths) > 0 && this.paths.all(p, p in ['shipping_address', 'lines']) && this.paths.unique()\xc8\x01\x01R\n" +
+	"\x10expected_version\x18\x02 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x0fexpectedVersion\x12\x9c\x02\n" +
+	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskB\xde\x01\xbaH\xda\x01\xba\x01\xd3\x01\n" +
+	"\x11update_mask.paths\x12?paths must be one or more of shipping_address, lines, each once\x1a}size(this.paths) <= 2 && size(this.paths) > 0 && this.paths.all(p, p in ['shipping_address', 'lines']) && this.paths.unique()\xc8\x01\x01R\n" +
 	"updateMask\x12B\n" +
 	"\x10shipping_address\x18\x04 \x01(\v2\x17.shop.orders.v1.AddressR\x0fshippingAddress\x12\xa0\x01\n" +
 	"\x05lines\x18\x05 \x03(\v2\x18.shop.orders.v1.LineItemBp\xbaHm\xba\x01e\n" +
-	"\x15lines.unique_products\x12(each product may appear in one line only\x1a\"this.map(l, l.product_id).unique()\x92\x01\x02\x102R\x05lines:\xa0\x02\xbaH\x9c\x02\x1a\x99\x01\n" +
-	"\x10shipping_address\x126shipping_address is required when update_mask names it\x1aM!('shipping_address' in this.update_mask.paths) || has(this.shipping_address)\x1a~\n" +
-	"\x05lines\x127lines must hold 1 to 50 lines when update_mask names it\x1a<!('lines' in this.update_mask.paths) || size(this.lines) > 0\"B\n" +
+	"\x15lines.unique_products\x12(each product may appear in one line only\x1a\"this.map(l, l.product_id).unique()\x92\x01\x02\x102R\x05lines:\xe9\x02\xbaH\xe5\x02\x1a\xbd\x01\n" +
+	"\x10shipping_address\x126shipping_address is required when update_mask names it\x1aqsize(this.update_mask.paths) > 2 || !('shipping_address' in this.update_mask.paths) || has(this.shipping_address)\x1a\xa2\x01\n" +
+	"\x05lines\x127lines must hold 1 to 50 lines when update_mask names it\x1a`size(this.update_mask.paths) > 2 || !('lines' in this.update_mask.paths) || size(this.lines) > 0\"B\n" +
 	"\x13UpdateOrderResponse\x12+\n" +
 	"\x05order\x18\x01 \x01(\v2\x15.shop.orders.v1.OrderR\x05order\"P\n" +
 	"\x12CancelOrderRequest\x12\x18\n" +

@@ -472,7 +472,7 @@ type UpdateProductRequest struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The version the caller last saw (Product.version).
 	ExpectedVersion int64 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
-	// Which fields to change: any of "name", "description", "price".
+	// Which fields to change: any of "name", "description", "price"; 3 at most.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	// New display name, when in the mask.
 	Name string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
@@ -874,18 +874,18 @@ const file_shop_products_v1_product_service_proto_rawDesc = "" +
 	"\x17BatchGetProductsRequest\x12%\n" +
 	"\x03ids\x18\x01 \x03(\tB\x13\xbaH\x10\x92\x01\r\b\x01\x10d\x18\x01\"\x05r\x03\xb0\x01\x01R\x03ids\"Q\n" +
 	"\x18BatchGetProductsResponse\x125\n" +
-	"\bproducts\x18\x01 \x03(\v2\x19.shop.products.v1.ProductR\bproducts\"\xe4\x05\n" +
+	"\bproducts\x18\x01 \x03(\v2\x19.shop.products.v1.ProductR\bproducts\"\xc8\x06\n" +
 	"\x14UpdateProductRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12;\n" +
-	"\x10expected_version\x18\x02 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x0fexpectedVersion\x12\x87\x02\n" +
-	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskB\xc9\x01\xbaH\xc5\x01\xba\x01\xbe\x01\n" +
-	"\x11update_mask.paths\x12@paths must be one or more of name, description, price, each once\x1agsize(this.paths) > 0 && this.paths.all(p, p in ['name', 'description', 'price']) && this.paths.unique()\xc8\x01\x01R\n" +
+	"\x10expected_version\x18\x02 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x0fexpectedVersion\x12\xa1\x02\n" +
+	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskB\xe3\x01\xbaH\xdf\x01\xba\x01\xd8\x01\n" +
+	"\x11update_mask.paths\x12@paths must be one or more of name, description, price, each once\x1a\x80\x01size(this.paths) <= 3 && size(this.paths) > 0 && this.paths.all(p, p in ['name', 'description', 'price']) && this.paths.unique()\xc8\x01\x01R\n" +
 	"updateMask\x12\x1c\n" +
 	"\x04name\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\x04name\x12*\n" +
 	"\vdescription\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\vdescription\x12+\n" +
-	"\x05price\x18\x06 \x01(\v2\x15.shop.common.v1.MoneyR\x05price:\xf3\x01\xbaH\xef\x01\x1a~\n" +
-	"\x04name\x12:name must be 1 to 200 characters when update_mask names it\x1a:!('name' in this.update_mask.paths) || size(this.name) > 0\x1am\n" +
-	"\x05price\x12+price is required when update_mask names it\x1a7!('price' in this.update_mask.paths) || has(this.price)\"L\n" +
+	"\x05price\x18\x06 \x01(\v2\x15.shop.common.v1.MoneyR\x05price:\xbd\x02\xbaH\xb9\x02\x1a\xa2\x01\n" +
+	"\x04name\x12:name must be 1 to 200 characters when update_mask names it\x1a^size(this.update_mask.paths) > 3 || !('name' in this.update_mask.paths) || size(this.name) > 0\x1a\x91\x01\n" +
+	"\x05price\x12+price is required when update_mask names it\x1a[size(this.update_mask.paths) > 3 || !('price' in this.update_mask.paths) || has(this.price)\"L\n" +
 	"\x15UpdateProductResponse\x123\n" +
 	"\aproduct\x18\x01 \x01(\v2\x19.shop.products.v1.ProductR\aproduct\"g\n" +
 	"\x13ListProductsRequest\x12'\n" +

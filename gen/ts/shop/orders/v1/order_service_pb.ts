@@ -210,7 +210,7 @@ export interface UpdateOrderRequest {
   id: string;
   /** The version the caller last saw (Order.version). */
   expectedVersion: number;
-  /** Which fields to change: "shipping_address", "lines" or both. */
+  /** Which fields to change: "shipping_address", "lines" or both; 2 at most. */
   updateMask:
     | string[]
     | undefined;

@@ -123,7 +123,7 @@ export interface UpdateProductRequest {
   id: string;
   /** The version the caller last saw (Product.version). */
   expectedVersion: number;
-  /** Which fields to change: any of "name", "description", "price". */
+  /** Which fields to change: any of "name", "description", "price"; 3 at most. */
   updateMask:
     | string[]
     | undefined;
