@@ -42,6 +42,44 @@ describe("contract checks", () => {
     expect(result.output).toBe(`${join(bad, productService)}:237:10:Field name "nextPageToken" should be lower_snake_case, such as "next_page_token".`);
   });
 
+  it("refuses a request's list, map or FieldMask with no bound on its size, at any depth, naming the field and how to bound it", () => {
+    const unbounded = editedContracts(dir.path, productService, (t) =>
+      t
+        .replace("    max_items: 100\n", "")
+        // An expression with || bounds nothing: the size test may be passed over.
+        .replace("size(this.paths) <= 3 && size(this.paths) > 0", "(size(this.paths) <= 3 || size(this.paths) > 0)")
+        .replace("  string page_token = 2 [(buf.validate.field).string.max_len = 200];\n}", "  string page_token = 2 [(buf.validate.field).string.max_len = 200];\n  // Labels.\n  map<string, string> labels = 3;\n}"),
+    );
+    const money = "shop/common/v1/money.proto";
+    writeFileSync(join(unbounded, money), readFileSync(join(unbounded, money), "utf8").replace(/\n}\n$/, "\n  // Notes, held in every request with a price.\n  repeated string notes = 3 [(buf.validate.field).repeated.items.string.max_len = 10];\n}\n"));
+    const result = lintContracts(unbounded);
+    expect(result.ok).toBe(false);
+    const findings = result.output.split("\n");
+    expect(findings).toHaveLength(4);
+    expect(findings[0]).toBe(
+      `${join(unbounded, money)}:19:3:Field "notes" of message "shop.common.v1.Money" (in the request of shop.products.v1.ProductService.CreateProduct): a repeated field with no max_items; ` +
+        "a request could hold any number of items, each checked by the contract's rules before it is refused. Bound it: (buf.validate.field).repeated.max_items = <the most a caller needs>",
+    );
+    expect(findings[1]).toMatch(new RegExp(`^${join(unbounded, productService)}:159:3:Field "ids" of message "shop.products.v1.BatchGetProductsRequest" \\(in the request of shop.products.v1.ProductService.BatchGetProducts\\): a repeated field with no max_items;`));
+    expect(findings[2]).toContain(`${productService}:196:3:Field "update_mask" of message "shop.products.v1.UpdateProductRequest" (in the request of shop.products.v1.ProductService.UpdateProduct): a google.protobuf.FieldMask with no bound on its paths;`);
+    expect(findings[2]).toContain('begin its (buf.validate.field).cel expression with "size(this.paths) <= <N> && "');
+    expect(findings[3]).toContain(`${productService}:230:3:Field "labels" of message "shop.products.v1.ListProductsRequest" (in the request of shop.products.v1.ProductService.ListProducts): a map with no max_pairs;`);
+  });
+
+  it("npm run gen and gen:check refuse a request's list with no bound on its size, naming it, and write nothing", () => {
+    const clone = join(dir.path, "gen-repo");
+    copyOfWorkTree(clone);
+    const service = join(clone, "proto", productService);
+    writeFileSync(service, readFileSync(service, "utf8").replace("    max_items: 100\n", ""));
+    const before = readFileSync(join(clone, "gen", "ts", "descriptor_set.ts"), "utf8");
+    for (const args of [["--check"], []]) {
+      const gen = spawnSync(process.execPath, ["--import", "tsx", "tools/gen.ts", ...args], { cwd: clone, encoding: "utf8", timeout: 120_000 });
+      expect(gen.status, args.join(" ")).toBe(1);
+      expect(gen.stderr).toMatch(/^1 contract problem:\n {2}- proto\/shop\/products\/v1\/product_service\.proto:159:3:Field "ids" of message "shop\.products\.v1\.BatchGetProductsRequest" \(in the request of shop\.products\.v1\.ProductService\.BatchGetProducts\): a repeated field with no max_items; .* Bound it: \(buf\.validate\.field\)\.repeated\.max_items = <the most a caller needs>\n$/);
+    }
+    expect(readFileSync(join(clone, "gen", "ts", "descriptor_set.ts"), "utf8")).toBe(before);
+  }, 240_000);
+
   it("npm run lint:proto names the files of its findings as they are opened from the repository's root, as npm run breaking does", () => {
     const clone = join(dir.path, "lint-repo");
     copyOfWorkTree(clone);
