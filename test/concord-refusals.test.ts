@@ -13,7 +13,9 @@ import { type ConcordRun, runConcord } from "./support/concord.js";
 import { freePort, useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
 
-describe("npx concord refuses what names nothing, and ends quietly when its reader goes", () => {
+// Tests here run the command several times one after another, each a process of its own that starts in 1 to 6 s on a
+// loaded machine: 30 s was too little for five (one such test timed out in a full CI run).
+describe("npx concord refuses what names nothing, and ends quietly when its reader goes", { timeout: 120_000 }, () => {
   const dir = createTempDir("concord-refusals-");
   const nats = useNatsServer();
   const nc = useNatsConnection(nats, { streams: [...allStreams, deadLetterStreamSpec] });
