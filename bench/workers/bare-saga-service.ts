@@ -47,7 +47,7 @@ if ((role !== "orders" && role !== "products") || !natsUrl) {
 }
 
 // The platform's JetStream side as production runs it (compiled).
-const [{ createPublishWindow }, { createPullIntake }, { eventHeaderBlock, eventHeaders }, { log }] = await Promise.all([
+const [{ createPublishWindow }, { createPullIntake, defaultMaxHeldBytes, maxMessageBytesOf }, { eventHeaderBlock, eventHeaders }, { log }] = await Promise.all([
   compiledModule<typeof PublishWindowModule>("events/publish-window.js"),
   compiledModule<typeof PullIntakeModule>("events/pull-intake.js"),
   compiledModule<typeof CloudEventsModule>("events/cloud-events.js"),
@@ -82,7 +82,7 @@ const idOf = (subject: string): string => subject.split(".")[4];
 
 /** Takes the messages of one of the baseline's consumers as startConsumers does, handing each to `handle`, then acks it. */
 function consume(spec: { readonly stream: string; readonly durable: string; readonly ackWaitMs: number }, handle: (msg: JsMsg) => void) {
-  const intake = createPullIntake({ nc, js, stream: spec.stream, durable: spec.durable, limit: 2 * pullBatch, ackWaitMs: spec.ackWaitMs, reopenDelayMs: 1_000, logger });
+  const intake = createPullIntake({ nc, js, stream: spec.stream, durable: spec.durable, limit: 2 * pullBatch, maxBytes: defaultMaxHeldBytes, maxMessageBytes: maxMessageBytesOf(nc), ackWaitMs: spec.ackWaitMs, reopenDelayMs: 1_000, logger });
   void (async () => {
     for (let batch = await intake.take(pullBatch); batch; batch = await intake.take(pullBatch)) {
       for (const msg of batch) {

@@ -288,6 +288,49 @@ describe("startConsumers", () => {
     expect((await t.db.query<{ failures: number }>("SELECT failures FROM event_failures ORDER BY stream_sequence")).map((r) => r.failures)).toEqual([3, 3]);
   });
 
+  it("holds no more than maxHeldBytes of large events published ahead, as the server counts what it delivered, and handles them all", async () => {
+    const sample = sampleStream("bigevents");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const db: Database = await openDatabase({ path: join(dir, "bigevents.db"), migrations: [...eventMigrations, effectsTable] });
+    cleanups.push(() => db.close());
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    for (let i = 1; i <= 24; i++) await publisher.publish(sample.event, { thingId: `t-${i}`, note: "x".repeat(200 * 1024) });
+    const spec = sample.consumerSpec("bigevents-worker");
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let handled = 0;
+    const consumers = await startConsumers({
+      nc: bus.nc,
+      db,
+      service: "worker",
+      logger,
+      maxHeldBytes: 2 * 1024 * 1024,
+      consumers: [
+        bindConsumer({
+          spec,
+          descriptor: sample.event,
+          async handle() {
+            await gate;
+            handled++;
+          },
+        }),
+      ],
+    });
+    cleanups.unshift(() => consumers.stop());
+    // The first handler waits: nothing is settled, and the server's figures are what the consumer holds.
+    const info = () => bus.jsm.consumers.info(spec.stream, spec.durable);
+    await eventually("the consumer has stopped pulling or has pulled everything", async () => {
+      const { num_waiting, num_pending, num_ack_pending } = await info();
+      return num_ack_pending > 0 && (num_pending === 0 || num_waiting === 0);
+    });
+    const { num_ack_pending, num_pending } = await info();
+    // 2 MiB hold 10 of them; all 24 were pulled at once before.
+    expect(num_ack_pending).toBeLessThanOrEqual(10);
+    expect(num_pending).toBe(24 - num_ack_pending);
+    open();
+    await eventually("every event is handled", () => handled === 24);
+  });
+
   it("dead-letters an undecodable payload or a wrong ce-type at once; later events keep flowing", async () => {
     const t = await setup("garbage");
     const raw = (type: string, data: Uint8Array) => {

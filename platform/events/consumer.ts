@@ -11,7 +11,7 @@ import { receivedHeaders } from "./nats-internals.js";
 import { countAttempt, countFailure, createBatchClaims, createInbox, eventIdOf, eventIdProblem, noteDeadLetter, uncountAttempt, type BatchClaims } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
 import { consumerPipeline } from "./pipeline.js";
-import { createPullIntake, type PullIntake } from "./pull-intake.js";
+import { createPullIntake, defaultMaxHeldBytes, maxMessageBytesOf, type PullIntake } from "./pull-intake.js";
 import { ensureConsumers, ensureStreams, validateConsumerSpec, validateStreamSpec } from "./provision.js";
 import { validateSource } from "./publisher.js";
 import { backoffDelay } from "./retry.js";
@@ -34,6 +34,13 @@ export interface StartConsumersOptions {
   readonly outbox?: Outbox;
   /** Most events of one consumer handled in one batch (one transaction); twice as many are pulled ahead, each kept alive with progress acks. Default 64. */
   readonly pullBatch?: number;
+  /**
+   * Most bytes of events one consumer holds: pulled and not yet settled (the batch being handled among them), plus
+   * what its pull requests under way may still bring (their max_bytes), counted as nats-server counts them (subject,
+   * reply, headers and data). Pulls wait while less than the server's max_payload (and 8 KiB) is free; one event
+   * always comes, however large. Default 8 MiB.
+   */
+  readonly maxHeldBytes?: number;
   /** How long to wait before pulling again when pulling failed. Default 1 s. */
   readonly reopenDelayMs?: number;
   /** The contracts' rules: an event that breaks them goes to the dead letter stream at once. */
@@ -68,10 +75,11 @@ export interface RunningConsumers {
  */
 export async function startConsumers(options: StartConsumersOptions): Promise<RunningConsumers> {
   const factory = "startConsumers";
-  checkOptions(factory, options, ["nc", "db", "service", "consumers", "logger", "dlqStream", "outbox", "pullBatch", "reopenDelayMs", "checker", "middleware", "streamSources", "newDatabase"]);
+  checkOptions(factory, options, ["nc", "db", "service", "consumers", "logger", "dlqStream", "outbox", "pullBatch", "maxHeldBytes", "reopenDelayMs", "checker", "middleware", "streamSources", "newDatabase"]);
   const { nc, db, service, consumers, streamSources } = options;
   const dlqStream = options.dlqStream ?? deadLetterStreamSpec;
   const pullBatch = positiveInteger(factory, "pullBatch", options.pullBatch, 64);
+  const maxHeldBytes = positiveInteger(factory, "maxHeldBytes", options.maxHeldBytes, defaultMaxHeldBytes);
   const reopenDelayMs = nonNegativeInteger(factory, "reopenDelayMs", options.reopenDelayMs, 1_000);
   validateSource(factory, service);
   validateStreamSpec(dlqStream);
@@ -137,6 +145,7 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
     step.deadLetterLines.flush();
   };
 
+  const maxMessageBytes = maxMessageBytesOf(nc);
   const intakes = consumers.map(({ spec }) =>
     createPullIntake({
       nc,
@@ -144,6 +153,8 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
       stream: spec.stream,
       durable: spec.durable,
       limit: 2 * pullBatch,
+      maxBytes: maxHeldBytes,
+      maxMessageBytes,
       ackWaitMs: spec.ackWaitMs,
       reopenDelayMs,
       logger: logger.child({ consumer: spec.durable, stream: spec.stream }),

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { startNatsCluster, useNatsServer } from "../../test/support/nats-server.js";
 import { sampleStream, thingHappenedType } from "../../test/support/sample-events.js";
 import { ensureStreams } from "./provision.js";
-import { closeAbandonedDials, headersRecord, onLeadershipChange, receivedHeaders, replyInbox, stopStatusIterator, wireHeaders } from "./nats-internals.js";
+import { allowPullMaxBytes, closeAbandonedDials, headersRecord, onLeadershipChange, receivedBytes, receivedHeaders, replyInbox, stopStatusIterator, wireHeaders, withPullMaxBytes } from "./nats-internals.js";
 
 /**
  * Canaries: each test fails when a fast path of nats-internals.ts stops
@@ -67,6 +67,28 @@ describe("nats.js internals", () => {
       expect(m.headers?.get("ce-id")).toBe("wire-1");
       expect(m.headers?.get("x-note")).toBe("kept as sent");
     }
+  });
+
+  it("sends a fetch's pull request with max_bytes beside its batch (PullConsumerMessagesImpl.pullOptions), ended at the message that does not fit", async () => {
+    expect(allowPullMaxBytes()).toBe(true);
+    const sample = sampleStream("maxbytes");
+    const jsm = await nc.jetstreamManager();
+    await ensureStreams(jsm, [sample.stream]);
+    await jsm.consumers.add(sample.stream.name, { durable_name: "maxbytes-worker", ack_policy: AckPolicy.Explicit });
+    for (let i = 0; i < 5; i++) await nc.jetstream().publish(`test.maxbytes.thing.t-${i}.happened`, new Uint8Array(10_000));
+    const consumer = await nc.jetstream().consumers.get(sample.stream.name, "maxbytes-worker");
+    // Ends as the server refuses the third (409 Message Size Exceeds MaxBytes), not at its expiry.
+    const messages = await consumer.fetch(withPullMaxBytes({ max_messages: 5, expires: 60_000 }, 25_000));
+    const sizes: number[] = [];
+    for await (const m of messages) {
+      sizes.push(receivedBytes(m));
+      m.ack();
+    }
+    expect(sizes).toHaveLength(2);
+    // As nats-server counts them: subject, reply, headers and data.
+    const [first] = sizes;
+    expect(first).toBeGreaterThan(10_000 + "test.maxbytes.thing.t-0.happened".length + "$JS.ACK.".length);
+    expect(2 * first).toBeLessThanOrEqual(25_000);
   });
 
   it("makes reply inboxes on the connection's own inbox prefix (nc.options.inboxPrefix)", () => {

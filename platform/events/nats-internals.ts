@@ -140,6 +140,15 @@ interface NodeTransportShape {
 
 let abandonedDialsClosed = false;
 
+/** The prototype of the class `name` that the nats.js module `path` exports, to extend; undefined when it is not there. */
+function natsPrototype<T>(path: string, name: string): T | undefined {
+  try {
+    return (createRequire(import.meta.url)(path) as Record<string, { prototype?: T } | undefined>)[name]?.prototype;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Makes nats.js close the socket of a connection attempt it gave up on.
  * An attempt waits for the server's INFO for the connection's `timeout`
@@ -154,13 +163,7 @@ let abandonedDialsClosed = false;
  */
 export function closeAbandonedDials(): boolean {
   if (abandonedDialsClosed) return true;
-  let transport: { prototype?: NodeTransportShape } | undefined;
-  try {
-    transport = (createRequire(import.meta.url)("nats/lib/src/node_transport.js") as { NodeTransport?: { prototype?: NodeTransportShape } }).NodeTransport;
-  } catch {
-    return false;
-  }
-  const proto = transport?.prototype;
+  const proto = natsPrototype<NodeTransportShape>("nats/lib/src/node_transport.js", "NodeTransport");
   if (!proto || typeof proto.close !== "function") return false;
   const close = proto.close;
   proto.close = function (this: NodeTransportShape, err?: Error): Promise<void> {
@@ -169,4 +172,55 @@ export function closeAbandonedDials(): boolean {
   };
   abandonedDialsClosed = true;
   return true;
+}
+
+/** Where a fetch's options carry the max_bytes of its pull request (see allowPullMaxBytes). */
+const pullMaxBytesKey = Symbol("pull max_bytes");
+
+let pullMaxBytesAllowed: boolean | undefined;
+
+/**
+ * Lets a fetch send `batch` and `max_bytes` together in its pull request,
+ * as JetStream takes them (the server stops at whichever comes first, and
+ * ends the request with a 409 at a message that does not fit). nats.js 2.29
+ * refuses `max_messages` with `max_bytes` in fetch's options, and with
+ * `max_bytes` alone asks for 100 messages. Its pull request is built by
+ * `pullOptions` of `PullConsumerMessagesImpl` (nats/lib/jetstream/consumer.js),
+ * which this extends to add the byte limit `withPullMaxBytes` puts in the
+ * options; nats.js already counts a request's pending bytes down by each
+ * message's size and ends the request at the server's 409. Applied once per
+ * process; false when the class is not where this looks (its canary test
+ * then fails, and pulls go by count alone).
+ */
+export function allowPullMaxBytes(): boolean {
+  if (pullMaxBytesAllowed !== undefined) return pullMaxBytesAllowed;
+  pullMaxBytesAllowed = false;
+  type PullMessages = { opts?: Record<symbol, unknown>; pending?: { bytes?: number }; pullOptions(): { max_bytes?: number } };
+  const proto = natsPrototype<PullMessages>("nats/lib/jetstream/consumer.js", "PullConsumerMessagesImpl");
+  if (!proto || typeof proto.pullOptions !== "function") return false;
+  const pullOptions = proto.pullOptions;
+  proto.pullOptions = function (this: PullMessages) {
+    const options = pullOptions.call(this);
+    const maxBytes = this.opts?.[pullMaxBytesKey];
+    if (typeof maxBytes === "number" && maxBytes > 0) options.max_bytes = maxBytes - (this.pending?.bytes ?? 0);
+    return options;
+  };
+  pullMaxBytesAllowed = true;
+  return true;
+}
+
+/** Fetch options whose pull request also carries `maxBytes` as max_bytes, once allowPullMaxBytes has returned true. */
+export function withPullMaxBytes<T extends object>(options: T, maxBytes: number): T {
+  return { ...options, [pullMaxBytesKey]: maxBytes };
+}
+
+/**
+ * The bytes a received JetStream message counts for in a pull request's
+ * max_bytes, as nats-server counts them: subject, reply, headers and data
+ * (nats.js's `Msg.size()`, under `JsMsgImpl.msg`). Otherwise, through the
+ * public API, subject and data.
+ */
+export function receivedBytes(msg: JsMsg): number {
+  const core = (msg as unknown as { msg?: { size?: () => number } }).msg;
+  return typeof core?.size === "function" ? core.size() : msg.subject.length + msg.data.byteLength;
 }

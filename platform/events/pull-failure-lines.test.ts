@@ -4,7 +4,7 @@ import { sampleStream } from "../../test/support/sample-events.js";
 import { eventually } from "../../test/support/streams.js";
 import { capturedLogger } from "../../test/support/captured-logger.js";
 import { connectEventBus, createEventPublisher, ensureConsumers, ensureStreams, type EventBus } from "./index.js";
-import { createPullIntake } from "./pull-intake.js";
+import { createPullIntake, defaultMaxHeldBytes, maxMessageBytesOf } from "./pull-intake.js";
 import { PullFailureLines, pullFailureReason } from "./pull-failure-lines.js";
 
 describe("the log lines of failed pulls", () => {
@@ -26,7 +26,7 @@ describe("the log lines of failed pulls", () => {
     const spec = sample.consumerSpec("pullwarn-worker");
     await ensureConsumers(bus.jsm, [spec]);
     const { lines, logger } = capturedLogger("pull-failure-lines");
-    const intake = createPullIntake({ nc: bus.nc, js: bus.js, stream: spec.stream, durable: spec.durable, limit: 4, ackWaitMs: spec.ackWaitMs, reopenDelayMs: 20, logger });
+    const intake = createPullIntake({ nc: bus.nc, js: bus.js, stream: spec.stream, durable: spec.durable, limit: 4, maxBytes: defaultMaxHeldBytes, maxMessageBytes: maxMessageBytesOf(bus.nc), ackWaitMs: spec.ackWaitMs, reopenDelayMs: 20, logger });
     const taken: string[] = [];
     const taking = (async () => {
       for (let batch = await intake.take(4); batch; batch = await intake.take(4)) {

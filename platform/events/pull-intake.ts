@@ -1,7 +1,17 @@
 import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg, NatsConnection } from "nats";
 import type { Logger } from "../log/index.js";
-import { onLeadershipChange } from "./nats-internals.js";
+import { allowPullMaxBytes, onLeadershipChange, receivedBytes, withPullMaxBytes } from "./nats-internals.js";
 import { PullFailureLines } from "./pull-failure-lines.js";
+import { defaultMaxPayloadBytes } from "./event-rules.js";
+
+/** The default of startConsumers's `maxHeldBytes`: what one consumer holds at most of events, in bytes. */
+export const defaultMaxHeldBytes = 8 * 1024 * 1024;
+
+/**
+ * The largest message `nc`'s server delivers, as a pull request's max_bytes counts it: its max_payload, which
+ * bounds headers and data, and 8 KiB for the subject and the ack reply, each far below 4 KiB.
+ */
+export const maxMessageBytesOf = (nc: NatsConnection): number => (nc.info?.max_payload ?? defaultMaxPayloadBytes) + 8 * 1024;
 
 export interface PullIntakeOptions {
   readonly nc: NatsConnection;
@@ -10,6 +20,15 @@ export interface PullIntakeOptions {
   readonly durable: string;
   /** Most messages waiting to be taken plus requested from the server; the batch being handled comes on top. */
   readonly limit: number;
+  /**
+   * Most bytes of messages held (received and not settled, the batch being handled among them) plus what the pull
+   * requests under way may still bring, as nats-server counts them (subject, reply, headers and data). A pull asks
+   * for no more bytes than are free, and waits while fewer than `maxMessageBytes` are, unless nothing is held: one
+   * message always comes, however large.
+   */
+  readonly maxBytes: number;
+  /** The largest message the server takes (its max_payload), with its subject and reply. */
+  readonly maxMessageBytes: number;
   /** The consumer's ack_wait: a message held this long without an ack or a progress ack is redelivered. */
   readonly ackWaitMs: number;
   /** Pause before pulling again after pulling failed. */
@@ -20,13 +39,15 @@ export interface PullIntakeOptions {
 
 /**
  * The messages of one durable pull consumer on their way to the handler.
- * Pulls ahead a bounded number, and knows every message it has received
+ * Pulls ahead a bounded number and bytes, and knows every message it has received
  * until it is settled, so that each one, waiting or being handled, gets a
  * progress ack before its ack_wait runs out: a slow handler is not taken for
  * a dead process. Only a process that is gone, or blocked for more than
  * about a third of the ack wait, can have its messages redelivered.
  */
 export interface PullIntake {
+  /** The messages held (received and not settled) and their bytes, as `maxBytes` counts them. */
+  held(): { readonly messages: number; readonly bytes: number };
   /** Waits for at least one message, then takes every one that has arrived with it, up to `max`; undefined once closed. */
   take(max: number): Promise<JsMsg[] | undefined>;
   /** Acks or naks a taken message and forgets it. */
@@ -55,11 +76,12 @@ const pullExpiresMs = 5_000;
  * `noAsyncTraces`): about 1% of a busy consumer's CPU, for an error this
  * intake never shows. Errors made during the call carry no stack.
  */
-function fetchUntraced(consumer: Consumer, max: number): Promise<ConsumerMessages> {
+function fetchUntraced(consumer: Consumer, max: number, maxBytes: number | undefined): Promise<ConsumerMessages> {
   const limit = Error.stackTraceLimit;
   Error.stackTraceLimit = 0;
   try {
-    return consumer.fetch({ max_messages: max, expires: pullExpiresMs });
+    const options = { max_messages: max, expires: pullExpiresMs };
+    return consumer.fetch(maxBytes === undefined ? options : withPullMaxBytes(options, maxBytes));
   } finally {
     Error.stackTraceLimit = limit;
   }
@@ -68,11 +90,18 @@ function fetchUntraced(consumer: Consumer, max: number): Promise<ConsumerMessage
 /**
  * Starts pulling for one consumer: a new pull request whenever a quarter of
  * `limit` is free, for as many messages as are free, so the next messages
- * are on their way while the last ones are handled. Messages are handed out
- * in the order the server delivered them, whichever request brought them.
+ * are on their way while the last ones are handled. Each request also
+ * carries the bytes free under `maxBytes` as its max_bytes, so large
+ * messages are bounded by their size as small ones are by their count; a
+ * request holds its max_bytes until it ends, so while one holds them all a
+ * second waits for it. Per message this counts its bytes in and out (held,
+ * and what its request may still bring). Messages are handed out in the
+ * order the server delivered them, whichever request brought them.
  */
 export function createPullIntake(options: PullIntakeOptions): PullIntake {
-  const { nc, js, stream, durable, limit, reopenDelayMs, logger } = options;
+  const { nc, js, stream, durable, limit, maxBytes, maxMessageBytes, reopenDelayMs, logger } = options;
+  // Without it (another nats.js), pulls go by count alone.
+  const byBytes = allowPullMaxBytes();
   // A message gets a progress ack once it has gone a sixth of ack_wait without one; checked as often.
   const keepAliveMs = Math.max(1, Math.floor(options.ackWaitMs / 6));
   const refillAt = Math.max(1, Math.floor(limit / 4));
@@ -81,6 +110,17 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
   const held = new Map<JsMsg, number>();
   /** Messages asked for by the pull requests under way and not received yet. */
   let outstanding = 0;
+  /** The bytes of the messages in `held`. */
+  let heldBytes = 0;
+  /** Bytes the pull requests under way may still bring (each one's max_bytes less what it brought). */
+  let reservedBytes = 0;
+  /** Set while the pulling loop waits for bytes to be settled: settling then wakes it. */
+  let shortOfBytes = false;
+  /**
+   * A request ended at once with nothing: likely at a message larger than its max_bytes (stored before the server's
+   * max_payload was lowered). The next asks for one message without a byte limit, once nothing is held.
+   */
+  let oversized = false;
   const requests = new Set<ConsumerMessages>();
   const failureLines = new PullFailureLines(logger, stream, durable, reopenDelayMs);
   let failure: unknown;
@@ -118,8 +158,9 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
   timer.unref();
 
   /** Places a message by its delivery sequence: two requests' messages can reach here interleaved. */
-  const receive = (msg: JsMsg): void => {
+  const receive = (msg: JsMsg, size: number): void => {
     held.set(msg, performance.now());
+    heldBytes += size;
     const seq = msg.info.deliverySequence;
     let i = waiting.length;
     while (i > 0 && waiting[i - 1].info.deliverySequence > seq) i--;
@@ -129,18 +170,27 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
   };
 
   /** Takes in what one pull request, sent at `sentAt`, brings until it is filled, expires or fails. */
-  const drain = async (messages: ConsumerMessages, asked: number, sentAt: number): Promise<void> => {
+  const drain = async (messages: ConsumerMessages, asked: number, askedBytes: number | undefined, sentAt: number): Promise<void> => {
     let received = 0;
+    let bytesIn = 0;
     try {
       for await (const msg of messages) {
         if (received++ < asked) outstanding--;
-        receive(msg);
+        const size = receivedBytes(msg);
+        receive(msg, size);
+        if (askedBytes === undefined) continue;
+        reservedBytes -= Math.max(0, Math.min(size, askedBytes - bytesIn));
+        bytesIn += size;
+        // Filled: the server ends it without a word, and nats.js, asked for bytes, would wait for its expiry.
+        if (received >= asked || bytesIn >= askedBytes) messages.stop();
       }
+      if (received === 0 && askedBytes !== undefined && !closed && performance.now() - sentAt < pullExpiresMs / 2) oversized = true;
       if (!closed) failureLines.pulled(sentAt);
     } catch (err) {
       failure ??= err;
     } finally {
       outstanding -= Math.max(0, asked - received);
+      if (askedBytes !== undefined) reservedBytes -= Math.max(0, askedBytes - bytesIn);
       requests.delete(messages);
       nudge();
     }
@@ -156,22 +206,37 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
         await untilNudged(reopenDelayMs);
         continue;
       }
-      const room = limit - waiting.length - outstanding;
+      let room = limit - waiting.length - outstanding;
       if (room < refillAt) {
         await untilNudged();
         continue;
+      }
+      let bytes: number | undefined;
+      if (byBytes) {
+        const idle = heldBytes === 0 && reservedBytes === 0;
+        const free = maxBytes - heldBytes - reservedBytes;
+        if (!idle && (oversized || free < maxMessageBytes)) {
+          shortOfBytes = true;
+          await untilNudged();
+          shortOfBytes = false;
+          continue;
+        }
+        if (oversized) room = 1;
+        else bytes = Math.max(free, maxMessageBytes);
+        oversized = false;
       }
       try {
         consumer ??= await js.consumers.get(stream, durable);
         if (closed) break;
         const sentAt = performance.now();
-        const messages = await fetchUntraced(consumer, room);
+        const messages = await fetchUntraced(consumer, room, bytes);
         outstanding += room;
+        reservedBytes += bytes ?? 0;
         requests.add(messages);
         // The request is gone with the old leader: end it, and the loop asks the new one.
         await onLeadershipChange(messages, () => messages.stop());
         if (closed) messages.stop();
-        void drain(messages, room, sentAt);
+        void drain(messages, room, bytes, sentAt);
       } catch (err) {
         failure ??= err;
       }
@@ -183,7 +248,15 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
   })();
 
   let closing: Promise<void> | undefined;
+  /** Forgets a settled or forgotten message; wakes the pulling loop when it waits for bytes. */
+  const release = (msg: JsMsg): void => {
+    if (!held.delete(msg)) return;
+    heldBytes -= receivedBytes(msg);
+    if (shortOfBytes) nudge();
+  };
+
   return {
+    held: () => ({ messages: held.size, bytes: heldBytes }),
     async take(max) {
       if (waiting.length === 0) {
         while (waiting.length === 0 && !closed) await new Promise<void>((resolve) => (arrived = resolve));
@@ -196,12 +269,12 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
       return batch;
     },
     settle(msg, settlement) {
-      held.delete(msg);
+      release(msg);
       if (settlement.kind === "ack") msg.ack();
       else msg.nak(settlement.delayMs);
     },
     forget(msg) {
-      held.delete(msg);
+      release(msg);
     },
     keepAlive,
     close() {
@@ -214,7 +287,7 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
         while (requests.size > 0) await untilNudged(100);
         // Pulled but not started: hand it back so another instance need not wait out ack_wait.
         for (const msg of waiting.splice(0)) {
-          held.delete(msg);
+          release(msg);
           msg.nak();
         }
         if (held.size === 0) clearInterval(timer);
