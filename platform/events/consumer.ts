@@ -38,7 +38,7 @@ export interface StartConsumersOptions {
    * Most bytes of events one consumer holds: pulled and not yet settled (the batch being handled among them), plus
    * what its pull requests under way may still bring (their max_bytes), counted as nats-server counts them (subject,
    * reply, headers and data). Pulls wait while less than the server's max_payload (and 8 KiB) is free; one event
-   * always comes, however large. Default 8 MiB.
+   * always comes, however large. Default 8 MiB; twice the server's max_payload (and 8 KiB) when that is more.
    */
   readonly maxHeldBytes?: number;
   /** How long to wait before pulling again when pulling failed. Default 1 s. */

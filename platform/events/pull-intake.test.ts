@@ -5,7 +5,7 @@ import { sampleStream } from "../../test/support/sample-events.js";
 import { eventually } from "../../test/support/streams.js";
 import { capturedLogger } from "../../test/support/captured-logger.js";
 import { connectEventBus, ensureConsumers, ensureStreams, type EventBus } from "./index.js";
-import { createPullIntake, defaultMaxHeldBytes, maxMessageBytesOf, type PullIntake } from "./pull-intake.js";
+import { createPullIntake, maxMessageBytesOf, type PullIntake } from "./pull-intake.js";
 
 describe("the pull intake", () => {
   const server = useNatsServer();
@@ -59,9 +59,10 @@ describe("the pull intake", () => {
     expect(intake.held()).toEqual({ messages: 0, bytes: 0 });
   });
 
-  it("pulls small messages ahead up to its count limit, which binds before the bytes do", async () => {
+  it("pulls small messages ahead up to its count limit, which binds before the bytes do, even with maxBytes below twice the largest message", async () => {
     const spec = await publishedAhead("smallahead", 300, 200);
-    const intake = intakeOf(spec, 128, defaultMaxHeldBytes);
+    // Taken as twice maxMessageBytes: with 1 MiB, less than that would be free once anything is held, and it would pull only when nothing is.
+    const intake = intakeOf(spec, 128, 1024 * 1024);
     await eventually("the count limit is pulled", () => intake.held().messages === 128);
     // The batch being handled comes on top: the intake pulls as many again.
     expect((await intake.take(64))!).toHaveLength(64);

@@ -24,7 +24,8 @@ export interface PullIntakeOptions {
    * Most bytes of messages held (received and not settled, the batch being handled among them) plus what the pull
    * requests under way may still bring, as nats-server counts them (subject, reply, headers and data). A pull asks
    * for no more bytes than are free, and waits while fewer than `maxMessageBytes` are, unless nothing is held: one
-   * message always comes, however large.
+   * message always comes, however large. Taken as twice `maxMessageBytes` when that is more, so that small messages
+   * are still pulled while others are held.
    */
   readonly maxBytes: number;
   /** The largest message the server takes (its max_payload), with its subject and reply. */
@@ -99,7 +100,8 @@ function fetchUntraced(consumer: Consumer, max: number, maxBytes: number | undef
  * order the server delivered them, whichever request brought them.
  */
 export function createPullIntake(options: PullIntakeOptions): PullIntake {
-  const { nc, js, stream, durable, limit, maxBytes, maxMessageBytes, reopenDelayMs, logger } = options;
+  const { nc, js, stream, durable, limit, maxMessageBytes, reopenDelayMs, logger } = options;
+  const maxBytes = Math.max(options.maxBytes, 2 * maxMessageBytes);
   // Without it (another nats.js), pulls go by count alone.
   const byBytes = allowPullMaxBytes();
   // A message gets a progress ack once it has gone a sixth of ack_wait without one; checked as often.
