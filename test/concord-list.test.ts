@@ -1,6 +1,7 @@
 import { headers as natsHeaders } from "nats";
 import { afterAll, describe, expect, it } from "vitest";
-import { deadLetterStreamSpec } from "../platform/events/index.js";
+import { deadLetterHeaders, deadLetterStreamSpec } from "../platform/events/index.js";
+import { helps } from "../tools/concord/help.js";
 import { runConcord } from "./support/concord.js";
 import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { createTempDir } from "./support/temp-dir.js";
@@ -50,5 +51,19 @@ describe("npx concord dlq list", () => {
       expect(bad.stderr).toContain(`${option}: `);
       expect(bad.stdout).toBe("");
     }
+  });
+
+  it("names in its --help every field of the lines it prints", async () => {
+    // It named ten of them, in words: filedAt, stream, streamSequence, source and time went unsaid.
+    const h = natsHeaders();
+    for (const [name, value] of Object.entries({ "ce-id": "e-all", "ce-type": "shop.orders.v1.OrderPlaced", "ce-source": "orders", "ce-time": "2026-12-07T00:00:00Z", traceparent: `00-${"a".repeat(32)}-${"b".repeat(16)}-01` })) h.set(name, value);
+    for (const [key, name] of Object.entries(deadLetterHeaders)) h.set(name, key === "payloadOmitted" ? "2000000" : key === "streamSequence" || key === "deliveryCount" ? "7" : key === "time" ? "2026-12-07T00:00:01Z" : `a ${key}`);
+    const { seq } = await nc().jetstream().publish("concord.dlq.ALL.all-fields", new Uint8Array(), { headers: h });
+    const out = await list("--from", String(seq), "--limit", "1");
+    expect(out.status, out.stderr).toBe(0);
+    const fields = Object.keys(JSON.parse(out.stdout) as Record<string, unknown>);
+    expect(fields.length).toBeGreaterThanOrEqual(16);
+    const help = helps["dlq list"].replace(/\s+/g, " ");
+    expect(fields.filter((field) => !help.includes(`\`${field}\``))).toEqual([]);
   });
 });

@@ -136,9 +136,13 @@ output holds the events alone. Ctrl-C stops.
 ${natsOption}`,
     "dlq list": `Usage: npx concord dlq list [FILTER] [--from SEQ] [--limit N] [--nats URL]
 
-Prints each dead letter as a JSON line, oldest first: its sequence in the
-dead letter stream, reason, original subject and consumer, delivery count,
-type, id, trace id and decoded payload. Prints at most 100 (--limit); when
+Prints each dead letter as a JSON line, oldest first: \`seq\` (its sequence
+in the dead letter stream), \`dlqSubject\` and \`filedAt\` (where and when it
+was filed), \`reason\`, the event's \`subject\`, \`stream\` and
+\`streamSequence\`, the \`consumer\` that filed it and its \`deliveryCount\`,
+the event's \`type\`, \`id\`, \`source\`, \`time\` and \`traceId\` (those it
+has), and its decoded \`payload\` (with \`payloadOmittedBytes\`, its size,
+when the dead letter was filed without it). Prints at most 100 (--limit); when
 more follow, its last line (on standard error) gives the command that lists
 the next ones (\`--from\` the next one's sequence, with the same options).
 ${filterOptions}
