@@ -11,7 +11,7 @@ import type { ConsumerSpec } from "../../platform/events/index.js";
 import { checkHealth } from "../../platform/grpc/index.js";
 import { dataDir, toolClientSecurity, whyUnreachable } from "../client-security.js";
 import { reason } from "../event-watch.js";
-import { natsAuthorization } from "../../gen/ts/concord_nats.js";
+import { grpcAlone, natsAuthorization } from "../../gen/ts/concord_nats.js";
 import { grpcListenOf, services } from "../services.js";
 import { readStartedServices, runsPostgresOnly, shiftPort, type StartedInstance } from "../started-services.js";
 
@@ -22,8 +22,29 @@ export interface ServiceTarget {
   readonly consumers: readonly ConsumerSpec[];
   /** Found in the record of an `npm start` that has not brought it up yet: an instance not answering is starting. */
   readonly starting?: boolean;
-  /** No NATS user in gen/ts/concord_nats.ts (no stream, no subscription): it serves gRPC alone, with no outbox to read. */
+  /** Listed in gen/ts/concord_nats.ts's grpcAlone (no stream, no subscription, no NATS user): it serves gRPC alone, with no outbox to read. */
   readonly grpcAlone?: boolean;
+}
+
+/** What `servesGrpcAlone` reads of gen/ts/concord_nats.ts: the services with a NATS user, and those of gRPC alone. */
+export interface ServiceKinds {
+  readonly services: ReadonlyArray<{ readonly name: string }>;
+  readonly grpcAlone: ReadonlyArray<{ readonly name: string }>;
+}
+
+/**
+ * Whether the service `name` serves gRPC alone, as gen/ts/concord_nats.ts
+ * lists it; throws for a name in neither of its lists (a contract renamed or
+ * not generated yet), as `npm start` refuses it.
+ */
+export function servesGrpcAlone(name: string, kinds: ServiceKinds = { services: natsAuthorization.services, grpcAlone }): boolean {
+  if (kinds.grpcAlone.some((s) => s.name === name)) return true;
+  if (kinds.services.some((s) => s.name === name)) return false;
+  const known = [...kinds.services, ...kinds.grpcAlone].map((s) => s.name).sort();
+  throw new Error(
+    `tools/services.ts lists ${name}, which gen/ts/concord_nats.ts has neither as a NATS user nor as a service of gRPC alone (it has ${known.join(", ") || "none"}): ` +
+      "give the entry its proto package's name (the one before its version), or run `npm run gen` if the contract is new",
+  );
 }
 
 /**
@@ -42,7 +63,8 @@ export const targetOptions: Readonly<Record<string, { type: "string" }>> = Objec
  * (PRODUCTS_LISTEN, ...), unless each one set names the first instance of the
  * `npm start` running on DATA_DIR, which then gives every instance; else that
  * start's instances; else one instance each where `npm start` puts them.
- * Throws when a service's two lists of the flags differ in length.
+ * Throws when a service's two lists of the flags differ in length, or one is
+ * in neither list of gen/ts/concord_nats.ts.
  */
 export function serviceTargets(flags: TargetFlags, env: NodeJS.ProcessEnv = process.env): ServiceTarget[] {
   const started = readStartedServices(dataDir(env));
@@ -50,7 +72,7 @@ export function serviceTargets(flags: TargetFlags, env: NodeJS.ProcessEnv = proc
   return services.map((service): ServiceTarget => {
     const { name, envPrefix } = service;
     const consumers: ConsumerSpec[] = Object.values(service.consumers).map((c) => c.spec);
-    const grpcAlone = !natsAuthorization.services.some((u) => u.name === name);
+    const grpcAlone = servesGrpcAlone(name);
     const grpcFlag = flags[name];
     const metricsFlag = flags[`${name}-metrics`];
     const grpcVariable = `${envPrefix}_LISTEN`;

@@ -1,0 +1,22 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { grpcAlone, natsAuthorization } from "../../gen/ts/concord_nats.js";
+import { tempDir } from "../../test/support/shop.js";
+import { serviceTargets, servesGrpcAlone } from "./status.js";
+
+describe("servesGrpcAlone", () => {
+  const dir = tempDir();
+  afterAll(() => dir.remove());
+  const users = natsAuthorization.services;
+
+  it("reads gRPC alone from gen/ts/concord_nats.ts's grpcAlone, and refuses a service in neither of its lists", () => {
+    expect(servesGrpcAlone("billing", { services: users, grpcAlone: [{ name: "billing" }] })).toBe(true);
+    expect(servesGrpcAlone("orders", { services: users, grpcAlone: [{ name: "billing" }] })).toBe(false);
+    expect(() => servesGrpcAlone("billing", { services: users, grpcAlone: [] })).toThrow(
+      `tools/services.ts lists billing, which gen/ts/concord_nats.ts has neither as a NATS user nor as a service of gRPC alone (it has ${users.map((s) => s.name).sort().join(", ")}): give the entry its proto package's name (the one before its version), or run \`npm run gen\` if the contract is new`,
+    );
+    // concord status's targets, by the contracts as generated.
+    expect(serviceTargets({}, { DATA_DIR: dir.path }).map((t) => [t.name, t.grpcAlone])).toEqual(
+      serviceTargets({}, { DATA_DIR: dir.path }).map((t) => [t.name, grpcAlone.some((s) => s.name === t.name)]),
+    );
+  });
+});
