@@ -1411,6 +1411,19 @@ describe("npm start", () => {
     expect(keyless.result.stderr).toBe(refusal("its key, ca-key.pem beside it, is missing"));
   });
 
+  it("takes a GRPC_TLS_CA naming the development CA's own file while this start makes that CA anew: the file then holds the new one", { timeout: 120_000 }, async () => {
+    const dataDir = join(dir.path, "renewed-in-place");
+    ensureDevCredentials(dataDir, ["products", "orders", "client"]);
+    const tls = join(dataDir, "tls");
+    // A development CA 5 days from its end, which the start makes anew, with every certificate, in the same file.
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", join(tls, "ca-key.pem"), "-out", join(tls, "ca.pem"), "-days", "5", "-subj", "/CN=old CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"], { stdio: "pipe" });
+    const system = await startSystem(dataDir, { env: { GRPC_TLS_CA: join(tls, "ca.pem") } });
+    expect(system.output()).toContain(`renewing ${join(tls, "ca.pem")}`);
+    expect(new X509Certificate(readFileSync(join(tls, "ca.pem"))).subject).not.toContain("old CA");
+    system.child.kill("SIGINT");
+    expect(await system.exited, system.output()).toBe(0);
+  });
+
   it("refuses a GRPC_AUTH_KEY_FILE or GRPC_AUTH_PUBLIC_KEYS the services would refuse, naming the variable, before anything is made (exit 2)", { timeout: 60_000 }, async () => {
     const garbage = join(dir.path, "garbage.key");
     writeFileSync(garbage, "not a key\n", { mode: 0o600 });

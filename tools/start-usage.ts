@@ -104,7 +104,8 @@ ${list.map((s) => `  ${`${s.envPrefix}_LISTEN`.padEnd(17)} ${s.title.replace(/^t
                     when its file does not hold the development CA
                     (DATA_DIR/tls/ca.pem), which issued the certificates the
                     services then present, or when this start makes that CA
-                    anew (within 30 days of its end, or its key gone), and
+                    anew (within 30 days of its end, or its key gone) and
+                    GRPC_TLS_CA names another file than that CA's own, and
                     the three together when no CA in GRPC_TLS_CA's file
                     issued the certificate; the pair without GRPC_TLS_CA
                     when the development CA, which the services then trust,

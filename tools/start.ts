@@ -31,7 +31,7 @@
 import { randomBytes, X509Certificate } from "node:crypto";
 import { type ChildProcess, spawn, spawnSync, type StdioOptions } from "node:child_process";
 import { parseArgs } from "node:util";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, isIP } from "node:net";
 import { constants } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
@@ -1067,16 +1067,19 @@ function checkHostsOfCertificate(certFile: string, dialled: readonly DialledHost
 
 /**
  * The development CA (DATA_DIR/tls/ca.pem) as this start will have it, and
- * whether the file `caFile` holds it: "held"; "unreadable" (left to its own
- * refusal, ensureDevCredentials); why this start makes it anew (it expires
- * within 30 days, or its key is gone), which the file cannot hold yet; or,
- * as a message says it, the CA the file lacks.
+ * whether the file `caFile` holds it: "held", the development CA's own
+ * file always (made anew, it holds the new one before anything reads it);
+ * "unreadable" (left to its own refusal, ensureDevCredentials); why this
+ * start makes it anew (it expires within 30 days, or its key is gone),
+ * which another file cannot hold yet; or, as a message says it, the CA the
+ * file lacks.
  */
 function developmentCaInFile(caFile: string, dataDir: string): "held" | "unreadable" | { renewal: string; devCaFile: string } | { lacks: string } {
   const dev = developmentCa(dataDir);
   if (dev === "unreadable") return "unreadable";
   const { file: devCaFile, cert: devCa } = dev;
   const cas = refusingTlsFiles(() => caCertificates(caFile));
+  if (devCa !== undefined && realpathSync(caFile) === realpathSync(devCaFile)) return "held";
   const renewal = devCa === undefined ? undefined : developmentCaRenewal(dataDir);
   if (renewal !== undefined) return { renewal, devCaFile };
   if (devCa !== undefined && cas.some((ca) => ca.fingerprint256 === devCa.fingerprint256)) return "held";
@@ -1129,7 +1132,9 @@ function checkCaOfClientCertificate(caFile: string, dataDir: string): void {
  * clients' certificates of one's own, say) is taken, unless this start
  * makes the development CA anew (it expires within 30 days, or its key is
  * gone): the services' certificates then come from the new one, which the
- * file cannot hold yet. A development CA that cannot be read is left to
+ * file cannot hold yet, unless it is the development CA's own file
+ * (DATA_DIR/tls/ca.pem named as GRPC_TLS_CA), which is made anew before the
+ * services or this start's checks read it. A development CA that cannot be read is left to
  * its own refusal (ensureDevCredentials).
  */
 function checkCaOfDevelopmentCertificates(caFile: string, dataDir: string): void {
