@@ -78,11 +78,11 @@ describe("tools/services.ts", () => {
   });
 
   it("has npm start refuse a listed service with consumers that the contracts give no NATS user (its name not its package's), naming it, and take one without consumers as gRPC alone", () => {
-    expect(servicesWithoutNatsUserSaid(natsAuthorization.services.map((u) => u.name), grpcAlone.map((s) => s.name))).toBeUndefined();
+    expect(servicesWithoutNatsUserSaid({ services: natsAuthorization.services, grpcAlone })).toBeUndefined();
     const billing = { ...services[0], name: "billing", consumers: {} };
-    expect(servicesWithoutNatsUserSaid(["orders", "products"], ["billing"], [...services, billing])).toBeUndefined();
+    expect(servicesWithoutNatsUserSaid({ services: [{ name: "orders" }, { name: "products" }], grpcAlone: [{ name: "billing" }] }, [...services, billing])).toBeUndefined();
     const product = { ...services[0], name: "product" };
-    expect(servicesWithoutNatsUserSaid(["orders"], ["billing"], [product, services[1], billing])).toBe(
+    expect(servicesWithoutNatsUserSaid({ services: [{ name: "orders" }], grpcAlone: [{ name: "billing" }] }, [product, services[1], billing])).toBe(
       "tools/services.ts lists product with consumers, and it has no NATS user in gen/ts/concord_nats.ts: no proto package of that name (shop.product.v1) declares a stream or a (concord.v1.subscribe), " +
         "so its consumers have nothing to read; give the entry its package's name (the one before its version), or run `npm run gen` if the contract changed",
     );
@@ -90,12 +90,12 @@ describe("tools/services.ts", () => {
 
   it("has npm start refuse a listed service without consumers that is neither a NATS user nor a service of gRPC alone (a name mistyped, or contracts not generated), naming it and the contracts' services", () => {
     const biling = { ...services[0], name: "biling", consumers: {} };
-    expect(servicesWithoutNatsUserSaid(["orders", "products"], ["billing"], [...services, biling])).toBe(
+    expect(servicesWithoutNatsUserSaid({ services: [{ name: "orders" }, { name: "products" }], grpcAlone: [{ name: "billing" }] }, [...services, biling])).toBe(
       "tools/services.ts lists biling, and no proto package of that name (shop.biling.v1) declares a gRPC service, a stream or a (concord.v1.subscribe): " +
         "the contracts' services are billing, orders and products; give the entry its package's name (the one before its version), or run `npm run gen` if the contract is new",
     );
     // Not yet generated: no service of gRPC alone known.
-    expect(servicesWithoutNatsUserSaid(["orders", "products"], [], [...services, { ...biling, name: "billing" }])).toMatch(/^tools\/services\.ts lists billing, and no proto package of that name \(shop\.billing\.v1\)/);
+    expect(servicesWithoutNatsUserSaid({ services: [{ name: "orders" }, { name: "products" }], grpcAlone: [] }, [...services, { ...biling, name: "billing" }])).toMatch(/^tools\/services\.ts lists billing, and no proto package of that name \(shop\.billing\.v1\)/);
   });
 
   it("gives the services default ports that none of `npm start --instances 8`'s instances share", () => {

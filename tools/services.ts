@@ -7,7 +7,7 @@
  */
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import type { ConsumerSpec } from "../platform/events/index.js";
+import { type ConsumerSpec, noServiceOfNameSaid, serviceKind, type ServiceKinds } from "../platform/events/index.js";
 import type { Settings } from "../platform/config/index.js";
 import { OrderServiceConsumers } from "../gen/ts/shop/orders/v1/order_service_jetstream.js";
 import { ProductServiceConsumers } from "../gen/ts/shop/products/v1/product_service_jetstream.js";
@@ -141,32 +141,33 @@ export function unlistedServicesSaid(unlisted: readonly UnlistedService[]): { re
 
 /**
  * What `npm start` refuses when an entry of `list` has no NATS user in the
- * generated authorization (`natsUsers`) and lists consumers (they come from
- * a subscription of another package than the one its name says, so it would
- * start with no stream to read them from), or is not one of its services of
- * gRPC alone (`grpcAlone`) either: no contract declares a service of its
+ * generated authorization (`kinds`, read by `serviceKind`) and lists
+ * consumers (they come from a subscription of another package than the one
+ * its name says, so it would start with no stream to read them from), or is
+ * not one of its services of gRPC alone either: no contract declares a service of its
  * name, a name mistyped or one `npm run gen` has not seen. Undefined when
  * there is none. An entry of gRPC alone never connects to NATS: `npm start`
  * makes it no seed.
  */
-export function servicesWithoutNatsUserSaid(natsUsers: readonly string[], grpcAlone: readonly string[], list: readonly ServiceEntry[] = services): string | undefined {
-  const userless = list.filter((s) => !natsUsers.includes(s.name));
+export function servicesWithoutNatsUserSaid(kinds: ServiceKinds, list: readonly ServiceEntry[] = services): string | undefined {
+  const userless = list.filter((s) => serviceKind(s.name, kinds) !== "nats");
   const without = userless.filter((s) => Object.keys(s.consumers).length > 0);
-  const unknown = userless.filter((s) => !grpcAlone.includes(s.name));
-  if (without.length === 0 && unknown.length > 0) {
-    const one = unknown.length === 1;
-    const known = [...natsUsers, ...grpcAlone].sort();
-    return (
-      `tools/services.ts lists ${listed(unknown.map((s) => s.name))}, and no proto package of ${one ? "that name" : "those names"} (shop.${unknown[0].name}.v1) declares a gRPC service, a stream or a (concord.v1.subscribe): ` +
-      `the contracts' services are ${listed(known) || "none"}; give the entry its package's name (the one before its version), or run \`npm run gen\` if the contract is new`
-    );
-  }
+  const unknown = userless.filter((s) => serviceKind(s.name, kinds) === undefined);
+  if (without.length === 0 && unknown.length > 0) return unknownServicesSaid(unknown.map((s) => s.name), kinds);
   if (without.length === 0) return undefined;
   const one = without.length === 1;
   return (
     `tools/services.ts lists ${listed(without.map((s) => s.name))} with consumers, and ${one ? "it has" : "they have"} no NATS user in gen/ts/concord_nats.ts: no proto package of ${one ? "that name" : "those names"} ` +
     `(shop.${without[0].name}.v1) declares a stream or a (concord.v1.subscribe), so ${one ? "its consumers have" : "their consumers have"} nothing to read; ` +
     `give the entry its package's name (the one before its version), or run \`npm run gen\` if the contract changed`
+  );
+}
+
+/** What `npm start` and `concord status` refuse when tools/services.ts lists `names` and the contracts have no service of them. */
+export function unknownServicesSaid(names: readonly string[], kinds: ServiceKinds): string {
+  return (
+    `tools/services.ts lists ${listed(names)}, and ${noServiceOfNameSaid(names, kinds)}; ` +
+    "give the entry its package's name (the one before its version), or run `npm run gen` if the contract is new"
   );
 }
 

@@ -1313,7 +1313,7 @@ async function main(): Promise<void> {
   }
   const natsUsers = natsAuthorization.services.map((u) => u.name);
   const grpcAloneNames = grpcAlone.map((s) => s.name);
-  const userless = postgresOnly ? undefined : servicesWithoutNatsUserSaid(natsUsers, grpcAloneNames);
+  const userless = postgresOnly ? undefined : servicesWithoutNatsUserSaid({ services: natsAuthorization.services, grpcAlone });
   if (userless) {
     console.error(`start: ${userless}`);
     process.exitCode = 2;

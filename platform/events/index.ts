@@ -31,7 +31,7 @@ export { startConsumers, type RunningConsumers, type StartConsumersOptions } fro
 export { ensureConsumers, ensureStreams, type EnsureStreamsOptions, JetStreamLimitError, type ProvisionedStreams, StreamConflictError, StreamShortOfSpecError, StreamSubjectsHeldError, subjectProblem } from "./provision.js";
 export { connectEventBus, isNatsUnreachable, seedFileText, seedGivenForItsFile, SeedFileError, userSeedOf, type EventBus, type EventBusOptions } from "./event-bus.js";
 export { receivedHeaders } from "./nats-internals.js";
-export { streamsOfService, type ServiceStreamUse } from "./streams-of-service.js";
+export { noServiceOfNameSaid, serviceKind, type ServiceKinds, streamsOfService, type ServiceStreamUse } from "./streams-of-service.js";
 
 import { inboxMigrations } from "./inbox.js";
 import { outboxMigrations } from "./outbox.js";

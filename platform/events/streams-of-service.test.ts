@@ -26,7 +26,8 @@ describe("streamsOfService", () => {
 
   it("refuses a name the contracts have no service of, naming those they have, and a stream the specs lack", () => {
     expect(() => streamsOfService("biling", authorization, all)).toThrow(
-      'the contracts have no service "biling" (the last name of its proto package before the version; they have billing, orders, products, shipping): has `npm run gen` run since the service was added?',
+        'the contracts have no service "biling": no proto package of that name (shop.biling.v1) declares a gRPC service, a stream or a (concord.v1.subscribe): ' +
+        "the contracts' services are billing, orders, products and shipping; name the service as its package does (the last name before its version), or run `npm run gen` if the contract is new",
     );
     expect(() => streamsOfService("shipping", authorization, all.slice(0, 2))).toThrow(/SHOP_SHIPPING, which the stream specs lack/);
   });

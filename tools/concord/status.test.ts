@@ -12,7 +12,8 @@ describe("servesGrpcAlone", () => {
     expect(servesGrpcAlone("billing", { services: users, grpcAlone: [{ name: "billing" }] })).toBe(true);
     expect(servesGrpcAlone("orders", { services: users, grpcAlone: [{ name: "billing" }] })).toBe(false);
     expect(() => servesGrpcAlone("billing", { services: users, grpcAlone: [] })).toThrow(
-      `tools/services.ts lists billing, which gen/ts/concord_nats.ts has neither as a NATS user nor as a service of gRPC alone (it has ${users.map((s) => s.name).sort().join(", ")}): give the entry its proto package's name (the one before its version), or run \`npm run gen\` if the contract is new`,
+      "tools/services.ts lists billing, and no proto package of that name (shop.billing.v1) declares a gRPC service, a stream or a (concord.v1.subscribe): " +
+        "the contracts' services are orders and products; give the entry its package's name (the one before its version), or run `npm run gen` if the contract is new",
     );
     // concord status's targets, by the contracts as generated.
     expect(serviceTargets({}, { DATA_DIR: dir.path }).map((t) => [t.name, t.grpcAlone])).toEqual(

@@ -6,13 +6,13 @@
  */
 import { status } from "@grpc/grpc-js";
 import { ErrorCode, type NatsConnection, type NatsError } from "nats";
-import { deadLetterStreamSpec, deadLetterSubject } from "../../platform/events/index.js";
+import { deadLetterStreamSpec, deadLetterSubject, serviceKind, type ServiceKinds } from "../../platform/events/index.js";
 import type { ConsumerSpec } from "../../platform/events/index.js";
 import { checkHealth } from "../../platform/grpc/index.js";
 import { dataDir, toolClientSecurity, whyUnreachable } from "../client-security.js";
 import { reason } from "../event-watch.js";
 import { grpcAlone, natsAuthorization } from "../../gen/ts/concord_nats.js";
-import { grpcListenOf, services } from "../services.js";
+import { grpcListenOf, services, unknownServicesSaid } from "../services.js";
 import { readStartedServices, runsPostgresOnly, shiftPort, type StartedInstance } from "../started-services.js";
 
 /** Where a service's instances are and what it consumes (its instances share its durable consumers). */
@@ -26,25 +26,15 @@ export interface ServiceTarget {
   readonly grpcAlone?: boolean;
 }
 
-/** What `servesGrpcAlone` reads of gen/ts/concord_nats.ts: the services with a NATS user, and those of gRPC alone. */
-export interface ServiceKinds {
-  readonly services: ReadonlyArray<{ readonly name: string }>;
-  readonly grpcAlone: ReadonlyArray<{ readonly name: string }>;
-}
-
 /**
  * Whether the service `name` serves gRPC alone, as gen/ts/concord_nats.ts
- * lists it; throws for a name in neither of its lists (a contract renamed or
- * not generated yet), as `npm start` refuses it.
+ * lists it (`serviceKind`); throws for a name in neither of its lists (a
+ * contract renamed or not generated yet), as `npm start` refuses it.
  */
 export function servesGrpcAlone(name: string, kinds: ServiceKinds = { services: natsAuthorization.services, grpcAlone }): boolean {
-  if (kinds.grpcAlone.some((s) => s.name === name)) return true;
-  if (kinds.services.some((s) => s.name === name)) return false;
-  const known = [...kinds.services, ...kinds.grpcAlone].map((s) => s.name).sort();
-  throw new Error(
-    `tools/services.ts lists ${name}, which gen/ts/concord_nats.ts has neither as a NATS user nor as a service of gRPC alone (it has ${known.join(", ") || "none"}): ` +
-      "give the entry its proto package's name (the one before its version), or run `npm run gen` if the contract is new",
-  );
+  const kind = serviceKind(name, kinds);
+  if (kind === undefined) throw new Error(unknownServicesSaid([name], kinds));
+  return kind === "grpc-alone";
 }
 
 /**
