@@ -155,6 +155,42 @@ describe("nats.js internals on a cluster", () => {
   });
 });
 
+describe("nats.js pulls by bytes on a cluster", () => {
+  it("keeps a fetch with max_bytes open past 409 Batch Completed, which a replicated consumer sends before its last messages (they wait for their delivery's quorum)", async () => {
+    expect(allowPullMaxBytes()).toBe(true);
+    const cluster = await startNatsCluster({ syncAlways: false });
+    const nc = await connect({ servers: cluster.url.split(",") });
+    try {
+      const sample = sampleStream("batches");
+      const jsm = await nc.jetstreamManager();
+      await ensureStreams(jsm, [{ ...sample.stream, replicas: 3 }]);
+      await jsm.consumers.add(sample.stream.name, { durable_name: "batch-worker", ack_policy: AckPolicy.Explicit, ack_wait: 60_000_000_000 });
+      await expect.poll(async () => (await jsm.consumers.info(sample.stream.name, "batch-worker")).cluster?.leader, { timeout: 10_000, message: "the consumer has a leader" }).toBeTruthy();
+      const js = nc.jetstream();
+      const batch = 10;
+      const fetches = 20;
+      for (let i = 0; i < batch * fetches; i++) await js.publish("test.batches.thing.t1.happened", new Uint8Array(100));
+      const consumer = await js.consumers.get(sample.stream.name, "batch-worker");
+      // Each request is filled by its count, as the pull intake asks: the server then sends 409 Batch Completed with the
+      // bytes left, at once, while its last deliveries wait for quorum. Ended there, the request lost them until ack_wait.
+      const got: number[] = [];
+      for (let f = 0; f < fetches; f++) {
+        const messages = await consumer.fetch(withPullMaxBytes({ max_messages: batch, expires: 5_000 }, 1024 * 1024));
+        let received = 0;
+        for await (const m of messages) {
+          m.ack();
+          if (++received >= batch) messages.stop();
+        }
+        got.push(received);
+      }
+      expect(got, "every fetch brought its whole batch").toEqual(Array.from({ length: fetches }, () => batch));
+    } finally {
+      await nc.close();
+      await cluster.stop();
+    }
+  });
+});
+
 describe("nats.js connection attempts that time out", () => {
   it("leave no socket open to a server that accepts and never answers (closeAbandonedDials)", async () => {
     expect(closeAbandonedDials()).toBe(true);

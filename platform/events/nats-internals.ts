@@ -188,16 +188,34 @@ let pullMaxBytesAllowed: boolean | undefined;
  * `pullOptions` of `PullConsumerMessagesImpl` (nats/lib/jetstream/consumer.js),
  * which this extends to add the byte limit `withPullMaxBytes` puts in the
  * options; nats.js already counts a request's pending bytes down by each
- * message's size and ends the request at the server's 409. Applied once per
- * process; false when the class is not where this looks (its canary test
- * then fails, and pulls go by count alone).
+ * message's size and ends the request at the server's 409. One 409 it must
+ * not end on: "Batch Completed", which the server sends when a request's
+ * batch is full with bytes left, at once, while on a replicated consumer
+ * the last messages wait for their delivery's quorum. Ended there, the
+ * request drops them when they come, and the server gives them again only
+ * after ack_wait. So `parseDiscard`, which reads a status's messages and
+ * bytes left, reads none in that one for these requests; whoever fetches
+ * ends the request once its batch has come (as the pull intake does).
+ * Applied once per process; false when the class is not where this looks
+ * (its canary tests then fail, and pulls go by count alone).
  */
 export function allowPullMaxBytes(): boolean {
   if (pullMaxBytesAllowed !== undefined) return pullMaxBytesAllowed;
   pullMaxBytesAllowed = false;
-  type PullMessages = { opts?: Record<symbol, unknown>; pending?: { bytes?: number }; pullOptions(): { max_bytes?: number } };
+  type Discarded = { msgsLeft: number; bytesLeft: number };
+  type PullMessages = {
+    opts?: Record<symbol, unknown>;
+    pending?: { bytes?: number };
+    pullOptions(): { max_bytes?: number };
+    parseDiscard(headers?: { code?: number; description?: string }): Discarded;
+  };
   const proto = natsPrototype<PullMessages>("nats/lib/jetstream/consumer.js", "PullConsumerMessagesImpl");
-  if (!proto || typeof proto.pullOptions !== "function") return false;
+  if (!proto || typeof proto.pullOptions !== "function" || typeof proto.parseDiscard !== "function") return false;
+  const parseDiscard = proto.parseDiscard;
+  proto.parseDiscard = function (this: PullMessages, headers) {
+    if (this.opts?.[pullMaxBytesKey] !== undefined && headers?.code === 409 && headers.description?.toLowerCase() === "batch completed") return { msgsLeft: 0, bytesLeft: 0 };
+    return parseDiscard.call(this, headers);
+  };
   const pullOptions = proto.pullOptions;
   proto.pullOptions = function (this: PullMessages) {
     const options = pullOptions.call(this);
