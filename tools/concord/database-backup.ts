@@ -229,12 +229,29 @@ export function backupSqlite(source: string, target: string): { readonly bytes: 
   if (!existsSync(source)) throw new Error(`${source} does not exist`);
   const beside = besideADatabase(target);
   if (beside !== undefined) throw new Error(beside);
+  try {
+    writeNewFile(target, (partial) => readingOnly(source, (db) => db.prepare("VACUUM INTO ?").run(partial)));
+  } catch (err) {
+    throw new Error(`backing up ${source} to ${target} failed: ${(err as Error).message}`, { cause: err });
+  }
+  return { bytes: statSync(target).size };
+}
+
+/**
+ * Has `write` fill `<target>.partial`, made new and empty (mode 0600) in
+ * `target`'s folder (made when missing), then gives it the name `target`
+ * once on disk (moveIntoNewPlace). Throws, leaving no `.partial` of its own,
+ * when `write` does or `target` was made meanwhile; a `.partial` there
+ * already (another backup's to `target`, still written, or one cut short) is
+ * left as it is, and refused.
+ */
+export function writeNewFile(target: string, write: (partial: string) => void): void {
   const partial = `${target}.partial`;
   let made = false;
   try {
     mkdirSync(dirname(target), { recursive: true });
-    // VACUUM INTO writes into an empty file as into a new one: made here, it is the owner's alone. One there already
-    // may be another backup's to the same file, still being written: taken, it would be named `target` half-written.
+    // Written into as a new file: made here, it is the owner's alone. One there already may be another backup's to the
+    // same file, still being written: taken, it would be named `target` half-written.
     try {
       closeSync(openSync(partial, "wx", 0o600));
     } catch (err) {
@@ -242,15 +259,14 @@ export function backupSqlite(source: string, target: string): { readonly bytes: 
       throw new Error(`${partial} exists: another backup to ${target} is under way, or one was cut short (remove ${partial} once none runs)`, { cause: err });
     }
     made = true;
-    readingOnly(source, (db) => db.prepare("VACUUM INTO ?").run(partial));
-    // SQLite does not flush what VACUUM INTO wrote. A backup to `target` that began after this one looked, and
-    // ended before it, made `target` meanwhile: a complete backup, not to be replaced.
+    write(partial);
+    // Flushed before it is named (SQLite does not flush what VACUUM INTO wrote). A backup to `target` that began after
+    // this one looked, and ended before it, made `target` meanwhile: a complete backup, not to be replaced.
     moveIntoNewPlace(partial, target);
   } catch (err) {
     if (made) rmSync(partial, { force: true });
-    throw new Error(`backing up ${source} to ${target} failed: ${(err as Error).message}`, { cause: err });
+    throw err;
   }
-  return { bytes: statSync(target).size };
 }
 
 /**
@@ -334,16 +350,32 @@ function recordProblem(record: unknown): string | undefined {
  */
 function ownerProblem(db: BetterSqlite3.Database, service: string): { readonly reason: string; readonly unfinished: boolean } | undefined {
   const tables = new Set(db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all() as string[]);
-  // A service makes its database as an empty file, then its tables, each migration in a transaction of its own.
+  const owners = tables.has("schema_owner") ? (db.prepare("SELECT service FROM schema_owner").pluck().all() as string[]) : [];
+  return ownershipProblem(tables, owners, service);
+}
+
+/**
+ * As ownerProblem, of a database (SQLite or PostgreSQL) whose tables are
+ * `tables` and whose schema_owner names `owners` (none read where it has no
+ * such table).
+ */
+export function ownershipProblem(tables: ReadonlySet<string>, owners: readonly string[], service: string): { readonly reason: string; readonly unfinished: boolean } | undefined {
+  // A service makes its database empty, then its tables, each migration in a transaction of its own.
   if (tables.size === 0) return { reason: "it holds no tables yet: an empty database, as a service's is while it first starts, before its first migration", unfinished: true };
   for (const table of ["schema_migrations", "schema_owner"]) if (!tables.has(table)) return { reason: `it has no ${table} table, so it is no service's database`, unfinished: false };
   // The service would refuse to start on another service's database, the one moved aside then out of its reach.
-  const owners = db.prepare("SELECT service FROM schema_owner").pluck().all() as string[];
   if (owners.length === 0) return { reason: "its schema_owner names no service, so it is no service's database", unfinished: false };
   if (!owners.includes(service)) return { reason: `it is the ${owners.join(", ")} service's database, not the ${service} service's`, unfinished: false };
   const missing = ["event_outbox", "event_inbox"].find((table) => !tables.has(table));
   if (missing !== undefined) return { reason: `it is the ${service} service's database, but its migrations have not all run: it has no ${missing} table yet, as while the service first starts`, unfinished: true };
   return undefined;
+}
+
+const mistakenDatabase = (service: string): string => `name the ${service} service's with --database`;
+
+/** An ownershipProblem of a database to back up, with what to do about it; or undefined. */
+export function withAdvice(problem: { readonly reason: string; readonly unfinished: boolean } | undefined, service: string): { readonly reason: string; readonly advice: string } | undefined {
+  return problem && { reason: problem.reason, advice: problem.unfinished ? `back it up once the ${service} service has started on it` : mistakenDatabase(service) };
 }
 
 /**
@@ -354,18 +386,16 @@ function ownerProblem(db: BetterSqlite3.Database, service: string): { readonly r
  * read-only connection of its own, the service going on.
  */
 export function sourceProblem(path: string, service: string): { readonly reason: string; readonly advice: string } | undefined {
-  const mistaken = `name the ${service} service's with --database`;
   // Said as what it is, as a restore says of its backup: SQLite waited for ever on a FIFO for a writer, and took a device for an empty database.
   const found = statSync(path, { throwIfNoEntry: false });
   const kind = found && notRegularFile(found);
-  if (kind) return { reason: `it is ${kind}, not a SQLite file`, advice: mistaken };
+  if (kind) return { reason: `it is ${kind}, not a SQLite file`, advice: mistakenDatabase(service) };
   try {
     return readingOnly(path, (db) => {
       try {
-        const problem = ownerProblem(db, service);
-        return problem && { reason: problem.reason, advice: problem.unfinished ? `back it up once the ${service} service has started on it` : mistaken };
+        return withAdvice(ownerProblem(db, service), service);
       } catch (err) {
-        return { reason: `it cannot be read as a SQLite database: ${(err as Error).message}`, advice: mistaken };
+        return { reason: `it cannot be read as a SQLite database: ${(err as Error).message}`, advice: mistakenDatabase(service) };
       }
     });
   } catch (err) {
