@@ -11,7 +11,6 @@ import { ProductServiceService } from "../gen/ts/shop/products/v1/product_servic
 import { Code } from "../platform/errors/index.js";
 import { clientTlsCredentials, createClient } from "../platform/grpc/index.js";
 import { openDatabase } from "../platform/sql/index.js";
-import { findPostgresBinDir } from "../tools/postgres/find-postgres.mjs";
 import { repoRoot } from "../tools/repo-root.js";
 import { toolClientSecurity } from "../tools/client-security.js";
 import { ensureDevCredentials } from "../tools/dev-credentials.js";
@@ -646,32 +645,39 @@ describe("npm start", () => {
     expect(existsSync(join(dir.path, "start-services.json"))).toBe(false);
   });
 
-  it("restores a service's database on PostgreSQL with README Backups and restores' commands: pg_dump while it runs, pg_restore with --postgres-only's server alone", { timeout: 240_000 }, async () => {
+  it("backs up and restores a service's database on PostgreSQL with README Backups and restores' commands: concord database backup while it runs, restore with --postgres-only's server alone, redelivery from the floors", { timeout: 300_000 }, async () => {
     chmodSync(dir.path, 0o755); // the postgres user runs the server (as root), and needs to reach its data dir
     const postgresPort = String(await freePort());
     const backups = join(dir.path, "backups");
-    mkdirSync(backups);
-    /** A README command (`program` ...) on this test's server and backup file, run to its end. */
-    const runReadme = (marker: string, program: string) => {
-      const command = readmeBlock(marker).find((c) => c.argv[0] === program);
-      expect(command, `${program} after ${marker}`).toBeDefined();
-      const argv = command!.argv.map((word) => word.replace("127.0.0.1:54320", `127.0.0.1:${postgresPort}`).replace("/var/backups", backups));
-      // The programs of the server the start runs first, as a reader's PATH would have that installation's.
-      return spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8", timeout: 60_000, env: { ...process.env, PATH: `${findPostgresBinDir()}:${process.env.PATH}` } });
+    /** The words of the README's `npx concord database COMMAND` after `marker`, on this test's backup folder. */
+    const readmeConcord = (marker: string, command: string) => {
+      const found = readmeBlock(marker).find((c) => c.argv.slice(0, 3).join(" ") === `npx concord database` && c.argv[3] === command);
+      expect(found, `concord database ${command} after ${marker}`).toBeDefined();
+      return found!.argv.slice(2).map((word) => word.replace("/var/backups", backups));
     };
     const onPostgres = "On PostgreSQL (`npm start -- --postgres`";
     const restoreSteps = "so start that server again alone";
-    expect(readmeBlock(restoreSteps).map((c) => c.text)).toEqual(["npm start -- --postgres-only", expect.stringMatching(/^pg_restore /), "npm start -- --postgres"]);
+    expect(readmeBlock(restoreSteps).map((c) => c.text)).toEqual(["npm start -- --postgres-only", "npx concord database restore orders /var/backups/orders.dump", "npm start -- --postgres"]);
     const withCluster = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--postgres-only", "--cluster"], { env: { ...process.env, DATA_DIR: join(dir.path, "never-made") }, encoding: "utf8", timeout: 20_000 });
     expect(withCluster.status).toBe(2);
     expect(withCluster.stderr).toContain("start: --postgres-only starts the PostgreSQL server alone; --instances and --cluster are for the services and nats-server, which it does not start (`npm start -- --help` shows the usage)\n");
 
     let system = await startSystem(dir.path, { args: ["--postgres"], env: { POSTGRES_PORT: postgresPort }, upTimeoutMs: 90_000 });
     child = system.child;
+    // The tools as the README runs them: the database, NATS and the seeds found from what the start recorded in DATA_DIR.
+    const toolEnv = { DATA_DIR: dir.path, NATS_PORT: String(system.ports.nats), NATS_URL: undefined, ORDERS_DATABASE_URL: undefined, DATABASE_URL: undefined };
     const security = (subject: string, roles: string[]) => toolClientSecurity({ subject, roles }, { DATA_DIR: dir.path });
     const products = createClient(ProductServiceService, { address: system.productsAddress, ...security("ops", ["admin"]) });
     const { product } = await products.createProduct({ name: "Teapot", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 5 });
     products.close();
+    const stock = async () => {
+      const client = createClient(ProductServiceService, { address: system.productsAddress, ...security("ops", ["admin"]) });
+      try {
+        return (await client.getProduct({ id: product!.id })).product!.stock;
+      } finally {
+        client.close();
+      }
+    };
     const place = async (port: number) => {
       const orders = createClient(OrderServiceService, { address: `127.0.0.1:${port}`, ...security("c", ["customer"]) });
       try {
@@ -683,9 +689,19 @@ describe("npm start", () => {
       }
     };
     const before = await place(system.ports.orders);
-    const dumped = runReadme(onPostgres, "pg_dump");
-    expect(dumped.status, dumped.stderr).toBe(0);
+    const backupArgs = readmeConcord(onPostgres, "backup");
+    const dump = backupArgs.at(-1)!;
+    const backup = await runConcord(toolEnv, backupArgs);
+    expect(backup.status, backup.stderr).toBe(0);
+    const record = JSON.parse(readFileSync(`${dump}.json`, "utf8")) as { database: string; positions: Array<{ durable: string; ackFloor: number }> };
+    expect(record.database).toBe(`postgres://postgres@127.0.0.1:${postgresPort}/orders`);
+    expect(record.positions.map((p) => p.durable).sort()).toEqual(["orders-product-created", "orders-product-updated", "orders-stock-reservation-failed", "orders-stock-reserved"]);
     const after = await place(system.ports.orders);
+    await expect.poll(stock, { timeout: 20_000 }).toBe(3);
+    // While the order service runs, its sessions are on the database: the restore is refused, and changes nothing.
+    const running = await runConcord(toolEnv, readmeConcord(restoreSteps, "restore"));
+    expect(running.status).toBe(1);
+    expect(running.stderr).toMatch(/^concord database restore: postgres:\/\/postgres@127\.0\.0\.1:\d+\/orders is in use: \d+ other session\(s\) on it, "concord pid \d+" .*nothing was restored\n$/);
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);
 
@@ -694,8 +710,12 @@ describe("npm start", () => {
     expect(alone.output()).toContain(`postgres://postgres@127.0.0.1:${postgresPort}/orders; no nats-server, no service. Ctrl-C stops it.`);
     expect(await isListening(system.ports.orders)).toBe(false);
     expect(await isListening(system.ports.nats)).toBe(false);
-    const restored = runReadme(restoreSteps, "pg_restore");
+    const restored = await runConcord(toolEnv, readmeConcord(restoreSteps, "restore"));
     expect(restored.status, restored.stderr).toBe(0);
+    expect(restored.stderr).toContain(`concord database restore: ${dump} restored into postgres://postgres@127.0.0.1:${postgresPort}/orders\n`);
+    // One command per consumer, from one past its floor at the backup.
+    const commands = restored.stdout.trim().split("\n");
+    expect(commands).toEqual(record.positions.map((p) => `npx concord consumer redeliver ${p.durable} --from ${p.ackFloor + 1}`));
     alone.child.kill("SIGINT");
     expect(await alone.exited).toBe(0);
     expect(alone.output()).toContain("start: everything stopped");
@@ -710,6 +730,13 @@ describe("npm start", () => {
     } finally {
       orders.close();
     }
+    // The commands it printed, run once the service runs again: the lost order's StockReserved, delivered again, is
+    // about an order the service no longer has, and the product service gives its unit back.
+    for (const command of commands) {
+      const ran = await runConcord(toolEnv, command.split(" ").slice(2));
+      expect(ran.status, `${command}: ${ran.stderr}`).toBe(0);
+    }
+    await expect.poll(stock, { timeout: 30_000 }).toBe(4);
     system.child.kill("SIGINT");
     expect(await system.exited).toBe(0);
   });

@@ -23,9 +23,11 @@ import { differencesSaid, ProvisionRefused, provisionStreams } from "./concord/p
 import { deleteStaleConsumers, inUse, inUseWhileWatched, staleConsumers, watchMs } from "./concord/stale-consumers.js";
 import { createLogger } from "../platform/log/index.js";
 import { noStartRanIn, otherThanRunningStartNote, outboxCommand, outboxOptions, serviceDatabase, unusedDatabaseUrlNote } from "./outbox.js";
-import { backupSqlite, type ConsumerPosition, consumerPositions, consumersOf, consumersNotRecorded, notABackup, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, writeBackupRecord } from "./concord/database-backup.js";
+import { backupSqlite, type ConsumerPosition, consumerPositions, consumersOf, consumersNotRecorded, notABackup, ownershipProblem, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, withAdvice, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
+import { urlWithoutSecrets } from "../platform/config/index.js";
+import { backupPostgres, dumpProblem, postgresProgram, readPostgresDatabase, restorePostgres } from "./concord/postgres-backup.js";
 import { eitherOf, isServiceName, serviceNames } from "./services.js";
 import { tracesCommand, tracesOptions, usageOf as usageOfTraces } from "./traces.js";
 
@@ -435,8 +437,8 @@ const databaseNatsTimeoutMs = 5_000;
 
 /**
  * The service and backup file a database command names, and the service's
- * SQLite file: --database, else where the service keeps it (as the outbox
- * tool finds it). A PostgreSQL database is refused: pg_dump backs it up.
+ * database, a SQLite file or a PostgreSQL URL: --database, else where the
+ * service keeps it (as the outbox tool finds it).
  */
 function databaseArguments(command: string, args: string[]) {
   const { values, positionals } = parse(command, args);
@@ -453,12 +455,10 @@ function databaseArguments(command: string, args: string[]) {
   const database = given ?? serviceDatabase(service, dataDir);
   const note = given === undefined ? (unusedDatabaseUrlNote(service) ?? otherThanRunningStartNote(service, dataDir)) : undefined;
   if (note) console.error(`concord ${command}: ${note}`);
-  if (isPostgresUrl(database)) {
-    throw new UsageError(`the ${service} service's database is ${database}, a PostgreSQL one: this command copies SQLite files; back it up with pg_dump and restore it with pg_restore (README, "Backups and restores")`, command);
-  }
+  const postgres = isPostgresUrl(database);
   // Nothing named the database: it is npm start's file in DATA_DIR, whose absence says DATA_DIR is not the start's.
-  const dataDirMissing = given === undefined && database === join(dataDir, `${service}.db`) && !existsSync(dataDir) ? dataDir : undefined;
-  return { help: false as const, service, file, database, dataDirMissing, nats: values.nats as string | undefined };
+  const dataDirMissing = !postgres && given === undefined && database === join(dataDir, `${service}.db`) && !existsSync(dataDir) ? dataDir : undefined;
+  return { help: false as const, service, file, database, postgres, dataDirMissing, nats: values.nats as string | undefined };
 }
 
 /** Connects as the observer for reading consumers, or says why it could not and resolves with undefined. */
@@ -475,17 +475,34 @@ async function databaseBackup(args: string[]): Promise<number> {
   const command = "database backup";
   const given = databaseArguments(command, args);
   if (given.help) return help(command);
-  const { service, file, database, dataDirMissing } = given;
-  if (!existsSync(database)) {
-    const fix = dataDirMissing ? noStartRanIn(dataDirMissing) : `name the service's database with --database, or set ${service.toUpperCase()}_DATABASE_URL as for the service`;
-    console.error(`concord ${command}: ${database} does not exist; ${fix}`);
-    return 1;
-  }
-  // A backup that a restore would refuse is no backup: said now, not on the day it is needed.
-  const problem = sourceProblem(database, service);
-  if (problem) {
-    console.error(`concord ${command}: ${database} cannot be backed up as the ${service} service's database: ${problem.reason}; ${problem.advice} (nothing was written)`);
-    return 1;
+  const { service, file, database, postgres, dataDirMissing } = given;
+  let pgDump: string | undefined;
+  if (postgres) {
+    let facts;
+    try {
+      facts = await readPostgresDatabase(database);
+      pgDump = postgresProgram("pg_dump", facts.major);
+    } catch (err) {
+      console.error(`concord ${command}: ${(err as Error).message} (nothing was written)`);
+      return 1;
+    }
+    const problem = withAdvice(ownershipProblem(facts.tables, facts.owners, service), service);
+    if (problem) {
+      console.error(`concord ${command}: ${urlWithoutSecrets(database)} cannot be backed up as the ${service} service's database: ${problem.reason}; ${problem.advice} (nothing was written)`);
+      return 1;
+    }
+  } else {
+    if (!existsSync(database)) {
+      const fix = dataDirMissing ? noStartRanIn(dataDirMissing) : `name the service's database with --database, or set ${service.toUpperCase()}_DATABASE_URL as for the service`;
+      console.error(`concord ${command}: ${database} does not exist; ${fix}`);
+      return 1;
+    }
+    // A backup that a restore would refuse is no backup: said now, not on the day it is needed.
+    const problem = sourceProblem(database, service);
+    if (problem) {
+      console.error(`concord ${command}: ${database} cannot be backed up as the ${service} service's database: ${problem.reason}; ${problem.advice} (nothing was written)`);
+      return 1;
+    }
   }
   // Said before NATS is waited for; backupSqlite and writeBackupRecord look again, for a backup to FILE made meanwhile.
   const taken = [file, recordFileOf(file)].find((f) => existsSync(f));
@@ -510,20 +527,22 @@ async function databaseBackup(args: string[]): Promise<number> {
   const takenAt = new Date().toISOString();
   let bytes: number;
   try {
-    ({ bytes } = backupSqlite(database, file));
+    ({ bytes } = pgDump === undefined ? backupSqlite(database, file) : backupPostgres(database, file, pgDump));
   } catch (err) {
     console.error(`concord ${command}: ${(err as Error).message}`);
     return 1;
   }
+  // Its password left out: the record is read by whoever restores, and a URL needs none to say which database it was.
+  const shown = postgres ? urlWithoutSecrets(database) : database;
   try {
-    writeBackupRecord(file, { service, database, takenAt, positions });
+    writeBackupRecord(file, { service, database: shown, takenAt, positions });
   } catch (err) {
     // A backup without its record would be restored without its consumers' positions, and say nothing of it.
     rmSync(file, { force: true });
     console.error(`concord ${command}: ${(err as Error).message}; the backup ${file} was deleted with it`);
     return 1;
   }
-  console.log(JSON.stringify({ backup: file, service, database, bytes, takenAt, positions }));
+  console.log(JSON.stringify({ backup: file, service, database: shown, bytes, takenAt, positions }));
   console.error(
     consumerless
       ? `concord ${command}: the ${service} service's database backed up to ${file} (${bytes} bytes); it has no durable consumers, so a restore has nothing to deliver again`
@@ -538,7 +557,7 @@ async function databaseRestore(args: string[]): Promise<number> {
   const command = "database restore";
   const given = databaseArguments(command, args);
   if (given.help) return help(command);
-  const { service, file, database, dataDirMissing } = given;
+  const { service, file, database, postgres, dataDirMissing } = given;
   if (dataDirMissing) {
     // The restore would make DATA_DIR and a database there that no start uses, and say it was restored.
     console.error(`concord ${command}: ${noStartRanIn(dataDirMissing)}; nothing was restored`);
@@ -555,14 +574,23 @@ async function databaseRestore(args: string[]): Promise<number> {
     console.error(`concord ${command}: ${file} is a backup of ${record.service} (${recordFileOf(file)}), not of ${service}; nothing was restored (restore it with \`npx concord database restore ${record.service} FILE\`)`);
     return 1;
   }
-  let restored;
-  try {
-    restored = restoreSqlite(service, database, file);
-  } catch (err) {
-    console.error(`concord ${command}: ${(err as Error).message}`);
-    return 1;
+  if (postgres) {
+    const refused = await restoreIntoPostgres(service, database, file);
+    if (refused !== undefined) {
+      console.error(`concord ${command}: ${refused}`);
+      return 1;
+    }
+    console.error(`concord ${command}: ${file} restored into ${urlWithoutSecrets(database)}`);
+  } else {
+    let restored;
+    try {
+      restored = restoreSqlite(service, database, file);
+    } catch (err) {
+      console.error(`concord ${command}: ${(err as Error).message}`);
+      return 1;
+    }
+    console.error(`concord ${command}: ${file} restored as ${database}${movedAside(restored)}`);
   }
-  console.error(`concord ${command}: ${file} restored as ${database}${movedAside(restored)}`);
   // A service with no durable consumer (one of gRPC alone, say) has nothing to be delivered again.
   if (consumersOf(service)?.length === 0) return 0;
   if (!record?.positions) {
@@ -585,6 +613,45 @@ async function databaseRestore(args: string[]): Promise<number> {
   }
   sayReservationsCheck(command, service);
   return 0;
+}
+
+/**
+ * Puts the dump `dump` of `service`'s database back into the PostgreSQL
+ * database at `url` with the server's own version of pg_restore, once all is
+ * known good: the dump (a pg_dump archive of the service's database, migrated
+ * in full), the database there (none's yet, or the service's), and that no
+ * other session is open on it (every instance of the service stopped, as a
+ * SQLite restore wants the file unclaimed). Resolves with why it refused or
+ * failed, nothing changed, or undefined once restored.
+ */
+async function restoreIntoPostgres(service: string, url: string, dump: string): Promise<string | undefined> {
+  const shown = urlWithoutSecrets(url);
+  if (!existsSync(dump)) return `${dump} does not exist; nothing was restored`;
+  let facts;
+  let pgRestore;
+  try {
+    facts = await readPostgresDatabase(url);
+    pgRestore = postgresProgram("pg_restore", facts.major);
+  } catch (err) {
+    return `${(err as Error).message}; nothing was restored`;
+  }
+  const problem = dumpProblem(dump, service, facts.schema, pgRestore);
+  if (problem) return `${dump} cannot be restored: ${problem}; nothing was restored`;
+  if (facts.tables.has("schema_owner") && !facts.owners.includes(service)) {
+    return `${shown} is ${facts.owners.length > 0 ? `the ${facts.owners.join(", ")} service's database` : "a database whose schema_owner names no service"}, not the ${service} service's: nothing was restored over it`;
+  }
+  if (facts.sessions.length > 0) {
+    return (
+      `${shown} is in use: ${facts.sessions.length} other session(s) on it, ${facts.sessions.join(", ")}: stop every instance of the ${service} service, and any tool on its database, first ` +
+      "(under `npm start -- --postgres`, Ctrl-C stops everything; `npm start -- --postgres-only` then runs the server alone); nothing was restored"
+    );
+  }
+  try {
+    restorePostgres(url, dump, pgRestore);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  return undefined;
 }
 
 /** After a restore of either side of the order saga: the check that finds what events no longer in their streams would have set right. */

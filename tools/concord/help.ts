@@ -26,8 +26,9 @@ Commands:
   consumer stale [--delete]   the durable consumers no contract declares any more;
                               delete those nothing reads through (as the operator)
   database backup SERVICE FILE
-                              copy a service's SQLite database while it runs, with its
-                              consumers' positions in JetStream beside it
+                              copy a service's database (SQLite, or PostgreSQL with
+                              pg_dump) while it runs, with its consumers' positions
+                              in JetStream beside it
   database restore SERVICE FILE
                               put a backup in place of a stopped service's database, and
                               say which events to deliver again
@@ -276,16 +277,24 @@ already stops it), the copy is deleted and it exits 1. A backup is never replace
 refused, exit 1; name another FILE, or remove both first to replace that
 backup (a FILE that is a directory, or the database itself, is refused
 saying which).
-  --database PATH     the service's SQLite file (default: as the service's
-                      under \`npm start\`, ${brokenAtLast(eitherOf(variables("_DATABASE_URL").map((v) => `$${v}`)), "or", "after", 22)}, else the database
+
+On PostgreSQL (a postgres:// database), FILE is written by the server's
+major version of pg_dump (--format=custom: one snapshot, the service going
+on), found in /usr/lib/postgresql/<major>/bin, where the setup's packages
+put it, else on PATH when it is of that version; without one, it is
+refused, naming the package to install. The floors, the checks of the
+database (schema_owner and the service's tables), FILE.partial and the
+rules for FILE and FILE.json are as above; FILE.json names the database's
+URL without its password.
+  --database PATH     the service's SQLite file or postgres:// URL (default: the
+                      service's under \`npm start\`, ${brokenAtLast(eitherOf(variables("_DATABASE_URL").map((v) => `$${v}`)), "or", "after", 22)}, else the database
                       \`npm start -- --postgres\` gives it while that start's
                       PostgreSQL server runs in $DATA_DIR/postgres, else
                       $DATA_DIR/<service>.db, DATA_DIR defaulting to .data;
                       $DATABASE_URL is not used, as \`npm start\` does not use
                       it, saying so, and a note says which is read when
                       $<SERVICE>_DATABASE_URL is set and an \`npm start --
-                      --postgres\` runs in DATA_DIR, which refuses it); a
-                      PostgreSQL database is refused: back it up with pg_dump
+                      --postgres\` runs in DATA_DIR, which refuses it)
 ${natsOption}`,
     "database restore": `Usage: npx concord database restore (${names}) FILE [--database PATH]
 
@@ -322,9 +331,22 @@ once the consumers have caught up: it finds the stock the two services'
 databases disagree on, which the events of an older backup, gone from their
 streams, no longer set right. It never connects to NATS,
 and refuses --nats: the commands it prints do.
-  --database PATH     the service's SQLite file (default: as for \`database backup\`;
-                      when that is DATA_DIR/<service>.db and DATA_DIR does not
-                      exist, no start has run with it, and the restore is refused)`,
+
+On PostgreSQL (a postgres:// database, the service's own under
+\`npm start -- --postgres-only\`, which runs its server alone), FILE is a
+dump \`database backup\` wrote: FILE.json is checked as above, then FILE,
+with the server's major version of pg_restore (a pg_dump archive of this
+service's database, as its schema_owner and tables say), and the database
+there (one that names another service is refused); while any other session
+is open on the database (every running instance of the service holds one,
+named "concord pid N"), it is refused, naming them. Then \`pg_restore
+--clean --if-exists --single-transaction\` puts the dump's tables and rows in
+place of the database's (a restore that fails changes nothing), and it
+prints the commands as above.
+  --database PATH     the service's SQLite file or postgres:// URL (default:
+                      as for \`database backup\`; when that is
+                      DATA_DIR/<service>.db and DATA_DIR does not exist, no
+                      start has run with it, and the restore is refused)`,
     "streams provision": `Usage: npx concord streams provision [--nats URL]
 
 Creates each stream the contracts declare, and the dead letter stream, where
