@@ -27,7 +27,7 @@ import { backupSqlite, type ConsumerPosition, consumerPositions, consumersOf, co
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
 import { urlWithoutSecrets } from "../platform/config/index.js";
-import { backupPostgres, dumpProblem, postgresProgram, readPostgresDatabase, restorePostgres } from "./concord/postgres-backup.js";
+import { backupPostgres, postgresProgram, readDump, readPostgresDatabase, restorePostgres } from "./concord/postgres-backup.js";
 import { eitherOf, isServiceName, serviceNames } from "./services.js";
 import { tracesCommand, tracesOptions, usageOf as usageOfTraces } from "./traces.js";
 
@@ -635,10 +635,19 @@ async function restoreIntoPostgres(service: string, url: string, dump: string): 
   } catch (err) {
     return `${(err as Error).message}; nothing was restored`;
   }
-  const problem = dumpProblem(dump, service, facts.schema, pgRestore);
+  const { problem, tables } = readDump(dump, service, facts.schema, pgRestore);
   if (problem) return `${dump} cannot be restored: ${problem}; nothing was restored`;
   if (facts.tables.has("schema_owner") && !facts.owners.includes(service)) {
     return `${shown} is ${facts.owners.length > 0 ? `the ${facts.owners.join(", ")} service's database` : "a database whose schema_owner names no service"}, not the ${service} service's: nothing was restored over it`;
+  }
+  // pg_restore --clean drops only what the dump holds: a table a migration made since the backup would stay, its
+  // migration not in the restored schema_migrations, and the service's next start, making it again, would fail.
+  const newer = [...facts.tables].filter((table) => !tables.has(table)).sort();
+  if (newer.length > 0) {
+    return (
+      `${shown} holds ${newer.length} table(s) that ${dump} does not (${newer.join(", ")}; made by a migration since the backup, say), which a restore would leave there, ` +
+      `and the service, its restored schema_migrations without them, would fail to make again as it starts: drop them first (\`DROP TABLE ${newer.join(", ")}\` in psql on that database, once what they hold is kept where needed); nothing was restored`
+    );
   }
   if (facts.sessions.length > 0) {
     return (

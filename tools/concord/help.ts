@@ -337,7 +337,8 @@ On PostgreSQL (a postgres:// database, the service's own under
 dump \`database backup\` wrote: FILE.json is checked as above, then FILE,
 with the server's major version of pg_restore (a pg_dump archive of this
 service's database, as its schema_owner and tables say), and the database
-there (one that names another service is refused); while any other session
+there (one that names another service, or holds tables the dump does not,
+made by a migration since the backup, is refused); while any other session
 is open on the database (every running instance of the service holds one,
 named "concord pid N"), it is refused, naming them. Then \`pg_restore
 --clean --if-exists --single-transaction\` puts the dump's tables and rows in

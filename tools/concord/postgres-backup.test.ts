@@ -94,7 +94,7 @@ describe("concord database backup and restore on PostgreSQL", () => {
     expect(existsSync(join(dir, "refused"))).toBe(false);
   });
 
-  it("refuses a restore, changing nothing, of what is no dump of the service's database, over another service's, or while a session is open on the database", { timeout: 90_000 }, async () => {
+  it("refuses a restore, changing nothing, of what is no dump of the service's database, over another service's, while a session is open on the database, or over tables the dump does not hold", { timeout: 90_000 }, async () => {
     const nats = `nats://127.0.0.1:${await freePort()}`;
     const orders = await serviceDatabase("orders_target", "orders", [7]);
     const products = await serviceDatabase("products_source", "products", [9]);
@@ -128,9 +128,17 @@ describe("concord database backup and restore on PostgreSQL", () => {
     } finally {
       await instance.end();
     }
+    // A table made since the backup (by a later migration, say), which pg_restore --clean would leave there.
+    await query(orders, "CREATE TABLE later (n INTEGER)");
+    const newer = await restore("orders", ordersDump, orders);
+    expect([newer.status, newer.stderr]).toEqual([
+      1,
+      `concord database restore: ${orders} holds 1 table(s) that ${ordersDump} does not (later; made by a migration since the backup, say), which a restore would leave there, and the service, its restored schema_migrations without them, would fail to make again as it starts: drop them first (\`DROP TABLE later\` in psql on that database, once what they hold is kept where needed); nothing was restored\n`,
+    ]);
+    await query(orders, "DROP TABLE later");
     expect(await numbers(orders)).toEqual([7, 8]);
     expect(await numbers(products)).toEqual([9]);
-    // Once it has gone, the restore goes ahead.
+    // Once they have gone, the restore goes ahead.
     const done = await restore("orders", ordersDump, orders);
     expect(done.status, done.stderr).toBe(0);
     expect(await numbers(orders)).toEqual([7]);

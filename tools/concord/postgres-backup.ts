@@ -142,19 +142,20 @@ export function backupPostgres(url: string, target: string, pgDump: string): { r
 }
 
 /**
- * Why `dump` is no dump of `service`'s database that `pgRestore` can put
- * in `schema` (a file of another kind, a version it cannot read, another
- * service's database, or one never migrated in full), or undefined. Reads
- * the archive's table of contents and schema_owner's rows, changing nothing.
+ * What `pgRestore` finds in `dump`: the tables it holds in `schema`, and why
+ * it is no dump of `service`'s database that can be put there (a file of
+ * another kind, a version it cannot read, another service's database, or
+ * one never migrated in full), or undefined. Reads the archive's table of
+ * contents and schema_owner's rows, changing nothing.
  */
-export function dumpProblem(dump: string, service: string, schema: string, pgRestore: string): string | undefined {
+export function readDump(dump: string, service: string, schema: string, pgRestore: string): { readonly problem: string | undefined; readonly tables: ReadonlySet<string> } {
   const kind = notRegularFile(statSync(dump));
-  if (kind) return `it is ${kind}, not a pg_dump archive`;
+  if (kind) return { problem: `it is ${kind}, not a pg_dump archive`, tables: new Set() };
   let contents: string;
   try {
     contents = runProgram(pgRestore, ["--list", dump], process.env);
   } catch (err) {
-    return `it is no pg_dump archive that pg_restore reads: ${(err as Error).message}`;
+    return { problem: `it is no pg_dump archive that pg_restore reads: ${(err as Error).message}`, tables: new Set() };
   }
   // A line of the table of contents: `215; 1259 16390 TABLE public schema_owner postgres`.
   const tables = new Set(contents.split("\n").map((line) => /^\d+; \d+ \d+ TABLE (\S+) (\S+) /.exec(line)).filter((m) => m !== null && m[1] === schema).map((m) => m![2]!));
@@ -165,7 +166,7 @@ export function dumpProblem(dump: string, service: string, schema: string, pgRes
     const end = rows.indexOf("\\.", start);
     if (start >= 0 && end > start) owners = rows.slice(start + 1, end);
   }
-  return ownershipProblem(tables, owners, service)?.reason;
+  return { problem: ownershipProblem(tables, owners, service)?.reason, tables };
 }
 
 /**
