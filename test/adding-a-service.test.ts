@@ -188,6 +188,9 @@ describe('README "Adding a service", followed in a copy of the repository', () =
     // Step 3: the service; step 4: its entry in tools/services.ts.
     cpSync(join(fixture, "services"), join(repo, "services"), { recursive: true });
     addEntry(repo, fixture, 'import { ShippingServiceConsumers } from "../gen/ts/shop/shipping/v1/shipping_service_jetstream.js";\nimport { shippingSettings } from "../services/shipping/config.js";\n');
+    // The tests of the list and of the --help texts that read it pass with the entry added: they fail on drift, not on a third service.
+    const listTests = run(process.execPath, [join(repo, "node_modules", "vitest", "vitest.mjs"), "run", "tools/services.test.ts", "tools/help-text.test.ts"]);
+    expect(listTests.status, listTests.stdout + listTests.stderr).toBe(0);
 
     // npm start: its pre-scripts check the tools and build, then everything starts, the new service among them.
     const started = await npmStart(shippingSystem, [], (child) => (system = child));

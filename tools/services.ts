@@ -105,10 +105,10 @@ export interface UnlistedService {
 /**
  * The services of `folders` (serviceFolders) and of `declared` (those the
  * contracts declare: the NATS users of gen/ts/concord_nats.ts and its
- * services of gRPC alone) that this list lacks, by name.
+ * services of gRPC alone) that `list` (this list) lacks, by name.
  */
-export function unlistedServices(folders: readonly string[], declared: readonly string[]): UnlistedService[] {
-  const names = [...new Set([...folders, ...declared])].filter((name) => !isServiceName(name)).sort();
+export function unlistedServices(folders: readonly string[], declared: readonly string[], list: readonly ServiceEntry[] = services): UnlistedService[] {
+  const names = [...new Set([...folders, ...declared])].filter((name) => !list.some((s) => s.name === name)).sort();
   return names.map((name) => ({ name, hasMain: folders.includes(name) }));
 }
 
