@@ -1,8 +1,10 @@
+import { execFileSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import { hostPort, type Settings } from "../platform/config/index.js";
 import { helps, helpsFor, usage } from "./concord/help.js";
 import { brokenAtLast, refilledWhereTooWide } from "./help-text.js";
 import { outboxUsage } from "./outbox.js";
+import { repoRoot } from "./repo-root.js";
 import { services, type ServiceEntry } from "./services.js";
 import { startUsage } from "./start-usage.js";
 
@@ -93,6 +95,13 @@ describe("the --help texts that name the services", () => {
     expect(flowing(usage)).toContain("consumer redeliver DURABLE publish again the events a consumer's server stopped delivering (a max_deliver reached), or those it handled after a backup that was restored");
     expect(usage).toContain("traces show TEXT            print the traces of an order (or a trace or span id) as a tree\n");
     expect(flowing(helps["events tail"]!)).toContain("(stream, sequence, subject, type, id, source, time, a dead letter's reason, decoded payload)");
+  });
+
+  it("write npm start's options after npm's --, as a start takes them (`npm start --cluster` is refused, exit 2)", () => {
+    const watchEvents = execFileSync(process.execPath, ["--import", "tsx", "tools/watch-events.ts", "--help"], { cwd: repoRoot, encoding: "utf8" });
+    const texts = { ...helps, "watch-events": watchEvents, start: startUsage(), outbox: outboxUsage() };
+    for (const [command, text] of Object.entries(texts)) expect(flowing(text), command).not.toMatch(/npm start --[a-z]/);
+    expect(flowing(watchEvents)).toContain("the cluster's other two when the `npm start -- --cluster` running on DATA_DIR put its first there");
   });
 
   it("say to keep a database's password off the command line, where --database takes a postgres:// URL", () => {

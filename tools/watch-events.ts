@@ -19,8 +19,8 @@ stream can be read, it exits with status 1.
   --all        start from the first stored event instead of new ones only
   --nats URL   NATS server, nats://host:port, several comma-separated for a cluster
                (default: $NATS_URL, else nats://127.0.0.1:$NATS_PORT when set, and
-               the cluster's other two when the \`npm start --cluster\` running on
-               DATA_DIR put its first there; else the server(s) the \`npm start\`
+               the cluster's other two when the \`npm start -- --cluster\` running
+               on DATA_DIR put its first there; else the server(s) the \`npm start\`
                running on DATA_DIR gave its services,
                DATA_DIR defaulting to .data; else nats://127.0.0.1:4222); one that
                is not a NATS URL, given here or as NATS_URL, is refused as the
