@@ -33,7 +33,17 @@ breaking   fail on wire- or JSON-incompatible changes of proto/, an RPC
            $BREAKING_AGAINST that is no commit fails (exit 2)`;
 
 function main(args: string[]): number {
+  // `npm run breaking -- --help` and `npm run lint:proto -- --help` come as `breaking --help` and `lint --help`.
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(usage);
+    return 0;
+  }
   const [command, ...rest] = args;
+  const option = rest.find((arg) => arg.startsWith("-"));
+  if (option !== undefined) {
+    console.error(`buf ${command}: unknown option ${option} (\`tsx tools/buf.ts --help\` shows the usage)`);
+    return 2;
+  }
   if (command === "lint" && rest.length === 0) {
     const result = lintContracts();
     if (!result.ok) {
@@ -71,7 +81,7 @@ function main(args: string[]): number {
     return 0;
   }
   console.error(usage);
-  return command === "--help" || command === "-h" ? 0 : 2;
+  return 2;
 }
 
 try {

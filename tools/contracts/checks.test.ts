@@ -246,6 +246,18 @@ describe("contract checks", () => {
     expect(fromEnv.stderr).toContain('buf breaking: no commit "no-such-revision" (BREAKING_AGAINST) in this repository');
   });
 
+  it("npm run breaking -- --help and npm run lint:proto -- --help print the usage, exit 0, and an option breaking does not take is refused, where --help was taken for a revision", () => {
+    const buf = (args: string[]) => spawnSync(process.execPath, ["--import", "tsx", "tools/buf.ts", ...args], { cwd: repoRoot, encoding: "utf8", timeout: 30_000 });
+    for (const args of [["breaking", "--help"], ["lint", "-h"]]) {
+      const help = buf(args);
+      expect(help.status, args.join(" ")).toBe(0);
+      expect(help.stdout, args.join(" ")).toMatch(/^Usage: tsx tools\/buf\.ts lint\n {7}tsx tools\/buf\.ts breaking \[REVISION\]\n/);
+    }
+    const unknown = buf(["breaking", "--against", "main"]);
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toBe("buf breaking: unknown option --against (`tsx tools/buf.ts --help` shows the usage)\n");
+  }, 90_000);
+
   it("npm run breaking says what it compared: proto/ at HEAD, or the work tree's with its uncommitted files named, against the revision, whose name no shell reads", () => {
     // A copy of this work tree in a repository of its own, whose commits the test makes, running its own tools/buf.ts.
     const clone = join(dir.path, "repo");
