@@ -1319,6 +1319,37 @@ describe("npm start", () => {
     expect(existsSync(join(dataDir, "start.pid"))).toBe(false);
   });
 
+  it("refuses a GRPC_TLS_CERT whose keyUsage lacks digitalSignature, an EC key's or an RSA key's, at once, before anything is made (exit 2); one with it, or with no keyUsage, is taken", { timeout: 60_000 }, async () => {
+    const { pki, openssl, ec, caExt } = pkiDir(dir.path);
+    openssl("req", "-x509", ...ec, "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "30", "-subj", "/CN=own CA", ...caExt);
+    const rsa = ["-newkey", "rsa:2048", "-nodes"];
+    for (const [name, key, usage] of [["ec-encipher", ec, "keyEncipherment,keyAgreement"], ["rsa-encipher", rsa, "keyEncipherment"], ["ec-none", ec, "nonRepudiation"], ["ec-sign", ec, "digitalSignature"], ["ec-any", ec, ""]] as const) {
+      writeFileSync(join(pki, `${name}.ext`), `basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n${usage && `keyUsage=critical,${usage}\n`}`);
+      openssl("req", "-new", ...key, "-keyout", `${name}-key.pem`, "-out", `${name}.csr`, "-subj", `/CN=${name}`);
+      openssl("x509", "-req", "-in", `${name}.csr`, "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-set_serial", "1", "-days", "30", "-extfile", `${name}.ext`, "-out", `${name}.pem`);
+    }
+    // A token key the services would refuse, checked after the TLS files: its refusal says the TLS files were taken.
+    const garbage = join(pki, "garbage.key");
+    writeFileSync(garbage, "not a key\n", { mode: 0o600 });
+    const given = (name: string) => ({ GRPC_TLS_CERT: join(pki, `${name}.pem`), GRPC_TLS_KEY: join(pki, `${name}-key.pem`), GRPC_TLS_CA: join(pki, "ca.pem"), GRPC_AUTH_KEY_FILE: garbage });
+    // The system came up; gRPC's Python client then failed every handshake (KEY_USAGE_BIT_INCORRECT), as did a Node client of TLS 1.2.
+    for (const [name, usage] of [["ec-encipher", "keyEncipherment, keyAgreement"], ["rsa-encipher", "keyEncipherment"], ["ec-none", "nonRepudiation"]]) {
+      const refused = await startOnFreePorts(join(dir.path, name), () => given(name));
+      expect(refused.result.status, refused.result.stderr).toBe(2);
+      expect(refused.result.stderr).toBe(
+        `start: GRPC_TLS_CERT names a certificate (${join(pki, `${name}.pem`)}) whose keyUsage (${usage}) lacks digitalSignature, which its key needs to sign TLS handshakes: ` +
+          "clients that check it, as gRPC's Python client does (KEY_USAGE_BIT_INCORRECT), would refuse the services in every handshake, and TLS 1.2 clients find no cipher they share with an EC key; " +
+          "set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate whose keyUsage has digitalSignature (or that has none), and its key\n",
+      );
+      expect(existsSync(join(dir.path, name))).toBe(false);
+    }
+    for (const name of ["ec-sign", "ec-any"]) {
+      const taken = await startOnFreePorts(join(dir.path, name), () => given(name));
+      expect(taken.result.status, taken.result.stderr).toBe(2);
+      expect(taken.result.stderr).toMatch(/^start: the token key .* \(GRPC_AUTH_KEY_FILE names it\)\n$/);
+    }
+  });
+
   it("takes a GRPC_TLS_CERT issued through an intermediate CA in its own file by the root in GRPC_TLS_CA, and refuses it under another root", { timeout: 60_000 }, async () => {
     const { pki, openssl, ec, caExt } = pkiDir(dir.path);
     for (const root of ["root", "other-root"]) openssl("req", "-x509", ...ec, "-keyout", `${root}-key.pem`, "-out", `${root}.pem`, "-days", "30", "-subj", `/CN=${root}`, ...caExt);

@@ -115,7 +115,7 @@ ${list.map((s) => `  ${`${s.envPrefix}_LISTEN`.padEnd(17)} ${s.title.replace(/^t
                     service's <PREFIX>_ADDRESS (which the services calling
                     it dial, the first when several); and one whose
                     extendedKeyUsage, or a CA's it chains to, lacks
-                    serverAuth
+                    serverAuth, or whose keyUsage lacks digitalSignature
   GRPC_TLS_CLIENT_AUTH
                     require: the services refuse clients without a
                     certificate from the CA (DATA_DIR/tls/client.pem is one,

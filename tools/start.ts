@@ -63,6 +63,7 @@ import { isStartScript, recordPostgresOnly, recordStartedServices, shiftPort, ty
 import { grpcListenOf, listed, serviceFolders, serviceOf, services, servicesCounted, type ServiceName, servicesWithoutNatsUserSaid, unlistedServices, unlistedServicesSaid } from "./services.js";
 import { contractsChangedSinceGen, protoDigestFile } from "./contracts/proto-digest.js";
 import { startUsage } from "./start-usage.js";
+import { keyUsageOf } from "./key-usage.js";
 
 const tetherScript = join(repoRoot, "tools", "run-tethered.mjs");
 
@@ -883,7 +884,8 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
  * the one given and a development file of its own for the other, which
  * cannot pair with it. So is a certificate given that the CA the services
  * then trust did not issue, that does not cover a host in `dialled`, or
- * whose extendedKeyUsage lacks a purpose it is presented for, and with
+ * whose extendedKeyUsage lacks a purpose it is presented for or whose
+ * keyUsage lacks digitalSignature, and with
  * GRPC_TLS_CLIENT_AUTH=require, a CA file given with it that does not hold
  * the development CA, which issued the client certificate of this start's
  * health checks. Nothing to refuse with GRPC_INSECURE=1.
@@ -897,6 +899,7 @@ function checkGivenTlsFiles(dataDir: string, dialled: readonly DialledHost[]): v
     const trusted = caFile ? checkCertificateOfCa(certFile, caFile) : checkCertificateOfDevelopmentCa(certFile, dataDir);
     checkHostsOfCertificate(certFile, dialled);
     checkPurposesOfCertificate(certFile, trusted ?? refusingTlsFiles(() => certificateChain(certFile)));
+    checkKeyUsageOfCertificate(certFile);
   }
   if (caFile && certFile && keyFile && process.env.GRPC_TLS_CLIENT_AUTH === "require") checkCaOfClientCertificate(caFile, dataDir);
   if (!certFile === !keyFile) return;
@@ -1022,6 +1025,34 @@ function checkPurposesOfCertificate(certFile: string, trusted: readonly X509Cert
         `set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate whose extendedKeyUsage, and its CAs', has ${requireClient ? "serverAuth and clientAuth" : "serverAuth"} (or that has none), and its key`,
     );
   }
+}
+
+/**
+ * Refuses a GRPC_TLS_CERT whose keyUsage lacks digitalSignature: its key
+ * signs every TLS 1.3 handshake, and every TLS 1.2 one with ECDHE, as a
+ * server and, with GRPC_TLS_CLIENT_AUTH=require, as a client. Node's
+ * clients and grpcurl took it in TLS 1.3, but gRPC's Python client
+ * (BoringSSL) refused it in every handshake (KEY_USAGE_BIT_INCORRECT, the
+ * call UNAVAILABLE), an EC key's or an RSA key's with keyEncipherment
+ * alone, and a Node client limited to TLS 1.2 found no cipher it shared
+ * with the server (sslv3 alert handshake failure). keyEncipherment, which
+ * only TLS 1.2's RSA key exchange uses, is not asked for: no gRPC client
+ * needs it. A certificate with no keyUsage allows any.
+ */
+function checkKeyUsageOfCertificate(certFile: string): void {
+  const cert = refusingTlsFiles(() => certificateChain(certFile))[0]!;
+  let usage;
+  try {
+    usage = keyUsageOf(cert);
+  } catch {
+    return; // DER this reader does not follow, which Node read: OpenSSL's to judge
+  }
+  if (usage === undefined || usage.includes("digitalSignature")) return;
+  throw new StartRefused(
+    `GRPC_TLS_CERT names a certificate (${certFile}) whose keyUsage (${usage.join(", ") || "none"}) lacks digitalSignature, which its key needs to sign TLS handshakes: ` +
+      "clients that check it, as gRPC's Python client does (KEY_USAGE_BIT_INCORRECT), would refuse the services in every handshake, and TLS 1.2 clients find no cipher they share with an EC key; " +
+      "set GRPC_TLS_CERT and GRPC_TLS_KEY to a certificate whose keyUsage has digitalSignature (or that has none), and its key",
+  );
 }
 
 /** A host a TLS connection to a service is made to, and so the name its certificate is checked against, and who dials it. */
