@@ -1,6 +1,8 @@
+import { execFile } from "node:child_process";
 import { createSecretKey, generateKeyPairSync, type KeyObject, randomUUID } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { credentials } from "@grpc/grpc-js";
 import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -13,6 +15,7 @@ import { checkHealth, clientTlsCredentials, createClient, methodAccess, waitForS
 import { createMessageChecker } from "../platform/contracts/index.js";
 import { descriptorSet } from "../gen/ts/descriptor_set.js";
 import { ensureDevCredentials } from "../tools/dev-credentials.js";
+import { repoRoot } from "../tools/repo-root.js";
 import { freePort, useNatsServer } from "./support/nats-server.js";
 import { type ServiceProcess, startServiceProcess } from "./support/service-process.js";
 import { address, devSecurity, grpcError, rawCall, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
@@ -56,6 +59,24 @@ describe("gRPC security: TLS and bearer tokens checked against the contracts' ac
   const newProduct = async (stock = 10) => (await products.client.createProduct({ name: "Teapot", description: "", price: eur(1999), initialStock: stock })).product!;
   const placeFor = async (customerId: string, productId: string) =>
     (await ordersAs(customer(customerId)).createOrder({ customerId, lines: [{ productId, quantity: 1 }], shippingAddress: address })).order!;
+
+  it("tells a plaintext client that the service takes TLS and where npm start puts the CA, in grpcurl -plaintext and grpc-js, where both saw the connection reset", async () => {
+    const said =
+      "this port takes gRPC over TLS, and this connection is plaintext: connect with TLS, trusting the CA that issued the service's certificate " +
+      "(npm start makes it as .data/tls/ca.pem: grpcurl -cacert .data/tls/ca.pem, not -plaintext)";
+    const grpcurl = join(repoRoot, ".tools", "bin", "grpcurl");
+    // Run without blocking: the service answers from this process.
+    const listed = await new Promise<{ failed: boolean; stderr: string }>((resolve) =>
+      execFile(grpcurl, ["-max-time", "10", "-plaintext", products.service.address, "list"], { timeout: 20_000 }, (err, _, stderr) => resolve({ failed: err !== null, stderr })),
+    );
+    expect(listed.failed).toBe(true);
+    expect(listed.stderr).toBe(`Failed to list services: rpc error: code = Unavailable desc = ${said}\n`);
+    const plain = createClient(ProductServiceService, { address: products.service.address, credentials: credentials.createInsecure(), maxAttempts: 1, token: admin });
+    clients.push(plain);
+    const err = await grpcError(plain.getProduct({ id: randomUUID() }));
+    expect(err.code).toBe(Code.UNAVAILABLE);
+    expect(err.message).toBe(said);
+  });
 
   it("refuses a call without a token with UNAUTHENTICATED, saying what to send", async () => {
     const p = await newProduct();
@@ -262,6 +283,17 @@ describe("gRPC mutual TLS", () => {
       expect((await grpcError(anonymous.listProducts({ pageSize: 1, pageToken: "" }))).code).toBe(Code.UNAVAILABLE);
     } finally {
       anonymous.close();
+    }
+  });
+
+  it("tells a plaintext client to show the development client certificate as well", async () => {
+    const plain = createClient(ProductServiceService, { address: products.service.address, credentials: credentials.createInsecure(), maxAttempts: 1 });
+    try {
+      const err = await grpcError(plain.getProduct({ id: randomUUID() }));
+      expect(err.code).toBe(Code.UNAVAILABLE);
+      expect(err.message).toContain("(npm start makes it as .data/tls/ca.pem: grpcurl -cacert .data/tls/ca.pem -cert .data/tls/client.pem -key .data/tls/client-key.pem, not -plaintext)");
+    } finally {
+      plain.close();
     }
   });
 });

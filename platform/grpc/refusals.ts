@@ -40,8 +40,9 @@ export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfin
 
 /**
  * Why a connection was dropped before it carried a call: `no_preface` (no
- * HTTP/2 preface within prefaceTimeoutMs), `no_tls_handshake` (its TLS
- * handshake not ended within prefaceTimeoutMs of its acceptance),
+ * HTTP/2 preface within prefaceTimeoutMs), `no_tls_handshake` (nothing
+ * sent within prefaceTimeoutMs of its acceptance, or its TLS handshake not
+ * ended within prefaceTimeoutMs of its first bytes),
  * `too_many_connections` (accepted while maxConnections were open),
  * `too_many_streams` (closed, holding the most open streams, when a stream
  * came while maxOpenStreams were open), `no_ping_answer` (its last PING
@@ -77,7 +78,7 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   reflection_too_large: `closed server reflection streams whose request's length prefix is over ${reflectionRequestLimit} bytes, before grpc-js read it`,
   malformed: "refused calls grpc-js could not take",
   no_preface: "dropped connections that sent no HTTP/2 preface within prefaceTimeoutMs",
-  no_tls_handshake: "dropped connections whose TLS handshake had not ended within prefaceTimeoutMs",
+  no_tls_handshake: "dropped TLS connections that sent nothing within prefaceTimeoutMs, or whose handshake had not ended within prefaceTimeoutMs of their first bytes",
   too_many_connections: "closed connections accepted while maxConnections were open",
   too_many_streams: "closed the connections holding the most open streams when a stream came while maxOpenStreams were open",
   no_ping_answer: "closed connections that had not answered the server's last PING after pingIntervalMs",

@@ -19,6 +19,7 @@ import { type UnfinishedRequests, watchUnfinishedRequests } from "./unfinished-r
 import { stopUnreadRequests } from "./unread-requests.js";
 import { respondWithStatus } from "./grpc-status.js";
 import { shareOpenStreams } from "./open-streams.js";
+import { answerPlaintextClients, plaintextClientMessage } from "./plaintext-clients.js";
 import { guardReflectionReads, reflectionRequestsPerRead } from "./reflection-reads.js";
 import { Code, StatusError } from "../errors/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
@@ -98,6 +99,13 @@ export interface GrpcServerOptions {
   readonly readinessIntervalMs?: number;
   /** TLS or mTLS credentials (`serverTlsCredentials`); plaintext when not given. */
   readonly credentials?: ServerCredentials;
+  /**
+   * With TLS credentials, what each call of a plaintext HTTP/2 client is
+   * answered, with UNAVAILABLE, before its connection is closed (see
+   * answerPlaintextClients): where to find the CA to trust, say. Default
+   * `plaintextClientMessage`.
+   */
+  readonly plaintextClientMessage?: string;
   /**
    * How much work the server takes on at once (see createAdmission): by
    * default 128 handlers running, a call waiting at most 1 s for a place,
@@ -189,7 +197,7 @@ export interface GrpcServer {
 
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const factory = "createGrpcServer";
-  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "maxUnfinishedRequests", "maxUnfinishedRequestBytes", "maxReflectionStreams", "prefaceTimeoutMs", "pingIntervalMs", "maxConnections", "maxOpenStreams", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "admission", "access", "callObserver", "refusalObserver", "unreadResponses"]);
+  checkOptions(factory, options, ["descriptorSet", "logger", "maxReceiveMessageBytes", "requestTimeoutMs", "maxUnfinishedRequests", "maxUnfinishedRequestBytes", "maxReflectionStreams", "prefaceTimeoutMs", "pingIntervalMs", "maxConnections", "maxOpenStreams", "shutdownTimeoutMs", "drainDelayMs", "readinessCheck", "readinessIntervalMs", "credentials", "plaintextClientMessage", "admission", "access", "callObserver", "refusalObserver", "unreadResponses"]);
   const maxReceive = positiveInteger(factory, "maxReceiveMessageBytes", options.maxReceiveMessageBytes, 256 * 1024);
   const requestTimeoutMs = positiveInteger(factory, "requestTimeoutMs", options.requestTimeoutMs, 30_000);
   const maxUnfinishedRequests = positiveInteger(factory, "maxUnfinishedRequests", options.maxUnfinishedRequests, 4_096);
@@ -296,7 +304,10 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         openStreams.attach(listener);
         dropSilentConnections(listener, prefaceTimeoutMs, (socket) => refusals.connectionDropped("no_preface", socket.remoteAddress));
         dropDeadConnections(listener, pingIntervalMs, (socket) => refusals.connectionDropped("no_ping_answer", socket.remoteAddress));
-        if (listener instanceof TlsServer) noteHandshakeTimeouts(listener, (socket) => refusals.connectionDropped("no_tls_handshake", socket.remoteAddress));
+        if (listener instanceof TlsServer) {
+          noteHandshakeTimeouts(listener, (socket) => refusals.connectionDropped("no_tls_handshake", socket.remoteAddress));
+          answerPlaintextClients(listener, options.plaintextClientMessage ?? plaintextClientMessage, prefaceTimeoutMs, (socket) => refusals.connectionDropped("no_tls_handshake", socket.remoteAddress));
+        }
         // One listener in place of grpc-js's: the server's checks, then grpc-js, which never sees a call they answered.
         const grpcJs = takeStreamListener(listener);
         listener.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {

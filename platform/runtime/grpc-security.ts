@@ -115,10 +115,25 @@ function readingSecurityFiles<T>(read: () => T): T {
 /** The setting that names each of a service's TLS files (its certificate serves it and is shown to the services it calls). */
 export const tlsFileVariables: Readonly<Record<TlsFileRole, string>> = { certificate: "GRPC_TLS_CERT", key: "GRPC_TLS_KEY", ca: "GRPC_TLS_CA" };
 
+/**
+ * What a plaintext client of a service serving TLS is told (see
+ * answerPlaintextClients): the CA to trust where `npm start` makes it, as
+ * grpcurl takes it, and, when clients need certificates, the development
+ * client's. The paths are the usual ones, not the files the service reads,
+ * which a caller that has not connected need not learn.
+ */
+export function plaintextClientMessage(tls: ServerTlsFiles): string {
+  const clientCert = tls.requireClientCert ? " -cert .data/tls/client.pem -key .data/tls/client-key.pem" : "";
+  return (
+    "this port takes gRPC over TLS, and this connection is plaintext: connect with TLS, trusting the CA that issued the service's certificate " +
+    `(npm start makes it as .data/tls/ca.pem: grpcurl -cacert .data/tls/ca.pem${clientCert}, not -plaintext)`
+  );
+}
+
 /** What a server needs from a GrpcSecurity; throws FAILED_PRECONDITION naming a file that cannot be read or holds no usable key. */
-export function serverSecurity(security: GrpcSecurity): { credentials?: ServerCredentials; access?: AccessControl } {
+export function serverSecurity(security: GrpcSecurity): { credentials?: ServerCredentials; plaintextClientMessage?: string; access?: AccessControl } {
   return readingSecurityFiles(() => ({
-    ...(security.tls !== "plaintext" && { credentials: serverTlsCredentials(security.tls) }),
+    ...(security.tls !== "plaintext" && { credentials: serverTlsCredentials(security.tls), plaintextClientMessage: plaintextClientMessage(security.tls) }),
     ...(security.auth !== "none" && {
       access: {
         verify: createTokenVerifier(readTokenSecret(security.auth.keyFile), security.auth.publicKeysFile ? readTokenPublicKeys(security.auth.publicKeysFile) : [], {
