@@ -3,6 +3,7 @@ import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rea
 import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { basename, join, relative } from "node:path";
 import { X509Certificate } from "node:crypto";
+import { connect as connectTls } from "node:tls";
 import { pathToFileURL } from "node:url";
 import { connect as natsConnect, type JetStreamManager, nkeyAuthenticator, RetentionPolicy } from "nats";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -1268,6 +1269,52 @@ describe("npm start", () => {
         "the services and this start's health checks would trust the new CA alone, and neither this start nor a service calling another would trust the certificate; set GRPC_TLS_CA to a copy of that CA's file as it is now, kept outside DATA_DIR/tls\n",
     );
     expect(readdirSync(tls).map((f) => readFileSync(join(tls, f), "utf8"))).toEqual(before);
+  });
+
+  it("hands the services GRPC_TLS_CERT and GRPC_TLS_KEY as it read and checked them: files changed before the services read them serve no certificate it never checked", { timeout: 120_000 }, async () => {
+    const dataDir = join(dir.path, "data");
+    ensureDevCredentials(dataDir, ["products", "orders", "client"]);
+    const tls = join(dataDir, "tls");
+    const { pki, openssl, ec } = pkiDir(dir.path);
+    // Two certificates of the development CA for 127.0.0.1; the second's keyUsage lacks digitalSignature, which the start refuses.
+    for (const [name, usage] of [["checked", "digitalSignature"], ["unchecked", "keyEncipherment"]]) {
+      writeFileSync(join(pki, `${name}.ext`), `basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nkeyUsage=critical,${usage}\n`);
+      openssl("req", "-new", ...ec, "-keyout", `${name}-key.pem`, "-out", `${name}.csr`, "-subj", `/CN=${name}`);
+      openssl("x509", "-req", "-in", `${name}.csr`, "-CA", join(tls, "ca.pem"), "-CAkey", join(tls, "ca-key.pem"), "-set_serial", "1", "-days", "30", "-extfile", `${name}.ext`, "-out", `${name}.pem`);
+    }
+    const [certFile, keyFile] = [join(dir.path, "cert.pem"), join(dir.path, "key.pem")];
+    cpSync(join(pki, "checked.pem"), certFile);
+    cpSync(join(pki, "checked-key.pem"), keyFile);
+    const go = join(dir.path, "let-products-start");
+    const starting = startSystem(dataDir, { env: { ...holdStart("products", go), GRPC_TLS_CERT: certFile, GRPC_TLS_KEY: keyFile } });
+    // The product service's process waits before it reads anything, the files checked meanwhile replaced (a renewal, say).
+    await expect.poll(() => servicePid(dataDir, "products"), { timeout: 60_000, interval: 100 }).toBeDefined();
+    cpSync(join(pki, "unchecked.pem"), certFile);
+    cpSync(join(pki, "unchecked-key.pem"), keyFile);
+    writeFileSync(go, "");
+    const system = await starting;
+    child = system.child;
+    const presented = (port: number) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connectTls({ host: "127.0.0.1", port, rejectUnauthorized: false, ALPNProtocols: ["h2"] }, () => {
+          resolve(socket.getPeerCertificate().fingerprint256);
+          socket.destroy();
+        });
+        socket.on("error", reject);
+      });
+    // Both services read the files once the start had checked them, and served the certificate it never checked.
+    const checked = new X509Certificate(readFileSync(join(pki, "checked.pem"))).fingerprint256;
+    expect(await presented(system.ports.products)).toBe(checked);
+    expect(await presented(system.ports.orders)).toBe(checked);
+    expect(statSync(join(dataDir, "tls-given", "key.pem")).mode & 0o777).toBe(0o600);
+    system.child.kill("SIGINT");
+    expect(await system.exited).toBe(0);
+    // A start given none takes the copies away.
+    const plain = await startSystem(dataDir);
+    child = plain.child;
+    expect(existsSync(join(dataDir, "tls-given"))).toBe(false);
+    plain.child.kill("SIGINT");
+    expect(await plain.exited).toBe(0);
   });
 
   it("refuses a GRPC_TLS_CERT whose extendedKeyUsage, or its CA's, lacks serverAuth, or clientAuth with GRPC_TLS_CLIENT_AUTH=require, at once, before anything is made (exit 2)", { timeout: 60_000 }, async () => {

@@ -97,7 +97,9 @@ ${list.map((s) => `  ${`${s.envPrefix}_LISTEN`.padEnd(17)} ${s.title.replace(/^t
   GRPC_TLS_CERT, GRPC_TLS_KEY, GRPC_TLS_CA
                     a certificate, its key and a CA (PEM) for every service in
                     place of the development ones; the certificate and key
-                    go together. Read before anything is made: a file that
+                    go together, read once: the services are handed what
+                    was read and checked, as DATA_DIR/tls-given/cert.pem
+                    and key.pem. Read before anything is made: a file that
                     cannot be read or holds no certificate or key, a key of
                     another certificate, or one of the pair alone exits 2,
                     naming the variable; so does GRPC_TLS_CA without the pair

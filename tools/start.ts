@@ -31,12 +31,12 @@
 import { randomBytes, X509Certificate } from "node:crypto";
 import { type ChildProcess, spawn, spawnSync, type StdioOptions } from "node:child_process";
 import { parseArgs } from "node:util";
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, isIP } from "node:net";
 import { constants } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
 import { type ChannelCredentials, status as grpcStatus } from "@grpc/grpc-js";
-import { caCertificates, certificateChain, checkTlsFiles, clientTlsCredentials, serverTlsCredentials, TlsFileError, waitForServing } from "../platform/grpc/index.js";
+import { caCertificates, checkTlsFiles, clientTlsCredentials, readKeyPair, serverTlsCredentials, TlsFileError, type TlsKeyPair, waitForServing } from "../platform/grpc/index.js";
 import { readTokenPublicKeys, readTokenSecret } from "../platform/auth/index.js";
 import { isPostgresUrl } from "../platform/sql/database.js";
 import { SeedFileError } from "../platform/events/index.js";
@@ -845,7 +845,13 @@ async function startNats(found: NatsServer, dataDir: string, env: NodeJS.Process
  * handed to the services through their GRPC_* variables (any set already
  * win). Returns what this script needs to check their health.
  */
-function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: readonly string[]): { caFile?: string; clientCert?: { certFile: string; keyFile: string }; credentials?: ChannelCredentials } {
+function grpcSecurityEnv(
+  dataDir: string,
+  env: NodeJS.ProcessEnv,
+  addresses: readonly string[],
+  given: TlsKeyPair | undefined,
+): { caFile?: string; clientCert?: { certFile: string; keyFile: string }; credentials?: ChannelCredentials; served?: ServedKeyPair } {
+  const served = servedKeyPair(dataDir, given);
   if (process.env.GRPC_INSECURE === "1") return {};
   const hosts = [...new Set(addresses.map((a) => a.replace(/:\d+$/, "").replace(/^\[|\]$/g, "")))];
   let made;
@@ -868,10 +874,10 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
     // What each service will read at its start, read here first: a development key that is no key (a file damaged or
     // edited) refuses the start before anything runs, where a service refused it after nats-server had started.
     for (const { name } of services) {
-      const own = serviceTlsEnv(dataDir, name);
+      const own = serviceTlsEnv(dataDir, name, served);
       serverTlsCredentials({ certFile: own.GRPC_TLS_CERT!, keyFile: own.GRPC_TLS_KEY!, caFile });
     }
-    return { caFile, clientCert, credentials: clientTlsCredentials({ caFile, certFile: client.certFile, keyFile: client.keyFile }) };
+    return { caFile, clientCert, credentials: clientTlsCredentials({ caFile, certFile: client.certFile, keyFile: client.keyFile }), served };
   });
 }
 
@@ -890,19 +896,22 @@ function grpcSecurityEnv(dataDir: string, env: NodeJS.ProcessEnv, addresses: rea
  * the development CA, which issued the client certificate of this start's
  * health checks. Nothing to refuse with GRPC_INSECURE=1.
  */
-function checkGivenTlsFiles(dataDir: string, dialled: readonly DialledHost[]): void {
-  if (process.env.GRPC_INSECURE === "1") return;
+function checkGivenTlsFiles(dataDir: string, dialled: readonly DialledHost[]): TlsKeyPair | undefined {
+  if (process.env.GRPC_INSECURE === "1") return undefined;
   const { GRPC_TLS_CERT: certFile, GRPC_TLS_KEY: keyFile, GRPC_TLS_CA: caFile } = process.env;
-  refusingTlsFiles(() => checkTlsFiles({ certFile: certFile || undefined, keyFile: keyFile || undefined, caFile: caFile || undefined }));
+  const both = Boolean(certFile && keyFile);
+  refusingTlsFiles(() => checkTlsFiles({ caFile: caFile || undefined, ...(!both && { certFile: certFile || undefined, keyFile: keyFile || undefined }) }));
   if (caFile && !certFile && !keyFile) checkCaOfDevelopmentCertificates(caFile, dataDir);
-  if (certFile && keyFile) {
-    const trusted = caFile ? checkCertificateOfCa(certFile, caFile) : checkCertificateOfDevelopmentCa(certFile, dataDir);
-    checkHostsOfCertificate(certFile, dialled);
-    checkPurposesOfCertificate(certFile, trusted ?? refusingTlsFiles(() => certificateChain(certFile)));
-    checkKeyUsageOfCertificate(certFile);
+  // The pair is read once: every check below is of these bytes, which the services are handed (servedKeyPair).
+  const pair = both ? refusingTlsFiles(() => readKeyPair(certFile!, keyFile!)) : undefined;
+  if (pair) {
+    const trusted = caFile ? checkCertificateOfCa(certFile!, pair.chain, caFile) : checkCertificateOfDevelopmentCa(certFile!, pair.chain, dataDir);
+    checkHostsOfCertificate(certFile!, pair.chain[0]!, dialled);
+    checkPurposesOfCertificate(certFile!, trusted ?? pair.chain);
+    checkKeyUsageOfCertificate(certFile!, pair.chain[0]!);
   }
-  if (caFile && certFile && keyFile && process.env.GRPC_TLS_CLIENT_AUTH === "require") checkCaOfClientCertificate(caFile, dataDir);
-  if (!certFile === !keyFile) return;
+  if (caFile && pair && process.env.GRPC_TLS_CLIENT_AUTH === "require") checkCaOfClientCertificate(caFile, dataDir);
+  if (!certFile === !keyFile) return pair;
   const [given, unset, other] = certFile ? ["GRPC_TLS_CERT", "GRPC_TLS_KEY", "key"] : ["GRPC_TLS_KEY", "GRPC_TLS_CERT", "certificate"];
   throw new StartRefused(`${given} is set and ${unset} is not: each service would pair the file it names with a development ${other} of its own, which cannot match; set both, or neither (the development ones, made under DATA_DIR/tls)`);
 }
@@ -915,8 +924,7 @@ function checkGivenTlsFiles(dataDir: string, dialled: readonly DialledHost[]): v
  * service not reported SERVING. Returns the certificates from it to the CA
  * of that file that issued it.
  */
-function checkCertificateOfCa(certFile: string, caFile: string): X509Certificate[] {
-  const chain = refusingTlsFiles(() => certificateChain(certFile));
+function checkCertificateOfCa(certFile: string, chain: readonly X509Certificate[], caFile: string): X509Certificate[] {
   const trusted = trustedPath(chain, refusingTlsFiles(() => caCertificates(caFile)));
   if (trusted !== undefined) return trusted;
   throw new StartRefused(
@@ -957,10 +965,9 @@ function trustedPath(chain: readonly X509Certificate[], cas: readonly X509Certif
  * when that CA cannot be read, which is left to its own refusal
  * (ensureDevCredentials).
  */
-function checkCertificateOfDevelopmentCa(certFile: string, dataDir: string): X509Certificate[] | undefined {
+function checkCertificateOfDevelopmentCa(certFile: string, chain: readonly X509Certificate[], dataDir: string): X509Certificate[] | undefined {
   const dev = developmentCa(dataDir);
   if (dev === "unreadable") return undefined;
-  const chain = refusingTlsFiles(() => certificateChain(certFile));
   const trusted = dev.cert && trustedPath(chain, [dev.cert]);
   const given = "GRPC_TLS_CERT and GRPC_TLS_KEY are set and GRPC_TLS_CA is not";
   if (trusted === undefined) {
@@ -1039,8 +1046,7 @@ function checkPurposesOfCertificate(certFile: string, trusted: readonly X509Cert
  * only TLS 1.2's RSA key exchange uses, is not asked for: no gRPC client
  * needs it. A certificate with no keyUsage allows any.
  */
-function checkKeyUsageOfCertificate(certFile: string): void {
-  const cert = refusingTlsFiles(() => certificateChain(certFile))[0]!;
+function checkKeyUsageOfCertificate(certFile: string, cert: X509Certificate): void {
   let usage;
   try {
     usage = keyUsageOf(cert);
@@ -1083,8 +1089,7 @@ function dialledHost(address: string): string {
  * start ended 30 s on; or, for the order service's PRODUCTS_ADDRESS, every
  * call to the product service failed its handshake.
  */
-function checkHostsOfCertificate(certFile: string, dialled: readonly DialledHost[]): void {
-  const cert = refusingTlsFiles(() => certificateChain(certFile))[0]!;
+function checkHostsOfCertificate(certFile: string, cert: X509Certificate, dialled: readonly DialledHost[]): void {
   const covers = (host: string) => (isIP(host) ? cert.checkIP(host) : cert.checkHost(host, { subject: cert.subjectAltName ? "never" : "always" })) !== undefined;
   const uncovered = dialled.find((d) => !covers(d.host));
   if (uncovered === undefined) return;
@@ -1216,13 +1221,46 @@ function refusingTlsFiles<T>(read: () => T): T {
   }
 }
 
-/** The variables that give one service its own certificate, unless set already. */
-function serviceTlsEnv(dataDir: string, service: ServiceName): NodeJS.ProcessEnv {
+/** The variables that give one service its certificate: `served`, the one given as checked, or its own development one. */
+function serviceTlsEnv(dataDir: string, service: ServiceName, served: ServedKeyPair | undefined): NodeJS.ProcessEnv {
   if (process.env.GRPC_INSECURE === "1") return {};
   return {
-    GRPC_TLS_CERT: process.env.GRPC_TLS_CERT || join(dataDir, "tls", `${service}.pem`),
-    GRPC_TLS_KEY: process.env.GRPC_TLS_KEY || join(dataDir, "tls", `${service}-key.pem`),
+    GRPC_TLS_CERT: served?.certFile ?? join(dataDir, "tls", `${service}.pem`),
+    GRPC_TLS_KEY: served?.keyFile ?? join(dataDir, "tls", `${service}-key.pem`),
   };
+}
+
+/** The files the services are handed for GRPC_TLS_CERT and GRPC_TLS_KEY given. */
+interface ServedKeyPair {
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
+/**
+ * The certificate and key GRPC_TLS_CERT and GRPC_TLS_KEY named, as this
+ * start read and checked them (checkGivenTlsFiles), written under
+ * DATA_DIR/tls-given (cert.pem, key.pem; the key 0600) for the services to
+ * read: they read the files they are named at each start, and had they
+ * read the given ones, a file changed since (a certificate renewed, the
+ * key written before its certificate) gave them a certificate this start
+ * never checked. A start given none removes the copies of one before.
+ */
+function servedKeyPair(dataDir: string, given: TlsKeyPair | undefined): ServedKeyPair | undefined {
+  const dir = join(dataDir, "tls-given");
+  if (given === undefined) {
+    rmSync(dir, { recursive: true, force: true });
+    return undefined;
+  }
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const served = { certFile: join(dir, "cert.pem"), keyFile: join(dir, "key.pem") };
+  for (const [file, pem] of [[served.certFile, given.cert], [served.keyFile, given.key]] as const) {
+    // Written whole, then renamed into place: never a file half written, nor one left with another's mode.
+    const partial = `${file}.partial`;
+    rmSync(partial, { force: true });
+    writeFileSync(partial, pem, { mode: 0o600, flag: "wx" });
+    renameSync(partial, file);
+  }
+  return served;
 }
 
 /**
@@ -1513,6 +1551,7 @@ async function main(): Promise<void> {
   }
   // The TLS and token key files the variables name, read before DATA_DIR, start.pid and the development CA are made: a
   // bad one was refused once they were (a token key's by the services, once nats-server had started).
+  let givenPair: TlsKeyPair | undefined;
   if (!postgresOnly) {
     // The hosts the start's health checks dial (each service's listen addresses, one host per variable) and those the
     // services calling others dial: the certificate every service presents must cover them.
@@ -1525,7 +1564,7 @@ async function main(): Promise<void> {
         }),
       ),
     ];
-    checkGivenTlsFiles(dataDir, dialled);
+    givenPair = checkGivenTlsFiles(dataDir, dialled);
     checkGivenTokenKeyFiles();
   }
   // The nats-server to run, found before DATA_DIR, start.pid, the CA or PostgreSQL's data are made: a start without one
@@ -1552,7 +1591,7 @@ async function main(): Promise<void> {
   const record = postgresOnly ? { nats() {}, up() {} } : recordStartedServices(dataDir, startedServices, process.env.INBOX_RETENTION);
 
   // Before PostgreSQL starts: a certificate file that holds none is refused with nothing made or started.
-  const grpc = postgresOnly ? {} : grpcSecurityEnv(dataDir, env, placed.flatMap((p) => p.addresses));
+  const grpc = postgresOnly ? {} : grpcSecurityEnv(dataDir, env, placed.flatMap((p) => p.addresses), givenPair);
   if (flags.postgres) {
     if (!findPostgresBinDir()) {
       // `npm start`'s own setup installs what every start needs; PostgreSQL only this one.
@@ -1615,7 +1654,7 @@ async function main(): Promise<void> {
       superviseService(
         names[i],
         command,
-        { ...databaseUrlsOf(env, service), ...serviceTlsEnv(dataDir, service), [listenVariable]: listen, [metricsVariable]: metrics[i], NATS_NKEY_SEED: seeds.get(service) ?? "", ...(!natsUsers.includes(service) && { NATS_URL: "" }), ...(instances > 1 && { INSTANCE: names[i] }) },
+        { ...databaseUrlsOf(env, service), ...serviceTlsEnv(dataDir, service, grpc.served), [listenVariable]: listen, [metricsVariable]: metrics[i], NATS_NKEY_SEED: seeds.get(service) ?? "", ...(!natsUsers.includes(service) && { NATS_URL: "" }), ...(instances > 1 && { INSTANCE: names[i] }) },
         listen,
         grpc.credentials,
         [grpcListeners[i], metricsListeners[i]],

@@ -10,4 +10,4 @@ export { decodeStatusDetails, encodeBadRequestStatus, type DecodedStatus } from 
 export { decodePageToken, encodePageToken, fitPage, listPage, maxPageBytes, pageScope, pageSizeOf, type PageScope } from "./page-token.js";
 export { checkHealth, waitForServing } from "./health-client.js";
 export { mayAccessOwnedBy, methodAccess, notTheOwner, unrestricted, type AccessControl, type MethodAccess, type Principal } from "./access.js";
-export { caCertificates, certificateChain, checkTlsFiles, clientTlsCredentials, serverTlsCredentials, type ClientTlsFiles, type ServerTlsFiles, TlsFileError, type TlsFileRole } from "./tls.js";
+export { caCertificates, certificateChain, checkTlsFiles, clientTlsCredentials, readKeyPair, serverTlsCredentials, type ClientTlsFiles, type ServerTlsFiles, TlsFileError, type TlsFileRole, type TlsKeyPair } from "./tls.js";

@@ -79,12 +79,23 @@ function readPrivateKey(keyFile: string): { pem: Buffer; key: KeyObject } {
   }
 }
 
-/** The PEM files of a certificate and its private key, checked to be a pair. */
-function readKeyPair(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
+/** A certificate file and its key file as read, once: their PEM, and the certificates of the first, the certificate first and the chain it presents after it. */
+export interface TlsKeyPair {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  readonly chain: readonly X509Certificate[];
+}
+
+/**
+ * The PEM files of a certificate and its private key, each read once and
+ * checked to be a pair; throws a TlsFileError naming the first that cannot
+ * be read, holds nothing of its kind, or is not the other's.
+ */
+export function readKeyPair(certFile: string, keyFile: string): TlsKeyPair {
   const cert = readCertificates(certFile, "certificate");
   const key = readPrivateKey(keyFile);
   if (!cert.first.checkPrivateKey(key.key)) throw new TlsFileError(`the TLS key ${keyFile} is not the key of the certificate ${certFile}`, keyFile, "key");
-  return { cert: cert.pem, key: key.pem };
+  return { cert: cert.pem, key: key.pem, chain: cert.all };
 }
 
 /**
