@@ -151,6 +151,36 @@ describe("ProductService", () => {
     await rawCall(products.service.address, ProductServiceService.createProduct.path, valid);
   });
 
+  it("refuses a request the protobuf wire format does not allow with INVALID_ARGUMENT, storing nothing, where field number 0 or a stray end-group tag had the rest dropped and the product made", async () => {
+    const before = (await products.client.listProducts({ pageSize: 500, pageToken: "" })).products.length;
+    const valid = Buffer.from(CreateProductRequest.encode({ name: "Wire", description: "", price: eur(100), initialStock: 1 }).finish());
+    const name = (text: string) => Buffer.concat([Buffer.from([0x0a, text.length]), Buffer.from(text)]);
+    const price = Buffer.from(CreateProductRequest.encode({ name: "", description: "", price: eur(100), initialStock: 0 }).finish());
+    const malformed: [string, Buffer, string][] = [
+      ["field number 0, then a field", Buffer.concat([valid, Buffer.from([0x00]), name("Other")]), "field number 0"],
+      ["field number 0 last", Buffer.concat([valid, Buffer.from([0x00])]), "field number 0"],
+      ["an end-group tag that ends no group", Buffer.concat([valid, Buffer.from([0x0c]), name("Other")]), "ends no group"],
+      // Money of 4 bytes: its currency, then field 0, then what its parent read as a name of its own.
+      ["field number 0 inside the price", Buffer.concat([name("Wire"), Buffer.from([0x1a, 0x0b, 0x0a, 0x03]), Buffer.from("EUR"), Buffer.from([0x00]), name("Evil")]), "field number 0"],
+      ["a group ended by another field's end-group tag", Buffer.concat([valid, Buffer.from([0x4b, 0x54])]), "ended by field 10"],
+      ["a tag of 6 bytes", Buffer.concat([valid, Buffer.from([0xa0, 0x80, 0x80, 0x80, 0x80, 0x00, 0x01])]), "32 bits"],
+      ["a varint of 10 bytes beyond 64 bits", Buffer.concat([name("Wire"), price, Buffer.from([0x20, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x7f])]), "64 bits"],
+      ["a length running past the message", Buffer.concat([price, Buffer.from([0x0a, 50, 0x41, 0x42])]), "runs past the end"],
+      ["a varint of 11 bytes", Buffer.concat([name("Wire"), price, Buffer.from([0x20, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00])]), "longer than 10 bytes"],
+    ];
+    for (const [what, bytes, says] of malformed) {
+      const err = await grpcError(rawCall(products.service.address, ProductServiceService.createProduct.path, bytes));
+      expect([what, err.code]).toEqual([what, status.INVALID_ARGUMENT]);
+      expect([what, err.message]).toEqual([what, expect.stringMatching(/^invalid request: not a valid shop\.products\.v1\.CreateProductRequest: /)]);
+      expect([what, err.message]).toEqual([what, expect.stringContaining(says)]);
+    }
+    expect((await products.client.listProducts({ pageSize: 500, pageToken: "" })).products).toHaveLength(before);
+    // What the format allows is taken: an unknown field, a group of unknown fields, a known field with another wire type (unknown, as Go reads it).
+    const unknowns = Buffer.concat([valid, Buffer.from([0x50, 0x01, 0x5b, 0x60, 0x01, 0x5c, 0x25, 1, 0, 0, 0])]);
+    await rawCall(products.service.address, ProductServiceService.createProduct.path, unknowns);
+    expect((await products.client.listProducts({ pageSize: 500, pageToken: "" })).products).toHaveLength(before + 1);
+  });
+
   it("refuses a NUL character in any string with INVALID_ARGUMENT naming the field, and writes nothing (PostgreSQL cannot store it)", async () => {
     const nul = "must not contain the NUL character (U+0000)";
     const before = (await products.client.listProducts({ pageSize: 500, pageToken: "" })).products;

@@ -10,6 +10,7 @@ import { fieldMaskBound } from "./field-mask.js";
 import { createNulChecks, type NulCheck } from "./nul-text.js";
 import { refuseInvalidUtf8 } from "./strict-utf8.js";
 import { createUuidLowerings, type UuidLowering } from "./uuid-case.js";
+import { createWireChecks } from "./wire-shape.js";
 
 import type { FieldViolation } from "../errors/index.js";
 
@@ -50,6 +51,14 @@ export interface MessageChecker {
    * included (see uuid-case.ts); true when it changed one.
    */
   lowerCaseUuids(typeName: string, message: unknown): boolean;
+  /**
+   * Why the bytes of a message of `typeName` break the protobuf wire format
+   * (field number 0, an end-group tag that ends no group, a length or varint
+   * running past its message, a varint over 10 bytes, a packed list with a
+   * part of an element), which ts-proto's decoders read past or stop at
+   * silently; undefined when they are well formed (see wire-shape.ts).
+   */
+  wireProblem(typeName: string, bytes: Uint8Array): string | undefined;
   /** The registry built from the descriptor set (services, messages, options). */
   readonly registry: Registry;
 }
@@ -208,6 +217,8 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
 
   const uuidLowering = createUuidLowerings();
   const lowerings = new Map<string, UuidLowering>();
+  const wireCheck = createWireChecks();
+  const wireChecks = new Map<string, (bytes: Uint8Array) => string | undefined>();
 
   return {
     registry,
@@ -215,6 +226,11 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
       let lowering = lowerings.get(typeName);
       if (!lowering) lowerings.set(typeName, (lowering = uuidLowering(schemaOf(typeName))));
       return lowering(message);
+    },
+    wireProblem(typeName, bytes) {
+      let check = wireChecks.get(typeName);
+      if (!check) wireChecks.set(typeName, (check = wireCheck(schemaOf(typeName))));
+      return check(bytes);
     },
     checkDecoded(typeName, message) {
       let check = compiledChecks.get(typeName);

@@ -336,6 +336,9 @@ function unaryHandler(
         if (overfull.length > 0) return finish(StatusError.invalidArgument(overfull));
         return finish(new StatusError(Code.RESOURCE_EXHAUSTED, `a ${methodName} request may have at most ${limit} bytes; this one has ${bytes.length}`));
       }
+      // Malformed in the wire format itself, which ts-proto's decoder would read past or stop at without a word.
+      const malformed = checker.wireProblem(inputType, bytes);
+      if (malformed !== undefined) return finish(StatusError.invalidArgument([{ field: "", description: `not a valid ${inputType}: ${malformed}` }]));
       let request: unknown;
       try {
         request = method.requestDeserialize(bytes);
