@@ -20,6 +20,7 @@ import { useNatsServer } from "./support/nats-server.js";
 import { eventually } from "./support/streams.js";
 import { createTempDir } from "./support/temp-dir.js";
 import { runConcord } from "./support/concord.js";
+import { capturedLogger } from "./support/captured-logger.js";
 import { address, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts } from "./support/shop.js";
 
 const eur = (amountMinor: number) => ({ currencyCode: "EUR", amountMinor });
@@ -57,7 +58,8 @@ async function deadLetterReason(nc: NatsConnection, dlqSubject: string, subject:
 describe("NATS permissions derived from the contracts", () => {
   const dir = createTempDir("concord-nats-permissions-");
   afterAll(() => dir.remove());
-  const nats = useNatsServer({ credentialsDir: join(dir.path, "credentials") });
+  const nats = useNatsServer({ credentialsDir: join(dir.path, "credentials"), monitor: true });
+  const ordersLog = capturedLogger("orders");
   let products: RunningProducts;
   let orders: RunningOrders;
   const connections: NatsConnection[] = [];
@@ -73,7 +75,7 @@ describe("NATS permissions derived from the contracts", () => {
 
   beforeAll(async () => {
     products = await startTestProducts(dir.path, nats().url, { natsSeedFile: nats().seedFile("products") });
-    orders = await startTestOrders(dir.path, products.service.address, nats().url, { natsSeedFile: nats().seedFile("orders") });
+    orders = await startTestOrders(dir.path, products.service.address, nats().url, { natsSeedFile: nats().seedFile("orders"), logger: ordersLog.logger });
   });
   afterAll(async () => {
     await Promise.all(connections.map((nc) => nc.close()));
@@ -336,6 +338,35 @@ describe("NATS permissions derived from the contracts", () => {
     // The order service does not know the order and answers OrderUnknown, which releases the stock again: the StockReserved tells.
     await eventually("StockReserved is published", async () => (await countOn(observer, "SHOP_PRODUCTS", `shop.products.v1.reservation.${orderId}.reserved`)) === 1);
     expect(await countOn(observer, "CONCORD_DLQ", "concord.dlq.SHOP_ORDERS.products-order-placed")).toBe(dlqBefore);
+  });
+
+  it("drops what a push consumer of the observer's delivers into a service's pull inbox (named by /connz): nothing handled, dead-lettered or acked, one warning", async () => {
+    await newProduct(1);
+    const jsm = await (await connectAs("observer")).jetstreamManager();
+    const deadLetters = (await jsm.streams.info("CONCORD_DLQ")).state.messages;
+    const name = "observer-12";
+    let target: string | undefined;
+    const inboxesOfOrders = async () => {
+      const connz = (await (await fetch(`http://127.0.0.1:${nats().monitorPort}/connz?subs=1`)).json()) as { connections: Array<{ name?: string; subscriptions_list?: string[] }> };
+      return connz.connections.filter((c) => c.name?.startsWith("orders")).flatMap((c) => c.subscriptions_list ?? []).filter((sub) => sub.startsWith("_INBOX_orders.") && !sub.endsWith(".*"));
+    };
+    // A pull's inbox lives as long as its request (5 s at most): a consumer aimed at one that has gone is aimed again.
+    await eventually("a consumer of the observer's delivered SHOP_PRODUCTS's events into a pull inbox of the order service", async () => {
+      if (target !== undefined && (await jsm.consumers.info("SHOP_PRODUCTS", name)).delivered.consumer_seq > 0) return true;
+      const inboxes = await inboxesOfOrders();
+      if (target !== undefined && inboxes.includes(target)) return false;
+      if (target !== undefined) await jsm.consumers.delete("SHOP_PRODUCTS", name);
+      target = inboxes[0];
+      if (target !== undefined) await jsm.consumers.add("SHOP_PRODUCTS", { name, deliver_subject: target, ack_policy: AckPolicy.None, deliver_policy: DeliverPolicy.All });
+      return false;
+    });
+    await jsm.consumers.delete("SHOP_PRODUCTS", name);
+    await eventually("the order service warns of the messages it dropped", () => ordersLog.lines.some((l) => String(l.msg).startsWith("dropped messages in the pull inbox")));
+    const warning = ordersLog.lines.find((l) => String(l.msg).startsWith("dropped messages in the pull inbox"))!;
+    expect(warning).toMatchObject({ level: "warn", stream: "SHOP_PRODUCTS", deliveredBy: `SHOP_PRODUCTS > ${name}` });
+    // Before, the order service handled them: those of another type dead-lettered, each acked to the observer's consumer, which its user may not.
+    expect(ordersLog.lines.filter((l) => JSON.stringify(l).includes(name) && l !== warning)).toEqual([]);
+    expect((await jsm.streams.info("CONCORD_DLQ")).state.messages).toBe(deadLetters);
   });
 
   it("dead-letters an event whose ce-source is not its stream's owner, with the reason", async () => {

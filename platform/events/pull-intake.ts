@@ -71,6 +71,52 @@ export interface PullIntake {
 const pullExpiresMs = 5_000;
 
 /**
+ * Keeps out of a consumer's pull inbox what its consumer did not deliver. A
+ * push consumer of another user's (the observer's, which may make push
+ * consumers under its own names) may deliver to any subject some client
+ * listens on, a service's pull inbox among them (`/connz?subs=1` of a
+ * server's monitoring endpoint names them): nats.js took such messages as
+ * the pull's own, so the service handled events its consumer never
+ * delivered, dead-lettering those of another type, and acked them to a
+ * consumer its user may not ack for. A message is the consumer's own when
+ * its ack subject names the consumer's stream and durable (`$JS.ACK.<stream>.<durable>.`,
+ * the only acks the service's user may send): nats.js parses that subject for
+ * each message anyway (msg.info), and here two strings are compared.
+ * Others are dropped, neither handled nor acked, with a warning at once and
+ * then at most one every 10 s, counting them.
+ */
+class StrayLines {
+  private untold = 0;
+  private lastWarningAt = -Infinity;
+  constructor(
+    private readonly logger: Logger,
+    private readonly stream: string,
+    private readonly durable: string,
+  ) {}
+  ours(msg: JsMsg): boolean {
+    // nats.js reads the ack subject once, here rather than at the first msg.info after: a subject not of JetStream throws.
+    let from: { readonly stream: string; readonly consumer: string } | undefined;
+    try {
+      from = msg.info;
+    } catch {
+      from = undefined;
+    }
+    if (from?.stream === this.stream && from.consumer === this.durable) return true;
+    this.untold++;
+    const now = performance.now();
+    if (now - this.lastWarningAt >= 10_000) {
+      this.logger.warn(
+        { stream: this.stream, consumer: this.durable, count: this.untold, subject: msg.subject, deliveredBy: from ? `${from.stream} > ${from.consumer}` : "no JetStream consumer" },
+        `dropped messages in the pull inbox of consumer ${this.durable} that it did not deliver (another consumer's, sent to that inbox); neither handled nor acked`,
+      );
+      this.untold = 0;
+      this.lastWarningAt = now;
+    }
+    return false;
+  }
+}
+
+/**
  * One pull request of `max` messages. nats.js's `fetch` builds, as it is
  * called, the error it would reject with if the request outlived its
  * expiry, and with it a stack trace (whatever the connection's
@@ -125,6 +171,7 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
   let oversized = false;
   const requests = new Set<ConsumerMessages>();
   const failureLines = new PullFailureLines(logger, stream, durable, reopenDelayMs);
+  const strays = new StrayLines(logger, stream, durable);
   let failure: unknown;
   let closed = false;
   let arrived: (() => void) | undefined;
@@ -178,6 +225,7 @@ export function createPullIntake(options: PullIntakeOptions): PullIntake {
     try {
       for await (const msg of messages) {
         if (received++ < asked) outstanding--;
+        if (!strays.ours(msg)) continue;
         const size = receivedBytes(msg);
         receive(msg, size);
         if (askedBytes === undefined) continue;
