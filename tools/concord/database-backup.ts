@@ -334,10 +334,14 @@ function recordProblem(record: unknown): string | undefined {
   if (!consumers) return `its service is ${JSON.stringify(service)}, none of the contracts' (${contractServices()})`;
   if (positions === null) return undefined;
   if (!Array.isArray(positions)) return "its positions are neither a list nor null";
+  const floored = new Set<unknown>();
   for (const p of positions as unknown[]) {
     const { stream, durable, ackFloor } = (typeof p === "object" && p !== null ? p : {}) as Record<string, unknown>;
     if (!consumers.some((c) => c.stream === stream && c.durable === durable)) return `${JSON.stringify(p)} names no consumer of ${String(service)}`;
     if (!Number.isSafeInteger(ackFloor) || (ackFloor as number) < 0) return `${JSON.stringify(p)} has no whole number for its ackFloor`;
+    // A backup records one floor a consumer: two would print two commands for it, from two places.
+    if (floored.has(durable)) return `it holds more than one floor for consumer ${String(durable)}`;
+    floored.add(durable);
   }
   return undefined;
 }

@@ -321,7 +321,7 @@ service's durable consumers, the \`npx concord consumer redeliver DURABLE
 again the events it handled after the backup: run them once the service
 runs again. Its inbox, as restored, skips those it had
 handled by the backup. A FILE.json that is no record of the service's
-consumers' floors (whole numbers) stops the restore before anything is
+consumers' floors (whole numbers, one a consumer) stops the restore before anything is
 changed; one that leaves out some of the service's consumers (a backup taken
 before the contracts gave it them) is warned of, naming them: deliver their
 events again by hand, from a stream sequence at or below each one's floor
