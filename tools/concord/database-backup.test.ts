@@ -545,6 +545,21 @@ describe("the backup record", () => {
     // Two floors for one consumer printed two redeliver commands for it, from 2 and from 8, and the restore went on.
     const twice = JSON.stringify({ service: "orders", positions: [1, 7].map((ackFloor) => ({ stream: "SHOP_PRODUCTS", durable: "orders-stock-reserved", ackFloor })) });
     expect(refused(twice)).toThrow(`${file} is no backup's record: it holds more than one floor for consumer orders-stock-reserved`);
+    // What is no file is refused, not read: a link to nothing was taken for no record, a FIFO was waited on for ever, a link to
+    // /dev/zero read until memory ran out (the checks that could hang come last, so that the test fails before them without the change).
+    rmSync(file);
+    symlinkSync(join(dir, "nothing-here"), file);
+    expect(() => readBackupRecord(backup)).toThrow(`${file} cannot be read as a backup's record: ENOENT`);
+    rmSync(file);
+    writeFileSync(file, " ".repeat(1024 * 1024 + 1));
+    expect(() => readBackupRecord(backup)).toThrow(`${file} cannot be read as a backup's record: it holds 1048577 bytes, more than such a file does (at most 1048576)`);
+    rmSync(file);
+    symlinkSync("/dev/zero", file);
+    expect(() => readBackupRecord(backup)).toThrow(`${file} cannot be read as a backup's record: it is a character device, not a regular file`);
+    rmSync(file);
+    execFileSync("mkfifo", [file]);
+    expect(() => readBackupRecord(backup)).toThrow(`${file} cannot be read as a backup's record: it is a FIFO, not a regular file`);
+    rmSync(file);
     expect(refused(position("orders-stock-reserved", 7))()).toMatchObject({ positions: [{ durable: "orders-stock-reserved", ackFloor: 7 }] });
     expect(refused('{"service":"orders","positions":null}')()).toMatchObject({ positions: null });
   });

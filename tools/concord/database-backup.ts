@@ -6,13 +6,13 @@
  * where the service's durable consumers stood in JetStream just before, which
  * says from where their events must be delivered again after a restore.
  */
-import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, type Stats, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, realpathSync, renameSync, rmSync, type Stats, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import type { NatsConnection, NatsError } from "nats";
 import { grpcAlone, natsAuthorization } from "../../gen/ts/concord_nats.js";
 import { Code, StatusError } from "../../platform/errors/index.js";
-import { notRegularFile } from "../../platform/config/setting-file.js";
+import { notRegularFile, readSettingFile } from "../../platform/config/setting-file.js";
 import { claimSqliteFile } from "../../platform/sql/index.js";
 
 /** A durable consumer's acknowledgement floor: every event of its stream up to this sequence was handled and acked. */
@@ -295,6 +295,9 @@ export function writeBackupRecord(backup: string, record: BackupRecord): void {
   }
 }
 
+/** The most a backup's record holds: a line of about 90 bytes a consumer. */
+const maxRecordBytes = 1024 * 1024;
+
 /**
  * The record beside `backup`, or undefined when there is none. Throws, naming
  * the file, when it is no such record: its positions become commands an
@@ -303,10 +306,12 @@ export function writeBackupRecord(backup: string, record: BackupRecord): void {
  */
 export function readBackupRecord(backup: string): BackupRecord | undefined {
   const file = recordFileOf(backup);
-  if (!existsSync(file)) return undefined;
+  // A symbolic link to nothing (or to itself) is there all the same: not a backup without a record.
+  if (!existsSync(file) && !lstatSync(file, { throwIfNoEntry: false })) return undefined;
   let record: unknown;
   try {
-    record = JSON.parse(readFileSync(file, "utf8"));
+    // A FIFO there was waited on for ever, and a link to /dev/zero read until memory ran out.
+    record = JSON.parse(readSettingFile(file, maxRecordBytes).toString("utf8"));
   } catch (err) {
     throw new Error(`${file} cannot be read as a backup's record: ${(err as Error).message}`, { cause: err });
   }
