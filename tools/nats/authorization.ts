@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { nkeys } from "nats";
 import { natsAuthorization } from "../../gen/ts/concord_nats.js";
 import { SeedFileError, seedFileText, userSeedOf } from "../../platform/events/index.js";
+import { replaceOwnerFile } from "./server-config.js";
 
 /** A user of the authorization: name, permissions, and where its seed is. */
 export interface NatsCredential {
@@ -112,5 +113,5 @@ export function authorizationConfigText(credentials: readonly NatsCredential[]):
 
 /** Writes the authorization block for `credentials` to `path` (the server's configuration includes it). */
 export function writeAuthorizationConfig(path: string, credentials: readonly NatsCredential[]): void {
-  writeFileSync(path, authorizationConfigText(credentials), { mode: 0o600 });
+  replaceOwnerFile(path, authorizationConfigText(credentials));
 }

@@ -1,12 +1,12 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, lstatSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { findNatsServer, natsServerLacks, parseNatsServerVersion, pinnedNatsServer, takesSyncInterval } from "./find-nats-server.mjs";
 import { freePort } from "../free-port.js";
 import { natsServerConfigText, natsServerEnv, writeNatsServerConfig } from "./server-config.js";
-import { ensureNatsCredentials } from "./authorization.js";
+import { ensureNatsCredentials, writeAuthorizationConfig } from "./authorization.js";
 
 describe("findNatsServer", () => {
   const dir = tempDirForSuite("concord-find-nats-");
@@ -112,6 +112,30 @@ describe("a cluster's routes", () => {
     await new Promise((resolve) => setTimeout(resolve, 3_000));
     expect(await routesOf(m1)).toEqual(["n2"]);
     expect(await routesOf(m2)).toEqual(["n1"]);
+  });
+});
+
+describe("the configuration files a start writes", () => {
+  const dir = tempDirForSuite("concord-nats-config-files-");
+
+  it("replace a symbolic link put in their place, where they wrote through it: the file it named kept as it was, and its mode", () => {
+    const victim = join(dir, "victim");
+    writeFileSync(victim, "not nats's\n", { mode: 0o644 });
+    chmodSync(victim, 0o644);
+    const config = join(dir, "nats-server.conf");
+    const authorization = join(dir, "nats-authorization.conf");
+    symlinkSync(victim, config);
+    symlinkSync(victim, authorization);
+    writeNatsServerConfig(config, { serverName: "concord", port: 4222, storeDir: join(dir, "store"), syncAlways: true, authorizationInclude: "nats-authorization.conf" });
+    writeAuthorizationConfig(authorization, ensureNatsCredentials(join(dir, "credentials")));
+    expect(readFileSync(victim, "utf8")).toBe("not nats's\n");
+    expect(statSync(victim).mode & 0o777).toBe(0o644);
+    for (const file of [config, authorization]) {
+      expect(lstatSync(file).isFile()).toBe(true);
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+    }
+    expect(readFileSync(config, "utf8")).toContain('server_name: "concord"');
+    expect(readFileSync(authorization, "utf8")).toContain("authorization {");
   });
 });
 

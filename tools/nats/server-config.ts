@@ -4,7 +4,7 @@
  * needed: `sync_interval` lives in the jetstream block, and a cluster needs
  * its cluster block with routes.
  */
-import { chmodSync, writeFileSync } from "node:fs";
+import { chmodSync, renameSync, rmSync, writeFileSync } from "node:fs";
 
 /** One node of a cluster on loopback: its cluster name, its own route port, and every node's route port (its own included). */
 export interface ClusterRoutes {
@@ -112,7 +112,20 @@ export function natsServerConfigText(config: NatsServerConfig): string {
  * start nats-server with it.
  */
 export function writeNatsServerConfig(path: string, config: NatsServerConfig): string[] {
-  writeFileSync(path, natsServerConfigText(config), { mode: 0o600 });
-  chmodSync(path, 0o600);
+  replaceOwnerFile(path, natsServerConfigText(config));
   return ["-c", path];
+}
+
+/**
+ * Puts `text` at `path` as a new file readable by its owner only: written
+ * to `<path>.partial`, made new, and renamed over `path`, so that a
+ * symbolic link at `path` is replaced, not written through (it had the
+ * start overwrite, and make 0600, whatever file it pointed to).
+ */
+export function replaceOwnerFile(path: string, text: string): void {
+  const partial = `${path}.partial`;
+  rmSync(partial, { force: true });
+  writeFileSync(partial, text, { mode: 0o600, flag: "wx" });
+  chmodSync(partial, 0o600);
+  renameSync(partial, path);
 }
