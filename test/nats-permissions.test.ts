@@ -379,6 +379,17 @@ describe("NATS permissions derived from the contracts", () => {
     expect(reason).toBe('stream SHOP_PRODUCTS holds events of "products" only, but the message\'s ce-source is "orders"');
   });
 
+  it("dead-letters an event the protobuf wire format does not allow, from its own service's user: a StockReserved with field number 0 and more after its fields", async () => {
+    const product = await newProduct(5);
+    const orderId = uuidv7();
+    const subject = `shop.products.v1.reservation.${orderId}.reserved`;
+    const valid = StockReserved.encode({ orderId, lines: [{ productId: product.id, quantity: 1 }], linesVersion: 1 }).finish();
+    const payload = Buffer.concat([valid, Buffer.from([0x00, 0x18, 0x02])]);
+    await (await connectAs("products")).jetstream().publish(subject, payload, eventHeaders("shop.products.v1.StockReserved", "products"));
+    const reason = await deadLetterReason(await connectAs("observer"), "concord.dlq.SHOP_PRODUCTS.orders-stock-reserved", subject);
+    expect(reason).toBe("the shop.products.v1.StockReserved payload cannot be decoded: a tag names field number 0, which no field has");
+  });
+
   it("parks an event its service may not publish, logging an error that names the subject", async () => {
     const lines: Array<Record<string, unknown>> = [];
     const logger = createLogger({ service: "orders", level: "info", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } });

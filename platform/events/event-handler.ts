@@ -138,6 +138,9 @@ export function checkedEvent<T>(delivery: Delivery, binding: ConsumerBinding<T>,
     const problem = contentType === undefined ? undefined : contentTypeProblem(contentType, type);
     if (problem !== undefined) throw new UnprocessableEventError(`the ${type} payload is declared ${JSON.stringify(contentType)} (${header}), which ${problem}`);
   }
+  // What ts-proto's decoder would read past or stop at without a word (field number 0, say: see wire-shape.ts).
+  const malformed = checker?.wireProblem(type, delivery.data);
+  if (malformed !== undefined) throw new UnprocessableEventError(`the ${type} payload cannot be decoded: ${malformed}`);
   let event: T;
   try {
     event = descriptor.codec.decode(delivery.data);
