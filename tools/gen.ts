@@ -16,7 +16,7 @@ import { protoDigestFile, protoDigestText, protoDigests } from "./contracts/prot
 import { checkReadmeEventTable, checkReadmeNatsTable, readmeTablesOfContracts, withEventTable, withNatsTable } from "./contracts/readme-events.js";
 import { repoRoot } from "./repo-root.js";
 import { type EventManifest, natsAuthorizationModule, natsAuthorizationOf } from "./contracts/nats-permissions.js";
-import { unboundedRequestFields } from "./contracts/request-bounds.js";
+import { unboundedInputFields } from "./contracts/request-bounds.js";
 import { generateSdks, sdkTemplate } from "./contracts/sdk.js";
 import { ContractError } from "./protoc-gen-events/contract-error.js";
 import { loadImageFiles } from "./contracts/sdk-manifest.js";
@@ -32,9 +32,10 @@ Go and Python SDKs, and any language added there), gen/events.json (the
 event manifest) and
 gen/proto.sha256 (each contract file's digest, which npm start compares);
 and the event table and the NATS users' table of README.md, each between its
-marker comments. A request (a method's input, at any depth) holding a list,
-a map or a FieldMask with no bound on its size is refused, naming it and how
-to bound it, and nothing is written (exit 1).
+marker comments. A request (a method's input, at any depth) or an event a
+service consumes (the same) holding a list, a map or a FieldMask with no
+bound on its size is refused, naming it by its path and how to bound it, and
+nothing is written (exit 1).
   --check        regenerate into a temporary directory and fail, naming the
                  files, when gen/ or a table of README.md differs from it
                  (nothing is written)
@@ -59,8 +60,8 @@ export function generate(outDir: string, options: GenerateOptions = {}): void {
   try {
     const image = join(work, "image.binpb");
     buildImage(join(repoRoot, "proto"), image);
-    // A request's list with no bound on its size is refused before anything is generated.
-    const unbounded = unboundedRequestFields(loadImageFiles(readFileSync(image))).map((finding) => `proto/${finding}`);
+    // A list with no bound on its size, in a request or a consumed event, is refused before anything is generated.
+    const unbounded = unboundedInputFields(loadImageFiles(readFileSync(image))).map((finding) => `proto/${finding}`);
     if (unbounded.length > 0) throw new ContractError(unbounded);
     execFileSync(bufBin, ["generate", image, "--template", join(repoRoot, "buf.gen.yaml"), ...ownRoots.flatMap((r) => ["--path", r]), "-o", work], {
       cwd: repoRoot,

@@ -33,3 +33,15 @@ export function contractEditor(dir: string): { edited: (edits: Record<string, (t
     },
   };
 }
+
+/** The text of `file` of proto/. */
+export const protoText = (file: string): string => readFileSync(join(repoRoot, "proto", file), "utf8");
+
+/** The line (from 1) of `snippet` in `text` (proto/'s `file` when a path), where it must occur once. */
+export const lineOf = (text: string, snippet: string): number => {
+  const source = text.endsWith(".proto") ? protoText(text) : text;
+  const at = source.indexOf(snippet);
+  expect(at, `${JSON.stringify(snippet)} is in the text`).toBeGreaterThanOrEqual(0);
+  expect(source.indexOf(snippet, at + 1), `${JSON.stringify(snippet)} is in the text once`).toBe(-1);
+  return source.slice(0, at).split("\n").length;
+};

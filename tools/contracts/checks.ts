@@ -6,7 +6,7 @@ import { createRegistry, type DescFile } from "@bufbuild/protobuf";
 import { parse } from "yaml";
 import { repoRoot } from "../repo-root.js";
 import { narrowerAccess } from "./access-changes.js";
-import { unboundedRequestFields } from "./request-bounds.js";
+import { unboundedInputFields } from "./request-bounds.js";
 import { incompatibleEventChanges } from "./event-changes.js";
 import { bufBin, buildImage } from "./image.js";
 import { tighterValidationRules } from "./rule-changes.js";
@@ -27,10 +27,10 @@ function runBuf(args: string[]): CheckResult {
 
 /**
  * `buf lint` (rules from buf.yaml) on the contracts in `protoDir`, then
- * the requests' lists with no bound on their size (request-bounds.ts),
- * each finding naming its file as breakingChanges' do: as opened from the
- * repository's root (proto/shop/...), or by its full path when `protoDir`
- * is elsewhere.
+ * the lists of requests and of consumed events with no bound on their size
+ * (request-bounds.ts), each finding naming its file as breakingChanges' do:
+ * as opened from the repository's root (proto/shop/...), or by its full
+ * path when `protoDir` is elsewhere.
  */
 export function lintContracts(protoDir = join(repoRoot, "proto")): CheckResult {
   const work = mkdtempSync(join(tmpdir(), "concord-lint-"));
@@ -39,7 +39,7 @@ export function lintContracts(protoDir = join(repoRoot, "proto")): CheckResult {
     buildImage(protoDir, image);
     const lint = runBuf(["lint", image, "--config", join(repoRoot, "buf.yaml"), "--error-format", "json"]);
     const shown = shownPath(protoDir);
-    const unbounded = unboundedRequestFields(loadImageFiles(readFileSync(image))).map(shown);
+    const unbounded = unboundedInputFields(loadImageFiles(readFileSync(image))).map(shown);
     const output = [bufFindings(lint.output, shown), ...unbounded].filter((part) => part !== "").join("\n");
     return { ok: lint.ok && unbounded.length === 0, output };
   } finally {

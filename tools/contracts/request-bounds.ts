@@ -1,65 +1,114 @@
 /**
- * Every list in a request has a bound on its size. A server checks each
- * request against its contract before any handler runs, and protovalidate's
- * CEL costs time in proportion to the items it looks through: an
- * UpdateOrder whose update_mask held 60,000 paths (180 KB) took 27 ms of
- * CPU to check, where its contract now allows 2. So a request's repeated
- * field needs max_items, a map max_pairs, and a google.protobuf.FieldMask a
- * CEL rule bounding its count of paths in the form the platform reads ahead
- * of CEL (platform/contracts/field-mask.ts); a Struct, Value or ListValue,
- * whose lists no rule can bound, has no place in a request.
+ * Every list a service takes in has a bound on its size. A server checks
+ * each request against its contract before any handler runs, and a
+ * consumer each event it consumes, and protovalidate's CEL costs time in
+ * proportion to the items it looks through: an UpdateOrder whose
+ * update_mask held 60,000 paths (180 KB) took 27 ms of CPU to check, where
+ * its contract now allows 2. So a repeated field of a request, or of an
+ * event a service consumes (at any depth of messages in it), needs
+ * max_items, a map max_pairs, and a google.protobuf.FieldMask a CEL rule
+ * bounding its count of paths in the form the platform reads ahead of CEL
+ * (platform/contracts/field-mask.ts); a Struct, Value or ListValue, whose
+ * lists no rule can bound, has no place there. An event no service
+ * consumes is checked only by the service that publishes it, on its own
+ * data, and is left alone.
  */
 import { type DescField, type DescFile, type DescMessage, getOption, hasOption, isFieldSet } from "@bufbuild/protobuf";
 import { Ignore, MapRulesSchema, RepeatedRulesSchema, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { fieldMaskBound, isFieldMask } from "../../platform/contracts/field-mask.js";
+import { allMessages, findConcordOptions } from "../protoc-gen-events/concord-options.js";
 import { locateField } from "./source-locations.js";
 
 /** google.protobuf's messages of lists no contract rule reaches. */
 const openMessages = new Set(["google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"]);
 
+/** A message a service takes in: a method's input, or an event it consumes; and how findings name it and who sends it. */
+interface Input {
+  readonly message: DescMessage;
+  /** "the request of pkg.Service.Method", "the event pkg.Event, which pkg.Service consumes". */
+  readonly where: string;
+  readonly kind: "request" | "event";
+}
+
 /**
  * One line per field of a request (a method's input, and the messages it
- * holds, at any depth) whose size no rule bounds: `file:line:column:` as
- * buf prints its findings, the field, the request it is in, and how to
- * bound it.
+ * holds, at any depth) or of an event a service consumes (the same), whose
+ * size no rule bounds: `file:line:column:` as buf prints its findings, the
+ * field, its path from the request or event that first reaches it, and how
+ * to bound it. Each field is named once, by its shortest path from the
+ * first input (the methods in file order, then the consumed events) that
+ * holds it.
  */
-export function unboundedRequestFields(files: readonly DescFile[]): string[] {
+export function unboundedInputFields(files: readonly DescFile[]): string[] {
   const found: string[] = [];
   const seen = new Set<DescMessage>();
-  const visit = (message: DescMessage, request: string): void => {
-    if (seen.has(message) || message.typeName.startsWith("google.protobuf.")) return;
-    seen.add(message);
-    for (const field of message.fields) {
-      const problem = unbounded(field);
-      if (problem) found.push(`${locateField(field)}:Field "${field.name}" of message "${message.typeName}" (in ${request}): ${problem}`);
-      const inner = field.fieldKind === "message" || field.fieldKind === "list" || field.fieldKind === "map" ? field.message : undefined;
-      if (inner) visit(inner, request);
+  for (const input of inputsOf(files)) {
+    // Breadth first, so that a field is named by its shortest path; a message met before (a cycle, or another input's) is not looked into again.
+    let level: Array<{ readonly message: DescMessage; readonly path: string }> = [{ message: input.message, path: "" }];
+    while (level.length > 0) {
+      const next: typeof level = [];
+      for (const { message, path } of level) {
+        if (seen.has(message) || message.typeName.startsWith("google.protobuf.")) continue;
+        seen.add(message);
+        for (const field of message.fields) {
+          const at = `${path}${field.name}`;
+          const problem = unbounded(field, input.kind);
+          if (problem) found.push(`${locateField(field)}:Field "${field.name}" of message "${message.typeName}", at ${at} in ${input.where}: ${problem}`);
+          if (field.message) next.push({ message: field.message, path: `${at}.` });
+        }
+      }
+      level = next;
     }
-  };
-  for (const service of files.flatMap((f) => f.services)) {
-    for (const method of service.methods) visit(method.input, `the request of ${service.typeName}.${method.name}`);
   }
   return found;
 }
 
+/** The methods' inputs, in file order, then the events the services consume, in the order they subscribe. */
+function inputsOf(files: readonly DescFile[]): Input[] {
+  const services = files.flatMap((f) => f.services);
+  const inputs: Input[] = services.flatMap((service) =>
+    service.methods.map((method): Input => ({ message: method.input, where: `the request of ${service.typeName}.${method.name}`, kind: "request" })),
+  );
+  const options = findConcordOptions(files);
+  if (!options) return inputs;
+  const messages = new Map(files.flatMap(allMessages).map((m) => [m.typeName, m]));
+  const consumers = new Map<DescMessage, string[]>();
+  for (const service of services) {
+    for (const subscription of options.subscriptions(service)) {
+      // An event that is no message of the contracts is protoc-gen-events' to refuse.
+      const event = messages.get(subscription.event);
+      if (!event) continue;
+      const names = consumers.get(event) ?? [];
+      if (!names.includes(service.typeName)) names.push(service.typeName);
+      consumers.set(event, names);
+    }
+  }
+  for (const [event, names] of consumers) {
+    inputs.push({ message: event, where: `the event ${event.typeName}, which ${names.join(" and ")} consume${names.length > 1 ? "" : "s"}`, kind: "event" });
+  }
+  return inputs;
+}
+
 /** What leaves a field's size open, and how to bound it; undefined when its rules bound it. */
-function unbounded(field: DescField): string | undefined {
+function unbounded(field: DescField, kind: Input["kind"]): string | undefined {
   const rules = hasOption(field, fieldRulesExt) ? getOption(field, fieldRulesExt) : undefined;
   const ignored = rules?.ignore === Ignore.ALWAYS ? " (its rules are ignored: IGNORE_ALWAYS)" : "";
+  const one = kind === "request" ? "a request" : "an event";
+  const most = kind === "request" ? "the most a caller needs" : "the most its publisher sends";
   const held = field.fieldKind === "list" || field.fieldKind === "map" || field.fieldKind === "message" ? field.message?.typeName : undefined;
-  if (held && openMessages.has(held)) return `holds a ${held}, whose lists and maps no rule can bound; a request could carry any number of values for the server to check. Use a message of its own with bounded fields instead`;
+  if (held && openMessages.has(held)) return `holds a ${held}, whose lists and maps no rule can bound; ${one} could carry any number of values to check. Use a message of its own with bounded fields instead`;
   if (field.fieldKind === "list") {
     const repeated = !ignored && rules?.type.case === "repeated" ? rules.type.value : undefined;
     if (repeated && isFieldSet(repeated, RepeatedRulesSchema.field.maxItems)) return undefined;
-    return `a repeated field with no max_items${ignored}; a request could hold any number of items, each checked by the contract's rules before it is refused. Bound it: (buf.validate.field).repeated.max_items = <the most a caller needs>`;
+    return `a repeated field with no max_items${ignored}; ${one} could hold any number of items, each checked by the contract's rules before it is refused. Bound it: (buf.validate.field).repeated.max_items = <${most}>`;
   }
   if (field.fieldKind === "map") {
     const map = !ignored && rules?.type.case === "map" ? rules.type.value : undefined;
     if (map && isFieldSet(map, MapRulesSchema.field.maxPairs)) return undefined;
-    return `a map with no max_pairs${ignored}; a request could hold any number of entries, each checked by the contract's rules before it is refused. Bound it: (buf.validate.field).map.max_pairs = <the most a caller needs>`;
+    return `a map with no max_pairs${ignored}; ${one} could hold any number of entries, each checked by the contract's rules before it is refused. Bound it: (buf.validate.field).map.max_pairs = <${most}>`;
   }
   if (isFieldMask(field) && fieldMaskBound(field) === undefined) {
-    return `a google.protobuf.FieldMask with no bound on its paths${ignored}; a request could hold any number of them, and each CEL rule testing them looks through them all. Bound it: begin its (buf.validate.field).cel expression with "size(this.paths) <= <N> && " (an expression of && alone, which the server checks before any CEL), list its names there ("this.paths.all(p, p in ['a', 'b'])", which bounds its bytes), and begin each message-level rule testing its paths with "size(this.${field.name}.paths) > <N> || "`;
+    return `a google.protobuf.FieldMask with no bound on its paths${ignored}; ${one} could hold any number of them, and each CEL rule testing them looks through them all. Bound it: begin its (buf.validate.field).cel expression with "size(this.paths) <= <N> && " (an expression of && alone, which the platform checks before any CEL), list its names there ("this.paths.all(p, p in ['a', 'b'])", which bounds its bytes), and begin each message-level rule testing its paths with "size(this.${field.name}.paths) > <N> || "`;
   }
   return undefined;
 }

@@ -1,11 +1,10 @@
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { DescFile } from "@bufbuild/protobuf";
 import { afterAll, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/support/shop.js";
 import { repoRoot } from "../repo-root.js";
 import { breakingAdvice, breakingChanges } from "./checks.js";
-import { contractEditor } from "../../test/support/edited-contracts.js";
+import { contractEditor, lineOf, protoText } from "../../test/support/edited-contracts.js";
 import { tightenAdvice, tighterValidationRules, unsetAdvice } from "./rule-changes.js";
 
 const orderEvents = "shop/orders/v1/order_events.proto";
@@ -14,17 +13,6 @@ const money = "shop/common/v1/money.proto";
 
 const refusedRequest = "a request an older client sends could be refused with INVALID_ARGUMENT";
 const deadLettered = "an event an older producer sends, or its stream holds, could be dead-lettered";
-
-/** The text of `file` of proto/. */
-const protoText = (file: string): string => readFileSync(join(repoRoot, "proto", file), "utf8");
-/** The line (from 1) of `snippet` in `text` (proto/'s `file` when a path), where it must occur once. */
-const lineOf = (text: string, snippet: string): number => {
-  const source = text.endsWith(".proto") ? protoText(text) : text;
-  const at = source.indexOf(snippet);
-  expect(at, `${JSON.stringify(snippet)} is in the text`).toBeGreaterThanOrEqual(0);
-  expect(source.indexOf(snippet, at + 1), `${JSON.stringify(snippet)} is in the text once`).toBe(-1);
-  return source.slice(0, at).split("\n").length;
-};
 
 describe("tighterValidationRules", () => {
   const dir = tempDir();
