@@ -11,6 +11,8 @@ import {
   type FieldRules,
 } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import type { FieldViolation } from "../errors/index.js";
+import { codePoints, compileMaskRules, compileMessageRules } from "./compiled-cel.js";
+import { isFieldMask } from "./field-mask.js";
 
 /**
  * The contracts' validation rules compiled into plain checks on the objects
@@ -19,9 +21,10 @@ import type { FieldViolation } from "../errors/index.js";
  * decoded a second time. The messages are protovalidate's own, word for
  * word, in its order; contracts.test.ts compares the two on many messages.
  * A message whose rules (or whose nested messages' rules) go beyond what is
- * compiled here (message-level CEL, oneof rules, a field CEL other than
- * `this.map(x, x.f).unique()`) has no compiled check: its checker falls back
- * to protovalidate.
+ * compiled here (oneof rules, a field CEL other than
+ * `this.map(x, x.f).unique()` or a FieldMask's, message-level CEL beyond
+ * the forms of compiled-cel.ts) has no compiled check: its checker falls
+ * back to protovalidate.
  */
 export type CompiledCheck = (message: unknown, path: string, out: FieldViolation[]) => void;
 
@@ -39,12 +42,6 @@ export function propertyName(name: string): string {
     })
     .join("");
 }
-
-const codePoints = (s: string): number => {
-  let n = 0;
-  for (const _ of s) n++;
-  return n;
-};
 
 const uuidPattern = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const list = (vs: readonly unknown[]) => `[${vs.map(String).join(", ")}]`;
@@ -72,13 +69,21 @@ export function createRuleCompiler(): (message: DescMessage) => CompiledCheck | 
   const build = (message: DescMessage): CompiledCheck | undefined => {
     if (message.typeName.startsWith("google.protobuf.")) return () => {};
     const messageRules = hasOption(message, messageRulesExt) ? getOption(message, messageRulesExt) : undefined;
-    if (messageRules && (messageRules.cel.length > 0 || messageRules.celExpression.length > 0 || messageRules.oneof.length > 0)) return undefined;
+    if (messageRules && (messageRules.celExpression.length > 0 || messageRules.oneof.length > 0)) return undefined;
+    const celRules = messageRules && messageRules.cel.length > 0 ? compileMessageRules(message, messageRules.cel, propertyName) : [];
+    if (celRules === undefined) return undefined;
     for (const oneof of message.oneofs) if (hasOption(oneof, oneofRulesExt)) return undefined;
     const fieldChecks: CompiledCheck[] = [];
     for (const field of message.fields) {
       const check = compileField(field);
       if (check === undefined) return undefined;
       if (check !== null) fieldChecks.push(check);
+    }
+    if (celRules.length > 0) {
+      // After the fields, as protovalidate runs them; a message-level rule has no field, so its id names it at the top (see message-checker.ts).
+      fieldChecks.push((value, path, out) => {
+        for (const rule of celRules) if (!rule.holds(value)) out.push({ field: path === "" ? rule.id : path.slice(0, -1), description: rule.description });
+      });
     }
     return (value, path, out) => {
       if (value === null || typeof value !== "object") return;
@@ -133,6 +138,22 @@ export function createRuleCompiler(): (message: DescMessage) => CompiledCheck | 
         if (unique && new Set(items).size !== items.length) out.push({ field: path, description: "repeated value must contain unique items" });
         for (const cel of celChecks) cel(items, path, out);
         if (element) for (let i = 0; i < items.length; i++) element(items[i], nested ? `${path}[${i}].` : `${path}[${i}]`, out);
+      };
+    }
+
+    if (isFieldMask(field)) {
+      // ts-proto gives the mask as its list of paths; its own CEL rules test them, after required, as protovalidate runs them.
+      if (rules && rules.type.case !== undefined) return undefined;
+      const maskRules = compileMaskRules(rules?.cel ?? []);
+      if (maskRules === undefined) return undefined;
+      if (maskRules.length === 0 && !required) return null;
+      return (value, base, out) => {
+        const paths = (value as Record<string, Value>)[prop];
+        if (paths === undefined || paths === null) {
+          if (required) out.push({ field: base + name, description: "value is required" });
+          return;
+        }
+        for (const rule of maskRules) if (!rule.holds(paths)) out.push({ field: base + name, description: rule.description });
       };
     }
 

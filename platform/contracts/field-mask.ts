@@ -57,7 +57,7 @@ function conjuncts(expression: string): string[] {
 const count = (text: string, char: string): number => text.split(char).length - 1;
 
 /** `'a', "b"` as its strings; undefined for anything else (an escape, a name). */
-function quotedList(text: string): string[] | undefined {
+export function quotedList(text: string): string[] | undefined {
   const items = text.split(",").map((item) => item.trim());
   const strings = items.map((item) => /^'([^'\\]*)'$|^"([^"\\]*)"$/.exec(item)).map((m) => m && (m[1] ?? m[2]));
   return strings.every((s): s is string => typeof s === "string") ? strings : undefined;

@@ -39,10 +39,11 @@ export interface MessageChecker {
   /**
    * The same as `check`, on the object ts-proto decoded (or a handler built):
    * the contract's rules compiled into plain checks, with no second decode.
-   * Undefined for a type whose rules are not compiled (message-level CEL,
-   * say) and whose lists and FieldMasks are within their limits: call
-   * `check` with its bytes then. One over its limit is reported alone, as
-   * `check` reports it, without the second decode.
+   * Undefined for a type whose rules are not compiled (a oneof rule, or CEL
+   * in a form compiled-cel.ts does not read, say) and whose lists and
+   * FieldMasks are within their limits: call `check` with its bytes then.
+   * One over its limit is reported alone, as `check` reports it, without
+   * the second decode.
    */
   checkDecoded(typeName: string, message: unknown): FieldViolation[] | undefined;
   /**
@@ -79,8 +80,8 @@ const wideScalars = new Set([ScalarType.INT64, ScalarType.UINT64, ScalarType.SIN
 
 /**
  * protovalidate and its CEL interpreter: about 3 MB of heap, needed only for
- * the messages whose rules are not compiled (message-level CEL: the update
- * requests' field masks) and for bytes ts-proto cannot decode. Loaded the
+ * the messages whose rules are not compiled (CEL in a form compiled-cel.ts
+ * does not read; none of the shop's) and for bytes ts-proto cannot decode. Loaded the
  * first time one comes (a synchronous load of some 80 ms, once), so a
  * service that never meets one never holds it.
  */
@@ -203,8 +204,15 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
   });
   const nulInMessage = createNulChecks((field) => (message) => valueOf(message, field));
 
+  /** Whether a message of `schema` may hold a FieldMask whose paths its contract bounds, at any depth. */
+  const holdsBoundedMask = (schema: DescMessage, seen = new Set<DescMessage>()): boolean => {
+    if (seen.has(schema)) return false;
+    seen.add(schema);
+    return planOf(schema).some((c) => c.kind === "paths" || (c.kind === "nested" && holdsBoundedMask(c.message, seen)));
+  };
+
   const compile = createRuleCompiler();
-  const compiledChecks = new Map<string, { readonly rules: CompiledCheck; readonly text: NulCheck } | null>();
+  const compiledChecks = new Map<string, { readonly rules: CompiledCheck; readonly text: NulCheck; readonly masks: boolean } | null>();
 
   const decode = (typeName: string, bytes: Uint8Array, readUnknownFields = true) => {
     const schema = schemaOf(typeName);
@@ -237,7 +245,7 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
       if (check === undefined) {
         const schema = schemaOf(typeName);
         const rules = compile(schema);
-        compiledChecks.set(typeName, (check = rules ? { rules, text: nulInDecoded(schema) } : null));
+        compiledChecks.set(typeName, (check = rules ? { rules, text: nulInDecoded(schema), masks: holdsBoundedMask(schema) } : null));
       }
       if (check === null) {
         // The counts, on the object at hand, before the bytes are decoded again for protovalidate: an oversized list or
@@ -249,6 +257,14 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
       const out: FieldViolation[] = [];
       check.rules(message, "", out);
       check.text(message, out);
+      if (out.length === 0) return out;
+      if (check.masks) {
+        // A mask over its count of paths is reported alone, as `check` reports it. Its own rule (size(this.paths) <= N) has
+        // failed then, so a message that passes is not walked.
+        const items: FieldViolation[] = [];
+        walk(schemaOf(typeName), message as Record<string, unknown>, "", items, [], decodedValueOf);
+        if (items.length > 0) return items;
+      }
       // As `check` does: a list over its max_items is reported alone, without what is inside it.
       const overfull = out.filter((v) => v.description.startsWith(tooManyItems));
       if (overfull.length === 0) return out;
@@ -283,9 +299,14 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
   };
 }
 
+/** ts-proto's property names of the fields decodedValueOf has read: worked out once each, not on every call. */
+const propertyNames = new WeakMap<DescField, string>();
+
 /** A field's value in a ts-proto message (its property, camel-cased); undefined when unset. */
 function decodedValueOf(message: Record<string, unknown>, field: DescField): unknown {
-  return message[propertyName(field.name)] ?? undefined;
+  let prop = propertyNames.get(field);
+  if (prop === undefined) propertyNames.set(field, (prop = propertyName(field.name)));
+  return message[prop] ?? undefined;
 }
 
 /** A field's value in a @bufbuild/protobuf message, oneof members included; undefined when unset. */
