@@ -7,20 +7,23 @@
  * - consuming with the inbox against the same raw pull consumer as scenario 3;
  * - the saga with one and with two instances of each service sharing their
  *   databases and durable consumers: highest sustainable rate, and latency
- *   at a fixed offered load.
+ *   at 200 orders/s offered. Two instances are held to the SQLite saga's
+ *   p99 target at that rate, and to 1.6 times one instance's rate.
  * The server's own CPU is not in the CPU figures (they are the services').
  */
 import { chmodSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { findPostgresBinDir } from "../../tools/postgres/find-postgres.mjs";
 import { type LocalPostgres, startLocalPostgres } from "../../tools/postgres/local-postgres.js";
-import type { BenchContext, Row, Scenario, ScenarioResult } from "../lib/report.js";
+import { row, type BenchContext, type Row, type Scenario, type ScenarioResult } from "../lib/report.js";
 import { measureConsume } from "./event-consume.js";
 import { measurePublish } from "./event-publish.js";
-import { measureSaga } from "./saga.js";
+import { measureSaga, SAGA_WINDOW } from "./saga.js";
 
-/** Orders/s offered to the saga on Postgres: the rate the scale-out fault test holds through crashes. */
-export const POSTGRES_SAGA_RATE = 100;
+/** Orders/s offered to the saga on Postgres: the SQLite saga's rate, at which two instances of each service are held to its p99 target. */
+export const POSTGRES_SAGA_RATE = 200;
+/** Two instances of each service against one: the closed loop's confirmed orders/s, at least this many times. */
+export const POSTGRES_SCALE_TARGET = 1.6;
 /** Transactions committing at once on the publishing side. */
 const PRODUCERS = 16;
 
@@ -47,12 +50,34 @@ export const postgres: Scenario = {
       const consume = await measureConsume(ctx, { scenario, label: "Postgres", inboxDatabase: fresh("inbox"), judged: false });
       rows.push(...consume.rows);
       details.consume = consume.details;
+      const capacity = new Map<number, number>();
       for (const instances of [1, 2]) {
         const label = `Postgres, ${instances} instance${instances > 1 ? "s" : ""} of each service`;
         const databases = { products: await fresh("products")(), orders: await fresh("orders")() };
-        const saga = await measureSaga(ctx, { scenario, prefix: `pg${instances}`, label, shop: { instances, databases }, rate: POSTGRES_SAGA_RATE, judged: false });
+        // The p99 target is held by two instances of each service, as the scale-out set-up runs.
+        const saga = await measureSaga(ctx, { scenario, prefix: `pg${instances}`, label, shop: { instances, databases }, rate: POSTGRES_SAGA_RATE, judged: false, latencyJudged: instances === 2 });
         rows.push(...saga.rows);
         (details.saga as Record<string, unknown>)[`${instances}`] = saga.details;
+        const closedLoop = (saga.details as { max?: { perSecond: number } }).max;
+        if (closedLoop) capacity.set(instances, closedLoop.perSecond);
+      }
+      const one = capacity.get(1);
+      const two = capacity.get(2);
+      if (one !== undefined && two !== undefined) {
+        rows.push(
+          row({
+            scenario,
+            case: "CreateOrder -> CONFIRMED, highest sustainable rate, Postgres: 2 instances of each service against 1",
+            view: "closed loop",
+            inFlight: SAGA_WINDOW,
+            unit: "orders/s",
+            concord: two,
+            baseline: one,
+            ratio: two / one,
+            target: `ratio >= ${POSTGRES_SCALE_TARGET}`,
+            pass: two / one >= POSTGRES_SCALE_TARGET,
+          }),
+        );
       }
     } finally {
       await server.stop();
