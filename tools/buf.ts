@@ -15,10 +15,10 @@ import { spawnSync } from "node:child_process";
 import { breakingAgainstRevision, comparedContracts, lintContracts } from "./contracts/checks.js";
 import { repoRoot } from "./repo-root.js";
 
-const usage = `Usage: tsx tools/buf.ts lint
-       tsx tools/buf.ts breaking [REVISION]
+const usage = `Usage: npm run lint:proto
+       npm run breaking [-- REVISION]
 
-lint       buf lint (STANDARD rules, see buf.yaml) on proto/, and a list,
+lint:proto buf lint (STANDARD rules, see buf.yaml) on proto/, and a list,
            map or FieldMask with no bound on its size in a request or in
            an event a service consumes, at any depth
 breaking   fail on wire- or JSON-incompatible changes of proto/, an RPC
@@ -43,7 +43,7 @@ function main(args: string[]): number {
   const [command, ...rest] = args;
   const option = rest.find((arg) => arg.startsWith("-"));
   if (option !== undefined) {
-    console.error(`buf ${command}: unknown option ${option} (\`tsx tools/buf.ts --help\` shows the usage)`);
+    console.error(`buf ${command}: unknown option ${option} (\`npm run ${command === "breaking" ? "breaking" : "lint:proto"} -- --help\` shows the usage)`);
     return 2;
   }
   if (command === "lint" && rest.length === 0) {

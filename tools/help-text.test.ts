@@ -1,4 +1,6 @@
 import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { hostPort, type Settings } from "../platform/config/index.js";
 import { helps, helpsFor, usage } from "./concord/help.js";
@@ -103,6 +105,24 @@ describe("the --help texts that name the services", () => {
     for (const [command, text] of Object.entries(texts)) expect(flowing(text), command).not.toMatch(/npm start --[a-z]/);
     expect(flowing(watchEvents)).toContain("the cluster's other two when the `npm start -- --cluster` running on DATA_DIR put its first there");
   });
+
+  it("name each npm script as it is typed (`npm run gen:check`, `npm start`), never the file npm runs for it (`tsx tools/gen.ts`)", () => {
+    const { scripts } = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { scripts: Record<string, string> };
+    const typed = (script: string) => (script === "start" || script === "test" ? `npm ${script}` : `npm run ${script}`);
+    // The scripts that run a file of ours (tsx FILE ARGS, or node --import tsx FILE ARGS), with --help after their own arguments as npm puts it.
+    const ours = Object.entries(scripts).flatMap(([script, command]) => {
+      const words = command.replace(/^exec /, "").split(" ");
+      const at = words[0] === "tsx" ? 1 : words[0] === "node" && words[1] === "--import" && words[2] === "tsx" ? 3 : -1;
+      return at < 0 ? [] : [{ script, file: words[at]!, args: words.slice(at + 1) }];
+    });
+    expect(ours.map((s) => s.script)).toEqual(expect.arrayContaining(["start", "gen", "gen:check", "gen:image", "lint:proto", "breaking", "bench"]));
+    for (const { script, file, args } of ours) {
+      const text = execFileSync(process.execPath, ["--import", "tsx", file, ...args, "--help"], { cwd: repoRoot, encoding: "utf8", timeout: 60_000 });
+      const usageLines = text.slice(0, text.indexOf("\n\n")).replace(/^Usage: /, "").split("\n").map((line) => line.trim());
+      expect(usageLines.some((line) => line === typed(script) || line.startsWith(`${typed(script)} `)), `${script}: ${usageLines.join(" | ")}`).toBe(true);
+      expect(usageLines.filter((line) => /^(npx )?tsx |^node /.test(line)), script).toEqual([]);
+    }
+  }, 180_000);
 
   it("say to keep a database's password off the command line, where --database takes a postgres:// URL", () => {
     for (const text of [outboxUsage(), helps["outbox parked"]]) expect(text.replace(/\s+/g, " ")).toContain("a password in a URL given here shows in the process list (ps): leave it out and set PGPASSWORD (or ~/.pgpass), or set the variable");

@@ -251,11 +251,11 @@ describe("contract checks", () => {
     for (const args of [["breaking", "--help"], ["lint", "-h"]]) {
       const help = buf(args);
       expect(help.status, args.join(" ")).toBe(0);
-      expect(help.stdout, args.join(" ")).toMatch(/^Usage: tsx tools\/buf\.ts lint\n {7}tsx tools\/buf\.ts breaking \[REVISION\]\n/);
+      expect(help.stdout, args.join(" ")).toMatch(/^Usage: npm run lint:proto\n {7}npm run breaking \[-- REVISION\]\n/);
     }
     const unknown = buf(["breaking", "--against", "main"]);
     expect(unknown.status).toBe(2);
-    expect(unknown.stderr).toBe("buf breaking: unknown option --against (`tsx tools/buf.ts --help` shows the usage)\n");
+    expect(unknown.stderr).toBe("buf breaking: unknown option --against (`npm run breaking -- --help` shows the usage)\n");
   }, 90_000);
 
   it("npm run breaking says what it compared: proto/ at HEAD, or the work tree's with its uncommitted files named, against the revision, whose name no shell reads", () => {
