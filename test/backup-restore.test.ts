@@ -17,7 +17,7 @@ import { ProductServiceService } from "../gen/ts/shop/products/v1/product_servic
 import { Code, type StatusError } from "../platform/errors/index.js";
 import { inboxMigrations, outboxMigrations } from "../platform/events/index.js";
 import { createClient, waitForServing } from "../platform/grpc/index.js";
-import { openDatabase } from "../platform/sql/index.js";
+import { claimSqliteFile, openDatabase } from "../platform/sql/index.js";
 import { runConcord } from "./support/concord.js";
 import { readmeBlock } from "./support/readme.js";
 import { serviceConsumers } from "../tools/concord/database-backup.js";
@@ -60,6 +60,16 @@ async function cuttableProxy(natsPort: number): Promise<{ url: string; cut(): Pr
 const dir = tempDirForSuite("concord-backup-restore-");
 const ordersDb = join(dir, "orders.db");
 const backupFile = join(dir, "backups", "orders.db");
+
+/** What JSON.parse says of `text`, which Node words its own way. */
+function jsonProblem(text: string): string {
+  try {
+    JSON.parse(text);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  throw new Error(`${text} is JSON`);
+}
 
 /** A service's database, as the service makes it at its first start (its tables, and whose it is). */
 async function serviceDatabase(path: string, owner: string): Promise<void> {
@@ -246,7 +256,7 @@ describe("npx concord database", () => {
     expect(shared.stderr).toContain("concord database backup: note: DATABASE_URL is not used, as `npm start` does not use it (the two services need a database each): set ORDERS_DATABASE_URL, or name the database with --database, for one of your own\n");
     expect(shared.stderr).toContain("cannot connect to postgres://postgres@127.0.0.1:54399/orders");
     const missing = await run("database", "backup", "orders", join(dir, "none.db"), "--database", join(dir, "missing.db"), "--nats", "nats://127.0.0.1:1");
-    expect(missing.status).toBe(1);
+    expect(missing.status).toBe(2);
     expect(missing.stderr).toContain(`${join(dir, "missing.db")} does not exist`);
     // The other service's database, named by mistake, and one that is no service's: a backup the restore would refuse is no backup.
     const products = join(dir, "products-by-mistake.db");
@@ -265,7 +275,7 @@ describe("npx concord database", () => {
     ]) {
       const target = join(dir, "mistaken", "orders.db");
       const mistaken = await run("database", "backup", "orders", target, "--database", database, "--nats", "nats://127.0.0.1:1");
-      expect(mistaken.status, database).toBe(1);
+      expect(mistaken.status, database).toBe(2);
       expect(mistaken.stderr).toContain(`${database} cannot be backed up as the orders service's database: ${problem}; name the orders service's with --database (nothing was written)`);
       expect(existsSync(join(dir, "mistaken"))).toBe(false);
     }
@@ -316,13 +326,13 @@ describe("npx concord database", () => {
     const missing = join(dir, "no-start-ran-here");
     const env = { DATA_DIR: missing, ORDERS_DATABASE_URL: undefined, DATABASE_URL: undefined };
     const restore = await runConcord(env, ["database", "restore", "orders", backup]);
-    expect(restore.status).toBe(1);
+    expect(restore.status).toBe(2);
     expect(restore.stderr).toBe(
       `concord database restore: DATA_DIR ${missing} does not exist, so no \`npm start\` has run with it: set DATA_DIR as \`npm start\` was given it, or name the service's database with --database; nothing was restored\n`,
     );
     expect(existsSync(missing)).toBe(false);
     const backupFromThere = await runConcord(env, ["database", "backup", "orders", join(dir, "from-nowhere.db"), "--nats", "nats://127.0.0.1:1"]);
-    expect(backupFromThere.status).toBe(1);
+    expect(backupFromThere.status).toBe(2);
     expect(backupFromThere.stderr).toContain(`${join(missing, "orders.db")} does not exist; DATA_DIR ${missing} does not exist, so no \`npm start\` has run with it: set DATA_DIR as`);
     // Named, a database not made yet is restored, its folder made, as README says.
     const named = join(missing, "orders.db");
@@ -356,7 +366,7 @@ describe("npx concord database", () => {
     await serviceDatabase(target, "orders");
     const before = readFileSync(target);
     const other = await run("database", "restore", "orders", backup, "--database", target);
-    expect(other.status).toBe(1);
+    expect(other.status).toBe(2);
     expect(other.stderr).toBe(`concord database restore: ${backup} is a backup of products (${backup}.json), not of orders; nothing was restored (restore it with \`npx concord database restore products FILE\`)\n`);
     expect(readFileSync(target).equals(before)).toBe(true);
     // As the order service's first start leaves its database between two migrations.
@@ -371,6 +381,47 @@ describe("npx concord database", () => {
     );
   }, 60_000);
 
+  it("refuses, in one line and with exit status 2, writing nothing, a backup, a record or a file named that is not what it should be; a database in use fails, exit 1", async () => {
+    const { database, backup } = await backupWithoutNats("given");
+    const record = readFileSync(`${backup}.json`, "utf8");
+    const target = join(dir, "given-target.db");
+    await serviceDatabase(target, "orders");
+    const before = readFileSync(target);
+    const beside = () => readdirSync(dir).filter((f) => f.startsWith("given-target.db"));
+    const besideBefore = beside();
+    const restore = (file: string) => run("database", "restore", "orders", file, "--database", target);
+    const refusedAs = async (file: string, said: string) => {
+      const out = await restore(file);
+      expect([out.status, out.stdout, out.stderr], file).toEqual([2, "", `concord database restore: ${said}\n`]);
+    };
+    // Each of these exited 1, as a copy that failed does.
+    writeFileSync(`${backup}.json`, JSON.stringify({ service: "orders", positions: [{ stream: "SHOP_PRODUCTS", durable: "orders-stock-reserved", ackFloor: -1 }] }));
+    await refusedAs(backup, `${backup}.json is no backup's record: {"stream":"SHOP_PRODUCTS","durable":"orders-stock-reserved","ackFloor":-1} has no whole number for its ackFloor; nothing was restored`);
+    writeFileSync(`${backup}.json`, "{ cut short");
+    await refusedAs(backup, `${backup}.json cannot be read as a backup's record: ${jsonProblem("{ cut short")}; nothing was restored`);
+    writeFileSync(`${backup}.json`, record);
+    const text = join(dir, "given-text.db");
+    writeFileSync(text, "not a database\n");
+    await refusedAs(text, `${text} cannot be restored: it cannot be read as a SQLite database: file is not a database`);
+    await refusedAs(join(dir, "given-none.db"), `${join(dir, "given-none.db")} does not exist`);
+    await refusedAs(target, `${target} is the service's database itself, not a backup of it: nothing to restore`);
+    expect(readFileSync(target).equals(before)).toBe(true);
+    // A backup to a file SQLite keeps beside a database: refused before anything is copied.
+    const journal = `${target}-journal`;
+    const taken = await run("database", "backup", "orders", journal, "--database", database, "--nats", "nats://127.0.0.1:1");
+    expect([taken.status, taken.stderr.split("\n").filter((line) => line !== "")]).toEqual([2, [expect.stringMatching(/^concord database backup: .*-journal is a file SQLite or the service keeps beside the database /)]]);
+    expect(beside()).toEqual(besideBefore);
+    // What is no mistake of the command's: the database in use (claimed by a service, here this process).
+    const claim = claimSqliteFile(target);
+    try {
+      const busy = await restore(backup);
+      expect(busy.status).toBe(1);
+      expect(busy.stderr).toContain("is in use by another process");
+    } finally {
+      claim.release();
+    }
+  }, 60_000);
+
   it("never replaces a backup: a second to its file, or to where its record is, is refused, saying how to replace it", async () => {
     const database = join(dir, "twice.db");
     await serviceDatabase(database, "orders");
@@ -379,12 +430,12 @@ describe("npx concord database", () => {
     expect(first.status, first.stderr).toBe(0);
     const [backup, record] = [readFileSync(target), readFileSync(`${target}.json`)];
     const second = await run("database", "backup", "orders", target, "--database", database, "--nats", "nats://127.0.0.1:1");
-    expect(second.status).toBe(1);
+    expect(second.status).toBe(2);
     expect(second.stderr).toContain(`${target} exists: a backup goes to a new file, and is never replaced; name another FILE, or, to replace that backup, remove ${target} and ${target}.json first`);
     // Nor when only its record is left: that is another backup's, not to be taken for this one's.
     rmSync(target);
     const overRecord = await run("database", "backup", "orders", target, "--database", database, "--nats", "nats://127.0.0.1:1");
-    expect(overRecord.status).toBe(1);
+    expect(overRecord.status).toBe(2);
     expect(overRecord.stderr).toContain(`${target}.json exists: a backup goes to a new file, and is never replaced;`);
     expect(readdirSync(join(dir, "twice"))).toEqual(["orders.db.json"]);
     expect(readFileSync(`${target}.json`).equals(record)).toBe(true);

@@ -23,7 +23,7 @@ import { differencesSaid, ProvisionRefused, provisionStreams } from "./concord/p
 import { deleteStaleConsumers, inUse, inUseWhileWatched, staleConsumers, watchMs } from "./concord/stale-consumers.js";
 import { createLogger } from "../platform/log/index.js";
 import { noStartRanIn, otherThanRunningStartNote, outboxCommand, outboxOptions, serviceDatabase, unusedDatabaseUrlNote } from "./outbox.js";
-import { backupSqlite, type ConsumerPosition, consumerPositions, consumersOf, consumersNotRecorded, notABackup, ownershipProblem, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, withAdvice, writeBackupRecord } from "./concord/database-backup.js";
+import { backupSqlite, besideADatabase, type ConsumerPosition, GivenRefused, consumerPositions, consumersOf, consumersNotRecorded, notABackup, ownershipProblem, readBackupRecord, recordFileOf, restoreSqlite, sourceProblem, toReplaceIt, withAdvice, writeBackupRecord } from "./concord/database-backup.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isPostgresUrl } from "../platform/sql/index.js";
 import { urlWithoutSecrets } from "../platform/config/index.js";
@@ -489,26 +489,27 @@ async function databaseBackup(args: string[]): Promise<number> {
     const problem = withAdvice(ownershipProblem(facts.tables, facts.owners, service), service);
     if (problem) {
       console.error(`concord ${command}: ${urlWithoutSecrets(database)} cannot be backed up as the ${service} service's database: ${problem.reason}; ${problem.advice} (nothing was written)`);
-      return 1;
+      return problem.given ? 2 : 1;
     }
   } else {
     if (!existsSync(database)) {
       const fix = dataDirMissing ? noStartRanIn(dataDirMissing) : `name the service's database with --database, or set ${service.toUpperCase()}_DATABASE_URL as for the service`;
       console.error(`concord ${command}: ${database} does not exist; ${fix}`);
-      return 1;
+      return 2;
     }
     // A backup that a restore would refuse is no backup: said now, not on the day it is needed.
     const problem = sourceProblem(database, service);
     if (problem) {
       console.error(`concord ${command}: ${database} cannot be backed up as the ${service} service's database: ${problem.reason}; ${problem.advice} (nothing was written)`);
-      return 1;
+      return problem.given ? 2 : 1;
     }
   }
   // Said before NATS is waited for; backupSqlite and writeBackupRecord look again, for a backup to FILE made meanwhile.
   const taken = [file, recordFileOf(file)].find((f) => existsSync(f));
-  if (taken !== undefined) {
-    console.error(`concord ${command}: ${notABackup(taken, database) ?? `${taken} exists: a backup goes to a new file, and is never replaced; ${toReplaceIt(file)}`}`);
-    return 1;
+  const refused = taken === undefined ? besideADatabase(file) : (notABackup(taken, database) ?? `${taken} exists: a backup goes to a new file, and is never replaced; ${toReplaceIt(file)}`);
+  if (refused !== undefined) {
+    console.error(`concord ${command}: ${refused}`);
+    return 2;
   }
   // Read before the snapshot: every event at or below a consumer's floor then was handled in a transaction the snapshot holds.
   // A service with no durable consumer (one of gRPC alone, say) has no floor to read, and NATS is not asked.
@@ -530,7 +531,7 @@ async function databaseBackup(args: string[]): Promise<number> {
     ({ bytes } = pgDump === undefined ? backupSqlite(database, file) : backupPostgres(database, file, pgDump));
   } catch (err) {
     console.error(`concord ${command}: ${(err as Error).message}`);
-    return 1;
+    return exitStatusOf(err);
   }
   // Its password left out: the record is read by whoever restores, and a URL needs none to say which database it was.
   const shown = postgres ? urlWithoutSecrets(database) : database;
@@ -561,24 +562,24 @@ async function databaseRestore(args: string[]): Promise<number> {
   if (dataDirMissing) {
     // The restore would make DATA_DIR and a database there that no start uses, and say it was restored.
     console.error(`concord ${command}: ${noStartRanIn(dataDirMissing)}; nothing was restored`);
-    return 1;
+    return 2;
   }
   let record;
   try {
     record = readBackupRecord(file);
   } catch (err) {
     console.error(`concord ${command}: ${(err as Error).message}; nothing was restored`);
-    return 1;
+    return exitStatusOf(err);
   }
   if (record && record.service !== service) {
     console.error(`concord ${command}: ${file} is a backup of ${record.service} (${recordFileOf(file)}), not of ${service}; nothing was restored (restore it with \`npx concord database restore ${record.service} FILE\`)`);
-    return 1;
+    return 2;
   }
   if (postgres) {
     const refused = await restoreIntoPostgres(service, database, file);
     if (refused !== undefined) {
-      console.error(`concord ${command}: ${refused}`);
-      return 1;
+      console.error(`concord ${command}: ${refused.message}`);
+      return exitStatusOf(refused);
     }
     console.error(`concord ${command}: ${file} restored into ${urlWithoutSecrets(database)}`);
   } else {
@@ -587,7 +588,7 @@ async function databaseRestore(args: string[]): Promise<number> {
       restored = restoreSqlite(service, database, file);
     } catch (err) {
       console.error(`concord ${command}: ${(err as Error).message}`);
-      return 1;
+      return exitStatusOf(err);
     }
     console.error(`concord ${command}: ${file} restored as ${database}${movedAside(restored)}`);
   }
@@ -621,36 +622,37 @@ async function databaseRestore(args: string[]): Promise<number> {
  * known good: the dump (a pg_dump archive of the service's database, migrated
  * in full), the database there (none's yet, or the service's), and that no
  * other session is open on it (every instance of the service stopped, as a
- * SQLite restore wants the file unclaimed). Resolves with why it refused or
+ * SQLite restore wants the file unclaimed). Resolves with why it refused
+ * (a GivenRefused where the dump or the database named is mistaken) or
  * failed, nothing changed, or undefined once restored.
  */
-async function restoreIntoPostgres(service: string, url: string, dump: string): Promise<string | undefined> {
+async function restoreIntoPostgres(service: string, url: string, dump: string): Promise<Error | undefined> {
   const shown = urlWithoutSecrets(url);
-  if (!existsSync(dump)) return `${dump} does not exist; nothing was restored`;
+  if (!existsSync(dump)) return new GivenRefused(`${dump} does not exist; nothing was restored`);
   let facts;
   let pgRestore;
   try {
     facts = await readPostgresDatabase(url);
     pgRestore = postgresProgram("pg_restore", facts.major);
   } catch (err) {
-    return `${(err as Error).message}; nothing was restored`;
+    return new Error(`${(err as Error).message}; nothing was restored`);
   }
   const { problem, tables } = readDump(dump, service, facts.schema, pgRestore);
-  if (problem) return `${dump} cannot be restored: ${problem}; nothing was restored`;
+  if (problem) return new GivenRefused(`${dump} cannot be restored: ${problem}; nothing was restored`);
   if (facts.tables.has("schema_owner") && !facts.owners.includes(service)) {
-    return `${shown} is ${facts.owners.length > 0 ? `the ${facts.owners.join(", ")} service's database` : "a database whose schema_owner names no service"}, not the ${service} service's: nothing was restored over it`;
+    return new GivenRefused(`${shown} is ${facts.owners.length > 0 ? `the ${facts.owners.join(", ")} service's database` : "a database whose schema_owner names no service"}, not the ${service} service's: nothing was restored over it`);
   }
   // pg_restore --clean drops only what the dump holds: a table a migration made since the backup would stay, its
   // migration not in the restored schema_migrations, and the service's next start, making it again, would fail.
   const newer = [...facts.tables].filter((table) => !tables.has(table)).sort();
   if (newer.length > 0) {
-    return (
+    return new Error(
       `${shown} holds ${newer.length} table(s) that ${dump} does not (${newer.join(", ")}; made by a migration since the backup, say), which a restore would leave there, ` +
       `and the service, its restored schema_migrations without them, would fail to make again as it starts: drop them first (\`DROP TABLE ${newer.join(", ")}\` in psql on that database, once what they hold is kept where needed); nothing was restored`
     );
   }
   if (facts.sessions.length > 0) {
-    return (
+    return new Error(
       `${shown} is in use: ${facts.sessions.length} other session(s) on it, ${facts.sessions.join(", ")}: stop every instance of the ${service} service, and any tool on its database, first ` +
       "(under `npm start -- --postgres`, Ctrl-C stops everything; `npm start -- --postgres-only` then runs the server alone); nothing was restored"
     );
@@ -658,10 +660,13 @@ async function restoreIntoPostgres(service: string, url: string, dump: string): 
   try {
     restorePostgres(url, dump, pgRestore);
   } catch (err) {
-    return (err as Error).message;
+    return err as Error;
   }
   return undefined;
 }
+
+/** A database command's exit status for `err`: 2 for a refusal of what it was given, 1 for a failure once at work. */
+const exitStatusOf = (err: unknown): number => (err instanceof GivenRefused ? 2 : 1);
 
 /** After a restore of either side of the order saga: the check that finds what events no longer in their streams would have set right. */
 function sayReservationsCheck(command: string, service: string): void {

@@ -447,18 +447,18 @@ describe("restoreSqlite", () => {
     db.exec("CREATE TABLE schema_migrations (id TEXT PRIMARY KEY, applied_at INTEGER NOT NULL); CREATE TABLE schema_owner (service TEXT PRIMARY KEY); INSERT INTO schema_owner VALUES ('orders')");
     db.close();
     const reason = "it is the orders service's database, but its migrations have not all run: it has no event_outbox table yet, as while the service first starts";
-    expect(sourceProblem(unfinished, "orders")).toEqual({ reason, advice: "back it up once the orders service has started on it" });
+    expect(sourceProblem(unfinished, "orders")).toEqual({ reason, advice: "back it up once the orders service has started on it", given: false });
     expect(() => restoreSqlite("orders", join(dir, "unfinished-target.db"), unfinished)).toThrow(`${unfinished} cannot be restored: ${reason}`);
     writeFileSync(join(dir, "empty.db"), "");
-    expect(sourceProblem(join(dir, "empty.db"), "orders")).toMatchObject({ reason: expect.stringContaining("it holds no tables yet"), advice: "back it up once the orders service has started on it" });
-    expect(sourceProblem(unfinished, "products")).toEqual({ reason: "it is the orders service's database, not the products service's", advice: "name the products service's with --database" });
+    expect(sourceProblem(join(dir, "empty.db"), "orders")).toMatchObject({ reason: expect.stringContaining("it holds no tables yet"), advice: "back it up once the orders service has started on it", given: false });
+    expect(sourceProblem(unfinished, "products")).toEqual({ reason: "it is the orders service's database, not the products service's", advice: "name the products service's with --database", given: true });
     mkdirSync(join(dir, "folder.db"));
-    expect(sourceProblem(join(dir, "folder.db"), "orders")).toEqual({ reason: "it is a directory, not a SQLite file", advice: "name the orders service's with --database" });
+    expect(sourceProblem(join(dir, "folder.db"), "orders")).toEqual({ reason: "it is a directory, not a SQLite file", advice: "name the orders service's with --database", given: true });
     // A FIFO was waited on for ever for a writer, and a device said to be an empty database, to back up once the service started.
     const fifo = join(dir, "fifo.db");
     execFileSync("mkfifo", [fifo]);
     for (const [path, kind] of [[fifo, "a FIFO"], ["/dev/zero", "a character device"], ["/dev/null", "a character device"]]) {
-      expect(sourceProblem(path, "orders"), path).toEqual({ reason: `it is ${kind}, not a SQLite file`, advice: "name the orders service's with --database" });
+      expect(sourceProblem(path, "orders"), path).toEqual({ reason: `it is ${kind}, not a SQLite file`, advice: "name the orders service's with --database", given: true });
     }
   });
 
@@ -471,6 +471,7 @@ describe("restoreSqlite", () => {
       expect(sourceProblem(unreadable, "orders")).toEqual({
         reason: "it cannot be opened: unable to open database file",
         advice: "may this user read it? run the backup as the user the service runs as, or as root",
+        given: false,
       });
     }
     // A socket, which root cannot open either, is said as what it is.
@@ -478,7 +479,7 @@ describe("restoreSqlite", () => {
     const server = createServer().listen(socket);
     await once(server, "listening");
     try {
-      expect(sourceProblem(socket, "orders")).toEqual({ reason: "it is a socket, not a SQLite file", advice: "name the orders service's with --database" });
+      expect(sourceProblem(socket, "orders")).toEqual({ reason: "it is a socket, not a SQLite file", advice: "name the orders service's with --database", given: true });
     } finally {
       server.close();
     }

@@ -31,6 +31,14 @@ export interface BackupRecord {
   readonly positions: readonly ConsumerPosition[] | null;
 }
 
+/**
+ * A refusal of what a database command was given (the backup, its record,
+ * the database or the file named) for what it is or holds, with nothing
+ * written: `concord` says it in one line and exits 2, as for bad usage,
+ * where a failure once at work (a copy cut short, a database in use) exits 1.
+ */
+export class GivenRefused extends Error {}
+
 /** The file beside a backup that records where the service's consumers stood. */
 export const recordFileOf = (backup: string): string => `${backup}.json`;
 
@@ -142,7 +150,7 @@ export function notABackup(taken: string, source: string): string | undefined {
 }
 
 /** What `target` is when it is a file SQLite or the service keeps beside a database there (its log, say), which a backup must not take; else undefined. */
-function besideADatabase(target: string): string | undefined {
+export function besideADatabase(target: string): string | undefined {
   // Any database's, not only the one backed up: the other service's next start would delete it as well.
   const own = databaseFileSuffixes.find((suffix) => target.endsWith(suffix) && statSync(target.slice(0, -suffix.length), { throwIfNoEntry: false })?.isFile());
   return own === undefined ? undefined : `${target} is a file SQLite or the service keeps beside the database ${target.slice(0, -own.length)} (its ${own}), which would take the backup for its own and delete it: a backup goes elsewhere`;
@@ -228,7 +236,7 @@ export function backupSqlite(source: string, target: string): { readonly bytes: 
   if (existsSync(target)) throw new Error(notABackup(target, source) ?? `${target} exists: a backup goes to a new file; ${toReplaceIt(target)}`);
   if (!existsSync(source)) throw new Error(`${source} does not exist`);
   const beside = besideADatabase(target);
-  if (beside !== undefined) throw new Error(beside);
+  if (beside !== undefined) throw new GivenRefused(beside);
   try {
     writeNewFile(target, (partial) => readingOnly(source, (db) => db.prepare("VACUUM INTO ?").run(partial)));
   } catch (err) {
@@ -313,10 +321,10 @@ export function readBackupRecord(backup: string): BackupRecord | undefined {
     // A FIFO there was waited on for ever, and a link to /dev/zero read until memory ran out.
     record = JSON.parse(readSettingFile(file, maxRecordBytes).toString("utf8"));
   } catch (err) {
-    throw new Error(`${file} cannot be read as a backup's record: ${(err as Error).message}`, { cause: err });
+    throw new GivenRefused(`${file} cannot be read as a backup's record: ${(err as Error).message}`, { cause: err });
   }
   const problem = recordProblem(record);
-  if (problem) throw new Error(`${file} is no backup's record: ${problem}`);
+  if (problem) throw new GivenRefused(`${file} is no backup's record: ${problem}`);
   return record as BackupRecord;
 }
 
@@ -382,9 +390,21 @@ export function ownershipProblem(tables: ReadonlySet<string>, owners: readonly s
 
 const mistakenDatabase = (service: string): string => `name the ${service} service's with --database`;
 
+/**
+ * Why a database is none to back up, what to do about it, and whether it is
+ * the database named that is mistaken (`given`: another service's, none's,
+ * no SQLite file), rather than its state now (not migrated in full yet, or
+ * not this user's to read).
+ */
+export interface SourceProblem {
+  readonly reason: string;
+  readonly advice: string;
+  readonly given: boolean;
+}
+
 /** An ownershipProblem of a database to back up, with what to do about it; or undefined. */
-export function withAdvice(problem: { readonly reason: string; readonly unfinished: boolean } | undefined, service: string): { readonly reason: string; readonly advice: string } | undefined {
-  return problem && { reason: problem.reason, advice: problem.unfinished ? `back it up once the ${service} service has started on it` : mistakenDatabase(service) };
+export function withAdvice(problem: { readonly reason: string; readonly unfinished: boolean } | undefined, service: string): SourceProblem | undefined {
+  return problem && { reason: problem.reason, advice: problem.unfinished ? `back it up once the ${service} service has started on it` : mistakenDatabase(service), given: !problem.unfinished };
 }
 
 /**
@@ -394,22 +414,22 @@ export function withAdvice(problem: { readonly reason: string; readonly unfinish
  * or one this user cannot open), and what to do about it; or undefined. Reads it on a
  * read-only connection of its own, the service going on.
  */
-export function sourceProblem(path: string, service: string): { readonly reason: string; readonly advice: string } | undefined {
+export function sourceProblem(path: string, service: string): SourceProblem | undefined {
   // Said as what it is, as a restore says of its backup: SQLite waited for ever on a FIFO for a writer, and took a device for an empty database.
   const found = statSync(path, { throwIfNoEntry: false });
   const kind = found && notRegularFile(found);
-  if (kind) return { reason: `it is ${kind}, not a SQLite file`, advice: mistakenDatabase(service) };
+  if (kind) return { reason: `it is ${kind}, not a SQLite file`, advice: mistakenDatabase(service), given: true };
   try {
     return readingOnly(path, (db) => {
       try {
         return withAdvice(ownerProblem(db, service), service);
       } catch (err) {
-        return { reason: `it cannot be read as a SQLite database: ${(err as Error).message}`, advice: mistakenDatabase(service) };
+        return { reason: `it cannot be read as a SQLite database: ${(err as Error).message}`, advice: mistakenDatabase(service), given: true };
       }
     });
   } catch (err) {
     // SQLite says "unable to open database file" of a file this user may not read (the service's, mode 0600).
-    return { reason: `it cannot be opened: ${(err as Error).message}`, advice: "may this user read it? run the backup as the user the service runs as, or as root" };
+    return { reason: `it cannot be opened: ${(err as Error).message}`, advice: "may this user read it? run the backup as the user the service runs as, or as root", given: false };
   }
 }
 
@@ -458,13 +478,13 @@ function servicesClaiming(path: string): string[] {
  * there were any.
  */
 export function restoreSqlite(service: string, path: string, backup: string, now = new Date()): { readonly asideTo: string | undefined; readonly moved: readonly string[] } {
-  if (!existsSync(backup)) throw new Error(`${backup} does not exist`);
+  if (!existsSync(backup)) throw new GivenRefused(`${backup} does not exist`);
   const kind = notRegularFile(statSync(backup));
-  if (kind) throw new Error(`${backup} is ${kind}, not a backup: name a backup's file`);
-  if (existsSync(path) && sameFile(path, backup)) throw new Error(`${backup} is the service's database itself, not a backup of it: nothing to restore`);
+  if (kind) throw new GivenRefused(`${backup} is ${kind}, not a backup: name a backup's file`);
+  if (existsSync(path) && sameFile(path, backup)) throw new GivenRefused(`${backup} is the service's database itself, not a backup of it: nothing to restore`);
   // Looked at before the database is claimed: a backup refused leaves no claim file, nor folder for it, behind.
   const problem = backupProblem(backup, service);
-  if (problem) throw new Error(`${backup} cannot be restored: ${problem}`);
+  if (problem) throw new GivenRefused(`${backup} cannot be restored: ${problem}`);
   // A database named through a symbolic link is the file it points to: SQLite keeps its log beside that file, and the
   // service may name either, so each has its claim taken.
   const claims = [claimNamed(path, service)];
@@ -474,7 +494,7 @@ export function restoreSqlite(service: string, path: string, backup: string, now
     const file = existsSync(path) ? realpathSync(path) : resolvedPath(path);
     if (file !== resolvedPath(path)) claims.push(claimNamed(file, service));
     const holders = existsSync(file) ? servicesClaiming(file) : [];
-    if (holders.length > 0 && !holders.includes(service)) throw new Error(`${path} is the ${holders.join(", ")} service's database, not the ${service} service's: nothing was restored over it`);
+    if (holders.length > 0 && !holders.includes(service)) throw new GivenRefused(`${path} is the ${holders.join(", ")} service's database, not the ${service} service's: nothing was restored over it`);
     // The copy is made before anything is moved: one that fails (a full disk, say) leaves the database where it was.
     const restoring = `${file}.restoring`;
     const replaced = statSync(file, { throwIfNoEntry: false });

@@ -273,10 +273,15 @@ to disk before it takes the name FILE (FILE.partial until then: one there
 already, another backup's to FILE or one cut short, stops it); where
 FILE.json cannot be written (FILE.json.partial until then, and one there
 already stops it), the copy is deleted and it exits 1. A backup is never replaced: FILE or FILE.json there already
-(another backup's, even one to FILE that ended while this one copied) is
-refused, exit 1; name another FILE, or remove both first to replace that
-backup (a FILE that is a directory, or the database itself, is refused
-saying which).
+(another backup's) is refused, exit 2, and one that another backup to FILE
+made while this one copied fails it, exit 1; name another FILE, or remove
+both first to replace that backup (a FILE that is a directory, the database
+itself, or a file SQLite keeps beside a database, is refused saying which).
+Exit status 2, in one line with nothing written, is a refusal of what it
+was given: a database that does not exist, is no SQLite file or is not the
+service's, and a FILE taken; 1 is a failure (NATS or PostgreSQL away, a
+database not migrated in full yet or that this user cannot read, a copy cut
+short).
 
 On PostgreSQL (a postgres:// database), FILE is written by the server's
 major version of pg_dump (--format=custom: one snapshot, the service going
@@ -344,6 +349,12 @@ named "concord pid N"), it is refused, naming them. Then \`pg_restore
 --clean --if-exists --single-transaction\` puts the dump's tables and rows in
 place of the database's (a restore that fails changes nothing), and it
 prints the commands as above.
+
+Exit status 2, in one line with nothing changed, is a refusal of what it was
+given: a FILE or FILE.json that is no backup of the service's database (or
+is missing, damaged, the database itself), a database there that names
+another service, a DATA_DIR no start has run with; 1 is a failure (the
+database in use or holding newer tables, a copy or pg_restore that fails).
   --database PATH     the service's SQLite file or postgres:// URL (default:
                       as for \`database backup\`; when that is
                       DATA_DIR/<service>.db and DATA_DIR does not exist, no

@@ -74,7 +74,7 @@ describe("concord database backup and restore on PostgreSQL", () => {
 
     // A backup is never replaced.
     const again = await concord(["backup", "orders", file, "--database", url], nats);
-    expect([again.status, again.stderr]).toEqual([1, expect.stringContaining(`${file} exists: a backup goes to a new file`)]);
+    expect([again.status, again.stderr]).toEqual([2, expect.stringContaining(`${file} exists: a backup goes to a new file`)]);
   });
 
   it("refuses to back up a database that is not the service's, saying why, and writes nothing", { timeout: 60_000 }, async () => {
@@ -83,7 +83,7 @@ describe("concord database backup and restore on PostgreSQL", () => {
     const nats = `nats://127.0.0.1:${await freePort()}`;
     const file = join(dir, "refused", "orders.dump");
     const other = await concord(["backup", "orders", file, "--database", products], nats);
-    expect([other.status, other.stdout]).toEqual([1, ""]);
+    expect([other.status, other.stdout]).toEqual([2, ""]);
     expect(other.stderr).toBe(
       `concord database backup: ${products} cannot be backed up as the orders service's database: it is the products service's database, not the orders service's; name the orders service's with --database (nothing was written)\n`,
     );
@@ -109,14 +109,14 @@ describe("concord database backup and restore on PostgreSQL", () => {
     const noRecord = join(dir, "products-alone.dump");
     writeFileSync(noRecord, readFileSync(productsDump));
     const another = await restore("orders", noRecord, orders);
-    expect([another.status, another.stderr]).toEqual([1, `concord database restore: ${noRecord} cannot be restored: it is the products service's database, not the orders service's; nothing was restored\n`]);
+    expect([another.status, another.stderr]).toEqual([2, `concord database restore: ${noRecord} cannot be restored: it is the products service's database, not the orders service's; nothing was restored\n`]);
     const notADump = join(dir, "not-a.dump");
     writeFileSync(notADump, "hello\n");
     const text = await restore("orders", notADump, orders);
-    expect([text.status, text.stderr]).toEqual([1, expect.stringMatching(/^concord database restore: .*not-a\.dump cannot be restored: it is no pg_dump archive that pg_restore reads: .*; nothing was restored\n$/)]);
+    expect([text.status, text.stderr]).toEqual([2, expect.stringMatching(/^concord database restore: .*not-a\.dump cannot be restored: it is no pg_dump archive that pg_restore reads: .*; nothing was restored\n$/)]);
     // The orders dump over the products database: the database there says whose it is.
     const over = await restore("orders", ordersDump, products);
-    expect([over.status, over.stderr]).toEqual([1, `concord database restore: ${products} is the products service's database, not the orders service's: nothing was restored over it\n`]);
+    expect([over.status, over.stderr]).toEqual([2, `concord database restore: ${products} is the products service's database, not the orders service's: nothing was restored over it\n`]);
 
     // A session on the database, as an instance of the service holds while it runs.
     const instance = new pg.Client({ connectionString: orders, application_name: "concord pid 4242" });
