@@ -1024,6 +1024,21 @@ describe("npm start", () => {
     if (process.getuid?.() !== 0) expect(readdirSync(join(dir.path, "locked"))).toEqual([]);
   });
 
+  it("refuses a symbolic link where nats-server's log goes, before any nats-server starts (exit 2), the file it names left as it was", { timeout: 60_000 }, async () => {
+    const dataDir = join(dir.path, "linked-log");
+    mkdirSync(dataDir, { mode: 0o700 });
+    const victim = join(dir.path, "victim");
+    writeFileSync(victim, "the user's\n");
+    symlinkSync(victim, join(dataDir, "nats-server.log"));
+    const { result } = await startOnFreePorts(dataDir, () => ({}));
+    expect(result.status, result.stderr).toBe(2);
+    expect(result.stderr).toContain(
+      `start: ${join(dataDir, "nats-server.log")} is a symbolic link (to ${victim}), which nats-server would follow, writing its log into the file it names; remove the link (the log is made anew there)\n`,
+    );
+    expect(result.stdout).not.toContain("nats-server v");
+    expect(readFileSync(victim, "utf8")).toBe("the user's\n");
+  });
+
   it("refuses a seed file under DATA_DIR/nats-credentials with a character changed (its checksum wrong), naming it, in one line, before nats-server starts (exit 2)", { timeout: 60_000 }, async () => {
     const dataDir = join(dir.path, "damaged-seed");
     const credentials = ensureNatsCredentials(join(dataDir, "nats-credentials"));

@@ -50,7 +50,7 @@ import { portSetting } from "./port-setting.js";
 import { findNatsServer } from "./nats/find-nats-server.mjs";
 import { childEnding, unexpectedEndLine } from "./child-ending.js";
 import { checkNatsSeedFiles, ensureNatsCredentials, writeAuthorizationConfig } from "./nats/authorization.js";
-import { natsServerEnv, writeNatsServerConfig } from "./nats/server-config.js";
+import { logFileProblem, natsServerEnv, writeNatsServerConfig } from "./nats/server-config.js";
 import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
 import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgres.js";
 import { serviceCommand } from "./service-launch.js";
@@ -794,10 +794,16 @@ async function startNats(found: NatsServer, dataDir: string, env: NodeJS.Process
   // The nodes' routes authenticate with a secret of this run (in the 0600 config files): an open route port would let
   // any local process join as a server and act with none of the users' permissions.
   const routeSecret = randomBytes(24).toString("hex");
+  const names = clientPorts.map((_, i) => (cluster ? `n${i + 1}` : "concord"));
+  const logFiles = names.map((name) => (cluster ? join(base, `${name}.log`) : join(dataDir, "nats-server.log")));
+  // Each checked before any server starts: one refused leaves none running.
+  for (const logFile of logFiles) {
+    const problem = logFileProblem(logFile);
+    if (problem) throw new StartRefused(problem);
+  }
   const servers = clientPorts.map((clientPort, i) => {
-    const name = cluster ? `n${i + 1}` : "concord";
+    const [name, logFile] = [names[i], logFiles[i]];
     const storeDir = cluster ? join(base, name) : join(dataDir, "nats");
-    const logFile = cluster ? join(base, `${name}.log`) : join(dataDir, "nats-server.log");
     mkdirSync(storeDir, { recursive: true });
     const args = writeNatsServerConfig(join(base, cluster ? `${name}.conf` : "nats-server.conf"), {
       serverName: name,

@@ -89,11 +89,13 @@ export function runsPostgresOnly(dataDir: string): boolean {
   return record?.postgresOnly === true && Number.isInteger(record.pid) && isStartScript(record.pid);
 }
 
-/** Writes this process's record in `dataDir` whole (through a file renamed into place), replacing any there. */
+/** Writes this process's record in `dataDir` whole (through a new file renamed into place), replacing any there. */
 function writeRecord(dataDir: string, fields: object): void {
   const file = fileIn(dataDir);
   const partial = `${file}.${process.pid}`;
-  writeFileSync(partial, `${JSON.stringify({ pid: process.pid, ...fields })}\n`);
+  // Made new: a symbolic link left at its name is removed, where the record was written through it into the file it named.
+  rmSync(partial, { force: true });
+  writeFileSync(partial, `${JSON.stringify({ pid: process.pid, ...fields })}\n`, { flag: "wx" });
   renameSync(partial, file);
 }
 

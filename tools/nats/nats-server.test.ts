@@ -1,11 +1,11 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { chmodSync, lstatSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { findNatsServer, natsServerLacks, parseNatsServerVersion, pinnedNatsServer, takesSyncInterval } from "./find-nats-server.mjs";
 import { freePort } from "../free-port.js";
-import { natsServerConfigText, natsServerEnv, writeNatsServerConfig } from "./server-config.js";
+import { logFileProblem, natsServerConfigText, natsServerEnv, writeNatsServerConfig } from "./server-config.js";
 import { ensureNatsCredentials, writeAuthorizationConfig } from "./authorization.js";
 
 describe("findNatsServer", () => {
@@ -136,6 +136,28 @@ describe("the configuration files a start writes", () => {
     }
     expect(readFileSync(config, "utf8")).toContain('server_name: "concord"');
     expect(readFileSync(authorization, "utf8")).toContain("authorization {");
+  });
+});
+
+describe("logFileProblem", () => {
+  const dir = tempDirForSuite("concord-nats-log-file-");
+
+  it("refuses a symbolic link or a FIFO where nats-server is to write its log, leaving the file a link names as it was; makes a missing log new, 0600", () => {
+    const victim = join(dir, "victim");
+    writeFileSync(victim, "not nats's\n");
+    const link = join(dir, "nats-server.log");
+    symlinkSync(victim, link);
+    expect(logFileProblem(link)).toBe(`${link} is a symbolic link (to ${victim}), which nats-server would follow, writing its log into the file it names; remove the link (the log is made anew there)`);
+    const fifo = join(dir, "fifo.log");
+    execFileSync("mkfifo", [fifo]);
+    expect(logFileProblem(fifo)).toBe(`${fifo} is a FIFO, not a log file nats-server can append to; remove it (the log is made anew there)`);
+    expect(readFileSync(victim, "utf8")).toBe("not nats's\n");
+    const made = join(dir, "made.log");
+    expect(logFileProblem(made)).toBeUndefined();
+    expect(statSync(made).mode & 0o777).toBe(0o600);
+    writeFileSync(made, "kept\n");
+    expect(logFileProblem(made)).toBeUndefined();
+    expect(readFileSync(made, "utf8")).toBe("kept\n");
   });
 });
 

@@ -4,7 +4,8 @@
  * needed: `sync_interval` lives in the jetstream block, and a cluster needs
  * its cluster block with routes.
  */
-import { chmodSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, constants, lstatSync, openSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { notRegularFile } from "../../platform/config/setting-file.js";
 
 /** One node of a cluster on loopback: its cluster name, its own route port, and every node's route port (its own included). */
 export interface ClusterRoutes {
@@ -114,6 +115,29 @@ export function natsServerConfigText(config: NatsServerConfig): string {
 export function writeNatsServerConfig(path: string, config: NatsServerConfig): string[] {
   replaceOwnerFile(path, natsServerConfigText(config));
   return ["-c", path];
+}
+
+/**
+ * Why nats-server may not be given `path` for its log, or undefined once it
+ * may: nats-server opens its log file following a symbolic link, and would
+ * append to whatever file one there names (and a FIFO would hold it up).
+ * A log file missing is made here, new, readable by its owner only, and
+ * one there is opened as this user without following a link (O_NOFOLLOW),
+ * so that a link put there meanwhile is refused too.
+ */
+export function logFileProblem(path: string): string | undefined {
+  const found = lstatSync(path, { throwIfNoEntry: false });
+  const link = () => `${path} is a symbolic link (to ${readlinkSync(path)}), which nats-server would follow, writing its log into the file it names; remove the link (the log is made anew there)`;
+  if (found?.isSymbolicLink()) return link();
+  const kind = found && notRegularFile(found);
+  if (kind) return `${path} is ${kind}, not a log file nats-server can append to; remove it (the log is made anew there)`;
+  try {
+    closeSync(openSync(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ELOOP") return link();
+    throw err;
+  }
+  return undefined;
 }
 
 /**
