@@ -1039,6 +1039,30 @@ describe("npm start", () => {
     expect(readFileSync(victim, "utf8")).toBe("the user's\n");
   });
 
+  it("refuses a DATA_DIR other users may write, writing nothing (exit 2), and narrows one they may read to its owner's, saying so", { timeout: 60_000 }, async () => {
+    const mode = process.getuid?.() === 0 ? 0o711 : 0o700;
+    const open = join(dir.path, "open-to-all");
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    const refused = await startOnFreePorts(open, () => ({}));
+    expect([refused.result.status, refused.result.stdout, refused.result.stderr]).toEqual([
+      2,
+      "",
+      `start: DATA_DIR ${open} is writable by other users (mode 0777): they could put a symbolic link or a file of theirs where the start writes its databases, logs and keys; make it yours alone (chmod 0${mode.toString(8)} ${open}), or set DATA_DIR to a directory of your own (default .data)\n`,
+    ]);
+    expect(readdirSync(open)).toEqual([]);
+    expect(statSync(open).mode & 0o777).toBe(0o777);
+    // 0755, as starts made it before; a directory where nats-server's log goes stops this start once it has narrowed it.
+    const readable = join(dir.path, "readable-by-all");
+    mkdirSync(join(readable, "nats-server.log"), { recursive: true });
+    chmodSync(readable, 0o755);
+    const narrowed = await startOnFreePorts(readable, () => ({}));
+    expect(narrowed.result.status, narrowed.result.stderr).toBe(2);
+    expect(narrowed.result.stdout).toContain(`DATA_DIR ${readable} was mode 0755, which let other users read it; made it 0${mode.toString(8)}, as a start makes it\n`);
+    expect(narrowed.result.stderr).toContain(`start: ${join(readable, "nats-server.log")} is a directory, not a log file nats-server can append to`);
+    expect(statSync(readable).mode & 0o777).toBe(mode);
+  });
+
   it("refuses a seed file under DATA_DIR/nats-credentials with a character changed (its checksum wrong), naming it, in one line, before nats-server starts (exit 2)", { timeout: 60_000 }, async () => {
     const dataDir = join(dir.path, "damaged-seed");
     const credentials = ensureNatsCredentials(join(dataDir, "nats-credentials"));

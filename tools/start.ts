@@ -31,7 +31,7 @@
 import { randomBytes, X509Certificate } from "node:crypto";
 import { type ChildProcess, spawn, spawnSync, type StdioOptions } from "node:child_process";
 import { parseArgs } from "node:util";
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, isIP } from "node:net";
 import { constants } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve as resolvePath, sep } from "node:path";
@@ -516,19 +516,53 @@ function claimDataDir(dataDir: string): void {
 }
 
 /**
- * Makes `dir` and the directories missing on its path, one at a time: a
- * recursive mkdir refused on a read-only file system says ENOENT, where this
- * throws the error of the level that could not be made (EROFS).
+ * Makes `dir` (with `mode`, when given) and the directories missing on its
+ * path, one at a time: a recursive mkdir refused on a read-only file system
+ * says ENOENT, where this throws the error of the level that could not be
+ * made (EROFS).
  */
-function makeDirectory(dir: string): void {
+function makeDirectory(dir: string, mode?: number): void {
   const parent = dirname(dir);
   if (parent !== dir && !existsSync(parent)) makeDirectory(parent);
   try {
-    mkdirSync(dir);
+    mkdirSync(dir, mode);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "EEXIST" && statSync(dir).isDirectory()) return;
     throw err;
   }
+}
+
+/**
+ * The mode of DATA_DIR: its owner's alone; run as root, others may pass
+ * through it, neither list nor write it, for the postgres user that runs
+ * PostgreSQL to reach DATA_DIR/postgres, its own.
+ */
+const dataDirMode = process.getuid?.() === 0 ? 0o711 : 0o700;
+
+const octal = (mode: number) => `0${mode.toString(8)}`;
+
+/**
+ * Makes DATA_DIR with dataDirMode, or checks the one there: one that other
+ * users may write is refused, as they could put a symbolic link or a file of
+ * theirs where the start writes (a database, a log, a configuration).
+ * Throws what making it throws.
+ */
+function prepareDataDir(dataDir: string): void {
+  makeDirectory(dataDir, dataDirMode);
+  const mode = statSync(dataDir).mode & 0o7777;
+  if ((mode & 0o022) !== 0) {
+    throw new StartRefused(
+      `DATA_DIR ${dataDir} is writable by other users (mode ${octal(mode)}): they could put a symbolic link or a file of theirs where the start writes its databases, logs and keys; make it yours alone (chmod ${octal(dataDirMode)} ${dataDir}), or set DATA_DIR to a directory of your own (default .data)`,
+    );
+  }
+}
+
+/** Narrows a DATA_DIR this start holds that other users may read or list (0755, as a start made it before) to dataDirMode, saying so. */
+function narrowDataDir(dataDir: string): void {
+  const mode = statSync(dataDir).mode & 0o7777;
+  if ((mode & 0o077 & ~dataDirMode) === 0) return;
+  chmodSync(dataDir, (mode & ~0o777) | dataDirMode);
+  console.log(`DATA_DIR ${shown(dataDir)} was mode ${octal(mode)}, which let other users read it; made it ${octal(dataDirMode)}, as a start makes it`);
 }
 
 /** Why DATA_DIR could not be made or written, from the error of making it or its start.pid; undefined for other errors. */
@@ -1578,8 +1612,9 @@ async function main(): Promise<void> {
   const natsServer = process.env.NATS_URL || postgresOnly ? undefined : findNatsServer();
   if (!process.env.NATS_URL && !postgresOnly && !natsServer) throw new Error("nats-server is not installed; `npm start` builds the pinned one (node tools/setup.mjs)");
   try {
-    makeDirectory(dataDir);
+    prepareDataDir(dataDir);
     claimDataDir(dataDir);
+    narrowDataDir(dataDir);
   } catch (err) {
     // Said as "EROFS: read-only file system, open '.../start.pid'" (exit 1), naming neither DATA_DIR nor what to do.
     const why = unwritableDataDir(err);
