@@ -330,3 +330,34 @@ describe('README "Adding a service", followed in a copy of the repository', () =
     await stopped(one);
   });
 });
+
+describe('README "Changing a contract", steps 1 to 3, followed in a copy of the repository', () => {
+  const dir = createTempDir("concord-change-contract-");
+  afterAll(() => dir.remove());
+
+  it("adds a field with no rule to Product: after `npm run gen` only services/products/contract.ts fails to compile, and the platform tests whose answers follow from Product's contract pass", { timeout: 300_000 }, () => {
+    expect(readmeProse()).toContain("For `Product` that is `services/products/contract.ts` alone");
+    const repo = join(dir.path, "repo");
+    copyOfRepository(repo);
+    const run = (command: string, args: string[]) => spawnSync(command, args, { cwd: repo, encoding: "utf8", timeout: 180_000 });
+
+    // Step 1, the field with no max_len: a Product's size is then unbounded, which a list method's answers are expected from.
+    const file = join(repo, "proto", "shop", "products", "v1", "product_service.proto");
+    const contract = readFileSync(file, "utf8");
+    const edited = contract.replace(/^(message Product \{\n[\s\S]*?)^\}\n/m, "$1  // Stock-keeping unit.\n  string sku = 10;\n}\n");
+    expect(edited).not.toBe(contract);
+    writeFileSync(file, edited);
+
+    // Step 2.
+    const gen = run("npm", ["run", "-s", "gen"]);
+    expect(gen.status, gen.stderr).toBe(0);
+    expect(readFileSync(join(repo, "gen", "ts", "shop", "products", "v1", "product_service_pb.ts"), "utf8")).toContain("  sku: string;\n");
+
+    // Step 3: the service's conversion alone needs the field; no test does.
+    const typecheck = run("npm", ["run", "-s", "typecheck"]);
+    const failing = new Set(Array.from(typecheck.stdout.matchAll(/^([^\s(]+)\(\d+,\d+\): error/gm), (m) => m[1]));
+    expect([...failing], typecheck.stdout).toEqual(["services/products/contract.ts"]);
+    const platform = run(process.execPath, [join(repo, "node_modules", "vitest", "vitest.mjs"), "run", "platform/grpc/unread-responses.test.ts"]);
+    expect(platform.status, platform.stdout + platform.stderr).toBe(0);
+  });
+});

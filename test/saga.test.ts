@@ -4,6 +4,7 @@ import { OrderCancelled, OrderPlaced, OrderUnknown } from "../gen/ts/shop/orders
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import BetterSqlite3 from "better-sqlite3";
 import { ProductCreated, StockReserved } from "../gen/ts/shop/products/v1/product_events_pb.js";
+import { Product } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { uuidv7 } from "../platform/ids/index.js";
 import { eventually, readStream } from "./support/streams.js";
 import { address, type Shop, startShop } from "./support/shop.js";
@@ -235,7 +236,7 @@ describe("the order saga", () => {
     // Products on SQLite and orders on PostgreSQL: such a ProductCreated was retried until dead-lettered, and every order for it failed.
     const productId = uuidv7();
     const subject = `shop.products.v1.product.${productId}.created`;
-    const product = { id: productId, name: "Tea\u0000pot", description: "", price: eur(1000), stock: 1, version: 1, stockVersion: 1, createTime: new Date(), updateTime: new Date() };
+    const product = Product.fromPartial({ id: productId, name: "Tea\u0000pot", price: eur(1000), stock: 1, version: 1, stockVersion: 1, createTime: new Date(), updateTime: new Date() });
     await publishRaw(nc, subject, "shop.products.v1.ProductCreated", ProductCreated.encode({ productId, product }).finish(), uuidv7(), undefined, "products");
     const jsm = shop.orders.service.events.bus.jsm;
     const letters = async () => (await readStream(jsm, "CONCORD_DLQ")).filter((e) => e.headers.get("concord-dlq-subject") === subject);

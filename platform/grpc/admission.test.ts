@@ -8,9 +8,9 @@ import { createAdmission } from "./admission.js";
 import { createClient } from "./client.js";
 import { checkHealth } from "./health-client.js";
 import { createGrpcServer, streamHeadroom, type GrpcServer } from "./server.js";
+import { sampleProduct as product } from "../../test/support/get-product-only.js";
 
 const logger = createLogger({ service: "test", level: "silent" });
-const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
 const unused = async (): Promise<never> => {
   throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
 };

@@ -10,12 +10,12 @@ import type { CallContext } from "./call-context.js";
 import { serverAttributes } from "./call-tracing.js";
 import { createClient, type PromiseClient } from "./client.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
+import { sampleProduct as product } from "../../test/support/get-product-only.js";
 
 /** The server's log lines, parsed. */
 const lines: Array<Record<string, unknown>> = [];
 const logger = createLogger({ service: "test", level: "warn", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } });
 const failing = "01890a5d-ac96-774b-bcce-b302099a8059";
-const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
 const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 /** A server and a client in this process, with tracing on and spans going to a receiver in the test. */

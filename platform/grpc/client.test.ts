@@ -8,9 +8,9 @@ import type { ServiceImpl } from "./bind-service.js";
 import { createClient } from "./client.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
 import { Code, StatusError } from "../errors/index.js";
+import { sampleProduct as product } from "../../test/support/get-product-only.js";
 
 const logger = createLogger({ service: "client-test", level: "silent" });
-const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const request = { name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 0 };
 

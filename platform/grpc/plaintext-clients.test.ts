@@ -14,10 +14,9 @@ import { clientTlsCredentials, serverTlsCredentials } from "./tls.js";
 import { ensureDevCredentials } from "../../tools/dev-credentials.js";
 import { repoRoot } from "../../tools/repo-root.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
-import { getProductOnly } from "../../test/support/get-product-only.js";
+import { getProductOnly, sampleProduct as product } from "../../test/support/get-product-only.js";
 
 const logger = createLogger({ service: "test", level: "silent" });
-const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
 
 /** grpcurl as `node tools/setup.mjs --for-tests` installs it; its exit code and what it printed. */
 function grpcurl(...args: string[]): Promise<{ code: number; output: string }> {

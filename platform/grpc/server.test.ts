@@ -18,11 +18,10 @@ import { serverTlsCredentials } from "./tls.js";
 import { ensureDevCredentials } from "../../tools/dev-credentials.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { capturedLogger } from "../../test/support/captured-logger.js";
-import { getProductOnly } from "../../test/support/get-product-only.js";
+import { getProductOnly, sampleProduct as product } from "../../test/support/get-product-only.js";
 import { rawHttp2Connection, type RawHttp2Connection } from "../../test/support/raw-http2.js";
 
 const logger = createLogger({ service: "test", level: "silent" });
-const product = { id: "01890a5d-ac96-774b-bcce-b302099a8057", name: "x", description: "", price: { currencyCode: "EUR", amountMinor: 1 }, stock: 0, version: 1, stockVersion: 1, createTime: undefined, updateTime: undefined };
 
 const impl = getProductOnly;
 
