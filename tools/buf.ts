@@ -1,8 +1,9 @@
 /**
  * Contract checks on the image built from proto/ (see tools/contracts/image.ts):
  *   tsx tools/buf.ts lint                  buf lint with the rules in buf.yaml, and the
- *                                          unbounded lists of the requests and the consumed
- *                                          events (contracts/request-bounds.ts)
+ *                                          unbounded lists (and lists of trees) of the
+ *                                          requests and the consumed events
+ *                                          (contracts/request-bounds.ts)
  *   tsx tools/buf.ts breaking [REVISION]   buf breaking, the events' own check
  *                                          (contracts/event-changes.ts) and the validation
  *                                          rules' (contracts/rule-changes.ts): proto/ as the
@@ -19,8 +20,9 @@ const usage = `Usage: npm run lint:proto
        npm run breaking [-- REVISION]
 
 lint:proto buf lint (STANDARD rules, see buf.yaml) on proto/, and a list,
-           map or FieldMask with no bound on its size in a request or in
-           an event a service consumes, at any depth
+           map or FieldMask with no bound on its size, or a list or map
+           whose items lead back to the message holding it, in a request
+           or in an event a service consumes, at any depth
 breaking   fail on wire- or JSON-incompatible changes of proto/, an RPC
            or service removed or renamed, an event removed, renamed or
            given another subject or stream, a subscription's durable

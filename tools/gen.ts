@@ -36,7 +36,8 @@ gen/proto.sha256 (each contract file's digest, which npm start compares);
 and the event table and the NATS users' table of README.md, each between its
 marker comments. A request (a method's input, at any depth) or an event a
 service consumes (the same) holding a list, a map or a FieldMask with no
-bound on its size is refused, naming it by its path and how to bound it, and
+bound on its size, or a list or map whose items lead back to the message
+holding it, is refused, naming it by its path and how to bound it, and
 nothing is written (exit 1).
 
 gen:check         regenerate into a temporary directory and fail, naming the
