@@ -1,10 +1,13 @@
 import { spawnSync } from "node:child_process";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { CreateOrderRequest, UpdateOrderRequest } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { requestLimit } from "../grpc/bind-service.js";
 import { createMessageChecker } from "./message-checker.js";
 import { encodedSizeBound, patternMaxLength } from "./size-bound.js";
+import { contractEditor } from "../../test/support/edited-contracts.js";
+import { createTempDir } from "../../test/support/temp-dir.js";
 
 const checker = createMessageChecker(descriptorSet);
 const address = { recipient: "A", line1: "B", line2: "", city: "C", postalCode: "D", countryCode: "GB" };
@@ -126,6 +129,49 @@ describe("encodedSizeBound", () => {
     }).finish();
     expect(checker.check("shop.orders.v1.CreateOrderRequest", largest)).toEqual([]);
     expect(largest.byteLength).toBeLessThanOrEqual(bound("shop.orders.v1.CreateOrderRequest"));
+  });
+
+  it("counts a map with max_pairs as a list of its entries, each its key and its value as their rules bound them, and leaves it open without either", () => {
+    const dir = createTempDir();
+    try {
+      const { edited, filesOf } = contractEditor(dir.path);
+      const maps = [
+        "// Labels.",
+        "message Labels {",
+        "  // Four at most.",
+        "  map<string, int32> labels = 1 [(buf.validate.field).map = {max_pairs: 4, keys: {string: {max_len: 10}}}];",
+        "}",
+        "// Prices.",
+        "message Prices {",
+        "  // Two at most, of messages.",
+        "  map<string, shop.common.v1.Money> prices = 1 [(buf.validate.field).map = {max_pairs: 2, keys: {string: {len: 3}}}];",
+        "}",
+        "// No max_pairs.",
+        "message Unpaired {",
+        "  // Any number.",
+        "  map<string, int32> labels = 1 [(buf.validate.field).map.keys.string.max_len = 10];",
+        "}",
+        "// Keys of any length.",
+        "message OpenKeys {",
+        "  // Four at most.",
+        "  map<string, int32> labels = 1 [(buf.validate.field).map.max_pairs = 4];",
+        "}",
+        "",
+      ].join("\n");
+      const files = filesOf(edited({ "shop/products/v1/product_service.proto": (t) => `${t}\n${maps}` }));
+      const message = (name: string) => files.flatMap((f) => f.messages).find((m) => m.name === name)!;
+      // Each entry: its tag and length (2), its key (a tag, a length and 40 bytes: 42) and its value (a tag and a varint: 11).
+      expect(encodedSizeBound(message("Labels"))).toBe(4 * (2 + 42 + 11));
+      // A key of 3 characters (12 bytes at most) and a Money of 25 bytes at most, behind a tag and a length.
+      const prices = message("Prices");
+      expect(encodedSizeBound(prices)).toBe(2 * (2 + (1 + 1 + 12) + (1 + 1 + 25)));
+      const largest = toBinary(prices, create(prices, { prices: { "😀😀😀": { currencyCode: "EUR", amountMinor: 100_000_000_000_000n }, "ÿÿÿ": { currencyCode: "GBP", amountMinor: 100_000_000_000_000n } } } as never));
+      expect(largest.byteLength).toBeLessThanOrEqual(encodedSizeBound(prices));
+      expect(encodedSizeBound(message("Unpaired"))).toBe(Number.POSITIVE_INFINITY);
+      expect(encodedSizeBound(message("OpenKeys"))).toBe(Number.POSITIVE_INFINITY);
+    } finally {
+      dir.remove();
+    }
   });
 
   it("reads the length of simple whole-string patterns", () => {

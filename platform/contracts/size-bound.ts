@@ -1,15 +1,16 @@
 import { type DescField, type DescMessage, ScalarType, getOption, hasOption, isFieldSet } from "@bufbuild/protobuf";
-import { RepeatedRulesSchema, StringRulesSchema, BytesRulesSchema, type FieldRules, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { MapRulesSchema, RepeatedRulesSchema, StringRulesSchema, BytesRulesSchema, type FieldRules, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { fieldMaskBound, isFieldMask } from "./field-mask.js";
 
 /**
  * The most bytes a valid message of this type can take on the wire, worked
  * out from its contract's rules: a string's max_len (4 bytes a character at
  * most), uuid, or a pattern of fixed length ("^[A-Z]{2}$"), a list's
- * max_items, a FieldMask's paths as its CEL rules bound them (see
- * field-mask.ts), nested messages in turn. Infinity when
- * any field is unbounded (a string or list without a limit, a recursive
- * type). Unknown fields are not counted.
+ * max_items, a map's max_pairs (a list of entries, each its key and its
+ * value as their rules bound them), a FieldMask's paths as its CEL rules
+ * bound them (see field-mask.ts), nested messages in turn. Infinity when
+ * any field is unbounded (a string, list or map without a limit, a
+ * recursive type). Unknown fields are not counted.
  */
 export function encodedSizeBound(message: DescMessage): number {
   return boundOf(message, new Set());
@@ -56,8 +57,21 @@ function fieldBound(field: DescField, visiting: Set<DescMessage>): number {
       // Packed or not, no list takes more than a tag and a length per item.
       return items * (tag + 5 + element);
     }
-    case "map":
-      return Number.POSITIVE_INFINITY;
+    case "map": {
+      const map = rules?.type.case === "map" ? rules.type.value : undefined;
+      if (!map || !isFieldSet(map, MapRulesSchema.field.maxPairs)) return Number.POSITIVE_INFINITY;
+      const pairs = Number(map.maxPairs);
+      if (pairs === 0) return 0;
+      // An entry is a message of its key (field 1) and its value (field 2), each behind a one-byte tag; a map is a list of them.
+      const key = 1 + valueBound(field.mapKey, map.keys);
+      let value: number;
+      if (field.mapKind === "message") {
+        const inner = boundOf(field.message, visiting);
+        value = 1 + varintSize(inner) + inner;
+      } else value = 1 + valueBound(field.mapKind === "enum" ? ScalarType.INT32 : field.scalar, map.values);
+      const entry = key + value;
+      return pairs * (tag + varintSize(entry) + entry);
+    }
   }
 }
 
