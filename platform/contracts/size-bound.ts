@@ -1,6 +1,7 @@
 import { type DescField, type DescMessage, ScalarType, getOption, hasOption, isFieldSet } from "@bufbuild/protobuf";
 import { MapRulesSchema, RepeatedRulesSchema, StringRulesSchema, BytesRulesSchema, type FieldRules, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { fieldMaskBound, isFieldMask } from "./field-mask.js";
+import { fixedWidth } from "./wire-shape.js";
 
 /**
  * The most bytes a valid message of this type can take on the wire, worked
@@ -83,15 +84,9 @@ function maskBound(field: DescField): number {
 }
 
 function valueBound(scalar: ScalarType, rules: FieldRules | undefined): number {
+  const fixed = fixedWidth(scalar);
+  if (fixed !== undefined) return fixed;
   switch (scalar) {
-    case ScalarType.FIXED32:
-    case ScalarType.SFIXED32:
-    case ScalarType.FLOAT:
-      return 4;
-    case ScalarType.FIXED64:
-    case ScalarType.SFIXED64:
-    case ScalarType.DOUBLE:
-      return 8;
     case ScalarType.STRING: {
       const s = rules?.type.case === "string" ? rules.type.value : undefined;
       if (!s) return Number.POSITIVE_INFINITY;

@@ -1,8 +1,10 @@
+import { ScalarType } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { CreateOrderRequest } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { createMessageChecker } from "./message-checker.js";
+import { fixedWidth } from "./wire-shape.js";
 
 const checker = createMessageChecker(descriptorSet);
 const problem = (typeName: string, bytes: number[] | Uint8Array) => checker.wireProblem(typeName, Uint8Array.from(bytes));
@@ -59,5 +61,22 @@ describe("wireProblem", () => {
     const many = new Uint8Array(1 << 20);
     for (let i = 0; i < many.length; i += 2) many[i] = 0x50;
     expect(problem("shop.orders.v1.CreateOrderRequest", many)).toBeUndefined();
+  });
+});
+
+describe("fixedWidth", () => {
+  it("is the bytes a fixed-width scalar takes as the wire writes it, and undefined for varints, strings and bytes", () => {
+    const written = (write: (w: BinaryWriter) => BinaryWriter) => write(new BinaryWriter()).finish().length;
+    expect([ScalarType.FLOAT, ScalarType.FIXED32, ScalarType.SFIXED32, ScalarType.DOUBLE, ScalarType.FIXED64, ScalarType.SFIXED64].map(fixedWidth)).toEqual([
+      written((w) => w.float(1)),
+      written((w) => w.fixed32(1)),
+      written((w) => w.sfixed32(-1)),
+      written((w) => w.double(1)),
+      written((w) => w.fixed64(1)),
+      written((w) => w.sfixed64(-1)),
+    ]);
+    for (const other of [ScalarType.INT32, ScalarType.INT64, ScalarType.UINT32, ScalarType.UINT64, ScalarType.SINT32, ScalarType.SINT64, ScalarType.BOOL, ScalarType.STRING, ScalarType.BYTES]) {
+      expect(fixedWidth(other), ScalarType[other]).toBeUndefined();
+    }
   });
 });

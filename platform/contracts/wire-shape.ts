@@ -14,12 +14,9 @@ const maxDepth = 100;
 
 class WireProblem extends Error {}
 
-/** Bytes a packed element of a scalar type takes: 4 or 8 for the fixed ones, 0 for a varint; undefined for strings and bytes. */
-function packedWidth(scalar: ScalarType): 0 | 4 | 8 | undefined {
+/** Bytes a value of a fixed-width scalar type takes on the wire (4 or 8); undefined for the others (varints, strings, bytes). */
+export function fixedWidth(scalar: ScalarType): 4 | 8 | undefined {
   switch (scalar) {
-    case ScalarType.STRING:
-    case ScalarType.BYTES:
-      return undefined;
     case ScalarType.DOUBLE:
     case ScalarType.FIXED64:
     case ScalarType.SFIXED64:
@@ -29,8 +26,14 @@ function packedWidth(scalar: ScalarType): 0 | 4 | 8 | undefined {
     case ScalarType.SFIXED32:
       return 4;
     default:
-      return 0;
+      return undefined;
   }
+}
+
+/** Bytes a packed element of a scalar type takes: 4 or 8 for the fixed ones, 0 for a varint; undefined for strings and bytes. */
+function packedWidth(scalar: ScalarType): 0 | 4 | 8 | undefined {
+  if (scalar === ScalarType.STRING || scalar === ScalarType.BYTES) return undefined;
+  return fixedWidth(scalar) ?? 0;
 }
 
 /**
