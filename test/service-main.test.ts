@@ -41,6 +41,19 @@ describe("service entry points", () => {
     expect(result.stderr).toMatch(/ORDERS_PENDING_TIMEOUT="never" is invalid: expected a duration such as .*, or 0 or off/);
   });
 
+  it("refuse a PRODUCTS_TIMEOUT of 0 and a SHUTDOWN_TIMEOUT past a timer's 24.8 days with exit code 2, before any database is made", () => {
+    // PRODUCTS_TIMEOUT=0s was taken and failed after the migrations with a stack trace (exit 1); SHUTDOWN_TIMEOUT=30d made a stop wait 1 ms for its calls.
+    const database = join(dir, "timeouts.db");
+    const result = start("orders", { PRODUCTS_TIMEOUT: "0s", SHUTDOWN_TIMEOUT: "30d", ORDERS_DATABASE_URL: database });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain('PRODUCTS_TIMEOUT="0s" is invalid: expected at least 1ms');
+    expect(result.stderr).toContain('SHUTDOWN_TIMEOUT="30d" is invalid: expected at most 24d: a timer waits at most 2^31 - 1 ms (about 24.8 days)');
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(database)).toBe(false);
+    expect(start("products", { SHUTDOWN_TIMEOUT: "25d", PRODUCTS_DATABASE_URL: database }).status).toBe(2);
+    expect(existsSync(database)).toBe(false);
+  });
+
   it("refuse a database URL of an unknown scheme without printing its password", () => {
     const result = run("services/orders/main.ts", { ORDERS_LISTEN: "127.0.0.1:0", ORDERS_DATABASE_URL: "mysql://shop:s3cr@t@db.example/orders" });
     expect(result.status).toBe(2);

@@ -5,6 +5,7 @@
  */
 
 import { statSync, type Stats } from "node:fs";
+import { longestTimerMs } from "../options/index.js";
 import { notRegularFile } from "./setting-file.js";
 import { isIPv6 } from "node:net";
 
@@ -235,6 +236,21 @@ export function durationAtLeast(min: string, why: string): (raw: string) => numb
   return (raw) => {
     const ms = duration(raw);
     if (ms < minMs) throw new Error(`expected at least ${min}: ${why}`);
+    return ms;
+  };
+}
+
+/**
+ * A duration (see `duration`) that a timer waits out: at least `min`, itself
+ * a duration, and at most 24d, as Node.js would wait 1 ms for a longer one
+ * (a stop that was to wait 30 days for its calls waited 1 ms).
+ */
+export function timerDuration(min: string): (raw: string) => number {
+  const minMs = duration(min);
+  return (raw) => {
+    const ms = duration(raw);
+    if (ms < minMs) throw new Error(`expected at least ${min}`);
+    if (ms > longestTimerMs) throw new Error("expected at most 24d: a timer waits at most 2^31 - 1 ms (about 24.8 days)");
     return ms;
   };
 }

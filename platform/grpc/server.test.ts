@@ -114,6 +114,14 @@ describe("createGrpcServer", () => {
     client.close();
   });
 
+  it("refuses a shutdownTimeoutMs or drainDelayMs past the 2^31 - 1 ms a timer waits, where a stop given 30 days waited 1 ms for its in-flight calls", () => {
+    const month = 30 * 24 * 3_600_000;
+    expect(() => createGrpcServer({ descriptorSet, logger, shutdownTimeoutMs: month })).toThrow(
+      "createGrpcServer: invalid shutdownTimeoutMs: 2592000000 (at most 2147483647, about 24.8 days, the longest a timer waits)",
+    );
+    expect(() => createGrpcServer({ descriptorSet, logger, drainDelayMs: 2 ** 31 })).toThrow("createGrpcServer: invalid drainDelayMs: 2147483648 (at most 2147483647");
+  });
+
   it("holds its address from listen on, answering health NOT_SERVING and calls UNAVAILABLE with the reason, and serves services added meanwhile once started", async () => {
     const registry = new Registry();
     const { lines, logger } = capturedLogger();

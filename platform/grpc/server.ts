@@ -22,7 +22,7 @@ import { shareOpenStreams } from "./open-streams.js";
 import { answerPlaintextClients, plaintextClientMessage } from "./plaintext-clients.js";
 import { guardReflectionReads, reflectionRequestsPerRead } from "./reflection-reads.js";
 import { Code, StatusError } from "../errors/index.js";
-import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
+import { checkOptions, positiveInteger, timerMs } from "../options/index.js";
 
 export interface GrpcServerOptions {
   /**
@@ -89,9 +89,9 @@ export interface GrpcServerOptions {
    * shareOpenStreams). Default 8,192.
    */
   readonly maxOpenStreams?: number;
-  /** How long shutdown waits for in-flight calls before cancelling them. Default 10 s. */
+  /** How long shutdown waits for in-flight calls before cancelling them, at most 2^31 - 1 ms (a timer's longest). Default 10 s. */
   readonly shutdownTimeoutMs?: number;
-  /** How long health reports NOT_SERVING before the server stops accepting calls. Default 0. */
+  /** How long health reports NOT_SERVING before the server stops accepting calls, at most 2^31 - 1 ms. Default 0. */
   readonly drainDelayMs?: number;
   /** Throws when a dependency (the database) is unavailable; health then reports NOT_SERVING. */
   readonly readinessCheck?: () => void | Promise<void>;
@@ -207,8 +207,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const maxConnections = positiveInteger(factory, "maxConnections", options.maxConnections, 4_096);
   const maxOpenStreams = positiveInteger(factory, "maxOpenStreams", options.maxOpenStreams, 8_192);
   const reflectionStreams = boundReflectionStreams(positiveInteger(factory, "maxReflectionStreams", options.maxReflectionStreams, 1_024));
-  const shutdownTimeoutMs = nonNegativeInteger(factory, "shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000);
-  const drainDelayMs = nonNegativeInteger(factory, "drainDelayMs", options.drainDelayMs, 0);
+  const shutdownTimeoutMs = timerMs(factory, "shutdownTimeoutMs", options.shutdownTimeoutMs, 10_000);
+  const drainDelayMs = timerMs(factory, "drainDelayMs", options.drainDelayMs, 0);
   const readinessIntervalMs = positiveInteger(factory, "readinessIntervalMs", options.readinessIntervalMs, 2_000);
   const { logger, readinessCheck } = options;
   const admission = createAdmission(options.admission);

@@ -24,3 +24,13 @@ export function nonNegativeInteger(factory: string, name: string, value: number 
   if (!Number.isInteger(v) || v < 0) throw new Error(`${factory}: invalid ${name}: ${String(v)} (a whole number, 0 or more)`);
   return v;
 }
+
+/** The longest a Node.js timer waits, 2^31 - 1 ms (about 24.8 days): setTimeout fires a longer one after 1 ms. */
+export const longestTimerMs = 2 ** 31 - 1;
+
+/** A timer's wait in milliseconds, 0 to `longestTimerMs`: `value`, or `fallback` when it is undefined. Throws, naming factory and option, otherwise. */
+export function timerMs(factory: string, name: string, value: number | undefined, fallback: number): number {
+  const v = nonNegativeInteger(factory, name, value, fallback);
+  if (v > longestTimerMs) throw new Error(`${factory}: invalid ${name}: ${v} (at most ${longestTimerMs}, about 24.8 days, the longest a timer waits)`);
+  return v;
+}

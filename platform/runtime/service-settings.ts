@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import { databaseUrl, duration, durationAtLeast, hostPort, natsUrl, oneOf, optionalFile, optionalHostPort, urlsWithoutPasswords, variableRead, withoutPassword, type ConfigOf, type Setting } from "../config/index.js";
+import { databaseUrl, durationAtLeast, hostPort, natsUrl, oneOf, optionalFile, optionalHostPort, timerDuration, urlsWithoutPasswords, variableRead, withoutPassword, type ConfigOf, type Setting } from "../config/index.js";
 import { seedGivenForItsFile } from "../events/index.js";
 import { grpcSecurityOf, grpcSecuritySettings, type GrpcSecurity } from "./grpc-security.js";
 
@@ -67,7 +67,7 @@ export function platformSettings(service: string) {
       parse: durationAtLeast("1h", "clients retry for a while after a failure"),
     },
     ...grpcSecuritySettings(service),
-    SHUTDOWN_TIMEOUT: { description: "how long a stop waits for in-flight calls", default: "10s", parse: duration },
+    SHUTDOWN_TIMEOUT: { description: "how long a stop waits for in-flight calls (at most 24d)", default: "10s", parse: timerDuration("0ms") },
     INSTANCE: {
       description: "what this process is called on each of its log lines (`instance`), in its NATS connection's name and as its spans' service.instance.id, to tell the service's instances apart; empty: <host name>:<port it serves gRPC on> (<host name> pid <pid> on port 0)",
       default: "",

@@ -1,4 +1,4 @@
-import { duration, durationAtLeastOrOff, serviceAddress } from "../../platform/config/index.js";
+import { durationAtLeastOrOff, serviceAddress, timerDuration } from "../../platform/config/index.js";
 import { addressSettings, platformSettings } from "../../platform/runtime/index.js";
 
 /** The order service's environment: what every service reads, and how it reaches the product service and how long an order may wait for it. */
@@ -9,7 +9,7 @@ export const orderSettings = {
     default: "127.0.0.1:50051",
     parse: serviceAddress,
   },
-  PRODUCTS_TIMEOUT: { description: "deadline of each call to the product service", default: "2s", parse: duration },
+  PRODUCTS_TIMEOUT: { description: "deadline of each call to the product service (1ms to 24d)", default: "2s", parse: timerDuration("1ms") },
   ORDERS_PENDING_TIMEOUT: {
     description: "how long an order may wait PENDING for the product service's answer about its stock before the service cancels it (OrderCancelled); 0 or off: never",
     default: "15m",
