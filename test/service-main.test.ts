@@ -54,6 +54,20 @@ describe("service entry points", () => {
     expect(existsSync(database)).toBe(false);
   });
 
+  it("refuse a gRPC or metrics address no process could listen on with exit code 2 and the variable to set, before any database is made", () => {
+    // Both failed with a stack trace (exit 1): a host that does not resolve, and an address not this machine's (RFC 5737's, for documentation).
+    const database = join(dir, "unlistened.db");
+    const unresolved = start("products", { PRODUCTS_LISTEN: "nosuchhost.invalid:0", PRODUCTS_DATABASE_URL: database });
+    expect(unresolved.status).toBe(2);
+    expect(unresolved.stdout + unresolved.stderr).toContain("start-up refused: the gRPC address nosuchhost.invalid:0 cannot be listened on: its host does not resolve (");
+    expect(unresolved.stdout + unresolved.stderr).toContain("set PRODUCTS_LISTEN to an address this machine may listen on, such as 127.0.0.1:<port>");
+    expect(unresolved.stdout + unresolved.stderr).not.toContain("stack");
+    const metrics = start("orders", { ORDERS_METRICS_LISTEN: "203.0.113.9:0", ORDERS_DATABASE_URL: database });
+    expect(metrics.status).toBe(2);
+    expect(metrics.stdout + metrics.stderr).toMatch(/start-up refused: the metrics address 203\.0\.113\.9:0 cannot be listened on: it is not an address of this machine \(listen EADDRNOTAVAIL: [^)]*\); set ORDERS_METRICS_LISTEN to an address/);
+    expect(existsSync(database)).toBe(false);
+  });
+
   it("refuse a database URL of an unknown scheme without printing its password", () => {
     const result = run("services/orders/main.ts", { ORDERS_LISTEN: "127.0.0.1:0", ORDERS_DATABASE_URL: "mysql://shop:s3cr@t@db.example/orders" });
     expect(result.status).toBe(2);

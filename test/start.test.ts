@@ -977,6 +977,31 @@ describe("npm start", () => {
     }
   });
 
+  it("refuses an address no process could listen on, a host that does not resolve or one not this machine's, before making anything", { timeout: 60_000 }, async () => {
+    const dataDir = join(dir.path, "never-made");
+    const env = {
+      ...process.env,
+      DATA_DIR: dataDir,
+      NATS_URL: "",
+      NATS_PORT: String(await freePort()),
+      PRODUCTS_LISTEN: "nosuchhost.invalid:50051",
+      ORDERS_LISTEN: `127.0.0.1:${await freePort()}`,
+      PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`,
+      ORDERS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`,
+    };
+    // The product service met it once nats-server was up and the streams provisioned, and failed with a stack trace; the start stopped everything (exit 1).
+    const unresolved = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env, encoding: "utf8", timeout: 20_000 });
+    expect(unresolved.status).toBe(2);
+    expect(unresolved.stderr).toMatch(/^start: the address nosuchhost\.invalid:50051 cannot be listened on: its host does not resolve \(.*\); set PRODUCTS_LISTEN to an address this machine may listen on, such as 127\.0\.0\.1:<port>\n$/);
+    expect(unresolved.stdout).toBe("");
+    expect(existsSync(dataDir)).toBe(false);
+    // 203.0.113.0/24 is for documentation (RFC 5737): no machine's own.
+    const elsewhere = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...env, PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, ORDERS_METRICS_LISTEN: "203.0.113.9:9102" }, encoding: "utf8", timeout: 20_000 });
+    expect(elsewhere.status).toBe(2);
+    expect(elsewhere.stderr).toMatch(/^start: the address 203\.0\.113\.9:9102 cannot be listened on: it is not an address of this machine \(listen EADDRNOTAVAIL: .*\); set ORDERS_METRICS_LISTEN to an address/);
+    expect(existsSync(dataDir)).toBe(false);
+  });
+
   // A machine with a nats-server in an sbin directory (Debian's package, say) has one to find whatever PATH says.
   const sbinNatsServer = ["/usr/sbin", "/usr/local/sbin", "/sbin"].some((d) => existsSync(join(d, "nats-server")));
   it.skipIf(sbinNatsServer)("refuses a start with no nats-server to run before making anything: DATA_DIR, the CA, PostgreSQL's data (exit 1)", { timeout: 120_000 }, async () => {

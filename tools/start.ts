@@ -41,7 +41,7 @@ import { readTokenPublicKeys, readTokenSecret } from "../platform/auth/index.js"
 import { isPostgresUrl } from "../platform/sql/database.js";
 import { SeedFileError } from "../platform/events/index.js";
 import { redact } from "../platform/sql/postgres.js";
-import { isListening, portHolder, refusedExitCode, stopOnStdinCloseVariable, tlsFileVariables } from "../platform/runtime/index.js";
+import { addressUnusable, isListening, portHolder, refusedExitCode, stopOnStdinCloseVariable, tlsFileVariables } from "../platform/runtime/index.js";
 import { otlpEndpointProblem } from "../platform/tracing/index.js";
 import { grpcAlone, natsAuthorization } from "../gen/ts/concord_nats.js";
 import { repoRoot } from "./repo-root.js";
@@ -605,17 +605,21 @@ function heldBy(dataDir: string, holder: number): Error {
   return new StartRefused(`${dataDir} is in use by another \`npm start\` (pid ${holder}); stop that one first, or set DATA_DIR to another directory (and other ports) to run a second system`);
 }
 
-/** Whether something holds `hostPort` so that a listener there would meet EADDRINUSE (false for a malformed address, which its user names). */
-async function isTaken(hostPort: string): Promise<boolean> {
+/** What a listener at `hostPort` would meet now: undefined when it could listen there, or for a malformed address, which its user names. */
+async function listenProblem(hostPort: string): Promise<NodeJS.ErrnoException | undefined> {
   const match = /^\[?(.*?)\]?:(\d+)$/.exec(hostPort);
-  if (!match) return false;
+  if (!match) return undefined;
   const [, host, port] = match;
-  const problem = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+  return new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
     const server = createServer();
     server.once("error", (err: NodeJS.ErrnoException) => resolve(err));
     server.listen(Number(port), host, () => server.close(() => resolve(undefined)));
   });
-  return problem?.code === "EADDRINUSE";
+}
+
+/** Whether something holds `hostPort` so that a listener there would meet EADDRINUSE (false for a malformed address, which its user names). */
+async function isTaken(hostPort: string): Promise<boolean> {
+  return (await listenProblem(hostPort))?.code === "EADDRINUSE";
 }
 
 /** A port the start would listen on that something else holds already: what it is, and the variable that moves it. */
@@ -641,9 +645,17 @@ function refuseTaken(taken: readonly TakenPort[]): void {
   );
 }
 
-/** An address a service would listen on, if something else holds it already. */
+/**
+ * An address a service would listen on, if something else holds it already;
+ * refused at once when no process could listen there (a host that does not
+ * resolve, an address not this machine's, a port this user may not take),
+ * which the service met only once nats-server was up, and stopped everything.
+ */
 async function takenAddress(hostPort: string, variable: string): Promise<TakenPort | undefined> {
-  if (!(await isTaken(hostPort))) return undefined;
+  const problem = await listenProblem(hostPort);
+  const unusable = problem && addressUnusable("the address", hostPort, problem, variable);
+  if (unusable) throw new StartRefused(unusable.message);
+  if (problem?.code !== "EADDRINUSE") return undefined;
   return { said: `${hostPort} (${variable})`, variable, advice: `set ${variable} to another ${variable.endsWith("_PORT") ? "port" : "address"}` };
 }
 

@@ -163,7 +163,7 @@ export interface GrpcServer {
    * other call UNAVAILABLE with the reason given to `setUnavailable` (else
    * that the service is starting), before grpc-js sees it. Resolves with
    * the bound port; rejects, with `code` EADDRINUSE where another process
-   * holds the address, as `start` does.
+   * holds the address (see listenFailure for the others), as `start` does.
    */
   listen(address: string): Promise<{ readonly port: number }>;
   /**
@@ -414,14 +414,18 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
 
 /**
  * The error of a bind that failed: grpc-js says "No address added out of
- * total 1 resolved errors: [listen EADDRINUSE: ...]", with no code; the
- * listen's own words are kept, and `code` EADDRINUSE set where another
- * process holds the address.
+ * total 1 resolved errors: [listen EADDRINUSE: ...]", or "Name resolution
+ * failed for target dns:...", with no code; the listen's own words are
+ * kept, and `code` set to the listen's (EADDRINUSE where another process
+ * holds the address, EADDRNOTAVAIL for an address not this machine's,
+ * EACCES for a port this user may not take) or ENOTFOUND for a host that
+ * does not resolve.
  */
 function listenFailure(address: string, err: Error): Error & { code?: string } {
-  const inUse = /\[(listen EADDRINUSE[^\]]*)\]/.exec(err.message);
-  if (!inUse) return new Error(`listening on ${address} failed: ${err.message}`, { cause: err });
-  return Object.assign(new Error(inUse[1], { cause: err }), { code: "EADDRINUSE" });
+  const listen = /\[(listen (E[A-Z]+)[^\]]*)\]/.exec(err.message);
+  if (listen) return Object.assign(new Error(listen[1], { cause: err }), { code: listen[2] });
+  if (err.message.startsWith("Name resolution failed")) return Object.assign(new Error(err.message, { cause: err }), { code: "ENOTFOUND" });
+  return new Error(`listening on ${address} failed: ${err.message}`, { cause: err });
 }
 
 /** Hears a call refused before any handler ran: its stream, the method it named, the code it was answered with, why. */

@@ -56,3 +56,24 @@ export async function addressTaken(what: string, listen: string, cause: Error, v
     : `${what} ${listen} is taken (${cause.message}): ${holder.said}; ${elsewhere}, or start again once that socket has closed`;
   return new StatusError(Code.FAILED_PRECONDITION, message, { cause });
 }
+
+/** Why a listen failed with `code` that no other process causes, as a phrase; undefined for any other code. */
+const unusableBecause: Record<string, (port: number) => string> = {
+  ENOTFOUND: () => "its host does not resolve",
+  EAI_AGAIN: () => "its host does not resolve",
+  EADDRNOTAVAIL: () => "it is not an address of this machine",
+  EACCES: (port) => `this user may not listen on port ${port}${port < 1024 ? " (ports below 1024 take privileges)" : ""}`,
+};
+
+/**
+ * FAILED_PRECONDITION for `what` (the gRPC address, the metrics address) at
+ * `listen`, which cannot be listened on for want of a host that resolves,
+ * of an address this machine has, or of the right to its port (`cause`'s
+ * `code`), naming the `variable` that gave it; undefined for another cause.
+ */
+export function addressUnusable(what: string, listen: string, cause: Error & { code?: string }, variable?: string): StatusError | undefined {
+  const because = cause.code === undefined ? undefined : unusableBecause[cause.code];
+  if (because === undefined) return undefined;
+  const elsewhere = variable === undefined ? "give this one an address" : `set ${variable} to an address`;
+  return new StatusError(Code.FAILED_PRECONDITION, `${what} ${listen} cannot be listened on: ${because(hostAndPort(listen).port)} (${cause.message}); ${elsewhere} this machine may listen on, such as 127.0.0.1:<port>`, { cause });
+}

@@ -3,7 +3,7 @@ import type { AddressInfo, Socket } from "node:net";
 import type { Registry } from "prom-client";
 import type { Logger } from "../log/index.js";
 import { holdConnections } from "./held-connections.js";
-import { addressTaken, hostAndPort } from "./listen-address.js";
+import { addressTaken, addressUnusable, hostAndPort } from "./listen-address.js";
 
 /** A listening metrics endpoint. */
 export interface MetricsServer {
@@ -79,7 +79,7 @@ export async function startMetricsServer(listen: string, registry: Registry, log
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err: NodeJS.ErrnoException) => {
       if (err.code === "EADDRINUSE") void addressTaken("the metrics address", listen, err, variable).then(reject);
-      else reject(new Error(`serving metrics on ${listen} failed: ${err.message}`, { cause: err }));
+      else reject(addressUnusable("the metrics address", listen, err, variable) ?? new Error(`serving metrics on ${listen} failed: ${err.message}`, { cause: err }));
     });
     server.listen(port, host, () => resolve());
   });

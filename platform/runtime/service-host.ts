@@ -10,7 +10,7 @@ import { type Database, isPostgresUrl, type Migration, openDatabase, type Retent
 import { redact } from "../sql/postgres.js";
 import { type GrpcSecurity, serverSecurity } from "./grpc-security.js";
 import type { HostVariables } from "./service-settings.js";
-import { addressTaken } from "./listen-address.js";
+import { addressTaken, addressUnusable } from "./listen-address.js";
 import { startMetricsServer } from "./metrics-server.js";
 import type { RunningService } from "./run-service.js";
 
@@ -149,7 +149,7 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
   // and the metrics endpoint 503 until the service has started.
   server.setUnavailable(`${name} is starting: it opens and migrates its database; try again shortly`);
   await server.listen(options.listen).catch(async (err: Error & { code?: string }) => {
-    throw err.code === "EADDRINUSE" ? await addressTaken("the gRPC address", options.listen, err, variables?.listen) : err;
+    throw err.code === "EADDRINUSE" ? await addressTaken("the gRPC address", options.listen, err, variables?.listen) : (addressUnusable("the gRPC address", options.listen, err, variables?.listen) ?? err);
   });
   const metrics =
     registry && options.metricsListen !== undefined
