@@ -1,4 +1,4 @@
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createUser } from "nkeys.js";
 import { AckPolicy, connect, millis as nanosToMs, nanos, RetentionPolicy, type NatsConnection } from "nats";
@@ -158,7 +158,7 @@ describe("a service whose NATS user the server refuses", () => {
     ]);
   });
 
-  it("refuses to start with a seed file whose seed is damaged (its checksum wrong), naming the file: one line, exit 2", async () => {
+  it("refuses to start with a seed file whose seed is damaged (its checksum wrong), or that holds none, naming the file: one line, exit 2, before its database is made", async () => {
     const seed = new TextDecoder().decode(createUser().getSeed());
     const damaged = join(dir, "damaged.nk");
     writeFileSync(damaged, `${seed.slice(0, 20)}${seed[20] === "A" ? "B" : "A"}${seed.slice(21)}\n`, { mode: 0o600 });
@@ -170,6 +170,14 @@ describe("a service whose NATS user the server refuses", () => {
         msg: expect.stringContaining(`start-up refused: ${damaged} does not hold a valid NATS user nkey seed: its checksum does not match (the file is damaged, or was edited)`),
       }),
     ]);
+    // The database was made and migrated first.
+    expect(existsSync(join(dir, "damaged-seed.db"))).toBe(false);
+    const noSeed = join(dir, "no-seed.nk");
+    writeFileSync(noSeed, "-----BEGIN CERTIFICATE-----\n", { mode: 0o600 });
+    const none = await startProducts("no-seed", nats().url, { NATS_NKEY_SEED: noSeed });
+    expect(none.exit).toBe(2);
+    expect(none.lines).toEqual([expect.objectContaining({ level: "fatal", code: "FAILED_PRECONDITION", msg: `start-up refused: ${noSeed} does not hold a NATS user nkey seed (one line starting with SU)` })]);
+    expect(existsSync(join(dir, "no-seed.db"))).toBe(false);
   });
 
   it("refuses to start when its stream is missing and its user may not create it: one line saying the operator provisions it, exit 2", async () => {

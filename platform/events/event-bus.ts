@@ -151,6 +151,11 @@ export function seedGivenForItsFile(file: string): string | undefined {
   return "the nkey seed file given (NATS_NKEY_SEED) is a seed itself, not shown, where the path of a file holding one goes: put the seed in a file and give its path";
 }
 
+/** Throws the SeedFileError `connectEventBus` would meet for `file`, one that holds no good NATS user seed; a service checks it before it makes its database. */
+export function checkSeedFile(file: string): void {
+  readSeed(file);
+}
+
 /** The seed in `file`, or a SeedFileError naming the file; the seed itself is never part of a message. */
 function readSeed(file: string): Uint8Array {
   const seedGiven = seedGivenForItsFile(file);

@@ -29,7 +29,7 @@ export { bindConsumers, type BatchLocksFor, type ConsumerMap, type EventOf, type
 export { deadLetterHeaders, deadLetterStreamSpec, deadLetterSubject } from "./dead-letter.js";
 export { startConsumers, type RunningConsumers, type StartConsumersOptions } from "./consumer.js";
 export { ensureConsumers, ensureStreams, type EnsureStreamsOptions, JetStreamLimitError, type ProvisionedStreams, StreamConflictError, StreamShortOfSpecError, StreamSubjectsHeldError, subjectProblem } from "./provision.js";
-export { connectEventBus, isNatsUnreachable, seedFileText, seedGivenForItsFile, SeedFileError, userSeedOf, type EventBus, type EventBusOptions } from "./event-bus.js";
+export { checkSeedFile, connectEventBus, isNatsUnreachable, seedFileText, seedGivenForItsFile, SeedFileError, userSeedOf, type EventBus, type EventBusOptions } from "./event-bus.js";
 export { receivedHeaders } from "./nats-internals.js";
 export { noServiceOfNameSaid, serviceKind, type ServiceKinds, streamsOfService, type ServiceStreamUse } from "./streams-of-service.js";
 

@@ -1,6 +1,6 @@
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { ConsumerBinding, DeliveryMiddleware, EventRuntime, Outbox } from "../events/index.js";
-import { consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, natsConnectionMetrics, outboxMetrics, outboxRelayMetrics, type StreamSpec } from "../events/index.js";
+import { checkSeedFile, consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, natsConnectionMetrics, outboxMetrics, outboxRelayMetrics, SeedFileError, type StreamSpec } from "../events/index.js";
 import { createGrpcServer, grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
 import { dropGaugeTotals, netEventLoopDelay } from "../metrics/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
@@ -158,6 +158,16 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
           throw err;
         })
       : undefined;
+  // A seed file that holds no good seed is a setting to correct: refused before the database is made or migrated.
+  if (options.natsSeedFile !== undefined && options.streams.length > 0) {
+    try {
+      checkSeedFile(options.natsSeedFile);
+    } catch (err) {
+      await server.shutdown();
+      await metrics?.close();
+      throw err instanceof SeedFileError ? new StatusError(Code.FAILED_PRECONDITION, err.message, { cause: err }) : err;
+    }
+  }
   const shownDatabase = isPostgresUrl(options.database) ? redact(options.database) : options.database;
   let loggedAt = -Infinity;
   let loggedHost: string | undefined;
