@@ -1,5 +1,5 @@
 import { execFileSync, spawn, spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import BetterSqlite3 from "better-sqlite3";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -244,6 +244,23 @@ describe("openDatabase (SQLite)", () => {
     }
     expect(readdirSync(folder)).toEqual([]);
     expect(readdirSync(dir).filter((f) => f.startsWith("a-fifo.db"))).toEqual(["a-fifo.db"]);
+  });
+
+  it("refuses a service's file that is no SQLite database (FAILED_PRECONDITION), leaving it as it is and making no claim file beside it, where it failed with SQLite's 'file is not a database' and a stack", async () => {
+    const text = join(dir, "orders-backup.db.json");
+    const body = `${JSON.stringify({ service: "orders", note: "a backup's description, named by mistake" })}\n`;
+    writeFileSync(text, body);
+    const refused = await openDatabase({ path: text, migrations, owner: "orders" }).catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(StatusError);
+    expect((refused as StatusError).code).toBe(Code.FAILED_PRECONDITION);
+    expect((refused as StatusError).message).toBe(`${text} is not a SQLite database (it does not begin as one); name the database's file (nothing was changed)`);
+    expect(readFileSync(text, "utf8")).toBe(body);
+    expect(readdirSync(dir).filter((f) => f.startsWith("orders-backup.db.json"))).toEqual(["orders-backup.db.json"]);
+    // An empty file is a new database, and one made here opens again.
+    const empty = join(dir, "empty-owned.db");
+    writeFileSync(empty, "");
+    await (await openDatabase({ path: empty, migrations, owner: "orders" })).close();
+    await (await openDatabase({ path: empty, migrations, owner: "orders" })).close();
   });
 
   it("applies migrations in the code-unit order of their ids, whatever the locale's collation says", async () => {

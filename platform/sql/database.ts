@@ -1,5 +1,5 @@
 import { isApplied, migrate, type MigrationLockRetry } from "./migrate.js";
-import { statSync } from "node:fs";
+import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isDatabaseUnavailable, openPostgres, type StartupTimeout } from "./postgres.js";
 import { claimSqliteFile, openSqlite, sqliteMayHaveMigration, type SqliteDetached } from "./sqlite.js";
@@ -91,13 +91,35 @@ export function isPostgresUrl(location: string): boolean {
   return /^postgres(ql)?:\/\//i.test(location);
 }
 
+/** What every SQLite database file begins with (its header's magic string). */
+const sqliteMagic = Buffer.from("SQLite format 3\u0000", "latin1");
+
+/** Whether the file at `path` begins as a SQLite database does (an empty file is one SQLite takes as new, and is not asked about). */
+function hasSqliteHeader(path: string): boolean {
+  const head = Buffer.alloc(sqliteMagic.length);
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch {
+    // One this process may not read is left to SQLite to refuse, as before.
+    return true;
+  }
+  try {
+    return readSync(fd, head, 0, head.length, 0) === head.length && head.equals(sqliteMagic);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * Opens a service's database, Postgres or SQLite by its location, and
  * applies its pending migrations (on Postgres under an advisory lock, so
  * instances starting together migrate one after the other). A Postgres
  * database whose connections do not keep their server session (a pooler in
  * transaction mode) is refused first (`checkSessions`), and a SQLite path
- * that is a directory, a FIFO or a device (FAILED_PRECONDITION) before anything is opened.
+ * that is a directory, a FIFO or a device, or (for a service's, `owner`
+ * given) a file that is no SQLite database (FAILED_PRECONDITION), before
+ * anything is opened.
  */
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const postgres = isPostgresUrl(options.path);
@@ -106,6 +128,11 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   const found = postgres || options.path === ":memory:" ? undefined : statSync(options.path, { throwIfNoEntry: false });
   const kind = found && notRegularFile(found);
   if (kind) throw new StatusError(Code.FAILED_PRECONDITION, `${options.path} is ${kind}, not a SQLite database file; name the database's file (nothing was changed)`);
+  // A service's file of something else (a backup's .json, a text file) failed with a stack trace once its claim file was
+  // made; the tools, which claim none, name it from SQLite's refusal (isNotSqliteFile).
+  if (options.owner !== undefined && found && found.size > 0 && !hasSqliteHeader(options.path)) {
+    throw new StatusError(Code.FAILED_PRECONDITION, `${options.path} is not a SQLite database (it does not begin as one); name the database's file (nothing was changed)`);
+  }
   // Checked before a writing connection opens a SQLite file, which would make it, or switch it to WAL, before migrate looks.
   if (!postgres && options.requireApplied !== undefined && options.path !== ":memory:" && !sqliteMayHaveMigration(options.path, options.requireApplied)) {
     throw new StatusError(Code.FAILED_PRECONDITION, `the database has no migration ${options.requireApplied}; nothing was changed`);
