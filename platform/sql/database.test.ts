@@ -263,6 +263,25 @@ describe("openDatabase (SQLite)", () => {
     await (await openDatabase({ path: empty, migrations, owner: "orders" })).close();
   });
 
+  it("refuses another application's SQLite file, with tables and no migrations, for a service (FAILED_PRECONDITION), where it made its tables beside that application's and called the database new", async () => {
+    const path = join(dir, "another-apps.db");
+    const other = new BetterSqlite3(path);
+    other.exec("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers (name) VALUES ('Ada')");
+    other.close();
+    const refused = await openDatabase({ path, migrations, owner: "orders" }).catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(StatusError);
+    expect((refused as StatusError).code).toBe(Code.FAILED_PRECONDITION);
+    expect((refused as StatusError).message).toBe(
+      "the database holds tables of something else (customers) and none of a service's migrations: name a new or empty file for orders, or its own database; its tables were left as they were",
+    );
+    const after = new BetterSqlite3(path, { readonly: true });
+    expect(after.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all()).toEqual([{ name: "customers" }]);
+    after.close();
+    // Without an owner (the tools that read a database) nothing is claimed, and nothing refused here.
+    await (await openDatabase({ path: join(dir, "owned-later.db"), migrations, owner: "orders" })).close();
+    await (await openDatabase({ path: join(dir, "owned-later.db"), migrations, owner: "orders" })).close();
+  });
+
   it("applies migrations in the code-unit order of their ids, whatever the locale's collation says", async () => {
     const path = join(dir, "order.db");
     // A locale's collation puts "a_..." before "B_..." and "x_2" before "x2"; code units put them the other way round.

@@ -158,6 +158,7 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
   const applied: string[] = [];
   try {
     const newer = await db.transaction(async (tx) => {
+      if (owner !== undefined && db.dialect.name === "sqlite") await refuseForeignSqlite(tx, owner);
       await tx.run(
         `CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at ${db.dialect.name === "postgres" ? "BIGINT" : "INTEGER"} NOT NULL, ${olderCodeWorksColumn} INTEGER NOT NULL DEFAULT 0)`,
       );
@@ -353,6 +354,21 @@ function refusesItsStatement(err: unknown): boolean {
 function abridged(statement: string): string {
   const line = statement.replace(/\s+/g, " ").trim();
   return line.length <= 100 ? line : `${line.slice(0, 99)}…`;
+}
+
+/**
+ * Refuses, before anything is written, a SQLite file that holds tables but
+ * no schema_migrations: another application's database, named by mistake,
+ * into which the service made its tables and called it new.
+ */
+async function refuseForeignSqlite(tx: Transaction, owner: string): Promise<void> {
+  const tables = (await tx.query<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")).map((t) => t.name);
+  if (tables.length === 0 || tables.includes("schema_migrations")) return;
+  const shown = tables.length > 5 ? `${tables.slice(0, 5).join(", ")} and ${tables.length - 5} more` : tables.join(", ");
+  throw new StatusError(
+    Code.FAILED_PRECONDITION,
+    `the database holds tables of something else (${shown}) and none of a service's migrations: name a new or empty file for ${owner}, or its own database; its tables were left as they were`,
+  );
 }
 
 /** The services a database's schema_owner names (one, claimed by the first to migrate it); throws where it has no such table. */
