@@ -174,6 +174,19 @@ describe("encodedSizeBound", () => {
     }
   });
 
+  it("counts a list of at most 0 items as no bytes, whatever its items could hold", () => {
+    const dir = createTempDir();
+    try {
+      const { edited, filesOf } = contractEditor(dir.path);
+      const none = ["// None.", "message NoNotes {", "  // Never any.", "  repeated string notes = 1 [(buf.validate.field).repeated.max_items = 0];", "}", ""].join("\n");
+      const files = filesOf(edited({ "shop/products/v1/product_service.proto": (t) => `${t}\n${none}` }));
+      const message = files.flatMap((f) => f.messages).find((m) => m.name === "NoNotes")!;
+      expect(encodedSizeBound(message)).toBe(0);
+    } finally {
+      dir.remove();
+    }
+  });
+
   it("reads the length of simple whole-string patterns", () => {
     expect(patternMaxLength("^[A-Z]{2}$")).toBe(2);
     expect(patternMaxLength("^v[0-9]{1,3}$")).toBe(4);

@@ -50,6 +50,8 @@ function fieldBound(field: DescField, visiting: Set<DescMessage>): number {
       const repeated = rules?.type.case === "repeated" ? rules.type.value : undefined;
       if (!repeated || !isFieldSet(repeated, RepeatedRulesSchema.field.maxItems)) return Number.POSITIVE_INFINITY;
       const items = Number(repeated.maxItems);
+      // No item at all: nothing to bound, whatever an item could hold (0 times an open bound is no number).
+      if (items === 0) return 0;
       let element: number;
       if (field.listKind === "message") {
         const inner = boundOf(field.message, visiting);
