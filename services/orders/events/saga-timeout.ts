@@ -62,7 +62,8 @@ export function sweepIntervalOf(timeoutMs: number): number {
  * sweep at once, and one of them wins each order. A sweep
  * that fails (the database away) is logged once until one succeeds again.
  * While the outbox holds an event for publishingLagMs or more, and for a
- * timeout after this process last found it so, no order is cancelled: an
+ * timeout after this process last found it so (at its start too, before its
+ * relay publishes what an earlier process left), no order is cancelled: an
  * outage of NATS longer than the timeout would otherwise cancel every
  * order placed during it, whose OrderPlaced never left.
  */
@@ -113,9 +114,14 @@ export function startSagaTimeout(options: SagaTimeoutOptions): SagaTimeout {
     }
     return lagSeenAt !== undefined && at - lagSeenAt < timeoutMs;
   };
+  // Events an earlier process left in the outbox (stopped or killed while NATS was away) are looked at now, before this
+  // process's relay can publish them, which it does within moments of reaching NATS: the first sweep comes a tenth of
+  // the timeout later, and would take the orders they are for, however old, as answered late.
+  const leftByEarlierProcess = publishingLags().catch(() => false);
 
   const sweepAll = async (stopping: () => boolean): Promise<number> => {
     // Orders whose OrderPlaced waited in the outbox have been with the product service for less than they look.
+    await leftByEarlierProcess;
     if (await publishingLags()) return 0;
     const before = now() - timeoutMs;
     let after: PendingCursor | undefined;
