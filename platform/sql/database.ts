@@ -1,8 +1,8 @@
 import { isApplied, migrate, type MigrationLockRetry } from "./migrate.js";
-import { closeSync, openSync, readSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isDatabaseUnavailable, openPostgres, type StartupTimeout } from "./postgres.js";
-import { claimSqliteFile, openSqlite, sqliteMayHaveMigration, type SqliteDetached } from "./sqlite.js";
+import { beginsAsSqlite, claimSqliteFile, openSqlite, sqliteHeaderOf, sqliteMayHaveMigration, type SqliteDetached } from "./sqlite.js";
 import { notRegularFile } from "../config/setting-file.js";
 import { Code, StatusError } from "../errors/index.js";
 import type { Database, Migration } from "./types.js";
@@ -91,23 +91,13 @@ export function isPostgresUrl(location: string): boolean {
   return /^postgres(ql)?:\/\//i.test(location);
 }
 
-/** What every SQLite database file begins with (its header's magic string). */
-const sqliteMagic = Buffer.from("SQLite format 3\u0000", "latin1");
-
 /** Whether the file at `path` begins as a SQLite database does (an empty file is one SQLite takes as new, and is not asked about). */
 function hasSqliteHeader(path: string): boolean {
-  const head = Buffer.alloc(sqliteMagic.length);
-  let fd: number;
   try {
-    fd = openSync(path, "r");
+    return beginsAsSqlite(sqliteHeaderOf(path));
   } catch {
     // One this process may not read is left to SQLite to refuse, as before.
     return true;
-  }
-  try {
-    return readSync(fd, head, 0, head.length, 0) === head.length && head.equals(sqliteMagic);
-  } finally {
-    closeSync(fd);
   }
 }
 

@@ -174,6 +174,20 @@ function open(path: string, readonly: boolean): BetterSqlite3.Database {
   return connection;
 }
 
+/** The first 100 bytes of the file at `path`, a SQLite database's header (fewer where the file is shorter); throws what reading throws. */
+export function sqliteHeaderOf(path: string): Buffer {
+  const fd = openSync(path, "r");
+  try {
+    const header = Buffer.alloc(100);
+    return header.subarray(0, readSync(fd, header, 0, 100, 0));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Whether `header` begins with what every SQLite database file begins with (its magic string). */
+export const beginsAsSqlite = (header: Buffer): boolean => header.length >= 16 && header.subarray(0, 16).toString("latin1") === "SQLite format 3\0";
+
 /**
  * Whether the SQLite file at `path` may have applied migration `id`, read
  * without changing it: false for a file that is not there or is empty, or
@@ -187,20 +201,14 @@ function open(path: string, readonly: boolean): BetterSqlite3.Database {
 export function sqliteMayHaveMigration(path: string, id: string): boolean {
   let header: Buffer;
   try {
-    const fd = openSync(path, "r");
-    try {
-      header = Buffer.alloc(100);
-      header = header.subarray(0, readSync(fd, header, 0, 100, 0));
-    } finally {
-      closeSync(fd);
-    }
+    header = sqliteHeaderOf(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
     return true;
   }
   if (header.length === 0) return false; // SQLite takes an empty file as a new database
   // The header's file format versions (bytes 18 and 19) are 2 in WAL mode.
-  if (header.length < 100 || header.subarray(0, 16).toString("latin1") !== "SQLite format 3\0" || header[18] === 2) return true;
+  if (header.length < 100 || !beginsAsSqlite(header) || header[18] === 2) return true;
   try {
     const connection = new BetterSqlite3(path, { readonly: true, fileMustExist: true });
     try {
