@@ -8,7 +8,8 @@
  * rather than failed). A start of `--postgres-only` records only that it
  * runs PostgreSQL alone.
  */
-import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
+import { replaceOwnerFile } from "./nats/server-config.js";
 import { join } from "node:path";
 import { serviceNames, type ServiceName } from "./services.js";
 
@@ -92,11 +93,8 @@ export function runsPostgresOnly(dataDir: string): boolean {
 /** Writes this process's record in `dataDir` whole (through a new file renamed into place), replacing any there. */
 function writeRecord(dataDir: string, fields: object): void {
   const file = fileIn(dataDir);
-  const partial = `${file}.${process.pid}`;
-  // Made new: a symbolic link left at its name is removed, where the record was written through it into the file it named.
-  rmSync(partial, { force: true });
-  writeFileSync(partial, `${JSON.stringify({ pid: process.pid, ...fields })}\n`, { flag: "wx" });
-  renameSync(partial, file);
+  // Through a file of this process's own name: two starts on one DATA_DIR do not write into each other's.
+  replaceOwnerFile(file, `${JSON.stringify({ pid: process.pid, ...fields })}\n`, `${file}.${process.pid}`);
 }
 
 /** Removes the record in `dataDir` when this process exits, unless another start's has replaced it. */

@@ -142,12 +142,12 @@ export function logFileProblem(path: string): string | undefined {
 
 /**
  * Puts `text` at `path` as a new file readable by its owner only: written
- * to `<path>.partial`, made new, and renamed over `path`, so that a
- * symbolic link at `path` is replaced, not written through (it had the
- * start overwrite, and make 0600, whatever file it pointed to).
+ * to `partial` (default `<path>.partial`), made new, and renamed over
+ * `path`, so that a symbolic link at either name is replaced, not written
+ * through (it had the start overwrite, and make 0600, whatever file it
+ * pointed to).
  */
-export function replaceOwnerFile(path: string, text: string): void {
-  const partial = `${path}.partial`;
+export function replaceOwnerFile(path: string, text: string, partial = `${path}.partial`): void {
   rmSync(partial, { force: true });
   writeFileSync(partial, text, { mode: 0o600, flag: "wx" });
   chmodSync(partial, 0o600);
