@@ -1064,6 +1064,28 @@ describe("npm start", () => {
     expect(readFileSync(victim, "utf8")).toBe("the user's\n");
   });
 
+  it("refuses a symbolic link where PostgreSQL's log goes (--postgres), before PostgreSQL starts (exit 2), the file it names left as it was", { timeout: 60_000 }, async () => {
+    const dataDir = join(dir.path, "linked-postgres-log");
+    mkdirSync(dataDir, { mode: 0o700 });
+    const victim = join(dir.path, "postgres-victim");
+    writeFileSync(victim, "the user's\n", { mode: 0o644 });
+    symlinkSync(victim, join(dataDir, "postgres.log"));
+    const ports = { nats: await freePort(), products: await freePort(), orders: await freePort(), productsMetrics: await freePort(), ordersMetrics: await freePort() };
+    const result = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts", "--postgres"], {
+      env: { ...startEnv(dataDir, ports), POSTGRES_PORT: String(await freePort()) },
+      encoding: "utf8",
+      timeout: 100_000,
+    });
+    expect(result.status, result.stderr).toBe(2);
+    expect(result.stderr).toContain(
+      `start: ${join(dataDir, "postgres.log")} is a symbolic link (to ${victim}), which PostgreSQL would follow, writing its log into the file it names; remove the link (the log is made anew there)\n`,
+    );
+    expect(result.stdout).not.toContain("PostgreSQL on");
+    expect(existsSync(join(dataDir, "postgres"))).toBe(false);
+    expect(readFileSync(victim, "utf8")).toBe("the user's\n");
+    expect(statSync(victim).mode & 0o777).toBe(0o644);
+  });
+
   it("refuses a DATA_DIR other users may write, writing nothing (exit 2), and narrows one they may read to its owner's, saying so", { timeout: 60_000 }, async () => {
     const mode = process.getuid?.() === 0 ? 0o711 : 0o700;
     const open = join(dir.path, "open-to-all");

@@ -1652,6 +1652,8 @@ async function main(): Promise<void> {
       if (setup.status !== 0) throw new Error("installing the PostgreSQL server failed; see above");
     }
     const pgDir = join(dataDir, "postgres");
+    const logProblem = logFileProblem(join(dataDir, "postgres.log"), "PostgreSQL");
+    if (logProblem) throw new StartRefused(logProblem);
     postgres = await startLocalPostgres({ dataDir: pgDir, port: postgresPort, logFile: join(dataDir, "postgres.log"), onExit: restartPostgres }).catch((err: Error) => {
       // Free when checked above, taken since: a second system started at the same moment, on the same port.
       if (!/could not bind .*Address already in use/.test(err.message)) throw err;

@@ -118,19 +118,21 @@ export function writeNatsServerConfig(path: string, config: NatsServerConfig): s
 }
 
 /**
- * Why nats-server may not be given `path` for its log, or undefined once it
- * may: nats-server opens its log file following a symbolic link, and would
- * append to whatever file one there names (and a FIFO would hold it up).
- * A log file missing is made here, new, readable by its owner only, and
- * one there is opened as this user without following a link (O_NOFOLLOW),
- * so that a link put there meanwhile is refused too.
+ * Why `program` (nats-server by default; PostgreSQL's server too) may not be
+ * given `path` for its log, or undefined once it may: nats-server opens its
+ * log file following a symbolic link, as a child's output appended to a file
+ * opened for it would, and would append to whatever file one there names
+ * (and a FIFO would hold it up). A log file missing is made here, new,
+ * readable by its owner only, and one there is opened as this user without
+ * following a link (O_NOFOLLOW), so that a link put there meanwhile is
+ * refused too.
  */
-export function logFileProblem(path: string): string | undefined {
+export function logFileProblem(path: string, program = "nats-server"): string | undefined {
   const found = lstatSync(path, { throwIfNoEntry: false });
-  const link = () => `${path} is a symbolic link (to ${readlinkSync(path)}), which nats-server would follow, writing its log into the file it names; remove the link (the log is made anew there)`;
+  const link = () => `${path} is a symbolic link (to ${readlinkSync(path)}), which ${program} would follow, writing its log into the file it names; remove the link (the log is made anew there)`;
   if (found?.isSymbolicLink()) return link();
   const kind = found && notRegularFile(found);
-  if (kind) return `${path} is ${kind}, not a log file nats-server can append to; remove it (the log is made anew there)`;
+  if (kind) return `${path} is ${kind}, not a log file ${program} can append to; remove it (the log is made anew there)`;
   try {
     closeSync(openSync(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600));
   } catch (err) {

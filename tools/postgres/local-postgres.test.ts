@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "pg";
 import { describe, expect, it } from "vitest";
@@ -49,6 +49,20 @@ describe("startLocalPostgres", () => {
     const again = await startLocalPostgres({ fsync: false, dataDir: join(dir, "fresh"), logFile: fresh });
     await again.stop();
     expect(statSync(fresh).mode & 0o777).toBe(0o600);
+  });
+
+  it("refuses a symbolic link where its log goes, making nothing and leaving the file it names as it was", async () => {
+    const victim = join(dir, "victim");
+    writeFileSync(victim, "the user's\n", { mode: 0o644 });
+    const link = join(dir, "linked.log");
+    symlinkSync(victim, link);
+    const dataDir = join(dir, "linked");
+    await expect(startLocalPostgres({ fsync: false, dataDir, logFile: link })).rejects.toThrow(
+      `${link} is a symbolic link (to ${victim}), which PostgreSQL would follow, writing its log into the file it names; remove the link (the log is made anew there)`,
+    );
+    expect(existsSync(dataDir)).toBe(false);
+    expect(readFileSync(victim, "utf8")).toBe("the user's\n");
+    expect(statSync(victim).mode & 0o777).toBe(0o644);
   });
 
   it("listens on TCP alone when the data dir's path is too long for a Unix socket", async () => {

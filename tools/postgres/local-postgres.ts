@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Client } from "pg";
 import { freePort } from "../free-port.js";
+import { logFileProblem } from "../nats/server-config.js";
 import { checkDatabaseName, hasCluster, initCluster, prepareDataDir, runAs, serverAccount, superuser } from "./cluster.js";
 import { findPostgresBinDir } from "./find-postgres.mjs";
 import { type ServerProcess, spawnServer } from "./server-process.js";
@@ -87,6 +88,9 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
   if (options.port !== undefined && !(Number.isInteger(options.port) && options.port > 0 && options.port < 65536)) {
     throw new Error(`startLocalPostgres: port must be an integer from 1 to 65535, not ${options.port}`);
   }
+  // Checked before anything is made: the server's output is never appended through a link put where its log goes.
+  const logProblem = options.logFile === undefined ? undefined : logFileProblem(options.logFile, "PostgreSQL");
+  if (logProblem !== undefined) throw new Error(logProblem);
   const durable = options.fsync ?? true;
   const binDir = findPostgresBinDir();
   if (!binDir) {

@@ -3,7 +3,8 @@
  * outright (with its backends) and read the log of.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, fchmodSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { closeSync, constants, fchmodSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { logFileProblem } from "../nats/server-config.js";
 
 const logLinesKept = 60;
 
@@ -33,7 +34,10 @@ export function spawnServer(program: string, args: string[], dataDir: string, lo
   const output: string[] = [];
   // Its owner's alone, as PostgreSQL's own log files are (log_file_mode 0600): a failing statement's entry quotes the
   // values of its row or key, customers' data among them. A log an earlier start left readable is narrowed too.
-  const logFd = logFile === undefined ? undefined : openSync(logFile, "a", 0o600);
+  // Never through a symbolic link put there, which would have the server append to (and narrow) the file it names.
+  const problem = logFile === undefined ? undefined : logFileProblem(logFile, "PostgreSQL");
+  if (problem !== undefined) throw new Error(problem);
+  const logFd = logFile === undefined ? undefined : openSync(logFile, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
   if (logFd !== undefined) fchmodSync(logFd, 0o600);
   let proc: ChildProcess;
   try {
