@@ -277,6 +277,17 @@ describe("openDatabase (SQLite)", () => {
     const after = new BetterSqlite3(path, { readonly: true });
     expect(after.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all()).toEqual([{ name: "customers" }]);
     after.close();
+    // Its journal mode too: a writing connection would have switched it to WAL (the header's bytes 18 and 19 say 2).
+    expect([...readFileSync(path).subarray(18, 20)]).toEqual([1, 1]);
+    expect(readdirSync(dir).filter((f) => f.startsWith("another-apps.db"))).toEqual(["another-apps.db"]);
+    // One already in WAL mode, which a writing connection leaves as it is, is refused by the migration's own look.
+    const walPath = join(dir, "another-apps-wal.db");
+    const walApp = new BetterSqlite3(walPath);
+    walApp.pragma("journal_mode = WAL");
+    walApp.exec("CREATE TABLE invoices (id INTEGER PRIMARY KEY)");
+    walApp.close();
+    const walRefused = await openDatabase({ path: walPath, migrations, owner: "orders" }).catch((err: unknown) => err);
+    expect((walRefused as StatusError).message).toContain("the database holds tables of something else (invoices)");
     // Without an owner (the tools that read a database) nothing is claimed, and nothing refused here.
     await (await openDatabase({ path: join(dir, "owned-later.db"), migrations, owner: "orders" })).close();
     await (await openDatabase({ path: join(dir, "owned-later.db"), migrations, owner: "orders" })).close();

@@ -1,8 +1,8 @@
-import { isApplied, migrate, type MigrationLockRetry } from "./migrate.js";
+import { foreignTablesRefusal, isApplied, migrate, type MigrationLockRetry } from "./migrate.js";
 import { statSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isDatabaseUnavailable, openPostgres, type StartupTimeout } from "./postgres.js";
-import { beginsAsSqlite, claimSqliteFile, openSqlite, sqliteHeaderOf, sqliteMayHaveMigration, type SqliteDetached } from "./sqlite.js";
+import { beginsAsSqlite, claimSqliteFile, openSqlite, rollbackModeTables, sqliteHeaderOf, sqliteMayHaveMigration, type SqliteDetached } from "./sqlite.js";
 import { notRegularFile } from "../config/setting-file.js";
 import { Code, StatusError } from "../errors/index.js";
 import type { Database, Migration } from "./types.js";
@@ -122,6 +122,12 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   // made; the tools, which claim none, name it from SQLite's refusal (isNotSqliteFile).
   if (options.owner !== undefined && found && found.size > 0 && !hasSqliteHeader(options.path)) {
     throw new StatusError(Code.FAILED_PRECONDITION, `${options.path} is not a SQLite database (it does not begin as one); name the database's file (nothing was changed)`);
+  }
+  // Another application's file is refused before a writing connection switches it to WAL, rewriting its header (migrate
+  // refuses one already in WAL mode, which that connection leaves as it was).
+  if (options.owner !== undefined && found && found.size > 0) {
+    const foreign = foreignTablesRefusal(rollbackModeTables(options.path) ?? [], options.owner);
+    if (foreign) throw foreign;
   }
   // Checked before a writing connection opens a SQLite file, which would make it, or switch it to WAL, before migrate looks.
   if (!postgres && options.requireApplied !== undefined && options.path !== ":memory:" && !sqliteMayHaveMigration(options.path, options.requireApplied)) {

@@ -3,6 +3,7 @@ import { Code, StatusError } from "../errors/index.js";
 import { positiveInteger } from "../options/index.js";
 import { applyOutsideTransaction, indexBuildOf } from "./migrate-outside-transaction.js";
 import { hasErrorCode } from "./storage-full.js";
+import { userTablesSql } from "./sqlite.js";
 import { isLockTimeout, limitLockWaits } from "./postgres.js";
 import type { Database, Migration, Queryable, SessionLock, Transaction } from "./types.js";
 
@@ -158,7 +159,7 @@ export async function migrate(db: Database, migrations: readonly Migration[], op
   const applied: string[] = [];
   try {
     const newer = await db.transaction(async (tx) => {
-      if (owner !== undefined && db.dialect.name === "sqlite") await refuseForeignSqlite(tx, owner);
+      if (owner !== undefined) await refuseForeign(tx, owner);
       await tx.run(
         `CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at ${db.dialect.name === "postgres" ? "BIGINT" : "INTEGER"} NOT NULL, ${olderCodeWorksColumn} INTEGER NOT NULL DEFAULT 0)`,
       );
@@ -357,17 +358,34 @@ function abridged(statement: string): string {
 }
 
 /**
- * Refuses, before anything is written, a SQLite file that holds tables but
- * no schema_migrations: another application's database, named by mistake,
- * into which the service made its tables and called it new.
+ * Refuses, before anything is written, a database that holds tables but no
+ * schema_migrations: another application's, named by mistake, into which the
+ * service made its tables and called it new. On PostgreSQL the tables are
+ * those of the connection's schema (current_schema), less those an extension
+ * made (PostGIS's spatial_ref_sys, say).
  */
-async function refuseForeignSqlite(tx: Transaction, owner: string): Promise<void> {
-  const tables = (await tx.query<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")).map((t) => t.name);
-  if (tables.length === 0 || tables.includes("schema_migrations")) return;
+async function refuseForeign(tx: Transaction, owner: string): Promise<void> {
+  const tables = tx.dialect.name === "postgres" ? await tx.query<{ name: string }>(postgresUserTablesSql) : await tx.query<{ name: string }>(userTablesSql);
+  const refusal = foreignTablesRefusal(tables.map((t) => t.name), owner, tx.dialect.name);
+  if (refusal) throw refusal;
+}
+
+/** The tables (plain and partitioned) of the connection's schema that no extension made, by name. */
+const postgresUserTablesSql =
+  "SELECT c.relname AS name FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) AND c.relkind IN ('r', 'p') " +
+  "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') ORDER BY c.relname COLLATE \"C\"";
+
+/**
+ * FAILED_PRECONDITION for service `owner`'s database holding `tables` (its
+ * own names, in order) of which none is schema_migrations: another
+ * application's; undefined for a new database or one migrations made.
+ */
+export function foreignTablesRefusal(tables: readonly string[], owner: string, store: "sqlite" | "postgres" = "sqlite"): StatusError | undefined {
+  if (tables.length === 0 || tables.includes("schema_migrations")) return undefined;
   const shown = tables.length > 5 ? `${tables.slice(0, 5).join(", ")} and ${tables.length - 5} more` : tables.join(", ");
-  throw new StatusError(
+  return new StatusError(
     Code.FAILED_PRECONDITION,
-    `the database holds tables of something else (${shown}) and none of a service's migrations: name a new or empty file for ${owner}, or its own database; its tables were left as they were`,
+    `the database holds tables of something else (${shown}) and none of a service's migrations: ${store === "postgres" ? `name a new or empty database for ${owner}` : `name a new or empty file for ${owner}, or its own database`}; its tables were left as they were`,
   );
 }
 

@@ -5,6 +5,7 @@
  * driver's bare error. A server that is not up yet is still waited for, and
  * so is a host name that does not resolve yet.
  */
+import { Client } from "pg";
 import { describe, expect, it } from "vitest";
 import { usePostgresServer } from "../../test/support/postgres.js";
 import { Code, unresolvedHost } from "../errors/index.js";
@@ -48,6 +49,28 @@ describe("opening a PostgreSQL database whose URL is wrong", () => {
     const opening = openDatabase({ path: `${postgres().url}?statement_timeout=30s`, migrations: [things], owner: "things" });
     await expect(opening).rejects.toMatchObject({ code: Code.FAILED_PRECONDITION });
     await expect(opening).rejects.toThrow(/^statement_timeout=30s in the database URL: it takes a whole number of milliseconds \(30000 for 30 s; 0: none\)$/);
+  });
+
+  it("refuses another application's database, with tables and no migrations, for a service (FAILED_PRECONDITION), leaving it as it was", async () => {
+    const url = await postgres().createDatabase("another_apps");
+    const other = new Client({ connectionString: url });
+    await other.connect();
+    try {
+      await other.query("CREATE TABLE customers (id SERIAL PRIMARY KEY, name TEXT); INSERT INTO customers (name) VALUES ('Ada')");
+      const opening = openDatabase({ path: url, migrations: [things], owner: "things" });
+      await expect(opening).rejects.toMatchObject({ code: Code.FAILED_PRECONDITION });
+      await expect(opening).rejects.toThrow(
+        "the database holds tables of something else (customers) and none of a service's migrations: name a new or empty database for things; its tables were left as they were",
+      );
+      const tables = await other.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename");
+      expect(tables.rows).toEqual([{ tablename: "customers" }]);
+      // An empty one is a new database.
+      await other.query("DROP TABLE customers");
+      const empty = await openDatabase({ path: url, migrations: [things], owner: "things" });
+      await empty.close();
+    } finally {
+      await other.end();
+    }
   });
 
   it("takes a name server that did not answer (EAI_AGAIN) or a name it does not know (ENOTFOUND) for a database that cannot be reached for now", () => {

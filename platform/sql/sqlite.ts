@@ -222,6 +222,39 @@ export function sqliteMayHaveMigration(path: string, id: string): boolean {
   }
 }
 
+/**
+ * The tables (other than SQLite's own) of the SQLite file at `path`, read on a
+ * read-only connection, when the file is in a rollback journal mode (SQLite's
+ * default, another program's database, say): a writing connection would
+ * switch it to WAL, rewriting its header, before anything could look.
+ * Undefined for a file in WAL mode, an empty or missing one, or one this
+ * cannot read: opening those for writing changes nothing a look here could
+ * spare, and `migrate` looks then.
+ */
+export function rollbackModeTables(path: string): string[] | undefined {
+  let header: Buffer;
+  try {
+    header = sqliteHeaderOf(path);
+  } catch {
+    return undefined;
+  }
+  // The header's file format versions (bytes 18 and 19) are 2 in WAL mode.
+  if (header.length < 100 || !beginsAsSqlite(header) || header[18] === 2) return undefined;
+  try {
+    const connection = new BetterSqlite3(path, { readonly: true, fileMustExist: true });
+    try {
+      return (connection.prepare(userTablesSql).all() as Array<{ name: string }>).map((t) => t.name);
+    } finally {
+      connection.close();
+    }
+  } catch {
+    return undefined;
+  }
+}
+
+/** The names of a SQLite database's tables, SQLite's own (sqlite_*) left out, in order. */
+export const userTablesSql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name";
+
 export interface SqliteOptions {
   /** Checkpointing failed and SQLite's own checkpoints, in commits, took over (see sqlite-checkpointer.ts). */
   readonly onCheckpointFailure?: (err: Error) => void;
