@@ -15,7 +15,8 @@ import type { ConsumeConfig, ConsumeResult } from "../workers/events-consume.js"
 import type { PublishConfig, PublishResult } from "../workers/events-publish.js";
 import { purgeStream } from "./event-publish.js";
 
-export const CONSUME_TARGET_RATIO = 0.5;
+/** Events/s, inbox / raw. */
+export const CONSUME_TARGET_RATIO = 0.8;
 /** CPU per event, raw / Concord. */
 export const CONSUME_CPU_TARGET_RATIO = 0.8;
 /** Messages pulled ahead: startConsumers' default, used for both sides. */

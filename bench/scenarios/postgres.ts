@@ -7,8 +7,8 @@
  * - consuming with the inbox against the same raw pull consumer as scenario 3;
  * - the saga with one and with two instances of each service sharing their
  *   databases and durable consumers: highest sustainable rate, and latency
- *   at 200 orders/s offered. Two instances are held to the SQLite saga's
- *   p99 target at that rate, and to 1.6 times one instance's rate.
+ *   at 200 orders/s offered. Two instances are held to a p99 under 25 ms
+ *   at that rate, and to 1.6 times one instance's rate.
  * The server's own CPU is not in the CPU figures (they are the services').
  */
 import { chmodSync, rmSync } from "node:fs";
@@ -20,8 +20,10 @@ import { measureConsume } from "./event-consume.js";
 import { measurePublish } from "./event-publish.js";
 import { measureSaga, SAGA_WINDOW } from "./saga.js";
 
-/** Orders/s offered to the saga on Postgres: the SQLite saga's rate, at which two instances of each service are held to its p99 target. */
+/** Orders/s offered to the saga on Postgres: the SQLite saga's rate, at which two instances of each service are held to POSTGRES_P99_TARGET_MS. */
 export const POSTGRES_SAGA_RATE = 200;
+/** Two instances' p99 at POSTGRES_SAGA_RATE, ms. */
+export const POSTGRES_P99_TARGET_MS = 25;
 /** Two instances of each service against one: the closed loop's confirmed orders/s, at least this many times. */
 export const POSTGRES_SCALE_TARGET = 1.6;
 /** Transactions committing at once on the publishing side. */
@@ -55,7 +57,7 @@ export const postgres: Scenario = {
         const label = `Postgres, ${instances} instance${instances > 1 ? "s" : ""} of each service`;
         const databases = { products: await fresh("products")(), orders: await fresh("orders")() };
         // The p99 target is held by two instances of each service, as the scale-out set-up runs.
-        const saga = await measureSaga(ctx, { scenario, prefix: `pg${instances}`, label, shop: { instances, databases }, rate: POSTGRES_SAGA_RATE, judged: false, latencyJudged: instances === 2 });
+        const saga = await measureSaga(ctx, { scenario, prefix: `pg${instances}`, label, shop: { instances, databases }, rate: POSTGRES_SAGA_RATE, judged: false, latencyJudged: instances === 2, p99TargetMs: POSTGRES_P99_TARGET_MS });
         rows.push(...saga.rows);
         (details.saga as Record<string, unknown>)[`${instances}`] = saga.details;
         const closedLoop = (saga.details as { max?: { perSecond: number } }).max;
