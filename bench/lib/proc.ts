@@ -1,5 +1,5 @@
 import { type ChildProcess, fork, spawn } from "node:child_process";
-import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { constants } from "node:os";
 import { join } from "node:path";
 import { childEnding } from "../../tools/child-ending.js";
@@ -95,6 +95,41 @@ export function cpuMeter(pids: readonly number[]): () => number[] {
   return () => pids.map((pid, i) => cpuTimeMs(pid) - start[i]);
 }
 
+/**
+ * CPU time, ms, of process `root` and its children (a PostgreSQL server: the
+ * postmaster and its backends and workers): each live one's, plus what the
+ * processes that ended and were waited for used (the cutime and cstime of
+ * the root and of each child). NaN once the root is gone.
+ */
+export function treeCpuTimeMs(root: number): number {
+  let own: string[];
+  try {
+    const stat = readFileSync(`/proc/${root}/stat`, "utf8");
+    own = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  } catch {
+    return Number.NaN;
+  }
+  // utime, stime, cutime, cstime (fields 14 to 17; USER_HZ is 100 on Linux).
+  let total = ((Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14])) * 1000) / 100;
+  let entries: string[] = [];
+  try {
+    entries = readdirSync("/proc").filter((name) => /^\d+$/.test(name));
+  } catch {
+    // no /proc: the root's own figure
+  }
+  for (const name of entries) {
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      // Its own and its ended children's (a process that runs another and waits for it).
+      if (Number(f[1]) === root) total += ((Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 1000) / 100;
+    } catch {
+      // ended meanwhile: its time is in the root's cutime once waited for
+    }
+  }
+  return total;
+}
+
 /** A long-running process under test (a service, a bare server, nats-server). */
 export interface ManagedProcess {
   readonly name: string;
@@ -173,15 +208,20 @@ type WorkerReply<R> = { type: "result"; result: R } | { type: "error"; message: 
 
 /**
  * runWorker, metering the CPU time (ms) each of `pids` spends over the
- * measured window the worker reports ("window-start" to "window-end"); zeros
- * when it reports none.
+ * measured window the worker reports ("window-start" to "window-end"), and
+ * then each of `trees` with its children (treeCpuTimeMs); zeros when it
+ * reports none.
  */
-export async function runMeteredWorker<R>(script: string, config: unknown, pids: readonly number[]): Promise<{ result: R; cpuMs: number[] }> {
+export async function runMeteredWorker<R>(script: string, config: unknown, pids: readonly number[], trees: readonly number[] = []): Promise<{ result: R; cpuMs: number[] }> {
   let meter: (() => number[]) | undefined;
-  let cpuMs: number[] = pids.map(() => 0);
+  let cpuMs: number[] = [...pids, ...trees].map(() => 0);
   const result = await runWorker<R>(script, config, {
     onEvent: (name) => {
-      if (name === "window-start") meter = cpuMeter(pids);
+      if (name === "window-start") {
+        const own = cpuMeter(pids);
+        const start = trees.map(treeCpuTimeMs);
+        meter = () => [...own(), ...trees.map((root, i) => treeCpuTimeMs(root) - start[i])];
+      }
       if (name === "window-end" && meter) cpuMs = meter();
     },
   });

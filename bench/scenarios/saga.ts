@@ -55,24 +55,40 @@ export interface SagaRun {
   readonly latencyJudged?: boolean;
   /** The open loop's p99 target, ms. Default SAGA_P99_TARGET_MS. */
   readonly p99TargetMs?: number;
+  /** The database server's main process (PostgreSQL's postmaster), whose CPU per order, its children's with it, is metered too. */
+  readonly databasePid?: number;
 }
 
-type MeteredResult = OrderLoadResult & { readonly cpuUsPerOrder: { readonly products: number; readonly orders: number; readonly natsServer: number } };
+type MeteredResult = OrderLoadResult & {
+  readonly cpuUsPerOrder: { readonly products: number; readonly orders: number; readonly natsServer: number; /** The PostgreSQL server's, all its processes. */ readonly database?: number };
+};
 
 /** Runs the generator, metering the CPU of each service's processes and of nats-server over its window, per confirmed order. */
-async function meteredLoad(config: OrderLoadConfig, productPids: readonly number[], orderPids: readonly number[], natsPid: number): Promise<MeteredResult> {
-  const { result: r, cpuMs: cpu } = await runMeteredWorker<OrderLoadResult>("bench/workers/order-load.ts", config, [...productPids, ...orderPids, natsPid]);
+async function meteredLoad(config: OrderLoadConfig, productPids: readonly number[], orderPids: readonly number[], natsPid: number, databasePid?: number): Promise<MeteredResult> {
+  const { result: r, cpuMs: cpu } = await runMeteredWorker<OrderLoadResult>("bench/workers/order-load.ts", config, [...productPids, ...orderPids, natsPid], databasePid === undefined ? [] : [databasePid]);
   const per = (ms: number) => (r.confirmed === 0 ? Number.NaN : (ms * 1000) / r.confirmed);
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
   const n = productPids.length;
-  return { ...r, cpuUsPerOrder: { products: per(sum(cpu.slice(0, n))), orders: per(sum(cpu.slice(n, n + orderPids.length))), natsServer: per(cpu[cpu.length - 1]) } };
+  const m = n + orderPids.length;
+  return {
+    ...r,
+    cpuUsPerOrder: {
+      products: per(sum(cpu.slice(0, n))),
+      orders: per(sum(cpu.slice(n, m))),
+      natsServer: per(cpu[m]),
+      ...(databasePid !== undefined && { database: per(cpu[m + 1]) }),
+    },
+  };
 }
 
 const services = (r: MeteredResult) => r.cpuUsPerOrder.products + r.cpuUsPerOrder.orders;
 const everyProcess = (r: MeteredResult) => services(r) + r.cpuUsPerOrder.natsServer;
 /** Orders of the window never seen confirmed or rejected. */
 const unresolvedOf = (r: OrderLoadResult) => Object.values(r.unresolved).reduce((a, b) => a + b, 0);
-const cpuNote = (r: MeteredResult) => `orders ${r.cpuUsPerOrder.orders.toFixed(0)}, products ${r.cpuUsPerOrder.products.toFixed(0)}, nats-server ${r.cpuUsPerOrder.natsServer.toFixed(0)} µs`;
+/** With the database server metered, every process's CPU per order (the row's own figure is the services'). */
+const databaseCpu = (r: MeteredResult) => (r.cpuUsPerOrder.database === undefined ? "" : `; CPU per order: ${cpuNote(r)}`);
+const cpuNote = (r: MeteredResult) =>
+  `orders ${r.cpuUsPerOrder.orders.toFixed(0)}, products ${r.cpuUsPerOrder.products.toFixed(0)}, nats-server ${r.cpuUsPerOrder.natsServer.toFixed(0)}${r.cpuUsPerOrder.database === undefined ? "" : `, PostgreSQL ${r.cpuUsPerOrder.database.toFixed(0)}`} µs`;
 
 /** The closed and the open loop through the bare stand-ins (bare-saga.ts), after a probe like the shop's. */
 async function measureBareSaga(
@@ -126,7 +142,7 @@ export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<Scen
   const pause = () => new Promise((r) => setTimeout(r, options.quick ? 500 : 1_000));
   const productPids = shop.allProducts.map((p) => p.process.pid);
   const orderPids = shop.allOrders.map((o) => o.process.pid);
-  const load = (config: OrderLoadConfig) => meteredLoad(config, productPids, orderPids, nats.process.pid);
+  const load = (config: OrderLoadConfig) => meteredLoad(config, productPids, orderPids, nats.process.pid, run.databasePid);
   const details: Record<string, unknown> = { linesPerOrder: LINES_PER_ORDER, window: SAGA_WINDOW, offeredRate: run.rate, instances: shop.allOrders.length };
   const sampler = new MemorySampler([...productPids, ...orderPids]).start();
   let max: MeteredResult;
@@ -203,7 +219,13 @@ export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<Scen
         baselineCpuUsPerOp: services(bare.max),
       }),
       ...(run.judged && { target: `>= ${SAGA_CAPACITY_TARGET} orders/s, no call failed`, pass: max.perSecond >= SAGA_CAPACITY_TARGET && max.createFailed === 0 }),
-      note: `${max.createFailed || Object.keys(max.unresolved).length ? `${max.createFailed} calls failed, unresolved ${JSON.stringify(max.unresolved)}` : ""}${bare ? failures(bare.max) : ""}` || undefined,
+      note: [
+        max.createFailed || Object.keys(max.unresolved).length ? `${max.createFailed} calls failed, unresolved ${JSON.stringify(max.unresolved)}` : "",
+        bare ? failures(bare.max) : "",
+        databaseCpu(max),
+      ]
+        .join("")
+        .replace(/^; /, "") || undefined,
     }),
   );
   const pending = atRate.unresolved.PENDING ?? 0;
@@ -228,7 +250,7 @@ export async function measureSaga(ctx: BenchContext, run: SagaRun): Promise<Scen
         ratio: null,
       }),
       ...((run.latencyJudged ?? run.judged) ? { target: `p99 < ${p99Target} ms, 0 PENDING`, pass: okRate } : {}),
-      note: `${pending} PENDING of ${atRate.started}; offered = ${((100 * run.rate) / max.perSecond).toFixed(0)}% of the capacity above${atRate.createFailed ? `, ${atRate.createFailed} calls failed (${codes(atRate.createErrors)})` : ""}${unresolved - pending ? `, ${unresolved - pending} other unresolved` : ""}${atRate.rejected ? `, ${atRate.rejected} rejected` : ""}${bare ? failures(bare.atRate) : ""}`,
+      note: `${pending} PENDING of ${atRate.started}; offered = ${((100 * run.rate) / max.perSecond).toFixed(0)}% of the capacity above${atRate.createFailed ? `, ${atRate.createFailed} calls failed (${codes(atRate.createErrors)})` : ""}${unresolved - pending ? `, ${unresolved - pending} other unresolved` : ""}${atRate.rejected ? `, ${atRate.rejected} rejected` : ""}${bare ? failures(bare.atRate) : ""}${databaseCpu(atRate)}`,
     }),
   );
   if (run.judged) {
