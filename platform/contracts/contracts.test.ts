@@ -187,6 +187,39 @@ describe("encodedSizeBound", () => {
     }
   });
 
+  it("leaves open what rules bound that the checks always ignore (IGNORE_ALWAYS), where it counted them", () => {
+    const dir = createTempDir();
+    try {
+      const { edited, filesOf } = contractEditor(dir.path);
+      const ignored = [
+        "// A note whose limit is never checked.",
+        "message IgnoredNote {",
+        "  // Any length.",
+        '  string note = 1 [(buf.validate.field).ignore = IGNORE_ALWAYS, (buf.validate.field).string.max_len = 10];',
+        "}",
+        "// Tags of unchecked length.",
+        "message IgnoredTags {",
+        "  // Four at most, each of any length.",
+        '  repeated string tags = 1 [(buf.validate.field).repeated = {max_items: 4, items: {ignore: IGNORE_ALWAYS, string: {max_len: 10}}}];',
+        "}",
+        "// Checked tags.",
+        "message CheckedTags {",
+        "  // Four at most, of 10 characters.",
+        '  repeated string tags = 1 [(buf.validate.field).repeated = {max_items: 4, items: {string: {max_len: 10}}}];',
+        "}",
+        "",
+      ].join("\n");
+      const files = filesOf(edited({ "shop/products/v1/product_service.proto": (t) => `${t}\n${ignored}` }));
+      const message = (name: string) => files.flatMap((f) => f.messages).find((m) => m.name === name)!;
+      expect(encodedSizeBound(message("IgnoredNote"))).toBe(Number.POSITIVE_INFINITY);
+      expect(encodedSizeBound(message("IgnoredTags"))).toBe(Number.POSITIVE_INFINITY);
+      // Each: its tag and length, at most 5, and 40 bytes behind their length (41).
+      expect(encodedSizeBound(message("CheckedTags"))).toBe(4 * (1 + 5 + 41));
+    } finally {
+      dir.remove();
+    }
+  });
+
   it("reads the length of simple whole-string patterns", () => {
     expect(patternMaxLength("^[A-Z]{2}$")).toBe(2);
     expect(patternMaxLength("^v[0-9]{1,3}$")).toBe(4);

@@ -1,5 +1,5 @@
 import { type DescField, type DescMessage, ScalarType, getOption, hasOption, isFieldSet } from "@bufbuild/protobuf";
-import { MapRulesSchema, RepeatedRulesSchema, StringRulesSchema, BytesRulesSchema, type FieldRules, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { Ignore, MapRulesSchema, RepeatedRulesSchema, StringRulesSchema, BytesRulesSchema, type FieldRules, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { fieldMaskBound, isFieldMask } from "./field-mask.js";
 import { fixedWidth } from "./wire-shape.js";
 
@@ -11,7 +11,8 @@ import { fixedWidth } from "./wire-shape.js";
  * value as their rules bound them), a FieldMask's paths as its CEL rules
  * bound them (see field-mask.ts), nested messages in turn. Infinity when
  * any field is unbounded (a string, list or map without a limit, a
- * recursive type). Unknown fields are not counted.
+ * recursive type). Unknown fields are not counted. Rules marked
+ * `ignore: IGNORE_ALWAYS` bound nothing: no check holds a message to them.
  */
 export function encodedSizeBound(message: DescMessage): number {
   return boundOf(message, new Set());
@@ -32,11 +33,14 @@ function boundOf(message: DescMessage, visiting: Set<DescMessage>): number {
   }
 }
 
+/** `rules` as the checks enforce them: none where they are always ignored. */
+const enforced = (rules: FieldRules | undefined): FieldRules | undefined => (rules?.ignore === Ignore.ALWAYS ? undefined : rules);
+
 /** Bytes of a varint holding `n`. */
 const varintSize = (n: number): number => (n < 0 ? 10 : Math.max(1, Math.ceil(Math.log2(n + 1) / 7)));
 
 function fieldBound(field: DescField, visiting: Set<DescMessage>): number {
-  const rules = hasOption(field, fieldRulesExt) ? getOption(field, fieldRulesExt) : undefined;
+  const rules = enforced(hasOption(field, fieldRulesExt) ? getOption(field, fieldRulesExt) : undefined);
   const tag = varintSize(field.number << 3);
   switch (field.fieldKind) {
     case "scalar":
@@ -56,7 +60,7 @@ function fieldBound(field: DescField, visiting: Set<DescMessage>): number {
       if (field.listKind === "message") {
         const inner = boundOf(field.message, visiting);
         element = varintSize(inner) + inner;
-      } else element = valueBound(field.listKind === "enum" ? ScalarType.INT32 : field.scalar, repeated.items);
+      } else element = valueBound(field.listKind === "enum" ? ScalarType.INT32 : field.scalar, enforced(repeated.items));
       // Packed or not, no list takes more than a tag and a length per item.
       return items * (tag + 5 + element);
     }
@@ -66,12 +70,12 @@ function fieldBound(field: DescField, visiting: Set<DescMessage>): number {
       const pairs = Number(map.maxPairs);
       if (pairs === 0) return 0;
       // An entry is a message of its key (field 1) and its value (field 2), each behind a one-byte tag; a map is a list of them.
-      const key = 1 + valueBound(field.mapKey, map.keys);
+      const key = 1 + valueBound(field.mapKey, enforced(map.keys));
       let value: number;
       if (field.mapKind === "message") {
         const inner = boundOf(field.message, visiting);
         value = 1 + varintSize(inner) + inner;
-      } else value = 1 + valueBound(field.mapKind === "enum" ? ScalarType.INT32 : field.scalar, map.values);
+      } else value = 1 + valueBound(field.mapKind === "enum" ? ScalarType.INT32 : field.scalar, enforced(map.values));
       const entry = key + value;
       return pairs * (tag + varintSize(entry) + entry);
     }
