@@ -914,6 +914,15 @@ describe("npm start", () => {
     expect(otlp.stderr).toContain('start: the services would refuse OTEL_EXPORTER_OTLP_ENDPOINT="127.0.0.1:47318" is not an http:// or https:// URL');
     expect(otlp.stderr.trim().split("\n")).toHaveLength(1);
     expect(existsSync(dataDir)).toBe(false);
+    // A batch delay past the longest timer, which the SDK's timer would fire after 1 ms.
+    const delay = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], {
+      env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "", OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:47318", OTEL_BSP_SCHEDULE_DELAY: "3e9" },
+      encoding: "utf8",
+      timeout: 20_000,
+    });
+    expect(delay.status).toBe(2);
+    expect(delay.stderr).toBe('start: the services would refuse OTEL_BSP_SCHEDULE_DELAY="3e9" is more than 2147483647 ms (about 24.8 days), the longest a Node.js timer waits: give at most 2147483647 (24d is 2073600000)\n');
+    expect(existsSync(dataDir)).toBe(false);
   });
 
   it("refuses a NATS_PORT or POSTGRES_PORT that is not a port, and a NATS port already taken, before making anything", { timeout: 60_000 }, async () => {

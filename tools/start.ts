@@ -42,7 +42,7 @@ import { isPostgresUrl } from "../platform/sql/database.js";
 import { SeedFileError } from "../platform/events/index.js";
 import { redact } from "../platform/sql/postgres.js";
 import { addressUnusable, isListening, portHolder, refusedExitCode, stopOnStdinCloseVariable, tlsFileVariables } from "../platform/runtime/index.js";
-import { otlpEndpointProblem } from "../platform/tracing/index.js";
+import { tracingSettingsProblem } from "../platform/tracing/index.js";
 import { grpcAlone, natsAuthorization } from "../gen/ts/concord_nats.js";
 import { repoRoot } from "./repo-root.js";
 import { parseArgsProblem } from "./parse-args-problem.js";
@@ -1465,9 +1465,9 @@ async function main(): Promise<void> {
     }
   }
   // Read by the services' tracing rather than their settings, and refused by them as well.
-  const endpointProblem = postgresOnly ? undefined : otlpEndpointProblem();
-  if (endpointProblem) {
-    console.error(`start: the services would refuse ${endpointProblem}`);
+  const tracingProblem = postgresOnly ? undefined : tracingSettingsProblem();
+  if (tracingProblem) {
+    console.error(`start: the services would refuse ${tracingProblem}`);
     process.exitCode = 2;
     return;
   }

@@ -1,7 +1,7 @@
 import { ConfigError, describeConfig, readConfig, type ConfigOf, type Settings } from "../config/index.js";
 import { Code, codeName, StatusError } from "../errors/index.js";
 import { createLogger, processName, type Logger } from "../log/index.js";
-import { otlpEndpointProblem, startTracing, type Tracing } from "../tracing/index.js";
+import { startTracing, type Tracing, tracingSettingsProblem } from "../tracing/index.js";
 
 /** A started service: where it listens and how to stop it. */
 export interface RunningService {
@@ -82,7 +82,9 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
       `${options.name}: ${options.summary}\n\nConfigured by environment variables:\n${describeConfig(options.settings)}\n\n` +
         "Traces are exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set (an http:// or https:// URL; another\n" +
         "value is refused, exit 2); the other standard OTEL_* variables\n" +
-        "apply (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_SDK_DISABLED, ...).\n\n" +
+        "apply (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_SDK_DISABLED, ...). A wait over 2147483647 ms (about\n" +
+        "24.8 days, the longest a timer waits) in OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_EXPORT_TIMEOUT or\n" +
+        "OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT is refused too, exit 2.\n\n" +
         "DATA_DIR is not read: the .data/... defaults above are in the working directory. `npm start` gives each\n" +
         "service the files under its DATA_DIR in these variables; to start one alone on another DATA_DIR, set them so.",
     );
@@ -98,9 +100,9 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
     return;
   }
   const instance = options.instance?.(config);
-  const endpointProblem = otlpEndpointProblem();
-  if (endpointProblem) {
-    console.error(`${processName(options.name, instance)}: ${endpointProblem}`);
+  const tracingProblem = tracingSettingsProblem();
+  if (tracingProblem) {
+    console.error(`${processName(options.name, instance)}: ${tracingProblem}`);
     process.exitCode = refusedExitCode;
     return;
   }

@@ -6,5 +6,5 @@
  * spans per event); without an endpoint they pass the caller's trace
  * context on and record nothing.
  */
-export { activeTracer, linksToParent, otlpEndpointProblem, parentContext, SpanKind, spanError, spanLogFields, type SpanLogFields, startTracing, traceHeadersOf, tracingWanted, type Tracing, type TracingOptions } from "./tracing.js";
+export { activeTracer, linksToParent, otlpEndpointProblem, parentContext, SpanKind, spanError, spanLogFields, type SpanLogFields, startTracing, traceHeadersOf, tracingSettingsProblem, tracingWanted, type Tracing, type TracingOptions } from "./tracing.js";
 export { isTraceparent, newTraceparent, parseTraceparent, traceparentFrom, tracestateFrom, type TraceHeaders } from "./trace-context.js";

@@ -2,7 +2,7 @@ import { execFile, spawnSync } from "node:child_process";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { startTraceReceiver } from "../../tools/traces/otlp-receiver.js";
-import { otlpEndpointProblem, problemLogger, tracingWanted } from "./tracing.js";
+import { otlpEndpointProblem, problemLogger, tracingSettingsProblem, tracingWanted } from "./tracing.js";
 
 /**
  * Loads the services' code and starts tracing in a fresh process, then
@@ -55,6 +55,33 @@ describe("tracing", () => {
     expect(service.status).toBe(2);
     // Its settings read, the refusal names the process, as its log lines would.
     expect(service.stderr).toBe(`products (products#1): ${otlpEndpointProblem({ OTEL_EXPORTER_OTLP_ENDPOINT: "127.0.0.1:4318" })}\n`);
+  }, 60_000);
+
+  it("refuses an OTEL_* wait longer than a Node.js timer waits, which would fire after 1 ms", () => {
+    const endpoint = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318" };
+    for (const name of ["OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"]) {
+      // The SDK reads any number, its exponent form included.
+      for (const value of ["2147483648", "3e9", "Infinity"]) {
+        expect(tracingSettingsProblem({ ...endpoint, [name]: value })).toBe(
+          `${name}=${JSON.stringify(value)} is more than 2147483647 ms (about 24.8 days), the longest a Node.js timer waits: give at most 2147483647 (24d is 2073600000)`,
+        );
+      }
+      expect(tracingSettingsProblem({ ...endpoint, [name]: "2147483647" })).toBeUndefined();
+      // What is no number the SDK warns of and replaces by its default itself.
+      expect(tracingSettingsProblem({ ...endpoint, [name]: "soon" })).toBeUndefined();
+      // Not read when tracing is off.
+      expect(tracingSettingsProblem({ [name]: "3e9" })).toBeUndefined();
+    }
+    // The endpoint is said first.
+    expect(tracingSettingsProblem({ OTEL_EXPORTER_OTLP_ENDPOINT: "127.0.0.1:4318", OTEL_BSP_SCHEDULE_DELAY: "3e9" })).toBe(otlpEndpointProblem({ OTEL_EXPORTER_OTLP_ENDPOINT: "127.0.0.1:4318" }));
+    // A service refuses it at start, one line and exit 2.
+    const service = spawnSync(process.execPath, ["--import", "tsx", "services/products/main.ts"], {
+      encoding: "utf8",
+      env: { ...process.env, ...endpoint, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "", OTEL_SDK_DISABLED: "", OTEL_BSP_SCHEDULE_DELAY: "2592000000", INSTANCE: "products#1" },
+      timeout: 60_000,
+    });
+    expect(service.status).toBe(2);
+    expect(service.stderr).toBe(`products (products#1): ${tracingSettingsProblem({ ...endpoint, OTEL_BSP_SCHEDULE_DELAY: "2592000000" })}\n`);
   }, 60_000);
 
   it("says where the spans go, as the exporter makes the URL from the variables", () => {

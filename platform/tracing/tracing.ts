@@ -1,5 +1,6 @@
 // Types only: the OpenTelemetry API, like the SDK, is loaded by startTracing, so a process that does not trace loads neither.
 import type { Context, DiagLogger, Link, Span, SpanKind as OtelSpanKind, SpanStatusCode, Tracer } from "@opentelemetry/api";
+import { longestTimerMs } from "../options/index.js";
 import { parseTraceparent, type TraceHeaders, tracestateFrom } from "./trace-context.js";
 
 /** What ties a log line to the span it was written in: the span's trace id and its own, under the names W3C gives them. */
@@ -140,6 +141,33 @@ export function otlpEndpointProblem(env: Readonly<Record<string, string | undefi
   return undefined;
 }
 
+/** The OTEL_* variables the SDK waits out with a timer, in milliseconds. */
+const timerVariables = ["OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"] as const;
+
+/**
+ * Why one of the OTEL_* waits the SDK reads (as any number, 3e9 included)
+ * cannot be used, while tracing is wanted; undefined when all can. Over
+ * 2^31 - 1 ms Node.js fires a timer after 1 ms: a batch delay of 30 days
+ * exported every span at once, and an export timeout of 30 days gave up on
+ * every export (the HTTP request's own timeout is cut to 2^31 - 1 ms).
+ */
+function otelTimerProblem(env: Readonly<Record<string, string | undefined>>): string | undefined {
+  if (!tracingWanted(env)) return undefined;
+  for (const name of timerVariables) {
+    const value = env[name];
+    if (value === undefined || value.trim() === "") continue;
+    if (Number(value) > longestTimerMs) {
+      return `${name}=${JSON.stringify(value)} is more than ${longestTimerMs} ms (about 24.8 days), the longest a Node.js timer waits: give at most ${longestTimerMs} (24d is 2073600000)`;
+    }
+  }
+  return undefined;
+}
+
+/** Why the OTEL_* variables cannot be used as they are, while tracing is wanted (see otlpEndpointProblem, otelTimerProblem); undefined when they can. */
+export function tracingSettingsProblem(env: Readonly<Record<string, string | undefined>> = process.env): string | undefined {
+  return otlpEndpointProblem(env) ?? otelTimerProblem(env);
+}
+
 /** The URL the spans are sent to, as the exporter makes it from the variables (which otlpEndpointProblem found good). */
 function otlpTracesUrl(env: Readonly<Record<string, string | undefined>>): string {
   const own = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim();
@@ -159,7 +187,7 @@ export async function startTracing(options: TracingOptions): Promise<Tracing> {
   const env = options.env ?? process.env;
   if (!tracingWanted(env)) return { enabled: false, shutdown: async () => {} };
   if (tracer) throw new Error("startTracing: tracing is on already in this process");
-  const problem = otlpEndpointProblem(env);
+  const problem = tracingSettingsProblem(env);
   if (problem) throw new Error(problem);
   const [otel, { createTracerProvider }] = await Promise.all([import("@opentelemetry/api"), import("./sdk.js")]);
   if (options.onProblem) otel.diag.setLogger(problemLogger(options.onProblem), otel.DiagLogLevel.WARN);
