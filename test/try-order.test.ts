@@ -62,7 +62,7 @@ describe("tools/try-order.ts", () => {
     }
     const bad = await tryOrder(["--wait", "soon"], { DATA_DIR: shop.dir });
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toContain('try-order: --wait takes seconds from 0 to 3600, not "soon"');
+    expect(bad.stderr).toContain('try-order: --wait takes seconds from 0 to 3600, written in digits (10, or 2.5), not "soon"');
   });
 
   it("ends with status 0 and no stack trace when what reads its output closes it (try-order | head -1)", { timeout: 90_000 }, async () => {
@@ -160,7 +160,11 @@ describe("tools/try-order.ts", () => {
       [["--orders"], "Option '--orders <value>' argument missing"],
       [["--orders="], "--products and --orders need HOST:PORT"],
       [["--product", "127.0.0.1:1"], "unknown option --product; did you mean --products?"],
-      [["--wait", "soon"], '--wait takes seconds from 0 to 3600, not "soon"'],
+      [["--wait", "soon"], '--wait takes seconds from 0 to 3600, written in digits (10, or 2.5), not "soon"'],
+      // Number forms the help does not name: 1e3 was read as 1000 s, 0x10 as 16 s.
+      [["--wait", "1e3"], '--wait takes seconds from 0 to 3600, written in digits (10, or 2.5), not "1e3"'],
+      [["--wait", "0x10"], '--wait takes seconds from 0 to 3600, written in digits (10, or 2.5), not "0x10"'],
+      [["--wait", "3601"], '--wait takes seconds from 0 to 3600, written in digits (10, or 2.5), not "3601"'],
     ] as const) {
       const run = await tryOrder([...args], {});
       expect(run.code, args.join(" ")).toBe(2);

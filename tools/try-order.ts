@@ -31,7 +31,8 @@ services are found where \`npm start\` puts them:
                          of the \`npm start\` running on DATA_DIR, else 127.0.0.1:50051)
   --orders HOST:PORT     order service (default: $ORDERS_LISTEN, else the first instance
                          of the \`npm start\` running on DATA_DIR, else 127.0.0.1:50052)
-  --wait SECONDS         how long the saga may take to settle the order (default 10); an order
+  --wait SECONDS         how long the saga may take to settle the order, 0 to 3600 in digits
+                         (default 10; 2.5 for two and a half); an order
                          still PENDING then is said to be so, exit 1 (\`npx concord status\` shows
                          where its events wait)
 A service that takes the connection and does not answer within 5 s is not serving.`;
@@ -64,8 +65,9 @@ async function main(args: string[]): Promise<void> {
     return;
   }
   const waitSeconds = values.wait === undefined ? 10 : Number(values.wait);
-  if (values.wait !== undefined && (values.wait.trim() === "" || !Number.isFinite(waitSeconds) || waitSeconds < 0 || waitSeconds > 3600)) {
-    console.error(usageProblemLine("try-order", `--wait takes seconds from 0 to 3600, not ${JSON.stringify(values.wait)}`, helpCommand));
+  // Digits only, a fraction allowed: Number() also read 1e3 as 1000 s, 0x10 as 16 s and " 5 " as 5 s.
+  if (values.wait !== undefined && (!/^\d+(\.\d+)?$/.test(values.wait) || waitSeconds > 3600)) {
+    console.error(usageProblemLine("try-order", `--wait takes seconds from 0 to 3600, written in digits (10, or 2.5), not ${JSON.stringify(values.wait)}`, helpCommand));
     process.exitCode = 2;
     return;
   }
