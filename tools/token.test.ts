@@ -68,6 +68,15 @@ describe("tools/token.ts", () => {
     expect(run.stdout).toBe("");
   });
 
+  it("refuses a --subject holding a newline or another control character in one line, before it reads any key", () => {
+    for (const [subject, code] of [["customer-1\nadmin", "U+000A"], ["c\u001b[31m1", "U+001B"], ["c\u007f", "U+007F"], ["c\u0085", "U+0085"]] as const) {
+      const run = token(["--role", "customer", "--subject", subject], { DATA_DIR: "/nonexistent" });
+      expect(run.status, code).toBe(2);
+      expect(run.stderr).toBe(`token: --subject holds the control character ${code}: give it as one line of printable text\n`);
+      expect(run.stdout).toBe("");
+    }
+  });
+
   it("makes a token of up to the maximum, and by default one of an hour or the maximum if that is shorter", () => {
     const keyFile = join(tempDirForSuite("concord-token-"), "token-hs256.key");
     writeFileSync(keyFile, "ef".repeat(32), { mode: 0o600 });

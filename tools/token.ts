@@ -37,7 +37,8 @@ concord.v1.access option in proto/ (see the README's Security section).
                     service); repeat for several roles
   --subject NAME    who the token speaks for; a customer's id for the
                     customer role (default: the role's name, e.g. "admin");
-                    at most 1024 bytes, the longest the services take
+                    one line of printable text (no control characters), at
+                    most 1024 bytes, the longest the services take
   --ttl DURATION    how long it is valid, from 1s to GRPC_AUTH_MAX_TOKEN_TTL (the
                     longest the services take, default 24h): e.g. 15m, 1h, 8h
                     (default 1h, or GRPC_AUTH_MAX_TOKEN_TTL if that is shorter)`;
@@ -100,6 +101,13 @@ async function main(): Promise<void> {
   const subject = values.subject ?? roles[0];
   if (subject === "") {
     console.error("token: --subject must not be empty");
+    process.exitCode = 2;
+    return;
+  }
+  // A subject is one line of text: it keys the caller's request ids and is named in the services' log lines and errors.
+  const control = /[\u0000-\u001f\u007f-\u009f]/.exec(subject)?.[0];
+  if (control !== undefined) {
+    console.error(`token: --subject holds the control character U+${control.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}: give it as one line of printable text`);
     process.exitCode = 2;
     return;
   }
