@@ -63,6 +63,23 @@ describe("databaseUrl", () => {
     expect(() => databaseUrl("postgres://db")).toThrow(/needs a host and a database/);
     expect(() => databaseUrl("mysql://db/shop")).toThrow(/unsupported database scheme "mysql:"/);
   });
+
+  it("refuses a file: or sqlite: URL with a host, query, fragment or %-escape, which it would take into the file's name, saying to give the path", () => {
+    expect(databaseUrl("file:///tmp/x.db")).toEqual({ kind: "sqlite", location: "/tmp/x.db" });
+    expect(databaseUrl("file:x.db")).toEqual({ kind: "sqlite", location: "x.db" });
+    // SQLite reads file:/tmp/x.db?mode=ro as /tmp/x.db opened read-only; it was opened as a file named "/tmp/x.db?mode=ro".
+    for (const [raw, location, path] of [
+      ["file:/tmp/x.db?mode=ro", "/tmp/x.db?mode=ro", " (/tmp/x.db)"],
+      ["sqlite:///tmp/x.db#main", "/tmp/x.db#main", " (/tmp/x.db)"],
+      ["file:///tmp/my%20shop.db", "/tmp/my%20shop.db", " (/tmp/my shop.db)"],
+      ["file://localhost/tmp/x.db", "localhost/tmp/x.db", ""],
+    ] as const) {
+      const scheme = raw.slice(0, raw.indexOf(":"));
+      expect(() => databaseUrl(raw), raw).toThrow(
+        `a ${scheme}: URL is taken as the path that follows it, so its host, query (?mode=ro), fragment or %-escapes would be part of the file's name ("${location}"): give the file's path${path}; the service opens it read-write`,
+      );
+    }
+  });
 });
 
 describe("serviceAddress", () => {

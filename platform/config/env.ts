@@ -309,15 +309,38 @@ export function urlWithoutSecrets(raw: string): string {
   return scheme + rest.replace(/([?&](?:ssl)?password=)[^&#]*/gi, "$1***");
 }
 
+/** `text` with its %-escapes decoded, or as it is when one is malformed. */
+function decodedOrAsIs(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
 /**
  * Where a service keeps its data. SQLite is the embedded default: a file
- * path, or a `file:` / `sqlite:` URL. Other stores come with their own URL
- * schemes; an unknown scheme is refused here rather than at first use.
+ * path, or a `file:` / `sqlite:` URL, taken as the path that follows it
+ * (`file:///var/x.db`, `sqlite:x.db`). One with a host, a query, a fragment
+ * or a %-escape is refused, saying to give the path: SQLite would read
+ * `file:x.db?mode=ro` as x.db opened read-only, and it was opened as a file
+ * named `x.db?mode=ro`. Other stores come with their own URL schemes; an
+ * unknown scheme is refused here rather than at first use.
  */
 export function databaseUrl(raw: string): { readonly kind: "sqlite" | "postgres"; readonly location: string } {
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(raw)?.[1]?.toLowerCase();
   if (scheme === undefined) return { kind: "sqlite", location: raw };
-  if (scheme === "file" || scheme === "sqlite") return { kind: "sqlite", location: raw.replace(/^[a-z]+:(\/\/)?/i, "") };
+  if (scheme === "file" || scheme === "sqlite") {
+    const slashes = /^[a-z]+:\/\//i.test(raw);
+    const location = raw.replace(/^[a-z]+:(\/\/)?/i, "");
+    if (/[?#%]/.test(location) || (slashes && !location.startsWith("/"))) {
+      const path = slashes && !location.startsWith("/") ? undefined : decodedOrAsIs(location.replace(/[?#].*$/, ""));
+      throw new Error(
+        `a ${scheme}: URL is taken as the path that follows it, so its host, query (?mode=ro), fragment or %-escapes would be part of the file's name ("${location}"): give the file's path${path ? ` (${path})` : ""}; the service opens it read-write`,
+      );
+    }
+    return { kind: "sqlite", location };
+  }
   if (scheme === "postgres" || scheme === "postgresql") {
     let url: URL;
     try {
