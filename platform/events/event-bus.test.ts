@@ -24,3 +24,31 @@ describe("connectEventBus", () => {
     }
   });
 });
+
+describe("connectEventBus's close", () => {
+  const server = useNatsServer();
+
+  it("closes in one warning line, no stack, saying nothing is lost, when the server hangs and cannot drain it", { timeout: 30_000 }, async () => {
+    const lines: Record<string, unknown>[] = [];
+    const said = createLogger({ service: "event-bus-test", level: "warn", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } });
+    const bus = await connectEventBus({ url: server().url, name: "things", logger: said });
+    server().pause();
+    // kill() returns before the server is stopped: it drained the connection now and then, its PONG already on its way.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    try {
+      await bus.close();
+    } finally {
+      server().resume();
+    }
+    expect(bus.nc.isClosed()).toBe(true);
+    const closing = lines.filter((l) => String(l.msg).includes("draining"));
+    expect(closing).toHaveLength(1);
+    expect(closing[0]!.err).toBeUndefined();
+    expect(closing[0]!.reason).toBe("not drained within 5000 ms");
+    expect(closing[0]!.msg).toBe(
+      "closed the NATS connection without draining it (not drained within 5000 ms): publishes and acks still in flight went unconfirmed; " +
+        "nothing is lost: events not confirmed stay in the outbox and are published again once the outbox is relayed (at the next start), " +
+        "and messages not acknowledged are delivered again, their inboxes skipping those already handled",
+    );
+  });
+});
