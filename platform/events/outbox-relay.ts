@@ -602,7 +602,13 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       if (lostLease && !stopping) logger.warn("the outbox relay's lock is gone (its database connection broke); waiting to take it again");
       else if (cutOff() && !stopping) {
         heldUpSince ??= disconnectedAt;
-        logger.warn({ disconnectedForMs: Date.now() - disconnectedAt! }, "NATS cannot be reached from this process; the outbox relay is left to a process that reaches it, and taken again once NATS answers");
+        // Only PostgreSQL is shared by several processes of a service: a SQLite file has this one alone.
+        logger.warn(
+          { disconnectedForMs: Date.now() - disconnectedAt! },
+          fromHead
+            ? "NATS cannot be reached from this process; the outbox relay is left to another process of this service that reaches it, if one runs, and taken again once NATS answers"
+            : "NATS cannot be reached from this process; the outbox relay waits, its events kept in the outbox, and publishes them once NATS answers",
+        );
       }
     }
     await handoverHeard?.();
