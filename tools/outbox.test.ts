@@ -204,6 +204,10 @@ describe("tools/outbox.ts", () => {
     const named = spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "products", "list"], { encoding: "utf8", timeout: 20_000, env: { ...env, PRODUCTS_DATABASE_URL: join(dir, "alone.db") } });
     expect(named.stdout).toContain("0 event(s) waiting to be published, 1 parked");
     expect(named.stderr).toBe("");
+    // As a file: URL, as the service reads it (the tool looked for a file named "file:///...").
+    const url = spawnSync(process.execPath, ["--import", "tsx", "tools/outbox.ts", "products", "list"], { encoding: "utf8", timeout: 20_000, env: { ...env, PRODUCTS_DATABASE_URL: `file://${join(dir, "alone.db")}` } });
+    expect(url.stderr).toBe("");
+    expect(url.stdout).toContain(`${join(dir, "alone.db")}: 0 event(s) waiting to be published, 1 parked`);
   }, 60_000);
 
   it("says which database it reads when the service's variable names one and a running npm start -- --postgres runs the service on another", async () => {

@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { dropParked, outboxMigrations, parkedEvents, retryParked, type ParkedEvent } from "../platform/events/index.js";
+import { databaseUrl } from "../platform/config/index.js";
 import { Code, StatusError } from "../platform/errors/index.js";
 import { databaseOwners, isNotSqliteFile, isPostgresUrl, openDatabase } from "../platform/sql/index.js";
 import { redact } from "../platform/sql/postgres.js";
@@ -232,7 +233,17 @@ function parkedLine(p: ParkedEvent): string {
  * database, and each service needs its own (see `unusedDatabaseUrlNote`).
  */
 export function serviceDatabase(service: string, dataDir: string, env: NodeJS.ProcessEnv = process.env): string {
-  return env[`${service.toUpperCase()}_DATABASE_URL`] || runningStartPostgres(dataDir, service) || join(dataDir, `${service}.db`);
+  const own = env[`${service.toUpperCase()}_DATABASE_URL`];
+  return (own && databaseAsServiceReads(own)) || runningStartPostgres(dataDir, service) || join(dataDir, `${service}.db`);
+}
+
+/** A database URL as the service reads it (`file:///x.db` is /x.db), or as it is when the service would refuse it, which the tool then fails to open. */
+function databaseAsServiceReads(url: string): string {
+  try {
+    return databaseUrl(url).location;
+  } catch {
+    return url;
+  }
 }
 
 /** A note saying DATABASE_URL is not used for `service`'s database when it is set and the service's own variable is not; else undefined. */
