@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, type DescMessage, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { CreateOrderRequest, UpdateOrderRequest } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -107,6 +107,17 @@ describe("createMessageChecker", () => {
 
 describe("encodedSizeBound", () => {
   const bound = (typeName: string) => encodedSizeBound(checker.registry.getMessage(typeName)!);
+  /** Runs `use` on the messages of `text`, added to a copy of the product service's contract. */
+  const withMessages = (text: string, use: (message: (name: string) => DescMessage) => void): void => {
+    const dir = createTempDir();
+    try {
+      const { edited, filesOf } = contractEditor(dir.path);
+      const files = filesOf(edited({ "shop/products/v1/product_service.proto": (t) => `${t}\n${text}` }));
+      use((name) => files.flatMap((f) => f.messages).find((m) => m.name === name)!);
+    } finally {
+      dir.remove();
+    }
+  };
 
   it("bounds a message from its rules and leaves unbounded ones open", () => {
     expect(bound("shop.products.v1.GetProductRequest")).toBe(38);
@@ -132,34 +143,30 @@ describe("encodedSizeBound", () => {
   });
 
   it("counts a map with max_pairs as a list of its entries, each its key and its value as their rules bound them, and leaves it open without either", () => {
-    const dir = createTempDir();
-    try {
-      const { edited, filesOf } = contractEditor(dir.path);
-      const maps = [
-        "// Labels.",
-        "message Labels {",
-        "  // Four at most.",
-        "  map<string, int32> labels = 1 [(buf.validate.field).map = {max_pairs: 4, keys: {string: {max_len: 10}}}];",
-        "}",
-        "// Prices.",
-        "message Prices {",
-        "  // Two at most, of messages.",
-        "  map<string, shop.common.v1.Money> prices = 1 [(buf.validate.field).map = {max_pairs: 2, keys: {string: {len: 3}}}];",
-        "}",
-        "// No max_pairs.",
-        "message Unpaired {",
-        "  // Any number.",
-        "  map<string, int32> labels = 1 [(buf.validate.field).map.keys.string.max_len = 10];",
-        "}",
-        "// Keys of any length.",
-        "message OpenKeys {",
-        "  // Four at most.",
-        "  map<string, int32> labels = 1 [(buf.validate.field).map.max_pairs = 4];",
-        "}",
-        "",
-      ].join("\n");
-      const files = filesOf(edited({ "shop/products/v1/product_service.proto": (t) => `${t}\n${maps}` }));
-      const message = (name: string) => files.flatMap((f) => f.messages).find((m) => m.name === name)!;
+    const maps = [
+      "// Labels.",
+      "message Labels {",
+      "  // Four at most.",
+      "  map<string, int32> labels = 1 [(buf.validate.field).map = {max_pairs: 4, keys: {string: {max_len: 10}}}];",
+      "}",
+      "// Prices.",
+      "message Prices {",
+      "  // Two at most, of messages.",
+      "  map<string, shop.common.v1.Money> prices = 1 [(buf.validate.field).map = {max_pairs: 2, keys: {string: {len: 3}}}];",
+      "}",
+      "// No max_pairs.",
+      "message Unpaired {",
+      "  // Any number.",
+      "  map<string, int32> labels = 1 [(buf.validate.field).map.keys.string.max_len = 10];",
+      "}",
+      "// Keys of any length.",
+      "message OpenKeys {",
+      "  // Four at most.",
+      "  map<string, int32> labels = 1 [(buf.validate.field).map.max_pairs = 4];",
+      "}",
+      "",
+    ].join("\n");
+    withMessages(maps, (message) => {
       // Each entry: its tag and length (2), its key (a tag, a length and 40 bytes: 42) and its value (a tag and a varint: 11).
       expect(encodedSizeBound(message("Labels"))).toBe(4 * (2 + 42 + 11));
       // A key of 3 characters (12 bytes at most) and a Money of 25 bytes at most, behind a tag and a length.
@@ -169,55 +176,39 @@ describe("encodedSizeBound", () => {
       expect(largest.byteLength).toBeLessThanOrEqual(encodedSizeBound(prices));
       expect(encodedSizeBound(message("Unpaired"))).toBe(Number.POSITIVE_INFINITY);
       expect(encodedSizeBound(message("OpenKeys"))).toBe(Number.POSITIVE_INFINITY);
-    } finally {
-      dir.remove();
-    }
+    });
   });
 
   it("counts a list of at most 0 items as no bytes, whatever its items could hold", () => {
-    const dir = createTempDir();
-    try {
-      const { edited, filesOf } = contractEditor(dir.path);
-      const none = ["// None.", "message NoNotes {", "  // Never any.", "  repeated string notes = 1 [(buf.validate.field).repeated.max_items = 0];", "}", ""].join("\n");
-      const files = filesOf(edited({ "shop/products/v1/product_service.proto": (t) => `${t}\n${none}` }));
-      const message = files.flatMap((f) => f.messages).find((m) => m.name === "NoNotes")!;
-      expect(encodedSizeBound(message)).toBe(0);
-    } finally {
-      dir.remove();
-    }
+    const none = ["// None.", "message NoNotes {", "  // Never any.", "  repeated string notes = 1 [(buf.validate.field).repeated.max_items = 0];", "}", ""].join("\n");
+    withMessages(none, (message) => expect(encodedSizeBound(message("NoNotes"))).toBe(0));
   });
 
   it("leaves open what rules bound that the checks always ignore (IGNORE_ALWAYS), where it counted them", () => {
-    const dir = createTempDir();
-    try {
-      const { edited, filesOf } = contractEditor(dir.path);
-      const ignored = [
-        "// A note whose limit is never checked.",
-        "message IgnoredNote {",
-        "  // Any length.",
-        '  string note = 1 [(buf.validate.field).ignore = IGNORE_ALWAYS, (buf.validate.field).string.max_len = 10];',
-        "}",
-        "// Tags of unchecked length.",
-        "message IgnoredTags {",
-        "  // Four at most, each of any length.",
-        '  repeated string tags = 1 [(buf.validate.field).repeated = {max_items: 4, items: {ignore: IGNORE_ALWAYS, string: {max_len: 10}}}];',
-        "}",
-        "// Checked tags.",
-        "message CheckedTags {",
-        "  // Four at most, of 10 characters.",
-        '  repeated string tags = 1 [(buf.validate.field).repeated = {max_items: 4, items: {string: {max_len: 10}}}];',
-        "}",
-        "",
-      ].join("\n");
-      const files = filesOf(edited({ "shop/products/v1/product_service.proto": (t) => `${t}\n${ignored}` }));
-      const message = (name: string) => files.flatMap((f) => f.messages).find((m) => m.name === name)!;
+    const ignored = [
+      "// A note whose limit is never checked.",
+      "message IgnoredNote {",
+      "  // Any length.",
+      '  string note = 1 [(buf.validate.field).ignore = IGNORE_ALWAYS, (buf.validate.field).string.max_len = 10];',
+      "}",
+      "// Tags of unchecked length.",
+      "message IgnoredTags {",
+      "  // Four at most, each of any length.",
+      '  repeated string tags = 1 [(buf.validate.field).repeated = {max_items: 4, items: {ignore: IGNORE_ALWAYS, string: {max_len: 10}}}];',
+      "}",
+      "// Checked tags.",
+      "message CheckedTags {",
+      "  // Four at most, of 10 characters.",
+      '  repeated string tags = 1 [(buf.validate.field).repeated = {max_items: 4, items: {string: {max_len: 10}}}];',
+      "}",
+      "",
+    ].join("\n");
+    withMessages(ignored, (message) => {
       expect(encodedSizeBound(message("IgnoredNote"))).toBe(Number.POSITIVE_INFINITY);
       expect(encodedSizeBound(message("IgnoredTags"))).toBe(Number.POSITIVE_INFINITY);
       // Each: its tag and length, at most 5, and 40 bytes behind their length (41).
       expect(encodedSizeBound(message("CheckedTags"))).toBe(4 * (1 + 5 + 41));
-    } finally {
-      dir.remove();
-    }
+    });
   });
 
   it("reads the length of simple whole-string patterns", () => {
