@@ -895,7 +895,14 @@ export async function concord(argv: string[]): Promise<number> {
         if (rest.includes("--help") || rest.includes("-h")) return help(command);
         // The service (or --database PATH) comes first for tools/outbox.ts; here the action does.
         const [action, ...more] = rest;
-        if (action !== "list" && action !== "retry" && action !== "drop") throw new UsageError("say list, retry or drop", command);
+        if (action !== "list" && action !== "retry" && action !== "drop") {
+          // tools/outbox.ts's order (the service, then the action) is refused here, and said how to write it.
+          throw new UsageError(isServiceName(action) ? `say list, retry or drop, then the service: npx concord outbox parked list ${action}` : "say list, retry or drop", command);
+        }
+        // Without a service, tools/outbox.ts would ask for it "first", which here is wrong: it follows the action.
+        if ((more[0] === undefined || more[0].startsWith("-")) && !more.some((arg) => arg === "--database" || arg.startsWith("--database="))) {
+          throw new UsageError(`name the service (${eitherOf(serviceNames)}) or its database (--database PATH) after ${action}: npx concord outbox parked ${action} ${serviceNames[0]}`, command);
+        }
         const args = more[0] !== undefined && !more[0].startsWith("-") ? [more[0], action, ...more.slice(1)] : [action, ...more];
         return await outboxCommand(args, { program: "concord outbox parked", help: helps[command], elsewhere: elsewhereOf(command), badUsage: (problem) => refuseUsage(problem, command) });
       }
