@@ -1,6 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { decodeJwt } from "jose";
 import { describe, expect, it } from "vitest";
 import { tempDirForSuite } from "../test/support/temp-dir.js";
@@ -35,6 +36,23 @@ describe("tools/token.ts", () => {
       expect(run.stdout).toBe("");
     }
     expect(token(["--help"], {}).stdout).toContain("Usage: npx tsx tools/token.ts --role ROLE");
+  });
+
+  it("says, when the key is missing, that a start given DATA_DIR made it there and that DATA_DIR is to be set the same", () => {
+    const dir = tempDirForSuite("concord-token-no-key-");
+    // In a working directory with no .data: the key of a start given DATA_DIR is elsewhere.
+    const run = spawnSync(process.execPath, ["--import", pathToFileURL(join(process.cwd(), "node_modules/tsx/dist/loader.mjs")).href, join(process.cwd(), "tools/token.ts"), "--role", "admin"], {
+      cwd: dir,
+      encoding: "utf8",
+      timeout: 30_000,
+      env: { ...process.env, DATA_DIR: "", GRPC_AUTH_KEY_FILE: "", GRPC_AUTH_MAX_TOKEN_TTL: "" },
+    });
+    expect(run.status).toBe(1);
+    expect(run.stdout).toBe("");
+    expect(run.stderr).toMatch(/^token: cannot read the token key .*\/\.data\/auth\/token-hs256\.key: .*; `npm start` makes it on its first run, under its DATA_DIR \(\.data unless set\): for a start given DATA_DIR, set the same DATA_DIR here\n$/);
+    const given = token(["--role", "admin"], { DATA_DIR: join(dir, "elsewhere") });
+    expect(given.status).toBe(1);
+    expect(given.stderr).toContain("; `npm start` makes it on its first run on this DATA_DIR\n");
   });
 
   it("refuses a --ttl under a second as bad usage, before it reads any key", () => {

@@ -119,7 +119,13 @@ async function main(): Promise<void> {
   try {
     console.log(await localToken({ subject, roles }, ttlMs / 1000));
   } catch (err) {
-    console.error(`token: ${(err as Error).message}; \`npm start\` makes the key on its first run (${tokenKeyFile()})`);
+    // Without DATA_DIR the key is looked for under .data, where a start given DATA_DIR did not make it.
+    const where = process.env.GRPC_AUTH_KEY_FILE
+      ? "GRPC_AUTH_KEY_FILE names it"
+      : process.env.DATA_DIR
+        ? "`npm start` makes it on its first run on this DATA_DIR"
+        : "`npm start` makes it on its first run, under its DATA_DIR (.data unless set): for a start given DATA_DIR, set the same DATA_DIR here";
+    console.error(`token: ${(err as Error).message}; ${where}`);
     process.exitCode = 1;
   }
 }
