@@ -385,7 +385,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     const run = await runConcord({ DATA_DIR: dir.path, NATS_NKEY_SEED: undefined, NATS_URL: undefined, NATS_PORT: String(closed) }, ["dlq", "list"], 30_000);
     expect(run.status).toBe(1);
     expect(run.stderr).toBe(
-      `concord dlq list: cannot reach NATS at nats://127.0.0.1:${closed}: CONNECTION_REFUSED: nothing listens there (is the system running? --nats, or NATS_URL or NATS_PORT as \`npm start\` was given them, names another server)\n`,
+      `concord dlq list: cannot reach NATS at nats://127.0.0.1:${closed}: CONNECTION_REFUSED: nothing listens there (is the system running? --nats, NATS_URL or NATS_PORT as \`npm start\` was given them, or the DATA_DIR of the start that runs it, names another server)\n`,
     );
   });
 

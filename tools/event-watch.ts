@@ -110,7 +110,7 @@ export async function connectNats(url: string, name: string, seedFile = seedFile
       err.code === "TIMEOUT"
         ? `no answer within ${timeoutMs / 1000} s (a server that takes connections and sends nothing is stopped or hung, or is no NATS server: a gRPC or metrics address, say)`
         : err.code === "CONNECTION_REFUSED"
-          ? `CONNECTION_REFUSED: nothing listens there (is the system running? --nats, or NATS_URL or NATS_PORT as \`npm start\` was given them, names another server)`
+          ? `CONNECTION_REFUSED: nothing listens there (is the system running? --nats, NATS_URL or NATS_PORT as \`npm start\` was given them, or the DATA_DIR of the start that runs it, names another server)`
           : err.message;
     if (/Authorization Violation/i.test(err.message)) throw new Error(`NATS at ${url} refused the connection: Authorization Violation: ${credentialsProblem(seedFile)}`);
     throw new Error(`cannot reach NATS at ${url}: ${why}`);
