@@ -92,6 +92,14 @@ describe("tools/try-order.ts", () => {
     const garbage = await tryOrder(["--products", "garbage", "--orders", shop.orders.service.address], { DATA_DIR: shop.dir });
     expect(garbage.code).toBe(1);
     expect(garbage.stderr).toContain("try-order: the product service at garbage is not serving (unreachable: ");
+    // The product service's address given for the order service: its health answered, a product was created, and
+    // the order's call failed UNIMPLEMENTED. Each is asked for its own service by name.
+    const swapped = await tryOrder(["--products", shop.products.service.address, "--orders", shop.products.service.address], { DATA_DIR: shop.dir });
+    expect(swapped.code).toBe(1);
+    expect(swapped.stderr).toBe(
+      `try-order: the order service at ${shop.products.service.address} is not there: the server there serves another service, not shop.orders.v1.OrderService; does --orders name another service's address?\ntry-order: nothing was created\n`,
+    );
+    expect(swapped.stdout).toBe("");
     expect(await products()).toBe(before);
   });
 

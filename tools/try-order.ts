@@ -22,8 +22,9 @@ import { readStartedServices } from "./started-services.js";
 
 const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--orders HOST:PORT] [--wait SECONDS]
 
-Asks both services' health first, then creates a product, places an order for
-it and follows the order until the saga settles it, over TLS trusting DATA_DIR/tls/ca.pem, with tokens signed by
+Asks both services' health first, each for its own service by name, then
+creates a product, places an order for it and follows the order until the
+saga settles it, over TLS trusting DATA_DIR/tls/ca.pem, with tokens signed by
 DATA_DIR/auth/token-hs256.key (an admin creates the product, customer-1 places
 the order; GRPC_INSECURE=1 and GRPC_AUTH=none as for the services). The
 services are found where \`npm start\` puts them:
@@ -36,6 +37,9 @@ services are found where \`npm start\` puts them:
                          still PENDING then is said to be so, exit 1 (\`npx concord status\` shows
                          where its events wait)
 A service that takes the connection and does not answer within 5 s is not serving.`;
+
+/** The full name of the gRPC service a generated definition serves, as grpc.health.v1 names it. */
+const grpcServiceName = (definition: Record<string, { path: string }>): string => Object.values(definition)[0]!.path.split("/")[1]!;
 
 /** How long each service's health may take to answer. */
 const healthTimeoutMs = 5_000;
@@ -72,15 +76,19 @@ async function main(args: string[]): Promise<void> {
     return;
   }
   // Both services are asked first: nothing is created when the order could not be placed.
+  const otherService = Symbol("another service");
   const { credentials } = toolClientSecurity({ subject: "try-order", roles: [] });
   const notServing = await Promise.all(
     [
-      { service: "product service", address: productsAddress, flag: "--products" },
-      { service: "order service", address: ordersAddress, flag: "--orders" },
-    ].map(async ({ service, address, flag }) => {
-      const status = await checkHealth(address, "", healthTimeoutMs, credentials).catch(
-        (err: Error & { code?: number }) => `unreachable: ${err.code === grpcStatus.DEADLINE_EXCEEDED ? `no answer within ${healthTimeoutMs / 1000} s` : whyUnreachable(err)}`,
+      { service: "product service", address: productsAddress, flag: "--products", served: grpcServiceName(ProductServiceService) },
+      { service: "order service", address: ordersAddress, flag: "--orders", served: grpcServiceName(OrderServiceService) },
+    ].map(async ({ service, address, flag, served }) => {
+      // Asked for the service by name: the other service's address answers for itself alone (NOT_FOUND), where its
+      // overall health passed, and a product was created before the order's call failed UNIMPLEMENTED.
+      const status = await checkHealth(address, served, healthTimeoutMs, credentials).catch((err: Error & { code?: number }) =>
+        err.code === grpcStatus.NOT_FOUND ? otherService : `unreachable: ${err.code === grpcStatus.DEADLINE_EXCEEDED ? `no answer within ${healthTimeoutMs / 1000} s` : whyUnreachable(err)}`,
       );
+      if (status === otherService) return `the ${service} at ${address} is not there: the server there serves another service, not ${served}; does ${flag} name another service's address?`;
       return status === "SERVING" ? undefined : `the ${service} at ${address} is not serving (${status}); is \`npm start\` running, or does ${flag} name another address?`;
     }),
   );
