@@ -232,6 +232,12 @@ describe("npx concord", () => {
     const productsPart = twice.stdout.slice(twice.stdout.indexOf("products#1"), twice.stdout.indexOf("products  consumers"));
     expect(productsPart.split("\n").filter((line) => line.includes("outbox"))).toEqual([expect.stringMatching(/^products {2}outbox, one in the database its 2 instances share: depth \d+, oldest [\d.]+s, parked 0 \(read through products#1\)$/)]);
     expect(instances.stdout).toContain(`orders  gRPC ${orders.service.address}: SERVING\n`);
+    // The two services' addresses swapped: each server answered SERVING for itself, and the status passed. Each is
+    // asked for its own service by name.
+    const swapped = await concord("status", ...args.slice(0, 2), "--products", orders.service.address, "--orders", products.service.address, ...args.slice(6));
+    expect(swapped.status, swapped.stdout + swapped.stderr).toBe(1);
+    expect(swapped.stdout).toContain(`products  gRPC ${orders.service.address}: not this service: the server there serves no shop.products.v1.ProductService (another service's address?)\n`);
+    expect(swapped.stdout).toContain(`orders  gRPC ${products.service.address}: not this service: the server there serves no shop.orders.v1.OrderService (another service's address?)\n`);
     const uneven = await concord("status", ...args.slice(0, 2), "--products", `${products.service.address},${closed}`, "--products-metrics", products.service.metricsAddress!);
     expect(uneven.status).toBe(2);
     expect(uneven.stderr).toContain("--products names 2 instance(s) and --products-metrics 1");

@@ -89,7 +89,9 @@ export function helpsFor(list: readonly ServiceEntry[]): Record<string, string> 
     status: `Usage: npx concord status [--nats URL] ${list.map((s, i) => `[--${s.name} HOST:PORT[,${i === 0 ? "HOST:PORT" : ""}...]]`).join(" ")}
                            ${list.map((s) => `[--${s.name}-metrics HOST:PORT[,...]]`).join(" ")}
 
-For each instance of each service: its health over grpc.health.v1 and its
+For each instance of each service: its health over grpc.health.v1, asked
+for the service's own gRPC service by name (at an address of another
+service's, \`not this service\`, which fails the status), and its
 outbox (events waiting, age of the oldest, parked) from its metrics endpoint;
 a service's several instances share its database and so one outbox, shown
 once, read through the first instance whose metrics have it (an instance it

@@ -24,6 +24,8 @@ export interface ServiceTarget {
   readonly starting?: boolean;
   /** Listed in gen/ts/concord_nats.ts's grpcAlone (no stream, no subscription, no NATS user): it serves gRPC alone, with no outbox to read. */
   readonly grpcAlone?: boolean;
+  /** Its gRPC service, whose health each instance is asked for by name (another service's address answers NOT_FOUND); the server's overall health without it. */
+  readonly grpcService?: string;
 }
 
 /**
@@ -72,14 +74,14 @@ export function serviceTargets(flags: TargetFlags, env: NodeJS.ProcessEnv = proc
       // variables that name where that start put the first one (set in the shell it ran in, say) keep them all.
       const [first] = started[name];
       const agrees = (variable: string, recorded: string) => !env[variable] || env[variable] === recorded;
-      if (agrees(grpcVariable, first.grpc) && agrees(metricsVariable, first.metrics)) return { name, instances: [...started[name]], consumers, starting: started.starting, grpcAlone };
+      if (agrees(grpcVariable, first.grpc) && agrees(metricsVariable, first.metrics)) return { name, instances: [...started[name]], consumers, starting: started.starting, grpcAlone, grpcService: service.grpcService };
     }
     const grpc = list(grpcFlag) ?? [env[grpcVariable] || grpcListenOf(service)];
     const metrics = list(metricsFlag) ?? grpc.map((_, i) => shiftPort(env[metricsVariable] || service.metricsListen, 2 * i));
     if (metrics.length !== grpc.length) {
       throw new Error(`--${name} names ${grpc.length} instance(s) and --${name}-metrics ${metrics.length}: give one metrics endpoint per gRPC address, in the same order`);
     }
-    return { name, instances: grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] })), consumers, starting: false, grpcAlone };
+    return { name, instances: grpc.map((address, i) => ({ grpc: address, metrics: metrics[i] })), consumers, starting: false, grpcAlone, grpcService: service.grpcService };
   });
 }
 
@@ -172,16 +174,21 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
   // makes every service unreachable, saying why.
   const credentials = Promise.resolve().then(() => toolClientSecurity({ subject: "concord", roles: [] }).credentials);
   credentials.catch(() => undefined);
-  const ask = async (instance: StartedInstance, starting: boolean, grpcAlone: boolean) => {
+  const ask = async (instance: StartedInstance, starting: boolean, grpcAlone: boolean, grpcService = "") => {
     // Said only when the service's own connection is down, which this command's connection to NATS does not show.
     let natsDown: string | undefined;
     /** Whether its metrics say it relays its service's outbox (`concord_outbox_relaying` 1). */
     let relaying = false;
     const [health, outbox] = await Promise.all([
       credentials
-        .then((c) => checkHealth(instance.grpc, "", healthTimeoutMs, c))
-        // Connected, and no answer: a process stopped or wedged.
-        .catch((err: Error) => `unreachable (${(err as { code?: number }).code === status.DEADLINE_EXCEEDED ? `no answer within ${healthTimeoutMs / 1000} s` : whyUnreachable(err)})`),
+        .then((c) => checkHealth(instance.grpc, grpcService, healthTimeoutMs, c))
+        // Connected, and no answer: a process stopped or wedged. NOT_FOUND: the server serves another service (an address
+        // given for the wrong one), whose overall health said SERVING.
+        .catch((err: Error) => {
+          const code = (err as { code?: number }).code;
+          if (code === status.NOT_FOUND) return `not this service: the server there serves no ${grpcService} (another service's address?)`;
+          return `unreachable (${code === status.DEADLINE_EXCEEDED ? `no answer within ${healthTimeoutMs / 1000} s` : whyUnreachable(err)})`;
+        }),
       // Nothing to scrape for: it has no outbox in use and no connection to NATS.
       grpcAlone ? { reading: grpcAloneOutbox } : scrapeOutbox(instance.metrics).then(
         (o): OutboxAnswer => {
@@ -225,7 +232,7 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     };
   };
   // Asked before NATS answers: a NATS that does not answer costs its timeout once, not on top of the services' own.
-  const answers = targets.map((target) => Promise.all(target.instances.map((instance) => ask(instance, target.starting === true, target.grpcAlone === true))));
+  const answers = targets.map((target) => Promise.all(target.instances.map((instance) => ask(instance, target.starting === true, target.grpcAlone === true, target.grpcService))));
   const { nc, problem: natsProblem } = await nats.connection.then(
     (connection) => ({ nc: connection, problem: undefined }),
     (err: Error) => ({ nc: undefined, problem: err.message }),
