@@ -63,7 +63,7 @@ describe("gRPC security: TLS and bearer tokens checked against the contracts' ac
   it("tells a plaintext client that the service takes TLS and where npm start puts the CA, in grpcurl -plaintext and grpc-js, where both saw the connection reset", async () => {
     const said =
       "this port takes gRPC over TLS, and this connection is plaintext: connect with TLS, trusting the CA that issued the service's certificate " +
-      "(npm start makes it as .data/tls/ca.pem: grpcurl -cacert .data/tls/ca.pem, not -plaintext)";
+      "(npm start makes it as DATA_DIR/tls/ca.pem, DATA_DIR .data unless set: grpcurl -cacert .data/tls/ca.pem, not -plaintext)";
     const grpcurl = join(repoRoot, ".tools", "bin", "grpcurl");
     // Run without blocking: the service answers from this process.
     const listed = await new Promise<{ failed: boolean; stderr: string }>((resolve) =>
@@ -291,7 +291,7 @@ describe("gRPC mutual TLS", () => {
     try {
       const err = await grpcError(plain.getProduct({ id: randomUUID() }));
       expect(err.code).toBe(Code.UNAVAILABLE);
-      expect(err.message).toContain("(npm start makes it as .data/tls/ca.pem: grpcurl -cacert .data/tls/ca.pem -cert .data/tls/client.pem -key .data/tls/client-key.pem, not -plaintext)");
+      expect(err.message).toContain("(npm start makes it as DATA_DIR/tls/ca.pem, DATA_DIR .data unless set: grpcurl -cacert .data/tls/ca.pem -cert .data/tls/client.pem -key .data/tls/client-key.pem, not -plaintext)");
     } finally {
       plain.close();
     }

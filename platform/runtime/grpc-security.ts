@@ -119,14 +119,15 @@ export const tlsFileVariables: Readonly<Record<TlsFileRole, string>> = { certifi
  * What a plaintext client of a service serving TLS is told (see
  * answerPlaintextClients): the CA to trust where `npm start` makes it, as
  * grpcurl takes it, and, when clients need certificates, the development
- * client's. The paths are the usual ones, not the files the service reads,
- * which a caller that has not connected need not learn.
+ * client's. The paths are the usual ones under DATA_DIR, said to be
+ * DATA_DIR's (a start given another made them there), not the files the
+ * service reads, which a caller that has not connected need not learn.
  */
 export function plaintextClientMessage(tls: ServerTlsFiles): string {
   const clientCert = tls.requireClientCert ? " -cert .data/tls/client.pem -key .data/tls/client-key.pem" : "";
   return (
     "this port takes gRPC over TLS, and this connection is plaintext: connect with TLS, trusting the CA that issued the service's certificate " +
-    `(npm start makes it as .data/tls/ca.pem: grpcurl -cacert .data/tls/ca.pem${clientCert}, not -plaintext)`
+    `(npm start makes it as DATA_DIR/tls/ca.pem, DATA_DIR .data unless set: grpcurl -cacert .data/tls/ca.pem${clientCert}, not -plaintext)`
   );
 }
 
