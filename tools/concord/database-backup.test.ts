@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { inboxMigrations, outboxMigrations } from "../../platform/events/index.js";
 import { openDatabase } from "../../platform/sql/index.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
+import { helps } from "./help.js";
 import { backupSqlite, readBackupRecord, restoreSqlite, serviceConsumers, sourceProblem, writeBackupRecord } from "./database-backup.js";
 
 const dir = tempDirForSuite("concord-database-backup-");
@@ -109,6 +110,15 @@ describe("backupSqlite of a stopped service's database", () => {
     expect(sourceProblem(path, "orders")).toBeUndefined();
     backupSqlite(path, join(dir, "stopped-backup.db"));
     expect(files()).toEqual(["stopped.db", "stopped.db-lock"]);
+  });
+
+  it("makes FILE's folder when it is missing, as its --help says", async () => {
+    const path = join(dir, "stopped-for-folder.db");
+    await (await openDatabase({ path, owner: "orders", migrations: [...outboxMigrations, ...inboxMigrations] })).close();
+    const target = join(dir, "not-there-yet", "nested", "orders.db");
+    backupSqlite(path, target);
+    expect(statSync(target).isFile()).toBe(true);
+    expect(helps["database backup"].replace(/\s+/g, " ")).toContain("FILE's folder is made when it is missing");
   });
 });
 
