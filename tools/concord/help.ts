@@ -258,9 +258,9 @@ Copies the service's SQLite database to FILE, a new file (not one SQLite
 keeps beside a database, such as <database>-journal, which it would take for
 its rollback journal and delete; FILE's folder is made when it is missing,
 so a mistyped one is made too: the last line names FILE), while the service
-runs: SQLite's
-VACUUM INTO reads one snapshot in one read transaction, the commits still in
-the write-ahead log included, and the service goes on writing meanwhile. Just
+runs: SQLite's VACUUM INTO reads one snapshot in one read transaction, the
+commits still in the write-ahead log included, and the service goes on
+writing meanwhile. Just
 before, it reads the acknowledgement floor of each of the service's durable
 consumers from JetStream (as the observer) and writes them with the time to
 FILE.json: every event up to a consumer's floor was handled in a transaction
