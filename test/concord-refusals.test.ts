@@ -308,8 +308,10 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
       [["outbox", "parked", "drop", "products", "a", "b"], "concord outbox parked: drop takes the id of one parked event (got a b) (`npx concord outbox parked --help` shows the usage)\n"],
       [["outbox", "parked", "frob", "products"], "concord outbox parked: say list, retry or drop (`npx concord outbox parked --help` shows the usage)\n"],
       // The action comes first here, the service after it, as the usage says: a refusal says so, not "first".
-      [["outbox", "parked", "retry"], "concord outbox parked: name the service (products or orders) or its database (--database PATH) after retry: npx concord outbox parked retry products (`npx concord outbox parked --help` shows the usage)\n"],
-      [["outbox", "parked", "list", "--all"], "concord outbox parked: name the service (products or orders) or its database (--database PATH) after list: npx concord outbox parked list products (`npx concord outbox parked --help` shows the usage)\n"],
+      [["outbox", "parked", "retry"], "concord outbox parked: name the service (products or orders) or its database (--database PATH): npx concord outbox parked retry products (`npx concord outbox parked --help` shows the usage)\n"],
+      [["outbox", "parked", "list", "--all"], "concord outbox parked: name the service (products or orders) or its database (--database PATH): npx concord outbox parked list products (`npx concord outbox parked --help` shows the usage)\n"],
+      // An option mistyped is named before the service is asked for.
+      [["outbox", "parked", "list", "--datbase", "x"], "concord outbox parked: unknown option --datbase; did you mean --database? (`npx concord outbox parked --help` shows the usage)\n"],
       [["outbox", "parked", "products", "list"], "concord outbox parked: say list, retry or drop, then the service: npx concord outbox parked list products (`npx concord outbox parked --help` shows the usage)\n"],
       [["traces", "show", "x", "--consumer", "y"], "concord traces show: --consumer is an option of `npx concord dlq list` and `dlq replay` (`npx concord traces show --help` shows the usage)\n"],
     ] as const) {

@@ -899,12 +899,15 @@ export async function concord(argv: string[]): Promise<number> {
           // tools/outbox.ts's order (the service, then the action) is refused here, and said how to write it.
           throw new UsageError(isServiceName(action) ? `say list, retry or drop, then the service: npx concord outbox parked list ${action}` : "say list, retry or drop", command);
         }
-        // Without a service, tools/outbox.ts would ask for it "first", which here is wrong: it follows the action.
-        if ((more[0] === undefined || more[0].startsWith("-")) && !more.some((arg) => arg === "--database" || arg.startsWith("--database="))) {
-          throw new UsageError(`name the service (${eitherOf(serviceNames)}) or its database (--database PATH) after ${action}: npx concord outbox parked ${action} ${serviceNames[0]}`, command);
-        }
         const args = more[0] !== undefined && !more[0].startsWith("-") ? [more[0], action, ...more.slice(1)] : [action, ...more];
-        return await outboxCommand(args, { program: "concord outbox parked", help: helps[command], elsewhere: elsewhereOf(command), badUsage: (problem) => refuseUsage(problem, command) });
+        return await outboxCommand(args, {
+          program: "concord outbox parked",
+          help: helps[command],
+          elsewhere: elsewhereOf(command),
+          badUsage: (problem) => refuseUsage(problem, command),
+          // The service follows the action here, where tools/outbox.ts asks for it first.
+          namedService: (service) => `npx concord outbox parked ${action} ${service}`,
+        });
       }
       case "traces":
         if (rest.length === 0) {

@@ -83,6 +83,8 @@ export interface OutboxCommandOptions {
   readonly elsewhere?: Readonly<Record<string, readonly string[]>>;
   /** Says a problem with the arguments and returns the exit code (default: the problem and where the usage is, in one line, exit 2). */
   readonly badUsage?: (problem: string) => number;
+  /** How the caller's command line reads with the service named, where its action comes first (`npx concord outbox parked list products`); the service is asked for "first" without it. */
+  readonly namedService?: (service: string) => string;
 }
 
 /**
@@ -92,7 +94,7 @@ export interface OutboxCommandOptions {
  * between reading and changing them).
  * Shared by `concord outbox parked`, which says bad usage in one line.
  */
-export async function outboxCommand(argv: string[], { program = "outbox", help = outboxUsage(), elsewhere = {}, badUsage }: OutboxCommandOptions = {}): Promise<number> {
+export async function outboxCommand(argv: string[], { program = "outbox", help = outboxUsage(), elsewhere = {}, badUsage, namedService }: OutboxCommandOptions = {}): Promise<number> {
   const refuse =
     badUsage ??
     ((problem: string) => {
@@ -116,7 +118,7 @@ export async function outboxCommand(argv: string[], { program = "outbox", help =
   const [command = "list", ...ids] = service ? rest : positionals;
   const dataDir = dataDirOf();
   const path = values.database ?? (service ? serviceDatabase(service, dataDir) : undefined);
-  const problem = emptyDatabaseOption(values, ["database"]) ?? argumentProblem(first, path, command, ids, values.all === true, values.yes === true);
+  const problem = emptyDatabaseOption(values, ["database"]) ?? argumentProblem(first, path, command, ids, values.all === true, values.yes === true, namedService);
   if (problem || !path) return refuse(problem ?? "name the service or its database");
   const note = values.database === undefined && service ? (unusedDatabaseUrlNote(service) ?? otherThanRunningStartNote(service, dataDir)) : passwordInArgumentNote(path);
   if (note) console.error(`${program}: ${note}`);
@@ -295,9 +297,10 @@ export function runningStartPostgres(dataDir: string, service: string): string |
 }
 
 /** What is wrong with the arguments, or undefined when nothing is. */
-function argumentProblem(first: string | undefined, path: string | undefined, command: string, ids: readonly string[], all: boolean, yes: boolean): string | undefined {
+function argumentProblem(first: string | undefined, path: string | undefined, command: string, ids: readonly string[], all: boolean, yes: boolean, namedService?: (service: string) => string): string | undefined {
   if (!path) {
-    if (first === undefined || first === "list" || first === "retry" || first === "drop") return `name the service (${eitherOf(serviceNames)}) or its database (--database PATH) first`;
+    const where = namedService ? `: ${namedService(serviceNames[0]!)}` : " first";
+    if (first === undefined || first === "list" || first === "retry" || first === "drop") return `name the service (${eitherOf(serviceNames)}) or its database (--database PATH)${where}`;
     return `unknown service ${JSON.stringify(first)}: expected ${eitherOf(serviceNames)} (or --database PATH)`;
   }
   const given = [...ids, ...(all ? ["--all"] : [])].join(" ");
