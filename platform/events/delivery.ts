@@ -114,15 +114,33 @@ export function repeatedAttribute(delivery: Delivery): string | undefined {
  * and `CE-Type`) with different values, or undefined: the same attribute
  * twice to a reader that ignores case, as headerValue does when the
  * lower-case name is missing. One of two such spellings is not in lower
- * case: only such a name is compared with the others, so the usual event,
- * its names in lower case, costs a look at each name and no allocation.
+ * case, so the usual event, its names in lower case, costs a look at each
+ * name and no allocation. Otherwise the names are grouped by their spelling
+ * in lower case, in one pass: comparing each name with every other took a
+ * message of 3,800 `CE-A0000`-like headers (60 KB) about 4 s of the
+ * consumer's event loop, every gRPC call of the service waiting meanwhile.
  */
 function attributeSpelledTwice(headers: Readonly<Record<string, string>>): string | undefined {
-  for (const a in headers) {
-    if (!isAttributeName(a) || a === a.toLowerCase()) continue;
-    for (const b in headers) {
-      if (b !== a && b.length === a.length && headers[a] !== headers[b] && isAttributeName(b) && sameIgnoringAsciiCase(a, b)) return a;
+  let spelledOtherwise: string | undefined;
+  for (const name in headers) {
+    if (isAttributeName(name) && name !== name.toLowerCase()) {
+      spelledOtherwise = name;
+      break;
     }
+  }
+  if (spelledOtherwise === undefined) return undefined;
+  // Per spelling in lower case: the first value met, and whether another differs from it.
+  const values = new Map<string, { readonly first: string; differ: boolean }>();
+  for (const name in headers) {
+    if (!isAttributeName(name)) continue;
+    const key = asciiLowerCase(name);
+    const seen = values.get(key);
+    if (!seen) values.set(key, { first: headers[name], differ: false });
+    else if (seen.first !== headers[name]) seen.differ = true;
+  }
+  // Each spelling of a name given two values differs from another of them: the first not in lower case is named.
+  for (const name in headers) {
+    if (isAttributeName(name) && name !== name.toLowerCase() && values.get(asciiLowerCase(name))!.differ) return name;
   }
   return undefined;
 }
@@ -132,13 +150,9 @@ function isAttributeName(name: string): boolean {
   return name.length > 3 && (name.charCodeAt(0) | 32) === 99 && (name.charCodeAt(1) | 32) === 101 && name.charCodeAt(2) === 45;
 }
 
-function sameIgnoringAsciiCase(a: string, b: string): boolean {
-  for (let i = 0; i < a.length; i++) {
-    const x = a.charCodeAt(i);
-    const y = b.charCodeAt(i);
-    if (x !== y && !((x | 32) === (y | 32) && (x | 32) >= 97 && (x | 32) <= 122)) return false;
-  }
-  return true;
+/** `name` with A to Z in lower case and every other character as it is: two names a reader that ignores ASCII case takes for one give one key. */
+function asciiLowerCase(name: string): string {
+  return name.replace(/[A-Z]+/g, (letters) => letters.toLowerCase());
 }
 
 /** Why a delivery that repeats `name` (see repeatedAttribute) is refused, for its dead letter. */
