@@ -4,5 +4,5 @@
  * the event runtime (events emitted and consumed).
  */
 export { createMessageChecker, type FieldViolation, type MessageChecker } from "./message-checker.js";
-export { encodedSizeBound } from "./size-bound.js";
+export { encodedSizeBound, itemCountBytes, sizeLimit } from "./size-bound.js";
 export { encodeMessage, type MessageEncoder } from "./encode-message.js";

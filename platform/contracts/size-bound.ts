@@ -36,6 +36,23 @@ function boundOf(message: DescMessage, visiting: Set<DescMessage>): number {
 /** `rules` as the checks enforce them: none where they are always ignored. */
 const enforced = (rules: FieldRules | undefined): FieldRules | undefined => (rules?.ignore === Ignore.ALWAYS ? undefined : rules);
 
+/** The smallest limit a message type gets, however small its contract bounds it. */
+const minimumSizeLimit = 4 * 1024;
+
+/**
+ * The size a message of a type may have whose largest valid one takes
+ * `bound` bytes (encodedSizeBound): twice that plus 1 KiB (room for fields a
+ * newer sender adds), at least 4 KiB, and never above `cap`, which is also
+ * the limit of a type whose contract leaves its size open. A gRPC method's
+ * receive limit, and what a consumer decodes of an event.
+ */
+export function sizeLimit(bound: number, cap: number): number {
+  return Number.isFinite(bound) ? Math.min(cap, Math.max(minimumSizeLimit, 2 * bound + 1024)) : cap;
+}
+
+/** The most of a message over its limit that is decoded to name a list over its max_items: 64 KiB, or four times the limit. */
+export const itemCountBytes = (limit: number): number => Math.max(64 * 1024, 4 * limit);
+
 /** Bytes of a varint holding `n`. */
 const varintSize = (n: number): number => (n < 0 ? 10 : Math.max(1, Math.ceil(Math.log2(n + 1) / 7)));
 

@@ -3,7 +3,7 @@ import { type ServerUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js"
 import { type DescMessage, ScalarType } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { infoLineWriter, type Logger } from "../log/index.js";
-import { encodedSizeBound, type MessageChecker } from "../contracts/index.js";
+import { encodedSizeBound, itemCountBytes, sizeLimit, type MessageChecker } from "../contracts/index.js";
 import { Code, codeName, StatusError, type FieldViolation } from "../errors/index.js";
 import { type AccessControl, methodAccess, methodGuard, type MethodGuard, type Principal, unrestricted } from "./access.js";
 import { type CallContext, requestDigester, UnaryCallContext } from "./call-context.js";
@@ -198,21 +198,8 @@ class AnswerSizes {
   }
 }
 
-/** The most of a request over its method's limit that is decoded to name a list over its max_items: 64 KiB, or four times the limit. */
-const itemCountBytes = (limit: number): number => Math.max(64 * 1024, 4 * limit);
-
-/** The smallest receive limit a method gets, however small its contract bounds its requests. */
-const minimumRequestLimit = 4 * 1024;
-
-/**
- * A method's receive limit: twice the largest valid request its contract
- * allows plus 1 KiB (room for fields a newer client adds), at least 4 KiB,
- * and never above `cap`, which is also the limit of a method whose contract
- * leaves its size open.
- */
-export function requestLimit(bound: number, cap: number): number {
-  return Number.isFinite(bound) ? Math.min(cap, Math.max(minimumRequestLimit, 2 * bound + 1024)) : cap;
-}
+/** A method's receive limit, from the largest valid request its contract allows (see sizeLimit): `cap` at most. */
+export const requestLimit: (bound: number, cap: number) => number = sizeLimit;
 
 /**
  * Binds an implementation to grpc-js. Each call: the request's size is
