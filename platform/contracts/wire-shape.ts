@@ -1,10 +1,13 @@
-import { type DescField, type DescMessage, ScalarType } from "@bufbuild/protobuf";
+import { type DescField, type DescMessage, ScalarType, getOption, hasOption, isFieldSet } from "@bufbuild/protobuf";
+import { MapRulesSchema, RepeatedRulesSchema, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 
 /**
  * What a field's bytes must be, beyond a well-formed wire record: a message
- * to look into, or a packed list whose elements must fill it exactly.
+ * to look into (with, for a list or map whose rules bound it, how many
+ * items one message may hold on the wire: see itemCap), or a packed list
+ * whose elements must fill it exactly.
  */
-type Inner = { readonly kind: "message"; readonly shape: Shape } | { readonly kind: "packed"; readonly width: 0 | 4 | 8 };
+type Inner = { readonly kind: "message"; readonly shape: Shape; readonly itemCap?: number } | { readonly kind: "packed"; readonly width: 0 | 4 | 8 };
 
 /** The fields of one message type that are looked into, by number. */
 type Shape = Map<number, Inner>;
@@ -13,6 +16,28 @@ type Shape = Map<number, Inner>;
 const maxDepth = 100;
 
 class WireProblem extends Error {}
+
+/**
+ * How many items a list (or map) of messages whose rules allow `max` may
+ * hold on the wire before it is refused here, undecoded: each is an object
+ * once decoded, and 450,000 empty ones (900 KB) took a service past its heap
+ * limit. Sixteen times `max`, at least 10,000 (a few MB of objects): a
+ * list over its limit by less is left to the contract's rules, which name
+ * it (a CreateOrder of 6,000 lines is answered "lines: must contain no more
+ * than 50 item(s)").
+ */
+function itemCap(max: number): number {
+  return Math.max(10_000, 16 * max);
+}
+
+/** A list's max_items or a map's max_pairs, from its field's rules; undefined when they set none. */
+function maxItemsOf(field: DescField): number | undefined {
+  if (!hasOption(field, fieldRulesExt)) return undefined;
+  const rules = getOption(field, fieldRulesExt);
+  if (rules.type.case === "repeated" && isFieldSet(rules.type.value, RepeatedRulesSchema.field.maxItems)) return Number(rules.type.value.maxItems);
+  if (rules.type.case === "map" && isFieldSet(rules.type.value, MapRulesSchema.field.maxPairs)) return Number(rules.type.value.maxPairs);
+  return undefined;
+}
 
 /** Bytes a value of a fixed-width scalar type takes on the wire (4 or 8); undefined for the others (varints, strings, bytes). */
 export function fixedWidth(scalar: ScalarType): 4 | 8 | undefined {
@@ -70,16 +95,20 @@ export function createWireChecks(): (schema: DescMessage) => (bytes: Uint8Array)
       case "message":
         return { kind: "message", shape: shapeOf(field.message) };
       case "list": {
-        if (field.listKind === "message") return { kind: "message", shape: shapeOf(field.message) };
+        if (field.listKind === "message") return counted({ kind: "message", shape: shapeOf(field.message) }, field);
         const width = field.listKind === "enum" ? 0 : packedWidth(field.scalar);
         return width === undefined ? undefined : { kind: "packed", width };
       }
       case "map":
         // An entry is a message of its key (1) and its value (2).
-        return { kind: "message", shape: field.mapKind === "message" ? new Map([[2, { kind: "message", shape: shapeOf(field.message) }]]) : new Map() };
+        return counted({ kind: "message", shape: field.mapKind === "message" ? new Map([[2, { kind: "message", shape: shapeOf(field.message) }]]) : new Map() }, field);
       default:
         return undefined;
     }
+  };
+  const counted = (inner: Inner & { kind: "message" }, field: DescField): Inner => {
+    const max = maxItemsOf(field);
+    return max === undefined ? inner : { ...inner, itemCap: itemCap(max) };
   };
   return (schema) => {
     const shape = shapeOf(schema);
@@ -102,6 +131,8 @@ export function createWireChecks(): (schema: DescMessage) => (bytes: Uint8Array)
  */
 function scan(bytes: Uint8Array, pos: number, end: number, shape: Shape | undefined, group: number, depth: number): number {
   if (depth > maxDepth) throw new WireProblem(`messages and groups are nested more than ${maxDepth} deep`);
+  // Items of this message's bounded lists and maps so far, by field number; made at the first one.
+  let items: Map<number, number> | undefined;
   while (pos < end) {
     // The tag: a varint of at most 5 bytes that fits in 32 bits.
     let tag = bytes[pos++];
@@ -140,6 +171,11 @@ function scan(bytes: Uint8Array, pos: number, end: number, shape: Shape | undefi
         const stop = pos + length;
         if (stop > end) throw new WireProblem(`field ${field}'s length, ${length} bytes, runs past the end of its message`);
         const inner = shape?.get(field);
+        if (inner?.kind === "message" && inner.itemCap !== undefined) {
+          const count = ((items ??= new Map()).get(field) ?? 0) + 1;
+          if (count > inner.itemCap) throw new WireProblem(`field ${field} holds more than ${inner.itemCap} items, far more than its contract allows, and is not decoded`);
+          items.set(field, count);
+        }
         if (inner?.kind === "message") scan(bytes, pos, stop, inner.shape, 0, depth + 1);
         else if (inner?.kind === "packed") checkPacked(bytes, pos, stop, inner.width, field);
         pos = stop;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
-import { OrderPlacedEvent } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
+import { OrderPlacedEvent, OrderUpdatedEvent } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { UnprocessableEventError, type Delivery } from "./delivery.js";
 import { bindConsumer, checkedEvent } from "./event-handler.js";
@@ -36,8 +36,31 @@ describe("checkedEvent, given a payload larger than its contract allows", () => 
     expect(performance.now() - started).toBeLessThan(100);
   });
 
-  it("names a list over its max_items when the payload is a few times the limit at most, and takes a valid one", () => {
-    expect(() => checkedEvent(delivery(withEmptyLines(60_000)), binding, checker)).toThrow(/lines: must contain no more than 50 item\(s\)/);
+  it("names a list a little over its max_items by the contract's rules, and takes a valid one", () => {
+    expect(() => checkedEvent(delivery(withEmptyLines(1_000)), binding, checker)).toThrow(/lines: must contain no more than 50 item\(s\)/);
     expect(checkedEvent(delivery(valid), binding, checker)).toMatchObject({ orderId, lines: [line] });
   });
 });
+
+describe("checkedEvent, given a type whose contract leaves its size open", () => {
+  it("refuses a list of messages far over its max_items without decoding it (an OrderUpdated's order of 440,000 empty lines)", () => {
+    const updated = bindConsumer({ spec: { durable: "size-test", eventType: OrderUpdatedEvent.typeName } as never, descriptor: OrderUpdatedEvent, handle() {} });
+    const lines = Buffer.alloc(2 * 440_000).fill(Buffer.from([0x22, 0x00]));
+    const order = Buffer.concat([Buffer.from([0x12]), varint(lines.length), lines]);
+    const data = Buffer.concat([Buffer.from([0x0a, orderId.length]), Buffer.from(orderId), order]);
+    const started = performance.now();
+    expect(() => checkedEvent({ ...delivery(data), headers: { ...delivery(data).headers, "ce-type": OrderUpdatedEvent.typeName } }, updated, checker)).toThrow(
+      new UnprocessableEventError(`the ${OrderUpdatedEvent.typeName} payload cannot be decoded: field 4 holds more than 10000 items, far more than its contract allows, and is not decoded`),
+    );
+    expect(performance.now() - started).toBeLessThan(200);
+  });
+});
+
+function varint(n: number): Buffer {
+  const bytes: number[] = [];
+  do {
+    bytes.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
+    n >>>= 7;
+  } while (n > 0);
+  return Buffer.from(bytes);
+}

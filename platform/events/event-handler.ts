@@ -188,7 +188,9 @@ const payloadLimits = new WeakMap<MessageChecker, Map<string, number>>();
  * item of a list is an object once decoded: 450,000 empty lines of an
  * OrderPlaced (900 KB) took the product service past its heap limit, and
  * every redelivery again. A list over its max_items is still named when the
- * payload is at most a few times the limit.
+ * payload is at most a few times the limit and well formed. A type without
+ * a limit is guarded by the wire check alone, which refuses a list of
+ * messages far over its max_items before anything is decoded.
  */
 function oversizeProblem(checker: MessageChecker, type: string, data: Uint8Array): string | undefined {
   let limits = payloadLimits.get(checker);
@@ -200,8 +202,13 @@ function oversizeProblem(checker: MessageChecker, type: string, data: Uint8Array
     limits.set(type, limit);
   }
   if (data.byteLength <= limit) return undefined;
-  const overfull = data.byteLength <= itemCountBytes(limit) ? checker.checkItemCounts(type, data) : [];
-  if (overfull.length > 0) return `the ${type} event breaks its contract's rules: ${describeViolations(overfull)}`;
+  // Decoded to name a list over its limit only when well formed, its lists not far over it (see wire-shape.ts).
+  if (data.byteLength <= itemCountBytes(limit)) {
+    const malformed = checker.wireProblem(type, data);
+    if (malformed !== undefined) return `the ${type} payload cannot be decoded: ${malformed}`;
+    const overfull = checker.checkItemCounts(type, data);
+    if (overfull.length > 0) return `the ${type} event breaks its contract's rules: ${describeViolations(overfull)}`;
+  }
   return `the ${type} payload has ${data.byteLength} bytes, more than the ${limit} its contract allows (twice its largest valid one, plus 1 KiB for fields a newer producer adds); it is not decoded`;
 }
 
