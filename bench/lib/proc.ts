@@ -80,14 +80,22 @@ export function readMemory(pid: number): MemoryReading | undefined {
 
 /** CPU time (user + system) a process has used so far, ms; NaN once it is gone. Resolution 10 ms. */
 export function cpuTimeMs(pid: number): number {
+  const f = statFields(pid);
+  return f === undefined ? Number.NaN : ticksMs(f, 11, 12);
+}
+
+/** The fields of /proc/PID/stat after the command's name (state first, then ppid, ...); undefined once it is gone. */
+function statFields(pid: number | string): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // USER_HZ is 100 on Linux
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   } catch {
-    return Number.NaN;
+    return undefined;
   }
 }
+
+/** The sum of the clock-tick fields `at` of `f` (statFields), ms: USER_HZ is 100 on Linux. */
+const ticksMs = (f: readonly string[], ...at: number[]): number => (at.reduce((sum, i) => sum + Number(f[i]), 0) * 1000) / 100;
 
 /** Starts counting the CPU time of some processes; the returned function gives each one's ms since. */
 export function cpuMeter(pids: readonly number[]): () => number[] {
@@ -102,15 +110,10 @@ export function cpuMeter(pids: readonly number[]): () => number[] {
  * the root and of each child). NaN once the root is gone.
  */
 export function treeCpuTimeMs(root: number): number {
-  let own: string[];
-  try {
-    const stat = readFileSync(`/proc/${root}/stat`, "utf8");
-    own = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  } catch {
-    return Number.NaN;
-  }
-  // utime, stime, cutime, cstime (fields 14 to 17; USER_HZ is 100 on Linux).
-  let total = ((Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14])) * 1000) / 100;
+  const own = statFields(root);
+  if (own === undefined) return Number.NaN;
+  // utime, stime, cutime, cstime: its own and its ended children's.
+  let total = ticksMs(own, 11, 12, 13, 14);
   let entries: string[] = [];
   try {
     entries = readdirSync("/proc").filter((name) => /^\d+$/.test(name));
@@ -118,14 +121,9 @@ export function treeCpuTimeMs(root: number): number {
     // no /proc: the root's own figure
   }
   for (const name of entries) {
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      // Its own and its ended children's (a process that runs another and waits for it).
-      if (Number(f[1]) === root) total += ((Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 1000) / 100;
-    } catch {
-      // ended meanwhile: its time is in the root's cutime once waited for
-    }
+    // A child that ended meanwhile has its time in the root's cutime once waited for; a live one's ended children in its own.
+    const f = statFields(name);
+    if (f !== undefined && Number(f[1]) === root) total += ticksMs(f, 11, 12, 13, 14);
   }
   return total;
 }

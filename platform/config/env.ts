@@ -331,10 +331,11 @@ export function databaseUrl(raw: string): { readonly kind: "sqlite" | "postgres"
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(raw)?.[1]?.toLowerCase();
   if (scheme === undefined) return { kind: "sqlite", location: raw };
   if (scheme === "file" || scheme === "sqlite") {
-    const slashes = /^[a-z]+:\/\//i.test(raw);
     const location = raw.replace(/^[a-z]+:(\/\/)?/i, "");
-    if (/[?#%]/.test(location) || (slashes && !location.startsWith("/"))) {
-      const path = slashes && !location.startsWith("/") ? undefined : decodedOrAsIs(location.replace(/[?#].*$/, ""));
+    // `file://host/x`: what follows the two slashes is a host, not the path's first directory.
+    const hosted = /^[a-z]+:\/\//i.test(raw) && !location.startsWith("/");
+    if (hosted || /[?#%]/.test(location)) {
+      const path = hosted ? undefined : decodedOrAsIs(location.replace(/[?#].*$/, ""));
       throw new Error(
         `a ${scheme}: URL is taken as the path that follows it, so its host, query (?mode=ro), fragment or %-escapes would be part of the file's name ("${location}"): give the file's path${path ? ` (${path})` : ""}; the service opens it read-write`,
       );
