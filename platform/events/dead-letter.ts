@@ -3,6 +3,7 @@ import { eventHeaders } from "./cloud-events.js";
 import { isDatabaseRefusingWrites } from "../sql/index.js";
 import { BatchConflictError, SavepointNeededError, type Delivery, type DeliveryMiddleware } from "./delivery.js";
 import { noteDeadLetter } from "./inbox.js";
+import { deadLetterMessageBytes } from "./message-limit.js";
 import { toNatsHeaders } from "./nats-internals.js";
 import type { StreamSpec } from "./types.js";
 
@@ -21,6 +22,17 @@ export const deadLetterStreamSpec: StreamSpec = {
   duplicateWindowMs: 120_000,
   description: "Events consumers gave up on; the concord-dlq-* headers say why and where from",
 };
+
+/**
+ * The dead letter stream as the operator provisions it for the contracts'
+ * `streams`: deadLetterStreamSpec with a max_msg_size that takes each of
+ * their events whole with a dead letter's headers (deadLetterMessageBytes).
+ * deadLetterStreamSpec alone has no say in the limit: a service leaves it to
+ * the operator, and one that creates the stream creates it without.
+ */
+export function deadLetterStreamFor(streams: readonly StreamSpec[]): StreamSpec {
+  return { ...deadLetterStreamSpec, maxMessageBytes: deadLetterMessageBytes(streams) };
+}
 
 /** Headers a dead letter carries besides the original event's own headers; the payload is the original bytes. */
 export const deadLetterHeaders = {

@@ -420,6 +420,25 @@ describe("outbox and relay", () => {
     expect((await parkedEvents(db)).map((p) => p.eventId)).toEqual([big]);
   });
 
+  it("stores events within the limit their stream is provisioned with, batch headers and all, and parks one over it with JetStream's reason, later events flowing", async () => {
+    const { sample, db, outbox, commit, batchStreams } = await setup("provisionedlimit");
+    // The limit a contract gives (its events' largest, with room for headers), set by the operator's provisioning.
+    await ensureStreams(bus.jsm, [{ ...sample.stream, maxMessageBytes: 4_096 }], { operator: true });
+    const [first, fits, big, later] = await commit((tx) => [
+      outbox.add(tx, sample.event, { thingId: "t-0", note: "" }),
+      outbox.add(tx, sample.event, { thingId: "t-1", note: "n".repeat(3_000) }),
+      outbox.add(tx, sample.event, { thingId: "t-2", note: "n".repeat(5_000) }),
+      outbox.add(tx, sample.event, { thingId: "t-3", note: "" }),
+    ]);
+    const relay = startRelay(db, { sweepIntervalMs: 100, batchStreams, minBatch: 2, batchWhen: "backlog" });
+    await relay.flush();
+    expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([first, fits, later]);
+    const parked = await parkedEvents(db);
+    expect(parked.map((p) => p.eventId)).toEqual([big]);
+    expect(parked[0].reason).toMatch(/message size exceeds maximum allowed \(10054\)/);
+    expect(await outbox.pending()).toBe(0);
+  });
+
   it("leaves events for the next start once stopped", async () => {
     const { sample, db, outbox, commit } = await setup("stop");
     const relay = startRelay(db);

@@ -1,7 +1,10 @@
-import { AckPolicy, DeliverPolicy } from "nats";
+import { join } from "node:path";
+import { AckPolicy, DeliverPolicy, headers, type NatsError } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startNatsCluster, useNatsServer, type NatsClusterHandle } from "../../test/support/nats-server.js";
+import { startNatsCluster, useNatsConnection, useNatsServer, type NatsClusterHandle } from "../../test/support/nats-server.js";
 import { sampleStream } from "../../test/support/sample-events.js";
+import { createTempDir } from "../../test/support/temp-dir.js";
+import { ShopOrdersStream } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
 import { createLogger, type Logger } from "../log/index.js";
 import { connectEventBus, deadLetterStreamSpec, ensureConsumers, ensureStreams, type EventBus } from "./index.js";
 import { compareKeeping } from "./provision.js";
@@ -142,6 +145,73 @@ describe("provisioning", () => {
     expect(left.state.messages).toBe(2);
   });
 
+  it("gives a new stream its spec's max_msg_size, counting headers with the payload: a message at the limit is stored, one byte over refused (10054)", async () => {
+    const { stream } = sampleStream("limit");
+    await ensureStreams(bus.jsm, [{ ...stream, maxMessageBytes: 2_048 }]);
+    expect((await bus.jsm.streams.info(stream.name)).config.max_msg_size).toBe(2_048);
+    const h = headers();
+    h.set("ce-type", "concord.test.v1.ThingHappened");
+    // The header block as sent: "NATS/1.0", each header on its line, an empty line.
+    const headerBytes = "NATS/1.0\r\nce-type: concord.test.v1.ThingHappened\r\n\r\n".length;
+    await expect(bus.js.publish("test.limit.thing.1", new Uint8Array(2_048 - headerBytes), { headers: h })).resolves.toMatchObject({ seq: 1 });
+    const refused = await bus.js.publish("test.limit.thing.2", new Uint8Array(2_049 - headerBytes), { headers: h }).catch((err: unknown) => err);
+    expect((refused as NatsError).api_error).toMatchObject({ err_code: 10054, description: "message size exceeds maximum allowed" });
+    // A spec of 0 takes any message the server does: the limit goes.
+    await ensureStreams(bus.jsm, [{ ...stream, maxMessageBytes: 0 }]);
+    expect((await bus.jsm.streams.info(stream.name)).config.max_msg_size).toBe(-1);
+    await expect(bus.js.publish("test.limit.thing.2", new Uint8Array(100_000))).resolves.toMatchObject({ seq: 2 });
+  });
+
+  it("sets max_msg_size on an existing stream, keeping the larger messages it holds: a service raises it, only the operator lowers it, a hand-raised one too", async () => {
+    const { stream } = sampleStream("setlimit");
+    // A stream provisioned before its spec said a limit, holding a large message.
+    await ensureStreams(bus.jsm, [stream]);
+    await bus.js.publish("test.setlimit.thing.1", new Uint8Array(50_000));
+    const spec = { ...stream, maxMessageBytes: 8_192 };
+    const kept = keptLogger();
+    const updates = bus.nc.subscribe(`$JS.API.STREAM.UPDATE.${stream.name}`);
+    // A service (an older build, say, during a rolling deploy) never lowers it.
+    expect(await ensureStreams(bus.jsm, [spec], { logger: kept.logger })).toMatchObject({ widened: [], lowered: [] });
+    await bus.nc.flush();
+    expect(updates.getReceived()).toBe(0);
+    updates.unsubscribe();
+    expect(kept.messages).toEqual([
+      "stream TEST_SETLIMIT takes larger messages than its contract allows (max_msg_size (bytes): existing none, wanted 8192): left so, as a service never lowers a stream's limit; " +
+        "the operator's provisioning does (npx concord streams provision, which npm start runs before the services start)",
+    ]);
+    // The operator's provisioning (npm start's) sets it; what the stream holds stays.
+    expect((await ensureStreams(bus.jsm, [spec], { operator: true, logger: kept.logger })).lowered).toEqual([{ stream: stream.name, settings: ["max_msg_size (bytes): existing none, wanted 8192"] }]);
+    const limited = await bus.jsm.streams.info(stream.name);
+    expect(limited.config.max_msg_size).toBe(8_192);
+    expect(limited.state.messages).toBe(1);
+    await expect(bus.js.publish("test.setlimit.thing.2", new Uint8Array(50_000))).rejects.toThrow(/message size exceeds maximum allowed/);
+    // A newer contract allows larger events: a service raises the limit, said as widening is.
+    const larger = { ...stream, maxMessageBytes: 16_384 };
+    expect((await ensureStreams(bus.jsm, [larger], { logger: kept.logger })).widened).toEqual([{ stream: stream.name, settings: ["max_msg_size (bytes): existing 8192, wanted 16384"] }]);
+    expect(kept.messages.at(-1)).toBe("stream TEST_SETLIMIT widened to its spec, which takes larger messages (max_msg_size (bytes): existing 8192, wanted 16384)");
+    expect((await bus.jsm.streams.info(stream.name)).config.max_msg_size).toBe(16_384);
+    // Raised by hand: a service leaves it, the operator's next provisioning lowers it to the contract's.
+    await bus.jsm.streams.update(stream.name, { max_msg_size: 100_000 });
+    await ensureStreams(bus.jsm, [larger]);
+    expect((await bus.jsm.streams.info(stream.name)).config.max_msg_size).toBe(100_000);
+    await ensureStreams(bus.jsm, [larger], { operator: true });
+    expect((await bus.jsm.streams.info(stream.name)).config.max_msg_size).toBe(16_384);
+    // A spec that does not say (as the dead letter stream's where a service provisions it) leaves the limit alone.
+    await ensureStreams(bus.jsm, [stream], { operator: true });
+    expect((await bus.jsm.streams.info(stream.name)).config.max_msg_size).toBe(16_384);
+  });
+
+  it("never changes another service's stream's max_msg_size (foreign)", async () => {
+    const { stream } = sampleStream("foreignlimit");
+    await ensureStreams(bus.jsm, [{ ...stream, maxMessageBytes: 4_096 }]);
+    const updates = bus.nc.subscribe(`$JS.API.STREAM.UPDATE.${stream.name}`);
+    await ensureStreams(bus.jsm, [{ ...stream, maxMessageBytes: 0 }], { foreign: [stream.name] });
+    await bus.nc.flush();
+    expect(updates.getReceived()).toBe(0);
+    updates.unsubscribe();
+    expect((await bus.jsm.streams.info(stream.name)).config.max_msg_size).toBe(4_096);
+  });
+
   it("judges subjects by what they match: a stream on a.> keeps all a spec on a.b.> asks for, and one on a.b.> is widened to a spec on a.>", async () => {
     const { stream } = sampleStream("cover");
     const inner = { ...stream, subjects: ["test.cover.b.>"] };
@@ -221,6 +291,7 @@ describe("provisioning", () => {
   it("refuses an invalid stream spec before touching the server", async () => {
     const { stream } = sampleStream("invalid");
     await expect(ensureStreams(bus.jsm, [{ ...stream, subjects: ["a b"], replicas: 0 }])).rejects.toThrow(/invalid stream spec TEST_INVALID: .*"a b".*replicas 0/);
+    await expect(ensureStreams(bus.jsm, [{ ...stream, maxMessageBytes: -1 }])).rejects.toThrow(/invalid stream spec TEST_INVALID: maxMessageBytes -1 is not a whole number of bytes/);
   });
 
   it("creates consumers idempotently, updates what may change, and refuses a changed filter", async () => {
@@ -408,5 +479,49 @@ describe("provisioning on a cluster", () => {
   it("refuses, with the server's reason, more replicas than the cluster has servers", async () => {
     const { stream } = sampleStream("toomany");
     await expect(ensureStreams(bus.jsm, [{ ...stream, replicas: 5 }])).rejects.toThrow(/creating stream TEST_TOOMANY \(subjects test\.toomany\.>, 5 replicas\) failed: no suitable peers for placement/);
+  });
+});
+
+describe("a stream's max_msg_size under the generated NATS permissions", () => {
+  const dir = createTempDir("concord-provision-limit-");
+  afterAll(() => dir.remove());
+  // The streams are provisioned as the operator at start, from the contracts.
+  const nats = useNatsServer({ credentialsDir: join(dir.path, "credentials") });
+  const asOrders = useNatsConnection(nats, { user: "orders", inboxPrefix: "_INBOX_orders" });
+  const asOperator = useNatsConnection(nats, { user: "operator" });
+
+  it("refuses a message over the limit published with a service's credentials and stores one at it, once the operator's provisioning gives the existing stream its limit", async () => {
+    const orders = asOrders();
+    const operator = asOperator();
+    const publish = (size: number) => {
+      const h = headers();
+      h.set("ce-type", "shop.orders.v1.OrderPlaced");
+      const headerBytes = "NATS/1.0\r\nce-type: shop.orders.v1.OrderPlaced\r\n\r\n".length;
+      return orders.jetstream().publish(`shop.orders.v1.order.${"0".repeat(8)}.placed`, new Uint8Array(size - headerBytes), { headers: h });
+    };
+    // Provisioned without a limit (as before the contracts said one): a large message is stored.
+    expect((await operator.jetstreamManager().then((jsm) => jsm.streams.info(ShopOrdersStream.name))).config.max_msg_size).toBe(-1);
+    await expect(publish(200_000)).resolves.toMatchObject({ stream: ShopOrdersStream.name });
+    // A contract whose events are bounded: its spec says a limit. The service's own provisioning may not change the stream.
+    const spec = { ...ShopOrdersStream, maxMessageBytes: 8_192 };
+    const kept = keptLogger();
+    await ensureStreams(await orders.jetstreamManager(), [spec], { logger: kept.logger });
+    expect((await operator.jetstreamManager().then((jsm) => jsm.streams.info(spec.name))).config.max_msg_size).toBe(-1);
+    // The operator's provisioning at the next start does.
+    const jsm = await operator.jetstreamManager();
+    expect((await ensureStreams(jsm, [spec], { operator: true })).lowered).toEqual([{ stream: spec.name, settings: ["max_msg_size (bytes): existing none, wanted 8192"] }]);
+    const { config, state } = await jsm.streams.info(spec.name);
+    expect(config.max_msg_size).toBe(8_192);
+    expect(state.messages).toBe(1);
+    await expect(publish(8_192)).resolves.toMatchObject({ stream: spec.name, seq: 2 });
+    const refused = await publish(8_193).catch((err: unknown) => err);
+    expect((refused as NatsError).api_error).toMatchObject({ err_code: 10054 });
+    // A newer contract allows larger events: the service's user may not raise the limit, and says so.
+    await ensureStreams(await orders.jetstreamManager(), [{ ...spec, maxMessageBytes: 16_384 }], { logger: kept.logger });
+    expect(kept.messages.filter((m) => m.includes("max_msg_size"))).toEqual([
+      expect.stringMatching(/^stream SHOP_ORDERS takes larger messages than its contract allows \(max_msg_size \(bytes\): existing none, wanted 8192\): left so/),
+      expect.stringMatching(/^stream SHOP_ORDERS's max_msg_size differs from its spec, and this NATS user may not change it; the operator provisions streams/),
+    ]);
+    expect((await jsm.streams.info(spec.name)).config.max_msg_size).toBe(8_192);
   });
 });

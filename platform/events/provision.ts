@@ -104,6 +104,13 @@ export interface EnsureStreamsOptions {
  * cluster with fewer servers than declared refuses the stream, and
  * start-up stops with the server's reason.
  *
+ * A stream's largest message (max_msg_size, the spec's maxMessageBytes,
+ * headers counted with the payload) is set when it is created, and on an
+ * existing stream too, since it only refuses messages published after: a
+ * larger one by a service as by the operator, a smaller one (or one where
+ * the stream has none) by the operator alone (see ensureMessageLimit). A
+ * spec without maxMessageBytes leaves it as it is.
+ *
  * On a server that has atomic batch publish (nats-server 2.12 and later,
  * JetStream API level 2), every stream allows it (`allow_atomic`, set on
  * existing streams too): the outbox relay then publishes many events in one
@@ -266,11 +273,17 @@ function keptSettings(config: StreamConfig, spec: StreamSpec): KeptSetting[] {
 export interface ProvisionedStreams {
   /** The streams that take atomic batch publishes. */
   readonly atomicBatch: readonly StreamSpec[];
-  /** The streams widened to their specs at this call, each with what was widened ("max_age (ms): existing 3600000, wanted 7200000"). */
+  /**
+   * The streams widened to their specs at this call, each with what was widened ("max_age (ms): existing 3600000,
+   * wanted 7200000"; a max_msg_size raised: "max_msg_size (bytes): existing 8192, wanted 16384").
+   */
   readonly widened: readonly StreamSettings[];
   /** The streams left keeping more than their specs, which provisioning never narrows, each with what it keeps more of ("max_age (ms): existing 7200000, wanted 3600000"). */
   readonly keepsMore: readonly StreamSettings[];
-  /** The streams moved down to their specs' replicas at this call, which only the operator does ("num_replicas: existing 3, wanted 1"). */
+  /**
+   * The streams moved down to their specs' replicas or max_msg_size at this call, which only the operator does
+   * ("num_replicas: existing 3, wanted 1", "max_msg_size (bytes): existing none, wanted 8192").
+   */
   readonly lowered: readonly StreamSettings[];
 }
 
@@ -406,6 +419,7 @@ async function ensureStream(
         num_replicas: replicas,
         max_age: nanos(spec.maxAgeMs),
         duplicate_window: nanos(wantedDuplicateWindowMs(spec)),
+        ...(spec.maxMessageBytes !== undefined ? { max_msg_size: maxMsgSizeOf(spec.maxMessageBytes) } : {}),
         ...(spec.description ? { description: spec.description } : {}),
         // Only where the server knows it: older servers may refuse a setting they do not know.
         ...(atomic ? ({ allow_atomic: true } as NewerStreamConfig) : {}),
@@ -514,6 +528,7 @@ async function ensureStream(
       return undefined;
     }
   };
+  await ensureMessageLimit(jsm, spec, config, operator, logger, found, update);
   if ((config.description ?? "") !== (spec.description ?? "")) {
     if (operator) await update("description", () => jsm.streams.update(spec.name, { description: spec.description ?? "" }));
     else logger?.info({ stream: spec.name, description: config.description ?? "" }, `stream ${spec.name}'s description differs from its contract's: left as it is, as a service never rewrites it; ${operatorSets}`);
@@ -543,6 +558,65 @@ async function ensureStream(
   }
   await update("num_replicas", () => moveReplicas(jsm, spec, config.num_replicas, logger, found));
   return atomicAllowed;
+}
+
+/** JetStream's max_msg_size for a limit of `bytes`: -1, none, for 0. */
+const maxMsgSizeOf = (bytes: number): number => (bytes > 0 ? bytes : -1);
+
+/** A max_msg_size as said in logs and provisioning's summary. */
+const maxMsgSizeSaid = (size: number): string => (size > 0 ? `${size}` : "none");
+
+/**
+ * Gives an existing stream its spec's max_msg_size (maxMessageBytes), which
+ * only refuses messages published from then on: those it holds stay. A
+ * larger one (or none) is set by whoever may change the stream, logged as
+ * widening is, since events the contract allows would be refused below it.
+ * A smaller one only by the operator (`operator`), said in its summary; a
+ * service leaves a larger limit so and says so at info: during a rolling
+ * deploy an older build would otherwise lower the limit a newer contract
+ * raised, and the newer build's events would be refused. A limit the
+ * operator raised by hand is lowered to the contract's at their next
+ * provisioning all the same: it follows from the contract, and a payload
+ * over it is one consumers dead-letter for its size anyway; more room is
+ * given by the contract. Where the spec has no say (no maxMessageBytes),
+ * nothing is done.
+ */
+async function ensureMessageLimit(
+  jsm: JetStreamManager,
+  spec: StreamSpec,
+  config: StreamConfig,
+  operator: boolean,
+  logger: Logger | undefined,
+  found: FoundSettings,
+  update: <T>(setting: string, change: () => Promise<T>) => Promise<T | undefined>,
+): Promise<void> {
+  if (spec.maxMessageBytes === undefined) return;
+  const existing = maxMsgSizeOf(config.max_msg_size ?? -1);
+  const wanted = maxMsgSizeOf(spec.maxMessageBytes);
+  if (existing === wanted) return;
+  const said = `max_msg_size (bytes): existing ${maxMsgSizeSaid(existing)}, wanted ${maxMsgSizeSaid(wanted)}`;
+  const takes = (size: number) => (size < 0 ? Number.POSITIVE_INFINITY : size);
+  const raise = takes(wanted) > takes(existing);
+  if (!raise && !operator) {
+    logger?.info(
+      { stream: spec.name, maxMsgSize: existing, declaredMaxMsgSize: wanted },
+      `stream ${spec.name} takes larger messages than its contract allows (${said}): left so, as a service never lowers a stream's limit; ${operatorSets}`,
+    );
+    return;
+  }
+  const changed = await update("max_msg_size", async () => {
+    try {
+      return await jsm.streams.update(spec.name, { max_msg_size: wanted });
+    } catch (err) {
+      if (permissionDenied(err)) throw err;
+      throw new Error(`setting stream ${spec.name}'s max_msg_size to its spec's (${said}) failed: ${(err as Error).message}`, { cause: err });
+    }
+  });
+  if (!changed) return;
+  if (raise) {
+    logger?.info({ stream: spec.name, widened: [said] }, `stream ${spec.name} widened to its spec, which takes larger messages (${said})`);
+    found.widened.push(said);
+  } else found.lowered.push(said);
 }
 
 /**
@@ -729,6 +803,10 @@ export function validateStreamSpec(spec: StreamSpec): void {
   if (!Number.isInteger(spec.replicas) || spec.replicas < 1 || spec.replicas > 5) problems.push(`replicas ${spec.replicas} is not 1..5`);
   if (!nonNegativeInteger(spec.maxAgeMs)) problems.push(`maxAgeMs ${spec.maxAgeMs} is not a whole number of ms >= 0`);
   if (!nonNegativeInteger(spec.duplicateWindowMs)) problems.push(`duplicateWindowMs ${spec.duplicateWindowMs} is not a whole number of ms >= 0`);
+  // JetStream holds max_msg_size in a 32-bit integer.
+  if (spec.maxMessageBytes !== undefined && (!nonNegativeInteger(spec.maxMessageBytes) || spec.maxMessageBytes > 2 ** 31 - 1)) {
+    problems.push(`maxMessageBytes ${spec.maxMessageBytes} is not a whole number of bytes from 0 to 2147483647`);
+  }
   if (problems.length > 0) throw new Error(`invalid stream spec ${String(spec.name)}: ${problems.join("; ")}`);
 }
 

@@ -1,3 +1,4 @@
+import type { NatsError } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, useNatsServer } from "../../test/support/nats-server.js";
 import { sampleStream, ThingHappened } from "../../test/support/sample-events.js";
@@ -74,6 +75,16 @@ describe("createEventPublisher", () => {
     const b = (await bus.jsm.streams.getMessage(sample.stream.name, { seq: second.streamSequence })).header.get("traceparent");
     expect(isTraceparent(a) && isTraceparent(b)).toBe(true);
     expect(a).not.toBe(b);
+  });
+
+  it("rejects, saying so, an event over its stream's largest message size (JetStream's 10054)", async () => {
+    const limited = sampleStream("publishlimit");
+    await ensureStreams(bus.jsm, [{ ...limited.stream, maxMessageBytes: 4_096 }]);
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    const refused = await publisher.publish(limited.event, { thingId: "t-1", note: "n".repeat(5_000) }).catch((err: unknown) => err);
+    expect((refused as Error).message).toMatch(/^publishing concord\.test\.v1\.ThingHappened \S+ on test\.publishlimit\.thing\.t-1\.happened failed: message size exceeds maximum allowed$/);
+    expect(((refused as Error).cause as NatsError).api_error?.err_code).toBe(10054);
+    expect((await bus.jsm.streams.info(limited.stream.name)).state.messages).toBe(0);
   });
 
   it("refuses a bad subject token value and publishes nothing", async () => {

@@ -35,6 +35,13 @@ export interface StreamSpec {
   readonly maxAgeMs: number;
   /** How long JetStream remembers a `Nats-Msg-Id` to drop a re-publish. */
   readonly duplicateWindowMs: number;
+  /**
+   * The largest message the stream stores, in bytes, headers and payload
+   * together as JetStream counts them (its max_msg_size); 0 = no limit but
+   * the server's max_payload. Absent: the spec has no say, and an existing
+   * stream's limit is left as it is (see ensureStreams).
+   */
+  readonly maxMessageBytes?: number;
   readonly description?: string;
 }
 

@@ -327,6 +327,8 @@ export interface NatsConnectionOptions {
   readonly streams?: readonly StreamSpec[];
   /** Connect as this user of the generated authorization ("observer", ...), with its seed, on the default inbox. Default: no credentials. */
   readonly user?: string;
+  /** The inbox prefix: a service's user may only subscribe to its own ("_INBOX_orders"). Default "_INBOX". */
+  readonly inboxPrefix?: string;
 }
 
 /**
@@ -336,11 +338,11 @@ export interface NatsConnectionOptions {
  * The returned function gives it.
  */
 export function useNatsConnection(server: () => NatsServerHandle, options: NatsConnectionOptions = {}): () => NatsConnection {
-  for (const key of Object.keys(options)) if (key !== "streams" && key !== "user") throw new Error(`useNatsConnection: unknown option ${key}`);
+  for (const key of Object.keys(options)) if (!["streams", "user", "inboxPrefix"].includes(key)) throw new Error(`useNatsConnection: unknown option ${key}`);
   let nc: NatsConnection | undefined;
   beforeAll(async () => {
     const seed = options.user === undefined ? undefined : new TextEncoder().encode(readFileSync(server().seedFile(options.user), "utf8").trim());
-    nc = await connect({ servers: server().url, ...(seed && { authenticator: nkeyAuthenticator(seed) }) });
+    nc = await connect({ servers: server().url, ...(seed && { authenticator: nkeyAuthenticator(seed) }), ...(options.inboxPrefix !== undefined && { inboxPrefix: options.inboxPrefix }) });
     if (options.streams) await ensureStreams(await nc.jetstreamManager(), options.streams);
   });
   afterAll(async () => {

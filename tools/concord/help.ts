@@ -367,11 +367,13 @@ database in use or holding newer tables, a copy or pg_restore that fails).
 
 Creates each stream the contracts declare, and the dead letter stream, where
 it is missing, and brings existing ones in line with their specs
-(description, atomic batch publish, replicas), as the operator: the
-services' own NATS users may read their streams but not create or change
-them. Replicas are moved up or down to the contract's; a service starting
-only raises them, and leaves an existing stream's description, so that an
-older build's instance does not undo a newer contract. A stream that keeps
+(description, atomic batch publish, replicas, largest message size), as
+the operator: the services' own NATS users may read their streams but not
+create or change them. Replicas and the largest message size (max_msg_size:
+what the contract's events may take, with room for headers; none where one
+of them has no bound) are moved up or down to the contract's; a service
+starting only raises them, and leaves an existing stream's description, so
+that an older build's instance does not undo a newer contract. A stream that keeps
 less than its spec is widened to it (more subjects, a longer max age or
 duplicate window: nothing is lost); one that keeps more is left so, as
 narrowing it would drop events (the operator does that by hand: README
@@ -382,7 +384,7 @@ retention differs, or it republishes, sources or mirrors; where another
 stream holds some of its subjects; or where a JetStream limit leaves no
 room for it. Prints each stream as a
 JSON line (subjects, replicas, messages, atomic batch, what it widened,
-what it keeps more of, the replicas it lowered), and a summary naming
+what it keeps more of, the replicas or message size it lowered), and a summary naming
 those on standard error.
 Asks again, for up to 30 s, while JetStream does not answer (a cluster just
 started answers for a stream once the stream has elected its leader).

@@ -1,19 +1,19 @@
 /**
  * `npx concord streams provision`: the operator creates the streams the
  * contracts declare and the dead letter stream, and brings existing ones in
- * line with their specs (ensureStreams as the operator: replicas moved down
- * as well as up, the description set), as the services' own users may only
+ * line with their specs (ensureStreams as the operator: replicas and
+ * max_msg_size moved down as well as up, the description set), as the services' own users may only
  * read them, and a service's own provisioning does neither. `npm start` runs it before the services start; a
  * deployment runs it before its services, and again after a contract
  * changes a stream's settings.
  */
 import type { NatsConnection } from "nats";
 import { allStreams } from "../../gen/ts/concord_streams.js";
-import { deadLetterStreamSpec, ensureStreams, isNatsUnreachable, JetStreamLimitError, StreamConflictError, StreamSubjectsHeldError, type StreamSpec } from "../../platform/events/index.js";
+import { deadLetterStreamFor, ensureStreams, isNatsUnreachable, JetStreamLimitError, StreamConflictError, StreamSubjectsHeldError, type StreamSpec } from "../../platform/events/index.js";
 import type { Logger } from "../../platform/log/index.js";
 
-/** The streams the operator provisions: the contracts' own and the dead letter stream. */
-export const provisionedStreams: readonly StreamSpec[] = [...allStreams, deadLetterStreamSpec];
+/** The streams the operator provisions: the contracts' own and the dead letter stream, whose max_msg_size follows theirs. */
+export const provisionedStreams: readonly StreamSpec[] = [...allStreams, deadLetterStreamFor(allStreams)];
 
 /**
  * Provisioning refused over what the operator is to settle: a limit of the
@@ -36,7 +36,10 @@ export interface ProvisionedStream {
   readonly widened: readonly string[];
   /** What the stream keeps more of than its contract, left so, as provisioning never narrows a stream; empty when nothing. */
   readonly keepsMore: readonly string[];
-  /** The replicas provisioning moved down to the contract's, this time ("num_replicas: existing 3, wanted 1"), which the services never do; empty when not. */
+  /**
+   * The replicas or max_msg_size provisioning moved down to the contract's, this time ("num_replicas: existing 3,
+   * wanted 1", "max_msg_size (bytes): existing none, wanted 8192"), which the services never do; empty when not.
+   */
   readonly lowered: readonly string[];
 }
 

@@ -83,6 +83,7 @@ export function readEventsManifest(files: readonly DescFile[]): EventsManifest {
       replicas: spec.replicas,
       maxAgeMs: spec.maxAgeMs,
       duplicateWindowMs: spec.duplicateWindowMs,
+      maxMessageBytes: spec.maxMessageBytes ?? 0,
       file: `${file.name}.proto`,
       description: spec.description ?? "",
     }),

@@ -96,6 +96,7 @@ export const ShopOrdersStream = {
   replicas: 1,
   maxAgeMs: 0,
   duplicateWindowMs: 120000,
+  maxMessageBytes: 0,
   description: "Order events; they go to SHOP_ORDERS.",
 } as const;`);
   });
@@ -185,7 +186,27 @@ export const OrderPlacedEvent = {
   replicas: 3,
   maxAgeMs: 3600000,
   duplicateWindowMs: 30000,
+  maxMessageBytes: 0,
 } as const;`);
+  });
+
+  it("prints a stream's max message size from its events' size limits, with room for headers; none when one is unbounded", () => {
+    const bounded = `// A note.
+message Noted {
+  option (concord.v1.event) = {subject: "t.v1.noted"};
+  string note = 1 [(buf.validate.field).string.max_len = 10];
+}
+
+// A blob.
+message Stored {
+  option (concord.v1.event) = {subject: "t.v1.stored"};
+  bytes blob = 1 [(buf.validate.field).bytes.max_len = 10000];
+}`;
+    const spec = (body: string) =>
+      generate({ "t/v1/a.proto": protoFile("t.v1", `${streamOption("T_EVENTS", ["t.v1.>"])}\n\n${body}`, ["buf/validate/validate.proto"]) })["t/v1/a_jetstream.ts"];
+    // Noted: at most 42 bytes, so the 4 KiB least limit; Stored: at most 10,003 bytes, twice that plus 1 KiB. Then 4 KiB for headers.
+    expect(spec(bounded)).toContain(`  maxMessageBytes: ${2 * 10_003 + 1_024 + 4_096},`);
+    expect(spec(`${bounded}\n\nmessage Open {\n  option (concord.v1.event) = {subject: "t.v1.open"};\n  string text = 1;\n}`)).toContain("  maxMessageBytes: 0,");
   });
 
   it("writes nothing for files without Concord options", () => {

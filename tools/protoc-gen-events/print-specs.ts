@@ -16,6 +16,7 @@ const streamFields: FieldPrinters<StreamSpec> = {
   replicas: (v) => v,
   maxAgeMs: (v) => v,
   duplicateWindowMs: (v) => v,
+  maxMessageBytes: (v) => v,
   description: (v, f) => f.string(v),
 };
 

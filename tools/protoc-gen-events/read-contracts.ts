@@ -3,7 +3,7 @@
  * and then the rules that span files (unique stream names, disjoint
  * subjects, unique durables). Throws one ContractError listing every problem.
  */
-import type { DescFile } from "@bufbuild/protobuf";
+import type { DescFile, DescMessage } from "@bufbuild/protobuf";
 import { checkContracts } from "./check-contracts.js";
 import { allMessages, type ConcordOptions } from "./concord-options.js";
 import { ContractProblems } from "./contract-error.js";
@@ -11,6 +11,18 @@ import type { Contracts, EventContract, StreamContract, SubscriptionContract } f
 import { readEvent } from "./read-event.js";
 import { readStream } from "./read-stream.js";
 import { readSubscription, type EventLookup } from "./read-subscription.js";
+import { encodedSizeBound, sizeLimit } from "../../platform/contracts/index.js";
+import { streamMessageBytes } from "../../platform/events/message-limit.js";
+
+/**
+ * The max_msg_size of a stream holding events of `types`: the largest
+ * payload a consumer decodes of one (sizeLimit: twice the largest its
+ * contract allows, plus 1 KiB) with room for headers; 0 when one of them
+ * is unbounded.
+ */
+function messageBytesOf(types: readonly DescMessage[]): number {
+  return streamMessageBytes(types.map((type) => sizeLimit(encodedSizeBound(type), Number.POSITIVE_INFINITY)));
+}
 
 /**
  * The contracts declared by `files` (all files of the request, so that
@@ -24,7 +36,7 @@ export function readContracts(files: readonly DescFile[], options: ConcordOption
 
   for (const file of files) {
     const streamValue = options.stream(file);
-    const stream = streamValue && readStream(file, streamValue, options.streamNumber, problems);
+    const stream = streamValue && readStream(file, streamValue, options.streamNumber, problems, messageBytesOf(allMessages(file).filter((m) => options.event(m))));
     if (stream) streams.push(stream);
     for (const message of allMessages(file)) {
       lookup.messages.add(message.typeName);

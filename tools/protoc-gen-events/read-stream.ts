@@ -13,9 +13,10 @@ const storages: Record<number, StreamSpec["storage"]> = { 0: "file", 1: "file", 
 
 /**
  * The stream a file declares, with defaults applied, or undefined (and
- * problems recorded) when the option is invalid.
+ * problems recorded) when the option is invalid. `maxMessageBytes` is its
+ * limit, from the events it holds (see streamMessageBytes).
  */
-export function readStream(file: DescFile, value: StreamOptionsValue, optionNumber: number, problems: ContractProblems): StreamContract | undefined {
+export function readStream(file: DescFile, value: StreamOptionsValue, optionNumber: number, problems: ContractProblems, maxMessageBytes: number): StreamContract | undefined {
   const before = problems.count;
   const bad = (problem: string): void => problems.add(file, `(concord.v1.stream) ${problem}`);
 
@@ -61,6 +62,7 @@ export function readStream(file: DescFile, value: StreamOptionsValue, optionNumb
       replicas,
       maxAgeMs,
       duplicateWindowMs,
+      maxMessageBytes,
       ...(description !== "" ? { description } : {}),
     },
   };
