@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { readmeProse } from "../../test/support/readme.js";
-import { usage } from "./help.js";
+import { helps, usage } from "./help.js";
 
 /** The commands of concord's usage, each as its group and name (`dlq list`), or its name alone (`status`). */
 const commands = new Set([...usage.matchAll(/^ {2}([a-z]+(?: [a-z]+)?)(?=\s)/gm)].map((m) => m[1]));
@@ -31,5 +31,20 @@ describe("concord's usage", () => {
     expect(unknownCommands("stay: `concord outbox`, `concord dlq list` and `concord dlq replay` take them")).toEqual(["`concord outbox`"]);
     expect(unknownCommands("`npx concord dlq` alone, or `npx concord dlq --help`, lists them; `npx concord dlqs list`")).toEqual(["`npx concord dlqs list`"]);
     expect(unknownCommands("it says ``concord dlq list: unknown option --limt`` and ``concord dlqs list: ...``")).toEqual(["`concord dlqs list: ...`"]);
+  });
+});
+
+describe("a command's usage line", () => {
+  it("names no placeholder its text leaves undefined: dlq list and dlq replay name the filter's options, not FILTER", () => {
+    for (const command of ["dlq list", "dlq replay"]) {
+      const [usageLine, ...rest] = helps[command]!.split("\n");
+      expect(usageLine).not.toMatch(/\bFILTER\b/);
+      for (const option of ["--consumer DURABLE", "--subject PATTERN", "--type TYPE"]) {
+        expect(usageLine).toContain(`[${option}]`);
+        expect(rest).toContainEqual(expect.stringMatching(new RegExp(`^  ${option} `)));
+      }
+    }
+    // Where the commands' list still says FILTER, it says what FILTER is.
+    expect(usage.replace(/\s+/g, " ")).toContain("(FILTER: --consumer, --subject, --type, one or more, as dlq list takes)");
   });
 });

@@ -18,7 +18,8 @@ Commands:
   dlq show SEQ                one dead letter: decoded payload and its bytes, reason,
                               original subject, delivery count, trace id, headers
   dlq replay SEQ|--all|FILTER publish dead letters again to their original subject,
-                              then delete them from the dead letter stream
+                              then delete them from the dead letter stream (FILTER:
+                              --consumer, --subject, --type, one or more, as dlq list takes)
   dlq purge [SEQ ...] --yes   delete the dead letters named, or every one
   consumer redeliver DURABLE  publish again the events a consumer's server stopped
                               delivering (a max_deliver reached), or those it handled
@@ -137,7 +138,7 @@ output holds the events alone. Ctrl-C stops.
   --type TYPE         only events of this ce-type, one the contracts declare
                       (shop.orders.v1.OrderPlaced)
 ${natsOption}`,
-    "dlq list": `Usage: npx concord dlq list [FILTER] [--from SEQ] [--limit N] [--nats URL]
+    "dlq list": `Usage: npx concord dlq list [--consumer DURABLE] [--subject PATTERN] [--type TYPE] [--from SEQ] [--limit N] [--nats URL]
 
 Prints each dead letter as a JSON line, oldest first: \`seq\` (its sequence
 in the dead letter stream), \`dlqSubject\` and \`filedAt\` (where and when it
@@ -158,7 +159,7 @@ Prints one dead letter, decoded, with its payload's bytes in base64
 (payloadBase64) and every header it carries (a header the event gave more
 than once as an array of its values, in the order sent).
 ${natsOption}`,
-    "dlq replay": `Usage: npx concord dlq replay (SEQ ... | --all | FILTER) [--dry-run] [--rate N/s] [--past-inbox | --inbox-retention D] [--nats URL]
+    "dlq replay": `Usage: npx concord dlq replay (SEQ ... | --all | [--consumer DURABLE] [--subject PATTERN] [--type TYPE]) [--dry-run] [--rate N/s] [--past-inbox | --inbox-retention D] [--nats URL]
 
 Publishes each chosen dead letter's event again, with its own headers and
 payload, to the subject it was first published to, then deletes it from the
@@ -188,6 +189,7 @@ replayed (exit status 1). Ctrl-C stops it before the next dead letter,
 saying how many were replayed (exit status 130).
   SEQ ...             these dead letters (sequences from \`dlq list\`)
   --all               every dead letter
+  or one or more of these, for the dead letters that match every one given:
 ${filterOptions}
   --dry-run           say what would be replayed; publish and delete nothing
   --rate N/s          at most N replays per second, N above 0 and below a million with at most
