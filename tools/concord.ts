@@ -16,6 +16,7 @@ import { emptyDatabaseOption, optionsElsewhere, parseArgsProblem, usageProblemLi
 import { type DeadLetter, type DeadLetterFilter, deleteDeadLetters, getDeadLetter, matchesFilter, purgeDeadLetters, readDeadLetters } from "./concord/dead-letters.js";
 import { type Refusals, replayChosenDeadLetters } from "./concord/dead-letter-replay.js";
 import { helps, usage } from "./concord/help.js";
+import { payloadPrinter } from "./concord/readable-payload.js";
 import { abandonedRange, durableConsumers, findConsumer, PastInboxError, redeliver, type SequenceRange } from "./concord/redeliver.js";
 import { postgresOnlySaid, printStatus, serviceTargets, targetOptions } from "./concord/status.js";
 import { type InboxRetention, inboxRetentionOf } from "./concord/inbox-retention.js";
@@ -62,9 +63,9 @@ const withoutNats: ReadonlySet<string> = new Set(["database restore"]);
 /** The options of each command parsed here, besides --help and, but for those `withoutNats`, --nats. */
 const optionsOf: Readonly<Record<string, Options>> = {
   status: targetOptions,
-  "events tail": { all: { type: "boolean" }, subject: { type: "string" }, type: { type: "string" } },
-  "dlq list": { ...filters, from: { type: "string" }, limit: { type: "string" } },
-  "dlq show": {},
+  "events tail": { all: { type: "boolean" }, subject: { type: "string" }, type: { type: "string" }, full: { type: "boolean" } },
+  "dlq list": { ...filters, from: { type: "string" }, limit: { type: "string" }, full: { type: "boolean" } },
+  "dlq show": { full: { type: "boolean" } },
   "dlq replay": { ...filters, all: { type: "boolean" }, "dry-run": { type: "boolean" }, rate: { type: "string" }, "past-inbox": { type: "boolean" }, "inbox-retention": { type: "string" } },
   "dlq purge": { yes: { type: "boolean" } },
   "consumer redeliver": { from: { type: "string" }, to: { type: "string" }, "dry-run": { type: "boolean" }, "past-inbox": { type: "boolean" }, "inbox-retention": { type: "string" } },
@@ -195,6 +196,11 @@ function retentionToCheck(values: Record<string, unknown>, command: string): Inb
   }
 }
 
+/** How `command` prints payloads: cut to a readable size on a terminal, unless --full. */
+function printerOf(command: string, values: Record<string, unknown>) {
+  return payloadPrinter(command, { terminal: process.stdout.isTTY === true, whole: values.full === true, note: (line) => console.error(line) });
+}
+
 /** How many dead letters `dlq list` prints unless given --limit: a screenful or two, not the thousands a flood files. */
 const listLimit = 100;
 
@@ -206,6 +212,7 @@ async function dlqList(args: string[]): Promise<number> {
   const filter = filterOf(values, command);
   const from = values.from === undefined ? 1 : sequenceOf(String(values.from), command, "--from");
   const limit = values.limit === undefined ? listLimit : wholeNumberOf(String(values.limit), "--limit", command);
+  const readable = printerOf(command, values);
   return withNats(values.nats as string | undefined, async (nc) => {
     let count = 0;
     let first: number | undefined;
@@ -221,7 +228,7 @@ async function dlqList(args: string[]): Promise<number> {
       count++;
       first ??= letter.seq;
       last = letter.seq;
-      console.log(JSON.stringify(summary(letter)));
+      console.log(JSON.stringify(readable(summary(letter))));
     }
     if (count === 0 && (await unknownFilterName(nc, filter, command))) return 1;
     const range = first === undefined || first === last ? "" : ` (sequences ${first} to ${last})`;
@@ -229,7 +236,7 @@ async function dlqList(args: string[]): Promise<number> {
       console.error(`concord dlq list: ${count} dead letter(s)${from > 1 ? ` from sequence ${from} on` : ""}${range}`);
       return 0;
     }
-    const again = ["npx concord dlq list", "--from", String(next), ...optionArgs(values, ["consumer", "subject", "type", "limit", "nats"])].join(" ");
+    const again = ["npx concord dlq list", "--from", String(next), ...optionArgs(values, ["consumer", "subject", "type", "limit", "nats"]), ...(values.full === true ? ["--full"] : [])].join(" ");
     console.error(`concord dlq list: the first ${count} dead letter(s)${from > 1 ? ` from sequence ${from} on` : ""}${range}; more follow: \`${again}\` lists the next ${limit}`);
     return 0;
   });
@@ -817,7 +824,8 @@ export async function concord(argv: string[]): Promise<number> {
         const nc = await connectNats((values.nats as string | undefined) ?? defaultNatsUrl(), "concord");
         exitOnSignals(nc);
         try {
-          await watchEvents({ nc, name: "concord events tail", all: values.all === true, subject, type, print: (line) => console.log(JSON.stringify(line)) });
+          const readable = printerOf(command, values);
+          await watchEvents({ nc, name: "concord events tail", all: values.all === true, subject, type, print: (line) => console.log(JSON.stringify(readable(line))) });
         } finally {
           await nc.close();
         }
@@ -834,7 +842,7 @@ export async function concord(argv: string[]): Promise<number> {
           const letter = await getDeadLetter(nc, seq);
           // The bytes as stored too: a payload that does not decode, or of a type no contract declares, was shown only as its size or the decoder's complaint.
           const kept = letter.payloadOmittedBytes === undefined && { payloadBase64: Buffer.from(letter.data).toString("base64") };
-          console.log(JSON.stringify({ ...summary(letter), ...kept, headers: letter.headers }, null, 2));
+          console.log(JSON.stringify(printerOf(command, values)({ ...summary(letter), ...kept, headers: letter.headers }), null, 2));
           return 0;
         });
       }

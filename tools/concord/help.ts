@@ -5,6 +5,7 @@
  */
 import { eitherOf, grpcListenOf, services, type ServiceEntry } from "../services.js";
 import { brokenAtLast } from "../help-text.js";
+import { readableLimits } from "./readable-payload.js";
 import { inUseWithinMs, watchMs } from "./stale-consumers.js";
 
 /** `concord --help`. */
@@ -61,6 +62,11 @@ const inboxRetentionOption = `  --inbox-retention D how long the services' inbox
                       events older than that are held back (default:
                       $INBOX_RETENTION, else the one the \`npm start\` running on
                       DATA_DIR gave the services, else their default, 7d)`;
+
+const fullOption = `  --full              print payloads whole on a terminal too: there a string past
+                      ${readableLimits.characters} characters, and a list past ${readableLimits.items} items, is cut where
+                      it passes that, marked so (\`… (+999800 characters)\`), and said
+                      once on standard error; output to a file or pipe is never cut`;
 
 const filterOptions = `  --consumer DURABLE  only dead letters of this consumer (when none matches and no
                       stream has the consumer, exits with 1 naming those that exist)
@@ -126,7 +132,7 @@ concord_nats_connected 0), an outbox is held up (its oldest event waiting 30 s o
 cannot be read; dead letters and parked events are shown, not failed on.
 ${statusOptions}
 ${natsOption}`,
-    "events tail": `Usage: npx concord events tail [--all] [--subject PATTERN] [--type TYPE] [--nats URL]
+    "events tail": `Usage: npx concord events tail [--all] [--subject PATTERN] [--type TYPE] [--full] [--nats URL]
 
 Prints each event as a JSON line (stream, sequence, subject, type, id, source,
 time, a dead letter's reason, decoded payload) as it is published, from every
@@ -137,8 +143,9 @@ output holds the events alone. Ctrl-C stops.
   --subject PATTERN   only events whose subject matches (NATS wildcards * and >)
   --type TYPE         only events of this ce-type, one the contracts declare
                       (shop.orders.v1.OrderPlaced)
+${fullOption}
 ${natsOption}`,
-    "dlq list": `Usage: npx concord dlq list [--consumer DURABLE] [--subject PATTERN] [--type TYPE] [--from SEQ] [--limit N] [--nats URL]
+    "dlq list": `Usage: npx concord dlq list [--consumer DURABLE] [--subject PATTERN] [--type TYPE] [--from SEQ] [--limit N] [--full] [--nats URL]
 
 Prints each dead letter as a JSON line, oldest first: \`seq\` (its sequence
 in the dead letter stream), \`dlqSubject\` and \`filedAt\` (where and when it
@@ -152,12 +159,14 @@ the next ones (\`--from\` the next one's sequence, with the same options).
 ${filterOptions}
   --from SEQ          start at the dead letter of this sequence (or the first after it)
   --limit N           print at most N dead letters (default 100)
+${fullOption}
 ${natsOption}`,
-    "dlq show": `Usage: npx concord dlq show SEQ [--nats URL]
+    "dlq show": `Usage: npx concord dlq show SEQ [--full] [--nats URL]
 
 Prints one dead letter, decoded, with its payload's bytes in base64
 (payloadBase64) and every header it carries (a header the event gave more
 than once as an array of its values, in the order sent).
+${fullOption}
 ${natsOption}`,
     "dlq replay": `Usage: npx concord dlq replay (SEQ ... | --all | [--consumer DURABLE] [--subject PATTERN] [--type TYPE]) [--dry-run] [--rate N/s] [--past-inbox | --inbox-retention D] [--nats URL]
 
