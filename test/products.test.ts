@@ -71,7 +71,8 @@ describe("ProductService", () => {
       products.client.createProduct({ name: "", description: "x".repeat(2001), price: { currencyCode: "euro", amountMinor: -1 }, initialStock: -3 }),
     );
     expect(err.code).toBe(status.INVALID_ARGUMENT);
-    expect(err.violations.map((v) => v.field).sort()).toEqual(["description", "initial_stock", "name", "price.amount_minor", "price.currency_code"]);
+    // An empty name breaks two rules: it is too short, and has no visible character.
+    expect(err.violations.map((v) => v.field).sort()).toEqual(["description", "initial_stock", "name", "name", "price.amount_minor", "price.currency_code"]);
     expect(err.violations.every((v) => v.description.length > 0)).toBe(true);
     const missingPrice = await grpcError(products.client.createProduct({ name: "x", description: "", price: undefined, initialStock: 0 }));
     expect(missingPrice.violations.map((v) => v.field)).toEqual(["price"]);
@@ -179,6 +180,24 @@ describe("ProductService", () => {
     const unknowns = Buffer.concat([valid, Buffer.from([0x50, 0x01, 0x5b, 0x60, 0x01, 0x5c, 0x25, 1, 0, 0, 0])]);
     await rawCall(products.service.address, ProductServiceService.createProduct.path, unknowns);
     expect((await products.client.listProducts({ pageSize: 500, pageToken: "" })).products).toHaveLength(before + 1);
+  });
+
+  it("refuses a name with no visible character (spaces, zero-width or other format characters alone) with INVALID_ARGUMENT, on create and update, writing nothing", async () => {
+    const pattern = "does not match regex pattern `[^\\p{Z}\\p{Cc}\\p{Cf}]`";
+    const before = (await products.client.listProducts({ pageSize: 500, pageToken: "" })).products;
+    for (const name of ["   ", "\u00a0\u3000", "\t\n", "\u200b\u200c\u200d\u2060\ufeff", "\u00ad\u202e"]) {
+      const created = await grpcError(products.client.createProduct({ name, description: "", price: eur(100), initialStock: 1 }));
+      expect([JSON.stringify(name), created.code, created.violations]).toEqual([JSON.stringify(name), status.INVALID_ARGUMENT, [{ field: "name", description: pattern }]]);
+    }
+    const p = await create("Saucer", 2);
+    const updated = await grpcError(products.client.updateProduct({ id: p.id, expectedVersion: 1, updateMask: ["name"], name: " \u200b ", description: "", price: undefined }));
+    expect(updated.code).toBe(status.INVALID_ARGUMENT);
+    expect(updated.violations).toEqual([{ field: "name", description: pattern }]);
+    expect((await products.client.getProduct({ id: p.id })).product).toMatchObject({ name: "Saucer", version: 1 });
+    // A name with one visible character among them is taken as it is.
+    expect((await create(" \u200bé ", 1)).name).toBe(" \u200bé ");
+    const after = (await products.client.listProducts({ pageSize: 500, pageToken: "" })).products;
+    expect(after.length).toBe(before.length + 2);
   });
 
   it("refuses a NUL character in any string with INVALID_ARGUMENT naming the field, and writes nothing (PostgreSQL cannot store it)", async () => {

@@ -32,7 +32,9 @@ type Product struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique, time-sortable id (UUIDv7), assigned at creation.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Display name.
+	// Display name. Only the requests require a visible character in it
+	// (CreateProductRequest.name): a product named before they did keeps its
+	// name, and the events that carry it stay valid.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Free-text description; may be empty.
 	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
@@ -152,7 +154,9 @@ func (x *Product) GetStockVersion() int64 {
 // Input of CreateProduct.
 type CreateProductRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Display name, 1 to 200 characters.
+	// Display name, 1 to 200 characters, at least one of them visible: a
+	// name of spaces, control or format characters alone (zero-width spaces
+	// and joiners, the byte order mark) is refused.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Description, at most 2000 characters.
 	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
@@ -474,7 +478,8 @@ type UpdateProductRequest struct {
 	ExpectedVersion int64 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
 	// Which fields to change: any of "name", "description", "price"; 3 at most.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
-	// New display name, when in the mask.
+	// New display name, when in the mask: at least one of its characters
+	// visible, as CreateProductRequest.name.
 	Name string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
 	// New description, when in the mask.
 	Description string `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
@@ -854,10 +859,9 @@ const file_shop_products_v1_product_service_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x125\n" +
-	"\rstock_version\x18\t \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f(\x00R\fstockVersion\"\x88\x02\n" +
-	"\x14CreateProductRequest\x12\x1e\n" +
-	"\x04name\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x04name\x12*\n" +
+	"\rstock_version\x18\t \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f(\x00R\fstockVersion\"\x9e\x02\n" +
+	"\x14CreateProductRequest\x124\n" +
+	"\x04name\x18\x01 \x01(\tB \xbaH\x1dr\x1b\x10\x01\x18\xc8\x012\x14[^\\p{Z}\\p{Cc}\\p{Cf}]R\x04name\x12*\n" +
 	"\vdescription\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\vdescription\x123\n" +
 	"\x05price\x18\x03 \x01(\v2\x15.shop.common.v1.MoneyB\x06\xbaH\x03\xc8\x01\x01R\x05price\x122\n" +
 	"\rinitial_stock\x18\x04 \x01(\x05B\r\xbaH\n" +
@@ -874,14 +878,14 @@ const file_shop_products_v1_product_service_proto_rawDesc = "" +
 	"\x17BatchGetProductsRequest\x12%\n" +
 	"\x03ids\x18\x01 \x03(\tB\x13\xbaH\x10\x92\x01\r\b\x01\x10d\x18\x01\"\x05r\x03\xb0\x01\x01R\x03ids\"Q\n" +
 	"\x18BatchGetProductsResponse\x125\n" +
-	"\bproducts\x18\x01 \x03(\v2\x19.shop.products.v1.ProductR\bproducts\"\xc8\x06\n" +
+	"\bproducts\x18\x01 \x03(\v2\x19.shop.products.v1.ProductR\bproducts\"\xe1\x06\n" +
 	"\x14UpdateProductRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12;\n" +
 	"\x10expected_version\x18\x02 \x01(\x03B\x10\xbaH\r\"\v\x18\xff\xff\xff\xff\xff\xff\xff\x0f \x00R\x0fexpectedVersion\x12\xa1\x02\n" +
 	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskB\xe3\x01\xbaH\xdf\x01\xba\x01\xd8\x01\n" +
 	"\x11update_mask.paths\x12@paths must be one or more of name, description, price, each once\x1a\x80\x01size(this.paths) <= 3 && size(this.paths) > 0 && this.paths.all(p, p in ['name', 'description', 'price']) && this.paths.unique()\xc8\x01\x01R\n" +
-	"updateMask\x12\x1c\n" +
-	"\x04name\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\x04name\x12*\n" +
+	"updateMask\x125\n" +
+	"\x04name\x18\x04 \x01(\tB!\xbaH\x1e\xd8\x01\x01r\x19\x18\xc8\x012\x14[^\\p{Z}\\p{Cc}\\p{Cf}]R\x04name\x12*\n" +
 	"\vdescription\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\vdescription\x12+\n" +
 	"\x05price\x18\x06 \x01(\v2\x15.shop.common.v1.MoneyR\x05price:\xbd\x02\xbaH\xb9\x02\x1a\xa2\x01\n" +
 	"\x04name\x12:name must be 1 to 200 characters when update_mask names it\x1a^size(this.update_mask.paths) > 3 || !('name' in this.update_mask.paths) || size(this.name) > 0\x1a\x91\x01\n" +

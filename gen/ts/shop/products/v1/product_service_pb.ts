@@ -31,7 +31,11 @@ export const protobufFileName = "shop/products/v1/product_service.proto";
 export interface Product {
   /** Unique, time-sortable id (UUIDv7), assigned at creation. */
   id: string;
-  /** Display name. */
+  /**
+   * Display name. Only the requests require a visible character in it
+   * (CreateProductRequest.name): a product named before they did keeps its
+   * name, and the events that carry it stay valid.
+   */
   name: string;
   /** Free-text description; may be empty. */
   description: string;
@@ -65,7 +69,11 @@ export interface Product {
 
 /** Input of CreateProduct. */
 export interface CreateProductRequest {
-  /** Display name, 1 to 200 characters. */
+  /**
+   * Display name, 1 to 200 characters, at least one of them visible: a
+   * name of spaces, control or format characters alone (zero-width spaces
+   * and joiners, the byte order mark) is refused.
+   */
   name: string;
   /** Description, at most 2000 characters. */
   description: string;
@@ -127,7 +135,10 @@ export interface UpdateProductRequest {
   updateMask:
     | string[]
     | undefined;
-  /** New display name, when in the mask. */
+  /**
+   * New display name, when in the mask: at least one of its characters
+   * visible, as CreateProductRequest.name.
+   */
   name: string;
   /** New description, when in the mask. */
   description: string;
