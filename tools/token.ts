@@ -6,7 +6,7 @@
 import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { descriptorSet } from "../gen/ts/descriptor_set.js";
-import { maxSubjectBytes } from "../platform/auth/index.js";
+import { maxSubjectBytes, subjectControlCharacter } from "../platform/auth/index.js";
 import { duration } from "../platform/config/index.js";
 import { methodAccess } from "../platform/grpc/index.js";
 import { maxTokenTtlSetting } from "../platform/runtime/index.js";
@@ -105,9 +105,9 @@ async function main(): Promise<void> {
     return;
   }
   // A subject is one line of text: it keys the caller's request ids and is named in the services' log lines and errors.
-  const control = /[\u0000-\u001f\u007f-\u009f]/.exec(subject)?.[0];
+  const control = subjectControlCharacter(subject);
   if (control !== undefined) {
-    console.error(`token: --subject holds the control character U+${control.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}: give it as one line of printable text`);
+    console.error(`token: --subject holds the control character ${control}: give it as one line of printable text`);
     process.exitCode = 2;
     return;
   }

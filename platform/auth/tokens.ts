@@ -132,8 +132,8 @@ export interface TokenVerifierOptions {
  * of any of `publicKeys` (an issuer's: ES256, RS256 or EdDSA, as the key
  * is), and nothing else: issuer and audience "concord", a subject, an
  * expiry no further ahead than `maxTtlMs` (see `lifetimeProblem`), a
- * subject without NUL (U+0000) of at most 1,024 bytes, and roles as a list
- * of strings. A token
+ * subject of at most 1,024 bytes without control characters
+ * (subjectControlCharacter), and roles as a list of strings. A token
  * that passed is remembered until it expires (the newest 1024, within
  * 4 MiB; one of over 256 KiB with its roles is not), so only a client's
  * first call with it pays for the signature check; its times are checked
@@ -209,8 +209,10 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
     }
     if (typeof payload.sub !== "string") throw new TokenError("the bearer token's subject (sub) is not a string");
     if (payload.sub === "") throw new TokenError("the bearer token has an empty subject");
-    // The subject keys the caller's request ids, and PostgreSQL's text cannot hold NUL: the call failed there as INTERNAL.
-    if (payload.sub.includes("\u0000")) throw new TokenError("the bearer token's subject holds the NUL character (U+0000)");
+    // The subject keys the caller's request ids (PostgreSQL's text cannot hold NUL: the call failed there as INTERNAL)
+    // and is named in log lines and errors, where a line feed would start a line of its own: one line of text, as tools/token.ts signs.
+    const control = subjectControlCharacter(payload.sub);
+    if (control !== undefined) throw new TokenError(`the bearer token's subject holds the control character ${control}`);
     // The subject is part of the request ids' key, and PostgreSQL indexes at most 2,704 bytes a row: an admin's
     // CreateProduct with a request_id under a subject of 3,000 random characters failed there as INTERNAL.
     const subjectBytes = Buffer.byteLength(payload.sub);
@@ -223,6 +225,16 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
     verifiedBytes += weight;
     return claims;
   };
+}
+
+/**
+ * The first control character (U+0000 to U+001F, U+007F to U+009F) of a
+ * token's subject, as "U+000A", or undefined for one line of printable
+ * text: what the services take and tools/token.ts signs.
+ */
+export function subjectControlCharacter(subject: string): string | undefined {
+  const char = /[\u0000-\u001f\u007f-\u009f]/.exec(subject)?.[0];
+  return char === undefined ? undefined : `U+${char.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}`;
 }
 
 /** A shell variable's reference (`${ADMIN_TOKEN}`, `$TOKEN`), sent as the token by a client that did not expand it: no secret, so it can be named. */

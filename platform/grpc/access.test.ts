@@ -71,12 +71,15 @@ describe("token keys and tokens", () => {
     expect(await verify(await withIssuer("concord"))).toEqual({ subject: "ops", roles: ["admin"] });
   });
 
-  it("refuses a subject that is not a string, or holds the NUL character, which reached PostgreSQL as the caller of a request id and failed there as INTERNAL", async () => {
+  it("refuses a subject that is not a string, or holds a control character (NUL reached PostgreSQL as the caller of a request id and failed there as INTERNAL), as tools/token.ts refuses to sign it", async () => {
     const key = readTokenSecret(keyFile("subjects.key", hex, 0o600));
     const verify = createTokenVerifier(key);
     const { SignJWT } = await import("jose");
     const withSubject = (sub: unknown) => new SignJWT({ roles: ["admin"], sub } as never).setProtectedHeader({ alg: "HS256" }).setIssuer("concord").setAudience("concord").setExpirationTime("1m").sign(key);
-    await expect(verify(await withSubject("op\u0000s"))).rejects.toThrow(new TokenError("the bearer token's subject holds the NUL character (U+0000)"));
+    // Only NUL was refused: a line feed, which splits a log line, and the other C0 and C1 controls passed.
+    for (const [char, code] of [["\u0000", "U+0000"], ["\n", "U+000A"], ["\u001b", "U+001B"], ["\u007f", "U+007F"], ["\u0085", "U+0085"], ["\u009f", "U+009F"]]) {
+      await expect(verify(await withSubject(`op${char}s`))).rejects.toThrow(new TokenError(`the bearer token's subject holds the control character ${code}`));
+    }
     await expect(verify(await withSubject(42))).rejects.toThrow(new TokenError("the bearer token's subject (sub) is not a string"));
     await expect(verify(await withSubject(""))).rejects.toThrow(new TokenError("the bearer token has an empty subject"));
     expect(await verify(await withSubject("op\u202es"))).toEqual({ subject: "op\u202es", roles: ["admin"] });
