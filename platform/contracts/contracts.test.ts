@@ -3,9 +3,8 @@ import { create, type DescMessage, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { CreateOrderRequest, UpdateOrderRequest } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
-import { requestLimit } from "../grpc/bind-service.js";
 import { createMessageChecker } from "./message-checker.js";
-import { encodedSizeBound, patternMaxLength } from "./size-bound.js";
+import { encodedSizeBound, patternMaxLength, sizeLimit } from "./size-bound.js";
 import { contractEditor } from "../../test/support/edited-contracts.js";
 import { createTempDir } from "../../test/support/temp-dir.js";
 
@@ -219,9 +218,19 @@ describe("encodedSizeBound", () => {
   });
 
   it("gives each method a receive limit: twice its bound plus 1 KiB, at least 4 KiB, capped", () => {
-    expect(requestLimit(38, 262_144)).toBe(4_096);
-    expect(requestLimit(5_000, 262_144)).toBe(11_024);
-    expect(requestLimit(Number.POSITIVE_INFINITY, 262_144)).toBe(262_144);
-    expect(requestLimit(500_000, 262_144)).toBe(262_144);
+    expect(sizeLimit(38, 262_144)).toBe(4_096);
+    expect(sizeLimit(5_000, 262_144)).toBe(11_024);
+    expect(sizeLimit(Number.POSITIVE_INFINITY, 262_144)).toBe(262_144);
+    expect(sizeLimit(500_000, 262_144)).toBe(262_144);
+  });
+
+  it("gives each type its size limit from the checker, as gRPC methods and consumers apply it: capped, none where the contract leaves the size open or lacks the type", () => {
+    const placed = checker.registry.getMessage("shop.orders.v1.OrderPlaced")!;
+    expect(checker.sizeLimitOf("shop.orders.v1.OrderPlaced")).toBe(sizeLimit(encodedSizeBound(placed), Number.POSITIVE_INFINITY));
+    expect(checker.sizeLimitOf("shop.orders.v1.OrderPlaced", 4_096)).toBe(4_096);
+    expect(checker.sizeLimitOf("shop.products.v1.GetProductRequest", 262_144)).toBe(4_096);
+    expect(checker.sizeLimitOf("shop.orders.v1.OrderUpdated")).toBe(Number.POSITIVE_INFINITY);
+    expect(checker.sizeLimitOf("shop.orders.v1.OrderUpdated", 262_144)).toBe(262_144);
+    expect(checker.sizeLimitOf("shop.orders.v1.NoSuchEvent")).toBe(Number.POSITIVE_INFINITY);
   });
 });

@@ -7,6 +7,7 @@ import type { Validator } from "@bufbuild/protovalidate";
 import { RepeatedRulesSchema, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { type CompiledCheck, createRuleCompiler, propertyName } from "./compiled-rules.js";
 import { fieldMaskBound } from "./field-mask.js";
+import { encodedSizeBound, sizeLimit } from "./size-bound.js";
 import { createNulChecks, type NulCheck } from "./nul-text.js";
 import { refuseInvalidUtf8 } from "./strict-utf8.js";
 import { createUuidLowerings, type UuidLowering } from "./uuid-case.js";
@@ -60,6 +61,15 @@ export interface MessageChecker {
    * silently; undefined when they are well formed (see wire-shape.ts).
    */
   wireProblem(typeName: string, bytes: Uint8Array): string | undefined;
+  /**
+   * The most bytes a message of `typeName` may take before it is refused
+   * without being decoded: sizeLimit of the largest valid one its contract
+   * allows (encodedSizeBound, worked out once per type), `cap` at most;
+   * `cap` (by default none) for a type whose contract leaves its size open
+   * or that the descriptor set lacks. A gRPC method's receive limit, and
+   * what a consumer decodes of an event.
+   */
+  sizeLimitOf(typeName: string, cap?: number): number;
   /** The registry built from the descriptor set (services, messages, options). */
   readonly registry: Registry;
 }
@@ -227,9 +237,18 @@ function buildMessageChecker(descriptorSet: Uint8Array): MessageChecker {
   const lowerings = new Map<string, UuidLowering>();
   const wireCheck = createWireChecks();
   const wireChecks = new Map<string, (bytes: Uint8Array) => string | undefined>();
+  const sizeBounds = new Map<string, number>();
 
   return {
     registry,
+    sizeLimitOf(typeName, cap = Number.POSITIVE_INFINITY) {
+      let bound = sizeBounds.get(typeName);
+      if (bound === undefined) {
+        const message = registry.getMessage(typeName);
+        sizeBounds.set(typeName, (bound = message ? encodedSizeBound(message) : Number.POSITIVE_INFINITY));
+      }
+      return sizeLimit(bound, cap);
+    },
     lowerCaseUuids(typeName, message) {
       let lowering = lowerings.get(typeName);
       if (!lowering) lowerings.set(typeName, (lowering = uuidLowering(schemaOf(typeName))));

@@ -1,4 +1,4 @@
-import { encodeMessage, encodedSizeBound, itemCountBytes, sizeLimit, type MessageChecker } from "../contracts/index.js";
+import { encodeMessage, itemCountBytes, type MessageChecker } from "../contracts/index.js";
 import type { Transaction } from "../sql/index.js";
 import { contentTypeProblem, eventHeaders } from "./cloud-events.js";
 import { headerValue, repeatedAttribute, repeatedAttributeProblem, UnprocessableEventError, type Delivery, type DeliveryHandler } from "./delivery.js";
@@ -177,9 +177,6 @@ export function checkedEvent<T>(delivery: Delivery, binding: ConsumerBinding<T>,
   return event;
 }
 
-/** Per checker, the size limit (sizeLimit) of each event type it was asked about. */
-const payloadLimits = new WeakMap<MessageChecker, Map<string, number>>();
-
 /**
  * Why the payload of an event of `type` is refused for its size before it
  * is decoded, or undefined when it is within its type's limit: twice the
@@ -193,14 +190,7 @@ const payloadLimits = new WeakMap<MessageChecker, Map<string, number>>();
  * messages far over its max_items before anything is decoded.
  */
 function oversizeProblem(checker: MessageChecker, type: string, data: Uint8Array): string | undefined {
-  let limits = payloadLimits.get(checker);
-  if (!limits) payloadLimits.set(checker, (limits = new Map()));
-  let limit = limits.get(type);
-  if (limit === undefined) {
-    const message = checker.registry.getMessage(type);
-    limit = message ? sizeLimit(encodedSizeBound(message), Number.POSITIVE_INFINITY) : Number.POSITIVE_INFINITY;
-    limits.set(type, limit);
-  }
+  const limit = checker.sizeLimitOf(type);
   if (data.byteLength <= limit) return undefined;
   // Decoded to name a list over its limit only when well formed, its lists not far over it (see wire-shape.ts).
   if (data.byteLength <= itemCountBytes(limit)) {

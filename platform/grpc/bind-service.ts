@@ -3,7 +3,7 @@ import { type ServerUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js"
 import { type DescMessage, ScalarType } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { infoLineWriter, type Logger } from "../log/index.js";
-import { encodedSizeBound, itemCountBytes, sizeLimit, type MessageChecker } from "../contracts/index.js";
+import { encodedSizeBound, itemCountBytes, type MessageChecker } from "../contracts/index.js";
 import { Code, codeName, StatusError, type FieldViolation } from "../errors/index.js";
 import { type AccessControl, methodAccess, methodGuard, type MethodGuard, type Principal, unrestricted } from "./access.js";
 import { type CallContext, requestDigester, UnaryCallContext } from "./call-context.js";
@@ -198,9 +198,6 @@ class AnswerSizes {
   }
 }
 
-/** A method's receive limit, from the largest valid request its contract allows (see sizeLimit): `cap` at most. */
-export const requestLimit: (bound: number, cap: number) => number = sizeLimit;
-
 /**
  * Binds an implementation to grpc-js. Each call: the request's size is
  * checked against its method's receive limit (RESOURCE_EXHAUSTED), then it
@@ -241,7 +238,7 @@ export function bindService<D extends ServiceDefinition>(
       },
     };
     const guard = options.access ? methodGuard(options.access, desc.name, methodAccess(options.checker.registry, desc)) : undefined;
-    const handler = unaryHandler(method, fn.bind(impl), desc.input.typeName, requestLimit(encodedSizeBound(desc.input), options.maxRequestBytes), guard, requestDigester(desc.input, method.requestSerialize), answers, options);
+    const handler = unaryHandler(method, fn.bind(impl), desc.input.typeName, options.checker.sizeLimitOf(desc.input.typeName, options.maxRequestBytes), guard, requestDigester(desc.input, method.requestSerialize), answers, options);
     handlers[name] = traceServerCalls(method.path, observeCalls(method.path, handler, options.callObserver));
   }
   return { definition: rawDefinition as D, handlers: handlers as BoundService<D> };

@@ -1,4 +1,4 @@
-export { bindService, requestLimit, type BoundService, type ServiceDefinition, type ServiceImpl, type UnaryMethodDefinition } from "./bind-service.js";
+export { bindService, type BoundService, type ServiceDefinition, type ServiceImpl, type UnaryMethodDefinition } from "./bind-service.js";
 export { grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics, observeCalls, unreadAnswerMetrics, type CallObserver } from "./call-metrics.js";
 export type { CallRefusal, ConnectionRefusal, RefusalObserver } from "./refusals.js";
 export type { CallContext, CallHeaders } from "./call-context.js";
