@@ -1,8 +1,8 @@
 import type { AddressInfo } from "node:net";
 import { connect as connectHttp2, createServer as createHttp2Server, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
-import { Server, ServerCredentials, type ServerUnaryCall } from "@grpc/grpc-js";
+import { Server, ServerCredentials, status, type ServerUnaryCall } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { http2ServersOf, http2StreamOf, takeStreamListener, withHandshakeTimeout } from "./grpc-internals.js";
+import { compressedFlagRefusal, http2ServersOf, http2StreamOf, refuseFlaggedUncompressedMessages, takeStreamListener, withHandshakeTimeout } from "./grpc-internals.js";
 import { serverTlsCredentials } from "./tls.js";
 import { ensureDevCredentials } from "../../tools/dev-credentials.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
@@ -54,6 +54,45 @@ describe("grpc-js internals", () => {
       server.forceShutdown();
     }
     expect(http2StreamOf({} as ServerUnaryCall<unknown, unknown>)).toBeUndefined();
+  });
+
+  it("makes grpc-js's server calls refuse a message flagged compressed when the call declared no compression, and take one whose flag is 0", async () => {
+    expect(refuseFlaggedUncompressedMessages()).toBe(true);
+    // Once per process: a second call wraps nothing again.
+    expect(refuseFlaggedUncompressedMessages()).toBe(true);
+    const server = new Server();
+    const identity = (b: Buffer) => b;
+    let ran = 0;
+    server.addService(
+      { Echo: { path: "/test.Echo/Echo", requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity } },
+      {
+        Echo: (call: ServerUnaryCall<Buffer, Buffer>, callback: (err: null, value: Buffer) => void) => {
+          ran++;
+          callback(null, call.request);
+        },
+      },
+    );
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const session = connectHttp2(`http://127.0.0.1:${port}`);
+    const call = async (flag: number) => {
+      const stream = session.request({ ":method": "POST", ":path": "/test.Echo/Echo", "content-type": "application/grpc", te: "trailers" });
+      const answer: IncomingHttpHeaders = {};
+      stream.on("response", (h) => Object.assign(answer, h));
+      stream.on("trailers", (h) => Object.assign(answer, h));
+      stream.end(Buffer.from([flag, 0, 0, 0, 1, 7]));
+      stream.resume();
+      await new Promise((resolve) => stream.once("close", resolve));
+      return [answer["grpc-status"], decodeURIComponent(String(answer["grpc-message"]))];
+    };
+    try {
+      expect(await call(1)).toEqual([String(status.INTERNAL), compressedFlagRefusal]);
+      expect(ran).toBe(0);
+      expect(await call(0)).toEqual([String(status.OK), "OK"]);
+      expect(ran).toBe(1);
+    } finally {
+      session.destroy();
+      server.forceShutdown();
+    }
   });
 
   it("takes grpc-js's 'stream' listener off its node:http2 server, which then answers only the streams it is given", async () => {

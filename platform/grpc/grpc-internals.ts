@@ -3,12 +3,13 @@
  * beside it (grpc-internals.test.ts), so that an upgrade of grpc-js is this
  * file's work. Today: the node:http2 servers a grpc-js Server listens with,
  * which it keeps in a private map, the listener it answers their streams
- * with, the HTTP/2 stream of a unary call, and the options grpc-js makes a
- * TLS server with.
+ * with, the HTTP/2 stream of a unary call, the options grpc-js makes a
+ * TLS server with, and how its server calls read a message's compressed flag.
  */
+import { createRequire } from "node:module";
 import type { Http2SecureServer, Http2Server, IncomingHttpHeaders, SecureServerOptions, ServerHttp2Stream } from "node:http2";
 import type { SecureContextOptions } from "node:tls";
-import { ServerCredentials, type Server, type ServerInterceptor, type ServerUnaryCall } from "@grpc/grpc-js";
+import { ServerCredentials, status, type Server, type ServerInterceptor, type ServerUnaryCall } from "@grpc/grpc-js";
 
 /** The node:http2 servers of a grpc-js Server, one per bound address; call after bindAsync. */
 export function http2ServersOf(server: Server): Array<Http2Server | Http2SecureServer> {
@@ -90,3 +91,43 @@ class HandshakeTimeoutCredentials extends ServerCredentials {
     return other instanceof HandshakeTimeoutCredentials && other.timeoutMs === this.timeoutMs && this.inner._equals(other.inner);
   }
 }
+
+/** What a refused call is told. */
+export const compressedFlagRefusal = 'a message\'s compressed flag is not 0, and the call declared no compression (grpc-encoding missing or "identity"): send it uncompressed, with the flag 0';
+
+/**
+ * Makes grpc-js's server calls refuse with INTERNAL a message whose
+ * compressed flag is not 0 when the call declared no compression
+ * (grpc-encoding missing or "identity"), as gRPC's protocol has it
+ * (PROTOCOL-HTTP2.md: without Message-Encoding the Compressed-Flag must be
+ * 0; compression.md: a compressed message under identity is INTERNAL).
+ * grpc-js decoded it as uncompressed, and ran its handler: a client that
+ * compressed and left out the header got INVALID_ARGUMENT for its bytes,
+ * or its call served. A call of a declared encoding is refused before
+ * grpc-js sees it (see the server). Wraps BaseServerInterceptingCall's
+ * decompressMessage, once per process; false, with grpc-js as it is, when
+ * that is gone (the canary test fails then).
+ */
+export function refuseFlaggedUncompressedMessages(): boolean {
+  let prototype: { decompressMessage?: DecompressMessage; [wrapped]?: true } | undefined;
+  try {
+    // The module grpc-js's own import of it loads: the package has no exports map, and one instance of each file.
+    prototype = createRequire(import.meta.url)("@grpc/grpc-js/build/src/server-interceptors.js").BaseServerInterceptingCall?.prototype;
+  } catch {
+    return false;
+  }
+  const original = prototype?.decompressMessage;
+  if (typeof original !== "function") return false;
+  if (prototype![wrapped]) return true;
+  prototype!.decompressMessage = function (this: unknown, message: Buffer, encoding: string) {
+    // grpc-js passes "identity" for a flag of 0, and for any flag when the call declared no encoding. The
+    // server counts the refusal as it counts grpc-js's own (malformed, under INTERNAL).
+    if (encoding === "identity" && message[0] !== 0) return Promise.reject({ code: status.INTERNAL, details: compressedFlagRefusal });
+    return original.call(this, message, encoding);
+  };
+  prototype![wrapped] = true;
+  return true;
+}
+
+type DecompressMessage = (message: Buffer, encoding: string) => Buffer | Promise<Buffer>;
+const wrapped = Symbol("concord.refusesFlaggedUncompressed");

@@ -11,6 +11,7 @@ import { GetProductRequest, ProductServiceService } from "../../gen/ts/shop/prod
 import { createLogger } from "../log/index.js";
 import { createClient } from "./client.js";
 import { checkHealth } from "./health-client.js";
+import { compressedFlagRefusal } from "./grpc-internals.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
 import { grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics } from "./call-metrics.js";
 import { Code, StatusError } from "../errors/index.js";
@@ -1037,6 +1038,38 @@ describe("createGrpcServer", () => {
       // A whole request is served as ever, and counted as handled.
       expect((await answerOf(session, {}, framed(request)))["grpc-status"]).toBe(String(status.OK));
       expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "UNIMPLEMENTED", reason: "request_count" })).toBe(answers.length);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("refuses with INTERNAL, before any handler, a message flagged compressed on a call that declared no compression (grpc-encoding missing or identity), which grpc-js decoded as uncompressed and served", async () => {
+    const { counted, session, registry } = await observedServer();
+    try {
+      const flagged = (body: Uint8Array, flag = 1) => {
+        const message = framed(body);
+        message[0] = flag;
+        return message;
+      };
+      const answers = [
+        // The request itself, flagged: it was served.
+        await answerOf(session, {}, flagged(request)),
+        await answerOf(session, { "grpc-encoding": "identity" }, flagged(request)),
+        // Compressed for real, with the header left out: refused for its bytes as INVALID_ARGUMENT.
+        await answerOf(session, {}, flagged(gzipSync(request))),
+        // A flag the protocol does not have, and a request not yet ended.
+        await answerOf(session, {}, flagged(request, 2)),
+        await answerOf(session, {}, flagged(request), false),
+      ];
+      for (const answer of answers) {
+        expect(answer["grpc-status"]).toBe(String(status.INTERNAL));
+        expect(decodeURIComponent(String(answer["grpc-message"]))).toBe(compressedFlagRefusal);
+      }
+      expect(counted.ran).toBe(0);
+      expect(await sampleOf(registry, "concord_grpc_refused_total", { ...getProduct, grpc_code: "INTERNAL", reason: "malformed" })).toBe(answers.length);
+      // The flag 0 is served as ever.
+      expect((await answerOf(session, {}, framed(request)))["grpc-status"]).toBe(String(status.OK));
+      expect(counted.ran).toBe(1);
     } finally {
       session.close();
     }

@@ -11,7 +11,7 @@ import { bindService, type ServiceDefinition, type ServiceImpl } from "./bind-se
 import type { CallObserver } from "./call-metrics.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { createDescriptorIndex } from "./descriptor-index.js";
-import { http2ServersOf, http2StreamOf, takeStreamListener, withHandshakeTimeout } from "./grpc-internals.js";
+import { http2ServersOf, http2StreamOf, refuseFlaggedUncompressedMessages, takeStreamListener, withHandshakeTimeout } from "./grpc-internals.js";
 import { addServerReflection, reflectionMethodPaths, reflectionRequestLimit } from "./server-reflection.js";
 import { type CallRefusal, type RefusalObserver, refusalReport } from "./refusals.js";
 import { type UnreadResponseOptions, watchUnreadResponses } from "./unread-responses.js";
@@ -235,6 +235,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     "grpc.enable_channelz": 0,
     "grpc.max_concurrent_streams": admission.capacity + streamHeadroom,
   };
+  // A message flagged compressed on a call that declared no compression is a protocol error, which grpc-js decoded as is.
+  refuseFlaggedUncompressedMessages();
   const server = new Server(channelOptions);
   const checker = createMessageChecker(options.descriptorSet);
   const descriptors = createDescriptorIndex([options.descriptorSet, grpcDescriptorSet]);
