@@ -7,6 +7,23 @@ import { serverTlsCredentials } from "./tls.js";
 import { ensureDevCredentials } from "../../tools/dev-credentials.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 
+/** A grpc-js Server of one unary method, /test.Echo/Echo, that answers each request with its own bytes, listening on a free port; `onCall` hears each call. */
+async function echoServer(onCall: (call: ServerUnaryCall<Buffer, Buffer>) => void): Promise<{ server: Server; port: number }> {
+  const server = new Server();
+  const identity = (b: Buffer) => b;
+  server.addService(
+    { Echo: { path: "/test.Echo/Echo", requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity } },
+    {
+      Echo: (call: ServerUnaryCall<Buffer, Buffer>, callback: (err: null, value: Buffer) => void) => {
+        onCall(call);
+        callback(null, call.request);
+      },
+    },
+  );
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  return { server, port };
+}
+
 // Canaries: what grpc-internals.ts reads of @grpc/grpc-js. A grpc-js upgrade that moves it fails here first.
 describe("grpc-js internals", () => {
   it("finds the node:http2 server a grpc-js Server listens with, one per bound address", async () => {
@@ -25,19 +42,8 @@ describe("grpc-js internals", () => {
   });
 
   it("finds the node:http2 stream a unary call came on", async () => {
-    const server = new Server();
-    const identity = (b: Buffer) => b;
     let found: ServerHttp2Stream | undefined;
-    server.addService(
-      { Echo: { path: "/test.Echo/Echo", requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity } },
-      {
-        Echo: (call: ServerUnaryCall<Buffer, Buffer>, callback: (err: null, value: Buffer) => void) => {
-          found = http2StreamOf(call as ServerUnaryCall<unknown, unknown>);
-          callback(null, call.request);
-        },
-      },
-    );
-    const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const { server, port } = await echoServer((call) => (found = http2StreamOf(call as ServerUnaryCall<unknown, unknown>)));
     const [listener] = http2ServersOf(server);
     const streams: ServerHttp2Stream[] = [];
     listener.on("stream", (stream: ServerHttp2Stream) => streams.push(stream));
@@ -60,19 +66,8 @@ describe("grpc-js internals", () => {
     expect(refuseFlaggedUncompressedMessages()).toBe(true);
     // Once per process: a second call wraps nothing again.
     expect(refuseFlaggedUncompressedMessages()).toBe(true);
-    const server = new Server();
-    const identity = (b: Buffer) => b;
     let ran = 0;
-    server.addService(
-      { Echo: { path: "/test.Echo/Echo", requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity } },
-      {
-        Echo: (call: ServerUnaryCall<Buffer, Buffer>, callback: (err: null, value: Buffer) => void) => {
-          ran++;
-          callback(null, call.request);
-        },
-      },
-    );
-    const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const { server, port } = await echoServer(() => ran++);
     const session = connectHttp2(`http://127.0.0.1:${port}`);
     const call = async (flag: number) => {
       const stream = session.request({ ":method": "POST", ":path": "/test.Echo/Echo", "content-type": "application/grpc", te: "trailers" });
@@ -96,19 +91,8 @@ describe("grpc-js internals", () => {
   });
 
   it("takes grpc-js's 'stream' listener off its node:http2 server, which then answers only the streams it is given", async () => {
-    const server = new Server();
-    const identity = (b: Buffer) => b;
     let ran = 0;
-    server.addService(
-      { Echo: { path: "/test.Echo/Echo", requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity } },
-      {
-        Echo: (call: ServerUnaryCall<Buffer, Buffer>, callback: (err: null, value: Buffer) => void) => {
-          ran++;
-          callback(null, call.request);
-        },
-      },
-    );
-    const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const { server, port } = await echoServer(() => ran++);
     const [listener] = http2ServersOf(server);
     const grpcJs = takeStreamListener(listener);
     expect(listener.listenerCount("stream")).toBe(0);
