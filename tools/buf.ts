@@ -34,7 +34,9 @@ breaking   fail on wire- or JSON-incompatible changes of proto/, an RPC
            changes included, against proto/ at REVISION (default:
            $BREAKING_AGAINST or HEAD~1; HEAD for the uncommitted changes
            alone); its first line says which it compared. A REVISION or
-           $BREAKING_AGAINST that is no commit fails (exit 2)`;
+           $BREAKING_AGAINST that is no commit fails (exit 2), and so does
+           the default in a shallow clone that lacks HEAD~1 (a CI checkout
+           of one commit): fetch it (git fetch --deepen=1)`;
 
 function main(args: string[]): number {
   // `npm run breaking -- --help` and `npm run lint:proto -- --help` come as `breaking --help` and `lint --help`.
@@ -64,6 +66,14 @@ function main(args: string[]): number {
       // The default has nothing before a repository's first commit; a revision someone named must exist, or a
       // mistyped one would pass the check having compared nothing.
       if (named === undefined) {
+        // A shallow clone (CI's checkout of one commit) lacks HEAD~1 too: passing there would let every change through.
+        if (spawnSync("git", ["rev-parse", "--is-shallow-repository"], { cwd: repoRoot, encoding: "utf8" }).stdout.trim() === "true") {
+          console.error(
+            `buf breaking: ${revision} is not in this clone, which is shallow (a CI checkout of the last commit alone, or git clone --depth 1), so nothing could be compared: ` +
+              "fetch the commit before it (git fetch --deepen=1; GitHub Actions: actions/checkout with fetch-depth: 2, or 0 with BREAKING_AGAINST set), or name a revision that is here",
+          );
+          return 2;
+        }
         console.log(`buf breaking: ${revision} does not exist (first commit?); nothing to compare against`);
         return 0;
       }

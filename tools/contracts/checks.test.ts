@@ -246,6 +246,32 @@ describe("contract checks", () => {
     expect(fromEnv.stderr).toContain('buf breaking: no commit "no-such-revision" (BREAKING_AGAINST) in this repository');
   });
 
+  it("npm run breaking fails in a shallow clone that lacks HEAD~1 (a CI checkout of one commit), where it passed having compared nothing, and passes in a repository of one commit", () => {
+    const origin = join(dir.path, "origin");
+    copyOfWorkTree(origin);
+    const git = (cwd: string, ...args: string[]) => execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], { cwd, encoding: "utf8" }).trim();
+    git(origin, "init", "-q");
+    git(origin, "add", "-A");
+    git(origin, "commit", "-qm", "the contracts");
+    const breaking = (cwd: string) => spawnSync(process.execPath, ["--import", "tsx", "tools/buf.ts", "breaking"], { cwd, encoding: "utf8", timeout: 60_000 });
+    const first = breaking(origin);
+    expect(first.status, first.stderr).toBe(0);
+    expect(first.stdout).toContain("buf breaking: HEAD~1 does not exist (first commit?); nothing to compare against");
+
+    const money = join(origin, "proto", "shop", "common", "v1", "money.proto");
+    writeFileSync(money, readFileSync(money, "utf8").replace("string currency_code = 1", "bytes currency_code = 1"));
+    git(origin, "commit", "-qam", "currency_code as bytes");
+    const shallow = join(dir.path, "shallow");
+    git(dir.path, "clone", "-q", "--depth", "1", `file://${origin}`, shallow);
+    symlinkSync(join(repoRoot, "node_modules"), join(shallow, "node_modules"));
+    const result = breaking(shallow);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain("buf breaking: HEAD~1 is not in this clone, which is shallow");
+    expect(result.stderr).toContain("git fetch --deepen=1");
+    git(shallow, "fetch", "-q", "--deepen=1");
+    expect(breaking(shallow).stderr).toContain('Field "1" with name "currency_code" on message "Money" changed type from "string" to "bytes"');
+  }, 120_000);
+
   it("npm run breaking -- --help and npm run lint:proto -- --help print the usage, exit 0, and an option breaking does not take is refused, where --help was taken for a revision", () => {
     const buf = (args: string[]) => spawnSync(process.execPath, ["--import", "tsx", "tools/buf.ts", ...args], { cwd: repoRoot, encoding: "utf8", timeout: 30_000 });
     for (const args of [["breaking", "--help"], ["lint", "-h"]]) {
