@@ -335,8 +335,9 @@ describe('README "Changing a contract", steps 1 to 3, followed in a copy of the 
   const dir = createTempDir("concord-change-contract-");
   afterAll(() => dir.remove());
 
-  it("adds a field with no rule to Product: after `npm run gen` only services/products/contract.ts fails to compile, and the platform tests whose answers follow from Product's contract pass", { timeout: 300_000 }, () => {
+  it("adds a field with no rule to Product and an RPC to ProductService: after `npm run gen` only services/products/contract.ts and the service's ServiceImpl fail to compile, and the platform tests whose answers follow from Product's contract pass", { timeout: 300_000 }, () => {
     expect(readmeProse()).toContain("For `Product` that is `services/products/contract.ts` alone");
+    expect(readmeProse()).toContain("the service's `ServiceImpl` (`services/products/grpc/product-service.ts`) alone");
     const repo = join(dir.path, "repo");
     copyOfRepository(repo);
     const run = (command: string, args: string[]) => spawnSync(command, args, { cwd: repo, encoding: "utf8", timeout: 180_000 });
@@ -344,8 +345,17 @@ describe('README "Changing a contract", steps 1 to 3, followed in a copy of the 
     // Step 1, the field with no max_len: a Product's size is then unbounded, which a list method's answers are expected from.
     const file = join(repo, "proto", "shop", "products", "v1", "product_service.proto");
     const contract = readFileSync(file, "utf8");
-    const edited = contract.replace(/^(message Product \{\n[\s\S]*?)^\}\n/m, "$1  // Stock-keeping unit.\n  string sku = 10;\n}\n");
-    expect(edited).not.toBe(contract);
+    const edited = contract
+      .replace(/^(message Product \{\n[\s\S]*?)^\}\n/m, "$1  // Stock-keeping unit.\n  string sku = 10;\n}\n")
+      // An RPC, whose stand-ins in the platform tests answer UNIMPLEMENTED without being told of it.
+      .replace(
+        /^(service ProductService \{\n[\s\S]*?)^\}\n/m,
+        "$1  // Withdraws a product from sale.\n  rpc DiscontinueProduct(DiscontinueProductRequest) returns (DiscontinueProductResponse) {\n    option (concord.v1.access) = { roles: [\"admin\"] };\n  }\n}\n\n" +
+          "// Input of DiscontinueProduct.\nmessage DiscontinueProductRequest {\n  // Id of the product.\n  string id = 1 [(buf.validate.field).string.uuid = true];\n}\n\n" +
+          "// Output of DiscontinueProduct.\nmessage DiscontinueProductResponse {\n  // The product.\n  Product product = 1;\n}\n",
+      );
+    expect(edited).toContain("string sku = 10;");
+    expect(edited).toContain("rpc DiscontinueProduct(");
     writeFileSync(file, edited);
 
     // Step 2.
@@ -353,10 +363,10 @@ describe('README "Changing a contract", steps 1 to 3, followed in a copy of the 
     expect(gen.status, gen.stderr).toBe(0);
     expect(readFileSync(join(repo, "gen", "ts", "shop", "products", "v1", "product_service_pb.ts"), "utf8")).toContain("  sku: string;\n");
 
-    // Step 3: the service's conversion alone needs the field; no test does.
+    // Step 3: the service's conversion alone needs the field, and its ServiceImpl alone the method; no test does.
     const typecheck = run("npm", ["run", "-s", "typecheck"]);
     const failing = new Set(Array.from(typecheck.stdout.matchAll(/^([^\s(]+)\(\d+,\d+\): error/gm), (m) => m[1]));
-    expect([...failing], typecheck.stdout).toEqual(["services/products/contract.ts"]);
+    expect([...failing].sort(), typecheck.stdout).toEqual(["services/products/contract.ts", "services/products/grpc/product-service.ts"]);
     const platform = run(process.execPath, [join(repo, "node_modules", "vitest", "vitest.mjs"), "run", "platform/grpc/unread-responses.test.ts"]);
     expect(platform.status, platform.stdout + platform.stderr).toBe(0);
   });

@@ -8,12 +8,9 @@ import { createAdmission } from "./admission.js";
 import { createClient } from "./client.js";
 import { checkHealth } from "./health-client.js";
 import { createGrpcServer, streamHeadroom, type GrpcServer } from "./server.js";
-import { sampleProduct as product } from "../../test/support/get-product-only.js";
+import { productServiceWith, sampleProduct as product } from "../../test/support/get-product-only.js";
 
 const logger = createLogger({ service: "test", level: "silent" });
-const unused = async (): Promise<never> => {
-  throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
-};
 
 describe("admission control", () => {
   it("gives places in turn, refuses past the queue's bound, and drops a waiter whose deadline passed", async () => {
@@ -93,20 +90,18 @@ describe("a server at capacity", () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     server = createGrpcServer({ descriptorSet, logger, admission: { maxInFlight: 2, maxQueued: 2, maxQueueMs: 5_000 } });
-    server.addService(ProductServiceService, {
-      async getProduct() {
-        running++;
-        ran++;
-        await gate;
-        running--;
-        return { product };
-      },
-      batchGetProducts: unused,
-      createProduct: unused,
-      updateProduct: unused,
-      listProducts: unused,
-      adjustStock: unused,
-    });
+    server.addService(
+      ProductServiceService,
+      productServiceWith({
+        async getProduct() {
+          running++;
+          ran++;
+          await gate;
+          running--;
+          return { product };
+        },
+      }),
+    );
     const { port } = await server.start("127.0.0.1:0");
     const address = `127.0.0.1:${port}`;
     const client = createClient(ProductServiceService, { address, maxAttempts: 1 });

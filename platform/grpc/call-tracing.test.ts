@@ -10,7 +10,7 @@ import type { CallContext } from "./call-context.js";
 import { serverAttributes } from "./call-tracing.js";
 import { createClient, type PromiseClient } from "./client.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
-import { sampleProduct as product } from "../../test/support/get-product-only.js";
+import { productServiceWith, sampleProduct as product } from "../../test/support/get-product-only.js";
 
 /** The server's log lines, parsed. */
 const lines: Array<Record<string, unknown>> = [];
@@ -33,18 +33,14 @@ describe("gRPC call tracing", () => {
     process.env.OTEL_BSP_SCHEDULE_DELAY = "50";
     tracing = await startTracing({ service: "grpc-test" });
     server = createGrpcServer({ descriptorSet, logger });
-    const unused = async (): Promise<never> => {
-      throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
-    };
-    const impl: ServiceImpl<typeof ProductServiceService> = {
+    const impl: ServiceImpl<typeof ProductServiceService> = productServiceWith({
       async getProduct(req, context) {
         seen.push(context);
         if (req.id === product.id) return { product };
         if (req.id === failing) throw new Error("the store broke");
         throw StatusError.notFound(`product ${req.id} does not exist`);
       },
-      batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused,
-    };
+    });
     server.addService(ProductServiceService, impl);
     ({ port } = await server.start("127.0.0.1:0"));
     client = createClient(ProductServiceService, { address: `127.0.0.1:${port}`, maxAttempts: 1 });

@@ -8,7 +8,7 @@ import type { ServiceImpl } from "./bind-service.js";
 import { createClient } from "./client.js";
 import { createGrpcServer, type GrpcServer } from "./server.js";
 import { Code, StatusError } from "../errors/index.js";
-import { sampleProduct as product } from "../../test/support/get-product-only.js";
+import { productServiceWith, sampleProduct as product } from "../../test/support/get-product-only.js";
 
 const logger = createLogger({ service: "client-test", level: "silent" });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -20,10 +20,7 @@ function flaky(failures: number) {
   const fail = (method: keyof typeof calls) => {
     if (++calls[method] <= failures) throw StatusError.unavailable("not yet");
   };
-  const unused = async (): Promise<never> => {
-    throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
-  };
-  const impl: ServiceImpl<typeof ProductServiceService> = {
+  const impl: ServiceImpl<typeof ProductServiceService> = productServiceWith({
     async createProduct() {
       fail("createProduct");
       return { product };
@@ -32,11 +29,7 @@ function flaky(failures: number) {
       fail("getProduct");
       return { product };
     },
-    batchGetProducts: unused,
-    updateProduct: unused,
-    listProducts: unused,
-    adjustStock: unused,
-  };
+  });
   return { calls, impl };
 }
 
@@ -100,18 +93,8 @@ describe("createClient", () => {
 });
 
 function productServer(): GrpcServer {
-  const unused = async (): Promise<never> => {
-    throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
-  };
   const server = createGrpcServer({ descriptorSet, logger, shutdownTimeoutMs: 100 });
-  const impl: ServiceImpl<typeof ProductServiceService> = {
-    getProduct: async () => ({ product }),
-    batchGetProducts: unused,
-    createProduct: unused,
-    updateProduct: unused,
-    listProducts: unused,
-    adjustStock: unused,
-  };
+  const impl = productServiceWith({ getProduct: async () => ({ product }) });
   server.addService(ProductServiceService, impl);
   return server;
 }
@@ -128,23 +111,18 @@ describe("createClient's bound on calls in flight", () => {
     let open!: () => void;
     const gate = new Promise<void>((r) => (open = r));
     const seen = { calls: 0 };
-    const unused = async (): Promise<never> => {
-      throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
-    };
     // Room for every call the client may send: the server's own bound is not what is tested.
     server = createGrpcServer({ descriptorSet, logger, admission: { maxInFlight: 512 } });
-    server.addService(ProductServiceService, {
-      async getProduct() {
-        seen.calls++;
-        await gate;
-        return { product };
-      },
-      createProduct: unused,
-      batchGetProducts: unused,
-      updateProduct: unused,
-      listProducts: unused,
-      adjustStock: unused,
-    });
+    server.addService(
+      ProductServiceService,
+      productServiceWith({
+        async getProduct() {
+          seen.calls++;
+          await gate;
+          return { product };
+        },
+      }),
+    );
     const address = `127.0.0.1:${(await server.start("127.0.0.1:0")).port}`;
     return { address, seen, open: () => open() };
   };

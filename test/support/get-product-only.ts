@@ -1,13 +1,25 @@
-import { Product, type ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
+import { Product, ProductServiceService } from "../../gen/ts/shop/products/v1/product_service_pb.js";
 import { Code, StatusError } from "../../platform/errors/index.js";
 import type { ServiceImpl } from "../../platform/grpc/bind-service.js";
 
-/** The product service with `getProduct` as its GetProduct, every other method answering UNIMPLEMENTED. */
-export function getProductOnly(getProduct: ServiceImpl<typeof ProductServiceService>["getProduct"]): ServiceImpl<typeof ProductServiceService> {
+type ProductServiceImpl = ServiceImpl<typeof ProductServiceService>;
+
+/**
+ * The product service with the methods given, every other one answering
+ * UNIMPLEMENTED: a method added to the contract's ProductService needs no
+ * change to the tests that serve it (README "Changing a contract").
+ */
+export function productServiceWith(methods: Partial<ProductServiceImpl>): ProductServiceImpl {
   const unused = async (): Promise<never> => {
     throw new StatusError(Code.UNIMPLEMENTED, "not in this test");
   };
-  return { getProduct, batchGetProducts: unused, createProduct: unused, updateProduct: unused, listProducts: unused, adjustStock: unused };
+  const all = Object.fromEntries(Object.keys(ProductServiceService).map((name) => [name, unused])) as unknown as ProductServiceImpl;
+  return { ...all, ...methods };
+}
+
+/** The product service with `getProduct` as its GetProduct, every other method answering UNIMPLEMENTED. */
+export function getProductOnly(getProduct: ProductServiceImpl["getProduct"]): ProductServiceImpl {
+  return productServiceWith({ getProduct });
 }
 
 /**
