@@ -5,6 +5,7 @@ import Database from "better-sqlite3";
 import { afterAll, describe, expect, it } from "vitest";
 import { isListening } from "../platform/runtime/index.js";
 import { repoRoot } from "../tools/repo-root.js";
+import { nextSteps } from "../tools/gen.js";
 import { freePort } from "./support/nats-server.js";
 import { readmeProse } from "./support/readme.js";
 import { createTempDir } from "./support/temp-dir.js";
@@ -358,9 +359,14 @@ describe('README "Changing a contract", steps 1 to 3, followed in a copy of the 
     expect(edited).toContain("rpc DiscontinueProduct(");
     writeFileSync(file, edited);
 
-    // Step 2.
+    // Step 2, which names step 3 and the checks after it; run again on the same contracts, it has nothing new to say.
     const gen = run("npm", ["run", "-s", "gen"]);
     expect(gen.status, gen.stderr).toBe(0);
+    expect(gen.stdout).toContain(nextSteps);
+    expect(readmeProse()).toContain("`npm run gen` ends by naming step 3 and the checks of step 5");
+    const again = run("npm", ["run", "-s", "gen"]);
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout).not.toContain("next:");
     expect(readFileSync(join(repo, "gen", "ts", "shop", "products", "v1", "product_service_pb.ts"), "utf8")).toContain("  sku: string;\n");
 
     // Step 3: the service's conversion alone needs the field, and its ServiceImpl alone the method; no test does.

@@ -38,7 +38,9 @@ marker comments. A request (a method's input, at any depth) or an event a
 service consumes (the same) holding a list, a map or a FieldMask with no
 bound on its size, or a list or map whose items lead back to the message
 holding it, is refused, naming it by its path and how to bound it, and
-nothing is written (exit 1).
+nothing is written (exit 1). When the contracts changed since gen/ was
+last made, it ends by naming what comes next: npm run typecheck, then the
+checks CI runs.
 
 gen:check         regenerate into a temporary directory and fail, naming the
                   files, when gen/ or a table of README.md differs from it
@@ -181,6 +183,11 @@ export function writeGenerated(genDir: string, options: GenerateOptions = {}): v
   }
 }
 
+/** What `npm run gen` prints once it has read contracts that changed since gen/ was last made. */
+export const nextSteps =
+  "next: npm run typecheck names the code the changed contracts leave out of step (a field to set, a method or a handler to write); " +
+  'then npm run lint:proto, npm run breaking and npm run gen:check, as CI runs them (README "Changing a contract")';
+
 function main(args: string[]): number {
   if (args.includes("--help") || args.includes("-h")) {
     console.log(usage);
@@ -228,10 +235,15 @@ function main(args: string[]): number {
   const readme = readFileSync(readmePath, "utf8");
   const withEvents = withEventTable(readme, eventTable);
   const updatedReadme = withNatsTable(withEvents, natsTable);
+  const digestPath = join(genDir, protoDigestFile);
+  const digestOf = () => (existsSync(digestPath) ? readFileSync(digestPath, "utf8") : "");
+  const before = digestOf();
   writeGenerated(genDir);
   if (updatedReadme !== readme) writeFileSync(readmePath, updatedReadme);
   const rewrote = [...(withEvents !== readme ? ["event table"] : []), ...(updatedReadme !== withEvents ? ["NATS users' table"] : [])];
   console.log(`generated gen/ from ${contracts} contract files${rewrote.length > 0 ? `; rewrote the ${rewrote.join(" and the ")} of README.md` : ""}`);
+  // The contracts changed since gen/ was last made: say what comes next (README "Changing a contract").
+  if (digestOf() !== before) console.log(nextSteps);
   return 0;
 }
 
