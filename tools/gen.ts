@@ -251,7 +251,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   try {
     process.exitCode = main(process.argv.slice(2));
   } catch (err) {
-    console.error(err instanceof Error ? err.message : err);
+    // The contracts' own problems name their files from the repository's root, as lint:proto's and breaking's findings do.
+    const shown = err instanceof ContractError ? new ContractError(err.problems.map((p) => (p.startsWith("proto/") ? p : `proto/${p}`))) : err;
+    console.error(shown instanceof Error ? shown.message : shown);
     process.exitCode = 1;
   }
 }

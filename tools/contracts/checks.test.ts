@@ -80,6 +80,21 @@ describe("contract checks", () => {
     expect(readFileSync(join(clone, "gen", "ts", "descriptor_set.ts"), "utf8")).toBe(before);
   }, 240_000);
 
+  it("npm run gen names an event's contract problem by its file from the repository's root, line and column, as npm run breaking names it, and writes nothing", () => {
+    const clone = join(dir.path, "gen-event-repo");
+    copyOfWorkTree(clone);
+    const events = join(clone, "proto", "shop", "products", "v1", "product_events.proto");
+    const text = readFileSync(events, "utf8");
+    writeFileSync(events, text.replace('subject: "shop.products.v1.product.{product_id}.created"', 'subject: "shop.products.v1.product.{nope}.created"'));
+    const line = text.slice(0, text.indexOf("message ProductCreated {")).split("\n").length;
+    const gen = spawnSync(process.execPath, ["--import", "tsx", "tools/gen.ts"], { cwd: clone, encoding: "utf8", timeout: 120_000 });
+    expect(gen.status).toBe(1);
+    expect(gen.stderr).toBe(
+      `1 contract problem:\n  - proto/shop/products/v1/product_events.proto:${line}:1: message shop.products.v1.ProductCreated: (concord.v1.event) subject "shop.products.v1.product.{nope}.created" names {nope}, which is not a field of ProductCreated (fields: product_id, product)\n`,
+    );
+    expect(() => breakingChanges(join(clone, "proto"), join(repoRoot, "proto"))).toThrow(`- ${join(clone, "proto")}/shop/products/v1/product_events.proto:${line}:1: message shop.products.v1.ProductCreated:`);
+  }, 240_000);
+
   it("npm run lint:proto names the files of its findings as they are opened from the repository's root, as npm run breaking does", () => {
     const clone = join(dir.path, "lint-repo");
     copyOfWorkTree(clone);

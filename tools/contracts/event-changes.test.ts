@@ -121,7 +121,7 @@ describe("incompatibleEventChanges", () => {
 
   it("names, in npm run breaking, the file of a contract problem as it names a finding's, openable from where the command runs", () => {
     const reused = edited({ [productService]: (t) => t.replace('durable: "products-order-cancelled"', 'durable: "products-order-placed"') });
-    expect(() => breakingChanges(reused, join(repoRoot, "proto"))).toThrow(`1 contract problem:\n  - ${join(reused, productService)}: service shop.products.v1.ProductService: (concord.v1.subscribe) durable "products-order-placed"`);
+    expect(() => breakingChanges(reused, join(repoRoot, "proto"))).toThrow(`1 contract problem:\n  - ${join(reused, productService)}:15:1: service shop.products.v1.ProductService: (concord.v1.subscribe) durable "products-order-placed"`);
   });
 
   it("lets through what the running consumers still take: a new field, a new event; and skips the paths buf.yaml ignores", () => {

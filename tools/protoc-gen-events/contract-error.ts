@@ -4,6 +4,7 @@
  * together as one ContractError naming each file and message or service.
  */
 import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
+import { locateMessage, locateService } from "../contracts/source-locations.js";
 
 /** The contracts break a rule of the Concord options; `problems` lists each one. */
 export class ContractError extends Error {
@@ -33,14 +34,18 @@ export class ContractProblems {
   }
 }
 
-/** `shop/orders/v1/order_events.proto: message shop.orders.v1.OrderPlaced`. */
+/**
+ * `shop/orders/v1/order_events.proto:26:1: message shop.orders.v1.OrderPlaced`:
+ * the line and column of the declaration as buf prints them (1:1 without
+ * source info), so an editor opens the place.
+ */
 function where(desc: DescFile | DescMessage | DescService): string {
   switch (desc.kind) {
     case "file":
       return `${desc.name}.proto`;
     case "message":
-      return `${desc.file.name}.proto: message ${desc.typeName}`;
+      return `${locateMessage(desc)}: message ${desc.typeName}`;
     case "service":
-      return `${desc.file.name}.proto: service ${desc.typeName}`;
+      return `${locateService(desc)}: service ${desc.typeName}`;
   }
 }

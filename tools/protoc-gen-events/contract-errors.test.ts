@@ -48,7 +48,7 @@ describe("protoc-gen-events contract checks", () => {
     ])("refuses a token naming %s", (_what, subject, fields, message) => {
       const found = problems(eventsFile(eventA(subject, fields)));
       expect(found).toEqual([expect.stringMatching(message)]);
-      expect(found[0]).toMatch(/^t\/v1\/a\.proto: message t\.v1\.A: \(concord\.v1\.event\) /);
+      expect(found[0]).toMatch(/^t\/v1\/a\.proto:6:1: message t\.v1\.A: \(concord\.v1\.event\) /);
     });
 
     it("refuses a token used twice", () => {
@@ -70,7 +70,7 @@ describe("protoc-gen-events contract checks", () => {
   describe("events and streams", () => {
     it("refuses an event in a file without a stream", () => {
       expect(problems(eventsFile(eventA("t.v1.a.{id}"), ""))).toEqual([
-        expect.stringMatching(/^t\/v1\/a\.proto: message t\.v1\.A: .*is declared in a file without a stream; add option \(concord\.v1\.stream\) to t\/v1\/a\.proto/),
+        expect.stringMatching(/^t\/v1\/a\.proto:\d+:\d+: message t\.v1\.A: .*is declared in a file without a stream; add option \(concord\.v1\.stream\) to t\/v1\/a\.proto/),
       ]);
     });
 
@@ -85,7 +85,7 @@ describe("protoc-gen-events contract checks", () => {
 
     it("refuses two events with the same filter subject", () => {
       const file = eventsFile(`${eventA("t.v1.a.{id}")}\nmessage B { option (concord.v1.event) = {subject: "t.v1.a.{key}"}; string key = 1; }`);
-      expect(problems(file)).toEqual([expect.stringMatching(/^t\/v1\/a\.proto: message t\.v1\.B: .*have the same filter subject \("t\.v1\.a\.\*", "t\.v1\.a\.\*"\)/)]);
+      expect(problems(file)).toEqual([expect.stringMatching(/^t\/v1\/a\.proto:\d+:\d+: message t\.v1\.B: .*have the same filter subject \("t\.v1\.a\.\*", "t\.v1\.a\.\*"\)/)]);
     });
 
     it("refuses two events whose filter subjects overlap", () => {
@@ -129,7 +129,7 @@ describe("protoc-gen-events contract checks", () => {
   describe("subscriptions", () => {
     it("refuses a subscription to a message that is not an event", () => {
       const snippets = withSubscriber(eventsFile(`${eventA("t.v1.a.{id}")}\nmessage Plain { string id = 1; }`), `event: "t.v1.Plain" durable: "s-plain"`);
-      expect(problems(snippets)).toEqual([expect.stringMatching(/^u\/v1\/s\.proto: service u\.v1\.S: .*t\.v1\.Plain is not an event: it has no \(concord\.v1\.event\) option/)]);
+      expect(problems(snippets)).toEqual([expect.stringMatching(/^u\/v1\/s\.proto:\d+:\d+: service u\.v1\.S: .*t\.v1\.Plain is not an event: it has no \(concord\.v1\.event\) option/)]);
     });
 
     it("refuses a subscription to a type that does not exist", () => {
@@ -145,20 +145,20 @@ describe("protoc-gen-events contract checks", () => {
         ...withSubscriber(validEvent, `event: "t.v1.A" durable: "same"`),
         "w/v1/w.proto": protoFile("w.v1", `service W { option (concord.v1.subscribe) = { event: "t.v1.A" durable: "same" }; }`, ["t/v1/a.proto"]),
       };
-      expect(problems(snippets)).toEqual([expect.stringMatching(/^w\/v1\/w\.proto: service w\.v1\.W: .*durable "same" is already used in stream T_EVENTS by service u\.v1\.S \(u\/v1\/s\.proto\); durable names are unique within a stream: give this subscription a durable of its own, such as its service's name and its event's \("<service>-<event>"\)$/)]);
+      expect(problems(snippets)).toEqual([expect.stringMatching(/^w\/v1\/w\.proto:\d+:\d+: service w\.v1\.W: .*durable "same" is already used in stream T_EVENTS by service u\.v1\.S \(u\/v1\/s\.proto\); durable names are unique within a stream: give this subscription a durable of its own, such as its service's name and its event's \("<service>-<event>"\)$/)]);
     });
 
     it("refuses a durable name used in two streams, by one service (which would not start) or by two (whose commands name a consumer by it alone)", () => {
       const twoStreams = { ...validEvent, "t/v2/b.proto": protoFile("t.v2", `${streamOption("T_MORE", ["t.v2.>"])}\nmessage B { option (concord.v1.event) = {subject: "t.v2.b.{id}"}; string id = 1; }`) };
       expect(problems(withSubscriber(twoStreams, `event: "t.v1.A" durable: "same"`, `event: "t.v2.B" durable: "same"`))).toEqual([
-        expect.stringMatching(/^u\/v1\/s\.proto: service u\.v1\.S: .*durable "same" of stream T_MORE is already used in stream T_EVENTS by this service; a service refuses to start with one durable name on two streams/),
+        expect.stringMatching(/^u\/v1\/s\.proto:\d+:\d+: service u\.v1\.S: .*durable "same" of stream T_MORE is already used in stream T_EVENTS by this service; a service refuses to start with one durable name on two streams/),
       ]);
       const snippets = {
         ...withSubscriber(twoStreams, `event: "t.v1.A" durable: "same"`),
         "w/v1/w.proto": protoFile("w.v1", `service W { option (concord.v1.subscribe) = { event: "t.v2.B" durable: "same" }; }`, ["t/v2/b.proto"]),
       };
       expect(problems(snippets)).toEqual([
-        expect.stringMatching(/^w\/v1\/w\.proto: service w\.v1\.W: .*durable "same" of stream T_MORE is already used in stream T_EVENTS by service u\.v1\.S .*; npx concord consumer redeliver and dlq --consumer name a consumer by its durable alone/),
+        expect.stringMatching(/^w\/v1\/w\.proto:\d+:\d+: service w\.v1\.W: .*durable "same" of stream T_MORE is already used in stream T_EVENTS by service u\.v1\.S .*; npx concord consumer redeliver and dlq --consumer name a consumer by its durable alone/),
       ]);
     });
 
