@@ -96,7 +96,7 @@ describe("protoc-gen-events contract checks", () => {
     it("refuses a malformed stream option", () => {
       const header = streamOption("t events", ["t.v1.>", "t.>.x"], "replicas: 7 max_age: {seconds: 60} duplicate_window: {seconds: 120}");
       expect(problems(eventsFile("", header))).toEqual([
-        expect.stringMatching(/^t\/v1\/a\.proto: \(concord\.v1\.stream\) name "t events" must be upper case/),
+        expect.stringMatching(/^t\/v1\/a\.proto:5:1: \(concord\.v1\.stream\) name "t events" must be upper case/),
         expect.stringMatching(/subject "t\.>\.x" is not a valid NATS subject: ">" is not the last token/),
         expect.stringMatching(/replicas 7 must be between 1 and 5/),
         expect.stringMatching(/duplicate_window \(120000 ms\) is longer than max_age \(60000 ms\)/),
@@ -106,7 +106,7 @@ describe("protoc-gen-events contract checks", () => {
     it("refuses a stream whose own subjects overlap, as nats-server would at provisioning: one given twice, or one within another", () => {
       const header = streamOption("T_EVENTS", ["t.v1.>", "t.v1.>", "t.v1.a.>", "t.v2.*", "t.*.x"]);
       expect(problems(eventsFile("", header))).toEqual([
-        expect.stringMatching(/^t\/v1\/a\.proto: \(concord\.v1\.stream\) subject "t\.v1\.>" overlaps "t\.v1\.>" of the same stream: nats-server refuses a stream whose subjects both match one subject \(keep the wider, or neither overlapping\)$/),
+        expect.stringMatching(/^t\/v1\/a\.proto:\d+:\d+: \(concord\.v1\.stream\) subject "t\.v1\.>" overlaps "t\.v1\.>" of the same stream: nats-server refuses a stream whose subjects both match one subject \(keep the wider, or neither overlapping\)$/),
         expect.stringMatching(/subject "t\.v1\.a\.>" overlaps "t\.v1\.>" of the same stream/),
         expect.stringMatching(/subject "t\.\*\.x" overlaps "t\.v1\.>" of the same stream/),
       ]);
@@ -119,9 +119,9 @@ describe("protoc-gen-events contract checks", () => {
         "t/v3/c.proto": protoFile("t.v3", streamOption("T_MORE", ["t.*.x"])),
       };
       expect(problems(snippets)).toEqual([
-        expect.stringMatching(/^t\/v2\/b\.proto: .*name T_EVENTS is already the stream of t\/v1\/a\.proto/),
-        expect.stringMatching(/^t\/v3\/c\.proto: .*subject "t\.\*\.x" of T_MORE overlaps "t\.v1\.>" of T_EVENTS .*: give T_MORE subjects of its own, such as its package's \("<package>\.>"\)$/),
-        expect.stringMatching(/^t\/v3\/c\.proto: .*subject "t\.\*\.x" of T_MORE overlaps "t\.v2\.>" of T_EVENTS/),
+        expect.stringMatching(/^t\/v2\/b\.proto:\d+:\d+: .*name T_EVENTS is already the stream of t\/v1\/a\.proto/),
+        expect.stringMatching(/^t\/v3\/c\.proto:\d+:\d+: .*subject "t\.\*\.x" of T_MORE overlaps "t\.v1\.>" of T_EVENTS .*: give T_MORE subjects of its own, such as its package's \("<package>\.>"\)$/),
+        expect.stringMatching(/^t\/v3\/c\.proto:\d+:\d+: .*subject "t\.\*\.x" of T_MORE overlaps "t\.v2\.>" of T_EVENTS/),
       ]);
     });
   });

@@ -29,7 +29,7 @@ function messageBytesOf(types: readonly DescMessage[]): number {
  * subscriptions resolve events of imported files too).
  */
 export function readContracts(files: readonly DescFile[], options: ConcordOptions): Contracts {
-  const problems = new ContractProblems();
+  const problems = new ContractProblems(options.streamNumber);
   const streams: StreamContract[] = [];
   const events: EventContract[] = [];
   const lookup = { events: new Map<string, EventContract>(), marked: new Set<string>(), messages: new Set<string>() } satisfies EventLookup;
