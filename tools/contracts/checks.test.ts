@@ -15,6 +15,13 @@ import { printPythonEvents } from "./sdk-python.js";
 
 const productService = "shop/products/v1/product_service.proto";
 
+/** The line (from 1) of `file` where `text` first appears: findings' positions follow the contract as it is edited. */
+function lineOf(file: string, text: string): number {
+  const line = readFileSync(file, "utf8").split("\n").findIndex((l) => l.includes(text)) + 1;
+  if (line === 0) throw new Error(`${file} holds no ${JSON.stringify(text)}`);
+  return line;
+}
+
 /** A copy of proto/ with one file edited. */
 function editedContracts(dir: string, file: string, edit: (text: string) => string): string {
   const copy = join(dir, `proto-${Math.random().toString(36).slice(2)}`);
@@ -39,7 +46,7 @@ describe("contract checks", () => {
     const bad = editedContracts(dir.path, productService, (t) => t.replace("string next_page_token = 2;", "string nextPageToken = 2;"));
     const result = lintContracts(bad);
     expect(result.ok).toBe(false);
-    expect(result.output).toBe(`${join(bad, productService)}:237:10:Field name "nextPageToken" should be lower_snake_case, such as "next_page_token".`);
+    expect(result.output).toBe(`${join(bad, productService)}:${lineOf(join(bad, productService), "nextPageToken")}:10:Field name "nextPageToken" should be lower_snake_case, such as "next_page_token".`);
   });
 
   it("refuses a request's list, map or FieldMask with no bound on its size, at any depth, naming the field and how to bound it", () => {
@@ -60,10 +67,10 @@ describe("contract checks", () => {
       `${join(unbounded, money)}:19:3:Field "notes" of message "shop.common.v1.Money", at price.notes in the request of shop.products.v1.ProductService.CreateProduct: a repeated field with no max_items; ` +
         "a request could hold any number of items, each checked by the contract's rules before it is refused. Bound it: (buf.validate.field).repeated.max_items = <the most a caller needs>",
     );
-    expect(findings[1]).toMatch(new RegExp(`^${join(unbounded, productService)}:159:3:Field "ids" of message "shop.products.v1.BatchGetProductsRequest", at ids in the request of shop.products.v1.ProductService.BatchGetProducts: a repeated field with no max_items;`));
-    expect(findings[2]).toContain(`${productService}:196:3:Field "update_mask" of message "shop.products.v1.UpdateProductRequest", at update_mask in the request of shop.products.v1.ProductService.UpdateProduct: a google.protobuf.FieldMask with no bound on its paths;`);
+    expect(findings[1]).toMatch(new RegExp(`^${join(unbounded, productService)}:${lineOf(join(unbounded, productService), "repeated string ids = 1")}:3:Field "ids" of message "shop.products.v1.BatchGetProductsRequest", at ids in the request of shop.products.v1.ProductService.BatchGetProducts: a repeated field with no max_items;`));
+    expect(findings[2]).toContain(`${productService}:${lineOf(join(unbounded, productService), "FieldMask update_mask = 3")}:3:Field "update_mask" of message "shop.products.v1.UpdateProductRequest", at update_mask in the request of shop.products.v1.ProductService.UpdateProduct: a google.protobuf.FieldMask with no bound on its paths;`);
     expect(findings[2]).toContain('begin its (buf.validate.field).cel expression with "size(this.paths) <= <N> && "');
-    expect(findings[3]).toContain(`${productService}:230:3:Field "labels" of message "shop.products.v1.ListProductsRequest", at labels in the request of shop.products.v1.ProductService.ListProducts: a map with no max_pairs;`);
+    expect(findings[3]).toContain(`${productService}:${lineOf(join(unbounded, productService), "labels = 3")}:3:Field "labels" of message "shop.products.v1.ListProductsRequest", at labels in the request of shop.products.v1.ProductService.ListProducts: a map with no max_pairs;`);
   });
 
   it("npm run gen and gen:check refuse a request's list with no bound on its size, naming it, and write nothing", () => {
@@ -72,10 +79,11 @@ describe("contract checks", () => {
     const service = join(clone, "proto", productService);
     writeFileSync(service, readFileSync(service, "utf8").replace("    max_items: 100\n", ""));
     const before = readFileSync(join(clone, "gen", "ts", "descriptor_set.ts"), "utf8");
+    const idsLine = lineOf(service, "repeated string ids = 1");
     for (const args of [["--check"], []]) {
       const gen = spawnSync(process.execPath, ["--import", "tsx", "tools/gen.ts", ...args], { cwd: clone, encoding: "utf8", timeout: 120_000 });
       expect(gen.status, args.join(" ")).toBe(1);
-      expect(gen.stderr).toMatch(/^1 contract problem:\n {2}- proto\/shop\/products\/v1\/product_service\.proto:159:3:Field "ids" of message "shop\.products\.v1\.BatchGetProductsRequest", at ids in the request of shop\.products\.v1\.ProductService\.BatchGetProducts: a repeated field with no max_items; .* Bound it: \(buf\.validate\.field\)\.repeated\.max_items = <the most a caller needs>\n$/);
+      expect(gen.stderr).toMatch(new RegExp(String.raw`^1 contract problem:\n {2}- proto\/shop\/products\/v1\/product_service\.proto:${idsLine}:3:Field "ids" of message "shop\.products\.v1\.BatchGetProductsRequest", at ids in the request of shop\.products\.v1\.ProductService\.BatchGetProducts: a repeated field with no max_items; .* Bound it: \(buf\.validate\.field\)\.repeated\.max_items = <the most a caller needs>\n$`));
     }
     expect(readFileSync(join(clone, "gen", "ts", "descriptor_set.ts"), "utf8")).toBe(before);
   }, 240_000);
@@ -104,7 +112,7 @@ describe("contract checks", () => {
     expect(lint.status).toBe(1);
     expect(lint.stderr.trim().split("\n")).toEqual([
       "buf lint found problems:",
-      `proto/${productService}:237:10:Field name "nextPageToken" should be lower_snake_case, such as "next_page_token".`,
+      `proto/${productService}:${lineOf(service, "nextPageToken")}:10:Field name "nextPageToken" should be lower_snake_case, such as "next_page_token".`,
     ]);
   }, 60_000);
 
@@ -115,7 +123,7 @@ describe("contract checks", () => {
     const result = breakingChanges(retyped, join(repoRoot, "proto"));
     expect(result.ok).toBe(false);
     expect(result.output.split("\n")[0]).toBe(
-      `${join(retyped, productService)}:237:3:Field "2" with name "next_page_token" on message "ListProductsResponse" changed type from "string" to "int32". ` +
+      `${join(retyped, productService)}:${lineOf(join(retyped, productService), "int32 next_page_token")}:3:Field "2" with name "next_page_token" on message "ListProductsResponse" changed type from "string" to "int32". ` +
         "See https://developers.google.com/protocol-buffers/docs/proto3#updating for wire compatibility rules and https://developers.google.com/protocol-buffers/docs/proto3#json for JSON compatibility rules. " +
         "Instead: add a field of the new type, under a new number and name, beside it; write both while builds that read the old one run, then remove the old one with its number and name reserved.",
     );
@@ -124,7 +132,7 @@ describe("contract checks", () => {
     expect(moved.ok).toBe(false);
     // Renumbered, the field keeps its name, which a reservation of it would clash with: the advice says to give the number back.
     expect(moved.output).toContain(
-      `${join(renumbered, productService)}:170:1:Previously present field "1" with name "products" on message "BatchGetProductsResponse" was deleted without reserving the number "1". ` +
+      `${join(renumbered, productService)}:${lineOf(join(renumbered, productService), "message BatchGetProductsResponse {")}:1:Previously present field "1" with name "products" on message "BatchGetProductsResponse" was deleted without reserving the number "1". ` +
         'It was renumbered: "products" is now field 11, which running builds skip as unknown, and they find 1 unset. Instead: give it back number 1; to move it, add a field under a new number and a new name beside it, ' +
         'write both while builds that read this one run, then remove it with its number and name reserved (reserved 1; reserved "products";).',
     );
@@ -135,7 +143,7 @@ describe("contract checks", () => {
     expect(gone.output.split("\n").slice(0, 2)).toEqual(
       ["name", "number"].map(
         (what) =>
-          `${join(deleted, productService)}:78:1:Previously present field "3" with name "description" on message "Product" was deleted without reserving the ${what} "${what === "name" ? "description" : "3"}". ` +
+          `${join(deleted, productService)}:${lineOf(join(deleted, productService), "message Product {")}:1:Previously present field "3" with name "description" on message "Product" was deleted without reserving the ${what} "${what === "name" ? "description" : "3"}". ` +
           'Instead: keep it until no running build reads it, then remove it with its number and name reserved (reserved 3; reserved "description";).',
       ),
     );
