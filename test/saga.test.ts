@@ -1,9 +1,11 @@
-import { connect, headers as natsHeaders, type NatsConnection } from "nats";
+import { connect, headers as natsHeaders, type NatsConnection, type NatsError } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderCancelled, OrderPlaced, OrderUnknown } from "../gen/ts/shop/orders/v1/order_events_pb.js";
+import { ShopOrdersStream } from "../gen/ts/shop/orders/v1/order_events_jetstream.js";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import BetterSqlite3 from "better-sqlite3";
-import { ProductCreated, StockReserved } from "../gen/ts/shop/products/v1/product_events_pb.js";
+import { ShopProductsStream } from "../gen/ts/shop/products/v1/product_events_jetstream.js";
+import { ProductCreated, ProductUpdated, StockReserved } from "../gen/ts/shop/products/v1/product_events_pb.js";
 import { Product } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { uuidv7 } from "../platform/ids/index.js";
 import { eventually, readStream } from "./support/streams.js";
@@ -221,7 +223,13 @@ describe("the order saga", () => {
     const huge = uuidv7();
     const line = (id: string, quantity: number) => ({ productId: id, productName: "Teapot", quantity, unitPrice: eur(1000), lineTotal: eur(1000) });
     await publishRaw(nc, `shop.orders.v1.order.${negative}.placed`, "shop.orders.v1.OrderPlaced", OrderPlaced.encode({ orderId: negative, customerId: "c-evil", lines: [line(productId, -500)], total: eur(0), linesVersion: 1 }).finish(), uuidv7());
-    await publishRaw(nc, `shop.orders.v1.order.${huge}.placed`, "shop.orders.v1.OrderPlaced", OrderPlaced.encode({ orderId: huge, customerId: "c-evil", lines: [line("p".repeat(600_000), 1)], total: eur(1000), linesVersion: 1 }).finish(), uuidv7());
+    // SHOP_ORDERS refuses a message that large itself (the next test): lifted here, as an operator could by hand, to reach the consumer.
+    await jsm.streams.update(ShopOrdersStream.name, { max_msg_size: -1 });
+    try {
+      await publishRaw(nc, `shop.orders.v1.order.${huge}.placed`, "shop.orders.v1.OrderPlaced", OrderPlaced.encode({ orderId: huge, customerId: "c-evil", lines: [line("p".repeat(600_000), 1)], total: eur(1000), linesVersion: 1 }).finish(), uuidv7());
+    } finally {
+      await jsm.streams.update(ShopOrdersStream.name, { max_msg_size: ShopOrdersStream.maxMessageBytes });
+    }
     await expect.poll(async () => (await lettersFor(negative)).length + (await lettersFor(huge)).length).toBe(2);
     const [letter] = await lettersFor(negative);
     expect(letter.headers.get("concord-dlq-reason")).toMatch(/breaks its contract's rules: lines\[0\]\.quantity/);
@@ -231,6 +239,30 @@ describe("the order saga", () => {
     expect(await stockOf(productId)).toBe(100);
     const next = await placeOrder(productId, 1);
     await expect.poll(() => stateOf(next.id)).toBe(CONFIRMED);
+  });
+
+  it("has an event larger than its stream takes refused by JetStream at once: the publisher is told, and nothing is stored or dead-lettered", async () => {
+    const jsm = shop.products.service.events.bus.jsm;
+    const orderId = uuidv7();
+    const productId = uuidv7();
+    const placed = `shop.orders.v1.order.${orderId}.placed`;
+    const updated = `shop.products.v1.product.${productId}.updated`;
+    const line = { productId: "p".repeat(600_000), productName: "Teapot", quantity: 1, unitPrice: eur(1000), lineTotal: eur(1000) };
+    const order = OrderPlaced.encode({ orderId, customerId: "c-evil", lines: [line], total: eur(1000), linesVersion: 1 }).finish();
+    // A description of 30,000 characters, where its contract allows 2,000: over what SHOP_PRODUCTS takes.
+    const product = Product.fromPartial({ id: productId, name: "Teapot", description: "d".repeat(30_000), price: eur(1000), stock: 1, version: 2, stockVersion: 1, createTime: new Date(), updateTime: new Date() });
+    const update = ProductUpdated.encode({ productId, product, changedFields: ["description"] }).finish();
+    expect(update.byteLength).toBeGreaterThan(ShopProductsStream.maxMessageBytes);
+    const refusals = await Promise.all([
+      publishRaw(nc, placed, "shop.orders.v1.OrderPlaced", order, uuidv7()).catch((err: unknown) => err),
+      publishRaw(nc, updated, "shop.products.v1.ProductUpdated", update, uuidv7(), undefined, "products").catch((err: unknown) => err),
+    ]);
+    for (const refused of refusals) expect((refused as NatsError).api_error).toMatchObject({ err_code: 10054, description: "message size exceeds maximum allowed" });
+    for (const [stream, subject] of [[ShopOrdersStream.name, placed], [ShopProductsStream.name, updated]]) {
+      await expect(jsm.streams.getMessage(stream, { last_by_subj: subject })).rejects.toThrow(/no message found/);
+    }
+    const letters = (await readStream(jsm, "CONCORD_DLQ")).filter((e) => [placed, updated].includes(e.headers.get("concord-dlq-subject")));
+    expect(letters).toEqual([]);
   });
 
   it("dead-letters at once, without handling it, an event with a NUL character in a string (no store takes such text alike)", async () => {

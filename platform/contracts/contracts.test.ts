@@ -210,6 +210,42 @@ describe("encodedSizeBound", () => {
     });
   });
 
+  it("counts a string's in and const by their longest value in UTF-8, the least bound where a string has several rules, and bytes' in and const", () => {
+    const listed = [
+      "// Values from lists.",
+      "message Listed {",
+      "  // Three at most, each one of three.",
+      '  repeated string names = 1 [(buf.validate.field).repeated = {max_items: 3, items: {string: {in: ["a", "é", "😀😀"]}}}];',
+      "  // One value.",
+      '  string kind = 2 [(buf.validate.field).string.const = "€uro"];',
+      "  // A length and a list.",
+      '  string code = 3 [(buf.validate.field).string = {max_len: 100, in: ["ab", "cd"]}];',
+      "  // Raw bytes from a list.",
+      '  bytes magic = 4 [(buf.validate.field).bytes = {in: ["\\001\\002", "\\003"]}];',
+      "  // Raw bytes of one value.",
+      '  bytes fixed = 5 [(buf.validate.field).bytes.const = "abc"];',
+      "}",
+      "// Values not from a list.",
+      "message Unlisted {",
+      "  // Anything but x.",
+      '  string note = 1 [(buf.validate.field).string = {not_in: ["x"]}];',
+      "}",
+      "",
+    ].join("\n");
+    withMessages(listed, (message) => {
+      const type = message("Listed");
+      // names: each item behind its tag and length (at most 5), its longest value 8 bytes behind its own length;
+      // kind: "€uro", 6 bytes; code: 2 bytes, not max_len's 400; magic: 2 bytes; fixed: 3.
+      expect(encodedSizeBound(type)).toBe(3 * (1 + 5 + 9) + (1 + 1 + 6) + (1 + 1 + 2) + (1 + 1 + 2) + (1 + 1 + 3));
+      const largest = toBinary(type, create(type, { names: ["😀😀", "😀😀", "😀😀"], kind: "€uro", code: "ab", magic: Uint8Array.of(1, 2), fixed: new TextEncoder().encode("abc") } as never));
+      expect(largest.byteLength).toBeLessThanOrEqual(encodedSizeBound(type));
+      expect(encodedSizeBound(message("Unlisted"))).toBe(Number.POSITIVE_INFINITY);
+    });
+    // OrderUpdated's changed_fields (two of "shipping_address" and "lines") left it, and SHOP_ORDERS, without a limit.
+    expect(bound("shop.orders.v1.OrderUpdated")).toBe(38 + (1 + 3 + bound("shop.orders.v1.Order")) + 2 * (1 + 5 + 1 + "shipping_address".length) + 11);
+    expect(bound("shop.products.v1.ProductUpdated")).toBeLessThan(10_000);
+  });
+
   it("reads the length of simple whole-string patterns", () => {
     expect(patternMaxLength("^[A-Z]{2}$")).toBe(2);
     expect(patternMaxLength("^v[0-9]{1,3}$")).toBe(4);

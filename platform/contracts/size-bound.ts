@@ -6,11 +6,13 @@ import { fixedWidth } from "./wire-shape.js";
 /**
  * The most bytes a valid message of this type can take on the wire, worked
  * out from its contract's rules: a string's max_len (4 bytes a character at
- * most), uuid, or a pattern of fixed length ("^[A-Z]{2}$"), a list's
- * max_items, a map's max_pairs (a list of entries, each its key and its
- * value as their rules bound them), a FieldMask's paths as its CEL rules
- * bound them (see field-mask.ts), nested messages in turn. Infinity when
- * any field is unbounded (a string, list or map without a limit, a
+ * most), max_bytes, uuid, a pattern of fixed length ("^[A-Z]{2}$"), const
+ * or in (its longest value in UTF-8: any other value is invalid), the least
+ * of them where it has several; a bytes field's max_len, const or in; a
+ * list's max_items, a map's max_pairs (a list of entries, each its key and
+ * its value as their rules bound them), a FieldMask's paths as its CEL
+ * rules bound them (see field-mask.ts), nested messages in turn. Infinity
+ * when any field is unbounded (a string, list or map without a limit, a
  * recursive type). Unknown fields are not counted. Rules marked
  * `ignore: IGNORE_ALWAYS` bound nothing: no check holds a message to them.
  */
@@ -52,6 +54,11 @@ export function sizeLimit(bound: number, cap: number): number {
 
 /** The most of a message over its limit that is decoded to name a list over its max_items: 64 KiB, or four times the limit. */
 export const itemCountBytes = (limit: number): number => Math.max(64 * 1024, 4 * limit);
+
+const utf8 = new TextEncoder();
+
+/** The largest of `sizes`, the bound of an `in` rule's values; Infinity for no values (no `in` rule). */
+const longest = (sizes: readonly number[]): number => (sizes.length === 0 ? Number.POSITIVE_INFINITY : Math.max(...sizes));
 
 /** Bytes of a varint holding `n`. */
 const varintSize = (n: number): number => (n < 0 ? 10 : Math.max(1, Math.ceil(Math.log2(n + 1) / 7)));
@@ -113,18 +120,26 @@ function valueBound(scalar: ScalarType, rules: FieldRules | undefined): number {
     case ScalarType.STRING: {
       const s = rules?.type.case === "string" ? rules.type.value : undefined;
       if (!s) return Number.POSITIVE_INFINITY;
-      const bytes = s.wellKnown.case === "uuid" && s.wellKnown.value ? 36
-        : isFieldSet(s, StringRulesSchema.field.maxBytes) ? Number(s.maxBytes)
-        : isFieldSet(s, StringRulesSchema.field.maxLen) ? 4 * Number(s.maxLen)
-        : isFieldSet(s, StringRulesSchema.field.len) ? 4 * Number(s.len)
-        : isFieldSet(s, StringRulesSchema.field.pattern) ? 4 * patternMaxLength(s.pattern)
-        : Number.POSITIVE_INFINITY;
+      // Every rule holds at once, so the least of their bounds does.
+      const bytes = Math.min(
+        s.wellKnown.case === "uuid" && s.wellKnown.value ? 36 : Number.POSITIVE_INFINITY,
+        isFieldSet(s, StringRulesSchema.field.maxBytes) ? Number(s.maxBytes) : Number.POSITIVE_INFINITY,
+        isFieldSet(s, StringRulesSchema.field.maxLen) ? 4 * Number(s.maxLen) : Number.POSITIVE_INFINITY,
+        isFieldSet(s, StringRulesSchema.field.len) ? 4 * Number(s.len) : Number.POSITIVE_INFINITY,
+        isFieldSet(s, StringRulesSchema.field.pattern) ? 4 * patternMaxLength(s.pattern) : Number.POSITIVE_INFINITY,
+        isFieldSet(s, StringRulesSchema.field.const) ? utf8.encode(s.const).byteLength : Number.POSITIVE_INFINITY,
+        longest(s.in.map((value) => utf8.encode(value).byteLength)),
+      );
       return varintSize(bytes) + bytes;
     }
     case ScalarType.BYTES: {
       const b = rules?.type.case === "bytes" ? rules.type.value : undefined;
-      if (!b || !isFieldSet(b, BytesRulesSchema.field.maxLen)) return Number.POSITIVE_INFINITY;
-      const bytes = Number(b.maxLen);
+      if (!b) return Number.POSITIVE_INFINITY;
+      const bytes = Math.min(
+        isFieldSet(b, BytesRulesSchema.field.maxLen) ? Number(b.maxLen) : Number.POSITIVE_INFINITY,
+        isFieldSet(b, BytesRulesSchema.field.const) ? b.const.byteLength : Number.POSITIVE_INFINITY,
+        longest(b.in.map((value) => value.byteLength)),
+      );
       return varintSize(bytes) + bytes;
     }
     default:

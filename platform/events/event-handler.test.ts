@@ -1,9 +1,14 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { OrderPlacedEvent, OrderUpdatedEvent } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { UnprocessableEventError, type Delivery } from "./delivery.js";
 import { bindConsumer, checkedEvent } from "./event-handler.js";
+import { contractEditor } from "../../test/support/edited-contracts.js";
+import { createTempDir } from "../../test/support/temp-dir.js";
+import { buildImage } from "../../tools/contracts/image.js";
 
 const checker = createMessageChecker(descriptorSet);
 const orderId = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
@@ -42,17 +47,39 @@ describe("checkedEvent, given a payload larger than its contract allows", () => 
   });
 });
 
-describe("checkedEvent, given a type whose contract leaves its size open", () => {
-  it("refuses a list of messages far over its max_items without decoding it (an OrderUpdated's order of 440,000 empty lines)", () => {
-    const updated = bindConsumer({ spec: { durable: "size-test", eventType: OrderUpdatedEvent.typeName } as never, descriptor: OrderUpdatedEvent, handle() {} });
-    const lines = Buffer.alloc(2 * 440_000).fill(Buffer.from([0x22, 0x00]));
+describe("checkedEvent, given a list of messages far over its max_items", () => {
+  const updated = bindConsumer({ spec: { durable: "size-test", eventType: OrderUpdatedEvent.typeName } as never, descriptor: OrderUpdatedEvent, handle() {} });
+  /** An OrderUpdated whose order holds `n` empty lines (field 4 of Order), two bytes each. */
+  const updateWithEmptyLines = (n: number): Delivery => {
+    const lines = Buffer.alloc(2 * n).fill(Buffer.from([0x22, 0x00]));
     const order = Buffer.concat([Buffer.from([0x12]), varint(lines.length), lines]);
     const data = Buffer.concat([Buffer.from([0x0a, orderId.length]), Buffer.from(orderId), order]);
+    return { ...delivery(data), headers: { ...delivery(data).headers, "ce-type": OrderUpdatedEvent.typeName } };
+  };
+  const farOver = new UnprocessableEventError(`the ${OrderUpdatedEvent.typeName} payload cannot be decoded: field 4 holds more than 10000 items, far more than its contract allows, and is not decoded`);
+
+  it("refuses it without decoding it where the type's contract leaves its size open (an OrderUpdated's order of 440,000 empty lines, before its changed fields' in rule was counted)", () => {
+    const dir = createTempDir();
+    try {
+      // changed_fields without its in rule: OrderUpdated's size is open, and no size limit applies.
+      const image = join(dir.path, "open.binpb");
+      buildImage(contractEditor(dir.path).edited({ "shop/orders/v1/order_events.proto": (t) => t.replace('in: ["shipping_address", "lines"]', "min_len: 1") }), image);
+      const open = createMessageChecker(new Uint8Array(readFileSync(image)));
+      const event = updateWithEmptyLines(440_000);
+      const started = performance.now();
+      expect(() => checkedEvent(event, updated, open)).toThrow(farOver);
+      expect(performance.now() - started).toBeLessThan(200);
+      // Under the contract as it is, the same event is over its type's size limit.
+      expect(() => checkedEvent(event, updated, checker)).toThrow(/^the shop\.orders\.v1\.OrderUpdated payload has 880042 bytes, more than the 108836 its contract allows/);
+    } finally {
+      dir.remove();
+    }
+  });
+
+  it("refuses it without decoding it within its type's size limit (an OrderUpdated's order of 50,000 empty lines, 100 KB)", () => {
     const started = performance.now();
-    expect(() => checkedEvent({ ...delivery(data), headers: { ...delivery(data).headers, "ce-type": OrderUpdatedEvent.typeName } }, updated, checker)).toThrow(
-      new UnprocessableEventError(`the ${OrderUpdatedEvent.typeName} payload cannot be decoded: field 4 holds more than 10000 items, far more than its contract allows, and is not decoded`),
-    );
-    expect(performance.now() - started).toBeLessThan(200);
+    expect(() => checkedEvent(updateWithEmptyLines(50_000), updated, checker)).toThrow(farOver);
+    expect(performance.now() - started).toBeLessThan(100);
   });
 });
 

@@ -5,8 +5,10 @@ import { startNatsCluster, useNatsConnection, useNatsServer, type NatsClusterHan
 import { sampleStream } from "../../test/support/sample-events.js";
 import { createTempDir } from "../../test/support/temp-dir.js";
 import { ShopOrdersStream } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
+import { ShopProductsStream } from "../../gen/ts/shop/products/v1/product_events_jetstream.js";
 import { createLogger, type Logger } from "../log/index.js";
 import { connectEventBus, deadLetterStreamSpec, ensureConsumers, ensureStreams, type EventBus } from "./index.js";
+import { deadLetterHeaderBytes } from "./message-limit.js";
 import { compareKeeping } from "./provision.js";
 
 const logger = createLogger({ service: "provision-test", level: "silent" });
@@ -490,7 +492,7 @@ describe("a stream's max_msg_size under the generated NATS permissions", () => {
   const asOrders = useNatsConnection(nats, { user: "orders", inboxPrefix: "_INBOX_orders" });
   const asOperator = useNatsConnection(nats, { user: "operator" });
 
-  it("refuses a message over the limit published with a service's credentials and stores one at it, once the operator's provisioning gives the existing stream its limit", async () => {
+  it("gives the shop streams and the dead letter stream their contracts' limits, and refuses a message over the limit published with a service's credentials and stores one at it, once the operator's provisioning gives the existing stream its limit", async () => {
     const orders = asOrders();
     const operator = asOperator();
     const publish = (size: number) => {
@@ -499,8 +501,14 @@ describe("a stream's max_msg_size under the generated NATS permissions", () => {
       const headerBytes = "NATS/1.0\r\nce-type: shop.orders.v1.OrderPlaced\r\n\r\n".length;
       return orders.jetstream().publish(`shop.orders.v1.order.${"0".repeat(8)}.placed`, new Uint8Array(size - headerBytes), { headers: h });
     };
-    // Provisioned without a limit (as before the contracts said one): a large message is stored.
-    expect((await operator.jetstreamManager().then((jsm) => jsm.streams.info(ShopOrdersStream.name))).config.max_msg_size).toBe(-1);
+    // Provisioned with the contracts' limits, the dead letter stream's taking the largest with a dead letter's headers.
+    const provisioned = await operator.jetstreamManager();
+    expect((await provisioned.streams.info(ShopOrdersStream.name)).config.max_msg_size).toBe(ShopOrdersStream.maxMessageBytes);
+    expect((await provisioned.streams.info(ShopProductsStream.name)).config.max_msg_size).toBe(ShopProductsStream.maxMessageBytes);
+    expect((await provisioned.streams.info(deadLetterStreamSpec.name)).config.max_msg_size).toBe(Math.max(ShopOrdersStream.maxMessageBytes, ShopProductsStream.maxMessageBytes) + deadLetterHeaderBytes);
+    await expect(publish(ShopOrdersStream.maxMessageBytes + 1)).rejects.toThrow(/message size exceeds maximum allowed/);
+    // Without a limit (lifted by hand, as on a stream provisioned before the contracts said one): a large message is stored.
+    await provisioned.streams.update(ShopOrdersStream.name, { max_msg_size: -1 });
     await expect(publish(200_000)).resolves.toMatchObject({ stream: ShopOrdersStream.name });
     // A contract whose events are bounded: its spec says a limit. The service's own provisioning may not change the stream.
     const spec = { ...ShopOrdersStream, maxMessageBytes: 8_192 };

@@ -18,7 +18,7 @@ export const ShopOrdersStream = {
   replicas: 3,
   maxAgeMs: 2592000000,
   duplicateWindowMs: 120000,
-  maxMessageBytes: 0,
+  maxMessageBytes: 112932,
   description: "Events of the order service. They go to the SHOP_ORDERS stream and are published through the order service's outbox, so each one is committed together with the change it reports. Their validation rules are checked when they are written to the outbox and again when they are consumed.",
 } as const;
 

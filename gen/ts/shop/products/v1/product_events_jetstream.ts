@@ -18,7 +18,7 @@ export const ShopProductsStream = {
   replicas: 3,
   maxAgeMs: 2592000000,
   duplicateWindowMs: 120000,
-  maxMessageBytes: 0,
+  maxMessageBytes: 23214,
   description: "Events of the product service. They go to the SHOP_PRODUCTS stream and are published through the product service's outbox, so each one is committed together with the change it reports. Their validation rules are checked when they are written to the outbox and again when they are consumed.",
 } as const;
 
