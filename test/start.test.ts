@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { basename, join, relative } from "node:path";
 import { X509Certificate } from "node:crypto";
@@ -1117,6 +1117,27 @@ describe("npm start", () => {
     expect(narrowed.result.stdout).toContain(`DATA_DIR ${readable} was mode 0755, which let other users read it; made it 0${mode.toString(8)}, as a start makes it\n`);
     expect(narrowed.result.stderr).toContain(`start: ${join(readable, "nats-server.log")} is a directory, not a log file nats-server can append to`);
     expect(statSync(readable).mode & 0o777).toBe(mode);
+  });
+
+  it.skipIf(process.getuid?.() !== 0)("refuses, as root, a DATA_DIR another user owns, or a key in it another user owns, writing nothing (exit 2)", { timeout: 60_000 }, async () => {
+    // The other user's own token key: a start took it, and that user signed itself admin tokens the services accepted.
+    const theirs = join(dir.path, "theirs");
+    mkdirSync(join(theirs, "auth"), { recursive: true, mode: 0o700 });
+    chmodSync(theirs, 0o755);
+    writeFileSync(join(theirs, "auth", "token-hs256.key"), `${"07".repeat(32)}\n`, { mode: 0o600 });
+    for (const path of [theirs, join(theirs, "auth"), join(theirs, "auth", "token-hs256.key")]) chownSync(path, 12345, 12345);
+    const refused = await startOnFreePorts(theirs, () => ({}));
+    expect([refused.result.status, refused.result.stdout]).toEqual([2, ""]);
+    expect(refused.result.stderr).toBe(
+      `start: DATA_DIR ${theirs} is owned by uid 12345, not by this user (uid 0): that user could have put a token key, NATS seed or CA key of its own there, which the start would take, and so sign itself any role's tokens and connect as any NATS user; set DATA_DIR to a directory of your own (default .data), or, if all in it is yours, chown -R 0 ${theirs}\n`,
+    );
+    // DATA_DIR made ours, its key still the other user's.
+    chownSync(theirs, 0, 0);
+    chmodSync(theirs, 0o711);
+    const keyRefused = await startOnFreePorts(theirs, () => ({}));
+    expect([keyRefused.result.status, keyRefused.result.stdout]).toEqual([2, ""]);
+    expect(keyRefused.result.stderr).toContain(`start: DATA_DIR ${theirs} holds ${join(theirs, "auth")} (uid 12345), ${join(theirs, "auth", "token-hs256.key")} (uid 12345), owned by another user than this one (uid 0)`);
+    expect(readdirSync(theirs).sort()).toEqual(["auth"]);
   });
 
   it("refuses a seed file under DATA_DIR/nats-credentials with a character changed (its checksum wrong), naming it, in one line, before nats-server starts (exit 2)", { timeout: 60_000 }, async () => {

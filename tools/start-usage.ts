@@ -59,8 +59,10 @@ Environment (all optional):
                     credentials live (default .data); one start at a time
                     holds it (DATA_DIR/start.pid): a second is refused; so
                     is a DATA_DIR this user cannot write (read-only, or a
-                    file in its place or on its path; exit 2), and one
-                    other users may write. It is made 0700 (0711 as root,
+                    file in its place or on its path; exit 2), one
+                    other users may write, and one another user owns, or
+                    whose files, keys or seeds another user owns. It is
+                    made 0700 (0711 as root,
                     for the postgres user), and one others may read is
                     narrowed to that, saying so
   NATS_URL          use this NATS server instead of starting one (several

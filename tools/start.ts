@@ -58,6 +58,7 @@ import { connectNats } from "./event-watch.js";
 import { ConfigError, readConfig, type Settings } from "../platform/config/index.js";
 import { differencesSaid, type ProvisionedStream, ProvisionRefused, provisionStreams } from "./concord/provision.js";
 import { developmentCaRenewal, ensureDevCredentials, UnreadableCertificate } from "./dev-credentials.js";
+import { foreignOwned } from "./data-dir-owner.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isStartScript, recordPostgresOnly, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
 import { grpcListenOf, listed, serviceFolders, serviceOf, services, servicesCounted, type ServiceName, servicesWithoutNatsUserSaid, unlistedServices, unlistedServicesSaid } from "./services.js";
@@ -544,8 +545,9 @@ const octal = (mode: number) => `0${mode.toString(8)}`;
 /**
  * Makes DATA_DIR with dataDirMode, or checks the one there: one that other
  * users may write is refused, as they could put a symbolic link or a file of
- * theirs where the start writes (a database, a log, a configuration).
- * Throws what making it throws.
+ * theirs where the start writes (a database, a log, a configuration), and
+ * so is one where another user owns DATA_DIR, what lies in it or a key in
+ * it (`foreignOwned`). Throws what making it throws.
  */
 function prepareDataDir(dataDir: string): void {
   makeDirectory(dataDir, dataDirMode);
@@ -553,6 +555,18 @@ function prepareDataDir(dataDir: string): void {
   if ((mode & 0o022) !== 0) {
     throw new StartRefused(
       `DATA_DIR ${dataDir} is writable by other users (mode ${octal(mode)}): they could put a symbolic link or a file of theirs where the start writes its databases, logs and keys; make it yours alone (chmod ${octal(dataDirMode)} ${dataDir}), or set DATA_DIR to a directory of your own (default .data)`,
+    );
+  }
+  const foreign = foreignOwned(dataDir);
+  if (foreign.length > 0) {
+    const me = process.getuid!();
+    const [first] = foreign;
+    const what =
+      first!.path === dataDir
+        ? `DATA_DIR ${dataDir} is owned by uid ${first!.uid}, not by this user (uid ${me})`
+        : `DATA_DIR ${dataDir} holds ${foreign.slice(0, 3).map((f) => `${f.path} (uid ${f.uid})`).join(", ")}${foreign.length > 3 ? ` and ${foreign.length - 3} more` : ""}, owned by another user than this one (uid ${me})`;
+    throw new StartRefused(
+      `${what}: that user could have put a token key, NATS seed or CA key of its own there, which the start would take, and so sign itself any role's tokens and connect as any NATS user; set DATA_DIR to a directory of your own (default .data), or, if all in it is yours, chown -R ${me} ${dataDir}`,
     );
   }
 }
