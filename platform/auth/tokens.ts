@@ -30,19 +30,26 @@ export class TokenError extends Error {
 
 /**
  * The HS256 key in `path`: at least 32 bytes, written as hex (64 or more hex
- * digits). Throws, naming the file, when it is missing, too short, or
- * readable by anyone but its owner (it signs every token).
+ * digits). Throws, naming the file, when it is missing, too short,
+ * readable by anyone but its owner, or owned by another user than this
+ * process's and root (it signs every token, and its owner may know it).
  */
 export function readTokenSecret(path: string): KeyObject {
   let mode: number;
+  let owner: number;
   let text: string;
   try {
-    mode = statSync(path).mode;
+    ({ mode, uid: owner } = statSync(path));
     text = readSettingFile(path, 64 * 1024).toString("utf8").trim();
   } catch (err) {
     throw new Error(`cannot read the token key ${path}: ${(err as Error).message}`, { cause: err });
   }
   if ((mode & 0o077) !== 0) throw new Error(`the token key ${path} is readable by others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`);
+  // Run as root, a service took a key file of mode 0600 that another user had written, and so knew: that user signed itself admin tokens.
+  const me = process.getuid?.();
+  if (me !== undefined && owner !== me && owner !== 0) {
+    throw new Error(`the token key ${path} is owned by uid ${owner}, not by this user (uid ${me}) or root: its owner may know it; make a key of this user's own`);
+  }
   if (!/^([0-9a-fA-F]{2}){32,}$/.test(text)) throw new Error(`the token key ${path} must hold at least 32 bytes as hex (64 hex digits)`);
   return createSecretKey(Buffer.from(text, "hex"));
 }

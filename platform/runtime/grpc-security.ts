@@ -65,7 +65,7 @@ export function grpcSecuritySettings(service: string) {
       parse: oneOf("jwt", "none"),
     },
     GRPC_AUTH_KEY_FILE: {
-      description: "file with the HS256 key (hex, mode 0600) that checks bearer tokens and signs the service's own",
+      description: "file with the HS256 key (hex, mode 0600, owned by the service's user or root) that checks bearer tokens and signs the service's own",
       default: ".data/auth/token-hs256.key",
       parse: text,
     },
