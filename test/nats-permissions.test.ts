@@ -379,6 +379,19 @@ describe("NATS permissions derived from the contracts", () => {
     expect(reason).toBe('stream SHOP_PRODUCTS holds events of "products" only, but the message\'s ce-source is "orders"');
   });
 
+  it("cannot keep a user, the observer included, from having the server write into a stream through a reply subject, which nats-server checks against no permission: the answer is stored, and its consumer dead-letters it", async () => {
+    const observer = await connectAs("observer");
+    const jsm = await observer.jetstreamManager();
+    const cancelled = `shop.orders.v1.order.${uuidv7()}.cancelled`;
+    // Its publish on the subject is refused (above); a request it may make, answered there, is not.
+    observer.publish("$JS.API.STREAM.INFO.SHOP_ORDERS", new Uint8Array(0), { reply: cancelled });
+    await observer.flush();
+    const storedType = async () => (await jsm.streams.getMessage("SHOP_ORDERS", { last_by_subj: cancelled }).catch(() => undefined))?.json<{ type: string }>().type;
+    await expect.poll(storedType, { timeout: 10_000 }).toBe("io.nats.jetstream.api.v1.stream_info_response");
+    const reason = await deadLetterReason(observer, "concord.dlq.SHOP_ORDERS.products-order-cancelled", cancelled);
+    expect(reason).toBe('stream SHOP_ORDERS holds events of "orders" only, but the message\'s ce-source is missing');
+  });
+
   it("dead-letters an event the protobuf wire format does not allow, from its own service's user: a StockReserved with field number 0 and more after its fields", async () => {
     const product = await newProduct(5);
     const orderId = uuidv7();

@@ -239,7 +239,7 @@ describe("grpcurl and the nats CLI against the running services", () => {
   });
 
   it("runs the README's observer commands as written: it reads, and the server refuses its publish and purge", async () => {
-    const commands = readmeBlock("The observer may read, never write");
+    const commands = readmeBlock("The observer may read, never publish");
     expect(commands.map((c) => c.argv.slice(5, 7).join(" "))).toEqual(["pub shop.orders.v1.order.x.cancelled", "stream purge"]);
     for (const command of commands) {
       const { tool, args } = asRun(command, undefined);
