@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import { copyFileSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { readmeProse } from "../test/support/readme.js";
@@ -21,6 +21,31 @@ function shortLived(dataDir: string, name: string, validDays: number): void {
 
 describe("ensureDevCredentials", () => {
   const dir = tempDirForSuite("concord-dev-credentials-");
+
+  it("narrows the folders and keys other users may read to their owner's, saying which, and keeps them: the CA's key left 0644 was taken as it was", () => {
+    const dataDir = join(dir, "open");
+    const first = ensureDevCredentials(dataDir, names);
+    expect(first.narrowed).toEqual([]);
+    const tls = join(dataDir, "tls");
+    const caKey = readFileSync(join(tls, "ca-key.pem"));
+    chmodSync(tls, 0o755);
+    chmodSync(join(tls, "ca-key.pem"), 0o644);
+    chmodSync(join(tls, "orders-key.pem"), 0o640);
+    chmodSync(join(dataDir, "auth", "token-hs256.key"), 0o604);
+    const again = ensureDevCredentials(dataDir, names);
+    expect(again.narrowed).toEqual([
+      { file: tls, was: 0o755, now: 0o700 },
+      { file: join(tls, "ca-key.pem"), was: 0o644, now: 0o600 },
+      { file: join(tls, "orders-key.pem"), was: 0o640, now: 0o600 },
+      { file: join(dataDir, "auth", "token-hs256.key"), was: 0o604, now: 0o600 },
+    ]);
+    expect(again.made).toEqual([]);
+    expect(readFileSync(join(tls, "ca-key.pem"))).toEqual(caKey);
+    for (const [path, mode] of [[tls, 0o700], [join(tls, "ca-key.pem"), 0o600], [join(tls, "orders-key.pem"), 0o600], [join(tls, "products-key.pem"), 0o600]] as const) {
+      expect(statSync(path).mode & 0o777, path).toBe(mode);
+    }
+    expect(ensureDevCredentials(dataDir, names).narrowed).toEqual([]);
+  });
 
   it("keeps sound certificates, and makes anew one that expires within 30 days, one another CA issued and one that lacks a host asked for", () => {
     const dataDir = join(dir, "kept");

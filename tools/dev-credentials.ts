@@ -5,7 +5,8 @@
  * usable as server and as client certificate), one for command-line clients
  * (tls/client.pem), and
  * the HS256 key that signs and checks bearer tokens (auth/token-hs256.key).
- * Keys are written with mode 0600. What exists is kept; delete a file (or
+ * Keys are written with mode 0600, and the folders are 0700: ones there that
+ * others may read are narrowed to that. What exists is kept; delete a file (or
  * the directory) and start again to make it anew. A certificate is made
  * anew, with its key, when it expires within 30 days, was not issued by the
  * CA in ca.pem, or lacks a host asked for (and the CA, with every
@@ -15,7 +16,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes, X509Certificate } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 /** Where the material is, relative to nothing: absolute when `dataDir` is. */
@@ -28,6 +29,30 @@ export interface DevCredentials {
   readonly made: readonly string[];
   /** The certificates among `made` that were there and were replaced, each with why. */
   readonly renewed: readonly { readonly file: string; readonly why: string }[];
+  /** The folders and keys there that other users could read, each with the mode it had (`was`) and has now: its owner's alone. */
+  readonly narrowed: readonly Narrowed[];
+}
+
+/** A folder or key `ensureDevCredentials` found open to other users, and narrowed. */
+export interface Narrowed {
+  readonly file: string;
+  readonly was: number;
+  readonly now: number;
+}
+
+/**
+ * Narrows each of `paths` there that other users may read or write to
+ * `mode`, returning those it narrowed.
+ */
+function narrowOwnerOnly(paths: readonly string[], mode: number): Narrowed[] {
+  const narrowed: Narrowed[] = [];
+  for (const file of paths) {
+    const was = statSync(file, { throwIfNoEntry: false })?.mode;
+    if (was === undefined || (was & 0o077) === 0) continue;
+    chmodSync(file, mode);
+    narrowed.push({ file, was: was & 0o777, now: mode });
+  }
+  return narrowed;
 }
 
 /** A certificate this close to its end is made anew: a start a little before it would leave the services with one that soon fails. */
@@ -84,6 +109,11 @@ export function ensureDevCredentials(dataDir: string, names: readonly string[], 
   for (const file of [caFile, ...names.map((name) => join(tlsDir, `${name}.pem`))]) if (existsSync(file)) readCertificate(file);
   mkdirSync(tlsDir, { recursive: true, mode: 0o700 });
   mkdirSync(authDir, { recursive: true, mode: 0o700 });
+  // Before any key is made: openssl writes a new key with the umask's mode (0644) and it is narrowed only after, which
+  // the folders keep from other users. Folders and keys left open (0755 and 0644) were taken as they were, the CA's key
+  // with them, with which any user of the machine could have issued certificates the services trust.
+  const keys = [caKeyFile, ...names.map((name) => join(tlsDir, `${name}-key.pem`)), join(authDir, "token-hs256.key")];
+  const narrowed = [...narrowOwnerOnly([tlsDir, authDir], 0o700), ...narrowOwnerOnly(keys, 0o600)];
   const made: string[] = [];
   const renewed: { file: string; why: string }[] = [];
   const now = Date.now();
@@ -130,7 +160,7 @@ export function ensureDevCredentials(dataDir: string, names: readonly string[], 
     writeFileSync(tokenKeyFile, `${randomBytes(32).toString("hex")}\n`, { mode: 0o600, flag: "wx" });
     made.push(tokenKeyFile);
   }
-  return { caFile, certs, tokenKeyFile, made, renewed };
+  return { caFile, certs, tokenKeyFile, made, renewed, narrowed };
 }
 
 /** Why `cert` should be made anew: it expires soon, another CA issued it, or it lacks one of `hosts`; undefined when it is sound. */

@@ -928,6 +928,10 @@ function grpcSecurityEnv(
     if (err instanceof UnreadableCertificate) throw new StartRefused(err.message, { cause: err });
     throw err;
   }
+  for (const { file, was, now } of made.narrowed) {
+    const which = now === 0o700 ? "the keys in it, stop, delete it and start again to have new ones made" : "it, stop, delete it and start again to have a new one made";
+    console.log(`${shown(file)} was mode ${octal(was)}, which let other users read it; made it ${octal(now)} (if they may have read ${which})`);
+  }
   for (const { file, why } of made.renewed) console.log(`renewing ${shown(file)}: ${why}`);
   if (made.made.length > 0) console.log(`made the development CA, certificates and token key under ${shown(dataDir)}: ${made.made.map((f) => relative(dataDir, f)).join(", ")}`);
   const caFile = process.env.GRPC_TLS_CA || made.caFile;
