@@ -1140,6 +1140,25 @@ describe("npm start", () => {
     expect(readdirSync(theirs).sort()).toEqual(["auth"]);
   });
 
+  it("narrows NATS seeds and their folder that other users may read to their owner's, saying so, and keeps them", { timeout: 60_000 }, async () => {
+    const dataDir = join(dir.path, "open-seeds");
+    const credentials = ensureNatsCredentials(join(dataDir, "nats-credentials"));
+    const seedFile = credentials.find((c) => c.name === "operator")!.seedFile;
+    const seed = readFileSync(seedFile, "utf8");
+    chmodSync(join(dataDir, "nats-credentials"), 0o755);
+    chmodSync(seedFile, 0o644);
+    // A directory where nats-server's log goes stops the start once the seeds are read, before any server starts.
+    mkdirSync(join(dataDir, "nats-server.log"));
+    const { result } = await startOnFreePorts(dataDir, () => ({}));
+    expect(result.status, result.stderr).toBe(2);
+    expect(result.stdout).toContain(
+      `${join(dataDir, "nats-credentials")} was mode 0755, which let other users read it; made it 0700 (if they may have read the keys in it, stop, delete it and start again to have new ones made)\n` +
+        `${seedFile} was mode 0644, which let other users read it; made it 0600 (if they may have read it, stop, delete it and start again to have a new one made)\n`,
+    );
+    expect(statSync(seedFile).mode & 0o777).toBe(0o600);
+    expect(readFileSync(seedFile, "utf8")).toBe(seed);
+  });
+
   it("refuses a seed file under DATA_DIR/nats-credentials with a character changed (its checksum wrong), naming it, in one line, before nats-server starts (exit 2)", { timeout: 60_000 }, async () => {
     const dataDir = join(dir.path, "damaged-seed");
     const credentials = ensureNatsCredentials(join(dataDir, "nats-credentials"));

@@ -16,8 +16,9 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes, X509Certificate } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { type Narrowed, narrowOwnerOnly } from "./owner-only.js";
 
 /** Where the material is, relative to nothing: absolute when `dataDir` is. */
 export interface DevCredentials {
@@ -31,28 +32,6 @@ export interface DevCredentials {
   readonly renewed: readonly { readonly file: string; readonly why: string }[];
   /** The folders and keys there that other users could read, each with the mode it had (`was`) and has now: its owner's alone. */
   readonly narrowed: readonly Narrowed[];
-}
-
-/** A folder or key `ensureDevCredentials` found open to other users, and narrowed. */
-export interface Narrowed {
-  readonly file: string;
-  readonly was: number;
-  readonly now: number;
-}
-
-/**
- * Narrows each of `paths` there that other users may read or write to
- * `mode`, returning those it narrowed.
- */
-function narrowOwnerOnly(paths: readonly string[], mode: number): Narrowed[] {
-  const narrowed: Narrowed[] = [];
-  for (const file of paths) {
-    const was = statSync(file, { throwIfNoEntry: false })?.mode;
-    if (was === undefined || (was & 0o077) === 0) continue;
-    chmodSync(file, mode);
-    narrowed.push({ file, was: was & 0o777, now: mode });
-  }
-  return narrowed;
 }
 
 /** A certificate this close to its end is made anew: a start a little before it would leave the services with one that soon fails. */

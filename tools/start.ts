@@ -49,7 +49,7 @@ import { parseArgsProblem } from "./parse-args-problem.js";
 import { portSetting } from "./port-setting.js";
 import { findNatsServer } from "./nats/find-nats-server.mjs";
 import { childEnding, unexpectedEndLine } from "./child-ending.js";
-import { checkNatsSeedFiles, ensureNatsCredentials, writeAuthorizationConfig } from "./nats/authorization.js";
+import { checkNatsSeedFiles, ensureNatsCredentials, natsUsers, seedFileOf, writeAuthorizationConfig } from "./nats/authorization.js";
 import { logFileProblem, natsServerEnv, writeNatsServerConfig } from "./nats/server-config.js";
 import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
 import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgres.js";
@@ -59,6 +59,7 @@ import { ConfigError, readConfig, type Settings } from "../platform/config/index
 import { differencesSaid, type ProvisionedStream, ProvisionRefused, provisionStreams } from "./concord/provision.js";
 import { developmentCaRenewal, ensureDevCredentials, UnreadableCertificate } from "./dev-credentials.js";
 import { foreignOwned } from "./data-dir-owner.js";
+import { narrowedLine, narrowOwnerOnly } from "./owner-only.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { isStartScript, recordPostgresOnly, recordStartedServices, shiftPort, type StartedInstance } from "./started-services.js";
 import { grpcListenOf, listed, serviceFolders, serviceOf, services, servicesCounted, type ServiceName, servicesWithoutNatsUserSaid, unlistedServices, unlistedServicesSaid } from "./services.js";
@@ -844,7 +845,11 @@ async function startNats(found: NatsServer, dataDir: string, env: NodeJS.Process
   mkdirSync(base, { recursive: true });
   let credentials;
   try {
-    credentials = ensureNatsCredentials(natsCredentialsDir(dataDir));
+    // Said, as the development keys are: ensureNatsCredentials narrowed them too, without a word.
+    const seedsDir = natsCredentialsDir(dataDir);
+    const seeds = natsUsers().map(({ name }) => seedFileOf(seedsDir, name));
+    for (const narrowed of [...narrowOwnerOnly([seedsDir], 0o700), ...narrowOwnerOnly(seeds, 0o600)]) console.log(narrowedLine(narrowed, shown(narrowed.file)));
+    credentials = ensureNatsCredentials(seedsDir);
   } catch (err) {
     // A seed file that holds no good seed (damaged, edited) is a setting to correct, refused as the others (exit 2).
     if (err instanceof SeedFileError) throw new StartRefused(err.message, { cause: err });
@@ -928,10 +933,7 @@ function grpcSecurityEnv(
     if (err instanceof UnreadableCertificate) throw new StartRefused(err.message, { cause: err });
     throw err;
   }
-  for (const { file, was, now } of made.narrowed) {
-    const which = now === 0o700 ? "the keys in it, stop, delete it and start again to have new ones made" : "it, stop, delete it and start again to have a new one made";
-    console.log(`${shown(file)} was mode ${octal(was)}, which let other users read it; made it ${octal(now)} (if they may have read ${which})`);
-  }
+  for (const narrowed of made.narrowed) console.log(narrowedLine(narrowed, shown(narrowed.file)));
   for (const { file, why } of made.renewed) console.log(`renewing ${shown(file)}: ${why}`);
   if (made.made.length > 0) console.log(`made the development CA, certificates and token key under ${shown(dataDir)}: ${made.made.map((f) => relative(dataDir, f)).join(", ")}`);
   const caFile = process.env.GRPC_TLS_CA || made.caFile;
