@@ -17,6 +17,7 @@ import { readStartedServices } from "./started-services.js";
 import { eitherOf, isServiceName, serviceNames, services, servicesCounted, type ServiceEntry } from "./services.js";
 import { brokenAtLast } from "./help-text.js";
 import { dataDir as dataDirOf } from "./client-security.js";
+import { readPostgresPassword } from "./postgres/start-password.js";
 
 /** The tool's usage for the services of `list` (default: the services). */
 export function outboxUsage(list: readonly ServiceEntry[] = services): string {
@@ -236,7 +237,16 @@ function parkedLine(p: ParkedEvent): string {
  */
 export function serviceDatabase(service: string, dataDir: string, env: NodeJS.ProcessEnv = process.env): string {
   const own = env[`${service.toUpperCase()}_DATABASE_URL`];
-  return (own && databaseAsServiceReads(own)) || runningStartPostgres(dataDir, service) || join(dataDir, `${service}.db`);
+  if (own) {
+    const read = databaseAsServiceReads(own);
+    if (read) return read;
+  }
+  const started = runningStartPostgres(dataDir, service);
+  if (started === undefined) return join(dataDir, `${service}.db`);
+  // That server asks for the password the start keeps under DATA_DIR/auth (PGPASSWORD, which one set by the user overrides).
+  const password = readPostgresPassword(dataDir);
+  if (password !== undefined && !process.env.PGPASSWORD) process.env.PGPASSWORD = password;
+  return started;
 }
 
 /** A database URL as the service reads it (`file:///x.db` is /x.db), or as it is when the service would refuse it, which the tool then fails to open. */

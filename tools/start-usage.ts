@@ -32,7 +32,10 @@ Options:
   --postgres        keep the services' data in a local PostgreSQL server of its
                     own (data in DATA_DIR/postgres, port POSTGRES_PORT), a database
                     per service, instead of a SQLite file per service; installs
-                    Debian's postgresql package first when it is missing. It is
+                    Debian's postgresql package first when it is missing. Its
+                    superuser's password, asked over TCP, is kept in
+                    DATA_DIR/auth/postgres-password (the services and the
+                    concord tools get it as PGPASSWORD). It is
                     refused with ${eitherOf(variables("_DATABASE_URL"))} set,
                     which name other databases
   --postgres-only   start that PostgreSQL server alone, nothing else, until

@@ -53,6 +53,7 @@ import { checkNatsSeedFiles, ensureNatsCredentials, natsUsers, seedFileOf, write
 import { logFileProblem, natsServerEnv, writeNatsServerConfig } from "./nats/server-config.js";
 import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
 import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgres.js";
+import { ensurePostgresPassword } from "./postgres/start-password.js";
 import { serviceCommand } from "./service-launch.js";
 import { connectNats } from "./event-watch.js";
 import { ConfigError, readConfig, type Settings } from "../platform/config/index.js";
@@ -1674,7 +1675,11 @@ async function main(): Promise<void> {
     const pgDir = join(dataDir, "postgres");
     const logProblem = logFileProblem(join(dataDir, "postgres.log"), "PostgreSQL");
     if (logProblem) throw new StartRefused(logProblem);
-    postgres = await startLocalPostgres({ dataDir: pgDir, port: postgresPort, logFile: join(dataDir, "postgres.log"), onExit: restartPostgres }).catch((err: Error) => {
+    // Asked over TCP: with trust, every user of the machine got in as the superuser (reading and changing every
+    // service's data, and running programs as the postgres account). The services and the tools read it as PGPASSWORD.
+    const password = ensurePostgresPassword(dataDir);
+    env.PGPASSWORD = password;
+    postgres = await startLocalPostgres({ dataDir: pgDir, port: postgresPort, logFile: join(dataDir, "postgres.log"), onExit: restartPostgres, password }).catch((err: Error) => {
       // Free when checked above, taken since: a second system started at the same moment, on the same port.
       if (!/could not bind .*Address already in use/.test(err.message)) throw err;
       throw new StartRefused(`127.0.0.1:${postgresPort} (POSTGRES_PORT) was taken while PostgreSQL was being set up (another system started at the same time, say); set POSTGRES_PORT to another port. ${err.message}`, { cause: err });

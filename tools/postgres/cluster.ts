@@ -4,7 +4,7 @@
  * both run as the `postgres` user that Debian's postgresql package creates,
  * with the data directory owned by it; otherwise as the current user.
  */
-import { chownSync, existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { execFileSync, spawnSync } from "node:child_process";
 import { join } from "node:path";
 
@@ -96,5 +96,36 @@ export function initCluster(binDir: string, dataDir: string, account: ServerAcco
 export function checkDatabaseName(name: string): void {
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(name)) {
     throw new Error(`database name ${JSON.stringify(name)} is not a lower-case identifier of 1 to 63 letters, digits and _ (starting with a letter or _)`);
+  }
+}
+
+/**
+ * Has TCP connections to the cluster in `dataDir` give `password` (hex), the
+ * superuser's from now on, by scram-sha-256: initdb's trust let every user
+ * of the machine in over 127.0.0.1 as the superuser, to read and change
+ * every service's data and, as superuser, run programs as the server's
+ * account (`COPY ... TO PROGRAM`). The Unix socket, in the data directory
+ * that only the server's account (and root) may enter, keeps trust.
+ * Rewrites pg_hba.conf and sets the password in single-user mode, so run it
+ * with the server stopped; fails with the server's own output.
+ */
+export function requirePassword(binDir: string, dataDir: string, account: ServerAccount | undefined, password: string): void {
+  if (!/^[0-9a-f]{32,}$/.test(password)) throw new Error("requirePassword: the password must be 32 or more lower-case hex digits");
+  const hba = join(dataDir, "pg_hba.conf");
+  writeFileSync(
+    hba,
+    "# Written at every start of this server by Concord's npm start: the superuser's password over TCP, trust on the\n" +
+      "# Unix socket in the data directory, which only the server's account may enter.\n" +
+      "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+    { mode: 0o600 },
+  );
+  if (account) chownSync(hba, account.uid, account.gid);
+  const args = ["--single", "-D", dataDir, "-c", "listen_addresses=", "-c", "unix_socket_directories=", "-c", "password_encryption=scram-sha-256", "postgres"];
+  // On standard input, not in the arguments every user may read in the process list.
+  const result = spawnSync(join(binDir, "postgres"), args, { cwd: dataDir, input: `ALTER ROLE ${superuser} PASSWORD '${password}';\n`, encoding: "utf8", ...runAs(account) });
+  const output = `${result.stdout ?? ""}${result.stderr ?? ""}`;
+  if (result.status !== 0 || /\bERROR:/.test(output)) {
+    const why = result.error ? result.error.message : `exit status ${result.status ?? result.signal}`;
+    throw new Error(`setting the superuser's password of the PostgreSQL cluster in ${dataDir} failed (${why}); its output:\n${output.trim()}`);
   }
 }

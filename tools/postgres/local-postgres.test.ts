@@ -27,6 +27,31 @@ describe("startLocalPostgres", () => {
     expect(readFileSync(logFile, "utf8")).toContain("database system is shut down");
   });
 
+  it("asks for the password it is given over TCP, on a cluster initdb made with trust too: without it every user of the machine got in as the superuser", { timeout: 60_000 }, async () => {
+    const dataDir = join(dir, "password");
+    const open = await startLocalPostgres({ fsync: false, dataDir });
+    await open.stop();
+    const password = "ab".repeat(32);
+    const server = await startLocalPostgres({ fsync: false, dataDir, password });
+    const connect = async (config: { password?: string }) => {
+      const client = new Client({ host: "127.0.0.1", port: server.port, user: "postgres", database: server.database, ...config });
+      await client.connect();
+      try {
+        return (await client.query("SELECT current_user AS who")).rows[0]?.who as string;
+      } finally {
+        await client.end();
+      }
+    };
+    try {
+      await expect(connect({})).rejects.toThrow(/password/);
+      await expect(connect({ password: "cd".repeat(32) })).rejects.toThrow(/password authentication failed for user "postgres"/);
+      expect(await connect({ password })).toBe("postgres");
+      expect(await server.createDatabase("orders")).toBe(server.url.replace(/\/concord$/, "/orders"));
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("keeps its log file its owner's alone, one an earlier start left readable by others too", async () => {
     const logFile = join(dir, "readable.log");
     writeFileSync(logFile, "", { mode: 0o644 });

@@ -4,10 +4,11 @@
  * port, never the system cluster (/var/lib/postgresql, port 5432) nor
  * systemd. As root it runs as the `postgres` user (./cluster.ts).
  *
- * Authentication is `trust` on 127.0.0.1 and on the Unix socket: anyone who
- * can open a connection on this machine gets in as any role. That suits a
- * development or test server that listens on loopback only; a shared or
- * production server needs passwords (scram-sha-256) instead.
+ * Authentication is `trust` on 127.0.0.1 and on the Unix socket unless a
+ * `password` is given: anyone who can open a connection on this machine gets
+ * in as any role, the superuser too, which suits a test's throwaway server
+ * alone. With a password (`npm start --postgres`), TCP asks for it
+ * (scram-sha-256); the socket, in the data dir, keeps trust.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,7 +16,7 @@ import { join, resolve } from "node:path";
 import { Client } from "pg";
 import { freePort } from "../free-port.js";
 import { logFileProblem } from "../nats/server-config.js";
-import { checkDatabaseName, hasCluster, initCluster, prepareDataDir, runAs, serverAccount, superuser } from "./cluster.js";
+import { checkDatabaseName, hasCluster, initCluster, prepareDataDir, requirePassword, runAs, serverAccount, superuser } from "./cluster.js";
 import { findPostgresBinDir } from "./find-postgres.mjs";
 import { type ServerProcess, spawnServer } from "./server-process.js";
 import { startWatchdog } from "./watchdog.js";
@@ -37,6 +38,13 @@ export interface LocalPostgresOptions {
   readonly fsync?: boolean;
   /** File the server's log is appended to. Default: kept in memory; its last lines are shown when starting fails. */
   readonly logFile?: string;
+  /**
+   * The superuser's password (hex), asked of every connection over TCP
+   * (scram-sha-256, see `requirePassword`), which then passes it (PGPASSWORD,
+   * or its `password`); without it every user of the machine gets in as the
+   * superuser. Default: none, trust, for the tests' throwaway servers.
+   */
+  readonly password?: string;
   /**
    * Called when a server that had started exits while nothing here asked it
    * to (killed, crashed), with how it ended ("ended by SIGKILL"): `restart`
@@ -81,7 +89,7 @@ const maxSocketPath = 107;
  * server is not installed, the data dir is unusable or it does not start.
  */
 export async function startLocalPostgres(options: LocalPostgresOptions = {}): Promise<LocalPostgres> {
-  const known = new Set(["dataDir", "port", "database", "fsync", "logFile", "onExit"]);
+  const known = new Set(["dataDir", "port", "database", "fsync", "logFile", "onExit", "password"]);
   for (const key of Object.keys(options)) if (!known.has(key)) throw new Error(`startLocalPostgres: unknown option ${key}`);
   const database = options.database ?? "concord";
   checkDatabaseName(database);
@@ -107,6 +115,7 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
   try {
     prepareDataDir(dataDir, account);
     if (!hasCluster(dataDir)) initCluster(binDir, dataDir, account, durable);
+    if (options.password !== undefined) requirePassword(binDir, dataDir, account, options.password);
   } catch (err) {
     removeOwnDataDir();
     throw err;
@@ -123,7 +132,7 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
     ...(durable ? {} : { fsync: "off", full_page_writes: "off" }),
   };
   const args = ["-D", dataDir, ...Object.entries(settings).flatMap(([name, value]) => ["-c", `${name}=${value}`])];
-  const admin = { host: "127.0.0.1", port, user: superuser, database: "postgres" };
+  const admin = { host: "127.0.0.1", port, user: superuser, database: "postgres", password: options.password };
 
   let server: ServerProcess | undefined;
   let stopped = false;
