@@ -67,14 +67,27 @@ function algorithmOf(key: KeyObject, path: string, n: number): string {
  * The public keys in `path`, one or more PEM blocks (\`-----BEGIN PUBLIC
  * KEY-----\`): an issuer's keys, tokens signed with any of them are
  * accepted (several while a key is rotated). Throws, naming the file, when
- * it cannot be read, holds no key, or holds a key of a kind not taken.
+ * it cannot be read, holds no key, or holds a key of a kind not taken, and
+ * when others than its owner may write it or another user than this
+ * process's and root owns it: whoever can put a key of theirs there signs
+ * tokens of every role.
  */
 export function readTokenPublicKeys(path: string): readonly KeyObject[] {
   let text: string;
+  let mode: number;
+  let owner: number;
   try {
+    ({ mode, uid: owner } = statSync(path));
     text = readSettingFile(path, 1024 * 1024).toString("utf8");
   } catch (err) {
     throw new Error(`cannot read the token public keys ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  if ((mode & 0o022) !== 0) {
+    throw new Error(`the token public keys ${path} may be written by others (mode ${(mode & 0o777).toString(8)}), who could add a key of theirs and sign tokens of every role; chmod go-w it`);
+  }
+  const me = process.getuid?.();
+  if (me !== undefined && owner !== me && owner !== 0) {
+    throw new Error(`the token public keys ${path} are owned by uid ${owner}, not by this user (uid ${me}) or root, who could add a key of theirs and sign tokens of every role; give the file to this user or root`);
   }
   const blocks = text.match(/-----BEGIN PUBLIC KEY-----[\s\S]*?-----END PUBLIC KEY-----/g) ?? [];
   if (blocks.length === 0) throw new Error(`${path} holds no PEM public key (-----BEGIN PUBLIC KEY-----)`);
