@@ -251,7 +251,7 @@ describe("npx concord", () => {
       const at = `127.0.0.1:${(metrics.address() as { port: number }).port}`;
       const status = await concord("status", "--nats", nats().url, "--products", products.service.address, "--orders", orders.service.address, "--products-metrics", at, "--orders-metrics", orders.service.metricsAddress!);
       expect(status.status, status.stdout + status.stderr).toBe(1);
-      expect(status.stdout).toContain(`products  gRPC ${products.service.address}: SERVING\n  outbox: depth 3, oldest 45.3s, parked 0: held up, its events not published for 30 s or more; the service's log says why ("component":"outbox-relay"), and with NATS connected but no PubAck, the nats-server's log (its store's disk full, say)\n`);
+      expect(status.stdout).toContain(`products  gRPC ${products.service.address}: SERVING\n  outbox: depth 3, oldest 45.3s, parked 0: held up, its events not published for 30 s or more; the service's log says why ("component":"outbox-relay"), and with NATS connected but no PubAck, the nats-server's log (its store's disk full, say: a stream that met that takes no event, space freed or not, until nats-server is restarted)\n`);
       expect(status.stdout).toMatch(/orders {2}gRPC \S+: SERVING\n {2}outbox: depth \d+, oldest [\d.]+s, parked 0\n/);
     } finally {
       await new Promise((resolve) => metrics.close(resolve));

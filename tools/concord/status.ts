@@ -205,7 +205,8 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
             return {
               reading:
                 `${reading}: held up, its events not published for ${heldUpOutboxSeconds} s or more; the service's log says why ` +
-                `("component":"outbox-relay"), and with NATS connected but no PubAck, the nats-server's log (its store's disk full, say)`,
+                `("component":"outbox-relay"), and with NATS connected but no PubAck, the nats-server's log (its store's disk full, say: ` +
+                `a stream that met that takes no event, space freed or not, until nats-server is restarted)`,
             };
           }
           healthy = false;
