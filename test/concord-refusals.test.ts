@@ -217,7 +217,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     const help = await concord("status", "--help");
     expect(help.status).toBe(0);
     const exits = help.stdout.slice(help.stdout.indexOf("Exits with 1")).replace(/\s+/g, " ");
-    for (const reason of ["unreachable", "not SERVING", "not connected to NATS", "an outbox is held up (its oldest event waiting 30 s or more)", "a part cannot be read"]) {
+    for (const reason of ["unreachable", "not SERVING", "not connected to NATS", "an outbox is held up (its oldest event waiting 30 s or more)", "a part cannot be read", "has under 64 MiB free"]) {
       expect(exits, reason).toContain(reason);
     }
   });

@@ -243,35 +243,49 @@ describe("npx concord", () => {
     expect(uneven.stderr).toContain("--products names 2 instance(s) and --products-metrics 1");
   });
 
+  /**
+   * `concord status` against the real services, one of whose metrics endpoints is a server of the test's answering
+   * `metrics` (as that service's read in a fault), the other service's real.
+   */
+  async function statusWithMetrics(faked: "products" | "orders", metrics: string) {
+    const server = createHttpServer((_req, res) => res.end(metrics));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const at = `127.0.0.1:${(server.address() as { port: number }).port}`;
+      const [productsMetrics, ordersMetrics] = faked === "products" ? [at, orders.service.metricsAddress!] : [products.service.metricsAddress!, at];
+      return await concord("status", "--nats", nats().url, "--products", products.service.address, "--orders", orders.service.address, "--products-metrics", productsMetrics, "--orders-metrics", ordersMetrics);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }
+
   it("fails on an outbox whose oldest event has waited 30 s or more, saying it is held up and where to look", { timeout: 60_000 }, async () => {
     // A service whose relay publishes nothing: its metrics as they read while its stream's store could not write.
-    const metrics = createHttpServer((_req, res) => res.end("concord_outbox_depth 3\nconcord_outbox_oldest_age_seconds 45.25\nconcord_outbox_parked 0\n"));
-    await new Promise<void>((resolve) => metrics.listen(0, "127.0.0.1", resolve));
-    try {
-      const at = `127.0.0.1:${(metrics.address() as { port: number }).port}`;
-      const status = await concord("status", "--nats", nats().url, "--products", products.service.address, "--orders", orders.service.address, "--products-metrics", at, "--orders-metrics", orders.service.metricsAddress!);
-      expect(status.status, status.stdout + status.stderr).toBe(1);
-      expect(status.stdout).toContain(`products  gRPC ${products.service.address}: SERVING\n  outbox: depth 3, oldest 45.3s, parked 0: held up, its events not published for 30 s or more; the service's log says why ("component":"outbox-relay"), and with NATS connected but no PubAck, the nats-server's log (its store's disk full, say: a stream that met that takes no event, space freed or not, until nats-server is restarted)\n`);
-      expect(status.stdout).toMatch(/orders {2}gRPC \S+: SERVING\n {2}outbox: depth \d+, oldest [\d.]+s, parked 0\n/);
-    } finally {
-      await new Promise((resolve) => metrics.close(resolve));
-    }
+    const status = await statusWithMetrics("products", "concord_outbox_depth 3\nconcord_outbox_oldest_age_seconds 45.25\nconcord_outbox_parked 0\n");
+    expect(status.status, status.stdout + status.stderr).toBe(1);
+    expect(status.stdout).toContain(`products  gRPC ${products.service.address}: SERVING\n  outbox: depth 3, oldest 45.3s, parked 0: held up, its events not published for 30 s or more; the service's log says why ("component":"outbox-relay"), and with NATS connected but no PubAck, the nats-server's log (its store's disk full, say: a stream that met that takes no event, space freed or not, until nats-server is restarted)\n`);
+    expect(status.stdout).toMatch(/orders {2}gRPC \S+: SERVING\n {2}outbox: depth \d+, oldest [\d.]+s, parked 0\n/);
+  });
+
+  it("fails on an instance whose SQLite database's disk has under 64 MiB free, saying so under it", { timeout: 60_000 }, async () => {
+    // A service whose database's disk is nearly full: it reports SERVING, its reads work, and every write soon fails.
+    const status = await statusWithMetrics("products", "concord_outbox_depth 0\nconcord_outbox_oldest_age_seconds 0\nconcord_outbox_parked 0\nconcord_database_free_bytes 131072\n");
+    expect(status.status, status.stdout + status.stderr).toBe(1);
+    expect(status.stdout).toContain(
+      `products  gRPC ${products.service.address}: SERVING\n  database: 0.1 MiB free on its file system (concord_database_free_bytes), under 64 MiB: ` +
+        `once it is full every write fails, answered UNAVAILABLE ("the service's storage is full"), while health says SERVING; free space there\n  outbox: depth 0, oldest 0.0s, parked 0\n`,
+    );
+    // The real order service's disk has room: nothing said of it.
+    expect(status.stdout).toMatch(/orders {2}gRPC \S+: SERVING\n {2}outbox: /);
   });
 
   it("fails on a service whose own NATS connection is down while the command's is up, saying so under it", { timeout: 60_000 }, async () => {
     // As a service's metrics read while it could not reach NATS (a network between them cut, say) and the command could.
-    const metrics = createHttpServer((_req, res) => res.end("concord_outbox_depth 0\nconcord_outbox_oldest_age_seconds 0\nconcord_outbox_parked 0\nconcord_nats_connected 0\n"));
-    await new Promise<void>((resolve) => metrics.listen(0, "127.0.0.1", resolve));
-    try {
-      const at = `127.0.0.1:${(metrics.address() as { port: number }).port}`;
-      const status = await concord("status", "--nats", nats().url, "--products", products.service.address, "--orders", orders.service.address, "--products-metrics", orders.service.metricsAddress!, "--orders-metrics", at);
-      expect(status.status, status.stdout + status.stderr).toBe(1);
-      expect(status.stdout).toContain(`orders  gRPC ${orders.service.address}: SERVING\n  NATS: not connected from this process (concord_nats_connected 0); its log says why ("component":"event-bus")\n  outbox: depth 0, oldest 0.0s, parked 0\n`);
-      // A service connected says nothing of it.
-      expect(status.stdout.match(/NATS: not connected/g)).toHaveLength(1);
-    } finally {
-      await new Promise((resolve) => metrics.close(resolve));
-    }
+    const status = await statusWithMetrics("orders", "concord_outbox_depth 0\nconcord_outbox_oldest_age_seconds 0\nconcord_outbox_parked 0\nconcord_nats_connected 0\n");
+    expect(status.status, status.stdout + status.stderr).toBe(1);
+    expect(status.stdout).toContain(`orders  gRPC ${orders.service.address}: SERVING\n  NATS: not connected from this process (concord_nats_connected 0); its log says why ("component":"event-bus")\n  outbox: depth 0, oldest 0.0s, parked 0\n`);
+    // A service connected says nothing of it.
+    expect(status.stdout.match(/NATS: not connected/g)).toHaveLength(1);
   });
 
   it("says each consumer is unknown when NATS is up and JetStream does not answer, asking JetStream everything at once", { timeout: 90_000 }, async () => {

@@ -1,4 +1,5 @@
 import { once } from "node:events";
+import { statfs } from "node:fs/promises";
 import { connect as connectHttp2 } from "node:http2";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
@@ -171,6 +172,16 @@ describe("metrics", () => {
       await nats().restart();
     }
     await expect.poll(async () => sample(await scrape(orders.service.metricsAddress), "concord_nats_connected"), { timeout: 20_000 }).toBe(1);
+  });
+
+  it("shows the bytes free on the file system holding a SQLite database, as statfs counts them", async () => {
+    const { bavail, bsize } = await statfs(dir.path);
+    for (const service of [products.service, orders.service]) {
+      const free = sample(await scrape(service.metricsAddress), "concord_database_free_bytes");
+      // Other work on the machine writes meanwhile: close to statfs's count, not equal to it.
+      expect(free).toBeGreaterThan(0);
+      expect(Math.abs(free! - bavail * bsize)).toBeLessThan(256 * 1024 * 1024);
+    }
   });
 
   it("reads the event loop's delay as its lateness, not the 100 ms between samples: near 0 while the process idles", async () => {

@@ -45,8 +45,8 @@ Commands:
 
 Run \`npx concord <command> --help\` for a command's options.
 Exit status: 0 done, 1 failed (for status: an instance of a service unreachable, not SERVING or not
-connected to NATS, a part unreadable, or an outbox held up, its oldest event waiting 30 s or more), 2 bad
-usage.`;
+connected to NATS, a part unreadable, an outbox held up, its oldest event waiting 30 s or more, or a SQLite
+database's disk with under 64 MiB free), 2 bad usage.`;
 
 const natsOption = `  --nats URL          NATS server, nats://host:port, several comma-separated for a cluster (default:
                       $NATS_URL, else nats://127.0.0.1:$NATS_PORT when set (and the cluster's other
@@ -128,8 +128,10 @@ services being asked meanwhile: one that takes the connection and says nothing
 given 5 s: one that does not answer leaves every consumer unknown, saying so;
 a dead letter stream that cannot be read leaves the dead letters unknown, saying why.
 Exits with 1 when an instance is unreachable, not SERVING or not connected to NATS (its
-concord_nats_connected 0), an outbox is held up (its oldest event waiting 30 s or more), or a part
-cannot be read; dead letters and parked events are shown, not failed on.
+concord_nats_connected 0), an outbox is held up (its oldest event waiting 30 s or more), a part
+cannot be read, or the file system holding an instance's SQLite database has under 64 MiB free
+(concord_database_free_bytes: a full one fails every write while health says SERVING); dead
+letters and parked events are shown, not failed on.
 ${statusOptions}
 ${natsOption}`,
     "events tail": `Usage: npx concord events tail [--all] [--subject PATTERN] [--type TYPE] [--full] [--nats URL]

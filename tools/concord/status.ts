@@ -124,7 +124,9 @@ function jetStreamProblem(err: unknown): string {
 }
 
 /** The outbox's samples of a service's metrics, and whether its process is connected to NATS. */
-async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAgeSeconds?: number; parked?: number; natsConnected?: number; relaying?: number }> {
+async function scrapeOutbox(
+  address: string,
+): Promise<{ depth?: number; oldestAgeSeconds?: number; parked?: number; natsConnected?: number; relaying?: number; databaseFreeBytes?: number }> {
   const res = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(metricsTimeoutMs) });
   if (!res.ok) {
     // A service that is starting (opening and migrating its database) answers 503 saying so: its first line tells why.
@@ -133,7 +135,7 @@ async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAg
   }
   const values = new Map<string, number>();
   for (const line of (await res.text()).split("\n")) {
-    const match = /^(concord_outbox_[a-z_]+|concord_nats_connected) (\S+)$/.exec(line);
+    const match = /^(concord_outbox_[a-z_]+|concord_nats_connected|concord_database_free_bytes) (\S+)$/.exec(line);
     if (match) values.set(match[1], Number(match[2]));
   }
   return {
@@ -142,6 +144,7 @@ async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAg
     parked: values.get("concord_outbox_parked"),
     natsConnected: values.get("concord_nats_connected"),
     relaying: values.get("concord_outbox_relaying"),
+    databaseFreeBytes: values.get("concord_database_free_bytes"),
   };
 }
 
@@ -151,6 +154,21 @@ async function scrapeOutbox(address: string): Promise<{ depth?: number; oldestAg
  * storing, a relay that stopped).
  */
 const heldUpOutboxSeconds = 30;
+
+/**
+ * Free space under which the status fails on a SQLite database's disk (`concord_database_free_bytes`): a full one makes
+ * every write fail while the service reports SERVING, its reads working.
+ */
+const lowDatabaseSpaceBytes = 64 * 1024 * 1024;
+
+/** The line under an instance whose SQLite database's disk has less than lowDatabaseSpaceBytes free. */
+function lowDatabaseSpaceLine(freeBytes: number): string {
+  const free = `${(freeBytes / (1024 * 1024)).toFixed(1)} MiB`;
+  return (
+    `database: ${free} free on its file system (concord_database_free_bytes), under ${lowDatabaseSpaceBytes / (1024 * 1024)} MiB: ` +
+    `once it is full every write fails, answered UNAVAILABLE ("the service's storage is full"), while health says SERVING; free space there`
+  );
+}
 
 /** What an instance's metrics say of its service's outbox: a reading, or why there is none. */
 type OutboxAnswer = { readonly reading: string } | { readonly unknown: string };
@@ -179,6 +197,8 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     let natsDown: string | undefined;
     /** Whether its metrics say it relays its service's outbox (`concord_outbox_relaying` 1). */
     let relaying = false;
+    /** Said when its SQLite database's disk is (nearly) full, which its health does not show. */
+    let lowSpace: string | undefined;
     const [health, outbox] = await Promise.all([
       credentials
         .then((c) => checkHealth(instance.grpc, grpcService, healthTimeoutMs, c))
@@ -196,6 +216,10 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
           if (o.natsConnected === 0) {
             healthy = false;
             natsDown = `NATS: not connected from this process (concord_nats_connected 0); its log says why ("component":"event-bus")`;
+          }
+          if (o.databaseFreeBytes !== undefined && o.databaseFreeBytes < lowDatabaseSpaceBytes) {
+            healthy = false;
+            lowSpace = lowDatabaseSpaceLine(o.databaseFreeBytes);
           }
           if (o.depth !== undefined) {
             const oldest = o.oldestAgeSeconds ?? 0;
@@ -223,12 +247,13 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     ]);
     if (health !== "SERVING") healthy = false;
     // Not up yet rather than failed; still not serving, so the status still fails.
-    if (!starting) return { health, outbox, natsDown, relaying };
+    if (!starting) return { health, outbox, natsDown, lowSpace, relaying };
     const startingNote = "starting: `npm start` has not brought it up yet";
     return {
       health: health === "SERVING" ? health : `${startingNote} (${health})`,
       outbox: "unknown" in outbox ? { unknown: `${startingNote}; ${outbox.unknown}` } : outbox,
       natsDown,
+      lowSpace,
       relaying,
     };
   };
@@ -256,9 +281,10 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     // Named as `npm start` names them: products#1, products#2, ...
     const nameOf = (i: number) => (several ? `${target.name}#${i + 1}` : target.name);
     const answered = await answers[t];
-    for (const [i, { health, outbox, natsDown }] of answered.entries()) {
+    for (const [i, { health, outbox, natsDown, lowSpace }] of answered.entries()) {
       print(`${nameOf(i)}  gRPC ${target.instances[i].grpc}: ${health}`);
       if (natsDown !== undefined) print(`  ${natsDown}`);
+      if (lowSpace !== undefined) print(`  ${lowSpace}`);
       if (!several) print(`  outbox: ${"reading" in outbox ? outbox.reading : `unknown (${outbox.unknown})`}`);
       // The instances' one outbox is shown once, below; an instance it could not be read through is named here.
       else if ("unknown" in outbox) print(`  outbox not read through it: ${outbox.unknown}`);
