@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { createSecretKey, generateKeyPairSync, type KeyObject, randomUUID } from "node:crypto";
-import { existsSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { credentials } from "@grpc/grpc-js";
 import { SignJWT } from "jose";
@@ -431,14 +431,20 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
     expect(broken.lines().join("\n")).toContain('GRPC_AUTH_MAX_TOKEN_TTL="30s" is invalid: expected at least 1m');
   });
 
-  it("refuses to start with a public keys file that holds no key, or a TLS file it cannot read or that holds no certificate or key of its own: exit code 2, one line naming the file and its variable, nothing made", async () => {
+  it("refuses to start with a public keys file that holds no key, or a TLS file it cannot read or that holds no certificate or key of its own, a key others may read or a CA file others may write: exit code 2, one line naming the file and its variable, nothing made", async () => {
     // A file to put right, as a bad setting is: they failed the start with a stack and exit code 1, which `npm start`
     // called "exited unexpectedly" as it does a crash; a CA file of no certificate was taken, and then trusted no one.
     const bad = join(dir.path, "empty.pem");
-    writeFileSync(bad, "no key here\n");
+    writeFileSync(bad, "no key here\n", { mode: 0o600 });
     const missing = join(dir.path, "tls-missing", "products.pem");
     const dev = ensureDevCredentials(dir.path, ["products", "orders"]);
     const tls = { GRPC_INSECURE: "0", GRPC_TLS_CERT: dev.certs.products.certFile, GRPC_TLS_KEY: dev.certs.products.keyFile, GRPC_TLS_CA: dev.caFile };
+    const openKey = join(dir.path, "open-key.pem");
+    const openCa = join(dir.path, "open-ca.pem");
+    copyFileSync(dev.certs.products.keyFile, openKey);
+    copyFileSync(dev.caFile, openCa);
+    chmodSync(openKey, 0o644);
+    chmodSync(openCa, 0o666);
     const database = join(dir.path, "broken.db");
     for (const [extra, why, named] of [
       [{ GRPC_AUTH_PUBLIC_KEYS: bad }, `${bad} holds no PEM public key`, "GRPC_AUTH_PUBLIC_KEYS name the files"],
@@ -448,6 +454,9 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
       [{ ...tls, GRPC_TLS_KEY: dev.certs.orders.keyFile }, `the TLS key ${dev.certs.orders.keyFile} is not the key of the certificate ${dev.certs.products.certFile}`, "(GRPC_TLS_KEY names it;"],
       [{ ...tls, GRPC_TLS_CA: bad }, `the TLS CA certificate ${bad} holds no PEM certificate`, "(GRPC_TLS_CA names it;"],
       [{ ...tls, GRPC_TLS_CA: dir.path }, `cannot read the TLS CA certificate ${dir.path}: it is a directory, not a regular file`, "(GRPC_TLS_CA names it;"],
+      // Started by hand, a service took a key others could read and a CA file others could write, where it refuses a token key others may read.
+      [{ ...tls, GRPC_TLS_KEY: openKey }, `the TLS key ${openKey} is readable by others (mode 644), who could pose as the holder of its certificate with it; chmod 600 it`, "(GRPC_TLS_KEY names it;"],
+      [{ ...tls, GRPC_TLS_CA: openCa }, `the TLS CA certificate ${openCa} may be written by others (mode 666), who could add a CA of theirs, whose certificates would then be trusted; chmod go-w it`, "(GRPC_TLS_CA names it;"],
     ] as const) {
       const broken = startServiceProcess("products", { ...env(""), ...extra, PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_DATABASE_URL: database });
       expect(await broken.exited, why).toBe(2);

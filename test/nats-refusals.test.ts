@@ -1,4 +1,4 @@
-import { existsSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createUser } from "nkeys.js";
 import { AckPolicy, connect, millis as nanosToMs, nanos, RetentionPolicy, type NatsConnection } from "nats";
@@ -178,6 +178,23 @@ describe("a service whose NATS user the server refuses", () => {
     expect(none.exit).toBe(2);
     expect(none.lines).toEqual([expect.objectContaining({ level: "fatal", code: "FAILED_PRECONDITION", msg: `start-up refused: ${noSeed} does not hold a NATS user nkey seed (one line starting with SU)` })]);
     expect(existsSync(join(dir, "no-seed.db"))).toBe(false);
+  });
+
+  it("refuses to start with a seed file others may read, naming it and the fix: one line, exit 2, before its database is made", async () => {
+    // Started by hand, a service took a seed of mode 0644, where npm start narrows its own and the token key is refused.
+    const open = join(dir, "open.nk");
+    writeFileSync(open, `${new TextDecoder().decode(createUser().getSeed())}\n`, { mode: 0o644 });
+    chmodSync(open, 0o644);
+    const { exit, lines } = await startProducts("open-seed", nats().url, { NATS_NKEY_SEED: open });
+    expect(exit).toBe(2);
+    expect(lines).toEqual([
+      expect.objectContaining({
+        level: "fatal",
+        code: "FAILED_PRECONDITION",
+        msg: `start-up refused: the NATS nkey seed file ${open} is readable by others (mode 644), who could connect to NATS as this service's user with it; chmod 600 it`,
+      }),
+    ]);
+    expect(existsSync(join(dir, "open-seed.db"))).toBe(false);
   });
 
   it("refuses to start when its stream is missing and its user may not create it: one line saying the operator provisions it, exit 2", async () => {

@@ -1286,17 +1286,26 @@ describe("npm start", () => {
     expect(readmeProse()).toContain("A certificate file that holds no certificate is refused, naming it, with nothing written (exit 2).");
   });
 
-  it("refuses a GRPC_TLS_CERT, GRPC_TLS_KEY or GRPC_TLS_CA that is no certificate, no key, a directory or another certificate's key, or a certificate without its key, naming the variable, before anything is made (exit 2)", { timeout: 90_000 }, async () => {
+  it("refuses a GRPC_TLS_CERT, GRPC_TLS_KEY or GRPC_TLS_CA that is no certificate, no key, a directory or another certificate's key, a key others may read or a CA file others may write, or a certificate without its key, naming the variable, before anything is made (exit 2)", { timeout: 90_000 }, async () => {
     const garbage = join(dir.path, "garbage.pem");
-    writeFileSync(garbage, "not pem at all\n");
+    writeFileSync(garbage, "not pem at all\n", { mode: 0o600 });
     // Development files as a first start makes them: the orders key is no key of products.pem.
     ensureDevCredentials(join(dir.path, "dev"), ["products", "orders"]);
     const tls = join(dir.path, "dev", "tls");
+    // A key others may read, and a CA file others may write: each service refused them only once nats-server had started.
+    const openKey = join(dir.path, "open-key.pem");
+    const openCa = join(dir.path, "open-ca.pem");
+    cpSync(join(tls, "products-key.pem"), openKey);
+    cpSync(join(tls, "ca.pem"), openCa);
+    chmodSync(openKey, 0o640);
+    chmodSync(openCa, 0o664);
     for (const [variable, file, why] of [
       ["GRPC_TLS_CERT", garbage, `the TLS certificate ${garbage} holds no PEM certificate`],
       ["GRPC_TLS_KEY", garbage, `the TLS key ${garbage} holds no PEM private key that can be read (`],
       ["GRPC_TLS_KEY", tls, `cannot read the TLS key ${tls}: it is a directory, not a regular file`],
       ["GRPC_TLS_CA", garbage, `the TLS CA certificate ${garbage} holds no PEM certificate`],
+      ["GRPC_TLS_KEY", openKey, `the TLS key ${openKey} is readable by others (mode 640), who could pose as the holder of its certificate with it; chmod 600 it`],
+      ["GRPC_TLS_CA", openCa, `the TLS CA certificate ${openCa} may be written by others (mode 664), who could add a CA of theirs, whose certificates would then be trusted; chmod go-w it`],
     ] as const) {
       const dataDir = join(dir.path, `${variable}-${basename(file)}`);
       const { result } = await startOnFreePorts(dataDir, () => ({ [variable]: file }));

@@ -21,13 +21,13 @@ describe("readTokenSecret", () => {
 
   it("refuses a key others may read, naming it", () => {
     const file = keyFile("readable.key", 0o640);
-    expect(() => readTokenSecret(file)).toThrow(`the token key ${file} is readable by others (mode 640); chmod 600 it`);
+    expect(() => readTokenSecret(file)).toThrow(`the token key ${file} is readable by others (mode 640), who could sign tokens of every role with it; chmod 600 it`);
   });
 
   it.skipIf(process.getuid?.() !== 0)("refuses, as root, a key of mode 0600 another user owns: its owner may know it, and sign itself any role's tokens", () => {
     const file = keyFile("theirs.key", 0o600);
     chownSync(file, 12345, 12345);
-    expect(() => readTokenSecret(file)).toThrow(`the token key ${file} is owned by uid 12345, not by this user (uid 0) or root: its owner may know it; make a key of this user's own`);
+    expect(() => readTokenSecret(file)).toThrow(`the token key ${file} is owned by uid 12345, not by this user (uid 0) or root: its owner may know it, and sign tokens of every role with it; make one of this user's own`);
   });
 });
 
@@ -48,13 +48,13 @@ describe("readTokenPublicKeys", () => {
   it("refuses a file others may write: they could add a key of theirs, and sign tokens of every role", () => {
     for (const mode of [0o664, 0o646]) {
       const file = keysFile(`writable-${mode.toString(8)}.pem`, mode);
-      expect(() => readTokenPublicKeys(file)).toThrow(`the token public keys ${file} may be written by others (mode ${mode.toString(8)}), who could add a key of theirs and sign tokens of every role; chmod go-w it`);
+      expect(() => readTokenPublicKeys(file)).toThrow(`the token public keys file ${file} may be written by others (mode ${mode.toString(8)}), who could add a key of theirs and sign tokens of every role; chmod go-w it`);
     }
   });
 
   it.skipIf(process.getuid?.() !== 0)("refuses, as root, a file another user owns", () => {
     const file = keysFile("theirs.pem", 0o644);
     chownSync(file, 12345, 12345);
-    expect(() => readTokenPublicKeys(file)).toThrow(`the token public keys ${file} are owned by uid 12345, not by this user (uid 0) or root`);
+    expect(() => readTokenPublicKeys(file)).toThrow(`the token public keys file ${file} is owned by uid 12345, not by this user (uid 0) or root, who could add a key of theirs and sign tokens of every role; give the file to this user or root`);
   });
 });

@@ -1,6 +1,5 @@
 import { createPublicKey, createSecretKey, type KeyObject } from "node:crypto";
-import { statSync } from "node:fs";
-import { readSettingFile } from "../config/index.js";
+import { readSettingFile, settingFileExposure } from "../config/index.js";
 import { decodeProtectedHeader, errors as joseErrors, type JWTPayload, jwtVerify, SignJWT } from "jose";
 import { checkOptions } from "../options/index.js";
 import { clockSkewSeconds, defaultMaxTokenTtlMs, leastMaxTokenTtlMs, lifetimeProblem, notYetValid } from "./token-lifetime.js";
@@ -35,21 +34,14 @@ export class TokenError extends Error {
  * process's and root (it signs every token, and its owner may know it).
  */
 export function readTokenSecret(path: string): KeyObject {
-  let mode: number;
-  let owner: number;
   let text: string;
   try {
-    ({ mode, uid: owner } = statSync(path));
     text = readSettingFile(path, 64 * 1024).toString("utf8").trim();
   } catch (err) {
     throw new Error(`cannot read the token key ${path}: ${(err as Error).message}`, { cause: err });
   }
-  if ((mode & 0o077) !== 0) throw new Error(`the token key ${path} is readable by others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`);
-  // Run as root, a service took a key file of mode 0600 that another user had written, and so knew: that user signed itself admin tokens.
-  const me = process.getuid?.();
-  if (me !== undefined && owner !== me && owner !== 0) {
-    throw new Error(`the token key ${path} is owned by uid ${owner}, not by this user (uid ${me}) or root: its owner may know it; make a key of this user's own`);
-  }
+  const exposed = settingFileExposure(path, "the token key", "secret", "sign tokens of every role");
+  if (exposed !== undefined) throw new Error(exposed);
   if (!/^([0-9a-fA-F]{2}){32,}$/.test(text)) throw new Error(`the token key ${path} must hold at least 32 bytes as hex (64 hex digits)`);
   return createSecretKey(Buffer.from(text, "hex"));
 }
@@ -74,21 +66,13 @@ function algorithmOf(key: KeyObject, path: string, n: number): string {
  */
 export function readTokenPublicKeys(path: string): readonly KeyObject[] {
   let text: string;
-  let mode: number;
-  let owner: number;
   try {
-    ({ mode, uid: owner } = statSync(path));
     text = readSettingFile(path, 1024 * 1024).toString("utf8");
   } catch (err) {
     throw new Error(`cannot read the token public keys ${path}: ${(err as Error).message}`, { cause: err });
   }
-  if ((mode & 0o022) !== 0) {
-    throw new Error(`the token public keys ${path} may be written by others (mode ${(mode & 0o777).toString(8)}), who could add a key of theirs and sign tokens of every role; chmod go-w it`);
-  }
-  const me = process.getuid?.();
-  if (me !== undefined && owner !== me && owner !== 0) {
-    throw new Error(`the token public keys ${path} are owned by uid ${owner}, not by this user (uid ${me}) or root, who could add a key of theirs and sign tokens of every role; give the file to this user or root`);
-  }
+  const exposed = settingFileExposure(path, "the token public keys file", "public", "add a key of theirs and sign tokens of every role");
+  if (exposed !== undefined) throw new Error(exposed);
   const blocks = text.match(/-----BEGIN PUBLIC KEY-----[\s\S]*?-----END PUBLIC KEY-----/g) ?? [];
   if (blocks.length === 0) throw new Error(`${path} holds no PEM public key (-----BEGIN PUBLIC KEY-----)`);
   return blocks.map((pem, i) => {

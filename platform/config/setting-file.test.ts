@@ -1,9 +1,9 @@
 import { execFileSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
-import { readSettingFile } from "./setting-file.js";
+import { readSettingFile, settingFileExposure } from "./setting-file.js";
 
 const dir = tempDirForSuite("concord-setting-file-");
 
@@ -26,5 +26,51 @@ describe("readSettingFile", () => {
     expect(() => readSettingFile(join(dir, "none.nk"), 4096)).toThrow("ENOENT");
     mkdirSync(join(dir, "a-dir"));
     expect(() => readSettingFile(join(dir, "a-dir"), 4096)).toThrow(/^it is a directory, not a regular file$/);
+  });
+});
+
+describe("settingFileExposure", () => {
+  const file = (name: string, mode: number) => {
+    const path = join(dir, name);
+    writeFileSync(path, "x\n", { mode });
+    chmodSync(path, mode);
+    return path;
+  };
+
+  it("takes a secret only its owner may read or write, and a public file others may read but not write", () => {
+    expect(settingFileExposure(file("own.key", 0o600), "the TLS key", "secret", "pose as its holder")).toBeUndefined();
+    expect(settingFileExposure(file("own-read-only.key", 0o400), "the TLS key", "secret", "pose as its holder")).toBeUndefined();
+    expect(settingFileExposure(file("ca.pem", 0o644), "the TLS CA certificate", "public", "add a CA of theirs")).toBeUndefined();
+    expect(settingFileExposure(join(dir, "not-there.key"), "the TLS key", "secret", "pose as its holder")).toBeUndefined();
+  });
+
+  it("refuses a secret others may read or write, and a public file others may write, in one line naming the file and the fix", () => {
+    const readable = file("readable.nk", 0o640);
+    expect(settingFileExposure(readable, "the NATS nkey seed file", "secret", "connect as its user")).toBe(
+      `the NATS nkey seed file ${readable} is readable by others (mode 640), who could connect as its user with it; chmod 600 it`,
+    );
+    const writable = file("writable.nk", 0o602);
+    expect(settingFileExposure(writable, "the NATS nkey seed file", "secret", "connect as its user")).toBe(
+      `the NATS nkey seed file ${writable} is writable by others (mode 602), who could connect as its user with it; chmod 600 it`,
+    );
+    for (const mode of [0o664, 0o646]) {
+      const ca = file(`ca-${mode.toString(8)}.pem`, mode);
+      expect(settingFileExposure(ca, "the TLS CA certificate", "public", "add a CA of theirs")).toBe(
+        `the TLS CA certificate ${ca} may be written by others (mode ${mode.toString(8)}), who could add a CA of theirs; chmod go-w it`,
+      );
+    }
+  });
+
+  it.skipIf(process.getuid?.() !== 0)("refuses, as root, a file another user owns, whatever its mode: its owner may know a secret, or change a public file", () => {
+    const secret = file("theirs.key", 0o600);
+    const ca = file("theirs.pem", 0o644);
+    chownSync(secret, 12345, 12345);
+    chownSync(ca, 12345, 12345);
+    expect(settingFileExposure(secret, "the TLS key", "secret", "pose as its holder")).toBe(
+      `the TLS key ${secret} is owned by uid 12345, not by this user (uid 0) or root: its owner may know it, and pose as its holder with it; make one of this user's own`,
+    );
+    expect(settingFileExposure(ca, "the TLS CA certificate", "public", "add a CA of theirs")).toBe(
+      `the TLS CA certificate ${ca} is owned by uid 12345, not by this user (uid 0) or root, who could add a CA of theirs; give the file to this user or root`,
+    );
   });
 });

@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, openSync, readFileSync, type Stats } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readFileSync, statSync, type Stats } from "node:fs";
 
 /**
  * What a path's `stats` say it is when it is no regular file (`a character
@@ -36,4 +36,35 @@ export function readSettingFile(path: string, maxBytes: number): Buffer {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Who besides its owner may touch a file a setting names: nobody, for a
+ * "secret" (a private key, a NATS seed); anyone may read a "public" one (a
+ * certificate, a CA, public keys), but nobody write it.
+ */
+export type SettingFileSecrecy = "secret" | "public";
+
+/**
+ * Why the file at `path`, `what` it is ("the TLS key"), may not be taken:
+ * a secret others than its owner may read or write, a public file they may
+ * write, or either owned by another user than this process's and root, who
+ * may know the secret or change the file. `risk` says what they could then
+ * do ("sign tokens of every role" with a secret, "add a key of theirs ..."
+ * to a public file). One line naming the file and what to do; undefined
+ * when it may be taken, or is not there (reading it says so).
+ */
+export function settingFileExposure(path: string, what: string, secrecy: SettingFileSecrecy, risk: string): string | undefined {
+  const stats = statSync(path, { throwIfNoEntry: false });
+  if (stats === undefined) return undefined;
+  const mode = (stats.mode & 0o777).toString(8);
+  if (secrecy === "secret" && (stats.mode & 0o077) !== 0) {
+    return `${what} ${path} is ${(stats.mode & 0o044) !== 0 ? "readable" : "writable"} by others (mode ${mode}), who could ${risk} with it; chmod 600 it`;
+  }
+  if (secrecy === "public" && (stats.mode & 0o022) !== 0) return `${what} ${path} may be written by others (mode ${mode}), who could ${risk}; chmod go-w it`;
+  // Run as root, a service took a key file of mode 0600 that another user had written, and so knew: that user signed itself admin tokens.
+  const me = process.getuid?.();
+  if (me === undefined || stats.uid === me || stats.uid === 0) return undefined;
+  const theirs = `${what} ${path} is owned by uid ${stats.uid}, not by this user (uid ${me}) or root`;
+  return secrecy === "secret" ? `${theirs}: its owner may know it, and ${risk} with it; make one of this user's own` : `${theirs}, who could ${risk}; give the file to this user or root`;
 }

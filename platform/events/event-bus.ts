@@ -1,5 +1,5 @@
 import { connect, nkeyAuthenticator, nkeys, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
-import { readSettingFile } from "../config/index.js";
+import { readSettingFile, settingFileExposure } from "../config/index.js";
 import { causeChain } from "../errors/index.js";
 import { processName, type Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
@@ -20,8 +20,10 @@ export interface EventBusOptions {
   /** Pause between reconnect attempts. Default 250 ms (with jitter). */
   readonly reconnectTimeWaitMs?: number;
   /**
-   * A file holding the NATS user's nkey seed (`SU...`), read at connect time;
-   * none: connect without credentials (a server without authorization).
+   * A file holding the NATS user's nkey seed (`SU...`), read at connect time,
+   * refused when others than its owner may read it or another user than this
+   * process's and root owns it; none: connect without credentials (a server
+   * without authorization).
    */
   readonly nkeySeedFile?: string;
   /**
@@ -163,7 +165,7 @@ export function checkSeedFile(file: string): void {
   readSeed(file);
 }
 
-/** The seed in `file`, or a SeedFileError naming the file; the seed itself is never part of a message. */
+/** The seed in `file`, or a SeedFileError naming the file (one others may read, too); the seed itself is never part of a message. */
 function readSeed(file: string): Uint8Array {
   const seedGiven = seedGivenForItsFile(file);
   if (seedGiven !== undefined) throw new SeedFileError(seedGiven);
@@ -173,6 +175,8 @@ function readSeed(file: string): Uint8Array {
   } catch (err) {
     throw new SeedFileError(`reading the NATS nkey seed file ${file} failed: ${(err as Error).message}`, { cause: err });
   }
+  const exposed = settingFileExposure(file, "the NATS nkey seed file", "secret", "connect to NATS as this service's user");
+  if (exposed !== undefined) throw new SeedFileError(exposed);
   return userSeedOf(file, text);
 }
 

@@ -39,7 +39,7 @@ describe("token keys and tokens", () => {
   const hex = "ab".repeat(32);
 
   it("refuses a key file others can read, or one shorter than 32 bytes", () => {
-    expect(() => readTokenSecret(keyFile("open.key", hex, 0o644))).toThrow(/readable by others \(mode 644\); chmod 600 it/);
+    expect(() => readTokenSecret(keyFile("open.key", hex, 0o644))).toThrow(/readable by others \(mode 644\), who could sign tokens of every role with it; chmod 600 it/);
     expect(() => readTokenSecret(keyFile("short.key", "ab".repeat(16), 0o600))).toThrow(/at least 32 bytes as hex/);
     expect(() => readTokenSecret(join(dir, "missing.key"))).toThrow(/cannot read the token key/);
   });

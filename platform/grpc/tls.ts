@@ -1,5 +1,5 @@
 import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
-import { readSettingFile } from "../config/index.js";
+import { readSettingFile, settingFileExposure } from "../config/index.js";
 import { credentials, ServerCredentials, type ChannelCredentials } from "@grpc/grpc-js";
 
 /** A server's TLS material, as PEM files. */
@@ -27,8 +27,9 @@ export type TlsFileRole = "certificate" | "key" | "ca";
 const whatIs: Record<TlsFileRole, string> = { certificate: "TLS certificate", key: "TLS key", ca: "TLS CA certificate" };
 
 /**
- * A TLS file that cannot be read, or does not hold what its role needs: a
- * setting to put right, so its message is one line naming the file.
+ * A TLS file that cannot be read, does not hold what its role needs, or
+ * that others than its owner may read (a key) or write (a certificate or
+ * CA file): a setting to put right, so its message is one line naming the file.
  */
 export class TlsFileError extends Error {
   constructor(
@@ -41,12 +42,24 @@ export class TlsFileError extends Error {
   }
 }
 
+/** What whoever may read a key, or write a certificate or CA file, beside its owner could do. */
+const riskOf: Record<TlsFileRole, string> = {
+  key: "pose as the holder of its certificate",
+  certificate: "put another certificate in its place",
+  ca: "add a CA of theirs, whose certificates would then be trusted",
+};
+
+/** The bytes of a TLS file, refused (a TlsFileError naming it) when it cannot be read, or when others may read a key or write a certificate (settingFileExposure). */
 function readPem(path: string, role: TlsFileRole): Buffer {
+  let pem: Buffer;
   try {
-    return readSettingFile(path, 1024 * 1024);
+    pem = readSettingFile(path, 1024 * 1024);
   } catch (err) {
     throw new TlsFileError(`cannot read the ${whatIs[role]} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, path, role, { cause: err });
   }
+  const exposed = settingFileExposure(path, `the ${whatIs[role]}`, role === "key" ? "secret" : "public", riskOf[role]);
+  if (exposed !== undefined) throw new TlsFileError(exposed, path, role);
+  return pem;
 }
 
 const pemCertificate = /-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g;

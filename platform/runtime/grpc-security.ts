@@ -47,10 +47,10 @@ export function grpcSecuritySettings(service: string) {
       default: "0",
       parse: oneOf("0", "1"),
     },
-    GRPC_TLS_CERT: { description: "the service's TLS certificate (PEM), also presented to the services it calls", default: `.data/tls/${service}.pem`, parse: text },
-    GRPC_TLS_KEY: { description: "the key of GRPC_TLS_CERT (PEM)", default: `.data/tls/${service}-key.pem`, parse: text },
+    GRPC_TLS_CERT: { description: "the service's TLS certificate (PEM, which others may read but not write), also presented to the services it calls", default: `.data/tls/${service}.pem`, parse: text },
+    GRPC_TLS_KEY: { description: "the key of GRPC_TLS_CERT (PEM, mode 0600, owned by the service's user or root)", default: `.data/tls/${service}-key.pem`, parse: text },
     GRPC_TLS_CA: {
-      description: "CA certificate(s) (PEM) that the services it calls, and client certificates, must chain to",
+      description: "CA certificate(s) (PEM, which others may read but not write) that the services it calls, and client certificates, must chain to",
       default: ".data/tls/ca.pem",
       parse: text,
     },
