@@ -86,8 +86,8 @@ describe("tools/token.ts", () => {
     expect(run.stdout).toBe("");
   });
 
-  it("refuses a --subject holding a newline or another control character in one line, before it reads any key", () => {
-    for (const [subject, code] of [["customer-1\nadmin", "U+000A"], ["c\u001b[31m1", "U+001B"], ["c\u007f", "U+007F"], ["c\u0085", "U+0085"]] as const) {
+  it("refuses a --subject holding a newline or another control character, a bidirectional-text control or another format character, in one line, before it reads any key", () => {
+    for (const [subject, code] of [["customer-1\nadmin", "U+000A"], ["c\u001b[31m1", "U+001B"], ["c\u007f", "U+007F"], ["c\u0085", "U+0085"], ["c\u202e1", "U+202E"], ["c\u2069", "U+2069"], ["c\u200d1", "U+200D"]] as const) {
       const run = token(["--role", "customer", "--subject", subject], { DATA_DIR: "/nonexistent" });
       expect(run.status, code).toBe(2);
       expect(run.stderr).toBe(`token: --subject holds the control character ${code}: give it as one line of printable text\n`);

@@ -37,7 +37,8 @@ concord.v1.access option in proto/ (see the README's Security section).
                     service); repeat for several roles
   --subject NAME    who the token speaks for; a customer's id for the
                     customer role (default: the role's name, e.g. "admin");
-                    one line of printable text (no control characters), at
+                    one line of printable text (no control characters, nor
+                    format ones such as the bidirectional-text U+202E), at
                     most 1024 bytes, the longest the services take
   --ttl DURATION    how long it is valid, from 1s to GRPC_AUTH_MAX_TOKEN_TTL (the
                     longest the services take, default 24h): e.g. 15m, 1h, 8h
@@ -104,7 +105,7 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  // A subject is one line of text: it keys the caller's request ids and is named in the services' log lines and errors.
+  // A subject is one line of plain text: it keys the caller's request ids and is named in the services' log lines and errors.
   const control = subjectControlCharacter(subject);
   if (control !== undefined) {
     console.error(`token: --subject holds the control character ${control}: give it as one line of printable text`);

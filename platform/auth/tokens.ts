@@ -214,7 +214,8 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
     if (typeof payload.sub !== "string") throw new TokenError("the bearer token's subject (sub) is not a string");
     if (payload.sub === "") throw new TokenError("the bearer token has an empty subject");
     // The subject keys the caller's request ids (PostgreSQL's text cannot hold NUL: the call failed there as INTERNAL)
-    // and is named in log lines and errors, where a line feed would start a line of its own: one line of text, as tools/token.ts signs.
+    // and is named in log lines and errors, where a line feed would start a line of its own and a bidirectional-text control
+    // reorder what follows: one line of plain text, as tools/token.ts signs.
     const control = subjectControlCharacter(payload.sub);
     if (control !== undefined) throw new TokenError(`the bearer token's subject holds the control character ${control}`);
     // The subject is part of the request ids' key, and PostgreSQL indexes at most 2,704 bytes a row: an admin's
@@ -232,13 +233,23 @@ export function createTokenVerifier(key: KeyObject | undefined, publicKeys: read
 }
 
 /**
- * The first control character (U+0000 to U+001F, U+007F to U+009F) of a
- * token's subject, as "U+000A", or undefined for one line of printable
- * text: what the services take and tools/token.ts signs.
+ * Characters a subject may not hold: controls (U+0000 to U+001F, U+007F to
+ * U+009F), format characters (Unicode's Cf: the bidirectional-text controls
+ * U+202A to U+202E and U+2066 to U+2069, zero-width ones, U+FEFF, tags) and
+ * the line and paragraph separators U+2028 and U+2029. Each makes a log
+ * line that names the subject read other than it is: what follows U+202E
+ * is shown reversed, and "adm\u200Bin" looks like "admin".
+ */
+const notPlainText = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
+
+/**
+ * The first control or format character of a token's subject (see
+ * notPlainText), as "U+000A", or undefined for one line of plain text:
+ * what the services take and tools/token.ts signs.
  */
 export function subjectControlCharacter(subject: string): string | undefined {
-  const char = /[\u0000-\u001f\u007f-\u009f]/.exec(subject)?.[0];
-  return char === undefined ? undefined : `U+${char.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}`;
+  const char = notPlainText.exec(subject)?.[0];
+  return char === undefined ? undefined : `U+${char.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`;
 }
 
 /** A shell variable's reference (`${ADMIN_TOKEN}`, `$TOKEN`), sent as the token by a client that did not expand it: no secret, so it can be named. */

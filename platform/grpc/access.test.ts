@@ -71,7 +71,7 @@ describe("token keys and tokens", () => {
     expect(await verify(await withIssuer("concord"))).toEqual({ subject: "ops", roles: ["admin"] });
   });
 
-  it("refuses a subject that is not a string, or holds a control character (NUL reached PostgreSQL as the caller of a request id and failed there as INTERNAL), as tools/token.ts refuses to sign it", async () => {
+  it("refuses a subject that is not a string, or holds a control or format character (NUL reached PostgreSQL as the caller of a request id and failed there as INTERNAL), as tools/token.ts refuses to sign it", async () => {
     const key = readTokenSecret(keyFile("subjects.key", hex, 0o600));
     const verify = createTokenVerifier(key);
     const { SignJWT } = await import("jose");
@@ -82,7 +82,11 @@ describe("token keys and tokens", () => {
     }
     await expect(verify(await withSubject(42))).rejects.toThrow(new TokenError("the bearer token's subject (sub) is not a string"));
     await expect(verify(await withSubject(""))).rejects.toThrow(new TokenError("the bearer token has an empty subject"));
-    expect(await verify(await withSubject("op\u202es"))).toEqual({ subject: "op\u202es", roles: ["admin"] });
+    // Bidirectional-text controls, zero-width and other format characters, and line separators passed: each makes a log line read other than it is.
+    for (const [char, code] of [["\u202e", "U+202E"], ["\u2066", "U+2066"], ["\u200b", "U+200B"], ["\ufeff", "U+FEFF"], ["\u2028", "U+2028"], ["\u{e0041}", "U+E0041"]]) {
+      await expect(verify(await withSubject(`op${char}s`))).rejects.toThrow(new TokenError(`the bearer token's subject holds the control character ${code}`));
+    }
+    expect(await verify(await withSubject("Jürgen Groß, 名前 👍🏽"))).toEqual({ subject: "Jürgen Groß, 名前 👍🏽", roles: ["admin"] });
   });
 
   it("refuses a subject of more than 1,024 bytes, which as the caller of a request id passed what PostgreSQL indexes and failed there as INTERNAL", async () => {
