@@ -136,6 +136,16 @@ describe("protoc-gen-events contract checks", () => {
       expect(problems(withSubscriber(validEvent, `event: "t.v1.Missing" durable: "s-missing"`))).toEqual([expect.stringMatching(/no message t\.v1\.Missing exists/)]);
     });
 
+    it("names the event a subscription meant by its short name, when exactly one event has it", () => {
+      // "no message A exists" alone, with an example of another package's event.
+      expect(problems(withSubscriber(validEvent, `event: "A" durable: "s-a"`))).toEqual([
+        expect.stringMatching(/^u\/v1\/s\.proto:\d+:\d+: service u\.v1\.S: \(concord\.v1\.subscribe\) #1 \(event "A"\): no message A exists; did you mean t\.v1\.A\? Name the event by its full name, and import its file$/),
+      ]);
+      // Two events named A: no guess.
+      const twoAs = { ...validEvent, "t/v2/b.proto": protoFile("t.v2", `${streamOption("T_MORE", ["t.v2.>"])}\nmessage A { option (concord.v1.event) = {subject: "t.v2.a.{id}"}; string id = 1; }`) };
+      expect(problems(withSubscriber(twoAs, `event: "A" durable: "s-a"`))).toEqual([expect.stringMatching(/no message A exists; name the event by its full name, for example "shop\.orders\.v1\.OrderPlaced", and import its file$/)]);
+    });
+
     it("refuses a subscription without a durable name", () => {
       expect(problems(withSubscriber(validEvent, `event: "t.v1.A"`))).toEqual([expect.stringMatching(/durable is missing/)]);
     });

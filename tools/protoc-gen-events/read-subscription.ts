@@ -37,7 +37,12 @@ export function readSubscription(
   const event = lookup.events.get(value.event);
   if (!event && !lookup.marked.has(value.event)) {
     if (lookup.messages.has(value.event)) bad(`${value.event} is not an event: it has no (concord.v1.event) option`);
-    else bad(`no message ${value.event} exists; name the event by its full name, for example "shop.orders.v1.OrderPlaced", and import its file`);
+    else {
+      // "ProductDiscontinued" where "shop.products.v1.ProductDiscontinued" is meant: the one event it can be is named.
+      const meant = [...lookup.marked].filter((name) => name.endsWith(`.${value.event}`));
+      if (meant.length === 1) bad(`no message ${value.event} exists; did you mean ${meant[0]}? Name the event by its full name, and import its file`);
+      else bad(`no message ${value.event} exists; name the event by its full name, for example "shop.orders.v1.OrderPlaced", and import its file`);
+    }
   }
   if (value.durable === "") bad("durable is missing; name the durable consumer, for example \"orders-stock-reserved\"");
   else if (!durableName.test(value.durable)) bad(`durable "${value.durable}" may only hold letters, digits, "-" and "_"`);
