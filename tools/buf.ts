@@ -1,6 +1,7 @@
 /**
  * Contract checks on the image built from proto/ (see tools/contracts/image.ts):
- *   tsx tools/buf.ts lint                  buf lint with the rules in buf.yaml, and the
+ *   tsx tools/buf.ts lint                  buf lint with the rules in buf.yaml, the events
+ *                                          plugin's checks of the Concord options, and the
  *                                          unbounded lists (and lists of trees) of the
  *                                          requests and the consumed events
  *                                          (contracts/request-bounds.ts)
@@ -19,7 +20,9 @@ import { repoRoot } from "./repo-root.js";
 const usage = `Usage: npm run lint:proto
        npm run breaking [-- REVISION]
 
-lint:proto buf lint (STANDARD rules, see buf.yaml) on proto/, and a list,
+lint:proto buf lint (STANDARD rules, see buf.yaml) on proto/, the Concord
+           options' checks npm run gen makes (streams, events' subjects,
+           subscriptions), and a list,
            map or FieldMask with no bound on its size, or a list or map
            whose items lead back to the message holding it, in a request
            or in an event a service consumes, at any depth

@@ -49,6 +49,23 @@ describe("contract checks", () => {
     expect(result.output).toBe(`${join(bad, productService)}:${lineOf(join(bad, productService), "nextPageToken")}:10:Field name "nextPageToken" should be lower_snake_case, such as "next_page_token".`);
   });
 
+  it("fails buf lint on an event's broken stream, subject or subscription option, which npm run gen and npm run breaking refuse, naming each by file, line and column", () => {
+    const events = "shop/products/v1/product_events.proto";
+    const broken = editedContracts(dir.path, events, (t) =>
+      t.replace('name: "SHOP_PRODUCTS"', 'name: "shop-products"').replace('subject: "shop.products.v1.product.{product_id}.created"', 'subject: "shop.products.v1.product.{nope}.created"'),
+    );
+    const service = join(broken, productService);
+    writeFileSync(service, readFileSync(service, "utf8").replace('event: "shop.orders.v1.OrderPlaced"', 'event: "OrderPlaced"'));
+    // It passed them: only npm run gen and npm run breaking read the Concord options.
+    const result = lintContracts(broken);
+    expect(result.ok).toBe(false);
+    expect(result.output.split("\n")).toEqual([
+      `${join(broken, events)}:${lineOf(join(broken, events), "option (concord.v1.stream)")}:1: (concord.v1.stream) name "shop-products" must be upper case letters, digits and underscores, for example "SHOP_ORDERS"`,
+      `${join(broken, events)}:${lineOf(join(broken, events), "message ProductCreated {")}:1: message shop.products.v1.ProductCreated: (concord.v1.event) subject "shop.products.v1.product.{nope}.created" names {nope}, which is not a field of ProductCreated (fields: product_id, product)`,
+      `${service}:${lineOf(service, "service ProductService {")}:1: service shop.products.v1.ProductService: (concord.v1.subscribe) #1 (event "OrderPlaced"): no message OrderPlaced exists; did you mean shop.orders.v1.OrderPlaced? Name the event by its full name, and import its file`,
+    ]);
+  });
+
   it("refuses a request's list, map or FieldMask with no bound on its size, at any depth, naming the field and how to bound it", () => {
     const unbounded = editedContracts(dir.path, productService, (t) =>
       t

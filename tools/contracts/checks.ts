@@ -27,10 +27,12 @@ function runBuf(args: string[]): CheckResult {
 
 /**
  * `buf lint` (rules from buf.yaml) on the contracts in `protoDir`, then
- * the lists of requests and of consumed events with no bound on their size
- * (request-bounds.ts), each finding naming its file as breakingChanges' do:
- * as opened from the repository's root (proto/shop/...), or by its full
- * path when `protoDir` is elsewhere.
+ * the events plugin's checks of their Concord options (streams, events'
+ * subjects, subscriptions: what `npm run gen` and breakingChanges refuse)
+ * and the lists of requests and of consumed events with no bound on their
+ * size (request-bounds.ts), each finding naming its file as
+ * breakingChanges' do: as opened from the repository's root
+ * (proto/shop/...), or by its full path when `protoDir` is elsewhere.
  */
 export function lintContracts(protoDir = join(repoRoot, "proto")): CheckResult {
   const work = mkdtempSync(join(tmpdir(), "concord-lint-"));
@@ -39,11 +41,24 @@ export function lintContracts(protoDir = join(repoRoot, "proto")): CheckResult {
     buildImage(protoDir, image);
     const lint = runBuf(["lint", image, "--config", join(repoRoot, "buf.yaml"), "--error-format", "json"]);
     const shown = shownPath(protoDir);
-    const unbounded = unboundedInputFields(loadImageFiles(readFileSync(image))).map(shown);
-    const output = [bufFindings(lint.output, shown), ...unbounded].filter((part) => part !== "").join("\n");
-    return { ok: lint.ok && unbounded.length === 0, output };
+    const files = loadImageFiles(readFileSync(image));
+    const broken = eventContractProblems(files).map(shown);
+    const unbounded = unboundedInputFields(files).map(shown);
+    const output = [bufFindings(lint.output, shown), ...broken, ...unbounded].filter((part) => part !== "").join("\n");
+    return { ok: lint.ok && broken.length === 0 && unbounded.length === 0, output };
   } finally {
     rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** The problems the events plugin finds in the Concord options of `files`, each starting with its file, line and column; none when they pass. */
+function eventContractProblems(files: readonly DescFile[]): readonly string[] {
+  try {
+    readEventsManifest(files);
+    return [];
+  } catch (err) {
+    if (err instanceof ContractError) return err.problems;
+    throw err;
   }
 }
 
@@ -182,13 +197,9 @@ export function breakingChanges(protoDir: string, againstDir: string, againstNam
     const buf = runBuf(["breaking", current, "--against", previous, "--config", join(repoRoot, "buf.yaml"), "--error-format", "json"]);
     const [now, then] = [loadImageFiles(readFileSync(current)), loadImageFiles(readFileSync(previous))];
     const shown = shownPath(protoDir);
-    try {
-      readEventsManifest(now);
-    } catch (err) {
-      // The contracts' own problems, which `npm run gen` reports too, name their files as the findings do.
-      if (err instanceof ContractError) throw new ContractError(err.problems.map(shown));
-      throw err;
-    }
+    // The contracts' own problems, which `npm run gen` reports too, name their files as the findings do.
+    const broken = eventContractProblems(now);
+    if (broken.length > 0) throw new ContractError(broken.map(shown));
     const found = [...incompatibleEventChanges(now, then, ignored, againstName), ...tighterValidationRules(now, then, ignored), ...narrowerAccess(now, then, ignored)];
     const misnamed = ignoredNothing(ignored, [...now, ...then]);
     if (buf.ok && found.length === 0 && misnamed.length === 0) return buf;
