@@ -2,7 +2,7 @@ import type { Admission, Release } from "./admission.js";
 import { type ServerUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js";
 import { type DescMessage, ScalarType } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
-import { infoLineWriter, type Logger } from "../log/index.js";
+import { infoLineWriter, LineWindow, type Logger } from "../log/index.js";
 import { encodedSizeBound, itemCountBytes, type MessageChecker } from "../contracts/index.js";
 import { Code, codeName, StatusError, type FieldViolation } from "../errors/index.js";
 import { type AccessControl, methodAccess, methodGuard, type MethodGuard, type Principal, unrestricted } from "./access.js";
@@ -252,6 +252,28 @@ function methodOf(checker: MessageChecker, path: string) {
   return method;
 }
 
+/** A method's failed calls ("call failed", at error) logged one line each in a window, before the rest are told together. */
+export const failedCallLinesPerWindow = 10;
+export const failedCallWindowMs = 10_000;
+
+/**
+ * The window of a method's "call failed" lines: a full disk or a database
+ * away fails every call that writes, and callers that try again would
+ * otherwise log thousands of lines a minute, each with its stack. Past
+ * `failedCallLinesPerWindow` in `failedCallWindowMs`, failed calls are
+ * counted and told in one line when the window ends; `grpc_server_handled_total`
+ * counts them all, by code. A count still held when the process exits is
+ * not told.
+ */
+function failedCallLines(log: Logger): LineWindow {
+  return new LineWindow(failedCallLinesPerWindow, failedCallWindowMs, (held) =>
+    log.error(
+      { failedCalls: held },
+      `${held} more calls failed, past the ${failedCallLinesPerWindow} logged one by one in ${failedCallWindowMs / 1000} s (the lines above say why); grpc_server_handled_total counts them by code`,
+    ),
+  );
+}
+
 function unaryHandler(
   method: UnaryMethodDefinition<unknown, unknown>,
   fn: (request: any, context: CallContext) => Promise<unknown>,
@@ -266,6 +288,7 @@ function unaryHandler(
   const log = logger.child({ method: method.path });
   // The line of every successful call, the hot path, is written without pino's generic serialisation.
   const logOk = infoLineWriter(log, "call");
+  const failedLines = failedCallLines(log);
   return (call: ServerUnaryCall<Buffer, unknown>, callback: sendUnaryData<unknown>): void => {
     const started = performance.now();
     const finish = (err: unknown, response?: unknown): void => {
@@ -277,7 +300,9 @@ function unaryHandler(
         const grpcError = toGrpcError(err);
         // INTERNAL, and a database's storage full or failing (UNAVAILABLE, from an error that is no StatusError), are the operator's to put right.
         // Its server span's ids, while tracing is on, tie the line to the call's trace (the span is still open here).
-        if (grpcError.code === status.INTERNAL || !(err instanceof StatusError)) log.error({ code: codeName(grpcError.code as number as Code), ms, err, ...spanLogFields(callTrace(call)) }, "call failed");
+        if (grpcError.code === status.INTERNAL || !(err instanceof StatusError)) {
+          if (failedLines.admit()) log.error({ code: codeName(grpcError.code as number as Code), ms, err, ...spanLogFields(callTrace(call)) }, "call failed");
+        }
         else log.info({ code: codeName((grpcError.code ?? Code.UNKNOWN) as number as Code), ms, reason: grpcError.details }, "call");
         callback(grpcError);
       }

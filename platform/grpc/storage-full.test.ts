@@ -79,6 +79,31 @@ describe("a call whose database's storage is full or fails", () => {
     expect((await callWriting(() => writeNote(db!))).err).toMatchObject({ code: status.NOT_FOUND, message: "written" });
   });
 
+  it("logs the first 10 of a flood of such calls in 10 s one line each, and the rest in one line when the window ends: callers trying again while the disk was full wrote thousands of lines a minute, each with its stack", { timeout: 30_000 }, async () => {
+    db = await openDatabase({ path: `${dir}/flood.db`, migrations: [notes] });
+    const [{ page_count: pages }] = await db.query<{ page_count: number }>("PRAGMA page_count");
+    await db.run(`PRAGMA max_page_count = ${pages}`);
+    const { lines, logger } = capturedLogger();
+    server = createGrpcServer({ descriptorSet, logger });
+    server.addService(ProductServiceService, getProductOnly(async () => void (await writeNote(db!))));
+    const { port } = await server.start("127.0.0.1:0");
+    const client = createClient(ProductServiceService, { address: `127.0.0.1:${port}`, maxAttempts: 1 });
+    try {
+      for (let i = 0; i < 25; i++) await expect(client.getProduct({ id: productId })).rejects.toMatchObject({ code: status.UNAVAILABLE, message: full });
+    } finally {
+      client.close();
+    }
+    const logged = () => lines.filter((l) => l.method === ProductServiceService.getProduct.path);
+    expect(logged()).toHaveLength(10);
+    expect(logged().every((l) => l.msg === "call failed" && /SQLITE_FULL/.test(JSON.stringify(l.err)))).toBe(true);
+    await expect.poll(() => logged().length, { timeout: 12_000, interval: 200 }).toBe(11);
+    expect(logged()[10]).toMatchObject({
+      level: "error",
+      failedCalls: 15,
+      msg: "15 more calls failed, past the 10 logged one by one in 10 s (the lines above say why); grpc_server_handled_total counts them by code",
+    });
+  });
+
   it("answers UNAVAILABLE on PostgreSQL's disk_full (53100), logging the cause at error once", async () => {
     db = await openDatabase({ path: await postgres().createDatabase("storage_full"), migrations: [notes] });
     await db.run(
