@@ -85,7 +85,11 @@ describe("a call whose database's storage is full or fails", () => {
     await db.run(`PRAGMA max_page_count = ${pages}`);
     const { lines, logger } = capturedLogger();
     server = createGrpcServer({ descriptorSet, logger });
-    server.addService(ProductServiceService, getProductOnly(async () => void (await writeNote(db!))));
+    server.addService(ProductServiceService, getProductOnly(async () => {
+        await writeNote(db!);
+        throw new StatusError(Code.NOT_FOUND, "written");
+      }),
+    );
     const { port } = await server.start("127.0.0.1:0");
     const client = createClient(ProductServiceService, { address: `127.0.0.1:${port}`, maxAttempts: 1 });
     try {
