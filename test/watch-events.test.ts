@@ -126,6 +126,31 @@ describe("tools/watch-events.ts", () => {
       expect(await tool.exited).toBe(0);
     });
 
+    it("cuts a long payload string on a terminal, saying so once, and prints it whole with --full", async () => {
+      const description = "d".repeat(1_500);
+      const { product } = await shop.products.client.createProduct({ name: "Long teapot", description, price: { currencyCode: "EUR", amountMinor: 1 }, initialStock: 1 });
+      /** What the tool prints on a terminal (script(1)'s), standard output and error together, once the product's event is there. */
+      const onTerminal = async (extra: string[]): Promise<string> => {
+        const command = [process.execPath, "--import", "tsx", "tools/watch-events.ts", "--all", "--nats", shop.nats.url, ...extra].join(" ");
+        const child = spawn("script", ["-qfec", command, "/dev/null"], { stdio: ["ignore", "pipe", "pipe"], detached: true });
+        let out = "";
+        child.stdout!.on("data", (d) => (out += d));
+        try {
+          await expect.poll(() => out.includes(product!.id) && out.includes("Long teapot"), { timeout: 20_000, interval: 100 }).toBe(true);
+          return out;
+        } finally {
+          process.kill(-child.pid!, "SIGKILL");
+        }
+      };
+      const cut = await onTerminal([]);
+      expect(cut).toContain(`"description":"${"d".repeat(200)}… (+1300 characters)"`);
+      expect(cut).not.toContain(description);
+      expect(cut.split("watch-events: a payload is cut to a readable size").length - 1).toBe(1);
+      const whole = await onTerminal(["--full"]);
+      expect(whole).toContain(`"description":"${description}"`);
+      expect(whole).not.toContain("a payload is cut");
+    });
+
     it("ends with status 0 and no stack trace when what reads its output closes it (--all | head -1)", async () => {
       await shop.products.client.createProduct({ name: "Kettle", description: "", price: { currencyCode: "EUR", amountMinor: 999 }, initialStock: 1 });
       const tool = run(["--all", "--nats", shop.nats.url]);

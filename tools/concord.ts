@@ -198,7 +198,7 @@ function retentionToCheck(values: Record<string, unknown>, command: string): Inb
 
 /** How `command` prints payloads: cut to a readable size on a terminal, unless --full. */
 function printerOf(command: string, values: Record<string, unknown>) {
-  return payloadPrinter(command, { terminal: process.stdout.isTTY === true, whole: values.full === true, note: (line) => console.error(line) });
+  return payloadPrinter(`concord ${command}`, { terminal: process.stdout.isTTY === true, whole: values.full === true, note: (line) => console.error(line) });
 }
 
 /** How many dead letters `dlq list` prints unless given --limit: a screenful or two, not the thousands a flood files. */

@@ -7,8 +7,9 @@
 import { connectNats, defaultNatsUrl, exitOnSignals, exitQuietlyOnClosedOutput, natsUrlProblem, reason, seedFileToUse, watchEvents } from "./event-watch.js";
 import { parseArgs } from "node:util";
 import { parseArgsProblem, usageProblemLine } from "./parse-args-problem.js";
+import { payloadPrinter, readableLimits } from "./concord/readable-payload.js";
 
-const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--nats URL] [--nkey FILE]
+const usage = `Usage: npx tsx tools/watch-events.ts [--all] [--full] [--nats URL] [--nkey FILE]
 
 Prints each event as a JSON line: stream, sequence, subject, type, id, source,
 time, a dead letter's reason and the decoded payload. Ctrl-C stops. Once it follows the streams, it
@@ -17,6 +18,9 @@ prints; standard output holds the events alone. A stream that is missing, or
 on which the server refuses a consumer, is named on standard error; when no
 stream can be read, it exits with status 1.
   --all        start from the first stored event instead of new ones only
+  --full       print payloads whole on a terminal too, where strings past
+               ${readableLimits.characters} characters and lists past ${readableLimits.items} items are cut, each
+               marked where cut (output to a file or pipe is never cut)
   --nats URL   NATS server, nats://host:port, several comma-separated for a cluster
                (default: $NATS_URL, else nats://127.0.0.1:$NATS_PORT when set, and
                the cluster's other two when the \`npm start -- --cluster\` running
@@ -31,7 +35,7 @@ stream can be read, it exits with status 1.
                $DATA_DIR/nats-credentials/observer.nk when it exists, DATA_DIR
                defaulting to .data; none: no credentials)`;
 
-const options = { all: { type: "boolean" }, nats: { type: "string" }, nkey: { type: "string" }, help: { type: "boolean" } } as const;
+const options = { all: { type: "boolean" }, full: { type: "boolean" }, nats: { type: "string" }, nkey: { type: "string" }, help: { type: "boolean" } } as const;
 
 async function main(args: string[]): Promise<void> {
   let values;
@@ -52,7 +56,8 @@ async function main(args: string[]): Promise<void> {
   const nc = await connectNats(values.nats ?? defaultNatsUrl(), "watch-events", seedFileToUse(values.nkey));
   exitOnSignals(nc);
   try {
-    await watchEvents({ nc, name: "watch-events", all: values.all === true, print: (line) => console.log(JSON.stringify(line)) });
+    const readable = payloadPrinter("watch-events", { terminal: process.stdout.isTTY === true, whole: values.full === true, note: (line) => console.error(line) });
+    await watchEvents({ nc, name: "watch-events", all: values.all === true, print: (line) => console.log(JSON.stringify(readable(line))) });
   } catch (err) {
     await nc.close();
     throw err;

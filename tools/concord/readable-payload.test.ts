@@ -17,7 +17,7 @@ const hugeEvent = {
 describe("payloadPrinter", () => {
   it("cuts a near-1 MiB payload to a readable size on a terminal, saying once how to get it whole", () => {
     const notes: string[] = [];
-    const print = payloadPrinter("events tail", { terminal: true, whole: false, note: (line) => notes.push(line) });
+    const print = payloadPrinter("concord events tail", { terminal: true, whole: false, note: (line) => notes.push(line) });
     const printed = JSON.stringify(print(hugeEvent));
     expect(printed.length).toBeLessThan(1_000);
     expect(printed).toContain(`"rejectionReason":"${"a".repeat(200)}… (+999800 characters)"`);
@@ -34,7 +34,7 @@ describe("payloadPrinter", () => {
       { terminal: true, whole: true },
       { terminal: false, whole: false },
     ]) {
-      const printed = payloadPrinter("dlq show", { ...options, note: (line) => notes.push(line) })(hugeEvent);
+      const printed = payloadPrinter("concord dlq show", { ...options, note: (line) => notes.push(line) })(hugeEvent);
       expect(JSON.stringify(printed).length).toBeGreaterThan(1_000_000);
     }
     expect(notes).toEqual([]);
@@ -42,7 +42,7 @@ describe("payloadPrinter", () => {
 
   it("cuts a dead letter's payloadBase64 too, and leaves a short payload as it is", () => {
     const notes: string[] = [];
-    const print = payloadPrinter("dlq show", { terminal: true, whole: false, note: (line) => notes.push(line) });
+    const print = payloadPrinter("concord dlq show", { terminal: true, whole: false, note: (line) => notes.push(line) });
     const short = { seq: 1, payload: { orderId: "o-1", lines: [{ productId: "p-1" }] }, payloadBase64: "AAAA" };
     expect(print(short)).toEqual(short);
     expect(notes).toEqual([]);

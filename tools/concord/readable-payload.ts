@@ -1,7 +1,7 @@
 /**
  * Payloads cut to a readable size for a terminal: an event can be near
- * 1 MiB (NATS's max_payload), and `events tail`, `dlq list` and `dlq show`
- * printed it whole, a megabyte of one string filling the screen for
+ * 1 MiB (NATS's max_payload), and `events tail`, `dlq list`, `dlq show` and
+ * tools/watch-events.ts printed it whole, a megabyte of one string filling the screen for
  * minutes. Output to a file or a pipe, and --full, keep every byte.
  */
 
@@ -37,12 +37,12 @@ export function cutForReading(value: unknown): { value: unknown; cut: boolean } 
 }
 
 /**
- * What `command` prints of each event or dead letter: on a terminal
- * (`terminal`) without --full (`whole`), its payload and payloadBase64 cut
- * by cutForReading, saying so once through `note` with how to get them
- * whole; else the line as it is.
+ * What `program` ("concord events tail", "watch-events") prints of each
+ * event or dead letter: on a terminal (`terminal`) without --full
+ * (`whole`), its payload and payloadBase64 cut by cutForReading, saying so
+ * once through `note` with how to get them whole; else the line as it is.
  */
-export function payloadPrinter(command: string, options: { terminal: boolean; whole: boolean; note: (line: string) => void }): <T extends object>(line: T) => T {
+export function payloadPrinter(program: string, options: { terminal: boolean; whole: boolean; note: (line: string) => void }): <T extends object>(line: T) => T {
   if (!options.terminal || options.whole) return (line) => line;
   let noted = false;
   return (line) => {
@@ -57,7 +57,7 @@ export function payloadPrinter(command: string, options: { terminal: boolean; wh
     if (cut && !noted) {
       noted = true;
       options.note(
-        `concord ${command}: a payload is cut to a readable size (strings past ${readableLimits.characters} characters, lists past ${readableLimits.items} items, each marked where cut); --full prints payloads whole, as does output to a file or pipe`,
+        `${program}: a payload is cut to a readable size (strings past ${readableLimits.characters} characters, lists past ${readableLimits.items} items, each marked where cut); --full prints payloads whole, as does output to a file or pipe`,
       );
     }
     return out as typeof line;
