@@ -184,6 +184,13 @@ describe("metrics", () => {
     }
   });
 
+  it("shows each service's database taking writes: concord_database_writes_failing 0 for both reasons", async () => {
+    for (const service of [products.service, orders.service]) {
+      const text = await scrape(service.metricsAddress);
+      for (const reason of ["full", "failing"]) expect(sample(text, "concord_database_writes_failing", { reason }), reason).toBe(0);
+    }
+  });
+
   it("reads the event loop's delay as its lateness, not the 100 ms between samples: near 0 while the process idles", async () => {
     // Node's histogram holds the samples since the last scrape.
     await scrape(products.service.metricsAddress);

@@ -2,7 +2,7 @@ import { collectDefaultMetrics, Registry } from "prom-client";
 import type { ConsumerBinding, DeliveryMiddleware, EventRuntime, Outbox } from "../events/index.js";
 import { checkSeedFile, consumerLagMetrics, consumerMetrics, createEventRuntime, eventMigrations, natsConnectionMetrics, outboxMetrics, outboxRelayMetrics, SeedFileError, type StreamSpec } from "../events/index.js";
 import { createGrpcServer, grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics, type GrpcServer, unreadAnswerMetrics } from "../grpc/index.js";
-import { databaseFreeSpaceMetrics, dropGaugeTotals, netEventLoopDelay } from "../metrics/index.js";
+import { databaseFreeSpaceMetrics, databaseWritesFailingMetrics, dropGaugeTotals, netEventLoopDelay } from "../metrics/index.js";
 import { createRequestIds, requestIdMigrations, requestIdRetention, type RequestIds } from "../idempotency/index.js";
 import { Code, StatusError, unresolvedHost, unresolvedHostWait } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
@@ -291,6 +291,8 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
       }
       // A SQLite file's disk, which fills while the service reports SERVING; PostgreSQL's is its server's.
       if (!isPostgresUrl(options.database) && options.database !== ":memory:") databaseFreeSpaceMetrics(registry, options.database);
+      // Either database's writes refused for its storage (full, failing), which its health does not show either.
+      databaseWritesFailingMetrics(registry, db);
       grpcServingMetrics(registry, server);
       unreadAnswerMetrics(registry, server.unreadAnswers);
     }

@@ -5,6 +5,7 @@ import { urlWithoutSecrets } from "../config/index.js";
 import { Code, StatusError } from "../errors/index.js";
 import { nonNegativeInteger, positiveInteger } from "../options/index.js";
 import { type AfterCommitFailure, type AheadCheck, runTransaction, sendAhead, sentAheadFailure, type StatementRunner, transactionControlRefusal } from "./transaction-scope.js";
+import { type StorageRefusal, storageRefusalOf } from "./storage-full.js";
 import { signalOf, type Database, type Dialect, type SqlValue, type Transaction } from "./types.js";
 
 export const postgresDialect: Dialect = {
@@ -625,6 +626,8 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
   });
   // An idle connection that breaks (the server restarted) is dropped; its next user gets a new one.
   pool.on("error", () => undefined);
+  /** Set by a transaction or statement that failed for the storage (disk_full, io_error), until a write commits. */
+  let refusal: StorageRefusal | undefined;
   /** A statement outside any transaction, on a pooled connection of its own. */
   /** Runs `go` unless `sql` begins or ends a transaction: on a pooled connection that would outlast this statement. */
   const unlessControl = <T>(sql: string, go: () => Promise<T>): Promise<T> => {
@@ -644,6 +647,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       } catch (err) {
         // A connection that failed under a statement is not given to anyone else.
         if (isDatabaseUnavailable(err)) broke(err);
+        refusal = storageRefusalOf(err) ?? refusal;
         throw err;
       }
     });
@@ -686,6 +690,10 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
         work,
         async () => {
           let ended: pg.QueryResult | undefined;
+          // While writes are refused, whether this one wrote (a read's commit succeeds on a full disk): an xid is
+          // assigned to a transaction only once it writes.
+          const wrote =
+            refusal !== undefined && (await tx.query<{ wrote: boolean }>("SELECT txid_current_if_assigned() IS NOT NULL AS wrote"))[0]?.wrote === true;
           try {
             ended = await tx.finish("COMMIT");
           } catch (err) {
@@ -697,6 +705,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
           }
           // COMMIT of a transaction a failed statement aborted succeeds as a ROLLBACK; runTransaction refuses to get here then.
           if (ended?.command === "ROLLBACK") throw new Error("PostgreSQL rolled the transaction back at its COMMIT: a statement in it had failed");
+          if (wrote) refusal = undefined;
         },
         async () => void (await tx.finish("ROLLBACK").catch(broke)),
         options.onAfterCommitFailure,
@@ -717,6 +726,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
         try {
           return await attempt(work, signal, timeoutMs);
         } catch (err) {
+          refusal = storageRefusalOf(err) ?? refusal;
           if (!isWriteConflict(err)) throw unavailable(err, urlName);
           // Lost every time: ABORTED, which gRPC's clients may try again (a caller's INTERNAL said it was the server's fault).
           if (n >= maxAttempts) throw new StatusError(Code.ABORTED, `the change lost to concurrent ones ${n} times in a row; nothing was changed, try again`, { cause: err });
@@ -724,7 +734,16 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       }
     },
     query: (sql, params) => unlessControl(sql, () => pooled((runner) => runner.query(sql, params))),
-    run: (sql, params) => unlessControl(sql, () => pooled((runner) => runner.run(sql, params))),
+    run: (sql, params) =>
+      unlessControl(sql, () =>
+        pooled(async (runner) => {
+          const changes = await runner.run(sql, params);
+          // A statement alone commits as it runs.
+          if (refusal !== undefined && changes > 0) refusal = undefined;
+          return changes;
+        }),
+      ),
+    storageRefusal: () => refusal,
     async runAlone(sql, options) {
       const refused = transactionControlRefusal(sql);
       if (refused) throw refused;

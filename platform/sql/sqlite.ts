@@ -2,6 +2,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readlinkSync, 
 import { basename, dirname, join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { Code, StatusError } from "../errors/index.js";
+import { type StorageRefusal, storageRefusalOf } from "./storage-full.js";
 import { startCheckpointer, type Checkpointer, type CheckpointerOptions } from "./sqlite-checkpointer.js";
 import { type AfterCommitFailure, runUnit, type StatementRunner, transactionControlRefusal } from "./transaction-scope.js";
 import { signalOf, type Database, type Dialect, type SqlValue, type Transaction, type TransactionOptions } from "./types.js";
@@ -500,92 +501,121 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
     if (active?.committed(transactions) === "rewind") void active.rewind(holdWrites);
   };
   const { onAfterCommitFailure } = options;
+  /** Set by a transaction or statement that failed for the storage (SQLITE_FULL, an I/O error), until a write commits. */
+  let refusal: StorageRefusal | undefined;
+  /** The writing connection's total_changes() when the refusal was last seen: a commit with more since wrote. */
+  let changesAtRefusal = 0;
+  const noteRefusal = (err: unknown): void => {
+    const seen = storageRefusalOf(err);
+    if (seen === undefined || !writerConnection.open) return;
+    refusal = seen;
+    changesAtRefusal = totalChanges();
+  };
+  const totalChanges = () => (writerConnection.prepare("SELECT total_changes() AS n").get() as { n: number }).n;
+  /** Ends the refusal once a commit wrote (a read's commit succeeds on a full disk): asked only while there is one. */
+  const endRefusalIfWritten = (): void => {
+    if (writerConnection.open && totalChanges() > changesAtRefusal) refusal = undefined;
+  };
   const transaction = async <T>(work: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> => {
-    // A lazy signal is asked for only when the transaction waits: with nothing ahead of it,
-    // it starts before any I/O could cancel its caller. A signal given as it is is always checked.
-    const signal = queued > 0 || typeof options?.signal !== "function" ? signalOf(options) : undefined;
-    const refused = detachment?.refusal();
-    if (refused) throw refused;
-    // Refused before it is counted as waiting: the group of one asked for before the close would be left open for it,
-    // and end without a COMMIT when the connections close.
-    if (closed) throw new StatusError(Code.UNAVAILABLE, "the database is closed: no transaction starts on it");
-    transactionsWaiting++;
-    const { done, joined } = await exclusive(async () => {
-      transactionsWaiting--;
-      let joined: CommitGroup;
-      // The first unit of a group needs no savepoint: while it runs, it is the transaction's only one.
-      let first = false;
-      try {
-        signal?.throwIfAborted();
-        const refused = detachment?.refusal();
-        if (refused) throw refused;
-        if (group) writer.runSync("SAVEPOINT concord_unit");
-        else {
-          try {
-            writer.runSync("BEGIN IMMEDIATE");
-          } catch (err) {
-            if (!writerConnection.inTransaction) throw err;
-            endLeftOpen();
-            writer.runSync("BEGIN IMMEDIATE");
-          }
-          group = new CommitGroup();
-          first = true;
-        }
-        joined = group;
-        joined.units++;
-        writer.inWork = true;
-      } catch (err) {
-        commitUnlessJoined();
-        throw err;
-      }
-      /** The whole transaction rolled back (by SQLite, a full disk say, or as its first unit's): its other units with it. */
-      const lost = (err: unknown): void => {
+    try {
+      // A lazy signal is asked for only when the transaction waits: with nothing ahead of it,
+      // it starts before any I/O could cancel its caller. A signal given as it is is always checked.
+      const signal = queued > 0 || typeof options?.signal !== "function" ? signalOf(options) : undefined;
+      const refused = detachment?.refusal();
+      if (refused) throw refused;
+      // Refused before it is counted as waiting: the group of one asked for before the close would be left open for it,
+      // and end without a COMMIT when the connections close.
+      if (closed) throw new StatusError(Code.UNAVAILABLE, "the database is closed: no transaction starts on it");
+      transactionsWaiting++;
+      const { done, joined } = await exclusive(async () => {
+        transactionsWaiting--;
+        let joined: CommitGroup;
+        // The first unit of a group needs no savepoint: while it runs, it is the transaction's only one.
+        let first = false;
         try {
-          if (writerConnection.inTransaction) writer.runSync("ROLLBACK");
-        } finally {
-          leftOpen = writerConnection.inTransaction;
-          if (group === joined) group = undefined;
-          joined.failed(err);
-        }
-      };
-      try {
-        const done = await runUnit(writer, work, async (err) => {
-          writer.inWork = false;
-          try {
-            if (first || writer.ended !== undefined || !writerConnection.inTransaction) return lost(writer.ended ?? err);
-            writer.runSync("ROLLBACK TO concord_unit");
-            writer.runSync("RELEASE concord_unit");
-          } catch (undoing) {
-            lost(undoing);
+          signal?.throwIfAborted();
+          const refused = detachment?.refusal();
+          if (refused) throw refused;
+          if (group) writer.runSync("SAVEPOINT concord_unit");
+          else {
+            try {
+              writer.runSync("BEGIN IMMEDIATE");
+            } catch (err) {
+              if (!writerConnection.inTransaction) throw err;
+              endLeftOpen();
+              writer.runSync("BEGIN IMMEDIATE");
+            }
+            group = new CommitGroup();
+            first = true;
           }
-        });
-        writer.inWork = false;
-        try {
-          // Its work caught the failure that ended the transaction, and that of the savepoint it was in.
-          if (writer.ended !== undefined) throw writer.ended;
-          if (!first) writer.runSync("RELEASE concord_unit");
+          joined = group;
+          joined.units++;
+          writer.inWork = true;
         } catch (err) {
-          lost(err);
+          commitUnlessJoined();
           throw err;
         }
-        return { done, joined };
-      } finally {
-        writer.inWork = false;
-        writer.ended = undefined;
-        if (group === joined) commitUnlessJoined();
-      }
-    });
-    const committed = joined.committed();
-    if (committed) await committed;
-    done.afterCommit(onAfterCommitFailure);
-    return done.result;
+        /** The whole transaction rolled back (by SQLite, a full disk say, or as its first unit's): its other units with it. */
+        const lost = (err: unknown): void => {
+          try {
+            if (writerConnection.inTransaction) writer.runSync("ROLLBACK");
+          } finally {
+            leftOpen = writerConnection.inTransaction;
+            if (group === joined) group = undefined;
+            joined.failed(err);
+          }
+        };
+        try {
+          const done = await runUnit(writer, work, async (err) => {
+            writer.inWork = false;
+            try {
+              if (first || writer.ended !== undefined || !writerConnection.inTransaction) return lost(writer.ended ?? err);
+              writer.runSync("ROLLBACK TO concord_unit");
+              writer.runSync("RELEASE concord_unit");
+            } catch (undoing) {
+              lost(undoing);
+            }
+          });
+          writer.inWork = false;
+          try {
+            // Its work caught the failure that ended the transaction, and that of the savepoint it was in.
+            if (writer.ended !== undefined) throw writer.ended;
+            if (!first) writer.runSync("RELEASE concord_unit");
+          } catch (err) {
+            lost(err);
+            throw err;
+          }
+          return { done, joined };
+        } finally {
+          writer.inWork = false;
+          writer.ended = undefined;
+          if (group === joined) commitUnlessJoined();
+        }
+      });
+      const committed = joined.committed();
+      if (committed) await committed;
+      done.afterCommit(onAfterCommitFailure);
+      if (refusal !== undefined) endRefusalIfWritten();
+      return done.result;
+    } catch (err) {
+      noteRefusal(err);
+      throw err;
+    }
   };
 
   const run = (sql: string, params?: readonly SqlValue[]): Promise<number> =>
     alone(async () => {
       const refused = transactionControlRefusal(sql) ?? detachment?.refusal();
       if (refused) throw refused;
-      const changes = await writer.run(sql, params);
+      let changes: number;
+      try {
+        changes = await writer.run(sql, params);
+      } catch (err) {
+        noteRefusal(err);
+        throw err;
+      }
+      // A statement alone commits as it runs.
+      if (refusal !== undefined && changes > 0) refusal = undefined;
       checkpointed();
       return changes;
     });
@@ -602,6 +632,7 @@ export function openSqlite(path: string, options: SqliteOptions = {}): Database 
       return !writerConnection.inTransaction ? writer.query(sql, params) : reader ? reader.query(sql, params) : alone(() => writer.query(sql, params));
     },
     run,
+    storageRefusal: () => refusal,
     // Its statements wait on no server: no timeout to set.
     runAlone: (sql) => run(sql),
     async ping() {

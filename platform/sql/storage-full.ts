@@ -40,3 +40,13 @@ export function hasErrorCode(err: unknown, matches: (code: string) => boolean): 
   }
   return false;
 }
+
+/** Why a database refuses writes now: its storage is full (isStorageFull), or failing (isStorageFailure). */
+export type StorageRefusal = "full" | "failing";
+
+/** What `err` says of the database's storage: full, failing, or nothing (undefined). */
+export function storageRefusalOf(err: unknown): StorageRefusal | undefined {
+  if (isStorageFull(err)) return "full";
+  if (isStorageFailure(err)) return "failing";
+  return undefined;
+}

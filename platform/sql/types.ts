@@ -5,6 +5,8 @@
  * writes them; the SQLite side binds them the same way.
  */
 
+import type { StorageRefusal } from "./storage-full.js";
+
 /** A parameter value: text, a number, bytes, null, or a list (for `dialect.anyOf`). */
 export type SqlValue = string | number | Uint8Array | null | readonly (string | number)[];
 
@@ -160,6 +162,11 @@ export interface Database extends Queryable {
   readonly location: string;
   /** How long a statement may run, ms, where the database limits it (Postgres's statement_timeout; 0: no limit). */
   readonly statementTimeoutMs?: number;
+  /**
+   * Why the database refuses writes now: "full" or "failing" from a transaction or statement that failed for its storage
+   * (storageRefusalOf) until a write commits again; undefined while writes commit. Reads may work meanwhile.
+   */
+  storageRefusal(): StorageRefusal | undefined;
 }
 
 /**
