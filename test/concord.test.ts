@@ -12,6 +12,8 @@ import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { ProductServiceConsumers } from "../gen/ts/shop/products/v1/product_service_jetstream.js";
 import { bindConsumer, deadLetterStreamSpec, eventMigrations, type RunningConsumers, startConsumers } from "../platform/events/index.js";
 import { openDatabase, type Database } from "../platform/sql/index.js";
+import { databaseWritesFailingMetrics } from "../platform/metrics/index.js";
+import { Registry } from "prom-client";
 import { freePort, startNatsServer, useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { provisionStreams } from "../tools/concord/provision.js";
 import { readTokenSecret, signToken } from "../platform/auth/index.js";
@@ -286,6 +288,54 @@ describe("npx concord", () => {
     expect(status.stdout).toContain(`orders  gRPC ${orders.service.address}: SERVING\n  NATS: not connected from this process (concord_nats_connected 0); its log says why ("component":"event-bus")\n  outbox: depth 0, oldest 0.0s, parked 0\n`);
     // A service connected says nothing of it.
     expect(status.stdout.match(/NATS: not connected/g)).toHaveLength(1);
+  });
+
+  it("fails while an instance's database refuses writes (concord_database_writes_failing 1), saying so under it with what to do, and passes once a write commits", { timeout: 60_000 }, async () => {
+    // The real gauge over a real SQLite file held at its size, as a full disk: health says SERVING, reads work.
+    const db = await openDatabase({ path: join(dir.path, "status-writes-full.db"), migrations: [{ id: "test_0001_notes", sql: "CREATE TABLE notes (body TEXT NOT NULL)" }] });
+    try {
+      const registry = new Registry();
+      databaseWritesFailingMetrics(registry, db);
+      const outbox = "concord_outbox_depth 0\nconcord_outbox_oldest_age_seconds 0\nconcord_outbox_parked 0\n";
+      const [{ page_count: pages }] = await db.query<{ page_count: number }>("PRAGMA page_count");
+      await db.run(`PRAGMA max_page_count = ${pages}`);
+      const write = () => db.transaction((tx) => tx.run("INSERT INTO notes (body) VALUES ($1)", ["x".repeat(100_000)]));
+      await expect(write()).rejects.toMatchObject({ code: "SQLITE_FULL" });
+      const full = await statusWithMetrics("products", outbox + (await registry.metrics()));
+      expect(full.status, full.stdout + full.stderr).toBe(1);
+      expect(full.stdout).toContain(
+        `products  gRPC ${products.service.address}: SERVING\n  database: refusing writes, its storage is full (concord_database_writes_failing{reason="full"} 1): ` +
+          `every write fails, calls that write answered UNAVAILABLE ("the service's storage is full"), its consumers' and outbox relay's writes failing too, ` +
+          `while health says SERVING; free space on the disk holding the database (PostgreSQL: its server's); it reads 0 again once a write commits\n  outbox: depth 0, oldest 0.0s, parked 0\n`,
+      );
+      await db.run("PRAGMA max_page_count = 1073741823");
+      await write();
+      const room = await statusWithMetrics("products", outbox + (await registry.metrics()));
+      expect(room.status, room.stdout + room.stderr).toBe(0);
+      expect(room.stdout).not.toContain("refusing writes");
+    } finally {
+      await db.close();
+    }
+    // A failing disk (PostgreSQL's io_error, SQLite's I/O errors): said as such.
+    const failing = await statusWithMetrics("orders", 'concord_outbox_depth 0\nconcord_outbox_oldest_age_seconds 0\nconcord_outbox_parked 0\nconcord_database_writes_failing{reason="full"} 0\nconcord_database_writes_failing{reason="failing"} 1\n');
+    expect(failing.status).toBe(1);
+    expect(failing.stdout).toContain(`orders  gRPC ${orders.service.address}: SERVING\n  database: refusing writes, its storage failed (concord_database_writes_failing{reason="failing"} 1): writes fail with I/O errors`);
+  });
+
+  it("fails on a service's own *_oldest_age_seconds gauge at 60 s or more (the orders PENDING longest), saying what waits from its HELP", { timeout: 60_000 }, async () => {
+    const pending = (seconds: number) =>
+      "concord_outbox_depth 0\nconcord_outbox_oldest_age_seconds 0\nconcord_outbox_parked 0\n" +
+      "# HELP concord_orders_pending_oldest_age_seconds How long the oldest PENDING order has waited since it entered PENDING (0 when none is)\n" +
+      `# TYPE concord_orders_pending_oldest_age_seconds gauge\nconcord_orders_pending_oldest_age_seconds ${seconds}\n`;
+    const stuck = await statusWithMetrics("orders", pending(73.25));
+    expect(stuck.status, stuck.stdout + stuck.stderr).toBe(1);
+    expect(stuck.stdout).toContain(
+      `orders  gRPC ${orders.service.address}: SERVING\n  waiting: How long the oldest PENDING order has waited since it entered PENDING (0 when none is): 73.3s ` +
+        `(concord_orders_pending_oldest_age_seconds), 60 s or more; the service's log says why, and README's "When something goes wrong" what to look at beside it\n  outbox: `,
+    );
+    const moving = await statusWithMetrics("orders", pending(12));
+    expect(moving.status, moving.stdout + moving.stderr).toBe(0);
+    expect(moving.stdout).not.toContain("waiting:");
   });
 
   it("says each consumer is unknown when NATS is up and JetStream does not answer, asking JetStream everything at once", { timeout: 90_000 }, async () => {

@@ -45,8 +45,9 @@ Commands:
 
 Run \`npx concord <command> --help\` for a command's options.
 Exit status: 0 done, 1 failed (for status: an instance of a service unreachable, not SERVING or not
-connected to NATS, a part unreadable, an outbox held up, its oldest event waiting 30 s or more, or a SQLite
-database's disk with under 64 MiB free), 2 bad usage.`;
+connected to NATS, a part unreadable, an outbox held up, its oldest event waiting 30 s or more, a SQLite
+database's disk with under 64 MiB free, a database refusing writes, or a service's own oldest wait 60 s
+or more), 2 bad usage.`;
 
 const natsOption = `  --nats URL          NATS server, nats://host:port, several comma-separated for a cluster (default:
                       $NATS_URL, else nats://127.0.0.1:$NATS_PORT when set (and the cluster's other
@@ -129,9 +130,14 @@ given 5 s: one that does not answer leaves every consumer unknown, saying so;
 a dead letter stream that cannot be read leaves the dead letters unknown, saying why.
 Exits with 1 when an instance is unreachable, not SERVING or not connected to NATS (its
 concord_nats_connected 0), an outbox is held up (its oldest event waiting 30 s or more), a part
-cannot be read, or the file system holding an instance's SQLite database has under 64 MiB free
-(concord_database_free_bytes: a full one fails every write while health says SERVING); dead
-letters and parked events are shown, not failed on.
+cannot be read, the file system holding an instance's SQLite database has under 64 MiB free
+(concord_database_free_bytes: a full one fails every write while health says SERVING), an
+instance's database refuses writes, SQLite or PostgreSQL (concord_database_writes_failing 1, from
+a write that failed for its storage, full or failing, until one commits: said under the instance
+with what to do), or one of a service's own waits is held up: every unlabelled gauge named
+concord_<what>_oldest_age_seconds (the outbox's aside) says how long the oldest of something of
+the service's has waited, and one at 60 s or more is said under the instance with its HELP text
+(the orders PENDING longest, say); dead letters and parked events are shown, not failed on.
 ${statusOptions}
 ${natsOption}`,
     "events tail": `Usage: npx concord events tail [--all] [--subject PATTERN] [--type TYPE] [--full] [--nats URL]

@@ -1,6 +1,7 @@
 /**
  * `concord status`: each service's health over grpc.health.v1, its
- * consumers' lag from JetStream, and its outbox from its metrics endpoint;
+ * consumers' lag from JetStream, and its outbox, its database's disk and
+ * refusals of writes and its own oldest waits from its metrics endpoint;
  * health for each instance of a service, and the outbox once per service,
  * as its instances share its database and so one outbox.
  */
@@ -123,10 +124,34 @@ function jetStreamProblem(err: unknown): string {
   return reason(err);
 }
 
-/** The outbox's samples of a service's metrics, and whether its process is connected to NATS. */
-async function scrapeOutbox(
-  address: string,
-): Promise<{ depth?: number; oldestAgeSeconds?: number; parked?: number; natsConnected?: number; relaying?: number; databaseFreeBytes?: number }> {
+/** A service's own gauge of how long the oldest of something of its domain has waited (see waitingGaugeName). */
+interface WaitingGauge {
+  readonly name: string;
+  readonly seconds: number;
+  /** Its HELP text, which says what waits: status knows nothing of the service's domain. */
+  readonly help: string;
+}
+
+/**
+ * The naming rule by which status reads a service's own waits without knowing
+ * its domain: an unlabelled gauge `concord_<what>_oldest_age_seconds` says how
+ * long the oldest <what> has waited (0 when none does), its HELP line what that
+ * is. The outbox's, `concord_outbox_oldest_age_seconds`, is read on its own.
+ */
+const waitingGaugeName = /^concord_(?!outbox_)[a-z0-9_]+_oldest_age_seconds$/;
+
+/** The samples status reads from a service's metrics: its outbox, its NATS connection, its database, its own waits. */
+async function scrapeMetrics(address: string): Promise<{
+  depth?: number;
+  oldestAgeSeconds?: number;
+  parked?: number;
+  natsConnected?: number;
+  relaying?: number;
+  databaseFreeBytes?: number;
+  /** The reason of `concord_database_writes_failing` at 1, if one is. */
+  writesFailing?: string;
+  waiting: WaitingGauge[];
+}> {
   const res = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(metricsTimeoutMs) });
   if (!res.ok) {
     // A service that is starting (opening and migrating its database) answers 503 saying so: its first line tells why.
@@ -134,8 +159,14 @@ async function scrapeOutbox(
     throw new Error(said ? `HTTP 503: ${said}` : `HTTP ${res.status}`);
   }
   const values = new Map<string, number>();
+  const helps = new Map<string, string>();
+  let writesFailing: string | undefined;
   for (const line of (await res.text()).split("\n")) {
-    const match = /^(concord_outbox_[a-z_]+|concord_nats_connected|concord_database_free_bytes) (\S+)$/.exec(line);
+    const help = /^# HELP (\S+) (.*)$/.exec(line);
+    if (help) helps.set(help[1], help[2]);
+    const refused = /^concord_database_writes_failing\{reason="([a-z_]+)"\} 1$/.exec(line);
+    if (refused) writesFailing = refused[1];
+    const match = /^(concord_[a-z0-9_]+) (\S+)$/.exec(line);
     if (match) values.set(match[1], Number(match[2]));
   }
   return {
@@ -145,7 +176,33 @@ async function scrapeOutbox(
     natsConnected: values.get("concord_nats_connected"),
     relaying: values.get("concord_outbox_relaying"),
     databaseFreeBytes: values.get("concord_database_free_bytes"),
+    writesFailing,
+    waiting: [...values].filter(([name]) => waitingGaugeName.test(name)).map(([name, seconds]) => ({ name, seconds, help: helps.get(name) ?? "" })),
   };
+}
+
+/** How long the oldest of a service's own waits (waitingGaugeName) may be before the status fails on it. */
+const heldUpWaitSeconds = 60;
+
+/** The line under an instance whose gauge `gauge` says its oldest waits heldUpWaitSeconds or more. */
+function heldUpWaitLine(gauge: WaitingGauge): string {
+  const what = gauge.help ? `${gauge.help.replace(/\.$/, "")}: ` : "";
+  return (
+    `waiting: ${what}${gauge.seconds.toFixed(1)}s (${gauge.name}), ${heldUpWaitSeconds} s or more; ` +
+    `the service's log says why, and README's "When something goes wrong" what to look at beside it`
+  );
+}
+
+/** The line under an instance whose database refuses writes (`concord_database_writes_failing` 1 for `reason`). */
+function writesFailingLine(reason: string): string {
+  const said =
+    reason === "full"
+      ? `its storage is full (concord_database_writes_failing{reason="full"} 1): every write fails, calls that write answered UNAVAILABLE ("the service's storage is full"), ` +
+        `its consumers' and outbox relay's writes failing too, while health says SERVING; free space on the disk holding the database ` +
+        `(PostgreSQL: its server's)`
+      : `its storage failed (concord_database_writes_failing{reason="${reason}"} 1): writes fail with I/O errors, calls that write answered UNAVAILABLE ` +
+        `("the service's storage failed"), while health says SERVING; see to the database's disk (the service's log, and PostgreSQL's, say which file)`;
+  return `database: refusing writes, ${said}; it reads 0 again once a write commits`;
 }
 
 /**
@@ -197,8 +254,8 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     let natsDown: string | undefined;
     /** Whether its metrics say it relays its service's outbox (`concord_outbox_relaying` 1). */
     let relaying = false;
-    /** Said when its SQLite database's disk is (nearly) full, which its health does not show. */
-    let lowSpace: string | undefined;
+    /** Said when its SQLite database's disk is (nearly) full, when its database refuses writes, and when one of its own waits is held up: none of which its health shows. */
+    const problems: string[] = [];
     const [health, outbox] = await Promise.all([
       credentials
         .then((c) => checkHealth(instance.grpc, grpcService, healthTimeoutMs, c))
@@ -210,17 +267,17 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
           return `unreachable (${code === status.DEADLINE_EXCEEDED ? `no answer within ${healthTimeoutMs / 1000} s` : whyUnreachable(err)})`;
         }),
       // Nothing to scrape for: it has no outbox in use and no connection to NATS.
-      grpcAlone ? { reading: grpcAloneOutbox } : scrapeOutbox(instance.metrics).then(
+      grpcAlone ? { reading: grpcAloneOutbox } : scrapeMetrics(instance.metrics).then(
         (o): OutboxAnswer => {
           relaying = o.relaying === 1;
           if (o.natsConnected === 0) {
             healthy = false;
             natsDown = `NATS: not connected from this process (concord_nats_connected 0); its log says why ("component":"event-bus")`;
           }
-          if (o.databaseFreeBytes !== undefined && o.databaseFreeBytes < lowDatabaseSpaceBytes) {
-            healthy = false;
-            lowSpace = lowDatabaseSpaceLine(o.databaseFreeBytes);
-          }
+          if (o.databaseFreeBytes !== undefined && o.databaseFreeBytes < lowDatabaseSpaceBytes) problems.push(lowDatabaseSpaceLine(o.databaseFreeBytes));
+          if (o.writesFailing !== undefined) problems.push(writesFailingLine(o.writesFailing));
+          for (const gauge of o.waiting) if (gauge.seconds >= heldUpWaitSeconds) problems.push(heldUpWaitLine(gauge));
+          if (problems.length > 0) healthy = false;
           if (o.depth !== undefined) {
             const oldest = o.oldestAgeSeconds ?? 0;
             const reading = `depth ${o.depth}, oldest ${oldest.toFixed(1)}s, parked ${o.parked ?? 0}`;
@@ -247,13 +304,13 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     ]);
     if (health !== "SERVING") healthy = false;
     // Not up yet rather than failed; still not serving, so the status still fails.
-    if (!starting) return { health, outbox, natsDown, lowSpace, relaying };
+    if (!starting) return { health, outbox, natsDown, problems, relaying };
     const startingNote = "starting: `npm start` has not brought it up yet";
     return {
       health: health === "SERVING" ? health : `${startingNote} (${health})`,
       outbox: "unknown" in outbox ? { unknown: `${startingNote}; ${outbox.unknown}` } : outbox,
       natsDown,
-      lowSpace,
+      problems,
       relaying,
     };
   };
@@ -281,10 +338,10 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     // Named as `npm start` names them: products#1, products#2, ...
     const nameOf = (i: number) => (several ? `${target.name}#${i + 1}` : target.name);
     const answered = await answers[t];
-    for (const [i, { health, outbox, natsDown, lowSpace }] of answered.entries()) {
+    for (const [i, { health, outbox, natsDown, problems }] of answered.entries()) {
       print(`${nameOf(i)}  gRPC ${target.instances[i].grpc}: ${health}`);
       if (natsDown !== undefined) print(`  ${natsDown}`);
-      if (lowSpace !== undefined) print(`  ${lowSpace}`);
+      for (const problem of problems) print(`  ${problem}`);
       if (!several) print(`  outbox: ${"reading" in outbox ? outbox.reading : `unknown (${outbox.unknown})`}`);
       // The instances' one outbox is shown once, below; an instance it could not be read through is named here.
       else if ("unknown" in outbox) print(`  outbox not read through it: ${outbox.unknown}`);
