@@ -2,6 +2,7 @@ import { createRequire } from "node:module";
 import { Socket } from "node:net";
 import type pg from "pg";
 import { urlWithoutSecrets } from "../config/index.js";
+import { cancelRunningStatement } from "./postgres-cancel.js";
 import { Code, StatusError } from "../errors/index.js";
 import { nonNegativeInteger, positiveInteger } from "../options/index.js";
 import { type AfterCommitFailure, type AheadCheck, runTransaction, sendAhead, sentAheadFailure, type StatementRunner, transactionControlRefusal } from "./transaction-scope.js";
@@ -683,34 +684,51 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
     }
     const tx = new ClientRunner(client, answerWithin(timeoutMs));
     return await lend(client, async (broke) => {
-      // BEGIN and the transaction's own limits go with its first statement.
-      tx.open(timeoutMs === statementTimeoutMs ? ["BEGIN"] : ["BEGIN", `SET LOCAL statement_timeout = ${timeoutMs}`, `SET LOCAL idle_in_transaction_session_timeout = ${timeoutMs}`]);
-      return await runTransaction(
-        tx,
-        work,
-        async () => {
-          let ended: pg.QueryResult | undefined;
-          // While writes are refused, whether this one wrote (a read's commit succeeds on a full disk): an xid is
-          // assigned to a transaction only once it writes.
-          const wrote =
-            refusal !== undefined && (await tx.query<{ wrote: boolean }>("SELECT txid_current_if_assigned() IS NOT NULL AS wrote"))[0]?.wrote === true;
-          try {
-            ended = await tx.finish("COMMIT");
-          } catch (err) {
-            // The COMMIT failed, or a statement sent ahead of it did: a ROLLBACK ends what is left of the transaction
-            // (a warning only if the server ended it), and the connection serves again.
-            if (isDatabaseUnavailable(err)) broke(err);
-            else await tx.finish("ROLLBACK").catch(broke);
-            throw err;
-          }
-          // COMMIT of a transaction a failed statement aborted succeeds as a ROLLBACK; runTransaction refuses to get here then.
-          if (ended?.command === "ROLLBACK") throw new Error("PostgreSQL rolled the transaction back at its COMMIT: a statement in it had failed");
-          if (wrote) refusal = undefined;
-        },
-        async () => void (await tx.finish("ROLLBACK").catch(broke)),
-        options.onAfterCommitFailure,
-      );
+      // A caller gone mid-transaction (its deadline passed, it cancelled) has the statement it waits on cancelled, so
+      // the transaction rolls back and its connection is free: a statement waiting on a row lock another session holds
+      // kept its pooled connection until the statement timeout, and ten such calls held the whole pool for 30 s,
+      // every other call of the instance failing meanwhile. The cancel may arrive late, so the connection is dropped.
+      const onAbort = () => {
+        broke(signal!.reason);
+        cancelRunningStatement(client);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        return await inTransaction(tx, work, broke, timeoutMs);
+      } finally {
+        signal?.removeEventListener("abort", onAbort);
+      }
     });
+  };
+
+  /** Runs `work` in a transaction on `tx`'s connection, committing it when `work` resolves and rolling it back when it throws. */
+  const inTransaction = async <T>(tx: ClientRunner, work: (tx: Transaction) => Promise<T>, broke: (err: unknown) => void, timeoutMs: number): Promise<T> => {
+    // BEGIN and the transaction's own limits go with its first statement.
+    tx.open(timeoutMs === statementTimeoutMs ? ["BEGIN"] : ["BEGIN", `SET LOCAL statement_timeout = ${timeoutMs}`, `SET LOCAL idle_in_transaction_session_timeout = ${timeoutMs}`]);
+    return await runTransaction(
+      tx,
+      work,
+      async () => {
+        let ended: pg.QueryResult | undefined;
+        // While writes are refused, whether this one wrote (a read's commit succeeds on a full disk): an xid is
+        // assigned to a transaction only once it writes.
+        const wrote = refusal !== undefined && (await tx.query<{ wrote: boolean }>("SELECT txid_current_if_assigned() IS NOT NULL AS wrote"))[0]?.wrote === true;
+        try {
+          ended = await tx.finish("COMMIT");
+        } catch (err) {
+          // The COMMIT failed, or a statement sent ahead of it did: a ROLLBACK ends what is left of the transaction
+          // (a warning only if the server ended it), and the connection serves again.
+          if (isDatabaseUnavailable(err)) broke(err);
+          else await tx.finish("ROLLBACK").catch(broke);
+          throw err;
+        }
+        // COMMIT of a transaction a failed statement aborted succeeds as a ROLLBACK; runTransaction refuses to get here then.
+        if (ended?.command === "ROLLBACK") throw new Error("PostgreSQL rolled the transaction back at its COMMIT: a statement in it had failed");
+        if (wrote) refusal = undefined;
+      },
+      async () => void (await tx.finish("ROLLBACK").catch(broke)),
+      options.onAfterCommitFailure,
+    );
   };
 
   let closed: Promise<void> | undefined;
