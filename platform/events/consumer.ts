@@ -361,7 +361,7 @@ function firstDeliveries(deliveries: readonly Delivery[], from: number): number 
 
 /** The delivery with its attempt counted (committed) before it runs. */
 async function counted(delivery: Delivery, step: BatchStep): Promise<Delivery> {
-  const { attempt, deadLetterReason } = await step.db.transaction((tx) => countAttempt(tx, delivery), { signal: step.stopping });
+  const { attempt, deadLetterReason } = await step.db.transaction((tx) => countAttempt(tx, delivery), { signal: step.stopping, finishOnceStarted: true });
   return { ...delivery, attempt, ...(deadLetterReason !== undefined && { deadLetterReason }) };
 }
 
@@ -539,7 +539,7 @@ async function handleChunk(
       }
       // What the commit writes (the outbox's events) waits for its locks as long as it needs.
       await limitLockWaits(tx, undefined);
-    }, signal && { signal });
+    }, signal && { signal, finishOnceStarted: true });
   const runLockingAhead = (pipeline: DeliveryHandler) =>
     run(pipeline).catch((err: unknown) => {
       if (!(err instanceof LocksAheadTimedOut)) throw err;

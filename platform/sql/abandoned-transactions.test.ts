@@ -42,4 +42,28 @@ describe("a PostgreSQL transaction whose caller has gone", () => {
       await db.close();
     }
   }, 60_000);
+
+  it("runs to its end once started when told to finish (a consumer's batch in flight as its service stops)", async () => {
+    const url = await postgres().createDatabase("finishing");
+    const db = await openDatabase({ path: url, migrations: [], poolSize: 2 });
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    try {
+      await db.run("CREATE TABLE things (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)");
+      await db.run("INSERT INTO things VALUES (1, 0)");
+      await holder.query("BEGIN");
+      await holder.query("SELECT * FROM things WHERE id = 1 FOR UPDATE");
+      const stopping = new AbortController();
+      const batch = db.transaction(async (tx) => void (await tx.run("UPDATE things SET n = n + 1 WHERE id = 1")), { signal: stopping.signal, finishOnceStarted: true });
+      await new Promise((r) => setTimeout(r, 300));
+      stopping.abort(new Error("stopping"));
+      await new Promise((r) => setTimeout(r, 300));
+      await holder.query("ROLLBACK");
+      await batch;
+      expect(await db.query("SELECT n FROM things")).toEqual([{ n: 1 }]);
+    } finally {
+      await holder.end();
+      await db.close();
+    }
+  }, 60_000);
 });

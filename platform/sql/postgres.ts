@@ -674,7 +674,8 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
     }
   };
 
-  const attempt = async <T>(work: (tx: Transaction) => Promise<T>, signal: AbortSignal | undefined, timeoutMs: number): Promise<T> => {
+  /** One try of a transaction: `signal` gives up its wait for a connection, `cancelling` the transaction once it runs. */
+  const attempt = async <T>(work: (tx: Transaction) => Promise<T>, signal: AbortSignal | undefined, cancelling: AbortSignal | undefined, timeoutMs: number): Promise<T> => {
     let client: pg.PoolClient;
     try {
       client = await connection(signal);
@@ -689,14 +690,14 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       // kept its pooled connection until the statement timeout, and ten such calls held the whole pool for 30 s,
       // every other call of the instance failing meanwhile. The cancel may arrive late, so the connection is dropped.
       const onAbort = () => {
-        broke(signal!.reason);
+        broke(cancelling!.reason);
         cancelRunningStatement(client);
       };
-      signal?.addEventListener("abort", onAbort, { once: true });
+      cancelling?.addEventListener("abort", onAbort, { once: true });
       try {
         return await inTransaction(tx, work, broke, timeoutMs);
       } finally {
-        signal?.removeEventListener("abort", onAbort);
+        cancelling?.removeEventListener("abort", onAbort);
       }
     });
   };
@@ -740,9 +741,10 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
     async transaction(work, options) {
       const signal = signalOf(options);
       const timeoutMs = nonNegativeInteger("transaction", "statementTimeoutMs", options?.statementTimeoutMs, statementTimeoutMs);
+      const cancelling = options?.finishOnceStarted === true ? undefined : signal;
       for (let n = 1; ; n++) {
         try {
-          return await attempt(work, signal, timeoutMs);
+          return await attempt(work, signal, cancelling, timeoutMs);
         } catch (err) {
           refusal = storageRefusalOf(err) ?? refusal;
           if (!isWriteConflict(err)) throw unavailable(err, urlName);

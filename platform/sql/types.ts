@@ -102,9 +102,17 @@ export interface TransactionOptions {
    * only when the transaction has to wait (a gRPC call's signal costs an
    * AbortController and a listener, which most calls never need): one that
    * starts at once on SQLite runs, as nothing could have cancelled its caller
-   * since the caller's last I/O.
+   * since the caller's last I/O. On Postgres, one that aborts while the
+   * transaction runs also cancels the statement it runs (the transaction
+   * fails and its connection is replaced), unless `finishOnceStarted`.
    */
   readonly signal?: AbortSignal | (() => AbortSignal);
+  /**
+   * Postgres: a transaction that has started runs to its end whatever its
+   * `signal` does (a consumer's batch in flight when the service stops).
+   * Without it, a gRPC call's transaction stops when its caller goes.
+   */
+  readonly finishOnceStarted?: boolean;
   /**
    * Postgres: how long each statement of this transaction may run, ms (0: no
    * limit), instead of the database's (`PostgresOptions.statementTimeoutMs`,
