@@ -1,69 +1,63 @@
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { usePostgresServer } from "../../test/support/postgres.js";
-import { openDatabase } from "./index.js";
+import { type Database, openDatabase } from "./index.js";
 
 describe("a PostgreSQL transaction whose caller has gone", () => {
   const postgres = usePostgresServer();
 
-  it("has the statement it waits on cancelled, so its pooled connection serves other work at once", async () => {
-    const url = await postgres().createDatabase("abandoned");
-    const db = await openDatabase({ path: `${url}?statement_timeout=20000`, migrations: [], poolSize: 2 });
+  /** A database with rows 1 and 2 in `things`, and another client's transaction holding row 1 until `release`. */
+  async function rowHeld(name: string, query = ""): Promise<{ db: Database; release: () => Promise<void>; close: () => Promise<void> }> {
+    const url = await postgres().createDatabase(name);
+    const db = await openDatabase({ path: `${url}${query}`, migrations: [], poolSize: 2 });
     const holder = new pg.Client({ connectionString: url });
     await holder.connect();
+    await db.run("CREATE TABLE things (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)");
+    await db.run("INSERT INTO things VALUES (1, 0), (2, 0)");
+    await holder.query("BEGIN");
+    await holder.query("SELECT * FROM things WHERE id = 1 FOR UPDATE");
+    return { db, release: async () => void (await holder.query("ROLLBACK")), close: async () => (await holder.end(), await db.close()) };
+  }
+  const addOne = (db: Database, id: number, options?: Parameters<Database["transaction"]>[1]) =>
+    db.transaction(async (tx) => void (await tx.run("UPDATE things SET n = n + 1 WHERE id = $1", [id])), options);
+  const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it("has the statement it waits on cancelled, so its pooled connection serves other work at once", async () => {
+    const { db, release, close } = await rowHeld("abandoned", "?statement_timeout=20000");
     try {
-      await db.run("CREATE TABLE things (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)");
-      await db.run("INSERT INTO things VALUES (1, 0), (2, 0)");
-      // Another client's transaction holds row 1 for longer than any caller waits.
-      await holder.query("BEGIN");
-      await holder.query("SELECT * FROM things WHERE id = 1 FOR UPDATE");
       const callers = [new AbortController(), new AbortController()];
-      const waiting = callers.map((c) =>
-        db.transaction(async (tx) => {
-          await tx.query("SELECT * FROM things WHERE id = 1 FOR UPDATE");
-          await tx.run("UPDATE things SET n = n + 1 WHERE id = 1");
-        }, { signal: c.signal }).then(() => "committed", (err: unknown) => err),
-      );
-      await new Promise((r) => setTimeout(r, 300));
+      const waiting = callers.map((c) => addOne(db, 1, { signal: c.signal }).then(() => "committed", (err: unknown) => err));
+      await pause(300);
       for (const c of callers) c.abort(new Error("the caller has gone"));
       // Both pooled connections waited on the row until the statement timeout, 20 s, and this waited with them.
       const started = Date.now();
-      await db.transaction(async (tx) => void (await tx.run("UPDATE things SET n = n + 1 WHERE id = 2")));
+      await addOne(db, 2);
       expect(Date.now() - started).toBeLessThan(3_000);
       for (const outcome of await Promise.all(waiting)) expect(outcome).not.toBe("committed");
-      await holder.query("ROLLBACK");
+      await release();
       // Nothing of the abandoned transactions was written, and the row is free again.
       expect(await db.query("SELECT id, n FROM things ORDER BY id")).toEqual([{ id: 1, n: 0 }, { id: 2, n: 1 }]);
-      await db.transaction(async (tx) => void (await tx.run("UPDATE things SET n = n + 1 WHERE id = 1")));
-      const [{ waiting: stillWaiting }] = await db.query<{ waiting: string }>("SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
-      expect(Number(stillWaiting)).toBe(0);
+      await addOne(db, 1);
+      const [{ waiting: stillWaiting }] = await db.query<{ waiting: number }>("SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
+      expect(stillWaiting).toBe(0);
     } finally {
-      await holder.end();
-      await db.close();
+      await close();
     }
   }, 60_000);
 
   it("runs to its end once started when told to finish (a consumer's batch in flight as its service stops)", async () => {
-    const url = await postgres().createDatabase("finishing");
-    const db = await openDatabase({ path: url, migrations: [], poolSize: 2 });
-    const holder = new pg.Client({ connectionString: url });
-    await holder.connect();
+    const { db, release, close } = await rowHeld("finishing");
     try {
-      await db.run("CREATE TABLE things (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)");
-      await db.run("INSERT INTO things VALUES (1, 0)");
-      await holder.query("BEGIN");
-      await holder.query("SELECT * FROM things WHERE id = 1 FOR UPDATE");
       const stopping = new AbortController();
-      const batch = db.transaction(async (tx) => void (await tx.run("UPDATE things SET n = n + 1 WHERE id = 1")), { signal: stopping.signal, finishOnceStarted: true });
-      await new Promise((r) => setTimeout(r, 300));
+      const batch = addOne(db, 1, { signal: stopping.signal, finishOnceStarted: true });
+      await pause(300);
       stopping.abort(new Error("stopping"));
-      await new Promise((r) => setTimeout(r, 300));
-      await holder.query("ROLLBACK");
+      await pause(300);
+      await release();
       await batch;
-      expect(await db.query("SELECT n FROM things")).toEqual([{ n: 1 }]);
+      expect(await db.query("SELECT id, n FROM things ORDER BY id")).toEqual([{ id: 1, n: 1 }, { id: 2, n: 0 }]);
     } finally {
-      await holder.end();
-      await db.close();
+      await close();
     }
   }, 60_000);
 });
