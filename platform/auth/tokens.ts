@@ -1,5 +1,5 @@
 import { createPublicKey, createSecretKey, type KeyObject } from "node:crypto";
-import { readSettingFile, settingFileExposure } from "../config/index.js";
+import { readSettingFileAndStats, settingFileExposure } from "../config/index.js";
 import { decodeProtectedHeader, errors as joseErrors, type JWTPayload, jwtVerify, SignJWT } from "jose";
 import { checkOptions } from "../options/index.js";
 import { clockSkewSeconds, defaultMaxTokenTtlMs, leastMaxTokenTtlMs, lifetimeProblem, notYetValid } from "./token-lifetime.js";
@@ -34,13 +34,14 @@ export class TokenError extends Error {
  * process's and root (it signs every token, and its owner may know it).
  */
 export function readTokenSecret(path: string): KeyObject {
-  let text: string;
+  let read: ReturnType<typeof readSettingFileAndStats>;
   try {
-    text = readSettingFile(path, 64 * 1024).toString("utf8").trim();
+    read = readSettingFileAndStats(path, 64 * 1024);
   } catch (err) {
     throw new Error(`cannot read the token key ${path}: ${(err as Error).message}`, { cause: err });
   }
-  const exposed = settingFileExposure(path, "the token key", "secret", "sign tokens of every role");
+  const text = read.bytes.toString("utf8").trim();
+  const exposed = settingFileExposure(path, "the token key", "secret", "sign tokens of every role", read.stats);
   if (exposed !== undefined) throw new Error(exposed);
   if (!/^([0-9a-fA-F]{2}){32,}$/.test(text)) throw new Error(`the token key ${path} must hold at least 32 bytes as hex (64 hex digits)`);
   return createSecretKey(Buffer.from(text, "hex"));
@@ -65,13 +66,14 @@ function algorithmOf(key: KeyObject, path: string, n: number): string {
  * tokens of every role.
  */
 export function readTokenPublicKeys(path: string): readonly KeyObject[] {
-  let text: string;
+  let read: ReturnType<typeof readSettingFileAndStats>;
   try {
-    text = readSettingFile(path, 1024 * 1024).toString("utf8");
+    read = readSettingFileAndStats(path, 1024 * 1024);
   } catch (err) {
     throw new Error(`cannot read the token public keys ${path}: ${(err as Error).message}`, { cause: err });
   }
-  const exposed = settingFileExposure(path, "the token public keys file", "public", "add a key of theirs and sign tokens of every role");
+  const text = read.bytes.toString("utf8");
+  const exposed = settingFileExposure(path, "the token public keys file", "public", "add a key of theirs and sign tokens of every role", read.stats);
   if (exposed !== undefined) throw new Error(exposed);
   const blocks = text.match(/-----BEGIN PUBLIC KEY-----[\s\S]*?-----END PUBLIC KEY-----/g) ?? [];
   if (blocks.length === 0) throw new Error(`${path} holds no PEM public key (-----BEGIN PUBLIC KEY-----)`);

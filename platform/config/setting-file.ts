@@ -25,14 +25,23 @@ export function notRegularFile(stats: Stats): string | undefined {
  * path, which the caller's message names.
  */
 export function readSettingFile(path: string, maxBytes: number): Buffer {
+  return readSettingFileAndStats(path, maxBytes).bytes;
+}
+
+/**
+ * readSettingFile's bytes with the file's Stats as the descriptor it read
+ * them through has them: what settingFileExposure checks is then the file
+ * that was read, with no second look at the path.
+ */
+export function readSettingFileAndStats(path: string, maxBytes: number): { readonly bytes: Buffer; readonly stats: Stats } {
   // Non-blocking, so that opening a FIFO returns at once rather than waiting for a writer.
   const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
-    const found = fstatSync(fd);
-    const kind = notRegularFile(found);
+    const stats = fstatSync(fd);
+    const kind = notRegularFile(stats);
     if (kind) throw new Error(`it is ${kind}, not a regular file`);
-    if (found.size > maxBytes) throw new Error(`it holds ${found.size} bytes, more than such a file does (at most ${maxBytes})`);
-    return readFileSync(fd);
+    if (stats.size > maxBytes) throw new Error(`it holds ${stats.size} bytes, more than such a file does (at most ${maxBytes})`);
+    return { bytes: readFileSync(fd), stats };
   } finally {
     closeSync(fd);
   }
@@ -52,10 +61,12 @@ export type SettingFileSecrecy = "secret" | "public";
  * may know the secret or change the file. `risk` says what they could then
  * do ("sign tokens of every role" with a secret, "add a key of theirs ..."
  * to a public file). One line naming the file and what to do; undefined
- * when it may be taken, or is not there (reading it says so).
+ * when it may be taken, or is not there (reading it says so). `found`, the
+ * Stats of the file as read (readSettingFileAndStats), spares a look at
+ * the path, which may name another file by then.
  */
-export function settingFileExposure(path: string, what: string, secrecy: SettingFileSecrecy, risk: string): string | undefined {
-  const stats = statSync(path, { throwIfNoEntry: false });
+export function settingFileExposure(path: string, what: string, secrecy: SettingFileSecrecy, risk: string, found?: Stats): string | undefined {
+  const stats = found ?? statSync(path, { throwIfNoEntry: false });
   if (stats === undefined) return undefined;
   const mode = (stats.mode & 0o777).toString(8);
   if (secrecy === "secret" && (stats.mode & 0o077) !== 0) {

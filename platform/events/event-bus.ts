@@ -1,5 +1,5 @@
 import { connect, nkeyAuthenticator, nkeys, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
-import { readSettingFile, settingFileExposure } from "../config/index.js";
+import { readSettingFile, readSettingFileAndStats, settingFileExposure } from "../config/index.js";
 import { causeChain } from "../errors/index.js";
 import { processName, type Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
@@ -169,19 +169,22 @@ export function checkSeedFile(file: string): void {
 function readSeed(file: string): Uint8Array {
   const seedGiven = seedGivenForItsFile(file);
   if (seedGiven !== undefined) throw new SeedFileError(seedGiven);
-  let text: string;
+  let read: ReturnType<typeof readSettingFileAndStats>;
   try {
-    text = seedFileText(file);
+    read = readSettingFileAndStats(file, seedFileBytes);
   } catch (err) {
     throw new SeedFileError(`reading the NATS nkey seed file ${file} failed: ${(err as Error).message}`, { cause: err });
   }
-  const exposed = settingFileExposure(file, "the NATS nkey seed file", "secret", "connect to NATS as this service's user");
+  const exposed = settingFileExposure(file, "the NATS nkey seed file", "secret", "connect to NATS as this service's user", read.stats);
   if (exposed !== undefined) throw new SeedFileError(exposed);
-  return userSeedOf(file, text);
+  return userSeedOf(file, read.bytes.toString("utf8").trim());
 }
 
-/** The text of a seed file, trimmed: a seed is one line of 58 characters, so a file of more than 4 KiB is none. Throws as readSettingFile. */
-export const seedFileText = (file: string): string => readSettingFile(file, 4096).toString("utf8").trim();
+/** The most a seed file may hold: a seed is one line of 58 characters, so a file of more than 4 KiB is none. */
+const seedFileBytes = 4096;
+
+/** The text of a seed file, trimmed. Throws as readSettingFile. */
+export const seedFileText = (file: string): string => readSettingFile(file, seedFileBytes).toString("utf8").trim();
 
 /**
  * `text`, read from `file`, as a NATS user's nkey seed, or a SeedFileError

@@ -1,5 +1,5 @@
 import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
-import { readSettingFile, settingFileExposure } from "../config/index.js";
+import { readSettingFileAndStats, settingFileExposure } from "../config/index.js";
 import { credentials, ServerCredentials, type ChannelCredentials } from "@grpc/grpc-js";
 
 /** A server's TLS material, as PEM files. */
@@ -51,15 +51,15 @@ const riskOf: Record<TlsFileRole, string> = {
 
 /** The bytes of a TLS file, refused (a TlsFileError naming it) when it cannot be read, or when others may read a key or write a certificate (settingFileExposure). */
 function readPem(path: string, role: TlsFileRole): Buffer {
-  let pem: Buffer;
+  let read: ReturnType<typeof readSettingFileAndStats>;
   try {
-    pem = readSettingFile(path, 1024 * 1024);
+    read = readSettingFileAndStats(path, 1024 * 1024);
   } catch (err) {
     throw new TlsFileError(`cannot read the ${whatIs[role]} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, path, role, { cause: err });
   }
-  const exposed = settingFileExposure(path, `the ${whatIs[role]}`, role === "key" ? "secret" : "public", riskOf[role]);
+  const exposed = settingFileExposure(path, `the ${whatIs[role]}`, role === "key" ? "secret" : "public", riskOf[role], read.stats);
   if (exposed !== undefined) throw new TlsFileError(exposed, path, role);
-  return pem;
+  return read.bytes;
 }
 
 const pemCertificate = /-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g;
