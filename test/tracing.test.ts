@@ -122,7 +122,11 @@ describe("tracing of an order through both services", () => {
     expect(shown.status).toBe(0);
     expect(shown.stdout).toContain(`trace ${traceId}`);
     expect(shown.stdout).toMatch(/\n {6}process shop\.orders\.v1\.OrderPlaced {2}\[products CONSUMER\]/);
-    expect(tree).toMatch(/\n {2}shop\.orders\.v1\.OrderService\/CreateOrder {2}\[orders SERVER\][^\n]*\n {4}create shop\.orders\.v1\.OrderPlaced {2}\[orders PRODUCER\]/);
+    // CreateOrder asks the product service for a product its catalogue does not have yet (ProductCreated not arrived,
+    // as on a loaded machine): that lookup, when there is one, comes first under the server span.
+    expect(tree).toMatch(
+      /\n {2}shop\.orders\.v1\.OrderService\/CreateOrder {2}\[orders SERVER\][^\n]*\n(?: {4}shop\.products\.v1\.ProductService\/BatchGetProducts {2}\[orders CLIENT\][^\n]*\n {6}shop\.products\.v1\.ProductService\/BatchGetProducts {2}\[products SERVER\][^\n]*\n)? {4}create shop\.orders\.v1\.OrderPlaced {2}\[orders PRODUCER\]/,
+    );
     // The caller's address, as README Tracing shows it.
     expect(shown.stdout).toMatch(new RegExp(`\\n {2}shop\\.orders\\.v1\\.OrderService/CreateOrder {2}\\[orders SERVER\\] {2}\\+0\\.0 ms {2}[0-9.]+ ms {2}from 127\\.0\\.0\\.1:${server.attributes["network.peer.port"]}\\n`));
   });
