@@ -14,6 +14,7 @@ import { usePostgresServer } from "../../test/support/postgres.js";
 import { recordStatements } from "../../test/support/pg-statements.js";
 import { sampleStream, type SampleStream, type ThingHappened } from "../../test/support/sample-events.js";
 import { eventually } from "../../test/support/streams.js";
+import { capturedLogger } from "../../test/support/captured-logger.js";
 import { createLogger } from "../log/index.js";
 import { openDatabase, sendAhead, type Database } from "../sql/index.js";
 import { bindConsumer, connectEventBus, type BatchLocks, consumerMetrics, createEventPublisher, deadLetterStreamSpec, deadLetterSubject, ensureStreams, eventMigrations, startConsumers, type ConsumerBinding, type ConsumerSpec, type EventBus, type EventContext } from "./index.js";
@@ -181,6 +182,55 @@ describe("a consumer's batch on Postgres", () => {
       await db.close();
     }
   }, 90_000);
+
+  it("logs ten lines in ten seconds about events that wait for a held row, however many there are, and counts the rest in one line", async () => {
+    // A statement timeout of 2 s: a transaction's first event waits 1 s for a lock, and once one has timed out 100 ms.
+    const url = await postgres().createDatabase("held_lines");
+    const db = await openDatabase({ path: `${url}?statement_timeout=2000`, migrations: [...eventMigrations, countersTable] });
+    await db.run("INSERT INTO counters (id, n) VALUES ('b', 0)");
+    const sample = sampleStream("heldlines");
+    await ensureStreams(bus.jsm, [sample.stream, deadLetterStreamSpec]);
+    const publisher = createEventPublisher({ nc: bus.nc, source: "things" });
+    for (let i = 0; i < 20; i++) await publisher.publish(sample.event, { thingId: `t-${i}`, note: "b" });
+    const other = new pg.Client({ connectionString: url });
+    await other.connect();
+    await other.query("BEGIN");
+    await other.query("SELECT n FROM counters WHERE id = 'b' FOR UPDATE");
+    const { lines, logger: captured } = capturedLogger("worker");
+    const consumers = await startConsumers({
+      nc: bus.nc,
+      db,
+      service: "worker",
+      logger: captured,
+      consumers: [
+        bindConsumer({
+          spec: sample.consumerSpec("heldlines-worker", { backoffMs: [100] }),
+          descriptor: sample.event,
+          handle: async (event, context) => {
+            await context.tx.run("UPDATE counters SET n = n + 1 WHERE id = $1", [event.note]);
+          },
+        }),
+      ],
+    });
+    const waited = () => lines.filter((line) => String(line.msg).includes("waited too long for a lock"));
+    try {
+      // Each of the 20 events comes back every 200 ms or so, and times out again, for as long as the row is held.
+      await new Promise((resolve) => setTimeout(resolve, 12_000));
+      await other.query("COMMIT");
+      await eventually("every event is handled once the row is free", async () => (await db.query<{ n: number }>("SELECT n FROM counters WHERE id = 'b'"))[0].n === 20, 15_000);
+    } finally {
+      await other.end();
+      await consumers.stop();
+      await db.close();
+    }
+    const own = waited().filter((line) => line.streamSequence !== undefined);
+    const told = waited().filter((line) => line.events !== undefined);
+    // Two windows of ten seconds at most while the row was held: ten lines each, and a count of the rest.
+    expect(own.length).toBeLessThanOrEqual(20);
+    expect(told.length).toBeGreaterThanOrEqual(1);
+    expect(told[0].msg).toMatch(/^\d+ more events waited too long for a lock another session holds, past the 10 logged one by one in 10 s; they come back, no attempt spent$/);
+    expect(own.length + told.reduce((sum, line) => sum + Number(line.events), 0)).toBeGreaterThan(40);
+  }, 60_000);
 
   it("reads and writes the inbox once per transaction, not once per event, and has each event's effect once", async () => {
     const url = await postgres().createDatabase("batch_inbox");

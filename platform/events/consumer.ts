@@ -1,6 +1,6 @@
 import type { JetStreamClient, JsMsg, NatsConnection } from "nats";
 import type { MessageChecker } from "../contracts/index.js";
-import type { Logger } from "../log/index.js";
+import { LineWindow, type Logger } from "../log/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 import { type Database, isDatabaseTakingNoWrites, isLockTimeout, limitLockWaits } from "../sql/index.js";
 import { batchLocker, type BatchLocker } from "./batch-locks.js";
@@ -16,7 +16,7 @@ import { ensureConsumers, ensureStreams, validateConsumerSpec, validateStreamSpe
 import { validateSource } from "./publisher.js";
 import { backoffDelay } from "./retry.js";
 import type { StreamSpec } from "./types.js";
-import { DeadLetterLines } from "./dead-letter-lines.js";
+import { DeadLetterLines, deadLetterLinesPerWindow, deadLetterWindowMs } from "./dead-letter-lines.js";
 import { deliveryLogFields } from "./delivery-log.js";
 
 export interface StartConsumersOptions {
@@ -133,6 +133,7 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
       logger: log,
       deadLetterLines: new DeadLetterLines(log, spec.durable),
       lockTimedOutAt: -Infinity,
+      lockWaitLines: lockWaitLines(log),
     };
     for (let batch = await intake.take(pullBatch); batch; batch = await intake.take(pullBatch)) {
       try {
@@ -144,6 +145,7 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
       }
     }
     step.deadLetterLines.flush();
+    step.lockWaitLines.flush();
   };
 
   const maxMessageBytes = maxMessageBytesOf(nc);
@@ -235,6 +237,8 @@ interface BatchStep {
   readonly logger: Logger;
   /** The consumer's dead letters' lines, at most a dozen every ten seconds. */
   readonly deadLetterLines: DeadLetterLines;
+  /** The lines of the events that waited too long for a lock, at most a dozen every ten seconds (see lockWaitLines). */
+  readonly lockWaitLines: LineWindow;
   /** When a lock wait of this consumer's last timed out (performance.now()), -Infinity before one did: see firstLockWait. */
   lockTimedOutAt: number;
 }
@@ -307,7 +311,7 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
         step.lockTimedOutAt = performance.now();
         if (deliveries[from].attempt !== undefined) deliveries[from] = await uncounted(deliveries[from], step);
         const retryInMs = backoffDelay(step.backoffMs, 1);
-        logger.warn({ err, streamSequence: deliveries[from].streamSequence, retryInMs }, "the event waited too long for a lock another session holds; it comes back, no attempt spent");
+        if (step.lockWaitLines.admit()) logger.warn({ err, streamSequence: deliveries[from].streamSequence, retryInMs }, "the event waited too long for a lock another session holds; it comes back, no attempt spent");
         intake.settle(batch[from], { kind: "retry", delayMs: retryInMs });
         from++;
         continue;
@@ -349,6 +353,22 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
     }
   }
   if (filing.length > 0) await Promise.all(filing);
+}
+
+/**
+ * The lines of a consumer's events that waited too long for a lock: one each
+ * for the first ten in ten seconds, the rest counted in one line when the
+ * window ends, as dead letters are. While a row stays held, each event that
+ * needs it comes back after the backoff's first pause and meets it again:
+ * 20 such events wrote 101 lines in 12 s.
+ */
+function lockWaitLines(logger: Logger): LineWindow {
+  return new LineWindow(deadLetterLinesPerWindow, deadLetterWindowMs, (held) =>
+    logger.warn(
+      { events: held },
+      `${held} more events waited too long for a lock another session holds, past the ${deadLetterLinesPerWindow} logged one by one in ${deadLetterWindowMs / 1000} s; they come back, no attempt spent`,
+    ),
+  );
 }
 
 /** A redelivery whose attempt is not counted yet (see `counted`): it does not run until it is. */
