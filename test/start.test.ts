@@ -6,6 +6,7 @@ import { X509Certificate } from "node:crypto";
 import { connect as connectTls } from "node:tls";
 import { pathToFileURL } from "node:url";
 import { connect as natsConnect, type JetStreamManager, nkeyAuthenticator, RetentionPolicy } from "nats";
+import { createUser } from "nkeys.js";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
@@ -923,6 +924,41 @@ describe("npm start", () => {
     expect(delay.status).toBe(2);
     expect(delay.stderr).toBe('start: the services would refuse OTEL_BSP_SCHEDULE_DELAY="3e9" is more than 2147483647 ms (about 24.8 days), the longest a Node.js timer waits: give at most 2147483647 (24d is 2073600000)\n');
     expect(existsSync(dataDir)).toBe(false);
+  });
+
+  it("refuses, given NATS_URL, a seed file <SERVICE>_NATS_NKEY_SEED names that the service would refuse, naming the variable, before anything is made (exit 2)", () => {
+    const dataDir = join(dir.path, "never-made");
+    const seedsDir = join(dir.path, "given-seeds");
+    mkdirSync(seedsDir, { recursive: true });
+    const seed = (name: string, mode: number, text = new TextDecoder().decode(createUser().getSeed())) => {
+      const file = join(seedsDir, name);
+      writeFileSync(file, `${text}\n`, { mode });
+      chmodSync(file, mode);
+      return file;
+    };
+    const good = seed("good.nk", 0o600);
+    const open = seed("open.nk", 0o644);
+    const theirs = seed("theirs.nk", 0o600);
+    chownSync(theirs, 12345, 12345);
+    const goodText = readFileSync(good, "utf8").trim();
+    const damaged = seed("damaged.nk", 0o600, `${goodText.slice(0, 20)}${goodText[20] === "A" ? "B" : "A"}${goodText.slice(21)}`);
+    const missing = join(seedsDir, "missing.nk");
+    // Nothing listens on NATS_URL's port: each is refused before the start would look for it.
+    const startWith = (env: NodeJS.ProcessEnv) =>
+      spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env: { ...process.env, DATA_DIR: dataDir, NATS_URL: "nats://127.0.0.1:1", PRODUCTS_NATS_NKEY_SEED: good, ORDERS_NATS_NKEY_SEED: good, ...env }, encoding: "utf8", timeout: 20_000 });
+    for (const [env, said] of [
+      // The product service refused it once the start had made DATA_DIR and the development CA, and everything stopped.
+      [{ PRODUCTS_NATS_NKEY_SEED: open }, `start: the NATS nkey seed file ${open} is readable by others (mode 644), who could connect to NATS as this service's user with it; chmod 600 it (PRODUCTS_NATS_NKEY_SEED names it)\n`],
+      // The order service's, once the product service had started.
+      [{ ORDERS_NATS_NKEY_SEED: theirs }, `start: the NATS nkey seed file ${theirs} is owned by uid 12345, not by this user (uid ${process.getuid!()}) or root: its owner may know it, and connect to NATS as this service's user with it; make one of this user's own (ORDERS_NATS_NKEY_SEED names it)\n`],
+      [{ ORDERS_NATS_NKEY_SEED: damaged }, expect.stringMatching(/^start: .*damaged\.nk does not hold a valid NATS user nkey seed: its checksum does not match .* \(ORDERS_NATS_NKEY_SEED names it\)\n$/)],
+      [{ PRODUCTS_NATS_NKEY_SEED: missing }, expect.stringMatching(/^start: the products service would refuse its bad configuration:\n {2}PRODUCTS_NATS_NKEY_SEED=".*missing\.nk" is invalid: no such file \(/)],
+    ] as const) {
+      const result = startWith(env);
+      expect(result.status, result.stderr).toBe(2);
+      expect(result.stderr).toEqual(said);
+      expect(existsSync(dataDir)).toBe(false);
+    }
   });
 
   it("refuses a NATS_PORT or POSTGRES_PORT that is not a port, and a NATS port already taken, before making anything", { timeout: 60_000 }, async () => {

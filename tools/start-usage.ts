@@ -70,7 +70,9 @@ Environment (all optional):
                     narrowed to that, saying so
   NATS_URL          use this NATS server instead of starting one (several
                     comma-separated URLs for a cluster); the services then
-                    connect without credentials unless ${brokenAtLast(listed(variables("_NATS_NKEY_SEED")), "and", "before", 20)} name their seed files
+                    connect without credentials unless ${brokenAtLast(listed(variables("_NATS_NKEY_SEED")), "and", "before", 20)} name their seed files,
+                    refused before anything starts when a service would
+                    refuse them (others may read them, say)
   NATS_PORT         (first) client port of the local nats-server (default 4222)
   NATS_ROUTE_PORT, NATS_MONITOR_PORT
                     with --cluster, the first of its three route ports and of

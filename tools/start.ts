@@ -39,7 +39,7 @@ import { type ChannelCredentials, status as grpcStatus } from "@grpc/grpc-js";
 import { caCertificates, checkTlsFiles, clientTlsCredentials, readKeyPair, serverTlsCredentials, TlsFileError, type TlsKeyPair, waitForServing } from "../platform/grpc/index.js";
 import { readTokenPublicKeys, readTokenSecret } from "../platform/auth/index.js";
 import { isPostgresUrl } from "../platform/sql/database.js";
-import { SeedFileError } from "../platform/events/index.js";
+import { checkSeedFile, SeedFileError } from "../platform/events/index.js";
 import { redact } from "../platform/sql/postgres.js";
 import { addressUnusable, isListening, portHolder, refusedExitCode, stopOnStdinCloseVariable, tlsFileVariables } from "../platform/runtime/index.js";
 import { tracingSettingsProblem } from "../platform/tracing/index.js";
@@ -1283,6 +1283,24 @@ function checkGivenTokenKeyFiles(): void {
   }
 }
 
+/**
+ * Throws what a service handed the seed file `variable` names as its
+ * NATS_NKEY_SEED would refuse at its start, read as it reads it: a
+ * ConfigError for a value its `setting` refuses (no such file, a seed
+ * itself), a SeedFileError naming the variable for a file others may read,
+ * another user's, or one holding no good seed. Nothing for an unset one.
+ */
+function checkGivenSeedFile(variable: string, setting: Settings[string]): void {
+  const file = readConfig({ [variable]: setting })[variable] as string | undefined;
+  if (file === undefined) return;
+  try {
+    checkSeedFile(file);
+  } catch (err) {
+    if (!(err instanceof SeedFileError)) throw err;
+    throw new SeedFileError(`${err.message} (${variable} names it)`, { cause: err });
+  }
+}
+
 /** Runs `read`, which reads TLS files; a TlsFileError is a refusal (exit 2), naming the variable that names the file, if one does. */
 function refusingTlsFiles<T>(read: () => T): T {
   try {
@@ -1474,13 +1492,17 @@ async function main(): Promise<void> {
   // NATS seed is the one this script makes, and their databases, when unset, files in DATA_DIR or --postgres's
   // (DATABASE_URL is not theirs then).
   const probe = { ...process.env, ...Object.fromEntries(services.map((s) => [`${s.envPrefix}_DATABASE_URL`, process.env[`${s.envPrefix}_DATABASE_URL`] || `${s.name}.db`])) };
-  for (const { name: service, settings } of postgresOnly ? [] : services) {
-    const { NATS_NKEY_SEED: _made, ...own } = settings as Settings;
+  for (const { name: service, settings, envPrefix } of postgresOnly ? [] : services) {
+    const { NATS_NKEY_SEED: seedSetting, ...own } = settings as Settings;
     try {
       readConfig(own, probe);
+      // Given NATS_URL, the seed <PREFIX>_NATS_NKEY_SEED names is handed on (below), and a service refused one others may
+      // read, or a damaged one, only once those before it had started.
+      if (process.env.NATS_URL && natsUsers.includes(service)) checkGivenSeedFile(`${envPrefix}_NATS_NKEY_SEED`, seedSetting!);
     } catch (err) {
-      if (!(err instanceof ConfigError)) throw err;
-      console.error(`start: the ${service} service would refuse its ${err.message}`);
+      if (err instanceof SeedFileError) console.error(`start: ${err.message}`);
+      else if (err instanceof ConfigError) console.error(`start: the ${service} service would refuse its ${err.message}`);
+      else throw err;
       process.exitCode = 2;
       return;
     }
