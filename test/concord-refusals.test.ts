@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { createUser } from "nkeys.js";
-import { writeFileSync } from "node:fs";
+import { chmodSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
 import { AckPolicy, headers as natsHeaders } from "nats";
@@ -133,6 +133,17 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
       expect(out.status, args.join(" ")).toBe(1);
       expect(out.stderr + out.stdout, args.join(" ")).toContain(`${damaged} does not hold a valid NATS user nkey seed: its checksum does not match (the file is damaged, or was edited)`);
       expect(out.stderr + out.stdout, args.join(" ")).not.toContain("cannot reach NATS");
+    }
+  });
+
+  it("refuses a seed file others may read as the services refuse one, in the tools' exit code for a seed file (1), where it connected with it", async () => {
+    const open = join(dir.path, "open.nk");
+    writeFileSync(open, `${new TextDecoder().decode(createUser().getSeed())}\n`, { mode: 0o644 });
+    chmodSync(open, 0o644);
+    for (const args of [["dlq", "list"], ["status"]]) {
+      const out = await runConcord({ DATA_DIR: dir.path, GRPC_INSECURE: "1", NATS_NKEY_SEED: open }, [...args, "--nats", nats().url], 30_000);
+      expect(out.status, args.join(" ")).toBe(1);
+      expect(out.stderr + out.stdout, args.join(" ")).toContain(`the NATS nkey seed file ${open} is readable by others (mode 644), who could connect to NATS as its user with it; chmod 600 it`);
     }
   });
 

@@ -1,8 +1,9 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { readFileSync, rmSync } from "node:fs";
+import { chmodSync, chownSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AckPolicy, connect, nkeyAuthenticator } from "nats";
+import { createUser } from "nkeys.js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { allStreams } from "../gen/ts/concord_streams.js";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
@@ -65,6 +66,28 @@ describe("tools/watch-events.ts", () => {
       }
     } finally {
       rmSync(fifo, { force: true });
+    }
+  });
+
+  it("refuses a --nkey others may read as the services refuse such a seed (exit 1), and takes one another user owns, which gives it no more than that user's rights", async () => {
+    const seed = new TextDecoder().decode(createUser().getSeed());
+    const open = join(tmpdir(), `concord-watch-open-${process.pid}.nk`);
+    const theirs = join(tmpdir(), `concord-watch-theirs-${process.pid}.nk`);
+    try {
+      writeFileSync(open, `${seed}\n`, { mode: 0o644 });
+      chmodSync(open, 0o644);
+      // It connected with it, where a service started with it refused to start.
+      const refused = run(["--nats", "nats://127.0.0.1:1", "--nkey", open]);
+      expect(await refused.exited).toBe(1);
+      expect(refused.stderr()).toBe(`watch-events: the NATS nkey seed file ${open} is readable by others (mode 644), who could connect to NATS as its user with it; chmod 600 it\n`);
+      writeFileSync(theirs, `${seed}\n`, { mode: 0o600 });
+      if (process.getuid?.() === 0) chownSync(theirs, 12345, 12345);
+      const taken = run(["--nats", "nats://127.0.0.1:1", "--nkey", theirs]);
+      expect(await taken.exited).toBe(1);
+      expect(taken.stderr()).toMatch(/^watch-events: cannot reach NATS at nats:\/\/127\.0\.0\.1:1: CONNECTION_REFUSED/);
+    } finally {
+      rmSync(open, { force: true });
+      rmSync(theirs, { force: true });
     }
   });
 

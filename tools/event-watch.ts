@@ -9,8 +9,8 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { DeliverPolicy, type JsMsg, type NatsConnection, type NatsError, connect, nkeyAuthenticator } from "nats";
 import { allEvents, allStreams } from "../gen/ts/concord_streams.js";
-import { deadLetterStreamSpec, type EventDescriptor, receivedHeaders, seedFileText, seedGivenForItsFile, userSeedOf } from "../platform/events/index.js";
-import { natsUrl, urlsWithoutPasswords } from "../platform/config/index.js";
+import { deadLetterStreamSpec, type EventDescriptor, readSeedFile, receivedHeaders, seedGivenForItsFile, userSeedOf } from "../platform/events/index.js";
+import { natsUrl, settingFileModeExposure, urlsWithoutPasswords } from "../platform/config/index.js";
 import { dataDir as dataDirOf } from "./client-security.js";
 import { portSetting } from "./port-setting.js";
 import { openObserverReader, type ReaderStart } from "./nats/observer-consumer.js";
@@ -86,13 +86,17 @@ export function seedFileToUse(given: string | undefined, user: "observer" | "ope
 function authenticatorOf(file: string) {
   const seedGiven = seedGivenForItsFile(file);
   if (seedGiven !== undefined) throw new Error(seedGiven);
-  let seed: string;
+  let read: ReturnType<typeof readSeedFile>;
   try {
-    seed = seedFileText(file);
+    read = readSeedFile(file);
   } catch (err) {
     throw new Error(`cannot read the nkey seed file ${file}: ${(err as Error).message}`);
   }
-  return nkeyAuthenticator(userSeedOf(file, seed));
+  // Refused as the services refuse one (a seed others may read is exposed whoever reads it), but not for its owner:
+  // the seed gives the tool no more than its user's rights, and `sudo npx concord` reads seeds of the user who started the system.
+  const exposed = settingFileModeExposure(file, "the NATS nkey seed file", "secret", "connect to NATS as its user", read.stats);
+  if (exposed !== undefined) throw new Error(exposed);
+  return nkeyAuthenticator(userSeedOf(file, read.text));
 }
 
 /**

@@ -33,7 +33,8 @@ stream can be read, it exits with status 1.
   --nkey FILE  the nkey seed to connect with, the observer's for a server that
                \`npm start\` runs (default: $NATS_NKEY_SEED, else
                $DATA_DIR/nats-credentials/observer.nk when it exists, DATA_DIR
-               defaulting to .data; none: no credentials)`;
+               defaulting to .data; none: no credentials); one others may
+               read or write is refused, as the services refuse it (exit 1)`;
 
 const options = { all: { type: "boolean" }, full: { type: "boolean" }, nats: { type: "string" }, nkey: { type: "string" }, help: { type: "boolean" } } as const;
 

@@ -68,14 +68,28 @@ export type SettingFileSecrecy = "secret" | "public";
 export function settingFileExposure(path: string, what: string, secrecy: SettingFileSecrecy, risk: string, found?: Stats): string | undefined {
   const stats = found ?? statSync(path, { throwIfNoEntry: false });
   if (stats === undefined) return undefined;
-  const mode = (stats.mode & 0o777).toString(8);
-  if (secrecy === "secret" && (stats.mode & 0o077) !== 0) {
-    return `${what} ${path} is ${(stats.mode & 0o044) !== 0 ? "readable" : "writable"} by others (mode ${mode}), who could ${risk} with it; chmod 600 it`;
-  }
-  if (secrecy === "public" && (stats.mode & 0o022) !== 0) return `${what} ${path} may be written by others (mode ${mode}), who could ${risk}; chmod go-w it`;
+  const exposed = settingFileModeExposure(path, what, secrecy, risk, stats);
+  if (exposed !== undefined) return exposed;
   // Run as root, a service took a key file of mode 0600 that another user had written, and so knew: that user signed itself admin tokens.
   const me = process.getuid?.();
   if (me === undefined || stats.uid === me || stats.uid === 0) return undefined;
   const theirs = `${what} ${path} is owned by uid ${stats.uid}, not by this user (uid ${me}) or root`;
   return secrecy === "secret" ? `${theirs}: its owner may know it, and ${risk} with it; make one of this user's own` : `${theirs}, who could ${risk}; give the file to this user or root`;
+}
+
+/**
+ * settingFileExposure's refusal of the file's mode alone, the file as
+ * `stats` has it: a secret others than its owner may read or write, a
+ * public file they may write. For the tools, which only connect with what
+ * they read: a file another user owns gives them no more than its user's
+ * rights, and `sudo npx concord` reads seeds of the user who started the
+ * system.
+ */
+export function settingFileModeExposure(path: string, what: string, secrecy: SettingFileSecrecy, risk: string, stats: Stats): string | undefined {
+  const mode = (stats.mode & 0o777).toString(8);
+  if (secrecy === "secret" && (stats.mode & 0o077) !== 0) {
+    return `${what} ${path} is ${(stats.mode & 0o044) !== 0 ? "readable" : "writable"} by others (mode ${mode}), who could ${risk} with it; chmod 600 it`;
+  }
+  if (secrecy === "public" && (stats.mode & 0o022) !== 0) return `${what} ${path} may be written by others (mode ${mode}), who could ${risk}; chmod go-w it`;
+  return undefined;
 }

@@ -1,5 +1,6 @@
+import type { Stats } from "node:fs";
 import { connect, nkeyAuthenticator, nkeys, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
-import { readSettingFile, readSettingFileAndStats, settingFileExposure } from "../config/index.js";
+import { readSettingFileAndStats, settingFileExposure } from "../config/index.js";
 import { causeChain } from "../errors/index.js";
 import { processName, type Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
@@ -169,22 +170,28 @@ export function checkSeedFile(file: string): void {
 function readSeed(file: string): Uint8Array {
   const seedGiven = seedGivenForItsFile(file);
   if (seedGiven !== undefined) throw new SeedFileError(seedGiven);
-  let read: ReturnType<typeof readSettingFileAndStats>;
+  let read: ReturnType<typeof readSeedFile>;
   try {
-    read = readSettingFileAndStats(file, seedFileBytes);
+    read = readSeedFile(file);
   } catch (err) {
     throw new SeedFileError(`reading the NATS nkey seed file ${file} failed: ${(err as Error).message}`, { cause: err });
   }
   const exposed = settingFileExposure(file, "the NATS nkey seed file", "secret", "connect to NATS as this service's user", read.stats);
   if (exposed !== undefined) throw new SeedFileError(exposed);
-  return userSeedOf(file, read.bytes.toString("utf8").trim());
+  return userSeedOf(file, read.text);
 }
 
 /** The most a seed file may hold: a seed is one line of 58 characters, so a file of more than 4 KiB is none. */
 const seedFileBytes = 4096;
 
+/** The text of a seed file, trimmed, with the file's Stats as read (for settingFileExposure). Throws as readSettingFile. */
+export function readSeedFile(file: string): { readonly text: string; readonly stats: Stats } {
+  const { bytes, stats } = readSettingFileAndStats(file, seedFileBytes);
+  return { text: bytes.toString("utf8").trim(), stats };
+}
+
 /** The text of a seed file, trimmed. Throws as readSettingFile. */
-export const seedFileText = (file: string): string => readSettingFile(file, seedFileBytes).toString("utf8").trim();
+export const seedFileText = (file: string): string => readSeedFile(file).text;
 
 /**
  * `text`, read from `file`, as a NATS user's nkey seed, or a SeedFileError

@@ -30,7 +30,7 @@ export { deadLetterHeaders, deadLetterStreamFor, deadLetterStreamSpec, deadLette
 export { deadLetterHeaderBytes, eventHeaderBytes, streamMessageBytes } from "./message-limit.js";
 export { startConsumers, type RunningConsumers, type StartConsumersOptions } from "./consumer.js";
 export { ensureConsumers, ensureStreams, type EnsureStreamsOptions, JetStreamLimitError, type ProvisionedStreams, StreamConflictError, StreamShortOfSpecError, StreamSubjectsHeldError, subjectProblem } from "./provision.js";
-export { checkSeedFile, connectEventBus, isNatsUnreachable, seedFileText, seedGivenForItsFile, SeedFileError, userSeedOf, type EventBus, type EventBusOptions } from "./event-bus.js";
+export { checkSeedFile, connectEventBus, isNatsUnreachable, readSeedFile, seedFileText, seedGivenForItsFile, SeedFileError, userSeedOf, type EventBus, type EventBusOptions } from "./event-bus.js";
 export { receivedHeaders } from "./nats-internals.js";
 export { noServiceOfNameSaid, serviceKind, type ServiceKinds, streamsOfService, type ServiceStreamUse } from "./streams-of-service.js";
 
