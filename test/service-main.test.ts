@@ -304,7 +304,7 @@ describe("service entry points", () => {
     expect(result.stdout).toMatch(/INBOX_RETENTION\s+.*\(default: 7d\)/);
     // A service started alone with DATA_DIR set used .data's database and keys with nothing said.
     expect(result.stdout).toContain("DATA_DIR is not read: the .data/... defaults above are in the working directory.");
-    expect(result.stdout).toMatch(/NATS_NKEY_SEED\s+file holding the service's NATS user nkey seed \(mode 0600, owned by the service's user or root; npm start makes DATA_DIR\/nats-credentials\/products\.nk\); empty: connect without credentials/);
+    expect(result.stdout).toMatch(/NATS_NKEY_SEED\s+file holding the service's NATS user nkey seed \(mode 0600, owned by the service's user or root; or 0440, root's, readable by a group of the service's; npm start makes DATA_DIR\/nats-credentials\/products\.nk\); empty: connect without credentials/);
   });
 });
 

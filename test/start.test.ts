@@ -1333,14 +1333,14 @@ describe("npm start", () => {
     const openCa = join(dir.path, "open-ca.pem");
     cpSync(join(tls, "products-key.pem"), openKey);
     cpSync(join(tls, "ca.pem"), openCa);
-    chmodSync(openKey, 0o640);
+    chmodSync(openKey, 0o644);
     chmodSync(openCa, 0o664);
     for (const [variable, file, why] of [
       ["GRPC_TLS_CERT", garbage, `the TLS certificate ${garbage} holds no PEM certificate`],
       ["GRPC_TLS_KEY", garbage, `the TLS key ${garbage} holds no PEM private key that can be read (`],
       ["GRPC_TLS_KEY", tls, `cannot read the TLS key ${tls}: it is a directory, not a regular file`],
       ["GRPC_TLS_CA", garbage, `the TLS CA certificate ${garbage} holds no PEM certificate`],
-      ["GRPC_TLS_KEY", openKey, `the TLS key ${openKey} is readable by others (mode 640), who could pose as the holder of its certificate with it; chmod 600 it`],
+      ["GRPC_TLS_KEY", openKey, `the TLS key ${openKey} is readable by others (mode 644), who could pose as the holder of its certificate with it; chmod 600 it`],
       ["GRPC_TLS_CA", openCa, `the TLS CA certificate ${openCa} may be written by others (mode 664), who could add a CA of theirs, whose certificates would then be trusted; chmod go-w it`],
     ] as const) {
       const dataDir = join(dir.path, `${variable}-${basename(file)}`);

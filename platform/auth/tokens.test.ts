@@ -20,8 +20,8 @@ describe("readTokenSecret", () => {
   });
 
   it("refuses a key others may read, naming it", () => {
-    const file = keyFile("readable.key", 0o640);
-    expect(() => readTokenSecret(file)).toThrow(`the token key ${file} is readable by others (mode 640), who could sign tokens of every role with it; chmod 600 it`);
+    const file = keyFile("readable.key", 0o644);
+    expect(() => readTokenSecret(file)).toThrow(`the token key ${file} is readable by others (mode 644), who could sign tokens of every role with it; chmod 600 it`);
   });
 
   it.skipIf(process.getuid?.() !== 0)("refuses, as root, a key of mode 0600 another user owns: its owner may know it, and sign itself any role's tokens", () => {

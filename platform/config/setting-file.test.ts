@@ -45,9 +45,9 @@ describe("settingFileExposure", () => {
   });
 
   it("refuses a secret others may read or write, and a public file others may write, in one line naming the file and the fix", () => {
-    const readable = file("readable.nk", 0o640);
+    const readable = file("readable.nk", 0o644);
     expect(settingFileExposure(readable, "the NATS nkey seed file", "secret", "connect as its user")).toBe(
-      `the NATS nkey seed file ${readable} is readable by others (mode 640), who could connect as its user with it; chmod 600 it`,
+      `the NATS nkey seed file ${readable} is readable by others (mode 644), who could connect as its user with it; chmod 600 it`,
     );
     const writable = file("writable.nk", 0o602);
     expect(settingFileExposure(writable, "the NATS nkey seed file", "secret", "connect as its user")).toBe(
@@ -57,6 +57,29 @@ describe("settingFileExposure", () => {
       const ca = file(`ca-${mode.toString(8)}.pem`, mode);
       expect(settingFileExposure(ca, "the TLS CA certificate", "public", "add a CA of theirs")).toBe(
         `the TLS CA certificate ${ca} may be written by others (mode ${mode.toString(8)}), who could add a CA of theirs; chmod go-w it`,
+      );
+    }
+  });
+
+  it.skipIf(process.getuid?.() !== 0)("takes a secret its group may read, as Kubernetes mounts one with fsGroup (root:fsGroup, mode 0440), only when root owns it and the group is one of this process's", () => {
+    const own = process.getegid!();
+    const stranger = [12345, 12346].find((gid) => !process.getgroups!().includes(gid))!;
+    const secret = (name: string, mode: number, uid: number, gid: number) => {
+      const path = file(name, mode);
+      chownSync(path, uid, gid);
+      return path;
+    };
+    // It was refused as "readable by others (mode 440)": a process not root, in the pod's fsGroup, could take no mounted secret.
+    expect(settingFileExposure(secret("mounted.nk", 0o440, 0, own), "the NATS nkey seed file", "secret", "connect as its user")).toBeUndefined();
+    expect(settingFileExposure(secret("root-group.key", 0o640, 0, own), "the TLS key", "secret", "pose as its holder")).toBeUndefined();
+    for (const [path, mode] of [
+      [secret("another-group.nk", 0o440, 0, stranger), "440"],
+      [secret("group-writable.nk", 0o460, 0, own), "460"],
+      [secret("group-and-others.nk", 0o444, 0, own), "444"],
+      [secret("not-roots.nk", 0o440, 12345, own), "440"],
+    ] as const) {
+      expect(settingFileExposure(path, "the NATS nkey seed file", "secret", "connect as its user"), path).toBe(
+        `the NATS nkey seed file ${path} is readable by others (mode ${mode}), who could connect as its user with it; chmod 600 it`,
       );
     }
   });

@@ -56,7 +56,8 @@ export type SettingFileSecrecy = "secret" | "public";
 
 /**
  * Why the file at `path`, `what` it is ("the TLS key"), may not be taken:
- * a secret others than its owner may read or write, a public file they may
+ * a secret others than its owner may read or write (see
+ * settingFileModeExposure for a group's), a public file they may
  * write, or either owned by another user than this process's and root, who
  * may know the secret or change the file. `risk` says what they could then
  * do ("sign tokens of every role" with a secret, "add a key of theirs ..."
@@ -79,17 +80,31 @@ export function settingFileExposure(path: string, what: string, secrecy: Setting
 
 /**
  * settingFileExposure's refusal of the file's mode alone, the file as
- * `stats` has it: a secret others than its owner may read or write, a
- * public file they may write. For the tools, which only connect with what
+ * `stats` has it: a secret others than its owner may read or write (but
+ * for its group, read-only, when root owns it and the group is one of this
+ * process's), a public file they may write. For the tools, which only connect with what
  * they read: a file another user owns gives them no more than its user's
  * rights, and `sudo npx concord` reads seeds of the user who started the
  * system.
  */
 export function settingFileModeExposure(path: string, what: string, secrecy: SettingFileSecrecy, risk: string, stats: Stats): string | undefined {
   const mode = (stats.mode & 0o777).toString(8);
-  if (secrecy === "secret" && (stats.mode & 0o077) !== 0) {
+  if (secrecy === "secret" && (stats.mode & 0o077) !== 0 && !readByOwnGroupAlone(stats)) {
     return `${what} ${path} is ${(stats.mode & 0o044) !== 0 ? "readable" : "writable"} by others (mode ${mode}), who could ${risk} with it; chmod 600 it`;
   }
   if (secrecy === "public" && (stats.mode & 0o022) !== 0) return `${what} ${path} may be written by others (mode ${mode}), who could ${risk}; chmod go-w it`;
   return undefined;
+}
+
+/**
+ * Whether a secret's only reader besides its owner is its group, read-only,
+ * the owner root and the group one of this process's: Kubernetes mounts a
+ * secret so (root:fsGroup, mode 0440, whatever defaultMode says, with
+ * fsGroup set), which a process other than root can read through no other
+ * bit. PostgreSQL takes its key so too (0640 at most when root owns it).
+ */
+function readByOwnGroupAlone(stats: Stats): boolean {
+  if ((stats.mode & 0o077) !== 0o040 || stats.uid !== 0) return false;
+  const groups = [...(process.getgroups?.() ?? []), process.getegid?.()];
+  return groups.includes(stats.gid);
 }

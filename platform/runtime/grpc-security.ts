@@ -48,7 +48,7 @@ export function grpcSecuritySettings(service: string) {
       parse: oneOf("0", "1"),
     },
     GRPC_TLS_CERT: { description: "the service's TLS certificate (PEM, which others may read but not write), also presented to the services it calls", default: `.data/tls/${service}.pem`, parse: text },
-    GRPC_TLS_KEY: { description: "the key of GRPC_TLS_CERT (PEM, mode 0600, owned by the service's user or root)", default: `.data/tls/${service}-key.pem`, parse: text },
+    GRPC_TLS_KEY: { description: "the key of GRPC_TLS_CERT (PEM, mode 0600, owned by the service's user or root; or 0440, root's, readable by a group of the service's)", default: `.data/tls/${service}-key.pem`, parse: text },
     GRPC_TLS_CA: {
       description: "CA certificate(s) (PEM, which others may read but not write) that the services it calls, and client certificates, must chain to",
       default: ".data/tls/ca.pem",
@@ -65,7 +65,7 @@ export function grpcSecuritySettings(service: string) {
       parse: oneOf("jwt", "none"),
     },
     GRPC_AUTH_KEY_FILE: {
-      description: "file with the HS256 key (hex, mode 0600, owned by the service's user or root) that checks bearer tokens and signs the service's own",
+      description: "file with the HS256 key (hex, mode 0600, owned by the service's user or root; or 0440, root's, readable by a group of the service's) that checks bearer tokens and signs the service's own",
       default: ".data/auth/token-hs256.key",
       parse: text,
     },

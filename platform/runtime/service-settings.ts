@@ -47,7 +47,7 @@ export function platformSettings(service: string) {
       shown: urlsWithoutPasswords,
     },
     NATS_NKEY_SEED: {
-      description: `file holding the service's NATS user nkey seed (mode 0600, owned by the service's user or root; npm start makes DATA_DIR/nats-credentials/${service}.nk); empty: connect without credentials`,
+      description: `file holding the service's NATS user nkey seed (mode 0600, owned by the service's user or root; or 0440, root's, readable by a group of the service's; npm start makes DATA_DIR/nats-credentials/${service}.nk); empty: connect without credentials`,
       default: "",
       parse: (raw: string) => {
         if (seedGivenForItsFile(raw) !== undefined) throw new Error("a seed itself, where the path of a file holding one goes: put the seed in a file and give its path");
