@@ -431,7 +431,7 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
     expect(broken.lines().join("\n")).toContain('GRPC_AUTH_MAX_TOKEN_TTL="30s" is invalid: expected at least 1m');
   });
 
-  it("refuses to start with a public keys file that holds no key, or a TLS file it cannot read or that holds no certificate or key of its own, a key others may read or a CA file others may write: exit code 2, one line naming the file and its variable, nothing made", async () => {
+  it("refuses to start with a public keys file that holds no key, or a TLS file it cannot read or that holds no certificate or key of its own, a TLS or token key others may read or a CA file others may write: exit code 2, one line naming the file and its variable, nothing made", async () => {
     // A file to put right, as a bad setting is: they failed the start with a stack and exit code 1, which `npm start`
     // called "exited unexpectedly" as it does a crash; a CA file of no certificate was taken, and then trusted no one.
     const bad = join(dir.path, "empty.pem");
@@ -445,6 +445,9 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
     copyFileSync(dev.caFile, openCa);
     chmodSync(openKey, 0o644);
     chmodSync(openCa, 0o666);
+    const openTokenKey = join(dir.path, "open-token.key");
+    copyFileSync(env("").GRPC_AUTH_KEY_FILE, openTokenKey);
+    chmodSync(openTokenKey, 0o644);
     const database = join(dir.path, "broken.db");
     for (const [extra, why, named] of [
       [{ GRPC_AUTH_PUBLIC_KEYS: bad }, `${bad} holds no PEM public key`, "GRPC_AUTH_PUBLIC_KEYS name the files"],
@@ -457,6 +460,7 @@ describe("tokens of an outside issuer (GRPC_AUTH_PUBLIC_KEYS), the product servi
       // Started by hand, a service took a key others could read and a CA file others could write, where it refuses a token key others may read.
       [{ ...tls, GRPC_TLS_KEY: openKey }, `the TLS key ${openKey} is readable by others (mode 644), who could pose as the holder of its certificate with it; chmod 600 it`, "(GRPC_TLS_KEY names it;"],
       [{ ...tls, GRPC_TLS_CA: openCa }, `the TLS CA certificate ${openCa} may be written by others (mode 666), who could add a CA of theirs, whose certificates would then be trusted; chmod go-w it`, "(GRPC_TLS_CA names it;"],
+      [{ GRPC_AUTH_KEY_FILE: openTokenKey }, `the token key ${openTokenKey} is readable by others (mode 644), who could sign tokens of every role with it; chmod 600 it`, "GRPC_AUTH_PUBLIC_KEYS name the files"],
     ] as const) {
       const broken = startServiceProcess("products", { ...env(""), ...extra, PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`, PRODUCTS_DATABASE_URL: database });
       expect(await broken.exited, why).toBe(2);
