@@ -2,8 +2,8 @@
  * `concord status`: each service's health over grpc.health.v1, its
  * consumers' lag from JetStream, and its outbox, its database's disk and
  * refusals of writes and its own oldest waits from its metrics endpoint;
- * health for each instance of a service, and the outbox once per service,
- * as its instances share its database and so one outbox.
+ * health for each instance of a service, and the outbox and what else is
+ * read of the database once per service, as its instances share it.
  */
 import { status } from "@grpc/grpc-js";
 import { ErrorCode, type NatsConnection, type NatsError } from "nats";
@@ -227,6 +227,36 @@ function lowDatabaseSpaceLine(freeBytes: number): string {
   );
 }
 
+/**
+ * A fault an instance's metrics show beside its health. `fact` names what it is of (a gauge, a reason), so that the
+ * same fact read through several instances of a service, which share its database, is said once; `worse` orders two
+ * readings of it, the larger said.
+ */
+interface Problem {
+  readonly fact: string;
+  readonly line: string;
+  readonly worse: number;
+}
+
+/**
+ * The problems of a service's instances, each fact once with the instances it was read through named as `nameOf`
+ * names them, the worst reading of it said: "waiting: ... (read through orders#1 and orders#2)".
+ */
+export function sharedProblems(problemsByInstance: readonly (readonly Problem[])[], nameOf: (instance: number) => string): string[] {
+  const facts = new Map<string, { problem: Problem; instances: number[] }>();
+  for (const [i, problems] of problemsByInstance.entries()) {
+    for (const problem of problems) {
+      const known = facts.get(problem.fact);
+      if (!known) facts.set(problem.fact, { problem, instances: [i] });
+      else {
+        known.instances.push(i);
+        if (problem.worse > known.problem.worse) known.problem = problem;
+      }
+    }
+  }
+  return [...facts.values()].map(({ problem, instances }) => `${problem.line} (read through ${instances.map(nameOf).join(" and ")})`);
+}
+
 /** What an instance's metrics say of its service's outbox: a reading, or why there is none. */
 type OutboxAnswer = { readonly reading: string } | { readonly unknown: string };
 
@@ -255,7 +285,7 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     /** Whether its metrics say it relays its service's outbox (`concord_outbox_relaying` 1). */
     let relaying = false;
     /** Said when its SQLite database's disk is (nearly) full, when its database refuses writes, and when one of its own waits is held up: none of which its health shows. */
-    const problems: string[] = [];
+    const problems: Problem[] = [];
     const [health, outbox] = await Promise.all([
       credentials
         .then((c) => checkHealth(instance.grpc, grpcService, healthTimeoutMs, c))
@@ -274,9 +304,11 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
             healthy = false;
             natsDown = `NATS: not connected from this process (concord_nats_connected 0); its log says why ("component":"event-bus")`;
           }
-          if (o.databaseFreeBytes !== undefined && o.databaseFreeBytes < lowDatabaseSpaceBytes) problems.push(lowDatabaseSpaceLine(o.databaseFreeBytes));
-          if (o.writesFailing !== undefined) problems.push(writesFailingLine(o.writesFailing));
-          for (const gauge of o.waiting) if (gauge.seconds >= heldUpWaitSeconds) problems.push(heldUpWaitLine(gauge));
+          if (o.databaseFreeBytes !== undefined && o.databaseFreeBytes < lowDatabaseSpaceBytes) {
+            problems.push({ fact: "concord_database_free_bytes", line: lowDatabaseSpaceLine(o.databaseFreeBytes), worse: -o.databaseFreeBytes });
+          }
+          if (o.writesFailing !== undefined) problems.push({ fact: `concord_database_writes_failing ${o.writesFailing}`, line: writesFailingLine(o.writesFailing), worse: 0 });
+          for (const gauge of o.waiting) if (gauge.seconds >= heldUpWaitSeconds) problems.push({ fact: gauge.name, line: heldUpWaitLine(gauge), worse: gauge.seconds });
           if (problems.length > 0) healthy = false;
           if (o.depth !== undefined) {
             const oldest = o.oldestAgeSeconds ?? 0;
@@ -341,7 +373,8 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     for (const [i, { health, outbox, natsDown, problems }] of answered.entries()) {
       print(`${nameOf(i)}  gRPC ${target.instances[i].grpc}: ${health}`);
       if (natsDown !== undefined) print(`  ${natsDown}`);
-      for (const problem of problems) print(`  ${problem}`);
+      // Several instances share their service's database, whose facts (its waits, its disk) each of them shows: said once, below.
+      if (!several) for (const problem of problems) print(`  ${problem.line}`);
       if (!several) print(`  outbox: ${"reading" in outbox ? outbox.reading : `unknown (${outbox.unknown})`}`);
       // The instances' one outbox is shown once, below; an instance it could not be read through is named here.
       else if ("unknown" in outbox) print(`  outbox not read through it: ${outbox.unknown}`);
@@ -350,6 +383,7 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     else if (several) {
       const first = answered.findIndex(({ outbox }) => "reading" in outbox);
       const shared = first < 0 ? "unknown (read through none of them, as said above)" : `${(answered[first].outbox as { reading: string }).reading} (read through ${nameOf(first)})`;
+      for (const line of sharedProblems(answered.map(({ problems }) => problems), nameOf)) print(`${target.name}  ${line}`);
       print(`${target.name}  outbox, one in the database its ${target.instances.length} instances share: ${shared}`);
       // One instance at a time publishes it, the one holding the relay's lock: the one to look at when events wait.
       const relayers = answered.flatMap(({ relaying }, i) => (relaying ? [nameOf(i)] : []));
