@@ -137,7 +137,8 @@ a write that failed for its storage, full or failing, until one commits: said un
 with what to do), or one of a service's own waits is held up: every unlabelled gauge named
 concord_<what>_oldest_age_seconds (the outbox's aside) says how long the oldest of something of
 the service's has waited, and one at 60 s or more is said under the instance with its HELP text
-(the orders PENDING longest, say); dead letters and parked events are shown, not failed on.
+(the orders PENDING longest, say); what several instances read of the database they share (a wait,
+writes refused, its disk) is said once for the service, naming them; dead letters and parked events are shown, not failed on.
 ${statusOptions}
 ${natsOption}`,
     "events tail": `Usage: npx concord events tail [--all] [--subject PATTERN] [--type TYPE] [--full] [--nats URL]
