@@ -214,6 +214,17 @@ describe("npx concord", () => {
     expect(status.stdout).toMatch(/outbox: depth \d+, oldest [\d.]+s, parked 0/);
     expect(status.stdout).toMatch(/consumer products-order-placed on SHOP_ORDERS: pending 0, unacked \d+, redelivered \d+, dead letters \d+/);
     expect(status.stdout).toMatch(/consumer orders-stock-reserved on SHOP_PRODUCTS: pending \d+/);
+    // The dead letter stream as a whole, last; a limit on it that would delete dead letters unsaid fails the status.
+    expect(status.stdout).toMatch(/\nCONCORD_DLQ: \d+ dead letter\(s\), [\d.]+ MiB(, the oldest filed .* ago)?\n$/);
+    const jsm = await nc().jetstreamManager();
+    await jsm.streams.update(deadLetterStreamSpec.name, { max_msgs: 100_000 });
+    try {
+      const dropping = await concord("status", ...args);
+      expect(dropping.status, dropping.stdout + dropping.stderr).toBe(1);
+      expect(dropping.stdout).toMatch(/\nCONCORD_DLQ: \d+ dead letter\(s\) of its max_msgs 100000, .*: its max_msgs 100000 with discard old delete\(s\) dead letters unsaid; /);
+    } finally {
+      await jsm.streams.update(deadLetterStreamSpec.name, { max_msgs: -1 });
+    }
     // Nothing listens there: said as the connection's refusal, without grpc-js's or fetch's wrapping.
     const closed = `127.0.0.1:${await freePort()}`;
     const down = await concord("status", ...args.slice(0, 4), "--orders", closed, "--products-metrics", products.service.metricsAddress!, "--orders-metrics", closed);

@@ -46,8 +46,8 @@ Commands:
 Run \`npx concord <command> --help\` for a command's options.
 Exit status: 0 done, 1 failed (for status: an instance of a service unreachable, not SERVING or not
 connected to NATS, a part unreadable, an outbox held up, its oldest event waiting 30 s or more, a SQLite
-database's disk with under 64 MiB free, a database refusing writes, or a service's own oldest wait 60 s
-or more), 2 bad usage.`;
+database's disk with under 64 MiB free, a database refusing writes, a service's own oldest wait 60 s
+or more, or the dead letter stream at 256 MiB, near its own limit or deleting dead letters), 2 bad usage.`;
 
 const natsOption = `  --nats URL          NATS server, nats://host:port, several comma-separated for a cluster (default:
                       $NATS_URL, else nats://127.0.0.1:$NATS_PORT when set (and the cluster's other
@@ -139,6 +139,10 @@ concord_<what>_oldest_age_seconds (the outbox's aside) says how long the oldest 
 the service's has waited, and one at 60 s or more is said under the instance with its HELP text
 (the orders PENDING longest, say); what several instances read of the database they share (a wait,
 writes refused, its disk) is said once for the service, naming them; dead letters and parked events are shown, not failed on.
+The last line is the dead letter stream's: its dead letters, their bytes and the oldest one's age.
+It fails at 256 MiB (kept until replayed or purged, they grow on the NATS servers' disks), at 90%
+of a max_bytes or max_msgs the operator set on it, and on a limit that deletes dead letters unsaid
+(a max_age, or a max_bytes or max_msgs with discard old).
 ${statusOptions}
 ${natsOption}`,
     "events tail": `Usage: npx concord events tail [--all] [--subject PATTERN] [--type TYPE] [--full] [--nats URL]

@@ -13,6 +13,7 @@ import { checkHealth } from "../../platform/grpc/index.js";
 import { dataDir, toolClientSecurity, whyUnreachable } from "../client-security.js";
 import { reason } from "../event-watch.js";
 import { grpcAlone, natsAuthorization } from "../../gen/ts/concord_nats.js";
+import { deadLetterStreamLine } from "./dead-letter-stream-line.js";
 import { grpcListenOf, services, unknownServicesSaid } from "../services.js";
 import { readStartedServices, runsPostgresOnly, shiftPort, type StartedInstance } from "../started-services.js";
 
@@ -359,7 +360,7 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
   // Every JetStream request at once, with the instances' health: one that does not answer costs its timeout once.
   // Not read, the dead letters are unknown, not none: a missing dead letter stream, say, is a fault to report.
   const dlqCounts = jsm?.streams.info(deadLetterStreamSpec.name, { subjects_filter: ">" }).then(
-    (info) => ({ counts: info.state.subjects ?? {} }),
+    (info) => ({ counts: info.state.subjects ?? {}, info }),
     (err: unknown) => ({ problem: `${deadLetterStreamSpec.name}: ${jetStreamProblem(err)}` }),
   );
   const consumerInfos = new Map(
@@ -416,5 +417,16 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
     }
   }
   if (!jsm) healthy = false;
+  else {
+    const dlq = (await dlqCounts)!;
+    if ("info" in dlq) {
+      const { line, fails } = deadLetterStreamLine(dlq.info);
+      if (fails) healthy = false;
+      print(line);
+    } else {
+      healthy = false;
+      print(`${deadLetterStreamSpec.name}: unknown (${dlq.problem})`);
+    }
+  }
   return healthy;
 }
