@@ -12,11 +12,14 @@ export type CatalogFeed = Pick<OrderServiceEventHandlers<EventContext>, "product
  * service's events, so orders are priced without a call to it. Runs in the
  * consumer's transaction; the catalogue keeps the highest version it has
  * seen, so a late or repeated event changes nothing. An event without a
- * priced product can never be applied and is dead-lettered at once.
+ * priced product, or whose product is not the one its product_id (and
+ * subject) names, can never be applied and is dead-lettered at once.
  */
 export function createCatalogFeed(catalog: CatalogStore): CatalogFeed {
   const take = async (context: EventContext, productId: string, product: Product | undefined): Promise<void> => {
     if (!product?.price) throw new UnprocessableEventError(`the event about product ${productId} carries no product with a price`);
+    // The subject names product_id; an entry stored under another id would rewrite that product's name, price and version unseen.
+    if (product.id !== productId) throw new UnprocessableEventError(`the event about product ${productId} carries product ${JSON.stringify(product.id)}, not that one`);
     await catalog.upsert(context.tx, catalogEntryOf({ ...product, price: product.price }));
   };
   return {
