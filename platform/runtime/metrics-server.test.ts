@@ -58,6 +58,18 @@ describe("startMetricsServer", () => {
     expect(collections()).toBeGreaterThan(1);
   });
 
+  it("answers HEAD /metrics as GET without the body, another method there 405 naming GET and HEAD, another path 404", async () => {
+    const { server } = await endpoint(0);
+    const get = await fetch(`http://${server.address}/metrics`);
+    const head = await fetch(`http://${server.address}/metrics`, { method: "HEAD" });
+    expect([head.status, head.headers.get("content-type"), await head.text()]).toEqual([200, get.headers.get("content-type"), ""]);
+    await get.text();
+    const post = await fetch(`http://${server.address}/metrics`, { method: "POST", body: "x" });
+    expect([post.status, post.headers.get("allow"), await post.text()]).toEqual([405, "GET, HEAD", "metrics are served at GET /metrics\n"]);
+    const elsewhere = await fetch(`http://${server.address}/`, { method: "HEAD" });
+    expect(elsewhere.status).toBe(404);
+  });
+
   it("holds at most maxConnections connections, each that comes past it closing the oldest idle one, and serves again once they go", async () => {
     const { server } = await endpoint(0, { maxConnections: 4 });
     const connections = await Promise.all(Array.from({ length: 10 }, () => connection(server.address)));

@@ -25,8 +25,9 @@ export interface MetricsLimits {
 
 /**
  * Listens on `listen` (host:port; port 0 picks a free one) for `GET
- * /metrics`, which answers 503 until `serve` is called, then `registry` in
- * Prometheus' text format; anything else gets 404. Scrapes that come while
+ * /metrics` (and `HEAD`, its headers alone), which answers 503 until `serve`
+ * is called, then `registry` in Prometheus' text format; another method
+ * there gets 405, another path 404. Scrapes that come while
  * one is being rendered are answered with its text, rendered once, and the
  * connections are bounded by `limits`: one that comes at the bound closes
  * the oldest connection whose request is not being answered, so connections
@@ -50,8 +51,13 @@ export async function startMetricsServer(listen: string, registry: Registry, log
     // Node parses every request a read brought before the first is answered, and queues their answers: four
     // connections of 20,000 pipelined scrapes, their answers unread, took the product service past its heap limit.
     if (scraping.has(req.socket)) return void req.socket.destroy();
-    if (req.method !== "GET" || (req.url ?? "").split("?")[0] !== "/metrics") {
+    if ((req.url ?? "").split("?")[0] !== "/metrics") {
       res.writeHead(404, { "content-type": "text/plain" }).end("metrics are served at GET /metrics\n");
+      return;
+    }
+    // HEAD is answered as GET is, without the body (Node leaves it out), as HTTP has every server do: probes and `curl -I` use it.
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { "content-type": "text/plain", allow: "GET, HEAD" }).end("metrics are served at GET /metrics\n");
       return;
     }
     if (!serving) {
