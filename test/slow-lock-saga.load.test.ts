@@ -8,11 +8,12 @@
  * for it and for other products arrive: the others settle meanwhile.
  */
 import pg from "pg";
+import { Code } from "../platform/errors/index.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderState } from "../gen/ts/shop/orders/v1/order_service_pb.js";
 import { useNatsConnection, useNatsServer } from "./support/nats-server.js";
 import { usePostgresServer } from "./support/postgres.js";
-import { address, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
+import { address, grpcError, type RunningOrders, type RunningProducts, startTestOrders, startTestProducts, tempDir } from "./support/shop.js";
 import { readStream } from "./support/streams.js";
 
 /** Both services on a PostgreSQL server and a nats-server of the describe block's own; `productsQuery` ends the product service's database URL. */
@@ -120,5 +121,32 @@ describe("one product's row held by another session while orders for it and for 
     expect((await shop.products.client.getProduct({ id: held })).product!.stock).toBe(5);
     expect((await shop.products.client.getProduct({ id: free })).product!.stock).toBe(6);
     expect(await readStream(await nc().jetstreamManager(), "CONCORD_DLQ")).toEqual([]);
+  }, 120_000);
+
+  it("answers calls that need the held row ABORTED after 2 s of waiting, and serves the instance's other calls meanwhile", async () => {
+    const create = async (name: string) =>
+      (await shop.products.client.createProduct({ name, description: "", price: { currencyCode: "EUR", amountMinor: 1000 }, initialStock: 10 })).product!.id;
+    const held = await create("Milk jug");
+    const free = await create("Sugar bowl");
+    const locker = new pg.Client({ connectionString: shop.productsDb });
+    await locker.connect();
+    await locker.query("BEGIN");
+    await locker.query("SELECT * FROM products WHERE id = $1 FOR UPDATE", [held]);
+    try {
+      // Thirty callers with deadlines far off (as grpcurl sends none): each took one of the instance's ten pooled
+      // connections until the statement timeout (30 s), and every other call waited for one meanwhile.
+      const waiting = Array.from({ length: 30 }, () => grpcError(shop.products.client.adjustStock({ id: held, delta: 1, reason: "delivery" }, { timeoutMs: 60_000 })));
+      await new Promise((r) => setTimeout(r, 300));
+      // Another product's change, with the client's own 5 s deadline.
+      expect((await shop.products.client.adjustStock({ id: free, delta: 1, reason: "delivery" })).product!.stock).toBe(11);
+      for (const err of await Promise.all(waiting)) {
+        expect(err.code).toBe(Code.ABORTED);
+        expect(err.message).toBe("a row or lock this change needs was held by another session for more than 2000 ms (a long transaction, a migration); nothing was changed, try again");
+      }
+    } finally {
+      await locker.query("COMMIT");
+      await locker.end();
+    }
+    expect((await shop.products.client.getProduct({ id: held })).product!.stock).toBe(10);
   }, 120_000);
 });

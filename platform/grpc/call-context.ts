@@ -3,8 +3,30 @@ import { type DescMessage, ScalarType } from "@bufbuild/protobuf";
 import type { Metadata, ServerUnaryCall } from "@grpc/grpc-js";
 import { Code, StatusError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
+import type { TransactionOptions } from "../sql/types.js";
 import type { Principal } from "./access.js";
 import { callTrace } from "./call-tracing.js";
+
+/**
+ * How long a statement of a call's transaction waits for a lock another
+ * session holds (PostgreSQL) before the call fails ABORTED. Another call's or
+ * a consumer batch's hold on a row lasts milliseconds; one held longer is an
+ * open transaction or a migration, and a call waiting for it holds one of the
+ * instance's pooled connections: thirty `AdjustStock` calls without a
+ * deadline on a row a `psql` session held took all ten for the 30 s of the
+ * statement timeout, and the instance's other calls waited for one.
+ */
+export const callLockWaitMs = 2_000;
+
+/**
+ * The options of a call's database transaction: given up, or its statement
+ * cancelled, when the caller goes (`context.signal`, asked for only if it
+ * has to wait); on PostgreSQL each statement waits at most callLockWaitMs
+ * for a lock. `db.transaction(work, callTransaction(context))`.
+ */
+export function callTransaction(context: Pick<CallContext, "signal">): TransactionOptions {
+  return { signal: () => context.signal, lockWaitMs: callLockWaitMs };
+}
 
 /** Request headers (gRPC metadata) as text: `get` gives the first value of a header, by its lower-case name. */
 export interface CallHeaders {

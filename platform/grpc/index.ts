@@ -1,7 +1,7 @@
 export { bindService, type BoundService, type ServiceDefinition, type ServiceImpl, type UnaryMethodDefinition } from "./bind-service.js";
 export { grpcCallMetrics, grpcRefusalMetrics, grpcServingMetrics, observeCalls, unreadAnswerMetrics, type CallObserver } from "./call-metrics.js";
 export type { CallRefusal, ConnectionRefusal, RefusalObserver } from "./refusals.js";
-export type { CallContext, CallHeaders } from "./call-context.js";
+export { callLockWaitMs, callTransaction, type CallContext, type CallHeaders } from "./call-context.js";
 export { createClient, type ClientOptions, type MethodTraits, type OutgoingCallOptions, type PromiseClient } from "./client.js";
 export { createGrpcServer, type GrpcServer, type GrpcServerOptions } from "./server.js";
 export { createAdmission, type Admission, type AdmissionOptions } from "./admission.js";

@@ -1,6 +1,7 @@
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { usePostgresServer } from "../../test/support/postgres.js";
+import { Code, StatusError } from "../errors/index.js";
 import { type Database, openDatabase } from "./index.js";
 
 describe("a PostgreSQL transaction whose caller has gone", () => {
@@ -40,6 +41,37 @@ describe("a PostgreSQL transaction whose caller has gone", () => {
       await addOne(db, 1);
       const [{ waiting: stillWaiting }] = await db.query<{ waiting: number }>("SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
       expect(stillWaiting).toBe(0);
+    } finally {
+      await close();
+    }
+  }, 60_000);
+
+  it("gives up a row held for longer than its lockWaitMs, ABORTED with nothing written, giving its connection back in slices meanwhile (a call's transaction)", async () => {
+    const { db, release, close } = await rowHeld("lock_wait_slices");
+    try {
+      // Six callers for the held row on a pool of two, each willing to wait 3 s.
+      const settled: string[] = [];
+      const waiting = Array.from({ length: 6 }, (_, i) =>
+        addOne(db, 1, { lockWaitMs: 3_000 }).then(
+          () => "committed",
+          (err: unknown) => (settled.push(`waiter ${i}`), err),
+        ),
+      );
+      await pause(100);
+      // Another caller's work is served between their slices: it queued for a connection behind four waiters,
+      // which each held theirs for the whole 3 s before, so that it came after two of them had given up.
+      await addOne(db, 2);
+      expect(settled, "no waiter had given up when the other row's change committed").toEqual([]);
+      for (const outcome of await Promise.all(waiting)) {
+        expect(outcome).toBeInstanceOf(StatusError);
+        expect((outcome as StatusError).code).toBe(Code.ABORTED);
+        expect((outcome as StatusError).message).toBe(
+          "a row or lock this change needs was held by another session for more than 3000 ms (a long transaction, a migration); nothing was changed, try again",
+        );
+      }
+      await release();
+      expect(await db.query("SELECT id, n FROM things ORDER BY id")).toEqual([{ id: 1, n: 0 }, { id: 2, n: 1 }]);
+      await addOne(db, 1, { lockWaitMs: 3_000 });
     } finally {
       await close();
     }

@@ -192,6 +192,29 @@ function unavailable(err: unknown, urlName = defaultUrlName): unknown {
   return StatusError.unavailable("the database is unavailable; try again shortly", err);
 }
 
+/**
+ * How long one try of a transaction given `lockWaitMs` waits for a lock
+ * before its connection goes back to the pool and it queues for another. A
+ * statement waiting on a row lock holds its pooled connection: with ten of
+ * them waiting on one held row, the whole pool waited, and so did every
+ * other caller of the instance, for as long as each of them would wait. In
+ * slices, the callers that came meanwhile get connections between them.
+ */
+const lockWaitSliceMs = 200;
+
+/**
+ * A transaction given `lockWaitMs` whose statement waited that long for a lock:
+ * ABORTED, which a caller may try again (gRPC's meaning: a concurrency
+ * conflict), naming what likely holds it. The driver's error is its cause.
+ */
+function heldTooLong(err: unknown, lockWaitMs: number): StatusError {
+  return new StatusError(
+    Code.ABORTED,
+    `a row or lock this change needs was held by another session for more than ${lockWaitMs} ms (a long transaction, a migration); nothing was changed, try again`,
+    { cause: err },
+  );
+}
+
 function toPostgres(value: SqlValue): unknown {
   if (value instanceof Uint8Array && !Buffer.isBuffer(value)) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   return value;
@@ -675,7 +698,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
   };
 
   /** One try of a transaction: `signal` gives up its wait for a connection, `cancelling` the transaction once it runs. */
-  const attempt = async <T>(work: (tx: Transaction) => Promise<T>, signal: AbortSignal | undefined, cancelling: AbortSignal | undefined, timeoutMs: number): Promise<T> => {
+  const attempt = async <T>(work: (tx: Transaction) => Promise<T>, signal: AbortSignal | undefined, cancelling: AbortSignal | undefined, timeoutMs: number, lockWaitMs: number | undefined): Promise<T> => {
     let client: pg.PoolClient;
     try {
       client = await connection(signal);
@@ -695,7 +718,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       };
       cancelling?.addEventListener("abort", onAbort, { once: true });
       try {
-        return await inTransaction(tx, work, broke, timeoutMs);
+        return await inTransaction(tx, work, broke, timeoutMs, lockWaitMs);
       } finally {
         cancelling?.removeEventListener("abort", onAbort);
       }
@@ -703,9 +726,10 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
   };
 
   /** Runs `work` in a transaction on `tx`'s connection, committing it when `work` resolves and rolling it back when it throws. */
-  const inTransaction = async <T>(tx: ClientRunner, work: (tx: Transaction) => Promise<T>, broke: (err: unknown) => void, timeoutMs: number): Promise<T> => {
+  const inTransaction = async <T>(tx: ClientRunner, work: (tx: Transaction) => Promise<T>, broke: (err: unknown) => void, timeoutMs: number, lockWaitMs: number | undefined): Promise<T> => {
     // BEGIN and the transaction's own limits go with its first statement.
-    tx.open(timeoutMs === statementTimeoutMs ? ["BEGIN"] : ["BEGIN", `SET LOCAL statement_timeout = ${timeoutMs}`, `SET LOCAL idle_in_transaction_session_timeout = ${timeoutMs}`]);
+    const opening = timeoutMs === statementTimeoutMs ? ["BEGIN"] : ["BEGIN", `SET LOCAL statement_timeout = ${timeoutMs}`, `SET LOCAL idle_in_transaction_session_timeout = ${timeoutMs}`];
+    tx.open(lockWaitMs === undefined ? opening : [...opening, `SET LOCAL lock_timeout = ${lockWaitMs}`]);
     return await runTransaction(
       tx,
       work,
@@ -742,11 +766,21 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
       const signal = signalOf(options);
       const timeoutMs = nonNegativeInteger("transaction", "statementTimeoutMs", options?.statementTimeoutMs, statementTimeoutMs);
       const cancelling = options?.finishOnceStarted === true ? undefined : signal;
+      const lockWaitMs = options?.lockWaitMs === undefined ? undefined : positiveInteger("transaction", "lockWaitMs", options.lockWaitMs, options.lockWaitMs);
+      const slice = lockWaitMs === undefined ? undefined : Math.min(lockWaitSliceMs, lockWaitMs);
+      const started = lockWaitMs === undefined ? 0 : performance.now();
       for (let n = 1; ; n++) {
         try {
-          return await attempt(work, signal, cancelling, timeoutMs);
+          return await attempt(work, signal, cancelling, timeoutMs, slice);
         } catch (err) {
           refusal = storageRefusalOf(err) ?? refusal;
+          if (lockWaitMs !== undefined && isLockTimeout(err)) {
+            if (performance.now() - started >= lockWaitMs) throw heldTooLong(err, lockWaitMs);
+            // Its slice of the wait is over: the connection goes back, and the transaction queues for one again,
+            // behind the callers that came meanwhile. Not a lost conflict: it does not count as an attempt.
+            n--;
+            continue;
+          }
           if (!isWriteConflict(err)) throw unavailable(err, urlName);
           // Lost every time: ABORTED, which gRPC's clients may try again (a caller's INTERNAL said it was the server's fault).
           if (n >= maxAttempts) throw new StatusError(Code.ABORTED, `the change lost to concurrent ones ${n} times in a row; nothing was changed, try again`, { cause: err });

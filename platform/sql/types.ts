@@ -120,6 +120,20 @@ export interface TransactionOptions {
    * statements wait on no server).
    */
   readonly statementTimeoutMs?: number;
+  /**
+   * Postgres: how long this transaction may wait for a lock another session
+   * holds, ms; past it the transaction fails ABORTED, nothing changed. It
+   * waits in slices of 200 ms at most, giving its pooled connection back and
+   * running again from the start after each, so that callers that came
+   * meanwhile are served between them. A gRPC call's
+   * transactions have one (`callTransaction`): a row held for long (an open
+   * `psql` transaction, a migration) kept each call that needed it, with a
+   * pooled connection, until the statement timeout, and with ten such the
+   * instance's other calls waited for a connection. Without it, the
+   * session's own (`lock_timeout`, none by default). SQLite: not used (its
+   * one writer takes no row locks).
+   */
+  readonly lockWaitMs?: number;
 }
 
 /** The signal of a transaction's options, asked for now. */

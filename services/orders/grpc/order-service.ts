@@ -3,7 +3,7 @@ import { CreateOrderResponse, Order, OrderServiceService } from "../../../gen/ts
 import type { ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import { StatusError } from "../../../platform/errors/index.js";
 import type { Outbox } from "../../../platform/events/index.js";
-import { type CallContext, decodePageToken, listPage, mayAccessOwnedBy, notTheOwner, pageScope, pageSizeOf, type PromiseClient, type ServiceImpl } from "../../../platform/grpc/index.js";
+import { type CallContext, callTransaction, decodePageToken, listPage, mayAccessOwnedBy, notTheOwner, pageScope, pageSizeOf, type PromiseClient, type ServiceImpl } from "../../../platform/grpc/index.js";
 import type { RequestIds } from "../../../platform/idempotency/index.js";
 import { uuidv7 } from "../../../platform/ids/index.js";
 import type { Database } from "../../../platform/sql/index.js";
@@ -71,7 +71,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
           outbox.add(tx, OrderPlacedEvent, { orderId: order.id, customerId: order.customerId, lines: message.lines, total: message.total, linesVersion: order.linesVersion }, context);
           return { order: message };
         }),
-        { signal: () => context.signal },
+        callTransaction(context),
       );
     },
 
@@ -103,7 +103,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
         const message = toOrderMessage(edited);
         outbox.add(tx, OrderUpdatedEvent, { orderId: edited.id, order: message, changedFields: [...mask], linesVersion: edited.linesVersion }, context);
         return { order: message };
-      }, { signal: () => context.signal });
+      }, callTransaction(context));
     },
 
     async cancelOrder(req, context) {
@@ -114,7 +114,7 @@ export function createOrderService(deps: OrderServiceDeps): ServiceImpl<typeof O
         if (!(await store.replace(tx, cancelled, current.version))) throw StatusError.aborted(`order ${req.id} changed concurrently; try again`);
         outbox.add(tx, OrderCancelledEvent, { orderId: cancelled.id, customerId: cancelled.customerId, reason: req.reason }, context);
         return { order: toOrderMessage(cancelled) };
-      }, { signal: () => context.signal });
+      }, callTransaction(context));
     },
 
     async listOrders(req, context) {

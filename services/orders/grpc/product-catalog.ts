@@ -47,7 +47,8 @@ export async function quoteProducts(sources: ProductSources, productIds: readonl
       await db.transaction(async (tx) => {
         // What is learnt only saves the next order a call: an entry another transaction is writing (another
         // instance's catalogue feed, or one whose process hangs and holds it until the server ends its session)
-        // is left to it, rather than have this call wait for it.
+        // is left to it, rather than have this call wait for it: a lock wait of its own, shorter than
+        // callTransaction's, whose timeout is caught below (so the transaction takes the caller's signal alone).
         await limitLockWaits(tx, catalogueLockWaitMs);
         for (const entry of entries) await catalog.upsert(tx, entry);
       }, { signal: () => context.signal });

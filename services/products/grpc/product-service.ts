@@ -2,7 +2,7 @@ import { ProductCreatedEvent, ProductUpdatedEvent, StockAdjustedEvent } from "..
 import { AdjustStockResponse, CreateProductResponse, Product, ProductServiceService } from "../../../gen/ts/shop/products/v1/product_service_pb.js";
 import { StatusError } from "../../../platform/errors/index.js";
 import type { Outbox } from "../../../platform/events/index.js";
-import { decodePageToken, listPage, pageScope, pageSizeOf, type ServiceImpl } from "../../../platform/grpc/index.js";
+import { callTransaction, decodePageToken, listPage, pageScope, pageSizeOf, type ServiceImpl } from "../../../platform/grpc/index.js";
 import type { RequestIds } from "../../../platform/idempotency/index.js";
 import { uuidv7 } from "../../../platform/ids/index.js";
 import type { Database } from "../../../platform/sql/index.js";
@@ -57,7 +57,7 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
           outbox.add(tx, ProductCreatedEvent, { productId: product.id, product: message }, context);
           return { product: message };
         }),
-        { signal: () => context.signal },
+        callTransaction(context),
       );
     },
 
@@ -82,7 +82,7 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
         const message = toProductMessage(edited);
         outbox.add(tx, ProductUpdatedEvent, { productId: edited.id, product: message, changedFields: [...mask] }, context);
         return { product: message };
-      }, { signal: () => context.signal });
+      }, callTransaction(context));
     },
 
     async listProducts(req, context) {
@@ -103,7 +103,7 @@ export function createProductService(deps: ProductServiceDeps): ServiceImpl<type
           outbox.add(tx, StockAdjustedEvent, { productId: adjusted.id, delta: req.delta, reason: req.reason, stock: adjusted.stock, version: adjusted.version, stockVersion: adjusted.stockVersion }, context);
           return { product: toProductMessage(adjusted) };
         }),
-        { signal: () => context.signal },
+        callTransaction(context),
       );
     },
   };
