@@ -30,6 +30,19 @@ describe("admission control", () => {
     expect(admission.inFlight).toBe(0);
     expect(() => createAdmission({ maxInFlight: 0 })).toThrow(/maxInFlight must be a whole number from 1/);
   });
+
+  it("refuses a call whose deadline had passed when it arrived saying so, not that it waited for its turn", async () => {
+    const admission = createAdmission({ maxInFlight: 1, maxQueued: 1, maxQueueMs: 10_000 });
+    const arrivedLate = /deadline had already passed when it arrived; nothing was done/;
+    // A free server, as for a grpc-timeout of 0S or 1n: the call never waited.
+    expect(() => admission.enter(new Date(Date.now() - 1))).toThrow(expect.objectContaining({ code: Code.DEADLINE_EXCEEDED, message: expect.stringMatching(arrivedLate) }));
+    const release = admission.enter(undefined) as () => void;
+    expect(() => admission.enter(new Date(Date.now()))).toThrow(expect.objectContaining({ code: Code.DEADLINE_EXCEEDED, message: expect.stringMatching(arrivedLate) }));
+    // One that did wait and ran out of time there says that instead.
+    await expect(admission.enter(new Date(Date.now() + 20))).rejects.toMatchObject({ code: Code.DEADLINE_EXCEEDED, message: expect.stringMatching(/while the call waited for its turn/) });
+    release();
+    expect(admission.inFlight).toBe(0);
+  });
 });
 
 describe("admission's timer", () => {

@@ -19,7 +19,9 @@ export interface Admission {
    * RESOURCE_EXHAUSTED when the server is full and the wait would be too long
    * (nothing has run; the caller may try again), DEADLINE_EXCEEDED or
    * CANCELLED when the caller is gone before its turn (the handler never
-   * runs for nobody). `signal` is asked for only when the call has to wait.
+   * runs for nobody), DEADLINE_EXCEEDED saying so when the deadline had
+   * passed before the call came here. `signal` is asked for only when the
+   * call has to wait.
    */
   enter(deadline: Date | undefined, signal?: () => AbortSignal): Release | Promise<Release>;
   readonly inFlight: number;
@@ -55,6 +57,8 @@ export function createAdmission(options: AdmissionOptions = {}): Admission {
   const full = () =>
     new StatusError(Code.RESOURCE_EXHAUSTED, `the server is at capacity (${inFlight} calls running, ${queue.length} waiting); nothing was done, try again shortly`);
   const expired = () => new StatusError(Code.DEADLINE_EXCEEDED, "the deadline passed while the call waited for its turn; nothing was done");
+  // Told apart by the clock read that lets a call in anyway, so a call with time left pays nothing for it.
+  const arrivedLate = () => new StatusError(Code.DEADLINE_EXCEEDED, "the call's deadline had already passed when it arrived; nothing was done");
   const gone = (deadline: number) =>
     deadline <= Date.now() ? expired() : new StatusError(Code.CANCELLED, "the caller cancelled the call while it waited for its turn; nothing was done");
 
@@ -87,7 +91,7 @@ export function createAdmission(options: AdmissionOptions = {}): Admission {
     capacity: maxInFlight + maxQueued,
     enter(deadline, signal) {
       const until = deadline?.getTime() ?? Number.POSITIVE_INFINITY;
-      if (until <= Date.now()) throw gone(until);
+      if (until <= Date.now()) throw arrivedLate();
       if (inFlight < maxInFlight && queue.length === 0) {
         inFlight++;
         return once();
