@@ -86,6 +86,23 @@ describe("tools/token.ts", () => {
     expect(run.stdout).toBe("");
   });
 
+  it("refuses a customer's --subject longer than the order service's customer_id, with which it could place or list no orders, before it reads any key", () => {
+    const run = token(["--role", "customer", "--subject", "c".repeat(65)], { DATA_DIR: "/nonexistent" });
+    expect(run.status).toBe(2);
+    expect(run.stderr).toBe(
+      "token: --subject is 65 characters long: a token of role customer may call OrderService.CreateOrder and OrderService.ListOrders only with customer_id equal to its subject, and customer_id is at most 64 characters; give a subject of at most 64\n",
+    );
+    expect(run.stdout).toBe("");
+    // Characters, as the contract's max_len counts them, not bytes; and a token that is also an admin's acts for no one customer.
+    const keyFile = join(tempDirForSuite("concord-token-subject-"), "token-hs256.key");
+    writeFileSync(keyFile, "ef".repeat(32), { mode: 0o600 });
+    for (const args of [["--role", "customer", "--subject", "\u{1F600}".repeat(64)], ["--role", "customer", "--role", "admin", "--subject", "c".repeat(65)], ["--role", "admin", "--subject", "a".repeat(65)]]) {
+      const made = token(args, { GRPC_AUTH_KEY_FILE: keyFile });
+      expect(made.stderr, args.join(" ")).toBe("");
+      expect(decodeJwt(made.stdout.trim()).sub).toBe(args.at(-1));
+    }
+  });
+
   it("refuses a --subject holding a newline or another control character, a bidirectional-text control or another format character, in one line, before it reads any key", () => {
     for (const [subject, code] of [["customer-1\nadmin", "U+000A"], ["c\u001b[31m1", "U+001B"], ["c\u007f", "U+007F"], ["c\u0085", "U+0085"], ["c\u202e1", "U+202E"], ["c\u2069", "U+2069"], ["c\u200d1", "U+200D"]] as const) {
       const run = token(["--role", "customer", "--subject", subject], { DATA_DIR: "/nonexistent" });

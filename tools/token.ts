@@ -3,8 +3,9 @@
  * local key, for grpcurl and other clients:
  *   grpcurl -cacert .data/tls/ca.pem -H "authorization: Bearer $(npx tsx tools/token.ts --role admin)" ...
  */
-import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
+import { createFileRegistry, fromBinary, getOption, hasOption, isFieldSet, type Registry } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { StringRulesSchema, field as fieldRulesExt } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { descriptorSet } from "../gen/ts/descriptor_set.js";
 import { maxSubjectBytes, subjectControlCharacter } from "../platform/auth/index.js";
 import { duration } from "../platform/config/index.js";
@@ -14,8 +15,7 @@ import { localToken, maxTokenTtlMs, tokenKeyFile } from "./client-security.js";
 import { toolArgs, usageProblemLine } from "./parse-args-problem.js";
 
 /** Every role some method's concord.v1.access rule names, as the contracts say. */
-function rolesInContracts(): Set<string> {
-  const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, descriptorSet));
+function rolesInContracts(registry: Registry): Set<string> {
   const roles = new Set<string>();
   for (const type of registry) {
     if (type.kind !== "service") continue;
@@ -25,6 +25,37 @@ function rolesInContracts(): Set<string> {
     }
   }
   return roles;
+}
+
+/** A method that a token of some roles may call only on what its subject owns, and how long its owner field may be. */
+interface OwnerLimit {
+  /** The roles given that let the token in as an owner. */
+  readonly roles: readonly string[];
+  readonly method: string;
+  readonly field: string;
+  readonly maxLen: number;
+}
+
+/**
+ * The methods that `roles` reach through an owner role alone and whose
+ * request names the owner (owner_field), with that field's max_len: there
+ * the subject must be a valid owner, so a longer one can never be used.
+ */
+function ownerLimits(registry: Registry, roles: readonly string[]): OwnerLimit[] {
+  const limits: OwnerLimit[] = [];
+  for (const type of registry) {
+    if (type.kind !== "service") continue;
+    for (const method of type.methods) {
+      const access = methodAccess(registry, method);
+      if (!access?.ownerField || !roles.some((r) => access.ownerRoles.includes(r)) || roles.some((r) => access.roles.includes(r))) continue;
+      const field = method.input.fields.find((f) => f.name === access.ownerField)!;
+      if (!hasOption(field, fieldRulesExt)) continue;
+      const rules = getOption(field, fieldRulesExt);
+      if (rules.type.case !== "string" || !isFieldSet(rules.type.value, StringRulesSchema.field.maxLen)) continue;
+      limits.push({ roles: roles.filter((r) => access.ownerRoles.includes(r)), method: `${type.name}.${method.name}`, field: access.ownerField, maxLen: Number(rules.type.value.maxLen) });
+    }
+  }
+  return limits;
 }
 
 const usage = `Usage: npx tsx tools/token.ts --role ROLE [--subject NAME] [--ttl DURATION]
@@ -39,7 +70,9 @@ concord.v1.access option in proto/ (see the README's Security section).
                     customer role (default: the role's name, e.g. "admin");
                     one line of printable text (no control characters, nor
                     format ones such as the bidirectional-text U+202E), at
-                    most 1024 bytes, the longest the services take
+                    most 1024 bytes, the longest the services take, and for
+                    the customer role at most 64 characters, the longest
+                    customer_id the order service takes
   --ttl DURATION    how long it is valid, from 1s to GRPC_AUTH_MAX_TOKEN_TTL (the
                     longest the services take, default 24h): e.g. 15m, 1h, 8h
                     (default 1h, or GRPC_AUTH_MAX_TOKEN_TTL if that is shorter)`;
@@ -60,7 +93,8 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  const known = rolesInContracts();
+  const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, descriptorSet));
+  const known = rolesInContracts(registry);
   const unknown = roles.filter((r) => !known.has(r));
   if (unknown.length > 0) {
     console.error(`token: no method's concord.v1.access rule names the role ${unknown.map((r) => JSON.stringify(r)).join(", ")}; the contracts name ${[...known].sort().join(", ")}`);
@@ -114,6 +148,21 @@ async function main(): Promise<void> {
   }
   if (Buffer.byteLength(subject) > maxSubjectBytes) {
     console.error(`token: --subject is ${Buffer.byteLength(subject)} bytes long: the services refuse a subject of more than ${maxSubjectBytes} (UTF-8)`);
+    process.exitCode = 2;
+    return;
+  }
+  // For an owner role the subject is the owner's id, and where a request names the owner the contract bounds it (a
+  // customer's customer_id, at most 64 characters): a longer subject makes a token those methods always refuse.
+  const characters = [...subject].length;
+  const bounds = ownerLimits(registry, roles).filter((l) => characters > l.maxLen);
+  if (bounds.length > 0) {
+    const most = Math.min(...bounds.map((l) => l.maxLen));
+    const tightest = bounds.filter((l) => l.maxLen === most);
+    const ownerRoles = [...new Set(tightest.flatMap((l) => l.roles))];
+    console.error(
+      `token: --subject is ${characters} characters long: a token of role ${ownerRoles.join(" or ")} may call ${tightest.map((l) => l.method).join(" and ")} ` +
+        `only with ${tightest[0].field} equal to its subject, and ${tightest[0].field} is at most ${most} characters; give a subject of at most ${most}`,
+    );
     process.exitCode = 2;
     return;
   }
