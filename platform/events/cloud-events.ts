@@ -52,6 +52,54 @@ export function contentTypeProblem(declared: string, typeName: string): string |
   return undefined;
 }
 
+/** Days in each month of a common year, January at 1. */
+const monthDays = [0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/** The two digits at `at` as a number, or -1 when either is not a digit. */
+function twoDigits(text: string, at: number): number {
+  const tens = text.charCodeAt(at) - 48;
+  const ones = text.charCodeAt(at + 1) - 48;
+  return tens >= 0 && tens <= 9 && ones >= 0 && ones <= 9 ? tens * 10 + ones : -1;
+}
+
+/**
+ * Whether `text` is an RFC 3339 date-time, as CloudEvents requires of a
+ * `ce-time` (`2026-12-07T19:42:40.123Z`, `...T20:42:40+01:00`; T and Z in
+ * either case; any digits of a second's fraction; a leap second's 60), its
+ * day one its month has. One pass over the characters, no Date parsing:
+ * this runs on every event a consumer takes.
+ */
+export function isRfc3339Time(text: string): boolean {
+  // date-fullyear "-" date-month "-" date-mday "T" time-hour ":" time-minute ":" time-second [time-secfrac] time-offset
+  if (text.length < 20) return false;
+  const century = twoDigits(text, 0);
+  const yearOfCentury = twoDigits(text, 2);
+  const month = twoDigits(text, 5);
+  const day = twoDigits(text, 8);
+  if (century < 0 || yearOfCentury < 0 || text.charCodeAt(4) !== 45 || text.charCodeAt(7) !== 45 || month < 1 || month > 12 || day < 1) return false;
+  const year = century * 100 + yearOfCentury;
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  if (day > (month === 2 && leap ? 29 : monthDays[month])) return false;
+  const t = text.charCodeAt(10);
+  if (t !== 84 && t !== 116) return false;
+  const hour = twoDigits(text, 11);
+  const minute = twoDigits(text, 14);
+  const second = twoDigits(text, 17);
+  if (hour < 0 || hour > 23 || text.charCodeAt(13) !== 58 || minute < 0 || minute > 59 || text.charCodeAt(16) !== 58 || second < 0 || second > 60) return false;
+  let at = 19;
+  if (text.charCodeAt(at) === 46) {
+    const fraction = ++at;
+    while (at < text.length && text.charCodeAt(at) >= 48 && text.charCodeAt(at) <= 57) at++;
+    if (at === fraction) return false;
+  }
+  const offset = text.charCodeAt(at);
+  if (offset === 90 || offset === 122) return at + 1 === text.length;
+  if (offset !== 43 && offset !== 45) return false;
+  const offsetHour = twoDigits(text, at + 1);
+  const offsetMinute = twoDigits(text, at + 4);
+  return at + 6 === text.length && offsetHour >= 0 && offsetHour <= 23 && text.charCodeAt(at + 3) === 58 && offsetMinute >= 0 && offsetMinute <= 59;
+}
+
 /** An event ready for the wire: what the outbox stores and the relay publishes. */
 export interface EncodedEvent {
   /** UUIDv7; `ce-id` and `Nats-Msg-Id`. */

@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { OrderPlacedEvent, OrderUpdatedEvent } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
 import { createMessageChecker } from "../contracts/index.js";
+import { encodeEvent, eventHeaderBlock, isRfc3339Time } from "./cloud-events.js";
 import { UnprocessableEventError, type Delivery } from "./delivery.js";
 import { bindConsumer, checkedEvent } from "./event-handler.js";
 import { contractEditor } from "../../test/support/edited-contracts.js";
@@ -91,3 +92,31 @@ function varint(n: number): Buffer {
   } while (n > 0);
   return Buffer.from(bytes);
 }
+
+describe("checkedEvent, given a ce-time", () => {
+  const at = (time: string | undefined) => {
+    const d = delivery(valid);
+    return { ...d, headers: time === undefined ? d.headers : { ...d.headers, "ce-time": time } };
+  };
+
+  it("dead-letters an event whose ce-time is not RFC 3339, as CloudEvents requires of one that is present, naming it", () => {
+    for (const time of ["not-a-time", "", "2026-12-07", "2026-12-07 19:42:40Z", "2026-12-07T19:42:40", "2026-12-07T19:42:40.Z", "2026-02-30T00:00:00Z", "2025-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-12-07T24:00:00Z", "2026-12-07T19:42:40+0100", "2026-12-07T19:42:40Z ", "1733600560", "Mon, 07 Dec 2026 19:42:40 GMT"]) {
+      expect(() => checkedEvent(at(time), binding, checker), time).toThrow(
+        new UnprocessableEventError(`the ${OrderPlacedEvent.typeName} message's ce-time ${JSON.stringify(time)} is not an RFC 3339 time (such as 2026-12-07T19:42:40.123Z)`),
+      );
+    }
+    expect(() => checkedEvent(at("9".repeat(5_000)), binding, checker)).toThrow(`ce-time "${"9".repeat(64)}..." is not an RFC 3339 time`);
+  });
+
+  it("takes every RFC 3339 form other producers write, and none at all", () => {
+    for (const time of [undefined, new Date().toISOString(), "2026-12-07T19:42:40Z", "2026-12-07T19:42:40.123456789Z", "2026-12-07t19:42:40.5z", "2026-12-07T20:42:40+01:00", "2026-12-07T14:12:40.123-05:30", "2024-02-29T00:00:00Z", "2016-12-31T23:59:60Z"]) {
+      expect(checkedEvent(at(time), binding, checker), time).toMatchObject({ orderId });
+    }
+  });
+
+  it("is what every event a service publishes carries", () => {
+    const event = encodeEvent(OrderPlacedEvent, OrderPlacedEvent.codec.fromPartial({ orderId, customerId: "c-1", lines: [line], total: { currencyCode: "EUR", amountMinor: 1999 }, linesVersion: 1 }), { source: "orders" });
+    expect(isRfc3339Time(event.headers["ce-time"])).toBe(true);
+    expect(eventHeaderBlock(event).toString()).toContain(`\r\nce-time: ${event.headers["ce-time"]}\r\n`);
+  });
+});

@@ -1,6 +1,6 @@
 import { encodeMessage, itemCountBytes, type MessageChecker } from "../contracts/index.js";
 import type { Transaction } from "../sql/index.js";
-import { contentTypeProblem, eventHeaders } from "./cloud-events.js";
+import { contentTypeProblem, eventHeaders, isRfc3339Time } from "./cloud-events.js";
 import { headerValue, repeatedAttribute, repeatedAttributeProblem, UnprocessableEventError, type Delivery, type DeliveryHandler } from "./delivery.js";
 import { describeViolations } from "./event-rules.js";
 import { eventIdOf } from "./inbox.js";
@@ -79,7 +79,7 @@ export interface TypedHandlerOptions<T> {
 
 /**
  * The innermost step of the pipeline: checks `ce-type`, `ce-specversion`,
- * `ce-datacontenttype` and `content-type`, decodes, checks the payload against its contract's
+ * `ce-time`, `ce-datacontenttype` and `content-type`, decodes, checks the payload against its contract's
  * rules and the subject against the one its fields make, and runs the
  * handler. Problems with the message itself throw `UnprocessableEventError`.
  */
@@ -117,7 +117,7 @@ function takeLockedEvent(delivery: Delivery): unknown {
 
 /**
  * The delivery's event, decoded, once its `ce-type`, `ce-specversion`,
- * `ce-datacontenttype` and `content-type`, contract rules and subject are checked; throws
+ * `ce-time`, `ce-datacontenttype` and `content-type`, contract rules and subject are checked; throws
  * `UnprocessableEventError` naming what is wrong with the message.
  */
 export function checkedEvent<T>(delivery: Delivery, binding: ConsumerBinding<T>, checker: MessageChecker | undefined): T {
@@ -130,6 +130,13 @@ export function checkedEvent<T>(delivery: Delivery, binding: ConsumerBinding<T>,
   }
   const version = headerValue(delivery.headers, eventHeaders.specversion);
   if (version !== "1.0") throw new UnprocessableEventError(`the ${type} message is not a CloudEvents 1.0 event: its ce-specversion is ${version === undefined ? "missing" : JSON.stringify(version)}`);
+  // Optional, but when present RFC 3339 (CloudEvents 1.0), as a declared content type must be one this consumer reads:
+  // a time no one can read is the producer's mistake, and the handler would be told another (the store time, or the
+  // 2 March that JavaScript makes of 30 February).
+  const time = headerValue(delivery.headers, eventHeaders.time);
+  if (time !== undefined && !isRfc3339Time(time)) {
+    throw new UnprocessableEventError(`the ${type} message's ce-time ${JSON.stringify(time.length > 64 ? `${time.slice(0, 64)}...` : time)} is not an RFC 3339 time (such as 2026-12-07T19:42:40.123Z)`);
+  }
   // The binding's own header for datacontenttype is the plain content-type (CloudEvents SDKs write that alone), so
   // a payload either one declares as something else is not read as protobuf: a JSON event failed as "premature EOF",
   // and protobuf declared JSON was handled here and not by a consumer that believes the header.
