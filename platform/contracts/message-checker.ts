@@ -55,9 +55,9 @@ export interface MessageChecker {
   lowerCaseUuids(typeName: string, message: unknown): boolean;
   /**
    * Why the bytes of a message of `typeName` break the protobuf wire format
-   * (field number 0, an end-group tag that ends no group, a length or varint
-   * running past its message, a varint over 10 bytes, a packed list with a
-   * part of an element), which ts-proto's decoders read past or stop at
+   * (field number 0, an end-group tag that ends no group, a group on a field
+   * that is not one, a length or varint running past its message, a varint
+   * over 10 bytes, a packed list with a part of an element), which ts-proto's decoders read past or stop at
    * silently; undefined when they are well formed (see wire-shape.ts).
    */
   wireProblem(typeName: string, bytes: Uint8Array): string | undefined;

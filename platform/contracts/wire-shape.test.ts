@@ -1,10 +1,11 @@
-import { ScalarType } from "@bufbuild/protobuf";
+import { ScalarType, create, createFileRegistry } from "@bufbuild/protobuf";
+import { FieldDescriptorProto_Label as Label, FieldDescriptorProto_Type as Type, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { describe, expect, it } from "vitest";
 import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { CreateOrderRequest } from "../../gen/ts/shop/orders/v1/order_service_pb.js";
 import { createMessageChecker } from "./message-checker.js";
-import { fixedWidth } from "./wire-shape.js";
+import { createWireChecks, fixedWidth } from "./wire-shape.js";
 
 const checker = createMessageChecker(descriptorSet);
 const problem = (typeName: string, bytes: number[] | Uint8Array) => checker.wireProblem(typeName, Uint8Array.from(bytes));
@@ -43,6 +44,47 @@ describe("wireProblem", () => {
     expect(problem("shop.orders.v1.CreateOrderRequest", [0x56, 0])).toBe("field 10 has wire type 6, which is not one");
     // A length of 5 bytes that does not fit in 32 bits runs past any message.
     expect(problem("shop.orders.v1.CreateOrderRequest", [0x0a, 0xff, 0xff, 0xff, 0xff, 0x7f])).toMatch(/^field 1's length, \d+ bytes, runs past the end/);
+  });
+
+  it("refuses a group on a field the message declares, which ts-proto skips as if the field were not sent and protobuf-es reads as its value", () => {
+    const lines = (...inner: number[]) => [0x12, inner.length, ...inner];
+    // LineItem.quantity (2, an int32) as an empty group, and as one holding a record.
+    expect(problem("shop.orders.v1.CreateOrderRequest", lines(0x13, 0x14))).toBe("field 2 (shop.orders.v1.LineItem.quantity) comes as a group (wire type 3), which it is not");
+    expect(problem("shop.orders.v1.CreateOrderRequest", lines(0x13, 0x08, 0xe8, 0x07, 0x14))).toBe("field 2 (shop.orders.v1.LineItem.quantity) comes as a group (wire type 3), which it is not");
+    // A string, a list of messages and a message, at the top.
+    expect(problem("shop.orders.v1.CreateOrderRequest", [0x0b, 0x0c])).toBe("field 1 (shop.orders.v1.CreateOrderRequest.customer_id) comes as a group (wire type 3), which it is not");
+    expect(problem("shop.orders.v1.CreateOrderRequest", [0x13, 0x14])).toBe("field 2 (shop.orders.v1.CreateOrderRequest.lines) comes as a group (wire type 3), which it is not");
+    expect(problem("shop.orders.v1.CreateOrderRequest", [0x1b, 0x1c])).toBe("field 3 (shop.orders.v1.CreateOrderRequest.shipping_address) comes as a group (wire type 3), which it is not");
+    // Inside a group of an unknown field, the fields are unknown too: taken, as before.
+    expect(problem("shop.orders.v1.CreateOrderRequest", [0x5b, 0x13, 0x14, 0x5c])).toBeUndefined();
+  });
+
+  it("takes a group on a message field written delimited (a proto2 group), and names a map entry's key or value that comes as one", () => {
+    const file = create(FileDescriptorProtoSchema, {
+      name: "wire_test.proto",
+      package: "wiretest",
+      syntax: "proto2",
+      messageType: [
+        {
+          name: "Outer",
+          field: [
+            { name: "count", number: 1, type: Type.INT32, label: Label.OPTIONAL },
+            { name: "inner", number: 2, type: Type.GROUP, typeName: ".wiretest.Outer.Inner", label: Label.OPTIONAL },
+            { name: "labels", number: 3, type: Type.MESSAGE, typeName: ".wiretest.Outer.LabelsEntry", label: Label.REPEATED },
+          ],
+          nestedType: [
+            { name: "Inner", field: [{ name: "n", number: 1, type: Type.INT32, label: Label.OPTIONAL }] },
+            { name: "LabelsEntry", field: [{ name: "key", number: 1, type: Type.STRING, label: Label.OPTIONAL }, { name: "value", number: 2, type: Type.INT32, label: Label.OPTIONAL }], options: { mapEntry: true } },
+          ],
+        },
+      ],
+    });
+    const check = createWireChecks()(createFileRegistry(file, () => undefined).getMessage("wiretest.Outer")!);
+    expect(check(Uint8Array.from([0x13, 0x08, 0x01, 0x14]))).toBeUndefined();
+    expect(check(Uint8Array.from([0x0b, 0x0c]))).toBe("field 1 (wiretest.Outer.count) comes as a group (wire type 3), which it is not");
+    expect(check(Uint8Array.from([0x1a, 3, 0x0a, 1, 0x41]))).toBeUndefined();
+    expect(check(Uint8Array.from([0x1a, 2, 0x13, 0x14]))).toBe("field 2 (wiretest.Outer.labels's value) comes as a group (wire type 3), which it is not");
+    expect(check(Uint8Array.from([0x1a, 2, 0x0b, 0x0c]))).toBe("field 1 (wiretest.Outer.labels's key) comes as a group (wire type 3), which it is not");
   });
 
   it("refuses a packed list whose last element is cut off, which ts-proto's decoder reads on into the next field", () => {

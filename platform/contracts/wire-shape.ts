@@ -18,6 +18,14 @@ const maxDepth = 100;
 class WireProblem extends Error {}
 
 /**
+ * The fields of each shape that never come as a group, by number, named
+ * (`shop.orders.v1.LineItem.quantity`): every field but a message written
+ * delimited (a proto2 group, an editions DELIMITED field). Read only at a
+ * start-group tag, which no well-formed proto3 message holds.
+ */
+const notGroups = new WeakMap<Shape, ReadonlyMap<number, string>>();
+
+/**
  * How many items a list (or map) of messages whose rules allow `max` may
  * hold on the wire before it is refused here, undecoded: each is an object
  * once decoded, and 450,000 empty ones (900 KB) took a service past its heap
@@ -70,7 +78,8 @@ function packedWidth(scalar: ScalarType): 0 | 4 | 8 | undefined {
  * early had the rest of that message read as fields of its parent; a packed
  * list whose last element is cut off was read on into the next field. The
  * protobuf encoding refuses all of these, as do Go's and protobuf-es's
- * parsers. Returns why the bytes are malformed, or undefined.
+ * parsers. A group on a declared field that is not one is refused too (see
+ * `notGroups`). Returns why the bytes are malformed, or undefined.
  *
  * One pass over the bytes, reading each tag and length and skipping each
  * value, looking into the fields that hold messages (and packed lists) by the
@@ -84,10 +93,13 @@ export function createWireChecks(): (schema: DescMessage) => (bytes: Uint8Array)
     shape = new Map();
     // Set before its fields, for a message type that holds itself.
     shapes.set(message, shape);
+    const named = new Map<number, string>();
     for (const field of message.fields) {
       const inner = innerOf(field);
       if (inner) shape.set(field.number, inner);
+      if (!((field.fieldKind === "message" || (field.fieldKind === "list" && field.listKind === "message")) && field.delimitedEncoding)) named.set(field.number, `${message.typeName}.${field.name}`);
     }
+    notGroups.set(shape, named);
     return shape;
   };
   const innerOf = (field: DescField): Inner | undefined => {
@@ -99,9 +111,12 @@ export function createWireChecks(): (schema: DescMessage) => (bytes: Uint8Array)
         const width = field.listKind === "enum" ? 0 : packedWidth(field.scalar);
         return width === undefined ? undefined : { kind: "packed", width };
       }
-      case "map":
+      case "map": {
         // An entry is a message of its key (1) and its value (2).
-        return counted({ kind: "message", shape: field.mapKind === "message" ? new Map([[2, { kind: "message", shape: shapeOf(field.message) }]]) : new Map() }, field);
+        const entry: Shape = field.mapKind === "message" ? new Map([[2, { kind: "message", shape: shapeOf(field.message) }]]) : new Map();
+        notGroups.set(entry, new Map([[1, `${field.parent.typeName}.${field.name}'s key`], [2, `${field.parent.typeName}.${field.name}'s value`]]));
+        return counted({ kind: "message", shape: entry }, field);
+      }
       default:
         return undefined;
     }
@@ -181,10 +196,16 @@ function scan(bytes: Uint8Array, pos: number, end: number, shape: Shape | undefi
         pos = stop;
         break;
       }
-      case 3:
-        // A group no field of proto3 is: its contents are looked at as the wire format's alone.
+      case 3: {
+        // ts-proto's decoders skip a group on a field that is not one, as if the field were not sent, where
+        // protobuf-es reads the group's first bytes as the field's value: a check of the bytes and the handler
+        // would see two different requests. A group on a field the message does not declare is skipped by both.
+        const named = shape && notGroups.get(shape)?.get(field);
+        if (named !== undefined) throw new WireProblem(`field ${field} (${named}) comes as a group (wire type 3), which it is not`);
+        // Its contents are looked at as the wire format's alone.
         pos = scan(bytes, pos, end, undefined, field, depth + 1);
         break;
+      }
       case 4:
         if (field !== group) throw new WireProblem(group === 0 ? `an end-group tag (field ${field}) ends no group` : `group ${group} is ended by field ${field}'s end-group tag`);
         return pos;
