@@ -373,7 +373,7 @@ describe("startConsumers", () => {
     expect(told[0].msg).toMatch(/more events sent to the dead letter stream, as \d+ to \d+ .*`npx concord dlq list --consumer flood-worker --from \d+` lists them$/);
   });
 
-  it("dead-letters at once an event whose subject its fields do not make, that is not CloudEvents 1.0 protobuf, or whose ce-id cannot key the inbox; later events keep flowing", async () => {
+  it("dead-letters at once an event whose subject its fields do not make, that is not CloudEvents 1.0 protobuf, whose ce-time is not RFC 3339, or whose ce-id cannot key the inbox; later events keep flowing", async () => {
     const t = await setup("forged");
     const raw = (id: string, subject: string, thingId: string, extra: Record<string, string> = {}) => {
       const h = natsHeaders();
@@ -399,6 +399,9 @@ describe("startConsumers", () => {
     // Protobuf, but of another message, as the parameter some producers add says.
     await raw("other-message", "test.forged.thing.t-j.happened", "t-j", { "content-type": "application/protobuf; proto=concord.test.v1.SomethingElse" });
     await filed(/\(content-type\), which names the message "concord\.test\.v1\.SomethingElse", not concord\.test\.v1\.ThingHappened/);
+    // CloudEvents' time is optional, but RFC 3339 when present.
+    await raw("bad-time", "test.forged.thing.t-l.happened", "t-l", { "ce-time": "not-a-time" });
+    await filed(/ce-time "not-a-time" is not an RFC 3339 time/);
     expect(await t.effects()).toBe(0);
     await raw("x".repeat(5_000), "test.forged.thing.t-f.happened", "t-f");
     await filed(/has a ce-id of 5000 characters, more than 256, so it cannot be deduplicated/);
@@ -407,7 +410,7 @@ describe("startConsumers", () => {
     await raw("caf\ufffd", "test.forged.thing.t-h.happened", "t-h");
     await filed(/has bytes in its ce-id that are not UTF-8/);
     expect((await t.db.query<{ n: number }>("SELECT count(*) AS n FROM event_inbox"))[0].n, "nothing of theirs in the inbox").toBe(0);
-    await raw("fine", "test.forged.thing.t-e.happened", "t-e", { "ce-datacontenttype": "application/protobuf" });
+    await raw("fine", "test.forged.thing.t-e.happened", "t-e", { "ce-datacontenttype": "application/protobuf", "ce-time": "2026-12-07T20:42:40.123456789+01:00" });
     await eventually("the well-formed event is handled", async () => (await t.effects("fine")) === 1);
     // Media types are matched as RFC 6838 has it (any case, parameters), and the older x-protobuf name other SDKs write is taken.
     await raw("fine-too", "test.forged.thing.t-k.happened", "t-k", { "ce-datacontenttype": "Application/X-Protobuf", "content-type": `application/protobuf ; proto="${thingHappenedType}"` });
