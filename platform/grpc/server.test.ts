@@ -88,6 +88,22 @@ describe("createGrpcServer", () => {
     return { counted, port, session: connectHttp2(`${extra.credentials ? "https" : "http"}://127.0.0.1:${port}`, { rejectUnauthorized: false }) };
   };
 
+  /** A server whose GetProduct of `heldId` waits until `release` is called, counting the calls that reach it, and a client of it. */
+  const heldCallServer = async (extra: Partial<Parameters<typeof createGrpcServer>[0]> = {}) => {
+    const counted = { calls: 0 };
+    let release = (): void => {};
+    const released = new Promise<void>((resolve) => (release = resolve));
+    server = createGrpcServer({ descriptorSet, logger, ...extra });
+    server.addService(ProductServiceService, impl(async (request) => {
+      counted.calls++;
+      if (request.id === heldId) await released;
+      return { product };
+    }));
+    const { port } = await server.start("127.0.0.1:0");
+    return { counted, release: () => release(), client: createClient(ProductServiceService, { address: `127.0.0.1:${port}` }) };
+  };
+  const heldId = "01890a5d-ac96-774b-bcce-b302099a8058";
+
   it("reports NOT_SERVING during shutdown while in-flight calls complete", async () => {
     let release!: () => void;
     const released = new Promise<void>((r) => (release = r));
@@ -194,32 +210,83 @@ describe("createGrpcServer", () => {
     await expect.poll(serving, { timeout: 10_000 }).toBe(1);
   });
 
-  it("never sees a call whose metadata is over HTTP/2's 64 KiB header list: Node closes its connection, the calls on it with it, as the README's Errors says", async () => {
-    let calls = 0;
-    let release = (): void => {};
-    const released = new Promise<void>((resolve) => (release = resolve));
-    // Shutdown waits out shutdownTimeoutMs for the connection Node closed (see the next test): not 10 s here.
-    server = createGrpcServer({ descriptorSet, logger, shutdownTimeoutMs: 200 });
-    server.addService(ProductServiceService, impl(async (request) => {
-      calls++;
-      if (request.id === held) await released;
-      return { product };
-    }));
-    const held = "01890a5d-ac96-774b-bcce-b302099a8058";
-    const { port } = await server.start("127.0.0.1:0");
+  it("refuses a call whose metadata is over 16 KiB with RESOURCE_EXHAUSTED before it runs, the connection's other calls going on, and serves one just under it", async () => {
+    const { counted, release, client } = await heldCallServer();
+    try {
+      // What the platform's own clients send (a long token, trace context at W3C's 512-character tracestate, a
+      // request id), and a note that takes it to about 15 KiB with grpc-js's own headers and the pseudo-headers.
+      const ours = {
+        authorization: `Bearer ${"e".repeat(2_000)}`,
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        tracestate: `vendor=${"t".repeat(505)}`,
+        "x-request-id": "0b4b5d8c-6f3c-4f3e-9d1a-2f7a7a0e6d11",
+      };
+      const metadata = (note: number) => ({ headers: { ...ours, "x-note": "a".repeat(note) } });
+      expect((await client.getProduct({ id: product.id }, metadata(12_000))).product?.id).toBe(product.id);
+      // Another call under way on the same connection, as a proxy's callers share one.
+      const other = client.getProduct({ id: heldId });
+      while (counted.calls < 2) await new Promise((resolve) => setTimeout(resolve, 5));
+      // Node resets the stream (RST_STREAM ENHANCE_YOUR_CALM) as the server announced 16 KiB in its SETTINGS.
+      const err = await client.getProduct({ id: product.id }, metadata(15_000)).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: Code.RESOURCE_EXHAUSTED });
+      expect(counted.calls).toBe(2);
+      release();
+      expect((await other).product?.id).toBe(product.id);
+    } finally {
+      release();
+      client.close();
+    }
+  });
+
+  it("closes a connection whose stream is over maxMetadataBytes before it acknowledged the server's SETTINGS, where Node would take it; one under is served", async () => {
+    // Node holds a stream to the announced header list size only once it is acknowledged, and to 16 MiB before.
+    const { counted, port, session } = await countingServer({ maxMetadataBytes: 8_192 });
+    const raws: RawHttp2Connection[] = [];
+    try {
+      const request = Buffer.from(GetProductRequest.encode({ id: product.id }).finish());
+      const body = Buffer.concat([lengthPrefix(request.length), request]);
+      const under = rawHttp2Connection(port, { acknowledge: false });
+      raws.push(under);
+      under.openWithMetadata(ProductServiceService.getProduct.path, 7_000, body);
+      await expect.poll(() => counted.ran).toBe(1);
+      const over = rawHttp2Connection(port, { acknowledge: false });
+      raws.push(over);
+      over.openWithMetadata(ProductServiceService.getProduct.path, 40_000, body);
+      await expect.poll(() => over.seen.closed).toBe(true);
+      expect(over.seen.goaway).toBe(http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      expect(counted.ran).toBe(1);
+      expect(under.seen.closed).toBe(false);
+    } finally {
+      raws.forEach((raw) => raw.destroy());
+      session.close();
+    }
+  });
+
+  it("takes more metadata with maxMetadataBytes raised", async () => {
+    const { counted, port, session } = await countingServer({ maxMetadataBytes: 32 * 1024 });
+    session.close();
     const client = createClient(ProductServiceService, { address: `127.0.0.1:${port}` });
     try {
-      const metadata = (size: number) => ({ headers: { "x-note": "a".repeat(size) } });
-      // 70,000 characters are about 44 KiB once Huffman-coded; 150,000 about 94 KiB.
-      expect((await client.getProduct({ id: product.id }, metadata(70_000))).product?.id).toBe(product.id);
-      // Another call under way on the same connection, as a proxy's callers share one.
-      const other = client.getProduct({ id: held }).catch((e: unknown) => e);
-      while (calls < 2) await new Promise((resolve) => setTimeout(resolve, 5));
-      const err = await client.getProduct({ id: product.id }, metadata(150_000)).catch((e: unknown) => e);
+      expect((await client.getProduct({ id: product.id }, { headers: { "x-note": "a".repeat(30_000) } })).product?.id).toBe(product.id);
+      expect(await client.getProduct({ id: product.id }, { headers: { "x-note": "a".repeat(33_000) } }).catch((e: unknown) => e)).toMatchObject({ code: Code.RESOURCE_EXHAUSTED });
+      expect(counted.ran).toBe(1);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("never sees a call with a header over 64 KiB once HPACK-coded: nghttp2 closes its connection, the calls on it with it, as the README's Errors says", async () => {
+    // Shutdown waits out shutdownTimeoutMs for the connection Node closed (see the next test): not 10 s here.
+    const { counted, release, client } = await heldCallServer({ shutdownTimeoutMs: 200 });
+    try {
+      const other = client.getProduct({ id: heldId }).catch((e: unknown) => e);
+      while (counted.calls < 1) await new Promise((resolve) => setTimeout(resolve, 5));
+      // 150,000 characters are about 94 KiB once Huffman-coded: over what nghttp2 decodes of one header.
+      const err = await client.getProduct({ id: product.id }, { headers: { "x-note": "a".repeat(150_000) } }).catch((e: unknown) => e);
       expect(err).toMatchObject({ code: Code.INTERNAL, message: expect.stringMatching(/RST_STREAM with code 9/) });
       // nghttp2 cannot go on decoding the connection's headers: it closes it (GOAWAY COMPRESSION_ERROR), not the stream alone.
       expect(await other).toMatchObject({ code: Code.INTERNAL, message: expect.stringMatching(/RST_STREAM with code 9/) });
-      expect(calls).toBe(2);
+      expect(counted.calls).toBe(1);
     } finally {
       release();
       client.close();
@@ -1208,5 +1275,6 @@ describe("createGrpcServer", () => {
   it("refuses unknown and invalid options", () => {
     expect(() => createGrpcServer({ descriptorSet, logger, shutdownTimeout: 5 } as never)).toThrow(/unknown option shutdownTimeout/);
     expect(() => createGrpcServer({ descriptorSet, logger, maxReceiveMessageBytes: 0 })).toThrow(/maxReceiveMessageBytes/);
+    expect(() => createGrpcServer({ descriptorSet, logger, maxMetadataBytes: 0 })).toThrow(/maxMetadataBytes/);
   });
 });

@@ -28,13 +28,20 @@ export interface RawHttp2Connection {
    * bytes, added to HPACK's dynamic table.
    */
   openEnded(count: number, path: string, padding: number): void;
+  /**
+   * Opens a stream of a POST to `path` whose headers carry `metadata`
+   * characters more in an `x-note` header (a literal, not indexed), in a
+   * HEADERS frame and as many CONTINUATION frames as that takes, then sends
+   * `body` and ends the stream.
+   */
+  openWithMetadata(path: string, metadata: number, body: Buffer): void;
   /** Sends a PING and resolves once it is acknowledged: the server has read every frame sent before it. */
   ping(): Promise<void>;
   destroy(): void;
 }
 
 const clientPreface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-const frameTypes = { data: 0, headers: 1, rstStream: 3, settings: 4, ping: 6, goaway: 7 } as const;
+const frameTypes = { data: 0, headers: 1, rstStream: 3, settings: 4, ping: 6, goaway: 7, continuation: 9 } as const;
 const settingsMaxConcurrentStreams = 3;
 
 function frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
@@ -135,6 +142,16 @@ export function rawHttp2Connection(port: number, options: { acknowledge?: boolea
         frames.push(frame(frameTypes.headers, 5, id, block));
       }
       socket.write(Buffer.concat(frames));
+    },
+    openWithMetadata(path, metadata, body) {
+      const id = nextStreamId;
+      nextStreamId += 2;
+      const block = Buffer.concat([requestHeaders(path), Buffer.from([0x00]), literal("x-note"), literal("n".repeat(metadata))]);
+      // HTTP/2's default SETTINGS_MAX_FRAME_SIZE, which the servers here keep.
+      const pieces: Buffer[] = [];
+      for (let at = 0; at < block.length; at += 16_384) pieces.push(block.subarray(at, at + 16_384));
+      const frames = pieces.map((piece, i) => frame(i === 0 ? frameTypes.headers : frameTypes.continuation, i === pieces.length - 1 ? 4 : 0, id, piece));
+      socket.write(Buffer.concat([...frames, frame(frameTypes.data, 1, id, body)]));
     },
     ping() {
       return new Promise((resolve) => {
