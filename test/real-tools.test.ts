@@ -207,6 +207,16 @@ describe("grpcurl and the nats CLI against the running services", () => {
     expect(JSON.parse(await succeeds(grpcurl(...twice, products, "grpc.health.v1.Health/Check"), "Health/Check"))).toEqual({ status: "SERVING" });
   });
 
+  it("takes metadata under 16 KiB; over it, grpcurl refuses to send the call, naming the server's limit", async () => {
+    const products = shop.products.service.address;
+    const note = (size: number) => ["-H", `authorization: Bearer ${toolEnv.ADMIN_TOKEN}`, "-H", `x-note: ${"a".repeat(size)}`];
+    expect(JSON.parse(await succeeds(grpcurl(...note(12_000), products, "grpc.health.v1.Health/Check"), "Health/Check"))).toEqual({ status: "SERVING" });
+    // grpc-go reads the header list size from the server's SETTINGS and fails the call itself, before sending it.
+    const { code, stderr } = await grpcurl(...note(17_000), products, "grpc.health.v1.Health/Check");
+    expect(code).not.toBe(0);
+    expect(stderr).toContain("header list size to send violates the maximum size (16384 bytes) set by server");
+  });
+
   it("checks health per service and lists the statuses (grpc.health.v1's map resolves)", async () => {
     const orders = shop.orders.service.address;
     const check = await succeeds(grpcurl("-d", '{"service":"shop.orders.v1.OrderService"}', orders, "grpc.health.v1.Health/Check"), "Health/Check");
