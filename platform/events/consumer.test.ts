@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Registry } from "prom-client";
-import { MsgHdrsImpl, headers as natsHeaders } from "nats";
+import { DiscardPolicy, MsgHdrsImpl, headers as natsHeaders } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { useNatsServer } from "../../test/support/nats-server.js";
 import { wireHeaders } from "./nats-internals.js";
@@ -648,6 +648,28 @@ describe("startConsumers", () => {
     await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined, 10_000);
     await t.settled();
     expect(await registry.metrics()).toContain(`concord_consumer_dead_lettered_total{consumer="${t.consumerSpec.durable}"} 1`);
+  });
+
+  it("says why the dead letter stream refused a filing when it is full (a max_msgs with discard new), and files the event once there is room", async () => {
+    const t = await setup("dlqfull", (event) => {
+      if (event.note === "bad") throw new UnprocessableEventError("this one can never be processed");
+    });
+    await ensureStreams(bus.jsm, [deadLetterStreamSpec]);
+    const before = await bus.jsm.streams.info(deadLetterStreamSpec.name);
+    if (before.state.messages === 0) await bus.js.publish(deadLetterSubject(deadLetterStreamSpec, "TEST_FILLER", "filler-worker"), new Uint8Array(0));
+    const held = (await bus.jsm.streams.info(deadLetterStreamSpec.name)).state.messages;
+    await bus.jsm.streams.update(deadLetterStreamSpec.name, { ...before.config, max_msgs: held, discard: DiscardPolicy.New });
+    const from = logged.length;
+    const failed = () => logged.slice(from).find((line) => line.msg === "publishing to the dead letter stream failed; the event will be redelivered");
+    try {
+      await t.publish("bad");
+      await eventually("filing failed", async () => failed() !== undefined, 10_000);
+      // nats.js makes the error's message the answer's code alone, "503".
+      expect((failed()!.err as { message: string }).message).toMatch(/^the dead letter stream CONCORD_DLQ refused it: maximum messages exceeded \(JetStream error 10077\)/);
+    } finally {
+      await bus.jsm.streams.update(deadLetterStreamSpec.name, before.config);
+    }
+    await eventually("the event is dead-lettered", async () => (await t.deadLetter()) !== undefined, 20_000);
   });
 
   it("files again a dead letter whose filing failed after pauses that double (1, 2, 4 s), not every second", async () => {

@@ -124,10 +124,22 @@ export async function fileDeadLetter(
       const ack = await js.publish(subject, data, { headers: toNatsHeaders(headers), msgID });
       return { subject, sequence: ack.seq, duplicate: ack.duplicate };
     } catch (err) {
-      if (!tooLarge(err) || i === attempts.length - 1) throw err;
+      if (!tooLarge(err) || i === attempts.length - 1) throw streamRefusal(dlqStream, err);
     }
   }
   throw new Error("unreachable: the last attempt either returns or throws");
+}
+
+/**
+ * A refusal the dead letter stream gave in its answer, named: nats.js makes
+ * the error's message the answer's code alone ("503" for a stream full under
+ * a max_msgs or max_bytes with discard new), and the consumer's line said
+ * nothing more. Any other error as it is.
+ */
+function streamRefusal(dlqStream: StreamSpec, err: unknown): unknown {
+  const refusal = (err as NatsError).api_error;
+  if (refusal?.description === undefined) return err;
+  return new Error(`the dead letter stream ${dlqStream.name} refused it: ${refusal.description} (JetStream error ${refusal.err_code})`, { cause: err });
 }
 
 /** JetStream's refusals of a message for its size: its headers over 64 KiB (10097), over the stream's max_msg_size (10054). */
