@@ -76,6 +76,22 @@ describe("SDK plugins of buf.gen.sdk.yaml", () => {
   }, 180_000);
 });
 
+describe("buf generate alone", () => {
+  const tmp = createTempDir("concord-buf-alone-");
+  afterAll(() => tmp.remove());
+
+  // proto/ imports buf/validate/validate.proto, which `npm run gen` takes from an npm package into the image it
+  // hands buf; `buf generate` with no image stopped at "imported file does not exist" on every contract file.
+  it.each(["buf.gen.yaml", "buf.gen.sdk.yaml"])("with %s and no image fails naming npm run gen, writing nothing", (template) => {
+    const out = join(tmp.path, template);
+    const result = spawnSync(bufBin, ["generate", "--template", template, "-o", out], { cwd: repoRoot, encoding: "utf8" });
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain("npm run gen");
+    expect(result.stderr).not.toContain("imported file does not exist");
+    expect(existsSync(out)).toBe(false);
+  });
+});
+
 describe("npm run gen:image", () => {
   const tmp = createTempDir("concord-gen-image-");
   afterAll(() => tmp.remove());
