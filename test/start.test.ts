@@ -1022,6 +1022,37 @@ describe("npm start", () => {
     }
   });
 
+  it("says, of a service's port a socket that does not listen holds (an outgoing connection's), what holds it, where it said only that the port was in use", { timeout: 60_000 }, async () => {
+    const dataDir = join(dir.path, "never-made");
+    const held = await freePort();
+    // Bound without SO_REUSEADDR and never listening, as the kernel binds a connection's own port: `ss -ltn` shows
+    // nothing there, and the refusal left the user to guess what was in the way.
+    const holder = spawn("python3", ["-c", `import socket, sys\ns = socket.socket()\ns.bind(("127.0.0.1", ${held}))\nprint("bound", flush=True)\nsys.stdin.read()`], { stdio: ["pipe", "pipe", "inherit"] });
+    try {
+      let said = "";
+      holder.stdout!.on("data", (d) => (said += d));
+      await expect.poll(() => said, { timeout: 10_000, interval: 50 }).toContain("bound");
+      const env = {
+        ...process.env,
+        DATA_DIR: dataDir,
+        NATS_URL: "",
+        NATS_PORT: String(await freePort()),
+        PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`,
+        ORDERS_LISTEN: `127.0.0.1:${await freePort()}`,
+        PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`,
+        ORDERS_METRICS_LISTEN: `127.0.0.1:${held}`,
+      };
+      const taken = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env, encoding: "utf8", timeout: 20_000 });
+      expect(taken.status).toBe(2);
+      expect(taken.stderr).toMatch(
+        new RegExp(`^start: 127\\.0\\.0\\.1:${held} \\(ORDERS_METRICS_LISTEN\\) is already in use: a socket that does not listen holds it(, most likely an outgoing connection [^;]*)?; set ORDERS_METRICS_LISTEN to another address, or start again once that socket has closed\n$`),
+      );
+      expect(existsSync(dataDir)).toBe(false);
+    } finally {
+      holder.kill();
+    }
+  });
+
   it("refuses an address no process could listen on, a host that does not resolve or one not this machine's, before making anything", { timeout: 60_000 }, async () => {
     const dataDir = join(dir.path, "never-made");
     const env = {

@@ -644,6 +644,8 @@ interface TakenPort {
   readonly variable: string;
   /** What to do about it when it is the only one. */
   readonly advice: string;
+  /** What holds it when no process listens there (portHolder's phrase): nothing `ss -ltn` would show. */
+  readonly heldBy?: string;
 }
 
 /**
@@ -653,11 +655,15 @@ interface TakenPort {
  */
 function refuseTaken(taken: readonly TakenPort[]): void {
   if (taken.length === 0) return;
-  if (taken.length === 1) throw new StartRefused(`${taken[0].said} is already in use; ${taken[0].advice}`);
+  if (taken.length === 1) {
+    const [only] = taken;
+    throw new StartRefused(`${only.said} is already in use${only.heldBy ? `: ${only.heldBy}` : ""}; ${only.advice}${only.heldBy ? ", or start again once that socket has closed" : ""}`);
+  }
   const list = (words: readonly string[]) => `${words.slice(0, -1).join(", ")} and ${words[words.length - 1]}`;
   const natsUrl = taken.some((t) => t.variable === "NATS_PORT") ? " (or NATS_URL to use the NATS server there)" : "";
+  const heldBy = taken.flatMap((t) => (t.heldBy ? [` (${t.variable}: ${t.heldBy})`] : [])).join("");
   throw new StartRefused(
-    `${list(taken.map((t) => t.said))} are already in use; set ${list(taken.map((t) => t.variable))} to others${natsUrl}: a second system takes a DATA_DIR and ports of its own`,
+    `${list(taken.map((t) => t.said))} are already in use${heldBy}; set ${list(taken.map((t) => t.variable))} to others${natsUrl}: a second system takes a DATA_DIR and ports of its own`,
   );
 }
 
@@ -666,13 +672,21 @@ function refuseTaken(taken: readonly TakenPort[]): void {
  * refused at once when no process could listen there (a host that does not
  * resolve, an address not this machine's, a port this user may not take),
  * which the service met only once nats-server was up, and stopped everything.
+ * One that no process listens on carries what holds it (an outgoing
+ * connection, most likely), which `ss -ltn` would not show.
  */
 async function takenAddress(hostPort: string, variable: string): Promise<TakenPort | undefined> {
   const problem = await listenProblem(hostPort);
   const unusable = problem && addressUnusable("the address", hostPort, problem, variable);
   if (unusable) throw new StartRefused(unusable.message);
   if (problem?.code !== "EADDRINUSE") return undefined;
-  return { said: `${hostPort} (${variable})`, variable, advice: `set ${variable} to another ${variable.endsWith("_PORT") ? "port" : "address"}` };
+  const holder = await portHolder(hostPort);
+  return {
+    said: `${hostPort} (${variable})`,
+    variable,
+    advice: `set ${variable} to another ${variable.endsWith("_PORT") ? "port" : "address"}`,
+    ...(!holder.listening && { heldBy: holder.said }),
+  };
 }
 
 /**
