@@ -1032,17 +1032,7 @@ describe("npm start", () => {
       let said = "";
       holder.stdout!.on("data", (d) => (said += d));
       await expect.poll(() => said, { timeout: 10_000, interval: 50 }).toContain("bound");
-      const env = {
-        ...process.env,
-        DATA_DIR: dataDir,
-        NATS_URL: "",
-        NATS_PORT: String(await freePort()),
-        PRODUCTS_LISTEN: `127.0.0.1:${await freePort()}`,
-        ORDERS_LISTEN: `127.0.0.1:${await freePort()}`,
-        PRODUCTS_METRICS_LISTEN: `127.0.0.1:${await freePort()}`,
-        ORDERS_METRICS_LISTEN: `127.0.0.1:${held}`,
-      };
-      const taken = spawnSync(process.execPath, ["--import", "tsx", "tools/start.ts"], { env, encoding: "utf8", timeout: 20_000 });
+      const { result: taken } = await startOnFreePorts(dataDir, () => ({ ORDERS_METRICS_LISTEN: `127.0.0.1:${held}` }));
       expect(taken.status).toBe(2);
       expect(taken.stderr).toMatch(
         new RegExp(`^start: 127\\.0\\.0\\.1:${held} \\(ORDERS_METRICS_LISTEN\\) is already in use: a socket that does not listen holds it(, most likely an outgoing connection [^;]*)?; set ORDERS_METRICS_LISTEN to another address, or start again once that socket has closed\n$`),
