@@ -1022,20 +1022,24 @@ describe("npm start", () => {
     }
   });
 
-  it("says, of a service's port a socket that does not listen holds (an outgoing connection's), what holds it, where it said only that the port was in use", { timeout: 60_000 }, async () => {
+  it.each([
+    ["ORDERS_METRICS_LISTEN", (held: number) => `127\\.0\\.0\\.1:${held} \\(ORDERS_METRICS_LISTEN\\)`, "set ORDERS_METRICS_LISTEN to another address"],
+    // nats-server met it, and the start said only `nats-server exited unexpectedly (code 1)`, its log saying why.
+    ["NATS_PORT", (held: number) => `port ${held}`, "set NATS_PORT to another port"],
+  ] as const)("says, of a port for %s that a socket that does not listen holds (an outgoing connection's), what holds it, before making anything", { timeout: 60_000 }, async (variable, said, advice) => {
     const dataDir = join(dir.path, "never-made");
     const held = await freePort();
     // Bound without SO_REUSEADDR and never listening, as the kernel binds a connection's own port: `ss -ltn` shows
     // nothing there, and the refusal left the user to guess what was in the way.
     const holder = spawn("python3", ["-c", `import socket, sys\ns = socket.socket()\ns.bind(("127.0.0.1", ${held}))\nprint("bound", flush=True)\nsys.stdin.read()`], { stdio: ["pipe", "pipe", "inherit"] });
     try {
-      let said = "";
-      holder.stdout!.on("data", (d) => (said += d));
-      await expect.poll(() => said, { timeout: 10_000, interval: 50 }).toContain("bound");
-      const { result: taken } = await startOnFreePorts(dataDir, () => ({ ORDERS_METRICS_LISTEN: `127.0.0.1:${held}` }));
+      let bound = "";
+      holder.stdout!.on("data", (d) => (bound += d));
+      await expect.poll(() => bound, { timeout: 10_000, interval: 50 }).toContain("bound");
+      const { result: taken } = await startOnFreePorts(dataDir, () => ({ [variable]: variable === "NATS_PORT" ? String(held) : `127.0.0.1:${held}` }));
       expect(taken.status).toBe(2);
       expect(taken.stderr).toMatch(
-        new RegExp(`^start: 127\\.0\\.0\\.1:${held} \\(ORDERS_METRICS_LISTEN\\) is already in use: a socket that does not listen holds it(, most likely an outgoing connection [^;]*)?; set ORDERS_METRICS_LISTEN to another address, or start again once that socket has closed\n$`),
+        new RegExp(`^start: ${said(held)} is already in use: a socket that does not listen holds it(, most likely an outgoing connection [^;]*)?; ${advice}, or start again once that socket has closed\n$`),
       );
       expect(existsSync(dataDir)).toBe(false);
     } finally {

@@ -660,7 +660,7 @@ function refuseTaken(taken: readonly TakenPort[]): void {
     throw new StartRefused(`${only.said} is already in use${only.heldBy ? `: ${only.heldBy}` : ""}; ${only.advice}${only.heldBy ? ", or start again once that socket has closed" : ""}`);
   }
   const list = (words: readonly string[]) => `${words.slice(0, -1).join(", ")} and ${words[words.length - 1]}`;
-  const natsUrl = taken.some((t) => t.variable === "NATS_PORT") ? " (or NATS_URL to use the NATS server there)" : "";
+  const natsUrl = taken.some((t) => t.variable === "NATS_PORT" && !t.heldBy) ? " (or NATS_URL to use the NATS server there)" : "";
   const heldBy = taken.flatMap((t) => (t.heldBy ? [` (${t.variable}: ${t.heldBy})`] : [])).join("");
   throw new StartRefused(
     `${list(taken.map((t) => t.said))} are already in use${heldBy}; set ${list(taken.map((t) => t.variable))} to others${natsUrl}: a second system takes a DATA_DIR and ports of its own`,
@@ -1634,14 +1634,18 @@ async function main(): Promise<void> {
   if (postgresHeld) taken.push(postgresHeld);
   if (!process.env.NATS_URL) {
     for (const { port, setting, role } of natsListeners(natsPort, clusterPorts, monitorPort)) {
-      if (!(await isListening(port))) continue;
+      // Held by a socket that does not listen (an outgoing connection's) too, which nats-server would meet at start and exit.
+      if (!(await isTaken(`127.0.0.1:${port}`))) continue;
+      const holder = await portHolder(`127.0.0.1:${port}`);
+      const heldBy = holder.listening ? {} : { heldBy: holder.said };
       if (role === "clients") {
         const which = setting === "NATS_PORT" ? "" : ` (${setting}, which --cluster takes too)`;
-        taken.push({ said: `port ${port}${which}`, variable: "NATS_PORT", advice: "set NATS_PORT to another port, or NATS_URL to use the NATS server there" });
+        const natsUrl = holder.listening ? ", or NATS_URL to use the NATS server there" : "";
+        taken.push({ said: `port ${port}${which}`, variable: "NATS_PORT", advice: `set NATS_PORT to another port${natsUrl}`, ...heldBy });
       } else {
         const variable = role === "routes" ? "NATS_ROUTE_PORT" : "NATS_MONITOR_PORT";
         const whose = clusterPorts ? `which --cluster takes for its ${role}` : "nats-server's monitoring";
-        taken.push({ said: `port ${port} (${setting}, ${whose})`, variable, advice: `set ${variable} to another port${clusterPorts ? " (the first of three)" : ""}` });
+        taken.push({ said: `port ${port} (${setting}, ${whose})`, variable, advice: `set ${variable} to another port${clusterPorts ? " (the first of three)" : ""}`, ...heldBy });
       }
       // One NATS port taken is named: the others move with the variable that moves it.
       break;
