@@ -274,6 +274,34 @@ function failedCallLines(log: Logger): LineWindow {
   );
 }
 
+/** A method's calls refused UNAUTHENTICATED logged one line each in a window, before the rest are told together. */
+export const unauthenticatedLinesPerWindow = 10;
+export const unauthenticatedWindowMs = 10_000;
+/** The most peers the line of held UNAUTHENTICATED calls names. */
+const unauthenticatedPeersNamed = 5;
+
+/**
+ * The window of a method's UNAUTHENTICATED lines: a call without a valid
+ * token costs its sender nothing, and anyone who could reach the port wrote
+ * a line per call, 2,000 lines in 3 s. Past `unauthenticatedLinesPerWindow`
+ * in `unauthenticatedWindowMs` such calls are counted, with up to five of
+ * their peers' addresses, and told in one line when the window ends;
+ * `grpc_server_handled_total` counts each. PERMISSION_DENIED keeps a line
+ * per call: its caller holds a valid token, is named on the line, and
+ * could write a line per call with the calls it may make anyway.
+ */
+function unauthenticatedLines(log: Logger): { window: LineWindow; peers: Set<string> } {
+  const peers = new Set<string>();
+  const window = new LineWindow(unauthenticatedLinesPerWindow, unauthenticatedWindowMs, (held) => {
+    log.info(
+      { code: "UNAUTHENTICATED", unauthenticatedCalls: held, peers: [...peers] },
+      `${held} more calls refused UNAUTHENTICATED, past the ${unauthenticatedLinesPerWindow} logged one by one in ${unauthenticatedWindowMs / 1000} s (the lines above say why); grpc_server_handled_total counts them`,
+    );
+    peers.clear();
+  });
+  return { window, peers };
+}
+
 function unaryHandler(
   method: UnaryMethodDefinition<unknown, unknown>,
   fn: (request: any, context: CallContext) => Promise<unknown>,
@@ -289,6 +317,7 @@ function unaryHandler(
   // The line of every successful call, the hot path, is written without pino's generic serialisation.
   const logOk = infoLineWriter(log, "call");
   const failedLines = failedCallLines(log);
+  const unauthenticated = unauthenticatedLines(log);
   return (call: ServerUnaryCall<Buffer, unknown>, callback: sendUnaryData<unknown>): void => {
     const started = performance.now();
     const finish = (err: unknown, response?: unknown): void => {
@@ -303,7 +332,12 @@ function unaryHandler(
         if (grpcError.code === status.INTERNAL || !(err instanceof StatusError)) {
           if (failedLines.admit()) log.error({ code: codeName(grpcError.code as number as Code), ms, err, ...spanLogFields(callTrace(call)) }, "call failed");
         }
-        else log.info({ code: codeName((grpcError.code ?? Code.UNKNOWN) as number as Code), ms, reason: grpcError.details }, "call");
+        else if (grpcError.code !== status.UNAUTHENTICATED || unauthenticated.window.admit()) {
+          log.info({ code: codeName((grpcError.code ?? Code.UNKNOWN) as number as Code), ms, reason: grpcError.details }, "call");
+        } else if (unauthenticated.peers.size < unauthenticatedPeersNamed) {
+          const peer = http2StreamOf(call)?.session?.socket?.remoteAddress;
+          if (peer !== undefined) unauthenticated.peers.add(peer);
+        }
         callback(grpcError);
       }
       // grpc-js has written the answer by now: what its caller has not taken counts as unsent from here on.
