@@ -43,7 +43,8 @@ export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfin
  * HTTP/2 preface within prefaceTimeoutMs), `no_tls_handshake` (nothing
  * sent within prefaceTimeoutMs of its acceptance, or its TLS handshake not
  * ended within prefaceTimeoutMs of its first bytes),
- * `too_many_connections` (accepted while maxConnections were open),
+ * `too_many_connections` (accepted while maxConnections were open, or the
+ * newest of the address holding the most, closed to let another's in),
  * `too_many_streams` (closed, holding the most open streams, when a stream
  * came while maxOpenStreams were open), `no_ping_answer` (its last PING
  * unanswered after pingIntervalMs).
@@ -79,7 +80,7 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   malformed: "refused calls grpc-js could not take",
   no_preface: "dropped connections that sent no HTTP/2 preface within prefaceTimeoutMs",
   no_tls_handshake: "dropped TLS connections that sent nothing within prefaceTimeoutMs, or whose handshake had not ended within prefaceTimeoutMs of their first bytes",
-  too_many_connections: "closed connections accepted while maxConnections were open",
+  too_many_connections: "closed connections accepted while maxConnections were open, or closed the newest of the address holding the most to let in another address's",
   too_many_streams: "closed the connections holding the most open streams when a stream came while maxOpenStreams were open",
   no_ping_answer: "closed connections that had not answered the server's last PING after pingIntervalMs",
   timeout_clamped: "took grpc-timeout values beyond about 24.8 days (2^31 - 1 ms, the most grpc-js holds) as that; the calls were served",

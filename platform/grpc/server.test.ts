@@ -569,6 +569,35 @@ describe("createGrpcServer", () => {
     }
   }, 20_000);
 
+  it("lets in a caller from another address while one address holds every connection, closing that address's newest in its place", async () => {
+    const { counted, port, session, registry, lines } = await observedServer({ maxConnections: 20 });
+    // One address's idle clients, answering every PING: with the bound alone, 4,096 of them kept every other caller
+    // out of the product service (refused at once) and took it from 99 to 258 MB resident.
+    expect((await answerOf(session, {}, framed(request)))["grpc-status"]).toBe(String(status.OK));
+    const idle = Array.from({ length: 30 }, () => connectHttp2(`http://127.0.0.1:${port}`).on("error", () => {}));
+    const others: ClientHttp2Session[] = [];
+    try {
+      await expect.poll(() => idle.filter((s) => s.destroyed || s.closed).length).toBe(11);
+      for (let i = 1; i <= 3; i++) {
+        const other = connectHttp2(`http://127.0.0.1:${port}`, { createConnection: () => connectTcp({ host: "127.0.0.1", port, localAddress: "127.0.0.2" }) }).on("error", () => {});
+        others.push(other);
+        expect((await answerOf(other, {}, framed(request)))["grpc-status"]).toBe(String(status.OK));
+        await expect.poll(() => idle.filter((s) => s.destroyed || s.closed).length).toBe(11 + i);
+      }
+      // The crowded address's next is turned away, as before: the other address holds fewer.
+      const next = connectHttp2(`http://127.0.0.1:${port}`).on("error", () => {});
+      idle.push(next);
+      await expect.poll(() => next.destroyed || next.closed).toBe(true);
+      expect(others.every((o) => !o.destroyed && !o.closed)).toBe(true);
+      expect(counted.ran).toBe(4);
+      await expect.poll(() => sampleOf(registry, "concord_grpc_connections_dropped_total", { reason: "too_many_connections" })).toBe(15);
+      expect(lines.filter((l) => l.reason === "too_many_connections").flatMap((l) => l.peers as string[])).not.toContain("127.0.0.2");
+    } finally {
+      for (const s of [...idle, ...others]) s.destroy();
+      session.close();
+    }
+  }, 20_000);
+
   it("tells each connection its share of maxOpenStreams, lower as connections come and higher as they go, and HTTP/2 turns away a stream past it before the server sees it", async () => {
     const { counted, port, session, registry } = await observedServer({ maxOpenStreams: 64, maxUnfinishedRequests: 16 });
     grpcServingMetrics(registry, server!);

@@ -19,6 +19,7 @@ import { type UnfinishedRequests, watchUnfinishedRequests } from "./unfinished-r
 import { stopUnreadRequests } from "./unread-requests.js";
 import { respondWithStatus } from "./grpc-status.js";
 import { shareOpenStreams } from "./open-streams.js";
+import { boundConnections } from "./connection-bound.js";
 import { answerPlaintextClients, plaintextClientMessage } from "./plaintext-clients.js";
 import { guardReflectionReads, reflectionRequestsPerRead } from "./reflection-reads.js";
 import { Code, StatusError } from "../errors/index.js";
@@ -87,7 +88,9 @@ export interface GrpcServerOptions {
   readonly pingIntervalMs?: number;
   /**
    * How many connections the server holds at once; one accepted past that
-   * is closed at once, before its TLS handshake. Default 4,096.
+   * is closed at once, before its TLS handshake, unless its address holds
+   * fewer than the address holding the most, whose newest connection is
+   * closed in its place (see boundConnections). Default 4,096.
    */
   readonly maxConnections?: number;
   /**
@@ -570,20 +573,6 @@ function dropDeadConnections(listener: Http2Server | Http2SecureServer, interval
     }
   }, intervalMs).unref();
   listener.once("close", () => clearInterval(timer));
-}
-
-/**
- * At most `max` connections open on `listener` at once: Node closes one
- * accepted past that before anything is read from it (net.Server's
- * `maxConnections`), and `dropped` hears each with its peer's address. A
- * connection costs the server about 6.5 KiB of heap once its preface is in,
- * with no call and no token: 14,000 idle clients took the product service's
- * heap to its 128 MiB limit and the process died. Idle clients are left
- * alone otherwise; a proxy in front is still what limits each client.
- */
-function boundConnections(listener: Http2Server | Http2SecureServer, max: number, dropped: (peer: string | undefined) => void): void {
-  listener.maxConnections = max;
-  listener.on("drop", (data?: { remoteAddress?: string }) => dropped(data?.remoteAddress));
 }
 
 /**
