@@ -163,10 +163,10 @@ export function unreadAnswerMetrics(registry: Registry, answers: { readonly stal
  * database away; waiting for NATS at start; stopping), read at each scrape.
  * Health was seen only by asking grpc.health.v1, not in the metrics. And
  * `concord_grpc_open_streams` and `concord_grpc_connection_stream_share`:
- * the streams open on all connections, and how many each connection may
- * open at once now, which falls as connections grow many (see
- * shareOpenStreams): a client held to a few streams by a crowd of others'
- * connections shows here.
+ * the streams open on all connections, and how many each connection of
+ * the address holding the most may open at once now, which falls as its
+ * connections grow many (see shareOpenStreams): a client held to a few
+ * streams by a crowd of its own connections shows here.
  */
 export function grpcServingMetrics(registry: Registry, server: { servingStatus(): string; readonly openStreams: { readonly open: number; readonly share: number } }): void {
   new Gauge({
@@ -187,7 +187,7 @@ export function grpcServingMetrics(registry: Registry, server: { servingStatus()
   });
   new Gauge({
     name: "concord_grpc_connection_stream_share",
-    help: "Streams each connection may open at once now (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS): maxOpenStreams shared among the connections once they are many",
+    help: "Streams each connection of the address holding the most may open at once now (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS), the least any is told: maxOpenStreams shared among the addresses, then among each address's connections, once they are many",
     registers: [registry],
     collect() {
       this.set(server.openStreams.share);

@@ -13,7 +13,7 @@ export interface OpenStreams {
   admit(stream: ServerHttp2Stream): boolean;
   /** Streams open now, on all connections. */
   readonly open: number;
-  /** The streams each connection may open at once now (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS). */
+  /** The streams each connection of the address holding the most may open at once now (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS), the least any is told. */
   readonly share: number;
 }
 
@@ -34,10 +34,13 @@ export interface OpenStreams {
  *
  * So each connection is told how many streams it may open
  * (SETTINGS_MAX_CONCURRENT_STREAMS): `perConnection` while the connections
- * are few, else `max` shared among them, rounded down to a power of two
- * (at least one each), told again to every connection as the count of
- * connections crosses a power of two: lowered at once, raised only when a
- * quarter more connections would still leave the higher figure. Raised at
+ * are few, else `max` shared among the peers' addresses and each
+ * address's part among its connections, rounded down to a power of two
+ * (at least one each), told again to an address's connections as the
+ * count of addresses times its connections crosses a power of two: lowered
+ * at once, raised only when a quarter more would still leave the higher
+ * figure. Shared among the connections alone, one client's 4,096 idle
+ * connections held every other caller's connection to 2. Raised at
  * once too, a client that opened and closed one connection across 2,048
  * had the server tell 2,048 others twice per turn: 308 turns in 20 s,
  * 678,000 SETTINGS frames, the product service at 93% of a core and a
@@ -50,9 +53,11 @@ export interface OpenStreams {
  * nghttp2 closes its connection. A well-behaved client holds its own calls
  * past that until some end, as clients do with any server's limit. The
  * 600 connections above now leave the heap at 48 MiB. The price: many
- * connections, idle ones too, hold every connection to a small share (2
- * each at 4,096), as many connections already keep new clients out; a
- * proxy with a per-client limit is the answer to both.
+ * connections of one address, idle ones too, hold each other to a small
+ * share (2 each at 4,096), and behind a proxy, where every connection has
+ * the proxy's address, so do all; a proxy with a per-client limit is the
+ * answer there. Per connection, the cost is a set entry; the addresses
+ * are gone through when one comes or goes.
  *
  * A connection keeps the streams it opened under an earlier, higher
  * share, so the sum can pass `max` while connections come and go; then a
@@ -70,6 +75,8 @@ export function shareOpenStreams(max: number, perConnection: number, closed: (pe
   const listeners: Array<Http2Server | Http2SecureServer> = [];
   /** Each connection, and the share it was last told. */
   const sessions = new Map<ServerHttp2Session, number>();
+  /** Each address's connections, and the share they were last told. */
+  const peers = new Map<string, { readonly sessions: Set<ServerHttp2Session>; share: number }>();
   /** Open streams by connection; a connection closed for room is taken out at once, and its streams' closes are not counted again. */
   const held = new Map<ServerHttp2Session, number>();
   let open = 0;
@@ -81,6 +88,8 @@ export function shareOpenStreams(max: number, perConnection: number, closed: (pe
     while (power * 2 <= fair) power *= 2;
     return power;
   };
+  // What a new connection is told first (the listener's figure), before its address's share is told: the share of
+  // all connections alike, at most what one address of many would get.
   let share = shareOf(1);
   const close = (session: ServerHttp2Session): void => {
     const streams = held.get(session) ?? 0;
@@ -90,20 +99,31 @@ export function shareOpenStreams(max: number, perConnection: number, closed: (pe
     if (!session.destroyed && !session.closed) session.goaway(http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
     session.destroy(undefined, http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
   };
-  const tell = (session: ServerHttp2Session): void => {
-    if (session.destroyed || sessions.get(session) === share) return;
-    sessions.set(session, share);
-    session.settings({ maxConcurrentStreams: share });
+  const tell = (session: ServerHttp2Session, streams: number): void => {
+    if (session.destroyed || sessions.get(session) === streams) return;
+    sessions.set(session, streams);
+    session.settings({ maxConcurrentStreams: streams });
   };
-  const reshare = (): void => {
-    // Lowered as soon as the count crosses a power of two; raised only once a quarter more connections would still
-    // leave the higher share (see above).
-    const lower = shareOf(sessions.size);
-    const next = lower < share ? lower : Math.max(share, shareOf(sessions.size + Math.floor(sessions.size / 4)));
-    if (next === share) return;
-    share = next;
-    for (const listener of listeners) listener.updateSettings({ maxConcurrentStreams: share });
-    for (const session of sessions.keys()) tell(session);
+  /** Lowered as soon as the count crosses a power of two; raised only once a quarter more would still leave the higher share (see above). */
+  const nextShare = (current: number, connections: number): number => {
+    const lower = shareOf(connections);
+    return lower < current ? lower : Math.max(current, shareOf(connections + Math.floor(connections / 4)));
+  };
+  /** Tells the connections of one address their share: max shared among the addresses, each address's part among its connections. */
+  const resharePeer = (peer: { readonly sessions: Set<ServerHttp2Session>; share: number }): void => {
+    const next = nextShare(peer.share, peers.size * peer.sessions.size);
+    if (next === peer.share) return;
+    peer.share = next;
+    for (const session of peer.sessions) tell(session, next);
+  };
+  const reshare = (all: boolean, peer: { readonly sessions: Set<ServerHttp2Session>; share: number } | undefined): void => {
+    const next = nextShare(share, sessions.size);
+    if (next !== share) {
+      share = next;
+      for (const listener of listeners) listener.updateSettings({ maxConcurrentStreams: share });
+    }
+    if (all) for (const each of peers.values()) resharePeer(each);
+    else if (peer) resharePeer(peer);
   };
   const release = (session: ServerHttp2Session): void => {
     const streams = held.get(session);
@@ -129,18 +149,28 @@ export function shareOpenStreams(max: number, perConnection: number, closed: (pe
       listeners.push(listener);
       listener.updateSettings({ maxConcurrentStreams: share });
       listener.on("session", (session: ServerHttp2Session) => {
-        // Made with the listener's figure, which the new count may lower: reshare() tells it, with the others, where it does.
+        // Made with the listener's figure; its address's share is told to it (and to the address's others) where it differs.
         sessions.set(session, share);
         const peer = session.socket?.remoteAddress;
+        const key = peer ?? "";
+        let own = peers.get(key);
+        const newPeer = own === undefined;
+        if (!own) peers.set(key, (own = { sessions: new Set(), share: perConnection }));
+        const mine = own;
+        mine.sessions.add(session);
         // Node closes a connection whose client has left ten SETTINGS unacknowledged (GOAWAY INTERNAL_ERROR).
         session.on("error", (err: NodeJS.ErrnoException) => {
           if (err.code === "ERR_HTTP2_MAX_PENDING_SETTINGS_ACK") closed(peer, held.get(session) ?? 0);
         });
         session.once("close", () => {
           sessions.delete(session);
-          reshare();
+          mine.sessions.delete(session);
+          const gone = mine.sessions.size === 0 && peers.get(key) === mine;
+          if (gone) peers.delete(key);
+          reshare(gone, mine);
         });
-        reshare();
+        reshare(newPeer, mine);
+        tell(session, mine.share);
       });
     },
     admit(stream) {
@@ -160,7 +190,9 @@ export function shareOpenStreams(max: number, perConnection: number, closed: (pe
       return open;
     },
     get share() {
-      return share;
+      let least = shareOf(0);
+      for (const peer of peers.values()) if (peer.share < least) least = peer.share;
+      return least;
     },
   };
 }

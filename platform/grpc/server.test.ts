@@ -643,6 +643,29 @@ describe("createGrpcServer", () => {
     }
   }, 20_000);
 
+  it("shares maxOpenStreams among the clients' addresses first, so one address's crowd of connections holds its own to a few streams and not another's", async () => {
+    const { port, session, registry } = await observedServer({ maxOpenStreams: 64 });
+    grpcServingMetrics(registry, server!);
+    const crowd = Array.from({ length: 15 }, () => connectHttp2(`http://127.0.0.1:${port}`).on("error", () => {}));
+    const other = connectHttp2(`http://127.0.0.1:${port}`, { createConnection: () => connectTcp({ host: "127.0.0.1", port, localAddress: "127.0.0.2" }) }).on("error", () => {});
+    try {
+      // 64 between two addresses, 32 each: the crowd's 16 connections 2 each, the other address's one 32. Shared
+      // among the connections alone, all 17 had 2 (4,096 idle connections held every caller's to 2 at 8,192).
+      await expect.poll(() => other.remoteSettings?.maxConcurrentStreams).toBe(32);
+      await expect.poll(() => [session, ...crowd].map((s) => s.remoteSettings?.maxConcurrentStreams)).toEqual(Array.from({ length: 16 }, () => 2));
+      expect((await answerOf(other, {}, framed(request)))["grpc-status"]).toBe(String(status.OK));
+      expect(await sampleOf(registry, "concord_grpc_connection_stream_share")).toBe(2);
+      // The crowd gone, the one left of each address has 32.
+      for (const s of crowd) s.destroy();
+      await expect.poll(() => session.remoteSettings.maxConcurrentStreams).toBe(32);
+      expect(other.remoteSettings.maxConcurrentStreams).toBe(32);
+    } finally {
+      for (const s of crowd) s.destroy();
+      other.destroy();
+      session.close();
+    }
+  }, 20_000);
+
   it("closes a connection that has not answered its last PING by the next, which lets go of a connection Node left stuck, its streams and its share", async () => {
     const made = ensureDevCredentials(tempDirForSuite("concord-stuck-"), ["products"]);
     const { port, session, registry } = await observedServer({ pingIntervalMs: 300, credentials: serverTlsCredentials({ ...made.certs.products, caFile: made.caFile }) });

@@ -96,7 +96,8 @@ export interface GrpcServerOptions {
   /**
    * How many streams the server lets be open at once, on all its
    * connections: each connection may open admission's capacity and some
-   * headroom while they are few, else this shared among them, and a stream
+   * headroom while they are few, else this shared among the clients'
+   * addresses and each address's part among its connections, and a stream
    * opened past it closes the connection that holds the most (see
    * shareOpenStreams). Default 8,192.
    */
