@@ -17,6 +17,15 @@ export interface OpenStreams {
   readonly share: number;
 }
 
+/** An address's connections, and the share they were last told. */
+interface Peer {
+  readonly sessions: Set<ServerHttp2Session>;
+  share: number;
+}
+
+/** The window over which the most addresses at once is kept: an address counts in the shares for 10 to 20 s after it went. */
+const addressWindowMs = 10_000;
+
 /**
  * At most about `max` streams open at once over all of a server's
  * connections. A client may open as many streams on one connection as
@@ -40,7 +49,11 @@ export interface OpenStreams {
  * count of addresses times its connections crosses a power of two: lowered
  * at once, raised only when a quarter more would still leave the higher
  * figure. Shared among the connections alone, one client's 4,096 idle
- * connections held every other caller's connection to 2. Raised at
+ * connections held every other caller's connection to 2. The addresses
+ * are counted as the most there were in the last 10 to 20 s (a share is
+ * raised for fewer at a connection's coming or going after that): counted
+ * as they were, one address that came and went again and again had the
+ * others' connections told a new share twice each time. Raised at
  * once too, a client that opened and closed one connection across 2,048
  * had the server tell 2,048 others twice per turn: 308 turns in 20 s,
  * 678,000 SETTINGS frames, the product service at 93% of a core and a
@@ -76,7 +89,7 @@ export function shareOpenStreams(max: number, perConnection: number, closed: (pe
   /** Each connection, and the share it was last told. */
   const sessions = new Map<ServerHttp2Session, number>();
   /** Each address's connections, and the share they were last told. */
-  const peers = new Map<string, { readonly sessions: Set<ServerHttp2Session>; share: number }>();
+  const peers = new Map<string, Peer>();
   /** Open streams by connection; a connection closed for room is taken out at once, and its streams' closes are not counted again. */
   const held = new Map<ServerHttp2Session, number>();
   let open = 0;
@@ -109,21 +122,42 @@ export function shareOpenStreams(max: number, perConnection: number, closed: (pe
     const lower = shareOf(connections);
     return lower < current ? lower : Math.max(current, shareOf(connections + Math.floor(connections / 4)));
   };
-  /** Tells the connections of one address their share: max shared among the addresses, each address's part among its connections. */
-  const resharePeer = (peer: { readonly sessions: Set<ServerHttp2Session>; share: number }): void => {
-    const next = nextShare(peer.share, peers.size * peer.sessions.size);
+  // The addresses the shares are made for: the most there were in this window or the one before. Counted as they are,
+  // one address that connected and left again and again had another's 100 connections told a new share each time.
+  let addressesNow = 0;
+  let addressesBefore = 0;
+  let windowStart = -Infinity;
+  let addressesTold = 1;
+  const addresses = (): number => {
+    const now = performance.now();
+    if (now - windowStart >= addressWindowMs) {
+      addressesBefore = now - windowStart < 2 * addressWindowMs ? addressesNow : 0;
+      addressesNow = 0;
+      windowStart = now;
+    }
+    if (peers.size > addressesNow) addressesNow = peers.size;
+    return Math.max(1, addressesNow, addressesBefore);
+  };
+  /** Tells the connections of one address their share: max shared among `count` addresses, each address's part among its connections. */
+  const resharePeer = (peer: Peer, count: number): void => {
+    const next = nextShare(peer.share, count * peer.sessions.size);
     if (next === peer.share) return;
     peer.share = next;
     for (const session of peer.sessions) tell(session, next);
   };
-  const reshare = (all: boolean, peer: { readonly sessions: Set<ServerHttp2Session>; share: number } | undefined): void => {
+  /** After `peer`'s connections changed: its share, and every address's where the count of addresses changed. */
+  const reshare = (peer: Peer): void => {
     const next = nextShare(share, sessions.size);
     if (next !== share) {
       share = next;
       for (const listener of listeners) listener.updateSettings({ maxConcurrentStreams: share });
     }
-    if (all) for (const each of peers.values()) resharePeer(each);
-    else if (peer) resharePeer(peer);
+    const count = addresses();
+    if (count !== addressesTold) {
+      addressesTold = count;
+      for (const each of peers.values()) resharePeer(each, count);
+    }
+    resharePeer(peer, count);
   };
   const release = (session: ServerHttp2Session): void => {
     const streams = held.get(session);
@@ -154,7 +188,6 @@ export function shareOpenStreams(max: number, perConnection: number, closed: (pe
         const peer = session.socket?.remoteAddress;
         const key = peer ?? "";
         let own = peers.get(key);
-        const newPeer = own === undefined;
         if (!own) peers.set(key, (own = { sessions: new Set(), share: perConnection }));
         const mine = own;
         mine.sessions.add(session);
@@ -165,11 +198,10 @@ export function shareOpenStreams(max: number, perConnection: number, closed: (pe
         session.once("close", () => {
           sessions.delete(session);
           mine.sessions.delete(session);
-          const gone = mine.sessions.size === 0 && peers.get(key) === mine;
-          if (gone) peers.delete(key);
-          reshare(gone, mine);
+          if (mine.sessions.size === 0 && peers.get(key) === mine) peers.delete(key);
+          reshare(mine);
         });
-        reshare(newPeer, mine);
+        reshare(mine);
         tell(session, mine.share);
       });
     },

@@ -666,6 +666,36 @@ describe("createGrpcServer", () => {
     }
   }, 20_000);
 
+  it("counts an address that comes and goes again and again as there for a while, so the crowd of another is told its lower share once, not twice each time", async () => {
+    const { port, session } = await observedServer({ maxOpenStreams: 64 });
+    const crowd = Array.from({ length: 11 }, () => connectHttp2(`http://127.0.0.1:${port}`).on("error", () => {}));
+    try {
+      // Twelve connections of one address: 64 / 12, 4 each.
+      await expect.poll(() => [session, ...crowd].map((s) => s.remoteSettings?.maxConcurrentStreams)).toEqual(Array.from({ length: 12 }, () => 4));
+      const told: number[] = [];
+      session.on("remoteSettings", (settings) => told.push(settings.maxConcurrentStreams!));
+      for (let round = 0; round < 4; round++) {
+        const other = connectHttp2(`http://127.0.0.1:${port}`, { createConnection: () => connectTcp({ host: "127.0.0.1", port, localAddress: "127.0.0.2" }) }).on("error", () => {});
+        await expect.poll(() => other.remoteSettings?.maxConcurrentStreams).toBe(32);
+        other.destroy();
+        await once(other, "close");
+        // The server has seen it go once its next connection is made.
+        const probe = connectHttp2(`http://127.0.0.1:${port}`).on("error", () => {});
+        await expect.poll(() => probe.remoteSettings?.maxConcurrentStreams).toBeDefined();
+        probe.destroy();
+        await once(probe, "close");
+      }
+      await session.ping(() => {});
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      // Lowered to 2 when the other address came (64 / 2 addresses / 12), and not raised when it went: counted as
+      // they were, the addresses had the crowd told 4 and 2 again each round.
+      expect(told).toEqual([2]);
+    } finally {
+      for (const s of crowd) s.destroy();
+      session.close();
+    }
+  }, 20_000);
+
   it("closes a connection that has not answered its last PING by the next, which lets go of a connection Node left stuck, its streams and its share", async () => {
     const made = ensureDevCredentials(tempDirForSuite("concord-stuck-"), ["products"]);
     const { port, session, registry } = await observedServer({ pingIntervalMs: 300, credentials: serverTlsCredentials({ ...made.certs.products, caFile: made.caFile }) });
