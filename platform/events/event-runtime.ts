@@ -73,6 +73,11 @@ export interface EventRuntime {
    * asRefusal), or when stopped first. Call once.
    */
   start(consumers: readonly ConsumerBinding<any>[], hooks?: { readonly onWaiting?: (reason: string) => void }): Promise<void>;
+  /**
+   * Says the service is stopping, before its gRPC calls drain: its relay, if it takes the outbox over from
+   * another process stopping too, relays only until `stop` and does not say it took it over (see OutboxRelay.standDown).
+   */
+  standDown(): void;
   /** Stops whatever runs, in any phase: waiting for NATS ends, consumers finish in-flight handlers, committed events are published, the connection drains. */
   stop(): Promise<void>;
 }
@@ -105,6 +110,8 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
   const outbox = createOutbox({ db, source: service, checker, maxPayloadBytes: () => bus?.nc.info?.max_payload ?? defaultMaxPayloadBytes });
 
   let relay: OutboxRelay | undefined;
+  /** Set by standDown: a relay made after it is stood down at once. */
+  let standingDown = false;
   let consumers: RunningConsumers | undefined;
   let retention: Retention | undefined;
   let startingUp: Promise<void> | undefined;
@@ -158,6 +165,7 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
         const { atomicBatch } = await ensureStreams(bus.jsm, streams, { logger, ...(streamSources && { foreign: streams.map((s) => s.name).filter((name) => streamSources[name] !== service) }) });
         checkNotStopping();
         relay ??= createOutboxRelay({ db, nc: bus.nc, logger: options.logger, batchStreams: atomicBatch });
+        if (standingDown) relay.standDown();
         consumers = await startConsumers({ nc: bus.nc, db, service, consumers: bindings, logger: options.logger, outbox, checker, ...(options.middleware && { middleware: options.middleware }), ...(streamSources && { streamSources }), ...(options.newDatabase && { newDatabase: true }) });
         if (waitingSince !== undefined) logger.info({ natsUrl, waitedMs: Math.round(performance.now() - waitingSince) }, "reached NATS; events flow");
         return;
@@ -205,10 +213,15 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
       startingUp = startUp(bindings, hooks?.onWaiting);
       return startingUp;
     },
+    standDown() {
+      standingDown = true;
+      relay?.standDown();
+    },
     stop() {
       stopped ??= (async () => {
         stopping = true;
         interrupt?.();
+        relay?.standDown();
         // Whatever start-up is doing ends at its next step; then everything it started is stopped.
         await startingUp?.catch(() => undefined);
         await retention?.stop();

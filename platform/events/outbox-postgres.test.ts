@@ -197,6 +197,36 @@ describe("the outbox relay on Postgres", () => {
     }
   });
 
+  it("publishes what is left once the relaying process stops, without saying it took the relay over, when its own process is stopping too", async () => {
+    const url = await postgres().createDatabase("stopping_handover");
+    const [first, second] = await Promise.all([0, 1].map(() => openDatabase({ path: url, migrations: outboxMigrations })));
+    const sample = sampleStream("stoppinghandover");
+    await ensureStreams(bus.jsm, [sample.stream]);
+    const outbox = createOutbox({ db: second, source: "things" });
+    const lines: { msg: string }[] = [];
+    const heard = createLogger({ service: "things", level: "info", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } });
+    const advisoryLocks = async () =>
+      Number((await second.query<{ n: number }>("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"))[0].n);
+    const leading = createOutboxRelay({ db: first, nc: bus.nc, logger, sweepIntervalMs: 600_000, leaderPollMs: 10_000 });
+    let waiting: ReturnType<typeof createOutboxRelay> | undefined;
+    try {
+      await eventually("the first relay holds the lock", async () => (await advisoryLocks()) === 1);
+      waiting = createOutboxRelay({ db: second, nc: bus.nc, logger: heard, sweepIntervalMs: 600_000, leaderPollMs: 10_000 });
+      await eventually("the second relay waits", async () => lines.some((l) => l.msg.startsWith("another process relays this outbox")));
+      // Ctrl-C of the whole system: both processes stop; the second's calls still drain, and commit an event.
+      waiting.standDown();
+      await leading.stop();
+      const id = await second.transaction(async (tx) => outbox.add(tx, sample.event, { thingId: "a", note: "while stopping" }));
+      await eventually("the event is published", async () => (await readStream(bus.jsm, sample.stream.name)).length === 1, 15_000);
+      expect((await readStream(bus.jsm, sample.stream.name)).map((m) => m.headers.get("ce-id"))).toEqual([id]);
+      expect(waiting.relaying()).toBe(true);
+      expect(lines.map((l) => l.msg)).not.toContain("took over relaying this outbox");
+    } finally {
+      await Promise.all([leading.stop(), waiting?.stop()]);
+      await Promise.all([first.close(), second.close()]);
+    }
+  });
+
   it("deletes what it published, once the database is back, though another process took the relay first, which then does not publish it again past the duplicate window", async () => {
     const url = await postgres().createDatabase("outage_handover");
     const [first, second] = await Promise.all([0, 1].map(() => openDatabase({ path: url, migrations: outboxMigrations })));

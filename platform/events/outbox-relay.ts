@@ -81,6 +81,12 @@ export interface OutboxRelay {
   stats(): OutboxRelayStats;
   /** Whether this process relays the outbox now: it holds the relay's lock (PostgreSQL), and not another instance. */
   relaying(): boolean;
+  /**
+   * Says the process is stopping (called before its gRPC calls drain, ahead of `stop`): the relay goes on as
+   * before, but if it takes the lock from now on (the relaying process stopped too), it publishes what is left
+   * without saying it took the relay over, which it holds only until its own stop.
+   */
+  standDown(): void;
 }
 
 /** Whether `subject` falls under the stream subject `filter` (`*` one token, `>` the rest). */
@@ -511,6 +517,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     return answered;
   };
 
+  /** Set once the process is stopping (see standDown). */
+  let standingDown = false;
+
   /** Set when this process's lease on the relay is gone: its active loop ends and the relay goes back to waiting for the lease. */
   let leaseLost = false;
 
@@ -573,7 +582,9 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       }
       await handoverHeard?.();
       handoverHeard = undefined;
-      if (waitingLogged) logger.info("took over relaying this outbox");
+      // A process that is stopping too relays only until its stop: the line would tell of a successor that is not one.
+      if (waitingLogged && !standingDown) logger.info("took over relaying this outbox");
+      else if (waitingLogged) logger.debug("took the outbox relay's lock while stopping, to publish what is left until this process stops");
       waitingLogged = false;
       leaseLost = false;
       void lease.lost.then(() => {
@@ -765,5 +776,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       return { published, duplicates, parked };
     },
     relaying: () => leading,
+    standDown() {
+      standingDown = true;
+    },
   };
 }

@@ -305,6 +305,8 @@ export async function createServiceHost(options: ServiceHostOptions): Promise<Se
   let requestIdsKept: Retention | undefined;
   let tasks: readonly { stop(): Promise<void> }[] = [];
   const stopAll = async (onStop?: () => void) => {
+    // Before the calls drain: an outbox relay this process takes over from another stopping instance meanwhile is no successor.
+    events.standDown();
     await server.shutdown();
     await Promise.all(tasks.map((t) => t.stop()));
     await requestIdsKept?.stop();
@@ -434,6 +436,7 @@ function withoutEvents(events: EventRuntime, name: string): EventRuntime {
       return events.relay;
     },
     start: () => Promise.reject(new Error(`${name} is given no stream: it does not connect to NATS`)),
+    standDown: () => events.standDown(),
     stop: () => events.stop(),
   };
 }
