@@ -402,7 +402,7 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
     );
   });
 
-  it("status says the outbox is unknown, and fails, when a service's metrics leave it out (its database did not answer)", async () => {
+  it("status says the outbox is unknown, and fails, when a service's metrics leave it out (its database down or not answering)", async () => {
     const metrics = createHttpServer((_req, res) => res.end("# HELP concord_outbox_depth Events committed to the outbox\n# TYPE concord_outbox_depth gauge\nprocess_cpu_seconds_total 1\n"));
     await new Promise<void>((resolve) => metrics.listen(0, "127.0.0.1", resolve));
     try {
@@ -410,7 +410,8 @@ describe("npx concord refuses what names nothing, and ends quietly when its read
       const run = await concord("status", "--nats", nats().url, "--products", "127.0.0.1:1", "--orders", "127.0.0.1:1", "--products-metrics", at, "--orders-metrics", at);
       expect(run.status).toBe(1);
       // It said "no outbox metrics", and before that the service's gauges showed an outbox it could not read as empty (depth 0).
-      expect(run.stdout).toContain(`outbox: unknown (the metrics at ${at} leave the outbox out: the service's database did not answer within 2 s)`);
+      // It then said the database "did not answer within 2 s", also when PostgreSQL was down and refused at once.
+      expect(run.stdout).toContain(`outbox: unknown (the metrics at ${at} leave the outbox out: the service could not read its database within 2 s (down, refusing its connections, or not answering; the service's log says which))`);
     } finally {
       await new Promise((resolve) => metrics.close(resolve));
     }

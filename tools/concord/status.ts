@@ -324,7 +324,10 @@ export async function printStatus(nats: StatusNats, targets: readonly ServiceTar
             };
           }
           healthy = false;
-          return { unknown: `the metrics at ${instance.metrics} leave the outbox out: the service's database did not answer within 2 s` };
+          // The gauges are left out alike whether the read failed (the server down, refusing connections) or took over 2 s.
+          return {
+            unknown: `the metrics at ${instance.metrics} leave the outbox out: the service could not read its database within 2 s (down, refusing its connections, or not answering; the service's log says which)`,
+          };
         },
         (err: Error): OutboxAnswer => {
           healthy = false;
