@@ -10,7 +10,11 @@ import { getProductOnly } from "../../test/support/get-product-only.js";
 import { capturedLogger } from "../../test/support/captured-logger.js";
 import { tempDirForSuite } from "../../test/support/temp-dir.js";
 import { Code } from "../errors/index.js";
-import { checkHealth } from "../grpc/index.js";
+import { checkHealth, createClient } from "../grpc/index.js";
+import { ProductServiceMethods } from "../../gen/ts/shop/products/v1/product_service_rpc.js";
+import { useNatsServer } from "../../test/support/nats-server.js";
+import { usePostgresServer } from "../../test/support/postgres.js";
+import { eventually } from "../../test/support/streams.js";
 import { insecureGrpc } from "./grpc-security.js";
 import { createServiceHost } from "./service-host.js";
 
@@ -132,4 +136,62 @@ describe("createServiceHost", () => {
     });
     await expect(consuming.db.query("SELECT 1")).rejects.toThrow();
   });
+});
+
+describe("createServiceHost with two instances on one PostgreSQL database", () => {
+  const postgres = usePostgresServer();
+  const nats = useNatsServer();
+
+  it("does not say an instance took the outbox relay over from another stopping with it, while its own calls drain", async () => {
+    const database = await postgres().createDatabase("two_hosts");
+    // Instance b's GetProduct waits until the test lets it go: its stop waits for the call, as a drain does.
+    let letGo: () => void = () => {};
+    const held = new Promise<void>((resolve) => (letGo = resolve));
+    const instance = async (id: string) => {
+      const captured = capturedLogger("products");
+      const host = await createServiceHost({
+        name: "products",
+        listen: "127.0.0.1:0",
+        database,
+        migrations: [],
+        natsUrl: nats().url,
+        streams: [ShopProductsStream],
+        streamSources: { SHOP_PRODUCTS: "products" },
+        descriptorSet,
+        security: insecureGrpc,
+        logger: captured.logger,
+      });
+      host.server.addService(
+        ProductServiceService,
+        getProductOnly(async () => {
+          await held;
+          return { product: undefined };
+        }),
+      );
+      const running = await host.start({ consumers: [] });
+      await running.ready;
+      return { id, running, lines: captured.lines };
+    };
+    const a = await instance("a");
+    const b = await instance("b");
+    let bStopped: Promise<void> | undefined;
+    try {
+      await eventually("a relays and b waits", async () => a.running.events.relay.relaying() && b.lines.some((l) => l.msg === "another process relays this outbox; this one takes over if it goes"));
+      const client = createClient(ProductServiceService, { address: b.running.address, methods: ProductServiceMethods, defaultTimeoutMs: 20_000, maxAttempts: 1 });
+      const call = client.getProduct({ id: "01a25291-d99a-7000-a5ac-c203a7fac0c9" }).catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      // Ctrl-C of both: b drains its call while a stops, giving the relay up; b may take the lock, but relays only until its own stop.
+      bStopped = b.running.stop();
+      await a.running.stop();
+      await eventually("b holds the relay's lock", async () => b.running.events.relay.relaying());
+      letGo();
+      await call;
+      client.close();
+      await bStopped;
+      expect(b.lines.map((l) => l.msg)).not.toContain("took over relaying this outbox");
+    } finally {
+      letGo();
+      await Promise.all([a.running.stop(), bStopped ?? b.running.stop()]);
+    }
+  }, 60_000);
 });
