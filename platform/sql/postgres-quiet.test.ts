@@ -172,6 +172,30 @@ describe("a PostgreSQL server that stops answering mid-session", () => {
     }
   });
 
+  it("closes within its grace when the server went quiet, cutting a statement under way and idle connections, rather than waiting for the statement's timeout", async () => {
+    const proxy = await quietableProxy(new URL(postgres.url));
+    const url = new URL(postgres.url);
+    url.port = String(proxy.port);
+    // A stop's last statements (a readiness check, a metrics read) on a server that hangs: their connections would be
+    // dropped only 15 s later (the statement timeout and its grace), and a stop of the service waited that long.
+    const db = openPostgres(url.toString(), { poolSize: 2, statementTimeoutMs: 10_000, closeGraceMs: 500 });
+    try {
+      await Promise.all([db.query("SELECT 1"), db.query("SELECT 2")]);
+      proxy.quiet(true);
+      const underWay = outcome(db.query("SELECT 1"));
+      // Sent on a pooled connection before the close.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const closing = await outcome(db.close());
+      expect(closing.code).toBe("resolved");
+      expect(closing.ms).toBeLessThan(2_500);
+      expect((await underWay).code).toBe(Code.UNAVAILABLE);
+    } finally {
+      await db.close();
+      await proxy.close();
+    }
+    expect(() => openPostgres(postgres.url, { closeGraceMs: -1 })).toThrow(/openPostgres: invalid closeGraceMs: -1/);
+  });
+
   it("counts the relay's lock as lost, and makes LISTEN again, when their server goes quiet", async () => {
     const proxy = await quietableProxy(new URL(postgres.url));
     const url = new URL(postgres.url);

@@ -502,6 +502,14 @@ export interface PostgresOptions {
    */
   readonly sessionCheckMs?: number;
   /**
+   * How long `close` waits for statements under way and for the server to
+   * take each connection's goodbye, ms; then it cuts the connections left
+   * (their statements fail UNAVAILABLE). Default 2,000. A server that hangs
+   * answers neither: a service's stop waited for its last readiness check's
+   * statement timeout, 35 s.
+   */
+  readonly closeGraceMs?: number;
+  /**
    * How refusals that say what to change in the URL (a wrong password, an
    * unknown host, a statement_timeout with a unit) name it: the variable it
    * was read from (`ORDERS_DATABASE_URL`). Default "the database URL".
@@ -602,6 +610,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
   const statementTimeoutMs = nonNegativeInteger("openPostgres", "statementTimeoutMs", options.statementTimeoutMs ?? settings.statementTimeoutMs, 30_000);
   const answerWithin = (ms: number): number | undefined => (ms === 0 ? undefined : ms + Math.min(answerGraceMs, ms));
   const sessionCheckMs = positiveInteger("openPostgres", "sessionCheckMs", options.sessionCheckMs, 5_000);
+  const closeGraceMs = nonNegativeInteger("openPostgres", "closeGraceMs", options.closeGraceMs, 2_000);
   const clientConfig = {
     connectionString: settings.url,
     types,
@@ -619,9 +628,13 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
   // The sockets of connections still being made (TCP, TLS, the start-up exchange), which close() destroys: a server that
   // does not answer would otherwise hold the process until connectionTimeoutMillis, though a stop was asked for.
   const connecting = new Set<Socket>();
+  /** Every connection's socket until it closes: those close() cuts once its grace is over. */
+  const open = new Set<Socket>();
   /** clientConfig with a socket of its own, in `connecting` until `client` has connected or the socket has closed. */
   const configFor = (socket: Socket) => ({ ...clientConfig, stream: () => socket });
   const heldWhileConnecting = (client: pg.Client, socket: Socket): void => {
+    open.add(socket);
+    socket.once("close", () => open.delete(socket));
     connecting.add(socket);
     const done = () => connecting.delete(socket);
     client.once("connect", done);
@@ -965,9 +978,14 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Postgr
     },
     close() {
       if (closed === undefined) {
-        closed = pool.end();
+        const ending = pool.end();
         // Connections already made end once their work is over; those still being made end now, failing whoever waits for them.
         for (const socket of connecting) socket.destroy();
+        // A server that hangs answers neither a statement under way nor a connection's goodbye: past the grace, they are cut.
+        const cut = setTimeout(() => {
+          for (const socket of open) socket.destroy();
+        }, closeGraceMs);
+        closed = ending.finally(() => clearTimeout(cut));
       }
       return closed;
     },
