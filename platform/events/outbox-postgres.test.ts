@@ -29,6 +29,15 @@ describe("the outbox relay on Postgres", () => {
     await bus?.close();
   });
 
+  /** Two processes of one service on a new database `name`: their connections, a sample stream, and the second's outbox. */
+  const twoInstances = async (name: string) => {
+    const url = await postgres().createDatabase(name);
+    const [first, second] = await Promise.all([0, 1].map(() => openDatabase({ path: url, migrations: outboxMigrations })));
+    const sample = sampleStream(name.replaceAll("_", ""));
+    await ensureStreams(bus.jsm, [sample.stream]);
+    return { first, second, sample, outbox: createOutbox({ db: second, source: "things" }) };
+  };
+
   it("publishes an event whose transaction commits after a later seq's, before the next event of its aggregate", async () => {
     const db = await openDatabase({ path: await postgres().createDatabase("late_commit"), migrations: [...outboxMigrations, aggregates] });
     await db.run("INSERT INTO things (id, version) VALUES ('x', 0), ('y', 0)");
@@ -169,19 +178,13 @@ describe("the outbox relay on Postgres", () => {
   });
 
   it("takes the relay over as soon as the relaying process stops, publishing at once what another commits meanwhile, not at its next ask", async () => {
-    const url = await postgres().createDatabase("handover");
     // Two instances of one service, each with its relay; they would ask for the lock only every 10 s.
-    const [first, second] = await Promise.all([0, 1].map(() => openDatabase({ path: url, migrations: outboxMigrations })));
-    const sample = sampleStream("handover");
-    await ensureStreams(bus.jsm, [sample.stream]);
-    const outbox = createOutbox({ db: second, source: "things" });
+    const { first, second, sample, outbox } = await twoInstances("handover");
     const relayOf = (db: Database) => createOutboxRelay({ db, nc: bus.nc, logger, sweepIntervalMs: 600_000, leaderPollMs: 10_000 });
-    const advisoryLocks = async () =>
-      Number((await second.query<{ n: number }>("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"))[0].n);
     const leading = relayOf(first);
     let waiting: ReturnType<typeof createOutboxRelay> | undefined;
     try {
-      await eventually("the first relay holds the lock", async () => (await advisoryLocks()) === 1);
+      await eventually("the first relay holds the lock", async () => (await advisoryLocks(second)) === 1);
       waiting = relayOf(second);
       // The second has asked (it asks at once), and would ask again 10 s later.
       await new Promise((resolve) => setTimeout(resolve, 500));
@@ -198,19 +201,13 @@ describe("the outbox relay on Postgres", () => {
   });
 
   it("publishes what is left once the relaying process stops, without saying it took the relay over, when its own process is stopping too", async () => {
-    const url = await postgres().createDatabase("stopping_handover");
-    const [first, second] = await Promise.all([0, 1].map(() => openDatabase({ path: url, migrations: outboxMigrations })));
-    const sample = sampleStream("stoppinghandover");
-    await ensureStreams(bus.jsm, [sample.stream]);
-    const outbox = createOutbox({ db: second, source: "things" });
+    const { first, second, sample, outbox } = await twoInstances("stopping_handover");
     const lines: { msg: string }[] = [];
     const heard = createLogger({ service: "things", level: "info", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } });
-    const advisoryLocks = async () =>
-      Number((await second.query<{ n: number }>("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"))[0].n);
     const leading = createOutboxRelay({ db: first, nc: bus.nc, logger, sweepIntervalMs: 600_000, leaderPollMs: 10_000 });
     let waiting: ReturnType<typeof createOutboxRelay> | undefined;
     try {
-      await eventually("the first relay holds the lock", async () => (await advisoryLocks()) === 1);
+      await eventually("the first relay holds the lock", async () => (await advisoryLocks(second)) === 1);
       waiting = createOutboxRelay({ db: second, nc: bus.nc, logger: heard, sweepIntervalMs: 600_000, leaderPollMs: 10_000 });
       await eventually("the second relay waits", async () => lines.some((l) => l.msg.startsWith("another process relays this outbox")));
       // Ctrl-C of the whole system: both processes stop; the second's calls still drain, and commit an event.
@@ -354,12 +351,7 @@ describe("the outbox relay on Postgres", () => {
     const relay = createOutboxRelay({ db, nc: bus.nc, logger: quiet, sweepIntervalMs: 100, leaderPollMs: 50 });
     const about = (text: string) => lines.filter((l) => l.msg.startsWith(text));
     try {
-      await eventually("the relay holds its lock", async () => {
-        const [{ n }] = await db.query<{ n: number }>(
-          "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        );
-        return Number(n) === 1;
-      });
+      await eventually("the relay holds its lock", async () => (await advisoryLocks(db)) === 1);
       await postgres().stopForRestart();
       // Asked every 50 ms for two seconds: some forty failures, one line.
       await new Promise((resolve) => setTimeout(resolve, 2_000));
@@ -374,3 +366,9 @@ describe("the outbox relay on Postgres", () => {
     }
   });
 });
+
+/** How many advisory locks are held in `db`'s database (the relay's lock, when one relay holds it). */
+async function advisoryLocks(db: Database): Promise<number> {
+  const [{ n }] = await db.query<{ n: number }>("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())");
+  return Number(n);
+}

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startPostgresServer, type PostgresServerHandle } from "../../test/support/postgres.js";
 import { Code, StatusError } from "../errors/index.js";
 import { migrate } from "./migrate.js";
-import { openPostgres } from "./postgres.js";
+import { openPostgres, type PostgresOptions } from "./postgres.js";
 
 /**
  * A TCP relay to `target` that can go quiet: from then on the connections it
@@ -74,6 +74,13 @@ async function outcome(work: Promise<unknown>): Promise<{ code: Code | string; m
 
 describe("a PostgreSQL server that stops answering mid-session", () => {
   let postgres: PostgresServerHandle;
+  /** A database opened with `options` through a quietable proxy to the test's server. */
+  const behindQuietableProxy = async (options: PostgresOptions) => {
+    const proxy = await quietableProxy(new URL(postgres.url));
+    const url = new URL(postgres.url);
+    url.port = String(proxy.port);
+    return { proxy, db: openPostgres(url.toString(), options) };
+  };
   beforeAll(async () => {
     postgres = await startPostgresServer();
   }, 60_000);
@@ -148,10 +155,7 @@ describe("a PostgreSQL server that stops answering mid-session", () => {
   });
 
   it("drops connections whose server went quiet, failing their statements as UNAVAILABLE, and serves again once it answers", async () => {
-    const proxy = await quietableProxy(new URL(postgres.url));
-    const url = new URL(postgres.url);
-    url.port = String(proxy.port);
-    const db = openPostgres(url.toString(), { poolSize: 2, statementTimeoutMs: 400, connectTimeoutMs: 300 });
+    const { proxy, db } = await behindQuietableProxy({ poolSize: 2, statementTimeoutMs: 400, connectTimeoutMs: 300 });
     try {
       // Both pooled connections made and idle.
       await Promise.all([db.query("SELECT 1"), db.query("SELECT 2")]);
@@ -173,12 +177,9 @@ describe("a PostgreSQL server that stops answering mid-session", () => {
   });
 
   it("closes within its grace when the server went quiet, cutting a statement under way and idle connections, rather than waiting for the statement's timeout", async () => {
-    const proxy = await quietableProxy(new URL(postgres.url));
-    const url = new URL(postgres.url);
-    url.port = String(proxy.port);
     // A stop's last statements (a readiness check, a metrics read) on a server that hangs: their connections would be
     // dropped only 15 s later (the statement timeout and its grace), and a stop of the service waited that long.
-    const db = openPostgres(url.toString(), { poolSize: 2, statementTimeoutMs: 10_000, closeGraceMs: 500 });
+    const { proxy, db } = await behindQuietableProxy({ poolSize: 2, statementTimeoutMs: 10_000, closeGraceMs: 500 });
     try {
       await Promise.all([db.query("SELECT 1"), db.query("SELECT 2")]);
       proxy.quiet(true);
@@ -197,10 +198,7 @@ describe("a PostgreSQL server that stops answering mid-session", () => {
   });
 
   it("counts the relay's lock as lost, and makes LISTEN again, when their server goes quiet", async () => {
-    const proxy = await quietableProxy(new URL(postgres.url));
-    const url = new URL(postgres.url);
-    url.port = String(proxy.port);
-    const db = openPostgres(url.toString(), { statementTimeoutMs: 400, connectTimeoutMs: 300, sessionCheckMs: 200 });
+    const { proxy, db } = await behindQuietableProxy({ statementTimeoutMs: 400, connectTimeoutMs: 300, sessionCheckMs: 200 });
     const direct = new pg.Client({ connectionString: postgres.url });
     await direct.connect();
     let heard = 0;
