@@ -172,11 +172,14 @@ describe("createServiceHost with two instances on one PostgreSQL database", () =
       await running.ready;
       return { id, running, lines: captured.lines };
     };
-    const a = await instance("a");
-    const b = await instance("b");
+    const first = await instance("a");
+    const second = await instance("b");
+    const waits = (x: typeof first) => x.lines.some((l) => l.msg === "another process relays this outbox; this one takes over if it goes");
+    // Which of the two takes the relay's lock first is the database's to decide: the other waits for it.
+    await eventually("one relays and the other waits", async () => (first.running.events.relay.relaying() && waits(second)) || (second.running.events.relay.relaying() && waits(first)));
+    const [a, b] = first.running.events.relay.relaying() ? [first, second] : [second, first];
     let bStopped: Promise<void> | undefined;
     try {
-      await eventually("a relays and b waits", async () => a.running.events.relay.relaying() && b.lines.some((l) => l.msg === "another process relays this outbox; this one takes over if it goes"));
       const client = createClient(ProductServiceService, { address: b.running.address, methods: ProductServiceMethods, defaultTimeoutMs: 20_000, maxAttempts: 1 });
       const call = client.getProduct({ id: "01a25291-d99a-7000-a5ac-c203a7fac0c9" }).catch(() => undefined);
       await new Promise((resolve) => setTimeout(resolve, 200));

@@ -188,7 +188,7 @@ describe("a PostgreSQL server that stops answering mid-session", () => {
       await new Promise((resolve) => setTimeout(resolve, 200));
       const closing = await outcome(db.close());
       expect(closing.code).toBe("resolved");
-      expect(closing.ms).toBeLessThan(2_500);
+      expect(closing.ms).toBeLessThan(5_000); // 500 ms of grace; a loaded machine adds to it, the statement timeout would be 10 s and more
       expect((await underWay).code).toBe(Code.UNAVAILABLE);
     } finally {
       await db.close();
