@@ -852,6 +852,28 @@ describe("startConsumers", () => {
     expect(t.deliveryCounts.every((n) => n >= 4)).toBe(true);
   });
 
+  it("tells of a batch held while the database is unavailable without a stack, five lines in ten seconds, the rest counted in one line naming the consumer", async () => {
+    const refused = () => StatusError.unavailable("the database is unavailable; try again shortly", Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" }));
+    const t = await awayDatabase("awaylines", {}, { error: refused });
+    const from = logged.length;
+    const consumers = await t.start();
+    cleanups.unshift(() => consumers.stop());
+    const linesHere = () => logged.slice(from).filter((l) => l.consumer === "awaylines-worker" || (Array.isArray(l.consumers) && l.consumers.includes("awaylines-worker")));
+    // Tried at 0, 0.25, 0.75, 1.75, 3.75 and 7.75 s: the sixth is held, and counted when the window ends at 10 s.
+    await eventually("the held batch is counted", async () => linesHere().some((l) => l.batches !== undefined), 15_000);
+    await consumers.stop();
+    const held = linesHere().filter((l) => String(l.msg).startsWith("committing a batch of events failed and the database is away"));
+    expect(held).toHaveLength(5);
+    for (const line of held) {
+      expect(line.err).toBeUndefined();
+      expect(line.error).toBe("the database is unavailable; try again shortly: connect ECONNREFUSED 127.0.0.1:5432");
+    }
+    const counted = linesHere().filter((l) => l.batches !== undefined);
+    expect(counted).toHaveLength(1);
+    expect(counted[0]).toMatchObject({ batches: 1, consumers: ["awaylines-worker"] });
+    expect(counted[0].msg).toMatch(/^1 more batches of events failed to commit while the database is away or takes no writes \(consumers awaylines-worker\), past the 5 logged one by one in 10 s/);
+  });
+
   /**
    * A stream, a database with the effects table (and `migrations`), and a consumer running `handle` (counted in
    * `state.runs`) on the database or what `wrap` makes of it. Publish, then start.

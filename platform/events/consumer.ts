@@ -2,7 +2,7 @@ import type { JetStreamClient, JsMsg, NatsConnection } from "nats";
 import type { MessageChecker } from "../contracts/index.js";
 import { LineWindow, type Logger } from "../log/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
-import { type Database, isDatabaseTakingNoWrites, isLockTimeout, limitLockWaits } from "../sql/index.js";
+import { type Database, isDatabaseRefusingWrites, isDatabaseTakingNoWrites, isLockTimeout, limitLockWaits } from "../sql/index.js";
 import { batchLocker, type BatchLocker } from "./batch-locks.js";
 import { deadLetterPrefix, deadLetterStreamSpec, fileDeadLetter, reasonOf } from "./dead-letter.js";
 import { BatchConflictError, SavepointNeededError, type Delivery, type DeliveryHandler, type DeliveryMiddleware, type Settlement } from "./delivery.js";
@@ -99,6 +99,8 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
   const logger = options.logger.child({ component: "event-consumer" });
   const outbox = options.outbox ?? createOutbox({ db, source: service, ...(options.checker && { checker: options.checker }) });
 
+  const awayLines = databaseAwayLines(logger);
+
   const jsm = await nc.jetstreamManager();
   // With stream owners known (NATS permissions in force), no service changes the shared dead letter stream: a
   // service's user could otherwise shorten its retention, which is deleting dead letters by another name.
@@ -134,6 +136,7 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
       deadLetterLines: new DeadLetterLines(log, spec.durable),
       lockTimedOutAt: -Infinity,
       lockWaitLines: lockWaitLines(log),
+      databaseAwayLines: awayLines,
     };
     for (let batch = await intake.take(pullBatch); batch; batch = await intake.take(pullBatch)) {
       try {
@@ -173,6 +176,7 @@ export async function startConsumers(options: StartConsumersOptions): Promise<Ru
         stopping.abort(new Error("the consumers are stopping"));
         await Promise.all(intakes.map((intake) => intake.close()));
         await Promise.all(running);
+        awayLines.window.flush();
       })();
       return stopped;
     },
@@ -239,6 +243,8 @@ interface BatchStep {
   readonly deadLetterLines: DeadLetterLines;
   /** The lines of the events that waited too long for a lock, at most a dozen every ten seconds (see lockWaitLines). */
   readonly lockWaitLines: LineWindow;
+  /** The lines of batches held while the database is away, shared by the service's consumers (see databaseAwayLines). */
+  readonly databaseAwayLines: DatabaseAwayLines;
   /** When a lock wait of this consumer's last timed out (performance.now()), -Infinity before one did: see firstLockWait. */
   lockTimedOutAt: number;
 }
@@ -345,7 +351,12 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
       // meanwhile gives them back to the server. An attempt counted ahead was not made: it is taken back.
       if (deliveries[from].attempt !== undefined) deliveries[from] = await uncounted(deliveries[from], step);
       const retryInMs = transactionRetryDelay(++failuresInARow);
-      logger.error({ err, events: batch.length - from, attempt: failuresInARow, retryInMs }, "committing a batch of events failed and the database is away or takes no writes; trying it again");
+      const away = step.databaseAwayLines;
+      if (away.window.admit()) {
+        // The database away or refusing writes is no fault of the code: its stack would only point into the driver.
+        const why = isDatabaseRefusingWrites(err) ? { error: messageWithCauses(err) } : { err };
+        logger.error({ ...why, events: batch.length - from, attempt: failuresInARow, retryInMs }, "committing a batch of events failed and the database is away or takes no writes; trying it again");
+      } else away.consumers.add(step.consumer);
       if (await stoppedWithin(step.stopping, retryInMs)) {
         giveBack(from);
         break;
@@ -369,6 +380,46 @@ function lockWaitLines(logger: Logger): LineWindow {
       `${held} more events waited too long for a lock another session holds, past the ${deadLetterLinesPerWindow} logged one by one in ${deadLetterWindowMs / 1000} s; they come back, no attempt spent`,
     ),
   );
+}
+
+/** Batches held while the database is away, of all of a service's consumers, logged one line each in a window, before the rest are told together. */
+const databaseAwayLinesPerWindow = 5;
+const databaseAwayWindowMs = 10_000;
+
+interface DatabaseAwayLines {
+  readonly window: LineWindow;
+  /** The consumers whose lines were held in this window. */
+  readonly consumers: Set<string>;
+}
+
+/**
+ * The lines of batches a service's consumers hold while the database is
+ * away or takes no writes: the first five in ten seconds, the rest counted
+ * in one line, naming their consumers, when the window ends. Each consumer
+ * with a batch in flight tries it again after 250 ms, 500 ms, 1 s, 2 s and
+ * so on: a PostgreSQL restart under load wrote about 35 such lines, each
+ * with its stack.
+ */
+function databaseAwayLines(logger: Logger): DatabaseAwayLines {
+  const consumers = new Set<string>();
+  const window = new LineWindow(databaseAwayLinesPerWindow, databaseAwayWindowMs, (held) => {
+    logger.error(
+      { batches: held, consumers: [...consumers] },
+      `${held} more batches of events failed to commit while the database is away or takes no writes (consumers ${[...consumers].join(", ")}), past the ${databaseAwayLinesPerWindow} logged one by one in ${databaseAwayWindowMs / 1000} s; each is tried again after a pause`,
+    );
+    consumers.clear();
+  });
+  return { window, consumers };
+}
+
+/** An error's message followed by its causes', as the log's error serialiser joins them ("the database is unavailable; try again shortly: connect ECONNREFUSED ..."). */
+function messageWithCauses(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err, depth = 0; e !== undefined && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    parts.push(e instanceof Error ? e.message : String(e));
+    if (typeof e !== "object") break;
+  }
+  return parts.join(": ");
 }
 
 /** A redelivery whose attempt is not counted yet (see `counted`): it does not run until it is. */
