@@ -1047,6 +1047,20 @@ describe("npm start", () => {
     }
   });
 
+  it("quotes the fatal line nats-server logged when it exits at start-up for another reason than a port (a JetStream store it cannot use), not an earlier run's", { timeout: 60_000 }, async () => {
+    const dataDir = join(dir.path, "bad-store");
+    mkdirSync(join(dataDir, "nats"), { recursive: true, mode: 0o700 });
+    // A file where the store's jetstream directory goes: nats-server refuses it, exit 1.
+    writeFileSync(join(dataDir, "nats", "jetstream"), "not a directory\n");
+    const log = join(dataDir, "nats-server.log");
+    writeFileSync(log, "[1] 2026/01/01 00:00:00.000000 [FTL] an earlier run's reason\n", { mode: 0o600 });
+    const { result } = await startOnFreePorts(dataDir, () => ({}));
+    expect(result.status).toBe(1);
+    // It said only `start: nats-server exited unexpectedly (code 1); stopping everything`, the log saying why.
+    expect(result.stderr).toContain(`start: nats-server exited unexpectedly (code 1); its log (${log}) says "Can't start JetStream: storage directory is not a directory"; stopping everything\n`);
+    expect(result.stderr).not.toContain("earlier run");
+  });
+
   it("refuses an address no process could listen on, a host that does not resolve or one not this machine's, before making anything", { timeout: 60_000 }, async () => {
     const dataDir = join(dir.path, "never-made");
     const env = {

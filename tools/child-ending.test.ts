@@ -17,5 +17,8 @@ describe("how npm start says a child ended", () => {
   it("says how a spawned child ended: its exit code, or the signal that killed it", () => {
     expect(unexpectedEndLine("orders#2", childEnding(null, "SIGKILL"), true)).toBe("start: orders#2 exited unexpectedly (killed by SIGKILL); stopping everything");
     expect(unexpectedEndLine("products", childEnding(1, null), true)).toBe("start: products exited unexpectedly (code 1); stopping everything");
+    expect(unexpectedEndLine("nats-server", childEnding(1, null), true, 'its log (d/nats-server.log) says "Can\'t start JetStream"')).toBe(
+      'start: nats-server exited unexpectedly (code 1); its log (d/nats-server.log) says "Can\'t start JetStream"; stopping everything',
+    );
   });
 });

@@ -13,7 +13,12 @@ export function childEnding(code: number | null, signal: NodeJS.Signals | null, 
   return signal ? `killed by ${signal}` : `code ${code}`;
 }
 
-/** The line said when child `name` ended (`how`, from `childEnding`) and everything stops for it. */
-export function unexpectedEndLine(name: string, how: string, spawned: boolean): string {
-  return spawned ? `start: ${name} exited unexpectedly (${how}); stopping everything` : `start: ${name} could not be started (${how}); stopping everything`;
+/**
+ * The line said when child `name` ended (`how`, from `childEnding`) and
+ * everything stops for it; `said` is what its log said of why, with where
+ * ("its log (DATA_DIR/nats-server.log) says ..."), when known.
+ */
+export function unexpectedEndLine(name: string, how: string, spawned: boolean, said?: string): string {
+  if (!spawned) return `start: ${name} could not be started (${how}); stopping everything`;
+  return `start: ${name} exited unexpectedly (${how})${said ? `; ${said}` : ""}; stopping everything`;
 }

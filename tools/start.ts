@@ -50,7 +50,7 @@ import { portSetting } from "./port-setting.js";
 import { findNatsServer } from "./nats/find-nats-server.mjs";
 import { childEnding, unexpectedEndLine } from "./child-ending.js";
 import { checkNatsSeedFiles, ensureNatsCredentials, natsUsers, seedFileOf, writeAuthorizationConfig } from "./nats/authorization.js";
-import { logFileProblem, natsServerEnv, writeNatsServerConfig } from "./nats/server-config.js";
+import { fatalLogLine, logFileProblem, logFileSize, natsServerEnv, writeNatsServerConfig } from "./nats/server-config.js";
 import { findPostgresBinDir } from "./postgres/find-postgres.mjs";
 import { type LocalPostgres, startLocalPostgres } from "./postgres/local-postgres.js";
 import { ensurePostgresPassword } from "./postgres/start-password.js";
@@ -300,7 +300,9 @@ function supervise(spec: Supervised): Child {
  * stops the server once they have exited too (or 20 s on), where it
  * stopped it at the same time as them, while they drained into it.
  */
-function superviseNatsServer(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, whenBack: () => Promise<void>, listeners: readonly Listener[]): Child {
+function superviseNatsServer(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, whenBack: () => Promise<void>, listeners: readonly Listener[], logFile: string): Child {
+  // Where this start's lines begin in the log it appends to: a fatal line of an earlier run is not this one's reason.
+  const logFrom = logFileSize(logFile);
   return supervise({
     name,
     command,
@@ -315,7 +317,9 @@ function superviseNatsServer(name: string, command: string, args: string[], env:
     whenBack,
     stopsAtOnce: (child, _, how) => {
       if (up) return false;
-      console.error(unexpectedEndLine(name, how, child.process.pid !== undefined));
+      // Its exit code says nothing of why (a store it cannot use, a setting it refuses): its log's fatal line does.
+      const fatal = fatalLogLine(logFile, logFrom);
+      console.error(unexpectedEndLine(name, how, child.process.pid !== undefined, fatal && `its log (${shown(logFile)}) says "${fatal}"`));
       void stopAll(1);
       return true;
     },
@@ -898,7 +902,7 @@ async function startNats(found: NatsServer, dataDir: string, env: NodeJS.Process
     const whenBack = cluster ? () => waitForHealthy(`nats-server ${name}`, monitorPorts[i], 30_000) : () => waitForPort(clientPort, 10_000);
     const own = [clientPort, routePorts[i], monitorPorts[i]];
     const listeners = natsListeners(port, clusterPorts, monitorPort).filter((l) => own.includes(l.port)).map(({ port: p, setting }) => ({ address: `127.0.0.1:${p}`, setting }));
-    const child = superviseNatsServer(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [found.path, ...args], natsServerEnv(databaseUrlsOf(env)), whenBack, listeners);
+    const child = superviseNatsServer(cluster ? `nats-server ${name}` : "nats-server", process.execPath, [found.path, ...args], natsServerEnv(databaseUrlsOf(env)), whenBack, listeners, logFile);
     return { name, url: `nats://127.0.0.1:${clientPort}`, storeDir, logFile, child };
   });
   await Promise.all(clientPorts.map((p) => waitForPort(p, 10_000)));

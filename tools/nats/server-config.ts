@@ -4,7 +4,7 @@
  * needed: `sync_interval` lives in the jetstream block, and a cluster needs
  * its cluster block with routes.
  */
-import { chmodSync, closeSync, constants, lstatSync, openSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, readSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { notRegularFile } from "../../platform/config/setting-file.js";
 
 /** One node of a cluster on loopback: its cluster name, its own route port, and every node's route port (its own included). */
@@ -140,6 +140,44 @@ export function logFileProblem(path: string, program = "nats-server"): string | 
     throw err;
   }
   return undefined;
+}
+
+/** The size of the log file at `path` (0 when there is none): where what a server writes from now on starts, for `fatalLogLine`. */
+export function logFileSize(path: string): number {
+  return lstatSync(path, { throwIfNoEntry: false })?.size ?? 0;
+}
+
+/** The most of a log's end `fatalLogLine` reads: a fatal line is among a server's last. */
+const fatalLineSearchBytes = 64 * 1024;
+
+/**
+ * The last fatal line nats-server wrote to its log at `path` after byte
+ * `from` (`[FTL] Can't start JetStream: storage directory is not a
+ * directory`), without its prefix, or undefined when there is none: why a
+ * server that exited at start-up did, which its exit code does not say.
+ */
+export function fatalLogLine(path: string, from: number): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch {
+    return undefined;
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const start = Math.max(from, size - fatalLineSearchBytes);
+    if (size <= start) return undefined;
+    const buffer = Buffer.alloc(size - start);
+    const read = readSync(fd, buffer, 0, buffer.length, start);
+    const lines = buffer.subarray(0, read).toString("utf8").split("\n");
+    for (let i = lines.length - 1; i >= 0; i--) {
+      const fatal = /\[FTL\] (.*)$/.exec(lines[i].trimEnd());
+      if (fatal) return fatal[1];
+    }
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**
