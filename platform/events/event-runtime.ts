@@ -7,7 +7,7 @@ import { connectEventBus, isNatsUnreachable, SeedFileError, type EventBus } from
 import { defaultMaxPayloadBytes } from "./event-rules.js";
 import { defaultInboxRetentionMs, inboxRetention } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
-import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
+import { createOutboxRelay, OutboxUnread, type OutboxRelay } from "./outbox-relay.js";
 import { startConsumers, type RunningConsumers } from "./consumer.js";
 import { ConsumerConflictError, ensureStreams, JetStreamLimitError, permissionDenied, StreamConflictError, StreamMissingError, StreamShortOfSpecError, StreamSubjectsHeldError, validateStreamSpec } from "./provision.js";
 import { causeChain, Code, StatusError, unresolvedHost, unresolvedHostWait } from "../errors/index.js";
@@ -234,13 +234,12 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
           const timeout = new Promise<never>((_, reject) => {
             timer = setTimeout(() => reject(timedOut), flushTimeoutMs);
           });
-          await Promise.race([running.flush(), timeout])
-            .catch((err) =>
-              // The timeout is said in one line: its stack would only say where the timer was set.
-              err === timedOut
-                ? logger.warn({ reason: timedOut.message }, `events left in the outbox at shutdown (${timedOut.message}); nothing is lost: they go out at the next start`)
-                : logger.warn({ err }, "events left in the outbox at shutdown; they go out at the next start"),
-            )
+          let read = false;
+          await Promise.race([running.flush(() => (read = true)), timeout])
+            .catch((err) => {
+              const { fields, msg } = outboxAtShutdownLine(err, read, timedOut, flushTimeoutMs);
+              logger.warn(fields, msg);
+            })
             .finally(() => clearTimeout(timer));
           await running.stop();
         }
@@ -249,6 +248,26 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
       return stopped;
     },
   };
+}
+
+/**
+ * The warning of a stop whose last flush of the outbox failed with `err`
+ * (`timedOut` when it did not end in time), `read` once the outbox was read
+ * and held events: only then are events known to be left. A database that
+ * hung or was away at the stop let nothing be read, and the line said
+ * "events left in the outbox" all the same. A timeout, or an outbox that
+ * cannot be read, is said in one line: a stack would only say where the
+ * timer was set, or point into the driver.
+ */
+export function outboxAtShutdownLine(err: unknown, read: boolean, timedOut: Error, timeoutMs: number): { fields: Record<string, unknown>; msg: string } {
+  const unread = (why: string) => ({
+    fields: { reason: why },
+    msg: `the outbox could not be read at shutdown (${why}); events committed and not yet published, if any, go out at the next start`,
+  });
+  if (err instanceof OutboxUnread) return unread(err.cause instanceof Error ? err.cause.message : String(err.cause));
+  if (err !== timedOut) return { fields: { err }, msg: "events left in the outbox at shutdown; they go out at the next start" };
+  if (!read) return unread(`no answer within ${timeoutMs} ms`);
+  return { fields: { reason: timedOut.message }, msg: `events left in the outbox at shutdown (${timedOut.message}); nothing is lost: they go out at the next start` };
 }
 
 /** Whether `err`, or an error it was caused by, is the server's refusal of the connection's credentials. */

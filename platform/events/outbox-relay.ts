@@ -74,8 +74,12 @@ export interface OutboxRelayStats {
 
 /** Publishes the outbox to JetStream in commit order, at least once. */
 export interface OutboxRelay {
-  /** Resolves once every event committed before the call is published (or parked); rejects if the relay stops first. */
-  flush(): Promise<void>;
+  /**
+   * Resolves once every event committed before the call is published (or parked); rejects if the relay stops first,
+   * and with OutboxUnread when the outbox cannot be read. `onRead` is called once it is read and holds events to
+   * publish: a flush that does not end before then has not learnt whether any are left.
+   */
+  flush(onRead?: () => void): Promise<void>;
   /** Stops sending, waits for the PubAcks in flight (at most publishTimeoutMs), marks what was acknowledged; the rest waits for the next start. Safe to call twice. */
   stop(): Promise<void>;
   stats(): OutboxRelayStats;
@@ -752,10 +756,16 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     });
 
   return {
-    async flush() {
+    async flush(onRead) {
       if (stopping) throw new Error("the outbox relay is stopped");
-      const upTo = await store.lastSeq();
+      let upTo: number | undefined;
+      try {
+        upTo = await store.lastSeq();
+      } catch (err) {
+        throw new OutboxUnread(err);
+      }
       if (upTo === undefined) return;
+      onRead?.();
       if (stopping) throw new Error("the outbox relay is stopped");
       await new Promise<void>((resolve, reject) => {
         flushers.push({ upTo, resolve, reject });
@@ -780,4 +790,12 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       standingDown = true;
     },
   };
+}
+
+/** A flush could not read the outbox (the database away): whether it holds events is not known. */
+export class OutboxUnread extends Error {
+  override readonly name: string = "OutboxUnread";
+  constructor(cause: unknown) {
+    super(`the outbox could not be read: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  }
 }

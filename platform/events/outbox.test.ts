@@ -12,6 +12,8 @@ import { descriptorSet } from "../../gen/ts/descriptor_set.js";
 import { OrderPlacedEvent } from "../../gen/ts/shop/orders/v1/order_events_jetstream.js";
 import { createMessageChecker } from "../contracts/index.js";
 import { Code, StatusError } from "../errors/index.js";
+import { outboxAtShutdownLine } from "./event-runtime.js";
+import { OutboxUnread } from "./outbox-relay.js";
 import { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, InvalidEventError, outboxMigrations, parkedEvents, retryParked, type EventBus, type OutboxRelay } from "./index.js";
 
 const logger = createLogger({ service: "outbox-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -436,6 +438,39 @@ describe("outbox and relay", () => {
     const parked = await parkedEvents(db);
     expect(parked.map((p) => p.eventId)).toEqual([big]);
     expect(parked[0].reason).toMatch(/message size exceeds maximum allowed \(10054\)/);
+    expect(await outbox.pending()).toBe(0);
+  });
+
+  it("says a flush that could not read the outbox (the database away) could not, and tells once it has read events to publish", async () => {
+    const { sample, db, outbox, commit } = await setup("unread");
+    const state = { away: false };
+    const wrapped: Database = {
+      ...db,
+      query: ((sql: string, params?: Parameters<Database["query"]>[1]) =>
+        state.away ? Promise.reject(StatusError.unavailable("the database is unavailable; try again shortly", new Error("connect ECONNREFUSED 127.0.0.1:5432"))) : db.query(sql, params)) as Database["query"],
+    };
+    const relay = startRelay(wrapped);
+    state.away = true;
+    let read = false;
+    const failed = await relay.flush(() => (read = true)).catch((err: unknown) => err);
+    expect(failed).toBeInstanceOf(OutboxUnread);
+    expect(read).toBe(false);
+    const timedOut = new Error("not flushed within 5000 ms");
+    // It said "events left in the outbox at shutdown", with the driver's stack, of an outbox it could not read.
+    expect(outboxAtShutdownLine(failed, read, timedOut, 5_000)).toEqual({
+      fields: { reason: "the database is unavailable; try again shortly" },
+      msg: "the outbox could not be read at shutdown (the database is unavailable; try again shortly); events committed and not yet published, if any, go out at the next start",
+    });
+    // A database that hangs: no answer in time, nothing read.
+    expect(outboxAtShutdownLine(timedOut, false, timedOut, 5_000).msg).toBe(
+      "the outbox could not be read at shutdown (no answer within 5000 ms); events committed and not yet published, if any, go out at the next start",
+    );
+    // Read, events there, not published in time (NATS hanging): they are left.
+    expect(outboxAtShutdownLine(timedOut, true, timedOut, 5_000).msg).toBe("events left in the outbox at shutdown (not flushed within 5000 ms); nothing is lost: they go out at the next start");
+    state.away = false;
+    await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-1", note: "" }));
+    await relay.flush(() => (read = true));
+    expect(read).toBe(true);
     expect(await outbox.pending()).toBe(0);
   });
 
