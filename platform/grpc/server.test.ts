@@ -467,15 +467,16 @@ describe("createGrpcServer", () => {
       const silent: Socket[] = await Promise.all(
         Array.from({ length: 20 }, () =>
           new Promise<Socket>((resolve) => {
-            // Connected (and, over TLS, the handshake done), then nothing: not the preface, not a byte.
+            // Connected (and, over TLS, the handshake done), then nothing: not the preface, not a byte. A handshake
+            // that a loaded machine kept from ending within the same 300 ms is dropped for that, and never connects.
             const socket = tls ? connectTls({ port, host: "127.0.0.1", ALPNProtocols: ["h2"], rejectUnauthorized: false }, () => resolve(socket)) : connectTcp(port, "127.0.0.1", () => resolve(socket));
-            socket.on("error", () => {}).resume();
+            socket.on("error", () => {}).on("close", () => resolve(socket)).resume();
           }),
         ),
       );
       const idle = connectHttp2(`${tls ? "https" : "http"}://127.0.0.1:${port}`, { rejectUnauthorized: false });
       idle.on("error", () => {});
-      await Promise.all(silent.map((socket) => once(socket, "close")));
+      await Promise.all(silent.map((socket) => socket.closed || once(socket, "close")));
       // Ten times the bound later, the client that sent its preface still has its connection, and calls on it.
       await new Promise((resolve) => setTimeout(resolve, 3_000));
       expect(idle.closed).toBe(false);
@@ -699,14 +700,19 @@ describe("createGrpcServer", () => {
   it("closes a connection that has not answered its last PING by the next, which lets go of a connection Node left stuck, its streams and its share", async () => {
     const made = ensureDevCredentials(tempDirForSuite("concord-stuck-"), ["products"]);
     const { port, session, registry } = await observedServer({ pingIntervalMs: 300, credentials: serverTlsCredentials({ ...made.certs.products, caFile: made.caFile }) });
-    session.on("error", () => {});
+    // Closed, so that the connections dropped for no PING answer are the flood's alone.
+    session.on("error", () => {}).close();
     grpcServingMetrics(registry, server!);
     const raws: RawHttp2Connection[] = [];
+    let live: ClientHttp2Session | undefined;
     try {
       const share = await sampleOf(registry, "concord_grpc_connection_stream_share");
+      const noPingAnswer = () => sampleOf(registry, "concord_grpc_connections_dropped_total", { reason: "no_ping_answer" });
       // Requests of headers alone, each with a header of 3,000 bytes, written while the server answers, and the
       // connections dropped mid-flood: Node leaves some of them stuck, open with their streams, until they are closed.
-      for (let round = 0; round < 3; round++) {
+      // Three rounds, and more (up to twelve) until one was left stuck and dropped: on a loaded machine fewer streams
+      // come in each round, and three rounds left none stuck in one run of five.
+      for (let round = 0; round < 3 || (round < 12 && (await noPingAnswer()) === 0); round++) {
         const flood = Array.from({ length: 4 }, () => rawHttp2Connection(port, { tls: true }));
         raws.push(...flood);
         for (const ends = Date.now() + 500; Date.now() < ends; ) {
@@ -714,17 +720,23 @@ describe("createGrpcServer", () => {
           await new Promise((resolve) => setTimeout(resolve, 5));
         }
         for (const raw of flood) raw.destroy();
+        if (round >= 2) {
+          await expect.poll(() => sampleOf(registry, "concord_grpc_open_streams"), { timeout: 3000 }).toBe(0);
+          await expect.poll(() => sampleOf(registry, "concord_grpc_connection_stream_share"), { timeout: 3000 }).toBe(share);
+        }
       }
-      await expect.poll(() => sampleOf(registry, "concord_grpc_open_streams"), { timeout: 3000 }).toBe(0);
-      await expect.poll(() => sampleOf(registry, "concord_grpc_connection_stream_share"), { timeout: 3000 }).toBe(share);
-      expect(await sampleOf(registry, "concord_grpc_connections_dropped_total", { reason: "no_ping_answer" })).toBeGreaterThan(0);
-      // A live connection answers its PINGs and is left alone, idle as it was.
+      expect(await noPingAnswer()).toBeGreaterThan(0);
+      // A live connection answers its PINGs and is left alone, idle as it was. It is made after the flood: the flood
+      // holds this process's event loop (the server's and its clients') for more than a PING interval of 300 ms on a
+      // loaded machine, and a connection it kept from answering in time was closed, as one that is stuck is.
+      live = connectHttp2(`https://127.0.0.1:${port}`, { rejectUnauthorized: false }).on("error", () => {});
+      expect(await answerOf(live, {}, framed(request))).toMatchObject({ "grpc-status": String(status.OK) });
       await new Promise((resolve) => setTimeout(resolve, 1000));
-      expect(session.closed || session.destroyed).toBe(false);
-      expect(await answerOf(session, {}, framed(request))).toMatchObject({ "grpc-status": String(status.OK) });
+      expect(live.closed || live.destroyed).toBe(false);
+      expect(await answerOf(live, {}, framed(request))).toMatchObject({ "grpc-status": String(status.OK) });
     } finally {
       for (const raw of raws) raw.destroy();
-      session.close();
+      live?.close();
     }
   }, 20_000);
 
