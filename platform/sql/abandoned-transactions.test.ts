@@ -8,7 +8,7 @@ describe("a PostgreSQL transaction whose caller has gone", () => {
   const postgres = usePostgresServer();
 
   /** A database with rows 1 and 2 in `things`, and another client's transaction holding row 1 until `release`. */
-  async function rowHeld(name: string, query = ""): Promise<{ db: Database; release: () => Promise<void>; close: () => Promise<void> }> {
+  async function rowHeld(name: string, query = ""): Promise<{ db: Database; url: string; release: () => Promise<void>; close: () => Promise<void> }> {
     const url = await postgres().createDatabase(name);
     const db = await openDatabase({ path: `${url}${query}`, migrations: [], poolSize: 2 });
     const holder = new pg.Client({ connectionString: url });
@@ -17,18 +17,31 @@ describe("a PostgreSQL transaction whose caller has gone", () => {
     await db.run("INSERT INTO things VALUES (1, 0), (2, 0)");
     await holder.query("BEGIN");
     await holder.query("SELECT * FROM things WHERE id = 1 FOR UPDATE");
-    return { db, release: async () => void (await holder.query("ROLLBACK")), close: async () => (await holder.end(), await db.close()) };
+    return { db, url, release: async () => void (await holder.query("ROLLBACK")), close: async () => (await holder.end(), await db.close()) };
   }
   const addOne = (db: Database, id: number, options?: Parameters<Database["transaction"]>[1]) =>
     db.transaction(async (tx) => void (await tx.run("UPDATE things SET n = n + 1 WHERE id = $1", [id])), options);
   const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  /** How many sessions on the database at `url` wait on a lock, asked on a connection of its own (the pool's are taken). */
+  const sessionsWaitingOnLocks = async (url: string): Promise<number> => {
+    const observer = new pg.Client({ connectionString: url });
+    await observer.connect();
+    try {
+      const { rows } = await observer.query("SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
+      return rows[0].waiting as number;
+    } finally {
+      await observer.end();
+    }
+  };
 
   it("has the statement it waits on cancelled, so its pooled connection serves other work at once", async () => {
-    const { db, release, close } = await rowHeld("abandoned", "?statement_timeout=20000");
+    const { db, url, release, close } = await rowHeld("abandoned", "?statement_timeout=20000");
     try {
       const callers = [new AbortController(), new AbortController()];
       const waiting = callers.map((c) => addOne(db, 1, { signal: c.signal }).then(() => "committed", (err: unknown) => err));
-      await pause(300);
+      // Both wait on the row before their callers go: a fixed pause of 300 ms let a loaded machine abort them before
+      // their statements were sent, and the test passed without the cancel it is about.
+      await expect.poll(() => sessionsWaitingOnLocks(url), { timeout: 10_000 }).toBe(2);
       for (const c of callers) c.abort(new Error("the caller has gone"));
       // Both pooled connections waited on the row until the statement timeout, 20 s, and this waited with them.
       const started = Date.now();
