@@ -1,5 +1,6 @@
 import type { JetStreamClient, JsMsg, NatsConnection } from "nats";
 import type { MessageChecker } from "../contracts/index.js";
+import { causeChain } from "../errors/index.js";
 import { LineWindow, type Logger } from "../log/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 import { type Database, isDatabaseRefusingWrites, isDatabaseTakingNoWrites, isLockTimeout, limitLockWaits } from "../sql/index.js";
@@ -414,12 +415,7 @@ function databaseAwayLines(logger: Logger): DatabaseAwayLines {
 
 /** An error's message followed by its causes', as the log's error serialiser joins them ("the database is unavailable; try again shortly: connect ECONNREFUSED ..."). */
 function messageWithCauses(err: unknown): string {
-  const parts: string[] = [];
-  for (let e: unknown = err, depth = 0; e !== undefined && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    parts.push(e instanceof Error ? e.message : String(e));
-    if (typeof e !== "object") break;
-  }
-  return parts.join(": ");
+  return Array.from(causeChain(err, 5), (e) => (e instanceof Error ? e.message : String(e))).join(": ");
 }
 
 /** A redelivery whose attempt is not counted yet (see `counted`): it does not run until it is. */
