@@ -6,6 +6,7 @@ import { tempDir } from "../../test/support/shop.js";
 import { repoRoot } from "../repo-root.js";
 import { accessAdvice, narrowerAccess, ownerFieldAdvice } from "./access-changes.js";
 import { breakingAdvice, breakingChanges, lintContracts } from "./checks.js";
+import { bufBin } from "./image.js";
 import { contractEditor } from "../../test/support/edited-contracts.js";
 import { readmeProse } from "../../test/support/readme.js";
 import { natsAuthorizationOf } from "./nats-permissions.js";
@@ -371,5 +372,26 @@ describe("contract checks", () => {
     const removed = breaking("HEAD");
     expect(removed.status).toBe(1);
     expect(removed.stderr).toContain(`\nproto/shop/orders/v1/order_events.proto:${line}:1:Event "shop.orders.v1.OrderRejected" (declared there in HEAD) was removed or renamed (consumers take events by this name, their ce-type);`);
+  }, 120_000);
+});
+
+describe("buf run alone on proto/", () => {
+  // proto/ imports buf/validate/validate.proto, which the npm scripts take from an npm package into the image they
+  // hand buf. Run alone, buf lint, build and breaking printed "imported file does not exist" and "cannot find
+  // `buf.validate.field` in this scope" on every contract file, naming nothing to run instead.
+  it.each([["lint"], ["build"], ["breaking", "--against", ".git#ref=HEAD"]])("buf %s fails naming the npm scripts to run instead", (...args) => {
+    const result = spawnSync(bufBin, args, { cwd: repoRoot, encoding: "utf8" });
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain("run npm run lint:proto, npm run breaking or npm run gen");
+    expect(result.stderr).not.toContain("imported file does not exist");
+  });
+
+  it("leaves npm run lint:proto and npm run breaking to read buf.yaml's rules", () => {
+    const lint = spawnSync("npm", ["run", "-s", "lint:proto"], { cwd: repoRoot, encoding: "utf8" });
+    expect(lint.stderr).toBe("");
+    expect(lint.stdout).toContain("buf lint: the contracts pass");
+    const breaking = spawnSync("npm", ["run", "-s", "breaking", "--", "HEAD"], { cwd: repoRoot, encoding: "utf8" });
+    expect(breaking.stderr).toBe("");
+    expect(breaking.stdout).toContain("buf breaking: no incompatible changes");
   }, 120_000);
 });

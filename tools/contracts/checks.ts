@@ -26,6 +26,17 @@ function runBuf(args: string[]): CheckResult {
 }
 
 /**
+ * buf.yaml as JSON for buf's --config, without its `deps`: the one entry
+ * there is no module but the message buf prints when run alone on proto/,
+ * which it refuses before reading anything else (see buf.yaml).
+ */
+function bufConfig(): string {
+  const config = parse(readFileSync(join(repoRoot, "buf.yaml"), "utf8")) as Record<string, unknown>;
+  delete config.deps;
+  return JSON.stringify(config);
+}
+
+/**
  * `buf lint` (rules from buf.yaml) on the contracts in `protoDir`, then
  * the events plugin's checks of their Concord options (streams, events'
  * subjects, subscriptions: what `npm run gen` and breakingChanges refuse)
@@ -39,7 +50,7 @@ export function lintContracts(protoDir = join(repoRoot, "proto")): CheckResult {
   try {
     const image = join(work, "image.binpb");
     buildImage(protoDir, image);
-    const lint = runBuf(["lint", image, "--config", join(repoRoot, "buf.yaml"), "--error-format", "json"]);
+    const lint = runBuf(["lint", image, "--config", bufConfig(), "--error-format", "json"]);
     const shown = shownPath(protoDir);
     const files = loadImageFiles(readFileSync(image));
     const broken = eventContractProblems(files).map(shown);
@@ -194,7 +205,7 @@ export function breakingChanges(protoDir: string, againstDir: string, againstNam
     const previous = join(work, "previous.binpb");
     buildImage(protoDir, current);
     buildImage(againstDir, previous);
-    const buf = runBuf(["breaking", current, "--against", previous, "--config", join(repoRoot, "buf.yaml"), "--error-format", "json"]);
+    const buf = runBuf(["breaking", current, "--against", previous, "--config", bufConfig(), "--against-config", bufConfig(), "--error-format", "json"]);
     const [now, then] = [loadImageFiles(readFileSync(current)), loadImageFiles(readFileSync(previous))];
     const shown = shownPath(protoDir);
     // The contracts' own problems, which `npm run gen` reports too, name their files as the findings do.
