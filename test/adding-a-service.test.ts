@@ -336,7 +336,7 @@ describe('README "Changing a contract", steps 1 to 3, followed in a copy of the 
   const dir = createTempDir("concord-change-contract-");
   afterAll(() => dir.remove());
 
-  it("adds a field with no rule to Product and an RPC to ProductService: after `npm run gen` only services/products/contract.ts and the service's ServiceImpl fail to compile, and the platform tests whose answers follow from Product's contract pass", { timeout: 300_000 }, () => {
+  it("adds a field with no rule to Product, an RPC to ProductService and an optional field to Order and CreateOrderRequest: after `npm run gen`, which names the optional fields, only services/products/contract.ts and the service's ServiceImpl fail to compile, and the platform tests whose answers follow from Product's contract pass", { timeout: 300_000 }, () => {
     expect(readmeProse()).toContain("For `Product` that is `services/products/contract.ts` alone");
     expect(readmeProse()).toContain("the service's `ServiceImpl` (`services/products/grpc/product-service.ts`) alone");
     const repo = join(dir.path, "repo");
@@ -358,18 +358,25 @@ describe('README "Changing a contract", steps 1 to 3, followed in a copy of the 
     expect(edited).toContain("string sku = 10;");
     expect(edited).toContain("rpc DiscontinueProduct(");
     writeFileSync(file, edited);
+    // An optional field, which the typecheck names no place for: gen's next: line names it instead.
+    const ordersFile = join(repo, "proto", "shop", "orders", "v1", "order_service.proto");
+    const withNote = readFileSync(ordersFile, "utf8")
+      .replace(/^(message Order \{\n[\s\S]*?)^\}\n/m, "$1  // A note from the customer.\n  optional string note = 12 [(buf.validate.field).string.max_len = 200];\n}\n")
+      .replace(/^(message CreateOrderRequest \{\n[\s\S]*?)^\}\n/m, "$1  // A note from the customer.\n  optional string note = 12 [(buf.validate.field).string.max_len = 200];\n}\n");
+    expect(withNote.match(/optional string note = 12/g)).toHaveLength(2);
+    writeFileSync(ordersFile, withNote);
 
-    // Step 2, which names step 3 and the checks after it; run again on the same contracts, it has nothing new to say.
+    // Step 2, which names step 3, the optional fields and the checks after it; run again on the same contracts, it has nothing new to say.
     const gen = run("npm", ["run", "-s", "gen"]);
     expect(gen.status, gen.stderr).toBe(0);
-    expect(gen.stdout).toContain(nextSteps);
+    expect(gen.stdout).toContain(nextSteps(["shop.orders.v1.Order.note", "shop.orders.v1.CreateOrderRequest.note"]));
     expect(readmeProse()).toContain("`npm run gen` ends by naming step 3 and the checks of step 5");
     const again = run("npm", ["run", "-s", "gen"]);
     expect(again.status, again.stderr).toBe(0);
     expect(again.stdout).not.toContain("next:");
     expect(readFileSync(join(repo, "gen", "ts", "shop", "products", "v1", "product_service_pb.ts"), "utf8")).toContain("  sku: string;\n");
 
-    // Step 3: the service's conversion alone needs the field, and its ServiceImpl alone the method; no test does.
+    // Step 3: the service's conversion alone needs the field, and its ServiceImpl alone the method; no test does, and nothing needs the optional note.
     const typecheck = run("npm", ["run", "-s", "typecheck"]);
     const failing = new Set(Array.from(typecheck.stdout.matchAll(/^([^\s(]+)\(\d+,\d+\): error/gm), (m) => m[1]));
     expect([...failing].sort(), typecheck.stdout).toEqual(["services/products/contract.ts", "services/products/grpc/product-service.ts"]);

@@ -6,6 +6,7 @@
  * buf image for `buf generate` with a template of one's own.
  */
 import { execFileSync } from "node:child_process";
+import type { DescFile } from "@bufbuild/protobuf";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
@@ -20,6 +21,7 @@ import { unboundedInputFields } from "./contracts/request-bounds.js";
 import { generateSdks, sdkTemplate } from "./contracts/sdk.js";
 import { ContractError } from "./protoc-gen-events/contract-error.js";
 import { loadImageFiles } from "./contracts/sdk-manifest.js";
+import { addedOptionalFields } from "./contracts/optional-fields.js";
 import { generatedHeader as eventsPluginHeader } from "./protoc-gen-events/plugin.js";
 
 const usage = `Usage: npm run gen
@@ -40,7 +42,8 @@ bound on its size, or a list or map whose items lead back to the message
 holding it, is refused, naming it by its path and how to bound it, and
 nothing is written (exit 1). When the contracts changed since gen/ was
 last made, it ends by naming what comes next: npm run typecheck, then the
-checks CI runs.
+checks CI runs, and any field added as optional (or in a oneof), whose
+places the typecheck does not name.
 
 gen:check         regenerate into a temporary directory and fail, naming the
                   files, when gen/ or a table of README.md differs from it
@@ -183,10 +186,32 @@ export function writeGenerated(genDir: string, options: GenerateOptions = {}): v
   }
 }
 
-/** What `npm run gen` prints once it has read contracts that changed since gen/ was last made. */
-export const nextSteps =
-  "next: npm run typecheck names the code the changed contracts leave out of step (a field to set, a method or a handler to write); " +
-  'then npm run lint:proto, npm run breaking and npm run gen:check, as CI runs them (README "Changing a contract")';
+/**
+ * What `npm run gen` prints once it has read contracts that changed since
+ * gen/ was last made; `optional` are the fields added whose property
+ * TypeScript lets code leave out (addedOptionalFields), which the
+ * typecheck names no place for.
+ */
+export function nextSteps(optional: readonly string[] = []): string {
+  const fields = optional.length < 2 ? optional.join("") : `${optional.slice(0, -1).join(", ")} and ${optional.at(-1)}`;
+  const unnamed =
+    optional.length === 0
+      ? ""
+      : `, and no place for ${fields}: a field declared optional (or in a oneof) may be left out in TypeScript, so find by its message's name ` +
+        "where that message is built and read (the handler, the store, the code that turns a stored row into the message)";
+  return (
+    `next: npm run typecheck names the code the changed contracts leave out of step (a field to set, a method or a handler to write)${unnamed}; ` +
+    'then npm run lint:proto, npm run breaking and npm run gen:check, as CI runs them (README "Changing a contract")'
+  );
+}
+
+/** The contracts gen/ was last made from, as `genDir`'s descriptor set holds them; none when there is none. */
+function generatedContracts(genDir: string): DescFile[] {
+  const path = join(genDir, "ts", "descriptor_set.ts");
+  if (!existsSync(path)) return [];
+  const base64 = /Buffer\.from\(\s*"([A-Za-z0-9+/=]*)"/.exec(readFileSync(path, "utf8"))?.[1];
+  return base64 === undefined ? [] : loadImageFiles(Buffer.from(base64, "base64"));
+}
 
 function main(args: string[]): number {
   if (args.includes("--help") || args.includes("-h")) {
@@ -238,12 +263,13 @@ function main(args: string[]): number {
   const digestPath = join(genDir, protoDigestFile);
   const digestOf = () => (existsSync(digestPath) ? readFileSync(digestPath, "utf8") : "");
   const before = digestOf();
+  const contractsBefore = generatedContracts(genDir);
   writeGenerated(genDir);
   if (updatedReadme !== readme) writeFileSync(readmePath, updatedReadme);
   const rewrote = [...(withEvents !== readme ? ["event table"] : []), ...(updatedReadme !== withEvents ? ["NATS users' table"] : [])];
   console.log(`generated gen/ from ${contracts} contract files${rewrote.length > 0 ? `; rewrote the ${rewrote.join(" and the ")} of README.md` : ""}`);
   // The contracts changed since gen/ was last made: say what comes next (README "Changing a contract").
-  if (digestOf() !== before) console.log(nextSteps);
+  if (digestOf() !== before) console.log(nextSteps(addedOptionalFields(generatedContracts(genDir), contractsBefore)));
   return 0;
 }
 
