@@ -514,13 +514,19 @@ describe("a consumer's batch on Postgres", () => {
    * Two instances, each with a batch of two events on a stream of its own,
    * in one database: the first instance's events update counters k3 then k1,
    * the second's k1 then k3, each row locked by its event's handler. Each
-   * first event, its row locked, waits (at most 1 s) until the other
+   * first event, its row locked, waits (at most `waitMs`) until the other
    * instance's first event has locked its row too, so that without batch
    * locks the two batches hold one row each and want the other's. Resolves
    * with the handlers' calls (instance:row) once both have settled, and the
    * counters.
+   *
+   * The consumers' ack wait is 40 s, so a transaction's budget is 5 s
+   * (ackWaitMs / 8) and a batch's locks are waited for 10 s: a first event
+   * that waited past the budget would commit alone, and no circle would
+   * form. With the usual 5 s (a budget of 625 ms), an instance that began its
+   * batch more than that after the other, as on a loaded machine, missed it.
    */
-  const crossingBatches = async (name: string, lockBatch: BatchLocks<ThingHappened> | undefined) => {
+  const crossingBatches = async (name: string, lockBatch: BatchLocks<ThingHappened> | undefined, waitMs: number) => {
     const url = await postgres().createDatabase(name);
     const dbs = [await openDatabase({ path: url, migrations: [...eventMigrations, countersTable] })];
     dbs.push(await openDatabase({ path: url, migrations: [...eventMigrations, countersTable] }));
@@ -546,7 +552,7 @@ describe("a consumer's batch on Postgres", () => {
           logger,
           consumers: [
             bindConsumer({
-              spec: sample.consumerSpec(durable),
+              spec: sample.consumerSpec(durable, { ackWaitMs: 40_000 }),
               descriptor: sample.event,
               async handle(event, context) {
                 calls.push(`${i}:${event.note}`);
@@ -554,7 +560,7 @@ describe("a consumer's batch on Postgres", () => {
                 await context.tx.run("UPDATE counters SET n = n + 1 WHERE id = $1", [event.note]);
                 if (event.note !== rows[0]) return;
                 locked();
-                await Promise.race([instances[1 - i].firstLocked, new Promise((resolve) => setTimeout(resolve, 1_000))]);
+                await Promise.race([instances[1 - i].firstLocked, new Promise((resolve) => setTimeout(resolve, waitMs))]);
               },
               ...(lockBatch && { lockBatch }),
             }),
@@ -579,7 +585,8 @@ describe("a consumer's batch on Postgres", () => {
       taken.push(events.map((e) => e.note));
       await tx.query("SELECT n FROM counters WHERE id = ANY($1) ORDER BY id FOR UPDATE", [[...new Set(events.map((e) => e.note))]]);
     };
-    const { calls, counters } = await crossingBatches("crossing_locked", lockBatch);
+    // The other instance cannot lock while this one's batch holds both rows: the first event's wait runs out.
+    const { calls, counters } = await crossingBatches("crossing_locked", lockBatch, 1_000);
     expect(calls).toEqual(["0:k1", "0:k3", "1:k1", "1:k3"]);
     expect(counters).toEqual(["k1=2", "k3=2"]);
     // Each batch's first transaction held both events; a transaction of one event takes its locks alone.
@@ -587,7 +594,8 @@ describe("a consumer's batch on Postgres", () => {
   });
 
   it("without batch locks, the same crossing batches wait on each other in a circle until a lock wait ends, and their work is done again", async () => {
-    const { calls, counters } = await crossingBatches("crossing_unlocked", undefined);
+    // The other instance's first event locks its row once its batch begins: waited for up to 4 s, within the budget.
+    const { calls, counters } = await crossingBatches("crossing_unlocked", undefined, 4_000);
     expect(calls.length).toBeGreaterThan(4);
     expect(counters).toEqual(["k1=2", "k3=2"]);
   });
