@@ -46,7 +46,9 @@ describe("a service started while NATS is not there", () => {
     expect(refused.code).toBe(status.UNAVAILABLE);
     expect(refused.message).toMatch(/products is starting and waits for NATS/);
 
-    // Several attempts to connect go by (every 0.2 to 1 s); the reason is logged once, with the address.
+    // The reason is logged at the first failed attempt, with the address; several more go by (every 0.2 to 1 s), and
+    // it is not logged again.
+    await expect.poll(() => waitingLines(svc).length, { timeout: 20_000 }).toBeGreaterThan(0);
     await sleep(2_500);
     expect(svc.process.exitCode).toBeNull();
     const waiting = waitingLines(svc);
@@ -75,6 +77,8 @@ describe("a service started while NATS is not there", () => {
   it("waits for a host name that does not resolve (yet), saying so once with the name as given and the variable to correct, and stops with exit code 0 on SIGTERM", async () => {
     // RFC 6761: .invalid never resolves. In docker compose or Kubernetes NATS's name appears once its container or pod exists.
     const { svc, natsPort } = await startProductsBeforeNats("unresolved", "nats.invalid");
+    // Said at the first failed lookup; several more attempts go by, and it is not said again.
+    await expect.poll(() => waitingLines(svc).length, { timeout: 20_000 }).toBeGreaterThan(0);
     await sleep(2_500);
     expect(svc.process.exitCode).toBeNull();
     expect(waitingLines(svc)).toEqual([
