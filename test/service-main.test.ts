@@ -388,7 +388,9 @@ describe("a service waiting for its database", () => {
     const svc = startServiceProcess("products", { PRODUCTS_LISTEN: listen, PRODUCTS_DATABASE_URL: "postgres://postgres:secret@db.invalid:5432/products", NATS_URL: "nats://127.0.0.1:1" });
     try {
       await expect.poll(() => checkHealth(listen).catch(() => "no answer"), { timeout: 20_000, interval: 100 }).toBe("NOT_SERVING");
-      // Several attempts go by (one a second); the wait is said once, with the host as given.
+      // The wait is said at the first failed lookup, with the host as given; several more attempts go by (one a
+      // second), and it is not said again.
+      await expect.poll(() => svc.logs().filter((line) => line.level === "warn").length, { timeout: 20_000 }).toBeGreaterThan(0);
       await sleep(2_500);
       expect(svc.process.exitCode).toBeNull();
       const waiting = svc.logs().filter((line) => line.level === "warn");
