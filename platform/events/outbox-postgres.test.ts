@@ -353,7 +353,8 @@ describe("the outbox relay on Postgres", () => {
     try {
       await eventually("the relay holds its lock", async () => (await advisoryLocks(db)) === 1);
       await postgres().stopForRestart();
-      // Asked every 50 ms for two seconds: some forty failures, one line.
+      // Said at the first failure; asked every 50 ms for two seconds more: some forty failures, one line.
+      await eventually("the relay says asking failed", async () => about("asking for the outbox relay's lock failed").length > 0, 20_000);
       await new Promise((resolve) => setTimeout(resolve, 2_000));
       expect(about("asking for the outbox relay's lock failed")).toHaveLength(1);
       await postgres().restart();
