@@ -1,4 +1,5 @@
-import { constants as http2Constants, type Http2SecureServer, type Http2Server, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
+import type { Http2SecureServer, Http2Server, ServerHttp2Session, ServerHttp2Stream } from "node:http2";
+import { closeConnection } from "./close-connection.js";
 
 /** A server's open streams, shared out among its connections; see `shareOpenStreams`. */
 export interface OpenStreams {
@@ -82,9 +83,10 @@ const addressWindowMs = 10_000;
  * INTERNAL_ERROR), and `closed` hears of it too. `max` is well above
  * what a server serves at once (admission's capacity, calls whose requests
  * are still coming in, reflection streams), so it binds only when the
- * connections are many.
+ * connections are many. `reset` hears each stream that closed with an
+ * error code (see reset-floods.ts), from the listener that counts it.
  */
-export function shareOpenStreams(max: number, perConnection: number, closed: (peer: string | undefined, streams: number) => void): OpenStreams {
+export function shareOpenStreams(max: number, perConnection: number, closed: (peer: string | undefined, streams: number) => void, reset?: (session: ServerHttp2Session) => void): OpenStreams {
   const listeners: Array<Http2Server | Http2SecureServer> = [];
   /** Each connection, and the share it was last told. */
   const sessions = new Map<ServerHttp2Session, number>();
@@ -109,8 +111,7 @@ export function shareOpenStreams(max: number, perConnection: number, closed: (pe
     held.delete(session);
     open -= streams;
     closed(session.socket?.remoteAddress, streams);
-    if (!session.destroyed && !session.closed) session.goaway(http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
-    session.destroy(undefined, http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    closeConnection(session);
   };
   const tell = (session: ServerHttp2Session, streams: number): void => {
     if (session.destroyed || sessions.get(session) === streams) return;
@@ -215,7 +216,10 @@ export function shareOpenStreams(max: number, perConnection: number, closed: (pe
       }
       open++;
       held.set(session, (held.get(session) ?? 0) + 1);
-      stream.once("close", () => release(session));
+      stream.once("close", () => {
+        release(session);
+        if (stream.rstCode && reset) reset(session);
+      });
       return true;
     },
     get open() {

@@ -47,7 +47,8 @@ export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfin
  * newest of the address holding the most, closed to let another's in),
  * `too_many_streams` (closed, holding the most open streams, when a stream
  * came while maxOpenStreams were open), `no_ping_answer` (its last PING
- * unanswered after pingIntervalMs).
+ * unanswered after pingIntervalMs, or 5 s after a flood of resets: see
+ * reset-floods.ts).
  */
 export type ConnectionRefusal = "no_preface" | "no_tls_handshake" | "too_many_connections" | "too_many_streams" | "no_ping_answer";
 
@@ -82,7 +83,7 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   no_tls_handshake: "dropped TLS connections that sent nothing within prefaceTimeoutMs, or whose handshake had not ended within prefaceTimeoutMs of their first bytes",
   too_many_connections: "closed connections accepted while maxConnections were open, or closed the newest of the address holding the most to let in another address's",
   too_many_streams: "closed the connections holding the most open streams when a stream came while maxOpenStreams were open",
-  no_ping_answer: "closed connections that had not answered the server's last PING after pingIntervalMs",
+  no_ping_answer: "closed connections that had not answered the server's last PING after pingIntervalMs, or within 5 s of one sent after a flood of reset streams",
   timeout_clamped: "took grpc-timeout values beyond about 24.8 days (2^31 - 1 ms, the most grpc-js holds) as that; the calls were served",
 };
 

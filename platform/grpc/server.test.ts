@@ -740,6 +740,36 @@ describe("createGrpcServer", () => {
     }
   }, 20_000);
 
+  it("closes within seconds a connection nghttp2 gave up on for a flood of resets, which it left open and unread until the PING check 30 to 60 s on, and leaves one that resets fewer and answers its PING alone", async () => {
+    const { port, session, registry } = await observedServer();
+    session.on("error", () => {}).close();
+    const path = ProductServiceService.getProduct.path;
+    const flood = rawHttp2Connection(port);
+    const calm = rawHttp2Connection(port);
+    try {
+      // Streams reset as they open, 100 at a time: past 1,000 nghttp2 sends GOAWAY and reads nothing more.
+      for (let i = 0; i < 30 && flood.seen.goaway === undefined; i++) {
+        flood.openAndReset(100, path);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await expect.poll(() => flood.seen.goaway, { timeout: 3_000 }).toBeDefined();
+      const goneAway = performance.now();
+      // 300 resets: under nghttp2's bound, past the 100 that have the server PING the connection.
+      calm.openAndReset(300, path);
+      await calm.ping();
+      await expect.poll(() => flood.seen.closed, { timeout: 15_000, interval: 100 }).toBe(true);
+      expect(performance.now() - goneAway).toBeLessThan(15_000);
+      expect(await sampleOf(registry, "concord_grpc_connections_dropped_total", { reason: "no_ping_answer" })).toBe(1);
+      // Past the 5 s a PING has to be answered: the calm connection answered it, and is served.
+      expect(calm.seen.closed).toBe(false);
+      await calm.ping();
+      expect(calm.seen.closed).toBe(false);
+    } finally {
+      flood.destroy();
+      calm.destroy();
+    }
+  }, 30_000);
+
   it("raises the share only once a quarter more connections would still leave it, so one connection opened and closed across a power of two costs the others one SETTINGS", async () => {
     const { port, session } = await observedServer({ maxOpenStreams: 64 });
     const held = Array.from({ length: 3 }, () => rawHttp2Connection(port));

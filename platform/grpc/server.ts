@@ -19,6 +19,8 @@ import { type UnfinishedRequests, watchUnfinishedRequests } from "./unfinished-r
 import { stopUnreadRequests } from "./unread-requests.js";
 import { respondWithStatus } from "./grpc-status.js";
 import { shareOpenStreams } from "./open-streams.js";
+import { closeResetFloods } from "./reset-floods.js";
+import { closeConnection } from "./close-connection.js";
 import { boundConnections } from "./connection-bound.js";
 import { answerPlaintextClients, plaintextClientMessage } from "./plaintext-clients.js";
 import { guardReflectionReads, reflectionRequestsPerRead } from "./reflection-reads.js";
@@ -159,6 +161,9 @@ export interface GrpcServerOptions {
 /** Streams one connection may hold beyond admission's capacity: health checks, reflection, calls to be refused. */
 export const streamHeadroom = 64;
 
+/** How long a connection whose client reset a flood of streams has to answer a PING before it is closed (see closeResetFloods). */
+const resetFloodGraceMs = 5_000;
+
 /** How often at most the log says, for each reason, what the server refused (see refusalReport). */
 const refusalLogIntervalMs = 10_000;
 
@@ -230,7 +235,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   // The methods grpc-js serves here: a refusal's metrics name one of these, or none.
   const served = new Set<string>([...healthMethodPaths, ...reflectionMethodPaths]);
   const refusals = refusalReport(logger, options.refusalObserver, refusalLogIntervalMs, (path) => served.has(path));
-  const openStreams = shareOpenStreams(maxOpenStreams, admission.capacity + streamHeadroom, (peer) => refusals.connectionDropped("too_many_streams", peer));
+  const resetFloods = closeResetFloods(resetFloodGraceMs, (peer) => refusals.connectionDropped("no_ping_answer", peer));
+  const openStreams = shareOpenStreams(maxOpenStreams, admission.capacity + streamHeadroom, (peer) => refusals.connectionDropped("too_many_streams", peer), (session) => resetFloods.reset(session));
   const refused: Refused = (stream, path, code, reason) => refusals.callRefused(path, code, reason, stream.session?.socket?.remoteAddress);
   const unfinished = watchUnfinishedRequests(requestTimeoutMs, { count: maxUnfinishedRequests, bytes: maxUnfinishedRequestBytes }, (stream, path, reason) =>
     refused(stream, path, reason === "request_timeout" ? Code.CANCELLED : Code.RESOURCE_EXHAUSTED, reason),
@@ -691,11 +697,7 @@ function closeOverMetadataLimit(stream: ServerHttp2Stream, rawHeaders: readonly 
   for (let i = 0; i < rawHeaders.length; i += 2) bytes += rawHeaders[i].length + (rawHeaders[i + 1]?.length ?? 0) + 32;
   if (bytes <= max) return false;
   stream.on("error", ignoreError);
-  const session = stream.session;
-  if (session && !session.destroyed) {
-    session.goaway(http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
-    session.destroy(undefined, http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
-  }
+  if (stream.session) closeConnection(stream.session);
   return true;
 }
 

@@ -9,7 +9,7 @@ export interface RawHttp2Seen {
   readonly resets: Map<number, number>;
   /** The error code of the first GOAWAY received, if any. */
   goaway: number | undefined;
-  /** PING acknowledgements received. */
+  /** PING acknowledgements received (the server's own PINGs are answered, as any client does). */
   pings: number;
   closed: boolean;
 }
@@ -35,6 +35,12 @@ export interface RawHttp2Connection {
    * `body` and ends the stream.
    */
   openWithMetadata(path: string, metadata: number, body: Buffer): void;
+  /**
+   * Opens `count` streams of a POST to `path` in one write, each reset by
+   * the client (RST_STREAM CANCEL) right after its headers: HTTP/2's rapid
+   * reset.
+   */
+  openAndReset(count: number, path: string): void;
   /** Sends a PING and resolves once it is acknowledged: the server has read every frame sent before it. */
   ping(): Promise<void>;
   destroy(): void;
@@ -116,6 +122,8 @@ export function rawHttp2Connection(port: number, options: { acknowledge?: boolea
       } else if (type === frameTypes.ping && (flags & 1) === 1) {
         seen.pings++;
         pinged.shift()?.();
+      } else if (type === frameTypes.ping) {
+        socket.write(frame(frameTypes.ping, 1, 0, payload));
       }
     }
   });
@@ -140,6 +148,18 @@ export function rawHttp2Connection(port: number, options: { acknowledge?: boolea
         // 0x40: a literal header added to the dynamic table, its name new too.
         const block = Buffer.concat([requestHeaders(path), Buffer.from([0x40]), literal(`x-pad-${id}`), literal("p".repeat(padding))]);
         frames.push(frame(frameTypes.headers, 5, id, block));
+      }
+      socket.write(Buffer.concat(frames));
+    },
+    openAndReset(count, path) {
+      const block = requestHeaders(path);
+      const cancel = Buffer.alloc(4);
+      cancel.writeUInt32BE(8);
+      const frames: Buffer[] = [];
+      for (let i = 0; i < count; i++) {
+        const id = nextStreamId;
+        nextStreamId += 2;
+        frames.push(frame(frameTypes.headers, 4, id, block), frame(frameTypes.rstStream, 0, id, cancel));
       }
       socket.write(Buffer.concat(frames));
     },
