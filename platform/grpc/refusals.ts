@@ -40,7 +40,8 @@ export type CallRefusal = "starting" | "compressed" | "request_timeout" | "unfin
 
 /**
  * Why a connection was dropped before it carried a call: `no_preface` (no
- * HTTP/2 preface within prefaceTimeoutMs), `no_tls_handshake` (nothing
+ * HTTP/2 preface, or the server's SETTINGS not acknowledged, within
+ * prefaceTimeoutMs), `no_tls_handshake` (nothing
  * sent within prefaceTimeoutMs of its acceptance, or its TLS handshake not
  * ended within prefaceTimeoutMs of its first bytes),
  * `too_many_connections` (accepted while maxConnections were open, or the
@@ -79,7 +80,7 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   reflection_burst: `closed server reflection streams a read of which completed more than ${reflectionRequestsPerRead} requests, before grpc-js took it`,
   reflection_too_large: `closed server reflection streams whose request's length prefix is over ${reflectionRequestLimit} bytes, before grpc-js read it`,
   malformed: "refused calls grpc-js could not take",
-  no_preface: "dropped connections that sent no HTTP/2 preface within prefaceTimeoutMs",
+  no_preface: "dropped connections that sent no HTTP/2 preface, or did not acknowledge the server's SETTINGS, within prefaceTimeoutMs",
   no_tls_handshake: "dropped TLS connections that sent nothing within prefaceTimeoutMs, or whose handshake had not ended within prefaceTimeoutMs of their first bytes",
   too_many_connections: "closed connections accepted while maxConnections were open, or closed the newest of the address holding the most to let in another address's",
   too_many_streams: "closed the connections holding the most open streams when a stream came while maxOpenStreams were open",

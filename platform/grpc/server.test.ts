@@ -490,6 +490,26 @@ describe("createGrpcServer", () => {
     }
   }, 30_000);
 
+  it("drops a connection that has not acknowledged the server's SETTINGS within prefaceTimeoutMs, where Node holds a header block to 16 MiB until then, and leaves one that acknowledged them alone", async () => {
+    const { port, session, registry } = await observedServer({ prefaceTimeoutMs: 300 });
+    session.on("error", () => {}).close();
+    // Both send the preface; one never acknowledges the server's SETTINGS, and sends a header block of 16 KB without its end.
+    const silent = rawHttp2Connection(port, { acknowledge: false });
+    const acknowledged = rawHttp2Connection(port);
+    try {
+      silent.openUnended(ProductServiceService.getProduct.path, 16_000);
+      await expect.poll(() => silent.seen.closed, { timeout: 5_000 }).toBe(true);
+      expect(await sampleOf(registry, "concord_grpc_connections_dropped_total", { reason: "no_preface" })).toBe(1);
+      // Ten times the bound later, the other is still open, and read.
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      await acknowledged.ping();
+      expect(acknowledged.seen.closed).toBe(false);
+    } finally {
+      silent.destroy();
+      acknowledged.destroy();
+    }
+  }, 15_000);
+
   it("holds at most maxUnfinishedRequests calls whose requests have not arrived in full, refusing new calls meanwhile with RESOURCE_EXHAUSTED, and serves again once they are gone", async () => {
     const { counted, port, session, registry, lines } = await observedServer({ maxUnfinishedRequests: 50 });
     // Four connections of 100 calls each that send a length prefix and never the rest: without a bound, 40

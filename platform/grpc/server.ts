@@ -79,8 +79,9 @@ export interface GrpcServerOptions {
   readonly maxReflectionStreams?: number;
   /**
    * How long a new connection may take to send HTTP/2's preface (its
-   * SETTINGS) once accepted (after its TLS handshake), and, over TLS, to end
-   * its handshake once accepted; one that has not is dropped. Default 10 s.
+   * SETTINGS) and acknowledge the server's once accepted (after its TLS
+   * handshake), and, over TLS, to end its handshake once accepted; one that
+   * has not is dropped. Default 10 s.
    */
   readonly prefaceTimeoutMs?: number;
   /**
@@ -497,14 +498,21 @@ const grpcJsRefusals: Partial<Record<number, CallRefusal>> = {
 };
 
 /**
- * A connection that has not sent HTTP/2's preface (its SETTINGS frame)
- * within `timeoutMs` of being accepted, after its TLS handshake, is
- * dropped. grpc-js turns Node's idle timeout off, and a session waits for
- * the preface for ever: 2,000 TLS connections that sent nothing after the
- * handshake stayed open, 77 MiB and 2,000 file descriptors of a service,
- * with no token asked for. Clients send the preface as they connect, so an
- * idle client's connection, which has sent it, is left alone. `dropped`
- * hears each connection dropped.
+ * A connection that has not sent HTTP/2's preface (its SETTINGS frame) and
+ * acknowledged the server's SETTINGS within `timeoutMs` of being accepted,
+ * after its TLS handshake, is dropped. grpc-js turns Node's idle timeout
+ * off, and a session waits for the preface for ever: 2,000 TLS connections
+ * that sent nothing after the handshake stayed open, 77 MiB and 2,000 file
+ * descriptors of a service, with no token asked for. Until its client has
+ * acknowledged the server's SETTINGS, Node holds a header block to 16 MiB,
+ * not to maxMetadataBytes, and nghttp2 holds one in progress (HEADERS and
+ * CONTINUATIONs without its end) until the PING check: 2,000 connections
+ * that acknowledged nothing, each with 144 KB of headers and no end, took
+ * a server from 96 to 464 MB resident for 30 to 60 s, where 2,000 that
+ * acknowledged first took it to 143. Clients send the preface as they
+ * connect and acknowledge the SETTINGS as they read them, so an idle
+ * client's connection is left alone. `dropped` hears each connection
+ * dropped.
  */
 function dropSilentConnections(listener: Http2Server | Http2SecureServer, timeoutMs: number, dropped: (socket: Socket) => void): void {
   eachConnection(listener, (socket, session) => {
@@ -512,9 +520,13 @@ function dropSilentConnections(listener: Http2Server | Http2SecureServer, timeou
       dropped(socket);
       socket.destroy();
     }, timeoutMs).unref();
-    const settled = () => clearTimeout(timer);
+    let awaited = 2;
+    const settled = () => {
+      if (--awaited === 0) clearTimeout(timer);
+    };
     session.once("remoteSettings", settled);
-    socket.once("close", settled);
+    session.once("localSettings", settled);
+    socket.once("close", () => clearTimeout(timer));
   });
 }
 

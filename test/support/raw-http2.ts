@@ -41,6 +41,12 @@ export interface RawHttp2Connection {
    * reset.
    */
   openAndReset(count: number, path: string): void;
+  /**
+   * Sends the HEADERS frame of a POST to `path` whose block carries
+   * `metadata` characters more in an `x-note` header, without END_HEADERS,
+   * and nothing after it: a header block in progress.
+   */
+  openUnended(path: string, metadata: number): void;
   /** Sends a PING and resolves once it is acknowledged: the server has read every frame sent before it. */
   ping(): Promise<void>;
   destroy(): void;
@@ -162,6 +168,11 @@ export function rawHttp2Connection(port: number, options: { acknowledge?: boolea
         frames.push(frame(frameTypes.headers, 4, id, block), frame(frameTypes.rstStream, 0, id, cancel));
       }
       socket.write(Buffer.concat(frames));
+    },
+    openUnended(path, metadata) {
+      const id = nextStreamId;
+      nextStreamId += 2;
+      socket.write(frame(frameTypes.headers, 0, id, Buffer.concat([requestHeaders(path), Buffer.from([0x00]), literal("x-note"), literal("n".repeat(metadata))])));
     },
     openWithMetadata(path, metadata, body) {
       const id = nextStreamId;
