@@ -134,17 +134,21 @@ export function rawHttp2Connection(port: number, options: { acknowledge?: boolea
     }
   });
   socket.write(Buffer.concat([clientPreface, frame(frameTypes.settings, 0, 0)]));
+  /** Opens `count` streams of a POST to `path` in one write, each its headers (not ending it), then the frame `then` makes for its id. */
+  const openEach = (count: number, path: string, then: (id: number) => Buffer): void => {
+    const block = requestHeaders(path);
+    const frames: Buffer[] = [];
+    for (let i = 0; i < count; i++) {
+      const id = nextStreamId;
+      nextStreamId += 2;
+      frames.push(frame(frameTypes.headers, 4, id, block), then(id));
+    }
+    socket.write(Buffer.concat(frames));
+  };
   return {
     seen,
     open(count, path, body) {
-      const block = requestHeaders(path);
-      const frames: Buffer[] = [];
-      for (let i = 0; i < count; i++) {
-        const id = nextStreamId;
-        nextStreamId += 2;
-        frames.push(frame(frameTypes.headers, 4, id, block), frame(frameTypes.data, 0, id, body));
-      }
-      socket.write(Buffer.concat(frames));
+      openEach(count, path, (id) => frame(frameTypes.data, 0, id, body));
     },
     openEnded(count, path, padding) {
       const frames: Buffer[] = [];
@@ -158,16 +162,9 @@ export function rawHttp2Connection(port: number, options: { acknowledge?: boolea
       socket.write(Buffer.concat(frames));
     },
     openAndReset(count, path) {
-      const block = requestHeaders(path);
       const cancel = Buffer.alloc(4);
       cancel.writeUInt32BE(8);
-      const frames: Buffer[] = [];
-      for (let i = 0; i < count; i++) {
-        const id = nextStreamId;
-        nextStreamId += 2;
-        frames.push(frame(frameTypes.headers, 4, id, block), frame(frameTypes.rstStream, 0, id, cancel));
-      }
-      socket.write(Buffer.concat(frames));
+      openEach(count, path, (id) => frame(frameTypes.rstStream, 0, id, cancel));
     },
     openUnended(path, metadata) {
       const id = nextStreamId;
