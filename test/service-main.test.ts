@@ -297,6 +297,15 @@ describe("service entry points", () => {
     expect(result.stdout).toMatch(/ORDERS_PENDING_TIMEOUT\s+how long an order may wait PENDING .* 0 or off: never \(default: 15m\)/);
   });
 
+  it("say with --help every variable that turns tracing on or off", () => {
+    // It named OTEL_EXPORTER_OTLP_ENDPOINT alone, while the traces' own endpoint turned tracing on too and OTEL_TRACES_EXPORTER=none off.
+    const result = run("services/products/main.ts", {}, ["--help"]);
+    expect(result.status).toBe(0);
+    const help = result.stdout.replace(/\s+/g, " ");
+    expect(help).toContain("when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set");
+    expect(help).toContain("unless OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none");
+  });
+
   it("print their variables with --help", () => {
     const result = run("services/products/main.ts", {}, ["--help"]);
     expect(result.status).toBe(0);

@@ -80,9 +80,10 @@ export async function runService<S extends Settings>(options: RunServiceOptions<
   if (process.argv.includes("--help") || process.argv.includes("-h")) {
     console.log(
       `${options.name}: ${options.summary}\n\nConfigured by environment variables:\n${describeConfig(options.settings)}\n\n` +
-        "Traces are exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set (an http:// or https:// URL; another\n" +
-        "value is refused, exit 2); the other standard OTEL_* variables\n" +
-        "apply (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_SDK_DISABLED, ...). A wait over 2147483647 ms (about\n" +
+        "Traces are exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is\n" +
+        "set (an http:// or https:// URL; another value is refused, exit 2), unless OTEL_SDK_DISABLED=true or\n" +
+        "OTEL_TRACES_EXPORTER=none; the other standard OTEL_* variables apply (OTEL_SERVICE_NAME,\n" +
+        "OTEL_TRACES_SAMPLER, ...). A wait over 2147483647 ms (about\n" +
         "24.8 days, the longest a timer waits) in OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_EXPORT_TIMEOUT or\n" +
         "OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT is refused too, exit 2.\n\n" +
         "DATA_DIR is not read: the .data/... defaults above are in the working directory. `npm start` gives each\n" +
