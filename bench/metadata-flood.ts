@@ -14,9 +14,27 @@
 import { connect, type ClientHttp2Session } from "node:http2";
 import { randomBytes } from "node:crypto";
 
-const [target, connections = "8", streams = "512", bytes = "61000", holdMs = "8000", method = "/shop.products.v1.ProductService/GetProduct"] = process.argv.slice(2);
-if (!target) {
-  console.error("usage: npx tsx bench/metadata-flood.ts HOST:PORT [CONNECTIONS] [STREAMS] [BYTES] [HOLD_MS] [METHOD]");
+const usage = "usage: npx tsx bench/metadata-flood.ts HOST:PORT [CONNECTIONS] [STREAMS] [BYTES] [HOLD_MS] [METHOD] (defaults 8 512 61000 8000 /shop.products.v1.ProductService/GetProduct; ACK=1 waits for the server's SETTINGS)";
+const args = process.argv.slice(2);
+if (args.includes("--help") || args.includes("-h")) {
+  console.log(usage);
+  process.exit(0);
+}
+const [target, connections = "8", streams = "512", bytes = "61000", holdMs = "8000", method = "/shop.products.v1.ProductService/GetProduct"] = args;
+/** What is wrong with the command line, or undefined. A mistyped flag was taken for the address and the flood ran at it, printing counts as if answered. */
+function problemOf(): string | undefined {
+  if (!target) return "name the server, HOST:PORT";
+  if (!/^[^\s/-][^\s/]*:\d{1,5}$/.test(target)) return `the server is HOST:PORT, got ${JSON.stringify(target)}`;
+  if (args.length > 6) return `at most 6 arguments, got ${args.length}`;
+  for (const [name, value] of [["CONNECTIONS", connections], ["STREAMS", streams], ["BYTES", bytes], ["HOLD_MS", holdMs]]) {
+    if (!/^[1-9]\d{0,8}$/.test(value)) return `${name} is a whole number from 1, got ${JSON.stringify(value)}`;
+  }
+  if (!method.startsWith("/")) return `METHOD is a path, /package.Service/Method, got ${JSON.stringify(method)}`;
+  return undefined;
+}
+const problem = problemOf();
+if (problem) {
+  console.error(`metadata-flood: ${problem}; ${usage}`);
   process.exit(2);
 }
 const fields = Math.ceil(Number(bytes) / 7_600);
