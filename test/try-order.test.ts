@@ -164,6 +164,8 @@ describe("tools/try-order.ts", () => {
     const help = await tryOrder(["--help"], {});
     expect(help.stdout).toContain("$PRODUCTS_LISTEN");
     expect(help.stdout).toContain("$ORDERS_LISTEN");
+    // It named DATA_DIR's CA and key alone, while GRPC_TLS_CA and GRPC_AUTH_KEY_FILE, when set, are what it uses.
+    for (const variable of ["GRPC_TLS_CA", "GRPC_AUTH_KEY_FILE", "GRPC_AUTH_MAX_TOKEN_TTL", "GRPC_INSECURE=1", "GRPC_AUTH=none"]) expect(help.stdout).toContain(variable);
     for (const [args, says] of [
       [["--orders"], "Option '--orders <value>' argument missing"],
       [["--orders="], "--products and --orders need HOST:PORT"],

@@ -24,10 +24,12 @@ const usage = `Usage: npx tsx tools/try-order.ts [--products HOST:PORT] [--order
 
 Asks both services' health first, each for its own service by name, then
 creates a product, places an order for it and follows the order until the
-saga settles it, over TLS trusting DATA_DIR/tls/ca.pem, with tokens signed by
-DATA_DIR/auth/token-hs256.key (an admin creates the product, customer-1 places
-the order; GRPC_INSECURE=1 and GRPC_AUTH=none as for the services). The
-services are found where \`npm start\` puts them:
+saga settles it, over TLS trusting GRPC_TLS_CA (default DATA_DIR/tls/ca.pem;
+presenting DATA_DIR/tls/client.pem when it is there, for GRPC_TLS_CLIENT_AUTH=require),
+with tokens signed by GRPC_AUTH_KEY_FILE (default DATA_DIR/auth/token-hs256.key)
+that live an hour, or GRPC_AUTH_MAX_TOKEN_TTL when shorter (an admin creates
+the product, customer-1 places the order; GRPC_INSECURE=1 and GRPC_AUTH=none
+as for the services). The services are found where \`npm start\` puts them:
   --products HOST:PORT   product service (default: $PRODUCTS_LISTEN, else the first instance
                          of the \`npm start\` running on DATA_DIR, else 127.0.0.1:50051)
   --orders HOST:PORT     order service (default: $ORDERS_LISTEN, else the first instance
