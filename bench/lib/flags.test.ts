@@ -1,4 +1,6 @@
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { repoRoot } from "../../tools/repo-root.js";
 import { benchFlags, benchUsage, parseBenchFlags } from "./flags.js";
@@ -77,6 +79,15 @@ describe("parseBenchFlags", () => {
     const documented = [...usage.matchAll(/^ {2}--([a-z-]+)/gm)].map((m) => m[1]);
     expect(documented.sort()).toEqual(Object.keys(benchFlags).sort());
     expect(usage).toContain("  saga      the saga scenario");
+  });
+
+  it("says how long a --quick run takes as bench/README.md does", () => {
+    // --help said "under a minute" after bench/README.md had been changed to "under two minutes" for scenarios 7 and 8.
+    const usage = benchUsage([]);
+    const readme = readFileSync(join(repoRoot, "bench", "README.md"), "utf8");
+    const said = /--quick +# one rough run, (under [a-z ]+)$/m.exec(readme)?.[1];
+    expect(said).toBeDefined();
+    expect(usage).toContain(`--quick               one rough run, ${said}:`);
   });
 });
 

@@ -60,8 +60,8 @@ every target. The run ends with how many targets were met (on the medians
 when there are several runs).
 
 Flags:
-  --quick               rough run, under a minute: short windows, ghz view only,
-                        LOG_LEVEL=info only
+  --quick               one rough run, under two minutes: short windows, ghz view
+                        only, LOG_LEVEL=info only
   --only <a,b>          run only these scenarios (names above)
   --warmup <seconds>    warm-up before each measured window (default 1.5; quick 0.5;
                         later rounds on a warm process: at most 0.3)
