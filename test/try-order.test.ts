@@ -180,5 +180,9 @@ describe("tools/try-order.ts", () => {
       expect(run.code, args.join(" ")).toBe(2);
       expect(run.stderr).toBe(`try-order: ${says} (\`npx tsx tools/try-order.ts --help\` shows the usage)\n`);
     }
+    // GRPC_INSECURE=true was taken for TLS, and the CA looked for, where the services refuse it.
+    const insecure = await tryOrder(["--products", "127.0.0.1:1", "--orders", "127.0.0.1:2"], { GRPC_INSECURE: "true" });
+    expect(insecure.code).toBe(2);
+    expect(insecure.stderr).toContain('try-order: bad configuration:\n  GRPC_INSECURE="true" is invalid: expected one of 0, 1');
   });
 });

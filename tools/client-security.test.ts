@@ -22,4 +22,11 @@ describe("toolClientSecurity", () => {
   it("fails the call that needs a token when GRPC_AUTH_MAX_TOKEN_TTL is bad, naming it", async () => {
     await expect(lifeOf({ GRPC_AUTH_MAX_TOKEN_TTL: "10s" })).rejects.toThrow('GRPC_AUTH_MAX_TOKEN_TTL="10s" is invalid: expected at least 1m');
   });
+
+  it("refuses a GRPC_INSECURE or GRPC_AUTH the services refuse, naming it, where GRPC_INSECURE=true was taken for TLS", () => {
+    const security = (env: NodeJS.ProcessEnv) => () => toolClientSecurity({ subject: "ops", roles: [] }, { GRPC_AUTH_KEY_FILE: keyFile, ...env });
+    expect(security({ GRPC_INSECURE: "true" })).toThrow('GRPC_INSECURE="true" is invalid: expected one of 0, 1');
+    expect(security({ GRPC_INSECURE: "1", GRPC_AUTH: "None" })).toThrow('GRPC_AUTH="None" is invalid: expected one of jwt, none');
+    expect(security({ GRPC_INSECURE: "1", GRPC_AUTH: "none" })()).toEqual({});
+  });
 });

@@ -13,7 +13,7 @@ import type { ChannelCredentials } from "@grpc/grpc-js";
 import { readTokenSecret, renewingToken, signToken, type TokenClaims } from "../platform/auth/index.js";
 import { readConfig } from "../platform/config/index.js";
 import { clientTlsCredentials } from "../platform/grpc/index.js";
-import { maxTokenTtlSetting } from "../platform/runtime/index.js";
+import { grpcSecuritySettings, maxTokenTtlSetting } from "../platform/runtime/index.js";
 import { repoRoot } from "./repo-root.js";
 
 /** DATA_DIR as `npm start` reads it. */
@@ -36,12 +36,17 @@ export function localToken(claims: TokenClaims, ttlSeconds: number, env: NodeJS.
 /**
  * Client options (`credentials`, `token`) for calling the local services as
  * `claims`: the token lives an hour, or GRPC_AUTH_MAX_TOKEN_TTL if that is
- * shorter, and is renewed before it expires. A key that cannot be read, or
- * a bad GRPC_AUTH_MAX_TOKEN_TTL, fails the call that needs the token.
+ * shorter, and is renewed before it expires. Throws a ConfigError naming
+ * GRPC_INSECURE or GRPC_AUTH when the services would refuse its value; a
+ * key that cannot be read, or a bad GRPC_AUTH_MAX_TOKEN_TTL, fails the call
+ * that needs the token.
  */
 export function toolClientSecurity(claims: TokenClaims, env: NodeJS.ProcessEnv = process.env): { credentials?: ChannelCredentials; token?: () => Promise<string> } {
+  // Read as the services read them: GRPC_INSECURE=true was taken for TLS and GRPC_AUTH=None for tokens, saying nothing.
+  const { GRPC_INSECURE, GRPC_AUTH } = grpcSecuritySettings("tool");
+  const { GRPC_INSECURE: insecure, GRPC_AUTH: auth } = readConfig({ GRPC_INSECURE, GRPC_AUTH }, env);
   const tls = (() => {
-    if (env.GRPC_INSECURE === "1") return undefined;
+    if (insecure === "1") return undefined;
     const certFile = join(dataDir(env), "tls", "client.pem");
     const keyFile = join(dataDir(env), "tls", "client-key.pem");
     const own = existsSync(certFile) && existsSync(keyFile) ? { certFile, keyFile } : {};
@@ -59,7 +64,7 @@ export function toolClientSecurity(claims: TokenClaims, env: NodeJS.ProcessEnv =
   };
   return {
     ...(tls && { credentials: tls }),
-    ...(env.GRPC_AUTH !== "none" && { token }),
+    ...(auth !== "none" && { token }),
   };
 }
 

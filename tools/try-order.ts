@@ -14,6 +14,7 @@ import { OrderServiceMethods } from "../gen/ts/shop/orders/v1/order_service_rpc.
 import { ProductServiceService } from "../gen/ts/shop/products/v1/product_service_pb.js";
 import { ProductServiceMethods } from "../gen/ts/shop/products/v1/product_service_rpc.js";
 import { checkHealth, createClient } from "../platform/grpc/index.js";
+import { ConfigError } from "../platform/config/index.js";
 import { codeName, StatusError } from "../platform/errors/index.js";
 import { dataDir, noAnswer, toolClientSecurity, whyUnreachable } from "./client-security.js";
 import { endProcess, exitQuietlyOnClosedOutput } from "./event-watch.js";
@@ -178,6 +179,7 @@ main(process.argv.slice(2)).then(
   () => endProcess(Number(process.exitCode ?? 0)),
   (err) => {
     console.error(`try-order: ${err instanceof Error ? err.message : err}`);
-    endProcess(1);
+    // A setting the services would refuse (GRPC_INSECURE=true) is bad usage, as a bad --wait is.
+    endProcess(err instanceof ConfigError ? 2 : 1);
   },
 );
