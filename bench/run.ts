@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { repoRoot } from "../tools/repo-root.js";
 import { staleBuild } from "./lib/compiled.js";
 import { BenchFlagError, benchUsage, parseBenchFlags } from "./lib/flags.js";
-import { findGhz, ghzVersion, installGhz } from "./lib/ghz.js";
+import { findGhz, ghzVersion, givenGhzProblem, installGhz } from "./lib/ghz.js";
 import { machineFacts } from "./lib/machine.js";
 import { findNatsServer, natsServerVersion, type RunningNats, startNatsServer } from "./lib/nats-server.js";
 import { type CpuShare, startCpuMeter } from "./lib/noise.js";
@@ -76,6 +76,11 @@ async function main(): Promise<number> {
   }
   // The services and the event workers run the compiled code in dist/, which `npx tsx bench/run.ts` does not build:
   // measured from a build older than the sources, the figures would be the old code's.
+  const ghzProblem = options.ghz ? givenGhzProblem() : undefined;
+  if (ghzProblem) {
+    console.error(`bench: ${ghzProblem}`);
+    return 2;
+  }
   const stale = staleBuild();
   if (stale) {
     console.error(`bench: dist/ is older than the sources (${stale}); run \`npm run build\` first (\`npm run bench\` builds before it runs)`);

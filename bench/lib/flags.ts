@@ -84,7 +84,8 @@ Flags:
   --out <dir>           results directory (default bench/results)
   --help                this text
 
-Environment: NATS_SERVER (nats-server binary), GHZ (ghz binary).`;
+Environment: NATS_SERVER (nats-server binary), GHZ (ghz binary; one that names no
+file is refused, exit 2).`;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { execFile, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { repoRoot } from "../../tools/repo-root.js";
 import { adopt } from "./proc.js";
@@ -9,9 +9,19 @@ export const GHZ_VERSION = "v0.120.0";
 const ghzModule = `github.com/bojand/ghz/cmd/ghz@${GHZ_VERSION}`;
 const localGhz = join(repoRoot, ".tools", "bin", "ghz");
 
-/** ghz from $GHZ, <repo>/.tools/bin or PATH; undefined when absent. */
+/**
+ * Why $GHZ cannot be the ghz the bench runs (no file there), or undefined when it is unset or can be. The bench
+ * refuses to start with it: a GHZ that named nothing was passed over for another ghz, saying nothing.
+ */
+export function givenGhzProblem(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const given = env.GHZ;
+  if (!given) return undefined;
+  return existsSync(given) && statSync(given).isFile() ? undefined : `GHZ=${JSON.stringify(given)} names no file; set it to a ghz binary, or unset it to use .tools/bin's or PATH's (installed when missing)`;
+}
+
+/** ghz from $GHZ (see givenGhzProblem), <repo>/.tools/bin or PATH; undefined when absent. */
 export function findGhz(): string | undefined {
-  if (process.env.GHZ && existsSync(process.env.GHZ)) return process.env.GHZ;
+  if (process.env.GHZ) return process.env.GHZ;
   if (existsSync(localGhz)) return localGhz;
   for (const dir of (process.env.PATH ?? "").split(":")) if (dir && existsSync(join(dir, "ghz"))) return join(dir, "ghz");
   return undefined;
