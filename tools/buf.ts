@@ -97,7 +97,12 @@ function main(args: string[]): number {
     console.log(`buf breaking: no incompatible changes in ${compared}`);
     return 0;
   }
-  console.error(usage);
+  // `npm run lint:proto -- proto/x.proto` printed the usage alone, saying nothing of what it did not take.
+  const problem =
+    command === "lint" ? `lint takes no arguments, got ${rest.join(" ")}`
+    : command === "breaking" ? `breaking takes one REVISION at most, got ${rest.join(" ")}`
+    : `unknown command ${JSON.stringify(command ?? "")}: lint or breaking`;
+  console.error(`buf: ${problem}\n\n${usage}`);
   return 2;
 }
 

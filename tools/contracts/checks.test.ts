@@ -323,6 +323,11 @@ describe("contract checks", () => {
     const unknown = buf(["breaking", "--against", "main"]);
     expect(unknown.status).toBe(2);
     expect(unknown.stderr).toBe("buf breaking: unknown option --against (`npm run breaking -- --help` shows the usage)\n");
+    // An argument it does not take printed the usage alone.
+    const extra = buf(["lint", "proto/shop/orders/v1/order_service.proto"]);
+    expect(extra.status).toBe(2);
+    expect(extra.stderr.split("\n")[0]).toBe("buf: lint takes no arguments, got proto/shop/orders/v1/order_service.proto");
+    expect(buf(["breaking", "main", "HEAD"]).stderr.split("\n")[0]).toBe("buf: breaking takes one REVISION at most, got main HEAD");
   }, 90_000);
 
   it("npm run breaking says what it compared: proto/ at HEAD, or the work tree's with its uncommitted files named, against the revision, whose name no shell reads", () => {
