@@ -870,8 +870,51 @@ describe("startConsumers", () => {
     }
     const counted = linesHere().filter((l) => l.batches !== undefined);
     expect(counted).toHaveLength(1);
-    expect(counted[0]).toMatchObject({ batches: 1, consumers: ["awaylines-worker"] });
-    expect(counted[0].msg).toMatch(/^1 more batches of events failed to commit while the database is away or takes no writes \(consumers awaylines-worker\), past the 5 logged one by one in 10 s/);
+    // The sixth attempt at the one batch already told, paused 5 s after it: an attempt, not another batch, and its pause said.
+    expect(counted[0]).toMatchObject({ attempts: 1, batches: 1, consumers: ["awaylines-worker"], longestPauseMs: 5_000 });
+    expect(counted[0].msg).toBe(
+      "1 more attempt to commit 1 batch of events failed while the database is away or takes no writes (consumers awaylines-worker), past the 5 logged one by one in 10 s; each is tried again after a pause of at most 5 s",
+    );
+  });
+
+  it("says once, without a stack, that an attempt counted ahead could not be taken back while the database is away, however often the event is tried meanwhile", async () => {
+    const unavailable = () => StatusError.unavailable("the database is unavailable; try again shortly", Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" }));
+    const state = { away: false, failedRuns: 0 };
+    const t = await consumerOf(
+      "untaken",
+      { maxDeliver: 5, backoffMs: [100] },
+      async (event, context) => {
+        // The first delivery fails on its own (the database answers): it comes back as a redelivery, whose attempt is counted ahead.
+        if (context.deliveryCount === 1) throw new Error("not yet");
+        // The redelivery's attempt is counted; then the database goes away, for its work and for taking the count back.
+        if (state.failedRuns++ === 0) {
+          state.away = true;
+          throw unavailable();
+        }
+        await context.tx.run("INSERT INTO effects (event_id, note) VALUES ($1, $2)", [context.eventId, event.note]);
+      },
+      {
+        wrap: (real) => ({
+          ...real,
+          transaction: (work, options) => (state.away ? Promise.reject(unavailable()) : real.transaction(work, options)),
+          ping: () => (state.away ? Promise.reject(unavailable()) : real.ping()),
+        }),
+        // The line told of is a warning.
+        logger: createLogger({ service: "consumer-test", level: "warn", destination: { write: (line: string) => void logged.push(JSON.parse(line)) } }),
+      },
+    );
+    const from = logged.length;
+    await t.publish("a");
+    await t.start();
+    // Each failure of the redelivery tries to take its attempt back, and fails; the database comes back for the event's next try.
+    await eventually("the redelivery failed while the database was away", async () => state.away && state.failedRuns >= 1);
+    await eventually("it was tried again", async () => logged.slice(from).filter((l) => String(l.msg).startsWith("committing a batch of events failed and the database is away")).length >= 3, 10_000);
+    state.away = false;
+    await eventually("the event is handled", async () => (await t.notes()).length === 1, 10_000);
+    const lines = logged.slice(from).filter((l) => l.consumer === "untaken-worker" && String(l.msg).startsWith("taking back an attempt counted ahead failed"));
+    expect(lines).toHaveLength(1);
+    expect(lines[0].err).toBeUndefined();
+    expect(lines[0].error).toBe("the database is unavailable; try again shortly: connect ECONNREFUSED 127.0.0.1:5432");
   });
 
   /**
@@ -882,7 +925,13 @@ describe("startConsumers", () => {
     key: string,
     spec: Partial<ConsumerSpec>,
     handle: (event: Thing, context: EventContext) => Promise<void>,
-    options: { readonly migrations?: readonly { id: string; sql: string }[]; readonly wrap?: (db: Database) => Database; readonly middleware?: DeliveryMiddleware[] } = {},
+    options: {
+      readonly migrations?: readonly { id: string; sql: string }[];
+      readonly wrap?: (db: Database) => Database;
+      readonly middleware?: DeliveryMiddleware[];
+      /** Instead of the suite's logger, which keeps errors alone. */
+      readonly logger?: typeof logger;
+    } = {},
   ) => {
     const sample = sampleStream(key);
     await ensureStreams(bus.jsm, [sample.stream]);
@@ -897,7 +946,7 @@ describe("startConsumers", () => {
         nc: bus.nc,
         db,
         service: "worker",
-        logger,
+        logger: options.logger ?? logger,
         ...(options.middleware && { middleware: options.middleware }),
         consumers: [
           bindConsumer({

@@ -357,7 +357,7 @@ async function handleBatch(batch: readonly JsMsg[], step: BatchStep): Promise<vo
         // The database away or refusing writes is no fault of the code: its stack would only point into the driver.
         const why = isDatabaseRefusingWrites(err) ? { error: messageWithCauses(err) } : { err };
         logger.error({ ...why, events: batch.length - from, attempt: failuresInARow, retryInMs }, "committing a batch of events failed and the database is away or takes no writes; trying it again");
-      } else away.consumers.add(step.consumer);
+      } else away.hold(step.consumer, batch, retryInMs);
       if (await stoppedWithin(step.stopping, retryInMs)) {
         giveBack(from);
         break;
@@ -389,28 +389,45 @@ const databaseAwayWindowMs = 10_000;
 
 interface DatabaseAwayLines {
   readonly window: LineWindow;
-  /** The consumers whose lines were held in this window. */
-  readonly consumers: Set<string>;
+  /** Notes a failed attempt the window did not admit: its consumer, its batch and the pause before it is tried again. */
+  hold(consumer: string, batch: object, pauseMs: number): void;
 }
 
 /**
  * The lines of batches a service's consumers hold while the database is
- * away or takes no writes: the first five in ten seconds, the rest counted
- * in one line, naming their consumers, when the window ends. Each consumer
- * with a batch in flight tries it again after 250 ms, 500 ms, 1 s, 2 s and
- * so on: a PostgreSQL restart under load wrote about 35 such lines, each
- * with its stack.
+ * away or takes no writes: the first five failed attempts in ten seconds,
+ * the rest counted in one line when the window ends, with how many batches
+ * they were of, their consumers and the longest pause before a batch is
+ * tried again. Each consumer with a batch in flight tries it again after
+ * 250 ms, 500 ms, 1 s, 2 s and so on, so a batch held for long fails
+ * several times in a window: the line counts attempts, not batches, and a
+ * PostgreSQL restart under load wrote about 35 such lines, each with its
+ * stack.
  */
 function databaseAwayLines(logger: Logger): DatabaseAwayLines {
   const consumers = new Set<string>();
+  const batches = new Set<object>();
+  let longestPauseMs = 0;
   const window = new LineWindow(databaseAwayLinesPerWindow, databaseAwayWindowMs, (held) => {
+    const attempts = held === 1 ? "attempt" : "attempts";
+    const ofBatches = batches.size === 1 ? "1 batch" : `${batches.size} batches`;
     logger.error(
-      { batches: held, consumers: [...consumers] },
-      `${held} more batches of events failed to commit while the database is away or takes no writes (consumers ${[...consumers].join(", ")}), past the ${databaseAwayLinesPerWindow} logged one by one in ${databaseAwayWindowMs / 1000} s; each is tried again after a pause`,
+      { attempts: held, batches: batches.size, consumers: [...consumers], longestPauseMs },
+      `${held} more ${attempts} to commit ${ofBatches} of events failed while the database is away or takes no writes (consumers ${[...consumers].join(", ")}), ` +
+        `past the ${databaseAwayLinesPerWindow} logged one by one in ${databaseAwayWindowMs / 1000} s; each is tried again after a pause of at most ${longestPauseMs / 1000} s`,
     );
     consumers.clear();
+    batches.clear();
+    longestPauseMs = 0;
   });
-  return { window, consumers };
+  return {
+    window,
+    hold(consumer, batch, pauseMs) {
+      consumers.add(consumer);
+      batches.add(batch);
+      longestPauseMs = Math.max(longestPauseMs, pauseMs);
+    },
+  };
 }
 
 /** An error's message followed by its causes', as the log's error serialiser joins them ("the database is unavailable; try again shortly: connect ECONNREFUSED ..."). */
@@ -436,18 +453,30 @@ async function counted(delivery: Delivery, step: BatchStep): Promise<Delivery> {
   return { ...delivery, attempt, ...(deadLetterReason !== undefined && { deadLetterReason }) };
 }
 
+/** Deliveries whose attempt could not be taken back, said once: each later try while the database stays away is not. */
+const toldStillCounted = new WeakSet<Delivery>();
+
 /**
  * The delivery with the attempt counted ahead taken back, as it was not made
  * (the database away or taking no writes); as it is when that fails too, so
  * that it is not counted again here (a process stopping then hands it back
  * counted: at most one attempt for each time the database took the count
- * and refused both the work and taking it back).
+ * and refused both the work and taking it back). Its next failure tries
+ * again; a failure is logged once a delivery, without a stack when the
+ * database is away or takes no writes, which is expected operation.
  */
 async function uncounted(delivery: Delivery, step: BatchStep): Promise<Delivery> {
   try {
     await step.db.transaction((tx) => uncountAttempt(tx, delivery, delivery.attempt!));
   } catch (err) {
-    step.logger.warn({ err, streamSequence: delivery.streamSequence, attempt: delivery.attempt }, "taking back an attempt counted ahead failed; it stays counted");
+    if (!toldStillCounted.has(delivery)) {
+      toldStillCounted.add(delivery);
+      const why = isDatabaseRefusingWrites(err) ? { error: messageWithCauses(err) } : { err };
+      step.logger.warn(
+        { ...why, streamSequence: delivery.streamSequence, attempt: delivery.attempt },
+        "taking back an attempt counted ahead failed; it stays counted (taking it back is tried again if the event's next try fails too)",
+      );
+    }
     return delivery;
   }
   const { attempt: _attempt, deadLetterReason: _reason, ...rest } = delivery;
