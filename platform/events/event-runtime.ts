@@ -7,7 +7,7 @@ import { connectEventBus, isNatsUnreachable, SeedFileError, type EventBus } from
 import { defaultMaxPayloadBytes } from "./event-rules.js";
 import { defaultInboxRetentionMs, inboxRetention } from "./inbox.js";
 import { createOutbox, type Outbox } from "./outbox.js";
-import { createOutboxRelay, OutboxUnread, type OutboxRelay } from "./outbox-relay.js";
+import { createOutboxRelay, OutboxRelayGaveUp, OutboxUnread, type OutboxRelay } from "./outbox-relay.js";
 import { startConsumers, type RunningConsumers } from "./consumer.js";
 import { ConsumerConflictError, ensureStreams, JetStreamLimitError, permissionDenied, StreamConflictError, StreamMissingError, StreamShortOfSpecError, StreamSubjectsHeldError, validateStreamSpec } from "./provision.js";
 import { causeChain, Code, StatusError, unresolvedHost, unresolvedHostWait } from "../errors/index.js";
@@ -257,7 +257,8 @@ export function createEventRuntime(options: EventRuntimeOptions): EventRuntime {
  * hung or was away at the stop let nothing be read, and the line said
  * "events left in the outbox" all the same. A timeout, or an outbox that
  * cannot be read, is said in one line: a stack would only say where the
- * timer was set, or point into the driver.
+ * timer was set, or point into the driver. So is a relay that gave up at a
+ * failure once the stop began (OutboxRelayGaveUp), which it no longer retries.
  */
 export function outboxAtShutdownLine(err: unknown, read: boolean, timedOut: Error, timeoutMs: number): { fields: Record<string, unknown>; msg: string } {
   const unread = (why: string) => ({
@@ -265,6 +266,13 @@ export function outboxAtShutdownLine(err: unknown, read: boolean, timedOut: Erro
     msg: `the outbox could not be read at shutdown (${why}); events committed and not yet published, if any, go out at the next start`,
   });
   if (err instanceof OutboxUnread) return unread(err.cause instanceof Error ? err.cause.message : String(err.cause));
+  // The relay stopped at a failure met once the stop began, rather than retry it: the one line of what it leaves.
+  if (err instanceof OutboxRelayGaveUp) {
+    return {
+      fields: { reason: err.reason },
+      msg: `the outbox relay stopped at a failure as the service stops, and did not retry it (${err.reason}); events committed and not yet published, if any, stay in the outbox and go out at the next start`,
+    };
+  }
   if (err !== timedOut) return { fields: { err }, msg: "events left in the outbox at shutdown; they go out at the next start" };
   if (!read) return unread(`no answer within ${timeoutMs} ms`);
   return { fields: { reason: timedOut.message }, msg: `events left in the outbox at shutdown (${timedOut.message}); nothing is lost: they go out at the next start` };

@@ -80,7 +80,11 @@ export interface OutboxRelay {
    * publish: a flush that does not end before then has not learnt whether any are left.
    */
   flush(onRead?: () => void): Promise<void>;
-  /** Stops sending, waits for the PubAcks in flight (at most publishTimeoutMs), marks what was acknowledged; the rest waits for the next start. Safe to call twice. */
+  /**
+   * Stops sending, waits for the PubAcks in flight (at most publishTimeoutMs), marks what was acknowledged; the rest
+   * waits for the next start. Resolves within about a second past publishTimeoutMs, whatever the database does (a
+   * statement of a hung one is left under way). Safe to call twice.
+   */
   stop(): Promise<void>;
   stats(): OutboxRelayStats;
   /** Whether this process relays the outbox now: it holds the relay's lock (PostgreSQL), and not another instance. */
@@ -88,7 +92,9 @@ export interface OutboxRelay {
   /**
    * Says the process is stopping (called before its gRPC calls drain, ahead of `stop`): the relay goes on as
    * before, but if it takes the lock from now on (the relaying process stopped too), it publishes what is left
-   * without saying it took the relay over, which it holds only until its own stop.
+   * without saying it took the relay over, which it holds only until its own stop. From now on a failure (the
+   * database or NATS away) is not retried: the relay ends, leaving its events in the outbox, and `flush` rejects
+   * with OutboxRelayGaveUp, which says why, as the one line of what was left.
    */
   standDown(): void;
 }
@@ -115,6 +121,9 @@ interface Flusher {
 
 /** The database lock of the one process that relays a service's outbox. */
 const relayLockKey = 0x436f6e65;
+
+/** How long a stop waits for the relay's last mark, beyond the PubAcks in flight (publishTimeoutMs). */
+const stopMarkMs = 1_000;
 
 /** How often, at most, marks that go on failing are logged again after the first failure's line. */
 const markFailureLogMs = 60_000;
@@ -188,6 +197,11 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const store = createOutboxStore(db);
 
   let stopping = false;
+  /**
+   * Why the relay ended on its own once the process began to stop (see standDown): the first failure met from
+   * then on, which is not retried. Its events stay in the outbox, for the next start or another instance.
+   */
+  let gaveUp: string | undefined;
   let woken = false;
   /** Ends the current wait of the run loop early; set while it waits. */
   let interrupt: ((why: "wake" | "ack") => void) | undefined;
@@ -446,6 +460,13 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         }
       } catch (err) {
         markingUpTo = 0;
+        // Stopping: nothing is tried again; the events go out again at the next start (JetStream drops the copies).
+        if (stopBegun()) {
+          release(done);
+          giveUp(`deleting published events failed: ${errorMessage(err)}`);
+          failures++;
+          return false;
+        }
         if (isDatabaseRefusingWrites(err)) {
           // JetStream has them: they are deleted once the database takes the DELETE, not published again (a database
           // away for longer than JetStream's duplicate window would have them stored twice), and not read meanwhile.
@@ -523,6 +544,13 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
 
   /** Set once the process is stopping (see standDown). */
   let standingDown = false;
+  /** Whether the process began to stop: a failure from then on ends the relay (see giveUp), where it was retried. */
+  const stopBegun = (): boolean => standingDown || stopping;
+  /** Ends the relay for `why`, the first failure once the stop began: its events stay in the outbox, and flush says so. */
+  const giveUp = (why: string): void => {
+    gaveUp ??= why;
+    stopping = true;
+  };
 
   /** Set when this process's lease on the relay is gone: its active loop ends and the relay goes back to waiting for the lease. */
   let leaseLost = false;
@@ -568,6 +596,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
           lockFailing = undefined;
         }
       } catch (err) {
+        if (stopBegun()) {
+          giveUp(`asking for the relay's lock failed: ${errorMessage(err)}`);
+          break;
+        }
         if (!lockFailing) logger.warn({ err, retryInMs: leaderPollMs }, "asking for the outbox relay's lock failed; asking again until it works (logged again once it does)");
         lockFailing ??= { since: Date.now(), times: 0 };
         lockFailing.times++;
@@ -614,7 +646,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       }
       // A connection closed under the relay (not by stop()) takes no publishes any more: the relay ends, its events stay.
       if (nc.isClosed()) break;
-      if (lostLease && !stopping) logger.warn("the outbox relay's lock is gone (its database connection broke); waiting to take it again");
+      if (stopBegun() && !stopping && (lostLease || cutOff())) giveUp(lostLease ? "the relay's lock is gone (its database connection broke)" : "NATS cannot be reached from this process");
+      else if (lostLease && !stopping) logger.warn("the outbox relay's lock is gone (its database connection broke); waiting to take it again");
       else if (cutOff() && !stopping) {
         heldUpSince ??= disconnectedAt;
         // Only PostgreSQL is shared by several processes of a service: a SQLite file has this one alone.
@@ -662,6 +695,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
           await nc.jetstreamManager({ timeout: publishTimeoutMs });
           probe = false;
         } catch (err) {
+          if (stopBegun()) {
+            giveUp(`JetStream could not be reached: ${errorMessage(err)}`);
+            break;
+          }
           logger.warn({ err, retryInMs: retryMs }, "the outbox relay cannot reach JetStream; retrying");
           await wait(retryMs, { wake: false, ack: false });
           retryMs = Math.min(retryMs * 2, retryMaxMs);
@@ -684,6 +721,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       try {
         await sendMore();
       } catch (err) {
+        if (stopBegun()) {
+          giveUp(`the outbox could not be read: ${errorMessage(err)}`);
+          break;
+        }
         logger.warn({ err, retryInMs: retryMs }, "the outbox relay cannot read the database; retrying");
         failures++;
       }
@@ -714,6 +755,10 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         // What was acknowledged meanwhile (answers that came while a refused event was parked) is deleted first, so
         // that the next pass starts again from the oldest event left, the failed ones included.
         await markAcked();
+        if (stopBegun()) {
+          giveUp(`publishing failed: ${firstFailure ?? "unknown"}`);
+          break;
+        }
         // The reason is the first failure's, and so are the event and span named with it (set by callbacks the compiler does not follow here).
         logger.warn({ failed: failures, reason: firstFailure, ...(firstFailed ?? {}), retryInMs: retryMs }, "publishing outbox events failed; they stay in the outbox and are retried (logged at info once they are published again)");
         heldUpSince ??= Date.now();
@@ -738,7 +783,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
   const rejectFlushers = (): void => {
     const waiting = flushers;
     flushers = [];
-    for (const f of waiting) f.reject(new Error("the outbox relay stopped before the events were published"));
+    for (const f of waiting) f.reject(gaveUp !== undefined ? new OutboxRelayGaveUp(gaveUp) : new Error("the outbox relay stopped before the events were published"));
   };
   // A commit in this process wakes this relay; other processes' commits notify it while it leads.
   let leading = false;
@@ -757,6 +802,8 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
 
   return {
     async flush(onRead) {
+      // Ended at a failure as the process stops: the outbox is not read again, which the failure may hold up as long.
+      if (gaveUp !== undefined) throw new OutboxRelayGaveUp(gaveUp);
       if (stopping) throw new Error("the outbox relay is stopped");
       let upTo: number | undefined;
       try {
@@ -766,6 +813,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       }
       if (upTo === undefined) return;
       onRead?.();
+      if (gaveUp !== undefined) throw new OutboxRelayGaveUp(gaveUp);
       if (stopping) throw new Error("the outbox relay is stopped");
       await new Promise<void>((resolve, reject) => {
         flushers.push({ upTo, resolve, reject });
@@ -778,7 +826,12 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         unsubscribe();
         stopStatusIterator(statuses);
         stopWaiting?.();
-        await done;
+        // A database that hangs holds the relay's statement under way until its connection is dropped (35 s, past the
+        // statement timeout): the stop waits for the PubAcks in flight and a mark, not for that. What the relay
+        // leaves stays in the outbox, and the process's stop closes the database under it.
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([done, new Promise<void>((resolve) => (timer = setTimeout(resolve, publishTimeoutMs + stopMarkMs)))]);
+        clearTimeout(timer);
       })();
       return stopped;
     },
@@ -798,4 +851,21 @@ export class OutboxUnread extends Error {
   constructor(cause: unknown) {
     super(`the outbox could not be read: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
   }
+}
+
+/**
+ * The relay met a failure once its process began to stop (the database or NATS away) and did not try again: events
+ * committed and not yet published, if any, stay in the outbox for the next start or another instance. `reason` says
+ * what failed.
+ */
+export class OutboxRelayGaveUp extends Error {
+  override readonly name: string = "OutboxRelayGaveUp";
+  constructor(readonly reason: string) {
+    super(`the outbox relay stopped at a failure as the process stops: ${reason}`);
+  }
+}
+
+/** An error's message, for a line that needs no stack. */
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

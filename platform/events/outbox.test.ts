@@ -13,7 +13,7 @@ import { OrderPlacedEvent } from "../../gen/ts/shop/orders/v1/order_events_jetst
 import { createMessageChecker } from "../contracts/index.js";
 import { Code, StatusError } from "../errors/index.js";
 import { outboxAtShutdownLine } from "./event-runtime.js";
-import { OutboxUnread } from "./outbox-relay.js";
+import { OutboxRelayGaveUp, OutboxUnread } from "./outbox-relay.js";
 import { connectEventBus, createOutbox, createOutboxRelay, ensureStreams, InvalidEventError, outboxMigrations, parkedEvents, retryParked, type EventBus, type OutboxRelay } from "./index.js";
 
 const logger = createLogger({ service: "outbox-test", level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -439,6 +439,60 @@ describe("outbox and relay", () => {
     expect(parked.map((p) => p.eventId)).toEqual([big]);
     expect(parked[0].reason).toMatch(/message size exceeds maximum allowed \(10054\)/);
     expect(await outbox.pending()).toBe(0);
+  });
+
+  it("stops retrying once the process began to stop: a failure from then on ends the relay, its events left in the outbox, said once by the stop's line", async () => {
+    const { sample, db, outbox, commit } = await setup("gaveup");
+    const state = { away: false };
+    const wrapped: Database = {
+      ...db,
+      query: ((sql: string, params?: Parameters<Database["query"]>[1]) =>
+        state.away ? Promise.reject(StatusError.unavailable("the database is unavailable; try again shortly", new Error("connect ECONNREFUSED 127.0.0.1:5432"))) : db.query(sql, params)) as Database["query"],
+    };
+    const { lines, logger: captured } = capturedLogger();
+    const relay = startRelay(wrapped, { logger: captured, sweepIntervalMs: 50 });
+    await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-0", note: "" }));
+    await relay.flush();
+    // Before the stop, an outage is retried and said.
+    state.away = true;
+    await eventually("the relay retries the outage", async () => lines.some((l) => String(l.msg).startsWith("the outbox relay cannot read the database; retrying")));
+    relay.standDown();
+    const from = lines.length;
+    // Committed as the service stops: left in the outbox, not read again.
+    state.away = false;
+    await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-1", note: "" }));
+    state.away = true;
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(lines.slice(from).filter((l) => l.level === "warn" || l.level === "error").map((l) => l.msg)).toEqual([]);
+    const left = await relay.flush().catch((err: unknown) => err);
+    expect(left).toBeInstanceOf(OutboxRelayGaveUp);
+    expect(outboxAtShutdownLine(left, false, new Error("not flushed within 5000 ms"), 5_000)).toEqual({
+      fields: { reason: "the outbox could not be read: the database is unavailable; try again shortly" },
+      msg:
+        "the outbox relay stopped at a failure as the service stops, and did not retry it (the outbox could not be read: the database is unavailable; try again shortly); " +
+        "events committed and not yet published, if any, stay in the outbox and go out at the next start",
+    });
+    await relay.stop();
+    state.away = false;
+    expect(await outbox.pending()).toBe(1);
+  });
+
+  it("stops within about a second past its PubAck timeout while the database hangs, leaving its statement under way", async () => {
+    const { db } = await setup("hungstop");
+    const state = { hung: false };
+    const wrapped: Database = {
+      ...db,
+      query: ((sql: string, params?: Parameters<Database["query"]>[1]) => (state.hung ? new Promise(() => {}) : db.query(sql, params))) as Database["query"],
+    };
+    const relay = startRelay(wrapped, { sweepIntervalMs: 50 });
+    await relay.flush();
+    state.hung = true;
+    // The next sweep's read is under way, and never answered.
+    await new Promise((r) => setTimeout(r, 300));
+    const started = performance.now();
+    await relay.stop();
+    // publishTimeoutMs (1 s) and a second for the last mark: it waited for the read, for ever.
+    expect(performance.now() - started).toBeLessThan(3_000);
   });
 
   it("says a flush that could not read the outbox (the database away) could not, and tells once it has read events to publish", async () => {
