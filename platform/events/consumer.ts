@@ -1,6 +1,6 @@
 import type { JetStreamClient, JsMsg, NatsConnection } from "nats";
 import type { MessageChecker } from "../contracts/index.js";
-import { causeChain } from "../errors/index.js";
+import { messageWithCauses } from "../errors/index.js";
 import { LineWindow, type Logger } from "../log/index.js";
 import { checkOptions, nonNegativeInteger, positiveInteger } from "../options/index.js";
 import { type Database, isDatabaseRefusingWrites, isDatabaseTakingNoWrites, isLockTimeout, limitLockWaits } from "../sql/index.js";
@@ -428,11 +428,6 @@ function databaseAwayLines(logger: Logger): DatabaseAwayLines {
       longestPauseMs = Math.max(longestPauseMs, pauseMs);
     },
   };
-}
-
-/** An error's message followed by its causes', as the log's error serialiser joins them ("the database is unavailable; try again shortly: connect ECONNREFUSED ..."). */
-function messageWithCauses(err: unknown): string {
-  return Array.from(causeChain(err, 5), (e) => (e instanceof Error ? e.message : String(e))).join(": ");
 }
 
 /** A redelivery whose attempt is not counted yet (see `counted`): it does not run until it is. */

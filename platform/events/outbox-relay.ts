@@ -1,4 +1,5 @@
 import type { NatsConnection } from "nats";
+import { errorLogFields } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
 import { type Database, isDatabaseRefusingWrites, type SessionLock } from "../sql/index.js";
@@ -600,7 +601,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
           giveUp(`asking for the relay's lock failed: ${errorMessage(err)}`);
           break;
         }
-        if (!lockFailing) logger.warn({ err, retryInMs: leaderPollMs }, "asking for the outbox relay's lock failed; asking again until it works (logged again once it does)");
+        if (!lockFailing) logger.warn({ ...errorLogFields(err), retryInMs: leaderPollMs }, "asking for the outbox relay's lock failed; asking again until it works (logged again once it does)");
         lockFailing ??= { since: Date.now(), times: 0 };
         lockFailing.times++;
       }

@@ -191,6 +191,36 @@ describe("createGrpcServer", () => {
     await expect.poll(() => checkHealth(address), { timeout: 10_000 }).toBe("SERVING");
   });
 
+  it("says a readiness check failing for a database away in one line without a stack, once for the checks that fail as it stops", async () => {
+    const { lines, logger: captured } = capturedLogger();
+    let checks = 0;
+    const hung: Array<(err: Error) => void> = [];
+    let hanging = false;
+    server = createGrpcServer({ descriptorSet, logger: captured, readinessIntervalMs: 20, readinessCheck: () => {
+      checks++;
+      // A hung database: checks under way pile up, each failing once its connection is cut.
+      if (hanging) return new Promise<void>((_, reject) => hung.push(reject));
+    } });
+    server.addService(ProductServiceService, impl(async () => ({ product })));
+    await server.start("127.0.0.1:0");
+    await expect.poll(() => checks).toBeGreaterThan(0);
+    hanging = true;
+    await expect.poll(() => hung.length).toBeGreaterThanOrEqual(3);
+    const unavailable = () => StatusError.unavailable("the database is unavailable; try again shortly", new Error("timeout expired"));
+    // Stopped while the database hangs: the stop closes the database, and the checks under way fail one after another.
+    const stopping = server.shutdown();
+    for (const reject of hung.splice(0)) {
+      reject(unavailable());
+      await new Promise((r) => setImmediate(r));
+    }
+    await stopping;
+    server = undefined;
+    const failed = lines.filter((l) => l.msg === "readiness check failed; reporting NOT_SERVING");
+    expect(failed).toHaveLength(1);
+    expect(failed[0].err).toBeUndefined();
+    expect(failed[0].error).toBe("the database is unavailable; try again shortly: timeout expired");
+  });
+
   it("shows its health in the metrics too: concord_grpc_serving 1, 0 while the readiness check fails", async () => {
     let databaseUp = true;
     server = createGrpcServer({ descriptorSet, logger, readinessIntervalMs: 20, readinessCheck: () => {

@@ -24,7 +24,7 @@ import { closeConnection } from "./close-connection.js";
 import { boundConnections } from "./connection-bound.js";
 import { answerPlaintextClients, plaintextClientMessage } from "./plaintext-clients.js";
 import { guardReflectionReads, reflectionRequestsPerRead } from "./reflection-reads.js";
-import { Code, StatusError } from "../errors/index.js";
+import { Code, errorLogFields, StatusError } from "../errors/index.js";
 import { checkOptions, positiveInteger, timerMs } from "../options/index.js";
 
 export interface GrpcServerOptions {
@@ -282,11 +282,14 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       await readinessCheck();
     } catch (err) {
       now = false;
-      if (ready) logger.error({ err }, "readiness check failed; reporting NOT_SERVING");
+      // A database away is said by its message alone (errorLogFields); other failures with their stack.
+      if (ready) logger.error(errorLogFields(err), "readiness check failed; reporting NOT_SERVING");
     }
-    if (state !== "serving") return;
-    if (now && !ready) logger.info("readiness restored; reporting SERVING");
+    const was = ready;
+    // Kept while stopping too: a check failing again as the stop closes the database is not a new failure to tell.
     ready = now;
+    if (state !== "serving") return;
+    if (now && !was) logger.info("readiness restored; reporting SERVING");
     setAll(ready && unavailable === undefined ? "SERVING" : "NOT_SERVING");
   };
 

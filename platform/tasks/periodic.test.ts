@@ -1,5 +1,6 @@
 import type pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
+import { StatusError } from "../errors/index.js";
 import { createLogger } from "../log/index.js";
 import { type Periodic, startPeriodic } from "./periodic.js";
 
@@ -76,6 +77,25 @@ describe("startPeriodic", () => {
     const seen = runs;
     await expect.poll(() => runs).toBeGreaterThanOrEqual(seen + 5);
     expect(errors()).toHaveLength(2);
+  });
+
+  it("says a run that failed for a database away by its message alone, without a stack", async () => {
+    const log = memoryLog();
+    let runs = 0;
+    start({
+      what: "deleting old rows",
+      intervalMs: 2,
+      logger: createLogger({ service: "periodic-test", destination: log.stream }),
+      run: async () => {
+        runs++;
+        throw StatusError.unavailable("the database is unavailable; try again shortly", new Error("the database system is shutting down"));
+      },
+    });
+    await expect.poll(() => runs).toBeGreaterThanOrEqual(3);
+    const errors = log.lines.filter((l) => l.level === "error");
+    expect(errors).toHaveLength(1);
+    expect(errors[0].err).toBeUndefined();
+    expect(errors[0].error).toBe("the database is unavailable; try again shortly: the database system is shutting down");
   });
 
   it("stops: the run under way is told and awaited, and none starts after", async () => {

@@ -1,3 +1,4 @@
+import { errorLogFields } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { checkOptions, positiveInteger } from "../options/index.js";
 
@@ -56,7 +57,7 @@ export function startPeriodic<T>(options: PeriodicOptions<T>): Periodic<T> {
           (err: unknown) => {
             if (stopped || failing) return;
             failing = true;
-            logger.error({ err }, `${what} failed; trying again every ${intervalMs} ms, not logged again until it works`);
+            logger.error(errorLogFields(err), `${what} failed; trying again every ${intervalMs} ms, not logged again until it works`);
           },
         )
         .finally(() => schedule(intervalMs));
