@@ -37,6 +37,12 @@ describe("outbox and relay", () => {
     const commit = <T>(add: (tx: Transaction) => T): Promise<T> => db.transaction(async (tx) => add(tx));
     return { sample, db, outbox, commit, batchStreams };
   };
+  /** `db` whose queries are refused UNAVAILABLE (connection refused) while `state.away` is set. */
+  const awayWhen = (db: Database, state: { away: boolean }): Database => ({
+    ...db,
+    query: ((sql: string, params?: Parameters<Database["query"]>[1]) =>
+      state.away ? Promise.reject(StatusError.unavailable("the database is unavailable; try again shortly", new Error("connect ECONNREFUSED 127.0.0.1:5432"))) : db.query(sql, params)) as Database["query"],
+  });
   const startRelay = (db: Database, extra: Partial<Parameters<typeof createOutboxRelay>[0]> = {}): OutboxRelay => {
     const relay = createOutboxRelay({ db, nc: bus.nc, logger, ...fast, ...extra });
     cleanups.unshift(() => relay.stop());
@@ -444,11 +450,7 @@ describe("outbox and relay", () => {
   it("stops retrying once the process began to stop: a failure from then on ends the relay, its events left in the outbox, said once by the stop's line", async () => {
     const { sample, db, outbox, commit } = await setup("gaveup");
     const state = { away: false };
-    const wrapped: Database = {
-      ...db,
-      query: ((sql: string, params?: Parameters<Database["query"]>[1]) =>
-        state.away ? Promise.reject(StatusError.unavailable("the database is unavailable; try again shortly", new Error("connect ECONNREFUSED 127.0.0.1:5432"))) : db.query(sql, params)) as Database["query"],
-    };
+    const wrapped = awayWhen(db, state);
     const { lines, logger: captured } = capturedLogger();
     const relay = startRelay(wrapped, { logger: captured, sweepIntervalMs: 50 });
     await commit((tx) => outbox.add(tx, sample.event, { thingId: "t-0", note: "" }));
@@ -498,11 +500,7 @@ describe("outbox and relay", () => {
   it("says a flush that could not read the outbox (the database away) could not, and tells once it has read events to publish", async () => {
     const { sample, db, outbox, commit } = await setup("unread");
     const state = { away: false };
-    const wrapped: Database = {
-      ...db,
-      query: ((sql: string, params?: Parameters<Database["query"]>[1]) =>
-        state.away ? Promise.reject(StatusError.unavailable("the database is unavailable; try again shortly", new Error("connect ECONNREFUSED 127.0.0.1:5432"))) : db.query(sql, params)) as Database["query"],
-    };
+    const wrapped = awayWhen(db, state);
     const relay = startRelay(wrapped);
     state.away = true;
     let read = false;

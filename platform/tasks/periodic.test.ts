@@ -55,43 +55,41 @@ describe("startPeriodic", () => {
     expect(runs).toBe(1);
   });
 
-  it("logs a failing run once, and once more when a run works again", async () => {
+  /** "deleting old rows" every 2 ms, its lines kept in `log`, each run throwing what `failure` gives, if anything. */
+  const loggedTask = (failure: () => Error | undefined) => {
     const log = memoryLog();
-    let down = true;
-    let runs = 0;
+    const counted = { runs: 0 };
     start({
       what: "deleting old rows",
       intervalMs: 2,
       logger: createLogger({ service: "periodic-test", destination: log.stream }),
       run: async () => {
-        runs++;
-        if (down) throw new Error("connect ECONNREFUSED 127.0.0.1:5432");
+        counted.runs++;
+        const err = failure();
+        if (err) throw err;
       },
     });
-    await expect.poll(() => runs).toBeGreaterThanOrEqual(5);
+    return { log, counted };
+  };
+
+  it("logs a failing run once, and once more when a run works again", async () => {
+    let down = true;
+    const { log, counted } = loggedTask(() => (down ? new Error("connect ECONNREFUSED 127.0.0.1:5432") : undefined));
+    const runsSoFar = () => counted.runs;
+    await expect.poll(runsSoFar).toBeGreaterThanOrEqual(5);
     const errors = () => log.lines.filter((l) => l.level === "error");
     expect(errors()).toMatchObject([{ msg: "deleting old rows failed; trying again every 2 ms, not logged again until it works", err: { message: "connect ECONNREFUSED 127.0.0.1:5432" } }]);
     down = false;
     await expect.poll(() => log.lines.filter((l) => l.level === "info").map((l) => l.msg)).toEqual(["deleting old rows works again"]);
     down = true;
-    const seen = runs;
-    await expect.poll(() => runs).toBeGreaterThanOrEqual(seen + 5);
+    const seen = counted.runs;
+    await expect.poll(runsSoFar).toBeGreaterThanOrEqual(seen + 5);
     expect(errors()).toHaveLength(2);
   });
 
   it("says a run that failed for a database away by its message alone, without a stack", async () => {
-    const log = memoryLog();
-    let runs = 0;
-    start({
-      what: "deleting old rows",
-      intervalMs: 2,
-      logger: createLogger({ service: "periodic-test", destination: log.stream }),
-      run: async () => {
-        runs++;
-        throw StatusError.unavailable("the database is unavailable; try again shortly", new Error("the database system is shutting down"));
-      },
-    });
-    await expect.poll(() => runs).toBeGreaterThanOrEqual(3);
+    const { log, counted } = loggedTask(() => StatusError.unavailable("the database is unavailable; try again shortly", new Error("the database system is shutting down")));
+    await expect.poll(() => counted.runs).toBeGreaterThanOrEqual(3);
     const errors = log.lines.filter((l) => l.level === "error");
     expect(errors).toHaveLength(1);
     expect(errors[0].err).toBeUndefined();
