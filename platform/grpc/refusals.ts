@@ -84,7 +84,7 @@ const messages: Record<CallRefusal | ConnectionRefusal | "timeout_clamped", stri
   no_tls_handshake: "dropped TLS connections that sent nothing within prefaceTimeoutMs, or whose handshake had not ended within prefaceTimeoutMs of their first bytes",
   too_many_connections: "closed connections accepted while maxConnections were open, or closed the newest of the address holding the most to let in another address's",
   too_many_streams: "closed the connections holding the most open streams when a stream came while maxOpenStreams were open",
-  no_ping_answer: "closed connections that had not answered the server's last PING after pingIntervalMs, or within 5 s of one sent after a flood of reset streams",
+  no_ping_answer: "closed connections that had not answered the server's last PING after pingIntervalMs, or that Node's HTTP/2 stopped reading after a flood of reset streams (over 1,000, then 33 a second: a rapid-reset attack, or a client cancelling that many calls) and that did not answer a PING within 5 s",
   timeout_clamped: "took grpc-timeout values beyond about 24.8 days (2^31 - 1 ms, the most grpc-js holds) as that; the calls were served",
 };
 
